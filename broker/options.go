@@ -1,0 +1,102 @@
+package broker
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Options configure a Server. The zero value of every field means "use the
+// default" listed beside it, so Options{} is a working configuration; use
+// DefaultOptions to see the effective values.
+type Options struct {
+	// Logger receives the server's logs. Default: slog.Default().
+	Logger *slog.Logger
+
+	// MaxPacketSize is the largest packet accepted from or sent to a
+	// client, in bytes. Default 1 MiB; at most 268,435,460.
+	MaxPacketSize uint32
+	// ReceiveMaximum is how many QoS 1/2 publishes a client may have
+	// unacknowledged towards the server (MQTT 5 Receive Maximum; also
+	// enforced for 3.1.x). Default 1024.
+	ReceiveMaximum uint16
+	// MaxInflight caps unacknowledged QoS 1/2 messages the server sends to
+	// one client (further bounded by the client's own Receive Maximum).
+	// Default 64.
+	MaxInflight uint16
+	// MaxQueued is the most messages held for one session beyond the
+	// inflight window (offline, or online but the window is full). When
+	// full, the oldest QoS 0 message is dropped first, otherwise the new
+	// message is dropped; every drop is counted. Default 1000.
+	MaxQueued int
+	// QueueQoS0 also queues QoS 0 messages for offline persistent
+	// sessions. Default false, as in mosquitto.
+	QueueQoS0 bool
+	// MaxTopicLevels is the most '/'-separated levels in a topic or
+	// filter. Default 128.
+	MaxTopicLevels int
+	// MaxConnections is the most concurrent client connections; further
+	// CONNECTs get Server Unavailable / Server Busy. Default 100,000.
+	MaxConnections int
+	// ConnectTimeout is how long a new connection has to send CONNECT.
+	// Default 10s.
+	ConnectTimeout time.Duration
+	// ServerKeepAlive, when non-zero, overrides the client's keep alive
+	// (MQTT 5 Server Keep Alive; for 3.1.x it caps the enforced interval).
+	ServerKeepAlive uint16
+	// MaxSessionExpiry caps the MQTT 5 Session Expiry Interval a client may
+	// ask for, in seconds. Default 0xFFFFFFFF (never expire allowed).
+	MaxSessionExpiry uint32
+	// TopicAliasMaximum is the MQTT 5 Topic Alias Maximum the server
+	// accepts from a client. Default 64.
+	TopicAliasMaximum uint16
+	// SysInterval is how often $SYS topics are published; negative
+	// disables them. Default 10s.
+	SysInterval time.Duration
+	// DisableRetain turns retained messages off (MQTT 5 Retain Available 0).
+	DisableRetain bool
+	// Store persists sessions and retained messages. Default: in memory.
+	Store Store
+}
+
+// DefaultOptions returns Options with every default filled in.
+func DefaultOptions() Options {
+	var o Options
+	o.fill()
+	return o
+}
+
+func (o *Options) fill() {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.MaxPacketSize == 0 {
+		o.MaxPacketSize = 1 << 20
+	}
+	if o.ReceiveMaximum == 0 {
+		o.ReceiveMaximum = 1024
+	}
+	if o.MaxInflight == 0 {
+		o.MaxInflight = 64
+	}
+	if o.MaxQueued == 0 {
+		o.MaxQueued = 1000
+	}
+	if o.MaxTopicLevels == 0 {
+		o.MaxTopicLevels = 128
+	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = 100000
+	}
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = 10 * time.Second
+	}
+	if o.MaxSessionExpiry == 0 {
+		o.MaxSessionExpiry = 0xFFFFFFFF
+	}
+	if o.TopicAliasMaximum == 0 {
+		o.TopicAliasMaximum = 64
+	}
+	if o.SysInterval == 0 {
+		o.SysInterval = 10 * time.Second
+	}
+}

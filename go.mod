@@ -1,0 +1,3 @@
+module github.com/roost-mqtt/roost
+
+go 1.26

@@ -1,0 +1,22 @@
+// Package packet is the MQTT wire codec for protocol levels 3 (MQTT 3.1,
+// "MQIsdp"), 4 (3.1.1) and 5 (5.0).
+//
+// There is one Go type per control packet (Connect, Connack, Publish, ...).
+// Every type implements Packet: Encode appends the packet's wire form for a
+// given protocol version to a caller-owned buffer, so a broker can encode a
+// PUBLISH once per distinct wire form and share the bytes among subscribers.
+//
+// Decoding is split in two steps so the hot path does not allocate per
+// packet header: ReadFixedHeader/ParseFixedHeader extracts the first byte and
+// the remaining length, and Decode turns the body into a typed packet. A
+// Reader wraps both around a bufio.Reader and enforces a maximum packet size.
+//
+// The decoder applies the validity rules the specifications state for the
+// wire form itself (reserved flags, UTF-8 rules, property duplication, packet
+// identifier 0, QoS 3, wildcards in a PUBLISH topic, ...). A violation is
+// returned as an *Error carrying the MQTT 5 reason code the server should
+// answer with (0x81 Malformed Packet or 0x82 Protocol Error, mostly), so the
+// broker has one place that turns decode failures into DISCONNECTs.
+//
+// The package has no broker imports and no global mutable state.
+package packet
