@@ -6,9 +6,9 @@ package packet
 // FixedHeader is the first byte and remaining length of a packet.
 type FixedHeader struct {
 	Type      Type
-	Flags     byte   // low nibble of the first byte
-	Remaining int    // remaining length
-	HeaderLen int    // bytes taken by the first byte and the varint
+	Flags     byte // low nibble of the first byte
+	Remaining int  // remaining length
+	HeaderLen int  // bytes taken by the first byte and the varint
 }
 
 // Error is a decode or validation failure. Code is the reason code a 5.0

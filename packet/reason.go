@@ -54,10 +54,10 @@ const (
 
 // MQTT 3.1.x CONNACK return codes [MQTT-3.2.2.3].
 const (
-	Connack311Accepted               ReasonCode = 0
-	Connack311BadProtocolVersion     ReasonCode = 1
-	Connack311IdentifierRejected     ReasonCode = 2
-	Connack311ServerUnavailable      ReasonCode = 3
-	Connack311BadUsernameOrPassword  ReasonCode = 4
-	Connack311NotAuthorized          ReasonCode = 5
+	Connack311Accepted              ReasonCode = 0
+	Connack311BadProtocolVersion    ReasonCode = 1
+	Connack311IdentifierRejected    ReasonCode = 2
+	Connack311ServerUnavailable     ReasonCode = 3
+	Connack311BadUsernameOrPassword ReasonCode = 4
+	Connack311NotAuthorized         ReasonCode = 5
 )
