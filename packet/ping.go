@@ -15,4 +15,3 @@ func (p *Pingresp) Encode(dst []byte, v Version) ([]byte, error) {
 	}
 	return append(dst, byte(PINGRESP)<<4, 0), nil
 }
-
