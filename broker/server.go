@@ -2,25 +2,212 @@ package broker
 
 import (
 	"context"
+	"errors"
+	"log/slog"
 	"net"
+	"sync"
+	"time"
+
+	"github.com/roost-mqtt/roost/packet"
 )
 
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("broker: server closed")
+
+// Version is the broker version reported in $SYS/broker/version.
+var Version = "dev"
+
 // Server is an MQTT broker. Create it with New, hand it listeners with
-// Serve, stop it with Shutdown.
+// Serve, stop it with Shutdown. A Server is safe for concurrent use.
 type Server struct {
-	opts Options
+	opts   Options
+	log    *slog.Logger
+	start  time.Time
+	router *router
+	ret    *retainer
+	stats  stats
+
+	ctx    context.Context // ends at Shutdown; parent of background work
+	cancel context.CancelFunc
+
+	// mu guards the fields below. Lock order: Server.mu, then session.mu,
+	// then conn.outMu. Never take Server.mu while holding a session lock.
+	mu        sync.Mutex
+	sessions  map[string]*session
+	conns     map[*conn]struct{}
+	listeners map[net.Listener]struct{}
+	closing   bool
+	nextAnon  uint64
+
+	connWG sync.WaitGroup // one per live connection goroutine
+	bgWG   sync.WaitGroup // $SYS publisher and other background loops
 }
 
-// New returns a Server configured by opts.
+// New returns a Server configured by opts. It fails only when opts hold an
+// impossible value.
 func New(opts Options) (*Server, error) {
 	opts.fill()
-	return &Server{opts: opts}, nil
+	if opts.MaxPacketSize > packet.MaxVarint+5 {
+		return nil, errors.New("broker: MaxPacketSize above the protocol maximum 268435460")
+	}
+	if opts.MaxQueued < 0 {
+		return nil, errors.New("broker: MaxQueued must not be negative")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		opts:      opts,
+		log:       opts.Logger,
+		start:     time.Now(),
+		ctx:       ctx,
+		cancel:    cancel,
+		sessions:  make(map[string]*session),
+		conns:     make(map[*conn]struct{}),
+		listeners: make(map[net.Listener]struct{}),
+	}
+	s.router = newRouter()
+	s.ret = newRetainer()
+	if opts.SysInterval > 0 {
+		s.bgWG.Add(1)
+		go s.sysLoop()
+	}
+	return s, nil
 }
 
-// Serve accepts connections on l until Shutdown; it returns
-// ErrServerClosed after Shutdown.
-func (s *Server) Serve(l net.Listener) error { panic("not yet") }
+// Serve accepts connections on l until Shutdown and serves each in its own
+// goroutine. Temporary accept errors (for example running out of file
+// descriptors) are logged and retried with backoff instead of ending the
+// loop. It returns ErrServerClosed after Shutdown, or the listener's error
+// when it fails permanently.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
 
-// Shutdown stops accepting, sends MQTT 5 clients DISCONNECT 0x8B, flushes
-// pending writes and waits for connections to close or ctx to end.
-func (s *Server) Shutdown(ctx context.Context) error { panic("not yet") }
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if s.isClosing() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-s.ctx.Done():
+					return ErrServerClosed
+				}
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.serveConn(nc)
+	}
+}
+
+// isTemporary reports errors an accept loop should survive: descriptor
+// exhaustion and aborted handshakes.
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	if errors.As(err, &t) && t.Temporary() {
+		return true
+	}
+	return errors.Is(err, errTooManyFiles)
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// ServeConn serves one already accepted connection, for listeners that are
+// not net.Listeners (tests, in-process pipes). It returns immediately.
+func (s *Server) ServeConn(nc net.Conn) { s.serveConn(nc) }
+
+func (s *Server) serveConn(nc net.Conn) {
+	c := newConn(s, nc)
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.connWG.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.connWG.Done()
+		c.run()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+}
+
+// Shutdown stops accepting, sends MQTT 5 clients DISCONNECT 0x8B (Server
+// shutting down), flushes pending writes and closes every connection. Wills
+// of connected clients are not published: the clients did nothing wrong.
+// It waits until all connections are closed or ctx ends, returning ctx's
+// error in the latter case.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closing = true
+	for l := range s.listeners {
+		l.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	s.cancel()
+
+	for _, c := range conns {
+		c.shutdown()
+	}
+	done := make(chan struct{})
+	go func() {
+		s.connWG.Wait()
+		s.bgWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		s.closeSessions()
+		if s.opts.Store != nil {
+			return s.opts.Store.Close()
+		}
+		return nil
+	case <-ctx.Done():
+		for _, c := range conns {
+			c.nc.Close()
+		}
+		return ctx.Err()
+	}
+}
+
+// closeSessions stops the expiry and will timers of offline sessions.
+func (s *Server) closeSessions() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ss := range s.sessions {
+		ss.stopTimers()
+	}
+}

@@ -1,0 +1,329 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/roost-mqtt/roost/packet"
+)
+
+const (
+	// readBufInitial is the read buffer a connection starts with; it grows
+	// to hold the largest packet seen and shrinks back when idle.
+	readBufInitial = 1024
+	// writeTimeout bounds one write to a client that stopped reading.
+	writeTimeout = 30 * time.Second
+	// maxOutBuffered is the slow-consumer bound: QoS 0 messages for a client
+	// with this many bytes not yet written are dropped (and counted).
+	// QoS 1/2 are bounded by the inflight window instead and never dropped
+	// here.
+	maxOutBuffered = 4 << 20
+	// drainTimeout bounds how long a closing connection waits for pending
+	// writes (final DISCONNECT included) to reach the socket.
+	drainTimeout = 2 * time.Second
+)
+
+// conn is one client network connection. A reader goroutine (run) reads,
+// decodes and handles packets; writes are appended to out by any goroutine
+// and written by a flusher goroutine that exists only while there is
+// something to write, so an idle connection holds one goroutine.
+type conn struct {
+	srv    *Server
+	nc     net.Conn
+	log    *slog.Logger
+	remote string
+
+	// Set while handling CONNECT, read-only afterwards.
+	version     packet.Version
+	clientID    string
+	sess        *session
+	keepAlive   time.Duration // 1.5x the negotiated keep alive, 0 = none
+	maxOut      uint32        // client's Maximum Packet Size (0: protocol max)
+	window      int           // outbound inflight limit
+	aliasMaxOut uint16        // client's Topic Alias Maximum
+	problemInfo bool          // MQTT 5 Request Problem Information
+	connected   bool          // CONNACK success sent
+
+	// Reader goroutine only.
+	aliasIn map[uint16]string
+	will    *packet.Connect // the CONNECT, kept while it carries a will
+
+	// Guarded by sess.mu (deliveries happen under the session lock).
+	aliasOut     map[string]uint16
+	nextAliasOut uint16
+
+	// kick is the reason another goroutine asked this connection to close
+	// (takeover, shutdown, admin); the reader sees it at its next read.
+	kick atomic.Uint32
+
+	outMu    sync.Mutex
+	outCond  sync.Cond // signalled when the flusher stops
+	out      []byte    // encoded packets waiting for the flusher
+	spare    []byte    // the buffer the flusher wrote last, for reuse
+	flushing bool      // a flusher goroutine is running
+	dead     bool      // socket failed or closed: discard writes
+}
+
+const (
+	kickNone uint32 = iota
+	kickTakeover
+	kickShutdown
+)
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := &conn{srv: s, nc: nc, remote: nc.RemoteAddr().String(), problemInfo: true}
+	c.outCond.L = &c.outMu
+	c.log = s.log.With("remote", c.remote)
+	return c
+}
+
+// run serves the connection until it ends. A panic while handling this
+// connection is logged with its stack and closes only this connection.
+func (c *conn) run() {
+	var err error
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("panic while serving connection; closing it", "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("%w: internal error", errServer)
+		}
+		c.finish(err)
+	}()
+	err = c.readLoop()
+}
+
+// readLoop reads as much as the socket has, decodes every complete packet in
+// the buffer and handles them in order. Replies are appended to out, so the
+// replies to one read's packets leave in one write.
+func (c *conn) readLoop() error {
+	buf := make([]byte, 0, readBufInitial)
+	c.nc.SetReadDeadline(time.Now().Add(c.srv.opts.ConnectTimeout))
+	maxSize := int(c.srv.opts.MaxPacketSize)
+	for {
+		off := 0
+		for {
+			h, err := packet.ParseFixedHeader(buf[off:])
+			if errors.Is(err, packet.ErrIncomplete) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			total := h.HeaderLen + h.Remaining
+			if total > maxSize {
+				return &packet.Error{Code: packet.PacketTooLarge, Msg: fmt.Sprintf("packet of %d bytes exceeds maximum %d", total, maxSize)}
+			}
+			if len(buf)-off < total {
+				if cap(buf) < total {
+					nb := make([]byte, len(buf)-off, total)
+					copy(nb, buf[off:])
+					buf, off = nb, 0
+				}
+				break
+			}
+			p, err := packet.Decode(h, buf[off+h.HeaderLen:off+total], c.version)
+			off += total
+			if err != nil {
+				if cp, ok := p.(*packet.Connect); ok && c.sess == nil {
+					c.refuseConnect(cp, err)
+				}
+				return err
+			}
+			if err := c.handle(p); err != nil {
+				return err
+			}
+		}
+		// Keep the unparsed tail at the front of the buffer.
+		n := copy(buf[:cap(buf)], buf[off:])
+		buf = buf[:n]
+		if n == 0 && cap(buf) > 64<<10 {
+			buf = make([]byte, 0, readBufInitial) // release a large buffer once drained
+		}
+		if c.keepAlive > 0 {
+			c.nc.SetReadDeadline(time.Now().Add(c.keepAlive))
+		} else if c.connected {
+			c.nc.SetReadDeadline(time.Time{})
+		}
+		if c.kick.Load() != kickNone {
+			return errKicked
+		}
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		m, err := c.nc.Read(buf[len(buf):cap(buf)])
+		if m > 0 {
+			buf = buf[:len(buf)+m]
+			c.srv.stats.bytesReceived.Add(uint64(m))
+		}
+		if err != nil {
+			if m > 0 && !isTimeout(err) {
+				continue // handle what arrived, then see the error again
+			}
+			return err
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// handle dispatches one decoded packet.
+func (c *conn) handle(p packet.Packet) error {
+	if c.sess == nil {
+		cp, ok := p.(*packet.Connect)
+		if !ok {
+			return protoErr(packet.ProtocolError, "MQTT-3.1.0-1", "first packet is %s, not CONNECT", p.Type())
+		}
+		return c.handleConnect(cp)
+	}
+	switch p := p.(type) {
+	case *packet.Publish:
+		return c.handlePublish(p)
+	case *packet.Puback:
+		c.sess.onPuback(p.PacketID)
+	case *packet.Pubrec:
+		c.sess.onPubrec(p.PacketID, p.ReasonCode)
+	case *packet.Pubrel:
+		c.handlePubrel(p)
+	case *packet.Pubcomp:
+		c.sess.onPubcomp(p.PacketID)
+	case *packet.Subscribe:
+		return c.handleSubscribe(p)
+	case *packet.Unsubscribe:
+		c.handleUnsubscribe(p)
+	case *packet.Pingreq:
+		c.send(&packet.Pingresp{})
+	case *packet.Disconnect:
+		return c.handleDisconnect(p)
+	case *packet.Connect:
+		return protoErr(packet.ProtocolError, "MQTT-3.1.0-2", "second CONNECT on one connection")
+	case *packet.Auth:
+		return protoErr(packet.ProtocolError, "MQTT-4.12.0-1", "AUTH without an authentication method in CONNECT")
+	default:
+		return protoErr(packet.ProtocolError, "", "%s is not sent by clients", p.Type())
+	}
+	return nil
+}
+
+// send encodes p into the output buffer and makes sure a flusher runs.
+func (c *conn) send(p packet.Packet) {
+	c.outMu.Lock()
+	if !c.dead {
+		var err error
+		if c.out, err = p.Encode(c.out, c.version); err != nil {
+			c.log.Error("encoding packet", "type", p.Type(), "err", err)
+		}
+		c.startFlushLocked()
+	}
+	c.outMu.Unlock()
+}
+
+// startFlushLocked starts a flusher if none runs. outMu must be held.
+func (c *conn) startFlushLocked() {
+	if !c.flushing && len(c.out) > 0 {
+		c.flushing = true
+		go c.flush()
+	}
+}
+
+// flush writes out until it is empty: everything appended while a write is
+// in progress leaves in the next single write.
+func (c *conn) flush() {
+	for {
+		c.outMu.Lock()
+		if len(c.out) == 0 || c.dead {
+			c.flushing = false
+			if cap(c.spare) > 64<<10 {
+				c.spare = nil
+			}
+			c.outCond.Broadcast()
+			c.outMu.Unlock()
+			return
+		}
+		buf := c.out
+		c.out, c.spare = c.spare[:0], nil
+		c.outMu.Unlock()
+
+		c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		n, err := c.nc.Write(buf)
+		c.srv.stats.bytesSent.Add(uint64(n))
+
+		c.outMu.Lock()
+		if c.spare == nil {
+			c.spare = buf[:0]
+		}
+		if err != nil {
+			c.dead = true
+			c.out = nil
+		}
+		c.outMu.Unlock()
+		if err != nil {
+			c.log.Debug("write failed; closing", "err", err)
+			c.nc.Close()
+		}
+	}
+}
+
+// drain waits until pending output is written, the socket fails, or the
+// timeout passes.
+func (c *conn) drain(timeout time.Duration) {
+	t := time.AfterFunc(timeout, func() {
+		c.outMu.Lock()
+		c.dead = true
+		c.outCond.Broadcast()
+		c.outMu.Unlock()
+		c.nc.Close()
+	})
+	defer t.Stop()
+	c.outMu.Lock()
+	c.startFlushLocked()
+	for c.flushing {
+		c.outCond.Wait()
+	}
+	c.dead = true
+	c.out = nil
+	c.outMu.Unlock()
+}
+
+// kickOut asks the reader to end the connection for reason (a kick*
+// value); it returns immediately.
+func (c *conn) kickOut(reason uint32) {
+	c.kick.CompareAndSwap(kickNone, reason)
+	c.nc.SetReadDeadline(time.Now())
+}
+
+func (c *conn) shutdown() { c.kickOut(kickShutdown) }
+
+// finish tears the connection down after the reader stopped with err: it
+// decides about a final DISCONNECT and the will, detaches the session and
+// closes the socket.
+func (c *conn) finish(err error) {
+	kick := c.kick.Load()
+	d := c.decide(err, kick)
+	if d.level == slog.LevelInfo {
+		c.log.Info("client disconnected", "reason", d.why)
+	} else {
+		c.log.Log(context.Background(), d.level, "closing connection", "reason", d.why)
+	}
+	if d.sendDisconnect && c.version == packet.V5 && c.connected {
+		dp := &packet.Disconnect{ReasonCode: d.code}
+		if d.reasonString != "" && c.problemInfo {
+			dp.Properties.ReasonString = d.reasonString
+			dp.Properties.Set(packet.PropReasonString)
+		}
+		c.send(dp)
+	}
+	c.drain(drainTimeout)
+	c.nc.Close()
+	if c.sess != nil {
+		c.srv.detach(c, d.publishWill)
+	}
+}

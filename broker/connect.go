@@ -1,0 +1,256 @@
+package broker
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/roost-mqtt/roost/packet"
+	"github.com/roost-mqtt/roost/topic"
+)
+
+// errConnectRefused ends a connection whose CONNECT was answered with a
+// failure CONNACK.
+var errConnectRefused = errors.New("connection refused")
+
+// refuseError carries why CONNECT was refused, for the log.
+type refuseError struct {
+	code packet.ReasonCode
+	why  string
+}
+
+func (e *refuseError) Error() string {
+	return fmt.Sprintf("CONNECT refused (0x%02X): %s", byte(e.code), e.why)
+}
+func (e *refuseError) Unwrap() error { return errConnectRefused }
+
+// refuse answers CONNECT with failure code rc (a 5.0 code; 3.1.x clients get
+// the nearest 3.1.1 return code) and returns the error that ends the
+// connection [MQTT-3.2.2-6/7].
+func (c *conn) refuse(rc packet.ReasonCode, why string) error {
+	ack := &packet.Connack{ReasonCode: rc}
+	if c.version != packet.V5 {
+		ack.ReasonCode = packet.ConnackCode311(rc)
+	} else if c.problemInfo {
+		ack.Properties.ReasonString = why
+		ack.Properties.Set(packet.PropReasonString)
+	}
+	c.send(ack)
+	return &refuseError{code: rc, why: why}
+}
+
+// refuseConnect answers a CONNECT that failed to decode, when its protocol
+// version is known, with the matching CONNACK code.
+func (c *conn) refuseConnect(p *packet.Connect, err error) {
+	var pe *packet.Error
+	if !errors.As(err, &pe) {
+		return
+	}
+	switch {
+	case pe.Code == packet.UnsupportedProtocolVersion:
+		// Answer in 3.1.1 form: the client's version is not ours to
+		// speak [MQTT-3.1.2-2].
+		c.version = packet.V311
+		c.send(&packet.Connack{ReasonCode: packet.Connack311BadProtocolVersion})
+	case p.ProtocolVersion == packet.V5:
+		c.version = packet.V5
+		c.send(&packet.Connack{ReasonCode: pe.Code})
+	case pe.Code == packet.ClientIdentifierNotValid:
+		c.version = p.ProtocolVersion
+		c.send(&packet.Connack{ReasonCode: packet.Connack311IdentifierRejected})
+	}
+}
+
+// handleConnect validates CONNECT, attaches the connection to its session
+// (taking over an existing connection with the same client id) and answers
+// CONNACK.
+func (c *conn) handleConnect(p *packet.Connect) error {
+	s := c.srv
+	o := &s.opts
+	c.version = p.ProtocolVersion
+	props := &p.Properties
+	if c.version == packet.V5 && props.Has(packet.PropRequestProblemInfo) {
+		c.problemInfo = props.RequestProblemInfo == 1
+	}
+	if c.version == packet.V5 && props.Has(packet.PropAuthMethod) {
+		return c.refuse(packet.BadAuthenticationMethod, "no authentication methods are configured")
+	}
+
+	id := p.ClientID
+	assigned := false
+	if id == "" {
+		if c.version == packet.V31 || !p.CleanStart && c.version == packet.V311 {
+			return c.refuse(packet.ClientIdentifierNotValid, "empty client id needs clean session [MQTT-3.1.3-8]")
+		}
+		id = s.assignClientID()
+		assigned = true
+	}
+	if c.version == packet.V31 && len(id) > 23 {
+		return c.refuse(packet.ClientIdentifierNotValid, "MQTT 3.1 client ids are at most 23 characters")
+	}
+
+	var will *willMsg
+	if p.WillFlag {
+		if err := topic.ValidName(p.WillTopic, o.MaxTopicLevels); err != nil {
+			return c.refuse(packet.TopicNameInvalid, fmt.Sprintf("will topic %q: %v", p.WillTopic, err))
+		}
+		if p.WillRetain && o.DisableRetain {
+			return c.refuse(packet.RetainNotSupported, "retained messages are disabled")
+		}
+		will = newWill(p, id)
+	}
+	if int(s.stats.connected.Load()) >= o.MaxConnections {
+		return c.refuse(packet.ServerBusy, fmt.Sprintf("connection limit %d reached", o.MaxConnections))
+	}
+
+	ack := &packet.Connack{}
+	keepAlive := p.KeepAlive
+	expiry := uint32(0)
+	c.window = int(o.MaxInflight)
+	if c.version == packet.V5 {
+		if o.ServerKeepAlive != 0 {
+			keepAlive = o.ServerKeepAlive
+			ack.Properties.ServerKeepAlive = keepAlive
+			ack.Properties.Set(packet.PropServerKeepAlive)
+		}
+		if props.Has(packet.PropSessionExpiry) {
+			expiry = props.SessionExpiry
+		}
+		if expiry > o.MaxSessionExpiry {
+			expiry = o.MaxSessionExpiry
+			ack.Properties.SessionExpiry = expiry
+			ack.Properties.Set(packet.PropSessionExpiry)
+		}
+		if props.Has(packet.PropReceiveMaximum) {
+			c.window = min(c.window, int(props.ReceiveMaximum))
+		}
+		if props.Has(packet.PropMaximumPacketSize) {
+			c.maxOut = props.MaximumPacketSize
+		}
+		if props.Has(packet.PropTopicAliasMaximum) {
+			c.aliasMaxOut = props.TopicAliasMaximum
+		}
+		if assigned {
+			ack.Properties.AssignedClientID = id
+			ack.Properties.Set(packet.PropAssignedClientID)
+		}
+		ack.Properties.ReceiveMaximum = o.ReceiveMaximum
+		ack.Properties.Set(packet.PropReceiveMaximum)
+		ack.Properties.MaximumPacketSize = o.MaxPacketSize
+		ack.Properties.Set(packet.PropMaximumPacketSize)
+		ack.Properties.TopicAliasMaximum = o.TopicAliasMaximum
+		ack.Properties.Set(packet.PropTopicAliasMaximum)
+		if o.DisableRetain {
+			ack.Properties.RetainAvailable = 0
+			ack.Properties.Set(packet.PropRetainAvailable)
+		}
+	} else if !p.CleanStart {
+		expiry = neverExpires // 3.1.x persistent sessions last until cleaned
+	}
+	if keepAlive > 0 {
+		c.keepAlive = time.Duration(keepAlive) * 1500 * time.Millisecond // [MQTT-3.1.2-24]
+	}
+
+	c.clientID = id
+	c.log = c.log.With("client_id", id)
+	present := s.attach(c, id, p.CleanStart, expiry, will, ack)
+	c.connected = true
+	s.stats.noteConnected()
+	c.log.Info("client connected", "protocol", c.version.String(), "clean_start", p.CleanStart,
+		"keep_alive", keepAlive, "session_present", present)
+	return nil
+}
+
+const neverExpires = 0xFFFFFFFF
+
+func (s *Server) assignClientID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "roost-" + hex.EncodeToString(b[:])
+}
+
+func newWill(p *packet.Connect, from string) *willMsg {
+	m := &Message{Topic: p.WillTopic, Payload: p.WillPayload, QoS: p.WillQoS, Retain: p.WillRetain, From: from}
+	w := &willMsg{msg: m}
+	if p.ProtocolVersion == packet.V5 {
+		wp := &p.WillProperties
+		m.Props = *wp
+		m.Props.Clear(packet.PropWillDelay)
+		m.Props.Clear(packet.PropMessageExpiry)
+		if wp.Has(packet.PropWillDelay) {
+			w.delay = time.Duration(wp.WillDelay) * time.Second
+		}
+		if wp.Has(packet.PropMessageExpiry) {
+			// The interval counts from when the will is published.
+			m.Props.MessageExpiry = wp.MessageExpiry
+			m.Props.Set(packet.PropMessageExpiry)
+		}
+	}
+	return w
+}
+
+// attach binds c to the session for id, ending or resuming an existing one,
+// and sends CONNACK before anything else can be written to c. It returns
+// the session-present flag.
+func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, will *willMsg, ack *packet.Connack) bool {
+	var wills []*willMsg
+	s.mu.Lock()
+	old := s.sessions[id]
+	if old != nil {
+		old.mu.Lock()
+		if oc := old.conn; oc != nil {
+			// Takeover [MQTT-3.1.4-3]. The old connection's will is
+			// published unless the session goes on and the will has a
+			// delay: a new connection to the session arrived in time
+			// [MQTT-3.1.3-9].
+			old.conn = nil
+			s.stats.connected.Add(-1)
+			if w := old.will; w != nil {
+				old.will = nil
+				if clean || old.expiry == 0 || w.delay == 0 {
+					wills = append(wills, w)
+				}
+			}
+			oc.kickOut(kickTakeover)
+		}
+		old.mu.Unlock()
+	}
+	var ss *session
+	present := false
+	if old != nil && !clean {
+		ss = old
+		present = true
+	} else {
+		if old != nil {
+			if w := s.endSessionLocked(old); w != nil {
+				wills = append(wills, w)
+			}
+		}
+		ss = newSession(s, id)
+		s.sessions[id] = ss
+	}
+	ss.mu.Lock()
+	ss.stopTimersLocked()
+	if ss.will != nil {
+		// A delayed will from an earlier connection: a new connection
+		// arrived before it was due, so it is not sent [MQTT-3.1.3-9].
+		ss.will = nil
+	}
+	ss.expiry = expiry
+	ss.will = will
+	c.sess = ss
+	ack.SessionPresent = present && c.version != packet.V31
+	c.send(ack)
+	ss.conn = c
+	if present {
+		ss.resume(c)
+	}
+	ss.mu.Unlock()
+	s.mu.Unlock()
+	for _, w := range wills {
+		s.publishWill(w)
+	}
+	return present
+}

@@ -1,0 +1,93 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"syscall"
+
+	"github.com/roost-mqtt/roost/packet"
+)
+
+var (
+	errTooManyFiles = syscall.EMFILE
+	errServer       = errors.New("internal server error")
+	errKicked       = errors.New("closed by the server")
+
+	// errNormalDisconnect and errWillDisconnect end the read loop after a
+	// client DISCONNECT (0x00 and 0x04).
+	errNormalDisconnect = errors.New("client sent DISCONNECT")
+	errWillDisconnect   = errors.New("client sent DISCONNECT with will (0x04)")
+)
+
+// protocolError is a violation found while handling a decoded packet. It
+// carries the reason code for the DISCONNECT and the normative statement.
+type protocolError struct {
+	code packet.ReasonCode
+	rule string
+	msg  string
+}
+
+func (e *protocolError) Error() string {
+	if e.rule != "" {
+		return fmt.Sprintf("%s [%s]", e.msg, e.rule)
+	}
+	return e.msg
+}
+
+func protoErr(code packet.ReasonCode, rule, format string, args ...any) error {
+	return &protocolError{code: code, rule: rule, msg: fmt.Sprintf(format, args...)}
+}
+
+// decision is what to do when a connection ends.
+type decision struct {
+	code           packet.ReasonCode // for the MQTT 5 DISCONNECT
+	sendDisconnect bool
+	publishWill    bool
+	why            string
+	reasonString   string
+	level          slog.Level
+}
+
+// decide is the one place where the reason a connection ended becomes an
+// MQTT reason code, a DISCONNECT, a will decision and a log level.
+func (c *conn) decide(err error, kick uint32) decision {
+	switch kick {
+	case kickShutdown:
+		return decision{code: packet.ServerShuttingDown, sendDisconnect: true, why: "server shutting down", level: slog.LevelInfo}
+	case kickTakeover:
+		// The will, if due, was published by the taking connection.
+		return decision{code: packet.SessionTakenOver, sendDisconnect: true,
+			why: "session taken over by a new connection", level: slog.LevelInfo}
+	}
+	var pe *packet.Error
+	var he *protocolError
+	switch {
+	case err == nil:
+		return decision{why: "closed", level: slog.LevelInfo}
+	case errors.Is(err, errNormalDisconnect):
+		return decision{why: "client disconnected normally", level: slog.LevelInfo}
+	case errors.Is(err, errWillDisconnect):
+		return decision{publishWill: true, why: "client disconnected with will", level: slog.LevelInfo}
+	case errors.As(err, &pe):
+		return decision{code: pe.Code, sendDisconnect: true, publishWill: true, why: "bad packet: " + pe.Error(),
+			reasonString: pe.Error(), level: slog.LevelWarn}
+	case errors.As(err, &he):
+		return decision{code: he.code, sendDisconnect: true, publishWill: true, why: "protocol violation: " + he.Error(),
+			reasonString: he.Error(), level: slog.LevelWarn}
+	case errors.Is(err, errServer):
+		return decision{code: packet.ImplementationSpecificError, sendDisconnect: true, publishWill: true,
+			why: err.Error(), level: slog.LevelError}
+	case isTimeout(err) && c.connected:
+		return decision{code: packet.KeepAliveTimeout, sendDisconnect: true, publishWill: true,
+			why: "keep alive expired (no packet within 1.5x the keep alive)", level: slog.LevelInfo}
+	case isTimeout(err):
+		return decision{why: "no CONNECT within the connect timeout", level: slog.LevelInfo}
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET):
+		return decision{publishWill: true, why: "connection lost", level: slog.LevelInfo}
+	default:
+		return decision{publishWill: true, why: "connection error: " + err.Error(), level: slog.LevelInfo}
+	}
+}

@@ -1,0 +1,123 @@
+package broker
+
+import (
+	"time"
+
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// detach unbinds a closing connection from its session. The will is
+// published now, after its delay, or when the session ends, whichever
+// comes first [MQTT-3.1.2-8, 3.1.3.2.2]; a session with expiry 0 ends now
+// [MQTT-3.1.2-23], others get an expiry timer.
+func (s *Server) detach(c *conn, publishWill bool) {
+	ss := c.sess
+	var due *willMsg
+	s.mu.Lock()
+	ss.mu.Lock()
+	if ss.conn != c {
+		// Taken over, or already ended: the taker dealt with the will.
+		ss.mu.Unlock()
+		s.mu.Unlock()
+		return
+	}
+	ss.conn = nil
+	s.stats.connected.Add(-1)
+	w := ss.will
+	ss.will = nil
+	if !publishWill {
+		w = nil
+	}
+	switch {
+	case ss.expiry == 0:
+		ss.mu.Unlock()
+		s.endSessionLocked(ss)
+		due = w
+	default:
+		if w != nil && w.delay > 0 {
+			ss.will = w
+			ss.willTimer = time.AfterFunc(w.delay, func() { s.fireWill(ss) })
+		} else {
+			due = w
+		}
+		if ss.expiry != neverExpires {
+			ss.expiryTimer = time.AfterFunc(time.Duration(ss.expiry)*time.Second, func() { s.expireSession(ss) })
+		}
+		ss.mu.Unlock()
+	}
+	s.mu.Unlock()
+	if due != nil {
+		s.publishWill(due)
+	}
+}
+
+// fireWill publishes a delayed will whose delay ran out while its session
+// was still offline.
+func (s *Server) fireWill(ss *session) {
+	ss.mu.Lock()
+	w := ss.will
+	if ss.conn != nil || ss.ended {
+		w = nil
+	}
+	ss.will = nil
+	ss.mu.Unlock()
+	if w != nil {
+		s.publishWill(w)
+	}
+}
+
+// expireSession ends an offline session whose expiry interval passed.
+func (s *Server) expireSession(ss *session) {
+	s.mu.Lock()
+	ss.mu.Lock()
+	live := s.sessions[ss.id] == ss && ss.conn == nil && !ss.ended
+	ss.mu.Unlock()
+	var w *willMsg
+	if live {
+		w = s.endSessionLocked(ss)
+		s.stats.expiredSessions.Add(1)
+		s.log.Info("session expired", "client_id", ss.id)
+	}
+	s.mu.Unlock()
+	if w != nil {
+		s.publishWill(w)
+	}
+}
+
+// endSessionLocked removes ss from the server: its subscriptions leave the
+// tree and its queues are dropped. It returns a will still pending, which
+// the caller publishes after releasing s.mu. s.mu must be held, ss.mu not.
+func (s *Server) endSessionLocked(ss *session) *willMsg {
+	if s.sessions[ss.id] == ss {
+		delete(s.sessions, ss.id)
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ended {
+		return nil
+	}
+	ss.ended = true
+	ss.stopTimersLocked()
+	for _, sub := range ss.subs {
+		group, rest, _, _ := parseShare(sub.filter)
+		s.router.tree.Unsubscribe(rest, group, ss)
+	}
+	ss.subs = nil
+	ss.inflight, ss.queue, ss.qhead = nil, nil, 0
+	clear(ss.byPID)
+	w := ss.will
+	ss.will = nil
+	return w
+}
+
+// publishWill publishes a will as if its client had sent it.
+func (s *Server) publishWill(w *willMsg) {
+	m := *w.msg
+	m.Created = time.Now()
+	if m.Props.Has(packet.PropMessageExpiry) {
+		m.Expires = m.Created.Add(time.Duration(m.Props.MessageExpiry) * time.Second)
+		m.Props.Clear(packet.PropMessageExpiry)
+	}
+	s.log.Info("publishing will", "client_id", m.From, "topic", m.Topic)
+	s.publish(&m)
+}

@@ -1,0 +1,125 @@
+package broker
+
+import (
+	"time"
+
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// Message is an application message as the broker routes and stores it.
+// It is immutable once routed: every subscriber shares one Message.
+type Message struct {
+	Topic   string
+	Payload []byte
+	QoS     packet.QoS
+	Retain  bool
+	// Props are the PUBLISH properties to forward: Payload Format
+	// Indicator, Content Type, Response Topic, Correlation Data and User
+	// Properties, in order [MQTT-3.3.2-17/18]. Topic Alias, Subscription
+	// Identifiers and Message Expiry are per delivery and not kept here.
+	Props packet.Properties
+	// Expires is when the MQTT 5 Message Expiry Interval runs out; zero
+	// means never.
+	Expires time.Time
+	// From is the publishing client's id (empty for the server's own
+	// messages), for No Local.
+	From string
+	// Created is when the broker received it.
+	Created time.Time
+}
+
+func (m *Message) expired(now time.Time) bool {
+	return !m.Expires.IsZero() && !now.Before(m.Expires)
+}
+
+// newMessage builds a Message from a client PUBLISH.
+func newMessage(p *packet.Publish, from string, now time.Time) *Message {
+	m := &Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, From: from, Created: now}
+	m.Props = p.Properties
+	m.Props.Clear(packet.PropTopicAlias)
+	m.Props.TopicAlias = 0
+	m.Props.Clear(packet.PropSubscriptionID)
+	m.Props.SubscriptionIDs = nil
+	if m.Props.Has(packet.PropMessageExpiry) {
+		m.Expires = now.Add(time.Duration(m.Props.MessageExpiry) * time.Second)
+		m.Props.Clear(packet.PropMessageExpiry)
+		m.Props.MessageExpiry = 0
+	}
+	return m
+}
+
+// writePublish encodes one PUBLISH of msg for this connection and appends
+// it to the output. It reports false when the message was discarded: QoS 0
+// for a slow consumer, expired, or larger than the client's Maximum Packet
+// Size [MQTT-3.1.2-25]. The caller holds the session lock (which guards the
+// outbound topic aliases).
+func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []uint32, pid uint16, dup bool) bool {
+	p := packet.Publish{Dup: dup, QoS: qos, Retain: retain, Topic: msg.Topic, PacketID: pid, Payload: msg.Payload}
+	newAlias := false
+	if c.version == packet.V5 {
+		p.Properties = msg.Props
+		if !msg.Expires.IsZero() {
+			left := time.Until(msg.Expires)
+			if left <= 0 {
+				if !dup {
+					c.sess.noteDrop("message expired")
+					return false
+				}
+				// Onward delivery already started: a resend must go out
+				// [MQTT-3.3.2-5].
+				left = time.Second
+			}
+			p.Properties.MessageExpiry = uint32((left + time.Second - 1) / time.Second)
+			p.Properties.Set(packet.PropMessageExpiry)
+		}
+		if len(subIDs) > 0 {
+			p.Properties.SubscriptionIDs = subIDs
+			p.Properties.Set(packet.PropSubscriptionID)
+		}
+		if c.aliasMaxOut > 0 {
+			if a, ok := c.aliasOut[msg.Topic]; ok {
+				p.Topic = ""
+				p.Properties.TopicAlias = a
+				p.Properties.Set(packet.PropTopicAlias)
+			} else if c.nextAliasOut < c.aliasMaxOut {
+				c.nextAliasOut++
+				if c.aliasOut == nil {
+					c.aliasOut = make(map[string]uint16)
+				}
+				c.aliasOut[msg.Topic] = c.nextAliasOut
+				p.Properties.TopicAlias = c.nextAliasOut
+				p.Properties.Set(packet.PropTopicAlias)
+				newAlias = true
+			}
+		}
+	}
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	if c.dead {
+		return true // inflight stays and is resent on the next connection
+	}
+	if qos == 0 && len(c.out) > maxOutBuffered {
+		c.undoAlias(msg.Topic, newAlias)
+		c.sess.noteDrop("slow consumer")
+		return false
+	}
+	start := len(c.out)
+	var err error
+	c.out, err = p.Encode(c.out, c.version)
+	if err != nil || (c.maxOut > 0 && len(c.out)-start > int(c.maxOut)) {
+		c.out = c.out[:start]
+		c.undoAlias(msg.Topic, newAlias)
+		c.sess.noteDrop("larger than the client's maximum packet size")
+		return false
+	}
+	c.srv.stats.msgsSent.Add(1)
+	c.startFlushLocked()
+	return true
+}
+
+func (c *conn) undoAlias(topic string, assigned bool) {
+	if assigned {
+		delete(c.aliasOut, topic)
+		c.nextAliasOut--
+	}
+}

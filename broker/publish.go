@@ -1,0 +1,134 @@
+package broker
+
+import (
+	"strings"
+	"time"
+
+	"github.com/roost-mqtt/roost/packet"
+	"github.com/roost-mqtt/roost/topic"
+)
+
+// handlePublish takes a PUBLISH from the client: resolves its topic alias,
+// validates it, routes it, and acknowledges by QoS. Inbound QoS 2 uses
+// method A of [MQTT-4.3.3]: deliver on PUBLISH, remember the packet id until
+// PUBREL, and never deliver a repeat of a remembered id again.
+func (c *conn) handlePublish(p *packet.Publish) error {
+	c.srv.stats.msgsReceived.Add(1)
+	if err := c.resolveAlias(p); err != nil {
+		return err
+	}
+	if err := topic.ValidName(p.Topic, c.srv.opts.MaxTopicLevels); err != nil {
+		return protoErr(packet.TopicNameInvalid, "MQTT-4.7.3-?", "PUBLISH topic %q: %v", p.Topic, err)
+	}
+	if p.Retain && c.srv.opts.DisableRetain {
+		return protoErr(packet.RetainNotSupported, "MQTT-3.3.1-?", "retained messages are disabled")
+	}
+	if strings.HasPrefix(p.Topic, "$SYS") && (len(p.Topic) == 4 || p.Topic[4] == '/') {
+		// $SYS is the broker's own: accept the packet, deliver nothing.
+		c.log.Debug("ignoring client publish to $SYS", "topic", p.Topic)
+		c.ackPublish(p, packet.NotAuthorized)
+		return nil
+	}
+	switch p.QoS {
+	case 0:
+		c.srv.publish(newMessage(p, c.clientID, time.Now()))
+	case 1:
+		n := c.srv.publish(newMessage(p, c.clientID, time.Now()))
+		c.ackPublish(p, matchCode(n))
+	case 2:
+		ss := c.sess
+		ss.mu.Lock()
+		_, seen := ss.inQoS2[p.PacketID]
+		full := !seen && len(ss.inQoS2) >= int(c.srv.opts.ReceiveMaximum)
+		if !seen && !full {
+			ss.inQoS2[p.PacketID] = struct{}{}
+		}
+		ss.mu.Unlock()
+		if full {
+			return protoErr(packet.ReceiveMaximumExceeded, "MQTT-3.3.4-9", "more than %d QoS 2 publishes awaiting PUBREL", c.srv.opts.ReceiveMaximum)
+		}
+		rc := packet.Success
+		if !seen {
+			rc = matchCode(c.srv.publish(newMessage(p, c.clientID, time.Now())))
+		}
+		c.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
+	}
+	return nil
+}
+
+// matchCode is the PUBACK/PUBREC reason for a message routed to n sessions.
+func matchCode(n int) packet.ReasonCode {
+	if n == 0 {
+		return packet.NoMatchingSubscribers
+	}
+	return packet.Success
+}
+
+func (c *conn) ackPublish(p *packet.Publish, rc packet.ReasonCode) {
+	switch p.QoS {
+	case 1:
+		c.send(&packet.Puback{PacketID: p.PacketID, ReasonCode: rc})
+	case 2:
+		if rc >= 0x80 {
+			c.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
+			return
+		}
+		c.sess.mu.Lock()
+		c.sess.inQoS2[p.PacketID] = struct{}{}
+		c.sess.mu.Unlock()
+		c.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
+	}
+}
+
+// resolveAlias applies an MQTT 5 Topic Alias [MQTT-3.3.2.3.4]: a topic with
+// an alias sets the mapping, an empty topic uses it.
+func (c *conn) resolveAlias(p *packet.Publish) error {
+	if c.version != packet.V5 || !p.Properties.Has(packet.PropTopicAlias) {
+		if p.Topic == "" {
+			return protoErr(packet.ProtocolError, "MQTT-3.3.2-1", "empty topic without a topic alias")
+		}
+		return nil
+	}
+	a := p.Properties.TopicAlias
+	if a == 0 || a > c.srv.opts.TopicAliasMaximum {
+		return protoErr(packet.TopicAliasInvalid, "MQTT-3.3.2-9", "topic alias %d outside 1..%d", a, c.srv.opts.TopicAliasMaximum)
+	}
+	if p.Topic == "" {
+		t, ok := c.aliasIn[a]
+		if !ok {
+			return protoErr(packet.ProtocolError, "MQTT-3.3.4-?", "topic alias %d used before it was set", a)
+		}
+		p.Topic = t
+		return nil
+	}
+	if c.aliasIn == nil {
+		c.aliasIn = make(map[uint16]string)
+	}
+	c.aliasIn[a] = p.Topic
+	return nil
+}
+
+// handlePubrel releases an inbound QoS 2 packet id and answers PUBCOMP.
+func (c *conn) handlePubrel(p *packet.Pubrel) {
+	ss := c.sess
+	ss.mu.Lock()
+	_, ok := ss.inQoS2[p.PacketID]
+	delete(ss.inQoS2, p.PacketID)
+	ss.mu.Unlock()
+	rc := packet.Success
+	if !ok {
+		rc = packet.PacketIdentifierNotFound
+	}
+	c.send(&packet.Pubcomp{PacketID: p.PacketID, ReasonCode: rc})
+}
+
+// publish stores msg as retained when it says so and delivers it to every
+// matching session. It returns how many sessions it was routed to.
+func (s *Server) publish(msg *Message) int {
+	if msg.Retain {
+		s.ret.set(msg)
+	}
+	return s.router.route(msg, func(t *target) {
+		t.sess.deliver(msg, t.qos, t.retain, t.subIDs)
+	})
+}

@@ -1,0 +1,135 @@
+package broker
+
+import (
+	"sync"
+
+	"github.com/roost-mqtt/roost/packet"
+	"github.com/roost-mqtt/roost/topic"
+)
+
+// subscription is one filter of one session, as stored in the tree.
+type subscription struct {
+	filter string // as the client sent it, "$share/g/..." included
+	opts   packet.SubOptions
+	id     uint32 // MQTT 5 Subscription Identifier, 0 if none
+}
+
+// target is one session a message goes to, after merging overlapping
+// subscriptions of that session.
+type target struct {
+	sess   *session
+	qos    packet.QoS
+	retain bool
+	subIDs []uint32
+}
+
+// router finds the sessions a published message goes to. It is the seam a
+// cluster transport can plug into later: everything it needs is the topic
+// and the publisher.
+type router struct {
+	tree *topic.Tree[*session, subscription]
+
+	mu     sync.Mutex // guards rr
+	rr     map[string]uint64
+	scrach sync.Pool // *routeScratch
+}
+
+type routeScratch struct {
+	targets []target
+	index   map[*session]int
+	shared  map[string][]sharedCand
+}
+
+type sharedCand struct {
+	sess *session
+	sub  subscription
+}
+
+func newRouter() *router {
+	r := &router{tree: topic.NewTree[*session, subscription](), rr: make(map[string]uint64)}
+	r.scrach.New = func() any {
+		return &routeScratch{index: make(map[*session]int)}
+	}
+	return r
+}
+
+// route calls fn for every session msg must be delivered to, with the
+// effective QoS (min of the message's and the subscription's [MQTT-3.8.4-?]),
+// the RETAIN flag to send and the subscription identifiers. A session with
+// several matching subscriptions gets one copy at the highest QoS carrying
+// every identifier [MQTT-3.3.4-3..5]. Each shared subscription group gets
+// the message once, round robin among its members, preferring connected
+// ones. fn runs after the tree lock is released, so it may lock sessions.
+func (r *router) route(msg *Message, fn func(t *target)) int {
+	sc := r.scrach.Get().(*routeScratch)
+	r.tree.Match(msg.Topic, func(filter, group string, s *session, sub subscription) {
+		if group != "" {
+			if sc.shared == nil {
+				sc.shared = make(map[string][]sharedCand)
+			}
+			key := group + "\x00" + filter
+			sc.shared[key] = append(sc.shared[key], sharedCand{s, sub})
+			return
+		}
+		if sub.opts.NoLocal && msg.From != "" && s.id == msg.From {
+			return // [MQTT-3.8.3-3]
+		}
+		sc.add(s, sub, msg)
+	})
+	for key, cands := range sc.shared {
+		c := r.pickShared(key, cands)
+		sc.add(c.sess, c.sub, msg)
+		delete(sc.shared, key)
+	}
+	n := len(sc.targets)
+	for i := range sc.targets {
+		fn(&sc.targets[i])
+	}
+	clear(sc.targets)
+	sc.targets = sc.targets[:0]
+	clear(sc.index)
+	r.scrach.Put(sc)
+	return n
+}
+
+func (sc *routeScratch) add(s *session, sub subscription, msg *Message) {
+	qos := min(msg.QoS, sub.opts.QoS)
+	retain := sub.opts.RetainAsPublished && msg.Retain // [MQTT-3.3.1-12/13]
+	i, ok := sc.index[s]
+	if !ok {
+		t := target{sess: s, qos: qos, retain: retain}
+		if sub.id != 0 {
+			t.subIDs = []uint32{sub.id}
+		}
+		sc.index[s] = len(sc.targets)
+		sc.targets = append(sc.targets, t)
+		return
+	}
+	t := &sc.targets[i]
+	t.qos = max(t.qos, qos)
+	t.retain = t.retain || retain
+	if sub.id != 0 {
+		t.subIDs = append(t.subIDs, sub.id)
+	}
+}
+
+// pickShared chooses the group member for one message: the next connected
+// member in round-robin order, or, when none is connected, the next member
+// whose session persists (it gets the message queued).
+func (r *router) pickShared(key string, cands []sharedCand) sharedCand {
+	r.mu.Lock()
+	n := r.rr[key]
+	r.rr[key] = n + 1
+	r.mu.Unlock()
+	start := int(n % uint64(len(cands)))
+	for i := range cands {
+		c := cands[(start+i)%len(cands)]
+		c.sess.mu.Lock()
+		online := c.sess.conn != nil
+		c.sess.mu.Unlock()
+		if online {
+			return c
+		}
+	}
+	return cands[start]
+}

@@ -1,0 +1,265 @@
+package broker
+
+import (
+	"time"
+
+	"sync"
+
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// session is the server side of an MQTT session: it outlives connections
+// when the client asked for a persistent session. All fields are guarded by
+// mu; the connection attached to it (conn) may change at any time under mu,
+// so deliveries always look it up under the lock.
+type session struct {
+	srv *Server
+	id  string
+
+	mu      sync.Mutex
+	conn    *conn  // nil while offline
+	expiry  uint32 // session expiry interval, seconds; 0xFFFFFFFF never
+	ended   bool   // removed from the server; every operation is a no-op
+	subs    map[string]subscription
+	nextPID uint16
+
+	// inflight holds QoS 1/2 messages sent and not yet completed, in send
+	// order (the order they are resent in on resumption [MQTT-4.4.0-1]).
+	inflight []*outbound
+	byPID    map[uint16]*outbound
+	// queue holds messages waiting for a connection or for room in the
+	// inflight window, oldest first, from qhead on.
+	queue []*outbound
+	qhead int
+	// inQoS2 are packet ids of inbound QoS 2 publishes that were delivered
+	// and await PUBREL: a repeated PUBLISH with one of them is not
+	// delivered again [MQTT-4.3.3-?; method A of 4.3.3].
+	inQoS2 map[uint16]struct{}
+
+	will        *willMsg
+	willTimer   *time.Timer
+	expiryTimer *time.Timer
+	dropped     uint64
+}
+
+// outbound is one message on its way to this session's client.
+type outbound struct {
+	msg      *Message
+	qos      packet.QoS
+	retain   bool
+	subIDs   []uint32
+	pid      uint16
+	released bool // PUBREC received and PUBREL sent (QoS 2)
+}
+
+// willMsg is a will waiting for its connection to end or its delay to pass.
+type willMsg struct {
+	msg   *Message
+	delay time.Duration
+}
+
+func newSession(s *Server, id string) *session {
+	return &session{
+		srv:    s,
+		id:     id,
+		subs:   make(map[string]subscription),
+		byPID:  make(map[uint16]*outbound),
+		inQoS2: make(map[uint16]struct{}),
+	}
+}
+
+func (ss *session) queueLen() int { return len(ss.queue) - ss.qhead }
+
+// deliver hands a routed message to this session: written to the client at
+// once when possible, otherwise queued. QoS 0 messages for an offline
+// session are queued only when Options.QueueQoS0 is set.
+func (ss *session) deliver(msg *Message, qos packet.QoS, retain bool, subIDs []uint32) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ended {
+		return
+	}
+	c := ss.conn
+	if qos == 0 {
+		if c != nil {
+			c.writePublish(msg, 0, retain, subIDs, 0, false)
+		} else if ss.srv.opts.QueueQoS0 && ss.expiry > 0 {
+			ss.enqueue(&outbound{msg: msg, retain: retain, subIDs: subIDs})
+		}
+		return
+	}
+	ob := &outbound{msg: msg, qos: qos, retain: retain, subIDs: subIDs}
+	if c != nil && ss.queueLen() == 0 && len(ss.inflight) < c.window {
+		ss.sendNew(c, ob)
+		return
+	}
+	ss.enqueue(ob)
+}
+
+// enqueue appends ob to the queue, applying the drop policy when the queue
+// is full: drop the oldest QoS 0 message if there is one, otherwise drop the
+// new message. Either way the drop is counted.
+func (ss *session) enqueue(ob *outbound) {
+	if ss.queueLen() >= ss.srv.opts.MaxQueued {
+		victim := -1
+		for i := ss.qhead; i < len(ss.queue); i++ {
+			if ss.queue[i].qos == 0 {
+				victim = i
+				break
+			}
+		}
+		ss.noteDrop("queue full")
+		if victim < 0 {
+			return
+		}
+		copy(ss.queue[victim:], ss.queue[victim+1:])
+		ss.queue[len(ss.queue)-1] = nil
+		ss.queue = ss.queue[:len(ss.queue)-1]
+	}
+	if ss.qhead > 0 && ss.qhead >= len(ss.queue)/2 {
+		n := copy(ss.queue, ss.queue[ss.qhead:])
+		clear(ss.queue[n:])
+		ss.queue, ss.qhead = ss.queue[:n], 0
+	}
+	ss.queue = append(ss.queue, ob)
+}
+
+func (ss *session) noteDrop(why string) {
+	ss.srv.stats.pubDropped.Add(1)
+	ss.dropped++
+	if ss.dropped == 1 || ss.dropped%1000 == 0 {
+		ss.srv.log.Warn("dropping messages for session", "client_id", ss.id, "reason", why, "dropped_total", ss.dropped)
+	}
+}
+
+// allocPID returns a packet identifier not used by an inflight message.
+func (ss *session) allocPID() uint16 {
+	for {
+		ss.nextPID++
+		if ss.nextPID == 0 {
+			ss.nextPID = 1
+		}
+		if _, used := ss.byPID[ss.nextPID]; !used {
+			return ss.nextPID
+		}
+	}
+}
+
+// sendNew puts a QoS 1/2 message in flight on c.
+func (ss *session) sendNew(c *conn, ob *outbound) {
+	if ob.qos == 0 {
+		c.writePublish(ob.msg, 0, ob.retain, ob.subIDs, 0, false)
+		return
+	}
+	if ob.msg.expired(time.Now()) {
+		ss.noteDrop("message expired")
+		return
+	}
+	ob.pid = ss.allocPID()
+	if !c.writePublish(ob.msg, ob.qos, ob.retain, ob.subIDs, ob.pid, false) {
+		return // discarded (too large for the client): as if delivered
+	}
+	ss.inflight = append(ss.inflight, ob)
+	ss.byPID[ob.pid] = ob
+}
+
+// fill moves queued messages into the inflight window.
+func (ss *session) fill() {
+	c := ss.conn
+	for c != nil && ss.queueLen() > 0 && len(ss.inflight) < c.window {
+		ob := ss.queue[ss.qhead]
+		ss.queue[ss.qhead] = nil
+		ss.qhead++
+		ss.sendNew(c, ob)
+	}
+	if ss.qhead == len(ss.queue) {
+		ss.queue, ss.qhead = ss.queue[:0], 0
+	}
+}
+
+func (ss *session) remove(ob *outbound) {
+	delete(ss.byPID, ob.pid)
+	for i, x := range ss.inflight {
+		if x == ob {
+			copy(ss.inflight[i:], ss.inflight[i+1:])
+			ss.inflight[len(ss.inflight)-1] = nil
+			ss.inflight = ss.inflight[:len(ss.inflight)-1]
+			return
+		}
+	}
+}
+
+// onPuback completes a QoS 1 delivery [MQTT-4.3.2]. An unknown id is
+// ignored: it may be a late ack for a message already completed.
+func (ss *session) onPuback(pid uint16) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ob := ss.byPID[pid]; ob != nil && ob.qos == 1 {
+		ss.remove(ob)
+		ss.fill()
+	}
+}
+
+// onPubrec answers PUBREC with PUBREL [MQTT-4.3.3]; a failure code ends the
+// delivery instead.
+func (ss *session) onPubrec(pid uint16, rc packet.ReasonCode) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ob := ss.byPID[pid]
+	c := ss.conn
+	switch {
+	case ob == nil || ob.qos != 2:
+		if c != nil {
+			c.send(&packet.Pubrel{PacketID: pid, ReasonCode: packet.PacketIdentifierNotFound})
+		}
+	case rc >= 0x80:
+		ss.remove(ob)
+		ss.fill()
+	default:
+		ob.released = true
+		if c != nil {
+			c.send(&packet.Pubrel{PacketID: pid})
+		}
+	}
+}
+
+// onPubcomp completes a QoS 2 delivery.
+func (ss *session) onPubcomp(pid uint16) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ob := ss.byPID[pid]; ob != nil && ob.qos == 2 && ob.released {
+		ss.remove(ob)
+		ss.fill()
+	}
+}
+
+// resume sends what the previous connection left unfinished, in order:
+// PUBLISH with DUP for unacknowledged messages, PUBREL for released ones
+// [MQTT-4.4.0-1], then queued messages. ss.mu must be held.
+func (ss *session) resume(c *conn) {
+	for _, ob := range ss.inflight {
+		if ob.released {
+			c.send(&packet.Pubrel{PacketID: ob.pid})
+		} else {
+			c.writePublish(ob.msg, ob.qos, ob.retain, ob.subIDs, ob.pid, true)
+		}
+	}
+	ss.fill()
+}
+
+func (ss *session) stopTimers() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.stopTimersLocked()
+}
+
+func (ss *session) stopTimersLocked() {
+	if ss.willTimer != nil {
+		ss.willTimer.Stop()
+		ss.willTimer = nil
+	}
+	if ss.expiryTimer != nil {
+		ss.expiryTimer.Stop()
+		ss.expiryTimer = nil
+	}
+}

@@ -1,0 +1,97 @@
+package broker
+
+import (
+	"github.com/roost-mqtt/roost/packet"
+	"github.com/roost-mqtt/roost/topic"
+)
+
+// maxQoS is the highest QoS the broker grants.
+const maxQoS packet.QoS = 2
+
+// handleSubscribe adds or replaces each filter's subscription and answers
+// with one SUBACK code per filter, in order [MQTT-3.8.4-5/6]. Retained
+// messages follow the SUBACK, as the subscription's Retain Handling says.
+func (c *conn) handleSubscribe(p *packet.Subscribe) error {
+	ss := c.sess
+	var subID uint32
+	if c.version == packet.V5 && p.Properties.Has(packet.PropSubscriptionID) && len(p.Properties.SubscriptionIDs) > 0 {
+		subID = p.Properties.SubscriptionIDs[0]
+	}
+	codes := make([]packet.ReasonCode, len(p.Subscriptions))
+	type retainedReq struct {
+		filter string
+		sub    subscription
+	}
+	var wantRetained []retainedReq
+	for i, req := range p.Subscriptions {
+		group, rest, shared, err := topic.ParseShare(req.Filter)
+		if err == nil {
+			err = topic.ValidFilter(rest, c.srv.opts.MaxTopicLevels)
+		}
+		if err != nil {
+			c.log.Debug("refusing subscription", "filter", req.Filter, "err", err)
+			codes[i] = packet.TopicFilterInvalid
+			continue
+		}
+		if shared && req.Options.NoLocal && c.version == packet.V5 {
+			return protoErr(packet.ProtocolError, "MQTT-3.8.3-4", "No Local on shared subscription %q", req.Filter)
+		}
+		opts := req.Options
+		opts.QoS = min(opts.QoS, maxQoS)
+		sub := subscription{filter: req.Filter, opts: opts, id: subID}
+		ss.mu.Lock()
+		if ss.ended {
+			ss.mu.Unlock()
+			codes[i] = packet.UnspecifiedError
+			continue
+		}
+		_, existed := ss.subs[req.Filter]
+		ss.subs[req.Filter] = sub
+		c.srv.router.tree.Subscribe(rest, group, ss, sub)
+		ss.mu.Unlock()
+		codes[i] = packet.ReasonCode(opts.QoS)
+		// Retained messages are not sent for shared subscriptions
+		// [MQTT-4.8.2-?]; Retain Handling 1 sends them only for a new
+		// subscription, 2 never [MQTT-3.3.1-9..11].
+		if !shared && !c.srv.opts.DisableRetain && (opts.RetainHandling == 0 || opts.RetainHandling == 1 && !existed) {
+			wantRetained = append(wantRetained, retainedReq{rest, sub})
+		}
+	}
+	c.send(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
+	for _, w := range wantRetained {
+		c.srv.ret.match(w.filter, func(m *Message) {
+			var ids []uint32
+			if w.sub.id != 0 {
+				ids = []uint32{w.sub.id}
+			}
+			// Retained messages keep RETAIN=1 when sent for a new
+			// subscription [MQTT-3.3.1-8 (3.1.1)].
+			ss.deliver(m, min(m.QoS, w.sub.opts.QoS), true, ids)
+		})
+	}
+	return nil
+}
+
+// handleUnsubscribe removes each filter and answers UNSUBACK with one code
+// per filter (MQTT 5) [MQTT-3.10.4-4/5].
+func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) {
+	ss := c.sess
+	codes := make([]packet.ReasonCode, len(p.Filters))
+	ss.mu.Lock()
+	for i, f := range p.Filters {
+		sub, ok := ss.subs[f]
+		if !ok {
+			codes[i] = packet.NoSubscriptionExisted
+			continue
+		}
+		delete(ss.subs, f)
+		group, rest, _, _ := topic.ParseShare(sub.filter)
+		c.srv.router.tree.Unsubscribe(rest, group, ss)
+	}
+	ss.mu.Unlock()
+	c.send(&packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes})
+}
+
+func parseShare(filter string) (group, rest string, shared bool, err error) {
+	return topic.ParseShare(filter)
+}

@@ -1,0 +1,66 @@
+package broker
+
+import (
+	"runtime"
+	"strconv"
+	"time"
+)
+
+// sysLoop publishes the broker's figures under $SYS every SysInterval as
+// retained QoS 0 messages, with the topic names mosquitto uses for the same
+// figures so existing dashboards work.
+func (s *Server) sysLoop() {
+	defer s.bgWG.Done()
+	t := time.NewTicker(s.opts.SysInterval)
+	defer t.Stop()
+	s.publishSys()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+			s.publishSys()
+		}
+	}
+}
+
+func (s *Server) publishSys() {
+	st := &s.stats
+	s.mu.Lock()
+	total := len(s.sessions)
+	s.mu.Unlock()
+	connected := st.connected.Load()
+	u := strconv.FormatUint
+	i := func(n int64) string { return strconv.FormatInt(n, 10) }
+	figures := [...]struct{ topic, value string }{
+		{"$SYS/broker/version", "roost " + Version},
+		{"$SYS/broker/uptime", i(int64(time.Since(s.start)/time.Second)) + " seconds"},
+		{"$SYS/broker/clients/connected", i(connected)},
+		{"$SYS/broker/clients/active", i(connected)},
+		{"$SYS/broker/clients/disconnected", i(int64(total) - connected)},
+		{"$SYS/broker/clients/inactive", i(int64(total) - connected)},
+		{"$SYS/broker/clients/total", i(int64(total))},
+		{"$SYS/broker/clients/maximum", i(st.maxConnected.Load())},
+		{"$SYS/broker/clients/expired", u(st.expiredSessions.Load(), 10)},
+		{"$SYS/broker/messages/received", u(st.msgsReceived.Load(), 10)},
+		{"$SYS/broker/messages/sent", u(st.msgsSent.Load(), 10)},
+		{"$SYS/broker/publish/messages/received", u(st.msgsReceived.Load(), 10)},
+		{"$SYS/broker/publish/messages/sent", u(st.msgsSent.Load(), 10)},
+		{"$SYS/broker/publish/messages/dropped", u(st.pubDropped.Load(), 10)},
+		{"$SYS/broker/bytes/received", u(st.bytesReceived.Load(), 10)},
+		{"$SYS/broker/bytes/sent", u(st.bytesSent.Load(), 10)},
+		{"$SYS/broker/subscriptions/count", i(int64(s.router.tree.Len()))},
+		{"$SYS/broker/retained messages/count", i(int64(s.ret.count()))},
+		{"$SYS/broker/heap/current", u(heapInUse(), 10)},
+	}
+	now := time.Now()
+	for _, f := range figures {
+		s.publish(&Message{Topic: f.topic, Payload: []byte(f.value), QoS: 0, Retain: true, Created: now})
+	}
+}
+
+func heapInUse() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
