@@ -27,7 +27,7 @@ func samples(v Version) []Packet {
 			}
 			p.SessionExpiry, p.AuthMethod, p.AuthData = 3600, "PLAIN", []byte{1, 2}
 			p.RequestProblemInfo, p.RequestResponseInfo = 1, 1
-			p.ReceiveMaximum, p.TopicAliasMaximum, p.MaximumPacketSize = 100, 10, 1 << 20
+			p.ReceiveMaximum, p.TopicAliasMaximum, p.MaximumPacketSize = 100, 10, 1<<20
 			p.User = []UserProperty{{"a", "1"}, {"a", "2"}}
 		})
 		willProps = props(func(p *Properties) {
