@@ -1,5 +1,7 @@
 package packet
 
+import "math/bits"
+
 // Wire form of MQTT 5 properties [MQTT-2.2.2]: a variable byte integer
 // length, then identifier/value pairs.
 
@@ -161,12 +163,38 @@ func (p *Properties) written(id PropID, place propPlace) bool {
 	return p.Has(id)
 }
 
+// candidates is the set of identifiers that may be written: the Present
+// bits of known properties plus User Property and Subscription Identifier
+// when their slices are non-empty.
+func (p *Properties) candidates() uint64 {
+	m := p.Present & knownProps
+	if len(p.User) > 0 {
+		m |= 1 << PropUserProperty
+	}
+	if len(p.SubscriptionIDs) > 0 {
+		m |= 1 << PropSubscriptionID
+	}
+	return m
+}
+
+// knownProps has a bit for every identifier in propSpecs.
+var knownProps = func() uint64 {
+	var m uint64
+	for id, spec := range propSpecs {
+		if spec.kind != 0 {
+			m |= 1 << id
+		}
+	}
+	return m
+}()
+
 // size returns the length of the encoded properties, without the length
 // prefix. Properties not allowed in place are not counted (nor written).
 func (p *Properties) size(place propPlace, s *sizer) int {
 	n := 0
-	for id := PropID(1); id < PropID(len(propSpecs)); id++ {
-		if propSpecs[id].kind == 0 || !p.written(id, place) {
+	for m := p.candidates(); m != 0; m &= m - 1 {
+		id := PropID(bits.TrailingZeros64(m))
+		if !p.written(id, place) {
 			continue
 		}
 		switch propSpecs[id].kind {
@@ -213,8 +241,9 @@ func (s *sizer) props(p *Properties, place propPlace) int {
 // properties allowed in place, in identifier order.
 func appendProps(b []byte, p *Properties, place propPlace, n int) []byte {
 	b = appendVarint(b, n)
-	for id := PropID(1); id < PropID(len(propSpecs)); id++ {
-		if propSpecs[id].kind == 0 || !p.written(id, place) {
+	for m := p.candidates(); m != 0; m &= m - 1 {
+		id := PropID(bits.TrailingZeros64(m))
+		if !p.written(id, place) {
 			continue
 		}
 		switch propSpecs[id].kind {

@@ -1,0 +1,102 @@
+package packet
+
+import (
+	"bytes"
+	"io"
+	"testing"
+)
+
+func benchPublish() *Publish {
+	p := &Publish{QoS: 1, Topic: "sensors/building-1/floor-2/temperature", PacketID: 42,
+		Payload: bytes.Repeat([]byte{'x'}, 256)}
+	p.Properties.Set(PropMessageExpiry)
+	p.Properties.MessageExpiry = 60
+	p.Properties.Set(PropContentType)
+	p.Properties.ContentType = "application/json"
+	return p
+}
+
+func BenchmarkPublishEncode(b *testing.B) {
+	for _, v := range versions {
+		b.Run(v.String(), func(b *testing.B) {
+			p := benchPublish()
+			buf := make([]byte, 0, 1024)
+			b.ReportAllocs()
+			for b.Loop() {
+				var err error
+				if buf, err = p.Encode(buf[:0], v); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.SetBytes(int64(len(buf)))
+		})
+	}
+}
+
+func BenchmarkPublishDecode(b *testing.B) {
+	for _, v := range versions {
+		b.Run(v.String(), func(b *testing.B) {
+			wire, _ := benchPublish().Encode(nil, v)
+			h, _ := ParseFixedHeader(wire)
+			body := wire[h.HeaderLen:]
+			b.SetBytes(int64(len(wire)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Decode(h, body, v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// loopReader serves the same bytes forever, as a socket full of PUBLISHes.
+type loopReader struct {
+	data []byte
+	off  int
+}
+
+func (l *loopReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		c := copy(p[n:], l.data[l.off:])
+		n += c
+		l.off = (l.off + c) % len(l.data)
+	}
+	return n, nil
+}
+
+func BenchmarkReaderPublish(b *testing.B) {
+	wire, _ := benchPublish().Encode(nil, V5)
+	r := NewReader(&loopReader{data: wire}, 0)
+	b.SetBytes(int64(len(wire)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := r.ReadPacket(V5); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// Encode into a presized buffer must not allocate.
+func TestPublishEncodeAllocs(t *testing.T) {
+	p := benchPublish()
+	buf := make([]byte, 0, 1024)
+	for _, v := range versions {
+		allocs := testing.AllocsPerRun(100, func() { buf, _ = p.Encode(buf[:0], v) })
+		if allocs != 0 {
+			t.Errorf("%v: %v allocs per Encode, want 0", v, allocs)
+		}
+	}
+}
+
+func TestPublishDecodeAllocs(t *testing.T) {
+	wire, _ := benchPublish().Encode(nil, V5)
+	h, _ := ParseFixedHeader(wire)
+	allocs := testing.AllocsPerRun(100, func() { _, _ = Decode(h, wire[h.HeaderLen:], V5) })
+	if allocs > 3 {
+		t.Errorf("%v allocs per PUBLISH Decode, want <= 3", allocs)
+	}
+}
+
+var _ io.Reader = (*loopReader)(nil)
