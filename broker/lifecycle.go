@@ -112,7 +112,8 @@ func (s *Server) endSessionLocked(ss *session) *willMsg {
 
 // publishWill publishes a will as if its client had sent it.
 func (s *Server) publishWill(w *willMsg) {
-	m := *w.msg
+	wm := w.msg
+	m := Message{Topic: wm.Topic, Payload: wm.Payload, QoS: wm.QoS, Retain: wm.Retain, Props: wm.Props, From: wm.From}
 	m.Created = time.Now()
 	if m.Props.Has(packet.PropMessageExpiry) {
 		m.Expires = m.Created.Add(time.Duration(m.Props.MessageExpiry) * time.Second)

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"sync"
 	"time"
 
 	"github.com/roost-mqtt/roost/packet"
@@ -26,6 +27,50 @@ type Message struct {
 	From string
 	// Created is when the broker received it.
 	Created time.Time
+
+	// shareWire says the message goes to several sessions, so its wire
+	// forms are worth caching (set before the message is shared).
+	shareWire bool
+	wireMu    sync.Mutex
+	wire      []wireForm
+}
+
+// wireForm is one encoded PUBLISH of a message, shared by every subscriber
+// that needs exactly these bytes; QoS 1/2 copies get their packet id patched
+// in at pidAt.
+type wireForm struct {
+	v      packet.Version
+	qos    packet.QoS
+	retain bool
+	b      []byte
+	pidAt  int
+}
+
+// wireFor returns the cached encoding of m for (v, qos, retain) without
+// per-delivery properties, encoding it on first use.
+func (m *Message) wireFor(v packet.Version, qos packet.QoS, retain bool) (wireForm, error) {
+	m.wireMu.Lock()
+	defer m.wireMu.Unlock()
+	for _, f := range m.wire {
+		if f.v == v && f.qos == qos && f.retain == retain {
+			return f, nil
+		}
+	}
+	p := packet.Publish{QoS: qos, Retain: retain, Topic: m.Topic, Payload: m.Payload, Properties: m.Props}
+	if qos > 0 {
+		p.PacketID = 1 // patched per delivery
+	}
+	b, err := p.Encode(nil, v)
+	if err != nil {
+		return wireForm{}, err
+	}
+	h, err := packet.ParseFixedHeader(b)
+	if err != nil {
+		return wireForm{}, err
+	}
+	f := wireForm{v: v, qos: qos, retain: retain, b: b, pidAt: h.HeaderLen + 2 + len(m.Topic)}
+	m.wire = append(m.wire, f)
+	return f, nil
 }
 
 func (m *Message) expired(now time.Time) bool {
@@ -54,6 +99,11 @@ func newMessage(p *packet.Publish, from string, now time.Time) *Message {
 // Size [MQTT-3.1.2-25]. The caller holds the session lock (which guards the
 // outbound topic aliases).
 func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []uint32, pid uint16, dup bool) bool {
+	if msg.shareWire && !dup && len(subIDs) == 0 && msg.Expires.IsZero() && (c.version != packet.V5 || c.aliasMaxOut == 0) {
+		if f, err := msg.wireFor(c.version, qos, retain); err == nil {
+			return c.writeShared(f, pid)
+		}
+	}
 	p := packet.Publish{Dup: dup, QoS: qos, Retain: retain, Topic: msg.Topic, PacketID: pid, Payload: msg.Payload}
 	newAlias := false
 	if c.version == packet.V5 {
@@ -122,4 +172,30 @@ func (c *conn) undoAlias(topic string, assigned bool) {
 		delete(c.aliasOut, topic)
 		c.nextAliasOut--
 	}
+}
+
+// writeShared appends a cached wire form, patching in the packet id.
+func (c *conn) writeShared(f wireForm, pid uint16) bool {
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	if c.dead {
+		return true
+	}
+	if f.qos == 0 && len(c.out) > maxOutBuffered {
+		c.sess.noteDrop("slow consumer")
+		return false
+	}
+	if c.maxOut > 0 && len(f.b) > int(c.maxOut) {
+		c.sess.noteDrop("larger than the client's maximum packet size")
+		return false
+	}
+	start := len(c.out)
+	c.out = append(c.out, f.b...)
+	if f.qos > 0 {
+		c.out[start+f.pidAt] = byte(pid >> 8)
+		c.out[start+f.pidAt+1] = byte(pid)
+	}
+	c.srv.stats.msgsSent.Add(1)
+	c.startFlushLocked()
+	return true
 }

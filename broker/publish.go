@@ -125,10 +125,18 @@ func (c *conn) handlePubrel(p *packet.Pubrel) {
 // publish stores msg as retained when it says so and delivers it to every
 // matching session. It returns how many sessions it was routed to.
 func (s *Server) publish(msg *Message) int {
+	sc := s.router.match(msg)
+	n := len(sc.targets)
+	// Decided before msg is shared with anyone: from here on msg is
+	// immutable but for its wire-form cache.
+	msg.shareWire = n > 1
 	if msg.Retain {
 		s.ret.set(msg)
 	}
-	return s.router.route(msg, func(t *target) {
+	for i := range sc.targets {
+		t := &sc.targets[i]
 		t.sess.deliver(msg, t.qos, t.retain, t.subIDs)
-	})
+	}
+	s.router.release(sc)
+	return n
 }

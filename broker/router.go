@@ -53,14 +53,15 @@ func newRouter() *router {
 	return r
 }
 
-// route calls fn for every session msg must be delivered to, with the
-// effective QoS (min of the message's and the subscription's [MQTT-3.8.4-?]),
-// the RETAIN flag to send and the subscription identifiers. A session with
+// match finds every session msg must be delivered to, with the effective
+// QoS (min of the message's and the subscription's [MQTT-3.8.4-8]), the
+// RETAIN flag to send and the subscription identifiers. A session with
 // several matching subscriptions gets one copy at the highest QoS carrying
 // every identifier [MQTT-3.3.4-3..5]. Each shared subscription group gets
 // the message once, round robin among its members, preferring connected
-// ones. fn runs after the tree lock is released, so it may lock sessions.
-func (r *router) route(msg *Message, fn func(t *target)) int {
+// ones. The caller delivers to sc.targets after the tree lock is released,
+// then hands sc back with release.
+func (r *router) match(msg *Message) *routeScratch {
 	sc := r.scrach.Get().(*routeScratch)
 	r.tree.Match(msg.Topic, func(filter, group string, s *session, sub subscription) {
 		if group != "" {
@@ -81,15 +82,14 @@ func (r *router) route(msg *Message, fn func(t *target)) int {
 		sc.add(c.sess, c.sub, msg)
 		delete(sc.shared, key)
 	}
-	n := len(sc.targets)
-	for i := range sc.targets {
-		fn(&sc.targets[i])
-	}
+	return sc
+}
+
+func (r *router) release(sc *routeScratch) {
 	clear(sc.targets)
 	sc.targets = sc.targets[:0]
 	clear(sc.index)
 	r.scrach.Put(sc)
-	return n
 }
 
 func (sc *routeScratch) add(s *session, sub subscription, msg *Message) {
