@@ -86,6 +86,7 @@ var ruleTests = []struct {
 	{"MQTT-2.2.1-3 UNSUBSCRIBE id 0", V5, pkt(0xA2, b(0, 0, 0), s("a")), ProtocolError, "MQTT-2.2.1-3"},
 	{"MQTT-2.2.1-3 PUBACK id 0", V311, pkt(0x40, b(0, 0)), ProtocolError, "MQTT-2.2.1-3"},
 	{"MQTT-2.2.1-3 PUBREL id 0", V5, pkt(0x62, b(0, 0)), ProtocolError, "MQTT-2.2.1-3"},
+	{"MQTT-3.9.3-2 SUBACK 3.1.1 reserved return code", V311, pkt(0x90, b(0, 1, 0xA2)), MalformedPacket, "MQTT-3.9.3-2"},
 	{"3.9.3 SUBACK without codes", V311, pkt(0x90, b(0, 1)), ProtocolError, ""},
 
 	// Properties.

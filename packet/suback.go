@@ -38,6 +38,15 @@ func decodeSuback(d *decoder, v Version) *Suback {
 		d.props(&p.Properties, SUBACK, false)
 	}
 	p.ReasonCodes = reasonCodes(d, SUBACK)
+	if v != V5 {
+		for _, rc := range p.ReasonCodes {
+			if rc > GrantedQoS2 && rc != UnspecifiedError {
+				// 3.1.1 has 0, 1, 2 and 0x80 only [MQTT-3.9.3-2].
+				d.fail(malformed("MQTT-3.9.3-2", "SUBACK return code 0x%02X", byte(rc)))
+				break
+			}
+		}
+	}
 	return p
 }
 
