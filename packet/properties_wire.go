@@ -282,18 +282,19 @@ func (d *decoder) props(p *Properties, t Type, will bool) {
 		d.fail(malformed("", "%v: property length %d beyond the packet", t, n))
 		return
 	}
-	end := d.off + n
+	// Nothing in the block may be read past its end: limit the body to it
+	// while the properties are decoded.
+	whole := d.b
+	d.b = d.b[:d.off+n]
 	place := placeOf(t, will)
-	for d.err == nil && d.off < end {
-		d.prop(p, t, place, end)
+	for d.err == nil && d.left() > 0 {
+		d.prop(p, t, place)
 	}
-	if d.err == nil && d.off != end {
-		d.fail(malformed("", "%v: last property runs past the property length", t))
-	}
+	d.b = whole
 }
 
-// prop decodes one property; end bounds the property block.
-func (d *decoder) prop(p *Properties, t Type, place propPlace, end int) {
+// prop decodes one property.
+func (d *decoder) prop(p *Properties, t Type, place propPlace) {
 	idv := d.varint("property identifier")
 	if d.err != nil {
 		return
@@ -314,10 +315,7 @@ func (d *decoder) prop(p *Properties, t Type, place propPlace, end int) {
 		d.fail(protocolErr("MQTT-2.2.2-1", "%v: property 0x%02X included twice", t, idv)) // [MQTT-2.2.2-1]
 		return
 	}
-	saved := d.b
-	d.b = d.b[:end] // a value must not run past the property block
 	d.value(p, id, spec.kind)
-	d.b = saved
 	if d.err == nil {
 		p.Set(id)
 	}

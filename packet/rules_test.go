@@ -96,6 +96,7 @@ var ruleTests = []struct {
 	{"MQTT-2.2.2-1 duplicate property", V5, pkt(0x30, s("t"), b(4, 0x01, 0, 0x01, 0)), ProtocolError, "MQTT-2.2.2-1"},
 	{"MQTT-2.2.2-1 two subscription ids in SUBSCRIBE", V5, pkt(0x82, b(0, 1, 4, 0x0B, 1, 0x0B, 2), s("a"), b(0)), ProtocolError, "MQTT-2.2.2-1"},
 	{"2.2.2 property length beyond packet", V5, pkt(0x30, s("t"), b(9, 0x01, 0)), MalformedPacket, ""},
+	{"2.2.2 property identifier beyond property length", V5, pkt(0x30, s("0"), b(1, 0x8B, 0x00)), MalformedPacket, ""},
 	{"2.2.2 property value beyond property length", V5, pkt(0x30, s("t"), b(2, 0x02, 0, 0, 0, 1)), MalformedPacket, ""},
 	{"3.3.2.3.8 subscription identifier 0", V5, pkt(0x30, s("t"), b(2, 0x0B, 0)), ProtocolError, ""},
 	{"3.1.2.11.3 receive maximum 0", V5, pkt(0x10, connect5, b(0, 0, 0, 3, 0x21, 0, 0), s("c")), ProtocolError, ""},
