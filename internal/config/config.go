@@ -1,0 +1,141 @@
+// Package config reads Roost's YAML configuration file and turns it into
+// broker.Options.
+//
+// The file is decoded through yaml.Node rather than into tagged structs so
+// that every problem can be reported with the line it is on and the full key
+// path (limits.max_queued, listeners[0].url): an unknown key is an error, not
+// something silently ignored, because a misspelt limit that quietly keeps its
+// default is worse than a refusal to start. All problems in a file are
+// reported at once, one per line, in file order.
+//
+// Every key is optional; Default holds the values used for absent keys and
+// takes its limits from broker.DefaultOptions, so the two cannot drift apart.
+// The reference for users is docs/config.md.
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+)
+
+// Config is a parsed configuration file.
+type Config struct {
+	// Listeners are the addresses to accept clients on. Never empty.
+	Listeners []Listener
+	Log       Log
+	Limits    Limits
+	// SysInterval is how often $SYS topics are published; 0 disables them.
+	SysInterval time.Duration
+	// Retain enables retained messages.
+	Retain bool
+}
+
+// Log configures the server's log output.
+type Log struct {
+	Level  slog.Level
+	Format LogFormat
+}
+
+// Limits mirror the like-named fields of broker.Options; see there and
+// docs/config.md for what each does.
+type Limits struct {
+	MaxPacketSize     uint32
+	ReceiveMaximum    uint16
+	MaxInflight       uint16
+	MaxQueued         int
+	QueueQoS0         bool
+	MaxTopicLevels    int
+	MaxConnections    int
+	ConnectTimeout    time.Duration
+	ServerKeepAlive   uint16
+	MaxSessionExpiry  uint32 // 0 means no cap, as in broker.Options
+	TopicAliasMaximum uint16
+}
+
+// DefaultListenURL is where Roost listens when nothing else is configured.
+const DefaultListenURL = "mqtt://0.0.0.0:1883"
+
+// Default returns the configuration used for an empty file.
+func Default() *Config {
+	o := broker.DefaultOptions()
+	ln, err := ParseListener(DefaultListenURL)
+	if err != nil {
+		panic(err) // a constant that must parse
+	}
+	return &Config{
+		Listeners: []Listener{ln},
+		Log:       Log{Level: slog.LevelInfo, Format: LogText},
+		Limits: Limits{
+			MaxPacketSize:     o.MaxPacketSize,
+			ReceiveMaximum:    o.ReceiveMaximum,
+			MaxInflight:       o.MaxInflight,
+			MaxQueued:         o.MaxQueued,
+			QueueQoS0:         o.QueueQoS0,
+			MaxTopicLevels:    o.MaxTopicLevels,
+			MaxConnections:    o.MaxConnections,
+			ConnectTimeout:    o.ConnectTimeout,
+			ServerKeepAlive:   o.ServerKeepAlive,
+			MaxSessionExpiry:  o.MaxSessionExpiry,
+			TopicAliasMaximum: o.TopicAliasMaximum,
+		},
+		SysInterval: o.SysInterval,
+		Retain:      !o.DisableRetain,
+	}
+}
+
+// Load reads and parses the file at path. Problems in the file are reported
+// as *Error values (joined with errors.Join when there are several) whose
+// text starts with the file's base name and the line; a file that cannot be
+// read gives the os error.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(filepath.Base(path), data)
+}
+
+// BrokerOptions converts c to broker.Options, logging to logger (nil means
+// slog.Default()). The Store is left nil: in memory.
+func (c *Config) BrokerOptions(logger *slog.Logger) broker.Options {
+	l := c.Limits
+	sys := c.SysInterval
+	if sys <= 0 {
+		sys = -1 // broker.Options reads 0 as "default"; negative disables
+	}
+	return broker.Options{
+		Logger:            logger,
+		MaxPacketSize:     l.MaxPacketSize,
+		ReceiveMaximum:    l.ReceiveMaximum,
+		MaxInflight:       l.MaxInflight,
+		MaxQueued:         l.MaxQueued,
+		QueueQoS0:         l.QueueQoS0,
+		MaxTopicLevels:    l.MaxTopicLevels,
+		MaxConnections:    l.MaxConnections,
+		ConnectTimeout:    l.ConnectTimeout,
+		ServerKeepAlive:   l.ServerKeepAlive,
+		MaxSessionExpiry:  l.MaxSessionExpiry,
+		TopicAliasMaximum: l.TopicAliasMaximum,
+		SysInterval:       sys,
+		DisableRetain:     !c.Retain,
+	}
+}
+
+// Error is one problem at one line of a configuration file.
+type Error struct {
+	File string // base name of the file; empty when parsed from bytes
+	Line int
+	Msg  string // names the key path, e.g. `limits.max_queued: must be ...`
+}
+
+func (e *Error) Error() string {
+	if e.File == "" {
+		return fmt.Sprintf("line %d: %s", e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+}

@@ -1,0 +1,310 @@
+package config
+
+import (
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+)
+
+// example is the documented example file (docs/config.md), every key set.
+const example = `listeners:
+  - url: mqtt://0.0.0.0:1883
+  - url: mqtt://127.0.0.1:11883
+log: {level: debug, format: json}
+limits:
+  max_packet_size: 256KiB
+  receive_maximum: 100
+  max_inflight: 32
+  max_queued: 5000
+  queue_qos0: true
+  max_topic_levels: 16
+  max_connections: 2000
+  connect_timeout: 5s
+  server_keep_alive: 120
+  max_session_expiry: 86400
+  topic_alias_maximum: 10
+sys_interval: 1m
+retain: false
+`
+
+func TestParseExample(t *testing.T) {
+	c, err := Parse("roost.yaml", []byte(example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Config{
+		Listeners: []Listener{
+			{URL: "mqtt://0.0.0.0:1883", Scheme: "mqtt", Addr: "0.0.0.0:1883"},
+			{URL: "mqtt://127.0.0.1:11883", Scheme: "mqtt", Addr: "127.0.0.1:11883"},
+		},
+		Log: Log{Level: slog.LevelDebug, Format: LogJSON},
+		Limits: Limits{
+			MaxPacketSize: 256 << 10, ReceiveMaximum: 100, MaxInflight: 32,
+			MaxQueued: 5000, QueueQoS0: true, MaxTopicLevels: 16, MaxConnections: 2000,
+			ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120,
+			MaxSessionExpiry: 86400, TopicAliasMaximum: 10,
+		},
+		SysInterval: time.Minute,
+		Retain:      false,
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("got  %+v\nwant %+v", c, want)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	for _, src := range []string{"", "# nothing\n", "log:\nlimits:\n", "limits: {}\n"} {
+		c, err := Parse("", []byte(src))
+		if err != nil {
+			t.Fatalf("%q: %v", src, err)
+		}
+		if !reflect.DeepEqual(c, Default()) {
+			t.Errorf("%q: got %+v, want the defaults", src, c)
+		}
+	}
+	d := Default()
+	if len(d.Listeners) != 1 || d.Listeners[0].Addr != "0.0.0.0:1883" || d.Listeners[0].Scheme != "mqtt" {
+		t.Errorf("default listeners = %+v, want mqtt on 0.0.0.0:1883", d.Listeners)
+	}
+	if d.Log != (Log{Level: slog.LevelInfo, Format: LogText}) || !d.Retain || d.SysInterval != 10*time.Second {
+		t.Errorf("defaults = %+v", d)
+	}
+}
+
+// The defaults must convert to exactly broker.DefaultOptions.
+func TestDefaultBrokerOptions(t *testing.T) {
+	got := Default().BrokerOptions(nil)
+	want := broker.DefaultOptions()
+	got.Logger, want.Logger = nil, nil
+	if got != want {
+		t.Errorf("BrokerOptions = %+v\nwant %+v", got, want)
+	}
+}
+
+func TestBrokerOptions(t *testing.T) {
+	c, err := Parse("", []byte(example))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	o := c.BrokerOptions(logger)
+	want := broker.Options{
+		Logger: logger, MaxPacketSize: 256 << 10, ReceiveMaximum: 100, MaxInflight: 32,
+		MaxQueued: 5000, QueueQoS0: true, MaxTopicLevels: 16, MaxConnections: 2000,
+		ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120, MaxSessionExpiry: 86400,
+		TopicAliasMaximum: 10, SysInterval: time.Minute, DisableRetain: true,
+	}
+	if o != want {
+		t.Errorf("BrokerOptions = %+v\nwant %+v", o, want)
+	}
+}
+
+func TestSysIntervalOff(t *testing.T) {
+	for _, v := range []string{"0", "off", "0s"} {
+		c, err := Parse("", []byte("sys_interval: "+v+"\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", v, err)
+		}
+		if c.SysInterval != 0 {
+			t.Errorf("%s: SysInterval = %v, want 0", v, c.SysInterval)
+		}
+		if got := c.BrokerOptions(nil).SysInterval; got >= 0 {
+			t.Errorf("%s: broker SysInterval = %v, want negative (disabled)", v, got)
+		}
+	}
+}
+
+func TestValues(t *testing.T) {
+	tests := []struct {
+		src  string
+		get  func(*Config) any
+		want any
+	}{
+		{"limits: {max_packet_size: 1048576}", maxPacket, uint32(1 << 20)},
+		{"limits: {max_packet_size: 1MiB}", maxPacket, uint32(1 << 20)},
+		{"limits: {max_packet_size: 64 KiB}", maxPacket, uint32(64 << 10)},
+		{"limits: {max_packet_size: 268435460}", maxPacket, uint32(268435460)},
+		{"limits: {max_queued: 1_000}", func(c *Config) any { return c.Limits.MaxQueued }, 1000},
+		{"limits: {server_keep_alive: 0}", func(c *Config) any { return c.Limits.ServerKeepAlive }, uint16(0)},
+		{"limits: {max_session_expiry: 0}", func(c *Config) any { return c.Limits.MaxSessionExpiry }, uint32(0)},
+		{"limits: {max_session_expiry: 4294967295}", func(c *Config) any { return c.Limits.MaxSessionExpiry }, uint32(1<<32 - 1)},
+		{"limits: {connect_timeout: 1m30s}", func(c *Config) any { return c.Limits.ConnectTimeout }, 90 * time.Second},
+		{"log: {level: WARN}", func(c *Config) any { return c.Log.Level }, slog.LevelWarn},
+		{"log: {level: error}", func(c *Config) any { return c.Log.Level }, slog.LevelError},
+		{"retain: true", func(c *Config) any { return c.Retain }, true},
+		{"listeners: [{url: 'ws://0.0.0.0:8080'}]", firstListener, Listener{URL: "ws://0.0.0.0:8080", Scheme: "ws", Addr: "0.0.0.0:8080", Path: "/mqtt"}},
+		{"listeners: [{url: 'wss://h:443/ws'}]", firstListener, Listener{URL: "wss://h:443/ws", Scheme: "wss", Addr: "h:443", Path: "/ws"}},
+		{"listeners: [{url: 'mqtts://[::1]:0'}]", firstListener, Listener{URL: "mqtts://[::1]:0", Scheme: "mqtts", Addr: "[::1]:0"}},
+		{"listeners: [{url: 'mqtt://:1883/'}]", firstListener, Listener{URL: "mqtt://:1883/", Scheme: "mqtt", Addr: ":1883"}},
+		{"limits: &lim {max_queued: 7}\n", func(c *Config) any { return c.Limits.MaxQueued }, 7},
+	}
+	for _, tt := range tests {
+		c, err := Parse("", []byte(tt.src))
+		if err != nil {
+			t.Errorf("%s: %v", tt.src, err)
+			continue
+		}
+		if got := tt.get(c); !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("%s: got %#v, want %#v", tt.src, got, tt.want)
+		}
+	}
+}
+
+func maxPacket(c *Config) any     { return c.Limits.MaxPacketSize }
+func firstListener(c *Config) any { return c.Listeners[0] }
+
+// Every error names the file, the line and the key path.
+func TestErrors(t *testing.T) {
+	tests := []struct {
+		src  string
+		want string // the whole message
+	}{
+		// unknown and repeated keys
+		{"listeners:\n  - url: mqtt://0.0.0.0:1883\nlimits:\n  max_queued: 10\n\n\n  max_packet_sise: 1MiB\n",
+			`roost.yaml:7: unknown key "max_packet_sise" in limits`},
+		{"retian: true\n", `roost.yaml:1: unknown key "retian"`},
+		{"log:\n  level: info\n  colour: red\n", `roost.yaml:3: unknown key "colour" in log`},
+		{"listeners:\n  - url: mqtt://a:1\n    tls: yes\n", `roost.yaml:3: unknown key "tls" in listeners[0]`},
+		{"retain: true\nretain: false\n", `roost.yaml:2: retain: key repeated`},
+		{"? [a]\n: 1\n", `roost.yaml:1: the top level: keys must be plain words, got a list`},
+		// shapes
+		{"- a\n- b\n", `roost.yaml:1: the top level: must be a mapping of keys to values, got a list`},
+		{"limits: 5\n", `roost.yaml:1: limits: must be a mapping of keys to values, got "5"`},
+		{"log: [info]\n", `roost.yaml:1: log: must be a mapping of keys to values, got a list`},
+		// listeners
+		{"# comment\n\nlisteners:\n  - url: ftp://0.0.0.0:21\n",
+			`roost.yaml:4: listeners[0].url: unsupported scheme "ftp" (want mqtt, mqtts, ws, wss)`},
+		{"listeners:\n  - url: mqtt://a:1\n  - url: ftp://b:2\n",
+			`roost.yaml:3: listeners[1].url: unsupported scheme "ftp" (want mqtt, mqtts, ws, wss)`},
+		{"listeners: []\n", `roost.yaml:1: listeners: at least one listener is required`},
+		{"listeners: mqtt://0.0.0.0:1883\n", `roost.yaml:1: listeners: must be a list of {url: ...} entries, got "mqtt://0.0.0.0:1883"`},
+		{"listeners:\n  - mqtt://0.0.0.0:1883\n", `roost.yaml:2: listeners[0]: must be a mapping such as {url: mqtt://0.0.0.0:1883}, got "mqtt://0.0.0.0:1883"`},
+		{"listeners:\n  - {}\n", `roost.yaml:2: listeners[0]: missing key "url"`},
+		{"listeners:\n  - url:\n", `roost.yaml:2: listeners[0].url: must be a URL such as mqtt://0.0.0.0:1883, got no value`},
+		{"listeners:\n  - url: 0.0.0.0:1883\n", `roost.yaml:2: listeners[0].url: "0.0.0.0:1883" is not a URL: want SCHEME://HOST:PORT, e.g. mqtt://0.0.0.0:1883`},
+		{"listeners:\n  - url: mqtt://localhost\n", `roost.yaml:2: listeners[0].url: "mqtt://localhost": missing port, e.g. mqtt://localhost:1883`},
+		{"listeners:\n  - url: mqtt://h:99999\n", `roost.yaml:2: listeners[0].url: "mqtt://h:99999": port "99999" is not a number from 0 to 65535`},
+		{"listeners:\n  - url: mqtt://h:1/mqtt\n", `roost.yaml:2: listeners[0].url: "mqtt://h:1/mqtt": a path is only allowed for ws and wss`},
+		{"listeners:\n  - url: mqtt://u:p@h:1\n", `roost.yaml:2: listeners[0].url: "mqtt://u:p@h:1": only SCHEME://HOST:PORT[/PATH] is allowed`},
+		// log
+		{"log:\n  level: verbose\n", `roost.yaml:2: log.level: must be one of debug, info, warn, error, got "verbose"`},
+		{"log:\n  format: xml\n", `roost.yaml:2: log.format: must be text or json, got "xml"`},
+		{"log: {level: [a]}\n", `roost.yaml:1: log.level: must be one of debug, info, warn, error, got a list`},
+		// limits: integers
+		{"limits:\n  max_queued: lots\n", `roost.yaml:2: limits.max_queued: must be a positive integer, got "lots"`},
+		{"limits:\n  max_queued: 0\n", `roost.yaml:2: limits.max_queued: must be a positive integer, got "0"`},
+		{"limits:\n  max_queued: -5\n", `roost.yaml:2: limits.max_queued: must be a positive integer, got "-5"`},
+		{"limits:\n  max_queued: 1.5\n", `roost.yaml:2: limits.max_queued: must be a positive integer, got "1.5"`},
+		{"limits:\n  max_queued:\n", `roost.yaml:2: limits.max_queued: must be a positive integer, got no value`},
+		{"limits:\n  max_queued: 99999999999\n", `roost.yaml:2: limits.max_queued: must be a positive integer, got "99999999999"`},
+		{"limits:\n  max_topic_levels: 0\n", `roost.yaml:2: limits.max_topic_levels: must be a positive integer, got "0"`},
+		{"limits:\n  max_connections: many\n", `roost.yaml:2: limits.max_connections: must be a positive integer, got "many"`},
+		{"limits:\n  receive_maximum: 0\n", `roost.yaml:2: limits.receive_maximum: must be an integer from 1 to 65535, got "0"`},
+		{"limits:\n  max_inflight: 65536\n", `roost.yaml:2: limits.max_inflight: must be an integer from 1 to 65535, got "65536"`},
+		{"limits:\n  server_keep_alive: -1\n", `roost.yaml:2: limits.server_keep_alive: must be an integer from 0 to 65535, got "-1"`},
+		{"limits:\n  topic_alias_maximum: 0\n", `roost.yaml:2: limits.topic_alias_maximum: must be an integer from 1 to 65535, got "0"`},
+		{"limits:\n  max_session_expiry: 4294967296\n", `roost.yaml:2: limits.max_session_expiry: must be an integer from 0 to 4294967295, got "4294967296"`},
+		{"limits:\n  max_session_expiry: \"60\"\n", `roost.yaml:2: limits.max_session_expiry: must be an integer from 0 to 4294967295, got "60"`},
+		// limits: sizes
+		{"limits:\n  max_packet_size: 1MB\n", `roost.yaml:2: limits.max_packet_size: must be a size such as 65536, 512KiB or 1MiB, got "1MB"`},
+		{"limits:\n  max_packet_size: 0\n", `roost.yaml:2: limits.max_packet_size: must be from 1 byte to 268435460 bytes, got "0"`},
+		{"limits:\n  max_packet_size: 257MiB\n", `roost.yaml:2: limits.max_packet_size: must be from 1 byte to 268435460 bytes, got "257MiB"`},
+		{"limits:\n  max_packet_size: 99999999999999999MiB\n", `roost.yaml:2: limits.max_packet_size: must be from 1 byte to 268435460 bytes, got "99999999999999999MiB"`},
+		{"limits:\n  max_packet_size: -1\n", `roost.yaml:2: limits.max_packet_size: must be a size such as 65536, 512KiB or 1MiB, got "-1"`},
+		// durations and booleans
+		{"limits:\n  connect_timeout: 10\n", `roost.yaml:2: limits.connect_timeout: must be a duration such as 10s or 1m30s, got "10"`},
+		{"limits:\n  connect_timeout: 0s\n", `roost.yaml:2: limits.connect_timeout: must be a positive duration such as 10s, got "0s"`},
+		{"sys_interval: -1s\n", `roost.yaml:1: sys_interval: must not be negative, got "-1s"`},
+		{"sys_interval: never\n", `roost.yaml:1: sys_interval: must be a duration such as 10s or 1m30s, got "never"`},
+		{"retain: yes\n", `roost.yaml:1: retain: must be true or false, got "yes"`},
+		{"limits: {queue_qos0: 1}\n", `roost.yaml:1: limits.queue_qos0: must be true or false, got "1"`},
+		// the file itself
+		{"limits:\n  max_queued: 1\n x: y\n", `roost.yaml:2: did not find expected key`},
+		{"retain: true\n---\nretain: false\n", `roost.yaml:2: only one YAML document is allowed`},
+	}
+	for _, tt := range tests {
+		_, err := Parse("roost.yaml", []byte(tt.src))
+		if err == nil {
+			t.Errorf("%q: no error, want %s", tt.src, tt.want)
+			continue
+		}
+		if err.Error() != tt.want {
+			t.Errorf("%q:\n got %s\nwant %s", tt.src, err, tt.want)
+		}
+		var e *Error
+		if !errors.As(err, &e) || e.Line == 0 {
+			t.Errorf("%q: %v is not an *Error with a line", tt.src, err)
+		}
+	}
+}
+
+// Without a file name the line still leads, as in the design note.
+func TestErrorWithoutFile(t *testing.T) {
+	src := strings.Repeat("\n", 6) + "limits:\n\n  max_queued: lots\n"
+	_, err := Parse("", []byte(src))
+	want := `line 9: limits.max_queued: must be a positive integer, got "lots"`
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v, want %s", err, want)
+	}
+}
+
+// All problems are reported, in file order.
+func TestSeveralErrors(t *testing.T) {
+	src := "limits:\n  max_queued: lots\n  max_inflight: 0\nretain: maybe\nwat: 1\n"
+	_, err := Parse("r.yaml", []byte(src))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	want := []string{"r.yaml:2: limits.max_queued", "r.yaml:3: limits.max_inflight", "r.yaml:4: retain", `r.yaml:5: unknown key "wat"`}
+	if len(lines) != len(want) {
+		t.Fatalf("got %d errors, want %d:\n%v", len(lines), len(want), err)
+	}
+	for i := range want {
+		if !strings.HasPrefix(lines[i], want[i]) {
+			t.Errorf("error %d = %q, want prefix %q", i, lines[i], want[i])
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "roost.yaml")
+	if err := os.WriteFile(path, []byte("log:\n  level: loud\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	if want := `roost.yaml:2: log.level: must be one of debug, info, warn, error, got "loud"`; err == nil || err.Error() != want {
+		t.Errorf("Load = %v, want %s", err, want)
+	}
+	_, err = Load(filepath.Join(dir, "missing.yaml"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load(missing) = %v, want ErrNotExist", err)
+	}
+}
+
+func TestParseListener(t *testing.T) {
+	good := map[string]string{
+		"mqtt://127.0.0.1:0":    "127.0.0.1:0",
+		"MQTT://localhost:1883": "localhost:1883",
+		"mqtt://[::]:1883":      "[::]:1883",
+	}
+	for raw, addr := range good {
+		ln, err := ParseListener(raw)
+		if err != nil || ln.Addr != addr || ln.Scheme != "mqtt" {
+			t.Errorf("ParseListener(%q) = %+v, %v; want addr %s", raw, ln, err, addr)
+		}
+	}
+	for _, raw := range []string{"", "1883", "tcp://h:1", "mqtt://h", "mqtt://h:x", "mqtt://h:1?a=b", "mqtt://h:1#f", "mqtt://%zz:1"} {
+		if ln, err := ParseListener(raw); err == nil {
+			t.Errorf("ParseListener(%q) = %+v, want an error", raw, ln)
+		}
+	}
+}
