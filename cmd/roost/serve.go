@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/config"
+)
+
+// shutdownTimeout bounds how long a signal-initiated shutdown waits for
+// clients to be disconnected and their pending writes flushed.
+const shutdownTimeout = 10 * time.Second
+
+const serveHelp = `Runs the MQTT broker until SIGINT or SIGTERM, then shuts it down cleanly
+(MQTT 5 clients get DISCONNECT 0x8B Server shutting down) and exits 0.
+Logs go to stderr; one "listener ready" line per listener names the
+address it is bound to.
+
+With no flags it listens on ` + config.DefaultListenURL + `. Flags override the
+config file; --listen replaces the file's listeners.`
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg, code, ok := serveConfig(args, stderr)
+	if !ok {
+		return code
+	}
+	logger := newLogger(stderr, cfg.Log)
+	if err := serve(ctx, cfg, logger); err != nil {
+		logger.Error("serve failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// serveConfig parses serve's flags and the config file they name into one
+// Config. On failure it has reported the problem on stderr and returns the
+// exit code with ok false.
+func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int, ok bool) {
+	fs := newFlagSet("serve", "", serveHelp, stderr)
+	var (
+		file      = fs.String("config", "", "read the YAML config `file` (see docs/config.md)")
+		listeners []config.Listener
+		level     *slog.Level
+		format    *config.LogFormat
+	)
+	fs.Func("listen", "accept clients on `url`, e.g. mqtt://127.0.0.1:1883 (repeatable)", func(s string) error {
+		ln, err := config.ParseListener(s)
+		listeners = append(listeners, ln)
+		return err
+	})
+	fs.Func("log-level", "log `level`: debug, info, warn or error (default info)", func(s string) error {
+		l, err := config.ParseLogLevel(s)
+		level = &l
+		return err
+	})
+	fs.Func("log-format", "log `format`: text or json (default text)", func(s string) error {
+		f, err := config.ParseLogFormat(s)
+		format = &f
+		return err
+	})
+	if code, ok := parseFlags(fs, args); !ok {
+		return nil, code, false
+	}
+
+	cfg = config.Default()
+	if *file != "" {
+		var err error
+		if cfg, err = config.Load(*file); err != nil {
+			fmt.Fprintf(stderr, "roost serve: %v\n", err)
+			return nil, 1, false
+		}
+	}
+	if listeners != nil {
+		cfg.Listeners = listeners
+	}
+	if level != nil {
+		cfg.Log.Level = *level
+	}
+	if format != nil {
+		cfg.Log.Format = *format
+	}
+	if err := supported(cfg.Listeners); err != nil {
+		fmt.Fprintf(stderr, "roost serve: %v\n", err)
+		return nil, 2, false
+	}
+	return cfg, 0, true
+}
+
+// supported reports the first listener this build cannot serve: only plain
+// TCP until the TLS and WebSocket listeners land.
+func supported(lns []config.Listener) error {
+	for _, ln := range lns {
+		if ln.Scheme != "mqtt" {
+			return fmt.Errorf("listen %s: scheme %s: not supported yet by this build", ln.URL, ln.Scheme)
+		}
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, c config.Log) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.Level}
+	if c.Format == config.LogJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// serve runs a broker on cfg's listeners until ctx ends, then shuts it down.
+// It logs "listener ready" with the bound address for each listener once it
+// accepts connections. It returns nil after a clean shutdown.
+func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+	logger.Info("roost starting", "version", version)
+	lns, err := listen(cfg.Listeners)
+	if err != nil {
+		return err
+	}
+	defer closeAll(lns)
+	// The broker is made after listening so that a busy port leaves nothing
+	// of it running; clients that connect meanwhile wait in the backlog.
+	srv, err := broker.New(cfg.BrokerOptions(logger))
+	if err != nil {
+		return err
+	}
+	for i, ln := range lns {
+		logger.Info("listener ready", "addr", ln.Addr().String(), "scheme", cfg.Listeners[i].Scheme)
+	}
+
+	done := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { done <- srv.Serve(ln) }()
+	}
+	pending := len(lns)
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down", "timeout", shutdownTimeout)
+	case serveErr = <-done:
+		// Serve returns before Shutdown only when its listener fails for good.
+		pending--
+		logger.Error("listener failed, shutting down", "err", serveErr)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	closeAll(lns) // every Serve returns, even if Shutdown did not get that far
+	for ; pending > 0; pending-- {
+		<-done
+	}
+	if serveErr != nil {
+		return fmt.Errorf("serve: %w", serveErr)
+	}
+	if err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// listen opens every listener, or none: on error it closes those opened.
+func listen(cfgs []config.Listener) ([]net.Listener, error) {
+	var lns []net.Listener
+	for _, c := range cfgs {
+		ln, err := net.Listen("tcp", c.Addr)
+		if err != nil {
+			closeAll(lns)
+			return nil, fmt.Errorf("listen %s: %w", c.URL, err)
+		}
+		lns = append(lns, ln)
+	}
+	return lns, nil
+}
+
+func closeAll(lns []net.Listener) {
+	for _, ln := range lns {
+		_ = ln.Close() // usually already closed by Shutdown: net.ErrClosed
+	}
+}
