@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs Roost's whole test suite from a fresh clone: installs the real MQTT
+# peers the interop tests drive (mosquitto, mosquitto-clients and, when
+# test/interop has a lockfile, the npm packages), then go vet and the race
+# tests. Meant for root on Debian; re-running it is cheap, because every
+# install step is skipped when its tools are already present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null; then
+	sudo="sudo"
+fi
+
+have() { command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ]; }
+
+apt_updated=""
+apt_install() {
+	if [ -z "$apt_updated" ]; then
+		$sudo apt-get update
+		apt_updated=1
+	fi
+	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"
+}
+
+if ! have mosquitto_pub || ! have mosquitto; then
+	apt_install mosquitto mosquitto-clients
+fi
+if ! have gcc; then
+	apt_install gcc libc6-dev # go test -race needs cgo
+fi
+if [ -f test/interop/package-lock.json ]; then
+	if ! have npm; then
+		apt_install nodejs npm
+	fi
+	npm ci --prefix test/interop --no-audit --no-fund
+fi
+
+go vet ./...
+go test -race -count=1 -timeout 15m ./...
