@@ -18,5 +18,15 @@
 // answer with (0x81 Malformed Packet or 0x82 Protocol Error, mostly), so the
 // broker has one place that turns decode failures into DISCONNECTs.
 //
+// Decoded strings and byte slices never alias the caller's buffer. To keep
+// decoding cheap they share one copy of the packet body (a PUBLISH costs two
+// allocations: the *Publish and that copy), so holding on to any one field
+// keeps the whole body alive.
+//
+// Encode writes only the properties the 5.0 table (section 2.2.2.2) allows in
+// that packet, so a Properties value can be passed along between packet
+// types without producing a packet the peer must reject. User Property and
+// Subscription Identifier are written when their slices are non-empty.
+//
 // The package has no broker imports and no global mutable state.
 package packet
