@@ -307,7 +307,7 @@ func (d *decoder) prop(p *Properties, t Type, place propPlace) {
 	spec := propSpecs[id]
 	if spec.where&place == 0 {
 		// Section 2.2.2.2 lists where each property may appear.
-		d.fail(protocolErr("", "%v: property 0x%02X not allowed here", t, idv))
+		d.fail(malformed("", "%v: property 0x%02X not allowed here", t, idv))
 		return
 	}
 	repeatable := id == PropUserProperty || (id == PropSubscriptionID && t == PUBLISH && place != willPlace)

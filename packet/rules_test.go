@@ -90,8 +90,8 @@ var ruleTests = []struct {
 	{"3.9.3 SUBACK without codes", V311, pkt(0x90, b(0, 1)), ProtocolError, ""},
 
 	// Properties.
-	{"2.2.2.2 property not allowed in packet", V5, pkt(0x30, s("t"), b(2, 0x11, 0)), ProtocolError, ""},
-	{"2.2.2.2 will delay outside will properties", V5, pkt(0x10, connect5, b(0, 0, 0, 5, 0x18, 0, 0, 0, 1), s("c")), ProtocolError, ""},
+	{"2.2.2.2 property not allowed in packet", V5, pkt(0x30, s("t"), b(2, 0x11, 0)), MalformedPacket, ""},
+	{"2.2.2.2 will delay outside will properties", V5, pkt(0x10, connect5, b(0, 0, 0, 5, 0x18, 0, 0, 0, 1), s("c")), MalformedPacket, ""},
 	{"2.2.2.2 unknown property identifier", V5, pkt(0x30, s("t"), b(2, 0x04, 0)), MalformedPacket, ""},
 	{"MQTT-2.2.2-1 duplicate property", V5, pkt(0x30, s("t"), b(4, 0x01, 0, 0x01, 0)), ProtocolError, "MQTT-2.2.2-1"},
 	{"MQTT-2.2.2-1 two subscription ids in SUBSCRIBE", V5, pkt(0x82, b(0, 1, 4, 0x0B, 1, 0x0B, 2), s("a"), b(0)), ProtocolError, "MQTT-2.2.2-1"},
@@ -174,7 +174,7 @@ func TestDecodeConnectPartial(t *testing.T) {
 		code ReasonCode
 	}{
 		{"bad flags 3.1.1", pkt(0x10, connect311, b(1, 0, 0), s("c")), V311, MalformedPacket},
-		{"bad property 5.0", pkt(0x10, connect5, b(0, 0, 0, 2, 0x01, 0), s("c")), V5, ProtocolError},
+		{"bad property 5.0", pkt(0x10, connect5, b(0, 0, 0, 2, 0x01, 0), s("c")), V5, MalformedPacket},
 		{"level 6", pkt(0x10, b(0, 4, 'M', 'Q', 'T', 'T', 6)), 6, UnsupportedProtocolVersion},
 		{"truncated after level", pkt(0x10, connect5), V5, MalformedPacket},
 	}
