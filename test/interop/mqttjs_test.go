@@ -1,0 +1,190 @@
+package interop
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// jsSub is one subscription for js/client.js.
+type jsSub struct {
+	Topic string `json:"topic"`
+	QoS   byte   `json:"qos"`
+}
+
+// jsOpts are js/client.js's JSON options; see the script's header.
+type jsOpts struct {
+	URL                 string         `json:"url"`
+	ProtocolVersion     byte           `json:"protocolVersion"`
+	ClientID            string         `json:"clientId,omitempty"`
+	Clean               *bool          `json:"clean,omitempty"`
+	Keepalive           *int           `json:"keepalive,omitempty"`
+	Properties          map[string]any `json:"properties,omitempty"`
+	Will                map[string]any `json:"will,omitempty"`
+	Subscribe           []jsSub        `json:"subscribe,omitempty"`
+	SubscribeProperties map[string]any `json:"subscribeProperties,omitempty"`
+	LifetimeMs          int            `json:"lifetimeMs,omitempty"`
+}
+
+// jsEvent is one JSON line js/client.js prints.
+type jsEvent struct {
+	Event          string  `json:"event"`
+	ID             int     `json:"id"`
+	SessionPresent bool    `json:"sessionPresent"`
+	ReasonCode     int     `json:"reasonCode"`
+	Topic          string  `json:"topic"`
+	Payload        string  `json:"payload"`
+	QoS            byte    `json:"qos"`
+	Retain         bool    `json:"retain"`
+	Dup            bool    `json:"dup"`
+	SubIDs         []int   `json:"subIds"`
+	Expiry         *uint32 `json:"expiry"`
+	Granted        []jsSub `json:"granted"`
+	Where          string  `json:"where"`
+	Message        string  `json:"message"`
+}
+
+// jsClient is a running mqtt.js client (js/client.js under node).
+type jsClient struct {
+	*proc
+	in      *inbox
+	events  *queue[jsEvent]
+	connack jsEvent
+	nextID  int
+}
+
+// jsPersistent fills o for a persistent session: clean false and, for MQTT
+// 5, a session expiry interval.
+func jsPersistent(o jsOpts, expiry int) jsOpts {
+	f := false
+	o.Clean = &f
+	if o.ProtocolVersion == 5 {
+		if o.Properties == nil {
+			o.Properties = map[string]any{}
+		}
+		o.Properties["sessionExpiryInterval"] = expiry
+	}
+	return o
+}
+
+// startJS starts js/client.js and waits for CONNACK and, when o subscribes,
+// for SUBACK. It fails the test if node or the npm packages are missing.
+func startJS(t *testing.T, b *testBroker, p proto, o jsOpts) *jsClient {
+	t.Helper()
+	c := startJSNoWait(t, b, p, o)
+	c.connack = c.waitEvent(t, 8*time.Second, "connect")
+	if len(o.Subscribe) > 0 {
+		c.waitEvent(t, 5*time.Second, "suback")
+	}
+	return c
+}
+
+// startJSNoWait starts js/client.js without waiting for anything.
+func startJSNoWait(t *testing.T, b *testBroker, p proto, o jsOpts) *jsClient {
+	t.Helper()
+	node := requireTool(t, "node")
+	script, err := filepath.Abs(filepath.Join("js", "client.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(script), "..", "node_modules", "mqtt", "package.json")); err != nil {
+		t.Fatalf("mqtt.js is not installed in test/interop/node_modules: run ./scripts/test.sh (it runs npm ci --prefix test/interop)")
+	}
+	o.URL = b.url()
+	o.ProtocolVersion = p.level
+	if o.ClientID == "" {
+		o.ClientID = clientID("PonyRemoteControl")
+	}
+	if o.LifetimeMs == 0 {
+		o.LifetimeMs = int(procLifetime / time.Millisecond)
+	}
+	args, err := json.Marshal(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &jsClient{in: newInbox("mqtt.js " + o.ClientID), events: newQueue[jsEvent]()}
+	c.proc = startProc(t, "mqtt.js "+o.ClientID, true, func(line string) {
+		var ev jsEvent
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			ev = jsEvent{Event: "error", Where: "go", Message: fmt.Sprintf("bad line %q: %v", line, err)}
+		}
+		if ev.Event == "message" {
+			c.in.put(message{Topic: ev.Topic, Payload: ev.Payload, QoS: ev.QoS, Retain: ev.Retain,
+				Dup: ev.Dup, SubIDs: ev.SubIDs, Expiry: ev.Expiry})
+			return
+		}
+		c.events.put(ev)
+	}, node, script, string(args))
+	return c
+}
+
+// waitEvent waits for the next unclaimed event named name; an error event
+// or the process exiting first fails the test.
+func (c *jsClient) waitEvent(t *testing.T, d time.Duration, name string) jsEvent {
+	t.Helper()
+	ev, ok := c.events.claim(d, func(ev jsEvent) bool { return ev.Event == name || ev.Event == "error" })
+	if !ok {
+		t.Fatalf("%s: no %q event within %v; events: %+v", c.name, name, d, c.events.all())
+	}
+	if ev.Event == "error" && name != "error" {
+		t.Fatalf("%s: waiting for %q: error in %s: %s", c.name, name, ev.Where, ev.Message)
+	}
+	return ev
+}
+
+func (c *jsClient) send(t *testing.T, cmd map[string]any) int {
+	t.Helper()
+	c.nextID++
+	cmd["id"] = c.nextID
+	line, _ := json.Marshal(cmd)
+	if _, err := c.stdin.Write(append(line, '\n')); err != nil {
+		t.Fatalf("%s: writing command: %v", c.name, err)
+	}
+	return c.nextID
+}
+
+// publish publishes and waits until mqtt.js reports it complete (PUBACK or
+// PUBCOMP received for QoS 1/2).
+func (c *jsClient) publish(t *testing.T, topic, payload string, qos byte, retain bool, props map[string]any) {
+	t.Helper()
+	cmd := map[string]any{"cmd": "publish", "topic": topic, "payload": payload, "qos": qos, "retain": retain}
+	if props != nil {
+		cmd["properties"] = props
+	}
+	id := c.send(t, cmd)
+	ev, ok := c.events.claim(5*time.Second, func(ev jsEvent) bool {
+		return ev.ID == id && (ev.Event == "published" || ev.Event == "error")
+	})
+	if !ok || ev.Event != "published" {
+		t.Fatalf("%s: publish %s: %+v (ok=%v)", c.name, topic, ev, ok)
+	}
+}
+
+// subscribe subscribes and returns the granted QoS per filter.
+func (c *jsClient) subscribe(t *testing.T, subs []jsSub, props map[string]any) []jsSub {
+	t.Helper()
+	cmd := map[string]any{"cmd": "subscribe", "subscribe": subs}
+	if props != nil {
+		cmd["properties"] = props
+	}
+	id := c.send(t, cmd)
+	ev, ok := c.events.claim(5*time.Second, func(ev jsEvent) bool {
+		return ev.ID == id && (ev.Event == "suback" || ev.Event == "error")
+	})
+	if !ok || ev.Event != "suback" {
+		t.Fatalf("%s: subscribe %v: %+v (ok=%v)", c.name, subs, ev, ok)
+	}
+	return ev.Granted
+}
+
+// end disconnects cleanly (DISCONNECT with reasonCode) and waits for exit.
+func (c *jsClient) end(t *testing.T, reasonCode int) {
+	t.Helper()
+	c.send(t, map[string]any{"cmd": "end", "reasonCode": reasonCode})
+	if !c.waitExit(5 * time.Second) {
+		t.Fatalf("%s did not exit after end", c.name)
+	}
+}
