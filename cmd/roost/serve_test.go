@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/internal/config"
 )
 
@@ -148,32 +147,11 @@ func eventually(t *testing.T, d time.Duration, cond func() bool) bool {
 	return cond()
 }
 
-// brokerImplemented reports whether broker.Server works yet: while the
-// broker is a stub its methods panic.
-func brokerImplemented() (ok bool) {
-	srv, err := broker.New(broker.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		return false
-	}
-	defer func() {
-		if recover() != nil {
-			ok = false
-		}
-	}()
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	_ = srv.Shutdown(ctx)
-	return true
-}
-
 var readyLine = regexp.MustCompile(`msg="listener ready" addr=(\S+) scheme=mqtt`)
 
 // roost serve on a free port accepts an MQTT 3.1.1 client and exits 0 when
 // its context ends (as on SIGINT), with the client still connected.
 func TestServeEndToEnd(t *testing.T) {
-	if !brokerImplemented() {
-		t.Skip("broker not yet implemented")
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var stderr syncBuffer
