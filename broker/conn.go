@@ -69,6 +69,9 @@ type conn struct {
 	spare    []byte    // the buffer the flusher wrote last, for reuse
 	flushing bool      // a flusher goroutine is running
 	dead     bool      // socket failed or closed: discard writes
+	// durable is the store ticket that must be durable before out may be
+	// written: out holds acknowledgements or deliveries that depend on it.
+	durable Ticket
 }
 
 const (
@@ -226,6 +229,17 @@ func (c *conn) send(p packet.Packet) {
 	c.outMu.Unlock()
 }
 
+// needDurable makes the next write of this connection wait until store
+// ticket t is durable.
+func (c *conn) needDurable(t Ticket) {
+	if t == 0 {
+		return
+	}
+	c.outMu.Lock()
+	c.durable = max(c.durable, t)
+	c.outMu.Unlock()
+}
+
 // startFlushLocked starts a flusher if none runs. outMu must be held.
 func (c *conn) startFlushLocked() {
 	if !c.flushing && len(c.out) > 0 {
@@ -250,7 +264,21 @@ func (c *conn) flush() {
 		}
 		buf := c.out
 		c.out, c.spare = c.spare[:0], nil
+		need := c.durable
 		c.outMu.Unlock()
+
+		if need != 0 {
+			if err := c.srv.opts.Store.Wait(need); err != nil {
+				// Never acknowledge what the store could not keep.
+				c.log.Error("store failed; closing connection", "err", err)
+				c.outMu.Lock()
+				c.dead = true
+				c.out = nil
+				c.outMu.Unlock()
+				c.nc.Close()
+				continue
+			}
+		}
 
 		c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
 		n, err := c.nc.Write(buf)

@@ -240,7 +240,9 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, will *wil
 	}
 	ss.expiry = expiry
 	ss.will = will
+	ss.offlineAt = time.Time{}
 	c.sess = ss
+	c.needDurable(ss.recordSession())
 	ack.SessionPresent = present && c.version != packet.V31
 	c.send(ack)
 	ss.conn = c

@@ -34,12 +34,15 @@ func (s *Server) detach(c *conn, publishWill bool) {
 		s.endSessionLocked(ss)
 		due = w
 	default:
+		ss.offlineAt = time.Now()
 		if w != nil && w.delay > 0 {
 			ss.will = w
+			ss.willAt = ss.offlineAt.Add(w.delay)
 			ss.willTimer = time.AfterFunc(w.delay, func() { s.fireWill(ss) })
 		} else {
 			due = w
 		}
+		ss.recordSession()
 		if ss.expiry != neverExpires {
 			ss.expiryTimer = time.AfterFunc(time.Duration(ss.expiry)*time.Second, func() { s.expireSession(ss) })
 		}
@@ -60,6 +63,9 @@ func (s *Server) fireWill(ss *session) {
 		w = nil
 	}
 	ss.will = nil
+	if w != nil {
+		ss.recordSession()
+	}
 	ss.mu.Unlock()
 	if w != nil {
 		s.publishWill(w)
@@ -98,6 +104,10 @@ func (s *Server) endSessionLocked(ss *session) *willMsg {
 	}
 	ss.ended = true
 	ss.stopTimersLocked()
+	if ss.stored {
+		ss.stored = false
+		s.opts.Store.Append(Op{Kind: OpSessionDel, ClientID: ss.id})
+	}
 	for _, sub := range ss.subs {
 		group, rest, _, _ := parseShare(sub.filter)
 		s.router.tree.Unsubscribe(rest, group, ss)
@@ -113,7 +123,7 @@ func (s *Server) endSessionLocked(ss *session) *willMsg {
 // publishWill publishes a will as if its client had sent it.
 func (s *Server) publishWill(w *willMsg) {
 	wm := w.msg
-	m := Message{Topic: wm.Topic, Payload: wm.Payload, QoS: wm.QoS, Retain: wm.Retain, Props: wm.Props, From: wm.From}
+	m := Message{ID: s.msgID.Add(1), Topic: wm.Topic, Payload: wm.Payload, QoS: wm.QoS, Retain: wm.Retain, Props: wm.Props, From: wm.From}
 	m.Created = time.Now()
 	if m.Props.Has(packet.PropMessageExpiry) {
 		m.Expires = m.Created.Add(time.Duration(m.Props.MessageExpiry) * time.Second)

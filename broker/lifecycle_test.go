@@ -2,13 +2,13 @@ package broker
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"runtime"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -26,22 +26,22 @@ func TestTakeoverFight(t *testing.T) {
 					defer wg.Done()
 					for i := 0; i < 50; i++ {
 						c := dial(t, addr, v)
-						c.send(&packet.Connect{ProtocolVersion: v, ClientID: "car", CleanStart: i%2 == 0, KeepAlive: 30,
+						c.Send(&packet.Connect{ProtocolVersion: v, ClientID: "car", CleanStart: i%2 == 0, KeepAlive: 30,
 							WillFlag: true, WillTopic: "car/status", WillPayload: []byte("gone")})
-						c.read(time.Second) // CONNACK, or nothing if kicked first
-						c.send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "car/#"}}})
-						c.read(50 * time.Millisecond)
-						c.nc.Close()
+						c.Read(time.Second) // CONNACK, or nothing if kicked first
+						c.Send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "car/#"}}})
+						c.Read(50 * time.Millisecond)
+						c.NC.Close()
 					}
 				}()
 			}
 			wg.Wait()
-			eventually(t, 5*time.Second, func() bool {
+			mqtttest.Eventually(t, 5*time.Second, func() bool {
 				s.mu.Lock()
 				defer s.mu.Unlock()
 				return len(s.conns) == 0 && s.stats.connected.Load() == 0
 			})
-			eventually(t, 5*time.Second, func() bool { return runtime.NumGoroutine() <= before+2 })
+			mqtttest.Eventually(t, 5*time.Second, func() bool { return runtime.NumGoroutine() <= before+2 })
 			if n := s.router.tree.Len(); n > 1 {
 				t.Errorf("%d subscriptions left for one client id", n)
 			}
@@ -57,24 +57,24 @@ func TestTakeoverInheritsSession(t *testing.T) {
 	conn := &packet.Connect{ClientID: "phone", KeepAlive: 30}
 	conn.Properties.SessionExpiry = 300
 	conn.Properties.Set(packet.PropSessionExpiry)
-	a.connect(conn)
-	a.send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "cmd/+", Options: packet.SubOptions{QoS: 1}}}})
-	if _, ok := a.next(time.Second).(*packet.Suback); !ok {
+	a.Connect(conn)
+	a.Send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "cmd/+", Options: packet.SubOptions{QoS: 1}}}})
+	if _, ok := a.Next(time.Second).(*packet.Suback); !ok {
 		t.Fatal("no SUBACK")
 	}
 	b := dial(t, addr, packet.V5)
-	ack := b.connect(conn)
+	ack := b.Connect(conn)
 	if !ack.SessionPresent {
 		t.Error("session present = 0 after takeover of a persistent session")
 	}
-	got := a.expectClosed(2 * time.Second)
+	got := a.ExpectClosed(2 * time.Second)
 	if len(got) != 1 || got[0].(*packet.Disconnect).ReasonCode != packet.SessionTakenOver {
 		t.Errorf("old connection got %v, want one DISCONNECT 0x8E", got)
 	}
 	pub := dial(t, addr, packet.V5)
-	pub.connect(&packet.Connect{ClientID: "ctl", CleanStart: true})
-	pub.send(&packet.Publish{Topic: "cmd/go", QoS: 1, PacketID: 7, Payload: []byte("fwd")})
-	if m, ok := b.next(2 * time.Second).(*packet.Publish); !ok || string(m.Payload) != "fwd" || m.QoS != 1 {
+	pub.Connect(&packet.Connect{ClientID: "ctl", CleanStart: true})
+	pub.Send(&packet.Publish{Topic: "cmd/go", QoS: 1, PacketID: 7, Payload: []byte("fwd")})
+	if m, ok := b.Next(2 * time.Second).(*packet.Publish); !ok || string(m.Payload) != "fwd" || m.QoS != 1 {
 		t.Errorf("new connection got %+v, want the QoS 1 publish", m)
 	}
 }
@@ -88,19 +88,19 @@ func TestShutdownDisconnectsClients(t *testing.T) {
 	}
 	_, addr := serveOn(t, s)
 	c5 := dial(t, addr, packet.V5)
-	c5.connect(&packet.Connect{ClientID: "five", CleanStart: true})
+	c5.Connect(&packet.Connect{ClientID: "five", CleanStart: true})
 	c4 := dial(t, addr, packet.V311)
-	c4.connect(&packet.Connect{ClientID: "four", CleanStart: true})
+	c4.Connect(&packet.Connect{ClientID: "four", CleanStart: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := s.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	got := c5.expectClosed(time.Second)
+	got := c5.ExpectClosed(time.Second)
 	if len(got) != 1 || got[0].(*packet.Disconnect).ReasonCode != packet.ServerShuttingDown {
 		t.Errorf("v5 client got %v, want DISCONNECT 0x8B", got)
 	}
-	if got := c4.expectClosed(time.Second); len(got) != 0 {
+	if got := c4.ExpectClosed(time.Second); len(got) != 0 {
 		t.Errorf("3.1.1 client got %v, want a plain close", got)
 	}
 }
@@ -113,15 +113,4 @@ func serveOn(t *testing.T, s *Server) (chan error, string) {
 	ch := make(chan error, 1)
 	go func() { ch <- s.Serve(ln) }()
 	return ch, ln.Addr().String()
-}
-
-func eventually(t testing.TB, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within " + fmt.Sprint(d))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

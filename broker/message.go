@@ -10,6 +10,9 @@ import (
 // Message is an application message as the broker routes and stores it.
 // It is immutable once routed: every subscriber shares one Message.
 type Message struct {
+	// ID identifies the message to a Store, which keeps one copy of the
+	// body however many sessions it is queued for.
+	ID      uint64
 	Topic   string
 	Payload []byte
 	QoS     packet.QoS
@@ -78,8 +81,9 @@ func (m *Message) expired(now time.Time) bool {
 }
 
 // newMessage builds a Message from a client PUBLISH.
-func newMessage(p *packet.Publish, from string, now time.Time) *Message {
-	m := &Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, From: from, Created: now}
+func (s *Server) newMessage(p *packet.Publish, from string) *Message {
+	now := time.Now()
+	m := &Message{ID: s.msgID.Add(1), Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, From: from, Created: now}
 	m.Props = p.Properties
 	m.Props.Clear(packet.PropTopicAlias)
 	m.Props.TopicAlias = 0

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"strings"
-	"time"
 
 	"github.com/roost-mqtt/roost/packet"
 	"github.com/roost-mqtt/roost/topic"
@@ -31,9 +30,10 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	}
 	switch p.QoS {
 	case 0:
-		c.srv.publish(newMessage(p, c.clientID, time.Now()))
+		c.srv.publish(c.srv.newMessage(p, c.clientID))
 	case 1:
-		n := c.srv.publish(newMessage(p, c.clientID, time.Now()))
+		n, t := c.srv.publish(c.srv.newMessage(p, c.clientID))
+		c.needDurable(t)
 		c.ackPublish(p, matchCode(n))
 	case 2:
 		ss := c.sess
@@ -42,6 +42,9 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		full := !seen && len(ss.inQoS2) >= int(c.srv.opts.ReceiveMaximum)
 		if !seen && !full {
 			ss.inQoS2[p.PacketID] = struct{}{}
+			if ss.persisted() {
+				ss.record(Op{Kind: OpInboundPut, PacketID: p.PacketID})
+			}
 		}
 		ss.mu.Unlock()
 		if full {
@@ -49,7 +52,9 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		}
 		rc := packet.Success
 		if !seen {
-			rc = matchCode(c.srv.publish(newMessage(p, c.clientID, time.Now())))
+			n, t := c.srv.publish(c.srv.newMessage(p, c.clientID))
+			c.needDurable(t)
+			rc = matchCode(n)
 		}
 		c.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
 	}
@@ -114,6 +119,9 @@ func (c *conn) handlePubrel(p *packet.Pubrel) {
 	ss.mu.Lock()
 	_, ok := ss.inQoS2[p.PacketID]
 	delete(ss.inQoS2, p.PacketID)
+	if ok && ss.persisted() {
+		ss.record(Op{Kind: OpInboundDel, PacketID: p.PacketID})
+	}
 	ss.mu.Unlock()
 	rc := packet.Success
 	if !ok {
@@ -123,20 +131,22 @@ func (c *conn) handlePubrel(p *packet.Pubrel) {
 }
 
 // publish stores msg as retained when it says so and delivers it to every
-// matching session. It returns how many sessions it was routed to.
-func (s *Server) publish(msg *Message) int {
+// matching session. It returns how many sessions it was routed to and the
+// store ticket an acknowledgement of it must wait for.
+func (s *Server) publish(msg *Message) (int, Ticket) {
 	sc := s.router.match(msg)
 	n := len(sc.targets)
 	// Decided before msg is shared with anyone: from here on msg is
 	// immutable but for its wire-form cache.
 	msg.shareWire = n > 1
+	var last Ticket
 	if msg.Retain {
-		s.ret.set(msg)
+		last = s.ret.set(msg)
 	}
 	for i := range sc.targets {
 		t := &sc.targets[i]
-		t.sess.deliver(msg, t.qos, t.retain, t.subIDs)
+		last = max(last, t.sess.deliver(msg, t.qos, t.retain, t.subIDs))
 	}
 	s.router.release(sc)
-	return n
+	return n, last
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roost-mqtt/roost/packet"
@@ -26,6 +27,7 @@ type Server struct {
 	router *router
 	ret    *retainer
 	stats  stats
+	msgID  atomic.Uint64 // last Message.ID handed out
 
 	ctx    context.Context // ends at Shutdown; parent of background work
 	cancel context.CancelFunc
@@ -37,7 +39,6 @@ type Server struct {
 	conns     map[*conn]struct{}
 	listeners map[net.Listener]struct{}
 	closing   bool
-	nextAnon  uint64
 
 	connWG sync.WaitGroup // one per live connection goroutine
 	bgWG   sync.WaitGroup // $SYS publisher and other background loops
@@ -65,7 +66,13 @@ func New(opts Options) (*Server, error) {
 		listeners: make(map[net.Listener]struct{}),
 	}
 	s.router = newRouter()
-	s.ret = newRetainer()
+	s.ret = newRetainer(opts.Store)
+	if opts.Store != nil {
+		if err := s.restore(); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
 	if opts.SysInterval > 0 {
 		s.bgWG.Add(1)
 		go s.sysLoop()

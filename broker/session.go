@@ -37,13 +37,18 @@ type session struct {
 	inQoS2 map[uint16]struct{}
 
 	will        *willMsg
+	willAt      time.Time // when a delayed will is due
 	willTimer   *time.Timer
 	expiryTimer *time.Timer
 	dropped     uint64
+	nextSeq     uint64 // store key of the last queued delivery
+	stored      bool   // the store holds this session
+	offlineAt   time.Time
 }
 
 // outbound is one message on its way to this session's client.
 type outbound struct {
+	seq      uint64 // store key; 0 when the session is not persisted
 	msg      *Message
 	qos      packet.QoS
 	retain   bool
@@ -68,38 +73,129 @@ func newSession(s *Server, id string) *session {
 	}
 }
 
+// persisted reports whether the session's state goes to the store: it
+// must outlive the connection and there is a store. ss.mu must be held.
+func (ss *session) persisted() bool { return ss.expiry > 0 && ss.srv.opts.Store != nil }
+
+// record appends op for this session to the store and makes the attached
+// connection's next write wait for it. ss.mu must be held.
+func (ss *session) record(op Op) Ticket {
+	op.ClientID = ss.id
+	t := ss.srv.opts.Store.Append(op)
+	if c := ss.conn; c != nil {
+		c.needDurable(t)
+	}
+	return t
+}
+
+// recordSession stores the session's own fields, or deletes it from the
+// store when it no longer outlives its connection. ss.mu must be held.
+func (ss *session) recordSession() Ticket {
+	st := ss.srv.opts.Store
+	if st == nil {
+		return 0
+	}
+	if !ss.persisted() {
+		if !ss.stored {
+			return 0
+		}
+		ss.stored = false
+		return st.Append(Op{Kind: OpSessionDel, ClientID: ss.id})
+	}
+	first := !ss.stored
+	ss.stored = true
+	rec := StoredSession{ClientID: ss.id, Expiry: ss.expiry, DisconnectedAt: ss.offlineAt}
+	if ss.will != nil {
+		rec.Will, rec.WillAt = ss.will.msg, ss.willAt
+	}
+	t := ss.record(Op{Kind: OpSessionPut, Session: rec})
+	if first {
+		// The session existed unpersisted (its expiry was 0 until a
+		// takeover raised it): store what it already holds.
+		for _, sub := range ss.subs {
+			t = ss.record(Op{Kind: OpSubPut, Sub: StoredSub{Filter: sub.filter, Opts: sub.opts, ID: sub.id}})
+		}
+		for _, ob := range ss.inflight {
+			ss.assignSeq(ob)
+			t = ss.recordDelivery(ob)
+		}
+		for _, ob := range ss.queue[ss.qhead:] {
+			ss.assignSeq(ob)
+			t = ss.recordDelivery(ob)
+		}
+		for pid := range ss.inQoS2 {
+			t = ss.record(Op{Kind: OpInboundPut, PacketID: pid})
+		}
+	}
+	return t
+}
+
+func (ss *session) recordDelivery(ob *outbound) Ticket {
+	if !ss.persisted() || ob.seq == 0 {
+		return 0
+	}
+	return ss.record(Op{Kind: OpQueuePut, Delivery: ob.stored()})
+}
+
+func (ss *session) recordDone(ob *outbound) {
+	if ss.persisted() && ob.seq != 0 {
+		ss.record(Op{Kind: OpQueueDel, Delivery: StoredDelivery{Seq: ob.seq}})
+	}
+}
+
+func (ob *outbound) stored() StoredDelivery {
+	return StoredDelivery{Seq: ob.seq, Msg: ob.msg, QoS: ob.qos, Retain: ob.retain, SubIDs: ob.subIDs,
+		PacketID: ob.pid, Released: ob.released}
+}
+
 func (ss *session) queueLen() int { return len(ss.queue) - ss.qhead }
 
 // deliver hands a routed message to this session: written to the client at
 // once when possible, otherwise queued. QoS 0 messages for an offline
-// session are queued only when Options.QueueQoS0 is set.
-func (ss *session) deliver(msg *Message, qos packet.QoS, retain bool, subIDs []uint32) {
+// session are queued only when Options.QueueQoS0 is set. It returns the
+// store ticket the publisher's acknowledgement must wait for.
+func (ss *session) deliver(msg *Message, qos packet.QoS, retain bool, subIDs []uint32) Ticket {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.ended {
-		return
+		return 0
 	}
 	c := ss.conn
 	if qos == 0 {
 		if c != nil {
 			c.writePublish(msg, 0, retain, subIDs, 0, false)
 		} else if ss.srv.opts.QueueQoS0 && ss.expiry > 0 {
-			ss.enqueue(&outbound{msg: msg, retain: retain, subIDs: subIDs})
+			ob := &outbound{msg: msg, retain: retain, subIDs: subIDs}
+			ss.assignSeq(ob)
+			if ss.enqueue(ob) {
+				return ss.recordDelivery(ob)
+			}
 		}
-		return
+		return 0
 	}
 	ob := &outbound{msg: msg, qos: qos, retain: retain, subIDs: subIDs}
+	ss.assignSeq(ob)
 	if c != nil && ss.queueLen() == 0 && len(ss.inflight) < c.window {
-		ss.sendNew(c, ob)
-		return
+		return ss.sendNew(c, ob)
 	}
-	ss.enqueue(ob)
+	if ss.enqueue(ob) {
+		return ss.recordDelivery(ob)
+	}
+	return 0
+}
+
+func (ss *session) assignSeq(ob *outbound) {
+	if ss.persisted() {
+		ss.nextSeq++
+		ob.seq = ss.nextSeq
+	}
 }
 
 // enqueue appends ob to the queue, applying the drop policy when the queue
 // is full: drop the oldest QoS 0 message if there is one, otherwise drop the
-// new message. Either way the drop is counted.
-func (ss *session) enqueue(ob *outbound) {
+// new message. Either way the drop is counted. It reports whether ob was
+// queued.
+func (ss *session) enqueue(ob *outbound) bool {
 	if ss.queueLen() >= ss.srv.opts.MaxQueued {
 		victim := -1
 		for i := ss.qhead; i < len(ss.queue); i++ {
@@ -110,8 +206,9 @@ func (ss *session) enqueue(ob *outbound) {
 		}
 		ss.noteDrop("queue full")
 		if victim < 0 {
-			return
+			return false
 		}
+		ss.recordDone(ss.queue[victim])
 		copy(ss.queue[victim:], ss.queue[victim+1:])
 		ss.queue[len(ss.queue)-1] = nil
 		ss.queue = ss.queue[:len(ss.queue)-1]
@@ -122,6 +219,7 @@ func (ss *session) enqueue(ob *outbound) {
 		ss.queue, ss.qhead = ss.queue[:n], 0
 	}
 	ss.queue = append(ss.queue, ob)
+	return true
 }
 
 func (ss *session) noteDrop(why string) {
@@ -145,22 +243,29 @@ func (ss *session) allocPID() uint16 {
 	}
 }
 
-// sendNew puts a QoS 1/2 message in flight on c.
-func (ss *session) sendNew(c *conn, ob *outbound) {
+// sendNew puts a message in flight on c (QoS 0 ones just go out). The
+// delivery is recorded with its packet id before the PUBLISH can leave, so a
+// restart resends it with the same id and DUP set.
+func (ss *session) sendNew(c *conn, ob *outbound) Ticket {
 	if ob.qos == 0 {
 		c.writePublish(ob.msg, 0, ob.retain, ob.subIDs, 0, false)
-		return
+		ss.recordDone(ob)
+		return 0
 	}
 	if ob.msg.expired(time.Now()) {
 		ss.noteDrop("message expired")
-		return
+		ss.recordDone(ob)
+		return 0
 	}
 	ob.pid = ss.allocPID()
+	t := ss.recordDelivery(ob)
 	if !c.writePublish(ob.msg, ob.qos, ob.retain, ob.subIDs, ob.pid, false) {
-		return // discarded (too large for the client): as if delivered
+		ss.recordDone(ob) // discarded (too large for the client): as if delivered
+		return t
 	}
 	ss.inflight = append(ss.inflight, ob)
 	ss.byPID[ob.pid] = ob
+	return t
 }
 
 // fill moves queued messages into the inflight window.
@@ -178,6 +283,7 @@ func (ss *session) fill() {
 }
 
 func (ss *session) remove(ob *outbound) {
+	ss.recordDone(ob)
 	delete(ss.byPID, ob.pid)
 	for i, x := range ss.inflight {
 		if x == ob {
@@ -217,6 +323,7 @@ func (ss *session) onPubrec(pid uint16, rc packet.ReasonCode) {
 		ss.fill()
 	default:
 		ob.released = true
+		ss.recordDelivery(ob)
 		if c != nil {
 			c.send(&packet.Pubrel{PacketID: pid})
 		}

@@ -48,6 +48,9 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		_, existed := ss.subs[req.Filter]
 		ss.subs[req.Filter] = sub
 		c.srv.router.tree.Subscribe(rest, group, ss, sub)
+		if ss.persisted() {
+			ss.record(Op{Kind: OpSubPut, Sub: StoredSub{Filter: req.Filter, Opts: opts, ID: subID}})
+		}
 		ss.mu.Unlock()
 		codes[i] = packet.ReasonCode(opts.QoS)
 		// Retained messages are not sent for shared subscriptions
@@ -87,6 +90,9 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) {
 		delete(ss.subs, f)
 		group, rest, _, _ := topic.ParseShare(sub.filter)
 		c.srv.router.tree.Unsubscribe(rest, group, ss)
+		if ss.persisted() {
+			ss.record(Op{Kind: OpSubDel, Sub: StoredSub{Filter: f}})
+		}
 	}
 	ss.mu.Unlock()
 	c.send(&packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes})

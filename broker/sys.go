@@ -55,7 +55,7 @@ func (s *Server) publishSys() {
 	}
 	now := time.Now()
 	for _, f := range figures {
-		s.publish(&Message{Topic: f.topic, Payload: []byte(f.value), QoS: 0, Retain: true, Created: now})
+		s.publish(&Message{ID: s.msgID.Add(1), Topic: f.topic, Payload: []byte(f.value), QoS: 0, Retain: true, Created: now})
 	}
 }
 

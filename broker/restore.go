@@ -1,0 +1,103 @@
+package broker
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/roost-mqtt/roost/topic"
+)
+
+// restore rebuilds sessions and retained messages from the store at
+// start-up. Session expiry and will delays count the time the broker was
+// down: a session whose expiry passed meanwhile ends now (publishing its
+// will), a will that fell due is published now.
+func (s *Server) restore() error {
+	st, err := s.opts.Store.Load()
+	if err != nil {
+		return fmt.Errorf("broker: loading stored state: %w", err)
+	}
+	now := time.Now()
+	var maxID uint64
+	for _, m := range st.Retained {
+		s.ret.msgs.Set(m.Topic, m)
+		maxID = max(maxID, m.ID)
+	}
+	var due []*willMsg
+	for i := range st.Sessions {
+		rec := &st.Sessions[i]
+		ss, w := s.restoreSession(rec, now)
+		for _, d := range rec.Queue {
+			maxID = max(maxID, d.Msg.ID)
+		}
+		if w != nil {
+			due = append(due, w)
+		}
+		if ss != nil {
+			s.sessions[ss.id] = ss
+		}
+	}
+	s.msgID.Store(maxID)
+	s.log.Info("restored state", "sessions", len(s.sessions), "retained", len(st.Retained))
+	for _, w := range due {
+		s.publishWill(w)
+	}
+	return nil
+}
+
+// restoreSession rebuilds one stored session. It returns nil for a session
+// that expired while the broker was down, and the will that is due now.
+func (s *Server) restoreSession(rec *StoredSession, now time.Time) (*session, *willMsg) {
+	ss := newSession(s, rec.ClientID)
+	ss.expiry = rec.Expiry
+	ss.stored = true
+	ss.offlineAt = rec.DisconnectedAt
+	if ss.offlineAt.IsZero() || ss.offlineAt.After(now) {
+		ss.offlineAt = now // it was connected when the broker stopped
+	}
+	var w *willMsg
+	if rec.Will != nil {
+		w = &willMsg{msg: rec.Will}
+		if rec.WillAt.After(now) {
+			ss.will, ss.willAt, w = w, rec.WillAt, nil
+		}
+	}
+	left := time.Duration(ss.expiry)*time.Second - now.Sub(ss.offlineAt)
+	if ss.expiry != neverExpires && left <= 0 {
+		s.opts.Store.Append(Op{Kind: OpSessionDel, ClientID: ss.id})
+		if w == nil && ss.will != nil {
+			w = ss.will // the session ended before the will's delay
+		}
+		return nil, w
+	}
+	for _, sub := range rec.Subs {
+		group, rest, _, err := topic.ParseShare(sub.Filter)
+		if err != nil {
+			s.log.Warn("dropping invalid stored subscription", "client_id", ss.id, "filter", sub.Filter, "err", err)
+			continue
+		}
+		sb := subscription{filter: sub.Filter, opts: sub.Opts, id: sub.ID}
+		ss.subs[sub.Filter] = sb
+		s.router.tree.Subscribe(rest, group, ss, sb)
+	}
+	for _, d := range rec.Queue {
+		ob := &outbound{seq: d.Seq, msg: d.Msg, qos: d.QoS, retain: d.Retain, subIDs: d.SubIDs, pid: d.PacketID, released: d.Released}
+		ss.nextSeq = max(ss.nextSeq, d.Seq)
+		if ob.pid != 0 {
+			ss.inflight = append(ss.inflight, ob)
+			ss.byPID[ob.pid] = ob
+			ss.nextPID = max(ss.nextPID, ob.pid)
+		} else {
+			ss.queue = append(ss.queue, ob)
+		}
+	}
+	for _, pid := range rec.Inbound {
+		ss.inQoS2[pid] = struct{}{}
+	}
+	if ss.will != nil {
+		ss.willTimer = time.AfterFunc(ss.willAt.Sub(now), func() { s.fireWill(ss) })
+	}
+	if ss.expiry != neverExpires {
+		ss.expiryTimer = time.AfterFunc(left, func() { s.expireSession(ss) })
+	}
+	return ss, w
+}
