@@ -15,9 +15,10 @@ type Options struct {
 	// MaxPacketSize is the largest packet accepted from or sent to a
 	// client, in bytes. Default 1 MiB; at most 268,435,460.
 	MaxPacketSize uint32
-	// ReceiveMaximum is how many QoS 1/2 publishes a client may have
-	// unacknowledged towards the server (MQTT 5 Receive Maximum; also
-	// enforced for 3.1.x). Default 1024.
+	// ReceiveMaximum is how many QoS 2 publishes a client may have
+	// awaiting PUBREL (MQTT 5 Receive Maximum, told to 5.0 clients and
+	// enforced for all; QoS 1 publishes are acknowledged as soon as they
+	// are routed, so they never pile up). Default 1024.
 	ReceiveMaximum uint16
 	// MaxInflight caps unacknowledged QoS 1/2 messages the server sends to
 	// one client (further bounded by the client's own Receive Maximum).
@@ -40,8 +41,9 @@ type Options struct {
 	// ConnectTimeout is how long a new connection has to send CONNECT.
 	// Default 10s.
 	ConnectTimeout time.Duration
-	// ServerKeepAlive, when non-zero, overrides the client's keep alive
-	// (MQTT 5 Server Keep Alive; for 3.1.x it caps the enforced interval).
+	// ServerKeepAlive, when non-zero, overrides an MQTT 5 client's keep
+	// alive (Server Keep Alive in CONNACK). 3.1.x clients cannot be told,
+	// so their own keep alive applies.
 	ServerKeepAlive uint16
 	// MaxSessionExpiry caps the MQTT 5 Session Expiry Interval a client may
 	// ask for, in seconds. Default 0xFFFFFFFF (never expire allowed).

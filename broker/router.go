@@ -27,10 +27,7 @@ type target struct {
 // cluster transport can plug into later: everything it needs is the topic
 // and the publisher.
 type router struct {
-	tree *topic.Tree[*session, subscription]
-
-	mu     sync.Mutex // guards rr
-	rr     map[string]uint64
+	tree   *topic.Tree[*session, subscription]
 	scrach sync.Pool // *routeScratch
 }
 
@@ -46,7 +43,7 @@ type sharedCand struct {
 }
 
 func newRouter() *router {
-	r := &router{tree: topic.NewTree[*session, subscription](), rr: make(map[string]uint64)}
+	r := &router{tree: topic.NewTree[*session, subscription]()}
 	r.scrach.New = func() any {
 		return &routeScratch{index: make(map[*session]int)}
 	}
@@ -58,8 +55,7 @@ func newRouter() *router {
 // RETAIN flag to send and the subscription identifiers. A session with
 // several matching subscriptions gets one copy at the highest QoS carrying
 // every identifier [MQTT-3.3.4-3..5]. Each shared subscription group gets
-// the message once, round robin among its members, preferring connected
-// ones. The caller delivers to sc.targets after the tree lock is released,
+// the message once (see pickShared). The caller delivers to sc.targets after the tree lock is released,
 // then hands sc back with release.
 func (r *router) match(msg *Message) *routeScratch {
 	sc := r.scrach.Get().(*routeScratch)
@@ -78,7 +74,7 @@ func (r *router) match(msg *Message) *routeScratch {
 		sc.add(s, sub, msg)
 	})
 	for key, cands := range sc.shared {
-		c := r.pickShared(key, cands)
+		c := pickShared(msg, cands)
 		sc.add(c.sess, c.sub, msg)
 		delete(sc.shared, key)
 	}
@@ -113,23 +109,10 @@ func (sc *routeScratch) add(s *session, sub subscription, msg *Message) {
 	}
 }
 
-// pickShared chooses the group member for one message: the next connected
-// member in round-robin order, or, when none is connected, the next member
-// whose session persists (it gets the message queued).
-func (r *router) pickShared(key string, cands []sharedCand) sharedCand {
-	r.mu.Lock()
-	n := r.rr[key]
-	r.rr[key] = n + 1
-	r.mu.Unlock()
-	start := int(n % uint64(len(cands)))
-	for i := range cands {
-		c := cands[(start+i)%len(cands)]
-		c.sess.mu.Lock()
-		online := c.sess.conn != nil
-		c.sess.mu.Unlock()
-		if online {
-			return c
-		}
-	}
-	return cands[start]
+// pickShared chooses the group member for one message. Members take turns
+// by message id, which needs no per-group state; offline members with
+// persistent sessions keep getting their share, queued until they return
+// [MQTT-4.8.2-?], as in mosquitto.
+func pickShared(msg *Message, cands []sharedCand) sharedCand {
+	return cands[msg.ID%uint64(len(cands))]
 }
