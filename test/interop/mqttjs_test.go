@@ -58,10 +58,10 @@ type jsClient struct {
 
 // jsPersistent fills o for a persistent session: clean false and, for MQTT
 // 5, a session expiry interval.
-func jsPersistent(o jsOpts, expiry int) jsOpts {
+func jsPersistent(p proto, o jsOpts, expiry int) jsOpts {
 	f := false
 	o.Clean = &f
-	if o.ProtocolVersion == 5 {
+	if p.level == 5 {
 		if o.Properties == nil {
 			o.Properties = map[string]any{}
 		}
