@@ -95,6 +95,9 @@ func (c *conn) run() {
 		if r := recover(); r != nil {
 			c.log.Error("panic while serving connection; closing it", "panic", r, "stack", string(debug.Stack()))
 			err = fmt.Errorf("%w: internal error", errServer)
+			if h := c.srv.onPanic; h != nil {
+				h(r)
+			}
 		}
 		c.finish(err)
 	}()

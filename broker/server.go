@@ -40,6 +40,9 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	closing   bool
 
+	// onPanic, when set (by tests), is told about every recovered panic.
+	onPanic func(any)
+
 	connWG sync.WaitGroup // one per live connection goroutine
 	bgWG   sync.WaitGroup // $SYS publisher and other background loops
 }
