@@ -352,9 +352,11 @@ func (c *conn) finish(err error) {
 		}
 		c.send(dp)
 	}
-	c.drain(drainTimeout)
-	c.nc.Close()
+	// Detach first, so messages published from now on are queued for the
+	// session instead of written to a connection that is going away.
 	if c.sess != nil {
 		c.srv.detach(c, d.publishWill)
 	}
+	c.drain(drainTimeout)
+	c.nc.Close()
 }

@@ -22,5 +22,12 @@ func (c *conn) handleDisconnect(p *packet.Disconnect) error {
 	if c.version == packet.V5 && p.ReasonCode == packet.DisconnectWithWill {
 		return errWillDisconnect
 	}
+	// Discard the will now [MQTT-3.1.2-10], so that a takeover racing
+	// with this connection's teardown cannot publish it.
+	c.sess.mu.Lock()
+	if c.sess.conn == c {
+		c.sess.will = nil
+	}
+	c.sess.mu.Unlock()
 	return errNormalDisconnect
 }
