@@ -384,3 +384,41 @@ func readVarint(r io.ByteReader) (int, error) {
 	}
 	return 0, errors.New("malformed remaining length")
 }
+
+// receive reads PUBLISH packets and acknowledges them as a well-behaved
+// client does (PUBACK; PUBREC, then PUBCOMP for the PUBREL), until n have
+// arrived and then none for settle. It fails the test if n do not arrive
+// within d.
+func (c *rawClient) receive(t *testing.T, n int, d, settle time.Duration) []rawPacket {
+	t.Helper()
+	var got []rawPacket
+	deadline := time.Now().Add(d)
+	for {
+		wait := time.Until(deadline)
+		if len(got) >= n {
+			wait = settle
+		}
+		if wait <= 0 {
+			t.Fatalf("%s: got %d of %d PUBLISH packets within %v: %+v", c.name, len(got), n, d, got)
+		}
+		pk, err := c.read(wait)
+		if isTimeout(err) && len(got) >= n {
+			return got
+		}
+		if err != nil {
+			t.Fatalf("%s: got %d of %d PUBLISH packets: %v (%+v)", c.name, len(got), n, err, got)
+		}
+		switch pk.Type {
+		case pktPublish:
+			got = append(got, pk)
+			switch pk.QoS {
+			case 1:
+				c.ack(t, pktPuback, pk.PacketID)
+			case 2:
+				c.ack(t, pktPubrec, pk.PacketID)
+			}
+		case pktPubrel:
+			c.ack(t, pktPubcomp, pk.PacketID)
+		}
+	}
+}
