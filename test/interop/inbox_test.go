@@ -155,14 +155,13 @@ func (in *inbox) none(t *testing.T, d time.Duration) {
 	}
 }
 
-// expectTopics waits until the messages on exactly the topics want (a
-// multiset) have arrived, then waits settle for strays, and fails the test on
-// any difference.
-func (in *inbox) expectTopics(t *testing.T, want []string, d, settle time.Duration) []message {
-	t.Helper()
+// settled waits for n messages within d, then keeps collecting until none
+// arrives for settle, and returns them all (possibly more than n). Fewer
+// than n is returned as is; callers compare.
+func (in *inbox) settled(n int, d, settle time.Duration) []message {
 	var got []message
 	deadline := time.Now().Add(d)
-	for len(got) < len(want) {
+	for len(got) < n {
 		m, ok := in.q.claim(time.Until(deadline), nil)
 		if !ok {
 			break
@@ -172,10 +171,18 @@ func (in *inbox) expectTopics(t *testing.T, want []string, d, settle time.Durati
 	for {
 		m, ok := in.q.claim(settle, nil)
 		if !ok {
-			break
+			return got
 		}
 		got = append(got, m)
 	}
+}
+
+// expectTopics waits until the messages on exactly the topics want (a
+// multiset) have arrived, then waits settle for strays, and fails the test on
+// any difference.
+func (in *inbox) expectTopics(t *testing.T, want []string, d, settle time.Duration) []message {
+	t.Helper()
+	got := in.settled(len(want), d, settle)
 	gotTopics := make([]string, len(got))
 	for i, m := range got {
 		gotTopics[i] = m.Topic
