@@ -54,33 +54,33 @@ func Props(p ...[]byte) []byte {
 
 // MQTT 5 property identifiers used by the tests [MQTT-2.2.2.2].
 const (
-	PropPayloadFormat         byte = 0x01
-	PropMessageExpiry         byte = 0x02
-	PropContentType           byte = 0x03
-	PropSubscriptionID        byte = 0x0B
-	PropSessionExpiry         byte = 0x11
-	PropAssignedClientID      byte = 0x12
-	PropServerKeepAlive       byte = 0x13
-	PropAuthMethod            byte = 0x15
-	PropAuthData              byte = 0x16
-	PropRequestProblemInfo    byte = 0x17
-	PropWillDelay             byte = 0x18
-	PropReasonString          byte = 0x1F
-	PropReceiveMaximum        byte = 0x21
-	PropTopicAliasMaximum     byte = 0x22
-	PropTopicAlias            byte = 0x23
-	PropMaximumQoS            byte = 0x24
-	PropRetainAvailable       byte = 0x25
-	PropUserProperty          byte = 0x26
-	PropMaximumPacketSize     byte = 0x27
-	PropWildcardSubAvailable  byte = 0x28
-	PropSubIDAvailable        byte = 0x29
-	PropSharedSubAvailable    byte = 0x2A
-	PropResponseTopic         byte = 0x08
-	PropCorrelationData       byte = 0x09
-	PropResponseInformation   byte = 0x1A
-	PropServerReference       byte = 0x1C
-	PropRequestResponseInfo   byte = 0x19
+	PropPayloadFormat        byte = 0x01
+	PropMessageExpiry        byte = 0x02
+	PropContentType          byte = 0x03
+	PropSubscriptionID       byte = 0x0B
+	PropSessionExpiry        byte = 0x11
+	PropAssignedClientID     byte = 0x12
+	PropServerKeepAlive      byte = 0x13
+	PropAuthMethod           byte = 0x15
+	PropAuthData             byte = 0x16
+	PropRequestProblemInfo   byte = 0x17
+	PropWillDelay            byte = 0x18
+	PropReasonString         byte = 0x1F
+	PropReceiveMaximum       byte = 0x21
+	PropTopicAliasMaximum    byte = 0x22
+	PropTopicAlias           byte = 0x23
+	PropMaximumQoS           byte = 0x24
+	PropRetainAvailable      byte = 0x25
+	PropUserProperty         byte = 0x26
+	PropMaximumPacketSize    byte = 0x27
+	PropWildcardSubAvailable byte = 0x28
+	PropSubIDAvailable       byte = 0x29
+	PropSharedSubAvailable   byte = 0x2A
+	PropResponseTopic        byte = 0x08
+	PropCorrelationData      byte = 0x09
+	PropResponseInformation  byte = 0x1A
+	PropServerReference      byte = 0x1C
+	PropRequestResponseInfo  byte = 0x19
 )
 
 // PropU16 encodes a Two Byte Integer property.

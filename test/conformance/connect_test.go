@@ -90,8 +90,10 @@ func TestMQTT_3_1_2_1_BadProtocolName(t *testing.T) {
 func requireRefusalConnack(t *testing.T, seen []rc.Packet, codes ...byte) {
 	t.Helper()
 	if len(seen) == 0 {
+		t.Log("closed silently")
 		return
 	}
+	t.Logf("closed after %v", seen)
 	if len(seen) > 1 || seen[0].Type != rc.CONNACK || len(seen[0].Body) < 2 {
 		t.Fatalf("server sent %v, want a close, optionally after a refusing CONNACK", seen)
 	}

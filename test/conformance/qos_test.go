@@ -7,7 +7,8 @@ import (
 )
 
 // TestMQTT_4_3_2_2_PubackForQoS1: the receiver of a QoS 1 PUBLISH MUST
-// answer with a PUBACK carrying its packet identifier.
+// answer with a PUBACK carrying its packet identifier (3.1.1 numbering; in
+// 5.0, section 4.3.2 and [MQTT-2.2.1-5]).
 func TestMQTT_4_3_2_2_PubackForQoS1(t *testing.T) {
 	t.Parallel()
 	forVersions(t, func(t *testing.T, v byte) {
@@ -26,7 +27,8 @@ func TestMQTT_4_3_2_2_PubackForQoS1(t *testing.T) {
 // answer PUBREC, answer a repeated PUBLISH with the same packet identifier
 // before PUBREL with PUBREC again without delivering it twice, and answer
 // PUBREL with PUBCOMP. Once completed, the identifier may be reused for a
-// new message.
+// new message. (3.1.1 numbering; 5.0 restates the receiver's duties in
+// section 4.3.3 under other numbers.)
 func TestMQTT_4_3_3_2_QoS2ExactlyOnce(t *testing.T) {
 	t.Parallel()
 	forVersions(t, func(t *testing.T, v byte) {

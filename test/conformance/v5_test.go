@@ -343,12 +343,16 @@ func TestMQTT5_3_1_2_23_SessionExpiryZero(t *testing.T) {
 
 // TestMQTT5_Sec3_14_2_2_2_DisconnectSessionExpiryAfterZero: a client that
 // connected with Session Expiry 0 may not set a non-zero one on
-// DISCONNECT; that is a protocol error (DISCONNECT 0x82 from the server is
-// optional, the client is closing anyway) and the session is not kept.
+// DISCONNECT. The section (prose, not a numbered statement) says the
+// server does not treat that as a valid DISCONNECT and answers DISCONNECT
+// 0x82 Protocol Error: so the session is not kept, and the will, not
+// cancelled by a valid DISCONNECT, is published [MQTT-3.1.2-8].
 func TestMQTT5_Sec3_14_2_2_2_DisconnectSessionExpiryAfterZero(t *testing.T) {
 	t.Parallel()
 	addr := startBroker(t, brokerConfig{})
-	cp := rc.Connect{Version: 5, ClientID: "sneaky", KeepAlive: 60} // Clean Start 0, no expiry
+	w := watcher(t, addr, 5, "sneaky")
+	cp := rc.Connect{Version: 5, ClientID: "sneaky", KeepAlive: 60, // Clean Start 0, no expiry
+		Will: &rc.Will{Topic: "will/sneaky", Payload: "gone", QoS: 1}}
 	c, _ := connect(t, addr, cp)
 	c.sub("se/#", 1)
 	c.sendBad([]byte{
@@ -357,9 +361,9 @@ func TestMQTT5_Sec3_14_2_2_2_DisconnectSessionExpiryAfterZero(t *testing.T) {
 		0x05,                         // property length 5
 		0x11, 0x00, 0x00, 0x00, 0x3C, // Session Expiry Interval 60
 	})
-	if code, ok := c.expectClosed(0x82); ok {
-		t.Logf("server answered DISCONNECT 0x%02x", code)
-	}
+	c.expectDisconnect(0x82)
+	w.receiveTopic("will/sneaky", "gone")
+	cp.Will = nil
 	_, ack := connect(t, addr, cp)
 	if ack.SessionPresent {
 		t.Fatal("Session Present 1: DISCONNECT raised the session expiry from 0")
