@@ -1,0 +1,55 @@
+package listener
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// Limit returns a listener that keeps at most max of inner's conns open at
+// once. A conn beyond the limit is closed as soon as it is accepted and
+// reported to logf (nil discards), rather than left waiting in the kernel
+// backlog where its client cannot tell what is wrong. max <= 0 returns
+// inner unchanged.
+func Limit(inner net.Listener, max int, logf func(msg string, args ...any)) net.Listener {
+	if max <= 0 {
+		return inner
+	}
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	return &limitListener{Listener: inner, max: int64(max), logf: logf}
+}
+
+type limitListener struct {
+	net.Listener
+	max  int64
+	open atomic.Int64
+	logf func(string, ...any)
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.open.Add(1) <= l.max {
+			return &limitConn{Conn: c, release: func() { l.open.Add(-1) }}, nil
+		}
+		l.open.Add(-1)
+		l.logf("connection refused: listener at its max_connections", "remote", c.RemoteAddr().String(), "max_connections", l.max)
+		c.Close()
+	}
+}
+
+type limitConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}

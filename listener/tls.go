@@ -1,0 +1,290 @@
+package listener
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// KeyPair names a PEM certificate chain file (leaf first, then the
+// intermediates) and its private key file.
+type KeyPair struct {
+	Cert, Key string
+}
+
+// Identity says which part of a verified client certificate names the
+// client.
+type Identity int
+
+// The identities.
+const (
+	IdentityNone Identity = iota // the certificate names nobody
+	IdentityCN                   // the subject's Common Name
+	IdentitySAN                  // the first DNS, email or URI Subject Alternative Name
+)
+
+// TLSOptions configure a CertManager.
+type TLSOptions struct {
+	// Certs are served by SNI: the first whose names match the name the
+	// client asks for, else the first. At least one is required.
+	Certs []KeyPair
+	// ClientCA, when set, is a PEM file of CAs that client certificates
+	// are verified against. Clients may still connect without one unless
+	// RequireClientCert.
+	ClientCA          string
+	RequireClientCert bool
+	// Identity picks the client's name from its verified certificate.
+	Identity Identity
+	// MinVersion is the lowest TLS version accepted. Default TLS 1.2.
+	MinVersion uint16
+	// NextProtos are the ALPN protocols offered, if any.
+	NextProtos []string
+}
+
+// CertManager holds the certificates and client CAs of TLS listeners and
+// reloads them (Reload, Watch) without disturbing established conns: each
+// handshake takes the configuration current at that moment.
+type CertManager struct {
+	opts TLSOptions
+	cur  atomic.Pointer[tls.Config]
+
+	mu     sync.Mutex // serialises reloads
+	stamps map[string]fileStamp
+}
+
+type fileStamp struct {
+	mod  time.Time
+	size int64
+}
+
+// NewCertManager loads the files named by o. It fails if none are named,
+// a file cannot be read or a key does not match its certificate.
+func NewCertManager(o TLSOptions) (*CertManager, error) {
+	if len(o.Certs) == 0 {
+		return nil, errors.New("tls: no certificate configured")
+	}
+	if o.Identity != IdentityNone && o.ClientCA == "" {
+		return nil, errors.New("tls: identity from client certificates needs client_ca")
+	}
+	if o.RequireClientCert && o.ClientCA == "" {
+		return nil, errors.New("tls: require_client_cert needs client_ca")
+	}
+	if o.MinVersion == 0 {
+		o.MinVersion = tls.VersionTLS12
+	}
+	m := &CertManager{opts: o}
+	if err := m.Reload(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Config returns the tls.Config for a listener. It hands each handshake
+// the configuration loaded last.
+func (m *CertManager) Config() *tls.Config {
+	return &tls.Config{
+		MinVersion: m.opts.MinVersion,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return m.cur.Load(), nil
+		},
+	}
+}
+
+// Reload reads every file again. On error the previous certificates stay
+// in use and the error names the file.
+func (m *CertManager) Reload() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	stamps := m.statAll()
+	cfg, err := m.load()
+	if err != nil {
+		return err
+	}
+	m.cur.Store(cfg)
+	m.stamps = stamps
+	return nil
+}
+
+func (m *CertManager) load() (*tls.Config, error) {
+	cfg := &tls.Config{
+		MinVersion: m.opts.MinVersion,
+		NextProtos: m.opts.NextProtos,
+	}
+	for _, kp := range m.opts.Certs {
+		// Leaf is filled in, so SNI selection (SupportsCertificate) does
+		// not parse the certificate on every handshake.
+		c, err := tls.LoadX509KeyPair(kp.Cert, kp.Key)
+		if err != nil {
+			return nil, fmt.Errorf("tls: certificate %s, key %s: %w", kp.Cert, kp.Key, err)
+		}
+		// With several, crypto/tls picks by SNI: the first whose names
+		// (and key type) suit the ClientHello, else the first.
+		cfg.Certificates = append(cfg.Certificates, c)
+	}
+	if m.opts.ClientCA != "" {
+		pem, err := os.ReadFile(m.opts.ClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("tls: client_ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls: client_ca %s: no PEM certificates in it", m.opts.ClientCA)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+		if m.opts.RequireClientCert {
+			cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	}
+	return cfg, nil
+}
+
+func (m *CertManager) files() []string {
+	var fs []string
+	for _, kp := range m.opts.Certs {
+		fs = append(fs, kp.Cert, kp.Key)
+	}
+	if m.opts.ClientCA != "" {
+		fs = append(fs, m.opts.ClientCA)
+	}
+	return fs
+}
+
+func (m *CertManager) statAll() map[string]fileStamp {
+	s := make(map[string]fileStamp)
+	for _, f := range m.files() {
+		if fi, err := os.Stat(f); err == nil {
+			s[f] = fileStamp{fi.ModTime(), fi.Size()}
+		}
+	}
+	return s
+}
+
+// changed reports whether any file's modification time or size differs
+// from the last successful load.
+func (m *CertManager) changed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.statAll()
+	for _, f := range m.files() {
+		if now[f] != m.stamps[f] {
+			return true
+		}
+	}
+	return false
+}
+
+// Watch reloads whenever a value arrives on trigger (SIGHUP, say) and
+// whenever a file's modification time or size changes, checked every
+// interval (no polling if interval <= 0). report gets the outcome of each
+// reload. It returns when ctx ends.
+//
+// A certificate renewed by writing the key and the chain one after the
+// other may be caught between the two; the load then fails (key mismatch),
+// the old certificate stays, and the next poll loads the pair.
+func (m *CertManager) Watch(ctx context.Context, interval time.Duration, trigger <-chan struct{}, report func(error)) {
+	var tick <-chan time.Time
+	if interval > 0 {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-trigger:
+		case <-tick:
+			if !m.changed() {
+				continue
+			}
+		}
+		err := m.Reload()
+		if err != nil {
+			// Remember the failed state so a broken file is reported once
+			// per change, not on every poll.
+			m.mu.Lock()
+			m.stamps = m.statAll()
+			m.mu.Unlock()
+		}
+		report(err)
+	}
+}
+
+// TLS returns a listener that serves TLS on inner's conns with m's
+// certificates. Handshakes happen on a conn's first Read or Write, so in
+// the goroutine that serves the conn, under its deadlines. When m verifies
+// client certificates and picks an identity, the conns implement
+// CertIdentity.
+func TLS(inner net.Listener, m *CertManager) net.Listener {
+	return &tlsListener{Listener: inner, m: m, cfg: m.Config()}
+}
+
+type tlsListener struct {
+	net.Listener
+	m   *CertManager
+	cfg *tls.Config
+}
+
+func (l *tlsListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := tls.Server(c, l.cfg)
+	if l.m.opts.Identity == IdentityNone {
+		return tc, nil
+	}
+	return &identityConn{Conn: tc, tc: tc, id: l.m.opts.Identity}, nil
+}
+
+// CertIdentity is implemented by conns from listeners configured to name
+// clients by their certificates. After the TLS handshake (which has
+// happened once a Read returned data), CertIdentity returns the name taken
+// from the verified client certificate, or ok false when the client sent
+// none.
+type CertIdentity interface {
+	CertIdentity() (name string, ok bool)
+}
+
+type identityConn struct {
+	net.Conn
+	tc *tls.Conn
+	id Identity
+}
+
+func (c *identityConn) CertIdentity() (string, bool) {
+	st := c.tc.ConnectionState()
+	if !st.HandshakeComplete || len(st.VerifiedChains) == 0 {
+		return "", false
+	}
+	return certName(st.VerifiedChains[0][0], c.id)
+}
+
+// NetConn returns the *tls.Conn, as tls.Conn.NetConn does for its own.
+func (c *identityConn) NetConn() net.Conn { return c.tc }
+
+// certName returns the name id picks from cert.
+func certName(cert *x509.Certificate, id Identity) (string, bool) {
+	switch id {
+	case IdentityCN:
+		return cert.Subject.CommonName, cert.Subject.CommonName != ""
+	case IdentitySAN:
+		switch {
+		case len(cert.DNSNames) > 0:
+			return cert.DNSNames[0], true
+		case len(cert.EmailAddresses) > 0:
+			return cert.EmailAddresses[0], true
+		case len(cert.URIs) > 0:
+			return cert.URIs[0].String(), true
+		}
+	}
+	return "", false
+}
