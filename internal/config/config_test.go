@@ -41,8 +41,8 @@ func TestParseExample(t *testing.T) {
 	}
 	want := &Config{
 		Listeners: []Listener{
-			{URL: "mqtt://0.0.0.0:1883", Scheme: "mqtt", Addr: "0.0.0.0:1883"},
-			{URL: "mqtt://127.0.0.1:11883", Scheme: "mqtt", Addr: "127.0.0.1:11883"},
+			{URL: "mqtt://0.0.0.0:1883", Scheme: "mqtt", Addr: "0.0.0.0:1883", ListenerOptions: DefaultListenerOptions()},
+			{URL: "mqtt://127.0.0.1:11883", Scheme: "mqtt", Addr: "127.0.0.1:11883", ListenerOptions: DefaultListenerOptions()},
 		},
 		Log: Log{Level: slog.LevelDebug, Format: LogJSON},
 		Limits: Limits{
@@ -139,10 +139,10 @@ func TestValues(t *testing.T) {
 		{"log: {level: WARN}", func(c *Config) any { return c.Log.Level }, slog.LevelWarn},
 		{"log: {level: error}", func(c *Config) any { return c.Log.Level }, slog.LevelError},
 		{"retain: true", func(c *Config) any { return c.Retain }, true},
-		{"listeners: [{url: 'ws://0.0.0.0:8080'}]", firstListener, Listener{URL: "ws://0.0.0.0:8080", Scheme: "ws", Addr: "0.0.0.0:8080", Path: "/mqtt"}},
-		{"listeners: [{url: 'wss://h:443/ws'}]", firstListener, Listener{URL: "wss://h:443/ws", Scheme: "wss", Addr: "h:443", Path: "/ws"}},
-		{"listeners: [{url: 'mqtts://[::1]:0'}]", firstListener, Listener{URL: "mqtts://[::1]:0", Scheme: "mqtts", Addr: "[::1]:0"}},
-		{"listeners: [{url: 'mqtt://:1883/'}]", firstListener, Listener{URL: "mqtt://:1883/", Scheme: "mqtt", Addr: ":1883"}},
+		{"listeners: [{url: 'ws://0.0.0.0:8080'}]", firstListener, Listener{URL: "ws://0.0.0.0:8080", Scheme: "ws", Addr: "0.0.0.0:8080", Path: "/mqtt", ListenerOptions: DefaultListenerOptions()}},
+		{"listeners: [{url: 'wss://h:443/ws', tls: {cert: c.pem, key: k.pem}}]", firstListener, Listener{URL: "wss://h:443/ws", Scheme: "wss", Addr: "h:443", Path: "/ws", ListenerOptions: withTLS("c.pem", "k.pem")}},
+		{"listeners: [{url: 'mqtts://[::1]:0', tls: {cert: c.pem, key: k.pem}}]", firstListener, Listener{URL: "mqtts://[::1]:0", Scheme: "mqtts", Addr: "[::1]:0", ListenerOptions: withTLS("c.pem", "k.pem")}},
+		{"listeners: [{url: 'mqtt://:1883/'}]", firstListener, Listener{URL: "mqtt://:1883/", Scheme: "mqtt", Addr: ":1883", ListenerOptions: DefaultListenerOptions()}},
 		{"limits: &lim {max_queued: 7}\n", func(c *Config) any { return c.Limits.MaxQueued }, 7},
 	}
 	for _, tt := range tests {
@@ -155,6 +155,12 @@ func TestValues(t *testing.T) {
 			t.Errorf("%s: got %#v, want %#v", tt.src, got, tt.want)
 		}
 	}
+}
+
+func withTLS(cert, key string) ListenerOptions {
+	o := DefaultListenerOptions()
+	o.TLS.Certs = []KeyPair{{cert, key}}
+	return o
 }
 
 func maxPacket(c *Config) any     { return c.Limits.MaxPacketSize }
@@ -171,7 +177,7 @@ func TestErrors(t *testing.T) {
 			`roost.yaml:7: unknown key "max_packet_sise" in limits`},
 		{"retian: true\n", `roost.yaml:1: unknown key "retian"`},
 		{"log:\n  level: info\n  colour: red\n", `roost.yaml:3: unknown key "colour" in log`},
-		{"listeners:\n  - url: mqtt://a:1\n    tls: yes\n", `roost.yaml:3: unknown key "tls" in listeners[0]`},
+		{"listeners:\n  - url: mqtt://a:1\n    tls_cert: x\n", `roost.yaml:3: unknown key "tls_cert" in listeners[0]`},
 		{"retain: true\nretain: false\n", `roost.yaml:2: retain: key repeated`},
 		{"? [a]\n: 1\n", `roost.yaml:1: the top level: keys must be plain words, got a list`},
 		// shapes

@@ -1,24 +1,114 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Listener is one address to accept clients on, written as a URL:
 // mqtt://HOST:PORT (plain TCP), mqtts://HOST:PORT (TLS), ws://HOST:PORT/PATH
-// and wss://HOST:PORT/PATH (WebSocket). The config accepts all four so files
-// can be written ahead; which ones a build can serve is up to the caller.
+// and wss://HOST:PORT/PATH (WebSocket), with the options of its config
+// file entry.
 type Listener struct {
 	URL    string // as written
 	Scheme string // "mqtt", "mqtts", "ws" or "wss"
 	Addr   string // HOST:PORT for net.Listen; HOST may be empty (all interfaces)
 	Path   string // HTTP path for ws/wss ("/mqtt" when absent); empty otherwise
+	ListenerOptions
+}
+
+// ListenerOptions are a listener's settings besides its URL; see
+// docs/config.md for each.
+type ListenerOptions struct {
+	// Anonymous allows clients without credentials. Default true; false
+	// is kept but refused by serve until authentication exists.
+	Anonymous bool
+	// ProxyProtocol expects a PROXY protocol v1 or v2 header on every
+	// TCP connection.
+	ProxyProtocol bool
+	// MaxConnections caps this listener's open connections; 0: no cap
+	// beyond the broker's limits.max_connections.
+	MaxConnections int
+	// HandshakeTimeout bounds the PROXY header, TLS handshake and
+	// WebSocket upgrade. Default 10s.
+	HandshakeTimeout time.Duration
+	TLS              TLS // mqtts and wss only
+	WS               WS  // ws and wss only
+}
+
+// TLS configures an mqtts or wss listener.
+type TLS struct {
+	// Certs are certificate chain and key files; with several, the one
+	// whose names match the client's SNI is served, else the first.
+	Certs             []KeyPair
+	ClientCA          string // PEM CAs to verify client certificates with
+	RequireClientCert bool
+	Identity          string // "", "cn" or "san": the client certificate's name to use
+	MinVersion        string // "1.2" (default) or "1.3"
+}
+
+// KeyPair names a PEM certificate chain file and its key file.
+type KeyPair struct {
+	Cert, Key string
+}
+
+// WS configures a ws or wss listener.
+type WS struct {
+	Paths          []string // served besides Listener.Path
+	AnyPath        bool
+	AllowedOrigins []string // empty: any origin
+	TrustedProxies []netip.Prefix
+}
+
+// DefaultListenerOptions are the options of a listener given by URL only.
+func DefaultListenerOptions() ListenerOptions {
+	return ListenerOptions{Anonymous: true, HandshakeTimeout: 10 * time.Second}
+}
+
+// Paths are every HTTP path a ws or wss listener serves, Path first.
+func (ln *Listener) Paths() []string {
+	ps := []string{ln.Path}
+	for _, p := range ln.WS.Paths {
+		if !slices.Contains(ps, p) {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// IsTLS reports whether the scheme is mqtts or wss.
+func (ln *Listener) IsTLS() bool { return ln.Scheme == "mqtts" || ln.Scheme == "wss" }
+
+// IsWebSocket reports whether the scheme is ws or wss.
+func (ln *Listener) IsWebSocket() bool { return ln.Scheme == "ws" || ln.Scheme == "wss" }
+
+// Check reports settings that do not fit together: TLS files on a plain
+// listener, WebSocket settings on a TCP one, a TLS listener without a
+// certificate, client-certificate options without a client_ca.
+func (ln *Listener) Check() error {
+	t := ln.TLS
+	hasTLS := len(t.Certs) > 0 || t.ClientCA != "" || t.RequireClientCert || t.Identity != "" || t.MinVersion != ""
+	w := ln.WS
+	hasWS := len(w.Paths) > 0 || w.AnyPath || len(w.AllowedOrigins) > 0 || len(w.TrustedProxies) > 0
+	switch {
+	case hasTLS && !ln.IsTLS():
+		return fmt.Errorf("tls settings need an mqtts:// or wss:// url, not %s://", ln.Scheme)
+	case hasWS && !ln.IsWebSocket():
+		return fmt.Errorf("ws settings need a ws:// or wss:// url, not %s://", ln.Scheme)
+	case ln.IsTLS() && len(t.Certs) == 0:
+		return fmt.Errorf("%s:// needs a certificate: set tls.cert and tls.key (or --tls-cert and --tls-key)", ln.Scheme)
+	case (t.RequireClientCert || t.Identity != "") && t.ClientCA == "":
+		return errors.New("tls.require_client_cert and tls.identity need tls.client_ca to verify client certificates with")
+	}
+	return nil
 }
 
 // schemes lists the listener URL schemes the config accepts.
@@ -34,7 +124,7 @@ func ParseListener(raw string) (Listener, error) {
 	if err != nil {
 		return Listener{}, fmt.Errorf("bad URL %q: %w", raw, err)
 	}
-	ln := Listener{URL: raw, Scheme: strings.ToLower(u.Scheme)}
+	ln := Listener{URL: raw, Scheme: strings.ToLower(u.Scheme), ListenerOptions: DefaultListenerOptions()}
 	if !slices.Contains(schemes, ln.Scheme) {
 		return Listener{}, fmt.Errorf("unsupported scheme %q (want %s)", u.Scheme, strings.Join(schemes, ", "))
 	}

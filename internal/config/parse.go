@@ -144,28 +144,6 @@ func (d *decoder) listeners(n *yaml.Node, path string, c *Config) {
 	}
 }
 
-func (d *decoder) listener(n *yaml.Node, path string, c *Config) {
-	if n.Kind != yaml.MappingNode {
-		d.errorf(n, "%s: must be a mapping such as {url: mqtt://0.0.0.0:1883}, got %s", path, describe(n))
-		return
-	}
-	var ln Listener
-	d.mapping(n, path, map[string]field{
-		"url": func(p string, v *yaml.Node) {
-			if !d.scalar(v, p, "a URL such as mqtt://0.0.0.0:1883") {
-				return
-			}
-			if l, err := ParseListener(v.Value); d.ok(v, p, err) {
-				ln = l
-			}
-		},
-	})
-	if ln.URL == "" && !hasKey(n, "url") {
-		d.errorf(n, "%s: missing key \"url\"", path)
-	}
-	c.Listeners = append(c.Listeners, ln)
-}
-
 func (d *decoder) log(n *yaml.Node, path string, l *Log) {
 	d.mapping(n, path, map[string]field{
 		"level": func(p string, v *yaml.Node) {

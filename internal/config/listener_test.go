@@ -1,0 +1,86 @@
+package config
+
+import (
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+const listenersExample = `
+listeners:
+  - url: wss://0.0.0.0:443/mqtt
+    anonymous: true
+    max_connections: 5000
+    handshake_timeout: 5s
+    tls:
+      cert: fullchain.pem
+      key: privkey.pem
+      certs:
+        - {cert: other.pem, key: other.key}
+      client_ca: ca.pem
+      require_client_cert: true
+      identity: cn
+      min_version: "1.3"
+    ws:
+      paths: [/mqtt, /ws]
+      allowed_origins: [https://app.example.com]
+      trusted_proxies: [127.0.0.1, 10.0.0.0/8]
+  - url: mqtt://0.0.0.0:1883
+    proxy_protocol: true
+`
+
+func TestParseListenerOptions(t *testing.T) {
+	c, err := Parse("roost.yaml", []byte(listenersExample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Listener{{
+		URL: "wss://0.0.0.0:443/mqtt", Scheme: "wss", Addr: "0.0.0.0:443", Path: "/mqtt",
+		ListenerOptions: ListenerOptions{
+			Anonymous: true, MaxConnections: 5000, HandshakeTimeout: 5 * time.Second,
+			TLS: TLS{
+				Certs:    []KeyPair{{"fullchain.pem", "privkey.pem"}, {"other.pem", "other.key"}},
+				ClientCA: "ca.pem", RequireClientCert: true, Identity: "cn", MinVersion: "1.3",
+			},
+			WS: WS{
+				Paths:          []string{"/mqtt", "/ws"},
+				AllowedOrigins: []string{"https://app.example.com"},
+				TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32"), netip.MustParsePrefix("10.0.0.0/8")},
+			},
+		},
+	}, {
+		URL: "mqtt://0.0.0.0:1883", Scheme: "mqtt", Addr: "0.0.0.0:1883",
+		ListenerOptions: ListenerOptions{Anonymous: true, ProxyProtocol: true, HandshakeTimeout: 10 * time.Second},
+	}}
+	if !reflect.DeepEqual(c.Listeners, want) {
+		t.Errorf("got  %+v\nwant %+v", c.Listeners, want)
+	}
+	if got := c.Listeners[0].Paths(); !reflect.DeepEqual(got, []string{"/mqtt", "/ws"}) {
+		t.Errorf("Paths() = %q", got)
+	}
+}
+
+func TestListenerOptionErrors(t *testing.T) {
+	tests := []struct{ src, want string }{
+		{"listeners:\n  - url: mqtts://:8883\n", `roost.yaml:2: listeners[0]: mqtts:// needs a certificate: set tls.cert and tls.key (or --tls-cert and --tls-key)`},
+		{"listeners:\n  - url: mqtt://:1883\n    tls: {cert: a, key: b}\n", `roost.yaml:2: listeners[0]: tls settings need an mqtts:// or wss:// url, not mqtt://`},
+		{"listeners:\n  - url: mqtts://:8883\n    ws: {any_path: true}\n    tls: {cert: a, key: b}\n", `roost.yaml:2: listeners[0]: ws settings need a ws:// or wss:// url, not mqtts://`},
+		{"listeners:\n  - url: wss://:443\n    tls: {cert: a}\n", `roost.yaml:3: listeners[0].tls: cert and key go together`},
+		{"listeners:\n  - url: wss://:443\n    tls: {cert: a, key: b, identity: cn}\n", `roost.yaml:2: listeners[0]: tls.require_client_cert and tls.identity need tls.client_ca to verify client certificates with`},
+		{"listeners:\n  - url: wss://:443\n    tls: {cert: a, key: b, identity: email}\n", `roost.yaml:3: listeners[0].tls.identity: must be cn or san, got "email"`},
+		{"listeners:\n  - url: wss://:443\n    tls: {cert: a, key: b, min_version: 1.1}\n", `roost.yaml:3: listeners[0].tls.min_version: must be 1.2 or 1.3, got "1.1"`},
+		{"listeners:\n  - url: ws://:80\n    ws: {paths: [mqtt]}\n", `roost.yaml:3: listeners[0].ws.paths[0]: must start with /, got "mqtt"`},
+		{"listeners:\n  - url: ws://:80\n    ws:\n      trusted_proxies: [10.0.0.0/33]\n", `roost.yaml:4: listeners[0].ws.trusted_proxies[0]: must be an address or CIDR such as 127.0.0.1 or 10.0.0.0/8, got "10.0.0.0/33"`},
+		{"listeners:\n  - url: ws://:80\n    ws: {paths: /mqtt}\n", `roost.yaml:3: listeners[0].ws.paths: must be a list, got "/mqtt"`},
+		{"listeners:\n  - url: mqtt://:1\n    proxy_protocol: yes\n", `roost.yaml:3: listeners[0].proxy_protocol: must be true or false, got "yes"`},
+		{"listeners:\n  - url: mqtt://:1\n    max_connections: 0\n", `roost.yaml:3: listeners[0].max_connections: must be a positive integer, got "0"`},
+	}
+	for _, tt := range tests {
+		_, err := Parse("roost.yaml", []byte(tt.src))
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q:\n got %v\nwant %s", tt.src, err, tt.want)
+		}
+	}
+}
