@@ -198,8 +198,13 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, will *wil
 	var wills []*willMsg
 	s.mu.Lock()
 	old := s.sessions[id]
+	resumable := false
 	if old != nil {
 		old.mu.Lock()
+		// A session with expiry 0 ends with its network connection, which
+		// the takeover is about to close: it cannot be resumed
+		// [MQTT-3.1.2-23 / 3.1.1 MQTT-3.1.2-6].
+		resumable = !old.ended && old.expiry > 0
 		if oc := old.conn; oc != nil {
 			// Takeover [MQTT-3.1.4-3]. The old connection's will is
 			// published unless the session goes on and the will has a
@@ -219,7 +224,7 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, will *wil
 	}
 	var ss *session
 	present := false
-	if old != nil && !clean {
+	if resumable && !clean {
 		ss = old
 		present = true
 	} else {

@@ -114,3 +114,25 @@ func serveOn(t *testing.T, s *Server) (chan error, string) {
 	go func() { ch <- s.Serve(ln) }()
 	return ch, ln.Addr().String()
 }
+
+// A session with expiry 0 ends when its connection is taken over, so the
+// new connection does not resume it even without clean start.
+func TestTakeoverOfExpiryZeroSession(t *testing.T) {
+	for _, v := range []packet.Version{packet.V311, packet.V5} {
+		t.Run(v.String(), func(t *testing.T) {
+			_, addr := startServer(t, Options{})
+			a := dial(t, addr, v)
+			a.Connect(&packet.Connect{ClientID: "x", CleanStart: true})
+			a.Subscribe("t", 1)
+			b := dial(t, addr, v)
+			cp := &packet.Connect{ClientID: "x", CleanStart: false}
+			if v == packet.V5 {
+				cp.Properties.SessionExpiry = 60
+				cp.Properties.Set(packet.PropSessionExpiry)
+			}
+			if ack := b.Connect(cp); ack.SessionPresent {
+				t.Error("session present after taking over a session with expiry 0")
+			}
+		})
+	}
+}
