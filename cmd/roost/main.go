@@ -33,6 +33,7 @@ type command struct {
 // commands is in the order `roost help` lists them.
 var commands = []command{
 	{"serve", "run the broker", runServe},
+	{"cert", "make a local CA and certificate for trying TLS (cert dev)", runCert},
 	{"version", "print version information", runVersion},
 }
 

@@ -22,7 +22,9 @@ Logs go to stderr; one "listener ready" line per listener names the
 address it is bound to.
 
 With no flags it listens on ` + config.DefaultListenURL + `. Flags override the
-config file; --listen replaces the file's listeners.`
+config file; --listen replaces the file's listeners. mqtts:// and wss://
+listeners given with --listen use --tls-cert and --tls-key ('roost cert dev'
+makes a pair for trying them locally). SIGHUP reloads TLS certificates.`
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg, code, ok := serveConfig(args, stderr)
@@ -45,10 +47,12 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 	var (
 		file      = fs.String("config", "", "read the YAML config `file` (see docs/config.md)")
 		listeners []config.Listener
+		tlsCert   = fs.String("tls-cert", "", "certificate chain `file` for the mqtts:// and wss:// --listen listeners")
+		tlsKey    = fs.String("tls-key", "", "private key `file` for --tls-cert")
 		level     *slog.Level
 		format    *config.LogFormat
 	)
-	fs.Func("listen", "accept clients on `url`, e.g. mqtt://127.0.0.1:1883 (repeatable)", func(s string) error {
+	fs.Func("listen", "accept clients on `url`: mqtt://H:P, mqtts://H:P, ws://H:P/PATH or wss://H:P/PATH (repeatable)", func(s string) error {
 		ln, err := config.ParseListener(s)
 		listeners = append(listeners, ln)
 		return err
@@ -76,6 +80,15 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 		}
 	}
 	if listeners != nil {
+		if (*tlsCert == "") != (*tlsKey == "") {
+			fmt.Fprintln(stderr, "roost serve: --tls-cert and --tls-key go together")
+			return nil, 2, false
+		}
+		for i := range listeners {
+			if listeners[i].IsTLS() && *tlsCert != "" {
+				listeners[i].TLS.Certs = []config.KeyPair{{Cert: *tlsCert, Key: *tlsKey}}
+			}
+		}
 		cfg.Listeners = listeners
 	}
 	if level != nil {
@@ -84,22 +97,11 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 	if format != nil {
 		cfg.Log.Format = *format
 	}
-	if err := supported(cfg.Listeners); err != nil {
+	if err := checkListeners(cfg.Listeners); err != nil {
 		fmt.Fprintf(stderr, "roost serve: %v\n", err)
 		return nil, 2, false
 	}
 	return cfg, 0, true
-}
-
-// supported reports the first listener this build cannot serve: only plain
-// TCP until the TLS and WebSocket listeners land.
-func supported(lns []config.Listener) error {
-	for _, ln := range lns {
-		if ln.Scheme != "mqtt" {
-			return fmt.Errorf("listen %s: scheme %s: not supported yet by this build", ln.URL, ln.Scheme)
-		}
-	}
-	return nil
 }
 
 func newLogger(w io.Writer, c config.Log) *slog.Logger {
@@ -115,11 +117,12 @@ func newLogger(w io.Writer, c config.Log) *slog.Logger {
 // accepts connections. It returns nil after a clean shutdown.
 func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	logger.Info("roost starting", "version", version)
-	lns, err := listen(cfg.Listeners)
+	lns, certs, err := openListeners(cfg.Listeners, cfg.Limits.MaxPacketSize, logger)
 	if err != nil {
 		return err
 	}
 	defer closeAll(lns)
+	defer watchCerts(ctx, certs, logger)()
 	// The broker is made after listening so that a busy port leaves nothing
 	// of it running; clients that connect meanwhile wait in the backlog.
 	srv, err := broker.New(cfg.BrokerOptions(logger))
@@ -159,20 +162,6 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	logger.Info("stopped")
 	return nil
-}
-
-// listen opens every listener, or none: on error it closes those opened.
-func listen(cfgs []config.Listener) ([]net.Listener, error) {
-	var lns []net.Listener
-	for _, c := range cfgs {
-		ln, err := net.Listen("tcp", c.Addr)
-		if err != nil {
-			closeAll(lns)
-			return nil, fmt.Errorf("listen %s: %w", c.URL, err)
-		}
-		lns = append(lns, ln)
-	}
-	return lns, nil
 }
 
 func closeAll(lns []net.Listener) {

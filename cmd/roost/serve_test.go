@@ -70,15 +70,17 @@ func TestServeFlags(t *testing.T) {
 func TestServeFlagErrors(t *testing.T) {
 	bad := writeConfig(t, "log:\n  level: loud\n")
 	tls := writeConfig(t, "listeners:\n  - url: mqtts://0.0.0.0:0\n")
+	anon := writeConfig(t, "listeners:\n  - url: mqtt://127.0.0.1:0\n    anonymous: false\n")
 	tests := []struct {
 		args []string
 		code int
 		want string
 	}{
-		{[]string{"--listen", "mqtts://127.0.0.1:0"}, 2, "listen mqtts://127.0.0.1:0: scheme mqtts: not supported yet by this build"},
-		{[]string{"--listen", "ws://127.0.0.1:0/mqtt"}, 2, "scheme ws: not supported yet by this build"},
-		{[]string{"--listen", "wss://127.0.0.1:0"}, 2, "scheme wss: not supported yet by this build"},
-		{[]string{"--config", tls}, 2, "scheme mqtts: not supported yet by this build"},
+		{[]string{"--listen", "mqtts://127.0.0.1:0"}, 2, "listen mqtts://127.0.0.1:0: mqtts:// needs a certificate: set tls.cert and tls.key (or --tls-cert and --tls-key)"},
+		{[]string{"--listen", "wss://127.0.0.1:0"}, 2, "wss:// needs a certificate"},
+		{[]string{"--listen", "wss://127.0.0.1:0", "--tls-cert", "c.pem"}, 2, "--tls-cert and --tls-key go together"},
+		{[]string{"--config", tls}, 1, "roost.yaml:2: listeners[0]: mqtts:// needs a certificate"},
+		{[]string{"--config", anon}, 2, "listen mqtt://127.0.0.1:0: anonymous: false needs authentication, which this build does not have yet"},
 		{[]string{"--listen", "ftp://127.0.0.1:0"}, 2, `invalid value "ftp://127.0.0.1:0" for flag -listen: unsupported scheme "ftp"`},
 		{[]string{"--listen", "127.0.0.1:1883"}, 2, `"127.0.0.1:1883" is not a URL`},
 		{[]string{"--listen", "mqtt://127.0.0.1"}, 2, "missing port"},
