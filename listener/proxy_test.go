@@ -23,7 +23,7 @@ func TestReadProxyHeader(t *testing.T) {
 	ipv4 := []byte{192, 0, 2, 7, 10, 0, 0, 1, 0x30, 0x39, 0x07, 0x5b} // 192.0.2.7:12345 -> 10.0.0.1:1883
 	ipv6 := append(append(bytes.Repeat([]byte{0}, 15), 1), append(bytes.Repeat([]byte{0}, 15), 2)...)
 	ipv6 = append(ipv6, 0x00, 0x50, 0x07, 0x5b) // [::1]:80 -> [::2]:1883
-	tlv := []byte{0x04, 0x00, 0x02, 'h', 'i'}    // PP2_TYPE_NOOP, skipped
+	tlv := []byte{0x04, 0x00, 0x02, 'h', 'i'}   // PP2_TYPE_NOOP, skipped
 	tests := []struct {
 		name string
 		in   []byte
