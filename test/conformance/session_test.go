@@ -59,6 +59,9 @@ func TestMQTT_3_1_2_6_CleanStartDiscardsSession(t *testing.T) {
 		fresh, _ := connect(t, addr, cp)
 		pub.publish("cs/live", "new", 1, false, 2)
 		fresh.quiet(quietPeriod) // neither the queued nor the live message
+		fresh.sub("cs/#", 1)     // control: a new subscription works
+		pub.publish("cs/live", "again", 1, false, 3)
+		fresh.receiveTopic("cs/live", "again")
 	})
 }
 
