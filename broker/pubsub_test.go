@@ -135,3 +135,32 @@ func TestOverlappingSubscriptions(t *testing.T) {
 		t.Errorf("copy %+v: want QoS 2 with ids 10 and 11", pubs[0])
 	}
 }
+
+// Outbound topic aliases stay within the client's Topic Alias Maximum: the
+// first message on a topic carries topic and alias, later ones the alias
+// alone; topics beyond the maximum go without alias [MQTT-3.3.2-17..].
+func TestOutboundTopicAlias(t *testing.T) {
+	_, addr := startServer(t, Options{})
+	c := dial(t, addr, packet.V5)
+	cp := &packet.Connect{ClientID: "alias", CleanStart: true}
+	cp.Properties.TopicAliasMaximum = 2
+	cp.Properties.Set(packet.PropTopicAliasMaximum)
+	c.Connect(cp)
+	c.Subscribe("#", 0)
+	pub := dial(t, addr, packet.V311)
+	pub.Connect(&packet.Connect{ClientID: "p", CleanStart: true})
+	want := []struct {
+		topic, wire string
+		alias       uint16
+	}{{"a", "a", 1}, {"b", "b", 2}, {"c", "c", 0}, {"a", "", 1}, {"c", "c", 0}}
+	for _, w := range want {
+		pub.Send(&packet.Publish{Topic: w.topic, Payload: []byte(w.topic)})
+	}
+	for i, w := range want {
+		m, ok := c.Next(time.Second).(*packet.Publish)
+		if !ok || string(m.Payload) != w.topic || m.Topic != w.wire || m.Properties.TopicAlias != w.alias ||
+			m.Properties.Has(packet.PropTopicAlias) != (w.alias != 0) {
+			t.Errorf("message %d: got topic %q alias %d, want %q alias %d", i, m.Topic, m.Properties.TopicAlias, w.wire, w.alias)
+		}
+	}
+}
