@@ -334,9 +334,12 @@ func (d *decoder) value(p *Properties, id PropID, kind propKind) {
 		*p.u8(id) = v
 	case kindU16:
 		v := d.u16("property")
-		if d.err == nil && v == 0 && (id == PropReceiveMaximum || id == PropTopicAlias) {
-			// Receive Maximum 0 [3.1.2.11.3]; Topic Alias 0 [3.3.2.3.4].
-			d.fail(protocolErr("", "property 0x%02X must not be 0", byte(id)))
+		if d.err == nil && v == 0 && id == PropReceiveMaximum {
+			d.fail(protocolErr("", "Receive Maximum must not be 0")) // [3.1.2.11.3]
+		}
+		if d.err == nil && v == 0 && id == PropTopicAlias {
+			// Alias 0 is never valid [MQTT-3.3.2-8]: Topic Alias invalid.
+			d.fail(newError(TopicAliasInvalid, "MQTT-3.3.2-8", "Topic Alias must not be 0"))
 		}
 		*p.u16(id) = v
 	case kindU32:

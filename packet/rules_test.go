@@ -109,7 +109,7 @@ var ruleTests = []struct {
 	{"3.2.2.3.11 wildcard subscription available 2", V5, pkt(0x20, b(0, 0, 2, 0x28, 2)), ProtocolError, ""},
 	{"3.2.2.3.12 subscription identifiers available 2", V5, pkt(0x20, b(0, 0, 2, 0x29, 2)), ProtocolError, ""},
 	{"3.2.2.3.13 shared subscription available 2", V5, pkt(0x20, b(0, 0, 2, 0x2A, 2)), ProtocolError, ""},
-	{"3.3.2.3.4 topic alias 0", V5, pkt(0x30, s("t"), b(3, 0x23, 0, 0)), ProtocolError, ""},
+	{"MQTT-3.3.2-8 topic alias 0", V5, pkt(0x30, s("t"), b(3, 0x23, 0, 0)), TopicAliasInvalid, "MQTT-3.3.2-8"},
 	{"MQTT-1.5.4-1 user property not UTF-8", V5, pkt(0x30, s("t"), b(7, 0x26), s("\xff"), s("v")), MalformedPacket, "MQTT-1.5.4-1"},
 
 	// Lengths.
