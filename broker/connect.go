@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -104,6 +105,19 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	if int(s.stats.connected.Load()) >= o.MaxConnections {
 		return c.refuse(packet.ServerBusy, fmt.Sprintf("connection limit %d reached", o.MaxConnections))
 	}
+	info := newClientInfo(c.nc, p, id)
+	if err := s.authenticate(info); err != nil {
+		if errors.Is(err, ErrBadCredentials) {
+			return c.refuse(packet.BadUserNameOrPassword, "bad username or password")
+		}
+		if !errors.Is(err, ErrNotAuthorized) {
+			c.log.Warn("authentication failed", "username", info.Username, "err", err)
+		}
+		return c.refuse(packet.NotAuthorized, "not authorized")
+	}
+	if will != nil {
+		will.info = info
+	}
 
 	ack := &packet.Connack{}
 	keepAlive := p.KeepAlive
@@ -155,7 +169,7 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 
 	c.clientID = id
 	c.log = c.log.With("client_id", id)
-	present := s.attach(c, id, p.CleanStart, expiry, will, ack)
+	present := s.attach(c, id, p.CleanStart, expiry, will, ack, info)
 	c.connected = true
 	s.stats.noteConnected()
 	c.log.Info("client connected", "protocol", c.version.String(), "clean_start", p.CleanStart,
@@ -194,7 +208,7 @@ func newWill(p *packet.Connect, from string) *willMsg {
 // attach binds c to the session for id, ending or resuming an existing one,
 // and sends CONNACK before anything else can be written to c. It returns
 // the session-present flag.
-func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, will *willMsg, ack *packet.Connack) bool {
+func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, will *willMsg, ack *packet.Connack, info *ClientInfo) bool {
 	var wills []*willMsg
 	s.mu.Lock()
 	old := s.sessions[id]
@@ -245,6 +259,7 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, will *wil
 	}
 	ss.expiry = expiry
 	ss.will = will
+	ss.info.Store(info)
 	ss.offlineAt = time.Time{}
 	c.sess = ss
 	c.needDurable(ss.recordSession())
@@ -260,4 +275,24 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, will *wil
 		s.publishWill(w)
 	}
 	return present
+}
+
+// authenticate runs the Authenticator, if any, bounded by the connect
+// timeout, and forgets the password afterwards.
+func (s *Server) authenticate(info *ClientInfo) error {
+	defer func() { info.Password = nil }()
+	if s.opts.Authenticator == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.ConnectTimeout)
+	defer cancel()
+	return s.opts.Authenticator.Authenticate(ctx, info)
+}
+
+// allowed asks the Authorizer, if any.
+func (s *Server) allowed(info *ClientInfo, act Action, topic string) bool {
+	if s.opts.Authorizer == nil || info == nil {
+		return true
+	}
+	return s.opts.Authorizer.Allow(s.ctx, info, act, topic)
 }

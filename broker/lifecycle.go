@@ -123,6 +123,10 @@ func (s *Server) endSessionLocked(ss *session) *willMsg {
 // publishWill publishes a will as if its client had sent it.
 func (s *Server) publishWill(w *willMsg) {
 	wm := w.msg
+	if !s.allowed(w.info, ActionPublish, wm.Topic) {
+		s.log.Info("will not published: not authorized", "client_id", wm.From, "topic", wm.Topic)
+		return
+	}
 	m := Message{ID: s.msgID.Add(1), Topic: wm.Topic, Payload: wm.Payload, QoS: wm.QoS, Retain: wm.Retain, Props: wm.Props, From: wm.From}
 	m.Created = time.Now()
 	if m.Props.Has(packet.PropMessageExpiry) {

@@ -56,8 +56,15 @@ type Options struct {
 	SysInterval time.Duration
 	// DisableRetain turns retained messages off (MQTT 5 Retain Available 0).
 	DisableRetain bool
-	// Store persists sessions and retained messages. Default: in memory.
+	// Store persists sessions and retained messages. Default: none, state
+	// lives only in memory.
 	Store Store
+	// Authenticator checks credentials at CONNECT. Default: none, every
+	// client may connect.
+	Authenticator Authenticator
+	// Authorizer checks publish, subscribe and receive per topic.
+	// Default: none, everything is allowed (except publishing to $SYS).
+	Authorizer Authorizer
 }
 
 // DefaultOptions returns Options with every default filled in.

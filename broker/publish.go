@@ -28,6 +28,11 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		c.ackPublish(p, packet.NotAuthorized)
 		return nil
 	}
+	if !c.srv.allowed(c.sess.info.Load(), ActionPublish, p.Topic) {
+		c.log.Debug("publish denied", "topic", p.Topic)
+		c.ackPublish(p, packet.NotAuthorized)
+		return nil
+	}
 	switch p.QoS {
 	case 0:
 		c.srv.publish(c.srv.newMessage(p, c.clientID))
@@ -145,6 +150,10 @@ func (s *Server) publish(msg *Message) (int, Ticket) {
 	}
 	for i := range sc.targets {
 		t := &sc.targets[i]
+		if !s.allowed(t.sess.info.Load(), ActionReceive, msg.Topic) {
+			n--
+			continue
+		}
 		last = max(last, t.sess.deliver(msg, t.qos, t.retain, t.subIDs))
 	}
 	s.router.release(sc)

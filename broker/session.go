@@ -1,9 +1,9 @@
 package broker
 
 import (
-	"time"
-
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -15,6 +15,9 @@ import (
 type session struct {
 	srv *Server
 	id  string
+	// info describes the client of the latest connection, for the
+	// Authorizer; atomic so deliveries need no session lock to read it.
+	info atomic.Pointer[ClientInfo]
 
 	mu      sync.Mutex
 	conn    *conn  // nil while offline
@@ -61,6 +64,7 @@ type outbound struct {
 type willMsg struct {
 	msg   *Message
 	delay time.Duration
+	info  *ClientInfo // who it is from, for the Authorizer; nil after a restart
 }
 
 func newSession(s *Server, id string) *session {

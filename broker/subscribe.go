@@ -33,6 +33,11 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			codes[i] = packet.TopicFilterInvalid
 			continue
 		}
+		if !c.srv.allowed(ss.info.Load(), ActionSubscribe, req.Filter) {
+			c.log.Debug("subscription denied", "filter", req.Filter)
+			codes[i] = packet.NotAuthorized
+			continue
+		}
 		if shared && req.Options.NoLocal && c.version == packet.V5 {
 			return protoErr(packet.ProtocolError, "MQTT-3.8.3-4", "No Local on shared subscription %q", req.Filter)
 		}
@@ -63,6 +68,9 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 	c.send(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
 	for _, w := range wantRetained {
 		c.srv.ret.match(w.filter, func(m *Message) {
+			if !c.srv.allowed(ss.info.Load(), ActionReceive, m.Topic) {
+				return
+			}
 			var ids []uint32
 			if w.sub.id != 0 {
 				ids = []uint32{w.sub.id}

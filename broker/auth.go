@@ -1,0 +1,121 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// Authenticator decides whether a client may connect. It is called once per
+// CONNECT, from that connection's goroutine, and may block (an HTTP hook),
+// bounded by ctx.
+type Authenticator interface {
+	// Authenticate returns nil to accept the client, ErrBadCredentials
+	// for a wrong or missing username/password (CONNACK 0x86, 3.1.1 code
+	// 4), or ErrNotAuthorized or any other error to refuse it (0x87 /
+	// code 5; other errors are logged).
+	Authenticate(ctx context.Context, c *ClientInfo) error
+}
+
+// AuthenticatorFunc adapts a function to Authenticator.
+type AuthenticatorFunc func(ctx context.Context, c *ClientInfo) error
+
+// Authenticate calls f.
+func (f AuthenticatorFunc) Authenticate(ctx context.Context, c *ClientInfo) error { return f(ctx, c) }
+
+// Authorizer decides whether a client may use a topic. It is called on the
+// hot path (every PUBLISH, every delivery), so implementations should
+// answer from memory or a cache.
+type Authorizer interface {
+	// Allow reports whether client c may do act on topic (a topic name,
+	// or for ActionSubscribe the filter as sent, "$share/..." included).
+	Allow(ctx context.Context, c *ClientInfo, act Action, topic string) bool
+}
+
+// AuthorizerFunc adapts a function to Authorizer.
+type AuthorizerFunc func(ctx context.Context, c *ClientInfo, act Action, topic string) bool
+
+// Allow calls f.
+func (f AuthorizerFunc) Allow(ctx context.Context, c *ClientInfo, act Action, topic string) bool {
+	return f(ctx, c, act, topic)
+}
+
+// Action is what a client wants to do with a topic.
+type Action uint8
+
+// Actions checked by an Authorizer.
+const (
+	// ActionPublish: the client publishes to the topic (also its will,
+	// checked when the will is published).
+	ActionPublish Action = iota + 1
+	// ActionSubscribe: the client subscribes to the filter.
+	ActionSubscribe
+	// ActionReceive: a message on the topic is delivered to the client
+	// (live or retained).
+	ActionReceive
+)
+
+func (a Action) String() string {
+	switch a {
+	case ActionPublish:
+		return "publish"
+	case ActionSubscribe:
+		return "subscribe"
+	case ActionReceive:
+		return "receive"
+	}
+	return "unknown"
+}
+
+// Errors an Authenticator returns.
+var (
+	ErrBadCredentials = errors.New("bad username or password")
+	ErrNotAuthorized  = errors.New("not authorized")
+)
+
+// ClientInfo describes a client to an Authenticator or Authorizer. It must
+// not be modified.
+type ClientInfo struct {
+	ClientID string
+	Username string
+	// Password is set for Authenticate only; it is cleared afterwards.
+	Password   []byte
+	Protocol   packet.Version
+	RemoteAddr net.Addr
+	// Listener names the listener the client came through, when the
+	// connection tells it (see ListenerNamer); "" otherwise.
+	Listener string
+	// TLS is the connection's TLS state, nil for plain connections.
+	TLS *tls.ConnectionState
+	// CertIdentity is the username a listener took from the client
+	// certificate (CN or SAN, as configured), "" if none.
+	CertIdentity string
+}
+
+// ListenerNamer is implemented by connections that know which listener
+// accepted them; the name reaches authentication and the logs.
+type ListenerNamer interface{ ListenerName() string }
+
+// CertIdentifier is implemented by connections whose listener maps the
+// client certificate to a username.
+type CertIdentifier interface{ CertIdentity() string }
+
+// newClientInfo gathers what the connection can tell about itself.
+func newClientInfo(nc net.Conn, p *packet.Connect, id string) *ClientInfo {
+	ci := &ClientInfo{ClientID: id, Username: p.Username, Password: p.Password, Protocol: p.ProtocolVersion,
+		RemoteAddr: nc.RemoteAddr()}
+	if l, ok := nc.(ListenerNamer); ok {
+		ci.Listener = l.ListenerName()
+	}
+	if t, ok := nc.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		st := t.ConnectionState()
+		ci.TLS = &st
+	}
+	if ci2, ok := nc.(CertIdentifier); ok {
+		ci.CertIdentity = ci2.CertIdentity()
+	}
+	return ci
+}
