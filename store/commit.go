@@ -1,0 +1,215 @@
+package store
+
+import (
+	"encoding/binary"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/roost-mqtt/roost/broker"
+)
+
+// index is what the committer must know to turn ops into writes without
+// reading the database: which sessions exist, which message each queue
+// entry and retained topic refers to, and how many references each
+// message body has (it is deleted with its last one).
+type index struct {
+	refs     map[uint64]int32
+	sessions map[string]*idxSession
+	retained map[string]uint64
+	buf      []byte
+}
+
+type idxSession struct {
+	queue map[uint64]uint64 // seq → message id
+}
+
+func newIndex() index {
+	return index{refs: make(map[uint64]int32), sessions: make(map[string]*idxSession), retained: make(map[string]uint64)}
+}
+
+// commitLoop is the committer: it runs until Close, committing pending ops
+// in one batch at a time.
+func (d *Disk) commitLoop() {
+	defer close(d.done)
+	var tick <-chan time.Time
+	if d.opts.Sync.Mode == SyncInterval {
+		t := time.NewTicker(d.opts.Sync.Interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	var retry <-chan time.Time
+	for {
+		d.mu.Lock()
+		ops, upto, closed := d.pending, d.appended, d.closed
+		d.pending = nil
+		d.mu.Unlock()
+		if len(ops) == 0 {
+			if closed {
+				return
+			}
+			select {
+			case <-d.wake:
+			case <-retry:
+				retry = nil
+			case <-tick:
+				if err := d.db.LogData(nil, pebble.Sync); err != nil {
+					d.log.Error("store sync failed", "dir", d.dir, "err", err)
+				}
+			}
+			continue
+		}
+		if err := d.health.check(d); err != nil {
+			// Too little space to write safely: keep the ops for when
+			// space returns, and fail the Waits meanwhile.
+			d.mu.Lock()
+			d.pending = append(ops, d.pending...)
+			d.failing = err
+			d.cond.Broadcast()
+			d.mu.Unlock()
+			if closed {
+				return
+			}
+			retry = time.After(time.Second)
+			select {
+			case <-retry:
+			case <-d.wake:
+				// Close, or new ops; either way check again, but not
+				// more often than the retry unless closing.
+			}
+			continue
+		}
+		d.commit(ops)
+		d.mu.Lock()
+		d.durable, d.failing = upto, nil
+		d.cond.Broadcast()
+		d.mu.Unlock()
+	}
+}
+
+// commit writes ops as one batch. Pebble treats a failed log write as
+// fatal (see pebbleLogger.Fatalf), so there is no error to return.
+func (d *Disk) commit(ops []broker.Op) {
+	b := d.db.NewBatch()
+	defer b.Close()
+	for i := range ops {
+		d.apply(b, &ops[i])
+	}
+	wo := pebble.NoSync
+	if d.opts.Sync.Mode == SyncAlways {
+		wo = pebble.Sync
+	}
+	if err := b.Commit(wo); err != nil {
+		d.log.Error("store commit failed", "dir", d.dir, "err", err)
+	}
+}
+
+func (d *Disk) apply(b *pebble.Batch, op *broker.Op) {
+	x := &d.idx
+	switch op.Kind {
+	case broker.OpSessionPut:
+		if x.sessions[op.ClientID] == nil {
+			x.sessions[op.ClientID] = &idxSession{queue: make(map[uint64]uint64)}
+		}
+		rec := op.Session
+		var err error
+		if x.buf, err = appendSession(x.buf[:0], &rec); err != nil {
+			d.log.Error("store: cannot encode session; not stored", "client_id", op.ClientID, "err", err)
+			return
+		}
+		b.Set(clientKey(kindSession, op.ClientID), x.buf, nil)
+		return
+	case broker.OpSessionDel:
+		d.deleteSession(b, op.ClientID)
+		return
+	case broker.OpRetainPut:
+		old, had := x.retained[op.Msg.Topic]
+		d.ref(b, op.Msg)
+		x.retained[op.Msg.Topic] = op.Msg.ID
+		b.Set(retainedKey(op.Msg.Topic), binary.AppendUvarint(x.buf[:0], op.Msg.ID), nil)
+		if had {
+			d.unref(b, old)
+		}
+		return
+	case broker.OpRetainDel:
+		if old, had := x.retained[op.Topic]; had {
+			delete(x.retained, op.Topic)
+			b.Delete(retainedKey(op.Topic), nil)
+			d.unref(b, old)
+		}
+		return
+	}
+	s := x.sessions[op.ClientID]
+	if s == nil {
+		return // ops for a session the store does not hold are moot
+	}
+	switch op.Kind {
+	case broker.OpSubPut:
+		b.Set(subKey(op.ClientID, op.Sub.Filter), appendSub(x.buf[:0], &op.Sub), nil)
+	case broker.OpSubDel:
+		b.Delete(subKey(op.ClientID, op.Sub.Filter), nil)
+	case broker.OpQueuePut:
+		dl := &op.Delivery
+		old, had := s.queue[dl.Seq]
+		d.ref(b, dl.Msg)
+		s.queue[dl.Seq] = dl.Msg.ID
+		b.Set(queueKey(op.ClientID, dl.Seq), appendDelivery(x.buf[:0], dl), nil)
+		if had {
+			d.unref(b, old)
+		}
+	case broker.OpQueueDel:
+		if old, had := s.queue[op.Delivery.Seq]; had {
+			delete(s.queue, op.Delivery.Seq)
+			b.Delete(queueKey(op.ClientID, op.Delivery.Seq), nil)
+			d.unref(b, old)
+		}
+	case broker.OpInboundPut:
+		b.Set(inboundKey(op.ClientID, op.PacketID), nil, nil)
+	case broker.OpInboundDel:
+		b.Delete(inboundKey(op.ClientID, op.PacketID), nil)
+	}
+}
+
+// deleteSession removes a session with its subscriptions, queue and
+// inbound ids, and releases its references to messages.
+func (d *Disk) deleteSession(b *pebble.Batch, client string) {
+	s := d.idx.sessions[client]
+	if s == nil {
+		return
+	}
+	delete(d.idx.sessions, client)
+	for _, id := range s.queue {
+		d.unref(b, id)
+	}
+	b.Delete(clientKey(kindSession, client), nil)
+	for _, kind := range []byte{kindSub, kindQueue, kindInbound} {
+		p := clientKey(kind, client)
+		b.DeleteRange(p, prefixEnd(p), nil)
+	}
+}
+
+// ref adds a reference to m, storing its body with the first.
+func (d *Disk) ref(b *pebble.Batch, m *broker.Message) {
+	x := &d.idx
+	x.refs[m.ID]++
+	if x.refs[m.ID] > 1 {
+		return
+	}
+	buf, err := appendMessage(x.buf[:0], m)
+	if err != nil {
+		d.log.Error("store: cannot encode message; not stored", "topic", m.Topic, "err", err)
+		return
+	}
+	x.buf = buf
+	b.Set(messageKey(m.ID), buf, nil)
+}
+
+// unref drops a reference to message id, deleting its body with the last.
+func (d *Disk) unref(b *pebble.Batch, id uint64) {
+	x := &d.idx
+	if x.refs[id]--; x.refs[id] > 0 {
+		return
+	}
+	delete(x.refs, id)
+	b.Delete(messageKey(id), nil)
+}
