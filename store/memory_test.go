@@ -10,7 +10,6 @@ import (
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
-	"github.com/roost-mqtt/roost/store"
 )
 
 // run starts a broker on st and returns its address and a stop function
@@ -52,8 +51,9 @@ func persistent(id string) *packet.Connect {
 // A new Server on the same store resumes persistent sessions with their
 // subscriptions, inflight and queued messages, inbound QoS 2 state, and
 // retained messages.
-func TestRestartResumesState(t *testing.T) {
-	st := store.NewMemory()
+func TestRestartResumesState(t *testing.T) { forEachBackend(t, testRestartResumesState) }
+
+func testRestartResumesState(t *testing.T, st broker.Store, reopen func() broker.Store) {
 	addr, stop := run(t, st)
 
 	sub := mqtttest.Dial(t, addr, packet.V5)
@@ -80,7 +80,7 @@ func TestRestartResumesState(t *testing.T) {
 	ip.Next(time.Second)
 	stop()
 
-	addr2, _ := run(t, st)
+	addr2, _ := run(t, reopen())
 	sub2 := mqtttest.Dial(t, addr2, packet.V5)
 	if ack := sub2.Connect(persistent("car")); !ack.SessionPresent {
 		t.Fatal("session not present after restart")
@@ -126,8 +126,9 @@ func TestRestartResumesState(t *testing.T) {
 }
 
 // Session expiry counts the time the broker was down.
-func TestRestartExpiresSessions(t *testing.T) {
-	st := store.NewMemory()
+func TestRestartExpiresSessions(t *testing.T) { forEachBackend(t, testRestartExpiresSessions) }
+
+func testRestartExpiresSessions(t *testing.T, st broker.Store, reopen func() broker.Store) {
 	addr, stop := run(t, st)
 	c := mqtttest.Dial(t, addr, packet.V5)
 	cp := &packet.Connect{ClientID: "brief", KeepAlive: 60}
@@ -139,7 +140,7 @@ func TestRestartExpiresSessions(t *testing.T) {
 	c.ExpectClosed(time.Second)
 	stop()
 	time.Sleep(1100 * time.Millisecond)
-	addr2, _ := run(t, st)
+	addr2, _ := run(t, reopen())
 	c2 := mqtttest.Dial(t, addr2, packet.V5)
 	cp.CleanStart = false
 	if ack := c2.Connect(cp); ack.SessionPresent {
