@@ -109,10 +109,10 @@ func (s *server) ws(o listener.WSOptions) string {
 }
 
 // waitLog waits until the broker's logs contain all of parts on one line.
-func (s *server) waitLog(parts ...string) string {
-	s.t.Helper()
+func (s *server) waitLog(t *testing.T, parts ...string) string {
+	t.Helper()
 	var found string
-	mqtttest.Eventually(s.t, 5*time.Second, func() bool {
+	mqtttest.Eventually(t, 5*time.Second, func() bool {
 		for line := range strings.Lines(s.logs.String()) {
 			ok := true
 			for _, p := range parts {

@@ -184,11 +184,11 @@ func TestWSPingAndClose(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("no pong")
 	}
-	s.waitLog("client connected", "client_id=pinger")
+	s.waitLog(t, "client connected", "client_id=pinger")
 	ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	// Closing without DISCONNECT is abnormal for MQTT (the will would be
 	// sent), but the connection ends cleanly.
-	s.waitLog("client_id=pinger", "reason=")
+	s.waitLog(t, "client_id=pinger", "reason=")
 }
 
 // The server's close frame: on shutdown of a 5.0 client the broker sends
@@ -348,7 +348,7 @@ func TestWSForwardedFor(t *testing.T) {
 		}
 		ws.WriteMessage(websocket.BinaryMessage, encode(t, packet.V311, connect(tc.id)))
 		readPackets(t, ws, 1)
-		s.waitLog("client connected", tc.want, "client_id="+tc.id)
+		s.waitLog(t, "client connected", tc.want, "client_id="+tc.id)
 	}
 }
 
