@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Roost's whole test suite from a fresh clone: installs the real MQTT
 # peers the interop tests drive (mosquitto, mosquitto-clients and, when
-# test/interop has a lockfile, the npm packages), then go vet and the race
+# test/interop and test/listeners have lockfiles, their npm packages and
+# Chromium for the browser test), then go vet and the race
 # tests. Meant for root on Debian; re-running it is cheap, because every
 # install step is skipped when its tools are already present.
 set -euo pipefail
@@ -34,6 +35,15 @@ if [ -f test/interop/package-lock.json ]; then
 		apt_install nodejs npm
 	fi
 	npm ci --prefix test/interop --no-audit --no-fund
+fi
+if [ -f test/listeners/package-lock.json ]; then
+	if ! have npm; then
+		apt_install nodejs npm
+	fi
+	npm ci --prefix test/listeners --no-audit --no-fund
+	if [ ! -x /usr/bin/chromium ]; then
+		apt_install chromium # the browser test drives it with playwright-core
+	fi
 fi
 
 go vet ./...
