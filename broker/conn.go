@@ -50,6 +50,7 @@ type conn struct {
 	aliasMaxOut uint16        // client's Topic Alias Maximum
 	problemInfo bool          // MQTT 5 Request Problem Information
 	connected   bool          // CONNACK success sent
+	connectedAt time.Time
 
 	// Reader goroutine only.
 	aliasIn map[uint16]string
@@ -78,6 +79,7 @@ const (
 	kickNone uint32 = iota
 	kickTakeover
 	kickShutdown
+	kickAdmin
 )
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -183,6 +185,9 @@ func isTimeout(err error) bool {
 
 // handle dispatches one decoded packet.
 func (c *conn) handle(p packet.Packet) error {
+	if c.srv.debug {
+		c.trace(p)
+	}
 	if c.sess == nil {
 		cp, ok := p.(*packet.Connect)
 		if !ok {
@@ -339,6 +344,7 @@ func (c *conn) shutdown() { c.kickOut(kickShutdown) }
 func (c *conn) finish(err error) {
 	kick := c.kick.Load()
 	d := c.decide(err, kick)
+	c.srv.stats.noteDisconnect(d.kind)
 	if d.level == slog.LevelInfo {
 		c.log.Info("client disconnected", "reason", d.why)
 	} else {
@@ -359,4 +365,17 @@ func (c *conn) finish(err error) {
 	}
 	c.drain(drainTimeout)
 	c.nc.Close()
+}
+
+// trace logs one inbound packet at debug level, without payloads.
+func (c *conn) trace(p packet.Packet) {
+	switch p := p.(type) {
+	case *packet.Publish:
+		c.log.Debug("received", "type", p.Type().String(), "topic", p.Topic, "qos", p.QoS, "retain", p.Retain,
+			"packet_id", p.PacketID, "bytes", len(p.Payload))
+	case *packet.Subscribe:
+		c.log.Debug("received", "type", p.Type().String(), "packet_id", p.PacketID, "filters", len(p.Subscriptions))
+	default:
+		c.log.Debug("received", "type", p.Type().String())
+	}
 }

@@ -39,6 +39,7 @@ func (c *conn) refuse(rc packet.ReasonCode, why string) error {
 		ack.Properties.Set(packet.PropReasonString)
 	}
 	c.send(ack)
+	c.srv.stats.noteRefused(rc)
 	return &refuseError{code: rc, why: why}
 }
 
@@ -168,6 +169,7 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	}
 
 	c.clientID = id
+	c.connectedAt = time.Now()
 	c.log = c.log.With("client_id", id)
 	present := s.attach(c, id, p.CleanStart, expiry, will, ack, info)
 	c.connected = true

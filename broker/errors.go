@@ -43,6 +43,7 @@ func protoErr(code packet.ReasonCode, rule, format string, args ...any) error {
 
 // decision is what to do when a connection ends.
 type decision struct {
+	kind           string            // for the disconnect counters
 	code           packet.ReasonCode // for the MQTT 5 DISCONNECT
 	sendDisconnect bool
 	publishWill    bool
@@ -56,38 +57,44 @@ type decision struct {
 func (c *conn) decide(err error, kick uint32) decision {
 	switch kick {
 	case kickShutdown:
-		return decision{code: packet.ServerShuttingDown, sendDisconnect: true, why: "server shutting down", level: slog.LevelInfo}
+		return decision{kind: "shutdown", code: packet.ServerShuttingDown, sendDisconnect: true, why: "server shutting down", level: slog.LevelInfo}
 	case kickTakeover:
 		// The will, if due, was published by the taking connection.
-		return decision{code: packet.SessionTakenOver, sendDisconnect: true,
+		return decision{kind: "taken_over", code: packet.SessionTakenOver, sendDisconnect: true,
 			why: "session taken over by a new connection", level: slog.LevelInfo}
+	case kickAdmin:
+		return decision{kind: "admin", code: packet.AdministrativeAction, sendDisconnect: true, publishWill: true,
+			why: "disconnected by an administrator", level: slog.LevelInfo}
 	}
 	var pe *packet.Error
 	var he *protocolError
+	var re *refuseError
 	switch {
 	case err == nil:
-		return decision{why: "closed", level: slog.LevelInfo}
+		return decision{kind: "lost", why: "closed", level: slog.LevelInfo}
+	case errors.As(err, &re):
+		return decision{kind: "refused", why: re.Error(), level: slog.LevelInfo}
 	case errors.Is(err, errNormalDisconnect):
-		return decision{why: "client disconnected normally", level: slog.LevelInfo}
+		return decision{kind: "normal", why: "client disconnected normally", level: slog.LevelInfo}
 	case errors.Is(err, errWillDisconnect):
-		return decision{publishWill: true, why: "client disconnected with will", level: slog.LevelInfo}
+		return decision{kind: "with_will", publishWill: true, why: "client disconnected with will", level: slog.LevelInfo}
 	case errors.As(err, &pe):
-		return decision{code: pe.Code, sendDisconnect: true, publishWill: true, why: "bad packet: " + pe.Error(),
+		return decision{kind: "bad_packet", code: pe.Code, sendDisconnect: true, publishWill: true, why: "bad packet: " + pe.Error(),
 			reasonString: pe.Error(), level: slog.LevelWarn}
 	case errors.As(err, &he):
-		return decision{code: he.code, sendDisconnect: true, publishWill: true, why: "protocol violation: " + he.Error(),
+		return decision{kind: "protocol_error", code: he.code, sendDisconnect: true, publishWill: true, why: "protocol violation: " + he.Error(),
 			reasonString: he.Error(), level: slog.LevelWarn}
 	case errors.Is(err, errServer):
-		return decision{code: packet.ImplementationSpecificError, sendDisconnect: true, publishWill: true,
+		return decision{kind: "server_error", code: packet.ImplementationSpecificError, sendDisconnect: true, publishWill: true,
 			why: err.Error(), level: slog.LevelError}
 	case isTimeout(err) && c.connected:
-		return decision{code: packet.KeepAliveTimeout, sendDisconnect: true, publishWill: true,
+		return decision{kind: "keep_alive", code: packet.KeepAliveTimeout, sendDisconnect: true, publishWill: true,
 			why: "keep alive expired (no packet within 1.5x the keep alive)", level: slog.LevelInfo}
 	case isTimeout(err):
-		return decision{why: "no CONNECT within the connect timeout", level: slog.LevelInfo}
+		return decision{kind: "connect_timeout", why: "no CONNECT within the connect timeout", level: slog.LevelInfo}
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET):
-		return decision{publishWill: true, why: "connection lost", level: slog.LevelInfo}
+		return decision{kind: "lost", publishWill: true, why: "connection lost", level: slog.LevelInfo}
 	default:
-		return decision{publishWill: true, why: "connection error: " + err.Error(), level: slog.LevelInfo}
+		return decision{kind: "lost", publishWill: true, why: "connection error: " + err.Error(), level: slog.LevelInfo}
 	}
 }

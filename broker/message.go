@@ -105,7 +105,7 @@ func (s *Server) newMessage(p *packet.Publish, from string) *Message {
 func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []uint32, pid uint16, dup bool) bool {
 	if msg.shareWire && !dup && len(subIDs) == 0 && msg.Expires.IsZero() && (c.version != packet.V5 || c.aliasMaxOut == 0) {
 		if f, err := msg.wireFor(c.version, qos, retain); err == nil {
-			return c.writeShared(f, pid)
+			return c.writeShared(msg, f, pid)
 		}
 	}
 	p := packet.Publish{Dup: dup, QoS: qos, Retain: retain, Topic: msg.Topic, PacketID: pid, Payload: msg.Payload}
@@ -116,7 +116,7 @@ func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []
 			left := time.Until(msg.Expires)
 			if left <= 0 {
 				if !dup {
-					c.sess.noteDrop("message expired")
+					c.sess.noteDrop(DropExpired)
 					return false
 				}
 				// Onward delivery already started: a resend must go out
@@ -154,7 +154,7 @@ func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []
 	}
 	if qos == 0 && len(c.out) > maxOutBuffered {
 		c.undoAlias(msg.Topic, newAlias)
-		c.sess.noteDrop("slow consumer")
+		c.sess.noteDrop(DropSlowConsumer)
 		return false
 	}
 	start := len(c.out)
@@ -163,10 +163,10 @@ func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []
 	if err != nil || (c.maxOut > 0 && len(c.out)-start > int(c.maxOut)) {
 		c.out = c.out[:start]
 		c.undoAlias(msg.Topic, newAlias)
-		c.sess.noteDrop("larger than the client's maximum packet size")
+		c.sess.noteDrop(DropTooLarge)
 		return false
 	}
-	c.srv.stats.msgsSent.Add(1)
+	c.noteSent(msg, qos)
 	c.startFlushLocked()
 	return true
 }
@@ -179,18 +179,18 @@ func (c *conn) undoAlias(topic string, assigned bool) {
 }
 
 // writeShared appends a cached wire form, patching in the packet id.
-func (c *conn) writeShared(f wireForm, pid uint16) bool {
+func (c *conn) writeShared(msg *Message, f wireForm, pid uint16) bool {
 	c.outMu.Lock()
 	defer c.outMu.Unlock()
 	if c.dead {
 		return true
 	}
 	if f.qos == 0 && len(c.out) > maxOutBuffered {
-		c.sess.noteDrop("slow consumer")
+		c.sess.noteDrop(DropSlowConsumer)
 		return false
 	}
 	if c.maxOut > 0 && len(f.b) > int(c.maxOut) {
-		c.sess.noteDrop("larger than the client's maximum packet size")
+		c.sess.noteDrop(DropTooLarge)
 		return false
 	}
 	start := len(c.out)
@@ -199,7 +199,15 @@ func (c *conn) writeShared(f wireForm, pid uint16) bool {
 		c.out[start+f.pidAt] = byte(pid >> 8)
 		c.out[start+f.pidAt+1] = byte(pid)
 	}
-	c.srv.stats.msgsSent.Add(1)
+	c.noteSent(msg, f.qos)
 	c.startFlushLocked()
 	return true
+}
+
+func (c *conn) noteSent(msg *Message, qos packet.QoS) {
+	st := &c.srv.stats
+	st.msgsSent[qos].Add(1)
+	if !msg.Created.IsZero() {
+		st.noteLatency(time.Since(msg.Created))
+	}
 }

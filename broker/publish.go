@@ -12,7 +12,7 @@ import (
 // method A of [MQTT-4.3.3]: deliver on PUBLISH, remember the packet id until
 // PUBREL, and never deliver a repeat of a remembered id again.
 func (c *conn) handlePublish(p *packet.Publish) error {
-	c.srv.stats.msgsReceived.Add(1)
+	c.srv.stats.msgsReceived[p.QoS].Add(1)
 	if err := c.resolveAlias(p); err != nil {
 		return err
 	}

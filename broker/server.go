@@ -40,6 +40,10 @@ type Server struct {
 	listeners map[net.Listener]struct{}
 	closing   bool
 
+	// debug caches whether the logger wants debug records, so the hot path
+	// pays one bool check for packet tracing.
+	debug bool
+
 	// onPanic, when set (by tests), is told about every recovered panic.
 	onPanic func(any)
 
@@ -61,6 +65,7 @@ func New(opts Options) (*Server, error) {
 	s := &Server{
 		opts:      opts,
 		log:       opts.Logger,
+		debug:     opts.Logger.Enabled(context.Background(), slog.LevelDebug),
 		start:     time.Now(),
 		ctx:       ctx,
 		cancel:    cancel,

@@ -208,7 +208,7 @@ func (ss *session) enqueue(ob *outbound) bool {
 				break
 			}
 		}
-		ss.noteDrop("queue full")
+		ss.noteDrop(DropQueueFull)
 		if victim < 0 {
 			return false
 		}
@@ -226,11 +226,13 @@ func (ss *session) enqueue(ob *outbound) bool {
 	return true
 }
 
-func (ss *session) noteDrop(why string) {
-	ss.srv.stats.pubDropped.Add(1)
+// noteDrop counts a message not delivered to this session; the first drop
+// and every 1000th are logged. ss.mu must be held.
+func (ss *session) noteDrop(why DropReason) {
+	ss.srv.stats.dropped[why].Add(1)
 	ss.dropped++
 	if ss.dropped == 1 || ss.dropped%1000 == 0 {
-		ss.srv.log.Warn("dropping messages for session", "client_id", ss.id, "reason", why, "dropped_total", ss.dropped)
+		ss.srv.log.Warn("dropping messages for session", "client_id", ss.id, "reason", why.String(), "dropped_total", ss.dropped)
 	}
 }
 
@@ -257,7 +259,7 @@ func (ss *session) sendNew(c *conn, ob *outbound) Ticket {
 		return 0
 	}
 	if ob.msg.expired(time.Now()) {
-		ss.noteDrop("message expired")
+		ss.noteDrop(DropExpired)
 		ss.recordDone(ob)
 		return 0
 	}

@@ -1,19 +1,67 @@
 package broker
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+	"time"
 
-// stats are the broker-wide counters behind $SYS (and, later, metrics).
-// Plain atomics: they are bumped on the hot path from many goroutines.
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// DropReason says why a message was not delivered to a session.
+type DropReason uint8
+
+// Drop reasons.
+const (
+	DropQueueFull    DropReason = iota // the session's queue was at MaxQueued
+	DropSlowConsumer                   // QoS 0 for a client with too much unwritten output
+	DropTooLarge                       // larger than the client's Maximum Packet Size
+	DropExpired                        // Message Expiry Interval passed while queued
+	numDropReasons
+)
+
+func (r DropReason) String() string {
+	switch r {
+	case DropQueueFull:
+		return "queue_full"
+	case DropSlowConsumer:
+		return "slow_consumer"
+	case DropTooLarge:
+		return "too_large"
+	case DropExpired:
+		return "expired"
+	}
+	return "unknown"
+}
+
+// latencyBounds are the upper bounds of the publish-to-delivery latency
+// histogram buckets.
+var latencyBounds = [...]time.Duration{
+	50 * time.Microsecond, 100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond,
+	25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond,
+	500 * time.Millisecond, time.Second, 2500 * time.Millisecond, 5 * time.Second, 10 * time.Second,
+}
+
+// stats are the broker-wide counters behind $SYS and Server.Stats. The hot
+// path only does atomic adds; snapshots are assembled on demand.
 type stats struct {
 	connected       atomic.Int64 // current client connections (past CONNACK)
 	maxConnected    atomic.Int64
 	totalConnects   atomic.Uint64
-	msgsReceived    atomic.Uint64 // PUBLISH packets from clients
-	msgsSent        atomic.Uint64 // PUBLISH packets to clients
-	pubDropped      atomic.Uint64 // messages dropped: queue full, slow consumer, too large, expired
+	msgsReceived    [3]atomic.Uint64 // PUBLISH packets from clients, by QoS
+	msgsSent        [3]atomic.Uint64 // PUBLISH packets to clients, by QoS
+	dropped         [numDropReasons]atomic.Uint64
 	bytesReceived   atomic.Uint64
 	bytesSent       atomic.Uint64
 	expiredSessions atomic.Uint64
+
+	latency    [len(latencyBounds) + 1]atomic.Uint64
+	latencySum atomic.Int64 // nanoseconds
+
+	mu          sync.Mutex // guards the per-reason maps: connect and close are not the hot path
+	refused     map[packet.ReasonCode]uint64
+	disconnects map[string]uint64
 }
 
 func (st *stats) noteConnected() {
@@ -25,4 +73,149 @@ func (st *stats) noteConnected() {
 			return
 		}
 	}
+}
+
+func (st *stats) noteRefused(rc packet.ReasonCode) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.refused == nil {
+		st.refused = make(map[packet.ReasonCode]uint64)
+	}
+	st.refused[rc]++
+}
+
+func (st *stats) noteDisconnect(kind string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.disconnects == nil {
+		st.disconnects = make(map[string]uint64)
+	}
+	st.disconnects[kind]++
+}
+
+func (st *stats) noteLatency(d time.Duration) {
+	i := 0
+	for i < len(latencyBounds) && d > latencyBounds[i] {
+		i++
+	}
+	st.latency[i].Add(1)
+	st.latencySum.Add(int64(d))
+}
+
+func (st *stats) sumReceived() (n uint64) {
+	for i := range st.msgsReceived {
+		n += st.msgsReceived[i].Load()
+	}
+	return n
+}
+
+func (st *stats) sumSent() (n uint64) {
+	for i := range st.msgsSent {
+		n += st.msgsSent[i].Load()
+	}
+	return n
+}
+
+func (st *stats) sumDropped() (n uint64) {
+	for i := range st.dropped {
+		n += st.dropped[i].Load()
+	}
+	return n
+}
+
+// Stats is a snapshot of the broker's figures.
+type Stats struct {
+	Uptime          time.Duration
+	Connected       int64 // client connections now
+	MaxConnected    int64 // the most at once since start
+	ConnectsTotal   uint64
+	Sessions        int // connected and offline persistent sessions
+	SessionsExpired uint64
+	// ConnectsRefused counts CONNECTs answered with a failure code, by
+	// 5.0 reason code.
+	ConnectsRefused map[packet.ReasonCode]uint64
+	// Disconnects counts ended connections by why they ended: normal,
+	// with_will, taken_over, shutdown, keep_alive, lost, bad_packet,
+	// protocol_error, server_error, admin, refused.
+	Disconnects      map[string]uint64
+	MessagesReceived [3]uint64 // PUBLISH from clients by QoS
+	MessagesSent     [3]uint64 // PUBLISH to clients by QoS
+	BytesReceived    uint64
+	BytesSent        uint64
+	Dropped          map[DropReason]uint64
+	Inflight         int // QoS 1/2 messages sent and not yet acknowledged, all sessions
+	Queued           int // messages waiting in session queues
+	Retained         int
+	Subscriptions    int
+	// Latency is the publish-to-delivery histogram: the time from a
+	// PUBLISH arriving to its copy being queued for a subscriber's socket.
+	Latency Histogram
+}
+
+// Histogram is a cumulative-free bucket histogram: Counts[i] counts
+// observations <= Bounds[i] and > Bounds[i-1]; the last count is above every
+// bound.
+type Histogram struct {
+	Bounds []time.Duration
+	Counts []uint64
+	Sum    time.Duration
+}
+
+// Stats returns a snapshot of the broker's figures. It walks every session
+// for the inflight and queued totals, so call it at scrape intervals, not
+// per message.
+func (s *Server) Stats() Stats {
+	st := &s.stats
+	out := Stats{
+		Uptime:          time.Since(s.start),
+		Connected:       st.connected.Load(),
+		MaxConnected:    st.maxConnected.Load(),
+		ConnectsTotal:   st.totalConnects.Load(),
+		SessionsExpired: st.expiredSessions.Load(),
+		BytesReceived:   st.bytesReceived.Load(),
+		BytesSent:       st.bytesSent.Load(),
+		Dropped:         make(map[DropReason]uint64),
+		Retained:        s.ret.count(),
+		Subscriptions:   s.router.tree.Len(),
+		ConnectsRefused: make(map[packet.ReasonCode]uint64),
+		Disconnects:     make(map[string]uint64),
+	}
+	for i := range 3 {
+		out.MessagesReceived[i] = st.msgsReceived[i].Load()
+		out.MessagesSent[i] = st.msgsSent[i].Load()
+	}
+	for i := range st.dropped {
+		out.Dropped[DropReason(i)] = st.dropped[i].Load()
+	}
+	st.mu.Lock()
+	for k, v := range st.refused {
+		out.ConnectsRefused[k] = v
+	}
+	for k, v := range st.disconnects {
+		out.Disconnects[k] = v
+	}
+	st.mu.Unlock()
+	out.Latency = Histogram{Bounds: latencyBounds[:], Counts: make([]uint64, len(st.latency)), Sum: time.Duration(st.latencySum.Load())}
+	for i := range st.latency {
+		out.Latency.Counts[i] = st.latency[i].Load()
+	}
+	for _, ss := range s.sessionList() {
+		ss.mu.Lock()
+		out.Inflight += len(ss.inflight)
+		out.Queued += ss.queueLen()
+		ss.mu.Unlock()
+	}
+	out.Sessions = len(s.sessionList())
+	return out
+}
+
+// sessionList returns the current sessions.
+func (s *Server) sessionList() []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		list = append(list, ss)
+	}
+	return list
 }
