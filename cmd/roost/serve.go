@@ -10,6 +10,7 @@ import (
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/internal/config"
+	"github.com/roost-mqtt/roost/store"
 )
 
 // shutdownTimeout bounds how long a signal-initiated shutdown waits for
@@ -51,7 +52,15 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 		tlsKey    = fs.String("tls-key", "", "private key `file` for --tls-cert")
 		level     *slog.Level
 		format    *config.LogFormat
+		data      = fs.String("data", "", "keep sessions and retained messages in `dir` (default ./data, or data beside the --config file)")
+		memory    = fs.Bool("memory", false, "keep everything in memory: a restart loses sessions, queues and retained messages")
+		syncMode  *store.Sync
 	)
+	fs.Func("sync", "when the store syncs to disk: always (default), none, or an interval such as 100ms", func(s string) error {
+		sy, err := store.ParseSync(s)
+		syncMode = &sy
+		return err
+	})
 	fs.Func("listen", "accept clients on `url`: mqtt://H:P, mqtts://H:P, ws://H:P/PATH or wss://H:P/PATH (repeatable)", func(s string) error {
 		ln, err := config.ParseListener(s)
 		listeners = append(listeners, ln)
@@ -97,6 +106,15 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 	if format != nil {
 		cfg.Log.Format = *format
 	}
+	if *data != "" {
+		cfg.Store.Data = *data
+	}
+	if *memory {
+		cfg.Store.Memory = true
+	}
+	if syncMode != nil {
+		cfg.Store.Sync = *syncMode
+	}
 	if err := checkListeners(cfg.Listeners); err != nil {
 		fmt.Fprintf(stderr, "roost serve: %v\n", err)
 		return nil, 2, false
@@ -125,8 +143,13 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	defer watchCerts(ctx, certs, logger)()
 	// The broker is made after listening so that a busy port leaves nothing
 	// of it running; clients that connect meanwhile wait in the backlog.
-	srv, err := broker.New(cfg.BrokerOptions(logger))
+	opts := cfg.BrokerOptions(logger)
+	if opts.Store, err = openStore(cfg.Store, logger); err != nil {
+		return err
+	}
+	srv, err := broker.New(opts) // restores the store's state
 	if err != nil {
+		opts.Store.Close()
 		return err
 	}
 	for i, ln := range lns {
@@ -162,6 +185,16 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// openStore opens the store c describes: on disk unless c.Memory.
+func openStore(c config.Store, logger *slog.Logger) (broker.Store, error) {
+	if c.Memory {
+		logger.Info("store in memory: nothing survives a restart")
+		return store.NewMemory(), nil
+	}
+	logger.Info("opening store", "data", c.Data, "sync", c.Sync.String())
+	return store.Open(c.Data, store.DiskOptions{Sync: c.Sync, Logger: logger})
 }
 
 func closeAll(lns []net.Listener) {

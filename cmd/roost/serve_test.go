@@ -158,8 +158,9 @@ func TestServeEndToEnd(t *testing.T) {
 	defer cancel()
 	var stderr syncBuffer
 	exit := make(chan int, 1)
+	dataDir := t.TempDir()
 	go func() {
-		exit <- run(ctx, []string{"serve", "--listen", "mqtt://127.0.0.1:0", "--log-level", "debug"}, io.Discard, &stderr)
+		exit <- run(ctx, []string{"serve", "--listen", "mqtt://127.0.0.1:0", "--log-level", "debug", "--data", dataDir}, io.Discard, &stderr)
 	}()
 
 	var addr string

@@ -33,6 +33,8 @@ type Config struct {
 	SysInterval time.Duration
 	// Retain enables retained messages.
 	Retain bool
+	// Store is where state is kept across restarts.
+	Store Store
 }
 
 // Log configures the server's log output.
@@ -85,6 +87,7 @@ func Default() *Config {
 		},
 		SysInterval: o.SysInterval,
 		Retain:      !o.DisableRetain,
+		Store:       Store{Data: DefaultDataDir},
 	}
 }
 
@@ -97,11 +100,17 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(filepath.Base(path), data)
+	c, err := Parse(filepath.Base(path), data)
+	if err != nil {
+		return nil, err
+	}
+	c.Store.resolveData(filepath.Dir(path))
+	return c, nil
 }
 
 // BrokerOptions converts c to broker.Options, logging to logger (nil means
-// slog.Default()). The Store is left nil: in memory.
+// slog.Default()). The Store is left nil: the caller opens the one
+// c.Store describes.
 func (c *Config) BrokerOptions(logger *slog.Logger) broker.Options {
 	l := c.Limits
 	sys := c.SysInterval

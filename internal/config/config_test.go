@@ -53,6 +53,7 @@ func TestParseExample(t *testing.T) {
 		},
 		SysInterval: time.Minute,
 		Retain:      false,
+		Store:       Store{Data: DefaultDataDir},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)

@@ -123,6 +123,7 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 			d.duration(v, p, 0, &c.SysInterval)
 		},
 		"retain": func(p string, v *yaml.Node) { d.boolean(v, p, &c.Retain) },
+		"store":  func(p string, v *yaml.Node) { d.store(v, p, &c.Store) },
 	})
 }
 
