@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,9 @@ type conn struct {
 	aliasMaxOut uint16        // client's Topic Alias Maximum
 	problemInfo bool          // MQTT 5 Request Problem Information
 	connected   bool          // CONNACK success sent
+	ip          netip.Addr    // client address, for per-address limits
+	hasIP       bool
+	pubRate     tokenBucket
 	connectedAt time.Time
 
 	// Reader goroutine only.

@@ -108,6 +108,7 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	}
 	info := newClientInfo(c.nc, p, id)
 	if err := s.authenticate(info); err != nil {
+		c.throttleAuthFailure()
 		if errors.Is(err, ErrBadCredentials) {
 			return c.refuse(packet.BadUserNameOrPassword, "bad username or password")
 		}
@@ -170,6 +171,7 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 
 	c.clientID = id
 	c.connectedAt = time.Now()
+	c.pubRate = tokenBucket{rate: o.PublishRate, burst: 2 * o.PublishRate}
 	c.log = c.log.With("client_id", id)
 	present := s.attach(c, id, p.CleanStart, expiry, will, ack, info)
 	c.connected = true
@@ -297,4 +299,24 @@ func (s *Server) allowed(info *ClientInfo, act Action, topic string) bool {
 		return true
 	}
 	return s.opts.Authorizer.Allow(s.ctx, info, act, topic)
+}
+
+// throttleAuthFailure holds back the refusal of a failed authentication when
+// the address has failed often recently (password guessing), bounded by
+// authMaxDelay and cut short by Shutdown.
+func (c *conn) throttleAuthFailure() {
+	if !c.hasIP {
+		return
+	}
+	d := c.srv.ipl.authFailed(c.ip, time.Now())
+	if d == 0 {
+		return
+	}
+	c.log.Warn("repeated authentication failures; slowing this address down", "delay", d)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.srv.ctx.Done():
+	}
 }

@@ -38,6 +38,21 @@ type Options struct {
 	// MaxConnections is the most concurrent client connections; further
 	// CONNECTs get Server Unavailable / Server Busy. Default 100,000.
 	MaxConnections int
+	// MaxConnectionsPerIP caps open connections from one client address.
+	// Default 0: unlimited, because whole fleets of phones share one
+	// carrier NAT address; set it for brokers facing the internet.
+	MaxConnectionsPerIP int
+	// ConnectRatePerIP caps new connections per second from one address
+	// (bursts of twice that are allowed). Default 0: unlimited.
+	ConnectRatePerIP float64
+	// MaxSubscriptions caps the subscriptions of one session; further
+	// filters get SUBACK 0x97 Quota exceeded (0x80 in 3.1.x). Default
+	// 10,000.
+	MaxSubscriptions int
+	// PublishRate caps PUBLISH packets per second from one client (bursts
+	// of twice that are allowed); a client above it is disconnected with
+	// 0x96 Message rate too high. Default 0: unlimited.
+	PublishRate float64
 	// ConnectTimeout is how long a new connection has to send CONNECT.
 	// Default 10s.
 	ConnectTimeout time.Duration
@@ -95,6 +110,9 @@ func (o *Options) fill() {
 	}
 	if o.MaxConnections == 0 {
 		o.MaxConnections = 100000
+	}
+	if o.MaxSubscriptions == 0 {
+		o.MaxSubscriptions = 10000
 	}
 	if o.ConnectTimeout == 0 {
 		o.ConnectTimeout = 10 * time.Second

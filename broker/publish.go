@@ -2,6 +2,7 @@ package broker
 
 import (
 	"strings"
+	"time"
 
 	"github.com/roost-mqtt/roost/packet"
 	"github.com/roost-mqtt/roost/topic"
@@ -13,6 +14,9 @@ import (
 // PUBREL, and never deliver a repeat of a remembered id again.
 func (c *conn) handlePublish(p *packet.Publish) error {
 	c.srv.stats.msgsReceived[p.QoS].Add(1)
+	if c.pubRate.rate > 0 && !c.pubRate.allow(time.Now()) {
+		return protoErr(packet.MessageRateTooHigh, "", "more than %g publishes per second", c.pubRate.rate)
+	}
 	if err := c.resolveAlias(p); err != nil {
 		return err
 	}

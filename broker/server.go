@@ -26,6 +26,7 @@ type Server struct {
 	start  time.Time
 	router *router
 	ret    *retainer
+	ipl    *ipLimits
 	stats  stats
 	msgID  atomic.Uint64 // last Message.ID handed out
 
@@ -74,6 +75,7 @@ func New(opts Options) (*Server, error) {
 		listeners: make(map[net.Listener]struct{}),
 	}
 	s.router = newRouter()
+	s.ipl = newIPLimits(opts.MaxConnectionsPerIP, opts.ConnectRatePerIP)
 	s.ret = newRetainer(opts.Store)
 	if opts.Store != nil {
 		if err := s.restore(); err != nil {
@@ -153,10 +155,23 @@ func (s *Server) isClosing() bool {
 func (s *Server) ServeConn(nc net.Conn) { s.serveConn(nc) }
 
 func (s *Server) serveConn(nc net.Conn) {
+	ip, hasIP := addrIP(nc.RemoteAddr())
+	if hasIP {
+		if ok, why := s.ipl.admit(ip, time.Now()); !ok {
+			s.log.Warn("refusing connection", "remote", nc.RemoteAddr().String(), "reason", why)
+			s.stats.noteDisconnect("limit")
+			nc.Close()
+			return
+		}
+	}
 	c := newConn(s, nc)
+	c.ip, c.hasIP = ip, hasIP
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
+		if hasIP {
+			s.ipl.release(ip)
+		}
 		nc.Close()
 		return
 	}
@@ -166,6 +181,9 @@ func (s *Server) serveConn(nc net.Conn) {
 	go func() {
 		defer s.connWG.Done()
 		c.run()
+		if hasIP {
+			s.ipl.release(ip)
+		}
 		s.mu.Lock()
 		delete(s.conns, c)
 		s.mu.Unlock()

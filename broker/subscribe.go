@@ -51,6 +51,12 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			continue
 		}
 		_, existed := ss.subs[req.Filter]
+		if !existed && len(ss.subs) >= c.srv.opts.MaxSubscriptions {
+			ss.mu.Unlock()
+			c.log.Warn("subscription limit reached", "limit", c.srv.opts.MaxSubscriptions, "filter", req.Filter)
+			codes[i] = packet.QuotaExceeded
+			continue
+		}
 		ss.subs[req.Filter] = sub
 		c.srv.router.tree.Subscribe(rest, group, ss, sub)
 		if ss.persisted() {
