@@ -46,17 +46,23 @@ type Log struct {
 // Limits mirror the like-named fields of broker.Options; see there and
 // docs/config.md for what each does.
 type Limits struct {
-	MaxPacketSize     uint32
-	ReceiveMaximum    uint16
-	MaxInflight       uint16
-	MaxQueued         int
-	QueueQoS0         bool
-	MaxTopicLevels    int
-	MaxConnections    int
-	ConnectTimeout    time.Duration
-	ServerKeepAlive   uint16
-	MaxSessionExpiry  uint32 // 0 means no cap, as in broker.Options
-	TopicAliasMaximum uint16
+	MaxPacketSize  uint32
+	ReceiveMaximum uint16
+	MaxInflight    uint16
+	MaxQueued      int
+	QueueQoS0      bool
+	MaxTopicLevels int
+	MaxConnections int
+	// Per-address and per-client limits; 0 means unlimited except for
+	// MaxSubscriptions, which must be positive.
+	MaxConnectionsPerIP int
+	ConnectRatePerIP    float64
+	MaxSubscriptions    int
+	PublishRate         float64
+	ConnectTimeout      time.Duration
+	ServerKeepAlive     uint16
+	MaxSessionExpiry    uint32 // 0 means no cap, as in broker.Options
+	TopicAliasMaximum   uint16
 }
 
 // DefaultListenURL is where Roost listens when nothing else is configured.
@@ -80,6 +86,7 @@ func Default() *Config {
 			QueueQoS0:         o.QueueQoS0,
 			MaxTopicLevels:    o.MaxTopicLevels,
 			MaxConnections:    o.MaxConnections,
+			MaxSubscriptions:  o.MaxSubscriptions,
 			ConnectTimeout:    o.ConnectTimeout,
 			ServerKeepAlive:   o.ServerKeepAlive,
 			MaxSessionExpiry:  o.MaxSessionExpiry,
@@ -118,20 +125,24 @@ func (c *Config) BrokerOptions(logger *slog.Logger) broker.Options {
 		sys = -1 // broker.Options reads 0 as "default"; negative disables
 	}
 	return broker.Options{
-		Logger:            logger,
-		MaxPacketSize:     l.MaxPacketSize,
-		ReceiveMaximum:    l.ReceiveMaximum,
-		MaxInflight:       l.MaxInflight,
-		MaxQueued:         l.MaxQueued,
-		QueueQoS0:         l.QueueQoS0,
-		MaxTopicLevels:    l.MaxTopicLevels,
-		MaxConnections:    l.MaxConnections,
-		ConnectTimeout:    l.ConnectTimeout,
-		ServerKeepAlive:   l.ServerKeepAlive,
-		MaxSessionExpiry:  l.MaxSessionExpiry,
-		TopicAliasMaximum: l.TopicAliasMaximum,
-		SysInterval:       sys,
-		DisableRetain:     !c.Retain,
+		Logger:              logger,
+		MaxPacketSize:       l.MaxPacketSize,
+		ReceiveMaximum:      l.ReceiveMaximum,
+		MaxInflight:         l.MaxInflight,
+		MaxQueued:           l.MaxQueued,
+		QueueQoS0:           l.QueueQoS0,
+		MaxTopicLevels:      l.MaxTopicLevels,
+		MaxConnections:      l.MaxConnections,
+		MaxConnectionsPerIP: l.MaxConnectionsPerIP,
+		ConnectRatePerIP:    l.ConnectRatePerIP,
+		MaxSubscriptions:    l.MaxSubscriptions,
+		PublishRate:         l.PublishRate,
+		ConnectTimeout:      l.ConnectTimeout,
+		ServerKeepAlive:     l.ServerKeepAlive,
+		MaxSessionExpiry:    l.MaxSessionExpiry,
+		TopicAliasMaximum:   l.TopicAliasMaximum,
+		SysInterval:         sys,
+		DisableRetain:       !c.Retain,
 	}
 }
 

@@ -26,6 +26,10 @@ limits:
   queue_qos0: true
   max_topic_levels: 16
   max_connections: 2000
+  max_connections_per_ip: 50
+  connect_rate_per_ip: 2.5
+  max_subscriptions: 300
+  publish_rate: 1000
   connect_timeout: 5s
   server_keep_alive: 120
   max_session_expiry: 86400
@@ -48,6 +52,7 @@ func TestParseExample(t *testing.T) {
 		Limits: Limits{
 			MaxPacketSize: 256 << 10, ReceiveMaximum: 100, MaxInflight: 32,
 			MaxQueued: 5000, QueueQoS0: true, MaxTopicLevels: 16, MaxConnections: 2000,
+			MaxConnectionsPerIP: 50, ConnectRatePerIP: 2.5, MaxSubscriptions: 300, PublishRate: 1000,
 			ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120,
 			MaxSessionExpiry: 86400, TopicAliasMaximum: 10,
 		},
@@ -99,6 +104,7 @@ func TestBrokerOptions(t *testing.T) {
 	want := broker.Options{
 		Logger: logger, MaxPacketSize: 256 << 10, ReceiveMaximum: 100, MaxInflight: 32,
 		MaxQueued: 5000, QueueQoS0: true, MaxTopicLevels: 16, MaxConnections: 2000,
+		MaxConnectionsPerIP: 50, ConnectRatePerIP: 2.5, MaxSubscriptions: 300, PublishRate: 1000,
 		ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120, MaxSessionExpiry: 86400,
 		TopicAliasMaximum: 10, SysInterval: time.Minute, DisableRetain: true,
 	}
@@ -213,6 +219,7 @@ func TestErrors(t *testing.T) {
 		{"limits:\n  max_queued: 99999999999\n", `roost.yaml:2: limits.max_queued: must be a positive integer, got "99999999999"`},
 		{"limits:\n  max_topic_levels: 0\n", `roost.yaml:2: limits.max_topic_levels: must be a positive integer, got "0"`},
 		{"limits:\n  max_connections: many\n", `roost.yaml:2: limits.max_connections: must be a positive integer, got "many"`},
+		{"limits:\n  publish_rate: -1\n", `roost.yaml:2: limits.publish_rate: must be a number per second >= 0 (0: unlimited), got "-1"`},
 		{"limits:\n  receive_maximum: 0\n", `roost.yaml:2: limits.receive_maximum: must be an integer from 1 to 65535, got "0"`},
 		{"limits:\n  max_inflight: 65536\n", `roost.yaml:2: limits.max_inflight: must be an integer from 1 to 65535, got "65536"`},
 		{"limits:\n  server_keep_alive: -1\n", `roost.yaml:2: limits.server_keep_alive: must be an integer from 0 to 65535, got "-1"`},

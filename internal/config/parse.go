@@ -169,12 +169,20 @@ func (d *decoder) limits(n *yaml.Node, path string, l *Limits) {
 		"max_packet_size": func(p string, v *yaml.Node) {
 			d.size(v, p, maxPacketSize, &l.MaxPacketSize)
 		},
-		"receive_maximum":     uint16Field(d, 1, &l.ReceiveMaximum),
-		"max_inflight":        uint16Field(d, 1, &l.MaxInflight),
-		"max_queued":          intField(d, &l.MaxQueued),
-		"queue_qos0":          func(p string, v *yaml.Node) { d.boolean(v, p, &l.QueueQoS0) },
-		"max_topic_levels":    intField(d, &l.MaxTopicLevels),
-		"max_connections":     intField(d, &l.MaxConnections),
+		"receive_maximum":  uint16Field(d, 1, &l.ReceiveMaximum),
+		"max_inflight":     uint16Field(d, 1, &l.MaxInflight),
+		"max_queued":       intField(d, &l.MaxQueued),
+		"queue_qos0":       func(p string, v *yaml.Node) { d.boolean(v, p, &l.QueueQoS0) },
+		"max_topic_levels": intField(d, &l.MaxTopicLevels),
+		"max_connections":  intField(d, &l.MaxConnections),
+		"max_connections_per_ip": func(p string, v *yaml.Node) {
+			if n, ok := d.integer(v, p, 0, 1<<31-1); ok {
+				l.MaxConnectionsPerIP = int(n)
+			}
+		},
+		"connect_rate_per_ip": func(p string, v *yaml.Node) { d.rate(v, p, &l.ConnectRatePerIP) },
+		"max_subscriptions":   intField(d, &l.MaxSubscriptions),
+		"publish_rate":        func(p string, v *yaml.Node) { d.rate(v, p, &l.PublishRate) },
 		"connect_timeout":     func(p string, v *yaml.Node) { d.duration(v, p, 1, &l.ConnectTimeout) },
 		"server_keep_alive":   uint16Field(d, 0, &l.ServerKeepAlive),
 		"topic_alias_maximum": uint16Field(d, 1, &l.TopicAliasMaximum),

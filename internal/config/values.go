@@ -108,3 +108,14 @@ func (d *decoder) boolean(v *yaml.Node, path string, dst *bool) {
 	}
 	*dst = b
 }
+
+// rate is a non-negative number per second; 0 means unlimited.
+func (d *decoder) rate(v *yaml.Node, path string, dst *float64) {
+	var f float64
+	tag := v.ShortTag()
+	if v.Kind != yaml.ScalarNode || (tag != "!!int" && tag != "!!float") || v.Decode(&f) != nil || f < 0 || f != f {
+		d.errorf(v, "%s: must be a number per second >= 0 (0: unlimited), got %s", path, describe(v))
+		return
+	}
+	*dst = f
+}
