@@ -28,7 +28,7 @@ accept only certificates from a publicly trusted CA.`
 func runCert(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "dev" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
-			fmt.Fprintf(stdout, "Usage: roost cert dev [flags]\n\n%s\n", certHelp)
+			fmt.Fprintf(stderr, "Usage: roost cert dev [flags]\n\n%s\n", certHelp) // like flag's -h
 			return 0
 		}
 		fmt.Fprintf(stderr, "Usage: roost cert dev [flags]\n\n%s\n", certHelp)
