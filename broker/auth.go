@@ -99,9 +99,10 @@ type ClientInfo struct {
 // accepted them; the name reaches authentication and the logs.
 type ListenerNamer interface{ ListenerName() string }
 
-// CertIdentifier is implemented by connections whose listener maps the
-// client certificate to a username.
-type CertIdentifier interface{ CertIdentity() string }
+// CertIdentifier is implemented by connections whose listener maps a
+// verified client certificate to a username (its CN or a SAN); ok is false
+// when there is no such certificate.
+type CertIdentifier interface{ CertIdentity() (name string, ok bool) }
 
 // newClientInfo gathers what the connection can tell about itself.
 func newClientInfo(nc net.Conn, p *packet.Connect, id string) *ClientInfo {
@@ -115,7 +116,9 @@ func newClientInfo(nc net.Conn, p *packet.Connect, id string) *ClientInfo {
 		ci.TLS = &st
 	}
 	if ci2, ok := nc.(CertIdentifier); ok {
-		ci.CertIdentity = ci2.CertIdentity()
+		if name, ok := ci2.CertIdentity(); ok {
+			ci.CertIdentity = name
+		}
 	}
 	return ci
 }

@@ -13,7 +13,7 @@ import (
 // method A of [MQTT-4.3.3]: deliver on PUBLISH, remember the packet id until
 // PUBREL, and never deliver a repeat of a remembered id again.
 func (c *conn) handlePublish(p *packet.Publish) error {
-	c.srv.stats.msgsReceived[p.QoS].Add(1)
+	c.received[p.QoS]++
 	if c.pubRate.rate > 0 && !c.pubRate.allow(time.Now()) {
 		return protoErr(packet.MessageRateTooHigh, "", "more than %g publishes per second", c.pubRate.rate)
 	}
