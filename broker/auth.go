@@ -90,8 +90,9 @@ type ClientInfo struct {
 	Listener string
 	// TLS is the connection's TLS state, nil for plain connections.
 	TLS *tls.ConnectionState
-	// CertIdentity is the username a listener took from the client
-	// certificate (CN or SAN, as configured), "" if none.
+	// CertIdentity is the username a listener took from the verified
+	// client certificate (CN or SAN, as configured), "" if none. When set,
+	// Username is the same: the certificate wins over CONNECT.
 	CertIdentity string
 }
 
@@ -117,7 +118,10 @@ func newClientInfo(nc net.Conn, p *packet.Connect, id string) *ClientInfo {
 	}
 	if ci2, ok := nc.(CertIdentifier); ok {
 		if name, ok := ci2.CertIdentity(); ok {
+			// The listener was configured to take the username from
+			// the verified certificate: it replaces what CONNECT says.
 			ci.CertIdentity = name
+			ci.Username = name
 		}
 	}
 	return ci
