@@ -176,7 +176,7 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	present := s.attach(c, id, p.CleanStart, expiry, will, ack, info)
 	c.connected = true
 	s.stats.noteConnected()
-	c.log.Info("client connected", "protocol", c.version.String(), "clean_start", p.CleanStart,
+	c.log.Info("client connected", "username", info.Username, "protocol", c.version.String(), "clean_start", p.CleanStart,
 		"keep_alive", keepAlive, "session_present", present)
 	return nil
 }

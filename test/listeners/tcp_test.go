@@ -153,6 +153,8 @@ func TestTLSClientCert(t *testing.T) {
 				if !ok || id != "device-42" {
 					t.Errorf("CertIdentity() = %q, %v; want device-42", id, ok)
 				}
+				// The broker takes the certificate's name as the username.
+				s.waitLog(t, "client connected", "client_id=tls-trusted", "username=device-42")
 			} else {
 				<-peek
 			}
