@@ -1,0 +1,554 @@
+package client
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+func TestPubSubAllQoS(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
+		ctx := testCtx(t, 20*time.Second)
+		var in inbox
+		sub := newClient(t, tg.URL(), v, nil)
+		codes, err := sub.Subscribe(ctx, Subscription{Filter: "car/+/state", QoS: 2, Handler: in.handle})
+		if err != nil || len(codes) != 1 || codes[0] != 2 {
+			t.Fatalf("Subscribe = %v, %v; want [2]", codes, err)
+		}
+		pub := newClient(t, tg.URL(), v, nil)
+		for q := packet.QoS(0); q <= 2; q++ {
+			ack, err := pub.Publish(ctx, Message{Topic: "car/" + strconv.Itoa(int(q)) + "/state", QoS: q, Payload: []byte{'0' + byte(q)}})
+			if err != nil || ack.ReasonCode >= 0x80 {
+				t.Fatalf("Publish QoS %d = %+v, %v", q, ack, err)
+			}
+		}
+		got := in.waitN(t, 3, 5*time.Second)
+		for i, m := range got {
+			if m.Topic != "car/"+strconv.Itoa(i)+"/state" || m.QoS != packet.QoS(i) || string(m.Payload) != strconv.Itoa(i) || m.Retain {
+				t.Errorf("message %d = %q %q qos %d retain %v", i, m.Topic, m.Payload, m.QoS, m.Retain)
+			}
+		}
+		if _, err := sub.Unsubscribe(ctx, "car/+/state"); err != nil {
+			t.Fatalf("Unsubscribe: %v", err)
+		}
+		if _, err := pub.Publish(ctx, Message{Topic: "car/9/state", QoS: 1, Payload: []byte("late")}); err != nil {
+			t.Fatal(err)
+		}
+		// A round trip on another topic proves the late message would have
+		// arrived by now.
+		var probe inbox
+		if _, err := sub.Subscribe(ctx, Subscription{Filter: "probe", QoS: 1, Handler: probe.handle}); err != nil {
+			t.Fatal(err)
+		}
+		pub.Publish(ctx, Message{Topic: "probe", QoS: 1})
+		probe.waitN(t, 1, 5*time.Second)
+		if n := len(in.all()); n != 3 {
+			t.Errorf("got %d messages after Unsubscribe, want 3", n)
+		}
+	})
+}
+
+// Subscribe and Publish before the connection is up wait in the offline
+// queue and go out once connected (the seed's "subscribe only after
+// connecting, or it silently fails" does not apply).
+func TestSubscribeAndPublishBeforeConnect(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
+		ctx := testCtx(t, 20*time.Second)
+		var in inbox
+		c, err := New(Options{Servers: []string{tg.URL()}, Version: v, Reconnect: fastReconnect})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Disconnect(ctx)
+		subDone := make(chan error, 1)
+		go func() {
+			_, err := c.Subscribe(ctx, Subscription{Filter: "early/#", QoS: 1, Handler: in.handle})
+			subDone <- err
+		}()
+		eventually(t, 5*time.Second, func() error {
+			if c.Stats().Queued != 1 {
+				return errors.New("SUBSCRIBE not queued yet")
+			}
+			return nil
+		})
+		pubDone := make(chan error, 1)
+		go func() {
+			_, err := c.Publish(ctx, Message{Topic: "early/x", QoS: 1, Payload: []byte("hi")})
+			pubDone <- err
+		}()
+		eventually(t, 5*time.Second, func() error {
+			if c.Stats().Queued != 2 {
+				return errors.New("PUBLISH not queued yet")
+			}
+			return nil
+		})
+		c.Start()
+		if err := <-subDone; err != nil {
+			t.Fatalf("Subscribe: %v", err)
+		}
+		if err := <-pubDone; err != nil {
+			t.Fatalf("Publish: %v", err)
+		}
+		got := in.waitN(t, 1, 5*time.Second)
+		if got[0].Topic != "early/x" || string(got[0].Payload) != "hi" {
+			t.Errorf("got %q %q", got[0].Topic, got[0].Payload)
+		}
+	})
+}
+
+// The broker restarts: the client reconnects, the server resumes the
+// session (Session Present), and messages published while the subscriber
+// was offline arrive; a publish made while the broker was down waits in
+// the offline queue and completes after the restart.
+func TestReconnectResumesSession(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
+		ctx := testCtx(t, 30*time.Second)
+		var in inbox
+		var mu sync.Mutex
+		var events []Status
+		sub := newClient(t, tg.URL(), v, func(o *Options) {
+			o.KeepSession = true
+			// Slow enough that the publisher below gets in first.
+			o.Reconnect = Backoff{Min: 700 * time.Millisecond, Max: time.Second, Jitter: -1}
+			o.OnStatus = func(s Status) { mu.Lock(); events = append(events, s); mu.Unlock() }
+		})
+		if _, err := sub.Subscribe(ctx, Subscription{Filter: "resume/#", QoS: 1, Handler: in.handle}); err != nil {
+			t.Fatal(err)
+		}
+		pub := newClient(t, tg.URL(), v, nil)
+
+		tg.Down(t)
+		eventually(t, 5*time.Second, func() error {
+			if pub.Connected() || sub.Connected() {
+				return errors.New("still connected")
+			}
+			return nil
+		})
+		offline := make(chan error, 1)
+		go func() {
+			_, err := pub.Publish(ctx, Message{Topic: "resume/offline", QoS: 1, Payload: []byte("queued in client")})
+			offline <- err
+		}()
+		tg.Up(t)
+		if err := pub.AwaitConnection(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-offline; err != nil {
+			t.Fatalf("offline Publish: %v", err)
+		}
+		for i := range 5 {
+			if _, err := pub.Publish(ctx, Message{Topic: "resume/" + strconv.Itoa(i), QoS: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				mu.Lock()
+				t.Logf("events %v", events)
+				mu.Unlock()
+			}
+		})
+		got := in.waitN(t, 6, 10*time.Second)
+		topics := []string{}
+		for _, m := range got {
+			topics = append(topics, m.Topic)
+		}
+		if want := "resume/offline resume/0 resume/1 resume/2 resume/3 resume/4"; strings.Join(topics, " ") != want {
+			t.Errorf("topics %v, want %s", topics, want)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		var lost, resumed bool
+		for _, s := range events {
+			lost = lost || s.Event == ConnectionLost
+			if s.Event == Connected && lost {
+				resumed = s.SessionPresent
+			}
+		}
+		if !lost || !resumed {
+			t.Errorf("events %v: want connection lost, then connected with session present", events)
+		}
+	})
+}
+
+// The broker's connections are cut while many QoS 2 flows are in progress,
+// several times. Every Publish returns only after its real PUBCOMP, and the
+// persistent subscriber gets every message, exactly once where the broker
+// keeps its state (Roost: the network is cut, the broker stays up).
+var kills = 3
+
+func TestKillDuringQoS2(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
+		ctx := testCtx(t, 60*time.Second)
+		var in inbox
+		sub := newClient(t, tg.URL(), v, func(o *Options) {
+			o.KeepSession = true
+			o.ClientID = "qos2-sub"
+			if testing.Verbose() {
+				o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			}
+		})
+		if _, err := sub.Subscribe(ctx, Subscription{Filter: "q2/#", QoS: 2, Handler: in.handle}); err != nil {
+			t.Fatal(err)
+		}
+		pub := newClient(t, tg.URL(), v, func(o *Options) { o.KeepSession = true; o.ClientID = "qos2-pub" })
+		const n = 300
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		var completed atomic.Int32
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ack, err := pub.Publish(ctx, Message{Topic: "q2/" + strconv.Itoa(i), QoS: 2, Payload: []byte(strconv.Itoa(i))})
+				if err != nil {
+					errs <- fmt.Errorf("publish %d: %v (%+v)", i, err, ack)
+				}
+				completed.Add(1)
+			}()
+		}
+		for range kills {
+			eventually(t, 20*time.Second, func() error {
+				if pub.Connected() && sub.Connected() {
+					return nil
+				}
+				return errors.New("reconnecting")
+			})
+			time.Sleep(30 * time.Millisecond) // let flows get under way
+			tg.Kill(t)
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		eventually(t, 20*time.Second, func() error {
+			seen := map[string]int{}
+			for _, m := range in.all() {
+				seen[m.Topic]++
+			}
+			if len(seen) < n {
+				return fmt.Errorf("%d of %d distinct messages", len(seen), n)
+			}
+			return nil
+		})
+		seen := map[string]int{}
+		for _, m := range in.all() {
+			if seen[m.Topic]++; seen[m.Topic] > 1 {
+				t.Errorf("%s delivered twice", m.Topic)
+			}
+		}
+	})
+}
+
+// The broker process dies (mosquitto: SIGKILL) in the middle of QoS 2
+// flows and comes back with whatever state it had saved. The client
+// reconnects and every Publish completes on a real PUBCOMP (or fails with
+// the server's reason code); none hangs, none completes on the reconnect.
+func TestCrashDuringQoS2(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
+		ctx := testCtx(t, 60*time.Second)
+		pub := newClient(t, tg.URL(), v, func(o *Options) { o.KeepSession = true })
+		const n = 200
+		var wg sync.WaitGroup
+		var failed atomic.Int32
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := pub.Publish(ctx, Message{Topic: "crash/" + strconv.Itoa(i), QoS: 2})
+				var re *ReasonError
+				if err != nil && !errors.As(err, &re) {
+					t.Errorf("publish %d: %v", i, err)
+				}
+				if err != nil {
+					failed.Add(1)
+				}
+			}()
+		}
+		time.Sleep(20 * time.Millisecond)
+		tg.Crash(t)
+		wg.Wait()
+		if ctx.Err() != nil {
+			t.Fatal("publishes hung")
+		}
+		t.Logf("%d of %d publishes failed with a reason code", failed.Load(), n)
+		if err := pub.AwaitConnection(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st := pub.Stats(); st.Inflight != 0 || st.Queued != 0 {
+			t.Errorf("stats after all publishes returned: %+v", st)
+		}
+	})
+}
+
+// A handler that blocks stops neither the keep alive, nor acknowledgements
+// of the client's own publishes, nor Disconnect; the messages behind it are
+// delivered in order once it returns.
+func TestBlockingHandler(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
+		ctx := testCtx(t, 30*time.Second)
+		release := make(chan struct{})
+		var in inbox
+		var lost atomic.Bool
+		c := newClient(t, tg.URL(), v, func(o *Options) {
+			o.KeepAlive = time.Second
+			o.PingTimeout = 500 * time.Millisecond
+			o.OnConnectionDown = func(*Client, error) { lost.Store(true) }
+		})
+		h := func(m *Message) {
+			if string(m.Payload) == "0" {
+				<-release
+			}
+			in.handle(m)
+		}
+		if _, err := c.Subscribe(ctx, Subscription{Filter: "block", QoS: 1, Handler: h}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 20 {
+			// The client's own publishes complete although its handler is stuck.
+			if _, err := c.Publish(ctx, Message{Topic: "block", QoS: 1, Payload: []byte(strconv.Itoa(i))}); err != nil {
+				t.Fatalf("publish %d while handler blocked: %v", i, err)
+			}
+		}
+		time.Sleep(2500 * time.Millisecond) // > 2 keep alive periods with the handler stuck
+		if lost.Load() || !c.Connected() {
+			t.Fatal("connection lost while a handler blocked")
+		}
+		close(release)
+		got := in.waitN(t, 20, 10*time.Second)
+		for i, m := range got {
+			if string(m.Payload) != strconv.Itoa(i) {
+				t.Fatalf("message %d has payload %q: out of order", i, m.Payload)
+			}
+		}
+	})
+}
+
+// Thousands of messages arrive in the order they were published, for each
+// QoS, with Publish called from one goroutine without waiting.
+func TestThousandsInOrder(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
+		ctx := testCtx(t, 60*time.Second)
+		const n = 3000
+		var in inbox
+		sub := newClient(t, tg.URL(), v, nil)
+		if _, err := sub.Subscribe(ctx, Subscription{Filter: "order/#", QoS: 2, Handler: in.handle}); err != nil {
+			t.Fatal(err)
+		}
+		pub := newClient(t, tg.URL(), v, func(o *Options) { o.OfflineQueue = n })
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var errs []error
+		for i := range n {
+			q := packet.QoS(1)
+			wg.Add(1)
+			ready := make(chan struct{})
+			go func() {
+				defer wg.Done()
+				close(ready)
+				if _, err := pub.Publish(ctx, Message{Topic: "order/x", QoS: q, Payload: []byte(strconv.Itoa(i))}); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			}()
+			<-ready
+			// Publish queues in call order; wait until this one is queued
+			// or sent before issuing the next.
+			eventually(t, 5*time.Second, func() error {
+				pub.mu.Lock()
+				defer pub.mu.Unlock()
+				if pub.sess.nextSeq < uint64(i+1) {
+					return errors.New("not queued")
+				}
+				return nil
+			})
+		}
+		wg.Wait()
+		if len(errs) > 0 {
+			t.Fatalf("%d publishes failed, first: %v", len(errs), errs[0])
+		}
+		got := in.waitN(t, n, 30*time.Second)
+		for i, m := range got[:n] {
+			if string(m.Payload) != strconv.Itoa(i) {
+				t.Fatalf("message %d has payload %q", i, m.Payload)
+			}
+		}
+	})
+}
+
+func TestPropertiesRoundTrip(t *testing.T) {
+	for _, tg := range []target{startRoost(t, broker.Options{}), startMosquitto(t, "")} {
+		t.Run(fmt.Sprintf("%T", tg), func(t *testing.T) {
+			ctx := testCtx(t, 20*time.Second)
+			var in inbox
+			sub := newClient(t, tg.URL(), packet.V5, nil)
+			if _, err := sub.Subscribe(ctx, Subscription{Filter: "props", QoS: 1, Handler: in.handle}); err != nil {
+				t.Fatal(err)
+			}
+			pub := newClient(t, tg.URL(), packet.V5, nil)
+			m := Message{Topic: "props", QoS: 1, Payload: []byte(`{"speed":3}`)}
+			p := &m.Properties
+			p.Set(packet.PropContentType)
+			p.ContentType = "application/json"
+			p.Set(packet.PropPayloadFormat)
+			p.PayloadFormat = 1
+			p.Set(packet.PropResponseTopic)
+			p.ResponseTopic = "car/1/reply"
+			p.Set(packet.PropCorrelationData)
+			p.CorrelationData = []byte{1, 2, 3}
+			p.Set(packet.PropMessageExpiry)
+			p.MessageExpiry = 3600
+			p.User = []packet.UserProperty{{Key: "a", Value: "1"}, {Key: "a", Value: "2"}, {Key: "b"}}
+			if _, err := pub.Publish(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			g := in.waitN(t, 1, 5*time.Second)[0].Properties
+			if g.ContentType != p.ContentType || g.PayloadFormat != 1 || g.ResponseTopic != p.ResponseTopic ||
+				!bytes.Equal(g.CorrelationData, p.CorrelationData) || g.MessageExpiry == 0 || g.MessageExpiry > 3600 ||
+				fmt.Sprint(g.User) != fmt.Sprint(p.User) {
+				t.Errorf("properties came back as %+v", g)
+			}
+		})
+	}
+}
+
+func TestRequestResponse(t *testing.T) {
+	for _, tg := range []target{startRoost(t, broker.Options{}), startMosquitto(t, "")} {
+		t.Run(fmt.Sprintf("%T", tg), func(t *testing.T) {
+			ctx := testCtx(t, 20*time.Second)
+			server := newClient(t, tg.URL(), packet.V5, nil)
+			_, err := server.Subscribe(ctx, Subscription{Filter: "svc/echo", QoS: 1, Handler: func(m *Message) {
+				server.Respond(ctx, m, Message{QoS: 1, Payload: append([]byte("echo:"), m.Payload...)})
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := newClient(t, tg.URL(), packet.V5, nil)
+			var wg sync.WaitGroup
+			for i := range 10 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resp, err := c.Request(ctx, Message{Topic: "svc/echo", QoS: 1, Payload: []byte(strconv.Itoa(i))})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if want := "echo:" + strconv.Itoa(i); string(resp.Payload) != want {
+						t.Errorf("response %q, want %q", resp.Payload, want)
+					}
+				}()
+			}
+			wg.Wait()
+		})
+	}
+}
+
+// After Disconnect and Done, no goroutine of the client is left.
+func TestNoGoroutineLeak(t *testing.T) {
+	tg := startRoost(t, broker.Options{})
+	ctx := testCtx(t, 20*time.Second)
+	before := runtime.NumGoroutine()
+	for range 5 {
+		c, err := New(Options{Servers: []string{tg.URL()}, KeepAlive: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Connect(ctx); err != nil {
+			t.Fatal(err)
+		}
+		block := make(chan struct{})
+		c.Subscribe(ctx, Subscription{Filter: "leak", QoS: 1, Handler: func(*Message) { <-block }})
+		c.Publish(ctx, Message{Topic: "leak", QoS: 1})
+		c.Publish(ctx, Message{Topic: "leak", QoS: 0})
+		if err := c.Disconnect(ctx); err != nil {
+			t.Fatal(err)
+		}
+		close(block)
+		select {
+		case <-c.Done():
+		case <-ctx.Done():
+			t.Fatal("Done not closed")
+		}
+		if _, err := c.Publish(ctx, Message{Topic: "x"}); !errors.Is(err, ErrClosed) {
+			t.Errorf("Publish after Disconnect = %v, want ErrClosed", err)
+		}
+	}
+	// A client that never connected, and one whose Connect failed.
+	c, _ := New(Options{Servers: []string{tg.URL()}})
+	c.Disconnect(ctx)
+	c, _ = New(Options{Servers: []string{"mqtt://127.0.0.1:1"}})
+	if err := c.Connect(ctx); err == nil {
+		t.Error("Connect to a closed port succeeded")
+	}
+	<-c.Done()
+	eventually(t, 5*time.Second, func() error {
+		if n := runtime.NumGoroutine(); n > before {
+			buf := make([]byte, 1<<16)
+			return fmt.Errorf("%d goroutines, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+		}
+		return nil
+	})
+}
+
+// A handler may call Disconnect.
+func TestDisconnectFromHandler(t *testing.T) {
+	tg := startRoost(t, broker.Options{})
+	ctx := testCtx(t, 10*time.Second)
+	c := newClient(t, tg.URL(), packet.V5, nil)
+	done := make(chan error, 1)
+	c.Subscribe(ctx, Subscription{Filter: "stop", QoS: 1, Handler: func(*Message) { done <- c.Disconnect(ctx) }})
+	c.Publish(ctx, Message{Topic: "stop", QoS: 1})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	<-c.Done()
+}
+
+func TestStatusEvents(t *testing.T) {
+	tg := startRoost(t, broker.Options{})
+	ctx := testCtx(t, 10*time.Second)
+	var mu sync.Mutex
+	var evs []string
+	events := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(evs, ",")
+	}
+	c := newClient(t, tg.URL(), packet.V5, func(o *Options) {
+		o.OnStatus = func(s Status) { mu.Lock(); evs = append(evs, s.Event.String()); mu.Unlock() }
+	})
+	eventually(t, 5*time.Second, func() error {
+		if events() != "connecting,connected" {
+			return errors.New(events())
+		}
+		return nil
+	})
+	tg.Kill(t)
+	eventually(t, 5*time.Second, func() error {
+		if !strings.HasSuffix(events(), "connection lost,connecting,connected") {
+			return errors.New(events())
+		}
+		return nil
+	})
+	c.Disconnect(ctx)
+	<-c.Done()
+	if got, want := events(), "connecting,connected,connection lost,connecting,connected,disconnected"; got != want {
+		t.Errorf("events %s\nwant   %s", got, want)
+	}
+}
+

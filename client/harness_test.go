@@ -1,0 +1,376 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
+	"github.com/roost-mqtt/roost/store"
+)
+
+// target is a broker the scenario tests run against, behind a TCP proxy
+// that can cut every connection at once.
+type target interface {
+	URL() string
+	// Down stops the broker cleanly, keeping its sessions; Up starts it
+	// again on the same address.
+	Down(t *testing.T)
+	Up(t *testing.T)
+	// Kill cuts every client connection abruptly (RST, no DISCONNECT), as
+	// a network failure does; the broker and its state stay.
+	Kill(t *testing.T)
+	// Crash ends the broker abruptly and starts it again: mosquitto gets
+	// SIGKILL (it keeps what it had saved), Roost is cut off and restarted
+	// with its store.
+	Crash(t *testing.T)
+}
+
+// forTargets runs fn against Roost and mosquitto, for MQTT 5 and 3.1.1.
+func forTargets(t *testing.T, fn func(t *testing.T, tg target, v packet.Version)) {
+	for _, name := range []string{"roost", "mosquitto"} {
+		for _, v := range []packet.Version{packet.V5, packet.V311} {
+			t.Run(fmt.Sprintf("%s/%v", name, v), func(t *testing.T) {
+				var tg target
+				if name == "roost" {
+					tg = startRoost(t, broker.Options{})
+				} else {
+					tg = startMosquitto(t, "")
+				}
+				fn(t, tg, v)
+			})
+		}
+	}
+}
+
+// proxy forwards connections to a backend address and can cut them all.
+type proxy struct {
+	ln    net.Listener
+	addr  string
+	mu    sync.Mutex
+	back  string // "" while the backend is down: connections are refused
+	conns map[net.Conn]struct{}
+}
+
+func newProxy(t *testing.T) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, addr: ln.Addr().String(), conns: map[net.Conn]struct{}{}}
+	go p.accept()
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	return p
+}
+
+func (p *proxy) setBack(addr string) {
+	p.mu.Lock()
+	p.back = addr
+	p.mu.Unlock()
+}
+
+func (p *proxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		back := p.back
+		p.mu.Unlock()
+		if back == "" {
+			c.Close()
+			continue
+		}
+		b, err := net.Dial("tcp", back)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns[c], p.conns[b] = struct{}{}, struct{}{}
+		p.mu.Unlock()
+		go p.pipe(c, b)
+		go p.pipe(b, c)
+	}
+}
+
+func (p *proxy) pipe(dst, src net.Conn) {
+	io.Copy(dst, src)
+	dst.Close()
+	src.Close()
+	p.mu.Lock()
+	delete(p.conns, dst)
+	delete(p.conns, src)
+	p.mu.Unlock()
+}
+
+// cut resets every proxied connection at once.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0) // RST, like a crash
+		}
+		c.Close()
+		delete(p.conns, c)
+	}
+}
+
+// roostTarget is an in-process Roost whose sessions survive restarts in a
+// store.Memory.
+type roostTarget struct {
+	*proxy
+	opts broker.Options
+	srv  *broker.Server
+}
+
+func startRoost(t *testing.T, opts broker.Options) *roostTarget {
+	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	opts.SysInterval = -1
+	opts.Store = store.NewMemory()
+	r := &roostTarget{proxy: newProxy(t), opts: opts}
+	r.Up(t)
+	t.Cleanup(func() { r.Down(t) })
+	return r
+}
+
+func (r *roostTarget) URL() string { return "mqtt://" + r.addr }
+
+func (r *roostTarget) Up(t *testing.T) {
+	srv, err := broker.New(r.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	r.srv = srv
+	r.setBack(ln.Addr().String())
+}
+
+func (r *roostTarget) Down(t *testing.T) {
+	r.setBack("")
+	if r.srv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.srv.Shutdown(ctx); err != nil {
+		t.Errorf("broker Shutdown: %v", err)
+	}
+	r.srv = nil
+	r.cut()
+}
+
+func (r *roostTarget) Kill(t *testing.T) { r.cut() }
+
+func (r *roostTarget) Crash(t *testing.T) {
+	r.setBack("")
+	r.cut()
+	r.Down(t)
+	r.Up(t)
+}
+
+// mosqTarget is a real mosquitto with persistence in a temp dir.
+type mosqTarget struct {
+	*proxy
+	conf string
+	back string
+	cmd  *exec.Cmd
+	log  syncWriter
+	done chan struct{}
+}
+
+// requireMosquitto fails (never skips) when mosquitto is missing.
+func requireMosquitto(t *testing.T, bin string) string {
+	t.Helper()
+	for _, p := range []string{bin, "/usr/sbin/" + bin} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	t.Fatalf("%s not found: run ./scripts/test.sh, which installs mosquitto and mosquitto-clients", bin)
+	return ""
+}
+
+// startMosquitto starts mosquitto on a free port; extra is appended to the
+// config file.
+func startMosquitto(t *testing.T, extra string) *mosqTarget {
+	t.Helper()
+	requireMosquitto(t, "mosquitto")
+	dir := t.TempDir()
+	port := freePort(t)
+	m := &mosqTarget{proxy: newProxy(t), conf: filepath.Join(dir, "mosquitto.conf"), back: fmt.Sprintf("127.0.0.1:%d", port)}
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\n"+
+		"user root\nautosave_interval 1\nautosave_on_changes true\nmax_queued_messages 100000\nlog_dest stderr\n%s\n", port, dir, extra)
+	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m.Up(t)
+	t.Cleanup(func() { m.stop(syscall.SIGTERM) })
+	return m
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func (m *mosqTarget) URL() string { return "mqtt://" + m.addr }
+
+func (m *mosqTarget) Up(t *testing.T) {
+	t.Helper()
+	m.cmd = exec.Command(requireMosquitto(t, "mosquitto"), "-c", m.conf)
+	m.cmd.Stderr = &m.log
+	if err := m.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	m.done = make(chan struct{})
+	go func() { m.cmd.Wait(); close(m.done) }()
+	eventually(t, 10*time.Second, func() error {
+		c, err := net.Dial("tcp", m.back)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+	m.setBack(m.back)
+}
+
+func (m *mosqTarget) stop(sig syscall.Signal) {
+	if m.cmd == nil {
+		return
+	}
+	m.cmd.Process.Signal(sig)
+	select {
+	case <-m.done:
+	case <-time.After(5 * time.Second):
+		m.cmd.Process.Kill()
+		<-m.done
+	}
+	m.cmd = nil
+}
+
+func (m *mosqTarget) Down(t *testing.T)  { m.setBack(""); m.stop(syscall.SIGTERM) }
+func (m *mosqTarget) Kill(t *testing.T)  { m.cut() }
+func (m *mosqTarget) Crash(t *testing.T) { m.setBack(""); m.stop(syscall.SIGKILL); m.Up(t) }
+
+// syncWriter is a log buffer written by a process and read by the test.
+type syncWriter struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// eventually retries fn until it returns nil or d passes.
+func eventually(t testing.TB, d time.Duration, fn func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := fn()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not true after %v: %v", d, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// testCtx is a context bounded for one test.
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// fastReconnect is a Backoff for tests.
+var fastReconnect = Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}
+
+// newClient creates and connects a client, disconnected at cleanup.
+func newClient(t *testing.T, url string, v packet.Version, mod func(*Options)) *Client {
+	t.Helper()
+	o := Options{Servers: []string{url}, Version: v, Reconnect: fastReconnect, ConnectTimeout: 5 * time.Second}
+	if mod != nil {
+		mod(&o)
+	}
+	c, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Connect(testCtx(t, 10*time.Second)); err != nil {
+		t.Fatalf("Connect: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c.Disconnect(ctx)
+	})
+	return c
+}
+
+// inbox collects received messages.
+type inbox struct {
+	mu   sync.Mutex
+	msgs []*Message
+}
+
+func (in *inbox) handle(m *Message) {
+	in.mu.Lock()
+	in.msgs = append(in.msgs, m)
+	in.mu.Unlock()
+}
+
+func (in *inbox) all() []*Message {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return append([]*Message(nil), in.msgs...)
+}
+
+func (in *inbox) waitN(t *testing.T, n int, d time.Duration) []*Message {
+	t.Helper()
+	eventually(t, d, func() error {
+		if got := len(in.all()); got < n {
+			return fmt.Errorf("%d of %d messages", got, n)
+		}
+		return nil
+	})
+	return in.all()
+}
+
+var errStop = errors.New("stop")
