@@ -1,0 +1,115 @@
+package auth
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/roost-mqtt/roost/broker"
+)
+
+// Username is the name the rules see for c: its certificate identity when
+// certAsUser is set and the listener supplied one, else the CONNECT
+// username. "" means anonymous.
+func Username(c *broker.ClientInfo, certAsUser bool) string {
+	if certAsUser && c.CertIdentity != "" {
+		return c.CertIdentity
+	}
+	return c.Username
+}
+
+// Authenticator is Roost's broker.Authenticator: anonymous access per
+// listener, a password file and an HTTP hook, each optional.
+//
+// A client is judged by the first of these that applies:
+//
+//  1. It has a certificate identity and CertIdentityAsUsername is set:
+//     accepted (its listener verified the certificate), subject to Hook.
+//  2. It sent no username (or an empty one): accepted if anonymous
+//     access is on for its listener, else refused as not authorized.
+//  3. Its username is in Passwords: accepted if the password matches,
+//     else refused with bad credentials. Hook is not asked.
+//  4. Hook is set: Hook decides.
+//  5. Passwords is set: refused with bad credentials (unknown user).
+//  6. Nothing can check the password: treated as anonymous (rule 2) —
+//     the username is unverified, as in mosquitto without a password file.
+type Authenticator struct {
+	// AllowAnonymous is the default for listeners not in Listeners.
+	AllowAnonymous bool
+	// Listeners overrides AllowAnonymous per listener name
+	// (broker.ClientInfo.Listener).
+	Listeners map[string]bool
+	// Passwords, if set, is checked for clients with a username.
+	Passwords *PasswordFile
+	// Hook, if set, decides for usernames Passwords does not have and
+	// for certificate identities.
+	Hook broker.Authenticator
+	// CertIdentityAsUsername accepts a client certificate's identity as
+	// the username (see Username).
+	CertIdentityAsUsername bool
+}
+
+// Anonymous reports whether clients without a username may connect
+// through the named listener.
+func (a *Authenticator) Anonymous(listener string) bool {
+	if v, ok := a.Listeners[listener]; ok {
+		return v
+	}
+	return a.AllowAnonymous
+}
+
+// Authenticate implements broker.Authenticator.
+func (a *Authenticator) Authenticate(ctx context.Context, c *broker.ClientInfo) error {
+	if a.CertIdentityAsUsername && c.CertIdentity != "" {
+		if a.Hook != nil {
+			return a.Hook.Authenticate(ctx, c)
+		}
+		return nil
+	}
+	if c.Username == "" {
+		return a.anonymous(c)
+	}
+	if a.Passwords != nil && a.Passwords.Has(c.Username) {
+		return a.Passwords.Check(c.Username, c.Password)
+	}
+	switch {
+	case a.Hook != nil:
+		return a.Hook.Authenticate(ctx, c)
+	case a.Passwords != nil:
+		return a.Passwords.Check(c.Username, c.Password) // unknown: same cost, same answer
+	}
+	return a.anonymous(c)
+}
+
+// errAnonymous is logged by the broker as the reason for refusing a client
+// (it maps to "not authorized").
+var errAnonymous = fmt.Errorf("%w: anonymous access is off for this listener", broker.ErrNotAuthorized)
+
+func (a *Authenticator) anonymous(c *broker.ClientInfo) error {
+	if a.Anonymous(c.Listener) {
+		return nil
+	}
+	return errAnonymous
+}
+
+// All is a broker.Authorizer that allows what every one of authorizers
+// allows (nil entries are skipped): an ACL file and an HTTP hook together
+// must both agree. With none it allows everything.
+func All(authorizers ...broker.Authorizer) broker.Authorizer {
+	var as []broker.Authorizer
+	for _, a := range authorizers {
+		if a != nil {
+			as = append(as, a)
+		}
+	}
+	if len(as) == 1 {
+		return as[0]
+	}
+	return broker.AuthorizerFunc(func(ctx context.Context, c *broker.ClientInfo, act broker.Action, topic string) bool {
+		for _, a := range as {
+			if !a.Allow(ctx, c, act, topic) {
+				return false
+			}
+		}
+		return true
+	})
+}

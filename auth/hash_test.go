@@ -1,0 +1,129 @@
+package auth
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/roost-mqtt/roost/broker"
+)
+
+// Entries written by mosquitto_passwd 2.0.11 (Debian 12): alice/secret with
+// the default $7$ (PBKDF2-SHA512, 101 iterations), bob/hunter2 with -H sha512.
+const mosquittoFile = `alice:$7$101$RT8VwqIh1fzneYCc$brMQLUnlK5l9C2RxMjm0zifGgvH/67Qc7dJtai2hmKg62n51VK5IbkbNU8DU7MZJE4bCyYRKH+JVqrQtIzmrhA==
+bob:$6$WNcCU5WK0Al+//UG$kLRUkk2jsGFOt51sWv2MoZ1KlW7VDaGhgkxBwVYTeVv5h4bkcbL+KugXmhfmqdq1A2bYZVhAPrQVIePfHv1IPw==
+`
+
+func TestMosquittoEntries(t *testing.T) {
+	p, err := ParsePasswords("passwd", []byte(mosquittoFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		user, pw string
+		ok       bool
+	}{
+		{"alice", "secret", true}, {"alice", "Secret", false}, {"alice", "", false},
+		{"bob", "hunter2", true}, {"bob", "secret", false},
+		{"carol", "secret", false},
+	} {
+		err := p.Check(tc.user, []byte(tc.pw))
+		if (err == nil) != tc.ok || err != nil && !errors.Is(err, broker.ErrBadCredentials) {
+			t.Errorf("Check(%s, %q) = %v, want ok=%v", tc.user, tc.pw, err, tc.ok)
+		}
+	}
+}
+
+func TestHashRoundTrip(t *testing.T) {
+	for _, s := range []Scheme{Argon2id, Bcrypt, SHA512PBKDF2} {
+		h, err := Hash(s, []byte("pässword"))
+		if err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		p, err := parseHash(h)
+		if err != nil {
+			t.Fatalf("%s: parse %q: %v", s, h, err)
+		}
+		if !p.verify([]byte("pässword")) || p.verify([]byte("password")) {
+			t.Errorf("%s: verify wrong for %q", s, h)
+		}
+		h2, _ := Hash(s, []byte("pässword"))
+		if h == h2 {
+			t.Errorf("%s: two hashes of one password are equal: not salted", s)
+		}
+	}
+	if _, err := Hash(SHA512, []byte("x")); err == nil {
+		t.Error("Hash(SHA512) succeeded; it must not write the fast hash")
+	}
+}
+
+func TestParsePasswordsErrors(t *testing.T) {
+	for _, tc := range []struct{ file, want string }{
+		{"alice\n", "f:1: want USER:HASH"},
+		{"# c\n\nalice:plain\n", "f:3: user \"alice\": unrecognised password hash"},
+		{"a:$7$x$AAAA$BBBB\n", "iterations"},
+		{"a:$6$AAAAAAAAAAAAAAAA$QUJD\n", "64 bytes"},
+		{"a:$argon2id$v=19$m=1,t=1,p=1$AAAA$BBBB\n", "parameters"},
+		{mosquittoFile + "alice:$6$WNcCU5WK0Al+//UG$kLRUkk2jsGFOt51sWv2MoZ1KlW7VDaGhgkxBwVYTeVv5h4bkcbL+KugXmhfmqdq1A2bYZVhAPrQVIePfHv1IPw==\n", "f:3: user \"alice\" appears twice"},
+	} {
+		_, err := ParsePasswords("f", []byte(tc.file))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err %v, want %q", tc.file, err, tc.want)
+		}
+	}
+}
+
+func TestSetDeleteUser(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "passwd")
+	if err := SetUser(path, "alice", "x", false); err == nil {
+		t.Fatal("SetUser without create on a missing file succeeded")
+	}
+	hash := func(pw string) string {
+		h, err := Hash(SHA512PBKDF2, []byte(pw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(SetUser(path, "alice", hash("a1"), true))
+	must(os.WriteFile(path, append([]byte("# keep me\n"), must2(os.ReadFile(path))...), 0o600))
+	must(SetUser(path, "bob", hash("b1"), false))
+	must(SetUser(path, "alice", hash("a2"), false))
+	p, err := LoadPasswordFile(path)
+	must(err)
+	if p.Check("alice", []byte("a2")) != nil || p.Check("bob", []byte("b1")) != nil || p.Check("alice", []byte("a1")) == nil {
+		t.Error("after set, set, change: wrong passwords")
+	}
+	must(DeleteUser(path, "alice"))
+	if err := DeleteUser(path, "alice"); !errors.Is(err, ErrNoUser) {
+		t.Errorf("deleting twice: %v, want ErrNoUser", err)
+	}
+	data, _ := os.ReadFile(path)
+	if !strings.HasPrefix(string(data), "# keep me\nbob:$7$") || strings.Count(string(data), "\n") != 2 {
+		t.Errorf("file after edits:\n%s", data)
+	}
+	fi, _ := os.Stat(path)
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
+	}
+	for _, bad := range []string{"", "a:b", "a\nb", " a"} {
+		if SetUser(path, bad, "x", false) == nil {
+			t.Errorf("SetUser accepted username %q", bad)
+		}
+	}
+}
+
+func must2[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

@@ -1,0 +1,133 @@
+package auth
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync/atomic"
+
+	"github.com/roost-mqtt/roost/broker"
+)
+
+// PasswordFile holds the users of a password file: one "user:hash" line
+// each, blank lines and lines starting with # ignored, the format of
+// mosquitto_passwd. It is safe for concurrent use; Reload replaces the
+// users at once, so a check sees either the old file or the new one.
+type PasswordFile struct {
+	path  string
+	users atomic.Pointer[map[string]*hash]
+}
+
+// LoadPasswordFile reads the password file at path. An error names the
+// file and line of the first problem.
+func LoadPasswordFile(path string) (*PasswordFile, error) {
+	p := &PasswordFile{path: path}
+	return p, p.Reload()
+}
+
+// ParsePasswords parses a password file's contents; name prefixes errors.
+func ParsePasswords(name string, data []byte) (*PasswordFile, error) {
+	users, err := parsePasswords(name, data)
+	if err != nil {
+		return nil, err
+	}
+	p := &PasswordFile{path: name}
+	p.users.Store(&users)
+	return p, nil
+}
+
+// Path is the file the users come from.
+func (p *PasswordFile) Path() string { return p.path }
+
+// Reload rereads the file. On error the users loaded before stay in force.
+func (p *PasswordFile) Reload() error {
+	data, err := os.ReadFile(p.path)
+	if err != nil {
+		return fmt.Errorf("password file: %w", err)
+	}
+	users, err := parsePasswords(p.path, data)
+	if err != nil {
+		return err
+	}
+	p.users.Store(&users)
+	return nil
+}
+
+// Len is the number of users.
+func (p *PasswordFile) Len() int { return len(*p.users.Load()) }
+
+// Has reports whether the file has an entry for user.
+func (p *PasswordFile) Has(user string) bool {
+	_, ok := (*p.users.Load())[user]
+	return ok
+}
+
+// Check returns nil if user is in the file and password matches its hash,
+// and broker.ErrBadCredentials otherwise. Unknown users cost as much time
+// as known ones, so timing does not tell which names exist.
+func (p *PasswordFile) Check(user string, password []byte) error {
+	h, ok := (*p.users.Load())[user]
+	verifySlots.acquire()
+	defer verifySlots.release()
+	if !ok {
+		decoy.verify(password)
+		return broker.ErrBadCredentials
+	}
+	if !h.verify(password) {
+		return broker.ErrBadCredentials
+	}
+	return nil
+}
+
+// decoy is verified for unknown users.
+var decoy = func() *hash {
+	s, _ := Hash(Argon2id, []byte("decoy"))
+	h, _ := parseHash(s)
+	return h
+}()
+
+// verifySlots bounds the slow hashes computed at once: Argon2id takes
+// 19 MiB each, and a connection storm must not take the broker's memory
+// or every CPU with it. Waiting CONNECTs queue here.
+var verifySlots = newSemaphore(max(2, runtime.GOMAXPROCS(0)))
+
+type semaphore chan struct{}
+
+func newSemaphore(n int) semaphore { return make(semaphore, n) }
+func (s semaphore) acquire()       { s <- struct{}{} }
+func (s semaphore) release()       { <-s }
+
+// parsePasswords reads "user:hash" lines. Unlike mosquitto, which drops a
+// bad entry with a log line and keeps the rest, any bad line fails the
+// whole file, so that a reload never half-applies.
+func parsePasswords(name string, data []byte) (map[string]*hash, error) {
+	users := make(map[string]*hash)
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		user, pw, ok := strings.Cut(line, ":")
+		user, pw = strings.TrimSpace(user), strings.TrimSpace(pw)
+		if !ok || user == "" {
+			return nil, fmt.Errorf("%s:%d: want USER:HASH", name, n)
+		}
+		if _, dup := users[user]; dup {
+			return nil, fmt.Errorf("%s:%d: user %q appears twice", name, n, user)
+		}
+		h, err := parseHash(pw)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: user %q: %w", name, n, user, err)
+		}
+		users[user] = h
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return users, nil
+}
