@@ -291,6 +291,13 @@ func (ss *session) fill() {
 func (ss *session) remove(ob *outbound) {
 	ss.recordDone(ob)
 	delete(ss.byPID, ob.pid)
+	// Acknowledgements mostly come in send order: dropping the head is
+	// O(1); only an out-of-order ack shifts the rest.
+	if len(ss.inflight) > 0 && ss.inflight[0] == ob {
+		ss.inflight[0] = nil
+		ss.inflight = ss.inflight[1:]
+		return
+	}
 	for i, x := range ss.inflight {
 		if x == ob {
 			copy(ss.inflight[i:], ss.inflight[i+1:])
