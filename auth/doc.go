@@ -15,7 +15,7 @@
 //   - HTTPHook: both seams answered by an HTTP service (POST JSON), with a
 //     timeout, a TTL cache and fail-closed default.
 //   - All: several Authorizers that must all agree.
-//   - Watch: reload password and ACL files on SIGHUP or when they change;
+//   - Watcher: reload password and ACL files on SIGHUP or when they change;
 //     a file that fails to parse keeps the rules already loaded.
 //
 // docs/security.md is the operator's guide, including how Roost differs

@@ -14,20 +14,29 @@ type Reloader interface {
 	Reload() error
 }
 
-// Watch reloads each of rs when trigger fires (SIGHUP) and when its file's
-// modification time or size changes, checked every interval, until ctx
-// ends. report is called after every reload attempt with its error (nil on
-// success); a file that fails to parse keeps the previous rules, and is
-// tried again at its next change. Connections stay up: the next check
-// simply sees the new rules.
-func Watch(ctx context.Context, interval time.Duration, trigger <-chan struct{}, report func(path string, err error), rs ...Reloader) {
-	if len(rs) == 0 {
-		return
-	}
-	seen := make([]stamp, len(rs))
+// Watcher reloads files when told to (SIGHUP) and when they change.
+type Watcher struct {
+	rs   []Reloader
+	seen []stamp
+}
+
+// NewWatcher notes the current state of each file of rs, so that changes
+// from now on are seen: make it right after loading them.
+func NewWatcher(rs ...Reloader) *Watcher {
+	w := &Watcher{rs: rs, seen: make([]stamp, len(rs))}
 	for i, r := range rs {
-		seen[i] = stampOf(r.Path())
+		w.seen[i] = stampOf(r.Path())
 	}
+	return w
+}
+
+// Run reloads each file when trigger fires and when its modification time
+// or size changes, checked every interval, until ctx ends. report is
+// called after every reload attempt with its error (nil on success); a
+// file that fails to parse keeps the previous rules and is tried again at
+// its next change. Connections stay up: their next check simply sees the
+// new rules.
+func (w *Watcher) Run(ctx context.Context, interval time.Duration, trigger <-chan struct{}, report func(path string, err error)) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -39,12 +48,12 @@ func Watch(ctx context.Context, interval time.Duration, trigger <-chan struct{},
 			force = true
 		case <-tick.C:
 		}
-		for i, r := range rs {
+		for i, r := range w.rs {
 			st := stampOf(r.Path())
-			if !force && st == seen[i] {
+			if !force && st == w.seen[i] {
 				continue
 			}
-			seen[i] = st
+			w.seen[i] = st
 			report(r.Path(), r.Reload())
 		}
 	}
