@@ -25,7 +25,8 @@ address it is bound to.
 With no flags it listens on ` + config.DefaultListenURL + `. Flags override the
 config file; --listen replaces the file's listeners. mqtts:// and wss://
 listeners given with --listen use --tls-cert and --tls-key ('roost cert dev'
-makes a pair for trying them locally). SIGHUP reloads TLS certificates.`
+makes a pair for trying them locally). SIGHUP reloads TLS certificates and the auth password
+and ACL files (see docs/security.md).`
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cfg, code, ok := serveConfig(args, stderr)
@@ -119,6 +120,10 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 		fmt.Fprintf(stderr, "roost serve: %v\n", err)
 		return nil, 2, false
 	}
+	if err := checkAuth(cfg); err != nil {
+		fmt.Fprintf(stderr, "roost serve: %v\n", err)
+		return nil, 2, false
+	}
 	return cfg, 0, true
 }
 
@@ -144,6 +149,11 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	// The broker is made after listening so that a busy port leaves nothing
 	// of it running; clients that connect meanwhile wait in the backlog.
 	opts := cfg.BrokerOptions(logger)
+	stopAuth, err := setupAuth(ctx, cfg, &opts, logger)
+	if err != nil {
+		return err
+	}
+	defer stopAuth()
 	if opts.Store, err = openStore(cfg.Store, logger); err != nil {
 		return err
 	}

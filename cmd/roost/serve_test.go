@@ -80,7 +80,7 @@ func TestServeFlagErrors(t *testing.T) {
 		{[]string{"--listen", "wss://127.0.0.1:0"}, 2, "wss:// needs a certificate"},
 		{[]string{"--listen", "wss://127.0.0.1:0", "--tls-cert", "c.pem"}, 2, "--tls-cert and --tls-key go together"},
 		{[]string{"--config", tls}, 1, "roost.yaml:2: listeners[0]: mqtts:// needs a certificate"},
-		{[]string{"--config", anon}, 2, "listen mqtt://127.0.0.1:0: anonymous: false needs authentication, which this build does not have yet"},
+		{[]string{"--config", anon}, 2, "listen mqtt://127.0.0.1:0: anonymous access is off but nothing can authenticate clients"},
 		{[]string{"--listen", "ftp://127.0.0.1:0"}, 2, `invalid value "ftp://127.0.0.1:0" for flag -listen: unsupported scheme "ftp"`},
 		{[]string{"--listen", "127.0.0.1:1883"}, 2, `"127.0.0.1:1883" is not a URL`},
 		{[]string{"--listen", "mqtt://127.0.0.1"}, 2, "missing port"},

@@ -35,6 +35,8 @@ type Config struct {
 	Retain bool
 	// Store is where state is kept across restarts.
 	Store Store
+	// Auth is authentication and authorization (auth.go).
+	Auth Auth
 }
 
 // Log configures the server's log output.
@@ -95,6 +97,7 @@ func Default() *Config {
 		SysInterval: o.SysInterval,
 		Retain:      !o.DisableRetain,
 		Store:       Store{Data: DefaultDataDir},
+		Auth:        Auth{AllowAnonymous: true},
 	}
 }
 
@@ -112,6 +115,7 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	c.Store.resolveData(filepath.Dir(path))
+	c.Auth.resolvePaths(filepath.Dir(path))
 	return c, nil
 }
 

@@ -36,6 +36,12 @@ limits:
   topic_alias_maximum: 10
 sys_interval: 1m
 retain: false
+auth:
+  password_file: /etc/roost/passwd
+  acl_file: acl
+  allow_anonymous: false
+  cert_identity_as_username: true
+  http_hook: {url: "http://127.0.0.1:8080/auth", timeout: 1s, cache_ttl: 10s, fail_open: true}
 `
 
 func TestParseExample(t *testing.T) {
@@ -59,6 +65,8 @@ func TestParseExample(t *testing.T) {
 		SysInterval: time.Minute,
 		Retain:      false,
 		Store:       Store{Data: DefaultDataDir},
+		Auth: Auth{PasswordFile: "/etc/roost/passwd", ACLFile: "acl", CertIdentityAsUsername: true,
+			HTTPHook: HTTPHook{URL: "http://127.0.0.1:8080/auth", Timeout: time.Second, CacheTTL: 10 * time.Second, FailOpen: true}},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
@@ -319,6 +327,31 @@ func TestParseListener(t *testing.T) {
 	for _, raw := range []string{"", "1883", "tcp://h:1", "mqtt://h", "mqtt://h:x", "mqtt://h:1?a=b", "mqtt://h:1#f", "mqtt://%zz:1"} {
 		if ln, err := ParseListener(raw); err == nil {
 			t.Errorf("ParseListener(%q) = %+v, want an error", raw, ln)
+		}
+	}
+}
+
+func TestAuthSection(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "roost.yaml")
+	os.WriteFile(path, []byte("auth: {password_file: passwd, acl_file: /abs/acl, http_hook: {url: http://h/, cache_ttl: off}}\n"), 0o600)
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := c.Auth; a.PasswordFile != filepath.Join(dir, "passwd") || a.ACLFile != "/abs/acl" || !a.AllowAnonymous || !a.HTTPHook.NoCache || !a.Enabled() {
+		t.Errorf("auth: %+v", a)
+	}
+	for _, tc := range []struct{ src, want string }{
+		{"auth: {allow_anonymous: maybe}\n", `line 1: auth.allow_anonymous: must be true or false, got "maybe"`},
+		{"auth: {acl: x}\n", `line 1: unknown key "acl" in auth`},
+		{"auth:\n  http_hook: {timeout: 1s}\n", `line 2: auth.http_hook: missing key "url"`},
+		{"auth:\n  http_hook: {url: ftp://x}\n", `line 2: auth.http_hook.url: must be an http:// or https:// URL, got "ftp://x"`},
+		{"auth:\n  password_file: \"\"\n", `line 2: auth.password_file: must not be empty`},
+	} {
+		_, err := Parse("", []byte(tc.src))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%q: %v, want %s", tc.src, err, tc.want)
 		}
 	}
 }

@@ -28,9 +28,12 @@ type Listener struct {
 // ListenerOptions are a listener's settings besides its URL; see
 // docs/config.md for each.
 type ListenerOptions struct {
-	// Anonymous allows clients without credentials. Default true; false
-	// is kept but refused by serve until authentication exists.
-	Anonymous bool
+	// Name identifies the listener to authentication (per-listener
+	// anonymous access) and in logs. Default: the URL.
+	Name string
+	// Anonymous allows clients without a username; nil means
+	// auth.allow_anonymous decides.
+	Anonymous *bool
 	// ProxyProtocol expects a PROXY protocol v1 or v2 header on every
 	// TCP connection.
 	ProxyProtocol bool
@@ -70,7 +73,7 @@ type WS struct {
 
 // DefaultListenerOptions are the options of a listener given by URL only.
 func DefaultListenerOptions() ListenerOptions {
-	return ListenerOptions{Anonymous: true, HandshakeTimeout: 10 * time.Second}
+	return ListenerOptions{HandshakeTimeout: 10 * time.Second}
 }
 
 // Paths are every HTTP path a ws or wss listener serves, Path first.
@@ -82,6 +85,14 @@ func (ln *Listener) Paths() []string {
 		}
 	}
 	return ps
+}
+
+// ID is the listener's name, or its URL when it has none.
+func (ln *Listener) ID() string {
+	if ln.Name != "" {
+		return ln.Name
+	}
+	return ln.URL
 }
 
 // IsTLS reports whether the scheme is mqtts or wss.

@@ -25,7 +25,12 @@ func (d *decoder) listener(n *yaml.Node, path string, c *Config) {
 				ln = l
 			}
 		},
-		"anonymous":         func(p string, v *yaml.Node) { d.boolean(v, p, &o.Anonymous) },
+		"name":              d.str(&o.Name),
+		"anonymous": func(p string, v *yaml.Node) {
+			var b bool
+			d.boolean(v, p, &b)
+			o.Anonymous = &b
+		},
 		"proxy_protocol":    func(p string, v *yaml.Node) { d.boolean(v, p, &o.ProxyProtocol) },
 		"max_connections":   intField(d, &o.MaxConnections),
 		"handshake_timeout": func(p string, v *yaml.Node) { d.duration(v, p, 1, &o.HandshakeTimeout) },

@@ -11,7 +11,8 @@ import (
 const listenersExample = `
 listeners:
   - url: wss://0.0.0.0:443/mqtt
-    anonymous: true
+    name: public
+    anonymous: false
     max_connections: 5000
     handshake_timeout: 5s
     tls:
@@ -39,7 +40,7 @@ func TestParseListenerOptions(t *testing.T) {
 	want := []Listener{{
 		URL: "wss://0.0.0.0:443/mqtt", Scheme: "wss", Addr: "0.0.0.0:443", Path: "/mqtt",
 		ListenerOptions: ListenerOptions{
-			Anonymous: true, MaxConnections: 5000, HandshakeTimeout: 5 * time.Second,
+			Name: "public", Anonymous: new(false), MaxConnections: 5000, HandshakeTimeout: 5 * time.Second,
 			TLS: TLS{
 				Certs:    []KeyPair{{"fullchain.pem", "privkey.pem"}, {"other.pem", "other.key"}},
 				ClientCA: "ca.pem", RequireClientCert: true, Identity: "cn", MinVersion: "1.3",
@@ -52,7 +53,7 @@ func TestParseListenerOptions(t *testing.T) {
 		},
 	}, {
 		URL: "mqtt://0.0.0.0:1883", Scheme: "mqtt", Addr: "0.0.0.0:1883",
-		ListenerOptions: ListenerOptions{Anonymous: true, ProxyProtocol: true, HandshakeTimeout: 10 * time.Second},
+		ListenerOptions: ListenerOptions{ProxyProtocol: true, HandshakeTimeout: 10 * time.Second},
 	}}
 	if !reflect.DeepEqual(c.Listeners, want) {
 		t.Errorf("got  %+v\nwant %+v", c.Listeners, want)
