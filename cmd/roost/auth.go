@@ -168,4 +168,3 @@ func loopbackOnly(addr string) bool {
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
 }
-

@@ -25,7 +25,7 @@ func (d *decoder) listener(n *yaml.Node, path string, c *Config) {
 				ln = l
 			}
 		},
-		"name":              d.str(&o.Name),
+		"name": d.str(&o.Name),
 		"anonymous": func(p string, v *yaml.Node) {
 			var b bool
 			d.boolean(v, p, &b)
