@@ -34,6 +34,7 @@ type command struct {
 var commands = []command{
 	{"serve", "run the broker", runServe},
 	{"cert", "make a local CA and certificate for trying TLS (cert dev)", runCert},
+	{"passwd", "add, change or delete a user in a password file", runPasswd},
 	{"version", "print version information", runVersion},
 }
 
