@@ -21,7 +21,7 @@ const (
 	kindQueue    = 'q' // q|client|seq (big-endian uint64) → delivery
 	kindInbound  = 'i' // i|client|packet id (big-endian uint16) → empty
 	kindMessage  = 'm' // m|id (big-endian uint64) → message
-	kindRetained = 'r' // r|topic → message id
+	kindRetained = 'r' // r|topic → message
 )
 
 // formatVersion is the on-disk format this code reads and writes. A store

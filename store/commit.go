@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/binary"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -11,12 +10,13 @@ import (
 
 // index is what the committer must know to turn ops into writes without
 // reading the database: which sessions exist, which message each queue
-// entry and retained topic refers to, and how many references each
-// message body has (it is deleted with its last one).
+// entry refers to, and how many queue entries refer to each message body
+// (it is deleted with the last). Retained messages are stored whole under
+// their topic and need no index: one message per topic, replaced or
+// deleted by topic.
 type index struct {
 	refs     map[uint64]int32
 	sessions map[string]*idxSession
-	retained map[string]uint64
 	buf      []byte
 }
 
@@ -25,7 +25,7 @@ type idxSession struct {
 }
 
 func newIndex() index {
-	return index{refs: make(map[uint64]int32), sessions: make(map[string]*idxSession), retained: make(map[string]uint64)}
+	return index{refs: make(map[uint64]int32), sessions: make(map[string]*idxSession)}
 }
 
 // commitLoop is the committer: it runs until Close, committing pending ops
@@ -81,25 +81,61 @@ func (d *Disk) commitLoop() {
 		}
 		d.commit(ops)
 		d.mu.Lock()
-		d.durable, d.failing = upto, nil
+		d.written, d.failing = upto, nil
+		if d.opts.Sync.Mode != SyncAlways {
+			d.durable = upto
+		}
 		d.cond.Broadcast()
 		d.mu.Unlock()
+		select {
+		case d.syncReq <- struct{}{}:
+		default:
+		}
 	}
 }
 
-// commit writes ops as one batch. Pebble treats a failed log write as
-// fatal (see pebbleLogger.Fatalf), so there is no error to return.
+// syncLoop makes written ops durable under SyncAlways: one fsync of the log
+// covers every batch written before it, so while it runs the committer
+// writes the next batch, and the next fsync covers all of those.
+func (d *Disk) syncLoop() {
+	defer close(d.synced)
+	for {
+		_, ok := <-d.syncReq
+		d.mu.Lock()
+		target := d.written
+		d.mu.Unlock()
+		if target > d.durableLoad() {
+			if err := d.db.LogData(nil, pebble.Sync); err != nil {
+				d.log.Error("store sync failed", "dir", d.dir, "err", err)
+			} else {
+				d.mu.Lock()
+				d.durable = max(d.durable, target)
+				d.cond.Broadcast()
+				d.mu.Unlock()
+			}
+		}
+		if !ok {
+			return
+		}
+	}
+}
+
+func (d *Disk) durableLoad() broker.Ticket {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.durable
+}
+
+// commit writes ops as one batch to the log, without waiting for an fsync
+// (syncLoop does that). Pebble treats a failed log write as fatal (see
+// pebbleLogger.Fatalf), so there is no error to return.
 func (d *Disk) commit(ops []broker.Op) {
 	b := d.db.NewBatch()
 	defer b.Close()
 	for i := range ops {
 		d.apply(b, &ops[i])
 	}
-	wo := pebble.NoSync
-	if d.opts.Sync.Mode == SyncAlways {
-		wo = pebble.Sync
-	}
-	if err := b.Commit(wo); err != nil {
+	if err := b.Commit(pebble.NoSync); err != nil {
 		d.log.Error("store commit failed", "dir", d.dir, "err", err)
 	}
 }
@@ -123,20 +159,15 @@ func (d *Disk) apply(b *pebble.Batch, op *broker.Op) {
 		d.deleteSession(b, op.ClientID)
 		return
 	case broker.OpRetainPut:
-		old, had := x.retained[op.Msg.Topic]
-		d.ref(b, op.Msg)
-		x.retained[op.Msg.Topic] = op.Msg.ID
-		b.Set(retainedKey(op.Msg.Topic), binary.AppendUvarint(x.buf[:0], op.Msg.ID), nil)
-		if had {
-			d.unref(b, old)
+		var err error
+		if x.buf, err = appendMessage(x.buf[:0], op.Msg); err != nil {
+			d.log.Error("store: cannot encode retained message; not stored", "topic", op.Msg.Topic, "err", err)
+			return
 		}
+		b.Set(retainedKey(op.Msg.Topic), x.buf, nil)
 		return
 	case broker.OpRetainDel:
-		if old, had := x.retained[op.Topic]; had {
-			delete(x.retained, op.Topic)
-			b.Delete(retainedKey(op.Topic), nil)
-			d.unref(b, old)
-		}
+		b.Delete(retainedKey(op.Topic), nil)
 		return
 	}
 	s := x.sessions[op.ClientID]

@@ -64,11 +64,14 @@ type Disk struct {
 	cond     sync.Cond // on mu: durable, failing or closed changed
 	pending  []broker.Op
 	appended broker.Ticket // last ticket handed out
-	durable  broker.Ticket // every op up to it is committed
+	written  broker.Ticket // every op up to it is written to the log
+	durable  broker.Ticket // every op up to it is committed (SyncAlways: synced)
 	failing  error         // set while commits are refused (disk full)
 	closed   bool
 	wake     chan struct{} // cap 1: pending is non-empty
 	done     chan struct{} // closed when the committer returns
+	syncReq  chan struct{} // cap 1: written advanced; closed after done
+	synced   chan struct{} // closed when the syncer returns
 
 	health   healthState
 	idx      index // committer only (and Open)
@@ -93,7 +96,8 @@ func Open(dir string, opts DiskOptions) (*Disk, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
-	d := &Disk{dir: dir, opts: opts, log: opts.Logger, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	d := &Disk{dir: dir, opts: opts, log: opts.Logger, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		syncReq: make(chan struct{}, 1), synced: make(chan struct{})}
 	d.cond.L = &d.mu
 	db, err := pebble.Open(dir, d.pebbleOptions())
 	if err != nil {
@@ -112,6 +116,7 @@ func Open(dir string, opts DiskOptions) (*Disk, error) {
 	d.state = st
 	d.health.check(d)
 	go d.commitLoop()
+	go d.syncLoop()
 	return d, nil
 }
 
@@ -253,6 +258,8 @@ func (d *Disk) Close() error {
 	default:
 	}
 	<-d.done
+	close(d.syncReq)
+	<-d.synced
 	d.mu.Lock()
 	d.cond.Broadcast()
 	d.mu.Unlock()

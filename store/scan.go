@@ -41,15 +41,13 @@ func (d *Disk) scan() (*broker.StoredState, error) {
 	}
 	st := &broker.StoredState{}
 	err = d.each(kindRetained, func(k, v []byte) error {
-		id, n := binary.Uvarint(v)
-		if n <= 0 {
-			return fmt.Errorf("%w: retained %q", errCorrupt, k[1:])
-		}
-		m, err := lookup(id, fmt.Sprintf("retained %q", k[1:]))
+		m, err := decodeMessage(v)
 		if err != nil {
-			return err
+			return fmt.Errorf("retained %q: %w", k[1:], err)
 		}
-		d.idx.retained[m.Topic] = id
+		if m.Topic != string(k[1:]) {
+			return fmt.Errorf("%w: retained key %q holds topic %q", errCorrupt, k[1:], m.Topic)
+		}
 		st.Retained = append(st.Retained, m)
 		return nil
 	})
