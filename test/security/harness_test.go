@@ -1,0 +1,97 @@
+package security
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// start runs a broker with opts on 127.0.0.1 and returns its address.
+func start(t *testing.T, opts broker.Options) string {
+	t.Helper()
+	opts.Logger = slog.New(slog.DiscardHandler)
+	opts.SysInterval = -1
+	s, err := broker.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	return ln.Addr().String()
+}
+
+// conn is a raw client connected as user (anonymous if "") with client id.
+func conn(t *testing.T, addr string, v packet.Version, user, id string) *mqtttest.Client {
+	t.Helper()
+	c := mqtttest.Dial(t, addr, v)
+	c.Connect(&packet.Connect{ClientID: id, CleanStart: true, UsernameFlag: user != "", Username: user})
+	return c
+}
+
+// writeFile writes a file in the test's temporary directory.
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// need returns the path of a program the tests cannot do without.
+func need(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s not found: run ./scripts/test.sh (it installs mosquitto)", name)
+	}
+	return p
+}
+
+// publishes lists the PUBLISH packets among ps by topic.
+func publishes(ps []packet.Packet) []string {
+	var topics []string
+	for _, p := range ps {
+		if pub, ok := p.(*packet.Publish); ok {
+			topics = append(topics, pub.Topic)
+		}
+	}
+	return topics
+}
+
+// mqttDialWill connects client id with a will on topic.
+func mqttDialWill(t *testing.T, addr, id, topic string) *mqtttest.Client {
+	t.Helper()
+	c := mqtttest.Dial(t, addr, packet.V311)
+	c.Connect(&packet.Connect{ClientID: id, CleanStart: true, WillFlag: true, WillTopic: topic, WillPayload: []byte(id)})
+	return c
+}
+
+// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
+}

@@ -1,0 +1,87 @@
+package security
+
+import (
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/auth"
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// A password file made by mosquitto_passwd, both hash kinds it writes,
+// works unchanged; so does an ACL file in mosquitto's syntax.
+func TestMosquittoPasswdFile(t *testing.T) {
+	bin := need(t, "mosquitto_passwd")
+	file := filepath.Join(t.TempDir(), "passwd")
+	for _, args := range [][]string{
+		{"-c", "-b", file, "alice", "wonder land"},
+		{"-b", file, "bob", "hunter2"},
+		{"-H", "sha512", "-b", file, "old", "timer"},
+	} {
+		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_passwd %q: %v\n%s", args, err, out)
+		}
+	}
+	pw, err := auth.LoadPasswordFile(file)
+	if err != nil {
+		t.Fatalf("mosquitto's file: %v", err)
+	}
+	acl, err := auth.ParseACL("acl", []byte("user alice\ntopic readwrite a/#\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := start(t, broker.Options{Authenticator: &auth.Authenticator{Passwords: pw}, Authorizer: acl})
+	for _, tc := range []struct {
+		v        packet.Version
+		user, pw string
+		want     packet.ReasonCode
+	}{
+		{packet.V311, "alice", "wonder land", 0},
+		{packet.V5, "bob", "hunter2", 0},
+		{packet.V311, "old", "timer", 0},
+		{packet.V311, "alice", "wonderland", packet.Connack311BadUsernameOrPassword},
+		{packet.V5, "nobody", "hunter2", packet.BadUserNameOrPassword},
+		{packet.V311, "", "", packet.Connack311NotAuthorized}, // anonymous is off by default in an Authenticator
+		{packet.V5, "", "", packet.NotAuthorized},
+	} {
+		c := mqtttest.Dial(t, addr, tc.v)
+		c.Send(&packet.Connect{ProtocolVersion: tc.v, ClientID: "c", CleanStart: true,
+			UsernameFlag: tc.user != "", Username: tc.user, PasswordFlag: tc.pw != "", Password: []byte(tc.pw)})
+		ack, ok := c.Next(2 * time.Second).(*packet.Connack)
+		if !ok || ack.ReasonCode != tc.want {
+			t.Errorf("%v %q/%q: CONNACK %+v, want 0x%02X", tc.v, tc.user, tc.pw, ack, byte(tc.want))
+		}
+	}
+}
+
+// The other way round: mosquitto accepts a $7$ file that roost writes.
+func TestMosquittoReadsRoostFile(t *testing.T) {
+	mosq, pub := need(t, "mosquitto"), need(t, "mosquitto_pub")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "passwd")
+	h, err := auth.Hash(auth.SHA512PBKDF2, []byte("s3cret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.SetUser(file, "alice", h, true); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	conf := writeFile(t, "mosquitto.conf", "user root\nlistener "+port+" 127.0.0.1\nallow_anonymous false\npassword_file "+file+"\n")
+	cmd := exec.Command(mosq, "-c", conf)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	run := func(pw string) error {
+		return exec.Command(pub, "-h", "127.0.0.1", "-p", port, "-u", "alice", "-P", pw, "-t", "t", "-m", "x").Run()
+	}
+	mqtttest.Eventually(t, 5*time.Second, func() bool { return run("s3cret") == nil })
+	if run("wrong") == nil {
+		t.Error("mosquitto accepted a wrong password against roost's entry")
+	}
+}
