@@ -100,7 +100,9 @@ func aclMatrix(t *testing.T, v packet.Version) {
 			t.Errorf("%q publish %s: PUBACK 0x%02X, want ok=%v", tc.user, tc.topic, byte(ack.ReasonCode), tc.ok)
 		}
 	}
-	check := func(name string, c interface{ Collect(time.Duration) []packet.Packet }, want []string) {
+	check := func(name string, c interface {
+		Collect(time.Duration) []packet.Packet
+	}, want []string) {
 		t.Helper()
 		got := publishes(c.Collect(300 * time.Millisecond))
 		slices.Sort(got)
