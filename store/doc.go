@@ -2,8 +2,34 @@
 // persistent sessions, queued and inflight messages and retained messages
 // that a broker restarts from.
 //
+// Disk is the default: a Pebble database in one directory. Append queues
+// ops in memory and never blocks; one committer goroutine writes all ops
+// queued since its last batch as one Pebble batch, and a syncer makes them
+// durable with one fsync of the log for every batch written meanwhile
+// (group commit), so Wait — which the broker calls before acknowledging —
+// costs one fsync per round, not per message. Sync relaxes that
+// (SyncInterval, SyncNone) and documents what each mode can lose.
+//
+// On disk, keys start with one byte naming their kind; session-scoped keys
+// continue with the length-prefixed client id, so that deleting a session
+// is three range deletions:
+//
+//	v                      format version ("roost-store/1")
+//	s|client               session: expiry, disconnect time, pending will
+//	u|client|filter        subscription: options, identifier
+//	q|client|seq           queued or inflight delivery: message id, QoS, flags, packet id, subscription ids
+//	i|client|packet id     inbound QoS 2 id awaiting PUBREL
+//	m|id                   message body, shared by the deliveries that refer to it
+//	r|topic                retained message, whole
+//
+// The committer keeps the reference counts of message bodies in memory
+// (rebuilt by Open, which reads the whole store once) and deletes a body
+// with its last reference. Free disk space is watched: below
+// DiskOptions.MinFree, Healthy reports ErrNoSpace so the broker can refuse
+// new messages; below half of it, writes stop and Wait fails until space
+// returns, because Pebble cannot continue after a failed log write.
+//
 // Memory keeps that state in the process: it survives a Server being
 // replaced by a new one in the same process (tests, embedders that restart
-// the broker) but not the process itself. The on-disk default arrives with
-// the durable store.
+// the broker) but not the process itself.
 package store
