@@ -37,6 +37,9 @@ type Config struct {
 	Store Store
 	// Auth is authentication and authorization (auth.go).
 	Auth Auth
+	// HTTP is the metrics, admin API and console server (http.go); off
+	// by default.
+	HTTP HTTP
 }
 
 // Log configures the server's log output.

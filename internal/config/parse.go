@@ -125,6 +125,7 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 		"retain": func(p string, v *yaml.Node) { d.boolean(v, p, &c.Retain) },
 		"store":  func(p string, v *yaml.Node) { d.store(v, p, &c.Store) },
 		"auth":   func(p string, v *yaml.Node) { d.auth(v, p, &c.Auth) },
+		"http":   func(p string, v *yaml.Node) { d.http(v, p, &c.HTTP) },
 	})
 }
 

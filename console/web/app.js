@@ -1,0 +1,201 @@
+// Roost console: a hash-routed single page over the admin API.
+import { draw } from './chart.js'
+import { livePage, mqttPage } from './mqttpages.js'
+import { h, api } from './util.js'
+
+// ---- stats history, kept while the console is open ----------------------
+
+const POLL_MS = 2000
+const CAPACITY = 150 // five minutes of samples
+const history = { connected: [], inRate: [], outRate: [], dropRate: [] }
+let last = null
+let latest = null
+const statsListeners = new Set()
+
+const sum = a => a.reduce((x, y) => x + y, 0)
+const push = (arr, v) => { arr.push(v); if (arr.length > CAPACITY) arr.shift() }
+
+async function pollStats () {
+  try {
+    const s = await api('stats')
+    const dropped = sum(Object.values(s.dropped || {}))
+    if (last) {
+      const dt = (new Date(s.time) - new Date(last.time)) / 1000 || POLL_MS / 1000
+      push(history.inRate, Math.max(0, (sum(s.messages_received) - sum(last.messages_received)) / dt))
+      push(history.outRate, Math.max(0, (sum(s.messages_sent) - sum(last.messages_sent)) / dt))
+      push(history.dropRate, Math.max(0, (dropped - last.droppedSum) / dt))
+    }
+    push(history.connected, s.connected)
+    s.droppedSum = dropped
+    last = latest = s
+    document.getElementById('status').textContent = `${s.connected} connected · up ${duration(s.uptime_seconds)}`
+    for (const f of statsListeners) f(s)
+  } catch (err) {
+    document.getElementById('status').textContent = 'stats: ' + err.message
+  }
+}
+
+export function duration (sec) {
+  sec = Math.floor(sec)
+  const d = Math.floor(sec / 86400); const hr = Math.floor(sec / 3600) % 24
+  const m = Math.floor(sec / 60) % 60; const s = sec % 60
+  if (d) return `${d}d ${hr}h`
+  if (hr) return `${hr}h ${m}m`
+  if (m) return `${m}m ${s}s`
+  return `${s}s`
+}
+
+// ---- pages ---------------------------------------------------------------
+
+function dashboard (view) {
+  const cards = h('div', { class: 'cards' })
+  const connSvg = document.createElementNS('http://www.w3.org/2000/svg', 'svg')
+  const rateSvg = document.createElementNS('http://www.w3.org/2000/svg', 'svg')
+  const legend = items => h('div', { class: 'legend' }, items.map(([n, c]) => h('span', {}, h('i', { style: `background:${c}` }), n)))
+  view.append(
+    h('h2', {}, 'Dashboard'), cards,
+    h('div', { class: 'charts' },
+      h('div', { class: 'panel chart' }, h('h3', {}, 'Connections'), connSvg, legend([['connected clients', '#2f6fdf']])),
+      h('div', { class: 'panel chart' }, h('h3', {}, 'Messages per second'), rateSvg,
+        legend([['received', '#2f6fdf'], ['sent', '#e07b24'], ['dropped', '#c93434']]))))
+  const card = (label, value) => h('div', { class: 'card' }, h('div', { class: 'label' }, label), h('div', { class: 'value' }, value))
+  const render = s => {
+    cards.replaceChildren(
+      card('Connected', s.connected), card('Sessions', s.sessions), card('Subscriptions', s.subscriptions),
+      card('Retained', s.retained), card('Inflight', s.inflight), card('Queued', s.queued),
+      card('Received', sum(s.messages_received)), card('Sent', sum(s.messages_sent)), card('Dropped', s.droppedSum))
+    draw(connSvg, [{ color: '#2f6fdf', values: history.connected }], CAPACITY)
+    draw(rateSvg, [{ color: '#2f6fdf', values: history.inRate }, { color: '#e07b24', values: history.outRate },
+      { color: '#c93434', values: history.dropRate }], CAPACITY)
+  }
+  if (latest) render(latest)
+  statsListeners.add(render)
+  return () => statsListeners.delete(render)
+}
+
+function when (t) { return t ? new Date(t).toLocaleString() : '' }
+
+function clients (view) {
+  const search = h('input', { type: 'search', placeholder: 'search id, user or address', id: 'client-search' })
+  const onlyOnline = h('input', { type: 'checkbox' })
+  const info = h('span', { class: 'muted' })
+  const body = h('tbody')
+  const detail = h('div')
+  view.append(h('h2', {}, 'Clients'),
+    h('div', { class: 'row' }, search, h('label', {}, onlyOnline, 'connected only'), info),
+    h('table', { id: 'clients' }, h('thead', {}, h('tr', {}, ['Client id', 'Address', 'Protocol', 'Keep alive', 'Connected since']
+      .map(t => h('th', {}, t)), ['Inflight', 'Queued', 'Subs'].map(t => h('th', { class: 'num' }, t)), h('th'))), body),
+    detail)
+  const disconnect = async (id, end) => {
+    if (!confirm(`${end ? 'End the session of' : 'Disconnect'} ${id}?`)) return
+    await api('clients/' + encodeURIComponent(id) + (end ? '?end_session=true' : ''), { method: 'DELETE' })
+    load()
+  }
+  const show = async id => {
+    const d = await api('clients/' + encodeURIComponent(id))
+    const c = d.client
+    detail.replaceChildren(h('div', { class: 'panel', style: 'margin-top:12px' },
+      h('h3', {}, 'Client ', c.client_id),
+      h('p', { class: 'muted' }, `user ${c.username || '(none)'} · listener ${c.listener || '(unnamed)'} · session expiry ${c.session_expiry}s · dropped ${c.dropped}`),
+      h('div', { class: 'row' },
+        h('button', { class: 'danger', onclick: () => disconnect(c.client_id, false), disabled: !c.connected }, 'Disconnect'),
+        h('button', { class: 'danger', onclick: () => disconnect(c.client_id, true) }, 'End session')),
+      d.subscriptions.length === 0
+        ? h('p', { class: 'muted' }, 'No subscriptions.')
+        : h('table', {}, h('thead', {}, h('tr', {}, h('th', {}, 'Filter'), h('th', { class: 'num' }, 'QoS'), h('th', {}, 'Options'))),
+          h('tbody', {}, d.subscriptions.map(s => h('tr', {}, h('td', {}, s.filter), h('td', { class: 'num' }, s.qos),
+            h('td', {}, [s.no_local && 'no local', s.retain_as_published && 'retain as published',
+              s.retain_handling && `retain handling ${s.retain_handling}`, s.subscription_id && `id ${s.subscription_id}`].filter(Boolean).join(', ')))))))
+    )
+  }
+  const load = async () => {
+    const q = new URLSearchParams({ q: search.value, limit: 500 })
+    if (onlyOnline.checked) q.set('connected', 'true')
+    const d = await api('clients?' + q)
+    info.textContent = d.total > d.clients.length ? `${d.clients.length} of ${d.total}` : `${d.total} clients`
+    body.replaceChildren(...d.clients.map(c => h('tr', { class: c.connected ? '' : 'offline', 'data-client': c.client_id },
+      h('td', {}, h('a', { href: '#/clients', onclick: e => { e.preventDefault(); show(c.client_id) } }, c.client_id)),
+      h('td', {}, c.address || ''), h('td', {}, c.protocol || ''), h('td', {}, c.connected ? `${c.keep_alive}s` : ''),
+      h('td', {}, c.connected ? when(c.connected_since) : h('span', { class: 'pill idle' }, 'offline')),
+      h('td', { class: 'num' }, c.inflight), h('td', { class: 'num' }, c.queued), h('td', { class: 'num' }, c.subscriptions),
+      h('td', {}, c.connected && h('button', { class: 'danger', onclick: () => disconnect(c.client_id, false) }, 'Disconnect')))))
+  }
+  search.addEventListener('input', load)
+  onlyOnline.addEventListener('change', load)
+  load().catch(err => { info.textContent = err.message })
+  const timer = setInterval(() => load().catch(() => {}), 5000)
+  return () => clearInterval(timer)
+}
+
+function topics (view) {
+  const filter = h('input', { value: '#', size: 30, id: 'retained-filter' })
+  const tree = h('div', { class: 'panel tree', id: 'topic-tree' })
+  const detail = h('div', { class: 'panel', id: 'retained-detail' }, h('p', { class: 'muted' }, 'Choose a topic.'))
+  const info = h('span', { class: 'muted' })
+  view.append(h('h2', {}, 'Topics'), h('p', { class: 'muted' }, 'Retained messages by topic level.'),
+    h('div', { class: 'row' }, 'Filter', filter, h('button', { onclick: () => load() }, 'Browse'), info),
+    h('div', { class: 'split' }, tree, detail))
+  let selected = null
+  const showMsg = (m, el) => {
+    if (selected) selected.classList.remove('sel')
+    selected = el; el.classList.add('sel')
+    const payload = m.payload !== undefined ? m.payload : `(binary, base64) ${m.payload_base64}`
+    detail.replaceChildren(h('h3', {}, m.topic),
+      h('p', { class: 'muted' }, `QoS ${m.qos} · ${m.size} bytes · received ${when(m.received)}${m.expires ? ' · expires ' + when(m.expires) : ''}`),
+      h('pre', { class: 'payload', id: 'retained-payload' }, payload),
+      h('button', {
+        class: 'danger',
+        onclick: async () => {
+          if (!confirm(`Delete the retained message on ${m.topic}?`)) return
+          await api('retained?' + new URLSearchParams({ topic: m.topic }), { method: 'DELETE' })
+          detail.replaceChildren(h('p', { class: 'muted' }, 'Deleted.')); load()
+        }
+      }, 'Delete retained'))
+  }
+  const render = (node) => h('ul', {}, [...node.kids.keys()].sort().map(name => {
+    const k = node.kids.get(name)
+    const label = h('span', { class: 'node' + (k.msg ? ' has' : ''), 'data-topic': k.msg ? k.msg.topic : null },
+      name === '' ? '(empty)' : name, k.kids.size ? ` (${k.count})` : '')
+    if (k.msg) label.addEventListener('click', () => showMsg(k.msg, label))
+    return h('li', {}, label, k.kids.size ? render(k) : null)
+  }))
+  const load = async () => {
+    const d = await api('retained?' + new URLSearchParams({ filter: filter.value, limit: 10000 }))
+    const root = { kids: new Map(), count: 0 }
+    for (const m of d.messages) {
+      let n = root
+      for (const level of m.topic.split('/')) {
+        n.count++
+        if (!n.kids.has(level)) n.kids.set(level, { kids: new Map(), count: 0 })
+        n = n.kids.get(level)
+      }
+      n.msg = m
+    }
+    info.textContent = `${d.messages.length} retained`
+    tree.replaceChildren(d.messages.length ? render(root) : h('p', { class: 'muted' }, 'No retained messages match.'))
+  }
+  filter.addEventListener('keydown', e => { if (e.key === 'Enter') load() })
+  load().catch(err => { info.textContent = err.message })
+}
+
+// ---- router ----------------------------------------------------------------
+
+const pages = { '': dashboard, clients, topics, live: livePage, mqtt: mqttPage }
+let leave = null
+
+function route () {
+  const name = location.hash.replace(/^#\/?/, '').split('?')[0]
+  const page = pages[name] || dashboard
+  if (leave) leave()
+  const view = document.getElementById('view')
+  view.replaceChildren()
+  for (const a of document.querySelectorAll('header nav a')) {
+    a.classList.toggle('active', a.getAttribute('href') === '#/' + name)
+  }
+  leave = page(view) || null
+}
+
+window.addEventListener('hashchange', route)
+route()
+pollStats()
+setInterval(pollStats, POLL_MS)
