@@ -56,6 +56,8 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 		data      = fs.String("data", "", "keep sessions and retained messages in `dir` (default ./data, or data beside the --config file)")
 		memory    = fs.Bool("memory", false, "keep everything in memory: a restart loses sessions, queues and retained messages")
 		syncMode  *store.Sync
+		httpAddr  = fs.String("http", "", "serve metrics, the admin API and the web console on `addr` (HOST:PORT; see docs/observability.md)")
+		httpToken = fs.String("http-token", "", "require `token` for --http (Bearer, or the Basic password); needed off loopback unless the config file sets http.users_from_password_file")
 	)
 	fs.Func("sync", "when the store syncs to disk: always (default), none, or an interval such as 100ms", func(s string) error {
 		sy, err := store.ParseSync(s)
@@ -116,11 +118,21 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 	if syncMode != nil {
 		cfg.Store.Sync = *syncMode
 	}
+	if *httpAddr != "" {
+		cfg.HTTP.Addr = *httpAddr
+	}
+	if *httpToken != "" {
+		cfg.HTTP.Token = *httpToken
+	}
 	if err := checkListeners(cfg.Listeners); err != nil {
 		fmt.Fprintf(stderr, "roost serve: %v\n", err)
 		return nil, 2, false
 	}
 	if err := checkAuth(cfg); err != nil {
+		fmt.Fprintf(stderr, "roost serve: %v\n", err)
+		return nil, 2, false
+	}
+	if err := cfg.HTTP.Check(&cfg.Auth); err != nil {
 		fmt.Fprintf(stderr, "roost serve: %v\n", err)
 		return nil, 2, false
 	}
@@ -146,6 +158,11 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	defer closeAll(lns)
 	defer watchCerts(ctx, certs, logger)()
+	web, err := listenHTTP(cfg.HTTP)
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	defer web.close(context.WithoutCancel(ctx)) // on early returns; a no-op after the shutdown below
 	// The broker is made after listening so that a busy port leaves nothing
 	// of it running; clients that connect meanwhile wait in the backlog.
 	opts := cfg.BrokerOptions(logger)
@@ -162,6 +179,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		opts.Store.Close()
 		return err
 	}
+	web.start(cfg, srv, opts, lns, logger)
 	for i, ln := range lns {
 		logger.Info("listener ready", "addr", ln.Addr().String(), "scheme", cfg.Listeners[i].Scheme)
 	}
@@ -170,6 +188,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	for _, ln := range lns {
 		go func() { done <- srv.Serve(ln) }()
 	}
+	web.setReady(true)
 	pending := len(lns)
 	var serveErr error
 	select {
@@ -182,7 +201,9 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
+	web.setReady(false)
 	err = srv.Shutdown(sctx)
+	web.close(sctx)
 	closeAll(lns) // every Serve returns, even if Shutdown did not get that far
 	for ; pending > 0; pending-- {
 		<-done
