@@ -64,9 +64,11 @@ function dashboard (view) {
       card('Connected', s.connected), card('Sessions', s.sessions), card('Subscriptions', s.subscriptions),
       card('Retained', s.retained), card('Inflight', s.inflight), card('Queued', s.queued),
       card('Received', sum(s.messages_received)), card('Sent', sum(s.messages_sent)), card('Dropped', s.droppedSum))
-    draw(connSvg, [{ color: '#2f6fdf', values: history.connected }], CAPACITY)
+    // The window grows with the history up to CAPACITY samples.
+    const width = Math.min(CAPACITY, Math.max(10, history.connected.length))
+    draw(connSvg, [{ color: '#2f6fdf', values: history.connected }], width)
     draw(rateSvg, [{ color: '#2f6fdf', values: history.inRate }, { color: '#e07b24', values: history.outRate },
-      { color: '#c93434', values: history.dropRate }], CAPACITY)
+      { color: '#c93434', values: history.dropRate }], width)
   }
   if (latest) render(latest)
   statsListeners.add(render)

@@ -8,6 +8,7 @@ export function h (tag, attrs = {}, ...children) {
     if (v === undefined || v === null || v === false) continue
     if (k.startsWith('on')) e.addEventListener(k.slice(2), v)
     else if (k === 'value') e.value = v
+    else if (k === 'style') e.style.cssText = v // CSSOM: allowed by the CSP, unlike style=""
     else e.setAttribute(k, v === true ? '' : v)
   }
   for (const c of children.flat()) {
