@@ -45,6 +45,18 @@ if [ -f test/listeners/package-lock.json ]; then
 		apt_install chromium # the browser test drives it with playwright-core
 	fi
 fi
+if [ -f test/console/package-lock.json ]; then
+	if ! have npm; then
+		apt_install nodejs npm
+	fi
+	npm ci --prefix test/console --no-audit --no-fund
+	# console/ too: its test compares the committed mqtt.min.js with the
+	# lockfile's (the console's assets are committed, so no build step).
+	npm ci --prefix console --no-audit --no-fund
+	if [ ! -x /usr/bin/chromium ]; then
+		apt_install chromium # the console test drives it with playwright-core
+	fi
+fi
 
 go vet ./...
 go test -race -count=1 -timeout 15m ./...
