@@ -80,6 +80,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	if p := byName["retained"].Payload; p != `{"celsius": 21.5}` {
 		t.Errorf("retained payload %q", p)
 	}
+	if txt := byName["live"].Text; !strings.HasPrefix(txt, "sensors/") {
+		t.Errorf("live view showed %q, want a sensors/ topic", txt)
+	}
 
 	// The Go subscriber got the browser's publish.
 	for {

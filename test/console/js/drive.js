@@ -72,6 +72,15 @@ async function main () {
     const payload = await page.locator('#retained-payload').textContent({ timeout: T })
     emit({ event: 'retained', payload })
     await page.screenshot({ path: path.join(cfg.shots, 'console-topics.png') })
+
+    // Live messages: the sensors the Go test runs publish on sensors/#.
+    await page.goto(cfg.url + '#/live')
+    await page.waitForFunction(() => document.querySelector('#live-url').value !== '', null, { timeout: T })
+    await page.locator('#live-filter').fill('sensors/#')
+    await page.getByRole('button', { name: 'Watch' }).click()
+    const live = page.locator('#live-log .msg .topic', { hasText: /^sensors\// }).first()
+    await live.waitFor({ timeout: T })
+    emit({ event: 'live', text: await live.textContent() })
   } finally {
     await browser.close()
   }
