@@ -551,4 +551,3 @@ func TestStatusEvents(t *testing.T) {
 		t.Errorf("events %s\nwant   %s", got, want)
 	}
 }
-

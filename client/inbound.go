@@ -60,7 +60,8 @@ func (c *Client) onPublish(cn *conn, p *packet.Publish) error {
 		p.Properties.Clear(packet.PropTopicAlias)
 		p.Properties.TopicAlias = 0
 	}
-	m := &Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Dup: p.Dup, Properties: p.Properties}
+	m := &Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, Dup: p.Dup,
+		PacketID: p.PacketID, Properties: p.Properties}
 	id := p.PacketID
 	if p.QoS < 2 && c.takeResponse(m) {
 		if p.QoS == 1 {

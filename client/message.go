@@ -16,6 +16,9 @@ type Message struct {
 	Retain  bool
 	// Dup is set on a received message the server may have sent before.
 	Dup bool
+	// PacketID is the packet identifier a received QoS 1/2 message came
+	// with (for logs); Publish ignores it.
+	PacketID uint16
 	// Properties are the MQTT 5 PUBLISH properties: Content Type, Response
 	// Topic, Correlation Data, User Property, Message Expiry, Payload
 	// Format, Subscription Identifier (received only). Ignored for 3.1.1.

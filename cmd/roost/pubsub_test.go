@@ -1,0 +1,295 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/client"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// startBroker runs Roost in-process on 127.0.0.1:0 and returns its port.
+func startBroker(t *testing.T) string {
+	t.Helper()
+	srv, err := broker.New(broker.Options{Logger: slog.New(slog.DiscardHandler), SysInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// mosquittoTool returns the path of a mosquitto client, failing (not
+// skipping) when it is missing.
+func mosquittoTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s not found: run ./scripts/test.sh, which installs mosquitto-clients", name)
+	}
+	return p
+}
+
+// runTool runs a mosquitto client with args, bounded to 10s.
+func runTool(t *testing.T, name string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, mosquittoTool(t, name), args...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code = cmd.ProcessState.ExitCode()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %q did not exit: %v", name, args, err)
+	}
+	return code, out.String(), errOut.String()
+}
+
+// runRoost runs a roost subcommand in-process, bounded to 10s.
+func runRoost(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out, errOut syncBuffer
+	code = run(ctx, args, &out, &errOut)
+	if ctx.Err() != nil {
+		t.Fatalf("roost %q did not exit", args)
+	}
+	return code, out.String(), errOut.String()
+}
+
+// retained publishes one retained QoS 1 message per topic, MQTT 5.
+func retained(t *testing.T, port string, msgs []client.Message) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.New(client.Options{Servers: []string{"mqtt://127.0.0.1:" + port}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(ctx)
+	for _, m := range msgs {
+		m.Retain, m.QoS = true, 1
+		if _, err := c.Publish(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+var tstField = regexp.MustCompile(`"tst":"[^"]*"`)
+
+// roost sub prints what mosquitto_sub prints for the same messages and
+// flags, and exits with the same status.
+func TestSubMatchesMosquittoSub(t *testing.T) {
+	port := startBroker(t)
+	props := packet.Properties{}
+	props.Set(packet.PropContentType)
+	props.ContentType = "application/json"
+	props.Set(packet.PropCorrelationData)
+	props.CorrelationData = []byte("c1")
+	props.Set(packet.PropResponseTopic)
+	props.ResponseTopic = "car/1/reply"
+	props.User = []packet.UserProperty{{Key: "unit", Value: "m/s"}}
+	msgs := []client.Message{
+		{Topic: "cmp/text", Payload: []byte("hello world")},
+		{Topic: "cmp/utf8", Payload: []byte("héllo \"quoted\" <tag> & more")},
+		{Topic: "cmp/bin", Payload: []byte{0, 1, 0xfe, 0xff}},
+		{Topic: "cmp/json", Payload: []byte(`{"speed":3,"dir":"n"}`), Properties: props},
+	}
+	retained(t, port, msgs)
+	topics := []string{"-t", "cmp/text", "-t", "cmp/utf8", "-t", "cmp/bin", "-t", "cmp/json"}
+	base := []string{"-h", "127.0.0.1", "-p", port, "-q", "1"}
+	tests := [][]string{
+		{},
+		{"-v"},
+		{"-N"},
+		{"-v", "-N"},
+		{"-F", "%t %p"},
+		{"-F", `%t|%q|%r|%l|%x|%X|%%|\t|%m`},
+		{"-F", "%j", "-T", "cmp/bin", "-C", "3"}, // mosquitto_sub cuts binary payloads at NUL
+		{"-V", "311", "-F", "%j", "-T", "cmp/bin", "-C", "3"},
+		{"-F", "%J", "-t", "cmp/json", "-C", "1"},
+		{"-F", "%t %C %R %D %P %E"},
+		{"-R", "-W", "1"},
+		{"-T", "cmp/bin", "-T", "cmp/json", "-C", "2", "-v"},
+	}
+	for _, flags := range tests {
+		args := append(append([]string{}, base...), flags...)
+		if !slices(flags, "%J") {
+			args = append(args, topics...)
+		}
+		if !slices(flags, "-C") {
+			args = append(args, "-C", "4")
+		}
+		mArgs := append([]string{"-V", "mqttv5"}, args...)
+		if slices(flags, "311") {
+			mArgs = args
+		}
+		var wg sync.WaitGroup
+		var mCode, rCode int
+		var mOut, rOut, mErr, rErr string
+		wg.Add(2)
+		go func() { defer wg.Done(); mCode, mOut, mErr = runTool(t, "mosquitto_sub", mArgs...) }()
+		go func() { defer wg.Done(); rCode, rOut, rErr = runRoost(t, append([]string{"sub"}, args...)...) }()
+		wg.Wait()
+		mOut = tstField.ReplaceAllString(mOut, `"tst":"T"`)
+		rOut = tstField.ReplaceAllString(rOut, `"tst":"T"`)
+		// mosquitto_sub has message ids of its own; compare without them.
+		if slices(flags, "%m") || slices(flags, "%j") {
+			mOut = regexp.MustCompile(`\|\d+\n|,"mid":\d+`).ReplaceAllString(mOut, "|ID\n")
+			rOut = regexp.MustCompile(`\|\d+\n|,"mid":\d+`).ReplaceAllString(rOut, "|ID\n")
+		}
+		if mCode != rCode || mOut != rOut {
+			t.Errorf("sub %q:\nmosquitto_sub exit %d:\n%q\nstderr %q\nroost sub exit %d:\n%q\nstderr %q", flags, mCode, mOut, mErr, rCode, rOut, rErr)
+		}
+	}
+}
+
+func slices(args []string, s string) bool {
+	for _, a := range args {
+		if strings.Contains(a, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// Exit codes for timeouts and usage errors are mosquitto's.
+func TestSubPubExitCodes(t *testing.T) {
+	port := startBroker(t)
+	tests := []struct {
+		tool string
+		args []string
+	}{
+		{"sub", []string{"-p", port, "-t", "nothing/here", "-W", "1"}},        // 27, "Timed out"
+		{"sub", []string{"-p", port}},                                         // no topic
+		{"pub", []string{"-p", port, "-t", "x"}},                              // no message
+		{"pub", []string{"-p", port, "-m", "x"}},                              // no topic
+		{"pub", []string{"-p", port, "-t", "x", "-m", "y", "-q", "3"}},        // bad QoS
+		{"pub", []string{"-h", "127.0.0.1", "-p", "1", "-t", "x", "-m", "y"}}, // refused
+		{"pub", []string{"-p", port, "-t", "x", "-m", "y", "-q", "1"}},
+		{"sub", []string{"-p", port, "-t", "x", "-E"}},
+	}
+	for _, tt := range tests {
+		mCode, _, mErr := runTool(t, "mosquitto_"+tt.tool, tt.args...)
+		rCode, _, rErr := runRoost(t, append([]string{tt.tool}, tt.args...)...)
+		if mCode != rCode {
+			t.Errorf("%s %q: roost exit %d (%q), mosquitto exit %d (%q)", tt.tool, tt.args, rCode, rErr, mCode, mErr)
+		}
+		if mCode == 27 && !strings.Contains(rErr, "Timed out") {
+			t.Errorf("%s %q: stderr %q, want Timed out", tt.tool, tt.args, rErr)
+		}
+	}
+}
+
+// roost pub and mosquitto_pub with the same flags produce the same
+// messages, seen by one subscriber.
+func TestPubMatchesMosquittoPub(t *testing.T) {
+	port := startBroker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var mu sync.Mutex
+	got := map[string][]string{} // tool -> messages
+	c, err := client.New(client.Options{Servers: []string{"mqtt://127.0.0.1:" + port}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Disconnect(ctx)
+	_, err = c.Subscribe(ctx, client.Subscription{Filter: "+/#", QoS: 2, Handler: func(m *client.Message) {
+		tool, rest, _ := strings.Cut(m.Topic, "/")
+		var u []string
+		for _, p := range m.Properties.User {
+			u = append(u, p.Key+"="+p.Value)
+		}
+		s := rest + " q" + strconv.Itoa(int(m.QoS)) + " r" + strconv.Itoa(b2i(m.Retain)) + " [" + string(m.Payload) + "] " +
+			m.Properties.ContentType + " " + strings.Join(u, ",")
+		mu.Lock()
+		got[tool] = append(got[tool], s)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := t.TempDir() + "/payload"
+	os.WriteFile(file, []byte("from a file\n"), 0o600)
+	cases := [][]string{
+		{"-t", "m", "-m", "plain"},
+		{"-t", "q1", "-m", "qos one", "-q", "1"},
+		{"-t", "q2", "-m", "qos two", "-q", "2", "-V", "311"},
+		{"-t", "n", "-n", "-q", "1"},
+		{"-t", "f", "-f", file},
+		{"-t", "props", "-m", "x", "-D", "publish", "user-property", "k", "v", "-D", "publish", "content-type", "text/plain"},
+		{"-t", "rep", "-m", "again", "--repeat", "3"},
+		{"-t", "ret", "-m", "kept", "-r", "-q", "1"},
+	}
+	for _, tool := range []string{"mosq", "roost"} {
+		for _, cs := range cases {
+			args := append([]string{"-h", "127.0.0.1", "-p", port}, cs...)
+			args[len(args)-len(cs)+1] = tool + "/" + cs[1] // the topic
+			var code int
+			var stderr string
+			if tool == "mosq" {
+				args = append([]string{"-V", "mqttv5"}, args...)
+				if slices(cs, "311") {
+					args = args[2:]
+				}
+				code, _, stderr = runTool(t, "mosquitto_pub", args...)
+			} else {
+				code, _, stderr = runRoost(t, append([]string{"pub"}, args...)...)
+			}
+			if code != 0 {
+				t.Fatalf("%s pub %q: exit %d: %s", tool, args, code, stderr)
+			}
+		}
+	}
+	// -l: one message per line of stdin.
+	stdinReader = strings.NewReader("line 1\nline 2\n")
+	defer func() { stdinReader = os.Stdin }()
+	if code, _, stderr := runRoost(t, "pub", "-p", port, "-t", "roost/lines", "-l", "-q", "1"); code != 0 {
+		t.Fatal(stderr)
+	}
+	cmd := exec.CommandContext(ctx, mosquittoTool(t, "mosquitto_pub"), "-p", port, "-t", "mosq/lines", "-l", "-q", "1")
+	cmd.Stdin = strings.NewReader("line 1\nline 2\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub -l: %v: %s", err, out)
+	}
+	want := len(cases) + 2 + 2 // --repeat 3, two lines
+	for tool := range 2 {
+		name := []string{"mosq", "roost"}[tool]
+		if !eventually(t, 5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(got[name]) >= want }) {
+			t.Fatalf("%s: %d messages, want %d: %q", name, len(got[name]), want, got[name])
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(got["mosq"], "\n") != strings.Join(got["roost"], "\n") {
+		t.Errorf("mosquitto_pub sent:\n%s\n\nroost pub sent:\n%s", strings.Join(got["mosq"], "\n"), strings.Join(got["roost"], "\n"))
+	}
+}
