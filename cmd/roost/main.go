@@ -33,6 +33,8 @@ type command struct {
 // commands is in the order `roost help` lists them.
 var commands = []command{
 	{"serve", "run the broker", runServe},
+	{"pub", "publish a message (flags of mosquitto_pub)", runPub},
+	{"sub", "subscribe and print messages (flags of mosquitto_sub)", runSub},
 	{"cert", "make a local CA and certificate for trying TLS (cert dev)", runCert},
 	{"passwd", "add, change or delete a user in a password file", runPasswd},
 	{"version", "print version information", runVersion},
