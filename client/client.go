@@ -296,13 +296,17 @@ func (c *Client) manage(first chan error) {
 	}
 }
 
+// stopped reports whether the client is stopping: shut down, or
+// Disconnect called (which shuts down once DISCONNECT is flushed).
 func (c *Client) stopped() bool {
 	select {
 	case <-c.stop:
 		return true
 	default:
-		return false
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sess.closing
 }
 
 // connectOnce tries the servers in order; when one accepts it runs the

@@ -1,0 +1,145 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// QoS 1 publishes made while the broker is down survive the process (a new
+// Client with the same FileStore sends them) and arrive once it is up.
+func TestFileStoreAcrossRestart(t *testing.T) {
+	tg := startRoost(t, broker.Options{})
+	ctx := testCtx(t, 20*time.Second)
+	var in inbox
+	sub := newClient(t, tg.URL(), packet.V5, func(o *Options) { o.KeepSession = true; o.ClientID = "fs-sub" })
+	if _, err := sub.Subscribe(ctx, Subscription{Filter: "fs/#", QoS: 1, Handler: in.handle}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	st, err := NewFileStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.Down(t)
+	first, err := New(Options{Servers: []string{tg.URL()}, ClientID: "fs-pub", Store: st, Reconnect: fastReconnect})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Start()
+	shortCtx := testCtx(t, 300*time.Millisecond)
+	for i := range 3 {
+		go first.Publish(shortCtx, Message{Topic: "fs/" + strconv.Itoa(i), QoS: 1, Payload: []byte("kept")})
+	}
+	eventually(t, 5*time.Second, func() error {
+		recs, _ := st.Load()
+		if len(recs) != 3 {
+			return fmt.Errorf("%d stored", len(recs))
+		}
+		return nil
+	})
+	first.Disconnect(ctx) // the "process" ends with the messages unsent
+	<-first.Done()
+
+	tg.Up(t)
+	st2, _ := NewFileStore(dir)
+	newClient(t, tg.URL(), packet.V5, func(o *Options) { o.ClientID = "fs-pub"; o.Store = st2 })
+	var topics []string
+	for _, m := range in.waitN(t, 3, 10*time.Second) {
+		topics = append(topics, m.Topic+"="+string(m.Payload))
+	}
+	slices.Sort(topics)
+	if got := strings.Join(topics, " "); got != "fs/0=kept fs/1=kept fs/2=kept" {
+		t.Errorf("received %s", got)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if recs, _ := st2.Load(); len(recs) != 0 {
+			return fmt.Errorf("%d records left after PUBACK", len(recs))
+		}
+		return nil
+	})
+}
+
+// The server's Receive Maximum, Maximum Packet Size and Topic Alias Maximum
+// are honoured: Roost disconnects a client that exceeds the first (0x93)
+// or uses an alias above the last (0x94).
+func TestServerLimits(t *testing.T) {
+	tg := startRoost(t, broker.Options{ReceiveMaximum: 3, MaxPacketSize: 2048, TopicAliasMaximum: 2})
+	ctx := testCtx(t, 20*time.Second)
+	var in inbox
+	sub := newClient(t, tg.URL(), packet.V5, nil)
+	if _, err := sub.Subscribe(ctx, Subscription{Filter: "lim/#", QoS: 2, Handler: in.handle}); err != nil {
+		t.Fatal(err)
+	}
+	var downs sync.Map
+	pub := newClient(t, tg.URL(), packet.V5, func(o *Options) {
+		o.TopicAliases = true
+		o.OnConnectionDown = func(_ *Client, err error) { downs.Store(fmt.Sprint(err), true) }
+	})
+	var wg sync.WaitGroup
+	const n = 60
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tp := "lim/" + strconv.Itoa(i%4) // 4 topics, 2 aliases
+			if _, err := pub.Publish(ctx, Message{Topic: tp, QoS: 2, Payload: []byte(strconv.Itoa(i))}); err != nil {
+				t.Errorf("publish %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if _, err := pub.Publish(ctx, Message{Topic: "lim/big", QoS: 1, Payload: make([]byte, 4096)}); !errors.Is(err, ErrPacketTooLarge) {
+		t.Errorf("big publish: %v, want ErrPacketTooLarge", err)
+	}
+	got := in.waitN(t, n, 10*time.Second)
+	for _, m := range got {
+		i, _ := strconv.Atoi(string(m.Payload))
+		if m.Topic != "lim/"+strconv.Itoa(i%4) {
+			t.Errorf("payload %s arrived on %s", m.Payload, m.Topic)
+		}
+	}
+	downs.Range(func(k, _ any) bool { t.Errorf("connection went down: %v", k); return true })
+}
+
+// ws:// against mosquitto's WebSocket listener.
+func TestWebSocketMosquitto(t *testing.T) {
+	port := freePort(t)
+	m := startMosquitto(t, fmt.Sprintf("listener %d 127.0.0.1\nprotocol websockets\n", port))
+	_ = m
+	eventually(t, 5*time.Second, func() error {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	ctx := testCtx(t, 20*time.Second)
+	for _, v := range []packet.Version{packet.V5, packet.V311} {
+		url := fmt.Sprintf("ws://127.0.0.1:%d/mqtt", port)
+		var in inbox
+		c := newClient(t, url, v, nil)
+		if _, err := c.Subscribe(ctx, Subscription{Filter: "ws/#", QoS: 1, Handler: in.handle}); err != nil {
+			t.Fatal(err)
+		}
+		big := strings.Repeat("x", 100000) // spans WebSocket frames and reads
+		for _, p := range []string{"a", big} {
+			if _, err := c.Publish(ctx, Message{Topic: "ws/t", QoS: 1, Payload: []byte(p)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := in.waitN(t, 2, 5*time.Second)
+		if string(got[0].Payload) != "a" || string(got[1].Payload) != big {
+			t.Errorf("%v: got %d, %d bytes", v, len(got[0].Payload), len(got[1].Payload))
+		}
+	}
+}
