@@ -112,9 +112,18 @@ func newClientInfo(nc net.Conn, p *packet.Connect, id string) *ClientInfo {
 	if l, ok := nc.(ListenerNamer); ok {
 		ci.Listener = l.ListenerName()
 	}
-	if t, ok := nc.(interface{ ConnectionState() tls.ConnectionState }); ok {
-		st := t.ConnectionState()
-		ci.TLS = &st
+	// Look through wrappers (listener names, PROXY protocol) for TLS.
+	for inner := nc; inner != nil; {
+		if t, ok := inner.(interface{ ConnectionState() tls.ConnectionState }); ok {
+			st := t.ConnectionState()
+			ci.TLS = &st
+			break
+		}
+		u, ok := inner.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		inner = u.NetConn()
 	}
 	if ci2, ok := nc.(CertIdentifier); ok {
 		if name, ok := ci2.CertIdentity(); ok {

@@ -82,7 +82,7 @@ func openListener(c config.Listener, maxPacket uint32, log *slog.Logger) (net.Li
 			Logger:           log,
 		})
 	}
-	return ln, cm, nil
+	return listener.Named(ln, c.ID()), cm, nil
 }
 
 func tlsOptions(c config.Listener) listener.TLSOptions {
