@@ -89,9 +89,13 @@ func TestPublishRate(t *testing.T) {
 	_, addr := startServer(t, Options{PublishRate: 5})
 	c := dial(t, addr, packet.V5)
 	c.Connect(&packet.Connect{ClientID: "fast", CleanStart: true})
+	// One write: the broker may close the connection before a later
+	// write would reach it.
+	var burst []byte
 	for range 20 {
-		c.Send(&packet.Publish{Topic: "t", Payload: []byte("x")})
+		burst, _ = (&packet.Publish{Topic: "t", Payload: []byte("x")}).Encode(burst, packet.V5)
 	}
+	c.NC.Write(burst)
 	got := c.ExpectClosed(2 * time.Second)
 	if len(got) != 1 || got[0].(*packet.Disconnect).ReasonCode != packet.MessageRateTooHigh {
 		t.Fatalf("got %v, want DISCONNECT 0x96", got)

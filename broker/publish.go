@@ -37,6 +37,15 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		c.ackPublish(p, packet.NotAuthorized)
 		return nil
 	}
+	if p.QoS > 0 {
+		if err := c.srv.storeHealth(); err != nil {
+			if c.version != packet.V5 {
+				return protoErr(packet.QuotaExceeded, "", "cannot keep QoS %d messages: %v", p.QoS, err)
+			}
+			c.ackPublish(p, packet.QuotaExceeded)
+			return nil
+		}
+	}
 	switch p.QoS {
 	case 0:
 		c.srv.publish(c.srv.newMessage(p, c.clientID))
@@ -162,4 +171,20 @@ func (s *Server) publish(msg *Message) (int, Ticket) {
 	}
 	s.router.release(sc)
 	return n, last
+}
+
+// storeHealth reports a store that cannot take more writes (a full disk),
+// logging the first refusal of each episode.
+func (s *Server) storeHealth() error {
+	hc, ok := s.opts.Store.(HealthChecker)
+	if !ok {
+		return nil
+	}
+	err := hc.Healthy()
+	if err != nil && s.storeSick.CompareAndSwap(false, true) {
+		s.log.Error("store cannot take more writes; refusing QoS 1/2 publishes with 0x97 until it recovers", "err", err)
+	} else if err == nil && s.storeSick.Load() && s.storeSick.CompareAndSwap(true, false) {
+		s.log.Info("store accepts writes again")
+	}
+	return err
 }

@@ -29,6 +29,8 @@ type Server struct {
 	ipl    *ipLimits
 	stats  stats
 	msgID  atomic.Uint64 // last Message.ID handed out
+	// storeSick is set while the store reports it cannot take writes.
+	storeSick atomic.Bool
 
 	ctx    context.Context // ends at Shutdown; parent of background work
 	cancel context.CancelFunc

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"time"
 
 	"github.com/roost-mqtt/roost/packet"
@@ -32,6 +33,17 @@ type Store interface {
 	// Close flushes and releases the store.
 	Close() error
 }
+
+// ErrStoreFull is wrapped by store errors that mean "no room to keep more"
+// (a full disk). While a store reports it, the broker refuses new QoS 1/2
+// publishes with 0x97 Quota exceeded (3.1.x publishers are disconnected,
+// having no way to be told) instead of acknowledging what it cannot keep.
+var ErrStoreFull = errors.New("store full")
+
+// HealthChecker is implemented by stores that can tell up front that they
+// cannot take more writes; the broker asks before accepting a QoS 1/2
+// publish. It must be cheap: it is called per publish.
+type HealthChecker interface{ Healthy() error }
 
 // Ticket orders appended ops; a larger ticket is later. Zero means none.
 type Ticket uint64

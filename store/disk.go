@@ -20,7 +20,7 @@ import (
 // ErrNoSpace says the disk holding the store is (nearly) full. Wait and
 // Healthy return errors wrapping it; the broker answers new QoS 1/2
 // publishes with Quota Exceeded (0x97) while it lasts.
-var ErrNoSpace = errors.New("store: no space left on the data disk")
+var ErrNoSpace = fmt.Errorf("store: no space left on the data disk: %w", broker.ErrStoreFull)
 
 // ErrClosed is returned by Wait after Close for ops that were not written.
 var ErrClosed = errors.New("store: closed")
