@@ -57,9 +57,10 @@ type conn struct {
 	connectedAt time.Time
 
 	// Reader goroutine only.
-	aliasIn  map[uint16]string
-	received [3]uint64       // PUBLISH packets by QoS not yet added to the stats
-	will     *packet.Connect // the CONNECT, kept while it carries a will
+	aliasIn       map[uint16]string
+	received      [3]uint64       // PUBLISH packets by QoS not yet added to the stats
+	receivedBytes [3]uint64       // and their payload bytes
+	will          *packet.Connect // the CONNECT, kept while it carries a will
 
 	// Guarded by sess.mu (deliveries happen under the session lock).
 	aliasOut     map[string]uint16
@@ -78,8 +79,9 @@ type conn struct {
 	// unsent counts PUBLISH packets appended per QoS since the last
 	// flush; the flusher moves them to the broker's counters, so the hot
 	// path does not bump shared atomics per message.
-	unsent  [3]uint64
-	latTick uint32 // every latencySample-th delivery is timed
+	unsent      [3]uint64
+	unsentBytes [3]uint64
+	latTick     uint32 // every latencySample-th delivery is timed
 	// durable is the store ticket that must be durable before out may be
 	// written: out holds acknowledgements or deliveries that depend on it.
 	durable Ticket
@@ -157,7 +159,7 @@ func (c *conn) readLoop() error {
 				return err
 			}
 		}
-		c.srv.stats.addReceived(&c.received)
+		c.srv.stats.addReceived(&c.received, &c.receivedBytes)
 		// Keep the unparsed tail at the front of the buffer.
 		n := copy(buf[:cap(buf)], buf[off:])
 		buf = buf[:n]
@@ -284,10 +286,10 @@ func (c *conn) flush() {
 		buf := c.out
 		c.out, c.spare = c.spare[:0], nil
 		need := c.durable
-		sent := c.unsent
-		c.unsent = [3]uint64{}
+		sent, sentBytes := c.unsent, c.unsentBytes
+		c.unsent, c.unsentBytes = [3]uint64{}, [3]uint64{}
 		c.outMu.Unlock()
-		c.srv.stats.addSent(&sent)
+		c.srv.stats.addSent(&sent, &sentBytes)
 
 		if need != 0 {
 			if err := c.srv.opts.Store.Wait(need); err != nil {

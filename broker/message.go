@@ -211,6 +211,7 @@ const latencySample = 16
 // noteSent counts one PUBLISH appended to the output. c.outMu must be held.
 func (c *conn) noteSent(msg *Message, qos packet.QoS) {
 	c.unsent[qos]++
+	c.unsentBytes[qos] += uint64(len(msg.Payload))
 	c.latTick++
 	if c.latTick%latencySample == 0 && !msg.Created.IsZero() {
 		c.srv.stats.noteLatency(time.Since(msg.Created))

@@ -14,6 +14,7 @@ import (
 // PUBREL, and never deliver a repeat of a remembered id again.
 func (c *conn) handlePublish(p *packet.Publish) error {
 	c.received[p.QoS]++
+	c.receivedBytes[p.QoS] += uint64(len(p.Payload))
 	if c.pubRate.rate > 0 && !c.pubRate.allow(time.Now()) {
 		return protoErr(packet.MessageRateTooHigh, "", "more than %g publishes per second", c.pubRate.rate)
 	}

@@ -51,6 +51,8 @@ type stats struct {
 	totalConnects   atomic.Uint64
 	msgsReceived    [3]atomic.Uint64 // PUBLISH packets from clients, by QoS
 	msgsSent        [3]atomic.Uint64 // PUBLISH packets to clients, by QoS
+	payloadIn       [3]atomic.Uint64 // PUBLISH payload bytes from clients, by QoS
+	payloadOut      [3]atomic.Uint64 // PUBLISH payload bytes to clients, by QoS
 	dropped         [numDropReasons]atomic.Uint64
 	bytesReceived   atomic.Uint64
 	bytesSent       atomic.Uint64
@@ -104,20 +106,22 @@ func (st *stats) noteLatency(d time.Duration) {
 
 // addReceived moves a connection's per-QoS counts of received PUBLISH
 // packets into the broker's counters and zeroes them.
-func (st *stats) addReceived(n *[3]uint64) {
+func (st *stats) addReceived(n, bytes *[3]uint64) {
 	for q := range n {
 		if n[q] != 0 {
 			st.msgsReceived[q].Add(n[q])
-			n[q] = 0
+			st.payloadIn[q].Add(bytes[q])
+			n[q], bytes[q] = 0, 0
 		}
 	}
 }
 
 // addSent does the same for sent PUBLISH packets.
-func (st *stats) addSent(n *[3]uint64) {
+func (st *stats) addSent(n, bytes *[3]uint64) {
 	for q := range n {
 		if n[q] != 0 {
 			st.msgsSent[q].Add(n[q])
+			st.payloadOut[q].Add(bytes[q])
 		}
 	}
 }
@@ -160,6 +164,8 @@ type Stats struct {
 	Disconnects      map[string]uint64
 	MessagesReceived [3]uint64 // PUBLISH from clients by QoS
 	MessagesSent     [3]uint64 // PUBLISH to clients by QoS
+	PayloadReceived  [3]uint64 // PUBLISH payload bytes from clients by QoS
+	PayloadSent      [3]uint64 // PUBLISH payload bytes to clients by QoS
 	BytesReceived    uint64
 	BytesSent        uint64
 	Dropped          map[DropReason]uint64
@@ -204,6 +210,8 @@ func (s *Server) Stats() Stats {
 	for i := range 3 {
 		out.MessagesReceived[i] = st.msgsReceived[i].Load()
 		out.MessagesSent[i] = st.msgsSent[i].Load()
+		out.PayloadReceived[i] = st.payloadIn[i].Load()
+		out.PayloadSent[i] = st.payloadOut[i].Load()
 	}
 	for i := range st.dropped {
 		out.Dropped[DropReason(i)] = st.dropped[i].Load()

@@ -44,6 +44,8 @@ var (
 	descMsgsOut      = desc("messages_sent_total", "PUBLISH packets sent to clients, by QoS.", "qos")
 	descBytesIn      = desc("bytes_received_total", "Bytes received from clients, all packets.")
 	descBytesOut     = desc("bytes_sent_total", "Bytes sent to clients, all packets.")
+	descPayloadIn    = desc("payload_bytes_received_total", "PUBLISH payload bytes received from clients, by QoS.", "qos")
+	descPayloadOut   = desc("payload_bytes_sent_total", "PUBLISH payload bytes sent to clients, by QoS.", "qos")
 	descDropped      = desc("messages_dropped_total", "Messages not delivered to a session, by reason.", "reason")
 	descInflight     = desc("messages_inflight", "QoS 1 and 2 messages sent and not yet acknowledged, all sessions.")
 	descQueued       = desc("messages_queued", "Messages waiting in session queues.")
@@ -56,7 +58,7 @@ var (
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUptime, descConnected, descMaxConnected, descConnects, descByListener,
-		descRefused, descDisconnects, descSessions, descExpired, descMsgsIn, descMsgsOut, descBytesIn, descBytesOut,
+		descRefused, descDisconnects, descSessions, descExpired, descMsgsIn, descMsgsOut, descBytesIn, descBytesOut, descPayloadIn, descPayloadOut,
 		descDropped, descInflight, descQueued, descRetained, descSubs, descStoreSize, descLatency} {
 		ch <- d
 	}
@@ -87,6 +89,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for q := range st.MessagesReceived {
 		counter(descMsgsIn, st.MessagesReceived[q], strconv.Itoa(q))
 		counter(descMsgsOut, st.MessagesSent[q], strconv.Itoa(q))
+	}
+	for q := range st.PayloadReceived {
+		counter(descPayloadIn, st.PayloadReceived[q], strconv.Itoa(q))
+		counter(descPayloadOut, st.PayloadSent[q], strconv.Itoa(q))
 	}
 	counter(descBytesIn, st.BytesReceived)
 	counter(descBytesOut, st.BytesSent)

@@ -124,6 +124,10 @@ func TestMetricsAfterWorkload(t *testing.T) {
 		{"roost_messages_received_total", []string{"qos", "2"}, 0},
 		{"roost_messages_sent_total", []string{"qos", "0"}, 30},
 		{"roost_messages_sent_total", []string{"qos", "1"}, 2},
+		{"roost_payload_bytes_received_total", []string{"qos", "0"}, 124}, // 3x4 + 8 + 26x4
+		{"roost_payload_bytes_received_total", []string{"qos", "1"}, 4},
+		{"roost_payload_bytes_sent_total", []string{"qos", "0"}, 124},
+		{"roost_payload_bytes_sent_total", []string{"qos", "1"}, 4},
 		{"roost_messages_dropped_total", []string{"reason", "queue_full"}, 0},
 		{"roost_messages_inflight", nil, 0},
 		{"roost_messages_queued", nil, 0},
