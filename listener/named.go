@@ -7,7 +7,9 @@ import "net"
 // anonymous access), logs and metrics know which listener a client came
 // through. Methods the broker looks for on the inner connection stay
 // reachable: CertIdentity is forwarded and NetConn unwraps.
-func Named(ln net.Listener, name string) net.Listener { return &namedListener{Listener: ln, name: name} }
+func Named(ln net.Listener, name string) net.Listener {
+	return &namedListener{Listener: ln, name: name}
+}
 
 type namedListener struct {
 	net.Listener
