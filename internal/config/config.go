@@ -119,6 +119,9 @@ func Load(path string) (*Config, error) {
 	}
 	c.Store.resolveData(filepath.Dir(path))
 	c.Auth.resolvePaths(filepath.Dir(path))
+	for i := range c.Listeners {
+		c.Listeners[i].TLS.resolvePaths(filepath.Dir(path))
+	}
 	return c, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -199,4 +200,19 @@ func ParseLogLevel(s string) (slog.Level, error) {
 		return slog.LevelError, nil
 	}
 	return 0, fmt.Errorf("must be one of debug, info, warn, error, got %q", s)
+}
+
+// resolvePaths makes relative certificate and CA file names relative to
+// dir, the config file's directory, as for the other files it names.
+func (t *TLS) resolvePaths(dir string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	for i := range t.Certs {
+		abs(&t.Certs[i].Cert)
+		abs(&t.Certs[i].Key)
+	}
+	abs(&t.ClientCA)
 }

@@ -2,6 +2,8 @@ package config
 
 import (
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -83,5 +85,24 @@ func TestListenerOptionErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q:\n got %v\nwant %s", tt.src, err, tt.want)
 		}
+	}
+}
+
+// Relative certificate files in a config file are relative to that file.
+func TestTLSPathsRelativeToConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "roost.yaml")
+	yaml := "listeners:\n  - url: mqtts://127.0.0.1:0\n    tls:\n      cert: certs/server.pem\n      key: /abs/server.key\n      client_ca: ca.pem\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := c.Listeners[0].TLS
+	if tl.Certs[0].Cert != filepath.Join(dir, "certs/server.pem") || tl.Certs[0].Key != "/abs/server.key" ||
+		tl.ClientCA != filepath.Join(dir, "ca.pem") {
+		t.Errorf("TLS paths = %+v", tl)
 	}
 }
