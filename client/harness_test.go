@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 	"github.com/roost-mqtt/roost/store"
 )
@@ -218,7 +219,7 @@ func startMosquitto(t *testing.T, extra string) *mosqTarget {
 	t.Helper()
 	requireMosquitto(t, "mosquitto")
 	dir := t.TempDir()
-	port := freePort(t)
+	port := mqtttest.FreePort(t)
 	m := &mosqTarget{proxy: newProxy(t), conf: filepath.Join(dir, "mosquitto.conf"), back: fmt.Sprintf("127.0.0.1:%d", port)}
 	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\n"+
 		"user root\nautosave_interval 1\nautosave_on_changes true\nmax_queued_messages 100000\nlog_dest stderr\n%s\n", port, dir, extra)
@@ -228,15 +229,6 @@ func startMosquitto(t *testing.T, extra string) *mosqTarget {
 	m.Up(t)
 	t.Cleanup(func() { m.stop(syscall.SIGTERM) })
 	return m
-}
-
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func (m *mosqTarget) URL() string { return "mqtt://" + m.addr }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -113,7 +114,7 @@ func TestServerLimits(t *testing.T) {
 
 // ws:// against mosquitto's WebSocket listener.
 func TestWebSocketMosquitto(t *testing.T) {
-	port := freePort(t)
+	port := mqtttest.FreePort(t)
 	m := startMosquitto(t, fmt.Sprintf("listener %d 127.0.0.1\nprotocol websockets\n", port))
 	_ = m
 	eventually(t, 5*time.Second, func() error {

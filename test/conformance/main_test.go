@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/mqtttest"
 )
 
 const (
@@ -202,7 +203,7 @@ func startMosquitto(t *testing.T, cfg brokerConfig) string {
 	// Picking a free port and handing it to another process races with
 	// everything else on the machine; retry a few times.
 	for attempt := 0; attempt < 5; attempt++ {
-		port := freePort(t)
+		port := mqtttest.FreePort(t)
 		conf := filepath.Join(dir, fmt.Sprintf("mosquitto-%d.conf", attempt))
 		if err := os.WriteFile(conf, []byte(mosquittoConf(port, cfg)), 0o644); err != nil {
 			t.Fatal(err)
@@ -213,10 +214,10 @@ func startMosquitto(t *testing.T, cfg brokerConfig) string {
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start mosquitto: %v", err)
 		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
+		exited := make(chan struct{})
+		go func() { cmd.Wait(); close(exited) }()
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		if waitListening(addr, exited, 5*time.Second) {
+		if mqtttest.WaitListening(addr, 5*time.Second, mqtttest.Closed(exited)) {
 			t.Cleanup(func() {
 				_ = cmd.Process.Kill()
 				<-exited
@@ -232,35 +233,6 @@ func startMosquitto(t *testing.T, cfg brokerConfig) string {
 	}
 	t.Fatal("could not start mosquitto")
 	return ""
-}
-
-// waitListening polls addr until it accepts a connection, the process
-// exits, or within passes.
-func waitListening(addr string, exited <-chan error, within time.Duration) bool {
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return false
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // eventually polls cond every 20ms until it returns nil or within passes,

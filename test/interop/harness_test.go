@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/mqtttest"
 )
 
 // proto is an MQTT protocol version under test.
@@ -167,7 +168,7 @@ func startMosquitto(t *testing.T, cfg brokerConfig) *testBroker {
 	bin := requireTool(t, "mosquitto")
 	var lastErr string
 	for attempt := 0; attempt < 3; attempt++ {
-		port := freePort(t)
+		port := mqtttest.FreePort(t)
 		conf := filepath.Join(t.TempDir(), "mosquitto.conf")
 		sys := 0
 		if cfg.sysInterval > 0 {
@@ -187,7 +188,7 @@ func startMosquitto(t *testing.T, cfg brokerConfig) *testBroker {
 		exited := make(chan struct{})
 		go func() { cmd.Wait(); close(exited) }()
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if waitListening(addr, exited, 5*time.Second) {
+		if mqtttest.WaitListening(addr, 5*time.Second, mqtttest.Closed(exited)) {
 			t.Cleanup(func() {
 				cmd.Process.Signal(syscall.SIGTERM)
 				select {
@@ -205,35 +206,6 @@ func startMosquitto(t *testing.T, cfg brokerConfig) *testBroker {
 	}
 	t.Fatalf("mosquitto did not start listening:\n%s", lastErr)
 	return nil
-}
-
-// freePort returns a port that was free on 127.0.0.1 a moment ago (mosquitto
-// needs a number in its config; startMosquitto retries on a lost race).
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-func waitListening(addr string, exited <-chan struct{}, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return false
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
 }
 
 // waitBrokerReady checks that the broker answers an MQTT 3.1.1 CONNECT with

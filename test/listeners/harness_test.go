@@ -2,7 +2,6 @@ package listeners
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,7 +16,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,35 +26,17 @@ import (
 	"github.com/roost-mqtt/roost/packet"
 )
 
-// logBuf collects the broker's logs so tests can look for lines in them.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // server is an in-process broker with its listeners.
 type server struct {
 	t    *testing.T
 	srv  *broker.Server
-	logs *logBuf
+	logs *mqtttest.LogBuffer
 	log  *slog.Logger
 }
 
 func newServer(t *testing.T) *server {
 	t.Helper()
-	logs := &logBuf{}
+	logs := &mqtttest.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := broker.New(broker.Options{Logger: log, SysInterval: -1, MaxPacketSize: 256 << 10})
 	if err != nil {
@@ -253,7 +233,7 @@ type peer struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	events chan event
-	stderr *logBuf
+	stderr *mqtttest.LogBuffer
 }
 
 // startNode runs node with args (from this directory) for at most a minute.
@@ -263,7 +243,7 @@ func startNode(t *testing.T, args ...string) *peer {
 	requireNodeModules(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	cmd := exec.CommandContext(ctx, node, args...)
-	p := &peer{t: t, cmd: cmd, events: make(chan event, 64), stderr: &logBuf{}}
+	p := &peer{t: t, cmd: cmd, events: make(chan event, 64), stderr: &mqtttest.LogBuffer{}}
 	cmd.Stderr = p.stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
