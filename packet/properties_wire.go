@@ -285,12 +285,12 @@ func (d *decoder) props(p *Properties, t Type, will bool) {
 	// Nothing in the block may be read past its end: limit the body to it
 	// while the properties are decoded.
 	whole := d.b
-	d.b = d.b[:d.off+n]
+	d.whole, d.b = whole, d.b[:d.off+n]
 	place := placeOf(t, will)
 	for d.err == nil && d.left() > 0 {
 		d.prop(p, t, place)
 	}
-	d.b = whole
+	d.whole, d.b = nil, whole
 }
 
 // prop decodes one property.

@@ -17,10 +17,13 @@ import (
 // a neighbour. A decoded packet thus costs one allocation for all its text
 // and data, whatever the number of fields.
 type decoder struct {
-	b   []byte // the body, owned by the caller
+	b   []byte // the body, owned by the caller; cut to the property block while props decodes it
 	off int
-	own []byte // lazily made private copy of b
+	own []byte // lazily made private copy of the whole body
 	err error
+	// whole is the uncut body while b is cut (nil otherwise), so that a
+	// copy made inside a property block still covers the payload after it.
+	whole []byte
 }
 
 func (d *decoder) fail(err error) {
@@ -128,8 +131,12 @@ func (d *decoder) rest() []byte {
 
 func (d *decoder) bytes(i, j int) []byte {
 	if d.own == nil {
-		d.own = make([]byte, len(d.b))
-		copy(d.own, d.b)
+		src := d.b
+		if d.whole != nil {
+			src = d.whole
+		}
+		d.own = make([]byte, len(src))
+		copy(d.own, src)
 	}
 	return d.own[i:j:j]
 }
