@@ -107,13 +107,18 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 		return c.refuse(packet.ServerBusy, fmt.Sprintf("connection limit %d reached", o.MaxConnections))
 	}
 	info := newClientInfo(c.nc, p, id)
-	if err := s.authenticate(info); err != nil {
-		c.throttleAuthFailure()
+	hold, err := c.authGate(info.Username) // password guessing: limits.go
+	if err != nil {
+		return err
+	}
+	err = s.authenticate(info)
+	c.authDone(hold, info.Username, err)
+	if err != nil {
 		if errors.Is(err, ErrBadCredentials) {
 			return c.refuse(packet.BadUserNameOrPassword, "bad username or password")
 		}
 		if !errors.Is(err, ErrNotAuthorized) {
-			c.log.Warn("authentication failed", "username", info.Username, "err", err)
+			c.logger().Warn("authentication failed", "username", info.Username, "err", err)
 		}
 		return c.refuse(packet.NotAuthorized, "not authorized")
 	}
@@ -172,11 +177,11 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	c.clientID = id
 	c.connectedAt = time.Now()
 	c.pubRate = tokenBucket{rate: o.PublishRate, burst: 2 * o.PublishRate}
-	c.log = c.log.With("client_id", id)
+	c.log = c.logger().With("client_id", id)
 	present := s.attach(c, id, p.CleanStart, expiry, will, ack, info)
 	c.connected = true
 	s.stats.noteConnected()
-	c.log.Info("client connected", "username", info.Username, "protocol", c.version.String(), "clean_start", p.CleanStart,
+	c.logger().Info("client connected", "username", info.Username, "protocol", c.version.String(), "clean_start", p.CleanStart,
 		"keep_alive", keepAlive, "session_present", present)
 	return nil
 }
@@ -194,16 +199,14 @@ func newWill(p *packet.Connect, from string) *willMsg {
 	w := &willMsg{msg: m}
 	if p.ProtocolVersion == packet.V5 {
 		wp := &p.WillProperties
-		m.Props = *wp
-		m.Props.Clear(packet.PropWillDelay)
-		m.Props.Clear(packet.PropMessageExpiry)
+		if wp.Present&^(1<<packet.PropWillDelay) != 0 {
+			// Message Expiry stays: it counts from when the will is published.
+			props := *wp
+			props.Clear(packet.PropWillDelay)
+			m.Props = &props
+		}
 		if wp.Has(packet.PropWillDelay) {
 			w.delay = time.Duration(wp.WillDelay) * time.Second
-		}
-		if wp.Has(packet.PropMessageExpiry) {
-			// The interval counts from when the will is published.
-			m.Props.MessageExpiry = wp.MessageExpiry
-			m.Props.Set(packet.PropMessageExpiry)
 		}
 	}
 	return w
@@ -299,24 +302,4 @@ func (s *Server) allowed(info *ClientInfo, act Action, topic string) bool {
 		return true
 	}
 	return s.opts.Authorizer.Allow(s.ctx, info, act, topic)
-}
-
-// throttleAuthFailure holds back the refusal of a failed authentication when
-// the address has failed often recently (password guessing), bounded by
-// authMaxDelay and cut short by Shutdown.
-func (c *conn) throttleAuthFailure() {
-	if !c.hasIP {
-		return
-	}
-	d := c.srv.ipl.authFailed(c.ip, time.Now())
-	if d == 0 {
-		return
-	}
-	c.log.Warn("repeated authentication failures; slowing this address down", "delay", d)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-c.srv.ctx.Done():
-	}
 }
