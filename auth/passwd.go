@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/roost-mqtt/roost/broker"
@@ -73,7 +74,7 @@ func (p *PasswordFile) Check(user string, password []byte) error {
 	verifySlots.acquire()
 	defer verifySlots.release()
 	if !ok {
-		decoy.verify(password)
+		decoy().verify(password)
 		return broker.ErrBadCredentials
 	}
 	if !h.verify(password) {
@@ -82,12 +83,15 @@ func (p *PasswordFile) Check(user string, password []byte) error {
 	return nil
 }
 
-// decoy is verified for unknown users.
-var decoy = func() *hash {
+// decoy is verified for unknown users, so they cost as much as known ones.
+// It is made on first use: hashing it takes 19 MiB and tens of
+// milliseconds, which every process start (even `roost version`) paid when
+// it was made at init.
+var decoy = sync.OnceValue(func() *hash {
 	s, _ := Hash(Argon2id, []byte("decoy"))
 	h, _ := parseHash(s)
 	return h
-}()
+})
 
 // verifySlots bounds the slow hashes computed at once: Argon2id takes
 // 19 MiB each, and a connection storm must not take the broker's memory
