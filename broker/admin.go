@@ -182,12 +182,11 @@ func (s *Server) Publish(m PublishRequest) (int, error) {
 	if m.QoS > maxQoS {
 		return 0, fmt.Errorf("%w: QoS %d", ErrBadPublish, m.QoS)
 	}
-	now := time.Now()
+	now := time.Now().UnixNano()
 	msg := &Message{ID: s.msgID.Add(1), Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain && !s.opts.DisableRetain,
-		Props: m.Props, Created: now}
-	if msg.Props.Has(packet.PropMessageExpiry) {
-		msg.Expires = now.Add(time.Duration(msg.Props.MessageExpiry) * time.Second)
-		msg.Props.Clear(packet.PropMessageExpiry)
+		created: now}
+	if m.Props.Present != 0 {
+		msg.setProps(&m.Props, now)
 	}
 	n, t := s.publish(msg)
 	if t != 0 {

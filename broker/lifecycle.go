@@ -2,8 +2,6 @@ package broker
 
 import (
 	"time"
-
-	"github.com/roost-mqtt/roost/packet"
 )
 
 // detach unbinds a closing connection from its session. The will is
@@ -113,7 +111,7 @@ func (s *Server) endSessionLocked(ss *session) *willMsg {
 		s.router.tree.Unsubscribe(rest, group, ss)
 	}
 	ss.subs = nil
-	ss.inflight, ss.queue, ss.qhead = nil, nil, 0
+	ss.inflight, ss.queue, ss.qhead, ss.qbytes, ss.qexpiring = nil, nil, 0, 0, 0
 	clear(ss.byPID)
 	w := ss.will
 	ss.will = nil
@@ -127,12 +125,12 @@ func (s *Server) publishWill(w *willMsg) {
 		s.log.Info("will not published: not authorized", "client_id", wm.From, "topic", wm.Topic)
 		return
 	}
-	m := Message{ID: s.msgID.Add(1), Topic: wm.Topic, Payload: wm.Payload, QoS: wm.QoS, Retain: wm.Retain, Props: wm.Props, From: wm.From}
-	m.Created = time.Now()
-	if m.Props.Has(packet.PropMessageExpiry) {
-		m.Expires = m.Created.Add(time.Duration(m.Props.MessageExpiry) * time.Second)
-		m.Props.Clear(packet.PropMessageExpiry)
+	now := time.Now().UnixNano()
+	m := &Message{ID: s.msgID.Add(1), Topic: wm.Topic, Payload: wm.Payload, QoS: wm.QoS, Retain: wm.Retain, From: wm.From, created: now}
+	if wm.Props != nil {
+		// The will's Message Expiry counts from now, when it is published.
+		m.setProps(wm.Props, now)
 	}
 	s.log.Info("publishing will", "client_id", m.From, "topic", m.Topic)
-	s.publish(&m)
+	s.publish(m)
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roost-mqtt/roost/packet"
@@ -9,33 +10,97 @@ import (
 
 // Message is an application message as the broker routes and stores it.
 // It is immutable once routed: every subscriber shares one Message.
+//
+// A broker holds one Message per retained topic and per queued message, so
+// the struct is kept small (112 bytes with its allocation class): the
+// properties are behind a pointer, nil for the usual PUBLISH without any,
+// times are Unix nanoseconds rather than time.Time, and the wire-form cache
+// exists only for messages that have been encoded for several sessions.
 type Message struct {
 	// ID identifies the message to a Store, which keeps one copy of the
 	// body however many sessions it is queued for.
 	ID      uint64
 	Topic   string
 	Payload []byte
-	QoS     packet.QoS
-	Retain  bool
 	// Props are the PUBLISH properties to forward: Payload Format
 	// Indicator, Content Type, Response Topic, Correlation Data and User
-	// Properties, in order [MQTT-3.3.2-17/18]. Topic Alias, Subscription
-	// Identifiers and Message Expiry are per delivery and not kept here.
-	Props packet.Properties
-	// Expires is when the MQTT 5 Message Expiry Interval runs out; zero
-	// means never.
-	Expires time.Time
+	// Properties, in order [MQTT-3.3.2-17/18]; nil when there are none.
+	// Topic Alias, Subscription Identifiers and Message Expiry are per
+	// delivery and not kept here. Shared and read-only like the rest.
+	Props *packet.Properties
 	// From is the publishing client's id (empty for the server's own
 	// messages), for No Local.
 	From string
-	// Created is when the broker received it.
-	Created time.Time
+	// created is when the broker received the message and expires when
+	// its MQTT 5 Message Expiry Interval runs out, both in Unix
+	// nanoseconds, 0 for unknown / never. Wall-clock time, as stored: a
+	// message's expiry outlives the process.
+	created, expires int64
+	QoS              packet.QoS
+	Retain           bool
 
 	// shareWire says the message goes to several sessions, so its wire
 	// forms are worth caching (set before the message is shared).
 	shareWire bool
-	wireMu    sync.Mutex
-	wire      []wireForm
+	// wire is allocated by the first wireFor, so messages that go to one
+	// session (and retained ones nobody reads) carry 8 bytes for it.
+	wire atomic.Pointer[wireCache]
+}
+
+// Created returns when the broker received m; zero if unknown.
+func (m *Message) Created() time.Time { return fromNano(m.created) }
+
+// Expires returns when m's MQTT 5 Message Expiry Interval runs out; zero
+// means never.
+func (m *Message) Expires() time.Time { return fromNano(m.expires) }
+
+// SetCreated and SetExpires set the times Created and Expires return. They
+// are for whoever builds a Message (a Store restoring one), before it is
+// routed.
+func (m *Message) SetCreated(t time.Time) { m.created = toNano(t) }
+
+// SetExpires: see SetCreated. The zero time means never.
+func (m *Message) SetExpires(t time.Time) { m.expires = toNano(t) }
+
+func toNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// setProps takes a Message Expiry Interval out of props (it is rewritten
+// per delivery with the time left) into m.expires, counted from now, and
+// keeps props for forwarding only if any property is left.
+func (m *Message) setProps(props *packet.Properties, now int64) {
+	p := *props
+	if p.Has(packet.PropMessageExpiry) {
+		m.expires = now + int64(p.MessageExpiry)*int64(time.Second)
+		p.Clear(packet.PropMessageExpiry)
+		p.MessageExpiry = 0
+	}
+	p.Clear(packet.PropTopicAlias)
+	p.TopicAlias = 0
+	p.Clear(packet.PropSubscriptionID)
+	p.SubscriptionIDs = nil
+	p.Clear(packet.PropWillDelay) // a will's; never forwarded
+	p.WillDelay = 0
+	if p.Present != 0 {
+		m.Props = &p
+	}
+}
+
+// wireCache holds the encoded PUBLISH forms of a shared message.
+type wireCache struct {
+	mu    sync.Mutex
+	forms []wireForm
 }
 
 // wireForm is one encoded PUBLISH of a message, shared by every subscriber
@@ -52,14 +117,24 @@ type wireForm struct {
 // wireFor returns the cached encoding of m for (v, qos, retain) without
 // per-delivery properties, encoding it on first use.
 func (m *Message) wireFor(v packet.Version, qos packet.QoS, retain bool) (wireForm, error) {
-	m.wireMu.Lock()
-	defer m.wireMu.Unlock()
-	for _, f := range m.wire {
+	wc := m.wire.Load()
+	if wc == nil {
+		wc = new(wireCache)
+		if !m.wire.CompareAndSwap(nil, wc) {
+			wc = m.wire.Load()
+		}
+	}
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	for _, f := range wc.forms {
 		if f.v == v && f.qos == qos && f.retain == retain {
 			return f, nil
 		}
 	}
-	p := packet.Publish{QoS: qos, Retain: retain, Topic: m.Topic, Payload: m.Payload, Properties: m.Props}
+	p := packet.Publish{QoS: qos, Retain: retain, Topic: m.Topic, Payload: m.Payload}
+	if m.Props != nil {
+		p.Properties = *m.Props
+	}
 	if qos > 0 {
 		p.PacketID = 1 // patched per delivery
 	}
@@ -72,27 +147,23 @@ func (m *Message) wireFor(v packet.Version, qos packet.QoS, retain bool) (wireFo
 		return wireForm{}, err
 	}
 	f := wireForm{v: v, qos: qos, retain: retain, b: b, pidAt: h.HeaderLen + 2 + len(m.Topic)}
-	m.wire = append(m.wire, f)
+	wc.forms = append(wc.forms, f)
 	return f, nil
 }
 
+// queuedSize is what m counts towards Options.MaxQueuedBytes.
+func (m *Message) queuedSize() int { return len(m.Topic) + len(m.Payload) }
+
 func (m *Message) expired(now time.Time) bool {
-	return !m.Expires.IsZero() && !now.Before(m.Expires)
+	return m.expires != 0 && now.UnixNano() >= m.expires
 }
 
 // newMessage builds a Message from a client PUBLISH.
 func (s *Server) newMessage(p *packet.Publish, from string) *Message {
-	now := time.Now()
-	m := &Message{ID: s.msgID.Add(1), Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, From: from, Created: now}
-	m.Props = p.Properties
-	m.Props.Clear(packet.PropTopicAlias)
-	m.Props.TopicAlias = 0
-	m.Props.Clear(packet.PropSubscriptionID)
-	m.Props.SubscriptionIDs = nil
-	if m.Props.Has(packet.PropMessageExpiry) {
-		m.Expires = now.Add(time.Duration(m.Props.MessageExpiry) * time.Second)
-		m.Props.Clear(packet.PropMessageExpiry)
-		m.Props.MessageExpiry = 0
+	now := time.Now().UnixNano()
+	m := &Message{ID: s.msgID.Add(1), Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, From: from, created: now}
+	if p.Properties.Present != 0 {
+		m.setProps(&p.Properties, now)
 	}
 	return m
 }
@@ -103,7 +174,7 @@ func (s *Server) newMessage(p *packet.Publish, from string) *Message {
 // Size [MQTT-3.1.2-25]. The caller holds the session lock (which guards the
 // outbound topic aliases).
 func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []uint32, pid uint16, dup bool) bool {
-	if msg.shareWire && !dup && len(subIDs) == 0 && msg.Expires.IsZero() && (c.version != packet.V5 || c.aliasMaxOut == 0) {
+	if msg.shareWire && !dup && len(subIDs) == 0 && msg.expires == 0 && (c.version != packet.V5 || c.aliasMaxOut == 0) {
 		if f, err := msg.wireFor(c.version, qos, retain); err == nil {
 			return c.writeShared(msg, f, pid)
 		}
@@ -111,9 +182,11 @@ func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []
 	p := packet.Publish{Dup: dup, QoS: qos, Retain: retain, Topic: msg.Topic, PacketID: pid, Payload: msg.Payload}
 	newAlias := false
 	if c.version == packet.V5 {
-		p.Properties = msg.Props
-		if !msg.Expires.IsZero() {
-			left := time.Until(msg.Expires)
+		if msg.Props != nil {
+			p.Properties = *msg.Props
+		}
+		if msg.expires != 0 {
+			left := time.Duration(msg.expires - time.Now().UnixNano())
 			if left <= 0 {
 				if !dup {
 					c.sess.noteDrop(DropExpired)
@@ -213,7 +286,8 @@ func (c *conn) noteSent(msg *Message, qos packet.QoS) {
 	c.unsent[qos]++
 	c.unsentBytes[qos] += uint64(len(msg.Payload))
 	c.latTick++
-	if c.latTick%latencySample == 0 && !msg.Created.IsZero() {
-		c.srv.stats.noteLatency(time.Since(msg.Created))
+	if c.latTick%latencySample == 0 && msg.created != 0 {
+		// Wall clock: a step backwards would make it negative.
+		c.srv.stats.noteLatency(max(0, time.Duration(time.Now().UnixNano()-msg.created)))
 	}
 }

@@ -29,6 +29,18 @@ type Options struct {
 	// full, the oldest QoS 0 message is dropped first, otherwise the new
 	// message is dropped; every drop is counted. Default 1000.
 	MaxQueued int
+	// MaxQueuedBytes bounds the same queue by topic and payload bytes,
+	// with the same drop policy; a message larger than it is never queued.
+	// It keeps a few offline sessions with large messages from holding
+	// the broker's memory (and disk). Default 64 MiB.
+	MaxQueuedBytes int
+	// ExpirySweep is how often queued messages of offline sessions are
+	// checked against their MQTT 5 Message Expiry; expired ones are
+	// removed from memory and the store then, rather than when the client
+	// returns, so that both follow live data. Each sweep examines a bounded
+	// number of messages and continues where it stopped on the next.
+	// Default 30s; negative disables it.
+	ExpirySweep time.Duration
 	// QueueQoS0 also queues QoS 0 messages for offline persistent
 	// sessions. Default false, as in mosquitto.
 	QueueQoS0 bool
@@ -105,6 +117,9 @@ func (o *Options) fill() {
 	if o.MaxQueued == 0 {
 		o.MaxQueued = 1000
 	}
+	if o.MaxQueuedBytes == 0 {
+		o.MaxQueuedBytes = 64 << 20
+	}
 	if o.MaxTopicLevels == 0 {
 		o.MaxTopicLevels = 128
 	}
@@ -122,6 +137,9 @@ func (o *Options) fill() {
 	}
 	if o.TopicAliasMaximum == 0 {
 		o.TopicAliasMaximum = 64
+	}
+	if o.ExpirySweep == 0 {
+		o.ExpirySweep = 30 * time.Second
 	}
 	if o.SysInterval == 0 {
 		o.SysInterval = 10 * time.Second

@@ -88,6 +88,7 @@ func (s *Server) restoreSession(rec *StoredSession, now time.Time) (*session, *w
 			ss.nextPID = max(ss.nextPID, ob.pid)
 		} else {
 			ss.queue = append(ss.queue, ob)
+			ss.requeue(ob)
 		}
 	}
 	for _, pid := range rec.Inbound {

@@ -89,6 +89,10 @@ func New(opts Options) (*Server, error) {
 		s.bgWG.Add(1)
 		go s.sysLoop()
 	}
+	if opts.ExpirySweep > 0 {
+		s.bgWG.Add(1)
+		go s.sweepLoop()
+	}
 	return s, nil
 }
 

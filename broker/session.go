@@ -34,6 +34,11 @@ type session struct {
 	// inflight window, oldest first, from qhead on.
 	queue []*outbound
 	qhead int
+	// qbytes is the topic and payload bytes of queue[qhead:], held
+	// under Options.MaxQueuedBytes; qexpiring counts the queued messages
+	// with a Message Expiry, so the sweep skips sessions without any.
+	qbytes    int
+	qexpiring int
 	// inQoS2 are packet ids of inbound QoS 2 publishes that were delivered
 	// and await PUBREL: a repeated PUBLISH with one of them is not
 	// delivered again [MQTT-4.3.3-?; method A of 4.3.3].
@@ -195,27 +200,19 @@ func (ss *session) assignSeq(ob *outbound) {
 	}
 }
 
-// enqueue appends ob to the queue, applying the drop policy when the queue
-// is full: drop the oldest QoS 0 message if there is one, otherwise drop the
-// new message. Either way the drop is counted. It reports whether ob was
-// queued.
+// enqueue appends ob to the queue, applying the drop policy when that
+// would put the queue over MaxQueued messages or MaxQueuedBytes bytes: drop
+// the oldest queued QoS 0 messages if that makes room, otherwise drop the
+// new message. Every dropped message is counted (DropQueueFull). It reports
+// whether ob was queued.
 func (ss *session) enqueue(ob *outbound) bool {
-	if ss.queueLen() >= ss.srv.opts.MaxQueued {
-		victim := -1
-		for i := ss.qhead; i < len(ss.queue); i++ {
-			if ss.queue[i].qos == 0 {
-				victim = i
-				break
-			}
-		}
+	size := ob.msg.queuedSize()
+	opts := &ss.srv.opts
+	overN := ss.queueLen() + 1 - opts.MaxQueued
+	overB := ss.qbytes + size - opts.MaxQueuedBytes
+	if (overN > 0 || overB > 0) && (size > opts.MaxQueuedBytes || !ss.evictQoS0(overN, overB)) {
 		ss.noteDrop(DropQueueFull)
-		if victim < 0 {
-			return false
-		}
-		ss.recordDone(ss.queue[victim])
-		copy(ss.queue[victim:], ss.queue[victim+1:])
-		ss.queue[len(ss.queue)-1] = nil
-		ss.queue = ss.queue[:len(ss.queue)-1]
+		return false
 	}
 	if ss.qhead > 0 && ss.qhead >= len(ss.queue)/2 {
 		n := copy(ss.queue, ss.queue[ss.qhead:])
@@ -223,7 +220,54 @@ func (ss *session) enqueue(ob *outbound) bool {
 		ss.queue, ss.qhead = ss.queue[:n], 0
 	}
 	ss.queue = append(ss.queue, ob)
+	ss.requeue(ob)
 	return true
+}
+
+// evictQoS0 drops the oldest queued QoS 0 messages until at least n
+// messages and b bytes are freed, counting each drop. When all queued QoS 0
+// messages together would not free that much it drops none and returns
+// false: the new message is the one to go.
+func (ss *session) evictQoS0(n, b int) bool {
+	last, freedN, freedB := -1, 0, 0
+	for i := ss.qhead; i < len(ss.queue) && (freedN < n || freedB < b); i++ {
+		if ob := ss.queue[i]; ob.qos == 0 {
+			last, freedN, freedB = i, freedN+1, freedB+ob.msg.queuedSize()
+		}
+	}
+	if freedN < n || freedB < b {
+		return false
+	}
+	w := ss.qhead
+	for i := ss.qhead; i < len(ss.queue); i++ {
+		ob := ss.queue[i]
+		if i <= last && ob.qos == 0 {
+			ss.noteDrop(DropQueueFull)
+			ss.unqueue(ob)
+			ss.recordDone(ob)
+			continue
+		}
+		ss.queue[w] = ob
+		w++
+	}
+	clear(ss.queue[w:])
+	ss.queue = ss.queue[:w]
+	return true
+}
+
+// requeue and unqueue account for ob joining and leaving the queue.
+func (ss *session) requeue(ob *outbound) {
+	ss.qbytes += ob.msg.queuedSize()
+	if ob.msg.expires != 0 {
+		ss.qexpiring++
+	}
+}
+
+func (ss *session) unqueue(ob *outbound) {
+	ss.qbytes -= ob.msg.queuedSize()
+	if ob.msg.expires != 0 {
+		ss.qexpiring--
+	}
 }
 
 // noteDrop counts a message not delivered to this session; the first drop
@@ -281,6 +325,7 @@ func (ss *session) fill() {
 		ob := ss.queue[ss.qhead]
 		ss.queue[ss.qhead] = nil
 		ss.qhead++
+		ss.unqueue(ob)
 		ss.sendNew(c, ob)
 	}
 	if ss.qhead == len(ss.queue) {

@@ -53,9 +53,9 @@ func (s *Server) publishSys() {
 		{"$SYS/broker/retained messages/count", i(int64(s.ret.count()))},
 		{"$SYS/broker/heap/current", u(heapInUse(), 10)},
 	}
-	now := time.Now()
+	now := time.Now().UnixNano()
 	for _, f := range figures {
-		s.publish(&Message{ID: s.msgID.Add(1), Topic: f.topic, Payload: []byte(f.value), QoS: 0, Retain: true, Created: now})
+		s.publish(&Message{ID: s.msgID.Add(1), Topic: f.topic, Payload: []byte(f.value), QoS: 0, Retain: true, created: now})
 	}
 }
 

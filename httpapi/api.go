@@ -300,8 +300,8 @@ type messageJSON struct {
 }
 
 func toMessageJSON(m *broker.Message) messageJSON {
-	out := messageJSON{Topic: m.Topic, Size: len(m.Payload), QoS: uint8(m.QoS), Received: timePtr(m.Created),
-		Expires: timePtr(m.Expires)}
+	out := messageJSON{Topic: m.Topic, Size: len(m.Payload), QoS: uint8(m.QoS), Received: timePtr(m.Created()),
+		Expires: timePtr(m.Expires())}
 	if utf8.Valid(m.Payload) {
 		s := string(m.Payload)
 		out.Payload = &s

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
+	"unsafe"
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/packet"
@@ -89,10 +91,13 @@ func appendMessage(b []byte, m *broker.Message) ([]byte, error) {
 		flags |= 1
 	}
 	b = append(b, flags)
-	b = binary.AppendVarint(b, unixNano(m.Created))
-	b = binary.AppendVarint(b, unixNano(m.Expires))
+	b = binary.AppendVarint(b, unixNano(m.Created()))
+	b = binary.AppendVarint(b, unixNano(m.Expires()))
 	b = appendString(b, m.From)
-	p := packet.Publish{Topic: m.Topic, Payload: m.Payload, Properties: m.Props}
+	p := packet.Publish{Topic: m.Topic, Payload: m.Payload}
+	if m.Props != nil {
+		p.Properties = *m.Props
+	}
 	return p.Encode(b, packet.V5)
 }
 
@@ -101,8 +106,8 @@ func decodeMessage(b []byte) (*broker.Message, error) {
 	m := &broker.Message{ID: r.uvarint()}
 	m.QoS = packet.QoS(r.byte())
 	m.Retain = r.byte()&1 != 0
-	m.Created = fromUnixNano(r.varint())
-	m.Expires = fromUnixNano(r.varint())
+	m.SetCreated(fromUnixNano(r.varint()))
+	m.SetExpires(fromUnixNano(r.varint()))
 	m.From = r.string()
 	if r.err != nil {
 		return nil, r.err
@@ -111,13 +116,45 @@ func decodeMessage(b []byte) (*broker.Message, error) {
 	if err != nil || h.Type != packet.PUBLISH || h.HeaderLen+h.Remaining != len(r.b) {
 		return nil, fmt.Errorf("%w: message %d: bad PUBLISH", errCorrupt, m.ID)
 	}
-	pk, err := packet.Decode(h, r.b[h.HeaderLen:], packet.V5)
+	body := r.b[h.HeaderLen:]
+	if decodePlain(m, body) {
+		return m, nil
+	}
+	pk, err := packet.Decode(h, body, packet.V5)
 	if err != nil {
 		return nil, fmt.Errorf("%w: message %d: %v", errCorrupt, m.ID, err)
 	}
 	p := pk.(*packet.Publish)
-	m.Topic, m.Payload, m.Props = p.Topic, p.Payload, p.Properties
+	m.Topic, m.Payload = p.Topic, p.Payload
+	if p.Properties.Present != 0 {
+		props := p.Properties // not &p.Properties: that would keep the whole Publish
+		m.Props = &props
+	}
 	return m, nil
+}
+
+// decodePlain decodes the body of a stored PUBLISH without properties —
+// nearly every message — into m with one allocation for topic and payload
+// together, where packet.Decode would allocate a Publish as well; start-up
+// decodes every retained message. It reports false for anything else,
+// which the caller hands to packet.Decode.
+func decodePlain(m *broker.Message, body []byte) bool {
+	// topic length u16 | topic | property length varint 0 | payload
+	if len(body) < 3 {
+		return false
+	}
+	n := int(binary.BigEndian.Uint16(body))
+	if n == 0 || len(body) < 3+n || body[2+n] != 0 || !utf8.Valid(body[2:2+n]) {
+		return false
+	}
+	own := make([]byte, len(body)-3)
+	copy(own, body[2:2+n])
+	copy(own[n:], body[3+n:])
+	m.Topic = unsafe.String(&own[0], n) // own is never written again
+	if len(own) > n {
+		m.Payload = own[n:len(own):len(own)]
+	}
+	return true
 }
 
 // A session record: expiry u32 | disconnected varint | will at varint |

@@ -34,12 +34,12 @@ func openT(t *testing.T, dir string, opts DiskOptions) *Disk {
 
 func msg(id uint64, topic string) *broker.Message {
 	m := &broker.Message{ID: id, Topic: topic, Payload: []byte(fmt.Sprintf("payload %d", id)), QoS: packet.QoS(id % 3),
-		Retain: id%2 == 0, From: "pub", Created: time.Unix(1700000000, int64(id))}
+		Retain: id%2 == 0, From: "pub"}
+	m.SetCreated(time.Unix(1700000000, int64(id)))
 	if id%4 == 0 {
-		m.Expires = time.Unix(1800000000, 0)
-		m.Props.ContentType = "text/plain"
+		m.SetExpires(time.Unix(1800000000, 0))
+		m.Props = &packet.Properties{ContentType: "text/plain", User: []packet.UserProperty{{Key: "k", Value: "v"}}}
 		m.Props.Set(packet.PropContentType)
-		m.Props.User = []packet.UserProperty{{Key: "k", Value: "v"}}
 		m.Props.Set(packet.PropUserProperty)
 	}
 	return m
@@ -60,8 +60,12 @@ func flatten(m *broker.Message) *flatMsg {
 	if m == nil {
 		return nil
 	}
-	return &flatMsg{m.ID, m.Topic, m.From, string(m.Payload), m.QoS, m.Retain, fmt.Sprintf("%x %q %v", m.Props.Present, m.Props.ContentType, m.Props.User),
-		unixNano(m.Created), unixNano(m.Expires)}
+	props := "none"
+	if m.Props != nil {
+		props = fmt.Sprintf("%x %q %v", m.Props.Present, m.Props.ContentType, m.Props.User)
+	}
+	return &flatMsg{m.ID, m.Topic, m.From, string(m.Payload), m.QoS, m.Retain, props,
+		unixNano(m.Created()), unixNano(m.Expires())}
 }
 
 func flatState(st *broker.StoredState) string {

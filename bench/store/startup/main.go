@@ -4,6 +4,9 @@
 // binary on it. Results: ../RESULTS.md.
 //
 //	go run ./bench/store/startup -sessions 100000 -retained 1000000
+//
+// With -data DIR the store is kept in DIR (and reused when DIR exists), so
+// that builds can be compared on the same store.
 package main
 
 import (
@@ -28,6 +31,8 @@ func main() {
 	sessions := flag.Int("sessions", 100000, "persistent sessions, one subscription each")
 	retained := flag.Int("retained", 1000000, "retained messages")
 	payload := flag.Int("payload", 64, "retained payload bytes")
+	runs := flag.Int("runs", 3, "start-ups to measure")
+	keep := flag.String("data", "", "generate the store in `dir` and keep it; an existing dir is used as it is")
 	flag.Parse()
 	tmp, err := os.MkdirTemp("", "roost-startup-")
 	if err != nil {
@@ -39,12 +44,19 @@ func main() {
 		log.Fatalf("build: %v\n%s", err, out)
 	}
 	data := filepath.Join(tmp, "data")
-	t0 := time.Now()
-	if err := generate(data, *sessions, *retained, *payload); err != nil {
-		log.Fatal(err)
+	if *keep != "" {
+		data = *keep
 	}
-	fmt.Printf("generated %d sessions, %d retained in %v; store %s\n", *sessions, *retained, time.Since(t0).Round(time.Millisecond), size(data))
-	for run := range 3 {
+	if _, err := os.Stat(data); err == nil {
+		fmt.Printf("using the store in %s (%s)\n", data, size(data))
+	} else {
+		t0 := time.Now()
+		if err := generate(data, *sessions, *retained, *payload); err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("generated %d sessions, %d retained in %v; store %s\n", *sessions, *retained, time.Since(t0).Round(time.Millisecond), size(data))
+	}
+	for run := range *runs {
 		ready, rss, hwm, restored := start(bin, data)
 		fmt.Printf("run %d: ready after %v; RSS %d MiB (peak %d MiB); %s\n", run, ready.Round(time.Millisecond), rss>>10, hwm>>10, restored)
 	}
@@ -71,7 +83,8 @@ func generate(dir string, sessions, retained, payload int) error {
 	}
 	body := make([]byte, payload)
 	for i := range retained {
-		m := &broker.Message{ID: uint64(i + 1), Topic: fmt.Sprintf("sensors/%d/%d/state", i/1000, i%1000), Payload: body, QoS: 1, Retain: true, Created: now}
+		m := &broker.Message{ID: uint64(i + 1), Topic: fmt.Sprintf("sensors/%d/%d/state", i/1000, i%1000), Payload: body, QoS: 1, Retain: true}
+		m.SetCreated(now)
 		last = d.Append(broker.Op{Kind: broker.OpRetainPut, Msg: m})
 		if i%10000 == 0 {
 			d.Wait(last)
