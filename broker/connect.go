@@ -76,6 +76,9 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	if c.version == packet.V5 && props.Has(packet.PropRequestProblemInfo) {
 		c.problemInfo = props.RequestProblemInfo == 1
 	}
+	if c.version == packet.V5 && props.Has(packet.PropAuthData) && !props.Has(packet.PropAuthMethod) {
+		return c.refuse(packet.ProtocolError, "Authentication Data without Authentication Method (section 3.1.2.11.10)")
+	}
 	if c.version == packet.V5 && props.Has(packet.PropAuthMethod) {
 		return c.refuse(packet.BadAuthenticationMethod, "no authentication methods are configured")
 	}
