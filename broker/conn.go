@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/roost-mqtt/roost/packet"
@@ -38,8 +39,19 @@ const (
 type conn struct {
 	srv    *Server
 	nc     net.Conn
-	log    *slog.Logger
+	log    *slog.Logger // made on first use: most connections never log
 	remote string
+
+	// rc is the socket beneath nc when the connection can be parked while
+	// idle (see park.go); nil otherwise.
+	rc syscall.RawConn
+	// state is readerRunning or readerParked. Whoever moves it from
+	// parked to running starts the next reader goroutine.
+	state      atomic.Uint32
+	poller     *poller     // set when first parked
+	parkID     uint64      // c's id in poller
+	kaTimer    *time.Timer // wakes a parked reader when the keep alive runs out
+	parkFailed bool        // parking failed once (logged once)
 
 	// Set while handling CONNECT, read-only afterwards.
 	version     packet.Version
@@ -56,7 +68,10 @@ type conn struct {
 	pubRate     tokenBucket
 	connectedAt time.Time
 
-	// Reader goroutine only.
+	// Reader goroutine only (one at a time: a parked connection's next
+	// reader is started after the previous one exited).
+	started       bool      // the connect timeout has been set
+	readBy        time.Time // keep-alive (or connect) deadline; zero = none
 	aliasIn       map[uint16]string
 	received      [3]uint64       // PUBLISH packets by QoS not yet added to the stats
 	receivedBytes [3]uint64       // and their payload bytes
@@ -97,34 +112,61 @@ const (
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, remote: nc.RemoteAddr().String(), problemInfo: true}
 	c.outCond.L = &c.outMu
-	c.log = s.log.With("remote", c.remote)
+	c.rc = rawConnOf(nc)
 	return c
 }
 
-// run serves the connection until it ends. A panic while handling this
-// connection is logged with its stack and closes only this connection.
+// logger returns c's logger, which names the remote address.
+func (c *conn) logger() *slog.Logger {
+	if c.log == nil {
+		c.log = c.srv.log.With("remote", c.remote)
+	}
+	return c.log
+}
+
+// run serves the connection until it ends or parks; after parking, the
+// goroutine that wakes the connection calls run again. A panic while
+// handling this connection is logged with its stack and closes only this
+// connection.
 func (c *conn) run() {
 	var err error
 	defer func() {
 		if r := recover(); r != nil {
-			c.log.Error("panic while serving connection; closing it", "panic", r, "stack", string(debug.Stack()))
+			c.logger().Error("panic while serving connection; closing it", "panic", r, "stack", string(debug.Stack()))
 			err = fmt.Errorf("%w: internal error", errServer)
 			if h := c.srv.onPanic; h != nil {
 				h(r)
 			}
 		}
+		if err == errParked {
+			return
+		}
 		c.finish(err)
+		c.srv.connDone(c)
 	}()
+	if c.kaTimer != nil {
+		c.kaTimer.Stop()
+	}
 	err = c.readLoop()
 }
+
+// errParked ends a reader goroutine whose connection the poller now
+// watches.
+var errParked = errors.New("parked")
 
 // readLoop reads as much as the socket has, decodes every complete packet in
 // the buffer and handles them in order. Replies are appended to out, so the
 // replies to one read's packets leave in one write.
 func (c *conn) readLoop() error {
-	buf := make([]byte, 0, readBufInitial)
-	c.nc.SetReadDeadline(time.Now().Add(c.srv.opts.ConnectTimeout))
+	buf := c.srv.readBuf()
+	defer func() { c.srv.putReadBuf(buf) }()
+	if !c.started {
+		c.started = true
+		c.readBy = time.Now().Add(c.srv.opts.ConnectTimeout)
+	}
+	var deadline time.Time // last one set on nc
 	maxSize := int(c.srv.opts.MaxPacketSize)
+	got := false // bytes arrived since the deadline was last moved
 	for {
 		off := 0
 		for {
@@ -164,12 +206,29 @@ func (c *conn) readLoop() error {
 		n := copy(buf[:cap(buf)], buf[off:])
 		buf = buf[:n]
 		if n == 0 && cap(buf) > 64<<10 {
-			buf = make([]byte, 0, readBufInitial) // release a large buffer once drained
+			c.srv.putReadBuf(buf)
+			buf = c.srv.readBuf() // release a large buffer once drained
 		}
-		if c.keepAlive > 0 {
-			c.nc.SetReadDeadline(time.Now().Add(c.keepAlive))
-		} else if c.connected {
-			c.nc.SetReadDeadline(time.Time{})
+		now := time.Now()
+		if got && c.connected {
+			got = false
+			if c.keepAlive > 0 {
+				c.readBy = now.Add(c.keepAlive)
+			} else {
+				c.readBy = time.Time{}
+			}
+		}
+		// An empty buffer on a connection that can park waits at most
+		// parkIdle before parking.
+		dl, parking := c.readBy, false
+		if n == 0 && c.rc != nil && c.connected {
+			if p := now.Add(parkIdle); dl.IsZero() || p.Before(dl) {
+				dl, parking = p, true
+			}
+		}
+		if !dl.Equal(deadline) {
+			c.nc.SetReadDeadline(dl)
+			deadline = dl
 		}
 		if c.kick.Load() != kickNone {
 			return errKicked
@@ -180,11 +239,19 @@ func (c *conn) readLoop() error {
 		m, err := c.nc.Read(buf[len(buf):cap(buf)])
 		if m > 0 {
 			buf = buf[:len(buf)+m]
+			got = true
 			c.srv.stats.bytesReceived.Add(uint64(m))
 		}
 		if err != nil {
 			if m > 0 && !isTimeout(err) {
 				continue // handle what arrived, then see the error again
+			}
+			if m == 0 && parking && isTimeout(err) && c.kick.Load() == kickNone {
+				if c.park() {
+					return errParked
+				}
+				deadline = time.Time{} // parking failed: read on, with the keep alive
+				continue
 			}
 			return err
 		}
@@ -243,7 +310,7 @@ func (c *conn) send(p packet.Packet) {
 	if !c.dead {
 		var err error
 		if c.out, err = p.Encode(c.out, c.version); err != nil {
-			c.log.Error("encoding packet", "type", p.Type(), "err", err)
+			c.logger().Error("encoding packet", "type", p.Type(), "err", err)
 		}
 		c.startFlushLocked()
 	}
@@ -294,12 +361,13 @@ func (c *conn) flush() {
 		if need != 0 {
 			if err := c.srv.opts.Store.Wait(need); err != nil {
 				// Never acknowledge what the store could not keep.
-				c.log.Error("store failed; closing connection", "err", err)
+				c.logger().Error("store failed; closing connection", "err", err)
 				c.outMu.Lock()
 				c.dead = true
 				c.out = nil
 				c.outMu.Unlock()
 				c.nc.Close()
+				c.wake() // a parked reader would never see the close
 				continue
 			}
 		}
@@ -318,8 +386,9 @@ func (c *conn) flush() {
 		}
 		c.outMu.Unlock()
 		if err != nil {
-			c.log.Debug("write failed; closing", "err", err)
+			c.logger().Debug("write failed; closing", "err", err)
 			c.nc.Close()
+			c.wake() // a parked reader would never see the close
 		}
 	}
 }
@@ -350,6 +419,7 @@ func (c *conn) drain(timeout time.Duration) {
 func (c *conn) kickOut(reason uint32) {
 	c.kick.CompareAndSwap(kickNone, reason)
 	c.nc.SetReadDeadline(time.Now())
+	c.wake()
 }
 
 func (c *conn) shutdown() { c.kickOut(kickShutdown) }
@@ -362,9 +432,9 @@ func (c *conn) finish(err error) {
 	d := c.decide(err, kick)
 	c.srv.stats.noteDisconnect(d.kind)
 	if d.level == slog.LevelInfo {
-		c.log.Info("client disconnected", "reason", d.why)
+		c.logger().Info("client disconnected", "reason", d.why)
 	} else {
-		c.log.Log(context.Background(), d.level, "closing connection", "reason", d.why)
+		c.logger().Log(context.Background(), d.level, "closing connection", "reason", d.why)
 	}
 	if d.sendDisconnect && c.version == packet.V5 && c.connected {
 		dp := &packet.Disconnect{ReasonCode: d.code}
@@ -380,6 +450,9 @@ func (c *conn) finish(err error) {
 		c.srv.detach(c, d.publishWill)
 	}
 	c.drain(drainTimeout)
+	if c.poller != nil {
+		c.poller.unregister(c.parkID)
+	}
 	c.nc.Close()
 }
 
@@ -387,11 +460,11 @@ func (c *conn) finish(err error) {
 func (c *conn) trace(p packet.Packet) {
 	switch p := p.(type) {
 	case *packet.Publish:
-		c.log.Debug("received", "type", p.Type().String(), "topic", p.Topic, "qos", p.QoS, "retain", p.Retain,
+		c.logger().Debug("received", "type", p.Type().String(), "topic", p.Topic, "qos", p.QoS, "retain", p.Retain,
 			"packet_id", p.PacketID, "bytes", len(p.Payload))
 	case *packet.Subscribe:
-		c.log.Debug("received", "type", p.Type().String(), "packet_id", p.PacketID, "filters", len(p.Subscriptions))
+		c.logger().Debug("received", "type", p.Type().String(), "packet_id", p.PacketID, "filters", len(p.Subscriptions))
 	default:
-		c.log.Debug("received", "type", p.Type().String())
+		c.logger().Debug("received", "type", p.Type().String())
 	}
 }

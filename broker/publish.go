@@ -29,12 +29,12 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	}
 	if strings.HasPrefix(p.Topic, "$SYS") && (len(p.Topic) == 4 || p.Topic[4] == '/') {
 		// $SYS is the broker's own: accept the packet, deliver nothing.
-		c.log.Debug("ignoring client publish to $SYS", "topic", p.Topic)
+		c.logger().Debug("ignoring client publish to $SYS", "topic", p.Topic)
 		c.ackPublish(p, packet.NotAuthorized)
 		return nil
 	}
 	if !c.srv.allowed(c.sess.info.Load(), ActionPublish, p.Topic) {
-		c.log.Debug("publish denied", "topic", p.Topic)
+		c.logger().Debug("publish denied", "topic", p.Topic)
 		c.ackPublish(p, packet.NotAuthorized)
 		return nil
 	}

@@ -50,7 +50,17 @@ type Server struct {
 	// onPanic, when set (by tests), is told about every recovered panic.
 	onPanic func(any)
 
-	connWG sync.WaitGroup // one per live connection goroutine
+	connWG sync.WaitGroup // one per live connection (parked ones included)
+
+	// poll watches parked idle connections. It is made when the first
+	// connection parks (pollErr keeps a failure, so it is tried once) and
+	// closed after the last connection at Shutdown.
+	pollMu  sync.Mutex
+	poll    *poller
+	pollErr error
+	// readBufs holds readBufInitial-sized read buffers: a connection
+	// holds one only while its reader runs.
+	readBufs sync.Pool
 	bgWG   sync.WaitGroup // $SYS publisher and other background loops
 }
 
@@ -184,16 +194,59 @@ func (s *Server) serveConn(nc net.Conn) {
 	s.conns[c] = struct{}{}
 	s.connWG.Add(1)
 	s.mu.Unlock()
-	go func() {
-		defer s.connWG.Done()
-		c.run()
-		if hasIP {
-			s.ipl.release(ip)
+	go c.run()
+}
+
+// poller returns the poller for parked connections, making it on first
+// use; nil when there is none (no epoll, or shut down).
+func (s *Server) poller() *poller {
+	s.pollMu.Lock()
+	defer s.pollMu.Unlock()
+	if s.poll == nil && s.pollErr == nil {
+		s.poll, s.pollErr = newPoller()
+		if s.pollErr != nil {
+			s.log.Info("idle connections keep their reader goroutine", "reason", s.pollErr)
 		}
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-	}()
+	}
+	return s.poll
+}
+
+func (s *Server) closePoller() {
+	s.pollMu.Lock()
+	defer s.pollMu.Unlock()
+	if s.poll != nil {
+		s.poll.close()
+		s.poll = nil
+	}
+	s.pollErr = ErrServerClosed
+}
+
+// connDone forgets a finished connection.
+func (s *Server) connDone(c *conn) {
+	if c.hasIP {
+		s.ipl.release(c.ip)
+	}
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.connWG.Done()
+}
+
+// readBuf returns an empty read buffer of readBufInitial bytes capacity.
+func (s *Server) readBuf() []byte {
+	if b, ok := s.readBufs.Get().(*[]byte); ok {
+		return (*b)[:0]
+	}
+	return make([]byte, 0, readBufInitial)
+}
+
+// putReadBuf recycles b if it has the initial size; grown buffers are left
+// to the garbage collector so a burst of large packets does not pin memory.
+func (s *Server) putReadBuf(b []byte) {
+	if cap(b) == readBufInitial {
+		b = b[:0]
+		s.readBufs.Put(&b)
+	}
 }
 
 // Shutdown stops accepting, sends MQTT 5 clients DISCONNECT 0x8B (Server
@@ -229,6 +282,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		s.closePoller()
 		s.closeSessions()
 		if s.opts.Store != nil {
 			return s.opts.Store.Close()
@@ -238,6 +292,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		for _, c := range conns {
 			c.nc.Close()
 		}
+		go func() {
+			<-done
+			s.closePoller()
+		}()
 		return ctx.Err()
 	}
 }

@@ -29,12 +29,12 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			err = topic.ValidFilter(rest, c.srv.opts.MaxTopicLevels)
 		}
 		if err != nil {
-			c.log.Debug("refusing subscription", "filter", req.Filter, "err", err)
+			c.logger().Debug("refusing subscription", "filter", req.Filter, "err", err)
 			codes[i] = packet.TopicFilterInvalid
 			continue
 		}
 		if !c.srv.allowed(ss.info.Load(), ActionSubscribe, req.Filter) {
-			c.log.Debug("subscription denied", "filter", req.Filter)
+			c.logger().Debug("subscription denied", "filter", req.Filter)
 			codes[i] = packet.NotAuthorized
 			continue
 		}
@@ -53,7 +53,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		_, existed := ss.subs[req.Filter]
 		if !existed && len(ss.subs) >= c.srv.opts.MaxSubscriptions {
 			ss.mu.Unlock()
-			c.log.Warn("subscription limit reached", "limit", c.srv.opts.MaxSubscriptions, "filter", req.Filter)
+			c.logger().Warn("subscription limit reached", "limit", c.srv.opts.MaxSubscriptions, "filter", req.Filter)
 			codes[i] = packet.QuotaExceeded
 			continue
 		}

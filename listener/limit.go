@@ -49,6 +49,12 @@ type limitConn struct {
 	release func()
 }
 
+// NetConn returns the wrapped connection.
+func (c *limitConn) NetConn() net.Conn { return c.Conn }
+
+// ReadTimeoutSafe marks limitConn as transparent (broker.TransparentConn).
+func (c *limitConn) ReadTimeoutSafe() {}
+
 func (c *limitConn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()

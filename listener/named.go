@@ -35,6 +35,11 @@ func (c *namedConn) ListenerName() string { return c.name }
 // NetConn returns the wrapped connection.
 func (c *namedConn) NetConn() net.Conn { return c.Conn }
 
+// ReadTimeoutSafe tells the broker it may see through to the socket to park
+// the connection while idle (broker.TransparentConn): Read is the wrapped
+// connection's Read.
+func (c *namedConn) ReadTimeoutSafe() {}
+
 // CertIdentity forwards to the wrapped connection, if it has one.
 func (c *namedConn) CertIdentity() (string, bool) {
 	if ci, ok := c.Conn.(CertIdentity); ok {

@@ -149,6 +149,15 @@ type proxyConn struct {
 }
 
 func (c *proxyConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// NetConn returns the wrapped connection.
+func (c *proxyConn) NetConn() net.Conn { return c.Conn }
+
+// ReadTimeoutSafe marks proxyConn as transparent (broker.TransparentConn):
+// r returns its read-ahead bytes before it reads the socket again, so a
+// Read that timed out left nothing behind.
+func (c *proxyConn) ReadTimeoutSafe() {}
+
 func (c *proxyConn) RemoteAddr() net.Addr       { return c.remote }
 
 // ProxyOptions configure Proxy.

@@ -271,6 +271,9 @@ func (c *identityConn) CertIdentity() (string, bool) {
 // NetConn returns the *tls.Conn, as tls.Conn.NetConn does for its own.
 func (c *identityConn) NetConn() net.Conn { return c.tc }
 
+// ReadTimeoutSafe marks identityConn as transparent (broker.TransparentConn).
+func (c *identityConn) ReadTimeoutSafe() {}
+
 // certName returns the name id picks from cert.
 func certName(cert *x509.Certificate, id Identity) (string, bool) {
 	switch id {

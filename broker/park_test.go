@@ -1,0 +1,135 @@
+package broker
+
+import (
+	"context"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// parkedConns counts connections whose reader is parked.
+func parkedConns(s *Server) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		if c.state.Load() == readerParked {
+			n++
+		}
+	}
+	return n
+}
+
+func waitParked(t *testing.T, s *Server, n int) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("parking needs epoll")
+	}
+	mqtttest.Eventually(t, 5*time.Second, func() bool { return parkedConns(s) == n })
+}
+
+// Parked connections wake for every kind of traffic, in both directions,
+// round after round, and park again.
+func TestParkedConnectionsServe(t *testing.T) {
+	s, addr := startServer(t, Options{})
+	for _, v := range []packet.Version{packet.V311, packet.V5} {
+		sub := dial(t, addr, v)
+		sub.Connect(&packet.Connect{ClientID: "sub" + v.String(), CleanStart: true})
+		sub.Subscribe("park/"+v.String(), 1)
+		pub := dial(t, addr, v)
+		pub.Connect(&packet.Connect{ClientID: "pub" + v.String(), CleanStart: true})
+		for round := range 3 {
+			waitParked(t, s, 2)
+			pub.Send(&packet.Publish{Topic: "park/" + v.String(), QoS: 1, PacketID: uint16(round + 1), Payload: []byte{byte(round)}})
+			if ack, ok := pub.Next(5 * time.Second).(*packet.Puback); !ok || ack.PacketID != uint16(round+1) {
+				t.Fatalf("round %d: want PUBACK %d, got %v", round, round+1, ack)
+			}
+			m, ok := sub.Next(5 * time.Second).(*packet.Publish)
+			if !ok || len(m.Payload) != 1 || m.Payload[0] != byte(round) {
+				t.Fatalf("round %d: want the message, got %v", round, m)
+			}
+			// The PUBACK reaches a reader that parked while the broker
+			// waited for it.
+			waitParked(t, s, 2)
+			sub.Send(&packet.Puback{PacketID: m.PacketID})
+			waitParked(t, s, 2)
+			sub.Send(&packet.Pingreq{})
+			if _, ok := sub.Next(5 * time.Second).(*packet.Pingresp); !ok {
+				t.Fatalf("round %d: no PINGRESP", round)
+			}
+		}
+		mqtttest.Eventually(t, 5*time.Second, func() bool {
+			cs, _, ok := s.Client("sub" + v.String())
+			return ok && cs.Inflight == 0
+		})
+		sub.Send(&packet.Disconnect{})
+		pub.Send(&packet.Disconnect{})
+		sub.ExpectClosed(5 * time.Second)
+		pub.ExpectClosed(5 * time.Second)
+		waitParked(t, s, 0)
+	}
+}
+
+// A parked connection still ends when its keep alive runs out, and its will
+// is published.
+func TestParkedKeepAliveExpires(t *testing.T) {
+	s, addr := startServer(t, Options{})
+	w := dial(t, addr, packet.V5)
+	w.Connect(&packet.Connect{ClientID: "w", CleanStart: true})
+	w.Subscribe("will/#", 0)
+	c := dial(t, addr, packet.V5)
+	start := time.Now()
+	c.Connect(&packet.Connect{ClientID: "quiet", CleanStart: true, KeepAlive: 1,
+		WillFlag: true, WillTopic: "will/quiet", WillPayload: []byte("gone")})
+	waitParked(t, s, 2)
+	got := c.ExpectClosed(5 * time.Second)
+	if el := time.Since(start); el < 1400*time.Millisecond {
+		t.Fatalf("closed after %v, before 1.5x the keep alive", el)
+	}
+	if len(got) != 1 || got[0].(*packet.Disconnect).ReasonCode != packet.KeepAliveTimeout {
+		t.Fatalf("want DISCONNECT 0x8D, got %v", got)
+	}
+	if m, ok := w.Next(5 * time.Second).(*packet.Publish); !ok || m.Topic != "will/quiet" {
+		t.Fatalf("want the will, got %v", m)
+	}
+}
+
+// Takeover, a client closing its socket and Shutdown all reach parked
+// connections.
+func TestParkedConnectionsEnd(t *testing.T) {
+	s, addr := startServer(t, Options{})
+	old := dial(t, addr, packet.V5)
+	old.Connect(&packet.Connect{ClientID: "dup", CleanStart: true})
+	gone := dial(t, addr, packet.V311)
+	gone.Connect(&packet.Connect{ClientID: "gone", CleanStart: true})
+	waitParked(t, s, 2)
+
+	gone.NC.Close()
+	mqtttest.Eventually(t, 5*time.Second, func() bool { _, _, ok := s.Client("gone"); return !ok })
+
+	c := dial(t, addr, packet.V5)
+	c.Connect(&packet.Connect{ClientID: "dup", CleanStart: false})
+	got := old.ExpectClosed(5 * time.Second)
+	if len(got) != 1 || got[0].(*packet.Disconnect).ReasonCode != packet.SessionTakenOver {
+		t.Fatalf("want DISCONNECT 0x8E, got %v", got)
+	}
+	waitParked(t, s, 1)
+
+	g0 := runtime.NumGoroutine()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(ctx) }()
+	got = c.ExpectClosed(5 * time.Second)
+	if len(got) != 1 || got[0].(*packet.Disconnect).ReasonCode != packet.ServerShuttingDown {
+		t.Fatalf("want DISCONNECT 0x8B, got %v", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The poller's goroutine is gone with the server.
+	mqtttest.Eventually(t, 5*time.Second, func() bool { return runtime.NumGoroutine() < g0 })
+}
