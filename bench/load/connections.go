@@ -1,0 +1,117 @@
+package load
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// connections opens Conns idle connections, Batch at a time, holds them
+// for Duration and closes them. An idle connection is only its net.Conn:
+// no goroutine, no buffer, so twenty thousand cost the bench process
+// little more than their file descriptors.
+func (r *runner) connections(ctx context.Context) (*Result, error) {
+	c := r.cfg
+	st := &ConnStats{Requested: c.Conns, Attempted: c.Conns}
+	r.res.Connections = st
+	r.capConns(st)
+
+	samplerCtx, stopSampler := context.WithCancel(ctx)
+	var samplerDone sync.WaitGroup
+	samplerDone.Go(func() { r.sampler(samplerCtx) })
+	defer func() { stopSampler(); samplerDone.Wait() }()
+	if r.res.Broker != nil {
+		r.res.Broker.RSSBeforeKiB = r.sampleRSS()
+	}
+
+	conns := make([]net.Conn, 0, st.Attempted)
+	defer func() {
+		// DISCONNECT first so the broker logs a clean close, not an error.
+		for _, nc := range conns {
+			nc.SetWriteDeadline(time.Now().Add(time.Second))
+			nc.Write([]byte{0xE0, 0})
+			nc.Close()
+		}
+		r.conns.Store(0)
+	}()
+	start := time.Now()
+	var failed atomic.Int64
+	var firstErr atomic.Pointer[error]
+	for from := 0; from < st.Attempted && ctx.Err() == nil; from += c.Batch {
+		batch := r.openIdle(ctx, from, min(c.Batch, st.Attempted-from), &failed, &firstErr)
+		conns = append(conns, batch...)
+		if r.res.Broker != nil {
+			st.Steps = append(st.Steps, ConnStep{Conns: len(conns), RSSKiB: r.sampleRSS()})
+		}
+	}
+	st.Elapsed = time.Since(start).Seconds()
+	st.Opened, st.Failed = len(conns), int(failed.Load())
+	if st.Elapsed > 0 {
+		st.Rate = float64(st.Opened) / st.Elapsed
+	}
+	if p := firstErr.Load(); p != nil {
+		st.FirstError = (*p).Error()
+	}
+
+	r.phase.Store(phaseHold)
+	held := time.Now()
+	sleep(ctx, c.Duration)
+	st.Held = time.Since(held).Seconds()
+	if b := r.res.Broker; b != nil {
+		b.RSSAfterKiB = r.sampleRSS()
+		b.RSSMaxKiB = r.rssMax.Load()
+		if st.Opened > 0 && b.RSSAfterKiB > 0 {
+			b.KiBPerConn = float64(b.RSSAfterKiB-b.RSSBeforeKiB) / float64(st.Opened)
+		}
+	}
+	return r.res, ctx.Err()
+}
+
+// capConns lowers the count to what this process can open, and warns when
+// the broker's own limit is lower.
+func (r *runner) capConns(st *ConnStats) {
+	budget, why := fdBudget(r.cfg.FDLimit)
+	if avail := budget - fdReserve; st.Attempted > avail {
+		st.Attempted = max(avail, 0)
+		r.note("capped at %d connections (requested %d): the bench process needs one file per connection, %s, and it keeps %d for itself",
+			st.Attempted, st.Requested, why, fdReserve)
+	}
+	if r.cfg.PID > 0 {
+		if bb, bwhy, ok := processFDBudget(r.cfg.PID); ok && st.Attempted > bb {
+			r.note("%s: expect it to refuse connections beyond about %d", bwhy, bb)
+		}
+	}
+}
+
+// openIdle opens n connections concurrently and returns those that
+// succeeded.
+func (r *runner) openIdle(ctx context.Context, from, n int, failed *atomic.Int64, firstErr *atomic.Pointer[error]) []net.Conn {
+	out := make([]net.Conn, 0, n)
+	var mu sync.Mutex
+	next := atomic.Int64{}
+	var wg sync.WaitGroup
+	for range min(n, dialParallel*2) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				mc, err := r.open(ctx, fmt.Sprintf("c%d", from+i), 256, 0)
+				if err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, &err)
+					continue
+				}
+				mu.Lock()
+				out = append(out, mc.nc)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}

@@ -1,0 +1,79 @@
+package load
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+)
+
+// flow is a group of publishers and the subscribers that receive all of
+// their messages: the whole of fan-in or fan-out, one pair of Pairs. It
+// counts what went in and out, which is also how QoS 0 publishers pace
+// themselves.
+type flow struct {
+	// fanout is how many deliveries one published message makes.
+	fanout uint64
+	// limit is the most messages the flow's publishers together may have
+	// outstanding (published, not yet delivered); 0 means no pacing.
+	limit int64
+
+	published atomic.Uint64
+	delivered atomic.Uint64
+	// writtenOff are messages the publishers stopped waiting for (see
+	// publisher.waitProgress): dropped by the broker, presumably.
+	writtenOff atomic.Int64
+	progress   gate
+}
+
+// outstanding is how many messages are published but not yet delivered
+// (to all subscribers, on average).
+func (f *flow) outstanding() int64 {
+	return int64(f.published.Load()) - int64(f.delivered.Load()/f.fanout) - f.writtenOff.Load()
+}
+
+// gate wakes the goroutines waiting for a flow's subscribers to make
+// progress. A waiter takes the channel, re-checks its condition and then
+// waits; open closes the channel. armed spares open the lock when nobody
+// waits, which is almost always.
+type gate struct {
+	mu    sync.Mutex
+	ch    chan struct{}
+	armed atomic.Bool
+}
+
+func (g *gate) wait() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ch == nil {
+		g.ch = make(chan struct{})
+		g.armed.Store(true)
+	}
+	return g.ch
+}
+
+func (g *gate) open() {
+	if !g.armed.Load() {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ch != nil {
+		close(g.ch)
+		g.ch = nil
+		g.armed.Store(false)
+	}
+}
+
+// span is the measured interval in nanoseconds since the run's base time:
+// subscribers record the latency of messages stamped inside it. Both ends
+// start at MaxInt64, so nothing is recorded during the warm-up.
+type span struct {
+	lo, hi atomic.Int64
+}
+
+func newSpan() *span {
+	s := &span{}
+	s.lo.Store(math.MaxInt64)
+	s.hi.Store(math.MaxInt64)
+	return s
+}

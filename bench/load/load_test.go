@@ -1,0 +1,242 @@
+package load
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// startBroker runs a broker on 127.0.0.1:0 for one test and returns its
+// mqtt:// URL.
+func startBroker(t *testing.T, opts broker.Options) string {
+	t.Helper()
+	opts.Logger = slog.New(slog.DiscardHandler)
+	if opts.SysInterval == 0 {
+		opts.SysInterval = -1
+	}
+	s, err := broker.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		<-served
+	})
+	return "mqtt://" + ln.Addr().String()
+}
+
+// short is a configuration that finishes in well under a second.
+func short(url string, sc Scenario) Config {
+	return Config{URL: url, Scenario: sc, Warmup: 100 * time.Millisecond, Duration: 300 * time.Millisecond}
+}
+
+func run(t *testing.T, cfg Config) *Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Run(%s): %v (result %+v)", cfg.Scenario, err, res)
+	}
+	return res
+}
+
+// checkTraffic checks the numbers every traffic scenario must get right
+// against a healthy broker: something flowed, and nothing got lost.
+func checkTraffic(t *testing.T, res *Result, fanout uint64) {
+	t.Helper()
+	if res.Published == 0 || res.Delivered == 0 || res.DeliverRate <= 0 {
+		t.Errorf("%s: nothing measured: %+v", res.Scenario, res)
+	}
+	if res.ExpectedTotal != res.PublishedTotal*fanout {
+		t.Errorf("%s: expected %d, want published %d x %d", res.Scenario, res.ExpectedTotal, res.PublishedTotal, fanout)
+	}
+	if res.Missing != 0 || res.DeliveredTotal != res.ExpectedTotal {
+		t.Errorf("%s: delivered %d of %d (missing %d), notes %q", res.Scenario, res.DeliveredTotal, res.ExpectedTotal, res.Missing, res.Notes)
+	}
+	if res.Duration < 0.25 || res.Duration > 2 {
+		t.Errorf("%s: measured %.3fs, want about 0.3s", res.Scenario, res.Duration)
+	}
+	if l := res.Latency; l == nil || l.Count == 0 || l.P50 <= 0 || l.P50 > l.P99 || l.P99 > l.Max || l.Max > 5e6 {
+		t.Errorf("%s: latency %+v", res.Scenario, res.Latency)
+	}
+}
+
+func TestScenarios(t *testing.T) {
+	url := startBroker(t, broker.Options{})
+	tests := []struct {
+		name   string
+		cfg    func(Config) Config
+		fanout uint64
+	}{
+		{"fan-in", func(c Config) Config { c.Scenario, c.Publishers = FanIn, 3; return c }, 1},
+		{"fan-in qos1 mqtt5", func(c Config) Config { c.Scenario, c.Publishers, c.QoS, c.Protocol = FanIn, 2, 1, packet.V5; return c }, 1},
+		{"fan-out", func(c Config) Config { c.Scenario, c.Subscribers = FanOut, 5; return c }, 5},
+		{"pairs qos1", func(c Config) Config { c.Scenario, c.Pairs, c.QoS = Pairs, 4, 1; return c }, 1},
+		{"pairs qos2", func(c Config) Config { c.Scenario, c.Pairs, c.QoS, c.Window = Pairs, 2, 2, 10; return c }, 1},
+		{"pairs qos2 mqtt5", func(c Config) Config { c.Scenario, c.Pairs, c.QoS, c.Protocol = Pairs, 2, 2, packet.V5; return c }, 1},
+		{"latency", func(c Config) Config { c.Scenario, c.Rate = Latency, 2000; return c }, 1},
+		{"big payload", func(c Config) Config { c.Scenario, c.Pairs, c.Size = Pairs, 1, 200 << 10; return c }, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := run(t, tt.cfg(short(url, "")))
+			checkTraffic(t, res, tt.fanout)
+		})
+	}
+}
+
+// A fixed rate is kept: about Rate messages per second are published.
+func TestLatencyRate(t *testing.T) {
+	url := startBroker(t, broker.Options{})
+	cfg := short(url, Latency)
+	cfg.Rate, cfg.Duration = 1000, 500*time.Millisecond
+	res := run(t, cfg)
+	checkTraffic(t, res, 1)
+	if res.PublishRate < 800 || res.PublishRate > 1200 {
+		t.Errorf("published %.0f msgs/s, want about 1000", res.PublishRate)
+	}
+}
+
+// Flat QoS 0 publishers are not paced, and the totals still add up.
+func TestFlat(t *testing.T) {
+	url := startBroker(t, broker.Options{})
+	cfg := short(url, FanIn)
+	cfg.Publishers, cfg.Flat = 2, true
+	res := run(t, cfg)
+	if res.Published == 0 || res.Delivered == 0 {
+		t.Fatalf("nothing flowed: %+v", res)
+	}
+	if res.Missing != int64(res.ExpectedTotal)-int64(res.DeliveredTotal) || res.Missing < 0 {
+		t.Errorf("missing %d, expected %d, delivered %d", res.Missing, res.ExpectedTotal, res.DeliveredTotal)
+	}
+}
+
+// The slow subscriber reads about SubRate messages per second, the rest is
+// missing (dropped or still queued), and the broker's $SYS drop count and
+// RSS are read. Whether a broker drops or queues is its own policy, so the
+// count is only checked for sanity.
+func TestOverload(t *testing.T) {
+	url := startBroker(t, broker.Options{SysInterval: 100 * time.Millisecond})
+	cfg := short(url, Overload)
+	cfg.Publishers, cfg.Rate, cfg.SubRate, cfg.Size = 2, 20000, 500, 1024
+	cfg.Duration, cfg.PID, cfg.SysDropped = time.Second, os.Getpid(), true
+	res := run(t, cfg)
+	if res.DeliveredTotal >= res.PublishedTotal || res.Missing <= 0 {
+		t.Errorf("the slow subscriber got %d of %d", res.DeliveredTotal, res.PublishedTotal)
+	}
+	if res.DeliverRate < 250 || res.DeliverRate > 1000 {
+		t.Errorf("the slow subscriber read %.0f msgs/s, want about 500", res.DeliverRate)
+	}
+	b := res.Broker
+	if b == nil || b.Dropped == nil || b.RSSMaxKiB <= 0 {
+		t.Fatalf("broker stats %+v, want $SYS drops and RSS", b)
+	}
+	if *b.Dropped < 0 || *b.Dropped > res.Missing {
+		t.Errorf("broker dropped %d, but %d are missing", *b.Dropped, res.Missing)
+	}
+}
+
+func TestConnections(t *testing.T) {
+	url := startBroker(t, broker.Options{})
+	cfg := short(url, Connections)
+	cfg.Conns, cfg.Batch, cfg.PID = 120, 50, os.Getpid()
+	res := run(t, cfg)
+	st := res.Connections
+	if st == nil || st.Opened != 120 || st.Failed != 0 || st.Rate <= 0 || len(st.Steps) != 3 {
+		t.Fatalf("connections %+v", st)
+	}
+	if b := res.Broker; b == nil || b.RSSBeforeKiB <= 0 || b.RSSAfterKiB <= 0 {
+		t.Errorf("broker %+v", b)
+	}
+}
+
+// The open-file limit caps the count, and the result says so.
+func TestConnectionsCapped(t *testing.T) {
+	url := startBroker(t, broker.Options{})
+	cfg := short(url, Connections)
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	cfg.Conns, cfg.FDLimit = 500, len(fds)+fdReserve+40 // room for about 40
+	res := run(t, cfg)
+	st := res.Connections
+	if st.Attempted > 45 || st.Attempted < 30 || st.Opened != st.Attempted {
+		t.Errorf("attempted %d, opened %d; want about 40", st.Attempted, st.Opened)
+	}
+	if len(res.Notes) == 0 || !strings.Contains(res.Notes[0], "capped at") {
+		t.Errorf("notes %q", res.Notes)
+	}
+}
+
+// Cancelling the context ends a run early with the context's error.
+func TestCancel(t *testing.T) {
+	url := startBroker(t, broker.Options{})
+	cfg := short(url, FanIn)
+	cfg.Duration = time.Minute
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	res, err := Run(ctx, cfg)
+	if !errors.Is(err, context.DeadlineExceeded) || res == nil {
+		t.Fatalf("Run: %v, %v", res, err)
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Errorf("took %v to stop", el)
+	}
+}
+
+// A broker that is not there fails the run quickly with a dial error.
+func TestNoBroker(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	_, err = Run(context.Background(), short("mqtt://"+addr, Pairs))
+	if err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, c := range []Config{
+		{Scenario: "nope"},
+		{Scenario: FanIn, Size: 4},
+		{Scenario: FanIn, QoS: 3},
+		{Scenario: FanIn, Protocol: 3},
+		{Scenario: FanIn, Window: 40000},
+		{Scenario: FanIn, URL: "ftp://x"},
+	} {
+		if _, err := Run(context.Background(), c); !errors.Is(err, ErrConfig) {
+			t.Errorf("%+v: %v, want ErrConfig", c, err)
+		}
+	}
+}
+
+func ptrVal(b *BrokerStats) any {
+	if b == nil || b.Dropped == nil {
+		return nil
+	}
+	return *b.Dropped
+}

@@ -1,0 +1,189 @@
+package load
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// wsBufferSize is gorilla's frame buffer for WebSocket conns: as large as a
+// publisher's batch, so one batch is one frame and one system call.
+const wsBufferSize = batchBytes + 1024
+
+// dialer opens transport connections to one broker URL. It is safe for
+// concurrent use.
+type dialer struct {
+	scheme string
+	host   string // host:port
+	u      *url.URL
+	tls    *tls.Config
+	// sources are the local addresses connections are spread over; empty
+	// means let the kernel choose.
+	sources []net.IP
+	next    atomic.Uint32
+}
+
+func newDialer(raw string, tlsConf *tls.Config) (*dialer, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: url %q: %v", ErrConfig, raw, err)
+	}
+	port := ""
+	switch u.Scheme {
+	case "mqtt", "tcp":
+		port = "1883"
+	case "mqtts", "ssl", "tls":
+		port = "8883"
+	case "ws":
+		port = "80"
+	case "wss":
+		port = "443"
+	default:
+		return nil, fmt.Errorf("%w: url %q: scheme must be mqtt, mqtts, ws or wss", ErrConfig, raw)
+	}
+	if u.Hostname() == "" {
+		return nil, fmt.Errorf("%w: url %q: no host", ErrConfig, raw)
+	}
+	if u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), port)
+	}
+	if (u.Scheme == "ws" || u.Scheme == "wss") && u.Path == "" {
+		u.Path = "/mqtt"
+	}
+	d := &dialer{scheme: u.Scheme, host: u.Host, u: u}
+	if u.Scheme == "mqtts" || u.Scheme == "ssl" || u.Scheme == "tls" || u.Scheme == "wss" {
+		d.tls = &tls.Config{}
+		if tlsConf != nil {
+			d.tls = tlsConf.Clone()
+		}
+		if d.tls.ServerName == "" {
+			d.tls.ServerName = u.Hostname()
+		}
+	}
+	d.sources = loopbackSources(u.Hostname())
+	return d, nil
+}
+
+// loopbackSources returns 127.0.0.1..127.0.0.254 when host is an IPv4
+// loopback address (or localhost) and the system routes all of 127/8 to
+// loopback (Linux does; macOS has only 127.0.0.1), else nil.
+func loopbackSources(host string) []net.IP {
+	if !spreadLoopback {
+		return nil
+	}
+	if host != "localhost" {
+		ip := net.ParseIP(host)
+		if ip == nil || ip.To4() == nil || !ip.IsLoopback() {
+			return nil
+		}
+	}
+	src := make([]net.IP, 0, 254)
+	for i := 1; i <= 254; i++ {
+		src = append(src, net.IPv4(127, 0, 0, byte(i)))
+	}
+	return src
+}
+
+// netDialer returns a net.Dialer for the next connection, with the next
+// source address when spreading.
+func (d *dialer) netDialer() *net.Dialer {
+	nd := &net.Dialer{}
+	if len(d.sources) > 0 {
+		i := d.next.Add(1) - 1
+		nd.LocalAddr = &net.TCPAddr{IP: d.sources[int(i)%len(d.sources)]}
+		nd.Control = bindNoPort
+	}
+	return nd
+}
+
+// dial opens one transport connection: TCP, TLS, or a WebSocket carrying
+// MQTT in binary messages.
+func (d *dialer) dial(ctx context.Context) (net.Conn, error) {
+	nd := d.netDialer()
+	host := d.host
+	if len(d.sources) > 0 && d.u.Hostname() == "localhost" {
+		// Resolve to the IPv4 loopback the source addresses belong to.
+		host = net.JoinHostPort("127.0.0.1", d.u.Port())
+	}
+	switch d.scheme {
+	case "mqtt", "tcp":
+		return nd.DialContext(ctx, "tcp", host)
+	case "mqtts", "ssl", "tls":
+		td := tls.Dialer{NetDialer: nd, Config: d.tls}
+		return td.DialContext(ctx, "tcp", host)
+	}
+	wd := websocket.Dialer{
+		NetDialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return nd.DialContext(ctx, network, host)
+		},
+		Subprotocols:    []string{"mqtt"},
+		TLSClientConfig: d.tls,
+		ReadBufferSize:  wsBufferSize,
+		WriteBufferSize: wsBufferSize,
+	}
+	ws, resp, err := wd.DialContext(ctx, d.u.String(), nil)
+	if err != nil {
+		if resp != nil {
+			err = fmt.Errorf("%w (HTTP %s)", err, resp.Status)
+		}
+		return nil, fmt.Errorf("websocket %s: %w", d.u.Redacted(), err)
+	}
+	return &wsConn{ws: ws}, nil
+}
+
+// wsConn is a net.Conn over a WebSocket. Each Write is one binary message;
+// Read returns the bytes of consecutive messages as one stream (MQTT
+// packets may span messages [MQTT-6.0.0-2]). As everywhere in this package
+// a conn has one reader and one writer goroutine, so it needs no locks.
+type wsConn struct {
+	ws *websocket.Conn
+	r  io.Reader
+}
+
+func (c *wsConn) Read(p []byte) (int, error) {
+	for {
+		if c.r == nil {
+			typ, r, err := c.ws.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			if typ != websocket.BinaryMessage {
+				return 0, fmt.Errorf("websocket: non-binary message [MQTT-6.0.0-1]")
+			}
+			c.r = r
+		}
+		n, err := c.r.Read(p)
+		if err == io.EOF {
+			c.r = nil
+			if n > 0 {
+				return n, nil
+			}
+			continue
+		}
+		return n, err
+	}
+}
+
+func (c *wsConn) Write(p []byte) (int, error) {
+	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *wsConn) Close() error                       { return c.ws.Close() }
+func (c *wsConn) LocalAddr() net.Addr                { return c.ws.LocalAddr() }
+func (c *wsConn) RemoteAddr() net.Addr               { return c.ws.RemoteAddr() }
+func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
+func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+func (c *wsConn) SetDeadline(t time.Time) error {
+	c.ws.SetReadDeadline(t)
+	return c.ws.SetWriteDeadline(t)
+}
