@@ -94,7 +94,7 @@ func TestScenarios(t *testing.T) {
 		{"pairs qos2", func(c Config) Config { c.Scenario, c.Pairs, c.QoS, c.Window = Pairs, 2, 2, 10; return c }, 1},
 		{"pairs qos2 mqtt5", func(c Config) Config { c.Scenario, c.Pairs, c.QoS, c.Protocol = Pairs, 2, 2, packet.V5; return c }, 1},
 		{"latency", func(c Config) Config { c.Scenario, c.Rate = Latency, 2000; return c }, 1},
-		{"big payload", func(c Config) Config { c.Scenario, c.Pairs, c.Size = Pairs, 1, 200 << 10; return c }, 1},
+		{"big payload", func(c Config) Config { c.Scenario, c.Pairs, c.Size = Pairs, 1, 200<<10; return c }, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
