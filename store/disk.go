@@ -45,7 +45,8 @@ type DiskOptions struct {
 	freeSpace func(dir string) (int64, error)
 }
 
-const defaultMinFree = 256 << 20
+// DefaultMinFree is DiskOptions.MinFree when it is zero.
+const DefaultMinFree = 256 << 20
 
 // Disk is the on-disk broker.Store: a Pebble database in one directory.
 //
@@ -85,7 +86,7 @@ type Disk struct {
 // written by an unknown format version, corrupt) is an error naming dir.
 func Open(dir string, opts DiskOptions) (*Disk, error) {
 	if opts.MinFree == 0 {
-		opts.MinFree = defaultMinFree
+		opts.MinFree = DefaultMinFree
 	}
 	if opts.freeSpace == nil {
 		opts.freeSpace = freeSpace
@@ -204,9 +205,16 @@ func (d *Disk) Load() (*broker.StoredState, error) {
 }
 
 // Append queues ops for the next commit and returns the ticket of the last.
-// It never blocks on I/O.
+// It never blocks on I/O. Without ops it returns the ticket of the last op
+// appended so far, which Wait can wait for.
 func (d *Disk) Append(ops ...broker.Op) broker.Ticket {
 	d.mu.Lock()
+	if len(ops) == 0 {
+		// A ticket of its own would never be committed: the committer
+		// only advances over ops it writes.
+		defer d.mu.Unlock()
+		return d.appended
+	}
 	d.pending = append(d.pending, ops...)
 	d.appended++
 	t := d.appended

@@ -456,19 +456,24 @@ func TestDiskSyncModes(t *testing.T) {
 	}
 }
 
+// Messages round-trip through the codec: with properties (packet.Decode)
+// and without (decodePlain), with and without a payload.
 func TestCodecRoundTrip(t *testing.T) {
-	m := msg(4, "a/b")
-	b, err := appendMessage(nil, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := decodeMessage(b)
-	if err != nil || !reflect.DeepEqual(flatten(got), flatten(m)) {
-		t.Fatalf("decode = %+v, %v; want %+v", flatten(got), err, flatten(m))
-	}
-	for i := range b {
-		if _, err := decodeMessage(b[:i]); err == nil {
-			t.Fatalf("decoding %d of %d bytes succeeded", i, len(b))
+	empty := msg(5, "empty/payload")
+	empty.Payload = nil
+	for _, m := range []*broker.Message{msg(4, "a/b"), msg(3, "plain/topic"), empty} {
+		b, err := appendMessage(nil, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := decodeMessage(b)
+		if err != nil || !reflect.DeepEqual(flatten(got), flatten(m)) {
+			t.Fatalf("decode = %+v, %v; want %+v", flatten(got), err, flatten(m))
+		}
+		for i := range b {
+			if _, err := decodeMessage(b[:i]); err == nil {
+				t.Fatalf("decoding %d of %d bytes succeeded", i, len(b))
+			}
 		}
 	}
 }

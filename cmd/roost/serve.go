@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"time"
 
@@ -64,6 +65,16 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 		syncMode = &sy
 		return err
 	})
+	var minFree *int64
+	fs.Func("min-free", "refuse new QoS 1/2 messages while the data disk has less than `size` free (such as 256MiB, the default; 0: no check)", func(s string) error {
+		n, err := config.ParseSize(s)
+		if err == nil && n > math.MaxInt64 {
+			err = fmt.Errorf("size %q is too large", s)
+		}
+		v := int64(n)
+		minFree = &v
+		return err
+	})
 	fs.Func("listen", "accept clients on `url`: mqtt://H:P, mqtts://H:P, ws://H:P/PATH or wss://H:P/PATH (repeatable)", func(s string) error {
 		ln, err := config.ParseListener(s)
 		listeners = append(listeners, ln)
@@ -117,6 +128,9 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 	}
 	if syncMode != nil {
 		cfg.Store.Sync = *syncMode
+	}
+	if minFree != nil {
+		cfg.Store.MinFree = *minFree
 	}
 	if *httpAddr != "" {
 		cfg.HTTP.Addr = *httpAddr
@@ -224,8 +238,10 @@ func openStore(c config.Store, logger *slog.Logger) (broker.Store, error) {
 		logger.Info("store in memory: nothing survives a restart")
 		return store.NewMemory(), nil
 	}
-	logger.Info("opening store", "data", c.Data, "sync", c.Sync.String())
-	return store.Open(c.Data, store.DiskOptions{Sync: c.Sync, Logger: logger})
+	logger.Info("opening store", "data", c.Data, "sync", c.Sync.String(), "min_free", c.MinFree)
+	o := c.DiskOptions()
+	o.Logger = logger
+	return store.Open(c.Data, o)
 }
 
 func closeAll(lns []net.Listener) {

@@ -24,6 +24,20 @@ func TestServeStoreFlags(t *testing.T) {
 	if _, code, ok := serveConfig([]string{"--sync", "often"}, &stderr); ok || code != 2 {
 		t.Errorf("--sync often: ok=%v code=%d", ok, code)
 	}
+	for flag, want := range map[string]int64{"1GiB": 1 << 30, "0": 0, "65536": 65536} {
+		cfg, _, ok := serveConfig([]string{"--min-free", flag}, &stderr)
+		if !ok || cfg.Store.MinFree != want {
+			t.Errorf("--min-free %s: ok=%v, MinFree %d; want %d", flag, ok, cfg.Store.MinFree, want)
+		}
+	}
+	if cfg, _, _ := serveConfig(nil, &stderr); cfg.Store.MinFree != store.DefaultMinFree {
+		t.Errorf("default MinFree %d, want %d", cfg.Store.MinFree, store.DefaultMinFree)
+	}
+	for _, bad := range []string{"lots", "-1", "99999999999GiB"} {
+		if _, code, ok := serveConfig([]string{"--min-free", bad}, &stderr); ok || code != 2 {
+			t.Errorf("--min-free %s: ok=%v code=%d", bad, ok, code)
+		}
+	}
 }
 
 // A store another process holds is a clear error at start, naming it.

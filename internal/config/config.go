@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/store"
 )
 
 // Config is a parsed configuration file.
@@ -55,6 +56,10 @@ type Limits struct {
 	ReceiveMaximum uint16
 	MaxInflight    uint16
 	MaxQueued      int
+	MaxQueuedBytes int
+	// ExpirySweep is how often expired queued messages are removed;
+	// negative: never (broker.Options.ExpirySweep).
+	ExpirySweep    time.Duration
 	QueueQoS0      bool
 	MaxTopicLevels int
 	MaxConnections int
@@ -88,6 +93,8 @@ func Default() *Config {
 			ReceiveMaximum:    o.ReceiveMaximum,
 			MaxInflight:       o.MaxInflight,
 			MaxQueued:         o.MaxQueued,
+			MaxQueuedBytes:    o.MaxQueuedBytes,
+			ExpirySweep:       o.ExpirySweep,
 			QueueQoS0:         o.QueueQoS0,
 			MaxTopicLevels:    o.MaxTopicLevels,
 			MaxConnections:    o.MaxConnections,
@@ -99,7 +106,7 @@ func Default() *Config {
 		},
 		SysInterval: o.SysInterval,
 		Retain:      !o.DisableRetain,
-		Store:       Store{Data: DefaultDataDir},
+		Store:       Store{Data: DefaultDataDir, MinFree: store.DefaultMinFree},
 		Auth:        Auth{AllowAnonymous: true},
 	}
 }
@@ -140,6 +147,8 @@ func (c *Config) BrokerOptions(logger *slog.Logger) broker.Options {
 		ReceiveMaximum:      l.ReceiveMaximum,
 		MaxInflight:         l.MaxInflight,
 		MaxQueued:           l.MaxQueued,
+		MaxQueuedBytes:      l.MaxQueuedBytes,
+		ExpirySweep:         l.ExpirySweep,
 		QueueQoS0:           l.QueueQoS0,
 		MaxTopicLevels:      l.MaxTopicLevels,
 		MaxConnections:      l.MaxConnections,

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/store"
 )
 
 // example is the documented example file (docs/config.md), every key set.
@@ -23,6 +24,8 @@ limits:
   receive_maximum: 100
   max_inflight: 32
   max_queued: 5000
+  max_queued_bytes: 16MiB
+  expiry_sweep: 1m
   queue_qos0: true
   max_topic_levels: 16
   max_connections: 2000
@@ -57,14 +60,14 @@ func TestParseExample(t *testing.T) {
 		Log: Log{Level: slog.LevelDebug, Format: LogJSON},
 		Limits: Limits{
 			MaxPacketSize: 256 << 10, ReceiveMaximum: 100, MaxInflight: 32,
-			MaxQueued: 5000, QueueQoS0: true, MaxTopicLevels: 16, MaxConnections: 2000,
+			MaxQueued: 5000, MaxQueuedBytes: 16 << 20, ExpirySweep: time.Minute, QueueQoS0: true, MaxTopicLevels: 16, MaxConnections: 2000,
 			MaxConnectionsPerIP: 50, ConnectRatePerIP: 2.5, MaxSubscriptions: 300, PublishRate: 1000,
 			ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120,
 			MaxSessionExpiry: 86400, TopicAliasMaximum: 10,
 		},
 		SysInterval: time.Minute,
 		Retain:      false,
-		Store:       Store{Data: DefaultDataDir},
+		Store:       Store{Data: DefaultDataDir, MinFree: store.DefaultMinFree},
 		Auth: Auth{PasswordFile: "/etc/roost/passwd", ACLFile: "acl", CertIdentityAsUsername: true,
 			HTTPHook: HTTPHook{URL: "http://127.0.0.1:8080/auth", Timeout: time.Second, CacheTTL: 10 * time.Second, FailOpen: true}},
 	}
@@ -111,7 +114,7 @@ func TestBrokerOptions(t *testing.T) {
 	o := c.BrokerOptions(logger)
 	want := broker.Options{
 		Logger: logger, MaxPacketSize: 256 << 10, ReceiveMaximum: 100, MaxInflight: 32,
-		MaxQueued: 5000, QueueQoS0: true, MaxTopicLevels: 16, MaxConnections: 2000,
+		MaxQueued: 5000, MaxQueuedBytes: 16 << 20, ExpirySweep: time.Minute, QueueQoS0: true, MaxTopicLevels: 16, MaxConnections: 2000,
 		MaxConnectionsPerIP: 50, ConnectRatePerIP: 2.5, MaxSubscriptions: 300, PublishRate: 1000,
 		ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120, MaxSessionExpiry: 86400,
 		TopicAliasMaximum: 10, SysInterval: time.Minute, DisableRetain: true,
@@ -147,6 +150,8 @@ func TestValues(t *testing.T) {
 		{"limits: {max_packet_size: 64 KiB}", maxPacket, uint32(64 << 10)},
 		{"limits: {max_packet_size: 268435460}", maxPacket, uint32(268435460)},
 		{"limits: {max_queued: 1_000}", func(c *Config) any { return c.Limits.MaxQueued }, 1000},
+		{"limits: {max_queued_bytes: 1GiB}", func(c *Config) any { return c.Limits.MaxQueuedBytes }, 1 << 30},
+		{"limits: {expiry_sweep: off}", func(c *Config) any { return c.Limits.ExpirySweep }, time.Duration(-1)},
 		{"limits: {server_keep_alive: 0}", func(c *Config) any { return c.Limits.ServerKeepAlive }, uint16(0)},
 		{"limits: {max_session_expiry: 0}", func(c *Config) any { return c.Limits.MaxSessionExpiry }, uint32(0)},
 		{"limits: {max_session_expiry: 4294967295}", func(c *Config) any { return c.Limits.MaxSessionExpiry }, uint32(1<<32 - 1)},
@@ -237,6 +242,9 @@ func TestErrors(t *testing.T) {
 		// limits: sizes
 		{"limits:\n  max_packet_size: 1MB\n", `roost.yaml:2: limits.max_packet_size: must be a size such as 65536, 512KiB or 1MiB, got "1MB"`},
 		{"limits:\n  max_packet_size: 0\n", `roost.yaml:2: limits.max_packet_size: must be from 1 byte to 268435460 bytes, got "0"`},
+		{"limits:\n  max_queued_bytes: 0\n", `roost.yaml:2: limits.max_queued_bytes: must be from 1 byte to 9223372036854775807 bytes, got "0"`},
+		{"limits:\n  max_queued_bytes: 1TiB\n", `roost.yaml:2: limits.max_queued_bytes: must be a size such as 65536, 512KiB or 1MiB, got "1TiB"`},
+		{"limits:\n  expiry_sweep: 0s\n", `roost.yaml:2: limits.expiry_sweep: must be a positive duration such as 10s, got "0s"`},
 		{"limits:\n  max_packet_size: 257MiB\n", `roost.yaml:2: limits.max_packet_size: must be from 1 byte to 268435460 bytes, got "257MiB"`},
 		{"limits:\n  max_packet_size: 99999999999999999MiB\n", `roost.yaml:2: limits.max_packet_size: must be from 1 byte to 268435460 bytes, got "99999999999999999MiB"`},
 		{"limits:\n  max_packet_size: -1\n", `roost.yaml:2: limits.max_packet_size: must be a size such as 65536, 512KiB or 1MiB, got "-1"`},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"regexp"
 	"strconv"
 
@@ -171,9 +172,21 @@ func (d *decoder) limits(n *yaml.Node, path string, l *Limits) {
 		"max_packet_size": func(p string, v *yaml.Node) {
 			d.size(v, p, maxPacketSize, &l.MaxPacketSize)
 		},
-		"receive_maximum":  uint16Field(d, 1, &l.ReceiveMaximum),
-		"max_inflight":     uint16Field(d, 1, &l.MaxInflight),
-		"max_queued":       intField(d, &l.MaxQueued),
+		"receive_maximum": uint16Field(d, 1, &l.ReceiveMaximum),
+		"max_inflight":    uint16Field(d, 1, &l.MaxInflight),
+		"max_queued":      intField(d, &l.MaxQueued),
+		"expiry_sweep": func(p string, v *yaml.Node) {
+			if v.Kind == yaml.ScalarNode && v.Value == "off" {
+				l.ExpirySweep = -1
+				return
+			}
+			d.duration(v, p, 1, &l.ExpirySweep)
+		},
+		"max_queued_bytes": func(p string, v *yaml.Node) {
+			if n, ok := d.bytes(v, p, 1, math.MaxInt64); ok {
+				l.MaxQueuedBytes = int(n)
+			}
+		},
 		"queue_qos0":       func(p string, v *yaml.Node) { d.boolean(v, p, &l.QueueQoS0) },
 		"max_topic_levels": intField(d, &l.MaxTopicLevels),
 		"max_connections":  intField(d, &l.MaxConnections),

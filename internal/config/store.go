@@ -1,6 +1,7 @@
 package config
 
 import (
+	"math"
 	"path/filepath"
 
 	"go.yaml.in/yaml/v3"
@@ -19,6 +20,10 @@ type Store struct {
 	Memory bool
 	// Sync is when writes reach stable storage; see store.Sync.
 	Sync store.Sync
+	// MinFree is the free space on the data disk below which new QoS 1/2
+	// messages are refused (see store.DiskOptions.MinFree); 0 turns the
+	// check off. Default store.DefaultMinFree.
+	MinFree int64
 }
 
 // DefaultDataDir is the store's directory when none is configured.
@@ -32,6 +37,11 @@ func (d *decoder) store(n *yaml.Node, path string, s *Store) {
 			}
 		},
 		"memory": func(p string, v *yaml.Node) { d.boolean(v, p, &s.Memory) },
+		"min_free": func(p string, v *yaml.Node) {
+			if n, ok := d.bytes(v, p, 0, math.MaxInt64); ok {
+				s.MinFree = int64(n)
+			}
+		},
 		"sync": func(p string, v *yaml.Node) {
 			if d.scalar(v, p, "always, none or a duration such as 100ms") {
 				if sy, err := store.ParseSync(v.Value); d.ok(v, p, err) {
@@ -40,6 +50,16 @@ func (d *decoder) store(n *yaml.Node, path string, s *Store) {
 			}
 		},
 	})
+}
+
+// DiskOptions returns the store.DiskOptions for s (whose zero MinFree means
+// the default, where s's means off).
+func (s *Store) DiskOptions() store.DiskOptions {
+	o := store.DiskOptions{Sync: s.Sync, MinFree: s.MinFree}
+	if s.MinFree == 0 {
+		o.MinFree = -1
+	}
+	return o
 }
 
 // resolveData makes a relative data directory relative to dir, the config

@@ -16,9 +16,13 @@ func TestParseStore(t *testing.T) {
 		want Store
 		err  string
 	}{
-		{"", Store{Data: "data"}, ""},
-		{"store: {data: /var/lib/roost, sync: 100ms}", Store{Data: "/var/lib/roost", Sync: store.Sync{Mode: store.SyncInterval, Interval: 100 * time.Millisecond}}, ""},
-		{"store: {memory: true, sync: none}", Store{Data: "data", Memory: true, Sync: store.Sync{Mode: store.SyncNone}}, ""},
+		{"", Store{Data: "data", MinFree: store.DefaultMinFree}, ""},
+		{"store: {data: /var/lib/roost, sync: 100ms}", Store{Data: "/var/lib/roost", MinFree: store.DefaultMinFree, Sync: store.Sync{Mode: store.SyncInterval, Interval: 100 * time.Millisecond}}, ""},
+		{"store: {memory: true, sync: none}", Store{Data: "data", MinFree: store.DefaultMinFree, Memory: true, Sync: store.Sync{Mode: store.SyncNone}}, ""},
+		{"store: {min_free: 1GiB}", Store{Data: "data", MinFree: 1 << 30}, ""},
+		{"store: {min_free: 0}", Store{Data: "data"}, ""},
+		{"store: {min_free: -1}", Store{}, `roost.yaml:1: store.min_free: must be a size such as 65536, 512KiB or 1MiB, got "-1"`},
+		{"store: {min_free: lots}", Store{}, `roost.yaml:1: store.min_free: must be a size`},
 		{"store: {sync: sometimes}", Store{}, `roost.yaml:1: store.sync: sync "sometimes": want always, none or a positive duration`},
 		{"store: {memory: 1}", Store{}, "roost.yaml:1: store.memory: must be"},
 		{"store: {dir: x}", Store{}, `roost.yaml:1: unknown key "dir" in store`},
@@ -33,6 +37,17 @@ func TestParseStore(t *testing.T) {
 		}
 		if err != nil || c.Store != tt.want {
 			t.Errorf("%q: %+v, %v; want %+v", tt.yaml, c.Store, err, tt.want)
+		}
+	}
+}
+
+// min_free 0 turns the free-space check off; store.DiskOptions says that
+// with a negative MinFree.
+func TestStoreDiskOptions(t *testing.T) {
+	for _, tt := range []struct{ in, want int64 }{{0, -1}, {store.DefaultMinFree, store.DefaultMinFree}, {1 << 30, 1 << 30}} {
+		s := Store{MinFree: tt.in, Sync: store.Sync{Mode: store.SyncNone}}
+		if o := s.DiskOptions(); o.MinFree != tt.want || o.Sync != s.Sync {
+			t.Errorf("MinFree %d: DiskOptions %+v, want MinFree %d", tt.in, o, tt.want)
 		}
 	}
 }

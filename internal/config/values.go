@@ -37,30 +37,49 @@ func intRange(min, max int64) string {
 	return fmt.Sprintf("an integer from %d to %d", min, max)
 }
 
-// size parses a byte count: a plain integer or one with a KiB or MiB
+// size parses a byte count: a plain integer or one with a KiB, MiB or GiB
 // suffix ("512KiB", "1 MiB"), from 1 to max.
 func (d *decoder) size(v *yaml.Node, path string, max uint64, dst *uint32) {
+	if n, ok := d.bytes(v, path, 1, max); ok {
+		*dst = uint32(n)
+	}
+}
+
+// bytes parses a byte count like size, from min to max.
+func (d *decoder) bytes(v *yaml.Node, path string, min, max uint64) (uint64, bool) {
 	n, err := parseSize(v)
 	switch {
 	case err != nil:
 		d.errorf(v, "%s: must be a size such as 65536, 512KiB or 1MiB, got %s", path, describe(v))
-	case n < 1 || n > max:
-		d.errorf(v, "%s: must be from 1 byte to %d bytes, got %s", path, max, describe(v))
+	case n < min || n > max:
+		from := fmt.Sprintf("%d", min)
+		if min == 1 {
+			from = "1 byte"
+		}
+		d.errorf(v, "%s: must be from %s to %d bytes, got %s", path, from, max, describe(v))
 	default:
-		*dst = uint32(n)
+		return n, true
 	}
+	return 0, false
 }
 
 var sizeUnits = []struct {
 	suffix string
 	mult   uint64
-}{{"KiB", 1 << 10}, {"MiB", 1 << 20}}
+}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}}
 
 func parseSize(v *yaml.Node) (uint64, error) {
 	if v.Kind != yaml.ScalarNode || isNull(v) {
 		return 0, fmt.Errorf("not a scalar")
 	}
-	s, mult := strings.TrimSpace(v.Value), uint64(1)
+	return ParseSize(v.Value)
+}
+
+// ParseSize parses a byte count: a plain integer or one with a KiB, MiB or
+// GiB suffix ("512KiB", "1 MiB"). A count too large for a uint64 gives
+// math.MaxUint64, which is out of any range.
+func ParseSize(s string) (uint64, error) {
+	s, mult := strings.TrimSpace(s), uint64(1)
 	for _, u := range sizeUnits {
 		if num, ok := strings.CutSuffix(s, u.suffix); ok {
 			s, mult = strings.TrimSpace(num), u.mult
@@ -69,10 +88,10 @@ func parseSize(v *yaml.Node) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("size %q: want a number of bytes, optionally with KiB, MiB or GiB", s)
 	}
 	if n > math.MaxUint64/mult {
-		return math.MaxUint64, nil // out of any range; reported as such
+		return math.MaxUint64, nil
 	}
 	return n * mult, nil
 }
