@@ -81,7 +81,7 @@ func TestServeWSS(t *testing.T) {
 	var stderr syncBuffer
 	exit := make(chan int, 1)
 	go func() {
-		exit <- run(ctx, []string{"serve", "--listen", "wss://127.0.0.1:0/mqtt",
+		exit <- run(ctx, []string{"serve", "--memory", "--listen", "wss://127.0.0.1:0/mqtt",
 			"--tls-cert", dir + "/server.pem", "--tls-key", dir + "/server-key.pem"}, io.Discard, &stderr)
 	}()
 	var addr string
