@@ -37,6 +37,7 @@ var commands = []command{
 	{"sub", "subscribe and print messages (flags of mosquitto_sub)", runSub},
 	{"cert", "make a local CA and certificate for trying TLS (cert dev)", runCert},
 	{"passwd", "add, change or delete a user in a password file", runPasswd},
+	{"bench", "load-test a broker: fan-in, fan-out, pairs, latency, connections, overload", runBench},
 	{"version", "print version information", runVersion},
 }
 
