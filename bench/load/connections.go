@@ -38,6 +38,7 @@ func (r *runner) connections(ctx context.Context) (*Result, error) {
 		r.conns.Store(0)
 	}()
 	start := time.Now()
+	cpu := startCPU(c.PID)
 	var failed atomic.Int64
 	var firstErr atomic.Pointer[error]
 	for from := 0; from < st.Attempted && ctx.Err() == nil; from += c.Batch {
@@ -48,6 +49,8 @@ func (r *runner) connections(ctx context.Context) (*Result, error) {
 		}
 	}
 	st.Elapsed = time.Since(start).Seconds()
+	var brokerCPU float64
+	r.res.LoadCPU, brokerCPU = cpu.stop()
 	st.Opened, st.Failed = len(conns), int(failed.Load())
 	if st.Elapsed > 0 {
 		st.Rate = float64(st.Opened) / st.Elapsed
@@ -63,6 +66,7 @@ func (r *runner) connections(ctx context.Context) (*Result, error) {
 	if b := r.res.Broker; b != nil {
 		b.RSSAfterKiB = r.sampleRSS()
 		b.RSSMaxKiB = r.rssMax.Load()
+		b.CPU = brokerCPU
 		if st.Opened > 0 && b.RSSAfterKiB > 0 {
 			b.KiBPerConn = float64(b.RSSAfterKiB-b.RSSBeforeKiB) / float64(st.Opened)
 		}

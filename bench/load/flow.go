@@ -16,6 +16,9 @@ type flow struct {
 	// limit is the most messages the flow's publishers together may have
 	// outstanding (published, not yet delivered); 0 means no pacing.
 	limit int64
+	// wakeRoom is how much room under limit makes waking the publishers
+	// worthwhile: the smallest write a waiting publisher makes.
+	wakeRoom int64
 
 	published atomic.Uint64
 	delivered atomic.Uint64
@@ -23,12 +26,40 @@ type flow struct {
 	// publisher.waitProgress): dropped by the broker, presumably.
 	writtenOff atomic.Int64
 	progress   gate
+
+	mu sync.Mutex
+	// writeOffAt is the delivery count (plus one) at the last write-off,
+	// so the publishers that all notice one stall write off once.
+	writeOffAt uint64
+}
+
+// writeOff counts what is outstanding as lost, once per stall: seen is
+// the delivery count the caller saw not move. It reports whether it did.
+func (f *flow) writeOff(seen uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.writeOffAt == seen+1 || f.delivered.Load() != seen {
+		return false
+	}
+	f.writeOffAt = seen + 1
+	f.writtenOff.Add(max(0, f.outstanding()))
+	return true
 }
 
 // outstanding is how many messages are published but not yet delivered
 // (to all subscribers, on average).
 func (f *flow) outstanding() int64 {
 	return int64(f.published.Load()) - int64(f.delivered.Load()/f.fanout) - f.writtenOff.Load()
+}
+
+// delivered records n deliveries and wakes the publishers when there is
+// room for one of them to write: waking them for every read would cost
+// more than the reads.
+func (f *flow) deliver(n uint64) {
+	f.delivered.Add(n)
+	if f.progress.armed.Load() && f.limit-f.outstanding() >= f.wakeRoom {
+		f.progress.open()
+	}
 }
 
 // gate wakes the goroutines waiting for a flow's subscribers to make

@@ -44,6 +44,11 @@ type publisher struct {
 	nextID   uint16
 	rels     []uint16 // PUBRELs the writer must send (QoS 2)
 
+	// stuckSince is when the writer, waiting for its subscribers, saw
+	// their delivery count at stuckAt; see waitProgress.
+	stuckSince time.Time
+	stuckAt    uint64
+
 	acked  chan struct{} // capacity 1: the window moved or PUBRELs wait
 	errs   atomic.Uint64 // acknowledgements with a failure reason code
 	stalls atomic.Uint64 // times waitProgress gave up
@@ -112,7 +117,7 @@ func (p *publisher) run(ctx context.Context) error {
 		if p.pace {
 			avail := p.f.limit - p.f.outstanding()
 			if avail < int64(p.threshold(n)) {
-				p.waitProgress(ctx, timer, n)
+				p.waitProgress(ctx, n)
 				continue
 			}
 			n = min(n, int(avail))
@@ -157,24 +162,32 @@ func (p *publisher) writeErr(ctx context.Context, err error) error {
 // connection may hold half a packet and must be closed, not disconnected.
 var errStopped = errors.New("load: stopped inside a write")
 
-// waitProgress waits until the subscribers have made progress, the window
-// moved, or stallTimeout passed; then the flow writes off what it waited
-// for, so a broker that drops messages slows the run rather than stops it.
-func (p *publisher) waitProgress(ctx context.Context, timer *time.Timer, n int) {
+// waitProgress waits until the subscribers have made progress or the
+// window moved. When the flow's subscribers have received nothing for
+// stallTimeout, the flow writes off what is outstanding, so a broker that
+// drops messages slows the run rather than stops it. It uses no timer of
+// its own (timers cost locks on every wait): the run's watchdog opens
+// every gate a few times a second so waiters look at the clock.
+func (p *publisher) waitProgress(ctx context.Context, n int) {
 	ch := p.f.progress.wait()
 	if p.f.limit-p.f.outstanding() >= int64(p.threshold(n)) {
 		return
 	}
-	timer.Reset(stallTimeout)
+	now, seen := time.Now(), p.f.delivered.Load()
+	if p.stuckSince.IsZero() || seen != p.stuckAt {
+		p.stuckSince, p.stuckAt = now, seen
+	} else if now.Sub(p.stuckSince) > stallTimeout {
+		if p.f.writeOff(seen) {
+			p.stalls.Add(1)
+		}
+		p.stuckSince = time.Time{}
+		return
+	}
 	select {
 	case <-ch:
 	case <-p.acked:
 	case <-ctx.Done():
-	case <-timer.C:
-		p.stalls.Add(1)
-		p.f.writtenOff.Add(max(0, p.f.outstanding()))
 	}
-	timer.Stop()
 }
 
 // reserve takes up to n packet identifiers from the window (QoS 1 and 2),

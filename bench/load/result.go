@@ -33,6 +33,10 @@ type Result struct {
 	DeliveredTotal uint64 `json:"delivered_total"`
 	ExpectedTotal  uint64 `json:"expected_total"`
 	Missing        int64  `json:"missing"`
+	// LoadCPU is the CPU the bench process used during the measured
+	// interval, in cores (1.0 = one core busy all the time). Near 1.0 on a
+	// one-core cpuset the load generator, not the broker, was the limit.
+	LoadCPU float64 `json:"load_cpu"`
 	// PublishErrors counts acknowledgements with a failure reason code
 	// (MQTT 5) from the broker.
 	PublishErrors uint64 `json:"publish_errors,omitempty"`
@@ -91,6 +95,9 @@ type BrokerStats struct {
 	RSSBeforeKiB int64 `json:"rss_before_kib,omitempty"`
 	RSSAfterKiB  int64 `json:"rss_after_kib,omitempty"`
 	RSSMaxKiB    int64 `json:"rss_max_kib,omitempty"`
+	// CPU is the broker's CPU use during the measured interval (for
+	// Connections: while opening them), in cores.
+	CPU float64 `json:"cpu,omitempty"`
 	// KiBPerConn is (after - before) / opened, Connections only.
 	KiBPerConn float64 `json:"kib_per_conn,omitempty"`
 	// Dropped is the change of $SYS/broker/publish/messages/dropped over

@@ -67,6 +67,9 @@ type runner struct {
 	rssMax atomic.Int64
 	flows  []*flow
 	win    *span
+	// brokerCPU is measured with LoadCPU, kept here until BrokerStats
+	// is filled in.
+	brokerCPU float64
 }
 
 func (r *runner) newResult() *Result {

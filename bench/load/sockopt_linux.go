@@ -1,6 +1,9 @@
 package load
 
-import "syscall"
+import (
+	"net"
+	"syscall"
+)
 
 // spreadLoopback: Linux routes all of 127.0.0.0/8 to the loopback device,
 // so any of those addresses can be a source.
@@ -18,4 +21,21 @@ func bindNoPort(_, _ string, c syscall.RawConn) error {
 		_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort, 1)
 	})
 	return nil
+}
+
+// setRcvLowat sets SO_RCVLOWAT on a TCP connection: the kernel wakes the
+// reader only once n bytes are buffered (or at once when setting it finds
+// that many). Other connections are left alone.
+func setRcvLowat(nc net.Conn, n int) {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, max(n, 1))
+	})
 }

@@ -76,8 +76,7 @@ func (s *subscriber) parse(now int64, acks []byte) ([]byte, error) {
 	var n uint64
 	defer func() {
 		if n > 0 {
-			s.f.delivered.Add(n)
-			s.f.progress.open()
+			s.f.deliver(n)
 		}
 	}()
 	for {

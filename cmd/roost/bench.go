@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -56,6 +57,8 @@ type benchFlags struct {
 	caFile   string
 	quiet    bool
 	freePort bool
+
+	cpuProfile string
 }
 
 func (b *benchFlags) register(fs *flag.FlagSet) {
@@ -81,6 +84,7 @@ func (b *benchFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&b.insecure, "insecure", false, "do not verify the server certificate (mqtts://, wss://)")
 	fs.StringVar(&b.caFile, "cafile", "", "verify the server certificate with the CA certificates in `file`")
 	fs.BoolVar(&b.quiet, "q", false, "no progress lines")
+	fs.StringVar(&b.cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator to `file` (is it the bottleneck?)")
 	fs.BoolVar(&b.freePort, "free-port", false, "print a TCP port that is free on 127.0.0.1 and exit (for scripts)")
 }
 
@@ -142,6 +146,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if !b.quiet {
 		b.cfg.Progress = func(p load.Progress) { fmt.Fprintln(stderr, progressLine(p)) }
+	}
+	if b.cpuProfile != "" {
+		stop, err := startProfile(b.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "roost bench: %v\n", err)
+			return 1
+		}
+		defer stop()
 	}
 	res, err := load.Run(ctx, b.cfg)
 	if errors.Is(err, load.ErrConfig) {
@@ -228,6 +240,19 @@ func printFreePort(stdout, stderr io.Writer) int {
 	return 0
 }
 
+// startProfile starts a CPU profile into file and returns its stop.
+func startProfile(file string) (stop func(), err error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
 func writeJSON(file string, res *load.Result) error {
 	b, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
@@ -262,6 +287,11 @@ func writeSummary(w io.Writer, r *load.Result) {
 	} else {
 		summaryTraffic(row, r)
 	}
+	cpu := fmt.Sprintf("load %.2f cores", r.LoadCPU)
+	if r.Broker != nil && r.Broker.PID > 0 {
+		cpu += fmt.Sprintf(", broker %.2f cores", r.Broker.CPU)
+	}
+	row("CPU", "%s", cpu)
 	if b := r.Broker; b != nil {
 		if b.PID > 0 {
 			row("broker RSS", "%s KiB before, %s KiB after, %s KiB max (pid %d)", group(b.RSSBeforeKiB), group(b.RSSAfterKiB), group(b.RSSMaxKiB), b.PID)
