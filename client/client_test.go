@@ -391,7 +391,7 @@ func TestThousandsInOrder(t *testing.T) {
 }
 
 func TestPropertiesRoundTrip(t *testing.T) {
-	for _, tg := range []target{startRoost(t, broker.Options{}), startMosquitto(t, "")} {
+	for _, tg := range []target{startRoost(t, broker.Options{}), startMosquitto(t)} {
 		t.Run(fmt.Sprintf("%T", tg), func(t *testing.T) {
 			ctx := testCtx(t, 20*time.Second)
 			var in inbox
@@ -427,7 +427,7 @@ func TestPropertiesRoundTrip(t *testing.T) {
 }
 
 func TestRequestResponse(t *testing.T) {
-	for _, tg := range []target{startRoost(t, broker.Options{}), startMosquitto(t, "")} {
+	for _, tg := range []target{startRoost(t, broker.Options{}), startMosquitto(t)} {
 		t.Run(fmt.Sprintf("%T", tg), func(t *testing.T) {
 			ctx := testCtx(t, 20*time.Second)
 			server := newClient(t, tg.URL(), packet.V5, nil)

@@ -1,23 +1,19 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
-	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/internal/mosquittotest"
 	"github.com/roost-mqtt/roost/packet"
 	"github.com/roost-mqtt/roost/store"
 )
@@ -48,7 +44,7 @@ func forTargets(t *testing.T, fn func(t *testing.T, tg target, v packet.Version)
 				if name == "roost" {
 					tg = startRoost(t, broker.Options{})
 				} else {
-					tg = startMosquitto(t, "")
+					tg = startMosquitto(t)
 				}
 				fn(t, tg, v)
 			})
@@ -191,43 +187,22 @@ func (r *roostTarget) Crash(t *testing.T) {
 	r.Up(t)
 }
 
-// mosqTarget is a real mosquitto with persistence in a temp dir.
+// mosqTarget is a real mosquitto with persistence in a temp dir, behind
+// the proxy.
 type mosqTarget struct {
 	*proxy
-	conf string
-	back string
-	cmd  *exec.Cmd
-	log  syncWriter
-	done chan struct{}
+	b *mosquittotest.Broker
 }
 
-// requireMosquitto fails (never skips) when mosquitto is missing.
-func requireMosquitto(t *testing.T, bin string) string {
+// startMosquitto starts mosquitto with persistence saved at every change,
+// so that a crash (SIGKILL) loses no more than a real one would; lines are
+// added to its config (see mosquittotest.Start).
+func startMosquitto(t *testing.T, lines ...string) *mosqTarget {
 	t.Helper()
-	for _, p := range []string{bin, "/usr/sbin/" + bin} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatalf("%s not found: run ./scripts/test.sh, which installs mosquitto and mosquitto-clients", bin)
-	return ""
-}
-
-// startMosquitto starts mosquitto on a free port; extra is appended to the
-// config file.
-func startMosquitto(t *testing.T, extra string) *mosqTarget {
-	t.Helper()
-	requireMosquitto(t, "mosquitto")
-	dir := t.TempDir()
-	port := mqtttest.FreePort(t)
-	m := &mosqTarget{proxy: newProxy(t), conf: filepath.Join(dir, "mosquitto.conf"), back: fmt.Sprintf("127.0.0.1:%d", port)}
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\n"+
-		"user root\nautosave_interval 1\nautosave_on_changes true\nmax_queued_messages 100000\nlog_dest stderr\n%s\n", port, dir, extra)
-	if err := os.WriteFile(m.conf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	m.Up(t)
-	t.Cleanup(func() { m.stop(syscall.SIGTERM) })
+	lines = append([]string{"persistence true", "autosave_interval 1", "autosave_on_changes true",
+		"max_queued_messages 100000"}, lines...)
+	m := &mosqTarget{proxy: newProxy(t), b: mosquittotest.Start(t, lines...)}
+	m.setBack(m.b.Addr)
 	return m
 }
 
@@ -235,57 +210,16 @@ func (m *mosqTarget) URL() string { return "mqtt://" + m.addr }
 
 func (m *mosqTarget) Up(t *testing.T) {
 	t.Helper()
-	m.cmd = exec.Command(requireMosquitto(t, "mosquitto"), "-c", m.conf)
-	m.cmd.Stderr = &m.log
-	if err := m.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	m.done = make(chan struct{})
-	go func() { m.cmd.Wait(); close(m.done) }()
-	eventually(t, 10*time.Second, func() error {
-		c, err := net.Dial("tcp", m.back)
-		if err != nil {
-			return err
-		}
-		return c.Close()
-	})
-	m.setBack(m.back)
+	m.b.Restart(t)
+	m.setBack(m.b.Addr)
 }
 
-func (m *mosqTarget) stop(sig syscall.Signal) {
-	if m.cmd == nil {
-		return
-	}
-	m.cmd.Process.Signal(sig)
-	select {
-	case <-m.done:
-	case <-time.After(5 * time.Second):
-		m.cmd.Process.Kill()
-		<-m.done
-	}
-	m.cmd = nil
-}
-
-func (m *mosqTarget) Down(t *testing.T)  { m.setBack(""); m.stop(syscall.SIGTERM) }
-func (m *mosqTarget) Kill(t *testing.T)  { m.cut() }
-func (m *mosqTarget) Crash(t *testing.T) { m.setBack(""); m.stop(syscall.SIGKILL); m.Up(t) }
-
-// syncWriter is a log buffer written by a process and read by the test.
-type syncWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
+func (m *mosqTarget) Down(t *testing.T) { m.setBack(""); m.b.Stop(syscall.SIGTERM) }
+func (m *mosqTarget) Kill(t *testing.T) { m.cut() }
+func (m *mosqTarget) Crash(t *testing.T) {
+	m.setBack("")
+	m.b.Stop(syscall.SIGKILL)
+	m.Up(t)
 }
 
 // eventually retries fn until it returns nil or d passes.

@@ -3,7 +3,6 @@ package client
 import (
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
-	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -110,37 +108,4 @@ func TestServerLimits(t *testing.T) {
 		}
 	}
 	downs.Range(func(k, _ any) bool { t.Errorf("connection went down: %v", k); return true })
-}
-
-// ws:// against mosquitto's WebSocket listener.
-func TestWebSocketMosquitto(t *testing.T) {
-	port := mqtttest.FreePort(t)
-	m := startMosquitto(t, fmt.Sprintf("listener %d 127.0.0.1\nprotocol websockets\n", port))
-	_ = m
-	eventually(t, 5*time.Second, func() error {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-		}
-		return err
-	})
-	ctx := testCtx(t, 20*time.Second)
-	for _, v := range []packet.Version{packet.V5, packet.V311} {
-		url := fmt.Sprintf("ws://127.0.0.1:%d/mqtt", port)
-		var in inbox
-		c := newClient(t, url, v, nil)
-		if _, err := c.Subscribe(ctx, Subscription{Filter: "ws/#", QoS: 1, Handler: in.handle}); err != nil {
-			t.Fatal(err)
-		}
-		big := strings.Repeat("x", 100000) // spans WebSocket frames and reads
-		for _, p := range []string{"a", big} {
-			if _, err := c.Publish(ctx, Message{Topic: "ws/t", QoS: 1, Payload: []byte(p)}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		got := in.waitN(t, 2, 5*time.Second)
-		if string(got[0].Payload) != "a" || string(got[1].Payload) != big {
-			t.Errorf("%v: got %d, %d bytes", v, len(got[0].Payload), len(got[1].Payload))
-		}
-	}
 }
