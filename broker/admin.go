@@ -76,7 +76,7 @@ func (ss *session) snapshot() ClientSnapshot {
 	}
 	if c := ss.conn; c != nil {
 		cs.KeepAlive = uint16(c.keepAlive * 2 / 3 / time.Second)
-		cs.ConnectedAt = c.connectedAt
+		cs.ConnectedAt = time.Unix(0, c.connectedAt)
 	}
 	return cs
 }

@@ -35,11 +35,11 @@ const (
 // conn is one client network connection. A reader goroutine (run) reads,
 // decodes and handles packets; writes are appended to out by any goroutine
 // and written by a flusher goroutine that exists only while there is
-// something to write, so an idle connection holds one goroutine.
+// something to write; an idle connection parks (park.go) and holds none.
 type conn struct {
 	srv    *Server
 	nc     net.Conn
-	log    *slog.Logger // made on first use: most connections never log
+	log    atomic.Pointer[slog.Logger] // made on first use: most connections never log
 	remote string
 
 	// rc is the socket beneath nc when the connection can be parked while
@@ -47,30 +47,36 @@ type conn struct {
 	rc syscall.RawConn
 	// state is readerRunning or readerParked. Whoever moves it from
 	// parked to running starts the next reader goroutine.
-	state      atomic.Uint32
-	poller     *poller     // set when first parked
-	parkID     uint64      // c's id in poller
-	kaTimer    *time.Timer // wakes a parked reader when the keep alive runs out
-	parkFailed bool        // parking failed once (logged once)
+	state atomic.Uint32
+	// kick is the reason another goroutine asked this connection to close
+	// (takeover, shutdown, admin); the reader sees it at its next read.
+	kick   atomic.Uint32
+	poller *poller // set when first parked
+	parkID uint64  // c's id in poller
+	// wakeAt is when the poller wakes a parked reader whatever happens
+	// (its keep alive runs out), Unix ns; 0 = never.
+	wakeAt atomic.Int64
 
-	// Set while handling CONNECT, read-only afterwards.
-	version     packet.Version
+	// Set while handling CONNECT, read-only afterwards. (Fields are
+	// ordered to pack: an idle connection's size matters.)
 	clientID    string
 	sess        *session
 	keepAlive   time.Duration // 1.5x the negotiated keep alive, 0 = none
-	maxOut      uint32        // client's Maximum Packet Size (0: protocol max)
 	window      int           // outbound inflight limit
-	aliasMaxOut uint16        // client's Topic Alias Maximum
-	problemInfo bool          // MQTT 5 Request Problem Information
-	connected   bool          // CONNACK success sent
 	ip          netip.Addr    // client address, for per-address limits
+	pubRate     *tokenBucket  // nil without Options.PublishRate
+	connectedAt int64         // Unix ns
+	maxOut      uint32        // client's Maximum Packet Size (0: protocol max)
+	aliasMaxOut uint16        // client's Topic Alias Maximum
+	version     packet.Version
+	problemInfo bool // MQTT 5 Request Problem Information
+	connected   bool // CONNACK success sent
 	hasIP       bool
-	pubRate     tokenBucket
-	connectedAt time.Time
 
 	// Reader goroutine only (one at a time: a parked connection's next
 	// reader is started after the previous one exited).
 	started       bool      // the connect timeout has been set
+	parkFailed    bool      // parking failed once (logged once)
 	readBy        time.Time // keep-alive (or connect) deadline; zero = none
 	aliasIn       map[uint16]string
 	received      [3]uint64       // PUBLISH packets by QoS not yet added to the stats
@@ -81,22 +87,18 @@ type conn struct {
 	aliasOut     map[string]uint16
 	nextAliasOut uint16
 
-	// kick is the reason another goroutine asked this connection to close
-	// (takeover, shutdown, admin); the reader sees it at its next read.
-	kick atomic.Uint32
-
 	outMu    sync.Mutex
-	outCond  sync.Cond // signalled when the flusher stops
-	out      []byte    // encoded packets waiting for the flusher
-	spare    []byte    // the buffer the flusher wrote last, for reuse
-	flushing bool      // a flusher goroutine is running
-	dead     bool      // socket failed or closed: discard writes
+	flushing bool          // a flusher goroutine is running
+	dead     bool          // socket failed or closed: discard writes
+	latTick  uint32        // every latencySample-th delivery is timed
+	drained  chan struct{} // closed when the flusher stops, if drain waits
+	out      []byte        // encoded packets waiting for the flusher
+	spare    []byte        // the buffer the flusher wrote last, for reuse
 	// unsent counts PUBLISH packets appended per QoS since the last
 	// flush; the flusher moves them to the broker's counters, so the hot
 	// path does not bump shared atomics per message.
 	unsent      [3]uint64
 	unsentBytes [3]uint64
-	latTick     uint32 // every latencySample-th delivery is timed
 	// durable is the store ticket that must be durable before out may be
 	// written: out holds acknowledgements or deliveries that depend on it.
 	durable Ticket
@@ -111,17 +113,29 @@ const (
 
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, remote: nc.RemoteAddr().String(), problemInfo: true}
-	c.outCond.L = &c.outMu
 	c.rc = rawConnOf(nc)
 	return c
 }
 
-// logger returns c's logger, which names the remote address.
+// logger returns c's logger, which names the remote address and, once
+// known, the client id.
 func (c *conn) logger() *slog.Logger {
-	if c.log == nil {
-		c.log = c.srv.log.With("remote", c.remote)
+	if l := c.log.Load(); l != nil {
+		return l
 	}
-	return c.log
+	l := c.srv.log.With("remote", c.remote)
+	if c.clientID != "" {
+		l = l.With("client_id", c.clientID)
+	}
+	c.log.CompareAndSwap(nil, l)
+	return c.log.Load()
+}
+
+// named adds the client id, now known, to a logger made before.
+func (c *conn) named() {
+	if l := c.log.Load(); l != nil {
+		c.log.Store(l.With("client_id", c.clientID))
+	}
 }
 
 // run serves the connection until it ends or parks; after parking, the
@@ -144,9 +158,6 @@ func (c *conn) run() {
 		c.finish(err)
 		c.srv.connDone(c)
 	}()
-	if c.kaTimer != nil {
-		c.kaTimer.Stop()
-	}
 	err = c.readLoop()
 }
 
@@ -346,7 +357,10 @@ func (c *conn) flush() {
 			if cap(c.spare) > 64<<10 {
 				c.spare = nil
 			}
-			c.outCond.Broadcast()
+			if c.drained != nil {
+				close(c.drained)
+				c.drained = nil
+			}
 			c.outMu.Unlock()
 			return
 		}
@@ -399,15 +413,18 @@ func (c *conn) drain(timeout time.Duration) {
 	t := time.AfterFunc(timeout, func() {
 		c.outMu.Lock()
 		c.dead = true
-		c.outCond.Broadcast()
 		c.outMu.Unlock()
-		c.nc.Close()
+		c.nc.Close() // a write in progress fails, so the flusher stops
 	})
 	defer t.Stop()
 	c.outMu.Lock()
 	c.startFlushLocked()
-	for c.flushing {
-		c.outCond.Wait()
+	if c.flushing {
+		done := make(chan struct{})
+		c.drained = done
+		c.outMu.Unlock()
+		<-done
+		c.outMu.Lock()
 	}
 	c.dead = true
 	c.out = nil

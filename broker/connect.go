@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/roost-mqtt/roost/packet"
@@ -178,14 +179,19 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	}
 
 	c.clientID = id
-	c.connectedAt = time.Now()
-	c.pubRate = tokenBucket{rate: o.PublishRate, burst: 2 * o.PublishRate}
-	c.log = c.logger().With("client_id", id)
+	c.connectedAt = time.Now().UnixNano()
+	if o.PublishRate > 0 {
+		c.pubRate = &tokenBucket{rate: o.PublishRate, burst: 2 * o.PublishRate}
+	}
+	c.named()
 	present := s.attach(c, id, p.CleanStart, expiry, will, ack, info)
 	c.connected = true
 	s.stats.noteConnected()
-	c.logger().Info("client connected", "username", info.Username, "protocol", c.version.String(), "clean_start", p.CleanStart,
-		"keep_alive", keepAlive, "session_present", present)
+	if s.log.Enabled(context.Background(), slog.LevelInfo) {
+		// Checked first: making c's logger costs every connection memory.
+		c.logger().Info("client connected", "username", info.Username, "protocol", c.version.String(), "clean_start", p.CleanStart,
+			"keep_alive", keepAlive, "session_present", present)
+	}
 	return nil
 }
 

@@ -71,19 +71,16 @@ func (c *conn) park() bool {
 		c.parkID = c.poller.register(c)
 	}
 	p := c.poller
-	if c.kaTimer == nil {
-		// Made while running, so a reader woken early finds it set.
-		c.kaTimer = time.AfterFunc(time.Hour, c.wake)
-		c.kaTimer.Stop()
+	if !c.readBy.IsZero() {
+		// The keep alive (1.5x) still runs while parked.
+		c.wakeAt.Store(c.readBy.UnixNano())
+	} else {
+		c.wakeAt.Store(0)
 	}
-	readBy, id, rc, t := c.readBy, c.parkID, c.rc, c.kaTimer
+	id, rc := c.parkID, c.rc
 	c.state.Store(readerParked)
 	// From here on another goroutine may wake c and run its reader: touch
 	// only the copies above and atomics.
-	if !readBy.IsZero() {
-		// The keep-alive (1.5x) still runs while parked.
-		t.Reset(time.Until(readBy))
-	}
 	var armErr error
 	err := rc.Control(func(fd uintptr) { armErr = p.arm(int(fd), id) })
 	if err == nil {
@@ -91,7 +88,6 @@ func (c *conn) park() bool {
 	}
 	if err != nil {
 		if c.state.CompareAndSwap(readerParked, readerRunning) {
-			t.Stop()
 			if !c.parkFailed {
 				c.parkFailed = true
 				c.logger().Debug("cannot park idle connection; keeping its reader", "err", err)

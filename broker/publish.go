@@ -15,7 +15,7 @@ import (
 func (c *conn) handlePublish(p *packet.Publish) error {
 	c.received[p.QoS]++
 	c.receivedBytes[p.QoS] += uint64(len(p.Payload))
-	if c.pubRate.rate > 0 && !c.pubRate.allow(time.Now()) {
+	if c.pubRate != nil && !c.pubRate.allow(time.Now()) {
 		return protoErr(packet.MessageRateTooHigh, "", "more than %g publishes per second", c.pubRate.rate)
 	}
 	if err := c.resolveAlias(p); err != nil {
@@ -60,7 +60,7 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		_, seen := ss.inQoS2[p.PacketID]
 		full := !seen && len(ss.inQoS2) >= int(c.srv.opts.ReceiveMaximum)
 		if !seen && !full {
-			ss.inQoS2[p.PacketID] = struct{}{}
+			ss.setInQoS2(p.PacketID)
 			if ss.persisted() {
 				ss.record(Op{Kind: OpInboundPut, PacketID: p.PacketID})
 			}
@@ -98,7 +98,7 @@ func (c *conn) ackPublish(p *packet.Publish, rc packet.ReasonCode) {
 			return
 		}
 		c.sess.mu.Lock()
-		c.sess.inQoS2[p.PacketID] = struct{}{}
+		c.sess.setInQoS2(p.PacketID)
 		c.sess.mu.Unlock()
 		c.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
 	}

@@ -76,7 +76,7 @@ func (s *Server) restoreSession(rec *StoredSession, now time.Time) (*session, *w
 			continue
 		}
 		sb := subscription{filter: sub.Filter, opts: sub.Opts, id: sub.ID}
-		ss.subs[sub.Filter] = sb
+		ss.setSub(sub.Filter, sb)
 		s.router.tree.Subscribe(rest, group, ss, sb)
 	}
 	for _, d := range rec.Queue {
@@ -84,7 +84,7 @@ func (s *Server) restoreSession(rec *StoredSession, now time.Time) (*session, *w
 		ss.nextSeq = max(ss.nextSeq, d.Seq)
 		if ob.pid != 0 {
 			ss.inflight = append(ss.inflight, ob)
-			ss.byPID[ob.pid] = ob
+			ss.setPID(ob)
 			ss.nextPID = max(ss.nextPID, ob.pid)
 		} else {
 			ss.queue = append(ss.queue, ob)
@@ -92,7 +92,7 @@ func (s *Server) restoreSession(rec *StoredSession, now time.Time) (*session, *w
 		}
 	}
 	for _, pid := range rec.Inbound {
-		ss.inQoS2[pid] = struct{}{}
+		ss.setInQoS2(pid)
 	}
 	if ss.will != nil {
 		ss.willTimer = time.AfterFunc(ss.willAt.Sub(now), func() { s.fireWill(ss) })

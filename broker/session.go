@@ -73,13 +73,32 @@ type willMsg struct {
 }
 
 func newSession(s *Server, id string) *session {
-	return &session{
-		srv:    s,
-		id:     id,
-		subs:   make(map[string]subscription),
-		byPID:  make(map[uint16]*outbound),
-		inQoS2: make(map[uint16]struct{}),
+	return &session{srv: s, id: id}
+}
+
+// The session's maps are made on first write: many sessions never use
+// some of them, and an idle connection should cost as little as possible.
+// Reading and deleting work on nil maps. ss.mu must be held.
+
+func (ss *session) setSub(filter string, sb subscription) {
+	if ss.subs == nil {
+		ss.subs = make(map[string]subscription)
 	}
+	ss.subs[filter] = sb
+}
+
+func (ss *session) setPID(ob *outbound) {
+	if ss.byPID == nil {
+		ss.byPID = make(map[uint16]*outbound)
+	}
+	ss.byPID[ob.pid] = ob
+}
+
+func (ss *session) setInQoS2(pid uint16) {
+	if ss.inQoS2 == nil {
+		ss.inQoS2 = make(map[uint16]struct{})
+	}
+	ss.inQoS2[pid] = struct{}{}
 }
 
 // persisted reports whether the session's state goes to the store: it
@@ -314,7 +333,7 @@ func (ss *session) sendNew(c *conn, ob *outbound) Ticket {
 		return t
 	}
 	ss.inflight = append(ss.inflight, ob)
-	ss.byPID[ob.pid] = ob
+	ss.setPID(ob)
 	return t
 }
 

@@ -57,7 +57,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			codes[i] = packet.QuotaExceeded
 			continue
 		}
-		ss.subs[req.Filter] = sub
+		ss.setSub(req.Filter, sub)
 		c.srv.router.tree.Subscribe(rest, group, ss, sub)
 		if ss.persisted() {
 			ss.record(Op{Kind: OpSubPut, Sub: StoredSub{Filter: req.Filter, Opts: opts, ID: subID}})
