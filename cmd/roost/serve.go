@@ -11,6 +11,7 @@ import (
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/internal/config"
+	"github.com/roost-mqtt/roost/internal/memtrim"
 	"github.com/roost-mqtt/roost/store"
 )
 
@@ -203,6 +204,9 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		go func() { done <- srv.Serve(ln) }()
 	}
 	web.setReady(true)
+	trimCtx, stopTrim := context.WithCancel(ctx)
+	defer stopTrim()
+	go memtrim.Run(trimCtx, memtrim.Default(), logger) // RSS follows live data after bursts
 	pending := len(lns)
 	var serveErr error
 	select {

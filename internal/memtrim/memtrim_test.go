@@ -1,0 +1,57 @@
+package memtrim
+
+import (
+	"context"
+	"log/slog"
+	"runtime"
+	"testing"
+	"time"
+)
+
+func TestDue(t *testing.T) {
+	p := Policy{MinFree: 4 << 20, MinShare: 0.25}
+	for _, tc := range []struct {
+		h    Heap
+		want bool
+	}{
+		{Heap{Free: 1 << 20, Objects: 1 << 20, Live: 1 << 20}, false},   // too little to matter
+		{Heap{Free: 8 << 20, Objects: 64 << 20, Live: 64 << 20}, false}, // a small share of a big heap
+		{Heap{Free: 8 << 20, Objects: 16 << 20, Live: 16 << 20}, true},  // free heap
+		{Heap{Free: 1 << 20, Objects: 40 << 20, Live: 20 << 20}, true},  // garbage
+		{Heap{Free: 4 << 20, Objects: 0}, true},
+	} {
+		if got := p.Due(tc.h); got != tc.want {
+			t.Errorf("Due(%+v) = %v, want %v", tc.h, got, tc.want)
+		}
+	}
+}
+
+var sink [][]byte
+
+// After garbage is made and dropped, a run trims and the free heap shrinks.
+func TestRunReturnsFreeHeap(t *testing.T) {
+	for range 64 {
+		sink = append(sink, make([]byte, 256<<10))
+	}
+	sink = nil
+	runtime.GC() // the garbage is now free heap, still resident
+	before := ReadHeap()
+	if before.Reclaimable() < 8<<20 {
+		t.Skipf("only %d bytes reclaimable; the runtime already returned them", before.Reclaimable())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		Run(ctx, Policy{Interval: 10 * time.Millisecond, MinFree: 1 << 20, MinShare: 0}, slog.New(slog.DiscardHandler))
+		close(done)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for ReadHeap().Free > before.Free/2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if after := ReadHeap(); after.Free > before.Free/2 {
+		t.Fatalf("free heap %d -> %d: not returned", before.Free, after.Free)
+	}
+}
