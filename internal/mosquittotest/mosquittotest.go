@@ -60,7 +60,9 @@ type Config struct {
 	// Lines are appended to the configuration, after the default listener,
 	// with every PortToken replaced by a port of its own.
 	Lines []string
-	// Output, when set, also receives mosquitto's log as it is written.
+	// Output, when set, also receives mosquitto's log as it is written,
+	// and showing it is the caller's business. Without it, the tail of the
+	// log is logged when the test fails.
 	Output io.Writer
 }
 
@@ -103,7 +105,7 @@ func StartConfig(t testing.TB, c Config) *Broker {
 	b.conf = filepath.Join(b.Dir, "mosquitto.conf")
 	t.Cleanup(func() {
 		b.Stop(syscall.SIGTERM)
-		if t.Failed() {
+		if t.Failed() && c.Output == nil {
 			t.Logf("mosquitto log (tail):\n%s", tail(b.Log.String(), 100))
 		}
 	})

@@ -9,15 +9,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
-	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/internal/mosquittotest"
 )
 
 const (
@@ -34,7 +31,7 @@ func TestMain(m *testing.M) {
 	case "", targetRoost:
 	case targetMosquitto:
 		target = t
-		if _, err := mosquittoPath(); err != nil {
+		if _, err := mosquittotest.Path(); err != nil {
 			fmt.Fprintln(os.Stderr, "conformance:", err)
 			os.Exit(2)
 		}
@@ -159,80 +156,26 @@ func stopRoost(srv *broker.Server, within time.Duration) (err error) {
 	return srv.Shutdown(ctx)
 }
 
-func mosquittoPath() (string, error) {
-	if p, err := exec.LookPath("mosquitto"); err == nil {
-		return p, nil
-	}
-	if _, err := os.Stat("/usr/sbin/mosquitto"); err == nil {
-		return "/usr/sbin/mosquitto", nil
-	}
-	return "", errors.New("mosquitto not found (apt-get install -y mosquitto)")
-}
-
-// mosquittoConf renders a configuration for one listener on port.
-func mosquittoConf(port int, cfg brokerConfig) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "listener %d 127.0.0.1\n", port)
-	b.WriteString("allow_anonymous true\n")
+// mosquittoConf is the configuration for cfg beyond mosquittotest's
+// defaults.
+func mosquittoConf(cfg brokerConfig) []string {
+	lines := []string{"persistence false", "log_type all"}
 	if cfg.TopicAliasMaximum != 0 {
-		fmt.Fprintf(&b, "max_topic_alias %d\n", cfg.TopicAliasMaximum)
-	}
-	b.WriteString("persistence false\nlog_dest stderr\nlog_type all\n")
-	if os.Geteuid() == 0 {
-		// Otherwise mosquitto drops to user "mosquitto", which cannot
-		// read a config file in our temporary directory.
-		b.WriteString("user root\n")
+		lines = append(lines, fmt.Sprintf("max_topic_alias %d", cfg.TopicAliasMaximum))
 	}
 	if cfg.MaxPacketSize != 0 {
-		fmt.Fprintf(&b, "max_packet_size %d\n", cfg.MaxPacketSize)
+		lines = append(lines, fmt.Sprintf("max_packet_size %d", cfg.MaxPacketSize))
 	}
 	if cfg.ReceiveMaximum != 0 {
 		// mosquitto announces max_inflight_messages as its Receive Maximum.
-		fmt.Fprintf(&b, "max_inflight_messages %d\n", cfg.ReceiveMaximum)
+		lines = append(lines, fmt.Sprintf("max_inflight_messages %d", cfg.ReceiveMaximum))
 	}
-	return b.String()
+	return lines
 }
 
 func startMosquitto(t *testing.T, cfg brokerConfig) string {
 	t.Helper()
-	bin, err := mosquittoPath()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	// Picking a free port and handing it to another process races with
-	// everything else on the machine; retry a few times.
-	for attempt := 0; attempt < 5; attempt++ {
-		port := mqtttest.FreePort(t)
-		conf := filepath.Join(dir, fmt.Sprintf("mosquitto-%d.conf", attempt))
-		if err := os.WriteFile(conf, []byte(mosquittoConf(port, cfg)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		logs := &syncBuffer{}
-		cmd := exec.Command(bin, "-c", conf)
-		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start mosquitto: %v", err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		if mqtttest.WaitListening(addr, 5*time.Second, mqtttest.Closed(exited)) {
-			t.Cleanup(func() {
-				_ = cmd.Process.Kill()
-				<-exited
-				if t.Failed() {
-					t.Logf("mosquitto log (tail):\n%s", logs.tail(logTail))
-				}
-			})
-			return addr
-		}
-		_ = cmd.Process.Kill()
-		<-exited
-		t.Logf("mosquitto attempt %d on port %d failed:\n%s", attempt, port, logs.tail(4096))
-	}
-	t.Fatal("could not start mosquitto")
-	return ""
+	return mosquittotest.Start(t, mosquittoConf(cfg)...).Addr
 }
 
 // eventually polls cond every 20ms until it returns nil or within passes,

@@ -10,17 +10,14 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
-	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/internal/mosquittotest"
 )
 
 // proto is an MQTT protocol version under test.
@@ -165,47 +162,15 @@ func stopRoost(t *testing.T, srv *broker.Server, ln net.Listener, served chan er
 
 func startMosquitto(t *testing.T, cfg brokerConfig) *testBroker {
 	t.Helper()
-	bin := requireTool(t, "mosquitto")
-	var lastErr string
-	for attempt := 0; attempt < 3; attempt++ {
-		port := mqtttest.FreePort(t)
-		conf := filepath.Join(t.TempDir(), "mosquitto.conf")
-		sys := 0
-		if cfg.sysInterval > 0 {
-			sys = max(1, int(cfg.sysInterval/time.Second))
-		}
-		body := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n"+
-			"sys_interval %d\nset_tcp_nodelay true\nlog_dest stderr\nlog_type all\n", port, sys)
-		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		logs := newLogSink(t, "mosquitto")
-		cmd := exec.Command(bin, "-c", conf)
-		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start mosquitto: %v", err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if mqtttest.WaitListening(addr, 5*time.Second, mqtttest.Closed(exited)) {
-			t.Cleanup(func() {
-				cmd.Process.Signal(syscall.SIGTERM)
-				select {
-				case <-exited:
-				case <-time.After(3 * time.Second):
-					cmd.Process.Kill()
-					<-exited
-				}
-			})
-			return &testBroker{target: targetMosquitto, addr: addr, host: "127.0.0.1", port: port}
-		}
-		cmd.Process.Kill()
-		<-exited
-		lastErr = logs.String()
+	sys := 0
+	if cfg.sysInterval > 0 {
+		sys = max(1, int(cfg.sysInterval/time.Second))
 	}
-	t.Fatalf("mosquitto did not start listening:\n%s", lastErr)
-	return nil
+	b := mosquittotest.StartConfig(t, mosquittotest.Config{
+		Lines:  []string{"persistence false", fmt.Sprintf("sys_interval %d", sys), "set_tcp_nodelay true", "log_type all"},
+		Output: newLogSink(t, "mosquitto"),
+	})
+	return &testBroker{target: targetMosquitto, addr: b.Addr, host: "127.0.0.1", port: b.Port}
 }
 
 // waitBrokerReady checks that the broker answers an MQTT 3.1.1 CONNECT with
