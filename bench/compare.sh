@@ -379,6 +379,9 @@ EOF
 	row latency "latency, 1,000 msgs/s, QoS 0" "p99 latency µs" .latency.p99_us "≤ 0.8x" max 0.8
 	row latency "latency, 1,000 msgs/s, QoS 0" "p50 latency µs" .latency.p50_us "" info 0
 	row connections "idle connections ($(fmt_num "$CONNS") asked)" "broker KiB per connection" .broker.kib_per_conn "≤ 2 KiB" abs-max 2
+	row connections "idle connections" "KiB per connection, second half only" \
+		'.connections.steps as $s | ($s | length) as $n | select($n >= 2) | $s[($n / 2 | floor)] as $h | $s[-1] as $l | select($l.conns > $h.conns) | ($l.rss_kib - $h.rss_kib) / ($l.conns - $h.conns)' \
+		"flat" info 0
 	row connections "idle connections" "opened" .connections.opened "all" info 0
 	row connections "idle connections" "connects/s" .connections.connect_rate "" info 0
 	row overload "overload, 8 pubs at 50,000 msgs/s → 1 sub reading 1,000/s" "broker max RSS KiB" .broker.rss_max_kib "bounded" info 0
@@ -391,7 +394,9 @@ EOF
 target is judged by reading its rows: the broker's RSS must stay bounded
 while the publishers outrun the subscriber, and every message that did not
 arrive must be either counted as dropped or still queued ("missing" counts
-both). When the broker slows its publishers down instead (TCP back-pressure),
+both). For connections, "second half only" is the RSS growth per connection
+between half and all of them open (one RSS sample per batch of 500): equal
+to the overall figure when memory per connection is flat. When the broker slows its publishers down instead (TCP back-pressure),
 "published msgs/s" falls short of 50,000.
 
 ### CPU during the measured interval (cores, median)
