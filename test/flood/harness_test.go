@@ -31,7 +31,9 @@ func startBroker(t *testing.T, opts broker.Options) (*broker.Server, string) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	opts.SysInterval = -1
+	if opts.SysInterval == 0 {
+		opts.SysInterval = -1
+	}
 	s, err := broker.New(opts)
 	if err != nil {
 		t.Fatal(err)

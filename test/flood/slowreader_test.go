@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -108,7 +109,7 @@ func publishFlatOut(t *testing.T, addr string, stop <-chan struct{}) (sent *atom
 // queue); what is not delivered is counted by reason; and closing the slow
 // reader releases everything.
 func TestSlowReader(t *testing.T) {
-	s, addr := startBroker(t, broker.Options{})
+	s, addr := startBroker(t, broker.Options{SysInterval: 200 * time.Millisecond})
 	vic := newVictim(t, addr, "slow-reader-victim")
 	baseG := runtime.NumGoroutine()
 	baseHeap := heapInuse()
@@ -174,6 +175,22 @@ func TestSlowReader(t *testing.T) {
 	if live > 32*mib {
 		t.Errorf("heap %.1f MiB over the baseline after the flood, with the slow reader still connected", float64(live)/mib)
 	}
+
+	// The drops are visible in $SYS, as mosquitto names the figure.
+	sys := mqtttest.Dial(t, addr, packet.V311)
+	sys.Connect(&packet.Connect{ClientID: "sys-watcher", CleanStart: true})
+	sys.Subscribe("$SYS/broker/publish/messages/dropped", 0)
+	want := st.Dropped[broker.DropSlowConsumer] + st.Dropped[broker.DropQueueFull]
+	mqtttest.Eventually(t, 3*time.Second, func() bool {
+		p, err := sys.Read(time.Second)
+		pub, ok := p.(*packet.Publish)
+		if err != nil || !ok {
+			return false
+		}
+		n, err := strconv.ParseUint(string(pub.Payload), 10, 64)
+		return err == nil && n >= want
+	})
+	sys.NC.Close()
 
 	slow.Close()
 	mqtttest.Eventually(t, 10*time.Second, func() bool { return s.Stats().Queued == 0 && s.Stats().Inflight == 0 })
