@@ -92,8 +92,11 @@ type conn struct {
 	dead     bool          // socket failed or closed: discard writes
 	latTick  uint32        // every latencySample-th delivery is timed
 	drained  chan struct{} // closed when the flusher stops, if drain waits
-	out      []byte        // encoded packets waiting for the flusher
-	spare    []byte        // the buffer the flusher wrote last, for reuse
+	// Encoded packets waiting for the flusher: full blocks, then out, the
+	// block being appended to (see out.go).
+	full    [][]byte
+	fullLen int
+	out     []byte
 	// unsent counts PUBLISH packets appended per QoS since the last
 	// flush; the flusher moves them to the broker's counters, so the hot
 	// path does not bump shared atomics per message.
@@ -313,122 +316,6 @@ func (c *conn) handle(p packet.Packet) error {
 		return protoErr(packet.ProtocolError, "", "%s is not sent by clients", p.Type())
 	}
 	return nil
-}
-
-// send encodes p into the output buffer and makes sure a flusher runs.
-func (c *conn) send(p packet.Packet) {
-	c.outMu.Lock()
-	if !c.dead {
-		var err error
-		if c.out, err = p.Encode(c.out, c.version); err != nil {
-			c.logger().Error("encoding packet", "type", p.Type(), "err", err)
-		}
-		c.startFlushLocked()
-	}
-	c.outMu.Unlock()
-}
-
-// needDurable makes the next write of this connection wait until store
-// ticket t is durable.
-func (c *conn) needDurable(t Ticket) {
-	if t == 0 {
-		return
-	}
-	c.outMu.Lock()
-	c.durable = max(c.durable, t)
-	c.outMu.Unlock()
-}
-
-// startFlushLocked starts a flusher if none runs. outMu must be held.
-func (c *conn) startFlushLocked() {
-	if !c.flushing && len(c.out) > 0 {
-		c.flushing = true
-		go c.flush()
-	}
-}
-
-// flush writes out until it is empty: everything appended while a write is
-// in progress leaves in the next single write.
-func (c *conn) flush() {
-	for {
-		c.outMu.Lock()
-		if len(c.out) == 0 || c.dead {
-			c.flushing = false
-			if cap(c.spare) > 64<<10 {
-				c.spare = nil
-			}
-			if c.drained != nil {
-				close(c.drained)
-				c.drained = nil
-			}
-			c.outMu.Unlock()
-			return
-		}
-		buf := c.out
-		c.out, c.spare = c.spare[:0], nil
-		need := c.durable
-		sent, sentBytes := c.unsent, c.unsentBytes
-		c.unsent, c.unsentBytes = [3]uint64{}, [3]uint64{}
-		c.outMu.Unlock()
-		c.srv.stats.addSent(&sent, &sentBytes)
-
-		if need != 0 {
-			if err := c.srv.opts.Store.Wait(need); err != nil {
-				// Never acknowledge what the store could not keep.
-				c.logger().Error("store failed; closing connection", "err", err)
-				c.outMu.Lock()
-				c.dead = true
-				c.out = nil
-				c.outMu.Unlock()
-				c.nc.Close()
-				c.wake() // a parked reader would never see the close
-				continue
-			}
-		}
-
-		c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-		n, err := c.nc.Write(buf)
-		c.srv.stats.bytesSent.Add(uint64(n))
-
-		c.outMu.Lock()
-		if c.spare == nil {
-			c.spare = buf[:0]
-		}
-		if err != nil {
-			c.dead = true
-			c.out = nil
-		}
-		c.outMu.Unlock()
-		if err != nil {
-			c.logger().Debug("write failed; closing", "err", err)
-			c.nc.Close()
-			c.wake() // a parked reader would never see the close
-		}
-	}
-}
-
-// drain waits until pending output is written, the socket fails, or the
-// timeout passes.
-func (c *conn) drain(timeout time.Duration) {
-	t := time.AfterFunc(timeout, func() {
-		c.outMu.Lock()
-		c.dead = true
-		c.outMu.Unlock()
-		c.nc.Close() // a write in progress fails, so the flusher stops
-	})
-	defer t.Stop()
-	c.outMu.Lock()
-	c.startFlushLocked()
-	if c.flushing {
-		done := make(chan struct{})
-		c.drained = done
-		c.outMu.Unlock()
-		<-done
-		c.outMu.Lock()
-	}
-	c.dead = true
-	c.out = nil
-	c.outMu.Unlock()
 }
 
 // kickOut asks the reader to end the connection for reason (a kick*

@@ -225,11 +225,12 @@ func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []
 	if c.dead {
 		return true // inflight stays and is resent on the next connection
 	}
-	if qos == 0 && len(c.out) > maxOutBuffered {
+	if qos == 0 && c.pending() > maxOutBuffered {
 		c.undoAlias(msg.Topic, newAlias)
 		c.sess.noteDrop(DropSlowConsumer)
 		return false
 	}
+	c.room(len(msg.Topic) + len(msg.Payload) + 64) // the properties are rarely more
 	start := len(c.out)
 	var err error
 	c.out, err = p.Encode(c.out, c.version)
@@ -258,7 +259,7 @@ func (c *conn) writeShared(msg *Message, f wireForm, pid uint16) bool {
 	if c.dead {
 		return true
 	}
-	if f.qos == 0 && len(c.out) > maxOutBuffered {
+	if f.qos == 0 && c.pending() > maxOutBuffered {
 		c.sess.noteDrop(DropSlowConsumer)
 		return false
 	}
@@ -266,6 +267,7 @@ func (c *conn) writeShared(msg *Message, f wireForm, pid uint16) bool {
 		c.sess.noteDrop(DropTooLarge)
 		return false
 	}
+	c.room(len(f.b))
 	start := len(c.out)
 	c.out = append(c.out, f.b...)
 	if f.qos > 0 {

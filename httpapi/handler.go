@@ -4,6 +4,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -80,6 +81,11 @@ func New(srv *broker.Server, opts Options) *Handler {
 		h.mux.Handle("GET /metrics", h.private(metrics))
 	}
 	h.routeAPI()
+	// Profiles, behind the same credentials as the admin API: the way to
+	// see where a production broker spends its CPU or memory.
+	h.mux.Handle("GET /debug/pprof/", h.private(http.HandlerFunc(pprof.Index)))
+	h.mux.Handle("GET /debug/pprof/profile", h.private(http.HandlerFunc(pprof.Profile)))
+	h.mux.Handle("GET /debug/pprof/trace", h.private(http.HandlerFunc(pprof.Trace)))
 	assets, err := fs.Sub(console.Assets, "web")
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time

@@ -1,0 +1,242 @@
+package broker
+
+import (
+	"net"
+	"time"
+
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// A connection's output is a chain of blocks: packets are encoded into the
+// last one, and a packet that does not fit starts a new block. The flusher
+// takes the whole chain and writes it with one writev. Blocks come from
+// pools and go back after the write, so a busy connection neither copies
+// its backlog as it grows (as one growing slice would, with a fresh
+// zeroed allocation each time it doubles) nor makes garbage, and an idle
+// connection holds no block at all.
+const (
+	// smallBlock is the first block of a burst: most bursts are a few
+	// acknowledgements or messages.
+	smallBlock = 2 << 10
+	// bigBlock is every further block.
+	bigBlock = 32 << 10
+)
+
+// outBlock returns an empty block with room for n bytes.
+func (s *Server) outBlock(n int, first bool) []byte {
+	switch {
+	case n <= smallBlock && first:
+		if b, ok := s.smallBlocks.Get().(*[]byte); ok {
+			return (*b)[:0]
+		}
+		return make([]byte, 0, smallBlock)
+	case n <= bigBlock:
+		if b, ok := s.bigBlocks.Get().(*[]byte); ok {
+			return (*b)[:0]
+		}
+		return make([]byte, 0, bigBlock)
+	}
+	return make([]byte, 0, n) // a large packet gets a block of its own
+}
+
+// putBlock recycles b if it came from a pool.
+func (s *Server) putBlock(b []byte) {
+	b = b[:0]
+	switch cap(b) {
+	case smallBlock:
+		s.smallBlocks.Put(&b)
+	case bigBlock:
+		s.bigBlocks.Put(&b)
+	}
+}
+
+// room makes sure out can take n more bytes without growing. outMu must
+// be held. Encoders append to out afterwards; if they need more than n
+// after all, append still works, at the cost of a copy.
+func (c *conn) room(n int) {
+	if cap(c.out)-len(c.out) >= n {
+		return
+	}
+	if len(c.out) > 0 {
+		c.full = append(c.full, c.out)
+		c.fullLen += len(c.out)
+	} else if c.out != nil {
+		c.srv.putBlock(c.out)
+	}
+	c.out = c.srv.outBlock(n, len(c.full) == 0)
+}
+
+// pending is the number of bytes waiting for the flusher. outMu must be
+// held.
+func (c *conn) pending() int { return c.fullLen + len(c.out) }
+
+// dropOutput forgets everything not yet written. outMu must be held.
+func (c *conn) dropOutput() {
+	for _, b := range c.full {
+		c.srv.putBlock(b)
+	}
+	if c.out != nil {
+		c.srv.putBlock(c.out)
+	}
+	c.full, c.fullLen, c.out = nil, 0, nil
+}
+
+// send encodes p into the output and makes sure a flusher runs.
+func (c *conn) send(p packet.Packet) {
+	c.outMu.Lock()
+	if !c.dead {
+		c.room(64) // acknowledgements and most control packets
+		var err error
+		if c.out, err = p.Encode(c.out, c.version); err != nil {
+			c.logger().Error("encoding packet", "type", p.Type(), "err", err)
+		}
+		c.startFlushLocked()
+	}
+	c.outMu.Unlock()
+}
+
+// needDurable makes the next write of this connection wait until store
+// ticket t is durable.
+func (c *conn) needDurable(t Ticket) {
+	if t == 0 {
+		return
+	}
+	c.outMu.Lock()
+	c.durable = max(c.durable, t)
+	c.outMu.Unlock()
+}
+
+// startFlushLocked starts a flusher if none runs. outMu must be held.
+func (c *conn) startFlushLocked() {
+	if !c.flushing && c.pending() > 0 {
+		c.flushing = true
+		go c.flush()
+	}
+}
+
+// writerOf returns what the flusher writes to: the TCP socket itself when
+// only transparent wrappers (see TransparentConn) sit above it, so that a
+// chain of blocks goes out in one writev, which net.Buffers does only for
+// the net package's own connections.
+func writerOf(nc net.Conn) net.Conn {
+	for w := nc; ; {
+		switch x := w.(type) {
+		case *net.TCPConn:
+			return x
+		case TransparentConn:
+			w = x.NetConn()
+		default:
+			return nc
+		}
+	}
+}
+
+// flush writes the output until there is none: everything appended while
+// a write is in progress leaves in the next single write.
+func (c *conn) flush() {
+	w := writerOf(c.nc)
+	var blocks, iov [][]byte
+	for {
+		c.outMu.Lock()
+		if c.pending() == 0 || c.dead {
+			c.flushing = false
+			if c.out != nil && len(c.out) == 0 {
+				c.srv.putBlock(c.out)
+				c.out = nil
+			}
+			c.full = nil // an idle connection keeps nothing
+			if c.drained != nil {
+				close(c.drained)
+				c.drained = nil
+			}
+			c.outMu.Unlock()
+			return
+		}
+		blocks = append(blocks[:0], c.full...)
+		if len(c.out) > 0 {
+			blocks = append(blocks, c.out)
+			c.out = nil
+		}
+		clear(c.full)
+		c.full, c.fullLen = c.full[:0], 0
+		need := c.durable
+		sent, sentBytes := c.unsent, c.unsentBytes
+		c.unsent, c.unsentBytes = [3]uint64{}, [3]uint64{}
+		c.outMu.Unlock()
+		c.srv.stats.addSent(&sent, &sentBytes)
+
+		if need != 0 {
+			if err := c.srv.opts.Store.Wait(need); err != nil {
+				// Never acknowledge what the store could not keep.
+				c.logger().Error("store failed; closing connection", "err", err)
+				c.outMu.Lock()
+				c.dead = true
+				c.dropOutput()
+				c.outMu.Unlock()
+				c.recycle(blocks)
+				c.nc.Close()
+				c.wake() // a parked reader would never see the close
+				continue
+			}
+		}
+
+		c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+		var n int64
+		var err error
+		if len(blocks) == 1 {
+			var m int
+			m, err = w.Write(blocks[0])
+			n = int64(m)
+		} else {
+			// WriteTo consumes the slice it is given: hand it a copy so
+			// blocks still holds every block to recycle.
+			iov = append(iov[:0], blocks...)
+			bufs := net.Buffers(iov)
+			n, err = bufs.WriteTo(w)
+		}
+		c.srv.stats.bytesSent.Add(uint64(n))
+		c.recycle(blocks)
+
+		if err != nil {
+			c.outMu.Lock()
+			c.dead = true
+			c.dropOutput()
+			c.outMu.Unlock()
+			c.logger().Debug("write failed; closing", "err", err)
+			c.nc.Close()
+			c.wake() // a parked reader would never see the close
+		}
+	}
+}
+
+// recycle returns written blocks to their pools.
+func (c *conn) recycle(blocks [][]byte) {
+	for i, b := range blocks {
+		c.srv.putBlock(b)
+		blocks[i] = nil
+	}
+}
+
+// drain waits until pending output is written, the socket fails, or the
+// timeout passes.
+func (c *conn) drain(timeout time.Duration) {
+	t := time.AfterFunc(timeout, func() {
+		c.outMu.Lock()
+		c.dead = true
+		c.outMu.Unlock()
+		c.nc.Close() // a write in progress fails, so the flusher stops
+	})
+	defer t.Stop()
+	c.outMu.Lock()
+	c.startFlushLocked()
+	if c.flushing {
+		done := make(chan struct{})
+		c.drained = done
+		c.outMu.Unlock()
+		<-done
+		c.outMu.Lock()
+	}
+	c.dead = true
+	c.dropOutput()
+	c.outMu.Unlock()
+}
