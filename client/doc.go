@@ -32,7 +32,10 @@
 //
 // Flow control: no more QoS 1/2 publishes are inflight than the server's
 // Receive Maximum (and MaxInflight, 20 by default for 3.1.1, whose servers
-// cannot say); a PUBLISH larger than the server's Maximum Packet Size fails
+// cannot say). The quota starts afresh on each connection: if the server
+// announces a smaller Receive Maximum after a reconnect, only that many
+// unacknowledged publishes are resent at once and the rest follow, in
+// order, as acknowledgements arrive. A PUBLISH larger than the server's Maximum Packet Size fails
 // with ErrPacketTooLarge; with Options.TopicAliases, topic aliases up to
 // the server's Topic Alias Maximum replace repeated topics.
 //

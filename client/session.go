@@ -11,7 +11,8 @@ import (
 type session struct {
 	queue         []*op          // not yet sent, in call order
 	inflight      map[uint16]*op // sent, awaiting the server's answer
-	pubInflight   int            // QoS 1/2 publishes in inflight (Receive Maximum)
+	pubInflight   int            // QoS 1/2 publishes sent on this connection, unacknowledged (Receive Maximum)
+	held          []*op          // in inflight, waiting to be resent on this connection, in order (connUp)
 	nextID        uint16         // last packet identifier handed out
 	nextSeq       uint64         // order of operations, the Store key
 	subs          map[string]*subEntry
@@ -47,6 +48,7 @@ type op struct {
 	seq     uint64
 	sent    bool // written at least once: resend with DUP
 	pubrel  bool // QoS 2: PUBREC received, PUBREL sent
+	held    bool // inflight from an earlier connection, not yet resent on this one
 	stored  bool // in Options.Store
 	done    chan struct{}
 	ack     Ack
@@ -123,14 +125,17 @@ func (c *Client) dequeue(o *op) {
 	}
 }
 
-// pump sends queued operations in order while there is a connection and
-// the server's Receive Maximum allows. c.mu is held.
+// pump sends, while there is a connection and the server's Receive
+// Maximum allows, first the publishes held back since the connection came
+// up, then queued operations, each in order. c.mu is held.
 func (c *Client) pump() {
 	cn := c.cn
+	if cn != nil && len(c.sess.held) > 0 && !c.resendHeld(cn) {
+		return
+	}
 	for cn != nil && len(c.sess.queue) > 0 {
 		o := c.sess.queue[0]
-		isPub := o.kind == opPublish && o.msg.QoS > 0
-		if isPub && c.sess.pubInflight >= int(cn.recvMax) {
+		if o.isQoSPub() && c.sess.pubInflight >= int(cn.recvMax) {
 			return
 		}
 		var id uint16
@@ -226,19 +231,52 @@ func (c *Client) connUp(cn *conn) {
 	if !cn.connack.SessionPresent {
 		clear(c.sess.inQoS2)
 	}
+	// Every unacknowledged publish is held, then resent in order within
+	// the new connection's Receive Maximum, which may be smaller than the
+	// last one's: the send quota is not preserved across connections
+	// [MQTT-4.9.0-1], and with it used up no PUBLISH QoS > 0 may be sent
+	// [MQTT-4.9.0-2]; the rest wait for acknowledgements (pump). A resent
+	// PUBREL takes quota too, as the PUBLISH it completes did: the server
+	// holds that packet identifier until PUBCOMP, and counting it can
+	// only make the client more careful.
 	ops := make([]*op, 0, len(c.sess.inflight))
 	for _, o := range c.sess.inflight {
 		ops = append(ops, o)
 	}
 	slices.SortFunc(ops, func(a, b *op) int { return cmpU64(a.seq, b.seq) })
+	c.sess.pubInflight, c.sess.held = 0, c.sess.held[:0]
 	for _, o := range ops {
-		c.resend(cn, o)
+		if o.isQoSPub() {
+			o.held = true
+			c.sess.held = append(c.sess.held, o)
+		} else {
+			c.resend(cn, o) // SUBSCRIBE and UNSUBSCRIBE take no quota
+		}
 	}
 	if !cn.connack.SessionPresent && !c.opts.NoResubscribe {
 		c.resubscribe(cn)
 	}
 	c.pump()
 }
+
+// resendHeld resends held publishes in their original order while the
+// quota allows, and reports whether none is left. c.mu is held.
+func (c *Client) resendHeld(cn *conn) bool {
+	for len(c.sess.held) > 0 {
+		if c.sess.pubInflight >= int(cn.recvMax) {
+			return false
+		}
+		o := c.sess.held[0]
+		c.sess.held[0] = nil
+		c.sess.held = c.sess.held[1:]
+		o.held = false
+		c.sess.pubInflight++
+		c.resend(cn, o)
+	}
+	return true
+}
+
+func (o *op) isQoSPub() bool { return o.kind == opPublish && o.msg.QoS > 0 }
 
 // resend writes an inflight op again on a new connection. A PUBLISH goes
 // with DUP set [MQTT-4.4.0-1]; a QoS 2 publish already PUBREC'd goes as
@@ -302,7 +340,11 @@ func (c *Client) subProps() packet.Properties { return packet.Properties{} }
 func (c *Client) forget(o *op) {
 	if c.sess.inflight[o.id] == o {
 		delete(c.sess.inflight, o.id)
-		if o.kind == opPublish && o.msg.QoS > 0 {
+		switch {
+		case o.held:
+			o.held = false
+			c.sess.held = slices.DeleteFunc(c.sess.held, func(x *op) bool { return x == o })
+		case o.isQoSPub():
 			c.sess.pubInflight--
 		}
 	}

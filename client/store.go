@@ -234,8 +234,7 @@ func (c *Client) restore() error {
 		c.sess.nextSeq = max(c.sess.nextSeq, r.Seq)
 		if _, dup := c.sess.inflight[o.id]; o.id != 0 && !dup {
 			o.sent = true
-			c.sess.inflight[o.id] = o
-			c.sess.pubInflight++
+			c.sess.inflight[o.id] = o // resent when a connection is up (connUp)
 			continue
 		}
 		o.id = 0
