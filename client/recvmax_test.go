@@ -133,7 +133,7 @@ func TestReceiveMaximumShrinksOnReconnect(t *testing.T) {
 		t.Fatal("reconnect with Clean Start")
 	}
 	open := map[uint16]string{} // id -> "pub" (QoS 1 or 2 awaiting PUBREC), "rel" (awaiting PUBCOMP)
-	var arrival []uint16       // ids in the order their flow (re)started
+	var arrival []uint16        // ids in the order their flow (re)started
 	done := 0
 	ackOldest := func() {
 		for _, id := range arrival {
