@@ -20,6 +20,7 @@ import (
 // attempts the rest are refused unchecked (0x9F). Other usernames, from
 // the same addresses, are not slowed.
 func TestPasswordGuessingManyAddresses(t *testing.T) {
+	t.Parallel()
 	// mosquitto's old single-round SHA-512 entries: a check costs
 	// microseconds even under -race, so the timings below are the
 	// throttle's alone.

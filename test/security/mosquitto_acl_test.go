@@ -40,6 +40,7 @@ pattern read inbox/%u
 // requires that each subscriber receives exactly the same messages from
 // both brokers.
 func TestACLFileSameAsMosquitto(t *testing.T) {
+	t.Parallel()
 	mosq := need(t, "mosquitto")
 	aclPath := writeFile(t, "acl", mosquittoACL)
 
