@@ -57,8 +57,23 @@ func (c *Client) checkPublish(m *Message) error {
 // reconnect on which the server has no session. If ctx ends first,
 // Subscribe returns ctx.Err(); a SUBSCRIBE still queued is withdrawn.
 func (c *Client) Subscribe(ctx context.Context, subs ...Subscription) ([]packet.ReasonCode, error) {
+	return c.SubscribeWithProperties(ctx, packet.Properties{}, subs...)
+}
+
+// SubscribeWithProperties is Subscribe with MQTT 5 SUBSCRIBE properties:
+// a Subscription Identifier (props.SubscriptionIDs, at most one, 1 to
+// 268,435,455) and User Properties. The server puts the identifier on
+// every message it sends because of these subscriptions, in
+// Message.Properties.SubscriptionIDs. The properties stay with the
+// subscriptions and go with them when the client resubscribes. Other
+// properties are an error, as is any property on a 3.1.1 client
+// (ErrV5Only).
+func (c *Client) SubscribeWithProperties(ctx context.Context, props packet.Properties, subs ...Subscription) ([]packet.ReasonCode, error) {
 	if len(subs) == 0 {
 		return nil, errors.New("client: subscribe: no filters")
+	}
+	if err := c.checkProps("subscribe", props, true); err != nil {
+		return nil, err
 	}
 	for _, s := range subs {
 		if err := topic.ValidFilter(s.Filter, 0); err != nil {
@@ -68,9 +83,9 @@ func (c *Client) Subscribe(ctx context.Context, subs ...Subscription) ([]packet.
 			return nil, fmt.Errorf("client: subscribe: QoS %d", s.QoS)
 		}
 	}
-	o := &op{kind: opSubscribe, subs: subs, props: c.subProps()}
+	o := &op{kind: opSubscribe, subs: subs, props: props}
 	c.mu.Lock()
-	added := c.addSubs(subs)
+	added := c.addSubs(subs, props)
 	err := c.enqueue(o)
 	if err != nil {
 		for _, f := range added {
@@ -97,11 +112,24 @@ func (c *Client) Subscribe(ctx context.Context, subs ...Subscription) ([]packet.
 // Unsubscribe unsubscribes from the filters and returns the reason code per
 // filter (MQTT 5; none for 3.1.1). The handlers are removed when the
 // UNSUBACK arrives. Offline and ctx behave as for Subscribe.
+//
+// A filter the client does not hold may be given too: with a resumed
+// session the server may hold subscriptions from an earlier process.
 func (c *Client) Unsubscribe(ctx context.Context, filters ...string) ([]packet.ReasonCode, error) {
+	return c.UnsubscribeWithProperties(ctx, packet.Properties{}, filters...)
+}
+
+// UnsubscribeWithProperties is Unsubscribe with MQTT 5 UNSUBSCRIBE User
+// Properties; other properties are an error, as is any property on a
+// 3.1.1 client (ErrV5Only).
+func (c *Client) UnsubscribeWithProperties(ctx context.Context, props packet.Properties, filters ...string) ([]packet.ReasonCode, error) {
 	if len(filters) == 0 {
 		return nil, errors.New("client: unsubscribe: no filters")
 	}
-	o := &op{kind: opUnsubscribe, filters: filters}
+	if err := c.checkProps("unsubscribe", props, false); err != nil {
+		return nil, err
+	}
+	o := &op{kind: opUnsubscribe, filters: filters, props: props}
 	if err := c.submit(o); err != nil {
 		return nil, err
 	}
@@ -139,15 +167,40 @@ func (c *Client) wait(ctx context.Context, o *op) error {
 	}
 }
 
-// addSubs records subscriptions and returns the filters that are new.
-// c.mu is held.
-func (c *Client) addSubs(subs []Subscription) (added []string) {
+// checkProps accepts User Properties and, if subID, one Subscription
+// Identifier: all that a client may put in SUBSCRIBE or UNSUBSCRIBE
+// [MQTT-3.8.2.1], [MQTT-3.10.2.1].
+func (c *Client) checkProps(op string, p packet.Properties, subID bool) error {
+	allowed, names := uint64(1)<<packet.PropUserProperty, "User Property"
+	if subID {
+		allowed |= 1 << packet.PropSubscriptionID
+		names += " and Subscription Identifier"
+	}
+	empty := p.Present == 0 && len(p.User) == 0 && len(p.SubscriptionIDs) == 0
+	switch {
+	case empty:
+		return nil
+	case c.opts.Version != packet.V5:
+		return fmt.Errorf("client: %s properties: %w", op, ErrV5Only)
+	case p.Present&^allowed != 0 || (!subID && len(p.SubscriptionIDs) > 0):
+		return fmt.Errorf("client: %s: only %s allowed", op, names)
+	case len(p.SubscriptionIDs) > 1:
+		return fmt.Errorf("client: %s: at most one Subscription Identifier", op)
+	case len(p.SubscriptionIDs) == 1 && (p.SubscriptionIDs[0] == 0 || p.SubscriptionIDs[0] > packet.MaxVarint):
+		return fmt.Errorf("client: %s: Subscription Identifier %d not in 1..%d", op, p.SubscriptionIDs[0], packet.MaxVarint)
+	}
+	return nil
+}
+
+// addSubs records subscriptions made with props and returns the filters
+// that are new. c.mu is held.
+func (c *Client) addSubs(subs []Subscription, props packet.Properties) (added []string) {
 	for _, s := range subs {
 		if e := c.sess.subs[s.Filter]; e != nil {
-			e.sub = s
+			e.sub, e.props = s, props
 			continue
 		}
-		e := newSubEntry(s)
+		e := newSubEntry(s, props)
 		c.sess.subs[s.Filter] = e
 		c.sess.subOrder = append(c.sess.subOrder, e)
 		added = append(added, s.Filter)

@@ -176,6 +176,27 @@ func (c *Client) Connected() bool {
 // The dispatcher goroutine exits once the running handler returns; Done
 // tells when.
 func (c *Client) Disconnect(ctx context.Context) error {
+	return c.DisconnectWithProperties(ctx, packet.Properties{})
+}
+
+// DisconnectWithProperties is Disconnect with MQTT 5 DISCONNECT
+// properties: Session Expiry Interval (how long the server keeps the
+// session from now; it cannot be set when CONNECT sent 0
+// [MQTT-3.14.2-2]), Reason String and User Properties. With other
+// properties, or any on a 3.1.1 client (ErrV5Only), it returns an error
+// and does nothing.
+func (c *Client) DisconnectWithProperties(ctx context.Context, props packet.Properties) error {
+	if props.Present != 0 || len(props.User) > 0 || len(props.SubscriptionIDs) > 0 {
+		allowed := uint64(1)<<packet.PropSessionExpiry | 1<<packet.PropReasonString | 1<<packet.PropUserProperty
+		switch {
+		case c.opts.Version != packet.V5:
+			return fmt.Errorf("client: disconnect properties: %w", ErrV5Only)
+		case props.Present&^allowed != 0 || len(props.SubscriptionIDs) > 0:
+			return errors.New("client: disconnect: only Session Expiry Interval, Reason String and User Property allowed")
+		case props.Has(packet.PropSessionExpiry) && props.SessionExpiry != 0 && c.opts.SessionExpiry == 0:
+			return errors.New("client: disconnect: Session Expiry Interval was 0 at CONNECT and cannot be raised [MQTT-3.14.2-2]")
+		}
+	}
 	c.mu.Lock()
 	if c.state == stateNew {
 		c.state = stateClosed
@@ -190,7 +211,7 @@ func (c *Client) Disconnect(ctx context.Context) error {
 	cn := c.cn
 	c.mu.Unlock()
 	if cn != nil {
-		cn.finish(&packet.Disconnect{ReasonCode: packet.Success})
+		cn.finish(&packet.Disconnect{ReasonCode: packet.Success, Properties: props})
 		select {
 		case <-cn.dead:
 		case <-ctx.Done():

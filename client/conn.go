@@ -56,7 +56,7 @@ type conn struct {
 func (c *Client) dialServer(server string) (*conn, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.opts.ConnectTimeout)
 	defer cancel()
-	nc, err := dial(ctx, server, c.opts.TLSConfig)
+	nc, err := dial(ctx, server, c.opts.TLSConfig, c.opts.DialContext)
 	if err != nil {
 		return nil, err
 	}

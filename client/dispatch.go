@@ -157,12 +157,13 @@ func (c *Client) route(m *Message) {
 // subEntry is one subscription the client holds.
 type subEntry struct {
 	sub    Subscription
-	filter string // without the $share/group/ prefix
-	acked  bool   // the server granted it at least once
+	props  packet.Properties // of the SUBSCRIBE that made it, for resubscribing
+	filter string            // without the $share/group/ prefix
+	acked  bool              // the server granted it at least once
 }
 
-func newSubEntry(s Subscription) *subEntry {
-	e := &subEntry{sub: s, filter: s.Filter}
+func newSubEntry(s Subscription, props packet.Properties) *subEntry {
+	e := &subEntry{sub: s, props: props, filter: s.Filter}
 	if _, rest, shared, err := topic.ParseShare(s.Filter); shared && err == nil {
 		e.filter = rest
 	}

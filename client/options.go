@@ -1,8 +1,10 @@
 package client
 
 import (
+	"context"
 	"crypto/tls"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/roost-mqtt/roost/packet"
@@ -19,6 +21,12 @@ type Options struct {
 	// TLSConfig is used for mqtts:// and wss://. Default: the system roots,
 	// ServerName taken from the URL.
 	TLSConfig *tls.Config
+	// DialContext opens the TCP connection that TLS and WebSocket run
+	// over, to addr ("host:port" from the server URL). Set it to go
+	// through a proxy (roost pub --proxy uses a SOCKS5 dialer) or to bind
+	// a local address. Default: a net.Dialer, and for ws:// and wss:// the
+	// HTTP proxy named by the environment (HTTPS_PROXY, NO_PROXY, ...).
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// ClientID identifies the session on the server. Default: a random
 	// "roost-" identifier, kept for the Client's life so reconnects resume

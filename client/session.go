@@ -1,6 +1,7 @@
 package client
 
 import (
+	"fmt"
 	"slices"
 
 	"github.com/roost-mqtt/roost/packet"
@@ -303,8 +304,10 @@ func (c *Client) resend(cn *conn, o *op) {
 	}
 }
 
-// resubscribe re-sends, as one internal SUBSCRIBE, every subscription the
-// server granted before and that no queued or inflight SUBSCRIBE covers.
+// resubscribe re-sends every subscription the server granted before and
+// that no queued or inflight SUBSCRIBE covers: one SUBSCRIBE per set of
+// properties (Subscription Identifier, User Properties), in the order the
+// subscriptions were first made.
 func (c *Client) resubscribe(cn *conn) {
 	pending := map[string]bool{}
 	for _, o := range c.sess.queue {
@@ -317,24 +320,30 @@ func (c *Client) resubscribe(cn *conn) {
 			pending[s.Filter] = true
 		}
 	}
-	o := &op{kind: opSubscribe, props: c.subProps()}
+	var ops []*op
+	byProps := map[string]*op{}
 	for _, e := range c.sess.subOrder {
-		if e.acked && !pending[e.sub.Filter] {
-			o.subs = append(o.subs, e.sub)
+		if !e.acked || pending[e.sub.Filter] {
+			continue
 		}
+		key := fmt.Sprint(e.props.SubscriptionIDs, e.props.User)
+		o := byProps[key]
+		if o == nil {
+			o = &op{kind: opSubscribe, props: e.props}
+			byProps[key] = o
+			ops = append(ops, o)
+		}
+		o.subs = append(o.subs, e.sub)
 	}
-	if len(o.subs) == 0 {
-		return
+	for _, o := range ops {
+		if o.id = c.sess.allocID(); o.id == 0 {
+			return
+		}
+		c.sess.inflight[o.id] = o
+		o.sent = true
+		cn.writePacket(o.subscribePacket())
 	}
-	if o.id = c.sess.allocID(); o.id == 0 {
-		return
-	}
-	c.sess.inflight[o.id] = o
-	o.sent = true
-	cn.writePacket(o.subscribePacket())
 }
-
-func (c *Client) subProps() packet.Properties { return packet.Properties{} }
 
 // forget removes a finished op from the session.
 func (c *Client) forget(o *op) {

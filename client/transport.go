@@ -42,9 +42,13 @@ func parseServer(s string) (*url.URL, error) {
 	return u, nil
 }
 
+// dialFunc opens a TCP connection, as net.Dialer.DialContext does.
+type dialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
 // dial opens the transport for server: TCP, TLS, or a WebSocket carrying
-// MQTT in binary messages (subprotocol "mqtt", path "/mqtt" by default).
-func dial(ctx context.Context, server string, cfg *tls.Config) (net.Conn, error) {
+// MQTT in binary messages (subprotocol "mqtt", path "/mqtt" by default),
+// over a TCP connection from dialTCP (nil: a net.Dialer).
+func dial(ctx context.Context, server string, cfg *tls.Config, dialTCP dialFunc) (net.Conn, error) {
 	u, err := parseServer(server)
 	if err != nil {
 		return nil, err
@@ -59,19 +63,33 @@ func dial(ctx context.Context, server string, cfg *tls.Config) (net.Conn, error)
 		}
 		return c
 	}
-	var d net.Dialer
+	proxyEnv := http.ProxyFromEnvironment
+	if dialTCP == nil {
+		var d net.Dialer
+		dialTCP = d.DialContext
+	} else {
+		proxyEnv = nil // the caller's dialer decides the route
+	}
 	switch u.Scheme {
 	case "mqtt", "tcp":
-		return d.DialContext(ctx, "tcp", u.Host)
+		return dialTCP(ctx, "tcp", u.Host)
 	case "mqtts", "ssl", "tls":
-		td := tls.Dialer{NetDialer: &d, Config: tlsConf()}
-		return td.DialContext(ctx, "tcp", u.Host)
+		nc, err := dialTCP(ctx, "tcp", u.Host)
+		if err != nil {
+			return nil, err
+		}
+		tc := tls.Client(nc, tlsConf())
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		return tc, nil
 	}
 	wd := websocket.Dialer{
-		NetDialContext:   d.DialContext,
+		NetDialContext:   dialTCP,
 		Subprotocols:     []string{"mqtt"},
 		HandshakeTimeout: 0, // ctx bounds it
-		Proxy:            http.ProxyFromEnvironment,
+		Proxy:            proxyEnv,
 	}
 	if u.Scheme == "wss" {
 		wd.TLSClientConfig = tlsConf()
