@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"runtime/debug"
 	"time"
 )
 
@@ -55,6 +56,7 @@ func (s *Server) detach(c *conn, publishWill bool) {
 // fireWill publishes a delayed will whose delay ran out while its session
 // was still offline.
 func (s *Server) fireWill(ss *session) {
+	defer s.recoverTimer("delayed will", ss.id)
 	ss.mu.Lock()
 	w := ss.will
 	if ss.conn != nil || ss.ended {
@@ -72,6 +74,7 @@ func (s *Server) fireWill(ss *session) {
 
 // expireSession ends an offline session whose expiry interval passed.
 func (s *Server) expireSession(ss *session) {
+	defer s.recoverTimer("session expiry", ss.id)
 	s.mu.Lock()
 	ss.mu.Lock()
 	live := s.sessions[ss.id] == ss && ss.conn == nil && !ss.ended
@@ -133,4 +136,18 @@ func (s *Server) publishWill(w *willMsg) {
 	}
 	s.log.Info("publishing will", "client_id", m.From, "topic", m.Topic)
 	s.publish(m)
+}
+
+// recoverTimer keeps a panic in work a timer runs (a delayed will, a
+// session's expiry: the Authorizer is asked about the will) from taking the
+// process down, as conn.run does for a connection: the panic is logged with
+// its stack. Both timer functions publish only after releasing their locks,
+// and everything they call unlocks by defer, so nothing stays locked.
+func (s *Server) recoverTimer(what, clientID string) {
+	if r := recover(); r != nil {
+		s.log.Error("panic in "+what+"; recovered", "client_id", clientID, "panic", r, "stack", string(debug.Stack()))
+		if h := s.onPanic; h != nil {
+			h(r)
+		}
+	}
 }
