@@ -141,8 +141,8 @@ func (s *Server) publishWill(w *willMsg) {
 // recoverTimer keeps a panic in work a timer runs (a delayed will, a
 // session's expiry: the Authorizer is asked about the will) from taking the
 // process down, as conn.run does for a connection: the panic is logged with
-// its stack. Both timer functions publish only after releasing their locks,
-// and everything they call unlocks by defer, so nothing stays locked.
+// its stack. Both timer functions publish only after releasing their own
+// locks, and the Authorizer is asked with no lock held.
 func (s *Server) recoverTimer(what, clientID string) {
 	if r := recover(); r != nil {
 		s.log.Error("panic in "+what+"; recovered", "client_id", clientID, "panic", r, "stack", string(debug.Stack()))
