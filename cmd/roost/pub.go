@@ -138,6 +138,9 @@ type connFlags struct {
 	sessionExpiry                                int64
 	props                                        dprops
 	clientID                                     string
+	proxy                                        string
+	psk, pskIdentity                             string
+	unix                                         string
 }
 
 func (f *connFlags) register(fs *flag.FlagSet, sub bool) {
@@ -168,8 +171,15 @@ func (f *connFlags) register(fs *flag.FlagSet, sub bool) {
 	fs.StringVar(&f.willPayload, "will-payload", "", "will `payload`")
 	fs.IntVar(&f.willQoS, "will-qos", 0, "will `qos`")
 	fs.BoolVar(&f.willRetain, "will-retain", false, "retain the will")
-	fs.Func("D", "MQTT 5 property: -D `command identifier value`, e.g. -D publish user-property k v", func(string) error { return nil })
+	fs.Func("D", "MQTT 5 property: -D `command identifier value` (repeatable), e.g. -D publish user-property k v,\n"+
+		"-D publish message-expiry-interval 60, -D connect session-expiry-interval 3600,\n"+
+		"-D subscribe subscription-identifier 5; commands connect, publish, will, subscribe, unsubscribe, disconnect",
+		func(string) error { return nil })
 	fs.Func("property", "same as -D", func(string) error { return nil })
+	fs.StringVar(&f.proxy, "proxy", "", "connect through a SOCKS5 proxy: `URL` socks5h://[user[:password]@]host[:port]")
+	fs.StringVar(&f.psk, "psk", "", "not supported: TLS-PSK (Go's TLS has no PSK cipher suites); use --cafile/--cert/--key")
+	fs.StringVar(&f.pskIdentity, "psk-identity", "", "not supported, see --psk")
+	fs.StringVar(&f.unix, "unix", "", "not supported: unix domain sockets")
 }
 
 // parse parses args; -D takes three values (four for user-property),
@@ -212,7 +222,25 @@ func (f *connFlags) parse(fs *flag.FlagSet, args []string) (int, bool) {
 		fmt.Fprintln(fs.Output(), "Error: Invalid QoS given.")
 		return 1, false
 	}
+	if err := f.unsupported(); err != nil {
+		fmt.Fprintf(fs.Output(), "Error: %v\n", err)
+		return 1, false
+	}
 	return 0, true
+}
+
+// unsupported rejects the mosquitto flags Roost's tools cannot honour,
+// saying why, rather than connecting without what the user asked for.
+func (f *connFlags) unsupported() error {
+	switch {
+	case f.psk != "" || f.pskIdentity != "":
+		return errors.New("--psk/--psk-identity: TLS-PSK is not supported: Go's crypto/tls has no pre-shared-key " +
+			"cipher suites. Use certificates instead: --cafile to verify the broker, --cert and --key to identify the client " +
+			"(roost cert dev makes a test CA and certificates)")
+	case f.unix != "":
+		return errors.New("--unix: unix domain sockets are not supported; connect with -h and -p")
+	}
+	return nil
 }
 
 // options turns the flags into client options.
@@ -239,7 +267,23 @@ func (f *connFlags) options() (client.Options, error) {
 	case f.sessionExpiry >= 0:
 		o.SessionExpiry = time.Duration(f.sessionExpiry) * time.Second
 	}
-	o.ConnectProperties = f.props.connect
+	if o.Version != packet.V5 && f.props.any() {
+		return o, errors.New("-D: properties need MQTT 5, and -V selects 3.1.1")
+	}
+	if err := f.props.applyConnect(&o); err != nil {
+		return o, err
+	}
+	if dp := f.props.disconnect; dp.Has(packet.PropSessionExpiry) && dp.SessionExpiry != 0 && o.SessionExpiry == 0 && !o.KeepSession && o.Version == packet.V5 {
+		return o, errors.New("-D disconnect session-expiry-interval: the session expiry at connect is 0 and cannot be raised " +
+			"at disconnect [MQTT-3.14.2-2]; set it with -x or -D connect session-expiry-interval")
+	}
+	if f.proxy != "" {
+		d, err := newSOCKS5Dialer(f.proxy)
+		if err != nil {
+			return o, err
+		}
+		o.DialContext = d.DialContext
+	}
 	tlsOn := f.cafile != "" || f.cert != "" || f.insecure
 	server := f.url
 	if server == "" {
@@ -322,118 +366,24 @@ func (f *connFlags) connect(ctx context.Context, stdout, stderr io.Writer) (*cli
 	return c, 0
 }
 
+// disconnect sends DISCONNECT, with the -D disconnect properties on MQTT 5.
 func (f *connFlags) disconnect(c *client.Client) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if p := f.props.disconnect; !empty(&p) && f.v5() {
+		if err := c.DisconnectWithProperties(ctx, p); err == nil {
+			return
+		}
+	}
 	c.Disconnect(ctx)
 }
+
+// v5 reports whether the flags select MQTT 5.
+func (f *connFlags) v5() bool { return f.version == "5" || f.version == "mqttv5" }
 
 func (f *connFlags) fail(stderr io.Writer, err error) int {
 	if !f.quiet {
 		fmt.Fprintf(stderr, "Error: %v\n", err)
 	}
 	return 1
-}
-
-// dprops are the MQTT 5 properties given with -D, per packet.
-type dprops struct {
-	connect, publish, will packet.Properties
-}
-
-// extract removes every "-D command identifier value" (and --property)
-// from args and records it.
-func (d *dprops) extract(args []string) ([]string, error) {
-	var rest []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a != "-D" && a != "--property" && a != "-property" {
-			rest = append(rest, a)
-			if a == "--" {
-				return append(rest, args[i+1:]...), nil
-			}
-			continue
-		}
-		if i+3 >= len(args) {
-			return nil, errors.New("-D needs: command identifier value")
-		}
-		cmd, id, val := args[i+1], args[i+2], args[i+3]
-		n := 3
-		p, err := d.target(cmd)
-		if err != nil {
-			return nil, err
-		}
-		if id == "user-property" {
-			if i+4 >= len(args) {
-				return nil, errors.New("-D user-property needs a name and a value")
-			}
-			p.User = append(p.User, packet.UserProperty{Key: val, Value: args[i+4]})
-			n = 4
-		} else if err := setProp(p, id, val); err != nil {
-			return nil, err
-		}
-		i += n
-	}
-	return rest, nil
-}
-
-func (d *dprops) target(cmd string) (*packet.Properties, error) {
-	switch cmd {
-	case "connect":
-		return &d.connect, nil
-	case "publish":
-		return &d.publish, nil
-	case "will":
-		return &d.will, nil
-	}
-	return nil, fmt.Errorf("-D: unsupported command %q (connect, publish, will)", cmd)
-}
-
-// setProp sets one property by its mosquitto name.
-func setProp(p *packet.Properties, id, val string) error {
-	num := func(bits int) (uint64, error) {
-		n, err := strconv.ParseUint(val, 10, bits)
-		if err != nil {
-			return 0, fmt.Errorf("-D %s: %w", id, err)
-		}
-		return n, nil
-	}
-	var err error
-	var n uint64
-	switch id {
-	case "content-type":
-		p.Set(packet.PropContentType)
-		p.ContentType = val
-	case "response-topic":
-		p.Set(packet.PropResponseTopic)
-		p.ResponseTopic = val
-	case "correlation-data":
-		p.Set(packet.PropCorrelationData)
-		p.CorrelationData = []byte(val)
-	case "payload-format-indicator":
-		n, err = num(8)
-		p.Set(packet.PropPayloadFormat)
-		p.PayloadFormat = byte(n)
-	case "message-expiry-interval":
-		n, err = num(32)
-		p.Set(packet.PropMessageExpiry)
-		p.MessageExpiry = uint32(n)
-	case "will-delay-interval":
-		n, err = num(32)
-		p.Set(packet.PropWillDelay)
-		p.WillDelay = uint32(n)
-	case "subscription-identifier":
-		n, err = num(28)
-		p.SubscriptionIDs = []uint32{uint32(n)}
-	case "request-problem-information":
-		n, err = num(8)
-		p.Set(packet.PropRequestProblemInfo)
-		p.RequestProblemInfo = byte(n)
-	case "request-response-information":
-		n, err = num(8)
-		p.Set(packet.PropRequestResponseInfo)
-		p.RequestResponseInfo = byte(n)
-	default:
-		return fmt.Errorf("-D: unsupported property %q", id)
-	}
-	return err
 }

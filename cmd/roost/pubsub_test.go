@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -136,17 +137,19 @@ func TestSubMatchesMosquittoSub(t *testing.T) {
 		{"-F", "%t %C %R %D %P %E"},
 		{"-R", "-W", "1"},
 		{"-T", "cmp/bin", "-T", "cmp/json", "-C", "2", "-v"},
+		{"-D", "subscribe", "subscription-identifier", "5", "-D", "subscribe", "user-property", "a", "b", "-F", "%t %S"},
+		{"-D", "connect", "session-expiry-interval", "0", "-D", "unsubscribe", "user-property", "a", "b", "-U", "none/such", "-v"},
 	}
 	for _, flags := range tests {
 		args := append(append([]string{}, base...), flags...)
-		if !slices(flags, "%J") {
+		if !hasArg(flags, "%J") {
 			args = append(args, topics...)
 		}
-		if !slices(flags, "-C") {
+		if !hasArg(flags, "-C") {
 			args = append(args, "-C", "4")
 		}
 		mArgs := append([]string{"-V", "mqttv5"}, args...)
-		if slices(flags, "311") {
+		if hasArg(flags, "311") {
 			mArgs = args
 		}
 		var wg sync.WaitGroup
@@ -159,7 +162,7 @@ func TestSubMatchesMosquittoSub(t *testing.T) {
 		mOut = tstField.ReplaceAllString(mOut, `"tst":"T"`)
 		rOut = tstField.ReplaceAllString(rOut, `"tst":"T"`)
 		// mosquitto_sub has message ids of its own; compare without them.
-		if slices(flags, "%m") || slices(flags, "%j") {
+		if hasArg(flags, "%m") || hasArg(flags, "%j") {
 			mOut = regexp.MustCompile(`\|\d+\n|,"mid":\d+`).ReplaceAllString(mOut, "|ID\n")
 			rOut = regexp.MustCompile(`\|\d+\n|,"mid":\d+`).ReplaceAllString(rOut, "|ID\n")
 		}
@@ -169,7 +172,7 @@ func TestSubMatchesMosquittoSub(t *testing.T) {
 	}
 }
 
-func slices(args []string, s string) bool {
+func hasArg(args []string, s string) bool {
 	for _, a := range args {
 		if strings.Contains(a, s) {
 			return true
@@ -228,8 +231,11 @@ func TestPubMatchesMosquittoPub(t *testing.T) {
 		for _, p := range m.Properties.User {
 			u = append(u, p.Key+"="+p.Value)
 		}
+		pr := &m.Properties
 		s := rest + " q" + strconv.Itoa(int(m.QoS)) + " r" + strconv.Itoa(b2i(m.Retain)) + " [" + string(m.Payload) + "] " +
-			m.Properties.ContentType + " " + strings.Join(u, ",")
+			pr.ContentType + " " + strings.Join(u, ",") +
+			fmt.Sprintf(" exp=%v rt=%s cd=%s pf=%v/%d", pr.Has(packet.PropMessageExpiry) && pr.MessageExpiry > 0 && pr.MessageExpiry <= 60,
+				pr.ResponseTopic, pr.CorrelationData, pr.Has(packet.PropPayloadFormat), pr.PayloadFormat)
 		mu.Lock()
 		got[tool] = append(got[tool], s)
 		mu.Unlock()
@@ -241,11 +247,15 @@ func TestPubMatchesMosquittoPub(t *testing.T) {
 	os.WriteFile(file, []byte("from a file\n"), 0o600)
 	cases := [][]string{
 		{"-t", "m", "-m", "plain"},
+		{"-t", "proxied", "-m", "via SOCKS5", "--proxy", "socks5h://127.0.0.1:" + startSOCKS5(t, "", "").port},
 		{"-t", "q1", "-m", "qos one", "-q", "1"},
 		{"-t", "q2", "-m", "qos two", "-q", "2", "-V", "311"},
 		{"-t", "n", "-n", "-q", "1"},
 		{"-t", "f", "-f", file},
 		{"-t", "props", "-m", "x", "-D", "publish", "user-property", "k", "v", "-D", "publish", "content-type", "text/plain"},
+		{"-t", "props2", "-m", "y", "-q", "1", "-D", "publish", "message-expiry-interval", "60", "-D", "publish", "response-topic", "r/t",
+			"-D", "publish", "correlation-data", "cd", "-D", "publish", "payload-format-indicator", "1", "-D", "publish", "topic-alias", "1",
+			"-D", "connect", "topic-alias-maximum", "5", "-D", "connect", "receive-maximum", "10", "-D", "connect", "user-property", "c", "d"},
 		{"-t", "rep", "-m", "again", "--repeat", "3"},
 		{"-t", "ret", "-m", "kept", "-r", "-q", "1"},
 	}
@@ -257,7 +267,7 @@ func TestPubMatchesMosquittoPub(t *testing.T) {
 			var stderr string
 			if tool == "mosq" {
 				args = append([]string{"-V", "mqttv5"}, args...)
-				if slices(cs, "311") {
+				if hasArg(cs, "311") {
 					args = args[2:]
 				}
 				code, _, stderr = runTool(t, "mosquitto_pub", args...)

@@ -50,9 +50,15 @@ func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		exitSub      = fs.Bool("E", false, "exit once the subscriptions are acknowledged")
 		retainedOnly = fs.Bool("retained-only", false, "print only retained messages, exit at the first other one")
 		filterOut    []string
+		unsubscribe  []string
 	)
 	fs.Func("T", "do not print messages on topics matching `filter` (repeatable)", func(s string) error {
 		filterOut = append(filterOut, s)
+		return nil
+	})
+	fs.Func("U", "unsubscribe from `topic` once connected, after subscribing to -t (repeatable); with -c this removes\n"+
+		"a subscription the session kept from before", func(s string) error {
+		unsubscribe = append(unsubscribe, s)
 		return nil
 	})
 	if code, ok := cf.parse(fs, args); !ok {
@@ -121,7 +127,11 @@ func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	for i, t := range cf.topics {
 		subs[i] = client.Subscription{Filter: t, QoS: packet.QoS(cf.qos), Handler: handle}
 	}
-	codes, err := c.Subscribe(ctx, subs...)
+	var subProps, unsubProps packet.Properties
+	if cf.v5() {
+		subProps, unsubProps = cf.props.subscribe, cf.props.unsubscribe
+	}
+	codes, err := c.SubscribeWithProperties(ctx, subProps, subs...)
 	if cf.debug {
 		fmt.Fprintf(stderr, "Client %s received SUBACK %v\n", c.ClientID(), codes)
 	}
@@ -129,6 +139,17 @@ func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		cf.fail(stderr, err)
 		if len(codes) == 0 {
 			return 1
+		}
+	}
+	if len(unsubscribe) > 0 {
+		// After the SUBSCRIBE, as mosquitto_sub sends them: -t x -U x
+		// ends unsubscribed.
+		codes, err := c.UnsubscribeWithProperties(ctx, unsubProps, unsubscribe...)
+		if cf.debug {
+			fmt.Fprintf(stderr, "Client %s received UNSUBACK %v\n", c.ClientID(), codes)
+		}
+		if err != nil && ctx.Err() == nil {
+			cf.fail(stderr, err)
 		}
 	}
 	if *exitSub && err == nil {
