@@ -22,7 +22,7 @@ var knownBugs = flag.Bool("flood.known-bugs", false, "also run the tests of know
 // rather than buffer answers without bound.
 func TestNonReaderRequests(t *testing.T) {
 	if !*knownBugs {
-		t.Skip("known broker bug, see the report in docs/security.md (Flood tests): answers to a client that does not read are buffered without bound; run with -flood.known-bugs")
+		t.Skip("known broker bug, see docs/security.md, Known gaps: answers to a client that does not read are buffered without bound; run with -flood.known-bugs")
 	}
 	s, addr := startBroker(t, broker.Options{})
 	vic := newVictim(t, addr, "non-reader-victim")
