@@ -23,7 +23,9 @@ import (
 const pubHelp = `Publishes one message (-m, -f, -n, -s) or one per line of stdin (-l) and
 exits when every publish is complete (PUBACK/PUBCOMP for QoS 1/2). Flags are
 those of mosquitto_pub; unlike it, the protocol defaults to MQTT 5 (-V 311
-for 3.1.1). Exit status: 0 success, 1 connection, publish or usage error.`
+for 3.1.1). Exit status: 0 success; the CONNACK code when the broker
+refuses the connection (5 "not authorised" for 3.1.1, 135 for MQTT 5),
+as mosquitto_pub; 1 for any other connection, publish or usage error.`
 
 // stdinReader is where -s and -l read; tests replace it.
 var stdinReader io.Reader = os.Stdin
@@ -166,7 +168,7 @@ func (f *connFlags) register(fs *flag.FlagSet, sub bool) {
 	fs.StringVar(&f.cafile, "cafile", "", "trusted CA certificates `file` (enables TLS)")
 	fs.StringVar(&f.cert, "cert", "", "client certificate `file`")
 	fs.StringVar(&f.key, "key", "", "client private key `file`")
-	fs.BoolVar(&f.insecure, "insecure", false, "do not verify the server certificate's host name")
+	fs.BoolVar(&f.insecure, "insecure", false, "do not check the server certificate's host name (its chain is still verified)")
 	fs.StringVar(&f.willTopic, "will-topic", "", "will `topic`")
 	fs.StringVar(&f.willPayload, "will-payload", "", "will `payload`")
 	fs.IntVar(&f.willQoS, "will-qos", 0, "will `qos`")
@@ -319,7 +321,13 @@ func (f *connFlags) options() (client.Options, error) {
 }
 
 func (f *connFlags) tlsConfig() (*tls.Config, error) {
-	tc := &tls.Config{InsecureSkipVerify: f.insecure}
+	tc := &tls.Config{}
+	if f.insecure {
+		// As mosquitto's --insecure: the certificate chain is still
+		// verified, only its host name is not compared with -h.
+		tc.InsecureSkipVerify = true
+		tc.VerifyConnection = func(cs tls.ConnectionState) error { return verifyChain(cs, tc.RootCAs) }
+	}
 	if f.cafile != "" {
 		pem, err := os.ReadFile(f.cafile)
 		if err != nil {
@@ -340,6 +348,20 @@ func (f *connFlags) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
+// verifyChain verifies the server's certificate chain against roots (nil:
+// the system's) without checking the host name.
+func verifyChain(cs tls.ConnectionState, roots *x509.CertPool) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("tls: the server sent no certificate")
+	}
+	opts := x509.VerifyOptions{Roots: roots, Intermediates: x509.NewCertPool()}
+	for _, c := range cs.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	_, err := cs.PeerCertificates[0].Verify(opts)
+	return err
+}
+
 // connect connects once, as mosquitto_pub does: a refused connection is
 // an error, not a reason to retry. It returns nil and the exit code on
 // failure.
@@ -358,8 +380,14 @@ func (f *connFlags) connect(ctx context.Context, stdout, stderr io.Writer) (*cli
 	}
 	if err := c.Connect(ctx); err != nil {
 		var re *client.ReasonError
-		if errors.As(err, &re) {
-			return nil, f.fail(stderr, fmt.Errorf("Connection error: %w", err))
+		if errors.As(err, &re) && re.Op == "connect" {
+			// mosquitto_pub/sub exit with the CONNACK code (5 for a 3.1.1
+			// "not authorised", 135 for MQTT 5 "Not authorized"), which
+			// scripts test for.
+			if !f.quiet {
+				fmt.Fprintf(stderr, "Connection error: %v\n", strings.TrimPrefix(re.Error(), "client: connect: "))
+			}
+			return nil, int(re.Code)
 		}
 		return nil, f.fail(stderr, err)
 	}

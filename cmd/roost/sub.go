@@ -30,8 +30,10 @@ correlation data, %E message expiry, %F payload format, %P user
 properties, %S subscription identifiers, %% a percent sign; \n \t \\
 escapes. A newline follows each message unless -N.
 
-Exit status: 0 after -C messages, -E, or an interrupt; 1 on a connection
-or usage error; 27 when -W expires, as mosquitto_sub.`
+Exit status: 0 after -C messages, -E, or an interrupt; the CONNACK code
+when the broker refuses the connection (5 or 135 for not authorised); 1
+on another connection or usage error; 27 when -W expires, as
+mosquitto_sub.`
 
 // exitTimeout is mosquitto_sub's exit status when -W expires.
 const exitTimeout = 27
