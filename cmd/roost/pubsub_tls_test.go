@@ -72,10 +72,10 @@ func TestAuthAndTLSFlagsMatchMosquittoPub(t *testing.T) {
 		return append([]string{"listener {port} 127.0.0.1", "cafile " + f.ca, "certfile " + cert, "keyfile " + key}, extra...)
 	}
 	lines := []string{"allow_anonymous false", "password_file " + passwd}
-	lines = append(lines, tlsListener(f.cert, f.key)...)                                                             // Ports[0]
-	lines = append(lines, tlsListener(f.wrongNameCert, f.wrongNameKey)...)                                           // Ports[1]
+	lines = append(lines, tlsListener(f.cert, f.key)...)                                                              // Ports[0]
+	lines = append(lines, tlsListener(f.wrongNameCert, f.wrongNameKey)...)                                            // Ports[1]
 	lines = append(lines, tlsListener(f.cert, f.key, "require_certificate true", "use_identity_as_username true")...) // Ports[2]
-	lines = append(lines, tlsListener(f.cert, f.key, "protocol websockets")...)                                      // Ports[3]
+	lines = append(lines, tlsListener(f.cert, f.key, "protocol websockets")...)                                       // Ports[3]
 	b := mosquittotest.Start(t, lines...)
 	port := func(i int) string { return strconv.Itoa(b.Ports[i]) }
 	plain := strconv.Itoa(b.Port)
@@ -96,7 +96,7 @@ func TestAuthAndTLSFlagsMatchMosquittoPub(t *testing.T) {
 		{"TLS by name", append([]string{"-h", "localhost", "-p", port(0), "--cafile", f.ca}, cred...), 0, true},
 		{"-L mqtts://", []string{"-L", "mqtts://car:s3cret@localhost:" + port(0) + "/tls/x", "--cafile", f.ca}, 0, true},
 		{"unknown CA", append([]string{"-p", port(0), "--cafile", f.otherCA}, cred...), 1, false}, // mosquitto_pub: 8
-		{"wrong host name", append([]string{"-p", port(1), "--cafile", f.ca}, cred...), 1, false},  // mosquitto_pub: 8
+		{"wrong host name", append([]string{"-p", port(1), "--cafile", f.ca}, cred...), 1, false}, // mosquitto_pub: 8
 		{"wrong host name, --insecure", append([]string{"-p", port(1), "--cafile", f.ca, "--insecure"}, cred...), 0, true},
 		{"unknown CA, --insecure", append([]string{"-p", port(1), "--cafile", f.otherCA, "--insecure"}, cred...), 1, false},
 		{"client certificate", []string{"-p", port(2), "--cafile", f.ca, "--cert", f.clientCert, "--key", f.clientKey}, 0, true},
