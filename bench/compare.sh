@@ -25,6 +25,8 @@ Usage: bench/compare.sh [flags]
   --broker-cpu N    CPU for the brokers (default 0)
   --load-cpu N      CPU for the load generator (default 1)
   --keep            keep the work directory (logs, JSON results, configs)
+  --from DIR        measure nothing: write the report again from the work
+                    directory of an earlier run kept with --keep
 
 Needs Debian or Ubuntu for installing mosquitto and jq when missing
 (apt-get, through sudo unless root), Go, taskset and curl.
@@ -39,6 +41,7 @@ OUT=""
 BCPU=0
 LCPU=1
 KEEP=0
+FROM=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--runs) RUNS="$2"; shift 2 ;;
@@ -49,6 +52,7 @@ while [ $# -gt 0 ]; do
 	--broker-cpu) BCPU="$2"; shift 2 ;;
 	--load-cpu) LCPU="$2"; shift 2 ;;
 	--keep) KEEP=1; shift ;;
+	--from) FROM="$2"; KEEP=1; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "compare.sh: unknown flag $1" >&2; usage >&2; exit 2 ;;
 	esac
@@ -56,7 +60,12 @@ done
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$REPO/bench/RESULTS.md}
-WORK=$(mktemp -d /tmp/roost-compare.XXXXXX)
+if [ -n "$FROM" ]; then
+	WORK=$(cd "$FROM" && pwd)
+	[ -f "$WORK/meta.env" ] || { echo "compare.sh: $FROM is not a kept work directory (no meta.env)" >&2; exit 1; }
+else
+	WORK=$(mktemp -d /tmp/roost-compare.XXXXXX)
+fi
 BPID=""
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -112,7 +121,9 @@ if [ "$(nproc)" -lt 2 ]; then
 fi
 
 ROOST=$WORK/roost
-if [ -n "$REF" ]; then
+if [ -n "$FROM" ]; then
+	: # built by the run that made the directory
+elif [ -n "$REF" ]; then
 	log "building roost from $REF"
 	mkdir -p "$WORK/src"
 	git -C "$REPO" archive "$REF" | tar -x -C "$WORK/src"
@@ -328,19 +339,28 @@ cpu_row() {
 
 # --- run --------------------------------------------------------------------------
 
-LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
-log "results go to $WORK/json; $RUNS run(s) per scenario and broker"
-for sc in $ONLY; do
-	bench_args "$sc" >/dev/null
-	for run in $(seq "$RUNS"); do
-		if [ $((run % 2)) = 1 ]; then order="roost mosquitto"; else order="mosquitto roost"; fi
-		for b in $order; do
-			measure "$sc" "$b" "$run"
+if [ -z "$FROM" ]; then
+	LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+	STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
+	log "results go to $WORK/json; $RUNS run(s) per scenario and broker"
+	for sc in $ONLY; do
+		bench_args "$sc" >/dev/null
+		for run in $(seq "$RUNS"); do
+			if [ $((run % 2)) = 1 ]; then order="roost mosquitto"; else order="mosquitto roost"; fi
+			for b in $order; do
+				measure "$sc" "$b" "$run"
+			done
 		done
 	done
-done
-LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+	LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+	# What --from needs to write the report again.
+	for v in RUNS QUICK ONLY COMMIT STARTED LOAD_BEFORE LOAD_AFTER TIMES CONNS HOLD BCPU LCPU MOSQUITTO; do
+		printf '%s=%q\n' "$v" "${!v}"
+	done >"$WORK/meta.env"
+else
+	# shellcheck source=/dev/null
+	. "$WORK/meta.env"
+fi
 
 # --- report ------------------------------------------------------------------------
 
@@ -349,6 +369,8 @@ ROOST_VERSION=$("$ROOST" version | tr '\n' ' ')
 GO_VERSION=$(go version)
 KERNEL=$(uname -srm)
 CPU_MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+NOISE=$(awk -v a="$LOAD_BEFORE" -v b="$LOAD_AFTER" -v n="$(nproc)" 'BEGIN { split(a, x, " "); split(b, y, " ")
+	if (x[1] > n / 2 || y[1] > n + 0.5) print "yes" }')
 MODE="full run"
 [ "$QUICK" = 0 ] || MODE="**--quick: a smoke test of the script, not a measurement**"
 
@@ -368,6 +390,16 @@ broker has one core and the load another. Brokers alternate run by run; the
 table shows medians and every run. Ratios are roost / mosquitto.
 
 ## Results
+$(if [ -n "$NOISE" ]; then cat <<'NOISY'
+
+> **Noisy run.** The load average (see Environment) shows other processes
+> competing for the CPUs the broker and the load were pinned to: pinning
+> keeps the two apart but does not keep others off. Throughput figures are
+> then lower than the machine can do and tail latencies mostly measure the
+> scheduler. Compare the ratios, not the absolute numbers, and prefer a
+> rerun on a quiet machine.
+NOISY
+fi)
 
 | scenario | metric | target | roost | mosquitto | ratio | target | runs: roost / mosquitto |
 |---|---|---|---|---|---|---|---|
@@ -394,10 +426,11 @@ EOF
 target is judged by reading its rows: the broker's RSS must stay bounded
 while the publishers outrun the subscriber, and every message that did not
 arrive must be either counted as dropped or still queued ("missing" counts
-both). For connections, "second half only" is the RSS growth per connection
-between half and all of them open (one RSS sample per batch of 500): equal
-to the overall figure when memory per connection is flat. When the broker slows its publishers down instead (TCP back-pressure),
-"published msgs/s" falls short of 50,000.
+both). When the broker slows its publishers down instead (TCP
+back-pressure), "published msgs/s" falls short of 50,000. For connections,
+"second half only" is the RSS growth per connection between half and all of
+them open (one RSS sample per batch of 500): equal to the overall figure
+when memory per connection is flat.
 
 ### CPU during the measured interval (cores, median)
 

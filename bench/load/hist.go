@@ -17,7 +17,7 @@ type histogram struct {
 const (
 	subBits    = 6
 	subBuckets = 1 << subBits
-	numBuckets = (64 - subBits) * subBuckets
+	numBuckets = (64 - subBits + 1) * subBuckets
 )
 
 func newHistogram() *histogram { return &histogram{counts: make([]uint64, numBuckets)} }

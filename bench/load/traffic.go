@@ -205,6 +205,10 @@ func (r *runner) connect(ctx context.Context, pl plan) (*trafficConns, error) {
 	for i, mc := range pubConns {
 		p, err := newPublisher(mc, pl.pubs[i].f, pl.pubs[i].topic, &c, r.base, rate)
 		if err != nil {
+			for _, mc := range append(subConns, pubConns...) {
+				mc.nc.Close()
+			}
+			t.closeSys()
 			return nil, err
 		}
 		t.pubs = append(t.pubs, p)

@@ -142,9 +142,16 @@ func (d *dialer) dial(ctx context.Context) (net.Conn, error) {
 // Read returns the bytes of consecutive messages as one stream (MQTT
 // packets may span messages [MQTT-6.0.0-2]). As everywhere in this package
 // a conn has one reader and one writer goroutine, so it needs no locks.
+//
+// Deadlines are the exception: the run moves them from other goroutines
+// to interrupt a blocked Read or Write, and gorilla's SetWriteDeadline may
+// only be called by the writer. So SetWriteDeadline records the deadline
+// (the next Write applies it through gorilla) and sets it on the network
+// conn at once (which interrupts a Write in progress).
 type wsConn struct {
 	ws *websocket.Conn
 	r  io.Reader
+	wd atomic.Int64 // write deadline, Unix ns; 0 for none
 }
 
 func (c *wsConn) Read(p []byte) (int, error) {
@@ -172,18 +179,31 @@ func (c *wsConn) Read(p []byte) (int, error) {
 }
 
 func (c *wsConn) Write(p []byte) (int, error) {
+	var d time.Time
+	if ns := c.wd.Load(); ns != 0 {
+		d = time.Unix(0, ns)
+	}
+	c.ws.SetWriteDeadline(d)
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-func (c *wsConn) Close() error                       { return c.ws.Close() }
-func (c *wsConn) LocalAddr() net.Addr                { return c.ws.LocalAddr() }
-func (c *wsConn) RemoteAddr() net.Addr               { return c.ws.RemoteAddr() }
-func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
-func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+func (c *wsConn) SetWriteDeadline(t time.Time) error {
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	c.wd.Store(ns)
+	return c.ws.NetConn().SetWriteDeadline(t)
+}
+
+func (c *wsConn) Close() error                      { return c.ws.Close() }
+func (c *wsConn) LocalAddr() net.Addr               { return c.ws.LocalAddr() }
+func (c *wsConn) RemoteAddr() net.Addr              { return c.ws.RemoteAddr() }
+func (c *wsConn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
 func (c *wsConn) SetDeadline(t time.Time) error {
-	c.ws.SetReadDeadline(t)
-	return c.ws.SetWriteDeadline(t)
+	c.SetReadDeadline(t)
+	return c.SetWriteDeadline(t)
 }

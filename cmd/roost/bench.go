@@ -322,7 +322,7 @@ func describe(r *load.Result) string {
 	case load.Pairs:
 		return fmt.Sprintf("pairs, %d publisher/subscriber pairs, QoS %d, %d B, MQTT %s", r.Publishers, r.QoS, r.Size, v)
 	}
-	s := fmt.Sprintf("%s, %d publishers -> 1 subscriber, QoS %d, %d B, MQTT %s", r.Scenario, r.Publishers, r.QoS, r.Size, v)
+	s := fmt.Sprintf("%s, %s -> 1 subscriber, QoS %d, %d B, MQTT %s", r.Scenario, plural(r.Publishers, "publisher"), r.QoS, r.Size, v)
 	if r.Rate > 0 {
 		s += fmt.Sprintf(", %s msgs/s", group(int64(r.Rate)))
 	}
@@ -356,6 +356,13 @@ func summaryConns(row func(k, format string, a ...any), r *load.Result, c *load.
 	if c.FirstError != "" {
 		row("first error", "%s", c.FirstError)
 	}
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // micros formats microseconds for a human: µs below 10 ms, ms above.
