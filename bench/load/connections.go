@@ -97,7 +97,7 @@ func (r *runner) openIdle(ctx context.Context, from, n int, failed *atomic.Int64
 	var mu sync.Mutex
 	next := atomic.Int64{}
 	var wg sync.WaitGroup
-	for range min(n, dialParallel*2) {
+	for range min(n, dialParallel) {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1)) - 1

@@ -16,7 +16,10 @@ import (
 // keeps for itself (stdio, the JSON file, /proc reads, the runtime).
 const fdReserve = 32
 
-// dialParallel is how many connections are set up at once.
+// dialParallel is how many connections are set up at once. It stays below
+// mosquitto's listen backlog of 100: overflowing a backlog drops SYNs, the
+// kernel retries them after a second, and the connect rate would measure
+// that instead of the broker.
 const dialParallel = 64
 
 // phases, as Progress.Phase reports them.
