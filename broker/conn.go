@@ -92,6 +92,7 @@ type conn struct {
 	dead     bool          // socket failed or closed: discard writes
 	latTick  uint32        // every latencySample-th delivery is timed
 	drained  chan struct{} // closed when the flusher stops, if drain waits
+	readWait chan struct{} // closed when the reader may read on (out.go)
 	// Encoded packets waiting for the flusher: full blocks, then out, the
 	// block being appended to (see out.go).
 	full    [][]byte
@@ -247,6 +248,9 @@ func (c *conn) readLoop() error {
 		if c.kick.Load() != kickNone {
 			return errKicked
 		}
+		if err := c.waitOutput(); err != nil {
+			return err
+		}
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
@@ -323,6 +327,9 @@ func (c *conn) handle(p packet.Packet) error {
 func (c *conn) kickOut(reason uint32) {
 	c.kick.CompareAndSwap(kickNone, reason)
 	c.nc.SetReadDeadline(time.Now())
+	c.outMu.Lock()
+	c.releaseReaderLocked()
+	c.outMu.Unlock()
 	c.wake()
 }
 

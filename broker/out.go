@@ -149,6 +149,7 @@ func (c *conn) flush() {
 				close(c.drained)
 				c.drained = nil
 			}
+			c.releaseReaderLocked()
 			c.outMu.Unlock()
 			return
 		}
@@ -196,6 +197,11 @@ func (c *conn) flush() {
 		}
 		c.srv.stats.bytesSent.Add(uint64(n))
 		c.recycle(blocks)
+		c.outMu.Lock()
+		if c.pending() <= maxOutBuffered/2 {
+			c.releaseReaderLocked()
+		}
+		c.outMu.Unlock()
 
 		if err != nil {
 			c.outMu.Lock()
@@ -239,4 +245,36 @@ func (c *conn) drain(timeout time.Duration) {
 	c.dead = true
 	c.dropOutput()
 	c.outMu.Unlock()
+}
+
+// waitOutput holds the reader while the client's unwritten output is over
+// maxOutBuffered: a client that sends requests (PINGREQ, QoS 1 PUBLISH,
+// SUBSCRIBE) and never reads the answers must not make the broker buffer
+// them without bound. Deliveries have their own bound (QoS 0 dropped, QoS
+// 1/2 held by the inflight window); this one is for replies. The reader
+// goes on once the flusher has written half of it, given up, or c is
+// kicked.
+func (c *conn) waitOutput() error {
+	c.outMu.Lock()
+	if c.pending() <= maxOutBuffered || c.dead || !c.flushing {
+		c.outMu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	c.readWait = ch
+	c.outMu.Unlock()
+	<-ch
+	if c.kick.Load() != kickNone {
+		return errKicked
+	}
+	return nil
+}
+
+// releaseReaderLocked lets a reader held by waitOutput go on. outMu must
+// be held.
+func (c *conn) releaseReaderLocked() {
+	if c.readWait != nil {
+		close(c.readWait)
+		c.readWait = nil
+	}
 }
