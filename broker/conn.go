@@ -182,6 +182,7 @@ func (c *conn) readLoop() error {
 	var deadline time.Time // last one set on nc
 	maxSize := int(c.srv.opts.MaxPacketSize)
 	got := false // bytes arrived since the deadline was last moved
+	var pub *packet.Publish
 	for {
 		off := 0
 		for {
@@ -204,8 +205,26 @@ func (c *conn) readLoop() error {
 				}
 				break
 			}
-			p, err := packet.Decode(h, buf[off+h.HeaderLen:off+total], c.version)
+			body := buf[off+h.HeaderLen : off+total]
 			off += total
+			if h.Type == packet.PUBLISH && c.sess != nil {
+				// The common case decodes into one Publish per reader run
+				// instead of allocating one (with its properties) each.
+				if pub == nil {
+					pub = new(packet.Publish)
+				}
+				if err := packet.DecodePublish(h, body, c.version, pub); err != nil {
+					return err
+				}
+				if c.srv.debug {
+					c.trace(pub)
+				}
+				if err := c.handlePublish(pub); err != nil {
+					return err
+				}
+				continue
+			}
+			p, err := packet.Decode(h, body, c.version)
 			if err != nil {
 				if cp, ok := p.(*packet.Connect); ok && c.sess == nil {
 					c.refuseConnect(cp, err)

@@ -95,6 +95,30 @@ func Decode(h FixedHeader, body []byte, v Version) (Packet, error) {
 	return p, nil
 }
 
+// DecodePublish is Decode for a PUBLISH into p, which it overwrites: a
+// reader that handles one PUBLISH at a time reuses one Publish (and its
+// 400-odd bytes of properties) instead of allocating one per packet. The
+// topic, payload and properties it fills in are freshly allocated, never
+// shared with an earlier packet, so keeping them is as safe as keeping
+// what Decode returns. On error p holds nothing useful.
+func DecodePublish(h FixedHeader, body []byte, v Version, p *Publish) error {
+	if h.Type != PUBLISH {
+		return protocolErr("", "DecodePublish given a %v", h.Type)
+	}
+	if len(body) != h.Remaining {
+		return malformed("", "%v: body is %d bytes, remaining length says %d", h.Type, len(body), h.Remaining)
+	}
+	if err := checkFlags(h); err != nil {
+		return err
+	}
+	if v != V31 && v != V311 && v != V5 {
+		return protocolErr("", "unknown protocol version %d", byte(v))
+	}
+	d := decoder{b: body}
+	decodePublishInto(h, &d, v, p)
+	return d.end(PUBLISH)
+}
+
 // decodeBody dispatches on the packet type. AUTH exists only in 5.0.
 func decodeBody(h FixedHeader, d *decoder, v Version) Packet {
 	switch h.Type {

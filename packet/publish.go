@@ -40,7 +40,17 @@ func (p *Publish) Encode(dst []byte, v Version) ([]byte, error) {
 }
 
 func decodePublish(h FixedHeader, d *decoder, v Version) *Publish {
-	p := &Publish{
+	p := new(Publish)
+	if !decodePublishInto(h, d, v, p) {
+		return nil
+	}
+	return p
+}
+
+// decodePublishInto overwrites p with the PUBLISH in d; false when the
+// packet is unusable (d holds the error).
+func decodePublishInto(h FixedHeader, d *decoder, v Version, p *Publish) bool {
+	*p = Publish{
 		Dup:    h.Flags&pubDup != 0,
 		QoS:    QoS(h.Flags&pubQoS) >> 1,
 		Retain: h.Flags&pubRetain != 0,
@@ -48,10 +58,10 @@ func decodePublish(h FixedHeader, d *decoder, v Version) *Publish {
 	switch {
 	case p.QoS == 3:
 		d.fail(malformed("MQTT-3.3.1-4", "PUBLISH with QoS 3")) // [MQTT-3.3.1-4]
-		return nil
+		return false
 	case p.Dup && p.QoS == 0:
 		d.fail(malformed("MQTT-3.3.1-2", "PUBLISH with DUP set and QoS 0")) // [MQTT-3.3.1-2]
-		return nil
+		return false
 	}
 	p.Topic = d.str("topic name")
 	if p.QoS > 0 {
@@ -67,7 +77,7 @@ func decodePublish(h FixedHeader, d *decoder, v Version) *Publish {
 		d.fail(p.checkTopic(v))
 	}
 	p.Payload = d.rest()
-	return p
+	return true
 }
 
 // checkTopic applies the topic name rules the codec owns.
