@@ -18,6 +18,14 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	if c.pubRate != nil && !c.pubRate.allow(time.Now()) {
 		return protoErr(packet.MessageRateTooHigh, "", "more than %g publishes per second", c.pubRate.rate)
 	}
+	if p.Properties.Present != 0 {
+		if p.Properties.Has(packet.PropSubscriptionID) {
+			return protoErr(packet.ProtocolError, "MQTT-3.3.4-6", "PUBLISH from a client with a Subscription Identifier")
+		}
+		if p.Properties.Has(packet.PropResponseTopic) && strings.ContainsAny(p.Properties.ResponseTopic, "+#") {
+			return protoErr(packet.ProtocolError, "MQTT-3.3.2-14", "Response Topic %q has wildcards", p.Properties.ResponseTopic)
+		}
+	}
 	if err := c.resolveAlias(p); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"time"
 )
@@ -25,6 +26,16 @@ func (s *Server) sysLoop() {
 }
 
 func (s *Server) publishSys() {
+	// $SYS messages pass the Authorizer, embedder code that may panic; a
+	// background loop has no connection to close, so log and go on.
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic while publishing $SYS figures", "panic", r, "stack", string(debug.Stack()))
+			if h := s.onPanic; h != nil {
+				h(r)
+			}
+		}
+	}()
 	st := &s.stats
 	s.mu.Lock()
 	total := len(s.sessions)
@@ -56,6 +67,12 @@ func (s *Server) publishSys() {
 	now := time.Now().UnixNano()
 	for _, f := range figures {
 		s.publish(&Message{ID: s.msgID.Add(1), Topic: f.topic, Payload: []byte(f.value), QoS: 0, Retain: true, created: now})
+	}
+	// The drops by reason, which mosquitto does not have: which bound a
+	// client hit is what an operator needs to know.
+	for r := range numDropReasons {
+		s.publish(&Message{ID: s.msgID.Add(1), Topic: "$SYS/broker/publish/messages/dropped/" + r.String(),
+			Payload: []byte(u(st.dropped[r].Load(), 10)), QoS: 0, Retain: true, created: now})
 	}
 }
 

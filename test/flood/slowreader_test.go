@@ -191,6 +191,20 @@ func TestSlowReader(t *testing.T) {
 		return err == nil && n >= want
 	})
 	sys.NC.Close()
+	// And by reason, which mosquitto does not split.
+	sys = mqtttest.Dial(t, addr, packet.V311)
+	sys.Connect(&packet.Connect{ClientID: "sys-watcher-2", CleanStart: true})
+	sys.Subscribe("$SYS/broker/publish/messages/dropped/slow_consumer", 0)
+	mqtttest.Eventually(t, 3*time.Second, func() bool {
+		p, err := sys.Read(time.Second)
+		pub, ok := p.(*packet.Publish)
+		if err != nil || !ok {
+			return false
+		}
+		n, err := strconv.ParseUint(string(pub.Payload), 10, 64)
+		return err == nil && n >= st.Dropped[broker.DropSlowConsumer] && n > 0
+	})
+	sys.NC.Close()
 
 	slow.Close()
 	mqtttest.Eventually(t, 10*time.Second, func() bool { return s.Stats().Queued == 0 && s.Stats().Inflight == 0 })
