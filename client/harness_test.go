@@ -42,7 +42,10 @@ func forTargets(t *testing.T, fn func(t *testing.T, tg target, v packet.Version)
 			t.Run(fmt.Sprintf("%s/%v", name, v), func(t *testing.T) {
 				var tg target
 				if name == "roost" {
-					tg = startRoost(t, broker.Options{})
+					// As mosquitto below (max_queued_messages): the default 1000
+					// would drop messages a fast publisher queues for a
+					// subscriber whose acknowledgements lag, by design.
+					tg = startRoost(t, broker.Options{MaxQueued: 100000})
 				} else {
 					tg = startMosquitto(t)
 				}
