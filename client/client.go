@@ -305,7 +305,14 @@ func (c *Client) manage(first chan error) {
 			c.shutdown(err)
 			return
 		}
-		d := b.delay(failures, mrand.Float64())
+		n := failures
+		if permanent(err) {
+			// Refused credentials or protocol will not be accepted sooner
+			// for asking often; wait the longest, but keep trying: an
+			// operator may fix the account.
+			n = 64
+		}
+		d := b.delay(n, mrand.Float64())
 		c.disp.status(Status{Event: Reconnecting, Attempt: failures + 1, Delay: d})
 		t := time.NewTimer(d)
 		select {

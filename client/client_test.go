@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -260,21 +261,30 @@ func TestKillDuringQoS2(t *testing.T) {
 func TestCrashDuringQoS2(t *testing.T) {
 	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
 		ctx := testCtx(t, 60*time.Second)
+		var in inbox
+		sub := newClient(t, tg.URL(), v, func(o *Options) { o.KeepSession = true; o.ClientID = "crash-sub" })
+		if _, err := sub.Subscribe(ctx, Subscription{Filter: "crash/#", QoS: 2, Handler: in.handle}); err != nil {
+			t.Fatal(err)
+		}
 		pub := newClient(t, tg.URL(), v, func(o *Options) { o.KeepSession = true })
 		const n = 200
 		var wg sync.WaitGroup
 		var failed atomic.Int32
+		var completed sync.Map // topic -> true: PUBCOMP received
 		for i := range n {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, err := pub.Publish(ctx, Message{Topic: "crash/" + strconv.Itoa(i), QoS: 2})
+				tp := "crash/" + strconv.Itoa(i)
+				_, err := pub.Publish(ctx, Message{Topic: tp, QoS: 2})
 				var re *ReasonError
 				if err != nil && !errors.As(err, &re) {
 					t.Errorf("publish %d: %v", i, err)
 				}
 				if err != nil {
 					failed.Add(1)
+				} else {
+					completed.Store(tp, true)
 				}
 			}()
 		}
@@ -290,6 +300,49 @@ func TestCrashDuringQoS2(t *testing.T) {
 		}
 		if st := pub.Stats(); st.Inflight != 0 || st.Queued != 0 {
 			t.Errorf("stats after all publishes returned: %+v", st)
+		}
+		// Roost keeps its session state across the restart (its store), so
+		// every completed publish reaches the persistent subscriber exactly
+		// once. mosquitto keeps what it had autosaved before SIGKILL; its
+		// losses and repeats are logged, not failed.
+		if err := sub.AwaitConnection(ctx); err != nil {
+			t.Fatal(err)
+		}
+		want := 0
+		completed.Range(func(any, any) bool { want++; return true })
+		seen := map[string]int{}
+		check := func() (missing, dups int) {
+			clear(seen)
+			for _, m := range in.all() {
+				seen[m.Topic]++
+			}
+			completed.Range(func(k, _ any) bool {
+				if seen[k.(string)] == 0 {
+					missing++
+				}
+				return true
+			})
+			for _, c := range seen {
+				if c > 1 {
+					dups++
+				}
+			}
+			return
+		}
+		if _, ok := tg.(*roostTarget); !ok {
+			time.Sleep(time.Second)
+			missing, dups := check()
+			t.Logf("mosquitto after SIGKILL: %d of %d completed publishes missing, %d delivered twice", missing, want, dups)
+			return
+		}
+		eventually(t, 10*time.Second, func() error {
+			if missing, _ := check(); missing > 0 {
+				return fmt.Errorf("%d of %d completed publishes not delivered", missing, want)
+			}
+			return nil
+		})
+		if _, dups := check(); dups > 0 {
+			t.Errorf("%d messages delivered twice", dups)
 		}
 	})
 }
@@ -579,5 +632,136 @@ func TestStatusEvents(t *testing.T) {
 	<-c.Done()
 	if got, want := events(), "connecting,connected,connection lost,connecting,connected,disconnected"; got != want {
 		t.Errorf("events %s\nwant   %s", got, want)
+	}
+}
+
+func TestBackoffDelay(t *testing.T) {
+	b := Backoff{Min: 100 * time.Millisecond, Max: time.Second, Jitter: 0.5}
+	for _, tt := range []struct {
+		n    int
+		rnd  float64
+		want time.Duration
+	}{
+		{1, 0, 100 * time.Millisecond},
+		{2, 0, 200 * time.Millisecond},
+		{4, 0, 800 * time.Millisecond},
+		{5, 0, time.Second},
+		{64, 0, time.Second},
+		{1, 1, 50 * time.Millisecond}, // jitter takes up to half off
+		{64, 0.5, 750 * time.Millisecond},
+	} {
+		if got := b.delay(tt.n, tt.rnd); got != tt.want {
+			t.Errorf("delay(%d, %v) = %v, want %v", tt.n, tt.rnd, got, tt.want)
+		}
+	}
+}
+
+// Reconnecting reports growing delays and attempt numbers; MaxAttempts
+// stops the client with the last error. A server that refuses the
+// credentials is retried at Backoff.Max at once.
+func TestReconnectBackoff(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "mqtt://" + ln.Addr().String()
+	ln.Close() // nothing listens there now: connection refused
+
+	refusing := newFakeServer(t)
+	go func() {
+		for {
+			nc, err := refusing.ln.Accept()
+			if err != nil {
+				return
+			}
+			rd := packet.NewReader(nc, 1<<16)
+			if _, err := rd.ReadPacket(packet.V5); err == nil {
+				b, _ := (&packet.Connack{ReasonCode: packet.NotAuthorized}).Encode(nil, packet.V5)
+				nc.Write(b)
+			}
+			nc.Close()
+		}
+	}()
+
+	for _, tt := range []struct {
+		name   string
+		server string
+		delays string
+	}{
+		{"refused connection", closed, "10ms 20ms 40ms"},
+		{"not authorized", refusing.URL(), "40ms 40ms 40ms"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var delays []string
+			var last Status
+			c, err := New(Options{Servers: []string{tt.server},
+				Reconnect: Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond, Jitter: -1, MaxAttempts: 4},
+				OnStatus: func(s Status) {
+					mu.Lock()
+					defer mu.Unlock()
+					if s.Event == Reconnecting {
+						delays = append(delays, s.Delay.String())
+						if s.Attempt != len(delays)+1 {
+							t.Errorf("attempt %d after %d failures", s.Attempt, len(delays))
+						}
+					}
+					last = s
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Start()
+			select {
+			case <-c.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("client did not give up after MaxAttempts")
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if got := strings.Join(delays, " "); got != tt.delays {
+				t.Errorf("delays %s, want %s", got, tt.delays)
+			}
+			if last.Event != Disconnected || last.Err == nil || c.Err() == nil {
+				t.Errorf("last status %v, Err %v: want disconnected with the error", last, c.Err())
+			}
+		})
+	}
+}
+
+// Servers are tried in order: with the first down the client uses the
+// second, and when the second goes down and the first is back, the first.
+func TestFailover(t *testing.T) {
+	a, b := startRoost(t, broker.Options{}), startRoost(t, broker.Options{})
+	a.Down(t)
+	var mu sync.Mutex
+	var servers []string
+	c := newClient(t, a.URL(), packet.V5, func(o *Options) {
+		o.Servers = []string{a.URL(), b.URL()}
+		o.OnStatus = func(s Status) {
+			if s.Event == Connected {
+				mu.Lock()
+				servers = append(servers, s.Server)
+				mu.Unlock()
+			}
+		}
+	})
+	a.Up(t)
+	b.Down(t)
+	eventually(t, 10*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(servers) < 2 {
+			return fmt.Errorf("connected to %v", servers)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if servers[0] != b.URL() || servers[1] != a.URL() {
+		t.Errorf("connected to %v, want %s then %s", servers, b.URL(), a.URL())
+	}
+	if _, err := c.Publish(testCtx(t, 5*time.Second), Message{Topic: "failover", QoS: 1}); err != nil {
+		t.Error(err)
 	}
 }

@@ -125,7 +125,9 @@ type Options struct {
 // Backoff is the reconnect delay policy: after the n-th consecutive failed
 // attempt (n from 1) the client waits Min*2^(n-1), capped at Max, then
 // reduced by a random fraction up to Jitter so a fleet of clients does not
-// reconnect in lockstep.
+// reconnect in lockstep. When the last server tried refused the CONNECT for a
+// reason retrying soon cannot fix (bad credentials, not authorized,
+// unsupported protocol version), the wait is Max at once.
 type Backoff struct {
 	// Min is the first delay. Default 1s.
 	Min time.Duration
