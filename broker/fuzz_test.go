@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -29,11 +30,21 @@ func FuzzConnection(f *testing.F) {
 			f.Add(byte(v), seed)
 		}
 	}
-	s, err := New(Options{SysInterval: -1, Logger: slog.New(slog.DiscardHandler), ConnectTimeout: time.Second})
-	if err != nil {
-		f.Fatal(err)
-	}
 	f.Fuzz(func(t *testing.T, vsel byte, data []byte) {
+		// A server per input: state one input leaves behind (retained
+		// messages on random topics, sessions) must not slow down or
+		// grow with the inputs after it.
+		s, err := New(Options{SysInterval: -1, Logger: slog.New(slog.DiscardHandler), ConnectTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := s.Shutdown(ctx); err != nil {
+				t.Errorf("Shutdown: %v", err)
+			}
+		}()
 		s.onPanic = func(r any) { t.Errorf("panic: %v", r) }
 		v := []packet.Version{packet.V31, packet.V311, packet.V5}[vsel%3]
 		client, server := net.Pipe()
