@@ -108,12 +108,19 @@ func (ss *session) persisted() bool { return ss.expiry > 0 && ss.srv.opts.Store 
 // record appends op for this session to the store and makes the attached
 // connection's next write wait for it. ss.mu must be held.
 func (ss *session) record(op Op) Ticket {
-	op.ClientID = ss.id
-	t := ss.srv.opts.Store.Append(op)
+	t := ss.journal(op)
 	if c := ss.conn; c != nil {
 		c.needDurable(t)
 	}
 	return t
+}
+
+// journal appends op for this session to the store without making the
+// connection wait for it: for changes that no packet to the client depends
+// on. ss.mu must be held.
+func (ss *session) journal(op Op) Ticket {
+	op.ClientID = ss.id
+	return ss.srv.opts.Store.Append(op)
 }
 
 // recordSession stores the session's own fields, or deletes it from the
@@ -158,16 +165,28 @@ func (ss *session) recordSession() Ticket {
 	return t
 }
 
+// recordDelivery stores ob. Only a QoS 2 PUBLISH or PUBREL must wait for
+// it: were its packet id lost in a crash, the message would go out again
+// under another id and be delivered twice [MQTT-4.3.3]. A QoS 1 PUBLISH
+// needs no wait — after a crash it is resent from the queue entry the
+// publisher's acknowledgement waited for, at worst a duplicate, which QoS 1
+// allows — and sparing it keeps the fsync off the subscriber's path.
 func (ss *session) recordDelivery(ob *outbound) Ticket {
 	if !ss.persisted() || ob.seq == 0 {
 		return 0
 	}
-	return ss.record(Op{Kind: OpQueuePut, Delivery: ob.stored()})
+	op := Op{Kind: OpQueuePut, Delivery: ob.stored()}
+	if ob.qos == 2 && ob.pid != 0 {
+		return ss.record(op)
+	}
+	return ss.journal(op)
 }
 
+// recordDone deletes ob from the store. Nothing waits for that: a delete
+// lost in a crash only repeats a delivery (QoS 1) or a PUBREL (QoS 2).
 func (ss *session) recordDone(ob *outbound) {
 	if ss.persisted() && ob.seq != 0 {
-		ss.record(Op{Kind: OpQueueDel, Delivery: StoredDelivery{Seq: ob.seq}})
+		ss.journal(Op{Kind: OpQueueDel, Delivery: StoredDelivery{Seq: ob.seq}})
 	}
 }
 

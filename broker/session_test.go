@@ -163,3 +163,84 @@ func TestSweepExpired(t *testing.T) {
 		t.Errorf("an online session's queue was swept: %d left", online.queueLen())
 	}
 }
+
+// gatedStore is a Store whose ops become durable only when the test says.
+type gatedStore struct {
+	opLog
+	durable  Ticket // every op up to this one is durable
+	released bool
+	cond     *sync.Cond // on opLog.mu
+}
+
+func newGatedStore() *gatedStore {
+	g := &gatedStore{}
+	g.cond = sync.NewCond(&g.mu)
+	return g
+}
+
+// hold makes ops appended from now on wait for release.
+func (g *gatedStore) hold() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.durable, g.released = Ticket(len(g.ops)), false
+}
+
+func (g *gatedStore) release() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.released = true
+	g.cond.Broadcast()
+}
+
+func (g *gatedStore) Wait(t Ticket) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for t > g.durable && !g.released {
+		g.cond.Wait()
+	}
+	return nil
+}
+
+// The publisher's PUBACK waits for the store; the subscriber's QoS 1
+// PUBLISH does not (a crash could only repeat it), a QoS 2 PUBLISH does (a
+// crash must not send it again under another packet id).
+func TestDurabilityWaits(t *testing.T) {
+	for _, qos := range []packet.QoS{1, 2} {
+		t.Run(string(rune('0'+qos)), func(t *testing.T) {
+			g := newGatedStore()
+			g.released = true
+			_, addr := startServer(t, Options{Store: g})
+			t.Cleanup(g.release) // before the server's shutdown, which drains
+			sub := dial(t, addr, packet.V5)
+			cp := &packet.Connect{ClientID: "sub", KeepAlive: 60}
+			cp.Properties.SessionExpiry = 60
+			cp.Properties.Set(packet.PropSessionExpiry)
+			sub.Connect(cp)
+			sub.Subscribe("d", qos)
+
+			g.hold()
+			pub := dial(t, addr, packet.V5)
+			pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
+			pub.Send(&packet.Publish{Topic: "d", QoS: qos, PacketID: 1, Payload: []byte("x")})
+			got := sub.Collect(300 * time.Millisecond)
+			if qos == 1 && len(got) != 1 {
+				t.Fatalf("QoS 1 subscriber got %v before the store was durable, want the PUBLISH", got)
+			}
+			if qos == 2 && len(got) != 0 {
+				t.Fatalf("QoS 2 subscriber got %v before the store was durable, want nothing", got)
+			}
+			if ack := pub.Collect(100 * time.Millisecond); len(ack) != 0 {
+				t.Fatalf("publisher got %v before the store was durable", ack)
+			}
+			g.release()
+			if p := pub.Next(time.Second); p == nil {
+				t.Fatal("no acknowledgement once durable")
+			}
+			if qos == 2 {
+				if _, ok := sub.Next(time.Second).(*packet.Publish); !ok {
+					t.Fatal("QoS 2 subscriber got no PUBLISH once durable")
+				}
+			}
+		})
+	}
+}
