@@ -29,6 +29,8 @@ type target interface {
 	// Kill cuts every client connection abruptly (RST, no DISCONNECT), as
 	// a network failure does; the broker and its state stay.
 	Kill(t *testing.T)
+	// open counts the client connections through the proxy.
+	open() int
 	// Crash ends the broker abruptly and starts it again: mosquitto gets
 	// SIGKILL (it keeps what it had saved), Roost is cut off and restarted
 	// with its store.
@@ -115,6 +117,13 @@ func (p *proxy) pipe(dst, src net.Conn) {
 	delete(p.conns, dst)
 	delete(p.conns, src)
 	p.mu.Unlock()
+}
+
+// open counts the proxied connections (two sockets each) still open.
+func (p *proxy) open() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns) / 2
 }
 
 // cut resets every proxied connection at once.
