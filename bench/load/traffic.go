@@ -147,6 +147,8 @@ type trafficConns struct {
 	writers sync.WaitGroup
 	cut     []bool // publisher i was stopped inside a write
 	lowat   int    // SO_RCVLOWAT of the subscribers, 0 when not set
+	// ackLowat is the SO_RCVLOWAT of the publishers, 0 when not set.
+	ackLowat int
 }
 
 // connect opens the $SYS watcher, the subscribers and then the
@@ -201,6 +203,18 @@ func (r *runner) connect(ctx context.Context, pl plan) (*trafficConns, error) {
 			setRcvLowat(s.c.nc, t.lowat)
 		}
 	}
+	if c.QoS > 0 && c.Rate == 0 {
+		// A publisher's acknowledgement reader need not wake before
+		// enough acknowledgements (4 bytes each) are in for the writer's
+		// smallest write (publisher.threshold = Window/4): it saves a
+		// wake-up per PUBACK against brokers that write each one alone.
+		// Below the 3/4 window the writer waits for, so it never waits
+		// for acknowledgements that cannot come.
+		t.ackLowat = c.Window
+		for _, mc := range pubConns {
+			setRcvLowat(mc.nc, t.ackLowat)
+		}
+	}
 	rate := c.Rate / float64(len(pl.pubs))
 	for i, mc := range pubConns {
 		p, err := newPublisher(mc, pl.pubs[i].f, pl.pubs[i].topic, &c, r.base, rate)
@@ -252,15 +266,21 @@ func (t *trafficConns) start(ctx context.Context, cancel context.CancelCauseFunc
 	}
 }
 
-// stopPublishers stops the writers and waits for them. The subscribers
-// then read every byte again, however few: the last messages of the run
-// may never add up to the low-water mark.
+// stopPublishers stops the writers and waits for them. The subscribers and
+// the publishers' acknowledgement readers then read every byte again,
+// however few: the last messages of the run may never add up to the
+// low-water mark.
 func (t *trafficConns) stopPublishers() {
 	t.pubStop()
 	t.writers.Wait()
 	if t.lowat > 0 {
 		for _, s := range t.subs {
 			setRcvLowat(s.c.nc, 1)
+		}
+	}
+	if t.ackLowat > 0 {
+		for _, p := range t.pubs {
+			setRcvLowat(p.c.nc, 1)
 		}
 	}
 }
