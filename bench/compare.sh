@@ -33,6 +33,7 @@ Needs Debian or Ubuntu for installing mosquitto and jq when missing
 EOF
 }
 
+ARGS="$*" # for the report
 RUNS=3
 QUICK=0
 ONLY="fan-in fan-out pairs latency connections overload"
@@ -354,7 +355,7 @@ if [ -z "$FROM" ]; then
 	done
 	LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 	# What --from needs to write the report again.
-	for v in RUNS QUICK ONLY COMMIT STARTED LOAD_BEFORE LOAD_AFTER TIMES CONNS HOLD BCPU LCPU MOSQUITTO; do
+	for v in ARGS RUNS QUICK ONLY COMMIT STARTED LOAD_BEFORE LOAD_AFTER TIMES CONNS HOLD BCPU LCPU MOSQUITTO; do
 		printf '%s=%q\n' "$v" "${!v}"
 	done >"$WORK/meta.env"
 else
@@ -379,10 +380,12 @@ MODE="full run"
 # Roost vs mosquitto
 
 Produced by \`bench/compare.sh\` on $STARTED ($MODE, $RUNS run(s) per
-scenario and broker). **To reproduce:** \`bench/compare.sh\` from the
-repository root (about 15 minutes; \`--runs 5\` for steadier medians,
-\`--quick\` for a two-minute smoke test). [docs/bench.md](../docs/bench.md)
-explains the scenarios and how to read them.
+scenario and broker), as \`bench/compare.sh${ARGS:+ $ARGS}\`. **To
+reproduce:** \`bench/compare.sh\` from the repository root (about 10
+minutes; \`--runs 5\` for steadier medians, \`--quick\` for a one-minute
+smoke test, \`--ref COMMIT\` to measure the commit below).
+[docs/bench.md](../docs/bench.md) explains the scenarios and how to read
+them.
 
 Each measurement starts a fresh broker pinned to CPU $BCPU
 (\`taskset -c $BCPU\`) and runs \`roost bench\` pinned to CPU $LCPU, so the
