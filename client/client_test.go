@@ -541,13 +541,16 @@ func TestRequestResponse(t *testing.T) {
 	}
 }
 
-// After Disconnect and Done, no goroutine of the client is left.
+// After Disconnect and Done, no goroutine of the client is left, whatever
+// the transport.
 func TestNoGoroutineLeak(t *testing.T) {
 	tg := startRoost(t, broker.Options{})
+	p := newTestPKI(t)
+	urls := roostTransports(t, p)
 	ctx := testCtx(t, 20*time.Second)
 	before := runtime.NumGoroutine()
-	for range 5 {
-		c, err := New(Options{Servers: []string{tg.URL()}, KeepAlive: time.Second})
+	for _, url := range []string{tg.URL(), urls["mqtts"], urls["ws"], urls["wss"], urls["mqtts+cert"]} {
+		c, err := New(Options{Servers: []string{url}, KeepAlive: time.Second, TLSConfig: p.tlsConfig(t, true)})
 		if err != nil {
 			t.Fatal(err)
 		}
