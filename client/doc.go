@@ -76,5 +76,6 @@
 // and Correlation Data.
 //
 // Transports: mqtt:// (TCP), mqtts:// (TLS), ws:// and wss:// (WebSocket,
-// subprotocol "mqtt", path /mqtt unless the URL has one).
+// subprotocol "mqtt", path /mqtt unless the URL has one), each over a TCP
+// connection from Options.DialContext when set (a proxy, say).
 package client

@@ -223,9 +223,10 @@ func (c *Client) encodePublish(cn *conn, o *op, dup bool) ([]byte, error) {
 	return b, nil
 }
 
-// connUp makes cn the current connection: resend what was inflight, in
-// the original order, resubscribe if the server lost the session, then
-// send the queue. c.mu is held.
+// connUp makes cn the current connection: resend the SUBSCRIBEs and
+// UNSUBSCRIBEs that were inflight, resubscribe if the server lost the
+// session, then resend the unacknowledged publishes and send the queue, in
+// their original order, as the Receive Maximum allows. c.mu is held.
 func (c *Client) connUp(cn *conn) {
 	c.cn = cn
 	close(c.upCh)
