@@ -5,8 +5,9 @@
 //
 //	go run ./bench/store/startup -sessions 100000 -retained 1000000
 //
-// With -data DIR the store is kept in DIR (and reused when DIR exists), so
-// that builds can be compared on the same store.
+// With -data DIR the store is kept in DIR (and reused when DIR exists) and
+// with -bin a prebuilt roost is run, so that builds can be compared on the
+// same store.
 package main
 
 import (
@@ -32,6 +33,7 @@ func main() {
 	retained := flag.Int("retained", 1000000, "retained messages")
 	payload := flag.Int("payload", 64, "retained payload bytes")
 	runs := flag.Int("runs", 3, "start-ups to measure")
+	prebuilt := flag.String("bin", "", "run this roost `binary` instead of building one (to compare builds)")
 	keep := flag.String("data", "", "generate the store in `dir` and keep it; an existing dir is used as it is")
 	flag.Parse()
 	tmp, err := os.MkdirTemp("", "roost-startup-")
@@ -39,9 +41,12 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(tmp)
-	bin := filepath.Join(tmp, "roost")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/roost-mqtt/roost/cmd/roost").CombinedOutput(); err != nil {
-		log.Fatalf("build: %v\n%s", err, out)
+	bin := *prebuilt
+	if bin == "" {
+		bin = filepath.Join(tmp, "roost")
+		if out, err := exec.Command("go", "build", "-o", bin, "github.com/roost-mqtt/roost/cmd/roost").CombinedOutput(); err != nil {
+			log.Fatalf("build: %v\n%s", err, out)
+		}
 	}
 	data := filepath.Join(tmp, "data")
 	if *keep != "" {
