@@ -12,7 +12,7 @@ import (
 // It is immutable once routed: every subscriber shares one Message.
 //
 // A broker holds one Message per retained topic and per queued message, so
-// the struct is kept small (112 bytes with its allocation class): the
+// the struct is kept small (104 bytes, a 112-byte allocation): the
 // properties are behind a pointer, nil for the usual PUBLISH without any,
 // times are Unix nanoseconds rather than time.Time, and the wire-form cache
 // exists only for messages that have been encoded for several sessions.

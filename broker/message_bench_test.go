@@ -4,9 +4,19 @@ import (
 	"fmt"
 	"runtime"
 	"testing"
+	"unsafe"
 
 	"github.com/roost-mqtt/roost/packet"
 )
+
+// A Message is held per retained topic and per queued message: a field
+// that grows it past its 112-byte allocation class costs a million
+// retained messages 16 MiB or more. Grow it only on purpose.
+func TestMessageSize(t *testing.T) {
+	if n := unsafe.Sizeof(Message{}); n > 112 {
+		t.Errorf("Message is %d bytes, want at most 112", n)
+	}
+}
 
 // BenchmarkNewMessage is the per-message cost of turning a decoded PUBLISH
 // into a routed Message: a plain one (no properties, the common case) and
