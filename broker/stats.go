@@ -13,7 +13,7 @@ type DropReason uint8
 
 // Drop reasons.
 const (
-	DropQueueFull    DropReason = iota // the session's queue was at MaxQueued
+	DropQueueFull    DropReason = iota // the session's queue was at MaxQueued or MaxQueuedBytes
 	DropSlowConsumer                   // QoS 0 for a client with too much unwritten output
 	DropTooLarge                       // larger than the client's Maximum Packet Size
 	DropExpired                        // Message Expiry Interval passed while queued
