@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -134,6 +135,8 @@ type connFlags struct {
 	topics                                       []string
 	debug, quiet, noClean, insecure              bool
 	cafile, cert, key                            string
+	capath, tlsVersion, tlsALPN                  string
+	osCerts                                      bool
 	willTopic, willPayload                       string
 	willQoS                                      int
 	willRetain                                   bool
@@ -168,6 +171,10 @@ func (f *connFlags) register(fs *flag.FlagSet, sub bool) {
 	fs.StringVar(&f.cafile, "cafile", "", "trusted CA certificates `file` (enables TLS)")
 	fs.StringVar(&f.cert, "cert", "", "client certificate `file`")
 	fs.StringVar(&f.key, "key", "", "client private key `file`")
+	fs.StringVar(&f.capath, "capath", "", "`dir`ectory of trusted CA certificate files, PEM (enables TLS)")
+	fs.BoolVar(&f.osCerts, "tls-use-os-certs", false, "trust the system's CA certificates as well as --cafile/--capath (enables TLS)")
+	fs.StringVar(&f.tlsVersion, "tls-version", "", "lowest TLS `version`: tlsv1.3, tlsv1.2 (default) or tlsv1.1")
+	fs.StringVar(&f.tlsALPN, "tls-alpn", "", "TLS ALPN `protocol` to offer (e.g. x-amzn-mqtt-ca)")
 	fs.BoolVar(&f.insecure, "insecure", false, "do not check the server certificate's host name (its chain is still verified)")
 	fs.StringVar(&f.willTopic, "will-topic", "", "will `topic`")
 	fs.StringVar(&f.willPayload, "will-payload", "", "will `payload`")
@@ -286,7 +293,7 @@ func (f *connFlags) options() (client.Options, error) {
 		}
 		o.DialContext = d.DialContext
 	}
-	tlsOn := f.cafile != "" || f.cert != "" || f.insecure
+	tlsOn := f.cafile != "" || f.capath != "" || f.osCerts || f.cert != "" || f.insecure
 	server := f.url
 	if server == "" {
 		scheme, port := "mqtt", 1883
@@ -328,15 +335,23 @@ func (f *connFlags) tlsConfig() (*tls.Config, error) {
 		tc.InsecureSkipVerify = true
 		tc.VerifyConnection = func(cs tls.ConnectionState) error { return verifyChain(cs, tc.RootCAs) }
 	}
-	if f.cafile != "" {
-		pem, err := os.ReadFile(f.cafile)
-		if err != nil {
-			return nil, err
-		}
-		tc.RootCAs = x509.NewCertPool()
-		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--cafile %s: no certificates", f.cafile)
-		}
+	roots, err := f.rootCAs()
+	if err != nil {
+		return nil, err
+	}
+	tc.RootCAs = roots
+	switch f.tlsVersion {
+	case "", "tlsv1.2":
+		tc.MinVersion = tls.VersionTLS12
+	case "tlsv1.3":
+		tc.MinVersion = tls.VersionTLS13
+	case "tlsv1.1":
+		tc.MinVersion = tls.VersionTLS11
+	default:
+		return nil, fmt.Errorf("--tls-version %q: want tlsv1.3, tlsv1.2 or tlsv1.1", f.tlsVersion)
+	}
+	if f.tlsALPN != "" {
+		tc.NextProtos = []string{f.tlsALPN}
 	}
 	if f.cert != "" || f.key != "" {
 		cert, err := tls.LoadX509KeyPair(f.cert, f.key)
@@ -346,6 +361,55 @@ func (f *connFlags) tlsConfig() (*tls.Config, error) {
 		tc.Certificates = []tls.Certificate{cert}
 	}
 	return tc, nil
+}
+
+// rootCAs is the CA pool from --cafile, --capath and --tls-use-os-certs;
+// nil (the system's) when none is given.
+func (f *connFlags) rootCAs() (*x509.CertPool, error) {
+	if f.cafile == "" && f.capath == "" {
+		return nil, nil
+	}
+	pool := x509.NewCertPool()
+	if f.osCerts {
+		sys, err := x509.SystemCertPool()
+		if err != nil {
+			return nil, fmt.Errorf("--tls-use-os-certs: %w", err)
+		}
+		pool = sys
+	}
+	var files []string
+	if f.cafile != "" {
+		files = append(files, f.cafile)
+	}
+	if f.capath != "" {
+		ents, err := os.ReadDir(f.capath)
+		if err != nil {
+			return nil, fmt.Errorf("--capath: %w", err)
+		}
+		for _, e := range ents {
+			if !e.IsDir() {
+				files = append(files, filepath.Join(f.capath, e.Name()))
+			}
+		}
+	}
+	found := false
+	for _, name := range files {
+		pem, err := os.ReadFile(name)
+		if err != nil {
+			return nil, err
+		}
+		// capath may hold other files (c_rehash links, CRLs): only
+		// --cafile must be certificates.
+		ok := pool.AppendCertsFromPEM(pem)
+		if !ok && name == f.cafile {
+			return nil, fmt.Errorf("--cafile %s: no certificates", f.cafile)
+		}
+		found = found || ok
+	}
+	if !found {
+		return nil, fmt.Errorf("--capath %s: no certificates", f.capath)
+	}
+	return pool, nil
 }
 
 // verifyChain verifies the server's certificate chain against roots (nil:

@@ -303,3 +303,36 @@ func TestPubMatchesMosquittoPub(t *testing.T) {
 		t.Errorf("mosquitto_pub sent:\n%s\n\nroost pub sent:\n%s", strings.Join(got["mosq"], "\n"), strings.Join(got["roost"], "\n"))
 	}
 }
+
+// --remove-retained prints the retained messages and clears them, as
+// mosquitto_sub does; with -R they are neither printed nor cleared. roost
+// sub exits after -C; mosquitto_sub does not.
+func TestRemoveRetainedMatchesMosquittoSub(t *testing.T) {
+	port := startBroker(t)
+	for _, tool := range []string{"roost", "mosq"} {
+		retained(t, port, []client.Message{{Topic: tool + "/a", Payload: []byte("1")}, {Topic: tool + "/b", Payload: []byte("2")}})
+		sub := func(args ...string) (int, string) {
+			args = append([]string{"-h", "127.0.0.1", "-p", port, "-t", tool + "/#"}, args...)
+			var code int
+			var out string
+			if tool == "roost" {
+				code, out, _ = runRoost(t, append([]string{"sub"}, args...)...)
+			} else {
+				code, out, _ = runTool(t, "mosquitto_sub", append([]string{"-V", "mqttv5"}, args...)...)
+			}
+			return code, out
+		}
+		if code, out := sub("--remove-retained", "-R", "-W", "1", "-v"); code != 27 || out != "" {
+			t.Errorf("%s sub --remove-retained -R: exit %d, %q; want 27 and nothing", tool, code, out)
+		}
+		// mosquitto_sub 2.0.11 does not exit after -C with
+		// --remove-retained (it hangs after its DISCONNECT); -W bounds it.
+		if code, out := sub("--remove-retained", "-C", "2", "-W", "2", "-v"); out != tool+"/a 1\n"+tool+"/b 2\n" ||
+			(tool == "roost" && code != 0) {
+			t.Errorf("%s sub --remove-retained: exit %d, %q", tool, code, out)
+		}
+		if code, out := sub("-W", "1", "-v"); code != 27 || out != "" {
+			t.Errorf("%s: after --remove-retained, exit %d, %q; want 27 and nothing retained", tool, code, out)
+		}
+	}
+}

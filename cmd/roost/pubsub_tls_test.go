@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/internal/devcert"
 	"github.com/roost-mqtt/roost/internal/mosquittotest"
+	"github.com/roost-mqtt/roost/listener"
 )
 
 // tlsFiles are PEM files for the TLS tests: a CA, a server certificate for
@@ -53,6 +58,12 @@ func newTLSFiles(t *testing.T) *tlsFiles {
 	f.cert, f.key = issue(ca, devcert.Leaf{CommonName: "localhost", Hosts: []string{"localhost", "127.0.0.1"}}, "server")
 	f.wrongNameCert, f.wrongNameKey = issue(ca, devcert.Leaf{CommonName: "elsewhere.example", Hosts: []string{"elsewhere.example"}}, "wrong-name")
 	f.clientCert, f.clientKey = issue(ca, devcert.Leaf{CommonName: "car1", Client: true}, "client")
+	// A --capath directory: the CA among files that are not certificates.
+	if err := os.Mkdir(filepath.Join(dir, "capath"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write("capath/ca.pem", ca.CertPEM())
+	write("capath/README", []byte("not a certificate"))
 	return f
 }
 
@@ -101,6 +112,11 @@ func TestAuthAndTLSFlagsMatchMosquittoPub(t *testing.T) {
 		{"unknown CA, --insecure", append([]string{"-p", port(1), "--cafile", f.otherCA, "--insecure"}, cred...), 1, false},
 		{"client certificate", []string{"-p", port(2), "--cafile", f.ca, "--cert", f.clientCert, "--key", f.clientKey}, 0, true},
 		{"wss://", []string{"-L", "wss://car:s3cret@localhost:" + port(3) + "/tls/x", "--cafile", f.ca}, 0, false},
+		{"--tls-version tlsv1.3", append([]string{"-p", port(0), "--cafile", f.ca, "--tls-version", "tlsv1.3"}, cred...), 0, true},
+		{"--tls-version bogus", append([]string{"-p", port(0), "--cafile", f.ca, "--tls-version", "sslv3"}, cred...), 1, true},
+		{"--capath", append([]string{"-p", port(0), "--capath", filepath.Join(filepath.Dir(f.ca), "capath")}, cred...), 0, false}, // mosquitto wants c_rehash names
+		{"--tls-use-os-certs and --cafile", append([]string{"-p", port(0), "--cafile", f.ca, "--tls-use-os-certs"}, cred...), 0, true},
+		{"--tls-use-os-certs alone", append([]string{"-p", port(0), "--tls-use-os-certs"}, cred...), 1, false}, // the test CA is not the system's
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -125,5 +141,39 @@ func TestAuthAndTLSFlagsMatchMosquittoPub(t *testing.T) {
 				t.Errorf("mosquitto_pub: exit %d, roost pub: exit %d; mosquitto stderr %q", mcode, code, mstderr)
 			}
 		})
+	}
+}
+
+// --tls-alpn offers an ALPN protocol: a Roost listener that requires
+// "mqtt" accepts it and refuses another.
+func TestTLSALPN(t *testing.T) {
+	f := newTLSFiles(t)
+	srv, err := broker.New(broker.Options{Logger: slog.New(slog.DiscardHandler), SysInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	m, err := listener.NewCertManager(listener.TLSOptions{Certs: []listener.KeyPair{{Cert: f.cert, Key: f.key}}, NextProtos: []string{"mqtt"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(listener.TLS(ln, m))
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	for _, tt := range []struct {
+		alpn string
+		code int
+	}{{"mqtt", 0}, {"x-other", 1}} {
+		code, _, stderr := runRoost(t, "pub", "-h", "localhost", "-p", port, "--cafile", f.ca, "--tls-alpn", tt.alpn, "-t", "a", "-m", "b")
+		if code != tt.code {
+			t.Errorf("--tls-alpn %s: exit %d, want %d; %s", tt.alpn, code, tt.code, stderr)
+		}
 	}
 }

@@ -51,6 +51,7 @@ func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		noRetained   = fs.Bool("R", false, "do not print retained (stale) messages")
 		exitSub      = fs.Bool("E", false, "exit once the subscriptions are acknowledged")
 		retainedOnly = fs.Bool("retained-only", false, "print only retained messages, exit at the first other one")
+		rmRetained   = fs.Bool("remove-retained", false, "clear each retained message received (publish an empty retained message on its topic)")
 		filterOut    []string
 		unsubscribe  []string
 	)
@@ -116,6 +117,13 @@ func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return
 		case *noRetained && m.Retain, filteredOut(filterOut, m.Topic):
 			return
+		}
+		if *rmRetained && m.Retain {
+			// As mosquitto_sub: QoS 1, retained, empty. Handlers may publish
+			// (the client's network goroutines do not wait for them).
+			if _, err := c.Publish(ctx, client.Message{Topic: m.Topic, QoS: 1, Retain: true}); err != nil {
+				fmt.Fprintf(stderr, "Error: removing retained message on %s: %v\n", m.Topic, err)
+			}
 		}
 		if err := pr.print(m, cf.clientID); err != nil {
 			fmt.Fprintf(stderr, "Error: %v\n", err)
