@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"strings"
 
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -107,8 +108,11 @@ type CertIdentifier interface{ CertIdentity() (name string, ok bool) }
 
 // newClientInfo gathers what the connection can tell about itself.
 func newClientInfo(nc net.Conn, p *packet.Connect, id string) *ClientInfo {
-	ci := &ClientInfo{ClientID: id, Username: p.Username, Password: p.Password, Protocol: p.ProtocolVersion,
-		RemoteAddr: nc.RemoteAddr()}
+	// Username is copied out of the CONNECT (as the client id is): kept as a
+	// view, it would keep the whole body alive for the session's life,
+	// password and all.
+	ci := &ClientInfo{ClientID: id, Username: strings.Clone(p.Username), Password: p.Password,
+		Protocol: p.ProtocolVersion, RemoteAddr: nc.RemoteAddr()}
 	if l, ok := nc.(ListenerNamer); ok {
 		ci.Listener = l.ListenerName()
 	}

@@ -10,7 +10,6 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/roost-mqtt/roost/packet"
@@ -40,11 +39,6 @@ type conn struct {
 	srv    *Server
 	nc     net.Conn
 	log    atomic.Pointer[slog.Logger] // made on first use: most connections never log
-	remote string
-
-	// rc is the socket beneath nc when the connection can be parked while
-	// idle (see park.go); nil otherwise.
-	rc syscall.RawConn
 	// state is readerRunning or readerParked. Whoever moves it from
 	// parked to running starts the next reader goroutine.
 	state atomic.Uint32
@@ -72,6 +66,9 @@ type conn struct {
 	problemInfo bool // MQTT 5 Request Problem Information
 	connected   bool // CONNACK success sent
 	hasIP       bool
+	// parkable says a socket lies beneath nc that the poller can watch
+	// while c is idle (see park.go).
+	parkable bool
 
 	// Reader goroutine only (one at a time: a parked connection's next
 	// reader is started after the previous one exited).
@@ -116,8 +113,8 @@ const (
 )
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{srv: s, nc: nc, remote: nc.RemoteAddr().String(), problemInfo: true}
-	c.rc = rawConnOf(nc)
+	c := &conn{srv: s, nc: nc, problemInfo: true}
+	c.parkable = rawConnOf(nc) != nil
 	return c
 }
 
@@ -127,7 +124,7 @@ func (c *conn) logger() *slog.Logger {
 	if l := c.log.Load(); l != nil {
 		return l
 	}
-	l := c.srv.log.With("remote", c.remote)
+	l := c.srv.log.With("remote", c.nc.RemoteAddr().String())
 	if c.clientID != "" {
 		l = l.With("client_id", c.clientID)
 	}
@@ -255,7 +252,7 @@ func (c *conn) readLoop() error {
 		// An empty buffer on a connection that can park waits at most
 		// parkIdle before parking.
 		dl, parking := c.readBy, false
-		if n == 0 && c.rc != nil && c.connected {
+		if n == 0 && c.parkable && c.connected {
 			if p := now.Add(parkIdle); dl.IsZero() || p.Before(dl) {
 				dl, parking = p, true
 			}
@@ -381,7 +378,7 @@ func (c *conn) finish(err error) {
 	}
 	c.drain(drainTimeout)
 	if c.poller != nil {
-		c.poller.unregister(c.parkID)
+		c.poller.unregister(c)
 	}
 	c.nc.Close()
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/roost-mqtt/roost/packet"
@@ -84,7 +85,7 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 		return c.refuse(packet.BadAuthenticationMethod, "no authentication methods are configured")
 	}
 
-	id := p.ClientID
+	id := strings.Clone(p.ClientID) // not a view that keeps the CONNECT alive
 	assigned := false
 	if id == "" {
 		if c.version == packet.V31 || !p.CleanStart && c.version == packet.V311 {

@@ -60,15 +60,15 @@ func rawConnOf(nc net.Conn) syscall.RawConn {
 // false when parking is impossible and the reader should just keep
 // reading.
 func (c *conn) park() bool {
-	if c.rc == nil {
+	if !c.parkable {
 		return false
 	}
 	if c.poller == nil {
 		if c.poller = c.srv.poller(); c.poller == nil {
-			c.rc = nil // never try again
+			c.parkable = false // never try again
 			return false
 		}
-		c.parkID = c.poller.register(c)
+		c.poller.register(c)
 	}
 	p := c.poller
 	if !c.readBy.IsZero() {
@@ -77,7 +77,11 @@ func (c *conn) park() bool {
 	} else {
 		c.wakeAt.Store(0)
 	}
-	id, rc := c.parkID, c.rc
+	id, rc := c.parkID, rawConnOf(c.nc)
+	if rc == nil {
+		c.parkable = false
+		return false
+	}
 	c.state.Store(readerParked)
 	// From here on another goroutine may wake c and run its reader: touch
 	// only the copies above and atomics.

@@ -22,9 +22,14 @@ import (
 type poller struct {
 	epfd  int
 	pipe  [2]int // writing to pipe[1] stops the loop
-	mu    sync.Mutex
-	conns map[uint64]*conn
-	next  uint64
+	mu sync.Mutex
+	// slots holds the registered connections; an id is a slot index in
+	// its low 32 bits and a generation in its high ones, so a slot reused
+	// by another connection does not answer to the old id. (A slice costs
+	// an idle connection 8 bytes where a map cost about 36.)
+	slots []*conn
+	free  []uint32
+	gen   uint32
 	done  chan struct{}
 }
 
@@ -33,7 +38,7 @@ func newPoller() (*poller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	p := &poller{epfd: epfd, conns: make(map[uint64]*conn), done: make(chan struct{})}
+	p := &poller{epfd: epfd, done: make(chan struct{})}
 	if err := syscall.Pipe2(p.pipe[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
 		syscall.Close(epfd)
 		return nil, fmt.Errorf("pipe2: %w", err)
@@ -83,7 +88,10 @@ func (p *poller) loop() {
 		if now := time.Now(); !now.Before(nextSweep) {
 			nextSweep = now.Add(sweepEvery)
 			ns := now.UnixNano()
-			for _, c := range p.conns {
+			for _, c := range p.slots {
+				if c == nil {
+					continue
+				}
 				if at := c.wakeAt.Load(); at != 0 && at <= ns && c.state.Load() == readerParked {
 					woken = append(woken, c)
 				}
@@ -95,7 +103,7 @@ func (p *poller) loop() {
 				stop = true
 				continue
 			}
-			if c := p.conns[id]; c != nil {
+			if c := p.lookup(id); c != nil {
 				woken = append(woken, c)
 			}
 		}
@@ -109,21 +117,46 @@ func (p *poller) loop() {
 	}
 }
 
-// register gives c an id for its events.
-func (p *poller) register(c *conn) uint64 {
+// register gives c an id for its events, in c.parkID.
+func (p *poller) register(c *conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.next++
-	p.conns[p.next] = c
-	return p.next
+	var i uint32
+	if n := len(p.free); n > 0 {
+		i, p.free = p.free[n-1], p.free[:n-1]
+	} else {
+		i = uint32(len(p.slots))
+		p.slots = append(p.slots, nil)
+	}
+	p.gen++
+	if p.gen == 0 {
+		p.gen = 1 // id 0 is the stop pipe's
+	}
+	p.slots[i] = c
+	c.parkID = uint64(i) | uint64(p.gen)<<32
 }
 
-// unregister forgets id; a later event for it is ignored. The kernel drops
+// lookup returns the connection with id, if it is still registered. p.mu
+// must be held.
+func (p *poller) lookup(id uint64) *conn {
+	if i := uint32(id); int(i) < len(p.slots) {
+		if c := p.slots[i]; c != nil && c.parkID == id {
+			return c
+		}
+	}
+	return nil
+}
+
+// unregister forgets c; a later event for it is ignored. The kernel drops
 // the socket from the epoll set when it is closed.
-func (p *poller) unregister(id uint64) {
+func (p *poller) unregister(c *conn) {
 	p.mu.Lock()
-	delete(p.conns, id)
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	if p.lookup(c.parkID) == c {
+		i := uint32(c.parkID)
+		p.slots[i] = nil
+		p.free = append(p.free, i)
+	}
 }
 
 // arm asks for one wake-up when fd becomes readable or hangs up. Data that

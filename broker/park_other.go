@@ -10,6 +10,6 @@ type poller struct{}
 
 func newPoller() (*poller, error)             { return nil, errors.New("idle parking needs epoll (Linux)") }
 func (p *poller) close()                      {}
-func (p *poller) register(*conn) uint64       { return 0 }
-func (p *poller) unregister(uint64)           {}
+func (p *poller) register(*conn)              {}
+func (p *poller) unregister(*conn)            {}
 func (p *poller) arm(fd int, id uint64) error { return errors.New("no epoll") }
