@@ -36,9 +36,9 @@ const (
 // and written by a flusher goroutine that exists only while there is
 // something to write; an idle connection parks (park.go) and holds none.
 type conn struct {
-	srv    *Server
-	nc     net.Conn
-	log    atomic.Pointer[slog.Logger] // made on first use: most connections never log
+	srv *Server
+	nc  net.Conn
+	log atomic.Pointer[slog.Logger] // made on first use: most connections never log
 	// state is readerRunning or readerParked. Whoever moves it from
 	// parked to running starts the next reader goroutine.
 	state atomic.Uint32
@@ -74,6 +74,7 @@ type conn struct {
 	// reader is started after the previous one exited).
 	started       bool      // the connect timeout has been set
 	parkFailed    bool      // parking failed once (logged once)
+	nextAliasOut  uint16    // guarded by sess.mu, as aliasOut; here to pack
 	readBy        time.Time // keep-alive (or connect) deadline; zero = none
 	aliasIn       map[uint16]string
 	received      [3]uint64       // PUBLISH packets by QoS not yet added to the stats
@@ -81,25 +82,13 @@ type conn struct {
 	will          *packet.Connect // the CONNECT, kept while it carries a will
 
 	// Guarded by sess.mu (deliveries happen under the session lock).
-	aliasOut     map[string]uint16
-	nextAliasOut uint16
+	aliasOut map[string]uint16
 
 	outMu    sync.Mutex
-	flushing bool          // a flusher goroutine is running
-	dead     bool          // socket failed or closed: discard writes
-	latTick  uint32        // every latencySample-th delivery is timed
-	drained  chan struct{} // closed when the flusher stops, if drain waits
-	readWait chan struct{} // closed when the reader may read on (out.go)
-	// Encoded packets waiting for the flusher: full blocks, then out, the
-	// block being appended to (see out.go).
-	full    [][]byte
-	fullLen int
-	out     []byte
-	// unsent counts PUBLISH packets appended per QoS since the last
-	// flush; the flusher moves them to the broker's counters, so the hot
-	// path does not bump shared atomics per message.
-	unsent      [3]uint64
-	unsentBytes [3]uint64
+	flushing bool      // a flusher goroutine is running
+	dead     bool      // socket failed or closed: discard writes
+	latTick  uint32    // every latencySample-th delivery is timed
+	ob       *outState // output waiting to be written; nil when there is none (out.go)
 	// durable is the store ticket that must be durable before out may be
 	// written: out holds acknowledgements or deliveries that depend on it.
 	durable Ticket

@@ -231,11 +231,12 @@ func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []
 		return false
 	}
 	c.room(len(msg.Topic) + len(msg.Payload) + 64) // the properties are rarely more
-	start := len(c.out)
+	ob := c.ob
+	start := len(ob.out)
 	var err error
-	c.out, err = p.Encode(c.out, c.version)
-	if err != nil || (c.maxOut > 0 && len(c.out)-start > int(c.maxOut)) {
-		c.out = c.out[:start]
+	ob.out, err = p.Encode(ob.out, c.version)
+	if err != nil || (c.maxOut > 0 && len(ob.out)-start > int(c.maxOut)) {
+		ob.out = ob.out[:start]
 		c.undoAlias(msg.Topic, newAlias)
 		c.sess.noteDrop(DropTooLarge)
 		return false
@@ -268,11 +269,12 @@ func (c *conn) writeShared(msg *Message, f wireForm, pid uint16) bool {
 		return false
 	}
 	c.room(len(f.b))
-	start := len(c.out)
-	c.out = append(c.out, f.b...)
+	ob := c.ob
+	start := len(ob.out)
+	ob.out = append(ob.out, f.b...)
 	if f.qos > 0 {
-		c.out[start+f.pidAt] = byte(pid >> 8)
-		c.out[start+f.pidAt+1] = byte(pid)
+		ob.out[start+f.pidAt] = byte(pid >> 8)
+		ob.out[start+f.pidAt+1] = byte(pid)
 	}
 	c.noteSent(msg, f.qos)
 	c.startFlushLocked()
@@ -285,8 +287,9 @@ const latencySample = 16
 
 // noteSent counts one PUBLISH appended to the output. c.outMu must be held.
 func (c *conn) noteSent(msg *Message, qos packet.QoS) {
-	c.unsent[qos]++
-	c.unsentBytes[qos] += uint64(len(msg.Payload))
+	ob := c.ob
+	ob.unsent[qos]++
+	ob.unsentBytes[qos] += uint64(len(msg.Payload))
 	c.latTick++
 	if c.latTick%latencySample == 0 && msg.created != 0 {
 		// Wall clock: a step backwards would make it negative.

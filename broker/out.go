@@ -12,8 +12,9 @@ import (
 // takes the whole chain and writes it with one writev. Blocks come from
 // pools and go back after the write, so a busy connection neither copies
 // its backlog as it grows (as one growing slice would, with a fresh
-// zeroed allocation each time it doubles) nor makes garbage, and an idle
-// connection holds no block at all.
+// zeroed allocation each time it doubles) nor makes garbage. The chain and
+// its bookkeeping live in an outState that exists only while there is
+// output: an idle connection holds neither blocks nor the state.
 const (
 	// smallBlock is the first block of a burst: most bursts are a few
 	// acknowledgements or messages.
@@ -21,6 +22,21 @@ const (
 	// bigBlock is every further block.
 	bigBlock = 32 << 10
 )
+
+// outState is a connection's pending output, guarded by conn.outMu. It
+// exists while a flusher runs or output waits (flushing implies it).
+type outState struct {
+	full    [][]byte // full blocks, in order
+	fullLen int
+	out     []byte // the block being appended to
+	// unsent counts PUBLISH packets appended per QoS since the last
+	// flush; the flusher moves them to the broker's counters, so the hot
+	// path does not bump shared atomics per message.
+	unsent      [3]uint64
+	unsentBytes [3]uint64
+	drained     chan struct{} // closed when the flusher stops, if drain waits
+	readWait    chan struct{} // closed when the reader may read on (waitOutput)
+}
 
 // outBlock returns an empty block with room for n bytes.
 func (s *Server) outBlock(n int, first bool) []byte {
@@ -50,35 +66,73 @@ func (s *Server) putBlock(b []byte) {
 	}
 }
 
-// room makes sure out can take n more bytes without growing. outMu must
-// be held. Encoders append to out afterwards; if they need more than n
-// after all, append still works, at the cost of a copy.
+// room makes sure c.ob exists and its out can take n more bytes without
+// growing. outMu must be held. Encoders append to c.ob.out afterwards; if
+// they need more than n after all, append still works, at the cost of a
+// copy.
 func (c *conn) room(n int) {
-	if cap(c.out)-len(c.out) >= n {
+	ob := c.ob
+	if ob == nil {
+		if p, ok := c.srv.outStates.Get().(*outState); ok {
+			ob = p
+		} else {
+			ob = new(outState)
+		}
+		c.ob = ob
+	}
+	if cap(ob.out)-len(ob.out) >= n {
 		return
 	}
-	if len(c.out) > 0 {
-		c.full = append(c.full, c.out)
-		c.fullLen += len(c.out)
-	} else if c.out != nil {
-		c.srv.putBlock(c.out)
+	if len(ob.out) > 0 {
+		ob.full = append(ob.full, ob.out)
+		ob.fullLen += len(ob.out)
+	} else if ob.out != nil {
+		c.srv.putBlock(ob.out)
 	}
-	c.out = c.srv.outBlock(n, len(c.full) == 0)
+	ob.out = c.srv.outBlock(n, len(ob.full) == 0)
 }
 
 // pending is the number of bytes waiting for the flusher. outMu must be
 // held.
-func (c *conn) pending() int { return c.fullLen + len(c.out) }
+func (c *conn) pending() int {
+	if c.ob == nil {
+		return 0
+	}
+	return c.ob.fullLen + len(c.ob.out)
+}
 
 // dropOutput forgets everything not yet written. outMu must be held.
 func (c *conn) dropOutput() {
-	for _, b := range c.full {
+	ob := c.ob
+	if ob == nil {
+		return
+	}
+	for i, b := range ob.full {
 		c.srv.putBlock(b)
+		ob.full[i] = nil
 	}
-	if c.out != nil {
-		c.srv.putBlock(c.out)
+	if ob.out != nil {
+		c.srv.putBlock(ob.out)
 	}
-	c.full, c.fullLen, c.out = nil, 0, nil
+	ob.full, ob.fullLen, ob.out = ob.full[:0], 0, nil
+}
+
+// releaseOutState ends c.ob once nothing is pending and no flusher runs,
+// waking whoever waits on it. outMu must be held.
+func (c *conn) releaseOutState() {
+	ob := c.ob
+	if ob == nil || c.flushing {
+		return
+	}
+	c.releaseReaderLocked()
+	if ob.drained != nil {
+		close(ob.drained)
+	}
+	c.dropOutput()
+	c.srv.stats.addSent(&ob.unsent, &ob.unsentBytes) // none unless dropped
+	*ob = outState{}
+	c.srv.outStates.Put(ob)
+	c.ob = nil
 }
 
 // send encodes p into the output and makes sure a flusher runs.
@@ -87,7 +141,7 @@ func (c *conn) send(p packet.Packet) {
 	if !c.dead {
 		c.room(64) // acknowledgements and most control packets
 		var err error
-		if c.out, err = p.Encode(c.out, c.version); err != nil {
+		if c.ob.out, err = p.Encode(c.ob.out, c.version); err != nil {
 			c.logger().Error("encoding packet", "type", p.Type(), "err", err)
 		}
 		c.startFlushLocked()
@@ -140,29 +194,21 @@ func (c *conn) flush() {
 		c.outMu.Lock()
 		if c.pending() == 0 || c.dead {
 			c.flushing = false
-			if c.out != nil && len(c.out) == 0 {
-				c.srv.putBlock(c.out)
-				c.out = nil
-			}
-			c.full = nil // an idle connection keeps nothing
-			if c.drained != nil {
-				close(c.drained)
-				c.drained = nil
-			}
-			c.releaseReaderLocked()
+			c.releaseOutState()
 			c.outMu.Unlock()
 			return
 		}
-		blocks = append(blocks[:0], c.full...)
-		if len(c.out) > 0 {
-			blocks = append(blocks, c.out)
-			c.out = nil
+		ob := c.ob
+		blocks = append(blocks[:0], ob.full...)
+		if len(ob.out) > 0 {
+			blocks = append(blocks, ob.out)
+			ob.out = nil
 		}
-		clear(c.full)
-		c.full, c.fullLen = c.full[:0], 0
+		clear(ob.full)
+		ob.full, ob.fullLen = ob.full[:0], 0
 		need := c.durable
-		sent, sentBytes := c.unsent, c.unsentBytes
-		c.unsent, c.unsentBytes = [3]uint64{}, [3]uint64{}
+		sent, sentBytes := ob.unsent, ob.unsentBytes
+		ob.unsent, ob.unsentBytes = [3]uint64{}, [3]uint64{}
 		c.outMu.Unlock()
 		c.srv.stats.addSent(&sent, &sentBytes)
 
@@ -194,6 +240,7 @@ func (c *conn) flush() {
 			iov = append(iov[:0], blocks...)
 			bufs := net.Buffers(iov)
 			n, err = bufs.WriteTo(w)
+			clear(iov)
 		}
 		c.srv.stats.bytesSent.Add(uint64(n))
 		c.recycle(blocks)
@@ -237,13 +284,13 @@ func (c *conn) drain(timeout time.Duration) {
 	c.startFlushLocked()
 	if c.flushing {
 		done := make(chan struct{})
-		c.drained = done
+		c.ob.drained = done // flushing implies c.ob
 		c.outMu.Unlock()
 		<-done
 		c.outMu.Lock()
 	}
 	c.dead = true
-	c.dropOutput()
+	c.releaseOutState()
 	c.outMu.Unlock()
 }
 
@@ -261,7 +308,7 @@ func (c *conn) waitOutput() error {
 		return nil
 	}
 	ch := make(chan struct{})
-	c.readWait = ch
+	c.ob.readWait = ch // pending > 0 implies c.ob
 	c.outMu.Unlock()
 	<-ch
 	if c.kick.Load() != kickNone {
@@ -273,8 +320,8 @@ func (c *conn) waitOutput() error {
 // releaseReaderLocked lets a reader held by waitOutput go on. outMu must
 // be held.
 func (c *conn) releaseReaderLocked() {
-	if c.readWait != nil {
-		close(c.readWait)
-		c.readWait = nil
+	if c.ob != nil && c.ob.readWait != nil {
+		close(c.ob.readWait)
+		c.ob.readWait = nil
 	}
 }

@@ -20,9 +20,9 @@ import (
 // descriptor number a new socket may already reuse) finds no entry and is
 // ignored.
 type poller struct {
-	epfd  int
-	pipe  [2]int // writing to pipe[1] stops the loop
-	mu sync.Mutex
+	epfd int
+	pipe [2]int // writing to pipe[1] stops the loop
+	mu   sync.Mutex
 	// slots holds the registered connections; an id is a slot index in
 	// its low 32 bits and a generation in its high ones, so a slot reused
 	// by another connection does not answer to the old id. (A slice costs

@@ -61,9 +61,10 @@ type Server struct {
 	// readBufs holds readBufInitial-sized read buffers: a connection
 	// holds one only while its reader runs.
 	readBufs sync.Pool
-	// smallBlocks and bigBlocks hold output blocks (out.go).
-	smallBlocks, bigBlocks sync.Pool
-	bgWG                   sync.WaitGroup // $SYS publisher and other background loops
+	// smallBlocks and bigBlocks hold output blocks, outStates the
+	// connections' output bookkeeping (out.go).
+	smallBlocks, bigBlocks, outStates sync.Pool
+	bgWG                              sync.WaitGroup // $SYS publisher and other background loops
 }
 
 // New returns a Server configured by opts. It fails only when opts hold an
