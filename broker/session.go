@@ -23,8 +23,9 @@ type session struct {
 	conn    *conn  // nil while offline
 	expiry  uint32 // session expiry interval, seconds; 0xFFFFFFFF never
 	ended   bool   // removed from the server; every operation is a no-op
+	stored  bool   // the store holds this session
+	nextPID uint16 // (fields ordered to pack: sessions are per client)
 	subs    map[string]subscription
-	nextPID uint16
 
 	// inflight holds QoS 1/2 messages sent and not yet completed, in send
 	// order (the order they are resent in on resumption [MQTT-4.4.0-1]).
@@ -50,7 +51,6 @@ type session struct {
 	expiryTimer *time.Timer
 	dropped     uint64
 	nextSeq     uint64 // store key of the last queued delivery
-	stored      bool   // the store holds this session
 	offlineAt   time.Time
 }
 
