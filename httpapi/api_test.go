@@ -220,6 +220,10 @@ func TestAuth(t *testing.T) {
 		{"user", "/metrics", basic("ops", "hunter2"), 200},
 		{"wrong password", "/metrics", basic("ops", "hunter3"), 401},
 		{"unknown user", "/metrics", basic("dev", "hunter2"), 401},
+		{"pprof closed", "/debug/pprof/", nil, 401},
+		{"pprof", "/debug/pprof/", bearer("s3cret"), 200},
+		{"heap profile", "/debug/pprof/heap", bearer("s3cret"), 200},
+		{"cpu profile closed", "/debug/pprof/profile?seconds=1", nil, 401},
 	} {
 		if got := get(c.path, c.set); got != c.want {
 			t.Errorf("%s: GET %s = %d, want %d", c.name, c.path, got, c.want)
