@@ -83,6 +83,39 @@ type Options struct {
 	SysInterval time.Duration
 	// DisableRetain turns retained messages off (MQTT 5 Retain Available 0).
 	DisableRetain bool
+	// MaxRetained caps how many topics hold a retained message ($SYS
+	// aside), so that a client allowed to publish anywhere cannot fill
+	// memory with retained messages on made-up topics. The caps apply to
+	// new topics only: replacing or clearing a retained message always
+	// works (but see MaxRetainedBytes). A retained PUBLISH over a cap is
+	// still delivered to current subscribers like any publish; it is just
+	// not kept. It is counted (Stats.RetainedRefused), its first and every
+	// 1000th occurrence logged, and the publisher is told only when the
+	// publish therefore had no effect at all: an MQTT 5 QoS 1/2 publish that
+	// matched no subscription gets PUBACK/PUBREC 0x97 Quota exceeded;
+	// otherwise the message was delivered, so the publish succeeded, and a
+	// failure code would make clients that retry deliver it twice (see
+	// conn.publishCode). Messages restored from the Store at start-up count
+	// but are all kept, even over the caps.
+	//
+	// Default 1,000,000: each retained topic costs about 250-550 bytes of
+	// heap besides its bytes (Message, trie nodes; more for deeper
+	// topics), so a million is at most about half a GiB of bookkeeping,
+	// and it leaves room for ten retained topics for each of MaxConnections'
+	// default 100,000 clients, the usual "last known state per device"
+	// use. Negative: unlimited.
+	MaxRetained int
+	// MaxRetainedBytes caps the topic, payload and property bytes
+	// (ContentType, ResponseTopic, CorrelationData, User Properties) of
+	// all retained messages outside $SYS, with MaxRetained's policy. A
+	// replacement may not grow the total beyond it either, or replacing
+	// small messages by large ones would defeat it: such a replacement is
+	// refused and the topic's older retained message is cleared, since
+	// serving it to new subscribers as the latest value would be wrong.
+	// Default 1 GiB: with MaxRetained's default, about 1 KiB a topic on
+	// average, and a worst case near 1.5 GiB of heap in all. Negative:
+	// unlimited.
+	MaxRetainedBytes int
 	// Store persists sessions and retained messages. Default: none, state
 	// lives only in memory.
 	Store Store
@@ -143,5 +176,11 @@ func (o *Options) fill() {
 	}
 	if o.SysInterval == 0 {
 		o.SysInterval = 10 * time.Second
+	}
+	if o.MaxRetained == 0 {
+		o.MaxRetained = 1000000
+	}
+	if o.MaxRetainedBytes == 0 {
+		o.MaxRetainedBytes = 1 << 30
 	}
 }

@@ -59,9 +59,9 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	case 0:
 		c.srv.publish(c.srv.newMessage(p, c.clientID))
 	case 1:
-		n, t := c.srv.publish(c.srv.newMessage(p, c.clientID))
+		n, t, notRetained := c.srv.route(c.srv.newMessage(p, c.clientID))
 		c.needDurable(t)
-		c.ackPublish(p, matchCode(n))
+		c.ackPublish(p, c.publishCode(n, notRetained))
 	case 2:
 		ss := c.sess
 		ss.mu.Lock()
@@ -79,9 +79,12 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		}
 		rc := packet.Success
 		if !seen {
-			n, t := c.srv.publish(c.srv.newMessage(p, c.clientID))
+			n, t, notRetained := c.srv.route(c.srv.newMessage(p, c.clientID))
 			c.needDurable(t)
-			rc = matchCode(n)
+			rc = c.publishCode(n, notRetained)
+			if rc >= 0x80 {
+				c.forgetInQoS2(p.PacketID)
+			}
 		}
 		c.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
 	}
@@ -161,14 +164,23 @@ func (c *conn) handlePubrel(p *packet.Pubrel) {
 // matching session. It returns how many sessions it was routed to and the
 // store ticket an acknowledgement of it must wait for.
 func (s *Server) publish(msg *Message) (int, Ticket) {
+	n, t, _ := s.route(msg)
+	return n, t
+}
+
+// route is publish that also returns why msg was not retained when it asked
+// to be and a retained-message limit refused it (counted and logged here);
+// it is delivered all the same.
+func (s *Server) route(msg *Message) (n int, last Ticket, notRetained error) {
 	sc := s.router.match(msg)
-	n := len(sc.targets)
+	n = len(sc.targets)
 	// Decided before msg is shared with anyone: from here on msg is
 	// immutable but for its wire-form cache.
 	msg.shareWire = n > 1
-	var last Ticket
 	if msg.Retain {
-		last = s.ret.set(msg)
+		if last, notRetained = s.ret.put(msg, s.retainLimits()); notRetained != nil {
+			s.noteRetainRefused(msg, notRetained)
+		}
 	}
 	for i := range sc.targets {
 		t := &sc.targets[i]
@@ -179,7 +191,7 @@ func (s *Server) publish(msg *Message) (int, Ticket) {
 		last = max(last, t.sess.deliver(msg, t.qos, t.retain, t.subIDs))
 	}
 	s.router.release(sc)
-	return n, last
+	return n, last, notRetained
 }
 
 // storeHealth reports a store that cannot take more writes (a full disk),

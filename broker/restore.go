@@ -19,9 +19,10 @@ func (s *Server) restore() error {
 	now := time.Now()
 	var maxID uint64
 	for _, m := range st.Retained {
-		s.ret.msgs.Set(m.Topic, m)
+		s.ret.restore(m)
 		maxID = max(maxID, m.ID)
 	}
+	s.warnRetainedOver()
 	var due []*willMsg
 	for i := range st.Sessions {
 		rec := &st.Sessions[i]

@@ -57,6 +57,7 @@ type stats struct {
 	bytesReceived   atomic.Uint64
 	bytesSent       atomic.Uint64
 	expiredSessions atomic.Uint64
+	retainedRefused atomic.Uint64 // retained PUBLISHes a retained limit kept from being stored
 
 	latency    [len(latencyBounds) + 1]atomic.Uint64
 	latencySum atomic.Int64 // nanoseconds
@@ -172,7 +173,13 @@ type Stats struct {
 	Inflight         int // QoS 1/2 messages sent and not yet acknowledged, all sessions
 	Queued           int // messages waiting in session queues
 	Retained         int
-	Subscriptions    int
+	// RetainedBytes is what the retained messages outside $SYS count
+	// towards Options.MaxRetainedBytes.
+	RetainedBytes int
+	// RetainedRefused counts retained PUBLISHes delivered but not kept
+	// because of Options.MaxRetained or MaxRetainedBytes.
+	RetainedRefused uint64
+	Subscriptions   int
 	// Latency is the publish-to-delivery histogram: the time from a
 	// PUBLISH arriving to its copy being queued for a subscriber's socket,
 	// measured for one delivery in 16.
@@ -203,10 +210,12 @@ func (s *Server) Stats() Stats {
 		BytesSent:       st.bytesSent.Load(),
 		Dropped:         make(map[DropReason]uint64),
 		Retained:        s.ret.count(),
+		RetainedRefused: st.retainedRefused.Load(),
 		Subscriptions:   s.router.tree.Len(),
 		ConnectsRefused: make(map[packet.ReasonCode]uint64),
 		Disconnects:     make(map[string]uint64),
 	}
+	_, out.RetainedBytes = s.ret.usage()
 	for i := range 3 {
 		out.MessagesReceived[i] = st.msgsReceived[i].Load()
 		out.MessagesSent[i] = st.msgsSent[i].Load()

@@ -62,6 +62,8 @@ func (s *Server) publishSys() {
 		{"$SYS/broker/bytes/sent", u(st.bytesSent.Load(), 10)},
 		{"$SYS/broker/subscriptions/count", i(int64(s.router.tree.Len()))},
 		{"$SYS/broker/retained messages/count", i(int64(s.ret.count()))},
+		// Not in mosquitto, which has no retained limits.
+		{"$SYS/broker/retained messages/refused", u(st.retainedRefused.Load(), 10)},
 		{"$SYS/broker/heap/current", u(heapInUse(), 10)},
 	}
 	now := time.Now().UnixNano()

@@ -50,6 +50,8 @@ var (
 	descInflight     = desc("messages_inflight", "QoS 1 and 2 messages sent and not yet acknowledged, all sessions.")
 	descQueued       = desc("messages_queued", "Messages waiting in session queues.")
 	descRetained     = desc("retained_messages", "Retained messages.")
+	descRetBytes     = desc("retained_bytes", "Topic, payload and property bytes of the retained messages outside $SYS (what max_retained_bytes limits).")
+	descRetRefused   = desc("retained_refused_total", "Retained PUBLISHes delivered but not kept because of max_retained or max_retained_bytes.")
 	descSubs         = desc("subscriptions", "Subscriptions, all sessions.")
 	descStoreSize    = desc("store_size_bytes", "Bytes the store takes on disk.")
 	descLatency      = desc("delivery_latency_seconds", "Time from a PUBLISH arriving to its copy being queued for a subscriber's socket.")
@@ -59,7 +61,7 @@ var (
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descUptime, descConnected, descMaxConnected, descConnects, descByListener,
 		descRefused, descDisconnects, descSessions, descExpired, descMsgsIn, descMsgsOut, descBytesIn, descBytesOut, descPayloadIn, descPayloadOut,
-		descDropped, descInflight, descQueued, descRetained, descSubs, descStoreSize, descLatency} {
+		descDropped, descInflight, descQueued, descRetained, descRetBytes, descRetRefused, descSubs, descStoreSize, descLatency} {
 		ch <- d
 	}
 }
@@ -102,6 +104,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descInflight, float64(st.Inflight))
 	gauge(descQueued, float64(st.Queued))
 	gauge(descRetained, float64(st.Retained))
+	gauge(descRetBytes, float64(st.RetainedBytes))
+	counter(descRetRefused, st.RetainedRefused)
 	gauge(descSubs, float64(st.Subscriptions))
 	if c.store != nil {
 		if n, err := c.store.Size(); err != nil {

@@ -132,6 +132,8 @@ func TestMetricsAfterWorkload(t *testing.T) {
 		{"roost_messages_inflight", nil, 0},
 		{"roost_messages_queued", nil, 0},
 		{"roost_retained_messages", nil, 1},
+		{"roost_retained_bytes", nil, 14}, // "w/kept" + "retained"
+		{"roost_retained_refused_total", nil, 0},
 		{"roost_subscriptions", nil, 1},
 		{"roost_store_size_bytes", nil, 12345},
 		{"roost_delivery_latency_seconds", nil, 2},

@@ -73,6 +73,11 @@ type Limits struct {
 	ServerKeepAlive     uint16
 	MaxSessionExpiry    uint32 // 0 means no cap, as in broker.Options
 	TopicAliasMaximum   uint16
+	// MaxRetained and MaxRetainedBytes bound retained messages; 0 means
+	// unlimited, as for the other limits here (broker.Options reads 0
+	// as "default" and a negative value as unlimited).
+	MaxRetained      int
+	MaxRetainedBytes int
 }
 
 // DefaultListenURL is where Roost listens when nothing else is configured.
@@ -103,6 +108,8 @@ func Default() *Config {
 			ServerKeepAlive:   o.ServerKeepAlive,
 			MaxSessionExpiry:  o.MaxSessionExpiry,
 			TopicAliasMaximum: o.TopicAliasMaximum,
+			MaxRetained:       o.MaxRetained,
+			MaxRetainedBytes:  o.MaxRetainedBytes,
 		},
 		SysInterval: o.SysInterval,
 		Retain:      !o.DisableRetain,
@@ -160,9 +167,20 @@ func (c *Config) BrokerOptions(logger *slog.Logger) broker.Options {
 		ServerKeepAlive:     l.ServerKeepAlive,
 		MaxSessionExpiry:    l.MaxSessionExpiry,
 		TopicAliasMaximum:   l.TopicAliasMaximum,
+		MaxRetained:         unlimitedIfZero(l.MaxRetained),
+		MaxRetainedBytes:    unlimitedIfZero(l.MaxRetainedBytes),
 		SysInterval:         sys,
 		DisableRetain:       !c.Retain,
 	}
+}
+
+// unlimitedIfZero turns the config's 0 = unlimited into broker.Options'
+// negative = unlimited (0 there means "default").
+func unlimitedIfZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // Error is one problem at one line of a configuration file.

@@ -37,6 +37,8 @@ limits:
   server_keep_alive: 120
   max_session_expiry: 86400
   topic_alias_maximum: 10
+  max_retained: 50000
+  max_retained_bytes: 256MiB
 sys_interval: 1m
 retain: false
 auth:
@@ -64,6 +66,7 @@ func TestParseExample(t *testing.T) {
 			MaxConnectionsPerIP: 50, ConnectRatePerIP: 2.5, MaxSubscriptions: 300, PublishRate: 1000,
 			ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120,
 			MaxSessionExpiry: 86400, TopicAliasMaximum: 10,
+			MaxRetained: 50000, MaxRetainedBytes: 256 << 20,
 		},
 		SysInterval: time.Minute,
 		Retain:      false,
@@ -118,6 +121,7 @@ func TestBrokerOptions(t *testing.T) {
 		MaxConnectionsPerIP: 50, ConnectRatePerIP: 2.5, MaxSubscriptions: 300, PublishRate: 1000,
 		ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120, MaxSessionExpiry: 86400,
 		TopicAliasMaximum: 10, SysInterval: time.Minute, DisableRetain: true,
+		MaxRetained: 50000, MaxRetainedBytes: 256 << 20,
 	}
 	if o != want {
 		t.Errorf("BrokerOptions = %+v\nwant %+v", o, want)
@@ -135,6 +139,36 @@ func TestSysIntervalOff(t *testing.T) {
 		}
 		if got := c.BrokerOptions(nil).SysInterval; got >= 0 {
 			t.Errorf("%s: broker SysInterval = %v, want negative (disabled)", v, got)
+		}
+	}
+}
+
+// max_retained and max_retained_bytes: 0 is unlimited, which broker.Options
+// spells as a negative value; absent keys keep the broker's defaults.
+func TestRetainedLimits(t *testing.T) {
+	tests := []struct {
+		src          string
+		count, bytes int // in Config
+		optN, optB   int // in broker.Options
+	}{
+		{"", 1000000, 1 << 30, 1000000, 1 << 30},
+		{"limits: {max_retained: 0, max_retained_bytes: 0}", 0, 0, -1, -1},
+		{"limits: {max_retained: 1, max_retained_bytes: 1}", 1, 1, 1, 1},
+		{"limits: {max_retained: 2_000_000, max_retained_bytes: 4GiB}", 2000000, 4 << 30, 2000000, 4 << 30},
+		{"limits: {max_retained_bytes: 1 KiB}", 1000000, 1024, 1000000, 1024},
+	}
+	for _, tt := range tests {
+		c, err := Parse("", []byte(tt.src))
+		if err != nil {
+			t.Errorf("%q: %v", tt.src, err)
+			continue
+		}
+		if c.Limits.MaxRetained != tt.count || c.Limits.MaxRetainedBytes != tt.bytes {
+			t.Errorf("%q: config %d, %d; want %d, %d", tt.src, c.Limits.MaxRetained, c.Limits.MaxRetainedBytes, tt.count, tt.bytes)
+		}
+		o := c.BrokerOptions(nil)
+		if o.MaxRetained != tt.optN || o.MaxRetainedBytes != tt.optB {
+			t.Errorf("%q: options %d, %d; want %d, %d", tt.src, o.MaxRetained, o.MaxRetainedBytes, tt.optN, tt.optB)
 		}
 	}
 }
@@ -239,6 +273,14 @@ func TestErrors(t *testing.T) {
 		{"limits:\n  topic_alias_maximum: 0\n", `roost.yaml:2: limits.topic_alias_maximum: must be an integer from 1 to 65535, got "0"`},
 		{"limits:\n  max_session_expiry: 4294967296\n", `roost.yaml:2: limits.max_session_expiry: must be an integer from 0 to 4294967295, got "4294967296"`},
 		{"limits:\n  max_session_expiry: \"60\"\n", `roost.yaml:2: limits.max_session_expiry: must be an integer from 0 to 4294967295, got "60"`},
+		{"limits:\n  max_retained: -1\n", `roost.yaml:2: limits.max_retained: must be an integer from 0 to 2147483647, got "-1"`},
+		{"limits:\n  max_retained: lots\n", `roost.yaml:2: limits.max_retained: must be an integer from 0 to 2147483647, got "lots"`},
+		{"limits:\n  max_retained: 1e6\n", `roost.yaml:2: limits.max_retained: must be an integer from 0 to 2147483647, got "1e6"`},
+		{"limits:\n  max_retained: 3000000000\n", `roost.yaml:2: limits.max_retained: must be an integer from 0 to 2147483647, got "3000000000"`},
+		{"limits:\n  max_retained_bytes: -1\n", `roost.yaml:2: limits.max_retained_bytes: must be a size such as 65536, 512KiB or 1MiB, got "-1"`},
+		{"limits:\n  max_retained_bytes: 1GB\n", `roost.yaml:2: limits.max_retained_bytes: must be a size such as 65536, 512KiB or 1MiB, got "1GB"`},
+		{"limits:\n  max_retained_bytes: 99999999999GiB\n", `roost.yaml:2: limits.max_retained_bytes: must be from 0 to 9223372036854775807 bytes, got "99999999999GiB"`},
+		{"limits:\n  max_retained_byte: 1GiB\n", `roost.yaml:2: unknown key "max_retained_byte" in limits`},
 		// limits: sizes
 		{"limits:\n  max_packet_size: 1MB\n", `roost.yaml:2: limits.max_packet_size: must be a size such as 65536, 512KiB or 1MiB, got "1MB"`},
 		{"limits:\n  max_packet_size: 0\n", `roost.yaml:2: limits.max_packet_size: must be from 1 byte to 268435460 bytes, got "0"`},

@@ -206,6 +206,16 @@ func (d *decoder) limits(n *yaml.Node, path string, l *Limits) {
 				l.MaxSessionExpiry = uint32(n)
 			}
 		},
+		"max_retained": func(p string, v *yaml.Node) {
+			if n, ok := d.integer(v, p, 0, 1<<31-1); ok {
+				l.MaxRetained = int(n)
+			}
+		},
+		"max_retained_bytes": func(p string, v *yaml.Node) {
+			if n, ok := d.bytes(v, p, 0, math.MaxInt64); ok {
+				l.MaxRetainedBytes = int(n)
+			}
+		},
 	})
 }
 
