@@ -1,15 +1,13 @@
 package security
 
 import (
-	"fmt"
-	"os"
-	"os/exec"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/roost-mqtt/roost/auth"
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/mosquittotest"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -41,7 +39,6 @@ pattern read inbox/%u
 // both brokers.
 func TestACLFileSameAsMosquitto(t *testing.T) {
 	t.Parallel()
-	mosq := need(t, "mosquitto")
 	aclPath := writeFile(t, "acl", mosquittoACL)
 
 	acl, err := auth.LoadACLFile(aclPath)
@@ -50,20 +47,7 @@ func TestACLFileSameAsMosquitto(t *testing.T) {
 	}
 	roost := deliveries(t, start(t, broker.Options{Authorizer: acl}))
 
-	port := freePort(t)
-	conf := fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\nacl_file %s\npersistence false\n", port, aclPath)
-	if os.Geteuid() == 0 {
-		conf += "user root\n"
-	}
-	cmd := exec.Command(mosq, "-c", writeFile(t, "mosquitto.conf", conf))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := "127.0.0.1:" + port
-	if !mqtttest.WaitListening(addr, 5*time.Second, nil) {
-		t.Fatal("mosquitto did not start")
-	}
+	addr := mosquittotest.Start(t, "acl_file "+aclPath).Addr
 	mosquitto := deliveries(t, addr)
 
 	t.Logf("deliveries (both brokers): %q", mosquitto)

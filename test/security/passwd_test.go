@@ -3,11 +3,13 @@ package security
 import (
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/roost-mqtt/roost/auth"
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/mosquittotest"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -60,7 +62,7 @@ func TestMosquittoPasswdFile(t *testing.T) {
 
 // The other way round: mosquitto accepts a $7$ file that roost writes.
 func TestMosquittoReadsRoostFile(t *testing.T) {
-	mosq, pub := need(t, "mosquitto"), need(t, "mosquitto_pub")
+	pub := need(t, "mosquitto_pub")
 	dir := t.TempDir()
 	file := filepath.Join(dir, "passwd")
 	h, err := auth.Hash(auth.SHA512PBKDF2, []byte("s3cret"))
@@ -70,13 +72,8 @@ func TestMosquittoReadsRoostFile(t *testing.T) {
 	if err := auth.SetUser(file, "alice", h, true); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
-	conf := writeFile(t, "mosquitto.conf", "user root\nlistener "+port+" 127.0.0.1\nallow_anonymous false\npassword_file "+file+"\n")
-	cmd := exec.Command(mosq, "-c", conf)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// The later allow_anonymous wins over mosquittotest's default.
+	port := strconv.Itoa(mosquittotest.Start(t, "allow_anonymous false", "password_file "+file).Port)
 	run := func(pw string) error {
 		return exec.Command(pub, "-h", "127.0.0.1", "-p", port, "-u", "alice", "-P", pw, "-t", "t", "-m", "x").Run()
 	}
