@@ -83,4 +83,3 @@ func mqttDialWill(t *testing.T, addr, id, topic string) *mqtttest.Client {
 	c.Connect(&packet.Connect{ClientID: id, CleanStart: true, WillFlag: true, WillTopic: topic, WillPayload: []byte(id)})
 	return c
 }
-
