@@ -19,11 +19,14 @@ type Retained[V any] struct {
 	n    int
 }
 
+// rnode is one level of a name. The full name is kept only where a value
+// is set; it is the caller's string (the broker's Message.Topic), so it
+// costs the node its header and nothing else.
 type rnode[V any] struct {
-	kids map[string]*rnode[V]
+	kids kids[rnode[V]]
 	name string // the full topic name, when set
-	set  bool
 	v    V
+	set  bool
 }
 
 // Set stores v under the topic name, replacing any previous value. The name
@@ -35,13 +38,10 @@ func (r *Retained[V]) Set(name string, v V) {
 	for rest, more := name, true; more; {
 		var level string
 		level, rest, more = cut(rest)
-		c := n.kids[level]
+		c := n.kids.get(level)
 		if c == nil {
-			if n.kids == nil {
-				n.kids = make(map[string]*rnode[V])
-			}
 			c = &rnode[V]{}
-			n.kids[level] = c
+			n.kids.add(level, c)
 		}
 		n = c
 	}
@@ -71,7 +71,7 @@ func (r *Retained[V]) Get(name string) (V, bool) {
 	for rest, more := name, true; more && n != nil; {
 		var level string
 		level, rest, more = cut(rest)
-		n = n.kids[level]
+		n = n.kids.get(level)
 	}
 	if n == nil || !n.set {
 		var zero V
@@ -106,19 +106,31 @@ func (n *rnode[V]) match(filter string, root bool, fn func(string, V)) {
 		if !root && n.set {
 			fn(n.name, n.v) // "a/#" also matches "a" [MQTT-4.7.1-1]
 		}
-		for k, c := range n.kids {
+		// The slice and map loops are written out rather than behind an
+		// iterator: this is the fan-out of every '#' SUBSCRIBE.
+		for _, k := range n.kids.list {
+			if !(root && isDollar(k.level)) {
+				k.n.walk(fn)
+			}
+		}
+		for k, c := range n.kids.big {
 			if !(root && isDollar(k)) {
 				c.walk(fn)
 			}
 		}
 	case "+":
-		for k, c := range n.kids {
+		for _, k := range n.kids.list {
+			if !(root && isDollar(k.level)) {
+				k.n.matched(rest, more, fn)
+			}
+		}
+		for k, c := range n.kids.big {
 			if !(root && isDollar(k)) {
 				c.matched(rest, more, fn)
 			}
 		}
 	default:
-		if c := n.kids[level]; c != nil {
+		if c := n.kids.get(level); c != nil {
 			c.matched(rest, more, fn)
 		}
 	}
@@ -137,7 +149,10 @@ func (n *rnode[V]) walk(fn func(string, V)) {
 	if n.set {
 		fn(n.name, n.v)
 	}
-	for _, c := range n.kids {
+	for _, k := range n.kids.list {
+		k.n.walk(fn)
+	}
+	for _, c := range n.kids.big {
 		c.walk(fn)
 	}
 }
@@ -145,7 +160,7 @@ func (n *rnode[V]) walk(fn func(string, V)) {
 // remove clears name below n, pruning emptied nodes on the way back up.
 func (n *rnode[V]) remove(name string) bool {
 	level, rest, more := cut(name)
-	c := n.kids[level]
+	c := n.kids.get(level)
 	if c == nil {
 		return false
 	}
@@ -157,11 +172,8 @@ func (n *rnode[V]) remove(name string) bool {
 		c.name, c.set, c.v = "", false, zero
 		ok = true
 	}
-	if ok && !c.set && len(c.kids) == 0 {
-		delete(n.kids, level)
-		if len(n.kids) == 0 {
-			n.kids = nil
-		}
+	if ok && !c.set && c.kids.empty() {
+		n.kids.remove(level)
 	}
 	return ok
 }

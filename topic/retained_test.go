@@ -62,7 +62,7 @@ func TestRetainedSetGetDelete(t *testing.T) {
 			t.Errorf("Delete(%q) = false", name)
 		}
 	}
-	if r.Len() != 0 || r.root.kids != nil {
+	if r.Len() != 0 || !r.root.kids.empty() {
 		t.Errorf("store not pruned after deleting all: Len %d, root %+v", r.Len(), r.root)
 	}
 }
@@ -116,7 +116,7 @@ func TestRetainedRandom(t *testing.T) {
 		}
 		r.Delete(n)
 	}
-	if r.Len() != 0 || r.root.kids != nil {
+	if r.Len() != 0 || !r.root.kids.empty() {
 		t.Fatal("store not pruned after deleting all")
 	}
 }

@@ -23,13 +23,16 @@ type Tree[K comparable, V any] struct {
 	n    int
 }
 
-// node is one filter level. Literal children are in a map; the '+' and '#'
-// children have their own pointers so Match reaches them without hashing.
+// node is one filter level. Literal children are in kids (a small slice,
+// a map when there are many); the '+' and '#' children have their own
+// pointers so Match reaches them without a lookup.
 type node[K comparable, V any] struct {
-	lits   map[string]*node[K, V]
-	plus   *node[K, V]
-	hash   *node[K, V]
-	filter string // the full filter this node stands for; set once it holds subscriptions
+	kids kids[node[K, V]]
+	plus *node[K, V]
+	hash *node[K, V]
+	// filter is the full filter this node stands for while it holds
+	// subscriptions, a private copy (see own).
+	filter string
 	subs   []entry[K, V]
 	// index finds a subscription in subs once there are more than indexMin
 	// of them, so popular filters (many sessions on one topic) subscribe and
@@ -71,7 +74,9 @@ func (t *Tree[K, V]) Subscribe(filter, group string, key K, v V) (replaced bool)
 		level, rest, more = cut(rest)
 		n = n.child(level)
 	}
-	n.filter = filter
+	if n.filter == "" {
+		n.filter = own(filter)
+	}
 	id := subID[K]{group, key}
 	if i := n.find(id); i >= 0 {
 		n.subs[i].v = v
@@ -125,7 +130,7 @@ func (n *node[K, V]) match(name string, noWild bool, fn func(string, string, K, 
 			n.plus.matched(rest, more, fn)
 		}
 	}
-	if c := n.lits[level]; c != nil {
+	if c := n.kids.get(level); c != nil {
 		c.matched(rest, more, fn)
 	}
 }
@@ -157,13 +162,10 @@ func (n *node[K, V]) child(level string) *node[K, V] {
 		}
 		return *p
 	}
-	c := n.lits[level]
+	c := n.kids.get(level)
 	if c == nil {
-		if n.lits == nil {
-			n.lits = make(map[string]*node[K, V])
-		}
 		c = &node[K, V]{}
-		n.lits[level] = c
+		n.kids.add(level, c)
 	}
 	return c
 }
@@ -183,7 +185,7 @@ func (n *node[K, V]) get(level string) *node[K, V] {
 	if p := n.slot(level); p != nil {
 		return *p
 	}
-	return n.lits[level]
+	return n.kids.get(level)
 }
 
 func (n *node[K, V]) drop(level string) {
@@ -191,10 +193,7 @@ func (n *node[K, V]) drop(level string) {
 		*p = nil
 		return
 	}
-	delete(n.lits, level)
-	if len(n.lits) == 0 {
-		n.lits = nil
-	}
+	n.kids.remove(level)
 }
 
 // remove deletes id from the node for filter below n, pruning emptied nodes
@@ -219,7 +218,7 @@ func (n *node[K, V]) remove(filter string, id subID[K]) bool {
 }
 
 func (n *node[K, V]) empty() bool {
-	return len(n.subs) == 0 && len(n.lits) == 0 && n.plus == nil && n.hash == nil
+	return len(n.subs) == 0 && n.kids.empty() && n.plus == nil && n.hash == nil
 }
 
 func (n *node[K, V]) find(id subID[K]) int {
@@ -264,7 +263,7 @@ func (n *node[K, V]) removeAt(i int) {
 	n.subs = n.subs[:last]
 	switch {
 	case last == 0:
-		n.subs, n.index = nil, nil
+		n.subs, n.index, n.filter = nil, nil, ""
 	case cap(n.subs) > 64 && last < cap(n.subs)/4:
 		// Give back the memory of a filter whose crowd has left.
 		n.subs = append([]entry[K, V](nil), n.subs...)
