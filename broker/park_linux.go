@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -21,8 +22,15 @@ import (
 // ignored.
 type poller struct {
 	epfd int
-	pipe [2]int // writing to pipe[1] stops the loop
-	mu   sync.Mutex
+	// f wraps epfd for Go's own netpoller: the loop waits for the epoll
+	// instance to become readable there instead of in epoll_wait. A
+	// goroutine blocked in a system call keeps its P until the runtime's
+	// monitor takes it back, which it checks only every 20 µs to 10 ms;
+	// with one P (a broker pinned to one core) every message would wait
+	// that long while the loop sat in epoll_wait.
+	f  *os.File
+	rc syscall.RawConn
+	mu sync.Mutex
 	// slots holds the registered connections; an id is a slot index in
 	// its low 32 bits and a generation in its high ones, so a slot reused
 	// by another connection does not answer to the old id. (A slice costs
@@ -38,32 +46,26 @@ func newPoller() (*poller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	p := &poller{epfd: epfd, done: make(chan struct{})}
-	if err := syscall.Pipe2(p.pipe[:], syscall.O_CLOEXEC|syscall.O_NONBLOCK); err != nil {
+	if err := syscall.SetNonblock(epfd, true); err != nil {
 		syscall.Close(epfd)
-		return nil, fmt.Errorf("pipe2: %w", err)
+		return nil, fmt.Errorf("epoll fd: %w", err)
 	}
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN} // id 0: the stop pipe
-	if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, p.pipe[0], &ev); err != nil {
-		p.closeFDs()
-		return nil, fmt.Errorf("epoll_ctl: %w", err)
+	f := os.NewFile(uintptr(epfd), "epoll") // non-blocking, so pollable
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("epoll fd: %w", err)
 	}
+	p := &poller{epfd: epfd, f: f, rc: rc, done: make(chan struct{})}
 	go p.loop()
 	return p, nil
-}
-
-func (p *poller) closeFDs() {
-	syscall.Close(p.epfd)
-	syscall.Close(p.pipe[0])
-	syscall.Close(p.pipe[1])
 }
 
 // close stops the loop and releases the epoll instance. Connections must
 // all have finished.
 func (p *poller) close() {
-	syscall.Write(p.pipe[1], []byte{0})
+	p.f.Close() // the loop's wait returns an error
 	<-p.done
-	p.closeFDs()
 }
 
 // sweepEvery is how often the loop looks for parked connections whose
@@ -78,12 +80,23 @@ func (p *poller) loop() {
 	woken := make([]*conn, 0, len(events))
 	nextSweep := time.Now().Add(sweepEvery)
 	for {
-		n, err := syscall.EpollWait(p.epfd, events, int(sweepEvery/time.Millisecond))
-		if err != nil && !errors.Is(err, syscall.EINTR) {
-			return // EBADF and friends: nothing more will be delivered
+		// Wait until the epoll instance has events or the next sweep is
+		// due: the deadline ends the wait with a timeout.
+		p.f.SetReadDeadline(nextSweep)
+		var n int
+		err := p.rc.Read(func(fd uintptr) bool {
+			var werr error
+			n, werr = syscall.EpollWait(int(fd), events, 0)
+			if werr != nil {
+				n = 0
+				return !errors.Is(werr, syscall.EINTR)
+			}
+			return n > 0 // none ready: wait in the netpoller
+		})
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			return // closed
 		}
 		woken = woken[:0]
-		stop := false
 		p.mu.Lock()
 		if now := time.Now(); !now.Before(nextSweep) {
 			nextSweep = now.Add(sweepEvery)
@@ -97,22 +110,14 @@ func (p *poller) loop() {
 				}
 			}
 		}
-		for _, ev := range events[:max(n, 0)] {
-			id := uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
-			if id == 0 {
-				stop = true
-				continue
-			}
-			if c := p.lookup(id); c != nil {
+		for _, ev := range events[:n] {
+			if c := p.lookup(uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32); c != nil {
 				woken = append(woken, c)
 			}
 		}
 		p.mu.Unlock()
 		for _, c := range woken {
 			c.wake()
-		}
-		if stop {
-			return
 		}
 	}
 }
@@ -130,7 +135,7 @@ func (p *poller) register(c *conn) {
 	}
 	p.gen++
 	if p.gen == 0 {
-		p.gen = 1 // id 0 is the stop pipe's
+		p.gen = 1 // ids are never 0
 	}
 	p.slots[i] = c
 	c.parkID = uint64(i) | uint64(p.gen)<<32
