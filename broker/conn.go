@@ -73,7 +73,6 @@ type conn struct {
 	// Reader goroutine only (one at a time: a parked connection's next
 	// reader is started after the previous one exited).
 	started       bool      // the connect timeout has been set
-	parkFailed    bool      // parking failed once (logged once)
 	nextAliasOut  uint16    // guarded by sess.mu, as aliasOut; here to pack
 	readBy        time.Time // keep-alive (or connect) deadline; zero = none
 	aliasIn       map[uint16]string
@@ -168,6 +167,9 @@ func (c *conn) readLoop() error {
 	var deadline time.Time // last one set on nc
 	maxSize := int(c.srv.opts.MaxPacketSize)
 	got := false // bytes arrived since the deadline was last moved
+	// lastData is when bytes last arrived; a new reader starts because
+	// some did (or at the connection's start).
+	lastData := time.Now()
 	var pub *packet.Publish
 	for {
 		off := 0
@@ -229,26 +231,32 @@ func (c *conn) readLoop() error {
 			c.srv.putReadBuf(buf)
 			buf = c.srv.readBuf() // release a large buffer once drained
 		}
-		now := time.Now()
-		if got && c.connected {
-			got = false
-			if c.keepAlive > 0 {
-				c.readBy = now.Add(c.keepAlive)
-			} else {
-				c.readBy = time.Time{}
+		if got {
+			lastData = time.Now()
+			if c.connected {
+				got = false
+				if c.keepAlive > 0 {
+					c.readBy = lastData.Add(c.keepAlive)
+				} else {
+					c.readBy = time.Time{}
+				}
 			}
 		}
-		// An empty buffer on a connection that can park waits at most
-		// parkIdle before parking.
-		dl, parking := c.readBy, false
+		// The socket's deadline is the keep-alive deadline or, for a
+		// connection that can park and has nothing buffered, the moment it
+		// will have been idle for parkIdle, if sooner. It is moved only
+		// when it must come sooner: one that fires early is re-armed
+		// below, so a busy connection costs one timer per period instead
+		// of a timer update per read.
+		target := c.readBy
 		if n == 0 && c.parkable && c.connected {
-			if p := now.Add(parkIdle); dl.IsZero() || p.Before(dl) {
-				dl, parking = p, true
+			if p := lastData.Add(parkIdle); target.IsZero() || p.Before(target) {
+				target = p
 			}
 		}
-		if !dl.Equal(deadline) {
-			c.nc.SetReadDeadline(dl)
-			deadline = dl
+		if !target.IsZero() && (deadline.IsZero() || target.Before(deadline)) {
+			c.nc.SetReadDeadline(target)
+			deadline = target
 		}
 		if c.kick.Load() != kickNone {
 			return errKicked
@@ -269,11 +277,18 @@ func (c *conn) readLoop() error {
 			if m > 0 && !isTimeout(err) {
 				continue // handle what arrived, then see the error again
 			}
-			if m == 0 && parking && isTimeout(err) && c.kick.Load() == kickNone {
-				if c.park() {
+			if m == 0 && isTimeout(err) && c.kick.Load() == kickNone {
+				now := time.Now()
+				if !c.readBy.IsZero() && !now.Before(c.readBy) {
+					return err // the keep alive (or connect timeout) ran out
+				}
+				if n == 0 && c.parkable && c.connected && !now.Before(lastData.Add(parkIdle)) && c.park() {
 					return errParked
 				}
-				deadline = time.Time{} // parking failed: read on, with the keep alive
+				// Early: data came after the deadline was set, or parking
+				// failed. Clear it; the next round sets the right one.
+				c.nc.SetReadDeadline(time.Time{})
+				deadline = time.Time{}
 				continue
 			}
 			return err

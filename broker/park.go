@@ -92,10 +92,8 @@ func (c *conn) park() bool {
 	}
 	if err != nil {
 		if c.state.CompareAndSwap(readerParked, readerRunning) {
-			if !c.parkFailed {
-				c.parkFailed = true
-				c.logger().Debug("cannot park idle connection; keeping its reader", "err", err)
-			}
+			c.parkable = false // keep the reader from now on
+			c.logger().Debug("cannot park idle connection; keeping its reader", "err", err)
 			return false
 		}
 		return true
