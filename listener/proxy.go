@@ -158,7 +158,7 @@ func (c *proxyConn) NetConn() net.Conn { return c.Conn }
 // Read that timed out left nothing behind.
 func (c *proxyConn) ReadTimeoutSafe() {}
 
-func (c *proxyConn) RemoteAddr() net.Addr       { return c.remote }
+func (c *proxyConn) RemoteAddr() net.Addr { return c.remote }
 
 // ProxyOptions configure Proxy.
 type ProxyOptions struct {
