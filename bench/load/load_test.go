@@ -3,7 +3,6 @@ package load
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/brokertest"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -18,29 +18,8 @@ import (
 // mqtt:// URL.
 func startBroker(t *testing.T, opts broker.Options) string {
 	t.Helper()
-	opts.Logger = slog.New(slog.DiscardHandler)
-	if opts.SysInterval == 0 {
-		opts.SysInterval = -1
-	}
-	s, err := broker.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		<-served
-	})
-	return "mqtt://" + ln.Addr().String()
+	_, addr := brokertest.Start(t, opts)
+	return "mqtt://" + addr
 }
 
 // short is a configuration that finishes in well under a second.

@@ -1,16 +1,15 @@
 package flood
 
 import (
-	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/brokertest"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -28,29 +27,7 @@ func scale[T int | time.Duration](n T) T {
 // startBroker runs a broker with opts on 127.0.0.1:0 until the test ends.
 func startBroker(t *testing.T, opts broker.Options) (*broker.Server, string) {
 	t.Helper()
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.SysInterval == 0 {
-		opts.SysInterval = -1
-	}
-	s, err := broker.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	})
-	return s, ln.Addr().String()
+	return brokertest.Start(t, opts)
 }
 
 // srcIP is the i-th of n loopback source addresses, 127.0.0.2 and up.

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/brokertest"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	rc "github.com/roost-mqtt/roost/internal/rawclient"
 )
@@ -107,23 +107,8 @@ func startBroker(t *testing.T, adjust func(*broker.Options)) (string, *mqtttest.
 	if adjust != nil {
 		adjust(&opts)
 	}
-	s, err := broker.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-	})
-	return ln.Addr().String(), logs
+	_, addr := brokertest.Start(t, opts)
+	return addr, logs
 }
 
 // goodConnect is the CONNECT the harness sends for connected cases.

@@ -1,16 +1,14 @@
 package security
 
 import (
-	"context"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/brokertest"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -19,22 +17,8 @@ import (
 func start(t *testing.T, opts broker.Options) string {
 	t.Helper()
 	opts.Logger = slog.New(slog.DiscardHandler)
-	opts.SysInterval = -1
-	s, err := broker.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	return ln.Addr().String()
+	_, addr := brokertest.Start(t, opts)
+	return addr
 }
 
 // conn is a raw client connected as user (anonymous if "") with client id.
