@@ -31,7 +31,7 @@ func TestServeAuth(t *testing.T) {
 	var stderr syncBuffer
 	exit := make(chan int, 1)
 	go func() {
-		exit <- run(ctx, []string{"serve", "--config", cfg, "--memory"}, io.Discard, &stderr)
+		exit <- run(ctx, []string{"serve", "--config", cfg, "--memory"}, stdio{out: io.Discard, err: &stderr})
 	}()
 	defer func() { cancel(); <-exit }()
 	var addr string

@@ -130,7 +130,8 @@ func scenarioList() string {
 	return strings.Join(s, ", ")
 }
 
-func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func runBench(ctx context.Context, args []string, std stdio) int {
+	stdout, stderr := std.out, std.err
 	fs := newFlagSet("bench", " SCENARIO", benchHelp, stderr)
 	var b benchFlags
 	b.register(fs)

@@ -25,7 +25,8 @@ server-key.pem), then prints how to serve with them and how to trust the
 CA. Never use these in production: clients such as WeChat mini programs
 accept only certificates from a publicly trusted CA.`
 
-func runCert(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func runCert(ctx context.Context, args []string, std stdio) int {
+	stdout, stderr := std.out, std.err
 	if len(args) == 0 || args[0] != "dev" {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
 			fmt.Fprintf(stderr, "Usage: roost cert dev [flags]\n\n%s\n", certHelp) // like flag's -h

@@ -82,7 +82,7 @@ func TestServeWSS(t *testing.T) {
 	exit := make(chan int, 1)
 	go func() {
 		exit <- run(ctx, []string{"serve", "--memory", "--listen", "wss://127.0.0.1:0/mqtt",
-			"--tls-cert", dir + "/server.pem", "--tls-key", dir + "/server-key.pem"}, io.Discard, &stderr)
+			"--tls-cert", dir + "/server.pem", "--tls-key", dir + "/server-key.pem"}, stdio{out: io.Discard, err: &stderr})
 	}()
 	var addr string
 	if !eventually(t, 10*time.Second, func() bool {

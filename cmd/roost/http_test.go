@@ -21,7 +21,7 @@ func TestServeHTTP(t *testing.T) {
 	exit := make(chan int, 1)
 	go func() {
 		exit <- run(ctx, []string{"serve", "--memory", "--listen", "mqtt://127.0.0.1:0", "--listen", "ws://127.0.0.1:0/mqtt",
-			"--http", "127.0.0.1:0", "--http-token", "tok"}, io.Discard, &stderr)
+			"--http", "127.0.0.1:0", "--http-token", "tok"}, stdio{out: io.Discard, err: &stderr})
 	}()
 	var base string
 	if !eventually(t, 10*time.Second, func() bool {

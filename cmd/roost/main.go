@@ -27,7 +27,14 @@ import (
 type command struct {
 	name    string
 	summary string
-	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) int
+	run     func(ctx context.Context, args []string, std stdio) int
+}
+
+// stdio is a command's standard streams: the process's in main, buffers in
+// tests.
+type stdio struct {
+	in       io.Reader
+	out, err io.Writer
 }
 
 // commands is in the order `roost help` lists them.
@@ -49,11 +56,12 @@ func main() {
 		<-ctx.Done()
 		stop() // a second signal gets the default action: exit now
 	}()
-	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(ctx, os.Args[1:], stdio{os.Stdin, os.Stdout, os.Stderr}))
 }
 
 // run dispatches args[0] to its command.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, std stdio) int {
+	stdout, stderr := std.out, std.err
 	if len(args) == 0 {
 		usage(stderr)
 		return 2
@@ -69,7 +77,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	for _, c := range commands {
 		if c.name == name {
-			return c.run(ctx, rest, stdout, stderr)
+			return c.run(ctx, rest, std)
 		}
 	}
 	fmt.Fprintf(stderr, "roost: unknown command %q\n\n", name)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"strings"
 	"testing"
 )
@@ -11,8 +12,14 @@ import (
 // what it wrote.
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return runCmdIn(t, strings.NewReader(""), args...)
+}
+
+// runCmdIn is runCmd with in as standard input.
+func runCmdIn(t *testing.T, in io.Reader, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	code = run(context.Background(), args, &out, &errOut)
+	code = run(context.Background(), args, stdio{in: in, out: &out, err: &errOut})
 	return code, out.String(), errOut.String()
 }
 

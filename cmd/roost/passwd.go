@@ -30,10 +30,8 @@ replaced atomically (a running broker reloads it and never sees half of
 it) and left with mode 0600. Entries are Argon2id unless -H says otherwise;
 -H sha512-pbkdf2 writes mosquitto's $7$ form, which mosquitto reads too.`
 
-// passwdInput is where interactive passwords come from; tests replace it.
-var passwdInput io.Reader = os.Stdin
-
-func runPasswd(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func runPasswd(_ context.Context, args []string, std stdio) int {
+	stdout, stderr := std.out, std.err
 	flags := newFlagSet("passwd", " FILE USER [PASSWORD]", passwdHelp, stderr)
 	create := flags.Bool("c", false, "create the file, replacing any existing one")
 	batch := flags.Bool("b", false, "batch mode: take the password from the command line")
@@ -81,7 +79,7 @@ func runPasswd(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		pw = []byte(flags.Arg(2))
 	} else {
 		var err error
-		if pw, err = readPassword(stdout); err != nil {
+		if pw, err = readPassword(std.in, stdout); err != nil {
 			fmt.Fprintf(stderr, "roost passwd: %v\n", err)
 			return 1
 		}
@@ -100,8 +98,8 @@ func runPasswd(_ context.Context, args []string, stdout, stderr io.Writer) int {
 
 // readPassword prompts twice without echo on a terminal, or reads the
 // first line of a pipe.
-func readPassword(prompt io.Writer) ([]byte, error) {
-	if f, ok := passwdInput.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+func readPassword(in io.Reader, prompt io.Writer) ([]byte, error) {
+	if f, ok := in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		fmt.Fprint(prompt, "Password: ")
 		pw, err := term.ReadPassword(int(f.Fd()))
 		fmt.Fprintln(prompt)
@@ -119,7 +117,7 @@ func readPassword(prompt io.Writer) ([]byte, error) {
 		}
 		return pw, nil
 	}
-	line, err := bufio.NewReader(passwdInput).ReadString('\n')
+	line, err := bufio.NewReader(in).ReadString('\n')
 	if err != nil && (err != io.EOF || line == "") {
 		return nil, fmt.Errorf("reading the password from standard input: %w", err)
 	}

@@ -45,9 +45,9 @@ func TestPasswd(t *testing.T) {
 	}
 
 	// Not a terminal: the password is the first line of standard input.
-	passwdInput = strings.NewReader("a2\nignored\n")
-	defer func() { passwdInput = os.Stdin }()
-	mustRun(file, "alice")
+	if code, _, stderr := runCmdIn(t, strings.NewReader("a2\nignored\n"), "passwd", file, "alice"); code != 0 {
+		t.Fatalf("roost passwd from stdin: exit %d: %s", code, stderr)
+	}
 	check("alice", "a2", true)
 	check("alice", "a1", false)
 

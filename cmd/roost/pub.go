@@ -28,10 +28,8 @@ for 3.1.1). Exit status: 0 success; the CONNACK code when the broker
 refuses the connection (5 "not authorised" for 3.1.1, 135 for MQTT 5),
 as mosquitto_pub; 1 for any other connection, publish or usage error.`
 
-// stdinReader is where -s and -l read; tests replace it.
-var stdinReader io.Reader = os.Stdin
-
-func runPub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func runPub(ctx context.Context, args []string, std stdio) int {
+	stdout, stderr := std.out, std.err
 	fs := newFlagSet("pub", "", pubHelp, stderr)
 	var cf connFlags
 	cf.register(fs, false)
@@ -73,7 +71,7 @@ func runPub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		payload = b
 	case *stdinAll:
-		b, err := io.ReadAll(stdinReader)
+		b, err := io.ReadAll(std.in)
 		if err != nil {
 			fmt.Fprintf(stderr, "Error: reading stdin: %v\n", err)
 			return 1
@@ -95,7 +93,7 @@ func runPub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return err
 	}
 	if *stdinLine {
-		sc := bufio.NewScanner(stdinReader)
+		sc := bufio.NewScanner(std.in)
 		sc.Buffer(make([]byte, 64<<10), int(packet.MaxVarint))
 		for sc.Scan() {
 			if err := pub(sc.Bytes()); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -71,10 +72,16 @@ func runTool(t *testing.T, name string, args ...string) (code int, stdout, stder
 // runRoost runs a roost subcommand in-process, bounded to 10s.
 func runRoost(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return runRoostIn(t, strings.NewReader(""), args...)
+}
+
+// runRoostIn is runRoost with in as standard input.
+func runRoostIn(t *testing.T, in io.Reader, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var out, errOut syncBuffer
-	code = run(ctx, args, &out, &errOut)
+	code = run(ctx, args, stdio{in: in, out: &out, err: &errOut})
 	if ctx.Err() != nil {
 		t.Fatalf("roost %q did not exit", args)
 	}
@@ -281,9 +288,7 @@ func TestPubMatchesMosquittoPub(t *testing.T) {
 		}
 	}
 	// -l: one message per line of stdin.
-	stdinReader = strings.NewReader("line 1\nline 2\n")
-	defer func() { stdinReader = os.Stdin }()
-	if code, _, stderr := runRoost(t, "pub", "-p", port, "-t", "roost/lines", "-l", "-q", "1"); code != 0 {
+	if code, _, stderr := runRoostIn(t, strings.NewReader("line 1\nline 2\n"), "pub", "-p", port, "-t", "roost/lines", "-l", "-q", "1"); code != 0 {
 		t.Fatal(stderr)
 	}
 	cmd := exec.CommandContext(ctx, mosquittoTool(t, "mosquitto_pub"), "-p", port, "-t", "mosq/lines", "-l", "-q", "1")

@@ -30,7 +30,8 @@ listeners given with --listen use --tls-cert and --tls-key ('roost cert dev'
 makes a pair for trying them locally). SIGHUP reloads TLS certificates and the auth password
 and ACL files (see docs/security.md).`
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func runServe(ctx context.Context, args []string, std stdio) int {
+	stderr := std.err
 	cfg, code, ok := serveConfig(args, stderr)
 	if !ok {
 		return code

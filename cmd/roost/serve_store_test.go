@@ -48,7 +48,7 @@ func TestServeStoreLocked(t *testing.T) {
 	var first syncBuffer
 	exit := make(chan int, 1)
 	go func() {
-		exit <- run(ctx, []string{"serve", "--listen", "mqtt://127.0.0.1:0", "--data", dir}, io.Discard, &first)
+		exit <- run(ctx, []string{"serve", "--listen", "mqtt://127.0.0.1:0", "--data", dir}, stdio{out: io.Discard, err: &first})
 	}()
 	if !eventually(t, 10*time.Second, func() bool { return readyLine.MatchString(first.String()) }) {
 		t.Fatalf("first broker not ready:\n%s", first.String())

@@ -160,7 +160,7 @@ func TestServeEndToEnd(t *testing.T) {
 	exit := make(chan int, 1)
 	dataDir := t.TempDir()
 	go func() {
-		exit <- run(ctx, []string{"serve", "--listen", "mqtt://127.0.0.1:0", "--log-level", "debug", "--data", dataDir}, io.Discard, &stderr)
+		exit <- run(ctx, []string{"serve", "--listen", "mqtt://127.0.0.1:0", "--log-level", "debug", "--data", dataDir}, stdio{out: io.Discard, err: &stderr})
 	}()
 
 	var addr string

@@ -38,7 +38,8 @@ mosquitto_sub.`
 // exitTimeout is mosquitto_sub's exit status when -W expires.
 const exitTimeout = 27
 
-func runSub(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func runSub(ctx context.Context, args []string, std stdio) int {
+	stdout, stderr := std.out, std.err
 	fs := newFlagSet("sub", "", subHelp, stderr)
 	var cf connFlags
 	cf.register(fs, true)

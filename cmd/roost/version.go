@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -12,7 +11,8 @@ import (
 // version is set at link time: go build -ldflags "-X main.version=v1.2.3".
 var version = "dev"
 
-func runVersion(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+func runVersion(ctx context.Context, args []string, std stdio) int {
+	stdout, stderr := std.out, std.err
 	fs := newFlagSet("version", "", "Prints the Roost version, the commit it was built from and the Go version.", stderr)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
