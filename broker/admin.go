@@ -65,7 +65,7 @@ func (ss *session) snapshot() ClientSnapshot {
 	defer ss.mu.Unlock()
 	cs := ClientSnapshot{ClientID: ss.id, Connected: ss.conn != nil, SessionExpiry: ss.expiry,
 		Inflight: len(ss.inflight), Queued: ss.queueLen(), Subscriptions: len(ss.subs), Dropped: ss.dropped,
-		DisconnectedAt: ss.offlineAt}
+		DisconnectedAt: unixTime(ss.offlineAt)}
 	if info := ss.info.Load(); info != nil {
 		cs.Username = info.Username
 		cs.Listener = info.Listener

@@ -277,7 +277,7 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, will *wil
 	ss.expiry = expiry
 	ss.will = will
 	ss.info.Store(info)
-	ss.offlineAt = time.Time{}
+	ss.offlineAt = 0
 	c.sess = ss
 	c.needDurable(ss.recordSession())
 	ack.SessionPresent = present && c.version != packet.V31

@@ -33,10 +33,10 @@ func (s *Server) detach(c *conn, publishWill bool) {
 		s.endSessionLocked(ss)
 		due = w
 	default:
-		ss.offlineAt = time.Now()
+		ss.offlineAt = time.Now().UnixNano()
 		if w != nil && w.delay > 0 {
 			ss.will = w
-			ss.willAt = ss.offlineAt.Add(w.delay)
+			ss.willAt = ss.offlineAt + int64(w.delay)
 			ss.willTimer = time.AfterFunc(w.delay, func() { s.fireWill(ss) })
 		} else {
 			due = w

@@ -51,18 +51,19 @@ func (s *Server) restoreSession(rec *StoredSession, now time.Time) (*session, *w
 	ss := newSession(s, rec.ClientID)
 	ss.expiry = rec.Expiry
 	ss.stored = true
-	ss.offlineAt = rec.DisconnectedAt
-	if ss.offlineAt.IsZero() || ss.offlineAt.After(now) {
-		ss.offlineAt = now // it was connected when the broker stopped
+	off := rec.DisconnectedAt
+	if off.IsZero() || off.After(now) {
+		off = now // it was connected when the broker stopped
 	}
+	ss.offlineAt = off.UnixNano()
 	var w *willMsg
 	if rec.Will != nil {
 		w = &willMsg{msg: rec.Will}
 		if rec.WillAt.After(now) {
-			ss.will, ss.willAt, w = w, rec.WillAt, nil
+			ss.will, ss.willAt, w = w, rec.WillAt.UnixNano(), nil
 		}
 	}
-	left := time.Duration(ss.expiry)*time.Second - now.Sub(ss.offlineAt)
+	left := time.Duration(ss.expiry)*time.Second - now.Sub(off)
 	if ss.expiry != neverExpires && left <= 0 {
 		s.opts.Store.Append(Op{Kind: OpSessionDel, ClientID: ss.id})
 		if w == nil && ss.will != nil {
@@ -96,7 +97,7 @@ func (s *Server) restoreSession(rec *StoredSession, now time.Time) (*session, *w
 		ss.setInQoS2(pid)
 	}
 	if ss.will != nil {
-		ss.willTimer = time.AfterFunc(ss.willAt.Sub(now), func() { s.fireWill(ss) })
+		ss.willTimer = time.AfterFunc(time.Duration(ss.willAt-now.UnixNano()), func() { s.fireWill(ss) })
 	}
 	if ss.expiry != neverExpires {
 		ss.expiryTimer = time.AfterFunc(left, func() { s.expireSession(ss) })

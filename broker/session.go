@@ -46,12 +46,12 @@ type session struct {
 	inQoS2 map[uint16]struct{}
 
 	will        *willMsg
-	willAt      time.Time // when a delayed will is due
+	willAt      int64 // when a delayed will is due, Unix ns
 	willTimer   *time.Timer
 	expiryTimer *time.Timer
 	dropped     uint64
 	nextSeq     uint64 // store key of the last queued delivery
-	offlineAt   time.Time
+	offlineAt   int64 // Unix ns; 0 while connected (8 bytes, not a time.Time's 24)
 }
 
 // outbound is one message on its way to this session's client.
@@ -139,9 +139,9 @@ func (ss *session) recordSession() Ticket {
 	}
 	first := !ss.stored
 	ss.stored = true
-	rec := StoredSession{ClientID: ss.id, Expiry: ss.expiry, DisconnectedAt: ss.offlineAt}
+	rec := StoredSession{ClientID: ss.id, Expiry: ss.expiry, DisconnectedAt: unixTime(ss.offlineAt)}
 	if ss.will != nil {
-		rec.Will, rec.WillAt = ss.will.msg, ss.willAt
+		rec.Will, rec.WillAt = ss.will.msg, unixTime(ss.willAt)
 	}
 	t := ss.record(Op{Kind: OpSessionPut, Session: rec})
 	if first {
@@ -465,4 +465,12 @@ func (ss *session) stopTimersLocked() {
 		ss.expiryTimer.Stop()
 		ss.expiryTimer = nil
 	}
+}
+
+// unixTime is ns as a time.Time, with 0 as the zero Time.
+func unixTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
 }

@@ -2,7 +2,6 @@ package listener
 
 import (
 	"net"
-	"sync"
 	"sync/atomic"
 )
 
@@ -35,7 +34,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		if l.open.Add(1) <= l.max {
-			return &limitConn{Conn: c, release: func() { l.open.Add(-1) }}, nil
+			return &limitConn{Conn: c, l: l}, nil
 		}
 		l.open.Add(-1)
 		l.logf("connection refused: listener at its max_connections", "remote", c.RemoteAddr().String(), "max_connections", l.max)
@@ -43,10 +42,13 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
+// limitConn gives its slot back when closed. It points at its listener
+// rather than holding a release func (a closure) and a sync.Once: every
+// open connection carries one, so 32 bytes instead of 64.
 type limitConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	l      *limitListener
+	closed atomic.Bool
 }
 
 // NetConn returns the wrapped connection.
@@ -56,6 +58,8 @@ func (c *limitConn) NetConn() net.Conn { return c.Conn }
 func (c *limitConn) ReadTimeoutSafe() {}
 
 func (c *limitConn) Close() error {
-	c.once.Do(c.release)
+	if c.closed.CompareAndSwap(false, true) {
+		c.l.open.Add(-1)
+	}
 	return c.Conn.Close()
 }
