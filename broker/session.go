@@ -51,7 +51,7 @@ type session struct {
 	expiryTimer *time.Timer
 	dropped     uint64
 	nextSeq     uint64 // store key of the last queued delivery
-	offlineAt   int64 // Unix ns; 0 while connected (8 bytes, not a time.Time's 24)
+	offlineAt   int64  // Unix ns; 0 while connected (8 bytes, not a time.Time's 24)
 }
 
 // outbound is one message on its way to this session's client.
