@@ -162,6 +162,11 @@ func (s *Server) DeleteRetained(name string) bool {
 // ErrBadPublish is returned by Publish for an invalid topic or QoS.
 var ErrBadPublish = errors.New("invalid publish")
 
+// ErrNotRetained is returned by Publish when the message was routed but
+// could not be kept as retained (Options.MaxRetained or MaxRetainedBytes):
+// the count Publish returns is still right.
+var ErrNotRetained = errors.New("delivered but not retained")
+
 // PublishRequest is a message the server publishes itself.
 type PublishRequest struct {
 	Topic   string
@@ -188,11 +193,14 @@ func (s *Server) Publish(m PublishRequest) (int, error) {
 	if m.Props.Present != 0 {
 		msg.setProps(&m.Props, now)
 	}
-	n, t := s.publish(msg)
+	n, t, notRetained := s.route(msg)
 	if t != 0 {
 		if err := s.opts.Store.Wait(t); err != nil {
 			return n, fmt.Errorf("storing message: %w", err)
 		}
+	}
+	if notRetained != nil {
+		return n, fmt.Errorf("%w: %w", ErrNotRetained, notRetained)
 	}
 	return n, nil
 }

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -54,5 +55,33 @@ func TestAdminAPI(t *testing.T) {
 	st := s.Stats()
 	if st.Disconnects["admin"] != 1 || st.MessagesSent[1] != 1 || st.Latency.Counts == nil {
 		t.Errorf("Stats = %+v", st)
+	}
+}
+
+// Publish tells its caller when a retained message was delivered but not
+// kept because of the retained limits.
+func TestAdminPublishNotRetained(t *testing.T) {
+	s, addr := startServer(t, Options{MaxRetained: 1})
+	c := dial(t, addr, packet.V311)
+	c.Connect(&packet.Connect{ClientID: "watch", CleanStart: true})
+	c.Subscribe("r/#", 0)
+	if n, err := s.Publish(PublishRequest{Topic: "r/1", Payload: []byte("a"), Retain: true}); err != nil || n != 1 {
+		t.Fatalf("first retained Publish = %d, %v", n, err)
+	}
+	n, err := s.Publish(PublishRequest{Topic: "r/2", Payload: []byte("b"), Retain: true})
+	if !errors.Is(err, ErrNotRetained) || n != 1 {
+		t.Fatalf("Publish over the limit = %d, %v; want 1 and ErrNotRetained", n, err)
+	}
+	for _, want := range []string{"a", "b"} {
+		if m, ok := c.Next(time.Second).(*packet.Publish); !ok || string(m.Payload) != want {
+			t.Fatalf("want delivery %q, got %v", want, m)
+		}
+	}
+	if ret, _ := s.RetainedMessages("r/#", 0); len(ret) != 1 || ret[0].Topic != "r/1" {
+		t.Fatalf("retained = %v, want only r/1", ret)
+	}
+	// Replacing the kept one is within the limit.
+	if _, err := s.Publish(PublishRequest{Topic: "r/1", Payload: []byte("c"), Retain: true}); err != nil {
+		t.Fatalf("replacing: %v", err)
 	}
 }

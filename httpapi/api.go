@@ -399,6 +399,11 @@ func (h *Handler) publish(w http.ResponseWriter, r *http.Request) {
 	}
 	n, err := h.srv.Publish(pr)
 	switch {
+	case errors.Is(err, broker.ErrNotRetained):
+		// Delivered, so not a failure; but the caller asked for it to be
+		// kept and must learn that it was not.
+		writeJSON(w, http.StatusOK, map[string]any{"routed": n, "retained": false, "warning": err.Error()})
+		return
 	case errors.Is(err, broker.ErrBadPublish):
 		writeError(w, http.StatusBadRequest, err.Error())
 		return

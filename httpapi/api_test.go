@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -288,5 +289,18 @@ func TestConsoleAssets(t *testing.T) {
 		if csp := res.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") {
 			t.Errorf("GET %s: Content-Security-Policy %q", path, csp)
 		}
+	}
+}
+
+// A retained publish over the retained limits is delivered, and the answer
+// says it was not kept.
+func TestPublishNotRetained(t *testing.T) {
+	e := newEnvWith(t, Options{Token: "t"}, broker.Options{MaxRetained: 1})
+	if code, body := e.do("POST", "/api/publish", `{"topic":"r/1","payload":"a","retain":true}`); code != 200 || strings.Contains(body, "retained") {
+		t.Fatalf("first: %d %s", code, body)
+	}
+	code, body := e.do("POST", "/api/publish", `{"topic":"r/2","payload":"b","retain":true}`)
+	if code != 200 || !strings.Contains(body, `"retained":false`) || !strings.Contains(body, "max_retained") {
+		t.Fatalf("over the limit: %d %s", code, body)
 	}
 }

@@ -36,8 +36,15 @@ var refuseBad = broker.AuthenticatorFunc(func(_ context.Context, c *broker.Clien
 
 func newEnv(t *testing.T, opts Options) *env {
 	t.Helper()
+	return newEnvWith(t, opts, broker.Options{Authenticator: refuseBad})
+}
+
+// newEnvWith is newEnv with the broker's options.
+func newEnvWith(t *testing.T, opts Options, bopts broker.Options) *env {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := broker.New(broker.Options{Logger: log, SysInterval: -1, Authenticator: refuseBad})
+	bopts.Logger, bopts.SysInterval = log, -1
+	srv, err := broker.New(bopts)
 	if err != nil {
 		t.Fatal(err)
 	}
