@@ -16,7 +16,7 @@ import (
 )
 
 // certPollInterval is how often certificate files are checked for changes.
-var certPollInterval = 5 * time.Second
+const certPollInterval = 5 * time.Second
 
 // checkListeners reports the first listener this build cannot serve as
 // configured.
