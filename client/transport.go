@@ -4,14 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
-	"sync"
-	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-mqtt/roost/internal/wsconn"
 )
 
 // parseServer checks a server URL and fills in the default port.
@@ -104,63 +102,5 @@ func dial(ctx context.Context, server string, cfg *tls.Config, dialTCP dialFunc)
 		}
 		return nil, fmt.Errorf("client: websocket %s: %w", u.Redacted(), err)
 	}
-	return &wsConn{ws: ws}, nil
-}
-
-// wsConn is a net.Conn over a WebSocket: each Write is one binary message,
-// Read returns the bytes of consecutive messages as one stream (MQTT
-// packets may span messages [MQTT-6.0.0-2]).
-type wsConn struct {
-	ws  *websocket.Conn
-	rmu sync.Mutex
-	r   io.Reader
-	wmu sync.Mutex
-}
-
-func (c *wsConn) Read(p []byte) (int, error) {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	for {
-		if c.r == nil {
-			typ, r, err := c.ws.NextReader()
-			if err != nil {
-				if websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway) {
-					return 0, io.EOF
-				}
-				return 0, err
-			}
-			if typ != websocket.BinaryMessage {
-				return 0, fmt.Errorf("client: websocket: non-binary message [MQTT-6.0.0-1]")
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if err == io.EOF {
-			c.r = nil
-			if n > 0 {
-				return n, nil
-			}
-			continue
-		}
-		return n, err
-	}
-}
-
-func (c *wsConn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (c *wsConn) Close() error                       { return c.ws.Close() }
-func (c *wsConn) LocalAddr() net.Addr                { return c.ws.LocalAddr() }
-func (c *wsConn) RemoteAddr() net.Addr               { return c.ws.RemoteAddr() }
-func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
-func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
-func (c *wsConn) SetDeadline(t time.Time) error {
-	c.ws.SetReadDeadline(t)
-	return c.ws.SetWriteDeadline(t)
+	return wsconn.New(ws), nil
 }

@@ -4,13 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"sync/atomic"
-	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/roost-mqtt/roost/internal/wsconn"
 )
 
 // wsBufferSize is gorilla's frame buffer for WebSocket conns: as large as a
@@ -135,75 +134,5 @@ func (d *dialer) dial(ctx context.Context) (net.Conn, error) {
 		}
 		return nil, fmt.Errorf("websocket %s: %w", d.u.Redacted(), err)
 	}
-	return &wsConn{ws: ws}, nil
-}
-
-// wsConn is a net.Conn over a WebSocket. Each Write is one binary message;
-// Read returns the bytes of consecutive messages as one stream (MQTT
-// packets may span messages [MQTT-6.0.0-2]). As everywhere in this package
-// a conn has one reader and one writer goroutine, so it needs no locks.
-//
-// Deadlines are the exception: the run moves them from other goroutines
-// to interrupt a blocked Read or Write, and gorilla's SetWriteDeadline may
-// only be called by the writer. So SetWriteDeadline records the deadline
-// (the next Write applies it through gorilla) and sets it on the network
-// conn at once (which interrupts a Write in progress).
-type wsConn struct {
-	ws *websocket.Conn
-	r  io.Reader
-	wd atomic.Int64 // write deadline, Unix ns; 0 for none
-}
-
-func (c *wsConn) Read(p []byte) (int, error) {
-	for {
-		if c.r == nil {
-			typ, r, err := c.ws.NextReader()
-			if err != nil {
-				return 0, err
-			}
-			if typ != websocket.BinaryMessage {
-				return 0, fmt.Errorf("websocket: non-binary message [MQTT-6.0.0-1]")
-			}
-			c.r = r
-		}
-		n, err := c.r.Read(p)
-		if err == io.EOF {
-			c.r = nil
-			if n > 0 {
-				return n, nil
-			}
-			continue
-		}
-		return n, err
-	}
-}
-
-func (c *wsConn) Write(p []byte) (int, error) {
-	var d time.Time
-	if ns := c.wd.Load(); ns != 0 {
-		d = time.Unix(0, ns)
-	}
-	c.ws.SetWriteDeadline(d)
-	if err := c.ws.WriteMessage(websocket.BinaryMessage, p); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (c *wsConn) SetWriteDeadline(t time.Time) error {
-	var ns int64
-	if !t.IsZero() {
-		ns = t.UnixNano()
-	}
-	c.wd.Store(ns)
-	return c.ws.NetConn().SetWriteDeadline(t)
-}
-
-func (c *wsConn) Close() error                      { return c.ws.Close() }
-func (c *wsConn) LocalAddr() net.Addr               { return c.ws.LocalAddr() }
-func (c *wsConn) RemoteAddr() net.Addr              { return c.ws.RemoteAddr() }
-func (c *wsConn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
-func (c *wsConn) SetDeadline(t time.Time) error {
-	c.SetReadDeadline(t)
-	return c.SetWriteDeadline(t)
+	return wsconn.New(ws), nil
 }
