@@ -1,12 +1,11 @@
 package store
 
 import (
-	"context"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/brokertest"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -18,21 +17,7 @@ import (
 // to are deleted too.
 func TestExpiredMessagesAndSessionsLeaveTheStore(t *testing.T) {
 	d := openT(t, t.TempDir(), DiskOptions{})
-	s, err := broker.New(broker.Options{Store: d, SysInterval: -1, ExpirySweep: 20 * time.Millisecond, Logger: discard()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
-	addr := ln.Addr().String()
+	s, addr := brokertest.Start(t, broker.Options{Store: d, ExpirySweep: 20 * time.Millisecond, Logger: discard()})
 
 	sub := mqtttest.Dial(t, addr, packet.V5)
 	cp := &packet.Connect{ClientID: "away", KeepAlive: 60}
