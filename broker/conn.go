@@ -69,6 +69,8 @@ type conn struct {
 	// parkable says a socket lies beneath nc that the poller can watch
 	// while c is idle (see park.go).
 	parkable bool
+	// resumable says a read timeout leaves nc usable (transport.go).
+	resumable bool
 
 	// Reader goroutine only (one at a time: a parked connection's next
 	// reader is started after the previous one exited).
@@ -102,7 +104,8 @@ const (
 
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, problemInfo: true}
-	c.parkable = rawConnOf(nc) != nil
+	c.resumable = resumable(nc)
+	c.parkable = c.resumable
 	return c
 }
 
@@ -244,19 +247,17 @@ func (c *conn) readLoop() error {
 		}
 		// The socket's deadline is the keep-alive deadline or, for a
 		// connection that can park and has nothing buffered, the moment it
-		// will have been idle for parkIdle, if sooner. It is moved only
-		// when it must come sooner: one that fires early is re-armed
-		// below, so a busy connection costs one timer per period instead
-		// of a timer update per read.
+		// will have been idle for parkIdle, if sooner. How it is moved
+		// depends on what a timeout does to the transport (transport.go).
 		target := c.readBy
 		if n == 0 && c.parkable && c.connected {
 			if p := lastData.Add(parkIdle); target.IsZero() || p.Before(target) {
 				target = p
 			}
 		}
-		if !target.IsZero() && (deadline.IsZero() || target.Before(deadline)) {
-			c.nc.SetReadDeadline(target)
-			deadline = target
+		if d, set := c.readDeadline(target, deadline); set {
+			c.nc.SetReadDeadline(d)
+			deadline = d
 		}
 		if c.kick.Load() != kickNone {
 			return errKicked
@@ -277,7 +278,7 @@ func (c *conn) readLoop() error {
 			if m > 0 && !isTimeout(err) {
 				continue // handle what arrived, then see the error again
 			}
-			if m == 0 && isTimeout(err) && c.kick.Load() == kickNone {
+			if m == 0 && isTimeout(err) && c.kick.Load() == kickNone && c.resumable {
 				now := time.Now()
 				if !c.readBy.IsZero() && !now.Before(c.readBy) {
 					return err // the keep alive (or connect timeout) ran out

@@ -1,9 +1,6 @@
 package broker
 
 import (
-	"crypto/tls"
-	"net"
-	"syscall"
 	"time"
 )
 
@@ -18,42 +15,6 @@ const (
 	readerRunning uint32 = iota
 	readerParked
 )
-
-// TransparentConn is implemented by net.Conn wrappers (such as those of the
-// listener package) that the broker may look through to the socket
-// beneath, to watch an idle connection with epoll instead of a blocked
-// goroutine. By implementing it a wrapper promises that after a Read
-// returns a timeout it still works, and that it holds no bytes it has read
-// but not returned, so the socket's readiness is the wrapper's readiness.
-// *net.TCPConn and *tls.Conn are known without it; any other connection
-// keeps a reader goroutine for its whole life.
-type TransparentConn interface {
-	net.Conn
-	NetConn() net.Conn
-	ReadTimeoutSafe()
-}
-
-// rawConnOf returns the socket under nc if every layer above it is known to
-// be transparent, else nil.
-func rawConnOf(nc net.Conn) syscall.RawConn {
-	for range 8 {
-		switch x := nc.(type) {
-		case *net.TCPConn:
-			rc, err := x.SyscallConn()
-			if err != nil {
-				return nil
-			}
-			return rc
-		case *tls.Conn:
-			nc = x.NetConn()
-		case TransparentConn:
-			nc = x.NetConn()
-		default:
-			return nil
-		}
-	}
-	return nil
-}
 
 // park hands the idle connection to the poller. It returns true when the
 // reader goroutine must exit (someone else runs the reader from now on),

@@ -38,7 +38,12 @@
 //     then still writes a final DISCONNECT (takeover, shutdown). In gorilla a
 //     read deadline only fails reads. In coder/websocket any deadline that
 //     fires closes the whole connection (documented on its NetConn), so the
-//     DISCONNECT would be lost.
+//     DISCONNECT would be lost. A gorilla read that timed out does fail
+//     every later read, though (and panics after a thousand of them): the
+//     broker's transport contract (broker/transport.go) calls such conns
+//     "fatal" and never lets their read deadline fire before the keep
+//     alive has really run out. A wrapper here that is resumable says so by
+//     implementing broker.TransparentConn.
 //   - gorilla streams a message through NextReader, so a large packet is
 //     never buffered twice, and one Write is one binary message, which is
 //     what MQTT over WebSocket wants [MQTT-6.0.0-1]: the broker already
