@@ -100,7 +100,14 @@ const (
 	kickTakeover
 	kickShutdown
 	kickAdmin
+	// kickWriteFailed: a write to the client failed. What the client sent
+	// before (a DISCONNECT, say, then a close that reset the socket) is
+	// still read and applied before the connection ends (lastRead).
+	kickWriteFailed
 )
+
+// lastReadGrace bounds the last read of a connection whose writes failed.
+const lastReadGrace = 100 * time.Millisecond
 
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, problemInfo: true}
@@ -174,6 +181,7 @@ func (c *conn) readLoop() error {
 	// some did (or at the connection's start).
 	lastData := time.Now()
 	var pub *packet.Publish
+	lastRead := false // the read after kickWriteFailed was done
 	for {
 		off := 0
 		for {
@@ -259,8 +267,13 @@ func (c *conn) readLoop() error {
 			c.nc.SetReadDeadline(d)
 			deadline = d
 		}
-		if c.kick.Load() != kickNone {
-			return errKicked
+		if k := c.kick.Load(); k != kickNone {
+			if k != kickWriteFailed || lastRead || !c.resumable {
+				return errKicked
+			}
+			// One more read, of what had already arrived.
+			lastRead = true
+			c.nc.SetReadDeadline(time.Now().Add(lastReadGrace))
 		}
 		if err := c.waitOutput(); err != nil {
 			return err
@@ -277,6 +290,9 @@ func (c *conn) readLoop() error {
 		if err != nil {
 			if m > 0 && !isTimeout(err) {
 				continue // handle what arrived, then see the error again
+			}
+			if m == 0 && isTimeout(err) && c.kick.Load() == kickWriteFailed && !lastRead && c.resumable {
+				continue // the kick's deadline: go and read what arrived
 			}
 			if m == 0 && isTimeout(err) && c.kick.Load() == kickNone && c.resumable {
 				now := time.Now()

@@ -62,6 +62,10 @@ func (c *conn) decide(err error, kick uint32) decision {
 		// The will, if due, was published by the taking connection.
 		return decision{kind: "taken_over", code: packet.SessionTakenOver, sendDisconnect: true,
 			why: "session taken over by a new connection", level: slog.LevelInfo}
+	case kickWriteFailed:
+		if err == nil || errors.Is(err, errKicked) || isTimeout(err) {
+			return decision{kind: "lost", publishWill: true, why: "connection lost (write failed)", level: slog.LevelInfo}
+		}
 	case kickAdmin:
 		return decision{kind: "admin", code: packet.AdministrativeAction, sendDisconnect: true, publishWill: true,
 			why: "disconnected by an administrator", level: slog.LevelInfo}

@@ -256,8 +256,9 @@ func (c *conn) flush() {
 			c.dropOutput()
 			c.outMu.Unlock()
 			c.logger().Debug("write failed; closing", "err", err)
-			c.nc.Close()
-			c.wake() // a parked reader would never see the close
+			// Not Close: the reader first reads what the client sent
+			// before (a DISCONNECT decides about the will), then ends.
+			c.kickOut(kickWriteFailed)
 		}
 	}
 }

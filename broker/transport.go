@@ -41,7 +41,10 @@ import (
 //
 // Either way, the deadline set to now by kickOut (takeover, shutdown, an
 // admin kick) is the end of reading: the reader sees the kick and the
-// conn is finished. Writes have their own deadline (writeTimeout per
+// conn is finished. After a failed write (kickWriteFailed) a resumable
+// conn gets one last read, bounded by lastReadGrace, so that what the
+// client sent before it went (a DISCONNECT deciding about its will) is
+// applied; a fatal conn cannot read after its deadline fired and ends. Writes have their own deadline (writeTimeout per
 // write) and must still work after a read timeout, so that a final
 // DISCONNECT reaches the client.
 //
