@@ -7,11 +7,13 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"os"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/internal/config"
 	"github.com/roost-mqtt/roost/internal/memtrim"
+	"github.com/roost-mqtt/roost/internal/sdnotify"
 	"github.com/roost-mqtt/roost/store"
 )
 
@@ -37,7 +39,10 @@ func runServe(ctx context.Context, args []string, std stdio) int {
 		return code
 	}
 	logger := newLogger(stderr, cfg.Log)
-	if err := serve(ctx, cfg, logger); err != nil {
+	// Under systemd (Type=notify) the unit is started once the listeners
+	// accept connections, not when the process exists.
+	notify := sdnotify.New(os.Getenv("NOTIFY_SOCKET"))
+	if err := serve(ctx, cfg, logger, notify); err != nil {
 		logger.Error("serve failed", "err", err)
 		return 1
 	}
@@ -165,8 +170,9 @@ func newLogger(w io.Writer, c config.Log) *slog.Logger {
 
 // serve runs a broker on cfg's listeners until ctx ends, then shuts it down.
 // It logs "listener ready" with the bound address for each listener once it
-// accepts connections. It returns nil after a clean shutdown.
-func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+// accepts connections, and tells notify (a service manager) it is ready
+// then and stopping at the end. It returns nil after a clean shutdown.
+func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify *sdnotify.Notifier) error {
 	logger.Info("roost starting", "version", version)
 	lns, certs, err := openListeners(cfg.Listeners, cfg.Limits.MaxPacketSize, logger)
 	if err != nil {
@@ -205,6 +211,10 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		go func() { done <- srv.Serve(ln) }()
 	}
 	web.setReady(true)
+	if err := notify.Ready(); err != nil {
+		logger.Warn("could not tell the service manager that Roost is ready", "err", err)
+	}
+	notify.Status(fmt.Sprintf("serving MQTT on %d listener(s)", len(lns)))
 	trimCtx, stopTrim := context.WithCancel(ctx)
 	defer stopTrim()
 	go memtrim.Run(trimCtx, memtrim.Default(), logger) // RSS follows live data after bursts
@@ -218,6 +228,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 		pending--
 		logger.Error("listener failed, shutting down", "err", serveErr)
 	}
+	notify.Stopping()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	web.setReady(false)
