@@ -4,7 +4,10 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -52,6 +55,14 @@ func TestServeNotifiesServiceManager(t *testing.T) {
 	c.Close()
 	if got := next(); got != "STATUS=serving MQTT on 1 listener(s)" {
 		t.Fatalf("got %q", got)
+	}
+	// systemctl reload sends SIGHUP: with no certificates or auth files to
+	// reload it must still not end the process (SIGHUP's default).
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(t, 10*time.Second, func() bool { return strings.Contains(stderr.String(), "SIGHUP") }) {
+		t.Fatalf("SIGHUP not logged:\n%s", stderr.String())
 	}
 	cancel()
 	if got := next(); got != "STOPPING=1" {

@@ -8,6 +8,8 @@ import (
 	"math"
 	"net"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
@@ -174,6 +176,7 @@ func newLogger(w io.Writer, c config.Log) *slog.Logger {
 // then and stopping at the end. It returns nil after a clean shutdown.
 func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify *sdnotify.Notifier) error {
 	logger.Info("roost starting", "version", version)
+	defer catchHangups(ctx, logger)()
 	lns, certs, err := openListeners(cfg.Listeners, cfg.Limits.MaxPacketSize, logger)
 	if err != nil {
 		return err
@@ -263,5 +266,29 @@ func openStore(c config.Store, logger *slog.Logger) (broker.Store, error) {
 func closeAll(lns []net.Listener) {
 	for _, ln := range lns {
 		_ = ln.Close() // usually already closed by Shutdown: net.ErrClosed
+	}
+}
+
+// catchHangups keeps SIGHUP (systemctl reload) from ending the process,
+// whose default action it is, whether or not there are certificates or
+// auth files to reload (their watchers have handlers of their own), and
+// logs each one, until the returned stop is called.
+func catchHangups(ctx context.Context, logger *slog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				logger.Info("SIGHUP: reloading the TLS certificates and auth files that are configured")
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		cancel()
 	}
 }
