@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 )
 
 // ErrNoProcess is returned by FindListener when no process it may inspect
@@ -99,11 +98,7 @@ func fdBudget(limit int) (budget int, why string) {
 	if limit > 0 {
 		return limit - open, fmt.Sprintf("the configured limit is %d and %d files are open", limit, open)
 	}
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 1 << 30, ""
-	}
-	return int(rl.Cur) - open, fmt.Sprintf("the open-file limit (RLIMIT_NOFILE) is %d (hard %d) and %d files are open", rl.Cur, rl.Max, open)
+	return openFileLimit(open)
 }
 
 // processFDBudget reports how many more files process pid may open, from
