@@ -29,7 +29,9 @@ func (f AuthenticatorFunc) Authenticate(ctx context.Context, c *ClientInfo) erro
 
 // Authorizer decides whether a client may use a topic. It is called on the
 // hot path (every PUBLISH, every delivery), so implementations should
-// answer from memory or a cache.
+// answer from memory or a cache. A queued message is asked about again as it
+// leaves the queue, with that session's lock held: a slow answer there
+// delays every delivery to that session.
 type Authorizer interface {
 	// Allow reports whether client c may do act on topic (a topic name,
 	// or for ActionSubscribe the filter as sent, "$share/..." included).

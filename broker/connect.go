@@ -283,11 +283,13 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, will *wil
 	ack.SessionPresent = present && c.version != packet.V31
 	c.send(ack)
 	ss.conn = c
+	// resume asks the Authorizer about what it sends (mayReceive), which
+	// may be a hook on the network: not under the server-wide lock.
+	s.mu.Unlock()
 	if present {
 		ss.resume(c)
 	}
 	ss.mu.Unlock()
-	s.mu.Unlock()
 	for _, w := range wills {
 		s.publishWill(w)
 	}

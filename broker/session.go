@@ -364,7 +364,9 @@ func (ss *session) fill() {
 		ss.queue[ss.qhead] = nil
 		ss.qhead++
 		ss.unqueue(ob)
-		ss.sendNew(c, ob)
+		if ss.mayReceive(ob) {
+			ss.sendNew(c, ob)
+		}
 	}
 	if ss.qhead == len(ss.queue) {
 		ss.queue, ss.qhead = ss.queue[:0], 0
@@ -440,14 +442,40 @@ func (ss *session) onPubcomp(pid uint16) {
 // PUBLISH with DUP for unacknowledged messages, PUBREL for released ones
 // [MQTT-4.4.0-1], then queued messages. ss.mu must be held.
 func (ss *session) resume(c *conn) {
+	kept := ss.inflight[:0]
 	for _, ob := range ss.inflight {
-		if ob.released {
+		switch {
+		case ob.released: // the client has the message; only PUBREL is left
 			c.send(&packet.Pubrel{PacketID: ob.pid})
-		} else {
+		case !ss.mayReceive(ob):
+			delete(ss.byPID, ob.pid)
+			continue
+		default:
 			c.writePublish(ob.msg, ob.qos, ob.retain, ob.subIDs, ob.pid, true)
 		}
+		kept = append(kept, ob)
 	}
+	clear(ss.inflight[len(kept):])
+	ss.inflight = kept
 	ss.fill()
+}
+
+// mayReceive asks the Authorizer again, as a queued or unacknowledged
+// message is about to be sent: the rules may have changed since it was
+// queued (an ACL reload), and revoked read access must stop deliveries
+// already waiting, not only new ones. A refused message is dropped,
+// counted as DropUnauthorized and deleted from the store, so it is not
+// sent after a restart either. Messages sent at once when published are
+// not asked twice (route just asked). ss.mu must be held; with no
+// Authorizer this is one comparison.
+func (ss *session) mayReceive(ob *outbound) bool {
+	s := ss.srv
+	if s.opts.Authorizer == nil || s.allowed(ss.info.Load(), ActionReceive, ob.msg.Topic) {
+		return true
+	}
+	ss.noteDrop(DropUnauthorized)
+	ss.recordDone(ob)
+	return false
 }
 
 func (ss *session) stopTimers() {

@@ -17,6 +17,7 @@ const (
 	DropSlowConsumer                   // QoS 0 for a client with too much unwritten output
 	DropTooLarge                       // larger than the client's Maximum Packet Size
 	DropExpired                        // Message Expiry Interval passed while queued
+	DropUnauthorized                   // queued, then refused by the Authorizer at delivery (rules changed)
 	numDropReasons
 )
 
@@ -30,6 +31,8 @@ func (r DropReason) String() string {
 		return "too_large"
 	case DropExpired:
 		return "expired"
+	case DropUnauthorized:
+		return "not_authorized"
 	}
 	return "unknown"
 }

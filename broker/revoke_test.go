@@ -1,0 +1,83 @@
+package broker
+
+import (
+	"context"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// Read access revoked while messages wait for a session stops them: the
+// unacknowledged one is not resent, the queued one is not sent, both are
+// counted as DropUnauthorized and deleted from the store; a message on a
+// topic still allowed is delivered.
+func TestRevokedReceiveAtDelivery(t *testing.T) {
+	var revoked atomic.Bool
+	log := &opLog{}
+	s, addr := startServer(t, Options{Store: log, Authorizer: AuthorizerFunc(
+		func(_ context.Context, _ *ClientInfo, act Action, topic string) bool {
+			return act != ActionReceive || topic[0] != 'b' || !revoked.Load()
+		})})
+	subConnect := &packet.Connect{ClientID: "sub", Properties: packet.Properties{SessionExpiry: 3600, ReceiveMaximum: 1}}
+	subConnect.Properties.Set(packet.PropSessionExpiry)
+	subConnect.Properties.Set(packet.PropReceiveMaximum)
+	sub := mqtttest.Dial(t, addr, packet.V5)
+	sub.Connect(subConnect)
+	sub.Subscribe("#", 1)
+	pub := mqtttest.Dial(t, addr, packet.V5)
+	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
+	for i, topic := range []string{"b/1", "b/2", "a/1"} {
+		pub.Send(&packet.Publish{Topic: topic, QoS: 1, PacketID: uint16(i + 1), Payload: []byte("x")})
+		pub.Next(2 * time.Second) // PUBACK
+	}
+	// The window of one holds b/1, unacknowledged; b/2 and a/1 are queued.
+	if p, ok := sub.Next(2 * time.Second).(*packet.Publish); !ok || p.Topic != "b/1" {
+		t.Fatalf("first delivery %v, want b/1", p)
+	}
+	sub.NC.Close()
+	s.mu.Lock()
+	ss := s.sessions["sub"]
+	s.mu.Unlock()
+	mqtttest.Eventually(t, 2*time.Second, func() bool {
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		return ss.conn == nil
+	})
+	var seqs []uint64 // store keys of b/1 and b/2
+	ss.mu.Lock()
+	for _, ob := range append(slices.Clone(ss.inflight), ss.queue[ss.qhead:]...) {
+		if ob.msg.Topic[0] == 'b' {
+			seqs = append(seqs, ob.seq)
+		}
+	}
+	ss.mu.Unlock()
+
+	revoked.Store(true)
+	sub = mqtttest.Dial(t, addr, packet.V5)
+	subConnect.CleanStart = false
+	if ack := sub.Connect(subConnect); !ack.SessionPresent {
+		t.Fatal("session not resumed")
+	}
+	// Order is kept on resumption [MQTT-4.6.0-1]: b/1 (resent) and b/2
+	// would come before a/1.
+	p, ok := sub.Next(2 * time.Second).(*packet.Publish)
+	if !ok || p.Topic != "a/1" || p.Dup {
+		t.Fatalf("first delivery after revocation %+v, want a/1", p)
+	}
+	sub.Send(&packet.Puback{PacketID: p.PacketID})
+	if n := s.Stats().Dropped[DropUnauthorized]; n != 2 {
+		t.Errorf("Dropped[not_authorized] = %d, want 2", n)
+	}
+	if deleted := log.deleted(); len(seqs) != 2 || !slices.Contains(deleted, seqs[0]) || !slices.Contains(deleted, seqs[1]) {
+		t.Errorf("store deletions %v, want the b/ deliveries %v among them", deleted, seqs)
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if len(ss.byPID) > 1 || ss.queueLen() != 0 {
+		t.Errorf("session keeps %d packet ids and %d queued messages", len(ss.byPID), ss.queueLen())
+	}
+}
