@@ -67,9 +67,22 @@ func (p *PasswordFile) Has(user string) bool {
 }
 
 // Check returns nil if user is in the file and password matches its hash,
-// and broker.ErrBadCredentials otherwise. Unknown users cost as much time
-// as known ones, so timing does not tell which names exist.
+// and an error wrapping broker.ErrBadCredentials otherwise. Unknown users
+// cost as much time as known ones, so timing does not tell which names
+// exist.
+//
+// A missing password (nil: the CONNECT had no Password Flag) and an empty
+// one are refused at once, for every user, whatever the file holds: a user
+// whose hash is of the empty password, which mosquitto_passwd can write,
+// must not log in by sending no password at all. That depends only on what
+// the client sent, so answering without a hash reveals nothing.
 func (p *PasswordFile) Check(user string, password []byte) error {
+	switch {
+	case password == nil:
+		return errNoPassword
+	case len(password) == 0:
+		return errEmptyPassword
+	}
 	h, ok := (*p.users.Load())[user]
 	verifySlots.acquire()
 	defer verifySlots.release()
@@ -82,6 +95,12 @@ func (p *PasswordFile) Check(user string, password []byte) error {
 	}
 	return nil
 }
+
+// Why Check refused a client without a password; the broker logs them.
+var (
+	errNoPassword    = fmt.Errorf("%w: no password (users in the password file need one)", broker.ErrBadCredentials)
+	errEmptyPassword = fmt.Errorf("%w: empty password (never accepted from the password file)", broker.ErrBadCredentials)
+)
 
 // decoy is verified for unknown users, so they cost as much as known ones.
 // It is made on first use: hashing it takes 19 MiB and tens of

@@ -17,7 +17,10 @@ type Authenticator interface {
 	// Authenticate returns nil to accept the client, ErrBadCredentials
 	// for a wrong or missing username/password (CONNACK 0x86, 3.1.1 code
 	// 4), or ErrNotAuthorized or any other error to refuse it (0x87 /
-	// code 5; other errors are logged).
+	// code 5; other errors are logged). The text of an error wrapping
+	// ErrBadCredentials or ErrNotAuthorized is the reason logged for the
+	// refusal and sent to MQTT 5 clients as the Reason String, so it may
+	// say why but must not reveal what the client may not know.
 	Authenticate(ctx context.Context, c *ClientInfo) error
 }
 
@@ -85,6 +88,9 @@ type ClientInfo struct {
 	ClientID string
 	Username string
 	// Password is set for Authenticate only; it is cleared afterwards.
+	// It is nil when the CONNECT had no password (Password Flag 0) and
+	// non-nil, possibly empty, when it had one: the two are different
+	// requests [MQTT-3.1.2-18, MQTT-3.1.2-19].
 	Password   []byte
 	Protocol   packet.Version
 	RemoteAddr net.Addr
@@ -115,6 +121,9 @@ func newClientInfo(nc net.Conn, p *packet.Connect, id string) *ClientInfo {
 	// password and all.
 	ci := &ClientInfo{ClientID: id, Username: strings.Clone(p.Username), Password: p.Password,
 		Protocol: p.ProtocolVersion, RemoteAddr: nc.RemoteAddr()}
+	if p.PasswordFlag && ci.Password == nil {
+		ci.Password = []byte{} // present but empty: the decoder gives nil
+	}
 	if l, ok := nc.(ListenerNamer); ok {
 		ci.Listener = l.ListenerName()
 	}

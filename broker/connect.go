@@ -119,12 +119,15 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	err = s.authenticate(info)
 	c.authDone(hold, info.Username, err)
 	if err != nil {
+		// A refusal's text says why (no password, anonymous access off
+		// ...): it is logged and is the MQTT 5 Reason String.
 		if errors.Is(err, ErrBadCredentials) {
-			return c.refuse(packet.BadUserNameOrPassword, "bad username or password")
+			return c.refuse(packet.BadUserNameOrPassword, err.Error())
 		}
-		if !errors.Is(err, ErrNotAuthorized) {
-			c.logger().Warn("authentication failed", "username", info.Username, "err", err)
+		if errors.Is(err, ErrNotAuthorized) {
+			return c.refuse(packet.NotAuthorized, err.Error())
 		}
+		c.logger().Warn("authentication failed", "username", info.Username, "err", err)
 		return c.refuse(packet.NotAuthorized, "not authorized")
 	}
 	if will != nil {

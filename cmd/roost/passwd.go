@@ -84,6 +84,12 @@ func runPasswd(_ context.Context, args []string, std stdio) int {
 			return 1
 		}
 	}
+	if len(pw) == 0 {
+		// The broker never accepts an empty password (docs/security.md):
+		// such an entry could not be used.
+		fmt.Fprintln(stderr, "roost passwd: the password must not be empty: Roost refuses empty passwords at CONNECT")
+		return 2
+	}
 	h, err := auth.Hash(auth.Scheme(*scheme), pw)
 	if err != nil {
 		fmt.Fprintf(stderr, "roost passwd: %v\n", err)

@@ -50,6 +50,10 @@ func TestPasswd(t *testing.T) {
 	}
 	check("alice", "a2", true)
 	check("alice", "a1", false)
+	if code, _, stderr := runCmdIn(t, strings.NewReader("\n"), "passwd", file, "alice"); code != 2 || !strings.Contains(stderr, "must not be empty") {
+		t.Errorf("empty password from stdin: exit %d, %s", code, stderr)
+	}
+	check("alice", "a2", true)
 
 	mustRun("-D", file, "bob")
 	check("bob", "b1", false)
@@ -64,6 +68,7 @@ func TestPasswd(t *testing.T) {
 		{[]string{"-b", file, "x"}, 2, "want 3 arguments, got 2"},
 		{[]string{"-D", "-b", file, "x", "p"}, 2, "-D goes alone"},
 		{[]string{"-b", "-H", "sha512", file, "x", "p"}, 2, "cannot write"},
+		{[]string{"-b", file, "x", ""}, 2, "the password must not be empty"},
 	} {
 		code, _, stderr := runCmd(t, append([]string{"passwd"}, tc.args...)...)
 		if code != tc.code || !strings.Contains(stderr, tc.want) {
