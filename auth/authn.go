@@ -3,6 +3,7 @@ package auth
 import (
 	"context"
 	"fmt"
+	"net"
 
 	"github.com/roost-mqtt/roost/broker"
 )
@@ -25,7 +26,8 @@ func Username(c *broker.ClientInfo, certAsUser bool) string {
 //  1. It has a certificate identity and CertIdentityAsUsername is set:
 //     accepted (its listener verified the certificate), subject to Hook.
 //  2. It sent no username (or an empty one): accepted if anonymous
-//     access is on for its listener, else refused as not authorized.
+//     access is on for its listener (and, for a LoopbackOnly listener, it
+//     connects from a loopback address), else refused as not authorized.
 //  3. Its username is in Passwords: accepted if the password matches,
 //     else refused with bad credentials. Hook is not asked.
 //  4. Hook is set: Hook decides.
@@ -38,6 +40,11 @@ type Authenticator struct {
 	// Listeners overrides AllowAnonymous per listener name
 	// (broker.ClientInfo.Listener).
 	Listeners map[string]bool
+	// LoopbackOnly names listeners whose anonymous clients, where
+	// anonymous access is on, must connect from a loopback address (as
+	// broker.ClientInfo.RemoteAddr says: behind the PROXY protocol or a
+	// trusted WebSocket proxy, the client's own address).
+	LoopbackOnly map[string]bool
 	// Passwords, if set, is checked for clients with a username.
 	Passwords *PasswordFile
 	// Hook, if set, decides for usernames Passwords does not have and
@@ -84,11 +91,37 @@ func (a *Authenticator) Authenticate(ctx context.Context, c *broker.ClientInfo) 
 // (it maps to "not authorized").
 var errAnonymous = fmt.Errorf("%w: anonymous access is off for this listener", broker.ErrNotAuthorized)
 
+// errAnonymousRemote refuses an anonymous client of a LoopbackOnly
+// listener connecting from another machine.
+var errAnonymousRemote = fmt.Errorf("%w: anonymous clients are accepted from the broker's own machine only", broker.ErrNotAuthorized)
+
 func (a *Authenticator) anonymous(c *broker.ClientInfo) error {
-	if a.Anonymous(c.Listener) {
-		return nil
+	switch {
+	case !a.Anonymous(c.Listener):
+		return errAnonymous
+	case a.LoopbackOnly[c.Listener] && !isLoopback(c.RemoteAddr):
+		return errAnonymousRemote
 	}
-	return errAnonymous
+	return nil
+}
+
+// isLoopback reports whether addr is a loopback address (IPv4-mapped IPv6
+// included); an address of unknown form is not.
+func isLoopback(addr net.Addr) bool {
+	var ip net.IP
+	switch a := addr.(type) {
+	case *net.TCPAddr:
+		ip = a.IP
+	case nil:
+		return false
+	default:
+		host, _, err := net.SplitHostPort(a.String())
+		if err != nil {
+			return false
+		}
+		ip = net.ParseIP(host)
+	}
+	return ip != nil && ip.IsLoopback()
 }
 
 // All is a broker.Authorizer that allows what every one of authorizers

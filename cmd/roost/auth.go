@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -23,50 +22,46 @@ var authPollInterval = 2 * time.Second
 // name, or a listener closed to anonymous clients when nothing could
 // authenticate anyone else.
 func checkAuth(cfg *config.Config) error {
-	a := cfg.Auth
-	canAuth := a.PasswordFile != "" || a.HTTPHook.URL != "" || a.CertIdentityAsUsername
 	seen := make(map[string]bool)
 	for _, ln := range cfg.Listeners {
 		if seen[ln.ID()] {
 			return fmt.Errorf("listen %s: listener name %q is used twice", ln.URL, ln.ID())
 		}
 		seen[ln.ID()] = true
-		if !anonymousOn(cfg, ln) && !canAuth {
+		if mode, _ := cfg.Anonymous(ln); mode == config.AnonymousRefused && !cfg.Auth.Authenticates() {
 			return fmt.Errorf("listen %s: anonymous access is off but nothing can authenticate clients: set auth.password_file, auth.http_hook or auth.cert_identity_as_username", ln.URL)
 		}
 	}
 	return nil
 }
 
-// anonymousOn is the listener's anonymous setting, or auth.allow_anonymous.
-func anonymousOn(cfg *config.Config, ln config.Listener) bool {
-	if ln.Anonymous != nil {
-		return *ln.Anonymous
-	}
-	return cfg.Auth.AllowAnonymous
-}
-
 // setupAuth loads what cfg.Auth names into opts.Authenticator and
 // opts.Authorizer and reloads the files on SIGHUP and when they change,
-// until stop is called. With nothing configured and anonymous access on
-// everywhere, it leaves opts alone: no checks at all.
+// until stop is called. It logs, per listener, whether anonymous clients
+// are accepted and why (config.Config.Anonymous). With nothing configured
+// and anonymous clients accepted from anywhere, it leaves opts alone: no
+// checks at all.
 func setupAuth(ctx context.Context, cfg *config.Config, opts *broker.Options, logger *slog.Logger) (stop func(), err error) {
 	a := cfg.Auth
-	authn := &auth.Authenticator{AllowAnonymous: a.AllowAnonymous, Listeners: make(map[string]bool),
+	authn := &auth.Authenticator{Listeners: make(map[string]bool), LoopbackOnly: make(map[string]bool),
 		CertIdentityAsUsername: a.CertIdentityAsUsername}
 	// Connections that do not say which listener they came through get
 	// the strictest listener's setting.
 	authn.Listeners[""] = true
-	restricted := !a.AllowAnonymous
+	restricted := false
 	for _, ln := range cfg.Listeners {
-		on := anonymousOn(cfg, ln)
-		authn.Listeners[ln.ID()] = on
-		authn.Listeners[""] = authn.Listeners[""] && on
-		restricted = restricted || !on
-		if on && a.PasswordFile == "" && a.HTTPHook.URL == "" && !loopbackOnly(ln.Addr) {
-			logger.Warn("anonymous clients can connect from other machines: set auth.password_file to require passwords",
-				"listener", ln.ID())
+		mode, why := cfg.Anonymous(ln)
+		level := slog.LevelInfo
+		if mode == config.AnonymousAccepted && !a.Authenticates() && !ln.Loopback() {
+			level = slog.LevelWarn // anyone who can reach it may use it
 		}
+		logger.Log(ctx, level, "anonymous clients", "listener", ln.ID(), "accepted", mode.String(), "why", why)
+		on, local := mode != config.AnonymousRefused, mode == config.AnonymousLocal
+		authn.Listeners[ln.ID()] = on
+		authn.LoopbackOnly[ln.ID()] = local
+		authn.Listeners[""] = authn.Listeners[""] && on
+		authn.LoopbackOnly[""] = authn.LoopbackOnly[""] || local
+		restricted = restricted || mode != config.AnonymousAccepted
 	}
 	if !a.Enabled() && !restricted {
 		return func() {}, nil
@@ -153,18 +148,4 @@ func watchAuth(ctx context.Context, rs []auth.Reloader, logger *slog.Logger) (st
 		<-done
 		<-done
 	}
-}
-
-// loopbackOnly reports whether addr (HOST:PORT) accepts connections from
-// this machine only.
-func loopbackOnly(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -28,7 +29,9 @@ const serveHelp = `Runs the MQTT broker until SIGINT or SIGTERM, then shuts it d
 Logs go to stderr; one "listener ready" line per listener names the
 address it is bound to.
 
-With no flags it listens on ` + config.DefaultListenURL + `. Flags override the
+With no flags it listens on ` + config.DefaultListenURL + ` and accepts clients
+without a username from this machine only (--allow-anonymous: from anywhere;
+a password file or hook in the config refuses them). Flags override the
 config file; --listen replaces the file's listeners. mqtts:// and wss://
 listeners given with --listen use --tls-cert and --tls-key ('roost cert dev'
 makes a pair for trying them locally). SIGHUP reloads TLS certificates and the auth password
@@ -72,6 +75,12 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 	fs.Func("sync", "when the store syncs to disk: always (default), none, or an interval such as 100ms", func(s string) error {
 		sy, err := store.ParseSync(s)
 		syncMode = &sy
+		return err
+	})
+	var allowAnon *bool
+	fs.BoolFunc("allow-anonymous", "accept clients without a username from anywhere: sets auth.allow_anonymous (--allow-anonymous=false refuses them). Unset, they are refused once passwords, a hook or certificate identities are configured, else accepted from this machine only (docs/security.md)", func(s string) error {
+		b, err := strconv.ParseBool(s)
+		allowAnon = &b
 		return err
 	})
 	var minFree *int64
@@ -146,6 +155,9 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 	}
 	if *httpToken != "" {
 		cfg.HTTP.Token = *httpToken
+	}
+	if allowAnon != nil {
+		cfg.Auth.AllowAnonymous = allowAnon
 	}
 	if err := checkListeners(cfg.Listeners); err != nil {
 		fmt.Fprintf(stderr, "roost serve: %v\n", err)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"time"
@@ -16,9 +17,9 @@ type Auth struct {
 	// ACLFile is a mosquitto acl_file; "" for none (everything allowed
 	// unless HTTPHook says otherwise).
 	ACLFile string
-	// AllowAnonymous is the default for listeners without anonymous:.
-	// Default true.
-	AllowAnonymous bool
+	// AllowAnonymous is the default for listeners without anonymous:;
+	// nil when not set, and then Anonymous decides (secure by default).
+	AllowAnonymous *bool
 	// CertIdentityAsUsername uses the identity a listener takes from a
 	// client certificate (tls.identity) as the username.
 	CertIdentityAsUsername bool
@@ -41,11 +42,96 @@ func (a *Auth) Enabled() bool {
 	return a.PasswordFile != "" || a.ACLFile != "" || a.HTTPHook.URL != "" || a.CertIdentityAsUsername
 }
 
+// Authenticates reports whether something in a can tell who a client is:
+// a password file, an HTTP hook or client certificates as identities. (An
+// ACL file alone cannot: it only says what a known name may do.)
+func (a *Auth) Authenticates() bool {
+	return a.PasswordFile != "" || a.HTTPHook.URL != "" || a.CertIdentityAsUsername
+}
+
+// AnonymousMode is whether a listener accepts clients without a username.
+type AnonymousMode uint8
+
+// The anonymous modes.
+const (
+	AnonymousRefused  AnonymousMode = iota // CONNACK 0x87 Not authorized
+	AnonymousLocal                         // only from a loopback address; others refused
+	AnonymousAccepted                      // from anywhere
+)
+
+func (m AnonymousMode) String() string {
+	switch m {
+	case AnonymousRefused:
+		return "no"
+	case AnonymousLocal:
+		return "from this machine only"
+	}
+	return "yes"
+}
+
+// Anonymous decides whether ln accepts clients without a username, and says
+// why (for the start-up log). The first rule that applies decides:
+//
+//  1. the listener's own anonymous: setting;
+//  2. auth.allow_anonymous (or --allow-anonymous), when set;
+//  3. with a way to authenticate clients (Authenticates), refused: someone
+//     who configured passwords believes they are required, however the
+//     listeners were given;
+//  4. with none, accepted from loopback addresses only, on every listener:
+//     on a loopback listener that is every client (unless a PROXY-protocol
+//     or WebSocket proxy on this machine relays others, whose own address
+//     then counts), and a broker listening on all interfaces, the default,
+//     is not open to the network by accident.
+//
+// docs/security.md has the same rules as a table.
+func (c *Config) Anonymous(ln Listener) (AnonymousMode, string) {
+	a := &c.Auth
+	switch {
+	case ln.Anonymous != nil:
+		return onOff(*ln.Anonymous), fmt.Sprintf("the listener's anonymous: %t", *ln.Anonymous)
+	case a.AllowAnonymous != nil:
+		return onOff(*a.AllowAnonymous), fmt.Sprintf("auth.allow_anonymous (or --allow-anonymous) is %t", *a.AllowAnonymous)
+	case a.Authenticates():
+		return AnonymousRefused, "clients can authenticate (" + a.authMeans() + ") and auth.allow_anonymous is not set; set it to true (or --allow-anonymous) to accept anonymous clients as well"
+	}
+	why := "nothing authenticates clients (no auth.password_file, http_hook or cert_identity_as_username) and auth.allow_anonymous is not set"
+	if ln.Loopback() {
+		return AnonymousLocal, why + "; the listener is on loopback: every client connecting directly is local"
+	}
+	return AnonymousLocal, why + ": clients from other machines are refused; set auth.password_file, or auth.allow_anonymous: true (--allow-anonymous) to accept anyone"
+}
+
+func onOff(b bool) AnonymousMode {
+	if b {
+		return AnonymousAccepted
+	}
+	return AnonymousRefused
+}
+
+// authMeans names what authenticates clients, for log lines.
+func (a *Auth) authMeans() string {
+	var ms []string
+	if a.PasswordFile != "" {
+		ms = append(ms, "auth.password_file")
+	}
+	if a.HTTPHook.URL != "" {
+		ms = append(ms, "auth.http_hook")
+	}
+	if a.CertIdentityAsUsername {
+		ms = append(ms, "auth.cert_identity_as_username")
+	}
+	return strings.Join(ms, ", ")
+}
+
 func (d *decoder) auth(n *yaml.Node, path string, a *Auth) {
 	d.mapping(n, path, map[string]field{
-		"password_file":             d.str(&a.PasswordFile),
-		"acl_file":                  d.str(&a.ACLFile),
-		"allow_anonymous":           func(p string, v *yaml.Node) { d.boolean(v, p, &a.AllowAnonymous) },
+		"password_file": d.str(&a.PasswordFile),
+		"acl_file":      d.str(&a.ACLFile),
+		"allow_anonymous": func(p string, v *yaml.Node) {
+			var b bool
+			d.boolean(v, p, &b)
+			a.AllowAnonymous = &b
+		},
 		"cert_identity_as_username": func(p string, v *yaml.Node) { d.boolean(v, p, &a.CertIdentityAsUsername) },
 		"http_hook":                 func(p string, v *yaml.Node) { d.httpHook(v, p, &a.HTTPHook) },
 	})

@@ -114,7 +114,6 @@ func Default() *Config {
 		SysInterval: o.SysInterval,
 		Retain:      !o.DisableRetain,
 		Store:       Store{Data: DefaultDataDir, MinFree: store.DefaultMinFree},
-		Auth:        Auth{AllowAnonymous: true},
 	}
 }
 

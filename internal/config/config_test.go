@@ -71,7 +71,7 @@ func TestParseExample(t *testing.T) {
 		SysInterval: time.Minute,
 		Retain:      false,
 		Store:       Store{Data: DefaultDataDir, MinFree: store.DefaultMinFree},
-		Auth: Auth{PasswordFile: "/etc/roost/passwd", ACLFile: "acl", CertIdentityAsUsername: true,
+		Auth: Auth{PasswordFile: "/etc/roost/passwd", ACLFile: "acl", AllowAnonymous: new(false), CertIdentityAsUsername: true,
 			HTTPHook: HTTPHook{URL: "http://127.0.0.1:8080/auth", Timeout: time.Second, CacheTTL: 10 * time.Second, FailOpen: true}},
 	}
 	if !reflect.DeepEqual(c, want) {
@@ -389,7 +389,7 @@ func TestAuthSection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a := c.Auth; a.PasswordFile != filepath.Join(dir, "passwd") || a.ACLFile != "/abs/acl" || !a.AllowAnonymous || !a.HTTPHook.NoCache || !a.Enabled() {
+	if a := c.Auth; a.PasswordFile != filepath.Join(dir, "passwd") || a.ACLFile != "/abs/acl" || a.AllowAnonymous != nil || !a.HTTPHook.NoCache || !a.Enabled() {
 		t.Errorf("auth: %+v", a)
 	}
 	for _, tc := range []struct{ src, want string }{

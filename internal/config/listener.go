@@ -96,6 +96,20 @@ func (ln *Listener) ID() string {
 	return ln.URL
 }
 
+// Loopback reports whether the listener accepts connections from this
+// machine only: its host is a loopback address or "localhost".
+func (ln *Listener) Loopback() bool {
+	host, _, err := net.SplitHostPort(ln.Addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // IsTLS reports whether the scheme is mqtts or wss.
 func (ln *Listener) IsTLS() bool { return ln.Scheme == "mqtts" || ln.Scheme == "wss" }
 
