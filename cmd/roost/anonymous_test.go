@@ -1,10 +1,13 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -189,4 +192,60 @@ func proxiedUser(t *testing.T, addr, remote, user, pass string) bool {
 		t.Errorf("CONNACK 0x%02X for %q from %s, want 0x00 or 0x87", byte(ack.ReasonCode), user, remote)
 	}
 	return ack.ReasonCode == 0
+}
+
+// Client certificates as identities count as a way to authenticate: with
+// cert_identity_as_username and allow_anonymous unset, a TLS client
+// without a certificate (anonymous) is refused and one with a certificate
+// gets in; allow_anonymous: true lets the anonymous one in too. Real
+// clients: paho.mqtt.golang over TLS.
+func TestServeAnonymousWithCertIdentity(t *testing.T) {
+	f := newTLSFiles(t)
+	pool := x509.NewCertPool()
+	caPEM, err := os.ReadFile(f.ca)
+	if err != nil || !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatalf("CA: %v", err)
+	}
+	clientCert, err := tls.LoadX509KeyPair(f.clientCert, f.clientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect := func(addr string, cert bool) bool {
+		cfg := &tls.Config{RootCAs: pool, ServerName: "localhost"}
+		if cert {
+			cfg.Certificates = []tls.Certificate{clientCert}
+		}
+		opts := mqtt.NewClientOptions().AddBroker("ssl://" + addr).SetClientID("paho-tls").SetTLSConfig(cfg).
+			SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second)
+		c := mqtt.NewClient(opts)
+		tok := c.Connect()
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			return false
+		}
+		c.Disconnect(0)
+		return true
+	}
+	for _, tc := range []struct {
+		allow           string
+		anonymous, cert bool
+	}{
+		{"", false, true},
+		{"  allow_anonymous: true\n", true, true},
+		{"  allow_anonymous: false\n", false, true},
+	} {
+		src := fmt.Sprintf("listeners:\n  - url: mqtts://127.0.0.1:0\n    tls: {cert: %s, key: %s, client_ca: %s, identity: cn}\n"+
+			"auth:\n  cert_identity_as_username: true\n%s", f.cert, f.key, f.ca, tc.allow)
+		b := startServe(t, "--config", writeConfig(t, src), "--memory")
+		if got := connect(b.addr, false); got != tc.anonymous {
+			t.Errorf("%q: TLS client without a certificate accepted=%v, want %v", tc.allow, got, tc.anonymous)
+		}
+		if got := connect(b.addr, true); got != tc.cert {
+			t.Errorf("%q: TLS client with a certificate accepted=%v, want %v", tc.allow, got, tc.cert)
+		}
+		// Logged just after CONNACK.
+		if !eventually(t, 5*time.Second, func() bool { return strings.Contains(b.log.String(), "username=car1") }) {
+			t.Errorf("%q: the certificate's name is not the username; log:\n%s", tc.allow, b.log.String())
+		}
+		b.stop()
+	}
 }
