@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -248,4 +250,52 @@ func TestServeAnonymousWithCertIdentity(t *testing.T) {
 		}
 		b.stop()
 	}
+}
+
+// The quick start as it is, `roost serve` on all interfaces with nothing
+// configured, seen from a real address of this machine that is not
+// loopback: mosquitto_pub from there is refused with Not authorized, from
+// 127.0.0.1 it gets in.
+func TestServeDefaultRefusesOtherMachines(t *testing.T) {
+	mosquittoPub, err := exec.LookPath("mosquitto_pub")
+	if err != nil {
+		t.Skip("mosquitto_pub not installed (Debian mosquitto-clients)")
+	}
+	other := nonLoopbackAddr(t)
+	b := startServe(t, "--listen", "mqtt://0.0.0.0:0", "--memory")
+	_, port, _ := net.SplitHostPort(b.addr)
+	pub := func(host string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, mosquittoPub, "-h", host, "-p", port, "-V", "mqttv5", "-t", "t", "-m", "x").CombinedOutput()
+		return string(out), err
+	}
+	if out, err := pub("127.0.0.1"); err != nil {
+		t.Errorf("from 127.0.0.1: %v: %s", err, out)
+	}
+	out, err := pub(other)
+	if err == nil || !strings.Contains(strings.ToLower(out), "not authorized") {
+		t.Errorf("from %s: %v: %s; want Not authorized", other, err, out)
+	}
+	if !eventually(t, 5*time.Second, func() bool {
+		return strings.Contains(b.log.String(), "anonymous clients are accepted from the broker's own machine only")
+	}) {
+		t.Errorf("the refusal's reason is not logged:\n%s", b.log.String())
+	}
+}
+
+// nonLoopbackAddr is an IPv4 address of this machine that is not loopback;
+// the test is skipped on a machine without one.
+func nonLoopbackAddr(t *testing.T) string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			return n.IP.String()
+		}
+	}
+	t.Skip("no non-loopback IPv4 address on this machine")
+	return ""
 }
