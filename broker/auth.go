@@ -90,7 +90,7 @@ type ClientInfo struct {
 	// Password is set for Authenticate only; it is cleared afterwards.
 	// It is nil when the CONNECT had no password (Password Flag 0) and
 	// non-nil, possibly empty, when it had one: the two are different
-	// requests [MQTT-3.1.2-18, MQTT-3.1.2-19].
+	// requests [MQTT-3.1.2-18], [MQTT-3.1.2-19] (3.1.1: -20, -21).
 	Password   []byte
 	Protocol   packet.Version
 	RemoteAddr net.Addr
