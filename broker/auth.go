@@ -19,8 +19,9 @@ type Authenticator interface {
 	// 4), or ErrNotAuthorized or any other error to refuse it (0x87 /
 	// code 5; other errors are logged). The text of an error wrapping
 	// ErrBadCredentials or ErrNotAuthorized is the reason logged for the
-	// refusal and sent to MQTT 5 clients as the Reason String, so it may
-	// say why but must not reveal what the client may not know.
+	// refusal and, to MQTT 5 clients that set Request Problem
+	// Information, sent as the Reason String: it may say why, but must
+	// not reveal what the client may not know.
 	Authenticate(ctx context.Context, c *ClientInfo) error
 }
 

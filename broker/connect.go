@@ -120,7 +120,7 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	c.authDone(hold, info.Username, err)
 	if err != nil {
 		// A refusal's text says why (no password, anonymous access off
-		// ...): it is logged and is the MQTT 5 Reason String.
+		// ...): it is logged and, when asked for, the Reason String.
 		if errors.Is(err, ErrBadCredentials) {
 			return c.refuse(packet.BadUserNameOrPassword, err.Error())
 		}
