@@ -103,6 +103,10 @@ func TestServeAnonymousAccess(t *testing.T) {
 		if tc.auth == "passwd" && !proxiedUser(t, proxied, "203.0.113.7", "u", "p") {
 			t.Errorf("%s: u with its password refused", name)
 		}
+		// A username nothing can check is no better than none.
+		if tc.auth == "nothing" && proxiedUser(t, proxied, "203.0.113.7", "claimed", "x") != tc.remote {
+			t.Errorf("%s: an unverifiable username from 203.0.113.7 is not treated as anonymous", name)
+		}
 		for _, ln := range []string{"plain", "proxied"} {
 			want := fmt.Sprintf(`msg="anonymous clients" listener=%s accepted=%q why=`, ln, tc.logged)
 			if tc.logged == yes || tc.logged == no {
