@@ -92,3 +92,18 @@ func mustParse(t *testing.T, src string) *Config {
 	}
 	return c
 }
+
+// On a loopback listener, the start-up reason says whether clients relayed
+// by a proxy on this machine are judged by their own address.
+func TestAnonymousLoopbackBehindProxy(t *testing.T) {
+	for src, want := range map[string]string{
+		"listeners:\n  - url: ws://127.0.0.1:8083/mqtt\n":                                         "set proxy_protocol or ws.trusted_proxies",
+		"listeners:\n  - url: ws://127.0.0.1:8083/mqtt\n    ws: {trusted_proxies: [127.0.0.1]}\n": "judged by the address it passes on",
+		"listeners:\n  - url: mqtt://127.0.0.1:1883\n    proxy_protocol: true\n":                  "judged by the address it passes on",
+	} {
+		c := mustParse(t, src)
+		if mode, why := c.Anonymous(c.Listeners[0]); mode != AnonymousLocal || !strings.Contains(why, want) {
+			t.Errorf("%s: %v (%s), want %v saying %q", src, mode, why, AnonymousLocal, want)
+		}
+	}
+}

@@ -95,8 +95,11 @@ func (c *Config) Anonymous(ln Listener) (AnonymousMode, string) {
 		return AnonymousRefused, "clients can authenticate (" + a.authMeans() + ") and auth.allow_anonymous is not set; set it to true (or --allow-anonymous) to accept anonymous clients as well"
 	}
 	why := "nothing authenticates clients (no auth.password_file, http_hook or cert_identity_as_username) and auth.allow_anonymous is not set"
-	if ln.Loopback() {
-		return AnonymousLocal, why + "; the listener is on loopback: every client connecting directly is local"
+	switch {
+	case ln.Loopback() && (ln.ProxyProtocol || len(ln.WS.TrustedProxies) > 0):
+		return AnonymousLocal, why + "; the listener is on loopback, and clients relayed by a proxy are judged by the address it passes on"
+	case ln.Loopback():
+		return AnonymousLocal, why + "; the listener is on loopback: every client connecting directly is local, and so is every client a proxy on this machine relays to it (set proxy_protocol or ws.trusted_proxies to judge those by their own address)"
 	}
 	return AnonymousLocal, why + ": clients from other machines are refused; set auth.password_file, or auth.allow_anonymous: true (--allow-anonymous) to accept anyone"
 }
