@@ -442,32 +442,27 @@ func (ss *session) onPubcomp(pid uint16) {
 // PUBLISH with DUP for unacknowledged messages, PUBREL for released ones
 // [MQTT-4.4.0-1], then queued messages. ss.mu must be held.
 func (ss *session) resume(c *conn) {
-	kept := ss.inflight[:0]
+	// Unacknowledged messages go out again even if the rules no longer
+	// let the client read them: onward delivery has started, and the
+	// client may hold their packet ids (as for expiry, [MQTT-3.3.2-5]).
+	// Queued ones are checked as they leave the queue (fill, mayReceive).
 	for _, ob := range ss.inflight {
-		switch {
-		case ob.released: // the client has the message; only PUBREL is left
+		if ob.released {
 			c.send(&packet.Pubrel{PacketID: ob.pid})
-		case !ss.mayReceive(ob):
-			delete(ss.byPID, ob.pid)
-			continue
-		default:
+		} else {
 			c.writePublish(ob.msg, ob.qos, ob.retain, ob.subIDs, ob.pid, true)
 		}
-		kept = append(kept, ob)
 	}
-	clear(ss.inflight[len(kept):])
-	ss.inflight = kept
 	ss.fill()
 }
 
-// mayReceive asks the Authorizer again, as a queued or unacknowledged
-// message is about to be sent: the rules may have changed since it was
-// queued (an ACL reload), and revoked read access must stop deliveries
-// already waiting, not only new ones. A refused message is dropped,
-// counted as DropUnauthorized and deleted from the store, so it is not
-// sent after a restart either. Messages sent at once when published are
-// not asked twice (route just asked). ss.mu must be held; with no
-// Authorizer this is one comparison.
+// mayReceive asks the Authorizer again as a queued message leaves the
+// queue: the rules may have changed since it was queued (an ACL reload),
+// and revoked read access must stop deliveries already waiting, not only
+// new ones. A refused message is dropped, counted as DropUnauthorized and
+// deleted from the store, so it is not sent after a restart either.
+// Messages sent at once when published are not asked twice (route just
+// asked). ss.mu must be held; with no Authorizer this is one comparison.
 func (ss *session) mayReceive(ob *outbound) bool {
 	s := ss.srv
 	if s.opts.Authorizer == nil || s.allowed(ss.info.Load(), ActionReceive, ob.msg.Topic) {
