@@ -43,26 +43,8 @@ func checkAuth(cfg *config.Config) error {
 // checks at all.
 func setupAuth(ctx context.Context, cfg *config.Config, opts *broker.Options, logger *slog.Logger) (stop func(), err error) {
 	a := cfg.Auth
-	authn := &auth.Authenticator{Listeners: make(map[string]bool), LoopbackOnly: make(map[string]bool),
-		CertIdentityAsUsername: a.CertIdentityAsUsername}
-	// Connections that do not say which listener they came through get
-	// the strictest listener's setting.
-	authn.Listeners[""] = true
-	restricted := false
-	for _, ln := range cfg.Listeners {
-		mode, why := cfg.Anonymous(ln)
-		level := slog.LevelInfo
-		if mode == config.AnonymousAccepted && !a.Authenticates() && !ln.Loopback() {
-			level = slog.LevelWarn // anyone who can reach it may use it
-		}
-		logger.Log(ctx, level, "anonymous clients", "listener", ln.ID(), "accepted", mode.String(), "why", why)
-		on, local := mode != config.AnonymousRefused, mode == config.AnonymousLocal
-		authn.Listeners[ln.ID()] = on
-		authn.LoopbackOnly[ln.ID()] = local
-		authn.Listeners[""] = authn.Listeners[""] && on
-		authn.LoopbackOnly[""] = authn.LoopbackOnly[""] || local
-		restricted = restricted || mode != config.AnonymousAccepted
-	}
+	authn := &auth.Authenticator{CertIdentityAsUsername: a.CertIdentityAsUsername}
+	restricted := anonymousAccess(ctx, cfg, authn, logger)
 	if !a.Enabled() && !restricted {
 		return func() {}, nil
 	}
@@ -104,6 +86,31 @@ func setupAuth(ctx context.Context, cfg *config.Config, opts *broker.Options, lo
 		opts.Authorizer = hook
 	}
 	return watchAuth(ctx, reloaders, logger), nil
+}
+
+// anonymousAccess sets authn's anonymous access per listener as
+// cfg.Anonymous decides, logging each decision, and reports whether any
+// listener restricts anonymous clients.
+func anonymousAccess(ctx context.Context, cfg *config.Config, authn *auth.Authenticator, logger *slog.Logger) (restricted bool) {
+	authn.Listeners, authn.LoopbackOnly = make(map[string]bool), make(map[string]bool)
+	// Connections that do not say which listener they came through get
+	// the strictest listener's setting.
+	authn.Listeners[""] = true
+	for _, ln := range cfg.Listeners {
+		mode, why := cfg.Anonymous(ln)
+		level := slog.LevelInfo
+		if mode == config.AnonymousAccepted && !cfg.Auth.Authenticates() && !ln.Loopback() {
+			level = slog.LevelWarn // anyone who can reach it may use it
+		}
+		logger.Log(ctx, level, "anonymous clients", "listener", ln.ID(), "accepted", mode.String(), "why", why)
+		on, local := mode != config.AnonymousRefused, mode == config.AnonymousLocal
+		authn.Listeners[ln.ID()] = on
+		authn.LoopbackOnly[ln.ID()] = local
+		authn.Listeners[""] = authn.Listeners[""] && on
+		authn.LoopbackOnly[""] = authn.LoopbackOnly[""] || local
+		restricted = restricted || mode != config.AnonymousAccepted
+	}
+	return restricted
 }
 
 // watchAuth reloads the files on SIGHUP and when they change. A file that
