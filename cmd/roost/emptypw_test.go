@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,7 +30,18 @@ func TestServeEmptyAndMissingPassword(t *testing.T) {
 		t.Skip("mosquitto_pub not installed (Debian mosquitto-clients)")
 	}
 	cfg := writeConfig(t, "listeners:\n  - url: mqtt://127.0.0.1:0\nauth:\n  password_file: passwd\n")
-	passwd := filepath.Join(filepath.Dir(cfg), "passwd")
+	writeEmptyPasswordFile(t, mosquittoPasswd, filepath.Join(filepath.Dir(cfg), "passwd"))
+	// One broker per version: more than 5 failed logins from one address
+	// would get the next CONNECTs held (password guessing).
+	for _, v := range []packet.Version{packet.V311, packet.V5} {
+		emptyPasswordCase(t, mosquittoPub, cfg, v)
+	}
+}
+
+// writeEmptyPasswordFile has mosquitto_passwd write users "empty", whose
+// entry is the hash of the empty password, and "bob" (password bob-pw).
+func writeEmptyPasswordFile(t *testing.T, mosquittoPasswd, passwd string) {
+	t.Helper()
 	if err := os.WriteFile(passwd, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -38,10 +50,43 @@ func TestServeEmptyAndMissingPassword(t *testing.T) {
 			t.Fatalf("mosquitto_passwd %s: %v: %s", up[0], err, out)
 		}
 	}
-	// One broker per version: more than 5 failed logins from one address
-	// would get the next CONNECTs held (password guessing).
-	for _, v := range []packet.Version{packet.V311, packet.V5} {
-		emptyPasswordCase(t, mosquittoPub, cfg, v)
+}
+
+// The console and API's Basic authentication (users_from_password_file)
+// follows the same rule: "empty" with an empty password is refused.
+func TestServeHTTPEmptyPassword(t *testing.T) {
+	mosquittoPasswd, err := exec.LookPath("mosquitto_passwd")
+	if err != nil {
+		t.Skip("mosquitto_passwd not installed (Debian mosquitto)")
+	}
+	cfg := writeConfig(t, "listeners:\n  - url: mqtt://127.0.0.1:0\nauth:\n  password_file: passwd\n"+
+		"http:\n  addr: 127.0.0.1:0\n  users_from_password_file: true\n")
+	writeEmptyPasswordFile(t, mosquittoPasswd, filepath.Join(filepath.Dir(cfg), "passwd"))
+	b := startServe(t, "--config", cfg, "--memory")
+	var base string
+	if !eventually(t, 10*time.Second, func() bool {
+		m := httpReadyLine.FindStringSubmatch(b.log.String())
+		if m != nil {
+			base = "http://" + m[1]
+		}
+		return m != nil
+	}) {
+		t.Fatalf("no http ready line; log:\n%s", b.log.String())
+	}
+	for _, tc := range []struct {
+		user, pass string
+		code       int
+	}{{"empty", "", http.StatusUnauthorized}, {"bob", "", http.StatusUnauthorized}, {"bob", "bob-pw", http.StatusOK}} {
+		req, _ := http.NewRequest("GET", base+"/metrics", nil)
+		req.SetBasicAuth(tc.user, tc.pass)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tc.code {
+			t.Errorf("Basic %s:%q: %d, want %d", tc.user, tc.pass, res.StatusCode, tc.code)
+		}
 	}
 }
 
