@@ -1,6 +1,7 @@
 package store
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -53,9 +54,7 @@ func (d *Disk) commitLoop() {
 			case <-retry:
 				retry = nil
 			case <-tick:
-				if err := d.db.LogData(nil, pebble.Sync); err != nil {
-					d.log.Error("store sync failed", "dir", d.dir, "err", err)
-				}
+				d.syncInterval()
 			}
 			continue
 		}
@@ -79,9 +78,31 @@ func (d *Disk) commitLoop() {
 			}
 			continue
 		}
-		d.commit(ops)
+		if err := d.commit(ops); err != nil {
+			// Not written: keep the ops for the next try and fail the
+			// Waits meanwhile, as for a full disk.
+			d.log.Error("store commit failed: refusing new QoS 1/2 messages and failing the acknowledgements that wait for it; retrying",
+				"dir", d.dir, "ops", len(ops), "err", err)
+			d.mu.Lock()
+			d.pending = append(ops, d.pending...)
+			d.opErr = fmt.Errorf("%w: commit: %w", ErrWriteFailed, err)
+			d.cond.Broadcast()
+			d.mu.Unlock()
+			if closed {
+				return
+			}
+			retry = time.After(time.Second)
+			select {
+			case <-retry:
+			case <-d.wake:
+			}
+			continue
+		}
 		d.mu.Lock()
-		d.written, d.failing = upto, nil
+		if d.opErr != nil {
+			d.log.Info("store commits work again", "dir", d.dir)
+		}
+		d.written, d.failing, d.opErr = upto, nil, nil
 		if d.opts.Sync.Mode != SyncAlways {
 			d.durable = upto
 		}
@@ -105,14 +126,23 @@ func (d *Disk) syncLoop() {
 		target := d.written
 		d.mu.Unlock()
 		if target > d.durableLoad() {
-			if err := d.db.LogData(nil, pebble.Sync); err != nil {
-				d.log.Error("store sync failed", "dir", d.dir, "err", err)
+			err := d.syncLog()
+			d.mu.Lock()
+			if err != nil {
+				// What the failed sync covered may or may not be on
+				// disk: it is never acknowledged. The next sync that
+				// works ends the failing state.
+				d.log.Error("store sync failed: failing the acknowledgements that wait for it", "dir", d.dir, "err", err)
+				d.opErr = fmt.Errorf("%w: sync: %w", ErrWriteFailed, err)
+				d.poisonLocked(d.durable, target, d.opErr)
 			} else {
-				d.mu.Lock()
-				d.durable = max(d.durable, target)
-				d.cond.Broadcast()
-				d.mu.Unlock()
+				d.opErr = nil
 			}
+			// Past the poisoned tickets too, so later ones are not
+			// held behind them.
+			d.durable = max(d.durable, target)
+			d.cond.Broadcast()
+			d.mu.Unlock()
 		}
 		if !ok {
 			return
@@ -126,18 +156,59 @@ func (d *Disk) durableLoad() broker.Ticket {
 	return d.durable
 }
 
+// syncLog makes everything written to the log durable.
+func (d *Disk) syncLog() error {
+	if d.opts.inject != nil {
+		if err := d.opts.inject("sync"); err != nil {
+			return err
+		}
+	}
+	return d.db.LogData(nil, pebble.Sync)
+}
+
+// syncInterval is SyncInterval's periodic sync. What it covers was
+// acknowledged already; a failure is logged and makes the store refuse
+// new messages until a sync works.
+func (d *Disk) syncInterval() {
+	err := d.syncLog()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		d.log.Error("store sync failed; refusing new QoS 1/2 messages until one works", "dir", d.dir, "err", err)
+		d.opErr = fmt.Errorf("%w: sync: %w", ErrWriteFailed, err)
+		return
+	}
+	d.opErr = nil
+}
+
 // commit writes ops as one batch to the log, without waiting for an fsync
-// (syncLoop does that). Pebble treats a failed log write as fatal (see
-// pebbleLogger.Fatalf), so there is no error to return.
-func (d *Disk) commit(ops []broker.Op) {
+// (syncLoop does that). Failed writes of the log reach Pebble only after
+// Close gave up on them (see guardFS), so an error here comes from Pebble
+// itself; the index, updated for ops that were not written, is rebuilt
+// from the database before the next try.
+func (d *Disk) commit(ops []broker.Op) error {
+	if d.stale {
+		if _, err := d.scan(); err != nil {
+			return fmt.Errorf("rebuilding the index: %w", err)
+		}
+		d.stale = false
+	}
 	b := d.db.NewBatch()
 	defer b.Close()
 	for i := range ops {
 		d.apply(b, &ops[i])
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		d.log.Error("store commit failed", "dir", d.dir, "err", err)
+	var err error
+	if d.opts.inject != nil {
+		err = d.opts.inject("commit")
 	}
+	if err == nil {
+		err = b.Commit(pebble.NoSync)
+	}
+	if err != nil {
+		d.stale = true
+	}
+	return err
 }
 
 func (d *Disk) apply(b *pebble.Batch, op *broker.Op) {

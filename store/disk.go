@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/roost-mqtt/roost/broker"
 )
@@ -37,12 +39,25 @@ type DiskOptions struct {
 	// ErrNoSpace until space returns. Default 256 MiB; negative disables
 	// the check.
 	MinFree int64
+	// Ballast is the size (bytes) of a file kept in the directory and
+	// deleted when a write finds the disk full, so that the store can
+	// finish the writes it started while new messages are refused (see
+	// ballast). Default DefaultBallast; negative: none, and a write that
+	// finds the disk full waits for space (failing Waits meanwhile).
+	Ballast int64
 	// Logger receives the store's own messages. Default slog.Default().
 	Logger *slog.Logger
 
 	// freeSpace reports the free bytes on the store's file system; tests
 	// replace it to simulate a full disk.
 	freeSpace func(dir string) (int64, error)
+	// fs is the file system under the guard (default vfs.Default); tests
+	// inject errors with errorfs.
+	fs vfs.FS
+	// inject, when set, is asked before each commit ("commit") and log sync
+	// ("sync") and returns the error Pebble would: tests of the paths
+	// where Pebble reports a failure instead of stopping the process.
+	inject func(op string) error
 }
 
 // DefaultMinFree is DiskOptions.MinFree when it is zero.
@@ -67,15 +82,25 @@ type Disk struct {
 	appended broker.Ticket // last ticket handed out
 	written  broker.Ticket // every op up to it is written to the log
 	durable  broker.Ticket // every op up to it is committed (SyncAlways: synced)
-	failing  error         // set while commits are refused (disk full)
-	closed   bool
-	wake     chan struct{} // cap 1: pending is non-empty
-	done     chan struct{} // closed when the committer returns
-	syncReq  chan struct{} // cap 1: written advanced; closed after done
-	synced   chan struct{} // closed when the syncer returns
+	failing  error         // set while commits are held back (disk nearly full)
+	ioErr    error         // set while a write or sync is retried (guardFS)
+	faults   int           // writes and syncs being retried
+	opErr    error         // set from a failed commit or sync until one succeeds
+	// Tickets in (poisonFrom, poisonTo] met a failed write, sync or
+	// commit: Wait fails for them with poisonErr, for good.
+	poisonFrom, poisonTo broker.Ticket
+	poisonErr            error
+	closed               bool
+	closingAt            atomic.Int64  // unix ns when Close began
+	wake                 chan struct{} // cap 1: pending is non-empty
+	done                 chan struct{} // closed when the committer returns
+	syncReq              chan struct{} // cap 1: written advanced; closed after done
+	synced               chan struct{} // closed when the syncer returns
 
 	health   healthState
+	ballast  ballast
 	idx      index // committer only (and Open)
+	stale    bool  // committer only: idx must be rebuilt (a commit failed)
 	state    *broker.StoredState
 	loadOnce sync.Once
 }
@@ -94,12 +119,19 @@ func Open(dir string, opts DiskOptions) (*Disk, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Ballast == 0 {
+		opts.Ballast = DefaultBallast
+	}
+	if opts.fs == nil {
+		opts.fs = vfs.Default
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
 	d := &Disk{dir: dir, opts: opts, log: opts.Logger, wake: make(chan struct{}, 1), done: make(chan struct{}),
 		syncReq: make(chan struct{}, 1), synced: make(chan struct{})}
 	d.cond.L = &d.mu
+	d.ballast.open(d)
 	db, err := pebble.Open(dir, d.pebbleOptions())
 	if err != nil {
 		return nil, openError(dir, err)
@@ -124,6 +156,7 @@ func Open(dir string, opts DiskOptions) (*Disk, error) {
 func (d *Disk) pebbleOptions() *pebble.Options {
 	o := &pebble.Options{
 		Logger:       pebbleLogger{d.log},
+		FS:           &guardFS{FS: d.opts.fs, d: d},
 		MemTableSize: 32 << 20,
 		CacheSize:    16 << 20,
 		EventListener: &pebble.EventListener{
@@ -228,29 +261,53 @@ func (d *Disk) Append(ops ...broker.Op) broker.Ticket {
 
 // Wait returns nil once every op up to t is committed (under SyncAlways:
 // on stable storage). It returns an error wrapping ErrNoSpace while the
-// disk is too full to commit, and ErrClosed after Close.
+// disk is too full to commit, one wrapping ErrWriteFailed while a write
+// or sync fails, and ErrClosed after Close. Ops that were not yet durable
+// when a write, sync or commit failed are never acknowledged: Wait
+// returns that failure for them even after writes work again.
 func (d *Disk) Wait(t broker.Ticket) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for d.durable < t {
-		if d.failing != nil {
-			return d.failing
+	for {
+		if d.poisoned(t) {
+			return d.poisonErr
+		}
+		if d.durable >= t {
+			return nil
+		}
+		if err := d.failingLocked(); err != nil {
+			return err
 		}
 		if d.closed {
 			return ErrClosed
 		}
 		d.cond.Wait()
 	}
-	return nil
 }
 
 // Healthy returns nil while the store accepts new messages, and an error
-// wrapping ErrNoSpace while free disk space is below DiskOptions.MinFree.
-// The broker should refuse new QoS 1/2 publishes meanwhile (0x97 Quota
+// wrapping ErrNoSpace while free disk space is below DiskOptions.MinFree
+// or the ballast is released, or ErrWriteFailed while a write fails. The
+// broker should refuse new QoS 1/2 publishes meanwhile (0x97 Quota
 // Exceeded in MQTT 5); acknowledgements and session removals go on and
 // free space. It is cheap: the free space is measured at most every
 // 100 ms.
-func (d *Disk) Healthy() error { return d.health.get(d) }
+func (d *Disk) Healthy() error {
+	herr := d.health.get(d) // first: it restores the ballast
+	d.mu.Lock()
+	err := d.ioErr
+	if err == nil {
+		err = d.opErr
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := d.ballast.refusal(); err != nil {
+		return err
+	}
+	return herr
+}
 
 // Close commits what is pending, syncs, and closes the database.
 func (d *Disk) Close() error {
@@ -261,6 +318,7 @@ func (d *Disk) Close() error {
 	}
 	d.closed = true
 	d.mu.Unlock()
+	d.closingAt.Store(time.Now().UnixNano())
 	select {
 	case d.wake <- struct{}{}:
 	default:
@@ -341,17 +399,19 @@ func (h *healthState) check(d *Disk) error {
 // messages should be refused (below MinFree).
 func (h *healthState) checkLocked(d *Disk) error {
 	h.checked = time.Now()
-	if d.opts.MinFree < 0 {
-		h.err = nil
+	was := h.err
+	h.err = nil
+	if d.opts.MinFree < 0 && !d.ballast.missing() {
 		return nil
 	}
 	free, err := d.opts.freeSpace(d.dir)
 	if err != nil {
-		h.err = nil // cannot tell: do not refuse service over it
+		return nil // cannot tell: do not refuse service over it
+	}
+	d.ballast.restore(d, free)
+	if d.opts.MinFree < 0 {
 		return nil
 	}
-	was := h.err
-	h.err = nil
 	if free < d.opts.MinFree {
 		h.err = fmt.Errorf("%w: %s has %d bytes free, below the %d reserved", ErrNoSpace, d.dir, free, d.opts.MinFree)
 	}
@@ -367,14 +427,15 @@ func (h *healthState) checkLocked(d *Disk) error {
 	return nil
 }
 
-// Size returns the bytes the store's files take on disk.
+// Size returns the bytes the store's files take on disk, the ballast
+// aside.
 func (d *Disk) Size() (int64, error) {
 	var n int64
 	err := filepath.WalkDir(d.dir, func(_ string, e os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if e.Type().IsRegular() {
+		if e.Type().IsRegular() && e.Name() != ballastName {
 			info, err := e.Info()
 			if err != nil {
 				return err

@@ -1,0 +1,292 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/roost-mqtt/roost/broker"
+)
+
+// eventually fails t unless cond holds within 10 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10s: %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// logFault injects err into the operations of kinds on the store's log
+// (*.log) while on is set; with once, into the first only.
+type logFault struct {
+	on    atomic.Bool
+	once  bool
+	err   error
+	kinds []errorfs.OpKind
+	hits  atomic.Int32
+}
+
+func (f *logFault) MaybeError(op errorfs.Op) error {
+	if !f.on.Load() || !strings.HasSuffix(op.Path, ".log") {
+		return nil
+	}
+	for _, k := range f.kinds {
+		if op.Kind == k {
+			if f.once && !f.on.CompareAndSwap(true, false) {
+				return nil
+			}
+			f.hits.Add(1)
+			return &os.PathError{Op: "write", Path: op.Path, Err: f.err}
+		}
+	}
+	return nil
+}
+
+func (f *logFault) String() string { return "logFault" }
+
+var (
+	writeOps = []errorfs.OpKind{errorfs.OpFileWrite, errorfs.OpFileWriteAt}
+	syncOps  = []errorfs.OpKind{errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo}
+)
+
+func retainOp(id uint64) broker.Op {
+	return broker.Op{Kind: broker.OpRetainPut, Msg: msg(id, fmt.Sprint("t/", id))}
+}
+
+func retainedTopics(t *testing.T, dir string) string {
+	t.Helper()
+	d := openT(t, dir, DiskOptions{})
+	defer d.Close()
+	st, err := d.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var topics []string
+	for _, m := range st.Retained {
+		topics = append(topics, m.Topic)
+	}
+	return strings.Join(topics, " ")
+}
+
+// A write or sync of the log that fails with an I/O error fails the Waits
+// for what it carried, for good; the store refuses new messages until the
+// retried write works, and then takes new ops. Pebble never sees the
+// error (it would stop the process).
+func TestDiskLogIOErrors(t *testing.T) {
+	for name, kinds := range map[string][]errorfs.OpKind{"write": writeOps, "sync": syncOps} {
+		t.Run(name, func(t *testing.T) {
+			f := &logFault{err: syscall.EIO, kinds: kinds}
+			dir := t.TempDir()
+			d := openT(t, dir, DiskOptions{MinFree: -1, fs: errorfs.Wrap(vfs.Default, f)})
+			d.Load()
+			if err := d.Wait(d.Append(retainOp(1))); err != nil {
+				t.Fatal(err)
+			}
+			f.on.Store(true)
+			t2 := d.Append(retainOp(2))
+			if err := d.Wait(t2); !errors.Is(err, ErrWriteFailed) {
+				t.Fatalf("Wait during a failing %s: %v, want ErrWriteFailed", name, err)
+			}
+			if err := d.Healthy(); !errors.Is(err, ErrWriteFailed) {
+				t.Fatalf("Healthy during a failing %s: %v", name, err)
+			}
+			if f.hits.Load() == 0 {
+				t.Fatal("no error was injected")
+			}
+			f.on.Store(false)
+			eventually(t, "Healthy after the fault", func() bool { return d.Healthy() == nil })
+			if err := d.Wait(t2); !errors.Is(err, ErrWriteFailed) {
+				t.Fatalf("Wait for an op caught in the failed %s, after recovery: %v; want it never acknowledged", name, err)
+			}
+			if err := d.Wait(d.Append(retainOp(3))); err != nil {
+				t.Fatalf("Wait after recovery: %v", err)
+			}
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// The retried write completed: even the op that was failed is
+			// there; what matters is that 1 and 3 are.
+			if got := retainedTopics(t, dir); got != "t/1 t/2 t/3" {
+				t.Fatalf("after reopen: %q", got)
+			}
+		})
+	}
+}
+
+// A full disk under the free-space check: the first failed write releases
+// the ballast and goes on, so what was started completes and is
+// acknowledged, and new messages are refused until space returns, when
+// the ballast is made again.
+func TestDiskFullReleasesBallast(t *testing.T) {
+	var free atomic.Int64
+	free.Store(1 << 40)
+	f := &logFault{err: syscall.ENOSPC, kinds: writeOps, once: true}
+	dir := t.TempDir()
+	d := openT(t, dir, DiskOptions{MinFree: -1, Ballast: 1 << 20, fs: errorfs.Wrap(vfs.Default, f),
+		freeSpace: func(string) (int64, error) { return free.Load(), nil }})
+	defer d.Close()
+	d.Load()
+	path := filepath.Join(dir, ballastName)
+	if fi, err := os.Stat(path); err != nil || fi.Size() != 1<<20 {
+		t.Fatalf("ballast: %v %v", fi, err)
+	}
+	free.Store(0)
+	f.on.Store(true)
+	if err := d.Wait(d.Append(retainOp(1))); err != nil {
+		t.Fatalf("the write that found the disk full was not finished: %v", err)
+	}
+	if f.hits.Load() != 1 {
+		t.Fatalf("injected %d errors, want 1", f.hits.Load())
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("ballast not released: %v", err)
+	}
+	if err := d.Healthy(); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Healthy with the ballast released: %v", err)
+	}
+	free.Store(1 << 20) // less than twice the ballast: not yet
+	time.Sleep(150 * time.Millisecond)
+	if err := d.Healthy(); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Healthy with room for only the ballast: %v", err)
+	}
+	free.Store(1 << 40)
+	eventually(t, "Healthy once space returns", func() bool { return d.Healthy() == nil })
+	if fi, err := os.Stat(path); err != nil || fi.Size() != 1<<20 {
+		t.Fatalf("ballast not restored: %v %v", fi, err)
+	}
+	if sz, _ := d.Size(); sz >= 1<<20 {
+		t.Fatalf("Size %d counts the ballast", sz)
+	}
+}
+
+// With no ballast left, a write that finds the disk full waits for space:
+// the Waits fail with ErrNoSpace meanwhile, and the write completes once
+// space returns (it was whole, so it may be acknowledged then).
+func TestDiskFullWithoutBallast(t *testing.T) {
+	f := &logFault{err: syscall.ENOSPC, kinds: writeOps}
+	dir := t.TempDir()
+	d := openT(t, dir, DiskOptions{MinFree: -1, Ballast: -1, fs: errorfs.Wrap(vfs.Default, f)})
+	d.Load()
+	if _, err := os.Stat(filepath.Join(dir, ballastName)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("ballast made though turned off: %v", err)
+	}
+	f.on.Store(true)
+	t1 := d.Append(retainOp(1))
+	if err := d.Wait(t1); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Wait on a full disk: %v", err)
+	}
+	if err := d.Healthy(); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Healthy on a full disk: %v", err)
+	}
+	f.on.Store(false)
+	eventually(t, "the write completes", func() bool { return d.Wait(t1) == nil })
+	if err := d.Healthy(); err != nil {
+		t.Fatalf("Healthy after space returned: %v", err)
+	}
+	d.Close()
+	if got := retainedTopics(t, dir); got != "t/1" {
+		t.Fatalf("after reopen: %q", got)
+	}
+}
+
+// A commit Pebble refuses is not marked written: its Waits fail, the store
+// refuses new messages, and the ops are written by a later try, with the
+// message reference counts rebuilt so that bodies are neither lost nor
+// leaked.
+func TestDiskCommitFailure(t *testing.T) {
+	var fail atomic.Bool
+	dir := t.TempDir()
+	d := openT(t, dir, DiskOptions{MinFree: -1, inject: func(op string) error {
+		if op == "commit" && fail.Load() {
+			return errors.New("injected commit failure")
+		}
+		return nil
+	}})
+	d.Load()
+	mem := NewMemory()
+	mem.Load()
+	both := func(ops ...broker.Op) broker.Ticket {
+		mem.Append(ops...)
+		return d.Append(ops...)
+	}
+	m1, m2 := msg(1, "a"), msg(2, "b")
+	sess := broker.StoredSession{ClientID: "c", Expiry: 60}
+	if err := d.Wait(both(broker.Op{Kind: broker.OpSessionPut, ClientID: "c", Session: sess},
+		broker.Op{Kind: broker.OpQueuePut, ClientID: "c", Delivery: broker.StoredDelivery{Seq: 1, Msg: m1, QoS: 1}})); err != nil {
+		t.Fatal(err)
+	}
+	fail.Store(true)
+	t2 := both(broker.Op{Kind: broker.OpQueuePut, ClientID: "c", Delivery: broker.StoredDelivery{Seq: 2, Msg: m2, QoS: 1}},
+		broker.Op{Kind: broker.OpQueueDel, ClientID: "c", Delivery: broker.StoredDelivery{Seq: 1}})
+	if err := d.Wait(t2); !errors.Is(err, ErrWriteFailed) {
+		t.Fatalf("Wait for a failed commit: %v", err)
+	}
+	if err := d.Healthy(); !errors.Is(err, ErrWriteFailed) {
+		t.Fatalf("Healthy after a failed commit: %v", err)
+	}
+	fail.Store(false)
+	eventually(t, "the ops are committed", func() bool { return d.Wait(t2) == nil })
+	if err := d.Healthy(); err != nil {
+		t.Fatalf("Healthy after a commit worked: %v", err)
+	}
+	d.Close()
+	d = openT(t, dir, DiskOptions{})
+	defer d.Close()
+	got, _ := d.Load()
+	want, _ := mem.Load()
+	if flatState(got) != flatState(want) {
+		t.Fatalf("after reopen:\n%s\nwant:\n%s", flatState(got), flatState(want))
+	}
+	if len(d.idx.refs) != 1 || d.idx.refs[2] != 1 {
+		t.Fatalf("message references after reopen: %v, want only message 2", d.idx.refs)
+	}
+}
+
+// A sync Pebble reports failed fails the Waits it covered, for good; the
+// next sync that works ends the failing state.
+func TestDiskSyncFailure(t *testing.T) {
+	var fail atomic.Bool
+	d := openT(t, t.TempDir(), DiskOptions{MinFree: -1, inject: func(op string) error {
+		if op == "sync" && fail.Load() {
+			return errors.New("injected sync failure")
+		}
+		return nil
+	}})
+	defer d.Close()
+	d.Load()
+	fail.Store(true)
+	t1 := d.Append(retainOp(1))
+	if err := d.Wait(t1); !errors.Is(err, ErrWriteFailed) {
+		t.Fatalf("Wait for a failed sync: %v", err)
+	}
+	if err := d.Healthy(); !errors.Is(err, ErrWriteFailed) {
+		t.Fatalf("Healthy after a failed sync: %v", err)
+	}
+	fail.Store(false)
+	// Waits fail fast until a sync works; the ops they wait for are
+	// synced meanwhile.
+	id := uint64(1)
+	eventually(t, "a Wait succeeds once syncs work", func() bool {
+		id++
+		return d.Wait(d.Append(retainOp(id))) == nil
+	})
+	if err := d.Wait(t1); !errors.Is(err, ErrWriteFailed) {
+		t.Fatalf("Wait for the op of the failed sync, later: %v", err)
+	}
+	if err := d.Healthy(); err != nil {
+		t.Fatalf("Healthy after a sync worked: %v", err)
+	}
+}
