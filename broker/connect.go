@@ -181,6 +181,17 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	if keepAlive > 0 {
 		c.keepAlive = time.Duration(keepAlive) * 1500 * time.Millisecond // [MQTT-3.1.2-24]
 	}
+	if err := s.storeHealth(); err != nil && (!p.CleanStart || expiry > 0) {
+		// A session that outlives the connection is written to the store
+		// before CONNACK (attach), and the store cannot take writes: say
+		// so with a code the client can act on (connect clean, or later)
+		// instead of closing without CONNACK [MQTT-3.2.2-6/7]. 0x97, not
+		// 0x88 Server unavailable: the server is up (clean sessions and
+		// QoS 0 go on), and QoS 1/2 publishes are refused with 0x97 for
+		// the same cause. 3.1.x clients get 0x03 Server unavailable.
+		c.logger().Warn("refusing a persistent session: the store cannot take writes", "err", err)
+		return c.refuse(packet.QuotaExceeded, "the server cannot store sessions now; connect with a clean session or retry later")
+	}
 
 	c.clientID = id
 	c.connectedAt = time.Now().UnixNano()

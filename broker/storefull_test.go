@@ -51,3 +51,53 @@ func TestStoreFullRefusesQoS(t *testing.T) {
 		t.Fatalf("after recovery got %+v, want a successful PUBACK", a)
 	}
 }
+
+// While the store cannot take writes, a CONNECT asking for a session that
+// outlives the connection is refused with a reason code (MQTT 5: 0x97;
+// 3.1.x: 0x03 Server unavailable) rather than closed without CONNACK; clean
+// sessions connect and QoS 0 flows; persistent sessions connect again once
+// the store recovers.
+func TestStoreFullRefusesPersistentSessions(t *testing.T) {
+	st := &fullStore{}
+	st.full.Store(true)
+	_, addr := startServer(t, Options{Store: st})
+	refused := []struct {
+		name string
+		v    packet.Version
+		p    packet.Connect
+		want packet.ReasonCode
+	}{
+		{"5 clean start false", packet.V5, packet.Connect{ClientID: "a", CleanStart: false}, packet.QuotaExceeded},
+		{"5 session expiry", packet.V5, packet.Connect{ClientID: "b", CleanStart: true,
+			Properties: packet.Properties{Present: 1 << packet.PropSessionExpiry, SessionExpiry: 60}}, packet.QuotaExceeded},
+		{"3.1.1 clean session false", packet.V311, packet.Connect{ClientID: "c"}, packet.Connack311ServerUnavailable},
+		{"3.1 clean session false", packet.V31, packet.Connect{ClientID: "d"}, packet.Connack311ServerUnavailable},
+	}
+	for _, tc := range refused {
+		c := dial(t, addr, tc.v)
+		p := tc.p
+		p.ProtocolVersion = tc.v
+		c.Send(&p)
+		got := c.ExpectClosed(2 * time.Second)
+		if len(got) != 1 {
+			t.Fatalf("%s: got %v, want one CONNACK then a close", tc.name, got)
+		}
+		if a, ok := got[0].(*packet.Connack); !ok || a.ReasonCode != tc.want {
+			t.Fatalf("%s: got %+v, want CONNACK 0x%02X", tc.name, got[0], byte(tc.want))
+		}
+	}
+	for _, v := range []packet.Version{packet.V5, packet.V311} {
+		sub := dial(t, addr, v)
+		sub.Connect(&packet.Connect{ClientID: fmt.Sprint("sub", v), CleanStart: true})
+		sub.Subscribe("q0", 0)
+		sub.Send(&packet.Publish{Topic: "q0", Payload: []byte("x")})
+		if m, ok := sub.Next(time.Second).(*packet.Publish); !ok || string(m.Payload) != "x" {
+			t.Fatalf("v%d: QoS 0 with the store full: got %+v", v, m)
+		}
+	}
+	st.full.Store(false)
+	c := dial(t, addr, packet.V5)
+	c.Connect(&packet.Connect{ClientID: "a", CleanStart: false})
+	old := dial(t, addr, packet.V311)
+	old.Connect(&packet.Connect{ClientID: "c"})
+}
