@@ -256,7 +256,8 @@ func (s *Server) putReadBuf(b []byte) {
 // shutting down), flushes pending writes and closes every connection. Wills
 // of connected clients are not published: the clients did nothing wrong.
 // It waits until all connections are closed or ctx ends, returning ctx's
-// error in the latter case.
+// error in the latter case. Either way it closes the Store last (a final
+// sync), and returns the Store's error too.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closing {
@@ -299,6 +300,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			<-done
 			s.closePoller()
 		}()
+		// Closed even so: its final sync is what sync intervals and "none"
+		// count on, and the process usually exits next. Connections still
+		// ending meet a closed store: what they had not acknowledged
+		// stays unacknowledged.
+		if s.opts.Store != nil {
+			return errors.Join(ctx.Err(), s.opts.Store.Close())
+		}
 		return ctx.Err()
 	}
 }

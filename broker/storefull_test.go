@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -100,4 +101,29 @@ func TestStoreFullRefusesPersistentSessions(t *testing.T) {
 	c.Connect(&packet.Connect{ClientID: "a", CleanStart: false})
 	old := dial(t, addr, packet.V311)
 	old.Connect(&packet.Connect{ClientID: "c"})
+}
+
+// closeStore records Close.
+type closeStore struct {
+	fullStore
+	closed atomic.Bool
+}
+
+func (s *closeStore) Close() error { s.closed.Store(true); return nil }
+
+// Shutdown closes the store, with its final sync, even when its context
+// has expired while connections were still ending.
+func TestShutdownExpiredClosesStore(t *testing.T) {
+	st := &closeStore{}
+	srv, addr := startServer(t, Options{Store: st})
+	for i := range 3 {
+		c := dial(t, addr, packet.V5)
+		c.Connect(&packet.Connect{ClientID: fmt.Sprint("c", i), CleanStart: true})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	srv.Shutdown(ctx)
+	if !st.closed.Load() {
+		t.Fatal("store not closed by Shutdown with an expired context")
+	}
 }
