@@ -215,15 +215,22 @@ func (c *conn) flush() {
 		if need != 0 {
 			if err := c.srv.opts.Store.Wait(need); err != nil {
 				// Never acknowledge what the store could not keep.
-				c.logger().Error("store failed; closing connection", "err", err)
-				c.outMu.Lock()
-				c.dead = true
-				c.dropOutput()
-				c.outMu.Unlock()
+				out, keep := c.storeFailed(blocks, need, err)
 				c.recycle(blocks)
-				c.nc.Close()
-				c.wake() // a parked reader would never see the close
-				continue
+				blocks = append(blocks[:0], out)
+				if !keep {
+					if len(out) > 0 {
+						c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+						c.nc.Write(out) // the failure CONNACK
+					}
+					c.outMu.Lock()
+					c.dead = true
+					c.dropOutput()
+					c.outMu.Unlock()
+					c.nc.Close()
+					c.wake() // a parked reader would never see the close
+					continue
+				}
 			}
 		}
 

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/roost-mqtt/roost/packet"
@@ -114,4 +115,86 @@ type StoredDelivery struct {
 	SubIDs   []uint32
 	PacketID uint16
 	Released bool
+}
+
+// storeFailed decides what becomes of output held back because the store
+// could not make its ops durable (Wait failed with err): none of it may
+// say that those ops were kept. For MQTT 5, PUBACKs and PUBRECs carry a
+// failure code instead (0x97 Quota exceeded for a full store, else 0x80
+// Unspecified error) and the connection goes on; the ids of failed PUBRECs
+// are forgotten, as the exchange ends there. A CONNACK becomes a failure
+// CONNACK (3.1.x: 0x03 Server unavailable) before the connection closes.
+// Anything else (3.1.x acknowledgements, which have no failure code;
+// SUBACK; UNSUBACK) closes the connection without it. It returns the
+// output to write instead, and whether the connection goes on.
+func (c *conn) storeFailed(blocks [][]byte, need Ticket, err error) ([]byte, bool) {
+	rc := packet.UnspecifiedError
+	if errors.Is(err, ErrStoreFull) {
+		rc = packet.QuotaExceeded
+	}
+	out, pubrecs, keep := failAcks(blocks, c.version, rc)
+	if !keep {
+		c.logger().Error("store failed; closing connection", "err", err)
+		return out, false
+	}
+	for _, id := range pubrecs {
+		c.forgetInQoS2(id)
+	}
+	c.outMu.Lock()
+	if c.durable == need {
+		c.durable = 0 // the failure is said; later output waits for its own ops
+	}
+	c.outMu.Unlock()
+	c.logger().Warn("store failed; acknowledging as failed", "code", fmt.Sprintf("0x%02X", byte(rc)), "err", err)
+	return out, true
+}
+
+// failAcks rewrites held-back output for storeFailed: see there.
+func failAcks(blocks [][]byte, v packet.Version, rc packet.ReasonCode) (out []byte, pubrecs []uint16, keep bool) {
+	var all []byte
+	for _, b := range blocks {
+		all = append(all, b...)
+	}
+	for len(all) > 0 {
+		h, err := packet.ParseFixedHeader(all)
+		if err != nil || len(all) < h.HeaderLen+h.Remaining {
+			return nil, nil, false
+		}
+		raw := all[:h.HeaderLen+h.Remaining]
+		all = all[len(raw):]
+		switch h.Type {
+		case packet.CONNACK:
+			ack := &packet.Connack{ReasonCode: rc}
+			if v != packet.V5 {
+				ack.ReasonCode = packet.ConnackCode311(rc)
+			}
+			out, _ := ack.Encode(nil, v)
+			return out, nil, false
+		case packet.PUBACK, packet.PUBREC:
+			if v != packet.V5 {
+				return nil, nil, false
+			}
+			p, err := packet.Decode(h, raw[h.HeaderLen:], v)
+			if err != nil {
+				return nil, nil, false
+			}
+			switch a := p.(type) {
+			case *packet.Puback:
+				if a.ReasonCode < 0x80 {
+					out, _ = (&packet.Puback{PacketID: a.PacketID, ReasonCode: rc}).Encode(out, v)
+					continue
+				}
+			case *packet.Pubrec:
+				if a.ReasonCode < 0x80 {
+					pubrecs = append(pubrecs, a.PacketID)
+					out, _ = (&packet.Pubrec{PacketID: a.PacketID, ReasonCode: rc}).Encode(out, v)
+					continue
+				}
+			}
+		case packet.SUBACK, packet.UNSUBACK:
+			return nil, nil, false
+		}
+		out = append(out, raw...)
+	}
+	return out, pubrecs, true
 }

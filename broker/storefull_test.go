@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -125,5 +127,98 @@ func TestShutdownExpiredClosesStore(t *testing.T) {
 	srv.Shutdown(ctx)
 	if !st.closed.Load() {
 		t.Fatal("store not closed by Shutdown with an expired context")
+	}
+}
+
+// failStore keeps nothing; its Wait fails with the error in fail while one
+// is set, as a store whose write or sync fails does (Healthy stays nil:
+// the failure came after the publish was accepted).
+type failStore struct {
+	fullStore
+	tickets atomic.Uint64
+	fail    atomic.Pointer[error]
+}
+
+func (s *failStore) Append(...Op) Ticket { return Ticket(s.tickets.Add(1)) }
+func (s *failStore) Wait(Ticket) error {
+	if err := s.fail.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// An acknowledgement whose ops the store failed to keep is never sent as
+// a success: MQTT 5 PUBACK/PUBREC carry 0x80 (0x97 for a full store) and
+// the connection goes on, the failed QoS 2 id free for reuse; a 3.1.1
+// publisher is disconnected; a CONNACK becomes a failure CONNACK.
+func TestStoreWaitFailureFailsAcks(t *testing.T) {
+	st := &failStore{}
+	_, addr := startServer(t, Options{Store: st})
+	sub := dial(t, addr, packet.V5)
+	sub.Connect(&packet.Connect{ClientID: "sub", CleanStart: true,
+		Properties: packet.Properties{Present: 1 << packet.PropSessionExpiry, SessionExpiry: 300}})
+	sub.Subscribe("t", 1)
+
+	ioErr := errors.New("injected: write failed")
+	fullErr := fmt.Errorf("injected: %w", ErrStoreFull)
+	pub := dial(t, addr, packet.V5)
+	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
+	for i, tc := range []struct {
+		err  error
+		want packet.ReasonCode
+	}{{ioErr, packet.UnspecifiedError}, {fullErr, packet.QuotaExceeded}} {
+		st.fail.Store(&tc.err)
+		pid := uint16(10 * (i + 1))
+		pub.Send(&packet.Publish{Topic: "t", QoS: 1, PacketID: pid, Payload: []byte("x")})
+		if a, ok := pub.Next(time.Second).(*packet.Puback); !ok || a.PacketID != pid || a.ReasonCode != tc.want {
+			t.Fatalf("PUBACK with the store failing (%v): %+v, want 0x%02X", tc.err, a, byte(tc.want))
+		}
+		pub.Send(&packet.Publish{Topic: "t", QoS: 2, PacketID: pid + 1, Payload: []byte("y")})
+		if a, ok := pub.Next(time.Second).(*packet.Pubrec); !ok || a.PacketID != pid+1 || a.ReasonCode != tc.want {
+			t.Fatalf("PUBREC with the store failing (%v): %+v, want 0x%02X", tc.err, a, byte(tc.want))
+		}
+		st.fail.Store(nil)
+		// The failed PUBREC ended that exchange: the id is new again, so
+		// the message is routed, not taken for a duplicate.
+		pub.Send(&packet.Publish{Topic: "t", QoS: 2, PacketID: pid + 1, Payload: []byte("z")})
+		if a, ok := pub.Next(time.Second).(*packet.Pubrec); !ok || a.ReasonCode != packet.Success {
+			t.Fatalf("PUBREC after recovery: %+v", a)
+		}
+		pub.Send(&packet.Pubrel{PacketID: pid + 1})
+		if a, ok := pub.Next(time.Second).(*packet.Pubcomp); !ok || a.PacketID != pid+1 {
+			t.Fatalf("PUBCOMP after recovery: %+v", a)
+		}
+	}
+	var payloads []string
+	for p := range slices.Values(sub.Collect(300 * time.Millisecond)) {
+		if m, ok := p.(*packet.Publish); ok {
+			payloads = append(payloads, string(m.Payload))
+		}
+	}
+	if slices.Index(payloads, "z") < 0 {
+		t.Fatalf("the QoS 2 message sent again with the failed id was not delivered: %q", payloads)
+	}
+
+	st.fail.Store(&ioErr)
+	old := dial(t, addr, packet.V311)
+	old.Send(&packet.Connect{ProtocolVersion: packet.V311, ClientID: "old"})
+	got := old.ExpectClosed(2 * time.Second)
+	if len(got) != 1 || got[0].(*packet.Connack).ReasonCode != packet.Connack311ServerUnavailable {
+		t.Fatalf("3.1.1 persistent CONNECT with the store failing: %v, want CONNACK 0x03", got)
+	}
+	p5 := dial(t, addr, packet.V5)
+	p5.Send(&packet.Connect{ProtocolVersion: packet.V5, ClientID: "p5", CleanStart: true,
+		Properties: packet.Properties{Present: 1 << packet.PropSessionExpiry, SessionExpiry: 60}})
+	got = p5.ExpectClosed(2 * time.Second)
+	if len(got) != 1 || got[0].(*packet.Connack).ReasonCode != packet.UnspecifiedError {
+		t.Fatalf("5 persistent CONNECT with the store failing: %v, want CONNACK 0x80", got)
+	}
+	st.fail.Store(nil)
+	old = dial(t, addr, packet.V311)
+	old.Connect(&packet.Connect{ClientID: "old3", CleanStart: true})
+	st.fail.Store(&ioErr)
+	old.Send(&packet.Publish{Topic: "t", QoS: 1, PacketID: 1, Payload: []byte("x")})
+	if got := old.ExpectClosed(2 * time.Second); len(got) != 0 {
+		t.Fatalf("3.1.1 publisher with the store failing got %v, want a plain close", got)
 	}
 }
