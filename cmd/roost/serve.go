@@ -93,6 +93,16 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 		minFree = &v
 		return err
 	})
+	var ballast *int64
+	fs.Func("ballast", "keep `size` of space reserved in the data directory, released when a write finds the disk full (such as 64MiB, the default; 0: none)", func(s string) error {
+		n, err := config.ParseSize(s)
+		if err == nil && n > math.MaxInt64 {
+			err = fmt.Errorf("size %q is too large", s)
+		}
+		v := int64(n)
+		ballast = &v
+		return err
+	})
 	fs.Func("listen", "accept clients on `url`: mqtt://H:P, mqtts://H:P, ws://H:P/PATH or wss://H:P/PATH (repeatable)", func(s string) error {
 		ln, err := config.ParseListener(s)
 		listeners = append(listeners, ln)
@@ -149,6 +159,9 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 	}
 	if minFree != nil {
 		cfg.Store.MinFree = *minFree
+	}
+	if ballast != nil {
+		cfg.Store.Ballast = *ballast
 	}
 	if *httpAddr != "" {
 		cfg.HTTP.Addr = *httpAddr
@@ -269,7 +282,7 @@ func openStore(c config.Store, logger *slog.Logger) (broker.Store, error) {
 		logger.Info("store in memory: nothing survives a restart")
 		return store.NewMemory(), nil
 	}
-	logger.Info("opening store", "data", c.Data, "sync", c.Sync.String(), "min_free", c.MinFree)
+	logger.Info("opening store", "data", c.Data, "sync", c.Sync.String(), "min_free", c.MinFree, "ballast", c.Ballast)
 	o := c.DiskOptions()
 	o.Logger = logger
 	return store.Open(c.Data, o)

@@ -30,6 +30,18 @@ func TestServeStoreFlags(t *testing.T) {
 			t.Errorf("--min-free %s: ok=%v, MinFree %d; want %d", flag, ok, cfg.Store.MinFree, want)
 		}
 	}
+	for flag, want := range map[string]int64{"16MiB": 16 << 20, "0": 0} {
+		cfg, _, ok := serveConfig([]string{"--ballast", flag}, &stderr)
+		if !ok || cfg.Store.Ballast != want {
+			t.Errorf("--ballast %s: ok=%v, Ballast %d; want %d", flag, ok, cfg.Store.Ballast, want)
+		}
+	}
+	if cfg, _, _ := serveConfig(nil, &stderr); cfg.Store.Ballast != store.DefaultBallast {
+		t.Errorf("default Ballast %d, want %d", cfg.Store.Ballast, store.DefaultBallast)
+	}
+	if _, code, ok := serveConfig([]string{"--ballast", "lots"}, &stderr); ok || code != 2 {
+		t.Errorf("--ballast lots: ok=%v code=%d", ok, code)
+	}
 	if cfg, _, _ := serveConfig(nil, &stderr); cfg.Store.MinFree != store.DefaultMinFree {
 		t.Errorf("default MinFree %d, want %d", cfg.Store.MinFree, store.DefaultMinFree)
 	}

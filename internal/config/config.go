@@ -113,7 +113,7 @@ func Default() *Config {
 		},
 		SysInterval: o.SysInterval,
 		Retain:      !o.DisableRetain,
-		Store:       Store{Data: DefaultDataDir, MinFree: store.DefaultMinFree},
+		Store:       Store{Data: DefaultDataDir, MinFree: store.DefaultMinFree, Ballast: store.DefaultBallast},
 	}
 }
 

@@ -70,7 +70,7 @@ func TestParseExample(t *testing.T) {
 		},
 		SysInterval: time.Minute,
 		Retain:      false,
-		Store:       Store{Data: DefaultDataDir, MinFree: store.DefaultMinFree},
+		Store:       Store{Data: DefaultDataDir, MinFree: store.DefaultMinFree, Ballast: store.DefaultBallast},
 		Auth: Auth{PasswordFile: "/etc/roost/passwd", ACLFile: "acl", AllowAnonymous: new(false), CertIdentityAsUsername: true,
 			HTTPHook: HTTPHook{URL: "http://127.0.0.1:8080/auth", Timeout: time.Second, CacheTTL: 10 * time.Second, FailOpen: true}},
 	}

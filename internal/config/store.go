@@ -24,6 +24,10 @@ type Store struct {
 	// messages are refused (see store.DiskOptions.MinFree); 0 turns the
 	// check off. Default store.DefaultMinFree.
 	MinFree int64
+	// Ballast is the space reserved in the data directory and released
+	// when a write finds the disk full (see store.DiskOptions.Ballast);
+	// 0 turns it off. Default store.DefaultBallast.
+	Ballast int64
 }
 
 // DefaultDataDir is the store's directory when none is configured.
@@ -34,6 +38,11 @@ func (d *decoder) store(n *yaml.Node, path string, s *Store) {
 		"data": func(p string, v *yaml.Node) {
 			if d.scalar(v, p, "a directory path") {
 				s.Data = v.Value
+			}
+		},
+		"ballast": func(p string, v *yaml.Node) {
+			if n, ok := d.bytes(v, p, 0, math.MaxInt64); ok {
+				s.Ballast = int64(n)
 			}
 		},
 		"memory": func(p string, v *yaml.Node) { d.boolean(v, p, &s.Memory) },
@@ -52,12 +61,15 @@ func (d *decoder) store(n *yaml.Node, path string, s *Store) {
 	})
 }
 
-// DiskOptions returns the store.DiskOptions for s (whose zero MinFree means
-// the default, where s's means off).
+// DiskOptions returns the store.DiskOptions for s (whose zero MinFree and
+// Ballast mean the defaults, where s's mean off).
 func (s *Store) DiskOptions() store.DiskOptions {
-	o := store.DiskOptions{Sync: s.Sync, MinFree: s.MinFree}
+	o := store.DiskOptions{Sync: s.Sync, MinFree: s.MinFree, Ballast: s.Ballast}
 	if s.MinFree == 0 {
 		o.MinFree = -1
+	}
+	if s.Ballast == 0 {
+		o.Ballast = -1
 	}
 	return o
 }

@@ -16,11 +16,13 @@ func TestParseStore(t *testing.T) {
 		want Store
 		err  string
 	}{
-		{"", Store{Data: "data", MinFree: store.DefaultMinFree}, ""},
-		{"store: {data: /var/lib/roost, sync: 100ms}", Store{Data: "/var/lib/roost", MinFree: store.DefaultMinFree, Sync: store.Sync{Mode: store.SyncInterval, Interval: 100 * time.Millisecond}}, ""},
-		{"store: {memory: true, sync: none}", Store{Data: "data", MinFree: store.DefaultMinFree, Memory: true, Sync: store.Sync{Mode: store.SyncNone}}, ""},
-		{"store: {min_free: 1GiB}", Store{Data: "data", MinFree: 1 << 30}, ""},
-		{"store: {min_free: 0}", Store{Data: "data"}, ""},
+		{"", Store{Data: "data", MinFree: store.DefaultMinFree, Ballast: store.DefaultBallast}, ""},
+		{"store: {data: /var/lib/roost, sync: 100ms}", Store{Data: "/var/lib/roost", MinFree: store.DefaultMinFree, Ballast: store.DefaultBallast, Sync: store.Sync{Mode: store.SyncInterval, Interval: 100 * time.Millisecond}}, ""},
+		{"store: {memory: true, sync: none}", Store{Data: "data", MinFree: store.DefaultMinFree, Ballast: store.DefaultBallast, Memory: true, Sync: store.Sync{Mode: store.SyncNone}}, ""},
+		{"store: {min_free: 1GiB}", Store{Data: "data", MinFree: 1 << 30, Ballast: store.DefaultBallast}, ""},
+		{"store: {ballast: 16MiB}", Store{Data: "data", MinFree: store.DefaultMinFree, Ballast: 16 << 20}, ""},
+		{"store: {ballast: 0}", Store{Data: "data", MinFree: store.DefaultMinFree}, ""},
+		{"store: {min_free: 0}", Store{Data: "data", Ballast: store.DefaultBallast}, ""},
 		{"store: {min_free: -1}", Store{}, `roost.yaml:1: store.min_free: must be a size such as 65536, 512KiB or 1MiB, got "-1"`},
 		{"store: {min_free: lots}", Store{}, `roost.yaml:1: store.min_free: must be a size`},
 		{"store: {sync: sometimes}", Store{}, `roost.yaml:1: store.sync: sync "sometimes": want always, none or a positive duration`},
@@ -41,13 +43,13 @@ func TestParseStore(t *testing.T) {
 	}
 }
 
-// min_free 0 turns the free-space check off; store.DiskOptions says that
-// with a negative MinFree.
+// min_free 0 turns the free-space check off, ballast 0 the ballast;
+// store.DiskOptions says that with negative values.
 func TestStoreDiskOptions(t *testing.T) {
 	for _, tt := range []struct{ in, want int64 }{{0, -1}, {store.DefaultMinFree, store.DefaultMinFree}, {1 << 30, 1 << 30}} {
-		s := Store{MinFree: tt.in, Sync: store.Sync{Mode: store.SyncNone}}
-		if o := s.DiskOptions(); o.MinFree != tt.want || o.Sync != s.Sync {
-			t.Errorf("MinFree %d: DiskOptions %+v, want MinFree %d", tt.in, o, tt.want)
+		s := Store{MinFree: tt.in, Ballast: tt.in, Sync: store.Sync{Mode: store.SyncNone}}
+		if o := s.DiskOptions(); o.MinFree != tt.want || o.Ballast != tt.want || o.Sync != s.Sync {
+			t.Errorf("MinFree and Ballast %d: DiskOptions %+v, want %d", tt.in, o, tt.want)
 		}
 	}
 }
