@@ -47,12 +47,12 @@ func (b *ballast) open(d *Disk) {
 		return
 	}
 	os.Remove(b.path)
-	b.refuse = fmt.Errorf("%w: %s: no room for the %d-byte ballast", ErrNoSpace, d.dir, b.size)
 	free, err := d.opts.freeSpace(d.dir)
 	if err != nil {
 		free = 1<<63 - 1 // cannot tell: try
 	}
 	if !b.restore(d, free) {
+		b.refuse = fmt.Errorf("%w: %s: no room for the %d-byte ballast", ErrNoSpace, d.dir, b.size)
 		d.log.Warn("no room for the store's ballast: refusing new QoS 1/2 messages until there is",
 			"dir", d.dir, "ballast", b.size, "free", free, "needs", b.needs(d))
 	}

@@ -290,3 +290,22 @@ func TestDiskSyncFailure(t *testing.T) {
 		t.Fatalf("Healthy after a sync worked: %v", err)
 	}
 }
+
+// A store opened without room for its ballast refuses new messages until
+// there is room, and makes it then.
+func TestDiskOpensWithoutRoomForBallast(t *testing.T) {
+	var free atomic.Int64
+	free.Store(1 << 20)
+	dir := t.TempDir()
+	d := openT(t, dir, DiskOptions{MinFree: -1, Ballast: 1 << 20, freeSpace: func(string) (int64, error) { return free.Load(), nil }})
+	defer d.Close()
+	d.Load()
+	if err := d.Healthy(); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Healthy without room for the ballast: %v", err)
+	}
+	free.Store(1 << 40)
+	eventually(t, "Healthy once there is room", func() bool { return d.Healthy() == nil })
+	if fi, err := os.Stat(filepath.Join(dir, ballastName)); err != nil || fi.Size() != 1<<20 {
+		t.Fatalf("ballast: %v %v", fi, err)
+	}
+}

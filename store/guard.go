@@ -99,7 +99,9 @@ func (g *guardFS) MkdirAll(dir string, perm os.FileMode) error {
 	return g.d.retry("mkdir "+dir, false, func() error { return g.FS.MkdirAll(dir, perm) })
 }
 
-// guardFile retries its writes and syncs; see guardFS.
+// guardFile retries its writes and syncs; see guardFS. Preallocate is
+// left alone: it is advice, and Pebble ignores its errors (a WAL is
+// preallocated 110% of a memtable, more than a small disk has).
 type guardFile struct {
 	vfs.File
 	d    *Disk
@@ -124,10 +126,6 @@ func (f *guardFile) WriteAt(p []byte, off int64) (int, error) {
 		return err
 	})
 	return n, err
-}
-
-func (f *guardFile) Preallocate(off, length int64) error {
-	return f.d.retry("preallocate "+f.name, false, func() error { return f.File.Preallocate(off, length) })
 }
 
 func (f *guardFile) Sync() error {

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// mountTmpfs mounts a tmpfs of size on a new directory and unmounts it when
+// the test ends; it skips the test where mounting is not permitted.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// fillDisk writes path until the file system is full.
+func fillDisk(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for range 1 << 14 { // 1 GiB at most: the tmpfs is far smaller
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+	t.Fatal("the disk never filled")
+}
+
+// startServe runs roost serve with args and returns its address, its log
+// and a function that stops it and returns its exit code.
+func startServe(t *testing.T, args ...string) (addr string, log *syncBuffer, stop func() int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	log = &syncBuffer{}
+	exit := make(chan int, 1)
+	go func() {
+		exit <- run(ctx, append([]string{"serve", "--listen", "mqtt://127.0.0.1:0"}, args...), stdio{out: io.Discard, err: log})
+	}()
+	if !eventually(t, 10*time.Second, func() bool {
+		m := readyLine.FindStringSubmatch(log.String())
+		if m != nil {
+			addr = m[1]
+		}
+		return m != nil
+	}) {
+		cancel()
+		t.Fatalf("broker not ready; log:\n%s", log.String())
+	}
+	var once sync.Once
+	code := -1
+	stop = func() int {
+		once.Do(func() {
+			cancel()
+			select {
+			case code = <-exit:
+			case <-time.After(shutdownTimeout + 10*time.Second):
+				t.Fatalf("serve did not stop; log:\n%s", log.String())
+			}
+		})
+		return code
+	}
+	t.Cleanup(func() { stop() })
+	return addr, log, stop
+}
+
+// pahoClient connects a paho.golang (MQTT 5) client; received messages'
+// payloads go to got.
+func pahoClient(t *testing.T, addr, id string, clean bool, expiry uint32, got chan<- string) *paho.Client {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			if got != nil {
+				got <- string(pr.Packet.Payload)
+			}
+			return true, nil
+		}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cp := &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: clean, Properties: &paho.ConnectProperties{}}
+	if expiry > 0 {
+		cp.Properties.SessionExpiryInterval = &expiry
+	}
+	if ca, err := c.Connect(ctx, cp); err != nil {
+		t.Fatalf("%s: CONNECT: %v %+v", id, err, ca)
+	}
+	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}) })
+	return c
+}
+
+func publish1(c *paho.Client, payload string) (byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := c.Publish(ctx, &paho.Publish{Topic: "fill/x", QoS: 1, Payload: []byte(payload + strings.Repeat(".", 4000))})
+	if r == nil {
+		return 0, err
+	}
+	return r.ReasonCode, nil
+}
+
+// A data disk filled by another process beneath a free-space check that is
+// turned off (--min-free 0): the broker stays up, finishes what it started
+// with the ballast's room, refuses new QoS 1 publishes with 0x97, accepts
+// again once space returns, and a restart loses nothing it acknowledged.
+func TestServeDiskFillsBeneathTheCheck(t *testing.T) {
+	mnt := mountTmpfs(t, "16m")
+	data := filepath.Join(mnt, "data")
+	args := []string{"--data", data, "--min-free", "0", "--ballast", "2MiB"}
+	addr, log, stop := startServe(t, args...)
+	defer func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", log.String())
+		}
+	}()
+
+	// keeper's persistent session, offline, queues every message in the store.
+	keeper := pahoClient(t, addr, "keeper", true, 3600, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := keeper.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "fill/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	keeper.Disconnect(&paho.Disconnect{})
+
+	pub := pahoClient(t, addr, "pub", true, 0, nil)
+	var acked []string
+	for i := range 20 {
+		p := fmt.Sprint("before-", i)
+		if rc, err := publish1(pub, p); err != nil || rc != 0 {
+			t.Fatalf("publish %s with space: 0x%02X %v", p, rc, err)
+		}
+		acked = append(acked, p)
+	}
+
+	fillDisk(t, filepath.Join(mnt, "filler"))
+	refused := false
+	for i := 0; i < 500 && !refused; i++ {
+		p := fmt.Sprint("full-", i)
+		rc, err := publish1(pub, p)
+		switch {
+		case rc == 0x97:
+			refused = true
+		case err != nil || rc != 0:
+			t.Fatalf("publish %s on a full disk: 0x%02X %v; log:\n%s", p, rc, err, log.String())
+		default:
+			acked = append(acked, p)
+		}
+	}
+	if !refused {
+		t.Fatalf("no 0x97 within 500 publishes on a full disk; log:\n%s", log.String())
+	}
+	if !strings.Contains(log.String(), "released the store's ballast") {
+		t.Errorf("the log does not say the ballast was released:\n%s", log.String())
+	}
+	// Up and serving: a new client connects and QoS 0 flows.
+	seen := make(chan string, 10)
+	watcher := pahoClient(t, addr, "watcher", true, 0, seen)
+	if _, err := watcher.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "q0", QoS: 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pub.Publish(ctx, &paho.Publish{Topic: "q0", Payload: []byte("still here")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-seen:
+		if m != "still here" {
+			t.Fatalf("QoS 0 on a full disk: got %q", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("QoS 0 did not flow on a full disk")
+	}
+
+	if err := os.Remove(filepath.Join(mnt, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	if !eventually(t, 10*time.Second, func() bool {
+		rc, err := publish1(pub, "after")
+		if err == nil && rc == 0 {
+			acked = append(acked, "after")
+			return true
+		}
+		return false
+	}) {
+		t.Fatalf("publishes still refused after space returned; log:\n%s", log.String())
+	}
+	if _, err := os.Stat(filepath.Join(data, "roost-ballast")); err != nil {
+		t.Errorf("ballast not restored: %v", err)
+	}
+	pub.Disconnect(&paho.Disconnect{})
+	watcher.Disconnect(&paho.Disconnect{})
+	if code := stop(); code != 0 {
+		t.Fatalf("broker exit %d; log:\n%s", code, log.String())
+	}
+
+	addr, log, _ = startServe(t, args...)
+	got := make(chan string, len(acked)+600)
+	pahoClient(t, addr, "keeper", false, 3600, got)
+	want := make(map[string]bool)
+	for _, p := range acked {
+		want[p] = true
+	}
+	deadline := time.After(10 * time.Second)
+	for len(want) > 0 {
+		select {
+		case m := <-got:
+			delete(want, strings.TrimRight(m, "."))
+		case <-deadline:
+			t.Fatalf("after restart, %d acknowledged messages missing (of %d), e.g. %v; log:\n%s", len(want), len(acked), firstKey(want), log.String())
+		}
+	}
+}
+
+func firstKey(m map[string]bool) string {
+	for k := range m {
+		return k
+	}
+	return ""
+}
