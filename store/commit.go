@@ -85,7 +85,7 @@ func (d *Disk) commitLoop() {
 				"dir", d.dir, "ops", len(ops), "err", err)
 			d.mu.Lock()
 			d.pending = append(ops, d.pending...)
-			d.opErr = fmt.Errorf("%w: commit: %w", ErrWriteFailed, err)
+			d.setOpErr(fmt.Errorf("%w: commit: %w", ErrWriteFailed, err))
 			d.cond.Broadcast()
 			d.mu.Unlock()
 			if closed {
@@ -102,7 +102,8 @@ func (d *Disk) commitLoop() {
 		if d.opErr != nil {
 			d.log.Info("store commits work again", "dir", d.dir)
 		}
-		d.written, d.failing, d.opErr = upto, nil, nil
+		d.written, d.failing = upto, nil
+		d.setOpErr(nil)
 		if d.opts.Sync.Mode != SyncAlways {
 			d.durable = upto
 		}
@@ -133,10 +134,10 @@ func (d *Disk) syncLoop() {
 				// disk: it is never acknowledged. The next sync that
 				// works ends the failing state.
 				d.log.Error("store sync failed: failing the acknowledgements that wait for it", "dir", d.dir, "err", err)
-				d.opErr = fmt.Errorf("%w: sync: %w", ErrWriteFailed, err)
+				d.setOpErr(fmt.Errorf("%w: sync: %w", ErrWriteFailed, err))
 				d.poisonLocked(d.durable, target, d.opErr)
 			} else {
-				d.opErr = nil
+				d.setOpErr(nil)
 			}
 			// Past the poisoned tickets too, so later ones are not
 			// held behind them.
@@ -175,10 +176,10 @@ func (d *Disk) syncInterval() {
 	defer d.mu.Unlock()
 	if err != nil {
 		d.log.Error("store sync failed; refusing new QoS 1/2 messages until one works", "dir", d.dir, "err", err)
-		d.opErr = fmt.Errorf("%w: sync: %w", ErrWriteFailed, err)
+		d.setOpErr(fmt.Errorf("%w: sync: %w", ErrWriteFailed, err))
 		return
 	}
-	d.opErr = nil
+	d.setOpErr(nil)
 }
 
 // commit writes ops as one batch to the log, without waiting for an fsync

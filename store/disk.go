@@ -86,6 +86,7 @@ type Disk struct {
 	ioErr    error         // set while a write or sync is retried (guardFS)
 	faults   int           // writes and syncs being retried
 	opErr    error         // set from a failed commit or sync until one succeeds
+	faulty   atomic.Bool   // ioErr or opErr is set
 	// Tickets in (poisonFrom, poisonTo] met a failed write, sync or
 	// commit: Wait fails for them with poisonErr, for good.
 	poisonFrom, poisonTo broker.Ticket
@@ -294,14 +295,16 @@ func (d *Disk) Wait(t broker.Ticket) error {
 // 100 ms.
 func (d *Disk) Healthy() error {
 	herr := d.health.get(d) // first: it restores the ballast
-	d.mu.Lock()
-	err := d.ioErr
-	if err == nil {
-		err = d.opErr
-	}
-	d.mu.Unlock()
-	if err != nil {
-		return err
+	if d.faulty.Load() {
+		d.mu.Lock()
+		err := d.ioErr
+		if err == nil {
+			err = d.opErr
+		}
+		d.mu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 	if err := d.ballast.refusal(); err != nil {
 		return err

@@ -201,6 +201,7 @@ func (d *Disk) faultBegin(what string, err error) {
 	d.faults++
 	first := d.ioErr == nil
 	d.ioErr = ferr
+	d.noteFaultLocked()
 	if !isNoSpace(err) {
 		d.poisonLocked(d.durable, d.appended, ferr)
 	}
@@ -219,6 +220,7 @@ func (d *Disk) faultEnd(what string, took time.Duration, tries int) {
 	last := d.faults == 0
 	if last {
 		d.ioErr = nil
+		d.noteFaultLocked()
 	}
 	d.cond.Broadcast()
 	d.mu.Unlock()
@@ -260,3 +262,13 @@ func (d *Disk) failingLocked() error {
 	}
 	return d.opErr
 }
+
+// setOpErr sets or clears the failure of a commit or sync. d.mu held.
+func (d *Disk) setOpErr(err error) {
+	d.opErr = err
+	d.noteFaultLocked()
+}
+
+// noteFaultLocked keeps faulty, which lets Healthy skip d.mu on every
+// publish, true while ioErr or opErr is set. d.mu held.
+func (d *Disk) noteFaultLocked() { d.faulty.Store(d.ioErr != nil || d.opErr != nil) }
