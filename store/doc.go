@@ -27,7 +27,17 @@
 // with its last reference. Free disk space is watched: below
 // DiskOptions.MinFree, Healthy reports ErrNoSpace so the broker can refuse
 // new messages; below half of it, writes stop and Wait fails until space
-// returns, because Pebble cannot continue after a failed log write.
+// returns.
+//
+// Pebble cannot continue after a failed write or sync of its log: it stops
+// the process. So it writes through a guard (guardFS) that never lets one
+// fail: a write that finds the disk full releases the ballast
+// (DiskOptions.Ballast) and goes on, and Healthy refuses new messages until
+// free space allows the ballast back; any write or sync that still fails
+// puts the store in a failing state (Wait and Healthy report it) and is
+// retried until it works. Ops that were not durable when a write or sync
+// failed with an I/O error are never acknowledged: Wait fails for them for
+// good. A commit Pebble refuses keeps its ops for the next try.
 //
 // Memory keeps that state in the process: it survives a Server being
 // replaced by a new one in the same process (tests, embedders that restart
