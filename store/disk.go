@@ -93,6 +93,7 @@ type Disk struct {
 	poisonErr            error
 	closed               bool
 	closingAt            atomic.Int64  // unix ns when Close began
+	opened               atomic.Bool   // pebble.Open succeeded: the guard retries
 	wake                 chan struct{} // cap 1: pending is non-empty
 	done                 chan struct{} // closed when the committer returns
 	syncReq              chan struct{} // cap 1: written advanced; closed after done
@@ -138,6 +139,7 @@ func Open(dir string, opts DiskOptions) (*Disk, error) {
 		return nil, openError(dir, err)
 	}
 	d.db = db
+	d.opened.Store(true)
 	if err := d.checkVersion(); err != nil {
 		db.Close()
 		return nil, readError(dir, err)

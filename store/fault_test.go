@@ -309,3 +309,30 @@ func TestDiskOpensWithoutRoomForBallast(t *testing.T) {
 		t.Fatalf("ballast: %v %v", fi, err)
 	}
 }
+
+// Until Open succeeded the guard retries nothing: a data directory that
+// cannot be written is an error at start, not a hang.
+func TestDiskOpenWriteErrorIsAnError(t *testing.T) {
+	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpCreate {
+			return &os.PathError{Op: "create", Path: op.Path, Err: syscall.EIO}
+		}
+		return nil
+	})
+	done := make(chan error, 1)
+	go func() {
+		d, err := Open(t.TempDir(), DiskOptions{Logger: discard(), fs: errorfs.Wrap(vfs.Default, inj)})
+		if err == nil {
+			d.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, syscall.EIO) {
+			t.Fatalf("Open with failing creates: %v, want the EIO", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Open with failing creates did not return")
+	}
+}

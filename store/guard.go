@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"syscall"
 	"time"
@@ -56,7 +57,7 @@ func (g *guardFS) wrap(name string, f vfs.File, err error) (vfs.File, error) {
 
 func (g *guardFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
 	var f vfs.File
-	err := g.d.retry("create "+name, false, func() (err error) {
+	err := g.d.retry("create "+name, createErr, func() (err error) {
 		f, err = g.FS.Create(name, c)
 		return err
 	})
@@ -65,7 +66,7 @@ func (g *guardFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error)
 
 func (g *guardFS) OpenReadWrite(name string, c vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
 	var f vfs.File
-	err := g.d.retry("open "+name, false, func() (err error) {
+	err := g.d.retry("open "+name, createErr, func() (err error) {
 		f, err = g.FS.OpenReadWrite(name, c, opts...)
 		return err
 	})
@@ -74,7 +75,7 @@ func (g *guardFS) OpenReadWrite(name string, c vfs.DiskWriteCategory, opts ...vf
 
 func (g *guardFS) ReuseForWrite(oldname, newname string, c vfs.DiskWriteCategory) (vfs.File, error) {
 	var f vfs.File
-	err := g.d.retry("reuse "+oldname, false, func() (err error) {
+	err := g.d.retry("reuse "+oldname, createErr, func() (err error) {
 		f, err = g.FS.ReuseForWrite(oldname, newname, c)
 		return err
 	})
@@ -88,15 +89,15 @@ func (g *guardFS) OpenDir(name string) (vfs.File, error) {
 }
 
 func (g *guardFS) Link(oldname, newname string) error {
-	return g.d.retry("link "+newname, false, func() error { return g.FS.Link(oldname, newname) })
+	return g.d.retry("link "+newname, createErr, func() error { return g.FS.Link(oldname, newname) })
 }
 
 func (g *guardFS) Rename(oldname, newname string) error {
-	return g.d.retry("rename "+oldname, false, func() error { return g.FS.Rename(oldname, newname) })
+	return g.d.retry("rename "+oldname, createErr, func() error { return g.FS.Rename(oldname, newname) })
 }
 
 func (g *guardFS) MkdirAll(dir string, perm os.FileMode) error {
-	return g.d.retry("mkdir "+dir, false, func() error { return g.FS.MkdirAll(dir, perm) })
+	return g.d.retry("mkdir "+dir, createErr, func() error { return g.FS.MkdirAll(dir, perm) })
 }
 
 // guardFile retries its writes and syncs; see guardFS. Preallocate is
@@ -110,7 +111,7 @@ type guardFile struct {
 
 func (f *guardFile) Write(p []byte) (int, error) {
 	n := 0
-	err := f.d.retry("write "+f.name, true, func() error {
+	err := f.d.retry("write "+f.name, writeErr, func() error {
 		m, err := f.File.Write(p[n:])
 		n += m // a short write is resumed where it stopped
 		return err
@@ -120,7 +121,7 @@ func (f *guardFile) Write(p []byte) (int, error) {
 
 func (f *guardFile) WriteAt(p []byte, off int64) (int, error) {
 	n := 0
-	err := f.d.retry("write "+f.name, true, func() error {
+	err := f.d.retry("write "+f.name, writeErr, func() error {
 		m, err := f.File.WriteAt(p[n:], off+int64(n))
 		n += m
 		return err
@@ -129,19 +130,29 @@ func (f *guardFile) WriteAt(p []byte, off int64) (int, error) {
 }
 
 func (f *guardFile) Sync() error {
-	return f.d.retry("sync "+f.name, true, f.File.Sync)
+	return f.d.retry("sync "+f.name, writeErr, f.File.Sync)
 }
 
 func (f *guardFile) SyncData() error {
-	return f.d.retry("sync "+f.name, true, f.File.SyncData)
+	return f.d.retry("sync "+f.name, writeErr, f.File.SyncData)
 }
 
 func (f *guardFile) SyncTo(length int64) (full bool, err error) {
-	err = f.d.retry("sync "+f.name, true, func() (err error) {
+	err = f.d.retry("sync "+f.name, writeErr, func() (err error) {
 		full, err = f.File.SyncTo(length)
 		return err
 	})
 	return full, err
+}
+
+// Which errors retry retries: every failure of a write or sync; for the
+// operations that create or rename files (a failure to create a new log is
+// a panic in Pebble), every failure but a missing or existing name, which
+// says the call itself was wrong and which Pebble expects and handles.
+func writeErr(error) bool { return true }
+
+func createErr(err error) bool {
+	return !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, fs.ErrExist)
 }
 
 // isNoSpace reports errors that mean the file system is full.
@@ -149,16 +160,17 @@ func isNoSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
-// retry runs op, the file operation what, until it succeeds. Errors other
-// than a full disk are returned at once unless anyErr (writes and syncs,
-// which Pebble cannot survive failing). A full disk first releases the
+// retry runs op, the file operation what, until it succeeds. Errors that
+// retries does not accept are returned at once. A full disk first releases the
 // ballast and tries again at once: the store finishes what it started and
 // Healthy refuses new messages. Otherwise the store is failing until op
 // succeeds; see guardFS. After Close has waited closeGrace, the error is
 // returned.
-func (d *Disk) retry(what string, anyErr bool, op func() error) error {
+func (d *Disk) retry(what string, retries func(error) bool, op func() error) error {
 	err := op()
-	if err == nil || !anyErr && !isNoSpace(err) {
+	if err == nil || !retries(err) || !d.opened.Load() {
+		// Until Open succeeded, a failure is Open's error: a data
+		// directory Roost cannot write is reported at start.
 		return err
 	}
 	if isNoSpace(err) && d.ballast.release(d) {
