@@ -135,12 +135,23 @@ func publish1(c *paho.Client, payload string) (byte, error) {
 
 // A data disk filled by another process beneath a free-space check that is
 // turned off (--min-free 0): the broker stays up, finishes what it started
-// with the ballast's room, refuses new QoS 1 publishes with 0x97, accepts
-// again once space returns, and a restart loses nothing it acknowledged.
+// with the ballast's room (or, without a ballast, holds the write until
+// space returns, failing its acknowledgements), refuses new QoS 1 publishes
+// with 0x97, accepts again once space returns, and a restart loses nothing
+// it acknowledged.
 func TestServeDiskFillsBeneathTheCheck(t *testing.T) {
+	for _, tc := range []struct{ ballast, logs string }{
+		{"2MiB", "released the store's ballast"},
+		{"0", "store write failed"},
+	} {
+		t.Run("ballast="+tc.ballast, func(t *testing.T) { testDiskFills(t, tc.ballast, tc.logs) })
+	}
+}
+
+func testDiskFills(t *testing.T, ballast, logs string) {
 	mnt := mountTmpfs(t, "16m")
 	data := filepath.Join(mnt, "data")
-	args := []string{"--data", data, "--min-free", "0", "--ballast", "2MiB"}
+	args := []string{"--data", data, "--min-free", "0", "--ballast", ballast}
 	addr, log, stop := startServe(t, args...)
 	defer func() {
 		if t.Failed() {
@@ -184,8 +195,8 @@ func TestServeDiskFillsBeneathTheCheck(t *testing.T) {
 	if !refused {
 		t.Fatalf("no 0x97 within 500 publishes on a full disk; log:\n%s", log.String())
 	}
-	if !strings.Contains(log.String(), "released the store's ballast") {
-		t.Errorf("the log does not say the ballast was released:\n%s", log.String())
+	if !strings.Contains(log.String(), logs) {
+		t.Errorf("the log does not say %q:\n%s", logs, log.String())
 	}
 	// Up and serving: a new client connects and QoS 0 flows.
 	seen := make(chan string, 10)
@@ -218,8 +229,8 @@ func TestServeDiskFillsBeneathTheCheck(t *testing.T) {
 	}) {
 		t.Fatalf("publishes still refused after space returned; log:\n%s", log.String())
 	}
-	if _, err := os.Stat(filepath.Join(data, "roost-ballast")); err != nil {
-		t.Errorf("ballast not restored: %v", err)
+	if _, err := os.Stat(filepath.Join(data, "roost-ballast")); (err == nil) != (ballast != "0") {
+		t.Errorf("ballast %s after space returned: %v", ballast, err)
 	}
 	pub.Disconnect(&paho.Disconnect{})
 	watcher.Disconnect(&paho.Disconnect{})
