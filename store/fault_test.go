@@ -158,7 +158,7 @@ func TestDiskFullReleasesBallast(t *testing.T) {
 		t.Fatalf("Healthy with the ballast released: %v", err)
 	}
 	free.Store(1 << 20) // less than twice the ballast: not yet
-	time.Sleep(150 * time.Millisecond)
+	d.health.check(d)
 	if err := d.Healthy(); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("Healthy with room for only the ballast: %v", err)
 	}
