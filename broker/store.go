@@ -43,7 +43,9 @@ var ErrStoreFull = errors.New("store full")
 
 // HealthChecker is implemented by stores that can tell up front that they
 // cannot take more writes; the broker asks before accepting a QoS 1/2
-// publish. It must be cheap: it is called per publish.
+// publish (refused with 0x97) or a CONNECT for a session that outlives
+// its connection (CONNACK 0x97; 3.1.x 0x03). It must be cheap: it is
+// called per publish.
 type HealthChecker interface{ Healthy() error }
 
 // Ticket orders appended ops; a larger ticket is later. Zero means none.

@@ -30,6 +30,9 @@ const (
 	// (see pebbleLogger.Fatalf): a shutdown must end, and nothing that
 	// waited for the write was acknowledged.
 	closeGrace = 5 * time.Second
+	// retryLogEvery: a write that keeps failing is logged again every
+	// this many tries (about a minute at retryMax).
+	retryLogEvery = 60
 )
 
 // guardFS is the file system Pebble writes the store through. Pebble
@@ -189,6 +192,10 @@ func (d *Disk) retry(what string, retries func(error) bool, op func() error) err
 		if err = op(); err == nil {
 			d.faultEnd(what, time.Since(start), tries)
 			return nil
+		}
+		if tries%retryLogEvery == 0 {
+			d.log.Error("store write still failing; retrying", "dir", d.dir, "op", what, "tries", tries,
+				"for", time.Since(start).Round(time.Second), "err", err)
 		}
 		if at := d.closingAt.Load(); at != 0 && time.Since(time.Unix(0, at)) > closeGrace {
 			d.log.Error("store write still failing at close; giving up", "dir", d.dir, "op", what, "err", err)
