@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -334,5 +335,44 @@ func TestDiskOpenWriteErrorIsAnError(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Open with failing creates did not return")
+	}
+}
+
+// Close does not wait forever for a write that keeps failing: after
+// closeGrace the error reaches Pebble, which stops the process (status
+// 70); what was acknowledged before is there at the next open.
+func TestDiskCloseGivesUpOnAFailingWrite(t *testing.T) {
+	if dir := os.Getenv("ROOST_STORE_CLOSE_HELPER"); dir != "" {
+		f := &logFault{err: syscall.EIO, kinds: writeOps}
+		d, err := Open(dir, DiskOptions{MinFree: -1, fs: errorfs.Wrap(vfs.Default, f)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Load()
+		if err := d.Wait(d.Append(retainOp(1))); err != nil {
+			t.Fatal(err)
+		}
+		f.on.Store(true)
+		if err := d.Wait(d.Append(retainOp(2))); !errors.Is(err, ErrWriteFailed) {
+			t.Fatalf("Wait: %v", err)
+		}
+		d.Close()
+		t.Fatal("Close returned with a write failing")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDiskCloseGivesUpOnAFailingWrite$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "ROOST_STORE_CLOSE_HELPER="+dir)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 70 {
+		t.Fatalf("helper: %v, want exit status 70; output:\n%s", err, out)
+	}
+	for _, want := range []string{"giving up", "store failed; exiting"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("helper output lacks %q:\n%s", want, out)
+		}
+	}
+	if got := retainedTopics(t, dir); !strings.HasPrefix(got, "t/1") {
+		t.Fatalf("after the exit, reopened store holds %q; want t/1 first", got)
 	}
 }
