@@ -21,8 +21,8 @@ const ballastName = "roost-ballast"
 // finding the disk full is not the end: the guard (see guardFS) deletes
 // the file and the write goes on, so the store finishes what it started,
 // while Healthy refuses new messages. Once free space is back to twice the
-// ballast (plus MinFree), the file is made again and messages are
-// accepted. It covers what the free-space check cannot: a check turned
+// ballast, the file is made again and messages are accepted. The
+// free-space check (MinFree) counts the ballast as free: it is. It covers what the free-space check cannot: a check turned
 // off, or a disk that fills between two checks.
 type ballast struct {
 	path string
@@ -53,13 +53,24 @@ func (b *ballast) open(d *Disk) {
 	}
 	if !b.restore(d, free) {
 		b.refuse = fmt.Errorf("%w: %s: no room for the %d-byte ballast", ErrNoSpace, d.dir, b.size)
-		d.log.Warn("no room for the store's ballast: refusing new QoS 1/2 messages until there is",
-			"dir", d.dir, "ballast", b.size, "free", free, "needs", b.needs(d))
+		d.log.Warn("no room for the store's ballast: refusing new QoS 1/2 messages until there is (a smaller --ballast / store.ballast fits a small disk)",
+			"dir", d.dir, "ballast", b.size, "free", free, "needs", b.needs())
 	}
 }
 
-// needs is the free space at which the ballast is made again.
-func (b *ballast) needs(d *Disk) int64 { return 2*b.size + max(d.opts.MinFree, 0) }
+// needs is the free space at which the ballast is made again: twice its
+// size, so that making it does not fill the disk again at once.
+func (b *ballast) needs() int64 { return 2 * b.size }
+
+// reserved returns the bytes the ballast holds now.
+func (b *ballast) reserved() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.present {
+		return b.size
+	}
+	return 0
+}
 
 // release deletes the ballast, if there is one, and reports whether it did:
 // the disk was found full, and the caller may try its write again.
@@ -76,7 +87,7 @@ func (b *ballast) release(d *Disk) bool {
 	b.present = false
 	b.refuse = fmt.Errorf("%w: %s filled up; ballast released", ErrNoSpace, d.dir)
 	d.log.Error("data disk full: released the store's ballast to finish pending writes; refusing new QoS 1/2 messages until space returns",
-		"dir", d.dir, "ballast", b.size, "resume_at_free", b.needs(d))
+		"dir", d.dir, "ballast", b.size, "resume_at_free", b.needs())
 	return true
 }
 
@@ -102,7 +113,7 @@ func (b *ballast) restore(d *Disk, free int64) bool {
 	if b.present || b.size <= 0 {
 		return true
 	}
-	if free < b.needs(d) {
+	if free < b.needs() {
 		return false
 	}
 	if err := makeBallast(b.path, b.size); err != nil {

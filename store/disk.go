@@ -42,8 +42,10 @@ type DiskOptions struct {
 	// Ballast is the size (bytes) of a file kept in the directory and
 	// deleted when a write finds the disk full, so that the store can
 	// finish the writes it started while new messages are refused (see
-	// ballast). Default DefaultBallast; negative: none, and a write that
-	// finds the disk full waits for space (failing Waits meanwhile).
+	// ballast); it is made again once twice its size is free, and MinFree
+	// counts it as free space. Default DefaultBallast; negative: none, and
+	// a write that finds the disk full waits for space (failing Waits
+	// meanwhile).
 	Ballast int64
 	// Logger receives the store's own messages. Default slog.Default().
 	Logger *slog.Logger
@@ -417,6 +419,7 @@ func (h *healthState) checkLocked(d *Disk) error {
 	if d.opts.MinFree < 0 {
 		return nil
 	}
+	free += d.ballast.reserved() // released at need: as good as free
 	if free < d.opts.MinFree {
 		h.err = fmt.Errorf("%w: %s has %d bytes free, below the %d reserved", ErrNoSpace, d.dir, free, d.opts.MinFree)
 	}

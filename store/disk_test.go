@@ -386,7 +386,8 @@ func TestDiskNoSpace(t *testing.T) {
 	var free atomic.Int64
 	free.Store(1 << 30)
 	dir := t.TempDir()
-	d := openT(t, dir, DiskOptions{MinFree: 100, freeSpace: func(string) (int64, error) { return free.Load(), nil }})
+	// No ballast: MinFree would count it as free.
+	d := openT(t, dir, DiskOptions{MinFree: 100, Ballast: -1, freeSpace: func(string) (int64, error) { return free.Load(), nil }})
 	d.Load()
 	put := func(id uint64) broker.Ticket {
 		return d.Append(broker.Op{Kind: broker.OpRetainPut, Msg: msg(id, fmt.Sprint(id))})

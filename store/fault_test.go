@@ -376,3 +376,23 @@ func TestDiskCloseGivesUpOnAFailingWrite(t *testing.T) {
 		t.Fatalf("after the exit, reopened store holds %q; want t/1 first", got)
 	}
 }
+
+// The free-space check counts the ballast as free: it is, at need.
+func TestDiskMinFreeCountsBallast(t *testing.T) {
+	var free atomic.Int64
+	free.Store(1 << 40)
+	d := openT(t, t.TempDir(), DiskOptions{MinFree: 3 << 20, Ballast: 1 << 20,
+		freeSpace: func(string) (int64, error) { return free.Load(), nil }})
+	defer d.Close()
+	d.Load()
+	free.Store(5 << 19) // 2.5 MiB + the 1 MiB ballast: above MinFree
+	d.health.check(d)
+	if err := d.Healthy(); err != nil {
+		t.Fatalf("Healthy with 2.5 MiB free and a 1 MiB ballast, MinFree 3 MiB: %v", err)
+	}
+	free.Store(3 << 19) // 1.5 + 1 MiB: below
+	d.health.check(d)
+	if err := d.Healthy(); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Healthy with 1.5 MiB free and a 1 MiB ballast, MinFree 3 MiB: %v", err)
+	}
+}
