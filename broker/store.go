@@ -126,8 +126,10 @@ type StoredDelivery struct {
 // Unspecified error) and the connection goes on; the ids of failed PUBRECs
 // are forgotten, as the exchange ends there. A CONNACK becomes a failure
 // CONNACK (3.1.x: 0x03 Server unavailable) before the connection closes.
-// Anything else (3.1.x acknowledgements, which have no failure code;
-// SUBACK; UNSUBACK) closes the connection without it. It returns the
+// Anything else that needed the store (3.1.x acknowledgements, which have
+// no failure code; SUBACK; UNSUBACK; a QoS 2 PUBLISH or PUBREL to a
+// subscriber, whose packet id must survive a restart) closes the
+// connection without it: the session resends on the next one. It returns the
 // output to write instead, and whether the connection goes on.
 func (c *conn) storeFailed(blocks [][]byte, need Ticket, err error) ([]byte, bool) {
 	rc := packet.UnspecifiedError
@@ -193,8 +195,15 @@ func failAcks(blocks [][]byte, v packet.Version, rc packet.ReasonCode) (out []by
 					continue
 				}
 			}
-		case packet.SUBACK, packet.UNSUBACK:
+		case packet.SUBACK, packet.UNSUBACK, packet.PUBREL:
 			return nil, nil, false
+		case packet.PUBLISH:
+			if h.Flags>>1&3 == 2 {
+				// A QoS 2 packet id (and a PUBREL) must be the same after
+				// a restart, or the message may be delivered twice: not
+				// sent, the session resends it on the next connection.
+				return nil, nil, false
+			}
 		}
 		out = append(out, raw...)
 	}

@@ -224,3 +224,36 @@ func TestStoreWaitFailureFailsAcks(t *testing.T) {
 		t.Fatalf("3.1.1 publisher with the store failing got %v, want a plain close", got)
 	}
 }
+
+// A QoS 2 PUBLISH to a subscriber whose packet id the store failed to keep
+// is not sent (a restart would send it under another id, and it could be
+// delivered twice): the connection closes, and the session sends it on
+// the next one.
+func TestStoreWaitFailureHoldsQoS2Delivery(t *testing.T) {
+	st := &failStore{}
+	_, addr := startServer(t, Options{Store: st})
+	expiry := packet.Properties{Present: 1 << packet.PropSessionExpiry, SessionExpiry: 300}
+	sub := dial(t, addr, packet.V5)
+	sub.Connect(&packet.Connect{ClientID: "sub2", CleanStart: true, Properties: expiry})
+	sub.Subscribe("q2", 2)
+	pub := dial(t, addr, packet.V5)
+	pub.Connect(&packet.Connect{ClientID: "pub2", CleanStart: true})
+
+	ioErr := errors.New("injected: sync failed")
+	st.fail.Store(&ioErr)
+	pub.Send(&packet.Publish{Topic: "q2", QoS: 2, PacketID: 7, Payload: []byte("w")})
+	if a, ok := pub.Next(time.Second).(*packet.Pubrec); !ok || a.ReasonCode != packet.UnspecifiedError {
+		t.Fatalf("PUBREC with the store failing: %+v", a)
+	}
+	if got := sub.ExpectClosed(2 * time.Second); len(got) != 0 {
+		t.Fatalf("subscriber got %v with the store failing, want a plain close", got)
+	}
+	st.fail.Store(nil)
+	sub = dial(t, addr, packet.V5)
+	if ack := sub.Connect(&packet.Connect{ClientID: "sub2", CleanStart: false, Properties: expiry}); !ack.SessionPresent {
+		t.Fatal("session not present")
+	}
+	if m, ok := sub.Next(2 * time.Second).(*packet.Publish); !ok || string(m.Payload) != "w" || m.QoS != 2 {
+		t.Fatalf("after reconnecting: %+v, want the QoS 2 message", m)
+	}
+}
