@@ -85,25 +85,25 @@ func (d *Disk) commitLoop() {
 				"dir", d.dir, "ops", len(ops), "err", err)
 			d.mu.Lock()
 			d.pending = append(ops, d.pending...)
-			d.setOpErr(fmt.Errorf("%w: commit: %w", ErrWriteFailed, err))
+			d.setErr(&d.commitErr, fmt.Errorf("%w: commit: %w", ErrWriteFailed, err))
 			d.cond.Broadcast()
 			d.mu.Unlock()
 			if closed {
 				return
 			}
-			retry = time.After(time.Second)
+			// New ops do not hurry the next try: each rebuilds the index.
 			select {
-			case <-retry:
-			case <-d.wake:
+			case <-time.After(time.Second):
+			case <-d.closing:
 			}
 			continue
 		}
 		d.mu.Lock()
-		if d.opErr != nil {
+		if d.commitErr != nil {
 			d.log.Info("store commits work again", "dir", d.dir)
 		}
 		d.written, d.failing = upto, nil
-		d.setOpErr(nil)
+		d.setErr(&d.commitErr, nil)
 		if d.opts.Sync.Mode != SyncAlways {
 			d.durable = upto
 		}
@@ -134,10 +134,10 @@ func (d *Disk) syncLoop() {
 				// disk: it is never acknowledged. The next sync that
 				// works ends the failing state.
 				d.log.Error("store sync failed: failing the acknowledgements that wait for it", "dir", d.dir, "err", err)
-				d.setOpErr(fmt.Errorf("%w: sync: %w", ErrWriteFailed, err))
-				d.poisonLocked(d.durable, target, d.opErr)
+				d.setErr(&d.syncErr, fmt.Errorf("%w: sync: %w", ErrWriteFailed, err))
+				d.poisonLocked(d.durable, target, d.syncErr)
 			} else {
-				d.setOpErr(nil)
+				d.setErr(&d.syncErr, nil)
 			}
 			// Past the poisoned tickets too, so later ones are not
 			// held behind them.
@@ -176,10 +176,10 @@ func (d *Disk) syncInterval() {
 	defer d.mu.Unlock()
 	if err != nil {
 		d.log.Error("store sync failed; refusing new QoS 1/2 messages until one works", "dir", d.dir, "err", err)
-		d.setOpErr(fmt.Errorf("%w: sync: %w", ErrWriteFailed, err))
+		d.setErr(&d.syncErr, fmt.Errorf("%w: sync: %w", ErrWriteFailed, err))
 		return
 	}
-	d.setOpErr(nil)
+	d.setErr(&d.syncErr, nil)
 }
 
 // commit writes ops as one batch to the log, without waiting for an fsync

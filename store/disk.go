@@ -78,17 +78,18 @@ type Disk struct {
 	opts DiskOptions
 	log  *slog.Logger
 
-	mu       sync.Mutex
-	cond     sync.Cond // on mu: durable, failing or closed changed
-	pending  []broker.Op
-	appended broker.Ticket // last ticket handed out
-	written  broker.Ticket // every op up to it is written to the log
-	durable  broker.Ticket // every op up to it is committed (SyncAlways: synced)
-	failing  error         // set while commits are held back (disk nearly full)
-	ioErr    error         // set while a write or sync is retried (guardFS)
-	faults   int           // writes and syncs being retried
-	opErr    error         // set from a failed commit or sync until one succeeds
-	faulty   atomic.Bool   // ioErr or opErr is set
+	mu        sync.Mutex
+	cond      sync.Cond // on mu: durable, failing or closed changed
+	pending   []broker.Op
+	appended  broker.Ticket // last ticket handed out
+	written   broker.Ticket // every op up to it is written to the log
+	durable   broker.Ticket // every op up to it is committed (SyncAlways: synced)
+	failing   error         // set while commits are held back (disk nearly full)
+	ioErr     error         // set while a write or sync is retried (guardFS)
+	faults    int           // writes and syncs being retried
+	commitErr error         // set from a failed commit until one succeeds
+	syncErr   error         // set from a failed sync until one succeeds
+	faulty    atomic.Bool   // ioErr, commitErr or syncErr is set
 	// Tickets in (poisonFrom, poisonTo] met a failed write, sync or
 	// commit: Wait fails for them with poisonErr, for good.
 	poisonFrom, poisonTo broker.Ticket
@@ -97,6 +98,7 @@ type Disk struct {
 	closingAt            atomic.Int64  // unix ns when Close began
 	opened               atomic.Bool   // pebble.Open succeeded: the guard retries
 	wake                 chan struct{} // cap 1: pending is non-empty
+	closing              chan struct{} // closed when Close begins
 	done                 chan struct{} // closed when the committer returns
 	syncReq              chan struct{} // cap 1: written advanced; closed after done
 	synced               chan struct{} // closed when the syncer returns
@@ -132,7 +134,7 @@ func Open(dir string, opts DiskOptions) (*Disk, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store %s: %w", dir, err)
 	}
-	d := &Disk{dir: dir, opts: opts, log: opts.Logger, wake: make(chan struct{}, 1), done: make(chan struct{}),
+	d := &Disk{dir: dir, opts: opts, log: opts.Logger, wake: make(chan struct{}, 1), closing: make(chan struct{}), done: make(chan struct{}),
 		syncReq: make(chan struct{}, 1), synced: make(chan struct{})}
 	d.cond.L = &d.mu
 	d.ballast.open(d)
@@ -301,10 +303,7 @@ func (d *Disk) Healthy() error {
 	herr := d.health.get(d) // first: it restores the ballast
 	if d.faulty.Load() {
 		d.mu.Lock()
-		err := d.ioErr
-		if err == nil {
-			err = d.opErr
-		}
+		err := d.faultLocked()
 		d.mu.Unlock()
 		if err != nil {
 			return err
@@ -326,6 +325,7 @@ func (d *Disk) Close() error {
 	d.closed = true
 	d.mu.Unlock()
 	d.closingAt.Store(time.Now().UnixNano())
+	close(d.closing)
 	select {
 	case d.wake <- struct{}{}:
 	default:

@@ -270,24 +270,33 @@ func (d *Disk) poisoned(t broker.Ticket) bool {
 }
 
 // failingLocked returns why Wait cannot succeed now, if anything does:
-// ops held back by a full disk, a write or sync being retried, or a commit
-// or sync Pebble refused.
+// ops held back by a full disk, or a fault (faultLocked).
 func (d *Disk) failingLocked() error {
-	switch {
-	case d.failing != nil:
+	if d.failing != nil {
 		return d.failing
-	case d.ioErr != nil:
-		return d.ioErr
 	}
-	return d.opErr
+	return d.faultLocked()
 }
 
-// setOpErr sets or clears the failure of a commit or sync. d.mu held.
-func (d *Disk) setOpErr(err error) {
-	d.opErr = err
+// faultLocked returns the fault the store is in, if any: a write or sync
+// being retried, or a commit or sync Pebble refused. d.mu held.
+func (d *Disk) faultLocked() error {
+	switch {
+	case d.ioErr != nil:
+		return d.ioErr
+	case d.commitErr != nil:
+		return d.commitErr
+	}
+	return d.syncErr
+}
+
+// setErr sets or clears one of the store's faults (commitErr, syncErr).
+// d.mu held.
+func (d *Disk) setErr(field *error, err error) {
+	*field = err
 	d.noteFaultLocked()
 }
 
 // noteFaultLocked keeps faulty, which lets Healthy skip d.mu on every
-// publish, true while ioErr or opErr is set. d.mu held.
-func (d *Disk) noteFaultLocked() { d.faulty.Store(d.ioErr != nil || d.opErr != nil) }
+// publish, true while there is a fault. d.mu held.
+func (d *Disk) noteFaultLocked() { d.faulty.Store(d.faultLocked() != nil) }
