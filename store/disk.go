@@ -90,18 +90,17 @@ type Disk struct {
 	commitErr error         // set from a failed commit until one succeeds
 	syncErr   error         // set from a failed sync until one succeeds
 	faulty    atomic.Bool   // ioErr, commitErr or syncErr is set
-	// Tickets in (poisonFrom, poisonTo] met a failed write, sync or
-	// commit: Wait fails for them with poisonErr, for good.
-	poisonFrom, poisonTo broker.Ticket
-	poisonErr            error
-	closed               bool
-	closingAt            atomic.Int64  // unix ns when Close began
-	opened               atomic.Bool   // pebble.Open succeeded: the guard retries
-	wake                 chan struct{} // cap 1: pending is non-empty
-	closing              chan struct{} // closed when Close begins
-	done                 chan struct{} // closed when the committer returns
-	syncReq              chan struct{} // cap 1: written advanced; closed after done
-	synced               chan struct{} // closed when the syncer returns
+	// Ticket ranges that met a failed write or sync: Wait fails for
+	// them, for good.
+	poison    []poisonRange
+	closed    bool
+	closingAt atomic.Int64  // unix ns when Close began
+	opened    atomic.Bool   // pebble.Open succeeded: the guard retries
+	wake      chan struct{} // cap 1: pending is non-empty
+	closing   chan struct{} // closed when Close begins
+	done      chan struct{} // closed when the committer returns
+	syncReq   chan struct{} // cap 1: written advanced; closed after done
+	synced    chan struct{} // closed when the syncer returns
 
 	health   healthState
 	ballast  ballast
@@ -276,8 +275,8 @@ func (d *Disk) Wait(t broker.Ticket) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for {
-		if d.poisoned(t) {
-			return d.poisonErr
+		if err := d.poisoned(t); err != nil {
+			return err
 		}
 		if d.durable >= t {
 			return nil

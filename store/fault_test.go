@@ -396,3 +396,42 @@ func TestDiskMinFreeCountsBallast(t *testing.T) {
 		t.Fatalf("Healthy with 1.5 MiB free and a 1 MiB ballast, MinFree 3 MiB: %v", err)
 	}
 }
+
+// Two failures apart do not fail what was acknowledged between them.
+func TestDiskPoisonedRangesStayApart(t *testing.T) {
+	var fail atomic.Bool
+	d := openT(t, t.TempDir(), DiskOptions{MinFree: -1, inject: func(op string) error {
+		if op == "sync" && fail.Load() {
+			return errors.New("injected sync failure")
+		}
+		return nil
+	}})
+	defer d.Close()
+	d.Load()
+	id := uint64(0)
+	put := func() broker.Ticket { id++; return d.Append(retainOp(id)) }
+	failOnce := func() broker.Ticket {
+		fail.Store(true)
+		tk := put()
+		if err := d.Wait(tk); !errors.Is(err, ErrWriteFailed) {
+			t.Fatalf("Wait for a failed sync: %v", err)
+		}
+		fail.Store(false)
+		eventually(t, "syncs work again", func() bool { return d.Wait(put()) == nil })
+		return tk
+	}
+	t1 := failOnce()
+	t2 := put()
+	if err := d.Wait(t2); err != nil {
+		t.Fatal(err)
+	}
+	t3 := failOnce()
+	for _, tk := range []broker.Ticket{t1, t3} {
+		if err := d.Wait(tk); !errors.Is(err, ErrWriteFailed) {
+			t.Errorf("Wait(%d), whose sync failed: %v", tk, err)
+		}
+	}
+	if err := d.Wait(t2); err != nil {
+		t.Errorf("Wait(%d), synced between two failures: %v", t2, err)
+	}
+}

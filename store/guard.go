@@ -212,9 +212,9 @@ func (d *Disk) retry(what string, retries func(error) bool, op func() error) err
 func (d *Disk) faultBegin(what string, err error) {
 	var ferr error
 	if isNoSpace(err) {
-		ferr = fmt.Errorf("%w: %s: %v", ErrNoSpace, what, err)
+		ferr = fmt.Errorf("%w: %s: %w", ErrNoSpace, what, err)
 	} else {
-		ferr = fmt.Errorf("%w: %s: %v", ErrWriteFailed, what, err)
+		ferr = fmt.Errorf("%w: %s: %w", ErrWriteFailed, what, err)
 	}
 	d.mu.Lock()
 	d.faults++
@@ -248,25 +248,41 @@ func (d *Disk) faultEnd(what string, took time.Duration, tries int) {
 	}
 }
 
+// poisonRange is tickets (from, to] that met a failed write or sync.
+type poisonRange struct {
+	from, to broker.Ticket
+	err      error
+}
+
+// maxPoisoned bounds the ranges kept. Waits come soon after their Append
+// (a connection waits once per ticket), so only recent ranges matter.
+const maxPoisoned = 64
+
 // poisonLocked makes Wait fail with err, for good, for tickets in
-// (from, to]: ops whose write or sync failed. The range grows to cover
-// every failure since the first, which can fail a ticket that was fine
-// (its client is told to retry) but never acknowledge one that was not.
+// (from, to]: ops whose write or sync failed. d.mu held.
 func (d *Disk) poisonLocked(from, to broker.Ticket, err error) {
 	if to <= from {
 		return
 	}
-	if d.poisonErr == nil {
-		d.poisonFrom, d.poisonTo = from, to
-	} else {
-		d.poisonFrom, d.poisonTo = min(d.poisonFrom, from), max(d.poisonTo, to)
+	if n := len(d.poison); n > 0 && from <= d.poison[n-1].to {
+		last := &d.poison[n-1] // overlaps the last: one range
+		last.from, last.to, last.err = min(last.from, from), max(last.to, to), err
+		return
 	}
-	d.poisonErr = err
+	if len(d.poison) == maxPoisoned {
+		d.poison = append(d.poison[:0], d.poison[1:]...)
+	}
+	d.poison = append(d.poison, poisonRange{from, to, err})
 }
 
-// poisoned reports whether ticket t is in the poisoned range. d.mu held.
-func (d *Disk) poisoned(t broker.Ticket) bool {
-	return d.poisonErr != nil && t > d.poisonFrom && t <= d.poisonTo
+// poisoned returns the failure ticket t met, if it met one. d.mu held.
+func (d *Disk) poisoned(t broker.Ticket) error {
+	for i := range d.poison {
+		if r := &d.poison[i]; t > r.from && t <= r.to {
+			return r.err
+		}
+	}
+	return nil
 }
 
 // failingLocked returns why Wait cannot succeed now, if anything does:
