@@ -198,7 +198,14 @@ func testDiskFills(t *testing.T, ballast, logs string) {
 	if !strings.Contains(log.String(), logs) {
 		t.Errorf("the log does not say %q:\n%s", logs, log.String())
 	}
-	// Up and serving: a new client connects and QoS 0 flows.
+	if ballast != "0" {
+		// A persistent session cannot be kept: refused with a reason
+		// code, MQTT 5 (paho.golang) and 3.1.1 (mosquitto_sub) alike.
+		// (Without a ballast the refusal lasts only while a write
+		// waits, which may end as soon as a page frees.)
+		expectPersistentRefused(t, addr)
+	}
+	// Up and serving: a new clean client connects and QoS 0 flows.
 	seen := make(chan string, 10)
 	watcher := pahoClient(t, addr, "watcher", true, 0, seen)
 	if _, err := watcher.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "q0", QoS: 0}}}); err != nil {
@@ -261,4 +268,34 @@ func firstKey(m map[string]bool) string {
 		return k
 	}
 	return ""
+}
+
+// expectPersistentRefused connects persistent sessions with paho.golang
+// (MQTT 5: CONNACK 0x97) and mosquitto_sub (3.1.1: CONNACK 0x03, "broker
+// unavailable"), and expects both refused.
+func expectPersistentRefused(t *testing.T, addr string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{ClientID: "persist5", Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	expiry := uint32(60)
+	ca, err := c.Connect(ctx, &paho.Connect{ClientID: "persist5", KeepAlive: 30, CleanStart: true,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+	if err == nil || ca == nil || ca.ReasonCode != 0x97 {
+		t.Fatalf("MQTT 5 persistent CONNECT on a full disk: %+v, %v; want CONNACK 0x97", ca, err)
+	}
+	if _, err := exec.LookPath("mosquitto_sub"); err != nil {
+		t.Log("mosquitto_sub not installed: 3.1.1 refusal not checked")
+		return
+	}
+	host, port, _ := net.SplitHostPort(addr)
+	out, err := exec.Command("mosquitto_sub", "-V", "mqttv311", "-h", host, "-p", port, "-i", "persist3", "-c",
+		"-t", "x", "-C", "1", "-W", "5").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "unavailable") {
+		t.Fatalf("mosquitto_sub -c on a full disk: %v: %s; want CONNACK 0x03 (broker unavailable)", err, out)
+	}
 }
