@@ -42,11 +42,11 @@ func (b *ballast) open(d *Disk) {
 		os.Remove(b.path) // turned off: give its space back
 		return
 	}
-	if fi, err := os.Stat(b.path); err == nil && fi.Size() >= b.size {
+	if fi, err := os.Stat(b.path); err == nil && fi.Size() == b.size {
 		b.present = true
 		return
 	}
-	os.Remove(b.path)
+	os.Remove(b.path) // missing, cut short, or of another configured size
 	free, err := d.opts.freeSpace(d.dir)
 	if err != nil {
 		free = 1<<63 - 1 // cannot tell: try

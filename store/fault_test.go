@@ -435,3 +435,22 @@ func TestDiskPoisonedRangesStayApart(t *testing.T) {
 		t.Errorf("Wait(%d), synced between two failures: %v", t2, err)
 	}
 }
+
+// A ballast of another size (the option changed) is made again at the
+// configured size; a ballast turned off is removed.
+func TestDiskBallastFollowsTheOption(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, ballastName)
+	for _, size := range []int64{2 << 20, 1 << 20, -1} {
+		d := openT(t, dir, DiskOptions{MinFree: -1, Ballast: size})
+		d.Load()
+		fi, err := os.Stat(path)
+		switch {
+		case size < 0 && !errors.Is(err, os.ErrNotExist):
+			t.Errorf("ballast turned off: %v %v", fi, err)
+		case size > 0 && (err != nil || fi.Size() != size):
+			t.Errorf("ballast %d: %v %v", size, fi, err)
+		}
+		d.Close()
+	}
+}
