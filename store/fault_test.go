@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -452,5 +453,29 @@ func TestDiskBallastFollowsTheOption(t *testing.T) {
 			t.Errorf("ballast %d: %v %v", size, fi, err)
 		}
 		d.Close()
+	}
+}
+
+// fill, the ballast where fallocate is not supported, writes the size asked
+// for, in bytes a compressing file system cannot squeeze away.
+func TestBallastFill(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const size = 3<<20 + 5
+	if err := fill(f, size); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != size {
+		t.Fatalf("%d bytes, want %d", len(b), size)
+	}
+	if zeros := bytes.Count(b, []byte{0}); zeros > size/128 {
+		t.Fatalf("%d zero bytes of %d: compressible", zeros, size)
 	}
 }
