@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +18,9 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/brokertest"
+	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/packet"
 )
 
 // eventually fails t unless cond holds within 10 s.
@@ -477,5 +481,78 @@ func TestBallastFill(t *testing.T) {
 	}
 	if zeros := bytes.Count(b, []byte{0}); zeros > size/128 {
 		t.Fatalf("%d zero bytes of %d: compressible", zeros, size)
+	}
+}
+
+// Through the broker, on a Disk whose log writes fail (errorfs): an MQTT 5
+// publisher gets PUBACK 0x80 for the message the failed write carried and
+// 0x97 while the store refuses, a 3.1.1 publisher is disconnected, nothing
+// is acknowledged that the store did not keep, and once writes work the
+// broker accepts again and the persistent subscriber gets every
+// acknowledged message after a restart.
+func TestBrokerOnFailingLogWrites(t *testing.T) {
+	f := &logFault{err: syscall.EIO, kinds: writeOps}
+	dir := t.TempDir()
+	d := openT(t, dir, DiskOptions{MinFree: -1, fs: errorfs.Wrap(vfs.Default, f)})
+	s, addr := brokertest.Start(t, broker.Options{Store: d, Logger: discard()})
+
+	expiry := packet.Properties{Present: 1 << packet.PropSessionExpiry, SessionExpiry: 3600}
+	sub := mqtttest.Dial(t, addr, packet.V5)
+	sub.Connect(&packet.Connect{ClientID: "keeper", Properties: expiry})
+	sub.Subscribe("f/#", 1)
+	sub.Send(&packet.Disconnect{})
+	sub.ExpectClosed(time.Second)
+
+	pub := mqtttest.Dial(t, addr, packet.V5)
+	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
+	acked := map[string]bool{}
+	publish := func(pid uint16, payload string) packet.ReasonCode {
+		t.Helper()
+		pub.Send(&packet.Publish{Topic: "f/x", QoS: 1, PacketID: pid, Payload: []byte(payload)})
+		a, ok := pub.Next(5 * time.Second).(*packet.Puback)
+		if !ok || a.PacketID != pid {
+			t.Fatalf("publish %s: got %+v, want its PUBACK", payload, a)
+		}
+		if a.ReasonCode < 0x80 {
+			acked[payload] = true
+		}
+		return a.ReasonCode
+	}
+	if rc := publish(1, "before"); rc != packet.Success {
+		t.Fatalf("PUBACK with a working disk: 0x%02X", byte(rc))
+	}
+	f.on.Store(true)
+	if rc := publish(2, "failed"); rc != packet.UnspecifiedError {
+		t.Fatalf("PUBACK for a message whose write failed: 0x%02X, want 0x80", byte(rc))
+	}
+	if rc := publish(3, "refused"); rc != packet.QuotaExceeded {
+		t.Fatalf("PUBACK while the store fails: 0x%02X, want 0x97", byte(rc))
+	}
+	old := mqtttest.Dial(t, addr, packet.V311)
+	old.Connect(&packet.Connect{ClientID: "old", CleanStart: true})
+	old.Send(&packet.Publish{Topic: "f/x", QoS: 1, PacketID: 1, Payload: []byte("old")})
+	if got := old.ExpectClosed(2 * time.Second); len(got) != 0 {
+		t.Fatalf("3.1.1 publisher while the store fails got %v, want a plain close", got)
+	}
+	f.on.Store(false)
+	pid := uint16(10)
+	mqtttest.Eventually(t, 10*time.Second, func() bool { pid++; return publish(pid, fmt.Sprint("after-", pid)) == packet.Success })
+
+	s.Shutdown(context.Background())
+	d = openT(t, dir, DiskOptions{MinFree: -1})
+	_, addr = brokertest.Start(t, broker.Options{Store: d, Logger: discard()})
+	sub = mqtttest.Dial(t, addr, packet.V5)
+	if ack := sub.Connect(&packet.Connect{ClientID: "keeper", Properties: expiry}); !ack.SessionPresent {
+		t.Fatal("keeper's session lost")
+	}
+	for len(acked) > 0 {
+		m, err := sub.Read(5 * time.Second)
+		if err != nil {
+			t.Fatalf("after restart, acknowledged messages missing: %v (%v)", acked, err)
+		}
+		if p, ok := m.(*packet.Publish); ok {
+			delete(acked, string(p.Payload))
+			sub.Send(&packet.Puback{PacketID: p.PacketID})
+		}
 	}
 }
