@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -57,46 +55,9 @@ func fillDisk(t *testing.T, path string) {
 	t.Fatal("the disk never filled")
 }
 
-// startServe runs roost serve with args and returns its address, its log
-// and a function that stops it and returns its exit code.
-func startServe(t *testing.T, args ...string) (addr string, log *syncBuffer, stop func() int) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	log = &syncBuffer{}
-	exit := make(chan int, 1)
-	go func() {
-		exit <- run(ctx, append([]string{"serve", "--listen", "mqtt://127.0.0.1:0"}, args...), stdio{out: io.Discard, err: log})
-	}()
-	if !eventually(t, 10*time.Second, func() bool {
-		m := readyLine.FindStringSubmatch(log.String())
-		if m != nil {
-			addr = m[1]
-		}
-		return m != nil
-	}) {
-		cancel()
-		t.Fatalf("broker not ready; log:\n%s", log.String())
-	}
-	var once sync.Once
-	code := -1
-	stop = func() int {
-		once.Do(func() {
-			cancel()
-			select {
-			case code = <-exit:
-			case <-time.After(shutdownTimeout + 10*time.Second):
-				t.Fatalf("serve did not stop; log:\n%s", log.String())
-			}
-		})
-		return code
-	}
-	t.Cleanup(func() { stop() })
-	return addr, log, stop
-}
-
-// pahoClient connects a paho.golang (MQTT 5) client; received messages'
+// paho5Client connects a paho.golang (MQTT 5) client; received messages'
 // payloads go to got.
-func pahoClient(t *testing.T, addr, id string, clean bool, expiry uint32, got chan<- string) *paho.Client {
+func paho5Client(t *testing.T, addr, id string, clean bool, expiry uint32, got chan<- string) *paho.Client {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -151,8 +112,9 @@ func TestServeDiskFillsBeneathTheCheck(t *testing.T) {
 func testDiskFills(t *testing.T, ballast, logs string) {
 	mnt := mountTmpfs(t, "16m")
 	data := filepath.Join(mnt, "data")
-	args := []string{"--data", data, "--min-free", "0", "--ballast", ballast}
-	addr, log, stop := startServe(t, args...)
+	args := []string{"--listen", "mqtt://127.0.0.1:0", "--data", data, "--min-free", "0", "--ballast", ballast}
+	b := startServe(t, args...) // revoke_test.go
+	addr, log := b.addr, b.log
 	defer func() {
 		if t.Failed() {
 			t.Logf("log:\n%s", log.String())
@@ -160,7 +122,7 @@ func testDiskFills(t *testing.T, ballast, logs string) {
 	}()
 
 	// keeper's persistent session, offline, queues every message in the store.
-	keeper := pahoClient(t, addr, "keeper", true, 3600, nil)
+	keeper := paho5Client(t, addr, "keeper", true, 3600, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := keeper.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "fill/#", QoS: 1}}}); err != nil {
@@ -168,7 +130,7 @@ func testDiskFills(t *testing.T, ballast, logs string) {
 	}
 	keeper.Disconnect(&paho.Disconnect{})
 
-	pub := pahoClient(t, addr, "pub", true, 0, nil)
+	pub := paho5Client(t, addr, "pub", true, 0, nil)
 	var acked []string
 	for i := range 20 {
 		p := fmt.Sprint("before-", i)
@@ -207,7 +169,7 @@ func testDiskFills(t *testing.T, ballast, logs string) {
 	}
 	// Up and serving: a new clean client connects and QoS 0 flows.
 	seen := make(chan string, 10)
-	watcher := pahoClient(t, addr, "watcher", true, 0, seen)
+	watcher := paho5Client(t, addr, "watcher", true, 0, seen)
 	if _, err := watcher.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "q0", QoS: 0}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -241,13 +203,14 @@ func testDiskFills(t *testing.T, ballast, logs string) {
 	}
 	pub.Disconnect(&paho.Disconnect{})
 	watcher.Disconnect(&paho.Disconnect{})
-	if code := stop(); code != 0 {
+	if code := b.stop(); code != 0 {
 		t.Fatalf("broker exit %d; log:\n%s", code, log.String())
 	}
 
-	addr, log, _ = startServe(t, args...)
+	b = startServe(t, args...)
+	addr, log = b.addr, b.log
 	got := make(chan string, len(acked)+600)
-	pahoClient(t, addr, "keeper", false, 3600, got)
+	paho5Client(t, addr, "keeper", false, 3600, got)
 	want := make(map[string]bool)
 	for _, p := range acked {
 		want[p] = true
