@@ -369,14 +369,6 @@ func (p pebbleLogger) Fatalf(format string, args ...any) {
 	os.Exit(70)
 }
 
-func freeSpace(dir string) (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
-}
-
 // healthState caches the free-space verdict.
 type healthState struct {
 	mu      sync.Mutex
