@@ -73,20 +73,19 @@ func (p Packet) String() string {
 	return fmt.Sprintf("%s flags=%x body=% x", TypeName(p.Type), p.Flags, p.Body)
 }
 
-// Conn is one TCP connection to a broker.
+// Conn is one connection to a broker, over any Transport.
 type Conn struct {
 	nc net.Conn
 	r  *bufio.Reader
 }
 
-// Dial connects to addr. ctx bounds only the dial.
+func newConn(nc net.Conn) *Conn { return &Conn{nc: nc, r: bufio.NewReader(nc)} }
+
+// Dial connects to addr: a host:port for TCP, or a URL of any transport
+// (see Dialer; mqtts:// and wss:// then trust the system roots only).
+// ctx bounds only the dial.
 func Dial(ctx context.Context, addr string) (*Conn, error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("rawclient: dial %s: %w", addr, err)
-	}
-	return &Conn{nc: nc, r: bufio.NewReader(nc)}, nil
+	return Dialer{}.Dial(ctx, addr)
 }
 
 // Close closes the connection abruptly (no DISCONNECT is sent).
@@ -167,7 +166,8 @@ func readVarInt(r io.ByteReader) (int, error) {
 }
 
 // classify maps network errors onto ErrClosed and ErrTimeout, keeping the
-// original in the chain.
+// original in the chain. Every transport's end of stream is here: TLS and
+// WebSocket conns from DialConn report it as io.EOF or net.ErrClosed too.
 func classify(err error) error {
 	switch {
 	case err == nil:

@@ -30,12 +30,13 @@ type client struct {
 	name string
 }
 
-// dial opens a TCP connection without sending anything.
+// dial opens a connection to addr, a URL from startBroker, without
+// sending anything.
 func dial(t testing.TB, addr string, v byte, name string) *client {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), readTimeout)
 	defer cancel()
-	conn, err := rc.Dial(ctx, addr)
+	conn, err := pki.Dialer().Dial(ctx, addr)
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}

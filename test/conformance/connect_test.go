@@ -29,31 +29,33 @@ func connectBytes(protocolName string, level, flags byte, keepAlive uint16, with
 // before a CONNACK [MQTT-3.14.0-1].
 func TestMQTT_3_1_0_1_FirstPacketMustBeConnect(t *testing.T) {
 	t.Parallel()
-	addr := startBroker(t, brokerConfig{})
-	cases := map[string][]byte{
-		"PINGREQ": {0xC0, 0x00},
-		"PUBLISH": {
-			0x30, 0x05, // PUBLISH QoS 0, remaining length 5
-			0x00, 0x01, 'a', // topic "a"
-			'h', 'i', // payload
-		},
-		"SUBSCRIBE": {
-			0x82, 0x06, // SUBSCRIBE, flags 0010, remaining length 6
-			0x00, 0x01, // packet id 1
-			0x00, 0x01, 'a', 0x00, // filter "a", QoS 0
-		},
-		"DISCONNECT": {0xE0, 0x00},
-	}
-	for name, b := range cases {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			c := dial(t, addr, 4, name)
-			c.sendBad(b)
-			if seen := c.closedAfter(); len(seen) > 0 {
-				t.Fatalf("server sent %v before closing, want a silent close", seen)
-			}
-		})
-	}
+	forTransports(t, func(t *testing.T) {
+		addr := startBroker(t, brokerConfig{})
+		cases := map[string][]byte{
+			"PINGREQ": {0xC0, 0x00},
+			"PUBLISH": {
+				0x30, 0x05, // PUBLISH QoS 0, remaining length 5
+				0x00, 0x01, 'a', // topic "a"
+				'h', 'i', // payload
+			},
+			"SUBSCRIBE": {
+				0x82, 0x06, // SUBSCRIBE, flags 0010, remaining length 6
+				0x00, 0x01, // packet id 1
+				0x00, 0x01, 'a', 0x00, // filter "a", QoS 0
+			},
+			"DISCONNECT": {0xE0, 0x00},
+		}
+		for name, b := range cases {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				c := dial(t, addr, 4, name)
+				c.sendBad(b)
+				if seen := c.closedAfter(); len(seen) > 0 {
+					t.Fatalf("server sent %v before closing, want a silent close", seen)
+				}
+			})
+		}
+	})
 }
 
 // TestMQTT_3_1_0_2_SecondConnectIsProtocolError: a second CONNECT on a
@@ -112,26 +114,28 @@ func requireRefusalConnack(t *testing.T, seen []rc.Packet, codes ...byte) {
 // form with reason code 0x84 Unsupported Protocol Version.
 func TestMQTT_3_1_2_2_UnsupportedProtocolLevel(t *testing.T) {
 	t.Parallel()
-	addr := startBroker(t, brokerConfig{})
-	for _, level := range []byte{2, 6, 0x7F} {
-		t.Run(fmt.Sprintf("level%d", level), func(t *testing.T) {
-			t.Parallel()
-			c := dial(t, addr, 4, "level")
-			c.sendBad(connectBytes("MQTT", level, 0x02, 60, false, "c"))
-			p := c.expect(rc.CONNACK)
-			switch {
-			case len(p.Body) == 2 && p.Body[0] == 0x00 && p.Body[1] == 0x01:
-				// 3.1.1 form: 20 02 00 01.
-			case len(p.Body) >= 3 && p.Body[0] == 0x00 && p.Body[1] == 0x84:
-				t.Logf("level %d: refused in 5.0 form, CONNACK % x", level, p.Body)
-			default:
-				t.Fatalf("level %d: got %v, want CONNACK 20 02 00 01 (or 5.0 0x84)", level, p)
-			}
-			if seen := c.closedAfter(); len(seen) > 0 {
-				t.Fatalf("level %d: packets after refusing CONNACK: %v", level, seen)
-			}
-		})
-	}
+	forTransports(t, func(t *testing.T) {
+		addr := startBroker(t, brokerConfig{})
+		for _, level := range []byte{2, 6, 0x7F} {
+			t.Run(fmt.Sprintf("level%d", level), func(t *testing.T) {
+				t.Parallel()
+				c := dial(t, addr, 4, "level")
+				c.sendBad(connectBytes("MQTT", level, 0x02, 60, false, "c"))
+				p := c.expect(rc.CONNACK)
+				switch {
+				case len(p.Body) == 2 && p.Body[0] == 0x00 && p.Body[1] == 0x01:
+					// 3.1.1 form: 20 02 00 01.
+				case len(p.Body) >= 3 && p.Body[0] == 0x00 && p.Body[1] == 0x84:
+					t.Logf("level %d: refused in 5.0 form, CONNACK % x", level, p.Body)
+				default:
+					t.Fatalf("level %d: got %v, want CONNACK 20 02 00 01 (or 5.0 0x84)", level, p)
+				}
+				if seen := c.closedAfter(); len(seen) > 0 {
+					t.Fatalf("level %d: packets after refusing CONNACK: %v", level, seen)
+				}
+			})
+		}
+	})
 }
 
 // TestMQTT_3_1_2_3_ReservedConnectFlag: the reserved bit 0 of the connect
@@ -156,18 +160,20 @@ func TestMQTT_3_1_2_3_ReservedConnectFlag(t *testing.T) {
 // rejected), with Session Present 0 [MQTT-3.2.2-4], and be disconnected.
 func TestMQTT_3_1_3_8_EmptyClientIDNeedsCleanSession(t *testing.T) {
 	t.Parallel()
-	addr := startBroker(t, brokerConfig{})
-	c := dial(t, addr, 4, "empty-id")
-	c.sendBad([]byte{
-		0x10, 0x0C, // CONNECT, remaining length 12
-		0x00, 0x04, 'M', 'Q', 'T', 'T', // protocol name
-		0x04,       // protocol level 4
-		0x00,       // connect flags: Clean Session 0
-		0x00, 0x3C, // keep alive 60
-		0x00, 0x00, // client id: zero bytes
+	forTransports(t, func(t *testing.T) {
+		addr := startBroker(t, brokerConfig{})
+		c := dial(t, addr, 4, "empty-id")
+		c.sendBad([]byte{
+			0x10, 0x0C, // CONNECT, remaining length 12
+			0x00, 0x04, 'M', 'Q', 'T', 'T', // protocol name
+			0x04,       // protocol level 4
+			0x00,       // connect flags: Clean Session 0
+			0x00, 0x3C, // keep alive 60
+			0x00, 0x00, // client id: zero bytes
+		})
+		c.expectBytes([]byte{0x20, 0x02, 0x00, 0x02})
+		c.expectClosed()
 	})
-	c.expectBytes([]byte{0x20, 0x02, 0x00, 0x02})
-	c.expectClosed()
 }
 
 // TestMQTT_3_1_3_6_EmptyClientIDWithCleanSession: a server that allows a
@@ -175,18 +181,20 @@ func TestMQTT_3_1_3_8_EmptyClientIDNeedsCleanSession(t *testing.T) {
 // the connection. (Allowing it is a MAY; both Roost and mosquitto do.)
 func TestMQTT_3_1_3_6_EmptyClientIDWithCleanSession(t *testing.T) {
 	t.Parallel()
-	addr := startBroker(t, brokerConfig{})
-	c := dial(t, addr, 4, "empty-id")
-	c.send([]byte{
-		0x10, 0x0C, // CONNECT, remaining length 12
-		0x00, 0x04, 'M', 'Q', 'T', 'T', // protocol name
-		0x04,       // protocol level 4
-		0x02,       // connect flags: Clean Session 1
-		0x00, 0x3C, // keep alive 60
-		0x00, 0x00, // client id: zero bytes
+	forTransports(t, func(t *testing.T) {
+		addr := startBroker(t, brokerConfig{})
+		c := dial(t, addr, 4, "empty-id")
+		c.send([]byte{
+			0x10, 0x0C, // CONNECT, remaining length 12
+			0x00, 0x04, 'M', 'Q', 'T', 'T', // protocol name
+			0x04,       // protocol level 4
+			0x02,       // connect flags: Clean Session 1
+			0x00, 0x3C, // keep alive 60
+			0x00, 0x00, // client id: zero bytes
+		})
+		c.expectBytes([]byte{0x20, 0x02, 0x00, 0x00})
+		c.ping()
 	})
-	c.expectBytes([]byte{0x20, 0x02, 0x00, 0x00})
-	c.ping()
 }
 
 // TestMQTT5_3_2_2_16_AssignedClientIdentifier: a 5.0 client that connects
@@ -194,32 +202,34 @@ func TestMQTT_3_1_3_6_EmptyClientIDWithCleanSession(t *testing.T) {
 // Client Identifier [MQTT-3.2.2-16], unique to it [MQTT-3.1.3-6, -7].
 func TestMQTT5_3_2_2_16_AssignedClientIdentifier(t *testing.T) {
 	t.Parallel()
-	addr := startBroker(t, brokerConfig{})
-	var ids []string
-	for i := 0; i < 2; i++ {
-		c := dial(t, addr, 5, "empty-id")
-		c.send([]byte{
-			0x10, 0x0D, // CONNECT, remaining length 13
-			0x00, 0x04, 'M', 'Q', 'T', 'T', // protocol name
-			0x05,       // protocol level 5
-			0x02,       // connect flags: Clean Start
-			0x00, 0x3C, // keep alive 60
-			0x00,       // property length 0
-			0x00, 0x00, // client id: zero bytes
-		})
-		ack := c.connack()
-		if ack.Code != 0x00 {
-			t.Fatalf("CONNACK code 0x%02x, want 0x00", ack.Code)
+	forTransports(t, func(t *testing.T) {
+		addr := startBroker(t, brokerConfig{})
+		var ids []string
+		for i := 0; i < 2; i++ {
+			c := dial(t, addr, 5, "empty-id")
+			c.send([]byte{
+				0x10, 0x0D, // CONNECT, remaining length 13
+				0x00, 0x04, 'M', 'Q', 'T', 'T', // protocol name
+				0x05,       // protocol level 5
+				0x02,       // connect flags: Clean Start
+				0x00, 0x3C, // keep alive 60
+				0x00,       // property length 0
+				0x00, 0x00, // client id: zero bytes
+			})
+			ack := c.connack()
+			if ack.Code != 0x00 {
+				t.Fatalf("CONNACK code 0x%02x, want 0x00", ack.Code)
+			}
+			p, ok := ack.Props.Get(rc.PropAssignedClientID)
+			if !ok || p.Str == "" {
+				t.Fatalf("CONNACK properties %v lack a non-empty Assigned Client Identifier (0x12)", ack.Props)
+			}
+			ids = append(ids, p.Str)
 		}
-		p, ok := ack.Props.Get(rc.PropAssignedClientID)
-		if !ok || p.Str == "" {
-			t.Fatalf("CONNACK properties %v lack a non-empty Assigned Client Identifier (0x12)", ack.Props)
+		if ids[0] == ids[1] {
+			t.Fatalf("two connections were both assigned client id %q", ids[0])
 		}
-		ids = append(ids, p.Str)
-	}
-	if ids[0] == ids[1] {
-		t.Fatalf("two connections were both assigned client id %q", ids[0])
-	}
+	})
 }
 
 // TestMQTT_3_1_2_24_KeepAliveTimeout: with keep alive 1s and no traffic
@@ -266,30 +276,32 @@ func TestMQTT_3_1_2_24_KeepAliveTimeout(t *testing.T) {
 // close" a connection with no CONNECT "within a reasonable amount of time").
 func TestRoost_ConnectTimeout(t *testing.T) {
 	t.Parallel()
-	if target == targetMosquitto {
-		t.Skip("mosquitto has no configurable CONNECT timeout")
-	}
-	addr := startBroker(t, brokerConfig{ConnectTimeout: 500 * time.Millisecond})
-	cases := map[string][]byte{
-		"nothing": nil,
-		"partial": {0x10, 0x0D, 0x00, 0x04, 'M', 'Q'}, // first bytes of a CONNECT
-	}
-	for name, b := range cases {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			c := dial(t, addr, 4, name)
-			start := time.Now()
-			if b != nil {
-				c.send(b)
-			}
-			if seen := c.closedAfter(); len(seen) > 0 {
-				t.Fatalf("got %v, want a silent close", seen)
-			}
-			if d := time.Since(start); d < 300*time.Millisecond || d > 2*time.Second {
-				t.Fatalf("closed after %v, want about 500ms", d)
-			}
-		})
-	}
+	forTransports(t, func(t *testing.T) {
+		if target == targetMosquitto {
+			t.Skip("mosquitto has no configurable CONNECT timeout")
+		}
+		addr := startBroker(t, brokerConfig{ConnectTimeout: 500 * time.Millisecond})
+		cases := map[string][]byte{
+			"nothing": nil,
+			"partial": {0x10, 0x0D, 0x00, 0x04, 'M', 'Q'}, // first bytes of a CONNECT
+		}
+		for name, b := range cases {
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				c := dial(t, addr, 4, name)
+				start := time.Now()
+				if b != nil {
+					c.send(b)
+				}
+				if seen := c.closedAfter(); len(seen) > 0 {
+					t.Fatalf("got %v, want a silent close", seen)
+				}
+				if d := time.Since(start); d < 300*time.Millisecond || d > 2*time.Second {
+					t.Fatalf("closed after %v, want about 500ms", d)
+				}
+			})
+		}
+	})
 }
 
 // TestMQTT_3_1_4_2_TakeoverClosesExistingConnection: a CONNECT with a

@@ -2,19 +2,20 @@ package conformance
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/brokertest"
 	"github.com/roost-mqtt/roost/internal/mosquittotest"
+	rc "github.com/roost-mqtt/roost/internal/rawclient"
 )
 
 const (
@@ -44,8 +45,24 @@ func TestMain(m *testing.M) {
 	if !flagWasSet("test.parallel") {
 		_ = flag.Set("test.parallel", "16")
 	}
-	os.Exit(m.Run())
+	dir, err := os.MkdirTemp("", "roost-conformance-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "conformance:", err)
+		os.Exit(2)
+	}
+	if pki, err = brokertest.NewPKI(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "conformance:", err)
+		os.Exit(2)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
+
+// pki is the certificate authority of every test's mqtts:// and wss://
+// listeners, which the clients trust (one for the whole run: making
+// certificates per test would be the slowest part of a test).
+var pki *brokertest.PKI
 
 func flagWasSet(name string) bool {
 	set := false
@@ -63,13 +80,52 @@ type brokerConfig struct {
 }
 
 // startBroker starts a fresh broker of the selected target for t, stopped
-// when t ends, and returns its 127.0.0.1 address.
+// when t ends, and returns the address of its listener for the transport
+// of the forTransports (or forVersions) subtest that t runs in: a URL
+// that dial takes, such as ws://127.0.0.1:40123/mqtt. It fails t if t
+// runs under neither, since a test on one transport is half a test.
 func startBroker(t *testing.T, cfg brokerConfig) string {
 	t.Helper()
-	if target == targetMosquitto {
-		return startMosquitto(t, cfg)
+	tr, ok := transportOf(t)
+	if !ok {
+		t.Fatalf("startBroker: %s runs over no transport: wrap the test in forTransports or forVersions so that it runs over each", t.Name())
 	}
-	return startRoost(t, cfg)
+	if target == targetMosquitto {
+		return startMosquitto(t, cfg, tr)
+	}
+	return startRoost(t, cfg, tr)
+}
+
+// transports are the transports of the target: all of rawclient's for
+// Roost; mosquitto 2.0 has no PROXY protocol.
+func transports() []rc.Transport {
+	if target == targetMosquitto {
+		return []rc.Transport{rc.TCP, rc.TLS, rc.WS, rc.WSS}
+	}
+	return rc.Transports()
+}
+
+// transportOf returns the transport of the forTransports subtest t runs in,
+// from its name: TestX/ws/v4/... runs over WebSocket.
+func transportOf(t testing.TB) (rc.Transport, bool) {
+	for _, seg := range strings.Split(t.Name(), "/")[1:] {
+		if slices.Contains(transports(), rc.Transport(seg)) {
+			return rc.Transport(seg), true
+		}
+	}
+	return "", false
+}
+
+// forTransports runs f as parallel subtests, one per transport (tcp, tls,
+// ws, wss, proxy), named after it; startBroker in f serves that transport.
+func forTransports(t *testing.T, f func(t *testing.T)) {
+	t.Helper()
+	for _, tr := range transports() {
+		t.Run(string(tr), func(t *testing.T) {
+			t.Parallel()
+			f(t)
+		})
+	}
 }
 
 // syncBuffer collects a broker's log for printing when a test fails.
@@ -82,6 +138,13 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
+}
+
+// String returns the whole log.
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // tail returns at most the last n bytes of the log.
@@ -97,63 +160,28 @@ func (s *syncBuffer) tail(n int) string {
 
 const logTail = 16 << 10
 
-func startRoost(t *testing.T, cfg brokerConfig) string {
+// startRoost serves every transport (brokertest.StartAll) and returns the
+// URL of tr's listener. When t ends it fails t if the log reports a panic,
+// and prints the log's tail if t failed.
+func startRoost(t *testing.T, cfg brokerConfig, tr rc.Transport) string {
 	t.Helper()
 	logs := &syncBuffer{}
-	srv, err := broker.New(broker.Options{
-		Logger:            slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		SysInterval:       -1,
-		ConnectTimeout:    cfg.ConnectTimeout,
-		MaxPacketSize:     cfg.MaxPacketSize,
-		ReceiveMaximum:    cfg.ReceiveMaximum,
-		TopicAliasMaximum: cfg.TopicAliasMaximum,
-	})
-	if err != nil {
-		t.Fatalf("broker.New: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				served <- fmt.Errorf("Serve panicked: %v", r)
-			}
-		}()
-		served <- srv.Serve(ln)
-	}()
+	// Registered before StartAll's cleanup, so it runs after the shutdown
+	// and sees everything the broker logged.
 	t.Cleanup(func() {
-		if err := stopRoost(srv, 5*time.Second); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		select {
-		case err := <-served:
-			if !errors.Is(err, broker.ErrServerClosed) {
-				t.Errorf("Serve returned %v after Shutdown, want ErrServerClosed", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Errorf("Serve did not return within 5s of Shutdown")
-		}
+		brokertest.FailOnPanic(t, logs.String())
 		if t.Failed() {
 			t.Logf("roost log (tail):\n%s", logs.tail(logTail))
 		}
 	})
-	return ln.Addr().String()
-}
-
-// stopRoost calls Shutdown, reporting a panic as an error so that the
-// other tests still run.
-func stopRoost(srv *broker.Server, within time.Duration) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("Shutdown panicked: %v", r)
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	return srv.Shutdown(ctx)
+	_, eps := brokertest.StartAll(t, broker.Options{
+		Logger:            slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		ConnectTimeout:    cfg.ConnectTimeout,
+		MaxPacketSize:     cfg.MaxPacketSize,
+		ReceiveMaximum:    cfg.ReceiveMaximum,
+		TopicAliasMaximum: cfg.TopicAliasMaximum,
+	}, pki)
+	return eps[tr]
 }
 
 // mosquittoConf is the configuration for cfg beyond mosquittotest's
@@ -173,9 +201,26 @@ func mosquittoConf(cfg brokerConfig) []string {
 	return lines
 }
 
-func startMosquitto(t *testing.T, cfg brokerConfig) string {
+// startMosquitto starts mosquitto with an extra listener for tr, unless
+// tr is TCP, and returns tr's URL.
+func startMosquitto(t *testing.T, cfg brokerConfig, tr rc.Transport) string {
 	t.Helper()
-	return mosquittotest.Start(t, mosquittoConf(cfg)...).Addr
+	lines := mosquittoConf(cfg)
+	if tr != rc.TCP {
+		// Per-listener settings follow their listener line.
+		lines = append(lines, "listener "+mosquittotest.PortToken+" 127.0.0.1")
+		if tr == rc.WS || tr == rc.WSS {
+			lines = append(lines, "protocol websockets")
+		}
+		if tr == rc.TLS || tr == rc.WSS {
+			lines = append(lines, "cafile "+pki.CAFile, "certfile "+pki.CertFile, "keyfile "+pki.KeyFile)
+		}
+	}
+	b := mosquittotest.Start(t, lines...)
+	if tr == rc.TCP {
+		return tr.URL(b.Addr)
+	}
+	return tr.URL(fmt.Sprintf("127.0.0.1:%d", b.Ports[0]))
 }
 
 // eventually polls cond every 20ms until it returns nil or within passes,
@@ -195,15 +240,18 @@ func eventually(t testing.TB, within time.Duration, cond func() error) {
 	}
 }
 
-// forVersions runs f as parallel subtests "v4" (MQTT 3.1.1) and "v5".
+// forVersions runs f as parallel subtests "v4" (MQTT 3.1.1) and "v5" in
+// each transport's subtest (forTransports): TestX/ws/v5.
 func forVersions(t *testing.T, f func(t *testing.T, v byte)) {
 	t.Helper()
-	for _, v := range []byte{4, 5} {
-		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
-			t.Parallel()
-			f(t, v)
-		})
-	}
+	forTransports(t, func(t *testing.T) {
+		for _, v := range []byte{4, 5} {
+			t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) {
+				t.Parallel()
+				f(t, v)
+			})
+		}
+	})
 }
 
 // mosquittoDeviates reports whether the target is mosquitto, which is

@@ -70,21 +70,23 @@ func TestMQTT_3_1_2_6_CleanStartDiscardsSession(t *testing.T) {
 // longer: resumed within the interval it is present, after it, it is not.
 func TestMQTT5_3_1_2_23_SessionExpires(t *testing.T) {
 	t.Parallel()
-	addr := startBroker(t, brokerConfig{})
-	cp := rc.Connect{Version: 5, ClientID: "ttl", KeepAlive: 60, Props: rc.PropU32(rc.PropSessionExpiry, 1)}
-	c, _ := connect(t, addr, cp)
-	c.sub("ttl/#", 1)
-	c.disconnect()
-	c, ack := connect(t, addr, cp) // well within 1s
-	if !ack.SessionPresent {
-		t.Fatal("Session Present 0 on resume within the expiry interval")
-	}
-	c.disconnect()
-	time.Sleep(2200 * time.Millisecond)
-	_, ack = connect(t, addr, cp)
-	if ack.SessionPresent {
-		t.Fatal("Session Present 1 after the 1s Session Expiry Interval passed")
-	}
+	forTransports(t, func(t *testing.T) {
+		addr := startBroker(t, brokerConfig{})
+		cp := rc.Connect{Version: 5, ClientID: "ttl", KeepAlive: 60, Props: rc.PropU32(rc.PropSessionExpiry, 1)}
+		c, _ := connect(t, addr, cp)
+		c.sub("ttl/#", 1)
+		c.disconnect()
+		c, ack := connect(t, addr, cp) // well within 1s
+		if !ack.SessionPresent {
+			t.Fatal("Session Present 0 on resume within the expiry interval")
+		}
+		c.disconnect()
+		time.Sleep(2200 * time.Millisecond)
+		_, ack = connect(t, addr, cp)
+		if ack.SessionPresent {
+			t.Fatal("Session Present 1 after the 1s Session Expiry Interval passed")
+		}
+	})
 }
 
 // TestMQTT_3_10_4_4_UnsubackAndStop: UNSUBSCRIBE is answered with an

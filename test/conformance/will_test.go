@@ -89,49 +89,55 @@ func TestMQTT_3_1_2_17_WillRetain(t *testing.T) {
 // after the Will Delay Interval (1s here) has passed.
 func TestMQTT5_Sec3_1_3_2_2_WillDelayInterval(t *testing.T) {
 	t.Parallel()
-	addr := startBroker(t, brokerConfig{})
-	w := watcher(t, addr, 5, "slow")
-	c := willConnect(t, addr, 5, "slow", false,
-		rc.PropU32(rc.PropSessionExpiry, 30), rc.PropU32(rc.PropWillDelay, 1))
-	c.drop()
-	start := time.Now()
-	w.quiet(700 * time.Millisecond)
-	w.receiveTopic("will/slow", "gone")
-	if d := time.Since(start); d < 900*time.Millisecond {
-		t.Fatalf("will published %v after the close, want >= 1s", d)
-	}
+	forTransports(t, func(t *testing.T) {
+		addr := startBroker(t, brokerConfig{})
+		w := watcher(t, addr, 5, "slow")
+		c := willConnect(t, addr, 5, "slow", false,
+			rc.PropU32(rc.PropSessionExpiry, 30), rc.PropU32(rc.PropWillDelay, 1))
+		c.drop()
+		start := time.Now()
+		w.quiet(700 * time.Millisecond)
+		w.receiveTopic("will/slow", "gone")
+		if d := time.Since(start); d < 900*time.Millisecond {
+			t.Fatalf("will published %v after the close, want >= 1s", d)
+		}
+	})
 }
 
 // TestMQTT5_3_1_3_9_WillCancelledByReconnect: if the session is resumed
 // before the Will Delay Interval passes, the server MUST NOT send the will.
 func TestMQTT5_3_1_3_9_WillCancelledByReconnect(t *testing.T) {
 	t.Parallel()
-	addr := startBroker(t, brokerConfig{})
-	w := watcher(t, addr, 5, "back")
-	c := willConnect(t, addr, 5, "back", false,
-		rc.PropU32(rc.PropSessionExpiry, 30), rc.PropU32(rc.PropWillDelay, 1))
-	c.drop()
-	time.Sleep(200 * time.Millisecond)
-	again, ack := connect(t, addr, persistent(5, "back"))
-	if !ack.SessionPresent {
-		t.Fatal("Session Present 0 on resume within the session expiry")
-	}
-	w.quiet(1800 * time.Millisecond)
-	again.ping()
+	forTransports(t, func(t *testing.T) {
+		addr := startBroker(t, brokerConfig{})
+		w := watcher(t, addr, 5, "back")
+		c := willConnect(t, addr, 5, "back", false,
+			rc.PropU32(rc.PropSessionExpiry, 30), rc.PropU32(rc.PropWillDelay, 1))
+		c.drop()
+		time.Sleep(200 * time.Millisecond)
+		again, ack := connect(t, addr, persistent(5, "back"))
+		if !ack.SessionPresent {
+			t.Fatal("Session Present 0 on resume within the session expiry")
+		}
+		w.quiet(1800 * time.Millisecond)
+		again.ping()
+	})
 }
 
 // TestMQTT5_Sec3_14_2_1_DisconnectWithWillMessage: DISCONNECT with reason
 // code 0x04 asks the server to publish the will anyway.
 func TestMQTT5_Sec3_14_2_1_DisconnectWithWillMessage(t *testing.T) {
 	t.Parallel()
-	addr := startBroker(t, brokerConfig{})
-	w := watcher(t, addr, 5, "leaving")
-	c := willConnect(t, addr, 5, "leaving", false, nil, nil)
-	c.send([]byte{
-		0xE0, 0x02, // DISCONNECT, remaining length 2
-		0x04, // reason: Disconnect with Will Message
-		0x00, // property length 0
+	forTransports(t, func(t *testing.T) {
+		addr := startBroker(t, brokerConfig{})
+		w := watcher(t, addr, 5, "leaving")
+		c := willConnect(t, addr, 5, "leaving", false, nil, nil)
+		c.send([]byte{
+			0xE0, 0x02, // DISCONNECT, remaining length 2
+			0x04, // reason: Disconnect with Will Message
+			0x00, // property length 0
+		})
+		c.closedAfter()
+		w.receiveTopic("will/leaving", "gone")
 	})
-	c.closedAfter()
-	w.receiveTopic("will/leaving", "gone")
 }
