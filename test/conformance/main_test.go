@@ -97,10 +97,13 @@ func startBroker(t *testing.T, cfg brokerConfig) string {
 }
 
 // transports are the transports of the target: all of rawclient's for
-// Roost; mosquitto 2.0 has no PROXY protocol.
+// Roost; TCP and TLS for mosquitto 2.0.11, which has no PROXY protocol and
+// whose WebSocket listeners close a connection they dropped only when the
+// client next sends something (see NOTES.md), so that every test waiting
+// for a close would time out.
 func transports() []rc.Transport {
 	if target == targetMosquitto {
-		return []rc.Transport{rc.TCP, rc.TLS, rc.WS, rc.WSS}
+		return []rc.Transport{rc.TCP, rc.TLS}
 	}
 	return rc.Transports()
 }
