@@ -1,6 +1,12 @@
 // Package brokertest runs a Roost broker for the tests of other packages:
 // on 127.0.0.1 with a port the OS picks, shut down when the test ends.
 // (The broker package's own tests cannot use it: it imports broker.)
+//
+// StartAll serves one broker on every transport of rawclient.Transports
+// (TCP, TLS, WebSocket, WebSocket over TLS, TCP behind the PROXY protocol)
+// with certificates from a throwaway PKI, so that a suite can run each
+// test over each of them; FailOnPanic fails a test whose broker log
+// reports a panic, which a client may never notice.
 package brokertest
 
 import (
