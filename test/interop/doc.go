@@ -3,9 +3,31 @@
 // programs use) and the Eclipse Paho Go clients, for MQTT 3.1.1 and 5.
 //
 // Each test starts its own broker on 127.0.0.1:0. Tests are named by feature
-// and spec chapter (TestWildcards_4_7) and run one subtest per protocol
-// version (v311, v5). They describe correct MQTT behaviour, not Roost
-// internals, so the same tests run against mosquitto, the reference broker:
+// and spec chapter (TestWildcards_4_7) and run one subtest per transport
+// (tcp, tls, ws, wss) and under it per protocol version (v311, v5):
+// TestWildcards_4_7/wss/v311. The broker serves every transport at once
+// and each peer connects over the subtest's transport if it can: mqtt.js
+// (mqtt://, mqtts://, ws://, wss://, trusting the test CA) and the Go
+// peers (paho.mqtt.golang, paho.golang and the raw client, handed a conn
+// from rawclient.Dialer) over all four; mosquitto_pub/mosquitto_sub, which
+// have no WebSocket, over TLS in the tls and wss subtests and TCP in the
+// ws one, so those scenarios mix transports. PROXY-protocol TCP runs in
+// the conformance suite only: no peer here could send the header.
+//
+// Over TCP every scenario runs for both versions; over the other
+// transports for one each (3.1.1 over wss, which is what mqtt.js in a
+// WeChat mini program speaks by default; 5 over tls and ws), which keeps
+// the suite about 2.5 times as long as TCP alone instead of 4 times.
+// -interop.all runs both versions everywhere:
+//
+//	go test ./test/interop -args -interop.all
+//
+// A line of Roost's log that reports a panic fails the test.
+//
+// The scenarios describe correct MQTT behaviour, not Roost internals, so
+// the same tests run against mosquitto, the reference broker (over tcp and
+// tls only: its WebSocket listeners close dropped connections late, see
+// test/conformance/NOTES.md):
 //
 //	go test ./test/interop                                  # against Roost
 //	ROOST_INTEROP_TARGET=mosquitto go test ./test/interop   # against mosquitto

@@ -49,8 +49,8 @@ func startMosqSub(t *testing.T, b *testBroker, p proto, o mosqSubOpts) *mosqSub 
 	if o.keepalive == 0 {
 		o.keepalive = 60
 	}
-	args := []string{"-h", b.host, "-p", strconv.Itoa(b.port), "-V", p.mosqVersion(),
-		"-i", o.id, "-q", strconv.Itoa(int(o.qos)), "-k", strconv.Itoa(o.keepalive), "-d", "-F", "%j"}
+	args := append(b.mosqArgs(), "-V", p.mosqVersion(),
+		"-i", o.id, "-q", strconv.Itoa(int(o.qos)), "-k", strconv.Itoa(o.keepalive), "-d", "-F", "%j")
 	for _, tp := range o.topics {
 		args = append(args, "-t", tp)
 	}
@@ -159,8 +159,8 @@ func mosqPub(t *testing.T, b *testBroker, p proto, topic, payload string, o mosq
 	if o.id == "" {
 		o.id = clientID("mosqpub")
 	}
-	args := []string{"-h", b.host, "-p", strconv.Itoa(b.port), "-V", p.mosqVersion(),
-		"-i", o.id, "-t", topic, "-q", strconv.Itoa(int(o.qos))}
+	args := append(b.mosqArgs(), "-V", p.mosqVersion(),
+		"-i", o.id, "-t", topic, "-q", strconv.Itoa(int(o.qos)))
 	if payload == "" {
 		args = append(args, "-n")
 	} else {

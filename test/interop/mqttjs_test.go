@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	rc "github.com/roost-mqtt/roost/internal/rawclient"
 )
 
 // jsSub is one subscription for js/client.js.
@@ -18,6 +20,7 @@ type jsSub struct {
 // jsOpts are js/client.js's JSON options; see the script's header.
 type jsOpts struct {
 	URL                 string         `json:"url"`
+	CAFile              string         `json:"caFile,omitempty"`
 	ProtocolVersion     byte           `json:"protocolVersion"`
 	ClientID            string         `json:"clientId,omitempty"`
 	Clean               *bool          `json:"clean,omitempty"`
@@ -94,6 +97,9 @@ func startJSNoWait(t *testing.T, b *testBroker, p proto, o jsOpts) *jsClient {
 		t.Fatalf("mqtt.js is not installed in test/interop/node_modules: run ./scripts/test.sh (it runs npm ci --prefix test/interop)")
 	}
 	o.URL = b.url()
+	if b.tr == rc.TLS || b.tr == rc.WSS {
+		o.CAFile = pki.CAFile
+	}
 	o.ProtocolVersion = p.level
 	if o.ClientID == "" {
 		o.ClientID = clientID("PonyRemoteControl")

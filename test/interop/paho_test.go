@@ -60,8 +60,10 @@ func startPaho(t *testing.T, b *testBroker, p proto, o pahoOpts) *pahoPeer {
 	return c
 }
 
-func (c *pahoPeer) dial(addr string) (net.Conn, error) {
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+// dial connects over the scenario's transport: Paho gets the conn ready
+// made, so it runs over every transport.
+func (c *pahoPeer) dial(b *testBroker) (net.Conn, error) {
+	conn, err := b.dial()
 	if err == nil {
 		c.mu.Lock()
 		c.conn = conn
@@ -78,7 +80,7 @@ func (c *pahoPeer) connect3(t *testing.T, b *testBroker, o pahoOpts) {
 		SetKeepAlive(time.Duration(o.keepalive) * time.Second).
 		SetConnectTimeout(5 * time.Second).
 		SetCustomOpenConnectionFn(func(uri *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
-			return c.dial(uri.Host)
+			return c.dial(b)
 		}).
 		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
 			c.in.put(message{Topic: m.Topic(), Payload: string(m.Payload()), QoS: m.Qos(),
@@ -106,7 +108,7 @@ func (c *pahoPeer) connect3(t *testing.T, b *testBroker, o pahoOpts) {
 
 func (c *pahoPeer) connect5(t *testing.T, b *testBroker, o pahoOpts) {
 	t.Helper()
-	conn, err := c.dial(b.addr)
+	conn, err := c.dial(b)
 	if err != nil {
 		t.Fatalf("%s: dial: %v", c.name, err)
 	}

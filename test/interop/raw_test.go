@@ -75,10 +75,11 @@ type rawClient struct {
 	r    *bufio.Reader
 }
 
-// dialRaw opens a TCP connection to b; it is closed when t ends.
+// dialRaw opens a connection to b over the scenario's transport; it is
+// closed when t ends.
 func dialRaw(t *testing.T, b *testBroker, p proto, name string) *rawClient {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", b.addr, 5*time.Second)
+	conn, err := b.dial()
 	if err != nil {
 		t.Fatalf("raw %s: dial: %v", name, err)
 	}

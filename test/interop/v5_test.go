@@ -14,41 +14,43 @@ import (
 // 3.1.1 mosquitto_sub, an MQTT 5 mqtt.js that accepts aliases from the
 // server (Topic Alias Maximum 10), and an MQTT 5 paho that does not.
 func TestTopicAlias_3_3_2_3_4(t *testing.T) {
-	t.Run(v5.name, func(t *testing.T) {
-		t.Parallel()
-		b := startBroker(t, brokerConfig{})
-		subs := []*inbox{
-			startMosqSub(t, b, v311, mosqSubOpts{topics: []string{"alias/#"}, qos: 1}).in,
-			startJS(t, b, v5, jsOpts{Properties: map[string]any{"topicAliasMaximum": 10},
-				Subscribe: []jsSub{{Topic: "alias/#", QoS: 1}}}).in,
-		}
-		ps := startPaho(t, b, v5, pahoOpts{})
-		ps.subscribe(t, "alias/#", 1, 0)
-		subs = append(subs, ps.in)
-
-		pub := startPaho(t, b, v5, pahoOpts{})
-		one := uint16(1)
-		for _, m := range []struct{ topic, payload string }{
-			{"alias/first", "1"},  // sets alias 1
-			{"", "2"},             // alias 1 alone
-			{"alias/second", "3"}, // remaps alias 1
-			{"", "4"},
-		} {
-			pub.publish5(t, &paho.Publish{Topic: m.topic, Payload: []byte(m.payload), QoS: 1,
-				Properties: &paho.PublishProperties{TopicAlias: &one}})
-		}
-
-		want := []string{"alias/first 1", "alias/first 2", "alias/second 3", "alias/second 4"}
-		for _, in := range subs {
-			var got []string
-			for _, m := range in.settled(len(want), waitMsg, settle) {
-				got = append(got, m.Topic+" "+m.Payload)
+	forTransports(t, func(t *testing.T) {
+		t.Run(v5.name, func(t *testing.T) {
+			t.Parallel()
+			b := startBroker(t, brokerConfig{})
+			subs := []*inbox{
+				startMosqSub(t, b, v311, mosqSubOpts{topics: []string{"alias/#"}, qos: 1}).in,
+				startJS(t, b, v5, jsOpts{Properties: map[string]any{"topicAliasMaximum": 10},
+					Subscribe: []jsSub{{Topic: "alias/#", QoS: 1}}}).in,
 			}
-			slices.Sort(got)
-			if !slices.Equal(got, want) {
-				t.Errorf("%s: got %q, want %q", in.name, got, want)
+			ps := startPaho(t, b, v5, pahoOpts{})
+			ps.subscribe(t, "alias/#", 1, 0)
+			subs = append(subs, ps.in)
+
+			pub := startPaho(t, b, v5, pahoOpts{})
+			one := uint16(1)
+			for _, m := range []struct{ topic, payload string }{
+				{"alias/first", "1"},  // sets alias 1
+				{"", "2"},             // alias 1 alone
+				{"alias/second", "3"}, // remaps alias 1
+				{"", "4"},
+			} {
+				pub.publish5(t, &paho.Publish{Topic: m.topic, Payload: []byte(m.payload), QoS: 1,
+					Properties: &paho.PublishProperties{TopicAlias: &one}})
 			}
-		}
+
+			want := []string{"alias/first 1", "alias/first 2", "alias/second 3", "alias/second 4"}
+			for _, in := range subs {
+				var got []string
+				for _, m := range in.settled(len(want), waitMsg, settle) {
+					got = append(got, m.Topic+" "+m.Payload)
+				}
+				slices.Sort(got)
+				if !slices.Equal(got, want) {
+					t.Errorf("%s: got %q, want %q", in.name, got, want)
+				}
+			}
+		})
 	})
 }
 

@@ -4,7 +4,9 @@
 // subscribe only after the connect event.
 //
 // Usage: node js/client.js '<json options>'
-//   options: url, protocolVersion (4|5), clientId, clean, keepalive,
+//   options: url (mqtt://, mqtts://, ws://, wss://), caFile (the CA that
+//            mqtts:// and wss:// servers are verified against),
+//            protocolVersion (4|5), clientId, clean, keepalive,
 //            properties (CONNECT), will, subscribe: [{topic, qos, nl, rap}],
 //            subscribeProperties, lifetimeMs
 // Reads JSON commands on stdin, one per line:
@@ -14,6 +16,7 @@
 // Prints JSON events on stdout, one per line: connect, suback, message,
 // published, disconnect (server DISCONNECT), close, error, ended.
 
+const fs = require('fs')
 const mqtt = require('mqtt')
 const readline = require('readline')
 
@@ -36,6 +39,7 @@ const connectOpts = {
 }
 if (opts.properties) connectOpts.properties = opts.properties
 if (opts.will) connectOpts.will = opts.will
+if (opts.caFile) connectOpts.ca = fs.readFileSync(opts.caFile)
 
 const client = mqtt.connect(opts.url, connectOpts)
 
