@@ -1,6 +1,7 @@
 package crash
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"sync"
@@ -21,8 +22,13 @@ type client struct {
 	buf []byte
 }
 
+// dial connects to addr, a URL of any transport, and sends c.
 func dial(addr string, c *packet.Connect) (*client, *packet.Connack, error) {
-	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	// The conn's read deadlines work as on TCP on every transport
+	// (rawclient.Dialer.DialConn): receive and waitClosed rely on that.
+	nc, err := pki.Dialer().DialConn(ctx, addr)
 	if err != nil {
 		return nil, nil, err
 	}

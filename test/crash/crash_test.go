@@ -4,7 +4,13 @@
 // directory, and checks that every message the broker acknowledged reaches
 // every subscriber: QoS 1 at least once, QoS 2 exactly once.
 //
-//	go test ./test/crash                       # 15 iterations, well under a minute
+// The broker listens on every transport (mqtt, mqtts, ws, wss and mqtt
+// behind the PROXY protocol) and the iterations take turns: in each, all
+// clients use one transport, so a kill hits TLS records and WebSocket
+// frames half sent as well as bare MQTT packets. Any line of a broker
+// run's log that reports a panic fails the test.
+//
+//	go test ./test/crash                       # 20 iterations (4 per transport), under a minute
 //	go test ./test/crash -crash.soak=10m -v    # kill and restart for 10 minutes
 package crash
 
@@ -24,22 +30,31 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roost-mqtt/roost/internal/brokertest"
+	rc "github.com/roost-mqtt/roost/internal/rawclient"
 	"github.com/roost-mqtt/roost/packet"
 )
 
 var (
 	soak       = flag.Duration("crash.soak", 0, "run kill/restart iterations for this long instead of -crash.iterations")
-	iterations = flag.Int("crash.iterations", 15, "kill/restart iterations of the quick test")
+	iterations = flag.Int("crash.iterations", 20, "kill/restart iterations of the quick test, taking turns over the transports")
 	publishers = flag.Int("crash.publishers", 4, "concurrent publishers")
 	syncMode   = flag.String("crash.sync", "always", "the broker's --sync")
 )
 
-var bin string // the roost binary under test
+var (
+	bin string          // the roost binary under test
+	pki *brokertest.PKI // the certificate of its mqtts:// and wss:// listeners
+)
 
 func TestMain(m *testing.M) {
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "roost-crash-")
 	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if pki, err = brokertest.NewPKI(dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -63,25 +78,45 @@ func TestCrashLosesNoAcknowledgedMessage(t *testing.T) {
 	// Queues must hold everything the publishers send while the
 	// subscribers are away: a dropped message would be a policy drop,
 	// not a loss.
-	if err := os.WriteFile(cfg, []byte("limits: {max_queued: 1000000}\nsys_interval: off\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(brokerConfig()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(*soak)
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))
+	trs := rc.Transports()
 	var total stats
 	for i := 0; ; i++ {
 		if *soak == 0 && i == *iterations || *soak > 0 && time.Now().After(deadline) {
 			break
 		}
 		kill := time.Duration(20+r.IntN(480)) * time.Millisecond
-		s := iteration(t, cfg, filepath.Join(t.TempDir(), "data"), kill)
-		t.Logf("iteration %d: killed after %v: %s", i, kill, s)
+		tr := trs[i%len(trs)]
+		s := iteration(t, cfg, filepath.Join(t.TempDir(), "data"), tr, kill)
+		t.Logf("iteration %d over %s: killed after %v: %s", i, tr, kill, s)
 		total.add(s)
 		if t.Failed() {
 			break
 		}
 	}
 	t.Logf("total: %s", total)
+}
+
+// brokerConfig has the broker listen on every transport, in the order of
+// rc.Transports, in which its "listener ready" lines come.
+func brokerConfig() string {
+	return fmt.Sprintf(`limits: {max_queued: 1000000}
+sys_interval: off
+listeners:
+  - url: mqtt://127.0.0.1:0
+  - url: mqtts://127.0.0.1:0
+    tls: {cert: %[1]q, key: %[2]q}
+  - url: ws://127.0.0.1:0/mqtt
+  - url: wss://127.0.0.1:0/mqtt
+    tls: {cert: %[1]q, key: %[2]q}
+  - url: mqtt://127.0.0.1:0
+    name: proxied
+    proxy_protocol: true
+`, pki.CertFile, pki.KeyFile)
 }
 
 type stats struct{ acked1, acked2, delivered, dups int }
@@ -97,9 +132,10 @@ func (s stats) String() string {
 	return fmt.Sprintf("%d QoS 1 and %d QoS 2 acknowledged; %d deliveries, %d QoS 1 duplicates", s.acked1, s.acked2, s.delivered, s.dups)
 }
 
-// iteration runs one start → load → SIGKILL → restart → drain → check.
-func iteration(t *testing.T, cfg, data string, killAfter time.Duration) stats {
-	b := start(t, cfg, data)
+// iteration runs one start → load → SIGKILL → restart → drain → check,
+// every client over transport tr.
+func iteration(t *testing.T, cfg, data string, tr rc.Transport, killAfter time.Duration) stats {
+	b := start(t, cfg, data, tr)
 	subs := []struct {
 		id  string
 		qos packet.QoS
@@ -131,11 +167,11 @@ func iteration(t *testing.T, cfg, data string, killAfter time.Duration) stats {
 		}()
 	}
 	time.Sleep(killAfter)
-	b.kill()
+	b.kill(t)
 	cancel()
 	wg.Wait()
 
-	b = start(t, cfg, data)
+	b = start(t, cfg, data, tr)
 	defer b.stop(t)
 	var st stats
 	st.acked1, st.acked2 = rec.counts()
@@ -370,7 +406,7 @@ func persistent(id string, clean bool) *packet.Connect {
 // broker is one run of the roost binary.
 type broker struct {
 	cmd  *exec.Cmd
-	addr string
+	addr string // the URL of the listener of the iteration's transport
 	log  *strings.Builder
 	mu   *sync.Mutex
 	done chan struct{}
@@ -378,10 +414,10 @@ type broker struct {
 
 var readyLine = regexp.MustCompile(`msg="listener ready" addr=(\S+)`)
 
-// start runs roost on data and waits for its listener.
-func start(t *testing.T, cfg, data string) *broker {
+// start runs roost on data, waits for its listeners and picks tr's.
+func start(t *testing.T, cfg, data string, tr rc.Transport) *broker {
 	t.Helper()
-	cmd := exec.Command(bin, "serve", "--config", cfg, "--listen", "mqtt://127.0.0.1:0", "--data", data, "--sync", *syncMode)
+	cmd := exec.Command(bin, "serve", "--config", cfg, "--data", data, "--sync", *syncMode)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -390,10 +426,12 @@ func start(t *testing.T, cfg, data string) *broker {
 		t.Fatal(err)
 	}
 	b := &broker{cmd: cmd, log: new(strings.Builder), mu: new(sync.Mutex), done: make(chan struct{})}
-	ready := make(chan string, 1)
+	trs := rc.Transports()
+	ready := make(chan string, len(trs))
 	go func() {
 		defer close(b.done)
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20) // a panic's stack is one long line
 		for sc.Scan() {
 			b.mu.Lock()
 			b.log.WriteString(sc.Text() + "\n")
@@ -403,13 +441,23 @@ func start(t *testing.T, cfg, data string) *broker {
 			}
 		}
 	}()
-	select {
-	case b.addr = <-ready:
-		return b
-	case <-b.done:
-	case <-time.After(10 * time.Second):
+	timeout := time.After(10 * time.Second)
+	for i := 0; i < len(trs); i++ {
+		select {
+		case addr := <-ready:
+			if trs[i] == tr {
+				b.addr = tr.URL(addr)
+			}
+			continue
+		case <-b.done:
+		case <-timeout:
+		}
+		break
 	}
-	b.kill()
+	if b.addr != "" {
+		return b
+	}
+	b.kill(t)
 	t.Fatalf("roost did not start:\n%s", b.output())
 	return nil
 }
@@ -420,10 +468,14 @@ func (b *broker) output() string {
 	return b.log.String()
 }
 
-func (b *broker) kill() {
+// kill ends the broker with SIGKILL. Its log must not report a panic
+// (brokertest.FailOnPanic).
+func (b *broker) kill(t *testing.T) {
+	t.Helper()
 	b.cmd.Process.Signal(syscall.SIGKILL)
 	b.cmd.Wait()
 	<-b.done
+	brokertest.FailOnPanic(t, b.output())
 }
 
 // stop shuts the broker down with SIGTERM and checks it exits cleanly.
@@ -437,8 +489,9 @@ func (b *broker) stop(t *testing.T) {
 		if err != nil {
 			t.Errorf("roost exited with %v:\n%s", err, b.output())
 		}
+		brokertest.FailOnPanic(t, b.output())
 	case <-time.After(15 * time.Second):
-		b.kill()
+		b.kill(t)
 		t.Errorf("roost did not stop on SIGTERM:\n%s", b.output())
 	}
 }
