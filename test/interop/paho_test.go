@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
@@ -114,7 +115,12 @@ func (c *pahoPeer) connect5(t *testing.T, b *testBroker, o pahoOpts) {
 	}
 	c.c5 = paho.NewClient(paho.ClientConfig{
 		ClientID: o.id,
-		Conn:     conn,
+		// paho.golang writes a packet as several buffers from more than
+		// one goroutine (the pinger, acks, the caller) and serialises
+		// them only if the conn is a sync.Locker. A TCP conn gets each
+		// packet in one writev; over TLS and WebSocket, without the
+		// lock, a PINGREQ lands inside a SUBSCRIBE.
+		Conn: packets.NewThreadSafeConn(conn),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 			func(pr paho.PublishReceived) (bool, error) {
 				c.in.put(message5(pr.Packet))
