@@ -7,6 +7,12 @@
 // The encoders in build.go only frame bytes (lengths, variable byte
 // integers); they never validate, so malformed packets are as easy to send
 // as well-formed ones.
+//
+// It connects over every transport Roost serves (transport.go): TCP, TLS,
+// WebSocket, WebSocket over TLS, and TCP with a PROXY protocol header
+// first, and makes them behave alike where tests look: a read timeout
+// leaves the connection usable, and the server's close reads as ErrClosed
+// whichever way the transport ends a stream.
 package rawclient
 
 import (

@@ -204,26 +204,21 @@ func mosquittoConf(cfg brokerConfig) []string {
 	return lines
 }
 
-// startMosquitto starts mosquitto with an extra listener for tr, unless
-// tr is TCP, and returns tr's URL.
+// startMosquitto starts mosquitto, with a TLS listener if tr is TLS, and
+// returns tr's URL.
 func startMosquitto(t *testing.T, cfg brokerConfig, tr rc.Transport) string {
 	t.Helper()
 	lines := mosquittoConf(cfg)
-	if tr != rc.TCP {
+	if tr == rc.TLS {
 		// Per-listener settings follow their listener line.
-		lines = append(lines, "listener "+mosquittotest.PortToken+" 127.0.0.1")
-		if tr == rc.WS || tr == rc.WSS {
-			lines = append(lines, "protocol websockets")
-		}
-		if tr == rc.TLS || tr == rc.WSS {
-			lines = append(lines, "cafile "+pki.CAFile, "certfile "+pki.CertFile, "keyfile "+pki.KeyFile)
-		}
+		lines = append(lines, "listener "+mosquittotest.PortToken+" 127.0.0.1",
+			"cafile "+pki.CAFile, "certfile "+pki.CertFile, "keyfile "+pki.KeyFile)
 	}
 	b := mosquittotest.Start(t, lines...)
-	if tr == rc.TCP {
-		return tr.URL(b.Addr)
+	if tr == rc.TLS {
+		return tr.URL(fmt.Sprintf("127.0.0.1:%d", b.Ports[0]))
 	}
-	return tr.URL(fmt.Sprintf("127.0.0.1:%d", b.Ports[0]))
+	return tr.URL(b.Addr)
 }
 
 // eventually polls cond every 20ms until it returns nil or within passes,
