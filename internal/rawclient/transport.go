@@ -110,37 +110,48 @@ func (d Dialer) DialConn(ctx context.Context, target string) (net.Conn, error) {
 		return nil, err
 	}
 	u, err := url.Parse(target)
-	if err != nil || tr == TCP && !strings.Contains(target, "://") {
-		u = &url.URL{Host: target}
+	if err != nil || !strings.Contains(target, "://") {
+		u = &url.URL{Host: target} // a bare host:port
 	}
+	nc, err := d.dial(ctx, tr, u)
+	if err != nil {
+		return nil, fmt.Errorf("rawclient: dial %s: %w", target, err)
+	}
+	return nc, nil
+}
+
+func (d Dialer) dial(ctx context.Context, tr Transport, u *url.URL) (net.Conn, error) {
 	var nd net.Dialer
 	switch tr {
 	case TCP:
-		return wrapDialErr(target)(nd.DialContext(ctx, "tcp", u.Host))
+		return nd.DialContext(ctx, "tcp", u.Host)
 	case Proxy:
 		nc, err := nd.DialContext(ctx, "tcp", u.Host)
 		if err != nil {
-			return nil, fmt.Errorf("rawclient: dial %s: %w", target, err)
+			return nil, err
 		}
 		if err := writeProxyHeader(ctx, nc); err != nil {
 			nc.Close()
-			return nil, fmt.Errorf("rawclient: %s: PROXY header: %w", target, err)
+			return nil, fmt.Errorf("PROXY header: %w", err)
 		}
 		return nc, nil
 	case TLS:
 		td := tls.Dialer{Config: d.tlsConfig(u)}
-		return wrapDialErr(target)(td.DialContext(ctx, "tcp", u.Host))
+		return td.DialContext(ctx, "tcp", u.Host)
 	}
 	wd := websocket.Dialer{Subprotocols: []string{"mqtt"}, NetDialContext: nd.DialContext}
 	if tr == WSS {
 		wd.TLSClientConfig = d.tlsConfig(u)
+	}
+	if u.Path == "" {
+		u.Path = "/mqtt"
 	}
 	ws, resp, err := wd.DialContext(ctx, u.String(), nil)
 	if err != nil {
 		if resp != nil {
 			err = fmt.Errorf("%w (HTTP %s)", err, resp.Status)
 		}
-		return nil, fmt.Errorf("rawclient: dial %s: %w", target, err)
+		return nil, err
 	}
 	return newReadAhead(wsconn.New(ws)), nil
 }
@@ -154,15 +165,6 @@ func (d Dialer) tlsConfig(u *url.URL) *tls.Config {
 		c.ServerName = u.Hostname()
 	}
 	return c
-}
-
-func wrapDialErr(target string) func(net.Conn, error) (net.Conn, error) {
-	return func(nc net.Conn, err error) (net.Conn, error) {
-		if err != nil {
-			return nil, fmt.Errorf("rawclient: dial %s: %w", target, err)
-		}
-		return nc, nil
-	}
 }
 
 // writeProxyHeader sends a PROXY protocol v1 header naming the conn's own
