@@ -38,7 +38,8 @@ func Transports() []Transport { return []Transport{TCP, TLS, WS, WSS, Proxy} }
 const ProxyScheme = "mqtt+proxy"
 
 // URL returns the URL DialConn takes for a listener of transport tr at
-// hostport (WebSocket on path /mqtt).
+// hostport (WebSocket on path /mqtt, which DialConn also assumes when a
+// ws:// or wss:// URL has none).
 func (tr Transport) URL(hostport string) string {
 	switch tr {
 	case TLS:
