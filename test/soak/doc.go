@@ -22,8 +22,9 @@
 // a reconnect, a disconnect the client did not ask for, a broker log line
 // about a dropped client or any panic fails the test.
 //
-// The short form runs in the test command (about 30 s of traffic with a 2
-// s connect timeout and a 2 s keep alive). The long form is the same test
+// The short form runs in the test command (about 30 s of traffic with a 5
+// s connect timeout and a 4 s keep alive; the long run in
+// bench/soak/RESULTS.md used 2 s for both). The long form is the same test
 // with flags, for example an hour with a summary file:
 //
 //	go test ./test/soak -run TestSoak -timeout 3h -soak.duration 1h -soak.results bench/soak/RESULTS.md

@@ -24,8 +24,13 @@ import (
 
 var (
 	soakDuration   = flag.Duration("soak.duration", 30*time.Second, "how long the clients stay connected")
-	soakKeepAlive  = flag.Int("soak.keepalive", 2, "the clients' keep alive, seconds (the broker ends a client after 1.5x)")
-	connectTimeout = flag.Duration("soak.connect-timeout", 2*time.Second, "the broker's limits.connect_timeout")
+	// A keep alive of 4 s (the broker's limit 6 s) and a connect timeout
+	// of 5 s: the 30 s short form still outlasts the connect timeout and
+	// five keep-alive periods, and a client starved of CPU for a second
+	// on a loaded machine is not mistaken for a dead one (with 2 s, whose
+	// limit leaves a margin of 1 s, that happened at a load average of 20).
+	soakKeepAlive  = flag.Int("soak.keepalive", 4, "the clients' keep alive, seconds (the broker ends a client after 1.5x)")
+	connectTimeout = flag.Duration("soak.connect-timeout", 5*time.Second, "the broker's limits.connect_timeout")
 	soakInterval   = flag.Duration("soak.interval", 200*time.Millisecond, "how often a busy client publishes")
 	soakResults    = flag.String("soak.results", "", "write a Markdown summary to this file")
 )
