@@ -140,8 +140,7 @@ func (s *Server) RetainedMessages(filter string, limit int) ([]*Message, error) 
 	if err := topic.ValidFilter(filter, 0); err != nil {
 		return nil, fmt.Errorf("filter %q: %w", filter, err)
 	}
-	var out []*Message
-	s.ret.match(filter, func(m *Message) { out = append(out, m) })
+	out := s.ret.matching(filter)
 	slices.SortFunc(out, func(a, b *Message) int { return cmp.Compare(a.Topic, b.Topic) })
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]

@@ -159,24 +159,37 @@ func (r *retainer) usage() (n, bytes int) {
 	return r.n, r.bytes
 }
 
-// match calls fn for each live retained message matching filter; expired
-// ones are removed instead.
-func (r *retainer) match(filter string, fn func(*Message)) {
+// matching returns the live retained messages matching filter; expired
+// ones are removed instead. The tree's read lock is held only while they
+// are collected: the caller authorizes and delivers them afterwards, with
+// no lock held, as the router does. Calling the Authorizer or taking a
+// session lock inside the walk would break DESIGN.md's lock order, and a
+// slow Authorizer would hold the lock that every retained PUBLISH must
+// take to store its message.
+func (r *retainer) matching(filter string) []*Message {
 	now := time.Now()
+	var live []*Message
 	var expired []string
 	r.msgs.MatchFilter(filter, func(name string, m *Message) {
 		if m.expired(now) {
 			expired = append(expired, name)
 			return
 		}
-		fn(m)
+		live = append(live, m)
 	})
-	if len(expired) == 0 {
+	r.dropExpired(expired, now)
+	return live
+}
+
+// dropExpired removes the retained messages of names that expired by now,
+// unless a newer message replaced one meanwhile.
+func (r *retainer) dropExpired(names []string, now time.Time) {
+	if len(names) == 0 {
 		return
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, name := range expired {
+	for _, name := range names {
 		// Only if no newer message replaced it meanwhile.
 		if m, ok := r.msgs.Get(name); ok && m.expired(now) {
 			r.msgs.Delete(name)

@@ -73,9 +73,11 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 	}
 	c.send(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
 	for _, w := range wantRetained {
-		c.srv.ret.match(w.filter, func(m *Message) {
+		// Collected first, then authorized and delivered with no lock
+		// held (retainer.matching).
+		for _, m := range c.srv.ret.matching(w.filter) {
 			if !c.srv.allowed(ss.info.Load(), ActionReceive, m.Topic) {
-				return
+				continue
 			}
 			var ids []uint32
 			if w.sub.id != 0 {
@@ -84,7 +86,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			// Retained messages keep RETAIN=1 when sent for a new
 			// subscription [MQTT-3.3.1-8 (3.1.1)].
 			ss.deliver(m, min(m.QoS, w.sub.opts.QoS), true, ids)
-		})
+		}
 	}
 	return nil
 }

@@ -1,0 +1,84 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// gate is an Authorizer that holds every receive check of one client until
+// released, telling the test when the first one has started.
+type gate struct {
+	client  string
+	entered chan struct{} // closed at the first held check
+	release chan struct{}
+	once    sync.Once
+}
+
+func newGate(client string) *gate {
+	return &gate{client: client, entered: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (g *gate) Allow(_ context.Context, c *ClientInfo, act Action, _ string) bool {
+	if act == ActionReceive && c.ClientID == g.client {
+		g.once.Do(func() { close(g.entered) })
+		<-g.release
+	}
+	return true
+}
+
+// open releases every held check; safe to call more than once.
+func (g *gate) open() {
+	select {
+	case <-g.release:
+	default:
+		close(g.release)
+	}
+}
+
+// A subscriber whose retained delivery waits on a slow Authorizer must not
+// hold up anyone else's retained PUBLISH: retained messages are collected
+// under the retained store's lock and authorized after it is released
+// (DESIGN.md, lock order). Before, the Authorizer ran inside the store's
+// read lock and the publisher's PUBACK waited for it.
+func TestRetainedDeliveryHoldsNoLockWhileAuthorizing(t *testing.T) {
+	g := newGate("sub")
+	s, addr := startServer(t, Options{Authorizer: g})
+	t.Cleanup(g.open)
+	for i := range 3 {
+		if _, err := s.Publish(PublishRequest{Topic: fmt.Sprintf("r/%d", i), Payload: []byte("v"), Retain: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub := dial(t, addr, packet.V5)
+	sub.Connect(&packet.Connect{ClientID: "sub", CleanStart: true})
+	sub.Subscribe("r/#", 1)
+	select {
+	case <-g.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("retained delivery never asked the Authorizer")
+	}
+
+	pub := dial(t, addr, packet.V5)
+	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
+	pub.Send(&packet.Publish{Topic: "other/x", QoS: 1, PacketID: 1, Retain: true, Payload: []byte("p")})
+	if p, err := pub.Read(3 * time.Second); err != nil {
+		t.Fatalf("retained QoS 1 publish not acknowledged while another client's retained delivery is being authorized: %v", err)
+	} else if ack, ok := p.(*packet.Puback); !ok || ack.PacketID != 1 {
+		t.Fatalf("got %+v, want PUBACK 1", p)
+	}
+
+	g.open()
+	got := map[string]bool{}
+	for len(got) < 3 {
+		p, ok := sub.Next(3 * time.Second).(*packet.Publish)
+		if !ok || !p.Retain {
+			t.Fatalf("retained delivery: got %+v", p)
+		}
+		got[p.Topic] = true
+	}
+}
