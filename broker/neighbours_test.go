@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -80,5 +81,43 @@ func TestRetainedDeliveryHoldsNoLockWhileAuthorizing(t *testing.T) {
 			t.Fatalf("retained delivery: got %+v", p)
 		}
 		got[p.Topic] = true
+	}
+}
+
+// The reason string of a DISCONNECT names the normative statement broken,
+// or none; never a made-up "MQTT-x.y.z-?".
+func TestDisconnectReasonRules(t *testing.T) {
+	cases := []struct {
+		name string
+		opts Options
+		pub  *packet.Publish
+		code packet.ReasonCode
+		rule string
+	}{
+		{"wildcard in topic", Options{}, &packet.Publish{Topic: "a/+"}, packet.TopicNameInvalid, "[MQTT-3.3.2-2]"},
+		{"too many levels", Options{MaxTopicLevels: 2}, &packet.Publish{Topic: "a/b/c"}, packet.TopicNameInvalid, "too many levels"},
+		{"retain disabled", Options{DisableRetain: true}, &packet.Publish{Topic: "a", Retain: true}, packet.RetainNotSupported, "[MQTT-3.2.2-14]"},
+		{"alias unset", Options{}, func() *packet.Publish {
+			p := &packet.Publish{}
+			p.Properties.TopicAlias = 1
+			p.Properties.Set(packet.PropTopicAlias)
+			return p
+		}(), packet.ProtocolError, "section 3.3.2.3.4"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, addr := startServer(t, tc.opts)
+			c := dial(t, addr, packet.V5)
+			c.Connect(&packet.Connect{ClientID: "c", CleanStart: true})
+			c.Send(tc.pub)
+			d, ok := c.Next(2 * time.Second).(*packet.Disconnect)
+			if !ok || d.ReasonCode != tc.code {
+				t.Fatalf("got %+v, want DISCONNECT 0x%02X", d, byte(tc.code))
+			}
+			rs := d.Properties.ReasonString
+			if !strings.Contains(rs, tc.rule) || strings.Contains(rs, "-?") {
+				t.Errorf("reason string %q, want it to name %s", rs, tc.rule)
+			}
+		})
 	}
 }

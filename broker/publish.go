@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"strings"
 	"time"
 
@@ -30,10 +31,10 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		return err
 	}
 	if err := topic.ValidName(p.Topic, c.srv.opts.MaxTopicLevels); err != nil {
-		return protoErr(packet.TopicNameInvalid, "MQTT-4.7.3-?", "PUBLISH topic %q: %v", p.Topic, err)
+		return protoErr(packet.TopicNameInvalid, nameRule(err), "PUBLISH topic %q: %v", p.Topic, err)
 	}
 	if p.Retain && c.srv.opts.DisableRetain {
-		return protoErr(packet.RetainNotSupported, "MQTT-3.3.1-?", "retained messages are disabled")
+		return protoErr(packet.RetainNotSupported, "MQTT-3.2.2-14", "retained messages are disabled (Retain Available 0)")
 	}
 	if strings.HasPrefix(p.Topic, "$SYS") && (len(p.Topic) == 4 || p.Topic[4] == '/') {
 		// $SYS is the broker's own: accept the packet, deliver nothing.
@@ -91,6 +92,24 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	return nil
 }
 
+// nameRule is the normative statement a topic name that topic.ValidName
+// refused breaks, "" for Roost's own limit on levels.
+func nameRule(err error) string {
+	switch {
+	case errors.Is(err, topic.ErrWildcardInName):
+		return "MQTT-3.3.2-2"
+	case errors.Is(err, topic.ErrEmpty):
+		return "MQTT-4.7.3-1"
+	case errors.Is(err, topic.ErrNullChar):
+		return "MQTT-4.7.3-2"
+	case errors.Is(err, topic.ErrTooLong):
+		return "MQTT-4.7.3-3"
+	case errors.Is(err, topic.ErrBadUTF8):
+		return "MQTT-3.3.2-1"
+	}
+	return ""
+}
+
 // matchCode is the PUBACK/PUBREC reason for a message routed to n sessions.
 func matchCode(n int) packet.ReasonCode {
 	if n == 0 {
@@ -131,7 +150,9 @@ func (c *conn) resolveAlias(p *packet.Publish) error {
 	if p.Topic == "" {
 		t, ok := c.aliasIn[a]
 		if !ok {
-			return protoErr(packet.ProtocolError, "MQTT-3.3.4-?", "topic alias %d used before it was set", a)
+			// No numbered statement: section 3.3.2.3.4 makes it a
+			// Protocol Error.
+			return protoErr(packet.ProtocolError, "", "topic alias %d used before it was set (section 3.3.2.3.4)", a)
 		}
 		p.Topic = t
 		return nil

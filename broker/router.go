@@ -112,7 +112,8 @@ func (sc *routeScratch) add(s *session, sub subscription, msg *Message) {
 // pickShared chooses the group member for one message. Members take turns
 // by message id, which needs no per-group state; offline members with
 // persistent sessions keep getting their share, queued until they return
-// [MQTT-4.8.2-?], as in mosquitto.
+// (section 4.8.2 leaves it open; [MQTT-4.8.2-4] only requires finishing
+// deliveries already started), as in mosquitto.
 func pickShared(msg *Message, cands []sharedCand) sharedCand {
 	return cands[msg.ID%uint64(len(cands))]
 }

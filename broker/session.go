@@ -42,7 +42,7 @@ type session struct {
 	qexpiring int
 	// inQoS2 are packet ids of inbound QoS 2 publishes that were delivered
 	// and await PUBREL: a repeated PUBLISH with one of them is not
-	// delivered again [MQTT-4.3.3-?; method A of 4.3.3].
+	// delivered again [MQTT-4.3.3-10; method A of 4.3.3].
 	inQoS2 map[uint16]struct{}
 
 	will        *willMsg
