@@ -108,9 +108,15 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 		}
 		will = newWill(p, id)
 	}
-	if int(s.stats.connected.Load()) >= o.MaxConnections {
+	if !s.reserveConnection() {
 		return c.refuse(packet.ServerBusy, fmt.Sprintf("connection limit %d reached", o.MaxConnections))
 	}
+	attached := false
+	defer func() {
+		if !attached {
+			s.releaseConnection()
+		}
+	}()
 	info := newClientInfo(c.nc, p, id)
 	hold, err := c.authGate(info.Username) // password guessing: limits.go
 	if err != nil {
@@ -200,6 +206,7 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	}
 	c.named()
 	present := s.attach(c, id, p.CleanStart, expiry, will, ack, info)
+	attached = true
 	c.connected = true
 	s.stats.noteConnected()
 	if s.log.Enabled(context.Background(), slog.LevelInfo) {

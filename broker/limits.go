@@ -392,3 +392,28 @@ func (b *tokenBucket) allow(now time.Time) bool {
 	b.tokens--
 	return true
 }
+
+// reserveConnection takes one of Options.MaxConnections for a CONNECT that
+// is about to be authenticated, or reports that none is left. The check and
+// the take are one compare-and-swap on the connected count: checked apart
+// from attaching the session, as before, a burst of CONNECTs all passed the
+// check while the first of them was still being authenticated, and the
+// broker ended up over its limit. The place stays taken while the client is
+// connected (detach and takeover give it back); releaseConnection returns it
+// when the CONNECT fails before attaching.
+func (s *Server) reserveConnection() bool {
+	limit := int64(s.opts.MaxConnections)
+	for {
+		n := s.stats.connected.Load()
+		if n >= limit {
+			return false
+		}
+		if s.stats.connected.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// releaseConnection gives back a place reserveConnection took for a CONNECT
+// that was refused.
+func (s *Server) releaseConnection() { s.stats.connected.Add(-1) }

@@ -121,3 +121,92 @@ func TestDisconnectReasonRules(t *testing.T) {
 		})
 	}
 }
+
+// MaxConnections holds for a burst of CONNECTs: the check and counting the
+// connection are one step, so CONNECTs that arrive while others are being
+// authenticated are refused with 0x89 Server busy instead of all passing the
+// check and taking the broker over its limit.
+func TestMaxConnectionsBurst(t *testing.T) {
+	const limit, burst = 3, 12
+	var mu sync.Mutex
+	entered := 0
+	release := make(chan struct{})
+	auth := AuthenticatorFunc(func(ctx context.Context, _ *ClientInfo) error {
+		mu.Lock()
+		entered++
+		mu.Unlock()
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	s, addr := startServer(t, Options{MaxConnections: limit, Authenticator: auth, ConnectTimeout: 10 * time.Second})
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(release)
+		}
+	})
+	type answer struct {
+		code packet.ReasonCode
+		err  error
+	}
+	answers := make(chan answer, burst)
+	for i := range burst {
+		c := dial(t, addr, packet.V5)
+		c.Send(&packet.Connect{ProtocolVersion: packet.V5, ClientID: fmt.Sprintf("b%d", i), CleanStart: true})
+		go func() {
+			p, err := c.Read(10 * time.Second)
+			if err != nil {
+				answers <- answer{err: err}
+				return
+			}
+			ack, ok := p.(*packet.Connack)
+			if !ok {
+				answers <- answer{err: fmt.Errorf("got %v, want CONNACK", p.Type())}
+				return
+			}
+			answers <- answer{code: ack.ReasonCode}
+		}()
+	}
+	// Wait until every CONNECT was either refused or got to the
+	// Authenticator; then no more can pass.
+	busy := 0
+	deadline := time.After(5 * time.Second)
+	for {
+		mu.Lock()
+		n := entered
+		mu.Unlock()
+		if n+busy >= burst {
+			break
+		}
+		select {
+		case a := <-answers:
+			if a.err != nil || a.code != packet.ServerBusy {
+				t.Fatalf("while %d CONNECTs are held: answer %+v, want 0x89 Server busy", n, a)
+			}
+			busy++
+		case <-time.After(10 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("%d CONNECTs authenticating, %d refused, of %d", n, busy, burst)
+		}
+	}
+	mu.Lock()
+	n := entered
+	mu.Unlock()
+	if n != limit {
+		t.Fatalf("%d CONNECTs got past MaxConnections %d to be authenticated", n, limit)
+	}
+	close(release)
+	released = true
+	for range limit {
+		if a := <-answers; a.err != nil || a.code != 0 {
+			t.Fatalf("held CONNECT: answer %+v, want success", a)
+		}
+	}
+	if got := s.Stats().Connected; got != limit {
+		t.Errorf("Stats().Connected = %d, want %d", got, limit)
+	}
+}

@@ -49,7 +49,7 @@ var latencyBounds = [...]time.Duration{
 // stats are the broker-wide counters behind $SYS and Server.Stats. The hot
 // path only does atomic adds; snapshots are assembled on demand.
 type stats struct {
-	connected       atomic.Int64 // current client connections (past CONNACK)
+	connected       atomic.Int64 // current client connections (past CONNACK, or admitted by MaxConnections and being authenticated)
 	maxConnected    atomic.Int64
 	totalConnects   atomic.Uint64
 	msgsReceived    [3]atomic.Uint64 // PUBLISH packets from clients, by QoS
@@ -70,8 +70,10 @@ type stats struct {
 	disconnects map[string]uint64
 }
 
+// noteConnected counts a connection that attached to its session; its
+// place in connected was taken by reserveConnection.
 func (st *stats) noteConnected() {
-	n := st.connected.Add(1)
+	n := st.connected.Load()
 	st.totalConnects.Add(1)
 	for {
 		m := st.maxConnected.Load()
