@@ -134,18 +134,13 @@ func (s *Server) DisconnectClient(id string, endSession bool) bool {
 }
 
 // RetainedMessages returns up to limit retained messages whose topics match
-// filter (limit <= 0: all), sorted by topic. The messages must not be
-// modified.
+// filter (limit <= 0: all), sorted by topic (byte order), reading no more
+// of the retained store than that. The messages must not be modified.
 func (s *Server) RetainedMessages(filter string, limit int) ([]*Message, error) {
 	if err := topic.ValidFilter(filter, 0); err != nil {
 		return nil, fmt.Errorf("filter %q: %w", filter, err)
 	}
-	out := s.ret.matching(filter)
-	slices.SortFunc(out, func(a, b *Message) int { return cmp.Compare(a.Topic, b.Topic) })
-	if limit > 0 && len(out) > limit {
-		out = out[:limit]
-	}
-	return out, nil
+	return s.ret.listing(filter, limit), nil
 }
 
 // DeleteRetained clears the retained message of a topic and reports

@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"fmt"
+	"math"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -208,5 +210,42 @@ func TestMaxConnectionsBurst(t *testing.T) {
 	}
 	if got := s.Stats().Connected; got != limit {
 		t.Errorf("Stats().Connected = %d, want %d", got, limit)
+	}
+}
+
+// The admin listing of retained messages reads about as many as it returns:
+// the first 10 of 10,000 cost a fraction of listing them all (before, every
+// match was collected and sorted, and the limit applied after).
+func TestRetainedListingStopsEarly(t *testing.T) {
+	s, _ := startServer(t, Options{})
+	for i := range 50 {
+		for j := range 200 {
+			s.ret.set(&Message{Topic: fmt.Sprintf("d/%03d/%03d", i, j), Payload: []byte("v")})
+		}
+	}
+	got, err := s.RetainedMessages("d/#", 10)
+	if err != nil || len(got) != 10 {
+		t.Fatalf("RetainedMessages: %d messages, %v", len(got), err)
+	}
+	for i, m := range got {
+		if want := fmt.Sprintf("d/000/%03d", i); m.Topic != want {
+			t.Fatalf("message %d is %s, want %s", i, m.Topic, want)
+		}
+	}
+	allocated := func(limit int) uint64 {
+		best := uint64(math.MaxUint64)
+		for range 5 {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			s.RetainedMessages("d/#", limit)
+			runtime.ReadMemStats(&after)
+			best = min(best, after.TotalAlloc-before.TotalAlloc)
+		}
+		return best
+	}
+	page, all := allocated(10), allocated(0)
+	t.Logf("page %d, all %d", page, all)
+	if page*4 > all {
+		t.Errorf("listing 10 of 10,000 allocated %d bytes, all of them %d: the limit does not stop the walk", page, all)
 	}
 }

@@ -181,6 +181,26 @@ func (r *retainer) matching(filter string) []*Message {
 	return live
 }
 
+// listing returns up to limit (<= 0: all) live retained messages matching
+// filter in topic order, walking the store no further than it needs to:
+// the admin API's first page of a million retained messages reads about a
+// page, not a million. Expired ones met on the way are removed.
+func (r *retainer) listing(filter string, limit int) []*Message {
+	now := time.Now()
+	var live []*Message
+	var expired []string
+	r.msgs.MatchFilterSorted(filter, func(name string, m *Message) bool {
+		if m.expired(now) {
+			expired = append(expired, name)
+			return true
+		}
+		live = append(live, m)
+		return limit <= 0 || len(live) < limit
+	})
+	r.dropExpired(expired, now)
+	return live
+}
+
 // dropExpired removes the retained messages of names that expired by now,
 // unless a newer message replaced one meanwhile.
 func (r *retainer) dropExpired(names []string, now time.Time) {

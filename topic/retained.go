@@ -1,6 +1,9 @@
 package topic
 
-import "sync"
+import (
+	"slices"
+	"sync"
+)
 
 // Retained stores one value per topic name (the broker's retained messages)
 // in a trie of levels, so MatchFilter visits only the branches a filter can
@@ -176,4 +179,119 @@ func (n *rnode[V]) remove(name string) bool {
 		n.kids.remove(level)
 	}
 	return ok
+}
+
+// MatchFilterSorted is MatchFilter in ascending byte order of the names,
+// stopping as soon as fn returns false: a listing that wants the first n
+// matches visits little more than those n, however many there are. It
+// costs sorting the children of every node it visits. fn runs under the
+// read lock: it must not call back into r.
+func (r *Retained[V]) MatchFilterSorted(filter string, fn func(name string, v V) bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	r.root.below(filter, true, fn)
+}
+
+// place is one position in the sorted order of the names at and under a child
+// of a node: the child's own name (sub false), whose key is its level, or
+// the names below it (sub true), whose key is its level followed by '/'.
+// Sorting places by key sorts the names themselves, because levels hold
+// no '/'.
+type place[V any] struct {
+	level string
+	n     *rnode[V]
+	sub   bool
+}
+
+// keyByte is byte i of e's key, and false past its end.
+func (e *place[V]) keyByte(i int) (byte, bool) {
+	switch {
+	case i < len(e.level):
+		return e.level[i], true
+	case i == len(e.level) && e.sub:
+		return '/', true
+	}
+	return 0, false
+}
+
+func comparePlaces[V any](a, b place[V]) int {
+	for i := 0; ; i++ {
+		x, okx := a.keyByte(i)
+		y, oky := b.keyByte(i)
+		switch {
+		case !okx && !oky:
+			return 0
+		case !okx:
+			return -1
+		case !oky:
+			return 1
+		case x != y:
+			return int(x) - int(y)
+		}
+	}
+}
+
+// sorted returns n's children as places in name order; at the root,
+// '$' levels are left out (wildcards do not match them [MQTT-4.7.2-1]).
+func (n *rnode[V]) sorted(root bool) []place[V] {
+	out := make([]place[V], 0, 2*n.kids.len())
+	add := func(level string, c *rnode[V]) {
+		if !(root && isDollar(level)) {
+			out = append(out, place[V]{level, c, false}, place[V]{level, c, true})
+		}
+	}
+	for _, k := range n.kids.list {
+		add(k.level, k.n)
+	}
+	for level, c := range n.kids.big {
+		add(level, c)
+	}
+	slices.SortFunc(out, comparePlaces[V])
+	return out
+}
+
+// below calls fn, in name order, for the names under n (not n's own) that
+// filter matches, filter applying from the level below n; it returns false
+// once fn has.
+func (n *rnode[V]) below(filter string, root bool, fn func(string, V) bool) bool {
+	level, rest, more := cut(filter)
+	// A child's own name matches when the filter ends at it, or when only
+	// "#" is left ("a/#" matches "a" [MQTT-4.7.1-1]).
+	self := !more || rest == "#"
+	switch level {
+	case "#":
+		return n.walkSorted(root, fn)
+	case "+":
+		for _, e := range n.sorted(root) {
+			if !e.sub && self && e.n.set && !fn(e.n.name, e.n.v) {
+				return false
+			}
+			if e.sub && more && !e.n.below(rest, false, fn) {
+				return false
+			}
+		}
+		return true
+	}
+	c := n.kids.get(level)
+	if c == nil {
+		return true
+	}
+	if self && c.set && !fn(c.name, c.v) {
+		return false
+	}
+	return !more || c.below(rest, false, fn)
+}
+
+// walkSorted calls fn for every name under n, in order; it returns false
+// once fn has.
+func (n *rnode[V]) walkSorted(root bool, fn func(string, V) bool) bool {
+	for _, e := range n.sorted(root) {
+		if !e.sub && e.n.set && !fn(e.n.name, e.n.v) {
+			return false
+		}
+		if e.sub && !e.n.walkSorted(false, fn) {
+			return false
+		}
+	}
+	return true
 }

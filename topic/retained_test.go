@@ -1,6 +1,7 @@
 package topic
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -140,4 +141,41 @@ func TestRetainedConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// MatchFilterSorted yields what MatchFilter does, in byte order of the
+// names ('-' before '/', a name before the names below it), and stops when
+// told to.
+func TestRetainedMatchFilterSorted(t *testing.T) {
+	names := []string{"a", "a/b", "a-b", "a-b/c", "a/b/c", "a/", "ab", "/x", "$SYS/x", "b/a", "b/b/b"}
+	rnd := rand.New(rand.NewPCG(5, 6))
+	for i := range 200 {
+		names = append(names, randTopic(rnd, false), fmt.Sprintf("big/%d", i))
+	}
+	var r Retained[int]
+	for i, n := range names {
+		r.Set(n, i)
+	}
+	filters := []string{"#", "a/#", "+", "+/#", "+/+", "a/+", "$SYS/#", "big/+", "+/b/#", "/#"}
+	for range 300 {
+		filters = append(filters, randTopic(rnd, true))
+	}
+	for _, f := range filters {
+		want := matchRetained(&r, f) // sorted
+		var got []string
+		r.MatchFilterSorted(f, func(name string, _ int) bool { got = append(got, name); return true })
+		if !slices.Equal(got, want) {
+			t.Fatalf("MatchFilterSorted(%q) =\n%q\nwant\n%q", f, got, want)
+		}
+		for _, limit := range []int{1, 3} {
+			var first []string
+			r.MatchFilterSorted(f, func(name string, _ int) bool {
+				first = append(first, name)
+				return len(first) < limit
+			})
+			if n := min(limit, len(want)); !slices.Equal(first, want[:n]) {
+				t.Fatalf("MatchFilterSorted(%q) stopped after %d: got %q, want %q", f, limit, first, want[:n])
+			}
+		}
+	}
 }
