@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -247,5 +248,158 @@ func TestRetainedListingStopsEarly(t *testing.T) {
 	t.Logf("page %d, all %d", page, all)
 	if page*4 > all {
 		t.Errorf("listing 10 of 10,000 allocated %d bytes, all of them %d: the limit does not stop the walk", page, all)
+	}
+}
+
+// heldAuthz is a CachedAuthorizer that knows nothing about client "slow"
+// until the test opens its gate: Allow for "slow" blocks until then, and
+// denies topics under "deny/". Everyone else is allowed at once.
+type heldAuthz struct {
+	gate    *gate
+	mu      sync.Mutex
+	answers map[string]bool
+	asked   int
+}
+
+func (a *heldAuthz) Allow(ctx context.Context, c *ClientInfo, act Action, topic string) bool {
+	if c.ClientID != "slow" || act != ActionReceive {
+		return true
+	}
+	a.mu.Lock()
+	a.asked++
+	a.mu.Unlock()
+	a.gate.Allow(ctx, c, act, topic)
+	allow := !strings.HasPrefix(topic, "deny/")
+	a.mu.Lock()
+	a.answers[topic] = allow
+	a.mu.Unlock()
+	return allow
+}
+
+func (a *heldAuthz) Cached(c *ClientInfo, act Action, topic string) (bool, bool) {
+	if c.ClientID != "slow" || act != ActionReceive {
+		return true, true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	allow, ok := a.answers[topic]
+	return allow, ok
+}
+
+// A receive check the Authorizer cannot answer at once holds up neither the
+// publisher nor other subscribers: the publisher is acknowledged and the
+// other subscriber served while the slow one's check waits; then the slow
+// subscriber gets what it may receive, in order, QoS 0 included, and not
+// what it may not.
+func TestReceiveCheckOffPublisherPath(t *testing.T) {
+	az := &heldAuthz{gate: newGate("slow"), answers: map[string]bool{}}
+	_, addr := startServer(t, Options{Authorizer: az})
+	t.Cleanup(az.gate.open)
+	subscribe := func(id string) *packetClient {
+		c := dial(t, addr, packet.V5)
+		c.Connect(&packet.Connect{ClientID: id, CleanStart: true})
+		c.Subscribe("#", 1)
+		return c
+	}
+	slow, fast := subscribe("slow"), subscribe("fast")
+	pub := dial(t, addr, packet.V5)
+	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
+	sends := []*packet.Publish{
+		{Topic: "t/1", QoS: 1, PacketID: 1, Payload: []byte("1")},
+		{Topic: "deny/1", QoS: 1, PacketID: 2, Payload: []byte("2")},
+		{Topic: "t/2", QoS: 0, Payload: []byte("3")},
+		{Topic: "t/1", QoS: 1, PacketID: 3, Payload: []byte("4")},
+	}
+	for _, p := range sends {
+		pub.Send(p)
+		if p.QoS == 0 {
+			continue
+		}
+		if got, err := pub.Read(3 * time.Second); err != nil {
+			t.Fatalf("PUBACK for %s while a subscriber's receive check waits: %v", p.Topic, err)
+		} else if ack, ok := got.(*packet.Puback); !ok || ack.PacketID != p.PacketID || ack.ReasonCode != 0 {
+			t.Fatalf("got %+v, want PUBACK %d", got, p.PacketID)
+		}
+	}
+	for _, want := range []string{"1", "2", "3", "4"} {
+		m, ok := fast.Next(3 * time.Second).(*packet.Publish)
+		if !ok || string(m.Payload) != want {
+			t.Fatalf("fast subscriber: got %+v, want message %s", m, want)
+		}
+		if m.QoS == 1 {
+			fast.Send(&packet.Puback{PacketID: m.PacketID})
+		}
+	}
+	select {
+	case <-az.gate.entered:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the slow subscriber's check was never asked")
+	}
+	if p, err := slow.Read(100 * time.Millisecond); err == nil {
+		t.Fatalf("slow subscriber got %+v before its check was answered", p)
+	}
+
+	az.gate.open()
+	for _, want := range []string{"1", "3", "4"} {
+		m, ok := slow.Next(3 * time.Second).(*packet.Publish)
+		if !ok || string(m.Payload) != want {
+			t.Fatalf("slow subscriber: got %+v, want message %s", m, want)
+		}
+		if m.QoS == 1 {
+			slow.Send(&packet.Puback{PacketID: m.PacketID})
+		}
+	}
+	if p, err := slow.Read(200 * time.Millisecond); err == nil {
+		t.Fatalf("slow subscriber got %+v, want nothing more (deny/1 is denied)", p)
+	}
+	az.mu.Lock()
+	defer az.mu.Unlock()
+	// t/1 twice would mean the answer was not reused; t/1, deny/1, t/2 at most.
+	if az.asked > 3 {
+		t.Errorf("Allow asked %d times for 3 topics", az.asked)
+	}
+}
+
+// sessionStore is a Store that starts with one stored session.
+type sessionStore struct {
+	opLog
+	sess StoredSession
+}
+
+func (st *sessionStore) Load() (*StoredState, error) {
+	return &StoredState{Sessions: []StoredSession{st.sess}}, nil
+}
+
+// Messages queued for a session before a restart are checked again before
+// they are sent: one may have been queued while its receive check was
+// pending (and journalled so the publisher could be acknowledged), or the
+// rules may have changed.
+func TestRestoredQueueChecked(t *testing.T) {
+	msg := func(topic string) *Message {
+		return &Message{ID: 1, Topic: topic, Payload: []byte(topic), QoS: 1}
+	}
+	st := &sessionStore{sess: StoredSession{ClientID: "c", Expiry: 3600,
+		Subs: []StoredSub{{Filter: "#", Opts: packet.SubOptions{QoS: 1}}},
+		Queue: []StoredDelivery{
+			{Seq: 1, Msg: msg("secret/x"), QoS: 1},
+			{Seq: 2, Msg: msg("open/x"), QoS: 1},
+		}}}
+	az := AuthorizerFunc(func(_ context.Context, _ *ClientInfo, act Action, topic string) bool {
+		return act != ActionReceive || !strings.HasPrefix(topic, "secret/")
+	})
+	_, addr := startServer(t, Options{Store: st, Authorizer: az, ExpirySweep: -1})
+	c := dial(t, addr, packet.V5)
+	c.Connect(&packet.Connect{ClientID: "c", CleanStart: false, Properties: packet.Properties{
+		SessionExpiry: 3600, Present: 1 << packet.PropSessionExpiry}})
+	m, ok := c.Next(3 * time.Second).(*packet.Publish)
+	if !ok || m.Topic != "open/x" {
+		t.Fatalf("got %+v, want only open/x (secret/x may not be received)", m)
+	}
+	c.Send(&packet.Puback{PacketID: m.PacketID})
+	if p, err := c.Read(200 * time.Millisecond); err == nil {
+		t.Fatalf("got %+v, want nothing more", p)
+	}
+	if del := st.deleted(); !slices.Contains(del, 1) {
+		t.Errorf("the denied queued message was not deleted from the store (deleted %v)", del)
 	}
 }

@@ -205,11 +205,13 @@ func (s *Server) route(msg *Message) (n int, last Ticket, notRetained error) {
 	}
 	for i := range sc.targets {
 		t := &sc.targets[i]
-		if !s.allowed(t.sess.info.Load(), ActionReceive, msg.Topic) {
+		// offer never waits for an Authorizer that may block (authq.go).
+		tk, ok := s.offer(t.sess, msg, t.qos, t.retain, t.subIDs)
+		if !ok {
 			n--
 			continue
 		}
-		last = max(last, t.sess.deliver(msg, t.qos, t.retain, t.subIDs))
+		last = max(last, tk)
 	}
 	s.router.release(sc)
 	return n, last, notRetained

@@ -89,6 +89,10 @@ func (s *Server) restoreSession(rec *StoredSession, now time.Time) (*session, *w
 			ss.setPID(ob)
 			ss.nextPID = max(ss.nextPID, ob.pid)
 		} else {
+			// Checked again before it is sent: it may have been queued
+			// before its check was answered (authq.go), or the rules
+			// may have changed since.
+			ob.unchecked = s.opts.Authorizer != nil
 			ss.queue = append(ss.queue, ob)
 			ss.requeue(ob)
 		}

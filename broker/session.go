@@ -37,9 +37,11 @@ type session struct {
 	qhead int
 	// qbytes is the topic and payload bytes of queue[qhead:], held
 	// under Options.MaxQueuedBytes; qexpiring counts the queued messages
-	// with a Message Expiry, so the sweep skips sessions without any.
-	qbytes    int
-	qexpiring int
+	// with a Message Expiry, so the sweep skips sessions without any;
+	// qunchecked those whose receive check is pending (authq.go).
+	qbytes     int
+	qexpiring  int32
+	qunchecked int32
 	// inQoS2 are packet ids of inbound QoS 2 publishes that were delivered
 	// and await PUBREL: a repeated PUBLISH with one of them is not
 	// delivered again [MQTT-4.3.3-10; method A of 4.3.3].
@@ -63,6 +65,9 @@ type outbound struct {
 	subIDs   []uint32
 	pid      uint16
 	released bool // PUBREC received and PUBREL sent (QoS 2)
+	// unchecked: queued before the Authorizer said whether the client
+	// may receive it; asking: a goroutine is asking it (authq.go).
+	unchecked, asking bool
 }
 
 // willMsg is a will waiting for its connection to end or its delay to pass.
@@ -209,7 +214,14 @@ func (ss *session) deliver(msg *Message, qos packet.QoS, retain bool, subIDs []u
 	}
 	c := ss.conn
 	if qos == 0 {
-		if c != nil {
+		if c != nil && ss.qunchecked > 0 {
+			// Behind messages whose receive check is pending, to keep
+			// the order (authq.go).
+			// Not journalled: a QoS 0 message for a connected client.
+			if ss.enqueue(&outbound{msg: msg, retain: retain, subIDs: subIDs}) {
+				ss.fill()
+			}
+		} else if c != nil {
 			c.writePublish(msg, 0, retain, subIDs, 0, false)
 		} else if ss.srv.opts.QueueQoS0 && ss.expiry > 0 {
 			ob := &outbound{msg: msg, retain: retain, subIDs: subIDs}
@@ -299,12 +311,18 @@ func (ss *session) requeue(ob *outbound) {
 	if ob.msg.expires != 0 {
 		ss.qexpiring++
 	}
+	if ob.unchecked {
+		ss.qunchecked++
+	}
 }
 
 func (ss *session) unqueue(ob *outbound) {
 	ss.qbytes -= ob.msg.queuedSize()
 	if ob.msg.expires != 0 {
 		ss.qexpiring--
+	}
+	if ob.unchecked {
+		ss.settle(ob)
 	}
 }
 
@@ -356,14 +374,26 @@ func (ss *session) sendNew(c *conn, ob *outbound) Ticket {
 	return t
 }
 
-// fill moves queued messages into the inflight window.
+// fill moves queued messages into the inflight window. It stops at a
+// message whose receive check is pending and has it asked (authq.go).
 func (ss *session) fill() {
 	c := ss.conn
 	for c != nil && ss.queueLen() > 0 && len(ss.inflight) < c.window {
 		ob := ss.queue[ss.qhead]
-		ss.queue[ss.qhead] = nil
-		ss.qhead++
-		ss.unqueue(ob)
+		allow := true
+		if ob.unchecked {
+			var known bool
+			if allow, known = ss.srv.receiveCached(ss.info.Load(), ob.msg.Topic); !known {
+				ss.ask(ob)
+				break
+			}
+			ss.settle(ob)
+		}
+		ss.popHead()
+		if !allow {
+			ss.recordDone(ob) // not for this client: as if delivered
+			continue
+		}
 		if ss.mayReceive(ob) {
 			ss.sendNew(c, ob)
 		}

@@ -76,16 +76,13 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		// Collected first, then authorized and delivered with no lock
 		// held (retainer.matching).
 		for _, m := range c.srv.ret.matching(w.filter) {
-			if !c.srv.allowed(ss.info.Load(), ActionReceive, m.Topic) {
-				continue
-			}
 			var ids []uint32
 			if w.sub.id != 0 {
 				ids = []uint32{w.sub.id}
 			}
 			// Retained messages keep RETAIN=1 when sent for a new
 			// subscription [MQTT-3.3.1-8 (3.1.1)].
-			ss.deliver(m, min(m.QoS, w.sub.opts.QoS), true, ids)
+			c.srv.offer(ss, m, min(m.QoS, w.sub.opts.QoS), true, ids)
 		}
 	}
 	return nil

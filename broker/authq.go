@@ -1,0 +1,153 @@
+package broker
+
+import "github.com/roost-mqtt/roost/packet"
+
+// Receive checks that may block.
+//
+// Every delivery asks the Authorizer whether the subscriber may receive the
+// message. For an Authorizer that answers from memory (auth.ACL) that is a
+// function call in the publisher's goroutine. An Authorizer that asks a
+// service (auth.HTTPHook) answers from its cache when it can, but on a miss
+// it waits for the service: done in the publisher's goroutine, a fan-out to
+// N subscribers on a cold cache was N sequential requests before the
+// publisher's next packet was read and its PUBACK sent, and a dead service
+// stalled every publisher for N timeouts.
+//
+// So such an Authorizer implements CachedAuthorizer, and the publisher only
+// asks Cached, which never blocks. A delivery whose answer is not known yet
+// is queued for its subscriber like any queued message (journalled, under
+// MaxQueued/MaxQueuedBytes, counted in the acknowledgement's store ticket)
+// with outbound.unchecked set. When it reaches the head of the queue, fill
+// asks Cached again and, still without an answer, starts a goroutine that
+// calls Allow with no lock held and settles the message when the answer
+// comes: sent if allowed, dropped (as if delivered) if not. While a
+// session's queue holds unchecked messages, everything else for it queues
+// behind them, QoS 0 included, so the order of its messages is kept
+// [MQTT-4.6.0-5]. One subscriber's slow answer thus delays that subscriber
+// only; the publisher and every other subscriber go on.
+
+// CachedAuthorizer is an Authorizer whose Allow may block (it asks a
+// service) but that can tell at once whether it already knows the answer.
+// The broker then never calls Allow for a delivery in the publisher's
+// goroutine or under a lock (see above).
+type CachedAuthorizer interface {
+	Authorizer
+	// Cached returns what Allow would answer and true when that is known
+	// without blocking (a cached answer, or the answer for a service known
+	// to be down); false when Allow would have to wait.
+	Cached(c *ClientInfo, act Action, topic string) (allow, ok bool)
+}
+
+// offer hands msg to ss when its client may receive it, or may yet: an
+// answer the CachedAuthorizer does not have at once is settled later (see
+// above). It returns the store ticket of the delivery and false when the
+// client may not receive msg.
+func (s *Server) offer(ss *session, msg *Message, qos packet.QoS, retain bool, subIDs []uint32) (Ticket, bool) {
+	info := ss.info.Load()
+	az := s.opts.Authorizer
+	if az == nil || info == nil {
+		return ss.deliver(msg, qos, retain, subIDs), true
+	}
+	ca, ok := az.(CachedAuthorizer)
+	if !ok {
+		if !az.Allow(s.ctx, info, ActionReceive, msg.Topic) {
+			return 0, false
+		}
+		return ss.deliver(msg, qos, retain, subIDs), true
+	}
+	allow, known := ca.Cached(info, ActionReceive, msg.Topic)
+	switch {
+	case !known:
+		return ss.deliverUnchecked(msg, qos, retain, subIDs), true
+	case !allow:
+		return 0, false
+	}
+	return ss.deliver(msg, qos, retain, subIDs), true
+}
+
+// receiveCached is what the Authorizer says at once about ss's client
+// receiving topic; known is false when it would have to wait (a plain
+// Authorizer is never asked here: this runs under ss.mu).
+func (s *Server) receiveCached(info *ClientInfo, topic string) (allow, known bool) {
+	az := s.opts.Authorizer
+	if az == nil || info == nil {
+		return true, true
+	}
+	if ca, ok := az.(CachedAuthorizer); ok {
+		return ca.Cached(info, ActionReceive, topic)
+	}
+	return false, false
+}
+
+// deliverUnchecked queues msg for ss with its receive check pending, then
+// lets fill start the check if the client is connected. QoS 0 messages for
+// an offline session are queued only when Options.QueueQoS0 is set, as in
+// deliver. It returns the store ticket the publisher's acknowledgement must
+// wait for.
+func (ss *session) deliverUnchecked(msg *Message, qos packet.QoS, retain bool, subIDs []uint32) Ticket {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ended || qos == 0 && ss.conn == nil && !(ss.srv.opts.QueueQoS0 && ss.expiry > 0) {
+		return 0
+	}
+	ob := &outbound{msg: msg, qos: qos, retain: retain, subIDs: subIDs, unchecked: true}
+	if qos > 0 || ss.conn == nil {
+		ss.assignSeq(ob) // journalled as any queued message (a QoS 0 one only while offline)
+	}
+	if !ss.enqueue(ob) {
+		return 0
+	}
+	t := ss.recordDelivery(ob)
+	ss.fill()
+	return t
+}
+
+// settle marks the unchecked ob as checked. ss.mu must be held.
+func (ss *session) settle(ob *outbound) {
+	ob.unchecked = false
+	ss.qunchecked--
+}
+
+// ask starts the receive check of ob, the queue's head, in a goroutine of
+// its own unless one runs. ss.mu must be held.
+func (ss *session) ask(ob *outbound) {
+	if ob.asking {
+		return
+	}
+	ob.asking = true
+	info := ss.info.Load()
+	go ss.resolve(ob, info)
+}
+
+// resolve asks the Authorizer whether info's client may receive ob, with no
+// lock held, then settles ob: still queued, it is the queue's head, sent
+// by fill if allowed, dropped if not. ob may have left the queue meanwhile
+// (dropped for room, expired, session cleaned): unqueue then settled it.
+func (ss *session) resolve(ob *outbound, info *ClientInfo) {
+	allow := info == nil || ss.srv.opts.Authorizer.Allow(ss.srv.ctx, info, ActionReceive, ob.msg.Topic)
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ob.asking = false
+	if ss.ended {
+		return
+	}
+	if ob.unchecked {
+		ss.settle(ob)
+		if !allow {
+			// Not for this client: as if delivered.
+			ss.popHead()
+			ss.recordDone(ob)
+		}
+	}
+	ss.fill()
+}
+
+// popHead removes the queue's first message and returns it. ss.mu must be
+// held and the queue not empty.
+func (ss *session) popHead() *outbound {
+	ob := ss.queue[ss.qhead]
+	ss.queue[ss.qhead] = nil
+	ss.qhead++
+	ss.unqueue(ob)
+	return ob
+}
