@@ -126,9 +126,12 @@ func isLoopback(addr net.Addr) bool {
 
 // All is a broker.Authorizer that allows what every one of authorizers
 // allows (nil entries are skipped): an ACL file and an HTTP hook together
-// must both agree. With none it allows everything.
+// must both agree. With none it allows everything. It is a
+// broker.CachedAuthorizer: Cached answers at once when every member does
+// (members that are not CachedAuthorizers, like ACL, answer from memory) or
+// one refuses.
 func All(authorizers ...broker.Authorizer) broker.Authorizer {
-	var as []broker.Authorizer
+	var as all
 	for _, a := range authorizers {
 		if a != nil {
 			as = append(as, a)
@@ -137,12 +140,32 @@ func All(authorizers ...broker.Authorizer) broker.Authorizer {
 	if len(as) == 1 {
 		return as[0]
 	}
-	return broker.AuthorizerFunc(func(ctx context.Context, c *broker.ClientInfo, act broker.Action, topic string) bool {
-		for _, a := range as {
-			if !a.Allow(ctx, c, act, topic) {
-				return false
-			}
+	return as
+}
+
+type all []broker.Authorizer
+
+func (as all) Allow(ctx context.Context, c *broker.ClientInfo, act broker.Action, topic string) bool {
+	for _, a := range as {
+		if !a.Allow(ctx, c, act, topic) {
+			return false
 		}
-		return true
-	})
+	}
+	return true
+}
+
+func (as all) Cached(c *broker.ClientInfo, act broker.Action, topic string) (allow, ok bool) {
+	known := true
+	for _, a := range as {
+		if ca, isCached := a.(broker.CachedAuthorizer); isCached {
+			allow, ok := ca.Cached(c, act, topic)
+			if ok && !allow {
+				return false, true
+			}
+			known = known && ok
+		} else if !a.Allow(context.Background(), c, act, topic) {
+			return false, true
+		}
+	}
+	return known, known
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
@@ -33,6 +34,18 @@ import (
 // that is not that JSON, or no answer within Timeout is a failure: the
 // request is refused (fail closed) unless FailOpen is set. Failures are
 // logged and not cached; answers are cached for CacheTTL.
+//
+// A service that does not answer (no connection, or no answer within
+// Timeout) is taken to be down: for the next 500 ms every
+// question is answered at once with the failure answer (refused, or allowed
+// with FailOpen), without a request; then one request probes it, and while
+// it keeps failing the wait between probes doubles up to 5 s. The first
+// answer it gives again ends that. Identical questions asked while one is
+// on its way share its answer, and at most MaxConcurrent requests are out at
+// a time.
+//
+// HTTPHook is a broker.CachedAuthorizer: the broker never waits for it in a
+// publisher's goroutine (broker/authq.go).
 type HTTPHook struct {
 	url      string
 	timeout  time.Duration
@@ -42,6 +55,18 @@ type HTTPHook struct {
 	client   *http.Client
 	log      *slog.Logger
 	cache    *cache
+	health   breaker
+	sem      chan struct{} // a token per request out
+
+	mu       sync.Mutex
+	inflight map[cacheKey]*call // questions on their way, by key
+}
+
+// call is one question on its way to the service; others asking the same
+// wait for it.
+type call struct {
+	done  chan struct{}
+	allow bool // valid once done is closed
 }
 
 // HTTPHookOptions configure NewHTTPHook.
@@ -56,6 +81,9 @@ type HTTPHookOptions struct {
 	CacheSize int
 	// FailOpen allows what could not be checked. Default: refuse.
 	FailOpen bool
+	// MaxConcurrent bounds the requests out at a time; more wait (within
+	// Timeout). Default 64.
+	MaxConcurrent int
 	// CertIdentityAsUsername sends the certificate identity, when there
 	// is one, as the username.
 	CertIdentityAsUsername bool
@@ -68,19 +96,30 @@ type HTTPHookOptions struct {
 // NewHTTPHook returns a hook posting to o.URL.
 func NewHTTPHook(o HTTPHookOptions) *HTTPHook {
 	h := &HTTPHook{url: o.URL, timeout: o.Timeout, ttl: o.CacheTTL, failOpen: o.FailOpen,
-		certUser: o.CertIdentityAsUsername, client: o.Client, log: o.Logger}
+		certUser: o.CertIdentityAsUsername, client: o.Client, log: o.Logger, inflight: make(map[cacheKey]*call)}
 	if h.timeout <= 0 {
 		h.timeout = 2 * time.Second
 	}
 	if h.ttl == 0 {
 		h.ttl = 30 * time.Second
 	}
+	conc := o.MaxConcurrent
+	if conc <= 0 {
+		conc = 64
+	}
+	h.sem = make(chan struct{}, conc)
 	if h.client == nil {
-		h.client = &http.Client{Timeout: h.timeout}
+		// Keep as many connections to the service open as may be in
+		// use at once; the default of 2 would open and close one per
+		// request beyond that under a burst of cache misses.
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConnsPerHost = conc
+		h.client = &http.Client{Timeout: h.timeout, Transport: tr}
 	}
 	if h.log == nil {
 		h.log = slog.Default()
 	}
+	h.health.log = h.log
 	size := o.CacheSize
 	if size <= 0 {
 		size = 100000
@@ -125,9 +164,11 @@ func (h *HTTPHook) Authenticate(ctx context.Context, c *broker.ClientInfo) error
 	if v, ok := h.cache.get(key); ok {
 		return v.err
 	}
-	resp, err := h.post(ctx, &req)
+	resp, err := h.ask(ctx, &req)
 	if err != nil {
-		h.log.Warn("auth hook failed", "action", "connect", "client_id", c.ClientID, "err", err)
+		if !errors.Is(err, errHookDown) {
+			h.log.Warn("auth hook failed", "action", "connect", "client_id", c.ClientID, "err", err)
+		}
 		if h.failOpen {
 			return nil
 		}
@@ -144,27 +185,104 @@ func (h *HTTPHook) Authenticate(ctx context.Context, c *broker.ClientInfo) error
 	return res
 }
 
-// Allow implements broker.Authorizer.
+// Allow implements broker.Authorizer. It waits for the service on a cache
+// miss, at most Timeout, and not at all while the service is down.
 func (h *HTTPHook) Allow(ctx context.Context, c *broker.ClientInfo, act broker.Action, topic string) bool {
 	user := Username(c, h.certUser)
 	key := cacheKey{act: act, user: user, client: c.ClientID, topic: topic}
 	if v, ok := h.cache.get(key); ok {
 		return v.allow
 	}
+	h.mu.Lock()
+	if cl, ok := h.inflight[key]; ok {
+		h.mu.Unlock()
+		select {
+		case <-cl.done:
+			return cl.allow
+		case <-ctx.Done():
+			return h.failOpen
+		}
+	}
+	cl := &call{done: make(chan struct{})}
+	h.inflight[key] = cl
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.inflight, key)
+		h.mu.Unlock()
+		close(cl.done)
+	}()
+
 	req := hookRequest{Action: act.String(), ClientID: c.ClientID, Username: user, Listener: c.Listener, Topic: topic}
-	resp, err := h.post(ctx, &req)
+	resp, err := h.ask(ctx, &req)
 	if err != nil {
-		h.log.Warn("auth hook failed", "action", req.Action, "client_id", c.ClientID, "topic", topic, "err", err)
-		return h.failOpen
+		if !errors.Is(err, errHookDown) {
+			h.log.Warn("auth hook failed", "action", req.Action, "client_id", c.ClientID, "topic", topic, "err", err)
+		}
+		cl.allow = h.failOpen
+		return cl.allow
 	}
 	h.cache.put(key, result{allow: *resp.Allow}, h.ttl)
-	return *resp.Allow
+	cl.allow = *resp.Allow
+	return cl.allow
+}
+
+// Cached implements broker.CachedAuthorizer: a cached answer, or while the
+// service is down the failure answer, at once; ok is false when Allow would
+// have to ask the service.
+func (h *HTTPHook) Cached(c *broker.ClientInfo, act broker.Action, topic string) (allow, ok bool) {
+	key := cacheKey{act: act, user: Username(c, h.certUser), client: c.ClientID, topic: topic}
+	if v, ok := h.cache.get(key); ok {
+		return v.allow, true
+	}
+	if h.health.isDown(time.Now()) {
+		h.health.refused.Add(1)
+		return h.failOpen, true
+	}
+	return false, false
+}
+
+// errHookDown is the failure of a question not sent because the service is
+// down (see HTTPHook).
+var errHookDown = errors.New("auth hook down: not asked")
+
+// errBadAnswer is an answer that is not 200 with the JSON expected: a
+// failure, but one that came at once, so the service is not down.
+var errBadAnswer = errors.New("bad answer")
+
+// ask posts one question unless the service is down, telling the breaker
+// whether it answered. A request cut short by the caller's ctx (the broker
+// shutting down) says nothing about the service, and neither does a bad
+// answer: it came without a wait.
+func (h *HTTPHook) ask(ctx context.Context, body *hookRequest) (*hookResponse, error) {
+	probe, ok := h.health.admit(time.Now())
+	if !ok {
+		h.health.refused.Add(1)
+		return nil, errHookDown
+	}
+	resp, err := h.post(ctx, body)
+	if err != nil && ctx.Err() != nil {
+		h.health.abandon(probe)
+		return nil, err
+	}
+	unanswered := err
+	if errors.Is(err, errBadAnswer) {
+		unanswered = nil
+	}
+	h.health.report(probe, unanswered, time.Now())
+	return resp, err
 }
 
 // post sends one request and decodes a valid answer.
 func (h *HTTPHook) post(ctx context.Context, body *hookRequest) (*hookResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
+	select {
+	case h.sem <- struct{}{}:
+		defer func() { <-h.sem }()
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%d requests out already: %w", cap(h.sem), ctx.Err())
+	}
 	b, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
@@ -184,14 +302,14 @@ func (h *HTTPHook) post(ctx context.Context, body *hookRequest) (*hookResponse, 
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("status %s", resp.Status)
+		return nil, fmt.Errorf("%w: status %s", errBadAnswer, resp.Status)
 	}
 	var r hookResponse
 	if err := json.Unmarshal(data, &r); err != nil {
-		return nil, fmt.Errorf("bad answer: %w", err)
+		return nil, fmt.Errorf("%w: %w", errBadAnswer, err)
 	}
 	if r.Allow == nil {
-		return nil, errors.New(`bad answer: no "allow"`)
+		return nil, fmt.Errorf(`%w: no "allow"`, errBadAnswer)
 	}
 	return &r, nil
 }
@@ -257,4 +375,80 @@ func (c *cache) put(k cacheKey, r result, ttl time.Duration) {
 		}
 	}
 	c.m[k] = cacheEntry{result: r, expires: now.Add(ttl)}
+}
+
+// Backoff between probes of a service that is down.
+const (
+	probeFirst = 500 * time.Millisecond
+	probeMax   = 5 * time.Second
+)
+
+// breaker remembers whether the service is down (see HTTPHook).
+type breaker struct {
+	log     *slog.Logger
+	refused atomic.Uint64 // questions answered without a request while down
+
+	mu      sync.Mutex
+	down    bool
+	retryAt time.Time     // while down: when the next probe may go
+	backoff time.Duration // while down: the wait after the last probe
+	probing bool          // a probe is out
+}
+
+// isDown reports whether a question now would be answered without asking.
+func (b *breaker) isDown(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.down && (b.probing || now.Before(b.retryAt))
+}
+
+// admit reports whether a request may go now, and whether it is the probe
+// of a service that is down.
+func (b *breaker) admit(now time.Time) (probe, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case !b.down:
+		return false, true
+	case b.probing || now.Before(b.retryAt):
+		return false, false
+	}
+	b.probing = true
+	return true, true
+}
+
+// report takes the outcome of a request.
+func (b *breaker) report(probe bool, err error, now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if probe {
+		b.probing = false
+	}
+	if err == nil {
+		if b.down {
+			b.down = false
+			b.log.Warn("auth hook answers again", "refused_while_down", b.refused.Swap(0))
+		}
+		return
+	}
+	switch {
+	case !b.down:
+		b.down, b.backoff = true, probeFirst
+		b.log.Error("auth hook down: answering without it until it answers again", "err", err,
+			"retry_in", b.backoff)
+	case probe:
+		b.backoff = min(2*b.backoff, probeMax)
+	default:
+		return // a request sent before it went down
+	}
+	b.retryAt = now.Add(b.backoff)
+}
+
+// abandon frees the probe slot of a request the caller gave up on.
+func (b *breaker) abandon(probe bool) {
+	if probe {
+		b.mu.Lock()
+		b.probing = false
+		b.mu.Unlock()
+	}
 }
