@@ -18,9 +18,12 @@ import "github.com/roost-mqtt/roost/packet"
 // is queued for its subscriber like any queued message (journalled, under
 // MaxQueued/MaxQueuedBytes, counted in the acknowledgement's store ticket)
 // with outbound.unchecked set. When it reaches the head of the queue, fill
-// asks Cached again and, still without an answer, starts a goroutine that
-// calls Allow with no lock held and settles the message when the answer
-// comes: sent if allowed, dropped (as if delivered) if not. While a
+// asks Cached again and, still without an answer, starts goroutines that
+// call Allow with no lock held, for it and for up to askAhead-1 unchecked
+// messages behind it (so 500 retained messages on a cold cache take about
+// 500/askAhead round trips, not 500), and note each answer on its message.
+// fill then sends the head if allowed and drops it (as if delivered) if
+// not, in queue order. While a
 // session's queue holds unchecked messages, everything else for it queues
 // behind them, QoS 0 included, so the order of its messages is kept
 // [MQTT-4.6.0-5]. One subscriber's slow answer thus delays that subscriber
@@ -108,38 +111,67 @@ func (ss *session) settle(ob *outbound) {
 	ss.qunchecked--
 }
 
-// ask starts the receive check of ob, the queue's head, in a goroutine of
-// its own unless one runs. ss.mu must be held.
-func (ss *session) ask(ob *outbound) {
-	if ob.asking {
-		return
+// askAhead is how many receive checks of one session may be out at once.
+const askAhead = 16
+
+// ask starts the receive checks of the queue's first unchecked messages,
+// up to askAhead of them, except those already asked or answered: one
+// goroutine per topic among them. The head is one of them. ss.mu must be
+// held.
+func (ss *session) ask() {
+	var byTopic map[string][]*outbound
+	for i, n := ss.qhead, 0; i < len(ss.queue) && n < askAhead; i++ {
+		ob := ss.queue[i]
+		if !ob.unchecked {
+			continue
+		}
+		n++
+		if ob.asking || ob.answered {
+			continue
+		}
+		ob.asking = true
+		if byTopic == nil {
+			byTopic = make(map[string][]*outbound)
+		}
+		byTopic[ob.msg.Topic] = append(byTopic[ob.msg.Topic], ob)
 	}
-	ob.asking = true
 	info := ss.info.Load()
-	go ss.resolve(ob, info)
+	for topic, obs := range byTopic {
+		go ss.resolve(topic, obs, info)
+	}
 }
 
-// resolve asks the Authorizer whether info's client may receive ob, with no
-// lock held, then settles ob: still queued, it is the queue's head, sent
-// by fill if allowed, dropped if not. ob may have left the queue meanwhile
-// (dropped for room, expired, session cleaned): unqueue then settled it.
-func (ss *session) resolve(ob *outbound, info *ClientInfo) {
-	allow := info == nil || ss.srv.opts.Authorizer.Allow(ss.srv.ctx, info, ActionReceive, ob.msg.Topic)
+// resolve asks the Authorizer whether info's client may receive topic, with
+// no lock held, notes the answer on obs and lets fill act on it. Some of
+// obs may have left the queue meanwhile (dropped for room, expired, session
+// cleaned): nothing waits for their answer.
+func (ss *session) resolve(topic string, obs []*outbound, info *ClientInfo) {
+	allow := info == nil || ss.srv.opts.Authorizer.Allow(ss.srv.ctx, info, ActionReceive, topic)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	ob.asking = false
-	if ss.ended {
-		return
-	}
-	if ob.unchecked {
-		ss.settle(ob)
-		if !allow {
-			// Not for this client: as if delivered.
-			ss.popHead()
-			ss.recordDone(ob)
+	for _, ob := range obs {
+		ob.asking = false
+		if ob.unchecked {
+			ob.answered, ob.allowed = true, allow
 		}
 	}
-	ss.fill()
+	if !ss.ended {
+		ss.fill()
+	}
+}
+
+// checkHead decides the receive check of ob, the queue's unchecked head:
+// known reports whether there is an answer yet (noted by resolve, or
+// Cached); without one it has the check asked. ss.mu must be held.
+func (ss *session) checkHead(ob *outbound) (allow, known bool) {
+	if ob.answered {
+		allow, known = ob.allowed, true
+	} else if allow, known = ss.srv.receiveCached(ss.info.Load(), ob.msg.Topic); !known {
+		ss.ask()
+		return false, false
+	}
+	ss.settle(ob)
+	return allow, true
 }
 
 // popHead removes the queue's first message and returns it. ss.mu must be

@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -354,9 +356,10 @@ func TestReceiveCheckOffPublisherPath(t *testing.T) {
 	}
 	az.mu.Lock()
 	defer az.mu.Unlock()
-	// t/1 twice would mean the answer was not reused; t/1, deny/1, t/2 at most.
-	if az.asked > 3 {
-		t.Errorf("Allow asked %d times for 3 topics", az.asked)
+	// At most once per queued message (the checks behind the head are
+	// asked ahead, before the first answer is in).
+	if az.asked > 4 {
+		t.Errorf("Allow asked %d times for 4 messages", az.asked)
 	}
 }
 
@@ -401,5 +404,69 @@ func TestRestoredQueueChecked(t *testing.T) {
 	}
 	if del := st.deleted(); !slices.Contains(del, 1) {
 		t.Errorf("the denied queued message was not deleted from the store (deleted %v)", del)
+	}
+}
+
+// countingHeld is a CachedAuthorizer that never knows an answer at once and
+// holds every receive check until released, counting those held.
+type countingHeld struct {
+	release chan struct{}
+	held    atomic.Int32
+	most    atomic.Int32
+}
+
+func (a *countingHeld) Allow(_ context.Context, _ *ClientInfo, act Action, _ string) bool {
+	if act != ActionReceive {
+		return true
+	}
+	n := a.held.Add(1)
+	for m := a.most.Load(); n > m && !a.most.CompareAndSwap(m, n); m = a.most.Load() {
+	}
+	<-a.release
+	a.held.Add(-1)
+	return true
+}
+
+func (a *countingHeld) Cached(*ClientInfo, Action, string) (bool, bool) { return false, false }
+
+// Retained messages whose receive checks must be asked are asked askAhead
+// at a time, not one after the other, and all delivered.
+func TestReceiveChecksAskedAhead(t *testing.T) {
+	az := &countingHeld{release: make(chan struct{})}
+	s, addr := startServer(t, Options{Authorizer: az})
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(az.release)
+		}
+	})
+	const n = 40
+	for i := range n {
+		if _, err := s.Publish(PublishRequest{Topic: fmt.Sprintf("r/%02d", i), Payload: []byte{byte(i)}, Retain: true, QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := dial(t, addr, packet.V5)
+	c.Connect(&packet.Connect{ClientID: "c", CleanStart: true})
+	c.Subscribe("r/#", 1)
+	mqtttest.Eventually(t, 3*time.Second, func() bool { return az.held.Load() == askAhead })
+	for end := time.Now().Add(100 * time.Millisecond); time.Now().Before(end); runtime.Gosched() {
+		if m := az.most.Load(); m > askAhead {
+			t.Fatalf("%d receive checks of one session out at once, want at most %d", m, askAhead)
+		}
+	}
+	close(az.release)
+	released = true
+	got := map[byte]bool{}
+	for range n {
+		m, ok := c.Next(3 * time.Second).(*packet.Publish)
+		if !ok {
+			t.Fatalf("after %d retained messages: %+v", len(got), m)
+		}
+		got[m.Payload[0]] = true
+		c.Send(&packet.Puback{PacketID: m.PacketID})
+	}
+	if len(got) != n {
+		t.Errorf("%d distinct retained messages of %d", len(got), n)
 	}
 }

@@ -66,8 +66,9 @@ type outbound struct {
 	pid      uint16
 	released bool // PUBREC received and PUBREL sent (QoS 2)
 	// unchecked: queued before the Authorizer said whether the client
-	// may receive it; asking: a goroutine is asking it (authq.go).
-	unchecked, asking bool
+	// may receive it; asking: a goroutine is asking; answered: the
+	// answer, allowed, is in (authq.go).
+	unchecked, asking, answered, allowed bool
 }
 
 // willMsg is a will waiting for its connection to end or its delay to pass.
@@ -383,11 +384,9 @@ func (ss *session) fill() {
 		allow := true
 		if ob.unchecked {
 			var known bool
-			if allow, known = ss.srv.receiveCached(ss.info.Load(), ob.msg.Topic); !known {
-				ss.ask(ob)
+			if allow, known = ss.checkHead(ob); !known {
 				break
 			}
-			ss.settle(ob)
 		}
 		ss.popHead()
 		if !allow {
