@@ -48,8 +48,14 @@ type CachedAuthorizer interface {
 func (s *Server) offer(ss *session, msg *Message, qos packet.QoS, retain bool, subIDs []uint32) (Ticket, bool) {
 	info := ss.info.Load()
 	az := s.opts.Authorizer
-	if az == nil || info == nil {
+	switch {
+	case az == nil:
 		return ss.deliver(msg, qos, retain, subIDs), true
+	case info == nil:
+		// A session restored at start-up whose client has not come
+		// back: who it is (its username) is not known yet, so the
+		// check waits for its connection.
+		return ss.deliverUnchecked(msg, qos, retain, subIDs), true
 	}
 	ca, ok := az.(CachedAuthorizer)
 	if !ok {
@@ -68,13 +74,16 @@ func (s *Server) offer(ss *session, msg *Message, qos packet.QoS, retain bool, s
 	return ss.deliver(msg, qos, retain, subIDs), true
 }
 
-// receiveCached is what the Authorizer says at once about ss's client
+// receiveCached is what the Authorizer says at once about info's client
 // receiving topic; known is false when it would have to wait (a plain
-// Authorizer is never asked here: this runs under ss.mu).
+// Authorizer is never asked here: this runs under ss.mu) or info is nil.
 func (s *Server) receiveCached(info *ClientInfo, topic string) (allow, known bool) {
 	az := s.opts.Authorizer
-	if az == nil || info == nil {
+	if az == nil {
 		return true, true
+	}
+	if info == nil {
+		return false, false
 	}
 	if ca, ok := az.(CachedAuthorizer); ok {
 		return ca.Cached(info, ActionReceive, topic)
@@ -144,14 +153,17 @@ func (ss *session) ask() {
 // resolve asks the Authorizer whether info's client may receive topic, with
 // no lock held, notes the answer on obs and lets fill act on it. Some of
 // obs may have left the queue meanwhile (dropped for room, expired, session
-// cleaned): nothing waits for their answer.
+// cleaned): nothing waits for their answer. An answer for an earlier
+// connection (a takeover may bring another username) is not noted: fill
+// asks again.
 func (ss *session) resolve(topic string, obs []*outbound, info *ClientInfo) {
-	allow := info == nil || ss.srv.opts.Authorizer.Allow(ss.srv.ctx, info, ActionReceive, topic)
+	allow := info != nil && ss.srv.opts.Authorizer.Allow(ss.srv.ctx, info, ActionReceive, topic)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	current := info != nil && ss.info.Load() == info
 	for _, ob := range obs {
 		ob.asking = false
-		if ob.unchecked {
+		if ob.unchecked && current {
 			ob.answered, ob.allowed = true, allow
 		}
 	}

@@ -376,7 +376,8 @@ func (st *sessionStore) Load() (*StoredState, error) {
 // Messages queued for a session before a restart are checked again before
 // they are sent: one may have been queued while its receive check was
 // pending (and journalled so the publisher could be acknowledged), or the
-// rules may have changed.
+// rules may have changed. Messages for a restored session whose client has
+// not come back yet are checked when it does (who it is was not known).
 func TestRestoredQueueChecked(t *testing.T) {
 	msg := func(topic string) *Message {
 		return &Message{ID: 1, Topic: topic, Payload: []byte(topic), QoS: 1}
@@ -390,15 +391,22 @@ func TestRestoredQueueChecked(t *testing.T) {
 	az := AuthorizerFunc(func(_ context.Context, _ *ClientInfo, act Action, topic string) bool {
 		return act != ActionReceive || !strings.HasPrefix(topic, "secret/")
 	})
-	_, addr := startServer(t, Options{Store: st, Authorizer: az, ExpirySweep: -1})
+	s, addr := startServer(t, Options{Store: st, Authorizer: az, ExpirySweep: -1})
+	for _, topic := range []string{"secret/live", "open/live"} {
+		if _, err := s.Publish(PublishRequest{Topic: topic, Payload: []byte(topic), QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	c := dial(t, addr, packet.V5)
 	c.Connect(&packet.Connect{ClientID: "c", CleanStart: false, Properties: packet.Properties{
 		SessionExpiry: 3600, Present: 1 << packet.PropSessionExpiry}})
-	m, ok := c.Next(3 * time.Second).(*packet.Publish)
-	if !ok || m.Topic != "open/x" {
-		t.Fatalf("got %+v, want only open/x (secret/x may not be received)", m)
+	for _, want := range []string{"open/x", "open/live"} {
+		m, ok := c.Next(3 * time.Second).(*packet.Publish)
+		if !ok || m.Topic != want {
+			t.Fatalf("got %+v, want %s (secret/... may not be received)", m, want)
+		}
+		c.Send(&packet.Puback{PacketID: m.PacketID})
 	}
-	c.Send(&packet.Puback{PacketID: m.PacketID})
 	if p, err := c.Read(200 * time.Millisecond); err == nil {
 		t.Fatalf("got %+v, want nothing more", p)
 	}
@@ -469,4 +477,52 @@ func TestReceiveChecksAskedAhead(t *testing.T) {
 	if len(got) != n {
 		t.Errorf("%d distinct retained messages of %d", len(got), n)
 	}
+}
+
+// userHeld is a CachedAuthorizer that never knows an answer at once: it
+// allows alice everything, after the gate opens, and bob nothing.
+type userHeld struct{ gate *gate }
+
+func (a *userHeld) Allow(ctx context.Context, c *ClientInfo, act Action, topic string) bool {
+	if act != ActionReceive {
+		return true
+	}
+	if c.Username == "alice" {
+		a.gate.Allow(ctx, c, act, topic)
+		return true
+	}
+	return false
+}
+
+func (a *userHeld) Cached(*ClientInfo, Action, string) (bool, bool) { return false, false }
+
+// An answer that comes after the session was taken over by a connection of
+// another user is not used: the new user is asked about.
+func TestReceiveCheckAnswerForOldConnectionIgnored(t *testing.T) {
+	az := &userHeld{gate: newGate("c")}
+	s, addr := startServer(t, Options{Authorizer: az})
+	t.Cleanup(az.gate.open)
+	connect := func(user string) *packetClient {
+		c := dial(t, addr, packet.V5)
+		c.Connect(&packet.Connect{ClientID: "c", CleanStart: false, UsernameFlag: true, Username: user,
+			Properties: packet.Properties{SessionExpiry: 60, Present: 1 << packet.PropSessionExpiry}})
+		return c
+	}
+	alice := connect("alice")
+	alice.Subscribe("t/#", 1)
+	if _, err := s.Publish(PublishRequest{Topic: "t/x", Payload: []byte("x"), QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-az.gate.entered:
+	case <-time.After(3 * time.Second):
+		t.Fatal("alice's check was never asked")
+	}
+	bob := connect("bob") // takes the session over
+	az.gate.open()
+	if p, err := bob.Read(300 * time.Millisecond); err == nil {
+		t.Fatalf("bob got %+v on the strength of alice's answer", p)
+	}
+	// and the message, denied to bob, leaves the queue.
+	mqtttest.Eventually(t, 3*time.Second, func() bool { return s.Stats().Queued == 0 })
 }
