@@ -65,8 +65,9 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		ss.mu.Unlock()
 		codes[i] = packet.ReasonCode(opts.QoS)
 		// Retained messages are not sent for shared subscriptions
-		// (section 4.8.2, not a numbered statement); Retain Handling 1 sends them only for a new
-		// subscription, 2 never [MQTT-3.3.1-9..11].
+		// (section 4.8.2, not a numbered statement); Retain Handling 1
+		// sends them only for a new subscription, 2 never
+		// [MQTT-3.3.1-9..11].
 		if !shared && !c.srv.opts.DisableRetain && (opts.RetainHandling == 0 || opts.RetainHandling == 1 && !existed) {
 			wantRetained = append(wantRetained, retainedReq{rest, sub})
 		}
