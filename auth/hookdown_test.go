@@ -192,8 +192,9 @@ func TestHookCachedWhileDown(t *testing.T) {
 	}
 }
 
-// Identical questions asked together share one request, and no more than
-// MaxConcurrent requests are out at once.
+// Identical questions asked together share one request, no more than
+// MaxConcurrent receive questions are out at once, and those do not hold up
+// other questions.
 func TestHookSharesAndBoundsRequests(t *testing.T) {
 	svc := newHeldService(t)
 	h := NewHTTPHook(HTTPHookOptions{URL: svc.URL, CacheTTL: -1, MaxConcurrent: 2, Logger: quiet})
@@ -232,6 +233,10 @@ func TestHookSharesAndBoundsRequests(t *testing.T) {
 			t.Fatalf("%d requests out with MaxConcurrent 2", n)
 		}
 		runtime.Gosched()
+	}
+	// A client's question about itself does not wait behind them.
+	if !h.Allow(context.Background(), &broker.ClientInfo{ClientID: "p"}, broker.ActionPublish, "a") {
+		t.Error("publish question refused while receive questions filled their tokens")
 	}
 	svc.release()
 	same.Wait()

@@ -41,8 +41,8 @@ import (
 // with FailOpen), without a request; then one request probes it, and while
 // it keeps failing the wait between probes doubles up to 5 s. The first
 // answer it gives again ends that. Identical questions asked while one is
-// on its way share its answer, and at most MaxConcurrent requests are out at
-// a time.
+// on its way share its answer, and at most MaxConcurrent receive questions
+// and MaxConcurrent others are out at a time.
 //
 // HTTPHook is a broker.CachedAuthorizer: the broker never waits for it in a
 // publisher's goroutine (broker/authq.go).
@@ -56,7 +56,10 @@ type HTTPHook struct {
 	log      *slog.Logger
 	cache    *cache
 	health   breaker
-	sem      chan struct{} // a token per request out
+	// A token per request out: receive questions (asked for other
+	// clients, off their paths) have their own, so a burst of them never
+	// holds up a client's question about itself.
+	sem, recvSem chan struct{}
 
 	mu       sync.Mutex
 	inflight map[cacheKey]*call // questions on their way, by key
@@ -81,8 +84,9 @@ type HTTPHookOptions struct {
 	CacheSize int
 	// FailOpen allows what could not be checked. Default: refuse.
 	FailOpen bool
-	// MaxConcurrent bounds the requests out at a time; more wait (within
-	// Timeout). Default 64.
+	// MaxConcurrent bounds the requests out at a time, twice over: that
+	// many receive questions (which wait for their turn as long as it
+	// takes) and that many others (which wait at most Timeout). Default 64.
 	MaxConcurrent int
 	// CertIdentityAsUsername sends the certificate identity, when there
 	// is one, as the username.
@@ -107,13 +111,13 @@ func NewHTTPHook(o HTTPHookOptions) *HTTPHook {
 	if conc <= 0 {
 		conc = 64
 	}
-	h.sem = make(chan struct{}, conc)
+	h.sem, h.recvSem = make(chan struct{}, conc), make(chan struct{}, conc)
 	if h.client == nil {
 		// Keep as many connections to the service open as may be in
 		// use at once; the default of 2 would open and close one per
 		// request beyond that under a burst of cache misses.
 		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.MaxIdleConnsPerHost = conc
+		tr.MaxIdleConnsPerHost = 2 * conc
 		h.client = &http.Client{Timeout: h.timeout, Transport: tr}
 	}
 	if h.log == nil {
@@ -250,6 +254,10 @@ var errHookDown = errors.New("auth hook down: not asked")
 // failure, but one that came at once, so the service is not down.
 var errBadAnswer = errors.New("bad answer")
 
+// errBusy is a question not sent because MaxConcurrent requests were out
+// for all of Timeout: it says nothing about the service.
+var errBusy = errors.New("too many requests out")
+
 // ask posts one question unless the service is down, telling the breaker
 // whether it answered. A request cut short by the caller's ctx (the broker
 // shutting down) says nothing about the service, and neither does a bad
@@ -261,28 +269,38 @@ func (h *HTTPHook) ask(ctx context.Context, body *hookRequest) (*hookResponse, e
 		return nil, errHookDown
 	}
 	resp, err := h.post(ctx, body)
-	if err != nil && ctx.Err() != nil {
+	switch {
+	case err != nil && (ctx.Err() != nil || errors.Is(err, errBusy)):
 		h.health.abandon(probe)
-		return nil, err
+	case errors.Is(err, errBadAnswer):
+		h.health.report(probe, nil, time.Now())
+	default:
+		h.health.report(probe, err, time.Now())
 	}
-	unanswered := err
-	if errors.Is(err, errBadAnswer) {
-		unanswered = nil
-	}
-	h.health.report(probe, unanswered, time.Now())
 	return resp, err
 }
 
-// post sends one request and decodes a valid answer.
+// post sends one request, once a token is free, and decodes a valid
+// answer. A receive question waits for its token as long as its caller
+// lets it (it holds up no client: broker/authq.go); others wait at most
+// Timeout.
 func (h *HTTPHook) post(ctx context.Context, body *hookRequest) (*hookResponse, error) {
+	sem, wait := h.sem, ctx
+	if body.Action == broker.ActionReceive.String() {
+		sem = h.recvSem
+	} else {
+		var cancel context.CancelFunc
+		wait, cancel = context.WithTimeout(ctx, h.timeout)
+		defer cancel()
+	}
+	select {
+	case sem <- struct{}{}:
+		defer func() { <-sem }()
+	case <-wait.Done():
+		return nil, fmt.Errorf("%w: %d for %v", errBusy, cap(sem), h.timeout)
+	}
 	ctx, cancel := context.WithTimeout(ctx, h.timeout)
 	defer cancel()
-	select {
-	case h.sem <- struct{}{}:
-		defer func() { <-h.sem }()
-	case <-ctx.Done():
-		return nil, fmt.Errorf("%d requests out already: %w", cap(h.sem), ctx.Err())
-	}
 	b, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
