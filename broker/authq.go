@@ -1,6 +1,10 @@
 package broker
 
-import "github.com/roost-mqtt/roost/packet"
+import (
+	"runtime/debug"
+
+	"github.com/roost-mqtt/roost/packet"
+)
 
 // Receive checks that may block.
 //
@@ -37,7 +41,9 @@ type CachedAuthorizer interface {
 	Authorizer
 	// Cached returns what Allow would answer and true when that is known
 	// without blocking (a cached answer, or the answer for a service known
-	// to be down); false when Allow would have to wait.
+	// to be down); false when Allow would have to wait. It is called with
+	// the broker's session locks held: it must not block or call back into
+	// the broker.
 	Cached(c *ClientInfo, act Action, topic string) (allow, ok bool)
 }
 
@@ -157,7 +163,7 @@ func (ss *session) ask() {
 // connection (a takeover may bring another username) is not noted: fill
 // asks again.
 func (ss *session) resolve(topic string, obs []*outbound, info *ClientInfo) {
-	allow := info != nil && ss.srv.opts.Authorizer.Allow(ss.srv.ctx, info, ActionReceive, topic)
+	allow := info != nil && ss.allowReceive(info, topic)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	current := info != nil && ss.info.Load() == info
@@ -170,6 +176,23 @@ func (ss *session) resolve(topic string, obs []*outbound, info *ClientInfo) {
 	if !ss.ended {
 		ss.fill()
 	}
+}
+
+// allowReceive asks the Authorizer in a goroutine of no connection's: a
+// panic in it is recovered and logged, as conn.run does for a connection,
+// and refuses (fail closed).
+func (ss *session) allowReceive(info *ClientInfo, topic string) (allow bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			allow = false
+			ss.srv.log.Error("panic in Authorizer; refusing", "client_id", ss.id, "topic", topic, "panic", r,
+				"stack", string(debug.Stack()))
+			if h := ss.srv.onPanic; h != nil {
+				h(r)
+			}
+		}
+	}()
+	return ss.srv.opts.Authorizer.Allow(ss.srv.ctx, info, ActionReceive, topic)
 }
 
 // checkHead decides the receive check of ob, the queue's unchecked head:

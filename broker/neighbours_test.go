@@ -526,3 +526,40 @@ func TestReceiveCheckAnswerForOldConnectionIgnored(t *testing.T) {
 	// and the message, denied to bob, leaves the queue.
 	mqtttest.Eventually(t, 3*time.Second, func() bool { return s.Stats().Queued == 0 })
 }
+
+// panicky is a CachedAuthorizer whose receive checks panic.
+type panicky struct{}
+
+func (panicky) Allow(_ context.Context, _ *ClientInfo, act Action, _ string) bool {
+	if act == ActionReceive {
+		panic("authorizer bug")
+	}
+	return true
+}
+
+func (panicky) Cached(*ClientInfo, Action, string) (bool, bool) { return false, false }
+
+// A panic in a receive check asked off the publisher's path is recovered,
+// logged and refuses the message; the broker goes on.
+func TestReceiveCheckPanicRecovered(t *testing.T) {
+	s, addr := startServer(t, Options{Authorizer: panicky{}})
+	var panics atomic.Int32
+	s.onPanic = func(any) { panics.Add(1) }
+	sub := dial(t, addr, packet.V5)
+	sub.Connect(&packet.Connect{ClientID: "sub", CleanStart: true})
+	sub.Subscribe("t/#", 1)
+	pub := dial(t, addr, packet.V5)
+	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
+	pub.Send(&packet.Publish{Topic: "t/x", QoS: 1, PacketID: 1, Payload: []byte("x")})
+	if _, ok := pub.Next(3 * time.Second).(*packet.Puback); !ok {
+		t.Fatal("no PUBACK")
+	}
+	mqtttest.Eventually(t, 3*time.Second, func() bool { return panics.Load() == 1 && s.Stats().Queued == 0 })
+	if p, err := sub.Read(100 * time.Millisecond); err == nil {
+		t.Fatalf("subscriber got %+v from a check that panicked", p)
+	}
+	pub.Send(&packet.Pingreq{})
+	if _, ok := pub.Next(3 * time.Second).(*packet.Pingresp); !ok {
+		t.Fatal("broker not answering after the panic")
+	}
+}
