@@ -122,8 +122,8 @@ func TestPublishAndRetained(t *testing.T) {
 		t.Fatalf("retained: %s", b)
 	}
 	e.getJSON("/api/retained?limit=1", &r)
-	if len(r.Messages) != 1 {
-		t.Fatalf("limit: %d messages", len(r.Messages))
+	if len(r.Messages) != 1 || r.Messages[0].Topic != "dev/1/state" {
+		t.Fatalf("limit 1: %d messages, want the first by topic (dev/1/state)", len(r.Messages))
 	}
 	if code, body := e.do("DELETE", "/api/retained?topic=dev/1/state", ""); code != 200 {
 		t.Fatalf("delete: %d %s", code, body)
