@@ -27,11 +27,11 @@ import (
 // messages behind it (so 500 retained messages on a cold cache take about
 // 500/askAhead round trips, not 500), and note each answer on its message.
 // fill then sends the head if allowed and drops it (as if delivered) if
-// not, in queue order. While a
-// session's queue holds unchecked messages, everything else for it queues
-// behind them, QoS 0 included, so the order of its messages is kept
-// [MQTT-4.6.0-5]. One subscriber's slow answer thus delays that subscriber
-// only; the publisher and every other subscriber go on.
+// not, in queue order. While a session's queue holds unchecked messages,
+// everything else for it queues behind them, QoS 0 included, so the order
+// of its messages is kept [MQTT-4.6.0-5]. One subscriber's slow answer thus
+// delays that subscriber only; the publisher and every other subscriber go
+// on.
 
 // CachedAuthorizer is an Authorizer whose Allow may block (it asks a
 // service) but that can tell at once whether it already knows the answer.
