@@ -21,13 +21,15 @@ import (
 // asks Cached, which never blocks. A delivery whose answer is not known yet
 // is queued for its subscriber like any queued message (journalled, under
 // MaxQueued/MaxQueuedBytes, counted in the acknowledgement's store ticket)
-// with outbound.unchecked set. When it reaches the head of the queue, fill
-// asks Cached again and, still without an answer, starts goroutines that
-// call Allow with no lock held, for it and for up to askAhead-1 unchecked
-// messages behind it (so 500 retained messages on a cold cache take about
-// 500/askAhead round trips, not 500), and note each answer on its message.
-// fill then sends the head if allowed and drops it (as if delivered) if
-// not, in queue order. While a session's queue holds unchecked messages,
+// with outbound.pending set. Every queued message is asked about as it
+// leaves the queue anyway (mayReceive, so that revoked access stops what
+// waits); for a pending one that is its only check. At the head of the
+// queue, mayReceive asks Cached again and, still without an answer, starts
+// goroutines that call Allow with no lock held, for it and for up to
+// askAhead-1 unchecked messages behind it (so 500 retained messages on a
+// cold cache take about 500/askAhead round trips, not 500), and note each
+// answer on its message. fill then sends the head if allowed and drops it
+// if not, in queue order. While a session's queue holds pending messages,
 // everything else for it queues behind them, QoS 0 included, so the order
 // of its messages is kept [MQTT-4.6.0-5]. One subscriber's slow answer thus
 // delays that subscriber only; the publisher and every other subscriber go
@@ -81,8 +83,9 @@ func (s *Server) offer(ss *session, msg *Message, qos packet.QoS, retain bool, s
 }
 
 // receiveCached is what the Authorizer says at once about info's client
-// receiving topic; known is false when it would have to wait (a plain
-// Authorizer is never asked here: this runs under ss.mu) or info is nil.
+// receiving topic: a plain Authorizer is asked (it answers from memory),
+// a CachedAuthorizer only looks. known is false when the answer would take
+// waiting, or info is nil (the client is not known yet).
 func (s *Server) receiveCached(info *ClientInfo, topic string) (allow, known bool) {
 	az := s.opts.Authorizer
 	if az == nil {
@@ -94,7 +97,7 @@ func (s *Server) receiveCached(info *ClientInfo, topic string) (allow, known boo
 	if ca, ok := az.(CachedAuthorizer); ok {
 		return ca.Cached(info, ActionReceive, topic)
 	}
-	return false, false
+	return s.allowReceive(info, topic), true
 }
 
 // deliverUnchecked queues msg for ss with its receive check pending, then
@@ -108,7 +111,7 @@ func (ss *session) deliverUnchecked(msg *Message, qos packet.QoS, retain bool, s
 	if ss.ended || qos == 0 && ss.conn == nil && !(ss.srv.opts.QueueQoS0 && ss.expiry > 0) {
 		return 0
 	}
-	ob := &outbound{msg: msg, qos: qos, retain: retain, subIDs: subIDs, unchecked: true}
+	ob := &outbound{msg: msg, qos: qos, retain: retain, subIDs: subIDs, unchecked: true, pending: true}
 	if qos > 0 || ss.conn == nil {
 		ss.assignSeq(ob) // journalled as any queued message (a QoS 0 one only while offline)
 	}
@@ -120,10 +123,13 @@ func (ss *session) deliverUnchecked(msg *Message, qos packet.QoS, retain bool, s
 	return t
 }
 
-// settle marks the unchecked ob as checked. ss.mu must be held.
+// settle marks ob, leaving the queue, as decided. ss.mu must be held.
 func (ss *session) settle(ob *outbound) {
 	ob.unchecked = false
-	ss.qunchecked--
+	if ob.pending {
+		ob.pending = false
+		ss.qpending--
+	}
 }
 
 // askAhead is how many receive checks of one session may be out at once.
@@ -134,6 +140,10 @@ const askAhead = 16
 // goroutine per topic among them. The head is one of them. ss.mu must be
 // held.
 func (ss *session) ask() {
+	info := ss.info.Load()
+	if info == nil {
+		return // asked when the client connects (fill runs only then)
+	}
 	var byTopic map[string][]*outbound
 	for i, n := ss.qhead, 0; i < len(ss.queue) && n < askAhead; i++ {
 		ob := ss.queue[i]
@@ -150,7 +160,6 @@ func (ss *session) ask() {
 		}
 		byTopic[ob.msg.Topic] = append(byTopic[ob.msg.Topic], ob)
 	}
-	info := ss.info.Load()
 	for topic, obs := range byTopic {
 		go ss.resolve(topic, obs, info)
 	}
@@ -163,7 +172,7 @@ func (ss *session) ask() {
 // connection (a takeover may bring another username) is not noted: fill
 // asks again.
 func (ss *session) resolve(topic string, obs []*outbound, info *ClientInfo) {
-	allow := info != nil && ss.allowReceive(info, topic)
+	allow := info != nil && ss.srv.allowReceive(info, topic)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	current := info != nil && ss.info.Load() == info
@@ -178,35 +187,23 @@ func (ss *session) resolve(topic string, obs []*outbound, info *ClientInfo) {
 	}
 }
 
-// allowReceive asks the Authorizer in a goroutine of no connection's: a
-// panic in it is recovered and logged, as conn.run does for a connection,
-// and refuses (fail closed).
-func (ss *session) allowReceive(info *ClientInfo, topic string) (allow bool) {
+// allowReceive asks the Authorizer whether info's client may receive
+// topic. It runs in a goroutine of no connection's (resolve) or under a
+// session lock (receiveCached), where a panic must not escape: it is
+// recovered and logged, as conn.run does for a connection, and refuses
+// (fail closed).
+func (s *Server) allowReceive(info *ClientInfo, topic string) (allow bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			allow = false
-			ss.srv.log.Error("panic in Authorizer; refusing", "client_id", ss.id, "topic", topic, "panic", r,
+			s.log.Error("panic in Authorizer; refusing", "client_id", info.ClientID, "topic", topic, "panic", r,
 				"stack", string(debug.Stack()))
-			if h := ss.srv.onPanic; h != nil {
+			if h := s.onPanic; h != nil {
 				h(r)
 			}
 		}
 	}()
-	return ss.srv.opts.Authorizer.Allow(ss.srv.ctx, info, ActionReceive, topic)
-}
-
-// checkHead decides the receive check of ob, the queue's unchecked head:
-// known reports whether there is an answer yet (noted by resolve, or
-// Cached); without one it has the check asked. ss.mu must be held.
-func (ss *session) checkHead(ob *outbound) (allow, known bool) {
-	if ob.answered {
-		allow, known = ob.allowed, true
-	} else if allow, known = ss.srv.receiveCached(ss.info.Load(), ob.msg.Topic); !known {
-		ss.ask()
-		return false, false
-	}
-	ss.settle(ob)
-	return allow, true
+	return s.opts.Authorizer.Allow(s.ctx, info, ActionReceive, topic)
 }
 
 // popHead removes the queue's first message and returns it. ss.mu must be

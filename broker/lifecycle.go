@@ -114,7 +114,7 @@ func (s *Server) endSessionLocked(ss *session) *willMsg {
 		s.router.tree.Unsubscribe(rest, group, ss)
 	}
 	ss.subs = nil
-	ss.inflight, ss.queue, ss.qhead, ss.qbytes, ss.qexpiring, ss.qunchecked = nil, nil, 0, 0, 0, 0
+	ss.inflight, ss.queue, ss.qhead, ss.qbytes, ss.qexpiring, ss.qpending = nil, nil, 0, 0, 0, 0
 	clear(ss.byPID)
 	w := ss.will
 	ss.will = nil

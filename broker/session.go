@@ -38,10 +38,11 @@ type session struct {
 	// qbytes is the topic and payload bytes of queue[qhead:], held
 	// under Options.MaxQueuedBytes; qexpiring counts the queued messages
 	// with a Message Expiry, so the sweep skips sessions without any;
-	// qunchecked those whose receive check is pending (authq.go).
-	qbytes     int
-	qexpiring  int32
-	qunchecked int32
+	// qpending those whose first receive check is not answered yet
+	// (authq.go).
+	qbytes    int
+	qexpiring int32
+	qpending  int32
 	// inQoS2 are packet ids of inbound QoS 2 publishes that were delivered
 	// and await PUBREL: a repeated PUBLISH with one of them is not
 	// delivered again [MQTT-4.3.3-10; method A of 4.3.3].
@@ -65,10 +66,11 @@ type outbound struct {
 	subIDs   []uint32
 	pid      uint16
 	released bool // PUBREC received and PUBREL sent (QoS 2)
-	// unchecked: queued before the Authorizer said whether the client
-	// may receive it; asking: a goroutine is asking; answered: the
-	// answer, allowed, is in (authq.go).
-	unchecked, asking, answered, allowed bool
+	// unchecked: to be asked about as it leaves the queue (any message
+	// queued while there is an Authorizer); pending: never asked about
+	// yet; asking: a goroutine is asking; answered: the answer, allowed,
+	// is in (authq.go).
+	unchecked, pending, asking, answered, allowed bool
 }
 
 // willMsg is a will waiting for its connection to end or its delay to pass.
@@ -215,7 +217,7 @@ func (ss *session) deliver(msg *Message, qos packet.QoS, retain bool, subIDs []u
 	}
 	c := ss.conn
 	if qos == 0 {
-		if c != nil && ss.qunchecked > 0 {
+		if c != nil && ss.qpending > 0 {
 			// Behind messages whose receive check is pending, to keep
 			// the order (authq.go).
 			// Not journalled: a QoS 0 message for a connected client.
@@ -265,6 +267,9 @@ func (ss *session) enqueue(ob *outbound) bool {
 		ss.noteDrop(DropQueueFull)
 		return false
 	}
+	if ss.srv.opts.Authorizer != nil {
+		ob.unchecked = true // asked about again as it leaves (mayReceive)
+	}
 	if ss.qhead > 0 && ss.qhead >= len(ss.queue)/2 {
 		n := copy(ss.queue, ss.queue[ss.qhead:])
 		clear(ss.queue[n:])
@@ -312,8 +317,8 @@ func (ss *session) requeue(ob *outbound) {
 	if ob.msg.expires != 0 {
 		ss.qexpiring++
 	}
-	if ob.unchecked {
-		ss.qunchecked++
+	if ob.pending {
+		ss.qpending++
 	}
 }
 
@@ -375,27 +380,27 @@ func (ss *session) sendNew(c *conn, ob *outbound) Ticket {
 	return t
 }
 
-// fill moves queued messages into the inflight window. It stops at a
-// message whose receive check is pending and has it asked (authq.go).
+// fill moves queued messages into the inflight window, each once
+// mayReceive allows it. It stops at a message whose answer is not in yet.
 func (ss *session) fill() {
 	c := ss.conn
 	for c != nil && ss.queueLen() > 0 && len(ss.inflight) < c.window {
 		ob := ss.queue[ss.qhead]
-		allow := true
-		if ob.unchecked {
-			var known bool
-			if allow, known = ss.checkHead(ob); !known {
-				break
-			}
+		allow, known := ss.mayReceive(ob)
+		if !known {
+			break
 		}
+		fresh := ob.pending
 		ss.popHead()
 		if !allow {
-			ss.recordDone(ob) // not for this client: as if delivered
+			if !fresh {
+				// It had been allowed: the rules changed meanwhile.
+				ss.noteDrop(DropUnauthorized)
+			}
+			ss.recordDone(ob) // deleted from the store: not sent after a restart either
 			continue
 		}
-		if ss.mayReceive(ob) {
-			ss.sendNew(c, ob)
-		}
+		ss.sendNew(c, ob)
 	}
 	if ss.qhead == len(ss.queue) {
 		ss.queue, ss.qhead = ss.queue[:0], 0
@@ -485,21 +490,28 @@ func (ss *session) resume(c *conn) {
 	ss.fill()
 }
 
-// mayReceive asks the Authorizer again as a queued message leaves the
-// queue: the rules may have changed since it was queued (an ACL reload),
-// and revoked read access must stop deliveries already waiting, not only
-// new ones. A refused message is dropped, counted as DropUnauthorized and
-// deleted from the store, so it is not sent after a restart either.
-// Messages sent at once when published are not asked twice (route just
-// asked). ss.mu must be held; with no Authorizer this is one comparison.
-func (ss *session) mayReceive(ob *outbound) bool {
-	s := ss.srv
-	if s.opts.Authorizer == nil || s.allowed(ss.info.Load(), ActionReceive, ob.msg.Topic) {
-		return true
+// mayReceive decides whether ob, the queue's head, may go to the client
+// as it leaves the queue. Every message queued while there is an Authorizer
+// is asked about here (unchecked): the rules may have changed since it was
+// queued (an ACL reload), and revoked read access must stop deliveries
+// already waiting, not only new ones; a message queued before its first
+// check was answered (pending, authq.go) is decided here too. Messages sent
+// at once when published are not asked twice (route just asked). A plain
+// Authorizer is asked inline, with ss.mu held; a CachedAuthorizer that has
+// no answer at once has it asked with no lock held (ask), and known is
+// false until the answer is in. ss.mu must be held; with no Authorizer
+// this is one comparison.
+func (ss *session) mayReceive(ob *outbound) (allow, known bool) {
+	if !ob.unchecked {
+		return true, true
 	}
-	ss.noteDrop(DropUnauthorized)
-	ss.recordDone(ob)
-	return false
+	if ob.answered {
+		return ob.allowed, true
+	}
+	if allow, known = ss.srv.receiveCached(ss.info.Load(), ob.msg.Topic); !known {
+		ss.ask()
+	}
+	return allow, known
 }
 
 func (ss *session) stopTimers() {
