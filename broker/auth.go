@@ -35,7 +35,9 @@ func (f AuthenticatorFunc) Authenticate(ctx context.Context, c *ClientInfo) erro
 // hot path (every PUBLISH, every delivery), so implementations should
 // answer from memory or a cache. A queued message is asked about again as it
 // leaves the queue, with that session's lock held: a slow answer there
-// delays every delivery to that session.
+// delays every delivery to that session. An Authorizer that cannot answer
+// from memory should be a CachedAuthorizer: its Allow is then never called
+// in a publisher's goroutine or under a lock.
 type Authorizer interface {
 	// Allow reports whether client c may do act on topic (a topic name,
 	// or for ActionSubscribe the filter as sent, "$share/..." included).
