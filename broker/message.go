@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -213,7 +214,10 @@ func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []
 				if c.aliasOut == nil {
 					c.aliasOut = make(map[string]uint16)
 				}
-				c.aliasOut[msg.Topic] = c.nextAliasOut
+				// A copy: msg.Topic may be a view into the publisher's
+				// packet, payload included, which the map would keep
+				// alive for this connection's life.
+				c.aliasOut[strings.Clone(msg.Topic)] = c.nextAliasOut
 				p.Properties.TopicAlias = c.nextAliasOut
 				p.Properties.Set(packet.PropTopicAlias)
 				newAlias = true

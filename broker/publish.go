@@ -160,7 +160,12 @@ func (c *conn) resolveAlias(p *packet.Publish) error {
 	if c.aliasIn == nil {
 		c.aliasIn = make(map[uint16]string)
 	}
-	c.aliasIn[a] = p.Topic
+	if t, ok := c.aliasIn[a]; !ok || t != p.Topic {
+		// A copy: p.Topic is a view into the packet's body, payload
+		// included, which the map would keep alive for the connection's
+		// life.
+		c.aliasIn[a] = strings.Clone(p.Topic)
+	}
 	return nil
 }
 

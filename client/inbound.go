@@ -2,6 +2,7 @@ package client
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -53,7 +54,12 @@ func (c *Client) onPublish(cn *conn, p *packet.Publish) error {
 	if p.Properties.Has(packet.PropTopicAlias) {
 		a := p.Properties.TopicAlias
 		if p.Topic != "" {
-			cn.aliasIn[a] = p.Topic
+			if t, ok := cn.aliasIn[a]; !ok || t != p.Topic {
+				// A copy: p.Topic is a view into the packet, payload
+				// included, which the map would keep alive for the
+				// connection's life.
+				cn.aliasIn[a] = strings.Clone(p.Topic)
+			}
 		} else if p.Topic = cn.aliasIn[a]; p.Topic == "" {
 			return cn.protocolError(packet.TopicAliasInvalid, fmt.Errorf("client: unknown topic alias %d", a))
 		}

@@ -3,6 +3,7 @@ package client
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -208,7 +209,10 @@ func (c *Client) encodePublish(cn *conn, o *op, dup bool) ([]byte, error) {
 			p.Properties.TopicAlias = a
 		} else if len(cn.aliasOut) < int(cn.aliasMax) {
 			a := uint16(len(cn.aliasOut) + 1)
-			cn.aliasOut[m.Topic] = a
+			// A copy: m.Topic may be a view into a bigger buffer (a
+			// received message's packet, say) that the map would keep
+			// alive for the connection's life.
+			cn.aliasOut[strings.Clone(m.Topic)] = a
 			p.Properties.Set(packet.PropTopicAlias)
 			p.Properties.TopicAlias = a
 		}
