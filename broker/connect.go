@@ -184,6 +184,16 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	} else if !p.CleanStart {
 		expiry = neverExpires // 3.1.x persistent sessions last until cleaned
 	}
+	if limit := o.MaxKeepAlive; limit != 0 && (keepAlive == 0 || keepAlive > limit) {
+		if c.version != packet.V5 {
+			// A 3.1.x client cannot be told another keep alive; mosquitto
+			// refuses it with 0x02 as well.
+			return c.refuse(packet.ClientIdentifierNotValid, fmt.Sprintf("keep alive %d s exceeds the maximum %d s (0 = none is not allowed either)", keepAlive, limit))
+		}
+		keepAlive = limit
+		ack.Properties.ServerKeepAlive = keepAlive
+		ack.Properties.Set(packet.PropServerKeepAlive) // [MQTT-3.2.2-21]
+	}
 	if keepAlive > 0 {
 		c.keepAlive = time.Duration(keepAlive) * 1500 * time.Millisecond // [MQTT-3.1.2-24]
 	}

@@ -72,6 +72,14 @@ type Options struct {
 	// alive (Server Keep Alive in CONNACK). 3.1.x clients cannot be told,
 	// so their own keep alive applies.
 	ServerKeepAlive uint16
+	// MaxKeepAlive, when non-zero, is the longest keep alive a client may
+	// use, in seconds (mosquitto's max_keepalive): an MQTT 5 client asking
+	// for more, or for 0 (none), is given MaxKeepAlive as Server Keep
+	// Alive; an MQTT 3.1.x client, which cannot be told, is refused with
+	// CONNACK 0x02 Identifier rejected, as mosquitto refuses it. It bounds
+	// how long a vanished client's connection and will linger. Default 0:
+	// no cap. ServerKeepAlive, when set, must not exceed it.
+	MaxKeepAlive uint16
 	// MaxSessionExpiry caps the MQTT 5 Session Expiry Interval a client may
 	// ask for, in seconds. Default 0xFFFFFFFF (never expire allowed).
 	MaxSessionExpiry uint32

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -76,6 +77,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.MaxQueued < 0 {
 		return nil, errors.New("broker: MaxQueued must not be negative")
+	}
+	if opts.MaxKeepAlive != 0 && opts.ServerKeepAlive > opts.MaxKeepAlive {
+		return nil, fmt.Errorf("broker: ServerKeepAlive %d above MaxKeepAlive %d", opts.ServerKeepAlive, opts.MaxKeepAlive)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{

@@ -71,6 +71,7 @@ type Limits struct {
 	PublishRate         float64
 	ConnectTimeout      time.Duration
 	ServerKeepAlive     uint16
+	MaxKeepAlive        uint16 // 0 means no cap, as in broker.Options
 	MaxSessionExpiry    uint32 // 0 means no cap, as in broker.Options
 	TopicAliasMaximum   uint16
 	// MaxRetained and MaxRetainedBytes bound retained messages; 0 means
@@ -106,6 +107,7 @@ func Default() *Config {
 			MaxSubscriptions:  o.MaxSubscriptions,
 			ConnectTimeout:    o.ConnectTimeout,
 			ServerKeepAlive:   o.ServerKeepAlive,
+			MaxKeepAlive:      o.MaxKeepAlive,
 			MaxSessionExpiry:  o.MaxSessionExpiry,
 			TopicAliasMaximum: o.TopicAliasMaximum,
 			MaxRetained:       o.MaxRetained,
@@ -164,6 +166,7 @@ func (c *Config) BrokerOptions(logger *slog.Logger) broker.Options {
 		PublishRate:         l.PublishRate,
 		ConnectTimeout:      l.ConnectTimeout,
 		ServerKeepAlive:     l.ServerKeepAlive,
+		MaxKeepAlive:        l.MaxKeepAlive,
 		MaxSessionExpiry:    l.MaxSessionExpiry,
 		TopicAliasMaximum:   l.TopicAliasMaximum,
 		MaxRetained:         unlimitedIfZero(l.MaxRetained),

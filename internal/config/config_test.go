@@ -35,6 +35,7 @@ limits:
   publish_rate: 1000
   connect_timeout: 5s
   server_keep_alive: 120
+  max_keep_alive: 300
   max_session_expiry: 86400
   topic_alias_maximum: 10
   max_retained: 50000
@@ -64,7 +65,7 @@ func TestParseExample(t *testing.T) {
 			MaxPacketSize: 256 << 10, ReceiveMaximum: 100, MaxInflight: 32,
 			MaxQueued: 5000, MaxQueuedBytes: 16 << 20, ExpirySweep: time.Minute, QueueQoS0: true, MaxTopicLevels: 16, MaxConnections: 2000,
 			MaxConnectionsPerIP: 50, ConnectRatePerIP: 2.5, MaxSubscriptions: 300, PublishRate: 1000,
-			ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120,
+			ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120, MaxKeepAlive: 300,
 			MaxSessionExpiry: 86400, TopicAliasMaximum: 10,
 			MaxRetained: 50000, MaxRetainedBytes: 256 << 20,
 		},
@@ -119,7 +120,7 @@ func TestBrokerOptions(t *testing.T) {
 		Logger: logger, MaxPacketSize: 256 << 10, ReceiveMaximum: 100, MaxInflight: 32,
 		MaxQueued: 5000, MaxQueuedBytes: 16 << 20, ExpirySweep: time.Minute, QueueQoS0: true, MaxTopicLevels: 16, MaxConnections: 2000,
 		MaxConnectionsPerIP: 50, ConnectRatePerIP: 2.5, MaxSubscriptions: 300, PublishRate: 1000,
-		ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120, MaxSessionExpiry: 86400,
+		ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120, MaxKeepAlive: 300, MaxSessionExpiry: 86400,
 		TopicAliasMaximum: 10, SysInterval: time.Minute, DisableRetain: true,
 		MaxRetained: 50000, MaxRetainedBytes: 256 << 20,
 	}
@@ -270,6 +271,7 @@ func TestErrors(t *testing.T) {
 		{"limits:\n  receive_maximum: 0\n", `roost.yaml:2: limits.receive_maximum: must be an integer from 1 to 65535, got "0"`},
 		{"limits:\n  max_inflight: 65536\n", `roost.yaml:2: limits.max_inflight: must be an integer from 1 to 65535, got "65536"`},
 		{"limits:\n  server_keep_alive: -1\n", `roost.yaml:2: limits.server_keep_alive: must be an integer from 0 to 65535, got "-1"`},
+		{"limits:\n  server_keep_alive: 120\n  max_keep_alive: 60\n", `roost.yaml:2: limits: server_keep_alive 120 is above max_keep_alive 60`},
 		{"limits:\n  topic_alias_maximum: 0\n", `roost.yaml:2: limits.topic_alias_maximum: must be an integer from 1 to 65535, got "0"`},
 		{"limits:\n  max_session_expiry: 4294967296\n", `roost.yaml:2: limits.max_session_expiry: must be an integer from 0 to 4294967295, got "4294967296"`},
 		{"limits:\n  max_session_expiry: \"60\"\n", `roost.yaml:2: limits.max_session_expiry: must be an integer from 0 to 4294967295, got "60"`},

@@ -200,6 +200,7 @@ func (d *decoder) limits(n *yaml.Node, path string, l *Limits) {
 		"publish_rate":        func(p string, v *yaml.Node) { d.rate(v, p, &l.PublishRate) },
 		"connect_timeout":     func(p string, v *yaml.Node) { d.duration(v, p, 1, &l.ConnectTimeout) },
 		"server_keep_alive":   uint16Field(d, 0, &l.ServerKeepAlive),
+		"max_keep_alive":      uint16Field(d, 0, &l.MaxKeepAlive),
 		"topic_alias_maximum": uint16Field(d, 1, &l.TopicAliasMaximum),
 		"max_session_expiry": func(p string, v *yaml.Node) {
 			if n, ok := d.integer(v, p, 0, 1<<32-1); ok {
@@ -217,6 +218,9 @@ func (d *decoder) limits(n *yaml.Node, path string, l *Limits) {
 			}
 		},
 	})
+	if l.MaxKeepAlive != 0 && l.ServerKeepAlive > l.MaxKeepAlive {
+		d.errorf(n, "%s: server_keep_alive %d is above max_keep_alive %d", path, l.ServerKeepAlive, l.MaxKeepAlive)
+	}
 }
 
 // maxPacketSize is the largest MQTT packet: a 268,435,455-byte remaining
