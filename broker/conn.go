@@ -344,7 +344,7 @@ func (c *conn) handle(p packet.Packet) error {
 	case *packet.Subscribe:
 		return c.handleSubscribe(p)
 	case *packet.Unsubscribe:
-		c.handleUnsubscribe(p)
+		return c.handleUnsubscribe(p)
 	case *packet.Pingreq:
 		c.send(&packet.Pingresp{})
 	case *packet.Disconnect:

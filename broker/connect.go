@@ -78,6 +78,11 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	if c.version == packet.V5 && props.Has(packet.PropRequestProblemInfo) {
 		c.problemInfo = props.RequestProblemInfo == 1
 	}
+	if c.version == packet.V5 && props.Has(packet.PropMaximumPacketSize) {
+		// Binds every packet from here on, a refusing CONNACK included
+		// [MQTT-3.1.2-24].
+		c.maxOut = props.MaximumPacketSize
+	}
 	if c.version == packet.V5 && props.Has(packet.PropAuthData) && !props.Has(packet.PropAuthMethod) {
 		return c.refuse(packet.ProtocolError, "Authentication Data without Authentication Method (section 3.1.2.11.10)")
 	}
@@ -101,7 +106,13 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	var will *willMsg
 	if p.WillFlag {
 		if err := topic.ValidName(p.WillTopic, o.MaxTopicLevels); err != nil {
-			return c.refuse(packet.TopicNameInvalid, fmt.Sprintf("will topic %q: %v", p.WillTopic, err))
+			if c.version != packet.V5 {
+				// A malformed CONNECT: 3.1.x has no return code for it (3,
+				// server unavailable, would send the client retrying for
+				// ever), so the connection just closes.
+				return protoErr(packet.MalformedPacket, "MQTT-4.7.3-1", "will topic %s: %v", clipQuote(p.WillTopic), err)
+			}
+			return c.refuse(packet.TopicNameInvalid, fmt.Sprintf("will topic %s: %v", clipQuote(p.WillTopic), err))
 		}
 		if p.WillRetain && o.DisableRetain {
 			return c.refuse(packet.RetainNotSupported, "retained messages are disabled")
@@ -161,9 +172,6 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 		if props.Has(packet.PropReceiveMaximum) {
 			c.window = min(c.window, int(props.ReceiveMaximum))
 		}
-		if props.Has(packet.PropMaximumPacketSize) {
-			c.maxOut = props.MaximumPacketSize
-		}
 		if props.Has(packet.PropTopicAliasMaximum) {
 			c.aliasMaxOut = props.TopicAliasMaximum
 		}
@@ -209,6 +217,15 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 		return c.refuse(packet.QuotaExceeded, "the server cannot store sessions now; connect with a clean session or retry later")
 	}
 
+	if c.maxOut > 0 {
+		// The client could not take this CONNACK: close without sending
+		// it [MQTT-3.1.2-24], before the session is touched.
+		if b, err := ack.Encode(nil, c.version); err == nil && len(b) > int(c.maxOut) {
+			s.stats.noteRefused(packet.PacketTooLarge)
+			return &refuseError{code: packet.PacketTooLarge,
+				why: fmt.Sprintf("the client's Maximum Packet Size %d is smaller than the CONNACK (%d bytes) [MQTT-3.1.2-24]", c.maxOut, len(b))}
+		}
+	}
 	c.clientID = id
 	c.connectedAt = time.Now().UnixNano()
 	if o.PublishRate > 0 {

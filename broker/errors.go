@@ -6,7 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"syscall"
+	"unicode/utf8"
 
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -39,6 +41,25 @@ func (e *protocolError) Error() string {
 
 func protoErr(code packet.ReasonCode, rule, format string, args ...any) error {
 	return &protocolError{code: code, rule: rule, msg: fmt.Sprintf(format, args...)}
+}
+
+// maxQuoted is how much of a client's string (a topic, say) an error
+// message quotes: a topic may be 65,535 bytes, and a Reason String that
+// quotes it whole cannot be encoded, so the DISCONNECT saying why would be
+// lost (section 4.13).
+const maxQuoted = 100
+
+// clipQuote quotes s for a message, cut to maxQuoted bytes at a character
+// boundary.
+func clipQuote(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s... (%d bytes)", strconv.Quote(s[:cut]), len(s))
 }
 
 // decision is what to do when a connection ends.

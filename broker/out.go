@@ -135,18 +135,80 @@ func (c *conn) releaseOutState() {
 	c.ob = nil
 }
 
-// send encodes p into the output and makes sure a flusher runs.
+// send encodes p into the output and makes sure a flusher runs. A packet
+// that cannot be encoded, or is larger than the client's Maximum Packet
+// Size [MQTT-3.1.2-24], goes without its Reason String and User Properties,
+// which exist to be dropped then [MQTT-3.2.2-19/20, MQTT-3.4.2-2/3, ...];
+// if it still does not fit it is not sent, and the log says so.
 func (c *conn) send(p packet.Packet) {
 	c.outMu.Lock()
 	if !c.dead {
 		c.room(64) // acknowledgements and most control packets
-		var err error
-		if c.ob.out, err = p.Encode(c.ob.out, c.version); err != nil {
-			c.logger().Error("encoding packet", "type", p.Type(), "err", err)
+		if !c.appendPacket(p) {
+			if q := withoutOptionalProps(p); q == nil || !c.appendPacket(q) {
+				c.logger().Warn("packet not sent: it cannot be encoded or exceeds the client's Maximum Packet Size",
+					"type", p.Type().String(), "max_packet_size", c.maxOut)
+			}
 		}
 		c.startFlushLocked()
 	}
 	c.outMu.Unlock()
+}
+
+// appendPacket encodes p onto the output, and reports whether it is there:
+// false when encoding failed or the result is over the client's Maximum
+// Packet Size. outMu must be held and c.ob exist.
+func (c *conn) appendPacket(p packet.Packet) bool {
+	start := len(c.ob.out)
+	out, err := p.Encode(c.ob.out, c.version)
+	if err != nil || c.maxOut > 0 && len(out)-start > int(c.maxOut) {
+		c.ob.out = out[:start]
+		return false
+	}
+	c.ob.out = out
+	return true
+}
+
+// withoutOptionalProps returns a copy of the control packet p without a
+// Reason String and User Properties, or nil when it has neither.
+func withoutOptionalProps(p packet.Packet) packet.Packet {
+	var props *packet.Properties
+	switch x := p.(type) {
+	case *packet.Connack:
+		y := *x
+		p, props = &y, &y.Properties
+	case *packet.Puback:
+		y := *x
+		p, props = &y, &y.Properties
+	case *packet.Pubrec:
+		y := *x
+		p, props = &y, &y.Properties
+	case *packet.Pubrel:
+		y := *x
+		p, props = &y, &y.Properties
+	case *packet.Pubcomp:
+		y := *x
+		p, props = &y, &y.Properties
+	case *packet.Suback:
+		y := *x
+		p, props = &y, &y.Properties
+	case *packet.Unsuback:
+		y := *x
+		p, props = &y, &y.Properties
+	case *packet.Disconnect:
+		y := *x
+		p, props = &y, &y.Properties
+	default:
+		return nil
+	}
+	if !props.Has(packet.PropReasonString) && !props.Has(packet.PropUserProperty) {
+		return nil
+	}
+	props.Clear(packet.PropReasonString)
+	props.ReasonString = ""
+	props.Clear(packet.PropUserProperty)
+	props.User = nil
+	return p
 }
 
 // needDurable makes the next write of this connection wait until store

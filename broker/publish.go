@@ -31,7 +31,7 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		return err
 	}
 	if err := topic.ValidName(p.Topic, c.srv.opts.MaxTopicLevels); err != nil {
-		return protoErr(packet.TopicNameInvalid, nameRule(err), "PUBLISH topic %q: %v", p.Topic, err)
+		return protoErr(packet.TopicNameInvalid, nameRule(err), "PUBLISH topic %s: %v", clipQuote(p.Topic), err)
 	}
 	if p.Retain && c.srv.opts.DisableRetain {
 		return protoErr(packet.RetainNotSupported, "MQTT-3.2.2-14", "retained messages are disabled (Retain Available 0)")

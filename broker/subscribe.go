@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"errors"
+
 	"github.com/roost-mqtt/roost/packet"
 	"github.com/roost-mqtt/roost/topic"
 )
@@ -12,6 +14,11 @@ const maxQoS packet.QoS = 2
 // with one SUBACK code per filter, in order [MQTT-3.8.4-5/6]. Retained
 // messages follow the SUBACK, as the subscription's Retain Handling says.
 func (c *conn) handleSubscribe(p *packet.Subscribe) error {
+	for _, req := range p.Subscriptions {
+		if err := malformedFilter("SUBSCRIBE", req.Filter); err != nil {
+			return err // before any filter of the packet takes effect
+		}
+	}
 	ss := c.sess
 	var subID uint32
 	if c.version == packet.V5 && p.Properties.Has(packet.PropSubscriptionID) && len(p.Properties.SubscriptionIDs) > 0 {
@@ -89,9 +96,32 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 	return nil
 }
 
+// malformedFilter returns the protocol error for a filter that breaks the
+// rules of its form: zero length [MQTT-4.7.3-1], or a wildcard that is not
+// a whole level ('#' only as the last one) [MQTT-4.7.1-2/3]. That is a
+// malformed packet, not a filter the server may refuse with a SUBACK or
+// UNSUBACK code: MQTT 5 clients get DISCONNECT 0x81, 3.1.x ones a close
+// [MQTT-4.8.0-1 (3.1.1), section 4.13 (5.0)]. Other faults (too many
+// levels, a bad ShareName) are refusals, left to the caller.
+func malformedFilter(what, f string) error {
+	err := topic.ValidFilter(f, 0)
+	switch {
+	case errors.Is(err, topic.ErrEmpty):
+		return protoErr(packet.MalformedPacket, "MQTT-4.7.3-1", "%s with a zero-length topic filter", what)
+	case errors.Is(err, topic.ErrBadWildcard):
+		return protoErr(packet.MalformedPacket, "MQTT-4.7.1-2", "%s filter %s: %v", what, clipQuote(f), err)
+	}
+	return nil
+}
+
 // handleUnsubscribe removes each filter and answers UNSUBACK with one code
 // per filter (MQTT 5) [MQTT-3.10.4-4/5].
-func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) {
+func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
+	for _, f := range p.Filters {
+		if err := malformedFilter("UNSUBSCRIBE", f); err != nil {
+			return err
+		}
+	}
 	ss := c.sess
 	codes := make([]packet.ReasonCode, len(p.Filters))
 	ss.mu.Lock()
@@ -110,6 +140,7 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) {
 	}
 	ss.mu.Unlock()
 	c.send(&packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes})
+	return nil
 }
 
 func parseShare(filter string) (group, rest string, shared bool, err error) {

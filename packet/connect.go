@@ -130,7 +130,8 @@ func (p *Connect) setFlags(f byte) error {
 	p.UsernameFlag = f&connUsername != 0
 	p.PasswordFlag = f&connPassword != 0
 	switch {
-	case f&connReserved != 0:
+	case f&connReserved != 0 && p.ProtocolVersion != V31:
+		// 3.1.1 and 5.0 only: MQTT 3.1 leaves the bit "not used".
 		return malformed("MQTT-3.1.2-3", "CONNECT reserved flag is set") // [MQTT-3.1.2-3]
 	case p.WillQoS == 3:
 		// 5.0 [MQTT-3.1.2-12]; 3.1.1 numbers it [MQTT-3.1.2-14].

@@ -74,18 +74,22 @@ func Decode(h FixedHeader, body []byte, v Version) (Packet, error) {
 	if len(body) != h.Remaining {
 		return nil, malformed("", "%v: body is %d bytes, remaining length says %d", h.Type, len(body), h.Remaining)
 	}
-	if err := checkFlags(h); err != nil {
-		return nil, err
-	}
 	if h.Type == CONNECT {
 		c, err := decodeConnect(body)
 		if c == nil {
 			return nil, err // no typed nil inside the interface
 		}
+		// The flags rule depends on the protocol level CONNECT names.
+		if ferr := checkFlags(h, c.ProtocolVersion); ferr != nil && err == nil {
+			return nil, ferr
+		}
 		return c, err
 	}
 	if v != V31 && v != V311 && v != V5 {
 		return nil, protocolErr("", "unknown protocol version %d", byte(v))
+	}
+	if err := checkFlags(h, v); err != nil {
+		return nil, err
 	}
 	d := &decoder{b: body}
 	p := decodeBody(h, d, v)
@@ -107,9 +111,6 @@ func DecodePublish(h FixedHeader, body []byte, v Version, p *Publish) error {
 	}
 	if len(body) != h.Remaining {
 		return malformed("", "%v: body is %d bytes, remaining length says %d", h.Type, len(body), h.Remaining)
-	}
-	if err := checkFlags(h); err != nil {
-		return err
 	}
 	if v != V31 && v != V311 && v != V5 {
 		return protocolErr("", "unknown protocol version %d", byte(v))
@@ -151,15 +152,18 @@ func decodeBody(h FixedHeader, d *decoder, v Version) Packet {
 	return nil
 }
 
-// checkFlags enforces the reserved fixed-header flags [MQTT-2.1.3-1]:
-// PUBREL, SUBSCRIBE and UNSUBSCRIBE carry 0b0010, PUBLISH carries DUP, QoS
-// and RETAIN (checked by decodePublish), every other packet 0.
-func checkFlags(h FixedHeader) error {
+// checkFlags enforces the reserved fixed-header flags of protocol version
+// v [MQTT-2.1.3-1]: PUBREL, SUBSCRIBE and UNSUBSCRIBE carry 0b0010, PUBLISH
+// carries DUP, QoS and RETAIN (checked by decodePublish), every other
+// packet 0. MQTT 3.1 has no such rule: there PUBREL, SUBSCRIBE and
+// UNSUBSCRIBE carry QoS 1 and a DUP flag that a client sets when it resends
+// one, and the other packets' flags are "not used", so none is rejected.
+func checkFlags(h FixedHeader, v Version) error {
 	want := byte(0)
-	switch h.Type {
-	case PUBLISH:
+	switch {
+	case h.Type == PUBLISH, v == V31:
 		return nil
-	case PUBREL, SUBSCRIBE, UNSUBSCRIBE:
+	case h.Type == PUBREL, h.Type == SUBSCRIBE, h.Type == UNSUBSCRIBE:
 		want = 0b0010
 	}
 	if h.Flags != want {

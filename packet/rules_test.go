@@ -38,6 +38,8 @@ var ruleTests = []struct {
 }{
 	// Fixed header.
 	{"MQTT-2.1.3-1 PUBACK flags", V311, pkt(0x41, b(0, 1)), MalformedPacket, "MQTT-2.1.3-1"},
+	{"MQTT-2.1.3-1 PUBREL DUP in 3.1.1", V311, pkt(0x6A, b(0, 1)), MalformedPacket, "MQTT-2.1.3-1"},
+	{"MQTT-2.1.3-1 CONNECT flags in 3.1.1", V311, pkt(0x12, connect311, b(0x02, 0, 60), s("c")), MalformedPacket, "MQTT-2.1.3-1"},
 	{"MQTT-2.1.3-1 PUBREL flags 0", V5, pkt(0x60, b(0, 1)), MalformedPacket, "MQTT-2.1.3-1"},
 	{"MQTT-2.1.3-1 SUBSCRIBE flags 0", V311, pkt(0x80, b(0, 1), s("a"), b(0)), MalformedPacket, "MQTT-2.1.3-1"},
 	{"MQTT-2.1.3-1 UNSUBSCRIBE flags 3", V311, pkt(0xA3, b(0, 1), s("a")), MalformedPacket, "MQTT-2.1.3-1"},
@@ -145,6 +147,14 @@ func TestDecodeAllowed(t *testing.T) {
 		wire []byte
 	}{
 		{"password without user name in 5.0", V5, pkt(0x10, connect5, b(0x40, 0, 0, 0), s("c"), s("pw"))},
+		// MQTT 3.1 has no reserved fixed-header flags (DUP on resent
+		// PUBREL/SUBSCRIBE/UNSUBSCRIBE) and no reserved CONNECT flag check.
+		{"3.1 PUBREL with DUP", V31, pkt(0x6A, b(0, 1))},
+		{"3.1 SUBSCRIBE with DUP", V31, pkt(0x8A, b(0, 1), s("t"), b(1))},
+		{"3.1 UNSUBSCRIBE with DUP", V31, pkt(0xAA, b(0, 1), s("t"))},
+		{"3.1 PINGREQ with flags", V31, b(0xC1, 0)},
+		{"3.1 CONNECT reserved flag", V31, pkt(0x10, b(0, 6, 'M', 'Q', 'I', 's', 'd', 'p', 3, 0x03, 0, 60), s("c"))},
+		{"3.1 CONNECT with fixed-header flags", V31, pkt(0x12, b(0, 6, 'M', 'Q', 'I', 's', 'd', 'p', 3, 0x02, 0, 60), s("c"))},
 		{"repeated user properties", V5, pkt(0x30, s("t"), b(14, 0x26), s("k"), s("a"), b(0x26), s("k"), s("b"))},
 		{"non-minimal varint remaining length", V311, b(0xC0, 0x80, 0x00)},
 		{"non-minimal varint subscription id", V5, pkt(0x30, s("t"), b(3, 0x0B, 0x81, 0x00))},
