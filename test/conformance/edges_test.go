@@ -197,3 +197,28 @@ func TestMQTT_4_7_3_1_EmptyWillTopic(t *testing.T) {
 		requireRefusalConnack(t, seen, 0x81, 0x82, 0x90)
 	})
 }
+
+// TestMQTT5_3_14_2_3_ReasonStringWithinMaximumPacketSize: a DISCONNECT
+// carries a Reason String only if the client's Maximum Packet Size leaves
+// room for it [MQTT-3.14.2-3]; without room the DISCONNECT still goes,
+// without the string, so the client learns the reason code.
+func TestMQTT5_3_14_2_3_ReasonStringWithinMaximumPacketSize(t *testing.T) {
+	t.Parallel()
+	const limit = 20 // room for a CONNACK, not for an explanation
+	addr := startBroker(t, brokerConfig{})
+	c := dial(t, addr, 5, "terse")
+	c.send(rc.Connect{Version: 5, ClientID: "terse", Clean: true, KeepAlive: 60,
+		Props: rc.PropU32(rc.PropMaximumPacketSize, limit)}.Bytes())
+	if ack := c.connack(); ack.Code != 0 {
+		t.Fatalf("CONNACK 0x%02x", ack.Code)
+	}
+	c.sendBad(rc.Publish{Version: 5, Topic: "no/+/wildcards/in/names", Payload: []byte("x")}.Bytes())
+	seen := c.closedAfter()
+	if len(seen) == 0 {
+		t.Fatal("closed without DISCONNECT")
+	}
+	if n := len(rc.Frame(seen[0].Type<<4|seen[0].Flags, seen[0].Body)); n > limit {
+		t.Fatalf("%v is %d bytes, over the client's Maximum Packet Size %d", seen[0], n, limit)
+	}
+	c.checkDisconnect(seen, 0x90, 0x81, 0x82)
+}
