@@ -397,11 +397,15 @@ func (c *conn) finish(err error) {
 	if c.sess != nil {
 		c.srv.detach(c, d.publishWill)
 	}
-	c.drain(drainTimeout)
+	written := c.drain(drainTimeout)
 	if c.poller != nil {
 		c.poller.unregister(c)
 	}
-	c.nc.Close()
+	if written {
+		closeGracefully(c.nc, time.Now().Add(lingerTimeout)) // goodbye.go
+	} else {
+		c.nc.Close()
+	}
 }
 
 // trace logs one inbound packet at debug level, without payloads.

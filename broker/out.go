@@ -341,15 +341,15 @@ func (c *conn) recycle(blocks [][]byte) {
 }
 
 // drain waits until pending output is written, the socket fails, or the
-// timeout passes.
-func (c *conn) drain(timeout time.Duration) {
+// timeout passes. It reports whether everything was written and the socket
+// is still open (and so worth closing gracefully).
+func (c *conn) drain(timeout time.Duration) bool {
 	t := time.AfterFunc(timeout, func() {
 		c.outMu.Lock()
 		c.dead = true
 		c.outMu.Unlock()
 		c.nc.Close() // a write in progress fails, so the flusher stops
 	})
-	defer t.Stop()
 	c.outMu.Lock()
 	c.startFlushLocked()
 	if c.flushing {
@@ -359,9 +359,11 @@ func (c *conn) drain(timeout time.Duration) {
 		<-done
 		c.outMu.Lock()
 	}
+	written := !c.dead
 	c.dead = true
 	c.releaseOutState()
 	c.outMu.Unlock()
+	return t.Stop() && written
 }
 
 // waitOutput holds the reader while the client's unwritten output is over

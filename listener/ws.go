@@ -379,6 +379,56 @@ func (c *wsConn) closeWith(code int, text string) error {
 	return err
 }
 
+// CloseGracefully ends the connection so that the client reads everything
+// written before (broker.GracefulCloser): a close frame (1000, normal
+// closure), then the end of the TLS and TCP write side; then it reads and
+// discards what the client still sends, beneath the WebSocket framing,
+// until the client closes or deadline passes; then it closes. Reading
+// beneath the framing works even after a read timeout, which gorilla makes
+// permanent; closing with unread input would make the kernel send RST and
+// could cost the client the last packets, its DISCONNECT included.
+func (c *wsConn) CloseGracefully(deadline time.Time) error {
+	err := net.ErrClosed
+	c.once.Do(func() {
+		frameBy := time.Now().Add(time.Second)
+		if deadline.Before(frameBy) {
+			frameBy = deadline
+		}
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), frameBy)
+		if raw := halfCloseStack(c.ws.NetConn()); raw != nil && raw.SetReadDeadline(deadline) == nil {
+			var buf [4096]byte
+			for {
+				if _, err := raw.Read(buf[:]); err != nil {
+					break
+				}
+			}
+		}
+		err = c.ws.Close()
+	})
+	return err
+}
+
+// halfCloseStack ends the write side of nc and of every connection beneath
+// it (close_notify for TLS, FIN for TCP) and returns the TCP socket at the
+// bottom, or nil if there is none it can reach.
+func halfCloseStack(nc net.Conn) *net.TCPConn {
+	for range 8 {
+		switch x := nc.(type) {
+		case *net.TCPConn:
+			x.CloseWrite()
+			return x
+		case *tls.Conn:
+			x.CloseWrite()
+			nc = x.NetConn()
+		case interface{ NetConn() net.Conn }: // this package's wrappers
+			nc = x.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
 func (c *wsConn) LocalAddr() net.Addr  { return c.ws.LocalAddr() }
 func (c *wsConn) RemoteAddr() net.Addr { return c.remote }
 

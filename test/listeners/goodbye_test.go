@@ -1,0 +1,209 @@
+package listeners
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/internal/wsconn"
+	"github.com/roost-mqtt/roost/listener"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// newServerWith is newServer with broker options of the test's own.
+func newServerWith(t *testing.T, o broker.Options) *server {
+	t.Helper()
+	logs := &mqtttest.LogBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	o.Logger, o.SysInterval = log, -1
+	srv, err := broker.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &server{t: t, srv: srv, logs: logs, log: log}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("broker logs:\n%s", logs.String())
+		}
+	})
+	return s
+}
+
+// transportDialers serves s on TCP, TLS, WebSocket and WebSocket over TLS
+// and returns a dialer for each, by name.
+func transportDialers(t *testing.T, s *server) map[string]func(t *testing.T) net.Conn {
+	p := newPKI(t)
+	tcpAddr := s.serve(s.tcp())
+	tlsAddr := s.serve(listener.TLS(s.tcp(), p.manager(t, listener.TLSOptions{})))
+	wsURL := s.ws(listener.WSOptions{})
+	wssURL := s.ws(listener.WSOptions{TLS: p.manager(t, listener.TLSOptions{NextProtos: []string{"http/1.1"}})})
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(p.ca.CertPEM())
+	tlsConf := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
+	wsDialer := func(url string) func(t *testing.T) net.Conn {
+		return func(t *testing.T) net.Conn {
+			d := websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 5 * time.Second, TLSClientConfig: tlsConf}
+			ws, _, err := d.Dial(url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return wsconn.New(ws)
+		}
+	}
+	return map[string]func(t *testing.T) net.Conn{
+		"tcp": func(t *testing.T) net.Conn {
+			nc, err := net.Dial("tcp", tcpAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return nc
+		},
+		"tls": func(t *testing.T) net.Conn {
+			nc, err := tls.Dial("tcp", tlsAddr, tlsConf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return nc
+		},
+		"ws":  wsDialer(wsURL),
+		"wss": wsDialer(wssURL),
+	}
+}
+
+// A DISCONNECT with a reason code reaches the client even when the client
+// has sent bytes the broker will never read: an MQTT 5 client that exceeds
+// Receive Maximum with QoS 2 publishes, and keeps sending, reads DISCONNECT
+// 0x93 and then the end of the stream, not "connection reset by peer". The
+// client is busy: it subscribed to a topic a feeder then filled with 2 MiB,
+// and it reads late, so the DISCONNECT waits behind that output in the
+// broker's socket when the broker closes. A close with unread input sends
+// RST, which throws away what the socket still held for the client, the
+// DISCONNECT included; a graceful close (half-close, drain input, close)
+// delivers it. On every transport.
+func TestDisconnectReachesClientThatKeepsSending(t *testing.T) {
+	s := newServerWith(t, broker.Options{ReceiveMaximum: 2, MaxPacketSize: 256 << 10})
+	dialers := transportDialers(t, s)
+	for _, name := range []string{"tcp", "tls", "ws", "wss"} {
+		dial := dialers[name]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			for i := range 2 {
+				id := name + "-flood-" + itoa(i)
+				nc := dial(t)
+				c := mqttClient(t, nc, packet.V5)
+				c.Connect(&packet.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
+				c.Subscribe("bulk/"+id, 0)
+				feed(t, dialers["tcp"](t), "bulk/"+id, 32, 64<<10)
+				stop := make(chan struct{})
+				var wg sync.WaitGroup
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					floodQoS2(nc, stop)
+				}()
+				// Busy elsewhere: the client reads only after the broker
+				// has had ample time to decide to close.
+				time.Sleep(300 * time.Millisecond)
+				code, err := awaitDisconnect(c)
+				close(stop)
+				wg.Wait()
+				if err != nil {
+					t.Fatalf("round %d: %v", i, err)
+				}
+				if code != packet.ReceiveMaximumExceeded {
+					t.Fatalf("round %d: DISCONNECT 0x%02X, want 0x93", i, byte(code))
+				}
+			}
+		})
+	}
+}
+
+// feed publishes n QoS 1 messages of size bytes to topic over nc and waits
+// for each PUBACK, so they have all been routed when it returns.
+func feed(t *testing.T, nc net.Conn, topic string, n, size int) {
+	t.Helper()
+	c := mqttClient(t, nc, packet.V5)
+	c.Connect(&packet.Connect{ClientID: "feeder-" + topic, CleanStart: true})
+	payload := make([]byte, size)
+	for i := range n {
+		c.Send(&packet.Publish{Topic: topic, QoS: 1, PacketID: uint16(i + 1), Payload: payload})
+		if ack, ok := c.Next(5 * time.Second).(*packet.Puback); !ok || ack.PacketID != uint16(i+1) {
+			t.Fatalf("feeder: no PUBACK for %d", i+1)
+		}
+	}
+	nc.Close()
+}
+
+// floodQoS2 writes QoS 2 PUBLISH packets (never released) until stop is
+// closed, a write fails, or 10 s pass.
+func floodQoS2(nc net.Conn, stop <-chan struct{}) {
+	payload := make([]byte, 512)
+	deadline := time.Now().Add(10 * time.Second)
+	for id := uint16(1); time.Now().Before(deadline); id++ {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		if id == 0 {
+			id = 1
+		}
+		b, _ := (&packet.Publish{Topic: "flood", QoS: 2, PacketID: id, Payload: payload}).Encode(nil, packet.V5)
+		nc.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := nc.Write(b); err != nil && !isTimeoutErr(err) {
+			return
+		}
+	}
+}
+
+// awaitDisconnect reads until a DISCONNECT arrives and then requires the
+// end of the stream; it returns the DISCONNECT's reason code.
+func awaitDisconnect(c *mqtttest.Client) (packet.ReasonCode, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p, err := c.Read(time.Until(deadline))
+		if err != nil {
+			return 0, errors.New("no DISCONNECT before the connection ended: " + err.Error())
+		}
+		d, ok := p.(*packet.Disconnect)
+		if !ok {
+			continue // PUBRECs
+		}
+		if _, err := c.Read(time.Until(deadline)); !isEOF(err) {
+			return 0, errors.New("after DISCONNECT, want the end of the stream, got: " + errString(err))
+		}
+		return d.ReasonCode, nil
+	}
+}
+
+func isEOF(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+func isTimeoutErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "a packet"
+	}
+	return strings.TrimSpace(err.Error())
+}
