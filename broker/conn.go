@@ -181,7 +181,8 @@ func (c *conn) readLoop() error {
 	// some did (or at the connection's start).
 	lastData := time.Now()
 	var pub *packet.Publish
-	lastRead := false // the read after kickWriteFailed was done
+	lastRead := false      // the read after kickWriteFailed was done
+	var settleBy time.Time // when reading for a takeover ends (readPending)
 	for {
 		off := 0
 		for {
@@ -268,6 +269,9 @@ func (c *conn) readLoop() error {
 			deadline = d
 		}
 		if k := c.kick.Load(); k != kickNone {
+			if k == kickTakeover && c.readPending(&buf, &settleBy) {
+				continue // handle what the client sent before the takeover
+			}
 			if k != kickWriteFailed || lastRead || !c.resumable {
 				return errKicked
 			}
@@ -307,6 +311,9 @@ func (c *conn) readLoop() error {
 				c.nc.SetReadDeadline(time.Time{})
 				deadline = time.Time{}
 				continue
+			}
+			if isTimeout(err) && c.kick.Load() == kickTakeover {
+				continue // readPending, above, takes what is left
 			}
 			return err
 		}

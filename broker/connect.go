@@ -232,6 +232,7 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 		c.pubRate = &tokenBucket{rate: o.PublishRate, burst: 2 * o.PublishRate}
 	}
 	c.named()
+	s.settleTakeover(id)
 	present := s.attach(c, id, p.CleanStart, expiry, will, ack, info)
 	attached = true
 	c.connected = true

@@ -76,12 +76,25 @@ type decision struct {
 // decide is the one place where the reason a connection ended becomes an
 // MQTT reason code, a DISCONNECT, a will decision and a log level.
 func (c *conn) decide(err error, kick uint32) decision {
+	// The client's own DISCONNECT, read before a kick took effect (a
+	// takeover lets the old connection read what its client had sent
+	// first), is what ended the connection.
+	switch {
+	case errors.Is(err, errNormalDisconnect):
+		return decision{kind: "normal", why: "client disconnected normally", level: slog.LevelInfo}
+	case errors.Is(err, errWillDisconnect):
+		return decision{kind: "with_will", publishWill: true, why: "client disconnected with will", level: slog.LevelInfo}
+	}
 	switch kick {
 	case kickShutdown:
 		return decision{kind: "shutdown", code: packet.ServerShuttingDown, sendDisconnect: true, why: "server shutting down", level: slog.LevelInfo}
 	case kickTakeover:
-		// The will, if due, was published by the taking connection.
-		return decision{kind: "taken_over", code: packet.SessionTakenOver, sendDisconnect: true,
+		// Usually the taking connection has dealt with the will already
+		// (attach) and detach finds the session gone; if this connection
+		// detaches first (settleTakeover), the will gets what attach would
+		// have given it: published unless a delay lets the new connection
+		// cancel it [MQTT-3.1.3-9].
+		return decision{kind: "taken_over", code: packet.SessionTakenOver, sendDisconnect: true, publishWill: true,
 			why: "session taken over by a new connection", level: slog.LevelInfo}
 	case kickWriteFailed:
 		if err == nil || errors.Is(err, errKicked) || isTimeout(err) {
@@ -99,10 +112,6 @@ func (c *conn) decide(err error, kick uint32) decision {
 		return decision{kind: "lost", why: "closed", level: slog.LevelInfo}
 	case errors.As(err, &re):
 		return decision{kind: "refused", why: re.Error(), level: slog.LevelInfo}
-	case errors.Is(err, errNormalDisconnect):
-		return decision{kind: "normal", why: "client disconnected normally", level: slog.LevelInfo}
-	case errors.Is(err, errWillDisconnect):
-		return decision{kind: "with_will", publishWill: true, why: "client disconnected with will", level: slog.LevelInfo}
 	case errors.As(err, &pe):
 		return decision{kind: "bad_packet", code: pe.Code, sendDisconnect: true, publishWill: true, why: "bad packet: " + pe.Error(),
 			reasonString: pe.Error(), level: slog.LevelWarn}

@@ -13,6 +13,7 @@ func (s *Server) detach(c *conn, publishWill bool) {
 	ss := c.sess
 	var due *willMsg
 	s.mu.Lock()
+	s.settledLocked(c)
 	ss.mu.Lock()
 	if ss.conn != c {
 		// Taken over, or already ended: the taker dealt with the will.

@@ -136,3 +136,59 @@ func TestTakeoverOfExpiryZeroSession(t *testing.T) {
 		})
 	}
 }
+
+// A takeover of a client that sent nothing more (it is alive, or vanished
+// without a word) still publishes its will once, parked or not, and still
+// sends it DISCONNECT 0x8E; with a Will Delay and a session that goes on,
+// the new connection cancels the will [MQTT-3.1.3-9]. (The old connection
+// now settles before attach decides: settleTakeover.)
+func TestTakeoverOfSilentClientPublishesWill(t *testing.T) {
+	_, addr := startServer(t, Options{})
+	w := dial(t, addr, packet.V5)
+	w.Connect(&packet.Connect{ClientID: "watch", CleanStart: true})
+	w.Subscribe("car/#", 1)
+	withWill := func(delay uint32) *packet.Connect {
+		cp := &packet.Connect{ClientID: "car", KeepAlive: 30, WillFlag: true, WillTopic: "car/status", WillPayload: []byte("gone")}
+		cp.Properties.SessionExpiry = 300
+		cp.Properties.Set(packet.PropSessionExpiry)
+		if delay > 0 {
+			cp.WillProperties.WillDelay = delay
+			cp.WillProperties.Set(packet.PropWillDelay)
+		}
+		return cp
+	}
+	for i := range 6 {
+		a := dial(t, addr, packet.V5)
+		a.Connect(withWill(0))
+		if i%2 == 1 {
+			time.Sleep(2 * parkIdle) // let it park: the kick must wake it
+		}
+		b := dial(t, addr, packet.V5)
+		b.Connect(withWill(0))
+		got := a.ExpectClosed(2 * time.Second)
+		if len(got) != 1 || got[0].(*packet.Disconnect).ReasonCode != packet.SessionTakenOver {
+			t.Fatalf("round %d: old connection got %v, want one DISCONNECT 0x8E", i, got)
+		}
+		p := w.Next(2 * time.Second)
+		m, ok := p.(*packet.Publish)
+		if !ok || string(m.Payload) != "gone" {
+			t.Fatalf("round %d: watcher got %#v, want the will", i, p)
+		}
+		b.Send(&packet.Disconnect{})
+		b.ExpectClosed(2 * time.Second)
+	}
+	if extra := w.Collect(300 * time.Millisecond); len(extra) != 0 {
+		t.Fatalf("watcher got %v after the takeovers, want nothing", extra)
+	}
+
+	a := dial(t, addr, packet.V5)
+	a.Connect(withWill(60))
+	b := dial(t, addr, packet.V5)
+	if ack := b.Connect(withWill(60)); !ack.SessionPresent {
+		t.Fatal("session not resumed")
+	}
+	a.ExpectClosed(2 * time.Second)
+	if extra := w.Collect(300 * time.Millisecond); len(extra) != 0 {
+		t.Fatalf("a delayed will was published although the session went on: %v", extra)
+	}
+}

@@ -43,6 +43,9 @@ type Server struct {
 	conns     map[*conn]struct{}
 	listeners map[net.Listener]struct{}
 	closing   bool
+	// settling has a channel per connection being taken over, closed when
+	// it has detached (takeover.go).
+	settling map[*conn]chan struct{}
 
 	// debug caches whether the logger wants debug records, so the hot path
 	// pays one bool check for packet tracing.

@@ -41,7 +41,9 @@ import (
 //
 // Either way, the deadline set to now by kickOut (takeover, shutdown, an
 // admin kick) is the end of reading: the reader sees the kick and the
-// conn is finished. After a failed write (kickWriteFailed) a resumable
+// conn is finished. A takeover first lets the old conn read what its
+// client had already sent (takeover.go: readPending asks the kernel what a
+// resumable conn's socket holds; a fatal one gets one short read). After a failed write (kickWriteFailed) a resumable
 // conn gets one last read, bounded by lastReadGrace, so that what the
 // client sent before it went (a DISCONNECT deciding about its will) is
 // applied; a fatal conn cannot read after its deadline fired and ends. Writes have their own deadline (writeTimeout per

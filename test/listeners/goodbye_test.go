@@ -207,3 +207,35 @@ func errString(err error) string {
 	}
 	return strings.TrimSpace(err.Error())
 }
+
+// A clean goodbye stays clean on every transport: a client that sends
+// DISCONNECT, closes and reconnects with the same id at once never has its
+// will published, however quickly the new CONNECT overtakes the old
+// connection's DISCONNECT (the conformance suite's
+// TestMQTT_3_14_4_3_NoWillAfterDisconnectAndQuickReconnect, here over TLS
+// and WebSocket too).
+func TestCleanGoodbyeOnEveryTransport(t *testing.T) {
+	s := newServerWith(t, broker.Options{})
+	dialers := transportDialers(t, s)
+	for _, name := range []string{"tcp", "tls", "ws", "wss"} {
+		dial := dialers[name]
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			id := "goodbye-" + name
+			w := mqttClient(t, dialers["tcp"](t), packet.V5)
+			w.Connect(&packet.Connect{ClientID: "watch-" + id, CleanStart: true})
+			w.Subscribe("will/"+id, 0)
+			for range 30 {
+				nc := dial(t)
+				c := mqttClient(t, nc, packet.V5)
+				c.Connect(&packet.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
+					WillFlag: true, WillTopic: "will/" + id, WillPayload: []byte("gone")})
+				c.Send(&packet.Disconnect{})
+				nc.Close()
+			}
+			if got := w.Collect(500 * time.Millisecond); len(got) != 0 {
+				t.Fatalf("watcher got %d packets (a will published after a clean DISCONNECT): %v", len(got), got[0])
+			}
+		})
+	}
+}
