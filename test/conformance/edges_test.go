@@ -167,14 +167,9 @@ func TestMQTT5_Sec4_13_TooManyTopicLevelsSaysWhy(t *testing.T) {
 	c := cleanConnect(t, addr, 5, "deep")
 	deep := strings.Repeat("l/", 32766) + "e" // 32767 levels, 65533 bytes: over Roost's 128 and mosquitto's 200
 	c.sendBad(rc.Publish{Version: 5, QoS: 1, ID: 1, Topic: deep, Payload: []byte("x")}.Bytes())
-	seen := c.closedAfter()
-	if len(seen) == 0 {
-		if mosquittoDeviates(t, "mosquitto closes silently over a topic with too many levels") {
-			return
-		}
+	if _, sent := c.expectClosed(0x90, 0x81, 0x82, 0x97); !sent {
 		t.Fatal("closed without a DISCONNECT saying why")
 	}
-	c.checkDisconnect(seen, 0x90, 0x81, 0x82, 0x97)
 }
 
 // TestMQTT_4_7_3_1_EmptyWillTopic: a will topic is a topic name, so it is at
