@@ -59,7 +59,9 @@ func decodePublishInto(h FixedHeader, d *decoder, v Version, p *Publish) bool {
 	case p.QoS == 3:
 		d.fail(malformed("MQTT-3.3.1-4", "PUBLISH with QoS 3")) // [MQTT-3.3.1-4]
 		return false
-	case p.Dup && p.QoS == 0:
+	case p.Dup && p.QoS == 0 && v != V31:
+		// 3.1.1 and 5.0: MQTT 3.1 defines DUP for QoS > 0 only but does not
+		// make a receiver reject it on QoS 0.
 		d.fail(malformed("MQTT-3.3.1-2", "PUBLISH with DUP set and QoS 0")) // [MQTT-3.3.1-2]
 		return false
 	}

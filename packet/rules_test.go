@@ -153,6 +153,7 @@ func TestDecodeAllowed(t *testing.T) {
 		{"3.1 SUBSCRIBE with DUP", V31, pkt(0x8A, b(0, 1), s("t"), b(1))},
 		{"3.1 UNSUBSCRIBE with DUP", V31, pkt(0xAA, b(0, 1), s("t"))},
 		{"3.1 PINGREQ with flags", V31, b(0xC1, 0)},
+		{"3.1 PUBLISH QoS 0 with DUP", V31, pkt(0x38, s("t"), b('x'))},
 		{"3.1 CONNECT reserved flag", V31, pkt(0x10, b(0, 6, 'M', 'Q', 'I', 's', 'd', 'p', 3, 0x03, 0, 60), s("c"))},
 		{"3.1 CONNECT with fixed-header flags", V31, pkt(0x12, b(0, 6, 'M', 'Q', 'I', 's', 'd', 'p', 3, 0x02, 0, 60), s("c"))},
 		{"repeated user properties", V5, pkt(0x30, s("t"), b(14, 0x26), s("k"), s("a"), b(0x26), s("k"), s("b"))},

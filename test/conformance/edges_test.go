@@ -35,8 +35,9 @@ func connected31(t *testing.T, addr string, flags byte, id string) *client {
 // carries DUP (set when the client resends one after reconnecting) and QoS
 // 1 (section 2.1 and 3.6/3.8/3.10 of the 3.1 specification), and no rule
 // makes a server reject other flag values, which 3.1.1 does
-// ([MQTT-2.2.2-2] there). A 3.1 server must therefore take 0x6A, 0x8A and
-// 0xAA; the 3.1.1 rule is tested by TestMQTT_2_1_3_1_ReservedFlagBits.
+// ([MQTT-2.2.2-2] there), nor DUP on a QoS 0 PUBLISH ([MQTT-3.3.1-2] in
+// 3.1.1). A 3.1 server must therefore take 0x6A, 0x8A, 0xAA and 0x38; the
+// 3.1.1 rule is tested by TestMQTT_2_1_3_1_ReservedFlagBits.
 func TestMQTT31_Sec2_1_DupOnPubrelSubscribeUnsubscribe(t *testing.T) {
 	t.Parallel()
 	addr := startBroker(t, brokerConfig{})
@@ -53,6 +54,10 @@ func TestMQTT31_Sec2_1_DupOnPubrelSubscribeUnsubscribe(t *testing.T) {
 	// The client resends PUBREL, as after a reconnect: DUP set.
 	c.send([]byte{0x6A, 0x02, 0x00, 0x07})        // PUBREL 7, DUP | QoS 1
 	c.expectBytes([]byte{0x70, 0x02, 0x00, 0x07}) // PUBCOMP 7
+
+	// DUP on a QoS 0 PUBLISH: meaningless in 3.1, but not an error as in
+	// 3.1.1 ([MQTT-3.3.1-2] there).
+	c.send(rc.Frame(0x38, rc.Str("v31/other"), []byte("x")))
 
 	c.send(rc.Frame(0xAA, // UNSUBSCRIBE, DUP | QoS 1
 		rc.U16(2), rc.Str("v31/t")))
