@@ -409,7 +409,9 @@ func (c *conn) finish(err error) {
 		c.poller.unregister(c)
 	}
 	if written {
-		closeGracefully(c.nc, time.Now().Add(lingerTimeout)) // goodbye.go
+		buf := c.srv.readBuf() // goroutine stacks stay small: a pooled buffer
+		closeGracefully(c.nc, time.Now().Add(lingerTimeout), buf[:cap(buf)])
+		c.srv.putReadBuf(buf)
 	} else {
 		c.nc.Close()
 	}

@@ -27,12 +27,13 @@ type GracefulCloser interface {
 // peer" and may never see the DISCONNECT that said why. So: end the write
 // side (TLS close_notify, TCP FIN), read and discard input until the client
 // closes its side or deadline passes, and only then close.
-func closeGracefully(nc net.Conn, deadline time.Time) error {
+// buf is scratch space for the discarded input.
+func closeGracefully(nc net.Conn, deadline time.Time, buf []byte) error {
 	if g, ok := nc.(GracefulCloser); ok {
 		return g.CloseGracefully(deadline)
 	}
 	if raw := halfClose(nc); raw != nil {
-		discardUntil(raw, deadline)
+		discardUntil(raw, deadline, buf)
 	}
 	return nc.Close()
 }
@@ -62,13 +63,12 @@ func halfClose(nc net.Conn) *net.TCPConn {
 // discardUntil reads and drops what arrives on raw until the peer closes
 // its side, the read fails, or deadline passes. Raw bytes are enough: what
 // the client sends now is never handled, only taken off the socket.
-func discardUntil(raw net.Conn, deadline time.Time) {
+func discardUntil(raw net.Conn, deadline time.Time, buf []byte) {
 	if raw.SetReadDeadline(deadline) != nil {
 		return
 	}
-	var buf [4096]byte
 	for {
-		if _, err := raw.Read(buf[:]); err != nil {
+		if _, err := raw.Read(buf); err != nil {
 			return
 		}
 	}

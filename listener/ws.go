@@ -396,7 +396,7 @@ func (c *wsConn) CloseGracefully(deadline time.Time) error {
 		}
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), frameBy)
 		if raw := halfCloseStack(c.ws.NetConn()); raw != nil && raw.SetReadDeadline(deadline) == nil {
-			var buf [4096]byte
+			var buf [1024]byte
 			for {
 				if _, err := raw.Read(buf[:]); err != nil {
 					break
