@@ -110,3 +110,26 @@ func readerOf(r *packet.Reader) io.Reader {
 func BenchmarkFanIn8QoS0(b *testing.B)    { benchRoute(b, 8, 1, 0) }
 func BenchmarkFanOut100QoS0(b *testing.B) { benchRoute(b, 1, 100, 0) }
 func BenchmarkPairQoS1(b *testing.B)      { benchRoute(b, 1, 1, 1) }
+
+// BenchmarkTakeover measures one client-id takeover of an idle TCP client
+// (parked, or with its reader blocked in Read), from the new CONNECT to
+// its CONNACK: what settleTakeover adds (kick, read what is pending,
+// detach) is in it.
+func BenchmarkTakeover(b *testing.B) {
+	for _, idle := range []time.Duration{0, 2 * parkIdle} {
+		b.Run(fmt.Sprintf("idle=%v", idle), func(b *testing.B) {
+			_, addr := startServer(b, Options{})
+			benchConn(b, addr, "taken", packet.V311)
+			var spent time.Duration
+			for b.Loop() {
+				if idle > 0 {
+					time.Sleep(idle) // outside the measured span below
+				}
+				start := time.Now()
+				benchConn(b, addr, "taken", packet.V311)
+				spent += time.Since(start)
+			}
+			b.ReportMetric(float64(spent.Microseconds())/float64(b.N), "µs/takeover")
+		})
+	}
+}

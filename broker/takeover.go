@@ -63,12 +63,18 @@ func (s *Server) settleTakeover(id string) {
 }
 
 // kickAfterPending is kickOut for a takeover that must first see what the
-// client already sent: a reader blocked in Read gets pendingProbe to return
-// bytes already there, where kickOut's deadline in the past would fail the
-// read without looking at the socket (and, on a WebSocket, for good).
+// client already sent. Where the socket can be inspected (readPending asks
+// the kernel what it holds) the reader is interrupted at once, as by
+// kickOut; elsewhere (WebSocket) a reader blocked in Read gets pendingProbe
+// to return bytes already there, since a deadline in the past fails the
+// read without looking at the socket, and on a WebSocket for good.
 func (c *conn) kickAfterPending(reason uint32) {
 	c.kick.CompareAndSwap(kickNone, reason)
-	c.nc.SetReadDeadline(time.Now().Add(pendingProbe))
+	by := time.Now()
+	if rawConnOf(c.nc) == nil {
+		by = by.Add(pendingProbe)
+	}
+	c.nc.SetReadDeadline(by)
 	c.outMu.Lock()
 	c.releaseReaderLocked()
 	c.outMu.Unlock()
