@@ -71,7 +71,7 @@ func (s *Server) settleTakeover(id string) {
 func (c *conn) kickAfterPending(reason uint32) {
 	c.kick.CompareAndSwap(kickNone, reason)
 	by := time.Now()
-	if rawConnOf(c.nc) == nil {
+	if !c.resumable { // transport.go
 		by = by.Add(pendingProbe)
 	}
 	c.nc.SetReadDeadline(by)
