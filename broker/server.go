@@ -260,7 +260,9 @@ func (s *Server) putReadBuf(b []byte) {
 }
 
 // Shutdown stops accepting, sends MQTT 5 clients DISCONNECT 0x8B (Server
-// shutting down), flushes pending writes and closes every connection. Wills
+// shutting down), flushes pending writes and closes every connection
+// gracefully (its end of the stream first, then up to a second for the
+// client to close its own, goodbye.go). Wills
 // of connected clients are not published: the clients did nothing wrong.
 // It waits until all connections are closed or ctx ends, returning ctx's
 // error in the latter case. Either way it closes the Store last (a final
