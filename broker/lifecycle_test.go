@@ -143,10 +143,21 @@ func TestTakeoverOfExpiryZeroSession(t *testing.T) {
 // the new connection cancels the will [MQTT-3.1.3-9]. (The old connection
 // now settles before attach decides: settleTakeover.)
 func TestTakeoverOfSilentClientPublishesWill(t *testing.T) {
-	_, addr := startServer(t, Options{})
+	s, addr := startServer(t, Options{})
 	w := dial(t, addr, packet.V5)
 	w.Connect(&packet.Connect{ClientID: "watch", CleanStart: true})
 	w.Subscribe("car/#", 1)
+	parked := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		ss := s.sessions["car"]
+		if ss == nil {
+			return false
+		}
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		return ss.conn != nil && ss.conn.state.Load() == readerParked
+	}
 	withWill := func(delay uint32) *packet.Connect {
 		cp := &packet.Connect{ClientID: "car", KeepAlive: 30, WillFlag: true, WillTopic: "car/status", WillPayload: []byte("gone")}
 		cp.Properties.SessionExpiry = 300
@@ -161,7 +172,7 @@ func TestTakeoverOfSilentClientPublishesWill(t *testing.T) {
 		a := dial(t, addr, packet.V5)
 		a.Connect(withWill(0))
 		if i%2 == 1 {
-			time.Sleep(2 * parkIdle) // let it park: the kick must wake it
+			mqtttest.Eventually(t, 2*time.Second, parked) // the kick must wake it
 		}
 		b := dial(t, addr, packet.V5)
 		b.Connect(withWill(0))
