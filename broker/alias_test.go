@@ -3,8 +3,10 @@ package broker
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -66,4 +68,70 @@ func TestTopicAliasesDoNotPinPayloads(t *testing.T) {
 		t.Fatalf("heap grew by %d KiB after GC, over %d KiB: payloads are kept alive", grown>>10, limit>>10)
 	}
 	runtime.KeepAlive(payload)
+}
+
+// A subscription keeps a copy of its filter, not a view into the SUBSCRIBE
+// it came in: 200 subscriptions, each from a SUBSCRIBE carrying a 32 KiB
+// User Property, must not keep those packets alive. (Before the copy the
+// heap kept about 6.5 MiB after GC here.)
+func TestSubscriptionsDoNotPinPackets(t *testing.T) {
+	const n, size = 200, 32 << 10
+	_, addr := startServer(t, Options{})
+	c := dial(t, addr, packet.V5)
+	c.Connect(&packet.Connect{ClientID: "pin-subs", CleanStart: true})
+	big := strings.Repeat("x", size)
+	before := heapAfterGC()
+	for i := range n {
+		sp := &packet.Subscribe{PacketID: uint16(i + 1), Subscriptions: []packet.Subscription{{Filter: fmt.Sprintf("pin/%d/#", i)}}}
+		sp.Properties.User = []packet.UserProperty{{Key: "pad", Value: big}}
+		sp.Properties.Set(packet.PropUserProperty)
+		c.Send(sp)
+		if ack, ok := c.Next(5 * time.Second).(*packet.Suback); !ok || ack.ReasonCodes[0] != 0 {
+			t.Fatalf("subscription %d: got %+v", i, ack)
+		}
+	}
+	after := heapAfterGC()
+	grown := int64(after) - int64(before)
+	t.Logf("heap after GC: %d KiB before, %d KiB after %d subscriptions (%+d KiB)", before>>10, after>>10, n, grown>>10)
+	if limit := int64(n * size / 4); grown > limit {
+		t.Fatalf("heap grew by %d KiB after GC, over %d KiB: SUBSCRIBE packets are kept alive", grown>>10, limit>>10)
+	}
+}
+
+// A will keeps copies of its topic, payload and properties, not views into
+// the CONNECT, which holds the password too and would otherwise live as
+// long as the session keeps the will.
+func TestWillIsACopy(t *testing.T) {
+	cp := &packet.Connect{ProtocolVersion: packet.V5, ClientID: "w", WillFlag: true, WillTopic: "w/t", WillPayload: []byte("gone"),
+		UsernameFlag: true, Username: "u", PasswordFlag: true, Password: []byte("secret")}
+	cp.WillProperties.ContentType = "text/plain"
+	cp.WillProperties.Set(packet.PropContentType)
+	cp.WillProperties.CorrelationData = []byte("c")
+	cp.WillProperties.Set(packet.PropCorrelationData)
+	cp.WillProperties.User = []packet.UserProperty{{Key: "k", Value: "v"}}
+	cp.WillProperties.Set(packet.PropUserProperty)
+	b, err := cp.Encode(nil, packet.V5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := packet.ParseFixedHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := packet.Decode(h, b[h.HeaderLen:], packet.V5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := p.(*packet.Connect)
+	m := newWill(dec, "w").msg
+	shares := func(a, b string) bool { return len(a) > 0 && unsafe.StringData(a) == unsafe.StringData(b) }
+	switch {
+	case m.Topic != "w/t" || string(m.Payload) != "gone" || m.Props == nil:
+		t.Fatalf("will %+v", m)
+	case shares(m.Topic, dec.WillTopic), &m.Payload[0] == &dec.WillPayload[0]:
+		t.Fatal("will topic or payload is a view into the CONNECT")
+	case shares(m.Props.ContentType, dec.WillProperties.ContentType), &m.Props.CorrelationData[0] == &dec.WillProperties.CorrelationData[0],
+		shares(m.Props.User[0].Key, dec.WillProperties.User[0].Key), shares(m.Props.User[0].Value, dec.WillProperties.User[0].Value):
+		t.Fatal("will properties are views into the CONNECT")
+	}
 }

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -253,8 +254,11 @@ func (s *Server) assignClientID() string {
 	return "roost-" + hex.EncodeToString(b[:])
 }
 
+// newWill makes the will of CONNECT p. Its topic, payload and properties
+// are copies: views would keep the whole CONNECT alive, password included,
+// for as long as the session keeps the will.
 func newWill(p *packet.Connect, from string) *willMsg {
-	m := &Message{Topic: p.WillTopic, Payload: p.WillPayload, QoS: p.WillQoS, Retain: p.WillRetain, From: from}
+	m := &Message{Topic: strings.Clone(p.WillTopic), Payload: bytes.Clone(p.WillPayload), QoS: p.WillQoS, Retain: p.WillRetain, From: from}
 	w := &willMsg{msg: m}
 	if p.ProtocolVersion == packet.V5 {
 		wp := &p.WillProperties
@@ -262,6 +266,15 @@ func newWill(p *packet.Connect, from string) *willMsg {
 			// Message Expiry stays: it counts from when the will is published.
 			props := *wp
 			props.Clear(packet.PropWillDelay)
+			props.ContentType = strings.Clone(props.ContentType)
+			props.ResponseTopic = strings.Clone(props.ResponseTopic)
+			props.CorrelationData = bytes.Clone(props.CorrelationData)
+			if props.User != nil {
+				props.User = make([]packet.UserProperty, len(wp.User))
+				for i, u := range wp.User {
+					props.User[i] = packet.UserProperty{Key: strings.Clone(u.Key), Value: strings.Clone(u.Value)}
+				}
+			}
 			m.Props = &props
 		}
 		if wp.Has(packet.PropWillDelay) {

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"strings"
 
 	"github.com/roost-mqtt/roost/packet"
 	"github.com/roost-mqtt/roost/topic"
@@ -31,6 +32,10 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 	}
 	var wantRetained []retainedReq
 	for i, req := range p.Subscriptions {
+		// A copy: the session and the tree keep the filter (and views
+		// into it) for as long as the subscription lasts, and req.Filter
+		// is a view into the whole SUBSCRIBE, properties included.
+		req.Filter = strings.Clone(req.Filter)
 		group, rest, shared, err := topic.ParseShare(req.Filter)
 		if err == nil {
 			err = topic.ValidFilter(rest, c.srv.opts.MaxTopicLevels)
