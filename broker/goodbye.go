@@ -15,7 +15,8 @@ const lingerTimeout = time.Second
 // WebSocket listener's, whose close frame precedes the end of the TLS and
 // TCP streams). CloseGracefully ends the write side, reads and discards
 // input until the peer closes its side or deadline passes, then closes the
-// connection. Connections without it get closeGracefully's treatment.
+// connection. It is looked for on the conn and beneath its transparent
+// wrappers; connections without it get closeGracefully's treatment.
 type GracefulCloser interface {
 	CloseGracefully(deadline time.Time) error
 }
@@ -29,13 +30,31 @@ type GracefulCloser interface {
 // closes its side or deadline passes, and only then close.
 // buf is scratch space for the discarded input.
 func closeGracefully(nc net.Conn, deadline time.Time, buf []byte) error {
-	if g, ok := nc.(GracefulCloser); ok {
-		return g.CloseGracefully(deadline)
+	if g := gracefulCloserOf(nc); g != nil {
+		g.CloseGracefully(deadline)
+		return nc.Close() // for what wrappers above it do on Close
 	}
 	if raw := halfClose(nc); raw != nil {
 		discardUntil(raw, deadline, buf)
 	}
 	return nc.Close()
+}
+
+// gracefulCloserOf returns nc, or the connection beneath its transparent
+// wrappers (a listener name over a WebSocket, as roost serve stacks them),
+// that implements GracefulCloser; nil if none does.
+func gracefulCloserOf(nc net.Conn) GracefulCloser {
+	for range 8 {
+		if g, ok := nc.(GracefulCloser); ok {
+			return g
+		}
+		t, ok := nc.(TransparentConn)
+		if !ok {
+			return nil
+		}
+		nc = t.NetConn()
+	}
+	return nil
 }
 
 // halfClose ends the write side of nc and of every connection beneath it

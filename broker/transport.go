@@ -50,6 +50,11 @@ import (
 // write) and must still work after a read timeout, so that a final
 // DISCONNECT reaches the client.
 //
+// Closing is the same for both kinds: the write side ends first (FIN, TLS
+// close_notify, or a WebSocket close frame through GracefulCloser), the
+// client's input is drained for a bounded time, then the conn closes, so
+// that a final DISCONNECT is read rather than reset away (goodbye.go).
+//
 // resumable(nc) decides the kind; conn.resumable records it.
 
 // TransparentConn is implemented by net.Conn wrappers (such as those of the

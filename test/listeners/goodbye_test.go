@@ -45,14 +45,24 @@ func newServerWith(t *testing.T, o broker.Options) *server {
 	return s
 }
 
-// transportDialers serves s on TCP, TLS, WebSocket and WebSocket over TLS
-// and returns a dialer for each, by name.
+// transportDialers serves s on TCP, TLS, WebSocket and WebSocket over TLS,
+// each stacked as roost serve stacks them (connection limit, the
+// transport, a listener name), and returns a dialer for each, by name.
 func transportDialers(t *testing.T, s *server) map[string]func(t *testing.T) net.Conn {
 	p := newPKI(t)
-	tcpAddr := s.serve(s.tcp())
-	tlsAddr := s.serve(listener.TLS(s.tcp(), p.manager(t, listener.TLSOptions{})))
-	wsURL := s.ws(listener.WSOptions{})
-	wssURL := s.ws(listener.WSOptions{TLS: p.manager(t, listener.TLSOptions{NextProtos: []string{"http/1.1"}})})
+	stack := func(name string, transport func(net.Listener) net.Listener) string {
+		return s.serve(listener.Named(transport(listener.Limit(s.tcp(), 1000, s.log.Warn)), name))
+	}
+	ws := func(o listener.WSOptions) func(net.Listener) net.Listener {
+		o.Logger, o.MaxMessageSize = s.log, listener.WSMessageLimit(256<<10)
+		return func(ln net.Listener) net.Listener { return listener.WebSocket(ln, o) }
+	}
+	tcpAddr := stack("tcp", func(ln net.Listener) net.Listener { return ln })
+	tlsAddr := stack("tls", func(ln net.Listener) net.Listener {
+		return listener.TLS(ln, p.manager(t, listener.TLSOptions{}))
+	})
+	wsURL := "ws://" + stack("ws", ws(listener.WSOptions{})) + "/mqtt"
+	wssURL := "wss://" + stack("wss", ws(listener.WSOptions{TLS: p.manager(t, listener.TLSOptions{NextProtos: []string{"http/1.1"}})})) + "/mqtt"
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(p.ca.CertPEM())
 	tlsConf := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
