@@ -40,29 +40,31 @@ func connected31(t *testing.T, addr string, flags byte, id string) *client {
 // 3.1.1 rule is tested by TestMQTT_2_1_3_1_ReservedFlagBits.
 func TestMQTT31_Sec2_1_DupOnPubrelSubscribeUnsubscribe(t *testing.T) {
 	t.Parallel()
-	addr := startBroker(t, brokerConfig{})
-	c := connected31(t, addr, 0x02, "v31-dup")
+	forTransports(t, func(t *testing.T) {
+		addr := startBroker(t, brokerConfig{})
+		c := connected31(t, addr, 0x02, "v31-dup")
 
-	c.send(rc.Frame(0x8A, // SUBSCRIBE, DUP | QoS 1
-		rc.U16(1), rc.Str("v31/t"), []byte{0x01}))
-	c.expectBytes([]byte{0x90, 0x03, 0x00, 0x01, 0x01}) // SUBACK id 1, QoS 1
+		c.send(rc.Frame(0x8A, // SUBSCRIBE, DUP | QoS 1
+			rc.U16(1), rc.Str("v31/t"), []byte{0x01}))
+		c.expectBytes([]byte{0x90, 0x03, 0x00, 0x01, 0x01}) // SUBACK id 1, QoS 1
 
-	// A QoS 2 message to a topic nobody subscribed to: the exchange is
-	// all there is to see.
-	c.send(rc.Publish{Version: 4, QoS: 2, Topic: "v31/other", ID: 7, Payload: []byte("x")}.Bytes())
-	c.expectBytes([]byte{0x50, 0x02, 0x00, 0x07}) // PUBREC 7
-	// The client resends PUBREL, as after a reconnect: DUP set.
-	c.send([]byte{0x6A, 0x02, 0x00, 0x07})        // PUBREL 7, DUP | QoS 1
-	c.expectBytes([]byte{0x70, 0x02, 0x00, 0x07}) // PUBCOMP 7
+		// A QoS 2 message to a topic nobody subscribed to: the exchange is
+		// all there is to see.
+		c.send(rc.Publish{Version: 4, QoS: 2, Topic: "v31/other", ID: 7, Payload: []byte("x")}.Bytes())
+		c.expectBytes([]byte{0x50, 0x02, 0x00, 0x07}) // PUBREC 7
+		// The client resends PUBREL, as after a reconnect: DUP set.
+		c.send([]byte{0x6A, 0x02, 0x00, 0x07})        // PUBREL 7, DUP | QoS 1
+		c.expectBytes([]byte{0x70, 0x02, 0x00, 0x07}) // PUBCOMP 7
 
-	// DUP on a QoS 0 PUBLISH: meaningless in 3.1, but not an error as in
-	// 3.1.1 ([MQTT-3.3.1-2] there).
-	c.send(rc.Frame(0x38, rc.Str("v31/other"), []byte("x")))
+		// DUP on a QoS 0 PUBLISH: meaningless in 3.1, but not an error as in
+		// 3.1.1 ([MQTT-3.3.1-2] there).
+		c.send(rc.Frame(0x38, rc.Str("v31/other"), []byte("x")))
 
-	c.send(rc.Frame(0xAA, // UNSUBSCRIBE, DUP | QoS 1
-		rc.U16(2), rc.Str("v31/t")))
-	c.expectBytes([]byte{0xB0, 0x02, 0x00, 0x02}) // UNSUBACK 2
-	c.ping()
+		c.send(rc.Frame(0xAA, // UNSUBSCRIBE, DUP | QoS 1
+			rc.U16(2), rc.Str("v31/t")))
+		c.expectBytes([]byte{0xB0, 0x02, 0x00, 0x02}) // UNSUBACK 2
+		c.ping()
+	})
 }
 
 // TestMQTT31_Sec3_1_ConnectReservedFlagNotChecked: the connect flags' bit 0
@@ -72,9 +74,11 @@ func TestMQTT31_Sec2_1_DupOnPubrelSubscribeUnsubscribe(t *testing.T) {
 // accepted.
 func TestMQTT31_Sec3_1_ConnectReservedFlagNotChecked(t *testing.T) {
 	t.Parallel()
-	addr := startBroker(t, brokerConfig{})
-	c := connected31(t, addr, 0x03 /* clean | reserved */, "v31-reserved")
-	c.ping()
+	forTransports(t, func(t *testing.T) {
+		addr := startBroker(t, brokerConfig{})
+		c := connected31(t, addr, 0x03 /* clean | reserved */, "v31-reserved")
+		c.ping()
+	})
 }
 
 // TestMQTT5_3_1_2_24_MaximumPacketSizeBindsConnack: the client's Maximum
@@ -84,23 +88,25 @@ func TestMQTT31_Sec3_1_ConnectReservedFlagNotChecked(t *testing.T) {
 // enough gets one within its size.
 func TestMQTT5_3_1_2_24_MaximumPacketSizeBindsConnack(t *testing.T) {
 	t.Parallel()
-	addr := startBroker(t, brokerConfig{})
-	tiny := dial(t, addr, 5, "tiny")
-	tiny.sendBad(rc.Connect{Version: 5, ClientID: "tiny", Clean: true, KeepAlive: 60,
-		Props: rc.PropU32(rc.PropMaximumPacketSize, 2)}.Bytes())
-	if seen := tiny.closedAfter(); len(seen) != 0 {
-		t.Fatalf("client with Maximum Packet Size 2 got %v, want a close without any packet", seen)
-	}
+	forTransports(t, func(t *testing.T) {
+		addr := startBroker(t, brokerConfig{})
+		tiny := dial(t, addr, 5, "tiny")
+		tiny.sendBad(rc.Connect{Version: 5, ClientID: "tiny", Clean: true, KeepAlive: 60,
+			Props: rc.PropU32(rc.PropMaximumPacketSize, 2)}.Bytes())
+		if seen := tiny.closedAfter(); len(seen) != 0 {
+			t.Fatalf("client with Maximum Packet Size 2 got %v, want a close without any packet", seen)
+		}
 
-	const fits = 64
-	c := dial(t, addr, 5, "fits")
-	c.send(rc.Connect{Version: 5, ClientID: "fits", Clean: true, KeepAlive: 60,
-		Props: rc.PropU32(rc.PropMaximumPacketSize, fits)}.Bytes())
-	p := c.expect(rc.CONNACK)
-	if n := len(rc.Frame(p.Type<<4|p.Flags, p.Body)); n > fits {
-		t.Fatalf("CONNACK of %d bytes for a Maximum Packet Size of %d", n, fits)
-	}
-	c.ping()
+		const fits = 64
+		c := dial(t, addr, 5, "fits")
+		c.send(rc.Connect{Version: 5, ClientID: "fits", Clean: true, KeepAlive: 60,
+			Props: rc.PropU32(rc.PropMaximumPacketSize, fits)}.Bytes())
+		p := c.expect(rc.CONNACK)
+		if n := len(rc.Frame(p.Type<<4|p.Flags, p.Body)); n > fits {
+			t.Fatalf("CONNACK of %d bytes for a Maximum Packet Size of %d", n, fits)
+		}
+		c.ping()
+	})
 }
 
 // malformedFilters break [MQTT-4.7.3-1] (a filter is at least one
@@ -168,13 +174,15 @@ func (c *client) expectMalformedClose() {
 // a reason string quoting it whole could not be encoded.
 func TestMQTT5_Sec4_13_TooManyTopicLevelsSaysWhy(t *testing.T) {
 	t.Parallel()
-	addr := startBroker(t, brokerConfig{})
-	c := cleanConnect(t, addr, 5, "deep")
-	deep := strings.Repeat("l/", 32766) + "e" // 32767 levels, 65533 bytes: over Roost's 128 and mosquitto's 200
-	c.sendBad(rc.Publish{Version: 5, QoS: 1, ID: 1, Topic: deep, Payload: []byte("x")}.Bytes())
-	if _, sent := c.expectClosed(0x90, 0x81, 0x82, 0x97); !sent {
-		t.Fatal("closed without a DISCONNECT saying why")
-	}
+	forTransports(t, func(t *testing.T) {
+		addr := startBroker(t, brokerConfig{})
+		c := cleanConnect(t, addr, 5, "deep")
+		deep := strings.Repeat("l/", 32766) + "e" // 32767 levels, 65533 bytes: over Roost's 128 and mosquitto's 200
+		c.sendBad(rc.Publish{Version: 5, QoS: 1, ID: 1, Topic: deep, Payload: []byte("x")}.Bytes())
+		if _, sent := c.expectClosed(0x90, 0x81, 0x82, 0x97); !sent {
+			t.Fatal("closed without a DISCONNECT saying why")
+		}
+	})
 }
 
 // TestMQTT_4_7_3_1_EmptyWillTopic: a will topic is a topic name, so it is at
@@ -204,21 +212,23 @@ func TestMQTT_4_7_3_1_EmptyWillTopic(t *testing.T) {
 // without the string, so the client learns the reason code.
 func TestMQTT5_3_14_2_3_ReasonStringWithinMaximumPacketSize(t *testing.T) {
 	t.Parallel()
-	const limit = 20 // room for a CONNACK, not for an explanation
-	addr := startBroker(t, brokerConfig{})
-	c := dial(t, addr, 5, "terse")
-	c.send(rc.Connect{Version: 5, ClientID: "terse", Clean: true, KeepAlive: 60,
-		Props: rc.PropU32(rc.PropMaximumPacketSize, limit)}.Bytes())
-	if ack := c.connack(); ack.Code != 0 {
-		t.Fatalf("CONNACK 0x%02x", ack.Code)
-	}
-	c.sendBad(rc.Publish{Version: 5, Topic: "no/+/wildcards/in/names", Payload: []byte("x")}.Bytes())
-	seen := c.closedAfter()
-	if len(seen) == 0 {
-		t.Fatal("closed without DISCONNECT")
-	}
-	if n := len(rc.Frame(seen[0].Type<<4|seen[0].Flags, seen[0].Body)); n > limit {
-		t.Fatalf("%v is %d bytes, over the client's Maximum Packet Size %d", seen[0], n, limit)
-	}
-	c.checkDisconnect(seen, 0x90, 0x81, 0x82)
+	forTransports(t, func(t *testing.T) {
+		const limit = 20 // room for a CONNACK, not for an explanation
+		addr := startBroker(t, brokerConfig{})
+		c := dial(t, addr, 5, "terse")
+		c.send(rc.Connect{Version: 5, ClientID: "terse", Clean: true, KeepAlive: 60,
+			Props: rc.PropU32(rc.PropMaximumPacketSize, limit)}.Bytes())
+		if ack := c.connack(); ack.Code != 0 {
+			t.Fatalf("CONNACK 0x%02x", ack.Code)
+		}
+		c.sendBad(rc.Publish{Version: 5, Topic: "no/+/wildcards/in/names", Payload: []byte("x")}.Bytes())
+		seen := c.closedAfter()
+		if len(seen) == 0 {
+			t.Fatal("closed without DISCONNECT")
+		}
+		if n := len(rc.Frame(seen[0].Type<<4|seen[0].Flags, seen[0].Body)); n > limit {
+			t.Fatalf("%v is %d bytes, over the client's Maximum Packet Size %d", seen[0], n, limit)
+		}
+		c.checkDisconnect(seen, 0x90, 0x81, 0x82)
+	})
 }

@@ -41,25 +41,27 @@ func TestMQTT_3_14_4_3_NoWillAfterDisconnectAndQuickReconnect(t *testing.T) {
 // subscription of the old one.
 func TestMQTT5_3_1_2_23_SessionEndsOnDisconnectAndQuickReconnect(t *testing.T) {
 	t.Parallel()
-	addr := startBroker(t, brokerConfig{})
-	disconnectEnd := rc.Frame(0xE0, // DISCONNECT
-		[]byte{0x00}, // reason: normal disconnection
-		rc.Props(rc.PropU32(rc.PropSessionExpiry, 0))) // the session ends with the connection
-	for i := range goodbyeRounds {
+	forTransports(t, func(t *testing.T) {
+		addr := startBroker(t, brokerConfig{})
+		disconnectEnd := rc.Frame(0xE0, // DISCONNECT
+			[]byte{0x00}, // reason: normal disconnection
+			rc.Props(rc.PropU32(rc.PropSessionExpiry, 0))) // the session ends with the connection
+		for i := range goodbyeRounds {
+			c, ack := connect(t, addr, persistent(5, "brief"))
+			if ack.SessionPresent {
+				t.Fatalf("round %d: Session Present 1 for a session that ended with its DISCONNECT", i)
+			}
+			c.sub("brief/t", 1)
+			c.send(disconnectEnd)
+			c.drop()
+		}
+		// The last session ended too: nothing is queued for it.
+		pub := cleanConnect(t, addr, 5, "brief-pub")
+		pub.publish("brief/t", "after", 1, false, 1)
 		c, ack := connect(t, addr, persistent(5, "brief"))
 		if ack.SessionPresent {
-			t.Fatalf("round %d: Session Present 1 for a session that ended with its DISCONNECT", i)
+			t.Fatal("Session Present 1 after the last DISCONNECT ended the session")
 		}
-		c.sub("brief/t", 1)
-		c.send(disconnectEnd)
-		c.drop()
-	}
-	// The last session ended too: nothing is queued for it.
-	pub := cleanConnect(t, addr, 5, "brief-pub")
-	pub.publish("brief/t", "after", 1, false, 1)
-	c, ack := connect(t, addr, persistent(5, "brief"))
-	if ack.SessionPresent {
-		t.Fatal("Session Present 1 after the last DISCONNECT ended the session")
-	}
-	c.quiet(quietPeriod)
+		c.quiet(quietPeriod)
+	})
 }
