@@ -106,6 +106,9 @@ type ClientInfo struct {
 	// client certificate (CN or SAN, as configured), "" if none. When set,
 	// Username is the same: the certificate wins over CONNECT.
 	CertIdentity string
+	// Bridge is set when the client announced itself as a mosquitto-style
+	// bridge (protocol level 0x83/0x84, see packet.Connect.Bridge).
+	Bridge bool
 }
 
 // ListenerNamer is implemented by connections that know which listener
@@ -123,7 +126,7 @@ func newClientInfo(nc net.Conn, p *packet.Connect, id string) *ClientInfo {
 	// view, it would keep the whole body alive for the session's life,
 	// password and all.
 	ci := &ClientInfo{ClientID: id, Username: strings.Clone(p.Username), Password: p.Password,
-		Protocol: p.ProtocolVersion, RemoteAddr: nc.RemoteAddr()}
+		Protocol: p.ProtocolVersion, RemoteAddr: nc.RemoteAddr(), Bridge: p.Bridge}
 	if p.PasswordFlag && ci.Password == nil {
 		ci.Password = []byte{} // present but empty: the decoder gives nil
 	}

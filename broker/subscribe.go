@@ -53,7 +53,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		if shared && req.Options.NoLocal && c.version == packet.V5 {
 			return protoErr(packet.ProtocolError, "MQTT-3.8.3-4", "No Local on shared subscription %q", req.Filter)
 		}
-		opts := req.Options
+		opts := bridgeSubOptions(ss.info.Load(), req.Options, shared)
 		opts.QoS = min(opts.QoS, maxQoS)
 		sub := subscription{filter: req.Filter, opts: opts, id: subID}
 		ss.mu.Lock()

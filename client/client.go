@@ -41,6 +41,10 @@ type Client struct {
 
 	dropped atomic.Uint64
 	debug   bool // Logger has debug enabled
+
+	// bridgeRefused is set once a server refused the bridge bit
+	// (Options.Bridge): later CONNECTs go without it.
+	bridgeRefused atomic.Bool
 }
 
 type clientState int

@@ -63,9 +63,33 @@ func (c *Client) dialServer(server string) (*conn, error) {
 	cn, err := c.handshake(ctx, nc, server)
 	if err != nil {
 		nc.Close()
-		return nil, err
+		if !c.bridgeFallback(err) {
+			return nil, err
+		}
+		// mosquitto's fallback for a server that does not know the
+		// bridge bit: connect again without it.
+		if nc, err = dial(ctx, server, c.opts.TLSConfig, c.opts.DialContext); err != nil {
+			return nil, err
+		}
+		if cn, err = c.handshake(ctx, nc, server); err != nil {
+			nc.Close()
+			return nil, err
+		}
 	}
 	return cn, nil
+}
+
+// bridgeFallback reports whether err is a refusal of the bridge bit, and
+// if so turns the bit off.
+func (c *Client) bridgeFallback(err error) bool {
+	var re *ReasonError
+	if !c.opts.Bridge || c.opts.Version == packet.V5 || c.bridgeRefused.Load() ||
+		!errors.As(err, &re) || re.Op != "connect" || re.Code != packet.Connack311BadProtocolVersion {
+		return false
+	}
+	c.opts.Logger.Info("server refused the bridge protocol level; connecting as a plain client", "server_code", byte(re.Code))
+	c.bridgeRefused.Store(true)
+	return true
 }
 
 func (c *Client) handshake(ctx context.Context, nc net.Conn, server string) (*conn, error) {
@@ -123,6 +147,7 @@ func (c *Client) connectPacket(first bool) *packet.Connect {
 		ProtocolName: "MQTT", ProtocolVersion: o.Version, ClientID: o.ClientID,
 		Username: o.Username, UsernameFlag: o.Username != "",
 		Password: []byte(o.Password), PasswordFlag: o.Password != "",
+		Bridge: o.Bridge && o.Version != packet.V5 && !c.bridgeRefused.Load(),
 	}
 	if o.KeepAlive > 0 {
 		cp.KeepAlive = uint16(min(o.KeepAlive.Round(time.Second)/time.Second, 65535))

@@ -56,6 +56,16 @@ type Options struct {
 	// SessionExpiry is the MQTT 5 Session Expiry Interval. Default 0, or
 	// "never" (0xFFFFFFFF seconds) when KeepSession is set.
 	SessionExpiry time.Duration
+	// Bridge announces the client as a broker bridging into the server,
+	// as mosquitto's bridges do (its try_private option): a 3.1.1 CONNECT
+	// carries protocol level 0x84, by which a server such as mosquitto or
+	// Roost gives the subscriptions No Local and Retain As Published, so
+	// that a two-way bridge does not get its own messages back. A server
+	// that refuses that level (CONNACK 1, unacceptable protocol version)
+	// is asked again at once with the plain level, and the bit stays off
+	// for the Client's life, which is mosquitto's fallback. Ignored for
+	// 5.0, whose subscription options say the same per subscription.
+	Bridge bool
 	// Will is the message the server publishes if the connection is lost
 	// without a DISCONNECT. Optional.
 	Will *Message

@@ -11,6 +11,10 @@ const (
 	connUsername   = 0x80
 )
 
+// bridgeBit is set on the protocol level by a 3.1/3.1.1 bridge (see
+// Connect.Bridge).
+const bridgeBit = 0x80
+
 // protocolName returns the name to write: ProtocolName when set, else the
 // name the version uses.
 func (p *Connect) protocolName(v Version) string {
@@ -36,7 +40,8 @@ func (p *Connect) flags() byte {
 }
 
 // Encode implements Packet. The protocol level written is v, whatever
-// ProtocolVersion says.
+// ProtocolVersion says, with the bridge bit when Bridge is set and v is
+// 3.1 or 3.1.1.
 func (p *Connect) Encode(dst []byte, v Version) ([]byte, error) {
 	if err := checkVersion(CONNECT, v); err != nil {
 		return dst, err
@@ -68,7 +73,11 @@ func (p *Connect) Encode(dst []byte, v Version) ([]byte, error) {
 		return dst, err
 	}
 	b = appendString(b, p.protocolName(v))
-	b = appendU16(append(b, byte(v), f), p.KeepAlive)
+	level := byte(v)
+	if p.Bridge && v != V5 {
+		level |= bridgeBit
+	}
+	b = appendU16(append(b, level, f), p.KeepAlive)
 	if v == V5 {
 		b = appendProps(b, &p.Properties, placeOf(CONNECT, false), props)
 	}
@@ -98,6 +107,11 @@ func decodeConnect(body []byte) (*Connect, error) {
 		return nil, d.err
 	}
 	p := &Connect{ProtocolVersion: level}
+	if level&bridgeBit != 0 && (level&^bridgeBit == V31 || level&^bridgeBit == V311) {
+		// A mosquitto bridge (try_private): 0x83 or 0x84.
+		level &^= bridgeBit
+		p.ProtocolVersion, p.Bridge = level, true
+	}
 	switch {
 	case name == "MQTT" && (level == V311 || level == V5):
 		p.ProtocolName = "MQTT" // a constant: the name needs no copy

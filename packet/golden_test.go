@@ -66,6 +66,32 @@ var goldens = []struct {
 		},
 	},
 	{
+		name:   "CONNECT 3.1.1 bridge (mosquitto try_private)",
+		v:      V311,
+		packet: &Connect{ProtocolName: "MQTT", ProtocolVersion: V311, Bridge: true, KeepAlive: 60, ClientID: "b"},
+		wire: []byte{
+			0x10, 0x0D, // CONNECT, remaining length 13
+			0x00, 0x04, 'M', 'Q', 'T', 'T', // protocol name [3.1.2.1]
+			0x84,       // protocol level 4 with the bridge bit 0x80 (mosquitto, not OASIS)
+			0x00,       // no flags: a persistent session, as mosquitto bridges use
+			0x00, 0x3C, // keep alive 60
+			0x00, 0x01, 'b', // client identifier
+		},
+	},
+	{
+		name:   "CONNECT 3.1 bridge",
+		v:      V31,
+		packet: &Connect{ProtocolName: "MQIsdp", ProtocolVersion: V31, Bridge: true, CleanStart: true, KeepAlive: 10, ClientID: "c1"},
+		wire: []byte{
+			0x10, 0x10, // CONNECT, remaining length 16
+			0x00, 0x06, 'M', 'Q', 'I', 's', 'd', 'p', // protocol name of 3.1
+			0x83,       // protocol level 3 with the bridge bit
+			0x02,       // clean session
+			0x00, 0x0A, // keep alive 10
+			0x00, 0x02, 'c', '1', // client identifier
+		},
+	},
+	{
 		name:   "CONNECT 3.1 MQIsdp",
 		v:      V31,
 		packet: &Connect{ProtocolName: "MQIsdp", ProtocolVersion: V31, CleanStart: true, KeepAlive: 10, ClientID: "c1"},

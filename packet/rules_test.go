@@ -62,6 +62,8 @@ var ruleTests = []struct {
 	// CONNECT.
 	{"MQTT-3.1.2-2 unknown level", V311, pkt(0x10, b(0, 4, 'M', 'Q', 'T', 'T', 6, 2, 0, 0), s("c")), UnsupportedProtocolVersion, "MQTT-3.1.2-2"},
 	{"MQTT-3.1.2-2 MQIsdp with level 4", V311, pkt(0x10, b(0, 6, 'M', 'Q', 'I', 's', 'd', 'p', 4, 2, 0, 0), s("c")), UnsupportedProtocolVersion, "MQTT-3.1.2-2"},
+	{"MQTT-3.1.2-2 bridge bit on level 5", V311, pkt(0x10, b(0, 4, 'M', 'Q', 'T', 'T', 0x85, 2, 0, 0), s("c")), UnsupportedProtocolVersion, "MQTT-3.1.2-2"},
+	{"MQTT-3.1.2-2 bridge bit on MQIsdp level 4", V311, pkt(0x10, b(0, 6, 'M', 'Q', 'I', 's', 'd', 'p', 0x84, 2, 0, 0), s("c")), UnsupportedProtocolVersion, "MQTT-3.1.2-2"},
 	{"MQTT-3.1.2-2 unknown name", V311, pkt(0x10, b(0, 4, 'M', 'Q', 'T', 'X', 4, 2, 0, 0), s("c")), UnsupportedProtocolVersion, "MQTT-3.1.2-2"},
 	{"MQTT-3.1.2-3 reserved flag", V311, pkt(0x10, connect311, b(3, 0, 0), s("c")), MalformedPacket, "MQTT-3.1.2-3"},
 	{"MQTT-3.1.2-12 will QoS 3", V311, pkt(0x10, connect311, b(0x1C, 0, 0), s("c"), s("w"), s("p")), MalformedPacket, "MQTT-3.1.2-12"},

@@ -77,11 +77,16 @@ type Packet interface {
 // Connect is the CONNECT packet [MQTT-3.1].
 type Connect struct {
 	ProtocolName    string  // "MQTT", or "MQIsdp" for 3.1
-	ProtocolVersion Version // the protocol level byte as received
-	CleanStart      bool    // Clean Session in 3.1.x
-	KeepAlive       uint16  // seconds
-	ClientID        string
-	Properties      Properties // 5.0 only
+	ProtocolVersion Version // the protocol level byte as received, without the bridge bit
+	// Bridge is the bridge bit (0x80) of a 3.1 or 3.1.1 protocol level:
+	// mosquitto's try_private, by which a bridge announces itself so the
+	// server can keep it from receiving its own messages back. Not part of
+	// the OASIS specifications; never set for 5.0 (0x85 is refused).
+	Bridge     bool
+	CleanStart bool   // Clean Session in 3.1.x
+	KeepAlive  uint16 // seconds
+	ClientID   string
+	Properties Properties // 5.0 only
 
 	WillFlag       bool
 	WillQoS        QoS

@@ -1,0 +1,29 @@
+package broker
+
+import "github.com/roost-mqtt/roost/packet"
+
+// A 3.1 or 3.1.1 client that sets the bridge bit on its protocol level
+// (mosquitto's try_private, packet.Connect.Bridge) is another broker
+// bridging into this one. Those protocol versions have no subscription
+// options, so a two-way bridge would get back every message it forwards
+// and, with RETAIN cleared on delivery [MQTT-3.3.1-9 (3.1.1)], would turn
+// retained messages into live ones on the far side. Like mosquitto
+// (handle_subscribe.c), the server therefore gives a bridge's
+// subscriptions No Local and Retain As Published, the MQTT 5 options a
+// 5.0 bridge asks for itself.
+
+// bridgeSubOptions returns the options a subscription gets: as requested,
+// plus No Local and Retain As Published for a bridge. A shared
+// subscription gets no No Local, which MQTT 5 forbids on it
+// [MQTT-3.8.3-4]: a message goes to one group member, so there is no
+// echo to every bridge to prevent.
+func bridgeSubOptions(info *ClientInfo, o packet.SubOptions, shared bool) packet.SubOptions {
+	if info == nil || !info.Bridge {
+		return o
+	}
+	o.RetainAsPublished = true
+	if !shared {
+		o.NoLocal = true
+	}
+	return o
+}
