@@ -109,6 +109,8 @@ type ClientInfo struct {
 	// Bridge is set when the client announced itself as a mosquitto-style
 	// bridge (protocol level 0x83/0x84, see packet.Connect.Bridge).
 	Bridge bool
+
+	internal bool // came through Server.DialInternal: trusted
 }
 
 // ListenerNamer is implemented by connections that know which listener
@@ -133,6 +135,7 @@ func newClientInfo(nc net.Conn, p *packet.Connect, id string) *ClientInfo {
 	if l, ok := nc.(ListenerNamer); ok {
 		ci.Listener = l.ListenerName()
 	}
+	_, ci.internal = nc.(*internalConn)
 	// Look through wrappers (listener names, PROXY protocol) for TLS.
 	for inner := nc; inner != nil; {
 		if t, ok := inner.(interface{ ConnectionState() tls.ConnectionState }); ok {

@@ -1,6 +1,10 @@
 package broker
 
-import "github.com/roost-mqtt/roost/packet"
+import (
+	"net"
+
+	"github.com/roost-mqtt/roost/packet"
+)
 
 // A 3.1 or 3.1.1 client that sets the bridge bit on its protocol level
 // (mosquitto's try_private, packet.Connect.Bridge) is another broker
@@ -27,3 +31,33 @@ func bridgeSubOptions(info *ClientInfo, o packet.SubOptions, shared bool) packet
 	}
 	return o
 }
+
+// DialInternal returns a connection into the server from inside the
+// process, for components that act as clients of their own broker (a
+// bridge's local side). The server serves the other end of an in-memory
+// pipe as it would a network connection, with two differences: the
+// client is trusted, so neither the Authenticator nor the Authorizer is
+// asked about it (what it may do is the embedder's configuration, not a
+// remote party's claim), and it appears with listener "internal" and
+// remote address "internal:name". Only code in the process can make such
+// a connection: nothing that arrives over a listener is ever internal.
+// After Shutdown the connection is closed at once.
+func (s *Server) DialInternal(name string) net.Conn {
+	c1, c2 := net.Pipe()
+	s.ServeConn(&internalConn{Conn: c2, name: name})
+	return c1
+}
+
+// internalConn is the server's end of a DialInternal pipe.
+type internalConn struct {
+	net.Conn
+	name string
+}
+
+func (c *internalConn) RemoteAddr() net.Addr { return internalAddr(c.name) }
+func (c *internalConn) ListenerName() string { return "internal" }
+
+type internalAddr string
+
+func (a internalAddr) Network() string { return "internal" }
+func (a internalAddr) String() string  { return "internal:" + string(a) }

@@ -1,0 +1,496 @@
+package bridge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/client"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// Config describes one bridge. Zero values mean the defaults given beside
+// each field, which are mosquitto's where it has one.
+type Config struct {
+	// Name identifies the bridge in logs, metrics and default client ids.
+	// Required.
+	Name string
+	// Addresses are the remote broker's URLs (mqtt://, mqtts://, ws://,
+	// wss://), tried in order on every connection attempt, so later ones
+	// are failovers. At least one is required.
+	Addresses []string
+	// Version is the protocol spoken to the remote: packet.V5 (default) or
+	// packet.V311.
+	Version packet.Version
+	// ClientID is the client id on the remote broker. Default
+	// Name + "." + the host name, as mosquitto's remote_clientid.
+	ClientID string
+	// LocalClientID is the bridge's session on this broker. Default
+	// "local." + ClientID, as mosquitto's local_clientid.
+	LocalClientID string
+	// CleanStart starts a new session on the remote at every connection
+	// (mosquitto's cleansession). Default false: the remote keeps the
+	// subscriptions and what it queued for the bridge while it is away.
+	CleanStart bool
+	// LocalCleanStart does the same for the local session. Default false,
+	// and it should stay so: the local session is where messages wait for
+	// the remote (store and forward, see the package doc).
+	LocalCleanStart bool
+	// SessionExpiry is the MQTT 5 Session Expiry Interval asked of the
+	// remote when CleanStart is false. Default: never expire.
+	SessionExpiry time.Duration
+	// Username and Password are sent to the remote when non-empty.
+	Username string
+	Password string
+	// TLS is used for mqtts:// and wss:// addresses. Default: the system
+	// roots and the address's host name.
+	TLS *tls.Config
+	// KeepAlive toward the remote. Default 60s.
+	KeepAlive time.Duration
+	// Backoff is the reconnect delay. Default Min 5s, Max 30s, jittered:
+	// mosquitto's restart_timeout.
+	Backoff client.Backoff
+	// NoTryPrivate turns off the 3.1.1 bridge bit (mosquitto's
+	// try_private false). Ignored for MQTT 5.
+	NoTryPrivate bool
+	// Notifications publishes the connection state, retained "1" or "0",
+	// on NotificationTopic locally and on the remote (there with a will
+	// for the "0"), as mosquitto's notifications do.
+	Notifications bool
+	// NotificationsLocalOnly keeps the notifications on this broker.
+	NotificationsLocalOnly bool
+	// NotificationTopic. Default "$SYS/broker/connection/" + ClientID +
+	// "/state".
+	NotificationTopic string
+	// Topics are the forwarding rules, in order. At least one is required.
+	Topics []Rule
+	// Logger receives the bridge's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// ErrConfig is wrapped by the errors New returns for a bad Config.
+var ErrConfig = errors.New("bridge config")
+
+func (c *Config) fill() error {
+	if c.Name == "" {
+		return fmt.Errorf("%w: a bridge needs a name", ErrConfig)
+	}
+	if len(c.Addresses) == 0 {
+		return fmt.Errorf("%w: bridge %s: no remote address", ErrConfig, c.Name)
+	}
+	if len(c.Topics) == 0 {
+		return fmt.Errorf("%w: bridge %s: no topics", ErrConfig, c.Name)
+	}
+	for i, r := range c.Topics {
+		if err := r.Validate(); err != nil {
+			return fmt.Errorf("%w: bridge %s: topic %d: %w", ErrConfig, c.Name, i+1, err)
+		}
+	}
+	switch c.Version {
+	case 0:
+		c.Version = packet.V5
+	case packet.V5, packet.V311:
+	default:
+		return fmt.Errorf("%w: bridge %s: protocol %v not supported (3.1.1 or 5.0)", ErrConfig, c.Name, c.Version)
+	}
+	if c.ClientID == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("%w: bridge %s: no client id given and no host name: %w", ErrConfig, c.Name, err)
+		}
+		c.ClientID = c.Name + "." + host
+	}
+	if c.LocalClientID == "" {
+		c.LocalClientID = "local." + c.ClientID
+	}
+	if c.LocalClientID == c.ClientID {
+		return fmt.Errorf("%w: bridge %s: local and remote client ids are both %q", ErrConfig, c.Name, c.ClientID)
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = 60 * time.Second
+	}
+	if c.Backoff.Min == 0 {
+		c.Backoff.Min = 5 * time.Second
+	}
+	if c.Backoff.Max == 0 {
+		c.Backoff.Max = 30 * time.Second
+	}
+	if c.NotificationTopic == "" {
+		c.NotificationTopic = "$SYS/broker/connection/" + c.ClientID + "/state"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Bridge is one running bridge. Its methods are safe for concurrent use.
+type Bridge struct {
+	cfg    Config
+	srv    *broker.Server
+	log    *slog.Logger
+	local  *client.Client
+	remote *client.Client
+
+	ctx      context.Context // ends when Close has quiesced both clients
+	cancel   context.CancelFunc
+	quiesced chan struct{} // closed once neither client acknowledges anything more
+	closeMu  sync.Mutex
+	closed   bool
+	wg       sync.WaitGroup
+
+	connected  atomic.Bool
+	server     atomic.Pointer[string]
+	everUp     atomic.Bool
+	out, in    atomic.Uint64
+	dropped    atomic.Uint64
+	reconnects atomic.Uint64
+	lastErr    atomic.Pointer[errAt]
+}
+
+type errAt struct {
+	err string
+	at  time.Time
+}
+
+// New checks cfg and prepares a bridge between srv and the remote broker;
+// Start runs it. It returns an error wrapping ErrConfig (or a client
+// error) that names the bridge and the faulty field.
+func New(srv *broker.Server, cfg Config) (*Bridge, error) {
+	if err := cfg.fill(); err != nil {
+		return nil, err
+	}
+	b := &Bridge{cfg: cfg, srv: srv, log: cfg.Logger.With("bridge", cfg.Name), quiesced: make(chan struct{})}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	var err error
+	if b.local, err = client.New(b.localOptions()); err != nil {
+		return nil, fmt.Errorf("bridge %s: local side: %w", cfg.Name, err)
+	}
+	if b.remote, err = client.New(b.remoteOptions()); err != nil {
+		return nil, fmt.Errorf("bridge %s: remote side: %w", cfg.Name, err)
+	}
+	return b, nil
+}
+
+// Name returns the bridge's name.
+func (b *Bridge) Name() string { return b.cfg.Name }
+
+// localOptions: an MQTT 5 client of this broker through an in-process
+// pipe, with a session that outlives the bridge and the process.
+func (b *Bridge) localOptions() client.Options {
+	return client.Options{
+		Servers:  []string{"mqtt://internal:1"},
+		ClientID: b.cfg.LocalClientID,
+		Version:  packet.V5,
+		DialContext: func(context.Context, string, string) (net.Conn, error) {
+			return b.srv.DialInternal("bridge/" + b.cfg.Name), nil
+		},
+		KeepSession: !b.cfg.LocalCleanStart,
+		KeepAlive:   -1, // a pipe in the same process cannot go silent
+		// The messages the broker may hand over before the remote
+		// acknowledged the first: they wait in the dispatcher, the rest
+		// stay in the session's durable queue.
+		ReceiveMaximum: 64,
+		Reconnect:      client.Backoff{Min: 50 * time.Millisecond, Max: time.Second},
+		DefaultHandler: b.forwardOut,
+		Logger:         b.log.With("side", "local"),
+	}
+}
+
+func (b *Bridge) remoteOptions() client.Options {
+	c := &b.cfg
+	o := client.Options{
+		Servers:       c.Addresses,
+		TLSConfig:     c.TLS,
+		ClientID:      c.ClientID,
+		Username:      c.Username,
+		Password:      c.Password,
+		Version:       c.Version,
+		KeepAlive:     c.KeepAlive,
+		KeepSession:   !c.CleanStart,
+		SessionExpiry: c.SessionExpiry,
+		Bridge:        !c.NoTryPrivate,
+		Reconnect:     c.Backoff,
+		// A session kept by the remote still has our subscriptions; one
+		// that was lost gets them again (the client's resubscribe).
+		DefaultHandler: b.forwardIn,
+		OnStatus:       b.remoteStatus,
+		Logger:         b.log.With("side", "remote"),
+	}
+	if c.Notifications && !c.NotificationsLocalOnly {
+		o.Will = &client.Message{Topic: c.NotificationTopic, Payload: []byte("0"), QoS: 1, Retain: true}
+	}
+	return o
+}
+
+// Start connects both sides and subscribes as the rules say. It returns
+// once the local side is up (an in-process connection, so at once); the
+// remote side connects and reconnects in the background. It fails if the
+// local broker refuses the bridge's session.
+func (b *Bridge) Start(ctx context.Context) error {
+	b.notifyLocal(false)
+	if err := b.local.Connect(ctx); err != nil {
+		return fmt.Errorf("bridge %s: local side: %w", b.cfg.Name, err)
+	}
+	if err := b.subscribeLocal(ctx); err != nil {
+		return err
+	}
+	b.remote.Start()
+	var subs []client.Subscription
+	for _, r := range b.cfg.Topics {
+		if r.Direction.in() {
+			// No Local and Retain As Published: the remote must not
+			// send back what we forwarded, and retained messages stay
+			// retained on this side [MQTT-3.8.3-3], [MQTT-3.3.1-12].
+			subs = append(subs, client.Subscription{Filter: r.RemoteFilter(), QoS: r.QoS, NoLocal: true, RetainAsPublished: true})
+		}
+	}
+	if len(subs) > 0 {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			// Waits in the client's offline queue until the remote is up;
+			// the client sends it again whenever the remote lost our
+			// session.
+			if _, err := b.remote.Subscribe(b.ctx, subs...); err != nil && b.ctx.Err() == nil {
+				b.noteErr(fmt.Errorf("subscribing on the remote: %w", err))
+				b.log.Error("remote refused a subscription", "err", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// subscribeLocal subscribes the local session to every out rule and drops
+// subscriptions it kept from an earlier configuration.
+func (b *Bridge) subscribeLocal(ctx context.Context) error {
+	want := map[string]bool{}
+	var subs []client.Subscription
+	for _, r := range b.cfg.Topics {
+		if !r.Direction.out() || want[r.LocalFilter()] {
+			continue
+		}
+		want[r.LocalFilter()] = true
+		// No Local keeps what the bridge brings in from going back out;
+		// Retain Handling 2: retained messages already here are not
+		// re-sent on every start (the remote has them, or never wanted
+		// them: mosquitto's bridges do the same).
+		subs = append(subs, client.Subscription{Filter: r.LocalFilter(), QoS: r.QoS, NoLocal: true,
+			RetainAsPublished: true, RetainHandling: 2})
+	}
+	var stale []string
+	if _, held, ok := b.srv.Client(b.cfg.LocalClientID); ok {
+		for _, s := range held {
+			if !want[s.Filter] {
+				stale = append(stale, s.Filter)
+			}
+		}
+	}
+	if len(stale) > 0 {
+		b.log.Info("dropping subscriptions of an earlier configuration", "filters", stale)
+		if _, err := b.local.Unsubscribe(ctx, stale...); err != nil {
+			return fmt.Errorf("bridge %s: local unsubscribe: %w", b.cfg.Name, err)
+		}
+	}
+	if len(subs) == 0 {
+		return nil
+	}
+	if _, err := b.local.Subscribe(ctx, subs...); err != nil {
+		return fmt.Errorf("bridge %s: local subscribe: %w", b.cfg.Name, err)
+	}
+	return nil
+}
+
+// forwardOut sends a message of this broker to the remote one. It returns
+// (and so lets the local client acknowledge the message, which removes it
+// from the durable queue) only once the remote has acknowledged it, or
+// refused it for good. While the remote is unreachable it waits, and
+// the broker keeps the rest queued in the bridge's session.
+func (b *Bridge) forwardOut(m *client.Message) {
+	name := mapOut(b.cfg.Topics, m.Topic)
+	if m.QoS == 0 && !b.connected.Load() {
+		b.dropped.Add(1) // at most once: not worth holding the queue for
+		return
+	}
+	b.forward(b.remote, "out", &b.out, name, m)
+}
+
+// forwardIn publishes a message of the remote broker here. As forwardOut,
+// it returns once this broker has the message (stored, for QoS 1/2), so
+// the remote's copy is acknowledged only then.
+func (b *Bridge) forwardIn(m *client.Message) {
+	b.forward(b.local, "in", &b.in, mapIn(b.cfg.Topics, m.Topic), m)
+}
+
+func (b *Bridge) forward(to *client.Client, dir string, count *atomic.Uint64, name string, m *client.Message) {
+	msg := client.Message{Topic: name, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Properties: m.Properties}
+	msg.Properties.Clear(packet.PropSubscriptionID)
+	msg.Properties.SubscriptionIDs = nil
+	for {
+		_, err := to.Publish(b.ctx, msg)
+		var re *client.ReasonError
+		switch {
+		case err == nil:
+			count.Add(1)
+			return
+		case errors.As(err, &re), errors.Is(err, client.ErrPacketTooLarge):
+			// Refused for good (not authorized, quota, too large):
+			// holding it would stop everything behind it.
+			b.dropped.Add(1)
+			b.noteErr(err)
+			b.log.Warn("message refused; dropped", "direction", dir, "topic", name, "err", err)
+			return
+		case errors.Is(err, client.ErrQueueFull):
+			select {
+			case <-time.After(100 * time.Millisecond):
+				continue
+			case <-b.ctx.Done():
+			}
+		}
+		// The bridge is stopping (or the client closed under us): do not
+		// return before both clients stopped acknowledging, so the
+		// message stays unacknowledged where it came from.
+		<-b.quiesced
+		return
+	}
+}
+
+func (b *Bridge) remoteStatus(st client.Status) {
+	switch st.Event {
+	case client.Connected:
+		b.server.Store(&st.Server)
+		b.connected.Store(true)
+		if b.everUp.Swap(true) {
+			b.reconnects.Add(1)
+		}
+		b.log.Info("connected to remote", "server", st.Server, "session_present", st.SessionPresent)
+		b.notify(true)
+	case client.ConnectionLost:
+		if st.Err != nil {
+			b.noteErr(st.Err)
+		}
+		if b.connected.Swap(false) {
+			b.log.Warn("lost remote connection", "server", st.Server, "err", st.Err)
+			b.notifyLocal(false)
+		} else {
+			b.log.Debug("remote connection attempt failed", "server", st.Server, "err", st.Err)
+		}
+	case client.Disconnected:
+		b.connected.Store(false)
+	}
+}
+
+// notify publishes the connection state (see Config.Notifications) here
+// and, when up, on the remote.
+func (b *Bridge) notify(up bool) {
+	b.notifyLocal(up)
+	if !b.cfg.Notifications || b.cfg.NotificationsLocalOnly || !up {
+		return
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		_, err := b.remote.Publish(b.ctx, client.Message{Topic: b.cfg.NotificationTopic, Payload: []byte("1"), QoS: 1, Retain: true})
+		if err != nil && b.ctx.Err() == nil {
+			b.log.Warn("publishing the connection notification on the remote", "err", err)
+		}
+	}()
+}
+
+func (b *Bridge) notifyLocal(up bool) {
+	if !b.cfg.Notifications {
+		return
+	}
+	payload := []byte("0")
+	if up {
+		payload[0] = '1'
+	}
+	_, err := b.srv.Publish(broker.PublishRequest{Topic: b.cfg.NotificationTopic, Payload: payload, QoS: 1, Retain: true})
+	if err != nil {
+		b.log.Warn("publishing the connection notification", "err", err)
+	}
+}
+
+func (b *Bridge) noteErr(err error) {
+	b.lastErr.Store(&errAt{err: err.Error(), at: time.Now()})
+}
+
+// Close stops the bridge: both clients disconnect, and what was not yet
+// acknowledged to the remote stays in the local session for the next
+// start (and in the store, across a restart). It waits for the bridge's
+// goroutines or ctx.
+func (b *Bridge) Close(ctx context.Context) error {
+	b.closeMu.Lock()
+	if b.closed {
+		b.closeMu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.closeMu.Unlock()
+	// Both disconnects first: from then on neither client sends an
+	// acknowledgement, so a handler interrupted below leaves its message
+	// unacknowledged on the side it came from.
+	errL := b.local.Disconnect(ctx)
+	errR := b.remote.Disconnect(ctx)
+	close(b.quiesced)
+	b.cancel()
+	b.notifyLocal(false)
+	done := make(chan struct{})
+	go func() {
+		b.wg.Wait()
+		<-b.local.Done()
+		<-b.remote.Done()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("bridge %s: close: %w", b.cfg.Name, ctx.Err())
+	}
+	return errors.Join(errL, errR)
+}
+
+// Stats are a bridge's figures, for metrics and the admin API.
+type Stats struct {
+	Name      string
+	Connected bool
+	Server    string // the remote address in use, or last used
+	// ForwardedOut and ForwardedIn count messages the other side took.
+	ForwardedOut, ForwardedIn uint64
+	// Dropped counts messages not forwarded: QoS 0 while the remote is
+	// down, and messages the receiving side refused.
+	Dropped uint64
+	// Reconnects counts connections to the remote after the first.
+	Reconnects uint64
+	// Queued is what waits in the local session for the remote (queued
+	// and inflight), and QueueDropped what that session's queue limits
+	// dropped.
+	Queued       int
+	QueueDropped uint64
+	LastError    string
+	LastErrorAt  time.Time
+}
+
+// Stats returns the bridge's current figures.
+func (b *Bridge) Stats() Stats {
+	s := Stats{Name: b.cfg.Name, Connected: b.connected.Load(), ForwardedOut: b.out.Load(),
+		ForwardedIn: b.in.Load(), Dropped: b.dropped.Load(), Reconnects: b.reconnects.Load()}
+	if p := b.server.Load(); p != nil {
+		s.Server = *p
+	}
+	if e := b.lastErr.Load(); e != nil {
+		s.LastError, s.LastErrorAt = e.err, e.at
+	}
+	if cs, _, ok := b.srv.Client(b.cfg.LocalClientID); ok {
+		s.Queued, s.QueueDropped = cs.Queued+cs.Inflight, cs.Dropped
+	}
+	return s
+}

@@ -1,0 +1,56 @@
+// Package bridge connects a Roost broker to another MQTT broker (mosquitto,
+// EMQX, HiveMQ, a cloud IoT endpoint or another Roost) and forwards the
+// topics its rules name, in either direction or both, with mosquitto's
+// topic, prefix and QoS semantics (see Rule).
+//
+// # Two clients and a pipe
+//
+// A Bridge is two clients of package client. The remote side is an
+// ordinary MQTT 3.1.1 or 5 connection to the other broker, with its
+// failover addresses, TLS, keep alive and reconnect backoff. The local
+// side is an MQTT 5 connection to this broker through an in-process pipe
+// (broker.Server.DialInternal), trusted, so the broker's authentication
+// and ACLs do not apply to it. Each side's messages go to a handler that
+// publishes them on the other side.
+//
+// # Store and forward
+//
+// The local side has a persistent session (Clean Start 0, no expiry).
+// Everything the out rules match is therefore queued for it by the broker
+// like for any persistent subscriber: in the broker's store, counted
+// against its queue limits, before the publisher gets its PUBACK. A QoS 1
+// or 2 message is acknowledged to the broker — and so removed from the
+// store — only when the handler returns, and the handler returns only
+// after the remote acknowledged the forwarded copy (PUBACK or PUBCOMP), or
+// refused it for good (an MQTT 5 failure reason code, a packet too
+// large: counted in Stats.Dropped). While the remote is unreachable the
+// handler waits and the rest stays queued; after a bridge restart or a
+// crash of the whole process the broker sends the unacknowledged messages
+// again. Delivery is at least once: a message whose remote PUBACK came
+// just before a crash may be forwarded twice. QoS 0 messages are
+// forwarded while the remote is up and dropped (counted) while it is not.
+// The same holds inward: a remote message is acknowledged to the remote
+// only once this broker has it.
+//
+// Forwarding is one message at a time per direction, so a bridge's
+// throughput is bounded by the round trip to the remote.
+//
+// # No loops
+//
+// The local subscriptions have No Local: what the bridge publishes here
+// (from the remote) is not given back to it. The remote subscriptions have
+// No Local and Retain As Published with MQTT 5. With 3.1.1, which has no
+// subscription options, the CONNECT carries the bridge bit (protocol
+// level 0x84, mosquitto's try_private), by which mosquitto and Roost give
+// the bridge's subscriptions the same two options; a server that refuses
+// that level gets a plain CONNECT at once (client.Options.Bridge). Two
+// brokers joined by one bridge with "both" rules therefore see each
+// message once. Two bridges between the same brokers, each forwarding
+// both ways, still loop, as with mosquitto: use one.
+//
+// # Notifications
+//
+// With Config.Notifications the bridge keeps a retained "1" or "0" on
+// $SYS/broker/connection/<client id>/state here and on the remote (where
+// a will publishes the "0"), as mosquitto's notifications do.
+package bridge

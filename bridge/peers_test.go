@@ -1,0 +1,221 @@
+package bridge
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/internal/mosquittotest"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// mosquitto, with a connection block left at its defaults (MQTT 3.1.1 with
+// try_private, so protocol level 0x84), bridges into Roost: Roost accepts
+// the first CONNECT (before the bridge bit it refused it and mosquitto
+// backed off), messages flow both ways, and a "both" topic does not come
+// back to the side it was published on.
+func TestMosquittoBridgesIntoRoost(t *testing.T) {
+	srv, roostURL := startRoost(t)
+	u, _ := url.Parse(roostURL)
+	m := mosquittotest.Start(t,
+		"connection roost",
+		"address "+u.Host,
+		"topic up/# out 1",
+		"topic down/# in 1",
+		"topic both/# both 1")
+	mURL := "mqtt://" + m.Addr
+	eventually(t, 15*time.Second, func() error { return hasSub(srv, "both/#") })
+	eventually(t, 15*time.Second, func() error { return hasSub(srv, "down/#") })
+	if log := m.Log.String(); strings.Contains(log, "Connection Refused") || strings.Contains(log, "unacceptable protocol") {
+		t.Fatalf("mosquitto was refused at first:\n%s", log)
+	}
+	var bridgeSessions []string
+	for _, c := range srv.Clients() {
+		bridgeSessions = append(bridgeSessions, c.ClientID+" "+c.Protocol)
+	}
+	if len(bridgeSessions) != 1 || !strings.HasSuffix(bridgeSessions[0], " 3.1.1") {
+		t.Fatalf("sessions on Roost: %v, want mosquitto's one 3.1.1 bridge", bridgeSessions)
+	}
+
+	var atRoost, atMosq inbox
+	rc := newClient(t, roostURL, packet.V5, nil)
+	subscribe(t, rc, "#", &atRoost)
+	mc := newClient(t, mURL, packet.V5, nil)
+	subscribe(t, mc, "#", &atMosq)
+
+	publish(t, mc, "up/1", "from mosquitto", false)
+	if got := atRoost.waitFor(t, "up/1"); string(got.Payload) != "from mosquitto" {
+		t.Fatalf("up/1 payload %q", got.Payload)
+	}
+	publish(t, rc, "down/1", "from roost", false)
+	atMosq.waitFor(t, "down/1")
+	publish(t, rc, "both/r", "from roost", false)
+	publish(t, mc, "both/m", "from mosquitto", false)
+	atMosq.waitFor(t, "both/r")
+	atRoost.waitFor(t, "both/m")
+	// Markers behind everything on both paths: an echo would be in by now.
+	publish(t, rc, "both/marker-r", "", false)
+	publish(t, mc, "both/marker-m", "", false)
+	atMosq.waitFor(t, "both/marker-r")
+	atRoost.waitFor(t, "both/marker-m")
+	atMosq.waitFor(t, "both/marker-m")
+	atRoost.waitFor(t, "both/marker-r")
+	for _, tp := range []string{"both/r", "both/m"} {
+		if n := atRoost.count(tp); n != 1 {
+			t.Errorf("Roost subscriber got %s %d times, want 1", tp, n)
+		}
+		if n := atMosq.count(tp); n != 1 {
+			t.Errorf("mosquitto subscriber got %s %d times, want 1", tp, n)
+		}
+	}
+	// Retained messages keep the flag across the bridge into Roost.
+	publish(t, mc, "both/ret", "kept", true)
+	atRoost.waitFor(t, "both/ret")
+	var late inbox
+	rc2 := newClient(t, roostURL, packet.V5, nil)
+	subscribe(t, rc2, "both/ret", &late)
+	if got := late.waitFor(t, "both/ret"); !got.Retain || string(got.Payload) != "kept" {
+		t.Fatalf("retained both/ret on Roost: retain %v payload %q", got.Retain, got.Payload)
+	}
+	publish(t, mc, "both/ret", "", true)
+}
+
+// Roost bridges to a real mosquitto, MQTT 5 and 3.1.1: out and in topics
+// with prefixes, a one-topic remap, and a "both" topic without echo.
+func TestBridgeToMosquitto(t *testing.T) {
+	for _, v := range []packet.Version{packet.V5, packet.V311} {
+		t.Run(v.String(), func(t *testing.T) {
+			srv, roostURL := startRoost(t)
+			m := mosquittotest.Start(t, "log_type all")
+			mURL := "mqtt://" + m.Addr
+			b := startBridge(t, srv, Config{Name: "cloud", Addresses: []string{mURL}, Version: v, Notifications: true,
+				Topics: []Rule{
+					{Pattern: "sensors/#", Direction: Out, QoS: 1, LocalPrefix: "edge/", RemotePrefix: "cloud/site1/"},
+					{Pattern: "cmd/#", Direction: In, QoS: 1, LocalPrefix: "edge/", RemotePrefix: "cloud/site1/"},
+					{Direction: Out, QoS: 1, LocalPrefix: "alarm", RemotePrefix: "cloud/site1/alarm-now"},
+					{Pattern: "chat/#", Direction: Both, QoS: 1},
+				}})
+			var atRoost, atMosq inbox
+			rc := newClient(t, roostURL, packet.V5, nil)
+			subscribe(t, rc, "#", &atRoost)
+			mc := newClient(t, mURL, packet.V5, nil)
+			subscribe(t, mc, "#", &atMosq)
+			eventually(t, 15*time.Second, func() error {
+				if !b.Stats().Connected {
+					return fmt.Errorf("bridge not connected: %+v", b.Stats())
+				}
+				return nil
+			})
+			// The remote side's subscriptions are made once it is up.
+			eventually(t, 15*time.Second, func() error {
+				publish(t, mc, "cloud/site1/cmd/probe", "", false)
+				for _, m := range atRoost.all() {
+					if m.Topic == "edge/cmd/probe" {
+						return nil
+					}
+				}
+				return fmt.Errorf("remote subscription not working yet")
+			})
+
+			publish(t, rc, "edge/sensors/t1", "21.5", false)
+			if got := atMosq.waitFor(t, "cloud/site1/sensors/t1"); string(got.Payload) != "21.5" {
+				t.Fatalf("payload %q", got.Payload)
+			}
+			publish(t, mc, "cloud/site1/cmd/reboot", "now", false)
+			atRoost.waitFor(t, "edge/cmd/reboot")
+			publish(t, rc, "alarm", "fire", false)
+			atMosq.waitFor(t, "cloud/site1/alarm-now")
+			publish(t, rc, "chat/r", "hi", false)
+			publish(t, mc, "chat/m", "ho", false)
+			publish(t, rc, "chat/marker-r", "", false)
+			publish(t, mc, "chat/marker-m", "", false)
+			for _, tp := range []string{"chat/r", "chat/m", "chat/marker-r", "chat/marker-m"} {
+				atRoost.waitFor(t, tp)
+				atMosq.waitFor(t, tp)
+			}
+			for _, tp := range []string{"chat/r", "chat/m"} {
+				if n := atRoost.count(tp); n != 1 {
+					t.Errorf("Roost subscriber got %s %d times, want 1", tp, n)
+				}
+				if n := atMosq.count(tp); n != 1 {
+					t.Errorf("mosquitto subscriber got %s %d times, want 1", tp, n)
+				}
+			}
+			// Nothing the rules do not name crosses.
+			if n := atMosq.count("edge/sensors/t1") + atRoost.count("cloud/site1/cmd/reboot"); n != 0 {
+				t.Errorf("unmapped copies crossed: %d", n)
+			}
+			// The connection notification: retained "1" on both brokers.
+			topic := "$SYS/broker/connection/" + b.cfg.ClientID + "/state"
+			var note inbox
+			subscribe(t, newClient(t, mURL, packet.V5, nil), topic, &note)
+			if got := note.waitFor(t, topic); string(got.Payload) != "1" || !got.Retain {
+				t.Errorf("remote notification %q retain %v", got.Payload, got.Retain)
+			}
+			msgs, _ := srv.RetainedMessages(topic, 0)
+			if len(msgs) != 1 || string(msgs[0].Payload) != "1" {
+				t.Errorf("local notification: %v", msgs)
+			}
+			st := b.Stats()
+			if st.ForwardedOut < 4 || st.ForwardedIn < 3 || st.Dropped != 0 {
+				t.Errorf("stats %+v", st)
+			}
+		})
+	}
+}
+
+// Two Roosts joined by one bridge with a "both" rule on "#", in MQTT 5
+// (No Local on the remote subscription) and 3.1.1 (the bridge bit, Roost
+// giving No Local itself): every message reaches each side exactly once.
+func TestTwoRoostsBothWays(t *testing.T) {
+	for _, v := range []packet.Version{packet.V5, packet.V311} {
+		t.Run(v.String(), func(t *testing.T) {
+			a, aURL := startRoost(t)
+			_, bURL := startRoost(t)
+			br := startBridge(t, a, Config{Name: "ab", Addresses: []string{bURL}, Version: v,
+				Topics: []Rule{{Pattern: "#", Direction: Both, QoS: 1}}})
+			var atA, atB inbox
+			ca := newClient(t, aURL, packet.V5, nil)
+			subscribe(t, ca, "#", &atA)
+			cb := newClient(t, bURL, packet.V5, nil)
+			subscribe(t, cb, "#", &atB)
+			eventually(t, 15*time.Second, func() error {
+				publish(t, cb, "probe", "", false)
+				if atA.count("probe") == 0 {
+					return fmt.Errorf("bridge not forwarding in yet")
+				}
+				return nil
+			})
+			const n = 50
+			for i := range n {
+				publish(t, ca, fmt.Sprintf("a/%d", i), "", i%10 == 0)
+				publish(t, cb, fmt.Sprintf("b/%d", i), "", i%10 == 0)
+			}
+			publish(t, ca, "a/marker", "", false)
+			publish(t, cb, "b/marker", "", false)
+			for _, in := range []*inbox{&atA, &atB} {
+				in.waitFor(t, "a/marker")
+				in.waitFor(t, "b/marker")
+			}
+			for i := range n {
+				for _, tp := range []string{fmt.Sprintf("a/%d", i), fmt.Sprintf("b/%d", i)} {
+					if c1, c2 := atA.count(tp), atB.count(tp); c1 != 1 || c2 != 1 {
+						t.Fatalf("%s arrived %d times on A and %d on B, want once each", tp, c1, c2)
+					}
+				}
+			}
+			if st := br.Stats(); st.ForwardedOut < n || st.ForwardedIn < n {
+				t.Errorf("stats %+v", st)
+			}
+			for i := range n {
+				if i%10 == 0 {
+					publish(t, ca, fmt.Sprintf("a/%d", i), "", true) // clear the retained ones
+					publish(t, cb, fmt.Sprintf("b/%d", i), "", true)
+				}
+			}
+		})
+	}
+}
+
