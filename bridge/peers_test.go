@@ -218,4 +218,3 @@ func TestTwoRoostsBothWays(t *testing.T) {
 		})
 	}
 }
-
