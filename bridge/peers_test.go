@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/roost-mqtt/roost/client"
 	"github.com/roost-mqtt/roost/internal/mosquittotest"
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -216,5 +218,79 @@ func TestTwoRoostsBothWays(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The remote (a real mosquitto) is stopped while a publisher sends QoS 1
+// messages through the bridge, and started again: every message Roost
+// acknowledged to the publisher reaches the remote subscriber, whose
+// session mosquitto kept across its restart (persistence).
+func TestRemoteDownUnderQoS1Load(t *testing.T) {
+	srv, roostURL := startRoost(t)
+	m := mosquittotest.Start(t, "persistence true", "max_queued_messages 100000")
+	mURL := "mqtt://" + m.Addr
+	b := startBridge(t, srv, Config{Name: "sf", Addresses: []string{mURL}, ClientID: "sf-bridge",
+		Topics: []Rule{{Pattern: "load/#", Direction: Out, QoS: 1, RemotePrefix: "site/"}}})
+	var sink inbox
+	sc := newClient(t, mURL, packet.V5, func(o *client.Options) { o.ClientID = "sink"; o.KeepSession = true })
+	subscribe(t, sc, "site/load/#", &sink)
+	eventually(t, 15*time.Second, func() error {
+		if !b.Stats().Connected {
+			return fmt.Errorf("bridge not connected")
+		}
+		return nil
+	})
+
+	pub := newClient(t, roostURL, packet.V5, nil)
+	const n = 600
+	acked := make(chan int, n)
+	go func() {
+		defer close(acked)
+		for i := range n {
+			if _, err := pub.Publish(testCtx(t, 30*time.Second), client.Message{Topic: fmt.Sprintf("load/%d", i), QoS: 1}); err != nil {
+				t.Errorf("publish %d: %v", i, err)
+				return
+			}
+			acked <- i
+			if i%50 == 0 {
+				time.Sleep(5 * time.Millisecond) // spread the load across the outage
+			}
+		}
+	}()
+	waitAcked := func(k int) {
+		for i := range acked {
+			if i >= k {
+				return
+			}
+		}
+	}
+	waitAcked(n / 4)
+	m.Stop(syscall.SIGTERM)
+	waitAcked(n / 2) // acknowledged by Roost while the remote is down
+	eventually(t, 10*time.Second, func() error {
+		if q := b.Stats().Queued; q == 0 {
+			return fmt.Errorf("nothing queued for the remote yet")
+		}
+		return nil
+	})
+	m.Restart(t)
+	for range acked {
+	}
+	eventually(t, 60*time.Second, func() error {
+		seen := map[string]bool{}
+		for _, msg := range sink.all() {
+			seen[msg.Topic] = true
+		}
+		for i := range n {
+			if !seen[fmt.Sprintf("site/load/%d", i)] {
+				return fmt.Errorf("%d of %d distinct messages at the remote; missing site/load/%d (bridge %+v)", len(seen), n, i, b.Stats())
+			}
+		}
+		return nil
+	})
+	st := b.Stats()
+	t.Logf("bridge %+v; %d deliveries at the remote", st, len(sink.all()))
+	if st.Dropped != 0 || st.QueueDropped != 0 {
+		t.Errorf("dropped: %+v", st)
 	}
 }

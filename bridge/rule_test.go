@@ -64,3 +64,38 @@ func TestRuleMapping(t *testing.T) {
 		}
 	}
 }
+
+func TestParseTopicLine(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		want Rule
+		bad  bool
+	}{
+		{line: "#", want: Rule{Pattern: "#", Direction: Out}},
+		{line: "a/# in", want: Rule{Pattern: "a/#", Direction: In}},
+		{line: "a/# both 2", want: Rule{Pattern: "a/#", Direction: Both, QoS: 2}},
+		{line: "# out 1 local/ remote/", want: Rule{Pattern: "#", Direction: Out, QoS: 1, LocalPrefix: "local/", RemotePrefix: "remote/"}},
+		{line: `"" in 0 here/t there/t`, want: Rule{Direction: In, LocalPrefix: "here/t", RemotePrefix: "there/t"}},
+		{line: `# both 0 "" remote/`, want: Rule{Pattern: "#", Direction: Both, RemotePrefix: "remote/"}},
+		{line: "# sideways", bad: true},
+		{line: "# out 3", bad: true},
+		{line: "# out x", bad: true},
+		{line: `"" out 0 only/local`, bad: true},
+		{line: "# out 0 a/ b/ extra", bad: true},
+		{line: "", bad: true},
+	} {
+		got, err := ParseTopicLine(tc.line)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("%q: accepted as %+v", tc.line, got)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%q: got %+v, %v; want %+v", tc.line, got, err, tc.want)
+		}
+		if back, err := ParseTopicLine(got.String()); err != nil || back != got {
+			t.Errorf("%q: String() %q does not read back: %+v, %v", tc.line, got.String(), back, err)
+		}
+	}
+}

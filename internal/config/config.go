@@ -41,6 +41,8 @@ type Config struct {
 	// HTTP is the metrics, admin API and console server (http.go); off
 	// by default.
 	HTTP HTTP
+	// Bridges are connections to other brokers (bridge.go).
+	Bridges []Bridge
 }
 
 // Log configures the server's log output.
@@ -136,6 +138,9 @@ func Load(path string) (*Config, error) {
 	c.Auth.resolvePaths(filepath.Dir(path))
 	for i := range c.Listeners {
 		c.Listeners[i].TLS.resolvePaths(filepath.Dir(path))
+	}
+	for i := range c.Bridges {
+		c.Bridges[i].TLS.resolvePaths(filepath.Dir(path))
 	}
 	return c, nil
 }

@@ -1,0 +1,280 @@
+package config
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/roost-mqtt/roost/bridge"
+	"github.com/roost-mqtt/roost/client"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// Bridge is one entry of the bridges: section: a connection to another
+// broker (package bridge; docs/bridges.md).
+type Bridge struct {
+	Name          string
+	Addresses     []string // broker URLs, in failover order
+	Version       packet.Version
+	ClientID      string
+	LocalClientID string
+	CleanStart    bool
+	// LocalCleanStart gives the local session a clean start; false keeps
+	// store and forward.
+	LocalCleanStart bool
+	SessionExpiry   time.Duration // MQTT 5; 0: never expires
+	Username        string
+	Password        string
+	TLS             BridgeTLS
+	KeepAlive       time.Duration
+	BackoffMin      time.Duration
+	BackoffMax      time.Duration
+	// TryPrivate sends the 3.1.1 bridge bit (mosquitto's try_private).
+	TryPrivate             bool
+	Notifications          bool
+	NotificationsLocalOnly bool
+	NotificationTopic      string
+	Topics                 []bridge.Rule
+}
+
+// BridgeTLS is the TLS client configuration of a bridge, for mqtts:// and
+// wss:// addresses.
+type BridgeTLS struct {
+	CA         string // PEM CA file; "": the system roots
+	Cert, Key  string // client certificate and key, PEM
+	ALPN       []string
+	ServerName string // SNI and the name verified; "": the address's host
+	// Insecure skips verifying the remote's certificate (mosquitto's
+	// bridge_insecure): for tests only.
+	Insecure bool
+}
+
+// DefaultBridge returns a bridge entry before its keys are read: the
+// defaults of docs/bridges.md.
+func DefaultBridge() Bridge {
+	return Bridge{Version: packet.V5, KeepAlive: 60 * time.Second, BackoffMin: 5 * time.Second,
+		BackoffMax: 30 * time.Second, TryPrivate: true, Notifications: true}
+}
+
+// Config builds the tls.Config, reading the files. An error names the file.
+func (t *BridgeTLS) Config() (*tls.Config, error) {
+	c := &tls.Config{ServerName: t.ServerName, NextProtos: t.ALPN, InsecureSkipVerify: t.Insecure, MinVersion: tls.VersionTLS12}
+	if t.CA != "" {
+		pem, err := os.ReadFile(t.CA)
+		if err != nil {
+			return nil, fmt.Errorf("tls.ca: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls.ca %s: no PEM certificate found", t.CA)
+		}
+	}
+	if t.Cert != "" {
+		kp, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		if err != nil {
+			return nil, fmt.Errorf("tls.cert %s, tls.key %s: %w", t.Cert, t.Key, err)
+		}
+		c.Certificates = []tls.Certificate{kp}
+	}
+	return c, nil
+}
+
+func (t *BridgeTLS) resolvePaths(dir string) {
+	for _, p := range []*string{&t.CA, &t.Cert, &t.Key} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+}
+
+// Options converts b to a bridge.Config, reading its TLS files.
+func (b *Bridge) Options(logger *slog.Logger) (bridge.Config, error) {
+	tc, err := b.TLS.Config()
+	if err != nil {
+		return bridge.Config{}, fmt.Errorf("bridge %s: %w", b.Name, err)
+	}
+	return bridge.Config{
+		Name: b.Name, Addresses: b.Addresses, Version: b.Version, ClientID: b.ClientID, LocalClientID: b.LocalClientID,
+		CleanStart: b.CleanStart, LocalCleanStart: b.LocalCleanStart, SessionExpiry: b.SessionExpiry,
+		Username: b.Username, Password: b.Password, TLS: tc, KeepAlive: b.KeepAlive,
+		Backoff:      client.Backoff{Min: b.BackoffMin, Max: b.BackoffMax},
+		NoTryPrivate: !b.TryPrivate, Notifications: b.Notifications, NotificationsLocalOnly: b.NotificationsLocalOnly,
+		NotificationTopic: b.NotificationTopic, Topics: b.Topics, Logger: logger,
+	}, nil
+}
+
+func (d *decoder) bridges(n *yaml.Node, path string, c *Config) {
+	names := map[string]bool{}
+	d.list(n, path, func(p string, v *yaml.Node) {
+		b := DefaultBridge()
+		d.bridge(v, p, &b)
+		switch {
+		case b.Name == "":
+			d.errorf(v, "%s: name is required", p)
+		case names[b.Name]:
+			d.errorf(v, "%s: bridge name %q used twice", p, b.Name)
+		case len(b.Addresses) == 0:
+			d.errorf(v, "%s: addresses: at least one remote broker URL is required", p)
+		case len(b.Topics) == 0:
+			d.errorf(v, "%s: topics: at least one topic is required", p)
+		case b.TLS.Key != "" && b.TLS.Cert == "" || b.TLS.Cert != "" && b.TLS.Key == "":
+			d.errorf(v, "%s: tls: cert and key go together", p)
+		}
+		names[b.Name] = true
+		c.Bridges = append(c.Bridges, b)
+	})
+}
+
+func (d *decoder) bridge(n *yaml.Node, path string, b *Bridge) {
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, "%s: must be a mapping such as {name: cloud, addresses: [...], topics: [...]}, got %s", path, describe(n))
+		return
+	}
+	var version string
+	d.mapping(n, path, map[string]field{
+		"name":      d.str(&b.Name),
+		"addresses": func(p string, v *yaml.Node) { d.bridgeAddresses(v, p, b) },
+		"protocol": func(p string, v *yaml.Node) {
+			d.oneOf(&version, "3.1.1", "5")(p, v)
+			if version == "3.1.1" {
+				b.Version = packet.V311
+			}
+		},
+		"client_id":                d.str(&b.ClientID),
+		"local_client_id":          d.str(&b.LocalClientID),
+		"clean_start":              func(p string, v *yaml.Node) { d.boolean(v, p, &b.CleanStart) },
+		"local_clean_start":        func(p string, v *yaml.Node) { d.boolean(v, p, &b.LocalCleanStart) },
+		"session_expiry":           func(p string, v *yaml.Node) { d.duration(v, p, 0, &b.SessionExpiry) },
+		"username":                 d.str(&b.Username),
+		"password":                 d.str(&b.Password),
+		"tls":                      func(p string, v *yaml.Node) { d.bridgeTLS(v, p, &b.TLS) },
+		"keep_alive":               func(p string, v *yaml.Node) { d.duration(v, p, 5*time.Second, &b.KeepAlive) },
+		"backoff":                  func(p string, v *yaml.Node) { d.bridgeBackoff(v, p, b) },
+		"try_private":              func(p string, v *yaml.Node) { d.boolean(v, p, &b.TryPrivate) },
+		"notifications":            func(p string, v *yaml.Node) { d.boolean(v, p, &b.Notifications) },
+		"notifications_local_only": func(p string, v *yaml.Node) { d.boolean(v, p, &b.NotificationsLocalOnly) },
+		"notification_topic":       d.str(&b.NotificationTopic),
+		"topics":                   func(p string, v *yaml.Node) { d.bridgeTopics(v, p, b) },
+	})
+}
+
+func (d *decoder) bridgeAddresses(n *yaml.Node, path string, b *Bridge) {
+	d.list(n, path, func(p string, v *yaml.Node) {
+		if !d.scalar(v, p, "a broker URL such as mqtts://broker.example.com:8883") {
+			return
+		}
+		u, err := url.Parse(v.Value)
+		switch {
+		case err != nil:
+			d.errorf(v, "%s: %v", p, err)
+		case u.Host == "":
+			d.errorf(v, "%s: %q has no host; want a URL such as mqtt://host:1883", p, v.Value)
+		default:
+			switch u.Scheme {
+			case "mqtt", "tcp", "mqtts", "ssl", "tls", "ws", "wss":
+				b.Addresses = append(b.Addresses, v.Value)
+			default:
+				d.errorf(v, "%s: scheme %q: want mqtt, mqtts, ws or wss", p, u.Scheme)
+			}
+		}
+	})
+}
+
+func (d *decoder) bridgeTLS(n *yaml.Node, path string, t *BridgeTLS) {
+	d.mapping(n, path, map[string]field{
+		"ca":       d.str(&t.CA),
+		"cert":     d.str(&t.Cert),
+		"key":      d.str(&t.Key),
+		"sni":      d.str(&t.ServerName),
+		"insecure": func(p string, v *yaml.Node) { d.boolean(v, p, &t.Insecure) },
+		"alpn": func(p string, v *yaml.Node) {
+			d.list(v, p, func(p string, v *yaml.Node) {
+				if d.scalar(v, p, "a protocol name such as x-amzn-mqtt-ca") {
+					t.ALPN = append(t.ALPN, v.Value)
+				}
+			})
+		},
+	})
+}
+
+func (d *decoder) bridgeBackoff(n *yaml.Node, path string, b *Bridge) {
+	d.mapping(n, path, map[string]field{
+		"min": func(p string, v *yaml.Node) { d.duration(v, p, time.Millisecond, &b.BackoffMin) },
+		"max": func(p string, v *yaml.Node) { d.duration(v, p, time.Millisecond, &b.BackoffMax) },
+	})
+	if b.BackoffMax < b.BackoffMin {
+		d.errorf(n, "%s: max %v is below min %v", path, b.BackoffMax, b.BackoffMin)
+	}
+}
+
+// bridgeTopics reads each topic either as a mosquitto topic line
+// ("sensors/# out 1 edge/ cloud/") or as a mapping of the same fields.
+func (d *decoder) bridgeTopics(n *yaml.Node, path string, b *Bridge) {
+	d.list(n, path, func(p string, v *yaml.Node) {
+		if v.Kind == yaml.ScalarNode && !isNull(v) {
+			r, err := bridge.ParseTopicLine(v.Value)
+			if d.ok(v, p, err) {
+				b.Topics = append(b.Topics, r)
+			}
+			return
+		}
+		r := bridge.Rule{Direction: bridge.Out}
+		var dir string
+		d.mapping(v, p, map[string]field{
+			"pattern":       func(p string, v *yaml.Node) { d.anyStr(v, p, &r.Pattern) },
+			"direction":     func(p string, v *yaml.Node) { d.oneOf(&dir, "out", "in", "both")(p, v) },
+			"qos":           func(p string, v *yaml.Node) { r.QoS = packet.QoS(d.intOr(v, p, 0, 2)) },
+			"local_prefix":  func(p string, v *yaml.Node) { d.anyStr(v, p, &r.LocalPrefix) },
+			"remote_prefix": func(p string, v *yaml.Node) { d.anyStr(v, p, &r.RemotePrefix) },
+		})
+		if dir != "" {
+			r.Direction, _ = bridge.ParseDirection(dir)
+		}
+		if err := r.Validate(); err != nil {
+			d.errorf(v, "%s: %v", p, err)
+			return
+		}
+		b.Topics = append(b.Topics, r)
+	})
+}
+
+// anyStr reads a string that may be empty.
+func (d *decoder) anyStr(v *yaml.Node, path string, dst *string) {
+	if v.Kind == yaml.ScalarNode && !isNull(v) {
+		*dst = v.Value
+		return
+	}
+	d.errorf(v, "%s: must be a string, got %s", path, describe(v))
+}
+
+func (d *decoder) intOr(v *yaml.Node, path string, min, max int64) int64 {
+	n, _ := d.integer(v, path, min, max)
+	return n
+}
+
+// CheckBridges reports bridge settings that parse but cannot work
+// together, such as two bridges with one client id.
+func (c *Config) CheckBridges() error {
+	var errs []error
+	ids := map[string]string{}
+	for _, b := range c.Bridges {
+		for _, id := range []string{b.ClientID, b.LocalClientID} {
+			if id == "" {
+				continue
+			}
+			if other, dup := ids[id]; dup {
+				errs = append(errs, fmt.Errorf("bridges %s and %s: client id %q used twice", other, b.Name, id))
+			}
+			ids[id] = b.Name
+		}
+	}
+	return errors.Join(errs...)
+}
