@@ -294,3 +294,59 @@ func TestRemoteDownUnderQoS1Load(t *testing.T) {
 		t.Errorf("dropped: %+v", st)
 	}
 }
+
+// QoS 2 both ways through a bridge to mosquitto: every message arrives
+// once, still at QoS 2.
+func TestBridgeQoS2(t *testing.T) {
+	srv, roostURL := startRoost(t)
+	m := mosquittotest.Start(t)
+	mURL := "mqtt://" + m.Addr
+	startBridge(t, srv, Config{Name: "q2", Addresses: []string{mURL},
+		Topics: []Rule{{Pattern: "q/#", Direction: Both, QoS: 2}}})
+	var atRoost, atMosq inbox
+	rc := newClient(t, roostURL, packet.V5, nil)
+	mc := newClient(t, mURL, packet.V5, nil)
+	for _, x := range []struct {
+		c  *client.Client
+		in *inbox
+	}{{rc, &atRoost}, {mc, &atMosq}} {
+		if _, err := x.c.Subscribe(testCtx(t, 10*time.Second), client.Subscription{Filter: "q/#", QoS: 2, Handler: x.in.handle}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 15*time.Second, func() error {
+		if _, err := mc.Publish(testCtx(t, 5*time.Second), client.Message{Topic: "q/probe", QoS: 2}); err != nil {
+			return err
+		}
+		if atRoost.count("q/probe") == 0 {
+			return fmt.Errorf("not forwarding in yet")
+		}
+		return nil
+	})
+	const n = 20
+	for i := range n {
+		for side, c := range map[string]*client.Client{"r": rc, "m": mc} {
+			if _, err := c.Publish(testCtx(t, 10*time.Second), client.Message{Topic: fmt.Sprintf("q/%s%d", side, i), QoS: 2}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, in := range []*inbox{&atRoost, &atMosq} {
+		in.waitFor(t, fmt.Sprintf("q/r%d", n-1))
+		in.waitFor(t, fmt.Sprintf("q/m%d", n-1))
+	}
+	for i := range n {
+		for _, tp := range []string{fmt.Sprintf("q/r%d", i), fmt.Sprintf("q/m%d", i)} {
+			for name, in := range map[string]*inbox{"roost": &atRoost, "mosquitto": &atMosq} {
+				if c := in.count(tp); c != 1 {
+					t.Errorf("%s got %s %d times", name, tp, c)
+				}
+			}
+		}
+	}
+	for _, msg := range append(atRoost.all(), atMosq.all()...) {
+		if msg.QoS != 2 {
+			t.Fatalf("%s arrived at QoS %d", msg.Topic, msg.QoS)
+		}
+	}
+}
