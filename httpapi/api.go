@@ -34,6 +34,7 @@ func (h *Handler) routeAPI() {
 	api("GET /api/retained", h.listRetained)
 	api("DELETE /api/retained", h.deleteRetained)
 	api("POST /api/publish", h.publish)
+	api("GET /api/bridges", h.listBridges)
 }
 
 // writeJSON writes v with status code; errors writing go nowhere useful.

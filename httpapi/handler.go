@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/roost-mqtt/roost/bridge"
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/console"
 )
@@ -38,6 +39,9 @@ type Options struct {
 	// Logger gets one line per refused or failed request; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// Bridges, when set, returns the figures of the running bridges, for
+	// /metrics (roost_bridge_*) and GET /api/bridges.
+	Bridges func() []bridge.Stats
 }
 
 // PasswordChecker verifies a user name and password; auth.PasswordFile is
@@ -71,6 +75,9 @@ func New(srv *broker.Server, opts Options) *Handler {
 	reg.MustRegister(newCollector(srv, opts.Store, h.log),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if opts.Bridges != nil {
+		reg.MustRegister(bridgeCollector{opts.Bridges})
+	}
 	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{h.log}})
 
 	h.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok") })

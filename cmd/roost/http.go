@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/auth"
+	"github.com/roost-mqtt/roost/bridge"
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/httpapi"
 	"github.com/roost-mqtt/roost/internal/config"
@@ -23,6 +24,8 @@ type httpServer struct {
 	ready atomic.Bool
 	done  chan error
 	once  sync.Once
+
+	bridgeStats func() []bridge.Stats // for /metrics and /api/bridges
 }
 
 // listenHTTP opens c.Addr, or returns nil when the server is off. It runs
@@ -46,7 +49,7 @@ func (h *httpServer) start(cfg *config.Config, srv *broker.Server, opts broker.O
 		return
 	}
 	o := httpapi.Options{Token: cfg.HTTP.Token, MetricsPublic: cfg.HTTP.MetricsPublic, Store: opts.Store,
-		Ready: h.ready.Load, Logger: logger.With("component", "http")}
+		Ready: h.ready.Load, Logger: logger.With("component", "http"), Bridges: h.bridgeStats}
 	if cfg.HTTP.UsersFromPasswordFile {
 		// config.HTTP.Check made sure auth.password_file is set, so
 		// setupAuth loaded it, and reloads it when it changes.

@@ -229,13 +229,14 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify 
 		opts.Store.Close()
 		return err
 	}
-	stopBridges, err := startBridges(ctx, cfg, srv, logger)
+	bridges, err := startBridges(ctx, cfg, srv, logger)
 	if err != nil {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 		srv.Shutdown(sctx)
 		cancel()
 		return err
 	}
+	web.setBridges(bridges.stats)
 	web.start(cfg, srv, opts, lns, logger)
 	for i, ln := range lns {
 		logger.Info("listener ready", "addr", ln.Addr().String(), "scheme", cfg.Listeners[i].Scheme)
@@ -267,7 +268,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify 
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	web.setReady(false)
-	stopBridges(sctx) // first: what they did not forward stays queued in their sessions
+	bridges.close(sctx) // first: what they did not forward stays queued in their sessions
 	err = srv.Shutdown(sctx)
 	web.close(sctx)
 	closeAll(lns) // every Serve returns, even if Shutdown did not get that far
