@@ -30,8 +30,8 @@ type Config struct {
 	// Version is the protocol spoken to the remote: packet.V5 (default) or
 	// packet.V311.
 	Version packet.Version
-	// ClientID is the client id on the remote broker. Default
-	// Name + "." + the host name, as mosquitto's remote_clientid.
+	// ClientID is the client id on the remote broker. Default the host
+	// name + "." + Name, as mosquitto's remote_clientid.
 	ClientID string
 	// LocalClientID is the bridge's session on this broker. Default
 	// "local." + ClientID, as mosquitto's local_clientid.
@@ -106,7 +106,7 @@ func (c *Config) fill() error {
 		if err != nil {
 			return fmt.Errorf("%w: bridge %s: no client id given and no host name: %w", ErrConfig, c.Name, err)
 		}
-		c.ClientID = c.Name + "." + host
+		c.ClientID = host + "." + c.Name
 	}
 	if c.LocalClientID == "" {
 		c.LocalClientID = "local." + c.ClientID

@@ -202,6 +202,9 @@ func newLogger(w io.Writer, c config.Log) *slog.Logger {
 func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify *sdnotify.Notifier) error {
 	logger.Info("roost starting", "version", version)
 	defer catchHangups(ctx, logger)()
+	for _, w := range cfg.Warnings {
+		logger.Warn(w)
+	}
 	lns, certs, err := openListeners(cfg.Listeners, cfg.Limits.MaxPacketSize, logger)
 	if err != nil {
 		return err

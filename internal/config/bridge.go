@@ -55,6 +55,8 @@ type BridgeTLS struct {
 	// Insecure skips verifying the remote's certificate (mosquitto's
 	// bridge_insecure): for tests only.
 	Insecure bool
+	// MinVersion is the oldest TLS version accepted; 0: TLS 1.2.
+	MinVersion uint16
 }
 
 // DefaultBridge returns a bridge entry before its keys are read: the
@@ -66,7 +68,7 @@ func DefaultBridge() Bridge {
 
 // Config builds the tls.Config, reading the files. An error names the file.
 func (t *BridgeTLS) Config() (*tls.Config, error) {
-	c := &tls.Config{ServerName: t.ServerName, NextProtos: t.ALPN, InsecureSkipVerify: t.Insecure, MinVersion: tls.VersionTLS12}
+	c := &tls.Config{ServerName: t.ServerName, NextProtos: t.ALPN, InsecureSkipVerify: t.Insecure, MinVersion: max(t.MinVersion, tls.VersionTLS12)}
 	if t.CA != "" {
 		pem, err := os.ReadFile(t.CA)
 		if err != nil {

@@ -43,6 +43,9 @@ type Config struct {
 	HTTP HTTP
 	// Bridges are connections to other brokers (bridge.go).
 	Bridges []Bridge
+	// Warnings are options read but not used (a mosquitto.conf's
+	// log_dest, say), one line each, for the caller to log.
+	Warnings []string
 }
 
 // Log configures the server's log output.
@@ -129,6 +132,10 @@ func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
+	}
+	if IsMosquitto(data) {
+		// Paths in a mosquitto.conf are taken as mosquitto takes them.
+		return ParseMosquitto(path, data)
 	}
 	c, err := Parse(filepath.Base(path), data)
 	if err != nil {

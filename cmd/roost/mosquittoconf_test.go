@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/client"
+	"github.com/roost-mqtt/roost/internal/mosquittotest"
+	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// Each mosquitto.conf in testdata/mosquitto, written from mosquitto's
+// documented options, is started by roost serve --config as it is and by
+// a real mosquitto, and each listener of each is probed by a client (a
+// round trip through it); a bridge configuration is probed through its
+// topics against a mosquitto remote.
+func TestServeMosquittoConfs(t *testing.T) {
+	files, err := filepath.Glob("testdata/mosquitto/*.conf")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no test configurations: %v", err)
+	}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			t.Run("roost", func(t *testing.T) { probeRoostConf(t, string(src)) })
+			t.Run("mosquitto", func(t *testing.T) { probeMosquittoConf(t, string(src)) })
+		})
+	}
+}
+
+// confURLs returns the client URL of each listener line of a rendered conf.
+func confURLs(conf string) []string {
+	var urls []string
+	lines := strings.Split(conf, "\n")
+	for i, l := range lines {
+		f := strings.Fields(l)
+		if len(f) < 2 || f[0] != "listener" {
+			continue
+		}
+		scheme := "mqtt"
+		if i+1 < len(lines) && strings.TrimSpace(lines[i+1]) == "protocol websockets" {
+			scheme = "ws"
+		}
+		urls = append(urls, scheme+"://127.0.0.1:"+f[1])
+	}
+	return urls
+}
+
+func probeRoostConf(t *testing.T, src string) {
+	remote := ""
+	if strings.Contains(src, "{remote}") {
+		remote = mosquittotest.Start(t).Addr
+	}
+	conf := src
+	for strings.Contains(conf, mosquittotest.PortToken) {
+		conf = strings.Replace(conf, mosquittotest.PortToken, strconv.Itoa(mqtttest.FreePort(t)), 1)
+	}
+	conf = strings.ReplaceAll(conf, "{remote}", remote)
+	path := filepath.Join(t.TempDir(), "mosquitto.conf")
+	if err := os.WriteFile(path+".tmp", []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr syncBuffer
+	exit := make(chan int, 1)
+	go func() { exit <- run(ctx, []string{"serve", "--config", path}, stdio{out: io.Discard, err: &stderr}) }()
+	defer func() {
+		cancel()
+		if code := <-exit; code != 0 {
+			t.Errorf("exit %d; log:\n%s", code, stderr.String())
+		}
+	}()
+	urls := confURLs(conf)
+	if !eventually(t, 10*time.Second, func() bool { return strings.Count(stderr.String(), "listener ready") == len(urls) }) {
+		t.Fatalf("roost did not start from the mosquitto.conf:\n%s\nlog:\n%s", conf, stderr.String())
+	}
+	probe(t, urls, remote)
+}
+
+func probeMosquittoConf(t *testing.T, src string) {
+	remote := ""
+	if strings.Contains(src, "{remote}") {
+		remote = mosquittotest.Start(t).Addr
+	}
+	conf := strings.ReplaceAll(src, "{remote}", remote)
+	m := mosquittotest.Start(t, strings.Split(conf, "\n")...)
+	// mosquittotest's own listener comes first; the file's follow with
+	// its ports in order.
+	rendered := conf
+	for _, p := range m.Ports {
+		rendered = strings.Replace(rendered, mosquittotest.PortToken, strconv.Itoa(p), 1)
+	}
+	probe(t, confURLs(rendered), remote)
+}
+
+// probe makes a round trip through each listener and, with a remote,
+// through the bridge topics of bridge.conf.
+func probe(t *testing.T, urls []string, remote string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, u := range urls {
+		got := make(chan *client.Message, 10)
+		c := connect(t, ctx, u)
+		if _, err := c.Subscribe(ctx, client.Subscription{Filter: "probe/#", QoS: 1, Handler: func(m *client.Message) { got <- m }}); err != nil {
+			t.Fatalf("%s: subscribe: %v", u, err)
+		}
+		if _, err := c.Publish(ctx, client.Message{Topic: "probe/1", Payload: []byte(u), QoS: 1}); err != nil {
+			t.Fatalf("%s: publish: %v", u, err)
+		}
+		select {
+		case m := <-got:
+			if string(m.Payload) != u {
+				t.Fatalf("%s: got %q", u, m.Payload)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s: no round trip", u)
+		}
+	}
+	if remote == "" {
+		return
+	}
+	local, far := connect(t, ctx, urls[0]), connect(t, ctx, "mqtt://"+remote)
+	atLocal, atFar := make(chan string, 100), make(chan string, 100)
+	sub := func(c *client.Client, ch chan string) {
+		if _, err := c.Subscribe(ctx, client.Subscription{Filter: "#", QoS: 1, Handler: func(m *client.Message) { ch <- m.Topic }}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub(local, atLocal)
+	sub(far, atFar)
+	await := func(ch chan string, topic string, pub func()) {
+		t.Helper()
+		tick := time.NewTicker(200 * time.Millisecond) // until the bridge is up
+		defer tick.Stop()
+		pub()
+		for {
+			select {
+			case got := <-ch:
+				if got == topic {
+					return
+				}
+			case <-tick.C:
+				pub()
+			case <-ctx.Done():
+				t.Fatalf("%s never arrived", topic)
+			}
+		}
+	}
+	publish := func(c *client.Client, topic string) func() {
+		return func() { c.Publish(ctx, client.Message{Topic: topic, QoS: 1}) }
+	}
+	await(atFar, "site1/sensors/t", publish(local, "edge/sensors/t"))
+	await(atLocal, "edge/cmd/go", publish(far, "site1/cmd/go"))
+	await(atFar, "chat/a", publish(local, "chat/a"))
+}
+
+func connect(t *testing.T, ctx context.Context, url string) *client.Client {
+	t.Helper()
+	c, err := client.New(client.Options{Servers: []string{url}, Version: packet.V311, ConnectTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Connect(ctx); err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+	t.Cleanup(func() { c.Disconnect(context.Background()) })
+	return c
+}
+

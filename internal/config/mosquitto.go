@@ -1,0 +1,562 @@
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/roost-mqtt/roost/bridge"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// A mosquitto.conf is read as it is (roost serve --config
+// /etc/mosquitto/mosquitto.conf): one "key value" per line, # comments.
+// Every option of mosquitto 2.0 is either honoured, accepted with a
+// warning when it only concerns mosquitto's own logging or process
+// (log_dest, pid_file, user, ...), or refused with the file, the line and
+// the reason: an option silently ignored would change what the broker
+// does without anyone noticing. docs/bridges.md and docs/config.md list
+// what is read.
+
+// mosquittoLine matches a mosquitto option line: a lower-case key, then
+// spaces and a value or nothing. YAML's "key:" does not match.
+var mosquittoLine = regexp.MustCompile(`^[a-z][a-z0-9_]*(\s|$)`)
+
+// IsMosquitto reports whether data is a mosquitto configuration rather
+// than Roost's YAML: its first line that is neither blank nor a comment
+// is a mosquitto option line.
+func IsMosquitto(data []byte) bool {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		l := strings.TrimSpace(sc.Text())
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		return mosquittoLine.MatchString(l) && !strings.Contains(strings.Fields(l)[0], ":")
+	}
+	return false
+}
+
+// mosqListener is a listener being read.
+type mosqListener struct {
+	port, bind, protocol string
+	cert, key, ca        string
+	requireCert          bool
+	identity             bool
+	tlsVersion           string
+	maxConns             int
+	line                 int
+}
+
+// mosqReader reads one mosquitto configuration and its include_dir files.
+type mosqReader struct {
+	c         *Config
+	errs      []error
+	warnings  []string
+	def       *mosqListener // "port" / "bind_address" before any listener
+	listeners []*mosqListener
+	cur       *mosqListener
+	bridge    int          // index in c.Bridges of the current connection; -1 before any
+	bridgeTLS map[int]bool // bridge_cafile set: the addresses are mqtts
+	localCS   map[int]bool // local_cleansession given
+	anonSet   bool
+	file      string
+	line      int
+}
+
+// ParseMosquitto reads a mosquitto.conf. name is the file's path (for
+// errors and include_dir); data its contents.
+func ParseMosquitto(name string, data []byte) (*Config, error) {
+	r := &mosqReader{c: Default(), bridge: -1, bridgeTLS: map[int]bool{}, localCS: map[int]bool{}}
+	r.c.Auth.AllowAnonymous = false // mosquitto 2.0's default once a listener is configured
+	r.c.Store.Memory = true         // persistence false
+	r.read(name, data)
+	r.finish()
+	if len(r.errs) > 0 {
+		return nil, errors.Join(r.errs...)
+	}
+	r.c.Warnings = r.warnings
+	return r.c, nil
+}
+
+func (r *mosqReader) errorf(format string, args ...any) {
+	r.errs = append(r.errs, &Error{File: filepath.Base(r.file), Line: r.line, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (r *mosqReader) warnf(format string, args ...any) {
+	r.warnings = append(r.warnings, fmt.Sprintf("%s:%d: %s", filepath.Base(r.file), r.line, fmt.Sprintf(format, args...)))
+}
+
+func (r *mosqReader) read(name string, data []byte) {
+	file, line := r.file, r.line
+	defer func() { r.file, r.line = file, line }()
+	r.file = name
+	for i, l := range strings.Split(string(data), "\n") {
+		r.line = i + 1
+		l = strings.TrimRight(l, " \t\r")
+		if strings.TrimSpace(l) == "" || strings.HasPrefix(strings.TrimSpace(l), "#") {
+			continue
+		}
+		key, val, _ := strings.Cut(strings.TrimSpace(l), " ")
+		r.option(key, strings.TrimSpace(val))
+	}
+}
+
+func (r *mosqReader) option(key, val string) {
+	if f, ok := r.bridgeOptions()[key]; ok {
+		if r.bridge < 0 {
+			r.errorf("%s: only allowed after a connection line", key)
+			return
+		}
+		f(val)
+		return
+	}
+	if f, ok := r.globalOptions()[key]; ok {
+		f(val)
+		return
+	}
+	if why, ok := mosquittoProcessOnly[key]; ok {
+		r.warnf("%s: ignored (%s)", key, why)
+		return
+	}
+	if why, ok := mosquittoRefused[key]; ok {
+		r.errorf("%s: not supported by Roost: %s", key, why)
+		return
+	}
+	r.errorf("unknown mosquitto option %q", key)
+}
+
+// mosquittoProcessOnly are options about mosquitto's own logging and
+// process, which Roost's flags and service manager cover.
+var mosquittoProcessOnly = map[string]string{
+	"log_dest": "Roost logs to stderr; see --log-format", "log_type": "see --log-level", "log_timestamp": "Roost's log lines carry a time",
+	"log_timestamp_format": "Roost's log lines carry a time", "log_facility": "Roost logs to stderr", "connection_messages": "Roost logs connections at debug level",
+	"pid_file": "no pid file", "user": "Roost does not change user; run it as the user it should be", "websockets_log_level": "Roost logs to stderr",
+	"autosave_interval": "Roost's store writes every change (store.sync)", "autosave_on_changes": "Roost's store writes every change (store.sync)",
+	"persistence_file": "Roost's store is a directory (persistence_location)",
+}
+
+// mosquittoRefused are options Roost cannot honour, with the reason.
+var mosquittoRefused = map[string]string{
+	"use_subject_as_username":      "Roost takes the certificate's CN (use_identity_as_username) or a SAN",
+	"capath":                       "give the CAs in one cafile",
+	"ciphers":                      "Go's crypto/tls picks the cipher suites",
+	"ciphers_tls1.3":               "Go's crypto/tls picks the cipher suites",
+	"psk_hint":                     "Go's crypto/tls does not implement TLS-PSK",
+	"psk_file":                     "Go's crypto/tls does not implement TLS-PSK",
+	"crlfile":                      "certificate revocation lists are not supported",
+	"dhparamfile":                  "Go's crypto/tls does not use DH parameter files",
+	"http_dir":                     "Roost's WebSocket listeners serve no files",
+	"max_keepalive":                "not supported yet (limits.server_keep_alive is not the same)",
+	"message_size_limit":           "not supported yet (max_packet_size limits whole packets)",
+	"persistent_client_expiration": "not supported yet (limits.max_session_expiry covers MQTT 5 sessions only)",
+	"upgrade_outgoing_qos":         "against the MQTT specification; not supported",
+	"allow_duplicate_messages":     "Roost sends a message once per session",
+	"allow_zero_length_clientid":   "not supported yet",
+	"auto_id_prefix":               "not supported yet",
+	"check_retain_source":          "not supported yet",
+	"max_inflight_bytes":           "not supported yet",
+	"memory_limit":                 "not supported yet",
+	"set_tcp_nodelay":              "Roost always sets TCP_NODELAY",
+	"plugin":                       "mosquitto plugins cannot load into Roost",
+	"auth_plugin":                  "mosquitto plugins cannot load into Roost",
+	"mount_point":                  "not supported yet",
+	"accept_protocol_versions":     "not supported yet",
+	"enable_control_api":           "not supported",
+	"bridge_bind_address":          "not supported yet",
+	"bridge_capath":                "give the CAs in one bridge_cafile",
+	"bridge_identity":              "Go's crypto/tls does not implement TLS-PSK",
+	"bridge_psk":                   "Go's crypto/tls does not implement TLS-PSK",
+	"bridge_require_ocsp":          "OCSP is not checked",
+	"bridge_receive_maximum":       "not supported yet",
+	"bridge_reload_type":           "bridges are not reloaded yet",
+	"bridge_tcp_keepalive":         "not supported yet",
+	"bridge_tcp_user_timeout":      "not supported yet",
+	"bridge_tls_use_os_certs":      "Roost uses the system roots when no bridge_cafile is given",
+}
+
+func (r *mosqReader) globalOptions() map[string]func(string) {
+	c := r.c
+	return map[string]func(string){
+		"listener": func(v string) {
+			f := strings.Fields(v)
+			if len(f) < 1 || len(f) > 2 {
+				r.errorf("listener: want PORT [BIND-ADDRESS], got %q", v)
+				return
+			}
+			r.cur = &mosqListener{port: f[0], line: r.line}
+			if len(f) == 2 {
+				r.cur.bind = f[1]
+			}
+			r.listeners = append(r.listeners, r.cur)
+		},
+		"port":         func(v string) { r.defListener().port = v },
+		"bind_address": func(v string) { r.defListener().bind = v },
+		"socket_domain": func(v string) {
+			l := r.listener()
+			switch {
+			case v == "ipv4" && l.bind == "":
+				l.bind = "0.0.0.0"
+			case v == "ipv6" && l.bind == "":
+				l.bind = "::"
+			case v != "ipv4" && v != "ipv6":
+				r.errorf("socket_domain: want ipv4 or ipv6, got %q", v)
+			}
+		},
+		"protocol": func(v string) {
+			if v != "mqtt" && v != "websockets" {
+				r.errorf("protocol: want mqtt or websockets, got %q", v)
+			}
+			r.listener().protocol = v
+		},
+		"certfile":                 func(v string) { r.listener().cert = v },
+		"keyfile":                  func(v string) { r.listener().key = v },
+		"cafile":                   func(v string) { r.listener().ca = v },
+		"require_certificate":      func(v string) { r.boolean(v, &r.listener().requireCert) },
+		"use_identity_as_username": func(v string) { r.boolean(v, &r.listener().identity) },
+		"tls_version": func(v string) {
+			if v != "tlsv1.2" && v != "tlsv1.3" {
+				r.errorf("tls_version: Roost accepts tlsv1.2 or tlsv1.3, got %q", v)
+			}
+			r.listener().tlsVersion = v
+		},
+		"max_connections": func(v string) {
+			if n, ok := r.integer(v, -1, math.MaxInt32); ok {
+				r.listener().maxConns = int(max(n, 0))
+			}
+		},
+		"allow_anonymous":      func(v string) { r.anonSet = true; r.boolean(v, &c.Auth.AllowAnonymous) },
+		"password_file":        func(v string) { c.Auth.PasswordFile = v },
+		"acl_file":             func(v string) { c.Auth.ACLFile = v },
+		"persistence":          func(v string) { var b bool; r.boolean(v, &b); c.Store.Memory = !b },
+		"persistence_location": func(v string) { c.Store.Data = v },
+		"max_packet_size": func(v string) {
+			if n, ok := r.integer(v, 0, maxPacketSize); ok && n > 0 {
+				c.Limits.MaxPacketSize = uint32(n)
+			}
+		},
+		"max_inflight_messages": func(v string) {
+			if n, ok := r.integer(v, 0, 65535); ok {
+				c.Limits.MaxInflight = uint16(n)
+				if n == 0 {
+					c.Limits.MaxInflight = 65535 // mosquitto: 0 is no limit
+				}
+			}
+		},
+		"max_queued_messages": func(v string) {
+			if n, ok := r.integer(v, 0, math.MaxInt32); ok {
+				c.Limits.MaxQueued = int(n)
+				if n == 0 {
+					c.Limits.MaxQueued = math.MaxInt32
+				}
+			}
+		},
+		"max_queued_bytes": func(v string) {
+			if n, ok := r.integer(v, 0, math.MaxInt64); ok {
+				c.Limits.MaxQueuedBytes = int(n)
+				if n == 0 {
+					c.Limits.MaxQueuedBytes = math.MaxInt64
+				}
+			}
+		},
+		"queue_qos0_messages": func(v string) { r.boolean(v, &c.Limits.QueueQoS0) },
+		"retain_available":    func(v string) { r.boolean(v, &c.Retain) },
+		"sys_interval": func(v string) {
+			if n, ok := r.integer(v, 0, math.MaxInt32); ok {
+				c.SysInterval = time.Duration(n) * time.Second
+			}
+		},
+		"include_dir":           r.includeDir,
+		"per_listener_settings": r.wantBool(false, "per_listener_settings true is not supported yet: authentication is read for all listeners"),
+		"connection": func(v string) {
+			if v == "" || strings.ContainsAny(v, " \t") {
+				r.errorf("connection: want one name, got %q", v)
+				return
+			}
+			b := DefaultBridge()
+			b.Name, b.Version = v, packet.V311 // mosquitto's bridge_protocol_version default
+			c.Bridges = append(c.Bridges, b)
+			r.bridge = len(c.Bridges) - 1
+		},
+	}
+}
+
+func (r *mosqReader) bridgeOptions() map[string]func(string) {
+	b, bi := new(Bridge), r.bridge // a dummy before any connection: option refuses the key
+	if bi >= 0 {
+		b = &r.c.Bridges[bi]
+	}
+	str := func(dst *string) func(string) { return func(v string) { *dst = v } }
+	return map[string]func(string){
+		"address":   func(v string) { r.addresses(b, v) },
+		"addresses": func(v string) { r.addresses(b, v) },
+		"topic": func(v string) {
+			rule, err := bridge.ParseTopicLine(v)
+			if err != nil {
+				r.errorf("topic: %v", err)
+				return
+			}
+			b.Topics = append(b.Topics, rule)
+		},
+		"bridge_protocol_version": func(v string) {
+			switch v {
+			case "mqttv311":
+				b.Version = packet.V311
+			case "mqttv50":
+				b.Version = packet.V5
+			default:
+				r.errorf("bridge_protocol_version: Roost's bridges speak mqttv311 or mqttv50, got %q", v)
+			}
+		},
+		"cleansession": func(v string) {
+			r.boolean(v, &b.CleanStart)
+			if !r.localCS[bi] {
+				b.LocalCleanStart = b.CleanStart // local_cleansession's default
+			}
+		},
+		"local_cleansession": func(v string) { r.localCS[bi] = true; r.boolean(v, &b.LocalCleanStart) },
+		"remote_clientid":    str(&b.ClientID),
+		"clientid":           str(&b.ClientID),
+		"local_clientid":     str(&b.LocalClientID),
+		"remote_username":    str(&b.Username),
+		"username":           str(&b.Username),
+		"remote_password":    str(&b.Password),
+		"password":           str(&b.Password),
+		"local_username": func(string) {
+			r.warnf("local_username: not needed: a bridge's local side is trusted in Roost")
+		},
+		"local_password":           func(string) {},
+		"try_private":              func(v string) { r.boolean(v, &b.TryPrivate) },
+		"notifications":            func(v string) { r.boolean(v, &b.Notifications) },
+		"notifications_local_only": func(v string) { r.boolean(v, &b.NotificationsLocalOnly) },
+		"notification_topic":       str(&b.NotificationTopic),
+		"keepalive_interval": func(v string) {
+			if n, ok := r.integer(v, 5, 65535); ok {
+				b.KeepAlive = time.Duration(n) * time.Second
+			}
+		},
+		"restart_timeout": func(v string) {
+			f := strings.Fields(v)
+			var n []int64
+			for _, s := range f {
+				if x, ok := r.integer(s, 1, 86400); ok {
+					n = append(n, x)
+				}
+			}
+			switch {
+			case len(f) == 1 && len(n) == 1:
+				b.BackoffMin, b.BackoffMax = time.Duration(n[0])*time.Second, time.Duration(n[0])*time.Second
+			case len(f) == 2 && len(n) == 2:
+				b.BackoffMin, b.BackoffMax = time.Duration(n[0])*time.Second, time.Duration(n[1])*time.Second
+			case len(n) == len(f):
+				r.errorf("restart_timeout: want CONSTANT or BASE CAP seconds, got %q", v)
+			}
+		},
+		"round_robin":  r.wantBool(false, "round_robin true is not supported: Roost tries the addresses in order"),
+		"start_type":   func(v string) { r.want(v, "automatic", "start_type: only automatic is supported") },
+		"idle_timeout": func(string) { r.warnf("idle_timeout: only used with start_type lazy") },
+		"threshold":    func(string) { r.warnf("threshold: only used with start_type lazy") },
+		"bridge_attempt_unsubscribe": func(v string) {
+			var on bool
+			r.boolean(v, &on)
+			if on {
+				r.warnf("bridge_attempt_unsubscribe: Roost does not unsubscribe in-only topics on the remote")
+			}
+		},
+		"bridge_outgoing_retain": r.wantBool(true, "bridge_outgoing_retain false is not supported"),
+		"bridge_max_packet_size": func(v string) { r.want(v, "0", "bridge_max_packet_size: only 0 (no limit) is supported") },
+		"bridge_cafile":          func(v string) { b.TLS.CA = v; r.bridgeTLS[bi] = true },
+		"bridge_certfile":        str(&b.TLS.Cert),
+		"bridge_keyfile":         str(&b.TLS.Key),
+		"bridge_insecure":        func(v string) { r.boolean(v, &b.TLS.Insecure) },
+		"bridge_alpn":            func(v string) { b.TLS.ALPN = []string{v} },
+		"bridge_tls_version": func(v string) {
+			switch v {
+			case "tlsv1.2":
+			case "tlsv1.3":
+				b.TLS.MinVersion = tls.VersionTLS13
+			default:
+				r.errorf("bridge_tls_version: Roost accepts tlsv1.2 or tlsv1.3, got %q", v)
+			}
+		},
+		"bridge_session_expiry_interval": func(v string) {
+			if n, ok := r.integer(v, 0, math.MaxUint32); ok {
+				b.SessionExpiry = time.Duration(n) * time.Second
+			}
+		},
+	}
+}
+
+func (r *mosqReader) want(v, only, msg string) {
+	if v != only {
+		r.errorf("%s, got %q", msg, v)
+	}
+}
+
+func (r *mosqReader) wantBool(only bool, msg string) func(string) {
+	return func(v string) {
+		var b bool
+		if r.boolean(v, &b) && b != only {
+			r.errorf("%s", msg)
+		}
+	}
+}
+
+// addresses reads "host[:port] ..." (port 1883 by default).
+func (r *mosqReader) addresses(b *Bridge, v string) {
+	f := strings.Fields(v)
+	if len(f) == 0 {
+		r.errorf("address: want host[:port] ...")
+	}
+	for _, a := range f {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			if strings.Count(a, ":") > 1 {
+				r.errorf("address %q: an IPv6 address needs a port, as in mosquitto", a)
+				continue
+			}
+			a = net.JoinHostPort(a, "1883")
+		}
+		b.Addresses = append(b.Addresses, a) // the scheme is added by finish
+	}
+}
+
+func (r *mosqReader) includeDir(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		r.errorf("include_dir: %v", err)
+		return
+	}
+	var names []string
+	for _, e := range ents {
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".conf") {
+			names = append(names, e.Name())
+		}
+	}
+	slices.Sort(names) // mosquitto reads them in order
+	for _, n := range names {
+		p := filepath.Join(dir, n)
+		data, err := os.ReadFile(p)
+		if err != nil {
+			r.errorf("include_dir: %v", err)
+			continue
+		}
+		r.read(p, data)
+	}
+}
+
+func (r *mosqReader) boolean(v string, dst *bool) bool {
+	switch v {
+	case "true":
+		*dst = true
+	case "false":
+		*dst = false
+	default:
+		r.errorf("want true or false, got %q", v)
+		return false
+	}
+	return true
+}
+
+func (r *mosqReader) integer(v string, min, max int64) (int64, bool) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < min || n > max {
+		r.errorf("want an integer from %d to %d, got %q", min, max, v)
+		return 0, false
+	}
+	return n, true
+}
+
+// listener returns the listener options apply to: the last "listener",
+// else the default one.
+func (r *mosqReader) listener() *mosqListener {
+	if r.cur != nil {
+		return r.cur
+	}
+	return r.defListener()
+}
+
+func (r *mosqReader) defListener() *mosqListener {
+	if r.def == nil {
+		r.def = &mosqListener{port: "1883", line: r.line}
+	}
+	return r.def
+}
+
+// finish turns the listeners and bridges read into the Config.
+func (r *mosqReader) finish() {
+	ls := r.listeners
+	if r.def != nil {
+		ls = append([]*mosqListener{r.def}, ls...)
+	}
+	if len(ls) == 0 {
+		// mosquitto 2.0 without listeners: local only, anonymous allowed.
+		ls = []*mosqListener{{port: "1883", bind: "127.0.0.1"}}
+		if !r.anonSet {
+			r.c.Auth.AllowAnonymous = true
+		}
+	}
+	r.c.Listeners = r.c.Listeners[:0]
+	for _, ml := range ls {
+		r.line = ml.line
+		r.addListener(ml)
+	}
+	for i := range r.c.Bridges {
+		b := &r.c.Bridges[i]
+		scheme := "mqtt://"
+		if r.bridgeTLS[i] {
+			scheme = "mqtts://"
+		} else if b.TLS.Cert != "" || b.TLS.Insecure || len(b.TLS.ALPN) > 0 {
+			r.errs = append(r.errs, fmt.Errorf("%s: connection %s: TLS options need bridge_cafile", filepath.Base(r.file), b.Name))
+		}
+		for j, a := range b.Addresses {
+			b.Addresses[j] = scheme + a
+		}
+		if len(b.Addresses) == 0 || len(b.Topics) == 0 {
+			r.errs = append(r.errs, fmt.Errorf("%s: connection %s: needs an address and at least one topic", filepath.Base(r.file), b.Name))
+		}
+	}
+	if err := r.c.CheckBridges(); err != nil {
+		r.errs = append(r.errs, err)
+	}
+}
+
+func (r *mosqReader) addListener(ml *mosqListener) {
+	tlsOn := ml.cert != "" || ml.key != ""
+	scheme := map[[2]bool]string{{false, false}: "mqtt", {true, false}: "mqtts", {false, true}: "ws", {true, true}: "wss"}[[2]bool{tlsOn, ml.protocol == "websockets"}]
+	u := scheme + "://" + net.JoinHostPort(ml.bind, ml.port)
+	ln, err := ParseListener(u)
+	if err != nil {
+		r.errorf("listener %s: %v", ml.port, err)
+		return
+	}
+	ln.MaxConnections = ml.maxConns
+	if tlsOn {
+		if ml.cert == "" || ml.key == "" {
+			r.errorf("listener %s: certfile and keyfile go together", ml.port)
+		}
+		ln.TLS.Certs = []KeyPair{{Cert: ml.cert, Key: ml.key}}
+		ln.TLS.ClientCA = ml.ca
+		ln.TLS.RequireClientCert = ml.requireCert
+		if ml.tlsVersion == "tlsv1.3" {
+			ln.TLS.MinVersion = "1.3"
+		}
+		if ml.identity {
+			ln.TLS.Identity = "cn"
+			r.c.Auth.CertIdentityAsUsername = true
+		}
+	} else if ml.ca != "" || ml.requireCert || ml.identity {
+		r.errorf("listener %s: cafile, require_certificate and use_identity_as_username need certfile and keyfile", ml.port)
+	}
+	r.c.Listeners = append(r.c.Listeners, ln)
+}
