@@ -179,4 +179,3 @@ func connect(t *testing.T, ctx context.Context, url string) *client.Client {
 	t.Cleanup(func() { c.Disconnect(context.Background()) })
 	return c
 }
-
