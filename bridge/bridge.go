@@ -140,12 +140,12 @@ type Bridge struct {
 	local  *client.Client
 	remote *client.Client
 
-	ctx      context.Context // ends when Close has quiesced both clients
-	cancel   context.CancelFunc
-	quiesced chan struct{} // closed once neither client acknowledges anything more
-	closeMu  sync.Mutex
-	closed   bool
-	wg       sync.WaitGroup
+	ctx       context.Context // ends at Close
+	cancel    context.CancelFunc
+	outF, inF *forwarder
+	closeMu   sync.Mutex
+	closed    bool
+	wg        sync.WaitGroup
 
 	connected  atomic.Bool
 	server     atomic.Pointer[string]
@@ -168,7 +168,7 @@ func New(srv *broker.Server, cfg Config) (*Bridge, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	b := &Bridge{cfg: cfg, srv: srv, log: cfg.Logger.With("bridge", cfg.Name), quiesced: make(chan struct{})}
+	b := &Bridge{cfg: cfg, srv: srv, log: cfg.Logger.With("bridge", cfg.Name)}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	var err error
 	if b.local, err = client.New(b.localOptions()); err != nil {
@@ -177,6 +177,8 @@ func New(srv *broker.Server, cfg Config) (*Bridge, error) {
 	if b.remote, err = client.New(b.remoteOptions()); err != nil {
 		return nil, fmt.Errorf("bridge %s: remote side: %w", cfg.Name, err)
 	}
+	b.outF = b.newForwarder("out", b.remote, &b.out)
+	b.inF = b.newForwarder("in", b.local, &b.in)
 	return b, nil
 }
 
@@ -195,10 +197,12 @@ func (b *Bridge) localOptions() client.Options {
 		},
 		KeepSession: !b.cfg.LocalCleanStart,
 		KeepAlive:   -1, // a pipe in the same process cannot go silent
-		// The messages the broker may hand over before the remote
-		// acknowledged the first: they wait in the dispatcher, the rest
-		// stay in the session's durable queue.
-		ReceiveMaximum: 64,
+		// How many messages the broker hands over before the remote
+		// acknowledged the first: the forwarding window. The rest stay in
+		// the session's durable queue.
+		ReceiveMaximum: window,
+		ManualAck:      true,
+		OfflineQueue:   4 * window,
 		Reconnect:      client.Backoff{Min: 50 * time.Millisecond, Max: time.Second},
 		DefaultHandler: b.forwardOut,
 		Logger:         b.log.With("side", "local"),
@@ -219,6 +223,11 @@ func (b *Bridge) remoteOptions() client.Options {
 		SessionExpiry: c.SessionExpiry,
 		Bridge:        !c.NoTryPrivate,
 		Reconnect:     c.Backoff,
+		// The window inward (a 3.1.1 server applies its own), and room
+		// for the outward one while the remote is away.
+		ReceiveMaximum: window,
+		ManualAck:      true,
+		OfflineQueue:   4 * window,
 		// A session kept by the remote still has our subscriptions; one
 		// that was lost gets them again (the client's resubscribe).
 		DefaultHandler: b.forwardIn,
@@ -309,58 +318,20 @@ func (b *Bridge) subscribeLocal(ctx context.Context) error {
 	return nil
 }
 
-// forwardOut sends a message of this broker to the remote one. It returns
-// (and so lets the local client acknowledge the message, which removes it
-// from the durable queue) only once the remote has acknowledged it, or
-// refused it for good. While the remote is unreachable it waits, and
-// the broker keeps the rest queued in the bridge's session.
+// forwardOut hands a message of this broker to the out forwarder, or
+// drops it if it is QoS 0 and the remote is down (at most once: not worth
+// holding the queue for).
 func (b *Bridge) forwardOut(m *client.Message) {
-	name := mapOut(b.cfg.Topics, m.Topic)
 	if m.QoS == 0 && !b.connected.Load() {
-		b.dropped.Add(1) // at most once: not worth holding the queue for
+		b.dropped.Add(1)
 		return
 	}
-	b.forward(b.remote, "out", &b.out, name, m)
+	b.outF.handle(m, mapOut(b.cfg.Topics, m.Topic))
 }
 
-// forwardIn publishes a message of the remote broker here. As forwardOut,
-// it returns once this broker has the message (stored, for QoS 1/2), so
-// the remote's copy is acknowledged only then.
+// forwardIn hands a message of the remote broker to the in forwarder.
 func (b *Bridge) forwardIn(m *client.Message) {
-	b.forward(b.local, "in", &b.in, mapIn(b.cfg.Topics, m.Topic), m)
-}
-
-func (b *Bridge) forward(to *client.Client, dir string, count *atomic.Uint64, name string, m *client.Message) {
-	msg := client.Message{Topic: name, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Properties: m.Properties}
-	msg.Properties.Clear(packet.PropSubscriptionID)
-	msg.Properties.SubscriptionIDs = nil
-	for {
-		_, err := to.Publish(b.ctx, msg)
-		var re *client.ReasonError
-		switch {
-		case err == nil:
-			count.Add(1)
-			return
-		case errors.As(err, &re), errors.Is(err, client.ErrPacketTooLarge):
-			// Refused for good (not authorized, quota, too large):
-			// holding it would stop everything behind it.
-			b.dropped.Add(1)
-			b.noteErr(err)
-			b.log.Warn("message refused; dropped", "direction", dir, "topic", name, "err", err)
-			return
-		case errors.Is(err, client.ErrQueueFull):
-			select {
-			case <-time.After(100 * time.Millisecond):
-				continue
-			case <-b.ctx.Done():
-			}
-		}
-		// The bridge is stopping (or the client closed under us): do not
-		// return before both clients stopped acknowledging, so the
-		// message stays unacknowledged where it came from.
-		<-b.quiesced
-		return
-	}
+	b.inF.handle(m, mapIn(b.cfg.Topics, m.Topic))
 }
 
 func (b *Bridge) remoteStatus(st client.Status) {
@@ -435,17 +406,17 @@ func (b *Bridge) Close(ctx context.Context) error {
 	}
 	b.closed = true
 	b.closeMu.Unlock()
-	// Both disconnects first: from then on neither client sends an
-	// acknowledgement, so a handler interrupted below leaves its message
-	// unacknowledged on the side it came from.
+	// The forwarders stop first, acknowledging nothing more: what is in
+	// flight stays unacknowledged where it came from, and comes again.
+	b.cancel()
 	errL := b.local.Disconnect(ctx)
 	errR := b.remote.Disconnect(ctx)
-	close(b.quiesced)
-	b.cancel()
 	b.notifyLocal(false)
 	done := make(chan struct{})
 	go func() {
 		b.wg.Wait()
+		<-b.outF.done
+		<-b.inF.done
 		<-b.local.Done()
 		<-b.remote.Done()
 		close(done)

@@ -18,22 +18,22 @@
 // The local side has a persistent session (Clean Start 0, no expiry).
 // Everything the out rules match is therefore queued for it by the broker
 // like for any persistent subscriber: in the broker's store, counted
-// against its queue limits, before the publisher gets its PUBACK. A QoS 1
-// or 2 message is acknowledged to the broker — and so removed from the
-// store — only when the handler returns, and the handler returns only
-// after the remote acknowledged the forwarded copy (PUBACK or PUBCOMP), or
-// refused it for good (an MQTT 5 failure reason code, a packet too
-// large: counted in Stats.Dropped). While the remote is unreachable the
-// handler waits and the rest stays queued; after a bridge restart or a
-// crash of the whole process the broker sends the unacknowledged messages
+// against its queue limits, before the publisher gets its PUBACK. Both
+// clients acknowledge by hand (client.Options.ManualAck): a QoS 1 or 2
+// message is acknowledged to the broker — and so removed from the store —
+// only after the remote acknowledged the forwarded copy (PUBACK or
+// PUBCOMP), or refused it for good (an MQTT 5 failure reason code, a
+// packet too large: counted in Stats.Dropped). Up to 256 messages per
+// direction are in flight at once (the local session's Receive Maximum),
+// published on the other side in arrival order (client.PublishAsync) and
+// acknowledged in that order. While the remote is unreachable the window
+// stays full and the rest stays queued; after a bridge restart or a crash
+// of the whole process the broker sends the unacknowledged messages
 // again. Delivery is at least once: a message whose remote PUBACK came
 // just before a crash may be forwarded twice. QoS 0 messages are
 // forwarded while the remote is up and dropped (counted) while it is not.
 // The same holds inward: a remote message is acknowledged to the remote
 // only once this broker has it.
-//
-// Forwarding is one message at a time per direction, so a bridge's
-// throughput is bounded by the round trip to the remote.
 //
 // # No loops
 //

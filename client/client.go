@@ -42,6 +42,8 @@ type Client struct {
 	dropped atomic.Uint64
 	debug   bool // Logger has debug enabled
 
+	acks ackQueue // Options.ManualAck
+
 	// bridgeRefused is set once a server refused the bridge bit
 	// (Options.Bridge): later CONNECTs go without it.
 	bridgeRefused atomic.Bool

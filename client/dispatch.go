@@ -116,9 +116,14 @@ func (d *dispatcher) handle(it item) {
 	o := &d.c.opts
 	switch {
 	case it.msg != nil:
-		d.c.route(it.msg)
-		if it.ack != nil {
-			it.ack()
+		if it.ack != nil && o.ManualAck {
+			it.msg.ack, it.msg.acks = d.c.acks.add(it.ack), &d.c.acks
+		}
+		if n := d.c.route(it.msg); it.ack != nil && (!o.ManualAck || n == 0) {
+			it.msg.Ack()
+			if !o.ManualAck {
+				it.ack()
+			}
 		}
 	case it.st != nil:
 		if o.OnStatus != nil {
@@ -136,8 +141,9 @@ func (d *dispatcher) handle(it item) {
 }
 
 // route calls every handler whose filter matches m's topic, in the order
-// the subscriptions were made, or the default handler when none does.
-func (c *Client) route(m *Message) {
+// the subscriptions were made, or the default handler when none does, and
+// returns how many it called.
+func (c *Client) route(m *Message) int {
 	c.mu.Lock()
 	var hs []MessageHandler
 	for _, e := range c.sess.subOrder {
@@ -152,6 +158,7 @@ func (c *Client) route(m *Message) {
 	for _, h := range hs {
 		h(m)
 	}
+	return len(hs)
 }
 
 // subEntry is one subscription the client holds.

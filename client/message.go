@@ -24,6 +24,9 @@ type Message struct {
 	// Format, Subscription Identifier (received only). Ignored for 3.1.1.
 	// Topic Alias is handled by the client and never shows here.
 	Properties packet.Properties
+
+	ack  *pendingAck // with Options.ManualAck: what Ack sends
+	acks *ackQueue
 }
 
 // MessageHandler handles a received message. Handlers run one at a time on

@@ -124,6 +124,14 @@ type Options struct {
 	// OnConnectionDown is called when a connection that was up is lost
 	// (err says why) or closed by Disconnect (err is nil). Optional.
 	OnConnectionDown func(*Client, error)
+	// ManualAck leaves the acknowledgement of received QoS 1 and 2
+	// messages to the application, which calls Message.Ack when it is done
+	// with one, from any goroutine, after its handler returned if it
+	// likes; the handlers no longer acknowledge on return. A message no
+	// handler receives is acknowledged at once. Unacknowledged messages
+	// count against ReceiveMaximum, so a message never acknowledged
+	// stops the flow.
+	ManualAck bool
 	// DefaultHandler receives messages no subscription handler matches.
 	// Optional; unmatched messages are dropped otherwise.
 	DefaultHandler MessageHandler

@@ -45,6 +45,7 @@ func (s *bridgeSet) start(ctx context.Context, c *config.Bridge, srv *broker.Ser
 		return err
 	}
 	if err := b.Start(ctx); err != nil {
+		b.Close(context.WithoutCancel(ctx))
 		return err
 	}
 	s.list = append(s.list, b)
