@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,12 +18,23 @@ import (
 // mosquitto: the publisher on Roost sends without waiting (up to the
 // broker's window), and the clock stops when the remote subscriber has
 // them all. go test -run '^$' -bench Forward -benchtime 2000x ./bridge/
-func BenchmarkForwardQoS1(b *testing.B) {
+func BenchmarkForwardQoS1(b *testing.B) { benchForward(b, 0) }
+
+// BenchmarkForwardQoS1SlowLink is the same through a link that delays
+// each direction by 10 ms: what one message per round trip would cap at
+// 50 msg/s.
+func BenchmarkForwardQoS1SlowLink(b *testing.B) { benchForward(b, 10*time.Millisecond) }
+
+func benchForward(b *testing.B, delay time.Duration) {
 	srv, addr := brokertest.Start(b, broker.Options{MaxQueued: 1 << 20})
 	roostURL := "mqtt://" + addr
 	m := mosquittotest.Start(b, "max_queued_messages 0", "max_inflight_messages 0")
 	mURL := "mqtt://" + m.Addr
-	br, err := New(srv, Config{Name: "bench", Addresses: []string{mURL}, Notifications: false,
+	remote := mURL
+	if delay > 0 {
+		remote = "mqtt://" + delayProxy(b, m.Addr, delay)
+	}
+	br, err := New(srv, Config{Name: "bench", Addresses: []string{remote}, Notifications: false,
 		Topics: []Rule{{Pattern: "b/#", Direction: Out, QoS: 1}}})
 	if err != nil {
 		b.Fatal(err)
@@ -74,4 +86,57 @@ func mustClient(b *testing.B, ctx context.Context, url string) *client.Client {
 	}
 	b.Cleanup(func() { c.Disconnect(context.Background()) })
 	return c
+}
+
+// delayProxy forwards TCP connections to addr, holding every chunk for
+// delay in each direction (order kept), and returns its address.
+func delayProxy(b *testing.B, addr string, delay time.Duration) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	pipe := func(dst, src net.Conn) {
+		type chunk struct {
+			at   time.Time
+			data []byte
+		}
+		q := make(chan chunk, 4096)
+		go func() {
+			defer dst.Close()
+			for c := range q {
+				time.Sleep(time.Until(c.at))
+				if _, err := dst.Write(c.data); err != nil {
+					return
+				}
+			}
+		}()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				q <- chunk{time.Now().Add(delay), append([]byte(nil), buf[:n]...)}
+			}
+			if err != nil {
+				close(q)
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go pipe(s, c)
+			go pipe(c, s)
+		}
+	}()
+	return ln.Addr().String()
 }
