@@ -185,6 +185,10 @@ func New(srv *broker.Server, cfg Config) (*Bridge, error) {
 // Name returns the bridge's name.
 func (b *Bridge) Name() string { return b.cfg.Name }
 
+// LocalClientID returns the client id of the bridge's session on this
+// broker (Config.LocalClientID with its default applied).
+func (b *Bridge) LocalClientID() string { return b.cfg.LocalClientID }
+
 // localOptions: an MQTT 5 client of this broker through an in-process
 // pipe, with a session that outlives the bridge and the process.
 func (b *Bridge) localOptions() client.Options {

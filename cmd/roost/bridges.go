@@ -4,6 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/signal"
+	"reflect"
+	"sync"
+	"syscall"
 
 	"github.com/roost-mqtt/roost/bridge"
 	"github.com/roost-mqtt/roost/broker"
@@ -12,62 +17,162 @@ import (
 
 // bridgeSet is the running bridges of roost serve.
 type bridgeSet struct {
-	list []*bridge.Bridge
-	log  *slog.Logger
+	srv *broker.Server
+	log *slog.Logger
+
+	mu   sync.Mutex
+	list []runningBridge // in configuration order
+
+	stopWatch func()
 }
 
-// startBridges starts the bridges cfg names on srv. A bridge whose
-// configuration cannot be used (unreadable TLS files, a client id twice)
-// stops the server from starting: a bridge that silently is not there
-// loses messages. A remote that is down is not an error: the bridge
-// connects when it can and queues meanwhile.
+type runningBridge struct {
+	cfg config.Bridge
+	b   *bridge.Bridge
+}
+
+// startBridges starts the bridges cfg names on srv and, when cfg came from
+// a file, reloads them from it on SIGHUP. A bridge whose configuration
+// cannot be used (unreadable TLS files, a client id twice) stops the
+// server from starting: a bridge that silently is not there loses
+// messages. A remote that is down is not an error: the bridge connects
+// when it can and queues meanwhile.
 func startBridges(ctx context.Context, cfg *config.Config, srv *broker.Server, logger *slog.Logger) (*bridgeSet, error) {
-	set := &bridgeSet{log: logger}
+	s := &bridgeSet{srv: srv, log: logger, stopWatch: func() {}}
 	if err := cfg.CheckBridges(); err != nil {
 		return nil, err
 	}
 	for i := range cfg.Bridges {
-		if err := set.start(ctx, &cfg.Bridges[i], srv); err != nil {
-			set.close(context.WithoutCancel(ctx))
+		rb, err := s.start(ctx, cfg.Bridges[i])
+		if err != nil {
+			s.close(context.WithoutCancel(ctx))
 			return nil, fmt.Errorf("bridges[%d]: %w", i, err)
 		}
+		s.list = append(s.list, rb)
 	}
-	return set, nil
+	if cfg.Path != "" {
+		s.watch(ctx, cfg.Path)
+	}
+	return s, nil
 }
 
-func (s *bridgeSet) start(ctx context.Context, c *config.Bridge, srv *broker.Server) error {
+func (s *bridgeSet) start(ctx context.Context, c config.Bridge) (runningBridge, error) {
 	bc, err := c.Options(s.log)
 	if err != nil {
-		return err
+		return runningBridge{}, err
 	}
-	b, err := bridge.New(srv, bc)
+	b, err := bridge.New(s.srv, bc)
 	if err != nil {
-		return err
+		return runningBridge{}, err
 	}
 	if err := b.Start(ctx); err != nil {
 		b.Close(context.WithoutCancel(ctx))
-		return err
+		return runningBridge{}, err
 	}
-	s.list = append(s.list, b)
 	s.log.Info("bridge started", "bridge", b.Name(), "remote", bc.Addresses, "topics", len(bc.Topics))
-	return nil
+	return runningBridge{cfg: c, b: b}, nil
 }
 
-// close stops every bridge, waiting at most until ctx ends; what they did
-// not forward stays queued in their sessions.
+// watch reloads the bridges from path on SIGHUP until close.
+func (s *bridgeSet) watch(ctx context.Context, path string) {
+	ctx, cancel := context.WithCancel(ctx)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				s.reload(ctx, path)
+			}
+		}
+	}()
+	s.stopWatch = func() { signal.Stop(hup); cancel(); <-done }
+}
+
+// reload applies the bridges of the file at path: a bridge whose entry is
+// unchanged keeps running; a changed one restarts (its local session, and
+// what is queued there, carries over when its local client id stays, and
+// stays for the next try when the new entry does not start); a removed
+// one stops and its local session ends, so nothing more queues for it. A
+// file that does not load changes nothing.
+func (s *bridgeSet) reload(ctx context.Context, path string) {
+	cfg, err := config.Load(path)
+	if err == nil {
+		err = cfg.CheckBridges()
+	}
+	if err != nil {
+		s.log.Error("SIGHUP: bridges not reloaded; keeping the running ones", "err", err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := map[string]runningBridge{}
+	for _, rb := range s.list {
+		old[rb.cfg.Name] = rb
+	}
+	var next []runningBridge
+	for _, c := range cfg.Bridges {
+		rb, ok := old[c.Name]
+		delete(old, c.Name)
+		if ok && reflect.DeepEqual(rb.cfg, c) {
+			next = append(next, rb)
+			continue
+		}
+		if ok {
+			s.stop(ctx, rb, false) // first: the new one may take over its session
+		}
+		nb, err := s.start(ctx, c)
+		if ok && err == nil && nb.b.LocalClientID() != rb.b.LocalClientID() {
+			s.srv.DisconnectClient(rb.b.LocalClientID(), true) // nothing reads that session any more
+		}
+		if err != nil {
+			s.log.Error("SIGHUP: bridge not started", "bridge", c.Name, "err", err)
+			continue
+		}
+		next = append(next, nb)
+	}
+	for _, rb := range old {
+		s.stop(ctx, rb, true)
+	}
+	s.list = next
+	s.log.Info("SIGHUP: bridges reloaded", "bridges", len(next))
+}
+
+// stop closes a bridge; with endSession its local session ends too.
+func (s *bridgeSet) stop(ctx context.Context, rb runningBridge, endSession bool) {
+	if err := rb.b.Close(ctx); err != nil {
+		s.log.Warn("closing bridge", "bridge", rb.b.Name(), "err", err)
+	}
+	if endSession {
+		s.srv.DisconnectClient(rb.b.LocalClientID(), true)
+	}
+	s.log.Info("bridge stopped", "bridge", rb.b.Name(), "session_ended", endSession)
+}
+
+// close stops the reloading and every bridge, waiting at most until ctx
+// ends; what they did not forward stays queued in their sessions.
 func (s *bridgeSet) close(ctx context.Context) {
-	for _, b := range s.list {
-		if err := b.Close(ctx); err != nil {
-			s.log.Warn("closing bridge", "bridge", b.Name(), "err", err)
+	s.stopWatch()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, rb := range s.list {
+		if err := rb.b.Close(ctx); err != nil {
+			s.log.Warn("closing bridge", "bridge", rb.b.Name(), "err", err)
 		}
 	}
 }
 
 // stats returns every bridge's figures, for the HTTP server.
 func (s *bridgeSet) stats() []bridge.Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	out := make([]bridge.Stats, 0, len(s.list))
-	for _, b := range s.list {
-		out = append(out, b.Stats())
+	for _, rb := range s.list {
+		out = append(out, rb.b.Stats())
 	}
 	return out
 }

@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,5 +75,94 @@ func TestServeBridgeBadTLS(t *testing.T) {
 	code, _, stderr := runCmd(t, "serve", "--config", cfg, "--memory", "--listen", "mqtt://127.0.0.1:0")
 	if code != 1 || !strings.Contains(stderr, "bridge up: tls.ca") || !strings.Contains(stderr, "nope.pem") {
 		t.Errorf("exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+// SIGHUP applies the bridges of the edited file: an added bridge starts,
+// a changed one restarts with its new topics, a removed one stops and its
+// local session ends; a file that does not parse changes nothing.
+func TestServeBridgesReload(t *testing.T) {
+	_, remote := brokertest.Start(t, broker.Options{})
+	entry := func(name, topic string) string {
+		return fmt.Sprintf("  - {name: %s, addresses: ['mqtt://%s'], client_id: %s, backoff: {min: 50ms, max: 200ms}, topics: ['%s']}\n", name, remote, name, topic)
+	}
+	cfg := writeConfig(t, "bridges:\n"+entry("keep", "k/# out 1")+entry("change", "c1/# out 1")+entry("drop", "d/# out 1"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuffer
+	exit := make(chan int, 1)
+	go func() {
+		exit <- run(ctx, []string{"serve", "--config", cfg, "--memory", "--listen", "mqtt://127.0.0.1:0", "--http", "127.0.0.1:0"},
+			stdio{out: io.Discard, err: &stderr})
+	}()
+	if !eventually(t, 10*time.Second, func() bool {
+		return strings.Count(stderr.String(), `msg="bridge started"`) == 3 && httpReadyLine.MatchString(stderr.String())
+	}) {
+		t.Fatalf("bridges not started; log:\n%s", stderr.String())
+	}
+	base := "http://" + httpReadyLine.FindStringSubmatch(stderr.String())[1]
+	hup := func() {
+		t.Helper()
+		if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A broken file first: nothing changes.
+	rewrite(t, cfg, "bridges:\n  - {name: x}\n")
+	hup()
+	if !eventually(t, 10*time.Second, func() bool { return strings.Contains(stderr.String(), "bridges not reloaded") }) {
+		t.Fatalf("no reload error; log:\n%s", stderr.String())
+	}
+	rewrite(t, cfg, "bridges:\n"+entry("keep", "k/# out 1")+entry("change", "c2/# out 1")+entry("new", "n/# out 1"))
+	hup()
+	if !eventually(t, 10*time.Second, func() bool { return strings.Contains(stderr.String(), "bridges reloaded") }) {
+		t.Fatalf("no reload; log:\n%s", stderr.String())
+	}
+	log := stderr.String()
+	for _, want := range []string{`msg="bridge stopped" bridge=change session_ended=false`, `msg="bridge stopped" bridge=drop session_ended=true`,
+		`msg="bridge started" bridge=new`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+	if strings.Contains(log, `msg="bridge stopped" bridge=keep`) {
+		t.Error("an unchanged bridge was restarted")
+	}
+	// The local sessions: drop's is gone, change's subscribes to c2 only.
+	var subs struct {
+		Subscriptions []struct {
+			ClientID string `json:"client_id"`
+			Filter   string `json:"filter"`
+		} `json:"subscriptions"`
+	}
+	eventually(t, 10*time.Second, func() bool {
+		res, err := http.Get(base + "/api/subscriptions")
+		if err != nil {
+			return false
+		}
+		defer res.Body.Close()
+		subs.Subscriptions = nil
+		return json.NewDecoder(res.Body).Decode(&subs) == nil && len(subs.Subscriptions) == 3
+	})
+	var got []string
+	for _, sub := range subs.Subscriptions {
+		got = append(got, sub.ClientID+" "+sub.Filter)
+	}
+	if want := []string{"local.change c2/#", "local.keep k/#", "local.new n/#"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("local subscriptions %v, want %v", got, want)
+	}
+	cancel()
+	if code := <-exit; code != 0 {
+		t.Errorf("exit %d; log:\n%s", code, stderr.String())
+	}
+}
+
+func rewrite(t *testing.T, path, src string) {
+	t.Helper()
+	if err := os.WriteFile(path+".tmp", []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -35,7 +35,8 @@ a password file or hook in the config refuses them). Flags override the
 config file; --listen replaces the file's listeners. mqtts:// and wss://
 listeners given with --listen use --tls-cert and --tls-key ('roost cert dev'
 makes a pair for trying them locally). SIGHUP reloads TLS certificates and the auth password
-and ACL files (see docs/security.md).`
+and ACL files (see docs/security.md), and the bridges (docs/bridges.md).
+--config also reads a mosquitto.conf as it is.`
 
 func runServe(ctx context.Context, args []string, std stdio) int {
 	stderr := std.err

@@ -43,6 +43,9 @@ type Config struct {
 	HTTP HTTP
 	// Bridges are connections to other brokers (bridge.go).
 	Bridges []Bridge
+	// Path is the file the configuration was loaded from ("" without
+	// one), for reloading it.
+	Path string
 	// Warnings are options read but not used (a mosquitto.conf's
 	// log_dest, say), one line each, for the caller to log.
 	Warnings []string
@@ -135,12 +138,17 @@ func Load(path string) (*Config, error) {
 	}
 	if IsMosquitto(data) {
 		// Paths in a mosquitto.conf are taken as mosquitto takes them.
-		return ParseMosquitto(path, data)
+		c, err := ParseMosquitto(path, data)
+		if c != nil {
+			c.Path = path
+		}
+		return c, err
 	}
 	c, err := Parse(filepath.Base(path), data)
 	if err != nil {
 		return nil, err
 	}
+	c.Path = path
 	c.Store.resolveData(filepath.Dir(path))
 	c.Auth.resolvePaths(filepath.Dir(path))
 	for i := range c.Listeners {
