@@ -165,13 +165,34 @@ type errAt struct {
 // Start runs it. It returns an error wrapping ErrConfig (or a client
 // error) that names the bridge and the faulty field.
 func New(srv *broker.Server, cfg Config) (*Bridge, error) {
+	return newBridge(srv, nil, cfg)
+}
+
+// Between prepares a bridge whose "local" side is not this process's
+// broker but another one reached with local (its Servers, TLSConfig,
+// credentials and dialer are used; the fields the bridge needs are set
+// over it): a bridge between two brokers, as roost bridge runs. Without
+// an in-process broker the local session is what local.KeepSession
+// says, and Stats has no Queued figures.
+func Between(local client.Options, cfg Config) (*Bridge, error) {
+	return newBridge(nil, &local, cfg)
+}
+
+func newBridge(srv *broker.Server, local *client.Options, cfg Config) (*Bridge, error) {
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
 	b := &Bridge{cfg: cfg, srv: srv, log: cfg.Logger.With("bridge", cfg.Name)}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	lo := b.localOptions()
+	if local != nil {
+		o := *local
+		o.ClientID, o.Version, o.ReceiveMaximum, o.ManualAck = lo.ClientID, packet.V5, lo.ReceiveMaximum, true
+		o.OfflineQueue, o.DefaultHandler, o.Logger = lo.OfflineQueue, lo.DefaultHandler, lo.Logger
+		lo = o
+	}
 	var err error
-	if b.local, err = client.New(b.localOptions()); err != nil {
+	if b.local, err = client.New(lo); err != nil {
 		return nil, fmt.Errorf("bridge %s: local side: %w", cfg.Name, err)
 	}
 	if b.remote, err = client.New(b.remoteOptions()); err != nil {
@@ -300,10 +321,13 @@ func (b *Bridge) subscribeLocal(ctx context.Context) error {
 			RetainAsPublished: true, RetainHandling: 2})
 	}
 	var stale []string
-	if _, held, ok := b.srv.Client(b.cfg.LocalClientID); ok {
-		for _, s := range held {
-			if !want[s.Filter] {
-				stale = append(stale, s.Filter)
+	// With another broker (Between) its session is not ours to see.
+	if b.srv != nil {
+		if _, held, ok := b.srv.Client(b.cfg.LocalClientID); ok {
+			for _, s := range held {
+				if !want[s.Filter] {
+					stale = append(stale, s.Filter)
+				}
 			}
 		}
 	}
@@ -381,7 +405,7 @@ func (b *Bridge) notify(up bool) {
 }
 
 func (b *Bridge) notifyLocal(up bool) {
-	if !b.cfg.Notifications {
+	if !b.cfg.Notifications || b.srv == nil {
 		return
 	}
 	payload := []byte("0")
@@ -463,6 +487,9 @@ func (b *Bridge) Stats() Stats {
 	}
 	if e := b.lastErr.Load(); e != nil {
 		s.LastError, s.LastErrorAt = e.err, e.at
+	}
+	if b.srv == nil {
+		return s
 	}
 	if cs, _, ok := b.srv.Client(b.cfg.LocalClientID); ok {
 		s.Queued, s.QueueDropped = cs.Queued+cs.Inflight, cs.Dropped

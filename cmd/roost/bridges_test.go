@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/client"
 	"github.com/roost-mqtt/roost/internal/brokertest"
 )
 
@@ -165,4 +166,72 @@ func rewrite(t *testing.T, path, src string) {
 	if err := os.Rename(path+".tmp", path); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// roost bridge forwards between two brokers with prefixes, both ways, and
+// exits 0 when interrupted; missing flags are a usage error.
+func TestBridgeCommand(t *testing.T) {
+	_, a := brokertest.Start(t, broker.Options{})
+	_, b := brokertest.Start(t, broker.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuffer
+	exit := make(chan int, 1)
+	go func() {
+		exit <- run(ctx, []string{"bridge", "--from", "mqtt://" + a, "--to", "mqtt://" + b, "-V", "311",
+			"--topic", "x/# both 1 a/ b/"}, stdio{out: io.Discard, err: &stderr})
+	}()
+	atA, atB := make(chan string, 100), make(chan string, 100)
+	ca, cb := mqttClient(t, "mqtt://"+a, atA), mqttClient(t, "mqtt://"+b, atB)
+	await := func(c *client.Client, pub string, ch chan string, want string) {
+		t.Helper()
+		deadline := time.After(15 * time.Second)
+		tick := time.NewTicker(100 * time.Millisecond) // until the bridge is up
+		defer tick.Stop()
+		for {
+			c.Publish(ctx, client.Message{Topic: pub, QoS: 1})
+			select {
+			case got := <-ch:
+				if got == want {
+					return
+				}
+			case <-tick.C:
+			case <-deadline:
+				t.Fatalf("%s never arrived as %s; log:\n%s", pub, want, stderr.String())
+			}
+		}
+	}
+	await(ca, "a/x/1", atB, "b/x/1")
+	await(cb, "b/x/2", atA, "a/x/2")
+	cancel()
+	if code := <-exit; code != 0 {
+		t.Errorf("exit %d; log:\n%s", code, stderr.String())
+	}
+	if code, _, stderr := runCmd(t, "bridge", "--from", "mqtt://"+a); code != 2 || !strings.Contains(stderr, "required") {
+		t.Errorf("without --to: exit %d, %s", code, stderr)
+	}
+}
+
+// mqttClient connects a client that sends every topic it receives to ch.
+func mqttClient(t *testing.T, url string, ch chan string) *client.Client {
+	t.Helper()
+	c, err := client.New(client.Options{Servers: []string{url}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Disconnect(context.Background()) })
+	if _, err := c.Subscribe(ctx, client.Subscription{Filter: "#", QoS: 1, Handler: func(m *client.Message) {
+		select {
+		case ch <- m.Topic:
+		default:
+		}
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
