@@ -43,6 +43,7 @@ var commands = []command{
 	{"pub", "publish a message (flags of mosquitto_pub)", runPub},
 	{"sub", "subscribe and print messages (flags of mosquitto_sub)", runSub},
 	{"bridge", "forward topics between two brokers until interrupted", runBridge},
+	{"config", "convert a mosquitto.conf to roost.yaml (config convert)", runConfig},
 	{"cert", "make a local CA and certificate for trying TLS (cert dev)", runCert},
 	{"passwd", "add, change or delete a user in a password file", runPasswd},
 	{"bench", "load-test a broker: fan-in, fan-out, pairs, latency, connections, overload", runBench},

@@ -179,3 +179,43 @@ func connect(t *testing.T, ctx context.Context, url string) *client.Client {
 	t.Cleanup(func() { c.Disconnect(context.Background()) })
 	return c
 }
+
+// roost config convert turns each test mosquitto.conf into a roost.yaml
+// that roost serve accepts; a YAML file or a refused option is an error.
+func TestConfigConvert(t *testing.T) {
+	for _, f := range []string{"testdata/mosquitto/basic.conf", "testdata/mosquitto/websockets.conf", "testdata/mosquitto/bridge.conf"} {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf := strings.ReplaceAll(strings.ReplaceAll(string(src), mosquittotest.PortToken, "0"), "{remote}", "127.0.0.1:1")
+		dir := t.TempDir()
+		in := filepath.Join(dir, "mosquitto.conf")
+		if err := os.WriteFile(in, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, out, stderr := runCmd(t, "config", "convert", in)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", f, code, stderr)
+		}
+		yml := filepath.Join(dir, "roost.yaml")
+		if err := os.WriteFile(yml, []byte(out), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var buf strings.Builder
+		if _, code, ok := serveConfig([]string{"--config", yml}, &buf); !ok {
+			t.Fatalf("%s: roost serve refuses the converted file (exit %d): %s\n%s", f, code, buf.String(), out)
+		}
+	}
+	yml := writeConfig(t, "listeners:\n  - url: mqtt://127.0.0.1:0\n")
+	if code, _, stderr := runCmd(t, "config", "convert", yml); code != 1 || !strings.Contains(stderr, "not a mosquitto configuration") {
+		t.Errorf("YAML input: exit %d, %s", code, stderr)
+	}
+	bad := writeConfig(t, "listener 1883\nbridge_psk x\n")
+	if code, _, stderr := runCmd(t, "config", "convert", bad); code != 1 || !strings.Contains(stderr, "roost.yaml:2: bridge_psk") {
+		t.Errorf("refused option: exit %d, %s", code, stderr)
+	}
+	if code, _, _ := runCmd(t, "config", "explode"); code != 2 {
+		t.Errorf("unknown subcommand: exit %d", code)
+	}
+}

@@ -197,6 +197,13 @@ func (d *decoder) bridgeTLS(n *yaml.Node, path string, t *BridgeTLS) {
 		"key":      d.str(&t.Key),
 		"sni":      d.str(&t.ServerName),
 		"insecure": func(p string, v *yaml.Node) { d.boolean(v, p, &t.Insecure) },
+		"min_version": func(p string, v *yaml.Node) {
+			var s string
+			d.oneOf(&s, "1.2", "1.3")(p, v)
+			if s == "1.3" {
+				t.MinVersion = tls.VersionTLS13
+			}
+		},
 		"alpn": func(p string, v *yaml.Node) {
 			d.list(v, p, func(p string, v *yaml.Node) {
 				if d.scalar(v, p, "a protocol name such as x-amzn-mqtt-ca") {

@@ -191,3 +191,42 @@ func TestMosquittoIncludeDir(t *testing.T) {
 		t.Fatalf("error in an included file: %v", err)
 	}
 }
+
+// A mosquitto.conf converted to YAML parses back to the same configuration.
+func TestConvertMosquitto(t *testing.T) {
+	convertRoundTrip(t, mosqExample)
+	out := convertRoundTrip(t, "connection b\naddress h\ntopic t in 2\ncleansession true\nsys_interval 0\nretain_available false\n")
+	if !strings.Contains(out, "memory: true # mosquitto's persistence false") {
+		t.Errorf("no memory store comment:\n%s", out)
+	}
+}
+
+func convertRoundTrip(t *testing.T, conf string) string {
+	t.Helper()
+	want, err := ParseMosquitto("/etc/mosquitto/mosquitto.conf", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := want.WriteYAML(&out, "/etc/mosquitto/mosquitto.conf"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Parse("roost.yaml", []byte(out.String()))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	want.Warnings, want.Path = nil, ""
+	for i := range want.Listeners {
+		// A YAML listener's name defaults to its URL; compare the rest.
+		got.Listeners[i].Name = want.Listeners[i].Name
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("round trip differs\n got  %+v\n want %+v\nYAML:\n%s", got, want, out.String())
+	}
+	for _, s := range []string{"# Converted from /etc/mosquitto/mosquitto.conf", "restart_timeout"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("output lacks %q:\n%s", s, out.String())
+		}
+	}
+	return out.String()
+}

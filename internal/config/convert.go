@@ -1,0 +1,243 @@
+package config
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// WriteYAML writes c as a roost.yaml that parses back to the same
+// configuration: what roost config convert prints for a mosquitto.conf.
+// Limits are written when they differ from the defaults; comments say
+// where a mosquitto option changed meaning. Relative paths are made
+// absolute from the working directory, as mosquitto reads them, because a
+// roost.yaml takes them relative to its own directory.
+func (c *Config) WriteYAML(w io.Writer, source string) error {
+	e := &yamlWriter{w: w}
+	e.line(0, "# Converted from %s by roost config convert.", source)
+	for _, warn := range c.Warnings {
+		e.line(0, "# %s", warn)
+	}
+	e.listeners(c.Listeners)
+	e.limits(&c.Limits)
+	d := Default()
+	if c.SysInterval != d.SysInterval {
+		if c.SysInterval == 0 {
+			e.line(0, "sys_interval: off")
+		} else {
+			e.line(0, "sys_interval: %s", dur(c.SysInterval))
+		}
+	}
+	if c.Retain != d.Retain {
+		e.line(0, "retain: %v", c.Retain)
+	}
+	e.store(&c.Store)
+	e.auth(&c.Auth)
+	e.bridges(c.Bridges)
+	return e.err
+}
+
+type yamlWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *yamlWriter) line(indent int, format string, args ...any) {
+	if e.err == nil {
+		_, e.err = fmt.Fprintf(e.w, "%s%s\n", strings.Repeat("  ", indent), fmt.Sprintf(format, args...))
+	}
+}
+
+// q quotes a string for YAML: Go's double-quoted form is valid YAML.
+func q(s string) string { return strconv.Quote(s) }
+
+func abs(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+func dur(d time.Duration) string {
+	switch {
+	case d != 0 && d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d != 0 && d%time.Minute == 0:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	}
+	return d.String()
+}
+
+func (e *yamlWriter) listeners(ls []Listener) {
+	e.line(0, "listeners:")
+	for _, l := range ls {
+		e.line(1, "- url: %s", q(l.URL))
+		if strings.HasPrefix(l.Addr, ":") {
+			e.line(2, "# every address, as mosquitto's listener without a bind address")
+		}
+		if l.MaxConnections > 0 {
+			e.line(2, "max_connections: %d", l.MaxConnections)
+		}
+		t := l.TLS
+		if len(t.Certs) == 0 {
+			continue
+		}
+		e.line(2, "tls:")
+		e.line(3, "certs:")
+		for _, kp := range t.Certs {
+			e.line(4, "- {cert: %s, key: %s}", q(abs(kp.Cert)), q(abs(kp.Key)))
+		}
+		if t.ClientCA != "" {
+			e.line(3, "client_ca: %s", q(abs(t.ClientCA)))
+		}
+		if t.RequireClientCert {
+			e.line(3, "require_client_cert: true")
+		}
+		if t.Identity != "" {
+			e.line(3, "identity: %s", t.Identity)
+		}
+		if t.MinVersion != "" {
+			e.line(3, "min_version: %s", q(t.MinVersion))
+		}
+	}
+}
+
+func (e *yamlWriter) limits(l *Limits) {
+	d := Default().Limits
+	var lines []string
+	add := func(key string, v, def any, note string) {
+		if v != def {
+			s := fmt.Sprintf("%s: %v", key, v)
+			if note != "" {
+				s += " # " + note
+			}
+			lines = append(lines, s)
+		}
+	}
+	add("max_packet_size", l.MaxPacketSize, d.MaxPacketSize, "")
+	add("max_inflight", l.MaxInflight, d.MaxInflight, "per session, toward the client (mosquitto's max_inflight_messages)")
+	add("max_queued", l.MaxQueued, d.MaxQueued, "")
+	add("max_queued_bytes", l.MaxQueuedBytes, d.MaxQueuedBytes, "")
+	add("queue_qos0", l.QueueQoS0, d.QueueQoS0, "")
+	if len(lines) == 0 {
+		return
+	}
+	e.line(0, "limits:")
+	for _, s := range lines {
+		e.line(1, "%s", s)
+	}
+}
+
+func (e *yamlWriter) store(s *Store) {
+	e.line(0, "store:")
+	if s.Memory {
+		e.line(1, "memory: true # mosquitto's persistence false: nothing survives a restart")
+		return
+	}
+	e.line(1, "data: %s # Roost's store is a directory, written at every change, not a mosquitto.db saved now and then", q(abs(s.Data)))
+}
+
+func (e *yamlWriter) auth(a *Auth) {
+	e.line(0, "auth:")
+	e.line(1, "allow_anonymous: %v", a.AllowAnonymous)
+	if a.PasswordFile != "" {
+		e.line(1, "password_file: %s # the same mosquitto_passwd file", q(abs(a.PasswordFile)))
+	}
+	if a.ACLFile != "" {
+		e.line(1, "acl_file: %s # the same mosquitto acl_file", q(abs(a.ACLFile)))
+	}
+	if a.CertIdentityAsUsername {
+		e.line(1, "cert_identity_as_username: true")
+	}
+}
+
+func (e *yamlWriter) bridges(bs []Bridge) {
+	if len(bs) == 0 {
+		return
+	}
+	e.line(0, "bridges:")
+	for _, b := range bs {
+		e.line(1, "- name: %s", q(b.Name))
+		var addrs []string
+		for _, a := range b.Addresses {
+			addrs = append(addrs, q(a))
+		}
+		e.line(2, "addresses: [%s]", strings.Join(addrs, ", "))
+		proto := "5"
+		if b.Version == packet.V311 {
+			proto = "3.1.1"
+		}
+		e.line(2, "protocol: %s", q(proto))
+		if b.ClientID != "" {
+			e.line(2, "client_id: %s", q(b.ClientID))
+		}
+		if b.LocalClientID != "" {
+			e.line(2, "local_client_id: %s", q(b.LocalClientID))
+		}
+		e.line(2, "clean_start: %v", b.CleanStart)
+		e.line(2, "local_clean_start: %v", b.LocalCleanStart)
+		if b.SessionExpiry > 0 {
+			e.line(2, "session_expiry: %s", dur(b.SessionExpiry))
+		}
+		if b.Username != "" {
+			e.line(2, "username: %s", q(b.Username))
+		}
+		if b.Password != "" {
+			e.line(2, "password: %s", q(b.Password))
+		}
+		e.bridgeTLS(&b.TLS)
+		e.line(2, "keep_alive: %s", dur(b.KeepAlive))
+		e.line(2, "backoff: {min: %s, max: %s} # mosquitto's restart_timeout", dur(b.BackoffMin), dur(b.BackoffMax))
+		e.line(2, "try_private: %v", b.TryPrivate)
+		e.line(2, "notifications: %v", b.Notifications)
+		if b.NotificationsLocalOnly {
+			e.line(2, "notifications_local_only: true")
+		}
+		if b.NotificationTopic != "" {
+			e.line(2, "notification_topic: %s", q(b.NotificationTopic))
+		}
+		e.line(2, "topics:")
+		for _, r := range b.Topics {
+			e.line(3, "- %s", q(r.String()))
+		}
+	}
+}
+
+func (e *yamlWriter) bridgeTLS(t *BridgeTLS) {
+	if t.CA == "" && t.Cert == "" && !t.Insecure && len(t.ALPN) == 0 && t.MinVersion == 0 && t.ServerName == "" {
+		return
+	}
+	e.line(2, "tls:")
+	if t.CA != "" {
+		e.line(3, "ca: %s", q(abs(t.CA)))
+	}
+	if t.Cert != "" {
+		e.line(3, "cert: %s", q(abs(t.Cert)))
+		e.line(3, "key: %s", q(abs(t.Key)))
+	}
+	if len(t.ALPN) > 0 {
+		var a []string
+		for _, p := range t.ALPN {
+			a = append(a, q(p))
+		}
+		e.line(3, "alpn: [%s]", strings.Join(a, ", "))
+	}
+	if t.ServerName != "" {
+		e.line(3, "sni: %s", q(t.ServerName))
+	}
+	if t.Insecure {
+		e.line(3, "insecure: true")
+	}
+	if t.MinVersion == tls.VersionTLS13 {
+		e.line(3, "min_version: \"1.3\"")
+	}
+}
