@@ -2,15 +2,18 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/roost-mqtt/roost/client"
+	"github.com/roost-mqtt/roost/internal/devcert"
 	"github.com/roost-mqtt/roost/internal/mosquittotest"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
@@ -218,4 +221,100 @@ func TestConfigConvert(t *testing.T) {
 	if code, _, _ := runCmd(t, "config", "explode"); code != 2 {
 		t.Errorf("unknown subcommand: exit %d", code)
 	}
+}
+
+// Each conf block of docs/migrating.md starts in roost serve (ports and
+// files swapped for test ones) and in mosquitto, and a client connects.
+func TestMigratingExamples(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/migrating.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```conf\n(.*?)```").FindAllStringSubmatch(string(doc), -1)
+	if len(blocks) < 2 {
+		t.Fatalf("%d conf blocks in docs/migrating.md", len(blocks))
+	}
+	dir := t.TempDir()
+	passwd, acl := filepath.Join(dir, "passwd"), filepath.Join(dir, "acl")
+	if code, _, stderr := runCmd(t, "passwd", "-b", "-c", "-H", "sha512-pbkdf2", passwd, "alice", "secret"); code != 0 {
+		t.Fatalf("roost passwd: %s", stderr)
+	}
+	if err := os.WriteFile(acl, []byte("user alice\ntopic readwrite #\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := devcert.NewCA("migrating CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range blocks {
+		conf := b[1]
+		conf = regexp.MustCompile(`(?m)^listener \d+`).ReplaceAllString(conf, "listener {port} 127.0.0.1")
+		conf = regexp.MustCompile(`(?m)^address .*$`).ReplaceAllString(conf, "address 127.0.0.1:1")
+		conf = strings.NewReplacer("/etc/mosquitto/passwd", passwd, "/etc/mosquitto/acl", acl,
+			"/var/lib/mosquitto/", filepath.Join(dir, fmt.Sprintf("data%d", i))+"/",
+			"/etc/mosquitto/certs/cloud-ca.pem", caFile).Replace(conf)
+		if !strings.Contains(conf, "listener") {
+			conf = "listener {port} 127.0.0.1\nallow_anonymous true\n" + conf
+		}
+		t.Run(fmt.Sprint("block", i), func(t *testing.T) {
+			t.Run("roost", func(t *testing.T) { startConf(t, conf, "alice", "secret") })
+			t.Run("mosquitto", func(t *testing.T) {
+				// mosquittotest writes allow_anonymous before these lines,
+				// and mosquitto wants per_listener_settings before any
+				// security option; false is its default anyway.
+				conf := strings.Replace(conf, "per_listener_settings false\n", "", 1)
+				// It also writes persistence_location, which mosquitto
+				// refuses twice.
+				conf = regexp.MustCompile(`(?m)^persistence_location .*$`).ReplaceAllString(conf, "")
+				m := mosquittotest.Start(t, strings.Split(conf, "\n")...)
+				connectAs(t, fmt.Sprintf("mqtt://127.0.0.1:%d", m.Ports[0]), "alice", "secret")
+			})
+		})
+	}
+}
+
+// startConf runs roost serve on a mosquitto conf with {port} tokens and
+// connects to its first listener with user and password.
+func startConf(t *testing.T, conf, user, pass string) {
+	port := mqtttest.FreePort(t)
+	conf = strings.Replace(conf, mosquittotest.PortToken, strconv.Itoa(port), 1)
+	for strings.Contains(conf, mosquittotest.PortToken) {
+		conf = strings.Replace(conf, mosquittotest.PortToken, strconv.Itoa(mqtttest.FreePort(t)), 1)
+	}
+	path := filepath.Join(t.TempDir(), "mosquitto.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr syncBuffer
+	exit := make(chan int, 1)
+	go func() { exit <- run(ctx, []string{"serve", "--config", path}, stdio{out: io.Discard, err: &stderr}) }()
+	defer func() {
+		cancel()
+		if code := <-exit; code != 0 {
+			t.Errorf("exit %d; log:\n%s", code, stderr.String())
+		}
+	}()
+	if !eventually(t, 10*time.Second, func() bool { return strings.Contains(stderr.String(), "listener ready") }) {
+		t.Fatalf("roost did not start:\n%s\nlog:\n%s", conf, stderr.String())
+	}
+	connectAs(t, fmt.Sprintf("mqtt://127.0.0.1:%d", port), user, pass)
+}
+
+func connectAs(t *testing.T, url, user, pass string) {
+	t.Helper()
+	c, err := client.New(client.Options{Servers: []string{url}, Username: user, Password: pass, ConnectTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx); err != nil {
+		t.Fatalf("%s as %s: %v", url, user, err)
+	}
+	c.Disconnect(ctx)
 }
