@@ -82,6 +82,29 @@ func TestMosquittoBridgesIntoRoost(t *testing.T) {
 		t.Fatalf("retained both/ret on Roost: retain %v payload %q", got.Retain, got.Payload)
 	}
 	publish(t, mc, "both/ret", "", true)
+
+	// mosquitto's notifications: a retained "1" on Roost while the bridge
+	// is up, and its will's "0" when mosquitto dies.
+	state := func() string {
+		msgs, _ := srv.RetainedMessages("$SYS/broker/connection/+/state", 0)
+		if len(msgs) != 1 {
+			return fmt.Sprintf("%d messages", len(msgs))
+		}
+		return string(msgs[0].Payload)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if s := state(); s != "1" {
+			return fmt.Errorf("connection state %q", s)
+		}
+		return nil
+	})
+	m.Stop(syscall.SIGKILL)
+	eventually(t, 30*time.Second, func() error {
+		if s := state(); s != "0" {
+			return fmt.Errorf("connection state %q after mosquitto died", s)
+		}
+		return nil
+	})
 }
 
 // Roost bridges to a real mosquitto, MQTT 5 and 3.1.1: out and in topics

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"net"
+	"strings"
 
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -61,3 +62,18 @@ type internalAddr string
 
 func (a internalAddr) Network() string { return "internal" }
 func (a internalAddr) String() string  { return "internal:" + string(a) }
+
+// connectionStateTopic reports whether name has the form
+// $SYS/broker/connection/ID/state: where a mosquitto bridge (or Roost's)
+// keeps its connection state, "1" or "0", on the broker it bridges into,
+// with a will for the "0". Clients may publish there, unlike elsewhere
+// under $SYS (the Authorizer still decides), so that bridges into Roost
+// can be watched as on mosquitto.
+func connectionStateTopic(name string) bool {
+	id, ok := strings.CutPrefix(name, "$SYS/broker/connection/")
+	if !ok {
+		return false
+	}
+	id, ok = strings.CutSuffix(id, "/state")
+	return ok && id != "" && !strings.Contains(id, "/")
+}

@@ -36,7 +36,7 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	if p.Retain && c.srv.opts.DisableRetain {
 		return protoErr(packet.RetainNotSupported, "MQTT-3.2.2-14", "retained messages are disabled (Retain Available 0)")
 	}
-	if strings.HasPrefix(p.Topic, "$SYS") && (len(p.Topic) == 4 || p.Topic[4] == '/') {
+	if strings.HasPrefix(p.Topic, "$SYS") && (len(p.Topic) == 4 || p.Topic[4] == '/') && !connectionStateTopic(p.Topic) {
 		// $SYS is the broker's own: accept the packet, deliver nothing.
 		c.logger().Debug("ignoring client publish to $SYS", "topic", p.Topic)
 		c.ackPublish(p, packet.NotAuthorized)
