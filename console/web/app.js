@@ -180,9 +180,33 @@ function topics (view) {
   load().catch(err => { info.textContent = err.message })
 }
 
+function bridges (view) {
+  const info = h('span', { class: 'muted' })
+  const body = h('tbody')
+  view.append(h('h2', {}, 'Bridges'), h('div', { class: 'row' }, info),
+    h('table', { id: 'bridges' }, h('thead', {}, h('tr', {}, ['Bridge', 'State', 'Remote']
+      .map(t => h('th', {}, t)), ['Out', 'In', 'Queued', 'Dropped', 'Reconnects'].map(t => h('th', { class: 'num' }, t)),
+    h('th', {}, 'Last error'))), body))
+  const load = async () => {
+    const list = await api('bridges')
+    info.textContent = list.length ? `${list.length} bridge${list.length === 1 ? '' : 's'}` : 'No bridges: see docs/bridges.md to add one.'
+    body.replaceChildren(...list.map(b => h('tr', { class: b.connected ? '' : 'offline', 'data-bridge': b.name },
+      h('td', {}, b.name),
+      h('td', {}, h('span', { class: 'pill ' + (b.connected ? 'ok' : 'idle') }, b.connected ? 'connected' : 'disconnected')),
+      h('td', {}, b.server || ''),
+      h('td', { class: 'num' }, b.forwarded_out), h('td', { class: 'num' }, b.forwarded_in),
+      h('td', { class: 'num' }, b.queued), h('td', { class: 'num' }, b.dropped + b.queue_dropped),
+      h('td', { class: 'num' }, b.reconnects),
+      h('td', { title: b.last_error_at ? when(b.last_error_at) : '' }, b.last_error || ''))))
+  }
+  load().catch(err => { info.textContent = err.message })
+  const timer = setInterval(() => load().catch(() => {}), POLL_MS)
+  return () => clearInterval(timer)
+}
+
 // ---- router ----------------------------------------------------------------
 
-const pages = { '': dashboard, clients, topics, live: livePage, mqtt: mqttPage }
+const pages = { '': dashboard, clients, topics, bridges, live: livePage, mqtt: mqttPage }
 let leave = null
 
 function route () {

@@ -18,8 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roost-mqtt/roost/bridge"
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/httpapi"
+	"github.com/roost-mqtt/roost/internal/brokertest"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/listener"
 	"github.com/roost-mqtt/roost/packet"
@@ -82,6 +84,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	if txt := byName["live"].Text; !strings.HasPrefix(txt, "sensors/") {
 		t.Errorf("live view showed %q, want a sensors/ topic", txt)
+	}
+	if row := byName["bridge"].Row; !strings.Contains(row, "cloud") || !strings.Contains(row, "connected") {
+		t.Errorf("bridge row %q", row)
 	}
 
 	// The Go subscriber got the browser's publish.
@@ -171,7 +176,18 @@ func startBroker(t *testing.T) *testBroker {
 	go srv.Serve(ws)
 	b := &testBroker{srv: srv, tcp: tcp.Addr().String(), ws: "ws://" + ws.Addr().String() + "/mqtt", token: "console-test-token"}
 
-	h := httpapi.New(srv, httpapi.Options{Token: b.token, WebSockets: []string{b.ws}, Logger: log})
+	// A bridge to a second broker, for the Bridges page.
+	_, remote := brokertest.Start(t, broker.Options{})
+	br, err := bridge.New(srv, bridge.Config{Name: "cloud", Addresses: []string{"mqtt://" + remote}, Logger: log,
+		Topics: []bridge.Rule{{Pattern: "sensors/#", Direction: bridge.Out, QoS: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := br.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	h := httpapi.New(srv, httpapi.Options{Token: b.token, WebSockets: []string{b.ws}, Logger: log,
+		Bridges: func() []bridge.Stats { return []bridge.Stats{br.Stats()} }})
 	webLn := listen()
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go hs.Serve(webLn)
@@ -180,6 +196,9 @@ func startBroker(t *testing.T) *testBroker {
 		hs.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		if err := br.Close(ctx); err != nil {
+			t.Errorf("closing the bridge: %v", err)
+		}
 		if err := srv.Shutdown(ctx); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}

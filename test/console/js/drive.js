@@ -73,6 +73,12 @@ async function main () {
     emit({ event: 'retained', payload })
     await page.screenshot({ path: path.join(cfg.shots, 'console-topics.png') })
 
+    // Bridges: the Go test's bridge, connected.
+    await page.goto(cfg.url + '#/bridges')
+    await page.locator('tr[data-bridge="cloud"] .pill.ok').waitFor({ timeout: T })
+    emit({ event: 'bridge', row: await page.locator('tr[data-bridge="cloud"]').innerText() })
+    await page.screenshot({ path: path.join(cfg.shots, 'console-bridges.png') })
+
     // Live messages: the sensors the Go test runs publish on sensors/#.
     await page.goto(cfg.url + '#/live')
     await page.waitForFunction(() => document.querySelector('#live-url').value !== '', null, { timeout: T })
