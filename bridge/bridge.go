@@ -61,6 +61,12 @@ type Config struct {
 	// NoTryPrivate turns off the 3.1.1 bridge bit (mosquitto's
 	// try_private false). Ignored for MQTT 5.
 	NoTryPrivate bool
+	// NoAttemptUnsubscribe turns off what mosquitto's
+	// bridge_attempt_unsubscribe does by default: at each connection,
+	// unsubscribe on the remote from the filters of out-only rules, which
+	// a session the remote kept may still hold from an earlier
+	// configuration where they went both ways or in.
+	NoAttemptUnsubscribe bool
 	// Notifications publishes the connection state, retained "1" or "0",
 	// on NotificationTopic locally and on the remote (there with a will
 	// for the "0"), as mosquitto's notifications do.
@@ -288,9 +294,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		}
 	}
 	if len(subs) > 0 {
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
+		b.spawn(func() {
 			// Waits in the client's offline queue until the remote is up;
 			// the client sends it again whenever the remote lost our
 			// session.
@@ -298,7 +302,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 				b.noteErr(fmt.Errorf("subscribing on the remote: %w", err))
 				b.log.Error("remote refused a subscription", "err", err)
 			}
-		}()
+		})
 	}
 	return nil
 }
@@ -372,6 +376,9 @@ func (b *Bridge) remoteStatus(st client.Status) {
 		}
 		b.log.Info("connected to remote", "server", st.Server, "session_present", st.SessionPresent)
 		b.notify(true)
+		if st.SessionPresent { // a new session holds nothing to remove
+			b.unsubscribeOutOnly()
+		}
 	case client.ConnectionLost:
 		if st.Err != nil {
 			b.noteErr(st.Err)
@@ -387,6 +394,34 @@ func (b *Bridge) remoteStatus(st client.Status) {
 	}
 }
 
+// unsubscribeOutOnly unsubscribes on the remote from the filters only out
+// rules name (see Config.NoAttemptUnsubscribe).
+func (b *Bridge) unsubscribeOutOnly() {
+	if b.cfg.NoAttemptUnsubscribe {
+		return
+	}
+	in := map[string]bool{}
+	for _, r := range b.cfg.Topics {
+		if r.Direction.in() {
+			in[r.RemoteFilter()] = true
+		}
+	}
+	var filters []string
+	for _, r := range b.cfg.Topics {
+		if f := r.RemoteFilter(); r.Direction == Out && !in[f] {
+			filters, in[f] = append(filters, f), true
+		}
+	}
+	if len(filters) == 0 {
+		return
+	}
+	b.spawn(func() {
+		if _, err := b.remote.Unsubscribe(b.ctx, filters...); err != nil && b.ctx.Err() == nil {
+			b.log.Warn("unsubscribing out-only topics on the remote", "filters", filters, "err", err)
+		}
+	})
+}
+
 // notify publishes the connection state (see Config.Notifications) here
 // and, when up, on the remote.
 func (b *Bridge) notify(up bool) {
@@ -394,14 +429,12 @@ func (b *Bridge) notify(up bool) {
 	if !b.cfg.Notifications || b.cfg.NotificationsLocalOnly || !up {
 		return
 	}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
+	b.spawn(func() {
 		_, err := b.remote.Publish(b.ctx, client.Message{Topic: b.cfg.NotificationTopic, Payload: []byte("1"), QoS: 1, Retain: true})
 		if err != nil && b.ctx.Err() == nil {
 			b.log.Warn("publishing the connection notification on the remote", "err", err)
 		}
-	}()
+	})
 }
 
 func (b *Bridge) notifyLocal(up bool) {
@@ -416,6 +449,20 @@ func (b *Bridge) notifyLocal(up bool) {
 	if err != nil {
 		b.log.Warn("publishing the connection notification", "err", err)
 	}
+}
+
+// spawn runs f in a goroutine Close waits for, unless Close has begun.
+func (b *Bridge) spawn(f func()) {
+	b.closeMu.Lock()
+	defer b.closeMu.Unlock()
+	if b.closed {
+		return
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		f()
+	}()
 }
 
 func (b *Bridge) noteErr(err error) {

@@ -373,3 +373,72 @@ func TestBridgeQoS2(t *testing.T) {
 		}
 	}
 }
+
+// A bridge restarted with a rule changed from both to out unsubscribes on
+// the remote, whose kept session still had the old subscription
+// (mosquitto's bridge_attempt_unsubscribe); with NoAttemptUnsubscribe it
+// leaves it.
+func TestAttemptUnsubscribe(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprint("NoAttemptUnsubscribe=", keep), func(t *testing.T) {
+			local, localURL := startRoost(t)
+			remote, remoteURL := startRoost(t)
+			remoteSub := func() bool {
+				_, subs, _ := remote.Client("u-remote")
+				for _, s := range subs {
+					if s.Filter == "x/#" {
+						return true
+					}
+				}
+				return false
+			}
+			cfg := Config{Name: "u", Addresses: []string{remoteURL}, ClientID: "u-remote",
+				Topics: []Rule{{Pattern: "x/#", Direction: Both, QoS: 1}}}
+			b1, err := New(local, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b1.Start(testCtx(t, 10*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 10*time.Second, func() error {
+				if !remoteSub() {
+					return fmt.Errorf("no remote subscription yet")
+				}
+				return nil
+			})
+			if err := b1.Close(testCtx(t, 10*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			cfg.Topics[0].Direction, cfg.NoAttemptUnsubscribe = Out, keep
+			b2 := startBridge(t, local, cfg)
+			eventually(t, 10*time.Second, func() error {
+				if !b2.Stats().Connected {
+					return fmt.Errorf("not connected")
+				}
+				return nil
+			})
+			if keep {
+				// The old subscription still delivers, and the bridge
+				// forwards what comes (that is why mosquitto unsubscribes).
+				var in inbox
+				subscribe(t, newClient(t, localURL, packet.V5, nil), "x/#", &in)
+				pub := newClient(t, remoteURL, packet.V5, nil)
+				eventually(t, 10*time.Second, func() error {
+					publish(t, pub, "x/1", "", false)
+					if in.count("x/1") == 0 {
+						return fmt.Errorf("x/1 not forwarded in")
+					}
+					return nil
+				})
+				return
+			}
+			eventually(t, 10*time.Second, func() error {
+				if remoteSub() {
+					return fmt.Errorf("x/# still subscribed on the remote")
+				}
+				return nil
+			})
+		})
+	}
+}

@@ -38,7 +38,10 @@ type Bridge struct {
 	BackoffMin      time.Duration
 	BackoffMax      time.Duration
 	// TryPrivate sends the 3.1.1 bridge bit (mosquitto's try_private).
-	TryPrivate             bool
+	TryPrivate bool
+	// AttemptUnsubscribe unsubscribes out-only topics on the remote at
+	// each connection (mosquitto's bridge_attempt_unsubscribe).
+	AttemptUnsubscribe     bool
 	Notifications          bool
 	NotificationsLocalOnly bool
 	NotificationTopic      string
@@ -63,7 +66,7 @@ type BridgeTLS struct {
 // defaults of docs/bridges.md.
 func DefaultBridge() Bridge {
 	return Bridge{Version: packet.V5, KeepAlive: 60 * time.Second, BackoffMin: 5 * time.Second,
-		BackoffMax: 30 * time.Second, TryPrivate: true, Notifications: true}
+		BackoffMax: 30 * time.Second, TryPrivate: true, AttemptUnsubscribe: true, Notifications: true}
 }
 
 // Config builds the tls.Config, reading the files. An error names the file.
@@ -108,7 +111,7 @@ func (b *Bridge) Options(logger *slog.Logger) (bridge.Config, error) {
 		CleanStart: b.CleanStart, LocalCleanStart: b.LocalCleanStart, SessionExpiry: b.SessionExpiry,
 		Username: b.Username, Password: b.Password, TLS: tc, KeepAlive: b.KeepAlive,
 		Backoff:      client.Backoff{Min: b.BackoffMin, Max: b.BackoffMax},
-		NoTryPrivate: !b.TryPrivate, Notifications: b.Notifications, NotificationsLocalOnly: b.NotificationsLocalOnly,
+		NoTryPrivate: !b.TryPrivate, NoAttemptUnsubscribe: !b.AttemptUnsubscribe, Notifications: b.Notifications, NotificationsLocalOnly: b.NotificationsLocalOnly,
 		NotificationTopic: b.NotificationTopic, Topics: b.Topics, Logger: logger,
 	}, nil
 }
@@ -161,6 +164,7 @@ func (d *decoder) bridge(n *yaml.Node, path string, b *Bridge) {
 		"keep_alive":               func(p string, v *yaml.Node) { d.duration(v, p, 5*time.Second, &b.KeepAlive) },
 		"backoff":                  func(p string, v *yaml.Node) { d.bridgeBackoff(v, p, b) },
 		"try_private":              func(p string, v *yaml.Node) { d.boolean(v, p, &b.TryPrivate) },
+		"attempt_unsubscribe":      func(p string, v *yaml.Node) { d.boolean(v, p, &b.AttemptUnsubscribe) },
 		"notifications":            func(p string, v *yaml.Node) { d.boolean(v, p, &b.Notifications) },
 		"notifications_local_only": func(p string, v *yaml.Node) { d.boolean(v, p, &b.NotificationsLocalOnly) },
 		"notification_topic":       d.str(&b.NotificationTopic),

@@ -29,6 +29,7 @@ const bridgeExample = `bridges:
     keep_alive: 30s
     backoff: {min: 1s, max: 1m}
     try_private: false
+    attempt_unsubscribe: false
     notifications: true
     notifications_local_only: true
     notification_topic: bridges/cloud/up
@@ -50,7 +51,7 @@ func TestParseBridges(t *testing.T) {
 		Username: "edge-17", Password: "s3cret",
 		TLS:       BridgeTLS{CA: "ca.pem", Cert: "edge.pem", Key: "edge.key", ALPN: []string{"x-amzn-mqtt-ca"}, ServerName: "cloud.example.com"},
 		KeepAlive: 30 * time.Second, BackoffMin: time.Second, BackoffMax: time.Minute,
-		TryPrivate: false, Notifications: true, NotificationsLocalOnly: true, NotificationTopic: "bridges/cloud/up",
+		TryPrivate: false, AttemptUnsubscribe: false, Notifications: true, NotificationsLocalOnly: true, NotificationTopic: "bridges/cloud/up",
 		Topics: []bridge.Rule{
 			{Pattern: "sensors/#", Direction: bridge.Out, QoS: 1, LocalPrefix: "edge/", RemotePrefix: "site17/"},
 			{Direction: bridge.In, QoS: 1, LocalPrefix: "edge/cmd", RemotePrefix: "site17/cmd"},
@@ -74,7 +75,7 @@ func TestBridgeDefaults(t *testing.T) {
 	if !reflect.DeepEqual(c.Bridges, []Bridge{want}) {
 		t.Fatalf("got %+v", c.Bridges)
 	}
-	if want.Version != packet.V5 || !want.TryPrivate || !want.Notifications || want.KeepAlive != time.Minute {
+	if want.Version != packet.V5 || !want.TryPrivate || !want.AttemptUnsubscribe || !want.Notifications || want.KeepAlive != time.Minute {
 		t.Fatalf("defaults changed: %+v", want)
 	}
 }

@@ -198,6 +198,7 @@ func (e *yamlWriter) bridges(bs []Bridge) {
 		e.line(2, "keep_alive: %s", dur(b.KeepAlive))
 		e.line(2, "backoff: {min: %s, max: %s} # mosquitto's restart_timeout", dur(b.BackoffMin), dur(b.BackoffMax))
 		e.line(2, "try_private: %v", b.TryPrivate)
+		e.line(2, "attempt_unsubscribe: %v", b.AttemptUnsubscribe)
 		e.line(2, "notifications: %v", b.Notifications)
 		if b.NotificationsLocalOnly {
 			e.line(2, "notifications_local_only: true")

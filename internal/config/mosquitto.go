@@ -363,24 +363,18 @@ func (r *mosqReader) bridgeOptions() map[string]func(string) {
 				r.errorf("restart_timeout: want CONSTANT or BASE CAP seconds, got %q", v)
 			}
 		},
-		"round_robin":  r.wantBool(false, "round_robin true is not supported: Roost tries the addresses in order"),
-		"start_type":   func(v string) { r.want(v, "automatic", "start_type: only automatic is supported") },
-		"idle_timeout": func(string) { r.warnf("idle_timeout: only used with start_type lazy") },
-		"threshold":    func(string) { r.warnf("threshold: only used with start_type lazy") },
-		"bridge_attempt_unsubscribe": func(v string) {
-			var on bool
-			r.boolean(v, &on)
-			if on {
-				r.warnf("bridge_attempt_unsubscribe: Roost does not unsubscribe in-only topics on the remote")
-			}
-		},
-		"bridge_outgoing_retain": r.wantBool(true, "bridge_outgoing_retain false is not supported"),
-		"bridge_max_packet_size": func(v string) { r.want(v, "0", "bridge_max_packet_size: only 0 (no limit) is supported") },
-		"bridge_cafile":          func(v string) { b.TLS.CA = v; r.bridgeTLS[bi] = true },
-		"bridge_certfile":        str(&b.TLS.Cert),
-		"bridge_keyfile":         str(&b.TLS.Key),
-		"bridge_insecure":        func(v string) { r.boolean(v, &b.TLS.Insecure) },
-		"bridge_alpn":            func(v string) { b.TLS.ALPN = []string{v} },
+		"round_robin":                r.wantBool(false, "round_robin true is not supported: Roost tries the addresses in order"),
+		"start_type":                 func(v string) { r.want(v, "automatic", "start_type: only automatic is supported") },
+		"idle_timeout":               func(string) { r.warnf("idle_timeout: only used with start_type lazy") },
+		"threshold":                  func(string) { r.warnf("threshold: only used with start_type lazy") },
+		"bridge_attempt_unsubscribe": func(v string) { r.boolean(v, &b.AttemptUnsubscribe) },
+		"bridge_outgoing_retain":     r.wantBool(true, "bridge_outgoing_retain false is not supported"),
+		"bridge_max_packet_size":     func(v string) { r.want(v, "0", "bridge_max_packet_size: only 0 (no limit) is supported") },
+		"bridge_cafile":              func(v string) { b.TLS.CA = v; r.bridgeTLS[bi] = true },
+		"bridge_certfile":            str(&b.TLS.Cert),
+		"bridge_keyfile":             str(&b.TLS.Key),
+		"bridge_insecure":            func(v string) { r.boolean(v, &b.TLS.Insecure) },
+		"bridge_alpn":                func(v string) { b.TLS.ALPN = []string{v} },
 		"bridge_tls_version": func(v string) {
 			switch v {
 			case "tlsv1.2":

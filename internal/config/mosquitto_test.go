@@ -52,6 +52,7 @@ local_cleansession false
 keepalive_interval 30
 restart_timeout 2 60
 try_private false
+bridge_attempt_unsubscribe false
 notifications false
 bridge_cafile /etc/mosquitto/cloud-ca.pem
 bridge_certfile /etc/mosquitto/edge.pem
@@ -107,7 +108,7 @@ func TestParseMosquitto(t *testing.T) {
 	cloud.Addresses = []string{"mqtts://cloud.example.com:8883", "mqtts://backup.example.com:1883"}
 	cloud.CleanStart, cloud.LocalCleanStart = true, false
 	cloud.KeepAlive, cloud.BackoffMin, cloud.BackoffMax = 30*time.Second, 2*time.Second, time.Minute
-	cloud.TryPrivate, cloud.Notifications = false, false
+	cloud.TryPrivate, cloud.AttemptUnsubscribe, cloud.Notifications = false, false, false
 	cloud.TLS = BridgeTLS{CA: "/etc/mosquitto/cloud-ca.pem", Cert: "/etc/mosquitto/edge.pem", Key: "/etc/mosquitto/edge.key", ALPN: []string{"x-amzn-mqtt-ca"}}
 	cloud.Topics = []bridge.Rule{
 		{Pattern: "sensors/#", Direction: bridge.Out, QoS: 1, LocalPrefix: "edge/", RemotePrefix: "site17/"},
