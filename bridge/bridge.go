@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -61,6 +62,16 @@ type Config struct {
 	// NoTryPrivate turns off the 3.1.1 bridge bit (mosquitto's
 	// try_private false). Ignored for MQTT 5.
 	NoTryPrivate bool
+	// NoOutgoingRetain clears RETAIN on every message forwarded out, for
+	// 3.1.1 brokers that refuse retained messages (mosquitto's
+	// bridge_outgoing_retain false).
+	NoOutgoingRetain bool
+	// BindAddress is the local address the remote connection comes from
+	// (mosquitto's bridge_bind_address); "" lets the system choose.
+	BindAddress string
+	// ReceiveMaximum caps the remote's unacknowledged messages toward the
+	// bridge (MQTT 5; mosquitto's bridge_receive_maximum). Default 256.
+	ReceiveMaximum uint16
 	// NoAttemptUnsubscribe turns off what mosquitto's
 	// bridge_attempt_unsubscribe does by default: at each connection,
 	// unsubscribe on the remote from the filters of out-only rules, which
@@ -116,6 +127,9 @@ func (c *Config) fill() error {
 	}
 	if c.LocalClientID == "" {
 		c.LocalClientID = "local." + c.ClientID
+	}
+	if c.BindAddress != "" && net.ParseIP(c.BindAddress) == nil {
+		return fmt.Errorf("%w: bridge %s: bind address %q is not an IP address", ErrConfig, c.Name, c.BindAddress)
 	}
 	if c.LocalClientID == c.ClientID {
 		return fmt.Errorf("%w: bridge %s: local and remote client ids are both %q", ErrConfig, c.Name, c.ClientID)
@@ -256,7 +270,7 @@ func (b *Bridge) remoteOptions() client.Options {
 		Reconnect:     c.Backoff,
 		// The window inward (a 3.1.1 server applies its own), and room
 		// for the outward one while the remote is away.
-		ReceiveMaximum: window,
+		ReceiveMaximum: cmp.Or(c.ReceiveMaximum, window),
 		ManualAck:      true,
 		OfflineQueue:   4 * window,
 		// A session kept by the remote still has our subscriptions; one
@@ -264,6 +278,10 @@ func (b *Bridge) remoteOptions() client.Options {
 		DefaultHandler: b.forwardIn,
 		OnStatus:       b.remoteStatus,
 		Logger:         b.log.With("side", "remote"),
+	}
+	if c.BindAddress != "" {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.BindAddress)}}
+		o.DialContext = d.DialContext
 	}
 	if c.Notifications && !c.NotificationsLocalOnly {
 		o.Will = &client.Message{Topic: c.NotificationTopic, Payload: []byte("0"), QoS: 1, Retain: true}
@@ -357,6 +375,9 @@ func (b *Bridge) forwardOut(m *client.Message) {
 	if m.QoS == 0 && !b.connected.Load() {
 		b.dropped.Add(1)
 		return
+	}
+	if b.cfg.NoOutgoingRetain {
+		m.Retain = false
 	}
 	b.outF.handle(m, mapOut(b.cfg.Topics, m.Topic))
 }

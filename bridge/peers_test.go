@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -440,5 +441,35 @@ func TestAttemptUnsubscribe(t *testing.T) {
 				return nil
 			})
 		})
+	}
+}
+
+// BindAddress picks the address the remote sees; NoOutgoingRetain clears
+// RETAIN on what goes out, so the remote delivers it but keeps nothing.
+func TestBindAddressAndOutgoingRetain(t *testing.T) {
+	local, localURL := startRoost(t)
+	remote, remoteURL := startRoost(t)
+	b := startBridge(t, local, Config{Name: "o", Addresses: []string{remoteURL}, ClientID: "o-remote",
+		BindAddress: "127.0.0.2", NoOutgoingRetain: true, Topics: []Rule{{Pattern: "r/#", Direction: Out, QoS: 1}}})
+	eventually(t, 10*time.Second, func() error {
+		if !b.Stats().Connected {
+			return fmt.Errorf("not connected")
+		}
+		return nil
+	})
+	if cs, _, _ := remote.Client("o-remote"); !strings.HasPrefix(cs.RemoteAddr, "127.0.0.2:") {
+		t.Errorf("remote sees the bridge from %q, want 127.0.0.2", cs.RemoteAddr)
+	}
+	var in inbox
+	subscribe(t, newClient(t, remoteURL, packet.V5, nil), "r/#", &in)
+	publish(t, newClient(t, localURL, packet.V5, nil), "r/1", "v", true)
+	if got := in.waitFor(t, "r/1"); got.Retain {
+		t.Error("forwarded with RETAIN")
+	}
+	if msgs, _ := remote.RetainedMessages("r/#", 0); len(msgs) != 0 {
+		t.Errorf("remote retained %d messages", len(msgs))
+	}
+	if _, err := New(local, Config{Name: "bad", Addresses: []string{remoteURL}, BindAddress: "eth0", Topics: []Rule{{Pattern: "#", Direction: Out}}}); !errors.Is(err, ErrConfig) {
+		t.Errorf("bind address eth0: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -39,6 +40,14 @@ type Bridge struct {
 	BackoffMax      time.Duration
 	// TryPrivate sends the 3.1.1 bridge bit (mosquitto's try_private).
 	TryPrivate bool
+	// OutgoingRetain keeps RETAIN on messages forwarded out (mosquitto's
+	// bridge_outgoing_retain).
+	OutgoingRetain bool
+	// BindAddress is the local IP address of the remote connection.
+	BindAddress string
+	// ReceiveMaximum is the MQTT 5 Receive Maximum asked of the remote;
+	// 0: the bridge's default.
+	ReceiveMaximum uint16
 	// AttemptUnsubscribe unsubscribes out-only topics on the remote at
 	// each connection (mosquitto's bridge_attempt_unsubscribe).
 	AttemptUnsubscribe     bool
@@ -51,7 +60,13 @@ type Bridge struct {
 // BridgeTLS is the TLS client configuration of a bridge, for mqtts:// and
 // wss:// addresses.
 type BridgeTLS struct {
-	CA         string // PEM CA file; "": the system roots
+	CA string // PEM CA file; "": the system roots
+	// CAPath is a directory of PEM CA files, read as well (mosquitto's
+	// bridge_capath).
+	CAPath string
+	// OSCerts trusts the system roots as well as CA and CAPath
+	// (mosquitto's bridge_tls_use_os_certs).
+	OSCerts    bool
 	Cert, Key  string // client certificate and key, PEM
 	ALPN       []string
 	ServerName string // SNI and the name verified; "": the address's host
@@ -66,20 +81,33 @@ type BridgeTLS struct {
 // defaults of docs/bridges.md.
 func DefaultBridge() Bridge {
 	return Bridge{Version: packet.V5, KeepAlive: 60 * time.Second, BackoffMin: 5 * time.Second,
-		BackoffMax: 30 * time.Second, TryPrivate: true, AttemptUnsubscribe: true, Notifications: true}
+		BackoffMax: 30 * time.Second, TryPrivate: true, AttemptUnsubscribe: true, OutgoingRetain: true, Notifications: true}
 }
 
 // Config builds the tls.Config, reading the files. An error names the file.
 func (t *BridgeTLS) Config() (*tls.Config, error) {
 	c := &tls.Config{ServerName: t.ServerName, NextProtos: t.ALPN, InsecureSkipVerify: t.Insecure, MinVersion: max(t.MinVersion, tls.VersionTLS12)}
+	if t.CA != "" || t.CAPath != "" {
+		if c.RootCAs = x509.NewCertPool(); t.OSCerts {
+			sys, err := x509.SystemCertPool()
+			if err != nil {
+				return nil, fmt.Errorf("tls: system roots: %w", err)
+			}
+			c.RootCAs = sys
+		}
+	}
 	if t.CA != "" {
 		pem, err := os.ReadFile(t.CA)
 		if err != nil {
 			return nil, fmt.Errorf("tls.ca: %w", err)
 		}
-		c.RootCAs = x509.NewCertPool()
 		if !c.RootCAs.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("tls.ca %s: no PEM certificate found", t.CA)
+		}
+	}
+	if t.CAPath != "" {
+		if err := addCADir(c.RootCAs, t.CAPath); err != nil {
+			return nil, err
 		}
 	}
 	if t.Cert != "" {
@@ -92,8 +120,33 @@ func (t *BridgeTLS) Config() (*tls.Config, error) {
 	return c, nil
 }
 
+// addCADir adds the PEM certificates of every file in dir to pool, as
+// mosquitto's capath (whose hashed names are links to the same files); it
+// fails if none is found.
+func addCADir(pool *x509.CertPool, dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("tls.capath: %w", err)
+	}
+	found := false
+	for _, e := range ents {
+		if e.IsDir() {
+			continue
+		}
+		pem, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return fmt.Errorf("tls.capath: %w", err)
+		}
+		found = pool.AppendCertsFromPEM(pem) || found
+	}
+	if !found {
+		return fmt.Errorf("tls.capath %s: no PEM certificate found", dir)
+	}
+	return nil
+}
+
 func (t *BridgeTLS) resolvePaths(dir string) {
-	for _, p := range []*string{&t.CA, &t.Cert, &t.Key} {
+	for _, p := range []*string{&t.CA, &t.CAPath, &t.Cert, &t.Key} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}
@@ -111,7 +164,8 @@ func (b *Bridge) Options(logger *slog.Logger) (bridge.Config, error) {
 		CleanStart: b.CleanStart, LocalCleanStart: b.LocalCleanStart, SessionExpiry: b.SessionExpiry,
 		Username: b.Username, Password: b.Password, TLS: tc, KeepAlive: b.KeepAlive,
 		Backoff:      client.Backoff{Min: b.BackoffMin, Max: b.BackoffMax},
-		NoTryPrivate: !b.TryPrivate, NoAttemptUnsubscribe: !b.AttemptUnsubscribe, Notifications: b.Notifications, NotificationsLocalOnly: b.NotificationsLocalOnly,
+		NoTryPrivate: !b.TryPrivate, NoAttemptUnsubscribe: !b.AttemptUnsubscribe, Notifications: b.Notifications,
+		NoOutgoingRetain: !b.OutgoingRetain, BindAddress: b.BindAddress, ReceiveMaximum: b.ReceiveMaximum, NotificationsLocalOnly: b.NotificationsLocalOnly,
 		NotificationTopic: b.NotificationTopic, Topics: b.Topics, Logger: logger,
 	}, nil
 }
@@ -153,18 +207,26 @@ func (d *decoder) bridge(n *yaml.Node, path string, b *Bridge) {
 				b.Version = packet.V311
 			}
 		},
-		"client_id":                d.str(&b.ClientID),
-		"local_client_id":          d.str(&b.LocalClientID),
-		"clean_start":              func(p string, v *yaml.Node) { d.boolean(v, p, &b.CleanStart) },
-		"local_clean_start":        func(p string, v *yaml.Node) { d.boolean(v, p, &b.LocalCleanStart) },
-		"session_expiry":           func(p string, v *yaml.Node) { d.duration(v, p, 0, &b.SessionExpiry) },
-		"username":                 d.str(&b.Username),
-		"password":                 d.str(&b.Password),
-		"tls":                      func(p string, v *yaml.Node) { d.bridgeTLS(v, p, &b.TLS) },
-		"keep_alive":               func(p string, v *yaml.Node) { d.duration(v, p, 5*time.Second, &b.KeepAlive) },
-		"backoff":                  func(p string, v *yaml.Node) { d.bridgeBackoff(v, p, b) },
-		"try_private":              func(p string, v *yaml.Node) { d.boolean(v, p, &b.TryPrivate) },
-		"attempt_unsubscribe":      func(p string, v *yaml.Node) { d.boolean(v, p, &b.AttemptUnsubscribe) },
+		"client_id":           d.str(&b.ClientID),
+		"local_client_id":     d.str(&b.LocalClientID),
+		"clean_start":         func(p string, v *yaml.Node) { d.boolean(v, p, &b.CleanStart) },
+		"local_clean_start":   func(p string, v *yaml.Node) { d.boolean(v, p, &b.LocalCleanStart) },
+		"session_expiry":      func(p string, v *yaml.Node) { d.duration(v, p, 0, &b.SessionExpiry) },
+		"username":            d.str(&b.Username),
+		"password":            d.str(&b.Password),
+		"tls":                 func(p string, v *yaml.Node) { d.bridgeTLS(v, p, &b.TLS) },
+		"keep_alive":          func(p string, v *yaml.Node) { d.duration(v, p, 5*time.Second, &b.KeepAlive) },
+		"backoff":             func(p string, v *yaml.Node) { d.bridgeBackoff(v, p, b) },
+		"try_private":         func(p string, v *yaml.Node) { d.boolean(v, p, &b.TryPrivate) },
+		"attempt_unsubscribe": func(p string, v *yaml.Node) { d.boolean(v, p, &b.AttemptUnsubscribe) },
+		"outgoing_retain":     func(p string, v *yaml.Node) { d.boolean(v, p, &b.OutgoingRetain) },
+		"bind_address": func(p string, v *yaml.Node) {
+			d.str(&b.BindAddress)(p, v)
+			if b.BindAddress != "" && net.ParseIP(b.BindAddress) == nil {
+				d.errorf(v, "%s: must be an IP address, got %q", p, b.BindAddress)
+			}
+		},
+		"receive_maximum":          uint16Field(d, 1, &b.ReceiveMaximum),
 		"notifications":            func(p string, v *yaml.Node) { d.boolean(v, p, &b.Notifications) },
 		"notifications_local_only": func(p string, v *yaml.Node) { d.boolean(v, p, &b.NotificationsLocalOnly) },
 		"notification_topic":       d.str(&b.NotificationTopic),
@@ -197,6 +259,8 @@ func (d *decoder) bridgeAddresses(n *yaml.Node, path string, b *Bridge) {
 func (d *decoder) bridgeTLS(n *yaml.Node, path string, t *BridgeTLS) {
 	d.mapping(n, path, map[string]field{
 		"ca":       d.str(&t.CA),
+		"capath":   d.str(&t.CAPath),
+		"os_certs": func(p string, v *yaml.Node) { d.boolean(v, p, &t.OSCerts) },
 		"cert":     d.str(&t.Cert),
 		"key":      d.str(&t.Key),
 		"sni":      d.str(&t.ServerName),

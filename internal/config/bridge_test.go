@@ -25,11 +25,14 @@ const bridgeExample = `bridges:
     session_expiry: 24h
     username: edge-17
     password: s3cret
-    tls: {ca: ca.pem, cert: edge.pem, key: edge.key, alpn: [x-amzn-mqtt-ca], sni: cloud.example.com}
+    tls: {ca: ca.pem, capath: certs, os_certs: true, cert: edge.pem, key: edge.key, alpn: [x-amzn-mqtt-ca], sni: cloud.example.com}
     keep_alive: 30s
     backoff: {min: 1s, max: 1m}
     try_private: false
     attempt_unsubscribe: false
+    outgoing_retain: false
+    bind_address: 10.0.0.5
+    receive_maximum: 100
     notifications: true
     notifications_local_only: true
     notification_topic: bridges/cloud/up
@@ -49,9 +52,9 @@ func TestParseBridges(t *testing.T) {
 		Name: "cloud", Addresses: []string{"mqtts://cloud.example.com:8883", "mqtts://backup.example.com:8883"},
 		Version: packet.V311, ClientID: "edge-17", LocalClientID: "bridge-cloud", SessionExpiry: 24 * time.Hour,
 		Username: "edge-17", Password: "s3cret",
-		TLS:       BridgeTLS{CA: "ca.pem", Cert: "edge.pem", Key: "edge.key", ALPN: []string{"x-amzn-mqtt-ca"}, ServerName: "cloud.example.com"},
+		TLS:       BridgeTLS{CA: "ca.pem", CAPath: "certs", OSCerts: true, Cert: "edge.pem", Key: "edge.key", ALPN: []string{"x-amzn-mqtt-ca"}, ServerName: "cloud.example.com"},
 		KeepAlive: 30 * time.Second, BackoffMin: time.Second, BackoffMax: time.Minute,
-		TryPrivate: false, AttemptUnsubscribe: false, Notifications: true, NotificationsLocalOnly: true, NotificationTopic: "bridges/cloud/up",
+		TryPrivate: false, AttemptUnsubscribe: false, OutgoingRetain: false, BindAddress: "10.0.0.5", ReceiveMaximum: 100, Notifications: true, NotificationsLocalOnly: true, NotificationTopic: "bridges/cloud/up",
 		Topics: []bridge.Rule{
 			{Pattern: "sensors/#", Direction: bridge.Out, QoS: 1, LocalPrefix: "edge/", RemotePrefix: "site17/"},
 			{Direction: bridge.In, QoS: 1, LocalPrefix: "edge/cmd", RemotePrefix: "site17/cmd"},
@@ -94,6 +97,7 @@ func TestBridgeErrors(t *testing.T) {
 		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], tls: {cert: c.pem}}\n", "cert and key go together"},
 		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#']}\n  - {name: a, addresses: [mqtt://h], topics: ['#']}\n", `bridge name "a" used twice`},
 		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], keep_alive: 1s}\n", "keep_alive"},
+		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], bind_address: eth0}\n", "bind_address: must be an IP address"},
 	} {
 		_, err := Parse("roost.yaml", []byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -124,6 +128,25 @@ func TestBridgeTLSFiles(t *testing.T) {
 	if o.TLS.RootCAs == nil || !reflect.DeepEqual(o.TLS.NextProtos, []string{"mqtt"}) {
 		t.Fatalf("tls config %+v", o.TLS)
 	}
+	// A CA directory, as mosquitto's capath.
+	capath := filepath.Join(dir, "cas")
+	if err := os.Mkdir(capath, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(capath, "a.pem"), ca.CertPEM())
+	c.Bridges[0].TLS.CA, c.Bridges[0].TLS.CAPath = "", capath
+	if o, err := c.Bridges[0].Options(nil); err != nil || o.TLS.RootCAs == nil {
+		t.Fatalf("capath: %v", err)
+	}
+	c.Bridges[0].TLS.CAPath = dir // holds roost.yaml and ca.pem: one CA found
+	if _, err := c.Bridges[0].Options(nil); err != nil {
+		t.Fatalf("capath with other files: %v", err)
+	}
+	c.Bridges[0].TLS.CAPath = t.TempDir()
+	if _, err := c.Bridges[0].Options(nil); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Fatalf("empty capath: %v", err)
+	}
+	c.Bridges[0].TLS.CAPath = ""
 	c.Bridges[0].TLS.CA = filepath.Join(dir, "missing.pem")
 	if _, err := c.Bridges[0].Options(nil); err == nil || !strings.Contains(err.Error(), "missing.pem") {
 		t.Fatalf("missing CA: %v", err)

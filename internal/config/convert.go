@@ -199,6 +199,13 @@ func (e *yamlWriter) bridges(bs []Bridge) {
 		e.line(2, "backoff: {min: %s, max: %s} # mosquitto's restart_timeout", dur(b.BackoffMin), dur(b.BackoffMax))
 		e.line(2, "try_private: %v", b.TryPrivate)
 		e.line(2, "attempt_unsubscribe: %v", b.AttemptUnsubscribe)
+		e.line(2, "outgoing_retain: %v", b.OutgoingRetain)
+		if b.BindAddress != "" {
+			e.line(2, "bind_address: %s", q(b.BindAddress))
+		}
+		if b.ReceiveMaximum > 0 {
+			e.line(2, "receive_maximum: %d", b.ReceiveMaximum)
+		}
 		e.line(2, "notifications: %v", b.Notifications)
 		if b.NotificationsLocalOnly {
 			e.line(2, "notifications_local_only: true")
@@ -214,12 +221,18 @@ func (e *yamlWriter) bridges(bs []Bridge) {
 }
 
 func (e *yamlWriter) bridgeTLS(t *BridgeTLS) {
-	if t.CA == "" && t.Cert == "" && !t.Insecure && len(t.ALPN) == 0 && t.MinVersion == 0 && t.ServerName == "" {
+	if t.CA == "" && t.CAPath == "" && t.Cert == "" && !t.Insecure && len(t.ALPN) == 0 && t.MinVersion == 0 && t.ServerName == "" && !t.OSCerts {
 		return
 	}
 	e.line(2, "tls:")
 	if t.CA != "" {
 		e.line(3, "ca: %s", q(abs(t.CA)))
+	}
+	if t.CAPath != "" {
+		e.line(3, "capath: %s", q(abs(t.CAPath)))
+	}
+	if t.OSCerts {
+		e.line(3, "os_certs: true")
 	}
 	if t.Cert != "" {
 		e.line(3, "cert: %s", q(abs(t.Cert)))

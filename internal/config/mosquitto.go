@@ -174,16 +174,12 @@ var mosquittoRefused = map[string]string{
 	"mount_point":                  "not supported yet",
 	"accept_protocol_versions":     "not supported yet",
 	"enable_control_api":           "not supported",
-	"bridge_bind_address":          "not supported yet",
-	"bridge_capath":                "give the CAs in one bridge_cafile",
 	"bridge_identity":              "Go's crypto/tls does not implement TLS-PSK",
 	"bridge_psk":                   "Go's crypto/tls does not implement TLS-PSK",
 	"bridge_require_ocsp":          "OCSP is not checked",
-	"bridge_receive_maximum":       "not supported yet",
 	"bridge_reload_type":           "bridges are not reloaded yet",
 	"bridge_tcp_keepalive":         "not supported yet",
 	"bridge_tcp_user_timeout":      "not supported yet",
-	"bridge_tls_use_os_certs":      "Roost uses the system roots when no bridge_cafile is given",
 }
 
 func (r *mosqReader) globalOptions() map[string]func(string) {
@@ -368,13 +364,26 @@ func (r *mosqReader) bridgeOptions() map[string]func(string) {
 		"idle_timeout":               func(string) { r.warnf("idle_timeout: only used with start_type lazy") },
 		"threshold":                  func(string) { r.warnf("threshold: only used with start_type lazy") },
 		"bridge_attempt_unsubscribe": func(v string) { r.boolean(v, &b.AttemptUnsubscribe) },
-		"bridge_outgoing_retain":     r.wantBool(true, "bridge_outgoing_retain false is not supported"),
-		"bridge_max_packet_size":     func(v string) { r.want(v, "0", "bridge_max_packet_size: only 0 (no limit) is supported") },
-		"bridge_cafile":              func(v string) { b.TLS.CA = v; r.bridgeTLS[bi] = true },
-		"bridge_certfile":            str(&b.TLS.Cert),
-		"bridge_keyfile":             str(&b.TLS.Key),
-		"bridge_insecure":            func(v string) { r.boolean(v, &b.TLS.Insecure) },
-		"bridge_alpn":                func(v string) { b.TLS.ALPN = []string{v} },
+		"bridge_outgoing_retain":     func(v string) { r.boolean(v, &b.OutgoingRetain) },
+		"bridge_bind_address": func(v string) {
+			if net.ParseIP(v) == nil {
+				r.errorf("bridge_bind_address: want an IP address, got %q", v)
+			}
+			b.BindAddress = v
+		},
+		"bridge_receive_maximum": func(v string) {
+			if n, ok := r.integer(v, 1, 65535); ok {
+				b.ReceiveMaximum = uint16(n)
+			}
+		},
+		"bridge_capath":           func(v string) { b.TLS.CAPath = v; r.bridgeTLS[bi] = true },
+		"bridge_tls_use_os_certs": func(v string) { r.boolean(v, &b.TLS.OSCerts) },
+		"bridge_max_packet_size":  func(v string) { r.want(v, "0", "bridge_max_packet_size: only 0 (no limit) is supported") },
+		"bridge_cafile":           func(v string) { b.TLS.CA = v; r.bridgeTLS[bi] = true },
+		"bridge_certfile":         str(&b.TLS.Cert),
+		"bridge_keyfile":          str(&b.TLS.Key),
+		"bridge_insecure":         func(v string) { r.boolean(v, &b.TLS.Insecure) },
+		"bridge_alpn":             func(v string) { b.TLS.ALPN = []string{v} },
 		"bridge_tls_version": func(v string) {
 			switch v {
 			case "tlsv1.2":

@@ -53,6 +53,10 @@ keepalive_interval 30
 restart_timeout 2 60
 try_private false
 bridge_attempt_unsubscribe false
+bridge_outgoing_retain false
+bridge_bind_address 192.0.2.1
+bridge_receive_maximum 50
+bridge_tls_use_os_certs true
 notifications false
 bridge_cafile /etc/mosquitto/cloud-ca.pem
 bridge_certfile /etc/mosquitto/edge.pem
@@ -109,7 +113,8 @@ func TestParseMosquitto(t *testing.T) {
 	cloud.CleanStart, cloud.LocalCleanStart = true, false
 	cloud.KeepAlive, cloud.BackoffMin, cloud.BackoffMax = 30*time.Second, 2*time.Second, time.Minute
 	cloud.TryPrivate, cloud.AttemptUnsubscribe, cloud.Notifications = false, false, false
-	cloud.TLS = BridgeTLS{CA: "/etc/mosquitto/cloud-ca.pem", Cert: "/etc/mosquitto/edge.pem", Key: "/etc/mosquitto/edge.key", ALPN: []string{"x-amzn-mqtt-ca"}}
+	cloud.OutgoingRetain, cloud.BindAddress, cloud.ReceiveMaximum = false, "192.0.2.1", 50
+	cloud.TLS = BridgeTLS{OSCerts: true, CA: "/etc/mosquitto/cloud-ca.pem", Cert: "/etc/mosquitto/edge.pem", Key: "/etc/mosquitto/edge.key", ALPN: []string{"x-amzn-mqtt-ca"}}
 	cloud.Topics = []bridge.Rule{
 		{Pattern: "sensors/#", Direction: bridge.Out, QoS: 1, LocalPrefix: "edge/", RemotePrefix: "site17/"},
 		{Direction: bridge.In, QoS: 2, LocalPrefix: "edge/cmd", RemotePrefix: "site17/cmd"},
