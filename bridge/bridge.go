@@ -335,12 +335,15 @@ func (b *Bridge) subscribeLocal(ctx context.Context) error {
 			continue
 		}
 		want[r.LocalFilter()] = true
-		// No Local keeps what the bridge brings in from going back out;
-		// Retain Handling 2: retained messages already here are not
-		// re-sent on every start (the remote has them, or never wanted
-		// them: mosquitto's bridges do the same).
+		// No Local keeps what the bridge brings in from going back out.
+		// Retain Handling 1: the retained messages here go to the remote
+		// when the subscription is new (a new bridge, or a new rule), so
+		// the remote learns the current state; after that the session's
+		// queue carries every change. mosquitto instead re-sends them at
+		// every connection, which repeats them to the remote's
+		// subscribers.
 		subs = append(subs, client.Subscription{Filter: r.LocalFilter(), QoS: r.QoS, NoLocal: true,
-			RetainAsPublished: true, RetainHandling: 2})
+			RetainAsPublished: true, RetainHandling: 1})
 	}
 	var stale []string
 	// With another broker (Between) its session is not ours to see.
