@@ -308,7 +308,11 @@ func (b *Bridge) Start(ctx context.Context) error {
 			// No Local and Retain As Published: the remote must not
 			// send back what we forwarded, and retained messages stay
 			// retained on this side [MQTT-3.8.3-3], [MQTT-3.3.1-12].
-			subs = append(subs, client.Subscription{Filter: r.RemoteFilter(), QoS: r.QoS, NoLocal: true, RetainAsPublished: true})
+			// Retain Handling 1, as on the local side: the remote's
+			// retained messages come when the subscription is new, not
+			// again at every start of a bridge whose session it kept.
+			subs = append(subs, client.Subscription{Filter: r.RemoteFilter(), QoS: r.QoS, NoLocal: true,
+				RetainAsPublished: true, RetainHandling: 1})
 		}
 	}
 	if len(subs) > 0 {
