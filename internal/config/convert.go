@@ -148,7 +148,9 @@ func (e *yamlWriter) store(s *Store) {
 
 func (e *yamlWriter) auth(a *Auth) {
 	e.line(0, "auth:")
-	e.line(1, "allow_anonymous: %v", a.AllowAnonymous)
+	if a.AllowAnonymous != nil {
+		e.line(1, "allow_anonymous: %v", *a.AllowAnonymous)
+	}
 	if a.PasswordFile != "" {
 		e.line(1, "password_file: %s # the same mosquitto_passwd file", q(abs(a.PasswordFile)))
 	}

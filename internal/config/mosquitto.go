@@ -79,8 +79,8 @@ type mosqReader struct {
 // errors and include_dir); data its contents.
 func ParseMosquitto(name string, data []byte) (*Config, error) {
 	r := &mosqReader{c: Default(), bridge: -1, bridgeTLS: map[int]bool{}, localCS: map[int]bool{}}
-	r.c.Auth.AllowAnonymous = false // mosquitto 2.0's default once a listener is configured
-	r.c.Store.Memory = true         // persistence false
+	r.c.Auth.AllowAnonymous = new(bool) // false: mosquitto 2.0's default once a listener is configured
+	r.c.Store.Memory = true             // persistence false
 	r.read(name, data)
 	r.finish()
 	if len(r.errs) > 0 {
@@ -232,7 +232,12 @@ func (r *mosqReader) globalOptions() map[string]func(string) {
 				r.listener().maxConns = int(max(n, 0))
 			}
 		},
-		"allow_anonymous":      func(v string) { r.anonSet = true; r.boolean(v, &c.Auth.AllowAnonymous) },
+		"allow_anonymous": func(v string) {
+			r.anonSet = true
+			var on bool
+			r.boolean(v, &on)
+			c.Auth.AllowAnonymous = &on
+		},
 		"password_file":        func(v string) { c.Auth.PasswordFile = v },
 		"acl_file":             func(v string) { c.Auth.ACLFile = v },
 		"persistence":          func(v string) { var b bool; r.boolean(v, &b); c.Store.Memory = !b },
@@ -506,7 +511,8 @@ func (r *mosqReader) finish() {
 		// mosquitto 2.0 without listeners: local only, anonymous allowed.
 		ls = []*mosqListener{{port: "1883", bind: "127.0.0.1"}}
 		if !r.anonSet {
-			r.c.Auth.AllowAnonymous = true
+			on := true
+			r.c.Auth.AllowAnonymous = &on
 		}
 	}
 	r.c.Listeners = r.c.Listeners[:0]

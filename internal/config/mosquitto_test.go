@@ -93,7 +93,7 @@ func TestParseMosquitto(t *testing.T) {
 	if c.Listeners[2].MaxConnections != 500 || c.Listeners[2].Path != "/mqtt" && c.Listeners[2].Path != "" {
 		t.Errorf("websockets listener %+v", c.Listeners[2])
 	}
-	if c.Auth.AllowAnonymous || c.Auth.PasswordFile != "/etc/mosquitto/passwd" || c.Auth.ACLFile != "/etc/mosquitto/acl" || !c.Auth.CertIdentityAsUsername {
+	if c.Auth.AllowAnonymous == nil || *c.Auth.AllowAnonymous || c.Auth.PasswordFile != "/etc/mosquitto/passwd" || c.Auth.ACLFile != "/etc/mosquitto/acl" || !c.Auth.CertIdentityAsUsername {
 		t.Errorf("auth %+v", c.Auth)
 	}
 	if c.Store.Memory || c.Store.Data != "/var/lib/mosquitto/" {
@@ -135,7 +135,7 @@ func TestParseMosquittoDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Listeners) != 1 || c.Listeners[0].URL != "mqtt://127.0.0.1:1883" || !c.Auth.AllowAnonymous || !c.Store.Memory {
+	if len(c.Listeners) != 1 || c.Listeners[0].URL != "mqtt://127.0.0.1:1883" || c.Auth.AllowAnonymous == nil || !*c.Auth.AllowAnonymous || !c.Store.Memory {
 		t.Errorf("defaults: %+v anonymous %v memory %v", c.Listeners, c.Auth.AllowAnonymous, c.Store.Memory)
 	}
 	b := c.Bridges[0]

@@ -12,6 +12,7 @@ import (
 
 	rclient "github.com/roost-mqtt/roost/client"
 	"github.com/roost-mqtt/roost/internal/mosquittotest"
+	rc "github.com/roost-mqtt/roost/internal/rawclient"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -46,8 +47,7 @@ func TestBridgeQueueSurvivesKill(t *testing.T) {
 	m.Stop(syscall.SIGTERM) // the sink's session stays in mosquitto's persistence file
 
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	conf := fmt.Sprintf(`sys_interval: off
-bridges:
+	conf := brokerConfig() + fmt.Sprintf(`bridges:
   - name: up
     addresses: [%s]
     client_id: crash-bridge
@@ -61,7 +61,7 @@ bridges:
 		t.Fatal(err)
 	}
 	data := filepath.Join(t.TempDir(), "data")
-	b := start(t, cfg, data)
+	b := start(t, cfg, data, rc.TCP)
 	pub, _ := mustDial(t, b.addr, &packet.Connect{ClientID: "pub", CleanStart: true})
 	const n = 300
 	for i := range n {
@@ -79,8 +79,8 @@ bridges:
 			acked++
 		}
 	}
-	b.kill() // every message acknowledged, none forwarded: the remote is down
-	b = start(t, cfg, data)
+	b.kill(t) // every message acknowledged, none forwarded: the remote is down
+	b = start(t, cfg, data, rc.TCP)
 	defer b.stop(t)
 	m.Restart(t)
 	deadline := time.Now().Add(60 * time.Second)
