@@ -64,32 +64,8 @@ func probeRoostConf(t *testing.T, src string) {
 	if strings.Contains(src, "{remote}") {
 		remote = mosquittotest.Start(t).Addr
 	}
-	conf := src
-	for strings.Contains(conf, mosquittotest.PortToken) {
-		conf = strings.Replace(conf, mosquittotest.PortToken, strconv.Itoa(mqtttest.FreePort(t)), 1)
-	}
-	conf = strings.ReplaceAll(conf, "{remote}", remote)
-	path := filepath.Join(t.TempDir(), "mosquitto.conf")
-	if err := os.WriteFile(path+".tmp", []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(path+".tmp", path); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuffer
-	exit := make(chan int, 1)
-	go func() { exit <- run(ctx, []string{"serve", "--config", path}, stdio{out: io.Discard, err: &stderr}) }()
-	defer func() {
-		cancel()
-		if code := <-exit; code != 0 {
-			t.Errorf("exit %d; log:\n%s", code, stderr.String())
-		}
-	}()
+	conf := serveConf(t, strings.ReplaceAll(src, "{remote}", remote))
 	urls := confURLs(conf)
-	if !eventually(t, 10*time.Second, func() bool { return strings.Count(stderr.String(), "listener ready") == len(urls) }) {
-		t.Fatalf("roost did not start from the mosquitto.conf:\n%s\nlog:\n%s", conf, stderr.String())
-	}
 	probe(t, urls, remote)
 }
 
@@ -280,29 +256,63 @@ func TestMigratingExamples(t *testing.T) {
 // startConf runs roost serve on a mosquitto conf with {port} tokens and
 // connects to its first listener with user and password.
 func startConf(t *testing.T, conf, user, pass string) {
-	port := mqtttest.FreePort(t)
-	conf = strings.Replace(conf, mosquittotest.PortToken, strconv.Itoa(port), 1)
-	for strings.Contains(conf, mosquittotest.PortToken) {
-		conf = strings.Replace(conf, mosquittotest.PortToken, strconv.Itoa(mqtttest.FreePort(t)), 1)
-	}
-	path := filepath.Join(t.TempDir(), "mosquitto.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuffer
-	exit := make(chan int, 1)
-	go func() { exit <- run(ctx, []string{"serve", "--config", path}, stdio{out: io.Discard, err: &stderr}) }()
-	defer func() {
-		cancel()
-		if code := <-exit; code != 0 {
-			t.Errorf("exit %d; log:\n%s", code, stderr.String())
+	conf = serveConf(t, conf)
+	connectAs(t, confURLs(conf)[0], user, pass)
+}
+
+// serveConf runs roost serve on a mosquitto conf until the test ends, with
+// every {port} token replaced by a free port, and returns the conf as run.
+// A port taken between picking and binding (by another test's process)
+// is retried with new ones, as mosquittotest does.
+func serveConf(t *testing.T, src string) string {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		conf := src
+		for strings.Contains(conf, mosquittotest.PortToken) {
+			conf = strings.Replace(conf, mosquittotest.PortToken, strconv.Itoa(mqtttest.FreePort(t)), 1)
 		}
-	}()
-	if !eventually(t, 10*time.Second, func() bool { return strings.Contains(stderr.String(), "listener ready") }) {
-		t.Fatalf("roost did not start:\n%s\nlog:\n%s", conf, stderr.String())
+		path := filepath.Join(t.TempDir(), "mosquitto.conf")
+		if err := os.WriteFile(path+".tmp", []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".tmp", path); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		var stderr syncBuffer
+		exit := make(chan int, 1)
+		go func() { exit <- run(ctx, []string{"serve", "--config", path}, stdio{out: io.Discard, err: &stderr}) }()
+		want := len(confURLs(conf))
+		var code int
+		exited := false
+		ready := eventually(t, 10*time.Second, func() bool {
+			select {
+			case code = <-exit:
+				exited = true
+				return true
+			default:
+			}
+			return strings.Count(stderr.String(), "listener ready") == want
+		})
+		if ready && !exited {
+			t.Cleanup(func() {
+				cancel()
+				if code := <-exit; code != 0 {
+					t.Errorf("exit %d; log:\n%s", code, stderr.String())
+				}
+			})
+			return conf
+		}
+		cancel()
+		if !exited {
+			code = <-exit
+		}
+		if strings.Contains(stderr.String(), "address already in use") && attempt < 5 {
+			t.Logf("attempt %d: a port was taken; trying others", attempt)
+			continue
+		}
+		t.Fatalf("roost did not start from the mosquitto.conf (exit %d):\n%s\nlog:\n%s", code, conf, stderr.String())
 	}
-	connectAs(t, fmt.Sprintf("mqtt://127.0.0.1:%d", port), user, pass)
 }
 
 func connectAs(t *testing.T, url, user, pass string) {
