@@ -187,7 +187,10 @@ func (s *Server) Publish(m PublishRequest) (int, error) {
 	if m.Props.Present != 0 {
 		msg.setProps(&m.Props, now)
 	}
-	n, t, notRetained := s.route(msg)
+	n, t, notRetained, fwdErr := s.route(msg)
+	if fwdErr != nil {
+		return n, fwdErr
+	}
 	if t != 0 {
 		if err := s.opts.Store.Wait(t); err != nil {
 			return n, fmt.Errorf("storing message: %w", err)

@@ -112,7 +112,7 @@ func (s *Server) endSessionLocked(ss *session) *willMsg {
 	}
 	for _, sub := range ss.subs {
 		group, rest, _, _ := parseShare(sub.filter)
-		s.router.tree.Unsubscribe(rest, group, ss)
+		s.router.unsubscribe(rest, group, ss)
 	}
 	ss.subs = nil
 	ss.inflight, ss.queue, ss.qhead, ss.qbytes, ss.qexpiring, ss.qpending = nil, nil, 0, 0, 0, 0

@@ -133,6 +133,9 @@ type Options struct {
 	// Authorizer checks publish, subscribe and receive per topic.
 	// Default: none, everything is allowed (except publishing to $SYS).
 	Authorizer Authorizer
+	// Cluster connects the server to the other nodes of a cluster (see
+	// Cluster). Default: none, a single node.
+	Cluster Cluster
 }
 
 // DefaultOptions returns Options with every default filled in.

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -60,8 +61,11 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	case 0:
 		c.srv.publish(c.srv.newMessage(p, c.clientID))
 	case 1:
-		n, t, notRetained := c.srv.route(c.srv.newMessage(p, c.clientID))
+		n, t, notRetained, fwdErr := c.srv.route(c.srv.newMessage(p, c.clientID))
 		c.needDurable(t)
+		if fwdErr != nil {
+			return c.forwardFailed(p, fwdErr)
+		}
 		c.ackPublish(p, c.publishCode(n, notRetained))
 	case 2:
 		ss := c.sess
@@ -80,8 +84,12 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		}
 		rc := packet.Success
 		if !seen {
-			n, t, notRetained := c.srv.route(c.srv.newMessage(p, c.clientID))
+			n, t, notRetained, fwdErr := c.srv.route(c.srv.newMessage(p, c.clientID))
 			c.needDurable(t)
+			if fwdErr != nil {
+				c.forgetInQoS2(p.PacketID)
+				return c.forwardFailed(p, fwdErr)
+			}
 			rc = c.publishCode(n, notRetained)
 			if rc >= 0x80 {
 				c.forgetInQoS2(p.PacketID)
@@ -190,24 +198,52 @@ func (c *conn) handlePubrel(p *packet.Pubrel) {
 // matching session. It returns how many sessions it was routed to and the
 // store ticket an acknowledgement of it must wait for.
 func (s *Server) publish(msg *Message) (int, Ticket) {
-	n, t, _ := s.route(msg)
+	n, t, _, _ := s.route(msg)
 	return n, t
 }
 
 // route is publish that also returns why msg was not retained when it asked
 // to be and a retained-message limit refused it (counted and logged here);
-// it is delivered all the same.
-func (s *Server) route(msg *Message) (n int, last Ticket, notRetained error) {
+// it is delivered all the same. In a cluster, n counts what other nodes
+// reached too, and fwdErr says some node did not confirm a QoS 1/2 message.
+func (s *Server) route(msg *Message) (n int, last Ticket, notRetained, fwdErr error) {
 	sc := s.router.match(msg)
-	n = len(sc.targets)
-	// Decided before msg is shared with anyone: from here on msg is
-	// immutable but for its wire-form cache.
-	msg.shareWire = n > 1
 	if msg.Retain {
 		if last, notRetained = s.ret.put(msg, s.retainLimits()); notRetained != nil {
 			s.noteRetainRefused(msg, notRetained)
 		}
 	}
+	n, t := s.deliverTargets(msg, sc)
+	if s.opts.Cluster != nil {
+		var remote int
+		remote, fwdErr = s.forward(msg)
+		n += remote
+	}
+	return n, max(last, t), notRetained, fwdErr
+}
+
+// forwardFailed answers a QoS 1/2 PUBLISH that some node of the cluster did
+// not confirm: an MQTT 5 client gets 0x80 Unspecified error, so it knows
+// the message may not have reached everyone; a 3.1.x client, which cannot
+// be told, is disconnected without an acknowledgement and will resend. The
+// packet id is no longer remembered, so the resend is routed again (local
+// subscribers may get it twice; that is the price of not losing it).
+func (c *conn) forwardFailed(p *packet.Publish, err error) error {
+	if c.version != packet.V5 {
+		return fmt.Errorf("%w: %w", errServer, err)
+	}
+	c.ackPublish(p, packet.UnspecifiedError)
+	return nil
+}
+
+// deliverTargets delivers msg to the sessions match found and releases sc.
+// It returns how many sessions took it and the store ticket of their
+// queued copies.
+func (s *Server) deliverTargets(msg *Message, sc *routeScratch) (n int, last Ticket) {
+	n = len(sc.targets)
+	// Decided before msg is shared with anyone: from here on msg is
+	// immutable but for its wire-form cache.
+	msg.shareWire = n > 1
 	for i := range sc.targets {
 		t := &sc.targets[i]
 		// offer never waits for an Authorizer that may block (authq.go).
@@ -219,7 +255,7 @@ func (s *Server) route(msg *Message) (n int, last Ticket, notRetained error) {
 		last = max(last, tk)
 	}
 	s.router.release(sc)
-	return n, last, notRetained
+	return n, last
 }
 
 // storeHealth reports a store that cannot take more writes (a full disk),

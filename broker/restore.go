@@ -79,7 +79,7 @@ func (s *Server) restoreSession(rec *StoredSession, now time.Time) (*session, *w
 		}
 		sb := subscription{filter: sub.Filter, opts: sub.Opts, id: sub.ID}
 		ss.setSub(sub.Filter, sb)
-		s.router.tree.Subscribe(rest, group, ss, sb)
+		s.router.subscribe(rest, group, ss, sb)
 	}
 	for _, d := range rec.Queue {
 		ob := &outbound{seq: d.Seq, msg: d.Msg, qos: d.QoS, retain: d.Retain, subIDs: d.SubIDs, pid: d.PacketID, released: d.Released}

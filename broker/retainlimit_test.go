@@ -307,15 +307,15 @@ func TestRetainedRestoreOverLimit(t *testing.T) {
 			if !tt.wantWarn {
 				return
 			}
-			if _, _, err := s.route(retainedMsg("r/4", "d")); err == nil {
+			if _, _, err, _ := s.route(retainedMsg("r/4", "d")); err == nil {
 				t.Error("a new topic was retained over the limit")
 			}
-			if _, _, err := s.route(retainedMsg("r/1", "A")); err != nil {
+			if _, _, err, _ := s.route(retainedMsg("r/1", "A")); err != nil {
 				t.Errorf("replacing a restored message: %v", err)
 			}
 			s.publish(retainedMsg("r/2", ""))
 			s.publish(retainedMsg("r/3", ""))
-			if _, _, err := s.route(retainedMsg("r/4", "d")); err != nil {
+			if _, _, err, _ := s.route(retainedMsg("r/4", "d")); err != nil {
 				t.Errorf("a new topic after clearing under the limit: %v", err)
 			}
 		})

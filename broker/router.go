@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/roost-mqtt/roost/packet"
@@ -27,8 +28,9 @@ type target struct {
 // cluster transport can plug into later: everything it needs is the topic
 // and the publisher.
 type router struct {
-	tree   *topic.Tree[*session, subscription]
-	scrach sync.Pool // *routeScratch
+	tree    *topic.Tree[*session, subscription]
+	scrach  sync.Pool // *routeScratch
+	cluster Cluster   // nil on a single node
 }
 
 type routeScratch struct {
@@ -42,8 +44,8 @@ type sharedCand struct {
 	sub  subscription
 }
 
-func newRouter() *router {
-	r := &router{tree: topic.NewTree[*session, subscription]()}
+func newRouter(c Cluster) *router {
+	r := &router{tree: topic.NewTree[*session, subscription](), cluster: c}
 	r.scrach.New = func() any {
 		return &routeScratch{index: make(map[*session]int)}
 	}
@@ -58,9 +60,21 @@ func newRouter() *router {
 // the message once (see pickShared). The caller delivers to sc.targets after the tree lock is released,
 // then hands sc back with release.
 func (r *router) match(msg *Message) *routeScratch {
+	return r.matchGroups(msg, nil)
+}
+
+// matchGroups is match for a message from another node of a cluster: of
+// the shared groups, only those in groups ("group\x00filter") get it here,
+// the node that published it having chosen where each group is served.
+// groups is nil for a message published on this node: all groups.
+func (r *router) matchGroups(msg *Message, groups []string) *routeScratch {
 	sc := r.scrach.Get().(*routeScratch)
+	remote := groups != nil
 	r.tree.Match(msg.Topic, func(filter, group string, s *session, sub subscription) {
 		if group != "" {
+			if remote && !slices.Contains(groups, group+"\x00"+filter) {
+				return
+			}
 			if sc.shared == nil {
 				sc.shared = make(map[string][]sharedCand)
 			}

@@ -96,7 +96,7 @@ func New(opts Options) (*Server, error) {
 		conns:     make(map[*conn]struct{}),
 		listeners: make(map[net.Listener]struct{}),
 	}
-	s.router = newRouter()
+	s.router = newRouter(opts.Cluster)
 	s.ipl = newIPLimits(opts.MaxConnectionsPerIP, opts.ConnectRatePerIP)
 	s.ret = newRetainer(opts.Store)
 	if opts.Store != nil {

@@ -70,7 +70,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			continue
 		}
 		ss.setSub(req.Filter, sub)
-		c.srv.router.tree.Subscribe(rest, group, ss, sub)
+		c.srv.router.subscribe(rest, group, ss, sub)
 		if ss.persisted() {
 			ss.record(Op{Kind: OpSubPut, Sub: StoredSub{Filter: req.Filter, Opts: opts, ID: subID}})
 		}
@@ -138,7 +138,7 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
 		}
 		delete(ss.subs, f)
 		group, rest, _, _ := topic.ParseShare(sub.filter)
-		c.srv.router.tree.Unsubscribe(rest, group, ss)
+		c.srv.router.unsubscribe(rest, group, ss)
 		if ss.persisted() {
 			ss.record(Op{Kind: OpSubDel, Sub: StoredSub{Filter: f}})
 		}

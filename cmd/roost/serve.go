@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/cluster"
 	"github.com/roost-mqtt/roost/internal/config"
 	"github.com/roost-mqtt/roost/internal/memtrim"
 	"github.com/roost-mqtt/roost/internal/sdnotify"
@@ -109,6 +110,15 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 		listeners = append(listeners, ln)
 		return err
 	})
+	var (
+		node          = fs.String("node", "", "this node's `name` in a cluster (see docs/cluster.md)")
+		clusterListen = fs.String("cluster-listen", "", "accept other cluster nodes on `addr` (IP:PORT; outgoing cluster connections are bound to the IP)")
+		clusterPeers  []string
+	)
+	fs.Func("cluster-peer", "another cluster node's --cluster-listen `addr` (repeatable)", func(s string) error {
+		clusterPeers = append(clusterPeers, s)
+		return nil
+	})
 	fs.Func("log-level", "log `level`: debug, info, warn or error (default info)", func(s string) error {
 		l, err := config.ParseLogLevel(s)
 		level = &l
@@ -173,6 +183,22 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 	if allowAnon != nil {
 		cfg.Auth.AllowAnonymous = allowAnon
 	}
+	if *node != "" {
+		cfg.Cluster.Node = *node
+	}
+	if *clusterListen != "" {
+		cfg.Cluster.Listen = *clusterListen
+	}
+	if clusterPeers != nil {
+		cfg.Cluster.Peers = clusterPeers
+	}
+	if cfg.Cluster.Enabled() {
+		cfg.Cluster.Data = cfg.ClusterData()
+		if err := cfg.Cluster.Check(); err != nil {
+			fmt.Fprintf(stderr, "roost serve: %v\n", err)
+			return nil, 2, false
+		}
+	}
 	if err := checkListeners(cfg.Listeners); err != nil {
 		fmt.Fprintf(stderr, "roost serve: %v\n", err)
 		return nil, 2, false
@@ -225,6 +251,14 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify 
 		return err
 	}
 	defer stopAuth()
+	if cfg.Cluster.Enabled() {
+		node, err := cluster.Start(cfg.Cluster, opts.MaxPacketSize, logger)
+		if err != nil {
+			return err
+		}
+		defer node.Close() // after the broker's Shutdown below
+		opts.Cluster = node
+	}
 	if opts.Store, err = openStore(cfg.Store, logger); err != nil {
 		return err
 	}
@@ -232,6 +266,14 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify 
 	if err != nil {
 		opts.Store.Close()
 		return err
+	}
+	if node, ok := opts.Cluster.(*cluster.Node); ok {
+		if err := node.Attach(srv); err != nil {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+			srv.Shutdown(sctx)
+			cancel()
+			return err
+		}
 	}
 	bridges, err := startBridges(ctx, cfg, srv, logger)
 	if err != nil {

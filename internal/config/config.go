@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/cluster"
 	"github.com/roost-mqtt/roost/store"
 )
 
@@ -49,6 +50,9 @@ type Config struct {
 	// Warnings are options read but not used (a mosquitto.conf's
 	// log_dest, say), one line each, for the caller to log.
 	Warnings []string
+	// Cluster makes this node part of a cluster (cluster.go); the zero
+	// value is a single node.
+	Cluster cluster.Config
 }
 
 // Log configures the server's log output.
@@ -150,6 +154,7 @@ func Load(path string) (*Config, error) {
 	}
 	c.Path = path
 	c.Store.resolveData(filepath.Dir(path))
+	c.resolveClusterData(filepath.Dir(path))
 	c.Auth.resolvePaths(filepath.Dir(path))
 	for i := range c.Listeners {
 		c.Listeners[i].TLS.resolvePaths(filepath.Dir(path))

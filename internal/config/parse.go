@@ -128,6 +128,7 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 		"auth":    func(p string, v *yaml.Node) { d.auth(v, p, &c.Auth) },
 		"http":    func(p string, v *yaml.Node) { d.http(v, p, &c.HTTP) },
 		"bridges": func(p string, v *yaml.Node) { d.bridges(v, p, c) },
+		"cluster": func(p string, v *yaml.Node) { d.cluster(v, p, &c.Cluster) },
 	})
 }
 

@@ -1,0 +1,128 @@
+package broker
+
+import (
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// Cluster is the seam between one Server and the other nodes of a cluster
+// (package cluster implements it on embedded NATS). Options.Cluster is nil
+// for a single node, and then none of this file's code runs but three nil
+// checks.
+//
+// The broker tells the cluster what its subscription tree holds, as
+// (filter, group) pairs gaining their first or losing their last
+// subscription, so other nodes forward only what someone here wants; and it
+// hands the cluster every message published here, after local delivery.
+// Messages from other nodes come back in through Server.DeliverRemote.
+//
+// Subscribed and Unsubscribed are called with session locks held: they must
+// not block nor call back into the Server.
+type Cluster interface {
+	// Subscribed: the plain filter (no "$share/" prefix) within share group
+	// ("" for none) has its first subscription on this node.
+	Subscribed(filter, group string)
+	// Unsubscribed: the last such subscription is gone.
+	Unsubscribed(filter, group string)
+	// Forward hands msg, published on this node, to the nodes with
+	// matching subscriptions. For QoS 1 and 2 it returns once each of
+	// them has taken the message, with the number of subscriptions it
+	// reached there; for QoS 0 it returns at once, with the number of
+	// nodes it was sent to. An error means some node did not confirm it
+	// in time: the publisher must not be told the message was delivered.
+	// It may block (bounded by the cluster's forward timeout) and is
+	// called with no broker lock held.
+	Forward(msg *Message) (int, error)
+}
+
+// ErrForward wraps a Cluster.Forward failure in the log.
+var ErrForward = errors.New("broker: forward to cluster failed")
+
+// clusterSubscribe and clusterUnsubscribe keep the tree and the cluster's
+// view of it in step. They are called where the tree changes, with the
+// session lock held, as Cluster requires.
+func (r *router) subscribe(filter, group string, ss *session, sub subscription) {
+	if !r.tree.Subscribe(filter, group, ss, sub) && r.cluster != nil {
+		r.cluster.Subscribed(filter, group)
+	}
+}
+
+func (r *router) unsubscribe(filter, group string, ss *session) {
+	if r.tree.Unsubscribe(filter, group, ss) && r.cluster != nil {
+		r.cluster.Unsubscribed(filter, group)
+	}
+}
+
+// forward hands a locally published message to the cluster. $SYS topics are
+// each node's own and stay on it. It returns how many subscriptions (or, for
+// QoS 0, nodes) the message reached elsewhere.
+func (s *Server) forward(msg *Message) (int, error) {
+	c := s.opts.Cluster
+	if c == nil || isSys(msg.Topic) {
+		return 0, nil
+	}
+	n, err := c.Forward(msg)
+	if err != nil {
+		s.log.Warn("message not confirmed by every node", "topic", msg.Topic, "qos", msg.QoS, "err", err)
+		return n, errors.Join(ErrForward, err)
+	}
+	return n, nil
+}
+
+func isSys(name string) bool {
+	return strings.HasPrefix(name, "$SYS") && (len(name) == 4 || name[4] == '/')
+}
+
+// RemoteMessage is a message another node of the cluster forwards here:
+// the fields of Message the publisher's node set, with Message Expiry as the
+// time left when it was sent (clocks of nodes may differ; durations travel
+// better than instants).
+type RemoteMessage struct {
+	Topic   string
+	Payload []byte
+	Props   *packet.Properties // forwarded PUBLISH properties; nil for none
+	From    string             // publishing client id, for No Local
+	QoS     packet.QoS
+	Retain  bool
+	// ExpiresIn is the Message Expiry time left; 0 means none.
+	ExpiresIn time.Duration
+	// Groups are the shared subscription groups ("group\x00filter") this
+	// node is to serve; other groups matching the topic are served
+	// elsewhere.
+	Groups []string
+}
+
+// DeliverRemote delivers a message forwarded by another node to this node's
+// matching sessions, as Forward's counterpart: it is not forwarded again,
+// its RETAIN flag does not make it retained here (only Retain As Published
+// reads it), and shared
+// groups other than m.Groups are left to the nodes serving them. It
+// returns the number of sessions it was routed to and the store ticket
+// their queued copies wait for (see Store.Wait); the cluster waits for it
+// before confirming a QoS 1/2 message to the sending node.
+func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
+	now := time.Now().UnixNano()
+	msg := &Message{ID: s.msgID.Add(1), Topic: m.Topic, Payload: m.Payload, Props: m.Props, From: m.From,
+		QoS: m.QoS, Retain: m.Retain, created: now}
+	if m.ExpiresIn > 0 {
+		msg.expires = now + int64(m.ExpiresIn)
+	}
+	groups := m.Groups
+	if groups == nil {
+		groups = []string{} // nil would mean "every group"
+	}
+	sc := s.router.matchGroups(msg, groups)
+	return s.deliverTargets(msg, sc)
+}
+
+// WaitDurable waits until store ticket t (from DeliverRemote) is durable;
+// nil at once without a store.
+func (s *Server) WaitDurable(t Ticket) error {
+	if t == 0 || s.opts.Store == nil {
+		return nil
+	}
+	return s.opts.Store.Wait(t)
+}

@@ -1,0 +1,122 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"time"
+)
+
+// Config describes one node of a cluster. The zero Config is not a
+// cluster: Enabled reports false and a node runs alone, with no NATS code.
+type Config struct {
+	// Name is the cluster's name; nodes with another name refuse to join.
+	// Default "roost".
+	Name string
+	// Node is this node's name, unique in the cluster: letters, digits,
+	// '-' and '_'. It names the node in subjects, logs and the engine's
+	// Raft groups, so it must stay the same across restarts.
+	Node string
+	// Listen is HOST:PORT for the other nodes' connections. HOST must be a
+	// concrete address: every connection this node opens to a peer is
+	// bound to it, so that per-address firewall rules see the node (and
+	// nodes on 127.0.0.2, .3 and .4 of one machine act as separate hosts).
+	Listen string
+	// Peers are the other nodes' Listen addresses.
+	Peers []string
+	// Replicas is how many copies JetStream keeps of the cluster's
+	// replicated state. Default 3; fewer needs Unsafe.
+	Replicas int
+	// Data is the directory of the engine's JetStream store. Required.
+	Data string
+	// SyncInterval is how often JetStream syncs its files. The default, 0,
+	// means on every write ("always"); anything else needs Unsafe, because
+	// a power failure of a majority could then lose acknowledged writes.
+	SyncInterval time.Duration
+	// Unsafe allows Replicas < 3 and a SyncInterval: settings under which
+	// the loss of one node or a power failure can lose acknowledged state.
+	Unsafe bool
+	// ForwardTimeout bounds how long a QoS 1/2 publish waits for the
+	// nodes it was forwarded to. Default 5s.
+	ForwardTimeout time.Duration
+}
+
+// Enabled reports whether c asks for a cluster at all.
+func (c *Config) Enabled() bool {
+	return c.Node != "" || c.Listen != "" || len(c.Peers) > 0
+}
+
+// DefaultName is the cluster name when none is given.
+const DefaultName = "roost"
+
+// DefaultReplicas is the replica count when none is given.
+const DefaultReplicas = 3
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ErrUnsafe is wrapped by Check's errors for settings weaker than the
+// cluster's promises need.
+var ErrUnsafe = errors.New("weaker than safe; set cluster.unsafe: true to accept the risk")
+
+// Check fills in defaults and reports the first setting that cannot work,
+// or one weaker than safe without Unsafe.
+func (c *Config) Check() error {
+	if c.Name == "" {
+		c.Name = DefaultName
+	}
+	if c.Replicas == 0 {
+		c.Replicas = DefaultReplicas
+	}
+	if c.ForwardTimeout == 0 {
+		c.ForwardTimeout = 5 * time.Second
+	}
+	switch {
+	case !nameRE.MatchString(c.Name):
+		return fmt.Errorf("cluster name %q: want 1-64 letters, digits, '-' or '_'", c.Name)
+	case !nameRE.MatchString(c.Node):
+		return fmt.Errorf("cluster node %q: want 1-64 letters, digits, '-' or '_'", c.Node)
+	case c.Data == "":
+		return errors.New("cluster: a data directory is needed for the engine's store")
+	case c.Replicas < 1 || c.Replicas > 5:
+		return fmt.Errorf("cluster replicas %d: want 1 to 5 (JetStream's limit)", c.Replicas)
+	case c.Replicas < 3 && !c.Unsafe:
+		return fmt.Errorf("cluster replicas %d: the loss of one node could lose acknowledged state: %w", c.Replicas, ErrUnsafe)
+	case c.SyncInterval < 0:
+		return fmt.Errorf("cluster sync interval %v: must not be negative", c.SyncInterval)
+	case c.SyncInterval > 0 && !c.Unsafe:
+		return fmt.Errorf("cluster sync interval %v: a power failure could lose acknowledged state (the default syncs every write): %w", c.SyncInterval, ErrUnsafe)
+	}
+	if err := checkHostPort(c.Listen, true); err != nil {
+		return fmt.Errorf("cluster listen: %w", err)
+	}
+	for _, p := range c.Peers {
+		if err := checkHostPort(p, false); err != nil {
+			return fmt.Errorf("cluster peer: %w", err)
+		}
+		if p == c.Listen {
+			return fmt.Errorf("cluster peer %s is this node's own listen address", p)
+		}
+	}
+	return nil
+}
+
+// checkHostPort checks a HOST:PORT; bind says it is an address to listen on
+// and bind to, which must be a concrete IP (not a wildcard, not a name).
+func checkHostPort(s string, bind bool) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("want HOST:PORT, got %q: %w", s, err)
+	}
+	if port == "" || port == "0" {
+		return fmt.Errorf("%q: a fixed port is needed (peers name it)", s)
+	}
+	if !bind {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || ip.IsUnspecified() {
+		return fmt.Errorf("%q: want this node's own IP address, which outgoing cluster connections are bound to", s)
+	}
+	return nil
+}

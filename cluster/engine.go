@@ -1,0 +1,288 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// engine is the embedded nats-server of one node and this node's own
+// in-process client connection to it. Between nodes NATS uses routes: one
+// hop, by interest, re-established by NATS when a peer comes back.
+type engine struct {
+	srv     *server.Server
+	nc      *nats.Conn
+	proxies []*bindProxy
+	refuser net.Listener
+	log     *slog.Logger
+}
+
+// startupTimeout bounds how long the embedded server may take to listen.
+const startupTimeout = 10 * time.Second
+
+// maxPayloadSlack is what a forwarded message needs besides its MQTT packet.
+const maxPayloadSlack = 64 << 10
+
+// startEngine starts the embedded NATS server for cfg and connects to it
+// in-process. maxPacket is the broker's largest packet, which a forwarded
+// message must fit beside.
+func startEngine(cfg *Config, maxPacket uint32, log *slog.Logger) (*engine, error) {
+	host, portStr, _ := net.SplitHostPort(cfg.Listen) // checked by Config.Check
+	port, _ := strconv.Atoi(portStr)
+	bindIP := net.ParseIP(host)
+	e := &engine{log: log}
+	// nats-server tells its peers about each other so they can dial
+	// "implicit" routes; such a dial would not go through a bind proxy.
+	// With every node listing every other as a peer they are never
+	// needed, so the address a node advertises for them is a listener
+	// that closes whatever connects: NATS tries an implicit route once
+	// and gives up.
+	refuser, err := newRefuser(bindIP)
+	if err != nil {
+		return nil, err
+	}
+	e.refuser = refuser
+	routes := make([]*url.URL, 0, len(cfg.Peers))
+	for _, p := range cfg.Peers {
+		bp, err := newBindProxy(bindIP, p, log)
+		if err != nil {
+			e.close()
+			return nil, err
+		}
+		e.proxies = append(e.proxies, bp)
+		routes = append(routes, &url.URL{Scheme: "nats", Host: bp.ln.Addr().String()})
+	}
+	var tb [24]byte
+	rand.Read(tb[:])
+	token := hex.EncodeToString(tb[:])
+	opts := &server.Options{
+		ServerName: cfg.Node,
+		// Roost's own connection is in-process, and nothing else is
+		// meant to speak NATS to a node; but nats-server starts its
+		// routes only after its client listener is up (DontListen would
+		// leave them waiting forever). So the client port is a random
+		// one on loopback, closed to anyone without a random token.
+		Host:          "127.0.0.1",
+		Port:          server.RANDOM_PORT,
+		Authorization: token,
+		NoSigs:        true,
+		MaxPayload:    int32(min(int64(maxPacket)+maxPayloadSlack, 64<<20)),
+		// Raised so that a subject made from the longest MQTT topic
+		// (65535 bytes, escaped) fits the control line of a route.
+		MaxControlLine: 1 << 20,
+		JetStream:      true,
+		StoreDir:       cfg.Data, // NATS adds a "jetstream" directory
+		Cluster: server.ClusterOpts{
+			Name: cfg.Name,
+			Host: host,
+			Port: port,
+			// Peers are dialled only through the bind proxies; see
+			// docs/cluster.md on why every peer lists every other.
+			NoAdvertise: true,
+			Advertise:   refuser.Addr().String(),
+		},
+		Routes: routes,
+	}
+	if cfg.SyncInterval == 0 {
+		opts.SyncAlways = true
+		opts.SyncInterval = 2 * time.Minute // unused with SyncAlways; NATS wants a value
+	} else {
+		opts.SyncInterval = cfg.SyncInterval
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		e.close()
+		return nil, fmt.Errorf("cluster engine: %w", err)
+	}
+	nl := &natsLogger{log: log.With("component", "nats")}
+	srv.SetLoggerV2(nl, false, false, false)
+	e.srv = srv
+	srv.Start()
+	if !srv.ReadyForConnections(startupTimeout) {
+		err := nl.fatal()
+		if err == nil {
+			err = errors.New("not ready in time")
+		}
+		e.close()
+		return nil, fmt.Errorf("cluster engine on %s: %w", cfg.Listen, err)
+	}
+	if err := nl.fatal(); err != nil {
+		e.close()
+		return nil, fmt.Errorf("cluster engine on %s: %w", cfg.Listen, err)
+	}
+	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("roost-"+cfg.Node), nats.Token(token),
+		nats.MaxReconnects(-1), nats.ReconnectBufSize(-1))
+	if err != nil {
+		e.close()
+		return nil, fmt.Errorf("cluster engine: connecting in-process: %w", err)
+	}
+	e.nc = nc
+	return e, nil
+}
+
+// close stops the client, the server and the proxies.
+func (e *engine) close() {
+	if e.nc != nil {
+		e.nc.Close()
+	}
+	if e.srv != nil {
+		e.srv.Shutdown()
+		e.srv.WaitForShutdown()
+	}
+	for _, p := range e.proxies {
+		p.close()
+	}
+	if e.refuser != nil {
+		e.refuser.Close()
+	}
+}
+
+// newRefuser listens on ip and closes every connection it accepts, until
+// it is closed.
+func newRefuser(ip net.IP) (net.Listener, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				time.Sleep(10 * time.Millisecond) // e.g. out of descriptors
+				continue
+			}
+			c.Close()
+		}
+	}()
+	return ln, nil
+}
+
+// bindProxy gives nats-server, which has no setting for the source address
+// of its route connections, one: it listens on loopback and relays each
+// connection to one peer from a socket bound to the node's address.
+// NATS dials the proxy; the peer sees a connection from the node's address.
+type bindProxy struct {
+	ln     net.Listener
+	peer   string
+	dialer net.Dialer
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func newBindProxy(ip net.IP, peer string, log *slog.Logger) (*bindProxy, error) {
+	// The leg from NATS to the proxy stays inside the host, on loopback.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("cluster: proxy for peer %s: %w", peer, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &bindProxy{ln: ln, peer: peer, log: log, ctx: ctx, cancel: cancel,
+		dialer: net.Dialer{LocalAddr: &net.TCPAddr{IP: ip}, Timeout: 2 * time.Second}}
+	p.wg.Add(1)
+	go p.accept()
+	return p, nil
+}
+
+func (p *bindProxy) accept() {
+	defer p.wg.Done()
+	var backoff time.Duration
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			if p.ctx.Err() != nil {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			p.log.Warn("cluster proxy accept failed; retrying", "peer", p.peer, "err", err, "backoff", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-p.ctx.Done():
+				return
+			}
+			continue
+		}
+		backoff = 0
+		p.wg.Add(1)
+		go p.relay(c)
+	}
+}
+
+// relay copies between NATS's connection c and a new bound connection to
+// the peer until either side closes; then both close, so NATS sees a peer
+// that went away as a closed route and reconnects (through the proxy).
+func (p *bindProxy) relay(c net.Conn) {
+	defer p.wg.Done()
+	defer c.Close()
+	pc, err := p.dialer.DialContext(p.ctx, "tcp", p.peer)
+	if err != nil {
+		p.log.Debug("cluster peer unreachable", "peer", p.peer, "err", err)
+		return
+	}
+	defer pc.Close()
+	stop := context.AfterFunc(p.ctx, func() { c.Close(); pc.Close() })
+	defer stop()
+	done := make(chan struct{})
+	go func() {
+		io.Copy(pc, c)
+		pc.Close()
+		c.Close()
+		close(done)
+	}()
+	io.Copy(c, pc)
+	c.Close()
+	pc.Close()
+	<-done
+}
+
+func (p *bindProxy) close() {
+	p.cancel()
+	p.ln.Close()
+	p.wg.Wait()
+}
+
+// natsLogger passes nats-server's log lines to slog, and keeps the first
+// fatal one: nats-server reports a port it cannot listen on that way and
+// expects the process to exit, which an embedded server must not.
+type natsLogger struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	err error
+}
+
+func (l *natsLogger) Noticef(format string, v ...any) { l.log.Info(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Tracef(format string, v ...any)  {}
+func (l *natsLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error(msg)
+	l.mu.Lock()
+	if l.err == nil {
+		l.err = errors.New(msg)
+	}
+	l.mu.Unlock()
+}
+
+func (l *natsLogger) fatal() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}

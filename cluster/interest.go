@@ -1,0 +1,417 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/roost-mqtt/roost/topic"
+)
+
+// ikey is one (filter, share group) pair of a node's subscription tree;
+// group is "" for plain subscriptions.
+type ikey struct{ filter, group string }
+
+// groupKey is how the broker names a shared group in RemoteMessage.Groups.
+func (k ikey) groupKey() string { return k.group + "\x00" + k.filter }
+
+// delta is one change of a node's interest, numbered: seq is the node's
+// interest version after the change.
+type delta struct {
+	seq uint64
+	add bool
+	key ikey
+}
+
+// localInterest is what this node's subscription tree holds, counted per
+// (filter, group), with the changes not yet told to the other nodes. The
+// broker calls add and remove under session locks, so they only touch
+// memory and wake the publisher.
+type localInterest struct {
+	mu      sync.Mutex
+	refs    map[ikey]int
+	seq     uint64
+	pending []delta
+	wake    chan struct{}
+}
+
+func newLocalInterest() *localInterest {
+	return &localInterest{refs: make(map[ikey]int), wake: make(chan struct{}, 1)}
+}
+
+func (l *localInterest) add(k ikey) {
+	l.mu.Lock()
+	l.refs[k]++
+	if l.refs[k] == 1 {
+		l.seq++
+		l.pending = append(l.pending, delta{l.seq, true, k})
+	}
+	l.mu.Unlock()
+	l.signal()
+}
+
+func (l *localInterest) remove(k ikey) {
+	l.mu.Lock()
+	n, ok := l.refs[k]
+	switch {
+	case !ok:
+		// The broker reports each removal once per addition; never
+		// reached, but a negative count would hide interest forever.
+	case n > 1:
+		l.refs[k] = n - 1
+	default:
+		delete(l.refs, k)
+		l.seq++
+		l.pending = append(l.pending, delta{l.seq, false, k})
+	}
+	l.mu.Unlock()
+	l.signal()
+}
+
+func (l *localInterest) signal() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// has reports whether this node has a subscription for k.
+func (l *localInterest) has(k ikey) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.refs[k] > 0
+}
+
+// take returns the changes not yet published, and the current version.
+func (l *localInterest) take() ([]delta, uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d := l.pending
+	l.pending = nil
+	return d, l.seq
+}
+
+// snapshot returns every key and the version they are as of.
+func (l *localInterest) snapshot() ([]ikey, uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	keys := make([]ikey, 0, len(l.refs))
+	for k := range l.refs {
+		keys = append(keys, k)
+	}
+	return keys, l.seq
+}
+
+// peer is what this node knows of another node's interest. A node's
+// interest is identified by its incarnation (a random id per process
+// start) and versioned by seq; deltas apply only in order, anything else
+// (a gap, a new incarnation, a heartbeat announcing a later version) makes
+// this node fetch a full snapshot.
+type peer struct {
+	name     string
+	inc      string
+	seq      uint64
+	synced   bool
+	fetching bool
+	want     uint64 // a version seen while fetching; fetch again if newer
+	keys     map[ikey]struct{}
+	lastSeen time.Time
+}
+
+// remoteInterest is every other node's interest in one tree, keyed by node
+// name, so that one match of a topic names the nodes that want it.
+type remoteInterest struct {
+	mu    sync.Mutex
+	peers map[string]*peer
+	tree  *topic.Tree[string, struct{}]
+}
+
+func newRemoteInterest() *remoteInterest {
+	return &remoteInterest{peers: make(map[string]*peer), tree: topic.NewTree[string, struct{}]()}
+}
+
+// seen notes a sign of life from node and returns its record, creating it;
+// isNew reports the creation. r.mu must be held.
+func (r *remoteInterest) seen(node string, now time.Time) (p *peer, isNew bool) {
+	p = r.peers[node]
+	if p == nil {
+		p = &peer{name: node, keys: make(map[ikey]struct{})}
+		r.peers[node] = p
+		isNew = true
+	}
+	p.lastSeen = now
+	return p, isNew
+}
+
+// applyDeltas applies what node announced and reports whether a snapshot
+// must be fetched.
+func (r *remoteInterest) applyDeltas(node, inc string, ds []delta, now time.Time) (fetch, isNew bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, isNew := r.seen(node, now)
+	for _, d := range ds {
+		if !p.synced || p.inc != inc || d.seq > p.seq+1 {
+			return r.needFetch(p, d.seq), isNew
+		}
+		if d.seq <= p.seq {
+			continue // already in a snapshot
+		}
+		r.applyOne(p, d.key, d.add)
+		p.seq = d.seq
+	}
+	return false, isNew
+}
+
+// heartbeat notes node's announced version and reports whether a snapshot
+// must be fetched (deltas were lost, or the node restarted).
+func (r *remoteInterest) heartbeat(node, inc string, seq uint64, now time.Time) (fetch, isNew bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, isNew := r.seen(node, now)
+	if !p.synced || p.inc != inc || seq > p.seq {
+		return r.needFetch(p, seq), isNew
+	}
+	return false, isNew
+}
+
+// needFetch marks p for a snapshot fetch; it reports false when one is in
+// progress (which fetches again on its end if version seq is newer).
+func (r *remoteInterest) needFetch(p *peer, seq uint64) bool {
+	if p.fetching {
+		p.want = max(p.want, seq)
+		return false
+	}
+	p.fetching = true
+	p.want = 0
+	return true
+}
+
+func (r *remoteInterest) applyOne(p *peer, k ikey, add bool) {
+	if add {
+		if _, ok := p.keys[k]; !ok {
+			p.keys[k] = struct{}{}
+			r.tree.Subscribe(k.filter, k.group, p.name, struct{}{})
+		}
+		return
+	}
+	if _, ok := p.keys[k]; ok {
+		delete(p.keys, k)
+		r.tree.Unsubscribe(k.filter, k.group, p.name)
+	}
+}
+
+// applySnapshot replaces node's interest by a fetched snapshot (keys as of
+// version seq of incarnation inc) and reports whether to fetch again. ok
+// false means the fetch failed: the next heartbeat tries again.
+func (r *remoteInterest) applySnapshot(node, inc string, seq uint64, keys []ikey, ok bool) (again bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.peers[node]
+	if p == nil {
+		return false // declared gone meanwhile
+	}
+	p.fetching = false
+	if !ok {
+		return false
+	}
+	next := make(map[ikey]struct{}, len(keys))
+	for _, k := range keys {
+		next[k] = struct{}{}
+	}
+	for k := range p.keys {
+		if _, keep := next[k]; !keep {
+			r.applyOne(p, k, false)
+		}
+	}
+	for k := range next {
+		r.applyOne(p, k, true)
+	}
+	p.inc, p.seq, p.synced = inc, seq, true
+	if p.want > seq {
+		p.fetching = true
+		p.want = 0
+		return true
+	}
+	return false
+}
+
+// expire forgets nodes not heard from since before cutoff, with their
+// interest, and returns their names.
+func (r *remoteInterest) expire(cutoff time.Time) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var gone []string
+	for name, p := range r.peers {
+		if p.lastSeen.Before(cutoff) {
+			r.forget(p)
+			gone = append(gone, name)
+		}
+	}
+	return gone
+}
+
+func (r *remoteInterest) forget(p *peer) {
+	for k := range p.keys {
+		r.tree.Unsubscribe(k.filter, k.group, p.name)
+	}
+	delete(r.peers, p.name)
+}
+
+// nodes returns the names of the nodes known alive, sorted.
+func (r *remoteInterest) nodes() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names := make([]string, 0, len(r.peers))
+	for n := range r.peers {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// target is one node a message goes to and the shared groups it serves.
+type target struct {
+	node   string
+	groups []string
+}
+
+// plan decides which nodes get a message on topic name with id: every node
+// with a plain matching subscription, and for each matching shared group
+// that has no member on this node (local members first), one node with
+// members, taking turns by message id.
+func (r *remoteInterest) plan(name string, id uint64, local *localInterest) []target {
+	var (
+		targets []target
+		shared  map[ikey][]string
+	)
+	at := func(node string) *target {
+		for i := range targets {
+			if targets[i].node == node {
+				return &targets[i]
+			}
+		}
+		targets = append(targets, target{node: node})
+		return &targets[len(targets)-1]
+	}
+	r.tree.Match(name, func(filter, group, node string, _ struct{}) {
+		if group == "" {
+			at(node)
+			return
+		}
+		if shared == nil {
+			shared = make(map[ikey][]string)
+		}
+		k := ikey{filter, group}
+		shared[k] = append(shared[k], node)
+	})
+	for k, nodes := range shared {
+		if local.has(k) {
+			continue
+		}
+		slices.Sort(nodes) // the tree's order is not stable
+		t := at(nodes[id%uint64(len(nodes))])
+		t.groups = append(t.groups, k.groupKey())
+	}
+	return targets
+}
+
+// Interest messages between nodes (all start with wireVersion, then a
+// kind byte):
+//
+//	heartbeat 'H': node, incarnation, seq
+//	deltas    'D': node, incarnation, count, then per delta: seq, add (byte), filter, group
+//	snapshot  'S': incarnation, seq, count, then per key: filter, group
+//
+// Strings and numbers are as in wire.go.
+
+func encodeHeartbeat(node, inc string, seq uint64) []byte {
+	b := []byte{wireVersion, 'H'}
+	b = appendString(b, node)
+	b = appendString(b, inc)
+	return binary.AppendUvarint(b, seq)
+}
+
+func encodeDeltas(node, inc string, ds []delta) []byte {
+	b := []byte{wireVersion, 'D'}
+	b = appendString(b, node)
+	b = appendString(b, inc)
+	b = binary.AppendUvarint(b, uint64(len(ds)))
+	for _, d := range ds {
+		b = binary.AppendUvarint(b, d.seq)
+		b = append(b, boolBit(d.add, 0))
+		b = appendString(b, d.key.filter)
+		b = appendString(b, d.key.group)
+	}
+	return b
+}
+
+func encodeSnapshot(inc string, seq uint64, keys []ikey) []byte {
+	b := []byte{wireVersion, 'S'}
+	b = appendString(b, inc)
+	b = binary.AppendUvarint(b, seq)
+	b = binary.AppendUvarint(b, uint64(len(keys)))
+	for _, k := range keys {
+		b = appendString(b, k.filter)
+		b = appendString(b, k.group)
+	}
+	return b
+}
+
+// control is a decoded heartbeat or delta batch.
+type control struct {
+	kind      byte
+	node, inc string
+	seq       uint64
+	deltas    []delta
+}
+
+func decodeControl(b []byte) (control, error) {
+	r := reader{b: b}
+	var c control
+	if r.byte() != wireVersion {
+		return c, errWire
+	}
+	c.kind = r.byte()
+	c.node, c.inc = r.string(), r.string()
+	switch c.kind {
+	case 'H':
+		c.seq = r.uvarint()
+	case 'D':
+		n := r.uvarint()
+		if n > uint64(len(r.b)) {
+			return c, errWire
+		}
+		for range n {
+			d := delta{seq: r.uvarint(), add: r.byte() == 1}
+			d.key.filter, d.key.group = r.string(), r.string()
+			c.deltas = append(c.deltas, d)
+		}
+	default:
+		return c, errWire
+	}
+	if r.err != nil || len(r.b) != 0 {
+		return c, errWire
+	}
+	return c, nil
+}
+
+func decodeSnapshot(b []byte) (inc string, seq uint64, keys []ikey, err error) {
+	r := reader{b: b}
+	if r.byte() != wireVersion || r.byte() != 'S' {
+		return "", 0, nil, errWire
+	}
+	inc, seq = r.string(), r.uvarint()
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		return "", 0, nil, errWire
+	}
+	keys = make([]ikey, 0, n)
+	for range n {
+		keys = append(keys, ikey{r.string(), r.string()})
+	}
+	if r.err != nil || len(r.b) != 0 {
+		return "", 0, nil, errWire
+	}
+	return inc, seq, keys, nil
+}

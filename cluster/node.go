@@ -1,0 +1,369 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/roost-mqtt/roost/broker"
+)
+
+// Subjects between nodes. Node names are NATS tokens (Config.Check).
+const (
+	subjPrefix = "roost"
+	// ctlSubject.<node>: heartbeats and interest deltas from node; one
+	// subscription for both keeps them in the order they were sent.
+	ctlSubject = subjPrefix + ".ctl"
+	// snapSubject.<node>: request node's interest snapshot.
+	snapSubject = subjPrefix + ".snap"
+	// pubSubject.<node>: messages forwarded to node; QoS 1/2 ones are
+	// requests, answered once the node has taken them.
+	pubSubject = subjPrefix + ".pub"
+)
+
+// Timing of the interest protocol.
+const (
+	heartbeatEvery = time.Second
+	// deadAfter without a heartbeat a node's interest is dropped: a
+	// forward to it would only wait for a node that does not answer.
+	deadAfter = 4 * time.Second
+	// snapshotTimeout bounds one snapshot fetch; the next heartbeat
+	// retries a failed one.
+	snapshotTimeout = 2 * time.Second
+)
+
+// Node is one node of a Roost cluster: the embedded NATS engine, the
+// interest tables and the forwarding of messages. It implements
+// broker.Cluster. Create it with Start, give it to broker.New as
+// Options.Cluster, then Attach the Server; Close after the Server's
+// Shutdown.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	eng    *engine
+	inc    string // this process's incarnation
+	local  *localInterest
+	remote *remoteInterest
+
+	srv    *broker.Server
+	subs   []*nats.Subscription
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	acks   chan pendingAck
+}
+
+// pendingAck is a QoS 1/2 message delivered here whose confirmation to the
+// sending node waits for the store (persistent sessions' queued copies).
+type pendingAck struct {
+	msg    *nats.Msg
+	n      int
+	ticket broker.Ticket
+}
+
+// Start checks cfg and starts the node's engine: the embedded NATS server
+// with its cluster listener and routes to the peers. maxPacket is the
+// broker's Options.MaxPacketSize. Messages flow once Attach is called.
+func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
+	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	log = log.With("node", cfg.Node)
+	eng, err := startEngine(&cfg, maxPacket, log)
+	if err != nil {
+		return nil, err
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	n := &Node{cfg: cfg, log: log, eng: eng, inc: hex.EncodeToString(b[:]),
+		local: newLocalInterest(), remote: newRemoteInterest(), acks: make(chan pendingAck, 1024)}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	log.Info("cluster engine started", "cluster", cfg.Name, "listen", cfg.Listen, "peers", cfg.Peers,
+		"replicas", cfg.Replicas, "sync_always", cfg.SyncInterval == 0)
+	return n, nil
+}
+
+// Subscribed implements broker.Cluster.
+func (n *Node) Subscribed(filter, group string) { n.local.add(ikey{filter, group}) }
+
+// Unsubscribed implements broker.Cluster.
+func (n *Node) Unsubscribed(filter, group string) { n.local.remove(ikey{filter, group}) }
+
+// Attach starts serving srv to the cluster: messages forwarded here are
+// delivered to it, and its interest is announced.
+func (n *Node) Attach(srv *broker.Server) error {
+	n.srv = srv
+	nc := n.eng.nc
+	for _, s := range []struct {
+		subj string
+		h    nats.MsgHandler
+	}{
+		{pubSubject + "." + n.cfg.Node, n.onForward},
+		{snapSubject + "." + n.cfg.Node, n.onSnapshotRequest},
+		{ctlSubject + ".*", n.onControl},
+	} {
+		sub, err := nc.Subscribe(s.subj, s.h)
+		if err != nil {
+			return fmt.Errorf("cluster: subscribing %s: %w", s.subj, err)
+		}
+		// Forwarded messages must not be dropped by NATS's default
+		// pending limits while a burst is delivered; the broker's own
+		// queue limits apply behind.
+		sub.SetPendingLimits(-1, -1)
+		n.subs = append(n.subs, sub)
+	}
+	if err := nc.Flush(); err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	n.wg.Add(3)
+	go n.announceLoop()
+	go n.expireLoop()
+	go n.ackLoop()
+	return nil
+}
+
+// Close stops the node: its loops, then the engine. Call it after the
+// broker's Shutdown.
+func (n *Node) Close() error {
+	n.cancel()
+	for _, s := range n.subs {
+		s.Unsubscribe()
+	}
+	n.wg.Wait()
+	n.eng.close()
+	n.log.Info("cluster engine stopped")
+	return nil
+}
+
+// Peers returns the names of the other nodes this node hears from.
+func (n *Node) Peers() []string { return n.remote.nodes() }
+
+// announceLoop publishes interest changes as they happen and a heartbeat
+// every heartbeatEvery; both go on one connection, in order, so a node that
+// sees a heartbeat has seen every delta before it.
+func (n *Node) announceLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(heartbeatEvery)
+	defer t.Stop()
+	subj := ctlSubject + "." + n.cfg.Node
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.local.wake:
+			if ds, _ := n.local.take(); len(ds) > 0 {
+				n.publish(subj, encodeDeltas(n.cfg.Node, n.inc, ds))
+			}
+		case <-t.C:
+			ds, seq := n.local.take()
+			if len(ds) > 0 {
+				n.publish(subj, encodeDeltas(n.cfg.Node, n.inc, ds))
+			}
+			n.publish(subj, encodeHeartbeat(n.cfg.Node, n.inc, seq))
+		}
+	}
+}
+
+func (n *Node) publish(subj string, data []byte) {
+	if err := n.eng.nc.Publish(subj, data); err != nil {
+		// Lost deltas are found by the next heartbeat's version.
+		n.log.Warn("cluster: publishing interest", "err", err)
+	}
+}
+
+func (n *Node) expireLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(heartbeatEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case now := <-t.C:
+			for _, name := range n.remote.expire(now.Add(-deadAfter)) {
+				n.log.Warn("cluster node gone: no heartbeat", "peer", name, "after", deadAfter)
+			}
+		}
+	}
+}
+
+// onControl handles other nodes' heartbeats and interest deltas.
+func (n *Node) onControl(m *nats.Msg) {
+	c, err := decodeControl(m.Data)
+	if err != nil {
+		n.log.Warn("cluster: bad control message", "subject", m.Subject, "err", err)
+		return
+	}
+	if c.node == n.cfg.Node {
+		if c.inc != n.inc {
+			n.log.Error("cluster: another node has this node's name", "node", c.node)
+		}
+		return
+	}
+	now := time.Now()
+	var fetch, isNew bool
+	if c.kind == 'H' {
+		fetch, isNew = n.remote.heartbeat(c.node, c.inc, c.seq, now)
+	} else {
+		fetch, isNew = n.remote.applyDeltas(c.node, c.inc, c.deltas, now)
+	}
+	if isNew {
+		n.log.Info("cluster node joined", "peer", c.node)
+	}
+	if fetch {
+		n.wg.Add(1)
+		go n.fetchSnapshot(c.node)
+	}
+}
+
+// fetchSnapshot asks node for its full interest until it is current.
+func (n *Node) fetchSnapshot(node string) {
+	defer n.wg.Done()
+	for again := true; again && n.ctx.Err() == nil; {
+		ctx, cancel := context.WithTimeout(n.ctx, snapshotTimeout)
+		reply, err := n.eng.nc.RequestWithContext(ctx, snapSubject+"."+node, nil)
+		cancel()
+		var (
+			inc  string
+			seq  uint64
+			keys []ikey
+		)
+		if err == nil {
+			inc, seq, keys, err = decodeSnapshot(reply.Data)
+		}
+		if err != nil {
+			n.log.Debug("cluster: interest snapshot failed; retrying on the next heartbeat", "peer", node, "err", err)
+		}
+		again = n.remote.applySnapshot(node, inc, seq, keys, err == nil)
+	}
+}
+
+func (n *Node) onSnapshotRequest(m *nats.Msg) {
+	keys, seq := n.local.snapshot()
+	if err := m.Respond(encodeSnapshot(n.inc, seq, keys)); err != nil {
+		n.log.Warn("cluster: answering snapshot request", "err", err)
+	}
+}
+
+// errNotTaken is a node's answer when it could not take a message.
+var errNotTaken = errors.New("cluster: peer could not take the message")
+
+// Forward implements broker.Cluster: the message goes to each node that
+// wants it, QoS 0 as a plain NATS publish, QoS 1/2 as a request answered
+// once the node has delivered or queued it (after its store kept any
+// persistent copies). Requests to several nodes are in flight together.
+// A node that has left (no subscriber on its subject: NATS answers "no
+// responders") counts as done: its clean sessions went with it.
+func (n *Node) Forward(msg *broker.Message) (int, error) {
+	targets := n.remote.plan(msg.Topic, msg.ID, n.local)
+	if len(targets) == 0 {
+		return 0, nil
+	}
+	pub, err := encodePublish(msg)
+	if err != nil {
+		return 0, fmt.Errorf("cluster: encoding %q: %w", msg.Topic, err)
+	}
+	nc := n.eng.nc
+	if msg.QoS == 0 {
+		for _, t := range targets {
+			if err := nc.Publish(pubSubject+"."+t.node, encodeForward(msg, t.groups, pub)); err != nil {
+				return 0, err
+			}
+		}
+		return len(targets), nil
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+	defer cancel()
+	if len(targets) == 1 {
+		return n.request(ctx, targets[0], msg, pub)
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	results := make(chan result, len(targets))
+	for _, t := range targets {
+		go func() {
+			c, err := n.request(ctx, t, msg, pub)
+			results <- result{c, err}
+		}()
+	}
+	total, errs := 0, []error(nil)
+	for range targets {
+		r := <-results
+		total += r.n
+		if r.err != nil {
+			errs = append(errs, r.err)
+		}
+	}
+	return total, errors.Join(errs...)
+}
+
+func (n *Node) request(ctx context.Context, t target, msg *broker.Message, pub []byte) (int, error) {
+	reply, err := n.eng.nc.RequestWithContext(ctx, pubSubject+"."+t.node, encodeForward(msg, t.groups, pub))
+	if errors.Is(err, nats.ErrNoResponders) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("node %s: %w", t.node, err)
+	}
+	r := reader{b: reply.Data}
+	switch ok, c := r.byte(), r.uvarint(); {
+	case r.err != nil:
+		return 0, fmt.Errorf("node %s: %w", t.node, errWire)
+	case ok != 1:
+		return 0, fmt.Errorf("node %s: %w", t.node, errNotTaken)
+	default:
+		return int(c), nil
+	}
+}
+
+// onForward delivers a message another node forwarded. Messages are
+// handled one at a time in arrival order, which keeps each publisher's
+// order; the confirmation of a QoS 1/2 message, which may wait for the
+// store, is left to ackLoop so the next message need not wait.
+func (n *Node) onForward(m *nats.Msg) {
+	rm, err := decodeForward(m.Data)
+	if err != nil {
+		n.log.Warn("cluster: bad forwarded message", "err", err)
+		if m.Reply != "" {
+			m.Respond([]byte{0})
+		}
+		return
+	}
+	c, ticket := n.srv.DeliverRemote(rm)
+	if m.Reply == "" {
+		return
+	}
+	select {
+	case n.acks <- pendingAck{msg: m, n: c, ticket: ticket}:
+	case <-n.ctx.Done():
+	}
+}
+
+func (n *Node) ackLoop() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case a := <-n.acks:
+			reply := binary.AppendUvarint([]byte{1}, uint64(a.n))
+			if err := n.srv.WaitDurable(a.ticket); err != nil {
+				n.log.Error("cluster: store failed; not confirming a forwarded message", "err", err)
+				reply = []byte{0}
+			}
+			if err := a.msg.Respond(reply); err != nil {
+				n.log.Debug("cluster: confirming a forwarded message", "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,155 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// The bytes nodes send each other. Everything starts with a version byte
+// so that a later Roost can change the forms and still refuse (rather than
+// misread) an older peer's.
+const wireVersion = 1
+
+// errWire is returned for bytes a peer should never have sent.
+var errWire = errors.New("cluster: malformed message from peer")
+
+// A forwarded message is a small header and then the message as an MQTT 5
+// PUBLISH packet, so that topic, payload and every property travel through
+// the packet codec that already checks them:
+//
+//	version  byte
+//	flags    byte     QoS (bits 0-1), RETAIN (bit 2)
+//	from     string   publishing client id (No Local)
+//	expires  uvarint  Message Expiry left, in milliseconds; 0 none
+//	groups   uvarint count, then strings: shared groups this node serves
+//	publish  the rest: an MQTT 5 PUBLISH (QoS and RETAIN as above)
+//
+// Strings are a uvarint length and the bytes.
+
+// encodePublish returns the PUBLISH part of a forwarded message, shared by
+// every node it goes to.
+func encodePublish(m *broker.Message) ([]byte, error) {
+	p := packet.Publish{QoS: m.QoS, Retain: m.Retain, Topic: m.Topic, Payload: m.Payload}
+	if m.QoS > 0 {
+		p.PacketID = 1 // required by the codec; meaningless here
+	}
+	if m.Props != nil {
+		p.Properties = *m.Props
+	}
+	return p.Encode(nil, packet.V5)
+}
+
+// encodeForward builds the message for one node from the shared PUBLISH.
+func encodeForward(m *broker.Message, groups []string, pub []byte) []byte {
+	b := make([]byte, 0, 16+len(m.From)+len(pub))
+	b = append(b, wireVersion, byte(m.QoS)|boolBit(m.Retain, 2))
+	b = appendString(b, m.From)
+	var left uint64
+	if exp := m.Expires(); !exp.IsZero() {
+		// At least 1 ms: 0 would read as "never".
+		left = uint64(max(time.Until(exp).Milliseconds(), 1))
+	}
+	b = binary.AppendUvarint(b, left)
+	b = binary.AppendUvarint(b, uint64(len(groups)))
+	for _, g := range groups {
+		b = appendString(b, g)
+	}
+	return append(b, pub...)
+}
+
+// decodeForward reads a forwarded message.
+func decodeForward(b []byte) (*broker.RemoteMessage, error) {
+	r := reader{b: b}
+	if r.byte() != wireVersion {
+		return nil, errWire
+	}
+	flags := r.byte()
+	m := &broker.RemoteMessage{QoS: packet.QoS(flags & 3), Retain: flags&4 != 0}
+	m.From = r.string()
+	m.ExpiresIn = time.Duration(r.uvarint()) * time.Millisecond
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		return nil, errWire
+	}
+	m.Groups = make([]string, 0, n)
+	for range n {
+		m.Groups = append(m.Groups, r.string())
+	}
+	if r.err != nil || m.QoS > 2 {
+		return nil, errWire
+	}
+	h, err := packet.ParseFixedHeader(r.b)
+	if err != nil || h.Type != packet.PUBLISH || h.HeaderLen+h.Remaining != len(r.b) {
+		return nil, errWire
+	}
+	var p packet.Publish
+	if err := packet.DecodePublish(h, r.b[h.HeaderLen:], packet.V5, &p); err != nil {
+		return nil, errors.Join(errWire, err)
+	}
+	if p.QoS != m.QoS || p.Retain != m.Retain {
+		return nil, errWire
+	}
+	m.Topic, m.Payload = p.Topic, p.Payload
+	if p.Properties.Present != 0 {
+		props := p.Properties
+		m.Props = &props
+	}
+	return m, nil
+}
+
+func boolBit(v bool, bit uint) byte {
+	if v {
+		return 1 << bit
+	}
+	return 0
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// reader reads the forms above; the first problem sticks in err and makes
+// every later read return zero values.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) byte() byte {
+	if r.err != nil || len(r.b) == 0 {
+		r.err = errWire
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = errWire
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) string() string {
+	n := r.uvarint()
+	if r.err != nil || n > uint64(len(r.b)) {
+		r.err = errWire
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}

@@ -1,0 +1,77 @@
+package config
+
+import (
+	"net"
+	"path/filepath"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/roost-mqtt/roost/cluster"
+)
+
+// The cluster: section configures this node of a cluster (cluster.Config;
+// docs/cluster.md). Without it, or with it empty, Roost runs alone.
+func (d *decoder) cluster(n *yaml.Node, path string, c *cluster.Config) {
+	d.mapping(n, path, map[string]field{
+		"name":   d.str(&c.Name),
+		"node":   d.str(&c.Node),
+		"listen": d.hostPort(&c.Listen),
+		"peers": func(p string, v *yaml.Node) {
+			d.list(v, p, func(p string, v *yaml.Node) {
+				var s string
+				d.hostPort(&s)(p, v)
+				if s != "" {
+					c.Peers = append(c.Peers, s)
+				}
+			})
+		},
+		"replicas": func(p string, v *yaml.Node) {
+			if r, ok := d.integer(v, p, 1, 5); ok {
+				c.Replicas = int(r)
+			}
+		},
+		"data": d.str(&c.Data),
+		"sync_interval": func(p string, v *yaml.Node) {
+			if v.Kind == yaml.ScalarNode && v.Value == "always" {
+				c.SyncInterval = 0
+				return
+			}
+			d.duration(v, p, 1, &c.SyncInterval)
+		},
+		"unsafe":          func(p string, v *yaml.Node) { d.boolean(v, p, &c.Unsafe) },
+		"forward_timeout": func(p string, v *yaml.Node) { d.duration(v, p, 1, &c.ForwardTimeout) },
+	})
+}
+
+// hostPort decodes a HOST:PORT.
+func (d *decoder) hostPort(dst *string) field {
+	return func(p string, v *yaml.Node) {
+		var s string
+		d.str(&s)(p, v)
+		if s == "" {
+			return
+		}
+		if _, _, err := net.SplitHostPort(s); err != nil {
+			d.errorf(v, "%s: want HOST:PORT such as 10.0.0.11:7222, got %q", p, s)
+			return
+		}
+		*dst = s
+	}
+}
+
+// ClusterData returns the engine's data directory: the configured one, or
+// "cluster" inside the store's data directory.
+func (c *Config) ClusterData() string {
+	if c.Cluster.Data != "" {
+		return c.Cluster.Data
+	}
+	return filepath.Join(c.Store.Data, "cluster")
+}
+
+// resolveClusterData makes a relative cluster data directory relative to
+// dir, the config file's directory.
+func (c *Config) resolveClusterData(dir string) {
+	if c.Cluster.Data != "" && !filepath.IsAbs(c.Cluster.Data) {
+		c.Cluster.Data = filepath.Join(dir, c.Cluster.Data)
+	}
+}
