@@ -1,0 +1,368 @@
+package cluster_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+const wait = 5 * time.Second
+
+// TestCluster runs three nodes and checks, with clients on different
+// nodes, what routing across nodes promises. The subtests share the nodes
+// and use topics of their own.
+func TestCluster(t *testing.T) {
+	tc := startCluster(t, 3)
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+
+	t.Run("OutgoingConnectionsBound", func(t *testing.T) {
+		ips := map[string]bool{n1.ip: true, n2.ip: true, n3.ip: true}
+		ports := map[string]bool{}
+		for _, nd := range tc.nodes {
+			_, p, _ := net.SplitHostPort(nd.cluster)
+			ports[p] = true
+		}
+		seen := 0
+		for _, c := range tcpConns(t) {
+			for i, a := range c {
+				h, p, _ := net.SplitHostPort(a)
+				if !ports[p] || !ips[h] {
+					continue
+				}
+				seen++
+				// a is a node's cluster port; the other end must be
+				// another node's address, never 127.0.0.1.
+				other, _, _ := net.SplitHostPort(c[1-i])
+				if !ips[other] || other == h {
+					t.Errorf("cluster connection %s <-> %s: the far end is not another node's address", c[0], c[1])
+				}
+			}
+		}
+		if seen == 0 {
+			t.Fatal("no established connection to any cluster port")
+		}
+	})
+
+	t.Run("RoutingKeepsQoSRetainAndProperties", func(t *testing.T) {
+		// Levels with the characters NATS gives a meaning to.
+		const topic = "sensors/a b.c/*/>/x"
+		sub := connect(t, n2, "route-sub")
+		sub.subscribe(t,
+			paho.SubscribeOptions{Topic: "sensors/+/*/>/x", QoS: 1},
+			paho.SubscribeOptions{Topic: "sensors/a b.c/#", QoS: 2, RetainAsPublished: true})
+		pub := connect(t, n1, "route-pub")
+		pub.awaitInterest(t, topic)
+
+		expiry := uint32(3600)
+		pf := byte(1)
+		props := &paho.PublishProperties{ContentType: "text/plain", ResponseTopic: "reply/here", CorrelationData: []byte{1, 2, 3},
+			PayloadFormat: &pf, MessageExpiry: &expiry, User: paho.UserProperties{{Key: "k", Value: "v1"}, {Key: "k", Value: "v2"}}}
+		for _, qos := range []byte{0, 1, 2} {
+			payload := fmt.Sprintf("qos%d", qos)
+			rc := pub.publish(t, &paho.Publish{Topic: topic, QoS: qos, Retain: true, Payload: []byte(payload), Properties: props})
+			if rc != 0 {
+				t.Fatalf("QoS %d publish: reason 0x%02X, want 0 (the subscriber is on another node)", qos, rc)
+			}
+			got := sub.next(t, wait)
+			if string(got.Payload) != payload || got.Topic != topic {
+				t.Fatalf("got %q on %q, want %q on %q", got.Payload, got.Topic, payload, topic)
+			}
+			// One copy per session at the highest QoS of its matching
+			// subscriptions (2), capped by the message's [MQTT-3.3.4-5].
+			if got.QoS != qos {
+				t.Errorf("QoS %d message delivered at QoS %d", qos, got.QoS)
+			}
+			// Retain As Published on one of the matching subscriptions.
+			if !got.Retain {
+				t.Errorf("QoS %d: RETAIN lost across nodes (Retain As Published)", qos)
+			}
+			p := got.Properties
+			if p == nil || p.ContentType != "text/plain" || p.ResponseTopic != "reply/here" || !bytes.Equal(p.CorrelationData, []byte{1, 2, 3}) ||
+				p.PayloadFormat == nil || *p.PayloadFormat != 1 || len(p.User) != 2 || p.User[0].Value != "v1" || p.User[1].Value != "v2" {
+				t.Errorf("QoS %d: properties not intact: %+v", qos, p)
+			}
+			if p != nil && (p.MessageExpiry == nil || *p.MessageExpiry > expiry || *p.MessageExpiry < expiry-10) {
+				t.Errorf("QoS %d: Message Expiry %v, want about %d", qos, p.MessageExpiry, expiry)
+			}
+		}
+		sub.none(t, 200*time.Millisecond)
+	})
+
+	t.Run("QoSIsTheMinimum", func(t *testing.T) {
+		sub := connect(t, n3, "min-sub")
+		sub.subscribe(t, paho.SubscribeOptions{Topic: "min/#", QoS: 1})
+		pub := connect(t, n1, "min-pub")
+		pub.awaitInterest(t, "min/x")
+		pub.publish(t, &paho.Publish{Topic: "min/x", QoS: 2, Payload: []byte("two")})
+		if got := sub.next(t, wait); got.QoS != 1 || got.Retain {
+			t.Errorf("QoS 2 publish to a QoS 1 subscription: delivered QoS %d retain %v, want 1, false", got.QoS, got.Retain)
+		}
+	})
+
+	t.Run("OrderPerPublisher", func(t *testing.T) {
+		sub := connect(t, n2, "order-sub")
+		sub.subscribe(t, paho.SubscribeOptions{Topic: "order/t", QoS: 1})
+		pub := connect(t, n3, "order-pub")
+		pub.awaitInterest(t, "order/t")
+		const n = 200
+		for i := range n {
+			pub.publish(t, &paho.Publish{Topic: "order/t", QoS: byte(i % 2), Payload: []byte(fmt.Sprint(i))})
+		}
+		for i := range n {
+			if got := sub.next(t, wait); string(got.Payload) != fmt.Sprint(i) {
+				t.Fatalf("message %d: got %q; order per publisher and topic is not kept", i, got.Payload)
+			}
+		}
+	})
+
+	t.Run("NoLocalAcrossNodes", func(t *testing.T) {
+		// The publisher's own No Local subscription is on its node;
+		// another session on another node still gets the message.
+		self := connect(t, n1, "nolocal-self")
+		self.subscribe(t, paho.SubscribeOptions{Topic: "nl/t", QoS: 1, NoLocal: true})
+		other := connect(t, n2, "nolocal-other")
+		other.subscribe(t, paho.SubscribeOptions{Topic: "nl/t", QoS: 1})
+		self.awaitInterest(t, "nl/t")
+		self.publish(t, &paho.Publish{Topic: "nl/t", QoS: 1, Payload: []byte("x")})
+		other.next(t, wait)
+		self.none(t, 300*time.Millisecond)
+	})
+
+	t.Run("UnsubscribeStopsForwarding", func(t *testing.T) {
+		sub := connect(t, n2, "unsub-sub")
+		sub.subscribe(t, paho.SubscribeOptions{Topic: "unsub/t", QoS: 1})
+		pub := connect(t, n1, "unsub-pub")
+		pub.awaitInterest(t, "unsub/t")
+		ctx, cancel := contextWithTimeout(wait)
+		defer cancel()
+		if _, err := sub.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"unsub/t"}}); err != nil {
+			t.Fatal(err)
+		}
+		// n1 learns that n2 no longer wants the topic: the publish
+		// reaches no one.
+		eventually(t, wait, func() error {
+			if rc := pub.publish(t, &paho.Publish{Topic: "unsub/t", QoS: 1, Payload: []byte("probe")}); rc != 0x10 {
+				return fmt.Errorf("PUBACK 0x%02X after the only subscriber left, want 0x10", rc)
+			}
+			return nil
+		})
+		sub.none(t, 200*time.Millisecond)
+	})
+
+	t.Run("SharedGroupOnceClusterWide", func(t *testing.T) {
+		m2 := connect(t, n2, "share-m2")
+		m2.subscribe(t, paho.SubscribeOptions{Topic: "$share/g/jobs/#", QoS: 1})
+		m3 := connect(t, n3, "share-m3")
+		m3.subscribe(t, paho.SubscribeOptions{Topic: "$share/g/jobs/#", QoS: 1})
+		pub := connect(t, n1, "share-pub")
+		// Wait until n1 knows both members: then probes reach both.
+		pub.awaitInterest(t, "jobs/x")
+		eventually(t, wait, func() error {
+			pub.publish(t, &paho.Publish{Topic: "jobs/x", QoS: 1, Payload: []byte("probe")})
+			if len(m2.in) == 0 || len(m3.in) == 0 {
+				return fmt.Errorf("probes reached only one member")
+			}
+			return nil
+		})
+		const n = 40
+		for i := range n {
+			if rc := pub.publish(t, &paho.Publish{Topic: "jobs/x", QoS: 1, Payload: []byte(fmt.Sprint(i))}); rc != 0 {
+				t.Fatalf("publish %d: PUBACK 0x%02X", i, rc)
+			}
+		}
+		got := map[string]int{}
+		per := map[string]int{}
+		deadline := time.After(wait)
+		for len(got) < n {
+			select {
+			case p := <-m2.in:
+				if string(p.Payload) != "probe" {
+					got[string(p.Payload)]++
+					per["m2"]++
+				}
+			case p := <-m3.in:
+				if string(p.Payload) != "probe" {
+					got[string(p.Payload)]++
+					per["m3"]++
+				}
+			case <-deadline:
+				t.Fatalf("got %d of %d messages", len(got), n)
+			}
+		}
+		m2.none(t, 200*time.Millisecond)
+		m3.none(t, 10*time.Millisecond)
+		for k, c := range got {
+			if c != 1 {
+				t.Errorf("message %s delivered %d times to the group", k, c)
+			}
+		}
+		if per["m2"] == 0 || per["m3"] == 0 {
+			t.Errorf("members on two nodes did not share the work: %v", per)
+		}
+
+		// A member on the publisher's node is served first.
+		local := connect(t, n1, "share-local")
+		local.subscribe(t, paho.SubscribeOptions{Topic: "$share/g/jobs/#", QoS: 1})
+		for i := range 10 {
+			pub.publish(t, &paho.Publish{Topic: "jobs/x", QoS: 1, Payload: []byte(fmt.Sprint("l", i))})
+		}
+		for i := range 10 {
+			if p := local.next(t, wait); string(p.Payload) != fmt.Sprint("l", i) {
+				t.Fatalf("local member got %q, want l%d", p.Payload, i)
+			}
+		}
+		m2.none(t, 200*time.Millisecond)
+		m3.none(t, 10*time.Millisecond)
+	})
+}
+
+// TestClusterNodeLoss kills a node with kill -9 while clients on the other
+// two exchange messages, then restarts it: traffic between the survivors
+// never stops, QoS 1 publishes matching the dead node's subscribers are
+// still acknowledged, and the restarted node rejoins and gets messages
+// again.
+func TestClusterNodeLoss(t *testing.T) {
+	tc := startCluster(t, 3)
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	sub2 := connect(t, n2, "loss-sub2")
+	sub2.subscribe(t, paho.SubscribeOptions{Topic: "loss/t", QoS: 1})
+	sub3 := connect(t, n3, "loss-sub3")
+	sub3.subscribe(t, paho.SubscribeOptions{Topic: "loss/t", QoS: 1})
+	pub := connect(t, n1, "loss-pub")
+	pub.awaitInterest(t, "loss/t")
+	eventually(t, wait, func() error {
+		pub.publish(t, &paho.Publish{Topic: "loss/t", QoS: 1, Payload: []byte("probe")})
+		if len(sub3.in) == 0 {
+			return fmt.Errorf("n3's subscriber not reached yet")
+		}
+		return nil
+	})
+
+	tc.kill(n3, syscall.SIGKILL)
+	for i := range 50 {
+		start := time.Now()
+		if rc := pub.publish(t, &paho.Publish{Topic: "loss/t", QoS: 1, Payload: []byte(fmt.Sprint(i))}); rc != 0 {
+			t.Fatalf("publish %d after n3 died: PUBACK 0x%02X", i, rc)
+		}
+		if d := time.Since(start); d > 6*time.Second {
+			t.Fatalf("publish %d took %v", i, d)
+		}
+		if got := sub2.next(t, wait); string(got.Payload) != fmt.Sprint(i) {
+			t.Fatalf("n2's subscriber got %q, want %d", got.Payload, i)
+		}
+	}
+
+	tc.start(n3)
+	tc.waitLog(n3, "listener ready", 2, 20*time.Second)
+	back := connect(t, n3, "loss-back")
+	back.subscribe(t, paho.SubscribeOptions{Topic: "loss/t", QoS: 1})
+	eventually(t, 15*time.Second, func() error {
+		pub.publish(t, &paho.Publish{Topic: "loss/t", QoS: 1, Payload: []byte("probe")})
+		if len(back.in) == 0 {
+			return fmt.Errorf("the restarted node's subscriber is not reached yet")
+		}
+		return nil
+	})
+	pub.publish(t, &paho.Publish{Topic: "loss/t", QoS: 1, Payload: []byte("after")})
+	if got := back.next(t, wait); string(got.Payload) != "after" {
+		t.Fatalf("restarted node's subscriber got %q", got.Payload)
+	}
+	if got := sub2.next(t, wait); string(got.Payload) != "after" {
+		t.Fatalf("n2's subscriber got %q", got.Payload)
+	}
+}
+
+// TestClusterRefusesUnsafeSettings: fewer than three replicas or a sync
+// interval need cluster.unsafe; roost serve says so and exits 2.
+func TestClusterRefusesUnsafeSettings(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct{ yaml, want string }{
+		{"cluster:\n  node: a\n  listen: 127.0.0.2:7222\n  replicas: 1\n", "unsafe"},
+		{"cluster:\n  node: a\n  listen: 127.0.0.2:7222\n  sync_interval: 1s\n", "unsafe"},
+		{"cluster:\n  node: a\n  listen: 0.0.0.0:7222\n", "own IP address"},
+		{"cluster:\n  node: a.b\n  listen: 127.0.0.2:7222\n", "cluster node"},
+	} {
+		path := filepath.Join(dir, "roost.yaml")
+		if err := os.WriteFile(path+".tmp", []byte(tt.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".tmp", path); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(roostBin, "serve", "--config", path, "--listen", "mqtt://127.0.0.1:0")
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 || !strings.Contains(string(out), tt.want) {
+			t.Errorf("config %q: exit %v, output %q; want exit 2 mentioning %q", tt.yaml, err, out, tt.want)
+		}
+	}
+}
+
+func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
+}
+
+// TestClusterPausedNode pauses a node (SIGSTOP) that has a subscriber: a
+// QoS 1 publish matching it is not acknowledged as delivered until the
+// node confirms, so it gets 0x80 once cluster.forward_timeout passes; the
+// node's interest is dropped after a few seconds without its heartbeat and
+// publishes are acknowledged again; after SIGCONT it is back.
+func TestClusterPausedNode(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	if err := os.WriteFile(cfg, []byte("cluster:\n  forward_timeout: 1s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tc := startClusterWith(t, 3, "--config", cfg)
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	sub2 := connect(t, n2, "pause-sub2")
+	sub2.subscribe(t, paho.SubscribeOptions{Topic: "pause/t", QoS: 1})
+	sub3 := connect(t, n3, "pause-sub3")
+	sub3.subscribe(t, paho.SubscribeOptions{Topic: "pause/t", QoS: 1})
+	pub := connect(t, n1, "pause-pub")
+	eventually(t, wait, func() error {
+		pub.publish(t, &paho.Publish{Topic: "pause/t", QoS: 1, Payload: []byte("probe")})
+		if len(sub3.in) == 0 || len(sub2.in) == 0 {
+			return fmt.Errorf("not both subscribers reached yet")
+		}
+		return nil
+	})
+
+	tc.kill(n3, syscall.SIGSTOP)
+	start := time.Now()
+	if rc := pub.publish(t, &paho.Publish{Topic: "pause/t", QoS: 1, Payload: []byte("unconfirmed")}); rc != 0x80 {
+		t.Fatalf("publish to a paused node's subscriber: PUBACK 0x%02X, want 0x80", rc)
+	}
+	if d := time.Since(start); d < 900*time.Millisecond || d > 4*time.Second {
+		t.Errorf("PUBACK 0x80 after %v, want after the 1s forward timeout", d)
+	}
+	if got := sub2.next(t, wait); string(got.Payload) != "unconfirmed" {
+		t.Fatalf("the live node's subscriber got %q", got.Payload)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if rc := pub.publish(t, &paho.Publish{Topic: "pause/t", QoS: 1, Payload: []byte("probe")}); rc != 0 {
+			return fmt.Errorf("PUBACK 0x%02X while n3 is paused", rc)
+		}
+		return nil
+	})
+	tc.kill(n3, syscall.SIGCONT)
+	eventually(t, 15*time.Second, func() error {
+		pub.publish(t, &paho.Publish{Topic: "pause/t", QoS: 1, Payload: []byte("probe")})
+		for len(sub3.in) > 0 {
+			if p := <-sub3.in; string(p.Payload) == "probe" {
+				return nil
+			}
+		}
+		return fmt.Errorf("the resumed node's subscriber is not reached")
+	})
+}

@@ -1,0 +1,219 @@
+package cluster
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+func TestPlanByInterest(t *testing.T) {
+	r := newRemoteInterest()
+	local := newLocalInterest()
+	now := time.Now()
+	r.applySnapshotFor(t, "b", []ikey{{"a/+", ""}, {"x/#", ""}, {"jobs/#", "g"}}, now)
+	r.applySnapshotFor(t, "c", []ikey{{"a/b", ""}, {"jobs/#", "g"}, {"jobs/#", "h"}}, now)
+
+	tests := []struct {
+		topic string
+		want  []target
+	}{
+		{"a/b", []target{{node: "b"}, {node: "c"}}},
+		{"a/z", []target{{node: "b"}}},
+		{"x", []target{{node: "b"}}}, // '#' matches its parent level
+		{"nobody/cares", nil},
+		{"$SYS/a", nil}, // leading wildcards do not match '$' topics
+	}
+	for _, tt := range tests {
+		got := r.plan(tt.topic, 1, local)
+		sortTargets(got)
+		if !equalTargets(got, tt.want) {
+			t.Errorf("plan(%q) = %+v, want %+v", tt.topic, got, tt.want)
+		}
+	}
+
+	// Group g has members on b and c: each message goes to one of them,
+	// taking turns by id; group h only on c.
+	seen := map[string]int{}
+	for id := range uint64(10) {
+		got := r.plan("jobs/1", id, local)
+		gCount := 0
+		for _, tg := range got {
+			for _, g := range tg.groups {
+				if g == "g\x00jobs/#" {
+					gCount++
+					seen[tg.node]++
+				}
+				if g == "h\x00jobs/#" && tg.node != "c" {
+					t.Errorf("group h served by %s", tg.node)
+				}
+			}
+		}
+		if gCount != 1 {
+			t.Fatalf("id %d: group g planned %d times: %+v", id, gCount, got)
+		}
+	}
+	if seen["b"] == 0 || seen["c"] == 0 {
+		t.Errorf("group g did not take turns: %v", seen)
+	}
+
+	// A local member: group g is served here, no node gets it.
+	local.add(ikey{"jobs/#", "g"})
+	for _, tg := range r.plan("jobs/1", 3, local) {
+		if slices.Contains(tg.groups, "g\x00jobs/#") {
+			t.Errorf("group g planned to %s though it has a local member", tg.node)
+		}
+	}
+}
+
+func TestInterestDeltasAndSnapshots(t *testing.T) {
+	r := newRemoteInterest()
+	now := time.Now()
+	// Deltas from an unknown node: fetch a snapshot first.
+	if fetch, isNew := r.applyDeltas("b", "inc1", []delta{{1, true, ikey{"a", ""}}}, now); !fetch || !isNew {
+		t.Fatalf("unknown node's deltas: fetch %v new %v, want true, true", fetch, isNew)
+	}
+	// A delta arriving while the fetch runs makes it fetch again.
+	r.applyDeltas("b", "inc1", []delta{{2, true, ikey{"b", ""}}}, now)
+	if again := r.applySnapshot("b", "inc1", 1, []ikey{{"a", ""}}, true); !again {
+		t.Fatal("a newer version seen during the fetch did not ask for another")
+	}
+	if again := r.applySnapshot("b", "inc1", 2, []ikey{{"a", ""}, {"b", ""}}, true); again {
+		t.Fatal("fetch again though current")
+	}
+	// In-order deltas apply; old ones are skipped.
+	if fetch, _ := r.applyDeltas("b", "inc1", []delta{{2, true, ikey{"b", ""}}, {3, false, ikey{"a", ""}}, {4, true, ikey{"c/+", ""}}}, now); fetch {
+		t.Fatal("in-order deltas asked for a snapshot")
+	}
+	if got := nodesFor(r, "a"); got != nil {
+		t.Errorf("a: %v after its removal", got)
+	}
+	if got := nodesFor(r, "c/1"); !slices.Equal(got, []string{"b"}) {
+		t.Errorf("c/1: %v, want [b]", got)
+	}
+	// A gap, a heartbeat ahead, or a new incarnation: snapshot.
+	if fetch, _ := r.applyDeltas("b", "inc1", []delta{{6, true, ikey{"d", ""}}}, now); !fetch {
+		t.Error("a gap in versions did not ask for a snapshot")
+	}
+	r.applySnapshot("b", "inc1", 6, []ikey{{"d", ""}}, true)
+	if fetch, _ := r.heartbeat("b", "inc1", 7, now); !fetch {
+		t.Error("a heartbeat ahead of what was applied did not ask for a snapshot")
+	}
+	r.applySnapshot("b", "inc1", 7, []ikey{{"d", ""}}, true)
+	if fetch, _ := r.heartbeat("b", "inc2", 1, now); !fetch {
+		t.Error("a restarted node did not ask for a snapshot")
+	}
+	r.applySnapshot("b", "inc2", 1, []ikey{{"e", ""}}, true)
+	if got := nodesFor(r, "d"); got != nil {
+		t.Errorf("d kept after the node restarted without it: %v", got)
+	}
+	// Silence: the node and its interest are forgotten.
+	if gone := r.expire(now.Add(time.Second)); !slices.Equal(gone, []string{"b"}) {
+		t.Errorf("expire: %v", gone)
+	}
+	if got := nodesFor(r, "e"); got != nil || r.tree.Len() != 0 {
+		t.Errorf("interest of a gone node kept: %v, %d entries", got, r.tree.Len())
+	}
+}
+
+func TestLocalInterestCounts(t *testing.T) {
+	l := newLocalInterest()
+	k := ikey{"a/#", ""}
+	l.add(k)
+	l.add(k)
+	l.remove(k)
+	if !l.has(k) {
+		t.Fatal("removed while a subscription is left")
+	}
+	l.remove(k)
+	ds, seq := l.take()
+	if seq != 2 || len(ds) != 2 || !ds[0].add || ds[1].add {
+		t.Fatalf("deltas %+v seq %d, want an add and a remove, version 2", ds, seq)
+	}
+}
+
+func TestWireRoundTrip(t *testing.T) {
+	props := &packet.Properties{ContentType: "c", User: []packet.UserProperty{{Key: "k", Value: "v"}}}
+	props.Set(packet.PropContentType)
+	props.Set(packet.PropUserProperty)
+	m := &broker.Message{Topic: "a b/c.d", Payload: []byte("pay"), QoS: 2, Retain: true, From: "me", Props: props}
+	m.SetExpires(time.Now().Add(time.Minute))
+	pub, err := encodePublish(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := encodeForward(m, []string{"g\x00f"}, pub)
+	rm, err := decodeForward(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rm.Topic != m.Topic || !bytes.Equal(rm.Payload, m.Payload) || rm.QoS != 2 || !rm.Retain || rm.From != "me" ||
+		!slices.Equal(rm.Groups, []string{"g\x00f"}) || rm.Props == nil || rm.Props.ContentType != "c" || len(rm.Props.User) != 1 {
+		t.Fatalf("round trip: %+v", rm)
+	}
+	if rm.ExpiresIn < 59*time.Second || rm.ExpiresIn > time.Minute {
+		t.Errorf("expiry left %v, want about a minute", rm.ExpiresIn)
+	}
+	for i := range len(b) {
+		if _, err := decodeForward(b[:i]); err == nil {
+			t.Fatalf("a forward cut at %d bytes decoded", i)
+		}
+	}
+	c, err := decodeControl(encodeDeltas("n", "i", []delta{{5, true, ikey{"f", "g"}}}))
+	if err != nil || c.kind != 'D' || len(c.deltas) != 1 || c.deltas[0] != (delta{5, true, ikey{"f", "g"}}) {
+		t.Errorf("deltas round trip: %+v %v", c, err)
+	}
+	inc, seq, keys, err := decodeSnapshot(encodeSnapshot("i", 9, []ikey{{"f", ""}}))
+	if err != nil || inc != "i" || seq != 9 || len(keys) != 1 {
+		t.Errorf("snapshot round trip: %v %v %v %v", inc, seq, keys, err)
+	}
+}
+
+// FuzzDecode: bytes from a peer never crash a node.
+func FuzzDecode(f *testing.F) {
+	f.Add(encodeHeartbeat("n", "i", 3))
+	f.Add(encodeDeltas("n", "i", []delta{{1, true, ikey{"a/#", ""}}}))
+	f.Add(encodeSnapshot("i", 1, []ikey{{"a", "g"}}))
+	m := &broker.Message{Topic: "t", Payload: []byte("p"), QoS: 1}
+	pub, _ := encodePublish(m)
+	f.Add(encodeForward(m, nil, pub))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		decodeForward(b)
+		decodeControl(b)
+		decodeSnapshot(b)
+	})
+}
+
+func (r *remoteInterest) applySnapshotFor(t *testing.T, node string, keys []ikey, now time.Time) {
+	t.Helper()
+	if fetch, _ := r.heartbeat(node, "inc", 1, now); !fetch {
+		t.Fatal("new node: no fetch")
+	}
+	r.applySnapshot(node, "inc", 1, keys, true)
+}
+
+func nodesFor(r *remoteInterest, topic string) []string {
+	var out []string
+	r.tree.Match(topic, func(_, _ string, node string, _ struct{}) { out = append(out, node) })
+	slices.Sort(out)
+	return out
+}
+
+func sortTargets(ts []target) {
+	slices.SortFunc(ts, func(a, b target) int {
+		if a.node < b.node {
+			return -1
+		}
+		if a.node > b.node {
+			return 1
+		}
+		return 0
+	})
+}
+
+func equalTargets(a, b []target) bool {
+	return slices.EqualFunc(a, b, func(x, y target) bool { return x.node == y.node && slices.Equal(x.groups, y.groups) })
+}
