@@ -1,1 +1,55 @@
+// Package cluster makes several Roost nodes serve as one broker, on an
+// embedded NATS server: an existing, proven engine rather than a home-made
+// one. docs/cluster.md is the user's and operator's account; this is the
+// code's.
+//
+// # Two planes
+//
+// Delivery goes over core NATS routes: fast, one hop, no durability of its
+// own. What must survive a node (client-id ownership, retained messages,
+// and in part 2 persistent sessions) is for JetStream, with three replicas
+// and a sync on every write, used as a replicated log. A node's JetStream
+// store lives in Config.Data; nothing is ever created per session or per
+// subscription, which is how nats-server's own MQTT layer stopped scaling.
+//
+// # The seam
+//
+// The broker knows nothing of NATS. It sees a broker.Cluster (Options.
+// Cluster, nil for one node): it reports the (filter, group) pairs its
+// subscription tree gains and loses, and hands over every message published
+// on it; messages from other nodes come back through Server.DeliverRemote.
+// Node implements broker.Cluster; another engine could, without a change
+// to the broker.
+//
+// # Pieces
+//
+//   - engine.go: the embedded nats-server (routes to every peer through
+//     bind proxies, so that every outgoing cluster connection has the
+//     node's address; no gossiped routes; JetStream) and the node's
+//     in-process connection to it.
+//   - interest.go: this node's interest (counted per filter and group) and
+//     every other node's, in one subscription tree keyed by node; the
+//     versioned changes, heartbeats and snapshots that keep them in step;
+//     the plan of which nodes get a message and which node serves each
+//     shared group.
+//   - node.go: Node, the lifecycle, the interest protocol's loops, and
+//     Forward / onForward: QoS 0 as a publish, QoS 1/2 as requests answered
+//     once the receiving node took the message.
+//   - wire.go: the bytes of a forwarded message (a small header and an MQTT
+//     5 PUBLISH, so the packet codec carries every property).
+//   - subject.go: MQTT topics and filters as NATS subjects, escaped.
+//   - config.go: Config and the refusal of weaker-than-safe settings.
+//
+// # Concurrency
+//
+// Subscribed and Unsubscribed run under broker session locks: they touch
+// localInterest's map under its own lock and wake the announcer goroutine,
+// nothing more. Control messages (heartbeats, changes) arrive on one NATS
+// subscription, so in the order each node sent them; snapshot fetches run
+// in their own goroutines. Forwarded messages are delivered one at a time in
+// arrival order (which keeps each publisher's order); their confirmations,
+// which may wait for the store, go through one ack goroutine. Lock order:
+// remoteInterest.mu, then its topic tree's lock (a leaf). localInterest.mu
+// is a leaf too; plan takes it after the tree's Match has returned, never
+// inside its callback.
 package cluster
