@@ -36,6 +36,13 @@ type Cluster interface {
 	// It may block (bounded by the cluster's forward timeout) and is
 	// called with no broker lock held.
 	Forward(msg *Message) (int, error)
+	// Claim makes this node the owner of clientID before its CONNECT is
+	// accepted, so that one connection per client id holds in the whole
+	// cluster: a connection with the id on another node is taken over
+	// (that node calls TakenOver). An error means ownership could not be
+	// recorded (no quorum, timeout): the CONNECT is refused with 0x88
+	// Server unavailable. It may block, bounded, with no lock held.
+	Claim(clientID string) error
 }
 
 // ErrForward wraps a Cluster.Forward failure in the log.
@@ -125,4 +132,54 @@ func (s *Server) WaitDurable(t Ticket) error {
 		return nil
 	}
 	return s.opts.Store.Wait(t)
+}
+
+// ErrClaim wraps a Cluster.Claim failure in the log.
+var ErrClaim = errors.New("broker: client id ownership not recorded")
+
+// claim asks the cluster for ownership of id; nil on a single node.
+// Client ids the server assigned are random and never claimed elsewhere.
+func (s *Server) claim(id string, assigned bool) error {
+	if s.opts.Cluster == nil || assigned {
+		return nil
+	}
+	if err := s.opts.Cluster.Claim(id); err != nil {
+		return errors.Join(ErrClaim, err)
+	}
+	return nil
+}
+
+// TakenOver ends the connection and the session of clientID on this node
+// because the client connected to another node of the cluster [MQTT-3.1.4-3]:
+// an MQTT 5 connection gets DISCONNECT 0x8E Session taken over, and the
+// will is published, the session ending here. (Moving the session's state to
+// the new node instead is the next step of the cluster work.) It reports
+// whether there was a session.
+func (s *Server) TakenOver(clientID string) bool {
+	var wills []*willMsg
+	s.mu.Lock()
+	ss := s.sessions[clientID]
+	if ss == nil {
+		s.mu.Unlock()
+		return false
+	}
+	ss.mu.Lock()
+	if oc := ss.conn; oc != nil {
+		ss.conn = nil
+		s.stats.connected.Add(-1)
+		if w := ss.will; w != nil {
+			ss.will = nil
+			wills = append(wills, w)
+		}
+		oc.kickOut(kickTakeover)
+	}
+	ss.mu.Unlock()
+	if w := s.endSessionLocked(ss); w != nil {
+		wills = append(wills, w)
+	}
+	s.mu.Unlock()
+	for _, w := range wills {
+		s.publishWill(w)
+	}
+	return true
 }

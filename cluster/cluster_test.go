@@ -160,6 +160,46 @@ func TestCluster(t *testing.T) {
 		sub.none(t, 200*time.Millisecond)
 	})
 
+	t.Run("TakeoverAcrossNodes", func(t *testing.T) {
+		watch := connect(t, n3, "takeover-watch")
+		watch.subscribe(t, paho.SubscribeOptions{Topic: "will/roamer", QoS: 1})
+		first, ack := connectWith(t, n1, &paho.Connect{ClientID: "roamer", CleanStart: true, KeepAlive: 30,
+			WillMessage: &paho.WillMessage{Topic: "will/roamer", QoS: 1, Payload: []byte("gone")}})
+		if ack.ReasonCode != 0 {
+			t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
+		}
+		first.awaitInterest(t, "will/roamer")
+		second := connect(t, n2, "roamer")
+		select {
+		case d := <-first.dis:
+			if d.ReasonCode != 0x8E {
+				t.Errorf("connection on n1 got DISCONNECT 0x%02X, want 0x8E Session taken over", d.ReasonCode)
+			}
+		case <-time.After(wait):
+			t.Fatal("connection on n1 was not taken over")
+		}
+		// The session ended on n1 with its connection: the will goes out.
+		if got := watch.next(t, wait); string(got.Payload) != "gone" {
+			t.Fatalf("will %q", got.Payload)
+		}
+		// And back: the newest connection wins wherever it is.
+		third := connect(t, n1, "roamer")
+		select {
+		case d := <-second.dis:
+			if d.ReasonCode != 0x8E {
+				t.Errorf("connection on n2 got DISCONNECT 0x%02X, want 0x8E", d.ReasonCode)
+			}
+		case <-time.After(wait):
+			t.Fatal("connection on n2 was not taken over")
+		}
+		third.subscribe(t, paho.SubscribeOptions{Topic: "roamer/in", QoS: 1})
+		watch.awaitInterest(t, "roamer/in")
+		watch.publish(t, &paho.Publish{Topic: "roamer/in", QoS: 1, Payload: []byte("hi")})
+		if got := third.next(t, wait); string(got.Payload) != "hi" {
+			t.Fatalf("got %q", got.Payload)
+		}
+	})
+
 	t.Run("SharedGroupOnceClusterWide", func(t *testing.T) {
 		m2 := connect(t, n2, "share-m2")
 		m2.subscribe(t, paho.SubscribeOptions{Topic: "$share/g/jobs/#", QoS: 1})
@@ -265,6 +305,8 @@ func TestClusterNodeLoss(t *testing.T) {
 
 	tc.start(n3)
 	tc.waitLog(n3, "listener ready", 2, 20*time.Second)
+	// Until it can record client-id owners, the node refuses CONNECTs.
+	tc.waitLog(n3, "cluster ownership records ready", 2, 20*time.Second)
 	back := connect(t, n3, "loss-back")
 	back.subscribe(t, paho.SubscribeOptions{Topic: "loss/t", QoS: 1})
 	eventually(t, 15*time.Second, func() error {
@@ -365,4 +407,24 @@ func TestClusterPausedNode(t *testing.T) {
 		}
 		return fmt.Errorf("the resumed node's subscriber is not reached")
 	})
+
+	// Without a quorum, a node cannot record who owns a client id:
+	// CONNECTs are refused with 0x88 Server unavailable; connected
+	// clients go on.
+	tc.kill(n2, syscall.SIGKILL)
+	tc.kill(n3, syscall.SIGKILL)
+	start = time.Now()
+	_, ack := connectWith(t, n1, &paho.Connect{ClientID: "no-quorum", CleanStart: true, KeepAlive: 30})
+	if ack.ReasonCode != 0x88 {
+		t.Fatalf("CONNECT without quorum: CONNACK 0x%02X, want 0x88", ack.ReasonCode)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("refusal took %v", d)
+	}
+	local := connect(t, n1, "") // an assigned id needs no record
+	local.subscribe(t, paho.SubscribeOptions{Topic: "pause/local", QoS: 1})
+	pub.publish(t, &paho.Publish{Topic: "pause/local", QoS: 1, Payload: []byte("still")})
+	if got := local.next(t, wait); string(got.Payload) != "still" {
+		t.Fatalf("got %q", got.Payload)
+	}
 }

@@ -132,6 +132,19 @@ func startEngine(cfg *Config, maxPacket uint32, log *slog.Logger) (*engine, erro
 	return e, nil
 }
 
+// routedNodes returns the names of the nodes this node has a route to.
+func (e *engine) routedNodes() (map[string]bool, error) {
+	rz, err := e.srv.Routez(&server.RoutezOptions{})
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[string]bool, len(rz.Routes))
+	for _, r := range rz.Routes {
+		names[r.RemoteName] = true
+	}
+	return names, nil
+}
+
 // close stops the client, the server and the proxies.
 func (e *engine) close() {
 	if e.nc != nil {

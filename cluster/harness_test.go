@@ -114,6 +114,7 @@ func startClusterWith(t *testing.T, n int, args ...string) *testCluster {
 	}
 	for _, nd := range tc.nodes {
 		tc.waitLog(nd, "cluster node joined", n-1, 20*time.Second)
+		tc.waitLog(nd, "cluster ownership records ready", 1, 20*time.Second)
 	}
 	return tc
 }
@@ -149,6 +150,20 @@ func (tc *testCluster) start(nd *node) {
 func (tc *testCluster) kill(nd *node, sig syscall.Signal) {
 	tc.t.Helper()
 	nd.cmd.Process.Signal(sig)
+	if sig == syscall.SIGSTOP {
+		// kill(2) returns before the process has stopped: wait until
+		// /proc says it has (state T).
+		eventually(tc.t, 5*time.Second, func() error {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", nd.cmd.Process.Pid))
+			if err != nil {
+				return err
+			}
+			if _, rest, ok := strings.Cut(string(b), ") "); !ok || !strings.HasPrefix(rest, "T") {
+				return fmt.Errorf("%s not stopped yet", nd.name)
+			}
+			return nil
+		})
+	}
 	if sig == syscall.SIGKILL {
 		select {
 		case <-nd.done:
@@ -253,6 +268,18 @@ type client struct {
 // test ends.
 func connect(t *testing.T, nd *node, id string) *client {
 	t.Helper()
+	c, ack := connectWith(t, nd, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("connect %s to %s: CONNACK 0x%02X", id, nd.name, ack.ReasonCode)
+	}
+	return c
+}
+
+// connectWith sends cp to nd and returns the client and its CONNACK,
+// whatever its code.
+func connectWith(t *testing.T, nd *node, cp *paho.Connect) (*client, *paho.Connack) {
+	t.Helper()
+	id := cp.ClientID
 	conn, err := net.DialTimeout("tcp", nd.mqtt, 5*time.Second)
 	if err != nil {
 		t.Fatalf("dial %s: %v", nd.name, err)
@@ -274,15 +301,12 @@ func connect(t *testing.T, nd *node, id string) *client {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ack, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
-	if err != nil {
+	ack, err := c.Connect(ctx, cp)
+	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}); conn.Close() })
+	if err != nil && ack == nil {
 		t.Fatalf("connect %s to %s: %v", id, nd.name, err)
 	}
-	if ack.ReasonCode != 0 {
-		t.Fatalf("connect %s to %s: CONNACK 0x%02X", id, nd.name, ack.ReasonCode)
-	}
-	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}); conn.Close() })
-	return c
+	return c, ack
 }
 
 func (c *client) subscribe(t *testing.T, opts ...paho.SubscribeOptions) {

@@ -117,6 +117,9 @@ type peer struct {
 	want     uint64 // a version seen while fetching; fetch again if newer
 	keys     map[ikey]struct{}
 	lastSeen time.Time
+	// gone is closed when the node is forgotten, ending the waits of
+	// forwards to it: a node that died cannot confirm anything.
+	gone chan struct{}
 }
 
 // remoteInterest is every other node's interest in one tree, keyed by node
@@ -136,7 +139,7 @@ func newRemoteInterest() *remoteInterest {
 func (r *remoteInterest) seen(node string, now time.Time) (p *peer, isNew bool) {
 	p = r.peers[node]
 	if p == nil {
-		p = &peer{name: node, keys: make(map[ikey]struct{})}
+		p = &peer{name: node, keys: make(map[ikey]struct{}), gone: make(chan struct{})}
 		r.peers[node] = p
 		isNew = true
 	}
@@ -256,6 +259,36 @@ func (r *remoteInterest) forget(p *peer) {
 		r.tree.Unsubscribe(k.filter, k.group, p.name)
 	}
 	delete(r.peers, p.name)
+	close(p.gone)
+}
+
+// forgetUnrouted forgets the nodes that have no route to this node any
+// more (routed names them), and returns them: a killed node's routes close
+// at once, long before its heartbeats are missed.
+func (r *remoteInterest) forgetUnrouted(routed map[string]bool) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var gone []string
+	for name, p := range r.peers {
+		if !routed[name] {
+			r.forget(p)
+			gone = append(gone, name)
+		}
+	}
+	return gone
+}
+
+// goneCh returns the channel closed when node is forgotten; a closed one
+// for a node not known.
+func (r *remoteInterest) goneCh(node string) <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.peers[node]; p != nil {
+		return p.gone
+	}
+	c := make(chan struct{})
+	close(c)
+	return c
 }
 
 // nodes returns the names of the nodes known alive, sorted.

@@ -38,6 +38,9 @@ const (
 	// snapshotTimeout bounds one snapshot fetch; the next heartbeat
 	// retries a failed one.
 	snapshotTimeout = 2 * time.Second
+	// routeCheckEvery: how often the routes are checked for nodes that
+	// went away.
+	routeCheckEvery = 250 * time.Millisecond
 )
 
 // Node is one node of a Roost cluster: the embedded NATS engine, the
@@ -52,6 +55,7 @@ type Node struct {
 	inc    string // this process's incarnation
 	local  *localInterest
 	remote *remoteInterest
+	own    *owners
 
 	srv    *broker.Server
 	subs   []*nats.Subscription
@@ -85,6 +89,7 @@ func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
 	rand.Read(b[:])
 	n := &Node{cfg: cfg, log: log, eng: eng, inc: hex.EncodeToString(b[:]),
 		local: newLocalInterest(), remote: newRemoteInterest(), acks: make(chan pendingAck, 1024)}
+	n.own = &owners{n: n, epochs: make(map[string]uint64), ready: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	log.Info("cluster engine started", "cluster", cfg.Name, "listen", cfg.Listen, "peers", cfg.Peers,
 		"replicas", cfg.Replicas, "sync_always", cfg.SyncInterval == 0)
@@ -109,6 +114,7 @@ func (n *Node) Attach(srv *broker.Server) error {
 		{pubSubject + "." + n.cfg.Node, n.onForward},
 		{snapSubject + "." + n.cfg.Node, n.onSnapshotRequest},
 		{ctlSubject + ".*", n.onControl},
+		{ownSubject + "." + n.cfg.Node, n.own.onRelease},
 	} {
 		sub, err := nc.Subscribe(s.subj, s.h)
 		if err != nil {
@@ -123,7 +129,8 @@ func (n *Node) Attach(srv *broker.Server) error {
 	if err := nc.Flush(); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
+	go n.own.openBucket()
 	go n.announceLoop()
 	go n.expireLoop()
 	go n.ackLoop()
@@ -141,6 +148,14 @@ func (n *Node) Close() error {
 	n.eng.close()
 	n.log.Info("cluster engine stopped")
 	return nil
+}
+
+// Claim implements broker.Cluster: see owners.claim. It is bounded by
+// Config.ForwardTimeout.
+func (n *Node) Claim(clientID string) error {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+	defer cancel()
+	return n.own.claim(ctx, clientID)
 }
 
 // Peers returns the names of the other nodes this node hears from.
@@ -179,9 +194,11 @@ func (n *Node) publish(subj string, data []byte) {
 	}
 }
 
+// expireLoop forgets nodes that died (their routes closed) or fell silent
+// (no heartbeat for deadAfter: paused, cut off).
 func (n *Node) expireLoop() {
 	defer n.wg.Done()
-	t := time.NewTicker(heartbeatEvery)
+	t := time.NewTicker(routeCheckEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -190,6 +207,11 @@ func (n *Node) expireLoop() {
 		case now := <-t.C:
 			for _, name := range n.remote.expire(now.Add(-deadAfter)) {
 				n.log.Warn("cluster node gone: no heartbeat", "peer", name, "after", deadAfter)
+			}
+			if routed, err := n.eng.routedNodes(); err == nil {
+				for _, name := range n.remote.forgetUnrouted(routed) {
+					n.log.Warn("cluster node gone: no route", "peer", name)
+				}
 			}
 		}
 	}
@@ -308,8 +330,23 @@ func (n *Node) Forward(msg *broker.Message) (int, error) {
 }
 
 func (n *Node) request(ctx context.Context, t target, msg *broker.Message, pub []byte) (int, error) {
+	// A node that goes away while the request is out will never answer:
+	// stop waiting then, as for a node that had already gone.
+	gone := n.remote.goneCh(t.node)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-gone:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	reply, err := n.eng.nc.RequestWithContext(ctx, pubSubject+"."+t.node, encodeForward(msg, t.groups, pub))
 	if errors.Is(err, nats.ErrNoResponders) {
+		return 0, nil
+	}
+	if err != nil && isClosed(gone) {
 		return 0, nil
 	}
 	if err != nil {
@@ -365,5 +402,14 @@ func (n *Node) ackLoop() {
 				n.log.Debug("cluster: confirming a forwarded message", "err", err)
 			}
 		}
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }

@@ -1,0 +1,232 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Client-id ownership: one connection per client id in the whole cluster.
+//
+// The record of who owns an id is a key in a JetStream key-value bucket
+// (one stream, Config.Replicas copies, each write synced before it is
+// acknowledged), holding the owner node and an epoch. A node accepting a
+// CONNECT reads the record and writes itself as owner with the epoch
+// incremented, on the condition that the record is still the one it read
+// (a compare-and-set on the key's revision); a conflict means another
+// connect raced, and it reads again. Then it asks the previous owner, if
+// another node, to let go: that node takes the connection over (DISCONNECT
+// 0x8E) unless it already holds a newer epoch for the id itself, in which
+// case its own claim was later and stands. The newest successful write
+// wins, as MQTT wants the newest connection to.
+
+const (
+	ownBucket = "ROOST_OWN"
+	// ownSubject.<node>: requests to node to let go of a client id.
+	ownSubject = subjPrefix + ".own"
+	// claimTries bounds compare-and-set retries under contention.
+	claimTries = 8
+	// releaseTimeout bounds the wait for the previous owner; one that does
+	// not answer (dead, paused, cut off) is fenced by the epoch.
+	releaseTimeout = 2 * time.Second
+)
+
+// owners is a node's side of ownership: the bucket and the epochs of the
+// ids this node claimed.
+type owners struct {
+	n  *Node
+	mu sync.Mutex
+	kv jetstream.KeyValue // nil until the bucket is ready
+	// epochs holds the epoch of each id this node claimed last. It
+	// grows with the ids seen; pruning it with the sessions is for the
+	// session-move step.
+	epochs map[string]uint64
+	ready  chan struct{}
+}
+
+// errNotReady: the bucket could not be created or opened yet (no quorum).
+var errNotReady = errors.New("cluster: ownership records not available yet")
+
+// openBucket creates or opens the ownership bucket, retrying until it
+// works or the node stops: it needs a JetStream meta leader, so a quorum
+// of nodes.
+func (o *owners) openBucket() {
+	defer o.n.wg.Done()
+	js, err := jetstream.New(o.n.eng.nc)
+	if err != nil {
+		o.n.log.Error("cluster: JetStream client", "err", err)
+		return
+	}
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		// Short attempts: before JetStream has a meta leader, a request
+		// gets no answer at all.
+		ctx, cancel := context.WithTimeout(o.n.ctx, 2*time.Second)
+		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: ownBucket, Description: "Roost client-id owners", History: 1,
+			Storage: jetstream.FileStorage, Replicas: o.n.cfg.Replicas,
+		})
+		cancel()
+		if err == nil {
+			o.mu.Lock()
+			o.kv = kv
+			o.mu.Unlock()
+			close(o.ready)
+			o.n.log.Info("cluster ownership records ready", "bucket", ownBucket, "replicas", o.n.cfg.Replicas)
+			return
+		}
+		o.n.log.Debug("cluster: ownership bucket not ready; retrying", "err", err, "backoff", backoff)
+		select {
+		case <-o.n.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
+}
+
+func (o *owners) bucket() jetstream.KeyValue {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.kv
+}
+
+// ownerRecord is a key's value: the epoch, then the owner node's name.
+func encodeOwner(node string, epoch uint64) []byte {
+	return append(binary.AppendUvarint([]byte{wireVersion}, epoch), node...)
+}
+
+func decodeOwner(b []byte) (node string, epoch uint64, err error) {
+	r := reader{b: b}
+	if r.byte() != wireVersion {
+		return "", 0, errWire
+	}
+	epoch = r.uvarint()
+	if r.err != nil {
+		return "", 0, errWire
+	}
+	return string(r.b), epoch, nil
+}
+
+// ownerKey makes a KV key of a client id. Keys allow only
+// [-/_=.A-Za-z0-9]; other bytes, and '.', '/' and '=' which have meanings
+// there, become "=XX". Distinct ids give distinct keys.
+func ownerKey(id string) string {
+	b := make([]byte, 0, len(id)+4)
+	b = append(b, "c."...)
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' {
+			b = append(b, c)
+			continue
+		}
+		b = append(b, '=', hexDigits[c>>4], hexDigits[c&15])
+	}
+	if len(id) == 0 {
+		b = append(b, '=')
+	}
+	return string(b)
+}
+
+// claim records this node as id's owner and has the previous owner let go.
+func (o *owners) claim(ctx context.Context, id string) error {
+	kv := o.bucket()
+	if kv == nil {
+		return errNotReady
+	}
+	key := ownerKey(id)
+	for range claimTries {
+		prev, epoch, rev, err := o.read(ctx, kv, key)
+		if err != nil {
+			return err
+		}
+		epoch++
+		// The epoch is noted before the write: a release request for
+		// an older epoch arriving meanwhile must not take the new
+		// connection down.
+		o.noteEpoch(id, epoch)
+		val := encodeOwner(o.n.cfg.Node, epoch)
+		if rev == 0 {
+			_, err = kv.Create(ctx, key, val)
+		} else {
+			_, err = kv.Update(ctx, key, val, rev)
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue // another connect raced: read again
+		}
+		if err != nil {
+			return fmt.Errorf("cluster: recording owner of %q: %w", id, err)
+		}
+		if prev != "" && prev != o.n.cfg.Node {
+			o.release(ctx, prev, id, epoch)
+		}
+		return nil
+	}
+	return fmt.Errorf("cluster: owner of %q: %d conflicting connects in a row", id, claimTries)
+}
+
+// read returns id's current owner, epoch and the record's revision (0 when
+// there is none).
+func (o *owners) read(ctx context.Context, kv jetstream.KeyValue, key string) (string, uint64, uint64, error) {
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", 0, 0, nil
+	}
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("cluster: reading owner: %w", err)
+	}
+	node, epoch, err := decodeOwner(e.Value())
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("cluster: owner record of %s: %w", key, err)
+	}
+	return node, epoch, e.Revision(), nil
+}
+
+func (o *owners) noteEpoch(id string, epoch uint64) {
+	o.mu.Lock()
+	o.epochs[id] = max(o.epochs[id], epoch)
+	o.mu.Unlock()
+}
+
+// release asks node to let go of id, now owned here at epoch. A node that
+// does not answer in time is not waited for: its connection, if it still
+// has one, is fenced by the epoch (it can claim nothing without a newer
+// write, and every write checks).
+func (o *owners) release(ctx context.Context, node, id string, epoch uint64) {
+	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
+	defer cancel()
+	req := appendString(binary.AppendUvarint([]byte{wireVersion}, epoch), id)
+	_, err := o.n.eng.nc.RequestWithContext(ctx, ownSubject+"."+node, req)
+	if err != nil && !errors.Is(err, nats.ErrNoResponders) {
+		o.n.log.Warn("cluster: previous owner did not confirm the takeover", "client_id", id, "peer", node, "err", err)
+	}
+}
+
+// onRelease handles another node's claim of an id this node may hold.
+func (o *owners) onRelease(m *nats.Msg) {
+	r := reader{b: m.Data}
+	if r.byte() != wireVersion {
+		o.n.log.Warn("cluster: bad release request")
+		return
+	}
+	epoch, id := r.uvarint(), r.string()
+	if r.err != nil {
+		o.n.log.Warn("cluster: bad release request")
+		return
+	}
+	o.mu.Lock()
+	mine := o.epochs[id]
+	newer := mine > epoch
+	if !newer {
+		delete(o.epochs, id)
+	}
+	o.mu.Unlock()
+	if !newer && o.n.srv.TakenOver(id) {
+		o.n.log.Info("client taken over by another node", "client_id", id, "epoch", epoch)
+	}
+	m.Respond([]byte{wireVersion})
+}
