@@ -183,3 +183,26 @@ func (s *Server) TakenOver(clientID string) bool {
 	}
 	return true
 }
+
+// ApplyRetained makes m this node's retained message for m.Topic (an empty
+// payload clears it), within the retained limits, as the cluster's
+// replicated record of retained messages says: the cluster calls it for
+// every retained publish on any node, this one included, in one order on
+// every node, so all nodes end with the same message per topic. It
+// delivers nothing. It returns why m was not kept, if a limit refused it.
+func (s *Server) ApplyRetained(m *RemoteMessage) error {
+	if s.opts.DisableRetain {
+		return nil
+	}
+	now := time.Now().UnixNano()
+	msg := &Message{ID: s.msgID.Add(1), Topic: m.Topic, Payload: m.Payload, Props: m.Props, From: m.From,
+		QoS: m.QoS, Retain: true, created: now}
+	if m.ExpiresIn > 0 {
+		msg.expires = now + int64(m.ExpiresIn)
+	}
+	_, err := s.ret.put(msg, s.retainLimits())
+	if err != nil {
+		s.noteRetainRefused(msg, err)
+	}
+	return err
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -115,6 +116,7 @@ func startClusterWith(t *testing.T, n int, args ...string) *testCluster {
 	for _, nd := range tc.nodes {
 		tc.waitLog(nd, "cluster node joined", n-1, 20*time.Second)
 		tc.waitLog(nd, "cluster ownership records ready", 1, 20*time.Second)
+		tc.waitLog(nd, "cluster retained messages caught up", 1, 20*time.Second)
 	}
 	return tc
 }
@@ -419,4 +421,26 @@ func procAddr(s string) string {
 		return s
 	}
 	return net.JoinHostPort(net.IPv4(ip[3], ip[2], ip[1], ip[0]).String(), strconv.Itoa(int(port)))
+}
+
+// retainedOn subscribes a new client on nd to filter and returns the
+// payloads of the retained messages it is sent within d (sorted).
+func retainedOn(t *testing.T, nd *node, id, filter string, d time.Duration) []string {
+	t.Helper()
+	c := connect(t, nd, id)
+	c.subscribe(t, paho.SubscribeOptions{Topic: filter, QoS: 1})
+	var got []string
+	deadline := time.After(d)
+	for {
+		select {
+		case p := <-c.in:
+			if p.Retain {
+				got = append(got, p.Topic+"="+string(p.Payload))
+			}
+		case <-deadline:
+			c.Disconnect(&paho.Disconnect{})
+			slices.Sort(got)
+			return got
+		}
+	}
 }

@@ -56,6 +56,7 @@ type Node struct {
 	local  *localInterest
 	remote *remoteInterest
 	own    *owners
+	ret    *retained
 
 	srv    *broker.Server
 	subs   []*nats.Subscription
@@ -89,7 +90,8 @@ func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
 	rand.Read(b[:])
 	n := &Node{cfg: cfg, log: log, eng: eng, inc: hex.EncodeToString(b[:]),
 		local: newLocalInterest(), remote: newRemoteInterest(), acks: make(chan pendingAck, 1024)}
-	n.own = &owners{n: n, epochs: make(map[string]uint64), ready: make(chan struct{})}
+	n.own = &owners{n: n, epochs: make(map[string]uint64)}
+	n.ret = &retained{n: n}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	log.Info("cluster engine started", "cluster", cfg.Name, "listen", cfg.Listen, "peers", cfg.Peers,
 		"replicas", cfg.Replicas, "sync_always", cfg.SyncInterval == 0)
@@ -130,7 +132,7 @@ func (n *Node) Attach(srv *broker.Server) error {
 		return fmt.Errorf("cluster: %w", err)
 	}
 	n.wg.Add(4)
-	go n.own.openBucket()
+	go n.openAssets()
 	go n.announceLoop()
 	go n.expireLoop()
 	go n.ackLoop()
@@ -141,6 +143,7 @@ func (n *Node) Attach(srv *broker.Server) error {
 // broker's Shutdown.
 func (n *Node) Close() error {
 	n.cancel()
+	n.ret.close()
 	for _, s := range n.subs {
 		s.Unsubscribe()
 	}
@@ -286,26 +289,55 @@ var errNotTaken = errors.New("cluster: peer could not take the message")
 // responders") counts as done: its clean sessions went with it.
 func (n *Node) Forward(msg *broker.Message) (int, error) {
 	targets := n.remote.plan(msg.Topic, msg.ID, n.local)
-	if len(targets) == 0 {
+	if len(targets) == 0 && !msg.Retain {
 		return 0, nil
 	}
 	pub, err := encodePublish(msg)
 	if err != nil {
 		return 0, fmt.Errorf("cluster: encoding %q: %w", msg.Topic, err)
 	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+	defer cancel()
+	var retErr chan error
+	if msg.Retain {
+		if msg.QoS == 0 {
+			if err := n.ret.append(ctx, msg, pub); err != nil {
+				n.log.Warn("cluster: QoS 0 retained message not replicated", "topic", msg.Topic, "err", err)
+			}
+		} else {
+			retErr = make(chan error, 1)
+			go func() { retErr <- n.ret.append(ctx, msg, pub) }()
+		}
+	}
+	total, errs := n.forwardTo(ctx, targets, msg, pub)
+	if retErr != nil {
+		if err := <-retErr; err != nil {
+			errs = append(errs, fmt.Errorf("retained stream: %w", err))
+		}
+	}
+	return total, errors.Join(errs...)
+}
+
+// forwardTo sends msg to each target: see Forward.
+func (n *Node) forwardTo(ctx context.Context, targets []target, msg *broker.Message, pub []byte) (int, []error) {
 	nc := n.eng.nc
 	if msg.QoS == 0 {
 		for _, t := range targets {
 			if err := nc.Publish(pubSubject+"."+t.node, encodeForward(msg, t.groups, pub)); err != nil {
-				return 0, err
+				return 0, []error{err}
 			}
 		}
 		return len(targets), nil
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
-	defer cancel()
-	if len(targets) == 1 {
-		return n.request(ctx, targets[0], msg, pub)
+	switch len(targets) {
+	case 0:
+		return 0, nil
+	case 1:
+		c, err := n.request(ctx, targets[0], msg, pub)
+		if err != nil {
+			return c, []error{err}
+		}
+		return c, nil
 	}
 	type result struct {
 		n   int
@@ -326,7 +358,7 @@ func (n *Node) Forward(msg *broker.Message) (int, error) {
 			errs = append(errs, r.err)
 		}
 	}
-	return total, errors.Join(errs...)
+	return total, errs
 }
 
 func (n *Node) request(ctx context.Context, t target, msg *broker.Message, pub []byte) (int, error) {

@@ -47,46 +47,59 @@ type owners struct {
 	// grows with the ids seen; pruning it with the sessions is for the
 	// session-move step.
 	epochs map[string]uint64
-	ready  chan struct{}
 }
 
 // errNotReady: the bucket could not be created or opened yet (no quorum).
 var errNotReady = errors.New("cluster: ownership records not available yet")
 
-// openBucket creates or opens the ownership bucket, retrying until it
-// works or the node stops: it needs a JetStream meta leader, so a quorum
-// of nodes.
-func (o *owners) openBucket() {
-	defer o.n.wg.Done()
-	js, err := jetstream.New(o.n.eng.nc)
+// openAssets creates or opens the cluster's replicated objects (the
+// ownership bucket and the retained stream), retrying until they work or
+// the node stops: they need a JetStream meta leader, so a quorum of nodes.
+func (n *Node) openAssets() {
+	defer n.wg.Done()
+	js, err := jetstream.New(n.eng.nc)
 	if err != nil {
-		o.n.log.Error("cluster: JetStream client", "err", err)
+		n.log.Error("cluster: JetStream client", "err", err)
 		return
 	}
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-		// Short attempts: before JetStream has a meta leader, a request
-		// gets no answer at all.
-		ctx, cancel := context.WithTimeout(o.n.ctx, 2*time.Second)
-		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: ownBucket, Description: "Roost client-id owners", History: 1,
-			Storage: jetstream.FileStorage, Replicas: o.n.cfg.Replicas,
-		})
-		cancel()
-		if err == nil {
-			o.mu.Lock()
-			o.kv = kv
-			o.mu.Unlock()
-			close(o.ready)
-			o.n.log.Info("cluster ownership records ready", "bucket", ownBucket, "replicas", o.n.cfg.Replicas)
-			return
-		}
-		o.n.log.Debug("cluster: ownership bucket not ready; retrying", "err", err, "backoff", backoff)
-		select {
-		case <-o.n.ctx.Done():
-			return
-		case <-time.After(backoff):
+	n.ret.js = js
+	steps := []func(context.Context, jetstream.JetStream) error{n.own.open, func(ctx context.Context, _ jetstream.JetStream) error {
+		return n.ret.open(ctx)
+	}}
+	for _, step := range steps {
+		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+			// Short attempts: before JetStream has a meta leader, a
+			// request gets no answer at all.
+			ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
+			err := step(ctx, js)
+			cancel()
+			if err == nil {
+				break
+			}
+			n.log.Debug("cluster: replicated state not ready; retrying", "err", err, "backoff", backoff)
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
 		}
 	}
+}
+
+// open creates or opens the ownership bucket.
+func (o *owners) open(ctx context.Context, js jetstream.JetStream) error {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: ownBucket, Description: "Roost client-id owners", History: 1,
+		Storage: jetstream.FileStorage, Replicas: o.n.cfg.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("ownership bucket: %w", err)
+	}
+	o.mu.Lock()
+	o.kv = kv
+	o.mu.Unlock()
+	o.n.log.Info("cluster ownership records ready", "bucket", ownBucket, "replicas", o.n.cfg.Replicas)
+	return nil
 }
 
 func (o *owners) bucket() jetstream.KeyValue {
