@@ -38,7 +38,8 @@ type Config struct {
 	// the loss of one node or a power failure can lose acknowledged state.
 	Unsafe bool
 	// ForwardTimeout bounds how long a QoS 1/2 publish waits for the
-	// nodes it was forwarded to. Default 5s.
+	// nodes it was forwarded to (and the retained stream), and how long a
+	// CONNECT waits for its client-id owner record. Default 5s.
 	ForwardTimeout time.Duration
 }
 

@@ -35,6 +35,12 @@
 //   - node.go: Node, the lifecycle, the interest protocol's loops, and
 //     Forward / onForward: QoS 0 as a publish, QoS 1/2 as requests answered
 //     once the receiving node took the message.
+//   - owner.go: one connection per client id: owner records in a
+//     replicated key-value bucket, written with a compare-and-set and an
+//     epoch; the previous owner is asked to let go. openAssets creates the
+//     bucket and the retained stream once JetStream has a quorum.
+//   - retained.go: retained messages in a replicated stream, one message
+//     per topic, followed by every node from its start.
 //   - wire.go: the bytes of a forwarded message (a small header and an MQTT
 //     5 PUBLISH, so the packet codec carries every property).
 //   - subject.go: MQTT topics and filters as NATS subjects, escaped.
