@@ -40,6 +40,10 @@ type Config struct {
 	// URL of the broker: mqtt://H:P, mqtts://H:P, ws://H:P/PATH or
 	// wss://H:P/PATH. Default mqtt://127.0.0.1:1883.
 	URL string
+	// SubURL, when set, is where the subscribers connect instead (the
+	// publishers still use URL): another node of a cluster, to measure
+	// messages that cross nodes.
+	SubURL string
 	// TLS is used for mqtts:// and wss://. Nil verifies the server with
 	// the system roots.
 	TLS *tls.Config

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +50,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{cfg: cfg, d: d, id: fmt.Sprintf("%06x", rand.Uint32()&0xFFFFFF), base: time.Now()}
+	r := &runner{cfg: cfg, d: d, sd: d, id: fmt.Sprintf("%06x", rand.Uint32()&0xFFFFFF), base: time.Now()}
+	if cfg.SubURL != "" {
+		if r.sd, err = newDialer(cfg.SubURL, cfg.TLS); err != nil {
+			return nil, err
+		}
+	}
 	r.res = r.newResult()
 	if cfg.Scenario == Connections {
 		return r.connections(ctx)
@@ -61,6 +67,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 type runner struct {
 	cfg  Config
 	d    *dialer
+	sd   *dialer   // the subscribers' (Config.SubURL; d without it)
 	id   string    // distinguishes this run's client ids and topics
 	base time.Time // origin of the payload timestamps
 	res  *Result
@@ -110,7 +117,11 @@ func (r *runner) keepAlive() uint16 {
 func (r *runner) open(ctx context.Context, role string, bufSize int, receiveMax uint16) (*mconn, error) {
 	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
-	nc, err := r.d.dial(ctx)
+	d := r.d
+	if strings.HasPrefix(role, "s") && role != "sys" {
+		d = r.sd // a subscriber ("s0", "s1", ...)
+	}
+	nc, err := d.dial(ctx)
 	if err != nil {
 		return nil, err
 	}

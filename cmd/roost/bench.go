@@ -64,6 +64,7 @@ type benchFlags struct {
 func (b *benchFlags) register(fs *flag.FlagSet) {
 	c := &b.cfg
 	fs.StringVar(&c.URL, "url", "mqtt://127.0.0.1:1883", "broker `URL`: mqtt://H:P, mqtts://H:P, ws://H:P/PATH or wss://H:P/PATH")
+	fs.StringVar(&c.SubURL, "sub-url", "", "connect the subscribers to `URL` instead of --url (another node of a cluster)")
 	fs.IntVar(&b.qos, "qos", 0, "QoS of publishes and subscriptions: 0, 1 or 2")
 	fs.IntVar(&b.protocol, "protocol", 4, "MQTT protocol level: 4 (3.1.1) or 5")
 	fs.IntVar(&c.Size, "size", 64, "payload size in `bytes` (at least 8: it carries the send time)")
