@@ -187,9 +187,9 @@ func (s *Server) Publish(m PublishRequest) (int, error) {
 	if m.Props.Present != 0 {
 		msg.setProps(&m.Props, now)
 	}
-	n, t, notRetained, fwdErr := s.route(msg)
-	if fwdErr != nil {
-		return n, fwdErr
+	n, t, notRetained, confirm := s.route(msg)
+	if err := wait(confirm); err != nil {
+		return n, err
 	}
 	if t != 0 {
 		if err := s.opts.Store.Wait(t); err != nil {

@@ -28,14 +28,17 @@ type Cluster interface {
 	// Unsubscribed: the last such subscription is gone.
 	Unsubscribed(filter, group string)
 	// Forward hands msg, published on this node, to the nodes with
-	// matching subscriptions. For QoS 1 and 2 it returns once each of
-	// them has taken the message, with the number of subscriptions it
-	// reached there; for QoS 0 it returns at once, with the number of
-	// nodes it was sent to. An error means some node did not confirm it
-	// in time: the publisher must not be told the message was delivered.
-	// It may block (bounded by the cluster's forward timeout) and is
-	// called with no broker lock held.
-	Forward(msg *Message) (int, error)
+	// matching subscriptions (and, for a retained message, to the
+	// cluster's record of retained messages). It returns at once, with
+	// the number of nodes msg was sent to and, for QoS 1 and 2, a wait
+	// function that returns once every one of them has taken it, or the
+	// error of one that did not confirm it in time (the publisher must
+	// then not be told the message was delivered). wait is nil when there
+	// is nothing to wait for; it is bounded by the cluster's forward
+	// timeout, and must be called (from any goroutine, once) so that what
+	// it waits for is released. Forward is called with no broker lock
+	// held, and in the order messages were published.
+	Forward(msg *Message) (targets int, wait func() error)
 	// Claim makes this node the owner of clientID before its CONNECT is
 	// accepted, so that one connection per client id holds in the whole
 	// cluster: a connection with the id on another node is taken over
@@ -64,19 +67,24 @@ func (r *router) unsubscribe(filter, group string, ss *session) {
 }
 
 // forward hands a locally published message to the cluster. $SYS topics are
-// each node's own and stay on it. It returns how many subscriptions (or, for
-// QoS 0, nodes) the message reached elsewhere.
-func (s *Server) forward(msg *Message) (int, error) {
+// each node's own and stay on it. It returns how many nodes the message was
+// sent to and what its confirmation waits for (see Cluster.Forward).
+func (s *Server) forward(msg *Message) (int, func() error) {
 	c := s.opts.Cluster
 	if c == nil || isSys(msg.Topic) {
 		return 0, nil
 	}
-	n, err := c.Forward(msg)
-	if err != nil {
-		s.log.Warn("message not confirmed by every node", "topic", msg.Topic, "qos", msg.QoS, "err", err)
-		return n, errors.Join(ErrForward, err)
+	n, wait := c.Forward(msg)
+	if wait == nil {
+		return n, nil
 	}
-	return n, nil
+	return n, func() error {
+		if err := wait(); err != nil {
+			s.log.Warn("message not confirmed by every node", "topic", msg.Topic, "qos", msg.QoS, "err", err)
+			return errors.Join(ErrForward, err)
+		}
+		return nil
+	}
 }
 
 func isSys(name string) bool {
@@ -122,6 +130,7 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 		groups = []string{} // nil would mean "every group"
 	}
 	sc := s.router.matchGroups(msg, groups)
+	msg.shareWire = len(sc.targets) > 1
 	return s.deliverTargets(msg, sc)
 }
 

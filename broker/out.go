@@ -34,8 +34,11 @@ type outState struct {
 	// path does not bump shared atomics per message.
 	unsent      [3]uint64
 	unsentBytes [3]uint64
-	drained     chan struct{} // closed when the flusher stops, if drain waits
-	readWait    chan struct{} // closed when the reader may read on (waitOutput)
+	// confirms are the cluster confirmations the output waits for
+	// (needConfirmed), as durable is the store's.
+	confirms []func() error
+	drained  chan struct{} // closed when the flusher stops, if drain waits
+	readWait chan struct{} // closed when the reader may read on (waitOutput)
 }
 
 // outBlock returns an empty block with room for n bytes.
@@ -130,6 +133,11 @@ func (c *conn) releaseOutState() {
 	}
 	c.dropOutput()
 	c.srv.stats.addSent(&ob.unsent, &ob.unsentBytes) // none unless dropped
+	if len(ob.confirms) > 0 {
+		// The connection died before writing what waited for them;
+		// they must still be called, to release what they wait on.
+		go waitConfirms(ob.confirms)
+	}
 	*ob = outState{}
 	c.srv.outStates.Put(ob)
 	c.ob = nil
@@ -222,6 +230,20 @@ func (c *conn) needDurable(t Ticket) {
 	c.outMu.Unlock()
 }
 
+// needConfirmed makes the next write of this connection wait until the
+// cluster confirmed a forwarded message (Cluster.Forward's wait); a failure
+// closes the connection without writing, as a store failure does, so the
+// client sends its unacknowledged publishes again.
+func (c *conn) needConfirmed(confirm func() error) {
+	if confirm == nil {
+		return
+	}
+	c.outMu.Lock()
+	c.room(0)
+	c.ob.confirms = append(c.ob.confirms, confirm)
+	c.outMu.Unlock()
+}
+
 // startFlushLocked starts a flusher if none runs. outMu must be held.
 func (c *conn) startFlushLocked() {
 	if !c.flushing && c.pending() > 0 {
@@ -269,11 +291,25 @@ func (c *conn) flush() {
 		clear(ob.full)
 		ob.full, ob.fullLen = ob.full[:0], 0
 		need := c.durable
+		confirms := ob.confirms
+		ob.confirms = nil
 		sent, sentBytes := ob.unsent, ob.unsentBytes
 		ob.unsent, ob.unsentBytes = [3]uint64{}, [3]uint64{}
 		c.outMu.Unlock()
 		c.srv.stats.addSent(&sent, &sentBytes)
 
+		if err := waitConfirms(confirms); err != nil {
+			// Never acknowledge what another node did not take.
+			c.logger().Warn("closing connection: a forwarded message was not confirmed", "err", err)
+			c.outMu.Lock()
+			c.dead = true
+			c.dropOutput()
+			c.outMu.Unlock()
+			c.recycle(blocks)
+			c.nc.Close()
+			c.wake() // a parked reader would never see the close
+			continue
+		}
 		if need != 0 {
 			if err := c.srv.opts.Store.Wait(need); err != nil {
 				// Never acknowledge what the store could not keep.
@@ -330,6 +366,18 @@ func (c *conn) flush() {
 			c.kickOut(kickWriteFailed)
 		}
 	}
+}
+
+// waitConfirms calls every confirmation, even after one failed (each must
+// be called once), and returns the first error.
+func waitConfirms(confirms []func() error) error {
+	var first error
+	for _, f := range confirms {
+		if err := f(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // recycle returns written blocks to their pools.

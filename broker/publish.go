@@ -61,11 +61,11 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	case 0:
 		c.srv.publish(c.srv.newMessage(p, c.clientID))
 	case 1:
-		n, t, notRetained, fwdErr := c.srv.route(c.srv.newMessage(p, c.clientID))
+		n, t, notRetained, confirm := c.srv.route(c.srv.newMessage(p, c.clientID))
 		c.needDurable(t)
-		if fwdErr != nil {
-			return c.forwardFailed(p, fwdErr)
-		}
+		// The PUBACK waits in the output, as for the store, until the
+		// other nodes confirmed: the next publish is read meanwhile.
+		c.needConfirmed(confirm)
 		c.ackPublish(p, c.publishCode(n, notRetained))
 	case 2:
 		ss := c.sess
@@ -84,11 +84,14 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		}
 		rc := packet.Success
 		if !seen {
-			n, t, notRetained, fwdErr := c.srv.route(c.srv.newMessage(p, c.clientID))
+			n, t, notRetained, confirm := c.srv.route(c.srv.newMessage(p, c.clientID))
 			c.needDurable(t)
-			if fwdErr != nil {
+			// QoS 2 waits here: a failure must be answered with a
+			// failure code and the packet id forgotten, which a
+			// PUBREC already in the output could not be.
+			if err := wait(confirm); err != nil {
 				c.forgetInQoS2(p.PacketID)
-				return c.forwardFailed(p, fwdErr)
+				return c.forwardFailed(p, err)
 			}
 			rc = c.publishCode(n, notRetained)
 			if rc >= 0x80 {
@@ -198,16 +201,34 @@ func (c *conn) handlePubrel(p *packet.Pubrel) {
 // matching session. It returns how many sessions it was routed to and the
 // store ticket an acknowledgement of it must wait for.
 func (s *Server) publish(msg *Message) (int, Ticket) {
-	n, t, _, _ := s.route(msg)
+	n, t, _, confirm := s.route(msg)
+	if confirm != nil {
+		// Nobody to tell (a will, $SYS): the wait only releases what
+		// the cluster holds for the confirmation.
+		go confirm()
+	}
 	return n, t
+}
+
+// wait calls confirm if there is one.
+func wait(confirm func() error) error {
+	if confirm == nil {
+		return nil
+	}
+	return confirm()
 }
 
 // route is publish that also returns why msg was not retained when it asked
 // to be and a retained-message limit refused it (counted and logged here);
-// it is delivered all the same. In a cluster, n counts what other nodes
-// reached too, and fwdErr says some node did not confirm a QoS 1/2 message.
-func (s *Server) route(msg *Message) (n int, last Ticket, notRetained, fwdErr error) {
+// it is delivered all the same. In a cluster, n counts the other nodes the
+// message was sent to too, and confirm (nil when there is nothing to wait
+// for) waits for their confirmation of a QoS 1/2 message; it must be called.
+func (s *Server) route(msg *Message) (n int, last Ticket, notRetained error, confirm func() error) {
 	sc := s.router.match(msg)
+	// Decided before msg is shared with anyone (the retained tree makes
+	// it visible to new subscribers): from here on msg is immutable but
+	// for its wire-form cache.
+	msg.shareWire = len(sc.targets) > 1
 	if msg.Retain {
 		if last, notRetained = s.ret.put(msg, s.retainLimits()); notRetained != nil {
 			s.noteRetainRefused(msg, notRetained)
@@ -216,13 +237,13 @@ func (s *Server) route(msg *Message) (n int, last Ticket, notRetained, fwdErr er
 	n, t := s.deliverTargets(msg, sc)
 	if s.opts.Cluster != nil {
 		var remote int
-		remote, fwdErr = s.forward(msg)
+		remote, confirm = s.forward(msg)
 		n += remote
 	}
-	return n, max(last, t), notRetained, fwdErr
+	return n, max(last, t), notRetained, confirm
 }
 
-// forwardFailed answers a QoS 1/2 PUBLISH that some node of the cluster did
+// forwardFailed answers a QoS 2 PUBLISH that some node of the cluster did
 // not confirm: an MQTT 5 client gets 0x80 Unspecified error, so it knows
 // the message may not have reached everyone; a 3.1.x client, which cannot
 // be told, is disconnected without an acknowledgement and will resend. The
@@ -238,12 +259,9 @@ func (c *conn) forwardFailed(p *packet.Publish, err error) error {
 
 // deliverTargets delivers msg to the sessions match found and releases sc.
 // It returns how many sessions took it and the store ticket of their
-// queued copies.
+// queued copies. The caller has set msg.shareWire before sharing msg.
 func (s *Server) deliverTargets(msg *Message, sc *routeScratch) (n int, last Ticket) {
 	n = len(sc.targets)
-	// Decided before msg is shared with anyone: from here on msg is
-	// immutable but for its wire-form cache.
-	msg.shareWire = n > 1
 	for i := range sc.targets {
 		t := &sc.targets[i]
 		// offer never waits for an Authorizer that may block (authq.go).

@@ -444,3 +444,52 @@ func retainedOn(t *testing.T, nd *node, id, filter string, d time.Duration) []st
 		}
 	}
 }
+
+// tryPublish publishes p and returns the reason code of its
+// acknowledgement, or closed true when the broker closed the connection
+// instead: what it does with a QoS 1 message another node did not confirm.
+func (c *client) tryPublish(t *testing.T, p *paho.Publish) (rc byte, closed bool) {
+	t.Helper()
+	type result struct {
+		r   *paho.PublishResponse
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ctx, cancel := contextWithTimeout(15 * time.Second)
+		defer cancel()
+		r, err := c.Publish(ctx, p)
+		done <- result{r, err}
+	}()
+	select {
+	case res := <-done:
+		if res.r != nil {
+			return res.r.ReasonCode, false
+		}
+		if res.err != nil {
+			select {
+			case <-c.Done():
+				return 0, true
+			default:
+			}
+			t.Fatalf("%s: publish %q: %v", c.id, p.Topic, res.err)
+		}
+		return 0, false
+	case <-c.Done():
+		return 0, true
+	case <-time.After(12 * time.Second):
+		t.Fatalf("%s: publish %q neither acknowledged nor its connection closed", c.id, p.Topic)
+		return 0, false
+	}
+}
+
+// redial connects a client with id to nd, for use inside eventually: a
+// CONNECT may be refused (0x88) while the ownership records elect a leader.
+func redial(t *testing.T, nd *node, id string, dst **client) error {
+	c, ack := connectWith(t, nd, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
+	if ack.ReasonCode != 0 {
+		return fmt.Errorf("CONNACK 0x%02X", ack.ReasonCode)
+	}
+	*dst = c
+	return nil
+}

@@ -8,10 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roost-mqtt/roost/broker"
 )
@@ -57,6 +60,8 @@ type Node struct {
 	remote *remoteInterest
 	own    *owners
 	ret    *retained
+	// replies matches forward answers to their requests.
+	replies replies
 
 	srv    *broker.Server
 	subs   []*nats.Subscription
@@ -92,6 +97,8 @@ func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
 		local: newLocalInterest(), remote: newRemoteInterest(), acks: make(chan pendingAck, 1024)}
 	n.own = &owners{n: n, epochs: make(map[string]uint64)}
 	n.ret = &retained{n: n}
+	n.replies.prefix = nats.NewInbox()
+	n.replies.m = make(map[string]*pendingReply)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	log.Info("cluster engine started", "cluster", cfg.Name, "listen", cfg.Listen, "peers", cfg.Peers,
 		"replicas", cfg.Replicas, "sync_always", cfg.SyncInterval == 0)
@@ -117,6 +124,7 @@ func (n *Node) Attach(srv *broker.Server) error {
 		{snapSubject + "." + n.cfg.Node, n.onSnapshotRequest},
 		{ctlSubject + ".*", n.onControl},
 		{ownSubject + "." + n.cfg.Node, n.own.onRelease},
+		{n.replies.prefix + ".*", n.replies.onReply},
 	} {
 		sub, err := nc.Subscribe(s.subj, s.h)
 		if err != nil {
@@ -211,6 +219,7 @@ func (n *Node) expireLoop() {
 			for _, name := range n.remote.expire(now.Add(-deadAfter)) {
 				n.log.Warn("cluster node gone: no heartbeat", "peer", name, "after", deadAfter)
 			}
+			n.replies.sweep(now)
 			if routed, err := n.eng.routedNodes(); err == nil {
 				for _, name := range n.remote.forgetUnrouted(routed) {
 					n.log.Warn("cluster node gone: no route", "peer", name)
@@ -284,115 +293,163 @@ var errNotTaken = errors.New("cluster: peer could not take the message")
 // Forward implements broker.Cluster: the message goes to each node that
 // wants it, QoS 0 as a plain NATS publish, QoS 1/2 as a request answered
 // once the node has delivered or queued it (after its store kept any
-// persistent copies). Requests to several nodes are in flight together.
-// A node that has left (no subscriber on its subject: NATS answers "no
-// responders") counts as done: its clean sessions went with it.
-func (n *Node) Forward(msg *broker.Message) (int, error) {
+// persistent copies). The requests are sent now, in publish order, and the
+// returned wait collects the answers, so a publisher's next message need
+// not wait for the previous one's round trip. A node that has left (no
+// subscriber on its subject: NATS answers "no responders"), or that goes
+// away while the request is out, counts as done: its clean sessions went
+// with it. A retained message is also appended to the retained stream.
+func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 	targets := n.remote.plan(msg.Topic, msg.ID, n.local)
 	if len(targets) == 0 && !msg.Retain {
 		return 0, nil
 	}
 	pub, err := encodePublish(msg)
 	if err != nil {
-		return 0, fmt.Errorf("cluster: encoding %q: %w", msg.Topic, err)
+		err = fmt.Errorf("cluster: encoding %q: %w", msg.Topic, err)
+		n.log.Error("cluster: message not forwarded", "err", err)
+		return 0, func() error { return err }
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
-	defer cancel()
-	var retErr chan error
-	if msg.Retain {
-		if msg.QoS == 0 {
-			if err := n.ret.append(ctx, msg, pub); err != nil {
-				n.log.Warn("cluster: QoS 0 retained message not replicated", "topic", msg.Topic, "err", err)
-			}
-		} else {
-			retErr = make(chan error, 1)
-			go func() { retErr <- n.ret.append(ctx, msg, pub) }()
+	if msg.QoS == 0 {
+		n.forwardQoS0(targets, msg, pub)
+		return len(targets), nil
+	}
+	deadline := time.Now().Add(n.cfg.ForwardTimeout)
+	reqs := make([]*pendingReply, 0, len(targets))
+	var errs []error
+	for _, t := range targets {
+		pr, err := n.replies.send(n.eng.nc, pubSubject+"."+t.node, encodeForward(msg, t.groups, pub), deadline)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %s: %w", t.node, err))
+			continue
 		}
+		pr.node, pr.gone = t.node, n.remote.goneCh(t.node)
+		reqs = append(reqs, pr)
 	}
-	total, errs := n.forwardTo(ctx, targets, msg, pub)
-	if retErr != nil {
-		if err := <-retErr; err != nil {
+	var ret jetstream.PubAckFuture
+	if msg.Retain {
+		if ret, err = n.ret.appendAsync(msg, pub); err != nil {
 			errs = append(errs, fmt.Errorf("retained stream: %w", err))
 		}
 	}
-	return total, errors.Join(errs...)
-}
-
-// forwardTo sends msg to each target: see Forward.
-func (n *Node) forwardTo(ctx context.Context, targets []target, msg *broker.Message, pub []byte) (int, []error) {
-	nc := n.eng.nc
-	if msg.QoS == 0 {
-		for _, t := range targets {
-			if err := nc.Publish(pubSubject+"."+t.node, encodeForward(msg, t.groups, pub)); err != nil {
-				return 0, []error{err}
+	return len(targets), func() error {
+		ctx, cancel := context.WithDeadline(n.ctx, deadline)
+		defer cancel()
+		for _, pr := range reqs {
+			if err := n.replies.await(ctx, pr); err != nil {
+				errs = append(errs, err)
 			}
 		}
-		return len(targets), nil
-	}
-	switch len(targets) {
-	case 0:
-		return 0, nil
-	case 1:
-		c, err := n.request(ctx, targets[0], msg, pub)
-		if err != nil {
-			return c, []error{err}
+		if ret != nil {
+			select {
+			case <-ret.Ok():
+			case err := <-ret.Err():
+				errs = append(errs, fmt.Errorf("retained stream: %w", err))
+			case <-ctx.Done():
+				errs = append(errs, fmt.Errorf("retained stream: %w", ctx.Err()))
+			}
 		}
-		return c, nil
+		return errors.Join(errs...)
 	}
-	type result struct {
-		n   int
-		err error
-	}
-	results := make(chan result, len(targets))
-	for _, t := range targets {
-		go func() {
-			c, err := n.request(ctx, t, msg, pub)
-			results <- result{c, err}
-		}()
-	}
-	total, errs := 0, []error(nil)
-	for range targets {
-		r := <-results
-		total += r.n
-		if r.err != nil {
-			errs = append(errs, r.err)
-		}
-	}
-	return total, errs
 }
 
-func (n *Node) request(ctx context.Context, t target, msg *broker.Message, pub []byte) (int, error) {
-	// A node that goes away while the request is out will never answer:
-	// stop waiting then, as for a node that had already gone.
-	gone := n.remote.goneCh(t.node)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-gone:
-			cancel()
-		case <-ctx.Done():
+// forwardQoS0 publishes msg to each target, best effort.
+func (n *Node) forwardQoS0(targets []target, msg *broker.Message, pub []byte) {
+	for _, t := range targets {
+		if err := n.eng.nc.Publish(pubSubject+"."+t.node, encodeForward(msg, t.groups, pub)); err != nil {
+			n.log.Debug("cluster: QoS 0 forward failed", "peer", t.node, "err", err)
 		}
-	}()
-	reply, err := n.eng.nc.RequestWithContext(ctx, pubSubject+"."+t.node, encodeForward(msg, t.groups, pub))
-	if errors.Is(err, nats.ErrNoResponders) {
-		return 0, nil
 	}
-	if err != nil && isClosed(gone) {
-		return 0, nil
+	if msg.Retain {
+		if _, err := n.ret.appendAsync(msg, pub); err != nil {
+			n.log.Warn("cluster: QoS 0 retained message not replicated", "topic", msg.Topic, "err", err)
+		}
 	}
-	if err != nil {
-		return 0, fmt.Errorf("node %s: %w", t.node, err)
+}
+
+// pendingReply is one forward request waiting for its node's answer.
+type pendingReply struct {
+	subject  string
+	ch       chan *nats.Msg // buffered: the answer, or a "no responders" status
+	deadline time.Time
+	node     string
+	gone     <-chan struct{}
+}
+
+// replies matches answers to the forward requests in flight: each request
+// has its own reply subject under one wildcard subscription, so that
+// requests can be sent in order and waited for later (nats.go's Request
+// would block until the answer).
+type replies struct {
+	prefix string
+	seq    atomic.Uint64
+	mu     sync.Mutex
+	m      map[string]*pendingReply
+}
+
+func (r *replies) send(nc *nats.Conn, subj string, data []byte, deadline time.Time) (*pendingReply, error) {
+	pr := &pendingReply{subject: r.prefix + "." + strconv.FormatUint(r.seq.Add(1), 36), ch: make(chan *nats.Msg, 1), deadline: deadline}
+	r.mu.Lock()
+	r.m[pr.subject] = pr
+	r.mu.Unlock()
+	if err := nc.PublishRequest(subj, pr.subject, data); err != nil {
+		r.forget(pr)
+		return nil, err
 	}
-	r := reader{b: reply.Data}
-	switch ok, c := r.byte(), r.uvarint(); {
-	case r.err != nil:
-		return 0, fmt.Errorf("node %s: %w", t.node, errWire)
+	return pr, nil
+}
+
+func (r *replies) onReply(m *nats.Msg) {
+	r.mu.Lock()
+	pr := r.m[m.Subject]
+	delete(r.m, m.Subject)
+	r.mu.Unlock()
+	if pr != nil {
+		pr.ch <- m
+	}
+}
+
+func (r *replies) forget(pr *pendingReply) {
+	r.mu.Lock()
+	delete(r.m, pr.subject)
+	r.mu.Unlock()
+}
+
+// sweep forgets requests past their deadline whose wait was never called
+// (their connection died first, say).
+func (r *replies) sweep(now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, pr := range r.m {
+		if now.After(pr.deadline.Add(time.Second)) {
+			delete(r.m, k)
+		}
+	}
+}
+
+// await waits for pr's answer.
+func (r *replies) await(ctx context.Context, pr *pendingReply) error {
+	var m *nats.Msg
+	select {
+	case m = <-pr.ch:
+	case <-pr.gone:
+		r.forget(pr)
+		return nil // the node went away: nothing to confirm
+	case <-ctx.Done():
+		r.forget(pr)
+		return fmt.Errorf("node %s: %w", pr.node, ctx.Err())
+	}
+	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+		return nil // no responders: the node has left
+	}
+	rd := reader{b: m.Data}
+	switch ok := rd.byte(); {
+	case rd.err != nil:
+		return fmt.Errorf("node %s: %w", pr.node, errWire)
 	case ok != 1:
-		return 0, fmt.Errorf("node %s: %w", t.node, errNotTaken)
-	default:
-		return int(c), nil
+		return fmt.Errorf("node %s: %w", pr.node, errNotTaken)
 	}
+	return nil
 }
 
 // onForward delivers a message another node forwarded. Messages are
@@ -434,14 +491,5 @@ func (n *Node) ackLoop() {
 				n.log.Debug("cluster: confirming a forwarded message", "err", err)
 			}
 		}
-	}
-}
-
-func isClosed(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
 	}
 }

@@ -96,20 +96,13 @@ func (r *retained) noteCaughtUp() {
 	}
 }
 
-// append adds a retained publish to the stream. For QoS 1/2 it returns
-// once the stream has it (replicated and synced); QoS 0 does not wait.
-func (r *retained) append(ctx context.Context, msg *broker.Message, pub []byte) error {
+// appendAsync adds a retained publish to the stream and returns the
+// future of the stream's acknowledgement (replicated and synced).
+func (r *retained) appendAsync(msg *broker.Message, pub []byte) (jetstream.PubAckFuture, error) {
 	if !r.ready.Load() {
-		return errNotReady
+		return nil, errNotReady
 	}
-	data := encodeForward(msg, nil, pub)
-	subj := TopicSubject(retPrefix, msg.Topic)
-	if msg.QoS == 0 {
-		_, err := r.js.PublishAsync(subj, data)
-		return err
-	}
-	_, err := r.js.Publish(ctx, subj, data)
-	return err
+	return r.js.PublishAsync(TopicSubject(retPrefix, msg.Topic), encodeForward(msg, nil, pub))
 }
 
 func (r *retained) close() {
