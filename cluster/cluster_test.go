@@ -234,6 +234,31 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("LargeMessageLongTopic", func(t *testing.T) {
+		// Near the default 1 MiB packet limit, on a topic whose escaped
+		// subject (for the retained stream) is far over NATS's default
+		// 4 KiB control line.
+		long := "big/" + strings.Repeat("a.b ", 5000)
+		sub := connect(t, n3, "big-sub")
+		sub.subscribe(t, paho.SubscribeOptions{Topic: "big/#", QoS: 1})
+		pub := connect(t, n1, "big-pub")
+		pub.awaitInterest(t, "big/probe")
+		payload := bytes.Repeat([]byte{0xA5}, 900<<10)
+		if rc := pub.publish(t, &paho.Publish{Topic: long, QoS: 1, Retain: true, Payload: payload}); rc != 0 {
+			t.Fatalf("PUBACK 0x%02X", rc)
+		}
+		got := sub.next(t, wait)
+		if got.Topic != long || !bytes.Equal(got.Payload, payload) {
+			t.Fatalf("got %d bytes on a %d-byte topic", len(got.Payload), len(got.Topic))
+		}
+		eventually(t, wait, func() error {
+			if got := retainedOn(t, n2, "big-ret", "big/#", 300*time.Millisecond); len(got) != 1 || !strings.HasPrefix(got[0], long+"=") {
+				return fmt.Errorf("n2 retained %d messages", len(got))
+			}
+			return nil
+		})
+	})
+
 	t.Run("SharedGroupOnceClusterWide", func(t *testing.T) {
 		m2 := connect(t, n2, "share-m2")
 		m2.subscribe(t, paho.SubscribeOptions{Topic: "$share/g/jobs/#", QoS: 1})
