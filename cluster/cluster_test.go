@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -257,6 +258,57 @@ func TestCluster(t *testing.T) {
 			}
 			return nil
 		})
+	})
+
+	t.Run("MosquittoClients311", func(t *testing.T) {
+		// mosquitto_sub (MQTT 3.1.1) on n2 gets what mosquitto_pub
+		// publishes on n3.
+		sb, err := exec.LookPath("mosquitto_sub")
+		if err != nil {
+			t.Skip("mosquitto_sub not installed")
+		}
+		pb, err := exec.LookPath("mosquitto_pub")
+		if err != nil {
+			t.Skip("mosquitto_pub not installed")
+		}
+		h2, p2, _ := net.SplitHostPort(n2.mqtt)
+		h3, p3, _ := net.SplitHostPort(n3.mqtt)
+		sub := exec.Command(sb, "-h", h2, "-p", p2, "-V", "mqttv311", "-q", "1", "-t", "mosq/#", "-v", "-W", "20", "-i", "mosq-sub")
+		out, err := sub.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sub.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { sub.Process.Kill(); sub.Wait() }()
+		lines := make(chan string, 100)
+		go func() {
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+			close(lines)
+		}()
+		probe := connect(t, n3, "mosq-probe")
+		probe.awaitInterest(t, "mosq/probe")
+		if b, err := exec.Command(pb, "-h", h3, "-p", p3, "-V", "mqttv311", "-q", "1", "-t", "mosq/x y", "-m", "from mosquitto").CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub: %v: %s", err, b)
+		}
+		deadline := time.After(wait)
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatal("mosquitto_sub ended without the message")
+				}
+				if l == "mosq/x y from mosquitto" {
+					return
+				}
+			case <-deadline:
+				t.Fatal("mosquitto_sub did not get the message")
+			}
+		}
 	})
 
 	t.Run("SharedGroupOnceClusterWide", func(t *testing.T) {
