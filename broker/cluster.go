@@ -215,3 +215,11 @@ func (s *Server) ApplyRetained(m *RemoteMessage) error {
 	}
 	return err
 }
+
+// ClusterFigures is implemented by a Cluster that has figures to publish
+// under $SYS/broker/cluster/ with the broker's own (each node publishes its
+// view: which nodes it reaches, the engine's health). Each figure is a
+// topic suffix and its value.
+type ClusterFigures interface {
+	SysFigures() [][2]string
+}

@@ -70,6 +70,11 @@ func (s *Server) publishSys() {
 	for _, f := range figures {
 		s.publish(&Message{ID: s.msgID.Add(1), Topic: f.topic, Payload: []byte(f.value), QoS: 0, Retain: true, created: now})
 	}
+	if cf, ok := s.opts.Cluster.(ClusterFigures); ok {
+		for _, f := range cf.SysFigures() {
+			s.publish(&Message{ID: s.msgID.Add(1), Topic: "$SYS/broker/cluster/" + f[0], Payload: []byte(f[1]), QoS: 0, Retain: true, created: now})
+		}
+	}
 	// The drops by reason, which mosquitto does not have: which bound a
 	// client hit is what an operator needs to know.
 	for r := range numDropReasons {

@@ -25,7 +25,11 @@ const wait = 5 * time.Second
 // nodes, what routing across nodes promises. The subtests share the nodes
 // and use topics of their own.
 func TestCluster(t *testing.T) {
-	tc := startCluster(t, 3)
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	if err := os.WriteFile(cfg, []byte("sys_interval: 1s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tc := startClusterWith(t, 3, "--config", cfg)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 
 	t.Run("OutgoingConnectionsBound", func(t *testing.T) {
@@ -54,6 +58,33 @@ func TestCluster(t *testing.T) {
 		if seen == 0 {
 			t.Fatal("no established connection to any cluster port")
 		}
+	})
+
+	t.Run("SysFigures", func(t *testing.T) {
+		// Each node publishes its view of the cluster under $SYS.
+		eventually(t, 5*time.Second, func() error {
+			c := connect(t, n2, "sys-watch")
+			defer c.Disconnect(&paho.Disconnect{})
+			c.subscribe(t, paho.SubscribeOptions{Topic: "$SYS/broker/cluster/#", QoS: 0})
+			got := map[string]string{}
+			deadline := time.After(300 * time.Millisecond)
+			for collecting := true; collecting; {
+				select {
+				case p := <-c.in:
+					got[strings.TrimPrefix(p.Topic, "$SYS/broker/cluster/")] = string(p.Payload)
+				case <-deadline:
+					collecting = false
+				}
+			}
+			want := map[string]string{"name": "roost", "node": "n2", "nodes/reachable": "n1 n3", "nodes/count": "3",
+				"routes/nodes": "2", "jetstream": "current", "ownership": "ready", "retained": "ready"}
+			for k, v := range want {
+				if got[k] != v {
+					return fmt.Errorf("$SYS/broker/cluster/%s = %q, want %q (all: %v)", k, got[k], v, got)
+				}
+			}
+			return nil
+		})
 	})
 
 	t.Run("RoutingKeepsQoSRetainAndProperties", func(t *testing.T) {

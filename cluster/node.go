@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -491,5 +492,32 @@ func (n *Node) ackLoop() {
 				n.log.Debug("cluster: confirming a forwarded message", "err", err)
 			}
 		}
+	}
+}
+
+// SysFigures implements broker.ClusterFigures: this node's view of the
+// cluster, published under $SYS/broker/cluster/.
+func (n *Node) SysFigures() [][2]string {
+	peers := n.remote.nodes()
+	routed, _ := n.eng.routedNodes()
+	js := "not current"
+	if n.eng.srv.JetStreamIsCurrent() {
+		js = "current"
+	}
+	ready := func(ok bool) string {
+		if ok {
+			return "ready"
+		}
+		return "not ready"
+	}
+	return [][2]string{
+		{"name", n.cfg.Name},
+		{"node", n.cfg.Node},
+		{"nodes/reachable", strings.Join(peers, " ")},
+		{"nodes/count", strconv.Itoa(len(peers) + 1)},
+		{"routes/nodes", strconv.Itoa(len(routed))},
+		{"jetstream", js},
+		{"ownership", ready(n.own.bucket() != nil)},
+		{"retained", ready(n.ret.ready.Load())},
 	}
 }
