@@ -85,6 +85,17 @@ func TestCluster(t *testing.T) {
 			}
 			return nil
 		})
+		// roost cluster status prints the same.
+		h, p, _ := net.SplitHostPort(n3.mqtt)
+		out, err := exec.Command(roostBin, "cluster", "status", "-h", h, "-p", p, "-i", "status-cli").CombinedOutput()
+		if err != nil {
+			t.Fatalf("roost cluster status: %v\n%s", err, out)
+		}
+		for _, line := range []string{"node             n3", "nodes/reachable  n1 n2", "ownership        ready"} {
+			if !strings.Contains(string(out), line+"\n") {
+				t.Errorf("roost cluster status: no line %q in\n%s", line, out)
+			}
+		}
 	})
 
 	t.Run("RoutingKeepsQoSRetainAndProperties", func(t *testing.T) {

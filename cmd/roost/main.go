@@ -47,6 +47,7 @@ var commands = []command{
 	{"cert", "make a local CA and certificate for trying TLS (cert dev)", runCert},
 	{"passwd", "add, change or delete a user in a password file", runPasswd},
 	{"bench", "load-test a broker: fan-in, fan-out, pairs, latency, connections, overload", runBench},
+	{"cluster", "show a cluster node's view of the cluster (cluster status)", runCluster},
 	{"version", "print version information", runVersion},
 }
 
