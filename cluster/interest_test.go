@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -216,4 +217,38 @@ func sortTargets(ts []target) {
 
 func equalTargets(a, b []target) bool {
 	return slices.EqualFunc(a, b, func(x, y target) bool { return x.node == y.node && slices.Equal(x.groups, y.groups) })
+}
+
+func TestOwnerKeyAndRecord(t *testing.T) {
+	seen := map[string]string{}
+	for _, id := range []string{"", "a", "A", "a.b", "a/b", "a=2E", "a b", "é", "=", "dev-1_x"} {
+		k := ownerKey(id)
+		for i := 0; i < len(k); i++ {
+			c := k[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("-_=.", c) >= 0) {
+				t.Errorf("ownerKey(%q) = %q: byte %q not allowed in a KV key", id, k, c)
+			}
+		}
+		if other, dup := seen[k]; dup {
+			t.Errorf("ownerKey(%q) = ownerKey(%q) = %q", id, other, k)
+		}
+		seen[k] = id
+	}
+	node, epoch, err := decodeOwner(encodeOwner("n2", 42))
+	if err != nil || node != "n2" || epoch != 42 {
+		t.Errorf("owner record round trip: %q %d %v", node, epoch, err)
+	}
+}
+
+func TestEpochsForgotten(t *testing.T) {
+	o := &owners{epochs: make(map[string]epochAt)}
+	o.noteEpoch("x", 3)
+	o.sweep(time.Now())
+	if o.epochs["x"].epoch != 3 {
+		t.Fatal("a fresh epoch was forgotten")
+	}
+	o.sweep(time.Now().Add(2 * epochTTL))
+	if len(o.epochs) != 0 {
+		t.Fatal("an old epoch was kept")
+	}
 }

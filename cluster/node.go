@@ -96,7 +96,7 @@ func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
 	rand.Read(b[:])
 	n := &Node{cfg: cfg, log: log, eng: eng, inc: hex.EncodeToString(b[:]),
 		local: newLocalInterest(), remote: newRemoteInterest(), acks: make(chan pendingAck, 1024)}
-	n.own = &owners{n: n, epochs: make(map[string]uint64)}
+	n.own = &owners{n: n, epochs: make(map[string]epochAt)}
 	n.ret = &retained{n: n}
 	n.replies.prefix = nats.NewInbox()
 	n.replies.m = make(map[string]*pendingReply)
@@ -221,6 +221,7 @@ func (n *Node) expireLoop() {
 				n.log.Warn("cluster node gone: no heartbeat", "peer", name, "after", deadAfter)
 			}
 			n.replies.sweep(now)
+			n.own.sweep(now)
 			if routed, err := n.eng.routedNodes(); err == nil {
 				for _, name := range n.remote.forgetUnrouted(routed) {
 					n.log.Warn("cluster node gone: no route", "peer", name)

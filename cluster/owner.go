@@ -43,10 +43,31 @@ type owners struct {
 	n  *Node
 	mu sync.Mutex
 	kv jetstream.KeyValue // nil until the bucket is ready
-	// epochs holds the epoch of each id this node claimed last. It
-	// grows with the ids seen; pruning it with the sessions is for the
-	// session-move step.
-	epochs map[string]uint64
+	// epochs holds the epoch of each id this node claimed lately: it
+	// tells a late release request (from a claim older than this node's
+	// own) from a current one. Such races last as long as a claim, so
+	// entries are dropped after epochTTL; without one, a request always
+	// takes over, which is right for a claim made since.
+	epochs map[string]epochAt
+}
+
+type epochAt struct {
+	epoch uint64
+	at    time.Time
+}
+
+// epochTTL is how long a claim's epoch is remembered.
+const epochTTL = time.Minute
+
+// sweep forgets epochs older than epochTTL.
+func (o *owners) sweep(now time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for id, e := range o.epochs {
+		if now.Sub(e.at) > epochTTL {
+			delete(o.epochs, id)
+		}
+	}
 }
 
 // errNotReady: the bucket could not be created or opened yet (no quorum).
@@ -201,7 +222,7 @@ func (o *owners) read(ctx context.Context, kv jetstream.KeyValue, key string) (s
 
 func (o *owners) noteEpoch(id string, epoch uint64) {
 	o.mu.Lock()
-	o.epochs[id] = max(o.epochs[id], epoch)
+	o.epochs[id] = epochAt{max(o.epochs[id].epoch, epoch), time.Now()}
 	o.mu.Unlock()
 }
 
@@ -232,7 +253,7 @@ func (o *owners) onRelease(m *nats.Msg) {
 		return
 	}
 	o.mu.Lock()
-	mine := o.epochs[id]
+	mine := o.epochs[id].epoch
 	newer := mine > epoch
 	if !newer {
 		delete(o.epochs, id)
