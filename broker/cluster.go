@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/packet"
+	"github.com/roost-mqtt/roost/topic"
 )
 
 // Cluster is the seam between one Server and the other nodes of a cluster
@@ -158,41 +159,6 @@ func (s *Server) claim(id string, assigned bool) error {
 	return nil
 }
 
-// TakenOver ends the connection and the session of clientID on this node
-// because the client connected to another node of the cluster [MQTT-3.1.4-3]:
-// an MQTT 5 connection gets DISCONNECT 0x8E Session taken over, and the
-// will is published, the session ending here. (Moving the session's state to
-// the new node instead is the next step of the cluster work.) It reports
-// whether there was a session.
-func (s *Server) TakenOver(clientID string) bool {
-	var wills []*willMsg
-	s.mu.Lock()
-	ss := s.sessions[clientID]
-	if ss == nil {
-		s.mu.Unlock()
-		return false
-	}
-	ss.mu.Lock()
-	if oc := ss.conn; oc != nil {
-		ss.conn = nil
-		s.stats.connected.Add(-1)
-		if w := ss.will; w != nil {
-			ss.will = nil
-			wills = append(wills, w)
-		}
-		oc.kickOut(kickTakeover)
-	}
-	ss.mu.Unlock()
-	if w := s.endSessionLocked(ss); w != nil {
-		wills = append(wills, w)
-	}
-	s.mu.Unlock()
-	for _, w := range wills {
-		s.publishWill(w)
-	}
-	return true
-}
-
 // ApplyRetained makes m this node's retained message for m.Topic (an empty
 // payload clears it), within the retained limits, as the cluster's
 // replicated record of retained messages says: the cluster calls it for
@@ -222,4 +188,135 @@ func (s *Server) ApplyRetained(m *RemoteMessage) error {
 // topic suffix and its value.
 type ClusterFigures interface {
 	SysFigures() [][2]string
+}
+
+// HandOver takes clientID's session off this node because the client
+// connected to another node: its connection, if any, gets DISCONNECT 0x8E
+// Session taken over [MQTT-3.1.4-3]; a session that outlives its
+// connection is returned whole (subscriptions, inflight and queued
+// messages, inbound QoS 2 ids, a will still waiting for its delay) for the
+// new node to Adopt, and ended here; a session that does not (expiry 0)
+// just ends. The connection's will is published unless the session goes
+// on and the will has a delay [MQTT-3.1.3-9], as on a takeover within one
+// node. It returns nil when there is no session to move.
+func (s *Server) HandOver(clientID string) *StoredSession {
+	var wills []*willMsg
+	s.mu.Lock()
+	ss := s.sessions[clientID]
+	if ss == nil {
+		s.mu.Unlock()
+		return nil
+	}
+	ss.mu.Lock()
+	moves := !ss.ended && ss.expiry > 0
+	if oc := ss.conn; oc != nil {
+		ss.conn = nil
+		ss.offlineAt = time.Now().UnixNano()
+		s.stats.connected.Add(-1)
+		if w := ss.will; w != nil {
+			ss.will = nil
+			if !moves || w.delay == 0 {
+				wills = append(wills, w)
+			} else {
+				ss.will, ss.willAt = w, time.Now().Add(w.delay).UnixNano()
+			}
+		}
+		oc.kickOut(kickTakeover)
+	}
+	var rec *StoredSession
+	if moves {
+		rec = ss.export()
+		ss.will = nil // goes with the session
+	}
+	ss.mu.Unlock()
+	if w := s.endSessionLocked(ss); w != nil {
+		wills = append(wills, w)
+	}
+	s.mu.Unlock()
+	for _, w := range wills {
+		s.publishWill(w)
+	}
+	return rec
+}
+
+// export is the session's state as a StoredSession. ss.mu must be held.
+func (ss *session) export() *StoredSession {
+	rec := &StoredSession{ClientID: ss.id, Expiry: ss.expiry, DisconnectedAt: unixTime(ss.offlineAt)}
+	if ss.will != nil {
+		rec.Will, rec.WillAt = ss.will.msg, unixTime(ss.willAt)
+	}
+	for _, sub := range ss.subs {
+		rec.Subs = append(rec.Subs, StoredSub{Filter: sub.filter, Opts: sub.opts, ID: sub.id})
+	}
+	for _, ob := range ss.inflight {
+		rec.Queue = append(rec.Queue, ob.stored())
+	}
+	for _, ob := range ss.queue[ss.qhead:] {
+		rec.Queue = append(rec.Queue, ob.stored())
+	}
+	for pid := range ss.inQoS2 {
+		rec.Inbound = append(rec.Inbound, pid)
+	}
+	return rec
+}
+
+// Adopt makes rec, a session another node handed over, this node's session
+// for rec.ClientID (replacing any it had), so that the client's CONNECT
+// that follows resumes it: CONNACK Session Present, inflight messages sent
+// again with DUP, queued ones delivered. It is journalled in this node's
+// store like any persistent session.
+func (s *Server) Adopt(rec *StoredSession) {
+	now := time.Now()
+	var wills []*willMsg
+	s.mu.Lock()
+	if old := s.sessions[rec.ClientID]; old != nil {
+		if w := s.endSessionLocked(old); w != nil {
+			wills = append(wills, w)
+		}
+	}
+	ss := newSession(s, rec.ClientID)
+	ss.expiry = rec.Expiry
+	ss.offlineAt = now.UnixNano()
+	ss.mu.Lock()
+	if rec.Will != nil && rec.WillAt.After(now) {
+		ss.will, ss.willAt = &willMsg{msg: rec.Will}, rec.WillAt.UnixNano()
+		ss.willTimer = time.AfterFunc(rec.WillAt.Sub(now), func() { s.fireWill(ss) })
+	}
+	for _, sub := range rec.Subs {
+		group, rest, _, err := topic.ParseShare(sub.Filter)
+		if err != nil {
+			s.log.Warn("dropping invalid handed-over subscription", "client_id", ss.id, "filter", sub.Filter, "err", err)
+			continue
+		}
+		sb := subscription{filter: sub.Filter, opts: sub.Opts, id: sub.ID}
+		ss.setSub(sub.Filter, sb)
+		s.router.subscribe(rest, group, ss, sb)
+	}
+	for _, d := range rec.Queue {
+		if d.Msg.ID == 0 {
+			d.Msg.ID = s.msgID.Add(1)
+		}
+		ob := &outbound{msg: d.Msg, qos: d.QoS, retain: d.Retain, subIDs: d.SubIDs, pid: d.PacketID, released: d.Released}
+		if ob.pid != 0 {
+			ss.inflight = append(ss.inflight, ob)
+			ss.setPID(ob)
+			ss.nextPID = max(ss.nextPID, ob.pid)
+		} else {
+			ss.queue = append(ss.queue, ob)
+			ss.requeue(ob)
+		}
+	}
+	for _, pid := range rec.Inbound {
+		ss.setInQoS2(pid)
+	}
+	ss.recordSession() // first time: journals subscriptions and queue too
+	if ss.expiry != neverExpires {
+		ss.expiryTimer = time.AfterFunc(time.Duration(ss.expiry)*time.Second, func() { s.expireSession(ss) })
+	}
+	ss.mu.Unlock()
+	s.sessions[ss.id] = ss
+	s.mu.Unlock()
+	for _, w := range wills {
+		s.publishWill(w)
+	}
 }

@@ -244,6 +244,42 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("PersistentSessionMoves", func(t *testing.T) {
+		// A persistent session on n1, offline with queued messages, moves
+		// to n2 when its client connects there: Session Present, its
+		// queued messages, its subscription.
+		expiry := uint32(3600)
+		first, ack := connectWith(t, n1, &paho.Connect{ClientID: "mover", CleanStart: true, KeepAlive: 30,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+		if ack.ReasonCode != 0 {
+			t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
+		}
+		first.subscribe(t, paho.SubscribeOptions{Topic: "move/#", QoS: 1})
+		first.Disconnect(&paho.Disconnect{})
+		pub := connect(t, n3, "move-pub")
+		pub.awaitInterest(t, "move/probe")
+		for i := range 3 {
+			if rc := pub.publish(t, &paho.Publish{Topic: "move/t", QoS: 1, Payload: []byte(fmt.Sprint("q", i))}); rc != 0 {
+				t.Fatalf("PUBACK 0x%02X", rc)
+			}
+		}
+		second, ack := connectWith(t, n2, &paho.Connect{ClientID: "mover", CleanStart: false, KeepAlive: 30,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+		if ack.ReasonCode != 0 || !ack.SessionPresent {
+			t.Fatalf("reconnect on n2: CONNACK 0x%02X, session present %v; want 0, true", ack.ReasonCode, ack.SessionPresent)
+		}
+		for i := range 3 {
+			if got := second.next(t, wait); string(got.Payload) != fmt.Sprint("q", i) {
+				t.Fatalf("queued message %d: got %q", i, got.Payload)
+			}
+		}
+		pub.awaitInterest(t, "move/t") // the subscription now lives on n2
+		pub.publish(t, &paho.Publish{Topic: "move/t", QoS: 1, Payload: []byte("live")})
+		if got := second.next(t, wait); string(got.Payload) != "live" {
+			t.Fatalf("got %q", got.Payload)
+		}
+	})
+
 	t.Run("RetainedKeptByTheCluster", func(t *testing.T) {
 		pub := connect(t, n1, "ret-pub")
 		for _, qos := range []byte{0, 1, 2} {

@@ -37,7 +37,8 @@
 //     once the receiving node took the message.
 //   - owner.go: one connection per client id: owner records in a
 //     replicated key-value bucket, written with a compare-and-set and an
-//     epoch; the previous owner is asked to let go. openAssets creates the
+//     epoch; the previous owner is asked to let go and hands a persistent
+//     session over (handover.go: its bytes). openAssets creates the
 //     bucket and the retained stream once JetStream has a quorum.
 //   - retained.go: retained messages in a replicated stream, one message
 //     per topic, followed by every node from its start.

@@ -185,6 +185,7 @@ func FuzzDecode(f *testing.F) {
 		decodeForward(b)
 		decodeControl(b)
 		decodeSnapshot(b)
+		decodeSession("id", b)
 	})
 }
 
@@ -250,5 +251,35 @@ func TestEpochsForgotten(t *testing.T) {
 	o.sweep(time.Now().Add(2 * epochTTL))
 	if len(o.epochs) != 0 {
 		t.Fatal("an old epoch was kept")
+	}
+}
+
+func TestSessionRoundTrip(t *testing.T) {
+	m := &broker.Message{Topic: "a/b", Payload: []byte("p"), QoS: 2, From: "x"}
+	will := &broker.Message{Topic: "w", Payload: []byte("bye"), QoS: 1}
+	rec := &broker.StoredSession{ClientID: "c", Expiry: 600, Will: will, WillAt: time.Now().Add(time.Minute),
+		Subs: []broker.StoredSub{{Filter: "$share/g/a/#", Opts: packet.SubOptions{QoS: 2, RetainAsPublished: true, RetainHandling: 2}, ID: 7},
+			{Filter: "b", Opts: packet.SubOptions{QoS: 1, NoLocal: true}}},
+		Queue:   []broker.StoredDelivery{{Msg: m, QoS: 2, PacketID: 9, Released: true, SubIDs: []uint32{7}}, {Msg: m, QoS: 1, Retain: true}},
+		Inbound: []uint16{3, 4}}
+	b, err := encodeSession(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeSession("c", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Expiry != 600 || got.Will == nil || string(got.Will.Payload) != "bye" || time.Until(got.WillAt) < 59*time.Second ||
+		len(got.Subs) != 2 || got.Subs[0] != rec.Subs[0] || got.Subs[1] != rec.Subs[1] ||
+		len(got.Queue) != 2 || got.Queue[0].PacketID != 9 || !got.Queue[0].Released || got.Queue[0].QoS != 2 ||
+		!slices.Equal(got.Queue[0].SubIDs, []uint32{7}) || !got.Queue[1].Retain || got.Queue[1].Msg.Topic != "a/b" ||
+		!slices.Equal(got.Inbound, []uint16{3, 4}) {
+		t.Fatalf("round trip: %+v", got)
+	}
+	for i := range len(b) {
+		if _, err := decodeSession("c", b[:i]); err == nil {
+			t.Fatalf("a session cut at %d bytes decoded", i)
+		}
 	}
 }

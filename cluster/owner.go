@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roost-mqtt/roost/broker"
 )
 
 // Client-id ownership: one connection per client id in the whole cluster.
@@ -196,7 +198,11 @@ func (o *owners) claim(ctx context.Context, id string) error {
 			return fmt.Errorf("cluster: recording owner of %q: %w", id, err)
 		}
 		if prev != "" && prev != o.n.cfg.Node {
-			o.release(ctx, prev, id, epoch)
+			if rec := o.release(ctx, prev, id, epoch); rec != nil {
+				o.n.srv.Adopt(rec)
+				o.n.log.Info("session moved here", "client_id", id, "from", prev,
+					"subscriptions", len(rec.Subs), "messages", len(rec.Queue))
+			}
 		}
 		return nil
 	}
@@ -226,18 +232,30 @@ func (o *owners) noteEpoch(id string, epoch uint64) {
 	o.mu.Unlock()
 }
 
-// release asks node to let go of id, now owned here at epoch. A node that
-// does not answer in time is not waited for: its connection, if it still
-// has one, is fenced by the epoch (it can claim nothing without a newer
-// write, and every write checks).
-func (o *owners) release(ctx context.Context, node, id string, epoch uint64) {
+// release asks node to let go of id, now owned here at epoch, and returns
+// the persistent session it hands over, if any. A node that does not answer
+// in time is not waited for (see docs/cluster.md on what is planned for
+// such a node).
+func (o *owners) release(ctx context.Context, node, id string, epoch uint64) *broker.StoredSession {
 	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 	defer cancel()
 	req := appendString(binary.AppendUvarint([]byte{wireVersion}, epoch), id)
-	_, err := o.n.eng.nc.RequestWithContext(ctx, ownSubject+"."+node, req)
-	if err != nil && !errors.Is(err, nats.ErrNoResponders) {
-		o.n.log.Warn("cluster: previous owner did not confirm the takeover", "client_id", id, "peer", node, "err", err)
+	reply, err := o.n.eng.nc.RequestWithContext(ctx, ownSubject+"."+node, req)
+	if err != nil {
+		if !errors.Is(err, nats.ErrNoResponders) {
+			o.n.log.Warn("cluster: previous owner did not confirm the takeover", "client_id", id, "peer", node, "err", err)
+		}
+		return nil
 	}
+	if len(reply.Data) < 2 || reply.Data[0] != wireVersion || reply.Data[1] == 0 {
+		return nil
+	}
+	rec, err := decodeSession(id, reply.Data[2:])
+	if err != nil {
+		o.n.log.Error("cluster: handed-over session unreadable; starting a new one", "client_id", id, "peer", node, "err", err)
+		return nil
+	}
+	return rec
 }
 
 // onRelease handles another node's claim of an id this node may hold.
@@ -259,8 +277,23 @@ func (o *owners) onRelease(m *nats.Msg) {
 		delete(o.epochs, id)
 	}
 	o.mu.Unlock()
-	if !newer && o.n.srv.TakenOver(id) {
+	reply := []byte{wireVersion, 0}
+	if !newer {
+		if rec := o.n.srv.HandOver(id); rec != nil {
+			b, err := encodeSession(rec)
+			switch {
+			case err != nil:
+				o.n.log.Error("cluster: session not handed over", "client_id", id, "err", err)
+			case int64(len(b))+2 > o.n.eng.nc.MaxPayload():
+				// Moving queues in pieces is the next step; until then
+				// a session this large starts afresh on the new node.
+				o.n.log.Error("cluster: session too large to hand over in one message; its queued messages are dropped",
+					"client_id", id, "bytes", len(b), "messages", len(rec.Queue))
+			default:
+				reply = append([]byte{wireVersion, 1}, b...)
+			}
+		}
 		o.n.log.Info("client taken over by another node", "client_id", id, "epoch", epoch)
 	}
-	m.Respond([]byte{wireVersion})
+	m.Respond(reply)
 }

@@ -1,0 +1,129 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// A persistent session moves from its old owner to the node a client
+// connects to in the old owner's answer to the release request, as bytes:
+//
+//	version   byte
+//	expiry    uvarint  Session Expiry Interval, seconds
+//	will      uvarint  milliseconds until a delayed will is due (0: none),
+//	                   then the will as a message (below) if there is one
+//	subs      uvarint count, then per subscription: filter (string),
+//	                   options (byte: QoS bits 0-1, No Local 2, Retain As
+//	                   Published 3, Retain Handling 4-5), identifier (uvarint)
+//	queue     uvarint count, then per delivery in order (inflight first):
+//	                   QoS, RETAIN, released (bytes), packet id (uvarint),
+//	                   subscription ids (uvarint count, uvarints), message
+//	inbound   uvarint count, then packet ids (uvarints)
+//
+// A message is a string holding a forwarded message (wire.go) without
+// groups.
+
+func appendMessage(b []byte, m *broker.Message) ([]byte, error) {
+	pub, err := encodePublish(m)
+	if err != nil {
+		return nil, err
+	}
+	return appendString(b, string(encodeForward(m, nil, pub))), nil
+}
+
+func readMessage(r *reader) *broker.Message {
+	s := r.string()
+	if r.err != nil {
+		return nil
+	}
+	rm, err := decodeForward([]byte(s))
+	if err != nil {
+		r.err = err
+		return nil
+	}
+	m := &broker.Message{Topic: rm.Topic, Payload: rm.Payload, Props: rm.Props, From: rm.From, QoS: rm.QoS, Retain: rm.Retain}
+	m.SetCreated(time.Now())
+	if rm.ExpiresIn > 0 {
+		m.SetExpires(time.Now().Add(rm.ExpiresIn))
+	}
+	return m
+}
+
+func encodeSession(rec *broker.StoredSession) ([]byte, error) {
+	b := binary.AppendUvarint([]byte{wireVersion}, uint64(rec.Expiry))
+	var err error
+	if rec.Will != nil && time.Until(rec.WillAt) > 0 {
+		b = binary.AppendUvarint(b, uint64(max(time.Until(rec.WillAt).Milliseconds(), 1)))
+		if b, err = appendMessage(b, rec.Will); err != nil {
+			return nil, err
+		}
+	} else {
+		b = binary.AppendUvarint(b, 0)
+	}
+	b = binary.AppendUvarint(b, uint64(len(rec.Subs)))
+	for _, s := range rec.Subs {
+		b = appendString(b, s.Filter)
+		o := s.Opts
+		b = append(b, byte(o.QoS)|boolBit(o.NoLocal, 2)|boolBit(o.RetainAsPublished, 3)|o.RetainHandling<<4)
+		b = binary.AppendUvarint(b, uint64(s.ID))
+	}
+	b = binary.AppendUvarint(b, uint64(len(rec.Queue)))
+	for _, d := range rec.Queue {
+		b = append(b, byte(d.QoS), boolBit(d.Retain, 0), boolBit(d.Released, 0))
+		b = binary.AppendUvarint(b, uint64(d.PacketID))
+		b = binary.AppendUvarint(b, uint64(len(d.SubIDs)))
+		for _, id := range d.SubIDs {
+			b = binary.AppendUvarint(b, uint64(id))
+		}
+		if b, err = appendMessage(b, d.Msg); err != nil {
+			return nil, err
+		}
+	}
+	b = binary.AppendUvarint(b, uint64(len(rec.Inbound)))
+	for _, pid := range rec.Inbound {
+		b = binary.AppendUvarint(b, uint64(pid))
+	}
+	return b, nil
+}
+
+func decodeSession(id string, b []byte) (*broker.StoredSession, error) {
+	r := reader{b: b}
+	if r.byte() != wireVersion {
+		return nil, errWire
+	}
+	rec := &broker.StoredSession{ClientID: id, Expiry: uint32(r.uvarint())}
+	if ms := r.uvarint(); ms > 0 {
+		rec.WillAt = time.Now().Add(time.Duration(ms) * time.Millisecond)
+		rec.Will = readMessage(&r)
+	}
+	n := r.uvarint()
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		s := broker.StoredSub{Filter: r.string()}
+		o := r.byte()
+		s.Opts = packet.SubOptions{QoS: packet.QoS(o & 3), NoLocal: o&4 != 0, RetainAsPublished: o&8 != 0, RetainHandling: o >> 4 & 3}
+		s.ID = uint32(r.uvarint())
+		rec.Subs = append(rec.Subs, s)
+	}
+	n = r.uvarint()
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		d := broker.StoredDelivery{QoS: packet.QoS(r.byte() & 3), Retain: r.byte() == 1, Released: r.byte() == 1}
+		d.PacketID = uint16(r.uvarint())
+		k := r.uvarint()
+		for j := uint64(0); j < k && r.err == nil; j++ {
+			d.SubIDs = append(d.SubIDs, uint32(r.uvarint()))
+		}
+		d.Msg = readMessage(&r)
+		rec.Queue = append(rec.Queue, d)
+	}
+	n = r.uvarint()
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		rec.Inbound = append(rec.Inbound, uint16(r.uvarint()))
+	}
+	if r.err != nil || len(r.b) != 0 {
+		return nil, errWire
+	}
+	return rec, nil
+}
