@@ -302,6 +302,9 @@ func (s *Server) Adopt(rec *StoredSession) {
 			ss.setPID(ob)
 			ss.nextPID = max(ss.nextPID, ob.pid)
 		} else {
+			// Checked here before it is sent, as a restored one: the
+			// other node may not have had its answer yet (authq.go).
+			ob.unchecked = s.opts.Authorizer != nil
 			ss.queue = append(ss.queue, ob)
 			ss.requeue(ob)
 		}
