@@ -110,13 +110,15 @@ func startClusterWith(t *testing.T, n int, args ...string) *testCluster {
 		tc.start(nd)
 	}
 	t.Cleanup(tc.stop)
+	// Bounds for a loaded 2-core machine running -race: a node starts in
+	// about a second when it is quiet.
 	for _, nd := range tc.nodes {
-		tc.waitLog(nd, "listener ready", 1, 20*time.Second)
+		tc.waitLog(nd, "listener ready", 1, 40*time.Second)
 	}
 	for _, nd := range tc.nodes {
-		tc.waitLog(nd, "cluster node joined", n-1, 20*time.Second)
-		tc.waitLog(nd, "cluster ownership records ready", 1, 20*time.Second)
-		tc.waitLog(nd, "cluster retained messages caught up", 1, 20*time.Second)
+		tc.waitLog(nd, "cluster node joined", n-1, 30*time.Second)
+		tc.waitLog(nd, "cluster ownership records ready", 1, 30*time.Second)
+		tc.waitLog(nd, "cluster retained messages caught up", 1, 30*time.Second)
 	}
 	return tc
 }
@@ -235,6 +237,12 @@ func (tc *testCluster) waitLog(nd *node, s string, n int, d time.Duration) {
 	tc.t.Helper()
 	eventually(tc.t, d, func() error {
 		if got := countLog(nd, s); got < n {
+			select {
+			case <-nd.done:
+				b, _ := os.ReadFile(nd.logPath)
+				tc.t.Fatalf("%s exited while waiting for %q; its log:\n%s", nd.name, s, b)
+			default:
+			}
 			return fmt.Errorf("%s: %d log lines with %q, want %d", nd.name, got, s, n)
 		}
 		return nil
