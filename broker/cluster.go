@@ -200,6 +200,10 @@ type ClusterFigures interface {
 // on and the will has a delay [MQTT-3.1.3-9], as on a takeover within one
 // node. It returns nil when there is no session to move.
 func (s *Server) HandOver(clientID string) *StoredSession {
+	// As for a takeover on one node: the old connection first applies
+	// what its client already sent (a DISCONNECT in flight decides about
+	// the will and the session) and detaches (takeover.go).
+	s.settleTakeover(clientID)
 	var wills []*willMsg
 	s.mu.Lock()
 	ss := s.sessions[clientID]

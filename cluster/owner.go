@@ -35,8 +35,9 @@ const (
 	// claimTries bounds compare-and-set retries under contention.
 	claimTries = 8
 	// releaseTimeout bounds the wait for the previous owner; one that does
-	// not answer (dead, paused, cut off) is fenced by the epoch.
-	releaseTimeout = 2 * time.Second
+	// not answer (dead, paused, cut off) is fenced by the epoch. It is
+	// longer than the broker's own bound on settling a takeover (2 s).
+	releaseTimeout = 3 * time.Second
 )
 
 // owners is a node's side of ownership: the bucket and the epochs of the
