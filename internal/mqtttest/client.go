@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -120,14 +121,8 @@ func (c *Client) Collect(d time.Duration) []packet.Packet {
 	return got
 }
 
-// Eventually polls cond every 10ms until it holds or d passes.
+// Eventually polls cond until it holds or d passes (eventually.True).
 func Eventually(t testing.TB, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually.True(t, d, cond, "condition not met")
 }

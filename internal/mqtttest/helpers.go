@@ -3,6 +3,8 @@ package mqtttest
 import (
 	"bytes"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -69,5 +71,36 @@ func Closed(ch <-chan struct{}) func() bool {
 		default:
 			return false
 		}
+	}
+}
+
+// WriteFile replaces name with data atomically: it writes a temporary file
+// in the same directory, gives it the modification time mod (unless mod is
+// zero) and renames it over name. A watcher polling name (certificates,
+// ACLs, the password file) sees the old file or the new one, never a
+// half-written one, and sees the new time with the new content.
+func WriteFile(t testing.TB, name string, data []byte, mod time.Time) {
+	t.Helper()
+	f, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".tmp*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o600)
+	}
+	if err == nil && !mod.IsZero() {
+		err = os.Chtimes(tmp, mod, mod)
+	}
+	if err == nil {
+		err = os.Rename(tmp, name)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		t.Fatal(err)
 	}
 }
