@@ -184,11 +184,18 @@ func (m *CertManager) changed() bool {
 // Watch reloads whenever a value arrives on trigger (SIGHUP, say) and
 // whenever a file's modification time or size changes, checked every
 // interval (no polling if interval <= 0). report gets the outcome of each
-// reload. It returns when ctx ends.
+// reload asked for by trigger, and of each poll that loaded something:
+// every success, and a failure unless it is the one reported last. It
+// returns when ctx ends.
 //
-// A certificate renewed by writing the key and the chain one after the
-// other may be caught between the two; the load then fails (key mismatch),
-// the old certificate stays, and the next poll loads the pair.
+// A failed reload is tried again at every poll until one succeeds, not
+// only when a file changes again: a certificate renewed by writing the
+// chain and then the key (or a file caught half-written) fails to load
+// first, and the last write need not change a modification time or size
+// that the poll can see (tools such as cp -p, rsync -t or tar keep the
+// source's time, and sizes of same-type keys are equal). Meanwhile the old
+// certificates stay in use, and the failure is reported once, not at
+// every poll.
 func (m *CertManager) Watch(ctx context.Context, interval time.Duration, trigger <-chan struct{}, report func(error)) {
 	var tick <-chan time.Time
 	if interval > 0 {
@@ -196,26 +203,31 @@ func (m *CertManager) Watch(ctx context.Context, interval time.Duration, trigger
 		defer t.Stop()
 		tick = t.C
 	}
+	var failing error // the failure reported last; nil once a reload succeeds
 	for {
+		asked := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-trigger:
+			asked = true
 		case <-tick:
-			if !m.changed() {
+			if failing == nil && !m.changed() {
 				continue
 			}
 		}
 		err := m.Reload()
-		if err != nil {
-			// Remember the failed state so a broken file is reported once
-			// per change, not on every poll.
-			m.mu.Lock()
-			m.stamps = m.statAll()
-			m.mu.Unlock()
+		// A poll gets here only for news: changed files, or a retry.
+		if asked || err == nil || !sameFailure(err, failing) {
+			report(err)
 		}
-		report(err)
+		failing = err
 	}
+}
+
+// sameFailure reports whether a and b are failures with the same message.
+func sameFailure(a, b error) bool {
+	return a != nil && b != nil && a.Error() == b.Error()
 }
 
 // TLS returns a listener that serves TLS on inner's conns with m's

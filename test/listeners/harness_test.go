@@ -154,11 +154,11 @@ func (p *pki) manager(t *testing.T, o listener.TLSOptions) *listener.CertManager
 	return m
 }
 
+// writeFile replaces name atomically (mqtttest.WriteFile): certificate
+// watchers poll these files while tests renew them.
 func writeFile(t *testing.T, name string, data []byte) {
 	t.Helper()
-	if err := os.WriteFile(name, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	mqtttest.WriteFile(t, name, data, time.Time{})
 }
 
 // mqttClient wraps any conn carrying MQTT in a raw test client.
