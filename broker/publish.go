@@ -70,6 +70,16 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	case 2:
 		ss := c.sess
 		ss.mu.Lock()
+		if ss.conn != c {
+			// Taken over [MQTT-3.1.4-3] without settling (settleTakeover
+			// timed out): the reader still held packets that arrived
+			// before. The new connection owns the session's packet ids,
+			// and the client sends this PUBLISH again there
+			// [MQTT-4.4.0-1]; routed here too, it would be delivered twice
+			// once the new connection's PUBREL released the id.
+			ss.mu.Unlock()
+			return errKicked
+		}
 		_, seen := ss.inQoS2[p.PacketID]
 		full := !seen && len(ss.inQoS2) >= int(c.srv.opts.ReceiveMaximum)
 		if !seen && !full {
