@@ -186,8 +186,15 @@ func TestReconnectResumesSession(t *testing.T) {
 
 // The broker's connections are cut while many QoS 2 flows are in progress,
 // several times. Every Publish returns only after its real PUBCOMP, and the
-// persistent subscriber gets every message, exactly once where the broker
-// keeps its state (Roost: the network is cut, the broker stays up).
+// persistent subscriber gets every message; from Roost exactly once.
+//
+// mosquitto (2.0) is only recorded on repeats: after a cut it sometimes
+// sends a PUBLISH again (DUP, same packet identifier) although it had
+// already sent that flow's PUBREL, which MQTT 3.1.1 and 5.0 section 4.3.3
+// forbid ("MUST NOT re-send the PUBLISH once it has sent the corresponding
+// PUBREL"). The client released that identifier at PUBREL, as the spec
+// says, so to it the copy is a new message. Seen in the client's debug log:
+// PUBLISH 17, PUBREL 17, cut, session present, PUBLISH 17 (DUP).
 var kills = 3
 
 func TestKillDuringQoS2(t *testing.T) {
@@ -221,13 +228,15 @@ func TestKillDuringQoS2(t *testing.T) {
 			}()
 		}
 		for range kills {
+			// Cut while flows are under way: after the reconnect, at least
+			// one more message has arrived (or all publishes are done).
+			before := len(in.all())
 			eventually(t, 20*time.Second, func() error {
-				if pub.Connected() && sub.Connected() {
+				if pub.Connected() && sub.Connected() && (len(in.all()) > before || completed.Load() == n) {
 					return nil
 				}
-				return errors.New("reconnecting")
+				return fmt.Errorf("connected %v/%v, %d messages delivered", pub.Connected(), sub.Connected(), len(in.all()))
 			})
-			time.Sleep(30 * time.Millisecond) // let flows get under way
 			tg.Kill(t)
 		}
 		wg.Wait()
@@ -245,11 +254,21 @@ func TestKillDuringQoS2(t *testing.T) {
 			}
 			return nil
 		})
-		seen := map[string]int{}
+		first := map[string]*Message{}
+		var repeats []string
 		for _, m := range in.all() {
-			if seen[m.Topic]++; seen[m.Topic] > 1 {
-				t.Errorf("%s delivered twice", m.Topic)
+			if f := first[m.Topic]; f != nil {
+				repeats = append(repeats, fmt.Sprintf("%s (id %d, then id %d dup=%v)", m.Topic, f.PacketID, m.PacketID, m.Dup))
+				continue
 			}
+			first[m.Topic] = m
+		}
+		if _, ok := tg.(*roostTarget); !ok {
+			t.Logf("mosquitto sent %d of %d messages again after the cuts: %v", len(repeats), n, repeats)
+			return
+		}
+		for _, r := range repeats {
+			t.Errorf("delivered twice: %s", r)
 		}
 	})
 }
