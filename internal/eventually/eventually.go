@@ -15,6 +15,7 @@
 package eventually
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -47,6 +48,20 @@ func NoError(t testing.TB, within time.Duration, cond func() error) {
 		t.Fatal(err)
 	}
 }
+
+// Within polls cond every Poll until it returns true (Within returns true)
+// or within passes (false, after one last check). It is for tests that,
+// on failure, print state gathered after the wait (a log, a count).
+func Within(within time.Duration, cond func() bool) bool {
+	return Wait(within, func() error {
+		if cond() {
+			return nil
+		}
+		return errNotYet
+	}) == nil
+}
+
+var errNotYet = errors.New("condition not met")
 
 // Wait polls cond every Poll until it returns nil (Wait returns nil) or
 // within passes (Wait returns cond's last error, saying how long it
