@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/internal/mosquittotest"
 	"github.com/roost-mqtt/roost/packet"
 	"github.com/roost-mqtt/roost/store"
@@ -234,22 +235,6 @@ func (m *mosqTarget) Crash(t *testing.T) {
 	m.Up(t)
 }
 
-// eventually retries fn until it returns nil or d passes.
-func eventually(t testing.TB, d time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not true after %v: %v", d, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // testCtx is a context bounded for one test.
 func testCtx(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
@@ -302,7 +287,7 @@ func (in *inbox) all() []*Message {
 
 func (in *inbox) waitN(t *testing.T, n int, d time.Duration) []*Message {
 	t.Helper()
-	eventually(t, d, func() error {
+	eventually.NoError(t, d, func() error {
 		if got := len(in.all()); got < n {
 			return fmt.Errorf("%d of %d messages", got, n)
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -48,14 +49,14 @@ func TestSubscriptionIdentifier(t *testing.T) {
 			}
 			check(1)
 			tg.Kill(t)
-			eventually(t, 10*time.Second, func() error {
+			eventually.NoError(t, 10*time.Second, func() error {
 				if ups.Load() < 4 {
 					return errors.New("reconnecting")
 				}
 				return nil
 			})
 			// The resubscription is in flight right after CONNACK.
-			eventually(t, 5*time.Second, func() error {
+			eventually.NoError(t, 5*time.Second, func() error {
 				if sub.Stats().Inflight != 0 {
 					return errors.New("resubscribe not acknowledged")
 				}
@@ -133,7 +134,7 @@ func TestDisconnectEndsSession(t *testing.T) {
 					o.ClientID, o.KeepSession, o.SessionExpiry = "disc-props", true, time.Hour
 					o.OnConnectionUp = func(_ *Client, ca *packet.Connack) { present = ca.SessionPresent }
 				})
-				eventually(t, 5*time.Second, func() error {
+				eventually.NoError(t, 5*time.Second, func() error {
 					if c.Stats().Pending != 0 {
 						return errors.New("callbacks pending")
 					}
