@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -35,7 +36,7 @@ func TestServeAuth(t *testing.T) {
 	}()
 	defer func() { cancel(); <-exit }()
 	var addr string
-	if !eventually(t, 10*time.Second, func() bool {
+	if !eventually.Within(10*time.Second, func() bool {
 		m := readyLine.FindStringSubmatch(stderr.String())
 		if m != nil {
 			addr = m[1]
@@ -69,9 +70,8 @@ func TestServeAuth(t *testing.T) {
 		t.Fatal("ACL not applied")
 	}
 	later := time.Now().Add(time.Minute)
-	os.WriteFile(acl, []byte("user alice\ntopic write b\n"), 0o600)
-	os.Chtimes(acl, later, later)
-	if !eventually(t, 5*time.Second, func() bool { return strings.Contains(stderr.String(), "auth file reloaded") }) {
+	mqtttest.WriteFile(t, acl, []byte("user alice\ntopic write b\n"), later) // atomic: the watcher polls
+	if !eventually.Within(5*time.Second, func() bool { return strings.Contains(stderr.String(), "auth file reloaded") }) {
 		t.Fatalf("no reload; log:\n%s", stderr.String())
 	}
 	if publish("b") >= 0x80 {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/internal/config"
+	"github.com/roost-mqtt/roost/internal/eventually"
 )
 
 func writeConfig(t *testing.T, src string) string {
@@ -138,17 +139,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// eventually polls cond until it returns true or d passes.
-func eventually(t *testing.T, d time.Duration, cond func() bool) bool {
-	t.Helper()
-	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
-		if cond() {
-			return true
-		}
-	}
-	return cond()
-}
-
 var readyLine = regexp.MustCompile(`msg="listener ready" addr=(\S+) scheme=mqtt`)
 
 // roost serve on a free port accepts an MQTT 3.1.1 client and exits 0 when
@@ -164,7 +154,7 @@ func TestServeEndToEnd(t *testing.T) {
 	}()
 
 	var addr string
-	if !eventually(t, 10*time.Second, func() bool {
+	if !eventually.Within(10*time.Second, func() bool {
 		m := readyLine.FindStringSubmatch(stderr.String())
 		if m != nil {
 			addr = m[1]
