@@ -3,7 +3,6 @@ package security
 import (
 	"context"
 	"net"
-	"os"
 	"testing"
 	"time"
 
@@ -41,10 +40,7 @@ func TestACLReloadLiveConnection(t *testing.T) {
 	rewrite := func(content string) error {
 		t.Helper()
 		later := time.Now().Add(time.Duration(id) * time.Second) // a new mtime even within one clock tick
-		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		os.Chtimes(path, later, later)
+		mqtttest.WriteFile(t, path, []byte(content), later)      // atomic: the watcher polls
 		select {
 		case err := <-reports:
 			return err
