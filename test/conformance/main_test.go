@@ -14,6 +14,7 @@ import (
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/internal/brokertest"
+	wait "github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/internal/mosquittotest"
 	rc "github.com/roost-mqtt/roost/internal/rawclient"
 )
@@ -221,21 +222,11 @@ func startMosquitto(t *testing.T, cfg brokerConfig, tr rc.Transport) string {
 	return tr.URL(b.Addr)
 }
 
-// eventually polls cond every 20ms until it returns nil or within passes,
-// then fails the test with cond's last error.
+// eventually polls cond until it returns nil or within passes, then fails
+// the test with cond's last error (internal/eventually).
 func eventually(t testing.TB, within time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", within, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.NoError(t, within, cond)
 }
 
 // forVersions runs f as parallel subtests "v4" (MQTT 3.1.1) and "v5" in

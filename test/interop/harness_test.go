@@ -20,6 +20,7 @@ import (
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/internal/brokertest"
+	wait "github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/internal/mosquittotest"
 	rc "github.com/roost-mqtt/roost/internal/rawclient"
 )
@@ -272,14 +273,9 @@ func startMosquitto(t *testing.T, cfg brokerConfig) *testBroker {
 // every peer timing out.
 func waitBrokerReady(t *testing.T, b *testBroker) {
 	t.Helper()
-	var err error
-	for i := 0; i < 20; i++ {
-		if err = probeConnect(b.addr); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := wait.Wait(10*time.Second, func() error { return probeConnect(b.addr) }); err != nil {
+		t.Fatalf("%s broker at %s does not answer CONNECT: %v", b.target, b.addr, err)
 	}
-	t.Fatalf("%s broker at %s does not answer CONNECT: %v", b.target, b.addr, err)
 }
 
 func probeConnect(addr string) error {
@@ -321,16 +317,10 @@ func requireTool(t *testing.T, name string) string {
 	return p
 }
 
-// eventually polls cond every 10ms until it holds or d passes.
+// eventually polls cond until it holds or d passes (internal/eventually).
 func eventually(t *testing.T, d time.Duration, cond func() bool, format string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: "+format, append([]any{d}, args...)...)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wait.True(t, d, cond, format, args...)
 }
 
 // testContext is a context bounded by d and by the test's end.
