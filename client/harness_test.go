@@ -235,6 +235,24 @@ func (m *mosqTarget) Crash(t *testing.T) {
 	m.Up(t)
 }
 
+// waitServerClosed waits until no client connection is open through the
+// proxy and, for Roost, the broker has finished with every connection (for
+// one that ended with DISCONNECT: has handled it).
+func waitServerClosed(t *testing.T, tg target) {
+	t.Helper()
+	eventually.NoError(t, 10*time.Second, func() error {
+		if n := tg.open(); n > 0 {
+			return fmt.Errorf("%d connections open through the proxy", n)
+		}
+		if r, ok := tg.(*roostTarget); ok {
+			if n := r.srv.Stats().Connected; n > 0 {
+				return fmt.Errorf("the broker still serves %d connections", n)
+			}
+		}
+		return nil
+	})
+}
+
 // testCtx is a context bounded for one test.
 func testCtx(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)

@@ -155,6 +155,10 @@ func TestDisconnectEndsSession(t *testing.T) {
 			if err := c.DisconnectWithProperties(ctx, end); err != nil {
 				t.Fatal(err)
 			}
+			// Disconnect returns once DISCONNECT is written; a new
+			// connection that the server handled before reading it would
+			// take the live session over (seen under CPU load).
+			waitServerClosed(t, tg)
 			if _, present = connect(); present {
 				t.Error("session kept after DISCONNECT with Session Expiry Interval 0")
 			}
