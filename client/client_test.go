@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
-	"github.com/roost-mqtt/roost/internal/eventually"
+	wait "github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -79,7 +79,7 @@ func TestSubscribeAndPublishBeforeConnect(t *testing.T) {
 			_, err := c.Subscribe(ctx, Subscription{Filter: "early/#", QoS: 1, Handler: in.handle})
 			subDone <- err
 		}()
-		eventually.NoError(t, 5*time.Second, func() error {
+		eventually(t, 5*time.Second, func() error {
 			if c.Stats().Queued != 1 {
 				return errors.New("SUBSCRIBE not queued yet")
 			}
@@ -90,7 +90,7 @@ func TestSubscribeAndPublishBeforeConnect(t *testing.T) {
 			_, err := c.Publish(ctx, Message{Topic: "early/x", QoS: 1, Payload: []byte("hi")})
 			pubDone <- err
 		}()
-		eventually.NoError(t, 5*time.Second, func() error {
+		eventually(t, 5*time.Second, func() error {
 			if c.Stats().Queued != 2 {
 				return errors.New("PUBLISH not queued yet")
 			}
@@ -132,7 +132,7 @@ func TestReconnectResumesSession(t *testing.T) {
 		pub := newClient(t, tg.URL(), v, nil)
 
 		tg.Down(t)
-		eventually.NoError(t, 5*time.Second, func() error {
+		eventually(t, 5*time.Second, func() error {
 			if pub.Connected() || sub.Connected() {
 				return errors.New("still connected")
 			}
@@ -232,7 +232,7 @@ func TestKillDuringQoS2(t *testing.T) {
 			// Cut while flows are under way: after the reconnect, at least
 			// one more message has arrived (or all publishes are done).
 			before := len(in.all())
-			eventually.NoError(t, 20*time.Second, func() error {
+			eventually(t, 20*time.Second, func() error {
 				if pub.Connected() && sub.Connected() && (len(in.all()) > before || completed.Load() == n) {
 					return nil
 				}
@@ -245,7 +245,7 @@ func TestKillDuringQoS2(t *testing.T) {
 		for err := range errs {
 			t.Error(err)
 		}
-		eventually.NoError(t, 20*time.Second, func() error {
+		eventually(t, 20*time.Second, func() error {
 			seen := map[string]int{}
 			for _, m := range in.all() {
 				seen[m.Topic]++
@@ -309,7 +309,7 @@ func TestCrashDuringQoS2(t *testing.T) {
 			}()
 		}
 		// Crash while flows are under way: once a first message arrived.
-		eventually.NoError(t, 20*time.Second, func() error {
+		eventually(t, 20*time.Second, func() error {
 			if len(in.all()) > 0 {
 				return nil
 			}
@@ -358,7 +358,7 @@ func TestCrashDuringQoS2(t *testing.T) {
 		if _, ok := tg.(*roostTarget); !ok {
 			// Recorded, not asserted: what mosquitto delivered once the
 			// redeliveries stopped coming (all of it, or after a bound).
-			eventually.Wait(5*time.Second, func() error {
+			wait.Wait(5*time.Second, func() error {
 				if missing, _ := check(); missing > 0 {
 					return errors.New("missing")
 				}
@@ -368,7 +368,7 @@ func TestCrashDuringQoS2(t *testing.T) {
 			t.Logf("mosquitto after SIGKILL: %d of %d completed publishes missing, %d delivered twice", missing, want, dups)
 			return
 		}
-		eventually.NoError(t, 10*time.Second, func() error {
+		eventually(t, 10*time.Second, func() error {
 			if missing, _ := check(); missing > 0 {
 				return fmt.Errorf("%d of %d completed publishes not delivered", missing, want)
 			}
@@ -461,7 +461,7 @@ func TestThousandsInOrder(t *testing.T) {
 			<-ready
 			// Publish queues in call order; wait until this one is queued
 			// or sent before issuing the next.
-			eventually.NoError(t, 5*time.Second, func() error {
+			eventually(t, 5*time.Second, func() error {
 				pub.mu.Lock()
 				defer pub.mu.Unlock()
 				if pub.sess.nextSeq < uint64(i+1) {
@@ -480,7 +480,7 @@ func TestThousandsInOrder(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		eventually.NoError(t, 30*time.Second, func() error {
+		eventually(t, 30*time.Second, func() error {
 			ends := 0
 			for _, m := range in.all() {
 				if string(m.Payload) == "end" {
@@ -621,7 +621,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		t.Error("Connect to a closed port succeeded")
 	}
 	<-c.Done()
-	eventually.NoError(t, 5*time.Second, func() error {
+	eventually(t, 5*time.Second, func() error {
 		if n := runtime.NumGoroutine(); n > before {
 			buf := make([]byte, 1<<16)
 			return fmt.Errorf("%d goroutines, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
@@ -657,14 +657,14 @@ func TestStatusEvents(t *testing.T) {
 	c := newClient(t, tg.URL(), packet.V5, func(o *Options) {
 		o.OnStatus = func(s Status) { mu.Lock(); evs = append(evs, s.Event.String()); mu.Unlock() }
 	})
-	eventually.NoError(t, 5*time.Second, func() error {
+	eventually(t, 5*time.Second, func() error {
 		if events() != "connecting,connected" {
 			return errors.New(events())
 		}
 		return nil
 	})
 	tg.Kill(t)
-	eventually.NoError(t, 5*time.Second, func() error {
+	eventually(t, 5*time.Second, func() error {
 		if !strings.HasSuffix(events(), "connection lost,connecting,connected") {
 			return errors.New(events())
 		}
@@ -790,7 +790,7 @@ func TestFailover(t *testing.T) {
 	})
 	a.Up(t)
 	b.Down(t)
-	eventually.NoError(t, 10*time.Second, func() error {
+	eventually(t, 10*time.Second, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(servers) < 2 {

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
-	"github.com/roost-mqtt/roost/internal/eventually"
+	wait "github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/internal/mosquittotest"
 	"github.com/roost-mqtt/roost/packet"
 	"github.com/roost-mqtt/roost/store"
@@ -235,12 +235,19 @@ func (m *mosqTarget) Crash(t *testing.T) {
 	m.Up(t)
 }
 
+// eventually retries fn until it returns nil or d passes
+// (internal/eventually).
+func eventually(t testing.TB, d time.Duration, fn func() error) {
+	t.Helper()
+	wait.NoError(t, d, fn)
+}
+
 // waitServerClosed waits until no client connection is open through the
 // proxy and, for Roost, the broker has finished with every connection (for
 // one that ended with DISCONNECT: has handled it).
 func waitServerClosed(t *testing.T, tg target) {
 	t.Helper()
-	eventually.NoError(t, 10*time.Second, func() error {
+	eventually(t, 10*time.Second, func() error {
 		if n := tg.open(); n > 0 {
 			return fmt.Errorf("%d connections open through the proxy", n)
 		}
@@ -305,7 +312,7 @@ func (in *inbox) all() []*Message {
 
 func (in *inbox) waitN(t *testing.T, n int, d time.Duration) []*Message {
 	t.Helper()
-	eventually.NoError(t, d, func() error {
+	eventually(t, d, func() error {
 		if got := len(in.all()); got < n {
 			return fmt.Errorf("%d of %d messages", got, n)
 		}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
-	"github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -40,7 +39,7 @@ func TestFileStoreAcrossRestart(t *testing.T) {
 	for i := range 3 {
 		go first.Publish(shortCtx, Message{Topic: "fs/" + strconv.Itoa(i), QoS: 1, Payload: []byte("kept")})
 	}
-	eventually.NoError(t, 5*time.Second, func() error {
+	eventually(t, 5*time.Second, func() error {
 		recs, _ := st.Load()
 		if len(recs) != 3 {
 			return fmt.Errorf("%d stored", len(recs))
@@ -61,7 +60,7 @@ func TestFileStoreAcrossRestart(t *testing.T) {
 	if got := strings.Join(topics, " "); got != "fs/0=kept fs/1=kept fs/2=kept" {
 		t.Errorf("received %s", got)
 	}
-	eventually.NoError(t, 5*time.Second, func() error {
+	eventually(t, 5*time.Second, func() error {
 		if recs, _ := st2.Load(); len(recs) != 0 {
 			return fmt.Errorf("%d records left after PUBACK", len(recs))
 		}

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -37,7 +36,7 @@ func TestWillAndRetained(t *testing.T) {
 		}
 		// Disconnect returns once DISCONNECT is written; let the proxy
 		// forward it before the cut resets everything it still holds.
-		eventually.NoError(t, 5*time.Second, func() error {
+		eventually(t, 5*time.Second, func() error {
 			if tg.open() >= open {
 				return errors.New("DISCONNECT not through the proxy yet")
 			}
@@ -152,7 +151,7 @@ func TestOfflineQueueFull(t *testing.T) {
 	for range 2 {
 		go c.Publish(testCtx(t, 10*time.Second), Message{Topic: "q", QoS: 1})
 	}
-	eventually.NoError(t, 5*time.Second, func() error {
+	eventually(t, 5*time.Second, func() error {
 		if c.Stats().Queued != 2 {
 			return errors.New("not queued yet")
 		}

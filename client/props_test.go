@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
-	"github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -49,14 +48,14 @@ func TestSubscriptionIdentifier(t *testing.T) {
 			}
 			check(1)
 			tg.Kill(t)
-			eventually.NoError(t, 10*time.Second, func() error {
+			eventually(t, 10*time.Second, func() error {
 				if ups.Load() < 4 {
 					return errors.New("reconnecting")
 				}
 				return nil
 			})
 			// The resubscription is in flight right after CONNACK.
-			eventually.NoError(t, 5*time.Second, func() error {
+			eventually(t, 5*time.Second, func() error {
 				if sub.Stats().Inflight != 0 {
 					return errors.New("resubscribe not acknowledged")
 				}
@@ -134,7 +133,7 @@ func TestDisconnectEndsSession(t *testing.T) {
 					o.ClientID, o.KeepSession, o.SessionExpiry = "disc-props", true, time.Hour
 					o.OnConnectionUp = func(_ *Client, ca *packet.Connack) { present = ca.SessionPresent }
 				})
-				eventually.NoError(t, 5*time.Second, func() error {
+				eventually(t, 5*time.Second, func() error {
 					if c.Stats().Pending != 0 {
 						return errors.New("callbacks pending")
 					}

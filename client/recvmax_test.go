@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -85,7 +84,7 @@ func TestReceiveMaximumShrinksOnReconnect(t *testing.T) {
 			_, err := c.Publish(ctx, Message{Topic: "rm/" + strconv.Itoa(i), QoS: packet.QoS(2 - i%2)})
 			results <- err
 		}()
-		eventually.NoError(t, 5*time.Second, func() error {
+		eventually(t, 5*time.Second, func() error {
 			if st := c.Stats(); st.Queued+st.Inflight <= i {
 				return errors.New("not queued yet")
 			}

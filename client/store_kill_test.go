@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -40,7 +39,7 @@ func TestFileStoreChild(t *testing.T) {
 	c.Start()
 	for i := range 6 {
 		go c.Publish(context.Background(), Message{Topic: "kill/" + strconv.Itoa(i), QoS: packet.QoS(2 - i%2)})
-		eventually.NoError(t, 5*time.Second, func() error {
+		eventually(t, 5*time.Second, func() error {
 			if st := c.Stats(); st.Queued+st.Inflight <= i {
 				return errors.New("not queued yet")
 			}
@@ -106,7 +105,7 @@ func TestFileStoreSurvivesKill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually.NoError(t, 5*time.Second, func() error {
+	eventually(t, 5*time.Second, func() error {
 		recs, err := st.Load()
 		if err != nil {
 			return err
@@ -190,7 +189,7 @@ func TestFileStoreSurvivesKill(t *testing.T) {
 			}
 		}
 	}()
-	eventually.NoError(t, 10*time.Second, func() error {
+	eventually(t, 10*time.Second, func() error {
 		recs, err := st.Load()
 		if err != nil {
 			return err

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -36,7 +35,7 @@ func TestServeAuth(t *testing.T) {
 	}()
 	defer func() { cancel(); <-exit }()
 	var addr string
-	if !eventually.Within(10*time.Second, func() bool {
+	if !eventually(t, 10*time.Second, func() bool {
 		m := readyLine.FindStringSubmatch(stderr.String())
 		if m != nil {
 			addr = m[1]
@@ -71,7 +70,7 @@ func TestServeAuth(t *testing.T) {
 	}
 	later := time.Now().Add(time.Minute)
 	mqtttest.WriteFile(t, acl, []byte("user alice\ntopic write b\n"), later) // atomic: the watcher polls
-	if !eventually.Within(5*time.Second, func() bool { return strings.Contains(stderr.String(), "auth file reloaded") }) {
+	if !eventually(t, 5*time.Second, func() bool { return strings.Contains(stderr.String(), "auth file reloaded") }) {
 		t.Fatalf("no reload; log:\n%s", stderr.String())
 	}
 	if publish("b") >= 0x80 {

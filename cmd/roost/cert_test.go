@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roost-mqtt/roost/internal/eventually"
-
 	"github.com/gorilla/websocket"
 )
 
@@ -87,7 +85,7 @@ func TestServeWSS(t *testing.T) {
 			"--tls-cert", dir + "/server.pem", "--tls-key", dir + "/server-key.pem"}, stdio{out: io.Discard, err: &stderr})
 	}()
 	var addr string
-	if !eventually.Within(10*time.Second, func() bool {
+	if !eventually(t, 10*time.Second, func() bool {
 		m := wssReady.FindStringSubmatch(stderr.String())
 		if m != nil {
 			addr = m[1]
@@ -116,7 +114,7 @@ func TestServeWSS(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	if !eventually.Within(5*time.Second, func() bool { return strings.Contains(stderr.String(), `msg="certificates reloaded"`) }) {
+	if !eventually(t, 5*time.Second, func() bool { return strings.Contains(stderr.String(), `msg="certificates reloaded"`) }) {
 		t.Errorf("no reload after SIGHUP; log:\n%s", stderr.String())
 	}
 	cancel()

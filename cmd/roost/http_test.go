@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/roost-mqtt/roost/internal/eventually"
 )
 
 var httpReadyLine = regexp.MustCompile(`msg="http ready" addr=(\S+)`)
@@ -26,7 +24,7 @@ func TestServeHTTP(t *testing.T) {
 			"--http", "127.0.0.1:0", "--http-token", "tok"}, stdio{out: io.Discard, err: &stderr})
 	}()
 	var base string
-	if !eventually.Within(10*time.Second, func() bool {
+	if !eventually(t, 10*time.Second, func() bool {
 		m := httpReadyLine.FindStringSubmatch(stderr.String())
 		if m != nil {
 			base = "http://" + m[1]
@@ -48,7 +46,7 @@ func TestServeHTTP(t *testing.T) {
 		b, _ := io.ReadAll(res.Body)
 		return res.StatusCode, string(b)
 	}
-	if !eventually.Within(5*time.Second, func() bool { code, _ := get("/readyz", ""); return code == 200 }) {
+	if !eventually(t, 5*time.Second, func() bool { code, _ := get("/readyz", ""); return code == 200 }) {
 		t.Fatal("/readyz never answered 200")
 	}
 	for _, c := range []struct {

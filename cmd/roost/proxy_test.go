@@ -9,8 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/roost-mqtt/roost/internal/eventually"
 )
 
 // socksServer is a minimal SOCKS5 proxy for tests (RFC 1928 CONNECT, no
@@ -144,7 +142,7 @@ func TestProxy(t *testing.T) {
 			"--proxy", "socks5h://car:s3cret@127.0.0.1:"+locked.port)
 		subDone <- result{code, out, errOut}
 	}()
-	if !eventually.Within(5*time.Second, func() bool { return len(locked.requested()) == 1 }) {
+	if !eventually(t, 5*time.Second, func() bool { return len(locked.requested()) == 1 }) {
 		t.Fatal("sub did not go through the proxy")
 	}
 	// The SUBSCRIBE may still be on its way and the message is not

@@ -19,7 +19,6 @@ import (
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/client"
-	"github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -300,7 +299,7 @@ func TestPubMatchesMosquittoPub(t *testing.T) {
 	want := len(cases) + 2 + 2 // --repeat 3, two lines
 	for tool := range 2 {
 		name := []string{"mosq", "roost"}[tool]
-		if !eventually.Within(5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(got[name]) >= want }) {
+		if !eventually(t, 5*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(got[name]) >= want }) {
 			t.Fatalf("%s: %d messages, want %d: %q", name, len(got[name]), want, got[name])
 		}
 	}

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/store"
 )
 
@@ -63,7 +62,7 @@ func TestServeStoreLocked(t *testing.T) {
 	go func() {
 		exit <- run(ctx, []string{"serve", "--listen", "mqtt://127.0.0.1:0", "--data", dir}, stdio{out: io.Discard, err: &first})
 	}()
-	if !eventually.Within(10*time.Second, func() bool { return readyLine.MatchString(first.String()) }) {
+	if !eventually(t, 10*time.Second, func() bool { return readyLine.MatchString(first.String()) }) {
 		t.Fatalf("first broker not ready:\n%s", first.String())
 	}
 	code, _, stderr := runCmd(t, "serve", "--listen", "mqtt://127.0.0.1:0", "--data", dir)

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/internal/config"
-	"github.com/roost-mqtt/roost/internal/eventually"
+	wait "github.com/roost-mqtt/roost/internal/eventually"
 )
 
 func writeConfig(t *testing.T, src string) string {
@@ -139,6 +139,14 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// eventually polls cond until it returns true or d passes, and reports
+// whether it did (internal/eventually), so that a caller can print the log
+// as it is at the failure.
+func eventually(t *testing.T, d time.Duration, cond func() bool) bool {
+	t.Helper()
+	return wait.Within(d, cond)
+}
+
 var readyLine = regexp.MustCompile(`msg="listener ready" addr=(\S+) scheme=mqtt`)
 
 // roost serve on a free port accepts an MQTT 3.1.1 client and exits 0 when
@@ -154,7 +162,7 @@ func TestServeEndToEnd(t *testing.T) {
 	}()
 
 	var addr string
-	if !eventually.Within(10*time.Second, func() bool {
+	if !eventually(t, 10*time.Second, func() bool {
 		m := readyLine.FindStringSubmatch(stderr.String())
 		if m != nil {
 			addr = m[1]
