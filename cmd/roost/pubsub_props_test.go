@@ -62,9 +62,13 @@ func TestPropertyErrors(t *testing.T) {
 // -D connect/disconnect session-expiry-interval keep and then end the
 // session.
 func TestUnsubscribeAndSessionProperties(t *testing.T) {
-	port := startBroker(t)
+	srv, port := startBrokerServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// run returns once the broker is done with the tool's connection: a
+	// tool may exit with its UNSUBSCRIBE or DISCONNECT still unread by the
+	// broker, which the next client's publishes must not overtake (they
+	// did, under CPU load, with mosquitto_sub).
 	run := func(tool string, args ...string) {
 		t.Helper()
 		args = append([]string{"-h", "127.0.0.1", "-p", port}, args...)
@@ -77,6 +81,9 @@ func TestUnsubscribeAndSessionProperties(t *testing.T) {
 		}
 		if code != 0 {
 			t.Fatalf("%s sub %q: exit %d: %s", tool, args, code, stderr)
+		}
+		if !eventually(t, 10*time.Second, func() bool { return srv.Stats().Connected == 0 }) {
+			t.Fatalf("%s sub %q: the broker still has %d connections", tool, args, srv.Stats().Connected)
 		}
 	}
 	// delivered returns the topics a session with id receives of one

@@ -25,6 +25,13 @@ import (
 // startBroker runs Roost in-process on 127.0.0.1:0 and returns its port.
 func startBroker(t *testing.T) string {
 	t.Helper()
+	_, port := startBrokerServer(t)
+	return port
+}
+
+// startBrokerServer is startBroker for tests that also look at the server.
+func startBrokerServer(t *testing.T) (*broker.Server, string) {
+	t.Helper()
 	srv, err := broker.New(broker.Options{Logger: slog.New(slog.DiscardHandler), SysInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +46,7 @@ func startBroker(t *testing.T) string {
 		defer cancel()
 		srv.Shutdown(ctx)
 	})
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	return srv, strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 
 // mosquittoTool returns the path of a mosquitto client, failing (not
