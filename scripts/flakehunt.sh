@@ -64,7 +64,7 @@ for pkg in "$@"; do
 	echo "FAIL  $pkg ($(($(date +%s) - start))s): $(grep -c -- '^\s*--- FAIL' "$log" || true) failed tests and subtests"
 	# Every failed test with the lines it logged, without the chatter of
 	# the ones that passed; build errors and panics in full.
-	grep -E -- '^\s*--- FAIL|_test\.go:[0-9]+:|^panic:|^FAIL|cannot|undefined|race detected' "$log" | head -100 | sed 's/^/      /'
+	grep -E -- '^\s*--- FAIL|_test\.go:[0-9]+:|^panic:|^FAIL|cannot|undefined|race detected' "$log" | head -100 | sed 's/^/      /' || true
 done
 stop_load
 if [ $failed -ne 0 ]; then
