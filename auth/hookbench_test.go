@@ -1,10 +1,8 @@
 package auth
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -46,21 +44,7 @@ func newHookFanOut(b *testing.B, subs int, delay, timeout time.Duration) *hookFa
 	}))
 	b.Cleanup(svc.Close)
 	hook := NewHTTPHook(HTTPHookOptions{URL: svc.URL, Timeout: timeout, Logger: quiet})
-	srv, err := broker.New(broker.Options{Authorizer: hook, Logger: quiet, SysInterval: -1})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.Serve(ln)
-	b.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	addr := ln.Addr().String()
+	addr := startBroker(b, broker.Options{Authorizer: hook})
 	for i := range subs {
 		c := mqtttest.Dial(b, addr, packet.V5)
 		c.Connect(&packet.Connect{ClientID: fmt.Sprintf("sub%d", i), CleanStart: true})

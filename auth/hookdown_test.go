@@ -3,10 +3,8 @@ package auth
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/brokertest"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -250,29 +249,9 @@ func TestHookSharesAndBoundsRequests(t *testing.T) {
 func jsonDecode(r *http.Request, v any) error { return json.NewDecoder(r.Body).Decode(v) }
 
 // startBroker runs a broker on 127.0.0.1:0 for one test.
-func startBroker(t *testing.T, opts broker.Options) string {
+func startBroker(t testing.TB, opts broker.Options) string {
 	t.Helper()
 	opts.Logger = quiet
-	opts.SysInterval = -1
-	s, err := broker.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-served; !errors.Is(err, broker.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ln.Addr().String()
+	_, addr := brokertest.Start(t, opts)
+	return addr
 }
