@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/packet"
-	"github.com/roost-mqtt/roost/topic"
 )
 
 // Cluster is the seam between one Server and the other nodes of a cluster
@@ -286,36 +285,7 @@ func (s *Server) Adopt(rec *StoredSession) {
 		ss.will, ss.willAt = &willMsg{msg: rec.Will}, rec.WillAt.UnixNano()
 		ss.willTimer = time.AfterFunc(rec.WillAt.Sub(now), func() { s.fireWill(ss) })
 	}
-	for _, sub := range rec.Subs {
-		group, rest, _, err := topic.ParseShare(sub.Filter)
-		if err != nil {
-			s.log.Warn("dropping invalid handed-over subscription", "client_id", ss.id, "filter", sub.Filter, "err", err)
-			continue
-		}
-		sb := subscription{filter: sub.Filter, opts: sub.Opts, id: sub.ID}
-		ss.setSub(sub.Filter, sb)
-		s.router.subscribe(rest, group, ss, sb)
-	}
-	for _, d := range rec.Queue {
-		if d.Msg.ID == 0 {
-			d.Msg.ID = s.msgID.Add(1)
-		}
-		ob := &outbound{msg: d.Msg, qos: d.QoS, retain: d.Retain, subIDs: d.SubIDs, pid: d.PacketID, released: d.Released}
-		if ob.pid != 0 {
-			ss.inflight = append(ss.inflight, ob)
-			ss.setPID(ob)
-			ss.nextPID = max(ss.nextPID, ob.pid)
-		} else {
-			// Checked here before it is sent, as a restored one: the
-			// other node may not have had its answer yet (authq.go).
-			ob.unchecked = s.opts.Authorizer != nil
-			ss.queue = append(ss.queue, ob)
-			ss.requeue(ob)
-		}
-	}
-	for _, pid := range rec.Inbound {
-		ss.setInQoS2(pid)
-	}
+	s.loadSessionState(ss, rec, "handed-over", false)
 	ss.recordSession() // first time: journals subscriptions and queue too
 	if ss.expiry != neverExpires {
 		ss.expiryTimer = time.AfterFunc(time.Duration(ss.expiry)*time.Second, func() { s.expireSession(ss) })

@@ -71,10 +71,26 @@ func (s *Server) restoreSession(rec *StoredSession, now time.Time) (*session, *w
 		}
 		return nil, w
 	}
+	s.loadSessionState(ss, rec, "stored", true)
+	if ss.will != nil {
+		ss.willTimer = time.AfterFunc(time.Duration(ss.willAt-now.UnixNano()), func() { s.fireWill(ss) })
+	}
+	if ss.expiry != neverExpires {
+		ss.expiryTimer = time.AfterFunc(left, func() { s.expireSession(ss) })
+	}
+	return ss, w
+}
+
+// loadSessionState gives ss the subscriptions, inflight and queued
+// messages and inbound QoS 2 packet ids of rec, a session read from this
+// node's store (keepSeq: its queue sequence numbers are this store's) or
+// handed over by another node (they are not: recordSession journals them
+// anew). ss.mu is held or ss is not yet shared.
+func (s *Server) loadSessionState(ss *session, rec *StoredSession, origin string, keepSeq bool) {
 	for _, sub := range rec.Subs {
 		group, rest, _, err := topic.ParseShare(sub.Filter)
 		if err != nil {
-			s.log.Warn("dropping invalid stored subscription", "client_id", ss.id, "filter", sub.Filter, "err", err)
+			s.log.Warn("dropping invalid "+origin+" subscription", "client_id", ss.id, "filter", sub.Filter, "err", err)
 			continue
 		}
 		sb := subscription{filter: sub.Filter, opts: sub.Opts, id: sub.ID}
@@ -82,16 +98,22 @@ func (s *Server) restoreSession(rec *StoredSession, now time.Time) (*session, *w
 		s.router.subscribe(rest, group, ss, sb)
 	}
 	for _, d := range rec.Queue {
-		ob := &outbound{seq: d.Seq, msg: d.Msg, qos: d.QoS, retain: d.Retain, subIDs: d.SubIDs, pid: d.PacketID, released: d.Released}
-		ss.nextSeq = max(ss.nextSeq, d.Seq)
+		ob := &outbound{msg: d.Msg, qos: d.QoS, retain: d.Retain, subIDs: d.SubIDs, pid: d.PacketID, released: d.Released}
+		if keepSeq {
+			ob.seq = d.Seq
+			ss.nextSeq = max(ss.nextSeq, d.Seq)
+		} else if d.Msg.ID == 0 {
+			// Another node's message ids mean nothing here.
+			d.Msg.ID = s.msgID.Add(1)
+		}
 		if ob.pid != 0 {
 			ss.inflight = append(ss.inflight, ob)
 			ss.setPID(ob)
 			ss.nextPID = max(ss.nextPID, ob.pid)
 		} else {
 			// Checked again before it is sent: it may have been queued
-			// before its check was answered (authq.go), or the rules
-			// may have changed since.
+			// before its check was answered (authq.go), here or on the
+			// node that handed it over, or the rules may have changed.
 			ob.unchecked = s.opts.Authorizer != nil
 			ss.queue = append(ss.queue, ob)
 			ss.requeue(ob)
@@ -100,11 +122,4 @@ func (s *Server) restoreSession(rec *StoredSession, now time.Time) (*session, *w
 	for _, pid := range rec.Inbound {
 		ss.setInQoS2(pid)
 	}
-	if ss.will != nil {
-		ss.willTimer = time.AfterFunc(time.Duration(ss.willAt-now.UnixNano()), func() { s.fireWill(ss) })
-	}
-	if ss.expiry != neverExpires {
-		ss.expiryTimer = time.AfterFunc(left, func() { s.expireSession(ss) })
-	}
-	return ss, w
 }
