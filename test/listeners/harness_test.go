@@ -36,24 +36,7 @@ type server struct {
 
 func newServer(t *testing.T) *server {
 	t.Helper()
-	logs := &mqtttest.LogBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	srv, err := broker.New(broker.Options{Logger: log, SysInterval: -1, MaxPacketSize: 256 << 10})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &server{t: t, srv: srv, logs: logs, log: log}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("broker logs:\n%s", logs.String())
-		}
-	})
-	return s
+	return newServerWith(t, broker.Options{MaxPacketSize: 256 << 10})
 }
 
 // tcp listens on 127.0.0.1:0 and returns the raw TCP listener.
