@@ -10,12 +10,9 @@
 package brokertest
 
 import (
-	"context"
-	"errors"
 	"log/slog"
 	"net"
 	"testing"
-	"time"
 
 	"github.com/roost-mqtt/roost/broker"
 )
@@ -26,31 +23,21 @@ import (
 // server down, failing t if that fails, and waits for Serve to return.
 func Start(t testing.TB, opts broker.Options) (*broker.Server, string) {
 	t.Helper()
+	opts = withDefaults(opts)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serve(t, opts, []net.Listener{ln}), ln.Addr().String()
+}
+
+// withDefaults fills the options every test broker shares.
+func withDefaults(opts broker.Options) broker.Options {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.SysInterval == 0 {
 		opts.SysInterval = -1
 	}
-	s, err := broker.New(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := s.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-served; !errors.Is(err, broker.ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	})
-	return s, ln.Addr().String()
+	return opts
 }

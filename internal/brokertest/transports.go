@@ -131,17 +131,22 @@ func Listen(t testing.TB, opts broker.Options, pki *PKI) ([]net.Listener, Endpoi
 // Serve fails t instead of the test binary.
 func StartAll(t testing.TB, opts broker.Options, pki *PKI) (*broker.Server, Endpoints) {
 	t.Helper()
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	if opts.SysInterval == 0 {
-		opts.SysInterval = -1
-	}
+	opts = withDefaults(opts)
+	lns, eps := Listen(t, opts, pki)
+	return serve(t, opts, lns), eps
+}
+
+// serve runs a Server with opts on lns until t ends. A panic in Serve
+// fails t instead of the test binary.
+func serve(t testing.TB, opts broker.Options, lns []net.Listener) *broker.Server {
+	t.Helper()
 	s, err := broker.New(opts)
 	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
 		t.Fatal(err)
 	}
-	lns, eps := Listen(t, opts, pki)
 	served := make(chan error, len(lns))
 	for _, ln := range lns {
 		go func() {
@@ -154,7 +159,7 @@ func StartAll(t testing.TB, opts broker.Options, pki *PKI) (*broker.Server, Endp
 		}()
 	}
 	t.Cleanup(func() { stop(t, s, lns, served) })
-	return s, eps
+	return s
 }
 
 func stop(t testing.TB, s *broker.Server, lns []net.Listener, served chan error) {
