@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/roost-mqtt/roost/auth"
@@ -41,7 +38,7 @@ func checkAuth(cfg *config.Config) error {
 // are accepted and why (config.Config.Anonymous). With nothing configured
 // and anonymous clients accepted from anywhere, it leaves opts alone: no
 // checks at all.
-func setupAuth(ctx context.Context, cfg *config.Config, opts *broker.Options, logger *slog.Logger) (stop func(), err error) {
+func setupAuth(ctx context.Context, cfg *config.Config, opts *broker.Options, logger *slog.Logger, hups *hangups) (stop func(), err error) {
 	a := cfg.Auth
 	authn := &auth.Authenticator{CertIdentityAsUsername: a.CertIdentityAsUsername}
 	restricted := anonymousAccess(ctx, cfg, authn, logger)
@@ -85,7 +82,7 @@ func setupAuth(ctx context.Context, cfg *config.Config, opts *broker.Options, lo
 	case hook != nil:
 		opts.Authorizer = hook
 	}
-	return watchAuth(ctx, reloaders, logger), nil
+	return watchAuth(ctx, reloaders, logger, hups.subscribe()), nil
 }
 
 // anonymousAccess sets authn's anonymous access per listener as
@@ -115,13 +112,11 @@ func anonymousAccess(ctx context.Context, cfg *config.Config, authn *auth.Authen
 
 // watchAuth reloads the files on SIGHUP and when they change. A file that
 // fails to parse keeps the rules already loaded.
-func watchAuth(ctx context.Context, rs []auth.Reloader, logger *slog.Logger) (stop func()) {
+func watchAuth(ctx context.Context, rs []auth.Reloader, logger *slog.Logger, hup <-chan struct{}) (stop func()) {
 	if len(rs) == 0 {
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 	trigger := make(chan struct{}, 1)
 	w := auth.NewWatcher(rs...)
 	done := make(chan struct{}, 2)
@@ -150,7 +145,6 @@ func watchAuth(ctx context.Context, rs []auth.Reloader, logger *slog.Logger) (st
 		}
 	}()
 	return func() {
-		signal.Stop(hup)
 		cancel()
 		<-done
 		<-done

@@ -4,11 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"os/signal"
 	"reflect"
 	"sync"
-	"syscall"
 
 	"github.com/roost-mqtt/roost/bridge"
 	"github.com/roost-mqtt/roost/broker"
@@ -37,7 +34,7 @@ type runningBridge struct {
 // server from starting: a bridge that silently is not there loses
 // messages. A remote that is down is not an error: the bridge connects
 // when it can and queues meanwhile.
-func startBridges(ctx context.Context, cfg *config.Config, srv *broker.Server, logger *slog.Logger) (*bridgeSet, error) {
+func startBridges(ctx context.Context, cfg *config.Config, srv *broker.Server, logger *slog.Logger, hups *hangups) (*bridgeSet, error) {
 	s := &bridgeSet{srv: srv, log: logger, stopWatch: func() {}}
 	if err := cfg.CheckBridges(); err != nil {
 		return nil, err
@@ -51,7 +48,7 @@ func startBridges(ctx context.Context, cfg *config.Config, srv *broker.Server, l
 		s.list = append(s.list, rb)
 	}
 	if cfg.Path != "" {
-		s.watch(ctx, cfg.Path)
+		s.watch(ctx, cfg.Path, hups.subscribe())
 	}
 	return s, nil
 }
@@ -74,10 +71,8 @@ func (s *bridgeSet) start(ctx context.Context, c config.Bridge) (runningBridge, 
 }
 
 // watch reloads the bridges from path on SIGHUP until close.
-func (s *bridgeSet) watch(ctx context.Context, path string) {
+func (s *bridgeSet) watch(ctx context.Context, path string, hup <-chan struct{}) {
 	ctx, cancel := context.WithCancel(ctx)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -90,7 +85,7 @@ func (s *bridgeSet) watch(ctx context.Context, path string) {
 			}
 		}
 	}()
-	s.stopWatch = func() { signal.Stop(hup); cancel(); <-done }
+	s.stopWatch = func() { cancel(); <-done }
 }
 
 // reload applies the bridges of the file at path: a bridge whose entry is

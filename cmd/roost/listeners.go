@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/roost-mqtt/roost/internal/config"
@@ -117,13 +114,11 @@ func identity(s string) listener.Identity {
 // watchCerts reloads the certificates on SIGHUP and when their files
 // change, until the returned stop is called. Existing connections keep the
 // certificates they were made with.
-func watchCerts(ctx context.Context, certs []*listener.CertManager, logger *slog.Logger) (stop func()) {
+func watchCerts(ctx context.Context, certs []*listener.CertManager, logger *slog.Logger, hup <-chan struct{}) (stop func()) {
 	if len(certs) == 0 {
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 	triggers := make([]chan struct{}, len(certs))
 	done := make(chan struct{}, len(certs))
 	for i, cm := range certs {
@@ -145,7 +140,6 @@ func watchCerts(ctx context.Context, certs []*listener.CertManager, logger *slog
 			case <-ctx.Done():
 				return
 			case <-hup:
-				logger.Info("SIGHUP: reloading certificates")
 				for _, t := range triggers {
 					select {
 					case t <- struct{}{}:
@@ -156,7 +150,6 @@ func watchCerts(ctx context.Context, certs []*listener.CertManager, logger *slog
 		}
 	}()
 	return func() {
-		signal.Stop(hup)
 		cancel()
 		for range certs {
 			<-done

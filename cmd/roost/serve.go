@@ -8,9 +8,7 @@ import (
 	"math"
 	"net"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
@@ -228,7 +226,8 @@ func newLogger(w io.Writer, c config.Log) *slog.Logger {
 // then and stopping at the end. It returns nil after a clean shutdown.
 func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify *sdnotify.Notifier) error {
 	logger.Info("roost starting", "version", version)
-	defer catchHangups(ctx, logger)()
+	hups, stopHups := watchHangups(ctx, logger)
+	defer stopHups()
 	for _, w := range cfg.Warnings {
 		logger.Warn(w)
 	}
@@ -237,7 +236,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify 
 		return err
 	}
 	defer closeAll(lns)
-	defer watchCerts(ctx, certs, logger)()
+	defer watchCerts(ctx, certs, logger, hups.subscribe())()
 	web, err := listenHTTP(cfg.HTTP)
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
@@ -246,7 +245,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify 
 	// The broker is made after listening so that a busy port leaves nothing
 	// of it running; clients that connect meanwhile wait in the backlog.
 	opts := cfg.BrokerOptions(logger)
-	stopAuth, err := setupAuth(ctx, cfg, &opts, logger)
+	stopAuth, err := setupAuth(ctx, cfg, &opts, logger, hups)
 	if err != nil {
 		return err
 	}
@@ -275,7 +274,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify 
 			return err
 		}
 	}
-	bridges, err := startBridges(ctx, cfg, srv, logger)
+	bridges, err := startBridges(ctx, cfg, srv, logger, hups)
 	if err != nil {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 		srv.Shutdown(sctx)
@@ -346,29 +345,5 @@ func openStore(c config.Store, logger *slog.Logger) (broker.Store, error) {
 func closeAll(lns []net.Listener) {
 	for _, ln := range lns {
 		_ = ln.Close() // usually already closed by Shutdown: net.ErrClosed
-	}
-}
-
-// catchHangups keeps SIGHUP (systemctl reload) from ending the process,
-// whose default action it is, whether or not there are certificates or
-// auth files to reload (their watchers have handlers of their own), and
-// logs each one, until the returned stop is called.
-func catchHangups(ctx context.Context, logger *slog.Logger) (stop func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				logger.Info("SIGHUP: reloading the TLS certificates and auth files that are configured")
-			}
-		}
-	}()
-	return func() {
-		signal.Stop(hup)
-		cancel()
 	}
 }
