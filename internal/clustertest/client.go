@@ -1,0 +1,252 @@
+package clustertest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/internal/eventually"
+)
+
+// Probe is the payload of the messages AwaitInterest publishes; Next and
+// None skip them.
+const Probe = "probe"
+
+// Client is a paho.golang MQTT 5 client whose received messages go to In
+// and whose DISCONNECTs from the server go to Dis. Its helper methods take
+// the test they may fail, so a client made in one test can serve another.
+type Client struct {
+	*paho.Client
+	// ID is the client id it connected with ("" for one the server
+	// assigned).
+	ID string
+	// In receives every PUBLISH, in arrival order; it holds 1000, and a
+	// full In fails the test that connected the client.
+	In chan *paho.Publish
+	// Dis receives the server's DISCONNECT packets.
+	Dis chan *paho.Disconnect
+}
+
+// ConnectBound bounds a dial and its CONNACK.
+const ConnectBound = 5 * time.Second
+
+// Connect connects an MQTT 5 client with id and Clean Start to addr and
+// fails t unless the CONNACK is a success. It disconnects when t ends.
+func Connect(t testing.TB, addr, id string) *Client {
+	t.Helper()
+	c, ack, err := Dial(t, addr, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.ReasonCode != 0 {
+		t.Fatalf("connect %s to %s: CONNACK 0x%02X", id, addr, ack.ReasonCode)
+	}
+	return c
+}
+
+// ConnectWith sends cp to addr and returns the client and its CONNACK,
+// whatever its code; it fails t if there is no CONNACK at all.
+func ConnectWith(t testing.TB, addr string, cp *paho.Connect) (*Client, *paho.Connack) {
+	t.Helper()
+	c, ack, err := Dial(t, addr, cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, ack
+}
+
+// Dial is ConnectWith returning an error, not failing t, when the dial
+// fails or no CONNACK comes within ConnectBound: for a server that may be
+// unreachable (a paused node, a partition). The connection is closed when
+// t ends.
+func Dial(t testing.TB, addr string, cp *paho.Connect) (*Client, *paho.Connack, error) {
+	t.Helper()
+	id := cp.ClientID
+	conn, err := net.DialTimeout("tcp", addr, ConnectBound)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	c := &Client{ID: id, In: make(chan *paho.Publish, 1000), Dis: make(chan *paho.Disconnect, 4)}
+	c.Client = paho.NewClient(paho.ClientConfig{
+		ClientID: id,
+		Conn:     conn,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			select {
+			case c.In <- pr.Packet:
+			default:
+				t.Errorf("client %s: inbox full", id)
+			}
+			return true, nil
+		}},
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			select {
+			case c.Dis <- d:
+			default:
+			}
+		},
+		OnClientError: func(error) {},
+	})
+	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}); conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), ConnectBound)
+	defer cancel()
+	ack, err := c.Connect(ctx, cp)
+	if ack == nil {
+		conn.Close()
+		if err == nil {
+			err = fmt.Errorf("no CONNACK")
+		}
+		return nil, nil, fmt.Errorf("connect %s to %s: %w", id, addr, err)
+	}
+	return c, ack, nil
+}
+
+// Sub subscribes and fails t if the SUBACK does not come within 5s or
+// refuses a filter.
+func (c *Client) Sub(t testing.TB, opts ...paho.SubscribeOptions) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ack, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: opts})
+	if err != nil {
+		t.Fatalf("%s: subscribe: %v", c.ID, err)
+	}
+	for i, rc := range ack.Reasons {
+		if rc >= 0x80 {
+			t.Fatalf("%s: SUBACK 0x%02X for %q", c.ID, rc, opts[i].Topic)
+		}
+	}
+}
+
+// Pub publishes p and returns the PUBACK/PUBREC/PUBCOMP reason code (0 for
+// QoS 0). It fails t if there is no answer within 10s.
+func (c *Client) Pub(t testing.TB, p *paho.Publish) byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := c.Publish(ctx, p)
+	if err != nil && r != nil && r.ReasonCode >= 0x80 {
+		return r.ReasonCode // paho reports failure codes as errors too
+	}
+	if err != nil {
+		t.Fatalf("%s: publish %q: %v", c.ID, p.Topic, err)
+	}
+	if r == nil {
+		return 0
+	}
+	return r.ReasonCode
+}
+
+// TryPub publishes p and returns the reason code of its acknowledgement,
+// or closed true when the server closed the connection instead (what a
+// broker does with a QoS 1 message it could not confirm). It fails t if
+// neither happens within bound.
+func (c *Client) TryPub(t testing.TB, p *paho.Publish, bound time.Duration) (rc byte, closed bool) {
+	t.Helper()
+	type result struct {
+		r   *paho.PublishResponse
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), bound+3*time.Second)
+		defer cancel()
+		r, err := c.Publish(ctx, p)
+		done <- result{r, err}
+	}()
+	select {
+	case res := <-done:
+		if res.r != nil {
+			return res.r.ReasonCode, false
+		}
+		if res.err != nil {
+			select {
+			case <-c.Done():
+				return 0, true
+			default:
+			}
+			t.Fatalf("%s: publish %q: %v", c.ID, p.Topic, res.err)
+		}
+		return 0, false
+	case <-c.Done():
+		return 0, true
+	case <-time.After(bound):
+		t.Fatalf("%s: publish %q neither acknowledged nor its connection closed within %v", c.ID, p.Topic, bound)
+		return 0, false
+	}
+}
+
+// AwaitInterest publishes QoS 1 probes on topic until the server reports
+// a matching subscription (PUBACK 0x00 rather than 0x10 No matching
+// subscribers): a subscription on another node reaches this one
+// asynchronously. Subscribers see the probes (payload Probe) and Next and
+// None skip them.
+func (c *Client) AwaitInterest(t testing.TB, topic string) {
+	t.Helper()
+	eventually.NoError(t, 10*time.Second, func() error {
+		if rc := c.Pub(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(Probe)}); rc != 0 {
+			return fmt.Errorf("probe on %q: PUBACK 0x%02X", topic, rc)
+		}
+		return nil
+	})
+}
+
+// Next returns the next message that is not a probe, failing t if none
+// comes within d.
+func (c *Client) Next(t testing.TB, d time.Duration) *paho.Publish {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case p := <-c.In:
+			if string(p.Payload) == Probe {
+				continue
+			}
+			return p
+		case <-deadline:
+			t.Fatalf("%s: no message within %v", c.ID, d)
+			return nil
+		}
+	}
+}
+
+// None fails t if a message other than a probe arrives within d.
+func (c *Client) None(t testing.TB, d time.Duration) {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case p := <-c.In:
+			if string(p.Payload) != Probe {
+				t.Fatalf("%s: unexpected message %q on %q", c.ID, p.Payload, p.Topic)
+			}
+		case <-deadline:
+			return
+		}
+	}
+}
+
+// Retained subscribes a new client with id on addr to filter and returns
+// the retained messages it is sent within d, as sorted "topic=payload".
+func Retained(t testing.TB, addr, id, filter string, d time.Duration) []string {
+	t.Helper()
+	c := Connect(t, addr, id)
+	defer c.Disconnect(&paho.Disconnect{})
+	c.Sub(t, paho.SubscribeOptions{Topic: filter, QoS: 1})
+	var got []string
+	deadline := time.After(d)
+	for {
+		select {
+		case p := <-c.In:
+			if p.Retain {
+				got = append(got, p.Topic+"="+string(p.Payload))
+			}
+		case <-deadline:
+			slices.Sort(got)
+			return got
+		}
+	}
+}

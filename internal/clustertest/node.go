@@ -1,0 +1,363 @@
+package clustertest
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/internal/eventually"
+)
+
+// Options says what cluster Start runs.
+type Options struct {
+	// Nodes is how many nodes: node i (from 0) is named "n(i+1)" and
+	// listens on 127.0.0.(FirstIP+i). At least 1.
+	Nodes int
+	// FirstIP is the last byte of node 0's address. Default 2, so that
+	// 127.0.0.1, where unbound client sockets come from, is no node's.
+	FirstIP int
+	// Args are passed to every node's `roost serve` after the harness's
+	// own (--listen, --data, --node, --cluster-listen, --cluster-peer,
+	// --log-level debug), so a later flag or a --config can add to them.
+	Args []string
+	// Race runs a roost binary built with -race.
+	Race bool
+	// NoWait returns from Start once the processes run, without waiting
+	// for the nodes to form the cluster (for tests of a cluster that
+	// cannot form).
+	NoWait bool
+}
+
+// Bounds for a loaded 2-core machine running -race: a quiet node starts in
+// about a second.
+const (
+	// StartBound bounds a node's start up to its MQTT listener.
+	StartBound = 40 * time.Second
+	// JoinBound bounds a node's joining the others and its replicated
+	// state becoming ready once it listens.
+	JoinBound = 30 * time.Second
+	// StopBound bounds a node's exit after SIGTERM, before SIGKILL.
+	StopBound = 15 * time.Second
+)
+
+// Cluster is the nodes Start started; they are stopped when the test that
+// started them ends.
+type Cluster struct {
+	Nodes []*Node
+	bin   string
+}
+
+// Node is one `roost serve` process. Its fields are fixed when the
+// cluster starts, except Args, which a test may change before Restart.
+type Node struct {
+	// Name is the node's --node name: n1, n2, ...
+	Name string
+	// IP is the node's own address, 127.0.0.x.
+	IP string
+	// MQTT is the HOST:PORT of its MQTT listener.
+	MQTT string
+	// Cluster is its --cluster-listen HOST:PORT.
+	Cluster string
+	// Peers are the other nodes' Cluster addresses.
+	Peers []string
+	// Data is its --data directory.
+	Data string
+	// LogPath is the file its stdout and stderr are appended to, across
+	// restarts.
+	LogPath string
+	// Args are the extra arguments of its command line (Options.Args).
+	Args []string
+
+	bin    string
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{}
+	starts int
+}
+
+// Start runs the cluster opts describes, every node a peer of every
+// other, and (unless opts.NoWait) waits until each node has heard from
+// every other and its client-id ownership records and retained messages
+// are ready. The nodes are stopped when t ends; if t failed, the tail of
+// each node's log is logged.
+func Start(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	if opts.Nodes < 1 {
+		t.Fatalf("clustertest: %d nodes", opts.Nodes)
+	}
+	if opts.FirstIP == 0 {
+		opts.FirstIP = 2
+	}
+	c := &Cluster{bin: Binary(t, opts.Race)}
+	dir := t.TempDir()
+	for i := range opts.Nodes {
+		ip := fmt.Sprintf("127.0.0.%d", opts.FirstIP+i)
+		name := fmt.Sprintf("n%d", i+1)
+		nd := &Node{Name: name, IP: ip,
+			MQTT:    net.JoinHostPort(ip, strconv.Itoa(FreePort(t, ip))),
+			Cluster: net.JoinHostPort(ip, strconv.Itoa(FreePort(t, ip))),
+			Data:    filepath.Join(dir, name),
+			LogPath: filepath.Join(dir, name+".log"),
+			Args:    opts.Args,
+			bin:     c.bin}
+		c.Nodes = append(c.Nodes, nd)
+	}
+	for _, nd := range c.Nodes {
+		for _, o := range c.Nodes {
+			if o != nd {
+				nd.Peers = append(nd.Peers, o.Cluster)
+			}
+		}
+	}
+	t.Cleanup(func() { c.stop(t) })
+	for _, nd := range c.Nodes {
+		nd.Restart(t)
+	}
+	if !opts.NoWait {
+		for _, nd := range c.Nodes {
+			nd.WaitLog(t, "listener ready", 1, StartBound)
+		}
+		for _, nd := range c.Nodes {
+			nd.WaitLog(t, "cluster node joined", opts.Nodes-1, JoinBound)
+			nd.WaitReady(t, JoinBound)
+		}
+	}
+	return c
+}
+
+// Binary is the roost binary the cluster's nodes run.
+func (c *Cluster) Binary() string { return c.bin }
+
+// FreePort returns a TCP port the OS considers free on ip.
+func FreePort(t testing.TB, ip string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		t.Fatalf("no free port on %s: %v", ip, err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Restart starts the node's process: the first time, or again after Kill
+// or Stop, on the same data directory, appending to the same log. It does
+// not wait for the node to be ready (WaitReady does).
+func (nd *Node) Restart(t testing.TB) {
+	t.Helper()
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.cmd != nil {
+		select {
+		case <-nd.done:
+		default:
+			t.Fatalf("clustertest: restart of %s while it runs", nd.Name)
+		}
+	}
+	args := []string{"serve", "--listen", "mqtt://" + nd.MQTT, "--data", nd.Data, "--node", nd.Name,
+		"--cluster-listen", nd.Cluster, "--log-level", "debug"}
+	for _, p := range nd.Peers {
+		args = append(args, "--cluster-peer", p)
+	}
+	args = append(args, nd.Args...)
+	logf, err := os.OpenFile(nd.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(nd.bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("starting %s: %v", nd.Name, err)
+	}
+	done := make(chan struct{})
+	nd.cmd, nd.done = cmd, done
+	nd.starts++
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+}
+
+// Starts is how many times the node's process was started.
+func (nd *Node) Starts() int {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.starts
+}
+
+// Pid is the process id of the node's current process (0 before its
+// first start).
+func (nd *Node) Pid() int {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.cmd == nil {
+		return 0
+	}
+	return nd.cmd.Process.Pid
+}
+
+// Done is closed when the node's current process has ended.
+func (nd *Node) Done() <-chan struct{} {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.done
+}
+
+func (nd *Node) signal(sig syscall.Signal) {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.cmd != nil {
+		nd.cmd.Process.Signal(sig)
+	}
+}
+
+// Kill kills the node with SIGKILL (kill -9) and waits for its process to
+// end.
+func (nd *Node) Kill(t testing.TB) {
+	t.Helper()
+	nd.signal(syscall.SIGKILL)
+	select {
+	case <-nd.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not die on SIGKILL", nd.Name)
+	}
+}
+
+// Stop ends the node with SIGTERM, as an operator would, and waits for it
+// to exit; after StopBound it fails t and kills it.
+func (nd *Node) Stop(t testing.TB) {
+	t.Helper()
+	nd.signal(syscall.SIGCONT) // a stopped process would never handle SIGTERM
+	nd.signal(syscall.SIGTERM)
+	select {
+	case <-nd.Done():
+	case <-time.After(StopBound):
+		t.Errorf("%s did not stop on SIGTERM within %v; killing it", nd.Name, StopBound)
+		nd.signal(syscall.SIGKILL)
+		<-nd.Done()
+	}
+}
+
+// Pause stops the node with SIGSTOP and waits until the kernel reports it
+// stopped: kill(2) returns before it has.
+func (nd *Node) Pause(t testing.TB) {
+	t.Helper()
+	nd.signal(syscall.SIGSTOP)
+	pid := nd.Pid()
+	eventually.NoError(t, 5*time.Second, func() error {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return err
+		}
+		// The state follows the parenthesised command name.
+		if _, rest, ok := strings.Cut(string(b), ") "); !ok || !strings.HasPrefix(rest, "T") {
+			return fmt.Errorf("%s not stopped yet", nd.Name)
+		}
+		return nil
+	})
+}
+
+// Resume continues a paused node (SIGCONT).
+func (nd *Node) Resume(t testing.TB) {
+	t.Helper()
+	nd.signal(syscall.SIGCONT)
+}
+
+// CountLog counts the lines of the node's log (all its starts) that
+// contain s.
+func (nd *Node) CountLog(s string) int {
+	f, err := os.Open(nd.LogPath)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if bytes.Contains(sc.Bytes(), []byte(s)) {
+			n++
+		}
+	}
+	return n
+}
+
+// WaitLog waits up to d until the node's log has at least n lines
+// containing s. It fails t at once, with the log, if the process exits
+// while it waits.
+func (nd *Node) WaitLog(t testing.TB, s string, n int, d time.Duration) {
+	t.Helper()
+	eventually.NoError(t, d, func() error {
+		if got := nd.CountLog(s); got < n {
+			select {
+			case <-nd.Done():
+				b, _ := os.ReadFile(nd.LogPath)
+				return fmt.Errorf("%s exited while waiting for %q; its log:\n%s", nd.Name, s, b)
+			default:
+			}
+			return fmt.Errorf("%s: %d log lines with %q, want %d", nd.Name, got, s, n)
+		}
+		return nil
+	})
+}
+
+// ReadyLines are the log lines a cluster node writes, once per start,
+// when it serves MQTT and its replicated state is usable: until then it
+// refuses CONNECTs with 0x88.
+var ReadyLines = []string{"listener ready", "cluster ownership records ready", "cluster retained messages caught up"}
+
+// WaitReady waits up to d until the node's current process has written
+// each of ReadyLines (once per start, so after a Restart it waits for the
+// new process's lines).
+func (nd *Node) WaitReady(t testing.TB, d time.Duration) {
+	t.Helper()
+	for _, l := range ReadyLines {
+		nd.WaitLog(t, l, nd.Starts(), d)
+	}
+}
+
+// stop ends every node (SIGTERM, SIGKILL after StopBound) in parallel; if t
+// failed, it logs the tail of each node's log without NATS's info lines.
+func (c *Cluster) stop(t testing.TB) {
+	var wg sync.WaitGroup
+	for _, nd := range c.Nodes {
+		if nd.Pid() == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nd.Stop(t)
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		for _, nd := range c.Nodes {
+			t.Logf("--- %s log (without NATS info lines), last 60 lines:\n%s", nd.Name, nd.LogTail(60))
+		}
+	}
+}
+
+// LogTail returns the last n lines of the node's log, leaving out NATS's
+// own lines but for its warnings and errors.
+func (nd *Node) LogTail(n int) string {
+	b, _ := os.ReadFile(nd.LogPath)
+	var keep []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.Contains(l, "component=nats") || strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep[max(0, len(keep)-n):], "\n")
+}
