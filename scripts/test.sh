@@ -27,6 +27,9 @@ apt_install() {
 if ! have mosquitto_pub || ! have mosquitto; then
 	apt_install mosquitto mosquitto-clients
 fi
+if ! have nft; then
+	apt_install nftables # internal/netfault's partitions, inside a private network namespace
+fi
 if ! have gcc; then
 	apt_install gcc libc6-dev # go test -race needs cgo
 fi
