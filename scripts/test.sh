@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Roost's whole test suite from a fresh clone: installs the real MQTT
-# peers the interop tests drive (mosquitto, mosquitto-clients and, when
+# peers the interop tests drive (mosquitto, mosquitto-clients, nftables for
+# the partition tests and, when
 # test/interop and test/listeners have lockfiles, their npm packages and
 # Chromium for the browser test), then go vet and the race
 # tests. Meant for root on Debian; re-running it is cheap, because every

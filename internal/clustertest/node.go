@@ -175,6 +175,9 @@ func (nd *Node) Restart(t testing.TB) {
 	}
 	cmd := exec.Command(nd.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// A test binary that dies (a -timeout panic skips the cleanups) takes
+	// its nodes with it rather than leaving them to run on.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		t.Fatalf("starting %s: %v", nd.Name, err)
