@@ -117,8 +117,13 @@ type peer struct {
 	want     uint64 // a version seen while fetching; fetch again if newer
 	keys     map[ikey]struct{}
 	lastSeen time.Time
-	// gone is closed when the node is forgotten, ending the waits of
-	// forwards to it: a node that died cannot confirm anything.
+	// gone is closed when the node is forgotten because its routes
+	// closed, ending the waits of forwards to it: a node whose process
+	// died (its kernel closed its connections) cannot confirm anything,
+	// and its clean sessions went with it. A node forgotten for silence
+	// (paused, cut off) may be alive with its sessions: forwards to it
+	// wait for their deadline and fail, so nothing it did not take is
+	// acknowledged as delivered.
 	gone chan struct{}
 }
 
@@ -247,19 +252,22 @@ func (r *remoteInterest) expire(cutoff time.Time) []string {
 	var gone []string
 	for name, p := range r.peers {
 		if p.lastSeen.Before(cutoff) {
-			r.forget(p)
+			r.forget(p, false)
 			gone = append(gone, name)
 		}
 	}
 	return gone
 }
 
-func (r *remoteInterest) forget(p *peer) {
+// forget drops p and its interest; routeClosed says why (see peer.gone).
+func (r *remoteInterest) forget(p *peer, routeClosed bool) {
 	for k := range p.keys {
 		r.tree.Unsubscribe(k.filter, k.group, p.name)
 	}
 	delete(r.peers, p.name)
-	close(p.gone)
+	if routeClosed {
+		close(p.gone)
+	}
 }
 
 // forgetUnrouted forgets the nodes that have no route to this node any
@@ -271,15 +279,15 @@ func (r *remoteInterest) forgetUnrouted(routed map[string]bool) []string {
 	var gone []string
 	for name, p := range r.peers {
 		if !routed[name] {
-			r.forget(p)
+			r.forget(p, true)
 			gone = append(gone, name)
 		}
 	}
 	return gone
 }
 
-// goneCh returns the channel closed when node is forgotten; a closed one
-// for a node not known.
+// goneCh returns the channel closed when node is forgotten because its
+// routes closed; a closed one for a node not known (no route either).
 func (r *remoteInterest) goneCh(node string) <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
