@@ -330,7 +330,7 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 	}
 	var ret jetstream.PubAckFuture
 	if msg.Retain {
-		if ret, err = n.ret.appendAsync(msg, pub); err != nil {
+		if ret, err = n.ret.appendAsync(msg, pub, true); err != nil {
 			errs = append(errs, fmt.Errorf("retained stream: %w", err))
 		}
 	}
@@ -343,12 +343,8 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 			}
 		}
 		if ret != nil {
-			select {
-			case <-ret.Ok():
-			case err := <-ret.Err():
+			if err := n.ret.settle(ctx, ret); err != nil {
 				errs = append(errs, fmt.Errorf("retained stream: %w", err))
-			case <-ctx.Done():
-				errs = append(errs, fmt.Errorf("retained stream: %w", ctx.Err()))
 			}
 		}
 		return errors.Join(errs...)
@@ -363,7 +359,7 @@ func (n *Node) forwardQoS0(targets []target, msg *broker.Message, pub []byte) {
 		}
 	}
 	if msg.Retain {
-		if _, err := n.ret.appendAsync(msg, pub); err != nil {
+		if _, err := n.ret.appendAsync(msg, pub, false); err != nil {
 			n.log.Warn("cluster: QoS 0 retained message not replicated", "topic", msg.Topic, "err", err)
 		}
 	}

@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +24,17 @@ import (
 // new subscription is answered from the local tree, with no cross-node
 // request. A cleared topic keeps an empty message in the stream, so that a
 // node catching up learns of the clearing too.
+//
+// A QoS 1/2 retained publish is appended on the condition that the topic's
+// last message is still the one this node last applied (JetStream's
+// expected last sequence per subject); if another node wrote the topic
+// meanwhile, the append is retried with the stream's current last
+// sequence until the publish's deadline. The condition is a fence, not a
+// lock: an append the publisher gave up on (no answer within
+// forward_timeout: a node cut off from the stream's leader) may still
+// reach the stream later, buffered on a route, and must then not overwrite
+// what was written and acknowledged since. QoS 0 retained publishes are
+// appended without a condition: no one waits to retry them.
 
 const (
 	retStream = "ROOST_RETAIN"
@@ -35,12 +48,18 @@ type retained struct {
 	ready  atomic.Bool
 	cc     jetstream.ConsumeContext
 	caught atomic.Bool // logged "caught up" once
+	stream jetstream.Stream
+
+	mu sync.Mutex
+	// seqs holds the stream sequence of the last message applied here per
+	// subject: the condition of this node's next append to it.
+	seqs map[string]uint64
 }
 
 // open creates or opens the stream and starts following it. It returns an
 // error while JetStream has no quorum; the caller retries.
 func (r *retained) open(ctx context.Context) error {
-	_, err := r.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := r.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name: retStream, Description: "Roost retained messages", Subjects: []string{retPrefix + ".>"},
 		MaxMsgsPerSubject: 1, Storage: jetstream.FileStorage, Replicas: r.n.cfg.Replicas,
 		MaxMsgSize: -1, Discard: jetstream.DiscardOld,
@@ -59,6 +78,7 @@ func (r *retained) open(ctx context.Context) error {
 		return fmt.Errorf("retained consumer: %w", err)
 	}
 	r.cc = cc
+	r.stream = stream
 	r.ready.Store(true)
 	info, err := r.js.Stream(ctx, retStream)
 	if err == nil && info.CachedInfo().State.Msgs == 0 {
@@ -85,8 +105,16 @@ func (r *retained) apply(m jetstream.Msg) {
 		}
 	}
 	r.n.srv.ApplyRetained(rm)
-	if err == nil && meta.NumPending == 0 {
-		r.noteCaughtUp()
+	if err == nil {
+		r.mu.Lock()
+		if r.seqs == nil {
+			r.seqs = make(map[string]uint64)
+		}
+		r.seqs[m.Subject()] = max(r.seqs[m.Subject()], meta.Sequence.Stream)
+		r.mu.Unlock()
+		if meta.NumPending == 0 {
+			r.noteCaughtUp()
+		}
 	}
 }
 
@@ -97,12 +125,62 @@ func (r *retained) noteCaughtUp() {
 }
 
 // appendAsync adds a retained publish to the stream and returns the
-// future of the stream's acknowledgement (replicated and synced).
-func (r *retained) appendAsync(msg *broker.Message, pub []byte) (jetstream.PubAckFuture, error) {
+// future of the stream's acknowledgement (replicated and synced). fenced
+// makes the append conditional on the topic's last message being the one
+// applied here; settle retries it on a conflict.
+func (r *retained) appendAsync(msg *broker.Message, pub []byte, fenced bool) (jetstream.PubAckFuture, error) {
 	if !r.ready.Load() {
 		return nil, errNotReady
 	}
-	return r.js.PublishAsync(TopicSubject(retPrefix, msg.Topic), encodeForward(msg, nil, pub))
+	subj := TopicSubject(retPrefix, msg.Topic)
+	if !fenced {
+		return r.js.PublishAsync(subj, encodeForward(msg, nil, pub))
+	}
+	r.mu.Lock()
+	seq := r.seqs[subj]
+	r.mu.Unlock()
+	return r.js.PublishAsync(subj, encodeForward(msg, nil, pub), jetstream.WithExpectLastSequencePerSubject(seq))
+}
+
+// settle waits for a fenced append's acknowledgement until ctx ends. On a
+// conflict (another node wrote the topic after the last message this node
+// applied) it appends again, conditional on the stream's current last
+// message of the topic: the publish is newer than that one.
+func (r *retained) settle(ctx context.Context, fut jetstream.PubAckFuture) error {
+	for {
+		select {
+		case <-fut.Ok():
+			return nil
+		case err := <-fut.Err():
+			if !isWrongLastSeq(err) {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		m := fut.Msg()
+		var seq uint64
+		last, err := r.stream.GetLastMsgForSubject(ctx, m.Subject)
+		switch {
+		case err == nil:
+			seq = last.Sequence
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		default:
+			return err
+		}
+		fut, err = r.js.PublishAsync(m.Subject, m.Data, jetstream.WithExpectLastSequencePerSubject(seq))
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// isWrongLastSeq reports whether err is JetStream's answer to an append
+// whose condition failed (replicated streams use the second code).
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
 func (r *retained) close() {
