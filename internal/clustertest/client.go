@@ -31,8 +31,10 @@ type Client struct {
 	Dis chan *paho.Disconnect
 }
 
-// ConnectBound bounds a dial and its CONNACK.
-const ConnectBound = 5 * time.Second
+// ConnectBound bounds a dial and its CONNACK: longer than a cluster
+// node's default forward_timeout (5 s), which bounds its wait for the
+// client id's ownership record before it refuses with 0x88.
+const ConnectBound = 10 * time.Second
 
 // Connect connects an MQTT 5 client with id and Clean Start to addr and
 // fails t unless the CONNACK is a success. It disconnects when t ends.
@@ -231,11 +233,38 @@ func (c *Client) None(t testing.TB, d time.Duration) {
 
 // Retained subscribes a new client with id on addr to filter and returns
 // the retained messages it is sent within d, as sorted "topic=payload".
+// It fails t if the client cannot connect and subscribe.
 func Retained(t testing.TB, addr, id, filter string, d time.Duration) []string {
 	t.Helper()
-	c := Connect(t, addr, id)
+	got, err := ReadRetained(t, addr, id, filter, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// ReadRetained is Retained returning an error, not failing t, when the
+// client cannot connect (a node without quorum refuses it) or subscribe:
+// for use inside eventually.
+func ReadRetained(t testing.TB, addr, id, filter string, d time.Duration) ([]string, error) {
+	t.Helper()
+	c, ack, err := Dial(t, addr, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
+	if err != nil {
+		return nil, err
+	}
 	defer c.Disconnect(&paho.Disconnect{})
-	c.Sub(t, paho.SubscribeOptions{Topic: filter, QoS: 1})
+	if ack.ReasonCode != 0 {
+		return nil, fmt.Errorf("connect %s to %s: CONNACK 0x%02X", id, addr, ack.ReasonCode)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}})
+	if err != nil {
+		return nil, fmt.Errorf("%s: subscribe: %w", id, err)
+	}
+	if sa.Reasons[0] >= 0x80 {
+		return nil, fmt.Errorf("%s: SUBACK 0x%02X", id, sa.Reasons[0])
+	}
 	var got []string
 	deadline := time.After(d)
 	for {
@@ -246,7 +275,7 @@ func Retained(t testing.TB, addr, id, filter string, d time.Duration) []string {
 			}
 		case <-deadline:
 			slices.Sort(got)
-			return got
+			return got, nil
 		}
 	}
 }

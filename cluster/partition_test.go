@@ -1,0 +1,374 @@
+package cluster_test
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/internal/clustertest"
+	"github.com/roost-mqtt/roost/internal/netfault"
+)
+
+// The partition tests run the nodes and the clients inside a private
+// network namespace (internal/netfault re-runs the test there) and cut
+// the nodes' addresses apart with nftables. The clients dial unbound, from
+// 127.0.0.1, which no cut touches: a client reaches whichever node it
+// dials, as a client on that node's side of the partition would.
+
+// partitionBound bounds what the cluster must do after a cut or a heal: a
+// node is dropped after 4 s without its heartbeat, a forward fails after
+// forward_timeout (5 s by default), a Raft group elects a new leader in a
+// few seconds; on a loaded 2-core machine, with margin.
+const partitionBound = 30 * time.Second
+
+// TestClusterPartition cuts one node of three off (both ways, packets
+// dropped as by a pulled cable) with clients on every node, then heals.
+func TestClusterPartition(t *testing.T) {
+	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
+	if nf == nil {
+		return
+	}
+	tc := startCluster(t, 3)
+	checkPartition(t, nf, tc, tc.nodes[:2], tc.nodes[2:])
+}
+
+// TestClusterPartition5 splits five nodes into three and two.
+func TestClusterPartition5(t *testing.T) {
+	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
+	if nf == nil {
+		return
+	}
+	tc := startCluster(t, 5)
+	checkPartition(t, nf, tc, tc.nodes[:3], tc.nodes[3:])
+}
+
+func ips(nodes []*node) []string {
+	var out []string
+	for _, nd := range nodes {
+		out = append(out, nd.ip)
+	}
+	return out
+}
+
+// checkPartition partitions tc into major and minor, and checks what each
+// side's clients see, then heals and checks that the cluster converges.
+func checkPartition(t *testing.T, nf *netfault.Net, tc *testCluster, major, minor []*node) {
+	a, b := major[0], major[1] // two majority nodes
+	m := minor[0]              // a minority node
+	subA := connect(t, a, "part-sub-a")
+	subB := connect(t, b, "part-sub-b")
+	subM := connect(t, m, "part-sub-m")
+	for _, s := range []*client{subA, subB, subM} {
+		s.subscribe(t, paho.SubscribeOptions{Topic: "part/#", QoS: 2})
+	}
+	pubA := connect(t, a, "part-pub-a")
+	pubB := connect(t, b, "part-pub-b")
+	pubM := connect(t, m, "part-pub-m")
+	// Every subscriber is known on every publisher's node: probes reach
+	// all three.
+	for _, p := range []*client{pubA, pubB, pubM} {
+		eventually(t, wait, func() error {
+			p.publish(t, &paho.Publish{Topic: "part/probe", QoS: 1, Payload: []byte("probe")})
+			for _, s := range []*client{subA, subB, subM} {
+				if len(s.in) == 0 {
+					return fmt.Errorf("%s's probe did not reach %s yet", p.id, s.id)
+				}
+			}
+			return nil
+		})
+	}
+	drain := func() {
+		for _, s := range []*client{subA, subB, subM} {
+			s.none(t, 100*time.Millisecond)
+		}
+	}
+	drain()
+	// A client connected on the minority node before the cut: its id will
+	// be claimed on the majority during the partition.
+	stale, ack := connectWith(t, m, &paho.Connect{ClientID: "part-roamer", CleanStart: true, KeepAlive: 30})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
+	}
+
+	if err := nf.Partition(ips(major), ips(minor)); err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+
+	t.Run("InflightForwardsToTheMinorityNotAcknowledged", func(t *testing.T) {
+		// Published right after the cut: the majority nodes still know
+		// subM's interest, forward, and get no answer. Neither publish
+		// may be acknowledged as delivered: QoS 2 gets PUBREC 0x80, QoS 1
+		// no PUBACK (the connection is closed; the client sends again).
+		var wg sync.WaitGroup
+		var rc2, rc1 byte
+		var closed2, closed1 bool
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			rc2, closed2 = pubA.TryPub(t, &paho.Publish{Topic: "part/inflight", QoS: 2, Payload: []byte("inflight2")}, partitionBound)
+		}()
+		go func() {
+			defer wg.Done()
+			rc1, closed1 = pubB.TryPub(t, &paho.Publish{Topic: "part/inflight", QoS: 1, Payload: []byte("inflight1")}, partitionBound)
+		}()
+		wg.Wait()
+		if !closed2 && rc2 < 0x80 {
+			t.Errorf("QoS 2 publish matching a cut-off node's subscriber: PUBREC 0x%02X, want a failure code", rc2)
+		}
+		if !closed1 && rc1 < 0x80 {
+			t.Errorf("QoS 1 publish matching a cut-off node's subscriber: PUBACK 0x%02X, want no PUBACK", rc1)
+		}
+		t.Logf("after the cut: QoS 2 PUBREC 0x%02X (closed %v), QoS 1 PUBACK 0x%02X (closed %v), %v after the cut",
+			rc2, closed2, rc1, closed1, time.Since(cut).Round(time.Millisecond))
+	})
+	// The majority's subscribers got both (local and same-side delivery).
+	for _, s := range []*client{subA, subB} {
+		got := map[string]bool{}
+		for range 2 {
+			got[string(s.next(t, wait).Payload)] = true
+		}
+		if !got["inflight1"] || !got["inflight2"] {
+			t.Fatalf("%s got %v, want inflight1 and inflight2", s.id, got)
+		}
+	}
+	eventually(t, partitionBound, func() error { return redial(t, a, "part-pub-a", &pubA) })
+	eventually(t, partitionBound, func() error { return redial(t, b, "part-pub-b", &pubB) })
+
+	// Each side drops the other's nodes once they are silent (4 s).
+	eventually(t, partitionBound, func() error {
+		for _, nd := range major {
+			for _, o := range minor {
+				if !goneFrom(nd, o) {
+					return fmt.Errorf("%s still counts on %s", nd.name, o.name)
+				}
+			}
+		}
+		for _, nd := range minor {
+			for _, o := range major {
+				if !goneFrom(nd, o) {
+					return fmt.Errorf("%s still counts on %s", nd.name, o.name)
+				}
+			}
+		}
+		return nil
+	})
+
+	t.Run("MajorityExchangesQoS012", func(t *testing.T) {
+		// Every acknowledged message reaches the subscribers on the
+		// majority, in order; none reaches the minority.
+		for i := range 30 {
+			qos := byte(i % 3)
+			for _, p := range []*client{pubA, pubB} {
+				payload := fmt.Sprintf("%s:%d", p.id, i)
+				if rc := p.publish(t, &paho.Publish{Topic: "part/major", QoS: qos, Payload: []byte(payload)}); rc != 0 {
+					t.Fatalf("%s: QoS %d publish on the majority: 0x%02X", p.id, qos, rc)
+				}
+			}
+		}
+		for _, s := range []*client{subA, subB} {
+			next := map[string]int{}
+			for range 60 {
+				p := s.next(t, wait)
+				pub, seq, _ := strings.Cut(string(p.Payload), ":")
+				if want := fmt.Sprint(next[pub]); seq != want {
+					t.Fatalf("%s: got %q, want %s:%s (order per publisher, nothing lost)", s.id, p.Payload, pub, want)
+				}
+				next[pub]++
+			}
+			s.none(t, 200*time.Millisecond)
+		}
+		subM.none(t, 200*time.Millisecond)
+	})
+
+	t.Run("MinorityDeliversLocally", func(t *testing.T) {
+		if rc := pubM.publish(t, &paho.Publish{Topic: "part/minor", QoS: 1, Payload: []byte("local")}); rc != 0 {
+			t.Fatalf("QoS 1 publish with only a local subscriber on the minority: 0x%02X", rc)
+		}
+		if got := subM.next(t, wait); string(got.Payload) != "local" {
+			t.Fatalf("got %q", got.Payload)
+		}
+		subA.none(t, 200*time.Millisecond)
+	})
+
+	t.Run("MajorityClaimsAndRetains", func(t *testing.T) {
+		// A leader of the ownership records or the retained stream on
+		// the minority is replaced by an election among the majority.
+		var c *client
+		eventually(t, partitionBound, func() error { return redial(t, a, "part-new-a", &c) })
+		// The id connected on the minority node moves to the majority.
+		eventually(t, partitionBound, func() error { return redial(t, b, "part-roamer", &c) })
+		eventually(t, partitionBound, func() error {
+			rc, closed := pubB.tryPublish(t, &paho.Publish{Topic: "part/kept", QoS: 1, Retain: true, Payload: []byte("major")})
+			if closed {
+				redial(t, b, "part-pub-b", &pubB)
+				return fmt.Errorf("retained publish on the majority: connection closed")
+			}
+			if rc >= 0x80 {
+				return fmt.Errorf("retained publish on the majority: 0x%02X", rc)
+			}
+			return nil
+		})
+		for _, nd := range major {
+			eventually(t, partitionBound, func() error {
+				got, err := clustertest.ReadRetained(t, nd.mqtt, "part-ret-"+nd.name, "part/kept", 300*time.Millisecond)
+				if err != nil {
+					return err
+				}
+				if !slices.Equal(got, []string{"part/kept=major"}) {
+					return fmt.Errorf("%s: retained %q", nd.name, got)
+				}
+				return nil
+			})
+		}
+	})
+
+	t.Run("MinorityRefusesWhatNeedsQuorum", func(t *testing.T) {
+		// CONNECT with a client id: 0x88 Server unavailable, in bounded
+		// time, not a hang.
+		start := time.Now()
+		_, ack := connectWith(t, m, &paho.Connect{ClientID: "part-new-m", CleanStart: true, KeepAlive: 30})
+		if ack.ReasonCode != 0x88 {
+			t.Errorf("CONNECT on the minority: CONNACK 0x%02X, want 0x88", ack.ReasonCode)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("refusal took %v", d)
+		}
+		// MQTT 3.1.1 (mosquitto_pub): return code 3, Server unavailable.
+		if pb, err := exec.LookPath("mosquitto_pub"); err == nil {
+			h, p, _ := net.SplitHostPort(m.mqtt)
+			out, err := exec.Command(pb, "-h", h, "-p", p, "-V", "mqttv311", "-i", "part-311", "-t", "part/x", "-m", "x").CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "unavailable") {
+				t.Errorf("mosquitto_pub (3.1.1) on the minority: %v, %q; want a refusal, server unavailable", err, out)
+			}
+		}
+		// A retained QoS 2 publish: PUBREC 0x80; QoS 1: no PUBACK.
+		rc, closed := pubM.tryPublish(t, &paho.Publish{Topic: "part/kept", QoS: 2, Retain: true, Payload: []byte("minor2")})
+		if !closed && rc < 0x80 {
+			t.Errorf("retained QoS 2 publish on the minority: PUBREC 0x%02X, want a failure code", rc)
+		}
+		if closed {
+			eventuallyAssigned(t, m, &pubM)
+		}
+		rc, closed = pubM.tryPublish(t, &paho.Publish{Topic: "part/kept", QoS: 1, Retain: true, Payload: []byte("minor1")})
+		if !closed && rc < 0x80 {
+			t.Errorf("retained QoS 1 publish on the minority: PUBACK 0x%02X, want none", rc)
+		}
+		if closed {
+			eventuallyAssigned(t, m, &pubM)
+		}
+		// Connected clients are not disturbed.
+		select {
+		case <-subM.Done():
+			t.Error("a subscriber on the minority was disconnected")
+		default:
+		}
+	})
+
+	if err := nf.Heal(); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("HealConverges", func(t *testing.T) {
+		// Interest: probes from each side reach the other again.
+		healed := time.Now()
+		for i, p := range []*client{pubA, pubM} {
+			nd := []*node{a, m}[i]
+			eventually(t, partitionBound, func() error {
+				rc, closed := p.tryPublish(t, &paho.Publish{Topic: "part/probe", QoS: 1, Payload: []byte("probe")})
+				if closed {
+					// Not confirmed by a node whose routes are still
+					// recovering: the client connects again.
+					eventuallyAssigned(t, nd, &p)
+					return fmt.Errorf("probe from %s: connection closed", nd.name)
+				}
+				if rc != 0 {
+					return fmt.Errorf("%s: PUBACK 0x%02X", p.id, rc)
+				}
+				for _, s := range []*client{subA, subB, subM} {
+					if !hasProbe(s) {
+						return fmt.Errorf("%s's probe did not reach %s", p.id, s.id)
+					}
+				}
+				return nil
+			})
+			t.Logf("probes from %s reach every subscriber %v after the heal", nd.name, time.Since(healed).Round(time.Millisecond))
+		}
+		pubA, pubM = nil, nil
+		eventuallyAssigned(t, a, &pubA)
+		eventuallyAssigned(t, m, &pubM)
+		// Retained: every node has the majority's value.
+		for _, nd := range tc.nodes {
+			eventually(t, partitionBound, func() error {
+				got, err := clustertest.ReadRetained(t, nd.mqtt, "part-ret2-"+nd.name, "part/kept", 300*time.Millisecond)
+				if err != nil {
+					return err
+				}
+				if !slices.Equal(got, []string{"part/kept=major"}) {
+					return fmt.Errorf("%s: retained %q after the heal", nd.name, got)
+				}
+				return nil
+			})
+		}
+		// Client ids can be claimed on the old minority again.
+		var c *client
+		eventually(t, partitionBound, func() error { return redial(t, m, "part-new-m", &c) })
+		// One connection per client id: the roamer's old connection on
+		// the minority node, whose id moved during the partition, is
+		// gone once the node is back.
+		eventually(t, partitionBound, func() error {
+			select {
+			case <-stale.Done():
+				return nil
+			default:
+				return fmt.Errorf("part-roamer is still connected on %s, and on %s", m.name, b.name)
+			}
+		})
+		// Messages flow both ways.
+		pubM.publish(t, &paho.Publish{Topic: "part/after", QoS: 1, Payload: []byte("from-minor")})
+		pubA.publish(t, &paho.Publish{Topic: "part/after", QoS: 2, Payload: []byte("from-major")})
+		for _, s := range []*client{subA, subB, subM} {
+			got := []string{string(s.next(t, wait).Payload), string(s.next(t, wait).Payload)}
+			slices.Sort(got)
+			if !slices.Equal(got, []string{"from-major", "from-minor"}) {
+				t.Errorf("%s got %q after the heal", s.id, got)
+			}
+		}
+	})
+}
+
+// goneFrom reports whether nd's log says it dropped o.
+func goneFrom(nd, o *node) bool {
+	b, _ := os.ReadFile(nd.LogPath)
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "cluster node gone") && strings.Contains(l, "peer="+o.name+" ") {
+			return true
+		}
+	}
+	return false
+}
+
+// hasProbe drains s's inbox and reports whether a probe was in it.
+func hasProbe(s *client) bool {
+	found := false
+	for len(s.in) > 0 {
+		if p := <-s.in; string(p.Payload) == "probe" {
+			found = true
+		}
+	}
+	return found
+}
+
+// eventuallyAssigned reconnects *c to nd with an id the server assigns
+// (which needs no ownership record, so works without quorum).
+func eventuallyAssigned(t *testing.T, nd *node, c **client) {
+	t.Helper()
+	eventually(t, partitionBound, func() error { return redial(t, nd, "", c) })
+}
