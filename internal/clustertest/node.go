@@ -32,6 +32,10 @@ type Options struct {
 	Args []string
 	// Race runs a roost binary built with -race.
 	Race bool
+	// Data, if set, gives the --data directory of the node named name;
+	// "" (and a nil Data) means one in the test's TempDir. A test puts a
+	// node on a file system of its own (a small tmpfs to fill) this way.
+	Data func(name string) string
 	// NoWait returns from Start once the processes run, without waiting
 	// for the nodes to form the cluster (for tests of a cluster that
 	// cannot form).
@@ -103,10 +107,16 @@ func Start(t testing.TB, opts Options) *Cluster {
 	for i := range opts.Nodes {
 		ip := fmt.Sprintf("127.0.0.%d", opts.FirstIP+i)
 		name := fmt.Sprintf("n%d", i+1)
+		data := filepath.Join(dir, name)
+		if opts.Data != nil {
+			if d := opts.Data(name); d != "" {
+				data = d
+			}
+		}
 		nd := &Node{Name: name, IP: ip,
 			MQTT:    net.JoinHostPort(ip, strconv.Itoa(FreePort(t, ip))),
 			Cluster: net.JoinHostPort(ip, strconv.Itoa(FreePort(t, ip))),
-			Data:    filepath.Join(dir, name),
+			Data:    data,
 			LogPath: filepath.Join(dir, name+".log"),
 			Args:    opts.Args,
 			bin:     c.bin}
