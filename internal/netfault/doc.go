@@ -15,6 +15,24 @@
 // Go test, Command for any program (a checker), and Setup, inside,
 // refuses to touch a firewall that is not a private namespace's.
 //
+// # From a program
+//
+// A checker (not a Go test) re-executes itself the same way:
+//
+//	if os.Getenv(netfault.InsideEnv) == "" {
+//		cmd := netfault.Command(ctx, "checker", os.Args[0], os.Args[1:]...)
+//		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+//		return cmd.Run() // its exit status is the checker's
+//	}
+//	n, err := netfault.Setup(logger) // inside: lo up, an empty table
+//	...
+//	n.Partition([]string{"127.0.0.2"}, []string{"127.0.0.3", "127.0.0.4"})
+//	n.Isolate("127.0.0.3")
+//	n.Heal()
+//
+// and starts its nodes (internal/clustertest, or its own) and clients
+// after Setup, inside.
+//
 // # What a cut does
 //
 // Rules sit on the output hook, which every loopback packet passes, and
