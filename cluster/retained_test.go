@@ -15,8 +15,8 @@ import (
 // the same retained topics at once. Each node appends on the condition
 // that the topic's last message is the one it last applied, so appends
 // conflict and are retried (without the retry this test fails with 0x80);
-// every QoS 1/2 publish is still acknowledged, and every node ends with the same message per topic, the
-// last one the stream took.
+// every QoS 1/2 publish is still acknowledged, and every node ends with
+// the same message per topic, the last one the stream took.
 func TestClusterRetainedConcurrentWriters(t *testing.T) {
 	tc := startCluster(t, 3)
 	const rounds, topics = 20, 3
