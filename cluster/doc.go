@@ -38,10 +38,14 @@
 //   - owner.go: one connection per client id: owner records in a
 //     replicated key-value bucket, written with a compare-and-set and an
 //     epoch; the previous owner is asked to let go and hands a persistent
-//     session over (handover.go: its bytes). openAssets creates the
-//     bucket and the retained stream once JetStream has a quorum.
+//     session over (handover.go: its bytes); after a loss of contact a
+//     node fences the sessions whose ids were claimed elsewhere meanwhile.
+//     openAssets creates the bucket and the retained stream once
+//     JetStream has a quorum.
 //   - retained.go: retained messages in a replicated stream, one message
-//     per topic, followed by every node from its start.
+//     per topic, followed by every node from its start; QoS 1/2 appends
+//     are conditional on the topic's last sequence, so a late one cannot
+//     overwrite a newer message.
 //   - wire.go: the bytes of a forwarded message (a small header and an MQTT
 //     5 PUBLISH, so the packet codec carries every property).
 //   - subject.go: MQTT topics and filters as NATS subjects, escaped.

@@ -219,12 +219,14 @@ func (n *Node) expireLoop() {
 		case now := <-t.C:
 			for _, name := range n.remote.expire(now.Add(-deadAfter)) {
 				n.log.Warn("cluster node gone: no heartbeat", "peer", name, "after", deadAfter)
+				n.own.lostContact.Store(true)
 			}
 			n.replies.sweep(now)
 			n.own.sweep(now)
 			if routed, err := n.eng.routedNodes(); err == nil {
 				for _, name := range n.remote.forgetUnrouted(routed) {
 					n.log.Warn("cluster node gone: no route", "peer", name)
+					n.own.lostContact.Store(true)
 				}
 			}
 		}
@@ -253,6 +255,10 @@ func (n *Node) onControl(m *nats.Msg) {
 	}
 	if isNew {
 		n.log.Info("cluster node joined", "peer", c.node)
+		if n.own.lostContact.CompareAndSwap(true, false) {
+			n.wg.Add(1)
+			go n.own.fence()
+		}
 	}
 	if fetch {
 		n.wg.Add(1)

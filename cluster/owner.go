@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -52,6 +53,11 @@ type owners struct {
 	// entries are dropped after epochTTL; without one, a request always
 	// takes over, which is right for a claim made since.
 	epochs map[string]epochAt
+	// lostContact is set when this node drops a peer (silent, or its
+	// routes closed): it may have been cut off, and the release requests
+	// of claims made meanwhile may never arrive. The next peer it hears
+	// from again makes it fence its sessions (fence).
+	lostContact atomic.Bool
 }
 
 type epochAt struct {
@@ -297,4 +303,63 @@ func (o *owners) onRelease(m *nats.Msg) {
 		o.n.log.Info("client taken over by another node", "client_id", id, "epoch", epoch)
 	}
 	m.Respond(reply)
+}
+
+// fenceBound bounds how long fence keeps trying to read the records of the
+// sessions it could not read yet (no quorum right after a heal).
+const fenceBound = 30 * time.Second
+
+// fence ends, here, every session (connected or not) whose client id's
+// record names another node: that node claimed the id while this one could
+// not hear it (cut off, paused), and its request to let go may have been
+// lost with the route. It does what the request would have done: the
+// connection gets DISCONNECT 0x8E, the session ends here (the claiming
+// node started a fresh one), and its will follows the spec as for any
+// takeover. It costs one record read per session of this node, after a
+// loss of contact only. Run as a tracked goroutine.
+func (o *owners) fence() {
+	defer o.n.wg.Done()
+	kv := o.bucket()
+	if kv == nil {
+		return
+	}
+	var ids []string
+	for _, c := range o.n.srv.Clients() {
+		ids = append(ids, c.ClientID)
+	}
+	deadline := time.Now().Add(fenceBound)
+	for len(ids) > 0 && o.n.ctx.Err() == nil {
+		var retry []string
+		for _, id := range ids {
+			ctx, cancel := context.WithTimeout(o.n.ctx, 2*time.Second)
+			owner, epoch, _, err := o.read(ctx, kv, ownerKey(id))
+			cancel()
+			if err != nil {
+				retry = append(retry, id)
+				continue
+			}
+			if owner == "" || owner == o.n.cfg.Node {
+				continue // assigned ids have no record
+			}
+			o.mu.Lock()
+			newer := o.epochs[id].epoch >= epoch // claimed here again since the read
+			o.mu.Unlock()
+			if !newer {
+				o.n.srv.HandOver(id)
+				o.n.log.Info("session fenced: its client id was claimed by another node while this one was out of contact",
+					"client_id", id, "owner", owner, "epoch", epoch)
+			}
+		}
+		ids = retry
+		if len(ids) > 0 {
+			if time.Now().After(deadline) {
+				o.n.log.Warn("cluster: could not check the owners of some sessions after a loss of contact", "sessions", len(ids))
+				return
+			}
+			select {
+			case <-o.n.ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
 }

@@ -420,3 +420,54 @@ func eventuallyAssigned(t *testing.T, nd *node, c **client) {
 	t.Helper()
 	eventually(t, partitionBound, func() error { return redial(t, nd, "", c) })
 }
+
+// TestClusterPartitionFencesStaleOwner: a client id connected on a node
+// that is cut off is claimed on the majority; the cut rejects (TCP resets)
+// so the routes close and the claim's request to let go is lost, not
+// buffered. When the node hears the others again it checks its sessions'
+// records and takes the stale connection over: one connection per client
+// id again.
+func TestClusterPartitionFencesStaleOwner(t *testing.T) {
+	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
+	if nf == nil {
+		return
+	}
+	tc := startCluster(t, 3)
+	n1, n3 := tc.nodes[0], tc.nodes[2]
+	stale := connect(t, n3, "fence-roamer")
+	nf.SetMode(netfault.Reject)
+	if err := nf.Isolate(n3.ip); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, partitionBound, func() error {
+		if !goneFrom(n1, n3) || !goneFrom(n3, n1) {
+			return fmt.Errorf("n1 and n3 have not dropped each other yet")
+		}
+		return nil
+	})
+	var moved *client
+	eventually(t, partitionBound, func() error { return redial(t, n1, "fence-roamer", &moved) })
+	select {
+	case <-stale.Done():
+		t.Fatal("the connection on the cut-off node ended during the partition; the test needs it to end only after")
+	default:
+	}
+	if err := nf.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-stale.dis:
+		if d.ReasonCode != 0x8E {
+			t.Errorf("stale connection got DISCONNECT 0x%02X, want 0x8E Session taken over", d.ReasonCode)
+		}
+	case <-time.After(partitionBound):
+		t.Fatal("the stale connection on the formerly cut-off node is still up: two connections for one client id")
+	}
+	n3.WaitLog(t, "session fenced", 1, wait)
+	// The id's connection on the majority is not disturbed.
+	select {
+	case <-moved.Done():
+		t.Error("the connection on the majority ended")
+	case <-time.After(200 * time.Millisecond):
+	}
+}
