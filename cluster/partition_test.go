@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -39,13 +40,25 @@ func TestClusterPartition(t *testing.T) {
 	checkPartition(t, nf, tc, tc.nodes[:2], tc.nodes[2:])
 }
 
-// TestClusterPartition5 splits five nodes into three and two.
+// TestClusterPartition5 splits five nodes into three and two. The
+// replicated objects have five replicas here, so that the side with most
+// nodes is the side with most replicas of each: with three replicas on
+// five nodes, where the replicas happen to be placed decides which side of
+// a 3/2 split can write the ownership records and the retained stream
+// (docs/cluster.md).
 func TestClusterPartition5(t *testing.T) {
 	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
 	if nf == nil {
 		return
 	}
-	tc := startCluster(t, 5)
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	if err := os.WriteFile(cfg+".tmp", []byte("cluster:\n  replicas: 5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(cfg+".tmp", cfg); err != nil {
+		t.Fatal(err)
+	}
+	tc := startClusterWith(t, 5, "--config", cfg)
 	checkPartition(t, nf, tc, tc.nodes[:3], tc.nodes[3:])
 }
 
