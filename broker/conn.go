@@ -54,6 +54,7 @@ type conn struct {
 	// Set while handling CONNECT, read-only afterwards. (Fields are
 	// ordered to pack: an idle connection's size matters.)
 	clientID    string
+	mount       string // ListenerPolicy.MountPoint of the listener, "" for none
 	sess        *session
 	keepAlive   time.Duration // 1.5x the negotiated keep alive, 0 = none
 	window      int           // outbound inflight limit

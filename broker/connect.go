@@ -91,13 +91,21 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 		return c.refuse(packet.BadAuthenticationMethod, "no authentication methods are configured")
 	}
 
+	pol := s.policy(c.nc)
+	c.mount = pol.MountPoint
 	id := strings.Clone(p.ClientID) // not a view that keeps the CONNECT alive
 	assigned := false
 	if id == "" {
+		refuseEmpty, prefix := s.clientIDRules(pol)
+		if refuseEmpty {
+			// The server MAY refuse instead of assigning [MQTT-3.1.3-6]
+			// (5.0: "MAY allow"): mosquitto's allow_zero_length_clientid.
+			return c.refuse(packet.ClientIdentifierNotValid, "this server does not assign client ids: send one")
+		}
 		if c.version == packet.V31 || !p.CleanStart && c.version == packet.V311 {
 			return c.refuse(packet.ClientIdentifierNotValid, "empty client id needs clean session [MQTT-3.1.3-8]")
 		}
-		id = s.assignClientID()
+		id = assignClientID(prefix)
 		assigned = true
 	}
 	if c.version == packet.V31 && len(id) > 23 {
@@ -119,6 +127,7 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 			return c.refuse(packet.RetainNotSupported, "retained messages are disabled")
 		}
 		will = newWill(p, id)
+		will.msg.Topic = c.mount + will.msg.Topic
 	}
 	if !s.reserveConnection() {
 		return c.refuse(packet.ServerBusy, fmt.Sprintf("connection limit %d reached", o.MaxConnections))
@@ -192,6 +201,9 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 		}
 	} else if !p.CleanStart {
 		expiry = neverExpires // 3.1.x persistent sessions last until cleaned
+		if o.PersistentSessionExpiry != 0 {
+			expiry = o.PersistentSessionExpiry
+		}
 	}
 	if limit := o.MaxKeepAlive; limit != 0 && (keepAlive == 0 || keepAlive > limit) {
 		if c.version != packet.V5 {
@@ -252,10 +264,10 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 
 const neverExpires = 0xFFFFFFFF
 
-func (s *Server) assignClientID() string {
+func assignClientID(prefix string) string {
 	var b [12]byte
 	rand.Read(b[:])
-	return "roost-" + hex.EncodeToString(b[:])
+	return prefix + hex.EncodeToString(b[:])
 }
 
 // newWill makes the will of CONNECT p. Its topic, payload and properties

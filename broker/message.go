@@ -175,12 +175,15 @@ func (s *Server) newMessage(p *packet.Publish, from string) *Message {
 // Size [MQTT-3.1.2-25]. The caller holds the session lock (which guards the
 // outbound topic aliases).
 func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []uint32, pid uint16, dup bool) bool {
-	if msg.shareWire && !dup && len(subIDs) == 0 && msg.expires == 0 && (c.version != packet.V5 || c.aliasMaxOut == 0) {
+	if msg.shareWire && !dup && len(subIDs) == 0 && msg.expires == 0 && (c.version != packet.V5 || c.aliasMaxOut == 0) && c.mount == "" {
 		if f, err := msg.wireFor(c.version, qos, retain); err == nil {
 			return c.writeShared(msg, f, pid)
 		}
 	}
-	p := packet.Publish{Dup: dup, QoS: qos, Retain: retain, Topic: msg.Topic, PacketID: pid, Payload: msg.Payload}
+	// The mount point goes: the client sees its own tree (every filter
+	// of its session starts with the mount point, so every topic does).
+	name := strings.TrimPrefix(msg.Topic, c.mount)
+	p := packet.Publish{Dup: dup, QoS: qos, Retain: retain, Topic: name, PacketID: pid, Payload: msg.Payload}
 	newAlias := false
 	if c.version == packet.V5 {
 		if msg.Props != nil {
@@ -205,7 +208,7 @@ func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []
 			p.Properties.Set(packet.PropSubscriptionID)
 		}
 		if c.aliasMaxOut > 0 {
-			if a, ok := c.aliasOut[msg.Topic]; ok {
+			if a, ok := c.aliasOut[name]; ok {
 				p.Topic = ""
 				p.Properties.TopicAlias = a
 				p.Properties.Set(packet.PropTopicAlias)
@@ -217,7 +220,7 @@ func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []
 				// A copy: msg.Topic may be a view into the publisher's
 				// packet, payload included, which the map would keep
 				// alive for this connection's life.
-				c.aliasOut[strings.Clone(msg.Topic)] = c.nextAliasOut
+				c.aliasOut[strings.Clone(name)] = c.nextAliasOut
 				p.Properties.TopicAlias = c.nextAliasOut
 				p.Properties.Set(packet.PropTopicAlias)
 				newAlias = true
@@ -230,7 +233,7 @@ func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []
 		return true // inflight stays and is resent on the next connection
 	}
 	if qos == 0 && c.pending() > maxOutBuffered {
-		c.undoAlias(msg.Topic, newAlias)
+		c.undoAlias(name, newAlias)
 		c.sess.noteDrop(DropSlowConsumer)
 		return false
 	}
@@ -241,7 +244,7 @@ func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []
 	ob.out, err = p.Encode(ob.out, c.version)
 	if err != nil || (c.maxOut > 0 && len(ob.out)-start > int(c.maxOut)) {
 		ob.out = ob.out[:start]
-		c.undoAlias(msg.Topic, newAlias)
+		c.undoAlias(name, newAlias)
 		c.sess.noteDrop(DropTooLarge)
 		return false
 	}

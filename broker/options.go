@@ -83,6 +83,33 @@ type Options struct {
 	// MaxSessionExpiry caps the MQTT 5 Session Expiry Interval a client may
 	// ask for, in seconds. Default 0xFFFFFFFF (never expire allowed).
 	MaxSessionExpiry uint32
+	// PersistentSessionExpiry, when non-zero, is how long, in seconds, an
+	// MQTT 3.1.x session with Clean Session 0 is kept after its client
+	// disconnected (mosquitto's persistent_client_expiration). The 3.1.1
+	// specification keeps such a session until the client cleans it, so a
+	// client that connects once with a random client id leaves a session
+	// for ever; this is the non-standard way out. Default 0: never expire,
+	// as the specification says.
+	PersistentSessionExpiry uint32
+	// MaxPayloadSize, when non-zero, is the largest PUBLISH payload the
+	// server accepts, in bytes (mosquitto's message_size_limit). A larger
+	// message is dropped, not routed, but its QoS flow is completed: a QoS
+	// 1/2 publish of an MQTT 5 client is answered with 0x83 Implementation
+	// specific error, as mosquitto answers it; a 3.1.x client cannot be
+	// told. Unlike MaxPacketSize, the connection stays open. Default 0: no
+	// limit beyond MaxPacketSize.
+	MaxPayloadSize int
+	// RefuseEmptyClientID refuses a CONNECT with an empty client id
+	// (CONNACK 0x85 Client Identifier not valid; 3.1.1 0x02) instead of
+	// assigning one (mosquitto's allow_zero_length_clientid false).
+	RefuseEmptyClientID bool
+	// AutoIDPrefix starts every client id the server assigns. Default
+	// "roost-" (mosquitto's auto_id_prefix, whose default is "auto-").
+	AutoIDPrefix string
+	// Listeners change some of the above for the clients of one listener,
+	// by its name (ListenerNamer), as mosquitto's per_listener_settings
+	// and mount_point do. A listener not in the map uses the Options.
+	Listeners map[string]ListenerPolicy
 	// TopicAliasMaximum is the MQTT 5 Topic Alias Maximum the server
 	// accepts from a client. Default 64.
 	TopicAliasMaximum uint16
@@ -136,6 +163,22 @@ type Options struct {
 	// Cluster connects the server to the other nodes of a cluster (see
 	// Cluster). Default: none, a single node.
 	Cluster Cluster
+}
+
+// ListenerPolicy is what a listener changes for the clients it accepts.
+type ListenerPolicy struct {
+	// MountPoint is put before every topic of the listener's clients:
+	// the topics they publish to (wills included) and the filters they
+	// subscribe to, and it is removed from the topics delivered to them
+	// (mosquitto's mount_point). Their clients see only the tree below
+	// it, as if it were the whole broker. "" for none; it must be a
+	// valid topic prefix without wildcards, usually ending in "/".
+	MountPoint string
+	// RefuseEmptyClientID and AutoIDPrefix replace the Options' fields
+	// of the same names when ClientIDs is set.
+	ClientIDs           bool
+	RefuseEmptyClientID bool
+	AutoIDPrefix        string
 }
 
 // DefaultOptions returns Options with every default filled in.
@@ -193,5 +236,8 @@ func (o *Options) fill() {
 	}
 	if o.MaxRetainedBytes == 0 {
 		o.MaxRetainedBytes = 1 << 30
+	}
+	if o.AutoIDPrefix == "" {
+		o.AutoIDPrefix = "roost-"
 	}
 }

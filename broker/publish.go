@@ -34,6 +34,10 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	if err := topic.ValidName(p.Topic, c.srv.opts.MaxTopicLevels); err != nil {
 		return protoErr(packet.TopicNameInvalid, nameRule(err), "PUBLISH topic %s: %v", clipQuote(p.Topic), err)
 	}
+	if c.mount != "" {
+		// After the alias: the client's aliases name its own topics.
+		p.Topic = c.mount + p.Topic
+	}
 	if p.Retain && c.srv.opts.DisableRetain {
 		return protoErr(packet.RetainNotSupported, "MQTT-3.2.2-14", "retained messages are disabled (Retain Available 0)")
 	}
@@ -46,6 +50,14 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	if !c.srv.allowed(c.sess.info.Load(), ActionPublish, p.Topic) {
 		c.logger().Debug("publish denied", "topic", p.Topic)
 		c.ackPublish(p, packet.NotAuthorized)
+		return nil
+	}
+	if lim := c.srv.opts.MaxPayloadSize; lim > 0 && len(p.Payload) > lim {
+		// Dropped with its QoS flow completed, as mosquitto's
+		// message_size_limit does; Debug, as for a denied publish: a
+		// client repeating it must not flood the log.
+		c.logger().Debug("publish dropped: payload over the size limit", "topic", p.Topic, "bytes", len(p.Payload), "limit", lim)
+		c.ackPublish(p, packet.ImplementationSpecificError)
 		return nil
 	}
 	if p.QoS > 0 {

@@ -84,6 +84,9 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxKeepAlive != 0 && opts.ServerKeepAlive > opts.MaxKeepAlive {
 		return nil, fmt.Errorf("broker: ServerKeepAlive %d above MaxKeepAlive %d", opts.ServerKeepAlive, opts.MaxKeepAlive)
 	}
+	if err := checkPolicies(opts.Listeners); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		opts:      opts,

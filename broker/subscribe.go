@@ -35,7 +35,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		// A copy: the session and the tree keep the filter (and views
 		// into it) for as long as the subscription lasts, and req.Filter
 		// is a view into the whole SUBSCRIBE, properties included.
-		req.Filter = strings.Clone(req.Filter)
+		req.Filter = c.mounted(strings.Clone(req.Filter))
 		group, rest, shared, err := topic.ParseShare(req.Filter)
 		if err == nil {
 			err = topic.ValidFilter(rest, c.srv.opts.MaxTopicLevels)
@@ -131,6 +131,7 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
 	codes := make([]packet.ReasonCode, len(p.Filters))
 	ss.mu.Lock()
 	for i, f := range p.Filters {
+		f = c.mounted(f)
 		sub, ok := ss.subs[f]
 		if !ok {
 			codes[i] = packet.NoSubscriptionExisted

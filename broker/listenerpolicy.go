@@ -1,0 +1,65 @@
+package broker
+
+import (
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/roost-mqtt/roost/topic"
+)
+
+// checkPolicies refuses a mount point that is not the start of a topic
+// name: with a wildcard, it would turn the client's topics into filters.
+func checkPolicies(ps map[string]ListenerPolicy) error {
+	for name, p := range ps {
+		if p.MountPoint == "" {
+			continue
+		}
+		if err := topic.ValidName(p.MountPoint+"x", 0); err != nil {
+			return fmt.Errorf("broker: listener %q: mount point %q: %w", name, p.MountPoint, err)
+		}
+	}
+	return nil
+}
+
+// policy returns the ListenerPolicy of the listener nc came through: the
+// zero policy when Options.Listeners has none for it, or nc does not say
+// which listener it came through.
+func (s *Server) policy(nc net.Conn) ListenerPolicy {
+	if len(s.opts.Listeners) == 0 {
+		return ListenerPolicy{}
+	}
+	l, ok := nc.(ListenerNamer)
+	if !ok {
+		return ListenerPolicy{}
+	}
+	return s.opts.Listeners[l.ListenerName()]
+}
+
+// clientIDRules says whether an empty client id is refused and, if not,
+// what the assigned one starts with, for a client of a listener with
+// policy p.
+func (s *Server) clientIDRules(p ListenerPolicy) (refuse bool, prefix string) {
+	if !p.ClientIDs {
+		return s.opts.RefuseEmptyClientID, s.opts.AutoIDPrefix
+	}
+	if p.AutoIDPrefix == "" {
+		return p.RefuseEmptyClientID, s.opts.AutoIDPrefix
+	}
+	return p.RefuseEmptyClientID, p.AutoIDPrefix
+}
+
+// mounted puts the connection's mount point before a filter: after the
+// share name of a shared subscription ($share/GROUP/FILTER), since the
+// share name is not a topic level.
+func (c *conn) mounted(filter string) string {
+	if c.mount == "" {
+		return filter
+	}
+	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
+		if group, f, ok := strings.Cut(rest, "/"); ok {
+			return "$share/" + group + "/" + c.mount + f
+		}
+	}
+	return c.mount + filter
+}

@@ -1,0 +1,165 @@
+package broker
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/listener"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// serveNamed serves s on one more listener, named name, and returns its
+// address.
+func serveNamed(t *testing.T, s *Server, name string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(listener.Named(ln, name)) // ends with the server's Shutdown
+	return ln.Addr().String()
+}
+
+// nextPublish reads until a PUBLISH arrives and returns it.
+func nextPublish(t *testing.T, c *mqtttest.Client) *packet.Publish {
+	t.Helper()
+	for {
+		p, ok := c.Next(3 * time.Second).(*packet.Publish)
+		if ok {
+			return p
+		}
+	}
+}
+
+// A listener's mount point (mosquitto's mount_point) is put before the
+// topics its clients publish to, their wills and their filters (after a
+// $share name), and taken off the topics delivered to them, retained ones
+// included; they see nothing outside their tree.
+func TestMountPoint(t *testing.T) {
+	s, plainAddr := startServer(t, Options{Listeners: map[string]ListenerPolicy{"tenant": {MountPoint: "tenants/a/"}}})
+	addr := serveNamed(t, s, "tenant")
+
+	outside := dial(t, plainAddr, packet.V311)
+	outside.Connect(&packet.Connect{ClientID: "outside", CleanStart: true})
+	outside.Subscribe("#", 0)
+	outside.Send(&packet.Publish{Topic: "tenants/a/state", Payload: []byte("r"), Retain: true})
+	outside.Send(&packet.Publish{Topic: "other/state", Payload: []byte("o"), Retain: true})
+	for range 2 { // its own two messages back
+		nextPublish(t, outside)
+	}
+
+	in := dial(t, addr, packet.V5)
+	in.Connect(&packet.Connect{ClientID: "in", CleanStart: true, WillFlag: true, WillTopic: "gone", WillPayload: []byte("w")})
+	in.Subscribe("#", 1)
+	if p := nextPublish(t, in); p.Topic != "state" || string(p.Payload) != "r" || !p.Retain {
+		t.Fatalf("retained message in the mount: %q %q retain %v, want \"state\" \"r\" retained", p.Topic, p.Payload, p.Retain)
+	}
+	in.Send(&packet.Publish{Topic: "cmd/1", Payload: []byte("x"), QoS: 1, PacketID: 7})
+	if p := nextPublish(t, outside); p.Topic != "tenants/a/cmd/1" {
+		t.Fatalf("outside got %q, want tenants/a/cmd/1", p.Topic)
+	}
+	if p := nextPublish(t, in); p.Topic != "cmd/1" {
+		t.Fatalf("the mounted client got its own message as %q, want cmd/1", p.Topic)
+	}
+	outside.Send(&packet.Publish{Topic: "other/x", Payload: []byte("o")})
+	outside.Send(&packet.Publish{Topic: "tenants/a/in/1", Payload: []byte("i")})
+	nextPublish(t, outside)
+	nextPublish(t, outside)
+	if p := nextPublish(t, in); p.Topic != "in/1" {
+		t.Fatalf("the mounted client got %q, want in/1 (and nothing outside its mount)", p.Topic)
+	}
+
+	shared := dial(t, addr, packet.V5)
+	shared.Connect(&packet.Connect{ClientID: "shared", CleanStart: true})
+	shared.Subscribe("$share/g/jobs/+", 0)
+	outside.Send(&packet.Publish{Topic: "tenants/a/jobs/1", Payload: []byte("j")})
+	if p := nextPublish(t, shared); p.Topic != "jobs/1" {
+		t.Fatalf("shared subscription got %q, want jobs/1", p.Topic)
+	}
+	nextPublish(t, outside)
+
+	in.NC.Close() // no DISCONNECT: the will goes
+	for {
+		if p := nextPublish(t, outside); p.Topic == "tenants/a/gone" {
+			break
+		} else if !strings.HasPrefix(p.Topic, "tenants/a/") {
+			t.Fatalf("outside got %q", p.Topic)
+		}
+	}
+}
+
+// A mount point with a wildcard is refused: it would make filters of the
+// client's topics.
+func TestMountPointRefused(t *testing.T) {
+	if _, err := New(Options{Listeners: map[string]ListenerPolicy{"x": {MountPoint: "a/+/"}}}); err == nil {
+		t.Fatal("mount point a/+/ accepted")
+	}
+}
+
+// Options.MaxPayloadSize (mosquitto's message_size_limit): a larger
+// message is not routed, its QoS flow completes (0x83 for MQTT 5, as
+// mosquitto answers), and the connection stays open.
+func TestMaxPayloadSize(t *testing.T) {
+	_, addr := startServer(t, Options{MaxPayloadSize: 10})
+	sub := dial(t, addr, packet.V311)
+	sub.Connect(&packet.Connect{ClientID: "sub", CleanStart: true})
+	sub.Subscribe("big/#", 1)
+	for _, v := range []packet.Version{packet.V5, packet.V311} {
+		pub := dial(t, addr, v)
+		pub.Connect(&packet.Connect{ClientID: "pub" + v.String(), CleanStart: true})
+		pub.Send(&packet.Publish{Topic: "big/1", Payload: make([]byte, 11), QoS: 1, PacketID: 1})
+		ack, ok := pub.Next(2 * time.Second).(*packet.Puback)
+		if want := map[packet.Version]packet.ReasonCode{packet.V5: packet.ImplementationSpecificError}[v]; !ok || ack.ReasonCode != want {
+			t.Fatalf("%v: %+v, want PUBACK 0x%02X", v, ack, byte(want))
+		}
+		pub.Send(&packet.Publish{Topic: "big/2", Payload: make([]byte, 11), QoS: 2, PacketID: 2})
+		if rec, ok := pub.Next(2 * time.Second).(*packet.Pubrec); !ok || v == packet.V5 && rec.ReasonCode != packet.ImplementationSpecificError {
+			t.Fatalf("%v: %+v, want PUBREC (0x83 for 5.0)", v, rec)
+		}
+		pub.Send(&packet.Publish{Topic: "big/3", Payload: make([]byte, 10), QoS: 1, PacketID: 3})
+		if ack, ok := pub.Next(2 * time.Second).(*packet.Puback); !ok || ack.ReasonCode != 0 {
+			t.Fatalf("%v: %+v for a payload at the limit", v, ack)
+		}
+		if p := nextPublish(t, sub); p.Topic != "big/3" {
+			t.Fatalf("%v: delivered %q, want only big/3", v, p.Topic)
+		}
+	}
+}
+
+// Options.PersistentSessionExpiry (mosquitto's persistent_client_expiration)
+// ends a 3.1.1 session with Clean Session 0 that stayed offline that long.
+func TestPersistentSessionExpiry(t *testing.T) {
+	s, addr := startServer(t, Options{PersistentSessionExpiry: 1})
+	c := dial(t, addr, packet.V311)
+	c.Connect(&packet.Connect{ClientID: "p", CleanStart: false})
+	c.Subscribe("a", 1)
+	c.Send(&packet.Disconnect{})
+	c.ExpectClosed(2 * time.Second)
+	mqtttest.Eventually(t, 5*time.Second, func() bool { return s.Stats().SessionsExpired == 1 })
+	c = dial(t, addr, packet.V311)
+	if ack := c.Connect(&packet.Connect{ClientID: "p", CleanStart: false}); ack.SessionPresent {
+		t.Fatal("session present after the expiry")
+	}
+}
+
+// An empty client id is refused with 0x85 (3.1.1: 0x02) when the server
+// does not assign ids; assigned ids start with the prefix; a listener's
+// policy overrides both.
+func TestEmptyClientID(t *testing.T) {
+	s, addr := startServer(t, Options{RefuseEmptyClientID: true, AutoIDPrefix: "auto-",
+		Listeners: map[string]ListenerPolicy{"open": {ClientIDs: true, AutoIDPrefix: "open-"}}})
+	for v, code := range map[packet.Version]packet.ReasonCode{packet.V5: packet.ClientIdentifierNotValid, packet.V311: packet.Connack311IdentifierRejected} {
+		c := dial(t, addr, v)
+		c.Send(&packet.Connect{ProtocolVersion: v, CleanStart: true})
+		if ack, ok := c.Next(2 * time.Second).(*packet.Connack); !ok || ack.ReasonCode != code {
+			t.Fatalf("%v: %+v, want CONNACK 0x%02X", v, ack, byte(code))
+		}
+	}
+	c := dial(t, serveNamed(t, s, "open"), packet.V5)
+	if ack := c.Connect(&packet.Connect{CleanStart: true}); !strings.HasPrefix(ack.Properties.AssignedClientID, "open-") {
+		t.Fatalf("assigned %q, want open-...", ack.Properties.AssignedClientID)
+	}
+}
