@@ -25,7 +25,10 @@ func checkAuth(cfg *config.Config) error {
 			return fmt.Errorf("listen %s: listener name %q is used twice", ln.URL, ln.ID())
 		}
 		seen[ln.ID()] = true
-		if mode, _ := cfg.Anonymous(ln); mode == config.AnonymousRefused && !cfg.Auth.Authenticates() {
+		if mode, _ := cfg.Anonymous(ln); mode == config.AnonymousRefused && !cfg.Authenticates(ln) {
+			if ln.Auth != nil {
+				return fmt.Errorf("listen %s: anonymous access is off but nothing can authenticate its clients: set the listener's auth.password_file (mosquitto: password_file after its listener line, as per_listener_settings true wants), or anonymous: true (allow_anonymous true)", ln.URL)
+			}
 			return fmt.Errorf("listen %s: anonymous access is off but nothing can authenticate clients: set auth.password_file, auth.http_hook or auth.cert_identity_as_username", ln.URL)
 		}
 	}
@@ -42,26 +45,17 @@ func setupAuth(ctx context.Context, cfg *config.Config, opts *broker.Options, lo
 	a := cfg.Auth
 	authn := &auth.Authenticator{CertIdentityAsUsername: a.CertIdentityAsUsername}
 	restricted := anonymousAccess(ctx, cfg, authn, logger)
-	if !a.Enabled() && !restricted {
+	if !a.Enabled() && !restricted && !cfg.PerListenerAuth() {
 		return func() {}, nil
 	}
 
-	var reloaders []auth.Reloader
+	files := &authFiles{certAsUser: a.CertIdentityAsUsername, logger: logger}
 	var acl *auth.ACL
-	if a.PasswordFile != "" {
-		if authn.Passwords, err = auth.LoadPasswordFile(a.PasswordFile); err != nil {
-			return nil, err
-		}
-		reloaders = append(reloaders, authn.Passwords)
-		logger.Info("password file loaded", "file", a.PasswordFile, "users", authn.Passwords.Len())
+	if authn.Passwords, err = files.passwords(a.PasswordFile); err != nil {
+		return nil, err
 	}
-	if a.ACLFile != "" {
-		if acl, err = auth.LoadACLFile(a.ACLFile); err != nil {
-			return nil, err
-		}
-		acl.CertIdentityAsUsername = a.CertIdentityAsUsername
-		reloaders = append(reloaders, acl)
-		logger.Info("acl file loaded", "file", a.ACLFile)
+	if acl, err = files.acl(a.ACLFile); err != nil {
+		return nil, err
 	}
 	var hook *auth.HTTPHook
 	if h := a.HTTPHook; h.URL != "" {
@@ -74,15 +68,108 @@ func setupAuth(ctx context.Context, cfg *config.Config, opts *broker.Options, lo
 		authn.Hook = hook
 	}
 	opts.Authenticator = authn
+	opts.Authorizer = authorizer(acl, hook)
+	if cfg.PerListenerAuth() {
+		if err := perListenerAuth(cfg, authn, hook, files, opts); err != nil {
+			return nil, err
+		}
+	}
+	return watchAuth(ctx, files.reloaders, logger, hups.subscribe()), nil
+}
+
+// authorizer combines what decides topics; nil (every topic allowed) for
+// neither.
+func authorizer(acl *auth.ACL, hook *auth.HTTPHook) broker.Authorizer {
 	switch {
 	case acl != nil && hook != nil:
-		opts.Authorizer = auth.All(acl, hook)
+		return auth.All(acl, hook)
 	case acl != nil:
-		opts.Authorizer = acl
+		return acl
 	case hook != nil:
-		opts.Authorizer = hook
+		return hook
 	}
-	return watchAuth(ctx, reloaders, logger, hups.subscribe()), nil
+	return nil
+}
+
+// perListenerAuth gives the listeners with their own auth: (mosquitto's
+// per_listener_settings true) their own password and ACL files; the
+// others keep the top-level ones. The anonymous rules and the HTTP hook
+// stay shared: they are per listener already, or for every listener.
+func perListenerAuth(cfg *config.Config, base *auth.Authenticator, hook *auth.HTTPHook, files *authFiles, opts *broker.Options) error {
+	bl := &auth.ByListener{Default: opts.Authenticator, DefaultAuthorizer: opts.Authorizer,
+		Authenticators: make(map[string]broker.Authenticator), Authorizers: make(map[string]broker.Authorizer)}
+	for _, ln := range cfg.Listeners {
+		if ln.Auth == nil {
+			continue
+		}
+		la := *base // shares the anonymous rules and the hook
+		var err error
+		if la.Passwords, err = files.passwords(ln.Auth.PasswordFile); err != nil {
+			return err
+		}
+		acl, err := files.acl(ln.Auth.ACLFile)
+		if err != nil {
+			return err
+		}
+		bl.Authenticators[ln.ID()] = &la
+		// nil: every topic, whatever the top level's acl_file says.
+		bl.Authorizers[ln.ID()] = authorizer(acl, hook)
+	}
+	opts.Authenticator, opts.Authorizer = bl, bl
+	return nil
+}
+
+// authFiles loads password and ACL files once each, however many
+// listeners name them, and collects them for reloading.
+type authFiles struct {
+	certAsUser bool
+	logger     *slog.Logger
+	pw         map[string]*auth.PasswordFile
+	acls       map[string]*auth.ACL
+	reloaders  []auth.Reloader
+}
+
+// passwords loads the password file at path; nil for "".
+func (f *authFiles) passwords(path string) (*auth.PasswordFile, error) {
+	if path == "" {
+		return nil, nil
+	}
+	if p, ok := f.pw[path]; ok {
+		return p, nil
+	}
+	p, err := auth.LoadPasswordFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if f.pw == nil {
+		f.pw = make(map[string]*auth.PasswordFile)
+	}
+	f.pw[path] = p
+	f.reloaders = append(f.reloaders, p)
+	f.logger.Info("password file loaded", "file", path, "users", p.Len())
+	return p, nil
+}
+
+// acl loads the ACL file at path; nil for "".
+func (f *authFiles) acl(path string) (*auth.ACL, error) {
+	if path == "" {
+		return nil, nil
+	}
+	if a, ok := f.acls[path]; ok {
+		return a, nil
+	}
+	a, err := auth.LoadACLFile(path)
+	if err != nil {
+		return nil, err
+	}
+	a.CertIdentityAsUsername = f.certAsUser
+	if f.acls == nil {
+		f.acls = make(map[string]*auth.ACL)
+	}
+	f.acls[path] = a
+	f.reloaders = append(f.reloaders, a)
+	f.logger.Info("acl file loaded", "file", path)
+	return a, nil
 }
 
 // anonymousAccess sets authn's anonymous access per listener as

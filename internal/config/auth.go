@@ -91,6 +91,10 @@ func (c *Config) Anonymous(ln Listener) (AnonymousMode, string) {
 		return onOff(*ln.Anonymous), fmt.Sprintf("the listener's anonymous: %t", *ln.Anonymous)
 	case a.AllowAnonymous != nil:
 		return onOff(*a.AllowAnonymous), fmt.Sprintf("auth.allow_anonymous (or --allow-anonymous) is %t", *a.AllowAnonymous)
+	case ln.Auth != nil && c.Authenticates(ln):
+		return AnonymousRefused, "clients can authenticate (the listener's auth.password_file) and its anonymous: is not set"
+	case ln.Auth != nil:
+		return AnonymousRefused, "the listener has its own auth: and no anonymous: true (mosquitto's per_listener_settings: allow_anonymous is false unless set for the listener)"
 	case a.Authenticates():
 		return AnonymousRefused, "clients can authenticate (" + a.authMeans() + ") and auth.allow_anonymous is not set; set it to true (or --allow-anonymous) to accept anonymous clients as well"
 	}
@@ -102,6 +106,27 @@ func (c *Config) Anonymous(ln Listener) (AnonymousMode, string) {
 		return AnonymousLocal, why + "; the listener is on loopback: every client connecting directly is local, and so is every client a proxy on this machine relays to it (set proxy_protocol or ws.trusted_proxies to judge those by their own address)"
 	}
 	return AnonymousLocal, why + ": clients from other machines are refused; set auth.password_file, or auth.allow_anonymous: true (--allow-anonymous) to accept anyone"
+}
+
+// Authenticates reports whether something can tell who a client of ln
+// is: its own password file when it has its own auth:, else what
+// Auth.Authenticates says; an HTTP hook and certificate identities count
+// for every listener.
+func (c *Config) Authenticates(ln Listener) bool {
+	if ln.Auth == nil {
+		return c.Auth.Authenticates()
+	}
+	return ln.Auth.PasswordFile != "" || c.Auth.HTTPHook.URL != "" || c.Auth.CertIdentityAsUsername
+}
+
+// PerListenerAuth reports whether some listener has its own auth:.
+func (c *Config) PerListenerAuth() bool {
+	for _, ln := range c.Listeners {
+		if ln.Auth != nil {
+			return true
+		}
+	}
+	return false
 }
 
 func onOff(b bool) AnonymousMode {
@@ -169,6 +194,14 @@ func (d *decoder) httpHook(n *yaml.Node, path string, h *HTTPHook) {
 // resolvePaths makes relative file names relative to dir, the config
 // file's directory.
 func (a *Auth) resolvePaths(dir string) {
+	for _, p := range []*string{&a.PasswordFile, &a.ACLFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+}
+
+func (a *ListenerAuth) resolvePaths(dir string) {
 	for _, p := range []*string{&a.PasswordFile, &a.ACLFile} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)

@@ -53,6 +53,17 @@ type Config struct {
 	// Cluster makes this node part of a cluster (cluster.go); the zero
 	// value is a single node.
 	Cluster cluster.Config
+	// ClientIDs is what the server does with empty client ids; a
+	// listener's own client_ids replace it for its clients.
+	ClientIDs ClientIDs
+}
+
+// ClientIDs says whether the server assigns a client id to a client that
+// sent an empty one, and how the assigned ids start (mosquitto's
+// allow_zero_length_clientid and auto_id_prefix).
+type ClientIDs struct {
+	RefuseEmpty bool   // refuse with CONNACK 0x85 (3.1.1: 0x02) instead
+	Prefix      string // "" for the broker's default, "roost-"
 }
 
 // Log configures the server's log output.
@@ -91,6 +102,13 @@ type Limits struct {
 	// as "default" and a negative value as unlimited).
 	MaxRetained      int
 	MaxRetainedBytes int
+	// MaxPayloadSize drops larger PUBLISH payloads (mosquitto's
+	// message_size_limit, broker.Options.MaxPayloadSize); 0: no limit.
+	MaxPayloadSize int
+	// PersistentSessionExpiry ends MQTT 3.1.x persistent sessions
+	// offline that long (mosquitto's persistent_client_expiration); 0:
+	// never, as the specification has it.
+	PersistentSessionExpiry time.Duration
 }
 
 // DefaultListenURL is where Roost listens when nothing else is configured.
@@ -127,6 +145,7 @@ func Default() *Config {
 		},
 		SysInterval: o.SysInterval,
 		Retain:      !o.DisableRetain,
+		ClientIDs:   ClientIDs{Prefix: o.AutoIDPrefix},
 		Store:       Store{Data: DefaultDataDir, MinFree: store.DefaultMinFree, Ballast: store.DefaultBallast},
 	}
 }
@@ -158,6 +177,9 @@ func Load(path string) (*Config, error) {
 	c.Auth.resolvePaths(filepath.Dir(path))
 	for i := range c.Listeners {
 		c.Listeners[i].TLS.resolvePaths(filepath.Dir(path))
+		if a := c.Listeners[i].Auth; a != nil {
+			a.resolvePaths(filepath.Dir(path))
+		}
 	}
 	for i := range c.Bridges {
 		c.Bridges[i].TLS.resolvePaths(filepath.Dir(path))
@@ -198,7 +220,33 @@ func (c *Config) BrokerOptions(logger *slog.Logger) broker.Options {
 		MaxRetainedBytes:    unlimitedIfZero(l.MaxRetainedBytes),
 		SysInterval:         sys,
 		DisableRetain:       !c.Retain,
+		MaxPayloadSize:      l.MaxPayloadSize,
+		// Rounded up: a session is never ended before its time.
+		PersistentSessionExpiry: uint32(min((l.PersistentSessionExpiry+time.Second-1)/time.Second, 0xFFFFFFFE)),
+		RefuseEmptyClientID:     c.ClientIDs.RefuseEmpty,
+		AutoIDPrefix:            c.ClientIDs.Prefix,
+		Listeners:               c.listenerPolicies(),
 	}
+}
+
+// listenerPolicies are the broker.ListenerPolicy of the listeners that
+// have a mount point or their own client_ids, by listener name.
+func (c *Config) listenerPolicies() map[string]broker.ListenerPolicy {
+	var ps map[string]broker.ListenerPolicy
+	for _, ln := range c.Listeners {
+		if ln.MountPoint == "" && ln.ClientIDs == nil {
+			continue
+		}
+		p := broker.ListenerPolicy{MountPoint: ln.MountPoint}
+		if ids := ln.ClientIDs; ids != nil {
+			p.ClientIDs, p.RefuseEmptyClientID, p.AutoIDPrefix = true, ids.RefuseEmpty, ids.Prefix
+		}
+		if ps == nil {
+			ps = make(map[string]broker.ListenerPolicy)
+		}
+		ps[ln.ID()] = p
+	}
+	return ps
 }
 
 // unlimitedIfZero turns the config's 0 = unlimited into broker.Options'

@@ -18,6 +18,9 @@ import (
 const example = `listeners:
   - url: mqtt://0.0.0.0:1883
   - url: mqtt://127.0.0.1:11883
+    mount_point: tenants/a/
+    client_ids: {allow_empty: false}
+    auth: {password_file: tenants.pw, acl_file: /etc/roost/tenants.acl}
 log: {level: debug, format: json}
 limits:
   max_packet_size: 256KiB
@@ -40,6 +43,8 @@ limits:
   topic_alias_maximum: 10
   max_retained: 50000
   max_retained_bytes: 256MiB
+  max_payload_size: 64KiB
+  persistent_session_expiry: 336h
 sys_interval: 1m
 retain: false
 auth:
@@ -48,7 +53,17 @@ auth:
   allow_anonymous: false
   cert_identity_as_username: true
   http_hook: {url: "http://127.0.0.1:8080/auth", timeout: 1s, cache_ttl: 10s, fail_open: true}
+client_ids: {prefix: auto-}
 `
+
+// tenantOptions are the options of the example's second listener.
+func tenantOptions() ListenerOptions {
+	o := DefaultListenerOptions()
+	o.MountPoint = "tenants/a/"
+	o.ClientIDs = &ClientIDs{RefuseEmpty: true}
+	o.Auth = &ListenerAuth{PasswordFile: "tenants.pw", ACLFile: "/etc/roost/tenants.acl"}
+	return o
+}
 
 func TestParseExample(t *testing.T) {
 	c, err := Parse("roost.yaml", []byte(example))
@@ -58,7 +73,7 @@ func TestParseExample(t *testing.T) {
 	want := &Config{
 		Listeners: []Listener{
 			{URL: "mqtt://0.0.0.0:1883", Scheme: "mqtt", Addr: "0.0.0.0:1883", ListenerOptions: DefaultListenerOptions()},
-			{URL: "mqtt://127.0.0.1:11883", Scheme: "mqtt", Addr: "127.0.0.1:11883", ListenerOptions: DefaultListenerOptions()},
+			{URL: "mqtt://127.0.0.1:11883", Scheme: "mqtt", Addr: "127.0.0.1:11883", ListenerOptions: tenantOptions()},
 		},
 		Log: Log{Level: slog.LevelDebug, Format: LogJSON},
 		Limits: Limits{
@@ -68,7 +83,9 @@ func TestParseExample(t *testing.T) {
 			ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120, MaxKeepAlive: 300,
 			MaxSessionExpiry: 86400, TopicAliasMaximum: 10,
 			MaxRetained: 50000, MaxRetainedBytes: 256 << 20,
+			MaxPayloadSize: 64 << 10, PersistentSessionExpiry: 14 * 24 * time.Hour,
 		},
+		ClientIDs:   ClientIDs{Prefix: "auto-"},
 		SysInterval: time.Minute,
 		Retain:      false,
 		Store:       Store{Data: DefaultDataDir, MinFree: store.DefaultMinFree, Ballast: store.DefaultBallast},
@@ -104,7 +121,7 @@ func TestDefaultBrokerOptions(t *testing.T) {
 	got := Default().BrokerOptions(nil)
 	want := broker.DefaultOptions()
 	got.Logger, want.Logger = nil, nil
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("BrokerOptions = %+v\nwant %+v", got, want)
 	}
 }
@@ -123,8 +140,10 @@ func TestBrokerOptions(t *testing.T) {
 		ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120, MaxKeepAlive: 300, MaxSessionExpiry: 86400,
 		TopicAliasMaximum: 10, SysInterval: time.Minute, DisableRetain: true,
 		MaxRetained: 50000, MaxRetainedBytes: 256 << 20,
+		MaxPayloadSize: 64 << 10, PersistentSessionExpiry: 14 * 24 * 3600, AutoIDPrefix: "auto-",
+		Listeners: map[string]broker.ListenerPolicy{"mqtt://127.0.0.1:11883": {MountPoint: "tenants/a/", ClientIDs: true, RefuseEmptyClientID: true}},
 	}
-	if o != want {
+	if !reflect.DeepEqual(o, want) {
 		t.Errorf("BrokerOptions = %+v\nwant %+v", o, want)
 	}
 }

@@ -39,6 +39,7 @@ func (c *Config) WriteYAML(w io.Writer, source string) error {
 	}
 	e.store(&c.Store)
 	e.auth(&c.Auth)
+	e.clientIDs(0, &c.ClientIDs)
 	e.bridges(c.Bridges)
 	return e.err
 }
@@ -87,6 +88,7 @@ func (e *yamlWriter) listeners(ls []Listener) {
 		if l.MaxConnections > 0 {
 			e.line(2, "max_connections: %d", l.MaxConnections)
 		}
+		e.listenerPolicy(&l)
 		t := l.TLS
 		if len(t.Certs) == 0 {
 			continue
@@ -128,6 +130,11 @@ func (e *yamlWriter) limits(l *Limits) {
 	add("max_queued", l.MaxQueued, d.MaxQueued, "")
 	add("max_queued_bytes", l.MaxQueuedBytes, d.MaxQueuedBytes, "")
 	add("queue_qos0", l.QueueQoS0, d.QueueQoS0, "")
+	add("max_keep_alive", l.MaxKeepAlive, d.MaxKeepAlive, "mosquitto's max_keepalive; MQTT 3.1.x clients asking for more, or for 0, are refused (0x02), as mosquitto 2.0.12 and later refuse them")
+	add("max_payload_size", l.MaxPayloadSize, d.MaxPayloadSize, "mosquitto's message_size_limit: larger messages are dropped, their QoS flow completed (MQTT 5: 0x83)")
+	if l.PersistentSessionExpiry != d.PersistentSessionExpiry {
+		lines = append(lines, fmt.Sprintf("persistent_session_expiry: %s # mosquitto's persistent_client_expiration, in hours (a month is 30 days, a year 365); MQTT 3.1.x sessions only", dur(l.PersistentSessionExpiry)))
+	}
 	if len(lines) == 0 {
 		return
 	}
@@ -255,5 +262,49 @@ func (e *yamlWriter) bridgeTLS(t *BridgeTLS) {
 	}
 	if t.MinVersion == tls.VersionTLS13 {
 		e.line(3, "min_version: \"1.3\"")
+	}
+}
+
+// listenerPolicy writes a listener's name, anonymous access, mount point,
+// client ids and own auth files.
+func (e *yamlWriter) listenerPolicy(l *Listener) {
+	if l.Name != "" {
+		e.line(2, "name: %s", q(l.Name))
+	}
+	if l.Anonymous != nil {
+		e.line(2, "anonymous: %v # this listener's allow_anonymous (per_listener_settings true)", *l.Anonymous)
+	}
+	if l.MountPoint != "" {
+		e.line(2, "mount_point: %s", q(l.MountPoint))
+	}
+	if l.ClientIDs != nil {
+		e.line(2, "client_ids: # this listener's allow_zero_length_clientid and auto_id_prefix")
+		e.clientIDs(3, l.ClientIDs)
+	}
+	if a := l.Auth; a != nil {
+		e.line(2, "auth: # per_listener_settings true: this listener's own files, not the top-level ones")
+		if a.PasswordFile != "" {
+			e.line(3, "password_file: %s", q(abs(a.PasswordFile)))
+		}
+		if a.ACLFile != "" {
+			e.line(3, "acl_file: %s", q(abs(a.ACLFile)))
+		}
+	}
+}
+
+// clientIDs writes a client_ids section's keys at indent (the section
+// itself at the top level, where it is written only when it is not the
+// default).
+func (e *yamlWriter) clientIDs(indent int, ids *ClientIDs) {
+	if indent == 0 {
+		if *ids == Default().ClientIDs {
+			return
+		}
+		e.line(0, "client_ids:")
+		indent = 1
+	}
+	e.line(indent, "allow_empty: %v", !ids.RefuseEmpty)
+	if ids.Prefix != "" {
+		e.line(indent, "prefix: %s", q(ids.Prefix))
 	}
 }

@@ -46,6 +46,22 @@ type ListenerOptions struct {
 	HandshakeTimeout time.Duration
 	TLS              TLS // mqtts and wss only
 	WS               WS  // ws and wss only
+	// MountPoint is put before the topics of this listener's clients
+	// and taken off those delivered to them (broker.ListenerPolicy).
+	MountPoint string
+	// ClientIDs, when set, replaces the top-level client_ids for this
+	// listener's clients.
+	ClientIDs *ClientIDs
+	// Auth, when set, authenticates and authorizes this listener's
+	// clients instead of the top-level auth: files (mosquitto's
+	// per_listener_settings true).
+	Auth *ListenerAuth
+}
+
+// ListenerAuth are a listener's own password and ACL files.
+type ListenerAuth struct {
+	PasswordFile string // "" for none
+	ACLFile      string // "" for none: every topic allowed
 }
 
 // TLS configures an mqtts or wss listener.

@@ -36,6 +36,23 @@ func (d *decoder) listener(n *yaml.Node, path string, c *Config) {
 		"handshake_timeout": func(p string, v *yaml.Node) { d.duration(v, p, 1, &o.HandshakeTimeout) },
 		"tls":               func(p string, v *yaml.Node) { d.tls(v, p, &o.TLS) },
 		"ws":                func(p string, v *yaml.Node) { d.ws(v, p, &o.WS) },
+		"mount_point": func(p string, v *yaml.Node) {
+			d.str(&o.MountPoint)(p, v)
+			if err := CheckMountPoint(o.MountPoint); err != nil {
+				d.errorf(v, "%s: %v", p, err)
+			}
+		},
+		"client_ids": func(p string, v *yaml.Node) {
+			o.ClientIDs = new(ClientIDs)
+			d.clientIDs(v, p, o.ClientIDs)
+		},
+		"auth": func(p string, v *yaml.Node) {
+			o.Auth = new(ListenerAuth)
+			d.mapping(v, p, map[string]field{
+				"password_file": d.str(&o.Auth.PasswordFile),
+				"acl_file":      d.str(&o.Auth.ACLFile),
+			})
+		},
 	})
 	if ln.URL == "" && !hasKey(n, "url") {
 		d.errorf(n, "%s: missing key \"url\"", path)
@@ -164,4 +181,26 @@ func (d *decoder) list(n *yaml.Node, path string, item func(p string, v *yaml.No
 	for i, v := range n.Content {
 		item(fmt.Sprintf("%s[%d]", path, i), resolve(v))
 	}
+}
+
+// clientIDs decodes a client_ids section.
+func (d *decoder) clientIDs(n *yaml.Node, path string, ids *ClientIDs) {
+	allow := true
+	d.mapping(n, path, map[string]field{
+		"allow_empty": func(p string, v *yaml.Node) { d.boolean(v, p, &allow) },
+		"prefix":      d.str(&ids.Prefix),
+	})
+	ids.RefuseEmpty = !allow
+}
+
+// CheckMountPoint reports a mount point that cannot start a topic name:
+// one with a wildcard would turn clients' topics into filters.
+func CheckMountPoint(m string) error {
+	if m == "" {
+		return nil
+	}
+	if strings.ContainsAny(m, "+#\x00") {
+		return fmt.Errorf("mount point %q: must not contain + # or NUL", m)
+	}
+	return nil
 }

@@ -57,6 +57,13 @@ type mosqListener struct {
 	tlsVersion           string
 	maxConns             int
 	line                 int
+	mount                string
+	// With per_listener_settings true: the listener's own security
+	// options.
+	anon         *bool
+	passwordFile string
+	aclFile      string
+	ids          *ClientIDs
 }
 
 // mosqReader reads one mosquitto configuration and its include_dir files.
@@ -71,7 +78,10 @@ type mosqReader struct {
 	bridgeTLS map[int]bool // bridge_cafile set: the addresses are mqtts
 	localCS   map[int]bool // local_cleansession given
 	anonSet   bool
-	file      string
+	// perListener is per_listener_settings true; securitySeen that an
+	// option it affects was read (it must come first, as in mosquitto).
+	perListener, securitySeen bool
+	file                      string
 	line      int
 }
 
@@ -79,6 +89,7 @@ type mosqReader struct {
 // errors and include_dir); data its contents.
 func ParseMosquitto(name string, data []byte) (*Config, error) {
 	r := &mosqReader{c: Default(), bridge: -1, bridgeTLS: map[int]bool{}, localCS: map[int]bool{}}
+	r.c.ClientIDs.Prefix = mosquittoIDPrefix
 	r.c.Auth.AllowAnonymous = new(bool) // false: mosquitto 2.0's default once a listener is configured
 	r.c.Store.Memory = true             // persistence false
 	r.read(name, data)
@@ -149,29 +160,19 @@ var mosquittoProcessOnly = map[string]string{
 
 // mosquittoRefused are options Roost cannot honour, with the reason.
 var mosquittoRefused = map[string]string{
-	"use_subject_as_username":      "Roost takes the certificate's CN (use_identity_as_username) or a SAN",
-	"capath":                       "give the CAs in one cafile",
-	"ciphers":                      "Go's crypto/tls picks the cipher suites",
-	"ciphers_tls1.3":               "Go's crypto/tls picks the cipher suites",
 	"psk_hint":                     "Go's crypto/tls does not implement TLS-PSK",
 	"psk_file":                     "Go's crypto/tls does not implement TLS-PSK",
 	"crlfile":                      "certificate revocation lists are not supported",
 	"dhparamfile":                  "Go's crypto/tls does not use DH parameter files",
 	"http_dir":                     "Roost's WebSocket listeners serve no files",
-	"max_keepalive":                "not supported yet (limits.server_keep_alive is not the same)",
-	"message_size_limit":           "not supported yet (max_packet_size limits whole packets)",
-	"persistent_client_expiration": "not supported yet (limits.max_session_expiry covers MQTT 5 sessions only)",
 	"upgrade_outgoing_qos":         "against the MQTT specification; not supported",
 	"allow_duplicate_messages":     "Roost sends a message once per session",
-	"allow_zero_length_clientid":   "not supported yet",
-	"auto_id_prefix":               "not supported yet",
 	"check_retain_source":          "not supported yet",
 	"max_inflight_bytes":           "not supported yet",
 	"memory_limit":                 "not supported yet",
 	"set_tcp_nodelay":              "Roost always sets TCP_NODELAY",
 	"plugin":                       "mosquitto plugins cannot load into Roost",
 	"auth_plugin":                  "mosquitto plugins cannot load into Roost",
-	"mount_point":                  "not supported yet",
 	"accept_protocol_versions":     "not supported yet",
 	"enable_control_api":           "not supported",
 	"bridge_identity":              "Go's crypto/tls does not implement TLS-PSK",
@@ -233,13 +234,65 @@ func (r *mosqReader) globalOptions() map[string]func(string) {
 			}
 		},
 		"allow_anonymous": func(v string) {
-			r.anonSet = true
 			var on bool
 			r.boolean(v, &on)
+			if l := r.security(); l != nil {
+				l.anon = &on
+				return
+			}
+			r.anonSet = true
 			c.Auth.AllowAnonymous = &on
 		},
-		"password_file":        func(v string) { c.Auth.PasswordFile = v },
-		"acl_file":             func(v string) { c.Auth.ACLFile = v },
+		"password_file": func(v string) {
+			if l := r.security(); l != nil {
+				l.passwordFile = v
+			} else {
+				c.Auth.PasswordFile = v
+			}
+		},
+		"acl_file": func(v string) {
+			if l := r.security(); l != nil {
+				l.aclFile = v
+			} else {
+				c.Auth.ACLFile = v
+			}
+		},
+		"allow_zero_length_clientid": func(v string) {
+			var on bool
+			if r.boolean(v, &on) {
+				r.clientIDs().RefuseEmpty = !on
+			}
+		},
+		"auto_id_prefix": func(v string) {
+			if v == "" {
+				r.errorf("auto_id_prefix: want a prefix")
+				return
+			}
+			r.clientIDs().Prefix = v
+		},
+		"mount_point": func(v string) {
+			if err := CheckMountPoint(v); err != nil || v == "" {
+				r.errorf("mount_point: want a topic prefix without + or #, got %q", v)
+				return
+			}
+			r.listener().mount = v
+		},
+		"max_keepalive": func(v string) {
+			// 0: no cap, as in mosquitto (keep alive 0 allowed).
+			if n, ok := r.integer(v, 0, 65535); ok {
+				c.Limits.MaxKeepAlive = uint16(n)
+			}
+		},
+		"message_size_limit": func(v string) {
+			if n, ok := r.integer(v, 0, maxPayloadSize); ok {
+				c.Limits.MaxPayloadSize = int(n)
+			}
+		},
+		"persistent_client_expiration": func(v string) {
+			if d, ok := r.expiration(v); ok {
+				c.Limits.PersistentSessionExpiry = d
+			}
+		},
 		"persistence":          func(v string) { var b bool; r.boolean(v, &b); c.Store.Memory = !b },
 		"persistence_location": func(v string) { c.Store.Data = v },
 		"max_packet_size": func(v string) {
@@ -279,7 +332,17 @@ func (r *mosqReader) globalOptions() map[string]func(string) {
 			}
 		},
 		"include_dir":           r.includeDir,
-		"per_listener_settings": r.wantBool(false, "per_listener_settings true is not supported yet: authentication is read for all listeners"),
+		"per_listener_settings": func(v string) {
+			var on bool
+			if !r.boolean(v, &on) {
+				return
+			}
+			if on && r.securitySeen {
+				// mosquitto refuses the same file.
+				r.errorf("per_listener_settings must be set before any other security settings")
+			}
+			r.perListener = on
+		},
 		"connection": func(v string) {
 			if v == "" || strings.ContainsAny(v, " \t") {
 				r.errorf("connection: want one name, got %q", v)
@@ -485,6 +548,48 @@ func (r *mosqReader) integer(v string, min, max int64) (int64, bool) {
 	return n, true
 }
 
+// security notes an option that per_listener_settings affects and
+// returns the listener it applies to, or nil when it applies to all.
+func (r *mosqReader) security() *mosqListener {
+	r.securitySeen = true
+	if !r.perListener {
+		return nil
+	}
+	return r.listener()
+}
+
+// clientIDs returns what allow_zero_length_clientid and auto_id_prefix
+// set: the listener's with per_listener_settings true, else the
+// server's.
+func (r *mosqReader) clientIDs() *ClientIDs {
+	l := r.security()
+	if l == nil {
+		return &r.c.ClientIDs
+	}
+	if l.ids == nil {
+		l.ids = &ClientIDs{Prefix: mosquittoIDPrefix}
+	}
+	return l.ids
+}
+
+// mosquittoIDPrefix is mosquitto's auto_id_prefix default.
+const mosquittoIDPrefix = "auto-"
+
+// expiration reads persistent_client_expiration: a count and one of h d w
+// m y (hour, day, week, month and year, a month being 30 days and a year
+// 365, as mosquitto counts them).
+func (r *mosqReader) expiration(v string) (time.Duration, bool) {
+	units := map[byte]time.Duration{'h': time.Hour, 'd': 24 * time.Hour, 'w': 7 * 24 * time.Hour, 'm': 30 * 24 * time.Hour, 'y': 365 * 24 * time.Hour}
+	if len(v) >= 2 {
+		n, err := strconv.ParseUint(v[:len(v)-1], 10, 32)
+		if u, ok := units[v[len(v)-1]]; ok && err == nil && n > 0 && time.Duration(n)*u/time.Second <= 0xFFFFFFFE {
+			return time.Duration(n) * u, true
+		}
+	}
+	r.errorf("persistent_client_expiration: want a count and a unit of h, d, w, m (30 days) or y (365 days), such as 14d, got %q", v)
+	return 0, false
+}
+
 // listener returns the listener options apply to: the last "listener",
 // else the default one.
 func (r *mosqReader) listener() *mosqListener {
@@ -550,6 +655,20 @@ func (r *mosqReader) addListener(ml *mosqListener) {
 		return
 	}
 	ln.MaxConnections = ml.maxConns
+	ln.MountPoint = ml.mount
+	if r.perListener {
+		ln.Auth = &ListenerAuth{PasswordFile: ml.passwordFile, ACLFile: ml.aclFile}
+		ln.ClientIDs = ml.ids
+		// mosquitto 2.0: a listener without allow_anonymous refuses
+		// anonymous clients.
+		ln.Anonymous = ml.anon
+		if ln.Anonymous == nil {
+			ln.Anonymous = new(bool)
+		}
+		// Names must be unique: two listeners may share a port on
+		// different addresses.
+		ln.Name = ln.URL
+	}
 	if tlsOn {
 		if ml.cert == "" || ml.key == "" {
 			r.errorf("listener %s: certfile and keyfile go together", ml.port)

@@ -230,9 +230,77 @@ func convertRoundTrip(t *testing.T, conf string) string {
 		t.Errorf("round trip differs\n got  %+v\n want %+v\nYAML:\n%s", got, want, out.String())
 	}
 	for _, s := range []string{"# Converted from /etc/mosquitto/mosquitto.conf", "restart_timeout"} {
-		if !strings.Contains(out.String(), s) {
+		if !strings.Contains(out.String(), s) && (s != "restart_timeout" || strings.Contains(conf, "connection")) {
 			t.Errorf("output lacks %q:\n%s", s, out.String())
 		}
 	}
 	return out.String()
+}
+
+// The keys that change what the broker does for clients are read with
+// mosquitto's meaning, per listener where per_listener_settings true says
+// so, and survive roost config convert.
+func TestMosquittoClientKeys(t *testing.T) {
+	conf := `per_listener_settings true
+max_keepalive 120
+message_size_limit 1000
+persistent_client_expiration 2w
+listener 1883 127.0.0.1
+allow_anonymous true
+allow_zero_length_clientid false
+listener 1884 127.0.0.1
+mount_point tenants/a/
+password_file /etc/mosquitto/passwd
+acl_file /etc/mosquitto/acl
+auto_id_prefix t-
+`
+	c, err := ParseMosquitto("/etc/mosquitto/mosquitto.conf", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := c.Limits
+	if l.MaxKeepAlive != 120 || l.MaxPayloadSize != 1000 || l.PersistentSessionExpiry != 14*24*time.Hour {
+		t.Errorf("limits %+v", l)
+	}
+	a, b := c.Listeners[0], c.Listeners[1]
+	if a.Anonymous == nil || !*a.Anonymous || a.Auth == nil || *a.Auth != (ListenerAuth{}) || *a.ClientIDs != (ClientIDs{RefuseEmpty: true, Prefix: "auto-"}) {
+		t.Errorf("first listener %+v", a.ListenerOptions)
+	}
+	if b.Anonymous == nil || *b.Anonymous || b.MountPoint != "tenants/a/" || *b.Auth != (ListenerAuth{PasswordFile: "/etc/mosquitto/passwd", ACLFile: "/etc/mosquitto/acl"}) ||
+		*b.ClientIDs != (ClientIDs{Prefix: "t-"}) {
+		t.Errorf("second listener %+v", b.ListenerOptions)
+	}
+	if c.Auth.PasswordFile != "" || c.Auth.ACLFile != "" {
+		t.Errorf("per-listener files leaked to the top level: %+v", c.Auth)
+	}
+	out := convertRoundTrip(t, conf)
+	for _, s := range []string{"max_keepalive", "message_size_limit", "persistent_client_expiration", "per_listener_settings"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("no comment about %s:\n%s", s, out)
+		}
+	}
+	// Without per_listener_settings, the same keys are the server's.
+	c, err = ParseMosquitto("m.conf", []byte("listener 1883\nallow_zero_length_clientid false\nauto_id_prefix x-\npassword_file /p\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ClientIDs != (ClientIDs{RefuseEmpty: true, Prefix: "x-"}) || c.Auth.PasswordFile != "/p" || c.Listeners[0].Auth != nil {
+		t.Errorf("global keys: %+v %+v", c.ClientIDs, c.Auth)
+	}
+}
+
+func TestMosquittoClientKeyErrors(t *testing.T) {
+	for _, tc := range []struct{ conf, want string }{
+		{"allow_anonymous true\nper_listener_settings true\n", "m.conf:2: per_listener_settings must be set before any other security settings"},
+		{"persistent_client_expiration 14\n", "m.conf:1: persistent_client_expiration: want a count and a unit"},
+		{"persistent_client_expiration 3s\n", "persistent_client_expiration: want"},
+		{"listener 1883\nmount_point a/#\n", "m.conf:2: mount_point: want a topic prefix without + or #"},
+		{"max_keepalive 70000\n", "m.conf:1: want an integer from 0 to 65535"},
+		{"message_size_limit -1\n", "want an integer from 0 to 268435455"},
+	} {
+		_, err := ParseMosquitto("/etc/m.conf", []byte(tc.conf))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want an error containing %q", tc.conf, err, tc.want)
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"regexp"
 	"strconv"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -128,7 +129,8 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 		"auth":    func(p string, v *yaml.Node) { d.auth(v, p, &c.Auth) },
 		"http":    func(p string, v *yaml.Node) { d.http(v, p, &c.HTTP) },
 		"bridges": func(p string, v *yaml.Node) { d.bridges(v, p, c) },
-		"cluster": func(p string, v *yaml.Node) { d.cluster(v, p, &c.Cluster) },
+		"cluster":    func(p string, v *yaml.Node) { d.cluster(v, p, &c.Cluster) },
+		"client_ids": func(p string, v *yaml.Node) { d.clientIDs(v, p, &c.ClientIDs) },
 	})
 }
 
@@ -219,11 +221,27 @@ func (d *decoder) limits(n *yaml.Node, path string, l *Limits) {
 				l.MaxRetainedBytes = int(n)
 			}
 		},
+		"max_payload_size": func(p string, v *yaml.Node) {
+			if n, ok := d.bytes(v, p, 0, maxPayloadSize); ok {
+				l.MaxPayloadSize = int(n)
+			}
+		},
+		"persistent_session_expiry": func(p string, v *yaml.Node) {
+			if v.Kind == yaml.ScalarNode && v.Value == "never" {
+				l.PersistentSessionExpiry = 0
+				return
+			}
+			d.duration(v, p, time.Second, &l.PersistentSessionExpiry)
+		},
 	})
 	if l.MaxKeepAlive != 0 && l.ServerKeepAlive > l.MaxKeepAlive {
 		d.errorf(n, "%s: server_keep_alive %d is above max_keep_alive %d", path, l.ServerKeepAlive, l.MaxKeepAlive)
 	}
 }
+
+// maxPayloadSize is the largest payload MQTT can carry: the largest
+// remaining length, of which the topic takes at least 2 bytes.
+const maxPayloadSize = 268435455
 
 // maxPacketSize is the largest MQTT packet: a 268,435,455-byte remaining
 // length plus a 5-byte fixed header.
