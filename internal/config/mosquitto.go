@@ -82,7 +82,7 @@ type mosqReader struct {
 	// option it affects was read (it must come first, as in mosquitto).
 	perListener, securitySeen bool
 	file                      string
-	line      int
+	line                      int
 }
 
 // ParseMosquitto reads a mosquitto.conf. name is the file's path (for
@@ -160,27 +160,27 @@ var mosquittoProcessOnly = map[string]string{
 
 // mosquittoRefused are options Roost cannot honour, with the reason.
 var mosquittoRefused = map[string]string{
-	"psk_hint":                     "Go's crypto/tls does not implement TLS-PSK",
-	"psk_file":                     "Go's crypto/tls does not implement TLS-PSK",
-	"crlfile":                      "certificate revocation lists are not supported",
-	"dhparamfile":                  "Go's crypto/tls does not use DH parameter files",
-	"http_dir":                     "Roost's WebSocket listeners serve no files",
-	"upgrade_outgoing_qos":         "against the MQTT specification; not supported",
-	"allow_duplicate_messages":     "Roost sends a message once per session",
-	"check_retain_source":          "not supported yet",
-	"max_inflight_bytes":           "not supported yet",
-	"memory_limit":                 "not supported yet",
-	"set_tcp_nodelay":              "Roost always sets TCP_NODELAY",
-	"plugin":                       "mosquitto plugins cannot load into Roost",
-	"auth_plugin":                  "mosquitto plugins cannot load into Roost",
-	"accept_protocol_versions":     "not supported yet",
-	"enable_control_api":           "not supported",
-	"bridge_identity":              "Go's crypto/tls does not implement TLS-PSK",
-	"bridge_psk":                   "Go's crypto/tls does not implement TLS-PSK",
-	"bridge_require_ocsp":          "OCSP is not checked",
-	"bridge_reload_type":           "bridges are not reloaded yet",
-	"bridge_tcp_keepalive":         "not supported yet",
-	"bridge_tcp_user_timeout":      "not supported yet",
+	"psk_hint":                 "Go's crypto/tls does not implement TLS-PSK",
+	"psk_file":                 "Go's crypto/tls does not implement TLS-PSK",
+	"crlfile":                  "certificate revocation lists are not supported",
+	"dhparamfile":              "Go's crypto/tls does not use DH parameter files",
+	"http_dir":                 "Roost's WebSocket listeners serve no files",
+	"upgrade_outgoing_qos":     "against the MQTT specification; not supported",
+	"allow_duplicate_messages": "Roost sends a message once per session",
+	"check_retain_source":      "not supported yet",
+	"max_inflight_bytes":       "not supported yet",
+	"memory_limit":             "not supported yet",
+	"set_tcp_nodelay":          "Roost always sets TCP_NODELAY",
+	"plugin":                   "mosquitto plugins cannot load into Roost",
+	"auth_plugin":              "mosquitto plugins cannot load into Roost",
+	"accept_protocol_versions": "not supported yet",
+	"enable_control_api":       "not supported",
+	"bridge_identity":          "Go's crypto/tls does not implement TLS-PSK",
+	"bridge_psk":               "Go's crypto/tls does not implement TLS-PSK",
+	"bridge_require_ocsp":      "OCSP is not checked",
+	"bridge_reload_type":       "bridges are not reloaded yet",
+	"bridge_tcp_keepalive":     "not supported yet",
+	"bridge_tcp_user_timeout":  "not supported yet",
 }
 
 func (r *mosqReader) globalOptions() map[string]func(string) {
@@ -331,7 +331,7 @@ func (r *mosqReader) globalOptions() map[string]func(string) {
 				c.SysInterval = time.Duration(n) * time.Second
 			}
 		},
-		"include_dir":           r.includeDir,
+		"include_dir": r.includeDir,
 		"per_listener_settings": func(v string) {
 			var on bool
 			if !r.boolean(v, &on) {

@@ -124,11 +124,11 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 			}
 			d.duration(v, p, 0, &c.SysInterval)
 		},
-		"retain":  func(p string, v *yaml.Node) { d.boolean(v, p, &c.Retain) },
-		"store":   func(p string, v *yaml.Node) { d.store(v, p, &c.Store) },
-		"auth":    func(p string, v *yaml.Node) { d.auth(v, p, &c.Auth) },
-		"http":    func(p string, v *yaml.Node) { d.http(v, p, &c.HTTP) },
-		"bridges": func(p string, v *yaml.Node) { d.bridges(v, p, c) },
+		"retain":     func(p string, v *yaml.Node) { d.boolean(v, p, &c.Retain) },
+		"store":      func(p string, v *yaml.Node) { d.store(v, p, &c.Store) },
+		"auth":       func(p string, v *yaml.Node) { d.auth(v, p, &c.Auth) },
+		"http":       func(p string, v *yaml.Node) { d.http(v, p, &c.HTTP) },
+		"bridges":    func(p string, v *yaml.Node) { d.bridges(v, p, c) },
 		"cluster":    func(p string, v *yaml.Node) { d.cluster(v, p, &c.Cluster) },
 		"client_ids": func(p string, v *yaml.Node) { d.clientIDs(v, p, &c.ClientIDs) },
 	})
