@@ -29,14 +29,40 @@ func TestServeMosquittoConfs(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no test configurations: %v", err)
 	}
+	fixtures := confFixtures(t)
 	for _, f := range files {
 		src, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			t.Run("roost", func(t *testing.T) { probeRoostConf(t, string(src)) })
-			t.Run("mosquitto", func(t *testing.T) { probeMosquittoConf(t, string(src)) })
+		name := filepath.Base(f)
+		conf := strings.ReplaceAll(string(src), "{dir}", fixtures)
+		fp, ok := featureProbes[name]
+		if !ok {
+			t.Run(name, func(t *testing.T) {
+				t.Run("roost", func(t *testing.T) { probeRoostConf(t, conf) })
+				t.Run("mosquitto", func(t *testing.T) { probeMosquittoConf(t, conf) })
+			})
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Run("roost", func(t *testing.T) {
+				fp.probe(t, confURLs(serveConf(t, conf)), roostPeer)
+			})
+			// The converted roost.yaml behaves the same.
+			t.Run("converted", func(t *testing.T) { fp.probe(t, serveConverted(t, conf), roostPeer) })
+			if fp.notMosquitto != "" {
+				t.Logf("not run in mosquitto: %s", fp.notMosquitto)
+				return
+			}
+			t.Run("mosquitto", func(t *testing.T) {
+				m := mosquittotest.Start(t, strings.Split(conf, "\n")...)
+				rendered := conf
+				for _, p := range m.Ports {
+					rendered = strings.Replace(rendered, mosquittotest.PortToken, strconv.Itoa(p), 1)
+				}
+				fp.probe(t, confURLs(rendered), mosquittoPeer)
+			})
 		})
 	}
 }
@@ -272,47 +298,63 @@ func serveConf(t *testing.T, src string) string {
 			conf = strings.Replace(conf, mosquittotest.PortToken, strconv.Itoa(mqtttest.FreePort(t)), 1)
 		}
 		path := filepath.Join(t.TempDir(), "mosquitto.conf")
-		if err := os.WriteFile(path+".tmp", []byte(conf), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(path+".tmp", path); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		var stderr syncBuffer
-		exit := make(chan int, 1)
-		go func() { exit <- run(ctx, []string{"serve", "--config", path}, stdio{out: io.Discard, err: &stderr}) }()
-		want := len(confURLs(conf))
-		var code int
-		exited := false
-		ready := eventually(t, 10*time.Second, func() bool {
-			select {
-			case code = <-exit:
-				exited = true
-				return true
-			default:
-			}
-			return strings.Count(stderr.String(), "listener ready") == want
-		})
-		if ready && !exited {
-			t.Cleanup(func() {
-				cancel()
-				if code := <-exit; code != 0 {
-					t.Errorf("exit %d; log:\n%s", code, stderr.String())
-				}
-			})
+		writeFixture(t, path, conf)
+		code, log, ok := serveFile(t, path, len(confURLs(conf)))
+		if ok {
 			return conf
 		}
-		cancel()
-		if !exited {
-			code = <-exit
-		}
-		if strings.Contains(stderr.String(), "address already in use") && attempt < 5 {
+		if strings.Contains(log, "address already in use") && attempt < 5 {
 			t.Logf("attempt %d: a port was taken; trying others", attempt)
 			continue
 		}
-		t.Fatalf("roost did not start from the mosquitto.conf (exit %d):\n%s\nlog:\n%s", code, conf, stderr.String())
+		t.Fatalf("roost did not start from the mosquitto.conf (exit %d):\n%s\nlog:\n%s", code, conf, log)
 	}
+}
+
+// writeFixture writes a fixture through a temporary file and a rename.
+func writeFixture(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path+".tmp", []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serveFile runs roost serve --config path until the test ends. It
+// reports whether want listeners became ready; if not, the server has
+// exited and code and log say why.
+func serveFile(t *testing.T, path string, want int) (code int, log string, ok bool) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr syncBuffer
+	exit := make(chan int, 1)
+	go func() { exit <- run(ctx, []string{"serve", "--config", path}, stdio{out: io.Discard, err: &stderr}) }()
+	exited := false
+	ready := eventually(t, 10*time.Second, func() bool {
+		select {
+		case code = <-exit:
+			exited = true
+			return true
+		default:
+		}
+		return strings.Count(stderr.String(), "listener ready") == want
+	})
+	if ready && !exited {
+		t.Cleanup(func() {
+			cancel()
+			if code := <-exit; code != 0 {
+				t.Errorf("exit %d; log:\n%s", code, stderr.String())
+			}
+		})
+		return 0, "", true
+	}
+	cancel()
+	if !exited {
+		code = <-exit
+	}
+	return code, stderr.String(), false
 }
 
 func connectAs(t *testing.T, url, user, pass string) {

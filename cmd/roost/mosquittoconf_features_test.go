@@ -1,0 +1,351 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"os/exec"
+	"strconv"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/client"
+	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// peer is the broker a feature probe talks to: behaviours where Debian's
+// mosquitto 2.0.11 differs from Roost (and from later mosquitto) are
+// checked for Roost only.
+type peer int
+
+const (
+	roostPeer peer = iota
+	mosquittoPeer
+)
+
+// featureProbe checks the behaviour one test mosquitto.conf configures,
+// given its listeners' URLs in file order. notMosquitto says why the file
+// is not run in mosquitto too ("" when it is).
+type featureProbe struct {
+	probe        func(t *testing.T, urls []string, p peer)
+	notMosquitto string
+}
+
+var featureProbes = map[string]featureProbe{
+	"keepalive.conf":                    {probe: probeKeepAlive},
+	"message_size_limit.conf":           {probe: probeMessageSizeLimit},
+	"persistent_client_expiration.conf": {probe: probePersistentExpiration},
+	"clientid.conf":                     {probe: probeZeroLengthClientID},
+	"auto_id_prefix.conf":               {probe: probeAutoIDPrefix},
+	"mount_point.conf":                  {probe: probeMountPoint},
+	"per_listener_settings.conf": {probe: probePerListener,
+		notMosquitto: "mosquittotest writes allow_anonymous before the file's lines, and mosquitto wants per_listener_settings before any security option"},
+}
+
+// confFixtures writes the files the test confs name as {dir}/...: a
+// password file (alice:secret) and an ACL letting alice use allowed/#.
+func confFixtures(t *testing.T) string {
+	dir := t.TempDir()
+	passwd := filepath.Join(dir, "passwd")
+	if code, _, stderr := runCmd(t, "passwd", "-b", "-c", "-H", "sha512-pbkdf2", passwd, "alice", "secret"); code != 0 {
+		t.Fatalf("roost passwd: %s", stderr)
+	}
+	writeFixture(t, filepath.Join(dir, "acl"), "user alice\ntopic readwrite allowed/#\n")
+	return dir
+}
+
+// serveConverted renders conf's ports, converts it with roost config
+// convert, serves the roost.yaml and returns the listeners' URLs.
+func serveConverted(t *testing.T, conf string) []string {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		rendered := conf
+		for strings.Contains(rendered, "{port}") {
+			rendered = strings.Replace(rendered, "{port}", strconv.Itoa(mqtttest.FreePort(t)), 1)
+		}
+		dir := t.TempDir()
+		in := filepath.Join(dir, "mosquitto.conf")
+		writeFixture(t, in, rendered)
+		code, out, stderr := runCmd(t, "config", "convert", in)
+		if code != 0 {
+			t.Fatalf("convert: exit %d: %s", code, stderr)
+		}
+		yml := filepath.Join(dir, "roost.yaml")
+		writeFixture(t, yml, out)
+		urls := confURLs(rendered)
+		code, log, ok := serveFile(t, yml, len(urls))
+		if ok {
+			return urls
+		}
+		if strings.Contains(log, "address already in use") && attempt < 5 {
+			continue
+		}
+		t.Fatalf("roost did not start from the converted file (exit %d):\n%s\nlog:\n%s", code, out, log)
+	}
+}
+
+func hostPort(url string) string { return url[strings.Index(url, "://")+3:] }
+
+// connack sends c's CONNECT and returns the CONNACK.
+func connack(t *testing.T, url string, p *packet.Connect) (*mqtttest.Client, *packet.Connack) {
+	t.Helper()
+	c := mqtttest.Dial(t, hostPort(url), p.ProtocolVersion)
+	c.Send(p)
+	ack, ok := c.Next(5 * time.Second).(*packet.Connack)
+	if !ok {
+		t.Fatalf("%s: no CONNACK", url)
+	}
+	return c, ack
+}
+
+// max_keepalive 30: an MQTT 5 client asking for 120 s is told 30 s; one
+// asking for 20 s keeps it; an MQTT 3.1.1 client asking for 120 s is
+// refused with 2 by Roost (Debian's mosquitto 2.0.11 accepts it).
+func probeKeepAlive(t *testing.T, urls []string, p peer) {
+	_, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V5, ClientID: "ka5", CleanStart: true, KeepAlive: 120})
+	if ack.ReasonCode != 0 || !ack.Properties.Has(packet.PropServerKeepAlive) || ack.Properties.ServerKeepAlive != 30 {
+		t.Fatalf("MQTT 5 keep alive 120: CONNACK 0x%02X, Server Keep Alive %d (set %v), want 30", byte(ack.ReasonCode),
+			ack.Properties.ServerKeepAlive, ack.Properties.Has(packet.PropServerKeepAlive))
+	}
+	if _, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V5, ClientID: "ka5b", CleanStart: true, KeepAlive: 20}); ack.Properties.Has(packet.PropServerKeepAlive) {
+		t.Fatalf("MQTT 5 keep alive 20 was overridden with %d", ack.Properties.ServerKeepAlive)
+	}
+	if p == roostPeer {
+		if _, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V311, ClientID: "ka3", CleanStart: true, KeepAlive: 120}); ack.ReasonCode != packet.Connack311IdentifierRejected {
+			t.Fatalf("MQTT 3.1.1 keep alive 120: CONNACK %d, want 2", ack.ReasonCode)
+		}
+	}
+	if _, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V311, ClientID: "ka3b", CleanStart: true, KeepAlive: 30}); ack.ReasonCode != 0 {
+		t.Fatalf("MQTT 3.1.1 keep alive 30: CONNACK %d", ack.ReasonCode)
+	}
+}
+
+// message_size_limit 10: an 11-byte payload is not delivered, its QoS 1
+// flow completes (0x83 Implementation specific error for MQTT 5, as
+// mosquitto's documentation says, a plain PUBACK for 3.1.1), the
+// connection stays open and a 10-byte payload is delivered. Debian's
+// mosquitto 2.0.11 answers 0x95 Packet too large, which is not a PUBACK
+// reason code (MQTT 5.0 section 3.4.2.1).
+func probeMessageSizeLimit(t *testing.T, urls []string, p peer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	got := make(chan string, 10)
+	sub := connect(t, ctx, urls[0])
+	if _, err := sub.Subscribe(ctx, client.Subscription{Filter: "size/#", QoS: 1, Handler: func(m *client.Message) { got <- m.Topic }}); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []packet.Version{packet.V5, packet.V311} {
+		c, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: v, ClientID: "big" + v.String(), CleanStart: true, KeepAlive: 30})
+		if ack.ReasonCode != 0 {
+			t.Fatalf("CONNACK 0x%02X", byte(ack.ReasonCode))
+		}
+		c.Send(&packet.Publish{Topic: "size/big", Payload: []byte("12345678901"), QoS: 1, PacketID: 1})
+		want := packet.ReasonCode(0)
+		switch {
+		case v == packet.V5 && p == mosquittoPeer:
+			want = packet.PacketTooLarge
+		case v == packet.V5:
+			want = packet.ImplementationSpecificError
+		}
+		if pa, ok := c.Next(5 * time.Second).(*packet.Puback); !ok || pa.ReasonCode != want {
+			t.Fatalf("%v: %+v, want PUBACK 0x%02X", v, pa, byte(want))
+		}
+		c.Send(&packet.Publish{Topic: "size/ok", Payload: []byte("1234567890"), QoS: 1, PacketID: 2})
+		if pa, ok := c.Next(5 * time.Second).(*packet.Puback); !ok || pa.ReasonCode != 0 {
+			t.Fatalf("%v: %+v for 10 bytes, want PUBACK 0", v, pa)
+		}
+		select {
+		case topic := <-got:
+			if topic != "size/ok" {
+				t.Fatalf("%v: delivered %s, want size/ok only", v, topic)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%v: the 10-byte message was not delivered", v)
+		}
+	}
+}
+
+// persistent_client_expiration 2h: a 3.1.1 persistent session is kept
+// across a reconnect within the two hours (the expiry itself, which no
+// test waits two hours for, is broker TestPersistentSessionExpiry and the
+// 2h parse config TestMosquittoClientKeys).
+func probePersistentExpiration(t *testing.T, urls []string, _ peer) {
+	c, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V311, ClientID: "persist", KeepAlive: 30})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %d", ack.ReasonCode)
+	}
+	c.Send(&packet.Disconnect{})
+	c.ExpectClosed(5 * time.Second)
+	for i := 0; ; i++ {
+		// The broker may not have finished the first connection yet.
+		c, ack = connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V311, ClientID: "persist", KeepAlive: 30})
+		if ack.SessionPresent {
+			break
+		}
+		if i == 50 {
+			t.Fatal("the persistent session was not kept")
+		}
+		c.NC.Close()
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// allow_zero_length_clientid false: empty client ids are refused, 0x85
+// Client Identifier not valid for MQTT 5 [MQTT-3.1.3-8] (mosquitto sends
+// 0x80 Unspecified error) and 2 for 3.1.1; a client with an id connects.
+func probeZeroLengthClientID(t *testing.T, urls []string, p peer) {
+	want := packet.ClientIdentifierNotValid
+	if p == mosquittoPeer {
+		want = packet.UnspecifiedError
+	}
+	if _, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V5, CleanStart: true, KeepAlive: 30}); ack.ReasonCode != want {
+		t.Fatalf("MQTT 5: CONNACK 0x%02X, want 0x%02X", byte(ack.ReasonCode), byte(want))
+	}
+	if _, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V311, CleanStart: true, KeepAlive: 30}); ack.ReasonCode != packet.Connack311IdentifierRejected {
+		t.Fatalf("MQTT 3.1.1: CONNACK %d, want 2", ack.ReasonCode)
+	}
+	if _, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V311, ClientID: "named", CleanStart: true, KeepAlive: 30}); ack.ReasonCode != 0 {
+		t.Fatalf("with a client id: CONNACK %d", ack.ReasonCode)
+	}
+}
+
+// auto_id_prefix dev-: the id assigned to an MQTT 5 client starts with it.
+func probeAutoIDPrefix(t *testing.T, urls []string, _ peer) {
+	_, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V5, CleanStart: true, KeepAlive: 30})
+	if id := ack.Properties.AssignedClientID; ack.ReasonCode != 0 || !strings.HasPrefix(id, "dev-") || len(id) < 10 {
+		t.Fatalf("CONNACK 0x%02X, assigned %q, want dev-...", byte(ack.ReasonCode), id)
+	}
+}
+
+// mount_point tenants/a/ on the second listener, probed with
+// mosquitto_sub and mosquitto_pub: its clients' topics gain the prefix,
+// and what reaches them loses it, as mosquitto.conf(5) says. (Debian's
+// mosquitto 2.0.11 does not take it off: its subscriber sees the whole
+// topic.)
+func probeMountPoint(t *testing.T, urls []string, p peer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	plain := connect(t, ctx, urls[0])
+	outside := make(chan string, 10)
+	if _, err := plain.Subscribe(ctx, client.Subscription{Filter: "tenants/#", QoS: 1, Handler: func(m *client.Message) { outside <- m.Topic + " " + string(m.Payload) }}); err != nil {
+		t.Fatal(err)
+	}
+	mounted := hostPort(urls[1])
+	host, port, _ := strings.Cut(mounted, ":")
+	// mosquitto_sub on the mounted listener, until it has one message.
+	sub := mosqTool(t, ctx, "mosquitto_sub", "-h", host, "-p", port, "-t", "#", "-v", "-C", "1", "-q", "1")
+	await := func(ch chan string, want string, pub func()) {
+		t.Helper()
+		tick := time.NewTicker(200 * time.Millisecond) // until the subscription is in place
+		defer tick.Stop()
+		pub()
+		for {
+			select {
+			case got := <-ch:
+				if got == want {
+					return
+				}
+			case <-tick.C:
+				pub()
+			case <-ctx.Done():
+				t.Fatalf("%q never arrived", want)
+			}
+		}
+	}
+	want := "cmd/1 go"
+	if p == mosquittoPeer {
+		want = "tenants/a/cmd/1 go"
+	}
+	await(sub.lines, want, func() { plain.Publish(ctx, client.Message{Topic: "tenants/a/cmd/1", Payload: []byte("go"), QoS: 1}) })
+	pubOut := func() {
+		mosqTool(t, ctx, "mosquitto_pub", "-h", host, "-p", port, "-t", "state", "-m", "up", "-q", "1")
+	}
+	await(outside, "tenants/a/state up", pubOut)
+}
+
+// per_listener_settings true: the first listener takes anonymous clients
+// and any topic; the second refuses them (5), takes alice with her
+// password and applies its ACL (allowed/# only).
+func probePerListener(t *testing.T, urls []string, _ peer) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	open := connect(t, ctx, urls[0])
+	got := make(chan string, 10)
+	if _, err := open.Subscribe(ctx, client.Subscription{Filter: "#", QoS: 1, Handler: func(m *client.Message) { got <- m.Topic }}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ack := connack(t, urls[1], &packet.Connect{ProtocolVersion: packet.V311, ClientID: "anon", CleanStart: true, KeepAlive: 30}); ack.ReasonCode != packet.Connack311NotAuthorized {
+		t.Fatalf("anonymous on the second listener: CONNACK %d, want 5", ack.ReasonCode)
+	}
+	if _, ack := connack(t, urls[1], &packet.Connect{ProtocolVersion: packet.V311, ClientID: "eve", CleanStart: true, KeepAlive: 30,
+		UsernameFlag: true, Username: "alice", PasswordFlag: true, Password: []byte("wrong")}); ack.ReasonCode != packet.Connack311BadUsernameOrPassword {
+		t.Fatalf("a wrong password: CONNACK %d, want 4", ack.ReasonCode)
+	}
+	alice, err := client.New(client.Options{Servers: []string{urls[1]}, Username: "alice", Password: "secret", Version: packet.V5, ConnectTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Connect(ctx); err != nil {
+		t.Fatalf("alice: %v", err)
+	}
+	defer alice.Disconnect(context.Background())
+	if _, err := alice.Publish(ctx, client.Message{Topic: "denied/1", QoS: 1}); err == nil {
+		t.Fatal("alice published to denied/1, outside her ACL")
+	}
+	if _, err := alice.Publish(ctx, client.Message{Topic: "allowed/1", QoS: 1}); err != nil {
+		t.Fatalf("alice publishing to allowed/1: %v", err)
+	}
+	select {
+	case topic := <-got:
+		if topic != "allowed/1" {
+			t.Fatalf("the open listener's subscriber got %s, want allowed/1 only", topic)
+		}
+	case <-ctx.Done():
+		t.Fatal("allowed/1 never arrived")
+	}
+	// The open listener's anonymous client is not bound by that ACL.
+	if _, err := open.Publish(ctx, client.Message{Topic: "denied/2", QoS: 1}); err != nil {
+		t.Fatalf("anonymous publish on the open listener: %v", err)
+	}
+}
+
+// toolRun is a mosquitto_sub or mosquitto_pub started by mosqTool.
+type toolRun struct{ lines chan string }
+
+// mosqTool runs one of mosquitto's client tools; its output lines
+// arrive on lines. mosquitto_pub is waited for (and must succeed);
+// mosquitto_sub runs until it exits or the test ends.
+func mosqTool(t *testing.T, ctx context.Context, name string, args ...string) *toolRun {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, name, args...)
+	if name == "mosquitto_pub" {
+		if out, err := cmd.CombinedOutput(); err != nil && ctx.Err() == nil {
+			t.Errorf("%s %v: %v: %s", name, args, err, out)
+		}
+		return &toolRun{}
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := &toolRun{lines: make(chan string, 100)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			r.lines <- sc.Text()
+		}
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+		cmd.Wait()
+	})
+	return r
+}
