@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +31,10 @@ const (
 	IdentityNone Identity = iota // the certificate names nobody
 	IdentityCN                   // the subject's Common Name
 	IdentitySAN                  // the first DNS, email or URI Subject Alternative Name
+	// IdentitySubject is the whole subject in RFC 2253 form, as in
+	// "CN=test client,OU=Production,O=Server,C=GB" (mosquitto's
+	// use_subject_as_username).
+	IdentitySubject
 )
 
 // TLSOptions configure a CertManager.
@@ -38,8 +45,18 @@ type TLSOptions struct {
 	// ClientCA, when set, is a PEM file of CAs that client certificates
 	// are verified against. Clients may still connect without one unless
 	// RequireClientCert.
-	ClientCA          string
+	ClientCA string
+	// ClientCAPath, when set, is a directory whose PEM files hold more
+	// such CAs (mosquitto's capath): every regular file in it that holds
+	// PEM certificates, so that it works whether or not the directory
+	// was c_rehash'd (the hash links are symbolic links to the same
+	// files; a certificate read twice is harmless). Files without PEM
+	// certificates are skipped; a directory without any is an error.
+	ClientCAPath      string
 	RequireClientCert bool
+	// CipherSuites, when set, are the only suites offered for TLS 1.2
+	// and below (TLS 1.3 suites cannot be chosen in crypto/tls).
+	CipherSuites []uint16
 	// Identity picks the client's name from its verified certificate.
 	Identity Identity
 	// MinVersion is the lowest TLS version accepted. Default TLS 1.2.
@@ -70,10 +87,10 @@ func NewCertManager(o TLSOptions) (*CertManager, error) {
 	if len(o.Certs) == 0 {
 		return nil, errors.New("tls: no certificate configured")
 	}
-	if o.Identity != IdentityNone && o.ClientCA == "" {
+	if o.Identity != IdentityNone && o.ClientCA == "" && o.ClientCAPath == "" {
 		return nil, errors.New("tls: identity from client certificates needs client_ca")
 	}
-	if o.RequireClientCert && o.ClientCA == "" {
+	if o.RequireClientCert && o.ClientCA == "" && o.ClientCAPath == "" {
 		return nil, errors.New("tls: require_client_cert needs client_ca")
 	}
 	if o.MinVersion == 0 {
@@ -90,7 +107,8 @@ func NewCertManager(o TLSOptions) (*CertManager, error) {
 // the configuration loaded last.
 func (m *CertManager) Config() *tls.Config {
 	return &tls.Config{
-		MinVersion: m.opts.MinVersion,
+		MinVersion:   m.opts.MinVersion,
+		CipherSuites: m.opts.CipherSuites,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			return m.cur.Load(), nil
 		},
@@ -114,8 +132,9 @@ func (m *CertManager) Reload() error {
 
 func (m *CertManager) load() (*tls.Config, error) {
 	cfg := &tls.Config{
-		MinVersion: m.opts.MinVersion,
-		NextProtos: m.opts.NextProtos,
+		MinVersion:   m.opts.MinVersion,
+		NextProtos:   m.opts.NextProtos,
+		CipherSuites: m.opts.CipherSuites,
 	}
 	for _, kp := range m.opts.Certs {
 		// Leaf is filled in, so SNI selection (SupportsCertificate) does
@@ -128,14 +147,19 @@ func (m *CertManager) load() (*tls.Config, error) {
 		// (and key type) suit the ClientHello, else the first.
 		cfg.Certificates = append(cfg.Certificates, c)
 	}
-	if m.opts.ClientCA != "" {
-		pem, err := os.ReadFile(m.opts.ClientCA)
-		if err != nil {
-			return nil, fmt.Errorf("tls: client_ca: %w", err)
-		}
+	if m.opts.ClientCA != "" || m.opts.ClientCAPath != "" {
 		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("tls: client_ca %s: no PEM certificates in it", m.opts.ClientCA)
+		if m.opts.ClientCA != "" {
+			pem, err := os.ReadFile(m.opts.ClientCA)
+			if err != nil {
+				return nil, fmt.Errorf("tls: client_ca: %w", err)
+			}
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("tls: client_ca %s: no PEM certificates in it", m.opts.ClientCA)
+			}
+		}
+		if err := appendCADir(pool, m.opts.ClientCAPath); err != nil {
+			return nil, err
 		}
 		cfg.ClientCAs = pool
 		cfg.ClientAuth = tls.VerifyClientCertIfGiven
@@ -154,7 +178,46 @@ func (m *CertManager) files() []string {
 	if m.opts.ClientCA != "" {
 		fs = append(fs, m.opts.ClientCA)
 	}
+	if m.opts.ClientCAPath != "" {
+		// The directory's own time changes when a file is added or
+		// removed; each file's when it is rewritten.
+		fs = append(fs, m.opts.ClientCAPath)
+		ents, _ := os.ReadDir(m.opts.ClientCAPath)
+		for _, e := range ents {
+			fs = append(fs, filepath.Join(m.opts.ClientCAPath, e.Name()))
+		}
+	}
 	return fs
+}
+
+// appendCADir adds the PEM certificates of every file in dir ("" for
+// none) to pool.
+func appendCADir(pool *x509.CertPool, dir string) error {
+	if dir == "" {
+		return nil
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("tls: capath: %w", err)
+	}
+	found := false
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+			continue // a subdirectory or a dangling hash link
+		}
+		pem, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("tls: capath: %w", err)
+		}
+		if pool.AppendCertsFromPEM(pem) {
+			found = true
+		}
+	}
+	if !found {
+		return fmt.Errorf("tls: capath %s: no file in it holds PEM certificates", dir)
+	}
+	return nil
 }
 
 func (m *CertManager) statAll() map[string]fileStamp {
@@ -291,6 +354,15 @@ func certName(cert *x509.Certificate, id Identity) (string, bool) {
 	switch id {
 	case IdentityCN:
 		return cert.Subject.CommonName, cert.Subject.CommonName != ""
+	case IdentitySubject:
+		// From the raw subject, to keep its attributes in the
+		// certificate's order (reversed, as RFC 2253 writes them).
+		var rdn pkix.RDNSequence
+		if rest, err := asn1.Unmarshal(cert.RawSubject, &rdn); err != nil || len(rest) != 0 {
+			return "", false
+		}
+		name := rdn.String()
+		return name, name != ""
 	case IdentitySAN:
 		switch {
 		case len(cert.DNSNames) > 0:

@@ -85,12 +85,22 @@ func openListener(c config.Listener, maxPacket uint32, log *slog.Logger) (net.Li
 func tlsOptions(c config.Listener) listener.TLSOptions {
 	o := listener.TLSOptions{
 		ClientCA:          c.TLS.ClientCA,
+		ClientCAPath:      c.TLS.ClientCAPath,
 		RequireClientCert: c.TLS.RequireClientCert,
 		Identity:          identity(c.TLS.Identity),
 		MinVersion:        tls.VersionTLS12,
 	}
-	if c.TLS.MinVersion == "1.3" {
+	switch c.TLS.MinVersion {
+	case "1.1":
+		o.MinVersion = tls.VersionTLS11
+	case "1.3":
 		o.MinVersion = tls.VersionTLS13
+	}
+	for _, name := range c.TLS.CipherSuites {
+		// Checked when the file was read.
+		if id, err := config.CipherSuiteID(name); err == nil {
+			o.CipherSuites = append(o.CipherSuites, id)
+		}
 	}
 	for _, kp := range c.TLS.Certs {
 		o.Certs = append(o.Certs, listener.KeyPair{Cert: kp.Cert, Key: kp.Key})
@@ -107,6 +117,8 @@ func identity(s string) listener.Identity {
 		return listener.IdentityCN
 	case "san":
 		return listener.IdentitySAN
+	case "subject":
+		return listener.IdentitySubject
 	}
 	return listener.IdentityNone
 }

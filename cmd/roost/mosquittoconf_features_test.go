@@ -3,6 +3,10 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -11,6 +15,7 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/client"
+	"github.com/roost-mqtt/roost/internal/devcert"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -29,7 +34,7 @@ const (
 // given its listeners' URLs in file order. notMosquitto says why the file
 // is not run in mosquitto too ("" when it is).
 type featureProbe struct {
-	probe        func(t *testing.T, urls []string, p peer)
+	probe        func(t *testing.T, urls []string, p peer, fx *fixtures)
 	notMosquitto string
 }
 
@@ -40,20 +45,95 @@ var featureProbes = map[string]featureProbe{
 	"clientid.conf":                     {probe: probeZeroLengthClientID},
 	"auto_id_prefix.conf":               {probe: probeAutoIDPrefix},
 	"mount_point.conf":                  {probe: probeMountPoint},
+	"tls_capath_subject.conf":    {probe: probeCAPathSubject},
+	"tls_ciphers.conf":           {probe: probeCiphers},
+	"tls_version.conf":           {probe: probeTLSVersion},
 	"per_listener_settings.conf": {probe: probePerListener,
 		notMosquitto: "mosquittotest writes allow_anonymous before the file's lines, and mosquitto wants per_listener_settings before any security option"},
 }
 
-// confFixtures writes the files the test confs name as {dir}/...: a
-// password file (alice:secret) and an ACL letting alice use allowed/#.
-func confFixtures(t *testing.T) string {
+// fixtures are the files the test confs name as {dir}/..., and the
+// client side of their TLS.
+type fixtures struct {
+	dir      string
+	serverCA *x509.CertPool
+	alice    tls.Certificate // CN=alice,O=Roost, from a CA in {dir}/cas
+	stranger tls.Certificate // from a CA that is not there
+}
+
+// confFixtures writes a password file (alice:secret), an ACL letting
+// alice use allowed/# (acl), one giving each certificate subject
+// users/SUBJECT/# (subject.acl), a server certificate for 127.0.0.1
+// (server.pem, server.key) and a c_rehash'd directory of two client CAs
+// (cas).
+func confFixtures(t *testing.T) *fixtures {
 	dir := t.TempDir()
 	passwd := filepath.Join(dir, "passwd")
 	if code, _, stderr := runCmd(t, "passwd", "-b", "-c", "-H", "sha512-pbkdf2", passwd, "alice", "secret"); code != 0 {
 		t.Fatalf("roost passwd: %s", stderr)
 	}
 	writeFixture(t, filepath.Join(dir, "acl"), "user alice\ntopic readwrite allowed/#\n")
-	return dir
+	writeFixture(t, filepath.Join(dir, "subject.acl"), "pattern readwrite users/%u/#\n")
+	fx := &fixtures{dir: dir, serverCA: x509.NewCertPool()}
+	newCA := func(name string) *devcert.CA {
+		ca, err := devcert.NewCA(name, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ca
+	}
+	issue := func(ca *devcert.CA, l devcert.Leaf) ([]byte, []byte) {
+		chain, key, err := ca.Issue(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return chain, key
+	}
+	srvCA := newCA("server CA")
+	fx.serverCA.AppendCertsFromPEM(srvCA.CertPEM())
+	chain, key := issue(srvCA, devcert.Leaf{CommonName: "localhost", Hosts: []string{"127.0.0.1", "localhost"}})
+	writeFixture(t, filepath.Join(dir, "server.pem"), string(chain))
+	writeFixture(t, filepath.Join(dir, "server.key"), string(key))
+	writeFixture(t, filepath.Join(dir, "serverca.pem"), string(srvCA.CertPEM()))
+	cas := filepath.Join(dir, "cas")
+	if err := os.Mkdir(cas, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	other, clients := newCA("other client CA"), newCA("client CA")
+	writeFixture(t, filepath.Join(cas, "other.pem"), string(other.CertPEM()))
+	writeFixture(t, filepath.Join(cas, "clients.pem"), string(clients.CertPEM()))
+	// mosquitto finds CAs in a capath by their hash links only.
+	if out, err := exec.Command("openssl", "rehash", cas).CombinedOutput(); err != nil {
+		t.Fatalf("openssl rehash: %v: %s", err, out)
+	}
+	pair := func(ca *devcert.CA, l devcert.Leaf) tls.Certificate {
+		c, err := tls.X509KeyPair(issue(ca, l))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	fx.alice = pair(clients, devcert.Leaf{CommonName: "alice", Organization: []string{"Roost"}, Client: true})
+	fx.stranger = pair(newCA("stranger CA"), devcert.Leaf{CommonName: "mallory", Client: true})
+	writeFixture(t, filepath.Join(dir, "alice.pem"), string(certPEM(fx.alice)))
+	writeFixture(t, filepath.Join(dir, "alice.key"), string(keyPEM(t, fx.alice)))
+	return fx
+}
+
+func certPEM(c tls.Certificate) []byte {
+	var b []byte
+	for _, der := range c.Certificate {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	return b
+}
+
+func keyPEM(t *testing.T, c tls.Certificate) []byte {
+	der, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 }
 
 // serveConverted renders conf's ports, converts it with roost config
@@ -103,7 +183,7 @@ func connack(t *testing.T, url string, p *packet.Connect) (*mqtttest.Client, *pa
 // max_keepalive 30: an MQTT 5 client asking for 120 s is told 30 s; one
 // asking for 20 s keeps it; an MQTT 3.1.1 client asking for 120 s is
 // refused with 2 by Roost (Debian's mosquitto 2.0.11 accepts it).
-func probeKeepAlive(t *testing.T, urls []string, p peer) {
+func probeKeepAlive(t *testing.T, urls []string, p peer, _ *fixtures) {
 	_, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V5, ClientID: "ka5", CleanStart: true, KeepAlive: 120})
 	if ack.ReasonCode != 0 || !ack.Properties.Has(packet.PropServerKeepAlive) || ack.Properties.ServerKeepAlive != 30 {
 		t.Fatalf("MQTT 5 keep alive 120: CONNACK 0x%02X, Server Keep Alive %d (set %v), want 30", byte(ack.ReasonCode),
@@ -128,7 +208,7 @@ func probeKeepAlive(t *testing.T, urls []string, p peer) {
 // connection stays open and a 10-byte payload is delivered. Debian's
 // mosquitto 2.0.11 answers 0x95 Packet too large, which is not a PUBACK
 // reason code (MQTT 5.0 section 3.4.2.1).
-func probeMessageSizeLimit(t *testing.T, urls []string, p peer) {
+func probeMessageSizeLimit(t *testing.T, urls []string, p peer, _ *fixtures) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	got := make(chan string, 10)
@@ -171,7 +251,7 @@ func probeMessageSizeLimit(t *testing.T, urls []string, p peer) {
 // across a reconnect within the two hours (the expiry itself, which no
 // test waits two hours for, is broker TestPersistentSessionExpiry and the
 // 2h parse config TestMosquittoClientKeys).
-func probePersistentExpiration(t *testing.T, urls []string, _ peer) {
+func probePersistentExpiration(t *testing.T, urls []string, _ peer, _ *fixtures) {
 	c, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V311, ClientID: "persist", KeepAlive: 30})
 	if ack.ReasonCode != 0 {
 		t.Fatalf("CONNACK %d", ack.ReasonCode)
@@ -195,7 +275,7 @@ func probePersistentExpiration(t *testing.T, urls []string, _ peer) {
 // allow_zero_length_clientid false: empty client ids are refused, 0x85
 // Client Identifier not valid for MQTT 5 [MQTT-3.1.3-8] (mosquitto sends
 // 0x80 Unspecified error) and 2 for 3.1.1; a client with an id connects.
-func probeZeroLengthClientID(t *testing.T, urls []string, p peer) {
+func probeZeroLengthClientID(t *testing.T, urls []string, p peer, _ *fixtures) {
 	want := packet.ClientIdentifierNotValid
 	if p == mosquittoPeer {
 		want = packet.UnspecifiedError
@@ -212,7 +292,7 @@ func probeZeroLengthClientID(t *testing.T, urls []string, p peer) {
 }
 
 // auto_id_prefix dev-: the id assigned to an MQTT 5 client starts with it.
-func probeAutoIDPrefix(t *testing.T, urls []string, _ peer) {
+func probeAutoIDPrefix(t *testing.T, urls []string, _ peer, _ *fixtures) {
 	_, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V5, CleanStart: true, KeepAlive: 30})
 	if id := ack.Properties.AssignedClientID; ack.ReasonCode != 0 || !strings.HasPrefix(id, "dev-") || len(id) < 10 {
 		t.Fatalf("CONNACK 0x%02X, assigned %q, want dev-...", byte(ack.ReasonCode), id)
@@ -224,7 +304,7 @@ func probeAutoIDPrefix(t *testing.T, urls []string, _ peer) {
 // and what reaches them loses it, as mosquitto.conf(5) says. (Debian's
 // mosquitto 2.0.11 does not take it off: its subscriber sees the whole
 // topic.)
-func probeMountPoint(t *testing.T, urls []string, p peer) {
+func probeMountPoint(t *testing.T, urls []string, p peer, _ *fixtures) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	plain := connect(t, ctx, urls[0])
@@ -268,7 +348,7 @@ func probeMountPoint(t *testing.T, urls []string, p peer) {
 // per_listener_settings true: the first listener takes anonymous clients
 // and any topic; the second refuses them (5), takes alice with her
 // password and applies its ACL (allowed/# only).
-func probePerListener(t *testing.T, urls []string, _ peer) {
+func probePerListener(t *testing.T, urls []string, _ peer, _ *fixtures) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	open := connect(t, ctx, urls[0])
@@ -348,4 +428,135 @@ func mosqTool(t *testing.T, ctx context.Context, name string, args ...string) *t
 		cmd.Wait()
 	})
 	return r
+}
+
+// tlsClient connects an MQTT 5 client with tlsCfg to url, or returns the
+// error.
+func tlsClient(t *testing.T, ctx context.Context, url string, tlsCfg *tls.Config) (*client.Client, error) {
+	t.Helper()
+	c, err := client.New(client.Options{Servers: []string{url}, Version: packet.V5, TLSConfig: tlsCfg, ConnectTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Connect(ctx); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { c.Disconnect(context.Background()) })
+	return c, nil
+}
+
+// capath, require_certificate, use_subject_as_username: a client whose
+// certificate comes from a CA in the directory connects, named by its
+// whole subject (CN=alice,O=Roost), which the ACL pattern users/%u/#
+// lets use its own tree only; without a certificate, or with one from
+// another CA, a client cannot connect. mosquitto_pub with alice's
+// certificate is the second client.
+func probeCAPathSubject(t *testing.T, urls []string, _ peer, fx *fixtures) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := tlsClient(t, ctx, urls[0], &tls.Config{RootCAs: fx.serverCA}); err == nil {
+		t.Fatal("a client without a certificate connected")
+	}
+	if _, err := tlsClient(t, ctx, urls[0], &tls.Config{RootCAs: fx.serverCA, Certificates: []tls.Certificate{fx.stranger}}); err == nil {
+		t.Fatal("a client with a certificate from a CA outside capath connected")
+	}
+	alice, err := tlsClient(t, ctx, urls[0], &tls.Config{RootCAs: fx.serverCA, Certificates: []tls.Certificate{fx.alice}})
+	if err != nil {
+		t.Fatalf("alice: %v", err)
+	}
+	const own = "users/CN=alice,O=Roost/"
+	got := make(chan string, 10)
+	codes, err := alice.Subscribe(ctx, client.Subscription{Filter: own + "#", QoS: 1, Handler: func(m *client.Message) { got <- m.Topic }})
+	if err != nil || codes[0] != 1 {
+		t.Fatalf("subscribing to %s#: %v %v (the username is not the subject?)", own, codes, err)
+	}
+	if _, err := alice.Publish(ctx, client.Message{Topic: "users/alice/1", QoS: 1}); err == nil {
+		t.Fatal("alice published outside users/CN=alice,O=Roost/")
+	}
+	host, port, _ := strings.Cut(hostPort(urls[0]), ":")
+	mosqTool(t, ctx, "mosquitto_pub", "-h", host, "-p", port, "--cafile", filepath.Join(fx.dir, "serverca.pem"),
+		"--cert", filepath.Join(fx.dir, "alice.pem"), "--key", filepath.Join(fx.dir, "alice.key"), "-t", own+"tool", "-m", "hi", "-q", "1")
+	select {
+	case topic := <-got:
+		if topic != own+"tool" {
+			t.Fatalf("got %s, want %stool", topic, own)
+		}
+	case <-ctx.Done():
+		t.Fatal("mosquitto_pub's message never arrived")
+	}
+}
+
+// handshake makes a TLS handshake with url's listener with cfg.
+func handshake(url string, cfg *tls.Config) (tls.ConnectionState, error) {
+	d := &tls.Dialer{Config: cfg}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	nc, err := d.DialContext(ctx, "tcp", hostPort(url))
+	if err != nil {
+		return tls.ConnectionState{}, err
+	}
+	defer nc.Close()
+	return nc.(*tls.Conn).ConnectionState(), nil
+}
+
+// ciphers: a TLS 1.2 client offering only a suite outside the list fails
+// the handshake; one offering a listed suite gets it; TLS 1.3 works with
+// each of the three suites (ciphers_tls1.3 lists them all); an MQTT client
+// makes a round trip.
+func probeCiphers(t *testing.T, urls []string, _ peer, fx *fixtures) {
+	tls12 := func(suite uint16) *tls.Config {
+		return &tls.Config{RootCAs: fx.serverCA, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{suite}}
+	}
+	if _, err := handshake(urls[0], tls12(tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384)); err == nil {
+		t.Fatal("TLS 1.2 with ECDHE-ECDSA-AES256-GCM-SHA384, not in the list, succeeded")
+	}
+	for _, suite := range []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256} {
+		st, err := handshake(urls[0], tls12(suite))
+		if err != nil || st.CipherSuite != suite {
+			t.Fatalf("TLS 1.2 with %s: %v, got %s", tls.CipherSuiteName(suite), err, tls.CipherSuiteName(st.CipherSuite))
+		}
+	}
+	if st, err := handshake(urls[0], &tls.Config{RootCAs: fx.serverCA, MinVersion: tls.VersionTLS13}); err != nil || st.Version != tls.VersionTLS13 {
+		t.Fatalf("TLS 1.3: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := tlsClient(t, ctx, urls[0], &tls.Config{RootCAs: fx.serverCA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	if _, err := c.Subscribe(ctx, client.Subscription{Filter: "tls/#", QoS: 1, Handler: func(m *client.Message) { got <- m.Topic }}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Publish(ctx, client.Message{Topic: "tls/1", QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got:
+	case <-ctx.Done():
+		t.Fatal("no round trip over TLS")
+	}
+}
+
+// tls_version: the tlsv1.3 listener refuses a client that stops at TLS
+// 1.2 and takes TLS 1.3; the tlsv1.1 listener takes TLS 1.1 (in Roost:
+// Debian's mosquitto, on OpenSSL 3, refuses TLS 1.1 at its default
+// security level whatever tls_version says).
+func probeTLSVersion(t *testing.T, urls []string, p peer, fx *fixtures) {
+	if _, err := handshake(urls[0], &tls.Config{RootCAs: fx.serverCA, MaxVersion: tls.VersionTLS12}); err == nil {
+		t.Fatal("the tlsv1.3 listener took TLS 1.2")
+	}
+	if st, err := handshake(urls[0], &tls.Config{RootCAs: fx.serverCA}); err != nil || st.Version != tls.VersionTLS13 {
+		t.Fatalf("the tlsv1.3 listener and TLS 1.3: %v", err)
+	}
+	if p == roostPeer {
+		st, err := handshake(urls[1], &tls.Config{RootCAs: fx.serverCA, MinVersion: tls.VersionTLS11, MaxVersion: tls.VersionTLS11})
+		if err != nil || st.Version != tls.VersionTLS11 {
+			t.Fatalf("the tlsv1.1 listener and TLS 1.1: %v (version %x)", err, st.Version)
+		}
+	}
+	if st, err := handshake(urls[1], &tls.Config{RootCAs: fx.serverCA, MaxVersion: tls.VersionTLS12}); err != nil || st.Version != tls.VersionTLS12 {
+		t.Fatalf("the tlsv1.1 listener and TLS 1.2: %v", err)
+	}
 }

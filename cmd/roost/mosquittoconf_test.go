@@ -36,7 +36,7 @@ func TestServeMosquittoConfs(t *testing.T) {
 			t.Fatal(err)
 		}
 		name := filepath.Base(f)
-		conf := strings.ReplaceAll(string(src), "{dir}", fixtures)
+		conf := strings.ReplaceAll(string(src), "{dir}", fixtures.dir)
 		fp, ok := featureProbes[name]
 		if !ok {
 			t.Run(name, func(t *testing.T) {
@@ -47,10 +47,10 @@ func TestServeMosquittoConfs(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Run("roost", func(t *testing.T) {
-				fp.probe(t, confURLs(serveConf(t, conf)), roostPeer)
+				fp.probe(t, confURLs(serveConf(t, conf)), roostPeer, fixtures)
 			})
 			// The converted roost.yaml behaves the same.
-			t.Run("converted", func(t *testing.T) { fp.probe(t, serveConverted(t, conf), roostPeer) })
+			t.Run("converted", func(t *testing.T) { fp.probe(t, serveConverted(t, conf), roostPeer, fixtures) })
 			if fp.notMosquitto != "" {
 				t.Logf("not run in mosquitto: %s", fp.notMosquitto)
 				return
@@ -61,7 +61,7 @@ func TestServeMosquittoConfs(t *testing.T) {
 				for _, p := range m.Ports {
 					rendered = strings.Replace(rendered, mosquittotest.PortToken, strconv.Itoa(p), 1)
 				}
-				fp.probe(t, confURLs(rendered), mosquittoPeer)
+				fp.probe(t, confURLs(rendered), mosquittoPeer, fixtures)
 			})
 		})
 	}
@@ -76,10 +76,16 @@ func confURLs(conf string) []string {
 		if len(f) < 2 || f[0] != "listener" {
 			continue
 		}
-		scheme := "mqtt"
-		if i+1 < len(lines) && strings.TrimSpace(lines[i+1]) == "protocol websockets" {
-			scheme = "ws"
+		ws, tls := false, false
+		for _, next := range lines[i+1:] { // the listener's block
+			next = strings.TrimSpace(next)
+			if strings.HasPrefix(next, "listener ") {
+				break
+			}
+			ws = ws || next == "protocol websockets"
+			tls = tls || strings.HasPrefix(next, "certfile ")
 		}
+		scheme := map[[2]bool]string{{false, false}: "mqtt", {true, false}: "ws", {false, true}: "mqtts", {true, true}: "wss"}[[2]bool{ws, tls}]
 		urls = append(urls, scheme+"://127.0.0.1:"+f[1])
 	}
 	return urls

@@ -101,10 +101,23 @@ func (e *yamlWriter) listeners(ls []Listener) {
 		if t.ClientCA != "" {
 			e.line(3, "client_ca: %s", q(abs(t.ClientCA)))
 		}
+		if t.ClientCAPath != "" {
+			e.line(3, "client_ca_path: %s # mosquitto's capath: every PEM file in it is read, c_rehash'd or not", q(abs(t.ClientCAPath)))
+		}
+		if len(t.CipherSuites) > 0 {
+			e.line(3, "cipher_suites: # mosquitto's ciphers, by their IANA names; TLS 1.2 and below only")
+			for _, c := range t.CipherSuites {
+				e.line(4, "- %s", c)
+			}
+		}
 		if t.RequireClientCert {
 			e.line(3, "require_client_cert: true")
 		}
-		if t.Identity != "" {
+		switch t.Identity {
+		case "subject":
+			e.line(3, "identity: subject # use_subject_as_username: the whole subject, RFC 2253 form")
+		case "":
+		default:
 			e.line(3, "identity: %s", t.Identity)
 		}
 		if t.MinVersion != "" {

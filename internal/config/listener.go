@@ -70,9 +70,13 @@ type TLS struct {
 	// whose names match the client's SNI is served, else the first.
 	Certs             []KeyPair
 	ClientCA          string // PEM CAs to verify client certificates with
+	ClientCAPath      string // a directory of more such CAs (mosquitto's capath)
 	RequireClientCert bool
-	Identity          string // "", "cn" or "san": the client certificate's name to use
-	MinVersion        string // "1.2" (default) or "1.3"
+	Identity          string // "", "cn", "san" or "subject": the client certificate's name to use
+	MinVersion        string // "1.1", "1.2" (default) or "1.3"
+	// CipherSuites are the IANA names of the TLS 1.2 suites offered
+	// (CipherSuiteID); empty: Go's defaults.
+	CipherSuites []string
 }
 
 // KeyPair names a PEM certificate chain file and its key file.
@@ -137,7 +141,7 @@ func (ln *Listener) IsWebSocket() bool { return ln.Scheme == "ws" || ln.Scheme =
 // certificate, client-certificate options without a client_ca.
 func (ln *Listener) Check() error {
 	t := ln.TLS
-	hasTLS := len(t.Certs) > 0 || t.ClientCA != "" || t.RequireClientCert || t.Identity != "" || t.MinVersion != ""
+	hasTLS := len(t.Certs) > 0 || t.ClientCA != "" || t.ClientCAPath != "" || t.RequireClientCert || t.Identity != "" || t.MinVersion != "" || len(t.CipherSuites) > 0
 	w := ln.WS
 	hasWS := len(w.Paths) > 0 || w.AnyPath || len(w.AllowedOrigins) > 0 || len(w.TrustedProxies) > 0
 	switch {
@@ -147,8 +151,8 @@ func (ln *Listener) Check() error {
 		return fmt.Errorf("ws settings need a ws:// or wss:// url, not %s://", ln.Scheme)
 	case ln.IsTLS() && len(t.Certs) == 0:
 		return fmt.Errorf("%s:// needs a certificate: set tls.cert and tls.key (or --tls-cert and --tls-key)", ln.Scheme)
-	case (t.RequireClientCert || t.Identity != "") && t.ClientCA == "":
-		return errors.New("tls.require_client_cert and tls.identity need tls.client_ca to verify client certificates with")
+	case (t.RequireClientCert || t.Identity != "") && t.ClientCA == "" && t.ClientCAPath == "":
+		return errors.New("tls.require_client_cert and tls.identity need tls.client_ca or tls.client_ca_path to verify client certificates with")
 	}
 	return nil
 }
@@ -245,4 +249,5 @@ func (t *TLS) resolvePaths(dir string) {
 		abs(&t.Certs[i].Key)
 	}
 	abs(&t.ClientCA)
+	abs(&t.ClientCAPath)
 }

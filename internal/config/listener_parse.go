@@ -82,9 +82,24 @@ func (d *decoder) tls(n *yaml.Node, path string, t *TLS) {
 			})
 		},
 		"client_ca":           d.str(&t.ClientCA),
+		"client_ca_path":      d.str(&t.ClientCAPath),
 		"require_client_cert": func(p string, v *yaml.Node) { d.boolean(v, p, &t.RequireClientCert) },
-		"identity":            d.oneOf(&t.Identity, "cn", "san"),
-		"min_version":         d.oneOf(&t.MinVersion, "1.2", "1.3"),
+		"identity":            d.oneOf(&t.Identity, "cn", "san", "subject"),
+		"min_version":         d.oneOf(&t.MinVersion, "1.1", "1.2", "1.3"),
+		"cipher_suites": func(p string, v *yaml.Node) {
+			d.list(v, p, func(p string, item *yaml.Node) {
+				var s string
+				d.str(&s)(p, item)
+				if s == "" {
+					return
+				}
+				if _, err := CipherSuiteID(s); err != nil {
+					d.errorf(item, "%s: %v", p, err)
+					return
+				}
+				t.CipherSuites = append(t.CipherSuites, s)
+			})
+		},
 	})
 	switch {
 	case first.Cert != "" && first.Key != "":

@@ -58,6 +58,9 @@ type mosqListener struct {
 	maxConns             int
 	line                 int
 	mount                string
+	capath               string
+	ciphers              []string
+	subject              bool // use_subject_as_username
 	// With per_listener_settings true: the listener's own security
 	// options.
 	anon         *bool
@@ -222,9 +225,25 @@ func (r *mosqReader) globalOptions() map[string]func(string) {
 		"cafile":                   func(v string) { r.listener().ca = v },
 		"require_certificate":      func(v string) { r.boolean(v, &r.listener().requireCert) },
 		"use_identity_as_username": func(v string) { r.boolean(v, &r.listener().identity) },
+		"use_subject_as_username":  func(v string) { r.boolean(v, &r.listener().subject) },
+		"capath":                   func(v string) { r.listener().capath = v },
+		"ciphers": func(v string) {
+			names, err := openSSLCipherList(v)
+			if err != nil {
+				r.errorf("ciphers: %v", err)
+				return
+			}
+			r.listener().ciphers = names
+		},
+		"ciphers_tls1.3": func(v string) {
+			if err := checkTLS13Ciphers(v); err != nil {
+				r.errorf("ciphers_tls1.3: %v", err)
+			}
+		},
 		"tls_version": func(v string) {
-			if v != "tlsv1.2" && v != "tlsv1.3" {
-				r.errorf("tls_version: Roost accepts tlsv1.2 or tlsv1.3, got %q", v)
+			// mosquitto 2.0: the lowest version accepted.
+			if v != "tlsv1.1" && v != "tlsv1.2" && v != "tlsv1.3" {
+				r.errorf("tls_version: want tlsv1.1, tlsv1.2 or tlsv1.3, got %q", v)
 			}
 			r.listener().tlsVersion = v
 		},
@@ -675,16 +694,29 @@ func (r *mosqReader) addListener(ml *mosqListener) {
 		}
 		ln.TLS.Certs = []KeyPair{{Cert: ml.cert, Key: ml.key}}
 		ln.TLS.ClientCA = ml.ca
+		ln.TLS.ClientCAPath = ml.capath
 		ln.TLS.RequireClientCert = ml.requireCert
-		if ml.tlsVersion == "tlsv1.3" {
+		ln.TLS.CipherSuites = ml.ciphers
+		switch ml.tlsVersion {
+		case "tlsv1.1":
+			ln.TLS.MinVersion = "1.1"
+		case "tlsv1.3":
 			ln.TLS.MinVersion = "1.3"
 		}
-		if ml.identity {
+		switch {
+		case ml.identity: // it wins over use_subject_as_username, as in mosquitto
 			ln.TLS.Identity = "cn"
 			r.c.Auth.CertIdentityAsUsername = true
+		case ml.subject:
+			ln.TLS.Identity = "subject"
+			r.c.Auth.CertIdentityAsUsername = true
 		}
-	} else if ml.ca != "" || ml.requireCert || ml.identity {
-		r.errorf("listener %s: cafile, require_certificate and use_identity_as_username need certfile and keyfile", ml.port)
+		if ln.TLS.Identity != "" && !ml.requireCert {
+			// mosquitto takes the name only from a required certificate.
+			r.errorf("listener %s: use_identity_as_username and use_subject_as_username need require_certificate true", ml.port)
+		}
+	} else if ml.ca != "" || ml.capath != "" || ml.requireCert || ml.identity || ml.subject || ml.ciphers != nil || ml.tlsVersion != "" {
+		r.errorf("listener %s: cafile, capath, require_certificate, use_identity_as_username, use_subject_as_username, ciphers and tls_version need certfile and keyfile", ml.port)
 	}
 	r.c.Listeners = append(r.c.Listeners, ln)
 }

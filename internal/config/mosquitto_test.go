@@ -304,3 +304,53 @@ func TestMosquittoClientKeyErrors(t *testing.T) {
 		}
 	}
 }
+
+// capath, ciphers (OpenSSL names to IANA ones), ciphers_tls1.3 (Go's
+// three suites only), tls_version tlsv1.1 and use_subject_as_username are
+// read into the listener's tls, and survive roost config convert.
+func TestMosquittoTLSKeys(t *testing.T) {
+	conf := `listener 8883 127.0.0.1
+certfile /c.pem
+keyfile /k.pem
+capath /etc/mosquitto/ca_certificates
+require_certificate true
+use_subject_as_username true
+ciphers ECDHE-RSA-AES128-GCM-SHA256:AES256-SHA
+ciphers_tls1.3 TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
+tls_version tlsv1.1
+`
+	c, err := ParseMosquitto("m.conf", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.Listeners[0].TLS
+	want := TLS{Certs: []KeyPair{{Cert: "/c.pem", Key: "/k.pem"}}, ClientCAPath: "/etc/mosquitto/ca_certificates", RequireClientCert: true,
+		Identity: "subject", MinVersion: "1.1", CipherSuites: []string{"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_RSA_WITH_AES_256_CBC_SHA"}}
+	if !reflect.DeepEqual(got, want) || !c.Auth.CertIdentityAsUsername {
+		t.Errorf("tls %+v\nwant %+v", got, want)
+	}
+	convertRoundTrip(t, conf)
+	// use_identity_as_username wins, as in mosquitto.
+	c, err = ParseMosquitto("m.conf", []byte(conf+"use_identity_as_username true\n"))
+	if err != nil || c.Listeners[0].TLS.Identity != "cn" {
+		t.Errorf("both: %v %+v", err, c)
+	}
+}
+
+func TestMosquittoTLSKeyErrors(t *testing.T) {
+	tlsListener := "listener 8883\ncertfile /c\nkeyfile /k\n"
+	for _, tc := range []struct{ conf, want string }{
+		{tlsListener + "ciphers ECDHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384\n", `m.conf:4: ciphers: cipher "DHE-RSA-AES256-GCM-SHA384": Roost takes the OpenSSL names`},
+		{tlsListener + "ciphers HIGH:!aNULL\n", `ciphers: cipher "HIGH"`},
+		{tlsListener + "ciphers_tls1.3 TLS_AES_256_GCM_SHA384\n", "m.conf:4: ciphers_tls1.3: Go's crypto/tls does not let the TLS 1.3 suites be chosen"},
+		{tlsListener + "tls_version tlsv1\n", "tls_version: want tlsv1.1, tlsv1.2 or tlsv1.3"},
+		{tlsListener + "cafile /ca\nuse_subject_as_username true\n", "use_identity_as_username and use_subject_as_username need require_certificate true"},
+		{"listener 1883\ncapath /ca\n", "capath, require_certificate"},
+		{"listener 1883\nciphers AES128-SHA\n", "need certfile and keyfile"},
+	} {
+		_, err := ParseMosquitto("/etc/m.conf", []byte(tc.conf))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want an error containing %q", tc.conf, err, tc.want)
+		}
+	}
+}

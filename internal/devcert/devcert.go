@@ -87,10 +87,13 @@ func (ca *CA) KeyPEM() []byte {
 // Leaf describes a certificate to issue.
 type Leaf struct {
 	CommonName string
-	Hosts      []string // DNS names and IP addresses
-	Emails     []string
-	Client     bool // for client authentication instead of a server
-	Validity   time.Duration
+	// Organization, when set, is the subject's O (after CN in its RFC
+	// 2253 form: "CN=alice,O=Roost").
+	Organization []string
+	Hosts        []string // DNS names and IP addresses
+	Emails       []string
+	Client       bool // for client authentication instead of a server
+	Validity     time.Duration
 }
 
 // Issue signs a certificate for l. It returns the certificate chain (leaf,
@@ -105,7 +108,7 @@ func (ca *CA) Issue(l Leaf) (chainPEM, keyPEM []byte, err error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:   serial(),
-		Subject:        pkix.Name{CommonName: l.CommonName},
+		Subject:        pkix.Name{CommonName: l.CommonName, Organization: l.Organization},
 		NotBefore:      time.Now().Add(-time.Hour),
 		NotAfter:       time.Now().Add(l.Validity),
 		KeyUsage:       x509.KeyUsageDigitalSignature,
