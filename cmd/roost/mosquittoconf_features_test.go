@@ -45,9 +45,9 @@ var featureProbes = map[string]featureProbe{
 	"clientid.conf":                     {probe: probeZeroLengthClientID},
 	"auto_id_prefix.conf":               {probe: probeAutoIDPrefix},
 	"mount_point.conf":                  {probe: probeMountPoint},
-	"tls_capath_subject.conf":    {probe: probeCAPathSubject},
-	"tls_ciphers.conf":           {probe: probeCiphers},
-	"tls_version.conf":           {probe: probeTLSVersion},
+	"tls_capath_subject.conf":           {probe: probeCAPathSubject},
+	"tls_ciphers.conf":                  {probe: probeCiphers},
+	"tls_version.conf":                  {probe: probeTLSVersion},
 	"per_listener_settings.conf": {probe: probePerListener,
 		notMosquitto: "mosquittotest writes allow_anonymous before the file's lines, and mosquitto wants per_listener_settings before any security option"},
 }
