@@ -84,6 +84,7 @@ type mosqReader struct {
 	// perListener is per_listener_settings true; securitySeen that an
 	// option it affects was read (it must come first, as in mosquitto).
 	perListener, securitySeen bool
+	topicAlias                int64 // max_topic_alias, 0 before one
 	file                      string
 	line                      int
 }
@@ -148,6 +149,10 @@ func (r *mosqReader) option(key, val string) {
 		r.errorf("%s: not supported by Roost: %s", key, why)
 		return
 	}
+	if strings.HasPrefix(key, "auth_opt_") || strings.HasPrefix(key, "plugin_opt_") {
+		r.errorf("%s: not supported by Roost: options of a mosquitto plugin, which cannot load into Roost", key)
+		return
+	}
 	r.errorf("unknown mosquitto option %q", key)
 }
 
@@ -158,7 +163,10 @@ var mosquittoProcessOnly = map[string]string{
 	"log_timestamp_format": "Roost's log lines carry a time", "log_facility": "Roost logs to stderr", "connection_messages": "Roost logs connections at debug level",
 	"pid_file": "no pid file", "user": "Roost does not change user; run it as the user it should be", "websockets_log_level": "Roost logs to stderr",
 	"autosave_interval": "Roost's store writes every change (store.sync)", "autosave_on_changes": "Roost's store writes every change (store.sync)",
-	"persistence_file": "Roost's store is a directory (persistence_location)",
+	"persistence_file":               "Roost's store is a directory (persistence_location)",
+	"dhparamfile":                    "Go's crypto/tls has no DHE suites: its ECDHE suites give forward secrecy without DH parameters",
+	"websockets_headers_size":        "Roost's WebSocket listeners take request headers up to 16 KiB",
+	"auth_plugin_deny_special_chars": "it only concerns auth plugins, which cannot load into Roost",
 }
 
 // mosquittoRefused are options Roost cannot honour, with the reason.
@@ -166,15 +174,15 @@ var mosquittoRefused = map[string]string{
 	"psk_hint":                 "Go's crypto/tls does not implement TLS-PSK",
 	"psk_file":                 "Go's crypto/tls does not implement TLS-PSK",
 	"crlfile":                  "certificate revocation lists are not supported",
-	"dhparamfile":              "Go's crypto/tls does not use DH parameter files",
 	"http_dir":                 "Roost's WebSocket listeners serve no files",
 	"upgrade_outgoing_qos":     "against the MQTT specification; not supported",
-	"allow_duplicate_messages": "Roost sends a message once per session",
-	"check_retain_source":      "not supported yet",
 	"max_inflight_bytes":       "not supported yet",
 	"memory_limit":             "not supported yet",
-	"set_tcp_nodelay":          "Roost always sets TCP_NODELAY",
 	"plugin":                   "mosquitto plugins cannot load into Roost",
+	"tls_engine":               "OpenSSL engines: Go's crypto/tls reads keys from PEM files only",
+	"tls_engine_kpass_sha1":    "OpenSSL engines: Go's crypto/tls reads keys from PEM files only",
+	"tls_keyform":              "OpenSSL engines: Go's crypto/tls reads keys from PEM files only",
+	"bind_interface":           "give the interface's address to listener instead",
 	"auth_plugin":              "mosquitto plugins cannot load into Roost",
 	"accept_protocol_versions": "not supported yet",
 	"enable_control_api":       "not supported",
@@ -351,6 +359,41 @@ func (r *mosqReader) globalOptions() map[string]func(string) {
 			}
 		},
 		"include_dir": r.includeDir,
+		"set_tcp_nodelay": func(v string) {
+			var on bool
+			if r.boolean(v, &on) && !on {
+				r.warnf("set_tcp_nodelay false: Roost always sets TCP_NODELAY")
+			}
+		},
+		"allow_duplicate_messages": func(v string) {
+			// Deprecated in mosquitto 2.0. Either way, Roost sends a
+			// message once per session however many of its
+			// subscriptions match, which true (duplicates allowed) also
+			// permits.
+			var on bool
+			r.boolean(v, &on)
+		},
+		"check_retain_source": func(v string) {
+			var on bool
+			if r.boolean(v, &on) && on {
+				r.errorf("check_retain_source true is not supported: Roost checks a subscriber's access to a retained message, not whether its publisher still has access; set it to false")
+			}
+		},
+		"max_topic_alias": func(v string) {
+			// Per listener in mosquitto, for the whole broker in Roost:
+			// differing values are refused.
+			n, ok := r.integer(v, 0, 65535)
+			switch {
+			case !ok:
+			case n == 0:
+				r.errorf("max_topic_alias 0: Roost cannot turn topic aliases off")
+			case r.topicAlias != 0 && r.topicAlias != n:
+				r.errorf("max_topic_alias: Roost has one topic alias maximum for all listeners; %d was given before", r.topicAlias)
+			default:
+				r.topicAlias = n
+				c.Limits.TopicAliasMaximum = uint16(n)
+			}
+		},
 		"per_listener_settings": func(v string) {
 			var on bool
 			if !r.boolean(v, &on) {

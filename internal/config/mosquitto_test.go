@@ -354,3 +354,36 @@ func TestMosquittoTLSKeyErrors(t *testing.T) {
 		}
 	}
 }
+
+// The other options of mosquitto.conf(5) for 2.0: honoured where Roost
+// can (max_topic_alias, check_retain_source false, set_tcp_nodelay,
+// allow_duplicate_messages), a warning where only mosquitto's
+// implementation is concerned, an error naming the reason otherwise.
+func TestMosquittoOtherKeys(t *testing.T) {
+	conf := "listener 1883\nmax_topic_alias 20\ncheck_retain_source false\nset_tcp_nodelay true\nallow_duplicate_messages true\n" +
+		"set_tcp_nodelay false\ndhparamfile /dh.pem\nwebsockets_headers_size 4096\nauth_plugin_deny_special_chars true\n"
+	c, err := ParseMosquitto("m.conf", []byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits.TopicAliasMaximum != 20 {
+		t.Errorf("topic alias maximum %d", c.Limits.TopicAliasMaximum)
+	}
+	if len(c.Warnings) != 4 || !strings.Contains(c.Warnings[0], "m.conf:6: set_tcp_nodelay false") {
+		t.Errorf("warnings %q", c.Warnings)
+	}
+	convertRoundTrip(t, conf)
+	for _, tc := range []struct{ conf, want string }{
+		{"max_topic_alias 0\n", "m.conf:1: max_topic_alias 0: Roost cannot turn topic aliases off"},
+		{"listener 1\nmax_topic_alias 5\nlistener 2\nmax_topic_alias 6\n", "m.conf:4: max_topic_alias: Roost has one topic alias maximum"},
+		{"check_retain_source true\n", "m.conf:1: check_retain_source true is not supported"},
+		{"tls_engine pkcs11\n", "m.conf:1: tls_engine: not supported by Roost: OpenSSL engines"},
+		{"auth_opt_db_host x\n", "m.conf:1: auth_opt_db_host: not supported by Roost: options of a mosquitto plugin"},
+		{"bind_interface eth0\n", "bind_interface: not supported by Roost"},
+	} {
+		_, err := ParseMosquitto("/etc/m.conf", []byte(tc.conf))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want an error containing %q", tc.conf, err, tc.want)
+		}
+	}
+}
