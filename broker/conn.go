@@ -54,7 +54,8 @@ type conn struct {
 	// Set while handling CONNECT, read-only afterwards. (Fields are
 	// ordered to pack: an idle connection's size matters.)
 	clientID    string
-	mount       string // ListenerPolicy.MountPoint of the listener, "" for none
+	mount       string     // ListenerPolicy.MountPoint of the listener, "" for none
+	maxQoS      packet.QoS // ListenerPolicy.MaxQoS, else 2
 	sess        *session
 	keepAlive   time.Duration // 1.5x the negotiated keep alive, 0 = none
 	window      int           // outbound inflight limit

@@ -92,7 +92,10 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	}
 
 	pol := s.policy(c.nc)
-	c.mount = pol.MountPoint
+	c.mount, c.maxQoS = pol.MountPoint, maxQoS
+	if pol.LimitQoS {
+		c.maxQoS = pol.MaxQoS
+	}
 	id := strings.Clone(p.ClientID) // not a view that keeps the CONNECT alive
 	assigned := false
 	if id == "" {
@@ -112,7 +115,13 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 		return c.refuse(packet.ClientIdentifierNotValid, "MQTT 3.1 client ids are at most 23 characters")
 	}
 
+	if pre := o.ClientIDPrefix; pre != "" && !strings.HasPrefix(id, pre) && !pol.UsernameAsClientID {
+		return c.refuse(packet.NotAuthorized, fmt.Sprintf("client ids must start with %q", pre))
+	}
 	var will *willMsg
+	if p.WillFlag && p.WillQoS > c.maxQoS {
+		return c.refuse(packet.QoSNotSupported, fmt.Sprintf("will QoS %d is above this listener's maximum QoS %d [MQTT-3.2.2-12]", p.WillQoS, c.maxQoS))
+	}
 	if p.WillFlag {
 		if err := topic.ValidName(p.WillTopic, o.MaxTopicLevels); err != nil {
 			if c.version != packet.V5 {
@@ -157,6 +166,16 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 		c.logger().Warn("authentication failed", "username", info.Username, "err", err)
 		return c.refuse(packet.NotAuthorized, "not authorized")
 	}
+	if pol.UsernameAsClientID {
+		if info.Username == "" {
+			return c.refuse(packet.NotAuthorized, "this listener takes the username as client id, and there is none")
+		}
+		id, assigned = info.Username, false
+		info.ClientID = id
+		if will != nil {
+			will.msg.From = id
+		}
+	}
 	if will != nil {
 		will.info = info
 	}
@@ -195,6 +214,10 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 		ack.Properties.Set(packet.PropMaximumPacketSize)
 		ack.Properties.TopicAliasMaximum = o.TopicAliasMaximum
 		ack.Properties.Set(packet.PropTopicAliasMaximum)
+		if c.maxQoS < maxQoS {
+			ack.Properties.MaximumQoS = byte(c.maxQoS)
+			ack.Properties.Set(packet.PropMaximumQoS) // [MQTT-3.2.2-9]
+		}
 		if o.DisableRetain {
 			ack.Properties.RetainAvailable = 0
 			ack.Properties.Set(packet.PropRetainAvailable)

@@ -12,6 +12,9 @@ import (
 // name: with a wildcard, it would turn the client's topics into filters.
 func checkPolicies(ps map[string]ListenerPolicy) error {
 	for name, p := range ps {
+		if p.LimitQoS && p.MaxQoS > maxQoS {
+			return fmt.Errorf("broker: listener %q: maximum QoS %d", name, p.MaxQoS)
+		}
 		if p.MountPoint == "" {
 			continue
 		}

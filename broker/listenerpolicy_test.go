@@ -163,3 +163,74 @@ func TestEmptyClientID(t *testing.T) {
 		t.Fatalf("assigned %q, want open-...", ack.Properties.AssignedClientID)
 	}
 }
+
+// A listener's maximum QoS (mosquitto's max_qos): MQTT 5 clients are told
+// in CONNACK; subscriptions are granted at most that QoS, so deliveries
+// are capped too; a will above it is refused with 0x9B and a PUBLISH
+// above it ends the connection with DISCONNECT 0x9B.
+func TestListenerMaxQoS(t *testing.T) {
+	s, _ := startServer(t, Options{Listeners: map[string]ListenerPolicy{"q0": {LimitQoS: true, MaxQoS: 0}}})
+	addr := serveNamed(t, s, "q0")
+	c := dial(t, addr, packet.V5)
+	ack := c.Connect(&packet.Connect{ClientID: "q", CleanStart: true})
+	if !ack.Properties.Has(packet.PropMaximumQoS) || ack.Properties.MaximumQoS != 0 {
+		t.Fatalf("CONNACK Maximum QoS %d (set %v), want 0", ack.Properties.MaximumQoS, ack.Properties.Has(packet.PropMaximumQoS))
+	}
+	c.Send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "a", Options: packet.SubOptions{QoS: 2}}}})
+	if sa, ok := c.Next(2 * time.Second).(*packet.Suback); !ok || sa.ReasonCodes[0] != 0 {
+		t.Fatalf("SUBACK %+v, want QoS 0 granted", sa)
+	}
+	c.Send(&packet.Publish{Topic: "a", QoS: 0, Payload: []byte("x")})
+	if p := nextPublish(t, c); p.QoS != 0 {
+		t.Fatalf("delivered at QoS %d", p.QoS)
+	}
+	c.Send(&packet.Publish{Topic: "a", QoS: 1, PacketID: 2})
+	got := c.ExpectClosed(2 * time.Second)
+	if len(got) == 0 {
+		t.Fatal("no DISCONNECT")
+	}
+	if d, ok := got[len(got)-1].(*packet.Disconnect); !ok || d.ReasonCode != packet.QoSNotSupported {
+		t.Fatalf("last packet %+v, want DISCONNECT 0x9B", got[len(got)-1])
+	}
+	w := dial(t, addr, packet.V5)
+	w.Send(&packet.Connect{ProtocolVersion: packet.V5, ClientID: "w", CleanStart: true, WillFlag: true, WillTopic: "w", WillQoS: 1})
+	if ack, ok := w.Next(2 * time.Second).(*packet.Connack); !ok || ack.ReasonCode != packet.QoSNotSupported {
+		t.Fatalf("will at QoS 1: %+v, want CONNACK 0x9B", ack)
+	}
+}
+
+// use_username_as_clientid: the username becomes the client id, so two
+// clients sending one id but different usernames do not take over each
+// other; a client without a username is refused (0x87).
+func TestUsernameAsClientID(t *testing.T) {
+	s, _ := startServer(t, Options{Listeners: map[string]ListenerPolicy{"u": {UsernameAsClientID: true}}})
+	addr := serveNamed(t, s, "u")
+	a := dial(t, addr, packet.V311)
+	a.Connect(&packet.Connect{ClientID: "same", CleanStart: true, UsernameFlag: true, Username: "alice"})
+	b := dial(t, addr, packet.V311)
+	b.Connect(&packet.Connect{ClientID: "same", CleanStart: true, UsernameFlag: true, Username: "bob"})
+	mqtttest.Eventually(t, 5*time.Second, func() bool {
+		ids := map[string]bool{}
+		for _, c := range s.Clients() {
+			ids[c.ClientID] = c.Connected
+		}
+		return ids["alice"] && ids["bob"] && !ids["same"]
+	})
+	n := dial(t, addr, packet.V311)
+	n.Send(&packet.Connect{ProtocolVersion: packet.V311, ClientID: "x", CleanStart: true})
+	if ack, ok := n.Next(2 * time.Second).(*packet.Connack); !ok || ack.ReasonCode != packet.Connack311NotAuthorized {
+		t.Fatalf("without a username: %+v, want CONNACK 5", ack)
+	}
+}
+
+// clientid_prefixes: ids that do not start with the prefix are refused
+// with 0x87 (3.1.1: 5).
+func TestClientIDPrefix(t *testing.T) {
+	_, addr := startServer(t, Options{ClientIDPrefix: "secure-"})
+	c := dial(t, addr, packet.V311)
+	c.Send(&packet.Connect{ProtocolVersion: packet.V311, ClientID: "mqtt", CleanStart: true})
+	if ack, ok := c.Next(2 * time.Second).(*packet.Connack); !ok || ack.ReasonCode != packet.Connack311NotAuthorized {
+		t.Fatalf("%+v, want CONNACK 5", ack)
+	}
+	dial(t, addr, packet.V5).Connect(&packet.Connect{ClientID: "secure-client", CleanStart: true})
+}

@@ -3,6 +3,8 @@ package broker
 import (
 	"log/slog"
 	"time"
+
+	"github.com/roost-mqtt/roost/packet"
 )
 
 // Options configure a Server. The zero value of every field means "use the
@@ -106,6 +108,10 @@ type Options struct {
 	// AutoIDPrefix starts every client id the server assigns. Default
 	// "roost-" (mosquitto's auto_id_prefix, whose default is "auto-").
 	AutoIDPrefix string
+	// ClientIDPrefix, when set, is what every client id must start with
+	// (mosquitto's clientid_prefixes): others are refused with CONNACK
+	// 0x87 Not authorized (3.1.1: 5), as mosquitto refuses them.
+	ClientIDPrefix string
 	// Listeners change some of the above for the clients of one listener,
 	// by its name (ListenerNamer), as mosquitto's per_listener_settings
 	// and mount_point do. A listener not in the map uses the Options.
@@ -179,6 +185,20 @@ type ListenerPolicy struct {
 	ClientIDs           bool
 	RefuseEmptyClientID bool
 	AutoIDPrefix        string
+	// UsernameAsClientID replaces each client's id by its username (after
+	// a certificate identity took its place), so that a client cannot
+	// take over another's session by sending its id; a client without a
+	// username is refused with 0x87 Not authorized (mosquitto's
+	// use_username_as_clientid).
+	UsernameAsClientID bool
+	// LimitQoS caps the QoS of the listener's clients at MaxQoS
+	// (mosquitto's max_qos): MQTT 5 clients are told in CONNACK (Maximum
+	// QoS); a will above it is refused with CONNACK 0x9B QoS not
+	// supported [MQTT-3.2.2-12], a PUBLISH above it ends the connection
+	// (0x9B, section 3.2.2.3.4), and subscriptions are granted at most
+	// MaxQoS [MQTT-3.2.2-10]. MaxQoS is 0 or 1.
+	LimitQoS bool
+	MaxQoS   packet.QoS
 }
 
 // DefaultOptions returns Options with every default filled in.

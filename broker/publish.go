@@ -17,6 +17,11 @@ import (
 func (c *conn) handlePublish(p *packet.Publish) error {
 	c.received[p.QoS]++
 	c.receivedBytes[p.QoS] += uint64(len(p.Payload))
+	if p.QoS > c.maxQoS {
+		// The client broke [MQTT-3.2.2-11]; 0x9B is what section
+		// 3.2.2.3.4 says to disconnect it with.
+		return protoErr(packet.QoSNotSupported, "MQTT-3.2.2-11", "PUBLISH at QoS %d, above this listener's Maximum QoS %d", p.QoS, c.maxQoS)
+	}
 	if c.pubRate != nil && !c.pubRate.allow(time.Now()) {
 		return protoErr(packet.MessageRateTooHigh, "", "more than %g publishes per second", c.pubRate.rate)
 	}

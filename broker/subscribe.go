@@ -54,7 +54,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			return protoErr(packet.ProtocolError, "MQTT-3.8.3-4", "No Local on shared subscription %q", req.Filter)
 		}
 		opts := bridgeSubOptions(ss.info.Load(), req.Options, shared)
-		opts.QoS = min(opts.QoS, maxQoS)
+		opts.QoS = min(opts.QoS, c.maxQoS)
 		sub := subscription{filter: req.Filter, opts: opts, id: subID}
 		ss.mu.Lock()
 		if ss.ended {

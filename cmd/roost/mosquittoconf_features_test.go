@@ -48,6 +48,9 @@ var featureProbes = map[string]featureProbe{
 	"tls_capath_subject.conf":           {probe: probeCAPathSubject},
 	"tls_ciphers.conf":                  {probe: probeCiphers},
 	"tls_version.conf":                  {probe: probeTLSVersion},
+	"max_qos.conf":                      {probe: probeMaxQoS},
+	"use_username_as_clientid.conf":     {probe: probeUsernameAsClientID},
+	"clientid_prefixes.conf":            {probe: probeClientIDPrefixes},
 	"per_listener_settings.conf": {probe: probePerListener,
 		notMosquitto: "mosquittotest writes allow_anonymous before the file's lines, and mosquitto wants per_listener_settings before any security option"},
 }
@@ -558,5 +561,68 @@ func probeTLSVersion(t *testing.T, urls []string, p peer, fx *fixtures) {
 	}
 	if st, err := handshake(urls[1], &tls.Config{RootCAs: fx.serverCA, MaxVersion: tls.VersionTLS12}); err != nil || st.Version != tls.VersionTLS12 {
 		t.Fatalf("the tlsv1.1 listener and TLS 1.2: %v", err)
+	}
+}
+
+// max_qos 1: CONNACK says Maximum QoS 1 to an MQTT 5 client, a QoS 2
+// subscription is granted QoS 1, and a QoS 2 PUBLISH gets DISCONNECT 0x9B.
+func probeMaxQoS(t *testing.T, urls []string, _ peer, _ *fixtures) {
+	c, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V5, ClientID: "q", CleanStart: true, KeepAlive: 30})
+	if ack.ReasonCode != 0 || !ack.Properties.Has(packet.PropMaximumQoS) || ack.Properties.MaximumQoS != 1 {
+		t.Fatalf("CONNACK 0x%02X, Maximum QoS %d (set %v), want 1", byte(ack.ReasonCode), ack.Properties.MaximumQoS, ack.Properties.Has(packet.PropMaximumQoS))
+	}
+	c.Send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "q/#", Options: packet.SubOptions{QoS: 2}}}})
+	if sa, ok := c.Next(5 * time.Second).(*packet.Suback); !ok || sa.ReasonCodes[0] != 1 {
+		t.Fatalf("SUBACK %+v, want QoS 1 granted", sa)
+	}
+	c.Send(&packet.Publish{Topic: "q/1", QoS: 2, PacketID: 2})
+	got := c.ExpectClosed(5 * time.Second)
+	if len(got) == 0 {
+		t.Fatal("closed without DISCONNECT")
+	}
+	if d, ok := got[len(got)-1].(*packet.Disconnect); !ok || d.ReasonCode != packet.QoSNotSupported {
+		t.Fatalf("got %+v, want DISCONNECT 0x9B", got[len(got)-1])
+	}
+}
+
+// use_username_as_clientid: alice and bob both send client id "same"
+// and stay connected side by side (with the id alone, bob would take
+// alice over); mosquitto_sub without a username is refused.
+func probeUsernameAsClientID(t *testing.T, urls []string, _ peer, _ *fixtures) {
+	login := func(user string) *mqtttest.Client {
+		c, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V311, ClientID: "same", CleanStart: true, KeepAlive: 30,
+			UsernameFlag: true, Username: user})
+		if ack.ReasonCode != 0 {
+			t.Fatalf("%s: CONNACK %d", user, ack.ReasonCode)
+		}
+		return c
+	}
+	alice := login("alice")
+	login("bob")
+	// alice still has her connection: a PINGREQ is answered.
+	alice.Send(&packet.Pingreq{})
+	if _, ok := alice.Next(5 * time.Second).(*packet.Pingresp); !ok {
+		t.Fatal("alice was taken over by bob sending the same client id")
+	}
+	host, port, _ := strings.Cut(hostPort(urls[0]), ":")
+	out, err := exec.Command("mosquitto_sub", "-h", host, "-p", port, "-t", "x", "-C", "1", "-W", "5").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "not authorised") {
+		t.Fatalf("mosquitto_sub without a username: %v: %s", err, out)
+	}
+}
+
+// clientid_prefixes secure-: mosquitto_pub as "mqtt" is refused (not
+// authorised); as "secure-client" it publishes.
+func probeClientIDPrefixes(t *testing.T, urls []string, _ peer, _ *fixtures) {
+	host, port, _ := strings.Cut(hostPort(urls[0]), ":")
+	pub := func(id string) (string, error) {
+		out, err := exec.Command("mosquitto_pub", "-h", host, "-p", port, "-i", id, "-t", "x", "-m", "y").CombinedOutput()
+		return string(out), err
+	}
+	if out, err := pub("mqtt"); err == nil || !strings.Contains(out, "not authorised") {
+		t.Fatalf("client id mqtt: %v: %s", err, out)
+	}
+	if out, err := pub("secure-client"); err != nil {
+		t.Fatalf("client id secure-client: %v: %s", err, out)
 	}
 }

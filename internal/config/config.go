@@ -22,6 +22,7 @@ import (
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/cluster"
+	"github.com/roost-mqtt/roost/packet"
 	"github.com/roost-mqtt/roost/store"
 )
 
@@ -64,6 +65,9 @@ type Config struct {
 type ClientIDs struct {
 	RefuseEmpty bool   // refuse with CONNACK 0x85 (3.1.1: 0x02) instead
 	Prefix      string // "" for the broker's default, "roost-"
+	// RequiredPrefix, top level only: client ids must start with it
+	// (mosquitto's clientid_prefixes).
+	RequiredPrefix string
 }
 
 // Log configures the server's log output.
@@ -225,6 +229,7 @@ func (c *Config) BrokerOptions(logger *slog.Logger) broker.Options {
 		PersistentSessionExpiry: uint32(min((l.PersistentSessionExpiry+time.Second-1)/time.Second, 0xFFFFFFFE)),
 		RefuseEmptyClientID:     c.ClientIDs.RefuseEmpty,
 		AutoIDPrefix:            c.ClientIDs.Prefix,
+		ClientIDPrefix:          c.ClientIDs.RequiredPrefix,
 		Listeners:               c.listenerPolicies(),
 	}
 }
@@ -234,10 +239,13 @@ func (c *Config) BrokerOptions(logger *slog.Logger) broker.Options {
 func (c *Config) listenerPolicies() map[string]broker.ListenerPolicy {
 	var ps map[string]broker.ListenerPolicy
 	for _, ln := range c.Listeners {
-		if ln.MountPoint == "" && ln.ClientIDs == nil {
+		if ln.MountPoint == "" && ln.ClientIDs == nil && !ln.UsernameAsClientID && ln.MaxQoS == nil {
 			continue
 		}
-		p := broker.ListenerPolicy{MountPoint: ln.MountPoint}
+		p := broker.ListenerPolicy{MountPoint: ln.MountPoint, UsernameAsClientID: ln.UsernameAsClientID}
+		if ln.MaxQoS != nil {
+			p.LimitQoS, p.MaxQoS = true, packet.QoS(*ln.MaxQoS)
+		}
 		if ids := ln.ClientIDs; ids != nil {
 			p.ClientIDs, p.RefuseEmptyClientID, p.AutoIDPrefix = true, ids.RefuseEmpty, ids.Prefix
 		}

@@ -291,6 +291,12 @@ func (e *yamlWriter) listenerPolicy(l *Listener) {
 	if l.MountPoint != "" {
 		e.line(2, "mount_point: %s", q(l.MountPoint))
 	}
+	if l.UsernameAsClientID {
+		e.line(2, "username_as_client_id: true # use_username_as_clientid")
+	}
+	if l.MaxQoS != nil {
+		e.line(2, "max_qos: %d", *l.MaxQoS)
+	}
 	if l.ClientIDs != nil {
 		e.line(2, "client_ids: # this listener's allow_zero_length_clientid and auto_id_prefix")
 		e.clientIDs(3, l.ClientIDs)
@@ -320,5 +326,8 @@ func (e *yamlWriter) clientIDs(indent int, ids *ClientIDs) {
 	e.line(indent, "allow_empty: %v", !ids.RefuseEmpty)
 	if ids.Prefix != "" {
 		e.line(indent, "prefix: %s", q(ids.Prefix))
+	}
+	if ids.RequiredPrefix != "" {
+		e.line(indent, "required_prefix: %s # clientid_prefixes: other ids are refused (not authorized)", q(ids.RequiredPrefix))
 	}
 }

@@ -52,6 +52,12 @@ type ListenerOptions struct {
 	// ClientIDs, when set, replaces the top-level client_ids for this
 	// listener's clients.
 	ClientIDs *ClientIDs
+	// UsernameAsClientID makes each client's username its client id
+	// (broker.ListenerPolicy.UsernameAsClientID).
+	UsernameAsClientID bool
+	// MaxQoS, when set (0, 1 or 2), is the highest QoS this listener's
+	// clients may use (broker.ListenerPolicy.MaxQoS).
+	MaxQoS *int
 	// Auth, when set, authenticates and authorizes this listener's
 	// clients instead of the top-level auth: files (mosquitto's
 	// per_listener_settings true).

@@ -44,7 +44,14 @@ func (d *decoder) listener(n *yaml.Node, path string, c *Config) {
 		},
 		"client_ids": func(p string, v *yaml.Node) {
 			o.ClientIDs = new(ClientIDs)
-			d.clientIDs(v, p, o.ClientIDs)
+			d.clientIDs(v, p, o.ClientIDs, false)
+		},
+		"username_as_client_id": func(p string, v *yaml.Node) { d.boolean(v, p, &o.UsernameAsClientID) },
+		"max_qos": func(p string, v *yaml.Node) {
+			if n, ok := d.integer(v, p, 0, 2); ok {
+				q := int(n)
+				o.MaxQoS = &q
+			}
 		},
 		"auth": func(p string, v *yaml.Node) {
 			o.Auth = new(ListenerAuth)
@@ -199,12 +206,16 @@ func (d *decoder) list(n *yaml.Node, path string, item func(p string, v *yaml.No
 }
 
 // clientIDs decodes a client_ids section.
-func (d *decoder) clientIDs(n *yaml.Node, path string, ids *ClientIDs) {
+func (d *decoder) clientIDs(n *yaml.Node, path string, ids *ClientIDs, top bool) {
 	allow := true
-	d.mapping(n, path, map[string]field{
+	fields := map[string]field{
 		"allow_empty": func(p string, v *yaml.Node) { d.boolean(v, p, &allow) },
 		"prefix":      d.str(&ids.Prefix),
-	})
+	}
+	if top {
+		fields["required_prefix"] = d.str(&ids.RequiredPrefix)
+	}
+	d.mapping(n, path, fields)
 	ids.RefuseEmpty = !allow
 }
 

@@ -61,6 +61,8 @@ type mosqListener struct {
 	capath               string
 	ciphers              []string
 	subject              bool // use_subject_as_username
+	usernameAsID         bool // use_username_as_clientid
+	maxQoS               *int
 	// With per_listener_settings true: the listener's own security
 	// options.
 	anon         *bool
@@ -358,7 +360,15 @@ func (r *mosqReader) globalOptions() map[string]func(string) {
 				c.SysInterval = time.Duration(n) * time.Second
 			}
 		},
-		"include_dir": r.includeDir,
+		"include_dir":              r.includeDir,
+		"use_username_as_clientid": func(v string) { r.boolean(v, &r.listener().usernameAsID) },
+		"max_qos": func(v string) {
+			if n, ok := r.integer(v, 0, 2); ok {
+				q := int(n)
+				r.listener().maxQoS = &q
+			}
+		},
+		"clientid_prefixes": func(v string) { c.ClientIDs.RequiredPrefix = v },
 		"set_tcp_nodelay": func(v string) {
 			var on bool
 			if r.boolean(v, &on) && !on {
@@ -718,6 +728,8 @@ func (r *mosqReader) addListener(ml *mosqListener) {
 	}
 	ln.MaxConnections = ml.maxConns
 	ln.MountPoint = ml.mount
+	ln.UsernameAsClientID = ml.usernameAsID
+	ln.MaxQoS = ml.maxQoS
 	if r.perListener {
 		ln.Auth = &ListenerAuth{PasswordFile: ml.passwordFile, ACLFile: ml.aclFile}
 		ln.ClientIDs = ml.ids

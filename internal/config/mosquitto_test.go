@@ -360,7 +360,7 @@ func TestMosquittoTLSKeyErrors(t *testing.T) {
 // allow_duplicate_messages), a warning where only mosquitto's
 // implementation is concerned, an error naming the reason otherwise.
 func TestMosquittoOtherKeys(t *testing.T) {
-	conf := "listener 1883\nmax_topic_alias 20\ncheck_retain_source false\nset_tcp_nodelay true\nallow_duplicate_messages true\n" +
+	conf := "listener 1883\nmax_qos 1\nuse_username_as_clientid true\nclientid_prefixes secure-\nmax_topic_alias 20\ncheck_retain_source false\nset_tcp_nodelay true\nallow_duplicate_messages true\n" +
 		"set_tcp_nodelay false\ndhparamfile /dh.pem\nwebsockets_headers_size 4096\nauth_plugin_deny_special_chars true\n"
 	c, err := ParseMosquitto("m.conf", []byte(conf))
 	if err != nil {
@@ -369,12 +369,16 @@ func TestMosquittoOtherKeys(t *testing.T) {
 	if c.Limits.TopicAliasMaximum != 20 {
 		t.Errorf("topic alias maximum %d", c.Limits.TopicAliasMaximum)
 	}
-	if len(c.Warnings) != 4 || !strings.Contains(c.Warnings[0], "m.conf:6: set_tcp_nodelay false") {
+	if l := c.Listeners[0]; l.MaxQoS == nil || *l.MaxQoS != 1 || !l.UsernameAsClientID || c.ClientIDs.RequiredPrefix != "secure-" {
+		t.Errorf("max_qos %v, use_username_as_clientid %v, clientid_prefixes %q", l.MaxQoS, l.UsernameAsClientID, c.ClientIDs.RequiredPrefix)
+	}
+	if len(c.Warnings) != 4 || !strings.Contains(c.Warnings[0], "m.conf:9: set_tcp_nodelay false") {
 		t.Errorf("warnings %q", c.Warnings)
 	}
 	convertRoundTrip(t, conf)
 	for _, tc := range []struct{ conf, want string }{
 		{"max_topic_alias 0\n", "m.conf:1: max_topic_alias 0: Roost cannot turn topic aliases off"},
+		{"listener 1\nmax_qos 3\n", "m.conf:2: want an integer from 0 to 2"},
 		{"listener 1\nmax_topic_alias 5\nlistener 2\nmax_topic_alias 6\n", "m.conf:4: max_topic_alias: Roost has one topic alias maximum"},
 		{"check_retain_source true\n", "m.conf:1: check_retain_source true is not supported"},
 		{"tls_engine pkcs11\n", "m.conf:1: tls_engine: not supported by Roost: OpenSSL engines"},

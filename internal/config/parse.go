@@ -130,7 +130,7 @@ func (d *decoder) top(n *yaml.Node, c *Config) {
 		"http":       func(p string, v *yaml.Node) { d.http(v, p, &c.HTTP) },
 		"bridges":    func(p string, v *yaml.Node) { d.bridges(v, p, c) },
 		"cluster":    func(p string, v *yaml.Node) { d.cluster(v, p, &c.Cluster) },
-		"client_ids": func(p string, v *yaml.Node) { d.clientIDs(v, p, &c.ClientIDs) },
+		"client_ids": func(p string, v *yaml.Node) { d.clientIDs(v, p, &c.ClientIDs, true) },
 	})
 }
 
