@@ -54,6 +54,11 @@ type TLSOptions struct {
 	// certificates are skipped; a directory without any is an error.
 	ClientCAPath      string
 	RequireClientCert bool
+	// CRLFile, when set, is a file of certificate revocation lists
+	// (PEM, or one DER list) checked against verified client
+	// certificates, as mosquitto's crlfile: a revoked certificate, or
+	// one whose issuer has no valid CRL in the file, is refused.
+	CRLFile string
 	// CipherSuites, when set, are the only suites offered for TLS 1.2
 	// and below (TLS 1.3 suites cannot be chosen in crypto/tls).
 	CipherSuites []uint16
@@ -89,6 +94,9 @@ func NewCertManager(o TLSOptions) (*CertManager, error) {
 	}
 	if o.Identity != IdentityNone && o.ClientCA == "" && o.ClientCAPath == "" {
 		return nil, errors.New("tls: identity from client certificates needs client_ca")
+	}
+	if o.CRLFile != "" && o.ClientCA == "" && o.ClientCAPath == "" {
+		return nil, errors.New("tls: crl_file needs client_ca")
 	}
 	if o.RequireClientCert && o.ClientCA == "" && o.ClientCAPath == "" {
 		return nil, errors.New("tls: require_client_cert needs client_ca")
@@ -162,6 +170,15 @@ func (m *CertManager) load() (*tls.Config, error) {
 			return nil, err
 		}
 		cfg.ClientCAs = pool
+		crls, err := loadCRLs(m.opts.CRLFile)
+		if err != nil {
+			return nil, err
+		}
+		if crls != nil {
+			cfg.VerifyPeerCertificate = func(_ [][]byte, chains [][]*x509.Certificate) error {
+				return crls.check(chains, time.Now())
+			}
+		}
 		cfg.ClientAuth = tls.VerifyClientCertIfGiven
 		if m.opts.RequireClientCert {
 			cfg.ClientAuth = tls.RequireAndVerifyClientCert
@@ -177,6 +194,9 @@ func (m *CertManager) files() []string {
 	}
 	if m.opts.ClientCA != "" {
 		fs = append(fs, m.opts.ClientCA)
+	}
+	if m.opts.CRLFile != "" {
+		fs = append(fs, m.opts.CRLFile)
 	}
 	if m.opts.ClientCAPath != "" {
 		// The directory's own time changes when a file is added or

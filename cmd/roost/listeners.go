@@ -86,6 +86,7 @@ func tlsOptions(c config.Listener) listener.TLSOptions {
 	o := listener.TLSOptions{
 		ClientCA:          c.TLS.ClientCA,
 		ClientCAPath:      c.TLS.ClientCAPath,
+		CRLFile:           c.TLS.CRLFile,
 		RequireClientCert: c.TLS.RequireClientCert,
 		Identity:          identity(c.TLS.Identity),
 		MinVersion:        tls.VersionTLS12,

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -48,6 +49,7 @@ var featureProbes = map[string]featureProbe{
 	"tls_capath_subject.conf":           {probe: probeCAPathSubject},
 	"tls_ciphers.conf":                  {probe: probeCiphers},
 	"tls_version.conf":                  {probe: probeTLSVersion},
+	"tls_crlfile.conf":                  {probe: probeCRL},
 	"max_qos.conf":                      {probe: probeMaxQoS},
 	"use_username_as_clientid.conf":     {probe: probeUsernameAsClientID},
 	"clientid_prefixes.conf":            {probe: probeClientIDPrefixes},
@@ -62,6 +64,7 @@ type fixtures struct {
 	serverCA *x509.CertPool
 	alice    tls.Certificate // CN=alice,O=Roost, from a CA in {dir}/cas
 	stranger tls.Certificate // from a CA that is not there
+	revoked  tls.Certificate // from the same CA as alice, revoked in {dir}/crl.pem
 }
 
 // confFixtures writes a password file (alice:secret), an ACL letting
@@ -118,6 +121,16 @@ func confFixtures(t *testing.T) *fixtures {
 	}
 	fx.alice = pair(clients, devcert.Leaf{CommonName: "alice", Organization: []string{"Roost"}, Client: true})
 	fx.stranger = pair(newCA("stranger CA"), devcert.Leaf{CommonName: "mallory", Client: true})
+	fx.revoked = pair(clients, devcert.Leaf{CommonName: "revoked", Client: true})
+	leaf, err := x509.ParseCertificate(fx.revoked.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := clients.CRL([]*big.Int{leaf.SerialNumber}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFixture(t, filepath.Join(dir, "crl.pem"), string(crl))
 	writeFixture(t, filepath.Join(dir, "alice.pem"), string(certPEM(fx.alice)))
 	writeFixture(t, filepath.Join(dir, "alice.key"), string(keyPEM(t, fx.alice)))
 	return fx
@@ -624,5 +637,24 @@ func probeClientIDPrefixes(t *testing.T, urls []string, _ peer, _ *fixtures) {
 	}
 	if out, err := pub("secure-client"); err != nil {
 		t.Fatalf("client id secure-client: %v: %s", err, out)
+	}
+}
+
+// crlfile: alice's certificate works, a certificate of the same CA that
+// its CRL revokes does not, with our client and with mosquitto_sub.
+func probeCRL(t *testing.T, urls []string, _ peer, fx *fixtures) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := tlsClient(t, ctx, urls[0], &tls.Config{RootCAs: fx.serverCA, Certificates: []tls.Certificate{fx.alice}}); err != nil {
+		t.Fatalf("alice: %v", err)
+	}
+	if _, err := tlsClient(t, ctx, urls[0], &tls.Config{RootCAs: fx.serverCA, Certificates: []tls.Certificate{fx.revoked}}); err == nil {
+		t.Fatal("a revoked certificate connected")
+	}
+	host, port, _ := strings.Cut(hostPort(urls[0]), ":")
+	out, err := exec.CommandContext(ctx, "mosquitto_pub", "-h", host, "-p", port, "--cafile", filepath.Join(fx.dir, "serverca.pem"),
+		"--cert", filepath.Join(fx.dir, "alice.pem"), "--key", filepath.Join(fx.dir, "alice.key"), "-t", "crl", "-m", "ok").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mosquitto_pub with alice's certificate: %v: %s", err, out)
 	}
 }

@@ -104,6 +104,9 @@ func (e *yamlWriter) listeners(ls []Listener) {
 		if t.ClientCAPath != "" {
 			e.line(3, "client_ca_path: %s # mosquitto's capath: every PEM file in it is read, c_rehash'd or not", q(abs(t.ClientCAPath)))
 		}
+		if t.CRLFile != "" {
+			e.line(3, "crl_file: %s # mosquitto's crlfile: a client whose CA has no valid CRL in it is refused too", q(abs(t.CRLFile)))
+		}
 		if len(t.CipherSuites) > 0 {
 			e.line(3, "cipher_suites: # mosquitto's ciphers, by their IANA names; TLS 1.2 and below only")
 			for _, c := range t.CipherSuites {

@@ -77,6 +77,7 @@ type TLS struct {
 	Certs             []KeyPair
 	ClientCA          string // PEM CAs to verify client certificates with
 	ClientCAPath      string // a directory of more such CAs (mosquitto's capath)
+	CRLFile           string // revocation lists for client certificates (mosquitto's crlfile)
 	RequireClientCert bool
 	Identity          string // "", "cn", "san" or "subject": the client certificate's name to use
 	MinVersion        string // "1.1", "1.2" (default) or "1.3"
@@ -147,7 +148,7 @@ func (ln *Listener) IsWebSocket() bool { return ln.Scheme == "ws" || ln.Scheme =
 // certificate, client-certificate options without a client_ca.
 func (ln *Listener) Check() error {
 	t := ln.TLS
-	hasTLS := len(t.Certs) > 0 || t.ClientCA != "" || t.ClientCAPath != "" || t.RequireClientCert || t.Identity != "" || t.MinVersion != "" || len(t.CipherSuites) > 0
+	hasTLS := len(t.Certs) > 0 || t.ClientCA != "" || t.ClientCAPath != "" || t.CRLFile != "" || t.RequireClientCert || t.Identity != "" || t.MinVersion != "" || len(t.CipherSuites) > 0
 	w := ln.WS
 	hasWS := len(w.Paths) > 0 || w.AnyPath || len(w.AllowedOrigins) > 0 || len(w.TrustedProxies) > 0
 	switch {
@@ -157,8 +158,8 @@ func (ln *Listener) Check() error {
 		return fmt.Errorf("ws settings need a ws:// or wss:// url, not %s://", ln.Scheme)
 	case ln.IsTLS() && len(t.Certs) == 0:
 		return fmt.Errorf("%s:// needs a certificate: set tls.cert and tls.key (or --tls-cert and --tls-key)", ln.Scheme)
-	case (t.RequireClientCert || t.Identity != "") && t.ClientCA == "" && t.ClientCAPath == "":
-		return errors.New("tls.require_client_cert and tls.identity need tls.client_ca or tls.client_ca_path to verify client certificates with")
+	case (t.RequireClientCert || t.Identity != "" || t.CRLFile != "") && t.ClientCA == "" && t.ClientCAPath == "":
+		return errors.New("tls.require_client_cert, tls.identity and tls.crl_file need tls.client_ca or tls.client_ca_path to verify client certificates with")
 	}
 	return nil
 }
@@ -256,4 +257,5 @@ func (t *TLS) resolvePaths(dir string) {
 	}
 	abs(&t.ClientCA)
 	abs(&t.ClientCAPath)
+	abs(&t.CRLFile)
 }

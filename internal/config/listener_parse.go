@@ -90,6 +90,7 @@ func (d *decoder) tls(n *yaml.Node, path string, t *TLS) {
 		},
 		"client_ca":           d.str(&t.ClientCA),
 		"client_ca_path":      d.str(&t.ClientCAPath),
+		"crl_file":            d.str(&t.CRLFile),
 		"require_client_cert": func(p string, v *yaml.Node) { d.boolean(v, p, &t.RequireClientCert) },
 		"identity":            d.oneOf(&t.Identity, "cn", "san", "subject"),
 		"min_version":         d.oneOf(&t.MinVersion, "1.1", "1.2", "1.3"),

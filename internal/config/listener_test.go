@@ -71,7 +71,7 @@ func TestListenerOptionErrors(t *testing.T) {
 		{"listeners:\n  - url: mqtt://:1883\n    tls: {cert: a, key: b}\n", `roost.yaml:2: listeners[0]: tls settings need an mqtts:// or wss:// url, not mqtt://`},
 		{"listeners:\n  - url: mqtts://:8883\n    ws: {any_path: true}\n    tls: {cert: a, key: b}\n", `roost.yaml:2: listeners[0]: ws settings need a ws:// or wss:// url, not mqtts://`},
 		{"listeners:\n  - url: wss://:443\n    tls: {cert: a}\n", `roost.yaml:3: listeners[0].tls: cert and key go together`},
-		{"listeners:\n  - url: wss://:443\n    tls: {cert: a, key: b, identity: cn}\n", `roost.yaml:2: listeners[0]: tls.require_client_cert and tls.identity need tls.client_ca or tls.client_ca_path to verify client certificates with`},
+		{"listeners:\n  - url: wss://:443\n    tls: {cert: a, key: b, identity: cn}\n", `roost.yaml:2: listeners[0]: tls.require_client_cert, tls.identity and tls.crl_file need tls.client_ca or tls.client_ca_path to verify client certificates with`},
 		{"listeners:\n  - url: wss://:443\n    tls: {cert: a, key: b, identity: email}\n", `roost.yaml:3: listeners[0].tls.identity: must be cn or san or subject, got "email"`},
 		{"listeners:\n  - url: wss://:443\n    tls: {cert: a, key: b, min_version: 1.0}\n", `roost.yaml:3: listeners[0].tls.min_version: must be 1.1 or 1.2 or 1.3, got "1.0"`},
 		{"listeners:\n  - url: mqtts://:8883\n    tls: {cert: a, key: b, cipher_suites: [TLS_AES_128_GCM_SHA256]}\n", `listeners[0].tls.cipher_suites[0]: TLS_AES_128_GCM_SHA256 is a TLS 1.3 suite`},

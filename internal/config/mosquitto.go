@@ -59,6 +59,7 @@ type mosqListener struct {
 	line                 int
 	mount                string
 	capath               string
+	crl                  string
 	ciphers              []string
 	subject              bool // use_subject_as_username
 	usernameAsID         bool // use_username_as_clientid
@@ -175,7 +176,6 @@ var mosquittoProcessOnly = map[string]string{
 var mosquittoRefused = map[string]string{
 	"psk_hint":                 "Go's crypto/tls does not implement TLS-PSK",
 	"psk_file":                 "Go's crypto/tls does not implement TLS-PSK",
-	"crlfile":                  "certificate revocation lists are not supported",
 	"http_dir":                 "Roost's WebSocket listeners serve no files",
 	"upgrade_outgoing_qos":     "against the MQTT specification; not supported",
 	"max_inflight_bytes":       "not supported yet",
@@ -237,6 +237,7 @@ func (r *mosqReader) globalOptions() map[string]func(string) {
 		"use_identity_as_username": func(v string) { r.boolean(v, &r.listener().identity) },
 		"use_subject_as_username":  func(v string) { r.boolean(v, &r.listener().subject) },
 		"capath":                   func(v string) { r.listener().capath = v },
+		"crlfile":                  func(v string) { r.listener().crl = v },
 		"ciphers": func(v string) {
 			names, err := openSSLCipherList(v)
 			if err != nil {
@@ -750,6 +751,7 @@ func (r *mosqReader) addListener(ml *mosqListener) {
 		ln.TLS.Certs = []KeyPair{{Cert: ml.cert, Key: ml.key}}
 		ln.TLS.ClientCA = ml.ca
 		ln.TLS.ClientCAPath = ml.capath
+		ln.TLS.CRLFile = ml.crl
 		ln.TLS.RequireClientCert = ml.requireCert
 		ln.TLS.CipherSuites = ml.ciphers
 		switch ml.tlsVersion {
@@ -770,7 +772,7 @@ func (r *mosqReader) addListener(ml *mosqListener) {
 			// mosquitto takes the name only from a required certificate.
 			r.errorf("listener %s: use_identity_as_username and use_subject_as_username need require_certificate true", ml.port)
 		}
-	} else if ml.ca != "" || ml.capath != "" || ml.requireCert || ml.identity || ml.subject || ml.ciphers != nil || ml.tlsVersion != "" {
+	} else if ml.ca != "" || ml.capath != "" || ml.crl != "" || ml.requireCert || ml.identity || ml.subject || ml.ciphers != nil || ml.tlsVersion != "" {
 		r.errorf("listener %s: cafile, capath, require_certificate, use_identity_as_username, use_subject_as_username, ciphers and tls_version need certfile and keyfile", ml.port)
 	}
 	r.c.Listeners = append(r.c.Listeners, ln)

@@ -313,6 +313,7 @@ func TestMosquittoTLSKeys(t *testing.T) {
 certfile /c.pem
 keyfile /k.pem
 capath /etc/mosquitto/ca_certificates
+crlfile /etc/mosquitto/crl.pem
 require_certificate true
 use_subject_as_username true
 ciphers ECDHE-RSA-AES128-GCM-SHA256:AES256-SHA
@@ -324,7 +325,7 @@ tls_version tlsv1.1
 		t.Fatal(err)
 	}
 	got := c.Listeners[0].TLS
-	want := TLS{Certs: []KeyPair{{Cert: "/c.pem", Key: "/k.pem"}}, ClientCAPath: "/etc/mosquitto/ca_certificates", RequireClientCert: true,
+	want := TLS{Certs: []KeyPair{{Cert: "/c.pem", Key: "/k.pem"}}, ClientCAPath: "/etc/mosquitto/ca_certificates", CRLFile: "/etc/mosquitto/crl.pem", RequireClientCert: true,
 		Identity: "subject", MinVersion: "1.1", CipherSuites: []string{"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_RSA_WITH_AES_256_CBC_SHA"}}
 	if !reflect.DeepEqual(got, want) || !c.Auth.CertIdentityAsUsername {
 		t.Errorf("tls %+v\nwant %+v", got, want)

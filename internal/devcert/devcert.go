@@ -145,3 +145,18 @@ func serial() *big.Int {
 	}
 	return n
 }
+
+// CRL returns a PEM certificate revocation list signed by ca that revokes
+// the certificates with the given serial numbers and is due for renewal
+// after validity (its Next Update).
+func (ca *CA) CRL(serials []*big.Int, validity time.Duration) ([]byte, error) {
+	tmpl := &x509.RevocationList{Number: serial(), ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(validity)}
+	for _, s := range serials {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: time.Now().Add(-time.Minute)})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), nil
+}
