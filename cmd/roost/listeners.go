@@ -55,7 +55,7 @@ func openListener(c config.Listener, maxPacket uint32, log *slog.Logger) (net.Li
 			return nil, nil, err
 		}
 	}
-	tcp, err := net.Listen("tcp", c.Addr)
+	tcp, err := listenTCP(c.Addr, c.Interface)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,10 +50,12 @@ var featureProbes = map[string]featureProbe{
 	"tls_capath_subject.conf":           {probe: probeCAPathSubject},
 	"tls_ciphers.conf":                  {probe: probeCiphers},
 	"tls_version.conf":                  {probe: probeTLSVersion},
-	"tls_crlfile.conf":                  {probe: probeCRL},
-	"max_qos.conf":                      {probe: probeMaxQoS},
-	"use_username_as_clientid.conf":     {probe: probeUsernameAsClientID},
-	"clientid_prefixes.conf":            {probe: probeClientIDPrefixes},
+	"bind_interface.conf": {probe: probeBindInterface,
+		notMosquitto: "mosquittotest waits until every listener takes a connection from this machine, which the other interface's never does"},
+	"tls_crlfile.conf":              {probe: probeCRL},
+	"max_qos.conf":                  {probe: probeMaxQoS},
+	"use_username_as_clientid.conf": {probe: probeUsernameAsClientID},
+	"clientid_prefixes.conf":        {probe: probeClientIDPrefixes},
 	"per_listener_settings.conf": {probe: probePerListener,
 		notMosquitto: "mosquittotest writes allow_anonymous before the file's lines, and mosquitto wants per_listener_settings before any security option"},
 }
@@ -656,5 +659,30 @@ func probeCRL(t *testing.T, urls []string, _ peer, fx *fixtures) {
 		"--cert", filepath.Join(fx.dir, "alice.pem"), "--key", filepath.Join(fx.dir, "alice.key"), "-t", "crl", "-m", "ok").CombinedOutput()
 	if err != nil {
 		t.Fatalf("mosquitto_pub with alice's certificate: %v: %s", err, out)
+	}
+}
+
+// otherInterface returns an interface that is up and not loopback, ""
+// if there is none.
+func otherInterface() string {
+	ifs, _ := net.Interfaces()
+	for _, i := range ifs {
+		if i.Flags&net.FlagUp != 0 && i.Flags&net.FlagLoopback == 0 {
+			return i.Name
+		}
+	}
+	return ""
+}
+
+// bind_interface: a client on this machine connects to the listener
+// bound to lo, and is refused by the one bound to another interface.
+func probeBindInterface(t *testing.T, urls []string, _ peer, _ *fixtures) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	connect(t, ctx, urls[0])
+	nc, err := net.DialTimeout("tcp", hostPort(urls[1]), 5*time.Second)
+	if err == nil {
+		nc.Close()
+		t.Fatalf("%s: connected through lo to the listener bound to eth0", urls[1])
 	}
 }

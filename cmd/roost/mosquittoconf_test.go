@@ -37,6 +37,14 @@ func TestServeMosquittoConfs(t *testing.T) {
 		}
 		name := filepath.Base(f)
 		conf := strings.ReplaceAll(string(src), "{dir}", fixtures.dir)
+		if strings.Contains(conf, "{nic}") {
+			nic := otherInterface()
+			if nic == "" {
+				t.Run(name, func(t *testing.T) { t.Skip("this machine has no network interface besides loopback") })
+				continue
+			}
+			conf = strings.ReplaceAll(conf, "{nic}", nic)
+		}
 		fp, ok := featureProbes[name]
 		if !ok {
 			t.Run(name, func(t *testing.T) {

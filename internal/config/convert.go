@@ -294,6 +294,9 @@ func (e *yamlWriter) listenerPolicy(l *Listener) {
 	if l.MountPoint != "" {
 		e.line(2, "mount_point: %s", q(l.MountPoint))
 	}
+	if l.Interface != "" {
+		e.line(2, "interface: %s # bind_interface", q(l.Interface))
+	}
 	if l.UsernameAsClientID {
 		e.line(2, "username_as_client_id: true # use_username_as_clientid")
 	}

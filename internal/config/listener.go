@@ -52,6 +52,10 @@ type ListenerOptions struct {
 	// ClientIDs, when set, replaces the top-level client_ids for this
 	// listener's clients.
 	ClientIDs *ClientIDs
+	// Interface, when set, is the only network interface the listener
+	// takes connections through (Linux SO_BINDTODEVICE; mosquitto's
+	// bind_interface).
+	Interface string
 	// UsernameAsClientID makes each client's username its client id
 	// (broker.ListenerPolicy.UsernameAsClientID).
 	UsernameAsClientID bool

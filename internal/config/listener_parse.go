@@ -46,6 +46,7 @@ func (d *decoder) listener(n *yaml.Node, path string, c *Config) {
 			o.ClientIDs = new(ClientIDs)
 			d.clientIDs(v, p, o.ClientIDs, false)
 		},
+		"interface":             d.str(&o.Interface),
 		"username_as_client_id": func(p string, v *yaml.Node) { d.boolean(v, p, &o.UsernameAsClientID) },
 		"max_qos": func(p string, v *yaml.Node) {
 			if n, ok := d.integer(v, p, 0, 2); ok {

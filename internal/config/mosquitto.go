@@ -64,6 +64,7 @@ type mosqListener struct {
 	subject              bool // use_subject_as_username
 	usernameAsID         bool // use_username_as_clientid
 	maxQoS               *int
+	iface                string // bind_interface
 	// With per_listener_settings true: the listener's own security
 	// options.
 	anon         *bool
@@ -184,7 +185,6 @@ var mosquittoRefused = map[string]string{
 	"tls_engine":               "OpenSSL engines: Go's crypto/tls reads keys from PEM files only",
 	"tls_engine_kpass_sha1":    "OpenSSL engines: Go's crypto/tls reads keys from PEM files only",
 	"tls_keyform":              "OpenSSL engines: Go's crypto/tls reads keys from PEM files only",
-	"bind_interface":           "give the interface's address to listener instead",
 	"auth_plugin":              "mosquitto plugins cannot load into Roost",
 	"accept_protocol_versions": "not supported yet",
 	"enable_control_api":       "not supported",
@@ -370,6 +370,7 @@ func (r *mosqReader) globalOptions() map[string]func(string) {
 			}
 		},
 		"clientid_prefixes": func(v string) { c.ClientIDs.RequiredPrefix = v },
+		"bind_interface":    func(v string) { r.listener().iface = v },
 		"set_tcp_nodelay": func(v string) {
 			var on bool
 			if r.boolean(v, &on) && !on {
@@ -731,6 +732,7 @@ func (r *mosqReader) addListener(ml *mosqListener) {
 	ln.MountPoint = ml.mount
 	ln.UsernameAsClientID = ml.usernameAsID
 	ln.MaxQoS = ml.maxQoS
+	ln.Interface = ml.iface
 	if r.perListener {
 		ln.Auth = &ListenerAuth{PasswordFile: ml.passwordFile, ACLFile: ml.aclFile}
 		ln.ClientIDs = ml.ids

@@ -361,7 +361,7 @@ func TestMosquittoTLSKeyErrors(t *testing.T) {
 // allow_duplicate_messages), a warning where only mosquitto's
 // implementation is concerned, an error naming the reason otherwise.
 func TestMosquittoOtherKeys(t *testing.T) {
-	conf := "listener 1883\nmax_qos 1\nuse_username_as_clientid true\nclientid_prefixes secure-\nmax_topic_alias 20\ncheck_retain_source false\nset_tcp_nodelay true\nallow_duplicate_messages true\n" +
+	conf := "listener 1883\nbind_interface eth0\nmax_qos 1\nuse_username_as_clientid true\nclientid_prefixes secure-\nmax_topic_alias 20\ncheck_retain_source false\nset_tcp_nodelay true\nallow_duplicate_messages true\n" +
 		"set_tcp_nodelay false\ndhparamfile /dh.pem\nwebsockets_headers_size 4096\nauth_plugin_deny_special_chars true\n"
 	c, err := ParseMosquitto("m.conf", []byte(conf))
 	if err != nil {
@@ -370,10 +370,10 @@ func TestMosquittoOtherKeys(t *testing.T) {
 	if c.Limits.TopicAliasMaximum != 20 {
 		t.Errorf("topic alias maximum %d", c.Limits.TopicAliasMaximum)
 	}
-	if l := c.Listeners[0]; l.MaxQoS == nil || *l.MaxQoS != 1 || !l.UsernameAsClientID || c.ClientIDs.RequiredPrefix != "secure-" {
+	if l := c.Listeners[0]; l.MaxQoS == nil || *l.MaxQoS != 1 || !l.UsernameAsClientID || c.ClientIDs.RequiredPrefix != "secure-" || l.Interface != "eth0" {
 		t.Errorf("max_qos %v, use_username_as_clientid %v, clientid_prefixes %q", l.MaxQoS, l.UsernameAsClientID, c.ClientIDs.RequiredPrefix)
 	}
-	if len(c.Warnings) != 4 || !strings.Contains(c.Warnings[0], "m.conf:9: set_tcp_nodelay false") {
+	if len(c.Warnings) != 4 || !strings.Contains(c.Warnings[0], "m.conf:10: set_tcp_nodelay false") {
 		t.Errorf("warnings %q", c.Warnings)
 	}
 	convertRoundTrip(t, conf)
@@ -384,7 +384,6 @@ func TestMosquittoOtherKeys(t *testing.T) {
 		{"check_retain_source true\n", "m.conf:1: check_retain_source true is not supported"},
 		{"tls_engine pkcs11\n", "m.conf:1: tls_engine: not supported by Roost: OpenSSL engines"},
 		{"auth_opt_db_host x\n", "m.conf:1: auth_opt_db_host: not supported by Roost: options of a mosquitto plugin"},
-		{"bind_interface eth0\n", "bind_interface: not supported by Roost"},
 	} {
 		_, err := ParseMosquitto("/etc/m.conf", []byte(tc.conf))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
