@@ -115,7 +115,7 @@ func (s *Server) endSessionLocked(ss *session) *willMsg {
 		s.router.unsubscribe(rest, group, ss)
 	}
 	ss.subs = nil
-	ss.inflight, ss.queue, ss.qhead, ss.qbytes, ss.qexpiring, ss.qpending = nil, nil, 0, 0, 0, 0
+	ss.inflight, ss.inflightBytes, ss.queue, ss.qhead, ss.qbytes, ss.qexpiring, ss.qpending = nil, 0, nil, 0, 0, 0, 0
 	clear(ss.byPID)
 	w := ss.will
 	ss.will = nil

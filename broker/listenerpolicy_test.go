@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -233,4 +234,41 @@ func TestClientIDPrefix(t *testing.T) {
 		t.Fatalf("%+v, want CONNACK 5", ack)
 	}
 	dial(t, addr, packet.V5).Connect(&packet.Connect{ClientID: "secure-client", CleanStart: true})
+}
+
+// Options.MaxInflightBytes (mosquitto's max_inflight_bytes): messages go
+// out while the unacknowledged payload bytes are below the limit, so a
+// third 60-byte message waits behind two under a 100-byte limit until an
+// acknowledgement; a message larger than the limit goes out alone.
+func TestMaxInflightBytes(t *testing.T) {
+	_, addr := startServer(t, Options{MaxInflightBytes: 100})
+	sub := dial(t, addr, packet.V311)
+	sub.Connect(&packet.Connect{ClientID: "slow", CleanStart: true})
+	sub.Subscribe("b/#", 1)
+	pub := dial(t, addr, packet.V311)
+	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
+	for i, n := range []int{60, 60, 60, 200} {
+		pub.Send(&packet.Publish{Topic: fmt.Sprintf("b/%d", i), Payload: make([]byte, n), QoS: 1, PacketID: uint16(i + 1)})
+		pub.Next(2 * time.Second) // PUBACK: routed
+	}
+	// A QoS 0 message is not held by the window: once it arrives, every
+	// QoS 1 message routed before it that had room has arrived too.
+	pub.Send(&packet.Publish{Topic: "b/marker"})
+	var got []*packet.Publish
+	for p := nextPublish(t, sub); p.Topic != "b/marker"; p = nextPublish(t, sub) {
+		got = append(got, p)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d messages in flight, want 2 (60+60 bytes reach the 100-byte limit)", len(got))
+	}
+	sub.Send(&packet.Puback{PacketID: got[0].PacketID})
+	third := nextPublish(t, sub)
+	if third.Topic != "b/2" {
+		t.Fatalf("after one ack: %s, want b/2", third.Topic)
+	}
+	sub.Send(&packet.Puback{PacketID: got[1].PacketID})
+	sub.Send(&packet.Puback{PacketID: third.PacketID})
+	if big := nextPublish(t, sub); big.Topic != "b/3" || len(big.Payload) != 200 {
+		t.Fatalf("got %s (%d bytes), want b/3 alone", big.Topic, len(big.Payload))
+	}
 }

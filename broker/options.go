@@ -26,6 +26,11 @@ type Options struct {
 	// one client (further bounded by the client's own Receive Maximum).
 	// Default 64.
 	MaxInflight uint16
+	// MaxInflightBytes, when non-zero, also bounds the inflight window by
+	// the payload bytes of its messages (mosquitto's max_inflight_bytes):
+	// a message is sent while they are below it, so one larger than it
+	// still goes out, alone. Default 0: no byte bound.
+	MaxInflightBytes int
 	// MaxQueued is the most messages held for one session beyond the
 	// inflight window (offline, or online but the window is full). When
 	// full, the oldest QoS 0 message is dropped first, otherwise the new

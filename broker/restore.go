@@ -108,6 +108,7 @@ func (s *Server) loadSessionState(ss *session, rec *StoredSession, origin string
 		}
 		if ob.pid != 0 {
 			ss.inflight = append(ss.inflight, ob)
+			ss.inflightBytes += len(ob.msg.Payload)
 			ss.setPID(ob)
 			ss.nextPID = max(ss.nextPID, ob.pid)
 		} else {

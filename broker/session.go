@@ -31,6 +31,9 @@ type session struct {
 	// order (the order they are resent in on resumption [MQTT-4.4.0-1]).
 	inflight []*outbound
 	byPID    map[uint16]*outbound
+	// inflightBytes is the payload bytes of inflight, held under
+	// Options.MaxInflightBytes.
+	inflightBytes int
 	// queue holds messages waiting for a connection or for room in the
 	// inflight window, oldest first, from qhead on.
 	queue []*outbound
@@ -237,7 +240,7 @@ func (ss *session) deliver(msg *Message, qos packet.QoS, retain bool, subIDs []u
 	}
 	ob := &outbound{msg: msg, qos: qos, retain: retain, subIDs: subIDs}
 	ss.assignSeq(ob)
-	if c != nil && ss.queueLen() == 0 && len(ss.inflight) < c.window {
+	if c != nil && ss.queueLen() == 0 && ss.room(c) {
 		return ss.sendNew(c, ob)
 	}
 	if ss.enqueue(ob) {
@@ -376,15 +379,25 @@ func (ss *session) sendNew(c *conn, ob *outbound) Ticket {
 		return t
 	}
 	ss.inflight = append(ss.inflight, ob)
+	ss.inflightBytes += len(ob.msg.Payload)
 	ss.setPID(ob)
 	return t
+}
+
+// room reports whether the inflight window has room for another message
+// to c: fewer than c.window messages, and, with Options.MaxInflightBytes,
+// fewer payload bytes than that (so one message larger than it still goes
+// out alone, as with mosquitto's max_inflight_bytes).
+func (ss *session) room(c *conn) bool {
+	lim := ss.srv.opts.MaxInflightBytes
+	return len(ss.inflight) < c.window && (lim == 0 || ss.inflightBytes < lim)
 }
 
 // fill moves queued messages into the inflight window, each once
 // mayReceive allows it. It stops at a message whose answer is not in yet.
 func (ss *session) fill() {
 	c := ss.conn
-	for c != nil && ss.queueLen() > 0 && len(ss.inflight) < c.window {
+	for c != nil && ss.queueLen() > 0 && ss.room(c) {
 		ob := ss.queue[ss.qhead]
 		allow, known := ss.mayReceive(ob)
 		if !known {
@@ -415,10 +428,12 @@ func (ss *session) remove(ob *outbound) {
 	if len(ss.inflight) > 0 && ss.inflight[0] == ob {
 		ss.inflight[0] = nil
 		ss.inflight = ss.inflight[1:]
+		ss.inflightBytes -= len(ob.msg.Payload)
 		return
 	}
 	for i, x := range ss.inflight {
 		if x == ob {
+			ss.inflightBytes -= len(ob.msg.Payload)
 			copy(ss.inflight[i:], ss.inflight[i+1:])
 			ss.inflight[len(ss.inflight)-1] = nil
 			ss.inflight = ss.inflight[:len(ss.inflight)-1]

@@ -52,7 +52,9 @@ var featureProbes = map[string]featureProbe{
 	"tls_version.conf":                  {probe: probeTLSVersion},
 	"bind_interface.conf": {probe: probeBindInterface,
 		notMosquitto: "mosquittotest waits until every listener takes a connection from this machine, which the other interface's never does"},
-	"tls_crlfile.conf":              {probe: probeCRL},
+	"tls_crlfile.conf": {probe: probeCRL},
+	"max_inflight_bytes.conf": {probe: probeMaxInflightBytes,
+		notMosquitto: "Debian's mosquitto 2.0.11 sent all three messages before the marker in this probe: its byte bound did not hold as mosquitto.conf(5) describes it"},
 	"max_qos.conf":                  {probe: probeMaxQoS},
 	"use_username_as_clientid.conf": {probe: probeUsernameAsClientID},
 	"clientid_prefixes.conf":        {probe: probeClientIDPrefixes},
@@ -684,5 +686,42 @@ func probeBindInterface(t *testing.T, urls []string, _ peer, _ *fixtures) {
 	if err == nil {
 		nc.Close()
 		t.Fatalf("%s: connected through lo to the listener bound to eth0", urls[1])
+	}
+}
+
+// max_inflight_bytes 100: a subscriber that does not acknowledge gets two
+// 60-byte QoS 1 messages of three (a QoS 0 marker published after them
+// arrives after those two); the third follows its first PUBACK.
+func probeMaxInflightBytes(t *testing.T, urls []string, _ peer, _ *fixtures) {
+	sub, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V311, ClientID: "slow", CleanStart: true, KeepAlive: 30})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %d", ack.ReasonCode)
+	}
+	sub.Subscribe("b/#", 1)
+	pub, _ := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V311, ClientID: "pub", CleanStart: true, KeepAlive: 30})
+	for i := range 3 {
+		pub.Send(&packet.Publish{Topic: "b/" + strconv.Itoa(i), Payload: make([]byte, 60), QoS: 1, PacketID: uint16(i + 1)})
+		if _, ok := pub.Next(5 * time.Second).(*packet.Puback); !ok {
+			t.Fatal("no PUBACK")
+		}
+	}
+	pub.Send(&packet.Publish{Topic: "b/marker"})
+	var got []*packet.Publish
+	for {
+		p, ok := sub.Next(5 * time.Second).(*packet.Publish)
+		if !ok {
+			t.Fatal("not a PUBLISH")
+		}
+		if p.Topic == "b/marker" {
+			break
+		}
+		got = append(got, p)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d messages before the marker, want 2", len(got))
+	}
+	sub.Send(&packet.Puback{PacketID: got[0].PacketID})
+	if p, ok := sub.Next(5 * time.Second).(*packet.Publish); !ok || p.Topic != "b/2" {
+		t.Fatalf("after a PUBACK: %+v, want b/2", p)
 	}
 }

@@ -106,6 +106,9 @@ type Limits struct {
 	// as "default" and a negative value as unlimited).
 	MaxRetained      int
 	MaxRetainedBytes int
+	// MaxInflightBytes bounds the inflight window by payload bytes
+	// (broker.Options.MaxInflightBytes); 0: no bound.
+	MaxInflightBytes int
 	// MaxPayloadSize drops larger PUBLISH payloads (mosquitto's
 	// message_size_limit, broker.Options.MaxPayloadSize); 0: no limit.
 	MaxPayloadSize int
@@ -225,6 +228,7 @@ func (c *Config) BrokerOptions(logger *slog.Logger) broker.Options {
 		SysInterval:         sys,
 		DisableRetain:       !c.Retain,
 		MaxPayloadSize:      l.MaxPayloadSize,
+		MaxInflightBytes:    l.MaxInflightBytes,
 		// Rounded up: a session is never ended before its time.
 		PersistentSessionExpiry: uint32(min((l.PersistentSessionExpiry+time.Second-1)/time.Second, 0xFFFFFFFE)),
 		RefuseEmptyClientID:     c.ClientIDs.RefuseEmpty,

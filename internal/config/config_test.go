@@ -44,6 +44,7 @@ limits:
   max_retained: 50000
   max_retained_bytes: 256MiB
   max_payload_size: 64KiB
+  max_inflight_bytes: 1MiB
   persistent_session_expiry: 336h
 sys_interval: 1m
 retain: false
@@ -83,7 +84,7 @@ func TestParseExample(t *testing.T) {
 			ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120, MaxKeepAlive: 300,
 			MaxSessionExpiry: 86400, TopicAliasMaximum: 10,
 			MaxRetained: 50000, MaxRetainedBytes: 256 << 20,
-			MaxPayloadSize: 64 << 10, PersistentSessionExpiry: 14 * 24 * time.Hour,
+			MaxPayloadSize: 64 << 10, PersistentSessionExpiry: 14 * 24 * time.Hour, MaxInflightBytes: 1 << 20,
 		},
 		ClientIDs:   ClientIDs{Prefix: "auto-"},
 		SysInterval: time.Minute,
@@ -140,7 +141,7 @@ func TestBrokerOptions(t *testing.T) {
 		ConnectTimeout: 5 * time.Second, ServerKeepAlive: 120, MaxKeepAlive: 300, MaxSessionExpiry: 86400,
 		TopicAliasMaximum: 10, SysInterval: time.Minute, DisableRetain: true,
 		MaxRetained: 50000, MaxRetainedBytes: 256 << 20,
-		MaxPayloadSize: 64 << 10, PersistentSessionExpiry: 14 * 24 * 3600, AutoIDPrefix: "auto-",
+		MaxPayloadSize: 64 << 10, PersistentSessionExpiry: 14 * 24 * 3600, AutoIDPrefix: "auto-", MaxInflightBytes: 1 << 20,
 		Listeners: map[string]broker.ListenerPolicy{"mqtt://127.0.0.1:11883": {MountPoint: "tenants/a/", ClientIDs: true, RefuseEmptyClientID: true}},
 	}
 	if !reflect.DeepEqual(o, want) {

@@ -148,6 +148,7 @@ func (e *yamlWriter) limits(l *Limits) {
 	add("queue_qos0", l.QueueQoS0, d.QueueQoS0, "")
 	add("topic_alias_maximum", l.TopicAliasMaximum, d.TopicAliasMaximum, "mosquitto's max_topic_alias, for every listener")
 	add("max_keep_alive", l.MaxKeepAlive, d.MaxKeepAlive, "mosquitto's max_keepalive; MQTT 3.1.x clients asking for more, or for 0, are refused (0x02), as mosquitto 2.0.12 and later refuse them")
+	add("max_inflight_bytes", l.MaxInflightBytes, d.MaxInflightBytes, "mosquitto's max_inflight_bytes: payload bytes")
 	add("max_payload_size", l.MaxPayloadSize, d.MaxPayloadSize, "mosquitto's message_size_limit: larger messages are dropped, their QoS flow completed (MQTT 5: 0x83)")
 	if l.PersistentSessionExpiry != d.PersistentSessionExpiry {
 		lines = append(lines, fmt.Sprintf("persistent_session_expiry: %s # mosquitto's persistent_client_expiration, in hours (a month is 30 days, a year 365); MQTT 3.1.x sessions only", dur(l.PersistentSessionExpiry)))

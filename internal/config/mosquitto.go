@@ -179,7 +179,6 @@ var mosquittoRefused = map[string]string{
 	"psk_file":                 "Go's crypto/tls does not implement TLS-PSK",
 	"http_dir":                 "Roost's WebSocket listeners serve no files",
 	"upgrade_outgoing_qos":     "against the MQTT specification; not supported",
-	"max_inflight_bytes":       "not supported yet",
 	"memory_limit":             "not supported yet",
 	"plugin":                   "mosquitto plugins cannot load into Roost",
 	"tls_engine":               "OpenSSL engines: Go's crypto/tls reads keys from PEM files only",
@@ -311,6 +310,11 @@ func (r *mosqReader) globalOptions() map[string]func(string) {
 			// 0: no cap, as in mosquitto (keep alive 0 allowed).
 			if n, ok := r.integer(v, 0, 65535); ok {
 				c.Limits.MaxKeepAlive = uint16(n)
+			}
+		},
+		"max_inflight_bytes": func(v string) {
+			if n, ok := r.integer(v, 0, math.MaxInt64); ok {
+				c.Limits.MaxInflightBytes = int(n)
 			}
 		},
 		"message_size_limit": func(v string) {

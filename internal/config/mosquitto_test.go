@@ -244,6 +244,7 @@ func TestMosquittoClientKeys(t *testing.T) {
 	conf := `per_listener_settings true
 max_keepalive 120
 message_size_limit 1000
+max_inflight_bytes 4096
 persistent_client_expiration 2w
 listener 1883 127.0.0.1
 allow_anonymous true
@@ -259,7 +260,7 @@ auto_id_prefix t-
 		t.Fatal(err)
 	}
 	l := c.Limits
-	if l.MaxKeepAlive != 120 || l.MaxPayloadSize != 1000 || l.PersistentSessionExpiry != 14*24*time.Hour {
+	if l.MaxKeepAlive != 120 || l.MaxPayloadSize != 1000 || l.MaxInflightBytes != 4096 || l.PersistentSessionExpiry != 14*24*time.Hour {
 		t.Errorf("limits %+v", l)
 	}
 	a, b := c.Listeners[0], c.Listeners[1]

@@ -221,6 +221,11 @@ func (d *decoder) limits(n *yaml.Node, path string, l *Limits) {
 				l.MaxRetainedBytes = int(n)
 			}
 		},
+		"max_inflight_bytes": func(p string, v *yaml.Node) {
+			if n, ok := d.bytes(v, p, 0, math.MaxInt64); ok {
+				l.MaxInflightBytes = int(n)
+			}
+		},
 		"max_payload_size": func(p string, v *yaml.Node) {
 			if n, ok := d.bytes(v, p, 0, maxPayloadSize); ok {
 				l.MaxPayloadSize = int(n)
