@@ -56,6 +56,7 @@ type conn struct {
 	clientID    string
 	mount       string     // ListenerPolicy.MountPoint of the listener, "" for none
 	maxQoS      packet.QoS // ListenerPolicy.MaxQoS, else 2
+	aliasMaxIn  uint16     // the Topic Alias Maximum told to the client
 	sess        *session
 	keepAlive   time.Duration // 1.5x the negotiated keep alive, 0 = none
 	window      int           // outbound inflight limit

@@ -96,6 +96,10 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 	if pol.LimitQoS {
 		c.maxQoS = pol.MaxQoS
 	}
+	c.aliasMaxIn = o.TopicAliasMaximum
+	if pol.LimitAliases {
+		c.aliasMaxIn = pol.AliasMaximum
+	}
 	id := strings.Clone(p.ClientID) // not a view that keeps the CONNECT alive
 	assigned := false
 	if id == "" {
@@ -212,8 +216,10 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 		ack.Properties.Set(packet.PropReceiveMaximum)
 		ack.Properties.MaximumPacketSize = o.MaxPacketSize
 		ack.Properties.Set(packet.PropMaximumPacketSize)
-		ack.Properties.TopicAliasMaximum = o.TopicAliasMaximum
-		ack.Properties.Set(packet.PropTopicAliasMaximum)
+		if c.aliasMaxIn > 0 {
+			ack.Properties.TopicAliasMaximum = c.aliasMaxIn
+			ack.Properties.Set(packet.PropTopicAliasMaximum)
+		}
 		if c.maxQoS < maxQoS {
 			ack.Properties.MaximumQoS = byte(c.maxQoS)
 			ack.Properties.Set(packet.PropMaximumQoS) // [MQTT-3.2.2-9]

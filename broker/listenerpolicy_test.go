@@ -272,3 +272,28 @@ func TestMaxInflightBytes(t *testing.T) {
 		t.Fatalf("got %s (%d bytes), want b/3 alone", big.Topic, len(big.Payload))
 	}
 }
+
+// A listener's own Topic Alias Maximum (mosquitto's per-listener
+// max_topic_alias); 0: CONNACK has none and an alias is a protocol error
+// (DISCONNECT 0x94) [MQTT-3.2.2-17, MQTT-3.3.2-9].
+func TestListenerTopicAliases(t *testing.T) {
+	s, addr := startServer(t, Options{TopicAliasMaximum: 10, Listeners: map[string]ListenerPolicy{"none": {LimitAliases: true}}})
+	if ack := dial(t, addr, packet.V5).Connect(&packet.Connect{ClientID: "a", CleanStart: true}); ack.Properties.TopicAliasMaximum != 10 {
+		t.Fatalf("Topic Alias Maximum %d, want 10", ack.Properties.TopicAliasMaximum)
+	}
+	c := dial(t, serveNamed(t, s, "none"), packet.V5)
+	if ack := c.Connect(&packet.Connect{ClientID: "b", CleanStart: true}); ack.Properties.Has(packet.PropTopicAliasMaximum) {
+		t.Fatalf("Topic Alias Maximum %d in CONNACK, want none", ack.Properties.TopicAliasMaximum)
+	}
+	p := &packet.Publish{Topic: "t"}
+	p.Properties.TopicAlias = 1
+	p.Properties.Set(packet.PropTopicAlias)
+	c.Send(p)
+	got := c.ExpectClosed(2 * time.Second)
+	if len(got) == 0 {
+		t.Fatal("no DISCONNECT")
+	}
+	if d, ok := got[len(got)-1].(*packet.Disconnect); !ok || d.ReasonCode != packet.TopicAliasInvalid {
+		t.Fatalf("got %+v, want DISCONNECT 0x94", got[len(got)-1])
+	}
+}

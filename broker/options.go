@@ -204,6 +204,13 @@ type ListenerPolicy struct {
 	// MaxQoS [MQTT-3.2.2-10]. MaxQoS is 0 or 1.
 	LimitQoS bool
 	MaxQoS   packet.QoS
+	// AliasMaximum, when LimitAliases is set, replaces
+	// Options.TopicAliasMaximum for the listener's clients; 0 allows
+	// them no topic aliases at all (mosquitto's per-listener
+	// max_topic_alias): CONNACK then has no Topic Alias Maximum
+	// [MQTT-3.2.2-17].
+	LimitAliases bool
+	AliasMaximum uint16
 }
 
 // DefaultOptions returns Options with every default filled in.

@@ -182,8 +182,8 @@ func (c *conn) resolveAlias(p *packet.Publish) error {
 		return nil
 	}
 	a := p.Properties.TopicAlias
-	if a == 0 || a > c.srv.opts.TopicAliasMaximum {
-		return protoErr(packet.TopicAliasInvalid, "MQTT-3.3.2-9", "topic alias %d outside 1..%d", a, c.srv.opts.TopicAliasMaximum)
+	if a == 0 || a > c.aliasMaxIn {
+		return protoErr(packet.TopicAliasInvalid, "MQTT-3.3.2-9", "topic alias %d outside 1..%d", a, c.aliasMaxIn)
 	}
 	if p.Topic == "" {
 		t, ok := c.aliasIn[a]

@@ -55,6 +55,7 @@ var featureProbes = map[string]featureProbe{
 	"tls_crlfile.conf": {probe: probeCRL},
 	"max_inflight_bytes.conf": {probe: probeMaxInflightBytes,
 		notMosquitto: "Debian's mosquitto 2.0.11 sent all three messages before the marker in this probe: its byte bound did not hold as mosquitto.conf(5) describes it"},
+	"max_topic_alias.conf":          {probe: probeTopicAliases},
 	"max_qos.conf":                  {probe: probeMaxQoS},
 	"use_username_as_clientid.conf": {probe: probeUsernameAsClientID},
 	"clientid_prefixes.conf":        {probe: probeClientIDPrefixes},
@@ -723,5 +724,29 @@ func probeMaxInflightBytes(t *testing.T, urls []string, _ peer, _ *fixtures) {
 	sub.Send(&packet.Puback{PacketID: got[0].PacketID})
 	if p, ok := sub.Next(5 * time.Second).(*packet.Publish); !ok || p.Topic != "b/2" {
 		t.Fatalf("after a PUBACK: %+v, want b/2", p)
+	}
+}
+
+// max_topic_alias: an MQTT 5 client of the first listener is given no
+// Topic Alias Maximum and disconnected (0x94) when it uses an alias; one
+// of the second is given 10.
+func probeTopicAliases(t *testing.T, urls []string, _ peer, _ *fixtures) {
+	c, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V5, ClientID: "a0", CleanStart: true, KeepAlive: 30})
+	if ack.ReasonCode != 0 || ack.Properties.TopicAliasMaximum != 0 {
+		t.Fatalf("first listener: CONNACK 0x%02X, Topic Alias Maximum %d, want none", byte(ack.ReasonCode), ack.Properties.TopicAliasMaximum)
+	}
+	p := &packet.Publish{Topic: "t"}
+	p.Properties.TopicAlias = 1
+	p.Properties.Set(packet.PropTopicAlias)
+	c.Send(p)
+	got := c.ExpectClosed(5 * time.Second)
+	if len(got) == 0 {
+		t.Fatal("closed without DISCONNECT")
+	}
+	if d, ok := got[len(got)-1].(*packet.Disconnect); !ok || d.ReasonCode != packet.TopicAliasInvalid {
+		t.Fatalf("got %+v, want DISCONNECT 0x94", got[len(got)-1])
+	}
+	if _, ack := connack(t, urls[1], &packet.Connect{ProtocolVersion: packet.V5, ClientID: "a10", CleanStart: true, KeepAlive: 30}); ack.Properties.TopicAliasMaximum != 10 {
+		t.Fatalf("second listener: Topic Alias Maximum %d, want 10", ack.Properties.TopicAliasMaximum)
 	}
 }

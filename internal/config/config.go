@@ -243,12 +243,15 @@ func (c *Config) BrokerOptions(logger *slog.Logger) broker.Options {
 func (c *Config) listenerPolicies() map[string]broker.ListenerPolicy {
 	var ps map[string]broker.ListenerPolicy
 	for _, ln := range c.Listeners {
-		if ln.MountPoint == "" && ln.ClientIDs == nil && !ln.UsernameAsClientID && ln.MaxQoS == nil {
+		if ln.MountPoint == "" && ln.ClientIDs == nil && !ln.UsernameAsClientID && ln.MaxQoS == nil && ln.TopicAliasMaximum == nil {
 			continue
 		}
 		p := broker.ListenerPolicy{MountPoint: ln.MountPoint, UsernameAsClientID: ln.UsernameAsClientID}
 		if ln.MaxQoS != nil {
 			p.LimitQoS, p.MaxQoS = true, packet.QoS(*ln.MaxQoS)
+		}
+		if ln.TopicAliasMaximum != nil {
+			p.LimitAliases, p.AliasMaximum = true, uint16(*ln.TopicAliasMaximum)
 		}
 		if ids := ln.ClientIDs; ids != nil {
 			p.ClientIDs, p.RefuseEmptyClientID, p.AutoIDPrefix = true, ids.RefuseEmpty, ids.Prefix

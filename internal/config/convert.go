@@ -146,7 +146,7 @@ func (e *yamlWriter) limits(l *Limits) {
 	add("max_queued", l.MaxQueued, d.MaxQueued, "")
 	add("max_queued_bytes", l.MaxQueuedBytes, d.MaxQueuedBytes, "")
 	add("queue_qos0", l.QueueQoS0, d.QueueQoS0, "")
-	add("topic_alias_maximum", l.TopicAliasMaximum, d.TopicAliasMaximum, "mosquitto's max_topic_alias, for every listener")
+	add("topic_alias_maximum", l.TopicAliasMaximum, d.TopicAliasMaximum, "mosquitto's default max_topic_alias; a listener's own is in listeners")
 	add("max_keep_alive", l.MaxKeepAlive, d.MaxKeepAlive, "mosquitto's max_keepalive; MQTT 3.1.x clients asking for more, or for 0, are refused (0x02), as mosquitto 2.0.12 and later refuse them")
 	add("max_inflight_bytes", l.MaxInflightBytes, d.MaxInflightBytes, "mosquitto's max_inflight_bytes: payload bytes")
 	add("max_payload_size", l.MaxPayloadSize, d.MaxPayloadSize, "mosquitto's message_size_limit: larger messages are dropped, their QoS flow completed (MQTT 5: 0x83)")
@@ -303,6 +303,9 @@ func (e *yamlWriter) listenerPolicy(l *Listener) {
 	}
 	if l.MaxQoS != nil {
 		e.line(2, "max_qos: %d", *l.MaxQoS)
+	}
+	if l.TopicAliasMaximum != nil {
+		e.line(2, "topic_alias_maximum: %d # this listener's max_topic_alias", *l.TopicAliasMaximum)
 	}
 	if l.ClientIDs != nil {
 		e.line(2, "client_ids: # this listener's allow_zero_length_clientid and auto_id_prefix")

@@ -52,6 +52,9 @@ type ListenerOptions struct {
 	// ClientIDs, when set, replaces the top-level client_ids for this
 	// listener's clients.
 	ClientIDs *ClientIDs
+	// TopicAliasMaximum, when set, replaces limits.topic_alias_maximum
+	// for this listener's clients; 0 allows them no topic aliases.
+	TopicAliasMaximum *int
 	// Interface, when set, is the only network interface the listener
 	// takes connections through (Linux SO_BINDTODEVICE; mosquitto's
 	// bind_interface).

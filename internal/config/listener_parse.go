@@ -46,7 +46,13 @@ func (d *decoder) listener(n *yaml.Node, path string, c *Config) {
 			o.ClientIDs = new(ClientIDs)
 			d.clientIDs(v, p, o.ClientIDs, false)
 		},
-		"interface":             d.str(&o.Interface),
+		"interface": d.str(&o.Interface),
+		"topic_alias_maximum": func(p string, v *yaml.Node) {
+			if n, ok := d.integer(v, p, 0, 65535); ok {
+				a := int(n)
+				o.TopicAliasMaximum = &a
+			}
+		},
 		"username_as_client_id": func(p string, v *yaml.Node) { d.boolean(v, p, &o.UsernameAsClientID) },
 		"max_qos": func(p string, v *yaml.Node) {
 			if n, ok := d.integer(v, p, 0, 2); ok {

@@ -65,6 +65,7 @@ type mosqListener struct {
 	usernameAsID         bool // use_username_as_clientid
 	maxQoS               *int
 	iface                string // bind_interface
+	aliasMax             *int64 // max_topic_alias
 	// With per_listener_settings true: the listener's own security
 	// options.
 	anon         *bool
@@ -88,7 +89,6 @@ type mosqReader struct {
 	// perListener is per_listener_settings true; securitySeen that an
 	// option it affects was read (it must come first, as in mosquitto).
 	perListener, securitySeen bool
-	topicAlias                int64 // max_topic_alias, 0 before one
 	file                      string
 	line                      int
 }
@@ -98,6 +98,7 @@ type mosqReader struct {
 func ParseMosquitto(name string, data []byte) (*Config, error) {
 	r := &mosqReader{c: Default(), bridge: -1, bridgeTLS: map[int]bool{}, localCS: map[int]bool{}}
 	r.c.ClientIDs.Prefix = mosquittoIDPrefix
+	r.c.Limits.TopicAliasMaximum = 10   // mosquitto's max_topic_alias default
 	r.c.Auth.AllowAnonymous = new(bool) // false: mosquitto 2.0's default once a listener is configured
 	r.c.Store.Memory = true             // persistence false
 	r.read(name, data)
@@ -396,18 +397,8 @@ func (r *mosqReader) globalOptions() map[string]func(string) {
 			}
 		},
 		"max_topic_alias": func(v string) {
-			// Per listener in mosquitto, for the whole broker in Roost:
-			// differing values are refused.
-			n, ok := r.integer(v, 0, 65535)
-			switch {
-			case !ok:
-			case n == 0:
-				r.errorf("max_topic_alias 0: Roost cannot turn topic aliases off")
-			case r.topicAlias != 0 && r.topicAlias != n:
-				r.errorf("max_topic_alias: Roost has one topic alias maximum for all listeners; %d was given before", r.topicAlias)
-			default:
-				r.topicAlias = n
-				c.Limits.TopicAliasMaximum = uint16(n)
+			if n, ok := r.integer(v, 0, 65535); ok {
+				r.listener().aliasMax = &n
 			}
 		},
 		"per_listener_settings": func(v string) {
@@ -737,6 +728,10 @@ func (r *mosqReader) addListener(ml *mosqListener) {
 	ln.UsernameAsClientID = ml.usernameAsID
 	ln.MaxQoS = ml.maxQoS
 	ln.Interface = ml.iface
+	if ml.aliasMax != nil {
+		n := int(*ml.aliasMax)
+		ln.TopicAliasMaximum = &n
+	}
 	if r.perListener {
 		ln.Auth = &ListenerAuth{PasswordFile: ml.passwordFile, ACLFile: ml.aclFile}
 		ln.ClientIDs = ml.ids

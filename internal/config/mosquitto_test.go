@@ -368,8 +368,8 @@ func TestMosquittoOtherKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Limits.TopicAliasMaximum != 20 {
-		t.Errorf("topic alias maximum %d", c.Limits.TopicAliasMaximum)
+	if a := c.Listeners[0].TopicAliasMaximum; a == nil || *a != 20 || c.Limits.TopicAliasMaximum != 10 {
+		t.Errorf("topic alias maximum %v, default %d; want 20 and mosquitto's 10", a, c.Limits.TopicAliasMaximum)
 	}
 	if l := c.Listeners[0]; l.MaxQoS == nil || *l.MaxQoS != 1 || !l.UsernameAsClientID || c.ClientIDs.RequiredPrefix != "secure-" || l.Interface != "eth0" {
 		t.Errorf("max_qos %v, use_username_as_clientid %v, clientid_prefixes %q", l.MaxQoS, l.UsernameAsClientID, c.ClientIDs.RequiredPrefix)
@@ -379,9 +379,7 @@ func TestMosquittoOtherKeys(t *testing.T) {
 	}
 	convertRoundTrip(t, conf)
 	for _, tc := range []struct{ conf, want string }{
-		{"max_topic_alias 0\n", "m.conf:1: max_topic_alias 0: Roost cannot turn topic aliases off"},
 		{"listener 1\nmax_qos 3\n", "m.conf:2: want an integer from 0 to 2"},
-		{"listener 1\nmax_topic_alias 5\nlistener 2\nmax_topic_alias 6\n", "m.conf:4: max_topic_alias: Roost has one topic alias maximum"},
 		{"check_retain_source true\n", "m.conf:1: check_retain_source true is not supported"},
 		{"tls_engine pkcs11\n", "m.conf:1: tls_engine: not supported by Roost: OpenSSL engines"},
 		{"auth_opt_db_host x\n", "m.conf:1: auth_opt_db_host: not supported by Roost: options of a mosquitto plugin"},
