@@ -51,6 +51,12 @@ type WSOptions struct {
 	// HandshakeTimeout bounds the TLS handshake and HTTP upgrade.
 	// Default 10s.
 	HandshakeTimeout time.Duration
+	// FileDir, when set, is a directory whose files are served to plain
+	// HTTP GET and HEAD requests (those that are not WebSocket upgrades),
+	// on any path, as mosquitto's http_dir: a web page and the script
+	// that connects back over MQTT can come from the broker itself.
+	// Directories are not listed; names cannot leave FileDir.
+	FileDir string
 	// Logger gets refused upgrades (info) and HTTP server errors (debug).
 	// Default slog.Default().
 	Logger *slog.Logger
@@ -160,6 +166,10 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	refuse := func(code int, msg string) {
 		l.opts.Logger.Info("websocket connection refused", "remote", remote.String(), "path", r.URL.Path, "status", code, "reason", msg)
 		http.Error(w, "roost: "+msg, code)
+	}
+	if l.opts.FileDir != "" && !websocket.IsWebSocketUpgrade(r) {
+		serveFile(w, r, l.opts.FileDir)
+		return
 	}
 	if !l.opts.AnyPath && !slices.Contains(l.opts.Paths, r.URL.Path) {
 		refuse(http.StatusNotFound, fmt.Sprintf("no MQTT endpoint at %q; this listener serves MQTT over WebSocket at %s", r.URL.Path, strings.Join(l.opts.Paths, ", ")))

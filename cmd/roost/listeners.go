@@ -72,6 +72,7 @@ func openListener(c config.Listener, maxPacket uint32, log *slog.Logger) (net.Li
 			AnyPath:          c.WS.AnyPath,
 			AllowedOrigins:   c.WS.AllowedOrigins,
 			TrustedProxies:   c.WS.TrustedProxies,
+			FileDir:          c.WS.HTTPDir,
 			MaxMessageSize:   listener.WSMessageLimit(maxPacket),
 			TLS:              cm,
 			Identity:         identity(c.TLS.Identity),

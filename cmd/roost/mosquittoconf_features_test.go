@@ -6,8 +6,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,6 +58,7 @@ var featureProbes = map[string]featureProbe{
 	"max_inflight_bytes.conf": {probe: probeMaxInflightBytes,
 		notMosquitto: "Debian's mosquitto 2.0.11 sent all three messages before the marker in this probe: its byte bound did not hold as mosquitto.conf(5) describes it"},
 	"max_topic_alias.conf":          {probe: probeTopicAliases},
+	"http_dir.conf":                 {probe: probeHTTPDir},
 	"max_qos.conf":                  {probe: probeMaxQoS},
 	"use_username_as_clientid.conf": {probe: probeUsernameAsClientID},
 	"clientid_prefixes.conf":        {probe: probeClientIDPrefixes},
@@ -86,6 +89,10 @@ func confFixtures(t *testing.T) *fixtures {
 	}
 	writeFixture(t, filepath.Join(dir, "acl"), "user alice\ntopic readwrite allowed/#\n")
 	writeFixture(t, filepath.Join(dir, "subject.acl"), "pattern readwrite users/%u/#\n")
+	if err := os.Mkdir(filepath.Join(dir, "www"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFixture(t, filepath.Join(dir, "www", "index.html"), "<h1>served by the broker</h1>\n")
 	fx := &fixtures{dir: dir, serverCA: x509.NewCertPool()}
 	newCA := func(name string) *devcert.CA {
 		ca, err := devcert.NewCA(name, time.Hour)
@@ -749,4 +756,19 @@ func probeTopicAliases(t *testing.T, urls []string, _ peer, _ *fixtures) {
 	if _, ack := connack(t, urls[1], &packet.Connect{ProtocolVersion: packet.V5, ClientID: "a10", CleanStart: true, KeepAlive: 30}); ack.Properties.TopicAliasMaximum != 10 {
 		t.Fatalf("second listener: Topic Alias Maximum %d, want 10", ack.Properties.TopicAliasMaximum)
 	}
+}
+
+// http_dir: GET /index.html on the WebSocket listener returns the file,
+// and an MQTT client still makes a round trip over WebSocket.
+func probeHTTPDir(t *testing.T, urls []string, p peer, _ *fixtures) {
+	resp, err := http.Get("http://" + hostPort(urls[0]) + "/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "<h1>served by the broker</h1>\n" {
+		t.Fatalf("GET /index.html: %d %q", resp.StatusCode, body)
+	}
+	probe(t, urls, "")
 }

@@ -184,6 +184,9 @@ func Load(path string) (*Config, error) {
 	c.Auth.resolvePaths(filepath.Dir(path))
 	for i := range c.Listeners {
 		c.Listeners[i].TLS.resolvePaths(filepath.Dir(path))
+		if d := &c.Listeners[i].WS.HTTPDir; *d != "" && !filepath.IsAbs(*d) {
+			*d = filepath.Join(filepath.Dir(path), *d)
+		}
 		if a := c.Listeners[i].Auth; a != nil {
 			a.resolvePaths(filepath.Dir(path))
 		}

@@ -89,6 +89,9 @@ func (e *yamlWriter) listeners(ls []Listener) {
 			e.line(2, "max_connections: %d", l.MaxConnections)
 		}
 		e.listenerPolicy(&l)
+		if l.WS.HTTPDir != "" {
+			e.line(2, "ws: {http_dir: %s} # mosquitto's http_dir: files for plain HTTP requests; directories are not listed", q(abs(l.WS.HTTPDir)))
+		}
 		t := l.TLS
 		if len(t.Certs) == 0 {
 			continue

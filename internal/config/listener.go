@@ -104,6 +104,7 @@ type WS struct {
 	AnyPath        bool
 	AllowedOrigins []string // empty: any origin
 	TrustedProxies []netip.Prefix
+	HTTPDir        string // files for plain HTTP requests (mosquitto's http_dir); "" for none
 }
 
 // DefaultListenerOptions are the options of a listener given by URL only.
@@ -157,7 +158,7 @@ func (ln *Listener) Check() error {
 	t := ln.TLS
 	hasTLS := len(t.Certs) > 0 || t.ClientCA != "" || t.ClientCAPath != "" || t.CRLFile != "" || t.RequireClientCert || t.Identity != "" || t.MinVersion != "" || len(t.CipherSuites) > 0
 	w := ln.WS
-	hasWS := len(w.Paths) > 0 || w.AnyPath || len(w.AllowedOrigins) > 0 || len(w.TrustedProxies) > 0
+	hasWS := len(w.Paths) > 0 || w.AnyPath || len(w.AllowedOrigins) > 0 || len(w.TrustedProxies) > 0 || w.HTTPDir != ""
 	switch {
 	case hasTLS && !ln.IsTLS():
 		return fmt.Errorf("tls settings need an mqtts:// or wss:// url, not %s://", ln.Scheme)

@@ -137,6 +137,7 @@ func (d *decoder) ws(n *yaml.Node, path string, w *WS) {
 			})
 		},
 		"any_path": func(p string, v *yaml.Node) { d.boolean(v, p, &w.AnyPath) },
+		"http_dir": d.str(&w.HTTPDir),
 		"allowed_origins": func(p string, v *yaml.Node) {
 			d.list(v, p, func(p string, item *yaml.Node) {
 				var s string

@@ -66,6 +66,7 @@ type mosqListener struct {
 	maxQoS               *int
 	iface                string // bind_interface
 	aliasMax             *int64 // max_topic_alias
+	httpDir              string
 	// With per_listener_settings true: the listener's own security
 	// options.
 	anon         *bool
@@ -178,7 +179,6 @@ var mosquittoProcessOnly = map[string]string{
 var mosquittoRefused = map[string]string{
 	"psk_hint":                 "Go's crypto/tls does not implement TLS-PSK",
 	"psk_file":                 "Go's crypto/tls does not implement TLS-PSK",
-	"http_dir":                 "Roost's WebSocket listeners serve no files",
 	"upgrade_outgoing_qos":     "against the MQTT specification; not supported",
 	"memory_limit":             "not supported yet",
 	"plugin":                   "mosquitto plugins cannot load into Roost",
@@ -376,6 +376,7 @@ func (r *mosqReader) globalOptions() map[string]func(string) {
 		},
 		"clientid_prefixes": func(v string) { c.ClientIDs.RequiredPrefix = v },
 		"bind_interface":    func(v string) { r.listener().iface = v },
+		"http_dir":          func(v string) { r.listener().httpDir = v },
 		"set_tcp_nodelay": func(v string) {
 			var on bool
 			if r.boolean(v, &on) && !on {
@@ -728,6 +729,10 @@ func (r *mosqReader) addListener(ml *mosqListener) {
 	ln.UsernameAsClientID = ml.usernameAsID
 	ln.MaxQoS = ml.maxQoS
 	ln.Interface = ml.iface
+	ln.WS.HTTPDir = ml.httpDir
+	if ml.httpDir != "" && ml.protocol != "websockets" {
+		r.errorf("listener %s: http_dir needs protocol websockets", ml.port)
+	}
 	if ml.aliasMax != nil {
 		n := int(*ml.aliasMax)
 		ln.TopicAliasMaximum = &n
