@@ -314,7 +314,9 @@ func (e *yamlWriter) listenerPolicy(l *Listener) {
 		e.line(2, "client_ids: # this listener's allow_zero_length_clientid and auto_id_prefix")
 		e.clientIDs(3, l.ClientIDs)
 	}
-	if a := l.Auth; a != nil {
+	if a := l.Auth; a != nil && *a == (ListenerAuth{}) {
+		e.line(2, "auth: # per_listener_settings true, and no password_file or acl_file for this listener: every topic allowed")
+	} else if a != nil {
 		e.line(2, "auth: # per_listener_settings true: this listener's own files, not the top-level ones")
 		if a.PasswordFile != "" {
 			e.line(3, "password_file: %s", q(abs(a.PasswordFile)))
