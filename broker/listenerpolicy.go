@@ -5,6 +5,8 @@ import (
 	"net"
 	"strings"
 
+	"github.com/roost-mqtt/roost/packet"
+
 	"github.com/roost-mqtt/roost/topic"
 )
 
@@ -50,6 +52,30 @@ func (s *Server) clientIDRules(p ListenerPolicy) (refuse bool, prefix string) {
 		return p.RefuseEmptyClientID, s.opts.AutoIDPrefix
 	}
 	return p.RefuseEmptyClientID, p.AutoIDPrefix
+}
+
+// newMessage builds the Message of a PUBLISH from this connection's
+// client, noting the client as the source of a retained one when
+// Options.CheckRetainSource wants it.
+func (c *conn) newMessage(p *packet.Publish) *Message {
+	m := c.srv.newMessage(p, c.clientID)
+	if p.Retain && c.srv.opts.CheckRetainSource {
+		m.src = c.sess.info.Load()
+	}
+	return m
+}
+
+// retainSourceAllowed reports whether a retained message may go to a
+// new subscriber as far as its publisher is concerned: with
+// Options.CheckRetainSource, the publisher must still be allowed to
+// publish on its topic (mosquitto's check_retain_source). A message
+// whose publisher is unknown (restored from the store, or the server's
+// own) passes.
+func (s *Server) retainSourceAllowed(m *Message) bool {
+	if !s.opts.CheckRetainSource || m.src == nil {
+		return true
+	}
+	return s.allowed(m.src, ActionPublish, m.Topic)
 }
 
 // mounted puts the connection's mount point before a filter: after the

@@ -1,9 +1,11 @@
 package broker
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,5 +297,52 @@ func TestListenerTopicAliases(t *testing.T) {
 	}
 	if d, ok := got[len(got)-1].(*packet.Disconnect); !ok || d.ReasonCode != packet.TopicAliasInvalid {
 		t.Fatalf("got %+v, want DISCONNECT 0x94", got[len(got)-1])
+	}
+}
+
+// Options.CheckRetainSource (mosquitto's check_retain_source): a retained
+// message reaches a new subscriber only while its publisher may still
+// publish on its topic.
+func TestCheckRetainSource(t *testing.T) {
+	var revoked atomic.Bool
+	authz := AuthorizerFunc(func(_ context.Context, c *ClientInfo, act Action, topic string) bool {
+		return !(act == ActionPublish && c.Username == "alice" && revoked.Load())
+	})
+	_, addr := startServer(t, Options{CheckRetainSource: true, Authorizer: authz})
+	pub := dial(t, addr, packet.V311)
+	pub.Connect(&packet.Connect{ClientID: "alice", CleanStart: true, UsernameFlag: true, Username: "alice"})
+	pub.Send(&packet.Publish{Topic: "state/a", Payload: []byte("alice"), Retain: true, QoS: 1, PacketID: 1})
+	pub.Next(2 * time.Second) // PUBACK
+	pub.Send(&packet.Disconnect{})
+	pub.ExpectClosed(2 * time.Second)
+	other := dial(t, addr, packet.V311)
+	other.Connect(&packet.Connect{ClientID: "bob", CleanStart: true, UsernameFlag: true, Username: "bob"})
+	other.Send(&packet.Publish{Topic: "state/b", Payload: []byte("bob"), Retain: true, QoS: 1, PacketID: 1})
+	other.Next(2 * time.Second)
+	other.Send(&packet.Publish{Topic: "end", Payload: []byte("bob"), Retain: true, QoS: 1, PacketID: 2})
+	other.Next(2 * time.Second)
+
+	subscribe := func() []string {
+		c := dial(t, addr, packet.V311)
+		c.Connect(&packet.Connect{ClientID: "reader", CleanStart: true})
+		// The retained messages of the second SUBSCRIBE come after those
+		// of the first: the connection handles its packets in order.
+		for i, f := range []string{"state/+", "end"} {
+			c.Send(&packet.Subscribe{PacketID: uint16(i + 1), Subscriptions: []packet.Subscription{{Filter: f}}})
+		}
+		var got []string
+		for p := nextPublish(t, c); p.Topic != "end"; p = nextPublish(t, c) {
+			got = append(got, p.Topic)
+		}
+		c.Send(&packet.Disconnect{})
+		c.ExpectClosed(2 * time.Second)
+		return got
+	}
+	if got := subscribe(); len(got) != 2 {
+		t.Fatalf("before the revocation: %v, want state/a and state/b", got)
+	}
+	revoked.Store(true)
+	if got := subscribe(); len(got) != 1 || got[0] != "state/b" {
+		t.Fatalf("after alice lost write access: %v, want state/b only", got)
 	}
 }

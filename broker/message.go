@@ -13,7 +13,7 @@ import (
 // It is immutable once routed: every subscriber shares one Message.
 //
 // A broker holds one Message per retained topic and per queued message, so
-// the struct is kept small (104 bytes, a 112-byte allocation): the
+// the struct is kept small (112 bytes, a 112-byte allocation): the
 // properties are behind a pointer, nil for the usual PUBLISH without any,
 // times are Unix nanoseconds rather than time.Time, and the wire-form cache
 // exists only for messages that have been encoded for several sessions.
@@ -32,6 +32,10 @@ type Message struct {
 	// From is the publishing client's id (empty for the server's own
 	// messages), for No Local.
 	From string
+	// src is the publisher of a retained message when
+	// Options.CheckRetainSource is set, nil otherwise and for the
+	// server's own and restored messages.
+	src *ClientInfo
 	// created is when the broker received the message and expires when
 	// its MQTT 5 Message Expiry Interval runs out, both in Unix
 	// nanoseconds, 0 for unknown / never. Wall-clock time, as stored: a

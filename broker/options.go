@@ -113,6 +113,13 @@ type Options struct {
 	// AutoIDPrefix starts every client id the server assigns. Default
 	// "roost-" (mosquitto's auto_id_prefix, whose default is "auto-").
 	AutoIDPrefix string
+	// CheckRetainSource sends a retained message to a new subscriber only
+	// if the client that published it may still publish on its topic, as
+	// the Authorizer says now (mosquitto's check_retain_source, on there
+	// by default): revoking a client's write access also withdraws what
+	// it retained. A retained message restored from the Store has no
+	// known publisher and is sent. Default false.
+	CheckRetainSource bool
 	// ClientIDPrefix, when set, is what every client id must start with
 	// (mosquitto's clientid_prefixes): others are refused with CONNACK
 	// 0x87 Not authorized (3.1.1: 5), as mosquitto refuses them.

@@ -76,9 +76,9 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	}
 	switch p.QoS {
 	case 0:
-		c.srv.publish(c.srv.newMessage(p, c.clientID))
+		c.srv.publish(c.newMessage(p))
 	case 1:
-		n, t, notRetained, confirm := c.srv.route(c.srv.newMessage(p, c.clientID))
+		n, t, notRetained, confirm := c.srv.route(c.newMessage(p))
 		c.needDurable(t)
 		// The PUBACK waits in the output, as for the store, until the
 		// other nodes confirmed: the next publish is read meanwhile.
@@ -111,7 +111,7 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		}
 		rc := packet.Success
 		if !seen {
-			n, t, notRetained, confirm := c.srv.route(c.srv.newMessage(p, c.clientID))
+			n, t, notRetained, confirm := c.srv.route(c.newMessage(p))
 			c.needDurable(t)
 			// QoS 2 waits here: a failure must be answered with a
 			// failure code and the packet id forgotten, which a

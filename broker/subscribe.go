@@ -89,6 +89,10 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		// Collected first, then authorized and delivered with no lock
 		// held (retainer.matching).
 		for _, m := range c.srv.ret.matching(w.filter) {
+			if !c.srv.retainSourceAllowed(m) {
+				c.logger().Debug("retained message not sent: its publisher may no longer publish there", "topic", m.Topic)
+				continue
+			}
 			var ids []uint32
 			if w.sub.id != 0 {
 				ids = []uint32{w.sub.id}

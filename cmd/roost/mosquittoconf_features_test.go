@@ -57,8 +57,10 @@ var featureProbes = map[string]featureProbe{
 	"tls_crlfile.conf": {probe: probeCRL},
 	"max_inflight_bytes.conf": {probe: probeMaxInflightBytes,
 		notMosquitto: "Debian's mosquitto 2.0.11 sent all three messages before the marker in this probe: its byte bound did not hold as mosquitto.conf(5) describes it"},
-	"max_topic_alias.conf":          {probe: probeTopicAliases},
-	"http_dir.conf":                 {probe: probeHTTPDir},
+	"max_topic_alias.conf": {probe: probeTopicAliases},
+	"http_dir.conf":        {probe: probeHTTPDir},
+	"check_retain_source.conf": {probe: probeCheckRetainSource,
+		notMosquitto: "mosquitto rereads its ACL file on SIGHUP only, which mosquittotest does not send"},
 	"max_qos.conf":                  {probe: probeMaxQoS},
 	"use_username_as_clientid.conf": {probe: probeUsernameAsClientID},
 	"clientid_prefixes.conf":        {probe: probeClientIDPrefixes},
@@ -89,6 +91,7 @@ func confFixtures(t *testing.T) *fixtures {
 	}
 	writeFixture(t, filepath.Join(dir, "acl"), "user alice\ntopic readwrite allowed/#\n")
 	writeFixture(t, filepath.Join(dir, "subject.acl"), "pattern readwrite users/%u/#\n")
+	writeFixture(t, filepath.Join(dir, "retain.acl"), retainACL(true))
 	if err := os.Mkdir(filepath.Join(dir, "www"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -771,4 +774,60 @@ func probeHTTPDir(t *testing.T, urls []string, p peer, _ *fixtures) {
 		t.Fatalf("GET /index.html: %d %q", resp.StatusCode, body)
 	}
 	probe(t, urls, "")
+}
+
+// retainACL is the ACL of check_retain_source.conf: anonymous clients
+// read state/# and end; alice writes state/# while canWrite.
+func retainACL(canWrite bool) string {
+	access := "readwrite"
+	if !canWrite {
+		access = "read"
+	}
+	return "topic read state/#\ntopic read end\nuser alice\ntopic " + access + " state/#\ntopic readwrite end\n"
+}
+
+// check_retain_source: alice's retained state/a reaches a new subscriber;
+// once the ACL (reread when it changes) takes her write access away, it
+// does not.
+func probeCheckRetainSource(t *testing.T, urls []string, _ peer, fx *fixtures) {
+	acl := filepath.Join(fx.dir, "retain.acl")
+	alice, ack := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V311, ClientID: "alice", CleanStart: true, KeepAlive: 30,
+		UsernameFlag: true, Username: "alice", PasswordFlag: true, Password: []byte("secret")})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("alice: CONNACK %d", ack.ReasonCode)
+	}
+	for i, topic := range []string{"state/a", "end"} {
+		alice.Send(&packet.Publish{Topic: topic, Payload: []byte("x"), Retain: true, QoS: 1, PacketID: uint16(i + 1)})
+		if _, ok := alice.Next(5 * time.Second).(*packet.Puback); !ok {
+			t.Fatal("no PUBACK")
+		}
+	}
+	// sees reports whether a new subscriber gets state/a: it subscribes
+	// to state/a, then to end, and reads until end's retained message,
+	// which comes after state/a's.
+	sees := func() bool {
+		c, _ := connack(t, urls[0], &packet.Connect{ProtocolVersion: packet.V311, ClientID: "reader", CleanStart: true, KeepAlive: 30})
+		defer c.NC.Close()
+		for i, f := range []string{"state/a", "end"} {
+			c.Send(&packet.Subscribe{PacketID: uint16(i + 1), Subscriptions: []packet.Subscription{{Filter: f}}})
+		}
+		seen := false
+		for {
+			switch p := c.Next(5 * time.Second).(type) {
+			case *packet.Publish:
+				if p.Topic == "end" {
+					return seen
+				}
+				seen = seen || p.Topic == "state/a"
+			}
+		}
+	}
+	if !sees() {
+		t.Fatal("alice's retained message did not reach a subscriber while she may publish there")
+	}
+	writeFixture(t, acl, retainACL(false))
+	t.Cleanup(func() { writeFixture(t, acl, retainACL(true)) }) // for the next run of the file
+	if !eventually(t, 15*time.Second, func() bool { return !sees() }) {
+		t.Fatal("alice's retained message still reaches new subscribers after her write access was taken away")
+	}
 }

@@ -25,6 +25,10 @@ type Auth struct {
 	CertIdentityAsUsername bool
 	// HTTPHook is asked when its URL is set.
 	HTTPHook HTTPHook
+	// CheckRetainSource sends a retained message to a new subscriber
+	// only while its publisher may still publish there
+	// (broker.Options.CheckRetainSource; mosquitto's check_retain_source).
+	CheckRetainSource bool
 }
 
 // HTTPHook configures the HTTP authentication and ACL hook.
@@ -161,6 +165,7 @@ func (d *decoder) auth(n *yaml.Node, path string, a *Auth) {
 			a.AllowAnonymous = &b
 		},
 		"cert_identity_as_username": func(p string, v *yaml.Node) { d.boolean(v, p, &a.CertIdentityAsUsername) },
+		"check_retain_source":       func(p string, v *yaml.Node) { d.boolean(v, p, &a.CheckRetainSource) },
 		"http_hook":                 func(p string, v *yaml.Node) { d.httpHook(v, p, &a.HTTPHook) },
 	})
 }

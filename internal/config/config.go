@@ -237,6 +237,7 @@ func (c *Config) BrokerOptions(logger *slog.Logger) broker.Options {
 		RefuseEmptyClientID:     c.ClientIDs.RefuseEmpty,
 		AutoIDPrefix:            c.ClientIDs.Prefix,
 		ClientIDPrefix:          c.ClientIDs.RequiredPrefix,
+		CheckRetainSource:       c.Auth.CheckRetainSource,
 		Listeners:               c.listenerPolicies(),
 	}
 }

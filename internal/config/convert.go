@@ -188,6 +188,9 @@ func (e *yamlWriter) auth(a *Auth) {
 	if a.CertIdentityAsUsername {
 		e.line(1, "cert_identity_as_username: true")
 	}
+	if a.CheckRetainSource {
+		e.line(1, "check_retain_source: true # as mosquitto's default: a retained message goes to new subscribers only while its publisher may still publish there")
+	}
 }
 
 func (e *yamlWriter) bridges(bs []Bridge) {

@@ -100,6 +100,7 @@ func ParseMosquitto(name string, data []byte) (*Config, error) {
 	r := &mosqReader{c: Default(), bridge: -1, bridgeTLS: map[int]bool{}, localCS: map[int]bool{}}
 	r.c.ClientIDs.Prefix = mosquittoIDPrefix
 	r.c.Limits.TopicAliasMaximum = 10   // mosquitto's max_topic_alias default
+	r.c.Auth.CheckRetainSource = true   // mosquitto's default
 	r.c.Auth.AllowAnonymous = new(bool) // false: mosquitto 2.0's default once a listener is configured
 	r.c.Store.Memory = true             // persistence false
 	r.read(name, data)
@@ -391,12 +392,7 @@ func (r *mosqReader) globalOptions() map[string]func(string) {
 			var on bool
 			r.boolean(v, &on)
 		},
-		"check_retain_source": func(v string) {
-			var on bool
-			if r.boolean(v, &on) && on {
-				r.errorf("check_retain_source true is not supported: Roost checks a subscriber's access to a retained message, not whether its publisher still has access; set it to false")
-			}
-		},
+		"check_retain_source": func(v string) { r.boolean(v, &c.Auth.CheckRetainSource) },
 		"max_topic_alias": func(v string) {
 			if n, ok := r.integer(v, 0, 65535); ok {
 				r.listener().aliasMax = &n

@@ -271,8 +271,8 @@ auto_id_prefix t-
 		*b.ClientIDs != (ClientIDs{Prefix: "t-"}) {
 		t.Errorf("second listener %+v", b.ListenerOptions)
 	}
-	if c.Auth.PasswordFile != "" || c.Auth.ACLFile != "" {
-		t.Errorf("per-listener files leaked to the top level: %+v", c.Auth)
+	if c.Auth.PasswordFile != "" || c.Auth.ACLFile != "" || !c.Auth.CheckRetainSource {
+		t.Errorf("per-listener files leaked to the top level, or check_retain_source is not on by default: %+v", c.Auth)
 	}
 	out := convertRoundTrip(t, conf)
 	for _, s := range []string{"max_keepalive", "message_size_limit", "persistent_client_expiration", "per_listener_settings"} {
@@ -368,6 +368,9 @@ func TestMosquittoOtherKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if c.Auth.CheckRetainSource {
+		t.Error("check_retain_source false was not read")
+	}
 	if a := c.Listeners[0].TopicAliasMaximum; a == nil || *a != 20 || c.Limits.TopicAliasMaximum != 10 {
 		t.Errorf("topic alias maximum %v, default %d; want 20 and mosquitto's 10", a, c.Limits.TopicAliasMaximum)
 	}
@@ -380,7 +383,6 @@ func TestMosquittoOtherKeys(t *testing.T) {
 	convertRoundTrip(t, conf)
 	for _, tc := range []struct{ conf, want string }{
 		{"listener 1\nmax_qos 3\n", "m.conf:2: want an integer from 0 to 2"},
-		{"check_retain_source true\n", "m.conf:1: check_retain_source true is not supported"},
 		{"tls_engine pkcs11\n", "m.conf:1: tls_engine: not supported by Roost: OpenSSL engines"},
 		{"auth_opt_db_host x\n", "m.conf:1: auth_opt_db_host: not supported by Roost: options of a mosquitto plugin"},
 	} {
