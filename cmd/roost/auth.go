@@ -183,7 +183,7 @@ func anonymousAccess(ctx context.Context, cfg *config.Config, authn *auth.Authen
 	for _, ln := range cfg.Listeners {
 		mode, why := cfg.Anonymous(ln)
 		level := slog.LevelInfo
-		if mode == config.AnonymousAccepted && !cfg.Auth.Authenticates() && !ln.Loopback() {
+		if mode == config.AnonymousAccepted && !cfg.Authenticates(ln) && !ln.Loopback() {
 			level = slog.LevelWarn // anyone who can reach it may use it
 		}
 		logger.Log(ctx, level, "anonymous clients", "listener", ln.ID(), "accepted", mode.String(), "why", why)
