@@ -373,11 +373,13 @@ func serveFile(t *testing.T, path string, want int) (code int, log string, ok bo
 
 func connectAs(t *testing.T, url, user, pass string) {
 	t.Helper()
-	c, err := client.New(client.Options{Servers: []string{url}, Username: user, Password: pass, ConnectTimeout: 5 * time.Second})
+	// Generous: roost passwd's 210,000 PBKDF2 iterations take seconds
+	// under the race detector on a loaded machine.
+	c, err := client.New(client.Options{Servers: []string{url}, Username: user, Password: pass, ConnectTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := c.Connect(ctx); err != nil {
 		t.Fatalf("%s as %s: %v", url, user, err)
