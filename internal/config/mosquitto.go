@@ -31,7 +31,7 @@ import (
 
 // mosquittoLine matches a mosquitto option line: a lower-case key, then
 // spaces and a value or nothing. YAML's "key:" does not match.
-var mosquittoLine = regexp.MustCompile(`^[a-z][a-z0-9_]*(\s|$)`)
+var mosquittoLine = regexp.MustCompile(`^[a-z][a-z0-9_.]*(\s|$)`)
 
 // IsMosquitto reports whether data is a mosquitto configuration rather
 // than Roost's YAML: its first line that is neither blank nor a comment

@@ -74,6 +74,10 @@ func TestParseMosquitto(t *testing.T) {
 	if !IsMosquitto([]byte(mosqExample)) || IsMosquitto([]byte(example)) || IsMosquitto([]byte(bridgeExample)) {
 		t.Fatal("IsMosquitto tells the formats apart wrongly")
 	}
+	// A key with a dot, as mosquitto has one, may come first.
+	if !IsMosquitto([]byte("# TLS 1.3\nciphers_tls1.3 TLS_AES_128_GCM_SHA256\n")) {
+		t.Error("a file starting with ciphers_tls1.3 was not taken for a mosquitto.conf")
+	}
 	c, err := ParseMosquitto("/etc/mosquitto/mosquitto.conf", []byte(mosqExample))
 	if err != nil {
 		t.Fatal(err)
