@@ -152,6 +152,11 @@ func (c *Config) fill() error {
 	return nil
 }
 
+// Validate checks cfg as New does, without preparing a bridge: for
+// callers that must refuse a configuration before stopping the bridge it
+// would replace.
+func Validate(cfg Config) error { return cfg.fill() }
+
 // Bridge is one running bridge. Its methods are safe for concurrent use.
 type Bridge struct {
 	cfg    Config

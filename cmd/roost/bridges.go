@@ -2,9 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 
 	"github.com/roost-mqtt/roost/bridge"
@@ -12,13 +17,26 @@ import (
 	"github.com/roost-mqtt/roost/internal/config"
 )
 
-// bridgeSet is the running bridges of roost serve.
+// apiBridgesFile is where the bridges added through the admin API are
+// kept, in the store's directory: the configuration file is the user's,
+// and Roost never rewrites it (docs/bridges.md).
+const apiBridgesFile = "bridges-api.json"
+
+// bridgeSet is the running bridges of roost serve: those of the
+// configuration file, reloaded on SIGHUP, and those of the admin API,
+// kept in apiBridgesFile. Both paths end in apply, which starts, restarts
+// and stops bridges by comparing entries by name. mu serializes them.
 type bridgeSet struct {
 	srv *broker.Server
 	log *slog.Logger
+	// apiPath is the file of the API's bridges; "" (--memory) keeps them
+	// for the process's life only, like everything else then.
+	apiPath string
 
 	mu   sync.Mutex
-	list []runningBridge // in configuration order
+	file []config.Bridge // the configuration file's entries
+	api  []apiBridge     // the admin API's entries, in the order added
+	list []runningBridge // in configuration order: file, then API
 
 	stopWatch func()
 }
@@ -28,19 +46,40 @@ type runningBridge struct {
 	b   *bridge.Bridge
 }
 
-// startBridges starts the bridges cfg names on srv and, when cfg came from
-// a file, reloads them from it on SIGHUP. A bridge whose configuration
-// cannot be used (unreadable TLS files, a client id twice) stops the
-// server from starting: a bridge that silently is not there loses
-// messages. A remote that is down is not an error: the bridge connects
-// when it can and queues meanwhile.
+// apiBridge is an entry of the admin API: parsed, and as sent (with its
+// password), which is what apiBridgesFile keeps.
+type apiBridge struct {
+	cfg config.Bridge
+	raw json.RawMessage
+}
+
+// apiBridgesJSON is apiBridgesFile's content.
+type apiBridgesJSON struct {
+	Bridges []json.RawMessage `json:"bridges"`
+}
+
+// startBridges starts the bridges cfg names on srv, and those the admin
+// API added before, and, when cfg came from a file, reloads them from it
+// on SIGHUP. A bridge whose configuration cannot be used (unreadable TLS
+// files, a client id twice) stops the server from starting: a bridge that
+// silently is not there loses messages. A remote that is down is not an
+// error: the bridge connects when it can and queues meanwhile.
 func startBridges(ctx context.Context, cfg *config.Config, srv *broker.Server, logger *slog.Logger, hups *hangups) (*bridgeSet, error) {
-	s := &bridgeSet{srv: srv, log: logger, stopWatch: func() {}}
-	if err := cfg.CheckBridges(); err != nil {
+	s := &bridgeSet{srv: srv, log: logger, stopWatch: func() {}, file: cfg.Bridges}
+	if !cfg.Store.Memory {
+		s.apiPath = filepath.Join(cfg.Store.Data, apiBridgesFile)
+		api, err := loadAPIBridges(s.apiPath)
+		if err != nil {
+			return nil, err
+		}
+		s.api = api
+	}
+	all, err := s.combine(s.file, s.api)
+	if err != nil {
 		return nil, err
 	}
-	for i := range cfg.Bridges {
-		rb, err := s.start(ctx, cfg.Bridges[i])
+	for i := range all {
+		rb, err := s.start(ctx, all[i])
 		if err != nil {
 			s.close(context.WithoutCancel(ctx))
 			return nil, fmt.Errorf("bridges[%d]: %w", i, err)
@@ -51,6 +90,103 @@ func startBridges(ctx context.Context, cfg *config.Config, srv *broker.Server, l
 		s.watch(ctx, cfg.Path, hups.subscribe())
 	}
 	return s, nil
+}
+
+// loadAPIBridges reads apiBridgesFile; a missing file is no bridges, a
+// damaged one an error naming it (starting without its bridges would
+// leave their messages queued for nobody, unseen).
+func loadAPIBridges(path string) ([]apiBridge, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bridges of the admin API: %w", err)
+	}
+	var f apiBridgesJSON
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("bridges of the admin API: %s: %w", path, err)
+	}
+	var out []apiBridge
+	for i, raw := range f.Bridges {
+		c, err := config.ParseBridge(fmt.Sprintf("%s: bridges[%d]", path, i), raw)
+		if err != nil {
+			return nil, fmt.Errorf("bridges of the admin API: %w", err)
+		}
+		out = append(out, apiBridge{cfg: c, raw: raw})
+	}
+	return out, nil
+}
+
+// saveAPIBridges writes api to s.apiPath atomically (temporary file,
+// fsync, rename, fsync of the directory): a crash leaves the old list or
+// the new one. The file holds passwords, so only its owner reads it.
+func (s *bridgeSet) saveAPIBridges(api []apiBridge) error {
+	if s.apiPath == "" {
+		return nil
+	}
+	f := apiBridgesJSON{Bridges: []json.RawMessage{}}
+	for _, a := range api {
+		f.Bridges = append(f.Bridges, a.raw)
+	}
+	data, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(s.apiPath, append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("saving the admin API's bridges: %w", err)
+	}
+	return nil
+}
+
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename: nothing there
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(perm)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return err
+	}
+	dir, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
+}
+
+// combine returns the file's bridges followed by the API's, refusing a
+// name both use and settings that cannot work together.
+func (s *bridgeSet) combine(file []config.Bridge, api []apiBridge) ([]config.Bridge, error) {
+	all := slices.Clone(file)
+	for _, a := range api {
+		if slices.ContainsFunc(file, func(f config.Bridge) bool { return f.Name == a.cfg.Name }) {
+			return nil, fmt.Errorf("bridge %s is both in the configuration file and added through the admin API: remove one (DELETE /api/bridges/%s)",
+				a.cfg.Name, a.cfg.Name)
+		}
+		all = append(all, a.cfg)
+	}
+	if err := (&config.Config{Bridges: all}).CheckBridges(); err != nil {
+		return nil, err
+	}
+	return all, nil
 }
 
 func (s *bridgeSet) start(ctx context.Context, c config.Bridge) (runningBridge, error) {
@@ -88,29 +224,42 @@ func (s *bridgeSet) watch(ctx context.Context, path string, hup <-chan struct{})
 	s.stopWatch = func() { cancel(); <-done }
 }
 
-// reload applies the bridges of the file at path: a bridge whose entry is
-// unchanged keeps running; a changed one restarts (its local session, and
-// what is queued there, carries over when its local client id stays, and
-// stays for the next try when the new entry does not start); a removed
-// one stops and its local session ends, so nothing more queues for it. A
+// reload applies the bridges of the file at path, beside the API's. A
 // file that does not load changes nothing.
 func (s *bridgeSet) reload(ctx context.Context, path string) {
 	cfg, err := config.Load(path)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var all []config.Bridge
 	if err == nil {
-		err = cfg.CheckBridges()
+		all, err = s.combine(cfg.Bridges, s.api)
 	}
 	if err != nil {
 		s.log.Error("SIGHUP: bridges not reloaded; keeping the running ones", "err", err)
 		return
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.file = cfg.Bridges
+	for name, err := range s.apply(ctx, all) {
+		s.log.Error("SIGHUP: bridge not started", "bridge", name, "err", err)
+	}
+	s.log.Info("SIGHUP: bridges reloaded", "bridges", len(s.list))
+}
+
+// apply makes want the running bridges: a bridge whose entry is unchanged
+// keeps running; a changed one restarts (its local session, and what is
+// queued there, carries over when its local client id stays, and stays
+// for the next try when the new entry does not start); a removed one
+// stops and its local session ends, so nothing more queues for it. It
+// returns the errors of the bridges that did not start, by name. s.mu is
+// held.
+func (s *bridgeSet) apply(ctx context.Context, want []config.Bridge) map[string]error {
 	old := map[string]runningBridge{}
 	for _, rb := range s.list {
 		old[rb.cfg.Name] = rb
 	}
+	errs := map[string]error{}
 	var next []runningBridge
-	for _, c := range cfg.Bridges {
+	for _, c := range want {
 		rb, ok := old[c.Name]
 		delete(old, c.Name)
 		if ok && reflect.DeepEqual(rb.cfg, c) {
@@ -125,7 +274,7 @@ func (s *bridgeSet) reload(ctx context.Context, path string) {
 			s.srv.DisconnectClient(rb.b.LocalClientID(), true) // nothing reads that session any more
 		}
 		if err != nil {
-			s.log.Error("SIGHUP: bridge not started", "bridge", c.Name, "err", err)
+			errs[c.Name] = err
 			continue
 		}
 		next = append(next, nb)
@@ -134,7 +283,7 @@ func (s *bridgeSet) reload(ctx context.Context, path string) {
 		s.stop(ctx, rb, true)
 	}
 	s.list = next
-	s.log.Info("SIGHUP: bridges reloaded", "bridges", len(next))
+	return errs
 }
 
 // stop closes a bridge; with endSession its local session ends too.
@@ -172,9 +321,11 @@ func (s *bridgeSet) stats() []bridge.Stats {
 	return out
 }
 
-// setBridges makes the HTTP server (if on) report the bridges.
-func (h *httpServer) setBridges(stats func() []bridge.Stats) {
+// setBridges makes the HTTP server (if on) report the bridges and change
+// them through the admin API.
+func (h *httpServer) setBridges(s *bridgeSet) {
 	if h != nil {
-		h.bridgeStats = stats
+		h.bridgeStats = s.stats
+		h.bridgeAdmin = s
 	}
 }

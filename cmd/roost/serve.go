@@ -281,7 +281,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify 
 		cancel()
 		return err
 	}
-	web.setBridges(bridges.stats)
+	web.setBridges(bridges)
 	web.start(cfg, srv, opts, lns, logger)
 	for i, ln := range lns {
 		logger.Info("listener ready", "addr", ln.Addr().String(), "scheme", cfg.Listeners[i].Scheme)

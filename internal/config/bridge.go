@@ -175,21 +175,58 @@ func (d *decoder) bridges(n *yaml.Node, path string, c *Config) {
 	d.list(n, path, func(p string, v *yaml.Node) {
 		b := DefaultBridge()
 		d.bridge(v, p, &b)
-		switch {
-		case b.Name == "":
-			d.errorf(v, "%s: name is required", p)
-		case names[b.Name]:
+		if names[b.Name] && b.Name != "" {
 			d.errorf(v, "%s: bridge name %q used twice", p, b.Name)
-		case len(b.Addresses) == 0:
-			d.errorf(v, "%s: addresses: at least one remote broker URL is required", p)
-		case len(b.Topics) == 0:
-			d.errorf(v, "%s: topics: at least one topic is required", p)
-		case b.TLS.Key != "" && b.TLS.Cert == "" || b.TLS.Cert != "" && b.TLS.Key == "":
-			d.errorf(v, "%s: tls: cert and key go together", p)
 		}
+		d.checkBridge(v, p, &b)
 		names[b.Name] = true
 		c.Bridges = append(c.Bridges, b)
 	})
+}
+
+// checkBridge reports the keys a bridge entry cannot do without.
+func (d *decoder) checkBridge(v *yaml.Node, p string, b *Bridge) {
+	switch {
+	case b.Name == "":
+		d.errorf(v, "%s: name is required", p)
+	case len(b.Addresses) == 0:
+		d.errorf(v, "%s: addresses: at least one remote broker URL is required", p)
+	case len(b.Topics) == 0:
+		d.errorf(v, "%s: topics: at least one topic is required", p)
+	case b.TLS.Key != "" && b.TLS.Cert == "" || b.TLS.Cert != "" && b.TLS.Key == "":
+		d.errorf(v, "%s: tls: cert and key go together", p)
+	case b.Password != "" && b.Username == "" && b.Version != packet.V5:
+		// [MQTT-3.1.2-22]: mosquitto closes such a connection at once.
+		d.errorf(v, "%s: password: MQTT 3.1.1 sends no password without a username", p)
+	}
+}
+
+// ParseBridge reads one bridge entry on its own, as the admin API
+// receives it: a JSON (or YAML) object with the keys of a bridges: item,
+// the same defaults and the same checks. Errors start with name. TLS file
+// names must be absolute: there is no configuration file for a relative
+// one to be relative to.
+func ParseBridge(name string, data []byte) (Bridge, error) {
+	d := &decoder{file: name}
+	root, err := d.document(data)
+	if err != nil {
+		return Bridge{}, err
+	}
+	if root == nil {
+		return Bridge{}, fmt.Errorf("%s: empty bridge: want an object such as {\"name\": \"cloud\", \"addresses\": [...], \"topics\": [...]}", name)
+	}
+	b := DefaultBridge()
+	d.bridge(root, "bridge", &b)
+	d.checkBridge(root, "bridge", &b)
+	for _, f := range []struct{ key, v string }{{"ca", b.TLS.CA}, {"capath", b.TLS.CAPath}, {"cert", b.TLS.Cert}, {"key", b.TLS.Key}} {
+		if f.v != "" && !filepath.IsAbs(f.v) {
+			d.errorf(root, "bridge: tls.%s: %q: give an absolute path", f.key, f.v)
+		}
+	}
+	if len(d.errs) > 0 {
+		return Bridge{}, errors.Join(d.errs...)
+	}
+	return b, nil
 }
 
 func (d *decoder) bridge(n *yaml.Node, path string, b *Bridge) {
