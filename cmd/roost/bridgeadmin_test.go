@@ -15,6 +15,7 @@ import (
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/client"
+	"github.com/roost-mqtt/roost/internal/bridgeset"
 	"github.com/roost-mqtt/roost/internal/brokertest"
 	"github.com/roost-mqtt/roost/internal/mosquittotest"
 	"github.com/roost-mqtt/roost/packet"
@@ -232,13 +233,13 @@ func TestServeBridgesAdminAPI(t *testing.T) {
 	if !forwards(t, s.mqtt, "b/1", atRoost2) {
 		t.Fatalf("b/1 not forwarded to the second Roost; log:\n%s", s.stderr.String())
 	}
-	saved, err := os.ReadFile(filepath.Join(data, apiBridgesFile))
+	saved, err := os.ReadFile(filepath.Join(data, bridgeset.APIBridgesFile))
 	var file struct{ Bridges []map[string]any }
 	if err != nil || json.Unmarshal(saved, &file) != nil || len(file.Bridges) != 1 || file.Bridges[0]["password"] != "pw" ||
 		!strings.Contains(string(saved), "b/# out 1") {
 		t.Fatalf("saved bridges: %v\n%s", err, saved)
 	}
-	if fi, err := os.Stat(filepath.Join(data, apiBridgesFile)); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(filepath.Join(data, bridgeset.APIBridgesFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("saved bridges file mode: %v %v", fi.Mode(), err)
 	}
 

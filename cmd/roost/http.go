@@ -13,6 +13,7 @@ import (
 	"github.com/roost-mqtt/roost/bridge"
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/httpapi"
+	"github.com/roost-mqtt/roost/internal/bridgeset"
 	"github.com/roost-mqtt/roost/internal/config"
 )
 
@@ -105,4 +106,13 @@ func (h *httpServer) close(ctx context.Context) {
 		}
 		<-h.done // http.ErrServerClosed
 	})
+}
+
+// setBridges makes the HTTP server (if on) report the bridges and change
+// them through the admin API.
+func (h *httpServer) setBridges(s *bridgeset.Set) {
+	if h != nil {
+		h.bridgeStats = s.Stats
+		h.bridgeAdmin = s
+	}
 }

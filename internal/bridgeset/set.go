@@ -1,4 +1,9 @@
-package main
+// Package bridgeset runs the bridges of a roost serve: those of the
+// configuration file, reloaded on SIGHUP, and those added, changed and
+// removed through the admin API (httpapi.BridgeAdmin), which it keeps in
+// the store's directory. Both kinds of change go through one function,
+// apply, that compares the entries by name.
+package bridgeset
 
 import (
 	"context"
@@ -17,16 +22,16 @@ import (
 	"github.com/roost-mqtt/roost/internal/config"
 )
 
-// apiBridgesFile is where the bridges added through the admin API are
+// APIBridgesFile is where the bridges added through the admin API are
 // kept, in the store's directory: the configuration file is the user's,
 // and Roost never rewrites it (docs/bridges.md).
-const apiBridgesFile = "bridges-api.json"
+const APIBridgesFile = "bridges-api.json"
 
-// bridgeSet is the running bridges of roost serve: those of the
+// Set is the running bridges of roost serve: those of the
 // configuration file, reloaded on SIGHUP, and those of the admin API,
-// kept in apiBridgesFile. Both paths end in apply, which starts, restarts
+// kept in APIBridgesFile. Both paths end in apply, which starts, restarts
 // and stops bridges by comparing entries by name. mu serializes them.
-type bridgeSet struct {
+type Set struct {
 	srv *broker.Server
 	log *slog.Logger
 	// apiPath is the file of the API's bridges; "" (--memory) keeps them
@@ -47,27 +52,27 @@ type runningBridge struct {
 }
 
 // apiBridge is an entry of the admin API: parsed, and as sent (with its
-// password), which is what apiBridgesFile keeps.
+// password), which is what APIBridgesFile keeps.
 type apiBridge struct {
 	cfg config.Bridge
 	raw json.RawMessage
 }
 
-// apiBridgesJSON is apiBridgesFile's content.
+// apiBridgesJSON is APIBridgesFile's content.
 type apiBridgesJSON struct {
 	Bridges []json.RawMessage `json:"bridges"`
 }
 
-// startBridges starts the bridges cfg names on srv, and those the admin
-// API added before, and, when cfg came from a file, reloads them from it
-// on SIGHUP. A bridge whose configuration cannot be used (unreadable TLS
+// Start starts the bridges cfg names on srv, and those the admin API
+// added before, and, when hup is not nil, reloads cfg.Path's bridges each
+// time it receives. A bridge whose configuration cannot be used (unreadable TLS
 // files, a client id twice) stops the server from starting: a bridge that
 // silently is not there loses messages. A remote that is down is not an
 // error: the bridge connects when it can and queues meanwhile.
-func startBridges(ctx context.Context, cfg *config.Config, srv *broker.Server, logger *slog.Logger, hups *hangups) (*bridgeSet, error) {
-	s := &bridgeSet{srv: srv, log: logger, stopWatch: func() {}, file: cfg.Bridges}
+func Start(ctx context.Context, cfg *config.Config, srv *broker.Server, logger *slog.Logger, hup <-chan struct{}) (*Set, error) {
+	s := &Set{srv: srv, log: logger, stopWatch: func() {}, file: cfg.Bridges}
 	if !cfg.Store.Memory {
-		s.apiPath = filepath.Join(cfg.Store.Data, apiBridgesFile)
+		s.apiPath = filepath.Join(cfg.Store.Data, APIBridgesFile)
 		api, err := loadAPIBridges(s.apiPath)
 		if err != nil {
 			return nil, err
@@ -81,18 +86,18 @@ func startBridges(ctx context.Context, cfg *config.Config, srv *broker.Server, l
 	for i := range all {
 		rb, err := s.start(ctx, all[i])
 		if err != nil {
-			s.close(context.WithoutCancel(ctx))
+			s.Close(context.WithoutCancel(ctx))
 			return nil, fmt.Errorf("bridges[%d]: %w", i, err)
 		}
 		s.list = append(s.list, rb)
 	}
-	if cfg.Path != "" {
-		s.watch(ctx, cfg.Path, hups.subscribe())
+	if hup != nil && cfg.Path != "" {
+		s.watch(ctx, cfg.Path, hup)
 	}
 	return s, nil
 }
 
-// loadAPIBridges reads apiBridgesFile; a missing file is no bridges, a
+// loadAPIBridges reads APIBridgesFile; a missing file is no bridges, a
 // damaged one an error naming it (starting without its bridges would
 // leave their messages queued for nobody, unseen).
 func loadAPIBridges(path string) ([]apiBridge, error) {
@@ -121,7 +126,7 @@ func loadAPIBridges(path string) ([]apiBridge, error) {
 // saveAPIBridges writes api to s.apiPath atomically (temporary file,
 // fsync, rename, fsync of the directory): a crash leaves the old list or
 // the new one. The file holds passwords, so only its owner reads it.
-func (s *bridgeSet) saveAPIBridges(api []apiBridge) error {
+func (s *Set) saveAPIBridges(api []apiBridge) error {
 	if s.apiPath == "" {
 		return nil
 	}
@@ -174,7 +179,7 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 
 // combine returns the file's bridges followed by the API's, refusing a
 // name both use and settings that cannot work together.
-func (s *bridgeSet) combine(file []config.Bridge, api []apiBridge) ([]config.Bridge, error) {
+func (s *Set) combine(file []config.Bridge, api []apiBridge) ([]config.Bridge, error) {
 	all := slices.Clone(file)
 	for _, a := range api {
 		if slices.ContainsFunc(file, func(f config.Bridge) bool { return f.Name == a.cfg.Name }) {
@@ -189,7 +194,7 @@ func (s *bridgeSet) combine(file []config.Bridge, api []apiBridge) ([]config.Bri
 	return all, nil
 }
 
-func (s *bridgeSet) start(ctx context.Context, c config.Bridge) (runningBridge, error) {
+func (s *Set) start(ctx context.Context, c config.Bridge) (runningBridge, error) {
 	bc, err := c.Options(s.log)
 	if err != nil {
 		return runningBridge{}, err
@@ -207,7 +212,7 @@ func (s *bridgeSet) start(ctx context.Context, c config.Bridge) (runningBridge, 
 }
 
 // watch reloads the bridges from path on SIGHUP until close.
-func (s *bridgeSet) watch(ctx context.Context, path string, hup <-chan struct{}) {
+func (s *Set) watch(ctx context.Context, path string, hup <-chan struct{}) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -226,7 +231,7 @@ func (s *bridgeSet) watch(ctx context.Context, path string, hup <-chan struct{})
 
 // reload applies the bridges of the file at path, beside the API's. A
 // file that does not load changes nothing.
-func (s *bridgeSet) reload(ctx context.Context, path string) {
+func (s *Set) reload(ctx context.Context, path string) {
 	cfg, err := config.Load(path)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -252,7 +257,7 @@ func (s *bridgeSet) reload(ctx context.Context, path string) {
 // stops and its local session ends, so nothing more queues for it. It
 // returns the errors of the bridges that did not start, by name. s.mu is
 // held.
-func (s *bridgeSet) apply(ctx context.Context, want []config.Bridge) map[string]error {
+func (s *Set) apply(ctx context.Context, want []config.Bridge) map[string]error {
 	old := map[string]runningBridge{}
 	for _, rb := range s.list {
 		old[rb.cfg.Name] = rb
@@ -287,7 +292,7 @@ func (s *bridgeSet) apply(ctx context.Context, want []config.Bridge) map[string]
 }
 
 // stop closes a bridge; with endSession its local session ends too.
-func (s *bridgeSet) stop(ctx context.Context, rb runningBridge, endSession bool) {
+func (s *Set) stop(ctx context.Context, rb runningBridge, endSession bool) {
 	if err := rb.b.Close(ctx); err != nil {
 		s.log.Warn("closing bridge", "bridge", rb.b.Name(), "err", err)
 	}
@@ -297,9 +302,9 @@ func (s *bridgeSet) stop(ctx context.Context, rb runningBridge, endSession bool)
 	s.log.Info("bridge stopped", "bridge", rb.b.Name(), "session_ended", endSession)
 }
 
-// close stops the reloading and every bridge, waiting at most until ctx
+// Close stops the reloading and every bridge, waiting at most until ctx
 // ends; what they did not forward stays queued in their sessions.
-func (s *bridgeSet) close(ctx context.Context) {
+func (s *Set) Close(ctx context.Context) {
 	s.stopWatch()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -310,8 +315,8 @@ func (s *bridgeSet) close(ctx context.Context) {
 	}
 }
 
-// stats returns every bridge's figures, for the HTTP server.
-func (s *bridgeSet) stats() []bridge.Stats {
+// Stats returns every bridge's figures, for the HTTP server.
+func (s *Set) Stats() []bridge.Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]bridge.Stats, 0, len(s.list))
@@ -319,13 +324,4 @@ func (s *bridgeSet) stats() []bridge.Stats {
 		out = append(out, rb.b.Stats())
 	}
 	return out
-}
-
-// setBridges makes the HTTP server (if on) report the bridges and change
-// them through the admin API.
-func (h *httpServer) setBridges(s *bridgeSet) {
-	if h != nil {
-		h.bridgeStats = s.stats
-		h.bridgeAdmin = s
-	}
 }

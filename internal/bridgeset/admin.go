@@ -1,4 +1,4 @@
-package main
+package bridgeset
 
 import (
 	"context"
@@ -11,13 +11,13 @@ import (
 	"github.com/roost-mqtt/roost/internal/config"
 )
 
-// The admin API's side of bridgeSet (httpapi.BridgeAdmin): bridges added,
-// changed and removed without a restart, and kept in apiBridgesFile.
+// The admin API's side of Set (httpapi.BridgeAdmin): bridges added,
+// changed and removed without a restart, and kept in APIBridgesFile.
 
-var _ httpapi.BridgeAdmin = (*bridgeSet)(nil)
+var _ httpapi.BridgeAdmin = (*Set)(nil)
 
 // BridgeConfig implements httpapi.BridgeAdmin.
-func (s *bridgeSet) BridgeConfig(name string) (httpapi.BridgeEntry, error) {
+func (s *Set) BridgeConfig(name string) (httpapi.BridgeEntry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if i := s.apiIndex(name); i >= 0 {
@@ -48,7 +48,7 @@ func fileBridgeJSON(b config.Bridge) map[string]any {
 	return map[string]any{"name": b.Name, "addresses": b.Addresses, "client_id": b.ClientID, "topics": topics}
 }
 
-func (s *bridgeSet) apiIndex(name string) int {
+func (s *Set) apiIndex(name string) int {
 	return slices.IndexFunc(s.api, func(a apiBridge) bool { return a.cfg.Name == name })
 }
 
@@ -56,7 +56,7 @@ func (s *bridgeSet) apiIndex(name string) int {
 // (keys, TLS files, client ids against the other bridges) before the
 // running bridge of that name is touched, and saved before it starts; if
 // it then does not start, the old entry is saved and started again.
-func (s *bridgeSet) SetBridge(ctx context.Context, name string, body []byte, create bool) error {
+func (s *Set) SetBridge(ctx context.Context, name string, body []byte, create bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i := s.apiIndex(name)
@@ -93,7 +93,7 @@ func (s *bridgeSet) SetBridge(ctx context.Context, name string, body []byte, cre
 // completeBody checks the body's name and gives a changed bridge its old
 // password when the body has none, so that an edit need not know it; an
 // empty "password" clears it.
-func (s *bridgeSet) completeBody(name string, body []byte, old int) (json.RawMessage, error) {
+func (s *Set) completeBody(name string, body []byte, old int) (json.RawMessage, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(body, &m); err != nil {
 		return nil, fmt.Errorf("%w: want a JSON object: %w", httpapi.ErrBridgeInvalid, err)
@@ -112,7 +112,7 @@ func (s *bridgeSet) completeBody(name string, body []byte, old int) (json.RawMes
 }
 
 // DeleteBridge implements httpapi.BridgeAdmin.
-func (s *bridgeSet) DeleteBridge(ctx context.Context, name string) error {
+func (s *Set) DeleteBridge(ctx context.Context, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	i := s.apiIndex(name)
@@ -127,7 +127,7 @@ func (s *bridgeSet) DeleteBridge(ctx context.Context, name string) error {
 
 // commit saves api and applies it; if the bridge named name does not
 // start, it puts the old list back. s.mu is held.
-func (s *bridgeSet) commit(ctx context.Context, api []apiBridge, name string) error {
+func (s *Set) commit(ctx context.Context, api []apiBridge, name string) error {
 	all, err := s.combine(s.file, api)
 	if err != nil {
 		return fmt.Errorf("%w: %w", httpapi.ErrBridgeInvalid, err)
