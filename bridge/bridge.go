@@ -89,6 +89,10 @@ type Config struct {
 	NotificationTopic string
 	// Topics are the forwarding rules, in order. At least one is required.
 	Topics []Rule
+	// State keeps the QoS 2 flows in progress across restarts of the
+	// bridge (and, with FileState, of the process). Default: a
+	// MemoryState of this Bridge only.
+	State *State
 	// Logger receives the bridge's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -149,6 +153,9 @@ func (c *Config) fill() error {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.State == nil {
+		c.State = MemoryState()
+	}
 	return nil
 }
 
@@ -168,9 +175,17 @@ type Bridge struct {
 	ctx       context.Context // ends at Close
 	cancel    context.CancelFunc
 	outF, inF *forwarder
-	closeMu   sync.Mutex
-	closed    bool
-	wg        sync.WaitGroup
+	// outDone and inDone are the QoS 2 messages each forwarder sent
+	// before a restart, by the packet identifier they came with.
+	outDone, inDone *restoredSet
+	closeMu         sync.Mutex
+	closed          bool
+	wg              sync.WaitGroup
+
+	// testStep, set by tests before Start, is called at the steps of a
+	// forwarded message where a crash matters ("out published", "out
+	// completed", "in ..."): a test stops the bridge there.
+	testStep func(step string)
 
 	connected  atomic.Bool
 	server     atomic.Pointer[string]
@@ -214,6 +229,7 @@ func newBridge(srv *broker.Server, local *client.Options, cfg Config) (*Bridge, 
 		o := *local
 		o.ClientID, o.Version, o.ReceiveMaximum, o.ManualAck = lo.ClientID, packet.V5, lo.ReceiveMaximum, true
 		o.OfflineQueue, o.DefaultHandler, o.Logger = lo.OfflineQueue, lo.DefaultHandler, lo.Logger
+		o.Store, o.OnRelease, o.OnStatus = lo.Store, lo.OnRelease, lo.OnStatus
 		lo = o
 	}
 	var err error
@@ -223,9 +239,16 @@ func newBridge(srv *broker.Server, local *client.Options, cfg Config) (*Bridge, 
 	if b.remote, err = client.New(b.remoteOptions()); err != nil {
 		return nil, fmt.Errorf("bridge %s: remote side: %w", cfg.Name, err)
 	}
+	b.outDone, b.inDone = newRestoredSet(b.remote.Restored()), newRestoredSet(b.local.Restored())
 	b.outF = b.newForwarder("out", b.remote, &b.out)
 	b.inF = b.newForwarder("in", b.local, &b.in)
 	return b, nil
+}
+
+func (b *Bridge) step(s string) {
+	if b.testStep != nil {
+		b.testStep(s)
+	}
 }
 
 // Name returns the bridge's name.
@@ -255,7 +278,22 @@ func (b *Bridge) localOptions() client.Options {
 		OfflineQueue:   4 * window,
 		Reconnect:      client.Backoff{Min: 50 * time.Millisecond, Max: time.Second},
 		DefaultHandler: b.forwardOut,
-		Logger:         b.log.With("side", "local"),
+		// Exactly once for QoS 2 (see the package doc): the messages
+		// forwarded in, tagged with the remote's packet identifier...
+		Store: taggedOnly{b.cfg.State.In},
+		// ...and, once this broker released a message forwarded out,
+		// the record of its copy on the remote is not needed any more.
+		OnRelease: func(id uint16) { b.outDone.take(uint64(id)); b.remote.Forget(uint64(id)) },
+		OnStatus:  b.localStatus,
+		Logger:    b.log.With("side", "local"),
+	}
+}
+
+// localStatus: a local session that was lost (ended meanwhile) takes the
+// meaning of the packet identifiers the out records are tagged with.
+func (b *Bridge) localStatus(st client.Status) {
+	if st.Event == client.Connected && !st.SessionPresent {
+		b.outDone.clear(b.remote)
 	}
 }
 
@@ -281,6 +319,8 @@ func (b *Bridge) remoteOptions() client.Options {
 		// A session kept by the remote still has our subscriptions; one
 		// that was lost gets them again (the client's resubscribe).
 		DefaultHandler: b.forwardIn,
+		Store:          taggedOnly{c.State.Out},
+		OnRelease:      func(id uint16) { b.inDone.take(uint64(id)); b.local.Forget(uint64(id)) },
 		OnStatus:       b.remoteStatus,
 		Logger:         b.log.With("side", "remote"),
 	}
@@ -391,17 +431,20 @@ func (b *Bridge) forwardOut(m *client.Message) {
 	if b.cfg.NoOutgoingRetain {
 		m.Retain = false
 	}
-	b.outF.handle(m, mapOut(b.cfg.Topics, m.Topic))
+	b.outF.handle(m, mapOut(b.cfg.Topics, m.Topic), b.outDone)
 }
 
 // forwardIn hands a message of the remote broker to the in forwarder.
 func (b *Bridge) forwardIn(m *client.Message) {
-	b.inF.handle(m, mapIn(b.cfg.Topics, m.Topic))
+	b.inF.handle(m, mapIn(b.cfg.Topics, m.Topic), b.inDone)
 }
 
 func (b *Bridge) remoteStatus(st client.Status) {
 	switch st.Event {
 	case client.Connected:
+		if !st.SessionPresent {
+			b.inDone.clear(b.local)
+		}
 		b.server.Store(&st.Server)
 		b.connected.Store(true)
 		if b.everUp.Swap(true) {

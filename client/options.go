@@ -124,6 +124,12 @@ type Options struct {
 	// OnConnectionDown is called when a connection that was up is lost
 	// (err says why) or closed by Disconnect (err is nil). Optional.
 	OnConnectionDown func(*Client, error)
+	// OnRelease is called with the packet identifier of each PUBREL the
+	// server sends, on the reading goroutine, before the PUBCOMP is
+	// written: the server has our PUBREC of that QoS 2 message and, after
+	// the PUBCOMP, may reuse the identifier. A bridge forgets its record
+	// of the message then (Forget). It must not block. Optional.
+	OnRelease func(packetID uint16)
 	// ManualAck leaves the acknowledgement of received QoS 1 and 2
 	// messages to the application, which calls Message.Ack when it is done
 	// with one, from any goroutine, after its handler returned if it

@@ -37,6 +37,10 @@ type Set struct {
 	// apiPath is the file of the API's bridges; "" (--memory) keeps them
 	// for the process's life only, like everything else then.
 	apiPath string
+	// stateDir holds each bridge's QoS 2 state (bridge.FileState) in a
+	// directory of its name; "" (--memory) keeps it in states.
+	stateDir string
+	states   map[string]*bridge.State
 
 	mu   sync.Mutex
 	file []config.Bridge // the configuration file's entries
@@ -70,9 +74,10 @@ type apiBridgesJSON struct {
 // silently is not there loses messages. A remote that is down is not an
 // error: the bridge connects when it can and queues meanwhile.
 func Start(ctx context.Context, cfg *config.Config, srv *broker.Server, logger *slog.Logger, hup <-chan struct{}) (*Set, error) {
-	s := &Set{srv: srv, log: logger, stopWatch: func() {}, file: cfg.Bridges}
+	s := &Set{srv: srv, log: logger, stopWatch: func() {}, file: cfg.Bridges, states: map[string]*bridge.State{}}
 	if !cfg.Store.Memory {
 		s.apiPath = filepath.Join(cfg.Store.Data, APIBridgesFile)
+		s.stateDir = filepath.Join(cfg.Store.Data, "bridges")
 		api, err := loadAPIBridges(s.apiPath)
 		if err != nil {
 			return nil, err
@@ -199,6 +204,9 @@ func (s *Set) start(ctx context.Context, c config.Bridge) (runningBridge, error)
 	if err != nil {
 		return runningBridge{}, err
 	}
+	if bc.State, err = s.state(c.Name); err != nil {
+		return runningBridge{}, err
+	}
 	b, err := bridge.New(s.srv, bc)
 	if err != nil {
 		return runningBridge{}, err
@@ -291,13 +299,34 @@ func (s *Set) apply(ctx context.Context, want []config.Bridge) map[string]error 
 	return errs
 }
 
-// stop closes a bridge; with endSession its local session ends too.
+// state returns the QoS 2 state of the bridge named name: the same for
+// every start of it, so that a restarted bridge completes what the last
+// one had in flight.
+func (s *Set) state(name string) (*bridge.State, error) {
+	if s.stateDir == "" {
+		if s.states[name] == nil {
+			s.states[name] = bridge.MemoryState()
+		}
+		return s.states[name], nil
+	}
+	return bridge.FileState(filepath.Join(s.stateDir, name))
+}
+
+// stop closes a bridge; with endSession its local session ends too, and
+// its QoS 2 state with it (the packet identifiers it is keyed by belong
+// to that session).
 func (s *Set) stop(ctx context.Context, rb runningBridge, endSession bool) {
 	if err := rb.b.Close(ctx); err != nil {
 		s.log.Warn("closing bridge", "bridge", rb.b.Name(), "err", err)
 	}
 	if endSession {
 		s.srv.DisconnectClient(rb.b.LocalClientID(), true)
+		delete(s.states, rb.b.Name())
+		if s.stateDir != "" {
+			if err := os.RemoveAll(filepath.Join(s.stateDir, rb.b.Name())); err != nil {
+				s.log.Warn("removing the state of a removed bridge", "bridge", rb.b.Name(), "err", err)
+			}
+		}
 	}
 	s.log.Info("bridge stopped", "bridge", rb.b.Name(), "session_ended", endSession)
 }

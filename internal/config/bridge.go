@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -184,11 +185,16 @@ func (d *decoder) bridges(n *yaml.Node, path string, c *Config) {
 	})
 }
 
+var bridgeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
 // checkBridge reports the keys a bridge entry cannot do without.
 func (d *decoder) checkBridge(v *yaml.Node, p string, b *Bridge) {
 	switch {
 	case b.Name == "":
 		d.errorf(v, "%s: name is required", p)
+	case !bridgeName.MatchString(b.Name):
+		// It names a directory of the bridge's state in the store.
+		d.errorf(v, "%s: name %q: use letters, digits, '.', '_' and '-', starting with a letter or digit", p, b.Name)
 	case len(b.Addresses) == 0:
 		d.errorf(v, "%s: addresses: at least one remote broker URL is required", p)
 	case len(b.Topics) == 0:

@@ -281,8 +281,8 @@ func (r *mosqReader) globalOptions() map[string]func(string) {
 		"include_dir":           r.includeDir,
 		"per_listener_settings": r.wantBool(false, "per_listener_settings true is not supported yet: authentication is read for all listeners"),
 		"connection": func(v string) {
-			if v == "" || strings.ContainsAny(v, " \t") {
-				r.errorf("connection: want one name, got %q", v)
+			if !bridgeName.MatchString(v) {
+				r.errorf("connection: want one name of letters, digits, '.', '_' and '-', got %q", v)
 				return
 			}
 			b := DefaultBridge()

@@ -1,0 +1,93 @@
+package bridge
+
+import (
+	"fmt"
+	"path/filepath"
+	"sync"
+
+	"github.com/roost-mqtt/roost/client"
+)
+
+// State keeps a bridge's QoS 2 flows in progress, so that a bridge restart
+// or a crash of the process delivers each QoS 2 message exactly once on
+// the other side (see "Exactly once" in the package doc). Out holds the
+// messages forwarded to the remote, In those forwarded to this broker.
+// Each record is tagged with the packet identifier the message arrived
+// with and kept until that side's PUBREL for it.
+type State struct {
+	Out, In client.Store
+}
+
+// FileState returns a State in dir (out/ and in/, created when absent):
+// one file per QoS 2 message in progress, written atomically.
+func FileState(dir string) (*State, error) {
+	out, err := client.NewFileStore(filepath.Join(dir, "out"))
+	if err != nil {
+		return nil, fmt.Errorf("bridge state: %w", err)
+	}
+	in, err := client.NewFileStore(filepath.Join(dir, "in"))
+	if err != nil {
+		return nil, fmt.Errorf("bridge state: %w", err)
+	}
+	return &State{Out: out, In: in}, nil
+}
+
+// MemoryState returns a State in memory: it survives restarts of bridges
+// given the same State, not of the process.
+func MemoryState() *State {
+	return &State{Out: new(client.MemoryStore), In: new(client.MemoryStore)}
+}
+
+// taggedOnly keeps the records of tagged (QoS 2) publishes only: QoS 1 is
+// at least once by design, and needs no record of its own (the message
+// waits in the session it came from until the other side acknowledged
+// it).
+type taggedOnly struct{ client.Store }
+
+func (s taggedOnly) Put(r client.StoredPublish) error {
+	if r.Tag == 0 {
+		return nil
+	}
+	return s.Store.Put(r)
+}
+
+// restoredSet is the tagged publishes a client found in its Store at New,
+// by tag, until the message with that tag arrives again or the session it
+// came from turns out to be lost.
+type restoredSet struct {
+	mu sync.Mutex
+	m  map[uint64]client.RestoredPublish
+}
+
+func newRestoredSet(rs []client.RestoredPublish) *restoredSet {
+	s := &restoredSet{m: make(map[uint64]client.RestoredPublish, len(rs))}
+	for _, r := range rs {
+		s.m[r.Tag] = r
+	}
+	return s
+}
+
+// take returns and removes the record of tag.
+func (s *restoredSet) take(tag uint64) (client.RestoredPublish, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.m[tag]
+	delete(s.m, tag)
+	return r, ok
+}
+
+// clear forgets every record: the session whose packet identifiers the
+// tags are was lost, so a new message may come with any of them. The
+// completed ones are deleted from the store of c; those in progress
+// complete unmatched.
+func (s *restoredSet) clear(c *client.Client) {
+	s.mu.Lock()
+	m := s.m
+	s.m = map[uint64]client.RestoredPublish{}
+	s.mu.Unlock()
+	for tag, r := range m {
+		if r.Completed {
+			c.Forget(tag)
+		}
+	}
+}
