@@ -2,8 +2,8 @@ package bridge
 
 import (
 	"context"
-	"log/slog"
 	"fmt"
+	"log/slog"
 	"net"
 	"testing"
 	"time"
@@ -91,7 +91,7 @@ func expect[P packet.Packet](c *mqtttest.Client) P {
 func steppedBridge(t *testing.T, srv *broker.Server, remote string, st *State, rule Rule, step string) (b *Bridge, stopped chan struct{}) {
 	t.Helper()
 	b, err := New(srv, Config{Name: "x1", ClientID: "x1", Addresses: []string{remote}, State: st, Topics: []Rule{rule},
-		Logger: slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:    slog.New(slog.NewTextHandler(tlog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		KeepAlive: time.Minute, Backoff: client.Backoff{Min: 20 * time.Millisecond, Max: 50 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)

@@ -163,11 +163,11 @@ func runNode(t *testing.T, node string, args ...string) ([]event, string, error)
 // testBroker is a broker with a TCP and a ws:// listener and the HTTP
 // handler, all on 127.0.0.1:0.
 type testBroker struct {
-	srv   *broker.Server
-	tcp   string // host:port
-	ws    string // ws://host:port/mqtt
-	web   string // http://host:port/
-	token string
+	srv    *broker.Server
+	tcp    string // host:port
+	ws     string // ws://host:port/mqtt
+	web    string // http://host:port/
+	token  string
 	remote string // mqtt:// URL of the bridges' remote broker
 }
 
