@@ -183,8 +183,8 @@ type Bridge struct {
 	wg              sync.WaitGroup
 
 	// testStep, set by tests before Start, is called at the steps of a
-	// forwarded message where a crash matters ("out published", "out
-	// completed", "in ..."): a test stops the bridge there.
+	// forwarded message where a crash matters ("out published TOPIC",
+	// "out completed TOPIC", "in ..."): a test stops the bridge there.
 	testStep func(step string)
 
 	connected  atomic.Bool

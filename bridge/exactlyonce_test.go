@@ -127,11 +127,21 @@ func TestQoS2OutExactlyOnceAcrossRestart(t *testing.T) {
 			rule := Rule{Pattern: "q/#", Direction: Out, QoS: 2}
 			hook := ""
 			if step == "pubcomp" {
-				hook = "out completed"
+				hook = "out completed q/1"
 			}
 			b1, stopped := steppedBridge(t, srv, remote.url(), st, rule, hook)
 			c1 := remote.accept()
 			pub := newClient(t, roostURL, packet.V5, nil)
+			// A first message, completed, so that q/1 does not have the
+			// packet identifier a new client would give it: a
+			// republished copy must not pass for a resent one.
+			if _, err := pub.Publish(testCtx(t, 10*time.Second), client.Message{Topic: "q/warm", QoS: 2}); err != nil {
+				t.Fatal(err)
+			}
+			w := expect[*packet.Publish](c1)
+			c1.Send(&packet.Pubrec{PacketID: w.PacketID})
+			expect[*packet.Pubrel](c1)
+			c1.Send(&packet.Pubcomp{PacketID: w.PacketID})
 			if _, err := pub.Publish(testCtx(t, 10*time.Second), client.Message{Topic: "q/1", Payload: []byte("once"), QoS: 2}); err != nil {
 				t.Fatal(err)
 			}
@@ -223,7 +233,7 @@ func waitDrained(t *testing.T, srv *broker.Server, id string) {
 // its PUBREL. The remote resends what the protocol says it must: the
 // PUBLISH with DUP until it has a PUBREC, then the PUBREL.
 func TestQoS2InExactlyOnceAcrossRestart(t *testing.T) {
-	for _, step := range []string{"in published", "in completed", "pubrec"} {
+	for _, step := range []string{"in published q/1", "in completed q/1", "pubrec"} {
 		t.Run(step, func(t *testing.T) {
 			srv, roostURL := startRoost(t)
 			remote := newScripted(t)
@@ -245,6 +255,14 @@ func TestQoS2InExactlyOnceAcrossRestart(t *testing.T) {
 			} else {
 				c1.Send(&packet.Suback{PacketID: p.(*packet.Subscribe).PacketID, ReasonCodes: []packet.ReasonCode{2}})
 			}
+			// A first message, completed, so that the bridge's local copy
+			// of q/1 does not have the packet identifier a new client
+			// would give it.
+			c1.Send(&packet.Publish{Topic: "q/warm", QoS: 2, PacketID: 1})
+			expect[*packet.Pubrec](c1)
+			c1.Send(&packet.Pubrel{PacketID: 1})
+			expect[*packet.Pubcomp](c1)
+			got.waitFor(t, "q/warm")
 			const id = 7
 			c1.Send(&packet.Publish{Topic: "q/1", Payload: []byte("once"), QoS: 2, PacketID: id})
 			released := false

@@ -79,7 +79,7 @@ func (f *forwarder) handle(m *client.Message, topic string, done *restoredSet) {
 		}
 		switch {
 		case err == nil:
-			f.b.step(f.dir + " published")
+			f.b.step(f.dir + " published " + topic)
 			select {
 			case f.q <- pending{m: m, topic: topic, tok: tok}:
 			case <-f.b.ctx.Done():
@@ -116,7 +116,7 @@ func (f *forwarder) run() {
 		var re *client.ReasonError
 		switch {
 		case err == nil:
-			if f.b.step(f.dir + " completed"); f.b.ctx.Err() != nil {
+			if f.b.step(f.dir + " completed " + p.topic); f.b.ctx.Err() != nil {
 				return // closing: not acknowledged, as at a crash here
 			}
 			f.count.Add(1)
