@@ -19,8 +19,9 @@ type State struct {
 }
 
 // FileState returns a State in dir (out/ and in/, created when absent):
-// one file per QoS 2 message in progress, written atomically.
-func FileState(dir string) (*State, error) {
+// one file per QoS 2 message in progress, written atomically, and with
+// sync fsynced, to survive a power loss and not only a crash.
+func FileState(dir string, sync bool) (*State, error) {
 	out, err := client.NewFileStore(filepath.Join(dir, "out"))
 	if err != nil {
 		return nil, fmt.Errorf("bridge state: %w", err)
@@ -29,6 +30,7 @@ func FileState(dir string) (*State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bridge state: %w", err)
 	}
+	out.Sync, in.Sync = sync, sync
 	return &State{Out: out, In: in}, nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/roost-mqtt/roost/bridge"
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/internal/config"
+	"github.com/roost-mqtt/roost/store"
 )
 
 // APIBridgesFile is where the bridges added through the admin API are
@@ -39,8 +40,9 @@ type Set struct {
 	apiPath string
 	// stateDir holds each bridge's QoS 2 state (bridge.FileState) in a
 	// directory of its name; "" (--memory) keeps it in states.
-	stateDir string
-	states   map[string]*bridge.State
+	stateDir  string
+	stateSync bool // fsync the state: the store's sync is "always"
+	states    map[string]*bridge.State
 
 	mu   sync.Mutex
 	file []config.Bridge // the configuration file's entries
@@ -78,6 +80,7 @@ func Start(ctx context.Context, cfg *config.Config, srv *broker.Server, logger *
 	if !cfg.Store.Memory {
 		s.apiPath = filepath.Join(cfg.Store.Data, APIBridgesFile)
 		s.stateDir = filepath.Join(cfg.Store.Data, "bridges")
+		s.stateSync = cfg.Store.Sync.Mode == store.SyncAlways
 		api, err := loadAPIBridges(s.apiPath)
 		if err != nil {
 			return nil, err
@@ -309,7 +312,7 @@ func (s *Set) state(name string) (*bridge.State, error) {
 		}
 		return s.states[name], nil
 	}
-	return bridge.FileState(filepath.Join(s.stateDir, name))
+	return bridge.FileState(filepath.Join(s.stateDir, name), s.stateSync)
 }
 
 // stop closes a bridge; with endSession its local session ends too, and
