@@ -28,9 +28,29 @@ type Config struct {
 	// wss://), tried in order on every connection attempt, so later ones
 	// are failovers. At least one is required.
 	Addresses []string
-	// Version is the protocol spoken to the remote: packet.V5 (default) or
-	// packet.V311.
+	// Version is the protocol spoken to the remote: packet.V5 (default),
+	// packet.V311 or packet.V31 (whose client ids are at most 23 bytes).
 	Version packet.Version
+	// RoundRobin treats the Addresses as equals: after a connection is
+	// lost the next one is tried first (mosquitto's round_robin true).
+	RoundRobin bool
+	// StartOnce connects to the remote until the first connection is up
+	// and does not reconnect once it is lost (mosquitto's start_type
+	// once); messages then wait in the local session until the bridge is
+	// restarted (SIGHUP, admin API, restart).
+	StartOnce bool
+	// MaxPacketSize drops (and counts) messages forwarded out whose
+	// PUBLISH packet would be larger (mosquitto's bridge_max_packet_size);
+	// an MQTT 5 remote's own Maximum Packet Size applies as well. 0: no
+	// limit.
+	MaxPacketSize uint32
+	// TCPKeepAlive sets the TCP keep alive probes of the remote connection
+	// (mosquitto's bridge_tcp_keepalive). Zero: Go's default.
+	TCPKeepAlive net.KeepAliveConfig
+	// TCPUserTimeout is how long sent data may stay unacknowledged before
+	// the kernel drops the remote connection (TCP_USER_TIMEOUT, Linux
+	// only; mosquitto's bridge_tcp_user_timeout). 0: the system's.
+	TCPUserTimeout time.Duration
 	// ClientID is the client id on the remote broker. Default the host
 	// name + "." + Name, as mosquitto's remote_clientid.
 	ClientID string
@@ -54,6 +74,9 @@ type Config struct {
 	// TLS is used for mqtts:// and wss:// addresses. Default: the system
 	// roots and the address's host name.
 	TLS *tls.Config
+	// RequireOCSP refuses a TLS remote that does not staple a good OCSP
+	// response for its certificate (mosquitto's bridge_require_ocsp).
+	RequireOCSP bool
 	// KeepAlive toward the remote. Default 60s.
 	KeepAlive time.Duration
 	// Backoff is the reconnect delay. Default Min 5s, Max 30s, jittered:
@@ -118,9 +141,12 @@ func (c *Config) fill() error {
 	switch c.Version {
 	case 0:
 		c.Version = packet.V5
-	case packet.V5, packet.V311:
+	case packet.V5, packet.V311, packet.V31:
 	default:
-		return fmt.Errorf("%w: bridge %s: protocol %v not supported (3.1.1 or 5.0)", ErrConfig, c.Name, c.Version)
+		return fmt.Errorf("%w: bridge %s: protocol %v not supported (3.1, 3.1.1 or 5.0)", ErrConfig, c.Name, c.Version)
+	}
+	if err := checkUserTimeout(c.TCPUserTimeout); err != nil {
+		return fmt.Errorf("%w: bridge %s: %w", ErrConfig, c.Name, err)
 	}
 	if c.ClientID == "" {
 		host, err := os.Hostname()
@@ -134,6 +160,9 @@ func (c *Config) fill() error {
 	}
 	if c.BindAddress != "" && net.ParseIP(c.BindAddress) == nil {
 		return fmt.Errorf("%w: bridge %s: bind address %q is not an IP address", ErrConfig, c.Name, c.BindAddress)
+	}
+	if c.Version == packet.V31 && len(c.ClientID) > 23 {
+		return fmt.Errorf("%w: bridge %s: MQTT 3.1 client ids have at most 23 bytes, %q has %d: set the client id", ErrConfig, c.Name, c.ClientID, len(c.ClientID))
 	}
 	if c.LocalClientID == c.ClientID {
 		return fmt.Errorf("%w: bridge %s: local and remote client ids are both %q", ErrConfig, c.Name, c.ClientID)
@@ -324,10 +353,16 @@ func (b *Bridge) remoteOptions() client.Options {
 		OnStatus:       b.remoteStatus,
 		Logger:         b.log.With("side", "remote"),
 	}
-	if c.BindAddress != "" {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.BindAddress)}}
-		o.DialContext = d.DialContext
+	o.RoundRobin = c.RoundRobin
+	if c.RequireOCSP {
+		tc := &tls.Config{}
+		if c.TLS != nil {
+			tc = c.TLS.Clone()
+		}
+		tc.VerifyConnection = verifyOCSP
+		o.TLSConfig = tc
 	}
+	o.DialContext = c.dialer()
 	if c.Notifications && !c.NotificationsLocalOnly {
 		o.Will = &client.Message{Topic: c.NotificationTopic, Payload: []byte("0"), QoS: 1, Retain: true}
 	}
@@ -431,6 +466,9 @@ func (b *Bridge) forwardOut(m *client.Message) {
 	if b.cfg.NoOutgoingRetain {
 		m.Retain = false
 	}
+	if b.tooLarge(m) {
+		return
+	}
 	b.outF.handle(m, mapOut(b.cfg.Topics, m.Topic), b.outDone)
 }
 
@@ -462,6 +500,10 @@ func (b *Bridge) remoteStatus(st client.Status) {
 		if b.connected.Swap(false) {
 			b.log.Warn("lost remote connection", "server", st.Server, "err", st.Err)
 			b.notifyLocal(false)
+			if b.cfg.StartOnce {
+				b.log.Warn("start_type once: not reconnecting; restart the bridge to forward again")
+				b.spawn(func() { b.remote.Disconnect(b.ctx) })
+			}
 		} else {
 			b.log.Debug("remote connection attempt failed", "server", st.Server, "err", st.Err)
 		}

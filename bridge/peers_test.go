@@ -110,13 +110,21 @@ func TestMosquittoBridgesIntoRoost(t *testing.T) {
 
 // Roost bridges to a real mosquitto, MQTT 5 and 3.1.1: out and in topics
 // with prefixes, a one-topic remap, and a "both" topic without echo.
+//
+// MQTT 3.1 (mosquitto's bridge_protocol_version mqttv31) too: protocol
+// name MQIsdp, level 3 with the bridge bit (0x83): mosquitto logs a
+// "bridge" of its protocol 1, MQTT 3.1.
 func TestBridgeToMosquitto(t *testing.T) {
-	for _, v := range []packet.Version{packet.V5, packet.V311} {
+	for _, v := range []packet.Version{packet.V5, packet.V311, packet.V31} {
 		t.Run(v.String(), func(t *testing.T) {
 			srv, roostURL := startRoost(t)
 			m := mosquittotest.Start(t, "log_type all")
 			mURL := "mqtt://" + m.Addr
-			b := startBridge(t, srv, Config{Name: "cloud", Addresses: []string{mURL}, Version: v, Notifications: true,
+			id := ""
+			if v == packet.V31 {
+				id = "edge-31" // 3.1: at most 23 bytes
+			}
+			b := startBridge(t, srv, Config{Name: "cloud", ClientID: id, Addresses: []string{mURL}, Version: v, Notifications: true,
 				Topics: []Rule{
 					{Pattern: "sensors/#", Direction: Out, QoS: 1, LocalPrefix: "edge/", RemotePrefix: "cloud/site1/"},
 					{Pattern: "cmd/#", Direction: In, QoS: 1, LocalPrefix: "edge/", RemotePrefix: "cloud/site1/"},
@@ -187,6 +195,9 @@ func TestBridgeToMosquitto(t *testing.T) {
 			st := b.Stats()
 			if st.ForwardedOut < 4 || st.ForwardedIn < 3 || st.Dropped != 0 {
 				t.Errorf("stats %+v", st)
+			}
+			if log := m.Log.String(); v == packet.V31 && !(strings.Contains(log, "New bridge connected from 127.0.0.1") && strings.Contains(log, "as edge-31 (p1,")) {
+				t.Errorf("mosquitto did not see an MQTT 3.1 bridge:\n%s", log)
 			}
 		})
 	}

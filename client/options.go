@@ -18,6 +18,10 @@ type Options struct {
 	// ws://host:8080/mqtt, wss://host/mqtt. tcp://, ssl:// and tls:// are
 	// accepted as aliases. At least one is required.
 	Servers []string
+	// RoundRobin treats the Servers as equals: after a connection to one
+	// is lost, the next attempt starts with the one after it (and wraps),
+	// instead of with the first (mosquitto's round_robin true).
+	RoundRobin bool
 	// TLSConfig is used for mqtts:// and wss://. Default: the system roots,
 	// ServerName taken from the URL.
 	TLSConfig *tls.Config
@@ -35,7 +39,9 @@ type Options struct {
 	// Username and Password are sent when non-empty.
 	Username string
 	Password string
-	// Version is the protocol: packet.V5 (default) or packet.V311.
+	// Version is the protocol: packet.V5 (default), packet.V311 or
+	// packet.V31 (MQTT 3.1: protocol name MQIsdp, level 3, otherwise spoken
+	// like 3.1.1; its client ids are 1 to 23 bytes).
 	Version packet.Version
 	// KeepAlive is the keep alive interval. Default 60s; negative disables
 	// it. An MQTT 5 server may override it (Server Keep Alive).
