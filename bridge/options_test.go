@@ -257,7 +257,6 @@ func tlsFront(t *testing.T, cfg *tls.Config, backend string) string {
 	return ln.Addr().String()
 }
 
-
 func parseKey(der []byte) (crypto.Signer, error) {
 	if k, err := x509.ParseECPrivateKey(der); err == nil {
 		return k, nil
