@@ -216,6 +216,9 @@ type Bridge struct {
 	// "out completed TOPIC", "in ..."): a test stops the bridge there.
 	testStep func(step string)
 
+	lost     chan struct{} // closed when a remote connection that was up is lost
+	lostOnce sync.Once
+
 	connected  atomic.Bool
 	server     atomic.Pointer[string]
 	everUp     atomic.Bool
@@ -251,7 +254,7 @@ func newBridge(srv *broker.Server, local *client.Options, cfg Config) (*Bridge, 
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	b := &Bridge{cfg: cfg, srv: srv, log: cfg.Logger.With("bridge", cfg.Name)}
+	b := &Bridge{cfg: cfg, srv: srv, log: cfg.Logger.With("bridge", cfg.Name), lost: make(chan struct{})}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	lo := b.localOptions()
 	if local != nil {
@@ -279,6 +282,17 @@ func (b *Bridge) step(s string) {
 		b.testStep(s)
 	}
 }
+
+// Lost is closed the first time a connection to the remote that was up
+// is lost (for mosquitto's bridge_reload_type lazy: a changed bridge
+// restarts then).
+func (b *Bridge) Lost() <-chan struct{} { return b.lost }
+
+// Closed is closed once Close has begun.
+func (b *Bridge) Closed() <-chan struct{} { return b.ctx.Done() }
+
+// Connected reports whether the remote connection is up.
+func (b *Bridge) Connected() bool { return b.connected.Load() }
 
 // Name returns the bridge's name.
 func (b *Bridge) Name() string { return b.cfg.Name }
@@ -499,6 +513,7 @@ func (b *Bridge) remoteStatus(st client.Status) {
 		}
 		if b.connected.Swap(false) {
 			b.log.Warn("lost remote connection", "server", st.Server, "err", st.Err)
+			b.lostOnce.Do(func() { close(b.lost) })
 			b.notifyLocal(false)
 			if b.cfg.StartOnce {
 				b.log.Warn("start_type once: not reconnecting; restart the bridge to forward again")

@@ -271,3 +271,51 @@ func TestServeBridgesAdminAPI(t *testing.T) {
 		t.Fatalf("bridges after the restart: %v", b)
 	}
 }
+
+// A bridge changed with "reload": "lazy" (mosquitto's bridge_reload_type
+// lazy) keeps its old settings while its connection is up and takes the
+// new ones when it drops (here: the remote Roost hands its session to
+// another client of the same id).
+func TestServeBridgeReloadLazy(t *testing.T) {
+	_, remote := brokertest.Start(t, broker.Options{})
+	atRemote := subscribeAll(t, "mqtt://"+remote, packet.V5)
+	s := serveFor(t, "--memory")
+	entry := func(topic string) string {
+		return fmt.Sprintf(`{"name": "lz", "addresses": ["mqtt://%s"], "client_id": "lz", "reload": "lazy",
+			"backoff": {"min": "50ms", "max": "200ms"}, "topics": [%q]}`, remote, topic)
+	}
+	if code, body := s.do("POST", "/api/bridges", entry("a/# out 1")); code != 201 {
+		t.Fatalf("POST: %d %s", code, body)
+	}
+	if !eventually(t, 15*time.Second, func() bool { return s.bridges()["lz"]["connected"] == true }) {
+		t.Fatalf("not connected; log:\n%s", s.stderr.String())
+	}
+	if code, body := s.do("PUT", "/api/bridges/lz", entry("b/# out 1")); code != 200 {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	if !strings.Contains(s.stderr.String(), "the change applies when its connection drops") {
+		t.Fatalf("no lazy reload; log:\n%s", s.stderr.String())
+	}
+	if !forwards(t, s.mqtt, "a/1", atRemote) {
+		t.Fatalf("the old settings stopped before the connection dropped; log:\n%s", s.stderr.String())
+	}
+	// The connection drops: a client with the bridge's id takes its session.
+	c, err := client.New(client.Options{Servers: []string{"mqtt://" + remote}, ClientID: "lz", Reconnect: client.Backoff{Disabled: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Disconnect(ctx)
+	if !eventually(t, 15*time.Second, func() bool {
+		return strings.Count(s.stderr.String(), `msg="bridge started" bridge=lz`) == 2 && s.bridges()["lz"]["connected"] == true
+	}) {
+		t.Fatalf("not restarted after the drop; log:\n%s", s.stderr.String())
+	}
+	if !forwards(t, s.mqtt, "b/1", atRemote) {
+		t.Fatalf("the new settings do not forward b/1; log:\n%s", s.stderr.String())
+	}
+}

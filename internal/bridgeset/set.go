@@ -44,10 +44,11 @@ type Set struct {
 	stateSync bool // fsync the state: the store's sync is "always"
 	states    map[string]*bridge.State
 
-	mu   sync.Mutex
-	file []config.Bridge // the configuration file's entries
-	api  []apiBridge     // the admin API's entries, in the order added
-	list []runningBridge // in configuration order: file, then API
+	mu     sync.Mutex
+	file   []config.Bridge // the configuration file's entries
+	api    []apiBridge     // the admin API's entries, in the order added
+	list   []runningBridge // in configuration order: file, then API
+	closed bool
 
 	stopWatch func()
 }
@@ -55,6 +56,9 @@ type Set struct {
 type runningBridge struct {
 	cfg config.Bridge
 	b   *bridge.Bridge
+	// pending is a changed entry with reload lazy (mosquitto's
+	// bridge_reload_type lazy), applied when b's remote connection drops.
+	pending *config.Bridge
 }
 
 // apiBridge is an entry of the admin API: parsed, and as sent (with its
@@ -279,6 +283,16 @@ func (s *Set) apply(ctx context.Context, want []config.Bridge) map[string]error 
 		rb, ok := old[c.Name]
 		delete(old, c.Name)
 		if ok && reflect.DeepEqual(rb.cfg, c) {
+			rb.pending = nil // changed back before it applied
+			next = append(next, rb)
+			continue
+		}
+		if ok && c.ReloadLazy && rb.b.Connected() {
+			if rb.pending == nil {
+				s.restartWhenLost(rb.b)
+			}
+			rb.pending = &c
+			s.log.Info("bridge changed; the change applies when its connection drops (reload lazy)", "bridge", c.Name)
 			next = append(next, rb)
 			continue
 		}
@@ -315,6 +329,36 @@ func (s *Set) state(name string) (*bridge.State, error) {
 	return bridge.FileState(filepath.Join(s.stateDir, name), s.stateSync)
 }
 
+// restartWhenLost restarts b with its pending entry once its remote
+// connection drops, unless b stopped first.
+func (s *Set) restartWhenLost(b *bridge.Bridge) {
+	go func() {
+		select {
+		case <-b.Lost():
+		case <-b.Closed():
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		i := slices.IndexFunc(s.list, func(rb runningBridge) bool { return rb.b == b })
+		if s.closed || i < 0 || s.list[i].pending == nil {
+			return // closing, or replaced or stopped meanwhile
+		}
+		c := *s.list[i].pending
+		s.stop(context.Background(), s.list[i], false)
+		nb, err := s.start(context.Background(), c)
+		if err != nil {
+			s.log.Error("bridge not restarted with its changed settings", "bridge", c.Name, "err", err)
+			s.list = slices.Delete(s.list, i, i+1)
+			return
+		}
+		if nb.b.LocalClientID() != b.LocalClientID() {
+			s.srv.DisconnectClient(b.LocalClientID(), true)
+		}
+		s.list[i] = nb
+	}()
+}
+
 // stop closes a bridge; with endSession its local session ends too, and
 // its QoS 2 state with it (the packet identifiers it is keyed by belong
 // to that session).
@@ -340,6 +384,7 @@ func (s *Set) Close(ctx context.Context) {
 	s.stopWatch()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.closed = true
 	for _, rb := range s.list {
 		if err := rb.b.Close(ctx); err != nil {
 			s.log.Warn("closing bridge", "bridge", rb.b.Name(), "err", err)

@@ -1,11 +1,13 @@
 package config
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -56,6 +58,22 @@ type Bridge struct {
 	NotificationsLocalOnly bool
 	NotificationTopic      string
 	Topics                 []bridge.Rule
+	// RoundRobin: addresses as equals (mosquitto's round_robin true).
+	RoundRobin bool
+	// StartOnce: no reconnection once the connection is lost (mosquitto's
+	// start_type once).
+	StartOnce bool
+	// MaxPacketSize caps the PUBLISH packets forwarded out; 0: no limit.
+	MaxPacketSize uint32
+	// TCPKeepAlive: probes on the remote connection (idle, interval,
+	// count); zero: Go's default.
+	TCPKeepAlive net.KeepAliveConfig
+	// TCPUserTimeout: TCP_USER_TIMEOUT of the remote connection (Linux).
+	TCPUserTimeout time.Duration
+	// ReloadLazy keeps a changed bridge running with its old settings
+	// until its remote connection drops (mosquitto's bridge_reload_type
+	// lazy); false restarts it at once.
+	ReloadLazy bool
 }
 
 // BridgeTLS is the TLS client configuration of a bridge, for mqtts:// and
@@ -76,6 +94,9 @@ type BridgeTLS struct {
 	Insecure bool
 	// MinVersion is the oldest TLS version accepted; 0: TLS 1.2.
 	MinVersion uint16
+	// RequireOCSP refuses a remote that staples no good OCSP response
+	// (mosquitto's bridge_require_ocsp).
+	RequireOCSP bool
 }
 
 // DefaultBridge returns a bridge entry before its keys are read: the
@@ -87,7 +108,7 @@ func DefaultBridge() Bridge {
 
 // Config builds the tls.Config, reading the files. An error names the file.
 func (t *BridgeTLS) Config() (*tls.Config, error) {
-	c := &tls.Config{ServerName: t.ServerName, NextProtos: t.ALPN, InsecureSkipVerify: t.Insecure, MinVersion: max(t.MinVersion, tls.VersionTLS12)}
+	c := &tls.Config{ServerName: t.ServerName, NextProtos: t.ALPN, InsecureSkipVerify: t.Insecure, MinVersion: cmp.Or(t.MinVersion, tls.VersionTLS12)}
 	if t.CA != "" || t.CAPath != "" {
 		if c.RootCAs = x509.NewCertPool(); t.OSCerts {
 			sys, err := x509.SystemCertPool()
@@ -168,6 +189,8 @@ func (b *Bridge) Options(logger *slog.Logger) (bridge.Config, error) {
 		NoTryPrivate: !b.TryPrivate, NoAttemptUnsubscribe: !b.AttemptUnsubscribe, Notifications: b.Notifications,
 		NoOutgoingRetain: !b.OutgoingRetain, BindAddress: b.BindAddress, ReceiveMaximum: b.ReceiveMaximum, NotificationsLocalOnly: b.NotificationsLocalOnly,
 		NotificationTopic: b.NotificationTopic, Topics: b.Topics, Logger: logger,
+		RoundRobin: b.RoundRobin, StartOnce: b.StartOnce, MaxPacketSize: b.MaxPacketSize,
+		TCPKeepAlive: b.TCPKeepAlive, TCPUserTimeout: b.TCPUserTimeout, RequireOCSP: b.TLS.RequireOCSP,
 	}, nil
 }
 
@@ -245,11 +268,41 @@ func (d *decoder) bridge(n *yaml.Node, path string, b *Bridge) {
 		"name":      d.str(&b.Name),
 		"addresses": func(p string, v *yaml.Node) { d.bridgeAddresses(v, p, b) },
 		"protocol": func(p string, v *yaml.Node) {
-			d.oneOf(&version, "3.1.1", "5")(p, v)
-			if version == "3.1.1" {
+			d.oneOf(&version, "3.1", "3.1.1", "5")(p, v)
+			switch version {
+			case "3.1":
+				b.Version = packet.V31
+			case "3.1.1":
 				b.Version = packet.V311
 			}
 		},
+		"round_robin": func(p string, v *yaml.Node) { d.boolean(v, p, &b.RoundRobin) },
+		"start": func(p string, v *yaml.Node) {
+			var st string
+			d.oneOf(&st, "automatic", "once")(p, v)
+			b.StartOnce = st == "once"
+		},
+		"reload": func(p string, v *yaml.Node) {
+			var r string
+			d.oneOf(&r, "immediate", "lazy")(p, v)
+			b.ReloadLazy = r == "lazy"
+		},
+		"max_packet_size": func(p string, v *yaml.Node) {
+			if n, ok := d.integer(v, p, 0, math.MaxUint32); ok {
+				b.MaxPacketSize = uint32(n)
+			}
+		},
+		"tcp_keepalive": func(p string, v *yaml.Node) {
+			b.TCPKeepAlive.Enable = true
+			d.mapping(v, p, map[string]field{
+				"idle":     func(p string, v *yaml.Node) { d.duration(v, p, time.Second, &b.TCPKeepAlive.Idle) },
+				"interval": func(p string, v *yaml.Node) { d.duration(v, p, time.Second, &b.TCPKeepAlive.Interval) },
+				"count": func(p string, v *yaml.Node) {
+					b.TCPKeepAlive.Count = int(d.intOr(v, p, 1, 127))
+				},
+			})
+		},
+		"tcp_user_timeout":    func(p string, v *yaml.Node) { d.duration(v, p, time.Millisecond, &b.TCPUserTimeout) },
 		"client_id":           d.str(&b.ClientID),
 		"local_client_id":     d.str(&b.LocalClientID),
 		"clean_start":         func(p string, v *yaml.Node) { d.boolean(v, p, &b.CleanStart) },
@@ -301,19 +354,18 @@ func (d *decoder) bridgeAddresses(n *yaml.Node, path string, b *Bridge) {
 
 func (d *decoder) bridgeTLS(n *yaml.Node, path string, t *BridgeTLS) {
 	d.mapping(n, path, map[string]field{
-		"ca":       d.str(&t.CA),
-		"capath":   d.str(&t.CAPath),
-		"os_certs": func(p string, v *yaml.Node) { d.boolean(v, p, &t.OSCerts) },
-		"cert":     d.str(&t.Cert),
-		"key":      d.str(&t.Key),
-		"sni":      d.str(&t.ServerName),
-		"insecure": func(p string, v *yaml.Node) { d.boolean(v, p, &t.Insecure) },
+		"ca":           d.str(&t.CA),
+		"capath":       d.str(&t.CAPath),
+		"os_certs":     func(p string, v *yaml.Node) { d.boolean(v, p, &t.OSCerts) },
+		"cert":         d.str(&t.Cert),
+		"key":          d.str(&t.Key),
+		"sni":          d.str(&t.ServerName),
+		"insecure":     func(p string, v *yaml.Node) { d.boolean(v, p, &t.Insecure) },
+		"require_ocsp": func(p string, v *yaml.Node) { d.boolean(v, p, &t.RequireOCSP) },
 		"min_version": func(p string, v *yaml.Node) {
 			var s string
-			d.oneOf(&s, "1.2", "1.3")(p, v)
-			if s == "1.3" {
-				t.MinVersion = tls.VersionTLS13
-			}
+			d.oneOf(&s, "1.1", "1.2", "1.3")(p, v)
+			t.MinVersion = map[string]uint16{"1.1": tls.VersionTLS11, "1.3": tls.VersionTLS13}[s]
 		},
 		"alpn": func(p string, v *yaml.Node) {
 			d.list(v, p, func(p string, v *yaml.Node) {
