@@ -388,11 +388,7 @@ func (b *Bridge) remoteOptions() client.Options {
 // remote side connects and reconnects in the background. It fails if the
 // local broker refuses the bridge's session.
 func (b *Bridge) Start(ctx context.Context) error {
-	b.notifyLocal(false)
-	if err := b.local.Connect(ctx); err != nil {
-		return fmt.Errorf("bridge %s: local side: %w", b.cfg.Name, err)
-	}
-	if err := b.subscribeLocal(ctx); err != nil {
+	if err := b.Prepare(ctx); err != nil {
 		return err
 	}
 	b.remote.Start()
@@ -421,6 +417,19 @@ func (b *Bridge) Start(ctx context.Context) error {
 		})
 	}
 	return nil
+}
+
+// Prepare connects the local side only and subscribes it as the rules
+// say, so that the bridge's local session exists and queues what the out
+// rules match: for a bridge that starts only when there is something to
+// forward (mosquitto's start_type lazy), which Prepare and Close leave
+// dormant. Start calls it.
+func (b *Bridge) Prepare(ctx context.Context) error {
+	b.notifyLocal(false)
+	if err := b.local.Connect(ctx); err != nil {
+		return fmt.Errorf("bridge %s: local side: %w", b.cfg.Name, err)
+	}
+	return b.subscribeLocal(ctx)
 }
 
 // subscribeLocal subscribes the local session to every out rule and drops

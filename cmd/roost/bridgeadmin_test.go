@@ -319,3 +319,55 @@ func TestServeBridgeReloadLazy(t *testing.T) {
 		t.Fatalf("the new settings do not forward b/1; log:\n%s", s.stderr.String())
 	}
 }
+
+// A bridge with start: lazy (mosquitto's start_type lazy) stays away from
+// mosquitto while fewer than threshold messages wait for it, connects and
+// forwards them all once threshold do, and disconnects after idle_timeout
+// without traffic.
+func TestServeBridgeStartLazy(t *testing.T) {
+	m := mosquittotest.Start(t)
+	atMosq := subscribeAll(t, "mqtt://"+m.Addr, packet.V5)
+	cfg := writeConfig(t, fmt.Sprintf(`bridges:
+  - {name: lz, addresses: ['mqtt://%s'], client_id: lazy-edge, start: lazy, threshold: 3, idle_timeout: 1s,
+     backoff: {min: 50ms, max: 200ms}, topics: ['z/# out 1']}
+`, m.Addr))
+	s := serveFor(t, "--config", cfg, "--memory")
+	if !eventually(t, 10*time.Second, func() bool {
+		return strings.Contains(s.stderr.String(), `msg="bridge dormant until messages wait for it (start lazy)" bridge=lz`)
+	}) {
+		t.Fatalf("no dormant bridge; log:\n%s", s.stderr.String())
+	}
+	pub, err := client.New(client.Options{Servers: []string{s.mqtt}, ClientID: "lazy-pub"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := pub.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Disconnect(ctx)
+	send := func(topic string) {
+		if _, err := pub.Publish(ctx, client.Message{Topic: topic, QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send("z/1")
+	send("z/2")
+	if !eventually(t, 10*time.Second, func() bool { return s.bridges()["lz"]["queued"] == float64(2) }) {
+		t.Fatalf("bridges: %v", s.bridges())
+	}
+	if b := s.bridges()["lz"]; b["connected"] != false || strings.Contains(m.Log.String(), "lazy-edge") {
+		t.Fatalf("connected below the threshold: %v\n%s", b, m.Log.String())
+	}
+	send("z/3")
+	if !eventually(t, 15*time.Second, func() bool { return atMosq.has("z/1") && atMosq.has("z/2") && atMosq.has("z/3") }) {
+		t.Fatalf("not forwarded at the threshold; log:\n%s", s.stderr.String())
+	}
+	if !eventually(t, 15*time.Second, func() bool {
+		return strings.Contains(s.stderr.String(), `msg="bridge idle; stopped until messages wait for it (start lazy)" bridge=lz`) &&
+			s.bridges()["lz"]["connected"] == false
+	}) {
+		t.Fatalf("not stopped when idle; log:\n%s", s.stderr.String())
+	}
+}

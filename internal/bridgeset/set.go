@@ -16,6 +16,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/roost-mqtt/roost/bridge"
 	"github.com/roost-mqtt/roost/broker"
@@ -49,6 +50,7 @@ type Set struct {
 	api    []apiBridge     // the admin API's entries, in the order added
 	list   []runningBridge // in configuration order: file, then API
 	closed bool
+	done   chan struct{} // closed by Close
 
 	stopWatch func()
 }
@@ -59,6 +61,8 @@ type runningBridge struct {
 	// pending is a changed entry with reload lazy (mosquitto's
 	// bridge_reload_type lazy), applied when b's remote connection drops.
 	pending *config.Bridge
+	// lazy is set for start lazy bridges (lazyTick).
+	lazy *lazyState
 }
 
 // apiBridge is an entry of the admin API: parsed, and as sent (with its
@@ -80,7 +84,7 @@ type apiBridgesJSON struct {
 // silently is not there loses messages. A remote that is down is not an
 // error: the bridge connects when it can and queues meanwhile.
 func Start(ctx context.Context, cfg *config.Config, srv *broker.Server, logger *slog.Logger, hup <-chan struct{}) (*Set, error) {
-	s := &Set{srv: srv, log: logger, stopWatch: func() {}, file: cfg.Bridges, states: map[string]*bridge.State{}}
+	s := &Set{srv: srv, log: logger, stopWatch: func() {}, file: cfg.Bridges, states: map[string]*bridge.State{}, done: make(chan struct{})}
 	if !cfg.Store.Memory {
 		s.apiPath = filepath.Join(cfg.Store.Data, APIBridgesFile)
 		s.stateDir = filepath.Join(cfg.Store.Data, "bridges")
@@ -207,23 +211,113 @@ func (s *Set) combine(file []config.Bridge, api []apiBridge) ([]config.Bridge, e
 }
 
 func (s *Set) start(ctx context.Context, c config.Bridge) (runningBridge, error) {
-	bc, err := c.Options(s.log)
+	b, err := s.newBridge(c)
 	if err != nil {
 		return runningBridge{}, err
 	}
-	if bc.State, err = s.state(c.Name); err != nil {
-		return runningBridge{}, err
-	}
-	b, err := bridge.New(s.srv, bc)
-	if err != nil {
-		return runningBridge{}, err
+	if c.StartLazy {
+		// Dormant: the local session exists and queues; lazyTick starts
+		// the bridge when enough waits there.
+		err := b.Prepare(ctx)
+		b.Close(context.WithoutCancel(ctx))
+		if err != nil {
+			return runningBridge{}, err
+		}
+		ls := &lazyState{dormant: true}
+		s.supervise(ls, c)
+		s.log.Info("bridge dormant until messages wait for it (start lazy)", "bridge", c.Name, "threshold", c.Threshold)
+		return runningBridge{cfg: c, b: b, lazy: ls}, nil
 	}
 	if err := b.Start(ctx); err != nil {
 		b.Close(context.WithoutCancel(ctx))
 		return runningBridge{}, err
 	}
-	s.log.Info("bridge started", "bridge", b.Name(), "remote", bc.Addresses, "topics", len(bc.Topics))
+	s.log.Info("bridge started", "bridge", b.Name(), "remote", c.Addresses, "topics", len(c.Topics))
 	return runningBridge{cfg: c, b: b}, nil
+}
+
+func (s *Set) newBridge(c config.Bridge) (*bridge.Bridge, error) {
+	bc, err := c.Options(s.log)
+	if err != nil {
+		return nil, err
+	}
+	if bc.State, err = s.state(c.Name); err != nil {
+		return nil, err
+	}
+	return bridge.New(s.srv, bc)
+}
+
+// lazyPoll is how often a lazy bridge's queue and activity are looked at.
+const lazyPoll = 200 * time.Millisecond
+
+// lazyState is a lazy bridge's (mosquitto's start_type lazy) life: dormant
+// with its local session queuing, or running since the last activity.
+type lazyState struct {
+	dormant bool
+	count   uint64    // forwarded in and out when last looked at
+	active  time.Time // when count or the queue last moved
+}
+
+// supervise runs lazyTick for ls until its entry goes or the set closes.
+func (s *Set) supervise(ls *lazyState, c config.Bridge) {
+	go func() {
+		t := time.NewTicker(lazyPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+			case <-s.done:
+				return
+			}
+			if !s.lazyTick(ls, c) {
+				return
+			}
+		}
+	}()
+}
+
+// lazyTick starts a dormant bridge once Threshold messages wait in its
+// local session, and stops a running one after IdleTimeout in which
+// nothing was forwarded or waiting. It reports whether the entry is still
+// there.
+func (s *Set) lazyTick(ls *lazyState, c config.Bridge) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := slices.IndexFunc(s.list, func(rb runningBridge) bool { return rb.lazy == ls })
+	if s.closed || i < 0 {
+		return false
+	}
+	rb := &s.list[i]
+	if ls.dormant {
+		cs, _, ok := s.srv.Client(rb.b.LocalClientID())
+		if !ok || cs.Queued+cs.Inflight < c.Threshold {
+			return true
+		}
+		b, err := s.newBridge(c)
+		if err == nil {
+			if err = b.Start(context.Background()); err != nil {
+				b.Close(context.Background())
+			}
+		}
+		if err != nil {
+			s.log.Error("lazy bridge not started", "bridge", c.Name, "err", err)
+			return true
+		}
+		s.log.Info("bridge started: messages wait for it (start lazy)", "bridge", c.Name, "waiting", cs.Queued+cs.Inflight)
+		rb.b, ls.dormant, ls.count, ls.active = b, false, 0, time.Now()
+		return true
+	}
+	st := rb.b.Stats()
+	if n := st.ForwardedOut + st.ForwardedIn; n != ls.count || st.Queued > 0 {
+		ls.count, ls.active = n, time.Now()
+		return true
+	}
+	if time.Since(ls.active) >= c.IdleTimeout {
+		s.stop(context.Background(), *rb, false)
+		ls.dormant = true
+		s.log.Info("bridge idle; stopped until messages wait for it (start lazy)", "bridge", c.Name, "idle_timeout", c.IdleTimeout)
+	}
+	return true
 }
 
 // watch reloads the bridges from path on SIGHUP until close.
@@ -384,6 +478,9 @@ func (s *Set) Close(ctx context.Context) {
 	s.stopWatch()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.closed {
+		close(s.done)
+	}
 	s.closed = true
 	for _, rb := range s.list {
 		if err := rb.b.Close(ctx); err != nil {

@@ -63,6 +63,12 @@ type Bridge struct {
 	// StartOnce: no reconnection once the connection is lost (mosquitto's
 	// start_type once).
 	StartOnce bool
+	// StartLazy runs the bridge only while there is something to forward
+	// (mosquitto's start_type lazy): it starts when Threshold messages
+	// wait in its local session and stops after IdleTimeout without any.
+	StartLazy   bool
+	Threshold   int
+	IdleTimeout time.Duration
 	// MaxPacketSize caps the PUBLISH packets forwarded out; 0: no limit.
 	MaxPacketSize uint32
 	// TCPKeepAlive: probes on the remote connection (idle, interval,
@@ -102,7 +108,7 @@ type BridgeTLS struct {
 // DefaultBridge returns a bridge entry before its keys are read: the
 // defaults of docs/bridges.md.
 func DefaultBridge() Bridge {
-	return Bridge{Version: packet.V5, KeepAlive: 60 * time.Second, BackoffMin: 5 * time.Second,
+	return Bridge{Version: packet.V5, KeepAlive: 60 * time.Second, BackoffMin: 5 * time.Second, Threshold: 10, IdleTimeout: 60 * time.Second,
 		BackoffMax: 30 * time.Second, TryPrivate: true, AttemptUnsubscribe: true, OutgoingRetain: true, Notifications: true}
 }
 
@@ -279,9 +285,11 @@ func (d *decoder) bridge(n *yaml.Node, path string, b *Bridge) {
 		"round_robin": func(p string, v *yaml.Node) { d.boolean(v, p, &b.RoundRobin) },
 		"start": func(p string, v *yaml.Node) {
 			var st string
-			d.oneOf(&st, "automatic", "once")(p, v)
-			b.StartOnce = st == "once"
+			d.oneOf(&st, "automatic", "once", "lazy")(p, v)
+			b.StartOnce, b.StartLazy = st == "once", st == "lazy"
 		},
+		"threshold":    func(p string, v *yaml.Node) { b.Threshold = int(d.intOr(v, p, 1, math.MaxInt32)) },
+		"idle_timeout": func(p string, v *yaml.Node) { d.duration(v, p, time.Second, &b.IdleTimeout) },
 		"reload": func(p string, v *yaml.Node) {
 			var r string
 			d.oneOf(&r, "immediate", "lazy")(p, v)

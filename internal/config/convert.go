@@ -214,6 +214,11 @@ func (e *yamlWriter) bridges(bs []Bridge) {
 		if b.StartOnce {
 			e.line(2, "start: once")
 		}
+		if b.StartLazy {
+			e.line(2, "start: lazy")
+			e.line(2, "threshold: %d", b.Threshold)
+			e.line(2, "idle_timeout: %s", dur(b.IdleTimeout))
+		}
 		if b.ReloadLazy {
 			e.line(2, "reload: lazy # mosquitto's bridge_reload_type default; Roost's is immediate")
 		}

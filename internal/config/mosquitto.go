@@ -366,10 +366,8 @@ func (r *mosqReader) bridgeOptions() map[string]func(string) {
 		"round_robin": func(v string) { r.boolean(v, &b.RoundRobin) },
 		"start_type": func(v string) {
 			switch v {
-			case "automatic", "once":
-				b.StartOnce = v == "once"
-			case "lazy":
-				r.errorf("start_type lazy: not supported yet (automatic or once)")
+			case "automatic", "once", "lazy":
+				b.StartOnce, b.StartLazy = v == "once", v == "lazy"
 			default:
 				r.errorf("start_type: want automatic, lazy or once, got %q", v)
 			}
@@ -401,9 +399,17 @@ func (r *mosqReader) bridgeOptions() map[string]func(string) {
 				b.TCPUserTimeout = time.Duration(n) * time.Millisecond
 			}
 		},
-		"bridge_require_ocsp":        func(v string) { r.boolean(v, &b.TLS.RequireOCSP) },
-		"idle_timeout":               func(string) { r.warnf("idle_timeout: only used with start_type lazy") },
-		"threshold":                  func(string) { r.warnf("threshold: only used with start_type lazy") },
+		"bridge_require_ocsp": func(v string) { r.boolean(v, &b.TLS.RequireOCSP) },
+		"idle_timeout": func(v string) {
+			if n, ok := r.integer(v, 1, math.MaxInt32); ok {
+				b.IdleTimeout = time.Duration(n) * time.Second
+			}
+		},
+		"threshold": func(v string) {
+			if n, ok := r.integer(v, 1, math.MaxInt32); ok {
+				b.Threshold = int(n)
+			}
+		},
 		"bridge_attempt_unsubscribe": func(v string) { r.boolean(v, &b.AttemptUnsubscribe) },
 		"bridge_outgoing_retain":     func(v string) { r.boolean(v, &b.OutgoingRetain) },
 		"bridge_bind_address": func(v string) {

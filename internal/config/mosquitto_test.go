@@ -77,6 +77,9 @@ topic "" in 2 edge/cmd site17/cmd
 connection plain
 address 10.0.0.2
 topic # both
+start_type lazy
+threshold 5
+idle_timeout 30
 `
 
 func TestParseMosquitto(t *testing.T) {
@@ -135,6 +138,7 @@ func TestParseMosquitto(t *testing.T) {
 	plain.Name, plain.Version, plain.Addresses = "plain", packet.V311, []string{"mqtt://10.0.0.2:1883"}
 	plain.Topics = []bridge.Rule{{Pattern: "#", Direction: bridge.Both}}
 	plain.ReloadLazy = true // mosquitto's default
+	plain.StartLazy, plain.Threshold, plain.IdleTimeout = true, 5, 30*time.Second
 	if !reflect.DeepEqual(c.Bridges, []Bridge{cloud, plain}) {
 		t.Errorf("bridges\n got  %+v\n want %+v", c.Bridges, []Bridge{cloud, plain})
 	}
@@ -170,7 +174,8 @@ func TestParseMosquittoErrors(t *testing.T) {
 		{"connection a\naddress h\ntopic # sideways\n", "m.conf:3: topic: invalid bridge topic"},
 		{"connection a\naddress h\ntopic #\nbridge_psk 00\n", "m.conf:4: bridge_psk: not supported by Roost"},
 		{"connection a\naddress h\ntopic #\nround_robin maybe\n", "m.conf:4: "},
-		{"connection a\naddress h\ntopic #\nstart_type lazy\n", "m.conf:4: start_type lazy: not supported yet"},
+		{"connection a\naddress h\ntopic #\nstart_type later\n", "m.conf:4: start_type: want automatic, lazy or once"},
+		{"connection a\naddress h\ntopic #\nthreshold 0\n", "m.conf:4: "},
 		{"connection a\naddress h\ntopic #\nbridge_protocol_version mqttv4\n", "want mqttv31, mqttv311 or mqttv50"},
 		{"connection a\naddress h\ntopic #\nbridge_tcp_keepalive 1 2\n", "m.conf:4: bridge_tcp_keepalive: want idle, interval and count"},
 		{"connection a\naddress h\ntopic #\nbridge_reload_type soon\n", "m.conf:4: bridge_reload_type: want lazy or immediate"},
