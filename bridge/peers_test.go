@@ -19,15 +19,31 @@ import (
 // the first CONNECT (before the bridge bit it refused it and mosquitto
 // backed off), messages flow both ways, and a "both" topic does not come
 // back to the side it was published on.
+//
+// The same with bridge_protocol_version mqttv50, where mosquitto asks for
+// No Local and Retain As Published itself.
 func TestMosquittoBridgesIntoRoost(t *testing.T) {
+	for _, c := range []struct{ name, line, protocol string }{
+		{"default", "", "3.1.1"},
+		{"mqttv50", "bridge_protocol_version mqttv50", "5.0"},
+	} {
+		t.Run(c.name, func(t *testing.T) { mosquittoIntoRoost(t, c.line, c.protocol) })
+	}
+}
+
+func mosquittoIntoRoost(t *testing.T, extra, protocol string) {
 	srv, roostURL := startRoost(t)
 	u, _ := url.Parse(roostURL)
-	m := mosquittotest.Start(t,
+	lines := []string{
 		"connection roost",
-		"address "+u.Host,
+		"address " + u.Host,
 		"topic up/# out 1",
 		"topic down/# in 1",
-		"topic both/# both 1")
+		"topic both/# both 1"}
+	if extra != "" {
+		lines = append(lines, extra)
+	}
+	m := mosquittotest.Start(t, lines...)
 	mURL := "mqtt://" + m.Addr
 	eventually(t, 15*time.Second, func() error { return hasSub(srv, "both/#") })
 	eventually(t, 15*time.Second, func() error { return hasSub(srv, "down/#") })
@@ -38,8 +54,8 @@ func TestMosquittoBridgesIntoRoost(t *testing.T) {
 	for _, c := range srv.Clients() {
 		bridgeSessions = append(bridgeSessions, c.ClientID+" "+c.Protocol)
 	}
-	if len(bridgeSessions) != 1 || !strings.HasSuffix(bridgeSessions[0], " 3.1.1") {
-		t.Fatalf("sessions on Roost: %v, want mosquitto's one 3.1.1 bridge", bridgeSessions)
+	if len(bridgeSessions) != 1 || !strings.HasSuffix(bridgeSessions[0], " "+protocol) {
+		t.Fatalf("sessions on Roost: %v, want mosquitto's one %s bridge", bridgeSessions, protocol)
 	}
 
 	var atRoost, atMosq inbox
