@@ -33,7 +33,13 @@ type Config struct {
 	Version packet.Version
 	// RoundRobin treats the Addresses as equals: after a connection is
 	// lost the next one is tried first (mosquitto's round_robin true).
+	// Without it the first address is the main one: while connected to
+	// another, the bridge checks every PrimaryRetry whether the first
+	// accepts TCP connections again and, once it does, reconnects from it,
+	// as mosquitto's round_robin false does.
 	RoundRobin bool
+	// PrimaryRetry is that check's interval. Default 5s.
+	PrimaryRetry time.Duration
 	// StartOnce connects to the remote until the first connection is up
 	// and does not reconnect once it is lost (mosquitto's start_type
 	// once); messages then wait in the local session until the bridge is
@@ -176,6 +182,9 @@ func (c *Config) fill() error {
 	if c.Backoff.Max == 0 {
 		c.Backoff.Max = 30 * time.Second
 	}
+	if c.PrimaryRetry == 0 {
+		c.PrimaryRetry = 5 * time.Second
+	}
 	if c.NotificationTopic == "" {
 		c.NotificationTopic = "$SYS/broker/connection/" + c.ClientID + "/state"
 	}
@@ -215,6 +224,9 @@ type Bridge struct {
 	// forwarded message where a crash matters ("out published TOPIC",
 	// "out completed TOPIC", "in ..."): a test stops the bridge there.
 	testStep func(step string)
+
+	primaryMu   sync.Mutex
+	primaryStop chan struct{} // closed when the connection watchPrimary watches for ends
 
 	lost     chan struct{} // closed when a remote connection that was up is lost
 	lostOnce sync.Once
@@ -512,6 +524,7 @@ func (b *Bridge) remoteStatus(st client.Status) {
 			b.reconnects.Add(1)
 		}
 		b.log.Info("connected to remote", "server", st.Server, "session_present", st.SessionPresent)
+		b.watchPrimary(st.Server)
 		b.notify(true)
 		if st.SessionPresent { // a new session holds nothing to remove
 			b.unsubscribeOutOnly()
@@ -520,6 +533,7 @@ func (b *Bridge) remoteStatus(st client.Status) {
 		if st.Err != nil {
 			b.noteErr(st.Err)
 		}
+		b.stopPrimaryWatch()
 		if b.connected.Swap(false) {
 			b.log.Warn("lost remote connection", "server", st.Server, "err", st.Err)
 			b.lostOnce.Do(func() { close(b.lost) })

@@ -267,3 +267,26 @@ func parseKey(der []byte) (crypto.Signer, error) {
 	}
 	return k.(crypto.Signer), nil
 }
+
+// Without RoundRobin (round_robin false) the first address is the main
+// one: a bridge that had to use the second goes back to the first once
+// it is up again.
+func TestPrimaryComesBack(t *testing.T) {
+	srv, _ := startRoost(t)
+	a, c := mosquittotest.Start(t), mosquittotest.Start(t)
+	aURL, cURL := "mqtt://"+a.Addr, "mqtt://"+c.Addr
+	a.Stop(syscall.SIGTERM)
+	b := startBridge(t, srv, Config{Name: "pr", ClientID: "pr", Addresses: []string{aURL, cURL}, PrimaryRetry: 100 * time.Millisecond,
+		Topics: []Rule{{Pattern: "p/#", Direction: Out, QoS: 1}}})
+	connectedTo := func(url string) func() error {
+		return func() error {
+			if st := b.Stats(); !st.Connected || st.Server != url {
+				return fmt.Errorf("stats %+v", st)
+			}
+			return nil
+		}
+	}
+	eventually(t, 15*time.Second, connectedTo(cURL))
+	a.Restart(t)
+	eventually(t, 15*time.Second, connectedTo(aURL))
+}

@@ -238,6 +238,21 @@ func (c *Client) DisconnectWithProperties(ctx context.Context, props packet.Prop
 	}
 }
 
+// Reconnect ends the current connection with a DISCONNECT (reason 0: the
+// server keeps the session and does not publish the will) and connects
+// again at once, from the first server, or with RoundRobin the next one.
+// The session carries over as after any lost connection. Without a
+// connection it does nothing. A bridge uses it to go back to its main
+// server once that is reachable again.
+func (c *Client) Reconnect() {
+	c.mu.Lock()
+	cn := c.cn
+	c.mu.Unlock()
+	if cn != nil {
+		cn.finish(&packet.Disconnect{ReasonCode: packet.Success})
+	}
+}
+
 // Done returns a channel that is closed once the client has stopped and
 // all its goroutines, the handler dispatcher included, have exited.
 func (c *Client) Done() <-chan struct{} { return c.done }
