@@ -286,6 +286,8 @@ func newBridge(srv *broker.Server, local *client.Options, cfg Config) (*Bridge, 
 	b.outDone, b.inDone = newRestoredSet(b.remote.Restored()), newRestoredSet(b.local.Restored())
 	b.outF = b.newForwarder("out", b.remote, &b.out)
 	b.inF = b.newForwarder("in", b.local, &b.in)
+	b.outF.forget = func(tag uint64) { b.remote.Forget(tag) }
+	b.inF.forget = func(tag uint64) { b.local.Forget(tag) }
 	return b, nil
 }
 

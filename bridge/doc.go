@@ -40,7 +40,8 @@
 // QoS 2 is exactly once across bridge restarts and crashes. A QoS 2
 // message is forwarded with client.PublishAsyncTagged, tagged with the
 // packet identifier it arrived with, and the receiving client's Store
-// (Config.State: files in the store's directory under roost serve) keeps
+// (Config.State: an append-only log in the store's directory under roost
+// serve, client.LogStore) keeps
 // the forwarded copy's flow — PUBLISH sent, PUBREC received (PUBREL
 // pending), completed — until the side the message came from sends its
 // PUBREL for that identifier, which it does only after it has our
@@ -49,8 +50,10 @@
 //   - a copy in flight is resent by the client with its packet identifier
 //     (PUBLISH with DUP, or PUBREL), which the other side recognises;
 //   - the original, which the side it came from sends again (the bridge
-//     had not acknowledged it), finds its tag: it is not forwarded again,
-//     only acknowledged once its copy completed (at once if it had);
+//     had not acknowledged it) with DUP 1, finds its tag: it is not
+//     forwarded again, only acknowledged once its copy completed (at once
+//     if it had); a message with DUP 0 is a first delivery and never
+//     matches [MQTT-3.3.1-1], so a stale record cannot swallow one;
 //   - a tag is forgotten at that side's PUBREL, before the PUBCOMP that
 //     lets it reuse the identifier, and all tags are forgotten when that
 //     side lost the session (Session Present 0), whose identifiers they

@@ -305,3 +305,43 @@ func TestQoS2InExactlyOnceAcrossRestart(t *testing.T) {
 type tlog struct{ t *testing.T }
 
 func (l tlog) Write(p []byte) (int, error) { l.t.Log(string(p)); return len(p), nil }
+
+// A record kept for a QoS 2 message matches only a redelivery (DUP 1): a
+// first delivery with the same packet identifier — the record went stale,
+// say its release was not written before a power loss — is forwarded, not
+// taken for the old message.
+func TestQoS2StaleRecordDoesNotEatANewMessage(t *testing.T) {
+	srv, roostURL := startRoost(t)
+	remote := newScripted(t)
+	st := MemoryState()
+	rule := Rule{Pattern: "q/#", Direction: In, QoS: 2}
+	var got inbox
+	sub := newClient(t, roostURL, packet.V5, nil)
+	if _, err := sub.Subscribe(testCtx(t, 10*time.Second), client.Subscription{Filter: "q/#", QoS: 2, Handler: got.handle}); err != nil {
+		t.Fatal(err)
+	}
+	_, stopped := steppedBridge(t, srv, remote.url(), st, rule, "in completed q/1")
+	c1 := remote.accept()
+	if p := c1.Next(10 * time.Second); p.Type() != packet.SUBSCRIBE {
+		t.Fatalf("remote got %v, want SUBSCRIBE", p.Type())
+	} else {
+		c1.Send(&packet.Suback{PacketID: p.(*packet.Subscribe).PacketID, ReasonCodes: []packet.ReasonCode{2}})
+	}
+	c1.Send(&packet.Publish{Topic: "q/1", QoS: 2, PacketID: 7})
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the bridge did not reach the step")
+	}
+	c1.NC.Close()
+	startBridgeWith(t, srv, remote.url(), st, rule)
+	c2 := remote.accept()
+	c2.Send(&packet.Publish{Topic: "q/new", QoS: 2, PacketID: 7}) // DUP 0: not the old one
+	expect[*packet.Pubrec](c2)
+	c2.Send(&packet.Pubrel{PacketID: 7})
+	expect[*packet.Pubcomp](c2)
+	got.waitFor(t, "q/new")
+	if n := got.count("q/1"); n != 1 {
+		t.Fatalf("q/1 delivered %d times", n)
+	}
+}

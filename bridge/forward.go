@@ -20,12 +20,13 @@ const window = 256
 // on the other client, and acknowledges each where it came from once the
 // other side acknowledged it (or refused it for good).
 type forwarder struct {
-	b     *Bridge
-	dir   string // "out" or "in", for logs
-	to    *client.Client
-	count *atomic.Uint64
-	q     chan pending // in arrival order; the worker waits on each in turn
-	done  chan struct{}
+	b      *Bridge
+	forget func(tag uint64) // drops a completed record from the receiving client's store
+	dir    string           // "out" or "in", for logs
+	to     *client.Client
+	count  *atomic.Uint64
+	q      chan pending // in arrival order; the worker waits on each in turn
+	done   chan struct{}
 }
 
 type pending struct {
@@ -53,7 +54,19 @@ func (b *Bridge) newForwarder(dir string, to *client.Client, count *atomic.Uint6
 func (f *forwarder) handle(m *client.Message, topic string, done *restoredSet) {
 	tag := uint64(m.PacketID)
 	if m.QoS == 2 {
-		if r, ok := done.take(tag); ok {
+		r, ok := done.take(tag)
+		if ok && !m.Dup {
+			// A first delivery cannot be one forwarded before: the
+			// record is stale (its identifier was released, and that was
+			// not written down before a power loss, or the session was
+			// lost) [MQTT-3.3.1-1].
+			f.b.log.Warn("stale QoS 2 record for a new message; forwarding it", "direction", f.dir, "topic", topic, "packet_id", tag)
+			if r.Completed {
+				f.forget(tag)
+			}
+			ok = false
+		}
+		if ok {
 			f.b.log.Debug("QoS 2 message forwarded before the restart; not again", "direction", f.dir, "topic", topic, "completed", r.Completed)
 			if r.Completed {
 				m.Ack()

@@ -1,7 +1,10 @@
 package bridge
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"sync"
 
@@ -18,20 +21,37 @@ type State struct {
 	Out, In client.Store
 }
 
-// FileState returns a State in dir (out/ and in/, created when absent):
-// one file per QoS 2 message in progress, written atomically, and with
-// sync fsynced, to survive a power loss and not only a crash.
+// FileState returns a State in dir (created when absent): out.log and
+// in.log, each a client.LogStore, an append-only file with one record per
+// step of each QoS 2 flow. With sync every record is fsynced, to survive
+// a power loss and not only a crash. Close it when no bridge uses it any
+// more; one State must not be opened twice at once.
 func FileState(dir string, sync bool) (*State, error) {
-	out, err := client.NewFileStore(filepath.Join(dir, "out"))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("bridge state: %w", err)
+	}
+	out, err := client.OpenLogStore(filepath.Join(dir, "out.log"))
 	if err != nil {
 		return nil, fmt.Errorf("bridge state: %w", err)
 	}
-	in, err := client.NewFileStore(filepath.Join(dir, "in"))
+	in, err := client.OpenLogStore(filepath.Join(dir, "in.log"))
 	if err != nil {
+		out.Close()
 		return nil, fmt.Errorf("bridge state: %w", err)
 	}
 	out.Sync, in.Sync = sync, sync
 	return &State{Out: out, In: in}, nil
+}
+
+// Close closes the stores that need it (FileState's).
+func (s *State) Close() error {
+	var errs []error
+	for _, st := range []client.Store{s.Out, s.In} {
+		if c, ok := st.(io.Closer); ok {
+			errs = append(errs, c.Close())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // MemoryState returns a State in memory: it survives restarts of bridges

@@ -68,8 +68,10 @@ func (s *FileStore) name(seq uint64) string {
 	return filepath.Join(s.dir, fmt.Sprintf("%016x.pub", seq))
 }
 
-// Put implements Store.
-func (s *FileStore) Put(r StoredPublish) error {
+// encodeStored is a record as FileStore and LogStore keep it: a flag
+// byte, the packet identifier, the tag if any, and the message as an MQTT
+// 5 PUBLISH packet.
+func encodeStored(r StoredPublish) ([]byte, error) {
 	p := &packet.Publish{QoS: r.Message.QoS, Retain: r.Message.Retain, Topic: r.Message.Topic,
 		PacketID: max(r.PacketID, 1), Properties: r.Message.Properties, Payload: r.Message.Payload}
 	b := []byte{0, byte(r.PacketID >> 8), byte(r.PacketID)}
@@ -84,7 +86,12 @@ func (s *FileStore) Put(r StoredPublish) error {
 		b[0] |= storedTagged
 		b = binary.BigEndian.AppendUint64(b, r.Tag)
 	}
-	b, err := p.Encode(b, packet.V5)
+	return p.Encode(b, packet.V5)
+}
+
+// Put implements Store.
+func (s *FileStore) Put(r StoredPublish) error {
+	b, err := encodeStored(r)
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,6 @@ import (
 	"github.com/roost-mqtt/roost/bridge"
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/internal/config"
-	"github.com/roost-mqtt/roost/store"
 )
 
 // APIBridgesFile is where the bridges added through the admin API are
@@ -41,9 +40,8 @@ type Set struct {
 	apiPath string
 	// stateDir holds each bridge's QoS 2 state (bridge.FileState) in a
 	// directory of its name; "" (--memory) keeps it in states.
-	stateDir  string
-	stateSync bool // fsync the state: the store's sync is "always"
-	states    map[string]*bridge.State
+	stateDir string
+	states   map[string]*bridge.State
 
 	mu     sync.Mutex
 	file   []config.Bridge // the configuration file's entries
@@ -88,7 +86,6 @@ func Start(ctx context.Context, cfg *config.Config, srv *broker.Server, logger *
 	if !cfg.Store.Memory {
 		s.apiPath = filepath.Join(cfg.Store.Data, APIBridgesFile)
 		s.stateDir = filepath.Join(cfg.Store.Data, "bridges")
-		s.stateSync = cfg.Store.Sync.Mode == store.SyncAlways
 		api, err := loadAPIBridges(s.apiPath)
 		if err != nil {
 			return nil, err
@@ -414,13 +411,22 @@ func (s *Set) apply(ctx context.Context, want []config.Bridge) map[string]error 
 // every start of it, so that a restarted bridge completes what the last
 // one had in flight.
 func (s *Set) state(name string) (*bridge.State, error) {
-	if s.stateDir == "" {
-		if s.states[name] == nil {
-			s.states[name] = bridge.MemoryState()
-		}
-		return s.states[name], nil
+	if st := s.states[name]; st != nil {
+		return st, nil
 	}
-	return bridge.FileState(filepath.Join(s.stateDir, name), s.stateSync)
+	st := bridge.MemoryState()
+	if s.stateDir != "" {
+		var err error
+		// Not fsynced: an fsync per step of each QoS 2 flow costs 17
+		// times the throughput (bench/bridge/RESULTS.md), and what a
+		// power loss can take from it makes a duplicate, never a loss
+		// (a stale record only matches a redelivery, DUP 1).
+		if st, err = bridge.FileState(filepath.Join(s.stateDir, name), false); err != nil {
+			return nil, err
+		}
+	}
+	s.states[name] = st
+	return st, nil
 }
 
 // restartWhenLost restarts b with its pending entry once its remote
@@ -462,7 +468,10 @@ func (s *Set) stop(ctx context.Context, rb runningBridge, endSession bool) {
 	}
 	if endSession {
 		s.srv.DisconnectClient(rb.b.LocalClientID(), true)
-		delete(s.states, rb.b.Name())
+		if st := s.states[rb.b.Name()]; st != nil {
+			st.Close()
+			delete(s.states, rb.b.Name())
+		}
 		if s.stateDir != "" {
 			if err := os.RemoveAll(filepath.Join(s.stateDir, rb.b.Name())); err != nil {
 				s.log.Warn("removing the state of a removed bridge", "bridge", rb.b.Name(), "err", err)
@@ -486,6 +495,9 @@ func (s *Set) Close(ctx context.Context) {
 		if err := rb.b.Close(ctx); err != nil {
 			s.log.Warn("closing bridge", "bridge", rb.b.Name(), "err", err)
 		}
+	}
+	for _, st := range s.states { // after the bridges, which write to them until closed
+		st.Close()
 	}
 }
 
