@@ -113,8 +113,8 @@ func steppedBridge(t *testing.T, srv *broker.Server, remote string, st *State, r
 }
 
 // A QoS 2 message forwarded out is delivered once by the remote when the
-// bridge stops at each step of the flow and a new bridge with the same
-// State takes over: after the remote got the PUBLISH; after it answered
+// bridge stops at each step of the flow and a new bridge takes over with
+// the State read again from its files: after the remote got the PUBLISH; after it answered
 // PUBREC (PUBREL pending); after PUBCOMP, before the local broker had the
 // bridge's acknowledgement. The remote here counts a PUBLISH whose packet
 // identifier it is not holding for a PUBREL as a delivery, as brokers do.
@@ -123,7 +123,8 @@ func TestQoS2OutExactlyOnceAcrossRestart(t *testing.T) {
 		t.Run(step, func(t *testing.T) {
 			srv, roostURL := startRoost(t)
 			remote := newScripted(t)
-			st := MemoryState()
+			dir := t.TempDir()
+			st := openState(t, dir)
 			rule := Rule{Pattern: "q/#", Direction: Out, QoS: 2}
 			hook := ""
 			if step == "pubcomp" {
@@ -171,7 +172,9 @@ func TestQoS2OutExactlyOnceAcrossRestart(t *testing.T) {
 			}
 			c1.NC.Close()
 
-			startBridgeWith(t, srv, remote.url(), st, rule)
+			// The state as a new process finds it: the log read again.
+			st.Close()
+			startBridgeWith(t, srv, remote.url(), openState(t, dir), rule)
 			c2 := remote.accept()
 			// Behind q/1 in the local session: when it arrives, anything
 			// of q/1 has come first.
@@ -227,8 +230,8 @@ func waitDrained(t *testing.T, srv *broker.Server, id string) {
 }
 
 // A QoS 2 message from the remote is delivered once on this broker when
-// the bridge stops at each step and a new bridge with the same State takes
-// over: once the local copy is sent; once this broker completed it,
+// the bridge stops at each step and a new bridge takes over with the
+// State read again from its files: once the local copy is sent; once this broker completed it,
 // before the remote had the PUBREC; once the remote had the PUBREC, before
 // its PUBREL. The remote resends what the protocol says it must: the
 // PUBLISH with DUP until it has a PUBREC, then the PUBREL.
@@ -237,7 +240,8 @@ func TestQoS2InExactlyOnceAcrossRestart(t *testing.T) {
 		t.Run(step, func(t *testing.T) {
 			srv, roostURL := startRoost(t)
 			remote := newScripted(t)
-			st := MemoryState()
+			dir := t.TempDir()
+			st := openState(t, dir)
 			rule := Rule{Pattern: "q/#", Direction: In, QoS: 2}
 			var got inbox
 			sub := newClient(t, roostURL, packet.V5, nil)
@@ -279,7 +283,9 @@ func TestQoS2InExactlyOnceAcrossRestart(t *testing.T) {
 			}
 			c1.NC.Close()
 
-			startBridgeWith(t, srv, remote.url(), st, rule)
+			// The state as a new process finds it: the log read again.
+			st.Close()
+			startBridgeWith(t, srv, remote.url(), openState(t, dir), rule)
 			c2 := remote.accept()
 			if released {
 				c2.Send(&packet.Pubrel{PacketID: id})
@@ -344,4 +350,15 @@ func TestQoS2StaleRecordDoesNotEatANewMessage(t *testing.T) {
 	if n := got.count("q/1"); n != 1 {
 		t.Fatalf("q/1 delivered %d times", n)
 	}
+}
+
+// openState opens the FileState in dir, closed with the test.
+func openState(t *testing.T, dir string) *State {
+	t.Helper()
+	st, err := FileState(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
