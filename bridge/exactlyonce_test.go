@@ -114,9 +114,9 @@ func steppedBridge(t *testing.T, srv *broker.Server, remote string, st *State, r
 
 // A QoS 2 message forwarded out is delivered once by the remote when the
 // bridge stops at each step of the flow and a new bridge takes over with
-// the State read again from its files: after the remote got the PUBLISH; after it answered
-// PUBREC (PUBREL pending); after PUBCOMP, before the local broker had the
-// bridge's acknowledgement. The remote here counts a PUBLISH whose packet
+// the State read again from its files: after the remote got the PUBLISH;
+// after it answered PUBREC (PUBREL pending); after PUBCOMP, before the
+// local broker had the bridge's acknowledgement. The remote here counts a PUBLISH whose packet
 // identifier it is not holding for a PUBREL as a delivery, as brokers do.
 func TestQoS2OutExactlyOnceAcrossRestart(t *testing.T) {
 	for _, step := range []string{"publish", "pubrec", "pubcomp"} {
@@ -231,9 +231,9 @@ func waitDrained(t *testing.T, srv *broker.Server, id string) {
 
 // A QoS 2 message from the remote is delivered once on this broker when
 // the bridge stops at each step and a new bridge takes over with the
-// State read again from its files: once the local copy is sent; once this broker completed it,
-// before the remote had the PUBREC; once the remote had the PUBREC, before
-// its PUBREL. The remote resends what the protocol says it must: the
+// State read again from its files: once the local copy is sent; once this
+// broker completed it, before the remote had the PUBREC; once the remote
+// had the PUBREC, before its PUBREL. The remote resends what the protocol says it must: the
 // PUBLISH with DUP until it has a PUBREC, then the PUBREL.
 func TestQoS2InExactlyOnceAcrossRestart(t *testing.T) {
 	for _, step := range []string{"in published q/1", "in completed q/1", "pubrec"} {
