@@ -76,6 +76,18 @@
 // message once. Two bridges between the same brokers, each forwarding
 // both ways, still loop, as with mosquitto: use one.
 //
+// # Addresses and starting
+//
+// The remote client tries Config.Addresses in order. Without RoundRobin
+// the first is the main one, and a bridge connected to another checks
+// every PrimaryRetry whether the first accepts connections again, then
+// reconnects to it (client.Client.Reconnect); with RoundRobin the next
+// address is tried first after a loss. StartOnce stops reconnecting once
+// the first connection is lost. mosquitto's start_type lazy is roost
+// serve's (internal/bridgeset): Prepare creates the local session without
+// connecting to the remote, and a supervisor starts the bridge when
+// enough messages wait there and closes it when idle.
+//
 // # Notifications
 //
 // With Config.Notifications the bridge keeps a retained "1" or "0" on

@@ -230,6 +230,10 @@ func (d *decoder) checkBridge(v *yaml.Node, p string, b *Bridge) {
 		d.errorf(v, "%s: topics: at least one topic is required", p)
 	case b.TLS.Key != "" && b.TLS.Cert == "" || b.TLS.Cert != "" && b.TLS.Key == "":
 		d.errorf(v, "%s: tls: cert and key go together", p)
+	case b.StartLazy && b.LocalCleanStart:
+		// Dormant, the bridge has no local connection: only a kept
+		// session queues for it.
+		d.errorf(v, "%s: start: lazy needs the local session kept (local_clean_start: false)", p)
 	case b.Password != "" && b.Username == "" && b.Version != packet.V5:
 		// [MQTT-3.1.2-22]: mosquitto closes such a connection at once.
 		d.errorf(v, "%s: password: MQTT 3.1.1 sends no password without a username", p)

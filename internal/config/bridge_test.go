@@ -107,6 +107,7 @@ func TestBridgeErrors(t *testing.T) {
 		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], protocol: 4}\n", "protocol: must be 3.1 or 3.1.1 or 5"},
 		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], start: later}\n", "start: must be automatic or once or lazy"},
 		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], threshold: 0}\n", "threshold"},
+		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], start: lazy, local_clean_start: true}\n", "start: lazy needs the local session kept"},
 		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], tcp_keepalive: {count: 0}}\n", "tcp_keepalive.count"},
 		{"bridges:\n  - {name: a/b, addresses: [mqtt://h], topics: ['#']}\n", "name \"a/b\": use letters"},
 		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], bogus: 1}\n", `unknown key "bogus" in bridges[0]`},

@@ -582,6 +582,11 @@ func (r *mosqReader) finish() {
 		if len(b.Addresses) == 0 || len(b.Topics) == 0 {
 			r.errs = append(r.errs, fmt.Errorf("%s: connection %s: needs an address and at least one topic", filepath.Base(r.file), b.Name))
 		}
+		if b.StartLazy && b.LocalCleanStart {
+			// A dormant bridge has no local connection in Roost: only a
+			// kept session queues for it.
+			r.errs = append(r.errs, fmt.Errorf("%s: connection %s: start_type lazy needs local_cleansession false in Roost", filepath.Base(r.file), b.Name))
+		}
 	}
 	if err := r.c.CheckBridges(); err != nil {
 		r.errs = append(r.errs, err)

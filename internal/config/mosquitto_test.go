@@ -176,6 +176,7 @@ func TestParseMosquittoErrors(t *testing.T) {
 		{"connection a\naddress h\ntopic #\nround_robin maybe\n", "m.conf:4: "},
 		{"connection a\naddress h\ntopic #\nstart_type later\n", "m.conf:4: start_type: want automatic, lazy or once"},
 		{"connection a\naddress h\ntopic #\nthreshold 0\n", "m.conf:4: "},
+		{"connection a\naddress h\ntopic #\nstart_type lazy\ncleansession true\n", "connection a: start_type lazy needs local_cleansession false"},
 		{"connection a\naddress h\ntopic #\nbridge_protocol_version mqttv4\n", "want mqttv31, mqttv311 or mqttv50"},
 		{"connection a\naddress h\ntopic #\nbridge_tcp_keepalive 1 2\n", "m.conf:4: bridge_tcp_keepalive: want idle, interval and count"},
 		{"connection a\naddress h\ntopic #\nbridge_reload_type soon\n", "m.conf:4: bridge_reload_type: want lazy or immediate"},
