@@ -18,14 +18,36 @@ import (
 // mosquitto: the publisher on Roost sends without waiting (up to the
 // broker's window), and the clock stops when the remote subscriber has
 // them all. go test -run '^$' -bench Forward -benchtime 2000x ./bridge/
-func BenchmarkForwardQoS1(b *testing.B) { benchForward(b, 0) }
+func BenchmarkForwardQoS1(b *testing.B) { benchForward(b, 0, 1, nil) }
+
+// BenchmarkForwardQoS2 is the same at QoS 2, with the bridge's QoS 2
+// state in memory and in files (what roost serve uses: one file per
+// message in flight, written at PUBLISH, PUBREC and completion, deleted at
+// the local PUBREL).
+func BenchmarkForwardQoS2(b *testing.B) {
+	b.Run("memory", func(b *testing.B) { benchForward(b, 0, 2, MemoryState()) })
+	b.Run("files", func(b *testing.B) {
+		st, err := FileState(b.TempDir(), false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchForward(b, 0, 2, st)
+	})
+	b.Run("files-fsync", func(b *testing.B) {
+		st, err := FileState(b.TempDir(), true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		benchForward(b, 0, 2, st)
+	})
+}
 
 // BenchmarkForwardQoS1SlowLink is the same through a link that delays
 // each direction by 10 ms: what one message per round trip would cap at
 // 50 msg/s.
-func BenchmarkForwardQoS1SlowLink(b *testing.B) { benchForward(b, 10*time.Millisecond) }
+func BenchmarkForwardQoS1SlowLink(b *testing.B) { benchForward(b, 10*time.Millisecond, 1, nil) }
 
-func benchForward(b *testing.B, delay time.Duration) {
+func benchForward(b *testing.B, delay time.Duration, qos packet.QoS, st *State) {
 	srv, addr := brokertest.Start(b, broker.Options{MaxQueued: 1 << 20})
 	roostURL := "mqtt://" + addr
 	m := mosquittotest.Start(b, "max_queued_messages 0", "max_inflight_messages 0")
@@ -34,8 +56,8 @@ func benchForward(b *testing.B, delay time.Duration) {
 	if delay > 0 {
 		remote = "mqtt://" + delayProxy(b, m.Addr, delay)
 	}
-	br, err := New(srv, Config{Name: "bench", Addresses: []string{remote}, Notifications: false,
-		Topics: []Rule{{Pattern: "b/#", Direction: Out, QoS: 1}}})
+	br, err := New(srv, Config{Name: "bench", Addresses: []string{remote}, Notifications: false, State: st,
+		Topics: []Rule{{Pattern: "b/#", Direction: Out, QoS: qos}}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -47,7 +69,7 @@ func benchForward(b *testing.B, delay time.Duration) {
 	defer br.Close(context.Background())
 	var got atomic.Int64
 	sink := mustClient(b, ctx, mURL)
-	if _, err := sink.Subscribe(ctx, client.Subscription{Filter: "b/#", QoS: 1, Handler: func(*client.Message) { got.Add(1) }}); err != nil {
+	if _, err := sink.Subscribe(ctx, client.Subscription{Filter: "b/#", QoS: qos, Handler: func(*client.Message) { got.Add(1) }}); err != nil {
 		b.Fatal(err)
 	}
 	for !br.Stats().Connected {
@@ -59,7 +81,7 @@ func benchForward(b *testing.B, delay time.Duration) {
 	done := make(chan struct{}, b.N)
 	for range b.N {
 		go func() {
-			pub.Publish(ctx, client.Message{Topic: "b/x", Payload: payload, QoS: 1})
+			pub.Publish(ctx, client.Message{Topic: "b/x", Payload: payload, QoS: qos})
 			done <- struct{}{}
 		}()
 	}

@@ -28,9 +28,35 @@ type Config struct {
 	// wss://), tried in order on every connection attempt, so later ones
 	// are failovers. At least one is required.
 	Addresses []string
-	// Version is the protocol spoken to the remote: packet.V5 (default) or
-	// packet.V311.
+	// Version is the protocol spoken to the remote: packet.V5 (default),
+	// packet.V311 or packet.V31 (whose client ids are at most 23 bytes).
 	Version packet.Version
+	// RoundRobin treats the Addresses as equals: after a connection is
+	// lost the next one is tried first (mosquitto's round_robin true).
+	// Without it the first address is the main one: while connected to
+	// another, the bridge checks every PrimaryRetry whether the first
+	// accepts TCP connections again and, once it does, reconnects from it,
+	// as mosquitto's round_robin false does.
+	RoundRobin bool
+	// PrimaryRetry is that check's interval. Default 5s.
+	PrimaryRetry time.Duration
+	// StartOnce connects to the remote until the first connection is up
+	// and does not reconnect once it is lost (mosquitto's start_type
+	// once); messages then wait in the local session until the bridge is
+	// restarted (SIGHUP, admin API, restart).
+	StartOnce bool
+	// MaxPacketSize drops (and counts) messages forwarded out whose
+	// PUBLISH packet would be larger (mosquitto's bridge_max_packet_size);
+	// an MQTT 5 remote's own Maximum Packet Size applies as well. 0: no
+	// limit.
+	MaxPacketSize uint32
+	// TCPKeepAlive sets the TCP keep alive probes of the remote connection
+	// (mosquitto's bridge_tcp_keepalive). Zero: Go's default.
+	TCPKeepAlive net.KeepAliveConfig
+	// TCPUserTimeout is how long sent data may stay unacknowledged before
+	// the kernel drops the remote connection (TCP_USER_TIMEOUT, Linux
+	// only; mosquitto's bridge_tcp_user_timeout). 0: the system's.
+	TCPUserTimeout time.Duration
 	// ClientID is the client id on the remote broker. Default the host
 	// name + "." + Name, as mosquitto's remote_clientid.
 	ClientID string
@@ -54,6 +80,9 @@ type Config struct {
 	// TLS is used for mqtts:// and wss:// addresses. Default: the system
 	// roots and the address's host name.
 	TLS *tls.Config
+	// RequireOCSP refuses a TLS remote that does not staple a good OCSP
+	// response for its certificate (mosquitto's bridge_require_ocsp).
+	RequireOCSP bool
 	// KeepAlive toward the remote. Default 60s.
 	KeepAlive time.Duration
 	// Backoff is the reconnect delay. Default Min 5s, Max 30s, jittered:
@@ -89,6 +118,10 @@ type Config struct {
 	NotificationTopic string
 	// Topics are the forwarding rules, in order. At least one is required.
 	Topics []Rule
+	// State keeps the QoS 2 flows in progress across restarts of the
+	// bridge (and, with FileState, of the process). Default: a
+	// MemoryState of this Bridge only.
+	State *State
 	// Logger receives the bridge's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -114,9 +147,12 @@ func (c *Config) fill() error {
 	switch c.Version {
 	case 0:
 		c.Version = packet.V5
-	case packet.V5, packet.V311:
+	case packet.V5, packet.V311, packet.V31:
 	default:
-		return fmt.Errorf("%w: bridge %s: protocol %v not supported (3.1.1 or 5.0)", ErrConfig, c.Name, c.Version)
+		return fmt.Errorf("%w: bridge %s: protocol %v not supported (3.1, 3.1.1 or 5.0)", ErrConfig, c.Name, c.Version)
+	}
+	if err := checkUserTimeout(c.TCPUserTimeout); err != nil {
+		return fmt.Errorf("%w: bridge %s: %w", ErrConfig, c.Name, err)
 	}
 	if c.ClientID == "" {
 		host, err := os.Hostname()
@@ -131,6 +167,9 @@ func (c *Config) fill() error {
 	if c.BindAddress != "" && net.ParseIP(c.BindAddress) == nil {
 		return fmt.Errorf("%w: bridge %s: bind address %q is not an IP address", ErrConfig, c.Name, c.BindAddress)
 	}
+	if c.Version == packet.V31 && len(c.ClientID) > 23 {
+		return fmt.Errorf("%w: bridge %s: MQTT 3.1 client ids have at most 23 bytes, %q has %d: set the client id", ErrConfig, c.Name, c.ClientID, len(c.ClientID))
+	}
 	if c.LocalClientID == c.ClientID {
 		return fmt.Errorf("%w: bridge %s: local and remote client ids are both %q", ErrConfig, c.Name, c.ClientID)
 	}
@@ -143,14 +182,25 @@ func (c *Config) fill() error {
 	if c.Backoff.Max == 0 {
 		c.Backoff.Max = 30 * time.Second
 	}
+	if c.PrimaryRetry == 0 {
+		c.PrimaryRetry = 5 * time.Second
+	}
 	if c.NotificationTopic == "" {
 		c.NotificationTopic = "$SYS/broker/connection/" + c.ClientID + "/state"
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.State == nil {
+		c.State = MemoryState()
+	}
 	return nil
 }
+
+// Validate checks cfg as New does, without preparing a bridge: for
+// callers that must refuse a configuration before stopping the bridge it
+// would replace.
+func Validate(cfg Config) error { return cfg.fill() }
 
 // Bridge is one running bridge. Its methods are safe for concurrent use.
 type Bridge struct {
@@ -163,9 +213,23 @@ type Bridge struct {
 	ctx       context.Context // ends at Close
 	cancel    context.CancelFunc
 	outF, inF *forwarder
-	closeMu   sync.Mutex
-	closed    bool
-	wg        sync.WaitGroup
+	// outDone and inDone are the QoS 2 messages each forwarder sent
+	// before a restart, by the packet identifier they came with.
+	outDone, inDone *restoredSet
+	closeMu         sync.Mutex
+	closed          bool
+	wg              sync.WaitGroup
+
+	// testStep, set by tests before Start, is called at the steps of a
+	// forwarded message where a crash matters ("out published TOPIC",
+	// "out completed TOPIC", "in ..."): a test stops the bridge there.
+	testStep func(step string)
+
+	primaryMu   sync.Mutex
+	primaryStop chan struct{} // closed when the connection watchPrimary watches for ends
+
+	lost     chan struct{} // closed when a remote connection that was up is lost
+	lostOnce sync.Once
 
 	connected  atomic.Bool
 	server     atomic.Pointer[string]
@@ -202,13 +266,14 @@ func newBridge(srv *broker.Server, local *client.Options, cfg Config) (*Bridge, 
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	b := &Bridge{cfg: cfg, srv: srv, log: cfg.Logger.With("bridge", cfg.Name)}
+	b := &Bridge{cfg: cfg, srv: srv, log: cfg.Logger.With("bridge", cfg.Name), lost: make(chan struct{})}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	lo := b.localOptions()
 	if local != nil {
 		o := *local
 		o.ClientID, o.Version, o.ReceiveMaximum, o.ManualAck = lo.ClientID, packet.V5, lo.ReceiveMaximum, true
 		o.OfflineQueue, o.DefaultHandler, o.Logger = lo.OfflineQueue, lo.DefaultHandler, lo.Logger
+		o.Store, o.OnRelease, o.OnStatus = lo.Store, lo.OnRelease, lo.OnStatus
 		lo = o
 	}
 	var err error
@@ -218,10 +283,30 @@ func newBridge(srv *broker.Server, local *client.Options, cfg Config) (*Bridge, 
 	if b.remote, err = client.New(b.remoteOptions()); err != nil {
 		return nil, fmt.Errorf("bridge %s: remote side: %w", cfg.Name, err)
 	}
+	b.outDone, b.inDone = newRestoredSet(b.remote.Restored()), newRestoredSet(b.local.Restored())
 	b.outF = b.newForwarder("out", b.remote, &b.out)
 	b.inF = b.newForwarder("in", b.local, &b.in)
+	b.outF.forget = func(tag uint64) { b.remote.Forget(tag) }
+	b.inF.forget = func(tag uint64) { b.local.Forget(tag) }
 	return b, nil
 }
+
+func (b *Bridge) step(s string) {
+	if b.testStep != nil {
+		b.testStep(s)
+	}
+}
+
+// Lost is closed the first time a connection to the remote that was up
+// is lost (for mosquitto's bridge_reload_type lazy: a changed bridge
+// restarts then).
+func (b *Bridge) Lost() <-chan struct{} { return b.lost }
+
+// Closed is closed once Close has begun.
+func (b *Bridge) Closed() <-chan struct{} { return b.ctx.Done() }
+
+// Connected reports whether the remote connection is up.
+func (b *Bridge) Connected() bool { return b.connected.Load() }
 
 // Name returns the bridge's name.
 func (b *Bridge) Name() string { return b.cfg.Name }
@@ -250,7 +335,22 @@ func (b *Bridge) localOptions() client.Options {
 		OfflineQueue:   4 * window,
 		Reconnect:      client.Backoff{Min: 50 * time.Millisecond, Max: time.Second},
 		DefaultHandler: b.forwardOut,
-		Logger:         b.log.With("side", "local"),
+		// Exactly once for QoS 2 (see the package doc): the messages
+		// forwarded in, tagged with the remote's packet identifier...
+		Store: taggedOnly{b.cfg.State.In},
+		// ...and, once this broker released a message forwarded out,
+		// the record of its copy on the remote is not needed any more.
+		OnRelease: func(id uint16) { b.outDone.take(uint64(id)); b.remote.Forget(uint64(id)) },
+		OnStatus:  b.localStatus,
+		Logger:    b.log.With("side", "local"),
+	}
+}
+
+// localStatus: a local session that was lost (ended meanwhile) takes the
+// meaning of the packet identifiers the out records are tagged with.
+func (b *Bridge) localStatus(st client.Status) {
+	if st.Event == client.Connected && !st.SessionPresent {
+		b.outDone.clear(b.remote)
 	}
 }
 
@@ -276,13 +376,21 @@ func (b *Bridge) remoteOptions() client.Options {
 		// A session kept by the remote still has our subscriptions; one
 		// that was lost gets them again (the client's resubscribe).
 		DefaultHandler: b.forwardIn,
+		Store:          taggedOnly{c.State.Out},
+		OnRelease:      func(id uint16) { b.inDone.take(uint64(id)); b.local.Forget(uint64(id)) },
 		OnStatus:       b.remoteStatus,
 		Logger:         b.log.With("side", "remote"),
 	}
-	if c.BindAddress != "" {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.BindAddress)}}
-		o.DialContext = d.DialContext
+	o.RoundRobin = c.RoundRobin
+	if c.RequireOCSP {
+		tc := &tls.Config{}
+		if c.TLS != nil {
+			tc = c.TLS.Clone()
+		}
+		tc.VerifyConnection = verifyOCSP
+		o.TLSConfig = tc
 	}
+	o.DialContext = c.dialer()
 	if c.Notifications && !c.NotificationsLocalOnly {
 		o.Will = &client.Message{Topic: c.NotificationTopic, Payload: []byte("0"), QoS: 1, Retain: true}
 	}
@@ -294,11 +402,7 @@ func (b *Bridge) remoteOptions() client.Options {
 // remote side connects and reconnects in the background. It fails if the
 // local broker refuses the bridge's session.
 func (b *Bridge) Start(ctx context.Context) error {
-	b.notifyLocal(false)
-	if err := b.local.Connect(ctx); err != nil {
-		return fmt.Errorf("bridge %s: local side: %w", b.cfg.Name, err)
-	}
-	if err := b.subscribeLocal(ctx); err != nil {
+	if err := b.Prepare(ctx); err != nil {
 		return err
 	}
 	b.remote.Start()
@@ -327,6 +431,19 @@ func (b *Bridge) Start(ctx context.Context) error {
 		})
 	}
 	return nil
+}
+
+// Prepare connects the local side only and subscribes it as the rules
+// say, so that the bridge's local session exists and queues what the out
+// rules match: for a bridge that starts only when there is something to
+// forward (mosquitto's start_type lazy), which Prepare and Close leave
+// dormant. Start calls it.
+func (b *Bridge) Prepare(ctx context.Context) error {
+	b.notifyLocal(false)
+	if err := b.local.Connect(ctx); err != nil {
+		return fmt.Errorf("bridge %s: local side: %w", b.cfg.Name, err)
+	}
+	return b.subscribeLocal(ctx)
 }
 
 // subscribeLocal subscribes the local session to every out rule and drops
@@ -386,23 +503,30 @@ func (b *Bridge) forwardOut(m *client.Message) {
 	if b.cfg.NoOutgoingRetain {
 		m.Retain = false
 	}
-	b.outF.handle(m, mapOut(b.cfg.Topics, m.Topic))
+	if b.tooLarge(m) {
+		return
+	}
+	b.outF.handle(m, mapOut(b.cfg.Topics, m.Topic), b.outDone)
 }
 
 // forwardIn hands a message of the remote broker to the in forwarder.
 func (b *Bridge) forwardIn(m *client.Message) {
-	b.inF.handle(m, mapIn(b.cfg.Topics, m.Topic))
+	b.inF.handle(m, mapIn(b.cfg.Topics, m.Topic), b.inDone)
 }
 
 func (b *Bridge) remoteStatus(st client.Status) {
 	switch st.Event {
 	case client.Connected:
+		if !st.SessionPresent {
+			b.inDone.clear(b.local)
+		}
 		b.server.Store(&st.Server)
 		b.connected.Store(true)
 		if b.everUp.Swap(true) {
 			b.reconnects.Add(1)
 		}
 		b.log.Info("connected to remote", "server", st.Server, "session_present", st.SessionPresent)
+		b.watchPrimary(st.Server)
 		b.notify(true)
 		if st.SessionPresent { // a new session holds nothing to remove
 			b.unsubscribeOutOnly()
@@ -411,9 +535,15 @@ func (b *Bridge) remoteStatus(st client.Status) {
 		if st.Err != nil {
 			b.noteErr(st.Err)
 		}
+		b.stopPrimaryWatch()
 		if b.connected.Swap(false) {
 			b.log.Warn("lost remote connection", "server", st.Server, "err", st.Err)
+			b.lostOnce.Do(func() { close(b.lost) })
 			b.notifyLocal(false)
+			if b.cfg.StartOnce {
+				b.log.Warn("start_type once: not reconnecting; restart the bridge to forward again")
+				b.spawn(func() { b.remote.Disconnect(b.ctx) })
+			}
 		} else {
 			b.log.Debug("remote connection attempt failed", "server", st.Server, "err", st.Err)
 		}

@@ -29,11 +29,39 @@
 // acknowledged in that order. While the remote is unreachable the window
 // stays full and the rest stays queued; after a bridge restart or a crash
 // of the whole process the broker sends the unacknowledged messages
-// again. Delivery is at least once: a message whose remote PUBACK came
-// just before a crash may be forwarded twice. QoS 0 messages are
+// again. QoS 1 delivery is at least once: a message whose remote PUBACK
+// came just before a crash may be forwarded twice. QoS 0 messages are
 // forwarded while the remote is up and dropped (counted) while it is not.
 // The same holds inward: a remote message is acknowledged to the remote
 // only once this broker has it.
+//
+// # Exactly once
+//
+// QoS 2 is exactly once across bridge restarts and crashes. A QoS 2
+// message is forwarded with client.PublishAsyncTagged, tagged with the
+// packet identifier it arrived with, and the receiving client's Store
+// (Config.State: an append-only log in the store's directory under roost
+// serve, client.LogStore) keeps
+// the forwarded copy's flow — PUBLISH sent, PUBREC received (PUBREL
+// pending), completed — until the side the message came from sends its
+// PUBREL for that identifier, which it does only after it has our
+// PUBREC. So after a restart:
+//
+//   - a copy in flight is resent by the client with its packet identifier
+//     (PUBLISH with DUP, or PUBREL), which the other side recognises;
+//   - the original, which the side it came from sends again (the bridge
+//     had not acknowledged it) with DUP 1, finds its tag: it is not
+//     forwarded again, only acknowledged once its copy completed (at once
+//     if it had); a message with DUP 0 is a first delivery and never
+//     matches [MQTT-3.3.1-1], so a stale record cannot swallow one;
+//   - a tag is forgotten at that side's PUBREL, before the PUBCOMP that
+//     lets it reuse the identifier, and all tags are forgotten when that
+//     side lost the session (Session Present 0), whose identifiers they
+//     were.
+//
+// bridge/exactlyonce_test.go stops a bridge at each step against a
+// scripted remote; test/crash kills Roost with SIGKILL under QoS 2
+// traffic both ways with mosquitto and a second Roost as the remote.
 //
 // # No loops
 //
@@ -47,6 +75,18 @@
 // brokers joined by one bridge with "both" rules therefore see each
 // message once. Two bridges between the same brokers, each forwarding
 // both ways, still loop, as with mosquitto: use one.
+//
+// # Addresses and starting
+//
+// The remote client tries Config.Addresses in order. Without RoundRobin
+// the first is the main one, and a bridge connected to another checks
+// every PrimaryRetry whether the first accepts connections again, then
+// reconnects to it (client.Client.Reconnect); with RoundRobin the next
+// address is tried first after a loss. StartOnce stops reconnecting once
+// the first connection is lost. mosquitto's start_type lazy is roost
+// serve's (internal/bridgeset): Prepare creates the local session without
+// connecting to the remote, and a supervisor starts the bridge when
+// enough messages wait there and closes it when idle.
 //
 // # Notifications
 //

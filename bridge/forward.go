@@ -20,12 +20,13 @@ const window = 256
 // on the other client, and acknowledges each where it came from once the
 // other side acknowledged it (or refused it for good).
 type forwarder struct {
-	b     *Bridge
-	dir   string // "out" or "in", for logs
-	to    *client.Client
-	count *atomic.Uint64
-	q     chan pending // in arrival order; the worker waits on each in turn
-	done  chan struct{}
+	b      *Bridge
+	forget func(tag uint64) // drops a completed record from the receiving client's store
+	dir    string           // "out" or "in", for logs
+	to     *client.Client
+	count  *atomic.Uint64
+	q      chan pending // in arrival order; the worker waits on each in turn
+	done   chan struct{}
 }
 
 type pending struct {
@@ -44,14 +45,54 @@ func (b *Bridge) newForwarder(dir string, to *client.Client, count *atomic.Uint6
 // the other client (PublishAsync keeps the order) and hands the wait to
 // the worker. It blocks only while window messages are in flight, which
 // the sender's Receive Maximum mostly prevents.
-func (f *forwarder) handle(m *client.Message, topic string) {
+//
+// A QoS 2 message is published tagged with the packet identifier it came
+// with (client.PublishAsyncTagged), which keeps its flow in the bridge's
+// State. If done holds that tag, the message was forwarded before a
+// restart: it is not published again, but acknowledged once that earlier
+// copy completed (at once if it had).
+func (f *forwarder) handle(m *client.Message, topic string, done *restoredSet) {
+	tag := uint64(m.PacketID)
+	if m.QoS == 2 {
+		r, ok := done.take(tag)
+		if ok && !m.Dup {
+			// A first delivery cannot be one forwarded before: the
+			// record is stale (its identifier was released, and that was
+			// not written down before a power loss, or the session was
+			// lost) [MQTT-3.3.1-1].
+			f.b.log.Warn("stale QoS 2 record for a new message; forwarding it", "direction", f.dir, "topic", topic, "packet_id", tag)
+			if r.Completed {
+				f.forget(tag)
+			}
+			ok = false
+		}
+		if ok {
+			f.b.log.Debug("QoS 2 message forwarded before the restart; not again", "direction", f.dir, "topic", topic, "completed", r.Completed)
+			if r.Completed {
+				m.Ack()
+				return
+			}
+			select {
+			case f.q <- pending{m: m, topic: topic, tok: r.Token}:
+			case <-f.b.ctx.Done():
+			}
+			return
+		}
+	}
 	msg := client.Message{Topic: topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Properties: m.Properties}
 	msg.Properties.Clear(packet.PropSubscriptionID)
 	msg.Properties.SubscriptionIDs = nil
 	for {
-		tok, err := f.to.PublishAsync(msg)
+		var tok *client.PublishToken
+		var err error
+		if m.QoS == 2 {
+			tok, err = f.to.PublishAsyncTagged(msg, tag)
+		} else {
+			tok, err = f.to.PublishAsync(msg)
+		}
 		switch {
 		case err == nil:
+			f.b.step(f.dir + " published " + topic)
 			select {
 			case f.q <- pending{m: m, topic: topic, tok: tok}:
 			case <-f.b.ctx.Done():
@@ -88,6 +129,9 @@ func (f *forwarder) run() {
 		var re *client.ReasonError
 		switch {
 		case err == nil:
+			if f.b.step(f.dir + " completed " + p.topic); f.b.ctx.Err() != nil {
+				return // closing: not acknowledged, as at a crash here
+			}
 			f.count.Add(1)
 			p.m.Ack()
 		case errors.As(err, &re), errors.Is(err, client.ErrPacketTooLarge):

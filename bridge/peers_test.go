@@ -19,15 +19,31 @@ import (
 // the first CONNECT (before the bridge bit it refused it and mosquitto
 // backed off), messages flow both ways, and a "both" topic does not come
 // back to the side it was published on.
+//
+// The same with bridge_protocol_version mqttv50, where mosquitto asks for
+// No Local and Retain As Published itself.
 func TestMosquittoBridgesIntoRoost(t *testing.T) {
+	for _, c := range []struct{ name, line, protocol string }{
+		{"default", "", "3.1.1"},
+		{"mqttv50", "bridge_protocol_version mqttv50", "5.0"},
+	} {
+		t.Run(c.name, func(t *testing.T) { mosquittoIntoRoost(t, c.line, c.protocol) })
+	}
+}
+
+func mosquittoIntoRoost(t *testing.T, extra, protocol string) {
 	srv, roostURL := startRoost(t)
 	u, _ := url.Parse(roostURL)
-	m := mosquittotest.Start(t,
+	lines := []string{
 		"connection roost",
-		"address "+u.Host,
+		"address " + u.Host,
 		"topic up/# out 1",
 		"topic down/# in 1",
-		"topic both/# both 1")
+		"topic both/# both 1"}
+	if extra != "" {
+		lines = append(lines, extra)
+	}
+	m := mosquittotest.Start(t, lines...)
 	mURL := "mqtt://" + m.Addr
 	eventually(t, 15*time.Second, func() error { return hasSub(srv, "both/#") })
 	eventually(t, 15*time.Second, func() error { return hasSub(srv, "down/#") })
@@ -38,8 +54,8 @@ func TestMosquittoBridgesIntoRoost(t *testing.T) {
 	for _, c := range srv.Clients() {
 		bridgeSessions = append(bridgeSessions, c.ClientID+" "+c.Protocol)
 	}
-	if len(bridgeSessions) != 1 || !strings.HasSuffix(bridgeSessions[0], " 3.1.1") {
-		t.Fatalf("sessions on Roost: %v, want mosquitto's one 3.1.1 bridge", bridgeSessions)
+	if len(bridgeSessions) != 1 || !strings.HasSuffix(bridgeSessions[0], " "+protocol) {
+		t.Fatalf("sessions on Roost: %v, want mosquitto's one %s bridge", bridgeSessions, protocol)
 	}
 
 	var atRoost, atMosq inbox
@@ -110,13 +126,21 @@ func TestMosquittoBridgesIntoRoost(t *testing.T) {
 
 // Roost bridges to a real mosquitto, MQTT 5 and 3.1.1: out and in topics
 // with prefixes, a one-topic remap, and a "both" topic without echo.
+//
+// MQTT 3.1 (mosquitto's bridge_protocol_version mqttv31) too: protocol
+// name MQIsdp, level 3 with the bridge bit (0x83): mosquitto logs a
+// "bridge" of its protocol 1, MQTT 3.1.
 func TestBridgeToMosquitto(t *testing.T) {
-	for _, v := range []packet.Version{packet.V5, packet.V311} {
+	for _, v := range []packet.Version{packet.V5, packet.V311, packet.V31} {
 		t.Run(v.String(), func(t *testing.T) {
 			srv, roostURL := startRoost(t)
 			m := mosquittotest.Start(t, "log_type all")
 			mURL := "mqtt://" + m.Addr
-			b := startBridge(t, srv, Config{Name: "cloud", Addresses: []string{mURL}, Version: v, Notifications: true,
+			id := ""
+			if v == packet.V31 {
+				id = "edge-31" // 3.1: at most 23 bytes
+			}
+			b := startBridge(t, srv, Config{Name: "cloud", ClientID: id, Addresses: []string{mURL}, Version: v, Notifications: true,
 				Topics: []Rule{
 					{Pattern: "sensors/#", Direction: Out, QoS: 1, LocalPrefix: "edge/", RemotePrefix: "cloud/site1/"},
 					{Pattern: "cmd/#", Direction: In, QoS: 1, LocalPrefix: "edge/", RemotePrefix: "cloud/site1/"},
@@ -187,6 +211,9 @@ func TestBridgeToMosquitto(t *testing.T) {
 			st := b.Stats()
 			if st.ForwardedOut < 4 || st.ForwardedIn < 3 || st.Dropped != 0 {
 				t.Errorf("stats %+v", st)
+			}
+			if log := m.Log.String(); v == packet.V31 && !(strings.Contains(log, "New bridge connected from 127.0.0.1") && strings.Contains(log, "as edge-31 (p1,")) {
+				t.Errorf("mosquitto did not see an MQTT 3.1 bridge:\n%s", log)
 			}
 		})
 	}

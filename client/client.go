@@ -47,6 +47,8 @@ type Client struct {
 	// bridgeRefused is set once a server refused the bridge bit
 	// (Options.Bridge): later CONNECTs go without it.
 	bridgeRefused atomic.Bool
+	// nextServer is where a RoundRobin connection attempt starts.
+	nextServer int
 }
 
 type clientState int
@@ -71,8 +73,12 @@ func New(opts Options) (*Client, error) {
 		}
 	}
 	opts.fill()
-	if opts.Version != packet.V5 && opts.Version != packet.V311 {
+	if opts.Version != packet.V5 && opts.Version != packet.V311 && opts.Version != packet.V31 {
 		return nil, fmt.Errorf("client: unsupported protocol version %v", opts.Version)
+	}
+	if opts.Version == packet.V31 && (len(opts.ClientID) > 23 || opts.ClientID == "") {
+		// MQTT 3.1 servers refuse others (CONNACK 2).
+		return nil, fmt.Errorf("client: MQTT 3.1 needs a client id of 1 to 23 bytes, got %q", opts.ClientID)
 	}
 	c := &Client{
 		opts:    opts,
@@ -232,6 +238,21 @@ func (c *Client) DisconnectWithProperties(ctx context.Context, props packet.Prop
 	}
 }
 
+// Reconnect ends the current connection with a DISCONNECT (reason 0: the
+// server keeps the session and does not publish the will) and connects
+// again at once, from the first server, or with RoundRobin the next one.
+// The session carries over as after any lost connection. Without a
+// connection it does nothing. A bridge uses it to go back to its main
+// server once that is reachable again.
+func (c *Client) Reconnect() {
+	c.mu.Lock()
+	cn := c.cn
+	c.mu.Unlock()
+	if cn != nil {
+		cn.finish(&packet.Disconnect{ReasonCode: packet.Success})
+	}
+}
+
 // Done returns a channel that is closed once the client has stopped and
 // all its goroutines, the handler dispatcher included, have exited.
 func (c *Client) Done() <-chan struct{} { return c.done }
@@ -348,7 +369,13 @@ func (c *Client) stopped() bool {
 // runConn for first.
 func (c *Client) connectOnce(first *chan error) error {
 	var err error
-	for _, server := range c.opts.Servers {
+	n := len(c.opts.Servers)
+	for i := range n {
+		idx := i
+		if c.opts.RoundRobin {
+			idx = (c.nextServer + i) % n
+		}
+		server := c.opts.Servers[idx]
 		if c.stopped() {
 			return ErrClosed
 		}
@@ -360,6 +387,8 @@ func (c *Client) connectOnce(first *chan error) error {
 			c.disp.status(Status{Event: ConnectionLost, Server: server, Err: err})
 			continue
 		}
+		// Only the connecting goroutine reads and writes it.
+		c.nextServer = (idx + 1) % n
 		c.runConn(cn, first)
 		return nil
 	}

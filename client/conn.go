@@ -144,7 +144,8 @@ func ctxErr(ctx context.Context, err error) error {
 func (c *Client) connectPacket(first bool) *packet.Connect {
 	o := &c.opts
 	cp := &packet.Connect{
-		ProtocolName: "MQTT", ProtocolVersion: o.Version, ClientID: o.ClientID,
+		ProtocolVersion: o.Version, ClientID: o.ClientID, // the name follows the version: MQIsdp for 3.1
+
 		Username: o.Username, UsernameFlag: o.Username != "",
 		Password: []byte(o.Password), PasswordFlag: o.Password != "",
 		Bridge: o.Bridge && o.Version != packet.V5 && !c.bridgeRefused.Load(),

@@ -25,6 +25,11 @@ func (c *Client) handlePacket(cn *conn, p packet.Packet) error {
 		c.mu.Lock()
 		delete(c.sess.inQoS2, p.PacketID)
 		c.mu.Unlock()
+		if c.opts.OnRelease != nil {
+			// Before the PUBCOMP: once it is sent the server may reuse
+			// the identifier.
+			c.opts.OnRelease(p.PacketID)
+		}
 		cn.writePacket(&packet.Pubcomp{PacketID: p.PacketID})
 	case *packet.Pubcomp:
 		c.onPuback(p.PacketID, opPublish, 2, Ack{p.ReasonCode, p.Properties})
@@ -119,10 +124,14 @@ func (c *Client) onPuback(id uint16, kind opKind, qos packet.QoS, ack Ack) {
 	if o == nil || o.kind != kind || o.msg.QoS != qos || (qos == 2 && !o.pubrel) {
 		return
 	}
-	c.forget(o)
 	var err error
 	if ack.ReasonCode >= 0x80 && !(qos == 2 && ack.ReasonCode == packet.PacketIdentifierNotFound) {
 		err = &ReasonError{Op: "publish", Code: ack.ReasonCode, Reason: ack.Properties.ReasonString}
+	}
+	if o.tag != 0 && o.stored {
+		c.keep(o)
+	} else {
+		c.forget(o)
 	}
 	o.complete(ack, nil, err)
 	c.pump()

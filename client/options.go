@@ -18,6 +18,10 @@ type Options struct {
 	// ws://host:8080/mqtt, wss://host/mqtt. tcp://, ssl:// and tls:// are
 	// accepted as aliases. At least one is required.
 	Servers []string
+	// RoundRobin treats the Servers as equals: after a connection to one
+	// is lost, the next attempt starts with the one after it (and wraps),
+	// instead of with the first (mosquitto's round_robin true).
+	RoundRobin bool
 	// TLSConfig is used for mqtts:// and wss://. Default: the system roots,
 	// ServerName taken from the URL.
 	TLSConfig *tls.Config
@@ -35,7 +39,9 @@ type Options struct {
 	// Username and Password are sent when non-empty.
 	Username string
 	Password string
-	// Version is the protocol: packet.V5 (default) or packet.V311.
+	// Version is the protocol: packet.V5 (default), packet.V311 or
+	// packet.V31 (MQTT 3.1: protocol name MQIsdp, level 3, otherwise spoken
+	// like 3.1.1; its client ids are 1 to 23 bytes).
 	Version packet.Version
 	// KeepAlive is the keep alive interval. Default 60s; negative disables
 	// it. An MQTT 5 server may override it (Server Keep Alive).
@@ -124,6 +130,12 @@ type Options struct {
 	// OnConnectionDown is called when a connection that was up is lost
 	// (err says why) or closed by Disconnect (err is nil). Optional.
 	OnConnectionDown func(*Client, error)
+	// OnRelease is called with the packet identifier of each PUBREL the
+	// server sends, on the reading goroutine, before the PUBCOMP is
+	// written: the server has our PUBREC of that QoS 2 message and, after
+	// the PUBCOMP, may reuse the identifier. A bridge forgets its record
+	// of the message then (Forget). It must not block. Optional.
+	OnRelease func(packetID uint16)
 	// ManualAck leaves the acknowledgement of received QoS 1 and 2
 	// messages to the application, which calls Message.Ack when it is done
 	// with one, from any goroutine, after its handler returned if it

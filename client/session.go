@@ -20,14 +20,17 @@ type session struct {
 	subs          map[string]*subEntry
 	subOrder      []*subEntry
 	inQoS2        map[uint16]bool // inbound QoS 2 ids awaiting PUBREL -> handler done
-	closing       bool            // Disconnect called
-	connectedOnce bool            // a CONNACK was accepted: later CONNECTs resume
+	kept          map[uint64]*op  // tagged publishes completed and kept in the Store, by tag (PublishAsyncTagged)
+	restored      []RestoredPublish
+	closing       bool // Disconnect called
+	connectedOnce bool // a CONNACK was accepted: later CONNECTs resume
 }
 
 func (s *session) init() {
 	s.inflight = make(map[uint16]*op)
 	s.subs = make(map[string]*subEntry)
 	s.inQoS2 = make(map[uint16]bool)
+	s.kept = make(map[uint64]*op)
 }
 
 type opKind uint8
@@ -41,21 +44,23 @@ const (
 // op is one operation that needs an answer from the server (or, for QoS 0,
 // only a connection).
 type op struct {
-	kind    opKind
-	msg     *Message       // opPublish
-	subs    []Subscription // opSubscribe
-	filters []string       // opUnsubscribe
-	props   packet.Properties
-	id      uint16
-	seq     uint64
-	sent    bool // written at least once: resend with DUP
-	pubrel  bool // QoS 2: PUBREC received, PUBREL sent
-	held    bool // inflight from an earlier connection, not yet resent on this one
-	stored  bool // in Options.Store
-	done    chan struct{}
-	ack     Ack
-	codes   []packet.ReasonCode
-	err     error
+	kind      opKind
+	msg       *Message       // opPublish
+	subs      []Subscription // opSubscribe
+	filters   []string       // opUnsubscribe
+	props     packet.Properties
+	id        uint16
+	seq       uint64
+	sent      bool   // written at least once: resend with DUP
+	pubrel    bool   // QoS 2: PUBREC received, PUBREL sent
+	held      bool   // inflight from an earlier connection, not yet resent on this one
+	stored    bool   // in Options.Store
+	tag       uint64 // PublishAsyncTagged: kept in the Store after completing, until Forget
+	completed bool   // tagged, completed, kept
+	done      chan struct{}
+	ack       Ack
+	codes     []packet.ReasonCode
+	err       error
 }
 
 func (o *op) needsID() bool { return o.kind != opPublish || o.msg.QoS > 0 }
@@ -363,6 +368,26 @@ func (c *Client) forget(o *op) {
 		}
 	}
 	c.storeDelete(o)
+}
+
+// keep records a tagged publish that completed as such in the Store, for
+// Forget, instead of deleting it. c.mu is held.
+func (c *Client) keep(o *op) {
+	if c.sess.inflight[o.id] == o {
+		delete(c.sess.inflight, o.id)
+		if o.isQoSPub() && !o.held {
+			c.sess.pubInflight--
+		}
+		if o.held {
+			o.held = false
+			c.sess.held = slices.DeleteFunc(c.sess.held, func(x *op) bool { return x == o })
+		}
+	}
+	o.completed = true
+	c.sess.kept[o.tag] = o
+	if err := c.opts.Store.Put(StoredPublish{Seq: o.seq, Tag: o.tag, Completed: true}); err != nil {
+		c.opts.Logger.Warn("client store put failed", "err", err)
+	}
 }
 
 func cmpU64(a, b uint64) int {

@@ -30,8 +30,20 @@ type StoredPublish struct {
 	Seq      uint64
 	PacketID uint16 // 0 until first sent
 	Released bool   // QoS 2: PUBREC received, PUBREL is what remains
-	Message  Message
+	// Tag is PublishAsyncTagged's tag; 0 for other publishes.
+	Tag uint64
+	// Completed: a tagged publish whose flow ended, kept until Forget.
+	// Its Message is empty.
+	Completed bool
+	Message   Message
 }
+
+// Flag bits of FileStore's first byte.
+const (
+	storedReleased  = 1
+	storedTagged    = 2 // an 8-byte tag follows the packet identifier
+	storedCompleted = 4
+)
 
 // FileStore is a Store keeping one file per message in a directory:
 // <seq>.pub holds a flag byte, the packet identifier and the message as an
@@ -56,15 +68,30 @@ func (s *FileStore) name(seq uint64) string {
 	return filepath.Join(s.dir, fmt.Sprintf("%016x.pub", seq))
 }
 
-// Put implements Store.
-func (s *FileStore) Put(r StoredPublish) error {
+// encodeStored is a record as FileStore and LogStore keep it: a flag
+// byte, the packet identifier, the tag if any, and the message as an MQTT
+// 5 PUBLISH packet.
+func encodeStored(r StoredPublish) ([]byte, error) {
 	p := &packet.Publish{QoS: r.Message.QoS, Retain: r.Message.Retain, Topic: r.Message.Topic,
 		PacketID: max(r.PacketID, 1), Properties: r.Message.Properties, Payload: r.Message.Payload}
 	b := []byte{0, byte(r.PacketID >> 8), byte(r.PacketID)}
 	if r.Released {
-		b[0] = 1
+		b[0] |= storedReleased
 	}
-	b, err := p.Encode(b, packet.V5)
+	if r.Completed {
+		b[0] |= storedCompleted
+		p.QoS, p.Topic = 0, "-" // the message is not needed any more
+	}
+	if r.Tag != 0 {
+		b[0] |= storedTagged
+		b = binary.BigEndian.AppendUint64(b, r.Tag)
+	}
+	return p.Encode(b, packet.V5)
+}
+
+// Put implements Store.
+func (s *FileStore) Put(r StoredPublish) error {
+	b, err := encodeStored(r)
 	if err != nil {
 		return err
 	}
@@ -139,8 +166,15 @@ func decodeStored(b []byte) (StoredPublish, error) {
 	if len(b) < 3 {
 		return StoredPublish{}, errors.New("truncated")
 	}
-	r := StoredPublish{Released: b[0] == 1, PacketID: binary.BigEndian.Uint16(b[1:3])}
+	r := StoredPublish{Released: b[0]&storedReleased != 0, Completed: b[0]&storedCompleted != 0, PacketID: binary.BigEndian.Uint16(b[1:3])}
+	flags := b[0]
 	b = b[3:]
+	if flags&storedTagged != 0 {
+		if len(b) < 8 {
+			return r, errors.New("truncated")
+		}
+		r.Tag, b = binary.BigEndian.Uint64(b), b[8:]
+	}
 	h, err := packet.ParseFixedHeader(b)
 	if err != nil {
 		return r, err
@@ -153,6 +187,9 @@ func decodeStored(b []byte) (StoredPublish, error) {
 		return r, err
 	}
 	pub := p.(*packet.Publish)
+	if r.Completed {
+		return r, nil
+	}
 	r.Message = Message{Topic: pub.Topic, Payload: pub.Payload, QoS: pub.QoS, Retain: pub.Retain, Properties: pub.Properties}
 	return r, nil
 }
@@ -202,7 +239,7 @@ func (c *Client) storePut(o *op) error {
 	if st == nil || o.kind != opPublish || o.msg.QoS == 0 {
 		return nil
 	}
-	err := st.Put(StoredPublish{Seq: o.seq, PacketID: o.id, Released: o.pubrel, Message: *o.msg})
+	err := st.Put(StoredPublish{Seq: o.seq, PacketID: o.id, Released: o.pubrel, Tag: o.tag, Message: *o.msg})
 	if err != nil {
 		c.opts.Logger.Warn("client store put failed", "err", err)
 		return err
@@ -230,8 +267,21 @@ func (c *Client) restore() error {
 	}
 	for _, r := range recs {
 		m := r.Message
-		o := &op{kind: opPublish, msg: &m, seq: r.Seq, id: r.PacketID, pubrel: r.Released, stored: true}
+		o := &op{kind: opPublish, msg: &m, seq: r.Seq, id: r.PacketID, pubrel: r.Released, stored: true, tag: r.Tag}
 		c.sess.nextSeq = max(c.sess.nextSeq, r.Seq)
+		if r.Tag != 0 {
+			rp := RestoredPublish{Tag: r.Tag, Completed: r.Completed}
+			if !r.Completed {
+				o.done = make(chan struct{})
+				rp.Token = &PublishToken{c: c, o: o, done: o.done}
+			}
+			c.sess.restored = append(c.sess.restored, rp)
+		}
+		if r.Completed {
+			o.completed = true
+			c.sess.kept[r.Tag] = o
+			continue
+		}
 		if _, dup := c.sess.inflight[o.id]; o.id != 0 && !dup {
 			o.sent = true
 			c.sess.inflight[o.id] = o // resent when a connection is up (connUp)
@@ -241,4 +291,65 @@ func (c *Client) restore() error {
 		c.sess.queue = append(c.sess.queue, o)
 	}
 	return nil
+}
+
+// RestoredPublish is a tagged publish (PublishAsyncTagged) that New found
+// in Options.Store.
+type RestoredPublish struct {
+	Tag uint64
+	// Completed says its flow ended before the restart; it is kept until
+	// Forget.
+	Completed bool
+	// Token tells when a publish still in progress completes; nil when
+	// Completed.
+	Token *PublishToken
+}
+
+// Restored returns the tagged publishes New loaded from Options.Store, in
+// their original order. The client sends those in progress again on its
+// first connection (PUBLISH with DUP and the same packet identifier, or
+// PUBREL).
+func (c *Client) Restored() []RestoredPublish {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.sess.restored)
+}
+
+// PublishAsyncTagged is PublishAsync for a QoS 1 or 2 message that the
+// caller knows by tag (non-zero), such as the packet identifier it
+// arrived with from another server. With Options.Store the tag is stored
+// with the message, Restored reports it after a restart, and the record
+// stays in the Store once the flow completes, until Forget(tag): so a
+// caller that crashed can tell a message it already forwarded from a new
+// one. A tag must not be reused before Forget.
+func (c *Client) PublishAsyncTagged(m Message, tag uint64) (*PublishToken, error) {
+	if tag == 0 || m.QoS == 0 {
+		return nil, errors.New("client: PublishAsyncTagged needs a non-zero tag and QoS 1 or 2")
+	}
+	if err := c.checkPublish(&m); err != nil {
+		return nil, err
+	}
+	o := &op{kind: opPublish, msg: &m, tag: tag}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.enqueue(o); err != nil {
+		return nil, err
+	}
+	return &PublishToken{c: c, o: o, done: o.done}, nil
+}
+
+// Forget deletes the completed tagged publish tag from the Store; a tag
+// not completed or unknown is left alone (reported false).
+func (c *Client) Forget(tag uint64) bool {
+	c.mu.Lock()
+	o := c.sess.kept[tag]
+	delete(c.sess.kept, tag)
+	c.mu.Unlock()
+	if o == nil {
+		return false
+	}
+	if err := c.opts.Store.Delete(o.seq); err != nil {
+		c.opts.Logger.Warn("client store delete failed", "err", err)
+	}
+	return true
 }

@@ -35,6 +35,10 @@ func (h *Handler) routeAPI() {
 	api("DELETE /api/retained", h.deleteRetained)
 	api("POST /api/publish", h.publish)
 	api("GET /api/bridges", h.listBridges)
+	api("GET /api/bridges/{name}", h.getBridge)
+	api("POST /api/bridges", h.addBridge)
+	api("PUT /api/bridges/{name}", h.putBridge)
+	api("DELETE /api/bridges/{name}", h.deleteBridge)
 }
 
 // writeJSON writes v with status code; errors writing go nowhere useful.

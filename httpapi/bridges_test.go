@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,5 +71,19 @@ func TestBridgeMetricsAndAPI(t *testing.T) {
 	e2 := newEnv(t, Options{})
 	if code, body := e2.do("GET", "/api/bridges", ""); code != 200 || body != "[]\n" && body != "[]" {
 		t.Fatalf("no bridges: %d %q", code, body)
+	}
+	// Without a BridgeAdmin nothing can be changed, and says so.
+	for _, c := range []struct {
+		method, path, body string
+		code               int
+	}{
+		{"POST", "/api/bridges", `{"name": "x"}`, 501},
+		{"PUT", "/api/bridges/x", `{"name": "x"}`, 501},
+		{"DELETE", "/api/bridges/x", "", 404},
+		{"GET", "/api/bridges/x", "", 404},
+	} {
+		if code, body := e2.do(c.method, c.path, c.body); code != c.code || !strings.Contains(body, "error") {
+			t.Errorf("%s %s: %d %s, want %d", c.method, c.path, code, body, c.code)
+		}
 	}
 }

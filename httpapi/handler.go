@@ -42,6 +42,9 @@ type Options struct {
 	// Bridges, when set, returns the figures of the running bridges, for
 	// /metrics (roost_bridge_*) and GET /api/bridges.
 	Bridges func() []bridge.Stats
+	// BridgeAdmin, when set, lets the admin API add, change and remove
+	// bridges (POST, PUT and DELETE /api/bridges).
+	BridgeAdmin BridgeAdmin
 }
 
 // PasswordChecker verifies a user name and password; auth.PasswordFile is

@@ -37,7 +37,7 @@ func runBridge(ctx context.Context, args []string, std stdio) int {
 	var (
 		from     = fs.String("from", "", "`URL` of the first broker (mqtt://, mqtts://, ws://, wss://)")
 		to       = fs.String("to", "", "`URL` of the second broker")
-		version  = fs.String("V", "5", "protocol `version` toward --to: 5 or 311")
+		version  = fs.String("V", "5", "protocol `version` toward --to: 5, 311 or 31")
 		fromUser = fs.String("from-user", "", "`username` for --from")
 		fromPass = fs.String("from-password", "", "`password` for --from")
 		toUser   = fs.String("to-user", "", "`username` for --to")
@@ -67,8 +67,10 @@ func runBridge(ctx context.Context, args []string, std stdio) int {
 	case "5", "mqttv5":
 	case "311", "mqttv311", "3.1.1":
 		v = packet.V311
+	case "31", "mqttv31", "3.1":
+		v = packet.V31
 	default:
-		fmt.Fprintf(stderr, "roost bridge: -V %q: want 5 or 311\n", *version)
+		fmt.Fprintf(stderr, "roost bridge: -V %q: want 5, 311 or 31\n", *version)
 		return 2
 	}
 	fromTLS, err := caConfig(*fromCA)

@@ -171,14 +171,20 @@ func rewrite(t *testing.T, path, src string) {
 // roost bridge forwards between two brokers with prefixes, both ways, and
 // exits 0 when interrupted; missing flags are a usage error.
 func TestBridgeCommand(t *testing.T) {
+	for _, v := range []string{"311", "31"} {
+		t.Run(v, func(t *testing.T) { bridgeCommand(t, v) })
+	}
+}
+
+func bridgeCommand(t *testing.T, version string) {
 	_, a := brokertest.Start(t, broker.Options{})
-	_, b := brokertest.Start(t, broker.Options{})
+	srvB, b := brokertest.Start(t, broker.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var stderr syncBuffer
 	exit := make(chan int, 1)
 	go func() {
-		exit <- run(ctx, []string{"bridge", "--from", "mqtt://" + a, "--to", "mqtt://" + b, "-V", "311",
+		exit <- run(ctx, []string{"bridge", "--from", "mqtt://" + a, "--to", "mqtt://" + b, "-V", version,
 			"--topic", "x/# both 1 a/ b/"}, stdio{out: io.Discard, err: &stderr})
 	}()
 	atA, atB := make(chan string, 100), make(chan string, 100)
@@ -203,6 +209,16 @@ func TestBridgeCommand(t *testing.T) {
 	}
 	await(ca, "a/x/1", atB, "b/x/1")
 	await(cb, "b/x/2", atA, "a/x/2")
+	want := map[string]string{"311": "3.1.1", "31": "3.1"}[version]
+	var got []string
+	for _, c := range srvB.Clients() {
+		if strings.HasPrefix(c.ClientID, "roost-bridge-") {
+			got = append(got, c.Protocol)
+		}
+	}
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("the bridge's sessions on --to speak %v, want one %s", got, want)
+	}
 	cancel()
 	if code := <-exit; code != 0 {
 		t.Errorf("exit %d; log:\n%s", code, stderr.String())

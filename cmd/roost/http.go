@@ -13,6 +13,7 @@ import (
 	"github.com/roost-mqtt/roost/bridge"
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/httpapi"
+	"github.com/roost-mqtt/roost/internal/bridgeset"
 	"github.com/roost-mqtt/roost/internal/config"
 )
 
@@ -26,6 +27,7 @@ type httpServer struct {
 	once  sync.Once
 
 	bridgeStats func() []bridge.Stats // for /metrics and /api/bridges
+	bridgeAdmin httpapi.BridgeAdmin   // for POST, PUT and DELETE /api/bridges
 }
 
 // listenHTTP opens c.Addr, or returns nil when the server is off. It runs
@@ -49,7 +51,8 @@ func (h *httpServer) start(cfg *config.Config, srv *broker.Server, opts broker.O
 		return
 	}
 	o := httpapi.Options{Token: cfg.HTTP.Token, MetricsPublic: cfg.HTTP.MetricsPublic, Store: opts.Store,
-		Ready: h.ready.Load, Logger: logger.With("component", "http"), Bridges: h.bridgeStats}
+		Ready: h.ready.Load, Logger: logger.With("component", "http"), Bridges: h.bridgeStats,
+		BridgeAdmin: h.bridgeAdmin}
 	if cfg.HTTP.UsersFromPasswordFile {
 		// config.HTTP.Check made sure auth.password_file is set, so
 		// setupAuth loaded it, and reloads it when it changes.
@@ -103,4 +106,13 @@ func (h *httpServer) close(ctx context.Context) {
 		}
 		<-h.done // http.ErrServerClosed
 	})
+}
+
+// setBridges makes the HTTP server (if on) report the bridges and change
+// them through the admin API.
+func (h *httpServer) setBridges(s *bridgeset.Set) {
+	if h != nil {
+		h.bridgeStats = s.Stats
+		h.bridgeAdmin = s
+	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/cluster"
+	"github.com/roost-mqtt/roost/internal/bridgeset"
 	"github.com/roost-mqtt/roost/internal/config"
 	"github.com/roost-mqtt/roost/internal/memtrim"
 	"github.com/roost-mqtt/roost/internal/sdnotify"
@@ -274,14 +275,14 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify 
 			return err
 		}
 	}
-	bridges, err := startBridges(ctx, cfg, srv, logger, hups)
+	bridges, err := bridgeset.Start(ctx, cfg, srv, logger, hups.subscribe())
 	if err != nil {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 		srv.Shutdown(sctx)
 		cancel()
 		return err
 	}
-	web.setBridges(bridges.stats)
+	web.setBridges(bridges)
 	web.start(cfg, srv, opts, lns, logger)
 	for i, ln := range lns {
 		logger.Info("listener ready", "addr", ln.Addr().String(), "scheme", cfg.Listeners[i].Scheme)
@@ -313,7 +314,7 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify 
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	web.setReady(false)
-	bridges.close(sctx) // first: what they did not forward stays queued in their sessions
+	bridges.Close(sctx) // first: what they did not forward stays queued in their sessions
 	err = srv.Shutdown(sctx)
 	web.close(sctx)
 	closeAll(lns) // every Serve returns, even if Shutdown did not get that far

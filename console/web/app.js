@@ -183,13 +183,51 @@ function topics (view) {
 function bridges (view) {
   const info = h('span', { class: 'muted' })
   const body = h('tbody')
-  view.append(h('h2', {}, 'Bridges'), h('div', { class: 'row' }, info),
+  const editor = h('div', { class: 'panel', id: 'bridge-editor', hidden: true })
+  view.append(h('h2', {}, 'Bridges'),
+    h('div', { class: 'row' }, info, h('button', { id: 'bridge-add', onclick: () => edit(null) }, 'Add bridge')), editor,
     h('table', { id: 'bridges' }, h('thead', {}, h('tr', {}, ['Bridge', 'State', 'Remote']
       .map(t => h('th', {}, t)), ['Out', 'In', 'Queued', 'Dropped', 'Reconnects'].map(t => h('th', { class: 'num' }, t)),
-    h('th', {}, 'Last error'))), body))
+    h('th', {}, 'Last error'), h('th', {}, ''))), body))
+  // The editor takes a bridges: entry as JSON, the keys of docs/config.md;
+  // the server checks it and answers what is wrong.
+  const edit = async (name) => {
+    let text = JSON.stringify({ name: 'cloud', addresses: ['mqtts://broker.example.com:8883'], topics: ['sensors/# out 1'] }, null, 2)
+    let note = 'A new bridge: a bridges: entry of roost.yaml, as JSON (docs/bridges.md).'
+    if (name) {
+      const d = await api('bridges/' + encodeURIComponent(name))
+      text = JSON.stringify(d.config, null, 2)
+      note = d.has_password ? 'The password is kept unless you give one ("password": "" clears it).' : ''
+    }
+    const area = h('textarea', { id: 'bridge-json', rows: 14, cols: 80, spellcheck: 'false' })
+    area.value = text
+    const error = h('p', { class: 'error', id: 'bridge-error' })
+    const save = async () => {
+      error.textContent = ''
+      try {
+        const opts = { method: name ? 'PUT' : 'POST', headers: { 'Content-Type': 'application/json' }, body: area.value }
+        await api(name ? 'bridges/' + encodeURIComponent(name) : 'bridges', opts)
+        editor.hidden = true
+        load()
+      } catch (err) { error.textContent = err.message }
+    }
+    editor.replaceChildren(h('h3', {}, name ? 'Bridge ' + name : 'Add a bridge'), h('p', { class: 'muted' }, note), area,
+      h('div', { class: 'row' }, h('button', { id: 'bridge-save', onclick: save }, 'Save'),
+        h('button', { onclick: () => { editor.hidden = true } }, 'Cancel')), error)
+    editor.hidden = false
+  }
+  const remove = async (name) => {
+    if (!confirm(`Stop and remove the bridge ${name}? What is still queued for it is dropped.`)) return
+    try { await api('bridges/' + encodeURIComponent(name), { method: 'DELETE' }) } catch (err) { info.textContent = err.message }
+    load()
+  }
+  const actions = b => b.source === 'api'
+    ? [h('button', { onclick: () => edit(b.name).catch(err => { info.textContent = err.message }) }, 'Edit'),
+        h('button', { class: 'danger', onclick: () => remove(b.name) }, 'Remove')]
+    : (b.source === 'file' ? h('span', { class: 'muted', title: 'Change it in the configuration file and send SIGHUP' }, 'from file') : '')
   const load = async () => {
     const list = await api('bridges')
-    info.textContent = list.length ? `${list.length} bridge${list.length === 1 ? '' : 's'}` : 'No bridges: see docs/bridges.md to add one.'
+    info.textContent = list.length ? `${list.length} bridge${list.length === 1 ? '' : 's'}` : 'No bridges: add one, or see docs/bridges.md.'
     body.replaceChildren(...list.map(b => h('tr', { class: b.connected ? '' : 'offline', 'data-bridge': b.name },
       h('td', {}, b.name),
       h('td', {}, h('span', { class: 'pill ' + (b.connected ? 'ok' : 'idle') }, b.connected ? 'connected' : 'disconnected')),
@@ -197,7 +235,8 @@ function bridges (view) {
       h('td', { class: 'num' }, b.forwarded_out), h('td', { class: 'num' }, b.forwarded_in),
       h('td', { class: 'num' }, b.queued), h('td', { class: 'num' }, b.dropped + b.queue_dropped),
       h('td', { class: 'num' }, b.reconnects),
-      h('td', { title: b.last_error_at ? when(b.last_error_at) : '' }, b.last_error || ''))))
+      h('td', { title: b.last_error_at ? when(b.last_error_at) : '' }, b.last_error || ''),
+      h('td', {}, actions(b)))))
   }
   load().catch(err => { info.textContent = err.message })
   const timer = setInterval(() => load().catch(() => {}), POLL_MS)

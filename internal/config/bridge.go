@@ -1,15 +1,18 @@
 package config
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -55,6 +58,28 @@ type Bridge struct {
 	NotificationsLocalOnly bool
 	NotificationTopic      string
 	Topics                 []bridge.Rule
+	// RoundRobin: addresses as equals (mosquitto's round_robin true).
+	RoundRobin bool
+	// StartOnce: no reconnection once the connection is lost (mosquitto's
+	// start_type once).
+	StartOnce bool
+	// StartLazy runs the bridge only while there is something to forward
+	// (mosquitto's start_type lazy): it starts when Threshold messages
+	// wait in its local session and stops after IdleTimeout without any.
+	StartLazy   bool
+	Threshold   int
+	IdleTimeout time.Duration
+	// MaxPacketSize caps the PUBLISH packets forwarded out; 0: no limit.
+	MaxPacketSize uint32
+	// TCPKeepAlive: probes on the remote connection (idle, interval,
+	// count); zero: Go's default.
+	TCPKeepAlive net.KeepAliveConfig
+	// TCPUserTimeout: TCP_USER_TIMEOUT of the remote connection (Linux).
+	TCPUserTimeout time.Duration
+	// ReloadLazy keeps a changed bridge running with its old settings
+	// until its remote connection drops (mosquitto's bridge_reload_type
+	// lazy); false restarts it at once.
+	ReloadLazy bool
 }
 
 // BridgeTLS is the TLS client configuration of a bridge, for mqtts:// and
@@ -75,18 +100,21 @@ type BridgeTLS struct {
 	Insecure bool
 	// MinVersion is the oldest TLS version accepted; 0: TLS 1.2.
 	MinVersion uint16
+	// RequireOCSP refuses a remote that staples no good OCSP response
+	// (mosquitto's bridge_require_ocsp).
+	RequireOCSP bool
 }
 
 // DefaultBridge returns a bridge entry before its keys are read: the
 // defaults of docs/bridges.md.
 func DefaultBridge() Bridge {
-	return Bridge{Version: packet.V5, KeepAlive: 60 * time.Second, BackoffMin: 5 * time.Second,
+	return Bridge{Version: packet.V5, KeepAlive: 60 * time.Second, BackoffMin: 5 * time.Second, Threshold: 10, IdleTimeout: 60 * time.Second,
 		BackoffMax: 30 * time.Second, TryPrivate: true, AttemptUnsubscribe: true, OutgoingRetain: true, Notifications: true}
 }
 
 // Config builds the tls.Config, reading the files. An error names the file.
 func (t *BridgeTLS) Config() (*tls.Config, error) {
-	c := &tls.Config{ServerName: t.ServerName, NextProtos: t.ALPN, InsecureSkipVerify: t.Insecure, MinVersion: max(t.MinVersion, tls.VersionTLS12)}
+	c := &tls.Config{ServerName: t.ServerName, NextProtos: t.ALPN, InsecureSkipVerify: t.Insecure, MinVersion: cmp.Or(t.MinVersion, tls.VersionTLS12)}
 	if t.CA != "" || t.CAPath != "" {
 		if c.RootCAs = x509.NewCertPool(); t.OSCerts {
 			sys, err := x509.SystemCertPool()
@@ -167,6 +195,8 @@ func (b *Bridge) Options(logger *slog.Logger) (bridge.Config, error) {
 		NoTryPrivate: !b.TryPrivate, NoAttemptUnsubscribe: !b.AttemptUnsubscribe, Notifications: b.Notifications,
 		NoOutgoingRetain: !b.OutgoingRetain, BindAddress: b.BindAddress, ReceiveMaximum: b.ReceiveMaximum, NotificationsLocalOnly: b.NotificationsLocalOnly,
 		NotificationTopic: b.NotificationTopic, Topics: b.Topics, Logger: logger,
+		RoundRobin: b.RoundRobin, StartOnce: b.StartOnce, MaxPacketSize: b.MaxPacketSize,
+		TCPKeepAlive: b.TCPKeepAlive, TCPUserTimeout: b.TCPUserTimeout, RequireOCSP: b.TLS.RequireOCSP,
 	}, nil
 }
 
@@ -175,21 +205,67 @@ func (d *decoder) bridges(n *yaml.Node, path string, c *Config) {
 	d.list(n, path, func(p string, v *yaml.Node) {
 		b := DefaultBridge()
 		d.bridge(v, p, &b)
-		switch {
-		case b.Name == "":
-			d.errorf(v, "%s: name is required", p)
-		case names[b.Name]:
+		if names[b.Name] && b.Name != "" {
 			d.errorf(v, "%s: bridge name %q used twice", p, b.Name)
-		case len(b.Addresses) == 0:
-			d.errorf(v, "%s: addresses: at least one remote broker URL is required", p)
-		case len(b.Topics) == 0:
-			d.errorf(v, "%s: topics: at least one topic is required", p)
-		case b.TLS.Key != "" && b.TLS.Cert == "" || b.TLS.Cert != "" && b.TLS.Key == "":
-			d.errorf(v, "%s: tls: cert and key go together", p)
 		}
+		d.checkBridge(v, p, &b)
 		names[b.Name] = true
 		c.Bridges = append(c.Bridges, b)
 	})
+}
+
+var bridgeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// checkBridge reports the keys a bridge entry cannot do without.
+func (d *decoder) checkBridge(v *yaml.Node, p string, b *Bridge) {
+	switch {
+	case b.Name == "":
+		d.errorf(v, "%s: name is required", p)
+	case !bridgeName.MatchString(b.Name):
+		// It names a directory of the bridge's state in the store.
+		d.errorf(v, "%s: name %q: use letters, digits, '.', '_' and '-', starting with a letter or digit", p, b.Name)
+	case len(b.Addresses) == 0:
+		d.errorf(v, "%s: addresses: at least one remote broker URL is required", p)
+	case len(b.Topics) == 0:
+		d.errorf(v, "%s: topics: at least one topic is required", p)
+	case b.TLS.Key != "" && b.TLS.Cert == "" || b.TLS.Cert != "" && b.TLS.Key == "":
+		d.errorf(v, "%s: tls: cert and key go together", p)
+	case b.StartLazy && b.LocalCleanStart:
+		// Dormant, the bridge has no local connection: only a kept
+		// session queues for it.
+		d.errorf(v, "%s: start: lazy needs the local session kept (local_clean_start: false)", p)
+	case b.Password != "" && b.Username == "" && b.Version != packet.V5:
+		// [MQTT-3.1.2-22]: mosquitto closes such a connection at once.
+		d.errorf(v, "%s: password: MQTT 3.1.1 sends no password without a username", p)
+	}
+}
+
+// ParseBridge reads one bridge entry on its own, as the admin API
+// receives it: a JSON (or YAML) object with the keys of a bridges: item,
+// the same defaults and the same checks. Errors start with name. TLS file
+// names must be absolute: there is no configuration file for a relative
+// one to be relative to.
+func ParseBridge(name string, data []byte) (Bridge, error) {
+	d := &decoder{file: name}
+	root, err := d.document(data)
+	if err != nil {
+		return Bridge{}, err
+	}
+	if root == nil {
+		return Bridge{}, fmt.Errorf("%s: empty bridge: want an object such as {\"name\": \"cloud\", \"addresses\": [...], \"topics\": [...]}", name)
+	}
+	b := DefaultBridge()
+	d.bridge(root, "bridge", &b)
+	d.checkBridge(root, "bridge", &b)
+	for _, f := range []struct{ key, v string }{{"ca", b.TLS.CA}, {"capath", b.TLS.CAPath}, {"cert", b.TLS.Cert}, {"key", b.TLS.Key}} {
+		if f.v != "" && !filepath.IsAbs(f.v) {
+			d.errorf(root, "bridge: tls.%s: %q: give an absolute path", f.key, f.v)
+		}
+	}
+	if len(d.errs) > 0 {
+		return Bridge{}, errors.Join(d.errs...)
+	}
+	return b, nil
 }
 
 func (d *decoder) bridge(n *yaml.Node, path string, b *Bridge) {
@@ -202,11 +278,43 @@ func (d *decoder) bridge(n *yaml.Node, path string, b *Bridge) {
 		"name":      d.str(&b.Name),
 		"addresses": func(p string, v *yaml.Node) { d.bridgeAddresses(v, p, b) },
 		"protocol": func(p string, v *yaml.Node) {
-			d.oneOf(&version, "3.1.1", "5")(p, v)
-			if version == "3.1.1" {
+			d.oneOf(&version, "3.1", "3.1.1", "5")(p, v)
+			switch version {
+			case "3.1":
+				b.Version = packet.V31
+			case "3.1.1":
 				b.Version = packet.V311
 			}
 		},
+		"round_robin": func(p string, v *yaml.Node) { d.boolean(v, p, &b.RoundRobin) },
+		"start": func(p string, v *yaml.Node) {
+			var st string
+			d.oneOf(&st, "automatic", "once", "lazy")(p, v)
+			b.StartOnce, b.StartLazy = st == "once", st == "lazy"
+		},
+		"threshold":    func(p string, v *yaml.Node) { b.Threshold = int(d.intOr(v, p, 1, math.MaxInt32)) },
+		"idle_timeout": func(p string, v *yaml.Node) { d.duration(v, p, time.Second, &b.IdleTimeout) },
+		"reload": func(p string, v *yaml.Node) {
+			var r string
+			d.oneOf(&r, "immediate", "lazy")(p, v)
+			b.ReloadLazy = r == "lazy"
+		},
+		"max_packet_size": func(p string, v *yaml.Node) {
+			if n, ok := d.integer(v, p, 0, math.MaxUint32); ok {
+				b.MaxPacketSize = uint32(n)
+			}
+		},
+		"tcp_keepalive": func(p string, v *yaml.Node) {
+			b.TCPKeepAlive.Enable = true
+			d.mapping(v, p, map[string]field{
+				"idle":     func(p string, v *yaml.Node) { d.duration(v, p, time.Second, &b.TCPKeepAlive.Idle) },
+				"interval": func(p string, v *yaml.Node) { d.duration(v, p, time.Second, &b.TCPKeepAlive.Interval) },
+				"count": func(p string, v *yaml.Node) {
+					b.TCPKeepAlive.Count = int(d.intOr(v, p, 1, 127))
+				},
+			})
+		},
+		"tcp_user_timeout":    func(p string, v *yaml.Node) { d.duration(v, p, time.Millisecond, &b.TCPUserTimeout) },
 		"client_id":           d.str(&b.ClientID),
 		"local_client_id":     d.str(&b.LocalClientID),
 		"clean_start":         func(p string, v *yaml.Node) { d.boolean(v, p, &b.CleanStart) },
@@ -258,19 +366,18 @@ func (d *decoder) bridgeAddresses(n *yaml.Node, path string, b *Bridge) {
 
 func (d *decoder) bridgeTLS(n *yaml.Node, path string, t *BridgeTLS) {
 	d.mapping(n, path, map[string]field{
-		"ca":       d.str(&t.CA),
-		"capath":   d.str(&t.CAPath),
-		"os_certs": func(p string, v *yaml.Node) { d.boolean(v, p, &t.OSCerts) },
-		"cert":     d.str(&t.Cert),
-		"key":      d.str(&t.Key),
-		"sni":      d.str(&t.ServerName),
-		"insecure": func(p string, v *yaml.Node) { d.boolean(v, p, &t.Insecure) },
+		"ca":           d.str(&t.CA),
+		"capath":       d.str(&t.CAPath),
+		"os_certs":     func(p string, v *yaml.Node) { d.boolean(v, p, &t.OSCerts) },
+		"cert":         d.str(&t.Cert),
+		"key":          d.str(&t.Key),
+		"sni":          d.str(&t.ServerName),
+		"insecure":     func(p string, v *yaml.Node) { d.boolean(v, p, &t.Insecure) },
+		"require_ocsp": func(p string, v *yaml.Node) { d.boolean(v, p, &t.RequireOCSP) },
 		"min_version": func(p string, v *yaml.Node) {
 			var s string
-			d.oneOf(&s, "1.2", "1.3")(p, v)
-			if s == "1.3" {
-				t.MinVersion = tls.VersionTLS13
-			}
+			d.oneOf(&s, "1.1", "1.2", "1.3")(p, v)
+			t.MinVersion = map[string]uint16{"1.1": tls.VersionTLS11, "1.3": tls.VersionTLS13}[s]
 		},
 		"alpn": func(p string, v *yaml.Node) {
 			d.list(v, p, func(p string, v *yaml.Node) {

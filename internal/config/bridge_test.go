@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/tls"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -25,7 +27,14 @@ const bridgeExample = `bridges:
     session_expiry: 24h
     username: edge-17
     password: s3cret
-    tls: {ca: ca.pem, capath: certs, os_certs: true, cert: edge.pem, key: edge.key, alpn: [x-amzn-mqtt-ca], sni: cloud.example.com}
+    tls: {ca: ca.pem, capath: certs, os_certs: true, cert: edge.pem, key: edge.key, alpn: [x-amzn-mqtt-ca], sni: cloud.example.com,
+          require_ocsp: true, min_version: "1.1"}
+    round_robin: true
+    start: once
+    reload: lazy
+    max_packet_size: 1000
+    tcp_keepalive: {idle: 30s, interval: 5s, count: 3}
+    tcp_user_timeout: 20s
     keep_alive: 30s
     backoff: {min: 1s, max: 1m}
     try_private: false
@@ -52,8 +61,11 @@ func TestParseBridges(t *testing.T) {
 		Name: "cloud", Addresses: []string{"mqtts://cloud.example.com:8883", "mqtts://backup.example.com:8883"},
 		Version: packet.V311, ClientID: "edge-17", LocalClientID: "bridge-cloud", SessionExpiry: 24 * time.Hour,
 		Username: "edge-17", Password: "s3cret",
-		TLS:       BridgeTLS{CA: "ca.pem", CAPath: "certs", OSCerts: true, Cert: "edge.pem", Key: "edge.key", ALPN: []string{"x-amzn-mqtt-ca"}, ServerName: "cloud.example.com"},
-		KeepAlive: 30 * time.Second, BackoffMin: time.Second, BackoffMax: time.Minute,
+		TLS: BridgeTLS{CA: "ca.pem", CAPath: "certs", OSCerts: true, Cert: "edge.pem", Key: "edge.key", ALPN: []string{"x-amzn-mqtt-ca"}, ServerName: "cloud.example.com",
+			RequireOCSP: true, MinVersion: tls.VersionTLS11},
+		RoundRobin: true, StartOnce: true, ReloadLazy: true, Threshold: 10, IdleTimeout: time.Minute, MaxPacketSize: 1000, TCPUserTimeout: 20 * time.Second,
+		TCPKeepAlive: net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3},
+		KeepAlive:    30 * time.Second, BackoffMin: time.Second, BackoffMax: time.Minute,
 		TryPrivate: false, AttemptUnsubscribe: false, OutgoingRetain: false, BindAddress: "10.0.0.5", ReceiveMaximum: 100, Notifications: true, NotificationsLocalOnly: true, NotificationTopic: "bridges/cloud/up",
 		Topics: []bridge.Rule{
 			{Pattern: "sensors/#", Direction: bridge.Out, QoS: 1, LocalPrefix: "edge/", RemotePrefix: "site17/"},
@@ -92,7 +104,12 @@ func TestBridgeErrors(t *testing.T) {
 		{"bridges:\n  - name: a\n    addresses: [mqtt://h]\n    topics: ['# sideways']\n", "roost.yaml:4: bridges[0].topics[0]: invalid bridge topic"},
 		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: [{pattern: '', local_prefix: x}]}\n", "empty pattern needs both"},
 		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: [{pattern: '#', qos: 3}]}\n", "qos: must be an integer from 0 to 2"},
-		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], protocol: 3.1}\n", "protocol: must be 3.1.1 or 5"},
+		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], protocol: 4}\n", "protocol: must be 3.1 or 3.1.1 or 5"},
+		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], start: later}\n", "start: must be automatic or once or lazy"},
+		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], threshold: 0}\n", "threshold"},
+		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], start: lazy, local_clean_start: true}\n", "start: lazy needs the local session kept"},
+		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], tcp_keepalive: {count: 0}}\n", "tcp_keepalive.count"},
+		{"bridges:\n  - {name: a/b, addresses: [mqtt://h], topics: ['#']}\n", "name \"a/b\": use letters"},
 		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], bogus: 1}\n", `unknown key "bogus" in bridges[0]`},
 		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#'], tls: {cert: c.pem}}\n", "cert and key go together"},
 		{"bridges:\n  - {name: a, addresses: [mqtt://h], topics: ['#']}\n  - {name: a, addresses: [mqtt://h], topics: ['#']}\n", `bridge name "a" used twice`},

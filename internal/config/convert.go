@@ -205,9 +205,9 @@ func (e *yamlWriter) bridges(bs []Bridge) {
 			addrs = append(addrs, q(a))
 		}
 		e.line(2, "addresses: [%s]", strings.Join(addrs, ", "))
-		proto := "5"
-		if b.Version == packet.V311 {
-			proto = "3.1.1"
+		proto := map[packet.Version]string{packet.V31: "3.1", packet.V311: "3.1.1"}[b.Version]
+		if proto == "" {
+			proto = "5"
 		}
 		e.line(2, "protocol: %s", q(proto))
 		if b.ClientID != "" {
@@ -239,6 +239,29 @@ func (e *yamlWriter) bridges(bs []Bridge) {
 		if b.ReceiveMaximum > 0 {
 			e.line(2, "receive_maximum: %d", b.ReceiveMaximum)
 		}
+		if b.RoundRobin {
+			e.line(2, "round_robin: true")
+		}
+		if b.StartOnce {
+			e.line(2, "start: once")
+		}
+		if b.StartLazy {
+			e.line(2, "start: lazy")
+			e.line(2, "threshold: %d", b.Threshold)
+			e.line(2, "idle_timeout: %s", dur(b.IdleTimeout))
+		}
+		if b.ReloadLazy {
+			e.line(2, "reload: lazy # mosquitto's bridge_reload_type default; Roost's is immediate")
+		}
+		if b.MaxPacketSize > 0 {
+			e.line(2, "max_packet_size: %d", b.MaxPacketSize)
+		}
+		if k := b.TCPKeepAlive; k.Enable {
+			e.line(2, "tcp_keepalive: {idle: %s, interval: %s, count: %d}", dur(k.Idle), dur(k.Interval), k.Count)
+		}
+		if b.TCPUserTimeout > 0 {
+			e.line(2, "tcp_user_timeout: %s", dur(b.TCPUserTimeout))
+		}
 		e.line(2, "notifications: %v", b.Notifications)
 		if b.NotificationsLocalOnly {
 			e.line(2, "notifications_local_only: true")
@@ -254,7 +277,7 @@ func (e *yamlWriter) bridges(bs []Bridge) {
 }
 
 func (e *yamlWriter) bridgeTLS(t *BridgeTLS) {
-	if t.CA == "" && t.CAPath == "" && t.Cert == "" && !t.Insecure && len(t.ALPN) == 0 && t.MinVersion == 0 && t.ServerName == "" && !t.OSCerts {
+	if t.CA == "" && t.CAPath == "" && t.Cert == "" && !t.Insecure && len(t.ALPN) == 0 && t.MinVersion == 0 && t.ServerName == "" && !t.OSCerts && !t.RequireOCSP {
 		return
 	}
 	e.line(2, "tls:")
@@ -284,8 +307,14 @@ func (e *yamlWriter) bridgeTLS(t *BridgeTLS) {
 	if t.Insecure {
 		e.line(3, "insecure: true")
 	}
-	if t.MinVersion == tls.VersionTLS13 {
+	if t.RequireOCSP {
+		e.line(3, "require_ocsp: true")
+	}
+	switch t.MinVersion {
+	case tls.VersionTLS13:
 		e.line(3, "min_version: \"1.3\"")
+	case tls.VersionTLS11:
+		e.line(3, "min_version: \"1.1\"")
 	}
 }
 

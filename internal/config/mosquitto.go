@@ -191,10 +191,6 @@ var mosquittoRefused = map[string]string{
 	"enable_control_api":       "not supported",
 	"bridge_identity":          "Go's crypto/tls does not implement TLS-PSK",
 	"bridge_psk":               "Go's crypto/tls does not implement TLS-PSK",
-	"bridge_require_ocsp":      "OCSP is not checked",
-	"bridge_reload_type":       "bridges are not reloaded yet",
-	"bridge_tcp_keepalive":     "not supported yet",
-	"bridge_tcp_user_timeout":  "not supported yet",
 }
 
 func (r *mosqReader) globalOptions() map[string]func(string) {
@@ -410,12 +406,13 @@ func (r *mosqReader) globalOptions() map[string]func(string) {
 			r.perListener = on
 		},
 		"connection": func(v string) {
-			if v == "" || strings.ContainsAny(v, " \t") {
-				r.errorf("connection: want one name, got %q", v)
+			if !bridgeName.MatchString(v) {
+				r.errorf("connection: want one name of letters, digits, '.', '_' and '-', got %q", v)
 				return
 			}
 			b := DefaultBridge()
 			b.Name, b.Version = v, packet.V311 // mosquitto's bridge_protocol_version default
+			b.ReloadLazy = true                // and its bridge_reload_type default
 			c.Bridges = append(c.Bridges, b)
 			r.bridge = len(c.Bridges) - 1
 		},
@@ -441,12 +438,14 @@ func (r *mosqReader) bridgeOptions() map[string]func(string) {
 		},
 		"bridge_protocol_version": func(v string) {
 			switch v {
+			case "mqttv31":
+				b.Version = packet.V31
 			case "mqttv311":
 				b.Version = packet.V311
 			case "mqttv50":
 				b.Version = packet.V5
 			default:
-				r.errorf("bridge_protocol_version: Roost's bridges speak mqttv311 or mqttv50, got %q", v)
+				r.errorf("bridge_protocol_version: want mqttv31, mqttv311 or mqttv50, got %q", v)
 			}
 		},
 		"cleansession": func(v string) {
@@ -493,10 +492,53 @@ func (r *mosqReader) bridgeOptions() map[string]func(string) {
 				r.errorf("restart_timeout: want CONSTANT or BASE CAP seconds, got %q", v)
 			}
 		},
-		"round_robin":                r.wantBool(false, "round_robin true is not supported: Roost tries the addresses in order"),
-		"start_type":                 func(v string) { r.want(v, "automatic", "start_type: only automatic is supported") },
-		"idle_timeout":               func(string) { r.warnf("idle_timeout: only used with start_type lazy") },
-		"threshold":                  func(string) { r.warnf("threshold: only used with start_type lazy") },
+		"round_robin": func(v string) { r.boolean(v, &b.RoundRobin) },
+		"start_type": func(v string) {
+			switch v {
+			case "automatic", "once", "lazy":
+				b.StartOnce, b.StartLazy = v == "once", v == "lazy"
+			default:
+				r.errorf("start_type: want automatic, lazy or once, got %q", v)
+			}
+		},
+		"bridge_reload_type": func(v string) {
+			switch v {
+			case "lazy", "immediate":
+				b.ReloadLazy = v == "lazy"
+			default:
+				r.errorf("bridge_reload_type: want lazy or immediate, got %q", v)
+			}
+		},
+		"bridge_tcp_keepalive": func(v string) {
+			f := strings.Fields(v)
+			if len(f) != 3 {
+				r.errorf("bridge_tcp_keepalive: want idle, interval and count, got %q", v)
+				return
+			}
+			idle, ok1 := r.integer(f[0], 1, 32767)
+			intvl, ok2 := r.integer(f[1], 1, 32767)
+			cnt, ok3 := r.integer(f[2], 1, 127)
+			if ok1 && ok2 && ok3 {
+				b.TCPKeepAlive = net.KeepAliveConfig{Enable: true, Idle: time.Duration(idle) * time.Second,
+					Interval: time.Duration(intvl) * time.Second, Count: int(cnt)}
+			}
+		},
+		"bridge_tcp_user_timeout": func(v string) {
+			if n, ok := r.integer(v, 0, math.MaxInt32); ok {
+				b.TCPUserTimeout = time.Duration(n) * time.Millisecond
+			}
+		},
+		"bridge_require_ocsp": func(v string) { r.boolean(v, &b.TLS.RequireOCSP) },
+		"idle_timeout": func(v string) {
+			if n, ok := r.integer(v, 1, math.MaxInt32); ok {
+				b.IdleTimeout = time.Duration(n) * time.Second
+			}
+		},
+		"threshold": func(v string) {
+			if n, ok := r.integer(v, 1, math.MaxInt32); ok {
+				b.Threshold = int(n)
+			}
+		},
 		"bridge_attempt_unsubscribe": func(v string) { r.boolean(v, &b.AttemptUnsubscribe) },
 		"bridge_outgoing_retain":     func(v string) { r.boolean(v, &b.OutgoingRetain) },
 		"bridge_bind_address": func(v string) {
@@ -512,19 +554,25 @@ func (r *mosqReader) bridgeOptions() map[string]func(string) {
 		},
 		"bridge_capath":           func(v string) { b.TLS.CAPath = v; r.bridgeTLS[bi] = true },
 		"bridge_tls_use_os_certs": func(v string) { r.boolean(v, &b.TLS.OSCerts) },
-		"bridge_max_packet_size":  func(v string) { r.want(v, "0", "bridge_max_packet_size: only 0 (no limit) is supported") },
-		"bridge_cafile":           func(v string) { b.TLS.CA = v; r.bridgeTLS[bi] = true },
-		"bridge_certfile":         str(&b.TLS.Cert),
-		"bridge_keyfile":          str(&b.TLS.Key),
-		"bridge_insecure":         func(v string) { r.boolean(v, &b.TLS.Insecure) },
-		"bridge_alpn":             func(v string) { b.TLS.ALPN = []string{v} },
+		"bridge_max_packet_size": func(v string) {
+			if n, ok := r.integer(v, 0, math.MaxUint32); ok {
+				b.MaxPacketSize = uint32(n)
+			}
+		},
+		"bridge_cafile":   func(v string) { b.TLS.CA = v; r.bridgeTLS[bi] = true },
+		"bridge_certfile": str(&b.TLS.Cert),
+		"bridge_keyfile":  str(&b.TLS.Key),
+		"bridge_insecure": func(v string) { r.boolean(v, &b.TLS.Insecure) },
+		"bridge_alpn":     func(v string) { b.TLS.ALPN = []string{v} },
 		"bridge_tls_version": func(v string) {
 			switch v {
 			case "tlsv1.2":
+			case "tlsv1.1":
+				b.TLS.MinVersion = tls.VersionTLS11
 			case "tlsv1.3":
 				b.TLS.MinVersion = tls.VersionTLS13
 			default:
-				r.errorf("bridge_tls_version: Roost accepts tlsv1.2 or tlsv1.3, got %q", v)
+				r.errorf("bridge_tls_version: want tlsv1.1, tlsv1.2 or tlsv1.3, got %q", v)
 			}
 		},
 		"bridge_session_expiry_interval": func(v string) {
@@ -696,7 +744,7 @@ func (r *mosqReader) finish() {
 		scheme := "mqtt://"
 		if r.bridgeTLS[i] {
 			scheme = "mqtts://"
-		} else if b.TLS.Cert != "" || b.TLS.Insecure || len(b.TLS.ALPN) > 0 {
+		} else if b.TLS.Cert != "" || b.TLS.Insecure || len(b.TLS.ALPN) > 0 || b.TLS.RequireOCSP {
 			r.errs = append(r.errs, fmt.Errorf("%s: connection %s: TLS options need bridge_cafile", filepath.Base(r.file), b.Name))
 		}
 		for j, a := range b.Addresses {
@@ -704,6 +752,11 @@ func (r *mosqReader) finish() {
 		}
 		if len(b.Addresses) == 0 || len(b.Topics) == 0 {
 			r.errs = append(r.errs, fmt.Errorf("%s: connection %s: needs an address and at least one topic", filepath.Base(r.file), b.Name))
+		}
+		if b.StartLazy && b.LocalCleanStart {
+			// A dormant bridge has no local connection in Roost: only a
+			// kept session queues for it.
+			r.errs = append(r.errs, fmt.Errorf("%s: connection %s: start_type lazy needs local_cleansession false in Roost", filepath.Base(r.file), b.Name))
 		}
 	}
 	if err := r.c.CheckBridges(); err != nil {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/tls"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -62,12 +63,23 @@ bridge_cafile /etc/mosquitto/cloud-ca.pem
 bridge_certfile /etc/mosquitto/edge.pem
 bridge_keyfile /etc/mosquitto/edge.key
 bridge_alpn x-amzn-mqtt-ca
+round_robin true
+start_type once
+bridge_reload_type immediate
+bridge_max_packet_size 10000
+bridge_tcp_keepalive 30 5 4
+bridge_tcp_user_timeout 60000
+bridge_require_ocsp true
+bridge_tls_version tlsv1.1
 topic sensors/# out 1 edge/ site17/
 topic "" in 2 edge/cmd site17/cmd
 
 connection plain
 address 10.0.0.2
 topic # both
+start_type lazy
+threshold 5
+idle_timeout 30
 `
 
 func TestParseMosquitto(t *testing.T) {
@@ -118,7 +130,10 @@ func TestParseMosquitto(t *testing.T) {
 	cloud.KeepAlive, cloud.BackoffMin, cloud.BackoffMax = 30*time.Second, 2*time.Second, time.Minute
 	cloud.TryPrivate, cloud.AttemptUnsubscribe, cloud.Notifications = false, false, false
 	cloud.OutgoingRetain, cloud.BindAddress, cloud.ReceiveMaximum = false, "192.0.2.1", 50
-	cloud.TLS = BridgeTLS{OSCerts: true, CA: "/etc/mosquitto/cloud-ca.pem", Cert: "/etc/mosquitto/edge.pem", Key: "/etc/mosquitto/edge.key", ALPN: []string{"x-amzn-mqtt-ca"}}
+	cloud.TLS = BridgeTLS{OSCerts: true, CA: "/etc/mosquitto/cloud-ca.pem", Cert: "/etc/mosquitto/edge.pem", Key: "/etc/mosquitto/edge.key", ALPN: []string{"x-amzn-mqtt-ca"},
+		RequireOCSP: true, MinVersion: tls.VersionTLS11}
+	cloud.RoundRobin, cloud.StartOnce, cloud.MaxPacketSize, cloud.TCPUserTimeout = true, true, 10000, time.Minute
+	cloud.TCPKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 4}
 	cloud.Topics = []bridge.Rule{
 		{Pattern: "sensors/#", Direction: bridge.Out, QoS: 1, LocalPrefix: "edge/", RemotePrefix: "site17/"},
 		{Direction: bridge.In, QoS: 2, LocalPrefix: "edge/cmd", RemotePrefix: "site17/cmd"},
@@ -126,6 +141,8 @@ func TestParseMosquitto(t *testing.T) {
 	plain := DefaultBridge()
 	plain.Name, plain.Version, plain.Addresses = "plain", packet.V311, []string{"mqtt://10.0.0.2:1883"}
 	plain.Topics = []bridge.Rule{{Pattern: "#", Direction: bridge.Both}}
+	plain.ReloadLazy = true // mosquitto's default
+	plain.StartLazy, plain.Threshold, plain.IdleTimeout = true, 5, 30*time.Second
 	if !reflect.DeepEqual(c.Bridges, []Bridge{cloud, plain}) {
 		t.Errorf("bridges\n got  %+v\n want %+v", c.Bridges, []Bridge{cloud, plain})
 	}
@@ -160,9 +177,15 @@ func TestParseMosquittoErrors(t *testing.T) {
 		{"topic # out\n", "m.conf:1: topic: only allowed after a connection line"},
 		{"connection a\naddress h\ntopic # sideways\n", "m.conf:3: topic: invalid bridge topic"},
 		{"connection a\naddress h\ntopic #\nbridge_psk 00\n", "m.conf:4: bridge_psk: not supported by Roost"},
-		{"connection a\naddress h\ntopic #\nround_robin true\n", "m.conf:4: round_robin true is not supported"},
-		{"connection a\naddress h\ntopic #\nstart_type lazy\n", "start_type: only automatic"},
-		{"connection a\naddress h\ntopic #\nbridge_protocol_version mqttv31\n", "mqttv311 or mqttv50"},
+		{"connection a\naddress h\ntopic #\nround_robin maybe\n", "m.conf:4: "},
+		{"connection a\naddress h\ntopic #\nstart_type later\n", "m.conf:4: start_type: want automatic, lazy or once"},
+		{"connection a\naddress h\ntopic #\nthreshold 0\n", "m.conf:4: "},
+		{"connection a\naddress h\ntopic #\nstart_type lazy\ncleansession true\n", "connection a: start_type lazy needs local_cleansession false"},
+		{"connection a\naddress h\ntopic #\nbridge_protocol_version mqttv4\n", "want mqttv31, mqttv311 or mqttv50"},
+		{"connection a\naddress h\ntopic #\nbridge_tcp_keepalive 1 2\n", "m.conf:4: bridge_tcp_keepalive: want idle, interval and count"},
+		{"connection a\naddress h\ntopic #\nbridge_reload_type soon\n", "m.conf:4: bridge_reload_type: want lazy or immediate"},
+		{"connection a\naddress h\ntopic #\nbridge_require_ocsp true\n", "connection a: TLS options need bridge_cafile"},
+		{"connection a/b\naddress h\ntopic #\n", "m.conf:1: connection: want one name"},
 		{"connection a\naddress h\n", "connection a: needs an address and at least one topic"},
 		{"connection a\naddress h\ntopic #\nbridge_certfile c\nbridge_keyfile k\n", "TLS options need bridge_cafile"},
 		{"allow_anonymous yes\n", "m.conf:1: want true or false"},

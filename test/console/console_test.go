@@ -18,10 +18,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roost-mqtt/roost/bridge"
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/httpapi"
+	"github.com/roost-mqtt/roost/internal/bridgeset"
 	"github.com/roost-mqtt/roost/internal/brokertest"
+	"github.com/roost-mqtt/roost/internal/config"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/listener"
 	"github.com/roost-mqtt/roost/packet"
@@ -61,6 +62,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		"url": b.web, "token": b.token, "client": "go-test-client",
 		"pubTopic": "console/test/from-browser", "payload": "hello from Chromium",
 		"retainedTopic": "home/kitchen/temperature", "shots": shots, "dashboardWait": 12000,
+		"bridgeRemote": b.remote,
 	})
 	events, stderr, err := runNode(t, node, "js/drive.js", string(cfg))
 	byName := make(map[string]event)
@@ -85,8 +87,22 @@ func TestConsoleInBrowser(t *testing.T) {
 	if txt := byName["live"].Text; !strings.HasPrefix(txt, "sensors/") {
 		t.Errorf("live view showed %q, want a sensors/ topic", txt)
 	}
-	if row := byName["bridge"].Row; !strings.Contains(row, "cloud") || !strings.Contains(row, "connected") {
+	if row := byName["bridge"].Row; !strings.Contains(row, "cloud") || !strings.Contains(row, "connected") || !strings.Contains(row, "from file") {
 		t.Errorf("bridge row %q", row)
+	}
+	// The page added a bridge through the admin API (after the server
+	// refused a first try, which the page showed), changed and removed it.
+	if msg := byName["bridge-refused"].Message; !strings.Contains(msg, "topics: at least one topic is required") {
+		t.Errorf("refused bridge: page showed %q", msg)
+	}
+	if row := byName["bridge-added"].Row; !strings.Contains(row, "edge") || !strings.Contains(row, "connected") {
+		t.Errorf("added bridge row %q", row)
+	}
+	if txt := byName["bridge-edited"].Text; !strings.Contains(txt, "up2/#") {
+		t.Errorf("edited bridge config %q", txt)
+	}
+	if byName["bridge-removed"].Event == "" {
+		t.Error("the added bridge was not removed")
 	}
 
 	// The Go subscriber got the browser's publish.
@@ -147,11 +163,12 @@ func runNode(t *testing.T, node string, args ...string) ([]event, string, error)
 // testBroker is a broker with a TCP and a ws:// listener and the HTTP
 // handler, all on 127.0.0.1:0.
 type testBroker struct {
-	srv   *broker.Server
-	tcp   string // host:port
-	ws    string // ws://host:port/mqtt
-	web   string // http://host:port/
-	token string
+	srv    *broker.Server
+	tcp    string // host:port
+	ws     string // ws://host:port/mqtt
+	web    string // http://host:port/
+	token  string
+	remote string // mqtt:// URL of the bridges' remote broker
 }
 
 func startBroker(t *testing.T) *testBroker {
@@ -176,18 +193,22 @@ func startBroker(t *testing.T) *testBroker {
 	go srv.Serve(ws)
 	b := &testBroker{srv: srv, tcp: tcp.Addr().String(), ws: "ws://" + ws.Addr().String() + "/mqtt", token: "console-test-token"}
 
-	// A bridge to a second broker, for the Bridges page.
+	// A bridge to a second broker, for the Bridges page, from a
+	// configuration file's text; the page adds a second one through the
+	// admin API (the same bridge set as roost serve's).
 	_, remote := brokertest.Start(t, broker.Options{})
-	br, err := bridge.New(srv, bridge.Config{Name: "cloud", Addresses: []string{"mqtt://" + remote}, Logger: log,
-		Topics: []bridge.Rule{{Pattern: "sensors/#", Direction: bridge.Out, QoS: 1}}})
+	b.remote = "mqtt://" + remote
+	cfg, err := config.Parse("roost.yaml", []byte("bridges:\n  - {name: cloud, addresses: ['"+b.remote+"'], topics: ['sensors/# out 1']}\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := br.Start(context.Background()); err != nil {
+	cfg.Store.Data = t.TempDir()
+	br, err := bridgeset.Start(context.Background(), cfg, srv, log, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
 	h := httpapi.New(srv, httpapi.Options{Token: b.token, WebSockets: []string{b.ws}, Logger: log,
-		Bridges: func() []bridge.Stats { return []bridge.Stats{br.Stats()} }})
+		Bridges: br.Stats, BridgeAdmin: br})
 	webLn := listen()
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go hs.Serve(webLn)
@@ -196,9 +217,7 @@ func startBroker(t *testing.T) *testBroker {
 		hs.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := br.Close(ctx); err != nil {
-			t.Errorf("closing the bridge: %v", err)
-		}
+		br.Close(ctx)
 		if err := srv.Shutdown(ctx); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}

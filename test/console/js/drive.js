@@ -79,6 +79,30 @@ async function main () {
     emit({ event: 'bridge', row: await page.locator('tr[data-bridge="cloud"]').innerText() })
     await page.screenshot({ path: path.join(cfg.shots, 'console-bridges.png') })
 
+    // Add a bridge: first without topics (the server's error is shown),
+    // then whole; change its topics; remove it.
+    await page.locator('#bridge-add').click()
+    await page.locator('#bridge-json').fill(JSON.stringify({ name: 'edge', addresses: [cfg.bridgeRemote] }))
+    await page.locator('#bridge-save').click()
+    await page.locator('#bridge-error', { hasText: /\S/ }).waitFor({ timeout: T })
+    emit({ event: 'bridge-refused', message: await page.locator('#bridge-error').textContent() })
+    await page.locator('#bridge-json').fill(JSON.stringify({ name: 'edge', addresses: [cfg.bridgeRemote], topics: ['up/# out 1'] }))
+    await page.locator('#bridge-save').click()
+    await page.locator('tr[data-bridge="edge"] .pill.ok').waitFor({ timeout: T })
+    emit({ event: 'bridge-added', row: await page.locator('tr[data-bridge="edge"]').innerText() })
+    await page.locator('tr[data-bridge="edge"]').getByRole('button', { name: 'Edit' }).click()
+    await page.locator('#bridge-json').waitFor({ timeout: T })
+    await page.waitForFunction(() => document.querySelector('#bridge-json').value.includes('up/#'), null, { timeout: T })
+    const edited = (await page.locator('#bridge-json').inputValue()).replace('up/#', 'up2/#')
+    await page.locator('#bridge-json').fill(edited)
+    await page.locator('#bridge-save').click()
+    await page.locator('#bridge-editor').waitFor({ state: 'hidden', timeout: T })
+    const cfgNow = await page.evaluate(async () => (await fetch('api/bridges/edge')).json())
+    emit({ event: 'bridge-edited', text: JSON.stringify(cfgNow.config) })
+    await page.locator('tr[data-bridge="edge"]').getByRole('button', { name: 'Remove' }).click()
+    await page.locator('tr[data-bridge="edge"]').waitFor({ state: 'detached', timeout: T })
+    emit({ event: 'bridge-removed' })
+
     // Live messages: the sensors the Go test runs publish on sensors/#.
     await page.goto(cfg.url + '#/live')
     await page.waitForFunction(() => document.querySelector('#live-url').value !== '', null, { timeout: T })
