@@ -20,11 +20,12 @@ const (
 	Latency     Scenario = "latency"
 	Connections Scenario = "connections"
 	Overload    Scenario = "overload"
+	Causality   Scenario = "causality"
 )
 
 // Scenarios lists every scenario, in the order the documentation gives them.
 func Scenarios() []Scenario {
-	return []Scenario{FanIn, FanOut, Pairs, Latency, Connections, Overload}
+	return []Scenario{FanIn, FanOut, Pairs, Latency, Connections, Overload, Causality}
 }
 
 // ErrConfig is wrapped by every error Config.Normalize returns.
@@ -90,6 +91,15 @@ type Config struct {
 	// FDLimit overrides the open-file limit the connection count is
 	// capped by; 0 reads RLIMIT_NOFILE. For tests.
 	FDLimit int
+	// Trials is how many Causality trials run at each of Gaps (default
+	// 500 each); Gaps are the pauses between the SUBSCRIBE and the PUBLISH
+	// (default 50µs, 500µs and 2ms). Idle is how long each pair of
+	// connections has been idle before a trial (default 300ms), Quiet how
+	// long the whole broker has (default 10ms); Pairs pairs of connections
+	// (default enough for both: Idle/Quiet + 1) take turns.
+	Trials      int
+	Gaps        []time.Duration
+	Idle, Quiet time.Duration
 	// Progress, when set, is called about once a second from one
 	// goroutine while the run goes on.
 	Progress func(Progress)
@@ -196,6 +206,26 @@ func (c Config) scenarioDefaults() (Config, error) {
 		}
 		if c.SubRate == 0 {
 			c.SubRate = 1000
+		}
+	case Causality:
+		if c.Quiet == 0 {
+			c.Quiet = 10 * time.Millisecond
+		}
+		if c.Idle == 0 {
+			c.Idle = 300 * time.Millisecond
+		}
+		def(&c.Trials, 500)
+		def(&c.Pairs, int(c.Idle/c.Quiet)+1)
+		if len(c.Gaps) == 0 {
+			c.Gaps = []time.Duration{50 * time.Microsecond, 500 * time.Microsecond, 2 * time.Millisecond}
+		}
+		if c.Trials < 1 || c.Trials > 100000 || c.Pairs > 1000 || c.Idle < 0 || c.Quiet < 0 {
+			return c, fmt.Errorf("%w: causality: trials must be 1..100000, pairs at most 1000, idle and quiet not negative", ErrConfig)
+		}
+		for _, g := range c.Gaps {
+			if g < 0 || g > time.Second {
+				return c, fmt.Errorf("%w: causality: gaps must be 0..1s, got %v", ErrConfig, g)
+			}
 		}
 	case Connections:
 		def(&c.Conns, 1000)

@@ -18,6 +18,10 @@
 //   - Overload: P publishers sending faster than one deliberately slow
 //     subscriber reads. The result is what was published, what arrived,
 //     the broker's own drop count ($SYS) and its RSS over time.
+//   - Causality: arrival order across connections. A SUBSCRIBE on one
+//     connection, then, a gap later, a PUBLISH to its topic on another, both
+//     idle before; an inversion is a trial whose PUBLISH the broker routed
+//     first. The result is inversions per 1,000 trials at each gap.
 //
 // # Why it does not use the client package
 //

@@ -41,9 +41,10 @@ type Result struct {
 	// (MQTT 5) from the broker.
 	PublishErrors uint64 `json:"publish_errors,omitempty"`
 
-	Latency     *LatencyStats `json:"latency,omitempty"`
-	Connections *ConnStats    `json:"connections,omitempty"`
-	Broker      *BrokerStats  `json:"broker,omitempty"`
+	Latency     *LatencyStats   `json:"latency,omitempty"`
+	Connections *ConnStats      `json:"connections,omitempty"`
+	Broker      *BrokerStats    `json:"broker,omitempty"`
+	Causality   *CausalityStats `json:"causality,omitempty"`
 
 	// Notes are things the reader of the numbers must know: caps applied,
 	// a broker that refused connections, drains that timed out.
@@ -103,4 +104,26 @@ type BrokerStats struct {
 	// Dropped is the change of $SYS/broker/publish/messages/dropped over
 	// the run (Config.SysDropped); nil when not read.
 	Dropped *int64 `json:"dropped,omitempty"`
+}
+
+// CausalityStats is the Causality scenario's outcome.
+type CausalityStats struct {
+	Idle  float64    `json:"idle_s"`  // each pair idle before a trial
+	Quiet float64    `json:"quiet_s"` // the broker quiet before a trial
+	Pairs int        `json:"pairs"`
+	Gaps  []GapStats `json:"gaps"`
+}
+
+// GapStats is what the trials at one gap found. An inversion is a trial
+// whose PUBLISH the broker routed before it applied the SUBSCRIBE sent
+// Gap earlier on another connection.
+type GapStats struct {
+	Gap         float64 `json:"gap_us"`
+	GapMean     float64 `json:"gap_mean_us"` // as achieved, write to write
+	Trials      int     `json:"trials"`
+	Inversions  int     `json:"inversions"`
+	PerThousand float64 `json:"per_1000"`
+	// Puback is the time from the probe's write to its PUBACK: how fast
+	// the broker answers a connection that wakes from idle.
+	Puback *LatencyStats `json:"puback,omitempty"`
 }

@@ -57,8 +57,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 	r.res = r.newResult()
-	if cfg.Scenario == Connections {
+	switch cfg.Scenario {
+	case Connections:
 		return r.connections(ctx)
+	case Causality:
+		return r.causality(ctx)
 	}
 	return r.traffic(ctx)
 }
@@ -88,7 +91,7 @@ func (r *runner) newResult() *Result {
 		Scenario: c.Scenario, URL: c.URL, Protocol: int(c.Protocol), QoS: int(c.QoS), Size: c.Size,
 		Warmup: c.Warmup.Seconds(),
 	}
-	if c.Scenario != Connections {
+	if c.Scenario != Connections && c.Scenario != Causality {
 		res.Publishers, res.Subscribers, res.Window, res.Flat = c.Publishers, c.Subscribers, c.Window, c.Flat
 		res.Rate, res.SubRate = c.Rate, c.SubRate
 	} else {

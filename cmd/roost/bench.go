@@ -36,6 +36,10 @@ Scenarios:
   overload     -P publishers at --rate (default 100,000 msgs/s in all) ->
                1 subscriber reading --sub-rate msgs/s (default 1000); with
                --pid and --sys-dropped, the broker's memory and drops
+  causality    arrival order across connections: a SUBSCRIBE, then --gaps
+               later a PUBLISH to its topic on another connection, both
+               idle for --idle; inversions (the PUBLISH routed first) per
+               1,000 of --trials trials at each gap
 
 Rates count the --duration after the --warmup. Latency is end to end, from
 the write of a message to the read that brought it in. Each publisher keeps
@@ -57,6 +61,7 @@ type benchFlags struct {
 	caFile   string
 	quiet    bool
 	freePort bool
+	gaps     string
 
 	cpuProfile string
 }
@@ -79,6 +84,10 @@ func (b *benchFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.Batch, "batch", 0, "connections opened at once (connections; default 500)")
 	fs.Float64Var(&c.Rate, "rate", 0, "total publish rate in `msgs/s`; 0 is as fast as the window allows (default 1000 for latency, 100000 for overload)")
 	fs.Float64Var(&c.SubRate, "sub-rate", 0, "`msgs/s` the overload subscriber reads (default 1000)")
+	fs.IntVar(&c.Trials, "trials", 0, "causality trials at each gap (default 500)")
+	fs.StringVar(&b.gaps, "gaps", "", "causality: comma-separated `durations` between SUBSCRIBE and PUBLISH (default 50us,500us,2ms)")
+	fs.DurationVar(&c.Idle, "idle", 0, "causality: how long both connections of a trial have been idle (default 300ms)")
+	fs.DurationVar(&c.Quiet, "quiet", 0, "causality: how long the broker has had no traffic before a trial (default 10ms)")
 	fs.StringVar(&b.pid, "pid", "", "broker process `id` for its RSS (from /proc), or auto: the process listening on the URL's port")
 	fs.BoolVar(&c.SysDropped, "sys-dropped", false, "report the change of $SYS/broker/publish/messages/dropped (the broker's sys interval should be 1s)")
 	fs.StringVar(&b.jsonFile, "json", "", "write the result as JSON to `file`")
@@ -179,8 +188,17 @@ func runBench(ctx context.Context, args []string, std stdio) int {
 	return code
 }
 
-// finish turns the TLS and --pid flags into the configuration.
+// finish turns the TLS, --gaps and --pid flags into the configuration.
 func (b *benchFlags) finish(stderr io.Writer) error {
+	if b.gaps != "" {
+		for _, f := range strings.Split(b.gaps, ",") {
+			d, err := time.ParseDuration(strings.TrimSpace(f))
+			if err != nil {
+				return fmt.Errorf("--gaps: %w", err)
+			}
+			b.cfg.Gaps = append(b.cfg.Gaps, d)
+		}
+	}
 	if b.insecure || b.caFile != "" {
 		tc := &tls.Config{InsecureSkipVerify: b.insecure}
 		if b.caFile != "" {
@@ -266,9 +284,12 @@ func writeJSON(file string, res *load.Result) error {
 // progressLine is the once-a-second status line.
 func progressLine(p load.Progress) string {
 	s := fmt.Sprintf("%-11s %-7s %5.0fs", p.Scenario, p.Phase, p.Elapsed.Seconds())
-	if p.Scenario == load.Connections {
+	switch p.Scenario {
+	case load.Connections:
 		s += fmt.Sprintf("  conns %s", group(int64(p.Conns)))
-	} else {
+	case load.Causality:
+		s += fmt.Sprintf("  trials %s, in order %s", group(int64(p.Published)), group(int64(p.Delivered)))
+	default:
 		s += fmt.Sprintf("  pub %s msgs/s  sub %s msgs/s  (total %s / %s)",
 			group(int64(p.PubRate)), group(int64(p.SubRate)), group(int64(p.Published)), group(int64(p.Delivered)))
 	}
@@ -284,9 +305,12 @@ func writeSummary(w io.Writer, r *load.Result) {
 	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s\t%s\n", k, fmt.Sprintf(format, a...)) }
 	row("scenario", "%s", describe(r))
 	row("broker", "%s", r.URL)
-	if c := r.Connections; c != nil {
-		summaryConns(row, r, c)
-	} else {
+	switch {
+	case r.Connections != nil:
+		summaryConns(row, r, r.Connections)
+	case r.Causality != nil:
+		summaryCausality(row, r.Causality)
+	default:
 		summaryTraffic(row, r)
 	}
 	cpu := fmt.Sprintf("load %.2f cores", r.LoadCPU)
@@ -319,6 +343,8 @@ func describe(r *load.Result) string {
 	switch r.Scenario {
 	case load.Connections:
 		return fmt.Sprintf("connections, MQTT %s", v)
+	case load.Causality:
+		return fmt.Sprintf("causality, SUBSCRIBE then PUBLISH on another connection, MQTT %s", v)
 	case load.FanOut:
 		return fmt.Sprintf("fan-out, 1 publisher -> %d subscribers, QoS %d, %d B, MQTT %s", r.Subscribers, r.QoS, r.Size, v)
 	case load.Pairs:
@@ -347,6 +373,18 @@ func summaryTraffic(row func(k, format string, a ...any), r *load.Result) {
 	if l := r.Latency; l != nil {
 		row("latency", "p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (mean %s, %s msgs)",
 			micros(l.P50), micros(l.P90), micros(l.P99), micros(l.P999), micros(l.Max), micros(l.Mean), group(int64(l.Count)))
+	}
+}
+
+func summaryCausality(row func(k, format string, a ...any), c *load.CausalityStats) {
+	row("trials", "%d pairs of connections, each idle %s before its trial, the broker quiet %s",
+		c.Pairs, time.Duration(c.Idle*1e9), time.Duration(c.Quiet*1e9))
+	for _, g := range c.Gaps {
+		s := fmt.Sprintf("%.1f inversions per 1,000 (%d of %d; gap %.1f µs as achieved)", g.PerThousand, g.Inversions, g.Trials, g.GapMean)
+		if l := g.Puback; l != nil {
+			s += fmt.Sprintf("; wake-up to PUBACK p50 %s p99 %s", micros(l.P50), micros(l.P99))
+		}
+		row(fmt.Sprintf("gap %s", time.Duration(g.Gap*1e3)), "%s", s)
 	}
 }
 

@@ -104,3 +104,22 @@ func TestGroup(t *testing.T) {
 		}
 	}
 }
+
+func TestBenchCausality(t *testing.T) {
+	url := "mqtt://127.0.0.1:" + startBroker(t)
+	code, stdout, stderr := runRoost(t, "bench", "causality", "--url", url, "--trials", "3", "--gaps", "50us,1ms",
+		"--idle", "60ms", "--quiet", "5ms", "-q")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"causality, SUBSCRIBE then PUBLISH on another connection", "13 pairs of connections",
+		"gap 50µs", "gap 1ms", "inversions per 1,000", "of 3;", "wake-up to PUBACK p50"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("summary lacks %q:\n%s", want, stdout)
+		}
+	}
+	code, _, stderr = runRoost(t, "bench", "causality", "--url", url, "--gaps", "50us,soon")
+	if code != 2 || !strings.Contains(stderr, "--gaps") {
+		t.Errorf("bad --gaps: exit %d, %q", code, stderr)
+	}
+}
