@@ -39,6 +39,8 @@ type poller struct {
 	free  []uint32
 	gen   uint32
 	done  chan struct{}
+	// started is where a reader the loop woke says it runs (wakeNext).
+	started chan struct{}
 }
 
 func newPoller() (*poller, error) {
@@ -56,7 +58,7 @@ func newPoller() (*poller, error) {
 		f.Close()
 		return nil, fmt.Errorf("epoll fd: %w", err)
 	}
-	p := &poller{epfd: epfd, f: f, rc: rc, done: make(chan struct{})}
+	p := &poller{epfd: epfd, f: f, rc: rc, done: make(chan struct{}), started: make(chan struct{}, 1)}
 	go p.loop()
 	return p, nil
 }
@@ -117,7 +119,9 @@ func (p *poller) loop() {
 		}
 		p.mu.Unlock()
 		for _, c := range woken {
-			c.wake()
+			if c.wakeNext(p.started) {
+				<-p.started
+			}
 		}
 	}
 }
