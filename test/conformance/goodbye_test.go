@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"testing"
+	"time"
 
 	rc "github.com/roost-mqtt/roost/internal/rawclient"
 )
@@ -63,5 +64,37 @@ func TestMQTT5_3_1_2_23_SessionEndsOnDisconnectAndQuickReconnect(t *testing.T) {
 			t.Fatal("Session Present 1 after the last DISCONNECT ended the session")
 		}
 		c.quiet(quietPeriod)
+	})
+}
+
+// TestMQTT5_3_1_2_23_SessionEndsOnDisconnectAfterIdleAndQuickReconnect is
+// the case above for a client that was idle before it said goodbye, as
+// most clients are: a broker may hand an idle connection's socket to a
+// poller and restart its reader only when bytes come (Roost parks after
+// 50 ms), so the DISCONNECT reaches a reader that must first be woken,
+// while the new CONNECT arrives on a fresh connection whose reader runs.
+// The DISCONNECT, sent first, must still end the session before the new
+// CONNECT looks for it [MQTT-3.1.2-23, MQTT-3.2.2-3].
+func TestMQTT5_3_1_2_23_SessionEndsOnDisconnectAfterIdleAndQuickReconnect(t *testing.T) {
+	t.Parallel()
+	const idle = 100 * time.Millisecond // longer than Roost's parkIdle
+	forTransports(t, func(t *testing.T) {
+		addr := startBroker(t, brokerConfig{})
+		disconnectEnd := rc.Frame(0xE0, // DISCONNECT
+			[]byte{0x00}, // reason: normal disconnection
+			rc.Props(rc.PropU32(rc.PropSessionExpiry, 0))) // the session ends with the connection
+		c, _ := connect(t, addr, persistent(5, "idler"))
+		c.sub("idler/t", 1)
+		for i := range goodbyeRounds / 5 {
+			time.Sleep(idle) // the scenario: a client with nothing to say
+			c.send(disconnectEnd)
+			c.drop()
+			var ack rc.Connack
+			c, ack = connect(t, addr, persistent(5, "idler"))
+			if ack.SessionPresent {
+				t.Fatalf("round %d: Session Present 1 for a session that ended with its DISCONNECT", i)
+			}
+			c.sub("idler/t", 1)
+		}
 	})
 }
