@@ -78,6 +78,7 @@ type conn struct {
 	// Reader goroutine only (one at a time: a parked connection's next
 	// reader is started after the previous one exited).
 	started       bool      // the connect timeout has been set
+	lone          bool      // the packet being handled came alone in its read
 	nextAliasOut  uint16    // guarded by sess.mu, as aliasOut; here to pack
 	readBy        time.Time // keep-alive (or connect) deadline; zero = none
 	aliasIn       map[uint16]string
@@ -186,6 +187,10 @@ func (c *conn) readLoop() error {
 	var pub *packet.Publish
 	lastRead := false      // the read after kickWriteFailed was done
 	var settleBy time.Time // when reading for a takeover ends (readPending)
+	// The socket itself, read with raw system calls, for plain TCP; nil
+	// reads through c.nc.
+	raw := rawReader(c.nc)
+	var err error
 	for {
 		off := 0
 		for {
@@ -209,6 +214,9 @@ func (c *conn) readLoop() error {
 				break
 			}
 			body := buf[off+h.HeaderLen : off+total]
+			// A read that brought one packet alone: the client is not
+			// busy (Message.inline).
+			c.lone = off == 0 && total == len(buf)
 			off += total
 			if h.Type == packet.PUBLISH && c.sess != nil {
 				// The common case decodes into one Publish per reader run
@@ -288,7 +296,12 @@ func (c *conn) readLoop() error {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
-		m, err := c.nc.Read(buf[len(buf):cap(buf)])
+		var m int
+		if raw != nil {
+			m, err = readNow(raw, buf[len(buf):cap(buf)])
+		} else {
+			m, err = c.nc.Read(buf[len(buf):cap(buf)])
+		}
 		if m > 0 {
 			buf = buf[:len(buf)+m]
 			got = true

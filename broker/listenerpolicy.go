@@ -59,6 +59,7 @@ func (s *Server) clientIDRules(p ListenerPolicy) (refuse bool, prefix string) {
 // Options.CheckRetainSource wants it.
 func (c *conn) newMessage(p *packet.Publish) *Message {
 	m := c.srv.newMessage(p, c.clientID)
+	m.inline = c.lone // the reader's: is its client busy (Message.inline)?
 	if p.Retain && c.srv.opts.CheckRetainSource {
 		m.src = c.sess.info.Load()
 	}

@@ -47,6 +47,11 @@ type Message struct {
 	// shareWire says the message goes to several sessions, so its wire
 	// forms are worth caching (set before the message is shared).
 	shareWire bool
+	// inline says the publisher is not busy (its read brought this one
+	// packet), so a delivery is written at once by whoever delivers it
+	// (conn.flushNowLocked) rather than by a flusher goroutine. Set before
+	// the message is shared.
+	inline bool
 	// wire is allocated by the first wireFor, so messages that go to one
 	// session (and retained ones nobody reads) carry 8 bytes for it.
 	wire atomic.Pointer[wireCache]
@@ -253,7 +258,7 @@ func (c *conn) writePublish(msg *Message, qos packet.QoS, retain bool, subIDs []
 		return false
 	}
 	c.noteSent(msg, qos)
-	c.startFlushLocked()
+	c.flushDelivery(msg)
 	return true
 }
 
@@ -288,8 +293,18 @@ func (c *conn) writeShared(msg *Message, f wireForm, pid uint16) bool {
 		ob.out[start+f.pidAt+1] = byte(pid)
 	}
 	c.noteSent(msg, f.qos)
-	c.startFlushLocked()
+	c.flushDelivery(msg)
 	return true
+}
+
+// flushDelivery writes or schedules the output a delivery of msg was
+// appended to. c.outMu must be held.
+func (c *conn) flushDelivery(msg *Message) {
+	if msg.inline {
+		c.flushNowLocked()
+	} else {
+		c.startFlushLocked()
+	}
 }
 
 // latencySample: one delivery in this many is timed for the latency

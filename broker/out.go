@@ -252,6 +252,37 @@ func (c *conn) startFlushLocked() {
 	}
 }
 
+// flushNowLocked writes c's output from the calling goroutine, at once and
+// without waiting, when nothing stands in the way: no flusher runs, one
+// block holds all of it, and nothing in it waits for the store or the
+// cluster. Whatever it could not write (all of it, when the socket is full
+// or the transport is not plain TCP) is left to a flusher, as
+// startFlushLocked does. outMu must be held.
+//
+// It is for a delivery from a publisher that is not busy (Message.inline):
+// at a low rate, waking a flusher goroutine to write each message costs a
+// goroutine start and a switch, and the write then waits until the
+// publisher's reader has found its socket empty and parked. A busy
+// publisher's deliveries go through the flusher, which gathers everything
+// appended while it writes into one writev.
+func (c *conn) flushNowLocked() {
+	if c.flushing || c.pending() == 0 {
+		return
+	}
+	if ob := c.ob; c.durable == 0 && len(ob.confirms) == 0 && len(ob.full) == 0 {
+		n := writeNow(c.nc, ob.out)
+		c.srv.stats.bytesSent.Add(uint64(n))
+		if n == len(ob.out) {
+			c.releaseOutState() // counts what ob.unsent holds as sent
+			return
+		}
+		// Keep the block (and its pool size class): move the rest to its
+		// front.
+		ob.out = ob.out[:copy(ob.out, ob.out[n:])]
+	}
+	c.startFlushLocked()
+}
+
 // writerOf returns what the flusher writes to: the TCP socket itself when
 // only transparent wrappers (see TransparentConn) sit above it, so that a
 // chain of blocks goes out in one writev, which net.Buffers does only for

@@ -72,6 +72,34 @@ type TransparentConn interface {
 	ReadTimeoutSafe()
 }
 
+// ReadThroughConn is implemented by TransparentConn wrappers whose Read is
+// the wrapped connection's Read, always: they add nothing to what is read
+// and hold nothing back (a wrapper that returns bytes it read ahead, as the
+// PROXY protocol's does, is not one). The broker's reader may then read the
+// TCP socket beneath with raw system calls (readNow), which a broker woken
+// from idle pays no runtime bookkeeping for.
+type ReadThroughConn interface {
+	TransparentConn
+	ReadThrough()
+}
+
+// tcpBeneath returns the TCP socket nc reads from when every layer above
+// it is a ReadThroughConn (or there is none), else nil: TLS and WebSocket
+// conns transform what they read.
+func tcpBeneath(nc net.Conn) *net.TCPConn {
+	for range 8 {
+		switch x := nc.(type) {
+		case *net.TCPConn:
+			return x
+		case ReadThroughConn:
+			nc = x.NetConn()
+		default:
+			return nil
+		}
+	}
+	return nil
+}
+
 // rawConnOf returns the socket under nc if every layer above it is known to
 // be transparent, else nil.
 func rawConnOf(nc net.Conn) syscall.RawConn {

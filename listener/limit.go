@@ -57,6 +57,10 @@ func (c *limitConn) NetConn() net.Conn { return c.Conn }
 // ReadTimeoutSafe marks limitConn as transparent (broker.TransparentConn).
 func (c *limitConn) ReadTimeoutSafe() {}
 
+// ReadThrough tells the broker that Read is the wrapped connection's Read
+// (broker.ReadThroughConn), so it may read the socket beneath directly.
+func (c *limitConn) ReadThrough() {}
+
 func (c *limitConn) Close() error {
 	if c.closed.CompareAndSwap(false, true) {
 		c.l.open.Add(-1)

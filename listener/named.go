@@ -40,6 +40,10 @@ func (c *namedConn) NetConn() net.Conn { return c.Conn }
 // connection's Read.
 func (c *namedConn) ReadTimeoutSafe() {}
 
+// ReadThrough tells the broker that Read is the wrapped connection's Read
+// (broker.ReadThroughConn), so it may read the socket beneath directly.
+func (c *namedConn) ReadThrough() {}
+
 // CertIdentity forwards to the wrapped connection, if it has one.
 func (c *namedConn) CertIdentity() (string, bool) {
 	if ci, ok := c.Conn.(CertIdentity); ok {
