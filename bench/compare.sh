@@ -18,7 +18,7 @@ Usage: bench/compare.sh [flags]
   --quick           1 run each, short durations, 2,000 connections: a smoke
                     test of the script in about two minutes
   --only "A B"      run only these scenarios (fan-in fan-out pairs latency
-                    connections overload)
+                    connections overload causality)
   --ref REF         build roost from git REF (git archive) instead of the
                     working tree
   --out FILE        where to write the report (default bench/RESULTS.md)
@@ -36,7 +36,7 @@ EOF
 ARGS="$*" # for the report
 RUNS=3
 QUICK=0
-ONLY="fan-in fan-out pairs latency connections overload"
+ONLY="fan-in fan-out pairs latency connections overload causality"
 REF=""
 OUT=""
 BCPU=0
@@ -144,10 +144,12 @@ if [ "$QUICK" = 1 ]; then
 	TIMES="--warmup 500ms --duration 2s"
 	CONNS=2000
 	HOLD=2s
+	TRIALS=50
 else
 	TIMES="--warmup 2s --duration 10s"
 	CONNS=19900
 	HOLD=10s
+	TRIALS=500 # per gap: about 20 s a run
 fi
 
 # bench_args prints the roost bench arguments of a scenario.
@@ -159,6 +161,7 @@ bench_args() {
 	latency) echo "latency --rate 1000 --qos 0 --size 64 $TIMES" ;;
 	connections) echo "connections -C $CONNS --batch 500 --duration $HOLD" ;;
 	overload) echo "overload -P 8 --rate 50000 --sub-rate 1000 --qos 0 --size 64 --sys-dropped $TIMES" ;;
+	causality) echo "causality --trials $TRIALS --idle 300ms --quiet 10ms" ;;
 	*) echo "compare.sh: unknown scenario $1" >&2; exit 2 ;;
 	esac
 }
@@ -267,6 +270,7 @@ summary() {
 	latency) echo "p50 $(value .latency.p50_us "$2") µs, p99 $(value .latency.p99_us "$2") µs" ;;
 	connections) echo "$(value .connections.opened "$2") opened, $(value .broker.kib_per_conn "$2") KiB/conn" ;;
 	overload) echo "max RSS $(value .broker.rss_max_kib "$2") KiB, dropped $(value .broker.dropped "$2")" ;;
+	causality) echo "inversions per 1,000 at 50 µs / 500 µs / 2 ms: $(value '[.causality.gaps[].per_1000 | tostring] | join(" / ")' "$2")" ;;
 	*) echo "$(value .deliver_rate "$2") msgs/s" ;;
 	esac
 }
@@ -423,6 +427,11 @@ EOF
 	row overload "overload" "broker drops (\$SYS)" .broker.dropped "counted" info 0
 	row overload "overload" "published msgs/s" .publish_rate "" info 0
 	row overload "overload" "missing at the end" .missing "" info 0
+	# Arrival order across connections (issue 18): see docs/bench.md.
+	row causality "causality: SUBSCRIBE, then PUBLISH on another idle connection" "inversions per 1,000, 50 µs later" '.causality.gaps[0].per_1000' "as mosquitto" info 0
+	row causality "causality" "inversions per 1,000, 500 µs later" '.causality.gaps[1].per_1000' "as mosquitto" info 0
+	row causality "causality" "inversions per 1,000, 2 ms later" '.causality.gaps[2].per_1000' "as mosquitto" info 0
+	row causality "causality" "wake-up to PUBACK p50 µs (50 µs gap)" '.causality.gaps[0].puback.p50_us' "" info 0
 	cat <<EOF
 
 "info" rows have no numeric target ("met" cannot be computed); overload's
@@ -444,7 +453,7 @@ something else (the machine is shared: see the load average below).
 | scenario | load (vs roost) | roost | load (vs mosquitto) | mosquitto |
 |---|---|---|---|---|
 EOF
-	for sc in fan-in fan-out pairs latency connections overload; do cpu_row "$sc"; done
+	for sc in fan-in fan-out pairs latency connections overload causality; do cpu_row "$sc"; done
 	if ls "$WORK"/log/overload-metrics-*.txt >/dev/null 2>&1; then
 		echo
 		echo "Roost's own drop counters after the last overload run (\`/metrics\`):"
