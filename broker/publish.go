@@ -130,6 +130,10 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	return nil
 }
 
+// inlineMaxTargets is the most sessions a message is written to inline
+// (Message.inline).
+const inlineMaxTargets = 8
+
 // nameRule is the normative statement a topic name that topic.ValidName
 // refused breaks, "" for Roost's own limit on levels.
 func nameRule(err error) string {
@@ -256,6 +260,10 @@ func (s *Server) route(msg *Message) (n int, last Ticket, notRetained error, con
 	// it visible to new subscribers): from here on msg is immutable but
 	// for its wire-form cache.
 	msg.shareWire = len(sc.targets) > 1
+	// Written inline by this goroutine, one send after another, only for
+	// a few subscribers: for many, flusher goroutines write in parallel
+	// on a machine with cores to spare.
+	msg.inline = msg.inline && len(sc.targets) <= inlineMaxTargets
 	if msg.Retain {
 		if last, notRetained = s.ret.put(msg, s.retainLimits()); notRetained != nil {
 			s.noteRetainRefused(msg, notRetained)
