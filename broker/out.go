@@ -367,8 +367,15 @@ func (c *conn) flush() {
 		var n int64
 		var err error
 		if len(blocks) == 1 {
-			var m int
-			m, err = w.Write(blocks[0])
+			// Most writes fit in the socket: a raw send first (writeNow,
+			// which wakes nothing of the runtime), the blocking write
+			// only for what it could not take.
+			m := writeNow(c.nc, blocks[0])
+			if m < len(blocks[0]) {
+				var k int
+				k, err = w.Write(blocks[0][m:])
+				m += k
+			}
 			n = int64(m)
 		} else {
 			// WriteTo consumes the slice it is given: hand it a copy so
