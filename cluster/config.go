@@ -34,8 +34,16 @@ type Config struct {
 	// means on every write ("always"); anything else needs Unsafe, because
 	// a power failure of a majority could then lose acknowledged writes.
 	SyncInterval time.Duration
-	// Unsafe allows Replicas < 3 and a SyncInterval: settings under which
-	// the loss of one node or a power failure can lose acknowledged state.
+	// TLS secures the cluster port with mutual TLS (security.go).
+	TLS TLS
+	// SecretFile names a file holding a secret every node shares (at
+	// least 16 bytes): a node that does not present it cannot open a
+	// route.
+	SecretFile string
+	// Unsafe allows Replicas < 3, a SyncInterval, and a Listen address
+	// other hosts can reach without TLS and a secret: settings under which
+	// the loss of one node or a power failure can lose acknowledged state,
+	// or a stranger can join the cluster and read its messages.
 	Unsafe bool
 	// ForwardTimeout bounds how long a QoS 1/2 publish waits for the
 	// nodes it was forwarded to (and the retained stream), and how long a
@@ -90,6 +98,14 @@ func (c *Config) Check() error {
 	}
 	if err := checkHostPort(c.Listen, true); err != nil {
 		return fmt.Errorf("cluster listen: %w", err)
+	}
+	if err := c.TLS.check(); err != nil {
+		return err
+	}
+	if !isLoopback(c.Listen) && (!c.TLS.enabled() || c.SecretFile == "") && !c.Unsafe {
+		// Loopback is reachable from this host only, which is how tests
+		// and a try on one machine run.
+		return fmt.Errorf("cluster listen %s without tls and secret_file: whoever reaches the port could join the cluster and read its messages: %w", c.Listen, ErrUnsafe)
 	}
 	for _, p := range c.Peers {
 		if err := checkHostPort(p, false); err != nil {

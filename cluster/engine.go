@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,7 +27,7 @@ type engine struct {
 	srv     *server.Server
 	nc      *nats.Conn
 	proxies []*bindProxy
-	refuser net.Listener
+	refuser *refuser
 	log     *slog.Logger
 }
 
@@ -46,14 +48,29 @@ func startEngine(cfg *Config, maxPacket uint32, log *slog.Logger) (*engine, erro
 	// nats-server tells its peers about each other so they can dial
 	// "implicit" routes; such a dial would not go through a bind proxy.
 	// With every node listing every other as a peer they are never
-	// needed, so the address a node advertises for them is a listener
-	// that closes whatever connects: NATS tries an implicit route once
-	// and gives up.
+	// needed, so the address a node advertises for them refuses every
+	// connection: NATS tries an implicit route once and gives up. (A
+	// listener that accepted and closed made NATS redial the implicit
+	// route at once, for ever: about 20 connections a second.)
 	refuser, err := newRefuser(bindIP)
 	if err != nil {
 		return nil, err
 	}
 	e.refuser = refuser
+	var routeTLS *tls.Config
+	if cfg.TLS.enabled() {
+		if routeTLS, err = cfg.TLS.config(); err != nil {
+			e.close()
+			return nil, err
+		}
+	}
+	var routePass string
+	if cfg.SecretFile != "" {
+		if routePass, err = readSecret(cfg.SecretFile, log); err != nil {
+			e.close()
+			return nil, err
+		}
+	}
 	routes := make([]*url.URL, 0, len(cfg.Peers))
 	for _, p := range cfg.Peers {
 		bp, err := newBindProxy(bindIP, p, log)
@@ -62,7 +79,11 @@ func startEngine(cfg *Config, maxPacket uint32, log *slog.Logger) (*engine, erro
 			return nil, err
 		}
 		e.proxies = append(e.proxies, bp)
-		routes = append(routes, &url.URL{Scheme: "nats", Host: bp.ln.Addr().String()})
+		u := &url.URL{Scheme: "nats", Host: bp.ln.Addr().String()}
+		if routePass != "" {
+			u.User = url.UserPassword(routeUser, routePass)
+		}
+		routes = append(routes, u)
 	}
 	var tb [24]byte
 	rand.Read(tb[:])
@@ -91,9 +112,17 @@ func startEngine(cfg *Config, maxPacket uint32, log *slog.Logger) (*engine, erro
 			// Peers are dialled only through the bind proxies; see
 			// docs/cluster.md on why every peer lists every other.
 			NoAdvertise: true,
-			Advertise:   refuser.Addr().String(),
+			Advertise:   refuser.addr,
+			// A peer that fails these is refused, and NATS logs
+			// why on this node (an authentication error, a TLS
+			// handshake error naming the certificate).
+			TLSConfig:  routeTLS,
+			TLSTimeout: 5,
 		},
 		Routes: routes,
+	}
+	if routePass != "" {
+		opts.Cluster.Username, opts.Cluster.Password = routeUser, routePass
 	}
 	if cfg.SyncInterval == 0 {
 		opts.SyncAlways = true
@@ -160,29 +189,6 @@ func (e *engine) close() {
 	if e.refuser != nil {
 		e.refuser.Close()
 	}
-}
-
-// newRefuser listens on ip and closes every connection it accepts, until
-// it is closed.
-func newRefuser(ip net.IP) (net.Listener, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
-	if err != nil {
-		return nil, fmt.Errorf("cluster: %w", err)
-	}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if errors.Is(err, net.ErrClosed) {
-					return
-				}
-				time.Sleep(10 * time.Millisecond) // e.g. out of descriptors
-				continue
-			}
-			c.Close()
-		}
-	}()
-	return ln, nil
 }
 
 // bindProxy gives nats-server, which has no setting for the source address
@@ -280,10 +286,38 @@ type natsLogger struct {
 }
 
 func (l *natsLogger) Noticef(format string, v ...any) { l.log.Info(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
-func (l *natsLogger) Tracef(format string, v ...any)  {}
+func (l *natsLogger) Warnf(format string, v ...any) {
+	if strings.HasPrefix(format, natsInsecureRoutes) {
+		// Roost checks the chain itself (TLS.config); only the host
+		// name, which is the bind proxy's, goes unchecked.
+		l.log.Debug("cluster tls: peers' certificates are checked against the cluster CA, without host names")
+		return
+	}
+	l.log.Warn(fmt.Sprintf(format, v...))
+}
+
+// natsInsecureRoutes begins the warning nats-server gives for a route
+// tls.Config with InsecureSkipVerify, which Roost's has only so that it can
+// verify the chain without the host name.
+const natsInsecureRoutes = "TLS certificate chain and hostname of solicited routes will not be verified"
+
+func (l *natsLogger) Errorf(format string, v ...any) {
+	if strings.HasPrefix(format, natsRouteDialError) {
+		// Routes to peers are dialled to a bind proxy, which is always
+		// up; a failed dial is an implicit route to another node's
+		// refuser, failing as it should (see startEngine).
+		l.log.Debug(fmt.Sprintf(format, v...))
+		return
+	}
+	l.log.Error(fmt.Sprintf(format, v...))
+}
+
+// natsRouteDialError begins nats-server's log line for a route it could
+// not dial.
+const natsRouteDialError = "Error trying to connect to route"
+
+func (l *natsLogger) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *natsLogger) Tracef(format string, v ...any) {}
 func (l *natsLogger) Fatalf(format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
 	l.log.Error(msg)

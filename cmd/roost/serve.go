@@ -113,6 +113,10 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 		node          = fs.String("node", "", "this node's `name` in a cluster (see docs/cluster.md)")
 		clusterListen = fs.String("cluster-listen", "", "accept other cluster nodes on `addr` (IP:PORT; outgoing cluster connections are bound to the IP)")
 		clusterPeers  []string
+		clusterCert   = fs.String("cluster-tls-cert", "", "this node's certificate `file` for the cluster port (mutual TLS; with --cluster-tls-key and --cluster-tls-ca)")
+		clusterKey    = fs.String("cluster-tls-key", "", "the key `file` of --cluster-tls-cert")
+		clusterCA     = fs.String("cluster-tls-ca", "", "the CA `file` that signed every node's cluster certificate")
+		clusterSecret = fs.String("cluster-secret-file", "", "a `file` holding the secret every node of the cluster shares")
 	)
 	fs.Func("cluster-peer", "another cluster node's --cluster-listen `addr` (repeatable)", func(s string) error {
 		clusterPeers = append(clusterPeers, s)
@@ -190,6 +194,12 @@ func serveConfig(args []string, stderr io.Writer) (cfg *config.Config, code int,
 	}
 	if clusterPeers != nil {
 		cfg.Cluster.Peers = clusterPeers
+	}
+	for _, f := range []struct{ flag, dst *string }{{clusterCert, &cfg.Cluster.TLS.Cert}, {clusterKey, &cfg.Cluster.TLS.Key},
+		{clusterCA, &cfg.Cluster.TLS.CA}, {clusterSecret, &cfg.Cluster.SecretFile}} {
+		if *f.flag != "" {
+			*f.dst = *f.flag
+		}
 	}
 	if cfg.Cluster.Enabled() {
 		cfg.Cluster.Data = cfg.ClusterData()

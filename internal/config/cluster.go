@@ -38,6 +38,14 @@ func (d *decoder) cluster(n *yaml.Node, path string, c *cluster.Config) {
 			}
 			d.duration(v, p, 1, &c.SyncInterval)
 		},
+		"tls": func(p string, v *yaml.Node) {
+			d.mapping(v, p, map[string]field{
+				"cert": d.str(&c.TLS.Cert),
+				"key":  d.str(&c.TLS.Key),
+				"ca":   d.str(&c.TLS.CA),
+			})
+		},
+		"secret_file":     d.str(&c.SecretFile),
 		"unsafe":          func(p string, v *yaml.Node) { d.boolean(v, p, &c.Unsafe) },
 		"forward_timeout": func(p string, v *yaml.Node) { d.duration(v, p, 1, &c.ForwardTimeout) },
 	})
@@ -68,10 +76,14 @@ func (c *Config) ClusterData() string {
 	return filepath.Join(c.Store.Data, "cluster")
 }
 
-// resolveClusterData makes a relative cluster data directory relative to
-// dir, the config file's directory.
+// resolveClusterData makes the cluster's relative file names (data
+// directory, TLS files, secret) relative to dir, the config file's
+// directory.
 func (c *Config) resolveClusterData(dir string) {
-	if c.Cluster.Data != "" && !filepath.IsAbs(c.Cluster.Data) {
-		c.Cluster.Data = filepath.Join(dir, c.Cluster.Data)
+	cc := &c.Cluster
+	for _, p := range []*string{&cc.Data, &cc.TLS.Cert, &cc.TLS.Key, &cc.TLS.CA, &cc.SecretFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -27,6 +28,9 @@ func TestParseCluster(t *testing.T) {
 		{"cluster: {replicas: 7}", cluster.Config{}, `roost.yaml:1: cluster.replicas:`},
 		{"cluster: {sync_interval: often}", cluster.Config{}, `roost.yaml:1: cluster.sync_interval: must be a duration`},
 		{"cluster: {nodes: 3}", cluster.Config{}, `unknown key "nodes" in cluster`},
+		{"cluster:\n  tls: {cert: /etc/roost/n1.pem, key: /etc/roost/n1.key, ca: /etc/roost/ca.pem}\n  secret_file: /etc/roost/secret\n",
+			cluster.Config{TLS: cluster.TLS{Cert: "/etc/roost/n1.pem", Key: "/etc/roost/n1.key", CA: "/etc/roost/ca.pem"}, SecretFile: "/etc/roost/secret"}, ""},
+		{"cluster: {tls: {certificate: x}}", cluster.Config{}, `unknown key "certificate" in cluster.tls`},
 	}
 	for _, tt := range tests {
 		c, err := Parse("roost.yaml", []byte(tt.yaml))
@@ -59,6 +63,11 @@ func TestClusterCheck(t *testing.T) {
 		{func(c *cluster.Config) { c.Node = "a.b" }, false},
 		{func(c *cluster.Config) { c.Data = "" }, false},
 		{func(c *cluster.Config) { c.Peers = []string{c.Listen} }, false},
+		// A port other hosts can reach needs TLS and a secret.
+		{func(c *cluster.Config) { c.Listen = "10.0.0.11:7222" }, true},
+		{func(c *cluster.Config) { c.Listen, c.SecretFile = "10.0.0.11:7222", "s" }, true},
+		{func(c *cluster.Config) { c.Listen, c.TLS = "10.0.0.11:7222", cluster.TLS{Cert: "c", Key: "k", CA: "a"} }, true},
+		{func(c *cluster.Config) { c.TLS = cluster.TLS{Cert: "c", Key: "k"} }, false},
 	} {
 		c := ok
 		tt.change(&c)
@@ -80,5 +89,27 @@ func TestClusterDataDefault(t *testing.T) {
 	c := Default()
 	if got := c.ClusterData(); got != filepath.Join("data", "cluster") {
 		t.Errorf("ClusterData = %q", got)
+	}
+}
+
+// TestClusterSecureListen: a reachable cluster port with TLS and a secret
+// needs no unsafe; the files' relative names are beside the config file.
+func TestClusterSecureListen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "roost.yaml")
+	yaml := "cluster:\n  node: n1\n  listen: 10.0.0.11:7222\n  data: /d\n  tls: {cert: n1.pem, key: n1.key, ca: ca.pem}\n  secret_file: secret\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := cluster.TLS{Cert: filepath.Join(dir, "n1.pem"), Key: filepath.Join(dir, "n1.key"), CA: filepath.Join(dir, "ca.pem")}
+	if c.Cluster.TLS != want || c.Cluster.SecretFile != filepath.Join(dir, "secret") {
+		t.Errorf("tls %+v, secret_file %q: want beside the config file", c.Cluster.TLS, c.Cluster.SecretFile)
+	}
+	if err := c.Cluster.Check(); err != nil {
+		t.Errorf("Check: %v", err)
 	}
 }

@@ -93,6 +93,7 @@ type Leaf struct {
 	Hosts        []string // DNS names and IP addresses
 	Emails       []string
 	Client       bool // for client authentication instead of a server
+	Peer         bool // for both: a cluster node accepts and dials routes
 	Validity     time.Duration
 }
 
@@ -117,6 +118,9 @@ func (ca *CA) Issue(l Leaf) (chainPEM, keyPEM []byte, err error) {
 	}
 	if l.Client {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	if l.Peer {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	}
 	for _, h := range l.Hosts {
 		if ip := net.ParseIP(h); ip != nil {

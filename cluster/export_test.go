@@ -1,0 +1,5 @@
+package cluster
+
+// RoutePassword is routePassword, for the process tests to look for it in
+// the nodes' logs.
+var RoutePassword = routePassword

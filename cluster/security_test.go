@@ -1,0 +1,245 @@
+package cluster_test
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/roost-mqtt/roost/cluster"
+	"github.com/roost-mqtt/roost/internal/devcert"
+)
+
+// writeAtomic writes a fixture file through a temporary file and a rename.
+func writeAtomic(t *testing.T, path string, data []byte, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path+".tmp", data, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// newCA makes a CA for a test.
+func newCA(t *testing.T, name string) *devcert.CA {
+	t.Helper()
+	ca, err := devcert.NewCA(name, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// nodePKI writes into dir a node certificate that ca signed, and trust's
+// certificate as the cluster CA, and returns the serve flags that use them.
+func nodePKI(t *testing.T, dir, name string, ca, trust *devcert.CA) []string {
+	t.Helper()
+	chain, key, err := ca.Issue(devcert.Leaf{CommonName: name, Peer: true, Validity: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := map[string][]byte{name + "-ca.pem": trust.CertPEM(), name + ".pem": chain, name + ".key": key}
+	for p, b := range paths {
+		writeAtomic(t, filepath.Join(dir, p), b, 0o600)
+	}
+	return []string{"--cluster-tls-cert", filepath.Join(dir, name+".pem"), "--cluster-tls-key", filepath.Join(dir, name+".key"),
+		"--cluster-tls-ca", filepath.Join(dir, name+"-ca.pem")}
+}
+
+// addNode starts one more node on ip that lists every node of tc as its
+// peer (they do not list it), with args, and waits until it listens.
+func (tc *testCluster) addNode(name, ip string, args ...string) *node {
+	tc.t.Helper()
+	nd := &node{name: name, ip: ip,
+		mqtt:    net.JoinHostPort(ip, strconv.Itoa(freePort(tc.t, ip))),
+		cluster: net.JoinHostPort(ip, strconv.Itoa(freePort(tc.t, ip))),
+		data:    filepath.Join(tc.t.TempDir(), name), extraArg: args}
+	nd.logPath = nd.data + ".log"
+	for _, o := range tc.nodes {
+		nd.peers = append(nd.peers, o.cluster)
+	}
+	tc.nodes = append(tc.nodes, nd) // stopped with the others
+	tc.start(nd)
+	tc.waitLog(nd, "listener ready", 1, 40*time.Second)
+	return nd
+}
+
+// countLogAll counts lines of nd's log that contain every one of subs.
+func countLogAll(nd *node, subs ...string) int {
+	b, _ := os.ReadFile(nd.logPath)
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		all := true
+		for _, s := range subs {
+			all = all && strings.Contains(l, s)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
+// TestClusterPortSecurity: three nodes with mutual TLS and a shared secret
+// form a cluster and carry messages; the port demands TLS and
+// authentication before anything else; a node with the wrong secret, and
+// one that trusts the cluster CA but has a certificate of another, cannot
+// join, and the good nodes
+// log why; neither the secret nor the password derived from it is logged.
+func TestClusterPortSecurity(t *testing.T) {
+	dir := t.TempDir()
+	const secret = "correct horse battery staple 42"
+	secretPath := filepath.Join(dir, "secret")
+	writeAtomic(t, secretPath, []byte(secret+"\n"), 0o600)
+	wrongPath := filepath.Join(dir, "wrong-secret")
+	writeAtomic(t, wrongPath, []byte("not the cluster's secret at all\n"), 0o600)
+	ca := newCA(t, "cluster CA")
+	good := nodePKI(t, dir, "node", ca, ca)
+	tc := startClusterWith(t, 3, append(good, "--cluster-secret-file", secretPath)...)
+	n1, n2 := tc.nodes[0], tc.nodes[1]
+	goodNodes := tc.nodes[:3]
+	closedRoutes := func() int {
+		// Route connections of the good nodes that closed, but the
+		// intruders' (from 127.0.0.5 and .6).
+		n := 0
+		for _, nd := range goodNodes {
+			n += countLogAll(nd, "Router connection closed") - countLogAll(nd, "Router connection closed", "127.0.0.5:") -
+				countLogAll(nd, "Router connection closed", "127.0.0.6:")
+		}
+		return n
+	}
+	closedAtStart := closedRoutes()
+
+	sub := connect(t, n2, "tls-sub")
+	sub.subscribe(t, paho.SubscribeOptions{Topic: "secure/#", QoS: 1})
+	pub := connect(t, n1, "tls-pub")
+	pub.awaitInterest(t, "secure/x")
+	if rc := pub.publish(t, &paho.Publish{Topic: "secure/x", QoS: 1, Payload: []byte("over tls")}); rc != 0 {
+		t.Fatalf("PUBACK 0x%02X", rc)
+	}
+	if got := sub.next(t, wait); string(got.Payload) != "over tls" {
+		t.Fatalf("got %q", got.Payload)
+	}
+
+	// What a stranger reaching the port gets: no byte in the clear (NATS
+	// starts a route with the TLS handshake), and without a certificate
+	// of the cluster's CA, nothing over TLS either.
+	conn, err := net.DialTimeout("tcp", n1.cluster, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(time.Second))
+	if n, _ := conn.Read(make([]byte, 1)); n > 0 {
+		t.Error("the cluster port sent bytes in the clear")
+	}
+	conn.Close()
+	tconn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", n1.cluster, &tls.Config{InsecureSkipVerify: true})
+	if err == nil {
+		tconn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var n int
+		n, err = tconn.Read(make([]byte, 64))
+		tconn.Close()
+		if n > 0 {
+			t.Errorf("a TLS client without a certificate read %d bytes from the cluster port", n)
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "certificate required") {
+		t.Errorf("a TLS client without a certificate: %v, want the alert certificate required", err)
+	}
+
+	wrongSecret := tc.addNode("intruder1", "127.0.0.5", append(good, "--cluster-secret-file", wrongPath)...)
+	untrusted := tc.addNode("intruder2", "127.0.0.6", append(nodePKI(t, dir, "other", newCA(t, "another CA"), ca), "--cluster-secret-file", secretPath)...)
+	// NATS retries a refused route every second or so: two refusals of
+	// each kind on a good node show it goes on refusing.
+	eventually(t, 30*time.Second, func() error {
+		if got := countLogAll(n1, "component=nats", "level=ERROR", "authentication error"); got < 2 {
+			return fmt.Errorf("n1 logged %d authentication errors", got)
+		}
+		if got := countLogAll(n1, "component=nats", "level=ERROR", "certificate signed by unknown authority"); got < 2 {
+			return fmt.Errorf("n1 logged %d refused certificates", got)
+		}
+		return nil
+	})
+	// Meanwhile (two refusals of each intruder take two seconds at least)
+	// the routes between the good nodes stayed: implicit routes to the
+	// address each node advertises are refused at once, not redialled
+	// 20 times a second as when that address accepted and closed. A few
+	// closings are the pool's duplicate connections settling.
+	if got := closedRoutes() - closedAtStart; got > 6 {
+		t.Errorf("the good nodes closed %d route connections after the cluster formed", got)
+	}
+	for _, nd := range tc.nodes {
+		for _, intruder := range []*node{wrongSecret, untrusted} {
+			if nd != intruder && countLogAll(nd, "cluster node joined", "peer="+intruder.name) > 0 {
+				t.Errorf("%s let %s join", nd.name, intruder.name)
+			}
+		}
+	}
+	for _, intruder := range []*node{wrongSecret, untrusted} {
+		if got := countLog(intruder, "cluster node joined"); got > 0 {
+			t.Errorf("%s joined %d nodes", intruder.name, got)
+		}
+	}
+	for _, nd := range tc.nodes {
+		for _, s := range []string{secret, cluster.RoutePassword(secret)} {
+			if got := countLog(nd, s); got > 0 {
+				t.Errorf("%s logged the secret or its route password %d times", nd.name, got)
+			}
+		}
+	}
+}
+
+// TestClusterRefusesOpenPort: a cluster port other hosts can reach needs
+// TLS and a secret, or cluster.unsafe; half a TLS setting is refused.
+func TestClusterRefusesOpenPort(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct{ yaml, want string }{
+		{"cluster:\n  node: a\n  listen: 10.0.0.11:7222\n", "without tls and secret_file"},
+		{"cluster:\n  node: a\n  listen: 10.0.0.11:7222\n  secret_file: s\n", "unsafe"},
+		{"cluster:\n  node: a\n  listen: 127.0.0.2:7222\n  tls: {cert: c.pem}\n", "cert, key and ca go together"},
+	} {
+		path := filepath.Join(dir, "roost.yaml")
+		writeAtomic(t, path, []byte(tt.yaml), 0o644)
+		out, code := runServe(t, "--config", path, "--listen", "mqtt://127.0.0.1:0")
+		if code != 2 || !strings.Contains(out, tt.want) {
+			t.Errorf("config %q: exit %d, output %q; want exit 2 mentioning %q", tt.yaml, code, out, tt.want)
+		}
+	}
+	// A missing file is named when the node starts.
+	path := filepath.Join(dir, "roost.yaml")
+	writeAtomic(t, path, []byte("cluster:\n  node: a\n  listen: 127.0.0.2:"+strconv.Itoa(freePort(t, "127.0.0.2"))+
+		"\n  secret_file: nowhere\n"), 0o644)
+	out, code := runServe(t, "--config", path, "--listen", "mqtt://127.0.0.1:0", "--data", filepath.Join(dir, "data"))
+	if code == 0 || !strings.Contains(out, "cluster secret") || !strings.Contains(out, "nowhere") {
+		t.Errorf("missing secret file: exit %d, output %q", code, out)
+	}
+}
+
+// runServe runs roost serve with args, which must make it exit, within a
+// bound, and returns its output and exit code.
+func runServe(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := contextWithTimeout(30 * time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, roostBin, append([]string{"serve"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &ee):
+		return string(out), ee.ExitCode()
+	}
+	t.Fatalf("roost serve %v: %v", args, err)
+	return "", 0
+}
