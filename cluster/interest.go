@@ -3,6 +3,7 @@ package cluster
 import (
 	"encoding/binary"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -455,4 +456,32 @@ func decodeSnapshot(b []byte) (inc string, seq uint64, keys []ikey, err error) {
 		return "", 0, nil, errWire
 	}
 	return inc, seq, keys, nil
+}
+
+// size returns how many (filter, group) entries this node announces.
+func (l *localInterest) size() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.refs)
+}
+
+// peerStatus is what status reports of one node.
+type peerStatus struct {
+	name     string
+	entries  int
+	synced   bool
+	lastSeen time.Time
+}
+
+// status returns every node known alive with its interest entries, sorted
+// by name.
+func (r *remoteInterest) status() []peerStatus {
+	r.mu.Lock()
+	out := make([]peerStatus, 0, len(r.peers))
+	for _, p := range r.peers {
+		out = append(out, peerStatus{name: p.name, entries: len(p.keys), synced: p.synced, lastSeen: p.lastSeen})
+	}
+	r.mu.Unlock()
+	slices.SortFunc(out, func(a, b peerStatus) int { return strings.Compare(a.name, b.name) })
+	return out
 }

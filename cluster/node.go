@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
 )
 
 // Subjects between nodes. Node names are NATS tokens (Config.Check).
@@ -70,6 +70,9 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	acks   chan pendingAck
+	// counters are the figures the forward path and claims keep
+	// (stats.go).
+	counters counters
 }
 
 // pendingAck is a QoS 1/2 message delivered here whose confirmation to the
@@ -124,7 +127,7 @@ func (n *Node) Attach(srv *broker.Server) error {
 		{pubSubject + "." + n.cfg.Node, n.onForward},
 		{snapSubject + "." + n.cfg.Node, n.onSnapshotRequest},
 		{ctlSubject + ".*", n.onControl},
-		{ownSubject + "." + n.cfg.Node, n.own.onRelease},
+		{ownSubject + "." + n.cfg.Node, func(m *nats.Msg) { n.counters.takenOver.Add(1); n.own.onRelease(m) }},
 		{n.replies.prefix + ".*", n.replies.onReply},
 	} {
 		sub, err := nc.Subscribe(s.subj, s.h)
@@ -167,7 +170,12 @@ func (n *Node) Close() error {
 func (n *Node) Claim(clientID string) error {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
 	defer cancel()
-	return n.own.claim(ctx, clientID)
+	if err := n.own.claim(ctx, clientID); err != nil {
+		n.counters.claimsFailed.Add(1)
+		return err
+	}
+	n.counters.claims.Add(1)
+	return nil
 }
 
 // Peers returns the names of the other nodes this node hears from.
@@ -328,10 +336,12 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 	for _, t := range targets {
 		pr, err := n.replies.send(n.eng.nc, pubSubject+"."+t.node, encodeForward(msg, t.groups, pub), deadline)
 		if err != nil {
+			n.counters.failed[msg.QoS].Add(1)
 			errs = append(errs, fmt.Errorf("node %s: %w", t.node, err))
 			continue
 		}
-		pr.node, pr.gone = t.node, n.remote.goneCh(t.node)
+		n.counters.sent[msg.QoS].Add(1)
+		pr.node, pr.gone, pr.qos = t.node, n.remote.goneCh(t.node), msg.QoS
 		reqs = append(reqs, pr)
 	}
 	var ret jetstream.PubAckFuture
@@ -344,7 +354,7 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 		ctx, cancel := context.WithDeadline(n.ctx, deadline)
 		defer cancel()
 		for _, pr := range reqs {
-			if err := n.replies.await(ctx, pr); err != nil {
+			if err := n.await(ctx, pr); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -361,8 +371,11 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 func (n *Node) forwardQoS0(targets []target, msg *broker.Message, pub []byte) {
 	for _, t := range targets {
 		if err := n.eng.nc.Publish(pubSubject+"."+t.node, encodeForward(msg, t.groups, pub)); err != nil {
+			n.counters.failed[0].Add(1)
 			n.log.Debug("cluster: QoS 0 forward failed", "peer", t.node, "err", err)
+			continue
 		}
+		n.counters.sent[0].Add(1)
 	}
 	if msg.Retain {
 		if _, err := n.ret.appendAsync(msg, pub, false); err != nil {
@@ -378,6 +391,8 @@ type pendingReply struct {
 	deadline time.Time
 	node     string
 	gone     <-chan struct{}
+	sentAt   time.Time
+	qos      packet.QoS
 }
 
 // replies matches answers to the forward requests in flight: each request
@@ -392,7 +407,7 @@ type replies struct {
 }
 
 func (r *replies) send(nc *nats.Conn, subj string, data []byte, deadline time.Time) (*pendingReply, error) {
-	pr := &pendingReply{subject: r.prefix + "." + strconv.FormatUint(r.seq.Add(1), 36), ch: make(chan *nats.Msg, 1), deadline: deadline}
+	pr := &pendingReply{subject: r.prefix + "." + strconv.FormatUint(r.seq.Add(1), 36), ch: make(chan *nats.Msg, 1), deadline: deadline, sentAt: time.Now()}
 	r.mu.Lock()
 	r.m[pr.subject] = pr
 	r.mu.Unlock()
@@ -431,16 +446,21 @@ func (r *replies) sweep(now time.Time) {
 	}
 }
 
-// await waits for pr's answer.
-func (r *replies) await(ctx context.Context, pr *pendingReply) error {
+// await waits for pr's answer and counts it.
+func (n *Node) await(ctx context.Context, pr *pendingReply) error {
 	var m *nats.Msg
 	select {
 	case m = <-pr.ch:
 	case <-pr.gone:
-		r.forget(pr)
+		n.replies.forget(pr)
 		return nil // the node went away: nothing to confirm
 	case <-ctx.Done():
-		r.forget(pr)
+		n.replies.forget(pr)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			n.counters.timedOut[pr.qos].Add(1)
+		} else {
+			n.counters.failed[pr.qos].Add(1) // this node is closing
+		}
 		return fmt.Errorf("node %s: %w", pr.node, ctx.Err())
 	}
 	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
@@ -449,10 +469,13 @@ func (r *replies) await(ctx context.Context, pr *pendingReply) error {
 	rd := reader{b: m.Data}
 	switch ok := rd.byte(); {
 	case rd.err != nil:
+		n.counters.failed[pr.qos].Add(1)
 		return fmt.Errorf("node %s: %w", pr.node, errWire)
 	case ok != 1:
+		n.counters.failed[pr.qos].Add(1)
 		return fmt.Errorf("node %s: %w", pr.node, errNotTaken)
 	}
+	n.counters.noteLatency(time.Since(pr.sentAt))
 	return nil
 }
 
@@ -462,6 +485,9 @@ func (r *replies) await(ctx context.Context, pr *pendingReply) error {
 // store, is left to ackLoop so the next message need not wait.
 func (n *Node) onForward(m *nats.Msg) {
 	rm, err := decodeForward(m.Data)
+	if err == nil {
+		n.counters.received[rm.QoS].Add(1)
+	}
 	if err != nil {
 		n.log.Warn("cluster: bad forwarded message", "err", err)
 		if m.Reply != "" {
@@ -495,32 +521,5 @@ func (n *Node) ackLoop() {
 				n.log.Debug("cluster: confirming a forwarded message", "err", err)
 			}
 		}
-	}
-}
-
-// SysFigures implements broker.ClusterFigures: this node's view of the
-// cluster, published under $SYS/broker/cluster/.
-func (n *Node) SysFigures() [][2]string {
-	peers := n.remote.nodes()
-	routed, _ := n.eng.routedNodes()
-	js := "not current"
-	if n.eng.srv.JetStreamIsCurrent() {
-		js = "current"
-	}
-	ready := func(ok bool) string {
-		if ok {
-			return "ready"
-		}
-		return "not ready"
-	}
-	return [][2]string{
-		{"name", n.cfg.Name},
-		{"node", n.cfg.Node},
-		{"nodes/reachable", strings.Join(peers, " ")},
-		{"nodes/count", strconv.Itoa(len(peers) + 1)},
-		{"routes/nodes", strconv.Itoa(len(routed))},
-		{"jetstream", js},
-		{"ownership", ready(n.own.bucket() != nil)},
-		{"retained", ready(n.ret.ready.Load())},
 	}
 }

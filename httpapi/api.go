@@ -39,6 +39,7 @@ func (h *Handler) routeAPI() {
 	api("POST /api/bridges", h.addBridge)
 	api("PUT /api/bridges/{name}", h.putBridge)
 	api("DELETE /api/bridges/{name}", h.deleteBridge)
+	api("GET /api/cluster", h.getCluster)
 }
 
 // writeJSON writes v with status code; errors writing go nowhere useful.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/roost-mqtt/roost/bridge"
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/cluster"
 	"github.com/roost-mqtt/roost/console"
 )
 
@@ -45,6 +46,9 @@ type Options struct {
 	// BridgeAdmin, when set, lets the admin API add, change and remove
 	// bridges (POST, PUT and DELETE /api/bridges).
 	BridgeAdmin BridgeAdmin
+	// Cluster, when set (a cluster node), returns this node's view of
+	// the cluster, for /metrics (roost_cluster_*) and GET /api/cluster.
+	Cluster func() cluster.Stats
 }
 
 // PasswordChecker verifies a user name and password; auth.PasswordFile is
@@ -80,6 +84,9 @@ func New(srv *broker.Server, opts Options) *Handler {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if opts.Bridges != nil {
 		reg.MustRegister(bridgeCollector{opts.Bridges})
+	}
+	if opts.Cluster != nil {
+		reg.MustRegister(clusterCollector{opts.Cluster})
 	}
 	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{h.log}})
 

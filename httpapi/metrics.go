@@ -114,7 +114,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descStoreSize, float64(n))
 		}
 	}
-	ch <- latencyHistogram(st.Latency)
+	ch <- latencyHistogram(descLatency, st.Latency)
 }
 
 // collectByListener counts connected clients by listener and protocol. A
@@ -133,9 +133,9 @@ func (c *collector) collectByListener(ch chan<- prometheus.Metric) {
 	}
 }
 
-// latencyHistogram converts the broker's per-bucket counts into
-// Prometheus's cumulative ones; the broker's last bucket is +Inf.
-func latencyHistogram(h broker.Histogram) prometheus.Metric {
+// latencyHistogram converts h's per-bucket counts into Prometheus's
+// cumulative ones, as metric d; h's last bucket is +Inf.
+func latencyHistogram(d *prometheus.Desc, h broker.Histogram) prometheus.Metric {
 	buckets := make(map[float64]uint64, len(h.Bounds))
 	var total uint64
 	for i, n := range h.Counts {
@@ -144,5 +144,5 @@ func latencyHistogram(h broker.Histogram) prometheus.Metric {
 			buckets[h.Bounds[i].Seconds()] = total
 		}
 	}
-	return prometheus.MustNewConstHistogram(descLatency, total, h.Sum.Seconds(), buckets)
+	return prometheus.MustNewConstHistogram(d, total, h.Sum.Seconds(), buckets)
 }

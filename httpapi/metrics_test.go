@@ -172,7 +172,7 @@ func (f fakeSize) Size() (int64, error) { return int64(f), nil }
 func TestLatencyHistogram(t *testing.T) {
 	h := broker.Histogram{Bounds: []time.Duration{time.Millisecond, time.Second}, Counts: []uint64{2, 3, 1}, Sum: 3 * time.Second}
 	var m dto.Metric
-	if err := latencyHistogram(h).Write(&m); err != nil {
+	if err := latencyHistogram(descLatency, h).Write(&m); err != nil {
 		t.Fatal(err)
 	}
 	hist := m.Histogram

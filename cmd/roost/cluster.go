@@ -16,7 +16,9 @@ const clusterHelp = `roost cluster status: connects to one node of a cluster (-h
 other connection flags of roost sub) and prints that node's view of the
 cluster from its $SYS/broker/cluster/ figures: its name, the nodes it
 reaches, its routes, whether its JetStream is current and whether it can
-record client-id owners and follows the retained stream (docs/cluster.md).
+record client-id owners and follows the retained stream; then its counters:
+messages forwarded by QoS, round trips, ownership claims and takeovers, the
+retained stream's size, interest entries (docs/cluster.md).
 
 Exit status: 0 when the node reports the figures; 1 when it reports none
 within -W seconds (default 3: not a cluster node, $SYS off, or not allowed
@@ -84,10 +86,25 @@ func runCluster(ctx context.Context, args []string, std stdio) int {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
+	// The state of the cluster first, then the counters, each block
+	// aligned on its own (a line without a tab ends a tabwriter block).
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	for _, k := range keys {
-		fmt.Fprintf(tw, "%s\t%s\n", k, figures[k])
+	for _, summary := range []bool{true, false} {
+		if !summary {
+			fmt.Fprintln(tw)
+		}
+		for _, k := range keys {
+			if isSummaryFigure(k) == summary {
+				fmt.Fprintf(tw, "%s\t%s\n", k, figures[k])
+			}
+		}
 	}
 	tw.Flush()
 	return 0
+}
+
+// isSummaryFigure tells the figures that say what state the cluster is in
+// (names, nodes, routes, readiness) from the counters and details.
+func isSummaryFigure(k string) bool {
+	return !strings.Contains(k, "/") || strings.HasPrefix(k, "nodes/") || strings.HasPrefix(k, "routes/")
 }

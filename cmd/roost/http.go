@@ -12,6 +12,7 @@ import (
 	"github.com/roost-mqtt/roost/auth"
 	"github.com/roost-mqtt/roost/bridge"
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/cluster"
 	"github.com/roost-mqtt/roost/httpapi"
 	"github.com/roost-mqtt/roost/internal/bridgeset"
 	"github.com/roost-mqtt/roost/internal/config"
@@ -53,6 +54,9 @@ func (h *httpServer) start(cfg *config.Config, srv *broker.Server, opts broker.O
 	o := httpapi.Options{Token: cfg.HTTP.Token, MetricsPublic: cfg.HTTP.MetricsPublic, Store: opts.Store,
 		Ready: h.ready.Load, Logger: logger.With("component", "http"), Bridges: h.bridgeStats,
 		BridgeAdmin: h.bridgeAdmin}
+	if node, ok := opts.Cluster.(*cluster.Node); ok {
+		o.Cluster = node.Stats
+	}
 	if cfg.HTTP.UsersFromPasswordFile {
 		// config.HTTP.Check made sure auth.password_file is set, so
 		// setupAuth loaded it, and reloads it when it changes.

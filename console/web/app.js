@@ -243,9 +243,58 @@ function bridges (view) {
   return () => clearInterval(timer)
 }
 
+// The cluster page: this node's view (GET /api/cluster); every node has its
+// own console, and each tells what it sees.
+function clusterPage (view) {
+  const info = h('span', { class: 'muted' })
+  const cards = h('div', { class: 'cards' })
+  const nodes = h('tbody')
+  const fwd = h('tbody')
+  view.append(h('h2', {}, 'Cluster'), h('div', { class: 'row' }, info), cards,
+    h('h3', {}, 'Nodes'),
+    h('table', { id: 'cluster-nodes' }, h('thead', {}, h('tr', {}, ['Node', 'State'].map(t => h('th', {}, t)),
+      ['Last heard', 'Interest entries'].map(t => h('th', { class: 'num' }, t)))), nodes),
+    h('h3', {}, 'Forwarded messages'),
+    h('table', { id: 'cluster-forwards' }, h('thead', {}, h('tr', {}, h('th', {}, 'QoS'),
+      ['Sent', 'Received', 'Failed', 'Timed out'].map(t => h('th', { class: 'num' }, t)))), fwd))
+  const card = (label, value) => h('div', { class: 'card' }, h('div', { class: 'label' }, label), h('div', { class: 'value' }, value))
+  const pill = (ok, yes, no) => h('span', { class: 'pill ' + (ok ? 'ok' : 'bad') }, ok ? yes : no)
+  const load = async () => {
+    let c
+    try {
+      c = await api('cluster')
+    } catch (err) {
+      info.textContent = err.message === 'not a cluster node' ? 'This broker runs alone: see docs/cluster.md to make it a cluster node.' : err.message
+      return
+    }
+    const reachable = c.nodes.length + 1
+    info.textContent = `cluster ${c.name} · this node ${c.node}`
+    const avg = c.forward_latency_count ? `${(1000 * c.forward_latency_sum_seconds / c.forward_latency_count).toFixed(2)} ms` : '–'
+    cards.replaceChildren(
+      card('Nodes reachable', `${reachable} of ${c.configured}`), card('Routes', c.routed.length),
+      card('JetStream', c.jetstream.current ? 'current' : 'not current'), card('Meta leader', c.jetstream.meta_leader || 'none'),
+      card('Ownership', c.ownership.ready ? 'ready' : 'not ready'), card('Claims', c.ownership.claims),
+      card('Retained stream', `${c.retained.stream_messages} msgs`), card('Interest entries', c.interest_entries),
+      card('Forward round trip', avg))
+    const self = h('tr', { 'data-node': c.node }, h('td', {}, c.node, h('span', { class: 'muted' }, ' (this node)')),
+      h('td', {}, pill(c.jetstream.current, 'up', 'engine not current')), h('td', { class: 'num' }, ''),
+      h('td', { class: 'num' }, c.interest_entries))
+    nodes.replaceChildren(self, ...c.nodes.map(n => h('tr', { 'data-node': n.name },
+      h('td', {}, n.name), h('td', {}, pill(true, n.synced ? 'reachable' : 'reachable, syncing', ''),
+        c.routed.includes(n.name) ? '' : h('span', { class: 'pill idle' }, 'no route')),
+      h('td', { class: 'num' }, `${(n.last_heard_ns / 1e9).toFixed(1)} s ago`), h('td', { class: 'num' }, n.interest_entries))))
+    fwd.replaceChildren(...c.forwards.map((f, q) => h('tr', {}, h('td', {}, q),
+      h('td', { class: 'num' }, f.sent), h('td', { class: 'num' }, f.received), h('td', { class: 'num' }, f.failed),
+      h('td', { class: 'num' }, q ? f.timed_out : ''))))
+  }
+  load().catch(err => { info.textContent = err.message })
+  const timer = setInterval(() => load().catch(() => {}), POLL_MS)
+  return () => clearInterval(timer)
+}
+
 // ---- router ----------------------------------------------------------------
 
-const pages = { '': dashboard, clients, topics, bridges, live: livePage, mqtt: mqttPage }
+const pages = { '': dashboard, clients, topics, bridges, cluster: clusterPage, live: livePage, mqtt: mqttPage }
 let leave = null
 
 function route () {

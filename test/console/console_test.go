@@ -19,10 +19,12 @@ import (
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/cluster"
 	"github.com/roost-mqtt/roost/httpapi"
 	"github.com/roost-mqtt/roost/internal/bridgeset"
 	"github.com/roost-mqtt/roost/internal/brokertest"
 	"github.com/roost-mqtt/roost/internal/config"
+	"github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/listener"
 	"github.com/roost-mqtt/roost/packet"
@@ -104,6 +106,16 @@ func TestConsoleInBrowser(t *testing.T) {
 	if byName["bridge-removed"].Event == "" {
 		t.Error("the added bridge was not removed")
 	}
+	if row := byName["cluster"].Row; !strings.Contains(row, "console-1") || !strings.Contains(row, "up") {
+		t.Errorf("cluster page's row of this node %q", row)
+	}
+	if row := byName["cluster-peer"].Row; !strings.Contains(row, "console-2") || !strings.Contains(row, "reachable") {
+		t.Errorf("cluster page's row of the other node %q", row)
+	}
+	// innerText is as shown: the card labels in capitals.
+	if txt := strings.ToLower(byName["cluster"].Text); !strings.Contains(txt, "meta leader\nconsole-") || !strings.Contains(txt, "reachable\n2 of 2") {
+		t.Errorf("cluster page's cards %q: want 2 of 2 nodes reachable and a meta leader", txt)
+	}
 
 	// The Go subscriber got the browser's publish.
 	for {
@@ -175,10 +187,33 @@ func startBroker(t *testing.T) *testBroker {
 	t.Helper()
 	logs := &mqtttest.LogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	srv, err := broker.New(broker.Options{Logger: log, SysInterval: -1})
+	// A real cluster for the Cluster page: this broker and a second one,
+	// in this process, each with its engine (NATS needs a route for
+	// JetStream's meta group; two nodes, hence unsafe: one replica).
+	ports := []string{net.JoinHostPort("127.0.0.1", freePort(t)), net.JoinHostPort("127.0.0.1", freePort(t))}
+	node := startNode(t, "console-1", ports[0], ports[1], log)
+	srv, err := broker.New(broker.Options{Logger: log, SysInterval: -1, Cluster: node})
 	if err != nil {
+		node.Close()
 		t.Fatal(err)
 	}
+	if err := node.Attach(srv); err != nil {
+		t.Fatal(err)
+	}
+	node2 := startNode(t, "console-2", ports[1], ports[0], log)
+	srv2, err := broker.New(broker.Options{Logger: log, SysInterval: -1, Cluster: node2})
+	if err != nil {
+		node2.Close()
+		t.Fatal(err)
+	}
+	if err := node2.Attach(srv2); err != nil {
+		t.Fatal(err)
+	}
+	// Clients with an id connect once the owner records are ready.
+	eventually.True(t, 60*time.Second, func() bool {
+		st := node.Stats()
+		return st.Ownership.Ready && st.Retained.Ready
+	}, "the cluster's owner records and retained stream are not ready")
 	listen := func() net.Listener {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -208,7 +243,7 @@ func startBroker(t *testing.T) *testBroker {
 		t.Fatal(err)
 	}
 	h := httpapi.New(srv, httpapi.Options{Token: b.token, WebSockets: []string{b.ws}, Logger: log,
-		Bridges: br.Stats, BridgeAdmin: br})
+		Bridges: br.Stats, BridgeAdmin: br, Cluster: node.Stats})
 	webLn := listen()
 	hs := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go hs.Serve(webLn)
@@ -221,6 +256,11 @@ func startBroker(t *testing.T) *testBroker {
 		if err := srv.Shutdown(ctx); err != nil {
 			t.Errorf("Shutdown: %v", err)
 		}
+		if err := srv2.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		node.Close()
+		node2.Close()
 		if t.Failed() {
 			t.Logf("broker logs:\n%s", logs.String())
 		}
@@ -280,4 +320,29 @@ func (b *testBroker) traffic(t *testing.T) {
 			}
 		}()
 	}
+}
+
+// freePort returns a port the OS considers free on 127.0.0.1, for the
+// cluster engine's route listener (which needs a fixed port).
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port
+}
+
+// startNode starts the cluster engine of a node named name on listen, with
+// peer as its one peer.
+func startNode(t *testing.T, name, listen, peer string, log *slog.Logger) *cluster.Node {
+	t.Helper()
+	node, err := cluster.Start(cluster.Config{Node: name, Listen: listen, Peers: []string{peer},
+		Replicas: 1, Unsafe: true, Data: t.TempDir()}, 1<<20, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return node
 }

@@ -102,6 +102,15 @@ async function main () {
     await page.locator('tr[data-bridge="edge"]').getByRole('button', { name: 'Remove' }).click()
     await page.locator('tr[data-bridge="edge"]').waitFor({ state: 'detached', timeout: T })
     emit({ event: 'bridge-removed' })
+    // Cluster: the Go test's two nodes reach each other and JetStream
+    // has a meta leader.
+    await page.goto(cfg.url + '#/cluster')
+    await page.locator('tr[data-node="console-1"] .pill.ok').waitFor({ timeout: T })
+    await page.locator('tr[data-node="console-2"] .pill.ok').waitFor({ timeout: T })
+    await page.locator('.cards .card', { hasText: 'Meta leader' }).filter({ hasText: /console-[12]/ }).waitFor({ timeout: T })
+    emit({ event: 'cluster', row: await page.locator('tr[data-node="console-1"]').innerText(), text: await page.locator('.cards').innerText() })
+    emit({ event: 'cluster-peer', row: await page.locator('tr[data-node="console-2"]').innerText() })
+    await page.screenshot({ path: path.join(cfg.shots, 'console-cluster.png') })
 
     // Live messages: the sensors the Go test runs publish on sensors/#.
     await page.goto(cfg.url + '#/live')
