@@ -181,6 +181,26 @@ func (s *Server) ApplyRetained(m *RemoteMessage) error {
 	return err
 }
 
+// ClearRetainedIf clears the retained message of m.Topic if it is still m
+// (as returned by RetainedMessages), and reports whether it did: the
+// cluster clears, after catching up with its record of retained messages,
+// those this node kept from before that the record no longer has, without
+// clearing one that a publish replaced meanwhile.
+func (s *Server) ClearRetainedIf(m *Message) bool {
+	r := s.ret
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cur, ok := r.msgs.Get(m.Topic); !ok || cur != m {
+		return false
+	}
+	r.msgs.Delete(m.Topic)
+	r.account(m, -1)
+	if r.store != nil && !isSysTopic(m.Topic) {
+		r.store.Append(Op{Kind: OpRetainDel, Topic: m.Topic})
+	}
+	return true
+}
+
 // ClusterFigures is implemented by a Cluster that has figures to publish
 // under $SYS/broker/cluster/ with the broker's own (each node publishes its
 // view: which nodes it reaches, the engine's health). Each figure is a

@@ -45,6 +45,11 @@ type Config struct {
 	// the loss of one node or a power failure can lose acknowledged state,
 	// or a stranger can join the cluster and read its messages.
 	Unsafe bool
+	// TombstoneTTL is how long the clearing of a retained message stays
+	// in the retained stream (default 1h). A node that starts again later
+	// clears what it kept from before by itself; one that runs but cannot
+	// follow the stream for longer may miss the clearing.
+	TombstoneTTL time.Duration
 	// ForwardTimeout bounds how long a QoS 1/2 publish waits for the
 	// nodes it was forwarded to (and the retained stream), and how long a
 	// CONNECT waits for its client-id owner record. Default 5s.
@@ -58,6 +63,10 @@ func (c *Config) Enabled() bool {
 
 // DefaultName is the cluster name when none is given.
 const DefaultName = "roost"
+
+// DefaultTombstoneTTL is how long a retained message's clearing stays in
+// the retained stream when Config.TombstoneTTL is not set.
+const DefaultTombstoneTTL = time.Hour
 
 // DefaultReplicas is the replica count when none is given.
 const DefaultReplicas = 3
@@ -80,6 +89,9 @@ func (c *Config) Check() error {
 	if c.ForwardTimeout == 0 {
 		c.ForwardTimeout = 5 * time.Second
 	}
+	if c.TombstoneTTL == 0 {
+		c.TombstoneTTL = DefaultTombstoneTTL
+	}
 	switch {
 	case !nameRE.MatchString(c.Name):
 		return fmt.Errorf("cluster name %q: want 1-64 letters, digits, '-' or '_'", c.Name)
@@ -91,6 +103,8 @@ func (c *Config) Check() error {
 		return fmt.Errorf("cluster replicas %d: want 1 to 5 (JetStream's limit)", c.Replicas)
 	case c.Replicas < 3 && !c.Unsafe:
 		return fmt.Errorf("cluster replicas %d: the loss of one node could lose acknowledged state: %w", c.Replicas, ErrUnsafe)
+	case c.TombstoneTTL < time.Second:
+		return fmt.Errorf("cluster retained tombstone ttl %v: at least 1s (JetStream's unit)", c.TombstoneTTL)
 	case c.SyncInterval < 0:
 		return fmt.Errorf("cluster sync interval %v: must not be negative", c.SyncInterval)
 	case c.SyncInterval > 0 && !c.Unsafe:

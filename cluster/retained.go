@@ -22,8 +22,17 @@ import (
 // retained tree, its own included, so every node applies the same changes
 // in the same order and they all end with the same message per topic. A
 // new subscription is answered from the local tree, with no cross-node
-// request. A cleared topic keeps an empty message in the stream, so that a
-// node catching up learns of the clearing too.
+// request.
+//
+// A cleared topic leaves an empty message (a tombstone) in the stream, so
+// that nodes following the stream learn of the clearing; it expires after
+// Config.TombstoneTTL (a JetStream per-message TTL), and so does a message
+// with a Message Expiry when it expires, so the stream holds the topics
+// that have a retained message and the clearings of the last TTL, no more.
+// A node that starts again after a tombstone expired would still hold the
+// cleared message from its own store; so when a node has caught up with
+// the stream it clears every retained message it had at start that the
+// stream did not mention and nothing has replaced since (reconcile).
 //
 // A QoS 1/2 retained publish is appended on the condition that the topic's
 // last message is still the one this node last applied (JetStream's
@@ -37,8 +46,11 @@ import (
 // appended without a condition: no one waits to retry them.
 
 const (
-	retStream = "ROOST_RETAIN"
-	retPrefix = subjPrefix + ".ret"
+	// retainedPullExpiry is the retained consumer's pull expiry; its
+	// heartbeats come every half of it.
+	retainedPullExpiry = 2 * time.Second
+	retStream          = "ROOST_RETAIN"
+	retPrefix          = subjPrefix + ".ret"
 )
 
 // retained is a node's side of the retained stream.
@@ -54,6 +66,10 @@ type retained struct {
 	// seqs holds the stream sequence of the last message applied here per
 	// subject: the condition of this node's next append to it.
 	seqs map[string]uint64
+	// stale holds the retained messages this node had when it began to
+	// follow the stream, less those the stream has mentioned since; nil
+	// once caught up.
+	stale map[string]*broker.Message
 }
 
 // open creates or opens the stream and starts following it. It returns an
@@ -63,9 +79,14 @@ func (r *retained) open(ctx context.Context) error {
 		Name: retStream, Description: "Roost retained messages", Subjects: []string{retPrefix + ".>"},
 		MaxMsgsPerSubject: 1, Storage: jetstream.FileStorage, Replicas: r.n.cfg.Replicas,
 		MaxMsgSize: -1, Discard: jetstream.DiscardOld,
+		// Tombstones and expired messages leave the stream by TTL.
+		AllowMsgTTL: true,
 	})
 	if err != nil {
 		return fmt.Errorf("retained stream: %w", err)
+	}
+	if r.cc == nil {
+		r.snapshotLocal()
 	}
 	cons, err := r.js.OrderedConsumer(ctx, retStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{retPrefix + ".>"}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
@@ -73,7 +94,12 @@ func (r *retained) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("retained consumer: %w", err)
 	}
-	cc, err := cons.Consume(r.apply)
+	// The ordered consumer lives on one server (the stream leader's):
+	// when that node dies, the consumer is made again elsewhere only once
+	// its heartbeats are missed. Short pulls (heartbeats every second,
+	// where the default is 5 s) keep this node from missing retained
+	// changes for long after a node loss.
+	cc, err := cons.Consume(r.apply, jetstream.PullExpiry(retainedPullExpiry))
 	if err != nil {
 		return fmt.Errorf("retained consumer: %w", err)
 	}
@@ -104,6 +130,11 @@ func (r *retained) apply(m jetstream.Msg) {
 			rm.ExpiresIn = 0
 		}
 	}
+	r.mu.Lock()
+	if r.stale != nil {
+		delete(r.stale, rm.Topic)
+	}
+	r.mu.Unlock()
 	r.n.srv.ApplyRetained(rm)
 	if err == nil {
 		r.mu.Lock()
@@ -118,9 +149,41 @@ func (r *retained) apply(m jetstream.Msg) {
 	}
 }
 
+// snapshotLocal notes the retained messages this node has before it
+// follows the stream (from its own store).
+func (r *retained) snapshotLocal() {
+	msgs, _ := r.n.srv.RetainedMessages("#", 0) // "#" is valid
+	r.mu.Lock()
+	r.stale = make(map[string]*broker.Message, len(msgs))
+	for _, m := range msgs {
+		r.stale[m.Topic] = m
+	}
+	r.mu.Unlock()
+}
+
 func (r *retained) noteCaughtUp() {
 	if r.caught.CompareAndSwap(false, true) {
+		r.reconcile()
 		r.n.log.Info("cluster retained messages caught up", "stream", retStream)
+	}
+}
+
+// reconcile clears the retained messages this node had at start that the
+// stream did not mention while it caught up, unless something replaced
+// them since: their clearing was in the stream, and its tombstone expired.
+func (r *retained) reconcile() {
+	r.mu.Lock()
+	stale := r.stale
+	r.stale = nil
+	r.mu.Unlock()
+	cleared := 0
+	for _, m := range stale {
+		if r.n.srv.ClearRetainedIf(m) {
+			cleared++
+		}
+	}
+	if cleared > 0 {
+		r.n.log.Info("cluster: cleared retained messages the cluster no longer has", "topics", cleared)
 	}
 }
 
@@ -133,13 +196,28 @@ func (r *retained) appendAsync(msg *broker.Message, pub []byte, fenced bool) (je
 		return nil, errNotReady
 	}
 	subj := TopicSubject(retPrefix, msg.Topic)
+	opts := retainedTTL(msg, r.n.cfg.TombstoneTTL)
 	if !fenced {
-		return r.js.PublishAsync(subj, encodeForward(msg, nil, pub))
+		return r.js.PublishAsync(subj, encodeForward(msg, nil, pub), opts...)
 	}
 	r.mu.Lock()
 	seq := r.seqs[subj]
 	r.mu.Unlock()
-	return r.js.PublishAsync(subj, encodeForward(msg, nil, pub), jetstream.WithExpectLastSequencePerSubject(seq))
+	opts = append(opts, jetstream.WithExpectLastSequencePerSubject(seq))
+	return r.js.PublishAsync(subj, encodeForward(msg, nil, pub), opts...)
+}
+
+// retainedTTL is the stream TTL of a retained publish: a tombstone's, or
+// its Message Expiry in whole seconds (JetStream's unit) rounded up, so it
+// does not leave the stream before it expires; none otherwise.
+func retainedTTL(msg *broker.Message, tombstone time.Duration) []jetstream.PublishOpt {
+	switch exp := msg.Expires(); {
+	case len(msg.Payload) == 0:
+		return []jetstream.PublishOpt{jetstream.WithMsgTTL(tombstone)}
+	case !exp.IsZero():
+		return []jetstream.PublishOpt{jetstream.WithMsgTTL(max(time.Until(exp).Round(time.Second)+time.Second, time.Second))}
+	}
+	return nil
 }
 
 // settle waits for a fenced append's acknowledgement until ctx ends. On a
@@ -168,7 +246,11 @@ func (r *retained) settle(ctx context.Context, fut jetstream.PubAckFuture) error
 		default:
 			return err
 		}
-		fut, err = r.js.PublishAsync(m.Subject, m.Data, jetstream.WithExpectLastSequencePerSubject(seq))
+		opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(seq)}
+		if ttl, err := time.ParseDuration(m.Header.Get(jetstream.MsgTTLHeader)); err == nil && ttl > 0 {
+			opts = append(opts, jetstream.WithMsgTTL(ttl)) // kept from the first append
+		}
+		fut, err = r.js.PublishAsync(m.Subject, m.Data, opts...)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package config
 import (
 	"net"
 	"path/filepath"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -45,9 +46,10 @@ func (d *decoder) cluster(n *yaml.Node, path string, c *cluster.Config) {
 				"ca":   d.str(&c.TLS.CA),
 			})
 		},
-		"secret_file":     d.str(&c.SecretFile),
-		"unsafe":          func(p string, v *yaml.Node) { d.boolean(v, p, &c.Unsafe) },
-		"forward_timeout": func(p string, v *yaml.Node) { d.duration(v, p, 1, &c.ForwardTimeout) },
+		"secret_file":            d.str(&c.SecretFile),
+		"unsafe":                 func(p string, v *yaml.Node) { d.boolean(v, p, &c.Unsafe) },
+		"forward_timeout":        func(p string, v *yaml.Node) { d.duration(v, p, 1, &c.ForwardTimeout) },
+		"retained_tombstone_ttl": func(p string, v *yaml.Node) { d.duration(v, p, time.Second, &c.TombstoneTTL) },
 	})
 }
 

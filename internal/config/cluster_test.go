@@ -31,6 +31,8 @@ func TestParseCluster(t *testing.T) {
 		{"cluster:\n  tls: {cert: /etc/roost/n1.pem, key: /etc/roost/n1.key, ca: /etc/roost/ca.pem}\n  secret_file: /etc/roost/secret\n",
 			cluster.Config{TLS: cluster.TLS{Cert: "/etc/roost/n1.pem", Key: "/etc/roost/n1.key", CA: "/etc/roost/ca.pem"}, SecretFile: "/etc/roost/secret"}, ""},
 		{"cluster: {tls: {certificate: x}}", cluster.Config{}, `unknown key "certificate" in cluster.tls`},
+		{"cluster: {retained_tombstone_ttl: 10m}", cluster.Config{TombstoneTTL: 10 * time.Minute}, ""},
+		{"cluster: {retained_tombstone_ttl: 10ms}", cluster.Config{}, `cluster.retained_tombstone_ttl: must be`},
 	}
 	for _, tt := range tests {
 		c, err := Parse("roost.yaml", []byte(tt.yaml))

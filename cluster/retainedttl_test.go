@@ -1,0 +1,100 @@
+package cluster_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// TestClusterRetainedCompaction: retained messages cleared on one node are
+// gone on every node, and the retained stream does not keep their
+// clearings for ever: tombstones leave it after
+// cluster.retained_tombstone_ttl (2 s here), and a message with a Message
+// Expiry when it expires, so the stream goes back to empty. A node that
+// was down meanwhile, and restarts with the cleared messages in its own
+// store, clears them once it has caught up.
+func TestClusterRetainedCompaction(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	writeAtomic(t, cfg, []byte("sys_interval: 1s\ncluster:\n  retained_tombstone_ttl: 2s\n"), 0o644)
+	tc := startClusterWith(t, 3, "--config", cfg)
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	const topics = 20
+
+	pub := connect(t, n1, "ret-pub")
+	for i := range topics {
+		if rc := pub.publish(t, &paho.Publish{Topic: fmt.Sprintf("ret/%d", i), QoS: 1, Retain: true, Payload: []byte("v")}); rc >= 0x80 {
+			t.Fatalf("retained publish %d: 0x%02X", i, rc)
+		}
+	}
+	expiry := uint32(2)
+	pub.publish(t, &paho.Publish{Topic: "ret/expiring", QoS: 1, Retain: true, Payload: []byte("e"),
+		Properties: &paho.PublishProperties{MessageExpiry: &expiry}})
+	eventually(t, 10*time.Second, func() error {
+		if got := retainedOn(t, n3, "ret-check-n3", "ret/#", 300*time.Millisecond); len(got) < topics {
+			return fmt.Errorf("n3 has %d retained messages, want %d", len(got), topics)
+		}
+		return nil
+	})
+	streamMsgs := func(nd *node) int {
+		n, err := strconv.Atoi(sysCluster(t, nd)["retained/stream_messages"])
+		if err != nil {
+			return -1
+		}
+		return n
+	}
+	eventually(t, 10*time.Second, func() error {
+		if got := streamMsgs(n1); got < topics {
+			return fmt.Errorf("retained stream has %d messages, want at least %d", got, topics)
+		}
+		return nil
+	})
+
+	// n3 goes down holding every retained message in its store; n2
+	// clears them all.
+	tc.kill(n3, syscall.SIGKILL)
+	// If n3 led the owner records or the stream, the survivors elect a
+	// new leader first: CONNECTs are refused (0x88) and retained
+	// publishes not confirmed until then.
+	var clr *client
+	eventually(t, 20*time.Second, func() error { return redial(t, n2, "ret-clear", &clr) })
+	for i := range topics {
+		eventually(t, 20*time.Second, func() error {
+			rc, closed := clr.tryPublish(t, &paho.Publish{Topic: fmt.Sprintf("ret/%d", i), QoS: 1, Retain: true})
+			if closed {
+				redial(t, n2, "ret-clear", &clr)
+				return fmt.Errorf("clearing %d: not confirmed, connection closed", i)
+			}
+			if rc >= 0x80 {
+				return fmt.Errorf("clearing %d: 0x%02X", i, rc)
+			}
+			return nil
+		})
+	}
+	eventually(t, 10*time.Second, func() error {
+		if got := retainedOn(t, n1, "ret-check-n1", "ret/#", 300*time.Millisecond); len(got) > 0 {
+			return fmt.Errorf("n1 still has %q", got)
+		}
+		return nil
+	})
+	// The tombstones and the expired message leave the stream.
+	eventually(t, 20*time.Second, func() error {
+		if got := streamMsgs(n1); got != 0 {
+			return fmt.Errorf("retained stream has %d messages, want 0 once the tombstones expired", got)
+		}
+		return nil
+	})
+
+	tc.start(n3)
+	tc.waitLog(n3, "cluster retained messages caught up", 2, 40*time.Second)
+	if got := countLogAll(n3, "cleared retained messages the cluster no longer has", fmt.Sprintf("topics=%d", topics)); got != 1 {
+		t.Errorf("n3 logged %d reconciliations of %d topics, want 1", got, topics)
+	}
+	if got := retainedOn(t, n3, "ret-check-n3b", "ret/#", 500*time.Millisecond); len(got) > 0 {
+		t.Errorf("restarted n3 still serves cleared retained messages %q", got)
+	}
+}
