@@ -3,21 +3,17 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roost-mqtt/roost/broker"
-	"github.com/roost-mqtt/roost/packet"
 )
 
 // Subjects between nodes. Node names are NATS tokens (Config.Check).
@@ -75,14 +71,6 @@ type Node struct {
 	counters counters
 }
 
-// pendingAck is a QoS 1/2 message delivered here whose confirmation to the
-// sending node waits for the store (persistent sessions' queued copies).
-type pendingAck struct {
-	msg    *nats.Msg
-	n      int
-	ticket broker.Ticket
-}
-
 // Start checks cfg and starts the node's engine: the embedded NATS server
 // with its cluster listener and routes to the peers. maxPacket is the
 // broker's Options.MaxPacketSize. Messages flow once Attach is called.
@@ -101,8 +89,8 @@ func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
 		local: newLocalInterest(), remote: newRemoteInterest(), acks: make(chan pendingAck, 1024)}
 	n.own = &owners{n: n, epochs: make(map[string]epochAt)}
 	n.ret = &retained{n: n}
-	n.replies.prefix = nats.NewInbox()
-	n.replies.m = make(map[string]*pendingReply)
+	n.replies.prefix = ackSubject + "." + cfg.Node
+	n.replies.m = make(map[uint64]*pendingReply)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	log.Info("cluster engine started", "cluster", cfg.Name, "listen", cfg.Listen, "peers", cfg.Peers,
 		"replicas", cfg.Replicas, "sync_always", cfg.SyncInterval == 0)
@@ -128,6 +116,7 @@ func (n *Node) Attach(srv *broker.Server) error {
 		{snapSubject + "." + n.cfg.Node, n.onSnapshotRequest},
 		{ctlSubject + ".*", n.onControl},
 		{ownSubject + "." + n.cfg.Node, func(m *nats.Msg) { n.counters.takenOver.Add(1); n.own.onRelease(m) }},
+		{n.replies.prefix, n.replies.onAcks},
 		{n.replies.prefix + ".*", n.replies.onReply},
 	} {
 		sub, err := nc.Subscribe(s.subj, s.h)
@@ -384,101 +373,6 @@ func (n *Node) forwardQoS0(targets []target, msg *broker.Message, pub []byte) {
 	}
 }
 
-// pendingReply is one forward request waiting for its node's answer.
-type pendingReply struct {
-	subject  string
-	ch       chan *nats.Msg // buffered: the answer, or a "no responders" status
-	deadline time.Time
-	node     string
-	gone     <-chan struct{}
-	sentAt   time.Time
-	qos      packet.QoS
-}
-
-// replies matches answers to the forward requests in flight: each request
-// has its own reply subject under one wildcard subscription, so that
-// requests can be sent in order and waited for later (nats.go's Request
-// would block until the answer).
-type replies struct {
-	prefix string
-	seq    atomic.Uint64
-	mu     sync.Mutex
-	m      map[string]*pendingReply
-}
-
-func (r *replies) send(nc *nats.Conn, subj string, data []byte, deadline time.Time) (*pendingReply, error) {
-	pr := &pendingReply{subject: r.prefix + "." + strconv.FormatUint(r.seq.Add(1), 36), ch: make(chan *nats.Msg, 1), deadline: deadline, sentAt: time.Now()}
-	r.mu.Lock()
-	r.m[pr.subject] = pr
-	r.mu.Unlock()
-	if err := nc.PublishRequest(subj, pr.subject, data); err != nil {
-		r.forget(pr)
-		return nil, err
-	}
-	return pr, nil
-}
-
-func (r *replies) onReply(m *nats.Msg) {
-	r.mu.Lock()
-	pr := r.m[m.Subject]
-	delete(r.m, m.Subject)
-	r.mu.Unlock()
-	if pr != nil {
-		pr.ch <- m
-	}
-}
-
-func (r *replies) forget(pr *pendingReply) {
-	r.mu.Lock()
-	delete(r.m, pr.subject)
-	r.mu.Unlock()
-}
-
-// sweep forgets requests past their deadline whose wait was never called
-// (their connection died first, say).
-func (r *replies) sweep(now time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for k, pr := range r.m {
-		if now.After(pr.deadline.Add(time.Second)) {
-			delete(r.m, k)
-		}
-	}
-}
-
-// await waits for pr's answer and counts it.
-func (n *Node) await(ctx context.Context, pr *pendingReply) error {
-	var m *nats.Msg
-	select {
-	case m = <-pr.ch:
-	case <-pr.gone:
-		n.replies.forget(pr)
-		return nil // the node went away: nothing to confirm
-	case <-ctx.Done():
-		n.replies.forget(pr)
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			n.counters.timedOut[pr.qos].Add(1)
-		} else {
-			n.counters.failed[pr.qos].Add(1) // this node is closing
-		}
-		return fmt.Errorf("node %s: %w", pr.node, ctx.Err())
-	}
-	if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
-		return nil // no responders: the node has left
-	}
-	rd := reader{b: m.Data}
-	switch ok := rd.byte(); {
-	case rd.err != nil:
-		n.counters.failed[pr.qos].Add(1)
-		return fmt.Errorf("node %s: %w", pr.node, errWire)
-	case ok != 1:
-		n.counters.failed[pr.qos].Add(1)
-		return fmt.Errorf("node %s: %w", pr.node, errNotTaken)
-	}
-	n.counters.noteLatency(time.Since(pr.sentAt))
-	return nil
-}
-
 // onForward delivers a message another node forwarded. Messages are
 // handled one at a time in arrival order, which keeps each publisher's
 // order; the confirmation of a QoS 1/2 message, which may wait for the
@@ -502,24 +396,5 @@ func (n *Node) onForward(m *nats.Msg) {
 	select {
 	case n.acks <- pendingAck{msg: m, n: c, ticket: ticket}:
 	case <-n.ctx.Done():
-	}
-}
-
-func (n *Node) ackLoop() {
-	defer n.wg.Done()
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case a := <-n.acks:
-			reply := binary.AppendUvarint([]byte{1}, uint64(a.n))
-			if err := n.srv.WaitDurable(a.ticket); err != nil {
-				n.log.Error("cluster: store failed; not confirming a forwarded message", "err", err)
-				reply = []byte{0}
-			}
-			if err := a.msg.Respond(reply); err != nil {
-				n.log.Debug("cluster: confirming a forwarded message", "err", err)
-			}
-		}
 	}
 }
