@@ -97,15 +97,17 @@ for b in "${BINS[@]}"; do
 		run "$tag single" mqtt://127.0.0.5:11883 "" -q $sc
 		# shellcheck disable=SC2086
 		run "$tag cluster same node" mqtt://127.0.0.2:11883 "" -q $sc
+		profs=()
 		if [ -n "$PPROF" ]; then
 			mkdir -p "$PPROF"
 			for n in 1 2; do
 				curl -s -o "$PPROF/$tag-${sc%% *}-n$n.pprof" "http://127.0.0.1:1808$n/debug/pprof/profile?seconds=5" &
+				profs+=($!)
 			done
 		fi
 		# shellcheck disable=SC2086
 		run "$tag cluster cross-node" mqtt://127.0.0.2:11883 mqtt://127.0.0.3:11883 -q $sc
-		wait $(jobs -p | grep -v -F -x -f <(printf '%s\n' "${PIDS[@]}") 2>/dev/null) 2>/dev/null || true
+		[ ${#profs[@]} -gt 0 ] && wait "${profs[@]}"
 	done
 	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 	wait "${PIDS[@]}" 2>/dev/null || true

@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,22 +15,18 @@ import (
 	"github.com/roost-mqtt/roost/packet"
 )
 
-// Confirmations of QoS 1/2 forwards. A forward is a NATS request whose
-// reply subject is ackSubject.<origin node>.<sequence>; the receiving node
-// does not answer each on its own subject but gathers the confirmations
-// ready at the moment, per origin node, into one message on
+// Confirmations of QoS 1/2 forwards. A forward carries a sequence number
+// of its origin node (batch.go); the receiving node gathers the
+// confirmations ready at the moment, per origin node, into one message on
 // ackSubject.<origin node>:
 //
 //	version  byte
 //	then per forward: sequence uvarint, taken byte (1 taken, 0 not)
 //
-// One message confirms a burst, and its subject is the same for every
-// burst, so NATS's subject caches hit (a reply subject per request made
-// every answer a cache miss on both servers: a fifth of the sending node's
-// time). The per-request reply subject still exists for NATS's own answer
-// when no node subscribes to the target's subject ("no responders", a node
-// that left), which comes on it, and for answers of a node that confirms
-// one by one.
+// One message confirms a burst, on a subject that is the same for every
+// burst, so NATS's subject caches hit (a NATS request per forward, answered
+// on a reply subject of its own, missed them on both servers: a fifth of
+// the sending node's time).
 const ackSubject = subjPrefix + ".ack"
 
 // maxAckBatch bounds the confirmations gathered into one message.
@@ -44,8 +38,6 @@ type ackResult byte
 const (
 	ackNotTaken ackResult = iota
 	ackTaken
-	ackNoResponders // no node subscribes to the target's subject: it left
-	ackMalformed
 )
 
 // pendingReply is one forward request waiting for its node's answer.
@@ -69,16 +61,13 @@ type replies struct {
 	m      map[uint64]*pendingReply
 }
 
-func (r *replies) send(nc *nats.Conn, subj string, data []byte, deadline time.Time) (*pendingReply, error) {
+// register makes a sequence for a forward about to be sent.
+func (r *replies) register(deadline time.Time) *pendingReply {
 	pr := &pendingReply{seq: r.seq.Add(1), ch: make(chan ackResult, 1), deadline: deadline, sentAt: time.Now()}
 	r.mu.Lock()
 	r.m[pr.seq] = pr
 	r.mu.Unlock()
-	if err := nc.PublishRequest(subj, r.prefix+"."+strconv.FormatUint(pr.seq, 36), data); err != nil {
-		r.forget(pr)
-		return nil, err
-	}
-	return pr, nil
+	return pr
 }
 
 // resolve ends the request seq with res, if it is still waited for.
@@ -104,25 +93,6 @@ func (r *replies) onAcks(m *nats.Msg) {
 			r.resolve(seq, ackResult(taken&1))
 		}
 	}
-}
-
-// onReply handles an answer on a request's own subject: NATS's "no
-// responders", or a node's single answer ([1, count] taken, [0] not).
-func (r *replies) onReply(m *nats.Msg) {
-	seq, err := strconv.ParseUint(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], 36, 64)
-	if err != nil {
-		return
-	}
-	res := ackMalformed
-	switch {
-	case len(m.Data) == 0 && m.Header.Get("Status") == "503":
-		res = ackNoResponders
-	case len(m.Data) > 0 && m.Data[0] == 1:
-		res = ackTaken
-	case len(m.Data) > 0 && m.Data[0] == 0:
-		res = ackNotTaken
-	}
-	r.resolve(seq, res)
 }
 
 func (r *replies) forget(pr *pendingReply) {
@@ -160,13 +130,7 @@ func (n *Node) await(ctx context.Context, pr *pendingReply) error {
 		}
 		return fmt.Errorf("node %s: %w", pr.node, ctx.Err())
 	}
-	switch res {
-	case ackNoResponders:
-		return nil // the node has left
-	case ackMalformed:
-		n.counters.failed[pr.qos].Add(1)
-		return fmt.Errorf("node %s: %w", pr.node, errWire)
-	case ackNotTaken:
+	if res != ackTaken {
 		n.counters.failed[pr.qos].Add(1)
 		return fmt.Errorf("node %s: %w", pr.node, errNotTaken)
 	}
@@ -177,8 +141,10 @@ func (n *Node) await(ctx context.Context, pr *pendingReply) error {
 // pendingAck is a QoS 1/2 message delivered here whose confirmation to the
 // sending node waits for the store (persistent sessions' queued copies).
 type pendingAck struct {
-	msg    *nats.Msg
-	n      int
+	origin string
+	seq    uint64
+	taken  bool // false: it could not be read
+	n      int  // sessions it went to
 	ticket broker.Ticket
 }
 
@@ -204,25 +170,19 @@ func (n *Node) ackLoop() {
 			}
 		}
 		for _, a := range batch {
-			taken := byte(1)
-			if err := n.srv.WaitDurable(a.ticket); err != nil {
-				n.log.Error("cluster: store failed; not confirming a forwarded message", "err", err)
-				taken = 0
-			}
-			origin, seq, ok := parseAckReply(a.msg.Reply)
-			if !ok {
-				// Not a Roost forward's reply subject: answer it
-				// on its own.
-				if err := a.msg.Respond(binary.AppendUvarint([]byte{taken}, uint64(a.n))); err != nil {
-					n.log.Debug("cluster: confirming a forwarded message", "err", err)
+			taken := byte(0)
+			if a.taken {
+				taken = 1
+				if err := n.srv.WaitDurable(a.ticket); err != nil {
+					n.log.Error("cluster: store failed; not confirming a forwarded message", "err", err)
+					taken = 0
 				}
-				continue
 			}
-			b := byOrigin[origin]
+			b := byOrigin[a.origin]
 			if b == nil {
 				b = []byte{wireVersion}
 			}
-			byOrigin[origin] = append(binary.AppendUvarint(b, seq), taken)
+			byOrigin[a.origin] = append(binary.AppendUvarint(b, a.seq), taken)
 		}
 		for origin, b := range byOrigin {
 			if err := n.eng.nc.Publish(ackSubject+"."+origin, b); err != nil {
@@ -231,18 +191,4 @@ func (n *Node) ackLoop() {
 			delete(byOrigin, origin)
 		}
 	}
-}
-
-// parseAckReply reads ackSubject.<node>.<seq>.
-func parseAckReply(reply string) (origin string, seq uint64, ok bool) {
-	rest, ok := strings.CutPrefix(reply, ackSubject+".")
-	if !ok {
-		return "", 0, false
-	}
-	origin, s, ok := strings.Cut(rest, ".")
-	if !ok || origin == "" {
-		return "", 0, false
-	}
-	seq, err := strconv.ParseUint(s, 36, 64)
-	return origin, seq, err == nil
 }

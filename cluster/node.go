@@ -66,6 +66,9 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	acks   chan pendingAck
+	// senders batch the forwards to each node (batch.go).
+	sendersMu sync.Mutex
+	senders   map[string]*sender
 	// counters are the figures the forward path and claims keep
 	// (stats.go).
 	counters counters
@@ -91,6 +94,7 @@ func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
 	n.ret = &retained{n: n}
 	n.replies.prefix = ackSubject + "." + cfg.Node
 	n.replies.m = make(map[uint64]*pendingReply)
+	n.senders = make(map[string]*sender)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	log.Info("cluster engine started", "cluster", cfg.Name, "listen", cfg.Listen, "peers", cfg.Peers,
 		"replicas", cfg.Replicas, "sync_always", cfg.SyncInterval == 0)
@@ -117,7 +121,6 @@ func (n *Node) Attach(srv *broker.Server) error {
 		{ctlSubject + ".*", n.onControl},
 		{ownSubject + "." + n.cfg.Node, func(m *nats.Msg) { n.counters.takenOver.Add(1); n.own.onRelease(m) }},
 		{n.replies.prefix, n.replies.onAcks},
-		{n.replies.prefix + ".*", n.replies.onReply},
 	} {
 		sub, err := nc.Subscribe(s.subj, s.h)
 		if err != nil {
@@ -296,14 +299,15 @@ func (n *Node) onSnapshotRequest(m *nats.Msg) {
 var errNotTaken = errors.New("cluster: peer could not take the message")
 
 // Forward implements broker.Cluster: the message goes to each node that
-// wants it, QoS 0 as a plain NATS publish, QoS 1/2 as a request answered
-// once the node has delivered or queued it (after its store kept any
-// persistent copies). The requests are sent now, in publish order, and the
-// returned wait collects the answers, so a publisher's next message need
-// not wait for the previous one's round trip. A node that has left (no
-// subscriber on its subject: NATS answers "no responders"), or that goes
-// away while the request is out, counts as done: its clean sessions went
-// with it. A retained message is also appended to the retained stream.
+// wants it, in that node's next batch (batch.go), QoS 1/2 ones with a
+// sequence that the node confirms once it has delivered or queued the
+// message (after its store kept any persistent copies; ack.go). The
+// forwards are queued now, in publish order, and the returned wait collects
+// the confirmations, so a publisher's next message need not wait for the
+// previous one's round trip. A node that goes away (its routes close, or
+// its heartbeats stop) while a forward is out counts as done: its clean
+// sessions went with it. A retained message is also appended to the
+// retained stream.
 func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 	targets := n.remote.plan(msg.Topic, msg.ID, n.local)
 	if len(targets) == 0 && !msg.Retain {
@@ -323,14 +327,10 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 	reqs := make([]*pendingReply, 0, len(targets))
 	var errs []error
 	for _, t := range targets {
-		pr, err := n.replies.send(n.eng.nc, pubSubject+"."+t.node, encodeForward(msg, t.groups, pub), deadline)
-		if err != nil {
-			n.counters.failed[msg.QoS].Add(1)
-			errs = append(errs, fmt.Errorf("node %s: %w", t.node, err))
-			continue
-		}
-		n.counters.sent[msg.QoS].Add(1)
+		pr := n.replies.register(deadline)
 		pr.node, pr.gone, pr.qos = t.node, n.remote.goneCh(t.node), msg.QoS
+		n.senderFor(t.node).add(pr.seq, encodeForward(msg, t.groups, pub))
+		n.counters.sent[msg.QoS].Add(1)
 		reqs = append(reqs, pr)
 	}
 	var ret jetstream.PubAckFuture
@@ -359,11 +359,7 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 // forwardQoS0 publishes msg to each target, best effort.
 func (n *Node) forwardQoS0(targets []target, msg *broker.Message, pub []byte) {
 	for _, t := range targets {
-		if err := n.eng.nc.Publish(pubSubject+"."+t.node, encodeForward(msg, t.groups, pub)); err != nil {
-			n.counters.failed[0].Add(1)
-			n.log.Debug("cluster: QoS 0 forward failed", "peer", t.node, "err", err)
-			continue
-		}
+		n.senderFor(t.node).add(0, encodeForward(msg, t.groups, pub))
 		n.counters.sent[0].Add(1)
 	}
 	if msg.Retain {
@@ -373,28 +369,36 @@ func (n *Node) forwardQoS0(targets []target, msg *broker.Message, pub []byte) {
 	}
 }
 
-// onForward delivers a message another node forwarded. Messages are
-// handled one at a time in arrival order, which keeps each publisher's
-// order; the confirmation of a QoS 1/2 message, which may wait for the
-// store, is left to ackLoop so the next message need not wait.
+// onForward delivers a batch of messages another node forwarded (batch.go).
+// Messages are handled one at a time in arrival order, which keeps each
+// publisher's order; the confirmation of a QoS 1/2 message, which may wait
+// for the store, is left to ackLoop so the next message need not wait.
 func (n *Node) onForward(m *nats.Msg) {
-	rm, err := decodeForward(m.Data)
-	if err == nil {
-		n.counters.received[rm.QoS].Add(1)
-	}
-	if err != nil {
-		n.log.Warn("cluster: bad forwarded message", "err", err)
-		if m.Reply != "" {
-			m.Respond([]byte{0})
+	ok := forEachForward(m.Data, func(origin string, seq uint64, fwd []byte) {
+		rm, err := decodeForward(fwd)
+		if err != nil {
+			n.log.Warn("cluster: bad forwarded message", "peer", origin, "err", err)
+			if seq != 0 {
+				n.queueAck(pendingAck{origin: origin, seq: seq})
+			}
+			return
 		}
-		return
+		n.counters.received[rm.QoS].Add(1)
+		c, ticket := n.srv.DeliverRemote(rm)
+		if seq != 0 {
+			n.queueAck(pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket})
+		}
+	})
+	if !ok {
+		// What was read before the fault was delivered; the rest of
+		// the batch times out at its sender.
+		n.log.Warn("cluster: malformed batch of forwarded messages", "subject", m.Subject, "bytes", len(m.Data))
 	}
-	c, ticket := n.srv.DeliverRemote(rm)
-	if m.Reply == "" {
-		return
-	}
+}
+
+func (n *Node) queueAck(a pendingAck) {
 	select {
-	case n.acks <- pendingAck{msg: m, n: c, ticket: ticket}:
+	case n.acks <- a:
 	case <-n.ctx.Done():
 	}
 }
