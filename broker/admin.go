@@ -144,11 +144,13 @@ func (s *Server) RetainedMessages(filter string, limit int) ([]*Message, error) 
 }
 
 // DeleteRetained clears the retained message of a topic and reports
-// whether there was one.
+// whether there was one. In a cluster that keeps the retained messages
+// (RetainedClearer), the clearing goes to every node.
 func (s *Server) DeleteRetained(name string) bool {
 	_, ok := s.ret.msgs.Get(name)
 	if ok {
 		s.ret.set(&Message{Topic: name})
+		s.clearRetainedInCluster(name)
 	}
 	return ok
 }

@@ -201,6 +201,27 @@ func (s *Server) ClearRetainedIf(m *Message) bool {
 	return true
 }
 
+// RetainedClearer is implemented by a Cluster that keeps the cluster's
+// retained messages: ClearRetained records the clearing of topic's
+// retained message for every node, without delivering anything; it
+// returns once recorded, or the error (bounded by the cluster's forward
+// timeout).
+type RetainedClearer interface {
+	ClearRetained(topic string) error
+}
+
+// clearRetainedInCluster hands an administrative clearing to the cluster,
+// if it keeps retained messages; $SYS topics are each node's own.
+func (s *Server) clearRetainedInCluster(name string) {
+	rc, ok := s.opts.Cluster.(RetainedClearer)
+	if !ok || isSys(name) {
+		return
+	}
+	if err := rc.ClearRetained(name); err != nil {
+		s.log.Error("retained message cleared on this node only: the cluster did not record it", "topic", name, "err", err)
+	}
+}
+
 // ClusterFigures is implemented by a Cluster that has figures to publish
 // under $SYS/broker/cluster/ with the broker's own (each node publishes its
 // view: which nodes it reaches, the engine's health). Each figure is a

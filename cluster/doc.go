@@ -33,8 +33,13 @@
 //     the plan of which nodes get a message and which node serves each
 //     shared group.
 //   - node.go: Node, the lifecycle, the interest protocol's loops, and
-//     Forward / onForward: QoS 0 as a publish, QoS 1/2 as requests answered
-//     once the receiving node took the message.
+//     Forward / onForward.
+//   - batch.go: the forwards to each node gathered into batches, one NATS
+//     message each, by a sender goroutine per node.
+//   - ack.go: QoS 1/2 forwards carry a sequence; the receiving node
+//     confirms them once it took them, gathered per origin node.
+//   - stats.go: the figures for /metrics, $SYS and the admin API.
+//   - security.go: mutual TLS and the shared secret of the route port.
 //   - owner.go: one connection per client id: owner records in a
 //     replicated key-value bucket, written with a compare-and-set and an
 //     epoch; the previous owner is asked to let go and hands a persistent
@@ -57,9 +62,11 @@
 // localInterest's map under its own lock and wake the announcer goroutine,
 // nothing more. Control messages (heartbeats, changes) arrive on one NATS
 // subscription, so in the order each node sent them; snapshot fetches run
-// in their own goroutines. Forwarded messages are delivered one at a time in
-// arrival order (which keeps each publisher's order); their confirmations,
-// which may wait for the store, go through one ack goroutine. Lock order:
+// in their own goroutines. Forwards to a node are queued under its sender's
+// lock and sent by its goroutine. Forwarded messages are delivered one at a
+// time in arrival order (which keeps each publisher's order); their
+// confirmations, which may wait for the store, go through one ack
+// goroutine. Lock order:
 // remoteInterest.mu, then its topic tree's lock (a leaf). localInterest.mu
 // is a leaf too; plan takes it after the tree's Match has returned, never
 // inside its callback.

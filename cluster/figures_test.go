@@ -173,6 +173,21 @@ func TestClusterFigures(t *testing.T) {
 		return nil
 	})
 
+	// The admin API's deletion of a retained message (the console's
+	// Topics page) clears it on every node.
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+httpAddr(t, n1)+"/api/retained?topic=fig/kept", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("DELETE /api/retained on n1: %v %v", res, err)
+	}
+	res.Body.Close()
+	eventually(t, 10*time.Second, func() error {
+		if got := retainedOn(t, n3, "fig-ret-n3", "fig/kept", 300*time.Millisecond); len(got) > 0 {
+			return fmt.Errorf("n3 still has %q after the admin deletion on n1", got)
+		}
+		return nil
+	})
+
 	// A forward to a paused node times out (forward_timeout 1s) and
 	// counts so.
 	tc.kill(n2, syscall.SIGSTOP)

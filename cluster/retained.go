@@ -270,3 +270,25 @@ func (r *retained) close() {
 		r.cc.Stop()
 	}
 }
+
+// ClearRetained implements broker.RetainedClearer: a tombstone for topic
+// in the stream, which every node applies.
+func (n *Node) ClearRetained(topic string) error {
+	msg := &broker.Message{Topic: topic, Retain: true}
+	pub, err := encodePublish(msg)
+	if err != nil {
+		return fmt.Errorf("cluster: encoding %q: %w", topic, err)
+	}
+	fut, err := n.ret.appendAsync(msg, pub)
+	if err != nil {
+		return fmt.Errorf("retained stream: %w", err)
+	}
+	select {
+	case <-fut.Ok():
+		return nil
+	case err := <-fut.Err():
+		return fmt.Errorf("retained stream: %w", err)
+	case <-time.After(n.cfg.ForwardTimeout):
+		return errors.New("retained stream: no acknowledgement within forward_timeout")
+	}
+}
