@@ -22,7 +22,7 @@ var httpReady = regexp.MustCompile(`msg="http ready" addr=(\S+)`)
 // httpAddr returns nd's --http address from its log.
 func httpAddr(t *testing.T, nd *node) string {
 	t.Helper()
-	b, _ := os.ReadFile(nd.logPath)
+	b, _ := os.ReadFile(nd.LogPath)
 	m := httpReady.FindSubmatch(b)
 	if m == nil {
 		t.Fatalf("%s logged no http ready line", nd.name)
@@ -197,7 +197,7 @@ func TestClusterFigures(t *testing.T) {
 	eventually(t, 10*time.Second, func() error {
 		return atLeast(get(t, n1, "/metrics"), `roost_cluster_forwards_timed_out_total{qos="1"}`, 1)
 	})
-	n2.cmd.Process.Signal(syscall.SIGCONT)
+	tc.kill(n2, syscall.SIGCONT)
 }
 
 // sysCluster returns what nd publishes under $SYS/broker/cluster/, as

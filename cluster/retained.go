@@ -272,23 +272,22 @@ func (r *retained) close() {
 }
 
 // ClearRetained implements broker.RetainedClearer: a tombstone for topic
-// in the stream, which every node applies.
+// in the stream (fenced, as a QoS 1/2 clearing is), which every node
+// applies.
 func (n *Node) ClearRetained(topic string) error {
-	msg := &broker.Message{Topic: topic, Retain: true}
+	msg := &broker.Message{Topic: topic, Retain: true, QoS: 1}
 	pub, err := encodePublish(msg)
 	if err != nil {
 		return fmt.Errorf("cluster: encoding %q: %w", topic, err)
 	}
-	fut, err := n.ret.appendAsync(msg, pub)
+	fut, err := n.ret.appendAsync(msg, pub, true)
 	if err != nil {
 		return fmt.Errorf("retained stream: %w", err)
 	}
-	select {
-	case <-fut.Ok():
-		return nil
-	case err := <-fut.Err():
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+	defer cancel()
+	if err := n.ret.settle(ctx, fut); err != nil {
 		return fmt.Errorf("retained stream: %w", err)
-	case <-time.After(n.cfg.ForwardTimeout):
-		return errors.New("retained stream: no acknowledgement within forward_timeout")
 	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/roost-mqtt/roost/cluster"
+	"github.com/roost-mqtt/roost/internal/clustertest"
 	"github.com/roost-mqtt/roost/internal/devcert"
 )
 
@@ -56,27 +57,25 @@ func nodePKI(t *testing.T, dir, name string, ca, trust *devcert.CA) []string {
 		"--cluster-tls-ca", filepath.Join(dir, name+"-ca.pem")}
 }
 
-// addNode starts one more node on ip that lists every node of tc as its
-// peer (they do not list it), with args, and waits until it listens.
-func (tc *testCluster) addNode(name, ip string, args ...string) *node {
+// addNode starts one more node named name on 127.0.0.<ipByte> that lists
+// every node of tc as its peer (they do not list it), with args, and waits
+// until it listens.
+func (tc *testCluster) addNode(name string, ipByte int, args ...string) *node {
 	tc.t.Helper()
-	nd := &node{name: name, ip: ip,
-		mqtt:    net.JoinHostPort(ip, strconv.Itoa(freePort(tc.t, ip))),
-		cluster: net.JoinHostPort(ip, strconv.Itoa(freePort(tc.t, ip))),
-		data:    filepath.Join(tc.t.TempDir(), name), extraArg: args}
-	nd.logPath = nd.data + ".log"
+	a := []string{"--node", name} // after the harness's own --node
 	for _, o := range tc.nodes {
-		nd.peers = append(nd.peers, o.cluster)
+		a = append(a, "--cluster-peer", o.cluster)
 	}
-	tc.nodes = append(tc.nodes, nd) // stopped with the others
-	tc.start(nd)
-	tc.waitLog(nd, "listener ready", 1, 40*time.Second)
+	c := clustertest.Start(tc.t, clustertest.Options{Nodes: 1, FirstIP: ipByte, Args: append(a, args...), NoWait: true})
+	nd := wrapCluster(tc.t, c).nodes[0]
+	nd.name = name
+	nd.WaitLog(tc.t, "listener ready", 1, clustertest.StartBound)
 	return nd
 }
 
 // countLogAll counts lines of nd's log that contain every one of subs.
 func countLogAll(nd *node, subs ...string) int {
-	b, _ := os.ReadFile(nd.logPath)
+	b, _ := os.ReadFile(nd.LogPath)
 	n := 0
 	for _, l := range strings.Split(string(b), "\n") {
 		all := true
@@ -157,8 +156,8 @@ func TestClusterPortSecurity(t *testing.T) {
 		t.Errorf("a TLS client without a certificate: %v, want the alert certificate required", err)
 	}
 
-	wrongSecret := tc.addNode("intruder1", "127.0.0.5", append(good, "--cluster-secret-file", wrongPath)...)
-	untrusted := tc.addNode("intruder2", "127.0.0.6", append(nodePKI(t, dir, "other", newCA(t, "another CA"), ca), "--cluster-secret-file", secretPath)...)
+	wrongSecret := tc.addNode("intruder1", 5, append(good, "--cluster-secret-file", wrongPath)...)
+	untrusted := tc.addNode("intruder2", 6, append(nodePKI(t, dir, "other", newCA(t, "another CA"), ca), "--cluster-secret-file", secretPath)...)
 	// NATS retries a refused route every second or so: two refusals of
 	// each kind on a good node show it goes on refusing.
 	eventually(t, 30*time.Second, func() error {
@@ -178,9 +177,9 @@ func TestClusterPortSecurity(t *testing.T) {
 	if got := closedRoutes() - closedAtStart; got > 6 {
 		t.Errorf("the good nodes closed %d route connections after the cluster formed", got)
 	}
-	for _, nd := range tc.nodes {
+	for _, nd := range goodNodes {
 		for _, intruder := range []*node{wrongSecret, untrusted} {
-			if nd != intruder && countLogAll(nd, "cluster node joined", "peer="+intruder.name) > 0 {
+			if countLogAll(nd, "cluster node joined", "peer="+intruder.name) > 0 {
 				t.Errorf("%s let %s join", nd.name, intruder.name)
 			}
 		}
@@ -190,7 +189,7 @@ func TestClusterPortSecurity(t *testing.T) {
 			t.Errorf("%s joined %d nodes", intruder.name, got)
 		}
 	}
-	for _, nd := range tc.nodes {
+	for _, nd := range append(append([]*node{}, goodNodes...), wrongSecret, untrusted) {
 		for _, s := range []string{secret, cluster.RoutePassword(secret)} {
 			if got := countLog(nd, s); got > 0 {
 				t.Errorf("%s logged the secret or its route password %d times", nd.name, got)
@@ -217,7 +216,7 @@ func TestClusterRefusesOpenPort(t *testing.T) {
 	}
 	// A missing file is named when the node starts.
 	path := filepath.Join(dir, "roost.yaml")
-	writeAtomic(t, path, []byte("cluster:\n  node: a\n  listen: 127.0.0.2:"+strconv.Itoa(freePort(t, "127.0.0.2"))+
+	writeAtomic(t, path, []byte("cluster:\n  node: a\n  listen: 127.0.0.2:"+strconv.Itoa(clustertest.FreePort(t, "127.0.0.2"))+
 		"\n  secret_file: nowhere\n"), 0o644)
 	out, code := runServe(t, "--config", path, "--listen", "mqtt://127.0.0.1:0", "--data", filepath.Join(dir, "data"))
 	if code == 0 || !strings.Contains(out, "cluster secret") || !strings.Contains(out, "nowhere") {
