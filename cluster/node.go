@@ -304,10 +304,10 @@ var errNotTaken = errors.New("cluster: peer could not take the message")
 // message (after its store kept any persistent copies; ack.go). The
 // forwards are queued now, in publish order, and the returned wait collects
 // the confirmations, so a publisher's next message need not wait for the
-// previous one's round trip. A node that goes away (its routes close, or
-// its heartbeats stop) while a forward is out counts as done: its clean
-// sessions went with it. A retained message is also appended to the
-// retained stream.
+// previous one's round trip. A node whose routes close while a forward is
+// out counts as done: its clean sessions went with it (one only silent is
+// waited for until the deadline). A retained message is also appended to
+// the retained stream.
 func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 	targets := n.remote.plan(msg.Topic, msg.ID, n.local)
 	if len(targets) == 0 && !msg.Retain {
