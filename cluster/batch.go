@@ -44,7 +44,7 @@ type sender struct {
 }
 
 // senderFor returns the sender for node, starting its goroutine on first
-// use.
+// use (not once Close has begun).
 func (n *Node) senderFor(node string) *sender {
 	n.sendersMu.Lock()
 	defer n.sendersMu.Unlock()
@@ -52,6 +52,11 @@ func (n *Node) senderFor(node string) *sender {
 	if s == nil {
 		s = &sender{subj: pubSubject + "." + node, wake: make(chan struct{}, 1),
 			header: appendString([]byte{batchVersion}, n.cfg.Node)}
+		if n.sendersClosed {
+			// The node is closing: what is added is never sent, and
+			// the waits for it end with the node's context.
+			return s
+		}
 		n.senders[node] = s
 		n.wg.Add(1)
 		go n.sendLoop(s)

@@ -67,8 +67,9 @@ type Node struct {
 	wg     sync.WaitGroup
 	acks   chan pendingAck
 	// senders batch the forwards to each node (batch.go).
-	sendersMu sync.Mutex
-	senders   map[string]*sender
+	sendersMu     sync.Mutex
+	senders       map[string]*sender
+	sendersClosed bool // Close has begun: no new sender goroutines
 	// counters are the figures the forward path and claims keep
 	// (stats.go).
 	counters counters
@@ -147,6 +148,10 @@ func (n *Node) Attach(srv *broker.Server) error {
 // broker's Shutdown.
 func (n *Node) Close() error {
 	n.cancel()
+	// No sender goroutine may start once Wait below has begun.
+	n.sendersMu.Lock()
+	n.sendersClosed = true
+	n.sendersMu.Unlock()
 	n.ret.close()
 	for _, s := range n.subs {
 		s.Unsubscribe()
