@@ -1,0 +1,300 @@
+package jepsen
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Procs runs roost serve processes, one per node, and implements Nodes.
+// One node listens on 127.0.0.1; a cluster's node i on 127.0.0.(i+2),
+// the address its outgoing cluster connections are bound to, so that a
+// partition can later cut node pairs. Ports are chosen free once and kept
+// across restarts: clients and peers find a restarted node where it was.
+type Procs struct {
+	bin, dir, config string
+	extra            []string
+	nodes            []*proc
+}
+
+type proc struct {
+	name, ip, mqtt, cluster, data, log string
+	peers                              []string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	runs int // starts so far; each start appends to the same log
+}
+
+// startTimeout bounds a node's start; on two loaded cores a cluster node
+// with -race takes several seconds.
+const startTimeout = 60 * time.Second
+
+// StartProcs starts n nodes of bin (n = 1: a single node) with their data
+// and logs under dir, the broker configuration config (a YAML file, may
+// be "") and extra arguments, and waits until all serve (a cluster: until
+// every node has joined the others and its replicated records are ready).
+func StartProcs(ctx context.Context, bin, dir, config string, n int, extra ...string) (*Procs, error) {
+	ps := &Procs{bin: bin, dir: dir, config: config, extra: extra}
+	for i := range n {
+		ip := "127.0.0.1"
+		if n > 1 {
+			ip = fmt.Sprintf("127.0.0.%d", i+2)
+		}
+		mqtt, err := freePort(ip)
+		if err != nil {
+			return nil, err
+		}
+		p := &proc{name: fmt.Sprintf("n%d", i+1), ip: ip, mqtt: mqtt,
+			data: filepath.Join(dir, fmt.Sprintf("n%d", i+1))}
+		p.log = p.data + ".log"
+		if n > 1 {
+			if p.cluster, err = freePort(ip); err != nil {
+				return nil, err
+			}
+		}
+		ps.nodes = append(ps.nodes, p)
+	}
+	for _, p := range ps.nodes {
+		for _, o := range ps.nodes {
+			if o != p && o.cluster != "" {
+				p.peers = append(p.peers, o.cluster)
+			}
+		}
+	}
+	for i := range ps.nodes {
+		if err := ps.launch(i); err != nil {
+			ps.Stop()
+			return nil, err
+		}
+	}
+	for i := range ps.nodes {
+		if err := ps.waitReady(ctx, i); err != nil {
+			ps.Stop()
+			return nil, err
+		}
+	}
+	return ps, nil
+}
+
+func freePort(ip string) (string, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return "", fmt.Errorf("jepsen: no free port on %s: %w", ip, err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// Addrs implements Nodes.
+func (ps *Procs) Addrs() []string {
+	a := make([]string, len(ps.nodes))
+	for i, p := range ps.nodes {
+		a[i] = p.mqtt
+	}
+	return a
+}
+
+// Logs are the nodes' log files (every run of a node appends to its own).
+func (ps *Procs) Logs() []string {
+	l := make([]string, len(ps.nodes))
+	for i, p := range ps.nodes {
+		l[i] = p.log
+	}
+	return l
+}
+
+func (ps *Procs) launch(i int) error {
+	p := ps.nodes[i]
+	args := []string{"serve", "--listen", "mqtt://" + p.mqtt, "--data", p.data}
+	if ps.config != "" {
+		args = append(args, "--config", ps.config)
+	}
+	if p.cluster != "" {
+		args = append(args, "--node", p.name, "--cluster-listen", p.cluster)
+		for _, peer := range p.peers {
+			args = append(args, "--cluster-peer", peer)
+		}
+	}
+	args = append(args, ps.extra...)
+	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(logf, "=== jepsen: start %d of %s\n", p.runs+1, p.name)
+	cmd := exec.Command(ps.bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("jepsen: starting %s: %w", p.name, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(done)
+	}()
+	p.mu.Lock()
+	p.cmd, p.done = cmd, done
+	p.runs++
+	p.mu.Unlock()
+	return nil
+}
+
+// ready lines: what a node logs once it serves (a cluster node: once it
+// can also record owners and follows the retained stream).
+func (ps *Procs) readyLines() []string {
+	if len(ps.nodes) == 1 {
+		return []string{"listener ready"}
+	}
+	return []string{"listener ready", "cluster ownership records ready", "cluster retained messages caught up"}
+}
+
+// waitReady waits until node i's current run has logged every ready line.
+func (ps *Procs) waitReady(ctx context.Context, i int) error {
+	p := ps.nodes[i]
+	p.mu.Lock()
+	done, marker := p.done, fmt.Sprintf("=== jepsen: start %d of %s\n", p.runs, p.name)
+	p.mu.Unlock()
+	deadline := time.Now().Add(startTimeout)
+	for {
+		b, err := os.ReadFile(p.log)
+		if err != nil {
+			return err
+		}
+		if k := bytes.LastIndex(b, []byte(marker)); k >= 0 {
+			b = b[k:]
+		}
+		missing := ""
+		for _, l := range ps.readyLines() {
+			if !bytes.Contains(b, []byte(l)) {
+				missing = l
+				break
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("jepsen: %s exited while starting:\n%s", p.name, tail(b))
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("jepsen: %s did not log %q within %v:\n%s", p.name, missing, startTimeout, tail(b))
+		}
+	}
+}
+
+func tail(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-20):], "\n")
+}
+
+func (ps *Procs) signal(i int, sig syscall.Signal) (chan struct{}, error) {
+	p := ps.nodes[i]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return nil, fmt.Errorf("jepsen: %s not running", p.name)
+	}
+	return p.done, p.cmd.Process.Signal(sig)
+}
+
+// Kill implements Nodes: SIGKILL, and wait for the exit.
+func (ps *Procs) Kill(i int) error {
+	done, err := ps.signal(i, syscall.SIGKILL)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("jepsen: %s still running 10 s after SIGKILL", ps.nodes[i].name)
+	}
+}
+
+// Start implements Nodes.
+func (ps *Procs) Start(ctx context.Context, i int) error {
+	if err := ps.launch(i); err != nil {
+		return err
+	}
+	return ps.waitReady(ctx, i)
+}
+
+// Pause implements Nodes: SIGSTOP, and wait until the kernel says the
+// process is stopped (kill(2) returns before).
+func (ps *Procs) Pause(i int) error {
+	p := ps.nodes[i]
+	if _, err := ps.signal(i, syscall.SIGSTOP); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		p.mu.Lock()
+		pid := p.cmd.Process.Pid
+		p.mu.Unlock()
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return err
+		}
+		if _, rest, ok := strings.Cut(string(b), ") "); ok && strings.HasPrefix(rest, "T") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("jepsen: %s not stopped 5 s after SIGSTOP", p.name)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Resume implements Nodes.
+func (ps *Procs) Resume(i int) error {
+	_, err := ps.signal(i, syscall.SIGCONT)
+	return err
+}
+
+// Stop ends every node: SIGCONT and SIGTERM, SIGKILL after 15 s. It
+// reports the nodes that had to be killed.
+func (ps *Procs) Stop() error {
+	var errs []error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i, p := range ps.nodes {
+		p.mu.Lock()
+		cmd, done := p.cmd, p.done
+		p.mu.Unlock()
+		if cmd == nil {
+			continue
+		}
+		wg.Go(func() {
+			ps.signal(i, syscall.SIGCONT)
+			ps.signal(i, syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(15 * time.Second):
+				cmd.Process.Kill()
+				<-done
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("jepsen: %s did not stop on SIGTERM within 15 s", p.name))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,196 @@
+package jepsen
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// publisher sends QoS 1/2 messages with unique payloads at a steady rate,
+// each connection to a random node. Retained writers are publishers too
+// (Retain set, QoS 1, topics r/N).
+type publisher struct {
+	r       *run
+	id      string
+	rng     *rand.Rand
+	topics  []string
+	qos     []packet.QoS
+	retain  bool
+	every   time.Duration
+	conns   int
+	started int // publishes invoked, for Seq
+}
+
+// loop runs connections until ctx ends.
+func (p *publisher) loop(ctx context.Context) {
+	for ctx.Err() == nil {
+		node := p.rng.IntN(len(p.r.addrs))
+		c, _, err := dial(ctx, p.r.addrs[node], connectPacket(p.id, true, 0))
+		if err != nil {
+			p.r.h.event(p.id, "connect to node %d: %v", node, err)
+			p.r.backoff(ctx, p.rng)
+			continue
+		}
+		p.conns++
+		p.session(ctx, c, node)
+	}
+}
+
+// inflight is one unacknowledged publish: its operation, and for QoS 2
+// whether PUBREC came (then only PUBCOMP is awaited).
+type inflight struct {
+	op       int
+	sent     time.Time
+	released bool
+}
+
+// session publishes on c until ctx ends or c fails; publishes left
+// without an acknowledgement become unknown.
+func (p *publisher) session(ctx context.Context, c *conn, node int) {
+	pkts := readPackets(c)
+	defer func() {
+		c.close()
+		for range pkts { // the reader goroutine ends once c is closed
+		}
+	}()
+	w := p.r.cfg.Window
+	free := make([]uint16, 0, w)
+	for id := w; id >= 1; id-- {
+		free = append(free, uint16(id))
+	}
+	out := map[uint16]*inflight{}
+	defer func() {
+		for _, f := range out {
+			p.r.h.complete(f.op, Unknown, 0)
+		}
+	}()
+	tick := time.NewTicker(p.every)
+	defer tick.Stop()
+	check := time.NewTicker(200 * time.Millisecond)
+	defer check.Stop()
+	stopping := ctx.Done()
+	var stopBy <-chan time.Time
+	for {
+		select {
+		case <-stopping:
+			// Wait a little for the acknowledgements of what was sent, so
+			// the end of the run does not make them unknown.
+			stopping, tick.C = nil, nil
+			stopBy = time.After(2 * time.Second)
+			if len(out) == 0 {
+				c.disconnect()
+				return
+			}
+		case <-stopBy:
+			return
+		case pk, ok := <-pkts:
+			if !ok {
+				p.r.h.event(p.id, "connection to node %d lost with %d unacknowledged", node, len(out))
+				return
+			}
+			if id, done := p.ack(c, pk, out); done {
+				free = append(free, id)
+				if stopping == nil && len(out) == 0 {
+					c.disconnect()
+					return
+				}
+			}
+		case <-tick.C:
+			if len(free) == 0 {
+				continue
+			}
+			id := free[len(free)-1]
+			free = free[:len(free)-1]
+			if !p.publish(c, id, node, out) {
+				return
+			}
+		case <-check.C:
+			for _, f := range out {
+				if time.Since(f.sent) > p.r.cfg.OpTimeout {
+					p.r.h.event(p.id, "no acknowledgement from node %d within %v: closing", node, p.r.cfg.OpTimeout)
+					return
+				}
+			}
+		}
+	}
+}
+
+// publish invokes one operation on packet id id; false when c failed.
+func (p *publisher) publish(c *conn, id uint16, node int, out map[uint16]*inflight) bool {
+	topic := p.topics[p.rng.IntN(len(p.topics))]
+	qos := p.qos[p.rng.IntN(len(p.qos))]
+	op, payload := p.r.h.invoke(PubOp{Client: p.id, Conn: p.conns, Node: node, Topic: topic,
+		QoS: uint8(qos), Retain: p.retain, Seq: p.started})
+	p.started++
+	out[id] = &inflight{op: op, sent: time.Now()}
+	return c.send(&packet.Publish{Topic: topic, QoS: qos, Retain: p.retain, PacketID: id, Payload: payload}) == nil
+}
+
+// ack applies an acknowledgement; done when packet id is free again.
+func (p *publisher) ack(c *conn, pk packet.Packet, out map[uint16]*inflight) (id uint16, done bool) {
+	switch pk := pk.(type) {
+	case *packet.Puback:
+		if f := out[pk.PacketID]; f != nil {
+			p.r.h.complete(f.op, status(pk.ReasonCode), uint8(pk.ReasonCode))
+			delete(out, pk.PacketID)
+			return pk.PacketID, true
+		}
+	case *packet.Pubrec:
+		f := out[pk.PacketID]
+		if f == nil {
+			return 0, false
+		}
+		// PUBREC is the acknowledgement: from here the broker owns the
+		// message [MQTT-4.3.3]; a failure code ends the exchange.
+		p.r.h.complete(f.op, status(pk.ReasonCode), uint8(pk.ReasonCode))
+		if pk.ReasonCode >= 0x80 {
+			delete(out, pk.PacketID)
+			return pk.PacketID, true
+		}
+		f.released = true
+		c.send(&packet.Pubrel{PacketID: pk.PacketID})
+	case *packet.Pubcomp:
+		if f := out[pk.PacketID]; f != nil && f.released {
+			delete(out, pk.PacketID)
+			return pk.PacketID, true
+		}
+	case *packet.Disconnect:
+		p.r.h.event(p.id, "DISCONNECT 0x%02x from the broker", byte(pk.ReasonCode))
+	}
+	return 0, false
+}
+
+func status(rc packet.ReasonCode) Status {
+	if rc >= 0x80 {
+		return Fail
+	}
+	return OK
+}
+
+// readPackets reads c's packets into a channel, closed when c fails or is
+// closed, so that the owner can wait on packets, timers and ctx at once.
+func readPackets(c *conn) <-chan packet.Packet {
+	ch := make(chan packet.Packet, 64)
+	go func() {
+		defer close(ch)
+		for {
+			p, err := c.read(0)
+			if err != nil {
+				return
+			}
+			ch <- p
+		}
+	}()
+	return ch
+}
+
+func topicNames(prefix string, n int) []string {
+	s := make([]string, n)
+	for i := range s {
+		s[i] = fmt.Sprintf("%s/%d", prefix, i)
+	}
+	return s
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package jepsen
+
+const raceEnabled = false

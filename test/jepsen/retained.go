@@ -1,0 +1,150 @@
+package jepsen
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// regInput is one operation on a retained topic, a last-writer-wins
+// register: a write of operation op's payload, or a read that returned op.
+type regInput struct {
+	topic string
+	write bool
+	op    int
+}
+
+// registerModel is a register per retained topic holding the index of
+// the publish whose payload it keeps (-1: none yet).
+var registerModel = porcupine.Model{
+	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
+		byTopic := map[string][]porcupine.Operation{}
+		var order []string
+		for _, o := range history {
+			t := o.Input.(regInput).topic
+			if _, ok := byTopic[t]; !ok {
+				order = append(order, t)
+			}
+			byTopic[t] = append(byTopic[t], o)
+		}
+		out := make([][]porcupine.Operation, 0, len(order))
+		for _, t := range order {
+			out = append(out, byTopic[t])
+		}
+		return out
+	},
+	Init: func() any { return -1 },
+	Step: func(state, input, output any) (bool, any) {
+		in := input.(regInput)
+		if in.write {
+			return true, in.op
+		}
+		return in.op == state.(int), state
+	},
+	DescribeOperation: func(input, output any) string {
+		in := input.(regInput)
+		if in.write {
+			return fmt.Sprintf("write %s j%d", in.topic, in.op)
+		}
+		return fmt.Sprintf("read %s -> j%d", in.topic, in.op)
+	},
+	DescribeState: func(state any) string { return fmt.Sprintf("j%d", state.(int)) },
+}
+
+// linearizeTimeout bounds porcupine's search; beyond it the verdict is
+// "unknown" rather than a hang.
+const linearizeTimeout = 30 * time.Second
+
+// retainedOps is the retained history as porcupine operations: writes
+// acknowledged (from invocation to PUBACK) or unknown (from invocation
+// to after the end: they may take effect at any time or never, and a
+// write linearized after every read changes nothing); refused writes did
+// not happen and are left out. Reads of a payload that names no publish
+// are kept: they make the history illegal, as they should.
+func retainedOps(h *History) []porcupine.Operation {
+	var end int64
+	for _, op := range h.Pubs {
+		end = max(end, op.Invoke, op.Return)
+	}
+	for _, rd := range h.Reads {
+		end = max(end, rd.Return)
+	}
+	end++
+	// Client ids only lay out porcupine's picture: one row per client.
+	ids := map[string]int{}
+	id := func(c string) int {
+		if _, ok := ids[c]; !ok {
+			ids[c] = len(ids)
+		}
+		return ids[c]
+	}
+	var ops []porcupine.Operation
+	for i, op := range h.Pubs {
+		if !op.Retain || op.Status == Fail {
+			continue
+		}
+		ret := op.Return
+		if op.Status != OK {
+			ret = end
+		}
+		ops = append(ops, porcupine.Operation{ClientId: id(op.Client), Input: regInput{op.Topic, true, i}, Call: op.Invoke, Return: ret})
+	}
+	for _, rd := range h.Reads {
+		ops = append(ops, porcupine.Operation{ClientId: id(rd.Client), Input: regInput{rd.Topic, false, rd.Op}, Call: rd.Invoke, Return: rd.Return})
+	}
+	return ops
+}
+
+func checkRetained(h *History, r *Result) {
+	ops := retainedOps(h)
+	if len(ops) == 0 {
+		r.Linearizable = "ok"
+		return
+	}
+	res, _ := porcupine.CheckOperationsVerbose(registerModel, ops, linearizeTimeout)
+	switch res {
+	case porcupine.Ok:
+		r.Linearizable = "ok"
+	case porcupine.Unknown:
+		r.Linearizable = "unknown"
+	default:
+		r.Linearizable = "illegal"
+		// Check each topic alone to name the illegal ones.
+		byTopic := map[string][]porcupine.Operation{}
+		for _, o := range ops {
+			t := o.Input.(regInput).topic
+			byTopic[t] = append(byTopic[t], o)
+		}
+		for t, tops := range byTopic {
+			if porcupine.CheckOperationsTimeout(registerModel, tops, linearizeTimeout) == porcupine.Illegal {
+				r.NotLinear = append(r.NotLinear, t)
+				r.example("retained", "%s: no linearization of its %d operations", t, len(tops))
+			}
+		}
+	}
+}
+
+// WriteLinearizability writes porcupine's HTML view of the retained
+// history to path (to see where no linearization exists).
+func WriteLinearizability(h *History, path string) error {
+	h.mu.Lock()
+	ops := retainedOps(h)
+	h.mu.Unlock()
+	_, info := porcupine.CheckOperationsVerbose(registerModel, ops, linearizeTimeout)
+	f, err := os.CreateTemp(filepath.Dir(path), ".linearizability-*")
+	if err != nil {
+		return err
+	}
+	if err := porcupine.Visualize(registerModel, info, f); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
