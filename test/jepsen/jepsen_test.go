@@ -60,31 +60,80 @@ const brokerConfig = "limits: {max_queued: 1000000}\nsys_interval: off\n"
 type scenario struct {
 	nodes    int
 	duration time.Duration
+	extra    []string // roost serve arguments
 	config   func(seed uint64) Config
 }
 
-// runScenario runs sc once per seed. A run's directory (node data and
-// logs) is removed when it passes; when it fails, the history is written
-// there (history.json; linearizability.html when the retained check
-// failed) and the directory is kept under -jepsen.out.
+// runScenario runs sc once per seed and fails t on any violation. A
+// run's directory (node data and logs) is removed when it passes; when it
+// fails, the history is written there (history.json; linearizability.html
+// when the retained check failed) and the directory is kept under
+// -jepsen.out.
 func runScenario(t *testing.T, sc scenario) {
 	seed := *seedFlag
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
 	for i := range *runs {
-		if !runOnce(t, sc, seed+uint64(i)) {
+		res, o := execute(t, sc, seed+uint64(i))
+		if res != nil && res.Violations() > 0 {
+			o.fail("%d violations", res.Violations())
+		}
+		if !o.finish() {
 			return
 		}
 	}
 }
 
-func runOnce(t *testing.T, sc scenario, seed uint64) bool {
+// outcome is what a run left to decide: its directory and history, and
+// whether it failed.
+type outcome struct {
+	t      *testing.T
+	seed   uint64
+	dir    string
+	h      *History
+	res    *Result
+	failed bool
+}
+
+func (o *outcome) fail(format string, args ...any) {
+	o.t.Helper()
+	o.failed = true
+	o.t.Errorf("seed %d: "+format, append([]any{o.seed}, args...)...)
+}
+
+// finish keeps the run's directory, with the history, if it failed and
+// removes it otherwise; it reports whether the run passed.
+func (o *outcome) finish() bool {
+	if !o.failed {
+		os.RemoveAll(o.dir)
+		return true
+	}
+	if o.h != nil {
+		if err := o.h.WriteFile(filepath.Join(o.dir, "history.json")); err != nil {
+			o.t.Error(err)
+		}
+		if o.res != nil && o.res.Linearizable == "illegal" {
+			if err := WriteLinearizability(o.h, filepath.Join(o.dir, "linearizability.html")); err != nil {
+				o.t.Error(err)
+			}
+		}
+	}
+	o.t.Logf("seed %d: history, node logs and data kept in %s", o.seed, o.dir)
+	return false
+}
+
+// execute runs sc with seed and checks the history. Failures of the run
+// itself (a node that did not start, a panic or data race in a node's
+// log) are recorded in the outcome; what to make of the checker's result
+// is the caller's.
+func execute(t *testing.T, sc scenario, seed uint64) (*Result, *outcome) {
 	t.Helper()
 	dir, err := os.MkdirTemp(*outDir, fmt.Sprintf("roost-jepsen-%s-%d-", strings.ReplaceAll(t.Name(), "/", "_"), seed))
 	if err != nil {
 		t.Fatal(err)
 	}
+	o := &outcome{t: t, seed: seed, dir: dir}
 	cfgPath := filepath.Join(dir, "roost.yaml")
 	if err := writeAtomic(cfgPath, []byte(brokerConfig)); err != nil {
 		t.Fatal(err)
@@ -101,61 +150,40 @@ func runOnce(t *testing.T, sc scenario, seed uint64) bool {
 	// nodes' starts, each with its own bound, well inside this.
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration+cfg.Setup+cfg.Drain+5*time.Minute)
 	defer cancel()
-	t.Logf("seed %d: %d node(s), %v, faults %v on nodes %v, sessions on %v", seed, sc.nodes, cfg.Duration,
-		cfg.Faults, cfg.FaultNodes, cfg.SessionNodes)
-	nodes, err := StartProcs(ctx, bin, dir, cfgPath, sc.nodes)
+	t.Logf("seed %d: %d node(s) %v, %v, faults %v on nodes %v (nil: all), sessions on %v (nil: all)", seed, sc.nodes,
+		sc.extra, cfg.Duration, cfg.Faults, cfg.FaultNodes, cfg.SessionNodes)
+	nodes, err := StartProcs(ctx, bin, dir, cfgPath, sc.nodes, sc.extra...)
 	if err != nil {
-		t.Fatalf("seed %d: %v (kept %s)", seed, err, dir)
+		o.fail("%v", err)
+		return nil, o
 	}
 	h, runErr := Run(ctx, cfg, nodes)
-	stopErr := nodes.Stop()
-	failed := false
-	fail := func(format string, args ...any) {
-		failed = true
-		t.Errorf("seed %d: "+format, append([]any{seed}, args...)...)
-	}
+	o.h = h
 	if runErr != nil {
-		fail("run: %v", runErr)
+		o.fail("run: %v", runErr)
 	}
-	if stopErr != nil {
-		fail("%v", stopErr)
+	if err := nodes.Stop(); err != nil {
+		o.fail("%v", err)
 	}
 	for _, l := range nodes.Logs() {
 		b, err := os.ReadFile(l)
 		if err != nil {
-			fail("%v", err)
+			o.fail("%v", err)
 			continue
 		}
 		if p := brokertest.PanicLines(string(b)); len(p) > 0 {
-			fail("%s reports a panic: %s", filepath.Base(l), p[0])
+			o.fail("%s reports a panic: %s", filepath.Base(l), p[0])
 		}
 		if strings.Contains(string(b), "WARNING: DATA RACE") {
-			fail("%s reports a data race", filepath.Base(l))
+			o.fail("%s reports a data race", filepath.Base(l))
 		}
 	}
-	if h != nil {
-		res := Check(h)
-		t.Logf("seed %d:\n%s", seed, res)
-		if res.Violations() > 0 {
-			fail("%d violations", res.Violations())
-		}
-		if failed {
-			if err := h.WriteFile(filepath.Join(dir, "history.json")); err != nil {
-				t.Error(err)
-			}
-			if res.Linearizable == "illegal" {
-				if err := WriteLinearizability(h, filepath.Join(dir, "linearizability.html")); err != nil {
-					t.Error(err)
-				}
-			}
-		}
+	if h == nil {
+		return nil, o
 	}
-	if failed {
-		t.Logf("seed %d: history, node logs and data kept in %s", seed, dir)
-		return false
-	}
-	os.RemoveAll(dir)
-	return true
+	o.res = Check(h)
+	t.Logf("seed %d:\n%s", seed, o.res)
+	return o.res, o
 }
 
 func writeAtomic(path string, b []byte) error {
@@ -178,4 +206,30 @@ func TestSingleNode(t *testing.T) {
 		t.Skip("a minute of faults against a real broker")
 	}
 	runScenario(t, scenario{nodes: 1, duration: 60 * time.Second, config: NewConfig})
+}
+
+// TestCheckerSeesLosses is the checker's control: the same run against a
+// node that keeps everything in memory (--memory), killed twice or more.
+// Every kill loses the sessions, their queues and the retained messages,
+// and the checker must say so.
+func TestCheckerSeesLosses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills a real broker")
+	}
+	res, o := execute(t, scenario{nodes: 1, duration: 10 * time.Second, extra: []string{"--memory"},
+		config: func(seed uint64) Config {
+			cfg := NewConfig(seed)
+			cfg.Faults = []Fault{Kill}
+			cfg.Drain = 3 * time.Second // what is lost never comes
+			return cfg
+		}}, uint64(time.Now().UnixNano()))
+	if res != nil {
+		if res.SessionsLost == 0 || res.Lost == 0 {
+			o.fail("a broker that forgets everything at each kill: %d sessions lost, %d messages lost", res.SessionsLost, res.Lost)
+		}
+		if res.Linearizable != "illegal" {
+			o.fail("retained messages forgotten at each kill, yet the registers are %q", res.Linearizable)
+		}
+	}
+	o.finish()
 }
