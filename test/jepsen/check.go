@@ -17,6 +17,9 @@ type Result struct {
 	Recovered                   int // unknown publishes that were delivered
 	Redelivered                 int // QoS 1 deliveries beyond the first (allowed)
 	Reads, Writes               int // retained registers
+	DupFlagged                  int // deliveries with DUP set
+	Connects, Resumed           int // subscriber connections, and those resuming a session
+	Faults                      map[string]int
 
 	// Violations.
 	Lost         int // acknowledged, owed to a persistent subscriber or group, never delivered
@@ -52,8 +55,9 @@ func (r *Result) example(check, format string, args ...any) {
 // first examples of each violation.
 func (r *Result) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "ops %d: acked %d (QoS 1 %d, QoS 2 %d), failed %d, unknown %d (delivered anyway %d); deliveries %d, QoS 1 redeliveries %d; retained writes %d, reads %d\n",
-		r.Ops, r.Acked, r.AckedQoS1, r.AckedQoS2, r.Failed, r.Unknown, r.Recovered, r.Deliveries, r.Redelivered, r.Writes, r.Reads)
+	fmt.Fprintf(&b, "ops %d: acked %d (QoS 1 %d, QoS 2 %d), failed %d, unknown %d (delivered anyway %d); deliveries %d (DUP set %d), QoS 1 redeliveries %d; retained writes %d, reads %d\n",
+		r.Ops, r.Acked, r.AckedQoS1, r.AckedQoS2, r.Failed, r.Unknown, r.Recovered, r.Deliveries, r.DupFlagged, r.Redelivered, r.Writes, r.Reads)
+	fmt.Fprintf(&b, "faults %v; subscriber connections %d, %d of them resuming a session\n", r.Faults, r.Connects, r.Resumed)
 	line := func(name string, n int) {
 		verdict := "ok"
 		if n > 0 {
@@ -128,13 +132,23 @@ func plainFilter(f string) string {
 func Check(h *History) *Result {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	r := &Result{}
+	r := &Result{Connects: h.Connects, Resumed: h.Resumed, Faults: map[string]int{}}
+	for _, e := range h.Events {
+		if e.Who == "nemesis" {
+			if f, _, ok := strings.Cut(e.What, " node"); ok && !strings.HasPrefix(f, "undo") {
+				r.Faults[f]++
+			}
+		}
+	}
 	checkOps(h, r)
 	bySub := make([][]*Delivery, len(h.Subs))
 	delivered := make([]bool, len(h.Pubs))
 	for i := range h.Deliveries {
 		d := &h.Deliveries[i]
 		r.Deliveries++
+		if d.Dup {
+			r.DupFlagged++
+		}
 		bySub[d.Sub] = append(bySub[d.Sub], d)
 		if d.Op >= 0 {
 			delivered[d.Op] = true

@@ -136,6 +136,10 @@ type History struct {
 	Subs       []Subscriber `json:"subscribers"`
 	Reads      []Read       `json:"reads"`
 	Events     []Event      `json:"events"`
+	// Connects counts subscriber connections; Resumed those of them that
+	// continued a persistent session (session present).
+	Connects int `json:"connects"`
+	Resumed  int `json:"resumed"`
 }
 
 func newHistory(seed uint64, nodes int) *History {
@@ -194,6 +198,15 @@ func (h *History) subAcked(i int) {
 	if h.Subs[i].SubAck == 0 {
 		h.Subs[i].SubAck = h.now()
 	}
+}
+
+func (h *History) connected(resumed bool) {
+	h.mu.Lock()
+	h.Connects++
+	if resumed {
+		h.Resumed++
+	}
+	h.mu.Unlock()
 }
 
 func (h *History) sessionLost(i int) {

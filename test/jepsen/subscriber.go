@@ -49,6 +49,7 @@ func (s *subscriber) loop(ctx context.Context) {
 			continue
 		}
 		s.conns++
+		s.r.h.connected(ack.SessionPresent)
 		subscribe := clean
 		switch {
 		case clean:
