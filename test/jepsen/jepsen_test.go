@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/roost-mqtt/roost/internal/brokertest"
+	"github.com/roost-mqtt/roost/internal/clustertest"
+	"github.com/roost-mqtt/roost/internal/netfault"
 )
 
 var (
@@ -24,31 +25,33 @@ var (
 	full     = flag.Bool("jepsen.cluster-full", false, "run TestClusterFull: every fault on every node of three")
 )
 
-// bin is the roost binary under test.
-var bin string
+func TestMain(m *testing.M) { clustertest.Main(m) }
 
-func TestMain(m *testing.M) {
-	flag.Parse()
-	dir, err := os.MkdirTemp("", "roost-jepsen-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+// flagsEnv carries the -jepsen.* flags into a test re-executed inside a
+// network namespace (netfault.Namespace passes the environment, not the
+// command line).
+const flagsEnv = "ROOST_JEPSEN_FLAGS"
+
+// namespaceEnv is the environment for a re-executed test: the flags set
+// here and the roost binary, so that the child does not build it again.
+func namespaceEnv(t *testing.T) []string {
+	var set []string
+	flag.Visit(func(f *flag.Flag) {
+		if strings.HasPrefix(f.Name, "jepsen.") {
+			set = append(set, "-"+f.Name+"="+f.Value.String())
+		}
+	})
+	return []string{flagsEnv + "=" + strings.Join(set, " "), clustertest.BinEnv + "=" + clustertest.Binary(t, raceEnabled)}
+}
+
+// applyFlagsEnv sets the flags the parent passed in flagsEnv.
+func applyFlagsEnv(t *testing.T) {
+	for _, a := range strings.Fields(os.Getenv(flagsEnv)) {
+		name, value, _ := strings.Cut(strings.TrimPrefix(a, "-"), "=")
+		if err := flag.Set(name, value); err != nil {
+			t.Fatalf("%s: %v", flagsEnv, err)
+		}
 	}
-	bin = filepath.Join(dir, "roost")
-	args := []string{"build", "-o", bin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, "github.com/roost-mqtt/roost/cmd/roost")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building roost:", err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
 }
 
 // brokerConfig lets queues hold everything published while a subscriber
@@ -61,6 +64,7 @@ type scenario struct {
 	nodes    int
 	duration time.Duration
 	extra    []string // roost serve arguments
+	net      *netfault.Net // inside a namespace: Isolate faults possible
 	config   func(seed uint64) Config
 }
 
@@ -152,20 +156,24 @@ func execute(t *testing.T, sc scenario, seed uint64) (*Result, *outcome) {
 	defer cancel()
 	t.Logf("seed %d: %d node(s) %v, %v, faults %v on nodes %v (nil: all), sessions on %v (nil: all)", seed, sc.nodes,
 		sc.extra, cfg.Duration, cfg.Faults, cfg.FaultNodes, cfg.SessionNodes)
-	nodes, err := StartProcs(ctx, bin, dir, cfgPath, sc.nodes, sc.extra...)
+	procs, err := StartProcs(ctx, clustertest.Binary(t, raceEnabled), dir, cfgPath, sc.nodes, sc.extra...)
 	if err != nil {
 		o.fail("%v", err)
 		return nil, o
+	}
+	var nodes Nodes = procs
+	if sc.net != nil {
+		nodes = Partitioned{procs, sc.net}
 	}
 	h, runErr := Run(ctx, cfg, nodes)
 	o.h = h
 	if runErr != nil {
 		o.fail("run: %v", runErr)
 	}
-	if err := nodes.Stop(); err != nil {
+	if err := procs.Stop(); err != nil {
 		o.fail("%v", err)
 	}
-	for _, l := range nodes.Logs() {
+	for _, l := range procs.Logs() {
 		b, err := os.ReadFile(l)
 		if err != nil {
 			o.fail("%v", err)
@@ -232,4 +240,38 @@ func TestCheckerSeesLosses(t *testing.T) {
 		}
 	}
 	o.finish()
+}
+
+// clusterScenario is a three-node run inside a network namespace (so the
+// nemesis can isolate nodes too), with cfg's faults and placement.
+func clusterScenario(t *testing.T, d time.Duration, adjust func(*Config)) {
+	n := netfault.Namespace(t, namespaceEnv(t)...)
+	if n == nil {
+		return // it ran inside its namespace
+	}
+	applyFlagsEnv(t)
+	runScenario(t, scenario{nodes: 3, duration: d, net: n, config: func(seed uint64) Config {
+		cfg := NewConfig(seed)
+		cfg.Faults = []Fault{Kill, Pause, Isolate}
+		// A cluster node takes seconds to start under -race on two
+		// loaded cores; and a killed node's sessions take the cluster's
+		// ownership records time to move.
+		cfg.Setup, cfg.Drain = 60*time.Second, 60*time.Second
+		adjust(&cfg)
+		return cfg
+	}})
+}
+
+// TestClusterFull is the run issue 17 asks for: three nodes, every fault
+// (kill -9, SIGSTOP, isolation) on every node, persistent sessions on
+// every node. Until persistent sessions are replicated (issue 17) a node
+// killed with sessions on it loses them, so this run fails today: it runs
+// only when asked for.
+//
+//	go test ./test/jepsen -run TestClusterFull -jepsen.cluster-full -timeout 0 [-jepsen.duration 30m]
+func TestClusterFull(t *testing.T) {
+	if !*full && os.Getenv(flagsEnv) == "" {
+		t.Skip("fails until persistent sessions are replicated; -jepsen.cluster-full runs it")
+	}
+	clusterScenario(t, 60*time.Second, func(*Config) {})
 }

@@ -14,6 +14,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/roost-mqtt/roost/internal/clustertest"
+	"github.com/roost-mqtt/roost/internal/netfault"
 )
 
 // Procs runs roost serve processes, one per node, and implements Nodes.
@@ -135,6 +138,9 @@ func (ps *Procs) launch(i int) error {
 	fmt.Fprintf(logf, "=== jepsen: start %d of %s\n", p.runs+1, p.name)
 	cmd := exec.Command(ps.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// A checker that dies (a test -timeout skips the cleanups) takes its
+	// nodes with it rather than leaving them to run on.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("jepsen: starting %s: %w", p.name, err)
@@ -158,7 +164,7 @@ func (ps *Procs) readyLines() []string {
 	if len(ps.nodes) == 1 {
 		return []string{"listener ready"}
 	}
-	return []string{"listener ready", "cluster ownership records ready", "cluster retained messages caught up"}
+	return clustertest.ReadyLines
 }
 
 // waitReady waits until node i's current run has logged every ready line.
@@ -298,3 +304,19 @@ func (ps *Procs) Stop() error {
 	wg.Wait()
 	return errors.Join(errs...)
 }
+
+// Partitioned is Procs inside a private network namespace
+// (internal/netfault): it is also a Partitioner. Isolate cuts a node's
+// address off from the other nodes'; clients connect from 127.0.0.1,
+// which no cut touches, so a node's clients stay connected to it (a
+// minority partition with clients on its side).
+type Partitioned struct {
+	*Procs
+	Net *netfault.Net
+}
+
+// Isolate implements Partitioner.
+func (p Partitioned) Isolate(i int) error { return p.Net.Isolate(p.nodes[i].ip) }
+
+// Heal implements Partitioner.
+func (p Partitioned) Heal() error { return p.Net.Heal() }
