@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/roost-mqtt/roost/topic"
 )
@@ -32,6 +33,12 @@ type Result struct {
 	// (a violation) or "unknown" (the search ran out of time; no verdict).
 	Linearizable string
 	NotLinear    []string // the topics whose history is illegal
+	// StaleReads (with MaxStale, and per node) are retained reads that
+	// returned a value overwritten before they began: the plainest
+	// explanation of an illegal retained history.
+	StaleReads  int
+	MaxStale    time.Duration
+	StaleByNode map[int]int
 
 	Examples map[string][]string // up to 5 per check
 }
@@ -74,7 +81,8 @@ func (r *Result) String() string {
 	verdict := "ok"
 	switch r.Linearizable {
 	case "illegal":
-		verdict = "FAIL " + strings.Join(r.NotLinear, ",")
+		verdict = fmt.Sprintf("FAIL %s (stale reads %d, by node %v, up to %v)", strings.Join(r.NotLinear, ","),
+			r.StaleReads, r.StaleByNode, r.MaxStale.Round(time.Millisecond))
 	case "unknown":
 		verdict = "no verdict (search timed out)"
 	}
@@ -132,7 +140,7 @@ func plainFilter(f string) string {
 func Check(h *History) *Result {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	r := &Result{Connects: h.Connects, Resumed: h.Resumed, Faults: map[string]int{}}
+	r := &Result{Connects: h.Connects, Resumed: h.Resumed, Faults: map[string]int{}, StaleByNode: map[int]int{}}
 	for _, e := range h.Events {
 		if e.Who == "nemesis" {
 			if f, _, ok := strings.Cut(e.What, " node"); ok && !strings.HasPrefix(f, "undo") {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"time"
 )
 
@@ -76,6 +77,8 @@ type Config struct {
 	Reconnect Span
 	// SessionNodes are the nodes persistent sessions live on (nil: all).
 	SessionNodes []int
+	// RetainedNodes are the nodes retained writers and readers use (nil: all).
+	RetainedNodes []int
 
 	Faults     []Fault
 	FaultNodes []int // the nodes the nemesis may hit (nil: all)
@@ -116,7 +119,7 @@ func NewConfig(seed uint64) Config {
 }
 
 func (c *Config) validate(nodes int) error {
-	for _, n := range append(append([]int(nil), c.SessionNodes...), c.FaultNodes...) {
+	for _, n := range slices.Concat(c.SessionNodes, c.RetainedNodes, c.FaultNodes) {
 		if n < 0 || n >= nodes {
 			return fmt.Errorf("jepsen: node %d out of range (%d nodes)", n, nodes)
 		}

@@ -31,6 +31,17 @@ func (s Status) String() string {
 // MarshalText writes the status by name in the history file.
 func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText reads a status written by MarshalText.
+func (s *Status) UnmarshalText(b []byte) error {
+	for c := Invoked; c <= Unknown; c++ {
+		if c.String() == string(b) {
+			*s = c
+			return nil
+		}
+	}
+	return fmt.Errorf("jepsen: unknown status %q", b)
+}
+
 // PubOp is one PUBLISH at QoS 1 or 2. Its payload is "j" and its index in
 // History.Pubs, which makes every payload unique and lets a delivery name
 // the operation it carries.
@@ -89,6 +100,17 @@ func (k Kind) String() string { return [...]string{"persistent", "clean", "share
 
 // MarshalText writes the kind by name in the history file.
 func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// UnmarshalText reads a kind written by MarshalText.
+func (k *Kind) UnmarshalText(b []byte) error {
+	for c := Persistent; c <= Shared; c++ {
+		if c.String() == string(b) {
+			*k = c
+			return nil
+		}
+	}
+	return fmt.Errorf("jepsen: unknown subscriber kind %q", b)
+}
 
 // Subscriber describes one subscribing client.
 type Subscriber struct {
@@ -243,6 +265,19 @@ func opOf(payload []byte) int {
 		return -1
 	}
 	return i
+}
+
+// ReadHistory reads a history WriteFile wrote, to check it again.
+func ReadHistory(path string) (*History, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	h := &History{}
+	if err := json.Unmarshal(b, h); err != nil {
+		return nil, fmt.Errorf("jepsen: %s: %w", path, err)
+	}
+	return h, nil
 }
 
 // WriteFile writes the history as JSON to path, atomically (a temporary

@@ -23,6 +23,8 @@ var (
 	outDir   = flag.String("jepsen.out", os.TempDir(), "where a failed run's directory (history, node logs and data) is kept")
 	verbose  = flag.Bool("jepsen.v", false, "log the run's progress")
 	full     = flag.Bool("jepsen.cluster-full", false, "run TestClusterFull: every fault on every node of three")
+	recheck  = flag.String("jepsen.check", "", "TestRecheck: check this history.json again (a failed run's) and print the result")
+	faults   = flag.String("jepsen.faults", "", "TestClusterFull's faults, comma-separated (kill,pause,isolate; \"none\": none; default all)")
 )
 
 func TestMain(m *testing.M) { clustertest.Main(m) }
@@ -63,7 +65,7 @@ const brokerConfig = "limits: {max_queued: 1000000}\nsys_interval: off\n"
 type scenario struct {
 	nodes    int
 	duration time.Duration
-	extra    []string // roost serve arguments
+	extra    []string      // roost serve arguments
 	net      *netfault.Net // inside a namespace: Isolate faults possible
 	config   func(seed uint64) Config
 }
@@ -262,6 +264,26 @@ func clusterScenario(t *testing.T, d time.Duration, adjust func(*Config)) {
 	}})
 }
 
+// TestCluster is the cluster run of the suite, with the workload and the
+// faults the cluster passes today (part 1, issue 17): every persistent
+// session and shared group member lives on node 0 and reconnects there
+// only (moving sessions between nodes under load loses and duplicates
+// messages today); publishers and clean subscribers use every node and
+// reconnect to a random one every few seconds; the nemesis kills, pauses
+// and isolates node 2 only. No retained registers: they are not
+// linearizable in a cluster yet, not even written and read on one node
+// (a node's retained tree follows the retained stream, and a read after
+// the PUBACK can return an older value). TestClusterFull shows both.
+func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three real nodes under faults")
+	}
+	clusterScenario(t, 30*time.Second, func(cfg *Config) {
+		cfg.SessionNodes, cfg.FaultNodes = []int{0}, []int{2}
+		cfg.Writers, cfg.Readers = 0, 0
+	})
+}
+
 // TestClusterFull is the run issue 17 asks for: three nodes, every fault
 // (kill -9, SIGSTOP, isolation) on every node, persistent sessions on
 // every node. Until persistent sessions are replicated (issue 17) a node
@@ -270,8 +292,33 @@ func clusterScenario(t *testing.T, d time.Duration, adjust func(*Config)) {
 //
 //	go test ./test/jepsen -run TestClusterFull -jepsen.cluster-full -timeout 0 [-jepsen.duration 30m]
 func TestClusterFull(t *testing.T) {
-	if !*full && os.Getenv(flagsEnv) == "" {
+	if !*full && !strings.Contains(os.Getenv(flagsEnv), "cluster-full") {
 		t.Skip("fails until persistent sessions are replicated; -jepsen.cluster-full runs it")
 	}
-	clusterScenario(t, 60*time.Second, func(*Config) {})
+	clusterScenario(t, 60*time.Second, func(cfg *Config) {
+		switch *faults {
+		case "":
+		case "none":
+			cfg.Faults = nil
+		default:
+			cfg.Faults = nil
+			for _, f := range strings.Split(*faults, ",") {
+				cfg.Faults = append(cfg.Faults, Fault(f))
+			}
+		}
+	})
+}
+
+// TestRecheck checks a kept history again, for debugging:
+//
+//	go test ./test/jepsen -run TestRecheck -jepsen.check /tmp/roost-jepsen-.../history.json -v
+func TestRecheck(t *testing.T) {
+	if *recheck == "" {
+		t.Skip("-jepsen.check names no history")
+	}
+	h, err := ReadHistory(*recheck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("seed %d, %d node(s):\n%s", h.Seed, h.Nodes, Check(h))
 }

@@ -21,13 +21,14 @@ type publisher struct {
 	retain  bool
 	every   time.Duration
 	conns   int
-	started int // publishes invoked, for Seq
+	started int   // publishes invoked, for Seq
+	nodes   []int // the nodes it connects to
 }
 
 // loop runs connections until ctx ends.
 func (p *publisher) loop(ctx context.Context) {
 	for ctx.Err() == nil {
-		node := p.rng.IntN(len(p.r.addrs))
+		node := p.nodes[p.rng.IntN(len(p.nodes))]
 		c, _, err := dial(ctx, p.r.addrs[node], connectPacket(p.id, true, 0))
 		if err != nil {
 			p.r.h.event(p.id, "connect to node %d: %v", node, err)
@@ -71,17 +72,30 @@ func (p *publisher) session(ctx context.Context, c *conn, node int) {
 	defer tick.Stop()
 	check := time.NewTicker(200 * time.Millisecond)
 	defer check.Stop()
+	// A publisher leaves after a while (like the subscribers, so that
+	// faults hit publishers on every node) or when ctx ends: it stops
+	// sending and waits a little for the acknowledgements of what it
+	// sent, so that leaving does not make them unknown.
 	stopping := ctx.Done()
+	leave := time.After(p.r.cfg.Reconnect.pick(p.rng) * 2)
 	var stopBy <-chan time.Time
+	stop := func() bool {
+		stopping, leave, tick.C = nil, nil, nil
+		stopBy = time.After(2 * time.Second)
+		if len(out) == 0 {
+			c.disconnect()
+			return true
+		}
+		return false
+	}
 	for {
 		select {
 		case <-stopping:
-			// Wait a little for the acknowledgements of what was sent, so
-			// the end of the run does not make them unknown.
-			stopping, tick.C = nil, nil
-			stopBy = time.After(2 * time.Second)
-			if len(out) == 0 {
-				c.disconnect()
+			if stop() {
+				return
+			}
+		case <-leave:
+			if stop() {
 				return
 			}
 		case <-stopBy:
@@ -93,7 +107,7 @@ func (p *publisher) session(ctx context.Context, c *conn, node int) {
 			}
 			if id, done := p.ack(c, pk, out); done {
 				free = append(free, id)
-				if stopping == nil && len(out) == 0 {
+				if stopBy != nil && len(out) == 0 {
 					c.disconnect()
 					return
 				}

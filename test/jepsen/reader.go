@@ -25,7 +25,7 @@ const readTimeout = 3 * time.Second
 
 func (rd *reader) loop(ctx context.Context) {
 	for ctx.Err() == nil {
-		node := rd.rng.IntN(len(rd.r.addrs))
+		node := rd.r.cfg.RetainedNodes[rd.rng.IntN(len(rd.r.cfg.RetainedNodes))]
 		c, _, err := dial(ctx, rd.r.addrs[node], connectPacket(rd.id, true, 0))
 		if err != nil {
 			rd.r.h.event(rd.id, "connect to node %d: %v", node, err)

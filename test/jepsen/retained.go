@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -124,6 +125,47 @@ func checkRetained(h *History, r *Result) {
 				r.example("retained", "%s: no linearization of its %d operations", t, len(tops))
 			}
 		}
+		slices.Sort(r.NotLinear)
+		staleReads(h, r)
+	}
+}
+
+// staleReads explains an illegal retained history by its plainest cause:
+// reads that returned a value overwritten before they began. Read R of
+// write V is stale when some acknowledged write X to the topic began
+// after V was acknowledged and was acknowledged before R began: V, X, R
+// follow each other in real time, so R must not see V. Staleness is from
+// X's acknowledgement to R's start.
+func staleReads(h *History, r *Result) {
+	for _, rd := range h.Reads {
+		var v *PubOp
+		if rd.Op >= 0 {
+			v = &h.Pubs[rd.Op]
+		}
+		var worst int64 = -1
+		var x *PubOp
+		for i := range h.Pubs {
+			w := &h.Pubs[i]
+			if !w.Retain || w.Topic != rd.Topic || w.Status != OK || w.Return >= rd.Invoke {
+				continue
+			}
+			// An empty read is stale after any acknowledged write.
+			if (v == nil || v.Status == OK && v.Return < w.Invoke) && rd.Invoke-w.Return > worst {
+				worst, x = rd.Invoke-w.Return, w
+			}
+		}
+		if x == nil {
+			continue
+		}
+		r.StaleReads++
+		r.MaxStale = max(r.MaxStale, time.Duration(worst))
+		r.StaleByNode[rd.Node]++
+		what := "nothing"
+		if v != nil {
+			what = fmt.Sprintf("%s#%d (node %d)", v.Client, v.Seq, v.Node)
+		}
+		r.example("stale-read", "%s on node %d at %.3fs read %s on %s, overwritten by %s#%d (node %d) acknowledged %v before",
+			rd.Client, rd.Node, float64(rd.Invoke)/1e9, what, rd.Topic, x.Client, x.Seq, x.Node, time.Duration(worst).Round(time.Millisecond))
 	}
 }
 

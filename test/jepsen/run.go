@@ -52,6 +52,9 @@ func Run(ctx context.Context, cfg Config, nodes Nodes) (*History, error) {
 	if cfg.FaultNodes == nil {
 		r.cfg.FaultNodes = all(len(addrs))
 	}
+	if cfg.RetainedNodes == nil {
+		r.cfg.RetainedNodes = all(len(addrs))
+	}
 
 	if err := r.writeInitial(ctx); err != nil {
 		return r.h, err
@@ -124,7 +127,7 @@ func (r *run) writeInitial(ctx context.Context) error {
 // writeOnce publishes one retained value to topic at QoS 1 and waits for
 // its PUBACK.
 func (r *run) writeOnce(ctx context.Context, rng *rand.Rand, topic string) error {
-	node := rng.IntN(len(r.addrs))
+	node := r.cfg.RetainedNodes[rng.IntN(len(r.cfg.RetainedNodes))]
 	c, _, err := dial(ctx, r.addrs[node], connectPacket("init", true, 0))
 	if err != nil {
 		return err
@@ -214,12 +217,12 @@ func (r *run) startClients(ctx context.Context, wg *sync.WaitGroup) {
 	every := func(rate float64) time.Duration { return time.Duration(float64(time.Second) / rate) }
 	for i := range r.cfg.Publishers {
 		p := &publisher{r: r, id: fmt.Sprintf("pub%d", i), rng: r.rng(), topics: topicNames("t", r.cfg.Topics),
-			qos: []packet.QoS{1, 2}, every: every(r.cfg.Rate)}
+			qos: []packet.QoS{1, 2}, every: every(r.cfg.Rate), nodes: all(len(r.addrs))}
 		wg.Go(func() { p.loop(ctx) })
 	}
 	for i := range r.cfg.Writers {
 		p := &publisher{r: r, id: fmt.Sprintf("w%d", i), rng: r.rng(), topics: topicNames("r", r.cfg.RetainedTopics),
-			qos: []packet.QoS{1}, retain: true, every: every(r.cfg.WriteRate)}
+			qos: []packet.QoS{1}, retain: true, every: every(r.cfg.WriteRate), nodes: r.cfg.RetainedNodes}
 		wg.Go(func() { p.loop(ctx) })
 	}
 	for i := range r.cfg.Readers {
