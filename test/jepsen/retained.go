@@ -82,9 +82,17 @@ func retainedOps(h *History) []porcupine.Operation {
 		}
 		return ids[c]
 	}
+	// An unknown write that no read returned is left out too: placed
+	// after every other operation (which its open end allows) it changes
+	// nothing, and each one kept would multiply porcupine's search after
+	// a kill.
+	read := map[int]bool{}
+	for _, rd := range h.Reads {
+		read[rd.Op] = true
+	}
 	var ops []porcupine.Operation
 	for i, op := range h.Pubs {
-		if !op.Retain || op.Status == Fail {
+		if !op.Retain || op.Status == Fail || op.Status != OK && !read[i] {
 			continue
 		}
 		ret := op.Return
