@@ -20,6 +20,7 @@ type Result struct {
 	Reads, Writes               int // retained registers
 	DupFlagged                  int // deliveries with DUP set
 	Connects, Resumed           int // subscriber connections, and those resuming a session
+	Resent                      int // PUBLISH (DUP) and PUBREL sent again by persistent publishers
 	Faults                      map[string]int
 
 	// Violations.
@@ -28,7 +29,7 @@ type Result struct {
 	GroupDup     int // QoS 2 messages delivered to more than one member of a shared group
 	Unexpected   int // deliveries of nothing published, of a refused publish, to the wrong topic or before the publish
 	Reordered    int // first deliveries out of their publisher's order
-	SessionsLost int // CONNACKs without the session a persistent subscriber had
+	SessionsLost int // CONNACKs without the session a persistent subscriber or publisher had
 	// Linearizable is the retained registers' verdict: "ok", "illegal"
 	// (a violation) or "unknown" (the search ran out of time; no verdict).
 	Linearizable string
@@ -64,7 +65,8 @@ func (r *Result) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "ops %d: acked %d (QoS 1 %d, QoS 2 %d), failed %d, unknown %d (delivered anyway %d); deliveries %d (DUP set %d), QoS 1 redeliveries %d; retained writes %d, reads %d\n",
 		r.Ops, r.Acked, r.AckedQoS1, r.AckedQoS2, r.Failed, r.Unknown, r.Recovered, r.Deliveries, r.DupFlagged, r.Redelivered, r.Writes, r.Reads)
-	fmt.Fprintf(&b, "faults %v; subscriber connections %d, %d of them resuming a session\n", r.Faults, r.Connects, r.Resumed)
+	fmt.Fprintf(&b, "faults %v; subscriber connections %d, %d of them resuming a session; publishes and PUBRELs resent by persistent publishers %d\n",
+		r.Faults, r.Connects, r.Resumed, r.Resent)
 	line := func(name string, n int) {
 		verdict := "ok"
 		if n > 0 {
@@ -140,7 +142,7 @@ func plainFilter(f string) string {
 func Check(h *History) *Result {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	r := &Result{Connects: h.Connects, Resumed: h.Resumed, Faults: map[string]int{}, StaleByNode: map[int]int{}}
+	r := &Result{Connects: h.Connects, Resumed: h.Resumed, Resent: h.Resent, Faults: map[string]int{}, StaleByNode: map[int]int{}}
 	for _, e := range h.Events {
 		if e.Who == "nemesis" {
 			if f, _, ok := strings.Cut(e.What, " node"); ok && !strings.HasPrefix(f, "undo") {
@@ -149,6 +151,10 @@ func Check(h *History) *Result {
 		}
 	}
 	checkOps(h, r)
+	r.SessionsLost += h.PubSessionsLost
+	if h.PubSessionsLost > 0 {
+		r.example("sessions-lost", "persistent publishers: %d times", h.PubSessionsLost)
+	}
 	bySub := make([][]*Delivery, len(h.Subs))
 	delivered := make([]bool, len(h.Pubs))
 	for i := range h.Deliveries {

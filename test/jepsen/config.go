@@ -56,10 +56,13 @@ type Config struct {
 	Seed     uint64
 	Duration time.Duration // the workload under faults
 
-	Publishers int     // QoS 1 and 2, alternately chosen at random
-	Rate       float64 // messages per second per publisher
-	Topics     int     // t/0 .. t/Topics-1
-	Window     int     // unacknowledged publishes per publisher connection
+	Publishers int // QoS 1 and 2, alternately chosen at random
+	// PersistentPublishers of the Publishers keep their session and
+	// resend what was unacknowledged when they reconnect.
+	PersistentPublishers int
+	Rate                 float64 // messages per second per publisher
+	Topics               int     // t/0 .. t/Topics-1
+	Window               int     // unacknowledged publishes per publisher connection
 
 	Persistent int // persistent subscribers on t/#; the last one at QoS 1, the others QoS 2
 	Clean      int // clean subscribers on t/# at QoS 2
@@ -99,13 +102,13 @@ type Config struct {
 }
 
 // NewConfig is the short run's configuration with seed: three publishers
-// at 20 messages per second each, four persistent, two clean
+// (one of them persistent) at 20 messages per second each, four persistent, two clean
 // subscribers, two shared groups of two, three retained topics, and a
 // kill or pause every 2-5 s, lasting 0.3-2 s.
 func NewConfig(seed uint64) Config {
 	return Config{
 		Seed: seed, Duration: 60 * time.Second,
-		Publishers: 3, Rate: 20, Topics: 4, Window: 8,
+		Publishers: 3, PersistentPublishers: 1, Rate: 20, Topics: 4, Window: 8,
 		Persistent: 4, Clean: 2, Groups: 2, Members: 2,
 		RetainedTopics: 3, Writers: 2, WriteRate: 4, Readers: 2,
 		Reconnect:  Span{time.Second, 4 * time.Second},

@@ -162,6 +162,12 @@ type History struct {
 	// continued a persistent session (session present).
 	Connects int `json:"connects"`
 	Resumed  int `json:"resumed"`
+	// PubSessionsLost counts CONNACKs without session present for a
+	// persistent publisher's session.
+	PubSessionsLost int `json:"publisher_sessions_lost"`
+	// Resent counts PUBLISHes (DUP) and PUBRELs persistent publishers sent
+	// again on a resumed session.
+	Resent int `json:"resent"`
 }
 
 func newHistory(seed uint64, nodes int) *History {
@@ -229,6 +235,19 @@ func (h *History) connected(resumed bool) {
 		h.Resumed++
 	}
 	h.mu.Unlock()
+}
+
+func (h *History) resent(n int) {
+	h.mu.Lock()
+	h.Resent += n
+	h.mu.Unlock()
+}
+
+func (h *History) pubSessionLost(id string, node, inflight int) {
+	h.mu.Lock()
+	h.PubSessionsLost++
+	h.mu.Unlock()
+	h.event(id, "session not present on node %d: %d unacknowledged publishes become unknown", node, inflight)
 }
 
 func (h *History) sessionLost(i int) {

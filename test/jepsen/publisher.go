@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/roost-mqtt/roost/packet"
@@ -23,33 +24,97 @@ type publisher struct {
 	conns   int
 	started int   // publishes invoked, for Seq
 	nodes   []int // the nodes it connects to
+	// persistent publishers keep a session (Clean Start 0) and, on a
+	// connection that resumes it, send their unacknowledged PUBLISHes
+	// again (DUP) and the PUBRELs of the PUBRECs they had [MQTT-4.4.0-1]:
+	// the broker must not deliver a QoS 2 message twice because its
+	// publisher had to send it twice [MQTT-4.3.3-10], across a kill -9
+	// or a move to another node.
+	persistent bool
+	created    bool // the broker has the persistent session
+	out        map[uint16]*inflight
+	free       []uint16
 }
 
-// loop runs connections until ctx ends.
+// loop runs connections until ctx ends; publishes still unacknowledged
+// then are unknown.
 func (p *publisher) loop(ctx context.Context) {
+	p.reset()
+	defer p.reset()
 	for ctx.Err() == nil {
 		node := p.nodes[p.rng.IntN(len(p.nodes))]
-		c, _, err := dial(ctx, p.r.addrs[node], connectPacket(p.id, true, 0))
+		var expiry uint32
+		if p.persistent {
+			expiry = sessionExpiry
+		}
+		clean := !p.persistent || !p.created
+		c, ack, err := dial(ctx, p.r.addrs[node], connectPacket(p.id, clean, expiry))
 		if err != nil {
 			p.r.h.event(p.id, "connect to node %d: %v", node, err)
 			p.r.backoff(ctx, p.rng)
 			continue
 		}
+		if p.persistent && !clean && !ack.SessionPresent {
+			p.r.h.pubSessionLost(p.id, node, len(p.out))
+			p.reset()
+		}
+		p.created = p.persistent
 		p.conns++
 		p.session(ctx, c, node)
+		if !p.persistent {
+			p.reset()
+		}
 	}
 }
 
-// inflight is one unacknowledged publish: its operation, and for QoS 2
-// whether PUBREC came (then only PUBCOMP is awaited).
+// reset forgets the session: unacknowledged publishes become unknown and
+// every packet id is free.
+func (p *publisher) reset() {
+	for _, f := range p.out {
+		p.r.h.complete(f.op, Unknown, 0)
+	}
+	w := p.r.cfg.Window
+	p.out, p.free = map[uint16]*inflight{}, make([]uint16, 0, w)
+	for id := w; id >= 1; id-- {
+		p.free = append(p.free, uint16(id))
+	}
+}
+
+// inflight is one unacknowledged publish: its operation and PUBLISH, and
+// for QoS 2 whether PUBREC came (then only PUBCOMP is awaited).
 type inflight struct {
 	op       int
+	pub      *packet.Publish
 	sent     time.Time
 	released bool
 }
 
-// session publishes on c until ctx ends or c fails; publishes left
-// without an acknowledgement become unknown.
+// resend sends what the resumed session still has in flight, in the
+// order the packets were first sent [MQTT-4.6.0-1]; false when c failed.
+func (p *publisher) resend(c *conn) bool {
+	ids := make([]uint16, 0, len(p.out))
+	for id := range p.out {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b uint16) int { return p.out[a].op - p.out[b].op })
+	for _, id := range ids {
+		f := p.out[id]
+		f.sent = time.Now()
+		var pk packet.Packet = &packet.Pubrel{PacketID: id}
+		if !f.released {
+			dup := *f.pub
+			dup.Dup = true
+			pk = &dup
+		}
+		if c.send(pk) != nil {
+			return false
+		}
+	}
+	p.r.h.resent(len(ids))
+	return true
+}
+
+// session publishes on c until it is time to leave, ctx ends or c fails.
 func (p *publisher) session(ctx context.Context, c *conn, node int) {
 	pkts := readPackets(c)
 	defer func() {
@@ -57,17 +122,10 @@ func (p *publisher) session(ctx context.Context, c *conn, node int) {
 		for range pkts { // the reader goroutine ends once c is closed
 		}
 	}()
-	w := p.r.cfg.Window
-	free := make([]uint16, 0, w)
-	for id := w; id >= 1; id-- {
-		free = append(free, uint16(id))
+	if !p.resend(c) {
+		return
 	}
-	out := map[uint16]*inflight{}
-	defer func() {
-		for _, f := range out {
-			p.r.h.complete(f.op, Unknown, 0)
-		}
-	}()
+	out := p.out
 	tick := time.NewTicker(p.every)
 	defer tick.Stop()
 	check := time.NewTicker(200 * time.Millisecond)
@@ -106,18 +164,18 @@ func (p *publisher) session(ctx context.Context, c *conn, node int) {
 				return
 			}
 			if id, done := p.ack(c, pk, out); done {
-				free = append(free, id)
+				p.free = append(p.free, id)
 				if stopBy != nil && len(out) == 0 {
 					c.disconnect()
 					return
 				}
 			}
 		case <-tick.C:
-			if len(free) == 0 {
+			if len(p.free) == 0 {
 				continue
 			}
-			id := free[len(free)-1]
-			free = free[:len(free)-1]
+			id := p.free[len(p.free)-1]
+			p.free = p.free[:len(p.free)-1]
 			if !p.publish(c, id, node, out) {
 				return
 			}
@@ -139,8 +197,9 @@ func (p *publisher) publish(c *conn, id uint16, node int, out map[uint16]*inflig
 	op, payload := p.r.h.invoke(PubOp{Client: p.id, Conn: p.conns, Node: node, Topic: topic,
 		QoS: uint8(qos), Retain: p.retain, Seq: p.started})
 	p.started++
-	out[id] = &inflight{op: op, sent: time.Now()}
-	return c.send(&packet.Publish{Topic: topic, QoS: qos, Retain: p.retain, PacketID: id, Payload: payload}) == nil
+	pub := &packet.Publish{Topic: topic, QoS: qos, Retain: p.retain, PacketID: id, Payload: payload}
+	out[id] = &inflight{op: op, pub: pub, sent: time.Now()}
+	return c.send(pub) == nil
 }
 
 // ack applies an acknowledgement; done when packet id is free again.

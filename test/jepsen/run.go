@@ -217,7 +217,8 @@ func (r *run) startClients(ctx context.Context, wg *sync.WaitGroup) {
 	every := func(rate float64) time.Duration { return time.Duration(float64(time.Second) / rate) }
 	for i := range r.cfg.Publishers {
 		p := &publisher{r: r, id: fmt.Sprintf("pub%d", i), rng: r.rng(), topics: topicNames("t", r.cfg.Topics),
-			qos: []packet.QoS{1, 2}, every: every(r.cfg.Rate), nodes: all(len(r.addrs))}
+			qos: []packet.QoS{1, 2}, every: every(r.cfg.Rate), nodes: all(len(r.addrs)),
+			persistent: i < r.cfg.PersistentPublishers}
 		wg.Go(func() { p.loop(ctx) })
 	}
 	for i := range r.cfg.Writers {
