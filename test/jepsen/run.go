@@ -171,6 +171,9 @@ func (r *run) startSubscribers(stop, stopClean context.Context, drain <-chan str
 			qos = 1 // QoS 2 messages downgraded to QoS 1 [MQTT-3.8.4-8]
 		}
 		add(Subscriber{ID: fmt.Sprintf("ps%d", i), Kind: Persistent, Filter: "t/#", QoS: qos}, r.cfg.SessionNodes)
+		if i%2 == 1 {
+			subs[len(subs)-1].receiveMax = 2
+		}
 	}
 	for g := range r.cfg.Groups {
 		for m := range r.cfg.Members {

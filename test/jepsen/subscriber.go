@@ -29,12 +29,35 @@ type subscriber struct {
 	conns    int
 	created  bool // the persistent session exists on the broker
 	awaiting map[uint16]bool
+	// receiveMax, when not 0, is the Receive Maximum the subscriber
+	// asks for: a small window keeps messages queued on the broker, so
+	// that kills hit the queue as well as the inflight window.
+	receiveMax uint16
+}
+
+// leaving is a connection left open on purpose: the next CONNECT with the
+// same client id takes it over [MQTT-3.1.4-3], and only then is it closed
+// (its unread packets dropped, as a dead client's would be).
+type leaving struct {
+	c    *conn
+	pkts <-chan packet.Packet
+}
+
+func (l *leaving) close() {
+	if l == nil {
+		return
+	}
+	l.c.close()
+	for range l.pkts {
+	}
 }
 
 func (s *subscriber) persistent() bool { return s.info.Kind != Clean }
 
 // loop connects, receives and leaves again until ctx ends.
 func (s *subscriber) loop(ctx context.Context) {
+	var prev *leaving
+	defer func() { prev.close() }()
 	for ctx.Err() == nil {
 		node := s.nodes[s.rng.IntN(len(s.nodes))]
 		clean := !s.persistent() || !s.created
@@ -42,7 +65,14 @@ func (s *subscriber) loop(ctx context.Context) {
 		if s.persistent() {
 			expiry = sessionExpiry
 		}
-		c, ack, err := dial(ctx, s.r.addrs[node], connectPacket(s.info.ID, clean, expiry))
+		cp := connectPacket(s.info.ID, clean, expiry)
+		if s.receiveMax > 0 {
+			cp.Properties.ReceiveMaximum = s.receiveMax
+			cp.Properties.Set(packet.PropReceiveMaximum)
+		}
+		c, ack, err := dial(ctx, s.r.addrs[node], cp)
+		prev.close()
+		prev = nil
 		if err != nil {
 			s.r.h.event(s.info.ID, "connect to node %d: %v", node, err)
 			s.r.backoff(ctx, s.rng)
@@ -64,23 +94,27 @@ func (s *subscriber) loop(ctx context.Context) {
 			s.awaiting = map[uint16]bool{}
 			subscribe = true
 		}
-		s.session(ctx, c, node, subscribe)
+		prev = s.session(ctx, c, node, subscribe)
 	}
 }
 
 // session receives on c until it is time to leave, c fails or ctx ends.
-func (s *subscriber) session(ctx context.Context, c *conn, node int, subscribe bool) {
+// It leaves with DISCONNECT, a bare close, or (returning c) by letting
+// the next connection take this one over.
+func (s *subscriber) session(ctx context.Context, c *conn, node int, subscribe bool) (takeover *leaving) {
 	pkts := readPackets(c)
 	defer func() {
-		c.close()
-		for range pkts {
+		if takeover == nil {
+			c.close()
+			for range pkts {
+			}
 		}
 	}()
 	if subscribe {
 		sub := &packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{
 			{Filter: s.info.Filter, Options: packet.SubOptions{QoS: packet.QoS(s.info.QoS)}}}}
 		if c.send(sub) != nil {
-			return
+			return nil
 		}
 	}
 	stay := time.NewTimer(s.r.cfg.Reconnect.pick(s.rng))
@@ -90,23 +124,23 @@ func (s *subscriber) session(ctx context.Context, c *conn, node int, subscribe b
 		select {
 		case <-ctx.Done():
 			c.disconnect()
-			return
+			return nil
 		case <-drain:
 			// Stay on this connection from now on (clean subscribers
 			// are stopped by ctx instead).
 			stay.Stop()
 			drain = nil
 		case <-stay.C:
-			if s.rng.IntN(2) == 0 {
+			switch s.rng.IntN(3) {
+			case 0:
 				c.disconnect()
+			case 1:
+				return &leaving{c, pkts}
 			}
-			return
+			return nil
 		case pk, ok := <-pkts:
-			if !ok {
-				return
-			}
-			if !s.handle(c, pk, node) {
-				return
+			if !ok || !s.handle(c, pk, node) {
+				return nil
 			}
 		}
 	}
