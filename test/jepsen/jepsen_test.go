@@ -23,6 +23,8 @@ var (
 	outDir   = flag.String("jepsen.out", os.TempDir(), "where a failed run's directory (history, node logs and data) is kept")
 	verbose  = flag.Bool("jepsen.v", false, "log the run's progress")
 	full     = flag.Bool("jepsen.cluster-full", false, "run TestClusterFull: every fault on every node of three")
+	rate     = flag.Float64("jepsen.rate", 0, "messages per second per publisher (0: the default, 20)")
+	every    = flag.Duration("jepsen.fault-every", 0, "longest quiet time between faults (0: the default, 5 s); the shortest is a tenth of it, at least 200 ms")
 	recheck  = flag.String("jepsen.check", "", "TestRecheck: check this history.json again (a failed run's) and print the result")
 	faults   = flag.String("jepsen.faults", "", "TestClusterFull's faults, comma-separated (kill,pause,isolate; \"none\": none; default all)")
 )
@@ -146,6 +148,12 @@ func execute(t *testing.T, sc scenario, seed uint64) (*Result, *outcome) {
 	}
 	cfg := sc.config(seed)
 	cfg.Duration = sc.duration
+	if *rate > 0 {
+		cfg.Rate = *rate
+	}
+	if *every > 0 {
+		cfg.FaultEvery = Span{max(*every/10, 200*time.Millisecond), *every}
+	}
 	if *duration > 0 {
 		cfg.Duration = *duration
 	}
