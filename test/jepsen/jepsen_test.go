@@ -223,6 +223,7 @@ func TestSingleNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a minute of faults against a real broker")
 	}
+	t.Parallel() // with TestCluster and TestCheckerSeesLosses: each is light, and the suite waits for the longest only
 	runScenario(t, scenario{nodes: 1, duration: 60 * time.Second, config: NewConfig})
 }
 
@@ -234,10 +235,14 @@ func TestCheckerSeesLosses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills a real broker")
 	}
-	res, o := execute(t, scenario{nodes: 1, duration: 10 * time.Second, extra: []string{"--memory"},
+	t.Parallel()
+	res, o := execute(t, scenario{nodes: 1, duration: 12 * time.Second, extra: []string{"--memory"},
 		config: func(seed uint64) Config {
 			cfg := NewConfig(seed)
 			cfg.Faults = []Fault{Kill}
+			// Room after each restart for reads of a retained topic
+			// before anyone writes it again.
+			cfg.FaultEvery, cfg.FaultFor, cfg.WriteRate = Span{3 * time.Second, 4 * time.Second}, Span{200 * time.Millisecond, 500 * time.Millisecond}, 0.5
 			cfg.Drain = 3 * time.Second // what is lost never comes
 			return cfg
 		}}, uint64(time.Now().UnixNano()))
@@ -286,6 +291,7 @@ func TestCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three real nodes under faults")
 	}
+	t.Parallel()
 	clusterScenario(t, 30*time.Second, func(cfg *Config) {
 		cfg.SessionNodes, cfg.FaultNodes = []int{0}, []int{2}
 		cfg.Writers, cfg.Readers = 0, 0

@@ -23,6 +23,13 @@ type reader struct {
 // recorded nowhere: a read that never returned constrains nothing).
 const readTimeout = 3 * time.Second
 
+// emptyGrace is how long a read waits, after the PINGRESP that followed
+// its SUBACK, for a retained message before it counts as empty. Roost
+// offers the retained messages before it reads the next packet, so they
+// come before the PINGRESP; the grace covers a server that sends them
+// later.
+const emptyGrace = time.Second
+
 func (rd *reader) loop(ctx context.Context) {
 	for ctx.Err() == nil {
 		node := rd.r.cfg.RetainedNodes[rd.rng.IntN(len(rd.r.cfg.RetainedNodes))]
@@ -70,7 +77,7 @@ func (rd *reader) session(ctx context.Context, c *conn, node int) {
 // a read that gets no retained message is a read of "nothing" only when
 // the broker showed it was serving this connection meanwhile: it sent
 // the SUBACK and answered a PINGREQ sent after it. The retained message
-// goes out with the subscription [MQTT-3.3.1-9], so readTimeout after
+// goes out with the subscription [MQTT-3.3.1-9], so emptyGrace after
 // that, the read is recorded as empty (Op -1) for the linearizability
 // check. Otherwise the read is abandoned.
 func (rd *reader) read(ctx context.Context, c *conn, pkts <-chan packet.Packet, node int) bool {
@@ -90,7 +97,7 @@ func (rd *reader) read(ctx context.Context, c *conn, pkts <-chan packet.Packet, 
 			rd.r.h.event(rd.id, "read of %s on node %d: no answer in %v", topic, node, readTimeout)
 			return false
 		case <-empty:
-			rd.r.h.event(rd.id, "read of %s on node %d: no retained message %v after the SUBACK and a PINGRESP", topic, node, readTimeout)
+			rd.r.h.event(rd.id, "read of %s on node %d: no retained message %v after the SUBACK and a PINGRESP", topic, node, emptyGrace)
 			rd.r.h.read(rec)
 			answered = true
 		case pk, ok := <-pkts:
@@ -109,7 +116,7 @@ func (rd *reader) read(ctx context.Context, c *conn, pkts <-chan packet.Packet, 
 					return false
 				}
 			case *packet.Pingresp:
-				timeout, empty = nil, time.After(readTimeout)
+				timeout, empty = nil, time.After(emptyGrace)
 			}
 		}
 	}
