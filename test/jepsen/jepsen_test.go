@@ -25,6 +25,7 @@ var (
 	full     = flag.Bool("jepsen.cluster-full", false, "run TestClusterFull: every fault on every node of three")
 	rate     = flag.Float64("jepsen.rate", 0, "messages per second per publisher (0: the default, 20)")
 	every    = flag.Duration("jepsen.fault-every", 0, "longest quiet time between faults (0: the default, 5 s); the shortest is a tenth of it, at least 200 ms")
+	ppubs    = flag.Int("jepsen.persistent-publishers", -1, "how many publishers keep a session (-1: the test's default)")
 	recheck  = flag.String("jepsen.check", "", "TestRecheck: check this history.json again (a failed run's) and print the result")
 	faults   = flag.String("jepsen.faults", "", "TestClusterFull's faults, comma-separated (kill,pause,isolate; \"none\": none; default all)")
 )
@@ -150,6 +151,9 @@ func execute(t *testing.T, sc scenario, seed uint64) (*Result, *outcome) {
 	cfg.Duration = sc.duration
 	if *rate > 0 {
 		cfg.Rate = *rate
+	}
+	if *ppubs >= 0 {
+		cfg.PersistentPublishers = *ppubs
 	}
 	if *every > 0 {
 		cfg.FaultEvery = Span{max(*every/10, 200*time.Millisecond), *every}
