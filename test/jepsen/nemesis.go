@@ -19,17 +19,19 @@ type nemesis struct {
 	isolated bool
 }
 
-// loop runs faults until ctx ends; an error means a node could not be
-// brought back, which ends the run.
-func (n *nemesis) loop(ctx context.Context) error {
+// loop runs faults until work ends; an error means a node could not be
+// brought back, which ends the run. Undoing a fault is bounded by ctx,
+// not work: a restart that the end of the workload interrupts would
+// leave the node half started.
+func (n *nemesis) loop(ctx, work context.Context) error {
 	cfg := n.r.cfg
 	if len(cfg.Faults) == 0 {
-		<-ctx.Done()
+		<-work.Done()
 		return nil
 	}
 	for {
 		select {
-		case <-ctx.Done():
+		case <-work.Done():
 			return nil
 		case <-time.After(cfg.FaultEvery.pick(n.rng)):
 		}
@@ -40,7 +42,7 @@ func (n *nemesis) loop(ctx context.Context) error {
 			return err
 		}
 		select {
-		case <-ctx.Done(): // heal undoes it
+		case <-work.Done(): // heal undoes it
 			return nil
 		case <-time.After(last):
 		}

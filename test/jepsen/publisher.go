@@ -41,6 +41,8 @@ type publisher struct {
 func (p *publisher) loop(ctx context.Context) {
 	p.reset()
 	defer p.reset()
+	var prev *leaving
+	defer func() { prev.close() }()
 	for ctx.Err() == nil {
 		node := p.nodes[p.rng.IntN(len(p.nodes))]
 		var expiry uint32
@@ -49,6 +51,8 @@ func (p *publisher) loop(ctx context.Context) {
 		}
 		clean := !p.persistent || !p.created
 		c, ack, err := dial(ctx, p.r.addrs[node], connectPacket(p.id, clean, expiry))
+		prev.close()
+		prev = nil
 		if err != nil {
 			p.r.h.event(p.id, "connect to node %d: %v", node, err)
 			p.r.backoff(ctx, p.rng)
@@ -60,7 +64,7 @@ func (p *publisher) loop(ctx context.Context) {
 		}
 		p.created = p.persistent
 		p.conns++
-		p.session(ctx, c, node)
+		prev = p.session(ctx, c, node)
 		if !p.persistent {
 			p.reset()
 		}
@@ -115,15 +119,21 @@ func (p *publisher) resend(c *conn) bool {
 }
 
 // session publishes on c until it is time to leave, ctx ends or c fails.
-func (p *publisher) session(ctx context.Context, c *conn, node int) {
+// A persistent publisher leaves half the time without waiting for its
+// acknowledgements, returning c for its next CONNECT to take over: the
+// broker must apply what c had sent before (or not at all) and recognise
+// the QoS 2 packet ids resent with DUP on the new connection.
+func (p *publisher) session(ctx context.Context, c *conn, node int) (takeover *leaving) {
 	pkts := readPackets(c)
 	defer func() {
-		c.close()
-		for range pkts { // the reader goroutine ends once c is closed
+		if takeover == nil {
+			c.close()
+			for range pkts { // the reader goroutine ends once c is closed
+			}
 		}
 	}()
 	if !p.resend(c) {
-		return
+		return nil
 	}
 	out := p.out
 	tick := time.NewTicker(p.every)
@@ -153,6 +163,9 @@ func (p *publisher) session(ctx context.Context, c *conn, node int) {
 				return
 			}
 		case <-leave:
+			if p.persistent && p.rng.IntN(2) == 0 {
+				return &leaving{c, pkts}
+			}
 			if stop() {
 				return
 			}

@@ -78,7 +78,7 @@ func Run(ctx context.Context, cfg Config, nodes Nodes) (*History, error) {
 	r.startClients(work, &wg)
 	nem := &nemesis{r: r, nodes: nodes, rng: r.rng(), down: map[int]bool{}, paused: map[int]bool{}}
 	nemErr := make(chan error, 1)
-	go func() { nemErr <- nem.loop(work) }()
+	go func() { nemErr <- nem.loop(ctx, work) }()
 	<-work.Done()
 	wg.Wait()
 	errNem := <-nemErr
