@@ -28,6 +28,9 @@ type retainer struct {
 	// n and bytes are the retained messages outside $SYS and their
 	// retainedSize total: what the limits apply to.
 	n, bytes int
+	// last is the store ticket of the latest persisted change (see
+	// lastTicket).
+	last Ticket
 }
 
 func newRetainer(st Store) *retainer {
@@ -107,7 +110,8 @@ func (r *retainer) put(msg *Message, lim retainLimits) (Ticket, error) {
 		r.msgs.Delete(msg.Topic)
 		r.account(old, -1)
 		if persist {
-			return r.store.Append(Op{Kind: OpRetainDel, Topic: msg.Topic}), err
+			r.last = r.store.Append(Op{Kind: OpRetainDel, Topic: msg.Topic})
+			return r.last, err
 		}
 		return 0, err
 	}
@@ -117,9 +121,23 @@ func (r *retainer) put(msg *Message, lim retainLimits) (Ticket, error) {
 	}
 	r.account(msg, 1)
 	if persist {
-		return r.store.Append(Op{Kind: OpRetainPut, Msg: msg}), nil
+		r.last = r.store.Append(Op{Kind: OpRetainPut, Msg: msg})
+		return r.last, nil
 	}
 	return 0, nil
+}
+
+// lastTicket is the store ticket of the latest retained change. A new
+// subscription's output waits for it (conn.needDurable), so that no
+// client sees a retained value, or the absence of one, that a crash
+// before the sync would take back: a reader would have seen a change
+// that, after the restart, never happened. Call it after collecting the
+// messages to serve: a change that put a collected message in the tree
+// holds r.mu until its op is appended, so last is at least its ticket.
+func (r *retainer) lastTicket() Ticket {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
 }
 
 // admit reports whether msg, replacing old (when had), fits lim. r.mu must

@@ -84,11 +84,21 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			wantRetained = append(wantRetained, retainedReq{rest, sub})
 		}
 	}
+	if len(wantRetained) > 0 {
+		// The SUBACK waits for the retained changes made so far too: a
+		// reader told nothing is retained just after a clearing must
+		// not find the old message again after a crash.
+		c.needDurable(c.srv.ret.lastTicket())
+	}
 	c.send(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
 	for _, w := range wantRetained {
 		// Collected first, then authorized and delivered with no lock
-		// held (retainer.matching).
-		for _, m := range c.srv.ret.matching(w.filter) {
+		// held (retainer.matching), each once its change is durable.
+		msgs := c.srv.ret.matching(w.filter)
+		if len(msgs) > 0 {
+			c.needDurable(c.srv.ret.lastTicket())
+		}
+		for _, m := range msgs {
 			if !c.srv.retainSourceAllowed(m) {
 				c.logger().Debug("retained message not sent: its publisher may no longer publish there", "topic", m.Topic)
 				continue
