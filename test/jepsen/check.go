@@ -175,8 +175,17 @@ func Check(h *History) *Result {
 	}
 	groups := map[string][]int{}
 	for i := range h.Subs {
+		if s := &h.Subs[i]; s.Kind == Shared {
+			groups[s.Group] = append(groups[s.Group], i)
+		}
+	}
+	groupFirst := map[string]map[int]int64{}
+	for g, members := range groups {
+		groupFirst[g] = firstDeliveries(members, bySub)
+	}
+	for i := range h.Subs {
 		s := &h.Subs[i]
-		got := checkSubscriber(h, r, s, bySub[i])
+		got := checkSubscriber(h, r, s, bySub[i], groupFirst[s.Group])
 		r.SessionsLost += s.Lost
 		if s.Lost > 0 {
 			r.example("sessions-lost", "%s: %d times", s.ID, s.Lost)
@@ -188,9 +197,6 @@ func Check(h *History) *Result {
 					r.example("lost", "%s never got %s", s.ID, describe(h, op))
 				}
 			}
-		}
-		if s.Kind == Shared {
-			groups[s.Group] = append(groups[s.Group], i)
 		}
 	}
 	for g, members := range groups {
@@ -227,10 +233,27 @@ func checkOps(h *History, r *Result) {
 	r.Reads = len(h.Reads)
 }
 
+// firstDeliveries is when each operation first reached one of members.
+func firstDeliveries(members []int, bySub [][]*Delivery) map[int]int64 {
+	first := map[int]int64{}
+	for _, m := range members {
+		for _, d := range bySub[m] {
+			if at, ok := first[d.Op]; !ok || d.At < at {
+				first[d.Op] = d.At
+			}
+		}
+	}
+	return first
+}
+
 // checkSubscriber checks one subscriber's deliveries (in arrival order) for
 // the unexpected, duplicates and order, and returns how many times each
-// operation reached it.
-func checkSubscriber(h *History, r *Result, s *Subscriber, ds []*Delivery) map[int]int {
+// operation reached it. groupFirst (shared members only) is when each
+// operation first reached the member's group: a QoS 1 message that
+// reaches a second member later (its publisher sent it again, and the
+// copy went to another member) is a redelivery for the group, not a
+// first delivery to be held to the order.
+func checkSubscriber(h *History, r *Result, s *Subscriber, ds []*Delivery, groupFirst map[int]int64) map[int]int {
 	got := map[int]int{}
 	type orderKey struct {
 		epoch  int
@@ -274,6 +297,12 @@ func checkSubscriber(h *History, r *Result, s *Subscriber, ds []*Delivery) map[i
 				r.example("duplicated", "%s got %s %d times at QoS 2 (conn %d, node %d)", s.ID, describe(h, d.Op), seen[sk], d.Conn, d.Node)
 			} else {
 				r.Redelivered++
+			}
+			continue
+		}
+		if at, ok := groupFirst[d.Op]; ok && at < d.At {
+			if d.QoS != 2 {
+				r.Redelivered++ // QoS 2 ones are checkGroup's
 			}
 			continue
 		}

@@ -115,6 +115,23 @@ func TestCheck(t *testing.T) {
 			h.full(b, 1, 31)
 			h.got(0, 1, a, 1, 32)
 		}, func(r *Result) int { return r.Violations() }, true},
+		{"QoS 1 sent again, to another group member after a later message: a redelivery", func(h *History) {
+			a := h.pub("p", 1, 0, "t/0", 1, OK, 20)
+			b := h.pub("p", 1, 1, "t/0", 1, OK, 21)
+			h.full(a, 1, 30)
+			h.full(b, 1, 31)
+			h.got(3, 1, a, 1, 32)
+		}, func(r *Result) int { return r.Violations() }, true},
+		{"out of order at one group member", func(h *History) {
+			a := h.pub("p", 1, 0, "t/0", 1, OK, 20)
+			b := h.pub("p", 1, 1, "t/0", 1, OK, 21)
+			h.got(0, 1, a, 1, 30)
+			h.got(0, 1, b, 1, 31)
+			h.got(1, 1, a, 1, 30)
+			h.got(1, 1, b, 1, 31)
+			h.got(3, 1, b, 1, 32)
+			h.got(3, 1, a, 1, 33)
+		}, func(r *Result) int { return r.Reordered }, false},
 		{"a persistent session lost", func(h *History) {
 			h.Subs[0].Lost = 1
 		}, func(r *Result) int { return r.SessionsLost }, false},
