@@ -1,6 +1,7 @@
 package jepsen
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -138,43 +139,79 @@ func checkRetained(h *History, r *Result) {
 	}
 }
 
-// staleReads explains an illegal retained history by its plainest cause:
-// reads that returned a value overwritten before they began. Read R of
-// write V is stale when some acknowledged write X to the topic began
-// after V was acknowledged and was acknowledged before R began: V, X, R
-// follow each other in real time, so R must not see V. Staleness is from
-// X's acknowledgement to R's start.
+// staleReads explains an illegal retained history by its plainest causes,
+// counted together as stale reads. Read R returned the value of write V:
+//
+//   - R is stale when some acknowledged write X to the topic began after
+//     V was acknowledged and was acknowledged before R began: V, X, R
+//     follow each other in real time, so R must not see V (an empty read
+//     is stale after any acknowledged write);
+//   - R went back when an earlier read (over before R began) returned a
+//     write that began after V was acknowledged: a value was read, then
+//     taken back.
+//
+// Staleness is from X's acknowledgement (or the earlier read's end) to
+// R's start.
 func staleReads(h *History, r *Result) {
+	byTopic := map[string][]Read{}
 	for _, rd := range h.Reads {
-		var v *PubOp
-		if rd.Op >= 0 {
-			v = &h.Pubs[rd.Op]
-		}
-		var worst int64 = -1
-		var x *PubOp
-		for i := range h.Pubs {
-			w := &h.Pubs[i]
-			if !w.Retain || w.Topic != rd.Topic || w.Status != OK || w.Return >= rd.Invoke {
-				continue
+		byTopic[rd.Topic] = append(byTopic[rd.Topic], rd)
+	}
+	for _, reads := range byTopic {
+		byEnd := slices.Clone(reads)
+		slices.SortFunc(byEnd, func(a, b Read) int { return cmp.Compare(a.Return, b.Return) })
+		slices.SortFunc(reads, func(a, b Read) int { return cmp.Compare(a.Invoke, b.Invoke) })
+		// newest: of the reads over so far, the one whose value's write
+		// began last.
+		var newest *Read
+		next := 0
+		for _, rd := range reads {
+			for ; next < len(byEnd) && byEnd[next].Return < rd.Invoke; next++ {
+				if e := &byEnd[next]; e.Op >= 0 && (newest == nil || h.Pubs[e.Op].Invoke > h.Pubs[newest.Op].Invoke) {
+					newest = e
+				}
 			}
-			// An empty read is stale after any acknowledged write.
-			if (v == nil || v.Status == OK && v.Return < w.Invoke) && rd.Invoke-w.Return > worst {
-				worst, x = rd.Invoke-w.Return, w
-			}
+			staleRead(h, r, rd, newest)
 		}
-		if x == nil {
+	}
+}
+
+func staleRead(h *History, r *Result, rd Read, newest *Read) {
+	var v *PubOp
+	if rd.Op >= 0 {
+		v = &h.Pubs[rd.Op]
+	}
+	older := func(w *PubOp) bool { return v == nil || v.Status == OK && v.Return < w.Invoke }
+	var worst int64 = -1
+	var why string
+	for i := range h.Pubs {
+		w := &h.Pubs[i]
+		if !w.Retain || w.Topic != rd.Topic || w.Status != OK || w.Return >= rd.Invoke {
 			continue
 		}
-		r.StaleReads++
-		r.MaxStale = max(r.MaxStale, time.Duration(worst))
-		r.StaleByNode[rd.Node]++
-		what := "nothing"
-		if v != nil {
-			what = fmt.Sprintf("%s#%d (node %d)", v.Client, v.Seq, v.Node)
+		if older(w) && rd.Invoke-w.Return > worst {
+			worst = rd.Invoke - w.Return
+			why = fmt.Sprintf("overwritten by %s#%d (node %d) acknowledged %v before", w.Client, w.Seq, w.Node, time.Duration(worst).Round(time.Millisecond))
 		}
-		r.example("stale-read", "%s on node %d at %.3fs read %s on %s, overwritten by %s#%d (node %d) acknowledged %v before",
-			rd.Client, rd.Node, float64(rd.Invoke)/1e9, what, rd.Topic, x.Client, x.Seq, x.Node, time.Duration(worst).Round(time.Millisecond))
 	}
+	if newest != nil && worst < 0 {
+		if w := &h.Pubs[newest.Op]; older(w) {
+			worst = rd.Invoke - newest.Return
+			why = fmt.Sprintf("after %s read %s#%d (%s) on node %d %v before", newest.Client, w.Client, w.Seq, w.Status, newest.Node,
+				time.Duration(worst).Round(time.Millisecond))
+		}
+	}
+	if worst < 0 {
+		return
+	}
+	r.StaleReads++
+	r.MaxStale = max(r.MaxStale, time.Duration(worst))
+	r.StaleByNode[rd.Node]++
+	what := "nothing"
+	if v != nil {
+		what = fmt.Sprintf("%s#%d (node %d)", v.Client, v.Seq, v.Node)
+	}
+	r.example("stale-read", "%s on node %d at %.3fs read %s on %s, %s", rd.Client, rd.Node, float64(rd.Invoke)/1e9, what, rd.Topic, why)
 }
 
 // WriteLinearizability writes porcupine's HTML view of the retained
