@@ -134,8 +134,11 @@ func plainFilter(f string) string {
 //     reconnection, DUP) is a redelivery, not a first delivery, and is not
 //     held to the order: the specification allows it [MQTT-4.3.2] and a
 //     resumed session resends unacknowledged messages before the rest
-//     [MQTT-4.4.0-1]. A session is one connection for clean subscribers
-//     and the whole run for persistent ones (a new one if it was lost);
+//     [MQTT-4.4.0-1]. Nor is a QoS 1 message its publisher sent again
+//     (it is a new message to the broker, whose copy may follow later
+//     ones), nor a message that reached another member of the group
+//     first. A session is one connection for clean subscribers and the
+//     whole run for persistent ones (a new one if it was lost);
 //   - retained: each topic is a register, written by retained QoS 1
 //     publishes (an unknown write may take effect at any time after its
 //     invocation) and read by SUBSCRIBE; the history must be linearizable.
@@ -298,6 +301,13 @@ func checkSubscriber(h *History, r *Result, s *Subscriber, ds []*Delivery, group
 			} else {
 				r.Redelivered++
 			}
+			continue
+		}
+		if op.Resent && op.QoS == 1 {
+			// Sent again by its publisher, a QoS 1 message is a new
+			// one to the broker [MQTT-4.3.2]: its second copy comes
+			// after later messages, first to sessions that missed the
+			// first, and is not held to the order.
 			continue
 		}
 		if at, ok := groupFirst[d.Op]; ok && at < d.At {

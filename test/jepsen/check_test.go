@@ -132,6 +132,16 @@ func TestCheck(t *testing.T) {
 			h.got(3, 1, b, 1, 32)
 			h.got(3, 1, a, 1, 33)
 		}, func(r *Result) int { return r.Reordered }, false},
+		{"QoS 1 sent again by its publisher, first to a clean session after a later one: not a reordering", func(h *History) {
+			a := h.pub("p", 1, 0, "t/0", 1, OK, 20)
+			b := h.pub("p", 1, 1, "t/0", 1, OK, 21)
+			h.Pubs[a].Resent = true
+			h.full(a, 1, 30)
+			h.got(0, 1, b, 1, 31)
+			h.got(2, 1, b, 1, 31)
+			h.got(1, 2, b, 1, 31)
+			h.got(1, 2, a, 1, 32)
+		}, func(r *Result) int { return r.Violations() }, true},
 		{"a persistent session lost", func(h *History) {
 			h.Subs[0].Lost = 1
 		}, func(r *Result) int { return r.SessionsLost }, false},

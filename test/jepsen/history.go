@@ -62,6 +62,9 @@ type PubOp struct {
 	Return int64  `json:"return,omitempty"`
 	Status Status `json:"status"`
 	Reason uint8  `json:"reason,omitempty"`
+	// Resent is set when a persistent publisher sent the PUBLISH again
+	// (DUP) on a resumed session.
+	Resent bool `json:"resent,omitempty"`
 }
 
 // Delivery is one PUBLISH a subscriber received and handed on. A QoS 2
@@ -237,9 +240,12 @@ func (h *History) connected(resumed bool) {
 	h.mu.Unlock()
 }
 
-func (h *History) resent(n int) {
+func (h *History) resent(n int, ops []int) {
 	h.mu.Lock()
 	h.Resent += n
+	for _, op := range ops {
+		h.Pubs[op].Resent = true
+	}
 	h.mu.Unlock()
 }
 

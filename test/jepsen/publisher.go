@@ -101,6 +101,7 @@ func (p *publisher) resend(c *conn) bool {
 		ids = append(ids, id)
 	}
 	slices.SortFunc(ids, func(a, b uint16) int { return p.out[a].op - p.out[b].op })
+	var again []int // operations whose PUBLISH is sent again
 	for _, id := range ids {
 		f := p.out[id]
 		f.sent = time.Now()
@@ -109,12 +110,13 @@ func (p *publisher) resend(c *conn) bool {
 			dup := *f.pub
 			dup.Dup = true
 			pk = &dup
+			again = append(again, f.op)
 		}
 		if c.send(pk) != nil {
 			return false
 		}
 	}
-	p.r.h.resent(len(ids))
+	p.r.h.resent(len(ids), again)
 	return true
 }
 
