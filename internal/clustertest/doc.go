@@ -9,12 +9,13 @@
 // picked by the OS; each node's data directory and log live in the
 // test's t.TempDir.
 //
-// The roost binary is built once per test process (Build, Binary), plain
-// or with -race, and removed by Main when the tests end. A process that
-// is handed an already built binary in the ROOST_CLUSTERTEST_BIN
-// environment variable uses it instead: a test that re-executes itself
-// inside a network namespace passes its binary on that way and the child
-// does not build it again.
+// The roost binary comes from internal/roostbin (Build, Binary): the one
+// scripts/test.sh built for the whole suite, or one built once per test
+// process, plain or with -race, and removed by Main when the tests end. A
+// process that is handed an already built binary in the
+// ROOST_CLUSTERTEST_BIN environment variable uses it instead: a test that
+// re-executes itself inside a network namespace passes its binary on that
+// way and the child does not build it again.
 //
 // Faults on a node are what a host suffers: Kill (SIGKILL, kill -9),
 // Pause and Resume (SIGSTOP and SIGCONT, a frozen VM or a long GC stall),

@@ -37,6 +37,7 @@ import (
 
 	"github.com/roost-mqtt/roost/internal/brokertest"
 	rc "github.com/roost-mqtt/roost/internal/rawclient"
+	"github.com/roost-mqtt/roost/internal/roostbin"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -63,14 +64,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	bin = filepath.Join(dir, "roost")
-	build := exec.Command("go", "build", "-o", bin, "github.com/roost-mqtt/roost/cmd/roost")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building roost:", err)
+	if bin, err = roostbin.Path(false); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
+	roostbin.Cleanup()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/roost-mqtt/roost/client"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/internal/roostbin"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -39,24 +40,14 @@ var roostBin string
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	dir, err := os.MkdirTemp("", "roost-soak-")
+	bin, err := roostbin.Path(raceEnabled)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	roostBin = filepath.Join(dir, "roost")
-	args := []string{"build", "-o", roostBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	build := exec.Command("go", append(args, "github.com/roost-mqtt/roost/cmd/roost")...)
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building roost:", err)
-		os.Exit(1)
-	}
+	roostBin = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	roostbin.Cleanup()
 	os.Exit(code)
 }
 
