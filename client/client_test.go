@@ -460,15 +460,11 @@ func TestThousandsInOrder(t *testing.T) {
 			}()
 			<-ready
 			// Publish queues in call order; wait until this one is queued
-			// or sent before issuing the next.
-			eventually(t, 5*time.Second, func() error {
-				pub.mu.Lock()
-				defer pub.mu.Unlock()
-				if pub.sess.nextSeq < uint64(i+1) {
-					return errors.New("not queued")
-				}
-				return nil
-			})
+			// or sent before issuing the next. Yielding rather than
+			// eventually's 10 ms poll: the goroutine queues within
+			// microseconds, and 4,500 polls that each missed it once
+			// slept ~25 s per target.
+			waitQueued(t, pub, uint64(i+1), 5*time.Second)
 		}
 		wg.Wait()
 		if len(errs) > 0 {
@@ -805,5 +801,24 @@ func TestFailover(t *testing.T) {
 	}
 	if _, err := c.Publish(testCtx(t, 5*time.Second), Message{Topic: "failover", QoS: 1}); err != nil {
 		t.Error(err)
+	}
+}
+
+// waitQueued waits until c has queued n publishes, yielding the processor
+// between checks, and fails t after d.
+func waitQueued(t *testing.T, c *Client, n uint64, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		c.mu.Lock()
+		queued := c.sess.nextSeq
+		c.mu.Unlock()
+		if queued >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("publish %d not queued within %v (%d queued)", n, d, queued)
+		}
+		runtime.Gosched()
 	}
 }
