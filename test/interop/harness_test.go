@@ -191,6 +191,15 @@ func (b *testBroker) mosqArgs() []string {
 var pki *brokertest.PKI
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	// The scenarios mostly wait on real peers (mosquitto, node, the
+	// broker's timers), not on this process's CPU: with -parallel at
+	// GOMAXPROCS (2 in CI) the package took 114 s, with 6 it took 71 s on
+	// the same loaded 2-core machine. Six, not more: each node peer costs
+	// a few hundred ms of CPU to start.
+	if !flagWasSet("test.parallel") {
+		_ = flag.Set("test.parallel", "6")
+	}
 	dir, err := os.MkdirTemp("", "roost-interop-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "interop:", err)
@@ -377,4 +386,11 @@ func (s *logSink) tail(n int) string {
 		lines = append([]string{fmt.Sprintf("... %d lines omitted", len(lines)-n)}, lines[len(lines)-n:]...)
 	}
 	return strings.Join(lines, "\n")
+}
+
+// flagWasSet reports whether the flag name was given on the command line.
+func flagWasSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
