@@ -83,5 +83,5 @@ done
 # processes, go first so that the short ones fill the gaps instead of a
 # long one starting last and running alone (the order follows the
 # per-package times measured in December 2026; see the commit message).
-slow=(./cluster/ ./test/soak/ ./test/deb/ ./test/interop/ ./test/crash/ ./test/conformance/ ./client/ ./auth/ ./broker/ ./cmd/roost/ ./store/)
+slow=(./cluster/ ./test/jepsen/ ./test/soak/ ./test/deb/ ./test/interop/ ./test/crash/ ./test/conformance/ ./client/ ./auth/ ./broker/ ./cmd/roost/ ./store/)
 go test -race -count=1 -timeout 15m "${slow[@]}" ./...
