@@ -1,3 +1,5 @@
+//go:build linux && !roost_portable
+
 package broker
 
 import (
@@ -8,6 +10,9 @@ import (
 	"syscall"
 	"time"
 )
+
+// parkingSupported: idle connections park (the tests check both ways).
+const parkingSupported = true
 
 // poller watches parked connections with one epoll instance and wakes a
 // connection's reader when its socket becomes readable. An idle connection

@@ -1,12 +1,17 @@
-//go:build !linux
+//go:build !linux || roost_portable
 
 package broker
 
 import "errors"
 
 // poller is Linux-only (epoll); elsewhere idle connections keep their
-// reader goroutine.
+// reader goroutine. The build tag roost_portable selects this file on
+// Linux too, so the fallback is tested where the tests run
+// (scripts/test.sh runs the broker's tests with it).
 type poller struct{}
+
+// parkingSupported: idle connections keep their reader.
+const parkingSupported = false
 
 func newPoller() (*poller, error)             { return nil, errors.New("idle parking needs epoll (Linux)") }
 func (p *poller) close()                      {}
