@@ -1,6 +1,7 @@
 package load
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -21,11 +22,12 @@ const (
 	Connections Scenario = "connections"
 	Overload    Scenario = "overload"
 	Causality   Scenario = "causality"
+	Storm       Scenario = "storm"
 )
 
 // Scenarios lists every scenario, in the order the documentation gives them.
 func Scenarios() []Scenario {
-	return []Scenario{FanIn, FanOut, Pairs, Latency, Connections, Overload, Causality}
+	return []Scenario{FanIn, FanOut, Pairs, Latency, Connections, Overload, Causality, Storm}
 }
 
 // ErrConfig is wrapped by every error Config.Normalize returns.
@@ -57,7 +59,8 @@ type Config struct {
 	Size int
 	// Warmup runs the load before measuring; default 2s. Duration is the
 	// measured time (default 10s); for Connections it is how long the
-	// connections are held once open (default 5s).
+	// connections are held once open (default 5s); for Storm it bounds the
+	// wait for every client to be back (default 2m).
 	Warmup, Duration time.Duration
 	// Window is the most messages one publisher has outstanding (see the
 	// package documentation). Default 100 for QoS 1 and 2, 1000 for QoS 0.
@@ -88,6 +91,14 @@ type Config struct {
 	// difference. The broker must publish $SYS often (sys_interval 1s);
 	// the run waits for the first update after the load stops.
 	SysDropped bool
+	// Persistent makes the subscribers keep their sessions: Clean
+	// Session 0 (3.1.1), or Clean Start 0 and a Session Expiry that never
+	// ends (5.0). Storm's subscribers always do.
+	Persistent bool
+	// StopBroker and StartBroker restart the broker in Storm: StopBroker
+	// returns once the broker's process has exited, StartBroker once the
+	// new one accepts connections. Both are required for Storm.
+	StopBroker, StartBroker func(ctx context.Context) error
 	// FDLimit overrides the open-file limit the connection count is
 	// capped by; 0 reads RLIMIT_NOFILE. For tests.
 	FDLimit int
@@ -150,8 +161,11 @@ func (c Config) Normalize() (Config, error) {
 	}
 	if c.Duration == 0 {
 		c.Duration = 10 * time.Second
-		if c.Scenario == Connections {
+		switch c.Scenario {
+		case Connections:
 			c.Duration = 5 * time.Second
+		case Storm:
+			c.Duration = 2 * time.Minute
 		}
 	}
 	if c.Warmup < 0 || c.Duration < 0 || c.Rate < 0 || c.SubRate < 0 {
@@ -230,6 +244,12 @@ func (c Config) scenarioDefaults() (Config, error) {
 	case Connections:
 		def(&c.Conns, 1000)
 		def(&c.Batch, 500)
+	case Storm:
+		def(&c.Conns, 1000)
+		c.Persistent = true
+		if c.StopBroker == nil || c.StartBroker == nil {
+			return c, fmt.Errorf("%w: storm needs a way to stop and start the broker (roost bench --stop-cmd and --start-cmd)", ErrConfig)
+		}
 	default:
 		return c, fmt.Errorf("%w: unknown scenario %q (want one of %v)", ErrConfig, c.Scenario, Scenarios())
 	}

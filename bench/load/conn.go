@@ -120,34 +120,43 @@ type connectOpts struct {
 	// receiveMax is the MQTT 5 Receive Maximum for subscribers of QoS 1/2
 	// messages, so the broker's window towards them is its own limit.
 	receiveMax uint16
+	// persistent keeps the session (Config.Persistent).
+	persistent bool
 }
 
-// handshake sends CONNECT and waits for a successful CONNACK.
-func (c *mconn) handshake(ctx context.Context, o connectOpts) error {
-	p := &packet.Connect{ClientID: o.clientID, CleanStart: true, KeepAlive: o.keepAlive}
+// handshake sends CONNECT and waits for a successful CONNACK; it reports
+// the CONNACK's Session Present flag.
+func (c *mconn) handshake(ctx context.Context, o connectOpts) (sessionPresent bool, err error) {
+	p := &packet.Connect{ClientID: o.clientID, CleanStart: !o.persistent, KeepAlive: o.keepAlive}
 	if c.v == packet.V5 && o.receiveMax > 0 {
 		p.Properties.ReceiveMaximum = o.receiveMax
 		p.Properties.Set(packet.PropReceiveMaximum)
+	}
+	if c.v == packet.V5 && o.persistent {
+		// 0xFFFFFFFF: the session never expires (MQTT 5.0 3.1.2.11.2),
+		// as a 3.1.1 Clean Session 0 session.
+		p.Properties.SessionExpiry = 0xFFFFFFFF
+		p.Properties.Set(packet.PropSessionExpiry)
 	}
 	stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(time.Now()) })
 	defer stop()
 	c.nc.SetWriteDeadline(time.Now().Add(setupTimeout))
 	if err := c.send(p); err != nil {
-		return fmt.Errorf("CONNECT: %w", err)
+		return false, fmt.Errorf("CONNECT: %w", err)
 	}
 	c.nc.SetWriteDeadline(time.Time{})
 	ack, err := c.readPacket(time.Now().Add(setupTimeout))
 	if err != nil {
-		return fmt.Errorf("waiting for CONNACK: %w", err)
+		return false, fmt.Errorf("waiting for CONNACK: %w", err)
 	}
 	ca, ok := ack.(*packet.Connack)
 	if !ok {
-		return fmt.Errorf("%w: %v instead of CONNACK", errProtocol, ack.Type())
+		return false, fmt.Errorf("%w: %v instead of CONNACK", errProtocol, ack.Type())
 	}
 	if ca.ReasonCode != 0 {
-		return fmt.Errorf("connection refused: CONNACK code 0x%02X (%v)", byte(ca.ReasonCode), ca.ReasonCode)
+		return false, fmt.Errorf("connection refused: CONNACK code 0x%02X (%v)", byte(ca.ReasonCode), ca.ReasonCode)
 	}
-	return nil
+	return ca.SessionPresent, nil
 }
 
 // subscribe subscribes to filter at qos and waits for the SUBACK.

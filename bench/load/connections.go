@@ -17,7 +17,7 @@ func (r *runner) connections(ctx context.Context) (*Result, error) {
 	c := r.cfg
 	st := &ConnStats{Requested: c.Conns, Attempted: c.Conns}
 	r.res.Connections = st
-	r.capConns(st)
+	r.capConns(st, 0)
 
 	samplerCtx, stopSampler := context.WithCancel(ctx)
 	var samplerDone sync.WaitGroup
@@ -61,24 +61,41 @@ func (r *runner) connections(ctx context.Context) (*Result, error) {
 
 	r.phase.Store(phaseHold)
 	held := time.Now()
-	sleep(ctx, c.Duration)
+	if b := r.res.Broker; b != nil && c.Duration >= Settle {
+		// Before any periodic clean-up the broker may do (Roost's trim
+		// looks every 10 s): what an operator sees soon after a storm.
+		r.rssMax.Store(0) // the maximum while all are open, not the before
+		sleep(ctx, Settle)
+		b.RSSSettledKiB = r.sampleRSS()
+	}
+	sleep(ctx, c.Duration-time.Since(held))
 	st.Held = time.Since(held).Seconds()
 	if b := r.res.Broker; b != nil {
 		b.RSSAfterKiB = r.sampleRSS()
 		b.RSSMaxKiB = r.rssMax.Load()
 		b.CPU = brokerCPU
-		if st.Opened > 0 && b.RSSAfterKiB > 0 {
-			b.KiBPerConn = float64(b.RSSAfterKiB-b.RSSBeforeKiB) / float64(st.Opened)
+		perConn := func(rss int64) float64 {
+			if st.Opened == 0 || rss == 0 {
+				return 0
+			}
+			return float64(rss-b.RSSBeforeKiB) / float64(st.Opened)
 		}
+		b.KiBPerConn = perConn(b.RSSAfterKiB)
+		b.KiBPerConnSettled = perConn(b.RSSSettledKiB)
+		b.KiBPerConnMax = perConn(b.RSSMaxKiB)
 	}
 	return r.res, ctx.Err()
 }
 
-// capConns lowers the count to what this process can open, and warns when
-// the broker's own limit is lower.
-func (r *runner) capConns(st *ConnStats) {
+// Settle is how long after the last connection opened Connections
+// samples the broker's RSS for KiBPerConnSettled.
+const Settle = 2 * time.Second
+
+// capConns lowers the count to what this process can open beside extra
+// other connections, and warns when the broker's own limit is lower.
+func (r *runner) capConns(st *ConnStats, extra int) {
 	budget, why := fdBudget(r.cfg.FDLimit)
-	if avail := budget - fdReserve; st.Attempted > avail {
+	if avail := budget - fdReserve - extra; st.Attempted > avail {
 		st.Attempted = max(avail, 0)
 		r.note("capped at %d connections (requested %d): the bench process needs one file per connection, %s, and it keeps %d for itself",
 			st.Attempted, st.Requested, why, fdReserve)
@@ -104,7 +121,7 @@ func (r *runner) openIdle(ctx context.Context, from, n int, failed *atomic.Int64
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				mc, err := r.open(ctx, fmt.Sprintf("c%d", from+i), 256, 0)
+				mc, err := r.open(ctx, fmt.Sprintf("c%d", from+i), idleBuf, 0)
 				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, &err)

@@ -3,6 +3,7 @@ package load
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/internal/brokertest"
 	"github.com/roost-mqtt/roost/packet"
+	"github.com/roost-mqtt/roost/store"
 )
 
 // startBroker runs a broker on 127.0.0.1:0 for one test and returns its
@@ -220,4 +222,109 @@ func ptrVal(b *BrokerStats) any {
 		return nil
 	}
 	return *b.Dropped
+}
+
+// restartable is a broker on a fixed address that a Storm run can stop and
+// start again; with keep, the new broker gets the old one's store (Roost
+// keeps persistent sessions across a restart), without it an empty one.
+type restartable struct {
+	t    *testing.T
+	addr string
+	keep bool
+	st   *store.Memory
+	srv  *broker.Server
+	done chan error
+	// starts counts StartBroker calls.
+	starts int
+}
+
+func newRestartable(t *testing.T, keep bool) *restartable {
+	b := &restartable{t: t, addr: "127.0.0.1:0", keep: keep, st: store.NewMemory()}
+	if err := b.start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.stop(context.Background()) })
+	return b
+}
+
+func (b *restartable) start(ctx context.Context) error {
+	if !b.keep && b.starts > 0 {
+		b.st = store.NewMemory()
+	}
+	s, err := broker.New(broker.Options{Logger: slog.New(slog.DiscardHandler), SysInterval: -1, Store: b.st})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", b.addr)
+	if err != nil {
+		return err
+	}
+	b.addr = ln.Addr().String()
+	b.srv, b.done = s, make(chan error, 1)
+	go func() { b.done <- s.Serve(ln) }()
+	b.starts++
+	return nil
+}
+
+func (b *restartable) stop(ctx context.Context) error {
+	if b.srv == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	b.srv.Shutdown(ctx)
+	<-b.done
+	b.srv = nil
+	return nil
+}
+
+func stormConfig(b *restartable, n int) Config {
+	return Config{URL: "mqtt://" + b.addr, Scenario: Storm, Conns: n, Duration: 20 * time.Second,
+		StopBroker: b.stop, StartBroker: b.start}
+}
+
+func TestStorm(t *testing.T) {
+	for _, v := range []packet.Version{packet.V311, packet.V5} {
+		t.Run(v.String(), func(t *testing.T) {
+			b := newRestartable(t, true)
+			cfg := stormConfig(b, 50)
+			cfg.Protocol = v
+			res := run(t, cfg)
+			s := res.Storm
+			if s == nil || b.starts != 2 {
+				t.Fatalf("storm result %+v after %d starts", s, b.starts)
+			}
+			if s.Clients != 50 || s.Reconnected != 50 || s.SessionsLost != 0 || s.Received != 50 {
+				t.Errorf("storm %+v, want all 50 back with their sessions and the message; notes %q", s, res.Notes)
+			}
+			if s.Restart <= 0 || s.Restart < s.Stop || s.Published <= 0 ||
+				s.AllConnected <= 0 || s.AllReceived < s.Published || s.AllReceived > 20 || s.Attempts < 51 {
+				t.Errorf("storm times %+v", s)
+			}
+			if len(res.Notes) != 0 {
+				t.Errorf("notes %q", res.Notes)
+			}
+		})
+	}
+}
+
+// A broker that forgets the sessions across the restart is reported, not
+// waited for.
+func TestStormSessionsLost(t *testing.T) {
+	b := newRestartable(t, false)
+	res := run(t, stormConfig(b, 20))
+	s := res.Storm
+	if s.Reconnected != 20 || s.SessionsLost != 20 || s.Received != 0 || s.AllReceived != 0 {
+		t.Errorf("storm %+v, want 20 back without their sessions and no message", s)
+	}
+	if len(res.Notes) != 1 || !strings.Contains(res.Notes[0], "20 of 20 clients did not receive") {
+		t.Errorf("notes %q", res.Notes)
+	}
+}
+
+func TestStormNeedsRestartHooks(t *testing.T) {
+	_, err := Run(context.Background(), Config{Scenario: Storm})
+	if !errors.Is(err, ErrConfig) {
+		t.Fatalf("Run without hooks: %v, want ErrConfig", err)
+	}
 }

@@ -43,6 +43,7 @@ type Result struct {
 
 	Latency     *LatencyStats   `json:"latency,omitempty"`
 	Connections *ConnStats      `json:"connections,omitempty"`
+	Storm       *StormStats     `json:"storm,omitempty"`
 	Broker      *BrokerStats    `json:"broker,omitempty"`
 	Causality   *CausalityStats `json:"causality,omitempty"`
 
@@ -101,6 +102,14 @@ type BrokerStats struct {
 	CPU float64 `json:"cpu,omitempty"`
 	// KiBPerConn is (after - before) / opened, Connections only.
 	KiBPerConn float64 `json:"kib_per_conn,omitempty"`
+	// RSSSettledKiB is the RSS Settle (2 s) after the last connection
+	// opened, and KiBPerConnSettled the same per connection: the broker
+	// before any periodic clean-up (KiBPerConn is after the hold).
+	// KiBPerConnMax is per connection at the largest sample while they
+	// were open. Connections only.
+	RSSSettledKiB     int64   `json:"rss_settled_kib,omitempty"`
+	KiBPerConnSettled float64 `json:"kib_per_conn_settled,omitempty"`
+	KiBPerConnMax     float64 `json:"kib_per_conn_max,omitempty"`
 	// Dropped is the change of $SYS/broker/publish/messages/dropped over
 	// the run (Config.SysDropped); nil when not read.
 	Dropped *int64 `json:"dropped,omitempty"`
@@ -126,4 +135,33 @@ type GapStats struct {
 	// Puback is the time from the probe's write to its PUBACK: how fast
 	// the broker answers a connection that wakes from idle.
 	Puback *LatencyStats `json:"puback,omitempty"`
+}
+
+// StormStats is the Storm scenario's outcome. Times are in seconds from
+// the moment the broker was told to stop.
+type StormStats struct {
+	Clients int `json:"clients"`
+	// Stop is how long the broker took to exit, Start how long the new
+	// one took to accept connections, Restart their sum.
+	Stop    float64 `json:"stop_s"`
+	Start   float64 `json:"start_s"`
+	Restart float64 `json:"restart_s"`
+	// Published is when the message published right after the restart
+	// was acknowledged.
+	Published float64 `json:"published_s"`
+	// Reconnected counts the clients connected again, SessionsLost those
+	// of them whose CONNACK said the session was gone, Received those
+	// that got the message.
+	Reconnected  int `json:"reconnected"`
+	SessionsLost int `json:"sessions_lost"`
+	Received     int `json:"received"`
+	// AllConnected is when the last client was connected again,
+	// AllReceived when the last one had the message: the storm's time.
+	// Zero when that never happened within the run's Duration.
+	AllConnected float64 `json:"all_connected_s,omitempty"`
+	AllReceived  float64 `json:"all_received_s,omitempty"`
+	// Attempts is how many connection attempts the clients made after
+	// the stop (a refused one is retried after stormRetry).
+	Attempts   int64  `json:"attempts"`
+	FirstError string `json:"first_error,omitempty"`
 }

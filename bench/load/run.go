@@ -24,7 +24,7 @@ const fdReserve = 32
 const dialParallel = 64
 
 // phases, as Progress.Phase reports them.
-var phaseNames = [...]string{"connect", "warmup", "measure", "drain", "hold"}
+var phaseNames = [...]string{"connect", "warmup", "measure", "drain", "hold", "restart"}
 
 const (
 	phaseConnect = iota
@@ -32,6 +32,7 @@ const (
 	phaseMeasure
 	phaseDrain
 	phaseHold
+	phaseRestart
 )
 
 // Run runs one scenario against the broker at cfg.URL and returns what it
@@ -62,6 +63,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return r.connections(ctx)
 	case Causality:
 		return r.causality(ctx)
+	case Storm:
+		return r.storm(ctx)
 	}
 	return r.traffic(ctx)
 }
@@ -91,7 +94,7 @@ func (r *runner) newResult() *Result {
 		Scenario: c.Scenario, URL: c.URL, Protocol: int(c.Protocol), QoS: int(c.QoS), Size: c.Size,
 		Warmup: c.Warmup.Seconds(),
 	}
-	if c.Scenario != Connections && c.Scenario != Causality {
+	if c.Scenario != Connections && c.Scenario != Causality && c.Scenario != Storm {
 		res.Publishers, res.Subscribers, res.Window, res.Flat = c.Publishers, c.Subscribers, c.Window, c.Flat
 		res.Rate, res.SubRate = c.Rate, c.SubRate
 	} else {
@@ -110,7 +113,7 @@ func (r *runner) note(format string, a ...any) {
 // keepAlive covers the whole run, so the load never needs PINGREQs.
 func (r *runner) keepAlive() uint16 {
 	s := 2*(r.cfg.Warmup+r.cfg.Duration).Seconds() + 60
-	if r.cfg.Scenario == Connections {
+	if r.cfg.Scenario == Connections || r.cfg.Scenario == Storm {
 		s += float64(r.cfg.Conns) / 100 // opening them takes time too
 	}
 	return uint16(min(s, 65535))
@@ -118,24 +121,36 @@ func (r *runner) keepAlive() uint16 {
 
 // open dials and connects one client; role names it in the client id.
 func (r *runner) open(ctx context.Context, role string, bufSize int, receiveMax uint16) (*mconn, error) {
+	c, _, err := r.openAs(ctx, role, bufSize, receiveMax)
+	return c, err
+}
+
+// openAs is open that also reports the CONNACK's Session Present.
+// Subscribers ("s0", "s1", ...) keep their sessions when
+// Config.Persistent is set; small buffers (idle connections) dial
+// WebSockets with small buffers too.
+func (r *runner) openAs(ctx context.Context, role string, bufSize int, receiveMax uint16) (*mconn, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
 	d := r.d
-	if strings.HasPrefix(role, "s") && role != "sys" {
-		d = r.sd // a subscriber ("s0", "s1", ...)
+	sub := strings.HasPrefix(role, "s") && role != "sys"
+	if sub {
+		d = r.sd
 	}
-	nc, err := d.dial(ctx)
+	nc, err := d.dial(ctx, bufSize <= idleBuf)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	c := newConn(nc, r.cfg.Protocol, bufSize)
-	o := connectOpts{clientID: "rb" + r.id + "-" + role, keepAlive: r.keepAlive(), receiveMax: receiveMax}
-	if err := c.handshake(ctx, o); err != nil {
+	o := connectOpts{clientID: "rb" + r.id + "-" + role, keepAlive: r.keepAlive(), receiveMax: receiveMax,
+		persistent: sub && r.cfg.Persistent}
+	present, err := c.handshake(ctx, o)
+	if err != nil {
 		nc.Close()
-		return nil, err
+		return nil, false, err
 	}
 	r.conns.Add(1)
-	return c, nil
+	return c, present, nil
 }
 
 // openMany opens n clients dialParallel at a time, calling setup (if not

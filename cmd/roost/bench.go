@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -40,6 +41,12 @@ Scenarios:
                later a PUBLISH to its topic on another connection, both
                idle for --idle; inversions (the PUBLISH routed first) per
                1,000 of --trials trials at each gap
+  storm        -C persistent-session clients with a QoS 1 subscription
+               each (default 1000); runs --stop-cmd and --start-cmd to
+               restart the broker, publishes one message as soon as it is
+               back, and times until every client is connected again with
+               its session and has the message (bounded by --duration,
+               default 2m)
 
 Rates count the --duration after the --warmup. Latency is end to end, from
 the write of a message to the read that brought it in. Each publisher keeps
@@ -62,6 +69,8 @@ type benchFlags struct {
 	quiet    bool
 	freePort bool
 	gaps     string
+	stopCmd  string
+	startCmd string
 
 	cpuProfile string
 }
@@ -95,6 +104,9 @@ func (b *benchFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.caFile, "cafile", "", "verify the server certificate with the CA certificates in `file`")
 	fs.BoolVar(&b.quiet, "q", false, "no progress lines")
 	fs.StringVar(&b.cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator to `file` (is it the bottleneck?)")
+	fs.BoolVar(&c.Persistent, "persistent", false, "subscribers keep their sessions (clean session 0; 5.0: session expiry never)")
+	fs.StringVar(&b.stopCmd, "stop-cmd", "", "storm: shell `command` that stops the broker and returns once it has exited")
+	fs.StringVar(&b.startCmd, "start-cmd", "", "storm: shell `command` that starts the broker and returns once it accepts connections")
 	fs.BoolVar(&b.freePort, "free-port", false, "print a TCP port that is free on 127.0.0.1 and exit (for scripts)")
 }
 
@@ -213,6 +225,12 @@ func (b *benchFlags) finish(stderr io.Writer) error {
 		}
 		b.cfg.TLS = tc
 	}
+	if b.stopCmd != "" {
+		b.cfg.StopBroker = shellHook(b.stopCmd, stderr)
+	}
+	if b.startCmd != "" {
+		b.cfg.StartBroker = shellHook(b.startCmd, stderr)
+	}
 	switch b.pid {
 	case "":
 	case "auto":
@@ -234,6 +252,18 @@ func (b *benchFlags) finish(stderr io.Writer) error {
 		b.cfg.PID = pid
 	}
 	return nil
+}
+
+// shellHook runs command with sh -c, its output going to stderr.
+func shellHook(command string, stderr io.Writer) func(context.Context) error {
+	return func(ctx context.Context) error {
+		cmd := exec.CommandContext(ctx, "sh", "-c", command)
+		cmd.Stdout, cmd.Stderr = stderr, stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%q: %w", command, err)
+		}
+		return nil
+	}
 }
 
 // findBroker finds the process listening on the port of rawURL.
@@ -285,7 +315,7 @@ func writeJSON(file string, res *load.Result) error {
 func progressLine(p load.Progress) string {
 	s := fmt.Sprintf("%-11s %-7s %5.0fs", p.Scenario, p.Phase, p.Elapsed.Seconds())
 	switch p.Scenario {
-	case load.Connections:
+	case load.Connections, load.Storm:
 		s += fmt.Sprintf("  conns %s", group(int64(p.Conns)))
 	case load.Causality:
 		s += fmt.Sprintf("  trials %s, in order %s", group(int64(p.Published)), group(int64(p.Delivered)))
@@ -306,6 +336,8 @@ func writeSummary(w io.Writer, r *load.Result) {
 	row("scenario", "%s", describe(r))
 	row("broker", "%s", r.URL)
 	switch {
+	case r.Storm != nil:
+		summaryStorm(row, r.Storm)
 	case r.Connections != nil:
 		summaryConns(row, r, r.Connections)
 	case r.Causality != nil:
@@ -323,7 +355,8 @@ func writeSummary(w io.Writer, r *load.Result) {
 			row("broker RSS", "%s KiB before, %s KiB after, %s KiB max (pid %d)", group(b.RSSBeforeKiB), group(b.RSSAfterKiB), group(b.RSSMaxKiB), b.PID)
 		}
 		if b.KiBPerConn != 0 {
-			row("RSS per conn", "%.2f KiB", b.KiBPerConn)
+			row("RSS per conn", "%.2f KiB at the end, %.2f KiB %v after the last connection, %.2f KiB at the most",
+				b.KiBPerConn, b.KiBPerConnSettled, load.Settle, b.KiBPerConnMax)
 		}
 		if b.Dropped != nil {
 			row("broker drops", "%s ($SYS/broker/publish/messages/dropped)", group(*b.Dropped))
@@ -345,6 +378,8 @@ func describe(r *load.Result) string {
 		return fmt.Sprintf("connections, MQTT %s", v)
 	case load.Causality:
 		return fmt.Sprintf("causality, SUBSCRIBE then PUBLISH on another connection, MQTT %s", v)
+	case load.Storm:
+		return fmt.Sprintf("storm, %d persistent-session clients, broker restarted, MQTT %s", r.Storm.Clients, v)
 	case load.FanOut:
 		return fmt.Sprintf("fan-out, 1 publisher -> %d subscribers, QoS %d, %d B, MQTT %s", r.Subscribers, r.QoS, r.Size, v)
 	case load.Pairs:
@@ -395,6 +430,23 @@ func summaryConns(row func(k, format string, a ...any), r *load.Result, c *load.
 	row("held", "%.2f s", c.Held)
 	if c.FirstError != "" {
 		row("first error", "%s", c.FirstError)
+	}
+}
+
+func summaryStorm(row func(k, format string, a ...any), s *load.StormStats) {
+	at := func(sec float64) string {
+		if sec == 0 {
+			return "never (within --duration)"
+		}
+		return fmt.Sprintf("%.2f s", sec)
+	}
+	row("restart", "%.2f s (stop %.2f s, start %.2f s)", s.Restart, s.Stop, s.Start)
+	row("published", "acknowledged at %s", at(s.Published))
+	row("reconnected", "%s of %s, %s without their session; all at %s (%s attempts)",
+		group(int64(s.Reconnected)), group(int64(s.Clients)), group(int64(s.SessionsLost)), at(s.AllConnected), group(s.Attempts))
+	row("received", "%s of %s; all at %s", group(int64(s.Received)), group(int64(s.Clients)), at(s.AllReceived))
+	if s.FirstError != "" {
+		row("first error", "%s", s.FirstError)
 	}
 }
 
