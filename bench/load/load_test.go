@@ -142,13 +142,18 @@ func TestConnections(t *testing.T) {
 	url := startBroker(t, broker.Options{})
 	cfg := short(url, Connections)
 	cfg.Conns, cfg.Batch, cfg.PID = 120, 50, os.Getpid()
+	cfg.Duration = Settle + 200*time.Millisecond // long enough for the settled sample
 	res := run(t, cfg)
 	st := res.Connections
 	if st == nil || st.Opened != 120 || st.Failed != 0 || st.Rate <= 0 || len(st.Steps) != 3 {
 		t.Fatalf("connections %+v", st)
 	}
-	if b := res.Broker; b == nil || b.RSSBeforeKiB <= 0 || b.RSSAfterKiB <= 0 {
+	if b := res.Broker; b == nil || b.RSSBeforeKiB <= 0 || b.RSSAfterKiB <= 0 || b.RSSSettledKiB <= 0 ||
+		b.RSSMaxKiB < b.RSSSettledKiB || b.KiBPerConnSettled == 0 || b.KiBPerConnMax < b.KiBPerConnSettled {
 		t.Errorf("broker %+v", b)
+	}
+	if st.Held < Settle.Seconds() {
+		t.Errorf("held %.2f s, want at least %v", st.Held, Settle)
 	}
 }
 

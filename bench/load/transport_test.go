@@ -83,6 +83,12 @@ func TestTransports(t *testing.T) {
 			cfg := short(tt.scheme+"://"+addr, Pairs)
 			cfg.Pairs, cfg.QoS, cfg.TLS = 2, 1, &tls.Config{RootCAs: pool}
 			checkTraffic(t, run(t, cfg), 1)
+			// Idle connections dial with small buffers.
+			cfg = short(tt.scheme+"://"+addr, Connections)
+			cfg.Conns, cfg.TLS = 30, &tls.Config{RootCAs: pool}
+			if st := run(t, cfg).Connections; st.Opened != 30 || st.Failed != 0 {
+				t.Errorf("connections %+v", st)
+			}
 		})
 	}
 }
