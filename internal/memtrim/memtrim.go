@@ -9,7 +9,17 @@
 // resident forever. Operators size containers by RSS, so Roost trims when
 // the free part is both large and a large share of the heap. A trim is one
 // forced collection plus madvise calls: a few milliseconds for a heap of
-// tens of megabytes, at most once per interval.
+// tens of megabytes, at most once per interval, and about 1% of the time
+// at most (a trim that took 20 ms waits 2 s for the next).
+//
+// Why a forced trim every second rather than the runtime's knobs
+// (bench/RESULTS.md, "Idle memory and the trim": 19,900 idle connections,
+// KiB of RSS per connection 2 s after the last one connected and 12 s
+// after, two runs each, load average 5 to 10): the runtime alone 2.38 and
+// 2.39; GOGC=50 2.05-2.09 at both; this trim every 10 s 2.35-2.40 and
+// 1.88-1.91 (fine after the trim, not before it); every second 1.95-1.97
+// at both. GOMEMLIMIT=40MiB did best (1.77) but a fixed limit is a guess
+// about the live heap: set below it, the collector runs continuously.
 package memtrim
 
 import (
@@ -29,11 +39,29 @@ type Policy struct {
 	MinFree uint64
 	// MinShare is the least reclaimable heap relative to the live heap.
 	MinShare float64
+	// MaxTime is the largest share of wall-clock time trims may take:
+	// after a trim that took d, the next look waits d/MaxTime, but at
+	// most 10 intervals (a trim's wall time also counts waiting for a CPU
+	// on a busy machine: one 300 ms trim must not stop trimming for 30 s).
+	// A busy broker makes garbage fast enough to be due at every look;
+	// this keeps what the trims cost it bounded. Zero means no bound.
+	MaxTime float64
 }
 
 // Default trims when at least 1 MiB, and a quarter of the live heap,
-// is free or garbage, looking every 10 seconds.
-func Default() Policy { return Policy{Interval: 10 * time.Second, MinFree: 1 << 20, MinShare: 0.25} }
+// is free or garbage, looking every second, trimming at most 1% of the
+// time.
+func Default() Policy {
+	return Policy{Interval: time.Second, MinFree: 1 << 20, MinShare: 0.25, MaxTime: 0.01}
+}
+
+// pause is how long to wait after a trim that took took.
+func (p Policy) pause(took time.Duration) time.Duration {
+	if p.MaxTime <= 0 {
+		return p.Interval
+	}
+	return min(max(p.Interval, time.Duration(float64(took)/p.MaxTime)), 10*p.Interval)
+}
 
 // Heap is the part of runtime/metrics memtrim reads.
 type Heap struct {
@@ -77,7 +105,7 @@ func (p Policy) Due(h Heap) bool {
 
 // Run trims under p until ctx ends.
 func Run(ctx context.Context, p Policy, log *slog.Logger) {
-	t := time.NewTicker(p.Interval)
+	t := time.NewTimer(p.Interval)
 	defer t.Stop()
 	for {
 		select {
@@ -85,10 +113,14 @@ func Run(ctx context.Context, p Policy, log *slog.Logger) {
 			return
 		case <-t.C:
 		}
+		wait := p.Interval
 		if h := ReadHeap(); p.Due(h) {
 			start := time.Now()
 			debug.FreeOSMemory()
-			log.Debug("returned free heap to the OS", "reclaimable_bytes", h.Reclaimable(), "live_bytes", h.Live, "took", time.Since(start))
+			took := time.Since(start)
+			wait = p.pause(took)
+			log.Debug("returned free heap to the OS", "reclaimable_bytes", h.Reclaimable(), "live_bytes", h.Live, "took", took)
 		}
+		t.Reset(wait)
 	}
 }

@@ -26,6 +26,22 @@ func TestDue(t *testing.T) {
 	}
 }
 
+func TestPause(t *testing.T) {
+	p := Policy{Interval: time.Second, MaxTime: 0.01}
+	for _, tc := range []struct{ took, want time.Duration }{
+		{time.Millisecond, time.Second},          // cheap: the interval
+		{20 * time.Millisecond, 2 * time.Second}, // dear: 1% of the time
+		{time.Second, 10 * time.Second},          // at most 10 intervals
+	} {
+		if got := p.pause(tc.took); got != tc.want {
+			t.Errorf("pause(%v) = %v, want %v", tc.took, got, tc.want)
+		}
+	}
+	if got := (Policy{Interval: time.Second}).pause(time.Hour); got != time.Second {
+		t.Errorf("no bound: pause = %v, want the interval", got)
+	}
+}
+
 var sink [][]byte
 
 // After garbage is made and dropped, a run trims and the free heap shrinks.
