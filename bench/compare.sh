@@ -18,7 +18,9 @@ Usage: bench/compare.sh [flags]
   --quick           1 run each, short durations, 2,000 connections: a smoke
                     test of the script in about two minutes
   --only "A B"      run only these scenarios (fan-in fan-out pairs latency
-                    connections overload causality)
+                    connections overload causality; over TLS and WebSocket:
+                    the same with .tls, .ws or .wss, e.g. fan-in.wss;
+                    durable; storm)
   --ref REF         build roost from git REF (git archive) instead of the
                     working tree
   --out FILE        where to write the report (default bench/RESULTS.md)
@@ -37,6 +39,15 @@ ARGS="$*" # for the report
 RUNS=3
 QUICK=0
 ONLY="fan-in fan-out pairs latency connections overload causality"
+# The paths users run (issue #18): every throughput, memory and overload
+# scenario over TLS, WebSocket and WebSocket over TLS, QoS 1 to persistent
+# sessions on each broker's disk store, and a restart under 19,900
+# persistent sessions.
+PATHS_TRANSPORTS="tls ws wss"
+for t in $PATHS_TRANSPORTS; do
+	for sc in fan-in fan-out pairs connections overload; do ONLY="$ONLY $sc.$t"; done
+done
+ONLY="$ONLY durable durable-memory storm"
 REF=""
 OUT=""
 BCPU=0
@@ -71,18 +82,11 @@ BPID=""
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# stop_broker ends the running broker: SIGTERM, then SIGKILL after 15 s.
+# stop_broker ends the running broker: SIGTERM, then SIGKILL after 15 s
+# ($WORK/ctl.sh, which the storm scenario also runs).
 stop_broker() {
 	[ -n "$BPID" ] || return 0
-	if kill -0 "$BPID" 2>/dev/null; then
-		kill -TERM "$BPID" 2>/dev/null || true
-		for _ in $(seq 150); do
-			kill -0 "$BPID" 2>/dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$BPID" 2>/dev/null || true
-	fi
-	wait "$BPID" 2>/dev/null || true
+	[ ! -x "$WORK/ctl.sh" ] || "$WORK/ctl.sh" stop || true
 	BPID=""
 }
 
@@ -136,25 +140,32 @@ else
 	COMMIT="$(git -C "$REPO" rev-parse HEAD)"
 	[ -z "$(git -C "$REPO" status --porcelain --untracked-files=no)" ] || COMMIT="$COMMIT + uncommitted changes"
 fi
-mkdir -p "$WORK/json" "$WORK/log"
+mkdir -p "$WORK/json" "$WORK/log" "$WORK/data"
 
 # --- scenarios ----------------------------------------------------------------
 
 if [ "$QUICK" = 1 ]; then
 	TIMES="--warmup 500ms --duration 2s"
+	PTIMES="--warmup 500ms --duration 2s"
 	CONNS=2000
-	HOLD=2s
+	HOLD=3s
 	TRIALS=50
 else
 	TIMES="--warmup 2s --duration 10s"
+	# Shorter for the transport and durable variants: 17 more scenarios.
+	PTIMES="--warmup 1s --duration 5s"
 	CONNS=19900
-	HOLD=10s
+	# The result has the RSS 2 s after the last connection and at the end
+	# of the hold: 10 s later, time for the broker's periodic clean-up
+	# (Roost's memory trim looks every second, mosquitto has none).
+	HOLD=12s
 	TRIALS=500 # per gap: about 20 s a run
 fi
 
 # bench_args prints the roost bench arguments of a scenario.
 bench_args() {
 	case "$1" in
+	*.tls | *.ws | *.wss | durable | durable-memory | storm) paths_args "$1" ;;
 	fan-in) echo "fan-in -P 8 --qos 0 --size 64 $TIMES" ;;
 	fan-out) echo "fan-out -S 100 --qos 0 --size 64 $TIMES" ;;
 	pairs) echo "pairs -N 50 --qos 1 --size 64 $TIMES" ;;
@@ -166,6 +177,39 @@ bench_args() {
 	esac
 }
 
+# paths_args prints the arguments of a transport variant (SCENARIO.T),
+# durable or storm.
+paths_args() {
+	case "$1" in
+	durable | durable-memory) echo "pairs -N 50 --qos 1 --size 64 --persistent $PTIMES" ;;
+	storm) echo "storm -C $CONNS --duration 2m" ;;
+	connections.*) echo "connections -C $CONNS --batch 500 --duration $HOLD --insecure" ;;
+	overload.*) echo "overload -P 8 --rate 50000 --sub-rate 1000 --qos 0 --size 64 --sys-dropped $PTIMES --insecure" ;;
+	fan-in.*) echo "fan-in -P 8 --qos 0 --size 64 $PTIMES --insecure" ;;
+	fan-out.*) echo "fan-out -S 100 --qos 0 --size 64 $PTIMES --insecure" ;;
+	pairs.*) echo "pairs -N 50 --qos 1 --size 64 $PTIMES --insecure" ;;
+	*) echo "compare.sh: unknown scenario $1" >&2; exit 2 ;;
+	esac
+}
+
+# url_of prints the broker URL a scenario's load connects to.
+url_of() {
+	case "$1" in
+	*.tls) echo "mqtts://127.0.0.1:$TLSPORT" ;;
+	*.ws) echo "ws://127.0.0.1:$WSPORT/mqtt" ;;
+	*.wss) echo "wss://127.0.0.1:$WSSPORT/mqtt" ;;
+	*) echo "mqtt://127.0.0.1:$PORT" ;;
+	esac
+}
+
+# mode_of: durable and storm run both brokers with their disk stores.
+mode_of() {
+	case "$1" in
+	durable | storm) echo durable ;;
+	*) echo memory ;;
+	esac
+}
+
 # --- brokers ------------------------------------------------------------------
 
 free_port() { "$ROOST" bench --free-port; }
@@ -174,12 +218,23 @@ free_port() { "$ROOST" bench --free-port; }
 # above what a scenario needs, $SYS every second (overload reads its drop
 # count), warnings only in the log (per-connection log lines would cost the
 # connections scenario), Nagle off (Roost, being Go, always has it off).
+# Each listens on TCP, TLS, WebSocket and WebSocket over TLS, with the same
+# certificate (roost cert dev: ECDSA P-256). In durable mode (durable,
+# storm) Roost uses its default disk store (sync always) in DATA and
+# mosquitto persistence true there.
 write_configs() {
-	local port=$1 http=$2
+	local port=$1 http=$2 mode=$3 data=$4
+	local persist="persistence false"
+	[ "$mode" != durable ] || persist="persistence true
+persistence_location $data/"
+	# user: mosquitto started as root switches to the user mosquitto, which
+	# cannot read the certificate or write the store in the private work
+	# directory; Roost runs as the invoking user too.
 	cat >"$WORK/mosquitto.conf" <<EOF
+user $(id -un)
 listener $port 127.0.0.1
 allow_anonymous true
-persistence false
+$persist
 max_queued_messages 100000
 max_inflight_messages 1000
 max_queued_bytes 0
@@ -191,10 +246,26 @@ log_dest stderr
 log_type error
 log_type warning
 connection_messages false
+listener $TLSPORT 127.0.0.1
+certfile $WORK/pki/server.pem
+keyfile $WORK/pki/server-key.pem
+listener $WSPORT 127.0.0.1
+protocol websockets
+listener $WSSPORT 127.0.0.1
+protocol websockets
+certfile $WORK/pki/server.pem
+keyfile $WORK/pki/server-key.pem
 EOF
+	local store="  memory: true"
+	[ "$mode" != durable ] || store="  data: $data"
 	cat >"$WORK/roost.yaml" <<EOF
 listeners:
   - url: mqtt://127.0.0.1:$port
+  - url: mqtts://127.0.0.1:$TLSPORT
+    tls: {cert: $WORK/pki/server.pem, key: $WORK/pki/server-key.pem}
+  - url: ws://127.0.0.1:$WSPORT/mqtt
+  - url: wss://127.0.0.1:$WSSPORT/mqtt
+    tls: {cert: $WORK/pki/server.pem, key: $WORK/pki/server-key.pem}
 log:
   level: warn
 limits:
@@ -202,48 +273,97 @@ limits:
   max_queued: 100000
 sys_interval: 1s
 store:
-  memory: true
+$store
 http:
   addr: 127.0.0.1:$http
 EOF
 }
 
-# start_broker starts $1 (roost or mosquitto) pinned to BCPU on a free port,
-# sets PORT, HTTP and BPID, and waits until it accepts connections.
-start_broker() {
-	PORT=$(free_port)
-	HTTP=$(free_port)
-	write_configs "$PORT" "$HTTP"
-	local logf="$WORK/log/broker-$1.log"
-	case "$1" in
-	roost) taskset -c "$BCPU" "$ROOST" serve --config "$WORK/roost.yaml" --memory >>"$logf" 2>&1 & ;;
-	mosquitto) taskset -c "$BCPU" "$MOSQUITTO" -c "$WORK/mosquitto.conf" >>"$logf" 2>&1 & ;;
+# write_ctl writes $WORK/ctl.sh, which starts a broker (start) or stops it
+# (stop), each returning only when done: listening, or exited. compare.sh
+# starts and stops every broker through it, and the storm scenario
+# restarts one with it (roost bench --stop-cmd/--start-cmd).
+write_ctl() {
+	cat >"$WORK/ctl.sh" <<EOF
+#!/usr/bin/env bash
+set -euo pipefail
+W=$WORK
+EOF
+	cat >>"$WORK/ctl.sh" <<'EOF'
+. "$W/broker.env" # B, MODE, PORT, BCPU, ROOST, MOSQUITTO
+# alive: the process exists and is not a zombie (the broker is not this
+# script's child, and whoever reaps it may take a moment).
+alive() { [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+case "$1" in
+start)
+	flags=""
+	[ "$MODE" = durable ] || flags=--memory
+	case "$B" in
+	# shellcheck disable=SC2086
+	roost) taskset -c "$BCPU" "$ROOST" serve --config "$W/roost.yaml" $flags >>"$W/log/broker-roost.log" 2>&1 </dev/null & ;;
+	mosquitto) taskset -c "$BCPU" "$MOSQUITTO" -c "$W/mosquitto.conf" >>"$W/log/broker-mosquitto.log" 2>&1 </dev/null & ;;
 	esac
-	BPID=$! # taskset execs the broker: this is the broker's pid
-	for _ in $(seq 100); do
-		if ! kill -0 "$BPID" 2>/dev/null; then
-			echo "compare.sh: $1 exited at start; its log:" >&2
-			tail -20 "$logf" >&2
+	pid=$! # taskset execs the broker: this is the broker's pid
+	echo "$pid" >"$W/broker.pid"
+	for _ in $(seq 1500); do # 30 s: a restart restores 19,900 sessions
+		if ! alive "$pid"; then
+			echo "ctl.sh: $B exited at start; its log:" >&2
+			tail -20 "$W/log/broker-$B.log" >&2
 			exit 1
 		fi
 		if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-			return 0
+			exit 0
 		fi
-		sleep 0.1
+		sleep 0.02
 	done
-	echo "compare.sh: $1 is not listening on $PORT after 10 s" >&2
+	echo "ctl.sh: $B is not listening on $PORT after 30 s" >&2
 	exit 1
+	;;
+stop)
+	pid=$(cat "$W/broker.pid")
+	alive "$pid" || exit 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 750); do # 15 s
+		alive "$pid" || exit 0
+		sleep 0.02
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	echo "ctl.sh: $B did not exit within 15 s of SIGTERM; killed" >&2
+	exit 1
+	;;
+esac
+EOF
+	chmod +x "$WORK/ctl.sh"
+}
+
+# start_broker starts $1 (roost or mosquitto) in mode $2 (memory or
+# durable, with a fresh data directory $3) pinned to BCPU on free ports,
+# sets PORT, TLSPORT, WSPORT, WSSPORT, HTTP and BPID, and waits until it
+# accepts connections.
+start_broker() {
+	PORT=$(free_port)
+	TLSPORT=$(free_port)
+	WSPORT=$(free_port)
+	WSSPORT=$(free_port)
+	HTTP=$(free_port)
+	mkdir -p "$3"
+	write_configs "$PORT" "$HTTP" "$2" "$3"
+	printf 'B=%q\nMODE=%q\nPORT=%q\nBCPU=%q\nROOST=%q\nMOSQUITTO=%q\n' "$1" "$2" "$PORT" "$BCPU" "$ROOST" "$MOSQUITTO" >"$WORK/broker.env"
+	"$WORK/ctl.sh" start || exit 1
+	BPID=$(cat "$WORK/broker.pid")
 }
 
 # measure runs scenario $1 against broker $2, run $3, into a JSON file.
 measure() {
 	local sc=$1 b=$2 run=$3
 	local json="$WORK/json/$sc-$b-$run.json"
-	start_broker "$b"
+	start_broker "$b" "$(mode_of "$sc")" "$WORK/data/$sc-$b-$run"
 	sleep 0.5 # let it settle: the RSS before the load is part of the result
+	local hooks=()
+	[ "$sc" != storm ] || hooks=(--stop-cmd "$WORK/ctl.sh stop" --start-cmd "$WORK/ctl.sh start")
 	# shellcheck disable=SC2046 # bench_args is a list of arguments
-	if ! taskset -c "$LCPU" "$ROOST" bench $(bench_args "$sc") -q --url "mqtt://127.0.0.1:$PORT" \
-		--pid "$BPID" --json "$json" >"$WORK/log/$sc-$b-$run.txt" 2>&1; then
+	if ! taskset -c "$LCPU" "$ROOST" bench $(bench_args "$sc") -q --url "$(url_of "$sc")" \
+		--pid "$BPID" "${hooks[@]}" --json "$json" >"$WORK/log/$sc-$b-$run.txt" 2>&1; then
 		log "$sc on $b (run $run) failed:"
 		tail -5 "$WORK/log/$sc-$b-$run.txt" >&2
 	fi
@@ -252,6 +372,7 @@ measure() {
 			>"$WORK/log/overload-metrics-$run.txt" || true
 	fi
 	stop_broker
+	rm -rf "$WORK/data/$sc-$b-$run" # up to 64 MiB of Roost's ballast each
 	log "$sc on $b (run $run): $(summary "$sc" "$json")"
 }
 
@@ -266,6 +387,10 @@ value() {
 
 summary() {
 	case "$1" in
+	storm) echo "restart $(value .storm.restart_s "$2") s, all back with the message at $(value .storm.all_received_s "$2") s, $(value .storm.sessions_lost "$2") sessions lost" ;;
+	connections*) echo "$(value .connections.opened "$2") opened, $(value .connections.connect_rate "$2")/s, $(value .broker.kib_per_conn_settled "$2") KiB/conn after 2 s, $(value .broker.kib_per_conn "$2") at the end" ;;
+	overload*) echo "max RSS $(value .broker.rss_max_kib "$2") KiB, dropped $(value .broker.dropped "$2")" ;;
+	pairs* | durable*) echo "$(value .deliver_rate "$2") msgs/s, p99 $(value .latency.p99_us "$2") µs" ;;
 	pairs) echo "$(value .deliver_rate "$2") msgs/s, p99 $(value .latency.p99_us "$2") µs" ;;
 	latency) echo "p50 $(value .latency.p50_us "$2") µs, p99 $(value .latency.p99_us "$2") µs" ;;
 	connections) echo "$(value .connections.opened "$2") opened, $(value .broker.kib_per_conn "$2") KiB/conn" ;;
@@ -319,6 +444,43 @@ verdict() {
 	esac
 }
 
+# paths_rows prints the rows of issue #18's scenarios: each transport,
+# durable, storm.
+paths_rows() {
+	local t name mem hs
+	for t in $PATHS_TRANSPORTS; do
+		case $t in
+		tls) name="TLS" mem="≤ 2x" hs="≥ 1x" ;;
+		ws) name="WebSocket" mem="" hs="" ;;
+		wss) name="WebSocket over TLS" mem="≤ 2x" hs="≥ 1x" ;;
+		esac
+		local mk=max hk=min
+		[ -n "$mem" ] || mk=info
+		[ -n "$hs" ] || hk=info
+		row "fan-in.$t" "fan-in, $name" "delivered msgs/s" .deliver_rate "≥ 3x" min 3
+		row "fan-out.$t" "fan-out, $name" "deliveries/s" .deliver_rate "≥ 3x" min 3
+		row "pairs.$t" "pairs QoS 1, $name" "msgs/s" .deliver_rate "≥ 3x" min 3
+		row "pairs.$t" "pairs QoS 1, $name" "p99 latency µs" .latency.p99_us "" info 0
+		row "connections.$t" "idle connections, $name" "KiB per connection, 2 s after the last" .broker.kib_per_conn_settled "$mem" "$mk" 2
+		row "connections.$t" "idle connections, $name" "KiB per connection, end of hold" .broker.kib_per_conn "$mem" "$mk" 2
+		row "connections.$t" "idle connections, $name" "connects/s" .connections.connect_rate "$hs" "$hk" 1
+		row "connections.$t" "idle connections, $name" "opened" .connections.opened "all" info 0
+		row "overload.$t" "overload, $name" "broker max RSS KiB" .broker.rss_max_kib "bounded" info 0
+		row "overload.$t" "overload, $name" "broker drops (\$SYS)" .broker.dropped "counted" info 0
+		row "overload.$t" "overload, $name" "missing at the end" .missing "" info 0
+	done
+	row durable "durable: pairs QoS 1 to persistent sessions, disk stores" "msgs/s" .deliver_rate "≥ 1x" min 1
+	row durable "durable" "p99 latency µs" .latency.p99_us "" info 0
+	row durable-memory "the same in memory (roost --memory, mosquitto persistence false)" "msgs/s" .deliver_rate "" info 0
+	row storm "storm: $(fmt_num "$CONNS") persistent sessions, broker restarted" "s until all are back with the message" .storm.all_received_s "≤ 1x" max 1
+	row storm "storm" "s until all are connected" .storm.all_connected_s "" info 0
+	row storm "storm" "restart s (stop + start)" .storm.restart_s "" info 0
+	row storm "storm" "stop s" .storm.stop_s "" info 0
+	row storm "storm" "start s" .storm.start_s "" info 0
+	row storm "storm" "sessions lost" .storm.sessions_lost "0" info 0
+	row storm "storm" "received the message" .storm.received "all" info 0
+}
+
 runs_list() { values "$1" "$2" "$3" | while read -r v; do fmt_num "$v"; echo; done | paste -sd' ' -; }
 
 # row prints one table row: scenario label, metric label, jq expression,
@@ -348,6 +510,8 @@ if [ -z "$FROM" ]; then
 	LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 	STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
 	log "results go to $WORK/json; $RUNS run(s) per scenario and broker"
+	"$ROOST" cert dev --dir "$WORK/pki" >/dev/null
+	write_ctl
 	for sc in $ONLY; do
 		bench_args "$sc" >/dev/null
 		for run in $(seq "$RUNS"); do
@@ -359,7 +523,7 @@ if [ -z "$FROM" ]; then
 	done
 	LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 	# What --from needs to write the report again.
-	for v in ARGS RUNS QUICK ONLY COMMIT STARTED LOAD_BEFORE LOAD_AFTER TIMES CONNS HOLD BCPU LCPU MOSQUITTO; do
+	for v in ARGS RUNS QUICK ONLY COMMIT STARTED LOAD_BEFORE LOAD_AFTER TIMES PTIMES CONNS HOLD BCPU LCPU MOSQUITTO PATHS_TRANSPORTS; do
 		printf '%s=%q\n' "$v" "${!v}"
 	done >"$WORK/meta.env"
 else
@@ -417,7 +581,9 @@ EOF
 	row pairs "pairs, 50, QoS 1, 64 B" "p99 latency µs" .latency.p99_us "≤ 1x" max 1
 	row latency "latency, 1,000 msgs/s, QoS 0" "p99 latency µs" .latency.p99_us "≤ 0.8x" max 0.8
 	row latency "latency, 1,000 msgs/s, QoS 0" "p50 latency µs" .latency.p50_us "" info 0
-	row connections "idle connections ($(fmt_num "$CONNS") asked)" "broker KiB per connection" .broker.kib_per_conn "≤ 2 KiB" abs-max 2
+	row connections "idle connections ($(fmt_num "$CONNS") asked)" "broker KiB per connection, end of hold ($HOLD)" .broker.kib_per_conn "≤ 2 KiB" abs-max 2
+	row connections "idle connections" "KiB per connection, 2 s after the last" .broker.kib_per_conn_settled "≤ 2 KiB" abs-max 2
+	row connections "idle connections" "KiB per connection, largest sample while held" .broker.kib_per_conn_max "≤ 2 KiB" abs-max 2
 	row connections "idle connections" "KiB per connection, second half only" \
 		'.connections.steps as $s | ($s | length) as $n | select($n >= 2) | $s[($n / 2 | floor)] as $h | $s[-1] as $l | select($l.conns > $h.conns) | ($l.rss_kib - $h.rss_kib) / ($l.conns - $h.conns)' \
 		"flat" info 0
@@ -432,6 +598,7 @@ EOF
 	row causality "causality" "inversions per 1,000, 500 µs later" '.causality.gaps[1].per_1000' "as mosquitto" info 0
 	row causality "causality" "inversions per 1,000, 2 ms later" '.causality.gaps[2].per_1000' "as mosquitto" info 0
 	row causality "causality" "wake-up to PUBACK p50 µs (50 µs gap)" '.causality.gaps[0].puback.p50_us' "" info 0
+	paths_rows
 	cat <<EOF
 
 "info" rows have no numeric target ("met" cannot be computed); overload's
@@ -453,7 +620,7 @@ something else (the machine is shared: see the load average below).
 | scenario | load (vs roost) | roost | load (vs mosquitto) | mosquitto |
 |---|---|---|---|---|
 EOF
-	for sc in fan-in fan-out pairs latency connections overload causality; do cpu_row "$sc"; done
+	for sc in $ONLY; do cpu_row "$sc"; done
 	if ls "$WORK"/log/overload-metrics-*.txt >/dev/null 2>&1; then
 		echo
 		echo "Roost's own drop counters after the last overload run (\`/metrics\`):"
@@ -480,7 +647,9 @@ Per scenario and run, for each broker (PORT, PID and the JSON file vary):
 \`\`\`sh
 EOF
 	for sc in $ONLY; do
-		echo "taskset -c $LCPU roost bench $(bench_args "$sc") -q --url mqtt://127.0.0.1:PORT --pid PID --json FILE"
+		local_hooks=""
+		[ "$sc" != storm ] || local_hooks=" --stop-cmd 'ctl.sh stop' --start-cmd 'ctl.sh start'"
+		echo "taskset -c $LCPU roost bench $(bench_args "$sc") -q --url $(PORT=PORT TLSPORT=TLSPORT WSPORT=WSPORT WSSPORT=WSSPORT url_of "$sc") --pid PID$local_hooks --json FILE"
 	done
 	cat <<EOF
 \`\`\`
@@ -488,9 +657,15 @@ EOF
 Brokers:
 
 \`\`\`sh
-taskset -c $BCPU roost serve --config roost.yaml --memory
+taskset -c $BCPU roost serve --config roost.yaml --memory   # durable and storm: without --memory
 taskset -c $BCPU $MOSQUITTO -c mosquitto.conf
 \`\`\`
+
+Started and stopped by ctl.sh (in the kept work directory), which storm
+also runs to restart a broker. The configurations of the last
+measurement (durable and storm: \`store: data: DIR\` instead of
+\`memory: true\`, and \`persistence true\` with a
+\`persistence_location\`):
 
 roost.yaml:
 

@@ -43,14 +43,24 @@ func (r *runner) storm(ctx context.Context) (*Result, error) {
 	}
 
 	r.phase.Store(phaseRestart)
+	// Like real clients, the old connections close once the broker has
+	// closed its side: a broker that waits for its clients to hang up
+	// (Roost drains a closing socket for up to 1 s) is not held up by
+	// clients that do not.
+	var closers sync.WaitGroup
+	for _, mc := range old {
+		closers.Go(func() { hangUpOnEOF(mc) })
+	}
 	t0 := time.Now()
 	since := func() float64 { return time.Since(t0).Seconds() }
 	if err := c.StopBroker(ctx); err != nil {
 		closeConns(old)
+		closers.Wait()
 		return r.res, fmt.Errorf("stopping the broker: %w", err)
 	}
 	st.Stop = since()
 	closeConns(old) // dead already; their files are needed for the new ones
+	closers.Wait()
 	r.conns.Store(0)
 
 	// The clients reconnect from now on, while the broker starts, as
@@ -247,6 +257,18 @@ func storeMax(a *atomic.Int64, v int64) {
 func isRefused(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// hangUpOnEOF reads and discards until mc fails (the broker closed it, or
+// closeConns did), then closes it.
+func hangUpOnEOF(mc *mconn) {
+	var b [64]byte
+	for {
+		if _, err := mc.nc.Read(b[:]); err != nil {
+			mc.nc.Close()
+			return
+		}
+	}
 }
 
 func closeConns(cs []*mconn) {
