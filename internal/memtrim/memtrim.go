@@ -39,12 +39,14 @@ type Policy struct {
 	MinFree uint64
 	// MinShare is the least reclaimable heap relative to the live heap.
 	MinShare float64
-	// MaxTime is the largest share of wall-clock time trims may take:
-	// after a trim that took d, the next look waits d/MaxTime, but at
-	// most 10 intervals (a trim's wall time also counts waiting for a CPU
-	// on a busy machine: one 300 ms trim must not stop trimming for 30 s).
-	// A busy broker makes garbage fast enough to be due at every look;
-	// this keeps what the trims cost it bounded. Zero means no bound.
+	// MaxTime is the largest share of time trims may take: after a trim
+	// that cost d, the next look waits d/MaxTime, but at most 10
+	// intervals. d is the process's CPU time during the trim where it can
+	// be read (Unix), else the trim's wall-clock time; wall time would
+	// also count waiting for a CPU (a trim on a starved core took 300 ms
+	// of wall time and stopped trimming for 30 s). A busy broker makes
+	// garbage fast enough to be due at every look; this keeps what the
+	// trims cost it bounded. Zero means no bound.
 	MaxTime float64
 }
 
@@ -55,12 +57,12 @@ func Default() Policy {
 	return Policy{Interval: time.Second, MinFree: 1 << 20, MinShare: 0.25, MaxTime: 0.01}
 }
 
-// pause is how long to wait after a trim that took took.
-func (p Policy) pause(took time.Duration) time.Duration {
+// pause is how long to wait after a trim that cost cost.
+func (p Policy) pause(cost time.Duration) time.Duration {
 	if p.MaxTime <= 0 {
 		return p.Interval
 	}
-	return min(max(p.Interval, time.Duration(float64(took)/p.MaxTime)), 10*p.Interval)
+	return min(max(p.Interval, time.Duration(float64(cost)/p.MaxTime)), 10*p.Interval)
 }
 
 // Heap is the part of runtime/metrics memtrim reads.
@@ -116,10 +118,15 @@ func Run(ctx context.Context, p Policy, log *slog.Logger) {
 		wait := p.Interval
 		if h := ReadHeap(); p.Due(h) {
 			start := time.Now()
+			cpu0, cpuOK := processCPU()
 			debug.FreeOSMemory()
 			took := time.Since(start)
-			wait = p.pause(took)
-			log.Debug("returned free heap to the OS", "reclaimable_bytes", h.Reclaimable(), "live_bytes", h.Live, "took", took)
+			cost := took
+			if cpu1, ok := processCPU(); cpuOK && ok {
+				cost = cpu1 - cpu0
+			}
+			wait = p.pause(cost)
+			log.Debug("returned free heap to the OS", "reclaimable_bytes", h.Reclaimable(), "live_bytes", h.Live, "took", took, "cpu", cost)
 		}
 		t.Reset(wait)
 	}

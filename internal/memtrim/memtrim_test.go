@@ -71,3 +71,19 @@ func TestRunReturnsFreeHeap(t *testing.T) {
 		t.Fatalf("free heap %d -> %d: not returned", before.Free, after.Free)
 	}
 }
+
+// A trim's cost is the process's CPU time where it can be read.
+func TestProcessCPU(t *testing.T) {
+	before, ok := processCPU()
+	if !ok {
+		if runtime.GOOS != "windows" && runtime.GOOS != "plan9" && runtime.GOOS != "js" {
+			t.Fatalf("no process CPU time on %s", runtime.GOOS)
+		}
+		t.Skipf("no process CPU time on %s: wall time is used", runtime.GOOS)
+	}
+	for end := time.Now().Add(20 * time.Millisecond); time.Now().Before(end); {
+	}
+	if after, _ := processCPU(); after <= before {
+		t.Fatalf("CPU time %v then %v after 20 ms of work", before, after)
+	}
+}
