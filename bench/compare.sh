@@ -16,7 +16,7 @@ Usage: bench/compare.sh [flags]
 
   --runs N          measurements per scenario and broker (default 3)
   --quick           1 run each, short durations, 2,000 connections: a smoke
-                    test of the script in about two minutes
+                    test of the script in about 8 minutes
   --only "A B"      run only these scenarios (fan-in fan-out pairs latency
                     connections overload causality; over TLS and WebSocket:
                     the same with .tls, .ws or .wss, e.g. fan-in.wss;
@@ -554,9 +554,10 @@ MODE="full run"
 
 Produced by \`bench/compare.sh\` on $STARTED ($MODE, $RUNS run(s) per
 scenario and broker), as \`bench/compare.sh${ARGS:+ $ARGS}\`. **To
-reproduce:** \`bench/compare.sh\` from the repository root (about 10
-minutes; \`--runs 5\` for steadier medians, \`--quick\` for a one-minute
-smoke test, \`--ref COMMIT\` to measure the commit below).
+reproduce:** \`bench/compare.sh\` from the repository root (about 40
+minutes; \`--only "fan-in pairs"\` for a part, \`--runs 5\` for steadier
+medians, \`--quick\` for a smoke test, \`--ref COMMIT\` to measure the
+commit below).
 [docs/bench.md](../docs/bench.md) explains the scenarios and how to read
 them.
 
