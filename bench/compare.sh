@@ -295,7 +295,7 @@ set -euo pipefail
 W=$WORK
 EOF
 	cat >>"$WORK/ctl.sh" <<'EOF'
-. "$W/broker.env" # B, MODE, PORT, BCPU, ROOST, MOSQUITTO
+. "$W/broker.env" # B, MODE, PORT, PORTS, BCPU, ROOST, MOSQUITTO
 # alive: the process exists and is not a zombie (the broker is not this
 # script's child, and whoever reaps it may take a moment).
 alive() { [ -r "/proc/$1/stat" ] && [ "$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null)" != Z ]; }
@@ -316,12 +316,17 @@ start)
 			tail -20 "$W/log/broker-$B.log" >&2
 			exit 1
 		fi
-		if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
-			exit 0
-		fi
+		# Every listener: mosquitto opens its WebSocket ones after TCP,
+		# and a load that came too soon was refused.
+		up=1
+		for p in $PORTS; do
+			(exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { up=0; break; }
+		done
+		[ "$up" = 0 ] || exit 0
 		sleep 0.02
 	done
-	echo "ctl.sh: $B is not listening on $PORT after 30 s" >&2
+	echo "ctl.sh: $B is not listening on all of $PORTS after 30 s" >&2
+	kill -KILL "$pid" 2>/dev/null || true
 	exit 1
 	;;
 stop)
@@ -346,15 +351,36 @@ EOF
 # sets PORT, TLSPORT, WSPORT, WSSPORT, HTTP and BPID, and waits until it
 # accepts connections.
 start_broker() {
-	PORT=$(free_port)
-	TLSPORT=$(free_port)
-	WSPORT=$(free_port)
-	WSSPORT=$(free_port)
-	HTTP=$(free_port)
+	local attempt
+	for attempt in 1 2 3; do
+		start_broker_once "$@" && return 0
+		# A port picked free may be taken by the time the broker binds it
+		# (the machine is shared): then mosquitto exits at start.
+		log "$1 did not start (attempt $attempt); trying other ports"
+	done
+	exit 1
+}
+
+# free_ports sets PORT, TLSPORT, WSPORT, WSSPORT and HTTP to distinct free
+# ports.
+free_ports() {
+	local picked="" p v
+	for v in PORT TLSPORT WSPORT WSSPORT HTTP; do
+		p=$(free_port)
+		while [[ " $picked " == *" $p "* ]]; do p=$(free_port); done
+		picked="$picked $p"
+		printf -v "$v" '%s' "$p"
+	done
+}
+
+start_broker_once() {
+	free_ports
+	rm -rf "$3"
 	mkdir -p "$3"
 	write_configs "$PORT" "$HTTP" "$2" "$3"
-	printf 'B=%q\nMODE=%q\nPORT=%q\nBCPU=%q\nROOST=%q\nMOSQUITTO=%q\n' "$1" "$2" "$PORT" "$BCPU" "$ROOST" "$MOSQUITTO" >"$WORK/broker.env"
-	"$WORK/ctl.sh" start || exit 1
+	printf 'B=%q\nMODE=%q\nPORT=%q\nPORTS=%q\nBCPU=%q\nROOST=%q\nMOSQUITTO=%q\n' "$1" "$2" "$PORT" \
+		"$PORT $TLSPORT $WSPORT $WSSPORT" "$BCPU" "$ROOST" "$MOSQUITTO" >"$WORK/broker.env"
+	"$WORK/ctl.sh" start || return 1
 	BPID=$(cat "$WORK/broker.pid")
 }
 
