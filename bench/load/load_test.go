@@ -302,8 +302,10 @@ func TestStorm(t *testing.T) {
 			if s.Clients != 50 || s.Reconnected != 50 || s.SessionsLost != 0 || s.Received != 50 {
 				t.Errorf("storm %+v, want all 50 back with their sessions and the message; notes %q", s, res.Notes)
 			}
-			if s.Restart <= 0 || s.Restart < s.Stop || s.Published <= 0 ||
-				s.AllConnected <= 0 || s.AllReceived < s.Published || s.AllReceived > 20 || s.Attempts < 51 {
+			// (A subscriber may get the message before the publisher
+			// reads its PUBACK: no order between the two.)
+			if s.Restart <= 0 || s.Restart < s.Stop || s.Published < s.Stop ||
+				s.AllConnected < s.Stop || s.AllReceived < s.Stop || s.AllReceived > 20 || s.Attempts < 51 {
 				t.Errorf("storm times %+v", s)
 			}
 			if len(res.Notes) != 0 {
