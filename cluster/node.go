@@ -152,7 +152,6 @@ func (n *Node) Close() error {
 	n.sendersMu.Lock()
 	n.sendersClosed = true
 	n.sendersMu.Unlock()
-	n.ret.close()
 	for _, s := range n.subs {
 		s.Unsubscribe()
 	}

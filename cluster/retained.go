@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roost-mqtt/roost/broker"
@@ -17,9 +18,10 @@ import (
 // copies and at most one message per subject, the subject being the topic
 // (escaped, see subject.go) under retPrefix. A retained publish on any
 // node (an empty one to clear) is appended there; every node follows the
-// stream from its start with an ordered consumer (the last message of each
-// subject first, then what comes) and applies each message to its own
-// retained tree, its own included, so every node applies the same changes
+// stream from its start with a consumer of its own (the last message of
+// each subject first, then what comes; made again when it is lost with a
+// node) and applies each message to its own retained tree, its own
+// included, so every node applies the same changes
 // in the same order and they all end with the same message per topic. A
 // new subscription is answered from the local tree, with no cross-node
 // request.
@@ -30,9 +32,11 @@ import (
 // with a Message Expiry when it expires, so the stream holds the topics
 // that have a retained message and the clearings of the last TTL, no more.
 // A node that starts again after a tombstone expired would still hold the
-// cleared message from its own store; so when a node has caught up with
-// the stream it clears every retained message it had at start that the
-// stream did not mention and nothing has replaced since (reconcile).
+// cleared message from its own store, and so would a node that lost its
+// consumer (with the node it lived on) for longer than the TTL; so when a
+// node's consumer has delivered the whole stream, it clears every retained
+// message it had when the consumer was made that the stream did not
+// mention and nothing has replaced since (reconcile).
 //
 // A QoS 1/2 retained publish is appended on the condition that the topic's
 // last message is still the one this node last applied (JetStream's
@@ -58,17 +62,28 @@ type retained struct {
 	n      *Node
 	js     jetstream.JetStream
 	ready  atomic.Bool
-	cc     jetstream.ConsumeContext
 	caught atomic.Bool // logged "caught up" once
 	stream jetstream.Stream
+	// restart asks follow for a new consumer, with the reason; made by
+	// the first open.
+	restart chan error
 
-	mu sync.Mutex
+	// applyMu keeps the applying of messages in stream order when a
+	// replaced consumer still delivers while its successor begins.
+	applyMu sync.Mutex
+	mu      sync.Mutex
+	// gen is the generation of the current consumer: messages and errors
+	// of earlier ones are ignored.
+	gen uint64
+	// delivered is the consumer sequence of the current consumer's last
+	// message.
+	delivered uint64
 	// seqs holds the stream sequence of the last message applied here per
 	// subject: the condition of this node's next append to it.
 	seqs map[string]uint64
-	// stale holds the retained messages this node had when it began to
-	// follow the stream, less those the stream has mentioned since; nil
-	// once caught up.
+	// stale holds the retained messages this node had when its current
+	// consumer was made, less those the stream has mentioned since; nil
+	// once that consumer has delivered the whole stream.
 	stale map[string]*broker.Message
 }
 
@@ -85,43 +100,203 @@ func (r *retained) open(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("retained stream: %w", err)
 	}
-	if r.cc == nil {
-		r.snapshotLocal()
+	if r.restart == nil {
+		r.restart = make(chan error, 1)
 	}
-	cons, err := r.js.OrderedConsumer(ctx, retStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{retPrefix + ".>"}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
-	})
+	cc, err := r.consume(ctx)
 	if err != nil {
-		return fmt.Errorf("retained consumer: %w", err)
+		return err
 	}
-	// The ordered consumer lives on one server (the stream leader's):
-	// when that node dies, the consumer is made again elsewhere only once
-	// its heartbeats are missed. Short pulls (heartbeats every second,
-	// where the default is 5 s) keep this node from missing retained
-	// changes for long after a node loss.
-	cc, err := cons.Consume(r.apply, jetstream.PullExpiry(retainedPullExpiry))
-	if err != nil {
-		return fmt.Errorf("retained consumer: %w", err)
-	}
-	r.cc = cc
 	r.stream = stream
 	r.ready.Store(true)
-	info, err := r.js.Stream(ctx, retStream)
-	if err == nil && info.CachedInfo().State.Msgs == 0 {
-		r.noteCaughtUp()
+	r.n.wg.Add(1) // the caller, openAssets, is counted in n.wg until it returns
+	go r.follow(cc)
+	return nil
+}
+
+// consume makes a consumer of the stream that delivers the last message of
+// each subject, then what comes, and consumes it. Until it has delivered
+// them all, the retained messages this node holds are candidates for
+// reconcile: the stream may have forgotten their clearing.
+//
+// The consumer lives on one node (the stream leader's when it is made):
+// when that node dies, this node learns of it by missed heartbeats and
+// follow makes another. nats.go's ordered consumer does the same, but
+// each of its attempts waits 10 s for an answer, and while the cluster
+// elects a new meta leader after losing the old one a request gets none:
+// a node then applied no retained change for 10 to 20 s after a node
+// loss. Here each attempt is bounded by followAttempt.
+//
+// A new consumer reads the whole stream again rather than resume after
+// the last message applied: a clearing made while this node followed no
+// consumer leaves the stream when its tombstone expires, perhaps before
+// the new consumer exists (the test's TTL is 2 s, a meta leader election
+// takes seconds), and only a full read with a reconcile puts that right.
+// It costs one message per retained topic, once per lost consumer.
+func (r *retained) consume(ctx context.Context) (jetstream.ConsumeContext, error) {
+	r.snapshotLocal()
+	r.mu.Lock()
+	r.gen++
+	gen := r.gen
+	r.delivered = 0
+	r.mu.Unlock()
+	cfg := jetstream.ConsumerConfig{
+		Description:   "Roost retained follower of " + r.n.cfg.Node,
+		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+		AckPolicy:     jetstream.AckNonePolicy, FilterSubject: retPrefix + ".>",
+		Replicas: 1, MemoryStorage: true,
+		// A consumer left behind (its node died or replaced it) goes.
+		InactiveThreshold: followInactive,
+	}
+	ctx, cancel := context.WithTimeout(ctx, followAttempt)
+	defer cancel()
+	cons, err := r.js.CreateConsumer(ctx, retStream, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("retained consumer: %w", err)
+	}
+	if err := r.onLeader(ctx, cons); err != nil {
+		return nil, err
+	}
+	// Short pulls (heartbeats every second, where the default is 5 s)
+	// make a lost consumer noticed within about 2 s.
+	cc, err := cons.Consume(func(m jetstream.Msg) { r.deliver(gen, m) },
+		jetstream.PullExpiry(retainedPullExpiry),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) { r.consumeErr(gen, err) }))
+	if err != nil {
+		return nil, fmt.Errorf("retained consumer: %w", err)
+	}
+	info := cons.CachedInfo()
+	r.n.log.Debug("cluster: following the retained stream", "consumer", info.Name, "messages", info.NumPending)
+	if info.NumPending == 0 {
+		r.noteCaughtUp() // an empty stream: no message will say so
+	}
+	return cc, nil
+}
+
+// onLeader returns nil if cons lives on the stream's leader, or deletes it
+// and says where it is. JetStream puts a one-replica consumer on any
+// replica of the stream, and it delivers from that replica's copy: on a
+// replica still catching up (a node just restarted) it delivered retained
+// messages cleared meanwhile, and a node following it kept them for good.
+// The leader has every message the stream acknowledged.
+func (r *retained) onLeader(ctx context.Context, cons jetstream.Consumer) error {
+	ci := cons.CachedInfo()
+	if ci.Cluster == nil || ci.Cluster.Leader == "" {
+		return nil // one server, no replicas
+	}
+	stream, err := r.js.Stream(ctx, retStream) // the leader answers
+	if err != nil {
+		return fmt.Errorf("retained stream: %w", err)
+	}
+	if si := stream.CachedInfo(); si.Cluster != nil && si.Cluster.Leader != ci.Cluster.Leader {
+		if err := r.js.DeleteConsumer(ctx, retStream, ci.Name); err != nil {
+			r.n.log.Debug("cluster: deleting a retained consumer", "consumer", ci.Name, "err", err)
+		}
+		return fmt.Errorf("retained consumer made on %s, not on the stream leader %q", ci.Cluster.Leader, si.Cluster.Leader)
 	}
 	return nil
 }
 
+const (
+	// followAttempt bounds one attempt to make a consumer: before the
+	// cluster has a meta leader a request gets no answer at all.
+	followAttempt = 2 * time.Second
+	// followInactive is how long a consumer nobody pulls from stays.
+	followInactive = time.Minute
+)
+
+// follow keeps this node following the stream until it stops: when the
+// consumer cc is lost (or a message went missing on the way), it makes
+// another, retrying until it has one.
+func (r *retained) follow(cc jetstream.ConsumeContext) {
+	defer r.n.wg.Done()
+	for {
+		var why error
+		select {
+		case <-r.n.ctx.Done():
+			cc.Stop()
+			return
+		case why = <-r.restart:
+		}
+		cc.Stop()
+		r.n.log.Info("cluster: following the retained stream again", "why", why)
+		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+			var err error
+			if cc, err = r.consume(r.n.ctx); err == nil {
+				break
+			}
+			r.n.log.Debug("cluster: retained consumer not made; retrying", "err", err, "backoff", backoff)
+			select {
+			case <-r.n.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+		}
+	}
+}
+
+// consumeErr is the consumer's error handler: the errors after which it
+// delivers nothing more make follow start another.
+func (r *retained) consumeErr(gen uint64, err error) {
+	switch {
+	case errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, jetstream.ErrConsumerDeleted),
+		errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, nats.ErrNoResponders):
+		r.restartFollow(gen, err)
+	default:
+		r.n.log.Debug("cluster: retained consumer", "err", err)
+	}
+}
+
+// restartFollow asks follow for a new consumer in place of generation gen's
+// (once: later reports about the same one are ignored).
+func (r *retained) restartFollow(gen uint64, why error) {
+	r.mu.Lock()
+	if gen != r.gen {
+		r.mu.Unlock()
+		return
+	}
+	r.gen++ // what the old consumer still delivers is ignored
+	r.mu.Unlock()
+	select {
+	case r.restart <- why:
+	default:
+	}
+}
+
+// deliver applies a message of consumer generation gen, in order: a
+// consumer sequence that skips one means a message was lost on the way
+// (the consumer has no acknowledgements), and a new consumer is made.
+func (r *retained) deliver(gen uint64, m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		r.n.log.Warn("cluster: retained message without metadata", "subject", m.Subject(), "err", err)
+		return
+	}
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	r.mu.Lock()
+	switch {
+	case gen != r.gen:
+		r.mu.Unlock()
+		return
+	case meta.Sequence.Consumer != r.delivered+1:
+		r.mu.Unlock()
+		r.restartFollow(gen, fmt.Errorf("delivery %d came after %d", meta.Sequence.Consumer, r.delivered))
+		return
+	}
+	r.delivered = meta.Sequence.Consumer
+	r.mu.Unlock()
+	r.apply(m, meta)
+}
+
 // apply applies one message of the stream to this node's retained tree.
-func (r *retained) apply(m jetstream.Msg) {
+func (r *retained) apply(m jetstream.Msg, meta *jetstream.MsgMetadata) {
 	rm, err := decodeForward(m.Data())
 	if err != nil {
 		r.n.log.Warn("cluster: bad message in the retained stream", "subject", m.Subject(), "err", err)
 		return
 	}
-	meta, err := m.Metadata()
-	if err == nil && rm.ExpiresIn > 0 {
+	if rm.ExpiresIn > 0 {
 		// The expiry counts from when the stream took the message,
 		// which matters for a node catching up much later.
 		rm.ExpiresIn -= time.Since(meta.Timestamp)
@@ -136,21 +311,19 @@ func (r *retained) apply(m jetstream.Msg) {
 	}
 	r.mu.Unlock()
 	r.n.srv.ApplyRetained(rm)
-	if err == nil {
-		r.mu.Lock()
-		if r.seqs == nil {
-			r.seqs = make(map[string]uint64)
-		}
-		r.seqs[m.Subject()] = max(r.seqs[m.Subject()], meta.Sequence.Stream)
-		r.mu.Unlock()
-		if meta.NumPending == 0 {
-			r.noteCaughtUp()
-		}
+	r.mu.Lock()
+	if r.seqs == nil {
+		r.seqs = make(map[string]uint64)
+	}
+	r.seqs[m.Subject()] = max(r.seqs[m.Subject()], meta.Sequence.Stream)
+	r.mu.Unlock()
+	if meta.NumPending == 0 {
+		r.noteCaughtUp()
 	}
 }
 
-// snapshotLocal notes the retained messages this node has before it
-// follows the stream (from its own store).
+// snapshotLocal notes the retained messages this node has before a
+// consumer reads the stream (from its own store at the start).
 func (r *retained) snapshotLocal() {
 	msgs, _ := r.n.srv.RetainedMessages("#", 0) // "#" is valid
 	r.mu.Lock()
@@ -161,16 +334,18 @@ func (r *retained) snapshotLocal() {
 	r.mu.Unlock()
 }
 
+// noteCaughtUp: the current consumer has delivered the whole stream.
 func (r *retained) noteCaughtUp() {
+	r.reconcile()
 	if r.caught.CompareAndSwap(false, true) {
-		r.reconcile()
 		r.n.log.Info("cluster retained messages caught up", "stream", retStream)
 	}
 }
 
-// reconcile clears the retained messages this node had at start that the
-// stream did not mention while it caught up, unless something replaced
-// them since: their clearing was in the stream, and its tombstone expired.
+// reconcile clears the retained messages this node had when its consumer
+// was made that the stream did not mention while it caught up, unless
+// something replaced them since: their clearing was in the stream, and
+// its tombstone expired. Once per consumer: stale is nil after.
 func (r *retained) reconcile() {
 	r.mu.Lock()
 	stale := r.stale
@@ -263,12 +438,6 @@ func isWrongLastSeq(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
-}
-
-func (r *retained) close() {
-	if r.cc != nil {
-		r.cc.Stop()
-	}
 }
 
 // ClearRetained implements broker.RetainedClearer: a tombstone for topic
