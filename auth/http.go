@@ -28,7 +28,9 @@ import (
 //	{"action":"publish"|"subscribe"|"receive","client_id":"c1","username":"u",
 //	 "listener":"...","topic":"a/b"}
 //
-// The service answers 200 with {"allow":true} or {"allow":false}; for a
+// "password" is absent when the CONNECT had no password and "" when it had
+// an empty one (MQTT tells the two apart). The service answers 200 with
+// {"allow":true} or {"allow":false}; for a
 // refused connect it may add "reason":"bad_credentials" (CONNACK 0x86)
 // instead of the default not authorized (0x87). Any other status, a body
 // that is not that JSON, or no answer within Timeout is a failure: the
@@ -136,16 +138,19 @@ func NewHTTPHook(o HTTPHookOptions) *HTTPHook {
 
 // hookRequest is the JSON body posted to the hook.
 type hookRequest struct {
-	Action       string `json:"action"`
-	ClientID     string `json:"client_id"`
-	Username     string `json:"username"`
-	Password     string `json:"password,omitempty"`
-	Protocol     int    `json:"protocol,omitempty"`
-	RemoteAddr   string `json:"remote_addr,omitempty"`
-	Listener     string `json:"listener,omitempty"`
-	TLS          bool   `json:"tls,omitempty"`
-	CertIdentity string `json:"cert_identity,omitempty"`
-	Topic        string `json:"topic,omitempty"`
+	Action   string `json:"action"`
+	ClientID string `json:"client_id"`
+	Username string `json:"username"`
+	// Password is nil when the CONNECT had none (Password Flag 0) and
+	// points to "" when it had an empty one: the hook sees "password"
+	// absent or "" [MQTT-3.1.2-18], [MQTT-3.1.2-19].
+	Password     *string `json:"password,omitempty"`
+	Protocol     int     `json:"protocol,omitempty"`
+	RemoteAddr   string  `json:"remote_addr,omitempty"`
+	Listener     string  `json:"listener,omitempty"`
+	TLS          bool    `json:"tls,omitempty"`
+	CertIdentity string  `json:"cert_identity,omitempty"`
+	Topic        string  `json:"topic,omitempty"`
 }
 
 // hookResponse is the JSON answer.
@@ -157,14 +162,15 @@ type hookResponse struct {
 // Authenticate implements broker.Authenticator.
 func (h *HTTPHook) Authenticate(ctx context.Context, c *broker.ClientInfo) error {
 	req := hookRequest{Action: "connect", ClientID: c.ClientID, Username: Username(c, h.certUser),
-		Password: string(c.Password), Protocol: int(c.Protocol), Listener: c.Listener, TLS: c.TLS != nil,
-		CertIdentity: c.CertIdentity}
+		Protocol: int(c.Protocol), Listener: c.Listener, TLS: c.TLS != nil, CertIdentity: c.CertIdentity}
+	if c.Password != nil {
+		pw := string(c.Password)
+		req.Password = &pw
+	}
 	if c.RemoteAddr != nil {
 		req.RemoteAddr = c.RemoteAddr.String()
 	}
-	// The cache key holds a digest of the password, never the password.
-	sum := sha256.Sum256(c.Password)
-	key := cacheKey{act: 0, user: req.Username, client: c.ClientID, topic: req.Listener + "\x00" + string(sum[:])}
+	key := cacheKey{act: 0, user: req.Username, client: c.ClientID, topic: req.Listener + "\x00" + passwordDigest(c.Password)}
 	if v, ok := h.cache.get(key); ok {
 		return v.err
 	}
@@ -187,6 +193,17 @@ func (h *HTTPHook) Authenticate(ctx context.Context, c *broker.ClientInfo) error
 	}
 	h.cache.put(key, result{err: res}, h.ttl)
 	return res
+}
+
+// passwordDigest is what a connect's cache key holds of its password: a
+// SHA-256, never the password, and a different value for no password at
+// all than for an empty one, which the service may answer differently.
+func passwordDigest(pw []byte) string {
+	if pw == nil {
+		return "none"
+	}
+	sum := sha256.Sum256(pw)
+	return string(sum[:])
 }
 
 // Allow implements broker.Authorizer. It waits for the service on a cache

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -166,5 +169,51 @@ func TestAll(t *testing.T) {
 	c := info("u", "c")
 	if !All(yes, nil, yes).Allow(context.Background(), c, pub, "t") || All(yes, no).Allow(context.Background(), c, pub, "t") {
 		t.Error("All is not a conjunction")
+	}
+}
+
+// A CONNECT without a password and one with an empty password reach the
+// hook as different requests ("password" absent, and ""), and their
+// answers are cached apart: this service lets in only a client that sent
+// no password at all.
+func TestHTTPHookMissingAndEmptyPassword(t *testing.T) {
+	var asked []string
+	var mu sync.Mutex
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		pw, has := req["password"]
+		got := "absent"
+		if has {
+			got = fmt.Sprintf("%q", pw)
+		}
+		mu.Lock()
+		asked = append(asked, got)
+		mu.Unlock()
+		json.NewEncoder(w).Encode(map[string]any{"allow": !has, "reason": "bad_credentials"})
+	}))
+	t.Cleanup(s.Close)
+	h := NewHTTPHook(HTTPHookOptions{Logger: quiet, URL: s.URL, CacheTTL: time.Minute})
+	conn := func(pw []byte) error {
+		return h.Authenticate(context.Background(), &broker.ClientInfo{ClientID: "c", Username: "u", Password: pw})
+	}
+	for range 2 { // the second round is answered from the cache
+		if err := conn(nil); err != nil {
+			t.Errorf("no password: %v, want accepted", err)
+		}
+		if err := conn([]byte{}); !errors.Is(err, broker.ErrBadCredentials) {
+			t.Errorf("empty password: %v, want bad credentials", err)
+		}
+		if err := conn([]byte("p")); !errors.Is(err, broker.ErrBadCredentials) {
+			t.Errorf("password p: %v, want bad credentials", err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"absent", `""`, `"p"`}; !slices.Equal(asked, want) {
+		t.Errorf("the hook was asked %q, want %q", asked, want)
 	}
 }

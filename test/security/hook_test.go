@@ -60,3 +60,40 @@ func TestHTTPHookBroker(t *testing.T) {
 		t.Errorf("hook down: CONNACK 0x%02X, want 0x87 (fail closed)", byte(code))
 	}
 }
+
+// A real broker tells the hook a CONNECT without a password (the request
+// has no "password") from one with an empty password ("password": ""),
+// MQTT 3.1.1 and 5 alike; this service lets in only the first.
+func TestHTTPHookMissingAndEmptyPassword(t *testing.T) {
+	svc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req map[string]any
+		json.NewDecoder(r.Body).Decode(&req)
+		_, has := req["password"]
+		allow := req["action"] != "connect" || !has && req["client_id"] == "no-pw" || req["password"] == "" && req["client_id"] == "empty-pw"
+		json.NewEncoder(w).Encode(map[string]any{"allow": allow, "reason": "bad_credentials"})
+	}))
+	defer svc.Close()
+	hook := auth.NewHTTPHook(auth.HTTPHookOptions{URL: svc.URL, Timeout: 2 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+	addr := start(t, broker.Options{Authenticator: &auth.Authenticator{Hook: hook}, Authorizer: hook})
+	for _, v := range []packet.Version{packet.V311, packet.V5} {
+		for _, tc := range []struct {
+			id     string
+			pwFlag bool
+			ok     bool
+		}{
+			{"no-pw", false, true},
+			{"no-pw", true, false},
+			{"empty-pw", true, true},
+			{"empty-pw", false, false},
+		} {
+			c := mqtttest.Dial(t, addr, v)
+			c.Send(&packet.Connect{ProtocolVersion: v, ClientID: tc.id, CleanStart: true,
+				UsernameFlag: true, Username: "u", PasswordFlag: tc.pwFlag})
+			ack := c.Next(2 * time.Second).(*packet.Connack)
+			if got := ack.ReasonCode == 0; got != tc.ok {
+				t.Errorf("v%d %s with Password Flag %v: CONNACK 0x%02X, want accepted=%v", v, tc.id, tc.pwFlag, byte(ack.ReasonCode), tc.ok)
+			}
+			c.NC.Close()
+		}
+	}
+}
