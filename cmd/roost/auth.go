@@ -64,7 +64,7 @@ func setupAuth(ctx context.Context, cfg *config.Config, opts *broker.Options, lo
 			ttl = -1
 		}
 		hook = auth.NewHTTPHook(auth.HTTPHookOptions{URL: h.URL, Timeout: h.Timeout, CacheTTL: ttl, FailOpen: h.FailOpen,
-			CertIdentityAsUsername: a.CertIdentityAsUsername, Logger: logger.With("component", "auth hook")})
+			MaxConcurrent: h.MaxConcurrent, CertIdentityAsUsername: a.CertIdentityAsUsername, Logger: logger.With("component", "auth hook")})
 		authn.Hook = hook
 	}
 	opts.Authenticator = authn

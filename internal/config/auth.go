@@ -38,7 +38,15 @@ type HTTPHook struct {
 	CacheTTL time.Duration // 0: the hook's default (30s); "off": no cache
 	NoCache  bool
 	FailOpen bool
+	// MaxConcurrent bounds the requests out at a time, per kind (receive
+	// questions, and the others); 0: the hook's default (64).
+	MaxConcurrent int
 }
+
+// maxHookConcurrent is the largest http_hook.max_concurrent: each request
+// out may hold a connection to the service (and a file descriptor) open,
+// twice over (receive questions have their own allowance).
+const maxHookConcurrent = 4096
 
 // Enabled reports whether anything in a checks clients: with nothing, the
 // broker needs no Authenticator or Authorizer at all.
@@ -190,6 +198,11 @@ func (d *decoder) httpHook(n *yaml.Node, path string, h *HTTPHook) {
 			d.duration(v, p, 1, &h.CacheTTL)
 		},
 		"fail_open": func(p string, v *yaml.Node) { d.boolean(v, p, &h.FailOpen) },
+		"max_concurrent": func(p string, v *yaml.Node) {
+			if n, ok := d.integer(v, p, 1, maxHookConcurrent); ok {
+				h.MaxConcurrent = int(n)
+			}
+		},
 	})
 	if !isNull(n) && n.Kind == yaml.MappingNode && !hasKey(n, "url") {
 		d.errorf(n, "%s: missing key \"url\"", path)

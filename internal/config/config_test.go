@@ -53,7 +53,7 @@ auth:
   acl_file: acl
   allow_anonymous: false
   cert_identity_as_username: true
-  http_hook: {url: "http://127.0.0.1:8080/auth", timeout: 1s, cache_ttl: 10s, fail_open: true}
+  http_hook: {url: "http://127.0.0.1:8080/auth", timeout: 1s, cache_ttl: 10s, fail_open: true, max_concurrent: 8}
 client_ids: {prefix: auto-}
 `
 
@@ -91,7 +91,7 @@ func TestParseExample(t *testing.T) {
 		Retain:      false,
 		Store:       Store{Data: DefaultDataDir, MinFree: store.DefaultMinFree, Ballast: store.DefaultBallast},
 		Auth: Auth{PasswordFile: "/etc/roost/passwd", ACLFile: "acl", AllowAnonymous: new(false), CertIdentityAsUsername: true,
-			HTTPHook: HTTPHook{URL: "http://127.0.0.1:8080/auth", Timeout: time.Second, CacheTTL: 10 * time.Second, FailOpen: true}},
+			HTTPHook: HTTPHook{URL: "http://127.0.0.1:8080/auth", Timeout: time.Second, CacheTTL: 10 * time.Second, FailOpen: true, MaxConcurrent: 8}},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got  %+v\nwant %+v", c, want)
@@ -420,6 +420,9 @@ func TestAuthSection(t *testing.T) {
 		{"auth:\n  http_hook: {timeout: 1s}\n", `line 2: auth.http_hook: missing key "url"`},
 		{"auth:\n  http_hook: {url: ftp://x}\n", `line 2: auth.http_hook.url: must be an http:// or https:// URL, got "ftp://x"`},
 		{"auth:\n  password_file: \"\"\n", `line 2: auth.password_file: must not be empty`},
+		{"auth:\n  http_hook: {url: http://h/, max_concurrent: 0}\n", `line 2: auth.http_hook.max_concurrent: must be an integer from 1 to 4096, got "0"`},
+		{"auth:\n  http_hook: {url: http://h/, max_concurrent: many}\n", `line 2: auth.http_hook.max_concurrent: must be an integer from 1 to 4096, got "many"`},
+		{"auth:\n  http_hook: {url: http://h/, max_concurrent: 4097}\n", `line 2: auth.http_hook.max_concurrent: must be an integer from 1 to 4096, got "4097"`},
 	} {
 		_, err := Parse("", []byte(tc.src))
 		if err == nil || err.Error() != tc.want {
