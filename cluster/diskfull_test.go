@@ -1,33 +1,23 @@
 package cluster_test
 
 import (
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/internal/clustertest"
+	"github.com/roost-mqtt/roost/internal/diskfull"
 )
 
 // TestClusterDiskFull fills the disk of one node of three (its store and
 // its JetStream replicas on a small tmpfs) with clients on every node, then
 // frees it.
 func TestClusterDiskFull(t *testing.T) {
-	mnt := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", mnt, err, out)
-		}
-	})
+	mnt := diskfull.Tmpfs(t, "48m")
 	// A small disk needs a small ballast and free-space floor (the
 	// defaults, 64 MiB and 256 MiB, are for real disks).
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
@@ -61,7 +51,7 @@ func TestClusterDiskFull(t *testing.T) {
 	}
 
 	filler := filepath.Join(mnt, "filler")
-	fill(t, filler)
+	diskfull.Fill(t, filler)
 
 	t.Run("FullNodeRefusesQoS12", func(t *testing.T) {
 		// Its store refuses new QoS 1/2 messages: 0x97 Quota exceeded.
@@ -172,24 +162,4 @@ func TestClusterDiskFull(t *testing.T) {
 		var c *client
 		eventually(t, partitionBound, func() error { return redial(t, n3, "full-new3", &c) })
 	})
-}
-
-// fill writes path until its file system is full.
-func fill(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for range 1 << 14 { // 1 GiB at most: the tmpfs is far smaller
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			return
-		}
-	}
-	t.Fatal("the disk never filled")
 }

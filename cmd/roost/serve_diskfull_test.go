@@ -2,58 +2,18 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/internal/diskfull"
 )
-
-// mountTmpfs mounts a tmpfs of size on a new directory and unmounts it when
-// the test ends; it skips the test where mounting is not permitted.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "mnt")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
-// fillDisk writes path until the file system is full.
-func fillDisk(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for range 1 << 14 { // 1 GiB at most: the tmpfs is far smaller
-		if _, err := f.Write(buf); err != nil {
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatal(err)
-			}
-			return
-		}
-	}
-	t.Fatal("the disk never filled")
-}
 
 // paho5Client connects a paho.golang (MQTT 5) client; received messages'
 // payloads go to got.
@@ -110,7 +70,7 @@ func TestServeDiskFillsBeneathTheCheck(t *testing.T) {
 }
 
 func testDiskFills(t *testing.T, ballast, logs string) {
-	mnt := mountTmpfs(t, "16m")
+	mnt := diskfull.Tmpfs(t, "16m")
 	data := filepath.Join(mnt, "data")
 	args := []string{"--listen", "mqtt://127.0.0.1:0", "--data", data, "--min-free", "0", "--ballast", ballast}
 	b := startServe(t, args...) // revoke_test.go
@@ -140,7 +100,7 @@ func testDiskFills(t *testing.T, ballast, logs string) {
 		acked = append(acked, p)
 	}
 
-	fillDisk(t, filepath.Join(mnt, "filler"))
+	diskfull.Fill(t, filepath.Join(mnt, "filler"))
 	refused := false
 	for i := 0; i < 500 && !refused; i++ {
 		p := fmt.Sprint("full-", i)
