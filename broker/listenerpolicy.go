@@ -70,8 +70,8 @@ func (c *conn) newMessage(p *packet.Publish) *Message {
 // new subscriber as far as its publisher is concerned: with
 // Options.CheckRetainSource, the publisher must still be allowed to
 // publish on its topic (mosquitto's check_retain_source). A message
-// whose publisher is unknown (restored from the store, or the server's
-// own) passes.
+// whose publisher is unknown (the server's own, or stored while the
+// option was off or by a version that did not keep publishers) passes.
 func (s *Server) retainSourceAllowed(m *Message) bool {
 	if !s.opts.CheckRetainSource || m.src == nil {
 		return true

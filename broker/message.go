@@ -33,8 +33,8 @@ type Message struct {
 	// messages), for No Local.
 	From string
 	// src is the publisher of a retained message when
-	// Options.CheckRetainSource is set, nil otherwise and for the
-	// server's own and restored messages.
+	// Options.CheckRetainSource is set (a restored one's, from the store:
+	// SetPublisher), nil otherwise and for the server's own messages.
 	src *ClientInfo
 	// created is when the broker received the message and expires when
 	// its MQTT 5 Message Expiry Interval runs out, both in Unix

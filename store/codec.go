@@ -81,19 +81,42 @@ func prefixEnd(p []byte) []byte {
 // A message is its own header followed by an MQTT 5 PUBLISH (QoS 0, so
 // without packet id) carrying topic, properties and payload:
 //
-//	id uvarint | qos byte | flags byte (1 retain) | created varint (unix ns)
-//	| expires varint (unix ns, 0 none) | from (uvarint length, bytes) | PUBLISH
+//	id uvarint | qos byte | flags byte | created varint (unix ns)
+//	| expires varint (unix ns, 0 none) | from (uvarint length, bytes)
+//	| [publisher: client id, username, listener (each uvarint length, bytes)]
+//	| PUBLISH
+//
+// Flags: 1 retain; 2 the publisher follows (broker.Message.Publisher, kept
+// for check_retain_source); 4 that publisher was the server's own. A
+// message without flag 2 is laid out as before publishers were kept, so
+// a store written by an older version reads as it always did.
+const (
+	msgRetain            = 1
+	msgPublisher         = 2
+	msgPublisherInternal = 4
+)
+
 func appendMessage(b []byte, m *broker.Message) ([]byte, error) {
 	b = binary.AppendUvarint(b, m.ID)
 	b = append(b, byte(m.QoS))
 	var flags byte
 	if m.Retain {
-		flags |= 1
+		flags |= msgRetain
+	}
+	pub, hasPub := m.Publisher()
+	if hasPub {
+		flags |= msgPublisher
+		if pub.Internal {
+			flags |= msgPublisherInternal
+		}
 	}
 	b = append(b, flags)
 	b = binary.AppendVarint(b, unixNano(m.Created()))
 	b = binary.AppendVarint(b, unixNano(m.Expires()))
 	b = appendString(b, m.From)
+	if hasPub {
+		b = appendString(appendString(appendString(b, pub.ClientID), pub.Username), pub.Listener)
+	}
 	p := packet.Publish{Topic: m.Topic, Payload: m.Payload}
 	if m.Props != nil {
 		p.Properties = *m.Props
@@ -105,10 +128,19 @@ func decodeMessage(b []byte) (*broker.Message, error) {
 	r := reader{b: b}
 	m := &broker.Message{ID: r.uvarint()}
 	m.QoS = packet.QoS(r.byte())
-	m.Retain = r.byte()&1 != 0
+	flags := r.byte()
+	m.Retain = flags&msgRetain != 0
 	m.SetCreated(fromUnixNano(r.varint()))
 	m.SetExpires(fromUnixNano(r.varint()))
 	m.From = r.string()
+	if flags&msgPublisher != 0 {
+		var p broker.Publisher
+		p.ClientID = r.string()
+		p.Username = r.string()
+		p.Listener = r.string()
+		p.Internal = flags&msgPublisherInternal != 0
+		m.SetPublisher(p)
+	}
 	if r.err != nil {
 		return nil, r.err
 	}
