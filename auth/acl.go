@@ -5,9 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"strings"
-	"sync/atomic"
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/topic"
@@ -34,8 +32,7 @@ type ACL struct {
 	// it has one, the username the rules see.
 	CertIdentityAsUsername bool
 
-	path  string
-	rules atomic.Pointer[ruleSet]
+	file ruleFile[ruleSet]
 }
 
 // access is what a rule grants.
@@ -67,41 +64,32 @@ type ruleSet struct {
 // LoadACLFile reads the ACL file at path. An error names the file and the
 // line of the first problem.
 func LoadACLFile(path string) (*ACL, error) {
-	a := &ACL{path: path}
+	a := newACL(path)
 	return a, a.Reload()
 }
 
 // ParseACL parses an ACL file's contents; name prefixes errors.
 func ParseACL(name string, data []byte) (*ACL, error) {
-	rs, err := parseACL(name, data)
-	if err != nil {
+	a := newACL(name)
+	if err := a.file.set(name, data); err != nil {
 		return nil, err
 	}
-	a := &ACL{path: name}
-	a.rules.Store(rs)
 	return a, nil
 }
 
+func newACL(path string) *ACL {
+	return &ACL{file: ruleFile[ruleSet]{path: path, kind: "acl file", parse: parseACL}}
+}
+
 // Path is the file the rules come from.
-func (a *ACL) Path() string { return a.path }
+func (a *ACL) Path() string { return a.file.path }
 
 // Reload rereads the file. On error the rules loaded before stay in force.
-func (a *ACL) Reload() error {
-	data, err := os.ReadFile(a.path)
-	if err != nil {
-		return fmt.Errorf("acl file: %w", err)
-	}
-	rs, err := parseACL(a.path, data)
-	if err != nil {
-		return err
-	}
-	a.rules.Store(rs)
-	return nil
-}
+func (a *ACL) Reload() error { return a.file.reload() }
 
 // Allow implements broker.Authorizer.
 func (a *ACL) Allow(_ context.Context, c *broker.ClientInfo, act broker.Action, name string) bool {
-	rs := a.rules.Load()
+	rs := a.file.load()
 	user := Username(c, a.CertIdentityAsUsername)
 	own := rs.anon
 	if user != "" {

@@ -4,11 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/roost-mqtt/roost/broker"
 )
@@ -18,51 +16,45 @@ import (
 // mosquitto_passwd. It is safe for concurrent use; Reload replaces the
 // users at once, so a check sees either the old file or the new one.
 type PasswordFile struct {
-	path  string
-	users atomic.Pointer[map[string]*hash]
+	file ruleFile[map[string]*hash]
 }
 
 // LoadPasswordFile reads the password file at path. An error names the
 // file and line of the first problem.
 func LoadPasswordFile(path string) (*PasswordFile, error) {
-	p := &PasswordFile{path: path}
+	p := newPasswordFile(path)
 	return p, p.Reload()
 }
 
 // ParsePasswords parses a password file's contents; name prefixes errors.
 func ParsePasswords(name string, data []byte) (*PasswordFile, error) {
-	users, err := parsePasswords(name, data)
-	if err != nil {
+	p := newPasswordFile(name)
+	if err := p.file.set(name, data); err != nil {
 		return nil, err
 	}
-	p := &PasswordFile{path: name}
-	p.users.Store(&users)
 	return p, nil
 }
 
-// Path is the file the users come from.
-func (p *PasswordFile) Path() string { return p.path }
-
-// Reload rereads the file. On error the users loaded before stay in force.
-func (p *PasswordFile) Reload() error {
-	data, err := os.ReadFile(p.path)
-	if err != nil {
-		return fmt.Errorf("password file: %w", err)
-	}
-	users, err := parsePasswords(p.path, data)
-	if err != nil {
-		return err
-	}
-	p.users.Store(&users)
-	return nil
+func newPasswordFile(path string) *PasswordFile {
+	return &PasswordFile{file: ruleFile[map[string]*hash]{path: path, kind: "password file",
+		parse: func(name string, data []byte) (*map[string]*hash, error) {
+			users, err := parsePasswords(name, data)
+			return &users, err
+		}}}
 }
 
+// Path is the file the users come from.
+func (p *PasswordFile) Path() string { return p.file.path }
+
+// Reload rereads the file. On error the users loaded before stay in force.
+func (p *PasswordFile) Reload() error { return p.file.reload() }
+
 // Len is the number of users.
-func (p *PasswordFile) Len() int { return len(*p.users.Load()) }
+func (p *PasswordFile) Len() int { return len(*p.file.load()) }
 
 // Has reports whether the file has an entry for user.
 func (p *PasswordFile) Has(user string) bool {
-	_, ok := (*p.users.Load())[user]
+	_, ok := (*p.file.load())[user]
 	return ok
 }
 
@@ -83,7 +75,7 @@ func (p *PasswordFile) Check(user string, password []byte) error {
 	case len(password) == 0:
 		return errEmptyPassword
 	}
-	h, ok := (*p.users.Load())[user]
+	h, ok := (*p.file.load())[user]
 	verifySlots.acquire()
 	defer verifySlots.release()
 	if !ok {
