@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -82,11 +80,7 @@ type Node struct {
 	// Args are the extra arguments of its command line (Options.Args).
 	Args []string
 
-	bin    string
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	done   chan struct{}
-	starts int
+	proc *Proc
 }
 
 // Start runs the cluster opts describes, every node a peer of every
@@ -118,8 +112,8 @@ func Start(t testing.TB, opts Options) *Cluster {
 			Cluster: net.JoinHostPort(ip, strconv.Itoa(FreePort(t, ip))),
 			Data:    data,
 			LogPath: filepath.Join(dir, name+".log"),
-			Args:    opts.Args,
-			bin:     c.bin}
+			Args:    opts.Args}
+		nd.proc = &Proc{Name: name, Bin: c.bin, LogPath: nd.LogPath}
 		c.Nodes = append(c.Nodes, nd)
 	}
 	for _, nd := range c.Nodes {
@@ -148,15 +142,17 @@ func Start(t testing.TB, opts Options) *Cluster {
 // Binary is the roost binary the cluster's nodes run.
 func (c *Cluster) Binary() string { return c.bin }
 
-// FreePort returns a TCP port the OS considers free on ip.
+// FreePort returns a TCP port the OS considers free on ip (FreeAddr for a
+// test).
 func FreePort(t testing.TB, ip string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	addr, err := FreeAddr(ip)
 	if err != nil {
-		t.Fatalf("no free port on %s: %v", ip, err)
+		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	_, port, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 // Restart starts the node's process: the first time, or again after Kill
@@ -164,86 +160,33 @@ func FreePort(t testing.TB, ip string) int {
 // not wait for the node to be ready (WaitReady does).
 func (nd *Node) Restart(t testing.TB) {
 	t.Helper()
-	nd.mu.Lock()
-	defer nd.mu.Unlock()
-	if nd.cmd != nil {
-		select {
-		case <-nd.done:
-		default:
-			t.Fatalf("clustertest: restart of %s while it runs", nd.Name)
-		}
-	}
 	args := []string{"serve", "--listen", "mqtt://" + nd.MQTT, "--data", nd.Data, "--node", nd.Name,
 		"--cluster-listen", nd.Cluster, "--log-level", "debug"}
 	for _, p := range nd.Peers {
 		args = append(args, "--cluster-peer", p)
 	}
 	args = append(args, nd.Args...)
-	logf, err := os.OpenFile(nd.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
+	if err := nd.proc.Start(args...); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(nd.bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// A test binary that dies (a -timeout panic skips the cleanups) takes
-	// its nodes with it rather than leaving them to run on.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("starting %s: %v", nd.Name, err)
-	}
-	done := make(chan struct{})
-	nd.cmd, nd.done = cmd, done
-	nd.starts++
-	go func() {
-		cmd.Wait()
-		logf.Close()
-		close(done)
-	}()
 }
 
 // Starts is how many times the node's process was started.
-func (nd *Node) Starts() int {
-	nd.mu.Lock()
-	defer nd.mu.Unlock()
-	return nd.starts
-}
+func (nd *Node) Starts() int { return nd.proc.Starts() }
 
 // Pid is the process id of the node's current process (0 before its
 // first start).
-func (nd *Node) Pid() int {
-	nd.mu.Lock()
-	defer nd.mu.Unlock()
-	if nd.cmd == nil {
-		return 0
-	}
-	return nd.cmd.Process.Pid
-}
+func (nd *Node) Pid() int { return nd.proc.Pid() }
 
 // Done is closed when the node's current process has ended.
-func (nd *Node) Done() <-chan struct{} {
-	nd.mu.Lock()
-	defer nd.mu.Unlock()
-	return nd.done
-}
-
-func (nd *Node) signal(sig syscall.Signal) {
-	nd.mu.Lock()
-	defer nd.mu.Unlock()
-	if nd.cmd != nil {
-		nd.cmd.Process.Signal(sig)
-	}
-}
+func (nd *Node) Done() <-chan struct{} { return nd.proc.Done() }
 
 // Kill kills the node with SIGKILL (kill -9) and waits for its process to
 // end.
 func (nd *Node) Kill(t testing.TB) {
 	t.Helper()
-	nd.signal(syscall.SIGKILL)
-	select {
-	case <-nd.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s did not die on SIGKILL", nd.Name)
+	if err := nd.proc.Kill(10 * time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -251,14 +194,8 @@ func (nd *Node) Kill(t testing.TB) {
 // to exit; after StopBound it fails t and kills it.
 func (nd *Node) Stop(t testing.TB) {
 	t.Helper()
-	nd.signal(syscall.SIGCONT) // a stopped process would never handle SIGTERM
-	nd.signal(syscall.SIGTERM)
-	select {
-	case <-nd.Done():
-	case <-time.After(StopBound):
-		t.Errorf("%s did not stop on SIGTERM within %v; killing it", nd.Name, StopBound)
-		nd.signal(syscall.SIGKILL)
-		<-nd.Done()
+	if nd.proc.Stop(StopBound) {
+		t.Errorf("%s did not stop on SIGTERM within %v; killed it", nd.Name, StopBound)
 	}
 }
 
@@ -266,25 +203,15 @@ func (nd *Node) Stop(t testing.TB) {
 // stopped: kill(2) returns before it has.
 func (nd *Node) Pause(t testing.TB) {
 	t.Helper()
-	nd.signal(syscall.SIGSTOP)
-	pid := nd.Pid()
-	eventually.NoError(t, 5*time.Second, func() error {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return err
-		}
-		// The state follows the parenthesised command name.
-		if _, rest, ok := strings.Cut(string(b), ") "); !ok || !strings.HasPrefix(rest, "T") {
-			return fmt.Errorf("%s not stopped yet", nd.Name)
-		}
-		return nil
-	})
+	if err := nd.proc.Pause(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Resume continues a paused node (SIGCONT).
 func (nd *Node) Resume(t testing.TB) {
 	t.Helper()
-	nd.signal(syscall.SIGCONT)
+	nd.proc.Resume()
 }
 
 // CountLog counts the lines of the node's log (all its starts) that

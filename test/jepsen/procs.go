@@ -5,14 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/roost-mqtt/roost/internal/clustertest"
@@ -25,19 +21,17 @@ import (
 // partition can later cut node pairs. Ports are chosen free once and kept
 // across restarts: clients and peers find a restarted node where it was.
 type Procs struct {
-	bin, dir, config string
-	extra            []string
-	nodes            []*proc
+	dir, config string
+	extra       []string
+	nodes       []*proc
 }
 
 type proc struct {
 	name, ip, mqtt, cluster, data, log string
 	peers                              []string
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	runs int // starts so far; each start appends to the same log
+	// run is the process; each start appends to the same log.
+	run *clustertest.Proc
 }
 
 // startTimeout bounds a node's start; on two loaded cores a cluster node
@@ -49,21 +43,22 @@ const startTimeout = 60 * time.Second
 // be "") and extra arguments, and waits until all serve (a cluster: until
 // every node has joined the others and its replicated records are ready).
 func StartProcs(ctx context.Context, bin, dir, config string, n int, extra ...string) (*Procs, error) {
-	ps := &Procs{bin: bin, dir: dir, config: config, extra: extra}
+	ps := &Procs{dir: dir, config: config, extra: extra}
 	for i := range n {
 		ip := "127.0.0.1"
 		if n > 1 {
 			ip = fmt.Sprintf("127.0.0.%d", i+2)
 		}
-		mqtt, err := freePort(ip)
+		mqtt, err := clustertest.FreeAddr(ip)
 		if err != nil {
 			return nil, err
 		}
 		p := &proc{name: fmt.Sprintf("n%d", i+1), ip: ip, mqtt: mqtt,
 			data: filepath.Join(dir, fmt.Sprintf("n%d", i+1))}
 		p.log = p.data + ".log"
+		p.run = &clustertest.Proc{Name: p.name, Bin: bin, LogPath: p.log}
 		if n > 1 {
-			if p.cluster, err = freePort(ip); err != nil {
+			if p.cluster, err = clustertest.FreeAddr(ip); err != nil {
 				return nil, err
 			}
 		}
@@ -89,15 +84,6 @@ func StartProcs(ctx context.Context, bin, dir, config string, n int, extra ...st
 		}
 	}
 	return ps, nil
-}
-
-func freePort(ip string) (string, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-	if err != nil {
-		return "", fmt.Errorf("jepsen: no free port on %s: %w", ip, err)
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // Addrs implements Nodes.
@@ -131,31 +117,26 @@ func (ps *Procs) launch(i int) error {
 		}
 	}
 	args = append(args, ps.extra...)
+	// The marker tells this start's lines from the earlier starts' in the
+	// one log (waitReady).
 	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(logf, "=== jepsen: start %d of %s\n", p.runs+1, p.name)
-	cmd := exec.Command(ps.bin, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// A checker that dies (a test -timeout skips the cleanups) takes its
-	// nodes with it rather than leaving them to run on.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("jepsen: starting %s: %w", p.name, err)
+	_, err = fmt.Fprint(logf, startMarker(p.name, p.run.Starts()+1))
+	if cerr := logf.Close(); err == nil {
+		err = cerr
 	}
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		logf.Close()
-		close(done)
-	}()
-	p.mu.Lock()
-	p.cmd, p.done = cmd, done
-	p.runs++
-	p.mu.Unlock()
-	return nil
+	if err != nil {
+		return err
+	}
+	return p.run.Start(args...)
+}
+
+// startMarker is the line launch writes to a node's log before its nth
+// start.
+func startMarker(name string, n int) string {
+	return fmt.Sprintf("=== jepsen: start %d of %s\n", n, name)
 }
 
 // ready lines: what a node logs once it serves (a cluster node: once it
@@ -170,9 +151,7 @@ func (ps *Procs) readyLines() []string {
 // waitReady waits until node i's current run has logged every ready line.
 func (ps *Procs) waitReady(ctx context.Context, i int) error {
 	p := ps.nodes[i]
-	p.mu.Lock()
-	done, marker := p.done, fmt.Sprintf("=== jepsen: start %d of %s\n", p.runs, p.name)
-	p.mu.Unlock()
+	done, marker := p.run.Done(), startMarker(p.name, p.run.Starts())
 	deadline := time.Now().Add(startTimeout)
 	for {
 		b, err := os.ReadFile(p.log)
@@ -210,29 +189,8 @@ func tail(b []byte) string {
 	return strings.Join(lines[max(0, len(lines)-20):], "\n")
 }
 
-func (ps *Procs) signal(i int, sig syscall.Signal) (chan struct{}, error) {
-	p := ps.nodes[i]
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return nil, fmt.Errorf("jepsen: %s not running", p.name)
-	}
-	return p.done, p.cmd.Process.Signal(sig)
-}
-
 // Kill implements Nodes: SIGKILL, and wait for the exit.
-func (ps *Procs) Kill(i int) error {
-	done, err := ps.signal(i, syscall.SIGKILL)
-	if err != nil {
-		return err
-	}
-	select {
-	case <-done:
-		return nil
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("jepsen: %s still running 10 s after SIGKILL", ps.nodes[i].name)
-	}
-}
+func (ps *Procs) Kill(i int) error { return ps.nodes[i].run.Kill(10 * time.Second) }
 
 // Start implements Nodes.
 func (ps *Procs) Start(ctx context.Context, i int) error {
@@ -244,35 +202,10 @@ func (ps *Procs) Start(ctx context.Context, i int) error {
 
 // Pause implements Nodes: SIGSTOP, and wait until the kernel says the
 // process is stopped (kill(2) returns before).
-func (ps *Procs) Pause(i int) error {
-	p := ps.nodes[i]
-	if _, err := ps.signal(i, syscall.SIGSTOP); err != nil {
-		return err
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		p.mu.Lock()
-		pid := p.cmd.Process.Pid
-		p.mu.Unlock()
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			return err
-		}
-		if _, rest, ok := strings.Cut(string(b), ") "); ok && strings.HasPrefix(rest, "T") {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("jepsen: %s not stopped 5 s after SIGSTOP", p.name)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+func (ps *Procs) Pause(i int) error { return ps.nodes[i].run.Pause() }
 
 // Resume implements Nodes.
-func (ps *Procs) Resume(i int) error {
-	_, err := ps.signal(i, syscall.SIGCONT)
-	return err
-}
+func (ps *Procs) Resume(i int) error { return ps.nodes[i].run.Resume() }
 
 // Stop ends every node: SIGCONT and SIGTERM, SIGKILL after 15 s. It
 // reports the nodes that had to be killed.
@@ -280,21 +213,9 @@ func (ps *Procs) Stop() error {
 	var errs []error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for i, p := range ps.nodes {
-		p.mu.Lock()
-		cmd, done := p.cmd, p.done
-		p.mu.Unlock()
-		if cmd == nil {
-			continue
-		}
+	for _, p := range ps.nodes {
 		wg.Go(func() {
-			ps.signal(i, syscall.SIGCONT)
-			ps.signal(i, syscall.SIGTERM)
-			select {
-			case <-done:
-			case <-time.After(15 * time.Second):
-				cmd.Process.Kill()
-				<-done
+			if p.run.Stop(15 * time.Second) {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("jepsen: %s did not stop on SIGTERM within 15 s", p.name))
 				mu.Unlock()
