@@ -10,12 +10,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/roost-mqtt/roost/internal/config"
 	wait "github.com/roost-mqtt/roost/internal/eventually"
+	"github.com/roost-mqtt/roost/internal/mqtttest"
 )
 
 func writeConfig(t *testing.T, src string) string {
@@ -120,24 +120,9 @@ func TestServeAddressInUse(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe to write from the server while the test
+// syncBuffer is a buffer safe to write from the server while the test
 // reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = mqtttest.LogBuffer
 
 // eventually polls cond until it returns true or d passes, and reports
 // whether it did (internal/eventually), so that a caller can print the log

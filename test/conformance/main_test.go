@@ -1,14 +1,12 @@
 package conformance
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/roost-mqtt/roost/internal/brokertest"
 	wait "github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/internal/mosquittotest"
+	"github.com/roost-mqtt/roost/internal/mqtttest"
 	rc "github.com/roost-mqtt/roost/internal/rawclient"
 )
 
@@ -133,33 +132,15 @@ func forTransports(t *testing.T, f func(t *testing.T)) {
 }
 
 // syncBuffer collects a broker's log for printing when a test fails.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// String returns the whole log.
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer struct{ mqtttest.LogBuffer }
 
 // tail returns at most the last n bytes of the log.
 func (s *syncBuffer) tail(n int) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b := s.b.Bytes()
+	b := s.String()
 	if len(b) > n {
 		b = b[len(b)-n:]
 	}
-	return string(b)
+	return b
 }
 
 const logTail = 16 << 10
