@@ -19,7 +19,9 @@
 //
 // Faults on a node are what a host suffers: Kill (SIGKILL, kill -9),
 // Pause and Resume (SIGSTOP and SIGCONT, a frozen VM or a long GC stall),
-// Restart on the same data directory. Every wait is bounded: WaitLog and
+// Restart on the same data directory. Node does them through Proc, which
+// returns errors instead of failing the test, for callers outside the
+// test's goroutine (test/jepsen's nemesis runs its nodes on Proc too). Every wait is bounded: WaitLog and
 // WaitReady poll a node's log, Client.Next waits for a message, and the
 // helpers fail the test saying what did not happen.
 package clustertest
