@@ -232,14 +232,23 @@ type ClusterFigures interface {
 
 // HandOver takes clientID's session off this node because the client
 // connected to another node: its connection, if any, gets DISCONNECT 0x8E
-// Session taken over [MQTT-3.1.4-3]; a session that outlives its
-// connection is returned whole (subscriptions, inflight and queued
-// messages, inbound QoS 2 ids, a will still waiting for its delay) for the
-// new node to Adopt, and ended here; a session that does not (expiry 0)
-// just ends. The connection's will is published unless the session goes
-// on and the will has a delay [MQTT-3.1.3-9], as on a takeover within one
-// node. It returns nil when there is no session to move.
-func (s *Server) HandOver(clientID string) *StoredSession {
+// Session taken over [MQTT-3.1.4-3]. A session that outlives its connection
+// is returned whole (subscriptions, inflight and queued messages, inbound
+// QoS 2 ids, a will still waiting for its delay) for the new node to Adopt;
+// a session that does not (expiry 0) just ends and nil is returned. The
+// connection's will is published unless the session goes on and the will
+// has a delay [MQTT-3.1.3-9], as on a takeover within one node.
+//
+// A returned session stays here, offline and with its timers stopped,
+// until the caller calls done (once): done(true) when the new node has
+// adopted it, which ends it here without its will (the will moved with
+// it); done(false) when the new node is not known to have it (it did not
+// confirm in time: it gave up waiting, or this node was paused or cut off
+// while the request was on its way), which ends the session here as any
+// session ends, so its pending will is published now [MQTT-3.1.2-8] and
+// only here. done does nothing if the client has come back to this node
+// meanwhile.
+func (s *Server) HandOver(clientID string) (rec *StoredSession, done func(adopted bool)) {
 	// As for a takeover on one node: the old connection first applies
 	// what its client already sent (a DISCONNECT in flight decides about
 	// the will and the session) and detaches (takeover.go).
@@ -249,7 +258,7 @@ func (s *Server) HandOver(clientID string) *StoredSession {
 	ss := s.sessions[clientID]
 	if ss == nil {
 		s.mu.Unlock()
-		return nil
+		return nil, nil
 	}
 	ss.mu.Lock()
 	moves := !ss.ended && ss.expiry > 0
@@ -267,20 +276,118 @@ func (s *Server) HandOver(clientID string) *StoredSession {
 		}
 		oc.kickOut(kickTakeover)
 	}
-	var rec *StoredSession
 	if moves {
 		rec = ss.export()
-		ss.will = nil // goes with the session
+		// Nothing fires here while the new node decides: its copy of
+		// the will and of the expiry is the one that counts.
+		ss.stopTimersLocked()
 	}
 	ss.mu.Unlock()
-	if w := s.endSessionLocked(ss); w != nil {
-		wills = append(wills, w)
+	if !moves {
+		if w := s.endSessionLocked(ss); w != nil {
+			wills = append(wills, w)
+		}
 	}
 	s.mu.Unlock()
 	for _, w := range wills {
 		s.publishWill(w)
 	}
-	return rec
+	if !moves {
+		return nil, nil
+	}
+	return rec, func(adopted bool) { s.endHandedOver(ss, adopted) }
+}
+
+// endHandedOver ends ss, a session HandOver returned, unless its client
+// came back here meanwhile; see HandOver.
+func (s *Server) endHandedOver(ss *session, adopted bool) {
+	s.mu.Lock()
+	ss.mu.Lock()
+	live := s.sessions[ss.id] == ss && ss.conn == nil && !ss.ended
+	if live && adopted {
+		ss.will = nil // it went with the session
+	}
+	ss.mu.Unlock()
+	var w *willMsg
+	if live {
+		w = s.endSessionLocked(ss)
+		if !adopted {
+			s.log.Info("session ended: its client id is owned by another node", "client_id", ss.id, "handed_over", false)
+		}
+	}
+	s.mu.Unlock()
+	if w != nil {
+		s.publishWill(w)
+	}
+}
+
+// Fence takes clientID's connection off this node because the cluster
+// recorded another node as the id's owner and this node was not asked to
+// let go in time (it was paused or cut off while the other node claimed
+// the id): the connection ends as on a takeover, DISCONNECT 0x8E
+// [MQTT-3.1.4-3], and its will and session follow the takeover rules
+// (a will without delay is published now; a session with expiry 0 ends).
+// A session that outlives the connection stays, offline, for a release
+// request that may still come (HandOver) or for EndSession. It reports
+// whether a session for the id is still here.
+func (s *Server) Fence(clientID string) bool {
+	if s.sessionState(clientID) == sessionConnected {
+		// Kicks the connection and waits (bounded) until it detached,
+		// applying what its client had already sent.
+		s.settleTakeover(clientID)
+	}
+	return s.sessionState(clientID) != sessionNone
+}
+
+type sessionPresence int
+
+const (
+	sessionNone sessionPresence = iota
+	sessionOffline
+	sessionConnected
+)
+
+func (s *Server) sessionState(id string) sessionPresence {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := s.sessions[id]
+	if ss == nil {
+		return sessionNone
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	switch {
+	case ss.ended:
+		return sessionNone
+	case ss.conn != nil:
+		return sessionConnected
+	}
+	return sessionOffline
+}
+
+// EndSession ends clientID's session on this node if it is offline: its
+// state is dropped and a will still waiting for its delay is published now,
+// as when a session ends [MQTT-3.1.2-8]. The cluster calls it for a fenced
+// session that no other node took over. It reports whether there was one.
+func (s *Server) EndSession(clientID string) bool {
+	s.mu.Lock()
+	ss := s.sessions[clientID]
+	live := false
+	if ss != nil {
+		ss.mu.Lock()
+		live = ss.conn == nil && !ss.ended
+		ss.mu.Unlock()
+	}
+	var w *willMsg
+	if live {
+		w = s.endSessionLocked(ss)
+		s.log.Info("session ended: its client id is owned by another node", "client_id", clientID)
+	}
+	s.mu.Unlock()
+	if w != nil {
+		s.publishWill(w)
+	}
+	return live
 }
 
 // export is the session's state as a StoredSession. ss.mu must be held.

@@ -47,6 +47,10 @@
 //     node fences the sessions whose ids were claimed elsewhere meanwhile.
 //     openAssets creates the bucket and the retained stream once
 //     JetStream has a quorum.
+//   - fence.go: a previous owner that was paused or cut off lets go when
+//     it sees the newer owner record (a watcher on the bucket); handovers
+//     are confirmed by the new owner, and an unconfirmed one ends the
+//     session where it was.
 //   - retained.go: retained messages in a replicated stream, one message
 //     per topic, followed by every node from its start; QoS 1/2 appends
 //     are conditional on the topic's last sequence, so a late one cannot

@@ -121,6 +121,7 @@ func (n *Node) Attach(srv *broker.Server) error {
 		{snapSubject + "." + n.cfg.Node, n.onSnapshotRequest},
 		{ctlSubject + ".*", n.onControl},
 		{ownSubject + "." + n.cfg.Node, func(m *nats.Msg) { n.counters.takenOver.Add(1); n.own.onRelease(m) }},
+		{ownOKSubject + "." + n.cfg.Node, n.own.onConfirm},
 		{n.replies.prefix, n.replies.onAcks},
 	} {
 		sub, err := nc.Subscribe(s.subj, s.h)

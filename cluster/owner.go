@@ -58,6 +58,9 @@ type owners struct {
 	// of claims made meanwhile may never arrive. The next peer it hears
 	// from again makes it fence its sessions (fence).
 	lostContact atomic.Bool
+	// pending: sessions handed over, waiting for the new owner's word
+	// (fence.go).
+	pending handovers
 }
 
 type epochAt struct {
@@ -126,8 +129,13 @@ func (o *owners) open(ctx context.Context, js jetstream.JetStream) error {
 		return fmt.Errorf("ownership bucket: %w", err)
 	}
 	o.mu.Lock()
+	first := o.kv == nil
 	o.kv = kv
 	o.mu.Unlock()
+	if first {
+		o.n.wg.Add(1)
+		go o.watch(kv)
+	}
 	o.n.log.Info("cluster ownership records ready", "bucket", ownBucket, "replicas", o.n.cfg.Replicas)
 	return nil
 }
@@ -207,6 +215,7 @@ func (o *owners) claim(ctx context.Context, id string) error {
 		if prev != "" && prev != o.n.cfg.Node {
 			if rec := o.release(ctx, prev, id, epoch); rec != nil {
 				o.n.srv.Adopt(rec)
+				o.confirm(prev, id, epoch)
 				o.n.log.Info("session moved here", "client_id", id, "from", prev,
 					"subscriptions", len(rec.Subs), "messages", len(rec.Queue))
 			}
@@ -241,12 +250,12 @@ func (o *owners) noteEpoch(id string, epoch uint64) {
 
 // release asks node to let go of id, now owned here at epoch, and returns
 // the persistent session it hands over, if any. A node that does not answer
-// in time is not waited for (see docs/cluster.md on what is planned for
-// such a node).
+// in time is not waited for: it fences itself when it sees the new record
+// (fence.go).
 func (o *owners) release(ctx context.Context, node, id string, epoch uint64) *broker.StoredSession {
 	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 	defer cancel()
-	req := appendString(binary.AppendUvarint([]byte{wireVersion}, epoch), id)
+	req := encodeOwnerClaim(epoch, id)
 	reply, err := o.n.eng.nc.RequestWithContext(ctx, ownSubject+"."+node, req)
 	if err != nil {
 		if !errors.Is(err, nats.ErrNoResponders) {
@@ -267,13 +276,8 @@ func (o *owners) release(ctx context.Context, node, id string, epoch uint64) *br
 
 // onRelease handles another node's claim of an id this node may hold.
 func (o *owners) onRelease(m *nats.Msg) {
-	r := reader{b: m.Data}
-	if r.byte() != wireVersion {
-		o.n.log.Warn("cluster: bad release request")
-		return
-	}
-	epoch, id := r.uvarint(), r.string()
-	if r.err != nil {
+	epoch, id, err := decodeOwnerClaim(m.Data)
+	if err != nil {
 		o.n.log.Warn("cluster: bad release request")
 		return
 	}
@@ -286,19 +290,9 @@ func (o *owners) onRelease(m *nats.Msg) {
 	o.mu.Unlock()
 	reply := []byte{wireVersion, 0}
 	if !newer {
-		if rec := o.n.srv.HandOver(id); rec != nil {
-			b, err := encodeSession(rec)
-			switch {
-			case err != nil:
-				o.n.log.Error("cluster: session not handed over", "client_id", id, "err", err)
-			case int64(len(b))+2 > o.n.eng.nc.MaxPayload():
-				// Moving queues in pieces is the next step; until then
-				// a session this large starts afresh on the new node.
-				o.n.log.Error("cluster: session too large to hand over in one message; its queued messages are dropped",
-					"client_id", id, "bytes", len(b), "messages", len(rec.Queue))
-			default:
-				reply = append([]byte{wireVersion, 1}, b...)
-			}
+		if b, done := o.handOver(id); done != nil {
+			reply = append([]byte{wireVersion, 1}, b...)
+			o.pending.add(id, epoch, done)
 		}
 		o.n.log.Info("client taken over by another node", "client_id", id, "epoch", epoch)
 	}
@@ -345,7 +339,9 @@ func (o *owners) fence() {
 			newer := o.epochs[id].epoch >= epoch // claimed here again since the read
 			o.mu.Unlock()
 			if !newer {
-				o.n.srv.HandOver(id)
+				if _, done := o.n.srv.HandOver(id); done != nil {
+					done(false) // nobody adopts it: it ends here, will and all
+				}
 				o.n.log.Info("session fenced: its client id was claimed by another node while this one was out of contact",
 					"client_id", id, "owner", owner, "epoch", epoch)
 			}
@@ -362,4 +358,28 @@ func (o *owners) fence() {
 			}
 		}
 	}
+}
+
+// handOver takes id's session off the broker and returns its bytes and the
+// function that ends it here once the new owner confirmed (or did not);
+// done is nil when there is nothing to hand over.
+func (o *owners) handOver(id string) ([]byte, func(bool)) {
+	rec, done := o.n.srv.HandOver(id)
+	if rec == nil {
+		return nil, nil
+	}
+	b, err := encodeSession(rec)
+	switch {
+	case err != nil:
+		o.n.log.Error("cluster: session not handed over", "client_id", id, "err", err)
+	case int64(len(b))+2 > o.n.eng.nc.MaxPayload():
+		// Moving queues in pieces is the next step; until then a session
+		// this large starts afresh on the new node.
+		o.n.log.Error("cluster: session too large to hand over in one message; its queued messages are dropped",
+			"client_id", id, "bytes", len(b), "messages", len(rec.Queue))
+	default:
+		return b, done
+	}
+	done(false) // ends here, as the new node will not have it
+	return nil, nil
 }

@@ -1,0 +1,224 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Fencing a stale owner.
+//
+// A node that claims a client id asks the previous owner to let go, but
+// does not wait for one that does not answer (releaseTimeout): a paused
+// (SIGSTOP, VM freeze) or cut-off node is not asked again. Such a node must
+// not go on acting for the id once it runs again, so every node watches
+// the ownership bucket: a record naming another node with an epoch newer
+// than this node's own claim means the id is no longer this node's, and
+// its connection is taken over here as on a takeover (DISCONNECT 0x8E,
+// will by the takeover rules, [MQTT-3.1.4-3]). A session that outlives the
+// connection is kept for fenceGrace, for a release request that may still
+// be on its way; if none takes it, the session ends here, and its pending
+// will with it [MQTT-3.1.2-8]: the new owner started a fresh session, so
+// for the client this one has ended.
+//
+// Handing a session over is confirmed: the old owner keeps the session
+// (offline, its timers stopped) until the new owner says it adopted it
+// (roost.ownok.<old owner>). A reply the new owner never read (it gave up
+// waiting, or the old owner was paused and answers a stale request) gets
+// no confirmation, and the old owner then ends the session as above, so
+// that its will is published once, here, rather than lost in the reply.
+
+const (
+	// ownOKSubject.<node>: a new owner's confirmation that it adopted a
+	// session node handed over.
+	ownOKSubject = subjPrefix + ".ownok"
+	// confirmTimeout is how long an old owner waits for that
+	// confirmation: longer than the new owner waits for the session.
+	confirmTimeout = releaseTimeout + time.Second
+	// fenceGrace is how long a fenced session waits for a release request
+	// before it ends here.
+	fenceGrace = releaseTimeout + time.Second
+)
+
+// handovers holds the sessions this node handed over and not yet saw
+// adopted, by client id and epoch of the claim they went to.
+type handovers struct {
+	mu sync.Mutex
+	m  map[handoverKey]*pendingHandover
+}
+
+type handoverKey struct {
+	id    string
+	epoch uint64
+}
+
+type pendingHandover struct {
+	done  func(adopted bool)
+	timer *time.Timer
+}
+
+// add records a handed-over session's done function (broker.HandOver) and
+// calls done(false) if no confirmation comes within confirmTimeout.
+func (h *handovers) add(id string, epoch uint64, done func(bool)) {
+	k := handoverKey{id, epoch}
+	p := &pendingHandover{done: done}
+	h.mu.Lock()
+	if h.m == nil {
+		h.m = make(map[handoverKey]*pendingHandover)
+	}
+	h.m[k] = p
+	p.timer = time.AfterFunc(confirmTimeout, func() {
+		if h.take(k) == p {
+			done(false)
+		}
+	})
+	h.mu.Unlock()
+}
+
+// take removes and returns the pending handover k, nil if there is none.
+func (h *handovers) take(k handoverKey) *pendingHandover {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.m[k]
+	delete(h.m, k)
+	return p
+}
+
+// encodeOwnerClaim is a release request's or confirmation's body: the
+// claim's epoch and the client id.
+func encodeOwnerClaim(epoch uint64, id string) []byte {
+	return appendString(binary.AppendUvarint([]byte{wireVersion}, epoch), id)
+}
+
+func decodeOwnerClaim(b []byte) (epoch uint64, id string, err error) {
+	r := reader{b: b}
+	if r.byte() != wireVersion {
+		return 0, "", errWire
+	}
+	epoch, id = r.uvarint(), r.string()
+	if r.err != nil {
+		return 0, "", errWire
+	}
+	return epoch, id, nil
+}
+
+// confirm tells node, which handed id's session over, that it was adopted.
+func (o *owners) confirm(node, id string, epoch uint64) {
+	if err := o.n.eng.nc.Publish(ownOKSubject+"."+node, encodeOwnerClaim(epoch, id)); err != nil {
+		o.n.log.Warn("cluster: handover not confirmed to the previous owner", "client_id", id, "peer", node, "err", err)
+	}
+}
+
+// onConfirm ends a handed-over session here: the new owner has it.
+func (o *owners) onConfirm(m *nats.Msg) {
+	epoch, id, err := decodeOwnerClaim(m.Data)
+	if err != nil {
+		o.n.log.Warn("cluster: bad handover confirmation")
+		return
+	}
+	if p := o.pending.take(handoverKey{id, epoch}); p != nil {
+		p.timer.Stop()
+		p.done(true)
+	}
+}
+
+// watch follows the ownership bucket and fences this node's sessions whose
+// ids another node claimed, until the node stops. A watcher that ends (the
+// bucket's stream lost its leader for long) is started again; updates are
+// not lost meanwhile, as it resumes where it was.
+func (o *owners) watch(kv jetstream.KeyValue) {
+	defer o.n.wg.Done()
+	for backoff := 100 * time.Millisecond; o.n.ctx.Err() == nil; backoff = min(2*backoff, 2*time.Second) {
+		w, err := kv.WatchAll(o.n.ctx, jetstream.UpdatesOnly(), jetstream.IgnoreDeletes())
+		if err != nil {
+			o.n.log.Warn("cluster: watching client-id owners", "err", err, "backoff", backoff)
+			select {
+			case <-o.n.ctx.Done():
+			case <-time.After(backoff):
+			}
+			continue
+		}
+		for e := range w.Updates() {
+			if e != nil {
+				o.onRecord(e)
+			}
+		}
+		w.Stop()
+	}
+}
+
+// onRecord fences id if its new record names another node.
+func (o *owners) onRecord(e jetstream.KeyValueEntry) {
+	id, err := keyID(e.Key())
+	if err != nil {
+		o.n.log.Warn("cluster: unreadable owner key", "key", e.Key(), "err", err)
+		return
+	}
+	node, epoch, err := decodeOwner(e.Value())
+	if err != nil {
+		o.n.log.Warn("cluster: unreadable owner record", "key", e.Key(), "err", err)
+		return
+	}
+	if node != o.n.cfg.Node {
+		o.fenceID(id, node, epoch)
+	}
+}
+
+// fenceID takes id off this node, now that node owns it at epoch, unless
+// this node's own claim is newer.
+func (o *owners) fenceID(id, node string, epoch uint64) {
+	if o.newerHere(id, epoch) {
+		return
+	}
+	if !o.n.srv.Fence(id) {
+		return
+	}
+	o.n.log.Info("client id owned by another node; fenced here", "client_id", id, "owner", node, "epoch", epoch)
+	time.AfterFunc(fenceGrace, func() {
+		if o.n.ctx.Err() != nil || o.newerHere(id, epoch) {
+			return
+		}
+		o.n.srv.EndSession(id)
+	})
+}
+
+// newerHere reports whether this node claimed id at an epoch after epoch.
+func (o *owners) newerHere(id string, epoch uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.epochs[id].epoch > epoch
+}
+
+var errOwnerKey = errors.New("cluster: not an owner key")
+
+// keyID is ownerKey's inverse.
+func keyID(key string) (string, error) {
+	if len(key) < 2 || key[:2] != "c." {
+		return "", errOwnerKey
+	}
+	key = key[2:]
+	if key == "=" {
+		return "", nil
+	}
+	b := make([]byte, 0, len(key))
+	for i := 0; i < len(key); i++ {
+		if key[i] != '=' {
+			b = append(b, key[i])
+			continue
+		}
+		if i+2 >= len(key) {
+			return "", errOwnerKey
+		}
+		hi, lo := unhex(key[i+1]), unhex(key[i+2])
+		if hi < 0 || lo < 0 {
+			return "", errOwnerKey
+		}
+		b = append(b, byte(hi<<4|lo))
+		i += 2
+	}
+	return string(b), nil
+}
