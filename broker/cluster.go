@@ -237,18 +237,20 @@ type ClusterFigures interface {
 // QoS 2 ids, a will still waiting for its delay) for the new node to Adopt;
 // a session that does not (expiry 0) just ends and nil is returned. The
 // connection's will is published unless the session goes on and the will
-// has a delay [MQTT-3.1.3-9], as on a takeover within one node.
+// has a delay [MQTT-3.1.3-9], as on a takeover within one node; with
+// replicated, the will of a session that goes on is the new node's to
+// publish or not (Adopt), since that node may also have read the session,
+// will included, from the cluster's replicated record, should this answer
+// not reach it: it is exported as a connection's will (WillAt zero).
 //
 // A returned session stays here, offline and with its timers stopped,
-// until the caller calls done (once): done(true) when the new node has
-// adopted it, which ends it here without its will (the will moved with
-// it); done(false) when the new node is not known to have it (it did not
-// confirm in time: it gave up waiting, or this node was paused or cut off
-// while the request was on its way), which ends the session here as any
-// session ends, so its pending will is published now [MQTT-3.1.2-8] and
-// only here. done does nothing if the client has come back to this node
-// meanwhile.
-func (s *Server) HandOver(clientID string) (rec *StoredSession, done func(adopted bool)) {
+// until the caller calls done (once), which ends it here: with
+// publishWill false when the new node has it (it adopted it, or read it
+// from a replicated record), as the will moved with it; with publishWill
+// true when no other node has it, as any session ending publishes its
+// pending will [MQTT-3.1.2-8]. done does nothing if the client has come
+// back to this node meanwhile.
+func (s *Server) HandOver(clientID string, replicated bool) (rec *StoredSession, done func(publishWill bool)) {
 	// As for a takeover on one node: the old connection first applies
 	// what its client already sent (a DISCONNECT in flight decides about
 	// the will and the session) and detaches (takeover.go).
@@ -266,7 +268,7 @@ func (s *Server) HandOver(clientID string) (rec *StoredSession, done func(adopte
 		ss.conn = nil
 		ss.offlineAt = time.Now().UnixNano()
 		s.stats.connected.Add(-1)
-		if w := ss.will; w != nil {
+		if w := ss.will; w != nil && !(moves && replicated) {
 			ss.will = nil
 			if !moves || w.delay == 0 {
 				wills = append(wills, w)
@@ -295,25 +297,23 @@ func (s *Server) HandOver(clientID string) (rec *StoredSession, done func(adopte
 	if !moves {
 		return nil, nil
 	}
-	return rec, func(adopted bool) { s.endHandedOver(ss, adopted) }
+	return rec, func(publishWill bool) { s.endHandedOver(ss, publishWill) }
 }
 
 // endHandedOver ends ss, a session HandOver returned, unless its client
 // came back here meanwhile; see HandOver.
-func (s *Server) endHandedOver(ss *session, adopted bool) {
+func (s *Server) endHandedOver(ss *session, publishWill bool) {
 	s.mu.Lock()
 	ss.mu.Lock()
 	live := s.sessions[ss.id] == ss && ss.conn == nil && !ss.ended
-	if live && adopted {
+	if live && !publishWill {
 		ss.will = nil // it went with the session
 	}
 	ss.mu.Unlock()
 	var w *willMsg
 	if live {
 		w = s.endSessionLocked(ss)
-		if !adopted {
-			s.log.Info("session ended: its client id is owned by another node", "client_id", ss.id, "handed_over", false)
-		}
+		s.log.Info("session ended: its client id is owned by another node", "client_id", ss.id, "will", publishWill)
 	}
 	s.mu.Unlock()
 	if w != nil {
@@ -325,13 +325,26 @@ func (s *Server) endHandedOver(ss *session, adopted bool) {
 // recorded another node as the id's owner and this node was not asked to
 // let go in time (it was paused or cut off while the other node claimed
 // the id): the connection ends as on a takeover, DISCONNECT 0x8E
-// [MQTT-3.1.4-3], and its will and session follow the takeover rules
-// (a will without delay is published now; a session with expiry 0 ends).
-// A session that outlives the connection stays, offline, for a release
-// request that may still come (HandOver) or for EndSession. It reports
-// whether a session for the id is still here.
-func (s *Server) Fence(clientID string) bool {
+// [MQTT-3.1.4-3]. Its will follows the takeover rules (without a delay it
+// is published now; a session with expiry 0 ends), except that with
+// replicated true a session that outlives its connection leaves its will
+// to the new owner, which read the session, will included, from the
+// cluster's replicated record. A session that outlives the connection
+// stays, offline, for a release request that may still come (HandOver) or
+// for EndSession. It reports whether a session for the id is still here.
+func (s *Server) Fence(clientID string, replicated bool) bool {
 	if s.sessionState(clientID) == sessionConnected {
+		if replicated {
+			s.mu.Lock()
+			if ss := s.sessions[clientID]; ss != nil {
+				ss.mu.Lock()
+				if ss.persisted() {
+					ss.will = nil
+				}
+				ss.mu.Unlock()
+			}
+			s.mu.Unlock()
+		}
 		// Kicks the connection and waits (bounded) until it detached,
 		// applying what its client had already sent.
 		s.settleTakeover(clientID)
@@ -366,22 +379,27 @@ func (s *Server) sessionState(id string) sessionPresence {
 }
 
 // EndSession ends clientID's session on this node if it is offline: its
-// state is dropped and a will still waiting for its delay is published now,
-// as when a session ends [MQTT-3.1.2-8]. The cluster calls it for a fenced
-// session that no other node took over. It reports whether there was one.
-func (s *Server) EndSession(clientID string) bool {
+// state is dropped and, with publishWill, a will still waiting for its
+// delay is published now, as when a session ends [MQTT-3.1.2-8]. The
+// cluster calls it for a fenced session that another node owns (without
+// publishWill when that node has the session's replicated record, will
+// included). It reports whether there was one.
+func (s *Server) EndSession(clientID string, publishWill bool) bool {
 	s.mu.Lock()
 	ss := s.sessions[clientID]
 	live := false
 	if ss != nil {
 		ss.mu.Lock()
 		live = ss.conn == nil && !ss.ended
+		if live && !publishWill {
+			ss.will = nil
+		}
 		ss.mu.Unlock()
 	}
 	var w *willMsg
 	if live {
 		w = s.endSessionLocked(ss)
-		s.log.Info("session ended: its client id is owned by another node", "client_id", clientID)
+		s.log.Info("session ended: its client id is owned by another node", "client_id", clientID, "will", publishWill)
 	}
 	s.mu.Unlock()
 	if w != nil {
@@ -394,7 +412,7 @@ func (s *Server) EndSession(clientID string) bool {
 func (ss *session) export() *StoredSession {
 	rec := &StoredSession{ClientID: ss.id, Expiry: ss.expiry, DisconnectedAt: unixTime(ss.offlineAt)}
 	if ss.will != nil {
-		rec.Will, rec.WillAt = ss.will.msg, unixTime(ss.willAt)
+		rec.Will, rec.WillAt, rec.WillDelay = ss.will.msg, unixTime(ss.willAt), ss.will.delay
 	}
 	for _, sub := range ss.subs {
 		rec.Subs = append(rec.Subs, StoredSub{Filter: sub.filter, Opts: sub.opts, ID: sub.id})
@@ -411,27 +429,46 @@ func (ss *session) export() *StoredSession {
 	return rec
 }
 
-// Adopt makes rec, a session another node handed over, this node's session
-// for rec.ClientID (replacing any it had), so that the client's CONNECT
-// that follows resumes it: CONNACK Session Present, inflight messages sent
+// Adopt makes rec, a session another node handed over (or that the
+// cluster read from its replicated record of the session), this node's
+// session for rec.ClientID, replacing any it had (whose will is not
+// published: rec's is the current one), so that the client's CONNECT that
+// follows resumes it: CONNACK Session Present, inflight messages sent
 // again with DUP, queued ones delivered. It is journalled in this node's
 // store like any persistent session.
+//
+// A will with no due time (rec.WillAt zero) is that of a connection that
+// ended with its node, which could not publish it: as on a takeover
+// [MQTT-3.1.4-3], it is published now if it has no delay, else it waits
+// for its delay, which the client's CONNECT that follows cancels if it
+// resumes the session [MQTT-3.1.3-9]. A will whose time passed while no
+// node could publish it is published now.
 func (s *Server) Adopt(rec *StoredSession) {
 	now := time.Now()
 	var wills []*willMsg
 	s.mu.Lock()
 	if old := s.sessions[rec.ClientID]; old != nil {
-		if w := s.endSessionLocked(old); w != nil {
-			wills = append(wills, w)
-		}
+		old.mu.Lock()
+		old.will = nil
+		old.mu.Unlock()
+		s.endSessionLocked(old)
 	}
 	ss := newSession(s, rec.ClientID)
 	ss.expiry = rec.Expiry
 	ss.offlineAt = now.UnixNano()
 	ss.mu.Lock()
-	if rec.Will != nil && rec.WillAt.After(now) {
-		ss.will, ss.willAt = &willMsg{msg: rec.Will}, rec.WillAt.UnixNano()
-		ss.willTimer = time.AfterFunc(rec.WillAt.Sub(now), func() { s.fireWill(ss) })
+	if rec.Will != nil {
+		w := &willMsg{msg: rec.Will, delay: rec.WillDelay}
+		at := rec.WillAt
+		if at.IsZero() {
+			at = now.Add(rec.WillDelay)
+		}
+		if at.After(now) {
+			ss.will, ss.willAt = w, at.UnixNano()
+			ss.willTimer = time.AfterFunc(at.Sub(now), func() { s.fireWill(ss) })
+		} else {
+			wills = append(wills, w)
+		}
 	}
 	s.loadSessionState(ss, rec, "handed-over", false)
 	ss.recordSession() // first time: journals subscriptions and queue too

@@ -152,7 +152,7 @@ func (ss *session) recordSession() Ticket {
 	ss.stored = true
 	rec := StoredSession{ClientID: ss.id, Expiry: ss.expiry, DisconnectedAt: unixTime(ss.offlineAt)}
 	if ss.will != nil {
-		rec.Will, rec.WillAt = ss.will.msg, unixTime(ss.willAt)
+		rec.Will, rec.WillAt, rec.WillDelay = ss.will.msg, unixTime(ss.willAt), ss.will.delay
 	}
 	t := ss.record(Op{Kind: OpSessionPut, Session: rec})
 	if first {

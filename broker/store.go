@@ -93,11 +93,15 @@ type StoredSession struct {
 	// DisconnectedAt is when the client went offline; zero while
 	// connected (after a crash, the load time counts as the disconnect).
 	DisconnectedAt time.Time
-	Will           *Message         // a will that is still due, if any
-	WillAt         time.Time        // when the will is due
-	Subs           []StoredSub      // Load only
-	Queue          []StoredDelivery // Load only, in Seq order
-	Inbound        []uint16         // Load only
+	Will           *Message  // a will that is still due, if any
+	WillAt         time.Time // when the will is due; zero while connected
+	// WillDelay is the will's Will Delay Interval. Stores may drop it;
+	// the cluster needs it to treat the will of a connection that ended
+	// with its node as a takeover would [MQTT-3.1.3-9].
+	WillDelay time.Duration
+	Subs      []StoredSub      // Load only
+	Queue     []StoredDelivery // Load only, in Seq order
+	Inbound   []uint16         // Load only
 }
 
 // StoredSub is one subscription of a session.

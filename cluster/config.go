@@ -54,6 +54,10 @@ type Config struct {
 	// nodes it was forwarded to (and the retained stream), and how long a
 	// CONNECT waits for its client-id owner record. Default 5s.
 	ForwardTimeout time.Duration
+	// Partitions is the number of streams persistent sessions are spread
+	// over (sessions.go), fixed when the cluster is created: every node
+	// must use the same number for the life of its data. Default 8.
+	Partitions int
 }
 
 // Enabled reports whether c asks for a cluster at all.
@@ -67,6 +71,9 @@ const DefaultName = "roost"
 // DefaultTombstoneTTL is how long a retained message's clearing stays in
 // the retained stream when Config.TombstoneTTL is not set.
 const DefaultTombstoneTTL = time.Hour
+
+// DefaultPartitions is the number of session streams when none is given.
+const DefaultPartitions = 8
 
 // DefaultReplicas is the replica count when none is given.
 const DefaultReplicas = 3
@@ -86,6 +93,9 @@ func (c *Config) Check() error {
 	if c.Replicas == 0 {
 		c.Replicas = DefaultReplicas
 	}
+	if c.Partitions == 0 {
+		c.Partitions = DefaultPartitions
+	}
 	if c.ForwardTimeout == 0 {
 		c.ForwardTimeout = 5 * time.Second
 	}
@@ -99,6 +109,8 @@ func (c *Config) Check() error {
 		return fmt.Errorf("cluster node %q: want 1-64 letters, digits, '-' or '_'", c.Node)
 	case c.Data == "":
 		return errors.New("cluster: a data directory is needed for the engine's store")
+	case c.Partitions < 1 || c.Partitions > 1024:
+		return fmt.Errorf("cluster partitions %d: want 1 to 1024", c.Partitions)
 	case c.Replicas < 1 || c.Replicas > 5:
 		return fmt.Errorf("cluster replicas %d: want 1 to 5 (JetStream's limit)", c.Replicas)
 	case c.Replicas < 3 && !c.Unsafe:

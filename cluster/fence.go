@@ -62,8 +62,11 @@ type pendingHandover struct {
 }
 
 // add records a handed-over session's done function (broker.HandOver) and
-// calls done(false) if no confirmation comes within confirmTimeout.
-func (h *handovers) add(id string, epoch uint64, done func(bool)) {
+// calls it if no confirmation comes within confirmTimeout: the session then
+// ends here, with its will unless the new owner read the session (will
+// included) from its replicated record, as it does when the old owner's
+// answer does not come (replicated).
+func (h *handovers) add(id string, epoch uint64, replicated bool, done func(bool)) {
 	k := handoverKey{id, epoch}
 	p := &pendingHandover{done: done}
 	h.mu.Lock()
@@ -73,7 +76,7 @@ func (h *handovers) add(id string, epoch uint64, done func(bool)) {
 	h.m[k] = p
 	p.timer = time.AfterFunc(confirmTimeout, func() {
 		if h.take(k) == p {
-			done(false)
+			done(!replicated)
 		}
 	})
 	h.mu.Unlock()
@@ -122,7 +125,7 @@ func (o *owners) onConfirm(m *nats.Msg) {
 	}
 	if p := o.pending.take(handoverKey{id, epoch}); p != nil {
 		p.timer.Stop()
-		p.done(true)
+		p.done(false) // the will went with the session
 	}
 }
 
@@ -174,7 +177,7 @@ func (o *owners) fenceID(id, node string, epoch uint64) {
 	if o.newerHere(id, epoch) {
 		return
 	}
-	if !o.n.srv.Fence(id) {
+	if !o.n.srv.Fence(id, o.n.sess != nil) {
 		return
 	}
 	o.n.log.Info("client id owned by another node; fenced here", "client_id", id, "owner", node, "epoch", epoch)
@@ -182,7 +185,7 @@ func (o *owners) fenceID(id, node string, epoch uint64) {
 		if o.n.ctx.Err() != nil || o.newerHere(id, epoch) {
 			return
 		}
-		o.n.srv.EndSession(id)
+		o.n.srv.EndSession(id, o.n.sess == nil)
 	})
 }
 

@@ -13,8 +13,10 @@ import (
 //
 //	version   byte
 //	expiry    uvarint  Session Expiry Interval, seconds
-//	will      uvarint  milliseconds until a delayed will is due (0: none),
-//	                   then the will as a message (below) if there is one
+//	will      byte     0: none; 1: a delayed will, then milliseconds until
+//	                   it is due (uvarint); 2: the will of the connection
+//	                   just taken over, then its delay in milliseconds
+//	                   (uvarint); for 1 and 2 then the will as a message
 //	subs      uvarint count, then per subscription: filter (string),
 //	                   options (byte: QoS bits 0-1, No Local 2, Retain As
 //	                   Published 3, Retain Handling 4-5), identifier (uvarint)
@@ -55,13 +57,24 @@ func readMessage(r *reader) *broker.Message {
 func encodeSession(rec *broker.StoredSession) ([]byte, error) {
 	b := binary.AppendUvarint([]byte{wireVersion}, uint64(rec.Expiry))
 	var err error
-	if rec.Will != nil && time.Until(rec.WillAt) > 0 {
+	var will byte
+	switch {
+	case rec.Will != nil && rec.WillAt.IsZero():
+		will = 2
+	case rec.Will != nil && time.Until(rec.WillAt) > 0:
+		will = 1
+	}
+	b = append(b, will)
+	switch will {
+	case 1:
 		b = binary.AppendUvarint(b, uint64(max(time.Until(rec.WillAt).Milliseconds(), 1)))
+	case 2:
+		b = binary.AppendUvarint(b, uint64(rec.WillDelay.Milliseconds()))
+	}
+	if will != 0 {
 		if b, err = appendMessage(b, rec.Will); err != nil {
 			return nil, err
 		}
-	} else {
-		b = binary.AppendUvarint(b, 0)
 	}
 	b = binary.AppendUvarint(b, uint64(len(rec.Subs)))
 	for _, s := range rec.Subs {
@@ -95,9 +108,16 @@ func decodeSession(id string, b []byte) (*broker.StoredSession, error) {
 		return nil, errWire
 	}
 	rec := &broker.StoredSession{ClientID: id, Expiry: uint32(r.uvarint())}
-	if ms := r.uvarint(); ms > 0 {
-		rec.WillAt = time.Now().Add(time.Duration(ms) * time.Millisecond)
+	switch r.byte() {
+	case 0:
+	case 1:
+		rec.WillAt = time.Now().Add(time.Duration(r.uvarint()) * time.Millisecond)
 		rec.Will = readMessage(&r)
+	case 2:
+		rec.WillDelay = time.Duration(r.uvarint()) * time.Millisecond
+		rec.Will = readMessage(&r)
+	default:
+		return nil, errWire
 	}
 	n := r.uvarint()
 	for i := uint64(0); i < n && r.err == nil; i++ {

@@ -56,6 +56,7 @@ type Node struct {
 	local  *localInterest
 	remote *remoteInterest
 	own    *owners
+	sess   *sessions // nil until Sessions
 	ret    *retained
 	// replies matches forward answers to their requests.
 	replies replies
@@ -91,7 +92,7 @@ func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
 	rand.Read(b[:])
 	n := &Node{cfg: cfg, log: log, eng: eng, inc: hex.EncodeToString(b[:]),
 		local: newLocalInterest(), remote: newRemoteInterest(), acks: make(chan pendingAck, 1024)}
-	n.own = &owners{n: n, epochs: make(map[string]epochAt)}
+	n.own = &owners{n: n, epochs: make(map[string]epochAt), unread: make(map[string]bool)}
 	n.ret = &retained{n: n}
 	n.replies.prefix = ackSubject + "." + cfg.Node
 	n.replies.m = make(map[uint64]*pendingReply)

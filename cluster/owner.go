@@ -58,6 +58,11 @@ type owners struct {
 	// of claims made meanwhile may never arrive. The next peer it hears
 	// from again makes it fence its sessions (fence).
 	lostContact atomic.Bool
+	// unread: ids this node claimed whose session it could not read from
+	// the cluster (the claim was refused): the record names this node,
+	// but the session is in the stream only. The next claim of the id,
+	// here or elsewhere, reads it from there.
+	unread map[string]bool
 	// pending: sessions handed over, waiting for the new owner's word
 	// (fence.go).
 	pending handovers
@@ -96,14 +101,24 @@ func (n *Node) openAssets() {
 		return
 	}
 	n.ret.js = js
-	steps := []func(context.Context, jetstream.JetStream) error{n.own.open, func(ctx context.Context, _ jetstream.JetStream) error {
-		return n.ret.open(ctx)
-	}}
-	for _, step := range steps {
+	// Sessions before retained messages: a node that logs "retained
+	// messages caught up" can keep persistent sessions too.
+	steps := []func(context.Context, jetstream.JetStream) error{n.own.open}
+	if n.sess != nil {
+		steps = append(steps, n.sess.open)
+	}
+	steps = append(steps, func(ctx context.Context, _ jetstream.JetStream) error { return n.ret.open(ctx) })
+	for i, step := range steps {
+		// Short attempts at first: before JetStream has a meta leader, a
+		// request gets no answer at all. Longer ones once the first step
+		// worked: creating replicated streams on a loaded machine takes
+		// seconds.
+		attempt := 2 * time.Second
+		if i > 0 {
+			attempt = 10 * time.Second
+		}
 		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-			// Short attempts: before JetStream has a meta leader, a
-			// request gets no answer at all.
-			ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
+			ctx, cancel := context.WithTimeout(n.ctx, attempt)
 			err := step(ctx, js)
 			cancel()
 			if err == nil {
@@ -212,17 +227,65 @@ func (o *owners) claim(ctx context.Context, id string) error {
 		if err != nil {
 			return fmt.Errorf("cluster: recording owner of %q: %w", id, err)
 		}
+		if o.n.sess != nil {
+			o.n.sess.setEpoch(id, epoch)
+		}
 		if prev != "" && prev != o.n.cfg.Node {
-			if rec := o.release(ctx, prev, id, epoch); rec != nil {
-				o.n.srv.Adopt(rec)
-				o.confirm(prev, id, epoch)
-				o.n.log.Info("session moved here", "client_id", id, "from", prev,
-					"subscriptions", len(rec.Subs), "messages", len(rec.Queue))
-			}
+			return o.takeOver(ctx, prev, id, epoch)
+		}
+		if prev == o.n.cfg.Node && o.takeUnread(id) {
+			return o.takeOver(ctx, "", id, epoch)
 		}
 		return nil
 	}
 	return fmt.Errorf("cluster: owner of %q: %d conflicting connects in a row", id, claimTries)
+}
+
+// takeOver has prev, id's owner before this node's claim at epoch, let go,
+// and adopts the session it hands over. A previous owner that does not
+// answer (killed, paused, cut off) leaves the session to be read from its
+// partition stream (sessions.go); an error there refuses the CONNECT (the
+// client tries again) rather than start afresh on a session that exists.
+func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64) error {
+	var rec *broker.StoredSession
+	answered := false
+	if prev != "" {
+		rec, answered = o.release(ctx, prev, id, epoch)
+	}
+	from := prev
+	if !answered && o.n.sess != nil {
+		var err error
+		if rec, err = o.n.sess.recover(ctx, id); err != nil {
+			o.mu.Lock()
+			o.unread[id] = true
+			o.mu.Unlock()
+			return fmt.Errorf("cluster: reading the session of %q: %w", id, err)
+		}
+		from = "replicated record"
+	}
+	if rec == nil {
+		return nil
+	}
+	if o.n.sess != nil {
+		o.n.sess.adopt(id)
+	}
+	o.n.srv.Adopt(rec)
+	if answered {
+		o.confirm(prev, id, epoch)
+	}
+	o.n.log.Info("session moved here", "client_id", id, "from", from,
+		"subscriptions", len(rec.Subs), "messages", len(rec.Queue))
+	return nil
+}
+
+// takeUnread reports whether id's session was left unread here (see
+// owners.unread), forgetting it.
+func (o *owners) takeUnread(id string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	u := o.unread[id]
+	delete(o.unread, id)
+	return u
 }
 
 // read returns id's current owner, epoch and the record's revision (0 when
@@ -252,7 +315,7 @@ func (o *owners) noteEpoch(id string, epoch uint64) {
 // the persistent session it hands over, if any. A node that does not answer
 // in time is not waited for: it fences itself when it sees the new record
 // (fence.go).
-func (o *owners) release(ctx context.Context, node, id string, epoch uint64) *broker.StoredSession {
+func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (rec *broker.StoredSession, answered bool) {
 	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 	defer cancel()
 	req := encodeOwnerClaim(epoch, id)
@@ -261,20 +324,26 @@ func (o *owners) release(ctx context.Context, node, id string, epoch uint64) *br
 		if !errors.Is(err, nats.ErrNoResponders) {
 			o.n.log.Warn("cluster: previous owner did not confirm the takeover", "client_id", id, "peer", node, "err", err)
 		}
-		return nil
+		return nil, false
 	}
 	if len(reply.Data) < 2 || reply.Data[0] != wireVersion || reply.Data[1] == 0 {
-		return nil
+		return nil, true
 	}
-	rec, err := decodeSession(id, reply.Data[2:])
+	if reply.Data[1] == 2 {
+		return nil, false // the session is in the stream only
+	}
+	rec, err = decodeSession(id, reply.Data[2:])
 	if err != nil {
-		o.n.log.Error("cluster: handed-over session unreadable; starting a new one", "client_id", id, "peer", node, "err", err)
-		return nil
+		o.n.log.Error("cluster: handed-over session unreadable", "client_id", id, "peer", node, "err", err)
+		return nil, false // read from the stream instead, when replicated
 	}
-	return rec
+	return rec, true
 }
 
-// onRelease handles another node's claim of an id this node may hold.
+// onRelease handles another node's claim of an id this node may hold. The
+// reply is the version, then 0 (nothing to hand over), 1 (the session
+// follows, handover.go) or 2 (this node holds the id's record but not its
+// session: read it from the stream).
 func (o *owners) onRelease(m *nats.Msg) {
 	epoch, id, err := decodeOwnerClaim(m.Data)
 	if err != nil {
@@ -290,9 +359,11 @@ func (o *owners) onRelease(m *nats.Msg) {
 	o.mu.Unlock()
 	reply := []byte{wireVersion, 0}
 	if !newer {
-		if b, done := o.handOver(id); done != nil {
+		if o.takeUnread(id) {
+			reply[1] = 2
+		} else if b, done := o.handOver(id); done != nil {
 			reply = append([]byte{wireVersion, 1}, b...)
-			o.pending.add(id, epoch, done)
+			o.pending.add(id, epoch, o.n.sess != nil, done)
 		}
 		o.n.log.Info("client taken over by another node", "client_id", id, "epoch", epoch)
 	}
@@ -339,8 +410,11 @@ func (o *owners) fence() {
 			newer := o.epochs[id].epoch >= epoch // claimed here again since the read
 			o.mu.Unlock()
 			if !newer {
-				if _, done := o.n.srv.HandOver(id); done != nil {
-					done(false) // nobody adopts it: it ends here, will and all
+				// Nobody adopts it: it ends here; its will too, unless
+				// the new owner read it with the session from the
+				// replicated record.
+				if _, done := o.n.srv.HandOver(id, o.n.sess != nil); done != nil {
+					done(o.n.sess == nil)
 				}
 				o.n.log.Info("session fenced: its client id was claimed by another node while this one was out of contact",
 					"client_id", id, "owner", owner, "epoch", epoch)
@@ -364,7 +438,7 @@ func (o *owners) fence() {
 // function that ends it here once the new owner confirmed (or did not);
 // done is nil when there is nothing to hand over.
 func (o *owners) handOver(id string) ([]byte, func(bool)) {
-	rec, done := o.n.srv.HandOver(id)
+	rec, done := o.n.srv.HandOver(id, o.n.sess != nil)
 	if rec == nil {
 		return nil, nil
 	}
@@ -380,6 +454,6 @@ func (o *owners) handOver(id string) ([]byte, func(bool)) {
 	default:
 		return b, done
 	}
-	done(false) // ends here, as the new node will not have it
+	done(o.n.sess == nil) // ends here: the new node reads it from the stream, if replicated
 	return nil, nil
 }

@@ -272,6 +272,11 @@ func serve(ctx context.Context, cfg *config.Config, logger *slog.Logger, notify 
 	if opts.Store, err = openStore(cfg.Store, logger); err != nil {
 		return err
 	}
+	if node, ok := opts.Cluster.(*cluster.Node); ok {
+		// Persistent sessions are replicated through the cluster
+		// (docs/cluster.md); the node's own store is its local copy.
+		opts.Store = node.Sessions(opts.Store)
+	}
 	srv, err := broker.New(opts) // restores the store's state
 	if err != nil {
 		opts.Store.Close()

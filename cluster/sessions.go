@@ -1,0 +1,420 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roost-mqtt/roost/broker"
+)
+
+// Persistent sessions are replicated: every op the broker journals for a
+// session (broker.Store.Append: the session itself with its expiry and
+// will, subscriptions, queued and inflight messages, inbound QoS 2 ids) is
+// appended, besides the node's own store, to a subject of one of
+// Config.Partitions streams, each with Config.Replicas copies synced on
+// every write. The stream is chosen by a hash of the client id, the
+// subject is the client's (sessPrefix.<partition>.<owner key>): the number
+// of replicated objects is fixed when the cluster is created and does not
+// grow with sessions or subscriptions.
+//
+// Wait (the broker's durability point: a PUBACK/PUBREC, a SUBACK, a QoS 2
+// PUBLISH or PUBREL wait for it) returns once the node's own store has the
+// ops and the stream acknowledged them, that is once a majority of the
+// partition's replicas synced them; it fails after Config.ForwardTimeout,
+// and the broker then refuses to acknowledge (storeFailed). Ops go out in
+// the order they were appended, in batches (one batch in flight: a group
+// commit); a batch that fails is sent again from its first unacknowledged
+// op, each op with the same Nats-Msg-Id, so that JetStream drops the
+// copies of ops it already kept. Nothing is acknowledged to a client while
+// its ops are not replicated, and none is lost or reordered while the
+// partition has no quorum: they wait, bounded by maxBacklog.
+//
+// Each op carries the writer's owner epoch for the client id (owner.go).
+// When a node adopts a session (handed over, or read from the stream
+// because its previous owner did not answer) the first op it writes is a
+// rollup that purges the subject's older ops; a node that lost the id
+// while paused and writes on writes an older epoch, which a reader skips
+// (replay in sessions_wire.go).
+
+const (
+	sessStream = "ROOST_SESS_"
+	sessPrefix = subjPrefix + ".sess"
+	// maxBacklog bounds the ops waiting for replication (no quorum):
+	// beyond it Wait fails at once, as for a full disk.
+	maxBacklog = 1 << 18
+	// batchMax bounds one batch of ops in flight.
+	batchMax = 1024
+)
+
+// errNotReplicated wraps the reason ops could not be replicated in time.
+var errNotReplicated = errors.New("cluster: session state not replicated")
+
+// sessions is the replicated broker.Store: the node's own store (local)
+// plus the partition streams.
+type sessions struct {
+	n     *Node
+	local broker.Store
+
+	mu      sync.Mutex
+	pending []repOp // not yet acknowledged, in ticket order
+	lastErr error
+	changed chan struct{} // closed and replaced when pending shrinks
+	wake    chan struct{}
+	seq     uint64
+	// epochs: this node's owner epoch per client id it claimed (or found
+	// itself owner of at start); ops of other ids carry epoch 0.
+	epochs map[string]uint64
+	// adopting: ids whose next op is a rollup.
+	adopting map[string]bool
+	restored []string // ids of sessions the local store had at start
+
+	js    jetstream.JetStream
+	ready bool // streams open, epochs of restored sessions known
+}
+
+// repOp is an op waiting for replication. Its epoch is looked up when it
+// is sent: a restored session's epoch is known only once the ownership
+// records can be read.
+type repOp struct {
+	ticket broker.Ticket
+	id     string
+	kind   broker.OpKind
+	body   []byte
+	msgID  string
+	rollup bool
+}
+
+// Sessions wraps local, the node's own store, as the store the broker is
+// to use: see above. Call it before broker.New.
+func (n *Node) Sessions(local broker.Store) broker.Store {
+	n.sess = &sessions{n: n, local: local, changed: make(chan struct{}), wake: make(chan struct{}, 1),
+		epochs: map[string]uint64{}, adopting: map[string]bool{}}
+	return n.sess
+}
+
+// Load implements broker.Store: the node's own copy, whose ids are noted to
+// learn their owners once the cluster is reachable.
+func (s *sessions) Load() (*broker.StoredState, error) {
+	st, err := s.local.Load()
+	if err != nil {
+		return nil, err
+	}
+	for _, ss := range st.Sessions {
+		s.restored = append(s.restored, ss.ClientID)
+	}
+	return st, nil
+}
+
+// Append implements broker.Store. It does not block: replication is the
+// sender's job (send).
+func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.local.Append(ops...)
+	for i := range ops {
+		op := &ops[i]
+		if op.ClientID == "" {
+			continue // retained messages: the retained stream keeps them
+		}
+		body, err := encodeOpBody(op)
+		if err != nil {
+			// Cannot happen for what the broker accepted; log and let
+			// Wait fail rather than claim the op is kept.
+			s.n.log.Error("cluster: session op not encodable", "client_id", op.ClientID, "kind", op.Kind, "err", err)
+			s.lastErr = err
+			continue
+		}
+		s.seq++
+		s.pending = append(s.pending, repOp{ticket: t, id: op.ClientID, kind: op.Kind, body: body,
+			msgID: s.n.inc + "." + strconv.FormatUint(s.seq, 36), rollup: s.adopting[op.ClientID]})
+		delete(s.adopting, op.ClientID)
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return t
+}
+
+// Wait implements broker.Store.
+func (s *sessions) Wait(t broker.Ticket) error {
+	if err := s.local.Wait(t); err != nil {
+		return err
+	}
+	timer := time.NewTimer(s.n.cfg.ForwardTimeout)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		if len(s.pending) == 0 || s.pending[0].ticket > t {
+			s.mu.Unlock()
+			return nil
+		}
+		if len(s.pending) > maxBacklog {
+			s.mu.Unlock()
+			return fmt.Errorf("%w: %d ops waiting for a quorum: %w", errNotReplicated, maxBacklog, broker.ErrStoreFull)
+		}
+		ch, last := s.changed, s.lastErr
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			if last == nil {
+				last = errors.New("the partition streams are not ready (no quorum yet)")
+			}
+			return fmt.Errorf("%w within %v: %w", errNotReplicated, s.n.cfg.ForwardTimeout, last)
+		}
+	}
+}
+
+// Close implements broker.Store: the node's own store is closed; ops not
+// replicated by now are in it, and were not acknowledged to anyone.
+func (s *sessions) Close() error { return s.local.Close() }
+
+// Healthy passes the node's own store's health on, when it has one.
+func (s *sessions) Healthy() error {
+	if h, ok := s.local.(broker.HealthChecker); ok {
+		return h.Healthy()
+	}
+	return nil
+}
+
+func (s *sessions) partition(id string) int {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return int(h.Sum32() % uint32(s.n.cfg.Partitions))
+}
+
+func (s *sessions) subject(id string) string {
+	return sessPrefix + "." + strconv.Itoa(s.partition(id)) + "." + ownerKey(id)
+}
+
+func streamName(p int) string { return sessStream + strconv.Itoa(p) }
+
+// setEpoch notes this node's claim of id at epoch.
+func (s *sessions) setEpoch(id string, epoch uint64) {
+	s.mu.Lock()
+	s.epochs[id] = epoch
+	s.mu.Unlock()
+}
+
+// adopt marks id's next op as a rollup: the node is about to journal a
+// whole session it adopted.
+func (s *sessions) adopt(id string) {
+	s.mu.Lock()
+	s.adopting[id] = true
+	s.mu.Unlock()
+}
+
+// open creates or opens the partition streams, then learns the owner of
+// each session the node's own store restored: those still this node's get
+// their epoch; others were taken over while this node was down, and are
+// dropped here without their will (the owner has the session, will
+// included). Then replication starts.
+func (s *sessions) open(ctx context.Context, js jetstream.JetStream) error {
+	for p := range s.n.cfg.Partitions {
+		if _, err := js.Stream(ctx, streamName(p)); err == nil {
+			continue // another node created it
+		}
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{
+			Name: streamName(p), Description: "Roost persistent sessions, partition " + strconv.Itoa(p),
+			Subjects: []string{sessPrefix + "." + strconv.Itoa(p) + ".>"}, Storage: jetstream.FileStorage,
+			Replicas: s.n.cfg.Replicas, MaxMsgSize: -1, AllowRollup: true, Duplicates: 2 * time.Minute,
+			Metadata: map[string]string{"roost_partitions": strconv.Itoa(s.n.cfg.Partitions)},
+		})
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("session stream %d: %w", p, err)
+		}
+	}
+	if err := s.checkPartitions(ctx, js); err != nil {
+		return err
+	}
+	kv := s.n.own.bucket()
+	if kv == nil {
+		return errNotReady
+	}
+	var gone []string
+	for _, id := range s.restored {
+		node, epoch, _, err := s.n.own.read(ctx, kv, ownerKey(id))
+		if err != nil {
+			return err
+		}
+		if node == s.n.cfg.Node || node == "" {
+			s.setEpoch(id, epoch)
+		} else {
+			gone = append(gone, id)
+		}
+	}
+	for _, id := range gone {
+		if s.n.srv.EndSession(id, false) {
+			s.n.log.Info("restored session dropped: another node owns it now", "client_id", id)
+		}
+	}
+	s.mu.Lock()
+	s.js, s.ready, s.restored = js, true, nil
+	s.mu.Unlock()
+	s.n.wg.Add(1)
+	go s.send()
+	select {
+	case s.wake <- struct{}{}: // ops appended before now
+	default:
+	}
+	s.n.log.Info("cluster session streams ready", "partitions", s.n.cfg.Partitions, "replicas", s.n.cfg.Replicas)
+	return nil
+}
+
+// checkPartitions refuses to run with another partition count than the
+// cluster was created with: ids would hash to other streams.
+func (s *sessions) checkPartitions(ctx context.Context, js jetstream.JetStream) error {
+	st, err := js.Stream(ctx, streamName(0))
+	if err != nil {
+		return fmt.Errorf("session stream 0: %w", err)
+	}
+	if got := st.CachedInfo().Config.Metadata["roost_partitions"]; got != strconv.Itoa(s.n.cfg.Partitions) {
+		return fmt.Errorf("cluster.partitions is %d here but the cluster was created with %s", s.n.cfg.Partitions, got)
+	}
+	return nil
+}
+
+// send replicates pending ops, a batch at a time, until the node stops.
+func (s *sessions) send() {
+	defer s.n.wg.Done()
+	backoff := 50 * time.Millisecond
+	for {
+		select {
+		case <-s.n.ctx.Done():
+			return
+		case <-s.wake:
+		}
+		for {
+			s.mu.Lock()
+			batch := s.pending[:min(len(s.pending), batchMax)]
+			epochs := make([]uint64, len(batch))
+			for i, op := range batch {
+				epochs[i] = s.epochs[op.id]
+			}
+			s.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			done, err := s.publish(batch, epochs)
+			s.mu.Lock()
+			s.pending = s.pending[done:]
+			s.lastErr = err
+			close(s.changed)
+			s.changed = make(chan struct{})
+			s.mu.Unlock()
+			if err == nil {
+				backoff = 50 * time.Millisecond
+				continue
+			}
+			s.n.log.Warn("cluster: session ops not replicated yet; retrying", "waiting", len(batch)-done, "err", err, "backoff", backoff)
+			select {
+			case <-s.n.ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+		}
+	}
+}
+
+// publish sends batch and returns how many of its first ops the streams
+// acknowledged, and the error that stopped the count.
+func (s *sessions) publish(batch []repOp, epochs []uint64) (int, error) {
+	futures := make([]jetstream.PubAckFuture, 0, len(batch))
+	var err error
+	for i, op := range batch {
+		m := nats.NewMsg(s.subject(op.id))
+		m.Data = appendOp(nil, op.kind, epochs[i], op.body)
+		m.Header.Set(jetstream.MsgIDHeader, op.msgID)
+		if op.rollup {
+			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		}
+		var f jetstream.PubAckFuture
+		if f, err = s.js.PublishMsgAsync(m); err != nil {
+			break
+		}
+		futures = append(futures, f)
+	}
+	timeout := time.NewTimer(s.n.cfg.ForwardTimeout)
+	defer timeout.Stop()
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case e := <-f.Err():
+			return i, e
+		case <-timeout.C:
+			return i, fmt.Errorf("no acknowledgement within %v", s.n.cfg.ForwardTimeout)
+		case <-s.n.ctx.Done():
+			return i, s.n.ctx.Err()
+		}
+	}
+	return len(futures), err
+}
+
+// recover reads id's session from its partition stream, nil if there is
+// none, for a node taking the id over from an owner that did not answer.
+func (s *sessions) recover(ctx context.Context, id string) (*broker.StoredSession, error) {
+	s.mu.Lock()
+	js := s.js
+	s.mu.Unlock()
+	if js == nil {
+		return nil, errNotReady
+	}
+	subj := s.subject(id)
+	stream := streamName(s.partition(id))
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("session stream: %w", err)
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return nil, fmt.Errorf("session stream: %w", err)
+	}
+	if info.State.Subjects[subj] == 0 {
+		return nil, nil
+	}
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
+	if err != nil {
+		return nil, fmt.Errorf("session stream: %w", err)
+	}
+	r := newReplay(id)
+	for {
+		batch, err := cons.Fetch(batchMax, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("session stream: %w", err)
+		}
+		last := uint64(1)
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			if err := r.apply(m.Data()); err != nil {
+				return nil, fmt.Errorf("session record of %q: %w", id, err)
+			}
+			if md, err := m.Metadata(); err == nil {
+				last = md.NumPending
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("session stream: %w", err)
+		}
+		if last == 0 {
+			break
+		}
+		if got == 0 && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	if r.skipped > 0 {
+		s.n.log.Info("session record: skipped ops of a previous owner written after it lost the id", "client_id", id, "ops", r.skipped)
+	}
+	return r.session(), nil
+}

@@ -1,0 +1,224 @@
+package cluster
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// A replicated session op is one message on its client's subject of a
+// partition stream (sessions.go), as bytes:
+//
+//	version   byte
+//	kind      byte     broker.OpKind
+//	epoch     uvarint  the writing node's owner epoch for the client id
+//	then by kind:
+//	  SessionPut  expiry (uvarint), will delay ms (uvarint), disconnected
+//	              at (unix ms, uvarint, 0: connected), will flag (byte),
+//	              then if set: will due at (unix ms, uvarint, 0: not yet
+//	              due, the connection is up) and the will (a message)
+//	  SessionDel  nothing
+//	  SubPut      filter (string), options (byte, as in handover.go),
+//	              identifier (uvarint)
+//	  SubDel      filter (string)
+//	  QueuePut    seq (uvarint), QoS, RETAIN, released (bytes), packet id
+//	              (uvarint), subscription ids (uvarint count, uvarints),
+//	              the message
+//	  QueueDel    seq (uvarint)
+//	  InboundPut, InboundDel: packet id (uvarint)
+//
+// A message is as in handover.go. Times are wall clock: nodes are assumed
+// to keep their clocks in step (NTP), as for Message Expiry elsewhere.
+
+func encodeOp(op *broker.Op, epoch uint64) ([]byte, error) {
+	body, err := encodeOpBody(op)
+	if err != nil {
+		return nil, err
+	}
+	return appendOp(nil, op.Kind, epoch, body), nil
+}
+
+// appendOp appends an op's bytes: its kind and epoch, then its body.
+func appendOp(b []byte, kind broker.OpKind, epoch uint64, body []byte) []byte {
+	b = binary.AppendUvarint(append(b, wireVersion, byte(kind)), epoch)
+	return append(b, body...)
+}
+
+// encodeOpBody encodes what follows the epoch.
+func encodeOpBody(op *broker.Op) ([]byte, error) {
+	var b []byte
+	var err error
+	switch op.Kind {
+	case broker.OpSessionPut:
+		s := &op.Session
+		b = binary.AppendUvarint(b, uint64(s.Expiry))
+		b = binary.AppendUvarint(b, uint64(s.WillDelay.Milliseconds()))
+		b = binary.AppendUvarint(b, unixMilli(s.DisconnectedAt))
+		if s.Will == nil {
+			return append(b, 0), nil
+		}
+		b = binary.AppendUvarint(append(b, 1), unixMilli(s.WillAt))
+		return appendMessage(b, s.Will)
+	case broker.OpSessionDel:
+		return b, nil
+	case broker.OpSubPut:
+		o := op.Sub.Opts
+		b = appendString(b, op.Sub.Filter)
+		b = append(b, byte(o.QoS)|boolBit(o.NoLocal, 2)|boolBit(o.RetainAsPublished, 3)|o.RetainHandling<<4)
+		return binary.AppendUvarint(b, uint64(op.Sub.ID)), nil
+	case broker.OpSubDel:
+		return appendString(b, op.Sub.Filter), nil
+	case broker.OpQueuePut:
+		d := &op.Delivery
+		b = binary.AppendUvarint(b, d.Seq)
+		b = append(b, byte(d.QoS), boolBit(d.Retain, 0), boolBit(d.Released, 0))
+		b = binary.AppendUvarint(b, uint64(d.PacketID))
+		b = binary.AppendUvarint(b, uint64(len(d.SubIDs)))
+		for _, id := range d.SubIDs {
+			b = binary.AppendUvarint(b, uint64(id))
+		}
+		if b, err = appendMessage(b, d.Msg); err != nil {
+			return nil, err
+		}
+		return b, nil
+	case broker.OpQueueDel:
+		return binary.AppendUvarint(b, op.Delivery.Seq), nil
+	case broker.OpInboundPut, broker.OpInboundDel:
+		return binary.AppendUvarint(b, uint64(op.PacketID)), nil
+	}
+	return nil, fmt.Errorf("cluster: op kind %d is not a session op", op.Kind)
+}
+
+func unixMilli(t time.Time) uint64 {
+	if t.IsZero() {
+		return 0
+	}
+	return uint64(max(t.UnixMilli(), 1))
+}
+
+func fromUnixMilli(ms uint64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(int64(ms))
+}
+
+// replay rebuilds one session from its ops in stream order. An op written
+// at an epoch older than one already seen is skipped: it comes from a node
+// that had lost the id (paused or cut off) and wrote on; the newer owner's
+// state stands.
+type replay struct {
+	id       string
+	maxEpoch uint64
+	present  bool
+	rec      broker.StoredSession
+	subs     map[string]broker.StoredSub
+	queue    map[uint64]broker.StoredDelivery
+	inbound  map[uint16]bool
+	skipped  int
+}
+
+func newReplay(id string) *replay {
+	r := &replay{id: id}
+	r.reset()
+	return r
+}
+
+func (r *replay) reset() {
+	r.present = false
+	r.rec = broker.StoredSession{ClientID: r.id}
+	r.subs = map[string]broker.StoredSub{}
+	r.queue = map[uint64]broker.StoredDelivery{}
+	r.inbound = map[uint16]bool{}
+}
+
+// apply applies one op's bytes.
+func (r *replay) apply(b []byte) error {
+	rd := reader{b: b}
+	if rd.byte() != wireVersion {
+		return errWire
+	}
+	kind := broker.OpKind(rd.byte())
+	epoch := rd.uvarint()
+	if rd.err != nil {
+		return errWire
+	}
+	if epoch < r.maxEpoch {
+		r.skipped++
+		return nil
+	}
+	r.maxEpoch = epoch
+	switch kind {
+	case broker.OpSessionPut:
+		r.present = true
+		r.rec.Expiry = uint32(rd.uvarint())
+		r.rec.WillDelay = time.Duration(rd.uvarint()) * time.Millisecond
+		r.rec.DisconnectedAt = fromUnixMilli(rd.uvarint())
+		r.rec.Will, r.rec.WillAt = nil, time.Time{}
+		if rd.byte() == 1 {
+			r.rec.WillAt = fromUnixMilli(rd.uvarint())
+			r.rec.Will = readMessage(&rd)
+		}
+	case broker.OpSessionDel:
+		r.reset()
+	case broker.OpSubPut:
+		s := broker.StoredSub{Filter: rd.string()}
+		o := rd.byte()
+		s.Opts = packet.SubOptions{QoS: packet.QoS(o & 3), NoLocal: o&4 != 0, RetainAsPublished: o&8 != 0, RetainHandling: o >> 4 & 3}
+		s.ID = uint32(rd.uvarint())
+		r.subs[s.Filter] = s
+	case broker.OpSubDel:
+		delete(r.subs, rd.string())
+	case broker.OpQueuePut:
+		d := broker.StoredDelivery{Seq: rd.uvarint()}
+		d.QoS, d.Retain, d.Released = packet.QoS(rd.byte()&3), rd.byte() == 1, rd.byte() == 1
+		d.PacketID = uint16(rd.uvarint())
+		n := rd.uvarint()
+		for i := uint64(0); i < n && rd.err == nil; i++ {
+			d.SubIDs = append(d.SubIDs, uint32(rd.uvarint()))
+		}
+		d.Msg = readMessage(&rd)
+		if rd.err == nil {
+			r.queue[d.Seq] = d
+		}
+	case broker.OpQueueDel:
+		delete(r.queue, rd.uvarint())
+	case broker.OpInboundPut:
+		r.inbound[uint16(rd.uvarint())] = true
+	case broker.OpInboundDel:
+		delete(r.inbound, uint16(rd.uvarint()))
+	default:
+		return errWire
+	}
+	if rd.err != nil || len(rd.b) != 0 {
+		return errWire
+	}
+	return nil
+}
+
+// session returns the rebuilt session, nil if there is none.
+func (r *replay) session() *broker.StoredSession {
+	if !r.present {
+		return nil
+	}
+	rec := r.rec
+	rec.Subs, rec.Queue, rec.Inbound = nil, nil, nil
+	for _, s := range r.subs {
+		rec.Subs = append(rec.Subs, s)
+	}
+	slices.SortFunc(rec.Subs, func(a, b broker.StoredSub) int { return cmp.Compare(a.Filter, b.Filter) })
+	for _, d := range r.queue {
+		rec.Queue = append(rec.Queue, d)
+	}
+	slices.SortFunc(rec.Queue, func(a, b broker.StoredDelivery) int { return cmp.Compare(a.Seq, b.Seq) })
+	for pid := range r.inbound {
+		rec.Inbound = append(rec.Inbound, pid)
+	}
+	slices.Sort(rec.Inbound)
+	return &rec
+}
