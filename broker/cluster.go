@@ -222,6 +222,18 @@ func (s *Server) clearRetainedInCluster(name string) {
 	}
 }
 
+// WillGuard is implemented by a Cluster that replicates persistent
+// sessions. The will of such a session goes with the session: the node
+// that takes the client id over publishes it (Adopt). A node that lost the
+// id without being asked in time (paused, cut off) may still see the old
+// connection end, or a delayed will come due, before it learns so: it asks
+// OwnsWill (with no lock held; it may block, bounded) before publishing
+// the will of a session that outlives its connection, and does not when
+// another node owns the id.
+type WillGuard interface {
+	OwnsWill(clientID string) bool
+}
+
 // ClusterFigures is implemented by a Cluster that has figures to publish
 // under $SYS/broker/cluster/ with the broker's own (each node publishes its
 // view: which nodes it reaches, the engine's health). Each figure is a
@@ -458,7 +470,7 @@ func (s *Server) Adopt(rec *StoredSession) {
 	ss.offlineAt = now.UnixNano()
 	ss.mu.Lock()
 	if rec.Will != nil {
-		w := &willMsg{msg: rec.Will, delay: rec.WillDelay}
+		w := &willMsg{msg: rec.Will, delay: rec.WillDelay, durable: true}
 		at := rec.WillAt
 		if at.IsZero() {
 			at = now.Add(rec.WillDelay)

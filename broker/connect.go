@@ -382,6 +382,9 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, will *wil
 		ss.will = nil
 	}
 	ss.expiry = expiry
+	if will != nil {
+		will.durable = expiry > 0 && s.opts.Store != nil
+	}
 	ss.will = will
 	ss.info.Store(info)
 	ss.offlineAt = 0

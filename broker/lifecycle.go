@@ -125,6 +125,10 @@ func (s *Server) endSessionLocked(ss *session) *willMsg {
 // publishWill publishes a will as if its client had sent it.
 func (s *Server) publishWill(w *willMsg) {
 	wm := w.msg
+	if g, ok := s.opts.Cluster.(WillGuard); ok && w.durable && !g.OwnsWill(wm.From) {
+		s.log.Info("will not published here: another node owns the client id and its session", "client_id", wm.From, "topic", wm.Topic)
+		return
+	}
 	if !s.allowed(w.info, ActionPublish, wm.Topic) {
 		s.log.Info("will not published: not authorized", "client_id", wm.From, "topic", wm.Topic)
 		return

@@ -81,6 +81,10 @@ type willMsg struct {
 	msg   *Message
 	delay time.Duration
 	info  *ClientInfo // who it is from, for the Authorizer; nil after a restart
+	// durable: the will of a session that outlives its connection, kept
+	// with it in the store. In a cluster that replicates sessions only
+	// the node owning the client id publishes it (WillGuard).
+	durable bool
 }
 
 func newSession(s *Server, id string) *session {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"sync"
@@ -224,4 +225,30 @@ func keyID(key string) (string, error) {
 		i += 2
 	}
 	return string(b), nil
+}
+
+// OwnsWill implements broker.WillGuard: the will of a persistent session is
+// published only by the node the ownership record names. When the record
+// cannot be read (no quorum) the will is published: a will twice is less
+// harm than none, and the log says so.
+func (n *Node) OwnsWill(clientID string) bool {
+	if n.sess == nil {
+		return true // sessions not replicated: nobody else has the will
+	}
+	kv := n.own.bucket()
+	if kv == nil {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+	defer cancel()
+	node, epoch, _, err := n.own.read(ctx, kv, ownerKey(clientID))
+	if err != nil {
+		n.log.Warn("cluster: owner of a will's client id unknown; publishing it", "client_id", clientID, "err", err)
+		return true
+	}
+	if node != "" && node != n.cfg.Node {
+		n.log.Info("will left to the client id's owner", "client_id", clientID, "owner", node, "epoch", epoch)
+		return false
+	}
+	return true
 }

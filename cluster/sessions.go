@@ -240,14 +240,15 @@ func (s *sessions) open(ctx context.Context, js jetstream.JetStream) error {
 	if kv == nil {
 		return errNotReady
 	}
+	recs, err := s.owners(ctx, kv)
+	if err != nil {
+		return err
+	}
 	var gone []string
 	for _, id := range s.restored {
-		node, epoch, _, err := s.n.own.read(ctx, kv, ownerKey(id))
-		if err != nil {
-			return err
-		}
-		if node == s.n.cfg.Node || node == "" {
-			s.setEpoch(id, epoch)
+		r := recs[id]
+		if r.node == s.n.cfg.Node || r.node == "" {
+			s.setEpoch(id, r.epoch)
 		} else {
 			gone = append(gone, id)
 		}
@@ -268,6 +269,47 @@ func (s *sessions) open(ctx context.Context, js jetstream.JetStream) error {
 	}
 	s.n.log.Info("cluster session streams ready", "partitions", s.n.cfg.Partitions, "replicas", s.n.cfg.Replicas)
 	return nil
+}
+
+type ownerRec struct {
+	node  string
+	epoch uint64
+}
+
+// owners reads the owner records of the restored sessions' ids, all of the
+// bucket in one pass (a watcher's initial values) rather than one request
+// per session: a node restarts with as many sessions as it had.
+func (s *sessions) owners(ctx context.Context, kv jetstream.KeyValue) (map[string]ownerRec, error) {
+	out := map[string]ownerRec{}
+	if len(s.restored) == 0 {
+		return out, nil
+	}
+	want := make(map[string]bool, len(s.restored))
+	for _, id := range s.restored {
+		want[id] = true
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("reading owner records: %w", err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil {
+				return out, nil // the initial values are done
+			}
+			id, err := keyID(e.Key())
+			if err != nil || !want[id] {
+				continue
+			}
+			if node, epoch, err := decodeOwner(e.Value()); err == nil {
+				out[id] = ownerRec{node, epoch}
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("reading owner records: %w", ctx.Err())
+		}
+	}
 }
 
 // checkPartitions refuses to run with another partition count than the

@@ -3,8 +3,9 @@ package cluster_test
 import (
 	"fmt"
 	"os"
-	"strings"
+	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -129,4 +130,94 @@ func grepLog(nd *node, words ...string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestClusterSessionsWithoutQuorum kills two nodes of three: the last one
+// cannot replicate, so it acknowledges nothing that could be lost. A QoS 1
+// or 2 publish that queues for a persistent session gets PUBACK/PUBREC
+// 0x80 after cluster.forward_timeout instead of a success, and a CONNECT
+// with a client id is refused (0x88). When the two come back, publishes
+// are acknowledged again, and the persistent subscriber gets every message
+// that was acknowledged.
+func TestClusterSessionsWithoutQuorum(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	if err := os.WriteFile(cfg+".tmp", []byte("cluster:\n  forward_timeout: 1s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(cfg+".tmp", cfg); err != nil {
+		t.Fatal(err)
+	}
+	tc := startClusterWith(t, 3, "--config", cfg)
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	expiry := uint32(600)
+	persistent := &paho.Connect{ClientID: "nq-sub", CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
+	sub, ack := connectWith(t, n1, persistent)
+	if ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
+	}
+	sub.subscribe(t, paho.SubscribeOptions{Topic: "nq/t", QoS: 2})
+	sub.Disconnect(&paho.Disconnect{})
+	tc.waitLog(n1, `client_id=nq-sub reason="client disconnected normally"`, 1, wait)
+	pub := connect(t, n1, "nq-pub")
+	if rc := pub.publish(t, &paho.Publish{Topic: "nq/t", QoS: 1, Payload: []byte("before")}); rc != 0 {
+		t.Fatalf("publish with quorum: 0x%02X", rc)
+	}
+	acked := []string{"before"}
+
+	tc.kill(n2, syscall.SIGKILL)
+	tc.kill(n3, syscall.SIGKILL)
+	for _, qos := range []byte{1, 2} {
+		start := time.Now()
+		rc, closed := pub.tryPublish(t, &paho.Publish{Topic: "nq/t", QoS: qos, Payload: []byte(fmt.Sprintf("lost%d", qos))})
+		if closed || rc != 0x80 {
+			t.Fatalf("QoS %d publish without quorum: reason 0x%02X (closed %v), want 0x80", qos, rc, closed)
+		}
+		if d := time.Since(start); d > 8*time.Second {
+			t.Errorf("QoS %d refusal took %v", qos, d)
+		}
+	}
+	if _, ack := connectWith(t, n1, &paho.Connect{ClientID: "nq-other", CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}); ack.ReasonCode != 0x88 {
+		t.Fatalf("persistent CONNECT without quorum: CONNACK 0x%02X, want 0x88", ack.ReasonCode)
+	}
+
+	tc.start(n2)
+	tc.start(n3)
+	eventually(t, 60*time.Second, func() error {
+		rc, closed := pub.tryPublish(t, &paho.Publish{Topic: "nq/t", QoS: 2, Payload: []byte("after")})
+		if closed {
+			return fmt.Errorf("connection closed")
+		}
+		if rc != 0 {
+			return fmt.Errorf("publish after quorum came back: 0x%02X", rc)
+		}
+		return nil
+	})
+	acked = append(acked, "after")
+	var back *client
+	eventually(t, 30*time.Second, func() error {
+		c, ack, err := tryConnect(t, n1, &paho.Connect{ClientID: "nq-sub", CleanStart: false, KeepAlive: 30,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+		if err != nil {
+			return err
+		}
+		if ack.ReasonCode != 0 || !ack.SessionPresent {
+			return fmt.Errorf("CONNACK 0x%02X, session present %v", ack.ReasonCode, ack.SessionPresent)
+		}
+		back = c
+		return nil
+	})
+	got := map[string]bool{}
+	eventually(t, 20*time.Second, func() error {
+		for len(back.in) > 0 {
+			got[string((<-back.in).Payload)] = true
+		}
+		for _, p := range acked {
+			if !got[p] {
+				return fmt.Errorf("acknowledged message %q not delivered (got %v)", p, got)
+			}
+		}
+		return nil
+	})
 }

@@ -1,0 +1,125 @@
+package cluster
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+func msg(topic, payload string, qos packet.QoS) *broker.Message {
+	return &broker.Message{Topic: topic, Payload: []byte(payload), QoS: qos}
+}
+
+// replayOf encodes ops at their epochs and replays them.
+func replayOf(t *testing.T, id string, ops []broker.Op, epochs []uint64) *replay {
+	t.Helper()
+	r := newReplay(id)
+	for i := range ops {
+		b, err := encodeOp(&ops[i], epochs[i])
+		if err != nil {
+			t.Fatalf("op %d: %v", i, err)
+		}
+		if err := r.apply(b); err != nil {
+			t.Fatalf("op %d: %v", i, err)
+		}
+	}
+	return r
+}
+
+// TestReplayRebuildsSession: every kind of op, in the order the broker
+// journals them, gives back the session: subscriptions, the queue in seq
+// order with inflight packet ids and PUBREC state, inbound QoS 2 ids, the
+// will with its delay.
+func TestReplayRebuildsSession(t *testing.T) {
+	at := time.UnixMilli(1_800_000_000_000)
+	ops := []broker.Op{
+		{Kind: broker.OpSessionPut, Session: broker.StoredSession{Expiry: 600, Will: msg("w", "gone", 1), WillDelay: 2 * time.Second}},
+		{Kind: broker.OpSubPut, Sub: broker.StoredSub{Filter: "a/#", Opts: packet.SubOptions{QoS: 2, NoLocal: true, RetainHandling: 2}, ID: 7}},
+		{Kind: broker.OpSubPut, Sub: broker.StoredSub{Filter: "$share/g/b", Opts: packet.SubOptions{QoS: 1}}},
+		{Kind: broker.OpSubPut, Sub: broker.StoredSub{Filter: "gone/+", Opts: packet.SubOptions{QoS: 0}}},
+		{Kind: broker.OpSubDel, Sub: broker.StoredSub{Filter: "gone/+"}},
+		{Kind: broker.OpQueuePut, Delivery: broker.StoredDelivery{Seq: 2, Msg: msg("a/x", "two", 2), QoS: 2, SubIDs: []uint32{7}}},
+		{Kind: broker.OpQueuePut, Delivery: broker.StoredDelivery{Seq: 1, Msg: msg("a/x", "one", 1), QoS: 1}},
+		{Kind: broker.OpQueuePut, Delivery: broker.StoredDelivery{Seq: 3, Msg: msg("a/x", "done", 1), QoS: 1}},
+		{Kind: broker.OpQueueDel, Delivery: broker.StoredDelivery{Seq: 3}},
+		{Kind: broker.OpQueuePut, Delivery: broker.StoredDelivery{Seq: 2, Msg: msg("a/x", "two", 2), QoS: 2, SubIDs: []uint32{7}, PacketID: 9, Released: true}},
+		{Kind: broker.OpInboundPut, PacketID: 4},
+		{Kind: broker.OpInboundPut, PacketID: 5},
+		{Kind: broker.OpInboundDel, PacketID: 4},
+		{Kind: broker.OpSessionPut, Session: broker.StoredSession{Expiry: 900, DisconnectedAt: at, Will: msg("w", "gone", 1), WillAt: at.Add(2 * time.Second), WillDelay: 2 * time.Second}},
+	}
+	rec := replayOf(t, "c1", ops, make([]uint64, len(ops))).session()
+	if rec == nil {
+		t.Fatal("no session")
+	}
+	if rec.ClientID != "c1" || rec.Expiry != 900 || !rec.DisconnectedAt.Equal(at) || !rec.WillAt.Equal(at.Add(2*time.Second)) ||
+		rec.WillDelay != 2*time.Second || rec.Will == nil || string(rec.Will.Payload) != "gone" {
+		t.Errorf("session fields: %+v", rec)
+	}
+	wantSubs := []broker.StoredSub{ops[2].Sub, ops[1].Sub}
+	if !reflect.DeepEqual(rec.Subs, wantSubs) {
+		t.Errorf("subs %+v, want %+v", rec.Subs, wantSubs)
+	}
+	if len(rec.Queue) != 2 || rec.Queue[0].Seq != 1 || rec.Queue[1].Seq != 2 || rec.Queue[1].PacketID != 9 ||
+		!rec.Queue[1].Released || rec.Queue[1].QoS != 2 || !reflect.DeepEqual(rec.Queue[1].SubIDs, []uint32{7}) ||
+		string(rec.Queue[0].Msg.Payload) != "one" || rec.Queue[0].Msg.Topic != "a/x" {
+		t.Errorf("queue %+v", rec.Queue)
+	}
+	if !reflect.DeepEqual(rec.Inbound, []uint16{5}) {
+		t.Errorf("inbound %v", rec.Inbound)
+	}
+}
+
+// TestReplaySkipsStaleOwner: ops a node writes after another node claimed
+// the id at a newer epoch (it was paused) do not change the session; a
+// SessionDel ends it and a later SessionPut starts a new one.
+func TestReplaySkipsStaleOwner(t *testing.T) {
+	ops := []broker.Op{
+		{Kind: broker.OpSessionPut, Session: broker.StoredSession{Expiry: 60}},
+		{Kind: broker.OpQueuePut, Delivery: broker.StoredDelivery{Seq: 1, Msg: msg("t", "kept", 1), QoS: 1}},
+		{Kind: broker.OpSessionPut, Session: broker.StoredSession{Expiry: 60}}, // new owner, epoch 2
+		{Kind: broker.OpQueueDel, Delivery: broker.StoredDelivery{Seq: 1}},     // stale owner, epoch 1
+		{Kind: broker.OpSessionDel}, // stale owner, epoch 1
+		{Kind: broker.OpSubPut, Sub: broker.StoredSub{Filter: "x", Opts: packet.SubOptions{QoS: 1}}}, // new owner
+	}
+	r := replayOf(t, "c", ops, []uint64{1, 1, 2, 1, 1, 2})
+	rec := r.session()
+	if rec == nil || len(rec.Queue) != 1 || len(rec.Subs) != 1 || r.skipped != 2 {
+		t.Fatalf("session %+v, skipped %d; want the queued message, the subscription, 2 skipped", rec, r.skipped)
+	}
+	r = replayOf(t, "c", ops[:2:2], []uint64{1, 1})
+	b, _ := encodeOp(&broker.Op{Kind: broker.OpSessionDel}, 1)
+	if r.apply(b); r.session() != nil {
+		t.Fatal("session after SessionDel")
+	}
+}
+
+func TestReplayRefusesGarbage(t *testing.T) {
+	good, _ := encodeOp(&broker.Op{Kind: broker.OpSubPut, Sub: broker.StoredSub{Filter: "a"}}, 3)
+	for _, b := range [][]byte{nil, {9}, {wireVersion, 99, 0}, good[:len(good)-1], append(good, 0)} {
+		if err := newReplay("c").apply(b); err == nil {
+			t.Errorf("apply(%x): no error", b)
+		}
+	}
+}
+
+// TestHandoverCarriesConnectionWill: the will of the connection just taken
+// over (no due time yet) travels with its delay, for the new node to
+// publish or arm.
+func TestHandoverCarriesConnectionWill(t *testing.T) {
+	rec := &broker.StoredSession{ClientID: "c", Expiry: 10, Will: msg("w", "bye", 1), WillDelay: 3 * time.Second}
+	b, err := encodeSession(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeSession("c", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Will == nil || string(got.Will.Payload) != "bye" || !got.WillAt.IsZero() || got.WillDelay != 3*time.Second {
+		t.Fatalf("got %+v", got)
+	}
+}
