@@ -485,7 +485,14 @@ func (s *Server) Adopt(rec *StoredSession) {
 	s.loadSessionState(ss, rec, "handed-over", false)
 	ss.recordSession() // first time: journals subscriptions and queue too
 	if ss.expiry != neverExpires {
-		ss.expiryTimer = time.AfterFunc(time.Duration(ss.expiry)*time.Second, func() { s.expireSession(ss) })
+		// A session offline since before it moved (its node died) has
+		// less of its expiry left; one moving with its connection has
+		// all of it.
+		left := time.Duration(ss.expiry) * time.Second
+		if !rec.DisconnectedAt.IsZero() {
+			left = max(left-now.Sub(rec.DisconnectedAt), time.Millisecond)
+		}
+		ss.expiryTimer = time.AfterFunc(left, func() { s.expireSession(ss) })
 	}
 	ss.mu.Unlock()
 	s.sessions[ss.id] = ss

@@ -240,7 +240,10 @@ func (s *sessions) open(ctx context.Context, js jetstream.JetStream) error {
 	if kv == nil {
 		return errNotReady
 	}
-	recs, err := s.owners(ctx, kv)
+	s.mu.Lock()
+	s.js = js // for eachOwner; ops are not sent before ready
+	s.mu.Unlock()
+	recs, err := s.owners(ctx)
 	if err != nil {
 		return err
 	}
@@ -261,8 +264,9 @@ func (s *sessions) open(ctx context.Context, js jetstream.JetStream) error {
 	s.mu.Lock()
 	s.js, s.ready, s.restored = js, true, nil
 	s.mu.Unlock()
-	s.n.wg.Add(1)
+	s.n.wg.Add(2)
 	go s.send()
+	go s.janitor()
 	select {
 	case s.wake <- struct{}{}: // ops appended before now
 	default:
@@ -277,9 +281,9 @@ type ownerRec struct {
 }
 
 // owners reads the owner records of the restored sessions' ids, all of the
-// bucket in one pass (a watcher's initial values) rather than one request
-// per session: a node restarts with as many sessions as it had.
-func (s *sessions) owners(ctx context.Context, kv jetstream.KeyValue) (map[string]ownerRec, error) {
+// bucket in one pass rather than one request per session: a node restarts
+// with as many sessions as it had.
+func (s *sessions) owners(ctx context.Context) (map[string]ownerRec, error) {
 	out := map[string]ownerRec{}
 	if len(s.restored) == 0 {
 		return out, nil
@@ -288,28 +292,12 @@ func (s *sessions) owners(ctx context.Context, kv jetstream.KeyValue) (map[strin
 	for _, id := range s.restored {
 		want[id] = true
 	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("reading owner records: %w", err)
-	}
-	defer w.Stop()
-	for {
-		select {
-		case e := <-w.Updates():
-			if e == nil {
-				return out, nil // the initial values are done
-			}
-			id, err := keyID(e.Key())
-			if err != nil || !want[id] {
-				continue
-			}
-			if node, epoch, err := decodeOwner(e.Value()); err == nil {
-				out[id] = ownerRec{node, epoch}
-			}
-		case <-ctx.Done():
-			return nil, fmt.Errorf("reading owner records: %w", ctx.Err())
+	err := s.eachOwner(ctx, func(id, owner string, epoch uint64) {
+		if want[id] {
+			out[id] = ownerRec{owner, epoch}
 		}
-	}
+	})
+	return out, err
 }
 
 // checkPartitions refuses to run with another partition count than the

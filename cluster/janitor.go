@@ -1,0 +1,237 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Sessions of a dead node.
+//
+// A node that dies holds client ids nobody reconnects: their wills must
+// still be published, after their delay, and their sessions must still
+// expire (and keep queueing messages meanwhile). So each node runs a
+// janitor: once a node it heard from has been silent for adoptAfter (or,
+// once after start, for records naming nodes it never heard from), it
+// reads the ownership records, and for each id whose owner is gone and for
+// which it is the chosen survivor (rendezvous hash of the id over the live
+// nodes, so that survivors share the work without talking), it claims the
+// id as a connect would (compare-and-set, epoch + 1: the dead node is
+// fenced should it come back) and adopts the session from its partition
+// stream. Adopt then publishes a will whose connection died with its node
+// (now without a delay, else after it, unless the client's reconnection
+// resumes the session first) and starts the session's expiry. A client
+// that reconnects anywhere takes the session from the adopter as from any
+// owner. The compare-and-set makes one survivor win when two views differ.
+
+const (
+	// adoptAfter is how long a node must have been silent before its
+	// sessions are adopted: longer than deadAfter, and than a short pause
+	// or restart, which should not move every session of the node.
+	adoptAfter = 10 * time.Second
+	// janitorEvery: how often the janitor looks at the nodes it hears.
+	janitorEvery = time.Second
+)
+
+// janitor adopts the sessions of nodes gone for adoptAfter, until the node
+// stops. It starts once the session streams are open.
+func (s *sessions) janitor() {
+	defer s.n.wg.Done()
+	t := time.NewTicker(janitorEvery)
+	defer t.Stop()
+	started := time.Now()
+	seen := map[string]bool{}
+	missing := map[string]time.Time{} // seen nodes now silent, since when
+	adopted := map[string]bool{}      // silent nodes whose sessions were adopted
+	startupScan := true
+	for {
+		select {
+		case <-s.n.ctx.Done():
+			return
+		case now := <-t.C:
+			live := map[string]bool{s.n.cfg.Node: true}
+			for _, name := range s.n.remote.nodes() {
+				live[name], seen[name] = true, true
+				delete(missing, name)
+				delete(adopted, name)
+			}
+			scan := startupScan && now.Sub(started) >= adoptAfter
+			for name := range seen {
+				if live[name] {
+					continue
+				}
+				if missing[name].IsZero() {
+					missing[name] = now
+				}
+				if !adopted[name] && now.Sub(missing[name]) >= adoptAfter {
+					scan = true
+				}
+			}
+			if !scan {
+				continue
+			}
+			if err := s.adoptOrphans(live, seen, missing, startupScan); err != nil {
+				s.n.log.Warn("cluster: sessions of silent nodes not adopted yet; retrying", "err", err)
+				continue
+			}
+			startupScan = false
+			for name := range missing {
+				if now.Sub(missing[name]) >= adoptAfter {
+					adopted[name] = true
+				}
+			}
+		}
+	}
+}
+
+// adoptOrphans adopts the sessions owned by silent nodes that fall to this
+// node. Owners this node heard from count as silent once missing for
+// adoptAfter; others (never heard from since this node started) only on
+// the startup scan.
+func (s *sessions) adoptOrphans(live, seen map[string]bool, missing map[string]time.Time, startup bool) error {
+	kv := s.n.own.bucket()
+	if kv == nil {
+		return errNotReady
+	}
+	ctx, cancel := context.WithTimeout(s.n.ctx, time.Minute)
+	defer cancel()
+	type orphan struct{ id, owner string }
+	var mine []orphan
+	now := time.Now()
+	err := s.eachOwner(ctx, func(id, owner string, _ uint64) {
+		if owner == "" || live[owner] {
+			return
+		}
+		if seen[owner] && now.Sub(missing[owner]) < adoptAfter || !seen[owner] && !startup {
+			return
+		}
+		if adopterOf(id, live) == s.n.cfg.Node {
+			mine = append(mine, orphan{id, owner})
+		}
+	})
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, o := range mine {
+		if err := s.adoptOrphan(o.id, o.owner); err != nil {
+			errs = append(errs, fmt.Errorf("%q of %s: %w", o.id, o.owner, err))
+		}
+	}
+	return errors.Join(errs...) // the next scan tries those again
+}
+
+// eachOwner calls fn for every owner record, reading the bucket's stream
+// directly (the last message per key, in fetches bounded in time, until
+// none is pending): a key-value watcher's "initial values done" marker was
+// seen not to come while the bucket changed leader.
+func (s *sessions) eachOwner(ctx context.Context, fn func(id, owner string, epoch uint64)) error {
+	s.mu.Lock()
+	js := s.js
+	s.mu.Unlock()
+	if js == nil {
+		return errNotReady
+	}
+	const stream, prefix = "KV_" + ownBucket, "$KV." + ownBucket + "."
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{prefix + ">"}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy})
+	if err != nil {
+		return fmt.Errorf("owner records: %w", err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("owner records: %w", err)
+	}
+	for left := info.NumPending; left > 0; {
+		batch, err := cons.Fetch(batchMax, jetstream.FetchMaxWait(2*time.Second))
+		if err != nil {
+			return fmt.Errorf("owner records: %w", err)
+		}
+		for m := range batch.Messages() {
+			if md, err := m.Metadata(); err == nil {
+				left = md.NumPending
+			}
+			if op := m.Headers().Get("KV-Operation"); op != "" {
+				continue // a deleted or purged key
+			}
+			id, err := keyID(m.Subject()[len(prefix):])
+			if err != nil {
+				continue
+			}
+			if owner, epoch, err := decodeOwner(m.Data()); err == nil {
+				fn(id, owner, epoch)
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return fmt.Errorf("owner records: %w", err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// adopterOf chooses the live node that adopts id: the highest hash of id
+// and the node's name (rendezvous hashing: removing a node moves only its
+// share).
+func adopterOf(id string, live map[string]bool) string {
+	var best string
+	var bestH uint64
+	for node := range live {
+		h := fnv.New64a()
+		h.Write([]byte(id))
+		h.Write([]byte{0})
+		h.Write([]byte(node))
+		if v := h.Sum64(); best == "" || v > bestH || v == bestH && node < best {
+			best, bestH = node, v
+		}
+	}
+	return best
+}
+
+// adoptOrphan claims id from dead, its owner, and adopts its session from
+// the stream, unless the record changed (the client reconnected). The
+// session is read before the claim: a read that fails (the partition is
+// electing a leader) leaves the record naming the dead node, for the next
+// scan to try again.
+func (s *sessions) adoptOrphan(id, dead string) error {
+	ctx, cancel := context.WithTimeout(s.n.ctx, s.n.cfg.ForwardTimeout)
+	defer cancel()
+	o := s.n.own
+	kv := o.bucket()
+	key := ownerKey(id)
+	owner, epoch, rev, err := o.read(ctx, kv, key)
+	if err != nil {
+		return err
+	}
+	if owner != dead {
+		return nil // reconnected elsewhere meanwhile
+	}
+	rec, err := s.recover(ctx, id)
+	if err != nil {
+		return err
+	}
+	epoch++
+	o.noteEpoch(id, epoch)
+	if _, err := kv.Update(ctx, key, encodeOwner(s.n.cfg.Node, epoch), rev); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return nil // another node or a connect won
+		}
+		return err
+	}
+	s.setEpoch(id, epoch)
+	if rec == nil {
+		return nil
+	}
+	s.adopt(id)
+	s.n.srv.Adopt(rec)
+	s.n.log.Info("session of a silent node adopted", "client_id", id, "from", dead, "epoch", epoch,
+		"subscriptions", len(rec.Subs), "messages", len(rec.Queue), "will", rec.Will != nil)
+	return nil
+}

@@ -1,0 +1,84 @@
+package cluster_test
+
+import (
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// TestClusterDeadNodeWillsAndExpiry kills n1 (kill -9) while it holds:
+// ow0, connected, will without delay: nobody reconnects, so a survivor
+// adopts the session and publishes the will, once; ow3, connected, will
+// delayed 3 s: the client reconnects to n2 at once and resumes its session
+// there, so its will is never published; owx, offline, session expiry 3 s:
+// adopted, it expires on the survivor.
+func TestClusterDeadNodeWillsAndExpiry(t *testing.T) {
+	tc := startCluster(t, 3)
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	wills := connect(t, n3, "ow-wills")
+	wills.subscribe(t, paho.SubscribeOptions{Topic: "ow/will/+", QoS: 1})
+
+	long, short := uint32(600), uint32(3)
+	for _, c := range []struct {
+		id     string
+		expiry *uint32
+		delay  uint32
+	}{{"ow0", &long, 0}, {"ow3", &long, 3}, {"owx", &short, 0}} {
+		cp := &paho.Connect{ClientID: c.id, CleanStart: true, KeepAlive: 30,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: c.expiry}}
+		if c.id != "owx" {
+			cp.WillMessage = &paho.WillMessage{Topic: "ow/will/" + c.id, QoS: 1, Payload: []byte(c.id)}
+			cp.WillProperties = &paho.WillProperties{WillDelayInterval: &c.delay}
+		}
+		cl, ack := connectWith(t, n1, cp)
+		if ack.ReasonCode != 0 {
+			t.Fatalf("%s: CONNACK 0x%02X", c.id, ack.ReasonCode)
+		}
+		cl.subscribe(t, paho.SubscribeOptions{Topic: "ow/t", QoS: 1})
+		if c.id == "owx" {
+			cl.Disconnect(&paho.Disconnect{})
+			tc.waitLog(n1, `client_id=owx reason="client disconnected normally"`, 1, wait)
+		}
+	}
+
+	tc.kill(n1, syscall.SIGKILL)
+	eventually(t, 30*time.Second, func() error {
+		_, ack, err := tryConnect(t, n2, &paho.Connect{ClientID: "ow3", CleanStart: false, KeepAlive: 30,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &long}})
+		if err != nil {
+			return err
+		}
+		if ack.ReasonCode != 0 || !ack.SessionPresent {
+			return fmt.Errorf("ow3 on n2: CONNACK 0x%02X, session present %v", ack.ReasonCode, ack.SessionPresent)
+		}
+		return nil
+	})
+
+	// A survivor adopts ow0 and owx once n1 has been silent long enough.
+	p := wills.next(t, 40*time.Second)
+	if string(p.Payload) != "ow0" {
+		t.Fatalf("will %q published, want ow0's", p.Payload)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if countLog(n2, "client_id=owx")+countLog(n3, "client_id=owx") == 0 {
+			return fmt.Errorf("owx not adopted yet")
+		}
+		if c := countLog(n2, `"session expired" client_id=owx`) + countLog(n3, `"session expired" client_id=owx`); c != 1 {
+			return fmt.Errorf("owx expired %d times on the survivors; their logs:\n%s\n%s", c,
+				grepLog(n2, "owx", "cluster:", "silent"), grepLog(n3, "owx", "cluster:", "silent"))
+		}
+		return nil
+	})
+	// ow3's delay is long over; no will may come, nor ow0's again.
+	wills.none(t, 2*time.Second)
+	if c := countLog(n2, `"session of a silent node adopted" node=n2 client_id=ow0`) + countLog(n3, `"session of a silent node adopted" node=n3 client_id=ow0`); c != 1 {
+		t.Errorf("ow0 adopted %d times", c)
+	}
+	_, ack := connectWith(t, n3, &paho.Connect{ClientID: "owx", CleanStart: false, KeepAlive: 30})
+	if ack.ReasonCode != 0 || ack.SessionPresent {
+		t.Errorf("owx after its expiry: CONNACK 0x%02X, session present %v; want a new session", ack.ReasonCode, ack.SessionPresent)
+	}
+}
