@@ -91,9 +91,10 @@ type Config struct {
 	// difference. The broker must publish $SYS often (sys_interval 1s);
 	// the run waits for the first update after the load stops.
 	SysDropped bool
-	// Persistent makes the subscribers keep their sessions: Clean
-	// Session 0 (3.1.1), or Clean Start 0 and a Session Expiry that never
-	// ends (5.0). Storm's subscribers always do.
+	// Persistent makes the subscribers (and the connections scenario's
+	// clients, whose sessions then stay after the run) keep their
+	// sessions: Clean Session 0 (3.1.1), or Clean Start 0 and a Session
+	// Expiry that never ends (5.0). Storm's subscribers always do.
 	Persistent bool
 	// StopBroker and StartBroker restart the broker in Storm: StopBroker
 	// returns once the broker's process has exited, StartBroker once the

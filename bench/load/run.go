@@ -143,7 +143,7 @@ func (r *runner) openAs(ctx context.Context, role string, bufSize int, receiveMa
 	}
 	c := newConn(nc, r.cfg.Protocol, bufSize)
 	o := connectOpts{clientID: "rb" + r.id + "-" + role, keepAlive: r.keepAlive(), receiveMax: receiveMax,
-		persistent: sub && r.cfg.Persistent}
+		persistent: (sub || strings.HasPrefix(role, "c")) && r.cfg.Persistent}
 	present, err := c.handshake(ctx, o)
 	if err != nil {
 		nc.Close()
