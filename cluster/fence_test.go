@@ -1,14 +1,14 @@
 package cluster_test
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/roost-mqtt/roost/internal/clustertest"
 )
 
 // TestClusterFencesPausedOwner: clients with wills and persistent sessions
@@ -123,36 +123,13 @@ func TestClusterFencesPausedOwner(t *testing.T) {
 }
 
 // tryConnect is connectWith for use inside eventually: a CONNECT that gets
-// no CONNACK in time (the ownership records may be electing a leader: a
-// claim waits up to cluster.forward_timeout) is an error, not a failure.
+// no CONNACK in time (the ownership records may be electing a leader, or
+// the session be read from the cluster) is an error, not a failure.
 func tryConnect(t *testing.T, nd *node, cp *paho.Connect) (*client, *paho.Connack, error) {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", nd.mqtt, 5*time.Second)
+	c, ack, err := clustertest.Dial(t, nd.mqtt, cp)
 	if err != nil {
 		return nil, nil, err
 	}
-	c := &client{id: cp.ClientID, in: make(chan *paho.Publish, 1000), dis: make(chan *paho.Disconnect, 4)}
-	c.Client = paho.NewClient(paho.ClientConfig{
-		ClientID: cp.ClientID,
-		Conn:     conn,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			select {
-			case c.in <- pr.Packet:
-			default:
-				t.Errorf("client %s: inbox full", cp.ClientID)
-			}
-			return true, nil
-		}},
-		OnServerDisconnect: func(d *paho.Disconnect) { c.dis <- d },
-		OnClientError:      func(error) {},
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	ack, err := c.Connect(ctx, cp)
-	if err != nil && ack == nil {
-		conn.Close()
-		return nil, nil, fmt.Errorf("connect %s to %s: %w", cp.ClientID, nd.name, err)
-	}
-	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}); conn.Close() })
-	return c, ack, nil
+	return wrapClient(c), ack, nil
 }

@@ -119,7 +119,7 @@ func TestClusterSessionSurvivesKill(t *testing.T) {
 // grepLog returns the lines of nd's log that contain any of words, for a
 // failure message (the harness prints only the last lines).
 func grepLog(nd *node, words ...string) string {
-	b, _ := os.ReadFile(nd.logPath)
+	b, _ := os.ReadFile(nd.LogPath)
 	var out []string
 	for _, l := range strings.Split(string(b), "\n") {
 		for _, w := range words {
