@@ -98,7 +98,7 @@ func (s *sessions) adoptOrphans(live, seen map[string]bool, missing map[string]t
 	if kv == nil {
 		return errNotReady
 	}
-	ctx, cancel := context.WithTimeout(s.n.ctx, time.Minute)
+	ctx, cancel := context.WithTimeout(s.n.ctx, 30*time.Second)
 	defer cancel()
 	type orphan struct{ id, owner string }
 	var mine []orphan
@@ -138,21 +138,29 @@ func (s *sessions) eachOwner(ctx context.Context, fn func(id, owner string, epoc
 		return errNotReady
 	}
 	const stream, prefix = "KV_" + ownBucket, "$KV." + ownBucket + "."
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("owner records: %w", err)
+	}
+	if st.CachedInfo().State.Msgs == 0 {
+		return nil
+	}
 	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{prefix + ">"}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy})
 	if err != nil {
 		return fmt.Errorf("owner records: %w", err)
 	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("owner records: %w", err)
-	}
-	for left := info.NumPending; left > 0; {
-		batch, err := cons.Fetch(batchMax, jetstream.FetchMaxWait(2*time.Second))
+	// Until the message with nothing pending after it; fetches that bring
+	// nothing (the stream is electing a leader) end the pass with an
+	// error, for the caller to try again.
+	for left, misses := uint64(1), 0; left > 0; {
+		batch, err := cons.Fetch(fetchMax, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return fmt.Errorf("owner records: %w", err)
 		}
+		got := 0
 		for m := range batch.Messages() {
+			got++
 			if md, err := m.Metadata(); err == nil {
 				left = md.NumPending
 			}
@@ -169,6 +177,11 @@ func (s *sessions) eachOwner(ctx context.Context, fn func(id, owner string, epoc
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return fmt.Errorf("owner records: %w", err)
+		}
+		if got == 0 {
+			if misses++; misses == 3 {
+				return errors.New("owner records: no progress")
+			}
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -50,8 +50,12 @@ const (
 	// maxBacklog bounds the ops waiting for replication (no quorum):
 	// beyond it Wait fails at once, as for a full disk.
 	maxBacklog = 1 << 18
-	// batchMax bounds one batch of ops in flight.
-	batchMax = 1024
+	// batchMax bounds one batch of ops in flight: large enough that the
+	// windows of many publishers fit in one round (each round is a Raft
+	// append with a sync on every replica).
+	batchMax = 8192
+	// fetchMax bounds one fetch when reading a stream.
+	fetchMax = 1024
 )
 
 // errNotReplicated wraps the reason ops could not be replicated in time.
@@ -218,7 +222,12 @@ func (s *sessions) adopt(id string) {
 // their epoch; others were taken over while this node was down, and are
 // dropped here without their will (the owner has the session, will
 // included). Then replication starts.
-func (s *sessions) open(ctx context.Context, js jetstream.JetStream) error {
+func (s *sessions) open(ctx context.Context, _ jetstream.JetStream) error {
+	// A client of its own, to have a whole batch in flight at once.
+	js, err := jetstream.New(s.n.eng.nc, jetstream.WithPublishAsyncMaxPending(2*batchMax))
+	if err != nil {
+		return err
+	}
 	for p := range s.n.cfg.Partitions {
 		if _, err := js.Stream(ctx, streamName(p)); err == nil {
 			continue // another node created it
@@ -418,7 +427,7 @@ func (s *sessions) recover(ctx context.Context, id string) (*broker.StoredSessio
 	}
 	r := newReplay(id)
 	for {
-		batch, err := cons.Fetch(batchMax, jetstream.FetchMaxWait(time.Second))
+		batch, err := cons.Fetch(fetchMax, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return nil, fmt.Errorf("session stream: %w", err)
 		}
@@ -439,7 +448,7 @@ func (s *sessions) recover(ctx context.Context, id string) (*broker.StoredSessio
 		if last == 0 {
 			break
 		}
-		if got == 0 && ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
 	}

@@ -5,13 +5,15 @@
 #
 #   bench/cluster/sessions.sh ROOST_BINARY [SESSIONS]
 #
+# SESSIONS (default 10000) persistent sessions for the restart; 0 skips it.
 # Nodes on 127.0.0.2-4 (cluster) and 127.0.0.5 (single), data in a temp
 # directory removed at the end.
 set -eu
 roost=$1
 sessions=${2:-10000}
 dir=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
+cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"; }
+trap cleanup EXIT
 port() { "$roost" bench --free-port; }
 m1=$(port); m2=$(port); m3=$(port); ms=$(port)
 c1=$(port); c2=$(port); c3=$(port)
@@ -44,6 +46,7 @@ echo "== clean QoS 1 pairs, for reference"
 echo "-- single node";          b --url "mqtt://127.0.0.5:$ms" pairs -N 20 -qos 1
 echo "-- cluster, same node";   b --url "mqtt://127.0.0.2:$m1" pairs -N 20 -qos 1
 
+[ "$sessions" -gt 0 ] || exit 0
 echo "== restart of a node holding $sessions replicated sessions"
 start=$(date +%s.%N)
 "$roost" bench --url "mqtt://127.0.0.2:$m1" -q -protocol 5 --persistent --duration 1s connections -C "$sessions" --batch 200 >/dev/null
