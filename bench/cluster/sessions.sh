@@ -12,7 +12,11 @@ set -eu
 roost=$1
 sessions=${2:-10000}
 dir=$(mktemp -d)
-cleanup() { kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$dir"; }
+cleanup() {
+	for f in "$dir"/*.pid; do kill -9 "$(cat "$f")" 2>/dev/null || true; done
+	sleep 1
+	rm -rf "$dir"
+}
 trap cleanup EXIT
 port() { "$roost" bench --free-port; }
 m1=$(port); m2=$(port); m3=$(port); ms=$(port)
@@ -27,6 +31,7 @@ start_n1
 node n2 127.0.0.3 "$m2" "$c2" "127.0.0.2:$c1" "127.0.0.4:$c3"
 node n3 127.0.0.4 "$m3" "$c3" "127.0.0.2:$c1" "127.0.0.3:$c2"
 "$roost" serve --listen "mqtt://127.0.0.5:$ms" --data "$dir/single" >"$dir/single.log" 2>&1 &
+echo $! >"$dir/single.pid"
 ready() { # log, line, count
 	i=0
 	while [ "$(grep -c "$2" "$1" 2>/dev/null || true)" -lt "$3" ]; do
