@@ -7,7 +7,7 @@
 //
 // Delivery goes over core NATS routes: fast, one hop, no durability of its
 // own. What must survive a node (client-id ownership, retained messages,
-// and in part 2 persistent sessions) is for JetStream, with three replicas
+// and persistent sessions) is for JetStream, with three replicas
 // and a sync on every write, used as a replicated log. A node's JetStream
 // store lives in Config.Data; nothing is ever created per session or per
 // subscription, which is how nats-server's own MQTT layer stopped scaling.
@@ -51,6 +51,14 @@
 //     it sees the newer owner record (a watcher on the bucket); handovers
 //     are confirmed by the new owner, and an unconfirmed one ends the
 //     session where it was.
+//   - sessions.go: persistent sessions replicated: the broker's store
+//     wrapped so that every session op also goes to its client's subject
+//     in one of Config.Partitions streams, and Wait waits for the quorum;
+//     reading a session back when its owner does not answer.
+//     sessions_wire.go: the ops' bytes and their replay (stale epochs
+//     skipped).
+//   - janitor.go: survivors adopt the sessions of a node silent for 10 s,
+//     so that its clients' wills are published and their sessions expire.
 //   - retained.go: retained messages in a replicated stream, one message
 //     per topic, followed by every node from its start; QoS 1/2 appends
 //     are conditional on the topic's last sequence, so a late one cannot
