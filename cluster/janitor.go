@@ -230,6 +230,12 @@ func (s *sessions) adoptOrphan(id, dead string) error {
 	if err != nil {
 		return err
 	}
+	if rec == nil {
+		// A clean session's record (or an ended session's): nothing to
+		// adopt, and the id stays its owner's, should that node come
+		// back with the client still connected.
+		return nil
+	}
 	epoch++
 	o.noteEpoch(id, epoch)
 	if _, err := kv.Update(ctx, key, encodeOwner(s.n.cfg.Node, epoch), rev); err != nil {
@@ -239,9 +245,6 @@ func (s *sessions) adoptOrphan(id, dead string) error {
 		return err
 	}
 	s.setEpoch(id, epoch)
-	if rec == nil {
-		return nil
-	}
 	s.adopt(id)
 	s.n.srv.Adopt(rec)
 	s.n.log.Info("session of a silent node adopted", "client_id", id, "from", dead, "epoch", epoch,
