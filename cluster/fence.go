@@ -181,7 +181,7 @@ func (o *owners) fenceID(id, node string, epoch uint64) {
 	if !o.n.srv.Fence(id, o.n.sess != nil) {
 		return
 	}
-	o.n.log.Info("client id owned by another node; fenced here", "client_id", id, "owner", node, "epoch", epoch)
+	o.n.log.Info("session fenced: its client id is owned by another node (owner records)", "client_id", id, "owner", node, "epoch", epoch)
 	time.AfterFunc(fenceGrace, func() {
 		if o.n.ctx.Err() != nil || o.newerHere(id, epoch) {
 			return

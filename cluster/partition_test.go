@@ -393,7 +393,8 @@ func checkPartition(t *testing.T, nf *netfault.Net, tc *testCluster, major, mino
 func goneFrom(nd, o *node) bool {
 	b, _ := os.ReadFile(nd.LogPath)
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.Contains(l, "cluster node gone") && strings.Contains(l, "peer="+o.name+" ") {
+		// (The peer is the last field of the "no route" line.)
+		if strings.Contains(l, "cluster node gone") && strings.Contains(l+" ", "peer="+o.name+" ") {
 			return true
 		}
 	}
