@@ -241,7 +241,7 @@ func (n *Node) OwnsWill(clientID string) bool {
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
 	defer cancel()
-	node, epoch, _, err := n.own.read(ctx, kv, ownerKey(clientID))
+	node, epoch, err := n.own.readRetrying(ctx, ownerKey(clientID))
 	if err != nil {
 		n.log.Warn("cluster: owner of a will's client id unknown; publishing it", "client_id", clientID, "err", err)
 		return true
@@ -251,4 +251,24 @@ func (n *Node) OwnsWill(clientID string) bool {
 		return false
 	}
 	return true
+}
+
+// readRetrying is read, tried again until ctx ends: a node resumed from a
+// pause has its reads refused for a moment ("JetStream system temporarily
+// unavailable") while it catches up with the cluster, and a will must not
+// be published for want of one answer.
+func (o *owners) readRetrying(ctx context.Context, key string) (node string, epoch uint64, err error) {
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 500*time.Millisecond) {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		node, epoch, _, err = o.read(actx, nil, key)
+		cancel()
+		if err == nil {
+			return node, epoch, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", 0, err
+		case <-time.After(backoff):
+		}
+	}
 }

@@ -7,7 +7,6 @@ import (
 	"hash/fnv"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -127,9 +126,9 @@ func (s *sessions) adoptOrphans(live, seen map[string]bool, missing map[string]t
 }
 
 // eachOwner calls fn for every owner record, reading the bucket's stream
-// directly (the last message per key, in fetches bounded in time, until
-// none is pending): a key-value watcher's "initial values done" marker was
-// seen not to come while the bucket changed leader.
+// from its leader (the last message per key, readAll): a key-value
+// watcher's "initial values done" marker was seen not to come while the
+// bucket changed leader, and a replica may be stale.
 func (s *sessions) eachOwner(ctx context.Context, fn func(id, owner string, epoch uint64)) error {
 	s.mu.Lock()
 	js := s.js
@@ -145,47 +144,22 @@ func (s *sessions) eachOwner(ctx context.Context, fn func(id, owner string, epoc
 	if st.CachedInfo().State.Msgs == 0 {
 		return nil
 	}
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{prefix + ">"}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy})
+	err = readAll(ctx, js, stream, jetstream.ConsumerConfig{FilterSubject: prefix + ">",
+		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy}, func(m jetstream.Msg) error {
+		if op := m.Headers().Get(kvOperationHdr); op != "" {
+			return nil // a deleted or purged key
+		}
+		id, err := keyID(m.Subject()[len(prefix):])
+		if err != nil {
+			return nil
+		}
+		if owner, epoch, err := decodeOwner(m.Data()); err == nil {
+			fn(id, owner, epoch)
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("owner records: %w", err)
-	}
-	// Until the message with nothing pending after it; fetches that bring
-	// nothing (the stream is electing a leader) end the pass with an
-	// error, for the caller to try again.
-	for left, misses := uint64(1), 0; left > 0; {
-		batch, err := cons.Fetch(fetchMax, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			return fmt.Errorf("owner records: %w", err)
-		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			if md, err := m.Metadata(); err == nil {
-				left = md.NumPending
-			}
-			if op := m.Headers().Get("KV-Operation"); op != "" {
-				continue // a deleted or purged key
-			}
-			id, err := keyID(m.Subject()[len(prefix):])
-			if err != nil {
-				continue
-			}
-			if owner, epoch, err := decodeOwner(m.Data()); err == nil {
-				fn(id, owner, epoch)
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return fmt.Errorf("owner records: %w", err)
-		}
-		if got == 0 {
-			if misses++; misses == 3 {
-				return errors.New("owner records: no progress")
-			}
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
 	}
 	return nil
 }

@@ -290,19 +290,19 @@ func (o *owners) takeUnread(id string) bool {
 
 // read returns id's current owner, epoch and the record's revision (0 when
 // there is none).
-func (o *owners) read(ctx context.Context, kv jetstream.KeyValue, key string) (string, uint64, uint64, error) {
-	e, err := kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return "", 0, 0, nil
-	}
+func (o *owners) read(ctx context.Context, _ jetstream.KeyValue, key string) (string, uint64, uint64, error) {
+	val, rev, err := leaderGet(ctx, o.n.eng.nc, "KV_"+ownBucket, "$KV."+ownBucket+"."+key)
 	if err != nil {
 		return "", 0, 0, fmt.Errorf("cluster: reading owner: %w", err)
 	}
-	node, epoch, err := decodeOwner(e.Value())
+	if rev == 0 {
+		return "", 0, 0, nil
+	}
+	node, epoch, err := decodeOwner(val)
 	if err != nil {
 		return "", 0, 0, fmt.Errorf("cluster: owner record of %s: %w", key, err)
 	}
-	return node, epoch, e.Revision(), nil
+	return node, epoch, rev, nil
 }
 
 func (o *owners) noteEpoch(id string, epoch uint64) {

@@ -119,8 +119,8 @@ func (r *retained) open(ctx context.Context) error {
 // them all, the retained messages this node holds are candidates for
 // reconcile: the stream may have forgotten their clearing.
 //
-// The consumer lives on one node (the stream leader's when it is made):
-// when that node dies, this node learns of it by missed heartbeats and
+// The consumer lives on one node (the stream leader's when it is made,
+// see leaderConsumer): when that node dies, this node learns of it by missed heartbeats and
 // follow makes another. nats.go's ordered consumer does the same, but
 // each of its attempts waits 10 s for an answer, and while the cluster
 // elects a new meta leader after losing the old one a request gets none:
@@ -150,12 +150,9 @@ func (r *retained) consume(ctx context.Context) (jetstream.ConsumeContext, error
 	}
 	ctx, cancel := context.WithTimeout(ctx, followAttempt)
 	defer cancel()
-	cons, err := r.js.CreateConsumer(ctx, retStream, cfg)
+	cons, err := leaderConsumer(ctx, r.js, retStream, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("retained consumer: %w", err)
-	}
-	if err := r.onLeader(ctx, cons); err != nil {
-		return nil, err
 	}
 	// Short pulls (heartbeats every second, where the default is 5 s)
 	// make a lost consumer noticed within about 2 s.
@@ -171,30 +168,6 @@ func (r *retained) consume(ctx context.Context) (jetstream.ConsumeContext, error
 		r.noteCaughtUp() // an empty stream: no message will say so
 	}
 	return cc, nil
-}
-
-// onLeader returns nil if cons lives on the stream's leader, or deletes it
-// and says where it is. JetStream puts a one-replica consumer on any
-// replica of the stream, and it delivers from that replica's copy: on a
-// replica still catching up (a node just restarted) it delivered retained
-// messages cleared meanwhile, and a node following it kept them for good.
-// The leader has every message the stream acknowledged.
-func (r *retained) onLeader(ctx context.Context, cons jetstream.Consumer) error {
-	ci := cons.CachedInfo()
-	if ci.Cluster == nil || ci.Cluster.Leader == "" {
-		return nil // one server, no replicas
-	}
-	stream, err := r.js.Stream(ctx, retStream) // the leader answers
-	if err != nil {
-		return fmt.Errorf("retained stream: %w", err)
-	}
-	if si := stream.CachedInfo(); si.Cluster != nil && si.Cluster.Leader != ci.Cluster.Leader {
-		if err := r.js.DeleteConsumer(ctx, retStream, ci.Name); err != nil {
-			r.n.log.Debug("cluster: deleting a retained consumer", "consumer", ci.Name, "err", err)
-		}
-		return fmt.Errorf("retained consumer made on %s, not on the stream leader %q", ci.Cluster.Leader, si.Cluster.Leader)
-	}
-	return nil
 }
 
 const (

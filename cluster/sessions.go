@@ -421,36 +421,15 @@ func (s *sessions) recover(ctx context.Context, id string) (*broker.StoredSessio
 	if info.State.Subjects[subj] == 0 {
 		return nil, nil
 	}
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
+	r := newReplay(id)
+	err = readAll(ctx, js, stream, jetstream.ConsumerConfig{FilterSubject: subj}, func(m jetstream.Msg) error {
+		if err := r.apply(m.Data()); err != nil {
+			return fmt.Errorf("session record of %q: %w", id, err)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("session stream: %w", err)
-	}
-	r := newReplay(id)
-	for {
-		batch, err := cons.Fetch(fetchMax, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return nil, fmt.Errorf("session stream: %w", err)
-		}
-		last := uint64(1)
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			if err := r.apply(m.Data()); err != nil {
-				return nil, fmt.Errorf("session record of %q: %w", id, err)
-			}
-			if md, err := m.Metadata(); err == nil {
-				last = md.NumPending
-			}
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return nil, fmt.Errorf("session stream: %w", err)
-		}
-		if last == 0 {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
 	}
 	if r.skipped > 0 {
 		s.n.log.Info("session record: skipped ops of a previous owner written after it lost the id", "client_id", id, "ops", r.skipped)
