@@ -58,6 +58,11 @@ type Config struct {
 	// over (sessions.go), fixed when the cluster is created: every node
 	// must use the same number for the life of its data. Default 8.
 	Partitions int
+	// AdoptAfter is how long a node must have been gone (after it is
+	// noticed gone) before the survivors adopt its persistent sessions,
+	// publishing their wills and running their expiry (janitor.go).
+	// Default 10s.
+	AdoptAfter time.Duration
 }
 
 // Enabled reports whether c asks for a cluster at all.
@@ -71,6 +76,11 @@ const DefaultName = "roost"
 // DefaultTombstoneTTL is how long a retained message's clearing stays in
 // the retained stream when Config.TombstoneTTL is not set.
 const DefaultTombstoneTTL = time.Hour
+
+// DefaultAdoptAfter is Config.AdoptAfter when none is given: longer than a
+// short pause or a restart, which should not move every session of the
+// node.
+const DefaultAdoptAfter = 10 * time.Second
 
 // DefaultPartitions is the number of session streams when none is given.
 const DefaultPartitions = 8
@@ -96,6 +106,9 @@ func (c *Config) Check() error {
 	if c.Partitions == 0 {
 		c.Partitions = DefaultPartitions
 	}
+	if c.AdoptAfter == 0 {
+		c.AdoptAfter = DefaultAdoptAfter
+	}
 	if c.ForwardTimeout == 0 {
 		c.ForwardTimeout = 5 * time.Second
 	}
@@ -109,6 +122,8 @@ func (c *Config) Check() error {
 		return fmt.Errorf("cluster node %q: want 1-64 letters, digits, '-' or '_'", c.Node)
 	case c.Data == "":
 		return errors.New("cluster: a data directory is needed for the engine's store")
+	case c.AdoptAfter < time.Second:
+		return fmt.Errorf("cluster adopt_after %v: at least 1s", c.AdoptAfter)
 	case c.Partitions < 1 || c.Partitions > 1024:
 		return fmt.Errorf("cluster partitions %d: want 1 to 1024", c.Partitions)
 	case c.Replicas < 1 || c.Replicas > 5:

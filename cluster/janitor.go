@@ -15,8 +15,8 @@ import (
 // A node that dies holds client ids nobody reconnects: their wills must
 // still be published, after their delay, and their sessions must still
 // expire (and keep queueing messages meanwhile). So each node runs a
-// janitor: once a node it heard from has been silent for adoptAfter (or,
-// once after start, for records naming nodes it never heard from), it
+// janitor: once a node it heard from has been silent for Config.AdoptAfter
+// (or, once after start, for records naming nodes it never heard from), it
 // reads the ownership records, and for each id whose owner is gone and for
 // which it is the chosen survivor (rendezvous hash of the id over the live
 // nodes, so that survivors share the work without talking), it claims the
@@ -29,15 +29,11 @@ import (
 // owner. The compare-and-set makes one survivor win when two views differ.
 
 const (
-	// adoptAfter is how long a node must have been silent before its
-	// sessions are adopted: longer than deadAfter, and than a short pause
-	// or restart, which should not move every session of the node.
-	adoptAfter = 10 * time.Second
 	// janitorEvery: how often the janitor looks at the nodes it hears.
 	janitorEvery = time.Second
 )
 
-// janitor adopts the sessions of nodes gone for adoptAfter, until the node
+// janitor adopts the sessions of nodes gone for Config.AdoptAfter, until the node
 // stops. It starts once the session streams are open.
 func (s *sessions) janitor() {
 	defer s.n.wg.Done()
@@ -59,7 +55,7 @@ func (s *sessions) janitor() {
 				delete(missing, name)
 				delete(adopted, name)
 			}
-			scan := startupScan && now.Sub(started) >= adoptAfter
+			scan := startupScan && now.Sub(started) >= s.n.cfg.AdoptAfter
 			for name := range seen {
 				if live[name] {
 					continue
@@ -67,7 +63,7 @@ func (s *sessions) janitor() {
 				if missing[name].IsZero() {
 					missing[name] = now
 				}
-				if !adopted[name] && now.Sub(missing[name]) >= adoptAfter {
+				if !adopted[name] && now.Sub(missing[name]) >= s.n.cfg.AdoptAfter {
 					scan = true
 				}
 			}
@@ -80,7 +76,7 @@ func (s *sessions) janitor() {
 			}
 			startupScan = false
 			for name := range missing {
-				if now.Sub(missing[name]) >= adoptAfter {
+				if now.Sub(missing[name]) >= s.n.cfg.AdoptAfter {
 					adopted[name] = true
 				}
 			}
@@ -90,7 +86,7 @@ func (s *sessions) janitor() {
 
 // adoptOrphans adopts the sessions owned by silent nodes that fall to this
 // node. Owners this node heard from count as silent once missing for
-// adoptAfter; others (never heard from since this node started) only on
+// Config.AdoptAfter; others (never heard from since this node started) only on
 // the startup scan.
 func (s *sessions) adoptOrphans(live, seen map[string]bool, missing map[string]time.Time, startup bool) error {
 	kv := s.n.own.bucket()
@@ -106,7 +102,7 @@ func (s *sessions) adoptOrphans(live, seen map[string]bool, missing map[string]t
 		if owner == "" || live[owner] {
 			return
 		}
-		if seen[owner] && now.Sub(missing[owner]) < adoptAfter || !seen[owner] && !startup {
+		if seen[owner] && now.Sub(missing[owner]) < s.n.cfg.AdoptAfter || !seen[owner] && !startup {
 			return
 		}
 		if adopterOf(id, live) == s.n.cfg.Node {

@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"fmt"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -15,8 +16,13 @@ import (
 // delayed 3 s: the client reconnects to n2 at once and resumes its session
 // there, so its will is never published; owx, offline, session expiry 3 s:
 // adopted, it expires on the survivor.
+//
+// cluster.adopt_after is 2 s here (default 10 s): what it delays is the
+// same either way.
 func TestClusterDeadNodeWillsAndExpiry(t *testing.T) {
-	tc := startCluster(t, 3)
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\n"), 0o644)
+	tc := startClusterWith(t, 3, "--config", cfg)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	wills := connect(t, n3, "ow-wills")
 	wills.subscribe(t, paho.SubscribeOptions{Topic: "ow/will/+", QoS: 1})

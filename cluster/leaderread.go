@@ -83,34 +83,50 @@ const (
 // leaderConsumer makes a consumer of stream with cfg on the stream's
 // leader: one made elsewhere is deleted and made again (JetStream places
 // it on a random replica, so a few tries suffice), until ctx ends.
+//
+// Each try is bounded by followAttempt, and an error of one (no answer:
+// the consumer was put on a node that just died, or the stream is electing
+// a leader) is tried again after a short pause, until ctx ends.
 func leaderConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
-	for {
-		cons, err := js.CreateConsumer(ctx, stream, cfg)
-		if err != nil {
-			return nil, err
-		}
-		ci := cons.CachedInfo()
-		if ci.Cluster == nil || ci.Cluster.Leader == "" {
-			return cons, nil // one server, no replicas
-		}
-		st, err := js.Stream(ctx, stream) // the leader answers
-		if err != nil {
-			return nil, err
-		}
-		leader := ""
-		if si := st.CachedInfo(); si.Cluster != nil {
-			leader = si.Cluster.Leader
-		}
-		if leader == ci.Cluster.Leader {
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 500*time.Millisecond) {
+		cons, err := tryLeaderConsumer(ctx, js, stream, cfg)
+		if err == nil {
 			return cons, nil
 		}
-		if err := js.DeleteConsumer(ctx, stream, ci.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return nil, fmt.Errorf("consumer made on %s, not on the leader %q, and not deleted: %w", ci.Cluster.Leader, leader, err)
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("no consumer on the leader %q: %w", leader, err)
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(backoff):
 		}
 	}
+}
+
+func tryLeaderConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	ctx, cancel := context.WithTimeout(ctx, followAttempt)
+	defer cancel()
+	cons, err := js.CreateConsumer(ctx, stream, cfg)
+	if err != nil {
+		return nil, err
+	}
+	ci := cons.CachedInfo()
+	if ci.Cluster == nil || ci.Cluster.Leader == "" {
+		return cons, nil // one server, no replicas
+	}
+	st, err := js.Stream(ctx, stream) // the leader answers
+	if err != nil {
+		return nil, err
+	}
+	leader := ""
+	if si := st.CachedInfo(); si.Cluster != nil {
+		leader = si.Cluster.Leader
+	}
+	if leader == ci.Cluster.Leader {
+		return cons, nil
+	}
+	if err := js.DeleteConsumer(ctx, stream, ci.Name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, fmt.Errorf("consumer made on %s, not on the leader %q, and not deleted: %w", ci.Cluster.Leader, leader, err)
+	}
+	return nil, fmt.Errorf("consumer made on %s, not on the leader %q", ci.Cluster.Leader, leader)
 }
 
 // readAll reads the messages of stream that cfg selects (its filter and

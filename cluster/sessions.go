@@ -229,17 +229,8 @@ func (s *sessions) open(ctx context.Context, _ jetstream.JetStream) error {
 		return err
 	}
 	for p := range s.n.cfg.Partitions {
-		if _, err := js.Stream(ctx, streamName(p)); err == nil {
-			continue // another node created it
-		}
-		_, err := js.CreateStream(ctx, jetstream.StreamConfig{
-			Name: streamName(p), Description: "Roost persistent sessions, partition " + strconv.Itoa(p),
-			Subjects: []string{sessPrefix + "." + strconv.Itoa(p) + ".>"}, Storage: jetstream.FileStorage,
-			Replicas: s.n.cfg.Replicas, MaxMsgSize: -1, AllowRollup: true, Duplicates: 2 * time.Minute,
-			Metadata: map[string]string{"roost_partitions": strconv.Itoa(s.n.cfg.Partitions)},
-		})
-		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return fmt.Errorf("session stream %d: %w", p, err)
+		if err := s.openStream(ctx, js, p); err != nil {
+			return err
 		}
 	}
 	if err := s.checkPartitions(ctx, js); err != nil {
@@ -249,6 +240,33 @@ func (s *sessions) open(ctx context.Context, _ jetstream.JetStream) error {
 	if kv == nil {
 		return errNotReady
 	}
+	return s.start(ctx, js)
+}
+
+// openStream opens or creates partition p's stream. Each request is
+// bounded by followAttempt: a stream another node just created gets no
+// answer until it has elected a leader, and the caller's next try (after
+// 100 ms) finds it faster than a long wait would.
+func (s *sessions) openStream(ctx context.Context, js jetstream.JetStream, p int) error {
+	ctx, cancel := context.WithTimeout(ctx, followAttempt)
+	defer cancel()
+	if _, err := js.Stream(ctx, streamName(p)); err == nil {
+		return nil // another node created it
+	}
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: streamName(p), Description: "Roost persistent sessions, partition " + strconv.Itoa(p),
+		Subjects: []string{sessPrefix + "." + strconv.Itoa(p) + ".>"}, Storage: jetstream.FileStorage,
+		Replicas: s.n.cfg.Replicas, MaxMsgSize: -1, AllowRollup: true, Duplicates: 2 * time.Minute,
+		Metadata: map[string]string{"roost_partitions": strconv.Itoa(s.n.cfg.Partitions)},
+	})
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return fmt.Errorf("session stream %d: %w", p, err)
+	}
+	return nil
+}
+
+// start learns the owners of the restored sessions and starts replicating.
+func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 	s.mu.Lock()
 	s.js = js // for eachOwner; ops are not sent before ready
 	s.mu.Unlock()
@@ -312,6 +330,8 @@ func (s *sessions) owners(ctx context.Context) (map[string]ownerRec, error) {
 // checkPartitions refuses to run with another partition count than the
 // cluster was created with: ids would hash to other streams.
 func (s *sessions) checkPartitions(ctx context.Context, js jetstream.JetStream) error {
+	ctx, cancel := context.WithTimeout(ctx, followAttempt)
+	defer cancel()
 	st, err := js.Stream(ctx, streamName(0))
 	if err != nil {
 		return fmt.Errorf("session stream 0: %w", err)

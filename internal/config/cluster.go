@@ -50,6 +50,7 @@ func (d *decoder) cluster(n *yaml.Node, path string, c *cluster.Config) {
 		"unsafe":                 func(p string, v *yaml.Node) { d.boolean(v, p, &c.Unsafe) },
 		"forward_timeout":        func(p string, v *yaml.Node) { d.duration(v, p, 1, &c.ForwardTimeout) },
 		"retained_tombstone_ttl": func(p string, v *yaml.Node) { d.duration(v, p, time.Second, &c.TombstoneTTL) },
+		"adopt_after":            func(p string, v *yaml.Node) { d.duration(v, p, time.Second, &c.AdoptAfter) },
 		"partitions": func(p string, v *yaml.Node) {
 			if r, ok := d.integer(v, p, 1, 1024); ok {
 				c.Partitions = int(r)
