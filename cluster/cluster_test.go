@@ -25,6 +25,7 @@ const wait = 5 * time.Second
 // nodes, what routing across nodes promises. The subtests share the nodes
 // and use topics of their own.
 func TestCluster(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	if err := os.WriteFile(cfg, []byte("sys_interval: 1s\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -462,6 +463,7 @@ func TestCluster(t *testing.T) {
 // still acknowledged, and the restarted node rejoins and gets messages
 // again.
 func TestClusterNodeLoss(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	tc := startCluster(t, 3)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	sub2 := connect(t, n2, "loss-sub2")
@@ -570,6 +572,7 @@ func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 // node's interest is dropped after a few seconds without its heartbeat and
 // publishes are acknowledged again; after SIGCONT it is back.
 func TestClusterPausedNode(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	if err := os.WriteFile(cfg, []byte("cluster:\n  forward_timeout: 1s\n"), 0o644); err != nil {
 		t.Fatal(err)

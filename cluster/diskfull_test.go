@@ -17,6 +17,7 @@ import (
 // its JetStream replicas on a small tmpfs) with clients on every node, then
 // frees it.
 func TestClusterDiskFull(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	mnt := diskfull.Tmpfs(t, "48m")
 	// A small disk needs a small ballast and free-space floor (the
 	// defaults, 64 MiB and 256 MiB, are for real disks).

@@ -21,6 +21,7 @@ import (
 // one is not, since the session went on within the delay; and the
 // sessions on n2 stand.
 func TestClusterFencesPausedOwner(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	tc := startCluster(t, 3)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	wills := connect(t, n3, "fence-wills")

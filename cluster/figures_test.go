@@ -75,6 +75,7 @@ func atLeast(scrape, series string, min float64) error {
 // subscriber's, by QoS; round trips; a timed-out one to a paused node),
 // the claims and takeovers, interest entries and the retained stream.
 func TestClusterFigures(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	writeAtomic(t, cfg, []byte("sys_interval: 1s\ncluster:\n  forward_timeout: 1s\n"), 0o644)
 	tc := startClusterWith(t, 3, "--config", cfg, "--http", "127.0.0.1:0")

@@ -20,6 +20,11 @@ import (
 // 127.0.0.2, .3, .4 (every address of 127.0.0.0/8 is the loopback on
 // Linux, and the nodes bind their outgoing cluster connections to their
 // own), with real MQTT clients (paho.golang) connected to different nodes.
+// Each test has a cluster of its own (its own ports, data directories and,
+// for partitions, network namespace), and they run in parallel (as many
+// as -test.parallel, GOMAXPROCS by default): most of their time is spent
+// waiting for what a cluster does in seconds (elections, timeouts), not
+// on the CPU, and one after the other they took 7 minutes.
 // internal/clustertest runs them; this file is the short names the tests
 // of this package use for it.
 

@@ -256,6 +256,7 @@ func awaitProbes(t *testing.T, c *client, topic string, sinks ...*sink) {
 // three nodes gets each message once; a retained message published on one
 // node is served by another and cleared from a third.
 func TestClusterFiveNodesRealClients(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	tc := startCluster(t, 5)
 	n1, n2, n3, n4, n5 := tc.nodes[0], tc.nodes[1], tc.nodes[2], tc.nodes[3], tc.nodes[4]
 

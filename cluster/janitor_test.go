@@ -20,6 +20,7 @@ import (
 // cluster.adopt_after is 2 s here (default 10 s): what it delays is the
 // same either way.
 func TestClusterDeadNodeWillsAndExpiry(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\n"), 0o644)
 	tc := startClusterWith(t, 3, "--config", cfg)

@@ -32,6 +32,7 @@ const partitionBound = 30 * time.Second
 // TestClusterPartition cuts one node of three off (both ways, packets
 // dropped as by a pulled cable) with clients on every node, then heals.
 func TestClusterPartition(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
 	if nf == nil {
 		return
@@ -47,6 +48,7 @@ func TestClusterPartition(t *testing.T) {
 // a 3/2 split can write the ownership records and the retained stream
 // (docs/cluster.md).
 func TestClusterPartition5(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
 	if nf == nil {
 		return
@@ -442,6 +444,7 @@ func eventuallyAssigned(t *testing.T, nd *node, c **client) {
 // records and takes the stale connection over: one connection per client
 // id again.
 func TestClusterPartitionFencesStaleOwner(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
 	if nf == nil {
 		return

@@ -18,6 +18,7 @@ import (
 // every QoS 1/2 publish is still acknowledged, and every node ends with
 // the same message per topic, the last one the stream took.
 func TestClusterRetainedConcurrentWriters(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	tc := startCluster(t, 3)
 	const rounds, topics = 20, 3
 	var wg sync.WaitGroup

@@ -21,6 +21,7 @@ import (
 // was down meanwhile, and restarts with the cleared messages in its own
 // store, clears them once it has caught up.
 func TestClusterRetainedCompaction(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	writeAtomic(t, cfg, []byte("sys_interval: 1s\ncluster:\n  retained_tombstone_ttl: 2s\n"), 0o644)
 	tc := startClusterWith(t, 3, "--config", cfg)

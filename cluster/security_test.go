@@ -96,6 +96,7 @@ func countLogAll(nd *node, subs ...string) int {
 // join, and the good nodes
 // log why; neither the secret nor the password derived from it is logged.
 func TestClusterPortSecurity(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	dir := t.TempDir()
 	const secret = "correct horse battery staple 42"
 	secretPath := filepath.Join(dir, "secret")

@@ -21,6 +21,7 @@ import (
 // replicated record: its subscriptions, and every acknowledged message, the
 // QoS 2 ones exactly once.
 func TestClusterSessionSurvivesKill(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	tc := startCluster(t, 3)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	expiry := uint32(600)
@@ -141,6 +142,7 @@ func grepLog(nd *node, words ...string) string {
 // are acknowledged again, and the persistent subscriber gets every message
 // that was acknowledged.
 func TestClusterSessionsWithoutQuorum(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	if err := os.WriteFile(cfg+".tmp", []byte("cluster:\n  forward_timeout: 1s\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -229,6 +231,7 @@ func TestClusterSessionsWithoutQuorum(t *testing.T) {
 // with DUP and the same packet id [MQTT-4.4.0-1], from the replicated
 // record (a QoS 2 PUBLISH is sent only once its packet id is replicated).
 func TestClusterInflightSurvivesKill(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	tc := startCluster(t, 3)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	expiry := uint32(600)
