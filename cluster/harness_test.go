@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -21,16 +22,28 @@ import (
 // Linux, and the nodes bind their outgoing cluster connections to their
 // own), with real MQTT clients (paho.golang) connected to different nodes.
 // Each test has a cluster of its own (its own ports, data directories and,
-// for partitions, network namespace), and they run in parallel (as many
-// as -test.parallel, GOMAXPROCS by default): most of their time is spent
-// waiting for what a cluster does in seconds (elections, timeouts), not
-// on the CPU, and one after the other they took 7 minutes.
+// for partitions, network namespace), and they run in parallel
+// (clusterLanes at a time): most of their time is spent waiting for what a
+// cluster does in seconds (elections, timeouts), not on the CPU, and one
+// after the other they took 7 minutes.
 // internal/clustertest runs them; this file is the short names the tests
 // of this package use for it.
 
 var roostBin string
 
+// clusterLanes is how many process tests run at once unless -test.parallel
+// says otherwise: they wait on elections and timeouts far more than they
+// compute, so three fit on two cores (the package took 244 s with two at
+// a time at load 26-29, against a budget of 240 s in the suite).
+const clusterLanes = 3
+
 func TestMain(m *testing.M) {
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		flag.Set("test.parallel", strconv.Itoa(clusterLanes))
+	}
 	bin, err := clustertest.Build(false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
