@@ -58,10 +58,11 @@ type owners struct {
 	// of claims made meanwhile may never arrive. The next peer it hears
 	// from again makes it fence its sessions (fence).
 	lostContact atomic.Bool
-	// unread: ids this node claimed whose session it could not read from
-	// the cluster (the claim was refused): the record names this node,
-	// but the session is in the stream only. The next claim of the id,
-	// here or elsewhere, reads it from there.
+	// unread: ids whose record names this node (or is being written to)
+	// while their session is in the stream only: a claim taking the
+	// session over from another node, until it has it, or one that
+	// could not read it (the claim was refused). The next claim of the
+	// id, here or elsewhere, reads it from there.
 	unread map[string]bool
 	// pending: sessions handed over, waiting for the new owner's word
 	// (fence.go).
@@ -215,11 +216,24 @@ func (o *owners) claim(ctx context.Context, id string) error {
 		// an older epoch arriving meanwhile must not take the new
 		// connection down.
 		o.noteEpoch(id, epoch)
+		elsewhere := prev != "" && prev != o.n.cfg.Node
+		wasUnread := o.isUnread(id)
+		// From the write until the session is here, this node holds the
+		// id's record but not its session: a later claim's request to
+		// let go must be told to read the session from the stream, not
+		// that there is nothing to hand over (it would start the
+		// client afresh on a session that exists).
+		if elsewhere && o.n.sess != nil {
+			o.setUnread(id, true)
+		}
 		val := encodeOwner(o.n.cfg.Node, epoch)
 		if rev == 0 {
 			_, err = kv.Create(ctx, key, val)
 		} else {
 			_, err = kv.Update(ctx, key, val, rev)
+		}
+		if err != nil && elsewhere && !wasUnread {
+			o.setUnread(id, false) // the record does not name this node
 		}
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			continue // another connect raced: read again
@@ -230,10 +244,11 @@ func (o *owners) claim(ctx context.Context, id string) error {
 		if o.n.sess != nil {
 			o.n.sess.setEpoch(id, epoch)
 		}
-		if prev != "" && prev != o.n.cfg.Node {
+		if elsewhere {
+			o.n.log.Info("client id claimed from another node", "client_id", id, "previous", prev, "epoch", epoch)
 			return o.takeOver(ctx, prev, id, epoch)
 		}
-		if prev == o.n.cfg.Node && o.takeUnread(id) {
+		if prev == o.n.cfg.Node && wasUnread {
 			return o.takeOver(ctx, "", id, epoch)
 		}
 		return nil
@@ -256,12 +271,16 @@ func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64) er
 	if !answered && o.n.sess != nil {
 		var err error
 		if rec, err = o.n.sess.recover(ctx, id); err != nil {
-			o.mu.Lock()
-			o.unread[id] = true
-			o.mu.Unlock()
+			// The id stays unread: the next claim reads the stream.
 			return fmt.Errorf("cluster: reading the session of %q: %w", id, err)
 		}
 		from = "replicated record"
+	}
+	// A later claim that asked this node to let go meanwhile was told to
+	// read the stream (onRelease took the mark): that connection is the
+	// newer one [MQTT-3.1.4-3], this one must not adopt a second copy.
+	if o.n.sess != nil && !o.takeUnread(id) {
+		return fmt.Errorf("cluster: %w", errSuperseded)
 	}
 	if rec == nil {
 		return nil
@@ -276,6 +295,26 @@ func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64) er
 	o.n.log.Info("session moved here", "client_id", id, "from", from,
 		"subscriptions", len(rec.Subs), "messages", len(rec.Queue))
 	return nil
+}
+
+// errSuperseded: the client id was claimed on another node while this
+// node's claim was still taking the session over.
+var errSuperseded = errors.New("client id claimed again elsewhere while its session was being taken over")
+
+func (o *owners) isUnread(id string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.unread[id]
+}
+
+func (o *owners) setUnread(id string, u bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if u {
+		o.unread[id] = true
+	} else {
+		delete(o.unread, id)
+	}
 }
 
 // takeUnread reports whether id's session was left unread here (see
