@@ -2,6 +2,7 @@ package broker
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -208,6 +209,31 @@ func (s *Server) ClearRetainedIf(m *Message) bool {
 // timeout).
 type RetainedClearer interface {
 	ClearRetained(topic string) error
+}
+
+// RetainedSyncer is implemented by a Cluster whose nodes follow the
+// cluster's record of retained messages asynchronously. SyncRetained
+// returns once this node has applied every retained change the cluster
+// acknowledged before the call, or the error (bounded by the cluster's
+// forward timeout). A new subscription reads retained messages only after
+// it, so that a read never returns a value older than one a publisher was
+// already told is written: retained topics behave as linearizable
+// registers across nodes.
+type RetainedSyncer interface {
+	SyncRetained() error
+}
+
+// syncRetained brings this node's retained messages up to date with the
+// cluster before a subscription reads them; nil on a single node.
+func (s *Server) syncRetained() error {
+	rs, ok := s.opts.Cluster.(RetainedSyncer)
+	if !ok {
+		return nil
+	}
+	if err := rs.SyncRetained(); err != nil {
+		return fmt.Errorf("retained messages not brought up to date with the cluster: %w", err)
+	}
+	return nil
 }
 
 // clearRetainedInCluster hands an administrative clearing to the cluster,

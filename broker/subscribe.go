@@ -31,6 +31,13 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		sub    subscription
 	}
 	var wantRetained []retainedReq
+	// In a cluster, the retained messages this node applied may lag
+	// behind writes already acknowledged elsewhere: they are read once
+	// brought up to date (once per SUBSCRIBE, with no lock held), or not
+	// at all, and then the subscriptions that would read them are refused
+	// (0x80) rather than answered with an older value.
+	var syncErr error
+	synced := false
 	for i, req := range p.Subscriptions {
 		// A copy: the session and the tree keep the filter (and views
 		// into it) for as long as the subscription lasts, and req.Filter
@@ -56,6 +63,13 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		opts := bridgeSubOptions(ss.info.Load(), req.Options, shared)
 		opts.QoS = min(opts.QoS, c.maxQoS)
 		sub := subscription{filter: req.Filter, opts: opts, id: subID}
+		mayRead := !shared && !c.srv.opts.DisableRetain && opts.RetainHandling != 2
+		if mayRead && !synced {
+			synced, syncErr = true, c.srv.syncRetained()
+			if syncErr != nil {
+				c.logger().Warn("refusing subscriptions that read retained messages", "err", syncErr)
+			}
+		}
 		ss.mu.Lock()
 		if ss.ended {
 			ss.mu.Unlock()
@@ -63,6 +77,11 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			continue
 		}
 		_, existed := ss.subs[req.Filter]
+		if mayRead && syncErr != nil && (opts.RetainHandling == 0 || !existed) {
+			ss.mu.Unlock()
+			codes[i] = packet.UnspecifiedError
+			continue
+		}
 		if !existed && len(ss.subs) >= c.srv.opts.MaxSubscriptions {
 			ss.mu.Unlock()
 			c.logger().Warn("subscription limit reached", "limit", c.srv.opts.MaxSubscriptions, "filter", req.Filter)

@@ -62,7 +62,9 @@
 //   - retained.go: retained messages in a replicated stream, one message
 //     per topic, followed by every node from its start; QoS 1/2 appends
 //     are conditional on the topic's last sequence, so a late one cannot
-//     overwrite a newer message.
+//     overwrite a newer message. A new subscription's retained
+//     messages wait until the node applied the stream's last message
+//     (SyncRetained): reads are linearizable.
 //   - wire.go: the bytes of a forwarded message (a small header and an MQTT
 //     5 PUBLISH, so the packet codec carries every property).
 //   - subject.go: MQTT topics and filters as NATS subjects, escaped.

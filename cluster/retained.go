@@ -85,6 +85,10 @@ type retained struct {
 	// consumer was made, less those the stream has mentioned since; nil
 	// once that consumer has delivered the whole stream.
 	stale map[string]*broker.Message
+	// applied is the stream sequence of the last message applied here;
+	// moved is closed, and replaced, whenever it grows (sync waits on it).
+	applied uint64
+	moved   chan struct{}
 }
 
 // open creates or opens the stream and starts following it. It returns an
@@ -264,6 +268,7 @@ func (r *retained) deliver(gen uint64, m jetstream.Msg) {
 
 // apply applies one message of the stream to this node's retained tree.
 func (r *retained) apply(m jetstream.Msg, meta *jetstream.MsgMetadata) {
+	defer r.advance(meta.Sequence.Stream)
 	rm, err := decodeForward(m.Data())
 	if err != nil {
 		r.n.log.Warn("cluster: bad message in the retained stream", "subject", m.Subject(), "err", err)
@@ -293,6 +298,85 @@ func (r *retained) apply(m jetstream.Msg, meta *jetstream.MsgMetadata) {
 	if meta.NumPending == 0 {
 		r.noteCaughtUp()
 	}
+}
+
+// advance notes that the stream's messages up to seq are applied here.
+func (r *retained) advance(seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if seq <= r.applied {
+		return
+	}
+	r.applied = seq
+	if r.moved != nil {
+		close(r.moved)
+		r.moved = nil
+	}
+}
+
+// sync returns once this node has applied every message the stream held
+// when it was called: the last one, which the stream's leader names
+// (the last existing message of any topic). A write acknowledged to its
+// publisher is in the stream, so a read after sync sees it or a newer
+// value, on any node. It costs one request to the stream's leader, and
+// one more every syncRecheck while this node lags: a message that leaves
+// the stream before this node got it (a tombstone's or an expiry's TTL)
+// is never delivered, and the stream's new last message is waited for
+// instead.
+func (r *retained) sync(ctx context.Context) error {
+	if !r.ready.Load() {
+		return errNotReady
+	}
+	recheck := time.NewTicker(syncRecheck)
+	defer recheck.Stop()
+	for {
+		last, err := r.stream.GetLastMsgForSubject(ctx, retPrefix+".>")
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return nil // the stream is empty
+		case err != nil:
+			return fmt.Errorf("retained stream: last message: %w", err)
+		}
+		if done, err := r.waitApplied(ctx, last.Sequence, recheck.C); done || err != nil {
+			return err
+		}
+	}
+}
+
+// syncRecheck is how often sync asks the stream's leader again while
+// this node has not applied the message it named.
+const syncRecheck = 250 * time.Millisecond
+
+// waitApplied waits until the stream's messages up to seq are applied
+// here (true), or until recheck ticks (false).
+func (r *retained) waitApplied(ctx context.Context, seq uint64, recheck <-chan time.Time) (bool, error) {
+	for {
+		r.mu.Lock()
+		applied := r.applied
+		if r.moved == nil {
+			r.moved = make(chan struct{})
+		}
+		moved := r.moved
+		r.mu.Unlock()
+		if applied >= seq {
+			return true, nil
+		}
+		select {
+		case <-moved:
+		case <-recheck:
+			return false, nil
+		case <-ctx.Done():
+			return false, fmt.Errorf("retained stream: message %d not applied here yet (at %d): %w", seq, applied, ctx.Err())
+		}
+	}
+}
+
+// SyncRetained implements broker.RetainedSyncer (see retained.sync),
+// bounded by the forward timeout.
+func (n *Node) SyncRetained() error {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+	defer cancel()
+	return n.ret.sync(ctx)
 }
 
 // snapshotLocal notes the retained messages this node has before a
