@@ -112,6 +112,13 @@ func (rd *reader) read(ctx context.Context, c *conn, pkts <-chan packet.Packet, 
 					answered = true
 				}
 			case *packet.Suback:
+				if len(p.ReasonCodes) != 1 || p.ReasonCodes[0] >= 0x80 {
+					// Refused (a cluster node that cannot bring its
+					// retained messages up to date): no value read,
+					// and no empty read either.
+					rd.r.h.event(rd.id, "read of %s on node %d: SUBACK %v", topic, node, p.ReasonCodes)
+					return true
+				}
 				if c.send(&packet.Pingreq{}) != nil {
 					return false
 				}
