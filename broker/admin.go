@@ -38,6 +38,14 @@ type SubscriptionSnapshot struct {
 	ID       uint32 // MQTT 5 Subscription Identifier, 0 if none
 }
 
+// HasSession reports whether this node holds a session for clientID,
+// connected or not.
+func (s *Server) HasSession(clientID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[clientID] != nil
+}
+
 // Clients returns every session, connected or not, sorted by client id.
 func (s *Server) Clients() []ClientSnapshot {
 	list := s.sessionList()

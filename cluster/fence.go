@@ -178,6 +178,7 @@ func (o *owners) fenceID(id, node string, epoch uint64) {
 	if o.newerHere(id, epoch) {
 		return
 	}
+	o.disown(id)
 	if !o.n.srv.Fence(id, o.n.sess != nil) {
 		return
 	}

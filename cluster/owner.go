@@ -80,11 +80,14 @@ const epochTTL = time.Minute
 // sweep forgets epochs older than epochTTL.
 func (o *owners) sweep(now time.Time) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	for id, e := range o.epochs {
 		if now.Sub(e.at) > epochTTL {
 			delete(o.epochs, id)
 		}
+	}
+	o.mu.Unlock()
+	if o.n != nil && o.n.sess != nil {
+		o.n.sess.sweepLost(now.Add(-epochTTL))
 	}
 }
 
@@ -297,6 +300,15 @@ func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64) er
 	return nil
 }
 
+// disown stops replicating the ops of id's session here: another node
+// claimed it. Only for a session this node has (the watcher sees every
+// id's record).
+func (o *owners) disown(id string) {
+	if o.n.sess != nil && o.n.srv.HasSession(id) {
+		o.n.sess.disown(id)
+	}
+}
+
 // errSuperseded: the client id was claimed on another node while this
 // node's claim was still taking the session over.
 var errSuperseded = errors.New("client id claimed again elsewhere while its session was being taken over")
@@ -398,11 +410,21 @@ func (o *owners) onRelease(m *nats.Msg) {
 	o.mu.Unlock()
 	reply := []byte{wireVersion, 0}
 	if !newer {
+		// A node with no session for an id it did not claim since it
+		// started (it was restarted after its claim, before it had the
+		// session: its store never had it) cannot tell a clean client
+		// from a persistent session that is in the stream only, and
+		// sends the claimer there: "nothing to hand over" would start
+		// the client afresh on a session the cluster has.
+		unknown := o.n.sess != nil && mine == 0 && !o.n.srv.HasSession(id)
+		o.disown(id)
 		if o.takeUnread(id) {
 			reply[1] = 2
 		} else if b, done := o.handOver(id); done != nil {
 			reply = append([]byte{wireVersion, 1}, b...)
 			o.pending.add(id, epoch, o.n.sess != nil, done)
+		} else if unknown {
+			reply[1] = 2
 		}
 		o.n.log.Info("client taken over by another node", "client_id", id, "epoch", epoch)
 	}
@@ -452,6 +474,7 @@ func (o *owners) fence() {
 				// Nobody adopts it: it ends here; its will too, unless
 				// the new owner read it with the session from the
 				// replicated record.
+				o.disown(id)
 				if _, done := o.n.srv.HandOver(id, o.n.sess != nil); done != nil {
 					done(o.n.sess == nil)
 				}

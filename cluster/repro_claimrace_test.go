@@ -47,40 +47,8 @@ func TestReproClaimDuringTakeover(t *testing.T) {
 
 	tc.kill(n3, syscall.SIGSTOP)
 	defer tc.kill(n3, syscall.SIGCONT)
-	// Connect to n2 until it has written the record and asks paused n3
-	// to let go (3 s): an attempt may first be refused while the
-	// ownership records elect a leader, if n3 led them. Refused or
-	// accepted, these connections are the older ones; the test is about
-	// the next. They speak the packet codec over a bare socket: each is
-	// abandoned without waiting for its CONNACK.
-	claimed := make(chan struct{})
-	olderDone := make(chan struct{})
-	go func() {
-		defer close(olderDone)
-		for {
-			nc, err := net.DialTimeout("tcp", n2.mqtt, wait)
-			if err == nil {
-				c := &packet.Connect{ProtocolVersion: packet.V5, ClientID: id, KeepAlive: 30}
-				c.Properties.SessionExpiry = expiry
-				c.Properties.Set(packet.PropSessionExpiry)
-				b, err := c.Encode(nil, packet.V5)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				nc.Write(b)
-				defer nc.Close()
-			}
-			select {
-			case <-claimed:
-				return
-			case <-time.After(6 * time.Second): // longer than a claim's bound (forward_timeout)
-			}
-		}
-	}()
-	tc.waitLog(n2, `client_id=race-sub previous=n3`, 1, 60*time.Second)
-	close(claimed)
-	defer func() { <-olderDone }()
+	// n2 records itself and asks paused n3 to let go (3 s).
+	claimOn(t, tc, n2, id, expiry)
 
 	var back *client
 	eventually(t, 30*time.Second, func() error {
@@ -101,4 +69,50 @@ func TestReproClaimDuringTakeover(t *testing.T) {
 	if p := back.next(t, 10*time.Second); string(p.Payload) != "queued" {
 		t.Fatalf("the resumed session got %q, want the queued message", p.Payload)
 	}
+}
+
+// claimOn sends CONNECTs for a persistent session of id to nd (bare
+// sockets, left open) until nd has recorded itself as the owner and asks
+// the previous owner to let go. An attempt may first be refused while the
+// ownership records elect a leader (after a fault on their leader).
+func claimOn(t *testing.T, tc *testCluster, nd *node, id string, expiry uint32) {
+	t.Helper()
+	claimed := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			rawConnect(t, nd, id, expiry)
+			select {
+			case <-claimed:
+				return
+			case <-time.After(6 * time.Second): // longer than a claim's bound (forward_timeout)
+			}
+		}
+	}()
+	tc.waitLog(nd, "client_id="+id+" previous=", 1, 60*time.Second)
+	close(claimed)
+	<-done
+}
+
+// rawConnect sends a CONNECT for a persistent session of id to nd over a
+// bare socket, without waiting for the CONNACK; the socket stays open
+// until the test ends. The packet codec rather than a client library: the
+// connection is abandoned, which a library would report from another
+// goroutine.
+func rawConnect(t *testing.T, nd *node, id string, expiry uint32) {
+	nc, err := net.DialTimeout("tcp", nd.mqtt, wait)
+	if err != nil {
+		return // a node still starting: the caller tries again
+	}
+	t.Cleanup(func() { nc.Close() })
+	c := &packet.Connect{ProtocolVersion: packet.V5, ClientID: id, KeepAlive: 30}
+	c.Properties.SessionExpiry = expiry
+	c.Properties.Set(packet.PropSessionExpiry)
+	b, err := c.Encode(nil, packet.V5)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	nc.Write(b)
 }

@@ -78,6 +78,12 @@ type sessions struct {
 	epochs map[string]uint64
 	// adopting: ids whose next op is a rollup.
 	adopting map[string]bool
+	// lost: ids another node claimed after this node's last claim. Their
+	// ops from then on (the end of this node's copy) stay in the local
+	// store: in the stream, with no op of the new owner after them yet
+	// (it may not have read the session, or died first), a reader would
+	// take them for the session's end.
+	lost     map[string]time.Time
 	restored []string // ids of sessions the local store had at start
 
 	js    jetstream.JetStream
@@ -100,7 +106,7 @@ type repOp struct {
 // to use: see above. Call it before broker.New.
 func (n *Node) Sessions(local broker.Store) broker.Store {
 	n.sess = &sessions{n: n, local: local, changed: make(chan struct{}), wake: make(chan struct{}, 1),
-		epochs: map[string]uint64{}, adopting: map[string]bool{}}
+		epochs: map[string]uint64{}, adopting: map[string]bool{}, lost: map[string]time.Time{}}
 	return n.sess
 }
 
@@ -125,8 +131,8 @@ func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
 	t := s.local.Append(ops...)
 	for i := range ops {
 		op := &ops[i]
-		if op.ClientID == "" {
-			continue // retained messages: the retained stream keeps them
+		if _, lost := s.lost[op.ClientID]; op.ClientID == "" || lost {
+			continue // retained messages: the retained stream keeps them; lost ids: see sessions.lost
 		}
 		body, err := encodeOpBody(op)
 		if err != nil {
@@ -206,7 +212,28 @@ func streamName(p int) string { return sessStream + strconv.Itoa(p) }
 func (s *sessions) setEpoch(id string, epoch uint64) {
 	s.mu.Lock()
 	s.epochs[id] = epoch
+	delete(s.lost, id)
 	s.mu.Unlock()
+}
+
+// disown notes that another node claimed id after this node's last claim:
+// see sessions.lost.
+func (s *sessions) disown(id string) {
+	s.mu.Lock()
+	s.lost[id] = time.Now()
+	s.mu.Unlock()
+}
+
+// sweepLost forgets the ids lost before cutoff: the sessions they named
+// have ended here long since (fenceGrace).
+func (s *sessions) sweepLost(cutoff time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, at := range s.lost {
+		if at.Before(cutoff) {
+			delete(s.lost, id)
+		}
+	}
 }
 
 // adopt marks id's next op as a rollup: the node is about to journal a
