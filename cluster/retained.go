@@ -330,14 +330,14 @@ func (r *retained) sync(ctx context.Context) error {
 	recheck := time.NewTicker(syncRecheck)
 	defer recheck.Stop()
 	for {
-		last, err := r.stream.GetLastMsgForSubject(ctx, retPrefix+".>")
+		_, last, err := leaderGet(ctx, r.n.eng.nc, retStream, retPrefix+".>")
 		switch {
-		case errors.Is(err, jetstream.ErrMsgNotFound):
-			return nil // the stream is empty
 		case err != nil:
 			return fmt.Errorf("retained stream: last message: %w", err)
+		case last == 0:
+			return nil // the stream is empty
 		}
-		if done, err := r.waitApplied(ctx, last.Sequence, recheck.C); done || err != nil {
+		if done, err := r.waitApplied(ctx, last, recheck.C); done || err != nil {
 			return err
 		}
 	}
