@@ -85,49 +85,91 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		c.needConfirmed(confirm)
 		c.ackPublish(p, c.publishCode(n, notRetained))
 	case 2:
-		ss := c.sess
-		ss.mu.Lock()
-		if ss.conn != c {
-			// Taken over [MQTT-3.1.4-3] without settling (settleTakeover
-			// timed out): the reader still held packets that arrived
-			// before. The new connection owns the session's packet ids,
-			// and the client sends this PUBLISH again there
-			// [MQTT-4.4.0-1]; routed here too, it would be delivered twice
-			// once the new connection's PUBREL released the id.
-			ss.mu.Unlock()
-			return errKicked
-		}
-		_, seen := ss.inQoS2[p.PacketID]
-		full := !seen && len(ss.inQoS2) >= int(c.srv.opts.ReceiveMaximum)
-		if !seen && !full {
-			ss.setInQoS2(p.PacketID)
-			if ss.persisted() {
-				ss.record(Op{Kind: OpInboundPut, PacketID: p.PacketID})
-			}
-		}
-		ss.mu.Unlock()
-		if full {
-			return protoErr(packet.ReceiveMaximumExceeded, "MQTT-3.3.4-9", "more than %d QoS 2 publishes awaiting PUBREL", c.srv.opts.ReceiveMaximum)
-		}
-		rc := packet.Success
-		if !seen {
-			n, t, notRetained, confirm := c.srv.route(c.newMessage(p))
-			c.needDurable(t)
-			// QoS 2 waits here: a failure must be answered with a
-			// failure code and the packet id forgotten, which a
-			// PUBREC already in the output could not be.
-			if err := wait(confirm); err != nil {
-				c.forgetInQoS2(p.PacketID)
-				return c.forwardFailed(p, err)
-			}
-			rc = c.publishCode(n, notRetained)
-			if rc >= 0x80 {
-				c.forgetInQoS2(p.PacketID)
-			}
-		}
-		c.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
+		return c.publishQoS2(p)
 	}
 	return nil
+}
+
+// publishQoS2 takes a QoS 2 PUBLISH by method A of [MQTT-4.3.3]: a new
+// packet id is remembered and the message routed, a remembered one is
+// answered without delivering again [MQTT-4.3.3-10], and PUBREC follows.
+//
+// A PUBREC for a remembered id needs no wait of its own: this connection's
+// output already waits for ops appended after the id's (its CONNACK's
+// session record, or the first PUBREC's ops on the same connection), and
+// the store makes a prefix of its ops durable.
+func (c *conn) publishQoS2(p *packet.Publish) error {
+	seen, held, err := c.noteInQoS2(p.PacketID)
+	if err != nil {
+		return err
+	}
+	rc := packet.Success
+	if !seen {
+		var confirm func() error
+		rc, confirm = c.routeQoS2(p, held)
+		// QoS 2 waits here: a failure must be answered with a failure
+		// code and the packet id forgotten, which a PUBREC already in
+		// the output could not be.
+		if err := wait(confirm); err != nil {
+			if rc < 0x80 {
+				c.forgetInQoS2(p.PacketID)
+			}
+			return c.forwardFailed(p, err)
+		}
+	}
+	c.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
+	return nil
+}
+
+// noteInQoS2 looks up an inbound QoS 2 packet id and remembers it when it is
+// new. For a persistent session it also journals it, with the store held
+// (Grouper) if it can be: held reports so, and the caller releases the hold
+// once the message is routed (routeQoS2).
+func (c *conn) noteInQoS2(pid uint16) (seen, held bool, err error) {
+	ss := c.sess
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.conn != c {
+		// Taken over [MQTT-3.1.4-3] without settling (settleTakeover
+		// timed out): the reader still held packets that arrived
+		// before. The new connection owns the session's packet ids,
+		// and the client sends this PUBLISH again there
+		// [MQTT-4.4.0-1]; routed here too, it would be delivered twice
+		// once the new connection's PUBREL released the id.
+		return false, false, errKicked
+	}
+	if _, seen = ss.inQoS2[pid]; seen {
+		return true, false, nil
+	}
+	if len(ss.inQoS2) >= int(c.srv.opts.ReceiveMaximum) {
+		return false, false, protoErr(packet.ReceiveMaximumExceeded, "MQTT-3.3.4-9", "more than %d QoS 2 publishes awaiting PUBREL", c.srv.opts.ReceiveMaximum)
+	}
+	ss.setInQoS2(pid)
+	if ss.persisted() {
+		held = c.srv.holdStore()
+		ss.record(Op{Kind: OpInboundPut, PacketID: pid})
+	}
+	return false, held, nil
+}
+
+// routeQoS2 routes a new QoS 2 message and returns its PUBREC code and the
+// cluster's confirmation to wait for; a failure code forgets the packet id.
+// With held, the store is released once every op of the message is
+// appended (the id, the retained change, the deliveries, the id's removal
+// for a failure code), so that a crash keeps all of them or none: a
+// restart then either knows the id with the message delivered, or neither
+// and routes the publisher's resend.
+func (c *conn) routeQoS2(p *packet.Publish, held bool) (packet.ReasonCode, func() error) {
+	if held {
+		defer c.srv.releaseStore()
+	}
+	n, t, notRetained, confirm := c.srv.route(c.newMessage(p))
+	c.needDurable(t)
+	rc := c.publishCode(n, notRetained)
+	if rc >= 0x80 {
+		c.forgetInQoS2(p.PacketID)
+	}
+	return rc, confirm
 }
 
 // inlineMaxTargets is the most sessions a message is written to inline

@@ -35,6 +35,46 @@ type Store interface {
 	Close() error
 }
 
+// Grouper is implemented by a Store that can make the ops of several
+// Appends durable together. A store that commits as ops arrive can make an
+// Append durable while the next one is still to come, and so a crash can
+// keep the first op of a change made in several Appends and lose the rest;
+// Hold prevents that: no op appended after Hold becomes durable before the
+// matching Release, and then everything appended up to that point becomes
+// durable at once (one commit: all of it or none of it survives a crash).
+// Holds may overlap (several publishers); the ops of overlapping holds
+// then become durable together, once the last of them is released. Ops
+// appended before the Hold are committed meanwhile as usual.
+//
+// A hold must be short, and its holder must not Wait for a ticket appended
+// after its Hold: that Wait would never return. Other goroutines' Waits
+// for such tickets return after the Release.
+//
+// The broker holds the store across the ops of one QoS 2 PUBLISH from a
+// persistent session: its packet id (OpInboundPut) and the message's
+// deliveries to every matching session and its retained change, which the
+// sessions append one after another (conn.publishQoS2). Kept without its
+// deliveries, the id would make the publisher's resend after a restart
+// look like a duplicate, and the message would be lost; kept without the
+// id, the deliveries would be made twice. A Store that can become durable
+// between two Appends and does not implement Grouper has that window.
+type Grouper interface {
+	Hold()
+	Release()
+}
+
+// holdStore holds the store (Grouper) if it can be held, and reports
+// whether it did; releaseStore ends the hold.
+func (s *Server) holdStore() bool {
+	g, ok := s.opts.Store.(Grouper)
+	if ok {
+		g.Hold()
+	}
+	return ok
+}
+
+func (s *Server) releaseStore() { s.opts.Store.(Grouper).Release() }
+
 // ErrStoreFull is wrapped by store errors that mean "no room to keep more"
 // (a full disk). While a store reports it, the broker refuses new QoS 1/2
 // publishes with 0x97 Quota exceeded (3.1.x publishers are disconnected,
