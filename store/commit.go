@@ -42,11 +42,19 @@ func (d *Disk) commitLoop() {
 	var retry <-chan time.Time
 	for {
 		d.mu.Lock()
-		ops, upto, closed := d.pending, d.appended, d.closed
-		d.pending = nil
+		ops, upto := d.takeLocked()
+		closed, held := d.closed, len(d.pending)
 		d.mu.Unlock()
 		if len(ops) == 0 {
 			if closed {
+				if held > 0 {
+					// Closed while a QoS 2 message was being routed
+					// (the broker closes the store after its
+					// connections, so this is a bug of the caller):
+					// committing half of its ops would be worse than
+					// none. None of them was acknowledged.
+					d.log.Error("store closed while held; ops appended since the hold are not committed", "dir", d.dir, "ops", held)
+				}
 				return
 			}
 			select {
@@ -62,7 +70,7 @@ func (d *Disk) commitLoop() {
 			// Too little space to write safely: keep the ops for when
 			// space returns, and fail the Waits meanwhile.
 			d.mu.Lock()
-			d.pending = append(ops, d.pending...)
+			d.putBackLocked(ops)
 			d.failing = err
 			d.cond.Broadcast()
 			d.mu.Unlock()
@@ -84,7 +92,7 @@ func (d *Disk) commitLoop() {
 			d.log.Error("store commit failed: refusing new QoS 1/2 messages and failing the acknowledgements that wait for it; retrying",
 				"dir", d.dir, "ops", len(ops), "err", err)
 			d.mu.Lock()
-			d.pending = append(ops, d.pending...)
+			d.putBackLocked(ops)
 			d.setErr(&d.commitErr, fmt.Errorf("%w: commit: %w", ErrWriteFailed, err))
 			d.cond.Broadcast()
 			d.mu.Unlock()

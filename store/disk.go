@@ -92,7 +92,11 @@ type Disk struct {
 	faulty    atomic.Bool   // ioErr, commitErr or syncErr is set
 	// Ticket ranges that met a failed write or sync: Wait fails for
 	// them, for good.
-	poison    []poisonRange
+	poison []poisonRange
+	// holds counts the open holds (Hold); while there are any, only the
+	// ops appended before the first of them (held) may be committed.
+	holds     int
+	held      heldPrefix
 	closed    bool
 	closingAt atomic.Int64  // unix ns when Close began
 	opened    atomic.Bool   // pebble.Open succeeded: the guard retries
@@ -263,6 +267,70 @@ func (d *Disk) Append(ops ...broker.Op) broker.Ticket {
 	default:
 	}
 	return t
+}
+
+// heldPrefix is what may be committed while the store is held: the first
+// ops of pending, up to ticket.
+type heldPrefix struct {
+	ops    int
+	ticket broker.Ticket
+}
+
+// Hold implements broker.Grouper: ops appended from now on are not
+// committed until every hold is released, and are then committed in one
+// batch with everything appended before the last Release.
+func (d *Disk) Hold() {
+	d.mu.Lock()
+	if d.holds == 0 {
+		d.held = heldPrefix{ops: len(d.pending), ticket: d.appended}
+	}
+	d.holds++
+	d.mu.Unlock()
+}
+
+// Release implements broker.Grouper: it ends a Hold.
+func (d *Disk) Release() {
+	d.mu.Lock()
+	d.holds--
+	if d.holds < 0 {
+		d.mu.Unlock()
+		panic("store: Release without Hold")
+	}
+	last := d.holds == 0 && len(d.pending) > d.held.ops
+	d.mu.Unlock()
+	if last {
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// takeLocked takes the ops the committer may commit now, and the ticket
+// of the last of them: all pending ops, or while the store is held those
+// appended before the hold. d.mu must be held.
+func (d *Disk) takeLocked() ([]broker.Op, broker.Ticket) {
+	if d.holds == 0 {
+		ops := d.pending
+		d.pending = nil
+		return ops, d.appended
+	}
+	n := d.held.ops
+	// Capped, so that putting them back (putBackLocked) copies rather
+	// than overwrites the held ops behind them.
+	ops := d.pending[:n:n]
+	d.pending = d.pending[n:]
+	d.held.ops = 0
+	return ops, d.held.ticket
+}
+
+// putBackLocked returns ops that could not be committed to the front of
+// pending, for the next try. d.mu must be held.
+func (d *Disk) putBackLocked(ops []broker.Op) {
+	d.pending = append(ops, d.pending...)
+	if d.holds > 0 {
+		d.held.ops += len(ops)
+	}
 }
 
 // Wait returns nil once every op up to t is committed (under SyncAlways:
