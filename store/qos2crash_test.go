@@ -1,7 +1,6 @@
 package store_test
 
 import (
-	"flag"
 	"sync"
 	"testing"
 	"time"
@@ -12,20 +11,36 @@ import (
 	"github.com/roost-mqtt/roost/store"
 )
 
-var knownBugs = flag.Bool("store.known-bugs", false, "run the tests of bugs found but not fixed yet")
-
 // recorder is a Store that keeps every op in append order, so a test can
-// restart a broker on any prefix of them: what a crash leaves of the
-// journal when it comes between two commits.
+// restart a broker on any prefix of them that a crash could leave of the
+// journal: one that ends between two Appends, and not inside a hold
+// (broker.Grouper), whose ops become durable together, as in Disk.
 type recorder struct {
 	mu      sync.Mutex
 	ops     []broker.Op
 	appends []int // len(ops) after each Append
+	holds   int   // open holds
+	chain   int   // len(appends) when the open holds began
+	// held are the closed chains of overlapping holds, as (appends
+	// before, appends at the end): no crash leaves a cut strictly inside.
+	held [][2]int
+	// waited is the largest ticket Wait was called for: what an
+	// acknowledgement written since may depend on.
+	waited broker.Ticket
 }
 
 func (r *recorder) Load() (*broker.StoredState, error) { return &broker.StoredState{}, nil }
-func (r *recorder) Wait(broker.Ticket) error           { return nil }
 func (r *recorder) Close() error                       { return nil }
+
+func (r *recorder) Wait(t broker.Ticket) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.waited = max(r.waited, t)
+	return nil
+}
+
+// Append's ticket is the number of Appends so far: a cut that keeps k
+// Appends makes every ticket up to k durable.
 func (r *recorder) Append(ops ...broker.Op) broker.Ticket {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -34,42 +49,112 @@ func (r *recorder) Append(ops ...broker.Op) broker.Ticket {
 	return broker.Ticket(len(r.appends))
 }
 
-// prefix is the ops up to and including the Append that held the first
-// op for which keep is true.
-func (r *recorder) prefix(t *testing.T, keep func(broker.Op) bool) []broker.Op {
+func (r *recorder) Hold() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for i, op := range r.ops {
-		if keep(op) {
-			for _, end := range r.appends {
-				if end > i {
-					return append([]broker.Op(nil), r.ops[:end]...)
-				}
-			}
-		}
+	if r.holds == 0 {
+		r.chain = len(r.appends)
 	}
-	t.Fatal("no such op in the journal")
-	return nil
+	r.holds++
 }
 
-// A QoS 2 PUBLISH is journalled as two appends: the packet id (so a
-// repeat is not delivered again), then the deliveries to the subscribers'
-// sessions. The disk store commits whatever was appended when it runs, so
-// a kill -9 can keep the first and lose the second. After the restart the
-// publisher, which got no PUBREC, sends the PUBLISH again with DUP; the
-// broker must deliver it, since nothing of it was kept but its id. Found
-// by test/jepsen (seed 305): PUBREC for the resent PUBLISH, and no
-// subscriber ever got the message.
-//
-// Not fixed yet: the id and the deliveries must be one Append (the disk
-// store commits each Append whole), and the router appends per session;
-// appending the id last instead would turn the loss into a duplicate (the
-// deliveries kept, the id lost, the resent PUBLISH routed again). See
-// bench/jepsen/RESULTS.md. It fails today; -store.known-bugs runs it.
-func TestCrashBetweenQoS2IDAndDeliveries(t *testing.T) {
-	if !*knownBugs {
-		t.Skip("known bug, not fixed yet (bench/jepsen/RESULTS.md): a crash between a QoS 2 id's append and its deliveries' loses the message; -store.known-bugs runs this")
+func (r *recorder) Release() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.holds--; r.holds == 0 {
+		r.held = append(r.held, [2]int{r.chain, len(r.appends)})
 	}
+}
+
+var _ broker.Grouper = (*recorder)(nil)
+
+// possible reports whether a crash can leave the first k Appends durable
+// and lose the rest. r.mu must be held.
+func (r *recorder) possible(k int) bool {
+	for _, h := range r.held {
+		if h[0] < k && k < h[1] {
+			return false
+		}
+	}
+	return r.holds == 0 || k <= r.chain
+}
+
+// cuts are the numbers of Appends a crash can leave, from from on.
+func (r *recorder) cuts(from int) []int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ks []int
+	for k := from; k <= len(r.appends); k++ {
+		if r.possible(k) {
+			ks = append(ks, k)
+		}
+	}
+	return ks
+}
+
+// journal is what a crash that kept the first k Appends leaves.
+func (r *recorder) journal(k int) []broker.Op {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if k == 0 {
+		return nil
+	}
+	return append([]broker.Op(nil), r.ops[:r.appends[k-1]]...)
+}
+
+// count is the number of Appends so far; acked the largest ticket Wait
+// was called for.
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.appends)
+}
+
+func (r *recorder) acked() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return int(r.waited)
+}
+
+// prefix is the shortest journal a crash can leave that holds the first op
+// for which keep is true.
+func (r *recorder) prefix(t *testing.T, keep func(broker.Op) bool) []broker.Op {
+	t.Helper()
+	r.mu.Lock()
+	k := -1
+	for i, op := range r.ops {
+		if keep(op) {
+			for j, end := range r.appends {
+				if end > i {
+					k = j + 1
+					break
+				}
+			}
+			break
+		}
+	}
+	for k >= 0 && !r.possible(k) {
+		k++
+	}
+	r.mu.Unlock()
+	if k < 0 {
+		t.Fatal("no such op in the journal")
+	}
+	return r.journal(k)
+}
+
+// A QoS 2 PUBLISH is journalled in several appends: the packet id (so a
+// repeat is not delivered again), then the deliveries to the subscribers'
+// sessions, each session appending its own. A crash that kept the id and
+// lost the deliveries would lose the message: after the restart the
+// publisher, which got no PUBREC, sends the PUBLISH again with DUP, and the
+// broker would take it for a repeat. Found by test/jepsen (seed 305):
+// PUBREC for the resent PUBLISH, and no subscriber ever got the message.
+// The broker holds the store (broker.Grouper) from the id to the last
+// delivery, so no crash keeps one without the other: the cut after the
+// id's Append is not one a crash can leave, and the shortest journal with
+// the id has the deliveries too.
+func TestCrashBetweenQoS2IDAndDeliveries(t *testing.T) {
 	rec := &recorder{}
 	addr, stop := run(t, rec)
 	sub := mqtttest.Dial(t, addr, packet.V5)
@@ -85,8 +170,7 @@ func TestCrashBetweenQoS2IDAndDeliveries(t *testing.T) {
 	}
 	stop()
 
-	// The crash: the journal up to the packet id's append, without the
-	// deliveries appended after it.
+	// The crash: the shortest journal with the packet id.
 	mem := store.NewMemory()
 	mem.Append(rec.prefix(t, func(op broker.Op) bool { return op.Kind == broker.OpInboundPut && op.ClientID == "p" })...)
 	addr2, _ := run(t, mem)
@@ -100,7 +184,11 @@ func TestCrashBetweenQoS2IDAndDeliveries(t *testing.T) {
 	}
 	sub2 := mqtttest.Dial(t, addr2, packet.V5)
 	sub2.Connect(persistent("s"))
-	m, ok := sub2.Next(time.Second).(*packet.Publish)
+	p, err := sub2.Read(2 * time.Second)
+	if err != nil {
+		t.Fatalf("the subscriber never got the message its publisher was acknowledged (PUBREC for the resend): %v", err)
+	}
+	m, ok := p.(*packet.Publish)
 	if !ok || string(m.Payload) != "once" {
 		t.Fatalf("the subscriber got %+v, want the PUBLISH its publisher was acknowledged", m)
 	}
