@@ -1,10 +1,14 @@
 package store_test
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
+	"net"
 	"testing"
 	"time"
 
+	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 	"github.com/roost-mqtt/roost/store"
@@ -340,5 +344,82 @@ func checkOutboundCut(t *testing.T, rec *recorder, k int, pid uint16, st subStat
 		t.Errorf("the subscriber got the message %d times in all (%d before the crash), want once", n, before)
 	case n == 0 && owed:
 		t.Errorf("the subscriber never got the message its publisher may have had PUBREC for")
+	}
+}
+
+// runWith is run with more broker options.
+func runWith(t *testing.T, opts broker.Options) string {
+	t.Helper()
+	opts.SysInterval, opts.Logger = -1, slog.New(slog.DiscardHandler)
+	s, err := broker.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
+
+// A retained QoS 2 message over the retained byte limit, to a topic
+// nobody subscribes to, has no effect at all: PUBREC 0x97, and the packet
+// id is forgotten with it (the exchange ends there). The id's removal is
+// one of the publish's held ops: a crash that kept the id without it
+// would answer the publisher's resend PUBREC 0x00 as a repeat, telling it
+// that its message was retained.
+func TestRefusedRetainedSurvivesACrashAtEveryCut(t *testing.T) {
+	const limit = 8
+	rec := &recorder{}
+	addr := runWith(t, broker.Options{Store: rec, MaxRetainedBytes: limit})
+	offline(t, addr, "s", "y", 2)
+	pub := mqtttest.Dial(t, addr, packet.V5)
+	pub.Connect(persistent("p"))
+	from := rec.count()
+	big := &packet.Publish{Topic: "big", QoS: 2, Retain: true, PacketID: 7, Payload: []byte("more than eight bytes")}
+	pub.Send(big)
+	if rc := expect[*packet.Pubrec](t, pub, "PUBREC"); rc.ReasonCode != packet.QuotaExceeded {
+		t.Fatalf("PUBREC 0x%02X, want 0x97", byte(rc.ReasonCode))
+	}
+	needPubrec := rec.acked()
+
+	for _, k := range rec.cuts(from) {
+		t.Run(fmt.Sprintf("cut%d/nothing", k), func(t *testing.T) {
+			mem := store.NewMemory()
+			mem.Append(rec.journal(k)...)
+			addr := runWith(t, broker.Options{Store: mem, MaxRetainedBytes: limit})
+			pub := mqtttest.Dial(t, addr, packet.V5)
+			pub.Connect(persistent("p"))
+			big.Dup = true
+			pub.Send(big)
+			if rc := expect[*packet.Pubrec](t, pub, "PUBREC for the resend"); rc.ReasonCode != packet.QuotaExceeded {
+				t.Fatalf("PUBREC 0x%02X for the resent PUBLISH, want 0x97: nothing was retained", byte(rc.ReasonCode))
+			}
+		})
+		if needPubrec > k {
+			continue
+		}
+		t.Run(fmt.Sprintf("cut%d/refused", k), func(t *testing.T) {
+			// The exchange is over: the id is the client's to reuse.
+			mem := store.NewMemory()
+			mem.Append(rec.journal(k)...)
+			addr := runWith(t, broker.Options{Store: mem, MaxRetainedBytes: limit})
+			pub := mqtttest.Dial(t, addr, packet.V5)
+			pub.Connect(persistent("p"))
+			pub.Send(&packet.Publish{Topic: "y", QoS: 2, PacketID: 7, Payload: []byte("fresh")})
+			if rc := expect[*packet.Pubrec](t, pub, "PUBREC"); rc.ReasonCode >= 0x80 {
+				t.Fatalf("PUBREC 0x%02X", byte(rc.ReasonCode))
+			}
+			s := connectReceiver(t, addr, "s", nil)
+			s.drain(t, "fresh")
+		})
 	}
 }
