@@ -10,6 +10,13 @@
 // costs one fsync per round, not per message. Sync relaxes that
 // (SyncInterval, SyncNone) and documents what each mode can lose.
 //
+// What survives a crash is a prefix of the Appends. Disk also implements
+// broker.Grouper: while held, the committer commits only what was appended
+// before the hold began, and once the last overlapping hold is released it
+// commits everything appended meanwhile in one batch, so that a change the
+// broker makes in several Appends (a QoS 2 packet id and the message's
+// deliveries) survives whole or not at all.
+//
 // On disk, keys start with one byte naming their kind; session-scoped keys
 // continue with the length-prefixed client id, so that deleting a session
 // is three range deletions:
