@@ -296,7 +296,7 @@ func (d *Disk) Release() {
 		d.mu.Unlock()
 		panic("store: Release without Hold")
 	}
-	last := d.holds == 0 && len(d.pending) > d.held.ops
+	last := d.holds == 0 && len(d.pending) > 0
 	d.mu.Unlock()
 	if last {
 		select {

@@ -133,12 +133,16 @@ func (r *recorder) prefix(t *testing.T, keep func(broker.Op) bool) []broker.Op {
 			break
 		}
 	}
-	for k >= 0 && !r.possible(k) {
+	for k >= 0 && k <= len(r.appends) && !r.possible(k) {
 		k++
 	}
+	n := len(r.appends)
 	r.mu.Unlock()
-	if k < 0 {
+	switch {
+	case k < 0:
 		t.Fatal("no such op in the journal")
+	case k > n:
+		t.Fatal("the op is in a hold that was never released")
 	}
 	return r.journal(k)
 }
