@@ -151,16 +151,22 @@ func (c *conn) releaseOutState() {
 func (c *conn) send(p packet.Packet) {
 	c.outMu.Lock()
 	if !c.dead {
-		c.room(64) // acknowledgements and most control packets
-		if !c.appendPacket(p) {
-			if q := withoutOptionalProps(p); q == nil || !c.appendPacket(q) {
-				c.logger().Warn("packet not sent: it cannot be encoded or exceeds the client's Maximum Packet Size",
-					"type", p.Type().String(), "max_packet_size", c.maxOut)
-			}
-		}
+		c.appendControlLocked(p)
 		c.startFlushLocked()
 	}
 	c.outMu.Unlock()
+}
+
+// appendControlLocked encodes p onto the output as send describes. outMu
+// must be held.
+func (c *conn) appendControlLocked(p packet.Packet) {
+	c.room(64) // acknowledgements and most control packets
+	if !c.appendPacket(p) {
+		if q := withoutOptionalProps(p); q == nil || !c.appendPacket(q) {
+			c.logger().Warn("packet not sent: it cannot be encoded or exceeds the client's Maximum Packet Size",
+				"type", p.Type().String(), "max_packet_size", c.maxOut)
+		}
+	}
 }
 
 // appendPacket encodes p onto the output, and reports whether it is there:

@@ -14,6 +14,12 @@ const parkIdle = 50 * time.Millisecond
 const (
 	readerRunning uint32 = iota
 	readerParked
+	// readerEnding: Shutdown took a parked connection over (shutdown.go);
+	// no reader runs again, the poller discards what arrives until the
+	// client hangs up.
+	readerEnding
+	// readerEnded: the socket of an ending connection is closed.
+	readerEnded
 )
 
 // park hands the idle connection to the poller. It returns true when the

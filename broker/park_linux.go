@@ -85,6 +85,7 @@ func (p *poller) loop() {
 	defer close(p.done)
 	events := make([]syscall.EpollEvent, 256)
 	woken := make([]*conn, 0, len(events))
+	var scratch []byte // for discard, made when first needed
 	nextSweep := time.Now().Add(sweepEvery)
 	for {
 		// Wait until the epoll instance has events or the next sweep is
@@ -124,6 +125,13 @@ func (p *poller) loop() {
 		}
 		p.mu.Unlock()
 		for _, c := range woken {
+			if c.state.Load() == readerEnding {
+				if scratch == nil {
+					scratch = make([]byte, 4096)
+				}
+				p.discard(c, scratch)
+				continue
+			}
 			if c.wakeNext(p.started) {
 				<-p.started
 			}
@@ -189,4 +197,48 @@ func (p *poller) arm(fd int, id uint64) error {
 		}
 	}
 	return err
+}
+
+// linger arms the socket of c, which Shutdown is ending (shutdown.go), so
+// that the loop hears when the client sends more or hangs up.
+func (p *poller) linger(rc syscall.RawConn, c *conn) error {
+	var armErr error
+	if err := rc.Control(func(fd uintptr) { armErr = p.arm(int(fd), c.parkID) }); err != nil {
+		return err
+	}
+	return armErr
+}
+
+// discard reads and drops what the client of an ending connection sent,
+// as closeGracefully does, and closes the connection once the client
+// hung up (or the socket failed); until then it arms the socket again.
+func (p *poller) discard(c *conn, buf []byte) {
+	tc := tcpBeneath(c.nc)
+	if tc == nil {
+		c.endNow()
+		return
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		c.endNow()
+		return
+	}
+	end := true
+	err = rc.Control(func(fd uintptr) {
+		for {
+			n, errno := rawRead(fd, buf)
+			switch {
+			case errno == syscall.EINTR:
+				continue
+			case errno == syscall.EAGAIN:
+				end = p.arm(int(fd), c.parkID) != nil
+			case errno == 0 && n > 0:
+				continue
+			}
+			return // the end of input, or an error
+		}
+	})
+	if err != nil || end {
+		c.endNow()
+	}
 }

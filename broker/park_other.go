@@ -2,7 +2,10 @@
 
 package broker
 
-import "errors"
+import (
+	"errors"
+	"syscall"
+)
 
 // poller is Linux-only (epoll); elsewhere idle connections keep their
 // reader goroutine. The build tag roost_portable selects this file on
@@ -18,3 +21,6 @@ func (p *poller) close()                      {}
 func (p *poller) register(*conn)              {}
 func (p *poller) unregister(*conn)            {}
 func (p *poller) arm(fd int, id uint64) error { return errors.New("no epoll") }
+
+// linger: nothing parks here, so Shutdown never ends a parked connection.
+func (p *poller) linger(syscall.RawConn, *conn) error { return errors.New("no epoll") }

@@ -265,7 +265,8 @@ func (s *Server) putReadBuf(b []byte) {
 // Shutdown stops accepting, sends MQTT 5 clients DISCONNECT 0x8B (Server
 // shutting down), flushes pending writes and closes every connection
 // gracefully (its end of the stream first, then up to a second for the
-// client to close its own, goodbye.go). Wills
+// client to close its own, goodbye.go; parked connections are ended
+// from Shutdown's goroutine and the poller, shutdown.go). Wills
 // of connected clients are not published: the clients did nothing wrong.
 // It waits until all connections are closed or ctx ends, returning ctx's
 // error in the latter case. Either way it closes the Store last (a final
@@ -287,7 +288,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	s.cancel()
 
-	for _, c := range conns {
+	// Parked connections end here; the others are woken to end
+	// themselves (shutdown.go).
+	lingering, others := s.endParked(conns)
+	bound := lingerBound(lingering)
+	defer bound.Stop()
+	for _, c := range others {
 		c.shutdown()
 	}
 	done := make(chan struct{})
@@ -305,7 +311,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		return nil
 	case <-ctx.Done():
-		for _, c := range conns {
+		endLingering(lingering)
+		for _, c := range others {
 			c.nc.Close()
 		}
 		go func() {
