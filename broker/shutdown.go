@@ -39,10 +39,11 @@ func (s *Server) endParked(conns []*conn) (lingering, others []*conn) {
 		s.detach(c, d.publishWill) // Shutdown does not publish wills
 		if !c.writeFinal(c.finalDisconnect(d)) {
 			// Output is still waiting (a client that does not read):
-			// the flusher writes it, closeAfterOutput waits for it.
+			// the flusher writes it, closeAfterOutput waits for it and
+			// lingers. Ended first: the poller and endNow leave it alone.
+			c.state.Store(readerEnded)
 			go func() {
 				c.closeAfterOutput()
-				c.state.Store(readerEnded)
 				s.connDone(c)
 			}()
 			continue

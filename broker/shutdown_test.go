@@ -173,3 +173,67 @@ func lone[T packet.Packet](got []packet.Packet) (T, bool) {
 	p, ok := got[0].(T)
 	return p, ok
 }
+
+// A parked connection with output still waiting (its client stopped
+// reading) is ended the slow way, by a flusher and closeAfterOutput; what
+// its client sends meanwhile must not make the poller end it a second time
+// (a negative WaitGroup count before the fix).
+func TestShutdownParkedWithOutputWaiting(t *testing.T) {
+	if !parkingSupported {
+		t.Skip("nothing parks in this build (-tags roost_portable or not Linux)")
+	}
+	s, addr := startServer(t, Options{})
+	sub := dial(t, addr, packet.V5)
+	sub.Connect(&packet.Connect{ClientID: "sub", CleanStart: true})
+	sub.Subscribe("big", 0)
+	pub := dial(t, addr, packet.V5)
+	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
+	payload := make([]byte, 64<<10)
+	// The subscriber reads nothing: the socket buffers fill, and the rest
+	// waits in the broker (or is dropped past maxOutBuffered).
+	for range 200 {
+		pub.Send(&packet.Publish{Topic: "big", Payload: payload})
+	}
+	mqtttest.Eventually(t, 10*time.Second, func() bool {
+		c := connOf(s, "sub")
+		if c == nil || c.state.Load() != readerParked {
+			return false
+		}
+		c.outMu.Lock()
+		defer c.outMu.Unlock()
+		return c.pending() > 0
+	})
+	pub.NC.Close()
+	waitParked(t, s, 1)
+	c := connOf(s, "sub")
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done <- s.Shutdown(ctx)
+	}()
+	mqtttest.Eventually(t, 5*time.Second, func() bool { return c.state.Load() != readerParked })
+	// The poller hears this while the flusher still waits.
+	sub.Send(&packet.Pingreq{})
+	sub.NC.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+}
+
+// connOf returns the connection of clientID, or nil.
+func connOf(s *Server, clientID string) *conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.sess != nil && c.clientID == clientID {
+			return c
+		}
+	}
+	return nil
+}
