@@ -189,7 +189,8 @@ func (c *conn) readLoop() error {
 	var settleBy time.Time // when reading for a takeover ends (readPending)
 	// The socket itself, read with raw system calls, for plain TCP; nil
 	// reads through c.nc.
-	raw := rawReader(c.nc)
+	raw := newRawReading(c.nc)
+	drained := false // the last raw read left the socket empty
 	var err error
 	for {
 		off := 0
@@ -298,7 +299,9 @@ func (c *conn) readLoop() error {
 		}
 		var m int
 		if raw != nil {
-			m, err = readNow(raw, buf[len(buf):cap(buf)])
+			space := cap(buf) - len(buf)
+			m, err = raw.readNow(buf[len(buf):cap(buf)], drained)
+			drained = err == nil && m < space
 		} else {
 			m, err = c.nc.Read(buf[len(buf):cap(buf)])
 		}

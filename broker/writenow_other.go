@@ -4,14 +4,16 @@ package broker
 
 import (
 	"net"
-	"syscall"
 )
 
 // writeNow is a non-blocking write where the platform has one (Linux);
 // elsewhere it writes nothing and the flusher writes everything.
 func writeNow(net.Conn, []byte) int { return 0 }
 
-// rawReader is nil: readNow needs Linux.
-func rawReader(net.Conn) syscall.RawConn { return nil }
+// rawReading needs Linux: newRawReading is nil, and connections are read
+// through their own Read.
+type rawReading struct{}
 
-func readNow(syscall.RawConn, []byte) (int, error) { panic("readNow without rawReader") }
+func newRawReading(net.Conn) *rawReading { return nil }
+
+func (*rawReading) readNow([]byte, bool) (int, error) { panic("readNow without newRawReading") }
