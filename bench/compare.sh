@@ -18,7 +18,8 @@ Usage: bench/compare.sh [flags]
   --quick           1 run each, short durations, 2,000 connections: a smoke
                     test of the script in about 8 minutes
   --only "A B"      run only these scenarios (fan-in fan-out pairs latency
-                    connections overload causality; over TLS and WebSocket:
+                    connections overload causality causality-active; over
+                    TLS and WebSocket:
                     the same with .tls, .ws or .wss, e.g. fan-in.wss;
                     durable; storm)
   --ref REF         build roost from git REF (git archive) instead of the
@@ -38,7 +39,7 @@ EOF
 ARGS="$*" # for the report
 RUNS=3
 QUICK=0
-ONLY="fan-in fan-out pairs latency connections overload causality"
+ONLY="fan-in fan-out pairs latency connections overload causality causality-active"
 # The paths users run (issue #18): every throughput, memory and overload
 # scenario over TLS, WebSocket and WebSocket over TLS, QoS 1 to persistent
 # sessions on each broker's disk store, and a restart under 19,900
@@ -178,6 +179,9 @@ bench_args() {
 	connections) echo "connections -C $CONNS --batch 500 --duration $HOLD" ;;
 	overload) echo "overload -P 8 --rate 50000 --sub-rate 1000 --qos 0 --size 64 --sys-dropped $TIMES" ;;
 	causality) echo "causality --trials $TRIALS --idle 300ms --quiet 10ms" ;;
+	# Idle for less than Roost's parkIdle (50 ms): readers wait in Go's
+	# netpoller, not in the broker's poller, which orders parked ones.
+	causality-active) echo "causality --trials $TRIALS --idle 20ms --quiet 2ms" ;;
 	*) echo "compare.sh: unknown scenario $1" >&2; exit 2 ;;
 	esac
 }
@@ -426,7 +430,7 @@ summary() {
 	latency) echo "p50 $(value .latency.p50_us "$2") µs, p99 $(value .latency.p99_us "$2") µs" ;;
 	connections) echo "$(value .connections.opened "$2") opened, $(value .broker.kib_per_conn "$2") KiB/conn" ;;
 	overload) echo "max RSS $(value .broker.rss_max_kib "$2") KiB, dropped $(value .broker.dropped "$2")" ;;
-	causality) echo "inversions per 1,000 at 50 µs / 500 µs / 2 ms: $(value '[.causality.gaps[].per_1000 | tostring] | join(" / ")' "$2")" ;;
+	causality*) echo "inversions per 1,000 at 50 µs / 500 µs / 2 ms: $(value '[.causality.gaps[].per_1000 | tostring] | join(" / ")' "$2")" ;;
 	*) echo "$(value .deliver_rate "$2") msgs/s" ;;
 	esac
 }
@@ -630,6 +634,9 @@ EOF
 	row causality "causality" "inversions per 1,000, 500 µs later" '.causality.gaps[1].per_1000' "as mosquitto" info 0
 	row causality "causality" "inversions per 1,000, 2 ms later" '.causality.gaps[2].per_1000' "as mosquitto" info 0
 	row causality "causality" "wake-up to PUBACK p50 µs (50 µs gap)" '.causality.gaps[0].puback.p50_us' "" info 0
+	row causality-active "causality, connections idle 20 ms (not parked)" "inversions per 1,000, 50 µs later" '.causality.gaps[0].per_1000' "as mosquitto" info 0
+	row causality-active "causality, idle 20 ms" "inversions per 1,000, 500 µs later" '.causality.gaps[1].per_1000' "as mosquitto" info 0
+	row causality-active "causality, idle 20 ms" "inversions per 1,000, 2 ms later" '.causality.gaps[2].per_1000' "as mosquitto" info 0
 	paths_rows
 	cat <<EOF
 
