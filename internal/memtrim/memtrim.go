@@ -7,19 +7,24 @@
 // next collection goal, which is twice the live heap by default: a broker
 // holding 20,000 idle connections keeps their garbage-collector headroom
 // resident forever. Operators size containers by RSS, so Roost trims when
-// the free part is both large and a large share of the heap. A trim is one
-// forced collection plus madvise calls: a few milliseconds for a heap of
-// tens of megabytes, at most once per interval, and about 1% of the time
-// at most (a trim that took 20 ms waits 2 s for the next).
+// the free part is both large and a noticeable share of the heap. A trim is one
+// forced collection plus madvise calls: a few milliseconds of CPU for a
+// heap of tens of megabytes. Trims draw on a CPU budget that fills at 1%
+// of the time up to a burst of 250 ms: a broker that was quiet can trim at
+// every look through a connection storm and right after it, while one
+// that makes garbage all the time trims for at most 1% of its CPU.
 //
-// Why a forced trim every second rather than the runtime's knobs
-// (bench/RESULTS.md, "Idle memory and the trim": 19,900 idle connections,
+// Why a forced trim rather than the runtime's knobs (bench/RESULTS.md,
+// "Idle memory and the trim", and docs/bench.md: 19,900 idle connections,
 // KiB of RSS per connection 2 s after the last one connected and 12 s
-// after, two runs each, load average 5 to 10): the runtime alone 2.38 and
-// 2.39; GOGC=50 2.05-2.09 at both; this trim every 10 s 2.35-2.40 and
-// 1.88-1.91 (fine after the trim, not before it); every second 1.95-1.97
-// at both. GOMEMLIMIT=40MiB did best (1.77) but a fixed limit is a guess
-// about the live heap: set below it, the collector runs continuously.
+// after): the runtime alone 2.38 and 2.39; GOGC=50 2.05-2.09 at both (and
+// 1.87-2.23 with the trim, no better); a trim every 10 s 2.35-2.40 and
+// 1.88-1.91 (fine after the trim, not before it); every second with a
+// plain 1% bound 1.92-2.45 and 1.91-1.96, because a trim during the storm
+// that cost 20-30 ms held the next one back for 2-3 s, past the 2 s mark;
+// with the budget, see docs/bench.md. GOMEMLIMIT=40MiB did best (1.77) but
+// a fixed limit is a guess about the live heap: set below it, the
+// collector runs continuously.
 package memtrim
 
 import (
@@ -39,30 +44,41 @@ type Policy struct {
 	MinFree uint64
 	// MinShare is the least reclaimable heap relative to the live heap.
 	MinShare float64
-	// MaxTime is the largest share of time trims may take: after a trim
-	// that cost d, the next look waits d/MaxTime, but at most 10
-	// intervals. d is the process's CPU time during the trim where it can
-	// be read (Unix), else the trim's wall-clock time; wall time would
-	// also count waiting for a CPU (a trim on a starved core took 300 ms
-	// of wall time and stopped trimming for 30 s). A busy broker makes
-	// garbage fast enough to be due at every look; this keeps what the
-	// trims cost it bounded. Zero means no bound.
+	// MaxTime is the largest share of CPU time trims may take in the long
+	// run: the budget trims draw on fills at this rate. A trim's cost is
+	// the CPU time the runtime spent collecting and returning memory
+	// during it (runtime/metrics), not its wall time, which would also
+	// count waiting for a starved core and the other goroutines' work.
+	// Zero means no bound.
 	MaxTime float64
+	// Burst is the most the budget holds: what trims may spend at once
+	// after a quiet spell (a storm of connections, say) before MaxTime
+	// paces them. While the budget is overdrawn the next look waits until
+	// it is refilled, at most 10 intervals.
+	Burst time.Duration
 }
 
-// Default trims when at least 1 MiB, and a quarter of the live heap,
-// is free or garbage, looking every second, trimming at most 1% of the
-// time.
+// Default looks every half second and trims when at least 1 MiB, and a
+// tenth of the live heap, is free or garbage, spending at most 1% of the
+// time on trims in the long run and 250 ms at once. (A quarter left up to
+// 0.33 KiB per idle connection untrimmed: 19,900 of them measured 1.84 to
+// 2.05 KiB each 12 s after the last connected, against 1.85 to 1.90 with
+// a tenth; the budget keeps the more frequent trims' cost bounded.)
 func Default() Policy {
-	return Policy{Interval: time.Second, MinFree: 1 << 20, MinShare: 0.25, MaxTime: 0.01}
+	return Policy{Interval: 500 * time.Millisecond, MinFree: 1 << 20, MinShare: 0.1, MaxTime: 0.01, Burst: 250 * time.Millisecond}
 }
 
-// pause is how long to wait after a trim that cost cost.
-func (p Policy) pause(cost time.Duration) time.Duration {
-	if p.MaxTime <= 0 {
+// refill is the budget left after elapsed more time.
+func (p Policy) refill(left, elapsed time.Duration) time.Duration {
+	return min(p.Burst, left+time.Duration(float64(elapsed)*p.MaxTime))
+}
+
+// pause is how long to wait for the next look with left in the budget.
+func (p Policy) pause(left time.Duration) time.Duration {
+	if p.MaxTime <= 0 || left >= 0 {
 		return p.Interval
 	}
-	return min(max(p.Interval, time.Duration(float64(cost)/p.MaxTime)), 10*p.Interval)
+	return min(max(p.Interval, time.Duration(float64(-left)/p.MaxTime)), 10*p.Interval)
 }
 
 // Heap is the part of runtime/metrics memtrim reads.
@@ -109,25 +125,57 @@ func (p Policy) Due(h Heap) bool {
 func Run(ctx context.Context, p Policy, log *slog.Logger) {
 	t := time.NewTimer(p.Interval)
 	defer t.Stop()
+	left, last := p.Burst, time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		wait := p.Interval
-		if h := ReadHeap(); p.Due(h) {
-			start := time.Now()
-			cpu0, cpuOK := processCPU()
-			debug.FreeOSMemory()
-			took := time.Since(start)
-			cost := took
-			if cpu1, ok := processCPU(); cpuOK && ok {
-				cost = cpu1 - cpu0
-			}
-			wait = p.pause(cost)
-			log.Debug("returned free heap to the OS", "reclaimable_bytes", h.Reclaimable(), "live_bytes", h.Live, "took", took, "cpu", cost)
+		now := time.Now()
+		left, last = p.refill(left, now.Sub(last)), now
+		if h := ReadHeap(); p.Due(h) && (p.MaxTime <= 0 || left >= 0) {
+			cost, took := trim()
+			left -= cost
+			log.Debug("returned free heap to the OS", "reclaimable_bytes", h.Reclaimable(), "live_bytes", h.Live,
+				"took", took, "cpu", cost, "budget_left", left)
 		}
-		t.Reset(wait)
+		t.Reset(p.pause(left))
 	}
+}
+
+// cpuMetrics are the runtime's estimates of the CPU time spent collecting
+// garbage and returning memory to the OS.
+var cpuMetrics = []string{"/cpu/classes/gc/total:cpu-seconds", "/cpu/classes/scavenge/total:cpu-seconds"}
+
+// trimCPU is the CPU time the runtime has spent collecting and returning
+// memory, and whether it could be read.
+func trimCPU() (time.Duration, bool) {
+	s := make([]metrics.Sample, len(cpuMetrics))
+	for i, name := range cpuMetrics {
+		s[i].Name = name
+	}
+	metrics.Read(s)
+	var sum float64
+	for _, x := range s {
+		if x.Value.Kind() != metrics.KindFloat64 {
+			return 0, false
+		}
+		sum += x.Value.Float64()
+	}
+	return time.Duration(sum * float64(time.Second)), true
+}
+
+// trim collects and returns free memory to the OS, and says what that
+// cost in CPU time (its wall time where that cannot be read) and in wall
+// time.
+func trim() (cost, took time.Duration) {
+	start := time.Now()
+	cpu0, ok0 := trimCPU()
+	debug.FreeOSMemory()
+	took = time.Since(start)
+	if cpu1, ok1 := trimCPU(); ok0 && ok1 && cpu1 > cpu0 {
+		return cpu1 - cpu0, took
+	}
+	return took, took
 }

@@ -26,18 +26,30 @@ func TestDue(t *testing.T) {
 	}
 }
 
-func TestPause(t *testing.T) {
-	p := Policy{Interval: time.Second, MaxTime: 0.01}
-	for _, tc := range []struct{ took, want time.Duration }{
-		{time.Millisecond, time.Second},          // cheap: the interval
-		{20 * time.Millisecond, 2 * time.Second}, // dear: 1% of the time
-		{time.Second, 10 * time.Second},          // at most 10 intervals
+func TestBudget(t *testing.T) {
+	p := Policy{Interval: time.Second, MaxTime: 0.01, Burst: 250 * time.Millisecond}
+	for _, tc := range []struct{ left, elapsed, want time.Duration }{
+		{0, time.Second, 10 * time.Millisecond},                       // fills at 1% of the time
+		{200 * time.Millisecond, time.Minute, 250 * time.Millisecond}, // up to the burst
+		{-30 * time.Millisecond, time.Second, -20 * time.Millisecond}, // an overdraft is paid back first
+		{250 * time.Millisecond, 0, 250 * time.Millisecond},
 	} {
-		if got := p.pause(tc.took); got != tc.want {
-			t.Errorf("pause(%v) = %v, want %v", tc.took, got, tc.want)
+		if got := p.refill(tc.left, tc.elapsed); got != tc.want {
+			t.Errorf("refill(%v, %v) = %v, want %v", tc.left, tc.elapsed, got, tc.want)
 		}
 	}
-	if got := (Policy{Interval: time.Second}).pause(time.Hour); got != time.Second {
+	for _, tc := range []struct{ left, want time.Duration }{
+		{100 * time.Millisecond, time.Second}, // budget left: the interval
+		{0, time.Second},
+		{-5 * time.Millisecond, time.Second},      // refilled within the interval
+		{-20 * time.Millisecond, 2 * time.Second}, // until the overdraft is refilled
+		{-time.Second, 10 * time.Second},          // at most 10 intervals
+	} {
+		if got := p.pause(tc.left); got != tc.want {
+			t.Errorf("pause(%v) = %v, want %v", tc.left, got, tc.want)
+		}
+	}
+	if got := (Policy{Interval: time.Second}).pause(-time.Hour); got != time.Second {
 		t.Errorf("no bound: pause = %v, want the interval", got)
 	}
 }
@@ -72,18 +84,19 @@ func TestRunReturnsFreeHeap(t *testing.T) {
 	}
 }
 
-// A trim's cost is the process's CPU time where it can be read.
-func TestProcessCPU(t *testing.T) {
-	before, ok := processCPU()
-	if !ok {
-		if runtime.GOOS != "windows" && runtime.GOOS != "plan9" && runtime.GOOS != "js" {
-			t.Fatalf("no process CPU time on %s", runtime.GOOS)
-		}
-		t.Skipf("no process CPU time on %s: wall time is used", runtime.GOOS)
+// A trim's cost is the CPU time the runtime spent in it, read from
+// runtime/metrics: above zero for a trim that collected a heap.
+func TestTrimCost(t *testing.T) {
+	if _, ok := trimCPU(); !ok {
+		t.Fatalf("runtime/metrics has no %v", cpuMetrics)
 	}
-	for end := time.Now().Add(20 * time.Millisecond); time.Now().Before(end); {
+	for range 64 {
+		sink = append(sink, make([]byte, 64<<10))
 	}
-	if after, _ := processCPU(); after <= before {
-		t.Fatalf("CPU time %v then %v after 20 ms of work", before, after)
+	sink = sink[:32] // half garbage, half live
+	cost, took := trim()
+	sink = nil
+	if cost <= 0 || took <= 0 {
+		t.Fatalf("trim cost %v of CPU in %v", cost, took)
 	}
 }
