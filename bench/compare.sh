@@ -163,7 +163,7 @@ else
 	PCONNS=5000
 	# The result has the RSS 2 s after the last connection and at the end
 	# of the hold: 10 s later, time for the broker's periodic clean-up
-	# (Roost's memory trim looks every second, mosquitto has none).
+	# (Roost's memory trim looks every 500 ms, mosquitto has none).
 	HOLD=12s
 	TRIALS=500 # per gap: about 20 s a run
 fi

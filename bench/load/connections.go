@@ -62,8 +62,8 @@ func (r *runner) connections(ctx context.Context) (*Result, error) {
 	r.phase.Store(phaseHold)
 	held := time.Now()
 	if b := r.res.Broker; b != nil && c.Duration >= Settle {
-		// Before any periodic clean-up the broker may do (Roost's trim
-		// looks every 10 s): what an operator sees soon after a storm.
+		// What an operator sees soon after a storm (Roost's trim looks
+		// every 500 ms, mosquitto has none).
 		r.rssMax.Store(0) // the maximum while all are open, not the before
 		sleep(ctx, Settle)
 		b.RSSSettledKiB = r.sampleRSS()
