@@ -190,7 +190,6 @@ func (c *conn) readLoop() error {
 	// The socket itself, read with raw system calls, for plain TCP; nil
 	// reads through c.nc.
 	raw := newRawReading(c.nc)
-	drained := false // the last raw read left the socket empty
 	var err error
 	for {
 		off := 0
@@ -299,9 +298,7 @@ func (c *conn) readLoop() error {
 		}
 		var m int
 		if raw != nil {
-			space := cap(buf) - len(buf)
-			m, err = raw.readNow(buf[len(buf):cap(buf)], drained)
-			drained = err == nil && m < space
+			m, err = raw.readNow(buf[len(buf):cap(buf)])
 		} else {
 			m, err = c.nc.Read(buf[len(buf):cap(buf)])
 		}

@@ -16,4 +16,4 @@ type rawReading struct{}
 
 func newRawReading(net.Conn) *rawReading { return nil }
 
-func (*rawReading) readNow([]byte, bool) (int, error) { panic("readNow without newRawReading") }
+func (*rawReading) readNow([]byte) (int, error) { panic("readNow without newRawReading") }
