@@ -14,11 +14,12 @@ const parkIdle = 50 * time.Millisecond
 const (
 	readerRunning uint32 = iota
 	readerParked
-	// readerEnding: Shutdown took a parked connection over (shutdown.go);
-	// no reader runs again, the poller discards what arrives until the
-	// client hangs up.
+	// readerEnding: a parked connection Shutdown ended (shutdown.go)
+	// lingers: no reader runs again, the poller discards what arrives
+	// until the client hangs up.
 	readerEnding
-	// readerEnded: the socket of an ending connection is closed.
+	// readerEnded: Shutdown is taking a parked connection over, or ends
+	// it the slow way, or its socket is closed: only its owner touches it.
 	readerEnded
 )
 

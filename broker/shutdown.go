@@ -28,8 +28,11 @@ func (s *Server) endParked(conns []*conn) (lingering, others []*conn) {
 	for _, c := range conns {
 		// c.nc never changes; a parked connection is connected (park)
 		// and has a session, and from the CAS on no reader runs.
+		// Ended while it is taken over: the poller leaves it alone until
+		// it lingers (ending); an event it drops meanwhile is seen again
+		// when linger arms the socket.
 		tc := tcpBeneath(c.nc)
-		if tc == nil || !c.state.CompareAndSwap(readerParked, readerEnding) {
+		if tc == nil || !c.state.CompareAndSwap(readerParked, readerEnded) {
 			others = append(others, c)
 			continue
 		}
@@ -40,8 +43,7 @@ func (s *Server) endParked(conns []*conn) (lingering, others []*conn) {
 		if !c.writeFinal(c.finalDisconnect(d)) {
 			// Output is still waiting (a client that does not read):
 			// the flusher writes it, closeAfterOutput waits for it and
-			// lingers. Ended first: the poller and endNow leave it alone.
-			c.state.Store(readerEnded)
+			// lingers; it stays ended, so the poller leaves it alone.
 			go func() {
 				c.closeAfterOutput()
 				s.connDone(c)
@@ -49,8 +51,9 @@ func (s *Server) endParked(conns []*conn) (lingering, others []*conn) {
 			continue
 		}
 		tc.CloseWrite() // FIN after the DISCONNECT
-		// Armed again: an event the poller took just before the CAS
-		// found no parked reader to wake and was dropped.
+		// Armed again: an event the poller took since the CAS found no
+		// parked reader to wake and was dropped.
+		c.state.Store(readerEnding)
 		if rc, err := tc.SyscallConn(); err != nil || c.poller.linger(rc, c) != nil {
 			c.endNow()
 			continue
