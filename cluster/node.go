@@ -60,6 +60,9 @@ type Node struct {
 	ret    *retained
 	// replies matches forward answers to their requests.
 	replies replies
+	// catch says whether the other nodes' interest is known yet
+	// (interest_catchup.go).
+	catch catchUp
 
 	srv    *broker.Server
 	subs   []*nats.Subscription
@@ -138,7 +141,8 @@ func (n *Node) Attach(srv *broker.Server) error {
 	if err := nc.Flush(); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	n.wg.Add(4)
+	n.wg.Add(5)
+	go n.catchUpLoop()
 	go n.openAssets()
 	go n.announceLoop()
 	go n.expireLoop()
@@ -164,8 +168,14 @@ func (n *Node) Close() error {
 }
 
 // Claim implements broker.Cluster: see owners.claim. It is bounded by
-// Config.ForwardTimeout.
+// Config.ForwardTimeout. Until the node has caught up with the other
+// nodes' interest (catchUpLoop) it refuses, so the CONNECT gets 0x88
+// Server unavailable and the client tries again or elsewhere.
 func (n *Node) Claim(clientID string) error {
+	if err := n.catch.ready(); err != nil {
+		n.counters.claimsFailed.Add(1)
+		return err
+	}
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
 	defer cancel()
 	if err := n.own.claim(ctx, clientID); err != nil {
@@ -315,6 +325,14 @@ var errNotTaken = errors.New("cluster: peer could not take the message")
 // waited for until the deadline). A retained message is also appended to
 // the retained stream.
 func (n *Node) Forward(msg *broker.Message) (int, func() error) {
+	if msg.QoS > 0 {
+		// Only a client the server named (never claimed) can publish
+		// before the node caught up: its message is not acknowledged
+		// as delivered, since it might match subscribers not known yet.
+		if err := n.catch.ready(); err != nil {
+			return 0, func() error { return err }
+		}
+	}
 	targets := n.remote.plan(msg.Topic, msg.ID, n.local)
 	if len(targets) == 0 && !msg.Retain {
 		return 0, nil
