@@ -86,7 +86,7 @@ func (n *Node) catchUpLoop() {
 		}
 		if time.Since(start) >= catchUpBound {
 			n.catch.done.Store(true)
-			n.log.Warn("cluster interest caught up with peers missing: serving without their subscriptions until they are heard",
+			n.log.Warn("cluster interest incomplete: serving without the subscriptions of peers not heard from yet",
 				"peers", len(routed)-len(n.remote.unsynced(routed)), "configured", len(n.cfg.Peers),
 				"unsynced", n.remote.unsynced(routed), "after", catchUpBound)
 			return

@@ -36,6 +36,10 @@ func TestClusterRestartedNodeCatchesUpInterest(t *testing.T) {
 	pub := connect(t, n2, "restart-probe")
 	pub.awaitInterest(t, topic)
 
+	// The line n2 logs when it has both peers' interest (text log:
+	// the message, then the node attribute, then the count).
+	caughtUp := `msg="cluster interest caught up" node=n2 peers=2`
+	before := countLog(n2, caughtUp)
 	tc.kill(n2, syscall.SIGKILL)
 	tc.start(n2)
 	// The publisher connects the moment n2's port accepts and its CONNECT
@@ -98,7 +102,32 @@ func TestClusterRestartedNodeCatchesUpInterest(t *testing.T) {
 		}
 		return nil
 	})
-	if countLog(n2, "cluster interest caught up") < 2 {
-		t.Errorf("n2 did not log that its interest caught up after the restart")
+	if countLog(n2, caughtUp) <= before {
+		t.Errorf("n2 did not log %s after its restart", caughtUp)
+	}
+}
+
+// TestClusterRestartWithPeerDown: a peer that is down must not keep a
+// restarted node unavailable: n3 is dead when n2 restarts, so n2 serves
+// after its catch-up bound with n1's interest, and says which peer it
+// lacks.
+func TestClusterRestartWithPeerDown(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	tc := startCluster(t, 3)
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	const topic = "restart/peerdown"
+	sub := connect(t, n1, "peerdown-sub")
+	sub.subscribe(t, paho.SubscribeOptions{Topic: topic, QoS: 1})
+	tc.kill(n3, syscall.SIGKILL)
+	tc.kill(n2, syscall.SIGKILL)
+	tc.start(n2)
+	tc.waitLog(n2, `msg="cluster interest incomplete`, 1, clustertest.StartBound)
+	var pub *client
+	eventually(t, clustertest.JoinBound, func() error { return redial(t, n2, "peerdown-pub", &pub) })
+	if rc := pub.publish(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte("after")}); rc != 0 {
+		t.Fatalf("publish on n2 with n3 down: PUBACK 0x%02X", rc)
+	}
+	if got := sub.next(t, 10*time.Second); string(got.Payload) != "after" {
+		t.Fatalf("n1's subscriber got %q", got.Payload)
 	}
 }
