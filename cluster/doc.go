@@ -32,6 +32,8 @@
 //     versioned changes, heartbeats and snapshots that keep them in step;
 //     the plan of which nodes get a message and which node serves each
 //     shared group.
+//     interest_catchup.go: a starting node serves MQTT only once it has
+//     every reachable peer's interest (or after a bound for the others).
 //   - node.go: Node, the lifecycle, the interest protocol's loops, and
 //     Forward / onForward.
 //   - batch.go: the forwards to each node gathered into batches, one NATS
