@@ -16,7 +16,12 @@ import (
 var (
 	errTooManyFiles = syscall.EMFILE
 	errServer       = errors.New("internal server error")
-	errKicked       = errors.New("closed by the server")
+	// errUnconfirmed: the cluster did not confirm a QoS 2 publish in
+	// time. Its outcome is unknown (the other nodes may still deliver
+	// it), so it is neither acknowledged nor refused: the connection
+	// ends with DISCONNECT 0x80 and unconfirmedWhy (see storeFailed).
+	errUnconfirmed = errors.New("publish not confirmed by the cluster in time")
+	errKicked      = errors.New("closed by the server")
 
 	// errNormalDisconnect and errWillDisconnect end the read loop after a
 	// client DISCONNECT (0x00 and 0x04).
@@ -118,6 +123,9 @@ func (c *conn) decide(err error, kick uint32) decision {
 	case errors.As(err, &he):
 		return decision{kind: "protocol_error", code: he.code, sendDisconnect: true, publishWill: true, why: "protocol violation: " + he.Error(),
 			reasonString: he.Error(), level: slog.LevelWarn}
+	case errors.Is(err, errUnconfirmed):
+		return decision{kind: "unconfirmed", code: packet.UnspecifiedError, sendDisconnect: true, publishWill: true,
+			why: err.Error(), reasonString: unconfirmedWhy, level: slog.LevelWarn}
 	case errors.Is(err, errServer):
 		return decision{kind: "server_error", code: packet.ImplementationSpecificError, sendDisconnect: true, publishWill: true,
 			why: err.Error(), level: slog.LevelError}
@@ -132,3 +140,7 @@ func (c *conn) decide(err error, kick uint32) decision {
 		return decision{kind: "lost", publishWill: true, why: "connection error: " + err.Error(), level: slog.LevelInfo}
 	}
 }
+
+// unconfirmedWhy is the Reason String of the DISCONNECT 0x80 that ends a
+// connection whose publish the cluster did not confirm in time.
+const unconfirmedWhy = "a publish could not be confirmed in time and may or may not be delivered: send it again"

@@ -336,36 +336,38 @@ func (c *conn) flush() {
 		c.srv.stats.addSent(&sent, &sentBytes)
 
 		if err := waitConfirms(confirms); err != nil {
-			// Never acknowledge what another node did not take.
-			c.logger().Warn("closing connection: a forwarded message was not confirmed", "err", err)
+			// Never acknowledge what another node did not confirm, nor
+			// refuse it: it may still be delivered (storeFailed).
+			c.logger().Warn("closing connection: a forwarded message was not confirmed in time, outcome unknown", "err", err)
 			c.outMu.Lock()
 			c.dead = true
 			c.dropOutput()
 			c.outMu.Unlock()
 			c.recycle(blocks)
+			if out := c.unknownDisconnect(unconfirmedWhy); out != nil {
+				c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+				c.nc.Write(out)
+			}
 			c.nc.Close()
 			c.wake() // a parked reader would never see the close
 			continue
 		}
 		if need != 0 {
 			if err := c.srv.opts.Store.Wait(need); err != nil {
-				// Never acknowledge what the store could not keep.
-				out, keep := c.storeFailed(blocks, need, err)
+				// Never acknowledge what the store could not confirm.
+				out := c.storeFailed(blocks, err)
 				c.recycle(blocks)
-				blocks = append(blocks[:0], out)
-				if !keep {
-					if len(out) > 0 {
-						c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
-						c.nc.Write(out) // the failure CONNACK
-					}
-					c.outMu.Lock()
-					c.dead = true
-					c.dropOutput()
-					c.outMu.Unlock()
-					c.nc.Close()
-					c.wake() // a parked reader would never see the close
-					continue
+				if len(out) > 0 {
+					c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+					c.nc.Write(out) // failure CONNACK or DISCONNECT 0x80
 				}
+				c.outMu.Lock()
+				c.dead = true
+				c.dropOutput()
+				c.outMu.Unlock()
+				c.nc.Close()
+				c.wake() // a parked reader would never see the close
+				continue
 			}
 		}
 

@@ -107,14 +107,13 @@ func (c *conn) publishQoS2(p *packet.Publish) error {
 	if !seen {
 		var confirm func() error
 		rc, confirm = c.routeQoS2(p, held)
-		// QoS 2 waits here: a failure must be answered with a failure
-		// code and the packet id forgotten, which a PUBREC already in
-		// the output could not be.
+		// QoS 2 waits here, so that a failure ends the connection
+		// before a PUBREC is in the output. The packet id stays
+		// remembered: the message may still reach the nodes that did
+		// not confirm, and a DUP resend is answered without being
+		// routed twice [MQTT-4.3.3-10].
 		if err := wait(confirm); err != nil {
-			if rc < 0x80 {
-				c.forgetInQoS2(p.PacketID)
-			}
-			return c.forwardFailed(p, err)
+			return fmt.Errorf("%w: %w", errUnconfirmed, err)
 		}
 	}
 	c.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
@@ -318,20 +317,6 @@ func (s *Server) route(msg *Message) (n int, last Ticket, notRetained error, con
 		n += remote
 	}
 	return n, max(last, t), notRetained, confirm
-}
-
-// forwardFailed answers a QoS 2 PUBLISH that some node of the cluster did
-// not confirm: an MQTT 5 client gets 0x80 Unspecified error, so it knows
-// the message may not have reached everyone; a 3.1.x client, which cannot
-// be told, is disconnected without an acknowledgement and will resend. The
-// packet id is no longer remembered, so the resend is routed again (local
-// subscribers may get it twice; that is the price of not losing it).
-func (c *conn) forwardFailed(p *packet.Publish, err error) error {
-	if c.version != packet.V5 {
-		return fmt.Errorf("%w: %w", errServer, err)
-	}
-	c.ackPublish(p, packet.UnspecifiedError)
-	return nil
 }
 
 // deliverTargets delivers msg to the sessions match found and releases sc.

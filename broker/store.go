@@ -2,7 +2,6 @@ package broker
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/roost-mqtt/roost/packet"
@@ -164,92 +163,71 @@ type StoredDelivery struct {
 }
 
 // storeFailed decides what becomes of output held back because the store
-// could not make its ops durable (Wait failed with err): none of it may
-// say that those ops were kept. For MQTT 5, PUBACKs and PUBRECs carry a
-// failure code instead (0x97 Quota exceeded for a full store, else 0x80
-// Unspecified error) and the connection goes on; the ids of failed PUBRECs
-// are forgotten, as the exchange ends there. A CONNACK becomes a failure
-// CONNACK (3.1.x: 0x03 Server unavailable) before the connection closes.
-// Anything else that needed the store (3.1.x acknowledgements, which have
-// no failure code; SUBACK; UNSUBACK; a QoS 2 PUBLISH or PUBREL to a
-// subscriber, whose packet id must survive a restart) closes the
-// connection without it: the session resends on the next one. It returns the
-// output to write instead, and whether the connection goes on.
-func (c *conn) storeFailed(blocks [][]byte, need Ticket, err error) ([]byte, bool) {
+// could not confirm its ops durable (Wait failed with err). Those ops were
+// appended: the store may still write them (the disk store retries a
+// failed write until it succeeds; the cluster's replication keeps sending
+// them), and a message routed with them already sits in its subscribers'
+// sessions. The outcome is unknown, so the held-back output may say
+// neither "taken" nor "refused": an MQTT 5 PUBACK/PUBREC >= 0x80 means
+// "not accepted" [MQTT-3.4.2.1], a lie if the message is delivered later.
+// The connection is closed instead: MQTT 5 gets DISCONNECT 0x80 with a
+// Reason String saying so, 3.1.x a plain close, and the client resends
+// its unacknowledged publishes [MQTT-4.4.0-1]. Inbound QoS 2 ids stay
+// remembered, so a DUP resend is answered PUBREC without being routed
+// again. A refusal known before anything was appended (a store that
+// reports itself unhealthy: 0x97) is answered in handlePublish instead.
+// A CONNACK in the output becomes a failure CONNACK (3.1.x: 0x03 Server
+// unavailable) before the close. It returns what to write before closing.
+func (c *conn) storeFailed(blocks [][]byte, err error) []byte {
+	if ack := failConnack(blocks, c.version, err); ack != nil {
+		c.logger().Error("store failed; refusing the connection", "err", err)
+		return ack
+	}
+	c.logger().Error("store could not confirm ops in time; closing connection, outcome unknown", "err", err)
+	return c.unknownDisconnect("the server could not confirm in time that it kept what this connection sent " +
+		"(publishes may or may not be delivered): send them again")
+}
+
+// unknownDisconnect is the MQTT 5 DISCONNECT 0x80 that ends a connection
+// whose acknowledgements could not be decided (storeFailed, flush), with
+// why as its Reason String when the client asked for problem information
+// [MQTT-3.1.2-29]; nil for 3.1.x, which has no server DISCONNECT.
+func (c *conn) unknownDisconnect(why string) []byte {
+	if c.version != packet.V5 {
+		return nil
+	}
+	dp := &packet.Disconnect{ReasonCode: packet.UnspecifiedError}
+	if c.problemInfo {
+		dp.Properties.ReasonString = why
+		dp.Properties.Set(packet.PropReasonString)
+	}
+	out, _ := dp.Encode(nil, packet.V5)
+	return out
+}
+
+// failConnack returns the failure CONNACK to write in place of a CONNACK
+// held back in blocks (0x97 for a full store, else 0x80; 3.1.x: 0x03), or
+// nil if there is none: a CONNACK is the first packet of a connection,
+// and nothing else can stand before it.
+func failConnack(blocks [][]byte, v packet.Version, err error) []byte {
+	i := 0
+	for i < len(blocks) && len(blocks[i]) == 0 {
+		i++
+	}
+	if i == len(blocks) {
+		return nil
+	}
+	if h, perr := packet.ParseFixedHeader(blocks[i]); perr != nil || h.Type != packet.CONNACK {
+		return nil
+	}
 	rc := packet.UnspecifiedError
 	if errors.Is(err, ErrStoreFull) {
 		rc = packet.QuotaExceeded
 	}
-	out, pubrecs, keep := failAcks(blocks, c.version, rc)
-	if !keep {
-		c.logger().Error("store failed; closing connection", "err", err)
-		return out, false
+	ack := &packet.Connack{ReasonCode: rc}
+	if v != packet.V5 {
+		ack.ReasonCode = packet.ConnackCode311(rc)
 	}
-	for _, id := range pubrecs {
-		c.forgetInQoS2(id)
-	}
-	c.outMu.Lock()
-	if c.durable == need {
-		c.durable = 0 // the failure is said; later output waits for its own ops
-	}
-	c.outMu.Unlock()
-	c.logger().Warn("store failed; acknowledging as failed", "code", fmt.Sprintf("0x%02X", byte(rc)), "err", err)
-	return out, true
-}
-
-// failAcks rewrites held-back output for storeFailed: see there.
-func failAcks(blocks [][]byte, v packet.Version, rc packet.ReasonCode) (out []byte, pubrecs []uint16, keep bool) {
-	var all []byte
-	for _, b := range blocks {
-		all = append(all, b...)
-	}
-	for len(all) > 0 {
-		h, err := packet.ParseFixedHeader(all)
-		if err != nil || len(all) < h.HeaderLen+h.Remaining {
-			return nil, nil, false
-		}
-		raw := all[:h.HeaderLen+h.Remaining]
-		all = all[len(raw):]
-		switch h.Type {
-		case packet.CONNACK:
-			ack := &packet.Connack{ReasonCode: rc}
-			if v != packet.V5 {
-				ack.ReasonCode = packet.ConnackCode311(rc)
-			}
-			out, _ := ack.Encode(nil, v)
-			return out, nil, false
-		case packet.PUBACK, packet.PUBREC:
-			if v != packet.V5 {
-				return nil, nil, false
-			}
-			p, err := packet.Decode(h, raw[h.HeaderLen:], v)
-			if err != nil {
-				return nil, nil, false
-			}
-			switch a := p.(type) {
-			case *packet.Puback:
-				if a.ReasonCode < 0x80 {
-					out, _ = (&packet.Puback{PacketID: a.PacketID, ReasonCode: rc}).Encode(out, v)
-					continue
-				}
-			case *packet.Pubrec:
-				if a.ReasonCode < 0x80 {
-					pubrecs = append(pubrecs, a.PacketID)
-					out, _ = (&packet.Pubrec{PacketID: a.PacketID, ReasonCode: rc}).Encode(out, v)
-					continue
-				}
-			}
-		case packet.SUBACK, packet.UNSUBACK, packet.PUBREL:
-			return nil, nil, false
-		case packet.PUBLISH:
-			if h.Flags>>1&3 == 2 {
-				// A QoS 2 packet id (and a PUBREL) must be the same after
-				// a restart, or the message may be delivered twice: not
-				// sent, the session resends it on the next connection.
-				return nil, nil, false
-			}
-		}
-		out = append(out, raw...)
-	}
-	return out, pubrecs, true
+	out, _ := ack.Encode(nil, v)
+	return out
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -147,88 +146,10 @@ func (s *failStore) Wait(Ticket) error {
 	return nil
 }
 
-// An acknowledgement whose ops the store failed to keep is never sent as
-// a success: MQTT 5 PUBACK/PUBREC carry 0x80 (0x97 for a full store) and
-// the connection goes on, the failed QoS 2 id free for reuse; a 3.1.1
-// publisher is disconnected; a CONNACK becomes a failure CONNACK.
-func TestStoreWaitFailureFailsAcks(t *testing.T) {
-	st := &failStore{}
-	_, addr := startServer(t, Options{Store: st})
-	sub := dial(t, addr, packet.V5)
-	sub.Connect(&packet.Connect{ClientID: "sub", CleanStart: true,
-		Properties: packet.Properties{Present: 1 << packet.PropSessionExpiry, SessionExpiry: 300}})
-	sub.Subscribe("t", 1)
-
-	ioErr := errors.New("injected: write failed")
-	fullErr := fmt.Errorf("injected: %w", ErrStoreFull)
-	pub := dial(t, addr, packet.V5)
-	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
-	for i, tc := range []struct {
-		err  error
-		want packet.ReasonCode
-	}{{ioErr, packet.UnspecifiedError}, {fullErr, packet.QuotaExceeded}} {
-		st.fail.Store(&tc.err)
-		pid := uint16(10 * (i + 1))
-		pub.Send(&packet.Publish{Topic: "t", QoS: 1, PacketID: pid, Payload: []byte("x")})
-		if a, ok := pub.Next(time.Second).(*packet.Puback); !ok || a.PacketID != pid || a.ReasonCode != tc.want {
-			t.Fatalf("PUBACK with the store failing (%v): %+v, want 0x%02X", tc.err, a, byte(tc.want))
-		}
-		pub.Send(&packet.Publish{Topic: "t", QoS: 2, PacketID: pid + 1, Payload: []byte("y")})
-		if a, ok := pub.Next(time.Second).(*packet.Pubrec); !ok || a.PacketID != pid+1 || a.ReasonCode != tc.want {
-			t.Fatalf("PUBREC with the store failing (%v): %+v, want 0x%02X", tc.err, a, byte(tc.want))
-		}
-		st.fail.Store(nil)
-		// The failed PUBREC ended that exchange: the id is new again, so
-		// the message is routed, not taken for a duplicate.
-		pub.Send(&packet.Publish{Topic: "t", QoS: 2, PacketID: pid + 1, Payload: []byte("z")})
-		if a, ok := pub.Next(time.Second).(*packet.Pubrec); !ok || a.ReasonCode != packet.Success {
-			t.Fatalf("PUBREC after recovery: %+v", a)
-		}
-		pub.Send(&packet.Pubrel{PacketID: pid + 1})
-		if a, ok := pub.Next(time.Second).(*packet.Pubcomp); !ok || a.PacketID != pid+1 {
-			t.Fatalf("PUBCOMP after recovery: %+v", a)
-		}
-	}
-	var payloads []string
-	for !slices.Contains(payloads, "z") {
-		m, err := sub.Read(2 * time.Second)
-		if err != nil {
-			t.Fatalf("the QoS 2 message sent again with the failed id was not delivered (got %q): %v", payloads, err)
-		}
-		if m, ok := m.(*packet.Publish); ok {
-			payloads = append(payloads, string(m.Payload))
-			sub.Send(&packet.Puback{PacketID: m.PacketID})
-		}
-	}
-
-	st.fail.Store(&ioErr)
-	old := dial(t, addr, packet.V311)
-	old.Send(&packet.Connect{ProtocolVersion: packet.V311, ClientID: "old"})
-	got := old.ExpectClosed(2 * time.Second)
-	if len(got) != 1 || got[0].(*packet.Connack).ReasonCode != packet.Connack311ServerUnavailable {
-		t.Fatalf("3.1.1 persistent CONNECT with the store failing: %v, want CONNACK 0x03", got)
-	}
-	p5 := dial(t, addr, packet.V5)
-	p5.Send(&packet.Connect{ProtocolVersion: packet.V5, ClientID: "p5", CleanStart: true,
-		Properties: packet.Properties{Present: 1 << packet.PropSessionExpiry, SessionExpiry: 60}})
-	got = p5.ExpectClosed(2 * time.Second)
-	if len(got) != 1 || got[0].(*packet.Connack).ReasonCode != packet.UnspecifiedError {
-		t.Fatalf("5 persistent CONNECT with the store failing: %v, want CONNACK 0x80", got)
-	}
-	st.fail.Store(nil)
-	old = dial(t, addr, packet.V311)
-	old.Connect(&packet.Connect{ClientID: "old3", CleanStart: true})
-	st.fail.Store(&ioErr)
-	old.Send(&packet.Publish{Topic: "t", QoS: 1, PacketID: 1, Payload: []byte("x")})
-	if got := old.ExpectClosed(2 * time.Second); len(got) != 0 {
-		t.Fatalf("3.1.1 publisher with the store failing got %v, want a plain close", got)
-	}
-}
-
 // A QoS 2 PUBLISH to a subscriber whose packet id the store failed to keep
 // is not sent (a restart would send it under another id, and it could be
-// delivered twice): the connection closes, and the session sends it on
-// the next one.
+// delivered twice): the connection closes (MQTT 5: DISCONNECT 0x80), and
+// the session sends it on the next one.
 func TestStoreWaitFailureHoldsQoS2Delivery(t *testing.T) {
 	st := &failStore{}
 	_, addr := startServer(t, Options{Store: st})
@@ -242,11 +163,11 @@ func TestStoreWaitFailureHoldsQoS2Delivery(t *testing.T) {
 	ioErr := errors.New("injected: sync failed")
 	st.fail.Store(&ioErr)
 	pub.Send(&packet.Publish{Topic: "q2", QoS: 2, PacketID: 7, Payload: []byte("w")})
-	if a, ok := pub.Next(time.Second).(*packet.Pubrec); !ok || a.ReasonCode != packet.UnspecifiedError {
-		t.Fatalf("PUBREC with the store failing: %+v", a)
+	if got := pub.ExpectClosed(2 * time.Second); len(got) != 1 || got[0].(*packet.Disconnect).ReasonCode != packet.UnspecifiedError {
+		t.Fatalf("publisher with the store failing: %v, want DISCONNECT 0x80", got)
 	}
-	if got := sub.ExpectClosed(2 * time.Second); len(got) != 0 {
-		t.Fatalf("subscriber got %v with the store failing, want a plain close", got)
+	if got := sub.ExpectClosed(2 * time.Second); len(got) != 1 || got[0].(*packet.Disconnect).ReasonCode != packet.UnspecifiedError {
+		t.Fatalf("subscriber got %v with the store failing, want DISCONNECT 0x80", got)
 	}
 	st.fail.Store(nil)
 	sub = dial(t, addr, packet.V5)
