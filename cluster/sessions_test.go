@@ -136,8 +136,10 @@ func grepLog(nd *node, words ...string) string {
 
 // TestClusterSessionsWithoutQuorum kills two nodes of three: the last one
 // cannot replicate, so it acknowledges nothing that could be lost. A QoS 1
-// or 2 publish that queues for a persistent session gets PUBACK/PUBREC
-// 0x80 after cluster.forward_timeout instead of a success, and a CONNECT
+// or 2 publish that queues for a persistent session is not answered: its
+// ops wait for replication and may yet be kept, so after
+// cluster.forward_timeout the connection is closed (MQTT 5: DISCONNECT
+// 0x80, outcome unknown) rather than told 0x80, and a CONNECT
 // with a client id is refused (0x88). When the two come back, publishes
 // are acknowledged again, and the persistent subscriber gets every message
 // that was acknowledged.
@@ -173,12 +175,15 @@ func TestClusterSessionsWithoutQuorum(t *testing.T) {
 	for _, qos := range []byte{1, 2} {
 		start := time.Now()
 		rc, closed := pub.tryPublish(t, &paho.Publish{Topic: "nq/t", QoS: qos, Payload: []byte(fmt.Sprintf("lost%d", qos))})
-		if closed || rc != 0x80 {
-			t.Fatalf("QoS %d publish without quorum: reason 0x%02X (closed %v), want 0x80", qos, rc, closed)
+		if !closed {
+			t.Fatalf("QoS %d publish without quorum: reason 0x%02X, want no acknowledgement and the connection closed", qos, rc)
 		}
 		if d := time.Since(start); d > 8*time.Second {
-			t.Errorf("QoS %d refusal took %v", qos, d)
+			t.Errorf("QoS %d close took %v", qos, d)
 		}
+		// Without quorum only a server-assigned id connects (no
+		// ownership record to write).
+		eventually(t, 20*time.Second, func() error { return redial(t, n1, "", &pub) })
 	}
 	if _, ack := connectWith(t, n1, &paho.Connect{ClientID: "nq-other", CleanStart: true, KeepAlive: 30,
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}); ack.ReasonCode != 0x88 {
