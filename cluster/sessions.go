@@ -29,7 +29,8 @@ import (
 // PUBLISH or PUBREL wait for it) returns once the node's own store has the
 // ops and the stream acknowledged them, that is once a majority of the
 // partition's replicas synced them; it fails after Config.ForwardTimeout,
-// and the broker then refuses to acknowledge (storeFailed). Ops go out in
+// and the broker then closes the connection without acknowledging: the
+// ops stay queued here, so the outcome is unknown (storeFailed). Ops go out in
 // the order they were appended, in batches (one batch in flight: a group
 // commit); a batch that fails is sent again from its first unacknowledged
 // op, each op with the same Nats-Msg-Id, so that JetStream drops the
