@@ -27,6 +27,19 @@ func TestRetainedServedOnceDurable(t *testing.T) {
 	}
 	g.hold()
 	pub.Send(&packet.Publish{Topic: "r", QoS: 1, Retain: true, PacketID: 2, Payload: []byte("new")})
+	// The two clients' packets are not ordered with each other: subscribe
+	// only once the broker has taken "new" (its op appended), or the
+	// durable "old" is rightly what the reader gets.
+	taken := func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return len(g.ops) > int(g.durable)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !taken(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the broker did not take the second retained PUBLISH within 5 s")
+		}
+	}
 
 	rd := dial(t, addr, packet.V5)
 	rd.Connect(&packet.Connect{ClientID: "rd", CleanStart: true})
