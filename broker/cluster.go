@@ -109,6 +109,13 @@ type RemoteMessage struct {
 	// node is to serve; other groups matching the topic are served
 	// elsewhere.
 	Groups []string
+	// Pick, when not nil, says which sessions (by client id) may get the
+	// message through a plain subscription (shared groups are left to
+	// Groups); nil means all that match. A cluster moving a persistent
+	// session between live nodes uses it so that each message reaches
+	// the session through exactly one of the nodes (package cluster,
+	// handover_live.go).
+	Pick func(clientID string) bool
 }
 
 // DeliverRemote delivers a message forwarded by another node to this node's
@@ -130,9 +137,22 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	if groups == nil {
 		groups = []string{} // nil would mean "every group"
 	}
-	sc := s.router.matchGroups(msg, groups)
+	sc := s.router.matchGroups(msg, groups, m.Pick)
 	msg.shareWire = len(sc.targets) > 1
 	return s.deliverTargets(msg, sc)
+}
+
+// PublishGate is implemented by a Cluster that must order this node's
+// publishes against its own steps: while a persistent session moves
+// between live nodes, the cluster marks in each node's stream of
+// forwarded messages the point from which the new node serves the
+// session, and a message must fall wholly on one side of that mark (its
+// local delivery and its forwards together). The Server calls
+// LockPublish before it routes a message published here and UnlockPublish
+// after its forwards are queued; both are cheap and never block for long.
+type PublishGate interface {
+	LockPublish()
+	UnlockPublish()
 }
 
 // WaitDurable waits until store ticket t (from DeliverRemote) is durable;
@@ -523,7 +543,17 @@ func (s *Server) Adopt(rec *StoredSession) {
 	ss.mu.Unlock()
 	s.sessions[ss.id] = ss
 	s.mu.Unlock()
-	for _, w := range wills {
-		s.publishWill(w)
+	if len(wills) == 0 {
+		return
 	}
+	// Published by a goroutine of their own: the cluster may adopt with
+	// its PublishGate held (a session moving between live nodes), and a
+	// will is a publish like any other.
+	s.bgWG.Add(1)
+	go func() {
+		defer s.bgWG.Done()
+		for _, w := range wills {
+			s.publishWill(w)
+		}
+	}()
 }

@@ -296,6 +296,10 @@ func wait(confirm func() error) error {
 // message was sent to too, and confirm (nil when there is nothing to wait
 // for) waits for their confirmation of a QoS 1/2 message; it must be called.
 func (s *Server) route(msg *Message) (n int, last Ticket, notRetained error, confirm func() error) {
+	if g, ok := s.opts.Cluster.(PublishGate); ok {
+		g.LockPublish()
+		defer g.UnlockPublish()
+	}
 	sc := s.router.match(msg)
 	// Decided before msg is shared with anyone (the retained tree makes
 	// it visible to new subscribers): from here on msg is immutable but

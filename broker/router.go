@@ -60,14 +60,17 @@ func newRouter(c Cluster) *router {
 // the message once (see pickShared). The caller delivers to sc.targets after the tree lock is released,
 // then hands sc back with release.
 func (r *router) match(msg *Message) *routeScratch {
-	return r.matchGroups(msg, nil)
+	return r.matchGroups(msg, nil, nil)
 }
 
 // matchGroups is match for a message from another node of a cluster: of
 // the shared groups, only those in groups ("group\x00filter") get it here,
 // the node that published it having chosen where each group is served.
-// groups is nil for a message published on this node: all groups.
-func (r *router) matchGroups(msg *Message, groups []string) *routeScratch {
+// groups is nil for a message published on this node: all groups. pick,
+// when not nil, leaves out the plain (not shared) subscriptions of the
+// sessions it returns false for (a cluster moving a session between nodes
+// decides which node's copy of it gets a message).
+func (r *router) matchGroups(msg *Message, groups []string, pick func(clientID string) bool) *routeScratch {
 	sc := r.scrach.Get().(*routeScratch)
 	remote := groups != nil
 	r.tree.Match(msg.Topic, func(filter, group string, s *session, sub subscription) {
@@ -84,6 +87,9 @@ func (r *router) matchGroups(msg *Message, groups []string) *routeScratch {
 		}
 		if sub.opts.NoLocal && msg.From != "" && s.id == msg.From {
 			return // [MQTT-3.8.3-3]
+		}
+		if pick != nil && !pick(s.id) {
+			return
 		}
 		sc.add(s, sub, msg)
 	})
