@@ -77,6 +77,12 @@ type Node struct {
 	// counters are the figures the forward path and claims keep
 	// (stats.go).
 	counters counters
+	// gate orders this node's publishes (read side: a publish's local
+	// delivery and its forwards; a forwarded message's delivery here)
+	// against the steps of a session moving between live nodes (write
+	// side); mv are those moves (handover_live.go).
+	gate sync.RWMutex
+	mv   *liveMoves
 }
 
 // Start checks cfg and starts the node's engine: the embedded NATS server
@@ -97,6 +103,7 @@ func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
 		local: newLocalInterest(), remote: newRemoteInterest(), acks: make(chan pendingAck, 1024)}
 	n.own = &owners{n: n, epochs: make(map[string]epochAt), unread: make(map[string]bool)}
 	n.ret = &retained{n: n}
+	n.mv = newLiveMoves(n)
 	n.replies.prefix = ackSubject + "." + cfg.Node
 	n.replies.m = make(map[uint64]*pendingReply)
 	n.senders = make(map[string]*sender)
@@ -126,6 +133,8 @@ func (n *Node) Attach(srv *broker.Server) error {
 		{ctlSubject + ".*", n.onControl},
 		{ownSubject + "." + n.cfg.Node, func(m *nats.Msg) { n.counters.takenOver.Add(1); n.own.onRelease(m) }},
 		{ownOKSubject + "." + n.cfg.Node, n.own.onConfirm},
+		{barrierSubject + "." + n.cfg.Node, n.onBarrierRequest},
+		{finishSubject + "." + n.cfg.Node, n.onFinish},
 		{n.replies.prefix, n.replies.onAcks},
 	} {
 		sub, err := nc.Subscribe(s.subj, s.h)
@@ -333,6 +342,7 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 			return 0, func() error { return err }
 		}
 	}
+	n.mv.local(msg)
 	targets := n.remote.plan(msg.Topic, msg.ID, n.local)
 	if len(targets) == 0 && !msg.Retain {
 		return 0, nil
@@ -399,6 +409,12 @@ func (n *Node) forwardQoS0(targets []target, msg *broker.Message, pub []byte) {
 // for the store, is left to ackLoop so the next message need not wait.
 func (n *Node) onForward(m *nats.Msg) {
 	ok := forEachForward(m.Data, func(origin string, seq uint64, fwd []byte) {
+		if len(fwd) > 0 && fwd[0] == barrierMark {
+			n.gate.RLock()
+			n.mv.onBarrier(origin, fwd)
+			n.gate.RUnlock()
+			return
+		}
 		rm, err := decodeForward(fwd)
 		if err != nil {
 			n.log.Warn("cluster: bad forwarded message", "peer", origin, "err", err)
@@ -408,7 +424,12 @@ func (n *Node) onForward(m *nats.Msg) {
 			return
 		}
 		n.counters.received[rm.QoS].Add(1)
+		// Under the gate: a moving session's last step here must see
+		// each forwarded message delivered wholly before or after it.
+		n.gate.RLock()
+		rm.Pick = n.mv.pick(origin, rm)
 		c, ticket := n.srv.DeliverRemote(rm)
+		n.gate.RUnlock()
 		if seq != 0 {
 			n.queueAck(pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket})
 		}

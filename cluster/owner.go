@@ -270,6 +270,11 @@ func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64) er
 	if prev != "" {
 		rec, answered = o.release(ctx, prev, id, epoch)
 	}
+	if answered && rec != nil {
+		// The previous owner is alive and still holds the session:
+		// move it with a cut per node (handover_live.go).
+		return o.n.mv.moveIn(ctx, prev, id, epoch, rec)
+	}
 	from := prev
 	if !answered && o.n.sess != nil {
 		var err error
@@ -423,6 +428,7 @@ func (o *owners) onRelease(m *nats.Msg) {
 		} else if b, done := o.handOver(id); done != nil {
 			reply = append([]byte{wireVersion, 1}, b...)
 			o.pending.add(id, epoch, o.n.sess != nil, done)
+			o.n.mv.startOut(id, epoch)
 		} else if unknown {
 			reply[1] = 2
 		}

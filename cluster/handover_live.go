@@ -1,0 +1,593 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/topic"
+)
+
+// Moving a persistent session between live nodes.
+//
+// When a client whose session lives on node A connects to node B, B asks A
+// to let go and A hands the session over (owner.go). Messages for the
+// session keep arriving meanwhile, from every node (A and B included),
+// each node's forwards to each other node in order but with no order
+// between nodes, and each node routes by what it knows of the others'
+// subscriptions, which it learns asynchronously. Moving the session at one
+// instant of A's would lose what other nodes sent to A after it, and what
+// reached B before B had the session; and a message sent to both could
+// reach the session twice (for QoS 2, a second delivery [MQTT-4.3.3]).
+//
+// So the move has a cut per origin node, as in a distributed snapshot:
+//
+//  1. A takes the connection over (DISCONNECT 0x8E) and answers B's
+//     release request with the session (rec1); the session stays on A,
+//     offline, still taking messages, and B announces interest in its
+//     filters (moveIn.filters), so every node starts forwarding them to B
+//     too.
+//  2. Every node X (B itself, then each other live node; A last) puts a
+//     barrier into its streams of forwarded messages to A and to B, once
+//     its routing knows B's interest (B's interest version v), at a point
+//     where none of its own publishes is half-routed (Node.gate, a
+//     PublishGate: a publish's local delivery and its forwards are one
+//     step). A message of X before the barrier is the old copy's: A
+//     delivers it to the session there, and B ignores it for the session.
+//     One after it is the new copy's: B holds it for the session (buffer)
+//     and A no longer gives it to the session. Each message of X lands on
+//     exactly one side, and X's order is kept on each.
+//  3. B asks A to finish: A waits until the barriers of every node that
+//     put one have come through its stream, exports the session again
+//     (rec2: everything it took), puts its own barrier into its stream to
+//     B, and answers with rec2, all under its gate, so its own publishes
+//     fall on one side too.
+//  4. B adopts rec2 and delivers what it held, in arrival order, to the
+//     session only, under its gate; from then on the session takes the
+//     messages of each node after that node's barrier directly, and skips
+//     those (of A) still coming from before it. B then confirms to A, which
+//     ends its copy (fence.go).
+//
+// A node that does not answer the barrier request in time is left out:
+// for its messages the move is as before the cut existed (a few messages
+// may be lost or come twice), and the log says so. The held messages are
+// in memory only: B acknowledged them to their nodes before it adopted the
+// session, so a crash of B in that window (milliseconds) loses them.
+// Shared subscriptions of the moving session are not part of the cut: a
+// group's message goes to the copy of the node it was routed to, as
+// before.
+
+const (
+	// barrierSubject.<node>: a new owner asks node to put a barrier
+	// into its forwards to the old and the new owner.
+	barrierSubject = subjPrefix + ".hobar"
+	// finishSubject.<node>: a new owner asks the old owner for the
+	// session as of the barriers.
+	finishSubject = subjPrefix + ".hofin"
+	// barrierMark starts a barrier entry in a batch of forwards, where a
+	// forwarded message starts with wireVersion.
+	barrierMark byte = 0xB7
+	// barrierWait bounds each step of a move: a node's wait for its view
+	// of the new owner's interest, the old owner's wait for barriers.
+	barrierWait = 2 * time.Second
+	// moveLinger bounds how long a new owner keeps skipping messages of
+	// nodes whose barriers have not come.
+	moveLinger = 10 * time.Second
+	// maxHeld bounds the messages a new owner holds for one moving
+	// session.
+	maxHeld = 1 << 16
+)
+
+// liveMoves are the moves this node takes part in as old owner (out) or
+// new owner (in), by client id. active counts both, so that forwarding
+// costs one atomic load when nothing moves.
+type liveMoves struct {
+	n      *Node
+	mu     sync.Mutex
+	out    map[string]*moveOut
+	in     map[string]*moveIn
+	active atomic.Int32
+}
+
+// moveOut is a session this node handed over and still holds.
+type moveOut struct {
+	epoch uint64
+	seen  map[string]bool // nodes whose barrier came through
+}
+
+// moveIn is a session coming to this node.
+type moveIn struct {
+	epoch   uint64
+	from    string
+	filters []string        // its plain filters (shared ones are not held)
+	seen    map[string]bool // nodes whose barrier came through (this one included)
+	want    []string        // nodes whose barriers are due
+	adopted bool
+	held    []heldMessage
+	dropped int
+}
+
+type heldMessage struct {
+	m  *broker.RemoteMessage
+	at time.Time
+}
+
+func newLiveMoves(n *Node) *liveMoves {
+	return &liveMoves{n: n, out: make(map[string]*moveOut), in: make(map[string]*moveIn)}
+}
+
+// LockPublish implements broker.PublishGate.
+func (n *Node) LockPublish() { n.gate.RLock() }
+
+// UnlockPublish implements broker.PublishGate.
+func (n *Node) UnlockPublish() { n.gate.RUnlock() }
+
+func encodeBarrier(id string, epoch uint64) []byte {
+	return binary.AppendUvarint(appendString([]byte{barrierMark}, id), epoch)
+}
+
+func decodeBarrier(b []byte) (string, uint64, error) {
+	r := reader{b: b}
+	if r.byte() != barrierMark {
+		return "", 0, errWire
+	}
+	id, epoch := r.string(), r.uvarint()
+	if r.err != nil {
+		return "", 0, errWire
+	}
+	return id, epoch, nil
+}
+
+// startOut notes that id's session was handed over at epoch and is still
+// held here (step 1). Without the new owner's finish request within
+// confirmTimeout, the entry goes with the session (fence.go).
+func (mv *liveMoves) startOut(id string, epoch uint64) {
+	mv.mu.Lock()
+	if mv.out[id] == nil {
+		mv.active.Add(1)
+	}
+	mv.out[id] = &moveOut{epoch: epoch, seen: make(map[string]bool)}
+	mv.mu.Unlock()
+	time.AfterFunc(confirmTimeout, func() { mv.endOut(id, epoch) })
+}
+
+func (mv *liveMoves) endOut(id string, epoch uint64) {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	if mo := mv.out[id]; mo != nil && mo.epoch == epoch {
+		delete(mv.out, id)
+		mv.active.Add(-1)
+	}
+}
+
+// onBarrier notes origin's barrier for a move.
+func (mv *liveMoves) onBarrier(origin string, b []byte) {
+	id, epoch, err := decodeBarrier(b)
+	if err != nil {
+		mv.n.log.Warn("cluster: bad handover barrier", "peer", origin)
+		return
+	}
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	if mo := mv.out[id]; mo != nil && mo.epoch == epoch {
+		mo.seen[origin] = true
+	}
+	if mi := mv.in[id]; mi != nil && mi.epoch == epoch {
+		mi.seen[origin] = true
+		if mi.adopted && mi.complete() {
+			delete(mv.in, id)
+			mv.active.Add(-1)
+		}
+	}
+}
+
+func (mi *moveIn) complete() bool {
+	for _, x := range mi.want {
+		if !mi.seen[x] {
+			return false
+		}
+	}
+	return true
+}
+
+func (mi *moveIn) matches(name string) bool {
+	for _, f := range mi.filters {
+		if topic.Match(f, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// hold keeps m for the session, to be delivered once it is adopted.
+func (mi *moveIn) hold(m *broker.RemoteMessage) {
+	if len(mi.held) >= maxHeld {
+		mi.dropped++
+		return
+	}
+	cp := *m
+	cp.Groups, cp.Pick = []string{}, nil
+	mi.held = append(mi.held, heldMessage{&cp, time.Now()})
+}
+
+// pick decides, for a message forwarded from origin, which moving sessions
+// here must not get it (returned as a broker.RemoteMessage.Pick, nil when
+// none), and holds a copy for each arriving session it is for.
+func (mv *liveMoves) pick(origin string, rm *broker.RemoteMessage) func(string) bool {
+	if mv.active.Load() == 0 {
+		return nil
+	}
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	var skip []string
+	for id, mo := range mv.out {
+		if mo.seen[origin] {
+			skip = append(skip, id) // the new copy's
+		}
+	}
+	for id, mi := range mv.in {
+		if !mi.adopted && mi.seen[origin] && mi.matches(rm.Topic) {
+			mi.hold(rm)
+		}
+		if !mi.adopted || !mi.seen[origin] && slices.Contains(mi.want, origin) {
+			skip = append(skip, id) // held, or the old copy's
+		}
+	}
+	if len(skip) == 0 {
+		return nil
+	}
+	return func(id string) bool { return !slices.Contains(skip, id) }
+}
+
+// local holds a copy of msg, published on this node, for each arriving
+// session it is for. Called from Forward, under the gate.
+func (mv *liveMoves) local(msg *broker.Message) {
+	if mv.active.Load() == 0 {
+		return
+	}
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	self := mv.n.cfg.Node
+	for _, mi := range mv.in {
+		if !mi.adopted && mi.seen[self] && mi.matches(msg.Topic) {
+			rm := &broker.RemoteMessage{Topic: msg.Topic, Payload: msg.Payload, Props: msg.Props, From: msg.From,
+				QoS: msg.QoS, Retain: msg.Retain}
+			if exp := msg.Expires(); !exp.IsZero() {
+				rm.ExpiresIn = max(time.Until(exp), time.Millisecond)
+			}
+			mi.hold(rm)
+		}
+	}
+}
+
+// barrierRequest is what a new owner sends each other node (step 2).
+type barrierRequest struct {
+	id       string
+	epoch    uint64
+	from, to string // old and new owner
+	inc      string // the new owner's incarnation
+	version  uint64 // its interest version that has the session's filters
+	want     []string
+}
+
+func (q *barrierRequest) encode() []byte {
+	b := appendString([]byte{wireVersion}, q.id)
+	b = binary.AppendUvarint(b, q.epoch)
+	b = appendString(appendString(appendString(b, q.from), q.to), q.inc)
+	b = binary.AppendUvarint(b, q.version)
+	b = binary.AppendUvarint(b, uint64(len(q.want)))
+	for _, w := range q.want {
+		b = appendString(b, w)
+	}
+	return b
+}
+
+func decodeBarrierRequest(b []byte) (*barrierRequest, error) {
+	r := reader{b: b}
+	if r.byte() != wireVersion {
+		return nil, errWire
+	}
+	q := &barrierRequest{id: r.string(), epoch: r.uvarint()}
+	q.from, q.to, q.inc = r.string(), r.string(), r.string()
+	q.version = r.uvarint()
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		return nil, errWire
+	}
+	for range n {
+		q.want = append(q.want, r.string())
+	}
+	if r.err != nil {
+		return nil, errWire
+	}
+	return q, nil
+}
+
+// current reports whether this node's view of node is its incarnation inc
+// at interest version v or later.
+func (r *remoteInterest) current(node, inc string, v uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.peers[node]
+	return p != nil && p.synced && p.inc == inc && p.seq >= v
+}
+
+// version is the local interest's current version.
+func (l *localInterest) version() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seq
+}
+
+// awaitView waits, bounded by barrierWait, until this node routes by the
+// new owner's interest as of the request.
+func (n *Node) awaitView(q *barrierRequest) bool {
+	deadline := time.Now().Add(barrierWait)
+	for !n.remote.current(q.to, q.inc, q.version) {
+		if time.Now().After(deadline) || n.ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return true
+}
+
+// onBarrierRequest puts this node's barrier into its forwards to the old
+// and the new owner (step 2), once it routes by the new owner's interest.
+func (n *Node) onBarrierRequest(m *nats.Msg) {
+	q, err := decodeBarrierRequest(m.Data)
+	if err != nil {
+		n.log.Warn("cluster: bad handover barrier request")
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		ok := n.awaitView(q)
+		if ok {
+			b := encodeBarrier(q.id, q.epoch)
+			n.gate.Lock()
+			n.senderFor(q.from).add(0, b)
+			n.senderFor(q.to).add(0, b)
+			n.gate.Unlock()
+		} else {
+			n.log.Warn("cluster: no barrier for a moving session: this node does not see the new owner's interest yet",
+				"client_id", q.id, "peer", q.to)
+		}
+		m.Respond([]byte{wireVersion, boolBit(ok, 0)})
+	}()
+}
+
+// onFinish is the old owner's last step of a move (step 3): once the
+// barriers the new owner names came through, the session as it is now,
+// and this node's own barrier, under the gate.
+func (n *Node) onFinish(m *nats.Msg) {
+	q, err := decodeBarrierRequest(m.Data)
+	if err != nil {
+		n.log.Warn("cluster: bad handover finish request")
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		m.Respond(n.finish(q))
+	}()
+}
+
+func (n *Node) finish(q *barrierRequest) []byte {
+	mv, o := n.mv, n.own
+	deadline := time.Now().Add(barrierWait)
+	for {
+		mv.mu.Lock()
+		mo := mv.out[q.id]
+		var missing []string
+		if mo != nil && mo.epoch == q.epoch {
+			for _, x := range q.want {
+				if !mo.seen[x] {
+					missing = append(missing, x)
+				}
+			}
+		}
+		mv.mu.Unlock()
+		if mo == nil || mo.epoch != q.epoch {
+			// Given up on (confirmTimeout): the new owner reads the
+			// session from the stream, if replicated.
+			return []byte{wireVersion, 2}
+		}
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) || n.ctx.Err() != nil {
+			n.log.Warn("cluster: moving session: barriers missing; messages of these nodes may be lost or come twice",
+				"client_id", q.id, "peers", missing)
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if !n.awaitView(q) {
+		n.log.Warn("cluster: moving session: the new owner's interest not seen here in time", "client_id", q.id, "peer", q.to)
+	}
+	n.gate.Lock()
+	if o.newerHere(q.id, q.epoch) {
+		n.gate.Unlock()
+		return []byte{wireVersion, 0} // claimed here again since
+	}
+	if p := o.pending.take(handoverKey{q.id, q.epoch}); p != nil {
+		p.timer.Stop() // the done below replaces it
+	}
+	b, done := o.handOver(q.id)
+	n.senderFor(q.to).add(0, encodeBarrier(q.id, q.epoch))
+	mv.endOut(q.id, q.epoch)
+	n.gate.Unlock()
+	if done == nil {
+		return []byte{wireVersion, 0}
+	}
+	o.pending.add(q.id, q.epoch, n.sess != nil, done)
+	return append([]byte{wireVersion, 1}, b...)
+}
+
+// moveIn is the new owner's side of a move from the live node prev, which
+// answered the release request with rec1: it runs steps 1 to 4 and adopts
+// the session.
+func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, rec1 *broker.StoredSession) error {
+	n := mv.n
+	self := n.cfg.Node
+	mi := &moveIn{epoch: epoch, from: prev, seen: make(map[string]bool)}
+	for _, s := range rec1.Subs {
+		if group, plain, _, err := topic.ParseShare(s.Filter); err == nil && group == "" {
+			mi.filters = append(mi.filters, plain)
+		}
+	}
+	mv.mu.Lock()
+	if mv.in[id] == nil {
+		mv.active.Add(1)
+	}
+	mv.in[id] = mi
+	mv.mu.Unlock()
+	// Step 1: interest in the session's filters from now on; the broker
+	// adds its own when the session is adopted.
+	for _, f := range mi.filters {
+		n.local.add(ikey{f, ""})
+	}
+	defer func() {
+		for _, f := range mi.filters {
+			n.local.remove(ikey{f, ""})
+		}
+	}()
+	q := &barrierRequest{id: id, epoch: epoch, from: prev, to: self, inc: n.inc, version: n.local.version()}
+	// Step 2, this node's barrier: its own publishes from here on are
+	// held for the session, and A skips them for its copy.
+	n.gate.Lock()
+	mv.mu.Lock()
+	mi.seen[self] = true
+	mv.mu.Unlock()
+	n.senderFor(prev).add(0, encodeBarrier(id, epoch))
+	n.gate.Unlock()
+	q.want = append(mv.barriers(ctx, q), self)
+	mv.mu.Lock()
+	mi.want = append(slices.Clone(q.want[:len(q.want)-1]), prev)
+	mv.mu.Unlock()
+	// Step 3.
+	rec := mv.finishAt(ctx, q, rec1)
+	// Step 4.
+	var last broker.Ticket
+	if n.sess != nil {
+		n.sess.adopt(id)
+	}
+	n.gate.Lock()
+	n.srv.Adopt(rec)
+	mv.mu.Lock()
+	held, dropped := mi.held, mi.dropped
+	mi.held, mi.adopted = nil, true
+	only := func(c string) bool { return c == id }
+	for _, h := range held {
+		if h.m.ExpiresIn > 0 {
+			left := h.m.ExpiresIn - time.Since(h.at)
+			if left <= 0 {
+				continue // expired while held [MQTT-3.3.2-5]
+			}
+			h.m.ExpiresIn = left
+		}
+		h.m.Pick = only
+		_, t := n.srv.DeliverRemote(h.m)
+		last = max(last, t)
+	}
+	if mi.complete() {
+		delete(mv.in, id)
+		mv.active.Add(-1)
+	} else {
+		time.AfterFunc(moveLinger, func() { mv.endIn(id, epoch) })
+	}
+	mv.mu.Unlock()
+	n.gate.Unlock()
+	if dropped > 0 {
+		n.log.Error("cluster: moving session: too many messages held; some dropped", "client_id", id, "dropped", dropped)
+	}
+	if err := n.srv.WaitDurable(last); err != nil {
+		return err
+	}
+	n.own.confirm(prev, id, epoch)
+	n.log.Info("session moved here", "client_id", id, "from", prev,
+		"subscriptions", len(rec.Subs), "messages", len(rec.Queue), "held", len(held))
+	return nil
+}
+
+func (mv *liveMoves) endIn(id string, epoch uint64) {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	if mi := mv.in[id]; mi != nil && mi.epoch == epoch {
+		delete(mv.in, id)
+		mv.active.Add(-1)
+	}
+}
+
+// barriers asks every other live node but the old owner for its barrier
+// and returns those that put one.
+func (mv *liveMoves) barriers(ctx context.Context, q *barrierRequest) []string {
+	n := mv.n
+	var (
+		mu sync.Mutex
+		ok []string
+		wg sync.WaitGroup
+	)
+	body := q.encode()
+	for _, x := range n.remote.nodes() {
+		if x == q.from {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(ctx, barrierWait+time.Second)
+			defer cancel()
+			reply, err := n.eng.nc.RequestWithContext(ctx, barrierSubject+"."+x, body)
+			if err == nil && len(reply.Data) == 2 && reply.Data[1] == 1 {
+				mu.Lock()
+				ok = append(ok, x)
+				mu.Unlock()
+				return
+			}
+			n.log.Warn("cluster: moving session: no barrier from a node; its messages may be lost or come twice",
+				"client_id", q.id, "peer", x, "err", err)
+		}()
+	}
+	wg.Wait()
+	return ok
+}
+
+// errMoveFinish: the old owner did not finish a move.
+var errMoveFinish = errors.New("cluster: previous owner did not finish the handover")
+
+// finishAt asks the old owner for the session as of the barriers. Should
+// it not answer, the session is read from its replicated record if there
+// is one, else rec1 (what the old owner handed over first) is taken.
+func (mv *liveMoves) finishAt(ctx context.Context, q *barrierRequest, rec1 *broker.StoredSession) *broker.StoredSession {
+	n := mv.n
+	ctx2, cancel := context.WithTimeout(ctx, 2*barrierWait+time.Second)
+	reply, err := n.eng.nc.RequestWithContext(ctx2, finishSubject+"."+q.from, q.encode())
+	cancel()
+	if err == nil && len(reply.Data) >= 2 && reply.Data[0] == wireVersion && reply.Data[1] == 1 {
+		rec, derr := decodeSession(q.id, reply.Data[2:])
+		if derr == nil {
+			return rec
+		}
+		err = derr
+	} else if err == nil {
+		err = errMoveFinish
+	}
+	n.log.Warn("cluster: moving session: the previous owner did not finish; taking what it handed over first",
+		"client_id", q.id, "peer", q.from, "err", err)
+	if n.sess != nil {
+		if rec, rerr := n.sess.recover(ctx, q.id); rerr == nil && rec != nil {
+			return rec
+		}
+	}
+	return rec1
+}
