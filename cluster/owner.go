@@ -242,6 +242,16 @@ func (o *owners) claim(ctx context.Context, id string) error {
 			continue // another connect raced: read again
 		}
 		if err != nil {
+			if prev != "" && prev != o.n.cfg.Node {
+				// Not refused, only not confirmed (a timeout): the
+				// write may have been applied, and the next claim
+				// then reads this node as the owner while the session
+				// is still another's, whom the record no longer
+				// names. It reads the session from the stream.
+				o.mu.Lock()
+				o.unread[id] = true
+				o.mu.Unlock()
+			}
 			return fmt.Errorf("cluster: recording owner of %q: %w", id, err)
 		}
 		if o.n.sess != nil {
@@ -271,6 +281,12 @@ func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64) er
 		rec, answered = o.release(ctx, prev, id, epoch)
 	}
 	if answered && rec != nil {
+		// A later claim that asked this node to let go meanwhile was
+		// told to read the stream (onRelease took the mark): that
+		// connection is the newer one [MQTT-3.1.4-3].
+		if o.n.sess != nil && !o.takeUnread(id) {
+			return fmt.Errorf("cluster: %w", errSuperseded)
+		}
 		// The previous owner is alive and still holds the session:
 		// move it with a cut per node (handover_live.go).
 		return o.n.mv.moveIn(ctx, prev, id, epoch, rec)

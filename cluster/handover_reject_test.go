@@ -1,0 +1,127 @@
+package cluster_test
+
+import (
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/roost-mqtt/roost/internal/clustertest"
+	"github.com/roost-mqtt/roost/internal/netfault"
+)
+
+// TestClusterRejectingCutIsSafe: a firewall that rejects (TCP resets,
+// ICMP) between n3 and the others closes their routes at once, so to them
+// n3 looks killed, not cut off: it is dropped at once, and after 10 s of
+// silence a survivor adopts the persistent session of a client that is in
+// fact still connected to n3. The cluster cannot tell the two apart from
+// inside, so it must be safe either way, and this shows it is:
+//
+//   - n3 alone has no quorum: a QoS 1 publish queued there for the
+//     persistent session is not acknowledged as kept (PUBACK 0x80);
+//   - the adopter publishes the session's will once, and n3 never does;
+//   - what the majority acknowledged for the session meanwhile is queued
+//     there, and reaches the client when it reconnects on the majority
+//     after the heal (Session Present);
+//   - after the heal n3 sees the newer owner record and takes its stale
+//     connection over (DISCONNECT 0x8E): one connection per client id.
+func TestClusterRejectingCutIsSafe(t *testing.T) {
+	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
+	if nf == nil {
+		return
+	}
+	tc := startCluster(t, 3)
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	wills := connect(t, n2, "rj-wills")
+	wills.subscribe(t, paho.SubscribeOptions{Topic: "rj/will", QoS: 1})
+	expiry := uint32(600)
+	roamer, ack := connectWith(t, n3, &paho.Connect{ClientID: "rj-roamer", CleanStart: true, KeepAlive: 120,
+		Properties:  &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+		WillMessage: &paho.WillMessage{Topic: "rj/will", QoS: 1, Payload: []byte("rj-roamer")}})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
+	}
+	roamer.subscribe(t, paho.SubscribeOptions{Topic: "rj/t", QoS: 1})
+	pub1 := connect(t, n1, "rj-pub1")
+	pub1.awaitInterest(t, "rj/t")
+	pub3 := connect(t, n3, "rj-pub3")
+
+	nf.SetMode(netfault.Reject)
+	if err := nf.Isolate(n3.ip); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, partitionBound, func() error {
+		if !goneFrom(n1, n3) || !goneFrom(n3, n1) {
+			return fmt.Errorf("n1 and n3 have not dropped each other yet")
+		}
+		return nil
+	})
+	// n3 cannot replicate the session: nothing queued for it there is
+	// acknowledged as kept.
+	if rc, closed := pub3.tryPublish(t, &paho.Publish{Topic: "rj/t", QoS: 1, Payload: []byte("on-n3")}); !closed && rc < 0x80 {
+		t.Errorf("QoS 1 publish for a persistent session on a node without quorum: PUBACK 0x%02X, want a failure code", rc)
+	}
+	// The majority adopts the session of the "dead" node and publishes
+	// its will.
+	if p := wills.next(t, 60*time.Second); string(p.Payload) != "rj-roamer" {
+		t.Fatalf("will %q, want rj-roamer's", p.Payload)
+	}
+	// Queued there from now on: acknowledged 0x00, not 0x10 No matching
+	// subscribers.
+	var acked []string
+	eventually(t, partitionBound, func() error {
+		if rc := pub1.publish(t, &paho.Publish{Topic: "rj/t", QoS: 1, Payload: []byte("probe")}); rc != 0 {
+			return fmt.Errorf("PUBACK 0x%02X: the session is not adopted yet", rc)
+		}
+		return nil
+	})
+	for i := range 20 {
+		payload := "m" + strconv.Itoa(i)
+		if rc := pub1.publish(t, &paho.Publish{Topic: "rj/t", QoS: 1, Payload: []byte(payload)}); rc != 0 {
+			t.Fatalf("publish %s for the adopted session: PUBACK 0x%02X", payload, rc)
+		}
+		acked = append(acked, payload)
+	}
+	select {
+	case <-roamer.Done():
+		t.Fatal("the connection on the cut-off node ended during the cut; the test needs it to end only after")
+	default:
+	}
+
+	if err := nf.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-roamer.dis:
+		if d.ReasonCode != 0x8E {
+			t.Errorf("stale connection got DISCONNECT 0x%02X, want 0x8E Session taken over", d.ReasonCode)
+		}
+	case <-time.After(partitionBound):
+		t.Fatal("the stale connection on the formerly cut-off node is still up: two owners of one client id")
+	}
+	var back *client
+	eventually(t, partitionBound, func() error {
+		c, ack, err := clustertest.Dial(t, n1.mqtt, &paho.Connect{ClientID: "rj-roamer", CleanStart: false, KeepAlive: 30,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+		if err != nil {
+			return err
+		}
+		if ack.ReasonCode != 0 || !ack.SessionPresent {
+			c.Disconnect(&paho.Disconnect{})
+			return fmt.Errorf("CONNACK 0x%02X, session present %v", ack.ReasonCode, ack.SessionPresent)
+		}
+		back = wrapClient(c)
+		return nil
+	})
+	want := map[string]bool{}
+	for _, m := range acked {
+		want[m] = true
+	}
+	for len(want) > 0 {
+		delete(want, string(back.next(t, partitionBound).Payload))
+	}
+	// The will came once: n3 fenced the session without it.
+	wills.none(t, 2*time.Second)
+}
