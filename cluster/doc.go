@@ -49,6 +49,9 @@
 //     node fences the sessions whose ids were claimed elsewhere meanwhile.
 //     openAssets creates the bucket and the retained stream once
 //     JetStream has a quorum.
+//   - handover_live.go: a persistent session moving between live nodes,
+//     with a cut per origin node (barriers in the forward streams) so
+//     that messages published meanwhile reach it once, in order.
 //   - fence.go: a previous owner that was paused or cut off lets go when
 //     it sees the newer owner record (a watcher on the bucket); handovers
 //     are confirmed by the new owner, and an unconfirmed one ends the
@@ -82,8 +85,12 @@
 // lock and sent by its goroutine. Forwarded messages are delivered one at a
 // time in arrival order (which keeps each publisher's order); their
 // confirmations, which may wait for the store, go through one ack
-// goroutine. Lock order:
-// remoteInterest.mu, then its topic tree's lock (a leaf). localInterest.mu
-// is a leaf too; plan takes it after the tree's Match has returned, never
-// inside its callback.
+// goroutine. Lock order: Node.gate (read side around a publish on this
+// node and around each forwarded message's delivery; write side for the
+// steps of a live session move, handover_live.go) before any broker lock
+// and liveMoves.mu; remoteInterest.mu, then its topic tree's lock (a
+// leaf). localInterest.mu is a leaf too; plan takes it after the tree's
+// Match has returned, never inside its callback. Nothing that holds the
+// gate's write side publishes (broker.Server.Adopt publishes due wills
+// on a goroutine of its own).
 package cluster
