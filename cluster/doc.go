@@ -64,6 +64,9 @@
 //     skipped).
 //   - janitor.go: survivors adopt the sessions of a node silent for 10 s,
 //     so that its clients' wills are published and their sessions expire.
+//   - placement.go: the meta leader moves the members of replicated
+//     objects off a node silent for 15 s, when a live node has room, so
+//     that the next node loss is again one member of three.
 //   - retained.go: retained messages in a replicated stream, one message
 //     per topic, followed by every node from its start; QoS 1/2 appends
 //     are conditional on the topic's last sequence, so a late one cannot

@@ -150,8 +150,9 @@ func (n *Node) Attach(srv *broker.Server) error {
 	if err := nc.Flush(); err != nil {
 		return fmt.Errorf("cluster: %w", err)
 	}
-	n.wg.Add(5)
+	n.wg.Add(6)
 	go n.catchUpLoop()
+	go n.placeLoop()
 	go n.openAssets()
 	go n.announceLoop()
 	go n.expireLoop()
