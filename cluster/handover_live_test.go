@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -106,8 +107,10 @@ func testLiveHandoverRounds(t *testing.T, everywhere bool) {
 	for _, p := range pubs {
 		sent += p.sent
 	}
-	t.Logf("%d handovers; %d messages published, %d acknowledged, %d delivered (%d QoS 1 again, as QoS 1 allows)",
-		rounds, sent, want, len(sub.first), sub.qos1Again)
+	slices.Sort(sub.took)
+	t.Logf("%d handovers; %d messages published, %d acknowledged, %d delivered (%d QoS 1 again, as QoS 1 allows); CONNECT to CONNACK of a takeover: median %v, p90 %v, max %v",
+		rounds, sent, want, len(sub.first), sub.qos1Again, sub.took[len(sub.took)/2].Round(time.Millisecond),
+		sub.took[len(sub.took)*9/10].Round(time.Millisecond), sub.took[len(sub.took)-1].Round(time.Millisecond))
 	if want < 100 {
 		t.Errorf("only %d messages acknowledged: the load did not run", want)
 	}
@@ -184,6 +187,8 @@ type liveSubscriber struct {
 	last      map[string]int
 	qos1Again int
 	errs      []string
+	// took: each resuming CONNECT's time to its CONNACK (the takeover).
+	took []time.Duration
 }
 
 // connect takes the session over on nd: the previous connection is left
@@ -204,6 +209,7 @@ func (s *liveSubscriber) connect(nd *node, resume bool) {
 		if err != nil {
 			return err
 		}
+		began := time.Now()
 		err = c.Write(rawclient.Connect{Version: 5, ClientID: s.id, Clean: !resume, KeepAlive: 30,
 			Props: rawclient.PropU32(rawclient.PropSessionExpiry, 600)}.Bytes(), 5*time.Second)
 		var p rawclient.Packet
@@ -228,6 +234,9 @@ func (s *liveSubscriber) connect(nd *node, resume bool) {
 			return fmt.Errorf("%s on %s: %w", s.id, nd.name, err)
 		}
 		conn = c
+		if resume {
+			s.took = append(s.took, time.Since(began))
+		}
 		return nil
 	})
 	if old != nil {
