@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -32,11 +33,12 @@ import (
 // with PUBREC and has not seen released is the same message again, not a
 // new one; anything else is a delivery.
 //
-// It runs twice: with the moving session the topic's only subscriber (a
-// node forwards to the session's node alone, so what goes to the old node
-// after the move is what could be lost), and with a clean subscriber on
-// every node as well (every node gets every message, so the old and the
-// new node could both deliver one to the session).
+// The subscriber comes over TCP and WebSocket in turn. It runs twice:
+// with the moving session the topic's only subscriber (a node forwards to
+// the session's node alone, so what goes to the old node after the move
+// is what could be lost), and with a clean subscriber on every node as
+// well (every node gets every message, so the old and the new node could
+// both deliver one to the session).
 func TestClusterLiveHandoverRounds(t *testing.T) {
 	for _, everywhere := range []bool{false, true} {
 		name := "alone"
@@ -49,7 +51,13 @@ func TestClusterLiveHandoverRounds(t *testing.T) {
 
 func testLiveHandoverRounds(t *testing.T, everywhere bool) {
 	const rounds = 60
-	tc := startCluster(t, 3)
+	// Each node also listens on WebSocket; the subscriber comes over TCP
+	// and WebSocket in turn, so that takeovers end connections of both.
+	ws := map[string]string{}
+	tc := wrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, NodeArgs: func(name, ip string) []string {
+		ws[name] = "ws://" + net.JoinHostPort(ip, strconv.Itoa(clustertest.FreePort(t, ip))) + "/mqtt"
+		return []string{"--listen", ws[name]}
+	}}))
 	const topic = "handover/live"
 	if everywhere {
 		for _, nd := range tc.nodes {
@@ -69,7 +77,7 @@ func testLiveHandoverRounds(t *testing.T, everywhere bool) {
 		}
 	}
 	sub := &liveSubscriber{t: t, id: "mover", topic: topic, rng: rand.New(rand.NewPCG(15, 1))}
-	sub.connect(tc.nodes[0], false)
+	sub.connect(tc.nodes[0], tc.nodes[0].mqtt, false)
 	// Every publisher's node must know the subscription before the
 	// first message counts.
 	var pubs []*livePublisher
@@ -89,7 +97,12 @@ func testLiveHandoverRounds(t *testing.T, everywhere bool) {
 	}
 	for i := 1; i <= rounds; i++ {
 		sub.receiveFor(time.Duration(20+sub.rng.IntN(100)) * time.Millisecond)
-		sub.connect(tc.nodes[i%len(tc.nodes)], true)
+		nd := tc.nodes[i%len(tc.nodes)]
+		addr := nd.mqtt
+		if i%2 == 1 {
+			addr = ws[nd.name]
+		}
+		sub.connect(nd, addr, true)
 	}
 	sub.receiveFor(200 * time.Millisecond)
 	close(stop)
@@ -195,7 +208,7 @@ type liveSubscriber struct {
 // open, for the server to end (DISCONNECT 0x8E); what it still received
 // before that is handled first, as a client does with a connection it
 // has read before it reads the next.
-func (s *liveSubscriber) connect(nd *node, resume bool) {
+func (s *liveSubscriber) connect(nd *node, addr string, resume bool) {
 	s.t.Helper()
 	if s.first == nil {
 		s.first, s.last, s.awaiting = map[string]bool{}, map[string]int{}, map[uint16]bool{}
@@ -205,7 +218,7 @@ func (s *liveSubscriber) connect(nd *node, resume bool) {
 	eventually(s.t, 20*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		c, err := rawclient.Dial(ctx, nd.mqtt)
+		c, err := rawclient.Dial(ctx, addr)
 		if err != nil {
 			return err
 		}
@@ -231,7 +244,7 @@ func (s *liveSubscriber) connect(nd *node, resume bool) {
 		}
 		if err != nil {
 			c.Close()
-			return fmt.Errorf("%s on %s: %w", s.id, nd.name, err)
+			return fmt.Errorf("%s on %s (%s): %w", s.id, nd.name, addr, err)
 		}
 		conn = c
 		if resume {

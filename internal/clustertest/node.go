@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,9 @@ type Options struct {
 	// FirstIP is the last byte of node 0's address. Default 2, so that
 	// 127.0.0.1, where unbound client sockets come from, is no node's.
 	FirstIP int
+	// NodeArgs, if set, gives more arguments for the node named name on
+	// address ip, after Args (a listener of its own, say).
+	NodeArgs func(name, ip string) []string
 	// Args are passed to every node's `roost serve` after the harness's
 	// own (--listen, --data, --node, --cluster-listen, --cluster-peer,
 	// --log-level debug), so a later flag or a --config can add to them.
@@ -113,6 +117,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 			Data:    data,
 			LogPath: filepath.Join(dir, name+".log"),
 			Args:    opts.Args}
+		if opts.NodeArgs != nil {
+			nd.Args = append(slices.Clone(opts.Args), opts.NodeArgs(name, ip)...)
+		}
 		nd.proc = &Proc{Name: name, Bin: c.bin, LogPath: nd.LogPath}
 		c.Nodes = append(c.Nodes, nd)
 	}
