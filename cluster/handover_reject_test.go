@@ -124,4 +124,11 @@ func TestClusterRejectingCutIsSafe(t *testing.T) {
 	}
 	// The will came once: n3 fenced the session without it.
 	wills.none(t, 2*time.Second)
+	published := 0
+	for _, nd := range tc.nodes {
+		published += countLog(nd, `"publishing will" client_id=rj-roamer`)
+	}
+	if published != 1 {
+		t.Errorf("rj-roamer's will published %d times across the nodes, want 1", published)
+	}
 }
