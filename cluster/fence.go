@@ -183,8 +183,25 @@ func (o *owners) fenceID(id, node string, epoch uint64) {
 		return
 	}
 	o.n.log.Info("session fenced: its client id is owned by another node (owner records)", "client_id", id, "owner", node, "epoch", epoch)
+	o.mu.Lock()
+	if o.fenced == nil {
+		o.fenced = make(map[string]uint64)
+	}
+	o.fenced[id] = epoch
+	o.mu.Unlock()
 	time.AfterFunc(fenceGrace, func() {
-		if o.n.ctx.Err() != nil || o.newerHere(id, epoch) {
+		// Only the session this fence took off, and only if no release
+		// request came for it: the id may have been claimed here again
+		// and handed over since, and ending that copy while its move is
+		// under way makes the new owner fall back to the stream (a stale
+		// copy, and what it held meanwhile overflows the queue).
+		o.mu.Lock()
+		due := o.fenced[id] == epoch
+		if due {
+			delete(o.fenced, id)
+		}
+		o.mu.Unlock()
+		if !due || o.n.ctx.Err() != nil || o.newerHere(id, epoch) {
 			return
 		}
 		o.n.srv.EndSession(id, o.n.sess == nil)

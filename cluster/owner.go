@@ -67,6 +67,12 @@ type owners struct {
 	// pending: sessions handed over, waiting for the new owner's word
 	// (fence.go).
 	pending handovers
+	// fenced: the epoch of the record that fenced each id's session here
+	// and whose fenceGrace timer is still due (fenceID). A claim of the
+	// id here, or a release request, takes it off: the session that
+	// timer would end is then no longer the fenced one (epochs cannot
+	// tell, as a release request deletes the id's epoch).
+	fenced map[string]uint64
 }
 
 type epochAt struct {
@@ -380,6 +386,7 @@ func (o *owners) read(ctx context.Context, _ jetstream.KeyValue, key string) (st
 func (o *owners) noteEpoch(id string, epoch uint64) {
 	o.mu.Lock()
 	o.epochs[id] = epochAt{max(o.epochs[id].epoch, epoch), time.Now()}
+	delete(o.fenced, id) // the session is this node's again
 	o.mu.Unlock()
 }
 
@@ -427,6 +434,9 @@ func (o *owners) onRelease(m *nats.Msg) {
 	newer := mine > epoch
 	if !newer {
 		delete(o.epochs, id)
+		// The handover below (pending, confirm) decides the end of
+		// the session here, not a fence's timer.
+		delete(o.fenced, id)
 	}
 	o.mu.Unlock()
 	reply := []byte{wireVersion, 0}
