@@ -593,6 +593,7 @@ func TestClusterPausedNode(t *testing.T) {
 		return nil
 	})
 
+	goneBefore := countLogAll(n1, "cluster node gone", "peer=n3")
 	tc.kill(n3, syscall.SIGSTOP)
 	// QoS 2: the outcome is unknown (the paused node may yet deliver
 	// it), so no PUBREC, not even 0x80: the connection ends (MQTT 5:
@@ -621,7 +622,14 @@ func TestClusterPausedNode(t *testing.T) {
 	}()
 	select {
 	case err := <-acked:
-		t.Fatalf("QoS 1 publish answered (%v) while a matching subscriber's node is paused; want the connection closed", err)
+		// Once n1 has dropped the paused node (no heartbeat for
+		// deadAfter; the redial above can take that long on a busy
+		// machine), the publish is rightly acknowledged without it
+		// (docs/cluster.md, node paused).
+		if err != nil || countLogAll(n1, "cluster node gone", "peer=n3") == goneBefore {
+			t.Fatalf("QoS 1 publish answered (%v) while a matching subscriber's node is paused; want the connection closed", err)
+		}
+		t.Logf("n1 had dropped the paused n3 before the QoS 1 publish: acknowledged without it, as documented")
 	case <-pub.Done():
 		if d := time.Since(start); d < 900*time.Millisecond || d > 8*time.Second {
 			t.Errorf("connection closed after %v, want after the 1s forward timeout", d)
