@@ -83,6 +83,15 @@ func TestMessageExpiry_3_3_2_3_3(t *testing.T) {
 		waited := time.Since(queued)
 		var payloads []string
 		for _, m := range got {
+			if m.Payload == "short" && m.Dup {
+				// The subscriber's DISCONNECT and mosquitto_pub's PUBLISH
+				// are on different connections: when the PUBLISH was
+				// handled first, onward delivery had started, and the
+				// unacknowledged message is rightly sent again
+				// [MQTT-4.4.0-1]; expiry only deletes copies whose
+				// delivery had not started [MQTT-3.3.2-5].
+				continue
+			}
 			payloads = append(payloads, m.Payload)
 			switch {
 			case p.level != 5:
