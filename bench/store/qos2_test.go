@@ -4,9 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/packet"
@@ -68,27 +66,7 @@ func runQoS2(b *testing.B, st broker.Store, pubs int) {
 		}
 	}()
 
-	payload := make([]byte, 64)
-	per := (b.N + pubs - 1) / pubs
-	b.SetBytes(int64(len(payload)))
-	b.ResetTimer()
-	start := time.Now()
-	var wg sync.WaitGroup
-	for p := range pubs {
-		n := min(per, b.N-p*per)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			publishQoS2(b, addr, fmt.Sprintf("pub-%d", p), n, payload)
-		}()
-	}
-	wg.Wait()
-	select {
-	case <-received:
-	case <-time.After(30 * time.Second):
-		b.Fatal("subscriber did not receive every message")
-	}
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msg/s")
+	runPublishers(b, addr, pubs, received, publishQoS2)
 }
 
 // publishQoS2 publishes n QoS 2 messages from a persistent session with up

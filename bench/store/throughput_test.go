@@ -71,6 +71,13 @@ func runQoS1(b *testing.B, st broker.Store, pubs int) {
 		}
 	}()
 
+	runPublishers(b, addr, pubs, received, publishN)
+}
+
+// runPublishers has pubs publishers send b.N 64-byte messages in all
+// with publish, waits until the subscriber closed received, and reports
+// the rate.
+func runPublishers(b *testing.B, addr string, pubs int, received <-chan struct{}, publish func(*testing.B, string, string, int, []byte)) {
 	payload := make([]byte, 64)
 	per := (b.N + pubs - 1) / pubs
 	b.SetBytes(int64(len(payload)))
@@ -82,7 +89,7 @@ func runQoS1(b *testing.B, st broker.Store, pubs int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			publishN(b, addr, fmt.Sprintf("pub-%d", p), n, payload)
+			publish(b, addr, fmt.Sprintf("pub-%d", p), n, payload)
 		}()
 	}
 	wg.Wait()
