@@ -12,7 +12,7 @@ import (
 	"github.com/roost-mqtt/roost/packet"
 )
 
-// unknownDisconnect checks that c got DISCONNECT 0x80 with a Reason String
+// expectUnknownClose checks that c got DISCONNECT 0x80 with a Reason String
 // saying the outcome is unknown (MQTT 5), or a plain close (3.x), and no
 // acknowledgement.
 func expectUnknownClose(t *testing.T, c *mqtttest.Client, v packet.Version) {
@@ -59,24 +59,37 @@ func TestStoreWaitFailureOutcomeUnknown(t *testing.T) {
 			keeper.ExpectClosed(time.Second)
 
 			ioErr := errors.New("injected: write failed, retried")
-			pub := dial(t, addr, v)
-			// 3.1.1: Clean Session 0 is the persistent session.
-			pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: v == packet.V5, Properties: persist})
-			st.fail.Store(&ioErr)
-			pub.Send(&packet.Publish{Topic: "t", QoS: 1, PacketID: 1, Payload: []byte("q1")})
-			expectUnknownClose(t, pub, v)
-			st.fail.Store(nil)
-
-			pub = dial(t, addr, v)
-			pub.Connect(&packet.Connect{ClientID: "pub", Properties: persist})
-			st.fail.Store(&ioErr)
-			pub.Send(&packet.Publish{Topic: "t", QoS: 2, PacketID: 2, Payload: []byte("q2")})
-			expectUnknownClose(t, pub, v)
-			st.fail.Store(nil)
-			resendQoS2(t, addr, v, "pub", 2, "q2")
-			expectOnce(t, sub, "q2")
+			checkUnknownOutcomes(t, addr, v, sub, func(fail bool) {
+				if fail {
+					st.fail.Store(&ioErr)
+				} else {
+					st.fail.Store(nil)
+				}
+			})
 		})
 	}
+}
+
+// checkUnknownOutcomes is what a publish whose outcome is unknown must
+// get, whatever the cause: the persistent publisher "pub" sends a QoS 1
+// and then a QoS 2 message on "t" while setFail(true) makes their
+// outcome unknown, each on a new connection (the first is closed), and
+// is answered with neither success nor failure (expectUnknownClose);
+// after setFail(false), its DUP resend of the QoS 2 one is acknowledged
+// and reaches sub once.
+func checkUnknownOutcomes(t *testing.T, addr string, v packet.Version, sub *mqtttest.Client, setFail func(bool)) {
+	t.Helper()
+	for i, qos := range []packet.QoS{1, 2} {
+		pub := dial(t, addr, v)
+		// 3.1.1: Clean Session 0 is the persistent session.
+		pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: i == 0 && v == packet.V5, Properties: persist})
+		setFail(true)
+		pub.Send(&packet.Publish{Topic: "t", QoS: qos, PacketID: uint16(qos), Payload: []byte(fmt.Sprint("q", qos))})
+		expectUnknownClose(t, pub, v)
+		setFail(false)
+	}
+	resendQoS2(t, addr, v, "pub", 2, "q2")
+	expectOnce(t, sub, "q2")
 }
 
 // resendQoS2 reconnects client id to its session and sends QoS 2 packet
@@ -94,33 +107,6 @@ func resendQoS2(t *testing.T, addr string, v packet.Version, id string, pid uint
 	pub.Send(&packet.Pubrel{PacketID: pid})
 	if a, ok := pub.Next(5 * time.Second).(*packet.Pubcomp); !ok || a.PacketID != pid || a.ReasonCode != packet.Success {
 		t.Fatalf("PUBREL: got %+v, want PUBCOMP 0x00", a)
-	}
-}
-
-// expectOnce reads sub until a marker it publishes itself comes back,
-// and checks payload was delivered exactly once before it.
-func expectOnce(t *testing.T, sub *mqtttest.Client, payload string) {
-	t.Helper()
-	sub.Send(&packet.Publish{Topic: "t", Payload: []byte("marker")})
-	n := 0
-	for {
-		p, err := sub.Read(5 * time.Second)
-		if err != nil {
-			t.Fatalf("marker not received (%q seen %d times): %v", payload, n, err)
-		}
-		m, ok := p.(*packet.Publish)
-		if !ok {
-			continue
-		}
-		switch string(m.Payload) {
-		case payload:
-			n++
-		case "marker":
-			if n != 1 {
-				t.Fatalf("%q delivered %d times, want once", payload, n)
-			}
-			return
-		}
 	}
 }
 
@@ -157,28 +143,15 @@ func TestForwardUnconfirmedOutcomeUnknown(t *testing.T) {
 			sub := dial(t, addr, packet.V5)
 			sub.Connect(&packet.Connect{ClientID: "sub", CleanStart: true})
 			sub.Subscribe("t", 2)
-
-			pub := dial(t, addr, v)
-			// 3.1.1: Clean Session 0 is the persistent session.
-			pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: v == packet.V5, Properties: persist})
-			cl.fail.Store(true)
-			pub.Send(&packet.Publish{Topic: "t", QoS: 1, PacketID: 1, Payload: []byte("q1")})
-			expectUnknownClose(t, pub, v)
-
-			pub = dial(t, addr, v)
-			pub.Connect(&packet.Connect{ClientID: "pub", Properties: persist})
-			pub.Send(&packet.Publish{Topic: "t", QoS: 2, PacketID: 2, Payload: []byte("q2")})
-			expectUnknownClose(t, pub, v)
-			cl.fail.Store(false)
-			resendQoS2(t, addr, v, "pub", 2, "q2")
-			expectOnceAcking(t, sub, "q2")
+			checkUnknownOutcomes(t, addr, v, sub, cl.fail.Store)
 		})
 	}
 }
 
-// expectOnceAcking is expectOnce for a QoS 2 subscriber: it completes
-// each delivery's exchange as it reads.
-func expectOnceAcking(t *testing.T, sub *mqtttest.Client, payload string) {
+// expectOnce reads sub until a marker it publishes itself comes back,
+// and checks payload was delivered exactly once before it. It completes
+// each QoS 1 and 2 delivery's exchange as it reads.
+func expectOnce(t *testing.T, sub *mqtttest.Client, payload string) {
 	t.Helper()
 	sub.Send(&packet.Publish{Topic: "t", Payload: []byte("marker")})
 	n := 0

@@ -48,16 +48,7 @@ func TestClusterRejectingCutIsSafe(t *testing.T) {
 	pub1.awaitInterest(t, "rj/t")
 	pub3 := connect(t, n3, "rj-pub3")
 
-	nf.SetMode(netfault.Reject)
-	if err := nf.Isolate(n3.ip); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, partitionBound, func() error {
-		if !goneFrom(n1, n3) || !goneFrom(n3, n1) {
-			return fmt.Errorf("n1 and n3 have not dropped each other yet")
-		}
-		return nil
-	})
+	rejectCut(t, nf, n3, n1)
 	// n3 cannot replicate the session: nothing queued for it there is
 	// acknowledged as kept.
 	if rc, closed := pub3.tryPublish(t, &paho.Publish{Topic: "rj/t", QoS: 1, Payload: []byte("on-n3")}); !closed && rc < 0x80 {
@@ -84,37 +75,9 @@ func TestClusterRejectingCutIsSafe(t *testing.T) {
 		}
 		acked = append(acked, payload)
 	}
-	select {
-	case <-roamer.Done():
-		t.Fatal("the connection on the cut-off node ended during the cut; the test needs it to end only after")
-	default:
-	}
 
-	if err := nf.Heal(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case d := <-roamer.dis:
-		if d.ReasonCode != 0x8E {
-			t.Errorf("stale connection got DISCONNECT 0x%02X, want 0x8E Session taken over", d.ReasonCode)
-		}
-	case <-time.After(partitionBound):
-		t.Fatal("the stale connection on the formerly cut-off node is still up: two owners of one client id")
-	}
-	var back *client
-	eventually(t, partitionBound, func() error {
-		c, ack, err := clustertest.Dial(t, n1.mqtt, &paho.Connect{ClientID: "rj-roamer", CleanStart: false, KeepAlive: 30,
-			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-		if err != nil {
-			return err
-		}
-		if ack.ReasonCode != 0 || !ack.SessionPresent {
-			c.Disconnect(&paho.Disconnect{})
-			return fmt.Errorf("CONNACK 0x%02X, session present %v", ack.ReasonCode, ack.SessionPresent)
-		}
-		back = wrapClient(c)
-		return nil
-	})
+	healTakesOver(t, nf, roamer)
+	back := resume(t, n1, "rj-roamer", expiry, partitionBound)
 	want := map[string]bool{}
 	for _, m := range acked {
 		want[m] = true

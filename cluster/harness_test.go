@@ -15,6 +15,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 	eventuallypkg "github.com/roost-mqtt/roost/internal/eventually"
+	"github.com/roost-mqtt/roost/internal/netfault"
 )
 
 // The process tests run real `roost serve` processes, one per node, on
@@ -210,6 +211,70 @@ func redial(t *testing.T, nd *node, id string, dst **client) error {
 	}
 	*dst = wrapClient(c)
 	return nil
+}
+
+// resume connects id to its persistent session (Session Expiry expiry)
+// on nd, again until it is accepted with the session present, within d: a
+// CONNECT may be refused while a stream elects a leader, or not find the
+// session yet while a node adopts it.
+func resume(t *testing.T, nd *node, id string, expiry uint32, d time.Duration) *client {
+	t.Helper()
+	var back *client
+	eventually(t, d, func() error {
+		c, ack, err := tryConnect(t, nd, &paho.Connect{ClientID: id, CleanStart: false, KeepAlive: 30,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+		if err != nil {
+			return err
+		}
+		if ack.ReasonCode != 0 || !ack.SessionPresent {
+			c.Disconnect(&paho.Disconnect{})
+			return fmt.Errorf("CONNACK 0x%02X, session present %v", ack.ReasonCode, ack.SessionPresent)
+		}
+		back = c
+		return nil
+	})
+	return back
+}
+
+// rejectCut cuts nd off from the other nodes with a firewall that rejects
+// (TCP resets, ICMP), so the routes close at once, and waits until nd and
+// peer have dropped each other.
+func rejectCut(t *testing.T, nf *netfault.Net, nd, peer *node) {
+	t.Helper()
+	nf.SetMode(netfault.Reject)
+	if err := nf.Isolate(nd.ip); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, partitionBound, func() error {
+		if !goneFrom(peer, nd) || !goneFrom(nd, peer) {
+			return fmt.Errorf("%s and %s have not dropped each other yet", peer.name, nd.name)
+		}
+		return nil
+	})
+}
+
+// healTakesOver heals nf's cut and checks that stale, a connection on the
+// node that was cut off whose client id was claimed on the majority
+// meanwhile, is still up until then and taken over after it (DISCONNECT
+// 0x8E): one connection per client id again.
+func healTakesOver(t *testing.T, nf *netfault.Net, stale *client) {
+	t.Helper()
+	select {
+	case <-stale.Done():
+		t.Fatal("the connection on the cut-off node ended during the cut; the test needs it to end only after")
+	default:
+	}
+	if err := nf.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-stale.dis:
+		if d.ReasonCode != 0x8E {
+			t.Errorf("stale connection got DISCONNECT 0x%02X, want 0x8E Session taken over", d.ReasonCode)
+		}
+	case <-time.After(partitionBound):
+		t.Fatal("the stale connection on the formerly cut-off node is still up: two connections for one client id")
+	}
 }
 
 // tcpConns returns the established IPv4 TCP connections of this machine as

@@ -454,34 +454,10 @@ func TestClusterPartitionFencesStaleOwner(t *testing.T) {
 	tc := startCluster(t, 3)
 	n1, n3 := tc.nodes[0], tc.nodes[2]
 	stale := connect(t, n3, "fence-roamer")
-	nf.SetMode(netfault.Reject)
-	if err := nf.Isolate(n3.ip); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, partitionBound, func() error {
-		if !goneFrom(n1, n3) || !goneFrom(n3, n1) {
-			return fmt.Errorf("n1 and n3 have not dropped each other yet")
-		}
-		return nil
-	})
+	rejectCut(t, nf, n3, n1)
 	var moved *client
 	eventually(t, partitionBound, func() error { return redial(t, n1, "fence-roamer", &moved) })
-	select {
-	case <-stale.Done():
-		t.Fatal("the connection on the cut-off node ended during the partition; the test needs it to end only after")
-	default:
-	}
-	if err := nf.Heal(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case d := <-stale.dis:
-		if d.ReasonCode != 0x8E {
-			t.Errorf("stale connection got DISCONNECT 0x%02X, want 0x8E Session taken over", d.ReasonCode)
-		}
-	case <-time.After(partitionBound):
-		t.Fatal("the stale connection on the formerly cut-off node is still up: two connections for one client id")
-	}
+	healTakesOver(t, nf, stale)
 	// The id's connection on the majority is not disturbed.
 	select {
 	case <-moved.Done():

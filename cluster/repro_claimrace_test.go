@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"fmt"
 	"net"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -26,42 +27,64 @@ import (
 func TestReproClaimDuringTakeover(t *testing.T) {
 	tc := startCluster(t, 3)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
-	expiry := uint32(600)
 	const id = "race-sub"
-	cp := func(clean bool) *paho.Connect {
-		return &paho.Connect{ClientID: id, CleanStart: clean, KeepAlive: 30,
-			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
-	}
-	sub, ack := connectWith(t, n3, cp(true))
-	if ack.ReasonCode != 0 {
-		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
-	}
-	sub.subscribe(t, paho.SubscribeOptions{Topic: "race/t", QoS: 1})
-	pub := connect(t, n1, "race-pub")
-	pub.awaitInterest(t, "race/t")
-	sub.Disconnect(&paho.Disconnect{}) // the session stays on n3, offline
-	tc.waitLog(n3, `client_id=race-sub reason="client disconnected normally"`, 1, wait)
-	if rc := pub.publish(t, &paho.Publish{Topic: "race/t", QoS: 1, Payload: []byte("queued")}); rc != 0 {
-		t.Fatalf("publish: PUBACK 0x%02X", rc)
-	}
+	queuedOffline(t, tc, n3, n1, id, "race/t")
 
 	tc.kill(n3, syscall.SIGSTOP)
 	defer tc.kill(n3, syscall.SIGCONT)
 	// n2 records itself and asks paused n3 to let go (3 s).
-	claimOn(t, tc, n2, id, expiry)
+	claimOn(t, tc, n2, id, queuedExpiry)
+	resumeQueued(t, n1, id, "claimed on n1 while n2's takeover was under way", n1, n2)
+}
 
+// queuedExpiry is the Session Expiry Interval of queuedOffline's session.
+const queuedExpiry = 600
+
+// queuedOffline leaves a persistent session of id on home, offline, with
+// a QoS 1 message ("queued") on topic queued for it, published on via
+// once home's interest reached via.
+func queuedOffline(t *testing.T, tc *testCluster, home, via *node, id, topic string) {
+	t.Helper()
+	expiry := uint32(queuedExpiry)
+	sub, ack := connectWith(t, home, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
+	}
+	sub.subscribe(t, paho.SubscribeOptions{Topic: topic, QoS: 1})
+	pub := connect(t, via, id+"-pub")
+	pub.awaitInterest(t, topic)
+	sub.Disconnect(&paho.Disconnect{}) // the session stays on home, offline
+	tc.waitLog(home, "client_id="+id+` reason="client disconnected normally"`, 1, wait)
+	if rc := pub.publish(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte("queued")}); rc != 0 {
+		t.Fatalf("publish: PUBACK 0x%02X", rc)
+	}
+}
+
+// resumeQueued connects id to its session of queuedOffline on nd (Clean
+// Start 0) until the CONNACK is 0x00 (a refusal while a stream elects a
+// leader is tried again). Accepted without the session, it fails the test
+// at once (what says how the session came to be lost, with the lines of
+// logsOf's logs about id); with it, the queued message must come.
+func resumeQueued(t *testing.T, nd *node, id, what string, logsOf ...*node) {
+	t.Helper()
+	expiry := uint32(queuedExpiry)
 	var back *client
 	eventually(t, 30*time.Second, func() error {
-		c, ack, err := tryConnect(t, n1, cp(false))
+		c, ack, err := tryConnect(t, nd, &paho.Connect{ClientID: id, KeepAlive: 30,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
 		if err != nil {
 			return err
 		}
 		if ack.ReasonCode != 0 {
-			return fmt.Errorf("CONNACK 0x%02X", ack.ReasonCode) // the stream electing a leader: try again
+			return fmt.Errorf("CONNACK 0x%02X", ack.ReasonCode) // a stream electing a leader: try again
 		}
 		if !ack.SessionPresent {
-			t.Fatalf("claimed on n1 while n2's takeover was under way: Session Present 0\nn1:\n%s\nn2:\n%s",
-				grepLog(n1, id), grepLog(n2, id))
+			var logs strings.Builder
+			for _, o := range logsOf {
+				fmt.Fprintf(&logs, "\n%s:\n%s", o.name, grepLog(o, id))
+			}
+			t.Fatalf("%s: Session Present 0%s", what, logs.String())
 		}
 		back = c
 		return nil

@@ -1,12 +1,8 @@
 package cluster_test
 
 import (
-	"fmt"
 	"syscall"
 	"testing"
-	"time"
-
-	"github.com/eclipse/paho.golang/paho"
 )
 
 // TestReproClaimAfterRestart: found by test/jepsen TestClusterFull (seed
@@ -23,24 +19,8 @@ import (
 func TestReproClaimAfterRestart(t *testing.T) {
 	tc := startCluster(t, 3)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
-	expiry := uint32(600)
 	const id = "restart-sub"
-	cp := func(clean bool) *paho.Connect {
-		return &paho.Connect{ClientID: id, CleanStart: clean, KeepAlive: 30,
-			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
-	}
-	sub, ack := connectWith(t, n1, cp(true))
-	if ack.ReasonCode != 0 {
-		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
-	}
-	sub.subscribe(t, paho.SubscribeOptions{Topic: "restart/t", QoS: 1})
-	pub := connect(t, n2, "restart-pub")
-	pub.awaitInterest(t, "restart/t")
-	sub.Disconnect(&paho.Disconnect{}) // the session stays on n1, offline
-	tc.waitLog(n1, `client_id=restart-sub reason="client disconnected normally"`, 1, wait)
-	if rc := pub.publish(t, &paho.Publish{Topic: "restart/t", QoS: 1, Payload: []byte("queued")}); rc != 0 {
-		t.Fatalf("publish: PUBACK 0x%02X", rc)
-	}
+	queuedOffline(t, tc, n1, n2, id, "restart/t")
 
 	tc.kill(n1, syscall.SIGSTOP)
 	resumed := false
@@ -49,28 +29,10 @@ func TestReproClaimAfterRestart(t *testing.T) {
 			tc.kill(n1, syscall.SIGCONT)
 		}
 	}()
-	claimOn(t, tc, n3, id, expiry)
+	claimOn(t, tc, n3, id, queuedExpiry)
 	tc.kill(n3, syscall.SIGKILL)
 	tc.kill(n1, syscall.SIGCONT)
 	resumed = true
 	tc.start(n3)
-
-	var back *client
-	eventually(t, 30*time.Second, func() error {
-		c, ack, err := tryConnect(t, n2, cp(false))
-		if err != nil {
-			return err
-		}
-		if ack.ReasonCode != 0 {
-			return fmt.Errorf("CONNACK 0x%02X", ack.ReasonCode) // a stream electing a leader: try again
-		}
-		if !ack.SessionPresent {
-			t.Fatalf("claimed on n2 from restarted n3: Session Present 0\nn2:\n%s\nn3:\n%s", grepLog(n2, id), grepLog(n3, id))
-		}
-		back = c
-		return nil
-	})
-	if p := back.next(t, 10*time.Second); string(p.Payload) != "queued" {
-		t.Fatalf("the resumed session got %q, want the queued message", p.Payload)
-	}
+	resumeQueued(t, n2, id, "claimed on n2 from restarted n3", n2, n3)
 }

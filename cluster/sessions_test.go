@@ -206,19 +206,7 @@ func TestClusterSessionsWithoutQuorum(t *testing.T) {
 		return nil
 	})
 	acked = append(acked, "after")
-	var back *client
-	eventually(t, 30*time.Second, func() error {
-		c, ack, err := tryConnect(t, n1, &paho.Connect{ClientID: "nq-sub", CleanStart: false, KeepAlive: 30,
-			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-		if err != nil {
-			return err
-		}
-		if ack.ReasonCode != 0 || !ack.SessionPresent {
-			return fmt.Errorf("CONNACK 0x%02X, session present %v", ack.ReasonCode, ack.SessionPresent)
-		}
-		back = c
-		return nil
-	})
+	back := resume(t, n1, "nq-sub", expiry, 30*time.Second)
 	got := map[string]bool{}
 	eventually(t, 20*time.Second, func() error {
 		for len(back.in) > 0 {
@@ -286,19 +274,7 @@ func TestClusterInflightSurvivesKill(t *testing.T) {
 
 	tc.kill(n1, syscall.SIGKILL)
 	conn.Close()
-	var back *client
-	eventually(t, 30*time.Second, func() error {
-		c, ack, err := tryConnect(t, n3, &paho.Connect{ClientID: "inflight-sub", CleanStart: false, KeepAlive: 30,
-			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-		if err != nil {
-			return err
-		}
-		if ack.ReasonCode != 0 || !ack.SessionPresent {
-			return fmt.Errorf("CONNACK 0x%02X, session present %v", ack.ReasonCode, ack.SessionPresent)
-		}
-		back = c
-		return nil
-	})
+	back := resume(t, n3, "inflight-sub", expiry, 30*time.Second)
 	p := back.next(t, 20*time.Second)
 	if string(p.Payload) != "x" || !p.Duplicate() || p.PacketID != first.PacketID {
 		t.Fatalf("after failover got %q DUP %v id %d; want %q again with DUP and id %d", p.Payload, p.Duplicate(), p.PacketID, "x", first.PacketID)

@@ -164,7 +164,7 @@ func TestSubMatchesMosquittoSub(t *testing.T) {
 			args = append(args, "-C", "4")
 		}
 		mArgs := append([]string{"-V", "mqttv5"}, args...)
-		if hasArg(flags, "311") {
+		if wants311(flags) {
 			mArgs = args
 		}
 		var wg sync.WaitGroup
@@ -187,6 +187,20 @@ func TestSubMatchesMosquittoSub(t *testing.T) {
 	}
 }
 
+// wants311 reports whether args ask for MQTT 3.1.1 (-V 311 or -V
+// mqttv311). Not hasArg's substring match: a port number such as 33119
+// holds "311" too, and made a case for MQTT 5 run mosquitto's tools with
+// 3.1.1 (refused with 5 instead of 135).
+func wants311(args []string) bool {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "-V" && (args[i+1] == "311" || args[i+1] == "mqttv311") {
+			return true
+		}
+	}
+	return false
+}
+
+// hasArg reports whether any of args contains s.
 func hasArg(args []string, s string) bool {
 	for _, a := range args {
 		if strings.Contains(a, s) {
@@ -282,7 +296,7 @@ func TestPubMatchesMosquittoPub(t *testing.T) {
 			var stderr string
 			if tool == "mosq" {
 				args = append([]string{"-V", "mqttv5"}, args...)
-				if hasArg(cs, "311") {
+				if wants311(cs) {
 					args = args[2:]
 				}
 				code, _, stderr = runTool(t, "mosquitto_pub", args...)

@@ -134,7 +134,7 @@ func TestAuthAndTLSFlagsMatchMosquittoPub(t *testing.T) {
 				return
 			}
 			margs := args
-			if !hasArg(tt.args, "311") {
+			if !wants311(tt.args) {
 				margs = append([]string{"-V", "mqttv5"}, args...)
 			}
 			if mcode, _, mstderr := runTool(t, "mosquitto_pub", margs...); mcode != code {
