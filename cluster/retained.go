@@ -23,8 +23,11 @@ import (
 // node) and applies each message to its own retained tree, its own
 // included, so every node applies the same changes
 // in the same order and they all end with the same message per topic. A
-// new subscription is answered from the local tree, with no cross-node
-// request.
+// node's own retained publishes reach its tree that way only, never ahead
+// of the stream (the broker leaves its tree alone for a RetainedSyncer):
+// an append the stream never confirmed (the publisher's outcome unknown)
+// would otherwise be served, then taken back. A new subscription is
+// answered from the local tree once sync has brought it up to date.
 //
 // A cleared topic leaves an empty message (a tombstone) in the stream, so
 // that nodes following the stream learn of the clearing; it expires after
