@@ -239,6 +239,9 @@ func (r *retained) restartFollow(gen uint64, why error) {
 		return
 	}
 	r.gen++ // what the old consumer still delivers is ignored
+	// Until the next consumer has read the stream, a clearing whose
+	// tombstone expired meanwhile would go unnoticed (sync).
+	r.whole = false
 	r.mu.Unlock()
 	select {
 	case r.restart <- why:
@@ -334,8 +337,9 @@ func (r *retained) wakeLocked() {
 // the whole stream once and reconcile has run: until then the tree may
 // hold a message whose clearing left the stream (its tombstone expired)
 // while this node was down or followed no consumer, and applied, which
-// counts what earlier consumers applied too, does not say so. It costs one request to the stream's leader, and
-// one more every syncRecheck while this node lags: a message that leaves
+// counts what earlier consumers applied too, does not say so. It costs
+// one request to the stream's leader, and one more every syncRecheck
+// while this node lags: a message that leaves
 // the stream before this node got it (a tombstone's or an expiry's TTL)
 // is never delivered, and the stream's new last message is waited for
 // instead.
@@ -347,12 +351,10 @@ func (r *retained) sync(ctx context.Context) error {
 	defer recheck.Stop()
 	for {
 		_, last, err := leaderGet(ctx, r.n.eng.nc, retStream, retPrefix+".>")
-		switch {
-		case err != nil:
+		if err != nil {
 			return fmt.Errorf("retained stream: last message: %w", err)
-		case last == 0:
-			return nil // the stream is empty
 		}
+		// last is 0 for an empty stream: then only reconcile is waited for.
 		if done, err := r.waitApplied(ctx, last, recheck.C, true); done || err != nil {
 			return err
 		}
