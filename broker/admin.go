@@ -153,12 +153,13 @@ func (s *Server) RetainedMessages(filter string, limit int) ([]*Message, error) 
 
 // DeleteRetained clears the retained message of a topic and reports
 // whether there was one. In a cluster that keeps the retained messages
-// (RetainedClearer), the clearing goes to every node.
+// (RetainedClearer), the clearing goes to every node, this one included,
+// through the cluster's record (see retainPublished): it is not applied
+// here if the record did not take it (logged).
 func (s *Server) DeleteRetained(name string) bool {
 	_, ok := s.ret.msgs.Get(name)
-	if ok {
+	if ok && !s.clearRetainedInCluster(name) {
 		s.ret.set(&Message{Topic: name})
-		s.clearRetainedInCluster(name)
 	}
 	return ok
 }

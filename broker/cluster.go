@@ -232,7 +232,9 @@ type RetainedClearer interface {
 }
 
 // RetainedSyncer is implemented by a Cluster whose nodes follow the
-// cluster's record of retained messages asynchronously. SyncRetained
+// cluster's record of retained messages asynchronously: such a node's
+// retained tree changes only as the record says (ApplyRetained,
+// ClearRetainedIf), its own retained publishes included. SyncRetained
 // returns once this node has applied every retained change the cluster
 // acknowledged before the call, or the error (bounded by the cluster's
 // forward timeout). A new subscription reads retained messages only after
@@ -241,6 +243,25 @@ type RetainedClearer interface {
 // registers across nodes.
 type RetainedSyncer interface {
 	SyncRetained() error
+}
+
+// retainPublished makes msg, published on this node, the retained
+// message of its topic (or clears it) and returns the store ticket of the
+// change, or why a retained limit refused it. In a cluster that keeps the
+// retained messages (RetainedSyncer) the tree is left alone: the node
+// applies its own write from the cluster's record, at its place in the
+// record's order, like any other node's (ApplyRetained). Applying it here
+// at once served it to new subscribers before the record had it, and a
+// write whose outcome turned out unknown (the record's leader never
+// confirmed it) was then taken back when the node read the record again:
+// a reader saw a value, then an older one. The limit is still checked
+// here, so that the publisher hears of a refusal (the record's copy meets
+// the same limit on every node). $SYS topics are each node's own.
+func (s *Server) retainPublished(msg *Message) (Ticket, error) {
+	if _, ok := s.opts.Cluster.(RetainedSyncer); ok && !isSys(msg.Topic) {
+		return 0, s.ret.admits(msg, s.retainLimits())
+	}
+	return s.ret.put(msg, s.retainLimits())
 }
 
 // syncRetained brings this node's retained messages up to date with the
@@ -257,15 +278,19 @@ func (s *Server) syncRetained() error {
 }
 
 // clearRetainedInCluster hands an administrative clearing to the cluster,
-// if it keeps retained messages; $SYS topics are each node's own.
-func (s *Server) clearRetainedInCluster(name string) {
+// if it keeps retained messages, and reports whether it does; $SYS topics
+// are each node's own. The cluster applies the clearing on every node,
+// this one included; one it did not confirm (no quorum) may still take
+// effect later, so it is not applied here ahead of the record.
+func (s *Server) clearRetainedInCluster(name string) bool {
 	rc, ok := s.opts.Cluster.(RetainedClearer)
 	if !ok || isSys(name) {
-		return
+		return false
 	}
 	if err := rc.ClearRetained(name); err != nil {
-		s.log.Error("retained message cleared on this node only: the cluster did not record it", "topic", name, "err", err)
+		s.log.Error("retained message not cleared: the cluster did not confirm the clearing (it may still take effect)", "topic", name, "err", err)
 	}
+	return true
 }
 
 // WillGuard is implemented by a Cluster that replicates persistent

@@ -310,7 +310,7 @@ func (s *Server) route(msg *Message) (n int, last Ticket, notRetained error, con
 	// on a machine with cores to spare.
 	msg.inline = msg.inline && len(sc.targets) <= inlineMaxTargets
 	if msg.Retain {
-		if last, notRetained = s.ret.put(msg, s.retainLimits()); notRetained != nil {
+		if last, notRetained = s.retainPublished(msg); notRetained != nil {
 			s.noteRetainRefused(msg, notRetained)
 		}
 	}

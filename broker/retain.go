@@ -127,6 +127,18 @@ func (r *retainer) put(msg *Message, lim retainLimits) (Ticket, error) {
 	return 0, nil
 }
 
+// admits reports whether put would refuse msg for lim (errRetainedCount,
+// errRetainedBytes), changing nothing.
+func (r *retainer) admits(msg *Message, lim retainLimits) error {
+	if len(msg.Payload) == 0 || isSysTopic(msg.Topic) {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old, had := r.msgs.Get(msg.Topic)
+	return r.admit(msg, old, had, lim)
+}
+
 // lastTicket is the store ticket of the latest retained change. A new
 // subscription's output waits for it (conn.needDurable), so that no
 // client sees a retained value, or the absence of one, that a crash

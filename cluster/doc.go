@@ -68,7 +68,9 @@
 //     objects off a node silent for 15 s, when a live node has room, so
 //     that the next node loss is again one member of three.
 //   - retained.go: retained messages in a replicated stream, one message
-//     per topic, followed by every node from its start; QoS 1/2 appends
+//     per topic, followed by every node from its start; a node's own
+//     retained publishes change its tree only when the stream delivers
+//     them, never ahead of it (broker.RetainedSyncer); QoS 1/2 appends
 //     are conditional on the topic's last sequence, so a late one cannot
 //     overwrite a newer message. A new subscription's retained
 //     messages wait until the node applied the stream's last message

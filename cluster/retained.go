@@ -23,8 +23,11 @@ import (
 // node) and applies each message to its own retained tree, its own
 // included, so every node applies the same changes
 // in the same order and they all end with the same message per topic. A
-// new subscription is answered from the local tree, with no cross-node
-// request.
+// node's own retained publishes reach its tree that way only, never ahead
+// of the stream (the broker leaves its tree alone for a RetainedSyncer):
+// an append the stream never confirmed (the publisher's outcome unknown)
+// would otherwise be served, then taken back. A new subscription is
+// answered from the local tree once sync has brought it up to date.
 //
 // A cleared topic leaves an empty message (a tombstone) in the stream, so
 // that nodes following the stream learn of the clearing; it expires after
@@ -85,6 +88,9 @@ type retained struct {
 	// consumer was made, less those the stream has mentioned since; nil
 	// once that consumer has delivered the whole stream.
 	stale map[string]*broker.Message
+	// whole: the current consumer has delivered the whole stream and
+	// reconcile has run (sync waits for it).
+	whole bool
 	// applied is the stream sequence of the last message applied here;
 	// moved is closed, and replaced, whenever it grows (sync waits on it).
 	applied uint64
@@ -169,7 +175,7 @@ func (r *retained) consume(ctx context.Context) (jetstream.ConsumeContext, error
 	info := cons.CachedInfo()
 	r.n.log.Debug("cluster: following the retained stream", "consumer", info.Name, "messages", info.NumPending)
 	if info.NumPending == 0 {
-		r.noteCaughtUp() // an empty stream: no message will say so
+		r.noteCaughtUp(gen) // an empty stream: no message will say so
 	}
 	return cc, nil
 }
@@ -233,6 +239,9 @@ func (r *retained) restartFollow(gen uint64, why error) {
 		return
 	}
 	r.gen++ // what the old consumer still delivers is ignored
+	// Until the next consumer has read the stream, a clearing whose
+	// tombstone expired meanwhile would go unnoticed (sync).
+	r.whole = false
 	r.mu.Unlock()
 	select {
 	case r.restart <- why:
@@ -263,11 +272,12 @@ func (r *retained) deliver(gen uint64, m jetstream.Msg) {
 	}
 	r.delivered = meta.Sequence.Consumer
 	r.mu.Unlock()
-	r.apply(m, meta)
+	r.apply(gen, m, meta)
 }
 
-// apply applies one message of the stream to this node's retained tree.
-func (r *retained) apply(m jetstream.Msg, meta *jetstream.MsgMetadata) {
+// apply applies one message of consumer generation gen to this node's
+// retained tree.
+func (r *retained) apply(gen uint64, m jetstream.Msg, meta *jetstream.MsgMetadata) {
 	defer r.advance(meta.Sequence.Stream)
 	rm, err := decodeForward(m.Data())
 	if err != nil {
@@ -296,7 +306,7 @@ func (r *retained) apply(m jetstream.Msg, meta *jetstream.MsgMetadata) {
 	r.seqs[m.Subject()] = max(r.seqs[m.Subject()], meta.Sequence.Stream)
 	r.mu.Unlock()
 	if meta.NumPending == 0 {
-		r.noteCaughtUp()
+		r.noteCaughtUp(gen)
 	}
 }
 
@@ -308,6 +318,11 @@ func (r *retained) advance(seq uint64) {
 		return
 	}
 	r.applied = seq
+	r.wakeLocked()
+}
+
+// wakeLocked wakes the waiters of waitApplied; r.mu is held.
+func (r *retained) wakeLocked() {
 	if r.moved != nil {
 		close(r.moved)
 		r.moved = nil
@@ -318,8 +333,13 @@ func (r *retained) advance(seq uint64) {
 // when it was called: the last one, which the stream's leader names
 // (the last existing message of any topic). A write acknowledged to its
 // publisher is in the stream, so a read after sync sees it or a newer
-// value, on any node. It costs one request to the stream's leader, and
-// one more every syncRecheck while this node lags: a message that leaves
+// value, on any node. It also waits until the current consumer has read
+// the whole stream once and reconcile has run: until then the tree may
+// hold a message whose clearing left the stream (its tombstone expired)
+// while this node was down or followed no consumer, and applied, which
+// counts what earlier consumers applied too, does not say so. It costs
+// one request to the stream's leader, and one more every syncRecheck
+// while this node lags: a message that leaves
 // the stream before this node got it (a tombstone's or an expiry's TTL)
 // is never delivered, and the stream's new last message is waited for
 // instead.
@@ -331,13 +351,11 @@ func (r *retained) sync(ctx context.Context) error {
 	defer recheck.Stop()
 	for {
 		_, last, err := leaderGet(ctx, r.n.eng.nc, retStream, retPrefix+".>")
-		switch {
-		case err != nil:
+		if err != nil {
 			return fmt.Errorf("retained stream: last message: %w", err)
-		case last == 0:
-			return nil // the stream is empty
 		}
-		if done, err := r.waitApplied(ctx, last, recheck.C); done || err != nil {
+		// last is 0 for an empty stream: then only reconcile is waited for.
+		if done, err := r.waitApplied(ctx, last, recheck.C, true); done || err != nil {
 			return err
 		}
 	}
@@ -348,17 +366,18 @@ func (r *retained) sync(ctx context.Context) error {
 const syncRecheck = 250 * time.Millisecond
 
 // waitApplied waits until the stream's messages up to seq are applied
-// here (true), or until recheck ticks (false).
-func (r *retained) waitApplied(ctx context.Context, seq uint64, recheck <-chan time.Time) (bool, error) {
+// here (true), and with reconciled until the current consumer has also
+// caught up (reconcile), or until recheck ticks (false).
+func (r *retained) waitApplied(ctx context.Context, seq uint64, recheck <-chan time.Time, reconciled bool) (bool, error) {
 	for {
 		r.mu.Lock()
-		applied := r.applied
+		applied, caught := r.applied, r.whole
 		if r.moved == nil {
 			r.moved = make(chan struct{})
 		}
 		moved := r.moved
 		r.mu.Unlock()
-		if applied >= seq {
+		if applied >= seq && (caught || !reconciled) {
 			return true, nil
 		}
 		select {
@@ -366,6 +385,9 @@ func (r *retained) waitApplied(ctx context.Context, seq uint64, recheck <-chan t
 		case <-recheck:
 			return false, nil
 		case <-ctx.Done():
+			if applied >= seq {
+				return false, fmt.Errorf("retained stream: not read whole since the node's consumer was made: %w", ctx.Err())
+			}
 			return false, fmt.Errorf("retained stream: message %d not applied here yet (at %d): %w", seq, applied, ctx.Err())
 		}
 	}
@@ -384,6 +406,7 @@ func (n *Node) SyncRetained() error {
 func (r *retained) snapshotLocal() {
 	msgs, _ := r.n.srv.RetainedMessages("#", 0) // "#" is valid
 	r.mu.Lock()
+	r.whole = false
 	r.stale = make(map[string]*broker.Message, len(msgs))
 	for _, m := range msgs {
 		r.stale[m.Topic] = m
@@ -392,19 +415,25 @@ func (r *retained) snapshotLocal() {
 }
 
 // noteCaughtUp: the current consumer has delivered the whole stream.
-func (r *retained) noteCaughtUp() {
-	r.reconcile()
+func (r *retained) noteCaughtUp(gen uint64) {
+	r.reconcile(gen)
 	if r.caught.CompareAndSwap(false, true) {
 		r.n.log.Info("cluster retained messages caught up", "stream", retStream)
 	}
 }
 
 // reconcile clears the retained messages this node had when its consumer
-// was made that the stream did not mention while it caught up, unless
-// something replaced them since: their clearing was in the stream, and
-// its tombstone expired. Once per consumer: stale is nil after.
-func (r *retained) reconcile() {
+// (of generation gen) was made that the stream did not mention while it
+// caught up, unless something replaced them since: their clearing was in
+// the stream, and its tombstone expired. Once per consumer: stale is nil
+// after. An earlier consumer still delivering leaves the current one's
+// stale alone.
+func (r *retained) reconcile(gen uint64) {
 	r.mu.Lock()
+	if gen != r.gen {
+		r.mu.Unlock()
+		return
+	}
 	stale := r.stale
 	r.stale = nil
 	r.mu.Unlock()
@@ -414,6 +443,14 @@ func (r *retained) reconcile() {
 			cleared++
 		}
 	}
+	// Only now may sync let reads through (waitApplied); not if a newer
+	// consumer has begun meanwhile (its own reconcile will).
+	r.mu.Lock()
+	if gen == r.gen {
+		r.whole = true
+		r.wakeLocked()
+	}
+	r.mu.Unlock()
 	if cleared > 0 {
 		r.n.log.Info("cluster: cleared retained messages the cluster no longer has", "topics", cleared)
 	}
@@ -457,16 +494,22 @@ func retainedTTL(msg *broker.Message, tombstone time.Duration) []jetstream.Publi
 // applied) it appends again, conditional on the stream's current last
 // message of the topic: the publish is newer than that one.
 func (r *retained) settle(ctx context.Context, fut jetstream.PubAckFuture) error {
+	_, err := r.settleAt(ctx, fut)
+	return err
+}
+
+// settleAt is settle that also returns the stream sequence of the append.
+func (r *retained) settleAt(ctx context.Context, fut jetstream.PubAckFuture) (uint64, error) {
 	for {
 		select {
-		case <-fut.Ok():
-			return nil
+		case ack := <-fut.Ok():
+			return ack.Sequence, nil
 		case err := <-fut.Err():
 			if !isWrongLastSeq(err) {
-				return err
+				return 0, err
 			}
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
 		m := fut.Msg()
 		var seq uint64
@@ -476,7 +519,7 @@ func (r *retained) settle(ctx context.Context, fut jetstream.PubAckFuture) error
 			seq = last.Sequence
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 		default:
-			return err
+			return 0, err
 		}
 		opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(seq)}
 		if ttl, err := time.ParseDuration(m.Header.Get(jetstream.MsgTTLHeader)); err == nil && ttl > 0 {
@@ -484,7 +527,7 @@ func (r *retained) settle(ctx context.Context, fut jetstream.PubAckFuture) error
 		}
 		fut, err = r.js.PublishAsync(m.Subject, m.Data, opts...)
 		if err != nil {
-			return err
+			return 0, err
 		}
 	}
 }
@@ -499,7 +542,9 @@ func isWrongLastSeq(err error) bool {
 
 // ClearRetained implements broker.RetainedClearer: a tombstone for topic
 // in the stream (fenced, as a QoS 1/2 clearing is), which every node
-// applies.
+// applies. It returns once this node has applied it too, so that the
+// caller (the admin API) sees the topic cleared here: the node does not
+// clear it ahead of the stream (broker.RetainedSyncer).
 func (n *Node) ClearRetained(topic string) error {
 	msg := &broker.Message{Topic: topic, Retain: true, QoS: 1}
 	pub, err := encodePublish(msg)
@@ -512,8 +557,12 @@ func (n *Node) ClearRetained(topic string) error {
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
 	defer cancel()
-	if err := n.ret.settle(ctx, fut); err != nil {
+	seq, err := n.ret.settleAt(ctx, fut)
+	if err != nil {
 		return fmt.Errorf("retained stream: %w", err)
+	}
+	if _, err := n.ret.waitApplied(ctx, seq, nil, false); err != nil {
+		return fmt.Errorf("cleared in the cluster, not yet here: %w", err)
 	}
 	return nil
 }

@@ -23,7 +23,6 @@ var (
 	outDir   = flag.String("jepsen.out", os.TempDir(), "where a failed run's directory (history, node logs and data) is kept")
 	verbose  = flag.Bool("jepsen.v", false, "log the run's progress")
 	full     = flag.Bool("jepsen.cluster-full", false, "run TestClusterFull: every fault on every node of three")
-	known    = flag.Bool("jepsen.known-bugs", false, "TestCluster also checks what fails today (retained registers on the cluster)")
 	rate     = flag.Float64("jepsen.rate", 0, "messages per second per publisher (0: the default, 20)")
 	every    = flag.Duration("jepsen.fault-every", 0, "longest quiet time between faults (0: the default, 5 s); the shortest is a tenth of it, at least 200 ms")
 	ppubs    = flag.Int("jepsen.persistent-publishers", -1, "how many publishers keep a session (-1: the test's default)")
@@ -316,17 +315,6 @@ func TestCluster(t *testing.T) {
 	clusterScenario(t, 30*time.Second, "cluster: {forward_timeout: 15s}\n", func(cfg *Config) {
 		cfg.SessionNodes, cfg.FaultNodes = []int{0}, []int{2}
 		cfg.PersistentPublishers = 0
-		if !*known && !strings.Contains(os.Getenv(flagsEnv), "known-bugs") {
-			// Known bug, not fixed yet: a retained write whose outcome
-			// is unknown (its publisher's connection closed before the
-			// stream confirmed it) is served by its node's local tree
-			// and then taken back when the node re-reads the stream,
-			// so a reader sees a value and then an older one (stale
-			// reads up to 2.2 s in the fresh-clone suite run of session
-			// 5; bench/jepsen/RESULTS.md). -jepsen.known-bugs checks
-			// the registers here again; TestClusterFull always does.
-			cfg.Writers, cfg.Readers = 0, 0
-		}
 	})
 }
 
