@@ -65,6 +65,8 @@ const (
 	inflightMax = 8192
 	// fetchMax bounds one fetch when reading a stream.
 	fetchMax = 1024
+	// ownersReadMax bounds the pass over the owner records at start.
+	ownersReadMax = 2 * time.Minute
 )
 
 // errNotReplicated wraps the reason ops could not be replicated in time.
@@ -354,9 +356,20 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 	s.mu.Lock()
 	s.js = js // for eachOwner; ops are not sent before ready
 	s.mu.Unlock()
-	recs, err := s.owners(ctx)
+	began := time.Now()
+	// Not bounded by the caller's attempt (openAssets: 10 s, for requests
+	// that get no answer at all): the pass takes longer the more clients
+	// the bucket holds, and readAll itself ends one that stops making
+	// progress.
+	rctx, cancel := context.WithTimeout(s.n.ctx, ownersReadMax)
+	recs, err := s.owners(rctx)
+	cancel()
 	if err != nil {
 		return err
+	}
+	if len(s.restored) > 0 {
+		s.n.log.Info("cluster: owners of restored sessions read", "sessions", len(s.restored),
+			"took", time.Since(began).Round(time.Millisecond))
 	}
 	var gone []string
 	for _, id := range s.restored {
