@@ -118,6 +118,11 @@ type repOp struct {
 	body   []byte
 	msgID  string
 	rollup bool
+	// pack: 0 until the op is first published; then, on the first op
+	// of a pack (sessions_wire.go), the number of ops in it, and -1 on
+	// the others. A pack is sent again as it was, under its first op's
+	// message id, so that JetStream can drop a copy it has.
+	pack int
 }
 
 // Sessions wraps local, the node's own store, as the store the broker is
@@ -443,7 +448,7 @@ func (s *sessions) checkPartitions(ctx context.Context, js jetstream.JetStream) 
 func (s *sessions) sendPart(p int) {
 	defer s.n.wg.Done()
 	q := &s.parts[p]
-	var inflight []inflightOp // the futures of q.ops[:len(inflight)]
+	var inflight []inflightPack // the packs q.ops begins with, in order
 	backoff := 50 * time.Millisecond
 	for {
 		var err error
@@ -458,8 +463,12 @@ func (s *sessions) sendPart(p int) {
 		if err == nil {
 			var done int
 			if done, err = s.awaitAcks(q, inflight); done > 0 {
+				ops := 0
+				for _, f := range inflight[:done] {
+					ops += f.ops
+				}
 				inflight = inflight[done:]
-				s.acknowledged(q, done)
+				s.acknowledged(q, ops)
 				backoff = 50 * time.Millisecond
 			}
 		}
@@ -486,46 +495,110 @@ func (s *sessions) sendPart(p int) {
 	}
 }
 
-// inflightOp is a published op's acknowledgement to come.
-type inflightOp struct {
-	f  jetstream.PubAckFuture
-	at time.Time // published
+// inflightPack is a published pack's acknowledgement to come.
+type inflightPack struct {
+	f   jetstream.PubAckFuture
+	at  time.Time // published
+	ops int
 }
 
+// packMax bounds the op bytes of a pack: far below the cluster's least
+// NATS payload (minMaxPayload); an op beyond it goes alone.
+const packMax = 1 << 20
+
 // publishMore publishes the ops of q not yet in flight, as many as fit
-// under inflightMax, and returns inflight with theirs appended.
-func (s *sessions) publishMore(q *partQueue, inflight []inflightOp) ([]inflightOp, error) {
+// under inflightMax, and returns inflight with their packs appended.
+func (s *sessions) publishMore(q *partQueue, inflight []inflightPack) ([]inflightPack, error) {
+	from := 0
+	for _, f := range inflight {
+		from += f.ops
+	}
 	s.mu.Lock()
-	batch := q.ops[len(inflight):min(len(q.ops), inflightMax)]
-	batch = append([]repOp(nil), batch...) // Append may grow q.ops meanwhile
+	to := min(len(q.ops), max(inflightMax, from))
+	if from >= to {
+		s.mu.Unlock()
+		return inflight, nil
+	}
+	for i := from; i < to; i += q.ops[i].pack {
+		if q.ops[i].pack == 0 {
+			packOps(q.ops[i:to])
+		}
+		to = max(to, i+q.ops[i].pack) // a pack formed before goes whole
+	}
+	batch := append([]repOp(nil), q.ops[from:to]...) // Append may grow q.ops meanwhile
 	epochs := make([]uint64, len(batch))
 	for i, op := range batch {
 		epochs[i] = s.epochs[op.id]
 	}
 	s.mu.Unlock()
 	now := time.Now()
-	for i, op := range batch {
-		m := nats.NewMsg(s.subject(op.id))
-		m.Data = appendOp(nil, op.kind, epochs[i], op.body)
-		m.Header.Set(jetstream.MsgIDHeader, op.msgID)
-		if op.rollup {
+	for i := 0; i < len(batch); i += batch[i].pack {
+		head, n := &batch[i], batch[i].pack
+		m := nats.NewMsg(s.subject(head.id))
+		if n == 1 {
+			m.Data = appendOp(nil, head.kind, epochs[i], head.body)
+		} else {
+			m.Data = appendPack(nil, batch[i:i+n], epochs[i:i+n])
+		}
+		m.Header.Set(jetstream.MsgIDHeader, head.msgID)
+		if head.rollup {
 			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 		}
 		f, err := s.js.PublishMsgAsync(m)
 		if err != nil {
 			return inflight, err
 		}
-		inflight = append(inflight, inflightOp{f, now})
+		inflight = append(inflight, inflightPack{f, now, n})
 	}
 	return inflight, nil
 }
 
-// awaitAcks waits until the oldest op in flight is acknowledged, or more
-// ops are appended, and returns how many ops from the oldest on are
-// acknowledged by then. An error refused the first op not counted; one
-// that has no acknowledgement within Config.ForwardTimeout is an error
+// packOps reorders ops, none packed yet, into packs: each client's ops in
+// their order, a pack per client, packs in the order of their first ops.
+// A rollup starts a pack of its own (it removes the subject's earlier
+// messages, so nothing appended before it may travel with it), and so does
+// an op that would take a pack beyond packMax. Wait stays right: the first
+// op of each pack has the least ticket of its pack, and the packs follow
+// in the order of those tickets, so while the first op of q.ops is not
+// acknowledged, no op of a later ticket counts as replicated.
+func packOps(ops []repOp) {
+	type pack struct {
+		idx  []int
+		size int
+	}
+	var packs []pack
+	open := map[string]int{} // client id -> its last pack
+	for i := range ops {
+		op := &ops[i]
+		p, ok := open[op.id]
+		if !ok || op.rollup || packs[p].size+len(op.body) > packMax {
+			packs = append(packs, pack{})
+			p = len(packs) - 1
+			open[op.id] = p
+		}
+		packs[p].idx = append(packs[p].idx, i)
+		packs[p].size += len(op.body)
+	}
+	out := make([]repOp, 0, len(ops))
+	for _, p := range packs {
+		for k, i := range p.idx {
+			op := ops[i]
+			op.pack = -1
+			if k == 0 {
+				op.pack = len(p.idx)
+			}
+			out = append(out, op)
+		}
+	}
+	copy(ops, out)
+}
+
+// awaitAcks waits until the oldest pack in flight is acknowledged, or
+// more ops are appended, and returns how many packs from the oldest on
+// are acknowledged by then. An error refused the first pack not counted;
+// one that has no acknowledgement within Config.ForwardTimeout is an error
 // too.
-func (s *sessions) awaitAcks(q *partQueue, inflight []inflightOp) (int, error) {
+func (s *sessions) awaitAcks(q *partQueue, inflight []inflightPack) (int, error) {
 	timer := time.NewTimer(s.n.cfg.ForwardTimeout - time.Since(inflight[0].at))
 	defer timer.Stop()
 	select {
