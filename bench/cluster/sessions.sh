@@ -3,24 +3,30 @@
 # cluster, measured side by side in one run, and the restart of a cluster
 # node holding many replicated sessions. Results: bench/RESULTS.md.
 #
-#   bench/cluster/sessions.sh [--before OLD_BINARY] [--rounds N] ROOST_BINARY [SESSIONS]
+#   bench/cluster/sessions.sh [--before OLD_BINARY] [--rounds N] [--logs DIR] ROOST_BINARY [SESSIONS]
 #
 # --before also measures OLD_BINARY's durable figures in the same run: the
 # binaries take turns, a fresh cluster and single node each time, for N
-# rounds (default 1; 2 or more evens out a machine whose load moves).
-# SESSIONS (default 10000) persistent sessions for ROOST_BINARY's restart;
-# 0 skips it. They are made by bench/cluster/mksessions (built here, so run
-# this from the repository's root): Clean Start 0, Session Expiry 3600 s,
-# one QoS 1 subscription each, 256 clients at a time. Nodes on 127.0.0.2-4
-# (cluster) and 127.0.0.5 (single), data in a temp directory removed at
-# the end.
+# rounds (default 1; 2 or more evens out a machine whose load moves; 0
+# skips the durable figures).
+# SESSIONS (default 10000) persistent sessions for the restart; 0 skips it.
+# They are made on node 1 of a ROOST_BINARY cluster by
+# bench/cluster/mksessions (built here, so run this from the repository's
+# root): Clean Start 0, Session Expiry 3600 s, one QoS 1 subscription each,
+# 256 clients at a time. Then node 1 is killed (kill -9) and started
+# again, twice, with ROOST_BINARY; with --before, OLD_BINARY and
+# ROOST_BINARY take turns on the same data instead (two restarts each).
+# --logs keeps the nodes' logs in DIR. Nodes on 127.0.0.2-4 (cluster) and
+# 127.0.0.5 (single), data in a temp directory removed at the end.
 set -eu
 before=""
 rounds=1
+logs=""
 while [ $# -gt 0 ]; do
 	case $1 in
 	--before) before=$2; shift 2 ;;
 	--rounds) rounds=$2; shift 2 ;;
+	--logs) logs=$2; shift 2 ;;
 	*) break ;;
 	esac
 done
@@ -37,6 +43,7 @@ stop_all() {
 cleanup() {
 	stop_all
 	sleep 1
+	[ -z "$logs" ] || { mkdir -p "$logs" && cp "$dir"/*.log "$logs"/; }
 	rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -94,14 +101,23 @@ go build -o "$dir/mksessions" ./bench/cluster/mksessions
 up "$roost"
 echo "== restart of a node holding $sessions replicated sessions"
 "$dir/mksessions" --url "mqtt://127.0.0.2:$m1" -n "$sessions" -parallel 256
-kill -9 "$(cat "$dir/n1.pid")"
-sleep 1
-echo "---- restarted" >>"$dir/n1.log"
-start=$(date +%s.%N)
-start_n1
-ready "$dir/n1.log" "listener ready" 2
-t_listen=$(echo "$(date +%s.%N) - $start" | bc)
-ready "$dir/n1.log" "cluster session streams ready" 2
-t_ready=$(echo "$(date +%s.%N) - $start" | bc)
-sed -n '/^---- restarted/,$p' "$dir/n1.log" | grep -E 'restored state|ownership records ready|owners of restored sessions|session streams ready|interest caught up' || true
-echo "n1 restart: serving its local copy after $t_listen s; owner records checked, replicating after $t_ready s"
+restarts=0
+restart() { # binary
+	kill -9 "$(cat "$dir/n1.pid")"
+	sleep 1
+	echo "---- restarted with $1" >>"$dir/n1.log"
+	restarts=$((restarts + 1))
+	bin=$1
+	start=$(date +%s.%N)
+	start_n1
+	ready "$dir/n1.log" "listener ready" $((restarts + 1))
+	t_listen=$(echo "$(date +%s.%N) - $start" | bc)
+	ready "$dir/n1.log" "cluster session streams ready" $((restarts + 1))
+	t_ready=$(echo "$(date +%s.%N) - $start" | bc)
+	sed -n "$(grep -n '^---- restarted' "$dir/n1.log" | tail -1 | cut -d: -f1),\$p" "$dir/n1.log" |
+		grep -E 'restored state|ownership records ready|owners of restored sessions|session streams ready|interest caught up' || true
+	echo "interest not sent (\"maximum payload exceeded\"): $(grep -c 'maximum payload' "$dir/n1.log" || true) times in n1's log so far"
+	echo "n1 restart with $1: serving its local copy after $t_listen s; owner records checked, replicating after $t_ready s"
+	sleep 5 # settled, well within adopt_after
+}
+for b in ${before:+"$before"} "$roost" ${before:+"$before"} "$roost"; do restart "$b"; done
