@@ -33,12 +33,14 @@ import (
 // ops stay queued here, so the outcome is unknown (storeFailed). Each
 // partition has its own queue and sender (partitions have their own Raft
 // leaders: one slow stream does not hold the others back). A sender
-// publishes its ops in the order they were appended, without waiting for
-// the earlier ones' acknowledgements (up to inflightMax ops in flight: a
-// Raft round and three fsyncs take milliseconds, and one batch at a time
-// left the streams idle between rounds), and takes the acknowledgements in
-// that same order: an op counts as replicated only once every op before it
-// in its partition is. An error or a missing acknowledgement sends the
+// publishes its ops as they come, without waiting for the earlier ones'
+// acknowledgements (up to inflightMax ops in flight: a Raft round and
+// three fsyncs take milliseconds, and one batch at a time left the
+// streams idle between rounds); the ops of one client that go out
+// together travel in one message, a pack (packOps: each client's ops stay
+// in their order, and only a client's own order matters to its subject).
+// It takes the acknowledgements in the order it published: an op counts
+// as replicated only once every op before it in its partition is. An error or a missing acknowledgement sends the
 // partition's ops again from its first unacknowledged one, each op with
 // the same Nats-Msg-Id, so that JetStream drops the copies of ops it
 // already kept. Nothing is acknowledged to a client while its ops are not
