@@ -37,6 +37,16 @@ const startupTimeout = 10 * time.Second
 // maxPayloadSlack is what a forwarded message needs besides its MQTT packet.
 const maxPayloadSlack = 64 << 10
 
+// minMaxPayload is the least NATS message size a node accepts, whatever the
+// broker's largest packet: a node's interest goes out whole in one message
+// (a snapshot, or the changes of one moment), about 20 bytes a filter, and
+// so does a session handed over with its queue. With the broker's default
+// packet limit (1 MiB) a node restarting with 100,000 persistent sessions
+// could neither announce nor snapshot its interest ("maximum payload
+// exceeded"): no other node forwarded to it. 8 MiB, nats-server's
+// recommended ceiling, holds about 400,000 filters.
+const minMaxPayload = 8 << 20
+
 // startEngine starts the embedded NATS server for cfg and connects to it
 // in-process. maxPacket is the broker's largest packet, which a forwarded
 // message must fit beside.
@@ -99,7 +109,7 @@ func startEngine(cfg *Config, maxPacket uint32, log *slog.Logger) (*engine, erro
 		Port:          server.RANDOM_PORT,
 		Authorization: token,
 		NoSigs:        true,
-		MaxPayload:    int32(min(int64(maxPacket)+maxPayloadSlack, 64<<20)),
+		MaxPayload:    int32(min(max(int64(maxPacket)+maxPayloadSlack, minMaxPayload), 64<<20)),
 		// Raised so that a subject made from the longest MQTT topic
 		// (65535 bytes, escaped) fits the control line of a route.
 		MaxControlLine: 1 << 20,

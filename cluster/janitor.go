@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -114,6 +115,12 @@ func (s *sessions) adoptOrphans(live, seen map[string]bool, missing map[string]t
 	}
 	var errs []error
 	for _, o := range mine {
+		// One by one, this can outlast the owner's absence (a node
+		// restarting with 100,000 sessions is back after adopt_after):
+		// a node heard from again keeps what was not adopted yet.
+		if slices.Contains(s.n.remote.nodes(), o.owner) {
+			continue
+		}
 		if err := s.adoptOrphan(o.id, o.owner); err != nil {
 			errs = append(errs, fmt.Errorf("%q of %s: %w", o.id, o.owner, err))
 		}

@@ -148,12 +148,18 @@ func readAll(ctx context.Context, js jetstream.JetStream, stream string, cfg jet
 		js.DeleteConsumer(dctx, stream, cons.CachedInfo().Name)
 		cancel()
 	}()
-	if cons.CachedInfo().NumPending == 0 {
+	left := cons.CachedInfo().NumPending
+	if left == 0 {
 		return nil
 	}
 	var delivered uint64
-	for left, misses := uint64(1), 0; left > 0; {
-		batch, err := cons.Fetch(fetchMax, jetstream.FetchMaxWait(2*time.Second))
+	for misses := 0; left > 0; {
+		// No more than is pending: a fetch returns only once it has
+		// all it asked for or its wait is over, so asking for a full
+		// batch made every read wait the 2 s out at its end (a session
+		// record of a few ops took 2 s to read, the owner records at a
+		// restart 2 s more than their transfer).
+		batch, err := cons.Fetch(int(min(left, fetchMax)), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return err
 		}

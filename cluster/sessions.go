@@ -30,13 +30,22 @@ import (
 // ops and the stream acknowledged them, that is once a majority of the
 // partition's replicas synced them; it fails after Config.ForwardTimeout,
 // and the broker then closes the connection without acknowledging: the
-// ops stay queued here, so the outcome is unknown (storeFailed). Ops go out in
-// the order they were appended, in batches (one batch in flight: a group
-// commit); a batch that fails is sent again from its first unacknowledged
-// op, each op with the same Nats-Msg-Id, so that JetStream drops the
-// copies of ops it already kept. Nothing is acknowledged to a client while
-// its ops are not replicated, and none is lost or reordered while the
-// partition has no quorum: they wait, bounded by maxBacklog.
+// ops stay queued here, so the outcome is unknown (storeFailed). Each
+// partition has its own queue and sender (partitions have their own Raft
+// leaders: one slow stream does not hold the others back). A sender
+// publishes its ops as they come, without waiting for the earlier ones'
+// acknowledgements (up to inflightMax ops in flight: a Raft round and
+// three fsyncs take milliseconds, and one batch at a time left the
+// streams idle between rounds); the ops of one client that go out
+// together travel in one message, a pack (packOps: each client's ops stay
+// in their order, and only a client's own order matters to its subject).
+// It takes the acknowledgements in the order it published: an op counts
+// as replicated only once every op before it in its partition is. An error or a missing acknowledgement sends the
+// partition's ops again from its first unacknowledged one, each op with
+// the same Nats-Msg-Id, so that JetStream drops the copies of ops it
+// already kept. Nothing is acknowledged to a client while its ops are not
+// replicated, and none is lost while the partition has no quorum: they
+// wait, bounded by maxBacklog.
 //
 // Each op carries the writer's owner epoch for the client id (owner.go).
 // When a node adopts a session (handed over, or read from the stream
@@ -51,12 +60,15 @@ const (
 	// maxBacklog bounds the ops waiting for replication (no quorum):
 	// beyond it Wait fails at once, as for a full disk.
 	maxBacklog = 1 << 18
-	// batchMax bounds one batch of ops in flight: large enough that the
-	// windows of many publishers fit in one round (each round is a Raft
-	// append with a sync on every replica).
-	batchMax = 8192
+	// inflightMax bounds the ops of one partition published and not yet
+	// acknowledged: large enough that the windows of many publishers fit
+	// in the rounds in flight (each round is a Raft append with a sync on
+	// every replica).
+	inflightMax = 8192
 	// fetchMax bounds one fetch when reading a stream.
 	fetchMax = 1024
+	// ownersReadMax bounds the pass over the owner records at start.
+	ownersReadMax = 2 * time.Minute
 )
 
 // errNotReplicated wraps the reason ops could not be replicated in time.
@@ -69,10 +81,10 @@ type sessions struct {
 	local broker.Store
 
 	mu      sync.Mutex
-	pending []repOp // not yet acknowledged, in ticket order
+	parts   []partQueue // one per partition stream
+	pending int         // ops of all partitions not yet acknowledged
 	lastErr error
 	changed chan struct{} // closed and replaced when pending shrinks
-	wake    chan struct{}
 	seq     uint64
 	// epochs: this node's owner epoch per client id it claimed (or found
 	// itself owner of at start); ops of other ids carry epoch 0.
@@ -91,6 +103,13 @@ type sessions struct {
 	ready bool // streams open, epochs of restored sessions known
 }
 
+// partQueue is one partition's ops not yet acknowledged, in ticket
+// order; its sender publishes them (sendPart).
+type partQueue struct {
+	ops  []repOp
+	wake chan struct{} // Append has added ops
+}
+
 // repOp is an op waiting for replication. Its epoch is looked up when it
 // is sent: a restored session's epoch is known only once the ownership
 // records can be read.
@@ -101,14 +120,23 @@ type repOp struct {
 	body   []byte
 	msgID  string
 	rollup bool
+	// pack: 0 until the op is first published; then, on the first op
+	// of a pack (sessions_wire.go), the number of ops in it, and -1 on
+	// the others. A pack is sent again as it was, under its first op's
+	// message id, so that JetStream can drop a copy it has.
+	pack int
 }
 
 // Sessions wraps local, the node's own store, as the store the broker is
 // to use: see above. Call it before broker.New.
 func (n *Node) Sessions(local broker.Store) broker.Store {
-	n.sess = &sessions{n: n, local: local, changed: make(chan struct{}), wake: make(chan struct{}, 1),
+	s := &sessions{n: n, local: local, changed: make(chan struct{}), parts: make([]partQueue, n.cfg.Partitions),
 		epochs: map[string]uint64{}, adopting: map[string]bool{}, lost: map[string]time.Time{}}
-	return n.sess
+	for p := range s.parts {
+		s.parts[p].wake = make(chan struct{}, 1)
+	}
+	n.sess = s
+	return s
 }
 
 // Load implements broker.Store: the node's own copy, whose ids are noted to
@@ -144,13 +172,15 @@ func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
 			continue
 		}
 		s.seq++
-		s.pending = append(s.pending, repOp{ticket: t, id: op.ClientID, kind: op.Kind, body: body,
+		q := &s.parts[s.partition(op.ClientID)]
+		q.ops = append(q.ops, repOp{ticket: t, id: op.ClientID, kind: op.Kind, body: body,
 			msgID: s.n.inc + "." + strconv.FormatUint(s.seq, 36), rollup: s.adopting[op.ClientID]})
+		s.pending++
 		delete(s.adopting, op.ClientID)
-	}
-	select {
-	case s.wake <- struct{}{}:
-	default:
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
 	}
 	return t
 }
@@ -164,11 +194,11 @@ func (s *sessions) Wait(t broker.Ticket) error {
 	defer timer.Stop()
 	for {
 		s.mu.Lock()
-		if len(s.pending) == 0 || s.pending[0].ticket > t {
+		if s.replicated(t) {
 			s.mu.Unlock()
 			return nil
 		}
-		if len(s.pending) > maxBacklog {
+		if s.pending > maxBacklog {
 			s.mu.Unlock()
 			return fmt.Errorf("%w: %d ops waiting for a quorum: %w", errNotReplicated, maxBacklog, broker.ErrStoreFull)
 		}
@@ -183,6 +213,17 @@ func (s *sessions) Wait(t broker.Ticket) error {
 			return fmt.Errorf("%w within %v: %w", errNotReplicated, s.n.cfg.ForwardTimeout, last)
 		}
 	}
+}
+
+// replicated reports whether every op of ticket t or before is
+// acknowledged: each partition's queue is in ticket order. s.mu is held.
+func (s *sessions) replicated(t broker.Ticket) bool {
+	for p := range s.parts {
+		if ops := s.parts[p].ops; len(ops) > 0 && ops[0].ticket <= t {
+			return false
+		}
+	}
+	return true
 }
 
 // Close implements broker.Store: the node's own store is closed; ops not
@@ -273,7 +314,10 @@ func (s *sessions) adopt(id string) {
 // included). Then replication starts.
 func (s *sessions) open(ctx context.Context, _ jetstream.JetStream) error {
 	// A client of its own, to have a whole batch in flight at once.
-	js, err := jetstream.New(s.n.eng.nc, jetstream.WithPublishAsyncMaxPending(2*batchMax))
+	// (A publish that gets no answer is given up after ForwardTimeout, so
+	// that it does not hold a place among the pending ones for good.)
+	js, err := jetstream.New(s.n.eng.nc, jetstream.WithPublishAsyncMaxPending(2*inflightMax*s.n.cfg.Partitions),
+		jetstream.WithPublishAsyncTimeout(s.n.cfg.ForwardTimeout))
 	if err != nil {
 		return err
 	}
@@ -319,9 +363,20 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 	s.mu.Lock()
 	s.js = js // for eachOwner; ops are not sent before ready
 	s.mu.Unlock()
-	recs, err := s.owners(ctx)
+	began := time.Now()
+	// Not bounded by the caller's attempt (openAssets: 10 s, for requests
+	// that get no answer at all): the pass takes longer the more clients
+	// the bucket holds, and readAll itself ends one that stops making
+	// progress.
+	rctx, cancel := context.WithTimeout(s.n.ctx, ownersReadMax)
+	recs, err := s.owners(rctx)
+	cancel()
 	if err != nil {
 		return err
+	}
+	if len(s.restored) > 0 {
+		s.n.log.Info("cluster: owners of restored sessions read", "sessions", len(s.restored),
+			"took", time.Since(began).Round(time.Millisecond))
 	}
 	var gone []string
 	for _, id := range s.restored {
@@ -340,13 +395,11 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 	s.mu.Lock()
 	s.js, s.ready, s.restored = js, true, nil
 	s.mu.Unlock()
-	s.n.wg.Add(2)
-	go s.send()
-	go s.janitor()
-	select {
-	case s.wake <- struct{}{}: // ops appended before now
-	default:
+	s.n.wg.Add(1 + len(s.parts))
+	for p := range s.parts {
+		go s.sendPart(p) // with the ops appended before now
 	}
+	go s.janitor()
 	s.n.log.Info("cluster session streams ready", "partitions", s.n.cfg.Partitions, "replicas", s.n.cfg.Replicas)
 	return nil
 }
@@ -391,81 +444,203 @@ func (s *sessions) checkPartitions(ctx context.Context, js jetstream.JetStream) 
 	return nil
 }
 
-// send replicates pending ops, a batch at a time, until the node stops.
-func (s *sessions) send() {
+// sendPart replicates partition p's ops until the node stops: it
+// publishes them in order as they come, up to inflightMax unacknowledged,
+// and takes their acknowledgements in the same order (see above).
+func (s *sessions) sendPart(p int) {
 	defer s.n.wg.Done()
+	q := &s.parts[p]
+	var inflight []inflightPack // the packs q.ops begins with, in order
 	backoff := 50 * time.Millisecond
 	for {
-		select {
-		case <-s.n.ctx.Done():
-			return
-		case <-s.wake:
-		}
-		for {
-			s.mu.Lock()
-			batch := s.pending[:min(len(s.pending), batchMax)]
-			epochs := make([]uint64, len(batch))
-			for i, op := range batch {
-				epochs[i] = s.epochs[op.id]
-			}
-			s.mu.Unlock()
-			if len(batch) == 0 {
-				break
-			}
-			done, err := s.publish(batch, epochs)
-			s.mu.Lock()
-			s.pending = s.pending[done:]
-			s.lastErr = err
-			close(s.changed)
-			s.changed = make(chan struct{})
-			s.mu.Unlock()
-			if err == nil {
-				backoff = 50 * time.Millisecond
-				continue
-			}
-			s.n.log.Warn("cluster: session ops not replicated yet; retrying", "waiting", len(batch)-done, "err", err, "backoff", backoff)
+		var err error
+		if inflight, err = s.publishMore(q, inflight); err == nil && len(inflight) == 0 {
 			select {
 			case <-s.n.ctx.Done():
 				return
-			case <-time.After(backoff):
+			case <-q.wake:
+				continue
 			}
-			backoff = min(2*backoff, time.Second)
 		}
+		if err == nil {
+			var done int
+			if done, err = s.awaitAcks(q, inflight); done > 0 {
+				ops := 0
+				for _, f := range inflight[:done] {
+					ops += f.ops
+				}
+				inflight = inflight[done:]
+				s.acknowledged(q, ops)
+				backoff = 50 * time.Millisecond
+			}
+		}
+		if s.n.ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			continue
+		}
+		// Everything from the first unacknowledged op goes again, in
+		// order; JetStream drops the copies it already has (message id).
+		s.mu.Lock()
+		s.lastErr = err
+		waiting := len(q.ops)
+		s.mu.Unlock()
+		inflight = nil
+		s.n.log.Warn("cluster: session ops not replicated yet; retrying", "partition", p, "waiting", waiting, "err", err, "backoff", backoff)
+		select {
+		case <-s.n.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
 	}
 }
 
-// publish sends batch and returns how many of its first ops the streams
-// acknowledged, and the error that stopped the count.
-func (s *sessions) publish(batch []repOp, epochs []uint64) (int, error) {
-	futures := make([]jetstream.PubAckFuture, 0, len(batch))
-	var err error
+// inflightPack is a published pack's acknowledgement to come.
+type inflightPack struct {
+	f   jetstream.PubAckFuture
+	at  time.Time // published
+	ops int
+}
+
+// packMax bounds the op bytes of a pack: far below the cluster's least
+// NATS payload (minMaxPayload); an op beyond it goes alone.
+const packMax = 1 << 20
+
+// publishMore publishes the ops of q not yet in flight, as many as fit
+// under inflightMax, and returns inflight with their packs appended.
+func (s *sessions) publishMore(q *partQueue, inflight []inflightPack) ([]inflightPack, error) {
+	from := 0
+	for _, f := range inflight {
+		from += f.ops
+	}
+	s.mu.Lock()
+	to := min(len(q.ops), max(inflightMax, from))
+	if from >= to {
+		s.mu.Unlock()
+		return inflight, nil
+	}
+	for i := from; i < to; i += q.ops[i].pack {
+		if q.ops[i].pack == 0 {
+			packOps(q.ops[i:to])
+		}
+		to = max(to, i+q.ops[i].pack) // a pack formed before goes whole
+	}
+	batch := append([]repOp(nil), q.ops[from:to]...) // Append may grow q.ops meanwhile
+	epochs := make([]uint64, len(batch))
 	for i, op := range batch {
-		m := nats.NewMsg(s.subject(op.id))
-		m.Data = appendOp(nil, op.kind, epochs[i], op.body)
-		m.Header.Set(jetstream.MsgIDHeader, op.msgID)
-		if op.rollup {
+		epochs[i] = s.epochs[op.id]
+	}
+	s.mu.Unlock()
+	now := time.Now()
+	for i := 0; i < len(batch); i += batch[i].pack {
+		head, n := &batch[i], batch[i].pack
+		m := nats.NewMsg(s.subject(head.id))
+		if n == 1 {
+			m.Data = appendOp(nil, head.kind, epochs[i], head.body)
+		} else {
+			m.Data = appendPack(nil, batch[i:i+n], epochs[i:i+n])
+		}
+		m.Header.Set(jetstream.MsgIDHeader, head.msgID)
+		if head.rollup {
 			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 		}
-		var f jetstream.PubAckFuture
-		if f, err = s.js.PublishMsgAsync(m); err != nil {
-			break
+		f, err := s.js.PublishMsgAsync(m)
+		if err != nil {
+			return inflight, err
 		}
-		futures = append(futures, f)
+		inflight = append(inflight, inflightPack{f, now, n})
 	}
-	timeout := time.NewTimer(s.n.cfg.ForwardTimeout)
-	defer timeout.Stop()
-	for i, f := range futures {
-		select {
-		case <-f.Ok():
-		case e := <-f.Err():
-			return i, e
-		case <-timeout.C:
-			return i, fmt.Errorf("no acknowledgement within %v", s.n.cfg.ForwardTimeout)
-		case <-s.n.ctx.Done():
-			return i, s.n.ctx.Err()
+	return inflight, nil
+}
+
+// packOps reorders ops, none packed yet, into packs: each client's ops in
+// their order, a pack per client, packs in the order of their first ops.
+// A rollup starts a pack of its own (it removes the subject's earlier
+// messages, so nothing appended before it may travel with it), and so does
+// an op that would take a pack beyond packMax. Wait stays right: the first
+// op of each pack has the least ticket of its pack, and the packs follow
+// in the order of those tickets, so while the first op of q.ops is not
+// acknowledged, no op of a later ticket counts as replicated.
+func packOps(ops []repOp) {
+	type pack struct {
+		idx  []int
+		size int
+	}
+	var packs []pack
+	open := map[string]int{} // client id -> its last pack
+	for i := range ops {
+		op := &ops[i]
+		p, ok := open[op.id]
+		if !ok || op.rollup || packs[p].size+len(op.body) > packMax {
+			packs = append(packs, pack{})
+			p = len(packs) - 1
+			open[op.id] = p
+		}
+		packs[p].idx = append(packs[p].idx, i)
+		packs[p].size += len(op.body)
+	}
+	out := make([]repOp, 0, len(ops))
+	for _, p := range packs {
+		for k, i := range p.idx {
+			op := ops[i]
+			op.pack = -1
+			if k == 0 {
+				op.pack = len(p.idx)
+			}
+			out = append(out, op)
 		}
 	}
-	return len(futures), err
+	copy(ops, out)
+}
+
+// awaitAcks waits until the oldest pack in flight is acknowledged, or
+// more ops are appended, and returns how many packs from the oldest on
+// are acknowledged by then. An error refused the first pack not counted;
+// one that has no acknowledgement within Config.ForwardTimeout is an error
+// too.
+func (s *sessions) awaitAcks(q *partQueue, inflight []inflightPack) (int, error) {
+	timer := time.NewTimer(s.n.cfg.ForwardTimeout - time.Since(inflight[0].at))
+	defer timer.Stop()
+	select {
+	case <-inflight[0].f.Ok():
+	case err := <-inflight[0].f.Err():
+		return 0, err
+	case <-timer.C:
+		return 0, fmt.Errorf("no acknowledgement within %v", s.n.cfg.ForwardTimeout)
+	case <-q.wake:
+		return 0, nil // publish those first, then wait again
+	case <-s.n.ctx.Done():
+		return 0, s.n.ctx.Err()
+	}
+	done := 1
+	for done < len(inflight) && acked(inflight[done].f) {
+		done++
+	}
+	return done, nil
+}
+
+// acked reports whether f has its acknowledgement, without waiting.
+func acked(f jetstream.PubAckFuture) bool {
+	select {
+	case <-f.Ok():
+		return true
+	default:
+		return false
+	}
+}
+
+// acknowledged drops q's first n ops, replicated, and wakes the Waits.
+func (s *sessions) acknowledged(q *partQueue, n int) {
+	s.mu.Lock()
+	clear(q.ops[:n]) // their bodies, for the collector
+	q.ops = q.ops[n:]
+	s.pending -= n
+	s.lastErr = nil
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
 }
 
 // recover reads id's session from its partition stream, nil if there is

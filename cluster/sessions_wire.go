@@ -34,6 +34,32 @@ import (
 //
 // A message is as in handover.go. Times are wall clock: nodes are assumed
 // to keep their clocks in step (NTP), as for Message Expiry elsewhere.
+//
+// Several ops of one client may travel in one message, a pack:
+//
+//	version   byte
+//	opPack    byte
+//	count     uvarint
+//	then count times: length (uvarint), an op's bytes as above
+//
+// replayed in order. JetStream syncs every message it stores, on every
+// replica: one message per op made those syncs the cluster's limit, and a
+// persistent subscriber gets several ops in the time of one sync (sessions.go
+// packs the ops of a client that go out together).
+
+// opPack is a pack's kind byte, beyond every broker.OpKind.
+const opPack = 0xFF
+
+// appendPack appends the bytes of a pack of the ops ops[i] (at epochs[i]).
+func appendPack(b []byte, ops []repOp, epochs []uint64) []byte {
+	b = binary.AppendUvarint(append(b, wireVersion, opPack), uint64(len(ops)))
+	var one []byte
+	for i := range ops {
+		one = appendOp(one[:0], ops[i].kind, epochs[i], ops[i].body)
+		b = append(binary.AppendUvarint(b, uint64(len(one))), one...)
+	}
+	return b
+}
 
 func encodeOp(op *broker.Op, epoch uint64) ([]byte, error) {
 	body, err := encodeOpBody(op)
@@ -137,8 +163,31 @@ func (r *replay) reset() {
 	r.inbound = map[uint16]bool{}
 }
 
-// apply applies one op's bytes.
+// apply applies one message's bytes: an op, or a pack of ops.
 func (r *replay) apply(b []byte) error {
+	if len(b) < 2 || b[0] != wireVersion || b[1] != opPack {
+		return r.applyOp(b)
+	}
+	rd := reader{b: b[2:]}
+	n := rd.uvarint()
+	for i := uint64(0); i < n && rd.err == nil; i++ {
+		size := rd.uvarint()
+		if rd.err != nil || size > uint64(len(rd.b)) {
+			return errWire
+		}
+		if err := r.applyOp(rd.b[:size]); err != nil {
+			return err
+		}
+		rd.b = rd.b[size:]
+	}
+	if rd.err != nil || len(rd.b) != 0 {
+		return errWire
+	}
+	return nil
+}
+
+// applyOp applies one op's bytes.
+func (r *replay) applyOp(b []byte) error {
 	rd := reader{b: b}
 	if rd.byte() != wireVersion {
 		return errWire

@@ -1,0 +1,110 @@
+package cluster
+
+import (
+	"bytes"
+	"fmt"
+	"reflect"
+	"testing"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// TestPackOps: each client's ops in one pack, in their order; packs in the
+// order of their first ops; a rollup starts a pack of its own, and so does
+// an op that would take a pack beyond packMax. The first op of every pack
+// has a ticket no later than any op after it (what Wait relies on).
+func TestPackOps(t *testing.T) {
+	big := make([]byte, packMax-10)
+	in := []repOp{
+		{ticket: 1, id: "a"}, {ticket: 2, id: "b"}, {ticket: 3, id: "a"}, {ticket: 4, id: "c", body: big},
+		{ticket: 5, id: "b", rollup: true}, {ticket: 6, id: "b"}, {ticket: 7, id: "a"}, {ticket: 7, id: "c", body: big},
+	}
+	ops := append([]repOp(nil), in...)
+	packOps(ops)
+	type got struct {
+		id     string
+		ticket broker.Ticket
+		pack   int
+	}
+	var have []got
+	for _, op := range ops {
+		have = append(have, got{op.id, op.ticket, op.pack})
+	}
+	want := []got{{"a", 1, 3}, {"a", 3, -1}, {"a", 7, -1}, {"b", 2, 1}, {"c", 4, 1}, {"b", 5, 2}, {"b", 6, -1}, {"c", 7, 1}}
+	if !reflect.DeepEqual(have, want) {
+		t.Fatalf("packed\n%v\nwant\n%v", have, want)
+	}
+	for i, op := range ops {
+		if op.pack <= 0 {
+			continue
+		}
+		for _, later := range ops[i:] {
+			if later.ticket < op.ticket {
+				t.Errorf("pack at %d (ticket %d) is followed by ticket %d", i, op.ticket, later.ticket)
+			}
+		}
+	}
+}
+
+// TestReplayPack: a pack replays as its ops one by one would, stale epochs
+// skipped inside it too; a damaged pack is refused.
+func TestReplayPack(t *testing.T) {
+	ops := []broker.Op{
+		{Kind: broker.OpSessionPut, Session: broker.StoredSession{Expiry: 60}},
+		{Kind: broker.OpSubPut, Sub: broker.StoredSub{Filter: "a/#", Opts: packet.SubOptions{QoS: 1}}},
+		{Kind: broker.OpQueuePut, Delivery: broker.StoredDelivery{Seq: 1, Msg: msg("a/x", "one", 1), QoS: 1}},
+		{Kind: broker.OpQueuePut, Delivery: broker.StoredDelivery{Seq: 2, Msg: msg("a/x", "two", 1), QoS: 1}},
+		{Kind: broker.OpSessionPut, Session: broker.StoredSession{Expiry: 60}}, // a newer owner
+		{Kind: broker.OpQueueDel, Delivery: broker.StoredDelivery{Seq: 1}},     // the older one, skipped
+		{Kind: broker.OpQueueDel, Delivery: broker.StoredDelivery{Seq: 2}},
+	}
+	epochs := []uint64{1, 1, 1, 1, 2, 1, 2}
+	one := replayOf(t, "c", ops, epochs)
+	reps := make([]repOp, len(ops))
+	for i := range ops {
+		body, err := encodeOpBody(&ops[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		reps[i] = repOp{id: "c", kind: ops[i].Kind, body: body}
+	}
+	// The first two alone, the rest in a pack: a subject holds both forms.
+	r := newReplay("c")
+	for i := range 2 {
+		if err := r.apply(appendOp(nil, reps[i].kind, epochs[i], reps[i].body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pack := appendPack(nil, reps[2:], epochs[2:])
+	if err := r.apply(pack); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := sessionSummary(r.session()), sessionSummary(one.session()); a != b || r.skipped != one.skipped || r.skipped != 1 {
+		t.Fatalf("from a pack %s (skipped %d), op by op %s (skipped %d)", a, r.skipped, b, one.skipped)
+	}
+	nested := appendPack(nil, []repOp{{kind: opPack}}, []uint64{1}) // a pack in a pack
+	for name, b := range map[string][]byte{
+		"truncated":   pack[:len(pack)-1],
+		"trailing":    append(bytes.Clone(pack), 0),
+		"short count": append([]byte{wireVersion, opPack, 9}, pack[3:]...),
+		"nested":      nested,
+		"empty op":    {wireVersion, opPack, 1, 0},
+	} {
+		if err := newReplay("c").apply(b); err == nil {
+			t.Errorf("%s pack %x: no error", name, b)
+		}
+	}
+}
+
+// sessionSummary is what a replayed session holds, as text.
+func sessionSummary(rec *broker.StoredSession) string {
+	if rec == nil {
+		return "none"
+	}
+	s := fmt.Sprintf("expiry %d subs %v queue", rec.Expiry, rec.Subs)
+	for _, d := range rec.Queue {
+		s += fmt.Sprintf(" %d:%s/%q/%d", d.Seq, d.Msg.Topic, d.Msg.Payload, d.PacketID)
+	}
+	return s + fmt.Sprintf(" inbound %v", rec.Inbound)
+}
