@@ -116,6 +116,14 @@ type RemoteMessage struct {
 	// the session through exactly one of the nodes (package cluster,
 	// handover_live.go).
 	Pick func(clientID string) bool
+	// Accepted says the message was already accepted for the sessions
+	// Pick lets through, so their queue limits (Options.MaxQueued,
+	// MaxQueuedBytes) do not drop it: the limits apply to new messages.
+	// A cluster moving a persistent session here sets it for the
+	// messages it held for the session meanwhile, whose publishers may
+	// already have been told they were taken; a handed-over queue is
+	// taken whole for the same reason (Adopt).
+	Accepted bool
 }
 
 // DeliverRemote delivers a message forwarded by another node to this node's
@@ -129,7 +137,7 @@ type RemoteMessage struct {
 func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	now := time.Now().UnixNano()
 	msg := &Message{ID: s.msgID.Add(1), Topic: m.Topic, Payload: m.Payload, Props: m.Props, From: m.From,
-		QoS: m.QoS, Retain: m.Retain, created: now}
+		QoS: m.QoS, Retain: m.Retain, created: now, accepted: m.Accepted}
 	if m.ExpiresIn > 0 {
 		msg.expires = now + int64(m.ExpiresIn)
 	}
