@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -55,11 +56,20 @@ import (
 //     those (of A) still coming from before it. B then confirms to A, which
 //     ends its copy (fence.go).
 //
+// The messages B holds are in its memory only until it adopted the
+// session and its store has them, so B confirms none of them before that:
+// a forwarded one's confirmation to its node waits (heldAck), and so does
+// the publisher's acknowledgement of one published on B (Forward's wait).
+// A crash of B in that window leaves the messages unconfirmed, which their
+// publishers learn as an unknown outcome (DISCONNECT 0x80: send it again),
+// not as a loss; a move that outlasts Config.ForwardTimeout does the same.
+// What B holds was accepted, so the session's queue limit does not cut it
+// (broker.RemoteMessage.Accepted); beyond maxHeld B refuses to hold more
+// (those messages are not confirmed either).
+//
 // A node that does not answer the barrier request in time is left out:
 // for its messages the move is as before the cut existed (a few messages
-// may be lost or come twice), and the log says so. The held messages are
-// in memory only: B acknowledged them to their nodes before it adopted the
-// session, so a crash of B in that window (milliseconds) loses them.
+// may be lost or come twice), and the log says so.
 // Shared subscriptions of the moving session are not part of the cut: a
 // group's message goes to the copy of the node it was routed to, as
 // before.
@@ -111,8 +121,28 @@ type moveIn struct {
 	want    []string        // nodes whose barriers are due
 	adopted bool
 	held    []heldMessage
-	dropped int
+	// refused counts messages not held (maxHeld): they are not
+	// confirmed.
+	refused int
+	// acks are the confirmations of forwarded messages held, released
+	// once the session has them durably; done is closed then, with err
+	// the outcome, for publishes on this node that wait (Forward).
+	acks []*heldAck
+	done chan struct{}
+	err  error
 }
+
+// heldAck is the confirmation of a forwarded QoS 1/2 message held for
+// moving sessions: sent once each of them (left) has it durably, as not
+// taken if one does not.
+type heldAck struct {
+	a      pendingAck
+	left   int
+	failed bool
+}
+
+// errHeldFull: a moving session here holds maxHeld messages already.
+var errHeldFull = errors.New("cluster: too many messages held for a session moving here")
 
 type heldMessage struct {
 	m  *broker.RemoteMessage
@@ -206,27 +236,45 @@ func (mi *moveIn) matches(name string) bool {
 	return false
 }
 
-// hold keeps m for the session, to be delivered once it is adopted.
-func (mi *moveIn) hold(m *broker.RemoteMessage) {
+// hold keeps m for the session, to be delivered once it is adopted; false
+// when the session holds maxHeld messages already.
+func (mi *moveIn) hold(m *broker.RemoteMessage) bool {
 	if len(mi.held) >= maxHeld {
-		mi.dropped++
-		return
+		mi.refused++
+		return false
 	}
 	cp := *m
 	cp.Groups, cp.Pick = []string{}, nil
 	mi.held = append(mi.held, heldMessage{&cp, time.Now()})
+	return true
+}
+
+// wait waits until the session has what it held durably, or ctx ends.
+func (mi *moveIn) wait(ctx context.Context) error {
+	select {
+	case <-mi.done:
+		return mi.err
+	case <-ctx.Done():
+		return fmt.Errorf("cluster: message held for a session moving here: %w", ctx.Err())
+	}
 }
 
 // pick decides, for a message forwarded from origin, which moving sessions
 // here must not get it (returned as a broker.RemoteMessage.Pick, nil when
-// none), and holds a copy for each arriving session it is for.
-func (mv *liveMoves) pick(origin string, rm *broker.RemoteMessage) func(string) bool {
+// none), and holds a copy for each arriving session it is for. When
+// confirm (a QoS 1/2 forward) and it held one, it returns the message's
+// confirmation, which the caller fills in and the sessions send
+// (release); the caller must not send it itself.
+func (mv *liveMoves) pick(origin string, rm *broker.RemoteMessage, confirm bool) (func(string) bool, *heldAck) {
 	if mv.active.Load() == 0 {
-		return nil
+		return nil, nil
 	}
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
-	var skip []string
+	var (
+		skip []string
+		ha   *heldAck
+	)
 	for id, mo := range mv.out {
 		if mo.seen[origin] {
 			skip = append(skip, id) // the new copy's
@@ -234,27 +282,47 @@ func (mv *liveMoves) pick(origin string, rm *broker.RemoteMessage) func(string) 
 	}
 	for id, mi := range mv.in {
 		if !mi.adopted && mi.seen[origin] && mi.matches(rm.Topic) {
-			mi.hold(rm)
+			ok := mi.hold(rm)
+			if confirm {
+				if ha == nil {
+					ha = &heldAck{}
+				}
+				ha.failed = ha.failed || !ok
+				if ok {
+					ha.left++
+					mi.acks = append(mi.acks, ha)
+				}
+			}
 		}
 		if !mi.adopted || !mi.seen[origin] && slices.Contains(mi.want, origin) {
 			skip = append(skip, id) // held, or the old copy's
 		}
 	}
-	if len(skip) == 0 {
-		return nil
+	if ha != nil && ha.left == 0 {
+		// Held nowhere (refused): confirmed at once, as not taken.
+		ha = nil
 	}
-	return func(id string) bool { return !slices.Contains(skip, id) }
+	if len(skip) == 0 {
+		return nil, ha
+	}
+	return func(id string) bool { return !slices.Contains(skip, id) }, ha
 }
 
 // local holds a copy of msg, published on this node, for each arriving
-// session it is for. Called from Forward, under the gate.
-func (mv *liveMoves) local(msg *broker.Message) {
+// session it is for. Called from Forward, under the gate. It returns how
+// many sessions hold it and, for QoS 1/2, what the publisher's
+// acknowledgement must wait for: each of them having it durably.
+func (mv *liveMoves) local(msg *broker.Message) (int, func(context.Context) error) {
 	if mv.active.Load() == 0 {
-		return
+		return 0, nil
 	}
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
 	self := mv.n.cfg.Node
+	var (
+		holders []*moveIn
+		refused bool
+	)
 	for _, mi := range mv.in {
 		if !mi.adopted && mi.seen[self] && mi.matches(msg.Topic) {
 			rm := &broker.RemoteMessage{Topic: msg.Topic, Payload: msg.Payload, Props: msg.Props, From: msg.From,
@@ -262,8 +330,26 @@ func (mv *liveMoves) local(msg *broker.Message) {
 			if exp := msg.Expires(); !exp.IsZero() {
 				rm.ExpiresIn = max(time.Until(exp), time.Millisecond)
 			}
-			mi.hold(rm)
+			if mi.hold(rm) {
+				holders = append(holders, mi)
+			} else {
+				refused = true
+			}
 		}
+	}
+	if msg.QoS == 0 || len(holders) == 0 && !refused {
+		return len(holders), nil
+	}
+	return len(holders), func(ctx context.Context) error {
+		if refused {
+			return errHeldFull
+		}
+		for _, mi := range holders {
+			if err := mi.wait(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 }
 
@@ -439,7 +525,7 @@ func (n *Node) finish(q *barrierRequest) []byte {
 func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, rec1 *broker.StoredSession) error {
 	n := mv.n
 	self := n.cfg.Node
-	mi := &moveIn{epoch: epoch, from: prev, seen: make(map[string]bool)}
+	mi := &moveIn{epoch: epoch, from: prev, seen: make(map[string]bool), done: make(chan struct{})}
 	for _, s := range rec1.Subs {
 		if group, plain, _, err := topic.ParseShare(s.Filter); err == nil && group == "" {
 			mi.filters = append(mi.filters, plain)
@@ -477,16 +563,41 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	// Step 3.
 	rec := mv.finishAt(ctx, q, rec1)
 	// Step 4.
-	var last broker.Ticket
 	if n.sess != nil {
 		n.sess.adopt(id)
 	}
+	held, last := mv.adopt(id, mi, rec)
+	if mi.refused > 0 { // adopted: no longer written
+		n.log.Error("cluster: moving session: too many messages held; the rest were not confirmed to their publishers",
+			"client_id", id, "held", held, "refused", mi.refused)
+	}
+	err := n.srv.WaitDurable(last)
+	mv.release(mi, err)
+	if err != nil {
+		return err
+	}
+	n.own.confirm(prev, id, epoch)
+	n.log.Info("session moved here", "client_id", id, "from", prev,
+		"subscriptions", len(rec.Subs), "messages", len(rec.Queue), "held", held)
+	return nil
+}
+
+// adopt is step 4 of a move here, under the gate: the broker adopts rec,
+// and what mi held is delivered to the session only, in arrival order,
+// past the session's queue limit (it was accepted before). It returns how
+// many messages were delivered and the store ticket to wait for.
+func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (int, broker.Ticket) {
+	n := mv.n
+	var last broker.Ticket
 	n.gate.Lock()
+	defer n.gate.Unlock()
 	n.srv.Adopt(rec)
 	mv.mu.Lock()
-	held, dropped := mi.held, mi.dropped
+	defer mv.mu.Unlock()
+	held := mi.held
 	mi.held, mi.adopted = nil, true
 	only := func(c string) bool { return c == id }
+	delivered := 0
 	for _, h := range held {
 		if h.m.ExpiresIn > 0 {
 			left := h.m.ExpiresIn - time.Since(h.at)
@@ -495,28 +606,42 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 			}
 			h.m.ExpiresIn = left
 		}
-		h.m.Pick = only
+		h.m.Pick, h.m.Accepted = only, true
 		_, t := n.srv.DeliverRemote(h.m)
 		last = max(last, t)
+		delivered++
 	}
 	if mi.complete() {
 		delete(mv.in, id)
 		mv.active.Add(-1)
 	} else {
-		time.AfterFunc(moveLinger, func() { mv.endIn(id, epoch) })
+		time.AfterFunc(moveLinger, func() { mv.endIn(id, mi.epoch) })
 	}
+	return delivered, last
+}
+
+// release ends the wait for what mi held, once it is durable (err nil) or
+// could not be: the confirmations held back are sent (as not taken after
+// an error), and publishes here waiting for it go on.
+func (mv *liveMoves) release(mi *moveIn, err error) {
+	mv.mu.Lock()
+	var ready []pendingAck
+	for _, ha := range mi.acks {
+		ha.left--
+		ha.failed = ha.failed || err != nil
+		if ha.left == 0 {
+			a := ha.a
+			a.taken = a.taken && !ha.failed
+			ready = append(ready, a)
+		}
+	}
+	mi.acks = nil
+	mi.err = err
 	mv.mu.Unlock()
-	n.gate.Unlock()
-	if dropped > 0 {
-		n.log.Error("cluster: moving session: too many messages held; some dropped", "client_id", id, "dropped", dropped)
+	close(mi.done)
+	for _, a := range ready {
+		mv.n.queueAck(a)
 	}
-	if err := n.srv.WaitDurable(last); err != nil {
-		return err
-	}
-	n.own.confirm(prev, id, epoch)
-	n.log.Info("session moved here", "client_id", id, "from", prev,
-		"subscriptions", len(rec.Subs), "messages", len(rec.Queue), "held", len(held))
-	return nil
 }
 
 func (mv *liveMoves) endIn(id string, epoch uint64) {

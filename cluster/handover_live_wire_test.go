@@ -1,10 +1,14 @@
 package cluster
 
 import (
+	"context"
+	"log/slog"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
 )
 
 // TestMoveCut walks the cut of a live move through pick and onBarrier:
@@ -15,7 +19,7 @@ import (
 func TestMoveCut(t *testing.T) {
 	mv := newLiveMoves(&Node{})
 	gets := func(origin, id string) bool {
-		p := mv.pick(origin, &broker.RemoteMessage{Topic: "a/b"})
+		p, _ := mv.pick(origin, &broker.RemoteMessage{Topic: "a/b"}, false)
 		return p == nil || p(id)
 	}
 	// Old owner: "s" handed over; X's barrier came, Y's not yet.
@@ -67,5 +71,78 @@ func TestBarrierRequestRoundTrip(t *testing.T) {
 	}
 	if _, _, err := decodeBarrier([]byte{barrierMark, 3, 'a'}); err == nil {
 		t.Error("a truncated barrier was accepted")
+	}
+}
+
+// TestHeldConfirmedOnceDurable: a node holding messages for a session
+// moving to it confirms none of them before it adopted the session with
+// them and its store has them: QoS 1 forwards of node X (after X's
+// barrier) get their confirmations only then, and a QoS 1 publish on the
+// node itself waits as long. Confirmed earlier, a crash of the node before
+// the adoption would lose messages their publishers were told were
+// delivered. What was held is queued past the session's queue limit (it
+// was accepted): MaxQueued is 1 here and four are held.
+func TestHeldConfirmedOnceDurable(t *testing.T) {
+	srv, err := broker.New(broker.Options{MaxQueued: 1, SysInterval: -1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	n := &Node{cfg: Config{Node: "B", ForwardTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler),
+		acks: make(chan pendingAck, 16), ctx: context.Background(), srv: srv}
+	n.mv = newLiveMoves(n)
+	mi := &moveIn{epoch: 3, from: "A", filters: []string{"m/#"}, seen: map[string]bool{"X": true, "B": true},
+		want: []string{"X", "A"}, done: make(chan struct{})}
+	n.mv.in["s"] = mi
+	n.mv.active.Add(1)
+
+	msg := &broker.Message{Topic: "m/x", Payload: []byte("x"), QoS: 1}
+	pub, err := encodePublish(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		n.deliverForward("X", seq, encodeForward(msg, nil, pub))
+	}
+	held, wait := n.mv.local(&broker.Message{Topic: "m/b", Payload: []byte("b"), QoS: 1})
+	if held != 1 || wait == nil {
+		t.Fatalf("a publish on the node: held by %d sessions, wait %v; want 1 and a wait", held, wait != nil)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- wait(context.Background()) }()
+	select {
+	case a := <-n.acks:
+		t.Fatalf("forward %d confirmed while only held", a.seq)
+	case err := <-waited:
+		t.Fatalf("the local publish's wait ended (%v) while its message was only held", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+
+	rec := &broker.StoredSession{ClientID: "s", Expiry: 600, Subs: []broker.StoredSub{{Filter: "m/#", Opts: packet.SubOptions{QoS: 1}}}}
+	delivered, last := n.mv.adopt("s", mi, rec)
+	if delivered != 4 {
+		t.Fatalf("delivered %d held messages, want 4", delivered)
+	}
+	n.mv.release(mi, srv.WaitDurable(last))
+	for want := uint64(1); want <= 3; want++ {
+		select {
+		case a := <-n.acks:
+			if a.seq != want || !a.taken || a.origin != "X" {
+				t.Errorf("confirmation %+v, want X's %d taken", a, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("forward %d not confirmed after the adoption", want)
+		}
+	}
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Errorf("the local publish's wait: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the local publish still waits after the adoption")
+	}
+	if cs, _, _ := srv.Client("s"); cs.Queued != 4 || cs.Dropped != 0 {
+		t.Errorf("the session has %d queued, %d dropped; want the 4 held and none dropped (MaxQueued 1)", cs.Queued, cs.Dropped)
 	}
 }
