@@ -83,6 +83,18 @@ func (h *handovers) add(id string, epoch uint64, replicated bool, done func(bool
 	h.mu.Unlock()
 }
 
+// extend gives the pending handover k d from now, if it is still pending:
+// a live move of the session is under way (handover_live.go).
+func (h *handovers) extend(k handoverKey, d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if p := h.m[k]; p != nil {
+		// Should the timer have fired meanwhile, its second run finds
+		// the handover taken and does nothing.
+		p.timer.Reset(d)
+	}
+}
+
 // take removes and returns the pending handover k, nil if there is none.
 func (h *handovers) take(k handoverKey) *pendingHandover {
 	h.mu.Lock()

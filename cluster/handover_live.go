@@ -67,9 +67,17 @@ import (
 // (broker.RemoteMessage.Accepted); beyond maxHeld B refuses to hold more
 // (those messages are not confirmed either).
 //
-// A node that does not answer the barrier request in time is left out:
-// for its messages the move is as before the cut existed (a few messages
-// may be lost or come twice), and the log says so.
+// How long a move waits for a node's barrier follows the node's liveness,
+// not a constant: B asks again (each try bounded by barrierWait) while it
+// still hears the node, and A waits for the barriers of the nodes it still
+// hears, so a node slowed by load is waited for rather than left out. Only
+// a node no longer heard from (deadAfter: paused, cut off, dead; it
+// forwards nothing meanwhile) is left out, or one still not done after
+// barrierBound (B) or finishWait (A), which bound a move at about 10 s
+// (the client's CONNECT waits for it; the held messages' publishers get
+// an unknown outcome after their forward timeout). A node left out is
+// outside the cut: for its messages the move is as before the cut existed
+// (a few may be lost or come twice), and the log says so.
 // Shared subscriptions of the moving session are not part of the cut: a
 // group's message goes to the copy of the node it was routed to, as
 // before.
@@ -84,9 +92,19 @@ const (
 	// barrierMark starts a barrier entry in a batch of forwards, where a
 	// forwarded message starts with wireVersion.
 	barrierMark byte = 0xB7
-	// barrierWait bounds each step of a move: a node's wait for its view
-	// of the new owner's interest, the old owner's wait for barriers.
+	// barrierWait bounds one try of a node's barrier: its wait for its
+	// view of the new owner's interest.
 	barrierWait = 2 * time.Second
+	// barrierBound bounds the new owner's tries for the barriers of
+	// nodes it still hears from; finishWait the old owner's wait for
+	// them. Longer than deadAfter, so that a node that stops answering
+	// is known gone before either runs out.
+	barrierBound = deadAfter + barrierWait
+	finishWait   = deadAfter + time.Second
+	// liveConfirmTimeout is how long an old owner keeps a session it
+	// handed over to a live move before it gives up on the move: the
+	// move's steps, then confirmTimeout for the confirmation.
+	liveConfirmTimeout = barrierBound + finishWait + confirmTimeout
 	// moveLinger bounds how long a new owner keeps skipping messages of
 	// nodes whose barriers have not come.
 	moveLinger = 10 * time.Second
@@ -177,7 +195,7 @@ func decodeBarrier(b []byte) (string, uint64, error) {
 
 // startOut notes that id's session was handed over at epoch and is still
 // held here (step 1). Without the new owner's finish request within
-// confirmTimeout, the entry goes with the session (fence.go).
+// liveConfirmTimeout, the entry goes with the session (fence.go).
 func (mv *liveMoves) startOut(id string, epoch uint64) {
 	mv.mu.Lock()
 	if mv.out[id] == nil {
@@ -185,7 +203,7 @@ func (mv *liveMoves) startOut(id string, epoch uint64) {
 	}
 	mv.out[id] = &moveOut{epoch: epoch, seen: make(map[string]bool)}
 	mv.mu.Unlock()
-	time.AfterFunc(confirmTimeout, func() { mv.endOut(id, epoch) })
+	time.AfterFunc(liveConfirmTimeout, func() { mv.endOut(id, epoch) })
 }
 
 func (mv *liveMoves) endOut(id string, epoch uint64) {
@@ -207,6 +225,12 @@ func (mv *liveMoves) onBarrier(origin string, b []byte) {
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
 	if mo := mv.out[id]; mo != nil && mo.epoch == epoch {
+		if len(mo.seen) == 0 && mv.n.own != nil {
+			// The first barrier of the move (the new owner's own
+			// comes first): the move goes on, so the handed-over
+			// session waits for its steps, not just confirmTimeout.
+			mv.n.own.pending.extend(handoverKey{id, epoch}, liveConfirmTimeout)
+		}
 		mo.seen[origin] = true
 	}
 	if mi := mv.in[id]; mi != nil && mi.epoch == epoch {
@@ -412,10 +436,17 @@ func (l *localInterest) version() uint64 {
 	return l.seq
 }
 
-// awaitView waits, bounded by barrierWait, until this node routes by the
-// new owner's interest as of the request.
-func (n *Node) awaitView(q *barrierRequest) bool {
-	deadline := time.Now().Add(barrierWait)
+// heard reports whether this node hears from node (its heartbeats; a node
+// silent for deadAfter is forgotten).
+func (r *remoteInterest) heard(node string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.peers[node] != nil
+}
+
+// awaitView waits, until deadline, until this node routes by the new
+// owner's interest as of the request.
+func (n *Node) awaitView(q *barrierRequest, deadline time.Time) bool {
 	for !n.remote.current(q.to, q.inc, q.version) {
 		if time.Now().After(deadline) || n.ctx.Err() != nil {
 			return false
@@ -436,7 +467,7 @@ func (n *Node) onBarrierRequest(m *nats.Msg) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		ok := n.awaitView(q)
+		ok := n.awaitView(q, time.Now().Add(barrierWait))
 		if ok {
 			b := encodeBarrier(q.id, q.epoch)
 			n.gate.Lock()
@@ -469,14 +500,16 @@ func (n *Node) onFinish(m *nats.Msg) {
 
 func (n *Node) finish(q *barrierRequest) []byte {
 	mv, o := n.mv, n.own
-	deadline := time.Now().Add(barrierWait)
+	deadline := time.Now().Add(finishWait)
 	for {
 		mv.mu.Lock()
 		mo := mv.out[q.id]
 		var missing []string
 		if mo != nil && mo.epoch == q.epoch {
 			for _, x := range q.want {
-				if !mo.seen[x] {
+				// A node no longer heard from sends nothing more: its
+				// barrier is not waited for.
+				if !mo.seen[x] && (x == n.cfg.Node || n.remote.heard(x)) {
 					missing = append(missing, x)
 				}
 			}
@@ -497,7 +530,7 @@ func (n *Node) finish(q *barrierRequest) []byte {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if !n.awaitView(q) {
+	if !n.awaitView(q, deadline) {
 		n.log.Warn("cluster: moving session: the new owner's interest not seen here in time", "client_id", q.id, "peer", q.to)
 	}
 	n.gate.Lock()
@@ -525,6 +558,13 @@ func (n *Node) finish(q *barrierRequest) []byte {
 func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, rec1 *broker.StoredSession) error {
 	n := mv.n
 	self := n.cfg.Node
+	// The move's steps have bounds of their own (barrierBound,
+	// finishWait), which follow the other nodes' liveness; the claim's
+	// (ForwardTimeout) is for its record.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), barrierBound+finishWait+2*barrierWait)
+	defer cancel()
+	stop := context.AfterFunc(n.ctx, cancel)
+	defer stop()
 	mi := &moveIn{epoch: epoch, from: prev, seen: make(map[string]bool), done: make(chan struct{})}
 	for _, s := range rec1.Subs {
 		if group, plain, _, err := topic.ParseShare(s.Filter); err == nil && group == "" {
@@ -654,7 +694,8 @@ func (mv *liveMoves) endIn(id string, epoch uint64) {
 }
 
 // barriers asks every other live node but the old owner for its barrier
-// and returns those that put one.
+// and returns those that put one. A node that does not within a try is
+// asked again while this node hears from it, until barrierBound.
 func (mv *liveMoves) barriers(ctx context.Context, q *barrierRequest) []string {
 	n := mv.n
 	var (
@@ -663,6 +704,7 @@ func (mv *liveMoves) barriers(ctx context.Context, q *barrierRequest) []string {
 		wg sync.WaitGroup
 	)
 	body := q.encode()
+	deadline := time.Now().Add(barrierBound)
 	for _, x := range n.remote.nodes() {
 		if x == q.from {
 			continue
@@ -670,21 +712,51 @@ func (mv *liveMoves) barriers(ctx context.Context, q *barrierRequest) []string {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(ctx, barrierWait+time.Second)
-			defer cancel()
-			reply, err := n.eng.nc.RequestWithContext(ctx, barrierSubject+"."+x, body)
-			if err == nil && len(reply.Data) == 2 && reply.Data[1] == 1 {
-				mu.Lock()
-				ok = append(ok, x)
-				mu.Unlock()
+			if err := n.barrierOf(ctx, x, body, deadline); err != nil {
+				n.log.Warn("cluster: moving session: no barrier from a node; its messages may be lost or come twice",
+					"client_id", q.id, "peer", x, "err", err)
 				return
 			}
-			n.log.Warn("cluster: moving session: no barrier from a node; its messages may be lost or come twice",
-				"client_id", q.id, "peer", x, "err", err)
+			mu.Lock()
+			ok = append(ok, x)
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	return ok
+}
+
+// errNotHeard: a node asked for its barrier is no longer heard from.
+var errNotHeard = errors.New("cluster: node no longer heard from")
+
+// barrierOf asks node x for its barrier until it puts one, x is no longer
+// heard from, or deadline.
+func (n *Node) barrierOf(ctx context.Context, x string, body []byte, deadline time.Time) error {
+	for {
+		try := time.Now().Add(barrierWait + time.Second)
+		if try.After(deadline) {
+			try = deadline
+		}
+		tryCtx, cancel := context.WithDeadline(ctx, try)
+		reply, err := n.eng.nc.RequestWithContext(tryCtx, barrierSubject+"."+x, body)
+		cancel()
+		if err == nil && len(reply.Data) == 2 && reply.Data[1] == 1 {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("cluster: node does not see the new owner's interest yet")
+		}
+		switch {
+		case !n.remote.heard(x):
+			return errors.Join(errNotHeard, err)
+		case ctx.Err() != nil || time.Now().After(deadline):
+			return err
+		}
+		// Slow (load) or not yet routing by the new interest: still
+		// live, so asked again; a second barrier is harmless (the
+		// first one seen is the cut).
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // errMoveFinish: the old owner did not finish a move.
@@ -695,7 +767,7 @@ var errMoveFinish = errors.New("cluster: previous owner did not finish the hando
 // is one, else rec1 (what the old owner handed over first) is taken.
 func (mv *liveMoves) finishAt(ctx context.Context, q *barrierRequest, rec1 *broker.StoredSession) *broker.StoredSession {
 	n := mv.n
-	ctx2, cancel := context.WithTimeout(ctx, 2*barrierWait+time.Second)
+	ctx2, cancel := context.WithTimeout(ctx, finishWait+barrierWait)
 	reply, err := n.eng.nc.RequestWithContext(ctx2, finishSubject+"."+q.from, q.encode())
 	cancel()
 	if err == nil && len(reply.Data) >= 2 && reply.Data[0] == wireVersion && reply.Data[1] == 1 {

@@ -4,8 +4,12 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/packet"
@@ -144,5 +148,70 @@ func TestHeldConfirmedOnceDurable(t *testing.T) {
 	}
 	if cs, _, _ := srv.Client("s"); cs.Queued != 4 || cs.Dropped != 0 {
 		t.Errorf("the session has %d queued, %d dropped; want the 4 held and none dropped (MaxQueued 1)", cs.Queued, cs.Dropped)
+	}
+}
+
+// TestBarriersFollowLiveness: the new owner of a moving session asks each
+// node for its barrier again while it still hears from the node, instead
+// of leaving it out of the cut after one try (whose messages could then be
+// lost or come twice): X, slow, answers only the second request and is
+// part of the cut; Y never answers and stops being heard from (deadAfter),
+// and is left out then, without waiting for barrierBound.
+func TestBarriersFollowLiveness(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready")
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	n := &Node{cfg: Config{Node: "B"}, log: slog.New(slog.DiscardHandler), ctx: context.Background(),
+		remote: newRemoteInterest(), eng: &engine{nc: nc}}
+	n.mv = newLiveMoves(n)
+	for _, x := range []string{"A", "X", "Y"} {
+		n.remote.heartbeat(x, "inc-"+x, 0, time.Now())
+	}
+	var asked atomic.Int32
+	if _, err := nc.Subscribe(barrierSubject+".X", func(m *nats.Msg) {
+		if asked.Add(1) > 1 { // the first request is not answered in time
+			m.Respond([]byte{wireVersion, 1})
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Subscribe(barrierSubject+".Y", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	time.AfterFunc(time.Second, func() { n.remote.expire(time.Now().Add(time.Hour)) })
+	// Y expired, X heard again (its heartbeats go on).
+	stopBeats := make(chan struct{})
+	t.Cleanup(func() { close(stopBeats) })
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopBeats:
+				return
+			case <-tick.C:
+				n.remote.heartbeat("X", "inc-X", 0, time.Now())
+			}
+		}
+	}()
+	began := time.Now()
+	got := n.mv.barriers(context.Background(), &barrierRequest{id: "s", epoch: 1, from: "A", to: "B"})
+	if !slices.Equal(got, []string{"X"}) {
+		t.Errorf("barriers from %v, want [X] (asked X %d times)", got, asked.Load())
+	}
+	if took := time.Since(began); took >= barrierBound {
+		t.Errorf("took %v: Y, no longer heard from, was waited for until barrierBound", took)
 	}
 }
