@@ -2,10 +2,13 @@ package cluster_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -16,6 +19,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/roost-mqtt/roost/internal/clustertest"
+	"github.com/roost-mqtt/roost/internal/devcert"
 	"github.com/roost-mqtt/roost/internal/rawclient"
 )
 
@@ -33,7 +37,9 @@ import (
 // with PUBREC and has not seen released is the same message again, not a
 // new one; anything else is a delivery.
 //
-// The subscriber comes over TCP and WebSocket in turn. It runs twice:
+// The subscriber comes over TCP, WebSocket, TLS and WebSocket over TLS in
+// turn, so that takeovers end connections of every transport. It runs
+// twice:
 // with the moving session the topic's only subscriber (a node forwards to
 // the session's node alone, so what goes to the old node after the move
 // is what could be lost), and with a clean subscriber on every node as
@@ -51,12 +57,32 @@ func TestClusterLiveHandoverRounds(t *testing.T) {
 
 func testLiveHandoverRounds(t *testing.T, everywhere bool) {
 	const rounds = 60
-	// Each node also listens on WebSocket; the subscriber comes over TCP
-	// and WebSocket in turn, so that takeovers end connections of both.
-	ws := map[string]string{}
+	// Each node also listens on WebSocket, TLS and WebSocket over TLS
+	// (a certificate for its address from a test CA); the subscriber
+	// comes over each in turn.
+	ca, err := devcert.NewCA("roost test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM())
+	dir := t.TempDir()
+	more := map[string][]string{} // per node: ws, mqtts, wss URLs
 	tc := wrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, NodeArgs: func(name, ip string) []string {
-		ws[name] = "ws://" + net.JoinHostPort(ip, strconv.Itoa(clustertest.FreePort(t, ip))) + "/mqtt"
-		return []string{"--listen", ws[name]}
+		chain, key, err := ca.Issue(devcert.Leaf{CommonName: name, Hosts: []string{ip}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, keyFile := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
+		writeAtomic(t, cert, chain, 0o644)
+		writeAtomic(t, keyFile, key, 0o600)
+		hp := func() string { return net.JoinHostPort(ip, strconv.Itoa(clustertest.FreePort(t, ip))) }
+		more[name] = []string{"ws://" + hp() + "/mqtt", "mqtts://" + hp(), "wss://" + hp() + "/mqtt"}
+		args := []string{"--tls-cert", cert, "--tls-key", keyFile}
+		for _, u := range more[name] {
+			args = append(args, "--listen", u)
+		}
+		return args
 	}}))
 	const topic = "handover/live"
 	if everywhere {
@@ -76,7 +102,8 @@ func testLiveHandoverRounds(t *testing.T, everywhere bool) {
 			}()
 		}
 	}
-	sub := &liveSubscriber{t: t, id: "mover", topic: topic, rng: rand.New(rand.NewPCG(15, 1))}
+	sub := &liveSubscriber{t: t, id: "mover", topic: topic, rng: rand.New(rand.NewPCG(15, 1)),
+		dialer: rawclient.Dialer{TLS: &tls.Config{RootCAs: roots}}}
 	sub.connect(tc.nodes[0], tc.nodes[0].mqtt, false)
 	// Every publisher's node must know the subscription before the
 	// first message counts.
@@ -98,9 +125,9 @@ func testLiveHandoverRounds(t *testing.T, everywhere bool) {
 	for i := 1; i <= rounds; i++ {
 		sub.receiveFor(time.Duration(20+sub.rng.IntN(100)) * time.Millisecond)
 		nd := tc.nodes[i%len(tc.nodes)]
-		addr := nd.mqtt
-		if i%2 == 1 {
-			addr = ws[nd.name]
+		addr := nd.mqtt // TCP, then ws, mqtts, wss
+		if k := i % 4; k > 0 {
+			addr = more[nd.name][k-1]
 		}
 		sub.connect(nd, addr, true)
 	}
@@ -186,11 +213,12 @@ func (p *livePublisher) run(stop <-chan struct{}) {
 // liveSubscriber is a persistent MQTT 5 session held by a raw client that
 // moves between nodes.
 type liveSubscriber struct {
-	t     *testing.T
-	id    string
-	topic string
-	rng   *rand.Rand
-	conn  *rawclient.Conn
+	t      *testing.T
+	id     string
+	topic  string
+	rng    *rand.Rand
+	dialer rawclient.Dialer // trusts the nodes' test CA
+	conn   *rawclient.Conn
 	// awaiting: packet ids of QoS 2 messages answered with PUBREC and
 	// not released yet (the client's half of the QoS 2 state).
 	awaiting map[uint16]bool
@@ -218,7 +246,7 @@ func (s *liveSubscriber) connect(nd *node, addr string, resume bool) {
 	eventually(s.t, 20*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		c, err := rawclient.Dial(ctx, addr)
+		c, err := s.dialer.Dial(ctx, addr)
 		if err != nil {
 			return err
 		}
