@@ -33,3 +33,33 @@ func TestDeliverRemoteAcceptedPastQueueLimit(t *testing.T) {
 			s.Stats().Dropped[DropQueueFull])
 	}
 }
+
+// TestUnrouteHandedOver: a session handed over and taken off the tree
+// (Unroute) gets no message, plain or for its share group, while it stays
+// until done; the cluster is told its subscriptions went.
+func TestUnrouteHandedOver(t *testing.T) {
+	s, _ := startServer(t, Options{})
+	s.Adopt(&StoredSession{ClientID: "mover", Expiry: 600, Subs: []StoredSub{
+		{Filter: "a/b", Opts: packet.SubOptions{QoS: 1}}, {Filter: "$share/g/t", Opts: packet.SubOptions{QoS: 1}}}})
+	rec, done := s.HandOver("mover", true)
+	if rec == nil || done == nil {
+		t.Fatal("nothing handed over")
+	}
+	if n, _ := s.DeliverRemote(&RemoteMessage{Topic: "t", QoS: 1, Groups: []string{"g\x00t"}}); n != 1 {
+		t.Fatalf("before Unroute the handed-over session is still a member: %d deliveries, want 1", n)
+	}
+	s.Unroute("mover")
+	if n, _ := s.DeliverRemote(&RemoteMessage{Topic: "t", QoS: 1, Groups: []string{"g\x00t"}}); n != 0 {
+		t.Errorf("group message after Unroute went to %d sessions, want 0", n)
+	}
+	if n, _ := s.DeliverRemote(&RemoteMessage{Topic: "a/b", QoS: 1}); n != 0 {
+		t.Errorf("plain message after Unroute went to %d sessions, want 0", n)
+	}
+	if !s.HasSession("mover") {
+		t.Error("Unroute ended the session; it stays until done")
+	}
+	done(false)
+	if s.HasSession("mover") {
+		t.Error("done did not end the session")
+	}
+}

@@ -391,6 +391,33 @@ func (s *Server) HandOver(clientID string, replicated bool) (rec *StoredSession,
 	return rec, func(publishWill bool) { s.endHandedOver(ss, publishWill) }
 }
 
+// Unroute takes the subscriptions of clientID's session, handed over and
+// not ended yet (HandOver), off this node's subscription tree, so that no
+// message is routed to it any more: the cluster calls it once the new node
+// has the session as of now, when a message routed to this copy would be
+// lost with it, and one for a share group must go to a member elsewhere
+// (the cluster is told the subscriptions are gone, as for an
+// unsubscribe). The session itself stays until done.
+func (s *Server) Unroute(clientID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := s.sessions[clientID]
+	if ss == nil {
+		return
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ended || ss.conn != nil {
+		return // ended, or its client came back here
+	}
+	for _, sub := range ss.subs {
+		group, rest, _, _ := parseShare(sub.filter)
+		// Its end later unsubscribes again: the tree no longer has
+		// it, so nothing happens then.
+		s.router.unsubscribe(rest, group, ss)
+	}
+}
+
 // endHandedOver ends ss, a session HandOver returned, unless its client
 // came back here meanwhile; see HandOver.
 func (s *Server) endHandedOver(ss *session, publishWill bool) {
