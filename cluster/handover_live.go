@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,6 +68,21 @@ import (
 // (broker.RemoteMessage.Accepted); beyond maxHeld B refuses to hold more
 // (those messages are not confirmed either).
 //
+// Shared subscriptions: a message for a share group goes to one node only
+// (the publishing node's own members first, else one node with members,
+// taking turns), so it cannot reach both copies; the danger is that it
+// reaches a node where the session is not: A after it exported the
+// session, or B before it adopted it. So B announces the session's groups
+// with its filters (step 1) and holds, until it adopts the session, every
+// group message it gets for them (and, for one published on B, when no
+// other member of the group is on B), then hands each to the group here
+// (one member, the session or another, gets it once); and A, for
+// moveLinger after the export, forwards to B a group message for the
+// session's groups that it gets with no member of the group left here,
+// confirming it to its node once B confirmed it. Each group message is so
+// delivered once; the order of a publisher's messages within a group is
+// not kept across the move.
+//
 // How long a move waits for a node's barrier follows the node's liveness,
 // not a constant: B asks again (each try bounded by barrierWait) while it
 // still hears the node, and A waits for the barriers of the nodes it still
@@ -121,6 +137,7 @@ type liveMoves struct {
 	mu     sync.Mutex
 	out    map[string]*moveOut
 	in     map[string]*moveIn
+	moved  map[string]*movedOut
 	active atomic.Int32
 }
 
@@ -134,7 +151,8 @@ type moveOut struct {
 type moveIn struct {
 	epoch   uint64
 	from    string
-	filters []string        // its plain filters (shared ones are not held)
+	filters []string        // its plain filters
+	groups  []ikey          // its share groups
 	seen    map[string]bool // nodes whose barrier came through (this one included)
 	want    []string        // nodes whose barriers are due
 	adopted bool
@@ -162,13 +180,23 @@ type heldAck struct {
 // errHeldFull: a moving session here holds maxHeld messages already.
 var errHeldFull = errors.New("cluster: too many messages held for a session moving here")
 
+// heldMessage is a message held for a moving session: for its plain
+// subscriptions (plain) and for its share groups (m.Groups).
 type heldMessage struct {
-	m  *broker.RemoteMessage
-	at time.Time
+	m     *broker.RemoteMessage
+	at    time.Time
+	plain bool
+}
+
+// movedOut is a session this node exported, for moveLinger: group
+// messages for its groups that find no member here go to its new owner.
+type movedOut struct {
+	to     string
+	groups []string // groupKey form
 }
 
 func newLiveMoves(n *Node) *liveMoves {
-	return &liveMoves{n: n, out: make(map[string]*moveOut), in: make(map[string]*moveIn)}
+	return &liveMoves{n: n, out: make(map[string]*moveOut), in: make(map[string]*moveIn), moved: make(map[string]*movedOut)}
 }
 
 // LockPublish implements broker.PublishGate.
@@ -260,17 +288,36 @@ func (mi *moveIn) matches(name string) bool {
 	return false
 }
 
-// hold keeps m for the session, to be delivered once it is adopted; false
-// when the session holds maxHeld messages already.
-func (mi *moveIn) hold(m *broker.RemoteMessage) bool {
+// hold keeps m for the session, to be delivered once it is adopted: to
+// its plain subscriptions (plain) and to the share groups gk; false when
+// the session holds maxHeld messages already.
+func (mi *moveIn) hold(m *broker.RemoteMessage, plain bool, gk []string) bool {
 	if len(mi.held) >= maxHeld {
 		mi.refused++
 		return false
 	}
 	cp := *m
-	cp.Groups, cp.Pick = []string{}, nil
-	mi.held = append(mi.held, heldMessage{&cp, time.Now()})
+	cp.Groups, cp.Pick = gk, nil
+	if cp.Groups == nil {
+		cp.Groups = []string{} // nil would mean every group
+	}
+	mi.held = append(mi.held, heldMessage{&cp, time.Now(), plain})
 	return true
+}
+
+// takeGroups removes from rm.Groups the session's share groups and returns
+// them: the message is held for those groups.
+func (mi *moveIn) takeGroups(rm *broker.RemoteMessage) []string {
+	var gk []string
+	for _, k := range mi.groups {
+		if g := k.groupKey(); slices.Contains(rm.Groups, g) {
+			gk = append(gk, g)
+		}
+	}
+	if len(gk) > 0 {
+		rm.Groups = slices.DeleteFunc(slices.Clone(rm.Groups), func(g string) bool { return slices.Contains(gk, g) })
+	}
+	return gk
 }
 
 // wait waits until the session has what it held durably, or ctx ends.
@@ -305,8 +352,13 @@ func (mv *liveMoves) pick(origin string, rm *broker.RemoteMessage, confirm bool)
 		}
 	}
 	for id, mi := range mv.in {
-		if !mi.adopted && mi.seen[origin] && mi.matches(rm.Topic) {
-			ok := mi.hold(rm)
+		plain := !mi.adopted && mi.seen[origin] && mi.matches(rm.Topic)
+		var gk []string
+		if !mi.adopted {
+			gk = mi.takeGroups(rm) // group messages: whatever their origin's barrier
+		}
+		if plain || len(gk) > 0 {
+			ok := mi.hold(rm, plain, gk)
 			if confirm {
 				if ha == nil {
 					ha = &heldAck{}
@@ -348,13 +400,25 @@ func (mv *liveMoves) local(msg *broker.Message) (int, func(context.Context) erro
 		refused bool
 	)
 	for _, mi := range mv.in {
-		if !mi.adopted && mi.seen[self] && mi.matches(msg.Topic) {
+		if mi.adopted {
+			continue
+		}
+		plain := mi.seen[self] && mi.matches(msg.Topic)
+		// A group of the session with no other member here: this node
+		// serves it (local members first) and the broker found nobody.
+		var gk []string
+		for _, k := range mi.groups {
+			if topic.Match(k.filter, msg.Topic) && mv.n.local.count(k) == 1 {
+				gk = append(gk, k.groupKey())
+			}
+		}
+		if plain || len(gk) > 0 {
 			rm := &broker.RemoteMessage{Topic: msg.Topic, Payload: msg.Payload, Props: msg.Props, From: msg.From,
 				QoS: msg.QoS, Retain: msg.Retain}
 			if exp := msg.Expires(); !exp.IsZero() {
 				rm.ExpiresIn = max(time.Until(exp), time.Millisecond)
 			}
-			if mi.hold(rm) {
+			if mi.hold(rm, plain, gk) {
 				holders = append(holders, mi)
 			} else {
 				refused = true
@@ -427,6 +491,14 @@ func (r *remoteInterest) current(node, inc string, v uint64) bool {
 	defer r.mu.Unlock()
 	p := r.peers[node]
 	return p != nil && p.synced && p.inc == inc && p.seq >= v
+}
+
+// count is how many holders key k has here: the broker's tree (one for
+// all its subscriptions) and moving sessions.
+func (l *localInterest) count(k ikey) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.refs[k]
 }
 
 // version is the local interest's current version.
@@ -541,7 +613,15 @@ func (n *Node) finish(q *barrierRequest) []byte {
 	if p := o.pending.take(handoverKey{q.id, q.epoch}); p != nil {
 		p.timer.Stop() // the done below replaces it
 	}
+	_, subs, _ := n.srv.Client(q.id)
 	b, done := o.handOver(q.id)
+	if done != nil {
+		// From here the new owner has it: nothing may reach this copy
+		// (a share group's message would choose it and be lost), and
+		// this node's interest in its filters goes.
+		n.srv.Unroute(q.id)
+		mv.exported(q.id, q.to, subs)
+	}
 	n.senderFor(q.to).add(0, encodeBarrier(q.id, q.epoch))
 	mv.endOut(q.id, q.epoch)
 	n.gate.Unlock()
@@ -567,8 +647,13 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	defer stop()
 	mi := &moveIn{epoch: epoch, from: prev, seen: make(map[string]bool), done: make(chan struct{})}
 	for _, s := range rec1.Subs {
-		if group, plain, _, err := topic.ParseShare(s.Filter); err == nil && group == "" {
+		group, plain, _, err := topic.ParseShare(s.Filter)
+		switch {
+		case err != nil:
+		case group == "":
 			mi.filters = append(mi.filters, plain)
+		default:
+			mi.groups = append(mi.groups, ikey{plain, group})
 		}
 	}
 	mv.mu.Lock()
@@ -582,9 +667,15 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	for _, f := range mi.filters {
 		n.local.add(ikey{f, ""})
 	}
+	for _, k := range mi.groups {
+		n.local.add(k)
+	}
 	defer func() {
 		for _, f := range mi.filters {
 			n.local.remove(ikey{f, ""})
+		}
+		for _, k := range mi.groups {
+			n.local.remove(k)
 		}
 	}()
 	q := &barrierRequest{id: id, epoch: epoch, from: prev, to: self, inc: n.inc, version: n.local.version()}
@@ -647,6 +738,9 @@ func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (in
 			h.m.ExpiresIn = left
 		}
 		h.m.Pick, h.m.Accepted = only, true
+		if !h.plain {
+			h.m.Pick = nobody // for its groups only
+		}
 		_, t := n.srv.DeliverRemote(h.m)
 		last = max(last, t)
 		delivered++
@@ -660,28 +754,123 @@ func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (in
 	return delivered, last
 }
 
+func nobody(string) bool { return false }
+
 // release ends the wait for what mi held, once it is durable (err nil) or
 // could not be: the confirmations held back are sent (as not taken after
 // an error), and publishes here waiting for it go on.
 func (mv *liveMoves) release(mi *moveIn, err error) {
 	mv.mu.Lock()
-	var ready []pendingAck
-	for _, ha := range mi.acks {
-		ha.left--
-		ha.failed = ha.failed || err != nil
-		if ha.left == 0 {
-			a := ha.a
-			a.taken = a.taken && !ha.failed
-			ready = append(ready, a)
-		}
-	}
+	acks := mi.acks
 	mi.acks = nil
 	mi.err = err
 	mv.mu.Unlock()
 	close(mi.done)
-	for _, a := range ready {
+	for _, ha := range acks {
+		mv.settle(ha, err != nil)
+	}
+}
+
+// settle ends one of the waits ha's confirmation is held back for; the
+// last one sends it, as not taken if any failed.
+func (mv *liveMoves) settle(ha *heldAck, failed bool) {
+	mv.mu.Lock()
+	ha.left--
+	ha.failed = ha.failed || failed
+	last := ha.left == 0
+	a := ha.a
+	a.taken = a.taken && !ha.failed
+	mv.mu.Unlock()
+	if last {
 		mv.n.queueAck(a)
 	}
+}
+
+// exported notes, at the export of id's session to node to (under the
+// gate), its share groups for moveLinger.
+func (mv *liveMoves) exported(id, to string, subs []broker.SubscriptionSnapshot) {
+	var gk []string
+	for _, s := range subs {
+		if group, plain, _, err := topic.ParseShare(s.Filter); err == nil && group != "" {
+			gk = append(gk, ikey{plain, group}.groupKey())
+		}
+	}
+	if len(gk) == 0 {
+		return
+	}
+	mo := &movedOut{to: to, groups: gk}
+	mv.mu.Lock()
+	if mv.moved[id] == nil {
+		mv.active.Add(1)
+	}
+	mv.moved[id] = mo
+	mv.mu.Unlock()
+	time.AfterFunc(moveLinger, func() {
+		mv.mu.Lock()
+		defer mv.mu.Unlock()
+		if mv.moved[id] == mo {
+			delete(mv.moved, id)
+			mv.active.Add(-1)
+		}
+	})
+}
+
+// redirect takes from rm.Groups the groups of sessions exported from here
+// that have no member here any more, and returns them and the node to
+// forward them to ("" for none).
+func (mv *liveMoves) redirect(rm *broker.RemoteMessage) (string, []string) {
+	if mv.active.Load() == 0 || len(rm.Groups) == 0 {
+		return "", nil
+	}
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	for _, mo := range mv.moved {
+		var gk []string
+		for _, g := range mo.groups {
+			group, filter, _ := strings.Cut(g, "\x00")
+			if slices.Contains(rm.Groups, g) && !mv.n.local.has(ikey{filter, group}) {
+				gk = append(gk, g)
+			}
+		}
+		if len(gk) > 0 {
+			rm.Groups = slices.DeleteFunc(slices.Clone(rm.Groups), func(g string) bool { return slices.Contains(gk, g) })
+			return mo.to, gk
+		}
+	}
+	return "", nil
+}
+
+// reforward sends rm, for share groups gk, to node to (a session's new
+// owner); ha, when not nil, is the confirmation to its origin, held back
+// until to confirmed it.
+func (n *Node) reforward(to string, rm *broker.RemoteMessage, gk []string, ha *heldAck) {
+	m := &broker.Message{Topic: rm.Topic, Payload: rm.Payload, Props: rm.Props, From: rm.From, QoS: rm.QoS, Retain: rm.Retain}
+	if rm.ExpiresIn > 0 {
+		m.SetExpires(time.Now().Add(rm.ExpiresIn))
+	}
+	pub, err := encodePublish(m)
+	if err != nil {
+		n.log.Error("cluster: group message for a moved session not forwarded", "topic", rm.Topic, "err", err)
+		if ha != nil {
+			n.mv.settle(ha, true)
+		}
+		return
+	}
+	if ha == nil {
+		n.senderFor(to).add(0, encodeForward(m, gk, pub))
+		return
+	}
+	deadline := time.Now().Add(n.cfg.ForwardTimeout)
+	pr := n.replies.register(deadline)
+	pr.node, pr.gone, pr.qos = to, n.remote.goneCh(to), rm.QoS
+	n.senderFor(to).add(pr.seq, encodeForward(m, gk, pub))
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		ctx, cancel := context.WithDeadline(n.ctx, deadline)
+		defer cancel()
+		n.mv.settle(ha, n.await(ctx, pr) != nil)
+	}()
 }
 
 func (mv *liveMoves) endIn(id string, epoch uint64) {

@@ -454,15 +454,30 @@ func (n *Node) deliverForward(origin string, seq uint64, fwd []byte) {
 	n.gate.RLock()
 	var held *heldAck
 	rm.Pick, held = n.mv.pick(origin, rm, seq != 0)
+	// Share groups of a session that moved from here, with no member
+	// left here, go on to its new owner.
+	to, gk := n.mv.redirect(rm)
+	if to != "" && seq != 0 {
+		if held == nil {
+			held = &heldAck{}
+		}
+		n.mv.mu.Lock()
+		held.left++
+		n.mv.mu.Unlock()
+	}
 	c, ticket := n.srv.DeliverRemote(rm)
 	a := pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket}
 	if held != nil {
 		// Confirmed once every session that holds it has it durably
-		// (handover_live.go), still under the gate, so before any of
-		// them can have delivered what it holds.
+		// and the new owner took what went on (handover_live.go);
+		// set under the gate, so before any of them can have
+		// delivered what it holds.
 		held.a = a
 	}
 	n.gate.RUnlock()
+	if to != "" {
+		n.reforward(to, rm, gk, held)
+	}
 	if seq != 0 && held == nil {
 		n.queueAck(a)
 	}
