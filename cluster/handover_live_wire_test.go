@@ -215,3 +215,42 @@ func TestBarriersFollowLiveness(t *testing.T) {
 		t.Errorf("took %v: Y, no longer heard from, was waited for until barrierBound", took)
 	}
 }
+
+// TestMoveShareGroups: a group message for a moving session's share group
+// is held by the new owner whatever its origin's barrier (it reaches one
+// node only) and taken out of what is delivered now; the old owner, after
+// the export, passes one on to the new owner only while no member of the
+// group is left with it.
+func TestMoveShareGroups(t *testing.T) {
+	mv := newLiveMoves(&Node{local: newLocalInterest()})
+	g, other := ikey{"t/#", "g"}.groupKey(), ikey{"t/#", "h"}.groupKey()
+
+	// New owner: "s" arriving, member of g; X's barrier has not come.
+	mi := &moveIn{epoch: 1, from: "A", groups: []ikey{{"t/#", "g"}}, seen: map[string]bool{}, want: []string{"X", "A"}}
+	mv.in["s"] = mi
+	mv.active.Add(1)
+	rm := &broker.RemoteMessage{Topic: "t/1", QoS: 1, Groups: []string{g, other}}
+	if _, ha := mv.pick("X", rm, true); ha == nil || ha.left != 1 {
+		t.Fatalf("group message not held back for confirmation: %+v", ha)
+	}
+	if len(mi.held) != 1 || mi.held[0].plain || !slices.Equal(mi.held[0].m.Groups, []string{g}) {
+		t.Fatalf("held %+v, want one message for group g only", mi.held)
+	}
+	if !slices.Equal(rm.Groups, []string{other}) {
+		t.Errorf("delivered now for groups %q, want only the other group", rm.Groups)
+	}
+	delete(mv.in, "s")
+	mv.active.Add(-1)
+
+	// Old owner: "s" exported to B.
+	mv.exported("s", "B", []broker.SubscriptionSnapshot{{Filter: "$share/g/t/#"}, {Filter: "a/b"}})
+	rm = &broker.RemoteMessage{Topic: "t/1", Groups: []string{g, other}}
+	if to, gk := mv.redirect(rm); to != "B" || !slices.Equal(gk, []string{g}) || !slices.Equal(rm.Groups, []string{other}) {
+		t.Errorf("redirect: to %q groups %q, left %q; want B, [g], [h]", to, gk, rm.Groups)
+	}
+	mv.n.local.add(ikey{"t/#", "g"}) // another member of g here
+	rm = &broker.RemoteMessage{Topic: "t/1", Groups: []string{g}}
+	if to, _ := mv.redirect(rm); to != "" || !slices.Equal(rm.Groups, []string{g}) {
+		t.Errorf("redirected to %q with a member of the group here", to)
+	}
+}
