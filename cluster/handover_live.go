@@ -89,9 +89,10 @@ import (
 // hears, so a node slowed by load is waited for rather than left out. Only
 // a node no longer heard from (deadAfter: paused, cut off, dead; it
 // forwards nothing meanwhile) is left out, or one still not done after
-// barrierBound (B) or finishWait (A), which bound a move at about 10 s
-// (the client's CONNECT waits for it; the held messages' publishers get
-// an unknown outcome after their forward timeout). A node left out is
+// barrierBound (B) or finishWait (A), which with the last step bound a
+// move at about 15 s (the client's CONNECT waits for it; the held
+// messages' publishers get an unknown outcome after their forward
+// timeout). A node left out is
 // outside the cut: for its messages the move is as before the cut existed
 // (a few may be lost or come twice), and the log says so.
 // Shared subscriptions of the moving session are not part of the cut: a
