@@ -116,6 +116,14 @@ type RemoteMessage struct {
 	// the session through exactly one of the nodes (package cluster,
 	// handover_live.go).
 	Pick func(clientID string) bool
+	// Accepted says the message was already accepted for the sessions
+	// Pick lets through, so their queue limits (Options.MaxQueued,
+	// MaxQueuedBytes) do not drop it: the limits apply to new messages.
+	// A cluster moving a persistent session here sets it for the
+	// messages it held for the session meanwhile, whose publishers may
+	// already have been told they were taken; a handed-over queue is
+	// taken whole for the same reason (Adopt).
+	Accepted bool
 }
 
 // DeliverRemote delivers a message forwarded by another node to this node's
@@ -129,7 +137,7 @@ type RemoteMessage struct {
 func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	now := time.Now().UnixNano()
 	msg := &Message{ID: s.msgID.Add(1), Topic: m.Topic, Payload: m.Payload, Props: m.Props, From: m.From,
-		QoS: m.QoS, Retain: m.Retain, created: now}
+		QoS: m.QoS, Retain: m.Retain, created: now, accepted: m.Accepted}
 	if m.ExpiresIn > 0 {
 		msg.expires = now + int64(m.ExpiresIn)
 	}
@@ -381,6 +389,33 @@ func (s *Server) HandOver(clientID string, replicated bool) (rec *StoredSession,
 		return nil, nil
 	}
 	return rec, func(publishWill bool) { s.endHandedOver(ss, publishWill) }
+}
+
+// Unroute takes the subscriptions of clientID's session, handed over and
+// not ended yet (HandOver), off this node's subscription tree, so that no
+// message is routed to it any more: the cluster calls it once the new node
+// has the session as of now, when a message routed to this copy would be
+// lost with it, and one for a share group must go to a member elsewhere
+// (the cluster is told the subscriptions are gone, as for an
+// unsubscribe). The session itself stays until done.
+func (s *Server) Unroute(clientID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := s.sessions[clientID]
+	if ss == nil {
+		return
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ended || ss.conn != nil {
+		return // ended, or its client came back here
+	}
+	for _, sub := range ss.subs {
+		group, rest, _, _ := parseShare(sub.filter)
+		// Its end later unsubscribes again: the tree no longer has
+		// it, so nothing happens then.
+		s.router.unsubscribe(rest, group, ss)
+	}
 }
 
 // endHandedOver ends ss, a session HandOver returned, unless its client

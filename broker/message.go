@@ -52,6 +52,10 @@ type Message struct {
 	// (conn.flushNowLocked) rather than by a flusher goroutine. Set before
 	// the message is shared.
 	inline bool
+	// accepted says the message was taken before for the sessions it
+	// goes to (RemoteMessage.Accepted): a session's queue limits do not
+	// drop it. Set before the message is shared.
+	accepted bool
 	// wire is allocated by the first wireFor, so messages that go to one
 	// session (and retained ones nobody reads) carry 8 bytes for it.
 	wire atomic.Pointer[wireCache]

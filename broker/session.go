@@ -263,14 +263,15 @@ func (ss *session) assignSeq(ob *outbound) {
 // enqueue appends ob to the queue, applying the drop policy when that
 // would put the queue over MaxQueued messages or MaxQueuedBytes bytes: drop
 // the oldest queued QoS 0 messages if that makes room, otherwise drop the
-// new message. Every dropped message is counted (DropQueueFull). It reports
+// new message. Every dropped message is counted (DropQueueFull). A message
+// accepted before (Message.accepted) is queued past the limits. It reports
 // whether ob was queued.
 func (ss *session) enqueue(ob *outbound) bool {
 	size := ob.msg.queuedSize()
 	opts := &ss.srv.opts
 	overN := ss.queueLen() + 1 - opts.MaxQueued
 	overB := ss.qbytes + size - opts.MaxQueuedBytes
-	if (overN > 0 || overB > 0) && (size > opts.MaxQueuedBytes || !ss.evictQoS0(overN, overB)) {
+	if !ob.msg.accepted && (overN > 0 || overB > 0) && (size > opts.MaxQueuedBytes || !ss.evictQoS0(overN, overB)) {
 		ss.noteDrop(DropQueueFull)
 		return false
 	}

@@ -63,6 +63,10 @@ type Config struct {
 	// publishing their wills and running their expiry (janitor.go).
 	// Default 10s.
 	AdoptAfter time.Duration
+	// ReplaceAfter is how long a node must have been silent (once
+	// noticed) before the JetStream meta leader places the replicas it
+	// held on other nodes (placement.go). Default 15s.
+	ReplaceAfter time.Duration
 }
 
 // Enabled reports whether c asks for a cluster at all.
@@ -81,6 +85,16 @@ const DefaultTombstoneTTL = time.Hour
 // short pause or a restart, which should not move every session of the
 // node.
 const DefaultAdoptAfter = 10 * time.Second
+
+// DefaultReplaceAfter is Config.ReplaceAfter when none is given. Moving a
+// replica copies the whole object to its new node, and a node that comes
+// back afterwards is no longer a member: worth it for a node that is gone,
+// not for a pause or a restart (a restart of a node with its data takes a
+// few seconds; a SIGSTOP'd or frozen VM resumes). It is longer than
+// AdoptAfter's default: the sessions of a gone node are adopted first
+// (their clients are waiting), its replicas moved after (the objects are
+// still writable with two members of three meanwhile).
+const DefaultReplaceAfter = 15 * time.Second
 
 // DefaultPartitions is the number of session streams when none is given.
 const DefaultPartitions = 8
@@ -109,6 +123,9 @@ func (c *Config) Check() error {
 	if c.AdoptAfter == 0 {
 		c.AdoptAfter = DefaultAdoptAfter
 	}
+	if c.ReplaceAfter == 0 {
+		c.ReplaceAfter = DefaultReplaceAfter
+	}
 	if c.ForwardTimeout == 0 {
 		c.ForwardTimeout = 5 * time.Second
 	}
@@ -124,6 +141,8 @@ func (c *Config) Check() error {
 		return errors.New("cluster: a data directory is needed for the engine's store")
 	case c.AdoptAfter < time.Second:
 		return fmt.Errorf("cluster adopt_after %v: at least 1s", c.AdoptAfter)
+	case c.ReplaceAfter < time.Second:
+		return fmt.Errorf("cluster replace_after %v: at least 1s", c.ReplaceAfter)
 	case c.Partitions < 1 || c.Partitions > 1024:
 		return fmt.Errorf("cluster partitions %d: want 1 to 1024", c.Partitions)
 	case c.Replicas < 1 || c.Replicas > 5:

@@ -51,7 +51,9 @@
 //     JetStream has a quorum.
 //   - handover_live.go: a persistent session moving between live nodes,
 //     with a cut per origin node (barriers in the forward streams) so
-//     that messages published meanwhile reach it once, in order.
+//     that messages published meanwhile reach it once, in order; its
+//     share groups' messages are held by the new owner and passed on by
+//     the old one; nothing held is confirmed before it is durable.
 //   - fence.go: a previous owner that was paused or cut off lets go when
 //     it sees the newer owner record (a watcher on the bucket); handovers
 //     are confirmed by the new owner, and an unconfirmed one ends the
@@ -65,8 +67,9 @@
 //   - janitor.go: survivors adopt the sessions of a node silent for 10 s,
 //     so that its clients' wills are published and their sessions expire.
 //   - placement.go: the meta leader moves the members of replicated
-//     objects off a node silent for 15 s, when a live node has room, so
-//     that the next node loss is again one member of three.
+//     objects off a node silent for Config.ReplaceAfter (15 s), when a
+//     live node has room, so that the next node loss is again one member
+//     of three.
 //   - retained.go: retained messages in a replicated stream, one message
 //     per topic, followed by every node from its start; a node's own
 //     retained publishes change its tree only when the stream delivers

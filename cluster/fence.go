@@ -83,6 +83,18 @@ func (h *handovers) add(id string, epoch uint64, replicated bool, done func(bool
 	h.mu.Unlock()
 }
 
+// extend gives the pending handover k d from now, if it is still pending:
+// a live move of the session is under way (handover_live.go).
+func (h *handovers) extend(k handoverKey, d time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if p := h.m[k]; p != nil {
+		// Should the timer have fired meanwhile, its second run finds
+		// the handover taken and does nothing.
+		p.timer.Reset(d)
+	}
+}
+
 // take removes and returns the pending handover k, nil if there is none.
 func (h *handovers) take(k handoverKey) *pendingHandover {
 	h.mu.Lock()
@@ -132,12 +144,20 @@ func (o *owners) onConfirm(m *nats.Msg) {
 
 // watch follows the ownership bucket and fences this node's sessions whose
 // ids another node claimed, until the node stops. A watcher that ends (the
-// bucket's stream lost its leader for long) is started again; updates are
-// not lost meanwhile, as it resumes where it was.
+// bucket's stream lost its leader for long, or this node was cut off) is
+// started again from the revision after the last one it delivered, so that
+// records written meanwhile are not lost (UpdatesOnly would start from
+// the new ones: a claim made while this node was cut off was then seen by
+// fence alone).
 func (o *owners) watch(kv jetstream.KeyValue) {
 	defer o.n.wg.Done()
+	var last uint64
 	for backoff := 100 * time.Millisecond; o.n.ctx.Err() == nil; backoff = min(2*backoff, 2*time.Second) {
-		w, err := kv.WatchAll(o.n.ctx, jetstream.UpdatesOnly(), jetstream.IgnoreDeletes())
+		opts := []jetstream.WatchOpt{jetstream.IgnoreDeletes(), jetstream.UpdatesOnly()}
+		if last > 0 {
+			opts = []jetstream.WatchOpt{jetstream.IgnoreDeletes(), jetstream.ResumeFromRevision(last + 1)}
+		}
+		w, err := kv.WatchAll(o.n.ctx, opts...)
 		if err != nil {
 			o.n.log.Warn("cluster: watching client-id owners", "err", err, "backoff", backoff)
 			select {
@@ -148,6 +168,7 @@ func (o *owners) watch(kv jetstream.KeyValue) {
 		}
 		for e := range w.Updates() {
 			if e != nil {
+				last = max(last, e.Revision())
 				o.onRecord(e)
 			}
 		}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,11 +57,44 @@ import (
 //     those (of A) still coming from before it. B then confirms to A, which
 //     ends its copy (fence.go).
 //
-// A node that does not answer the barrier request in time is left out:
-// for its messages the move is as before the cut existed (a few messages
-// may be lost or come twice), and the log says so. The held messages are
-// in memory only: B acknowledged them to their nodes before it adopted the
-// session, so a crash of B in that window (milliseconds) loses them.
+// The messages B holds are in its memory only until it adopted the
+// session and its store has them, so B confirms none of them before that:
+// a forwarded one's confirmation to its node waits (heldAck), and so does
+// the publisher's acknowledgement of one published on B (Forward's wait).
+// A crash of B in that window leaves the messages unconfirmed, which their
+// publishers learn as an unknown outcome (DISCONNECT 0x80: send it again),
+// not as a loss; a move that outlasts Config.ForwardTimeout does the same.
+// What B holds was accepted, so the session's queue limit does not cut it
+// (broker.RemoteMessage.Accepted); beyond maxHeld B refuses to hold more
+// (those messages are not confirmed either).
+//
+// Shared subscriptions: a message for a share group goes to one node only
+// (the publishing node's own members first, else one node with members,
+// taking turns), so it cannot reach both copies; the danger is that it
+// reaches a node where the session is not: A after it exported the
+// session, or B before it adopted it. So B announces the session's groups
+// with its filters (step 1) and holds, until it adopts the session, every
+// group message it gets for them (and, for one published on B, when no
+// other member of the group is on B), then hands each to the group here
+// (one member, the session or another, gets it once); and A, for
+// moveLinger after the export, forwards to B a group message for the
+// session's groups that it gets with no member of the group left here,
+// confirming it to its node once B confirmed it. Each group message is so
+// delivered once; the order of a publisher's messages within a group is
+// not kept across the move.
+//
+// How long a move waits for a node's barrier follows the node's liveness,
+// not a constant: B asks again (each try bounded by barrierWait) while it
+// still hears the node, and A waits for the barriers of the nodes it still
+// hears, so a node slowed by load is waited for rather than left out. Only
+// a node no longer heard from (deadAfter: paused, cut off, dead; it
+// forwards nothing meanwhile) is left out, or one still not done after
+// barrierBound (B) or finishWait (A), which with the last step bound a
+// move at about 15 s (the client's CONNECT waits for it; the held
+// messages' publishers get an unknown outcome after their forward
+// timeout). A node left out is
+// outside the cut: for its messages the move is as before the cut existed
+// (a few may be lost or come twice), and the log says so.
 // Shared subscriptions of the moving session are not part of the cut: a
 // group's message goes to the copy of the node it was routed to, as
 // before.
@@ -74,9 +109,19 @@ const (
 	// barrierMark starts a barrier entry in a batch of forwards, where a
 	// forwarded message starts with wireVersion.
 	barrierMark byte = 0xB7
-	// barrierWait bounds each step of a move: a node's wait for its view
-	// of the new owner's interest, the old owner's wait for barriers.
+	// barrierWait bounds one try of a node's barrier: its wait for its
+	// view of the new owner's interest.
 	barrierWait = 2 * time.Second
+	// barrierBound bounds the new owner's tries for the barriers of
+	// nodes it still hears from; finishWait the old owner's wait for
+	// them. Longer than deadAfter, so that a node that stops answering
+	// is known gone before either runs out.
+	barrierBound = deadAfter + barrierWait
+	finishWait   = deadAfter + time.Second
+	// liveConfirmTimeout is how long an old owner keeps a session it
+	// handed over to a live move before it gives up on the move: the
+	// move's steps, then confirmTimeout for the confirmation.
+	liveConfirmTimeout = barrierBound + finishWait + confirmTimeout
 	// moveLinger bounds how long a new owner keeps skipping messages of
 	// nodes whose barriers have not come.
 	moveLinger = 10 * time.Second
@@ -93,6 +138,7 @@ type liveMoves struct {
 	mu     sync.Mutex
 	out    map[string]*moveOut
 	in     map[string]*moveIn
+	moved  map[string]*movedOut
 	active atomic.Int32
 }
 
@@ -106,21 +152,52 @@ type moveOut struct {
 type moveIn struct {
 	epoch   uint64
 	from    string
-	filters []string        // its plain filters (shared ones are not held)
+	filters []string        // its plain filters
+	groups  []ikey          // its share groups
 	seen    map[string]bool // nodes whose barrier came through (this one included)
 	want    []string        // nodes whose barriers are due
 	adopted bool
 	held    []heldMessage
-	dropped int
+	// refused counts messages not held (maxHeld): they are not
+	// confirmed.
+	refused int
+	// acks are the confirmations of forwarded messages held, released
+	// once the session has them durably; done is closed then, with err
+	// the outcome, for publishes on this node that wait (Forward).
+	acks []*heldAck
+	done chan struct{}
+	err  error
 }
 
+// heldAck is the confirmation of a forwarded QoS 1/2 message held for
+// moving sessions: sent once each of them (left) has it durably, as not
+// taken if one does not.
+type heldAck struct {
+	a      pendingAck
+	left   int
+	failed bool
+}
+
+// errHeldFull: a moving session here holds maxHeld messages already.
+var errHeldFull = errors.New("cluster: too many messages held for a session moving here")
+
+// heldMessage is a message held for a moving session: for its plain
+// subscriptions (plain) and for its share groups (m.Groups).
 type heldMessage struct {
-	m  *broker.RemoteMessage
-	at time.Time
+	m     *broker.RemoteMessage
+	at    time.Time
+	plain bool
+}
+
+// movedOut is a session this node exported, for moveLinger: group
+// messages for its groups that find no member here go to its new owner.
+type movedOut struct {
+	to     string
+	groups []string // groupKey form
 }
 
 func newLiveMoves(n *Node) *liveMoves {
-	return &liveMoves{n: n, out: make(map[string]*moveOut), in: make(map[string]*moveIn)}
+	return &liveMoves{n: n, out: make(map[string]*moveOut), in: make(map[string]*moveIn), moved: make(map[string]*movedOut)}
 }
 
 // LockPublish implements broker.PublishGate.
@@ -147,7 +224,7 @@ func decodeBarrier(b []byte) (string, uint64, error) {
 
 // startOut notes that id's session was handed over at epoch and is still
 // held here (step 1). Without the new owner's finish request within
-// confirmTimeout, the entry goes with the session (fence.go).
+// liveConfirmTimeout, the entry goes with the session (fence.go).
 func (mv *liveMoves) startOut(id string, epoch uint64) {
 	mv.mu.Lock()
 	if mv.out[id] == nil {
@@ -155,7 +232,7 @@ func (mv *liveMoves) startOut(id string, epoch uint64) {
 	}
 	mv.out[id] = &moveOut{epoch: epoch, seen: make(map[string]bool)}
 	mv.mu.Unlock()
-	time.AfterFunc(confirmTimeout, func() { mv.endOut(id, epoch) })
+	time.AfterFunc(liveConfirmTimeout, func() { mv.endOut(id, epoch) })
 }
 
 func (mv *liveMoves) endOut(id string, epoch uint64) {
@@ -177,6 +254,12 @@ func (mv *liveMoves) onBarrier(origin string, b []byte) {
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
 	if mo := mv.out[id]; mo != nil && mo.epoch == epoch {
+		if len(mo.seen) == 0 && mv.n.own != nil {
+			// The first barrier of the move (the new owner's own
+			// comes first): the move goes on, so the handed-over
+			// session waits for its steps, not just confirmTimeout.
+			mv.n.own.pending.extend(handoverKey{id, epoch}, liveConfirmTimeout)
+		}
 		mo.seen[origin] = true
 	}
 	if mi := mv.in[id]; mi != nil && mi.epoch == epoch {
@@ -206,64 +289,156 @@ func (mi *moveIn) matches(name string) bool {
 	return false
 }
 
-// hold keeps m for the session, to be delivered once it is adopted.
-func (mi *moveIn) hold(m *broker.RemoteMessage) {
+// hold keeps m for the session, to be delivered once it is adopted: to
+// its plain subscriptions (plain) and to the share groups gk; false when
+// the session holds maxHeld messages already.
+func (mi *moveIn) hold(m *broker.RemoteMessage, plain bool, gk []string) bool {
 	if len(mi.held) >= maxHeld {
-		mi.dropped++
-		return
+		mi.refused++
+		return false
 	}
 	cp := *m
-	cp.Groups, cp.Pick = []string{}, nil
-	mi.held = append(mi.held, heldMessage{&cp, time.Now()})
+	cp.Groups, cp.Pick = gk, nil
+	if cp.Groups == nil {
+		cp.Groups = []string{} // nil would mean every group
+	}
+	mi.held = append(mi.held, heldMessage{&cp, time.Now(), plain})
+	return true
+}
+
+// takeGroups removes from rm.Groups the session's share groups and returns
+// them: the message is held for those groups.
+func (mi *moveIn) takeGroups(rm *broker.RemoteMessage) []string {
+	var gk []string
+	for _, k := range mi.groups {
+		if g := k.groupKey(); slices.Contains(rm.Groups, g) {
+			gk = append(gk, g)
+		}
+	}
+	if len(gk) > 0 {
+		rm.Groups = slices.DeleteFunc(slices.Clone(rm.Groups), func(g string) bool { return slices.Contains(gk, g) })
+	}
+	return gk
+}
+
+// wait waits until the session has what it held durably, or ctx ends.
+func (mi *moveIn) wait(ctx context.Context) error {
+	select {
+	case <-mi.done:
+		return mi.err
+	case <-ctx.Done():
+		return fmt.Errorf("cluster: message held for a session moving here: %w", ctx.Err())
+	}
 }
 
 // pick decides, for a message forwarded from origin, which moving sessions
 // here must not get it (returned as a broker.RemoteMessage.Pick, nil when
-// none), and holds a copy for each arriving session it is for.
-func (mv *liveMoves) pick(origin string, rm *broker.RemoteMessage) func(string) bool {
+// none), and holds a copy for each arriving session it is for. When
+// confirm (a QoS 1/2 forward) and it held one, it returns the message's
+// confirmation, which the caller fills in and the sessions send
+// (release); the caller must not send it itself.
+func (mv *liveMoves) pick(origin string, rm *broker.RemoteMessage, confirm bool) (func(string) bool, *heldAck) {
 	if mv.active.Load() == 0 {
-		return nil
+		return nil, nil
 	}
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
-	var skip []string
+	var (
+		skip []string
+		ha   *heldAck
+	)
 	for id, mo := range mv.out {
 		if mo.seen[origin] {
 			skip = append(skip, id) // the new copy's
 		}
 	}
 	for id, mi := range mv.in {
-		if !mi.adopted && mi.seen[origin] && mi.matches(rm.Topic) {
-			mi.hold(rm)
+		plain := !mi.adopted && mi.seen[origin] && mi.matches(rm.Topic)
+		var gk []string
+		if !mi.adopted {
+			gk = mi.takeGroups(rm) // group messages: whatever their origin's barrier
+		}
+		if plain || len(gk) > 0 {
+			ok := mi.hold(rm, plain, gk)
+			if confirm {
+				if ha == nil {
+					ha = &heldAck{}
+				}
+				ha.failed = ha.failed || !ok
+				if ok {
+					ha.left++
+					mi.acks = append(mi.acks, ha)
+				}
+			}
 		}
 		if !mi.adopted || !mi.seen[origin] && slices.Contains(mi.want, origin) {
 			skip = append(skip, id) // held, or the old copy's
 		}
 	}
-	if len(skip) == 0 {
-		return nil
+	if ha != nil && ha.left == 0 {
+		// Held nowhere (refused): confirmed at once, as not taken.
+		ha = nil
 	}
-	return func(id string) bool { return !slices.Contains(skip, id) }
+	if len(skip) == 0 {
+		return nil, ha
+	}
+	return func(id string) bool { return !slices.Contains(skip, id) }, ha
 }
 
 // local holds a copy of msg, published on this node, for each arriving
-// session it is for. Called from Forward, under the gate.
-func (mv *liveMoves) local(msg *broker.Message) {
+// session it is for. Called from Forward, under the gate. It returns how
+// many sessions hold it and, for QoS 1/2, what the publisher's
+// acknowledgement must wait for: each of them having it durably.
+func (mv *liveMoves) local(msg *broker.Message) (int, func(context.Context) error) {
 	if mv.active.Load() == 0 {
-		return
+		return 0, nil
 	}
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
 	self := mv.n.cfg.Node
+	var (
+		holders []*moveIn
+		refused bool
+	)
 	for _, mi := range mv.in {
-		if !mi.adopted && mi.seen[self] && mi.matches(msg.Topic) {
+		if mi.adopted {
+			continue
+		}
+		plain := mi.seen[self] && mi.matches(msg.Topic)
+		// A group of the session with no other member here: this node
+		// serves it (local members first) and the broker found nobody.
+		var gk []string
+		for _, k := range mi.groups {
+			if topic.Match(k.filter, msg.Topic) && mv.n.local.count(k) == 1 {
+				gk = append(gk, k.groupKey())
+			}
+		}
+		if plain || len(gk) > 0 {
 			rm := &broker.RemoteMessage{Topic: msg.Topic, Payload: msg.Payload, Props: msg.Props, From: msg.From,
 				QoS: msg.QoS, Retain: msg.Retain}
 			if exp := msg.Expires(); !exp.IsZero() {
 				rm.ExpiresIn = max(time.Until(exp), time.Millisecond)
 			}
-			mi.hold(rm)
+			if mi.hold(rm, plain, gk) {
+				holders = append(holders, mi)
+			} else {
+				refused = true
+			}
 		}
+	}
+	if msg.QoS == 0 || len(holders) == 0 && !refused {
+		return len(holders), nil
+	}
+	return len(holders), func(ctx context.Context) error {
+		if refused {
+			return errHeldFull
+		}
+		for _, mi := range holders {
+			if err := mi.wait(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 }
 
@@ -319,6 +494,14 @@ func (r *remoteInterest) current(node, inc string, v uint64) bool {
 	return p != nil && p.synced && p.inc == inc && p.seq >= v
 }
 
+// count is how many holders key k has here: the broker's tree (one for
+// all its subscriptions) and moving sessions.
+func (l *localInterest) count(k ikey) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.refs[k]
+}
+
 // version is the local interest's current version.
 func (l *localInterest) version() uint64 {
 	l.mu.Lock()
@@ -326,10 +509,17 @@ func (l *localInterest) version() uint64 {
 	return l.seq
 }
 
-// awaitView waits, bounded by barrierWait, until this node routes by the
-// new owner's interest as of the request.
-func (n *Node) awaitView(q *barrierRequest) bool {
-	deadline := time.Now().Add(barrierWait)
+// heard reports whether this node hears from node (its heartbeats; a node
+// silent for deadAfter is forgotten).
+func (r *remoteInterest) heard(node string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.peers[node] != nil
+}
+
+// awaitView waits, until deadline, until this node routes by the new
+// owner's interest as of the request.
+func (n *Node) awaitView(q *barrierRequest, deadline time.Time) bool {
 	for !n.remote.current(q.to, q.inc, q.version) {
 		if time.Now().After(deadline) || n.ctx.Err() != nil {
 			return false
@@ -350,7 +540,7 @@ func (n *Node) onBarrierRequest(m *nats.Msg) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		ok := n.awaitView(q)
+		ok := n.awaitView(q, time.Now().Add(barrierWait))
 		if ok {
 			b := encodeBarrier(q.id, q.epoch)
 			n.gate.Lock()
@@ -383,14 +573,16 @@ func (n *Node) onFinish(m *nats.Msg) {
 
 func (n *Node) finish(q *barrierRequest) []byte {
 	mv, o := n.mv, n.own
-	deadline := time.Now().Add(barrierWait)
+	deadline := time.Now().Add(finishWait)
 	for {
 		mv.mu.Lock()
 		mo := mv.out[q.id]
 		var missing []string
 		if mo != nil && mo.epoch == q.epoch {
 			for _, x := range q.want {
-				if !mo.seen[x] {
+				// A node no longer heard from sends nothing more: its
+				// barrier is not waited for.
+				if !mo.seen[x] && (x == n.cfg.Node || n.remote.heard(x)) {
 					missing = append(missing, x)
 				}
 			}
@@ -411,7 +603,7 @@ func (n *Node) finish(q *barrierRequest) []byte {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	if !n.awaitView(q) {
+	if !n.awaitView(q, deadline) {
 		n.log.Warn("cluster: moving session: the new owner's interest not seen here in time", "client_id", q.id, "peer", q.to)
 	}
 	n.gate.Lock()
@@ -422,7 +614,15 @@ func (n *Node) finish(q *barrierRequest) []byte {
 	if p := o.pending.take(handoverKey{q.id, q.epoch}); p != nil {
 		p.timer.Stop() // the done below replaces it
 	}
+	_, subs, _ := n.srv.Client(q.id)
 	b, done := o.handOver(q.id)
+	if done != nil {
+		// From here the new owner has it: nothing may reach this copy
+		// (a share group's message would choose it and be lost), and
+		// this node's interest in its filters goes.
+		n.srv.Unroute(q.id)
+		mv.exported(q.id, q.to, subs)
+	}
 	n.senderFor(q.to).add(0, encodeBarrier(q.id, q.epoch))
 	mv.endOut(q.id, q.epoch)
 	n.gate.Unlock()
@@ -439,10 +639,22 @@ func (n *Node) finish(q *barrierRequest) []byte {
 func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, rec1 *broker.StoredSession) error {
 	n := mv.n
 	self := n.cfg.Node
-	mi := &moveIn{epoch: epoch, from: prev, seen: make(map[string]bool)}
+	// The move's steps have bounds of their own (barrierBound,
+	// finishWait), which follow the other nodes' liveness; the claim's
+	// (ForwardTimeout) is for its record.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), barrierBound+finishWait+2*barrierWait)
+	defer cancel()
+	stop := context.AfterFunc(n.ctx, cancel)
+	defer stop()
+	mi := &moveIn{epoch: epoch, from: prev, seen: make(map[string]bool), done: make(chan struct{})}
 	for _, s := range rec1.Subs {
-		if group, plain, _, err := topic.ParseShare(s.Filter); err == nil && group == "" {
+		group, plain, _, err := topic.ParseShare(s.Filter)
+		switch {
+		case err != nil:
+		case group == "":
 			mi.filters = append(mi.filters, plain)
+		default:
+			mi.groups = append(mi.groups, ikey{plain, group})
 		}
 	}
 	mv.mu.Lock()
@@ -456,9 +668,15 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	for _, f := range mi.filters {
 		n.local.add(ikey{f, ""})
 	}
+	for _, k := range mi.groups {
+		n.local.add(k)
+	}
 	defer func() {
 		for _, f := range mi.filters {
 			n.local.remove(ikey{f, ""})
+		}
+		for _, k := range mi.groups {
+			n.local.remove(k)
 		}
 	}()
 	q := &barrierRequest{id: id, epoch: epoch, from: prev, to: self, inc: n.inc, version: n.local.version()}
@@ -477,16 +695,41 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	// Step 3.
 	rec := mv.finishAt(ctx, q, rec1)
 	// Step 4.
-	var last broker.Ticket
 	if n.sess != nil {
 		n.sess.adopt(id)
 	}
+	held, last := mv.adopt(id, mi, rec)
+	if mi.refused > 0 { // adopted: no longer written
+		n.log.Error("cluster: moving session: too many messages held; the rest were not confirmed to their publishers",
+			"client_id", id, "held", held, "refused", mi.refused)
+	}
+	err := n.srv.WaitDurable(last)
+	mv.release(mi, err)
+	if err != nil {
+		return err
+	}
+	n.own.confirm(prev, id, epoch)
+	n.log.Info("session moved here", "client_id", id, "from", prev,
+		"subscriptions", len(rec.Subs), "messages", len(rec.Queue), "held", held)
+	return nil
+}
+
+// adopt is step 4 of a move here, under the gate: the broker adopts rec,
+// and what mi held is delivered to the session only, in arrival order,
+// past the session's queue limit (it was accepted before). It returns how
+// many messages were delivered and the store ticket to wait for.
+func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (int, broker.Ticket) {
+	n := mv.n
+	var last broker.Ticket
 	n.gate.Lock()
+	defer n.gate.Unlock()
 	n.srv.Adopt(rec)
 	mv.mu.Lock()
-	held, dropped := mi.held, mi.dropped
+	defer mv.mu.Unlock()
+	held := mi.held
 	mi.held, mi.adopted = nil, true
 	only := func(c string) bool { return c == id }
+	delivered := 0
 	for _, h := range held {
 		if h.m.ExpiresIn > 0 {
 			left := h.m.ExpiresIn - time.Since(h.at)
@@ -495,28 +738,140 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 			}
 			h.m.ExpiresIn = left
 		}
-		h.m.Pick = only
+		h.m.Pick, h.m.Accepted = only, true
+		if !h.plain {
+			h.m.Pick = nobody // for its groups only
+		}
 		_, t := n.srv.DeliverRemote(h.m)
 		last = max(last, t)
+		delivered++
 	}
 	if mi.complete() {
 		delete(mv.in, id)
 		mv.active.Add(-1)
 	} else {
-		time.AfterFunc(moveLinger, func() { mv.endIn(id, epoch) })
+		time.AfterFunc(moveLinger, func() { mv.endIn(id, mi.epoch) })
 	}
+	return delivered, last
+}
+
+func nobody(string) bool { return false }
+
+// release ends the wait for what mi held, once it is durable (err nil) or
+// could not be: the confirmations held back are sent (as not taken after
+// an error), and publishes here waiting for it go on.
+func (mv *liveMoves) release(mi *moveIn, err error) {
+	mv.mu.Lock()
+	acks := mi.acks
+	mi.acks = nil
+	mi.err = err
 	mv.mu.Unlock()
-	n.gate.Unlock()
-	if dropped > 0 {
-		n.log.Error("cluster: moving session: too many messages held; some dropped", "client_id", id, "dropped", dropped)
+	close(mi.done)
+	for _, ha := range acks {
+		mv.settle(ha, err != nil)
 	}
-	if err := n.srv.WaitDurable(last); err != nil {
-		return err
+}
+
+// settle ends one of the waits ha's confirmation is held back for; the
+// last one sends it, as not taken if any failed.
+func (mv *liveMoves) settle(ha *heldAck, failed bool) {
+	mv.mu.Lock()
+	ha.left--
+	ha.failed = ha.failed || failed
+	last := ha.left == 0
+	a := ha.a
+	a.taken = a.taken && !ha.failed
+	mv.mu.Unlock()
+	if last {
+		mv.n.queueAck(a)
 	}
-	n.own.confirm(prev, id, epoch)
-	n.log.Info("session moved here", "client_id", id, "from", prev,
-		"subscriptions", len(rec.Subs), "messages", len(rec.Queue), "held", len(held))
-	return nil
+}
+
+// exported notes, at the export of id's session to node to (under the
+// gate), its share groups for moveLinger.
+func (mv *liveMoves) exported(id, to string, subs []broker.SubscriptionSnapshot) {
+	var gk []string
+	for _, s := range subs {
+		if group, plain, _, err := topic.ParseShare(s.Filter); err == nil && group != "" {
+			gk = append(gk, ikey{plain, group}.groupKey())
+		}
+	}
+	if len(gk) == 0 {
+		return
+	}
+	mo := &movedOut{to: to, groups: gk}
+	mv.mu.Lock()
+	if mv.moved[id] == nil {
+		mv.active.Add(1)
+	}
+	mv.moved[id] = mo
+	mv.mu.Unlock()
+	time.AfterFunc(moveLinger, func() {
+		mv.mu.Lock()
+		defer mv.mu.Unlock()
+		if mv.moved[id] == mo {
+			delete(mv.moved, id)
+			mv.active.Add(-1)
+		}
+	})
+}
+
+// redirect takes from rm.Groups the groups of sessions exported from here
+// that have no member here any more, and returns them and the node to
+// forward them to ("" for none).
+func (mv *liveMoves) redirect(rm *broker.RemoteMessage) (string, []string) {
+	if mv.active.Load() == 0 || len(rm.Groups) == 0 {
+		return "", nil
+	}
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	for _, mo := range mv.moved {
+		var gk []string
+		for _, g := range mo.groups {
+			group, filter, _ := strings.Cut(g, "\x00")
+			if slices.Contains(rm.Groups, g) && !mv.n.local.has(ikey{filter, group}) {
+				gk = append(gk, g)
+			}
+		}
+		if len(gk) > 0 {
+			rm.Groups = slices.DeleteFunc(slices.Clone(rm.Groups), func(g string) bool { return slices.Contains(gk, g) })
+			return mo.to, gk
+		}
+	}
+	return "", nil
+}
+
+// reforward sends rm, for share groups gk, to node to (a session's new
+// owner); ha, when not nil, is the confirmation to its origin, held back
+// until to confirmed it.
+func (n *Node) reforward(to string, rm *broker.RemoteMessage, gk []string, ha *heldAck) {
+	m := &broker.Message{Topic: rm.Topic, Payload: rm.Payload, Props: rm.Props, From: rm.From, QoS: rm.QoS, Retain: rm.Retain}
+	if rm.ExpiresIn > 0 {
+		m.SetExpires(time.Now().Add(rm.ExpiresIn))
+	}
+	pub, err := encodePublish(m)
+	if err != nil {
+		n.log.Error("cluster: group message for a moved session not forwarded", "topic", rm.Topic, "err", err)
+		if ha != nil {
+			n.mv.settle(ha, true)
+		}
+		return
+	}
+	if ha == nil {
+		n.senderFor(to).add(0, encodeForward(m, gk, pub))
+		return
+	}
+	deadline := time.Now().Add(n.cfg.ForwardTimeout)
+	pr := n.replies.register(deadline)
+	pr.node, pr.gone, pr.qos = to, n.remote.goneCh(to), rm.QoS
+	n.senderFor(to).add(pr.seq, encodeForward(m, gk, pub))
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		ctx, cancel := context.WithDeadline(n.ctx, deadline)
+		defer cancel()
+		n.mv.settle(ha, n.await(ctx, pr) != nil)
+	}()
 }
 
 func (mv *liveMoves) endIn(id string, epoch uint64) {
@@ -529,7 +884,8 @@ func (mv *liveMoves) endIn(id string, epoch uint64) {
 }
 
 // barriers asks every other live node but the old owner for its barrier
-// and returns those that put one.
+// and returns those that put one. A node that does not within a try is
+// asked again while this node hears from it, until barrierBound.
 func (mv *liveMoves) barriers(ctx context.Context, q *barrierRequest) []string {
 	n := mv.n
 	var (
@@ -538,6 +894,7 @@ func (mv *liveMoves) barriers(ctx context.Context, q *barrierRequest) []string {
 		wg sync.WaitGroup
 	)
 	body := q.encode()
+	deadline := time.Now().Add(barrierBound)
 	for _, x := range n.remote.nodes() {
 		if x == q.from {
 			continue
@@ -545,21 +902,51 @@ func (mv *liveMoves) barriers(ctx context.Context, q *barrierRequest) []string {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(ctx, barrierWait+time.Second)
-			defer cancel()
-			reply, err := n.eng.nc.RequestWithContext(ctx, barrierSubject+"."+x, body)
-			if err == nil && len(reply.Data) == 2 && reply.Data[1] == 1 {
-				mu.Lock()
-				ok = append(ok, x)
-				mu.Unlock()
+			if err := n.barrierOf(ctx, x, body, deadline); err != nil {
+				n.log.Warn("cluster: moving session: no barrier from a node; its messages may be lost or come twice",
+					"client_id", q.id, "peer", x, "err", err)
 				return
 			}
-			n.log.Warn("cluster: moving session: no barrier from a node; its messages may be lost or come twice",
-				"client_id", q.id, "peer", x, "err", err)
+			mu.Lock()
+			ok = append(ok, x)
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	return ok
+}
+
+// errNotHeard: a node asked for its barrier is no longer heard from.
+var errNotHeard = errors.New("cluster: node no longer heard from")
+
+// barrierOf asks node x for its barrier until it puts one, x is no longer
+// heard from, or deadline.
+func (n *Node) barrierOf(ctx context.Context, x string, body []byte, deadline time.Time) error {
+	for {
+		try := time.Now().Add(barrierWait + time.Second)
+		if try.After(deadline) {
+			try = deadline
+		}
+		tryCtx, cancel := context.WithDeadline(ctx, try)
+		reply, err := n.eng.nc.RequestWithContext(tryCtx, barrierSubject+"."+x, body)
+		cancel()
+		if err == nil && len(reply.Data) == 2 && reply.Data[1] == 1 {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("cluster: node does not see the new owner's interest yet")
+		}
+		switch {
+		case !n.remote.heard(x):
+			return errors.Join(errNotHeard, err)
+		case ctx.Err() != nil || time.Now().After(deadline):
+			return err
+		}
+		// Slow (load) or not yet routing by the new interest: still
+		// live, so asked again; a second barrier is harmless (the
+		// first one seen is the cut).
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // errMoveFinish: the old owner did not finish a move.
@@ -570,7 +957,7 @@ var errMoveFinish = errors.New("cluster: previous owner did not finish the hando
 // is one, else rec1 (what the old owner handed over first) is taken.
 func (mv *liveMoves) finishAt(ctx context.Context, q *barrierRequest, rec1 *broker.StoredSession) *broker.StoredSession {
 	n := mv.n
-	ctx2, cancel := context.WithTimeout(ctx, 2*barrierWait+time.Second)
+	ctx2, cancel := context.WithTimeout(ctx, finishWait+barrierWait)
 	reply, err := n.eng.nc.RequestWithContext(ctx2, finishSubject+"."+q.from, q.encode())
 	cancel()
 	if err == nil && len(reply.Data) >= 2 && reply.Data[0] == wireVersion && reply.Data[1] == 1 {

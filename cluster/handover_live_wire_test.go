@@ -1,10 +1,18 @@
 package cluster
 
 import (
+	"context"
+	"log/slog"
 	"slices"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
 )
 
 // TestMoveCut walks the cut of a live move through pick and onBarrier:
@@ -15,7 +23,7 @@ import (
 func TestMoveCut(t *testing.T) {
 	mv := newLiveMoves(&Node{})
 	gets := func(origin, id string) bool {
-		p := mv.pick(origin, &broker.RemoteMessage{Topic: "a/b"})
+		p, _ := mv.pick(origin, &broker.RemoteMessage{Topic: "a/b"}, false)
 		return p == nil || p(id)
 	}
 	// Old owner: "s" handed over; X's barrier came, Y's not yet.
@@ -67,5 +75,182 @@ func TestBarrierRequestRoundTrip(t *testing.T) {
 	}
 	if _, _, err := decodeBarrier([]byte{barrierMark, 3, 'a'}); err == nil {
 		t.Error("a truncated barrier was accepted")
+	}
+}
+
+// TestHeldConfirmedOnceDurable: a node holding messages for a session
+// moving to it confirms none of them before it adopted the session with
+// them and its store has them: QoS 1 forwards of node X (after X's
+// barrier) get their confirmations only then, and a QoS 1 publish on the
+// node itself waits as long. Confirmed earlier, a crash of the node before
+// the adoption would lose messages their publishers were told were
+// delivered. What was held is queued past the session's queue limit (it
+// was accepted): MaxQueued is 1 here and four are held.
+func TestHeldConfirmedOnceDurable(t *testing.T) {
+	srv, err := broker.New(broker.Options{MaxQueued: 1, SysInterval: -1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	n := &Node{cfg: Config{Node: "B", ForwardTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler),
+		acks: make(chan pendingAck, 16), ctx: context.Background(), srv: srv}
+	n.mv = newLiveMoves(n)
+	mi := &moveIn{epoch: 3, from: "A", filters: []string{"m/#"}, seen: map[string]bool{"X": true, "B": true},
+		want: []string{"X", "A"}, done: make(chan struct{})}
+	n.mv.in["s"] = mi
+	n.mv.active.Add(1)
+
+	msg := &broker.Message{Topic: "m/x", Payload: []byte("x"), QoS: 1}
+	pub, err := encodePublish(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		n.deliverForward("X", seq, encodeForward(msg, nil, pub))
+	}
+	held, wait := n.mv.local(&broker.Message{Topic: "m/b", Payload: []byte("b"), QoS: 1})
+	if held != 1 || wait == nil {
+		t.Fatalf("a publish on the node: held by %d sessions, wait %v; want 1 and a wait", held, wait != nil)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- wait(context.Background()) }()
+	select {
+	case a := <-n.acks:
+		t.Fatalf("forward %d confirmed while only held", a.seq)
+	case err := <-waited:
+		t.Fatalf("the local publish's wait ended (%v) while its message was only held", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+
+	rec := &broker.StoredSession{ClientID: "s", Expiry: 600, Subs: []broker.StoredSub{{Filter: "m/#", Opts: packet.SubOptions{QoS: 1}}}}
+	delivered, last := n.mv.adopt("s", mi, rec)
+	if delivered != 4 {
+		t.Fatalf("delivered %d held messages, want 4", delivered)
+	}
+	n.mv.release(mi, srv.WaitDurable(last))
+	for want := uint64(1); want <= 3; want++ {
+		select {
+		case a := <-n.acks:
+			if a.seq != want || !a.taken || a.origin != "X" {
+				t.Errorf("confirmation %+v, want X's %d taken", a, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("forward %d not confirmed after the adoption", want)
+		}
+	}
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Errorf("the local publish's wait: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the local publish still waits after the adoption")
+	}
+	if cs, _, _ := srv.Client("s"); cs.Queued != 4 || cs.Dropped != 0 {
+		t.Errorf("the session has %d queued, %d dropped; want the 4 held and none dropped (MaxQueued 1)", cs.Queued, cs.Dropped)
+	}
+}
+
+// TestBarriersFollowLiveness: the new owner of a moving session asks each
+// node for its barrier again while it still hears from the node, instead
+// of leaving it out of the cut after one try (whose messages could then be
+// lost or come twice): X, slow, answers only the second request and is
+// part of the cut; Y never answers and stops being heard from (deadAfter),
+// and is left out then, without waiting for barrierBound.
+func TestBarriersFollowLiveness(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(ns.Shutdown)
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("NATS server not ready")
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	n := &Node{cfg: Config{Node: "B"}, log: slog.New(slog.DiscardHandler), ctx: context.Background(),
+		remote: newRemoteInterest(), eng: &engine{nc: nc}}
+	n.mv = newLiveMoves(n)
+	for _, x := range []string{"A", "X", "Y"} {
+		n.remote.heartbeat(x, "inc-"+x, 0, time.Now())
+	}
+	var asked atomic.Int32
+	if _, err := nc.Subscribe(barrierSubject+".X", func(m *nats.Msg) {
+		if asked.Add(1) > 1 { // the first request is not answered in time
+			m.Respond([]byte{wireVersion, 1})
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nc.Subscribe(barrierSubject+".Y", func(*nats.Msg) {}); err != nil {
+		t.Fatal(err)
+	}
+	nc.Flush()
+	time.AfterFunc(time.Second, func() { n.remote.expire(time.Now().Add(time.Hour)) })
+	// Y expired, X heard again (its heartbeats go on).
+	stopBeats := make(chan struct{})
+	t.Cleanup(func() { close(stopBeats) })
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopBeats:
+				return
+			case <-tick.C:
+				n.remote.heartbeat("X", "inc-X", 0, time.Now())
+			}
+		}
+	}()
+	began := time.Now()
+	got := n.mv.barriers(context.Background(), &barrierRequest{id: "s", epoch: 1, from: "A", to: "B"})
+	if !slices.Equal(got, []string{"X"}) {
+		t.Errorf("barriers from %v, want [X] (asked X %d times)", got, asked.Load())
+	}
+	if took := time.Since(began); took >= barrierBound {
+		t.Errorf("took %v: Y, no longer heard from, was waited for until barrierBound", took)
+	}
+}
+
+// TestMoveShareGroups: a group message for a moving session's share group
+// is held by the new owner whatever its origin's barrier (it reaches one
+// node only) and taken out of what is delivered now; the old owner, after
+// the export, passes one on to the new owner only while no member of the
+// group is left with it.
+func TestMoveShareGroups(t *testing.T) {
+	mv := newLiveMoves(&Node{local: newLocalInterest()})
+	g, other := ikey{"t/#", "g"}.groupKey(), ikey{"t/#", "h"}.groupKey()
+
+	// New owner: "s" arriving, member of g; X's barrier has not come.
+	mi := &moveIn{epoch: 1, from: "A", groups: []ikey{{"t/#", "g"}}, seen: map[string]bool{}, want: []string{"X", "A"}}
+	mv.in["s"] = mi
+	mv.active.Add(1)
+	rm := &broker.RemoteMessage{Topic: "t/1", QoS: 1, Groups: []string{g, other}}
+	if _, ha := mv.pick("X", rm, true); ha == nil || ha.left != 1 {
+		t.Fatalf("group message not held back for confirmation: %+v", ha)
+	}
+	if len(mi.held) != 1 || mi.held[0].plain || !slices.Equal(mi.held[0].m.Groups, []string{g}) {
+		t.Fatalf("held %+v, want one message for group g only", mi.held)
+	}
+	if !slices.Equal(rm.Groups, []string{other}) {
+		t.Errorf("delivered now for groups %q, want only the other group", rm.Groups)
+	}
+	delete(mv.in, "s")
+	mv.active.Add(-1)
+
+	// Old owner: "s" exported to B.
+	mv.exported("s", "B", []broker.SubscriptionSnapshot{{Filter: "$share/g/t/#"}, {Filter: "a/b"}})
+	rm = &broker.RemoteMessage{Topic: "t/1", Groups: []string{g, other}}
+	if to, gk := mv.redirect(rm); to != "B" || !slices.Equal(gk, []string{g}) || !slices.Equal(rm.Groups, []string{other}) {
+		t.Errorf("redirect: to %q groups %q, left %q; want B, [g], [h]", to, gk, rm.Groups)
+	}
+	mv.n.local.add(ikey{"t/#", "g"}) // another member of g here
+	rm = &broker.RemoteMessage{Topic: "t/1", Groups: []string{g}}
+	if to, _ := mv.redirect(rm); to != "" || !slices.Equal(rm.Groups, []string{g}) {
+		t.Errorf("redirected to %q with a member of the group here", to)
 	}
 }

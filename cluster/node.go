@@ -333,7 +333,9 @@ var errNotTaken = errors.New("cluster: peer could not take the message")
 // previous one's round trip. A node whose routes close while a forward is
 // out counts as done: its clean sessions went with it (one only silent is
 // waited for until the deadline). A retained message is also appended to
-// the retained stream.
+// the retained stream. A message held here for a session moving to this
+// node counts as one more target, and its wait includes the session's
+// having it durably (handover_live.go).
 func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 	if msg.QoS > 0 {
 		// Only a client the server named (never claimed) can publish
@@ -343,10 +345,17 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 			return 0, func() error { return err }
 		}
 	}
-	n.mv.local(msg)
+	held, heldWait := n.mv.local(msg)
 	targets := n.remote.plan(msg.Topic, msg.ID, n.local)
 	if len(targets) == 0 && !msg.Retain {
-		return 0, nil
+		if heldWait == nil {
+			return held, nil
+		}
+		return held, func() error {
+			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+			defer cancel()
+			return heldWait(ctx)
+		}
 	}
 	pub, err := encodePublish(msg)
 	if err != nil {
@@ -356,7 +365,7 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 	}
 	if msg.QoS == 0 {
 		n.forwardQoS0(targets, msg, pub)
-		return len(targets), nil
+		return len(targets) + held, nil
 	}
 	deadline := time.Now().Add(n.cfg.ForwardTimeout)
 	reqs := make([]*pendingReply, 0, len(targets))
@@ -374,11 +383,16 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 			errs = append(errs, fmt.Errorf("retained stream: %w", err))
 		}
 	}
-	return len(targets), func() error {
+	return len(targets) + held, func() error {
 		ctx, cancel := context.WithDeadline(n.ctx, deadline)
 		defer cancel()
 		for _, pr := range reqs {
 			if err := n.await(ctx, pr); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if heldWait != nil {
+			if err := heldWait(ctx); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -409,36 +423,63 @@ func (n *Node) forwardQoS0(targets []target, msg *broker.Message, pub []byte) {
 // publisher's order; the confirmation of a QoS 1/2 message, which may wait
 // for the store, is left to ackLoop so the next message need not wait.
 func (n *Node) onForward(m *nats.Msg) {
-	ok := forEachForward(m.Data, func(origin string, seq uint64, fwd []byte) {
-		if len(fwd) > 0 && fwd[0] == barrierMark {
-			n.gate.RLock()
-			n.mv.onBarrier(origin, fwd)
-			n.gate.RUnlock()
-			return
-		}
-		rm, err := decodeForward(fwd)
-		if err != nil {
-			n.log.Warn("cluster: bad forwarded message", "peer", origin, "err", err)
-			if seq != 0 {
-				n.queueAck(pendingAck{origin: origin, seq: seq})
-			}
-			return
-		}
-		n.counters.received[rm.QoS].Add(1)
-		// Under the gate: a moving session's last step here must see
-		// each forwarded message delivered wholly before or after it.
-		n.gate.RLock()
-		rm.Pick = n.mv.pick(origin, rm)
-		c, ticket := n.srv.DeliverRemote(rm)
-		n.gate.RUnlock()
-		if seq != 0 {
-			n.queueAck(pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket})
-		}
-	})
+	ok := forEachForward(m.Data, n.deliverForward)
 	if !ok {
 		// What was read before the fault was delivered; the rest of
 		// the batch times out at its sender.
 		n.log.Warn("cluster: malformed batch of forwarded messages", "subject", m.Subject, "bytes", len(m.Data))
+	}
+}
+
+// deliverForward delivers one forwarded message (or notes a barrier) from
+// origin; seq is its sequence there, 0 for QoS 0.
+func (n *Node) deliverForward(origin string, seq uint64, fwd []byte) {
+	if len(fwd) > 0 && fwd[0] == barrierMark {
+		n.gate.RLock()
+		n.mv.onBarrier(origin, fwd)
+		n.gate.RUnlock()
+		return
+	}
+	rm, err := decodeForward(fwd)
+	if err != nil {
+		n.log.Warn("cluster: bad forwarded message", "peer", origin, "err", err)
+		if seq != 0 {
+			n.queueAck(pendingAck{origin: origin, seq: seq})
+		}
+		return
+	}
+	n.counters.received[rm.QoS].Add(1)
+	// Under the gate: a moving session's last step here must see each
+	// forwarded message delivered wholly before or after it.
+	n.gate.RLock()
+	var held *heldAck
+	rm.Pick, held = n.mv.pick(origin, rm, seq != 0)
+	// Share groups of a session that moved from here, with no member
+	// left here, go on to its new owner.
+	to, gk := n.mv.redirect(rm)
+	if to != "" && seq != 0 {
+		if held == nil {
+			held = &heldAck{}
+		}
+		n.mv.mu.Lock()
+		held.left++
+		n.mv.mu.Unlock()
+	}
+	c, ticket := n.srv.DeliverRemote(rm)
+	a := pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket}
+	if held != nil {
+		// Confirmed once every session that holds it has it durably
+		// and the new owner took what went on (handover_live.go);
+		// set under the gate, so before any of them can have
+		// delivered what it holds.
+		held.a = a
+	}
+	n.gate.RUnlock()
+	if to != "" {
+		n.reforward(to, rm, gk, held)
+	}
+	if seq != 0 && held == nil {
+		n.queueAck(a)
 	}
 }
 

@@ -467,6 +467,16 @@ func (o *owners) onRelease(m *nats.Msg) {
 // sessions it could not read yet (no quorum right after a heal).
 const fenceBound = 30 * time.Second
 
+// staleLeaderWait is how long after its first pass fence reads again the
+// records that named this node. A replica of the bucket on this node that
+// led it before the loss of contact believes it still leads for up to
+// 10 s without a quorum (nats-server's lost-quorum interval) and answers
+// leader reads from its stale copy, first, being local: right after a
+// short partition it names this node the owner of an id claimed elsewhere
+// meanwhile. It steps down once it hears the others' newer term, within a
+// heartbeat or two of the heal; then the read reaches the real leader.
+const staleLeaderWait = deadAfter
+
 // fence ends, here, every session (connected or not) whose client id's
 // record names another node: that node claimed the id while this one could
 // not hear it (cut off, paused), and its request to let go may have been
@@ -486,6 +496,8 @@ func (o *owners) fence() {
 		ids = append(ids, c.ClientID)
 	}
 	deadline := time.Now().Add(fenceBound)
+	var mine []string // read as this node's: read again (staleLeaderWait)
+	again := true
 	for len(ids) > 0 && o.n.ctx.Err() == nil {
 		var retry []string
 		for _, id := range ids {
@@ -497,7 +509,8 @@ func (o *owners) fence() {
 				continue
 			}
 			if owner == "" || owner == o.n.cfg.Node {
-				continue // assigned ids have no record
+				mine = append(mine, id) // (assigned ids have no record)
+				continue
 			}
 			o.mu.Lock()
 			newer := o.epochs[id].epoch >= epoch // claimed here again since the read
@@ -515,6 +528,14 @@ func (o *owners) fence() {
 			}
 		}
 		ids = retry
+		if len(ids) == 0 && again && len(mine) > 0 {
+			ids, mine, again = mine, nil, false
+			select {
+			case <-o.n.ctx.Done():
+			case <-time.After(staleLeaderWait):
+			}
+			continue
+		}
 		if len(ids) > 0 {
 			if time.Now().After(deadline) {
 				o.n.log.Warn("cluster: could not check the owners of some sessions after a loss of contact", "sessions", len(ids))

@@ -24,19 +24,15 @@ import (
 //
 // So the node that leads JetStream's meta group looks, every
 // placeEvery, at the members of each object: one on a node silent for
-// replaceAfter, with another live node free to take its place, is removed
-// (JetStream's stream peer-remove request). replaceAfter is far longer
-// than a pause or a restart, which must not move every replica of a node:
+// Config.ReplaceAfter (cluster.replace_after, default 15 s), with another
+// live node free to take its place, is removed (JetStream's stream
+// peer-remove request). ReplaceAfter is far longer than a pause or a
+// restart, which must not move every replica of a node:
 // a node that comes back after its members were moved is simply no longer
 // one of those objects' members (it keeps the rest of its state).
 
-const (
-	// replaceAfter: how long a node must be silent before the members it
-	// holds are placed elsewhere.
-	replaceAfter = 15 * time.Second
-	// placeEvery: how often the meta leader looks.
-	placeEvery = 2 * time.Second
-)
+// placeEvery: how often the meta leader looks.
+const placeEvery = 2 * time.Second
 
 // replicated lists the JetStream streams of the cluster's replicated
 // objects.
@@ -50,7 +46,7 @@ func (n *Node) replicated() []string {
 	return names
 }
 
-// placeLoop re-places the members of nodes silent for replaceAfter, while
+// placeLoop re-places the members of nodes silent for Config.ReplaceAfter, while
 // this node leads the meta group, until the node stops.
 func (n *Node) placeLoop() {
 	defer n.wg.Done()
@@ -85,7 +81,7 @@ func (n *Node) placeLoop() {
 }
 
 // replace removes from stream name's members one on a node silent for
-// replaceAfter, if a live node that is no member can take its place.
+// Config.ReplaceAfter, if a live node that is no member can take its place.
 func (n *Node) replace(js jetstream.JetStream, name string, live map[string]bool, silent map[string]time.Time, now time.Time) {
 	ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
 	defer cancel()
@@ -116,7 +112,7 @@ func (n *Node) replace(js jetstream.JetStream, name string, live map[string]bool
 			silent[member] = now
 			continue
 		}
-		if now.Sub(since) < replaceAfter || free == 0 {
+		if now.Sub(since) < n.cfg.ReplaceAfter || free == 0 {
 			continue
 		}
 		if err := n.removePeer(ctx, name, member); err != nil {

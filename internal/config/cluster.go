@@ -51,6 +51,7 @@ func (d *decoder) cluster(n *yaml.Node, path string, c *cluster.Config) {
 		"forward_timeout":        func(p string, v *yaml.Node) { d.duration(v, p, 1, &c.ForwardTimeout) },
 		"retained_tombstone_ttl": func(p string, v *yaml.Node) { d.duration(v, p, time.Second, &c.TombstoneTTL) },
 		"adopt_after":            func(p string, v *yaml.Node) { d.duration(v, p, time.Second, &c.AdoptAfter) },
+		"replace_after":          func(p string, v *yaml.Node) { d.duration(v, p, time.Second, &c.ReplaceAfter) },
 		"partitions": func(p string, v *yaml.Node) {
 			if r, ok := d.integer(v, p, 1, 1024); ok {
 				c.Partitions = int(r)

@@ -32,6 +32,8 @@ func TestParseCluster(t *testing.T) {
 			cluster.Config{TLS: cluster.TLS{Cert: "/etc/roost/n1.pem", Key: "/etc/roost/n1.key", CA: "/etc/roost/ca.pem"}, SecretFile: "/etc/roost/secret"}, ""},
 		{"cluster: {tls: {certificate: x}}", cluster.Config{}, `unknown key "certificate" in cluster.tls`},
 		{"cluster: {retained_tombstone_ttl: 10m}", cluster.Config{TombstoneTTL: 10 * time.Minute}, ""},
+		{"cluster: {replace_after: 1m}", cluster.Config{ReplaceAfter: time.Minute}, ""},
+		{"cluster: {replace_after: 500ms}", cluster.Config{}, `cluster.replace_after: must be`},
 		{"cluster: {retained_tombstone_ttl: 10ms}", cluster.Config{}, `cluster.retained_tombstone_ttl: must be`},
 	}
 	for _, tt := range tests {
@@ -51,8 +53,8 @@ func TestParseCluster(t *testing.T) {
 func TestClusterCheck(t *testing.T) {
 	ok := cluster.Config{Node: "n1", Listen: "127.0.0.2:7222", Peers: []string{"127.0.0.3:7222"}, Data: "d"}
 	c := ok
-	if err := c.Check(); err != nil || c.Replicas != 3 || c.Name != "roost" {
-		t.Fatalf("Check: %v, replicas %d, name %q", err, c.Replicas, c.Name)
+	if err := c.Check(); err != nil || c.Replicas != 3 || c.Name != "roost" || c.ReplaceAfter != cluster.DefaultReplaceAfter {
+		t.Fatalf("Check: %v, replicas %d, name %q, replace_after %v", err, c.Replicas, c.Name, c.ReplaceAfter)
 	}
 	for _, tt := range []struct {
 		change func(*cluster.Config)
@@ -64,6 +66,7 @@ func TestClusterCheck(t *testing.T) {
 		{func(c *cluster.Config) { c.Listen = "127.0.0.2:0" }, false},
 		{func(c *cluster.Config) { c.Node = "a.b" }, false},
 		{func(c *cluster.Config) { c.Data = "" }, false},
+		{func(c *cluster.Config) { c.ReplaceAfter = 500 * time.Millisecond }, false},
 		{func(c *cluster.Config) { c.Peers = []string{c.Listen} }, false},
 		// A port other hosts can reach needs TLS and a secret.
 		{func(c *cluster.Config) { c.Listen = "10.0.0.11:7222" }, true},

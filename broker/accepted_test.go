@@ -1,0 +1,65 @@
+package broker
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// TestDeliverRemoteAcceptedPastQueueLimit: a message a cluster already
+// accepted for a session (RemoteMessage.Accepted: held for a session
+// moving here) is queued past MaxQueued; the limit applies to the new
+// messages after it, which are dropped and counted as before.
+func TestDeliverRemoteAcceptedPastQueueLimit(t *testing.T) {
+	s, _ := startServer(t, Options{MaxQueued: 2})
+	s.Adopt(&StoredSession{ClientID: "mover", Expiry: 600,
+		Subs: []StoredSub{{Filter: "held/#", Opts: packet.SubOptions{QoS: 1}}}})
+	only := func(id string) bool { return id == "mover" }
+	for i := range 5 {
+		n, _ := s.DeliverRemote(&RemoteMessage{Topic: "held/t", Payload: []byte(fmt.Sprint(i)), QoS: 1,
+			Pick: only, Accepted: true})
+		if n != 1 {
+			t.Fatalf("accepted message %d went to %d sessions, want 1", i, n)
+		}
+	}
+	if cs, _, _ := s.Client("mover"); cs.Queued != 5 || cs.Dropped != 0 {
+		t.Fatalf("after 5 accepted messages with MaxQueued 2: %d queued, %d dropped; want 5 and 0", cs.Queued, cs.Dropped)
+	}
+	s.DeliverRemote(&RemoteMessage{Topic: "held/t", Payload: []byte("new"), QoS: 1})
+	cs, _, _ := s.Client("mover")
+	if cs.Queued != 5 || cs.Dropped != 1 || s.Stats().Dropped[DropQueueFull] != 1 {
+		t.Errorf("after a new message: %d queued, %d dropped (%d counted); want 5, 1, 1", cs.Queued, cs.Dropped,
+			s.Stats().Dropped[DropQueueFull])
+	}
+}
+
+// TestUnrouteHandedOver: a session handed over and taken off the tree
+// (Unroute) gets no message, plain or for its share group, while it stays
+// until done; the cluster is told its subscriptions went.
+func TestUnrouteHandedOver(t *testing.T) {
+	s, _ := startServer(t, Options{})
+	s.Adopt(&StoredSession{ClientID: "mover", Expiry: 600, Subs: []StoredSub{
+		{Filter: "a/b", Opts: packet.SubOptions{QoS: 1}}, {Filter: "$share/g/t", Opts: packet.SubOptions{QoS: 1}}}})
+	rec, done := s.HandOver("mover", true)
+	if rec == nil || done == nil {
+		t.Fatal("nothing handed over")
+	}
+	if n, _ := s.DeliverRemote(&RemoteMessage{Topic: "t", QoS: 1, Groups: []string{"g\x00t"}}); n != 1 {
+		t.Fatalf("before Unroute the handed-over session is still a member: %d deliveries, want 1", n)
+	}
+	s.Unroute("mover")
+	if n, _ := s.DeliverRemote(&RemoteMessage{Topic: "t", QoS: 1, Groups: []string{"g\x00t"}}); n != 0 {
+		t.Errorf("group message after Unroute went to %d sessions, want 0", n)
+	}
+	if n, _ := s.DeliverRemote(&RemoteMessage{Topic: "a/b", QoS: 1}); n != 0 {
+		t.Errorf("plain message after Unroute went to %d sessions, want 0", n)
+	}
+	if !s.HasSession("mover") {
+		t.Error("Unroute ended the session; it stays until done")
+	}
+	done(false)
+	if s.HasSession("mover") {
+		t.Error("done did not end the session")
+	}
+}
