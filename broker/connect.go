@@ -336,13 +336,14 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, will *wil
 	var wills []*willMsg
 	s.mu.Lock()
 	old := s.sessions[id]
-	resumable := false
+	resumable, quiet := false, false
 	if old != nil {
 		old.mu.Lock()
 		// A session with expiry 0 ends with its network connection, which
 		// the takeover is about to close: it cannot be resumed
 		// [MQTT-3.1.2-23 / 3.1.1 MQTT-3.1.2-6].
 		resumable = !old.ended && old.expiry > 0
+		quiet = resumable && !clean && quietResume(old, expiry, will)
 		if oc := old.conn; oc != nil {
 			// Takeover [MQTT-3.1.4-3]. The old connection's will is
 			// published unless the session goes on and the will has a
@@ -389,7 +390,15 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, will *wil
 	ss.info.Store(info)
 	ss.offlineAt = 0
 	c.sess = ss
-	c.needDurable(ss.recordSession())
+	prior := ss.recT
+	t := ss.recordSession()
+	if quiet {
+		// The new record only says "connected" (quietResume): the CONNACK
+		// waits for what the store held of the session before it, which
+		// is usually durable already, rather than for a sync of its own.
+		t, ss.recT = prior, prior
+	}
+	c.needDurable(t)
 	ack.SessionPresent = present && c.version != packet.V31
 	c.send(ack)
 	ss.conn = c
@@ -404,6 +413,32 @@ func (s *Server) attach(c *conn, id string, clean bool, expiry uint32, will *wil
 		s.publishWill(w)
 	}
 	return present
+}
+
+// quietResume reports whether resuming old, with the CONNECT's expiry and
+// will, changes nothing that a restart reads from the store, so that its
+// CONNACK need not wait for the new record to be synced. The store must
+// already hold the session (old.stored; the CONNACK still waits for that
+// record, old.recT, should it not be durable yet): Session Present 1 is
+// then never sent for a session a crash forgets [MQTT-3.2.2-2]. A crash
+// that loses the new record restarts from the one before it, which differs
+// only in when the client went offline, and only if:
+//   - the session never expires, before and after: with a finite expiry
+//     the old record's offline time would start the expiry clock at the
+//     client's earlier disconnect instead of at the crash, and a restart
+//     could end a session that should have outlived it [MQTT-3.1.2-23];
+//   - the old record holds no will (a delayed will, or the will of a
+//     connection taken over): restored, it would be published although
+//     the client came back in time [MQTT-3.1.3-9], or a second time;
+//   - the CONNECT has no will: lost, it would never be published for a
+//     connection the crash ended [MQTT-3.1.2-8].
+//
+// 3.1.x clients with Clean Session 0 and MQTT 5 clients with a Session
+// Expiry of 0xFFFFFFFF reconnecting after a restart are such resumes: a
+// reconnect storm no longer waits for one fsync round per batch of
+// CONNECTs. old.mu must be held.
+func quietResume(old *session, expiry uint32, will *willMsg) bool {
+	return old.stored && old.expiry == neverExpires && expiry == neverExpires && old.will == nil && will == nil
 }
 
 // authenticate runs the Authenticator, if any, bounded by the connect

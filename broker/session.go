@@ -25,7 +25,11 @@ type session struct {
 	ended   bool   // removed from the server; every operation is a no-op
 	stored  bool   // the store holds this session
 	nextPID uint16 // (fields ordered to pack: sessions are per client)
-	subs    map[string]subscription
+	// recT is the ticket of the record a quiet resume's CONNACK waits for
+	// instead of its own (attach, quietResume): what the store holds of
+	// the session before the resume. Zero: nothing, or loaded from it.
+	recT Ticket
+	subs map[string]subscription
 
 	// inflight holds QoS 1/2 messages sent and not yet completed, in send
 	// order (the order they are resent in on resumption [MQTT-4.4.0-1]).
@@ -159,6 +163,7 @@ func (ss *session) recordSession() Ticket {
 		rec.Will, rec.WillAt, rec.WillDelay = ss.will.msg, unixTime(ss.willAt), ss.will.delay
 	}
 	t := ss.record(Op{Kind: OpSessionPut, Session: rec})
+	ss.recT = t
 	if first {
 		// The session existed unpersisted (its expiry was 0 until a
 		// takeover raised it): store what it already holds.
@@ -176,6 +181,7 @@ func (ss *session) recordSession() Ticket {
 		for pid := range ss.inQoS2 {
 			t = ss.record(Op{Kind: OpInboundPut, PacketID: pid})
 		}
+		ss.recT = t
 	}
 	return t
 }
