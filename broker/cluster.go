@@ -364,7 +364,8 @@ func (s *Server) HandOver(clientID string, replicated bool) (rec *StoredSession,
 			if !moves || w.delay == 0 {
 				wills = append(wills, w)
 			} else {
-				ss.will, ss.willAt = w, time.Now().Add(w.delay).UnixNano()
+				w.at = time.Now().Add(w.delay).UnixNano()
+				ss.will = w
 			}
 		}
 		oc.kickOut(kickTakeover)
@@ -530,7 +531,7 @@ func (s *Server) EndSession(clientID string, publishWill bool) bool {
 func (ss *session) export() *StoredSession {
 	rec := &StoredSession{ClientID: ss.id, Expiry: ss.expiry, DisconnectedAt: unixTime(ss.offlineAt)}
 	if ss.will != nil {
-		rec.Will, rec.WillAt, rec.WillDelay = ss.will.msg, unixTime(ss.willAt), ss.will.delay
+		rec.Will, rec.WillAt, rec.WillDelay = ss.will.msg, unixTime(ss.will.at), ss.will.delay
 	}
 	for _, sub := range ss.subs {
 		rec.Subs = append(rec.Subs, StoredSub{Filter: sub.filter, Opts: sub.opts, ID: sub.id})
@@ -582,8 +583,7 @@ func (s *Server) Adopt(rec *StoredSession) {
 			at = now.Add(rec.WillDelay)
 		}
 		if at.After(now) {
-			ss.will, ss.willAt = w, at.UnixNano()
-			ss.willTimer = time.AfterFunc(at.Sub(now), func() { s.fireWill(ss) })
+			s.delayWill(ss, w, at.UnixNano())
 		} else {
 			wills = append(wills, w)
 		}

@@ -77,14 +77,17 @@ type conn struct {
 
 	// Reader goroutine only (one at a time: a parked connection's next
 	// reader is started after the previous one exited).
-	started       bool      // the connect timeout has been set
-	lone          bool      // the packet being handled came alone in its read
-	nextAliasOut  uint16    // guarded by sess.mu, as aliasOut; here to pack
-	readBy        time.Time // keep-alive (or connect) deadline; zero = none
-	aliasIn       map[uint16]string
-	received      [3]uint64       // PUBLISH packets by QoS not yet added to the stats
-	receivedBytes [3]uint64       // and their payload bytes
-	will          *packet.Connect // the CONNECT, kept while it carries a will
+	started      bool      // the connect timeout has been set
+	lone         bool      // the packet being handled came alone in its read
+	nextAliasOut uint16    // guarded by sess.mu, as aliasOut; here to pack
+	readBy       time.Time // keep-alive (or connect) deadline; zero = none
+	aliasIn      map[uint16]string
+	// PUBLISH packets by QoS not yet added to the stats, and their
+	// payload bytes: those of one read, so less than the read buffer,
+	// which is under MQTT's 256 MiB packet limit (uint32: conn stays in
+	// its 288 B size class).
+	received      [3]uint32
+	receivedBytes [3]uint32
 
 	// Guarded by sess.mu (deliveries happen under the session lock).
 	aliasOut map[string]uint16

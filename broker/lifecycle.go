@@ -36,9 +36,7 @@ func (s *Server) detach(c *conn, publishWill bool) {
 	default:
 		ss.offlineAt = time.Now().UnixNano()
 		if w != nil && w.delay > 0 {
-			ss.will = w
-			ss.willAt = ss.offlineAt + int64(w.delay)
-			ss.willTimer = time.AfterFunc(w.delay, func() { s.fireWill(ss) })
+			s.delayWill(ss, w, ss.offlineAt+int64(w.delay))
 		} else {
 			due = w
 		}
@@ -54,12 +52,17 @@ func (s *Server) detach(c *conn, publishWill bool) {
 	}
 }
 
-// fireWill publishes a delayed will whose delay ran out while its session
-// was still offline.
-func (s *Server) fireWill(ss *session) {
+// fireWill publishes w, a delayed will whose delay ran out while its
+// session was still offline, unless the session no longer holds it (a
+// timer that lost its race with a returning client, a takeover or the
+// session's end).
+func (s *Server) fireWill(ss *session, w *willMsg) {
 	defer s.recoverTimer("delayed will", ss.id)
 	ss.mu.Lock()
-	w := ss.will
+	if ss.will != w {
+		ss.mu.Unlock()
+		return
+	}
 	if ss.conn != nil || ss.ended {
 		w = nil
 	}

@@ -18,6 +18,19 @@ func TestMessageSize(t *testing.T) {
 	}
 }
 
+// Every client holds a conn and a session, idle or not: a field that
+// grows either past its allocation class (288 and 208 bytes) costs every
+// idle connection 32 or 16 bytes more (broker/DESIGN.md, "Memory per
+// connection"). Move rarely used fields to a side struct instead.
+func TestConnSessionSize(t *testing.T) {
+	if n := unsafe.Sizeof(conn{}); n > 288 {
+		t.Errorf("conn is %d bytes, want at most 288", n)
+	}
+	if n := unsafe.Sizeof(session{}); n > 208 {
+		t.Errorf("session is %d bytes, want at most 208", n)
+	}
+}
+
 // BenchmarkNewMessage is the per-message cost of turning a decoded PUBLISH
 // into a routed Message: a plain one (no properties, the common case) and
 // one with a Content Type and a User Property.

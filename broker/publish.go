@@ -16,7 +16,7 @@ import (
 // PUBREL, and never deliver a repeat of a remembered id again.
 func (c *conn) handlePublish(p *packet.Publish) error {
 	c.received[p.QoS]++
-	c.receivedBytes[p.QoS] += uint64(len(p.Payload))
+	c.receivedBytes[p.QoS] += uint32(len(p.Payload))
 	if p.QoS > c.maxQoS {
 		// The client broke [MQTT-3.2.2-11]; 0x9B is what section
 		// 3.2.2.3.4 says to disconnect it with.

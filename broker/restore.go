@@ -60,7 +60,8 @@ func (s *Server) restoreSession(rec *StoredSession, now time.Time) (*session, *w
 	if rec.Will != nil {
 		w = &willMsg{msg: rec.Will}
 		if rec.WillAt.After(now) {
-			ss.will, ss.willAt, w = w, rec.WillAt.UnixNano(), nil
+			w.at = rec.WillAt.UnixNano()
+			ss.will, w = w, nil
 		}
 	}
 	left := time.Duration(ss.expiry)*time.Second - now.Sub(off)
@@ -72,8 +73,8 @@ func (s *Server) restoreSession(rec *StoredSession, now time.Time) (*session, *w
 		return nil, w
 	}
 	s.loadSessionState(ss, rec, "stored", true)
-	if ss.will != nil {
-		ss.willTimer = time.AfterFunc(time.Duration(ss.willAt-now.UnixNano()), func() { s.fireWill(ss) })
+	if w := ss.will; w != nil {
+		w.timer = time.AfterFunc(time.Duration(w.at-now.UnixNano()), func() { s.fireWill(ss, w) })
 	}
 	if ss.expiry != neverExpires {
 		ss.expiryTimer = time.AfterFunc(left, func() { s.expireSession(ss) })

@@ -56,8 +56,6 @@ type session struct {
 	inQoS2 map[uint16]struct{}
 
 	will        *willMsg
-	willAt      int64 // when a delayed will is due, Unix ns
-	willTimer   *time.Timer
 	expiryTimer *time.Timer
 	dropped     uint64
 	nextSeq     uint64 // store key of the last queued delivery
@@ -89,6 +87,19 @@ type willMsg struct {
 	// with it in the store. In a cluster that replicates sessions only
 	// the node owning the client id publishes it (WillGuard).
 	durable bool
+	// at is when a delayed will is due (Unix ns), and timer publishes it
+	// then (delayWill); here rather than in the session, which every
+	// client has, since few sessions ever hold a delayed will.
+	at    int64
+	timer *time.Timer
+}
+
+// delayWill makes w the will ss publishes at at (Unix ns) unless its
+// client comes back first. ss.mu must be held.
+func (s *Server) delayWill(ss *session, w *willMsg, at int64) {
+	w.at = at
+	ss.will = w
+	w.timer = time.AfterFunc(time.Duration(at-time.Now().UnixNano()), func() { s.fireWill(ss, w) })
 }
 
 func newSession(s *Server, id string) *session {
@@ -160,7 +171,7 @@ func (ss *session) recordSession() Ticket {
 	ss.stored = true
 	rec := StoredSession{ClientID: ss.id, Expiry: ss.expiry, DisconnectedAt: unixTime(ss.offlineAt)}
 	if ss.will != nil {
-		rec.Will, rec.WillAt, rec.WillDelay = ss.will.msg, unixTime(ss.willAt), ss.will.delay
+		rec.Will, rec.WillAt, rec.WillDelay = ss.will.msg, unixTime(ss.will.at), ss.will.delay
 	}
 	t := ss.record(Op{Kind: OpSessionPut, Session: rec})
 	ss.recT = t
@@ -547,9 +558,9 @@ func (ss *session) stopTimers() {
 }
 
 func (ss *session) stopTimersLocked() {
-	if ss.willTimer != nil {
-		ss.willTimer.Stop()
-		ss.willTimer = nil
+	if w := ss.will; w != nil && w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
 	}
 	if ss.expiryTimer != nil {
 		ss.expiryTimer.Stop()

@@ -112,11 +112,11 @@ func (st *stats) noteLatency(d time.Duration) {
 
 // addReceived moves a connection's per-QoS counts of received PUBLISH
 // packets into the broker's counters and zeroes them.
-func (st *stats) addReceived(n, bytes *[3]uint64) {
+func (st *stats) addReceived(n, bytes *[3]uint32) {
 	for q := range n {
 		if n[q] != 0 {
-			st.msgsReceived[q].Add(n[q])
-			st.payloadIn[q].Add(bytes[q])
+			st.msgsReceived[q].Add(uint64(n[q]))
+			st.payloadIn[q].Add(uint64(bytes[q]))
 			n[q], bytes[q] = 0, 0
 		}
 	}
