@@ -184,7 +184,15 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 		will.info = info
 	}
 
-	ack := &packet.Connack{}
+	ack, _ := s.connacks.Get().(*packet.Connack)
+	if ack == nil {
+		ack = &packet.Connack{}
+	}
+	defer func() {
+		// Encoded into the output by now (attach), or not sent at all.
+		*ack = packet.Connack{}
+		s.connacks.Put(ack)
+	}()
 	keepAlive := p.KeepAlive
 	expiry := uint32(0)
 	c.window = int(o.MaxInflight)

@@ -68,7 +68,11 @@ type Server struct {
 	// smallBlocks and bigBlocks hold output blocks, outStates the
 	// connections' output bookkeeping (out.go).
 	smallBlocks, bigBlocks, outStates sync.Pool
-	bgWG                              sync.WaitGroup // $SYS publisher and other background loops
+	// connacks holds CONNACKs for handleConnect: encoded before it
+	// returns, each would otherwise be a few hundred bytes of garbage per
+	// connection (a reconnect storm's peak memory is mostly garbage).
+	connacks sync.Pool
+	bgWG     sync.WaitGroup // $SYS publisher and other background loops
 }
 
 // New returns a Server configured by opts. It fails only when opts hold an
