@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/roost-mqtt/roost/internal/brokertest"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/internal/rawclient"
+	"github.com/roost-mqtt/roost/packet"
 )
 
 // paho.golang writes a packet as a header buffer and body buffers
@@ -31,14 +33,18 @@ import (
 // too short", DISCONNECT 0x81). That is what test/soak saw once over
 // mqtts, and why its paho client (like test/interop's) gets a locked conn.
 //
-// Here paho's first PINGREQ is brought between the header and the body of
-// its first SUBSCRIBE whenever nothing stops it (stallConn), and with the
-// locked conn the SUBSCRIBE still reaches the broker whole on every
-// transport: SUBACK, no DISCONNECT, no broker log line about a malformed
-// packet. Without the lock the PINGREQ interleaves and
-// the broker answers with DISCONNECT 0x81 "topic filter: packet too
-// short" on every transport (on TCP too: stallConn, like any wrapper, is
-// not a conn net.Buffers can writev to).
+// Here paho's first PINGREQ is brought into a packet whenever nothing
+// stops it (stallConn): between the header and the body of a SUBSCRIBE,
+// and between the topic and the payload of a PUBLISH. With the locked conn
+// both reach the broker whole on every transport: SUBACK, the message
+// delivered as sent, no DISCONNECT, no broker log line about a malformed
+// packet. Without the lock the SUBSCRIBE gets DISCONNECT 0x81 "topic
+// filter: packet too short" (the soak's failure over mqtts) and the
+// PUBLISH is delivered with the PINGREQ's two bytes at the start of its
+// payload and its last two bytes taken for the next packet's header (the
+// "unexpected payload" and 0x81 seen once over wss), on every transport,
+// TCP included: stallConn, like any wrapper, is not a conn net.Buffers
+// can writev to.
 func TestPahoWritesWholePackets(t *testing.T) {
 	logs := &mqtttest.LogBuffer{}
 	opts := broker.Options{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))}
@@ -48,37 +54,40 @@ func TestPahoWritesWholePackets(t *testing.T) {
 	}
 	_, eps := brokertest.StartAll(t, opts, pki)
 	for _, tr := range []rawclient.Transport{rawclient.TCP, rawclient.TLS, rawclient.WS, rawclient.WSS} {
-		t.Run(string(tr), func(t *testing.T) {
+		t.Run(string(tr)+"/subscribe", func(t *testing.T) {
 			t.Parallel()
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			nc, err := pki.Dialer().DialConn(ctx, eps[tr])
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
-			sc := newStallConn(nc)
-			var disconnects []string
-			var mu sync.Mutex
-			pc := paho.NewClient(paho.ClientConfig{
-				ClientID: "pahowrite-" + string(tr), Conn: packets.NewThreadSafeConn(sc),
-				OnServerDisconnect: func(d *paho.Disconnect) {
-					mu.Lock()
-					defer mu.Unlock()
-					disconnects = append(disconnects, fmt.Sprintf("0x%02X %s", d.ReasonCode, reasonString(d)))
-				},
+			// The cut: the write after SUBSCRIBE's fixed header.
+			pc, sc, report := pahoOver(t, pki, eps[tr], "pahowrite-sub-"+string(tr), func(prev, _ []byte) bool {
+				return len(prev) > 0 && len(prev) <= 5 && prev[0] == 0x82
 			})
-			if _, err := pc.Connect(ctx, &paho.Connect{ClientID: "pahowrite-" + string(tr), KeepAlive: 1, CleanStart: true}); err != nil {
-				t.Fatal(err)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := pc.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "pahowrite/" + string(tr), QoS: 1}}}); err != nil {
+				t.Errorf("Subscribe: %v; %s", err, report())
 			}
-			sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
-			defer scancel()
-			if _, err := pc.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "pahowrite/" + string(tr), QoS: 1}}}); err != nil {
-				mu.Lock()
-				t.Errorf("Subscribe: %v; server DISCONNECTs %q", err, disconnects)
-				mu.Unlock()
+			sc.checkCut(t)
+		})
+		t.Run(string(tr)+"/publish", func(t *testing.T) {
+			t.Parallel()
+			topic, payload := "pahowrite/pub/"+string(tr), []byte("1234567890")
+			sub := subscribeRaw(t, pki, eps[rawclient.TCP], topic)
+			// The cut: the payload's write.
+			pc, sc, report := pahoOver(t, pki, eps[tr], "pahowrite-pub-"+string(tr), func(_, b []byte) bool {
+				return bytes.Equal(b, payload)
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := pc.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload}); err != nil {
+				t.Errorf("Publish: %v; %s", err, report())
 			}
-			pc.Disconnect(&paho.Disconnect{})
+			sc.checkCut(t)
+			p, err := sub.Read(10 * time.Second)
+			switch pub, ok := p.(*packet.Publish); {
+			case err != nil || !ok:
+				t.Errorf("subscriber got %v (err %v), want the PUBLISH; %s", p, err, report())
+			case !bytes.Equal(pub.Payload, payload):
+				t.Errorf("subscriber got the payload %q, want %q; %s", pub.Payload, payload, report())
+			}
 		})
 	}
 	t.Cleanup(func() {
@@ -88,6 +97,54 @@ func TestPahoWritesWholePackets(t *testing.T) {
 	})
 }
 
+// pahoOver connects a paho.golang client (MQTT 5, keep alive 1 s) over a
+// locked stallConn to url; report describes the DISCONNECTs the server
+// sent it.
+func pahoOver(t *testing.T, pki *brokertest.PKI, url, id string, cut func(prev, b []byte) bool) (*paho.Client, *stallConn, func() string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nc, err := pki.Dialer().DialConn(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	sc := &stallConn{Conn: nc, cut: cut, reached: make(chan struct{}), pinged: make(chan struct{})}
+	var mu sync.Mutex
+	var disconnects []string
+	pc := paho.NewClient(paho.ClientConfig{
+		ClientID: id, Conn: packets.NewThreadSafeConn(sc),
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			mu.Lock()
+			defer mu.Unlock()
+			disconnects = append(disconnects, fmt.Sprintf("0x%02X %s", d.ReasonCode, reasonString(d)))
+		},
+	})
+	if _, err := pc.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 1, CleanStart: true}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Disconnect(&paho.Disconnect{}) })
+	return pc, sc, func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return fmt.Sprintf("server DISCONNECTs %q", disconnects)
+	}
+}
+
+// subscribeRaw subscribes a raw MQTT 5 client over url to topic.
+func subscribeRaw(t *testing.T, pki *brokertest.PKI, url, topic string) *mqtttest.Client {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nc, err := pki.Dialer().DialConn(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	c := &mqtttest.Client{T: t, NC: nc, R: packet.NewReader(nc, 1<<20), V: packet.V5}
+	c.Connect(&packet.Connect{ProtocolName: "MQTT", CleanStart: true, ClientID: "sub-" + topic})
+	c.Subscribe(topic, 0)
+	return c
+}
+
 func reasonString(d *paho.Disconnect) string {
 	if d.Properties != nil {
 		return d.Properties.ReasonString
@@ -95,45 +152,52 @@ func reasonString(d *paho.Disconnect) string {
 	return ""
 }
 
-// stallConn brings paho's first PINGREQ between the fixed header and the
-// body of its first SUBSCRIBE whenever nothing stops it: a PINGREQ written
-// before that header waits for it (up to 300 ms), and the header's Write
-// returns only once a PINGREQ was written after it (or 700 ms passed).
-// Both bounds are under the 1 s keep alive, so a locked conn, where one
-// write waits for the other's whole packet instead, still gets its
-// PINGRESP in time.
+// stallConn brings paho's first PINGREQ to the cut, the write cut picks,
+// whenever nothing stops it: a PINGREQ written before the cut is reached
+// waits for it (up to 300 ms), and the write at the cut waits for a PINGREQ
+// (up to 700 ms) before it goes. Both bounds are under the 1 s keep alive,
+// so a locked conn, where one packet waits for the other whole instead,
+// still gets its PINGRESP in time.
 type stallConn struct {
 	net.Conn
-	headerOnce, pingOnce sync.Once
-	header, pinged       chan struct{}
-}
-
-func newStallConn(nc net.Conn) *stallConn {
-	return &stallConn{Conn: nc, header: make(chan struct{}), pinged: make(chan struct{})}
+	cut               func(prev, b []byte) bool
+	prev              []byte // the last write, for cut (paho's writes of one packet are one goroutine's)
+	cutOnce, pingOnce sync.Once
+	reached, pinged   chan struct{}
+	cutSeen           atomic.Bool
 }
 
 func (c *stallConn) Write(b []byte) (int, error) {
-	switch {
-	case bytes.Equal(b, []byte{0xC0, 0}):
+	if bytes.Equal(b, []byte{0xC0, 0}) {
 		first := false
 		c.pingOnce.Do(func() { first = true })
 		if first {
 			select {
-			case <-c.header:
+			case <-c.reached:
 			case <-time.After(300 * time.Millisecond):
 			}
 			defer close(c.pinged)
 		}
-	case len(b) <= 5 && len(b) > 0 && b[0] == 0x82:
-		n, err := c.Conn.Write(b)
-		c.headerOnce.Do(func() {
-			close(c.header)
+		return c.Conn.Write(b)
+	}
+	if !c.cutSeen.Load() && c.cut(c.prev, b) {
+		c.cutOnce.Do(func() {
+			c.cutSeen.Store(true)
+			close(c.reached)
 			select {
 			case <-c.pinged:
 			case <-time.After(700 * time.Millisecond):
 			}
 		})
-		return n, err
 	}
+	c.prev = append(c.prev[:0], b...)
 	return c.Conn.Write(b)
+}
+
+// checkCut fails t if the cut was never reached (the test would prove
+// nothing).
+func (c *stallConn) checkCut(t *testing.T) {
+	if !c.cutSeen.Load() {
+		t.Error("stallConn: the write to cut at never came")
+	}
 }
