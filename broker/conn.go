@@ -405,13 +405,16 @@ func (c *conn) finish(err error) {
 	kick := c.kick.Load()
 	d := c.decide(err, kick)
 	c.report(d)
-	if dp := c.finalDisconnect(d); dp != nil {
-		c.send(dp)
-	}
 	// Detach first, so messages published from now on are queued for the
-	// session instead of written to a connection that is going away.
+	// session instead of written to a connection that is going away, and
+	// none is written after the DISCONNECT: it must be the last packet
+	// [MQTT-3.14.4-1]. (Sent before, a delivery routed to the session
+	// meanwhile followed it: TestNothingAfterServerDisconnect.)
 	if c.sess != nil {
 		c.srv.detach(c, d.publishWill)
+	}
+	if dp := c.finalDisconnect(d); dp != nil {
+		c.send(dp)
 	}
 	c.closeAfterOutput()
 }
