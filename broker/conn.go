@@ -311,8 +311,12 @@ func (c *conn) readLoop() error {
 			c.srv.stats.bytesReceived.Add(uint64(m))
 		}
 		if err != nil {
-			if m > 0 && !isTimeout(err) {
-				continue // handle what arrived, then see the error again
+			if m > 0 {
+				// Handle what arrived, then see the error again. A timeout
+				// can come with data: after a TLS record's data crypto/tls
+				// reads on into an alert record it has part of, and waits
+				// for the rest until the deadline (TLS 1.2; transport.go).
+				continue
 			}
 			if m == 0 && isTimeout(err) && c.kick.Load() == kickWriteFailed && !lastRead && c.resumable {
 				continue // the kick's deadline: go and read what arrived

@@ -20,7 +20,10 @@ import (
 //   - Resumable: a Read that returns a timeout leaves the conn intact, and
 //     the next Read after moving the deadline goes on where the last one
 //     stopped. *net.TCPConn and *tls.Conn are (crypto/tls keeps no error
-//     for a timeout, which is a temporary net.Error), and so is any
+//     for a timeout, which is a temporary net.Error, and keeps the part of
+//     a record it has; a *tls.Conn Read may return data and a timeout
+//     together, so data that comes with an error is always handled
+//     first), and so is any
 //     wrapper that implements TransparentConn over one of them (the
 //     listener package's PROXY, limit and identity conns). Only resumable
 //     conns may park: the poller watches the socket beneath and a woken
