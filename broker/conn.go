@@ -113,7 +113,7 @@ const (
 	kickWriteFailed
 )
 
-// lastReadGrace bounds the last read of a connection whose writes failed.
+// lastReadGrace bounds the last reads of a connection whose writes failed.
 const lastReadGrace = 100 * time.Millisecond
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -188,7 +188,10 @@ func (c *conn) readLoop() error {
 	// some did (or at the connection's start).
 	lastData := time.Now()
 	var pub *packet.Publish
-	lastRead := false      // the read after kickWriteFailed was done
+	// After kickWriteFailed: the last reads have begun, end by
+	// lastReadBy, and the latest brought data (more).
+	lastRead, more := false, false
+	var lastReadBy time.Time
 	var settleBy time.Time // when reading for a takeover ends (readPending)
 	// The socket itself, read with raw system calls, for plain TCP; nil
 	// reads through c.nc.
@@ -286,12 +289,17 @@ func (c *conn) readLoop() error {
 			if k == kickTakeover && c.readPending(&buf, &settleBy) {
 				continue // handle what the client sent before the takeover
 			}
-			if k != kickWriteFailed || lastRead || !c.resumable {
+			if k != kickWriteFailed || !c.resumable || lastRead && (!more || !time.Now().Before(lastReadBy)) {
 				return errKicked
 			}
-			// One more read, of what had already arrived.
-			lastRead = true
-			c.nc.SetReadDeadline(time.Now().Add(lastReadGrace))
+			// Read on while what had already arrived comes: one read
+			// returns one record of a TLS conn, which may hold more
+			// (TestDisconnectBeforeWriteFailureTLS).
+			if !lastRead {
+				lastRead, lastReadBy = true, time.Now().Add(lastReadGrace)
+			}
+			c.nc.SetReadDeadline(lastReadBy)
+			deadline = lastReadBy
 		}
 		if err := c.waitOutput(); err != nil {
 			return err
@@ -305,6 +313,7 @@ func (c *conn) readLoop() error {
 		} else {
 			m, err = c.nc.Read(buf[len(buf):cap(buf)])
 		}
+		more = m > 0
 		if m > 0 {
 			buf = buf[:len(buf)+m]
 			got = true

@@ -47,8 +47,9 @@ import (
 // conn is finished. A takeover first lets the old conn read what its
 // client had already sent (takeover.go: readPending asks the kernel what a
 // resumable conn's socket holds; a fatal one gets one short read). After a failed write (kickWriteFailed) a resumable
-// conn gets one last read, bounded by lastReadGrace, so that what the
-// client sent before it went (a DISCONNECT deciding about its will) is
+// conn reads on while reads bring data, for at most lastReadGrace (a
+// *tls.Conn returns one record per read), so that what the client sent
+// before it went (a DISCONNECT deciding about its will) is
 // applied; a fatal conn cannot read after its deadline fired and ends. Writes have their own deadline (writeTimeout per
 // write) and must still work after a read timeout, so that a final
 // DISCONNECT reaches the client.
