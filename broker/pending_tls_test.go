@@ -1,14 +1,13 @@
+//go:build linux && !roost_portable
+
 package broker
 
 import (
-	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"net"
 	"testing"
 	"time"
 
-	"github.com/roost-mqtt/roost/internal/devcert"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 )
 
@@ -78,48 +77,4 @@ func TestReadPendingSeesRecordsTLSHolds(t *testing.T) {
 	if c.readPending(&b, &by) {
 		t.Fatalf("readPending read more: %q", b)
 	}
-}
-
-// holdConn keeps what is written while hold is set, for flush to send in
-// one write (one TCP segment on loopback).
-type holdConn struct {
-	net.Conn
-	hold bool
-	buf  bytes.Buffer
-}
-
-func (c *holdConn) Write(b []byte) (int, error) {
-	if c.hold {
-		return c.buf.Write(b)
-	}
-	return c.Conn.Write(b)
-}
-
-func (c *holdConn) flush(t *testing.T) int {
-	c.hold = false
-	n, err := c.Conn.Write(c.buf.Bytes())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// tlsPair returns a server configuration with a certificate for 127.0.0.1
-// and a client configuration that trusts it.
-func tlsPair(t *testing.T) (srv, cli *tls.Config) {
-	ca, err := devcert.NewCA("pending test CA", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	chain, key, err := ca.Issue(devcert.Leaf{CommonName: "127.0.0.1", Hosts: []string{"127.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(chain, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Cert)
-	return &tls.Config{Certificates: []tls.Certificate{cert}}, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
 }
