@@ -289,12 +289,14 @@ func (c *conn) readLoop() error {
 			if k == kickTakeover && c.readPending(&buf, &settleBy) {
 				continue // handle what the client sent before the takeover
 			}
-			if k != kickWriteFailed || !c.resumable || lastRead && (!more || !time.Now().Before(lastReadBy)) {
+			if k != kickWriteFailed || !c.resumable || lastRead && !more {
 				return errKicked
 			}
 			// Read on while what had already arrived comes: one read
 			// returns one record of a TLS conn, which may hold more
-			// (TestDisconnectBeforeWriteFailureTLS).
+			// (TestDisconnectBeforeWriteFailureTLS). The deadline bounds
+			// it: a read past it returns only what the conn already
+			// holds (crypto/tls's records), never waits for the socket.
 			if !lastRead {
 				lastRead, lastReadBy = true, time.Now().Add(lastReadGrace)
 			}
