@@ -113,7 +113,7 @@ const (
 	kickWriteFailed
 )
 
-// lastReadGrace bounds the last read of a connection whose writes failed.
+// lastReadGrace bounds the last reads of a connection whose writes failed.
 const lastReadGrace = 100 * time.Millisecond
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -188,7 +188,10 @@ func (c *conn) readLoop() error {
 	// some did (or at the connection's start).
 	lastData := time.Now()
 	var pub *packet.Publish
-	lastRead := false      // the read after kickWriteFailed was done
+	// After kickWriteFailed: the last reads have begun, end by
+	// lastReadBy, and the latest brought data (more).
+	lastRead, more := false, false
+	var lastReadBy time.Time
 	var settleBy time.Time // when reading for a takeover ends (readPending)
 	// The socket itself, read with raw system calls, for plain TCP; nil
 	// reads through c.nc.
@@ -286,12 +289,19 @@ func (c *conn) readLoop() error {
 			if k == kickTakeover && c.readPending(&buf, &settleBy) {
 				continue // handle what the client sent before the takeover
 			}
-			if k != kickWriteFailed || lastRead || !c.resumable {
+			if k != kickWriteFailed || !c.resumable || lastRead && !more {
 				return errKicked
 			}
-			// One more read, of what had already arrived.
-			lastRead = true
-			c.nc.SetReadDeadline(time.Now().Add(lastReadGrace))
+			// Read on while what had already arrived comes: one read
+			// returns one record of a TLS conn, which may hold more
+			// (TestDisconnectBeforeWriteFailureTLS). The deadline bounds
+			// it: a read past it returns only what the conn already
+			// holds (crypto/tls's records), never waits for the socket.
+			if !lastRead {
+				lastRead, lastReadBy = true, time.Now().Add(lastReadGrace)
+			}
+			c.nc.SetReadDeadline(lastReadBy)
+			deadline = lastReadBy
 		}
 		if err := c.waitOutput(); err != nil {
 			return err
@@ -305,14 +315,19 @@ func (c *conn) readLoop() error {
 		} else {
 			m, err = c.nc.Read(buf[len(buf):cap(buf)])
 		}
+		more = m > 0
 		if m > 0 {
 			buf = buf[:len(buf)+m]
 			got = true
 			c.srv.stats.bytesReceived.Add(uint64(m))
 		}
 		if err != nil {
-			if m > 0 && !isTimeout(err) {
-				continue // handle what arrived, then see the error again
+			if m > 0 {
+				// Handle what arrived, then see the error again. A timeout
+				// can come with data: after a TLS record's data crypto/tls
+				// reads on into an alert record it has part of, and waits
+				// for the rest until the deadline (TLS 1.2; transport.go).
+				continue
 			}
 			if m == 0 && isTimeout(err) && c.kick.Load() == kickWriteFailed && !lastRead && c.resumable {
 				continue // the kick's deadline: go and read what arrived
@@ -405,13 +420,16 @@ func (c *conn) finish(err error) {
 	kick := c.kick.Load()
 	d := c.decide(err, kick)
 	c.report(d)
-	if dp := c.finalDisconnect(d); dp != nil {
-		c.send(dp)
-	}
 	// Detach first, so messages published from now on are queued for the
-	// session instead of written to a connection that is going away.
+	// session instead of written to a connection that is going away, and
+	// none is written after the DISCONNECT: it must be the last packet
+	// [MQTT-3.14.4-1]. (Sent before, a delivery routed to the session
+	// meanwhile followed it: TestNothingAfterServerDisconnect.)
 	if c.sess != nil {
 		c.srv.detach(c, d.publishWill)
+	}
+	if dp := c.finalDisconnect(d); dp != nil {
+		c.send(dp)
 	}
 	c.closeAfterOutput()
 }

@@ -466,7 +466,7 @@ func (c *conn) drain(timeout time.Duration) bool {
 // them without bound. Deliveries have their own bound (QoS 0 dropped, QoS
 // 1/2 held by the inflight window); this one is for replies. The reader
 // goes on once the flusher has written half of it, given up, or c is
-// kicked.
+// kicked; a kick other than a takeover or a failed write ends it here.
 func (c *conn) waitOutput() error {
 	c.outMu.Lock()
 	if c.pending() <= maxOutBuffered || c.dead || !c.flushing {
@@ -477,10 +477,15 @@ func (c *conn) waitOutput() error {
 	c.ob.readWait = ch // pending > 0 implies c.ob
 	c.outMu.Unlock()
 	<-ch
-	if c.kick.Load() != kickNone {
-		return errKicked
+	switch c.kick.Load() {
+	case kickNone, kickTakeover, kickWriteFailed:
+		// A takeover or a failed write still reads what the client had
+		// sent (its DISCONNECT decides about its will): the read loop
+		// goes on to readPending or the last reads.
+		// (TestHeldReaderSeesDisconnectAtTakeover)
+		return nil
 	}
-	return nil
+	return errKicked
 }
 
 // releaseReaderLocked lets a reader held by waitOutput go on. outMu must

@@ -106,7 +106,13 @@ func (c *conn) readPending(buf *[]byte, by *time.Time) bool {
 	wait := *by
 	if rc := rawConnOf(c.nc); rc != nil {
 		if n, ok := socketPending(rc); ok && n == 0 {
-			return false // nothing in the socket (a close without DISCONNECT reads as nothing too)
+			if tcpBeneath(c.nc) != nil {
+				return false // nothing in the socket (a close without DISCONNECT reads as nothing too)
+			}
+			// A TLS conn may still hold records it read from the socket
+			// with earlier ones: a read whose deadline has passed returns
+			// them without waiting (TestReadPendingSeesRecordsTLSHolds).
+			wait = now
 		}
 	} else if p := now.Add(pendingProbe); p.Before(wait) {
 		wait = p

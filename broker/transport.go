@@ -20,7 +20,10 @@ import (
 //   - Resumable: a Read that returns a timeout leaves the conn intact, and
 //     the next Read after moving the deadline goes on where the last one
 //     stopped. *net.TCPConn and *tls.Conn are (crypto/tls keeps no error
-//     for a timeout, which is a temporary net.Error), and so is any
+//     for a timeout, which is a temporary net.Error, and keeps the part of
+//     a record it has; a *tls.Conn Read may return data and a timeout
+//     together, so data that comes with an error is always handled
+//     first), and so is any
 //     wrapper that implements TransparentConn over one of them (the
 //     listener package's PROXY, limit and identity conns). Only resumable
 //     conns may park: the poller watches the socket beneath and a woken
@@ -44,8 +47,9 @@ import (
 // conn is finished. A takeover first lets the old conn read what its
 // client had already sent (takeover.go: readPending asks the kernel what a
 // resumable conn's socket holds; a fatal one gets one short read). After a failed write (kickWriteFailed) a resumable
-// conn gets one last read, bounded by lastReadGrace, so that what the
-// client sent before it went (a DISCONNECT deciding about its will) is
+// conn reads on while reads bring data, for at most lastReadGrace (a
+// *tls.Conn returns one record per read), so that what the client sent
+// before it went (a DISCONNECT deciding about its will) is
 // applied; a fatal conn cannot read after its deadline fired and ends. Writes have their own deadline (writeTimeout per
 // write) and must still work after a read timeout, so that a final
 // DISCONNECT reaches the client.

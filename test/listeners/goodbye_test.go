@@ -45,10 +45,18 @@ func newServerWith(t *testing.T, o broker.Options) *server {
 	return s
 }
 
-// transportDialers serves s on TCP, TLS, WebSocket and WebSocket over TLS,
+// endpoints are the addresses of one broker served on TCP, TLS, WebSocket
+// and WebSocket over TLS, and the client TLS configuration that trusts it.
+type endpoints struct {
+	tcp, tls string // host:port
+	ws, wss  string // URLs
+	tlsConf  *tls.Config
+}
+
+// serveTransports serves s on TCP, TLS, WebSocket and WebSocket over TLS,
 // each stacked as roost serve stacks them (connection limit, the
-// transport, a listener name), and returns a dialer for each, by name.
-func transportDialers(t *testing.T, s *server) map[string]func(t *testing.T) net.Conn {
+// transport, a listener name).
+func serveTransports(t *testing.T, s *server) endpoints {
 	p := newPKI(t)
 	stack := func(name string, transport func(net.Listener) net.Listener) string {
 		return s.serve(listener.Named(transport(listener.Limit(s.tcp(), 1000, s.log.Warn)), name))
@@ -57,18 +65,44 @@ func transportDialers(t *testing.T, s *server) map[string]func(t *testing.T) net
 		o.Logger, o.MaxMessageSize = s.log, listener.WSMessageLimit(256<<10)
 		return func(ln net.Listener) net.Listener { return listener.WebSocket(ln, o) }
 	}
-	tcpAddr := stack("tcp", func(ln net.Listener) net.Listener { return ln })
-	tlsAddr := stack("tls", func(ln net.Listener) net.Listener {
-		return listener.TLS(ln, p.manager(t, listener.TLSOptions{}))
-	})
-	wsURL := "ws://" + stack("ws", ws(listener.WSOptions{})) + "/mqtt"
-	wssURL := "wss://" + stack("wss", ws(listener.WSOptions{TLS: p.manager(t, listener.TLSOptions{NextProtos: []string{"http/1.1"}})})) + "/mqtt"
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(p.ca.CertPEM())
-	tlsConf := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
+	return endpoints{
+		tcp: stack("tcp", func(ln net.Listener) net.Listener { return ln }),
+		tls: stack("tls", func(ln net.Listener) net.Listener {
+			return listener.TLS(ln, p.manager(t, listener.TLSOptions{}))
+		}),
+		ws:      "ws://" + stack("ws", ws(listener.WSOptions{})) + "/mqtt",
+		wss:     "wss://" + stack("wss", ws(listener.WSOptions{TLS: p.manager(t, listener.TLSOptions{NextProtos: []string{"http/1.1"}})})) + "/mqtt",
+		tlsConf: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"},
+	}
+}
+
+// dialers returns a dialer per transport, by name; wrap (nil: none) wraps
+// the TCP connection beneath every transport, so a test can shape the
+// bytes on the wire beneath TLS records and WebSocket frames.
+func (e endpoints) dialers(wrap func(net.Conn) net.Conn) map[string]func(t *testing.T) net.Conn {
+	if wrap == nil {
+		wrap = func(nc net.Conn) net.Conn { return nc }
+	}
+	dialTCP := func(t *testing.T, addr string) net.Conn {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return wrap(nc)
+	}
 	wsDialer := func(url string) func(t *testing.T) net.Conn {
 		return func(t *testing.T) net.Conn {
-			d := websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 5 * time.Second, TLSClientConfig: tlsConf}
+			d := websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 5 * time.Second, TLSClientConfig: e.tlsConf,
+				NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+					var nd net.Dialer
+					nc, err := nd.DialContext(ctx, network, addr)
+					if err != nil {
+						return nil, err
+					}
+					return wrap(nc), nil
+				}}
 			ws, _, err := d.Dial(url, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -77,23 +111,23 @@ func transportDialers(t *testing.T, s *server) map[string]func(t *testing.T) net
 		}
 	}
 	return map[string]func(t *testing.T) net.Conn{
-		"tcp": func(t *testing.T) net.Conn {
-			nc, err := net.Dial("tcp", tcpAddr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return nc
-		},
+		"tcp": func(t *testing.T) net.Conn { return dialTCP(t, e.tcp) },
 		"tls": func(t *testing.T) net.Conn {
-			nc, err := tls.Dial("tcp", tlsAddr, tlsConf)
-			if err != nil {
+			tc := tls.Client(dialTCP(t, e.tls), e.tlsConf)
+			if err := tc.Handshake(); err != nil {
 				t.Fatal(err)
 			}
-			return nc
+			return tc
 		},
-		"ws":  wsDialer(wsURL),
-		"wss": wsDialer(wssURL),
+		"ws":  wsDialer(e.ws),
+		"wss": wsDialer(e.wss),
 	}
+}
+
+// transportDialers serves s on every transport (serveTransports) and
+// returns a plain dialer for each, by name.
+func transportDialers(t *testing.T, s *server) map[string]func(t *testing.T) net.Conn {
+	return serveTransports(t, s).dialers(nil)
 }
 
 // A DISCONNECT with a reason code reaches the client even when the client

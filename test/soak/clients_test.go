@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/gorilla/websocket"
 
@@ -248,7 +249,7 @@ func (c pahoClient) run(ctx context.Context) result {
 	}
 	pc := paho.NewClient(paho.ClientConfig{
 		ClientID: c.id,
-		Conn:     conn,
+		Conn:     packets.NewThreadSafeConn(conn), // whole packets: see TestPahoWritesWholePackets
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 			func(pr paho.PublishReceived) (bool, error) {
 				if pr.Packet.Topic == echo {
