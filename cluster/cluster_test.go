@@ -490,9 +490,12 @@ func TestClusterNodeLoss(t *testing.T) {
 		if closed {
 			// Its forward to n3 was out when n3's routes closed (n1
 			// checks every 250 ms): outcome unknown, so no PUBACK; the
-			// client sends again, and n2 may get it twice (QoS 1).
+			// client sends again, and n2 may get it twice (QoS 1). Its
+			// CONNECT gets 0x88 until the ownership records have a
+			// leader, if n3 led them.
 			resent[string(p.Payload)] = true
-			eventually(t, wait, func() error { return redial(t, n1, "loss-pub", &pub) })
+			eventually(t, 30*time.Second, func() error { return redial(t, n1, "loss-pub", &pub) })
+			start = time.Now() // the bound below is the publish's
 			rc = pub.publish(t, p)
 		}
 		if rc != 0 {
@@ -532,6 +535,9 @@ func TestClusterNodeLoss(t *testing.T) {
 	// Until it can record client-id owners, the node refuses CONNECTs.
 	tc.waitLog(n3, "cluster ownership records ready", 2, 20*time.Second)
 	tc.waitLog(n3, "cluster retained messages caught up", 2, 20*time.Second)
+	// And until it has its peers' interest (interest_catchup.go): a
+	// CONNECT before that got 0x88 once under load.
+	tc.waitLog(n3, "cluster interest caught up", 2, 20*time.Second)
 	if got := retainedOn(t, n3, "loss-ret", "loss/kept", 500*time.Millisecond); !slices.Equal(got, []string{"loss/kept=k"}) {
 		t.Errorf("restarted node's retained: %q", got)
 	}
