@@ -11,7 +11,9 @@
 //            subscribeProperties, lifetimeMs,
 //            reconnectPeriod (ms, default 0: no automatic reconnect),
 //            servers: [{host, port}] (tried in turn at each reconnect,
-//            with url's protocol and path; the first is connected first)
+//            with url's protocol and path; the first is connected first),
+//            reconnectOnConnackError (keep reconnecting after a refused
+//            CONNACK, which otherwise stops mqtt.js's reconnects for good)
 // Reads JSON commands on stdin, one per line:
 //   {"cmd":"publish","id":1,"topic":"t","payload":"p","qos":1,"retain":false,"properties":{}}
 //   {"cmd":"subscribe","id":2,"subscribe":[{"topic":"t","qos":1}],"properties":{}}
@@ -48,6 +50,7 @@ if (opts.properties) connectOpts.properties = opts.properties
 if (opts.will) connectOpts.will = opts.will
 if (opts.caFile) connectOpts.ca = fs.readFileSync(opts.caFile)
 if (opts.servers) connectOpts.servers = opts.servers
+if (opts.reconnectOnConnackError) connectOpts.reconnectOnConnackError = true
 
 const client = mqtt.connect(opts.url, connectOpts)
 
