@@ -113,14 +113,31 @@ func (r *replies) sweep(now time.Time) {
 	}
 }
 
-// await waits for pr's answer and counts it.
+// errGone is a forward's outcome when its node's routes closed before it
+// answered: the node may have taken the message into a persistent
+// session's replicated record (a survivor serves it from there) or not,
+// so it is neither delivered for sure nor lost for sure.
+var errGone = errors.New("cluster: peer went away before confirming the message (outcome unknown)")
+
+// await waits for pr's answer and counts it. A node that goes away before
+// its answer makes the outcome unknown (errGone): acknowledging the
+// message would lose it whenever it was for a persistent session there
+// that had not recorded it yet, since a survivor serves that session from
+// its replicated record (a PUBACK says the server has accepted ownership
+// of the message [MQTT-4.3.2-4]). The publisher's connection is then
+// closed and the client sends again, as after a forward that timed out.
 func (n *Node) await(ctx context.Context, pr *pendingReply) error {
 	var res ackResult
 	select {
 	case res = <-pr.ch:
 	case <-pr.gone:
 		n.replies.forget(pr)
-		return nil // the node went away: nothing to confirm
+		select {
+		case res = <-pr.ch: // answered before its routes closed
+		default:
+			n.counters.failed[pr.qos].Add(1)
+			return fmt.Errorf("node %s: %w", pr.node, errGone)
+		}
 	case <-ctx.Done():
 		n.replies.forget(pr)
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {

@@ -119,12 +119,14 @@ type peer struct {
 	keys     map[ikey]struct{}
 	lastSeen time.Time
 	// gone is closed when the node is forgotten because its routes
-	// closed, ending the waits of forwards to it: a node whose process
-	// died (its kernel closed its connections) cannot confirm anything,
-	// and its clean sessions went with it. A node forgotten for silence
-	// (paused, cut off) may be alive with its sessions: forwards to it
-	// wait for their deadline and fail, so nothing it did not take is
-	// acknowledged as delivered.
+	// closed, ending the waits of forwards to it at once: a node whose
+	// process died (its kernel closed its connections) cannot confirm
+	// anything. Their outcome is unknown (it may have recorded a message
+	// for a persistent session, whose replicated record a survivor
+	// serves, or not), so they fail without waiting (ack.go). A node
+	// forgotten for silence (paused, cut off) may be alive with its
+	// sessions: forwards to it wait for their deadline and fail; either
+	// way nothing it did not take is acknowledged as delivered.
 	gone chan struct{}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -74,12 +75,19 @@ func pahoSink(c *client) *sink {
 // the test ends; its messages go to the returned sink.
 func mosquittoSub(t *testing.T, nd *node, id string, qos int, filters ...string) *sink {
 	t.Helper()
+	h, p, _ := net.SplitHostPort(nd.mqtt)
+	return mosquittoSubArgs(t, []string{"-h", h, "-p", p, "-V", "mqttv5"}, id, qos, filters...)
+}
+
+// mosquittoSubArgs is mosquittoSub with the arguments that say where and
+// how it connects (-h, -p, --cafile, -V, -c, --will-topic ...).
+func mosquittoSubArgs(t *testing.T, conn []string, id string, qos int, filters ...string) *sink {
+	t.Helper()
 	bin, err := exec.LookPath("mosquitto_sub")
 	if err != nil {
 		t.Fatalf("mosquitto_sub: %v (Debian package mosquitto-clients)", err)
 	}
-	h, p, _ := net.SplitHostPort(nd.mqtt)
-	args := []string{"-h", h, "-p", p, "-V", "mqttv5", "-q", strconv.Itoa(qos), "-i", id, "-F", "%t\t%q\t%r\t%p"}
+	args := append(slices.Clone(conn), "-q", strconv.Itoa(qos), "-i", id, "-F", "%t\t%q\t%r\t%p")
 	for _, f := range filters {
 		args = append(args, "-t", f)
 	}
@@ -111,16 +119,53 @@ func mosquittoSub(t *testing.T, nd *node, id string, qos int, filters ...string)
 // jsClient is mqtt.js (test/interop/js/client.js under node) connected to
 // a node.
 type jsClient struct {
+	id     string
 	in     io.WriteCloser
 	sink   *sink
 	ids    int         // publishes sent
 	waited int         // publishes confirmed
 	done   chan string // "published" ids, in order
+	// events gets what happens to the connection once the client is
+	// ready: connect (again), disconnect (a server DISCONNECT), close,
+	// reconnect, error. It holds 1000; more are dropped.
+	events chan jsEvent
+	// connack is the first connect event (CONNACK code, Session
+	// Present), set before startJSWith returns.
+	connack jsEvent
+}
+
+// jsEvent is one line client.js prints.
+type jsEvent struct {
+	Event, Topic, Payload, Where, Message string
+	QoS                                   byte
+	Retain                                bool
+	ID                                    int
+	ReasonCode                            int
+	SessionPresent                        bool
+}
+
+func (e jsEvent) String() string {
+	switch e.Event {
+	case "connect":
+		return fmt.Sprintf("connect (CONNACK 0x%02X, session present %v)", e.ReasonCode, e.SessionPresent)
+	case "disconnect":
+		return fmt.Sprintf("DISCONNECT 0x%02X", e.ReasonCode)
+	}
+	return strings.TrimSpace(fmt.Sprintf("%s %s %s", e.Event, e.Where, e.Message))
 }
 
 // startJS starts mqtt.js with MQTT 5 on nd, subscribed to subs (filter to
 // QoS), and waits for its SUBACK.
 func startJS(t *testing.T, nd *node, id string, subs map[string]int) *jsClient {
+	t.Helper()
+	return startJSWith(t, id, map[string]any{"url": "mqtt://" + nd.mqtt, "protocolVersion": 5}, subs)
+}
+
+// startJSWith starts mqtt.js with the client.js options o (url,
+// protocolVersion, caFile, clean, keepalive, reconnectPeriod, servers,
+// ...), clientId id, subscribed to subs after its first connect, and
+// waits for that SUBACK (for its CONNACK if subs is empty).
+func startJSWith(t *testing.T, id string, o map[string]any, subs map[string]int) *jsClient {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
@@ -133,7 +178,11 @@ func startJS(t *testing.T, nd *node, id string, subs map[string]int) *jsClient {
 		Topic string `json:"topic"`
 		QoS   int    `json:"qos"`
 	}
-	o := map[string]any{"url": "mqtt://" + nd.mqtt, "protocolVersion": 5, "clientId": id, "lifetimeMs": 120000}
+	o = maps.Clone(o)
+	o["clientId"] = id
+	if o["lifetimeMs"] == nil {
+		o["lifetimeMs"] = 180000
+	}
 	var ss []sub
 	for f, q := range subs {
 		ss = append(ss, sub{f, q})
@@ -154,30 +203,42 @@ func startJS(t *testing.T, nd *node, id string, subs map[string]int) *jsClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
-	c := &jsClient{in: stdin, sink: newSink("mqtt.js " + id), done: make(chan string, 1000)}
-	ready := make(chan string, 2)
+	c := &jsClient{id: id, in: stdin, sink: newSink("mqtt.js " + id), done: make(chan string, 1000), events: make(chan jsEvent, 1000)}
+	readyOn := "suback"
+	if len(subs) == 0 {
+		readyOn = "connect"
+	}
+	ready := make(chan string, 1)
 	go func() {
+		isReady := false
 		sc := bufio.NewScanner(out)
 		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
-			var ev struct {
-				Event, Topic, Payload, Where, Message string
-				QoS                                   byte
-				Retain                                bool
-				ID                                    int
-			}
+			var ev jsEvent
 			if json.Unmarshal(sc.Bytes(), &ev) != nil {
 				continue
 			}
-			switch ev.Event {
-			case "message":
+			switch {
+			case ev.Event == "message":
 				c.sink.put(received{ev.Topic, ev.Payload, ev.QoS, ev.Retain})
-			case "published":
+			case ev.Event == "published":
 				c.done <- strconv.Itoa(ev.ID)
-			case "suback":
+			case !isReady && ev.Event == "connect" && readyOn != "connect":
+				c.connack = ev
+			case !isReady && ev.Event == readyOn:
+				if ev.Event == "connect" {
+					c.connack = ev
+				}
+				isReady = true
 				ready <- ""
-			case "error", "close", "disconnect":
-				ready <- fmt.Sprintf("%s %s %s", ev.Event, ev.Where, ev.Message)
+			case !isReady && (ev.Event == "error" || ev.Event == "close" || ev.Event == "disconnect"):
+				isReady = true // the test fails; nothing more is awaited
+				ready <- ev.String()
+			case isReady:
+				select {
+				case c.events <- ev:
+				default:
+				}
 			}
 		}
 	}()
@@ -187,7 +248,7 @@ func startJS(t *testing.T, nd *node, id string, subs map[string]int) *jsClient {
 			t.Fatalf("mqtt.js %s: %s", id, msg)
 		}
 	case <-time.After(15 * time.Second):
-		t.Fatalf("mqtt.js %s: no SUBACK", id)
+		t.Fatalf("mqtt.js %s: no %s", id, strings.ToUpper(readyOn))
 	}
 	return c
 }
@@ -219,12 +280,21 @@ func (c *jsClient) awaitPublished(t *testing.T, d time.Duration) {
 // mosquitto_pub on nd.
 func mosquittoPub(t *testing.T, nd *node, args ...string) {
 	t.Helper()
+	h, p, _ := net.SplitHostPort(nd.mqtt)
+	mosquittoPubArgs(t, "", append([]string{"-h", h, "-p", p, "-V", "mqttv5"}, args...)...)
+}
+
+// mosquittoPubArgs runs mosquitto_pub with args (where it connects
+// included) and stdin on its standard input (for -l: one message a
+// line).
+func mosquittoPubArgs(t *testing.T, stdin string, args ...string) {
+	t.Helper()
 	bin, err := exec.LookPath("mosquitto_pub")
 	if err != nil {
 		t.Fatalf("mosquitto_pub: %v", err)
 	}
-	h, p, _ := net.SplitHostPort(nd.mqtt)
-	cmd := exec.Command(bin, append([]string{"-h", h, "-p", p, "-V", "mqttv5"}, args...)...)
+	cmd := exec.Command(bin, args...)
+	cmd.Stdin = strings.NewReader(stdin)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_pub %v: %v\n%s", args, err, out)
 	}

@@ -331,11 +331,12 @@ var errNotTaken = errors.New("cluster: peer could not take the message")
 // forwards are queued now, in publish order, and the returned wait collects
 // the confirmations, so a publisher's next message need not wait for the
 // previous one's round trip. A node whose routes close while a forward is
-// out counts as done: its clean sessions went with it (one only silent is
-// waited for until the deadline). A retained message is also appended to
-// the retained stream. A message held here for a session moving to this
-// node counts as one more target, and its wait includes the session's
-// having it durably (handover_live.go).
+// out fails it at once, outcome unknown (ack.go: it may have recorded the
+// message for a persistent session or not); one only silent is waited for
+// until the deadline. Later messages are planned without the node. A
+// retained message is also appended to the retained stream. A message held
+// here for a session moving to this node counts as one more target, and
+// its wait includes the session's having it durably (handover_live.go).
 func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 	if msg.QoS > 0 {
 		// Only a client the server named (never claimed) can publish

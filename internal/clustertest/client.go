@@ -3,13 +3,13 @@ package clustertest
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/internal/eventually"
+	"github.com/roost-mqtt/roost/internal/rawclient"
 )
 
 // Probe is the payload of the messages AwaitInterest publishes; Next and
@@ -67,8 +67,20 @@ func ConnectWith(t testing.TB, addr string, cp *paho.Connect) (*Client, *paho.Co
 // t ends.
 func Dial(t testing.TB, addr string, cp *paho.Connect) (*Client, *paho.Connack, error) {
 	t.Helper()
-	id := cp.ClientID
-	conn, err := net.DialTimeout("tcp", addr, ConnectBound)
+	return DialOver(t, rawclient.Dialer{}, addr, cp)
+}
+
+// DialOver is Dial over any transport: target is a URL d dials
+// (mqtt://, mqtts://, ws://HOST:PORT/mqtt, wss://...; see
+// rawclient.Transport.URL) or a bare HOST:PORT for TCP, and d.TLS says
+// which CA the mqtts:// and wss:// servers are verified against. The
+// dial and its handshakes are bounded by ConnectBound too.
+func DialOver(t testing.TB, d rawclient.Dialer, target string, cp *paho.Connect) (*Client, *paho.Connack, error) {
+	t.Helper()
+	id, addr := cp.ClientID, target
+	dctx, dcancel := context.WithTimeout(context.Background(), ConnectBound)
+	conn, err := d.DialConn(dctx, target)
+	dcancel()
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
 	}

@@ -8,13 +8,21 @@
 //            mqtts:// and wss:// servers are verified against),
 //            protocolVersion (4|5), clientId, clean, keepalive,
 //            properties (CONNECT), will, subscribe: [{topic, qos, nl, rap}],
-//            subscribeProperties, lifetimeMs
+//            subscribeProperties, lifetimeMs,
+//            reconnectPeriod (ms, default 0: no automatic reconnect),
+//            servers: [{host, port}] (tried in turn at each reconnect,
+//            with url's protocol and path; the first is connected first),
+//            reconnectOnConnackError (keep reconnecting after a refused
+//            CONNACK, which otherwise stops mqtt.js's reconnects for good)
 // Reads JSON commands on stdin, one per line:
 //   {"cmd":"publish","id":1,"topic":"t","payload":"p","qos":1,"retain":false,"properties":{}}
 //   {"cmd":"subscribe","id":2,"subscribe":[{"topic":"t","qos":1}],"properties":{}}
 //   {"cmd":"end","reasonCode":0}
 // Prints JSON events on stdout, one per line: connect, suback, message,
-// published, disconnect (server DISCONNECT), close, error, ended.
+// published, disconnect (server DISCONNECT), close, reconnect, error,
+// ended. The subscriptions are made after the first connect only: a
+// reconnecting client that lost its session is seen (connect with
+// sessionPresent false), not hidden by a new subscription.
 
 const fs = require('fs')
 const mqtt = require('mqtt')
@@ -32,14 +40,17 @@ const connectOpts = {
   clean: opts.clean !== false,
   keepalive: opts.keepalive === undefined ? 60 : opts.keepalive,
   connectTimeout: 4000,
-  // The Go test decides about reconnecting; an automatic reconnect would
+  // The Go test decides about reconnecting unless it asks for mqtt.js's
+  // own (a WeChat mini program's setting): an automatic reconnect would
   // fight a takeover and hide a dropped connection.
-  reconnectPeriod: 0,
+  reconnectPeriod: opts.reconnectPeriod || 0,
   resubscribe: false
 }
 if (opts.properties) connectOpts.properties = opts.properties
 if (opts.will) connectOpts.will = opts.will
 if (opts.caFile) connectOpts.ca = fs.readFileSync(opts.caFile)
+if (opts.servers) connectOpts.servers = opts.servers
+if (opts.reconnectOnConnackError) connectOpts.reconnectOnConnackError = true
 
 const client = mqtt.connect(opts.url, connectOpts)
 
@@ -60,6 +71,7 @@ function subscribe (id, subs, properties) {
   })
 }
 
+let subscribed = false
 client.on('connect', (connack) => {
   emit({
     event: 'connect',
@@ -67,10 +79,12 @@ client.on('connect', (connack) => {
     reasonCode: connack.reasonCode || connack.returnCode || 0,
     properties: connack.properties || {}
   })
-  if (opts.subscribe && opts.subscribe.length > 0) {
+  if (!subscribed && opts.subscribe && opts.subscribe.length > 0) {
+    subscribed = true
     subscribe(0, opts.subscribe, opts.subscribeProperties)
   }
 })
+client.on('reconnect', () => emit({ event: 'reconnect' }))
 
 client.on('message', (topic, payload, packet) => {
   const props = packet.properties || {}
