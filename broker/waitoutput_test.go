@@ -18,11 +18,7 @@ import (
 // reader that was not held back (settleTakeover, readPending).
 func TestHeldReaderSeesDisconnectAtTakeover(t *testing.T) {
 	s, addr := startServer(t, Options{})
-	watcher := dial(t, addr, packet.V5)
-	watcher.Connect(&packet.Connect{ClientID: "watcher", CleanStart: true})
-	watcher.Subscribe("will/#", 0)
-	pub := dial(t, addr, packet.V5)
-	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
+	watcher, pub := watchWills(t, addr)
 	for i := range 30 {
 		size := 200 << 10
 		if i == 0 {

@@ -18,12 +18,7 @@ import (
 // count while messages keep coming.)
 func TestDisconnectBeforeWriteFailure(t *testing.T) {
 	s, addr := startServer(t, Options{})
-	watcher := dial(t, addr, packet.V5)
-	watcher.Connect(&packet.Connect{ClientID: "watcher", CleanStart: true})
-	watcher.Subscribe("will/#", 0)
-
-	pub := dial(t, addr, packet.V5)
-	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
+	watcher, pub := watchWills(t, addr)
 	var stop atomic.Bool
 	flooding := make(chan struct{})
 	go func() {
@@ -81,11 +76,7 @@ func TestDisconnectBeforeWriteFailure(t *testing.T) {
 // lost connection: its will is published at once, parked or not.
 func TestWriteFailureWithoutDisconnect(t *testing.T) {
 	_, addr := startServer(t, Options{})
-	watcher := dial(t, addr, packet.V5)
-	watcher.Connect(&packet.Connect{ClientID: "watcher", CleanStart: true})
-	watcher.Subscribe("will/#", 0)
-	pub := dial(t, addr, packet.V5)
-	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
+	watcher, pub := watchWills(t, addr)
 	for i := range 4 {
 		c := dial(t, addr, packet.V5)
 		c.Connect(&packet.Connect{ClientID: "leaver", CleanStart: true, WillFlag: true, WillTopic: "will/leaver", WillPayload: []byte("gone")})
@@ -104,4 +95,16 @@ func TestWriteFailureWithoutDisconnect(t *testing.T) {
 			t.Fatalf("round %d: got %v, want the will", i, p)
 		}
 	}
+}
+
+// watchWills connects a client subscribed to will/# (where the tests'
+// leavers put their wills) and a publisher, both MQTT 5 over TCP.
+func watchWills(t *testing.T, addr string) (watcher, pub *mqtttest.Client) {
+	t.Helper()
+	watcher = dial(t, addr, packet.V5)
+	watcher.Connect(&packet.Connect{ClientID: "watcher", CleanStart: true})
+	watcher.Subscribe("will/#", 0)
+	pub = dial(t, addr, packet.V5)
+	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
+	return watcher, pub
 }
