@@ -125,7 +125,9 @@ var errGone = errors.New("cluster: peer went away before confirming the message 
 // that had not recorded it yet, since a survivor serves that session from
 // its replicated record (a PUBACK says the server has accepted ownership
 // of the message [MQTT-4.3.2-4]). The publisher's connection is then
-// closed and the client sends again, as after a forward that timed out.
+// closed and the client sends again, as after a forward that timed out,
+// unless Forward can hold the message for the node's persistent sessions
+// (held.go).
 func (n *Node) await(ctx context.Context, pr *pendingReply) error {
 	var res ackResult
 	select {

@@ -17,13 +17,16 @@ import (
 //
 //	version  byte (batchVersion)
 //	origin   string   the sending node (where confirmations go)
+//	inc      string   its incarnation
 //	then per message:
 //	  seq    uvarint  the forward's sequence (0: QoS 0, no confirmation)
+//	  id     uvarint  the message's id on its origin (0: none), which
+//	                  with origin and inc names it cluster-wide (held.go)
 //	  length uvarint, then a forwarded message (wire.go)
 //
 // One node's batches leave in order on one connection and are delivered
 // in order, so each publisher's order holds.
-const batchVersion = 2
+const batchVersion = 3
 
 // maxBatch bounds a batch's bytes (a single larger message goes alone).
 const maxBatch = 256 << 10
@@ -51,7 +54,7 @@ func (n *Node) senderFor(node string) *sender {
 	s := n.senders[node]
 	if s == nil {
 		s = &sender{subj: pubSubject + "." + node, wake: make(chan struct{}, 1),
-			header: appendString([]byte{batchVersion}, n.cfg.Node)}
+			header: appendString(appendString([]byte{batchVersion}, n.cfg.Node), n.inc)}
 		if n.sendersClosed {
 			// The node is closing: what is added is never sent, and
 			// the waits for it end with the node's context.
@@ -65,8 +68,11 @@ func (n *Node) senderFor(node string) *sender {
 }
 
 // add queues one forwarded message (fwd, from encodeForward) with its
-// sequence (0 for none).
-func (s *sender) add(seq uint64, fwd []byte) {
+// sequence (0 for none) and no id.
+func (s *sender) add(seq uint64, fwd []byte) { s.addID(seq, 0, fwd) }
+
+// addID is add with the message's id on this node (broker.Message.ID).
+func (s *sender) addID(seq, id uint64, fwd []byte) {
 	s.mu.Lock()
 	if len(s.cur) > len(s.header) && len(s.cur)+len(fwd)+20 > maxBatch {
 		s.full, s.fullSeqs = append(s.full, s.cur), append(s.fullSeqs, s.curSeqs)
@@ -76,6 +82,7 @@ func (s *sender) add(seq uint64, fwd []byte) {
 		s.cur = append(make([]byte, 0, min(maxBatch, len(s.header)+len(fwd)+4096)), s.header...)
 	}
 	s.cur = binary.AppendUvarint(s.cur, seq)
+	s.cur = binary.AppendUvarint(s.cur, id)
 	s.cur = binary.AppendUvarint(s.cur, uint64(len(fwd)))
 	s.cur = append(s.cur, fwd...)
 	if seq != 0 {
@@ -124,17 +131,18 @@ func (n *Node) sendLoop(s *sender) {
 
 // forEachForward calls f for each message of a batch; it reports whether
 // the batch was well formed up to its end.
-func forEachForward(b []byte, f func(origin string, seq uint64, fwd []byte)) bool {
+func forEachForward(b []byte, f func(origin originKey, seq uint64, fwd []byte)) bool {
 	r := reader{b: b}
 	if r.byte() != batchVersion {
 		return false
 	}
-	origin := r.string()
+	origin := originKey{node: r.string(), inc: r.string()}
 	for len(r.b) > 0 && r.err == nil {
-		seq, n := r.uvarint(), r.uvarint()
+		seq, id, n := r.uvarint(), r.uvarint(), r.uvarint()
 		if r.err != nil || n > uint64(len(r.b)) {
 			return false
 		}
+		origin.id = id
 		f(origin, seq, r.b[:n])
 		r.b = r.b[n:]
 	}

@@ -9,19 +9,19 @@ import (
 // A sender's batches read back as the forwards added, in order, with their
 // sequences; a batch never passes maxBatch unless one forward alone does.
 func TestBatchRoundTrip(t *testing.T) {
-	s := &sender{header: appendString([]byte{batchVersion}, "n1")}
+	s := &sender{header: appendString(appendString([]byte{batchVersion}, "n1"), "inc1")}
 	type entry struct {
-		seq uint64
-		fwd []byte
+		seq, id uint64
+		fwd     []byte
 	}
 	var want []entry
 	for i := range 300 {
-		e := entry{uint64(i % 3), bytes.Repeat([]byte{byte(i)}, 1000+i)}
+		e := entry{uint64(i % 3), uint64(i * 7 % 5), bytes.Repeat([]byte{byte(i)}, 1000+i)}
 		if i == 150 {
 			e.fwd = bytes.Repeat([]byte{'x'}, maxBatch+10) // alone
 		}
 		want = append(want, e)
-		s.add(e.seq, e.fwd)
+		s.addID(e.seq, e.id, e.fwd)
 	}
 	batches, seqs := s.take()
 	if len(batches) < 3 {
@@ -33,11 +33,11 @@ func TestBatchRoundTrip(t *testing.T) {
 			t.Errorf("batch %d: %d bytes", i, len(b))
 		}
 		var bs []uint64
-		ok := forEachForward(b, func(origin string, seq uint64, fwd []byte) {
-			if origin != "n1" {
-				t.Errorf("origin %q", origin)
+		ok := forEachForward(b, func(origin originKey, seq uint64, fwd []byte) {
+			if origin.node != "n1" || origin.inc != "inc1" {
+				t.Errorf("origin %+v", origin)
 			}
-			got = append(got, entry{seq, fwd})
+			got = append(got, entry{seq, origin.id, fwd})
 			if seq != 0 {
 				bs = append(bs, seq)
 			}
@@ -53,8 +53,8 @@ func TestBatchRoundTrip(t *testing.T) {
 		t.Fatalf("%d forwards read back, want %d", len(got), len(want))
 	}
 	for i := range want {
-		if got[i].seq != want[i].seq || !bytes.Equal(got[i].fwd, want[i].fwd) {
-			t.Fatalf("forward %d: seq %d, %d bytes; want seq %d, %d bytes", i, got[i].seq, len(got[i].fwd), want[i].seq, len(want[i].fwd))
+		if got[i].seq != want[i].seq || got[i].id != want[i].id || !bytes.Equal(got[i].fwd, want[i].fwd) {
+			t.Fatalf("forward %d: seq %d, id %d, %d bytes; want seq %d, id %d, %d bytes", i, got[i].seq, got[i].id, len(got[i].fwd), want[i].seq, want[i].id, len(want[i].fwd))
 		}
 	}
 }
@@ -62,20 +62,20 @@ func TestBatchRoundTrip(t *testing.T) {
 // A batch cut anywhere, or of another version, is reported, never read
 // past its end.
 func TestBatchMalformed(t *testing.T) {
-	s := &sender{header: appendString([]byte{batchVersion}, "n1")}
+	s := &sender{header: appendString(appendString([]byte{batchVersion}, "n1"), "i")}
 	s.add(7, []byte("hello"))
 	s.add(0, []byte("world"))
 	b, _ := s.take()
 	hdr := len(s.header)
 	// Well formed: cut between entries (a shorter batch). Entry: seq,
-	// length, 5 bytes.
-	boundaries := map[int]bool{hdr: true, hdr + 7: true}
+	// id, length, 5 bytes.
+	boundaries := map[int]bool{hdr: true, hdr + 8: true}
 	for cut := 1; cut < len(b[0]); cut++ {
-		if got := forEachForward(b[0][:cut], func(string, uint64, []byte) {}); got != boundaries[cut] {
+		if got := forEachForward(b[0][:cut], func(originKey, uint64, []byte) {}); got != boundaries[cut] {
 			t.Errorf("cut at %d of %d: well formed %v, want %v", cut, len(b[0]), got, boundaries[cut])
 		}
 	}
-	if forEachForward(append([]byte{9}, b[0][1:]...), func(string, uint64, []byte) {}) {
+	if forEachForward(append([]byte{9}, b[0][1:]...), func(originKey, uint64, []byte) {}) {
 		t.Error("a batch of another version was read")
 	}
 }

@@ -106,7 +106,7 @@ func TestHeldConfirmedOnceDurable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for seq := uint64(1); seq <= 3; seq++ {
-		n.deliverForward("X", seq, encodeForward(msg, nil, pub))
+		n.deliverForward(originKey{node: "X"}, seq, encodeForward(msg, nil, pub))
 	}
 	held, wait := n.mv.local(&broker.Message{Topic: "m/b", Payload: []byte("b"), QoS: 1})
 	if held != 1 || wait == nil {

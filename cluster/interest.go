@@ -136,10 +136,14 @@ type remoteInterest struct {
 	mu    sync.Mutex
 	peers map[string]*peer
 	tree  *topic.Tree[string, struct{}]
+	// orphans: the interest of dropped nodes, for their persistent
+	// sessions (held.go); its lock comes after mu.
+	orphans *orphanInterest
 }
 
 func newRemoteInterest() *remoteInterest {
-	return &remoteInterest{peers: make(map[string]*peer), tree: topic.NewTree[string, struct{}]()}
+	return &remoteInterest{peers: make(map[string]*peer), tree: topic.NewTree[string, struct{}](),
+		orphans: newOrphanInterest()}
 }
 
 // seen notes a sign of life from node and returns its record, creating it;
@@ -239,6 +243,7 @@ func (r *remoteInterest) applySnapshot(node, inc string, seq uint64, keys []ikey
 		r.applyOne(p, k, true)
 	}
 	p.inc, p.seq, p.synced = inc, seq, true
+	r.orphans.drop(node) // its interest is known again
 	if p.want > seq {
 		p.fetching = true
 		p.want = 0
@@ -264,6 +269,9 @@ func (r *remoteInterest) expire(cutoff time.Time) []string {
 
 // forget drops p and its interest; routeClosed says why (see peer.gone).
 func (r *remoteInterest) forget(p *peer, routeClosed bool) {
+	if p.synced {
+		r.orphans.keep(p.name, p.keys)
+	}
 	for k := range p.keys {
 		r.tree.Unsubscribe(k.filter, k.group, p.name)
 	}

@@ -77,12 +77,25 @@ func (s *sessions) janitor() {
 			}
 			startupScan = false
 			for name := range missing {
-				if now.Sub(missing[name]) >= s.n.cfg.AdoptAfter {
+				if now.Sub(missing[name]) >= s.n.cfg.AdoptAfter && !adopted[name] {
 					adopted[name] = true
+					s.dropOrphanLater(name)
 				}
 			}
 		}
 	}
+}
+
+// dropOrphanLater stops holding messages for dead node's sessions
+// heldGrace from now: the janitor adopted its share of them, and the
+// adopters' interest reaches this node meanwhile (held.go). A node that
+// came back meanwhile keeps its fresh interest.
+func (s *sessions) dropOrphanLater(dead string) {
+	time.AfterFunc(heldGrace, func() {
+		if !slices.Contains(s.n.remote.nodes(), dead) {
+			s.n.remote.orphans.drop(dead)
+		}
+	})
 }
 
 // adoptOrphans adopts the sessions owned by silent nodes that fall to this
@@ -224,6 +237,7 @@ func (s *sessions) adoptOrphan(id, dead string) error {
 	s.setEpoch(id, epoch)
 	s.adopt(id)
 	s.n.srv.Adopt(rec)
+	s.takeHeld(ctx, dead, id)
 	s.n.log.Info("session of a silent node adopted", "client_id", id, "from", dead, "epoch", epoch,
 		"subscriptions", len(rec.Subs), "messages", len(rec.Queue), "will", rec.Will != nil)
 	return nil

@@ -83,6 +83,9 @@ type Node struct {
 	// side); mv are those moves (handover_live.go).
 	gate sync.RWMutex
 	mv   *liveMoves
+	// watch: origins of what sessions taken from the stream lately got
+	// (held.go).
+	watch originWatch
 }
 
 // Start checks cfg and starts the node's engine: the embedded NATS server
@@ -249,6 +252,7 @@ func (n *Node) expireLoop() {
 			}
 			n.replies.sweep(now)
 			n.own.sweep(now)
+			n.watch.sweep(now)
 			if routed, err := n.eng.routedNodes(); err == nil {
 				for _, name := range n.remote.forgetUnrouted(routed) {
 					n.log.Warn("cluster node gone: no route", "peer", name)
@@ -348,7 +352,11 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 	}
 	held, heldWait := n.mv.local(msg)
 	targets := n.remote.plan(msg.Topic, msg.ID, n.local)
-	if len(targets) == 0 && !msg.Retain {
+	var orphans []string
+	if msg.QoS > 0 && n.sess != nil {
+		orphans = n.remote.orphans.match(msg.Topic)
+	}
+	if len(targets) == 0 && len(orphans) == 0 && !msg.Retain {
 		if heldWait == nil {
 			return held, nil
 		}
@@ -374,9 +382,19 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 	for _, t := range targets {
 		pr := n.replies.register(deadline)
 		pr.node, pr.gone, pr.qos = t.node, n.remote.goneCh(t.node), msg.QoS
-		n.senderFor(t.node).add(pr.seq, encodeForward(msg, t.groups, pub))
+		n.senderFor(t.node).addID(pr.seq, msg.ID, encodeForward(msg, t.groups, pub))
 		n.counters.sent[msg.QoS].Add(1)
 		reqs = append(reqs, pr)
+	}
+	// Held for the persistent sessions of dropped nodes (held.go).
+	var helds []jetstream.PubAckFuture
+	for _, node := range orphans {
+		f, err := n.hold(node, msg, pub)
+		if err != nil {
+			errs = append(errs, err)
+		} else if f != nil {
+			helds = append(helds, f)
+		}
 	}
 	var ret jetstream.PubAckFuture
 	if msg.Retain {
@@ -384,11 +402,22 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 			errs = append(errs, fmt.Errorf("retained stream: %w", err))
 		}
 	}
-	return len(targets) + held, func() error {
+	return len(targets) + held + len(orphans), func() error {
 		ctx, cancel := context.WithDeadline(n.ctx, deadline)
 		defer cancel()
 		for _, pr := range reqs {
-			if err := n.await(ctx, pr); err != nil {
+			err := n.await(ctx, pr)
+			if errors.Is(err, errGone) {
+				// It may have died before its persistent copies
+				// were replicated: held for them instead.
+				err = n.holdNow(ctx, pr.node, msg, pub)
+			}
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for i, f := range helds {
+			if err := settleHeld(ctx, orphans[i], f); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -434,7 +463,8 @@ func (n *Node) onForward(m *nats.Msg) {
 
 // deliverForward delivers one forwarded message (or notes a barrier) from
 // origin; seq is its sequence there, 0 for QoS 0.
-func (n *Node) deliverForward(origin string, seq uint64, fwd []byte) {
+func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
+	origin := src.node
 	if len(fwd) > 0 && fwd[0] == barrierMark {
 		n.gate.RLock()
 		n.mv.onBarrier(origin, fwd)
@@ -455,6 +485,9 @@ func (n *Node) deliverForward(origin string, seq uint64, fwd []byte) {
 	n.gate.RLock()
 	var held *heldAck
 	rm.Pick, held = n.mv.pick(origin, rm, seq != 0)
+	if src.id != 0 {
+		rm.Pick = n.dedupPick(src, rm.Pick)
+	}
 	// Share groups of a session that moved from here, with no member
 	// left here, go on to its new owner.
 	to, gk := n.mv.redirect(rm)

@@ -321,6 +321,9 @@ func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64) er
 	o.n.srv.Adopt(rec)
 	if answered {
 		o.confirm(prev, id, epoch)
+	} else if o.n.sess != nil {
+		// What publishers held for prev's sessions meanwhile.
+		o.n.sess.takeHeld(ctx, prev, id)
 	}
 	o.n.log.Info("session moved here", "client_id", id, "from", from,
 		"subscriptions", len(rec.Subs), "messages", len(rec.Queue))

@@ -101,6 +101,9 @@ type sessions struct {
 
 	js    jetstream.JetStream
 	ready bool // streams open, epochs of restored sessions known
+	// followers apply what was held for dead nodes to their sessions
+	// taken here from the stream (held.go), by dead node.
+	followers map[string]*heldFollower
 }
 
 // partQueue is one partition's ops not yet acknowledged, in ticket
@@ -395,11 +398,12 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 	s.mu.Lock()
 	s.js, s.ready, s.restored = js, true, nil
 	s.mu.Unlock()
-	s.n.wg.Add(1 + len(s.parts))
+	s.n.wg.Add(2 + len(s.parts))
 	for p := range s.parts {
 		go s.sendPart(p) // with the ops appended before now
 	}
 	go s.janitor()
+	go s.followOwnHeld()
 	s.n.log.Info("cluster session streams ready", "partitions", s.n.cfg.Partitions, "replicas", s.n.cfg.Replicas)
 	return nil
 }
