@@ -1,8 +1,10 @@
 package broker
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -616,4 +618,25 @@ func (s *Server) Adopt(rec *StoredSession) {
 			s.publishWill(w)
 		}
 	}()
+}
+
+// HasMessage reports whether clientID's session holds, queued or
+// inflight, a message from publisher from on topic with payload. A
+// cluster asks it before delivering a copy that may have reached the
+// session already by another way (package cluster, held.go); call it with
+// no broker lock held.
+func (s *Server) HasMessage(clientID, from, topic string, payload []byte) bool {
+	s.mu.Lock()
+	ss := s.sessions[clientID]
+	s.mu.Unlock()
+	if ss == nil {
+		return false
+	}
+	same := func(ob *outbound) bool {
+		m := ob.msg
+		return m != nil && m.From == from && m.Topic == topic && bytes.Equal(m.Payload, payload)
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return slices.ContainsFunc(ss.inflight, same) || slices.ContainsFunc(ss.queue[ss.qhead:], same)
 }

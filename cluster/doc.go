@@ -66,6 +66,11 @@
 //     skipped).
 //   - janitor.go: survivors adopt the sessions of a node silent for 10 s,
 //     so that its clients' wills are published and their sessions expire.
+//   - held.go: until then, QoS 1/2 messages matching a dropped node's
+//     interest are held for it in a partition stream, and applied by the
+//     node when it is back or by whoever takes one of its sessions from
+//     the stream; forwards carry their origin so that such a session gets
+//     a message once.
 //   - placement.go: the meta leader moves the members of replicated
 //     objects off a node silent for Config.ReplaceAfter (15 s), when a
 //     live node has room, so that the next node loss is again one member
@@ -97,7 +102,11 @@
 // node and around each forwarded message's delivery; write side for the
 // steps of a live session move, handover_live.go) before any broker lock
 // and liveMoves.mu; remoteInterest.mu, then its topic tree's lock (a
-// leaf). localInterest.mu is a leaf too; plan takes it after the tree's
+// leaf); remoteInterest.mu before orphanInterest.mu, then its tree's
+// lock. sessions.mu before a heldFollower's mu; a heldFollower's mu and
+// originWatch.mu are also taken inside the broker's subscription tree
+// lock (through RemoteMessage.Pick), so nothing is taken under them.
+// localInterest.mu is a leaf too; plan takes it after the tree's
 // Match has returned, never inside its callback. Nothing that holds the
 // gate's write side publishes (broker.Server.Adopt publishes due wills
 // on a goroutine of its own).

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -133,12 +134,15 @@ func (o *orphanInterest) dropLocked(node string) {
 	o.count.Add(-1)
 }
 
-// has reports whether node has orphan interest here.
-func (o *orphanInterest) has(node string) bool {
+// nodes returns the nodes with orphan interest here.
+func (o *orphanInterest) nodes() []string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	_, ok := o.keys[node]
-	return ok
+	out := make([]string, 0, len(o.keys))
+	for node := range o.keys {
+		out = append(out, node)
+	}
+	return out
 }
 
 // match returns the dropped nodes with interest in topic name.
@@ -318,10 +322,12 @@ func settleHeld(ctx context.Context, node string, f jetstream.PubAckFuture) erro
 	}
 }
 
-// deliverHeld delivers one held message to the sessions pick allows, with
-// its Message Expiry counted from when it was held. It returns the store
-// ticket of the copies.
-func (n *Node) deliverHeld(m jetstream.Msg, pick func(string) bool) (broker.Ticket, error) {
+// deliverHeld delivers one held message to those of the sessions ids
+// names that match it and do not hold it already (a forward their node
+// took and journalled before it died, whose confirmation died with it,
+// is held too), with its Message Expiry counted from when it was held.
+// It returns the store ticket of the copies.
+func (n *Node) deliverHeld(m jetstream.Msg, ids func(string) bool, candidates []string) (broker.Ticket, error) {
 	k, rm, err := decodeHeld(m.Data())
 	if err != nil {
 		return 0, err
@@ -335,8 +341,16 @@ func (n *Node) deliverHeld(m jetstream.Msg, pick func(string) bool) (broker.Tick
 			return 0, nil // expired while held [MQTT-3.3.2-5]
 		}
 	}
+	// Asked here, not in Pick: Pick runs under the subscription tree's
+	// lock, which must not wait for a session's.
+	has := map[string]bool{}
+	for _, id := range candidates {
+		if ids(id) && n.srv.HasMessage(id, rm.From, rm.Topic, rm.Payload) {
+			has[id] = true
+		}
+	}
 	rm.Groups = []string{} // groups are served on live nodes (plan)
-	rm.Pick = n.dedupPick(k, pick)
+	rm.Pick = n.dedupPick(k, func(id string) bool { return ids(id) && !has[id] })
 	n.gate.RLock()
 	_, t := n.srv.DeliverRemote(rm)
 	n.gate.RUnlock()
@@ -347,25 +361,6 @@ func (n *Node) deliverHeld(m jetstream.Msg, pick func(string) bool) (broker.Tick
 // consumer name allows fewer characters than a node name).
 func (s *sessions) heldConsumer(node string) string {
 	return "roost-held-" + hex.EncodeToString([]byte(node))
-}
-
-// heldStart returns the first stream sequence of node's held subject that
-// node has not applied itself (its consumer's acknowledgement floor): what
-// it applied went into its sessions' ops, so a session taken from the
-// stream has it already.
-func (s *sessions) heldStart(ctx context.Context, js jetstream.JetStream, node string) (uint64, error) {
-	c, err := js.Consumer(ctx, streamName(s.partition(node)), s.heldConsumer(node))
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return 1, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return info.AckFloor.Stream + 1, nil
 }
 
 // followOwnHeld applies what other nodes held for this node while they had
@@ -408,12 +403,12 @@ func (s *sessions) followOwnHeldOnce(stream, name string) error {
 		if err != nil {
 			return err
 		}
-		var pick func(string) bool
+		var persistent []string
 		for m := range batch.Messages() {
-			if pick == nil {
-				pick = s.ownHeldPick()
+			if persistent == nil {
+				persistent = s.persistentHere()
 			}
-			t, err := n.deliverHeld(m, pick)
+			t, err := n.deliverHeld(m, func(string) bool { return true }, persistent)
 			if err != nil {
 				n.log.Warn("cluster: held message unreadable; dropped", "err", err)
 			} else if err := n.srv.WaitDurable(t); err != nil {
@@ -430,82 +425,98 @@ func (s *sessions) followOwnHeldOnce(stream, name string) error {
 	return nil
 }
 
-// ownHeldPick: a message held for this node goes to its persistent
-// sessions only; a clean session is newer than the message's hold. The
-// set is read before the delivery: Pick runs under the subscription
-// tree's lock, which must not wait for a session's.
-func (s *sessions) ownHeldPick() func(string) bool {
-	persistent := map[string]bool{}
+// persistentHere lists this node's persistent sessions: what is held
+// for this node goes to them only (a clean session is newer than the
+// message's hold).
+func (s *sessions) persistentHere() []string {
+	ids := []string{}
 	for _, c := range s.n.srv.Clients() {
 		if c.SessionExpiry > 0 {
-			persistent[c.ClientID] = true
+			ids = append(ids, c.ClientID)
 		}
 	}
-	return func(id string) bool { return persistent[id] }
+	return ids
 }
 
-// heldFollower applies what was held for a dead node to the sessions of
-// its that this node took from the stream, for heldWatch each.
+// heldFollower applies what was held for a node to the sessions this
+// node took from the stream lately, for heldWatch each.
 type heldFollower struct {
 	mu    sync.Mutex
 	ids   map[string]time.Time
-	from  uint64 // next stream sequence to read
-	start uint64 // where a session that joins reads from
-	again bool   // a session joined: read from start
+	from  uint64    // next stream sequence to read; 0: from since on
+	since time.Time // where a read by time starts
+	gen   uint64    // counts resets (a session's first read failed)
 }
 
-// takeHeld delivers to id, just taken from the stream here with prev its
-// owner (gone), what was held for prev, and keeps following prev's held
-// subject for heldWatch. The first read is done before it returns (before
-// the CONNACK), so the session gets the held messages first.
-func (s *sessions) takeHeld(ctx context.Context, prev, id string) {
+// takeHeld delivers to id, just taken from the stream here (its last op
+// written at last), what was held for any node since then, and keeps
+// following the held subjects for heldWatch: publishers may hold for its
+// previous node until they see its interest here. Which node held the
+// session last is not known (its owner record may name a node that
+// claimed it and never had it), hence every node; held messages from
+// before last reached the session already, if it matched them, when
+// their node applied them. The first read is done before it returns
+// (before the CONNACK), so the session gets the held messages first.
+func (s *sessions) takeHeld(ctx context.Context, id string, last time.Time, prev ...string) {
 	n := s.n
-	if prev == "" || prev == n.cfg.Node {
-		return
-	}
 	until := time.Now().Add(n.heldWatch())
 	n.watch.watch(id, until)
-	only := func(c string) bool { return c == id }
-	s.mu.Lock()
-	js := s.js
-	s.mu.Unlock()
-	start, err := s.heldStart(ctx, js, prev)
-	next := start
-	if err == nil {
-		next, err = s.readHeld(ctx, prev, start, only)
+	nodes := append(append(n.remote.nodes(), n.remote.orphans.nodes()...), n.cfg.Node)
+	nodes = append(nodes, prev...)
+	slices.Sort(nodes)
+	for _, node := range slices.Compact(nodes) {
+		if node == "" {
+			continue
+		}
+		next, err := s.readHeld(ctx, node, 0, last, func(c string) bool { return c == id }, []string{id})
+		if err != nil {
+			n.log.Warn("cluster: messages held for a node not read yet; following", "client_id", id, "peer", node, "err", err)
+		}
+		s.joinFollower(node, id, until, next, last, err != nil)
 	}
-	if err != nil {
-		n.log.Warn("cluster: messages held for the previous owner not read yet; following", "client_id", id, "peer", prev, "err", err)
-		start, next = 1, 1 // from the start then: the watch drops what the session had
-	}
+}
+
+// joinFollower adds id to node's follower, starting one if needed. next
+// is where id's first read ended (0: nothing read); again says it failed,
+// so the follower reads from last on again (the watch drops the copies
+// the others had).
+func (s *sessions) joinFollower(node, id string, until time.Time, next uint64, last time.Time, again bool) {
 	s.mu.Lock()
 	if s.followers == nil {
 		s.followers = map[string]*heldFollower{}
 	}
-	f := s.followers[prev]
+	f := s.followers[node]
 	spawn := f == nil
 	if spawn {
-		f = &heldFollower{ids: map[string]time.Time{}, from: next, start: start}
-		s.followers[prev] = f
+		f = &heldFollower{ids: map[string]time.Time{}, from: next, since: last}
+		s.followers[node] = f
 	}
 	s.mu.Unlock()
 	f.mu.Lock()
 	f.ids[id] = until
-	if !spawn {
-		// The follower has read on for the others: this session
-		// reads again from start, the others' watches drop the copies.
-		f.again, f.start = true, min(f.start, start)
+	if again {
+		f.from, f.since, f.gen = 0, minTime(f.since, last), f.gen+1
 	}
+	// Otherwise nothing: id's first read went to the end of the subject
+	// as it was then, and the follower reads on from its own position;
+	// the watch drops what id gets twice.
 	f.mu.Unlock()
 	if spawn {
-		n.wg.Add(1)
-		go s.follow(prev, f)
+		s.n.wg.Add(1)
+		go s.follow(node, f)
 	}
 }
 
-// follow reads prev's held subject every heldPoll for the sessions f
+func minTime(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// follow reads node's held subject every heldPoll for the sessions f
 // names, until their watches end.
-func (s *sessions) follow(prev string, f *heldFollower) {
+func (s *sessions) follow(node string, f *heldFollower) {
 	defer s.n.wg.Done()
 	t := time.NewTicker(heldPoll)
 	defer t.Stop()
@@ -516,63 +527,66 @@ func (s *sessions) follow(prev string, f *heldFollower) {
 		case <-t.C:
 		}
 		now := time.Now()
-		s.mu.Lock() // s.mu before f.mu: takeHeld finds f under s.mu
+		s.mu.Lock() // s.mu before f.mu: joinFollower finds f under s.mu
 		f.mu.Lock()
+		ids := make([]string, 0, len(f.ids))
 		for id, u := range f.ids {
 			if now.After(u) {
 				delete(f.ids, id)
+			} else {
+				ids = append(ids, id)
 			}
 		}
-		if len(f.ids) == 0 {
-			delete(s.followers, prev)
+		if len(ids) == 0 {
+			delete(s.followers, node)
 			f.mu.Unlock()
 			s.mu.Unlock()
 			return
 		}
 		s.mu.Unlock()
-		from := f.from
-		if f.again {
-			from, f.again = min(from, f.start), false
-		}
+		from, since, gen := f.from, f.since, f.gen
 		f.mu.Unlock()
-		pick := func(c string) bool {
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			u, ok := f.ids[c]
-			return ok && now.Before(u)
-		}
+		in := func(c string) bool { return slices.Contains(ids, c) }
 		ctx, cancel := context.WithTimeout(s.n.ctx, s.n.cfg.ForwardTimeout)
-		next, err := s.readHeld(ctx, prev, from, pick)
+		next, err := s.readHeld(ctx, node, from, since, in, ids)
 		cancel()
-		f.mu.Lock()
 		if err != nil {
-			s.n.log.Debug("cluster: reading messages held for a gone node", "peer", prev, "err", err)
-			f.again, f.start = true, min(f.start, from) // read from there again
+			s.n.log.Debug("cluster: reading messages held for a node", "peer", node, "err", err)
 		}
-		f.from = max(f.from, next)
+		f.mu.Lock()
+		if f.gen == gen && next > f.from {
+			f.from = next
+		}
 		f.mu.Unlock()
 	}
 }
 
-// readHeld delivers the messages held for prev from stream sequence from
-// on to the sessions pick allows, and returns the sequence after the last
-// one read.
-func (s *sessions) readHeld(ctx context.Context, prev string, from uint64, pick func(string) bool) (uint64, error) {
+// readHeld delivers the messages held for node, from stream sequence
+// from on (0: from those held at since on), to the sessions of ids that
+// match them, and returns the sequence after the last one read (from
+// when none was).
+func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since time.Time, in func(string) bool, ids []string) (uint64, error) {
 	s.mu.Lock()
 	js := s.js
 	s.mu.Unlock()
 	if js == nil {
 		return from, errNotReady
 	}
+	cfg := jetstream.ConsumerConfig{FilterSubject: s.heldSubject(node)}
+	switch {
+	case from > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	case !since.IsZero():
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
 	next := from
-	err := readAll(ctx, js, streamName(s.partition(prev)), jetstream.ConsumerConfig{FilterSubject: s.heldSubject(prev),
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from}, func(m jetstream.Msg) error {
+	err := readAll(ctx, js, streamName(s.partition(node)), cfg, func(m jetstream.Msg) error {
 		md, err := m.Metadata()
 		if err != nil {
 			return err
 		}
-		if _, err := s.n.deliverHeld(m, pick); err != nil {
-			s.n.log.Warn("cluster: held message unreadable; skipped", "peer", prev, "err", err)
+		if _, err := s.n.deliverHeld(m, in, ids); err != nil {
+			s.n.log.Warn("cluster: held message unreadable; skipped", "peer", node, "err", err)
 		}
 		next = md.Sequence.Stream + 1
 		return nil

@@ -216,7 +216,7 @@ func (s *sessions) adoptOrphan(id, dead string) error {
 	if owner != dead {
 		return nil // reconnected elsewhere meanwhile
 	}
-	rec, err := s.recover(ctx, id)
+	rec, last, err := s.recoverAt(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -237,7 +237,7 @@ func (s *sessions) adoptOrphan(id, dead string) error {
 	s.setEpoch(id, epoch)
 	s.adopt(id)
 	s.n.srv.Adopt(rec)
-	s.takeHeld(ctx, dead, id)
+	s.takeHeld(ctx, id, last, dead)
 	s.n.log.Info("session of a silent node adopted", "client_id", id, "from", dead, "epoch", epoch,
 		"subscriptions", len(rec.Subs), "messages", len(rec.Queue), "will", rec.Will != nil)
 	return nil

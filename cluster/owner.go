@@ -298,9 +298,10 @@ func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64) er
 		return o.n.mv.moveIn(ctx, prev, id, epoch, rec)
 	}
 	from := prev
+	var last time.Time
 	if !answered && o.n.sess != nil {
 		var err error
-		if rec, err = o.n.sess.recover(ctx, id); err != nil {
+		if rec, last, err = o.n.sess.recoverAt(ctx, id); err != nil {
 			// The id stays unread: the next claim reads the stream.
 			return fmt.Errorf("cluster: reading the session of %q: %w", id, err)
 		}
@@ -323,7 +324,7 @@ func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64) er
 		o.confirm(prev, id, epoch)
 	} else if o.n.sess != nil {
 		// What publishers held for prev's sessions meanwhile.
-		o.n.sess.takeHeld(ctx, prev, id)
+		o.n.sess.takeHeld(ctx, id, last, prev)
 	}
 	o.n.log.Info("session moved here", "client_id", id, "from", from,
 		"subscriptions", len(rec.Subs), "messages", len(rec.Queue))

@@ -650,37 +650,49 @@ func (s *sessions) acknowledged(q *partQueue, n int) {
 // recover reads id's session from its partition stream, nil if there is
 // none, for a node taking the id over from an owner that did not answer.
 func (s *sessions) recover(ctx context.Context, id string) (*broker.StoredSession, error) {
+	rec, _, err := s.recoverAt(ctx, id)
+	return rec, err
+}
+
+// recoverAt is recover, and also returns when the stream took the
+// session's last op: messages held for a gone node before then reached
+// the session already, if it matched them (held.go).
+func (s *sessions) recoverAt(ctx context.Context, id string) (*broker.StoredSession, time.Time, error) {
+	var last time.Time
 	s.mu.Lock()
 	js := s.js
 	s.mu.Unlock()
 	if js == nil {
-		return nil, errNotReady
+		return nil, last, errNotReady
 	}
 	subj := s.subject(id)
 	stream := streamName(s.partition(id))
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
-		return nil, fmt.Errorf("session stream: %w", err)
+		return nil, last, fmt.Errorf("session stream: %w", err)
 	}
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
 	if err != nil {
-		return nil, fmt.Errorf("session stream: %w", err)
+		return nil, last, fmt.Errorf("session stream: %w", err)
 	}
 	if info.State.Subjects[subj] == 0 {
-		return nil, nil
+		return nil, last, nil
 	}
 	r := newReplay(id)
 	err = readAll(ctx, js, stream, jetstream.ConsumerConfig{FilterSubject: subj}, func(m jetstream.Msg) error {
 		if err := r.apply(m.Data()); err != nil {
 			return fmt.Errorf("session record of %q: %w", id, err)
 		}
+		if md, err := m.Metadata(); err == nil {
+			last = md.Timestamp
+		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("session stream: %w", err)
+		return nil, last, fmt.Errorf("session stream: %w", err)
 	}
 	if r.skipped > 0 {
 		s.n.log.Info("session record: skipped ops of a previous owner written after it lost the id", "client_id", id, "ops", r.skipped)
 	}
-	return r.session(), nil
+	return r.session(), last, nil
 }
