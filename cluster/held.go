@@ -21,11 +21,14 @@ import (
 
 // Messages held for a node that is gone.
 //
-// A node that dies (its routes close) or falls silent for deadAfter is
-// dropped from the routing, but its persistent sessions live on in the
-// partition streams: until a survivor adopts them (janitor.go, after
-// Config.AdoptAfter), a client resumes one elsewhere (owner.go) or the
-// node comes back, nobody queues for them. A QoS 1/2 message acknowledged
+// A node that dies (its routes close) is dropped from the routing, but
+// its persistent sessions live on in the partition streams: until a
+// survivor adopts them (janitor.go, after Config.AdoptAfter), a client
+// resumes one elsewhere (owner.go) or the node comes back, nobody queues
+// for them. (A node dropped for silence, paused or cut off, is not held
+// for: it may be alive on the minority side of a partition, where
+// holding would make its side wait for a quorum even for clean
+// subscribers; docs/cluster.md says what a long pause loses.) A QoS 1/2 message acknowledged
 // to its publisher in that window would be lost for them. So every node
 // keeps the interest of a node it dropped as the node's orphan interest,
 // and a QoS 1/2 message matching it is appended to the node's held subject

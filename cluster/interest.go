@@ -269,7 +269,12 @@ func (r *remoteInterest) expire(cutoff time.Time) []string {
 
 // forget drops p and its interest; routeClosed says why (see peer.gone).
 func (r *remoteInterest) forget(p *peer, routeClosed bool) {
-	if p.synced {
+	if p.synced && routeClosed {
+		// Its process died: its persistent sessions are in the streams
+		// only (held.go). A node only silent (paused, cut off) keeps
+		// them itself; holding for it would make a minority side wait
+		// for a quorum to acknowledge even what only its clean
+		// subscribers match.
 		r.orphans.keep(p.name, p.keys)
 	}
 	for k := range p.keys {
