@@ -66,11 +66,11 @@
 //     skipped).
 //   - janitor.go: survivors adopt the sessions of a node silent for 10 s,
 //     so that its clients' wills are published and their sessions expire.
-//   - held.go: until then, QoS 1/2 messages matching a dropped node's
-//     interest are held for it in a partition stream, and applied by the
-//     node when it is back or by whoever takes one of its sessions from
-//     the stream; forwards carry their origin so that such a session gets
-//     a message once.
+//   - held.go: until then, QoS 1/2 messages matching the interest of a
+//     node whose process died are held for it in a partition stream, and
+//     applied by the node when it is back or by whoever takes one of its
+//     sessions from the stream; forwards carry their origin so that such a
+//     session gets a message once.
 //   - placement.go: the meta leader moves the members of replicated
 //     objects off a node silent for Config.ReplaceAfter (15 s), when a
 //     live node has room, so that the next node loss is again one member

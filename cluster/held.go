@@ -25,34 +25,38 @@ import (
 // its persistent sessions live on in the partition streams: until a
 // survivor adopts them (janitor.go, after Config.AdoptAfter), a client
 // resumes one elsewhere (owner.go) or the node comes back, nobody queues
-// for them. (A node dropped for silence, paused or cut off, is not held
-// for: it may be alive on the minority side of a partition, where
-// holding would make its side wait for a quorum even for clean
-// subscribers; docs/cluster.md says what a long pause loses.) A QoS 1/2 message acknowledged
-// to its publisher in that window would be lost for them. So every node
-// keeps the interest of a node it dropped as the node's orphan interest,
-// and a QoS 1/2 message matching it is appended to the node's held subject
-// (sessPrefix.<partition>.held.<node key>) in a partition stream; the
-// publisher's PUBACK/PUBREC waits for that append as for a forward. A
-// forward that was out when its node's routes closed is held the same way
-// instead of counting as done: the node may have died before its copy was
-// replicated. Held messages are applied
+// for them, and a QoS 1/2 message acknowledged to its publisher in that
+// window would be lost for them. So every node keeps the interest of a
+// node whose routes closed as the node's orphan interest, and a QoS 1/2
+// message matching it is appended to the node's held subject
+// (sessPrefix.<partition>.held.<node key>); the publisher's PUBACK/PUBREC
+// waits for that append as for a forward. A forward that was out when its
+// node's routes closed is held the same way instead of counting as done:
+// the node may have died before its copy was replicated. (A node dropped
+// for silence, paused or cut off, is not held for: it may be alive on the
+// minority side of a partition, where holding would make its side wait
+// for a quorum even for clean subscribers; docs/cluster.md says what a
+// long pause loses.) Held messages are applied
 //
-//   - by the node itself when it comes back (restarted, or resumed from a
-//     pause): a durable consumer follows its held subject all the time,
-//     and each message goes to its persistent sessions (clean ones are
-//     new since, and must not get old messages out of order);
-//   - by a node that takes one of its sessions from the stream (a claim
-//     the dead node did not answer, or an adoption): the held messages
-//     matching the session go to it before its CONNACK, and it keeps
-//     following the held subject for heldWatch, since publishers go on
+//   - by the node itself when it is back: a durable consumer follows its
+//     held subject all the time, and each message goes to its persistent
+//     sessions (clean ones are new since, and must not get old messages
+//     out of order);
+//   - by a node that takes a session from the stream (a claim its owner
+//     did not answer, or an adoption): what was held for any node since
+//     the session's last op in the stream (what was held before reached
+//     it when its node applied it; the owner record may name a node that
+//     never had the session) goes to it before its CONNACK, and the node
+//     follows the held subjects for heldWatch, since publishers go on
 //     holding until they drop the orphan interest.
 //
-// A message can then arrive twice at a session: held, and forwarded to
-// the session's new node once its publisher sees that node's interest.
-// Forwards and held messages carry their origin (node, incarnation,
-// message id), and a session taken from the stream remembers the origins
-// it got for heldWatch: the second copy is dropped (originWatch).
+// A session that holds a message already (a forward its node journalled
+// before it died, unconfirmed) does not get the held copy
+// (broker.Server.HasMessage). A message can also come both held and
+// forwarded to the session's new node once its publisher sees that
+// node's interest: forwards and held messages carry their origin (node,
+// incarnation, message id), and a session taken from the stream
+// remembers the origins it got for heldWatch (originWatch).
 //
 // The orphan interest is dropped when the node's interest is known again
 // (its snapshot), or heldGrace after this node's janitor adopted the
@@ -70,8 +74,8 @@ const (
 	heldPoll = 250 * time.Millisecond
 )
 
-// heldWatch is how long a session taken from the stream follows its
-// previous node's held subject, and remembers the origins it got: the
+// heldWatch is how long a session taken from the stream follows the held
+// subjects, and remembers the origins it got: the
 // publishers hold for at most AdoptAfter + heldGrace after the node's
 // loss, and a hold's append may take ForwardTimeout.
 func (n *Node) heldWatch() time.Duration {
