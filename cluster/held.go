@@ -72,6 +72,8 @@ const (
 	// heldPoll: how often a taken-over session's follower reads the held
 	// subject again.
 	heldPoll = 250 * time.Millisecond
+	// maxApplied bounds the held messages a node remembers applying.
+	maxApplied = 1 << 16
 )
 
 // heldWatch is how long a session taken from the stream follows the held
@@ -379,8 +381,13 @@ func (s *sessions) followOwnHeld() {
 	n := s.n
 	name, stream := s.heldConsumer(n.cfg.Node), streamName(s.partition(n.cfg.Node))
 	backoff := 100 * time.Millisecond
+	// applied: stream sequences applied by this process, whose
+	// acknowledgement may not have reached the consumer (it delivers them
+	// again): applied twice, a message the session completed meanwhile
+	// would reach it twice.
+	applied := map[uint64]bool{}
 	for n.ctx.Err() == nil {
-		err := s.followOwnHeldOnce(stream, name)
+		err := s.followOwnHeldOnce(stream, name, applied)
 		if n.ctx.Err() != nil {
 			return
 		}
@@ -394,7 +401,7 @@ func (s *sessions) followOwnHeld() {
 	}
 }
 
-func (s *sessions) followOwnHeldOnce(stream, name string) error {
+func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bool) error {
 	n := s.n
 	ctx, cancel := context.WithTimeout(n.ctx, followAttempt)
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
@@ -411,15 +418,34 @@ func (s *sessions) followOwnHeldOnce(stream, name string) error {
 			return err
 		}
 		var persistent []string
+		var in map[string]bool
 		for m := range batch.Messages() {
-			if persistent == nil {
-				persistent = s.persistentHere()
-			}
-			t, err := n.deliverHeld(m, func(string) bool { return true }, persistent)
+			md, err := m.Metadata()
 			if err != nil {
-				n.log.Warn("cluster: held message unreadable; dropped", "err", err)
-			} else if err := n.srv.WaitDurable(t); err != nil {
-				return fmt.Errorf("store: %w", err) // not acknowledged: delivered again
+				return err
+			}
+			if seq := md.Sequence.Stream; !applied[seq] {
+				if persistent == nil {
+					persistent = s.persistentHere()
+					in = make(map[string]bool, len(persistent))
+					for _, id := range persistent {
+						in[id] = true
+					}
+				}
+				t, err := n.deliverHeld(m, func(id string) bool { return in[id] }, persistent)
+				if err != nil {
+					n.log.Warn("cluster: held message unreadable; dropped", "err", err)
+				} else if err := n.srv.WaitDurable(t); err != nil {
+					return fmt.Errorf("store: %w", err) // not acknowledged: delivered again
+				}
+				applied[seq] = true
+				if len(applied) > maxApplied {
+					for old := range applied {
+						if old+maxApplied < seq {
+							delete(applied, old)
+						}
+					}
+				}
 			}
 			if err := m.DoubleAck(n.ctx); err != nil {
 				return err

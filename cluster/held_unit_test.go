@@ -1,0 +1,92 @@
+package cluster
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+// A node's orphan interest matches its plain filters only, until dropped;
+// keeping it again replaces it.
+func TestOrphanInterest(t *testing.T) {
+	o := newOrphanInterest()
+	if got := o.match("a/b"); got != nil {
+		t.Fatalf("empty: %v", got)
+	}
+	o.keep("n1", map[ikey]struct{}{{"a/#", ""}: {}, {"a/+", ""}: {}, {"g/#", "grp"}: {}})
+	o.keep("n2", map[ikey]struct{}{{"b", ""}: {}})
+	if got := o.match("a/b"); !slices.Equal(got, []string{"n1"}) {
+		t.Errorf("a/b: %v, want n1 once", got)
+	}
+	if got := o.match("g/x"); got != nil {
+		t.Errorf("g/x matched %v: shared groups are not held for", got)
+	}
+	o.keep("n1", map[ikey]struct{}{{"c", ""}: {}})
+	if got := o.match("a/b"); got != nil {
+		t.Errorf("a/b after n1's interest was replaced: %v", got)
+	}
+	nodes := o.nodes()
+	slices.Sort(nodes)
+	if !slices.Equal(nodes, []string{"n1", "n2"}) {
+		t.Errorf("nodes %v", nodes)
+	}
+	o.drop("n1")
+	o.drop("n1")
+	if got := o.match("c"); got != nil || o.count.Load() != 1 {
+		t.Errorf("after drop: c matched %v, %d nodes counted", got, o.count.Load())
+	}
+}
+
+// A watched session gets each origin once, whichever copy comes first;
+// others always; a watch ends with its time.
+func TestOriginWatch(t *testing.T) {
+	n := &Node{}
+	k1 := originKey{"n1", "i1", 7}
+	n.watch.watch("s", time.Now().Add(time.Minute))
+	held := n.dedupPick(k1, nil)
+	if !held("s") || !held("s") {
+		t.Fatal("first copy refused, or the same copy decided twice differently")
+	}
+	fwd := n.dedupPick(k1, nil)
+	if fwd("s") {
+		t.Error("second copy of the same origin delivered to a watched session")
+	}
+	if !fwd("other") {
+		t.Error("a session not watched was refused")
+	}
+	if !n.dedupPick(originKey{"n1", "i2", 7}, nil)("s") {
+		t.Error("same id from another incarnation refused")
+	}
+	if n.dedupPick(originKey{"n1", "i1", 8}, func(string) bool { return false })("s") {
+		t.Error("the inner pick's refusal was overridden")
+	}
+	n.watch.sweep(time.Now().Add(2 * time.Minute))
+	// No watch left: the inner pick as it was (nil: every session).
+	if n.watch.n.Load() != 0 || n.dedupPick(k1, nil) != nil {
+		t.Error("watch did not end")
+	}
+}
+
+// A held message reads back with its origin and the forwarded message.
+func TestHeldRoundTrip(t *testing.T) {
+	fwd := []byte{wireVersion, 2}
+	fwd = appendString(fwd, "pub")
+	fwd = append(fwd, 0, 0) // no expiry, no groups
+	k := originKey{"n3", "inc", 1 << 40}
+	b := encodeHeld(k, fwd)
+	got, _, err := decodeHeld(b)
+	if err != nil && got != k {
+		t.Fatalf("origin %+v, err %v", got, err)
+	}
+	if got != k {
+		t.Errorf("origin %+v, want %+v", got, k)
+	}
+	if _, _, err := decodeHeld(append([]byte{heldVersion + 1}, b[1:]...)); err == nil {
+		t.Error("another version read")
+	}
+	for cut := 1; cut < len(b)-len(fwd); cut++ {
+		if _, _, err := decodeHeld(b[:cut]); err == nil {
+			t.Errorf("cut at %d read", cut)
+		}
+	}
+}
