@@ -92,9 +92,10 @@ type originKey struct {
 }
 
 // orphanInterest is the interest of nodes this node dropped, kept until
-// their sessions live elsewhere or they are back. Only plain filters:
-// a shared group is served by its members on live nodes (plan), and is
-// not held for (docs/cluster.md).
+// their sessions live elsewhere or they are back. Only the plain filters
+// of their persistent sessions (persistent.go): a clean session died with
+// its node, and a shared group is served by its members on live nodes
+// (plan), and is not held for (docs/cluster.md).
 type orphanInterest struct {
 	mu    sync.Mutex
 	tree  *topic.Tree[string, struct{}]
@@ -106,14 +107,15 @@ func newOrphanInterest() *orphanInterest {
 	return &orphanInterest{tree: topic.NewTree[string, struct{}](), keys: map[string][]ikey{}}
 }
 
-// keep makes node's plain keys its orphan interest (replacing any).
+// keep makes node's persistent filter keys its orphan interest
+// (replacing any).
 func (o *orphanInterest) keep(node string, keys map[ikey]struct{}) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.dropLocked(node)
 	var kept []ikey
 	for k := range keys {
-		if k.group == "" {
+		if k.isPersist() {
 			o.tree.Subscribe(k.filter, "", node, struct{}{})
 			kept = append(kept, k)
 		}
@@ -152,6 +154,19 @@ func (o *orphanInterest) nodes() []string {
 		out = append(out, node)
 	}
 	return out
+}
+
+// matchNode reports whether dropped node has orphan interest in topic
+// name.
+func (o *orphanInterest) matchNode(node, name string) bool {
+	if o.count.Load() == 0 {
+		return false
+	}
+	found := false
+	o.tree.Match(name, func(_, _ string, n string, _ struct{}) {
+		found = found || n == node
+	})
+	return found
 }
 
 // match returns the dropped nodes with interest in topic name.
@@ -306,6 +321,19 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte) (jetstream.Pub
 		return nil, fmt.Errorf("held for %s: %w", node, err)
 	}
 	return f, nil
+}
+
+// holdForGone decides a forward to node that died before it confirmed
+// (errGone). The node may have died before its persistent sessions'
+// copies were replicated: if one of them has a matching filter, msg is
+// held for them instead. Otherwise only clean sessions there wanted it,
+// and they died with the node: nothing is lost by acknowledging msg (a
+// clean session is not kept across its node's loss, docs/cluster.md).
+func (n *Node) holdForGone(ctx context.Context, node string, msg *broker.Message, pub []byte) error {
+	if !n.remote.orphans.matchNode(node, msg.Topic) {
+		return nil
+	}
+	return n.holdNow(ctx, node, msg, pub)
 }
 
 // holdNow holds msg for node and waits for the append; nil at once when

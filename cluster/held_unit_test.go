@@ -6,29 +6,39 @@ import (
 	"time"
 )
 
-// A node's orphan interest matches its plain filters only, until dropped;
+// A node's orphan interest matches its persistent filter keys only (not
+// its clean sessions' plain keys, nor shared groups), until dropped;
 // keeping it again replaces it.
 func TestOrphanInterest(t *testing.T) {
 	o := newOrphanInterest()
 	if got := o.match("a/b"); got != nil {
 		t.Fatalf("empty: %v", got)
 	}
-	o.keep("n1", map[ikey]struct{}{{"a/#", ""}: {}, {"a/+", ""}: {}, {"g/#", "grp"}: {}})
-	o.keep("n2", map[ikey]struct{}{{"b", ""}: {}})
+	o.keep("n1", map[ikey]struct{}{persistKey("a/#"): {}, persistKey("a/+"): {}, {"a/+", ""}: {},
+		{"g/#", "grp"}: {}, {"clean/#", ""}: {}})
+	o.keep("n2", map[ikey]struct{}{persistKey("b"): {}, {"b", ""}: {}})
+	o.keep("n3", map[ikey]struct{}{{"a/#", ""}: {}}) // clean sessions only
 	if got := o.match("a/b"); !slices.Equal(got, []string{"n1"}) {
 		t.Errorf("a/b: %v, want n1 once", got)
 	}
 	if got := o.match("g/x"); got != nil {
 		t.Errorf("g/x matched %v: shared groups are not held for", got)
 	}
-	o.keep("n1", map[ikey]struct{}{{"c", ""}: {}})
+	if got := o.match("clean/x"); got != nil {
+		t.Errorf("clean/x matched %v: a clean session dies with its node", got)
+	}
+	if !o.matchNode("n1", "a/b") || o.matchNode("n2", "a/b") || o.matchNode("n3", "a/b") {
+		t.Errorf("matchNode a/b: n1 %v n2 %v n3 %v, want true false false",
+			o.matchNode("n1", "a/b"), o.matchNode("n2", "a/b"), o.matchNode("n3", "a/b"))
+	}
+	o.keep("n1", map[ikey]struct{}{persistKey("c"): {}})
 	if got := o.match("a/b"); got != nil {
 		t.Errorf("a/b after n1's interest was replaced: %v", got)
 	}
 	nodes := o.nodes()
 	slices.Sort(nodes)
 	if !slices.Equal(nodes, []string{"n1", "n2"}) {
-		t.Errorf("nodes %v", nodes)
+		t.Errorf("nodes %v (n3 had no persistent filter)", nodes)
 	}
 	o.drop("n1")
 	o.drop("n1")

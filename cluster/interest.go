@@ -202,17 +202,24 @@ func (r *remoteInterest) needFetch(p *peer, seq uint64) bool {
 	return true
 }
 
+// applyOne adds or removes one of p's keys. A persistent filter key
+// (persistent.go) is kept for the orphan interest, out of the routing
+// tree: the plain key beside it routes.
 func (r *remoteInterest) applyOne(p *peer, k ikey, add bool) {
 	if add {
 		if _, ok := p.keys[k]; !ok {
 			p.keys[k] = struct{}{}
-			r.tree.Subscribe(k.filter, k.group, p.name, struct{}{})
+			if !k.isPersist() {
+				r.tree.Subscribe(k.filter, k.group, p.name, struct{}{})
+			}
 		}
 		return
 	}
 	if _, ok := p.keys[k]; ok {
 		delete(p.keys, k)
-		r.tree.Unsubscribe(k.filter, k.group, p.name)
+		if !k.isPersist() {
+			r.tree.Unsubscribe(k.filter, k.group, p.name)
+		}
 	}
 }
 
@@ -274,11 +281,14 @@ func (r *remoteInterest) forget(p *peer, routeClosed bool) {
 		// only (held.go). A node only silent (paused, cut off) keeps
 		// them itself; holding for it would make a minority side wait
 		// for a quorum to acknowledge even what only its clean
-		// subscribers match.
+		// subscribers match. Only its persistent filter keys are
+		// kept: its clean sessions died with it.
 		r.orphans.keep(p.name, p.keys)
 	}
 	for k := range p.keys {
-		r.tree.Unsubscribe(k.filter, k.group, p.name)
+		if !k.isPersist() {
+			r.tree.Unsubscribe(k.filter, k.group, p.name)
+		}
 	}
 	delete(r.peers, p.name)
 	if routeClosed {

@@ -408,9 +408,7 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 		for _, pr := range reqs {
 			err := n.await(ctx, pr)
 			if errors.Is(err, errGone) {
-				// It may have died before its persistent copies
-				// were replicated: held for them instead.
-				err = n.holdNow(ctx, pr.node, msg, pub)
+				err = n.holdForGone(ctx, pr.node, msg, pub)
 			}
 			if err != nil {
 				errs = append(errs, err)

@@ -104,6 +104,9 @@ type sessions struct {
 	// followers apply what was held for dead nodes to their sessions
 	// taken here from the stream (held.go), by dead node.
 	followers map[string]*heldFollower
+	// persist: the plain filters of the persistent sessions journaled
+	// here, announced as persistent interest (persistent.go).
+	persist *persistentFilters
 }
 
 // partQueue is one partition's ops not yet acknowledged, in ticket
@@ -134,7 +137,8 @@ type repOp struct {
 // to use: see above. Call it before broker.New.
 func (n *Node) Sessions(local broker.Store) broker.Store {
 	s := &sessions{n: n, local: local, changed: make(chan struct{}), parts: make([]partQueue, n.cfg.Partitions),
-		epochs: map[string]uint64{}, adopting: map[string]bool{}, lost: map[string]time.Time{}}
+		epochs: map[string]uint64{}, adopting: map[string]bool{}, lost: map[string]time.Time{},
+		persist: newPersistentFilters(n.local)}
 	for p := range s.parts {
 		s.parts[p].wake = make(chan struct{}, 1)
 	}
@@ -151,6 +155,7 @@ func (s *sessions) Load() (*broker.StoredState, error) {
 	}
 	for _, ss := range st.Sessions {
 		s.restored = append(s.restored, ss.ClientID)
+		s.persist.restore(&ss)
 	}
 	return st, nil
 }
@@ -163,6 +168,12 @@ func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
 	t := s.local.Append(ops...)
 	for i := range ops {
 		op := &ops[i]
+		if op.ClientID != "" {
+			// Counted before it is replicated: a persistent filter
+			// announced late could lose a message held for nobody.
+			// A lost id keeps its keys until sweepLost.
+			s.persist.apply(op)
+		}
 		if _, lost := s.lost[op.ClientID]; op.ClientID == "" || lost {
 			continue // retained messages: the retained stream keeps them; lost ids: see sessions.lost
 		}
@@ -298,6 +309,7 @@ func (s *sessions) sweepLost(cutoff time.Time) {
 	for id, at := range s.lost {
 		if at.Before(cutoff) {
 			delete(s.lost, id)
+			s.persist.leave(id) // it lives on its new owner
 		}
 	}
 }
@@ -391,6 +403,7 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 		}
 	}
 	for _, id := range gone {
+		s.persist.leave(id)
 		if s.n.srv.EndSession(id, false) {
 			s.n.log.Info("restored session dropped: another node owns it now", "client_id", id)
 		}
