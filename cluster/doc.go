@@ -106,6 +106,8 @@
 // lock. sessions.mu before a heldFollower's mu; a heldFollower's mu and
 // originWatch.mu are also taken inside the broker's subscription tree
 // lock (through RemoteMessage.Pick), so nothing is taken under them.
+// sessions.mu (Append, under broker session locks) before
+// persistentFilters.mu, then localInterest.mu.
 // localInterest.mu is a leaf too; plan takes it after the tree's
 // Match has returned, never inside its callback. Nothing that holds the
 // gate's write side publishes (broker.Server.Adopt publishes due wills
