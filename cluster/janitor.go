@@ -28,6 +28,8 @@ import (
 // resumes the session first) and starts the session's expiry. A client
 // that reconnects anywhere takes the session from the adopter as from any
 // owner. The compare-and-set makes one survivor win when two views differ.
+// The will of a connection whose session ended with it is in its owner
+// record instead, and published the same way (cleanwill.go).
 
 const (
 	// janitorEvery: how often the janitor looks at the nodes it hears.
@@ -196,12 +198,17 @@ func (s *sessions) adoptOrphan(id, dead string) error {
 	o := s.n.own
 	kv := o.bucket()
 	key := ownerKey(id)
-	owner, epoch, rev, err := o.read(ctx, kv, key)
+	owner, epoch, will, rev, err := o.readWill(ctx, key)
 	if err != nil {
 		return err
 	}
 	if owner != dead {
 		return nil // reconnected elsewhere meanwhile
+	}
+	if will != nil {
+		// Only a connection whose session ends with it has its will in
+		// the record (cleanwill.go): there is no session to read.
+		return s.adoptCleanWill(ctx, kv, id, dead, epoch, rev, will)
 	}
 	rec, err := s.recover(ctx, id)
 	if err != nil {

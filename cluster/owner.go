@@ -176,16 +176,47 @@ func encodeOwner(node string, epoch uint64) []byte {
 	return append(binary.AppendUvarint([]byte{wireVersion}, epoch), node...)
 }
 
+// ownerWillVersion marks an owner record that also holds the will of a
+// connection whose session ends with it (cleanwill.go): the epoch, the
+// node's name as a string, then the will as a message (handover.go).
+const ownerWillVersion = wireVersion + 1
+
+// encodeOwnerWill is encodeOwner with will; a nil will gives encodeOwner's
+// bytes.
+func encodeOwnerWill(node string, epoch uint64, will *broker.Message) ([]byte, error) {
+	if will == nil {
+		return encodeOwner(node, epoch), nil
+	}
+	b := appendString(binary.AppendUvarint([]byte{ownerWillVersion}, epoch), node)
+	return appendMessage(b, will)
+}
+
 func decodeOwner(b []byte) (node string, epoch uint64, err error) {
+	node, epoch, _, err = decodeOwnerWill(b)
+	return node, epoch, err
+}
+
+// decodeOwnerWill decodes either form of an owner record; will is nil for
+// a record without one.
+func decodeOwnerWill(b []byte) (node string, epoch uint64, will *broker.Message, err error) {
 	r := reader{b: b}
-	if r.byte() != wireVersion {
-		return "", 0, errWire
+	v := r.byte()
+	if v != wireVersion && v != ownerWillVersion {
+		return "", 0, nil, errWire
 	}
 	epoch = r.uvarint()
-	if r.err != nil {
-		return "", 0, errWire
+	if v == wireVersion {
+		if r.err != nil {
+			return "", 0, nil, errWire
+		}
+		return string(r.b), epoch, nil, nil
 	}
-	return string(r.b), epoch, nil
+	node = r.string()
+	will = readMessage(&r)
+	if r.err != nil {
+		return "", 0, nil, errWire
+	}
+	return node, epoch, will, nil
 }
 
 // ownerKey makes a KV key of a client id. Keys allow only
@@ -210,15 +241,23 @@ func ownerKey(id string) string {
 
 // claim records this node as id's owner and has the previous owner let go.
 func (o *owners) claim(ctx context.Context, id string) error {
+	_, err := o.claimWill(ctx, id, nil)
+	return err
+}
+
+// claimWill is claim, with will (if not nil) kept in the record it writes
+// (cleanwill.go). It returns the epoch written, also with an error that
+// came after the write (0 if nothing was written).
+func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message) (written uint64, err error) {
 	kv := o.bucket()
 	if kv == nil {
-		return errNotReady
+		return 0, errNotReady
 	}
 	key := ownerKey(id)
 	for range claimTries {
 		prev, epoch, rev, err := o.read(ctx, kv, key)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		epoch++
 		// The epoch is noted before the write: a release request for
@@ -235,7 +274,10 @@ func (o *owners) claim(ctx context.Context, id string) error {
 		if elsewhere && o.n.sess != nil {
 			o.setUnread(id, true)
 		}
-		val := encodeOwner(o.n.cfg.Node, epoch)
+		val, err := encodeOwnerWill(o.n.cfg.Node, epoch, will)
+		if err != nil {
+			return 0, fmt.Errorf("cluster: will of %q: %w", id, err)
+		}
 		if rev == 0 {
 			_, err = kv.Create(ctx, key, val)
 		} else {
@@ -258,21 +300,22 @@ func (o *owners) claim(ctx context.Context, id string) error {
 				o.unread[id] = true
 				o.mu.Unlock()
 			}
-			return fmt.Errorf("cluster: recording owner of %q: %w", id, err)
+			// Maybe written: the caller forgets the will as if it was.
+			return epoch, fmt.Errorf("cluster: recording owner of %q: %w", id, err)
 		}
 		if o.n.sess != nil {
 			o.n.sess.setEpoch(id, epoch)
 		}
 		if elsewhere {
 			o.n.log.Info("client id claimed from another node", "client_id", id, "previous", prev, "epoch", epoch)
-			return o.takeOver(ctx, prev, id, epoch)
+			return epoch, o.takeOver(ctx, prev, id, epoch)
 		}
 		if prev == o.n.cfg.Node && wasUnread {
-			return o.takeOver(ctx, "", id, epoch)
+			return epoch, o.takeOver(ctx, "", id, epoch)
 		}
-		return nil
+		return epoch, nil
 	}
-	return fmt.Errorf("cluster: owner of %q: %d conflicting connects in a row", id, claimTries)
+	return 0, fmt.Errorf("cluster: owner of %q: %d conflicting connects in a row", id, claimTries)
 }
 
 // takeOver has prev, id's owner before this node's claim at epoch, let go,
@@ -369,18 +412,24 @@ func (o *owners) takeUnread(id string) bool {
 // read returns id's current owner, epoch and the record's revision (0 when
 // there is none).
 func (o *owners) read(ctx context.Context, _ jetstream.KeyValue, key string) (string, uint64, uint64, error) {
+	node, epoch, _, rev, err := o.readWill(ctx, key)
+	return node, epoch, rev, err
+}
+
+// readWill is read, with the will the record holds (cleanwill.go), if any.
+func (o *owners) readWill(ctx context.Context, key string) (node string, epoch uint64, will *broker.Message, rev uint64, err error) {
 	val, rev, err := leaderGet(ctx, o.n.eng.nc, "KV_"+ownBucket, "$KV."+ownBucket+"."+key)
 	if err != nil {
-		return "", 0, 0, fmt.Errorf("cluster: reading owner: %w", err)
+		return "", 0, nil, 0, fmt.Errorf("cluster: reading owner: %w", err)
 	}
 	if rev == 0 {
-		return "", 0, 0, nil
+		return "", 0, nil, 0, nil
 	}
-	node, epoch, err := decodeOwner(val)
+	node, epoch, will, err = decodeOwnerWill(val)
 	if err != nil {
-		return "", 0, 0, fmt.Errorf("cluster: owner record of %s: %w", key, err)
+		return "", 0, nil, 0, fmt.Errorf("cluster: owner record of %s: %w", key, err)
 	}
-	return node, epoch, rev, nil
+	return node, epoch, will, rev, nil
 }
 
 func (o *owners) noteEpoch(id string, epoch uint64) {
