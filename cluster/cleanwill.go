@@ -89,10 +89,9 @@ func (o *owners) forgetWill(id string, epoch uint64) error {
 	if kv == nil {
 		return errNotReady
 	}
-	key := ownerKey(id)
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
 		ctx, cancel := context.WithTimeout(o.n.ctx, o.n.cfg.ForwardTimeout)
-		err := o.forgetWillOnce(ctx, kv, key, epoch)
+		err := o.forgetWillOnce(ctx, kv, id, epoch)
 		cancel()
 		if err == nil || o.n.ctx.Err() != nil {
 			return err
@@ -108,7 +107,8 @@ func (o *owners) forgetWill(id string, epoch uint64) error {
 	}
 }
 
-func (o *owners) forgetWillOnce(ctx context.Context, kv jetstream.KeyValue, key string, epoch uint64) error {
+func (o *owners) forgetWillOnce(ctx context.Context, kv jetstream.KeyValue, id string, epoch uint64) error {
+	key := ownerKey(id)
 	node, e, will, rev, err := o.readWill(ctx, key)
 	if err != nil {
 		return err
@@ -119,6 +119,9 @@ func (o *owners) forgetWillOnce(ctx context.Context, kv jetstream.KeyValue, key 
 	_, err = kv.Update(ctx, key, encodeOwner(node, epoch), rev)
 	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return nil // claimed meanwhile: the record is no longer this one
+	}
+	if err == nil {
+		o.n.log.Debug("cluster: will of an ended connection forgotten", "client_id", id, "epoch", epoch)
 	}
 	return err
 }
