@@ -43,9 +43,8 @@ import (
 // the two leaves a will that the janitor publishes again.
 
 // ClaimWill implements broker.CleanWillKeeper: Claim, with will recorded in
-// the owner record. token (the epoch written) identifies the record for
-// WillDone; it is non-zero also with an error that came after the write,
-// for the caller to forget the will.
+// the owner record. token is the revision of the record written, for
+// WillDone; it is non-zero also with an error that came after the write.
 func (n *Node) ClaimWill(clientID string, will *broker.Message) (token uint64, err error) {
 	if err := n.catch.ready(); err != nil {
 		n.counters.claimsFailed.Add(1)
@@ -53,7 +52,12 @@ func (n *Node) ClaimWill(clientID string, will *broker.Message) (token uint64, e
 	}
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
 	defer cancel()
-	token, err = n.own.claimWill(ctx, clientID, will)
+	token, epoch, err := n.own.claimWill(ctx, clientID, will)
+	if token != 0 {
+		n.own.mu.Lock()
+		n.own.wills[token] = epoch
+		n.own.mu.Unlock()
+	}
 	if err != nil {
 		n.counters.claimsFailed.Add(1)
 		return token, err
@@ -62,10 +66,11 @@ func (n *Node) ClaimWill(clientID string, will *broker.Message) (token uint64, e
 	return token, nil
 }
 
-// WillDone implements broker.CleanWillKeeper: the will that the claim at
-// epoch token recorded for clientID was published or cancelled here. The
-// record is rewritten without it, on a goroutine of its own (the caller
-// is a closing connection), unless it changed since (another claim).
+// WillDone implements broker.CleanWillKeeper: the will that the claim
+// writing revision token recorded for clientID was published or dropped
+// here. The record is rewritten without it, on a goroutine of its own
+// (the caller is a closing connection), unless it changed since (another
+// claim): one compare-and-set on that revision, no read.
 func (n *Node) WillDone(clientID string, token uint64) {
 	if token == 0 {
 		return
@@ -73,7 +78,11 @@ func (n *Node) WillDone(clientID string, token uint64) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := n.own.forgetWill(clientID, token); err != nil {
+		err := n.own.forgetWill(clientID, token)
+		n.own.mu.Lock()
+		delete(n.own.wills, token)
+		n.own.mu.Unlock()
+		if err != nil {
 			// The record keeps the will: should this node die before
 			// the client connects again, a survivor publishes it once
 			// more (see above).
@@ -82,16 +91,17 @@ func (n *Node) WillDone(clientID string, token uint64) {
 	}()
 }
 
-// forgetWill rewrites id's owner record without its will if it is still
-// this node's at epoch.
-func (o *owners) forgetWill(id string, epoch uint64) error {
+// forgetWill rewrites id's owner record, at revision rev, without its
+// will; a record changed since is left alone. The epoch stays: the
+// record is the same claim's.
+func (o *owners) forgetWill(id string, rev uint64) error {
 	kv := o.bucket()
 	if kv == nil {
 		return errNotReady
 	}
 	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
 		ctx, cancel := context.WithTimeout(o.n.ctx, o.n.cfg.ForwardTimeout)
-		err := o.forgetWillOnce(ctx, kv, id, epoch)
+		err := o.forgetWillOnce(ctx, kv, id, rev)
 		cancel()
 		if err == nil || o.n.ctx.Err() != nil {
 			return err
@@ -107,16 +117,11 @@ func (o *owners) forgetWill(id string, epoch uint64) error {
 	}
 }
 
-func (o *owners) forgetWillOnce(ctx context.Context, kv jetstream.KeyValue, id string, epoch uint64) error {
-	key := ownerKey(id)
-	node, e, will, rev, err := o.readWill(ctx, key)
-	if err != nil {
-		return err
-	}
-	if node != o.n.cfg.Node || e != epoch || will == nil {
-		return nil // claimed since, or already without a will
-	}
-	_, err = kv.Update(ctx, key, encodeOwner(node, epoch), rev)
+func (o *owners) forgetWillOnce(ctx context.Context, kv jetstream.KeyValue, id string, rev uint64) error {
+	o.mu.Lock()
+	epoch := o.wills[rev]
+	o.mu.Unlock()
+	_, err := kv.Update(ctx, ownerKey(id), encodeOwner(o.n.cfg.Node, epoch), rev)
 	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return nil // claimed meanwhile: the record is no longer this one
 	}

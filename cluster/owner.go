@@ -73,6 +73,11 @@ type owners struct {
 	// timer would end is then no longer the fenced one (epochs cannot
 	// tell, as a release request deletes the id's epoch).
 	fenced map[string]uint64
+	// wills: the epoch of each owner record holding a will that this
+	// node wrote, by the record's revision, until WillDone rewrites it
+	// (cleanwill.go): one entry per connection with a clean session and
+	// a will.
+	wills map[uint64]uint64
 }
 
 type epochAt struct {
@@ -241,23 +246,26 @@ func ownerKey(id string) string {
 
 // claim records this node as id's owner and has the previous owner let go.
 func (o *owners) claim(ctx context.Context, id string) error {
-	_, err := o.claimWill(ctx, id, nil)
+	_, _, err := o.claimWill(ctx, id, nil)
 	return err
 }
 
 // claimWill is claim, with will (if not nil) kept in the record it writes
-// (cleanwill.go). It returns the epoch written, also with an error that
-// came after the write (0 if nothing was written).
-func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message) (written uint64, err error) {
+// (cleanwill.go). It returns the revision and epoch of the record it
+// wrote, also with an error that came after the write; 0 when it wrote
+// nothing, or does not know (a write not confirmed).
+func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message) (written, epoch uint64, err error) {
 	kv := o.bucket()
 	if kv == nil {
-		return 0, errNotReady
+		return 0, 0, errNotReady
 	}
 	key := ownerKey(id)
 	for range claimTries {
-		prev, epoch, rev, err := o.read(ctx, kv, key)
+		var prev string
+		var rev uint64
+		prev, epoch, rev, err = o.read(ctx, kv, key)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		epoch++
 		// The epoch is noted before the write: a release request for
@@ -276,12 +284,12 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		}
 		val, err := encodeOwnerWill(o.n.cfg.Node, epoch, will)
 		if err != nil {
-			return 0, fmt.Errorf("cluster: will of %q: %w", id, err)
+			return 0, 0, fmt.Errorf("cluster: will of %q: %w", id, err)
 		}
 		if rev == 0 {
-			_, err = kv.Create(ctx, key, val)
+			written, err = kv.Create(ctx, key, val)
 		} else {
-			_, err = kv.Update(ctx, key, val, rev)
+			written, err = kv.Update(ctx, key, val, rev)
 		}
 		if err != nil && elsewhere && !wasUnread {
 			o.setUnread(id, false) // the record does not name this node
@@ -300,22 +308,21 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 				o.unread[id] = true
 				o.mu.Unlock()
 			}
-			// Maybe written: the caller forgets the will as if it was.
-			return epoch, fmt.Errorf("cluster: recording owner of %q: %w", id, err)
+			return 0, 0, fmt.Errorf("cluster: recording owner of %q: %w", id, err)
 		}
 		if o.n.sess != nil {
 			o.n.sess.setEpoch(id, epoch)
 		}
 		if elsewhere {
 			o.n.log.Info("client id claimed from another node", "client_id", id, "previous", prev, "epoch", epoch)
-			return epoch, o.takeOver(ctx, prev, id, epoch)
+			return written, epoch, o.takeOver(ctx, prev, id, epoch)
 		}
 		if prev == o.n.cfg.Node && wasUnread {
-			return epoch, o.takeOver(ctx, "", id, epoch)
+			return written, epoch, o.takeOver(ctx, "", id, epoch)
 		}
-		return epoch, nil
+		return written, epoch, nil
 	}
-	return 0, fmt.Errorf("cluster: owner of %q: %d conflicting connects in a row", id, claimTries)
+	return 0, 0, fmt.Errorf("cluster: owner of %q: %d conflicting connects in a row", id, claimTries)
 }
 
 // takeOver has prev, id's owner before this node's claim at epoch, let go,
