@@ -38,6 +38,11 @@ import (
 // first [MQTT-3.1.3-9]. A client that reconnected anywhere before the
 // janitor came replaced the record: no will is published for it.
 //
+// A node killed and restarted within adopt_after is heard from again
+// before any survivor adopts its records: its own janitor's first scan
+// after start publishes the recorded wills naming it of connections it no
+// longer has (leftover), the same way.
+//
 // A will twice is preferred to none: the node publishes the will of an
 // ended connection before it clears the record, so a node dying between
 // the two leaves a will that the janitor publishes again.
@@ -149,4 +154,14 @@ func (s *sessions) adoptCleanWill(ctx context.Context, kv jetstream.KeyValue, id
 	s.n.log.Info("will of a clean session of a silent node adopted", "client_id", id, "from", dead, "epoch", epoch, "topic", will.Topic)
 	s.n.srv.PublishOrphanWill(will)
 	return nil
+}
+
+// leftover reports whether id's owner record naming this node at epoch is
+// from before this node started: this node neither claimed it since
+// (claims note their epoch before they write) nor has a session for id.
+func (o *owners) leftover(id string, epoch uint64) bool {
+	o.mu.Lock()
+	mine := o.epochs[id].epoch >= epoch
+	o.mu.Unlock()
+	return !mine && !o.n.srv.HasSession(id)
 }

@@ -105,3 +105,54 @@ func TestClusterDeadNodeCleanWills(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterRestartedNodeCleanWills kills n1 (kill -9) with a clean
+// session's client connected and starts it again at once, within
+// cluster.adopt_after (15 s here): the survivors hear n1 again before they
+// would adopt its records, so n1 itself publishes the will its record
+// kept, once, at its first scan after start; a client that connected to
+// n1 again meanwhile keeps its will.
+func TestClusterRestartedNodeCleanWills(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 15s\n"), 0o644)
+	tc := startClusterWith(t, 3, "--config", cfg)
+	n1, n3 := tc.nodes[0], tc.nodes[2]
+	wills := connect(t, n3, "cr-wills")
+	wills.subscribe(t, paho.SubscribeOptions{Topic: "cr/will/+", QoS: 1})
+	for _, id := range []string{"cr-gone", "cr-back"} {
+		_, ack := connectWith(t, n1, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
+			WillMessage: &paho.WillMessage{Topic: "cr/will/" + id, QoS: 1, Payload: []byte(id)}})
+		if ack.ReasonCode != 0 {
+			t.Fatalf("%s: CONNACK 0x%02X", id, ack.ReasonCode)
+		}
+	}
+	tc.kill(n1, syscall.SIGKILL)
+	tc.start(n1)
+	var back *client
+	eventually(t, 30*time.Second, func() error {
+		c, ack, err := tryConnect(t, n1, &paho.Connect{ClientID: "cr-back", CleanStart: true, KeepAlive: 30,
+			WillMessage: &paho.WillMessage{Topic: "cr/will/cr-back", QoS: 1, Payload: []byte("cr-back")}})
+		if err != nil {
+			return err
+		}
+		if ack.ReasonCode != 0 {
+			return fmt.Errorf("cr-back on n1: CONNACK 0x%02X", ack.ReasonCode)
+		}
+		back = c
+		return nil
+	})
+	if p := wills.next(t, 60*time.Second); string(p.Payload) != "cr-gone" {
+		t.Fatalf("will %q published, want cr-gone's", p.Payload)
+	}
+	wills.none(t, 3*time.Second)
+	line := `"will of a clean session of a silent node adopted"`
+	if c := countLog(n1, line+" node=n1 client_id=cr-gone from=n1"); c != 1 {
+		t.Errorf("cr-gone's will published by n1 %d times after its restart", c)
+	}
+	// cr-back's will is its live connection's: still there.
+	back.Disconnect(&paho.Disconnect{ReasonCode: 0x04}) // with will
+	if p := wills.next(t, 20*time.Second); string(p.Payload) != "cr-back" {
+		t.Fatalf("will %q published, want cr-back's", p.Payload)
+	}
+}
