@@ -66,6 +66,9 @@
 //     skipped).
 //   - janitor.go: survivors adopt the sessions of a node silent for 10 s,
 //     so that its clients' wills are published and their sessions expire.
+//     cleanwill.go: the will of a clean session (expiry 0, not
+//     replicated) rides in its client id's owner record, written by the
+//     CONNECT's claim; the janitor publishes it once if the node dies.
 //   - placement.go: the meta leader moves the members of replicated
 //     objects off a node silent for Config.ReplaceAfter (15 s), when a
 //     live node has room, so that the next node loss is again one member
