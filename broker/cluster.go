@@ -177,16 +177,71 @@ func (s *Server) WaitDurable(t Ticket) error {
 // ErrClaim wraps a Cluster.Claim failure in the log.
 var ErrClaim = errors.New("broker: client id ownership not recorded")
 
-// claim asks the cluster for ownership of id; nil on a single node.
-// Client ids the server assigned are random and never claimed elsewhere.
-func (s *Server) claim(id string, assigned bool) error {
-	if s.opts.Cluster == nil || assigned {
+// CleanWillKeeper is implemented by a Cluster that keeps, for the other
+// nodes, the will of a connection whose session ends with it (expiry 0:
+// nothing of it is replicated), so that a surviving node publishes it
+// should this node die with the connection [MQTT-3.1.2-8].
+type CleanWillKeeper interface {
+	// ClaimWill is Claim for such a connection with a will, which the
+	// cluster records with the ownership. token identifies that record
+	// for WillDone; it may be non-zero with an error (the record was
+	// written, the claim then failed), and WillDone is called then too.
+	ClaimWill(clientID string, will *Message) (token uint64, err error)
+	// WillDone: the connection ended here and its will was published or
+	// dropped here; the cluster forgets it, unless the record changed
+	// since (a new claim). It returns at once.
+	WillDone(clientID string, token uint64)
+}
+
+// claim asks the cluster for ownership of id; nil on a single node. A
+// connection with a will whose session ends with it (expiry 0) has the
+// will recorded too, if the cluster keeps such wills (CleanWillKeeper);
+// its token goes to c for detach. Client ids the server assigned are
+// random and never claimed elsewhere, unless a will must be recorded.
+func (s *Server) claim(c *conn, id string, assigned bool, will *willMsg, expiry uint32) error {
+	if s.opts.Cluster == nil {
+		return nil
+	}
+	if wk, ok := s.opts.Cluster.(CleanWillKeeper); ok && will != nil && expiry == 0 {
+		token, err := wk.ClaimWill(id, will.msg)
+		if err != nil {
+			wk.WillDone(id, token)
+			return errors.Join(ErrClaim, err)
+		}
+		c.willToken = token
+		return nil
+	}
+	if assigned {
 		return nil
 	}
 	if err := s.opts.Cluster.Claim(id); err != nil {
 		return errors.Join(ErrClaim, err)
 	}
 	return nil
+}
+
+// willDone tells the cluster that c's recorded will (claim) was published
+// or dropped here.
+func (s *Server) willDone(c *conn) {
+	if c.willToken == 0 {
+		return
+	}
+	if wk, ok := s.opts.Cluster.(CleanWillKeeper); ok {
+		wk.WillDone(c.clientID, c.willToken)
+	}
+}
+
+// PublishOrphanWill publishes will, the will of a connection on another
+// node that died with it, as that node would have: the cluster calls it
+// once it made this node the client id's owner (CleanWillKeeper). It
+// returns at once.
+func (s *Server) PublishOrphanWill(will *Message) {
+	w := &willMsg{msg: will}
+	s.bgWG.Add(1)
+	go func() {
+		defer s.bgWG.Done()
+		s.publishWill(w)
+	}()
 }
 
 // ApplyRetained makes m this node's retained message for m.Topic (an empty

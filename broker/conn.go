@@ -63,6 +63,7 @@ type conn struct {
 	ip          netip.Addr    // client address, for per-address limits
 	pubRate     *tokenBucket  // nil without Options.PublishRate
 	connectedAt int64         // Unix ns
+	willToken   uint64        // the cluster's record of the will, if any (CleanWillKeeper)
 	maxOut      uint32        // client's Maximum Packet Size (0: protocol max)
 	aliasMaxOut uint16        // client's Topic Alias Maximum
 	version     packet.Version

@@ -276,7 +276,7 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 				why: fmt.Sprintf("the client's Maximum Packet Size %d is smaller than the CONNACK (%d bytes) [MQTT-3.1.2-24]", c.maxOut, len(b))}
 		}
 	}
-	if err := s.claim(id, assigned); err != nil {
+	if err := s.claim(c, id, assigned, will, expiry); err != nil {
 		c.logger().Warn("refusing CONNECT: the cluster did not record this node as the client id's owner", "client_id", id, "err", err)
 		return c.refuse(packet.ServerUnavailable, "cluster unavailable")
 	}

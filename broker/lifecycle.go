@@ -16,7 +16,8 @@ func (s *Server) detach(c *conn, publishWill bool) {
 	s.settledLocked(c)
 	ss.mu.Lock()
 	if ss.conn != c {
-		// Taken over, or already ended: the taker dealt with the will.
+		// Taken over, or already ended: the taker dealt with the will
+		// (and its claim replaced the cluster's record of it).
 		ss.mu.Unlock()
 		s.mu.Unlock()
 		return
@@ -50,6 +51,9 @@ func (s *Server) detach(c *conn, publishWill bool) {
 	if due != nil {
 		s.publishWill(due)
 	}
+	// After the will: a node dying in between leaves it recorded, and a
+	// survivor publishes it again rather than never (CleanWillKeeper).
+	s.willDone(c)
 }
 
 // fireWill publishes w, a delayed will whose delay ran out while its

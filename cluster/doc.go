@@ -71,6 +71,9 @@
 //     applied by the node when it is back or by whoever takes one of its
 //     sessions from the stream; forwards carry their origin so that such a
 //     session gets a message once.
+//   - cleanwill.go: the will of a clean session (expiry 0, not
+//     replicated) rides in its client id's owner record, written by the
+//     CONNECT's claim; the janitor publishes it once if the node dies.
 //   - placement.go: the meta leader moves the members of replicated
 //     objects off a node silent for Config.ReplaceAfter (15 s), when a
 //     live node has room, so that the next node loss is again one member

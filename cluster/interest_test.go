@@ -239,6 +239,29 @@ func TestOwnerKeyAndRecord(t *testing.T) {
 	if err != nil || node != "n2" || epoch != 42 {
 		t.Errorf("owner record round trip: %q %d %v", node, epoch, err)
 	}
+	// With a will (cleanwill.go): the node's name is no longer the
+	// record's tail, and a truncated record is an error, not a will.
+	will := &broker.Message{Topic: "w/t", Payload: []byte("gone"), QoS: 1, Retain: true, From: "c1"}
+	b, err := encodeOwnerWill("n3", 7, will)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, epoch, got, err := decodeOwnerWill(b)
+	if err != nil || node != "n3" || epoch != 7 || got == nil || got.Topic != "w/t" || string(got.Payload) != "gone" ||
+		got.QoS != 1 || !got.Retain || got.From != "c1" {
+		t.Errorf("owner record with a will, round trip: %q %d %+v %v", node, epoch, got, err)
+	}
+	if node, _, err := decodeOwner(b); err != nil || node != "n3" {
+		t.Errorf("decodeOwner of a record with a will: %q %v", node, err)
+	}
+	for i := range len(b) - 1 {
+		if _, _, w, err := decodeOwnerWill(b[:i]); err == nil {
+			t.Errorf("owner record cut to %d of %d bytes decoded (will %+v)", i, len(b), w)
+		}
+	}
+	if b, _ := encodeOwnerWill("n1", 1, nil); !bytes.Equal(b, encodeOwner("n1", 1)) {
+		t.Errorf("a record without a will is not the old form: % x", b)
+	}
 }
 
 func TestEpochsForgotten(t *testing.T) {

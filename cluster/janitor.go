@@ -28,6 +28,8 @@ import (
 // resumes the session first) and starts the session's expiry. A client
 // that reconnects anywhere takes the session from the adopter as from any
 // owner. The compare-and-set makes one survivor win when two views differ.
+// The will of a connection whose session ended with it is in its owner
+// record instead, and published the same way (cleanwill.go).
 
 const (
 	// janitorEvery: how often the janitor looks at the nodes it hears.
@@ -112,7 +114,14 @@ func (s *sessions) adoptOrphans(live, seen map[string]bool, missing map[string]t
 	type orphan struct{ id, owner string }
 	var mine []orphan
 	now := time.Now()
-	err := s.eachOwner(ctx, func(id, owner string, _ uint64) {
+	err := s.eachOwner(ctx, func(id, owner string, _ uint64, will bool) {
+		if owner == s.n.cfg.Node && will && startup {
+			// Maybe the will of a connection this node lost when it
+			// was killed and restarted within adopt_after, before any
+			// survivor saw it silent (cleanwill.go): adoptOrphan tells.
+			mine = append(mine, orphan{id, owner})
+			return
+		}
 		if owner == "" || live[owner] {
 			return
 		}
@@ -145,7 +154,7 @@ func (s *sessions) adoptOrphans(live, seen map[string]bool, missing map[string]t
 // from its leader (the last message per key, readAll): a key-value
 // watcher's "initial values done" marker was seen not to come while the
 // bucket changed leader, and a replica may be stale.
-func (s *sessions) eachOwner(ctx context.Context, fn func(id, owner string, epoch uint64)) error {
+func (s *sessions) eachOwner(ctx context.Context, fn func(id, owner string, epoch uint64, will bool)) error {
 	s.mu.Lock()
 	js := s.js
 	s.mu.Unlock()
@@ -169,8 +178,8 @@ func (s *sessions) eachOwner(ctx context.Context, fn func(id, owner string, epoc
 		if err != nil {
 			return nil
 		}
-		if owner, epoch, err := decodeOwner(m.Data()); err == nil {
-			fn(id, owner, epoch)
+		if owner, epoch, will, err := decodeOwnerWill(m.Data()); err == nil {
+			fn(id, owner, epoch, will != nil)
 		}
 		return nil
 	})
@@ -209,12 +218,20 @@ func (s *sessions) adoptOrphan(id, dead string) error {
 	o := s.n.own
 	kv := o.bucket()
 	key := ownerKey(id)
-	owner, epoch, rev, err := o.read(ctx, kv, key)
+	owner, epoch, will, rev, err := o.readWill(ctx, key)
 	if err != nil {
 		return err
 	}
 	if owner != dead {
 		return nil // reconnected elsewhere meanwhile
+	}
+	if dead == s.n.cfg.Node && (will == nil || !o.leftover(id, epoch)) {
+		return nil // a connection of this node's since it started
+	}
+	if will != nil {
+		// Only a connection whose session ends with it has its will in
+		// the record (cleanwill.go): there is no session to read.
+		return s.adoptCleanWill(ctx, kv, id, dead, epoch, rev, will)
 	}
 	rec, last, err := s.recoverAt(ctx, id)
 	if err != nil {

@@ -73,6 +73,11 @@ type owners struct {
 	// timer would end is then no longer the fenced one (epochs cannot
 	// tell, as a release request deletes the id's epoch).
 	fenced map[string]uint64
+	// wills: the epoch of each owner record holding a will that this
+	// node wrote, by the record's revision, until WillDone rewrites it
+	// (cleanwill.go): one entry per connection with a clean session and
+	// a will.
+	wills map[uint64]uint64
 }
 
 type epochAt struct {
@@ -176,16 +181,47 @@ func encodeOwner(node string, epoch uint64) []byte {
 	return append(binary.AppendUvarint([]byte{wireVersion}, epoch), node...)
 }
 
+// ownerWillVersion marks an owner record that also holds the will of a
+// connection whose session ends with it (cleanwill.go): the epoch, the
+// node's name as a string, then the will as a message (handover.go).
+const ownerWillVersion = wireVersion + 1
+
+// encodeOwnerWill is encodeOwner with will; a nil will gives encodeOwner's
+// bytes.
+func encodeOwnerWill(node string, epoch uint64, will *broker.Message) ([]byte, error) {
+	if will == nil {
+		return encodeOwner(node, epoch), nil
+	}
+	b := appendString(binary.AppendUvarint([]byte{ownerWillVersion}, epoch), node)
+	return appendMessage(b, will)
+}
+
 func decodeOwner(b []byte) (node string, epoch uint64, err error) {
+	node, epoch, _, err = decodeOwnerWill(b)
+	return node, epoch, err
+}
+
+// decodeOwnerWill decodes either form of an owner record; will is nil for
+// a record without one.
+func decodeOwnerWill(b []byte) (node string, epoch uint64, will *broker.Message, err error) {
 	r := reader{b: b}
-	if r.byte() != wireVersion {
-		return "", 0, errWire
+	v := r.byte()
+	if v != wireVersion && v != ownerWillVersion {
+		return "", 0, nil, errWire
 	}
 	epoch = r.uvarint()
-	if r.err != nil {
-		return "", 0, errWire
+	if v == wireVersion {
+		if r.err != nil {
+			return "", 0, nil, errWire
+		}
+		return string(r.b), epoch, nil, nil
 	}
-	return string(r.b), epoch, nil
+	node = r.string()
+	will = readMessage(&r)
+	if r.err != nil {
+		return "", 0, nil, errWire
+	}
+	return node, epoch, will, nil
 }
 
 // ownerKey makes a KV key of a client id. Keys allow only
@@ -210,15 +246,26 @@ func ownerKey(id string) string {
 
 // claim records this node as id's owner and has the previous owner let go.
 func (o *owners) claim(ctx context.Context, id string) error {
+	_, _, err := o.claimWill(ctx, id, nil)
+	return err
+}
+
+// claimWill is claim, with will (if not nil) kept in the record it writes
+// (cleanwill.go). It returns the revision and epoch of the record it
+// wrote, also with an error that came after the write; 0 when it wrote
+// nothing, or does not know (a write not confirmed).
+func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message) (written, epoch uint64, err error) {
 	kv := o.bucket()
 	if kv == nil {
-		return errNotReady
+		return 0, 0, errNotReady
 	}
 	key := ownerKey(id)
 	for range claimTries {
-		prev, epoch, rev, err := o.read(ctx, kv, key)
+		var prev string
+		var rev uint64
+		prev, epoch, rev, err = o.read(ctx, kv, key)
 		if err != nil {
-			return err
+			return 0, 0, err
 		}
 		epoch++
 		// The epoch is noted before the write: a release request for
@@ -235,11 +282,14 @@ func (o *owners) claim(ctx context.Context, id string) error {
 		if elsewhere && o.n.sess != nil {
 			o.setUnread(id, true)
 		}
-		val := encodeOwner(o.n.cfg.Node, epoch)
+		val, err := encodeOwnerWill(o.n.cfg.Node, epoch, will)
+		if err != nil {
+			return 0, 0, fmt.Errorf("cluster: will of %q: %w", id, err)
+		}
 		if rev == 0 {
-			_, err = kv.Create(ctx, key, val)
+			written, err = kv.Create(ctx, key, val)
 		} else {
-			_, err = kv.Update(ctx, key, val, rev)
+			written, err = kv.Update(ctx, key, val, rev)
 		}
 		if err != nil && elsewhere && !wasUnread {
 			o.setUnread(id, false) // the record does not name this node
@@ -258,21 +308,21 @@ func (o *owners) claim(ctx context.Context, id string) error {
 				o.unread[id] = true
 				o.mu.Unlock()
 			}
-			return fmt.Errorf("cluster: recording owner of %q: %w", id, err)
+			return 0, 0, fmt.Errorf("cluster: recording owner of %q: %w", id, err)
 		}
 		if o.n.sess != nil {
 			o.n.sess.setEpoch(id, epoch)
 		}
 		if elsewhere {
 			o.n.log.Info("client id claimed from another node", "client_id", id, "previous", prev, "epoch", epoch)
-			return o.takeOver(ctx, prev, id, epoch)
+			return written, epoch, o.takeOver(ctx, prev, id, epoch)
 		}
 		if prev == o.n.cfg.Node && wasUnread {
-			return o.takeOver(ctx, "", id, epoch)
+			return written, epoch, o.takeOver(ctx, "", id, epoch)
 		}
-		return nil
+		return written, epoch, nil
 	}
-	return fmt.Errorf("cluster: owner of %q: %d conflicting connects in a row", id, claimTries)
+	return 0, 0, fmt.Errorf("cluster: owner of %q: %d conflicting connects in a row", id, claimTries)
 }
 
 // takeOver has prev, id's owner before this node's claim at epoch, let go,
@@ -373,18 +423,24 @@ func (o *owners) takeUnread(id string) bool {
 // read returns id's current owner, epoch and the record's revision (0 when
 // there is none).
 func (o *owners) read(ctx context.Context, _ jetstream.KeyValue, key string) (string, uint64, uint64, error) {
+	node, epoch, _, rev, err := o.readWill(ctx, key)
+	return node, epoch, rev, err
+}
+
+// readWill is read, with the will the record holds (cleanwill.go), if any.
+func (o *owners) readWill(ctx context.Context, key string) (node string, epoch uint64, will *broker.Message, rev uint64, err error) {
 	val, rev, err := leaderGet(ctx, o.n.eng.nc, "KV_"+ownBucket, "$KV."+ownBucket+"."+key)
 	if err != nil {
-		return "", 0, 0, fmt.Errorf("cluster: reading owner: %w", err)
+		return "", 0, nil, 0, fmt.Errorf("cluster: reading owner: %w", err)
 	}
 	if rev == 0 {
-		return "", 0, 0, nil
+		return "", 0, nil, 0, nil
 	}
-	node, epoch, err := decodeOwner(val)
+	node, epoch, will, err = decodeOwnerWill(val)
 	if err != nil {
-		return "", 0, 0, fmt.Errorf("cluster: owner record of %s: %w", key, err)
+		return "", 0, nil, 0, fmt.Errorf("cluster: owner record of %s: %w", key, err)
 	}
-	return node, epoch, rev, nil
+	return node, epoch, will, rev, nil
 }
 
 func (o *owners) noteEpoch(id string, epoch uint64) {

@@ -438,7 +438,7 @@ func (s *sessions) owners(ctx context.Context) (map[string]ownerRec, error) {
 	for _, id := range s.restored {
 		want[id] = true
 	}
-	err := s.eachOwner(ctx, func(id, owner string, epoch uint64) {
+	err := s.eachOwner(ctx, func(id, owner string, epoch uint64, _ bool) {
 		if want[id] {
 			out[id] = ownerRec{owner, epoch}
 		}

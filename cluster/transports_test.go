@@ -630,16 +630,28 @@ func testTxNodeKill(t *testing.T, tx *txCluster) {
 	}
 	wills := tx.js(t, n1, 4, "txn-wills", nil, map[string]int{"tx/will/#": 1})
 	expiry := uint32(600)
-	// Wills of persistent sessions on n3 (the cluster keeps those; a
-	// clean session's will dies with its node, docs/cluster.md): MQTT 5
-	// paho.golang over TLS and mqtt.js over WSS, 3.1.1 paho.mqtt.golang
-	// over WS.
+	// Wills of persistent sessions on n3 (the cluster replicates the
+	// sessions, wills included): MQTT 5 paho.golang over TLS and mqtt.js
+	// over WSS, 3.1.1 paho.mqtt.golang over WS.
 	tx.paho5(t, n3, tlsT, &paho.Connect{ClientID: "txn-will-tls", CleanStart: true, KeepAlive: 30,
 		Properties:  &paho.ConnectProperties{SessionExpiryInterval: &expiry},
 		WillMessage: &paho.WillMessage{Topic: "tx/will/tls", QoS: 1, Payload: []byte("tls")}})
 	tx.js(t, n3, 5, "txn-will-wss", map[string]any{"clean": false, "properties": map[string]any{"sessionExpiryInterval": expiry},
 		"will": map[string]any{"topic": "tx/will/wss", "payload": "wss", "qos": 1}}, nil)
 	tx.paho3(t, n3, wsT, "txn-will-ws", false, &received{topic: "tx/will/ws", payload: "ws", qos: 1})
+	// Wills of clean sessions on n3 (their owner records keep them,
+	// cleanwill.go): MQTT 5 paho.golang with no session expiry over
+	// TLS, mqtt.js 3.1.1 clean session over WSS (a WeChat mini program),
+	// 3.1.1 paho.mqtt.golang clean over TCP; and one that DISCONNECTs
+	// normally before the kill, whose will must never come.
+	tx.paho5(t, n3, tlsT, &paho.Connect{ClientID: "txn-cwill-tls", CleanStart: true, KeepAlive: 30,
+		WillMessage: &paho.WillMessage{Topic: "tx/will/clean-tls", QoS: 1, Payload: []byte("clean-tls")}})
+	tx.js(t, n3, 4, "txn-cwill-wss", map[string]any{"clean": true,
+		"will": map[string]any{"topic": "tx/will/clean-wss", "payload": "clean-wss", "qos": 1}}, nil)
+	tx.paho3(t, n3, tcpT, "txn-cwill-tcp", true, &received{topic: "tx/will/clean-tcp", payload: "clean-tcp", qos: 1})
+	bye := tx.paho3(t, n3, tcpT, "txn-cwill-bye", true, &received{topic: "tx/will/clean-bye", payload: "clean-bye", qos: 1})
+	bye.Disconnect(100)
+	tx.waitLog(n3, `client_id=txn-cwill-bye reason="client disconnected normally"`, 1, 20*time.Second)
 	// The WeChat clients on n3, with every node as a server.
 	roam := map[int]*jsClient{}
 	for _, v := range []int{4, 5} {
@@ -747,16 +759,20 @@ func testTxNodeKill(t *testing.T, tx *txCluster) {
 		t.Logf("mqtt.js %d: %d acknowledged (all delivered: %v), %d answered 0x10 No matching subscribers (published while the session had no live owner), %d unanswered (connection closed)",
 			v, len(r.acked), len(missing()) == 0, len(r.noMatch), len(r.closed))
 	}
-	// Every will, once, at the WSS subscriber on n1.
+	// Every will, once, at the WSS subscriber on n1; none of the clean
+	// client that said goodbye.
 	got := map[string]int{}
 	deadline := time.After(30 * time.Second)
-	for len(got) < 3 {
+	for len(got) < 6 {
 		select {
 		case r := <-wills.sink.ch:
 			got[r.payload]++
 		case <-deadline:
-			t.Fatalf("wills delivered over WSS on n1 after n3 was killed: %v, want tls, wss and ws", got)
+			t.Fatalf("wills delivered over WSS on n1 after n3 was killed: %v, want tls, wss, ws, clean-tls, clean-wss and clean-tcp", got)
 		}
+	}
+	if got["clean-bye"] > 0 {
+		t.Errorf("will of txn-cwill-bye published, which DISCONNECTed normally before the kill")
 	}
 	for w, n := range got {
 		if n != 1 {
