@@ -68,23 +68,47 @@ func TestMQTT_3_1_2_6_CleanStartDiscardsSession(t *testing.T) {
 // TestMQTT5_3_1_2_23_SessionExpires: a session is kept for its Session
 // Expiry Interval after the connection closes [MQTT-3.1.2-23], and not
 // longer: resumed within the interval it is present, after it, it is not.
+//
+// On a busy machine the resume itself (TLS handshake, scheduling) can take
+// longer than the interval, and then Session Present 0 is right. So the
+// resume is asserted only when its CONNACK came back before the interval
+// had passed since the DISCONNECT was sent (the broker saw the close later,
+// so its own clock had run less); a slower resume is tried again.
 func TestMQTT5_3_1_2_23_SessionExpires(t *testing.T) {
 	t.Parallel()
+	const expiry = 2 * time.Second
 	forTransports(t, func(t *testing.T) {
 		addr := startBroker(t, brokerConfig{})
-		cp := rc.Connect{Version: 5, ClientID: "ttl", KeepAlive: 60, Props: rc.PropU32(rc.PropSessionExpiry, 1)}
+		cp := rc.Connect{Version: 5, ClientID: "ttl", KeepAlive: 60,
+			Props: rc.PropU32(rc.PropSessionExpiry, uint32(expiry/time.Second))}
 		c, _ := connect(t, addr, cp)
 		c.sub("ttl/#", 1)
-		c.disconnect()
-		c, ack := connect(t, addr, cp) // well within 1s
-		if !ack.SessionPresent {
-			t.Fatal("Session Present 0 on resume within the expiry interval")
+		resumed := false
+		for try := 0; try < 5 && !resumed; try++ {
+			sent := time.Now()
+			c.disconnect()
+			var ack rc.Connack
+			c, ack = connect(t, addr, cp)
+			if took := time.Since(sent); took >= expiry {
+				t.Logf("resume %d took %v, not within the %v interval: trying again", try, took, expiry)
+				if !ack.SessionPresent {
+					c.sub("ttl/#", 1) // the session ended as it may: make a new one
+				}
+				continue
+			}
+			if !ack.SessionPresent {
+				t.Fatal("Session Present 0 on resume within the expiry interval")
+			}
+			resumed = true
+		}
+		if !resumed {
+			t.Fatal("no resume within the expiry interval in 5 tries: the machine is too slow to tell")
 		}
 		c.disconnect()
-		time.Sleep(2200 * time.Millisecond)
-		_, ack = connect(t, addr, cp)
+		time.Sleep(expiry + 200*time.Millisecond)
+		_, ack := connect(t, addr, cp)
 		if ack.SessionPresent {
-			t.Fatal("Session Present 1 after the 1s Session Expiry Interval passed")
+			t.Fatalf("Session Present 1 after the %v Session Expiry Interval passed", expiry)
 		}
 	})
 }
