@@ -33,6 +33,7 @@ var (
 	descClusterJSCurrent = cdesc("jetstream_current", "1 while this node's JetStream is in step with its meta group.")
 	descClusterJSLeader  = cdesc("jetstream_meta_leader", "1, labelled with the node leading JetStream's meta group (absent without a leader).", "leader")
 	descClusterJSSize    = cdesc("jetstream_meta_size", "Known size of JetStream's meta group.")
+	descClusterHeldDrop  = cdesc("move_held_dropped_total", "Messages held for persistent sessions moving here that they did not get: past the hold's bound (not confirmed to their publishers) or expired while held.")
 )
 
 // clusterCollector exports Options.Cluster at scrape time.
@@ -41,7 +42,7 @@ type clusterCollector struct{ stats func() cluster.Stats }
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descClusterNodes, descClusterPeer, descClusterInterest, descClusterSent, descClusterReceived,
 		descClusterFailed, descClusterTimedOut, descClusterLatency, descClusterClaims, descClusterTakenOver, descClusterReady,
-		descClusterRetMsgs, descClusterRetBytes, descClusterJSCurrent, descClusterJSLeader, descClusterJSSize} {
+		descClusterRetMsgs, descClusterRetBytes, descClusterJSCurrent, descClusterJSLeader, descClusterJSSize, descClusterHeldDrop} {
 		ch <- d
 	}
 }
@@ -84,6 +85,7 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descClusterJSLeader, 1, st.JetStream.MetaLeader)
 	}
 	gauge(descClusterJSSize, float64(st.JetStream.MetaSize))
+	counter(descClusterHeldDrop, st.Moves.HeldDropped)
 }
 
 func b2f(b bool) float64 {
