@@ -57,20 +57,23 @@ func (n *Node) openAssets() {
 	steps = append(steps, func(ctx context.Context, _ jetstream.JetStream) error { return n.ret.open(ctx) })
 	for _, step := range steps {
 		// Short attempts at first, as a request the meta layer drops
-		// (its leader lost again just after awaitMeta saw it) gets no
-		// answer at all; longer ones after each that got none, up to
-		// maxAttempt: creating replicated streams on a loaded machine
-		// takes seconds. A repeated create is harmless (idempotent).
+		// (no leader, or one lost again just after awaitMeta saw it)
+		// gets no answer at all; longer ones after each that got none
+		// although the meta layer was current, up to maxAttempt:
+		// creating replicated streams on a loaded machine takes seconds.
+		// Without a quorum the attempts stay short, so that a node
+		// notices one soon when it comes. A repeated create is harmless
+		// (idempotent).
 		attempt := firstAttempt
 		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-			n.awaitMeta(2 * time.Second)
+			current := n.awaitMeta(2 * time.Second)
 			ctx, cancel := context.WithTimeout(n.ctx, attempt)
 			err := step(ctx, js)
 			cancel()
 			if err == nil {
 				break
 			}
-			if errors.Is(err, context.DeadlineExceeded) {
+			if current && errors.Is(err, context.DeadlineExceeded) {
 				attempt = min(2*attempt, maxAttempt)
 			}
 			n.log.Debug("cluster: replicated state not ready; retrying", "err", err, "backoff", backoff)
@@ -86,10 +89,11 @@ func (n *Node) openAssets() {
 // awaitMeta waits until this node's JetStream meta layer follows a leader
 // and is caught up with it, so that API requests are answered, or for d at
 // most: it is a way to spare requests that would go unanswered, not a
-// condition (a node whose meta layer never says so still asks).
-func (n *Node) awaitMeta(d time.Duration) {
+// condition (a node whose meta layer never says so still asks). It
+// reports whether the meta layer was current.
+func (n *Node) awaitMeta(d time.Duration) bool {
 	if n.eng.srv.JetStreamIsCurrent() {
-		return
+		return true
 	}
 	began := time.Now()
 	t := time.NewTicker(metaPoll)
@@ -98,14 +102,14 @@ func (n *Node) awaitMeta(d time.Duration) {
 	for {
 		select {
 		case <-n.ctx.Done():
-			return
+			return false
 		case <-bound:
 			n.log.Debug("cluster: JetStream meta layer not current; asking anyway", "waited", d)
-			return
+			return false
 		case <-t.C:
 			if n.eng.srv.JetStreamIsCurrent() {
 				n.log.Debug("cluster: JetStream meta layer current", "waited", time.Since(began).Round(time.Millisecond))
-				return
+				return true
 			}
 		}
 	}
