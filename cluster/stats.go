@@ -98,7 +98,7 @@ type JetStreamStats struct {
 type OwnershipStats struct {
 	Ready bool `json:"ready"`
 	// Claims are CONNECTs whose ownership was recorded; ClaimsFailed
-	// those refused for want of it (0x88).
+	// those closed without a CONNACK for want of it.
 	Claims       uint64 `json:"claims"`
 	ClaimsFailed uint64 `json:"claims_failed"`
 	// TakenOver counts requests of other nodes to let go of a client id

@@ -25,7 +25,7 @@ var (
 	descClusterFailed    = cdesc("forwards_failed_total", "Forwards not sent, or refused or unreadable at the receiving node, by QoS.", "qos")
 	descClusterTimedOut  = cdesc("forwards_timed_out_total", "QoS 1/2 forwards not confirmed within forward_timeout, by QoS.", "qos")
 	descClusterLatency   = cdesc("forward_latency_seconds", "QoS 1/2 forward round trip: sent to the receiving node's confirmation.")
-	descClusterClaims    = cdesc("ownership_claims_total", "Client-id ownership claims of CONNECTs here, by result (failed: refused with 0x88).", "result")
+	descClusterClaims    = cdesc("ownership_claims_total", "Client-id ownership claims of CONNECTs here, by result (failed: closed without CONNACK, the client tries again).", "result")
 	descClusterTakenOver = cdesc("ownership_taken_over_total", "Requests of other nodes to let go of a client id connected or kept here.")
 	descClusterReady     = cdesc("ready", "1 once this node can record client-id owners (ownership) / follows the retained stream (retained).", "part")
 	descClusterRetMsgs   = cdesc("retained_stream_messages", "Messages in this node's replica of the retained stream (one per topic, cleared topics included).")
