@@ -46,8 +46,9 @@ type Cluster interface {
 	// accepted, so that one connection per client id holds in the whole
 	// cluster: a connection with the id on another node is taken over
 	// (that node calls TakenOver). An error means ownership could not be
-	// recorded (no quorum, timeout): the CONNECT is refused with 0x88
-	// Server unavailable. It may block, bounded, with no lock held.
+	// recorded (no quorum, timeout): the connection is closed without a
+	// CONNACK, so that clients try again (conn.closeUnclaimed). It may
+	// block, bounded, with no lock held.
 	Claim(clientID string) error
 }
 

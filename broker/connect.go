@@ -46,6 +46,26 @@ func (c *conn) refuse(rc packet.ReasonCode, why string) error {
 	return &refuseError{code: rc, why: why}
 }
 
+// closeUnclaimed ends a connection whose client id the cluster could not
+// record as owned here (an election, no quorum, a node still catching
+// up): it closes without a CONNACK rather than refusing with 0x88 Server
+// unavailable, because the condition passes and clients should try
+// again, and mqtt.js (handlers/connack.js) stops reconnecting for good
+// after any refusing CONNACK unless reconnectOnConnackError is set, while
+// it, paho.mqtt.golang and paho.golang's autopaho all reconnect after a
+// closed connection. MQTT 5 lets a server that cannot complete the
+// connection close without a CONNACK (section 3.2.2.2: it MAY send one,
+// then closes [MQTT-3.2.2-7]); for 3.1.x this departs from a SHOULD
+// (section 3.2.2.3: send return code 3), deliberately. Nothing was
+// attached: the client's session and queued messages are as they were.
+// It is counted as refused with 0x88.
+func (c *conn) closeUnclaimed(id string, err error) error {
+	c.logger().Warn("closing CONNECT without CONNACK: the cluster did not record this node as the client id's owner; the client will try again",
+		"client_id", id, "err", err)
+	c.srv.stats.noteRefused(packet.ServerUnavailable)
+	return &refuseError{code: packet.ServerUnavailable, why: "cluster unavailable; closed without CONNACK"}
+}
+
 // refuseConnect answers a CONNECT that failed to decode, when its protocol
 // version is known, with the matching CONNACK code.
 func (c *conn) refuseConnect(p *packet.Connect, err error) {
@@ -277,8 +297,7 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 		}
 	}
 	if err := s.claim(c, id, assigned, will, expiry); err != nil {
-		c.logger().Warn("refusing CONNECT: the cluster did not record this node as the client id's owner", "client_id", id, "err", err)
-		return c.refuse(packet.ServerUnavailable, "cluster unavailable")
+		return c.closeUnclaimed(id, err)
 	}
 	c.clientID = id
 	c.connectedAt = time.Now().UnixNano()

@@ -162,7 +162,8 @@ type Stats struct {
 	Sessions        int // connected and offline persistent sessions
 	SessionsExpired uint64
 	// ConnectsRefused counts CONNECTs answered with a failure code, by
-	// 5.0 reason code.
+	// 5.0 reason code; those closed without a CONNACK because the
+	// cluster could not record their client id's owner count as 0x88.
 	ConnectsRefused map[packet.ReasonCode]uint64
 	// Disconnects counts ended connections by why they ended: normal,
 	// with_will, taken_over, shutdown, keep_alive, lost, bad_packet,

@@ -83,12 +83,18 @@ func TestClusterDiskFull(t *testing.T) {
 			}
 		}
 		expiry := uint32(600)
-		_, ack := connectWith(t, n3, &paho.Connect{ClientID: "full-persistent", CleanStart: true, KeepAlive: 30,
+		// 0x97, or closed without a CONNACK if the node cannot record
+		// the client id's owner either.
+		_, ack, err := tryConnect(t, n3, &paho.Connect{ClientID: "full-persistent", CleanStart: true, KeepAlive: 30,
 			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-		if ack.ReasonCode != 0x97 && ack.ReasonCode != 0x88 {
-			t.Errorf("persistent session on the full node: CONNACK 0x%02X, want 0x97 (or 0x88)", ack.ReasonCode)
+		switch {
+		case err != nil:
+			t.Logf("persistent CONNECT on the full node: closed without CONNACK (%v)", err)
+		case ack.ReasonCode != 0x97:
+			t.Errorf("persistent session on the full node: CONNACK 0x%02X, want 0x97 (or none)", ack.ReasonCode)
+		default:
+			t.Logf("persistent CONNECT on the full node: 0x%02X", ack.ReasonCode)
 		}
-		t.Logf("persistent CONNECT on the full node: 0x%02X", ack.ReasonCode)
 	})
 
 	t.Run("OthersGoOn", func(t *testing.T) {

@@ -47,8 +47,10 @@
 //     epoch; the previous owner is asked to let go and hands a persistent
 //     session over (handover.go: its bytes); after a loss of contact a
 //     node fences the sessions whose ids were claimed elsewhere meanwhile.
-//     openAssets creates the bucket and the retained stream once
-//     JetStream has a quorum.
+//   - assets.go: openAssets creates or opens the bucket, the session
+//     streams and the retained stream once JetStream has a quorum, with
+//     idempotent creates (an update first went unanswered while the
+//     stream another node had just created had no leader).
 //   - handover_live.go: a persistent session moving between live nodes,
 //     with a cut per origin node (barriers in the forward streams) so
 //     that messages published meanwhile reach it once, in order; its

@@ -52,7 +52,7 @@ func TestClusterFencesPausedOwner(t *testing.T) {
 	fresh := map[string]*client{}
 	for _, tt := range cases {
 		start := time.Now()
-		// The first connect may be refused (0x88) while the ownership
+		// The first connect may be closed without a CONNACK while the ownership
 		// records elect a leader, if n1 led them.
 		eventually(t, 30*time.Second, func() error {
 			c, ack, err := tryConnect(t, n2, &paho.Connect{ClientID: tt.id, KeepAlive: 30, CleanStart: false,

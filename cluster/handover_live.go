@@ -698,10 +698,14 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	if n.sess != nil {
 		n.sess.adopt(id)
 	}
-	held, last := mv.adopt(id, mi, rec)
+	held, expired, last := mv.adopt(id, mi, rec)
 	if mi.refused > 0 { // adopted: no longer written
 		n.log.Error("cluster: moving session: too many messages held; the rest were not confirmed to their publishers",
 			"client_id", id, "held", held, "refused", mi.refused)
+	}
+	if expired > 0 {
+		n.log.Info("cluster: moving session: held messages expired before it was adopted [MQTT-3.3.2-5]",
+			"client_id", id, "expired", expired)
 	}
 	err := n.srv.WaitDurable(last)
 	mv.release(mi, err)
@@ -717,10 +721,10 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 // adopt is step 4 of a move here, under the gate: the broker adopts rec,
 // and what mi held is delivered to the session only, in arrival order,
 // past the session's queue limit (it was accepted before). It returns how
-// many messages were delivered and the store ticket to wait for.
-func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (int, broker.Ticket) {
+// many messages were delivered, how many expired while held, and the store
+// ticket to wait for.
+func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (delivered, expired int, last broker.Ticket) {
 	n := mv.n
-	var last broker.Ticket
 	n.gate.Lock()
 	defer n.gate.Unlock()
 	n.srv.Adopt(rec)
@@ -729,12 +733,12 @@ func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (in
 	held := mi.held
 	mi.held, mi.adopted = nil, true
 	only := func(c string) bool { return c == id }
-	delivered := 0
 	for _, h := range held {
 		if h.m.ExpiresIn > 0 {
 			left := h.m.ExpiresIn - time.Since(h.at)
 			if left <= 0 {
-				continue // expired while held [MQTT-3.3.2-5]
+				expired++ // expired while held [MQTT-3.3.2-5]
+				continue
 			}
 			h.m.ExpiresIn = left
 		}
@@ -752,7 +756,8 @@ func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (in
 	} else {
 		time.AfterFunc(moveLinger, func() { mv.endIn(id, mi.epoch) })
 	}
-	return delivered, last
+	n.counters.heldDropped.Add(uint64(mi.refused + expired))
+	return delivered, expired, last
 }
 
 func nobody(string) bool { return false }

@@ -123,9 +123,9 @@ func TestHeldConfirmedOnceDurable(t *testing.T) {
 	}
 
 	rec := &broker.StoredSession{ClientID: "s", Expiry: 600, Subs: []broker.StoredSub{{Filter: "m/#", Opts: packet.SubOptions{QoS: 1}}}}
-	delivered, last := n.mv.adopt("s", mi, rec)
-	if delivered != 4 {
-		t.Fatalf("delivered %d held messages, want 4", delivered)
+	delivered, expired, last := n.mv.adopt("s", mi, rec)
+	if delivered != 4 || expired != 0 {
+		t.Fatalf("delivered %d held messages, %d expired; want 4, 0", delivered, expired)
 	}
 	n.mv.release(mi, srv.WaitDurable(last))
 	for want := uint64(1); want <= 3; want++ {
@@ -252,5 +252,50 @@ func TestMoveShareGroups(t *testing.T) {
 	rm = &broker.RemoteMessage{Topic: "t/1", Groups: []string{g}}
 	if to, _ := mv.redirect(rm); to != "" || !slices.Equal(rm.Groups, []string{g}) {
 		t.Errorf("redirected to %q with a member of the group here", to)
+	}
+}
+
+// TestMoveHeldDropsCounted: what a moving session does not get of what was
+// held for it is counted in the node's figures (Stats, $SYS, /metrics), as
+// well as logged: a message whose Message Expiry ran out while held
+// [MQTT-3.3.2-5], and one past the hold's bound (maxHeld), which the
+// hold refuses.
+func TestMoveHeldDropsCounted(t *testing.T) {
+	srv, err := broker.New(broker.Options{SysInterval: -1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	n := &Node{cfg: Config{Node: "B", ForwardTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler),
+		acks: make(chan pendingAck, 16), ctx: context.Background(), srv: srv}
+	n.mv = newLiveMoves(n)
+	mi := &moveIn{epoch: 1, from: "A", filters: []string{"m/#"}, seen: map[string]bool{}, done: make(chan struct{})}
+	n.mv.in["s"] = mi
+	n.mv.active.Add(1)
+
+	long := time.Minute
+	// Held for a minute: one with an expiry of a second has expired, one
+	// of an hour has not, one without expiry never does.
+	for _, e := range []time.Duration{time.Second, time.Hour, 0} {
+		mi.held = append(mi.held, heldMessage{&broker.RemoteMessage{Topic: "m/x", Payload: []byte("x"), QoS: 1, ExpiresIn: e,
+			Groups: []string{}}, time.Now().Add(-long), true})
+	}
+	// Full: the next message is refused.
+	full := &moveIn{held: make([]heldMessage, maxHeld)}
+	if full.hold(&broker.RemoteMessage{Topic: "m/y", QoS: 1}, true, nil) || full.refused != 1 {
+		t.Fatalf("a hold of %d messages took one more (refused %d)", maxHeld, full.refused)
+	}
+	mi.refused = full.refused
+
+	rec := &broker.StoredSession{ClientID: "s", Expiry: 600, Subs: []broker.StoredSub{{Filter: "m/#", Opts: packet.SubOptions{QoS: 1}}}}
+	delivered, expired, _ := n.mv.adopt("s", mi, rec)
+	if delivered != 2 || expired != 1 {
+		t.Fatalf("delivered %d held messages, %d expired; want 2, 1", delivered, expired)
+	}
+	if got := n.counters.heldDropped.Load(); got != 2 {
+		t.Errorf("held_dropped %d, want 2 (one expired, one refused)", got)
+	}
+	if cs, _, _ := srv.Client("s"); cs.Queued != 2 {
+		t.Errorf("the session has %d queued, want the 2 not expired", cs.Queued)
 	}
 }

@@ -200,7 +200,7 @@ func retainedOn(t *testing.T, nd *node, id, filter string, d time.Duration) []st
 }
 
 // redial connects a client with id to nd, for use inside eventually: a
-// CONNECT may be refused (0x88) while the ownership records elect a leader.
+// CONNECT may be closed without a CONNACK while the ownership records elect a leader.
 func redial(t *testing.T, nd *node, id string, dst **client) error {
 	c, ack, err := clustertest.Dial(t, nd.mqtt, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
 	if err != nil {

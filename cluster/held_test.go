@@ -54,7 +54,7 @@ func TestClusterDeadNodeSessionKeepsQueueing(t *testing.T) {
 			case closed:
 				// Outcome unknown: not owed, may arrive.
 				unknown++
-				// 0x88 while the owner records elect a leader.
+				// Closed without a CONNACK while the owner records elect a leader.
 				eventually(t, 30*time.Second, func() error { return redial(t, n2, "held-pub", &pub) })
 			case rc >= 0x80:
 				t.Fatalf("publish %s refused: 0x%02X", p, rc)

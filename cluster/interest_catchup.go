@@ -68,7 +68,7 @@ func (r *remoteInterest) unsynced(routed map[string]bool) []string {
 // catchUpLoop marks the node caught up once it has a route to as many
 // nodes as it has peers and the interest snapshot of each, or after
 // catchUpBound, whichever is first. Until then Claim refuses CONNECTs
-// (0x88 Server unavailable) and Forward fails QoS 1/2 publishes, so that
+// (closed without a CONNACK) and Forward fails QoS 1/2 publishes, so that
 // no publish is acknowledged that a subscriber on another node should
 // have had: a node restarted after kill -9 otherwise served MQTT about
 // 1.6 s before it knew what the others subscribed to.

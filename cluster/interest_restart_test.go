@@ -43,8 +43,9 @@ func TestClusterRestartedNodeCatchesUpInterest(t *testing.T) {
 	tc.kill(n2, syscall.SIGKILL)
 	tc.start(n2)
 	// The publisher connects the moment n2's port accepts and its CONNECT
-	// is taken (a refusal, 0x88, while n2 catches up is what the fix does;
-	// the client tries again), bounded by the node's start bound.
+	// is taken (closing it without a CONNACK while n2 catches up is what
+	// the fix does; the client tries again), bounded by the node's start
+	// bound.
 	var c *clustertest.Client
 	deadline := time.Now().Add(clustertest.StartBound)
 	for c == nil {
@@ -54,11 +55,13 @@ func TestClusterRestartedNodeCatchesUpInterest(t *testing.T) {
 		cl, ack, err := clustertest.Dial(t, n2.mqtt, &paho.Connect{ClientID: "restart-pub", CleanStart: true, KeepAlive: 30})
 		switch {
 		case err != nil:
-			time.Sleep(10 * time.Millisecond) // port not open yet: a retry interval, not a wait for an event
+			// Port not open yet, or closed without a CONNACK while n2
+			// catches up: a retry interval, not a wait for an event.
+			time.Sleep(10 * time.Millisecond)
 		case ack.ReasonCode == 0:
 			c = cl
-		case ack.ReasonCode != 0x88:
-			t.Fatalf("publisher CONNACK 0x%02X, want 0x00 or 0x88", ack.ReasonCode)
+		default:
+			t.Fatalf("publisher CONNACK 0x%02X, want 0x00 or none", ack.ReasonCode)
 		}
 	}
 

@@ -182,8 +182,8 @@ func (n *Node) Close() error {
 
 // Claim implements broker.Cluster: see owners.claim. It is bounded by
 // Config.ForwardTimeout. Until the node has caught up with the other
-// nodes' interest (catchUpLoop) it refuses, so the CONNECT gets 0x88
-// Server unavailable and the client tries again or elsewhere.
+// nodes' interest (catchUpLoop) it refuses, so the CONNECT is closed
+// without a CONNACK and the client tries again or elsewhere.
 func (n *Node) Claim(clientID string) error {
 	if err := n.catch.ready(); err != nil {
 		n.counters.claimsFailed.Add(1)

@@ -105,53 +105,9 @@ func (o *owners) sweep(now time.Time) {
 // errNotReady: the bucket could not be created or opened yet (no quorum).
 var errNotReady = errors.New("cluster: ownership records not available yet")
 
-// openAssets creates or opens the cluster's replicated objects (the
-// ownership bucket and the retained stream), retrying until they work or
-// the node stops: they need a JetStream meta leader, so a quorum of nodes.
-func (n *Node) openAssets() {
-	defer n.wg.Done()
-	js, err := jetstream.New(n.eng.nc)
-	if err != nil {
-		n.log.Error("cluster: JetStream client", "err", err)
-		return
-	}
-	n.ret.js = js
-	// Sessions before retained messages: a node that logs "retained
-	// messages caught up" can keep persistent sessions too.
-	steps := []func(context.Context, jetstream.JetStream) error{n.own.open}
-	if n.sess != nil {
-		steps = append(steps, n.sess.open)
-	}
-	steps = append(steps, func(ctx context.Context, _ jetstream.JetStream) error { return n.ret.open(ctx) })
-	for i, step := range steps {
-		// Short attempts at first: before JetStream has a meta leader, a
-		// request gets no answer at all. Longer ones once the first step
-		// worked: creating replicated streams on a loaded machine takes
-		// seconds.
-		attempt := 2 * time.Second
-		if i > 0 {
-			attempt = 10 * time.Second
-		}
-		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
-			ctx, cancel := context.WithTimeout(n.ctx, attempt)
-			err := step(ctx, js)
-			cancel()
-			if err == nil {
-				break
-			}
-			n.log.Debug("cluster: replicated state not ready; retrying", "err", err, "backoff", backoff)
-			select {
-			case <-n.ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-		}
-	}
-}
-
 // open creates or opens the ownership bucket.
 func (o *owners) open(ctx context.Context, js jetstream.JetStream) error {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := createOrUpdateKV(ctx, js, jetstream.KeyValueConfig{
 		Bucket: ownBucket, Description: "Roost client-id owners", History: 1,
 		Storage: jetstream.FileStorage, Replicas: o.n.cfg.Replicas,
 	})

@@ -100,7 +100,7 @@ type retained struct {
 // open creates or opens the stream and starts following it. It returns an
 // error while JetStream has no quorum; the caller retries.
 func (r *retained) open(ctx context.Context) error {
-	stream, err := r.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := createOrUpdateStream(ctx, r.js, jetstream.StreamConfig{
 		Name: retStream, Description: "Roost retained messages", Subjects: []string{retPrefix + ".>"},
 		MaxMsgsPerSubject: 1, Storage: jetstream.FileStorage, Replicas: r.n.cfg.Replicas,
 		MaxMsgSize: -1, Discard: jetstream.DiscardOld,

@@ -61,7 +61,7 @@ func TestClusterRetainedCompaction(t *testing.T) {
 	// clears them all.
 	tc.kill(n3, syscall.SIGKILL)
 	// If n3 led the owner records or the stream, the survivors elect a
-	// new leader first: CONNECTs are refused (0x88) and retained
+	// new leader first: CONNECTs are closed without a CONNACK and retained
 	// publishes not confirmed until then.
 	var clr *client
 	eventually(t, 20*time.Second, func() error { return redial(t, n2, "ret-clear", &clr) })
@@ -100,7 +100,7 @@ func TestClusterRetainedCompaction(t *testing.T) {
 	// n3 logs that it caught up as soon as it finds the stream empty,
 	// which may be before its ownership records answer (it was seen a
 	// few hundred ms before its routes were back): until they do it
-	// refuses CONNECTs with 0x88, as it should.
+	// closes CONNECTs without a CONNACK, as it should.
 	eventually(t, 20*time.Second, func() error {
 		got, err := clustertest.ReadRetained(t, n3.mqtt, "ret-check-n3b", "ret/#", 500*time.Millisecond)
 		if err != nil {

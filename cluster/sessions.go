@@ -351,16 +351,16 @@ func (s *sessions) open(ctx context.Context, _ jetstream.JetStream) error {
 	return s.start(ctx, js)
 }
 
-// openStream opens or creates partition p's stream. Each request is
-// bounded by followAttempt: a stream another node just created gets no
-// answer until it has elected a leader, and the caller's next try (after
-// 100 ms) finds it faster than a long wait would.
+// openStream opens or creates partition p's stream, with a create that is
+// idempotent when another node made it with the same configuration (and
+// then answered by its members, where an info request waits for its
+// leader: assets.go); one made with another configuration is
+// checkPartitions' business. Each request is bounded by followAttempt:
+// the caller's next try (after 100 ms) finds the stream faster than a
+// long wait would.
 func (s *sessions) openStream(ctx context.Context, js jetstream.JetStream, p int) error {
 	ctx, cancel := context.WithTimeout(ctx, followAttempt)
 	defer cancel()
-	if _, err := js.Stream(ctx, streamName(p)); err == nil {
-		return nil // another node created it
-	}
 	_, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: streamName(p), Description: "Roost persistent sessions, partition " + strconv.Itoa(p),
 		Subjects: []string{sessPrefix + "." + strconv.Itoa(p) + ".>"}, Storage: jetstream.FileStorage,

@@ -25,7 +25,7 @@ var (
 	descClusterFailed    = cdesc("forwards_failed_total", "Forwards not sent, or refused or unreadable at the receiving node, by QoS.", "qos")
 	descClusterTimedOut  = cdesc("forwards_timed_out_total", "QoS 1/2 forwards not confirmed within forward_timeout, by QoS.", "qos")
 	descClusterLatency   = cdesc("forward_latency_seconds", "QoS 1/2 forward round trip: sent to the receiving node's confirmation.")
-	descClusterClaims    = cdesc("ownership_claims_total", "Client-id ownership claims of CONNECTs here, by result (failed: refused with 0x88).", "result")
+	descClusterClaims    = cdesc("ownership_claims_total", "Client-id ownership claims of CONNECTs here, by result (failed: closed without CONNACK, the client tries again).", "result")
 	descClusterTakenOver = cdesc("ownership_taken_over_total", "Requests of other nodes to let go of a client id connected or kept here.")
 	descClusterReady     = cdesc("ready", "1 once this node can record client-id owners (ownership) / follows the retained stream (retained).", "part")
 	descClusterRetMsgs   = cdesc("retained_stream_messages", "Messages in this node's replica of the retained stream (one per topic, cleared topics included).")
@@ -33,6 +33,7 @@ var (
 	descClusterJSCurrent = cdesc("jetstream_current", "1 while this node's JetStream is in step with its meta group.")
 	descClusterJSLeader  = cdesc("jetstream_meta_leader", "1, labelled with the node leading JetStream's meta group (absent without a leader).", "leader")
 	descClusterJSSize    = cdesc("jetstream_meta_size", "Known size of JetStream's meta group.")
+	descClusterHeldDrop  = cdesc("move_held_dropped_total", "Messages held for persistent sessions moving here that they did not get: past the hold's bound (not confirmed to their publishers) or expired while held.")
 )
 
 // clusterCollector exports Options.Cluster at scrape time.
@@ -41,7 +42,7 @@ type clusterCollector struct{ stats func() cluster.Stats }
 func (c clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descClusterNodes, descClusterPeer, descClusterInterest, descClusterSent, descClusterReceived,
 		descClusterFailed, descClusterTimedOut, descClusterLatency, descClusterClaims, descClusterTakenOver, descClusterReady,
-		descClusterRetMsgs, descClusterRetBytes, descClusterJSCurrent, descClusterJSLeader, descClusterJSSize} {
+		descClusterRetMsgs, descClusterRetBytes, descClusterJSCurrent, descClusterJSLeader, descClusterJSSize, descClusterHeldDrop} {
 		ch <- d
 	}
 }
@@ -84,6 +85,7 @@ func (c clusterCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descClusterJSLeader, 1, st.JetStream.MetaLeader)
 	}
 	gauge(descClusterJSSize, float64(st.JetStream.MetaSize))
+	counter(descClusterHeldDrop, st.Moves.HeldDropped)
 }
 
 func b2f(b bool) float64 {

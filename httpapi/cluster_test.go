@@ -33,6 +33,7 @@ func TestClusterMetrics(t *testing.T) {
 		JetStream: cluster.JetStreamStats{Current: true, MetaLeader: "n2", MetaSize: 3},
 		Ownership: cluster.OwnershipStats{Ready: true, Claims: 5, ClaimsFailed: 1, TakenOver: 2},
 		Retained:  cluster.RetainedStats{Ready: true, Messages: 9, Bytes: 900},
+		Moves:     cluster.MoveStats{HeldDropped: 6},
 		Forwards:  [3]cluster.ForwardStats{{Sent: 1}, {Sent: 10, Received: 3, Failed: 2, TimedOut: 1}, {}},
 		ForwardLatency: broker.Histogram{Bounds: []time.Duration{time.Millisecond}, Counts: []uint64{8, 2},
 			Sum: 20 * time.Millisecond}}
@@ -58,6 +59,7 @@ func TestClusterMetrics(t *testing.T) {
 		{"roost_cluster_retained_stream_messages", nil, 9},
 		{"roost_cluster_jetstream_meta_leader", []string{"leader", "n2"}, 1},
 		{"roost_cluster_jetstream_current", nil, 1},
+		{"roost_cluster_move_held_dropped_total", nil, 6},
 	} {
 		if got := value(mfs, c.name, c.labels...); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)

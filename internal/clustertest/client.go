@@ -33,7 +33,8 @@ type Client struct {
 
 // ConnectBound bounds a dial and its CONNACK: longer than a cluster
 // node's default forward_timeout (5 s), which bounds its wait for the
-// client id's ownership record before it refuses with 0x88.
+// client id's ownership record before it closes the connection without
+// a CONNACK.
 const ConnectBound = 10 * time.Second
 
 // Connect connects an MQTT 5 client with id and Clean Start to addr and

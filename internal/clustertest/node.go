@@ -261,8 +261,13 @@ func (nd *Node) WaitLog(t testing.TB, s string, n int, d time.Duration) {
 
 // ReadyLines are the log lines a cluster node writes, once per start,
 // when it serves MQTT and its replicated state is usable: until then it
-// refuses CONNECTs with 0x88.
-var ReadyLines = []string{"listener ready", "cluster ownership records ready", "cluster retained messages caught up"}
+// closes CONNECTs with a client id without a CONNACK. The last is the
+// start of both "cluster interest caught up" and "cluster interest
+// incomplete" (a peer down): the node accepts CONNECTs only after one of
+// them (interest_catchup.go), which may come after the others now that
+// the replicated objects open in about a second.
+var ReadyLines = []string{"listener ready", "cluster ownership records ready", "cluster retained messages caught up",
+	`msg="cluster interest `}
 
 // WaitReady waits up to d until the node's current process has written
 // each of ReadyLines (once per start, so after a Restart it waits for the

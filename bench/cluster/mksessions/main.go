@@ -100,7 +100,7 @@ func create(ctx context.Context, c config) (int, error) {
 }
 
 // session creates one session, trying again after a failed attempt (a
-// loaded broker may refuse a CONNECT with 0x88 for a moment).
+// loaded broker may close a CONNECT without CONNACK for a moment).
 func session(ctx context.Context, c config, id string) error {
 	var err error
 	for try := range c.retries {
