@@ -165,6 +165,17 @@ func liveDelivery(t *testing.T, c *client, topic, value string) {
 // retained stream's leader, from the engine's line in the nodes' logs.
 func streamLeader(t *testing.T, tc *testCluster) int {
 	t.Helper()
+	lead, _ := streamLeaderSince(t, tc)
+	if lead < 0 {
+		t.Fatal("no node's log says it leads the retained stream")
+	}
+	return lead
+}
+
+// streamLeaderSince is streamLeader that also returns when the node logged
+// it (-1 and the zero time if no node did).
+func streamLeaderSince(t *testing.T, tc *testCluster) (int, time.Time) {
+	t.Helper()
 	const line = "new stream leader for '$G > ROOST_RETAIN'"
 	lead, latest := -1, ""
 	for i, nd := range tc.nodes {
@@ -180,9 +191,13 @@ func streamLeader(t *testing.T, tc *testCluster) int {
 		}
 	}
 	if lead < 0 {
-		t.Fatal("no node's log says it leads the retained stream")
+		return -1, time.Time{}
 	}
-	return lead
+	at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(strings.Fields(latest)[0], "time="))
+	if err != nil {
+		t.Fatalf("log line %q: %v", latest, err)
+	}
+	return lead, at
 }
 
 // read is one read of a retained register: when it began and ended and
@@ -276,4 +291,102 @@ func checkRegister(t *testing.T, reads []read, known, unknown string) {
 		}
 	}
 	t.Logf("%d reads, %d returned the unknown write, %d stale", len(reads), seen, stale)
+}
+
+// TestReproRetainedCutOffLeaderRead: a node whose retained-stream leader is
+// cut off from the other replicas answered reads from that leader until it
+// noticed its lost quorum (10 to 20 s), while the other two had elected a
+// leader (after 4 to 9 s) and acknowledged a newer write: a read that began
+// after the write's PUBACK returned the value before it. Reads on the
+// cut-off side must return the newer value or be refused (SUBACK 0x80).
+func TestReproRetainedCutOffLeaderRead(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
+	if nf == nil {
+		return
+	}
+	tc := startCluster(t, 3)
+	const topic = "reg/cutoff"
+	const old, newer = "old", "newer"
+	first := connect(t, tc.nodes[0], "reg-w-first")
+	if rc := first.publish(t, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(old)}); rc >= 0x80 {
+		t.Fatalf("write %s: PUBACK 0x%02X", old, rc)
+	}
+	var readers, writers []*client
+	for i, nd := range tc.nodes {
+		readers = append(readers, connect(t, nd, fmt.Sprint("reg-r", i)))
+		writers = append(writers, connect(t, nd, fmt.Sprint("reg-w", i)))
+	}
+	lead := streamLeader(t, tc)
+	var reads []read
+	var mu sync.Mutex
+	// The cut-off side is read all along, paced, until after the write.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if rd, err := readFrom(readers[lead], topic, true); err == nil {
+				mu.Lock()
+				reads = append(reads, rd)
+				mu.Unlock()
+			}
+		}
+	}()
+	if err := nf.Isolate(tc.nodes[lead].ip); err != nil {
+		t.Fatal(err)
+	}
+	// The other side elects a leader (its log says so): the write
+	// follows at once, while the old leader may still answer.
+	cut := time.Now()
+	var other int
+	eventually(t, 60*time.Second, func() error {
+		i, at := streamLeaderSince(t, tc)
+		if i == lead || at.Before(cut) {
+			return fmt.Errorf("no new leader of the retained stream yet")
+		}
+		other = i
+		return nil
+	})
+	rc := writers[other].publish(t, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(newer)})
+	acked := time.Now()
+	if rc >= 0x80 {
+		t.Fatalf("write %s: PUBACK 0x%02X", newer, rc)
+	}
+	// An acknowledged write is a read that ended at its PUBACK.
+	mu.Lock()
+	reads = append(reads, read{reader: writers[other].id, start: acked, end: acked, value: newer})
+	mu.Unlock()
+	// Reads on the cut-off side for a few seconds more: the old leader
+	// answered for up to 20 s after the cut.
+	time.Sleep(5 * time.Second) // a bounded window of reads, not a wait for an event
+	close(stop)
+	wg.Wait()
+	after := 0
+	for _, r := range reads {
+		if r.reader == readers[lead].id && r.start.After(acked) {
+			after++
+		}
+	}
+	t.Logf("%d reads on the cut-off side answered, %d of them begun after the write's PUBACK", len(reads)-1, after)
+	if err := nf.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range readers {
+		eventually(t, 60*time.Second, func() error {
+			rd, err := readFrom(c, topic, true)
+			if err != nil {
+				return err
+			}
+			reads = append(reads, rd)
+			return nil
+		})
+	}
+	checkRegister(t, reads, old, newer)
 }
