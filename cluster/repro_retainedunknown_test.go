@@ -290,7 +290,7 @@ func checkRegister(t *testing.T, reads []read, known, unknown string) {
 			seen++
 		}
 	}
-	t.Logf("%d reads, %d returned the unknown write, %d stale", len(reads), seen, stale)
+	t.Logf("%d reads, %d returned %q, %d stale", len(reads), seen, unknown, stale)
 }
 
 // TestReproRetainedCutOffLeaderRead: a node whose retained-stream leader is
