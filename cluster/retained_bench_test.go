@@ -30,16 +30,20 @@ func BenchmarkClusterRetainedSubscribe(b *testing.B) {
 	}
 	r := clustertest.Connect(b, c.Nodes[1].MQTT, "bench-ret-r")
 	for _, mode := range []string{"healthy", "node-down"} {
+		var stopped time.Time
 		if mode == "node-down" {
 			c.Nodes[2].Stop(b)
+			stopped = time.Now()
 		}
 		// Until reads are answered (after a node stops, the stream may
 		// elect a leader) and, with a node down, the lease taken while
-		// it was up has run out (a read takes a marker), bounded.
+		// it was up has run out: a read takes a marker, or (a build
+		// without leases) longer than any lease has passed. Bounded.
 		var err error
 		for stop := time.Now().Add(60 * time.Second); time.Now().Before(stop); {
 			marks := c.Nodes[1].CountLog(markLine)
-			if err = retainedRead(r, topic); err == nil && (mode == "healthy" || c.Nodes[1].CountLog(markLine) > marks) {
+			if err = retainedRead(r, topic); err == nil && (mode == "healthy" ||
+				c.Nodes[1].CountLog(markLine) > marks || time.Since(stopped) > raftMinElection+time.Second) {
 				break
 			}
 			if err == nil {
@@ -60,6 +64,10 @@ func BenchmarkClusterRetainedSubscribe(b *testing.B) {
 		})
 	}
 }
+
+// raftMinElection is nats-server's shortest election timeout: no lease
+// outlives it (retained_lease.go).
+const raftMinElection = 4 * time.Second
 
 // markLine is the node's debug line for a read that took a read marker.
 const markLine = "cluster: retained read by marker"
