@@ -64,7 +64,9 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		opts.QoS = min(opts.QoS, c.maxQoS)
 		sub := subscription{filter: req.Filter, opts: opts, id: subID}
 		mayRead := !shared && !c.srv.opts.DisableRetain && opts.RetainHandling != 2
-		if mayRead && !synced {
+		// $SYS retained messages are each node's own, never the
+		// cluster's: a filter that matches only them needs no sync.
+		if mayRead && !synced && !isSys(rest) {
 			synced, syncErr = true, c.srv.syncRetained()
 			if syncErr != nil {
 				c.logger().Warn("refusing subscriptions that read retained messages", "err", syncErr)

@@ -87,7 +87,10 @@
 //     are conditional on the topic's last sequence, so a late one cannot
 //     overwrite a newer message. A new subscription's retained
 //     messages wait until the node applied the stream's last message
-//     (SyncRetained): reads are linearizable.
+//     (SyncRetained): reads are linearizable. retained_lease.go: the
+//     leader's answer counts only under a lease (it heard from every
+//     replica recently, so none can be elected yet); without one a read
+//     appends a marker and waits for it.
 //   - wire.go: the bytes of a forwarded message (a small header and an MQTT
 //     5 PUBLISH, so the packet codec carries every property).
 //   - subject.go: MQTT topics and filters as NATS subjects, escaped.

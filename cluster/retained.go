@@ -95,6 +95,9 @@ type retained struct {
 	// moved is closed, and replaced, whenever it grows (sync waits on it).
 	applied uint64
 	moved   chan struct{}
+	// lease: until then, the stream's leader answering a read is the
+	// current one (retained_lease.go); renewed in the background.
+	lease time.Time
 }
 
 // open creates or opens the stream and starts following it. It returns an
@@ -119,8 +122,9 @@ func (r *retained) open(ctx context.Context) error {
 	}
 	r.stream = stream
 	r.ready.Store(true)
-	r.n.wg.Add(1) // the caller, openAssets, is counted in n.wg until it returns
+	r.n.wg.Add(2) // the caller, openAssets, is counted in n.wg until it returns
 	go r.follow(cc)
+	go r.renewLeases()
 	return nil
 }
 
@@ -279,6 +283,14 @@ func (r *retained) deliver(gen uint64, m jetstream.Msg) {
 // retained tree.
 func (r *retained) apply(gen uint64, m jetstream.Msg, meta *jetstream.MsgMetadata) {
 	defer r.advance(meta.Sequence.Stream)
+	if isMark(m.Subject()) {
+		// A read marker (retained_lease.go): nothing to apply, but
+		// its sequence counts as applied.
+		if meta.NumPending == 0 {
+			r.noteCaughtUp(gen)
+		}
+		return
+	}
 	rm, err := decodeForward(m.Data())
 	if err != nil {
 		r.n.log.Warn("cluster: bad message in the retained stream", "subject", m.Subject(), "err", err)
@@ -331,7 +343,9 @@ func (r *retained) wakeLocked() {
 
 // sync returns once this node has applied every message the stream held
 // when it was called: the last one, which the stream's leader names
-// (the last existing message of any topic). A write acknowledged to its
+// (the last existing message of any topic), if the answer came while
+// this node holds a lease on the leader's being current; without one, a
+// read marker it appends (retained_lease.go). A write acknowledged to its
 // publisher is in the stream, so a read after sync sees it or a newer
 // value, on any node. It also waits until the current consumer has read
 // the whole stream once and reconcile has run: until then the tree may
@@ -350,9 +364,16 @@ func (r *retained) sync(ctx context.Context) error {
 	recheck := time.NewTicker(syncRecheck)
 	defer recheck.Stop()
 	for {
+		if time.Now().After(r.leaseUntil()) {
+			return r.syncByMarker(ctx)
+		}
 		_, last, err := leaderGet(ctx, r.n.eng.nc, retStream, retPrefix+".>")
 		if err != nil {
 			return fmt.Errorf("retained stream: last message: %w", err)
+		}
+		if time.Now().After(r.leaseUntil()) {
+			// The answer may have come from a leader deposed meanwhile.
+			return r.syncByMarker(ctx)
 		}
 		// last is 0 for an empty stream: then only reconcile is waited for.
 		if done, err := r.waitApplied(ctx, last, recheck.C, true); done || err != nil {
