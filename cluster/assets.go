@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,6 +28,14 @@ import (
 //     every member that has the stream (processClusterCreateStream), so a
 //     node creates, and updates only when the stream exists with another
 //     configuration (made by another version).
+//   - A node restarted with the cluster's state on its disk answers that
+//     create itself, from its own copy of the meta state, before it has
+//     routes to the others: "ready" then meant nothing, and the first
+//     CONNECT's ownership claim went unanswered for forward_timeout
+//     (TestClusterNodeLoss, 1 run in 3). So a create that succeeds is
+//     followed by an info request, which only the object's leader answers
+//     (nats-server jsStreamInfoRequest): the node is ready once that leader
+//     answers it.
 
 const (
 	// metaPoll is how often awaitMeta looks at the meta layer.
@@ -123,7 +132,13 @@ func createOrUpdateStream(ctx context.Context, js jetstream.JetStream, cfg jetst
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		return js.UpdateStream(ctx, cfg)
 	}
-	return s, err
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.Info(ctx); err != nil {
+		return nil, fmt.Errorf("stream %s has no leader this node reaches: %w", cfg.Name, err)
+	}
+	return s, nil
 }
 
 // createOrUpdateKV is createOrUpdateStream for a key-value bucket.
@@ -132,5 +147,11 @@ func createOrUpdateKV(ctx context.Context, js jetstream.JetStream, cfg jetstream
 	if errors.Is(err, jetstream.ErrBucketExists) {
 		return js.UpdateKeyValue(ctx, cfg)
 	}
-	return kv, err
+	if err != nil {
+		return nil, err
+	}
+	if _, err := kv.Status(ctx); err != nil {
+		return nil, fmt.Errorf("bucket %s has no leader this node reaches: %w", cfg.Bucket, err)
+	}
+	return kv, nil
 }

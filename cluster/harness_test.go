@@ -199,6 +199,13 @@ func retainedOn(t *testing.T, nd *node, id, filter string, d time.Duration) []st
 	return clustertest.Retained(t, nd.mqtt, id, filter, d)
 }
 
+// readRetainedOn is retainedOn returning an error when the client cannot
+// connect or subscribe: for use inside eventually.
+func readRetainedOn(t *testing.T, nd *node, id, filter string, d time.Duration) ([]string, error) {
+	t.Helper()
+	return clustertest.ReadRetained(t, nd.mqtt, id, filter, d)
+}
+
 // redial connects a client with id to nd, for use inside eventually: a
 // CONNECT may be closed without a CONNACK while the ownership records elect a leader.
 func redial(t *testing.T, nd *node, id string, dst **client) error {
