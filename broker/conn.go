@@ -319,6 +319,9 @@ func (c *conn) readLoop() error {
 		var m int
 		if raw != nil {
 			m, err = raw.readNow(buf[len(buf):cap(buf)])
+			if m > 0 && raw.waited() {
+				c.srv.afterWake()
+			}
 		} else {
 			m, err = c.nc.Read(buf[len(buf):cap(buf)])
 		}

@@ -77,7 +77,9 @@ type Server struct {
 	connects sync.Pool
 	// rawReadings holds the readers' raw socket readings (writenow_linux.go).
 	rawReadings sync.Pool
-	bgWG        sync.WaitGroup // $SYS publisher and other background loops
+	// wakeYield is set while a woken reader yields (afterWake).
+	wakeYield atomic.Bool
+	bgWG      sync.WaitGroup // $SYS publisher and other background loops
 }
 
 // New returns a Server configured by opts. It fails only when opts hold an

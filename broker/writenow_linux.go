@@ -52,6 +52,7 @@ type rawReading struct {
 	n     int
 	errno syscall.Errno
 	fn    func(fd uintptr) bool // r.read, bound once
+	calls int                   // of fn in this readNow: more than one = it waited
 }
 
 // rawReading returns a raw reading of nc, or nil when nc must be read
@@ -84,6 +85,7 @@ func (s *Server) putRawReading(r *rawReading) {
 
 // read is the RawConn.Read callback: false means wait until readable.
 func (r *rawReading) read(fd uintptr) bool {
+	r.calls++
 	for {
 		n, e := rawRead(fd, r.b)
 		switch e {
@@ -115,7 +117,7 @@ func (r *rawReading) readNow(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	r.b, r.n, r.errno = b, 0, 0
+	r.b, r.n, r.errno, r.calls = b, 0, 0, 0
 	err := r.rc.Read(r.fn)
 	r.b = nil
 	switch {
@@ -128,3 +130,10 @@ func (r *rawReading) readNow(b []byte) (int, error) {
 	}
 	return r.n, nil
 }
+
+// rawReadingSupported: plain TCP sockets are read with raw system calls.
+const rawReadingSupported = true
+
+// waited reports whether the last readNow waited in the netpoller for its
+// bytes: the reader was woken, maybe with others (Server.afterWake).
+func (r *rawReading) waited() bool { return r.calls > 1 }

@@ -19,3 +19,8 @@ func (*Server) rawReading(net.Conn) *rawReading { return nil }
 func (*Server) putRawReading(*rawReading) {}
 
 func (*rawReading) readNow([]byte) (int, error) { panic("readNow without Server.rawReading") }
+
+// rawReadingSupported: connections are read through their own Read.
+const rawReadingSupported = false
+
+func (*rawReading) waited() bool { return false }
