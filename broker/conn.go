@@ -177,7 +177,13 @@ var errParked = errors.New("parked")
 // replies to one read's packets leave in one write.
 func (c *conn) readLoop() error {
 	buf := c.srv.readBuf()
-	defer func() { c.srv.putReadBuf(buf) }()
+	// The socket itself, read with raw system calls, for plain TCP; nil
+	// reads through c.nc.
+	raw := c.srv.rawReading(c.nc)
+	defer func() {
+		c.srv.putReadBuf(buf)
+		c.srv.putRawReading(raw)
+	}()
 	if !c.started {
 		c.started = true
 		c.readBy = time.Now().Add(c.srv.opts.ConnectTimeout)
@@ -194,9 +200,6 @@ func (c *conn) readLoop() error {
 	lastRead, more := false, false
 	var lastReadBy time.Time
 	var settleBy time.Time // when reading for a takeover ends (readPending)
-	// The socket itself, read with raw system calls, for plain TCP; nil
-	// reads through c.nc.
-	raw := newRawReading(c.nc)
 	var err error
 	for {
 		off := 0
@@ -242,11 +245,14 @@ func (c *conn) readLoop() error {
 				}
 				continue
 			}
+			if h.Type == packet.CONNECT && c.sess == nil {
+				if err := c.connect(h, body); err != nil {
+					return err
+				}
+				continue
+			}
 			p, err := packet.Decode(h, body, c.version)
 			if err != nil {
-				if cp, ok := p.(*packet.Connect); ok && c.sess == nil {
-					c.refuseConnect(cp, err)
-				}
 				return err
 			}
 			if err := c.handle(p); err != nil {
@@ -313,6 +319,9 @@ func (c *conn) readLoop() error {
 		var m int
 		if raw != nil {
 			m, err = raw.readNow(buf[len(buf):cap(buf)])
+			if m > 0 && raw.waited() {
+				c.srv.afterWake()
+			}
 		} else {
 			m, err = c.nc.Read(buf[len(buf):cap(buf)])
 		}
@@ -355,9 +364,26 @@ func (c *conn) readLoop() error {
 	}
 }
 
+// isTimeout reports whether err is a timeout: errors.As(err, &netErr) and
+// netErr.Timeout(), without As's target escaping to the heap (a reader
+// asks on every read deadline, which an idle connection meets at least
+// once: the parking one).
 func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	for err != nil {
+		if ne, ok := err.(net.Error); ok {
+			return ne.Timeout()
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			var ne net.Error
+			return errors.As(err, &ne) && ne.Timeout() // a join: rare, let As walk it
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // handle dispatches one decoded packet.
@@ -366,11 +392,8 @@ func (c *conn) handle(p packet.Packet) error {
 		c.trace(p)
 	}
 	if c.sess == nil {
-		cp, ok := p.(*packet.Connect)
-		if !ok {
-			return protoErr(packet.ProtocolError, "MQTT-3.1.0-1", "first packet is %s, not CONNECT", p.Type())
-		}
-		return c.handleConnect(cp)
+		// The first CONNECT went to connect (readLoop).
+		return protoErr(packet.ProtocolError, "MQTT-3.1.0-1", "first packet is %s, not CONNECT", p.Type())
 	}
 	switch p := p.(type) {
 	case *packet.Publish:

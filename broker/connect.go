@@ -88,6 +88,31 @@ func (c *conn) refuseConnect(p *packet.Connect, err error) {
 	}
 }
 
+// connect decodes and handles the connection's first CONNECT. The Connect
+// comes from a pool: nothing handleConnect keeps refers to it (it copies
+// what it keeps out of it), and a connection storm would otherwise leave
+// one of 700 bytes of garbage per client.
+func (c *conn) connect(h packet.FixedHeader, body []byte) error {
+	p, _ := c.srv.connects.Get().(*packet.Connect)
+	if p == nil {
+		p = new(packet.Connect)
+	}
+	defer func() {
+		*p = packet.Connect{} // the password and the rest go with it
+		c.srv.connects.Put(p)
+	}()
+	if err := packet.DecodeConnect(h, body, p); err != nil {
+		// p holds the protocol level when it was read; zero otherwise,
+		// which refuseConnect answers only for an unsupported level.
+		c.refuseConnect(p, err)
+		return err
+	}
+	if c.srv.debug {
+		c.trace(p)
+	}
+	return c.handleConnect(p)
+}
+
 // handleConnect validates CONNECT, attaches the connection to its session
 // (taking over an existing connection with the same client id) and answers
 // CONNACK.

@@ -41,17 +41,20 @@ type outState struct {
 	readWait chan struct{} // closed when the reader may read on (waitOutput)
 }
 
-// outBlock returns an empty block with room for n bytes.
+// outBlock returns an empty block with room for n bytes. The pools hold
+// pointers to arrays: a pointer goes into an interface without an
+// allocation, where a *[]byte put back would cost one (a slice header of
+// garbage per put).
 func (s *Server) outBlock(n int, first bool) []byte {
 	switch {
 	case n <= smallBlock && first:
-		if b, ok := s.smallBlocks.Get().(*[]byte); ok {
-			return (*b)[:0]
+		if b, ok := s.smallBlocks.Get().(*[smallBlock]byte); ok {
+			return b[:0]
 		}
 		return make([]byte, 0, smallBlock)
 	case n <= bigBlock:
-		if b, ok := s.bigBlocks.Get().(*[]byte); ok {
-			return (*b)[:0]
+		if b, ok := s.bigBlocks.Get().(*[bigBlock]byte); ok {
+			return b[:0]
 		}
 		return make([]byte, 0, bigBlock)
 	}
@@ -60,12 +63,11 @@ func (s *Server) outBlock(n int, first bool) []byte {
 
 // putBlock recycles b if it came from a pool.
 func (s *Server) putBlock(b []byte) {
-	b = b[:0]
 	switch cap(b) {
 	case smallBlock:
-		s.smallBlocks.Put(&b)
+		s.smallBlocks.Put((*[smallBlock]byte)(b[:smallBlock]))
 	case bigBlock:
-		s.bigBlocks.Put(&b)
+		s.bigBlocks.Put((*[bigBlock]byte)(b[:bigBlock]))
 	}
 }
 

@@ -194,3 +194,56 @@ func TestParkedConnectionsWakeInArrivalOrder(t *testing.T) {
 		}
 	}
 }
+
+// Connections that are idle but not parked (their readers wait in Go's
+// netpoller) keep the order of arrival too: a SUBSCRIBE sent before
+// another connection's PUBLISH takes effect first, with one P, where Go's
+// netpoller alone runs the reader woken last first (docs/bench.md,
+// "Arrival order on connections idle but not parked"). Without afterWake
+// every round is inverted; with it, the scheduler can still interleave
+// other threads' work on a loaded machine (the race detector's, the
+// monitor taking the P during a write), so a few inversions are allowed.
+func TestUnparkedConnectionsWakeInArrivalOrder(t *testing.T) {
+	if !rawReadingSupported {
+		t.Skip("readers wait through the conn's own Read here: no wake-up is seen")
+	}
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	s, addr := startServer(t, Options{})
+	sub := dial(t, addr, packet.V311)
+	sub.Connect(&packet.Connect{ClientID: "order-sub", CleanStart: true})
+	pub := dial(t, addr, packet.V311)
+	pub.Connect(&packet.Connect{ClientID: "order-pub", CleanStart: true})
+	tested, inverted := 0, 0
+	for round := range 20 {
+		topic := fmt.Sprintf("order/%d", round)
+		sub.Send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: topic}}})
+		pub.Send(&packet.Publish{Topic: topic, Payload: []byte("probe")})
+		if parkedConns(s) == 0 {
+			tested++ // both readers were waiting in the netpoller
+		}
+		if ack, ok := sub.Next(5 * time.Second).(*packet.Suback); !ok || ack.PacketID != 1 {
+			t.Fatalf("round %d: want SUBACK, got %v", round, ack)
+		}
+		pub.Send(&packet.Publish{Topic: topic, Payload: []byte("marker")})
+		m, ok := sub.Next(5 * time.Second).(*packet.Publish)
+		if !ok {
+			t.Fatalf("round %d: want a PUBLISH, got %v", round, m)
+		}
+		if string(m.Payload) != "probe" {
+			// The PUBLISH sent after the SUBSCRIBE was routed before it.
+			inverted++
+		} else if m, ok := sub.Next(5 * time.Second).(*packet.Publish); !ok || string(m.Payload) != "marker" {
+			t.Fatalf("round %d: want the marker, got %v", round, m)
+		}
+		sub.Send(&packet.Unsubscribe{PacketID: 2, Filters: []string{topic}})
+		if ack, ok := sub.Next(5 * time.Second).(*packet.Unsuback); !ok || ack.PacketID != 2 {
+			t.Fatalf("round %d: want UNSUBACK, got %v", round, ack)
+		}
+	}
+	if inverted > 3 {
+		t.Fatalf("%d of 20 rounds routed the PUBLISH before the SUBSCRIBE sent before it", inverted)
+	}
+	if tested < 10 {
+		t.Fatalf("only %d of 20 rounds had both readers unparked: the machine is too slow for this test", tested)
+	}
+}

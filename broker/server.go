@@ -72,7 +72,14 @@ type Server struct {
 	// returns, each would otherwise be a few hundred bytes of garbage per
 	// connection (a reconnect storm's peak memory is mostly garbage).
 	connacks sync.Pool
-	bgWG     sync.WaitGroup // $SYS publisher and other background loops
+	// connects holds the Connects CONNECTs are decoded into (connect.go),
+	// for the same reason: each is 700 bytes (two property sets).
+	connects sync.Pool
+	// rawReadings holds the readers' raw socket readings (writenow_linux.go).
+	rawReadings sync.Pool
+	// wakeYield is set while a woken reader yields (afterWake).
+	wakeYield atomic.Bool
+	bgWG      sync.WaitGroup // $SYS publisher and other background loops
 }
 
 // New returns a Server configured by opts. It fails only when opts hold an
@@ -251,18 +258,18 @@ func (s *Server) connDone(c *conn) {
 
 // readBuf returns an empty read buffer of readBufInitial bytes capacity.
 func (s *Server) readBuf() []byte {
-	if b, ok := s.readBufs.Get().(*[]byte); ok {
-		return (*b)[:0]
+	if b, ok := s.readBufs.Get().(*[readBufInitial]byte); ok {
+		return b[:0]
 	}
 	return make([]byte, 0, readBufInitial)
 }
 
 // putReadBuf recycles b if it has the initial size; grown buffers are left
 // to the garbage collector so a burst of large packets does not pin memory.
+// (The pool holds array pointers, which need no allocation to put back.)
 func (s *Server) putReadBuf(b []byte) {
 	if cap(b) == readBufInitial {
-		b = b[:0]
-		s.readBufs.Put(&b)
+		s.readBufs.Put((*[readBufInitial]byte)(b[:readBufInitial]))
 	}
 }
 

@@ -97,16 +97,18 @@ func (p *Connect) Encode(dst []byte, v Version) ([]byte, error) {
 	return b, nil
 }
 
-// decodeConnect decodes a CONNECT body. Once the protocol level is known
-// it returns the *Connect even on error (see Decode).
-func decodeConnect(body []byte) (*Connect, error) {
+// decodeConnect decodes a CONNECT body into p, which it overwrites. It
+// reports whether the protocol level was read: from then on p holds it,
+// even on error (see Decode).
+func decodeConnect(body []byte, p *Connect) (bool, error) {
+	*p = Connect{}
 	d := &decoder{b: body}
 	name := d.str("protocol name")
 	level := Version(d.u8("protocol level"))
 	if d.err != nil {
-		return nil, d.err
+		return false, d.err
 	}
-	p := &Connect{ProtocolVersion: level}
+	p.ProtocolVersion = level
 	if level&bridgeBit != 0 && (level&^bridgeBit == V31 || level&^bridgeBit == V311) {
 		// A mosquitto bridge (try_private): 0x83 or 0x84.
 		level &^= bridgeBit
@@ -121,7 +123,7 @@ func decodeConnect(body []byte) (*Connect, error) {
 		// [MQTT-3.1.2-1] [MQTT-3.1.2-2]: the server answers with
 		// Unsupported Protocol Version (0x01 in 3.1.1) and closes.
 		p.ProtocolName = name
-		return p, newError(UnsupportedProtocolVersion, "MQTT-3.1.2-2", "protocol %q level %d", name, byte(level))
+		return true, newError(UnsupportedProtocolVersion, "MQTT-3.1.2-2", "protocol %q level %d", name, byte(level))
 	}
 	f := d.u8("connect flags")
 	p.KeepAlive = d.u16("keep alive")
@@ -132,7 +134,7 @@ func decodeConnect(body []byte) (*Connect, error) {
 		d.props(&p.Properties, CONNECT, false)
 	}
 	p.decodePayload(d)
-	return p, d.end(CONNECT)
+	return true, d.end(CONNECT)
 }
 
 // setFlags checks the Connect Flags byte and records it in p.

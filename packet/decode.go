@@ -75,9 +75,10 @@ func Decode(h FixedHeader, body []byte, v Version) (Packet, error) {
 		return nil, malformed("", "%v: body is %d bytes, remaining length says %d", h.Type, len(body), h.Remaining)
 	}
 	if h.Type == CONNECT {
-		c, err := decodeConnect(body)
-		if c == nil {
-			return nil, err // no typed nil inside the interface
+		c := new(Connect)
+		known, err := decodeConnect(body, c)
+		if !known {
+			return nil, err
 		}
 		// The flags rule depends on the protocol level CONNECT names.
 		if ferr := checkFlags(h, c.ProtocolVersion); ferr != nil && err == nil {
@@ -97,6 +98,36 @@ func Decode(h FixedHeader, body []byte, v Version) (Packet, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// DecodeConnect is Decode for a CONNECT into p, which it overwrites: a
+// server decodes one CONNECT per connection, and a connection storm would
+// otherwise leave a 700-byte Connect (two property sets) of garbage per
+// client. The strings and byte slices it fills in are freshly allocated
+// (one allocation per packet, as Decode's), never shared with an earlier
+// packet. The error is what Decode returns for the same bytes, and p holds
+// what Decode's partly decoded *Connect would (so a server can answer with
+// a CONNACK of the right version), or is zero (ProtocolVersion 0) where
+// Decode returns no Connect.
+func DecodeConnect(h FixedHeader, body []byte, p *Connect) error {
+	if h.Type != CONNECT {
+		*p = Connect{}
+		return protocolErr("", "DecodeConnect given a %v", h.Type)
+	}
+	if len(body) != h.Remaining {
+		*p = Connect{}
+		return malformed("", "%v: body is %d bytes, remaining length says %d", h.Type, len(body), h.Remaining)
+	}
+	known, err := decodeConnect(body, p)
+	if !known {
+		return err
+	}
+	// The flags rule depends on the protocol level CONNECT names.
+	if ferr := checkFlags(h, p.ProtocolVersion); ferr != nil && err == nil {
+		*p = Connect{} // as Decode, which returns no Connect for it
+		return ferr
+	}
+	return err
 }
 
 // DecodePublish is Decode for a PUBLISH into p, which it overwrites: a

@@ -41,6 +41,10 @@ func isError(err error) bool {
 }
 
 func checkDecode(t *testing.T, h FixedHeader, body []byte, v Version) {
+	if h.Type == CONNECT {
+		scratch := dirtyConnect()
+		sameAsDecode(t, h, body, &scratch)
+	}
 	p, err := Decode(h, body, v)
 	if err != nil {
 		if !isError(err) {

@@ -46,10 +46,10 @@ type Policy struct {
 	MinShare float64
 	// MaxTime is the largest share of CPU time trims may take in the long
 	// run: the budget trims draw on fills at this rate. A trim's cost is
-	// the CPU time the runtime spent collecting and returning memory
-	// during it (runtime/metrics), not its wall time, which would also
-	// count waiting for a starved core and the other goroutines' work.
-	// Zero means no bound.
+	// the CPU time it used (the lower of the runtime's estimate of its
+	// collection CPU and the process's CPU time during it: charge), not
+	// its wall time, which would also count waiting for a starved core
+	// and the other goroutines' work. Zero means no bound.
 	MaxTime float64
 	// Burst is the most the budget holds: what trims may spend at once
 	// after a quiet spell (a storm of connections, say) before MaxTime
@@ -167,15 +167,36 @@ func trimCPU() (time.Duration, bool) {
 }
 
 // trim collects and returns free memory to the OS, and says what that
-// cost in CPU time (its wall time where that cannot be read) and in wall
-// time.
+// cost in CPU time (see charge) and in wall time.
 func trim() (cost, took time.Duration) {
 	start := time.Now()
-	cpu0, ok0 := trimCPU()
+	gc0, gcOK0 := trimCPU()
+	proc0, procOK0 := processCPU()
 	debug.FreeOSMemory()
 	took = time.Since(start)
-	if cpu1, ok1 := trimCPU(); ok0 && ok1 && cpu1 > cpu0 {
-		return cpu1 - cpu0, took
+	gc1, gcOK1 := trimCPU()
+	proc1, procOK1 := processCPU()
+	return charge(gc1-gc0, gcOK0 && gcOK1, proc1-proc0, procOK0 && procOK1, took), took
+}
+
+// charge is what a trim is charged: the CPU it used, of which there are two
+// readings, each too high in its own way, so the lower one is the better.
+// The runtime's estimate of its collection and scavenging CPU (gc, when
+// gcOK) counts a collector's time on its P, including time the OS kept its
+// thread off the core: on a starved core (a load average of 40 on two
+// cores measured a 20-30 ms trim as far more) it ran the budget dry during
+// a connection storm, and the next trim waited past the moment an operator
+// looks. The process's CPU time (proc, when procOK) is what the kernel
+// counted on a core, but for every goroutine that ran during the trim. A
+// trim cost what neither reading exceeds. With neither, its wall time.
+func charge(gc time.Duration, gcOK bool, proc time.Duration, procOK bool, took time.Duration) time.Duration {
+	switch {
+	case gcOK && procOK:
+		return max(0, min(gc, proc))
+	case gcOK:
+		return max(0, gc)
+	case procOK:
+		return max(0, proc)
 	}
-	return took, took
+	return took
 }

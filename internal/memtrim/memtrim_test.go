@@ -84,8 +84,8 @@ func TestRunReturnsFreeHeap(t *testing.T) {
 	}
 }
 
-// A trim's cost is the CPU time the runtime spent in it, read from
-// runtime/metrics: above zero for a trim that collected a heap.
+// A trim's cost is the CPU time it used: above zero for a trim that
+// collected a heap, and never more than the whole process used meanwhile.
 func TestTrimCost(t *testing.T) {
 	if _, ok := trimCPU(); !ok {
 		t.Fatalf("runtime/metrics has no %v", cpuMetrics)
@@ -94,9 +94,39 @@ func TestTrimCost(t *testing.T) {
 		sink = append(sink, make([]byte, 64<<10))
 	}
 	sink = sink[:32] // half garbage, half live
+	proc0, procOK := processCPU()
 	cost, took := trim()
+	proc1, _ := processCPU()
 	sink = nil
 	if cost <= 0 || took <= 0 {
 		t.Fatalf("trim cost %v of CPU in %v", cost, took)
+	}
+	if procOK && cost > proc1-proc0 {
+		t.Errorf("trim charged %v, more than the process's %v of CPU during it", cost, proc1-proc0)
+	}
+}
+
+// A trim is charged the lower of the two CPU readings (each too high in its
+// own way), whichever it has; its wall time when it has neither.
+func TestCharge(t *testing.T) {
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name        string
+		gc          time.Duration
+		gcOK        bool
+		proc        time.Duration
+		procOK      bool
+		took, wants time.Duration
+	}{
+		{"starved core: the runtime counts time off the core", 30 * ms, true, 4 * ms, true, 40 * ms, 4 * ms},
+		{"busy process: other goroutines ran meanwhile", 3 * ms, true, 9 * ms, true, 10 * ms, 3 * ms},
+		{"no process CPU (Windows)", 3 * ms, true, 0, false, 10 * ms, 3 * ms},
+		{"no runtime estimate", 0, false, 5 * ms, true, 10 * ms, 5 * ms},
+		{"neither", 0, false, 0, false, 10 * ms, 10 * ms},
+		{"clock granularity", 2 * ms, true, -ms, true, 10 * ms, 0},
+	} {
+		if got := charge(tc.gc, tc.gcOK, tc.proc, tc.procOK, tc.took); got != tc.wants {
+			t.Errorf("%s: charge = %v, want %v", tc.name, got, tc.wants)
+		}
 	}
 }
