@@ -319,7 +319,7 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 	// also a resend's routing under the same Origin from another node.
 	id := "h." + n.inc + "." + strconv.FormatUint(msg.ID, 36) + "." + node
 	if !o.IsZero() {
-		id = "h.o." + o.Key() + "." + node
+		id = "h.o." + strconv.FormatUint(o.Hash(), 36) + "." + node
 	}
 	m.Header.Set(jetstream.MsgIDHeader, id)
 	f, err := js.PublishMsgAsync(m)
