@@ -53,6 +53,7 @@ func (m *Memory) Load() (*broker.StoredState, error) {
 			}
 		}
 		slices.Sort(rec.Inbound)
+		slices.SortFunc(rec.Unrouted, func(a, b broker.InboundIntent) int { return cmp.Compare(a.PacketID, b.PacketID) })
 		st.Sessions = append(st.Sessions, rec)
 	}
 	slices.SortFunc(st.Sessions, func(a, b broker.StoredSession) int { return cmp.Compare(a.ClientID, b.ClientID) })
