@@ -278,3 +278,25 @@ func (ss *session) seenList() []uint64 {
 	}
 	return ss.in2.seen.list()
 }
+
+// hasOrigin reports whether ss got a message under the Origin of hash h.
+func (ss *session) hasOrigin(h uint64) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.in2 == nil {
+		return false
+	}
+	_, ok := ss.in2.seen.set[h]
+	return ok
+}
+
+// membersGot reports whether a share group member of cands got a message
+// under the Origin of hash h.
+func membersGot(cands []sharedCand, h uint64) bool {
+	for _, c := range cands {
+		if c.sess.hasOrigin(h) {
+			return true
+		}
+	}
+	return false
+}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -162,5 +163,42 @@ func TestOriginSeenExpires(t *testing.T) {
 	s.mu.Unlock()
 	if n > originMax {
 		t.Errorf("%d Origins remembered, want at most %d", n, originMax)
+	}
+}
+
+// TestQoS2OriginGroupOnce: a share group gets a resend routed under the
+// same Origin once, also when this node has forgotten serving it (a
+// restart: the table is cleared here) but a member has the message.
+func TestQoS2OriginGroupOnce(t *testing.T) {
+	st := &idLog{}
+	cl := &originCluster{store: st}
+	srv, addr := startServer(t, Options{Store: st, Cluster: cl})
+	var members []*mqtttest.Client
+	for _, id := range []string{"m1", "m2"} {
+		m := dial(t, addr, packet.V5)
+		m.Connect(&packet.Connect{ClientID: id, CleanStart: true})
+		m.Subscribe("$share/g/t", 2)
+		members = append(members, m)
+	}
+	pub := dial(t, addr, packet.V5)
+	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true, Properties: persist})
+	cl.fail.Store(true)
+	pub.Send(&packet.Publish{Topic: "t", QoS: 2, PacketID: 4, Payload: []byte("g")})
+	expectUnknownClose(t, pub, packet.V5)
+	cl.fail.Store(false)
+	srv.origins.mu.Lock()
+	srv.origins.m, srv.origins.order = nil, nil
+	srv.origins.mu.Unlock()
+	resendQoS2(t, addr, packet.V5, "pub", 4, "g")
+	n := 0
+	for _, m := range members {
+		for _, p := range m.Collect(time.Second) {
+			if p, ok := p.(*packet.Publish); ok && string(p.Payload) == "g" {
+				n++
+			}
+		}
+	}
+	if n != 1 {
+		t.Fatalf("group got the message %d times, want once", n)
 	}
 }

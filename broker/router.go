@@ -76,8 +76,8 @@ func (r *router) matchGroups(msg *Message, groups []string, pick func(clientID s
 // sessions it returns false for (a cluster moving a session between nodes
 // decides which node's copy of it gets a message). once, when not nil,
 // leaves out the share groups ("group\x00filter") that got the message
-// before under its Origin (origin.go); it is asked after the tree's lock
-// is released.
+// before under its Origin (origin.go), and those with a member here that
+// did; it is asked after the tree's lock is released.
 func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID string) bool, once func(who string) bool) *routeScratch {
 	sc := r.scrach.Get().(*routeScratch)
 	remote := groups != nil
@@ -101,9 +101,15 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 		}
 		sc.add(s, sub, msg)
 	})
+	var h uint64
+	if once != nil {
+		h = msg.Origin().Hash()
+	}
 	for key, cands := range sc.shared {
 		delete(sc.shared, key)
-		if once != nil && !once(key) {
+		// A member here that got it (before this node restarted, or
+		// before its session moved here) counts as the group's copy.
+		if once != nil && (membersGot(cands, h) || !once(key)) {
 			continue
 		}
 		c := pickShared(msg, cands)
