@@ -202,17 +202,19 @@ func (m *Message) SetOrigin(o Origin) {
 const seenMax = 1024
 
 // originRing is the Origins (hashes) a session got lately, the oldest
-// dropped first; guarded by the session's lock.
+// dropped first, each with the store ticket of its copy (0: durable
+// already, or not known: a copy read back or handed over); guarded by the
+// session's lock.
 type originRing struct {
 	h    []uint64
 	next int
-	set  map[uint64]struct{}
+	set  map[uint64]Ticket
 }
 
 // add notes h and reports whether it is new.
 func (r *originRing) add(h uint64) bool {
 	if r.set == nil {
-		r.set = map[uint64]struct{}{}
+		r.set = map[uint64]Ticket{}
 	}
 	if _, ok := r.set[h]; ok {
 		return false
@@ -224,7 +226,7 @@ func (r *originRing) add(h uint64) bool {
 		r.h[r.next] = h
 		r.next = (r.next + 1) % seenMax
 	}
-	r.set[h] = struct{}{}
+	r.set[h] = 0
 	return true
 }
 
@@ -237,11 +239,30 @@ func (r *originRing) list() []uint64 {
 }
 
 // firstOrigin reports whether ss has not got a message under the Origin
-// of hash h yet, and notes that it has now.
-func (ss *session) firstOrigin(h uint64) bool {
+// of hash h yet, and notes that it has now; if it had, it returns the
+// store ticket of that copy, which a confirmation of the message must
+// wait for as for a new copy: the routing that made it may not have
+// waited (its publisher's node failed).
+func (ss *session) firstOrigin(h uint64) (bool, Ticket) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return ss.noteOrigin(h)
+	if ss.noteOrigin(h) {
+		return true, 0
+	}
+	return false, ss.in2.seen.set[h]
+}
+
+// originTicket records t as the store ticket of ss's copy of the message
+// under the Origin of hash h.
+func (ss *session) originTicket(h uint64, t Ticket) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.in2 == nil {
+		return
+	}
+	if _, ok := ss.in2.seen.set[h]; ok {
+		ss.in2.seen.set[h] = t
+	}
 }
 
 // noteOrigin is firstOrigin with ss.mu held.

@@ -202,3 +202,19 @@ func TestQoS2OriginGroupOnce(t *testing.T) {
 		t.Fatalf("group got the message %d times, want once", n)
 	}
 }
+
+// TestOriginSkipWaitsForTheCopy: a session that got an Origin's message
+// before hands the ticket of that copy to the routing that skips it, so
+// that its confirmation waits for the copy to be durable (the first
+// routing's publisher may have given up before).
+func TestOriginSkipWaitsForTheCopy(t *testing.T) {
+	ss := &session{}
+	h := Origin{ClientID: "p", PacketID: 1, Nonce: 7}.Hash()
+	if first, _ := ss.firstOrigin(h); !first {
+		t.Fatal("first copy taken for a repeat")
+	}
+	ss.originTicket(h, 42)
+	if first, tk := ss.firstOrigin(h); first || tk != 42 {
+		t.Fatalf("repeat: first %v, ticket %d; want false, 42", first, tk)
+	}
+}

@@ -411,14 +411,21 @@ func (s *Server) deliverTargets(msg *Message, sc *routeScratch) (n int, last Tic
 	}
 	for i := range sc.targets {
 		t := &sc.targets[i]
-		if h != 0 && !t.sess.firstOrigin(h) {
-			continue
+		if h != 0 {
+			first, tk := t.sess.firstOrigin(h)
+			if !first {
+				last = max(last, tk)
+				continue
+			}
 		}
 		// offer never waits for an Authorizer that may block (authq.go).
 		tk, ok := s.offer(t.sess, msg, t.qos, t.retain, t.subIDs)
 		if !ok {
 			n--
 			continue
+		}
+		if h != 0 && tk != 0 {
+			t.sess.originTicket(h, tk)
 		}
 		last = max(last, tk)
 	}
