@@ -73,12 +73,21 @@ func (r *router) unsubscribe(filter, group string, ss *session) {
 // forward hands a locally published message to the cluster. $SYS topics are
 // each node's own and stay on it. It returns how many nodes the message was
 // sent to and what its confirmation waits for (see Cluster.Forward).
-func (s *Server) forward(msg *Message) (int, func() error) {
+// A message with an Origin goes with it (OriginForwarder).
+func (s *Server) forward(msg *Message, o Origin) (int, func() error) {
 	c := s.opts.Cluster
 	if c == nil || isSys(msg.Topic) {
 		return 0, nil
 	}
-	n, wait := c.Forward(msg)
+	var (
+		n    int
+		wait func() error
+	)
+	if of, ok := c.(OriginForwarder); ok && !o.IsZero() {
+		n, wait = of.ForwardOrigin(msg, o)
+	} else {
+		n, wait = c.Forward(msg)
+	}
 	if wait == nil {
 		return n, nil
 	}
@@ -119,6 +128,10 @@ type RemoteMessage struct {
 	// the session through exactly one of the nodes (package cluster,
 	// handover_live.go).
 	Pick func(clientID string) bool
+	// Origin, when not zero, names the message across the cluster: it
+	// goes once to each session and share group here however often it
+	// comes (origin.go).
+	Origin Origin
 	// Accepted says the message was already accepted for the sessions
 	// Pick lets through, so their queue limits (Options.MaxQueued,
 	// MaxQueuedBytes) do not drop it: the limits apply to new messages.
@@ -148,7 +161,10 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	if groups == nil {
 		groups = []string{} // nil would mean "every group"
 	}
-	sc := s.router.matchGroups(msg, groups, m.Pick)
+	if !m.Origin.IsZero() {
+		msg.SetOrigin(m.Origin)
+	}
+	sc := s.router.matchOnce(msg, groups, m.Pick, s.groupOnce(m.Origin))
 	msg.shareWire = len(sc.targets) > 1
 	return s.deliverTargets(msg, sc)
 }
@@ -587,7 +603,7 @@ func (s *Server) EndSession(clientID string, publishWill bool) bool {
 
 // export is the session's state as a StoredSession. ss.mu must be held.
 func (ss *session) export() *StoredSession {
-	rec := &StoredSession{ClientID: ss.id, Expiry: ss.expiry, DisconnectedAt: unixTime(ss.offlineAt)}
+	rec := &StoredSession{ClientID: ss.id, Expiry: ss.expiry, DisconnectedAt: unixTime(ss.offlineAt), Seen: ss.seenList()}
 	if ss.will != nil {
 		rec.Will, rec.WillAt, rec.WillDelay = ss.will.msg, unixTime(ss.will.at), ss.will.delay
 	}
@@ -600,8 +616,11 @@ func (ss *session) export() *StoredSession {
 	for _, ob := range ss.queue[ss.qhead:] {
 		rec.Queue = append(rec.Queue, ob.stored())
 	}
-	for pid := range ss.inQoS2 {
+	for pid, nonce := range ss.inQoS2() {
 		rec.Inbound = append(rec.Inbound, pid)
+		if nonce != 0 {
+			rec.Unrouted = append(rec.Unrouted, InboundIntent{pid, nonce})
+		}
 	}
 	return rec
 }

@@ -143,7 +143,7 @@ func (s *Server) publishWill(w *willMsg) {
 	now := time.Now().UnixNano()
 	m := &Message{ID: s.msgID.Add(1), Topic: wm.Topic, Payload: wm.Payload, QoS: wm.QoS, Retain: wm.Retain, From: wm.From, created: now}
 	if wm.Retain && s.opts.CheckRetainSource {
-		m.src = w.info
+		m.setSource(w.info)
 	}
 	if wm.Props != nil {
 		// The will's Message Expiry counts from now, when it is published.

@@ -61,7 +61,7 @@ func (c *conn) newMessage(p *packet.Publish) *Message {
 	m := c.srv.newMessage(p, c.clientID)
 	m.inline = c.lone // the reader's: is its client busy (Message.inline)?
 	if p.Retain && c.srv.opts.CheckRetainSource {
-		m.src = c.sess.info.Load()
+		m.setSource(c.sess.info.Load())
 	}
 	return m
 }
@@ -73,10 +73,10 @@ func (c *conn) newMessage(p *packet.Publish) *Message {
 // whose publisher is unknown (the server's own, or stored while the
 // option was off or by a version that did not keep publishers) passes.
 func (s *Server) retainSourceAllowed(m *Message) bool {
-	if !s.opts.CheckRetainSource || m.src == nil {
+	if !s.opts.CheckRetainSource || m.source() == nil {
 		return true
 	}
-	return s.allowed(m.src, ActionPublish, m.Topic)
+	return s.allowed(m.source(), ActionPublish, m.Topic)
 }
 
 // mounted puts the connection's mount point before a filter: after the

@@ -32,10 +32,9 @@ type Message struct {
 	// From is the publishing client's id (empty for the server's own
 	// messages), for No Local.
 	From string
-	// src is the publisher of a retained message when
-	// Options.CheckRetainSource is set (a restored one's, from the store:
-	// SetPublisher), nil otherwise and for the server's own messages.
-	src *ClientInfo
+	// ext holds what few messages have (msgExt), so that the others
+	// stay in their allocation class; nil for none.
+	ext *msgExt
 	// created is when the broker received the message and expires when
 	// its MQTT 5 Message Expiry Interval runs out, both in Unix
 	// nanoseconds, 0 for unknown / never. Wall-clock time, as stored: a

@@ -98,33 +98,65 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 // output already waits for ops appended after the id's (its CONNACK's
 // session record, or the first PUBREC's ops on the same connection), and
 // the store makes a prefix of its ops durable.
+//
+// In a cluster that carries Origins (OriginForwarder), a persistent
+// session's id is remembered with a nonce until every node confirmed the
+// message, and a resend of such an id is routed again under the same
+// Origin, which every node routes once per session (origin.go): the
+// publisher's node may have failed mid-exchange, and the id alone does not
+// say whether the message reached every node.
 func (c *conn) publishQoS2(p *packet.Publish) error {
-	seen, held, err := c.noteInQoS2(p.PacketID)
+	in, err := c.noteInQoS2(p.PacketID)
 	if err != nil {
 		return err
 	}
 	rc := packet.Success
-	if !seen {
+	if !in.routed {
+		if !in.origin.IsZero() {
+			// The id and its nonce are durable (replicated) before the
+			// message goes anywhere: a copy routed under a nonce the
+			// session may lose would be routed again under another one.
+			if err := c.srv.WaitDurable(in.ticket); err != nil {
+				return fmt.Errorf("%w: %w", errUnconfirmed, err)
+			}
+		}
 		var confirm func() error
-		rc, confirm = c.routeQoS2(p, held)
+		rc, confirm = c.routeQoS2(p, in)
 		// QoS 2 waits here, so that a failure ends the connection
 		// before a PUBREC is in the output. The packet id stays
 		// remembered: the message may still reach the nodes that did
-		// not confirm, and a DUP resend is answered without being
-		// routed twice [MQTT-4.3.3-10].
+		// not confirm, and a DUP resend is not delivered twice
+		// [MQTT-4.3.3-10] (with an Origin, it is routed again to what
+		// the first routing missed).
 		if err := wait(confirm); err != nil {
 			return fmt.Errorf("%w: %w", errUnconfirmed, err)
+		}
+		if !in.origin.IsZero() && rc < 0x80 {
+			c.markRouted(p.PacketID, in.origin.Nonce)
 		}
 	}
 	c.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
 	return nil
 }
 
+// inQoS2Note is what noteInQoS2 found and did.
+type inQoS2Note struct {
+	// routed: the id is remembered and its message routed; answer
+	// PUBREC only.
+	routed bool
+	// held: the store is held (Grouper) until routeQoS2 releases it.
+	held bool
+	// origin: route under it (origin.go) once ticket, the id's op, is
+	// durable; zero for a publish on a single node or of a clean session.
+	origin Origin
+	ticket Ticket
+}
+
 // noteInQoS2 looks up an inbound QoS 2 packet id and remembers it when it is
-// new. For a persistent session it also journals it, with the store held
-// (Grouper) if it can be: held reports so, and the caller releases the hold
-// once the message is routed (routeQoS2).
-func (c *conn) noteInQoS2(pid uint16) (seen, held bool, err error) {
+// new. For a persistent session it also journals it: with a nonce in a
+// cluster that carries Origins, else with the store held (Grouper) if it
+// can be, until the message is routed (routeQoS2).
+func (c *conn) noteInQoS2(pid uint16) (inQoS2Note, error) {
 	ss := c.sess
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -135,34 +167,66 @@ func (c *conn) noteInQoS2(pid uint16) (seen, held bool, err error) {
 		// and the client sends this PUBLISH again there
 		// [MQTT-4.4.0-1]; routed here too, it would be delivered twice
 		// once the new connection's PUBREL released the id.
-		return false, false, errKicked
+		return inQoS2Note{}, errKicked
 	}
-	if _, seen = ss.inQoS2[pid]; seen {
-		return true, false, nil
+	_, origins := c.srv.opts.Cluster.(OriginForwarder)
+	origins = origins && ss.persisted()
+	if nonce, seen := ss.inQoS2()[pid]; seen {
+		if nonce == 0 || !origins {
+			return inQoS2Note{routed: true}, nil
+		}
+		// Its routing was not confirmed (this node's or a failed
+		// node's attempt): journalled again, the op to wait for.
+		t := ss.record(Op{Kind: OpInboundPut, PacketID: pid, Nonce: nonce})
+		return inQoS2Note{origin: Origin{c.clientID, pid, nonce}, ticket: t}, nil
 	}
-	if len(ss.inQoS2) >= int(c.srv.opts.ReceiveMaximum) {
-		return false, false, protoErr(packet.ReceiveMaximumExceeded, "MQTT-3.3.4-9", "more than %d QoS 2 publishes awaiting PUBREL", c.srv.opts.ReceiveMaximum)
+	if len(ss.inQoS2()) >= int(c.srv.opts.ReceiveMaximum) {
+		return inQoS2Note{}, protoErr(packet.ReceiveMaximumExceeded, "MQTT-3.3.4-9", "more than %d QoS 2 publishes awaiting PUBREL", c.srv.opts.ReceiveMaximum)
+	}
+	if origins {
+		nonce := newNonce()
+		ss.setInQoS2Nonce(pid, nonce)
+		t := ss.record(Op{Kind: OpInboundPut, PacketID: pid, Nonce: nonce})
+		return inQoS2Note{origin: Origin{c.clientID, pid, nonce}, ticket: t}, nil
 	}
 	ss.setInQoS2(pid)
+	var in inQoS2Note
 	if ss.persisted() {
-		held = c.srv.holdStore()
+		in.held = c.srv.holdStore()
 		ss.record(Op{Kind: OpInboundPut, PacketID: pid})
 	}
-	return false, held, nil
+	return in, nil
 }
 
-// routeQoS2 routes a new QoS 2 message and returns its PUBREC code and the
+// markRouted notes that every node confirmed the message of pid routed
+// under nonce: a resend from now on is answered without routing. The
+// PUBREC does not wait for the op: until it is durable, a resend is routed
+// again under the same Origin, which delivers nothing twice.
+func (c *conn) markRouted(pid uint16, nonce uint64) {
+	ss := c.sess
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if cur, ok := ss.inQoS2()[pid]; !ok || cur != nonce {
+		return // released (PUBREL) or taken again meanwhile
+	}
+	ss.in2.ids[pid] = 0
+	if ss.persisted() {
+		ss.journal(Op{Kind: OpInboundPut, PacketID: pid})
+	}
+}
+
+// routeQoS2 routes a QoS 2 message and returns its PUBREC code and the
 // cluster's confirmation to wait for; a failure code forgets the packet id.
-// With held, the store is released once every op of the message is
+// With in.held, the store is released once every op of the message is
 // appended (the id, the retained change, the deliveries, the id's removal
 // for a failure code), so that a crash keeps all of them or none: a
 // restart then either knows the id with the message delivered, or neither
 // and routes the publisher's resend.
-func (c *conn) routeQoS2(p *packet.Publish, held bool) (packet.ReasonCode, func() error) {
-	if held {
+func (c *conn) routeQoS2(p *packet.Publish, in inQoS2Note) (packet.ReasonCode, func() error) {
+	if in.held {
 		defer c.srv.releaseStore()
 	}
-	n, t, notRetained, confirm := c.srv.route(c.newMessage(p))
+	n, t, notRetained, confirm := c.srv.routeOrigin(c.newMessage(p), in.origin)
 	c.needDurable(t)
 	rc := c.publishCode(n, notRetained)
 	if rc >= 0x80 {
@@ -256,8 +320,8 @@ func (c *conn) resolveAlias(p *packet.Publish) error {
 func (c *conn) handlePubrel(p *packet.Pubrel) {
 	ss := c.sess
 	ss.mu.Lock()
-	_, ok := ss.inQoS2[p.PacketID]
-	delete(ss.inQoS2, p.PacketID)
+	_, ok := ss.inQoS2()[p.PacketID]
+	delete(ss.inQoS2(), p.PacketID)
 	if ok && ss.persisted() {
 		ss.record(Op{Kind: OpInboundDel, PacketID: p.PacketID})
 	}
@@ -296,11 +360,21 @@ func wait(confirm func() error) error {
 // message was sent to too, and confirm (nil when there is nothing to wait
 // for) waits for their confirmation of a QoS 1/2 message; it must be called.
 func (s *Server) route(msg *Message) (n int, last Ticket, notRetained error, confirm func() error) {
+	return s.routeOrigin(msg, Origin{})
+}
+
+// routeOrigin is route for a message under Origin o (origin.go), which
+// goes once to each session and share group that o did not reach before;
+// a zero o routes as route does.
+func (s *Server) routeOrigin(msg *Message, o Origin) (n int, last Ticket, notRetained error, confirm func() error) {
 	if g, ok := s.opts.Cluster.(PublishGate); ok {
 		g.LockPublish()
 		defer g.UnlockPublish()
 	}
-	sc := s.router.match(msg)
+	if !o.IsZero() {
+		msg.SetOrigin(o)
+	}
+	sc := s.router.matchOnce(msg, nil, nil, s.groupOnce(o))
 	// Decided before msg is shared with anyone (the retained tree makes
 	// it visible to new subscribers): from here on msg is immutable but
 	// for its wire-form cache.
@@ -317,7 +391,7 @@ func (s *Server) route(msg *Message) (n int, last Ticket, notRetained error, con
 	n, t := s.deliverTargets(msg, sc)
 	if s.opts.Cluster != nil {
 		var remote int
-		remote, confirm = s.forward(msg)
+		remote, confirm = s.forward(msg, o)
 		n += remote
 	}
 	return n, max(last, t), notRetained, confirm
@@ -326,15 +400,32 @@ func (s *Server) route(msg *Message) (n int, last Ticket, notRetained error, con
 // deliverTargets delivers msg to the sessions match found and releases sc.
 // It returns how many sessions took it and the store ticket of their
 // queued copies. The caller has set msg.shareWire before sharing msg.
+//
+// A message with an Origin goes only to the sessions that did not get it
+// before under it (origin.go); one that did counts as taking it.
 func (s *Server) deliverTargets(msg *Message, sc *routeScratch) (n int, last Ticket) {
 	n = len(sc.targets)
+	var h uint64
+	if o := msg.Origin(); !o.IsZero() {
+		h = o.Hash()
+	}
 	for i := range sc.targets {
 		t := &sc.targets[i]
+		if h != 0 {
+			first, tk := t.sess.firstOrigin(h)
+			if !first {
+				last = max(last, tk)
+				continue
+			}
+		}
 		// offer never waits for an Authorizer that may block (authq.go).
 		tk, ok := s.offer(t.sess, msg, t.qos, t.retain, t.subIDs)
 		if !ok {
 			n--
 			continue
+		}
+		if h != 0 && tk != 0 {
+			t.sess.originTicket(h, tk)
 		}
 		last = max(last, tk)
 	}

@@ -124,4 +124,15 @@ func (s *Server) loadSessionState(ss *session, rec *StoredSession, origin string
 	for _, pid := range rec.Inbound {
 		ss.setInQoS2(pid)
 	}
+	for _, in := range rec.Unrouted {
+		ss.setInQoS2Nonce(in.PacketID, in.Nonce)
+	}
+	for _, h := range rec.Seen {
+		ss.noteOrigin(h)
+	}
+	for _, d := range rec.Queue {
+		if o := d.Msg.Origin(); !o.IsZero() {
+			ss.noteOrigin(o.Hash())
+		}
+	}
 }

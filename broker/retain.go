@@ -298,7 +298,7 @@ func (c *conn) forgetInQoS2(pid uint16) {
 	ss := c.sess
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	delete(ss.inQoS2, pid)
+	delete(ss.inQoS2(), pid)
 	if ss.persisted() {
 		ss.record(Op{Kind: OpInboundDel, PacketID: pid})
 	}

@@ -22,11 +22,12 @@ type Publisher struct {
 // Options.CheckRetainSource was off when it was published, or the
 // message is not a client's (the server's own, $SYS).
 func (m *Message) Publisher() (p Publisher, ok bool) {
-	if m.src == nil {
+	src := m.source()
+	if src == nil {
 		return Publisher{}, false
 	}
-	return Publisher{ClientID: m.src.ClientID, Username: m.src.Username, Listener: m.src.Listener,
-		Internal: m.src.internal}, true
+	return Publisher{ClientID: src.ClientID, Username: src.Username, Listener: src.Listener,
+		Internal: src.internal}, true
 }
 
 // SetPublisher records p as the publisher of m: for a Store restoring a
@@ -36,5 +37,5 @@ func (m *Message) Publisher() (p Publisher, ok bool) {
 // a ClientInfo of p's fields alone (no address, TLS state or protocol:
 // those are gone with the connection).
 func (m *Message) SetPublisher(p Publisher) {
-	m.src = &ClientInfo{ClientID: p.ClientID, Username: p.Username, Listener: p.Listener, internal: p.Internal}
+	m.setSource(&ClientInfo{ClientID: p.ClientID, Username: p.Username, Listener: p.Listener, internal: p.Internal})
 }

@@ -63,14 +63,22 @@ func (r *router) match(msg *Message) *routeScratch {
 	return r.matchGroups(msg, nil, nil)
 }
 
+// matchGroups is matchOnce with no Origin.
+func (r *router) matchGroups(msg *Message, groups []string, pick func(clientID string) bool) *routeScratch {
+	return r.matchOnce(msg, groups, pick, nil)
+}
+
 // matchGroups is match for a message from another node of a cluster: of
 // the shared groups, only those in groups ("group\x00filter") get it here,
 // the node that published it having chosen where each group is served.
 // groups is nil for a message published on this node: all groups. pick,
 // when not nil, leaves out the plain (not shared) subscriptions of the
 // sessions it returns false for (a cluster moving a session between nodes
-// decides which node's copy of it gets a message).
-func (r *router) matchGroups(msg *Message, groups []string, pick func(clientID string) bool) *routeScratch {
+// decides which node's copy of it gets a message). once, when not nil,
+// leaves out the share groups ("group\x00filter") that got the message
+// before under its Origin (origin.go), and those with a member here that
+// did; it is asked after the tree's lock is released.
+func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID string) bool, once func(who string) bool) *routeScratch {
 	sc := r.scrach.Get().(*routeScratch)
 	remote := groups != nil
 	r.tree.Match(msg.Topic, func(filter, group string, s *session, sub subscription) {
@@ -93,10 +101,19 @@ func (r *router) matchGroups(msg *Message, groups []string, pick func(clientID s
 		}
 		sc.add(s, sub, msg)
 	})
+	var h uint64
+	if once != nil {
+		h = msg.Origin().Hash()
+	}
 	for key, cands := range sc.shared {
+		delete(sc.shared, key)
+		// A member here that got it (before this node restarted, or
+		// before its session moved here) counts as the group's copy.
+		if once != nil && (membersGot(cands, h) || !once(key)) {
+			continue
+		}
 		c := pickShared(msg, cands)
 		sc.add(c.sess, c.sub, msg)
-		delete(sc.shared, key)
 	}
 	return sc
 }

@@ -30,6 +30,8 @@ type Server struct {
 	ipl    *ipLimits
 	stats  stats
 	msgID  atomic.Uint64 // last Message.ID handed out
+	// origins: where this node routed each recent Origin (origin.go).
+	origins originSeen
 	// storeSick is set while the store reports it cannot take writes.
 	storeSick atomic.Bool
 

@@ -50,10 +50,12 @@ type session struct {
 	qbytes    int
 	qexpiring int32
 	qpending  int32
-	// inQoS2 are packet ids of inbound QoS 2 publishes that were delivered
-	// and await PUBREL: a repeated PUBLISH with one of them is not
-	// delivered again [MQTT-4.3.3-10; method A of 4.3.3].
-	inQoS2 map[uint16]struct{}
+	// in2 holds the packet ids of inbound QoS 2 publishes that were
+	// delivered and await PUBREL (inQoS2): a repeated PUBLISH with one of
+	// them is not delivered again [MQTT-4.3.3-10; method A of 4.3.3];
+	// and the Origins of the messages the session got lately (origin.go).
+	// nil until the first: few sessions need either.
+	in2 *inbound2
 
 	will        *willMsg
 	expiryTimer *time.Timer
@@ -124,11 +126,18 @@ func (ss *session) setPID(ob *outbound) {
 	ss.byPID[ob.pid] = ob
 }
 
-func (ss *session) setInQoS2(pid uint16) {
-	if ss.inQoS2 == nil {
-		ss.inQoS2 = make(map[uint16]struct{})
+func (ss *session) setInQoS2(pid uint16) { ss.setInQoS2Nonce(pid, 0) }
+
+// setInQoS2Nonce notes pid with the nonce of its routing not confirmed
+// yet (0: routed).
+func (ss *session) setInQoS2Nonce(pid uint16, nonce uint64) {
+	if ss.in2 == nil {
+		ss.in2 = &inbound2{}
 	}
-	ss.inQoS2[pid] = struct{}{}
+	if ss.in2.ids == nil {
+		ss.in2.ids = make(map[uint16]uint64)
+	}
+	ss.in2.ids[pid] = nonce
 }
 
 // persisted reports whether the session's state goes to the store: it
@@ -169,7 +178,7 @@ func (ss *session) recordSession() Ticket {
 	}
 	first := !ss.stored
 	ss.stored = true
-	rec := StoredSession{ClientID: ss.id, Expiry: ss.expiry, DisconnectedAt: unixTime(ss.offlineAt)}
+	rec := StoredSession{ClientID: ss.id, Expiry: ss.expiry, DisconnectedAt: unixTime(ss.offlineAt), Seen: ss.seenList()}
 	if ss.will != nil {
 		rec.Will, rec.WillAt, rec.WillDelay = ss.will.msg, unixTime(ss.will.at), ss.will.delay
 	}
@@ -189,8 +198,8 @@ func (ss *session) recordSession() Ticket {
 			ss.assignSeq(ob)
 			t = ss.recordDelivery(ob)
 		}
-		for pid := range ss.inQoS2 {
-			t = ss.record(Op{Kind: OpInboundPut, PacketID: pid})
+		for pid, nonce := range ss.inQoS2() {
+			t = ss.record(Op{Kind: OpInboundPut, PacketID: pid, Nonce: nonce})
 		}
 		ss.recT = t
 	}

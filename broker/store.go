@@ -101,7 +101,7 @@ const (
 	OpSubDel                       // Sub.Filter: remove a subscription
 	OpQueuePut                     // Delivery: a message queued or inflight for a session
 	OpQueueDel                     // Delivery.Seq: delivery completed or dropped
-	OpInboundPut                   // PacketID: inbound QoS 2 id awaiting PUBREL
+	OpInboundPut                   // PacketID: inbound QoS 2 id awaiting PUBREL; Nonce: its routing is not confirmed yet (origin.go)
 	OpInboundDel                   // PacketID: PUBREL received
 	OpRetainPut                    // Msg: retained message for Msg.Topic
 	OpRetainDel                    // Topic: retained message cleared
@@ -115,8 +115,13 @@ type Op struct {
 	Sub      StoredSub
 	Delivery StoredDelivery
 	PacketID uint16
-	Msg      *Message
-	Topic    string
+	// Nonce, on OpInboundPut: the Origin nonce of an id whose routing the
+	// cluster has not confirmed yet; 0 once routed (origin.go). A store
+	// that drops it loses only that: a restart from it takes the id for
+	// routed.
+	Nonce uint64
+	Msg   *Message
+	Topic string
 }
 
 // StoredState is what Load returns.
@@ -141,6 +146,13 @@ type StoredSession struct {
 	Subs      []StoredSub      // Load only
 	Queue     []StoredDelivery // Load only, in Seq order
 	Inbound   []uint16         // Load only
+	// Unrouted are the ids of Inbound whose routing is not confirmed
+	// (Op.Nonce); Load only.
+	Unrouted []InboundIntent
+	// Seen are the Origins (Origin.Hash) of messages the session got
+	// lately, oldest first (origin.go). Stores may drop them: a session
+	// restored without them may get a publisher's resend twice.
+	Seen []uint64
 }
 
 // StoredSub is one subscription of a session.

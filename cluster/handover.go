@@ -24,6 +24,9 @@ import (
 //	                   QoS, RETAIN, released (bytes), packet id (uvarint),
 //	                   subscription ids (uvarint count, uvarints), message
 //	inbound   uvarint count, then packet ids (uvarints)
+//	unrouted  uvarint count, then per id of inbound whose routing is not
+//	          confirmed: packet id, nonce (uvarints; broker.Origin)
+//	seen      uvarint count, then Origin hashes (uvarints), oldest first
 //
 // A message is a string holding a forwarded message (wire.go) without
 // groups.
@@ -33,7 +36,7 @@ func appendMessage(b []byte, m *broker.Message) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return appendString(b, string(encodeForward(m, nil, pub))), nil
+	return appendString(b, string(encodeForwardOrigin(m, nil, pub, m.Origin()))), nil
 }
 
 func readMessage(r *reader) *broker.Message {
@@ -47,6 +50,7 @@ func readMessage(r *reader) *broker.Message {
 		return nil
 	}
 	m := &broker.Message{Topic: rm.Topic, Payload: rm.Payload, Props: rm.Props, From: rm.From, QoS: rm.QoS, Retain: rm.Retain}
+	m.SetOrigin(rm.Origin)
 	m.SetCreated(time.Now())
 	if rm.ExpiresIn > 0 {
 		m.SetExpires(time.Now().Add(rm.ExpiresIn))
@@ -99,7 +103,11 @@ func encodeSession(rec *broker.StoredSession) ([]byte, error) {
 	for _, pid := range rec.Inbound {
 		b = binary.AppendUvarint(b, uint64(pid))
 	}
-	return b, nil
+	b = binary.AppendUvarint(b, uint64(len(rec.Unrouted)))
+	for _, in := range rec.Unrouted {
+		b = binary.AppendUvarint(binary.AppendUvarint(b, uint64(in.PacketID)), in.Nonce)
+	}
+	return appendSeen(b, rec.Seen), nil
 }
 
 func decodeSession(id string, b []byte) (*broker.StoredSession, error) {
@@ -142,8 +150,36 @@ func decodeSession(id string, b []byte) (*broker.StoredSession, error) {
 	for i := uint64(0); i < n && r.err == nil; i++ {
 		rec.Inbound = append(rec.Inbound, uint16(r.uvarint()))
 	}
+	n = r.uvarint()
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		rec.Unrouted = append(rec.Unrouted, broker.InboundIntent{PacketID: uint16(r.uvarint()), Nonce: r.uvarint()})
+	}
+	rec.Seen = readSeen(&r)
 	if r.err != nil || len(r.b) != 0 {
 		return nil, errWire
 	}
 	return rec, nil
+}
+
+// appendSeen appends a session's Origin hashes (broker.StoredSession.Seen):
+// a count, then uvarints.
+func appendSeen(b []byte, seen []uint64) []byte {
+	b = binary.AppendUvarint(b, uint64(len(seen)))
+	for _, h := range seen {
+		b = binary.AppendUvarint(b, h)
+	}
+	return b
+}
+
+func readSeen(r *reader) []uint64 {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.err = errWire
+		return nil
+	}
+	var seen []uint64
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		seen = append(seen, r.uvarint())
+	}
+	return seen
 }

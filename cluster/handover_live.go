@@ -863,13 +863,13 @@ func (n *Node) reforward(to string, rm *broker.RemoteMessage, gk []string, ha *h
 		return
 	}
 	if ha == nil {
-		n.senderFor(to).add(0, encodeForward(m, gk, pub))
+		n.senderFor(to).add(0, encodeForwardOrigin(m, gk, pub, rm.Origin))
 		return
 	}
 	deadline := time.Now().Add(n.cfg.ForwardTimeout)
 	pr := n.replies.register(deadline)
 	pr.node, pr.gone, pr.qos = to, n.remote.goneCh(to), rm.QoS
-	n.senderFor(to).add(pr.seq, encodeForward(m, gk, pub))
+	n.senderFor(to).add(pr.seq, encodeForwardOrigin(m, gk, pub, rm.Origin))
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

@@ -298,9 +298,10 @@ func decodeHeld(b []byte) (originKey, *broker.RemoteMessage, error) {
 	return k, rm, err
 }
 
-// hold appends msg (pub: its PUBLISH) to node's held subject and returns
-// the append's future; nil, nil when sessions are not replicated here.
-func (n *Node) hold(node string, msg *broker.Message, pub []byte) (jetstream.PubAckFuture, error) {
+// hold appends msg (pub: its PUBLISH; o: its Origin, if any) to node's
+// held subject and returns the append's future; nil, nil when sessions are
+// not replicated here.
+func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origin) (jetstream.PubAckFuture, error) {
 	s := n.sess
 	if s == nil {
 		return nil, nil
@@ -313,9 +314,14 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte) (jetstream.Pub
 	}
 	k := originKey{n.cfg.Node, n.inc, msg.ID}
 	m := nats.NewMsg(s.heldSubject(node))
-	m.Data = encodeHeld(k, encodeForward(msg, nil, pub))
-	// The same id for the same message and node: a repeat is dropped.
-	m.Header.Set(jetstream.MsgIDHeader, "h."+n.inc+"."+strconv.FormatUint(msg.ID, 36)+"."+node)
+	m.Data = encodeHeld(k, encodeForwardOrigin(msg, nil, pub, o))
+	// The same id for the same message and node: a repeat is dropped,
+	// also a resend's routing under the same Origin from another node.
+	id := "h." + n.inc + "." + strconv.FormatUint(msg.ID, 36) + "." + node
+	if !o.IsZero() {
+		id = "h.o." + strconv.FormatUint(o.Hash(), 36) + "." + node
+	}
+	m.Header.Set(jetstream.MsgIDHeader, id)
 	f, err := js.PublishMsgAsync(m)
 	if err != nil {
 		return nil, fmt.Errorf("held for %s: %w", node, err)
@@ -329,18 +335,18 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte) (jetstream.Pub
 // held for them instead. Otherwise only clean sessions there wanted it,
 // and they died with the node: nothing is lost by acknowledging msg (a
 // clean session is not kept across its node's loss, docs/cluster.md).
-func (n *Node) holdForGone(ctx context.Context, node string, msg *broker.Message, pub []byte) error {
+func (n *Node) holdForGone(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin) error {
 	if !n.remote.orphans.matchNode(node, msg.Topic) {
 		return nil
 	}
-	return n.holdNow(ctx, node, msg, pub)
+	return n.holdNow(ctx, node, msg, pub, o)
 }
 
 // holdNow holds msg for node and waits for the append; nil at once when
 // sessions are not replicated here (a dead node's clean sessions went
 // with it).
-func (n *Node) holdNow(ctx context.Context, node string, msg *broker.Message, pub []byte) error {
-	f, err := n.hold(node, msg, pub)
+func (n *Node) holdNow(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin) error {
+	f, err := n.hold(node, msg, pub, o)
 	if err != nil || f == nil {
 		return err
 	}

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -86,6 +88,8 @@ type Node struct {
 	// watch: origins of what sessions taken from the stream lately got
 	// (held.go).
 	watch originWatch
+	// fault: faults a process test injected (fault.go); nil for none.
+	fault *faults
 }
 
 // Start checks cfg and starts the node's engine: the embedded NATS server
@@ -96,6 +100,13 @@ func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	log = log.With("node", cfg.Node)
+	fault, err := parseFaults(os.Getenv(faultEnv), cfg.Node)
+	if err != nil {
+		return nil, err
+	}
+	if fault != nil {
+		log.Warn("cluster: faults injected for a test", "faults", os.Getenv(faultEnv))
+	}
 	eng, err := startEngine(&cfg, maxPacket, log)
 	if err != nil {
 		return nil, err
@@ -103,7 +114,7 @@ func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
 	var b [8]byte
 	rand.Read(b[:])
 	n := &Node{cfg: cfg, log: log, eng: eng, inc: hex.EncodeToString(b[:]),
-		local: newLocalInterest(), remote: newRemoteInterest(), acks: make(chan pendingAck, 1024)}
+		local: newLocalInterest(), remote: newRemoteInterest(), acks: make(chan pendingAck, 1024), fault: fault}
 	n.own = &owners{n: n, epochs: make(map[string]epochAt), unread: make(map[string]bool), wills: make(map[uint64]uint64)}
 	n.ret = &retained{n: n}
 	n.mv = newLiveMoves(n)
@@ -342,6 +353,23 @@ var errNotTaken = errors.New("cluster: peer could not take the message")
 // here for a session moving to this node counts as one more target, and
 // its wait includes the session's having it durably (handover_live.go).
 func (n *Node) Forward(msg *broker.Message) (int, func() error) {
+	return n.forward(msg, broker.Origin{})
+}
+
+var _ broker.OriginForwarder = (*Node)(nil)
+
+// ForwardOrigin implements broker.OriginForwarder: Forward for a QoS 2
+// message under origin o, which travels with each forward and hold, so
+// that the nodes route it once per session and share group even when the
+// publisher's resend (after its node failed) routes it again from another
+// node. Which node serves a share group is chosen by o rather than by the
+// message's id here, so that a resend finds the group on the same node
+// (which remembers that it served it) while that node lives.
+func (n *Node) ForwardOrigin(msg *broker.Message, o broker.Origin) (int, func() error) {
+	return n.forward(msg, o)
+}
+
+func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error) {
 	if msg.QoS > 0 {
 		// Only a client the server named (never claimed) can publish
 		// before the node caught up: its message is not acknowledged
@@ -351,7 +379,11 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 		}
 	}
 	held, heldWait := n.mv.local(msg)
-	targets := n.remote.plan(msg.Topic, msg.ID, n.local)
+	pick := msg.ID
+	if !o.IsZero() {
+		pick = originHash(o)
+	}
+	targets := n.remote.plan(msg.Topic, pick, n.local)
 	var orphans []string
 	if msg.QoS > 0 && n.sess != nil {
 		orphans = n.remote.orphans.match(msg.Topic)
@@ -382,14 +414,14 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 	for _, t := range targets {
 		pr := n.replies.register(deadline)
 		pr.node, pr.gone, pr.qos = t.node, n.remote.goneCh(t.node), msg.QoS
-		n.senderFor(t.node).addID(pr.seq, msg.ID, encodeForward(msg, t.groups, pub))
+		n.senderFor(t.node).addID(pr.seq, msg.ID, encodeForwardOrigin(msg, t.groups, pub, o))
 		n.counters.sent[msg.QoS].Add(1)
 		reqs = append(reqs, pr)
 	}
 	// Held for the persistent sessions of dropped nodes (held.go).
 	var helds []jetstream.PubAckFuture
 	for _, node := range orphans {
-		f, err := n.hold(node, msg, pub)
+		f, err := n.hold(node, msg, pub, o)
 		if err != nil {
 			errs = append(errs, err)
 		} else if f != nil {
@@ -408,7 +440,7 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 		for _, pr := range reqs {
 			err := n.await(ctx, pr)
 			if errors.Is(err, errGone) {
-				err = n.holdForGone(ctx, pr.node, msg, pub)
+				err = n.holdForGone(ctx, pr.node, msg, pub, o)
 			}
 			if err != nil {
 				errs = append(errs, err)
@@ -431,6 +463,14 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 		}
 		return errors.Join(errs...)
 	}
+}
+
+// originHash spreads Origins over share groups' nodes (plan).
+func originHash(o broker.Origin) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(o.ClientID))
+	h.Write([]byte{byte(o.PacketID >> 8), byte(o.PacketID)})
+	return h.Sum64() ^ o.Nonce
 }
 
 // forwardQoS0 publishes msg to each target, best effort.

@@ -107,6 +107,9 @@ type sessions struct {
 	// persist: the plain filters of the persistent sessions journaled
 	// here, announced as persistent interest (persistent.go).
 	persist *persistentFilters
+	// stalled: the first ticket of an op a test fault keeps from the
+	// streams (fault.go); 0 for none.
+	stalled broker.Ticket
 }
 
 // partQueue is one partition's ops not yet acknowledged, in ticket
@@ -177,6 +180,12 @@ func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
 		if _, lost := s.lost[op.ClientID]; op.ClientID == "" || lost {
 			continue // retained messages: the retained stream keeps them; lost ids: see sessions.lost
 		}
+		if s.n.fault.stalls(op) {
+			if s.stalled == 0 {
+				s.stalled = t
+			}
+			continue
+		}
 		body, err := encodeOpBody(op)
 		if err != nil {
 			// Cannot happen for what the broker accepted; log and let
@@ -232,6 +241,9 @@ func (s *sessions) Wait(t broker.Ticket) error {
 // replicated reports whether every op of ticket t or before is
 // acknowledged: each partition's queue is in ticket order. s.mu is held.
 func (s *sessions) replicated(t broker.Ticket) bool {
+	if s.stalled != 0 && t >= s.stalled {
+		return false
+	}
 	for p := range s.parts {
 		if ops := s.parts[p].ops; len(ops) > 0 && ops[0].ticket <= t {
 			return false

@@ -21,7 +21,9 @@ import (
 //	  SessionPut  expiry (uvarint), will delay ms (uvarint), disconnected
 //	              at (unix ms, uvarint, 0: connected), will flag (byte),
 //	              then if set: will due at (unix ms, uvarint, 0: not yet
-//	              due, the connection is up) and the will (a message)
+//	              due, the connection is up) and the will (a message);
+//	              then the Origins the session got lately (as in
+//	              handover.go; absent in older ops)
 //	  SessionDel  nothing
 //	  SubPut      filter (string), options (byte, as in handover.go),
 //	              identifier (uvarint)
@@ -30,7 +32,9 @@ import (
 //	              (uvarint), subscription ids (uvarint count, uvarints),
 //	              the message
 //	  QueueDel    seq (uvarint)
-//	  InboundPut, InboundDel: packet id (uvarint)
+//	  InboundPut  packet id (uvarint), then the Origin nonce of an id whose
+//	              routing is not confirmed (uvarint; 0 or absent: routed)
+//	  InboundDel  packet id (uvarint)
 //
 // A message is as in handover.go. Times are wall clock: nodes are assumed
 // to keep their clocks in step (NTP), as for Message Expiry elsewhere.
@@ -46,6 +50,10 @@ import (
 // replica: one message per op made those syncs the cluster's limit, and a
 // persistent subscriber gets several ops in the time of one sync (sessions.go
 // packs the ops of a client that go out together).
+
+// seenMax bounds the Origins a replayed session keeps, as the broker's
+// session does.
+const seenMax = 1024
 
 // opPack is a pack's kind byte, beyond every broker.OpKind.
 const opPack = 0xFF
@@ -86,10 +94,13 @@ func encodeOpBody(op *broker.Op) ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(s.WillDelay.Milliseconds()))
 		b = binary.AppendUvarint(b, unixMilli(s.DisconnectedAt))
 		if s.Will == nil {
-			return append(b, 0), nil
+			return appendSeen(append(b, 0), s.Seen), nil
 		}
 		b = binary.AppendUvarint(append(b, 1), unixMilli(s.WillAt))
-		return appendMessage(b, s.Will)
+		if b, err = appendMessage(b, s.Will); err != nil {
+			return nil, err
+		}
+		return appendSeen(b, s.Seen), nil
 	case broker.OpSessionDel:
 		return b, nil
 	case broker.OpSubPut:
@@ -114,7 +125,9 @@ func encodeOpBody(op *broker.Op) ([]byte, error) {
 		return b, nil
 	case broker.OpQueueDel:
 		return binary.AppendUvarint(b, op.Delivery.Seq), nil
-	case broker.OpInboundPut, broker.OpInboundDel:
+	case broker.OpInboundPut:
+		return binary.AppendUvarint(binary.AppendUvarint(b, uint64(op.PacketID)), op.Nonce), nil
+	case broker.OpInboundDel:
 		return binary.AppendUvarint(b, uint64(op.PacketID)), nil
 	}
 	return nil, fmt.Errorf("cluster: op kind %d is not a session op", op.Kind)
@@ -145,7 +158,8 @@ type replay struct {
 	rec      broker.StoredSession
 	subs     map[string]broker.StoredSub
 	queue    map[uint64]broker.StoredDelivery
-	inbound  map[uint16]bool
+	inbound  map[uint16]uint64 // packet id -> nonce (0: routed)
+	seen     []uint64          // Origins the session got (broker.StoredSession.Seen)
 	skipped  int
 }
 
@@ -160,7 +174,8 @@ func (r *replay) reset() {
 	r.rec = broker.StoredSession{ClientID: r.id}
 	r.subs = map[string]broker.StoredSub{}
 	r.queue = map[uint64]broker.StoredDelivery{}
-	r.inbound = map[uint16]bool{}
+	r.inbound = map[uint16]uint64{}
+	r.seen = nil
 }
 
 // apply applies one message's bytes: an op, or a pack of ops.
@@ -213,6 +228,9 @@ func (r *replay) applyOp(b []byte) error {
 			r.rec.WillAt = fromUnixMilli(rd.uvarint())
 			r.rec.Will = readMessage(&rd)
 		}
+		if len(rd.b) > 0 {
+			r.seen = readSeen(&rd)
+		}
 	case broker.OpSessionDel:
 		r.reset()
 	case broker.OpSubPut:
@@ -234,11 +252,21 @@ func (r *replay) applyOp(b []byte) error {
 		d.Msg = readMessage(&rd)
 		if rd.err == nil {
 			r.queue[d.Seq] = d
+			if o := d.Msg.Origin(); !o.IsZero() {
+				// Remembered after the delivery's end too: the
+				// session got the message.
+				r.seen = append(r.seen, o.Hash())
+			}
 		}
 	case broker.OpQueueDel:
 		delete(r.queue, rd.uvarint())
 	case broker.OpInboundPut:
-		r.inbound[uint16(rd.uvarint())] = true
+		pid := uint16(rd.uvarint())
+		var nonce uint64
+		if len(rd.b) > 0 {
+			nonce = rd.uvarint()
+		}
+		r.inbound[pid] = nonce
 	case broker.OpInboundDel:
 		delete(r.inbound, uint16(rd.uvarint()))
 	default:
@@ -256,7 +284,7 @@ func (r *replay) session() *broker.StoredSession {
 		return nil
 	}
 	rec := r.rec
-	rec.Subs, rec.Queue, rec.Inbound = nil, nil, nil
+	rec.Subs, rec.Queue, rec.Inbound, rec.Unrouted = nil, nil, nil, nil
 	for _, s := range r.subs {
 		rec.Subs = append(rec.Subs, s)
 	}
@@ -265,9 +293,16 @@ func (r *replay) session() *broker.StoredSession {
 		rec.Queue = append(rec.Queue, d)
 	}
 	slices.SortFunc(rec.Queue, func(a, b broker.StoredDelivery) int { return cmp.Compare(a.Seq, b.Seq) })
-	for pid := range r.inbound {
+	for pid, nonce := range r.inbound {
 		rec.Inbound = append(rec.Inbound, pid)
+		if nonce != 0 {
+			rec.Unrouted = append(rec.Unrouted, broker.InboundIntent{PacketID: pid, Nonce: nonce})
+		}
 	}
 	slices.Sort(rec.Inbound)
+	slices.SortFunc(rec.Unrouted, func(a, b broker.InboundIntent) int { return cmp.Compare(a.PacketID, b.PacketID) })
+	// The newest seenMax (the session keeps no more); copies of one
+	// Origin are harmless.
+	rec.Seen = r.seen[max(0, len(r.seen)-seenMax):]
 	return &rec
 }

@@ -22,10 +22,12 @@ var errWire = errors.New("cluster: malformed message from peer")
 // the packet codec that already checks them:
 //
 //	version  byte
-//	flags    byte     QoS (bits 0-1), RETAIN (bit 2)
+//	flags    byte     QoS (bits 0-1), RETAIN (bit 2), origin (bit 3)
 //	from     string   publishing client id (No Local)
 //	expires  uvarint  Message Expiry left, in milliseconds; 0 none
 //	groups   uvarint count, then strings: shared groups this node serves
+//	origin   if bit 3: the broker.Origin of a persistent publisher's QoS 2
+//	         message: client id (string), packet id, nonce (uvarints)
 //	publish  the rest: an MQTT 5 PUBLISH (QoS and RETAIN as above)
 //
 // Strings are a uvarint length and the bytes.
@@ -45,8 +47,14 @@ func encodePublish(m *broker.Message) ([]byte, error) {
 
 // encodeForward builds the message for one node from the shared PUBLISH.
 func encodeForward(m *broker.Message, groups []string, pub []byte) []byte {
+	return encodeForwardOrigin(m, groups, pub, broker.Origin{})
+}
+
+// encodeForwardOrigin is encodeForward for a message under origin o (none
+// when zero).
+func encodeForwardOrigin(m *broker.Message, groups []string, pub []byte, o broker.Origin) []byte {
 	b := make([]byte, 0, 16+len(m.From)+len(pub))
-	b = append(b, wireVersion, byte(m.QoS)|boolBit(m.Retain, 2))
+	b = append(b, wireVersion, byte(m.QoS)|boolBit(m.Retain, 2)|boolBit(!o.IsZero(), 3))
 	b = appendString(b, m.From)
 	var left uint64
 	if exp := m.Expires(); !exp.IsZero() {
@@ -57,6 +65,11 @@ func encodeForward(m *broker.Message, groups []string, pub []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(groups)))
 	for _, g := range groups {
 		b = appendString(b, g)
+	}
+	if !o.IsZero() {
+		b = appendString(b, o.ClientID)
+		b = binary.AppendUvarint(b, uint64(o.PacketID))
+		b = binary.AppendUvarint(b, o.Nonce)
 	}
 	return append(b, pub...)
 }
@@ -78,6 +91,12 @@ func decodeForward(b []byte) (*broker.RemoteMessage, error) {
 	m.Groups = make([]string, 0, n)
 	for range n {
 		m.Groups = append(m.Groups, r.string())
+	}
+	if flags&8 != 0 {
+		m.Origin = broker.Origin{ClientID: r.string(), PacketID: uint16(r.uvarint()), Nonce: r.uvarint()}
+		if m.Origin.IsZero() {
+			return nil, errWire
+		}
 	}
 	if r.err != nil || m.QoS > 2 {
 		return nil, errWire

@@ -87,13 +87,17 @@ func prefixEnd(p []byte) []byte {
 //	| PUBLISH
 //
 // Flags: 1 retain; 2 the publisher follows (broker.Message.Publisher, kept
-// for check_retain_source); 4 that publisher was the server's own. A
-// message without flag 2 is laid out as before publishers were kept, so
-// a store written by an older version reads as it always did.
+// for check_retain_source); 4 that publisher was the server's own; 8 the
+// message's broker.Origin follows the publisher (client id, then packet id
+// and nonce as uvarints), so that a session restored here is not given a
+// publisher's resend of it again. A message without flags 2 and 8 is laid
+// out as before publishers were kept, so a store written by an older
+// version reads as it always did.
 const (
 	msgRetain            = 1
 	msgPublisher         = 2
 	msgPublisherInternal = 4
+	msgOrigin            = 8
 )
 
 func appendMessage(b []byte, m *broker.Message) ([]byte, error) {
@@ -110,12 +114,19 @@ func appendMessage(b []byte, m *broker.Message) ([]byte, error) {
 			flags |= msgPublisherInternal
 		}
 	}
+	o := m.Origin()
+	if !o.IsZero() {
+		flags |= msgOrigin
+	}
 	b = append(b, flags)
 	b = binary.AppendVarint(b, unixNano(m.Created()))
 	b = binary.AppendVarint(b, unixNano(m.Expires()))
 	b = appendString(b, m.From)
 	if hasPub {
 		b = appendString(appendString(appendString(b, pub.ClientID), pub.Username), pub.Listener)
+	}
+	if !o.IsZero() {
+		b = binary.AppendUvarint(binary.AppendUvarint(appendString(b, o.ClientID), uint64(o.PacketID)), o.Nonce)
 	}
 	p := packet.Publish{Topic: m.Topic, Payload: m.Payload}
 	if m.Props != nil {
@@ -140,6 +151,9 @@ func decodeMessage(b []byte) (*broker.Message, error) {
 		p.Listener = r.string()
 		p.Internal = flags&msgPublisherInternal != 0
 		m.SetPublisher(p)
+	}
+	if flags&msgOrigin != 0 {
+		m.SetOrigin(broker.Origin{ClientID: r.string(), PacketID: uint16(r.uvarint()), Nonce: r.uvarint()})
 	}
 	if r.err != nil {
 		return nil, r.err
@@ -190,15 +204,31 @@ func decodePlain(m *broker.Message, body []byte) bool {
 }
 
 // A session record: expiry u32 | disconnected varint | will at varint |
-// will (0, or 1 and a message).
+// flags byte (1 a will, 2 Origins) | [Origins the session got
+// (broker.StoredSession.Seen): uvarint count, uvarints] | [will: a
+// message]. Records of older versions have flags 0 or 1.
 func appendSession(b []byte, s *broker.StoredSession) ([]byte, error) {
 	b = binary.BigEndian.AppendUint32(b, s.Expiry)
 	b = binary.AppendVarint(b, unixNano(s.DisconnectedAt))
 	b = binary.AppendVarint(b, unixNano(s.WillAt))
-	if s.Will == nil {
-		return append(b, 0), nil
+	var flags byte
+	if s.Will != nil {
+		flags |= 1
 	}
-	return appendMessage(append(b, 1), s.Will)
+	if len(s.Seen) > 0 {
+		flags |= 2
+	}
+	b = append(b, flags)
+	if len(s.Seen) > 0 {
+		b = binary.AppendUvarint(b, uint64(len(s.Seen)))
+		for _, h := range s.Seen {
+			b = binary.AppendUvarint(b, h)
+		}
+	}
+	if s.Will == nil {
+		return b, nil
+	}
+	return appendMessage(b, s.Will)
 }
 
 func decodeSession(client string, b []byte) (broker.StoredSession, error) {
@@ -206,11 +236,20 @@ func decodeSession(client string, b []byte) (broker.StoredSession, error) {
 	s := broker.StoredSession{ClientID: client, Expiry: r.u32()}
 	s.DisconnectedAt = fromUnixNano(r.varint())
 	s.WillAt = fromUnixNano(r.varint())
-	hasWill := r.byte()
+	flags := r.byte()
+	if flags&2 != 0 {
+		n := r.uvarint()
+		if n > uint64(len(r.b)) {
+			return s, fmt.Errorf("%w: session %q: %d origins", errCorrupt, client, n)
+		}
+		for range n {
+			s.Seen = append(s.Seen, r.uvarint())
+		}
+	}
 	if r.err != nil {
 		return s, r.err
 	}
-	if hasWill == 1 {
+	if flags&1 != 0 {
 		w, err := decodeMessage(r.b)
 		if err != nil {
 			return s, err

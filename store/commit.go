@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -275,7 +276,13 @@ func (d *Disk) apply(b *pebble.Batch, op *broker.Op) {
 			d.unref(b, old)
 		}
 	case broker.OpInboundPut:
-		b.Set(inboundKey(op.ClientID, op.PacketID), nil, nil)
+		// The value is the id's nonce while its routing is not
+		// confirmed (broker.Op.Nonce), empty once it is.
+		var v []byte
+		if op.Nonce != 0 {
+			v = binary.BigEndian.AppendUint64(nil, op.Nonce)
+		}
+		b.Set(inboundKey(op.ClientID, op.PacketID), v, nil)
 	case broker.OpInboundDel:
 		b.Delete(inboundKey(op.ClientID, op.PacketID), nil)
 	}

@@ -42,6 +42,9 @@ func msg(id uint64, topic string) *broker.Message {
 		m.Props.Set(packet.PropContentType)
 		m.Props.Set(packet.PropUserProperty)
 	}
+	if id%5 == 1 {
+		m.SetOrigin(broker.Origin{ClientID: "pub", PacketID: uint16(id), Nonce: id + 1})
+	}
 	return m
 }
 
@@ -54,6 +57,7 @@ type flatMsg struct {
 	Retain           bool
 	Props            string
 	Created, Expires int64
+	Origin           broker.Origin
 }
 
 func flatten(m *broker.Message) *flatMsg {
@@ -65,7 +69,7 @@ func flatten(m *broker.Message) *flatMsg {
 		props = fmt.Sprintf("%x %q %v", m.Props.Present, m.Props.ContentType, m.Props.User)
 	}
 	return &flatMsg{m.ID, m.Topic, m.From, string(m.Payload), m.QoS, m.Retain, props,
-		unixNano(m.Created()), unixNano(m.Expires())}
+		unixNano(m.Created()), unixNano(m.Expires()), m.Origin()}
 }
 
 func flatState(st *broker.StoredState) string {
@@ -80,7 +84,7 @@ func flatState(st *broker.StoredState) string {
 			fmt.Fprintf(&b, "  queue seq=%d qos=%d retain=%v subs=%v pid=%d rel=%v msg=%+v\n", d.Seq, d.QoS, d.Retain,
 				d.SubIDs, d.PacketID, d.Released, flatten(d.Msg))
 		}
-		fmt.Fprintf(&b, "  inbound %v\n", s.Inbound)
+		fmt.Fprintf(&b, "  inbound %v unrouted %v seen %v\n", s.Inbound, s.Unrouted, s.Seen)
 	}
 	for _, m := range st.Retained {
 		fmt.Fprintf(&b, "retained %+v\n", flatten(m))
@@ -110,6 +114,9 @@ func randomOps(r *rand.Rand, n int, nextID *uint64) []broker.Op {
 				*nextID++
 				op.Session.Will, op.Session.WillAt = msg(*nextID, "will/"+c), time.Unix(1e9, 5)
 			}
+			for range r.IntN(3) {
+				op.Session.Seen = append(op.Session.Seen, r.Uint64())
+			}
 		case k < 3:
 			op.Kind = broker.OpSessionDel
 		case k < 5:
@@ -134,6 +141,9 @@ func randomOps(r *rand.Rand, n int, nextID *uint64) []broker.Op {
 		case k < 15:
 			op.Kind = broker.OpInboundPut
 			op.PacketID = uint16(r.IntN(5) + 1)
+			if r.IntN(2) == 0 {
+				op.Nonce = r.Uint64() | 1
+			}
 		case k < 16:
 			op.Kind = broker.OpInboundDel
 			op.PacketID = uint16(r.IntN(5) + 1)

@@ -22,7 +22,7 @@ type memSession struct {
 	rec     broker.StoredSession
 	subs    map[string]broker.StoredSub
 	queue   map[uint64]broker.StoredDelivery
-	inbound map[uint16]struct{}
+	inbound map[uint16]uint64 // packet id -> Op.Nonce
 }
 
 // NewMemory returns an empty Memory store.
@@ -46,10 +46,14 @@ func (m *Memory) Load() (*broker.StoredState, error) {
 			rec.Queue = append(rec.Queue, d)
 		}
 		slices.SortFunc(rec.Queue, func(a, b broker.StoredDelivery) int { return cmp.Compare(a.Seq, b.Seq) })
-		for pid := range ms.inbound {
+		for pid, nonce := range ms.inbound {
 			rec.Inbound = append(rec.Inbound, pid)
+			if nonce != 0 {
+				rec.Unrouted = append(rec.Unrouted, broker.InboundIntent{PacketID: pid, Nonce: nonce})
+			}
 		}
 		slices.Sort(rec.Inbound)
+		slices.SortFunc(rec.Unrouted, func(a, b broker.InboundIntent) int { return cmp.Compare(a.PacketID, b.PacketID) })
 		st.Sessions = append(st.Sessions, rec)
 	}
 	slices.SortFunc(st.Sessions, func(a, b broker.StoredSession) int { return cmp.Compare(a.ClientID, b.ClientID) })
@@ -98,7 +102,7 @@ func (m *Memory) apply(op *broker.Op) {
 	case broker.OpQueueDel:
 		delete(ms.queue, op.Delivery.Seq)
 	case broker.OpInboundPut:
-		ms.inbound[op.PacketID] = struct{}{}
+		ms.inbound[op.PacketID] = op.Nonce
 	case broker.OpInboundDel:
 		delete(ms.inbound, op.PacketID)
 	}
@@ -108,7 +112,7 @@ func (m *Memory) session(id string, create bool) *memSession {
 	ms := m.sessions[id]
 	if ms == nil && create {
 		ms = &memSession{subs: make(map[string]broker.StoredSub), queue: make(map[uint64]broker.StoredDelivery),
-			inbound: make(map[uint16]struct{})}
+			inbound: make(map[uint16]uint64)}
 		m.sessions[id] = ms
 	}
 	return ms

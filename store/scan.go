@@ -129,13 +129,17 @@ func (d *Disk) scanSessions(lookup func(uint64, string) (*broker.Message, error)
 	if err != nil {
 		return nil, err
 	}
-	err = d.each(kindInbound, func(k, _ []byte) error {
+	err = d.each(kindInbound, func(k, v []byte) error {
 		client, rest, err := splitClientKey(k)
-		if err != nil || len(rest) != 2 {
+		if err != nil || len(rest) != 2 || len(v) != 0 && len(v) != 8 {
 			return fmt.Errorf("%w: inbound key %q", errCorrupt, k)
 		}
 		if s := sessions[client]; s != nil {
-			s.Inbound = append(s.Inbound, binary.BigEndian.Uint16(rest))
+			pid := binary.BigEndian.Uint16(rest)
+			s.Inbound = append(s.Inbound, pid)
+			if len(v) == 8 {
+				s.Unrouted = append(s.Unrouted, broker.InboundIntent{PacketID: pid, Nonce: binary.BigEndian.Uint64(v)})
+			}
 		}
 		return nil
 	})

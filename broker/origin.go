@@ -1,0 +1,323 @@
+package broker
+
+import (
+	"encoding/binary"
+	"hash/fnv"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// A QoS 2 message of a persistent session in a cluster is routed under an
+// Origin that outlives the publisher's node: the client id, the packet id
+// and a nonce drawn when the id was first taken, journalled with the id
+// (OpInboundPut with Op.Nonce) before the message goes anywhere. Should the
+// node fail mid-exchange, the session (wherever it goes on) still knows the
+// id and its nonce but not whether every node took the message; the
+// client's DUP resend [MQTT-4.3.3-10 keeps the id's meaning] is then routed
+// again under the same Origin, and every node routes an Origin once per
+// session and share group (originSeen), so the resend reaches what the
+// first routing missed and nothing twice. Once every node confirmed, the
+// id is journalled again with nonce 0 (routed), and a resend after that is
+// answered PUBREC without routing, as on a single node (method A of
+// [MQTT-4.3.3]).
+//
+// Why not the publishing node's message id (package cluster's forward
+// origin): the resend arrives on another node, under another id.
+
+// Origin names one QoS 2 message of one publisher across the nodes of a
+// cluster; the zero Origin names none.
+type Origin struct {
+	ClientID string
+	PacketID uint16
+	Nonce    uint64
+}
+
+// Hash is o in 8 bytes, as sessions remember it (originRing).
+func (o Origin) Hash() uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(o.ClientID))
+	h.Write([]byte{0, byte(o.PacketID >> 8), byte(o.PacketID)})
+	h.Write(binary.BigEndian.AppendUint64(nil, o.Nonce))
+	return h.Sum64() | 1 // never 0 (none)
+}
+
+// IsZero reports whether o names no message.
+func (o Origin) IsZero() bool { return o.Nonce == 0 }
+
+// Key is o as one string (a map key, a message id).
+func (o Origin) Key() string {
+	return o.ClientID + "\x00" + strconv.FormatUint(uint64(o.PacketID), 36) + "." + strconv.FormatUint(o.Nonce, 36)
+}
+
+// OriginForwarder is implemented by a Cluster that carries an Origin with
+// a forwarded message, so that the receiving nodes route it once per
+// session and share group however often it comes (DeliverRemote with
+// RemoteMessage.Origin). The Server then takes the inbound QoS 2 publishes
+// of persistent sessions as above: the id and its nonce are durable
+// before the message is routed, and the id is marked routed only once the
+// wait returned nil. Its contract is Forward's otherwise.
+type OriginForwarder interface {
+	ForwardOrigin(msg *Message, o Origin) (targets int, wait func() error)
+}
+
+// InboundIntent is an inbound QoS 2 packet id whose message's routing was
+// not confirmed yet: a resend is routed again under Nonce (see Origin).
+type InboundIntent struct {
+	PacketID uint16
+	Nonce    uint64
+}
+
+// newNonce draws a nonce for an Origin; never 0 (no Origin).
+func newNonce() uint64 {
+	for {
+		if v := rand.Uint64(); v != 0 {
+			return v
+		}
+	}
+}
+
+const (
+	// originTTL: how long a node remembers where it routed an Origin. A
+	// resend comes once the publisher reconnected (seconds); a publisher
+	// back after longer may get a copy twice (docs/cluster.md).
+	originTTL = 10 * time.Minute
+	// originMax bounds the Origins remembered (the oldest go first).
+	originMax = 1 << 16
+)
+
+// originSeen remembers, per Origin, the share groups ("group\x00filter")
+// this node routed it to (sessions remember their own: originRing, so
+// that it moves with them). Its lock is a leaf.
+type originSeen struct {
+	mu    sync.Mutex
+	m     map[string]*originEntry
+	order []string // keys, oldest first
+}
+
+type originEntry struct {
+	at  time.Time
+	got map[string]struct{}
+}
+
+// first reports whether who has not got the message o yet, and notes that
+// it has now.
+func (t *originSeen) first(o string, who string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.m[o]
+	if e == nil {
+		t.expire(time.Now())
+		if t.m == nil {
+			t.m = map[string]*originEntry{}
+		}
+		e = &originEntry{at: time.Now(), got: map[string]struct{}{}}
+		t.m[o] = e
+		t.order = append(t.order, o)
+	}
+	if _, dup := e.got[who]; dup {
+		return false
+	}
+	e.got[who] = struct{}{}
+	return true
+}
+
+// expire forgets the Origins older than originTTL, and the oldest beyond
+// originMax. t.mu is held.
+func (t *originSeen) expire(now time.Time) {
+	i := 0
+	for ; i < len(t.order); i++ {
+		e := t.m[t.order[i]]
+		if len(t.order)-i < originMax && now.Sub(e.at) < originTTL {
+			break
+		}
+		delete(t.m, t.order[i])
+	}
+	if i > 0 {
+		t.order = append(t.order[:0], t.order[i:]...)
+	}
+}
+
+// groupOnce returns the check that routes o once per share group on this
+// node; nil for no Origin.
+func (s *Server) groupOnce(o Origin) func(group string) bool {
+	if o.IsZero() {
+		return nil
+	}
+	k := o.Key()
+	return func(group string) bool { return s.origins.first(k, group) }
+}
+
+// msgExt holds the fields of a Message that few messages have.
+type msgExt struct {
+	// src is the publisher of a retained message when
+	// Options.CheckRetainSource is set (a restored one's, from the store:
+	// SetPublisher), nil otherwise and for the server's own messages.
+	src *ClientInfo
+	// origin names a persistent publisher's QoS 2 message in a cluster.
+	origin Origin
+}
+
+func (m *Message) source() *ClientInfo {
+	if m.ext == nil {
+		return nil
+	}
+	return m.ext.src
+}
+
+// setSource sets src; before m is shared.
+func (m *Message) setSource(src *ClientInfo) {
+	if src == nil && m.ext == nil {
+		return
+	}
+	if m.ext == nil {
+		m.ext = &msgExt{}
+	}
+	m.ext.src = src
+}
+
+// Origin returns the Origin m was routed under (origin.go); zero for none.
+func (m *Message) Origin() Origin {
+	if m.ext == nil {
+		return Origin{}
+	}
+	return m.ext.origin
+}
+
+// SetOrigin records o as m's Origin: for a cluster reading back a
+// replicated session's queued message, before it is routed or adopted,
+// so that the session is not given the message again under o.
+func (m *Message) SetOrigin(o Origin) {
+	if o.IsZero() && m.ext == nil {
+		return
+	}
+	if m.ext == nil {
+		m.ext = &msgExt{}
+	}
+	m.ext.origin = o
+}
+
+// seenMax bounds the Origins a session remembers having got.
+const seenMax = 1024
+
+// originRing is the Origins (hashes) a session got lately, the oldest
+// dropped first, each with the store ticket of its copy (0: durable
+// already, or not known: a copy read back or handed over); guarded by the
+// session's lock.
+type originRing struct {
+	h    []uint64
+	next int
+	set  map[uint64]Ticket
+}
+
+// add notes h and reports whether it is new.
+func (r *originRing) add(h uint64) bool {
+	if r.set == nil {
+		r.set = map[uint64]Ticket{}
+	}
+	if _, ok := r.set[h]; ok {
+		return false
+	}
+	if len(r.h) < seenMax {
+		r.h = append(r.h, h)
+	} else {
+		delete(r.set, r.h[r.next])
+		r.h[r.next] = h
+		r.next = (r.next + 1) % seenMax
+	}
+	r.set[h] = 0
+	return true
+}
+
+// list returns the hashes, oldest first.
+func (r *originRing) list() []uint64 {
+	if len(r.h) == 0 {
+		return nil
+	}
+	return append(append([]uint64(nil), r.h[r.next:]...), r.h[:r.next]...)
+}
+
+// firstOrigin reports whether ss has not got a message under the Origin
+// of hash h yet, and notes that it has now; if it had, it returns the
+// store ticket of that copy, which a confirmation of the message must
+// wait for as for a new copy: the routing that made it may not have
+// waited (its publisher's node failed).
+func (ss *session) firstOrigin(h uint64) (bool, Ticket) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.noteOrigin(h) {
+		return true, 0
+	}
+	return false, ss.in2.seen.set[h]
+}
+
+// originTicket records t as the store ticket of ss's copy of the message
+// under the Origin of hash h.
+func (ss *session) originTicket(h uint64, t Ticket) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.in2 == nil {
+		return
+	}
+	if _, ok := ss.in2.seen.set[h]; ok {
+		ss.in2.seen.set[h] = t
+	}
+}
+
+// noteOrigin is firstOrigin with ss.mu held.
+func (ss *session) noteOrigin(h uint64) bool {
+	if ss.in2 == nil {
+		ss.in2 = &inbound2{}
+	}
+	return ss.in2.seen.add(h)
+}
+
+// inbound2 is what a session keeps of the QoS 2 messages it exchanged:
+// the inbound ids awaiting PUBREL (session.inQoS2) and the Origins it
+// got.
+type inbound2 struct {
+	ids  map[uint16]uint64
+	seen originRing
+}
+
+// inQoS2 returns the session's inbound QoS 2 ids awaiting PUBREL, each
+// with the nonce of a routing not confirmed yet (0: routed); nil for
+// none. ss.mu must be held.
+func (ss *session) inQoS2() map[uint16]uint64 {
+	if ss.in2 == nil {
+		return nil
+	}
+	return ss.in2.ids
+}
+
+// seenList returns the Origins the session got lately, oldest first.
+// ss.mu must be held.
+func (ss *session) seenList() []uint64 {
+	if ss.in2 == nil {
+		return nil
+	}
+	return ss.in2.seen.list()
+}
+
+// hasOrigin reports whether ss got a message under the Origin of hash h.
+func (ss *session) hasOrigin(h uint64) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.in2 == nil {
+		return false
+	}
+	_, ok := ss.in2.seen.set[h]
+	return ok
+}
+
+// membersGot reports whether a share group member of cands got a message
+// under the Origin of hash h.
+func membersGot(cands []sharedCand, h uint64) bool {
+	for _, c := range cands {
+		if c.sess.hasOrigin(h) {
+			return true
+		}
+	}
+	return false
+}
