@@ -51,12 +51,12 @@ import (
 // the owner record. token is the revision of the record written, for
 // WillDone; it is non-zero also with an error that came after the write.
 func (n *Node) ClaimWill(clientID string, will *broker.Message) (token uint64, err error) {
-	if err := n.catch.ready(); err != nil {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+	defer cancel()
+	if err := n.catch.wait(ctx); err != nil {
 		n.counters.claimsFailed.Add(1)
 		return 0, err
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
-	defer cancel()
 	token, epoch, err := n.own.claimWill(ctx, clientID, will)
 	if token != 0 {
 		n.own.mu.Lock()

@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -28,7 +30,11 @@ const catchUpEvery = 50 * time.Millisecond
 var errCatchingUp = errors.New("cluster: node is still fetching the other nodes' subscriptions")
 
 // catchUp is whether this node has every reachable peer's interest.
-type catchUp struct{ done atomic.Bool }
+type catchUp struct {
+	done atomic.Bool
+	once sync.Once
+	ch   chan struct{} // closed when done; made by chanOf
+}
 
 // ready reports nil once caught up, errCatchingUp before.
 func (c *catchUp) ready() error {
@@ -36,6 +42,35 @@ func (c *catchUp) ready() error {
 		return nil
 	}
 	return errCatchingUp
+}
+
+func (c *catchUp) chanOf() chan struct{} {
+	c.once.Do(func() { c.ch = make(chan struct{}) })
+	return c.ch
+}
+
+// markDone records that the node caught up (or gave up waiting).
+func (c *catchUp) markDone() {
+	if c.done.CompareAndSwap(false, true) {
+		close(c.chanOf())
+	}
+}
+
+// wait is ready after waiting for the catch-up until ctx ends: a CONNECT
+// that arrives while a node starts waits the fraction of a second the
+// catch-up takes instead of being closed (a client tries again, but the
+// bridges' in-process clients at roost serve's start did not, and the
+// node failed to start).
+func (c *catchUp) wait(ctx context.Context) error {
+	if c.done.Load() {
+		return nil
+	}
+	select {
+	case <-c.chanOf():
+		return nil
+	case <-ctx.Done():
+		return errCatchingUp
+	}
 }
 
 // syncedAll reports whether every node in routed has a synced snapshot.
@@ -80,12 +115,12 @@ func (n *Node) catchUpLoop() {
 	for {
 		routed, err := n.eng.routedNodes()
 		if err == nil && len(routed) >= len(n.cfg.Peers) && n.remote.syncedAll(routed) {
-			n.catch.done.Store(true)
+			n.catch.markDone()
 			n.log.Info("cluster interest caught up", "peers", len(routed), "after", time.Since(start).Round(time.Millisecond))
 			return
 		}
 		if time.Since(start) >= catchUpBound {
-			n.catch.done.Store(true)
+			n.catch.markDone()
 			n.log.Warn("cluster interest incomplete: serving without the subscriptions of peers not heard from yet",
 				"peers", len(routed)-len(n.remote.unsynced(routed)), "configured", len(n.cfg.Peers),
 				"unsynced", n.remote.unsynced(routed), "after", catchUpBound)

@@ -193,15 +193,16 @@ func (n *Node) Close() error {
 
 // Claim implements broker.Cluster: see owners.claim. It is bounded by
 // Config.ForwardTimeout. Until the node has caught up with the other
-// nodes' interest (catchUpLoop) it refuses, so the CONNECT is closed
-// without a CONNACK and the client tries again or elsewhere.
+// nodes' interest (catchUpLoop) it waits, within that bound, and then
+// refuses, so the CONNECT is closed without a CONNACK and the client tries
+// again or elsewhere.
 func (n *Node) Claim(clientID string) error {
-	if err := n.catch.ready(); err != nil {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+	defer cancel()
+	if err := n.catch.wait(ctx); err != nil {
 		n.counters.claimsFailed.Add(1)
 		return err
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
-	defer cancel()
 	if err := n.own.claim(ctx, clientID); err != nil {
 		n.counters.claimsFailed.Add(1)
 		return err
