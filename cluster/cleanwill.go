@@ -136,24 +136,21 @@ func (o *owners) forgetWillOnce(ctx context.Context, kv jetstream.KeyValue, id s
 	return err
 }
 
-// adoptCleanWill claims id, whose record at rev names dead, a silent node,
-// at epoch and holds will, and publishes the will: see above. Nothing
-// happens if the record changed meanwhile (the client reconnected, or
-// another survivor won).
-func (s *sessions) adoptCleanWill(ctx context.Context, kv jetstream.KeyValue, id, dead string, epoch, rev uint64, will *broker.Message) error {
-	epoch++
-	o := s.n.own
-	o.noteEpoch(id, epoch)
-	if _, err := kv.Update(ctx, ownerKey(id), encodeOwner(s.n.cfg.Node, epoch), rev); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return nil // another node or a connect won
+// adoptCleanWills claims the records of rs, each naming a silent node
+// (or this node, before it restarted: leftover) and holding a will, and
+// publishes the wills: see above. A record that changed since the scan
+// read it (the client reconnected, or another survivor won) fails its
+// compare-and-set: no will for it here.
+func (s *sessions) adoptCleanWills(ctx context.Context, rs []ownerScan) error {
+	return s.eachParallel(rs, func(r ownerScan) error {
+		epoch, ok, err := s.claimOrphan(ctx, r)
+		if !ok || err != nil {
+			return err
 		}
-		return err
-	}
-	s.setEpoch(id, epoch)
-	s.n.log.Info("will of a clean session of a silent node adopted", "client_id", id, "from", dead, "epoch", epoch, "topic", will.Topic)
-	s.n.srv.PublishOrphanWill(will)
-	return nil
+		s.n.log.Info("will of a clean session of a silent node adopted", "client_id", r.id, "from", r.owner, "epoch", epoch, "topic", r.will.Topic)
+		s.n.srv.PublishOrphanWill(r.will)
+		return nil
+	})
 }
 
 // leftover reports whether id's owner record naming this node at epoch is
