@@ -169,9 +169,13 @@ func (s *sessions) adoptOrphans(live, seen map[string]bool, missing map[string]t
 	if len(wills)+len(persistent) == 0 {
 		return nil
 	}
-	errs := []error{s.adoptCleanWills(ctx, wills), s.adoptSessions(ctx, persistent)}
-	s.n.log.Info("cluster: records of silent nodes handled", "clean_wills", len(wills),
-		"sessions", len(persistent), "took", time.Since(began).Round(time.Millisecond))
+	scanned := time.Since(began)
+	errs := []error{s.adoptCleanWills(ctx, wills)}
+	st, err := s.adoptSessions(ctx, persistent)
+	errs = append(errs, err)
+	s.n.log.Info("cluster: records of silent nodes handled", "clean_wills", len(wills), "sessions", len(persistent),
+		"adopted", st.adopted, "took", time.Since(began).Round(time.Millisecond), "scan", scanned.Round(time.Millisecond),
+		"read", st.read.Round(time.Millisecond), "claims", st.claims.Round(time.Millisecond), "held", st.held.Round(time.Millisecond))
 	return errors.Join(errs...) // the next scan tries those again
 }
 
@@ -250,7 +254,8 @@ func (s *sessions) claimOrphan(ctx context.Context, r ownerScan) (epoch uint64, 
 // naming the dead node, for the next scan to try again. A record that
 // changed after the scan (the client reconnected elsewhere) fails its
 // compare-and-set: the session read for it is dropped.
-func (s *sessions) adoptSessions(ctx context.Context, rs []ownerScan) error {
+func (s *sessions) adoptSessions(ctx context.Context, rs []ownerScan) (adoptStats, error) {
+	var st adoptStats
 	byPart := map[int][]ownerScan{}
 	for _, r := range rs {
 		p := s.partition(r.id)
@@ -258,7 +263,9 @@ func (s *sessions) adoptSessions(ctx context.Context, rs []ownerScan) error {
 	}
 	var errs []error
 	for p, prs := range byPart {
+		t0 := time.Now()
 		recs, err := s.readSessions(ctx, p, prs)
+		st.read += time.Since(t0)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("sessions of partition %d: %w", p, err))
 			continue
@@ -267,6 +274,7 @@ func (s *sessions) adoptSessions(ctx context.Context, rs []ownerScan) error {
 			mu      sync.Mutex
 			adopted = map[string][]adoptedSession{} // by the node they come from
 		)
+		t0 = time.Now()
 		errs = append(errs, s.eachParallel(prs, func(r ownerScan) error {
 			rec := recs[r.id]
 			if rec.rec == nil {
@@ -289,11 +297,21 @@ func (s *sessions) adoptSessions(ctx context.Context, rs []ownerScan) error {
 				"subscriptions", len(rec.rec.Subs), "messages", len(rec.rec.Queue), "will", rec.rec.Will != nil)
 			return nil
 		}))
+		st.claims += time.Since(t0)
+		t0 = time.Now()
 		for dead, as := range adopted {
+			st.adopted += len(as)
 			s.takeHeldAll(ctx, as, dead)
 		}
+		st.held += time.Since(t0)
 	}
-	return errors.Join(errs...)
+	return st, errors.Join(errs...)
+}
+
+// adoptStats: what adoptSessions did and where its time went, for the log.
+type adoptStats struct {
+	adopted            int
+	read, claims, held time.Duration
 }
 
 // adoptedSession is a session read from its partition stream: last is when
