@@ -358,6 +358,7 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 	if o.n.sess != nil {
 		o.n.sess.adopt(id)
 	}
+	holdWill(rec, o.n.cfg.ForwardTimeout)
 	o.n.srv.Adopt(rec)
 	if answered {
 		o.confirm(prev, id, epoch)
@@ -631,4 +632,28 @@ func (o *owners) handOver(id string) ([]byte, func(bool)) {
 	}
 	done(o.n.sess == nil) // ends here: the new node reads it from the stream, if replicated
 	return nil, nil
+}
+
+// holdWill keeps the delayed will of rec, a session this node takes over
+// for a connecting client, from firing before the broker attaches the
+// client (which cancels it, or publishes it if the client starts a new
+// session): the CONNECT arrived before the will was due, so it must not
+// be sent for a resumed session [MQTT-3.1.3-9], yet reading what was held
+// for the session meanwhile (takeHeld) can outlast a short delay (seen:
+// a 3 s delay, 5 s of held reads on a loaded machine, the will sent while
+// the client waited for its CONNACK). The will waits for the takeover's
+// bound too; a CONNECT that fails after all delays it by that much. A
+// will already due when the CONNECT came stays due.
+func holdWill(rec *broker.StoredSession, bound time.Duration) {
+	if rec.Will == nil || rec.WillDelay <= 0 {
+		return
+	}
+	now := time.Now()
+	at := rec.WillAt
+	if at.IsZero() {
+		at = now.Add(rec.WillDelay)
+	}
+	if at.After(now) {
+		rec.WillAt = at.Add(bound)
+	}
 }
