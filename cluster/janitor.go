@@ -270,40 +270,9 @@ func (s *sessions) adoptSessions(ctx context.Context, rs []ownerScan) (adoptStat
 			errs = append(errs, fmt.Errorf("sessions of partition %d: %w", p, err))
 			continue
 		}
-		var (
-			mu      sync.Mutex
-			adopted = map[string][]adoptedSession{} // by the node they come from
-		)
-		t0 = time.Now()
-		errs = append(errs, s.eachParallel(prs, func(r ownerScan) error {
-			rec := recs[r.id]
-			if rec.rec == nil {
-				// A clean session's record (or an ended session's):
-				// nothing to adopt, and the id stays its owner's,
-				// should that node come back with the client still
-				// connected.
-				return nil
-			}
-			epoch, ok, err := s.claimOrphan(ctx, r)
-			if !ok || err != nil {
-				return err
-			}
-			s.adopt(r.id)
-			s.n.srv.Adopt(rec.rec)
-			mu.Lock()
-			adopted[r.owner] = append(adopted[r.owner], rec)
-			mu.Unlock()
-			s.n.log.Info("session of a silent node adopted", "client_id", r.id, "from", r.owner, "epoch", epoch,
-				"subscriptions", len(rec.rec.Subs), "messages", len(rec.rec.Queue), "will", rec.rec.Will != nil)
-			return nil
-		}))
-		st.claims += time.Since(t0)
-		t0 = time.Now()
-		for dead, as := range adopted {
-			st.adopted += len(as)
-			s.takeHeldAll(ctx, as, dead)
+		for chunk := range slices.Chunk(prs, adoptChunkSize) {
+			errs = append(errs, s.adoptChunk(ctx, chunk, recs, &st))
 		}
-		st.held += time.Since(t0)
 	}
 	return st, errors.Join(errs...)
 }
@@ -312,6 +281,63 @@ func (s *sessions) adoptSessions(ctx context.Context, rs []ownerScan) (adoptStat
 type adoptStats struct {
 	adopted            int
 	read, claims, held time.Duration
+}
+
+// adoptChunkSize: the sessions claimed, adopted and given their held messages
+// together. Between its adoption and its held messages a session is not
+// handed over (awaitHeld), so a chunk is small enough for its held reads
+// to end well within heldWaitMax.
+const adoptChunkSize = 256
+
+// adoptChunk claims and adopts the sessions of rs, read into recs, and
+// applies what was held for them; st counts.
+func (s *sessions) adoptChunk(ctx context.Context, rs []ownerScan, recs map[string]adoptedSession, st *adoptStats) error {
+	ids := make([]string, len(rs))
+	for i, r := range rs {
+		ids[i] = r.id
+	}
+	done := s.n.own.holdRelease(ids)
+	defer done()
+	var (
+		mu      sync.Mutex
+		adopted = map[string][]adoptedSession{} // by the node they come from
+		epochs  = map[string]uint64{}
+	)
+	t0 := time.Now()
+	err := s.eachParallel(rs, func(r ownerScan) error {
+		rec := recs[r.id]
+		if rec.rec == nil {
+			// A clean session's record (or an ended session's):
+			// nothing to adopt, and the id stays its owner's,
+			// should that node come back with the client still
+			// connected.
+			return nil
+		}
+		epoch, ok, err := s.claimOrphan(ctx, r)
+		if !ok || err != nil {
+			return err
+		}
+		s.adopt(r.id)
+		s.n.srv.Adopt(rec.rec)
+		mu.Lock()
+		adopted[r.owner] = append(adopted[r.owner], rec)
+		epochs[r.id] = epoch
+		mu.Unlock()
+		return nil
+	})
+	st.claims += time.Since(t0)
+	t0 = time.Now()
+	for dead, as := range adopted {
+		st.adopted += len(as)
+		s.takeHeldAll(ctx, as, dead)
+		for _, a := range as {
+			s.n.log.Info("session of a silent node adopted", "client_id", a.rec.ClientID, "from", dead,
+				"epoch", epochs[a.rec.ClientID], "subscriptions", len(a.rec.Subs), "messages", len(a.rec.Queue),
+				"will", a.rec.Will != nil)
+		}
+	}
+	st.held += time.Since(t0)
+	return err
 }
 
 // adoptedSession is a session read from its partition stream: last is when
@@ -412,7 +438,9 @@ func (s *sessions) takeHeldAll(ctx context.Context, adopted []adoptedSession, de
 		if node == "" {
 			continue
 		}
-		next, err := s.readHeldFor(ctx, node, since, subs)
+		rctx, cancel := context.WithTimeout(ctx, n.cfg.ForwardTimeout)
+		next, err := s.readHeldFor(rctx, node, since, subs)
+		cancel()
 		if err != nil {
 			n.log.Warn("cluster: messages held for a node not read yet; following", "sessions", len(ids), "peer", node, "err", err)
 		}
@@ -483,7 +511,12 @@ func (s *sessions) eachOwnerRec(ctx context.Context, fn func(ownerScan)) error {
 		return errNotReady
 	}
 	const stream, prefix = "KV_" + ownBucket, "$KV." + ownBucket + "."
-	st, err := js.Stream(ctx, stream)
+	// One attempt's bound: while the bucket elects a leader (its leader
+	// died with the node) the request gets no answer at all, and the
+	// caller's bound is long (a pass over 100,000 records).
+	sctx, cancel := context.WithTimeout(ctx, followAttempt)
+	st, err := js.Stream(sctx, stream)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("owner records: %w", err)
 	}

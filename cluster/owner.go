@@ -84,6 +84,10 @@ type owners struct {
 	// superseded: revisions of records holding a will of a connection of
 	// this node, which a later claim here replaced (cleanwill.go).
 	superseded map[uint64]time.Time
+	// heldPending: sessions the janitor adopted whose held messages it
+	// has not applied yet, closed when it has (janitor.go); a release
+	// request for one waits for that (heldWaitMax).
+	heldPending map[string]chan struct{}
 }
 
 type epochAt struct {
@@ -487,6 +491,7 @@ func (o *owners) onRelease(m *nats.Msg) {
 		o.n.log.Warn("cluster: bad release request")
 		return
 	}
+	o.awaitHeld(id)
 	o.mu.Lock()
 	mine := o.epochs[id].epoch
 	newer := mine > epoch
@@ -655,5 +660,52 @@ func holdWill(rec *broker.StoredSession, bound time.Duration) {
 	}
 	if at.After(now) {
 		rec.WillAt = at.Add(bound)
+	}
+}
+
+// heldWaitMax bounds a release request's wait for the held messages of a
+// session the janitor is adopting: shorter than the claimer's
+// releaseTimeout, so that it is answered.
+const heldWaitMax = 2 * time.Second
+
+// awaitHeld waits, up to heldWaitMax, until the held messages of id's
+// session, adopted by the janitor, are applied to it: handed over before,
+// the session would leave without them, and the new node does not read
+// them (the old one answered).
+func (o *owners) awaitHeld(id string) {
+	o.mu.Lock()
+	ch := o.heldPending[id]
+	o.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case <-ch:
+	case <-time.After(heldWaitMax):
+		o.n.log.Warn("cluster: session handed over before its held messages were applied", "client_id", id)
+	}
+}
+
+// holdRelease marks ids' held messages as pending (awaitHeld) and
+// returns the function that clears the mark.
+func (o *owners) holdRelease(ids []string) func() {
+	ch := make(chan struct{})
+	o.mu.Lock()
+	if o.heldPending == nil {
+		o.heldPending = map[string]chan struct{}{}
+	}
+	for _, id := range ids {
+		o.heldPending[id] = ch
+	}
+	o.mu.Unlock()
+	return func() {
+		o.mu.Lock()
+		for _, id := range ids {
+			if o.heldPending[id] == ch {
+				delete(o.heldPending, id)
+			}
+		}
+		o.mu.Unlock()
+		close(ch)
 	}
 }
