@@ -439,16 +439,6 @@ func (s *sessions) takeHeldAll(ctx context.Context, adopted []adoptedSession, de
 			continue
 		}
 		rctx, cancel := context.WithTimeout(ctx, n.cfg.ForwardTimeout)
-		if !s.heldAny(rctx, node) {
-			// Nothing held for node (the common case): no reading
-			// consumer (three requests). What comes from now on, the
-			// followers deliver, reading from since.
-			cancel()
-			for _, id := range ids {
-				s.joinFollower(node, id, until, 0, since, true)
-			}
-			continue
-		}
 		next, err := s.readHeldFor(rctx, node, since, subs)
 		cancel()
 		if err != nil {
@@ -458,13 +448,6 @@ func (s *sessions) takeHeldAll(ctx context.Context, adopted []adoptedSession, de
 			s.joinFollower(node, id, until, next, since, err != nil)
 		}
 	}
-}
-
-// heldAny reports whether node's held subject may hold messages: true
-// unless its leader says it has none (one request, no consumer).
-func (s *sessions) heldAny(ctx context.Context, node string) bool {
-	_, seq, err := leaderGet(ctx, s.n.eng.nc, streamName(s.partition(node)), s.heldSubject(node))
-	return err != nil || seq != 0
 }
 
 // readHeldFor is readHeld for the sessions in subs (their filters, with
