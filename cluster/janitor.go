@@ -296,8 +296,10 @@ func (s *sessions) adoptChunk(ctx context.Context, rs []ownerScan, recs map[stri
 	for i, r := range rs {
 		ids[i] = r.id
 	}
-	done := s.n.own.holdRelease(ids)
-	defer done()
+	// Finished once what was held reached them: here, or by the
+	// followers of the subjects whose first read failed.
+	w := newHeldWait(s.n.own.holdRelease(ids))
+	defer w.finish()
 	var (
 		mu      sync.Mutex
 		adopted = map[string][]adoptedSession{} // by the node they come from
@@ -329,7 +331,7 @@ func (s *sessions) adoptChunk(ctx context.Context, rs []ownerScan, recs map[stri
 	t0 = time.Now()
 	for dead, as := range adopted {
 		st.adopted += len(as)
-		s.takeHeldAll(ctx, as, dead)
+		s.takeHeldAll(ctx, w, as, dead)
 		for _, a := range as {
 			s.n.log.Info("session of a silent node adopted", "client_id", a.rec.ClientID, "from", dead,
 				"epoch", epochs[a.rec.ClientID], "subscriptions", len(a.rec.Subs), "messages", len(a.rec.Queue),
@@ -411,9 +413,9 @@ func (s *sessions) readSessions(ctx context.Context, p int, rs []ownerScan) (map
 // sessions whose filters match it and whose last op the stream took
 // before it (what was held before reached the session when its node
 // applied it).
-func (s *sessions) takeHeldAll(ctx context.Context, adopted []adoptedSession, dead string) {
+func (s *sessions) takeHeldAll(ctx context.Context, w *heldWait, adopted []adoptedSession, dead string) {
 	if len(adopted) == 1 {
-		s.takeHeld(ctx, adopted[0].rec.ClientID, adopted[0].last, dead)
+		s.takeHeld(ctx, w, adopted[0].rec.ClientID, adopted[0].last, dead)
 		return
 	}
 	n := s.n
@@ -445,7 +447,7 @@ func (s *sessions) takeHeldAll(ctx context.Context, adopted []adoptedSession, de
 			n.log.Warn("cluster: messages held for a node not read yet; following", "sessions", len(ids), "peer", node, "err", err)
 		}
 		for _, id := range ids {
-			s.joinFollower(node, id, until, next, since, err != nil)
+			s.joinFollower(node, id, until, next, since, err != nil, w)
 		}
 	}
 }

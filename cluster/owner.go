@@ -362,13 +362,28 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 	if o.n.sess != nil {
 		o.n.sess.adopt(id)
 	}
-	holdWill(rec, o.n.cfg.ForwardTimeout)
-	o.n.srv.Adopt(rec)
-	if answered {
-		o.confirm(prev, id, epoch)
-	} else if o.n.sess != nil {
+	if !answered && o.n.sess != nil {
+		// Until what was held reached the session, a later claim's
+		// release request waits (awaitHeld): handed over before, the
+		// session would leave without it, the new node not reading it
+		// (this node answers) and the followers here applying it to
+		// no session. Seen: a CONNECT whose claim outlasted the
+		// client's CONNACK timeout, its first held reads cut by the
+		// claim's bound, handed over to the client's next CONNECT
+		// elsewhere meanwhile: 107 acknowledged messages lost
+		// (TestClusterTransports/NodeKill).
+		w := newHeldWait(o.holdRelease([]string{id}))
+		defer w.finish()
+		holdWill(rec, o.n.cfg.ForwardTimeout)
+		o.n.srv.Adopt(rec)
 		// What publishers held for prev's sessions meanwhile.
-		o.n.sess.takeHeld(ctx, id, last, prev)
+		o.n.sess.takeHeld(ctx, w, id, last, prev)
+	} else {
+		holdWill(rec, o.n.cfg.ForwardTimeout)
+		o.n.srv.Adopt(rec)
+		if answered {
+			o.confirm(prev, id, epoch)
+		}
 	}
 	o.n.log.Info("session moved here", "client_id", id, "from", from,
 		"subscriptions", len(rec.Subs), "messages", len(rec.Queue))
@@ -664,12 +679,13 @@ func holdWill(rec *broker.StoredSession, bound time.Duration) {
 }
 
 // heldWaitMax bounds a release request's wait for the held messages of a
-// session the janitor is adopting: shorter than the claimer's
+// session taken from the stream here (a janitor's adoption, or a claim
+// its previous owner did not answer): shorter than the claimer's
 // releaseTimeout, so that it is answered.
 const heldWaitMax = 2 * time.Second
 
 // awaitHeld waits, up to heldWaitMax, until the held messages of id's
-// session, adopted by the janitor, are applied to it: handed over before,
+// session, taken from the stream here, are applied to it: handed over before,
 // the session would leave without them, and the new node does not read
 // them (the old one answered).
 func (o *owners) awaitHeld(id string) {
