@@ -204,10 +204,20 @@ type CleanWillKeeper interface {
 	// for WillDone; it may be non-zero with an error (the record was
 	// written, the claim then failed), and WillDone is called then too.
 	ClaimWill(clientID string, will *Message) (token uint64, err error)
-	// WillDone: the connection ended here and its will was published or
-	// dropped here; the cluster forgets it, unless the record changed
-	// since (a new claim). It returns at once.
-	WillDone(clientID string, token uint64)
+	// WillDone: the connection ended here; publish, if not nil,
+	// publishes its will, which is due (nil: the will was dropped: a
+	// normal DISCONNECT, or Shutdown). The cluster rewrites the record
+	// without the will, unless it changed since (a new claim), and calls
+	// publish only if its rewrite removed the will, or a new claim here
+	// left the old will to this node: exactly one node removes a will
+	// from the record, and that node publishes it. It may wait for one
+	// replicated write (bounded), so that a Shutdown, which waits for its
+	// connections, leaves no dropped will recorded for the other nodes.
+	WillDone(clientID string, token uint64, publish func())
+	// WillTakenOver: the connection was taken over (HandOver) for another
+	// node, whose claim replaced the record and publishes the will as a
+	// takeover does; the cluster forgets the token. It returns at once.
+	WillTakenOver(clientID string, token uint64)
 }
 
 // claim asks the cluster for ownership of id; nil on a single node. A
@@ -222,7 +232,7 @@ func (s *Server) claim(c *conn, id string, assigned bool, will *willMsg, expiry 
 	if wk, ok := s.opts.Cluster.(CleanWillKeeper); ok && will != nil && expiry == 0 {
 		token, err := wk.ClaimWill(id, will.msg)
 		if err != nil {
-			wk.WillDone(id, token)
+			wk.WillDone(id, token, nil)
 			return errors.Join(ErrClaim, err)
 		}
 		c.willToken = token
@@ -237,15 +247,32 @@ func (s *Server) claim(c *conn, id string, assigned bool, will *willMsg, expiry 
 	return nil
 }
 
-// willDone tells the cluster that c's recorded will (claim) was published
-// or dropped here.
-func (s *Server) willDone(c *conn) {
-	if c.willToken == 0 {
-		return
+// willDone tells the cluster that c, whose will the cluster recorded
+// (claim), ended here; with due, its will is due and the cluster has it
+// published here unless another node took the record over (see
+// CleanWillKeeper). It reports false when c has no recorded will: the
+// caller publishes due itself.
+func (s *Server) willDone(c *conn, due *willMsg) bool {
+	wk, ok := s.opts.Cluster.(CleanWillKeeper)
+	if c.willToken == 0 || !ok {
+		return false
 	}
-	if wk, ok := s.opts.Cluster.(CleanWillKeeper); ok {
-		wk.WillDone(c.clientID, c.willToken)
+	var publish func()
+	if due != nil {
+		publish = func() { s.publishWillLater(due) }
 	}
+	wk.WillDone(c.clientID, c.willToken, publish)
+	return true
+}
+
+// publishWillLater publishes w on a goroutine of its own, tracked for
+// Shutdown.
+func (s *Server) publishWillLater(w *willMsg) {
+	s.bgWG.Add(1)
+	go func() {
+		defer s.bgWG.Done()
+		s.publishWill(w)
+	}()
 }
 
 // PublishOrphanWill publishes will, the will of a connection on another
@@ -253,12 +280,7 @@ func (s *Server) willDone(c *conn) {
 // once it made this node the client id's owner (CleanWillKeeper). It
 // returns at once.
 func (s *Server) PublishOrphanWill(will *Message) {
-	w := &willMsg{msg: will}
-	s.bgWG.Add(1)
-	go func() {
-		defer s.bgWG.Done()
-		s.publishWill(w)
-	}()
+	s.publishWillLater(&willMsg{msg: will})
 }
 
 // ApplyRetained makes m this node's retained message for m.Topic (an empty
@@ -435,7 +457,11 @@ func (s *Server) HandOver(clientID string, replicated bool) (rec *StoredSession,
 		s.stats.connected.Add(-1)
 		if w := ss.will; w != nil && !(moves && replicated) {
 			ss.will = nil
-			if !moves || w.delay == 0 {
+			if wk, ok := s.opts.Cluster.(CleanWillKeeper); ok && oc.willToken != 0 {
+				// The cluster recorded this will: the node whose claim
+				// replaced the record publishes it.
+				wk.WillTakenOver(oc.clientID, oc.willToken)
+			} else if !moves || w.delay == 0 {
 				wills = append(wills, w)
 			} else {
 				w.at = time.Now().Add(w.delay).UnixNano()

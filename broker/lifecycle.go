@@ -48,12 +48,11 @@ func (s *Server) detach(c *conn, publishWill bool) {
 		ss.mu.Unlock()
 	}
 	s.mu.Unlock()
-	if due != nil {
+	// A will the cluster recorded is published by the one node that
+	// removes it from the record (CleanWillKeeper), others here.
+	if !s.willDone(c, due) && due != nil {
 		s.publishWill(due)
 	}
-	// After the will: a node dying in between leaves it recorded, and a
-	// survivor publishes it again rather than never (CleanWillKeeper).
-	s.willDone(c)
 }
 
 // fireWill publishes w, a delayed will whose delay ran out while its

@@ -23,29 +23,50 @@ import (
 // the will's bytes in one that is made regardless, and nothing at all for
 // connections without a will.
 //
-// When the connection ends on its node, alive, the node publishes or
-// drops the will itself (the broker, as on one node) and then rewrites
-// the record without it (WillDone), if the record is still the one the
-// CONNECT wrote (same owner, same epoch: a compare-and-set on its
-// revision). A takeover needs nothing: the new claim replaces the record.
+// Exactly one node publishes such a will: the one whose compare-and-set
+// removes it from the record. Every path goes through one:
 //
-// When the node dies, the janitor (janitor.go) finds the record naming a
-// silent node; the chosen survivor claims it as it claims a persistent
-// session (compare-and-set, epoch + 1, so that one survivor wins, and the
-// dead node is fenced should it come back) and publishes the will at once:
-// a session with expiry 0 ended with its connection, and a will is due
-// when the will delay has passed or the session ended, whichever comes
-// first [MQTT-3.1.3-9]. A client that reconnected anywhere before the
-// janitor came replaced the record: no will is published for it.
+//   - The connection ends on its node, alive (its client went away, the
+//     keep alive ran out): the node rewrites the record without the will,
+//     on the condition that it is still the one the CONNECT wrote
+//     (WillDone: a compare-and-set on its revision), and publishes the
+//     will only once that is confirmed, or drops it on a normal
+//     DISCONNECT, or when the node shuts down (the broker drops the wills
+//     of the clients it disconnects then: they did nothing wrong; the
+//     first attempt runs before Shutdown returns, so the survivors do not
+//     publish them later). Without a quorum (cut off, or the others gone)
+//     it tries again until the rewrite is decided or the node stops; a
+//     will not removed stays recorded, for the survivors.
+//   - A claim whose write was not confirmed (a timeout) may have been
+//     applied: its connection is refused, and the record is rewritten
+//     without its will if it holds it (clearUnconfirmed).
+//   - The client connects again on the same node before that rewrite:
+//     the new claim replaces the record, and the old will stays the
+//     node's to publish (supersede); a takeover of a connection still up
+//     publishes it as on one node (the broker's attach).
+//   - The client connects on another node: its claim replaces the record
+//     and publishes the will it removed (publishReplacedWill), unless the
+//     previous node answers that its client disconnected normally (the
+//     rewrite it had not finished). The old connection, if still up, is
+//     taken over without its will (HandOver, WillTakenOver), and so is a
+//     connection that a cut-off node fences after the heal. The old
+//     connection ended without a DISCONNECT and its session (expiry 0)
+//     with it, so its will is due at once [MQTT-3.1.2-8, MQTT-3.1.3-9],
+//     as a takeover on one node publishes it [MQTT-3.1.4-3].
+//   - The node dies (or is cut off, or stops before the rewrite): the
+//     janitor (janitor.go) finds the record naming a silent node; the
+//     chosen survivor claims it as it claims a persistent session
+//     (compare-and-set on the revision its scan read, epoch + 1, so that
+//     one survivor wins, and the node is fenced should it come back) and
+//     publishes the will at once, for the same reason.
+//   - A node killed and restarted within adopt_after is heard from again
+//     before any survivor adopts its records: its own janitor's first
+//     scan after start claims and publishes the recorded wills naming it
+//     of connections it no longer has (leftover), the same way.
 //
-// A node killed and restarted within adopt_after is heard from again
-// before any survivor adopts its records: its own janitor's first scan
-// after start publishes the recorded wills naming it of connections it no
-// longer has (leftover), the same way.
-//
-// A will twice is preferred to none: the node publishes the will of an
-// ended connection before it clears the record, so a node dying between
-// the two leaves a will that the janitor publishes again.
+// The price: a node that dies in the instant between its confirmed
+// rewrite and the publication loses that will (before, the will was
+// published first and could come twice).
 
 // ClaimWill implements broker.CleanWillKeeper: Claim, with will recorded in
 // the owner record. token is the revision of the record written, for
@@ -58,6 +79,16 @@ func (n *Node) ClaimWill(clientID string, will *broker.Message) (token uint64, e
 		return 0, err
 	}
 	token, epoch, err := n.own.claimWill(ctx, clientID, will)
+	if token == 0 && epoch != 0 && will != nil {
+		// Not confirmed, maybe applied: the connection is refused, and
+		// its will must not stay recorded for the survivors to publish
+		// should this node die later.
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.own.clearUnconfirmed(clientID, epoch)
+		}()
+	}
 	if token != 0 {
 		n.own.mu.Lock()
 		n.own.wills[token] = epoch
@@ -71,89 +102,227 @@ func (n *Node) ClaimWill(clientID string, will *broker.Message) (token uint64, e
 	return token, nil
 }
 
-// WillDone implements broker.CleanWillKeeper: the will that the claim
-// writing revision token recorded for clientID was published or dropped
-// here. The record is rewritten without it, on a goroutine of its own
-// (the caller is a closing connection), unless it changed since (another
-// claim): one compare-and-set on that revision, no read.
-func (n *Node) WillDone(clientID string, token uint64) {
-	if token == 0 {
-		return
-	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		err := n.own.forgetWill(clientID, token)
-		n.own.mu.Lock()
-		delete(n.own.wills, token)
-		n.own.mu.Unlock()
-		if err != nil {
-			// The record keeps the will: should this node die before
-			// the client connects again, a survivor publishes it once
-			// more (see above).
-			n.log.Warn("cluster: will of an ended connection still recorded", "client_id", clientID, "err", err)
-		}
-	}()
-}
-
-// forgetWill rewrites id's owner record, at revision rev, without its
-// will; a record changed since is left alone. The epoch stays: the
-// record is the same claim's.
-func (o *owners) forgetWill(id string, rev uint64) error {
-	kv := o.bucket()
-	if kv == nil {
-		return errNotReady
-	}
-	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+// clearUnconfirmed rewrites id's owner record without its will if it is
+// the one an unconfirmed claim of this node at epoch may have written
+// (this node, that epoch, a will), trying until that is decided or the
+// node stops.
+func (o *owners) clearUnconfirmed(id string, epoch uint64) {
+	for backoff := 100 * time.Millisecond; o.n.ctx.Err() == nil; backoff = min(2*backoff, time.Second) {
 		ctx, cancel := context.WithTimeout(o.n.ctx, o.n.cfg.ForwardTimeout)
-		err := o.forgetWillOnce(ctx, kv, id, rev)
+		done, err := o.clearUnconfirmedOnce(ctx, id, epoch)
 		cancel()
-		if err == nil || o.n.ctx.Err() != nil {
-			return err
+		if done {
+			return
 		}
-		if backoff == time.Second {
-			return err // tried for a few seconds: no quorum
-		}
+		o.n.log.Debug("cluster: will of an unconfirmed claim not cleared yet", "client_id", id, "err", err)
 		select {
 		case <-o.n.ctx.Done():
-			return err
 		case <-time.After(backoff):
 		}
 	}
 }
 
-func (o *owners) forgetWillOnce(ctx context.Context, kv jetstream.KeyValue, id string, rev uint64) error {
+func (o *owners) clearUnconfirmedOnce(ctx context.Context, id string, epoch uint64) (done bool, err error) {
+	kv := o.bucket()
+	if kv == nil {
+		return false, errNotReady
+	}
+	owner, e, will, rev, err := o.readWill(ctx, ownerKey(id))
+	if err != nil {
+		return false, err
+	}
+	if owner != o.n.cfg.Node || e != epoch || will == nil {
+		return true, nil // not written, or replaced since
+	}
+	_, err = kv.Update(ctx, ownerKey(id), encodeOwner(o.n.cfg.Node, epoch), rev)
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return false, err // changed meanwhile: look again
+	}
+	if err == nil {
+		o.n.log.Info("cluster: will of an unconfirmed claim cleared", "client_id", id, "epoch", epoch)
+	}
+	return err == nil, err
+}
+
+// WillDone implements broker.CleanWillKeeper: the connection whose claim
+// wrote revision token, recording its will, ended here; publish (if not
+// nil) publishes the will, which is due. The record is rewritten without
+// the will (one compare-and-set on that revision), and publish is called
+// only if that removed it: a node whose record another node replaced
+// meanwhile (a survivor adopted it while this node was cut off, or the
+// client connected elsewhere) leaves the will to that node, which
+// publishes the will it removed (adoptCleanWills, publishReplacedWill).
+// A later claim here left the old will to this node (supersede). The
+// rewrite is tried once at once (the broker's Shutdown waits for its
+// connections, and the node stops after the broker), then, if not
+// decided (no quorum), on a goroutine until it is or the node stops: a
+// will not removed stays recorded, and the survivors publish it when this
+// node is gone.
+func (n *Node) WillDone(clientID string, token uint64, publish func()) {
+	if token == 0 {
+		if publish != nil {
+			publish() // nothing recorded
+		}
+		return
+	}
+	if publish == nil {
+		// Dropped (a normal DISCONNECT): a claim elsewhere that replaces
+		// the record before the rewrite below must not publish it.
+		n.own.noteDropped(clientID)
+	}
+	decided := func(removed bool, err error) {
+		n.own.mu.Lock()
+		delete(n.own.wills, token)
+		n.own.mu.Unlock()
+		switch {
+		case err != nil:
+			n.log.Warn("cluster: will of an ended connection still recorded; the survivors publish it once this node is gone",
+				"client_id", clientID, "err", err)
+		case removed && publish != nil:
+			publish()
+		case publish != nil:
+			n.log.Info("will of an ended connection left to the node that took its client id's record over", "client_id", clientID)
+		}
+	}
+	if kv := n.own.bucket(); kv != nil {
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+		removed, err := n.own.forgetWillOnce(ctx, kv, clientID, token)
+		cancel()
+		if err == nil {
+			decided(removed, nil)
+			return
+		}
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		decided(n.own.forgetWill(clientID, token))
+	}()
+}
+
+// droppedTTL is how long a node remembers that it dropped the will of an
+// ended connection, for a release request whose claim replaced the record
+// before this node could rewrite it: longer than that rewrite takes.
+const droppedTTL = time.Minute
+
+// noteDropped remembers that the will of id's ended connection was
+// dropped here (its client sent a normal DISCONNECT).
+func (o *owners) noteDropped(id string) {
+	o.mu.Lock()
+	o.dropped[id] = time.Now()
+	for k, at := range o.dropped {
+		if time.Since(at) > droppedTTL {
+			delete(o.dropped, k)
+		}
+	}
+	o.mu.Unlock()
+}
+
+// takeDropped reports whether id's last connection here dropped its will
+// lately, forgetting it.
+func (o *owners) takeDropped(id string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	at, ok := o.dropped[id]
+	delete(o.dropped, id)
+	return ok && time.Since(at) <= droppedTTL
+}
+
+// supersede notes, before this node's claim replaces its own record at
+// rev, that the record may hold the will of a connection that ended here
+// and whose WillDone has not rewritten it yet: that will stays this
+// node's to publish (WillDone). Not for another node's record: the
+// claimer publishes the will it replaces (claimWill).
+func (o *owners) supersede(rev uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, ok := o.wills[rev]; ok {
+		o.superseded[rev] = time.Now()
+	}
+}
+
+// unsupersede undoes supersede: the claim did not replace the record.
+func (o *owners) unsupersede(rev uint64) {
+	o.mu.Lock()
+	delete(o.superseded, rev)
+	o.mu.Unlock()
+}
+
+func (o *owners) takeSuperseded(rev uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.superseded[rev]
+	delete(o.superseded, rev)
+	return ok
+}
+
+// forgetWill rewrites id's owner record, at revision rev, without its
+// will, and reports whether it did, or whether a later claim here
+// replaced it (supersede: the will is this node's to publish); a record
+// another node wrote since is left alone. The epoch stays: the
+// record is the same claim's. It tries until that is decided or the node
+// stops.
+func (o *owners) forgetWill(id string, rev uint64) (bool, error) {
+	kv := o.bucket()
+	if kv == nil {
+		return false, errNotReady
+	}
+	for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		ctx, cancel := context.WithTimeout(o.n.ctx, o.n.cfg.ForwardTimeout)
+		removed, err := o.forgetWillOnce(ctx, kv, id, rev)
+		cancel()
+		if err == nil || o.n.ctx.Err() != nil {
+			return removed, err
+		}
+		select {
+		case <-o.n.ctx.Done():
+			return false, err
+		case <-time.After(backoff):
+		}
+	}
+}
+
+func (o *owners) forgetWillOnce(ctx context.Context, kv jetstream.KeyValue, id string, rev uint64) (bool, error) {
 	o.mu.Lock()
 	epoch := o.wills[rev]
 	o.mu.Unlock()
 	_, err := kv.Update(ctx, ownerKey(id), encodeOwner(o.n.cfg.Node, epoch), rev)
 	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		return nil // claimed meanwhile: the record is no longer this one
+		// Claimed meanwhile: by a new connection here, which left the
+		// old will to this node (superseded), or by another node, which
+		// took it. Or this very rewrite, sent before, was applied
+		// without its confirmation reaching here: the record is then
+		// this claim's (this node, this epoch) without a will.
+		if o.takeSuperseded(rev) {
+			return true, nil
+		}
+		owner, e, will, _, err := o.readWill(ctx, ownerKey(id))
+		if err != nil {
+			return false, err
+		}
+		return owner == o.n.cfg.Node && e == epoch && will == nil, nil
 	}
 	if err == nil {
 		o.n.log.Debug("cluster: will of an ended connection forgotten", "client_id", id, "epoch", epoch)
 	}
-	return err
+	return err == nil, err
 }
 
-// adoptCleanWill claims id, whose record at rev names dead, a silent node,
-// at epoch and holds will, and publishes the will: see above. Nothing
-// happens if the record changed meanwhile (the client reconnected, or
-// another survivor won).
-func (s *sessions) adoptCleanWill(ctx context.Context, kv jetstream.KeyValue, id, dead string, epoch, rev uint64, will *broker.Message) error {
-	epoch++
-	o := s.n.own
-	o.noteEpoch(id, epoch)
-	if _, err := kv.Update(ctx, ownerKey(id), encodeOwner(s.n.cfg.Node, epoch), rev); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return nil // another node or a connect won
+// adoptCleanWills claims the records of rs, each naming a silent node
+// (or this node, before it restarted: leftover) and holding a will, and
+// publishes the wills: see above. A record that changed since the scan
+// read it (the client reconnected, or another survivor won) fails its
+// compare-and-set: no will for it here.
+func (s *sessions) adoptCleanWills(ctx context.Context, rs []ownerScan) error {
+	return s.eachParallel(rs, func(r ownerScan) error {
+		epoch, ok, err := s.claimOrphan(ctx, r)
+		if !ok || err != nil {
+			return err
 		}
-		return err
-	}
-	s.setEpoch(id, epoch)
-	s.n.log.Info("will of a clean session of a silent node adopted", "client_id", id, "from", dead, "epoch", epoch, "topic", will.Topic)
-	s.n.srv.PublishOrphanWill(will)
-	return nil
+		s.n.log.Info("will of a clean session of a silent node adopted", "client_id", r.id, "from", r.owner, "epoch", epoch, "topic", r.will.Topic)
+		s.n.srv.PublishOrphanWill(r.will)
+		return nil
+	})
 }
 
 // leftover reports whether id's owner record naming this node at epoch is
@@ -164,4 +333,35 @@ func (o *owners) leftover(id string, epoch uint64) bool {
 	mine := o.epochs[id].epoch >= epoch
 	o.mu.Unlock()
 	return !mine && !o.n.srv.HasSession(id)
+}
+
+// publishReplacedWill publishes will, the will of a connection of id on
+// prev (another node) that this node's claim removed from the record: the
+// new connection takes the old one over, which then ends without a normal
+// DISCONNECT, its session (expiry 0) with it, so its will is due at once
+// [MQTT-3.1.2-8, MQTT-3.1.3-9], as a takeover on one node publishes it.
+// prev, alive, does not (it would have to remove it from the record:
+// WillDone, HandOver); dead or cut off, it cannot. Nothing when prev said
+// the will was dropped there (its client's normal DISCONNECT, whose
+// rewrite of the record this claim overtook).
+func (o *owners) publishReplacedWill(id, prev string, will *broker.Message, dropped bool) {
+	if will == nil {
+		return
+	}
+	if dropped {
+		o.n.log.Info("will of a replaced record not published: its connection ended normally", "client_id", id, "previous", prev)
+		return
+	}
+	o.n.log.Info("will of a replaced record published", "client_id", id, "previous", prev, "topic", will.Topic)
+	o.n.srv.PublishOrphanWill(will)
+}
+
+// WillTakenOver implements broker.CleanWillKeeper: the connection whose
+// claim wrote revision token was taken over for another node, whose claim
+// replaced the record and publishes the will (publishReplacedWill).
+func (n *Node) WillTakenOver(_ string, token uint64) {
+	n.own.mu.Lock()
+	delete(n.own.wills, token)
+	delete(n.own.superseded, token)
+	n.own.mu.Unlock()
 }

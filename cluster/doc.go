@@ -67,7 +67,9 @@
 //     sessions_wire.go: the ops' bytes and their replay (stale epochs
 //     skipped).
 //   - janitor.go: survivors adopt the sessions of a node silent for 10 s,
-//     so that its clients' wills are published and their sessions expire.
+//     so that its clients' wills are published and their sessions expire;
+//     in bulk (one scan of the owner records, one pass per partition,
+//     claims 64 at a time).
 //   - held.go: until then, QoS 1/2 messages matching the interest of a
 //     node whose process died are held for it in a partition stream, and
 //     applied by the node when it is back or by whoever takes one of its
@@ -75,7 +77,9 @@
 //     session gets a message once.
 //   - cleanwill.go: the will of a clean session (expiry 0, not
 //     replicated) rides in its client id's owner record, written by the
-//     CONNECT's claim; the janitor publishes it once if the node dies.
+//     CONNECT's claim; whichever node's compare-and-set removes it from
+//     the record publishes it (the node itself, a node the client
+//     reconnects to, or the janitor's survivor if the node dies).
 //   - placement.go: the meta leader moves the members of replicated
 //     objects off a node silent for Config.ReplaceAfter (15 s), when a
 //     live node has room, so that the next node loss is again one member

@@ -513,6 +513,35 @@ type heldFollower struct {
 	from  uint64    // next stream sequence to read; 0: from since on
 	since time.Time // where a read by time starts
 	gen   uint64    // counts resets (a session's first read failed)
+	// waits: hand-overs waiting (awaitHeld) for the first read of a
+	// session whose own first read failed, by the gen it was asked at.
+	waits map[*heldWait]uint64
+}
+
+// heldWait counts the held reads a session taken from the stream still
+// needs before it has what was held for it: until then a release request
+// for it waits (awaitHeld), since a session handed over before would
+// leave without them (the new node does not read them: the old one
+// answered), and the follower here would apply them to no session.
+type heldWait struct {
+	left atomic.Int32
+	done func()
+}
+
+// newHeldWait returns a wait for one read (add for more) that calls done
+// once all are finished.
+func newHeldWait(done func()) *heldWait {
+	w := &heldWait{done: done}
+	w.left.Store(1)
+	return w
+}
+
+func (w *heldWait) add() { w.left.Add(1) }
+
+func (w *heldWait) finish() {
+	if w.left.Add(-1) == 0 {
+		w.done()
+	}
 }
 
 // takeHeld delivers to id, just taken from the stream here (its last op
@@ -524,7 +553,9 @@ type heldFollower struct {
 // before last reached the session already, if it matched them, when
 // their node applied them. The first read is done before it returns
 // (before the CONNACK), so the session gets the held messages first.
-func (s *sessions) takeHeld(ctx context.Context, id string, last time.Time, prev ...string) {
+// w, if not nil, is finished once every held subject was read for id:
+// here, or by its follower when the first read failed.
+func (s *sessions) takeHeld(ctx context.Context, w *heldWait, id string, last time.Time, prev ...string) {
 	n := s.n
 	until := time.Now().Add(n.heldWatch())
 	n.watch.watch(id, until)
@@ -539,15 +570,16 @@ func (s *sessions) takeHeld(ctx context.Context, id string, last time.Time, prev
 		if err != nil {
 			n.log.Warn("cluster: messages held for a node not read yet; following", "client_id", id, "peer", node, "err", err)
 		}
-		s.joinFollower(node, id, until, next, last, err != nil)
+		s.joinFollower(node, id, until, next, last, err != nil, w)
 	}
 }
 
 // joinFollower adds id to node's follower, starting one if needed. next
 // is where id's first read ended (0: nothing read); again says it failed,
 // so the follower reads from last on again (the watch drops the copies
-// the others had).
-func (s *sessions) joinFollower(node, id string, until time.Time, next uint64, last time.Time, again bool) {
+// the others had), and w (if not nil) is finished after its next
+// complete read.
+func (s *sessions) joinFollower(node, id string, until time.Time, next uint64, last time.Time, again bool, w *heldWait) {
 	s.mu.Lock()
 	if s.followers == nil {
 		s.followers = map[string]*heldFollower{}
@@ -563,6 +595,13 @@ func (s *sessions) joinFollower(node, id string, until time.Time, next uint64, l
 	f.ids[id] = until
 	if again {
 		f.from, f.since, f.gen = 0, minTime(f.since, last), f.gen+1
+		if w != nil {
+			if f.waits == nil {
+				f.waits = map[*heldWait]uint64{}
+			}
+			w.add()
+			f.waits[w] = f.gen
+		}
 	}
 	// Otherwise nothing: id's first read went to the end of the subject
 	// as it was then, and the follower reads on from its own position;
@@ -590,6 +629,10 @@ func (s *sessions) follow(node string, f *heldFollower) {
 	for {
 		select {
 		case <-s.n.ctx.Done():
+			f.mu.Lock()
+			done := f.takeWaits(^uint64(0))
+			f.mu.Unlock()
+			finishAll(done)
 			return
 		case <-t.C:
 		}
@@ -606,8 +649,10 @@ func (s *sessions) follow(node string, f *heldFollower) {
 		}
 		if len(ids) == 0 {
 			delete(s.followers, node)
+			done := f.takeWaits(^uint64(0))
 			f.mu.Unlock()
 			s.mu.Unlock()
+			finishAll(done)
 			return
 		}
 		s.mu.Unlock()
@@ -624,7 +669,33 @@ func (s *sessions) follow(node string, f *heldFollower) {
 		if f.gen == gen && next > f.from {
 			f.from = next
 		}
+		var done []*heldWait
+		if err == nil {
+			// The read began after the resets up to gen: the
+			// sessions that asked for them have what was held.
+			done = f.takeWaits(gen)
+		}
 		f.mu.Unlock()
+		finishAll(done)
+	}
+}
+
+// takeWaits removes and returns the waits asked at gen or before; f.mu
+// held (they are finished after, outside the locks).
+func (f *heldFollower) takeWaits(gen uint64) []*heldWait {
+	var out []*heldWait
+	for w, g := range f.waits {
+		if g <= gen {
+			delete(f.waits, w)
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+func finishAll(ws []*heldWait) {
+	for _, w := range ws {
+		w.finish()
 	}
 }
 

@@ -5,10 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/topic"
 )
 
 // Sessions of a dead node.
@@ -100,61 +107,405 @@ func (s *sessions) dropOrphanLater(dead string) {
 	})
 }
 
+// ownerScan is one owner record as a scan of the bucket read it: rev is
+// its revision, for a compare-and-set on exactly what was read.
+type ownerScan struct {
+	id, owner  string
+	epoch, rev uint64
+	will       *broker.Message // the will of a clean session (cleanwill.go)
+}
+
 // adoptOrphans adopts the sessions owned by silent nodes that fall to this
 // node. Owners this node heard from count as silent once missing for
 // Config.AdoptAfter; others (never heard from since this node started) only on
 // the startup scan.
+//
+// It scales with the sessions rather than with round trips per session:
+// one pass over the owner records finds them all (with the revisions the
+// claims compare against, so no read per id), one pass per partition
+// stream reads their sessions (adoptSessions), and the claims go out
+// adoptParallel at a time. One by one, each id cost a record read, a
+// consumer on its subject and a claim, about 2 s under load: hours for a
+// dead node's share of 100,000 sessions, their wills and expiries waiting.
 func (s *sessions) adoptOrphans(live, seen map[string]bool, missing map[string]time.Time, startup bool) error {
-	kv := s.n.own.bucket()
-	if kv == nil {
+	if s.n.own.bucket() == nil {
 		return errNotReady
 	}
-	ctx, cancel := context.WithTimeout(s.n.ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(s.n.ctx, ownersReadMax)
 	defer cancel()
-	type orphan struct{ id, owner string }
-	var mine []orphan
+	began := time.Now()
+	var wills, persistent []ownerScan
 	now := time.Now()
-	err := s.eachOwner(ctx, func(id, owner string, _ uint64, will bool) {
-		if owner == s.n.cfg.Node && will && startup {
+	err := s.eachOwnerRec(ctx, func(r ownerScan) {
+		if r.owner == s.n.cfg.Node && r.will != nil && startup {
 			// Maybe the will of a connection this node lost when it
 			// was killed and restarted within adopt_after, before any
-			// survivor saw it silent (cleanwill.go): adoptOrphan tells.
-			mine = append(mine, orphan{id, owner})
+			// survivor saw it silent (cleanwill.go): leftover tells.
+			if s.n.own.leftover(r.id, r.epoch) {
+				wills = append(wills, r)
+			}
 			return
 		}
-		if owner == "" || live[owner] {
+		if r.owner == "" || live[r.owner] {
 			return
 		}
-		if seen[owner] && now.Sub(missing[owner]) < s.n.cfg.AdoptAfter || !seen[owner] && !startup {
+		if seen[r.owner] && now.Sub(missing[r.owner]) < s.n.cfg.AdoptAfter || !seen[r.owner] && !startup {
 			return
 		}
-		if adopterOf(id, live) == s.n.cfg.Node {
-			mine = append(mine, orphan{id, owner})
+		if adopterOf(r.id, live) != s.n.cfg.Node {
+			return
+		}
+		if r.will != nil {
+			// Only a connection whose session ends with it has its
+			// will in the record (cleanwill.go): there is no session.
+			wills = append(wills, r)
+		} else {
+			persistent = append(persistent, r)
 		}
 	})
 	if err != nil {
 		return err
 	}
-	var errs []error
-	for _, o := range mine {
-		// One by one, this can outlast the owner's absence (a node
-		// restarting with 100,000 sessions is back after adopt_after):
-		// a node heard from again keeps what was not adopted yet.
-		if slices.Contains(s.n.remote.nodes(), o.owner) {
-			continue
-		}
-		if err := s.adoptOrphan(o.id, o.owner); err != nil {
-			errs = append(errs, fmt.Errorf("%q of %s: %w", o.id, o.owner, err))
-		}
+	if len(wills)+len(persistent) == 0 {
+		return nil
 	}
+	scanned := time.Since(began)
+	errs := []error{s.adoptCleanWills(ctx, wills)}
+	st, err := s.adoptSessions(ctx, persistent)
+	errs = append(errs, err)
+	s.n.log.Info("cluster: records of silent nodes handled", "clean_wills", len(wills), "sessions", len(persistent),
+		"adopted", st.adopted, "took", time.Since(began).Round(time.Millisecond), "scan", scanned.Round(time.Millisecond),
+		"read", st.read.Round(time.Millisecond), "claims", st.claims.Round(time.Millisecond), "held", st.held.Round(time.Millisecond))
 	return errors.Join(errs...) // the next scan tries those again
 }
 
-// eachOwner calls fn for every owner record, reading the bucket's stream
+// adoptParallel bounds the claims (and will publications) in flight at
+// once: each is a replicated write, synced by a majority, that JetStream
+// batches with the others in flight on the same stream.
+const adoptParallel = 64
+
+// eachParallel calls fn for each of rs, adoptParallel at a time, skipping
+// those whose owner is heard from again (a node restarting with many
+// sessions is back after adopt_after: it keeps what was not claimed yet),
+// and joins their errors.
+func (s *sessions) eachParallel(rs []ownerScan, fn func(ownerScan) error) error {
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+	)
+	sem := make(chan struct{}, adoptParallel)
+	back := map[string]bool{}
+	var checked time.Time
+	for _, r := range rs {
+		if time.Since(checked) > 100*time.Millisecond {
+			clear(back)
+			for _, name := range s.n.remote.nodes() {
+				back[name] = true
+			}
+			checked = time.Now()
+		}
+		if back[r.owner] || s.n.ctx.Err() != nil {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			if err := fn(r); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("%q of %s: %w", r.id, r.owner, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 8 {
+		errs = append(errs[:8], fmt.Errorf("and %d more", len(errs)-8))
+	}
+	return errors.Join(errs...)
+}
+
+// claimOrphan claims r.id from r.owner, a silent node, at the revision the
+// scan read (compare-and-set, epoch + 1: one survivor wins, and the dead
+// node is fenced should it come back). It reports false, without an
+// error, when the record changed since: the client reconnected somewhere,
+// or another node won.
+func (s *sessions) claimOrphan(ctx context.Context, r ownerScan) (epoch uint64, ok bool, err error) {
+	o := s.n.own
+	kv := o.bucket()
+	epoch = r.epoch + 1
+	o.noteEpoch(r.id, epoch)
+	ctx, cancel := context.WithTimeout(ctx, s.n.cfg.ForwardTimeout)
+	defer cancel()
+	if _, err := kv.Update(ctx, ownerKey(r.id), encodeOwner(s.n.cfg.Node, epoch), r.rev); err != nil {
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return 0, false, nil
+		}
+		return 0, false, err
+	}
+	s.setEpoch(r.id, epoch)
+	return epoch, true, nil
+}
+
+// adoptSessions reads the sessions of rs from their partition streams and
+// claims and adopts each. The sessions are read before the claims: a read
+// that fails (the partition is electing a leader) leaves the records
+// naming the dead node, for the next scan to try again. A record that
+// changed after the scan (the client reconnected elsewhere) fails its
+// compare-and-set: the session read for it is dropped.
+func (s *sessions) adoptSessions(ctx context.Context, rs []ownerScan) (adoptStats, error) {
+	var st adoptStats
+	byPart := map[int][]ownerScan{}
+	for _, r := range rs {
+		p := s.partition(r.id)
+		byPart[p] = append(byPart[p], r)
+	}
+	var errs []error
+	for p, prs := range byPart {
+		t0 := time.Now()
+		recs, err := s.readSessions(ctx, p, prs)
+		st.read += time.Since(t0)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sessions of partition %d: %w", p, err))
+			continue
+		}
+		for chunk := range slices.Chunk(prs, adoptChunkSize) {
+			errs = append(errs, s.adoptChunk(ctx, chunk, recs, &st))
+		}
+	}
+	return st, errors.Join(errs...)
+}
+
+// adoptStats: what adoptSessions did and where its time went, for the log.
+type adoptStats struct {
+	adopted            int
+	read, claims, held time.Duration
+}
+
+// adoptChunkSize: the sessions claimed, adopted and given their held messages
+// together. Between its adoption and its held messages a session is not
+// handed over (awaitHeld), so a chunk is small enough for its held reads
+// to end well within heldWaitMax.
+const adoptChunkSize = 256
+
+// adoptChunk claims and adopts the sessions of rs, read into recs, and
+// applies what was held for them; st counts.
+func (s *sessions) adoptChunk(ctx context.Context, rs []ownerScan, recs map[string]adoptedSession, st *adoptStats) error {
+	ids := make([]string, len(rs))
+	for i, r := range rs {
+		ids[i] = r.id
+	}
+	// Finished once what was held reached them: here, or by the
+	// followers of the subjects whose first read failed.
+	w := newHeldWait(s.n.own.holdRelease(ids))
+	defer w.finish()
+	var (
+		mu      sync.Mutex
+		adopted = map[string][]adoptedSession{} // by the node they come from
+		epochs  = map[string]uint64{}
+	)
+	t0 := time.Now()
+	err := s.eachParallel(rs, func(r ownerScan) error {
+		rec := recs[r.id]
+		if rec.rec == nil {
+			// A clean session's record (or an ended session's):
+			// nothing to adopt, and the id stays its owner's,
+			// should that node come back with the client still
+			// connected.
+			return nil
+		}
+		epoch, ok, err := s.claimOrphan(ctx, r)
+		if !ok || err != nil {
+			return err
+		}
+		s.adopt(r.id)
+		s.n.srv.Adopt(rec.rec)
+		mu.Lock()
+		adopted[r.owner] = append(adopted[r.owner], rec)
+		epochs[r.id] = epoch
+		mu.Unlock()
+		return nil
+	})
+	st.claims += time.Since(t0)
+	t0 = time.Now()
+	for dead, as := range adopted {
+		st.adopted += len(as)
+		s.takeHeldAll(ctx, w, as, dead)
+		for _, a := range as {
+			s.n.log.Info("session of a silent node adopted", "client_id", a.rec.ClientID, "from", dead,
+				"epoch", epochs[a.rec.ClientID], "subscriptions", len(a.rec.Subs), "messages", len(a.rec.Queue),
+				"will", a.rec.Will != nil)
+		}
+	}
+	st.held += time.Since(t0)
+	return err
+}
+
+// adoptedSession is a session read from its partition stream: last is when
+// the stream took its last op (held.go).
+type adoptedSession struct {
+	rec  *broker.StoredSession
+	last time.Time
+}
+
+// readFewMax: up to this many sessions of one partition are read one by
+// one, each from its own subject (a few requests each); more, and one
+// pass over the partition's session subjects is cheaper.
+const readFewMax = 8
+
+// readSessions reads the sessions of rs, all in partition p: a nil rec
+// for an id with none.
+func (s *sessions) readSessions(ctx context.Context, p int, rs []ownerScan) (map[string]adoptedSession, error) {
+	out := make(map[string]adoptedSession, len(rs))
+	if len(rs) <= readFewMax {
+		for _, r := range rs {
+			rctx, cancel := context.WithTimeout(ctx, s.n.cfg.ForwardTimeout)
+			rec, last, err := s.recoverAt(rctx, r.id)
+			cancel()
+			if err != nil {
+				return nil, err
+			}
+			out[r.id] = adoptedSession{rec, last}
+		}
+		return out, nil
+	}
+	s.mu.Lock()
+	js := s.js
+	s.mu.Unlock()
+	if js == nil {
+		return nil, errNotReady
+	}
+	replays := make(map[string]*replay, len(rs))
+	lasts := make(map[string]time.Time, len(rs))
+	for _, r := range rs {
+		replays[s.subject(r.id)] = newReplay(r.id)
+	}
+	// Session subjects only (owner keys begin "c."), not the held ones.
+	filter := sessPrefix + "." + strconv.Itoa(p) + ".c.>"
+	err := readAll(ctx, js, streamName(p), jetstream.ConsumerConfig{FilterSubject: filter}, func(m jetstream.Msg) error {
+		r := replays[m.Subject()]
+		if r == nil {
+			return nil // another session of the partition
+		}
+		if err := r.apply(m.Data()); err != nil {
+			return fmt.Errorf("session record of %q: %w", r.id, err)
+		}
+		if md, err := m.Metadata(); err == nil {
+			lasts[r.id] = md.Timestamp
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range replays {
+		if r.skipped > 0 {
+			s.n.log.Info("session record: skipped ops of a previous owner written after it lost the id", "client_id", r.id, "ops", r.skipped)
+		}
+		out[r.id] = adoptedSession{r.session(), lasts[r.id]}
+	}
+	return out, nil
+}
+
+// takeHeldAll is takeHeld for sessions adopted from dead together: one
+// read per held subject for all of them, each message offered to the
+// sessions whose filters match it and whose last op the stream took
+// before it (what was held before reached the session when its node
+// applied it).
+func (s *sessions) takeHeldAll(ctx context.Context, w *heldWait, adopted []adoptedSession, dead string) {
+	if len(adopted) == 1 {
+		s.takeHeld(ctx, w, adopted[0].rec.ClientID, adopted[0].last, dead)
+		return
+	}
+	n := s.n
+	until := time.Now().Add(n.heldWatch())
+	subs := topic.NewTree[string, time.Time]()
+	since := adopted[0].last
+	ids := make([]string, 0, len(adopted))
+	for _, a := range adopted {
+		id := a.rec.ClientID
+		ids = append(ids, id)
+		n.watch.watch(id, until)
+		since = minTime(since, a.last)
+		for _, sub := range a.rec.Subs {
+			if !strings.HasPrefix(sub.Filter, "$share/") { // groups are served on live nodes
+				subs.Subscribe(sub.Filter, "", id, a.last)
+			}
+		}
+	}
+	nodes := append(append(n.remote.nodes(), n.remote.orphans.nodes()...), n.cfg.Node, dead)
+	slices.Sort(nodes)
+	for _, node := range slices.Compact(nodes) {
+		if node == "" {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, n.cfg.ForwardTimeout)
+		next, err := s.readHeldFor(rctx, node, since, subs)
+		cancel()
+		if err != nil {
+			n.log.Warn("cluster: messages held for a node not read yet; following", "sessions", len(ids), "peer", node, "err", err)
+		}
+		for _, id := range ids {
+			s.joinFollower(node, id, until, next, since, err != nil, w)
+		}
+	}
+}
+
+// readHeldFor is readHeld for the sessions in subs (their filters, with
+// the time of each one's last op): each message goes to those matching it
+// whose last op came before it. It returns the sequence after the last
+// message read (0: none).
+func (s *sessions) readHeldFor(ctx context.Context, node string, since time.Time, subs *topic.Tree[string, time.Time]) (uint64, error) {
+	s.mu.Lock()
+	js := s.js
+	s.mu.Unlock()
+	if js == nil {
+		return 0, errNotReady
+	}
+	cfg := jetstream.ConsumerConfig{FilterSubject: s.heldSubject(node)}
+	if !since.IsZero() {
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	var next uint64
+	err := readAll(ctx, js, streamName(s.partition(node)), cfg, func(m jetstream.Msg) error {
+		md, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		next = md.Sequence.Stream + 1
+		_, rm, err := decodeHeld(m.Data())
+		if err != nil {
+			s.n.log.Warn("cluster: held message unreadable; skipped", "peer", node, "err", err)
+			return nil
+		}
+		in := map[string]bool{}
+		subs.Match(rm.Topic, func(_, _ string, id string, last time.Time) {
+			if md.Timestamp.After(last) {
+				in[id] = true
+			}
+		})
+		if len(in) == 0 {
+			return nil
+		}
+		if _, err := s.n.deliverHeld(m, func(id string) bool { return in[id] }, slices.Collect(maps.Keys(in))); err != nil {
+			s.n.log.Warn("cluster: held message unreadable; skipped", "peer", node, "err", err)
+		}
+		return nil
+	})
+	return next, err
+}
+
+// eachOwner calls fn for every owner record (eachOwnerRec).
+func (s *sessions) eachOwner(ctx context.Context, fn func(id, owner string, epoch uint64, will bool)) error {
+	return s.eachOwnerRec(ctx, func(r ownerScan) { fn(r.id, r.owner, r.epoch, r.will != nil) })
+}
+
+// eachOwnerRec calls fn for every owner record, reading the bucket's stream
 // from its leader (the last message per key, readAll): a key-value
 // watcher's "initial values done" marker was seen not to come while the
 // bucket changed leader, and a replica may be stale.
-func (s *sessions) eachOwner(ctx context.Context, fn func(id, owner string, epoch uint64, will bool)) error {
+func (s *sessions) eachOwnerRec(ctx context.Context, fn func(ownerScan)) error {
 	s.mu.Lock()
 	js := s.js
 	s.mu.Unlock()
@@ -162,7 +513,12 @@ func (s *sessions) eachOwner(ctx context.Context, fn func(id, owner string, epoc
 		return errNotReady
 	}
 	const stream, prefix = "KV_" + ownBucket, "$KV." + ownBucket + "."
-	st, err := js.Stream(ctx, stream)
+	// One attempt's bound: while the bucket elects a leader (its leader
+	// died with the node) the request gets no answer at all, and the
+	// caller's bound is long (a pass over 100,000 records).
+	sctx, cancel := context.WithTimeout(ctx, followAttempt)
+	st, err := js.Stream(sctx, stream)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("owner records: %w", err)
 	}
@@ -178,9 +534,16 @@ func (s *sessions) eachOwner(ctx context.Context, fn func(id, owner string, epoc
 		if err != nil {
 			return nil
 		}
-		if owner, epoch, will, err := decodeOwnerWill(m.Data()); err == nil {
-			fn(id, owner, epoch, will != nil)
+		owner, epoch, will, err := decodeOwnerWill(m.Data())
+		if err != nil {
+			return nil
 		}
+		md, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		// A key's revision is its message's stream sequence.
+		fn(ownerScan{id: id, owner: owner, epoch: epoch, rev: md.Sequence.Stream, will: will})
 		return nil
 	})
 	if err != nil {
@@ -205,57 +568,4 @@ func adopterOf(id string, live map[string]bool) string {
 		}
 	}
 	return best
-}
-
-// adoptOrphan claims id from dead, its owner, and adopts its session from
-// the stream, unless the record changed (the client reconnected). The
-// session is read before the claim: a read that fails (the partition is
-// electing a leader) leaves the record naming the dead node, for the next
-// scan to try again.
-func (s *sessions) adoptOrphan(id, dead string) error {
-	ctx, cancel := context.WithTimeout(s.n.ctx, s.n.cfg.ForwardTimeout)
-	defer cancel()
-	o := s.n.own
-	kv := o.bucket()
-	key := ownerKey(id)
-	owner, epoch, will, rev, err := o.readWill(ctx, key)
-	if err != nil {
-		return err
-	}
-	if owner != dead {
-		return nil // reconnected elsewhere meanwhile
-	}
-	if dead == s.n.cfg.Node && (will == nil || !o.leftover(id, epoch)) {
-		return nil // a connection of this node's since it started
-	}
-	if will != nil {
-		// Only a connection whose session ends with it has its will in
-		// the record (cleanwill.go): there is no session to read.
-		return s.adoptCleanWill(ctx, kv, id, dead, epoch, rev, will)
-	}
-	rec, last, err := s.recoverAt(ctx, id)
-	if err != nil {
-		return err
-	}
-	if rec == nil {
-		// A clean session's record (or an ended session's): nothing to
-		// adopt, and the id stays its owner's, should that node come
-		// back with the client still connected.
-		return nil
-	}
-	epoch++
-	o.noteEpoch(id, epoch)
-	if _, err := kv.Update(ctx, key, encodeOwner(s.n.cfg.Node, epoch), rev); err != nil {
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return nil // another node or a connect won
-		}
-		return err
-	}
-	s.setEpoch(id, epoch)
-	s.adopt(id)
-	s.n.srv.Adopt(rec)
-	s.takeHeld(ctx, id, last, dead)
-	s.n.log.Info("session of a silent node adopted", "client_id", id, "from", dead, "epoch", epoch,
-		"subscriptions", len(rec.Subs), "messages", len(rec.Queue), "will", rec.Will != nil)
-	return nil
 }

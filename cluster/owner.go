@@ -78,6 +78,16 @@ type owners struct {
 	// (cleanwill.go): one entry per connection with a clean session and
 	// a will.
 	wills map[uint64]uint64
+	// dropped: ids whose last connection here ended with its will
+	// dropped (a normal DISCONNECT), since when (cleanwill.go).
+	dropped map[string]time.Time
+	// superseded: revisions of records holding a will of a connection of
+	// this node, which a later claim here replaced (cleanwill.go).
+	superseded map[uint64]time.Time
+	// heldPending: sessions the janitor adopted whose held messages it
+	// has not applied yet, closed when it has (janitor.go); a release
+	// request for one waits for that (heldWaitMax).
+	heldPending map[string]chan struct{}
 }
 
 type epochAt struct {
@@ -94,6 +104,14 @@ func (o *owners) sweep(now time.Time) {
 	for id, e := range o.epochs {
 		if now.Sub(e.at) > epochTTL {
 			delete(o.epochs, id)
+		}
+	}
+	for rev, at := range o.superseded {
+		if now.Sub(at) > epochTTL {
+			// A takeover on this node dealt with that will itself
+			// (its old connection never ended on its own).
+			delete(o.superseded, rev)
+			delete(o.wills, rev)
 		}
 	}
 	o.mu.Unlock()
@@ -219,7 +237,8 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 	for range claimTries {
 		var prev string
 		var rev uint64
-		prev, epoch, rev, err = o.read(ctx, kv, key)
+		var prevWill *broker.Message
+		prev, epoch, prevWill, rev, err = o.readWill(ctx, key)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -242,6 +261,9 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		if err != nil {
 			return 0, 0, fmt.Errorf("cluster: will of %q: %w", id, err)
 		}
+		if prev == o.n.cfg.Node && prevWill != nil {
+			o.supersede(rev)
+		}
 		if rev == 0 {
 			written, err = kv.Create(ctx, key, val)
 		} else {
@@ -249,6 +271,9 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		}
 		if err != nil && elsewhere && !wasUnread {
 			o.setUnread(id, false) // the record does not name this node
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			o.unsupersede(rev)
 		}
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			continue // another connect raced: read again
@@ -264,17 +289,22 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 				o.unread[id] = true
 				o.mu.Unlock()
 			}
-			return 0, 0, fmt.Errorf("cluster: recording owner of %q: %w", id, err)
+			// epoch too: the write may have been applied, with will
+			// (ClaimWill clears it).
+			return 0, epoch, fmt.Errorf("cluster: recording owner of %q: %w", id, err)
 		}
 		if o.n.sess != nil {
 			o.n.sess.setEpoch(id, epoch)
 		}
 		if elsewhere {
 			o.n.log.Info("client id claimed from another node", "client_id", id, "previous", prev, "epoch", epoch)
-			return written, epoch, o.takeOver(ctx, prev, id, epoch)
+			dropped, err := o.takeOver(ctx, prev, id, epoch)
+			o.publishReplacedWill(id, prev, prevWill, dropped)
+			return written, epoch, err
 		}
 		if prev == o.n.cfg.Node && wasUnread {
-			return written, epoch, o.takeOver(ctx, "", id, epoch)
+			_, err := o.takeOver(ctx, "", id, epoch)
+			return written, epoch, err
 		}
 		return written, epoch, nil
 	}
@@ -286,12 +316,19 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 // answer (killed, paused, cut off) leaves the session to be read from its
 // partition stream (sessions.go); an error there refuses the CONNECT (the
 // client tries again) rather than start afresh on a session that exists.
-func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64) error {
+//
+// dropped reports that prev said the will of its connection for id was
+// dropped there (a normal DISCONNECT) (cleanwill.go).
+func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64) (dropped bool, err error) {
 	var rec *broker.StoredSession
 	answered := false
 	if prev != "" {
-		rec, answered = o.release(ctx, prev, id, epoch)
+		rec, answered, dropped = o.release(ctx, prev, id, epoch)
 	}
+	return dropped, o.takeOverFrom(ctx, prev, id, epoch, rec, answered)
+}
+
+func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64, rec *broker.StoredSession, answered bool) error {
 	if answered && rec != nil {
 		// A later claim that asked this node to let go meanwhile was
 		// told to read the stream (onRelease took the mark): that
@@ -325,12 +362,34 @@ func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64) er
 	if o.n.sess != nil {
 		o.n.sess.adopt(id)
 	}
-	o.n.srv.Adopt(rec)
-	if answered {
-		o.confirm(prev, id, epoch)
-	} else if o.n.sess != nil {
-		// What publishers held for prev's sessions meanwhile.
-		o.n.sess.takeHeld(ctx, id, last, prev)
+	if !answered && o.n.sess != nil {
+		// Until what was held reached the session, a later claim's
+		// release request waits (awaitHeld): handed over before, the
+		// session would leave without it, the new node not reading it
+		// (this node answers) and the followers here applying it to
+		// no session. Seen: a CONNECT whose claim outlasted the
+		// client's CONNACK timeout, its first held reads cut by the
+		// claim's bound, handed over to the client's next CONNECT
+		// elsewhere meanwhile: 107 acknowledged messages lost
+		// (TestClusterTransports/NodeKill).
+		w := newHeldWait(o.holdRelease([]string{id}))
+		defer w.finish()
+		holdWill(rec, o.n.cfg.ForwardTimeout)
+		o.n.srv.Adopt(rec)
+		// What publishers held for prev's sessions meanwhile, with a
+		// bound of its own: the claim's may be spent by now (the
+		// stream read above, under load), and reads that fail at once
+		// leave it all to the followers, after the release requests'
+		// bound (seen: 93 acknowledged messages lost).
+		hctx, cancel := context.WithTimeout(o.n.ctx, o.n.cfg.ForwardTimeout)
+		defer cancel()
+		o.n.sess.takeHeld(hctx, w, id, last, prev)
+	} else {
+		holdWill(rec, o.n.cfg.ForwardTimeout)
+		o.n.srv.Adopt(rec)
+		if answered {
+			o.confirm(prev, id, epoch)
+		}
 	}
 	o.n.log.Info("session moved here", "client_id", id, "from", from,
 		"subscriptions", len(rec.Subs), "messages", len(rec.Queue))
@@ -410,7 +469,9 @@ func (o *owners) noteEpoch(id string, epoch uint64) {
 // the persistent session it hands over, if any. A node that does not answer
 // in time is not waited for: it fences itself when it sees the new record
 // (fence.go).
-func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (rec *broker.StoredSession, answered bool) {
+// dropped reports that node said the will of its last connection for id
+// was dropped (a reply's third byte; cleanwill.go).
+func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (rec *broker.StoredSession, answered, dropped bool) {
 	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 	defer cancel()
 	req := encodeOwnerClaim(epoch, id)
@@ -419,32 +480,39 @@ func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (re
 		if !errors.Is(err, nats.ErrNoResponders) {
 			o.n.log.Warn("cluster: previous owner did not confirm the takeover", "client_id", id, "peer", node, "err", err)
 		}
-		return nil, false
+		return nil, false, false
 	}
-	if len(reply.Data) < 2 || reply.Data[0] != wireVersion || reply.Data[1] == 0 {
-		return nil, true
+	if len(reply.Data) < 2 || reply.Data[0] != wireVersion {
+		return nil, true, false
 	}
-	if reply.Data[1] == 2 {
-		return nil, false // the session is in the stream only
+	dropped = len(reply.Data) == 3 && reply.Data[1] != 1 && reply.Data[2] == 1
+	switch reply.Data[1] {
+	case 0:
+		return nil, true, dropped
+	case 2:
+		return nil, false, dropped // the session is in the stream only
 	}
 	rec, err = decodeSession(id, reply.Data[2:])
 	if err != nil {
 		o.n.log.Error("cluster: handed-over session unreadable", "client_id", id, "peer", node, "err", err)
-		return nil, false // read from the stream instead, when replicated
+		return nil, false, false // read from the stream instead, when replicated
 	}
-	return rec, true
+	return rec, true, false
 }
 
 // onRelease handles another node's claim of an id this node may hold. The
 // reply is the version, then 0 (nothing to hand over), 1 (the session
 // follows, handover.go) or 2 (this node holds the id's record but not its
-// session: read it from the stream).
+// session: read it from the stream); after 0 or 2, a third byte 1 says
+// that the will of the id's last connection here was dropped (a normal
+// DISCONNECT) while the record may still hold it (cleanwill.go).
 func (o *owners) onRelease(m *nats.Msg) {
 	epoch, id, err := decodeOwnerClaim(m.Data)
 	if err != nil {
 		o.n.log.Warn("cluster: bad release request")
 		return
 	}
+	o.awaitHeld(id)
 	o.mu.Lock()
 	mine := o.epochs[id].epoch
 	newer := mine > epoch
@@ -473,6 +541,9 @@ func (o *owners) onRelease(m *nats.Msg) {
 			o.n.mv.startOut(id, epoch)
 		} else if unknown {
 			reply[1] = 2
+		}
+		if reply[1] != 1 && o.takeDropped(id) {
+			reply = append(reply, 1)
 		}
 		o.n.log.Info("client taken over by another node", "client_id", id, "epoch", epoch)
 	}
@@ -587,4 +658,76 @@ func (o *owners) handOver(id string) ([]byte, func(bool)) {
 	}
 	done(o.n.sess == nil) // ends here: the new node reads it from the stream, if replicated
 	return nil, nil
+}
+
+// holdWill keeps the delayed will of rec, a session this node takes over
+// for a connecting client, from firing before the broker attaches the
+// client (which cancels it, or publishes it if the client starts a new
+// session): the CONNECT arrived before the will was due, so it must not
+// be sent for a resumed session [MQTT-3.1.3-9], yet reading what was held
+// for the session meanwhile (takeHeld) can outlast a short delay (seen:
+// a 3 s delay, 5 s of held reads on a loaded machine, the will sent while
+// the client waited for its CONNACK). The will waits for the takeover's
+// bound too; a CONNECT that fails after all delays it by that much. A
+// will already due when the CONNECT came stays due.
+func holdWill(rec *broker.StoredSession, bound time.Duration) {
+	if rec.Will == nil || rec.WillDelay <= 0 {
+		return
+	}
+	now := time.Now()
+	at := rec.WillAt
+	if at.IsZero() {
+		at = now.Add(rec.WillDelay)
+	}
+	if at.After(now) {
+		rec.WillAt = at.Add(bound)
+	}
+}
+
+// heldWaitMax bounds a release request's wait for the held messages of a
+// session taken from the stream here (a janitor's adoption, or a claim
+// its previous owner did not answer): shorter than the claimer's
+// releaseTimeout, so that it is answered.
+const heldWaitMax = 2 * time.Second
+
+// awaitHeld waits, up to heldWaitMax, until the held messages of id's
+// session, taken from the stream here, are applied to it: handed over before,
+// the session would leave without them, and the new node does not read
+// them (the old one answered).
+func (o *owners) awaitHeld(id string) {
+	o.mu.Lock()
+	ch := o.heldPending[id]
+	o.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case <-ch:
+	case <-time.After(heldWaitMax):
+		o.n.log.Warn("cluster: session handed over before its held messages were applied", "client_id", id)
+	}
+}
+
+// holdRelease marks ids' held messages as pending (awaitHeld) and
+// returns the function that clears the mark.
+func (o *owners) holdRelease(ids []string) func() {
+	ch := make(chan struct{})
+	o.mu.Lock()
+	if o.heldPending == nil {
+		o.heldPending = map[string]chan struct{}{}
+	}
+	for _, id := range ids {
+		o.heldPending[id] = ch
+	}
+	o.mu.Unlock()
+	return func() {
+		o.mu.Lock()
+		for _, id := range ids {
+			if o.heldPending[id] == ch {
+				delete(o.heldPending, id)
+			}
+		}
+		o.mu.Unlock()
+		close(ch)
+	}
 }

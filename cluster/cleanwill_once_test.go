@@ -1,0 +1,146 @@
+package cluster_test
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/roost-mqtt/roost/internal/clustertest"
+	"github.com/roost-mqtt/roost/internal/netfault"
+)
+
+// willPublications counts, over every node's log, the publications of
+// id's will (the broker logs each).
+func willPublications(tc *testCluster, id string) int {
+	c := 0
+	for _, nd := range tc.nodes {
+		c += countLog(nd, `"publishing will" client_id=`+id+" ")
+	}
+	return c
+}
+
+// mosquittoWill starts mosquitto_sub (MQTT 3.1.1, clean session) as id on
+// nd with a will on cw/will/<id>, and waits until nd logs its connection.
+func mosquittoWill(t *testing.T, tc *testCluster, nd *node, id string) *exec.Cmd {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(nd.mqtt)
+	cmd := exec.Command("/usr/bin/mosquitto_sub", "-V", "mqttv311", "-h", host, "-p", port, "-i", id, "-q", "1",
+		"-t", "cw/none", "--will-topic", "cw/will/"+id, "--will-payload", id, "--will-qos", "1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	tc.waitLog(nd, "client_id="+id, 1, 20*time.Second)
+	return cmd
+}
+
+// TestClusterCutOffCleanWillOnce cuts n3 off (a rejecting firewall: to
+// the others it looks killed) while it holds two clean sessions with
+// wills: the survivors adopt their records after adopt_after (3 s here)
+// and publish both wills. Meanwhile n3, alive, still has the
+// connections: cwc-drop's client dies during the cut (kill -9 of
+// mosquitto_sub, no DISCONNECT), and cwc-stay's connection lasts until
+// the heal, when n3 sees the newer record and takes it over (0x8E). n3
+// must publish neither will: the survivor whose claim removed each will
+// from its record did (cleanwill.go). Before, n3 published both a
+// second time, cwc-drop's when its connection ended and cwc-stay's at
+// the heal.
+func TestClusterCutOffCleanWillOnce(t *testing.T) {
+	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
+	if nf == nil {
+		return
+	}
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 3s\n"), 0o644)
+	tc := startClusterWith(t, 3, "--config", cfg)
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	wills := connect(t, n2, "cwc-wills")
+	wills.subscribe(t, paho.SubscribeOptions{Topic: "cw/will/+", QoS: 1})
+	stay, ack := connectWith(t, n3, &paho.Connect{ClientID: "cwc-stay", CleanStart: true, KeepAlive: 120,
+		WillMessage: &paho.WillMessage{Topic: "cw/will/cwc-stay", QoS: 1, Payload: []byte("cwc-stay")}})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("cwc-stay: CONNACK 0x%02X", ack.ReasonCode)
+	}
+	drop := mosquittoWill(t, tc, n3, "cwc-drop")
+
+	rejectCut(t, nf, n3, n1)
+	got := map[string]int{}
+	for len(got) < 2 {
+		got[string(wills.next(t, 60*time.Second).Payload)]++
+	}
+	drop.Process.Signal(syscall.SIGKILL)
+	// n3 notices the closed connection and tries to remove the will
+	// from the record, which it cannot (no quorum) until the heal.
+	tc.waitLog(n3, `client_id=cwc-drop reason=`, 1, 20*time.Second)
+	healTakesOver(t, nf, stay)
+	// n3 decides once it reaches the records again (or, before the fix,
+	// had published the will itself already).
+	eventually(t, partitionBound, func() error {
+		if countLog(n3, `"will of an ended connection left to the node that took its client id's record over" node=n3 client_id=cwc-drop`) == 0 &&
+			willPublications(tc, "cwc-drop") < 2 {
+			return fmt.Errorf("n3 has not decided about cwc-drop's will yet")
+		}
+		return nil
+	})
+	wills.none(t, 3*time.Second)
+	if got["cwc-stay"] != 1 || got["cwc-drop"] != 1 || len(got) != 2 {
+		t.Errorf("wills received on n2: %v, want cwc-stay and cwc-drop once each", got)
+	}
+	for _, id := range []string{"cwc-stay", "cwc-drop"} {
+		if c := willPublications(tc, id); c != 1 {
+			t.Errorf("%s's will published %d times in the cluster, want once; n3's log:\n%s", id, c, grepLog(n3, id))
+		}
+	}
+}
+
+// TestClusterStoppedNodeDropsCleanWills stops n1 gracefully (SIGTERM)
+// while two clean sessions with wills are connected to it. A broker that
+// shuts down drops the wills of its connected clients, which did nothing
+// wrong (broker.Server.Shutdown), and so does a cluster node: it removes
+// them from the owner records before it stops (WillDone's first attempt,
+// which Shutdown waits for), so the survivors, adopting n1's records
+// after adopt_after (2 s here), find no will to publish. Before, the
+// rewrite ran on a goroutine the node's stop cancelled: a will could stay
+// recorded and be published by a survivor, or not, depending on timing.
+func TestClusterStoppedNodeDropsCleanWills(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\n"), 0o644)
+	tc := startClusterWith(t, 3, "--config", cfg)
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	wills := connect(t, n3, "cws-wills")
+	wills.subscribe(t, paho.SubscribeOptions{Topic: "cw/will/+", QoS: 1})
+	ids := []string{"cws-a", "cws-b"}
+	for _, id := range ids {
+		_, ack := connectWith(t, n1, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 60,
+			WillMessage: &paho.WillMessage{Topic: "cw/will/" + id, QoS: 1, Payload: []byte(id)}})
+		if ack.ReasonCode != 0 {
+			t.Fatalf("%s: CONNACK 0x%02X", id, ack.ReasonCode)
+		}
+	}
+	n1.Stop(t)
+	for _, id := range ids {
+		if c := countLog(n1, `"cluster: will of an ended connection forgotten" node=n1 client_id=`+id+" "); c != 1 {
+			t.Errorf("n1 stopped without removing %s's will from its record; its log:\n%s", id, grepLog(n1, id))
+		}
+	}
+	// The survivors' adoption of n1's records comes and goes meanwhile.
+	eventually(t, 30*time.Second, func() error {
+		if countLog(n2, "records of silent nodes handled")+countLog(n3, "records of silent nodes handled") == 0 {
+			return fmt.Errorf("the survivors have not looked at n1's records yet")
+		}
+		return nil
+	})
+	wills.none(t, 3*time.Second)
+	for _, id := range ids {
+		if c := willPublications(tc, id); c != 0 {
+			t.Errorf("%s's will published %d times after a graceful stop, want never", id, c)
+		}
+	}
+}
