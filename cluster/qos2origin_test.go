@@ -242,7 +242,7 @@ func TestClusterQoS2ResendUnconfirmedIsRouted(t *testing.T) {
 	}
 	tc.kill(n2, syscall.SIGKILL) // never took it
 	logs := func() string {
-		return "n1:\n" + grepLog(n1, "o1-", "cluster:") + "\nn3:\n" + grepLog(n3, "o1-", "cluster:")
+		return "n1:\n" + grepLog(n1, "o1-", "cluster:", "cluster node") + "\nn3:\n" + grepLog(n3, "o1-", "cluster:", "cluster node")
 	}
 	// The session moves to n3 (a live takeover from n1), with the id.
 	resendUntilAcknowledged(t, n3, "o1-pub", pub)
