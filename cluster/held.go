@@ -405,13 +405,18 @@ func (n *Node) holdNow(ctx context.Context, node string, msg *broker.Message, pu
 	if err != nil || f == nil {
 		return err
 	}
-	return settleHeld(ctx, node, f)
+	return n.settleHeld(ctx, node, f)
 }
 
 // settleHeld waits for a hold's append.
-func settleHeld(ctx context.Context, node string, f jetstream.PubAckFuture) error {
+func (n *Node) settleHeld(ctx context.Context, node string, f jetstream.PubAckFuture) error {
 	select {
-	case <-f.Ok():
+	case ack := <-f.Ok():
+		if ack != nil && ack.Duplicate {
+			// The same message held for node before (a repeat, or a
+			// resend's routing under the same Origin).
+			n.log.Debug("cluster: message held for a node already", "peer", node, "seq", ack.Sequence)
+		}
 		return nil
 	case err := <-f.Err():
 		return fmt.Errorf("held for %s: %w", node, err)
@@ -591,6 +596,7 @@ func (s *sessions) takeHeld(ctx context.Context, id string, last time.Time, prev
 			continue
 		}
 		next, err := s.readHeld(ctx, node, 0, last, func(c string) bool { return c == id }, []string{id})
+		n.log.Debug("cluster: messages held for a node read for a session taken from the stream", "client_id", id, "peer", node, "since", last, "next", next)
 		if err != nil {
 			n.log.Warn("cluster: messages held for a node not read yet; following", "client_id", id, "peer", node, "err", err)
 		}

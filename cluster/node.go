@@ -452,7 +452,7 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 			}
 		}
 		for i, f := range helds {
-			if err := settleHeld(ctx, orphans[i], f); err != nil {
+			if err := n.settleHeld(ctx, orphans[i], f); err != nil {
 				errs = append(errs, err)
 			}
 		}
