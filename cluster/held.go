@@ -96,15 +96,67 @@ type originKey struct {
 // of their persistent sessions (persistent.go): a clean session died with
 // its node, and a shared group is served by its members on live nodes
 // (plan), and is not held for (docs/cluster.md).
+//
+// A node forgotten for silence first (paused, cut off) and whose routes
+// close later (killed while paused) died as surely as one whose routes
+// closed first: its persistent filter keys are kept aside (silent) and
+// become its orphan interest when its routes close (died). Which of the
+// two a node meets first is a race of the heartbeat timeout and the
+// kill: without this, a message published between the routes' close and
+// the adoption of the node's sessions was acknowledged and lost for them
+// (cluster/qos2origin_test.go: a node paused, then killed deadAfter
+// later).
 type orphanInterest struct {
-	mu    sync.Mutex
-	tree  *topic.Tree[string, struct{}]
-	keys  map[string][]ikey
-	count atomic.Int32 // nodes kept, for Forward's fast path
+	mu     sync.Mutex
+	tree   *topic.Tree[string, struct{}]
+	keys   map[string][]ikey
+	silent map[string][]ikey // nodes forgotten for silence, routes still open
+	count  atomic.Int32      // nodes kept, for Forward's fast path
 }
 
 func newOrphanInterest() *orphanInterest {
-	return &orphanInterest{tree: topic.NewTree[string, struct{}](), keys: map[string][]ikey{}}
+	return &orphanInterest{tree: topic.NewTree[string, struct{}](), keys: map[string][]ikey{},
+		silent: map[string][]ikey{}}
+}
+
+// keepSilent sets node's persistent filter keys aside: node was forgotten
+// for silence, and is held for only if its routes close (died).
+func (o *orphanInterest) keepSilent(node string, keys map[ikey]struct{}) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var kept []ikey
+	for k := range keys {
+		if k.isPersist() {
+			kept = append(kept, k)
+		}
+	}
+	delete(o.silent, node)
+	if len(kept) > 0 {
+		o.silent[node] = kept
+	}
+}
+
+// died makes the keys set aside for the silent nodes that routed does not
+// name (their routes closed: the process died) their orphan interest, and
+// returns those nodes.
+func (o *orphanInterest) died(routed map[string]bool) []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var nodes []string
+	for node, ks := range o.silent {
+		if routed[node] {
+			continue
+		}
+		delete(o.silent, node)
+		o.dropLocked(node)
+		for _, k := range ks {
+			o.tree.Subscribe(k.filter, "", node, struct{}{})
+		}
+		o.keys[node] = ks
+		o.count.Add(1)
+		nodes = append(nodes, node)
+	}
+	return nodes
 }
 
 // keep makes node's persistent filter keys its orphan interest
@@ -113,6 +165,7 @@ func (o *orphanInterest) keep(node string, keys map[ikey]struct{}) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.dropLocked(node)
+	delete(o.silent, node)
 	var kept []ikey
 	for k := range keys {
 		if k.isPersist() {
@@ -126,11 +179,13 @@ func (o *orphanInterest) keep(node string, keys map[ikey]struct{}) {
 	}
 }
 
-// drop forgets node's orphan interest.
+// drop forgets node's orphan interest, and the keys set aside should it
+// be silent (it is back, or its sessions were adopted).
 func (o *orphanInterest) drop(node string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.dropLocked(node)
+	delete(o.silent, node)
 }
 
 func (o *orphanInterest) dropLocked(node string) {
@@ -350,13 +405,18 @@ func (n *Node) holdNow(ctx context.Context, node string, msg *broker.Message, pu
 	if err != nil || f == nil {
 		return err
 	}
-	return settleHeld(ctx, node, f)
+	return n.settleHeld(ctx, node, f)
 }
 
 // settleHeld waits for a hold's append.
-func settleHeld(ctx context.Context, node string, f jetstream.PubAckFuture) error {
+func (n *Node) settleHeld(ctx context.Context, node string, f jetstream.PubAckFuture) error {
 	select {
-	case <-f.Ok():
+	case ack := <-f.Ok():
+		if ack != nil && ack.Duplicate {
+			// The same message held for node before (a repeat, or a
+			// resend's routing under the same Origin).
+			n.log.Debug("cluster: message held for a node already", "peer", node, "seq", ack.Sequence)
+		}
 		return nil
 	case err := <-f.Err():
 		return fmt.Errorf("held for %s: %w", node, err)
@@ -567,6 +627,7 @@ func (s *sessions) takeHeld(ctx context.Context, w *heldWait, id string, last ti
 			continue
 		}
 		next, err := s.readHeld(ctx, node, 0, last, func(c string) bool { return c == id }, []string{id})
+		n.log.Debug("cluster: messages held for a node read for a session taken from the stream", "client_id", id, "peer", node, "since", last, "next", next)
 		if err != nil {
 			n.log.Warn("cluster: messages held for a node not read yet; following", "client_id", id, "peer", node, "err", err)
 		}
@@ -725,6 +786,8 @@ func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since
 		}
 		if _, err := s.n.deliverHeld(m, in, ids); err != nil {
 			s.n.log.Warn("cluster: held message unreadable; skipped", "peer", node, "err", err)
+		} else {
+			s.n.log.Debug("cluster: message held for a node read", "peer", node, "seq", md.Sequence.Stream, "ids", len(ids))
 		}
 		next = md.Sequence.Stream + 1
 		return nil

@@ -100,3 +100,45 @@ func TestHeldRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// A node forgotten for silence is not held for while its routes stay
+// open (it may be alive: paused, cut off); once they close it died, and
+// its persistent filters become its orphan interest, as for a node whose
+// routes closed first. A node back, or adopted (drop), is not held for
+// when its routes close later.
+func TestOrphanInterestSilentThenDied(t *testing.T) {
+	r := newRemoteInterest()
+	now := time.Now()
+	for _, name := range []string{"n2", "n3"} {
+		p, _ := r.seen(name, now)
+		p.synced = true
+		p.keys[persistKey("a/#")] = struct{}{}
+		p.keys[ikey{"clean/#", ""}] = struct{}{}
+	}
+	if gone := r.expire(now.Add(time.Second)); len(gone) != 2 {
+		t.Fatalf("expired %v, want n2 and n3", gone)
+	}
+	if got := r.orphans.match("a/b"); got != nil {
+		t.Fatalf("silent nodes held for: %v", got)
+	}
+	if died := r.orphans.died(map[string]bool{"n2": true, "n3": true}); died != nil {
+		t.Fatalf("routes open, yet died: %v", died)
+	}
+	r.orphans.drop("n3") // adopted, or back with its snapshot
+	if died := r.orphans.died(map[string]bool{}); !slices.Equal(died, []string{"n2"}) {
+		t.Fatalf("routes closed: died %v, want n2 (n3 was dropped)", died)
+	}
+	if got := r.orphans.match("a/b"); !slices.Equal(got, []string{"n2"}) || r.orphans.count.Load() != 1 {
+		t.Errorf("after n2 died: a/b matched %v, %d nodes counted; want n2, 1", got, r.orphans.count.Load())
+	}
+	if got := r.orphans.match("clean/x"); got != nil {
+		t.Errorf("clean/x matched %v: a clean session dies with its node", got)
+	}
+	if died := r.orphans.died(map[string]bool{}); died != nil {
+		t.Errorf("died twice: %v", died)
+	}
+	r.orphans.drop("n2")
+	if got := r.orphans.match("a/b"); got != nil || r.orphans.count.Load() != 0 {
+		t.Errorf("after drop: a/b matched %v, %d nodes counted", got, r.orphans.count.Load())
+	}
+}

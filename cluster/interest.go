@@ -284,6 +284,8 @@ func (r *remoteInterest) forget(p *peer, routeClosed bool) {
 		// subscribers match. Only its persistent filter keys are
 		// kept: its clean sessions died with it.
 		r.orphans.keep(p.name, p.keys)
+	} else if p.synced {
+		r.orphans.keepSilent(p.name, p.keys) // held for if it dies (held.go)
 	}
 	for k := range p.keys {
 		if !k.isPersist() {

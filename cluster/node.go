@@ -271,6 +271,9 @@ func (n *Node) expireLoop() {
 					n.log.Warn("cluster node gone: no route", "peer", name)
 					n.own.lostContact.Store(true)
 				}
+				for _, name := range n.remote.orphans.died(routed) {
+					n.log.Warn("cluster node silent, now without a route: holding messages for its persistent sessions", "peer", name)
+				}
 			}
 		}
 	}
@@ -423,6 +426,7 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	// Held for the persistent sessions of dropped nodes (held.go).
 	var helds []jetstream.PubAckFuture
 	for _, node := range orphans {
+		n.log.Debug("cluster: holding a message for a dropped node's persistent sessions", "peer", node, "topic", msg.Topic, "origin", !o.IsZero())
 		f, err := n.hold(node, msg, pub, o)
 		if err != nil {
 			errs = append(errs, err)
@@ -449,7 +453,7 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 			}
 		}
 		for i, f := range helds {
-			if err := settleHeld(ctx, orphans[i], f); err != nil {
+			if err := n.settleHeld(ctx, orphans[i], f); err != nil {
 				errs = append(errs, err)
 			}
 		}

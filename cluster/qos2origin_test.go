@@ -216,10 +216,15 @@ func awaitOnce(t *testing.T, nd *node, c *client, want string, d time.Duration, 
 // (before: answered PUBREC without routing, the message lost although
 // acknowledged), and must not reach the subscriber that has it twice.
 //
-// Known bug: it fails in about 2 runs of 5 on a loaded machine (the resend
-// on n3 is routed or held while n1 adopts the subscriber's session from the
-// killed n2, and the resumed subscriber never gets it), so the suite runs it
-// only with -cluster.known-bugs until that is found (docs/cluster.md).
+// Known bug: it failed in about 2 runs of 5 on a loaded machine. The main
+// cause is fixed (n2 paused, then killed: dropped for silence first, it was
+// not held for once its routes closed, and the resend was lost for o1-s1;
+// orphanInterest.died). Left: 2 failures in 50 runs, both with the first
+// routing unconfirmed by n3 too and o1-s1 claimed on n1 before its
+// adoption: n3 held the resend for n2 (its append acknowledged at once),
+// yet neither n1's first read of n2's held subject nor its follower
+// delivered it (docs/cluster.md); the suite runs it only with
+// -cluster.known-bugs until that is found.
 func TestClusterQoS2ResendUnconfirmedIsRouted(t *testing.T) {
 	if !*knownBugs {
 		t.Skip("a known bug: run with -cluster.known-bugs")
@@ -242,7 +247,7 @@ func TestClusterQoS2ResendUnconfirmedIsRouted(t *testing.T) {
 	}
 	tc.kill(n2, syscall.SIGKILL) // never took it
 	logs := func() string {
-		return "n1:\n" + grepLog(n1, "o1-", "cluster:") + "\nn3:\n" + grepLog(n3, "o1-", "cluster:")
+		return "n1:\n" + grepLog(n1, "o1-", "cluster:", "cluster node") + "\nn3:\n" + grepLog(n3, "o1-", "cluster:", "cluster node")
 	}
 	// The session moves to n3 (a live takeover from n1), with the id.
 	resendUntilAcknowledged(t, n3, "o1-pub", pub)
