@@ -42,26 +42,13 @@ import (
 // suite runs, a fault of the test, not of the cluster.)
 func TestReproRetainedUnknownWrite(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
-	if nf == nil {
-		return
-	}
-	tc := startCluster(t, 3)
 	const topic = "reg/unknown"
 	const known, unknown = "known", "unknown"
-	first := connect(t, tc.nodes[0], "reg-w-first")
-	if rc := first.publish(t, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(known)}); rc >= 0x80 {
-		t.Fatalf("write %s: PUBACK 0x%02X", known, rc)
+	r := startRegister(t, topic, known)
+	if r == nil {
+		return
 	}
-	// A writer and a reader on every node, connected now: a client id
-	// cannot be claimed without a quorum. The clients reach every node
-	// across the cut (Isolate leaves 127.0.0.1 alone).
-	var readers, writers []*client
-	for i, nd := range tc.nodes {
-		readers = append(readers, connect(t, nd, fmt.Sprint("reg-r", i)))
-		writers = append(writers, connect(t, nd, fmt.Sprint("reg-w", i)))
-	}
-	lead := streamLeader(t, tc)
+	nf, tc, readers, writers, lead := r.nf, r.tc, r.readers, r.writers, r.lead
 	// The leader's reader reads once and keeps its subscription across
 	// the write, below.
 	var reads []read
@@ -301,23 +288,13 @@ func checkRegister(t *testing.T, reads []read, known, unknown string) {
 // cut-off side must return the newer value or be refused (SUBACK 0x80).
 func TestReproRetainedCutOffLeaderRead(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
-	if nf == nil {
-		return
-	}
-	tc := startCluster(t, 3)
 	const topic = "reg/cutoff"
 	const old, newer = "old", "newer"
-	first := connect(t, tc.nodes[0], "reg-w-first")
-	if rc := first.publish(t, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(old)}); rc >= 0x80 {
-		t.Fatalf("write %s: PUBACK 0x%02X", old, rc)
+	r := startRegister(t, topic, old)
+	if r == nil {
+		return
 	}
-	var readers, writers []*client
-	for i, nd := range tc.nodes {
-		readers = append(readers, connect(t, nd, fmt.Sprint("reg-r", i)))
-		writers = append(writers, connect(t, nd, fmt.Sprint("reg-w", i)))
-	}
-	lead := streamLeader(t, tc)
+	nf, tc, readers, writers, lead := r.nf, r.tc, r.readers, r.writers, r.lead
 	var reads []read
 	var mu sync.Mutex
 	// The cut-off side is read all along, paced, until after the write.
@@ -389,4 +366,37 @@ func TestReproRetainedCutOffLeaderRead(t *testing.T) {
 		})
 	}
 	checkRegister(t, reads, old, newer)
+}
+
+// register is a retained topic on a three-node cluster inside a private
+// network namespace, with a reader and a writer connected to every node.
+type register struct {
+	nf               *netfault.Net
+	tc               *testCluster
+	readers, writers []*client
+	lead             int // the node leading the retained stream
+}
+
+// startRegister starts the cluster and writes initial to topic (retained,
+// QoS 1); nil when network namespaces are not available here.
+func startRegister(t *testing.T, topic, initial string) *register {
+	t.Helper()
+	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
+	if nf == nil {
+		return nil
+	}
+	r := &register{nf: nf, tc: startCluster(t, 3)}
+	first := connect(t, r.tc.nodes[0], "reg-w-first")
+	if rc := first.publish(t, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(initial)}); rc >= 0x80 {
+		t.Fatalf("write %s: PUBACK 0x%02X", initial, rc)
+	}
+	// A writer and a reader on every node, connected now: a client id
+	// cannot be claimed without a quorum. The clients reach every node
+	// across the cut (Isolate leaves 127.0.0.1 alone).
+	for i, nd := range r.tc.nodes {
+		r.readers = append(r.readers, connect(t, nd, fmt.Sprint("reg-r", i)))
+		r.writers = append(r.writers, connect(t, nd, fmt.Sprint("reg-w", i)))
+	}
+	r.lead = streamLeader(t, r.tc)
+	return r
 }
