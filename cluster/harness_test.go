@@ -199,6 +199,23 @@ func retainedOn(t *testing.T, nd *node, id, filter string, d time.Duration) []st
 	return clustertest.Retained(t, nd.mqtt, id, filter, d)
 }
 
+// persistentPair connects PREFIX-sub to sub with a persistent session
+// (Session Expiry expiry) subscribed to PREFIX/q1 at QoS 1 and PREFIX/q2 at
+// QoS 2, and PREFIX-pub to pub, which has seen that interest.
+func persistentPair(t *testing.T, sub, pub *node, prefix string, expiry uint32) (*client, *client) {
+	t.Helper()
+	s, ack := connectWith(t, sub, &paho.Connect{ClientID: prefix + "-sub", CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
+	}
+	s.subscribe(t, paho.SubscribeOptions{Topic: prefix + "/q1", QoS: 1}, paho.SubscribeOptions{Topic: prefix + "/q2", QoS: 2})
+	p := connect(t, pub, prefix+"-pub")
+	p.awaitInterest(t, prefix+"/q1")
+	p.awaitInterest(t, prefix+"/q2")
+	return s, p
+}
+
 // readRetainedOn is retainedOn returning an error when the client cannot
 // connect or subscribe: for use inside eventually.
 func readRetainedOn(t *testing.T, nd *node, id, filter string, d time.Duration) ([]string, error) {

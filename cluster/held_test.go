@@ -27,15 +27,7 @@ func TestClusterDeadNodeSessionKeepsQueueing(t *testing.T) {
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	expiry := uint32(600)
 	const id = "held-sub"
-	sub, ack := connectWith(t, n1, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-	if ack.ReasonCode != 0 {
-		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
-	}
-	sub.subscribe(t, paho.SubscribeOptions{Topic: "held/q1", QoS: 1}, paho.SubscribeOptions{Topic: "held/q2", QoS: 2})
-	pub := connect(t, n2, "held-pub")
-	pub.awaitInterest(t, "held/q1")
-	pub.awaitInterest(t, "held/q2")
+	_, pub := persistentPair(t, n1, n2, "held", expiry)
 
 	tc.kill(n1, syscall.SIGKILL)
 	// Published from the kill on: before, while and after n2 drops n1,

@@ -26,15 +26,7 @@ func TestClusterSessionSurvivesKill(t *testing.T) {
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	expiry := uint32(600)
 	const id = "keep-sub"
-	sub, ack := connectWith(t, n1, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-	if ack.ReasonCode != 0 {
-		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
-	}
-	sub.subscribe(t, paho.SubscribeOptions{Topic: "keep/q1", QoS: 1}, paho.SubscribeOptions{Topic: "keep/q2", QoS: 2})
-	pub := connect(t, n2, "keep-pub")
-	pub.awaitInterest(t, "keep/q1")
-	pub.awaitInterest(t, "keep/q2")
+	sub, pub := persistentPair(t, n1, n2, "keep", expiry)
 	sub.Disconnect(&paho.Disconnect{}) // the session stays on n1, offline
 	tc.waitLog(n1, `client_id=keep-sub reason="client disconnected normally"`, 1, wait)
 
