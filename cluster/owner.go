@@ -84,6 +84,9 @@ type owners struct {
 	// superseded: revisions of records holding a will of a connection of
 	// this node, which a later claim here replaced (cleanwill.go).
 	superseded map[uint64]time.Time
+	// claiming: ids with a claim under way here, closed when it ends
+	// (lockClaim).
+	claiming map[string]chan struct{}
 	// heldPending: sessions the janitor adopted whose held messages it
 	// has not applied yet, closed when it has (janitor.go); a release
 	// request for one waits for that (heldWaitMax).
@@ -233,7 +236,30 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 	if kv == nil {
 		return 0, 0, errNotReady
 	}
+	// One claim of an id at a time on this node: a record naming this
+	// node at the epoch this claim wrote is then known to be this
+	// claim's (below), not a concurrent CONNECT's.
+	unlock, err := o.lockClaim(ctx, id)
+	if err != nil {
+		return 0, 0, fmt.Errorf("cluster: owner of %q: another connect of this client id is being recorded here: %w", id, err)
+	}
+	defer unlock()
 	key := ownerKey(id)
+	// tried is the write last reported as a conflict. Such a report can
+	// be wrong: a stream leader that was paused or cut off and has not yet
+	// heard of the newer term checks the write's expected revision against
+	// its own old state and refuses at once, while the current leader
+	// applies the write and answers after it; the writer takes the first
+	// answer (TestReproClaimAfterRestart: every later read then showed
+	// this node as the owner, and the CONNECT that came next started the
+	// client afresh on a session the cluster had).
+	var tried struct {
+		epoch     uint64
+		prev      string
+		prevWill  *broker.Message
+		prevRev   uint64
+		wasUnread bool
+	}
 	for range claimTries {
 		var prev string
 		var rev uint64
@@ -241,6 +267,13 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		prev, epoch, prevWill, rev, err = o.readWill(ctx, key)
 		if err != nil {
 			return 0, 0, err
+		}
+		if tried.epoch != 0 && prev == o.n.cfg.Node && epoch == tried.epoch {
+			o.n.log.Debug("cluster: an owner record write reported as a conflict was applied", "client_id", id, "epoch", epoch)
+			if tried.prev == o.n.cfg.Node && tried.prevWill != nil {
+				o.supersede(tried.prevRev)
+			}
+			return o.claimed(ctx, id, rev, epoch, tried.prev, tried.prevWill, tried.wasUnread)
 		}
 		epoch++
 		// The epoch is noted before the write: a release request for
@@ -253,7 +286,9 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		// id's record but not its session: a later claim's request to
 		// let go must be told to read the session from the stream, not
 		// that there is nothing to hand over (it would start the
-		// client afresh on a session that exists).
+		// client afresh on a session that exists). It stays so after a
+		// failed write too: one reported as refused may have been
+		// applied (tried).
 		if elsewhere && o.n.sess != nil {
 			o.setUnread(id, true)
 		}
@@ -269,14 +304,10 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		} else {
 			written, err = kv.Update(ctx, key, val, rev)
 		}
-		if err != nil && elsewhere && !wasUnread {
-			o.setUnread(id, false) // the record does not name this node
-		}
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			o.unsupersede(rev)
-		}
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			continue // another connect raced: read again
+			tried.epoch, tried.prev, tried.prevWill, tried.prevRev, tried.wasUnread = epoch, prev, prevWill, rev, wasUnread
+			continue // another connect raced, or so a stale leader says: read again
 		}
 		if err != nil {
 			if prev != "" && prev != o.n.cfg.Node {
@@ -293,22 +324,58 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 			// (ClaimWill clears it).
 			return 0, epoch, fmt.Errorf("cluster: recording owner of %q: %w", id, err)
 		}
-		if o.n.sess != nil {
-			o.n.sess.setEpoch(id, epoch)
-		}
-		if elsewhere {
-			o.n.log.Info("client id claimed from another node", "client_id", id, "previous", prev, "epoch", epoch)
-			dropped, err := o.takeOver(ctx, prev, id, epoch)
-			o.publishReplacedWill(id, prev, prevWill, dropped)
-			return written, epoch, err
-		}
-		if prev == o.n.cfg.Node && wasUnread {
-			_, err := o.takeOver(ctx, "", id, epoch)
-			return written, epoch, err
-		}
-		return written, epoch, nil
+		return o.claimed(ctx, id, written, epoch, prev, prevWill, wasUnread)
 	}
 	return 0, 0, fmt.Errorf("cluster: owner of %q: %d conflicting connects in a row", id, claimTries)
+}
+
+// claimed finishes a claim whose record (revision written, epoch) names
+// this node now, replacing prev's (with prevWill): the previous owner lets
+// go and the session comes here.
+func (o *owners) claimed(ctx context.Context, id string, written, epoch uint64, prev string, prevWill *broker.Message, wasUnread bool) (uint64, uint64, error) {
+	if o.n.sess != nil {
+		o.n.sess.setEpoch(id, epoch)
+	}
+	if prev != "" && prev != o.n.cfg.Node {
+		o.n.log.Info("client id claimed from another node", "client_id", id, "previous", prev, "epoch", epoch)
+		dropped, err := o.takeOver(ctx, prev, id, epoch)
+		o.publishReplacedWill(id, prev, prevWill, dropped)
+		return written, epoch, err
+	}
+	if prev == o.n.cfg.Node && wasUnread {
+		_, err := o.takeOver(ctx, "", id, epoch)
+		return written, epoch, err
+	}
+	return written, epoch, nil
+}
+
+// lockClaim waits until no other claim of id runs on this node, then
+// holds that until the returned func is called.
+func (o *owners) lockClaim(ctx context.Context, id string) (func(), error) {
+	for {
+		o.mu.Lock()
+		busy, ok := o.claiming[id]
+		if !ok {
+			done := make(chan struct{})
+			if o.claiming == nil {
+				o.claiming = make(map[string]chan struct{})
+			}
+			o.claiming[id] = done
+			o.mu.Unlock()
+			return func() {
+				o.mu.Lock()
+				delete(o.claiming, id)
+				o.mu.Unlock()
+				close(done)
+			}, nil
+		}
+		o.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // takeOver has prev, id's owner before this node's claim at epoch, let go,
