@@ -391,8 +391,13 @@ func (r *remoteInterest) plan(name string, id uint64, local *localInterest) []ta
 //	heartbeat 'H': node, incarnation, seq
 //	deltas    'D': node, incarnation, count, then per delta: seq, add (byte), filter, group
 //	snapshot  'S': incarnation, seq, count, then per key: filter, group
+//	part      'P': incarnation, seq, part, parts, count, then per key: filter, group
 //
-// Strings and numbers are as in wire.go.
+// Strings and numbers are as in wire.go. A NATS message has a size limit
+// (the engine's max_payload, 8 MiB at least): deltas beyond it go in
+// several 'D' messages, and a snapshot beyond it as 'P' parts of one
+// snapshot, answered to one request; one that fits is a single 'S', which
+// nodes of earlier versions read.
 
 func encodeHeartbeat(node, inc string, seq uint64) []byte {
 	b := []byte{wireVersion, 'H'}
@@ -414,6 +419,72 @@ func encodeDeltas(node, inc string, ds []delta) []byte {
 	}
 	return b
 }
+
+// encodeDeltasLimited is encodeDeltas in messages of at most limit bytes
+// (a lone delta larger than that goes alone), in order.
+func encodeDeltasLimited(node, inc string, ds []delta, limit int) [][]byte {
+	var out [][]byte
+	for len(ds) > 0 {
+		size := 2 + stringSize(node) + stringSize(inc) + binary.MaxVarintLen64
+		n := 0
+		for n < len(ds) {
+			d := ds[n]
+			sz := uvarintSize(d.seq) + 1 + stringSize(d.key.filter) + stringSize(d.key.group)
+			if n > 0 && size+sz > limit {
+				break
+			}
+			size += sz
+			n++
+		}
+		out = append(out, encodeDeltas(node, inc, ds[:n]))
+		ds = ds[n:]
+	}
+	return out
+}
+
+// encodeSnapshotParts encodes one snapshot as 'P' parts of at most limit
+// bytes each (a lone key larger than that goes alone).
+func encodeSnapshotParts(inc string, seq uint64, keys []ikey, limit int) [][]byte {
+	var chunks [][]ikey
+	for len(keys) > 0 {
+		size := 2 + stringSize(inc) + 4*binary.MaxVarintLen64
+		n := 0
+		for n < len(keys) {
+			sz := stringSize(keys[n].filter) + stringSize(keys[n].group)
+			if n > 0 && size+sz > limit {
+				break
+			}
+			size += sz
+			n++
+		}
+		chunks = append(chunks, keys[:n])
+		keys = keys[n:]
+	}
+	if len(chunks) == 0 {
+		chunks = [][]ikey{nil}
+	}
+	out := make([][]byte, 0, len(chunks))
+	for i, c := range chunks {
+		b := []byte{wireVersion, 'P'}
+		b = appendString(b, inc)
+		b = binary.AppendUvarint(b, seq)
+		b = binary.AppendUvarint(b, uint64(i))
+		b = binary.AppendUvarint(b, uint64(len(chunks)))
+		b = binary.AppendUvarint(b, uint64(len(c)))
+		for _, k := range c {
+			b = appendString(b, k.filter)
+			b = appendString(b, k.group)
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// stringSize is how many bytes appendString adds for s.
+func stringSize(s string) int { return uvarintSize(uint64(len(s))) + len(s) }
+
+// uvarintSize is how many bytes binary.AppendUvarint adds for v.
+func uvarintSize(v uint64) int { return len(binary.AppendUvarint(nil, v)) }
 
 func encodeSnapshot(inc string, seq uint64, keys []ikey) []byte {
 	b := []byte{wireVersion, 'S'}
@@ -483,6 +554,36 @@ func decodeSnapshot(b []byte) (inc string, seq uint64, keys []ikey, err error) {
 		return "", 0, nil, errWire
 	}
 	return inc, seq, keys, nil
+}
+
+// snapshotPart is one decoded 'P' message.
+type snapshotPart struct {
+	inc         string
+	seq         uint64
+	part, parts uint64
+	keys        []ikey
+}
+
+func decodeSnapshotPart(b []byte) (snapshotPart, error) {
+	r := reader{b: b}
+	var p snapshotPart
+	if r.byte() != wireVersion || r.byte() != 'P' {
+		return p, errWire
+	}
+	p.inc, p.seq = r.string(), r.uvarint()
+	p.part, p.parts = r.uvarint(), r.uvarint()
+	n := r.uvarint()
+	if n > uint64(len(r.b)) || p.part >= p.parts {
+		return p, errWire
+	}
+	p.keys = make([]ikey, 0, n)
+	for range n {
+		p.keys = append(p.keys, ikey{r.string(), r.string()})
+	}
+	if r.err != nil || len(r.b) != 0 {
+		return p, errWire
+	}
+	return p, nil
 }
 
 // size returns how many (filter, group) entries this node announces.

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -178,6 +179,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(encodeHeartbeat("n", "i", 3))
 	f.Add(encodeDeltas("n", "i", []delta{{1, true, ikey{"a/#", ""}}}))
 	f.Add(encodeSnapshot("i", 1, []ikey{{"a", "g"}}))
+	f.Add(encodeSnapshotParts("i", 1, []ikey{{"a", "g"}, {"b", ""}}, 8)[1])
 	m := &broker.Message{Topic: "t", Payload: []byte("p"), QoS: 1}
 	pub, _ := encodePublish(m)
 	f.Add(encodeForward(m, nil, pub))
@@ -185,6 +187,7 @@ func FuzzDecode(f *testing.F) {
 		decodeForward(b)
 		decodeControl(b)
 		decodeSnapshot(b)
+		decodeSnapshotPart(b)
 		decodeSession("id", b)
 	})
 }
@@ -304,5 +307,72 @@ func TestSessionRoundTrip(t *testing.T) {
 		if _, err := decodeSession("c", b[:i]); err == nil {
 			t.Fatalf("a session cut at %d bytes decoded", i)
 		}
+	}
+}
+
+// TestInterestMessagesWithinLimit: deltas and snapshots larger than one
+// NATS message go in several, each within the limit (but a lone entry
+// larger than it), and decode to what was encoded, in order.
+func TestInterestMessagesWithinLimit(t *testing.T) {
+	var keys []ikey
+	var ds []delta
+	for i := range 500 {
+		k := ikey{fmt.Sprintf("devices/%d/cmd", i), ""}
+		if i%7 == 0 {
+			k.group = "g"
+		}
+		keys = append(keys, k)
+		ds = append(ds, delta{uint64(i + 1), i%3 != 0, k})
+	}
+	big := ikey{strings.Repeat("x", 3000), ""}
+	keys = append(keys, big)
+	ds = append(ds, delta{501, true, big})
+	const limit = 1024
+	var gotDs []delta
+	msgs := encodeDeltasLimited("n", "i", ds, limit)
+	for _, b := range msgs {
+		if len(b) > limit && !bytes.Contains(b, []byte(big.filter)) {
+			t.Errorf("a delta message of %d bytes, limit %d", len(b), limit)
+		}
+		c, err := decodeControl(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gotDs = append(gotDs, c.deltas...)
+	}
+	if len(msgs) < 2 || !slices.Equal(gotDs, ds) {
+		t.Errorf("%d delta messages gave %d deltas back, want %d in order", len(msgs), len(gotDs), len(ds))
+	}
+	if got := encodeDeltasLimited("n", "i", nil, limit); len(got) != 0 {
+		t.Errorf("no deltas made %d messages", len(got))
+	}
+
+	parts := encodeSnapshotParts("inc", 42, keys, limit)
+	var gotKeys []ikey
+	for i, b := range parts {
+		if len(b) > limit && !bytes.Contains(b, []byte(big.filter)) {
+			t.Errorf("a snapshot part of %d bytes, limit %d", len(b), limit)
+		}
+		p, err := decodeSnapshotPart(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.inc != "inc" || p.seq != 42 || p.part != uint64(i) || p.parts != uint64(len(parts)) {
+			t.Errorf("part %d: %+v", i, p)
+		}
+		gotKeys = append(gotKeys, p.keys...)
+		for cut := range len(b) {
+			if _, err := decodeSnapshotPart(b[:cut]); err == nil {
+				t.Fatalf("part %d cut at %d bytes decoded", i, cut)
+			}
+		}
+	}
+	if len(parts) < 2 || !slices.Equal(gotKeys, keys) {
+		t.Errorf("%d parts gave %d keys back, want %d in order", len(parts), len(gotKeys), len(keys))
+	}
+	if empty := encodeSnapshotParts("inc", 1, nil, limit); len(empty) != 1 {
+		t.Errorf("an empty snapshot made %d parts, want 1", len(empty))
+	} else if p, err := decodeSnapshotPart(empty[0]); err != nil || p.parts != 1 || len(p.keys) != 0 {
+		t.Errorf("empty snapshot part: %+v %v", p, err)
 	}
 }

@@ -51,15 +51,18 @@ const (
 // Options.Cluster, then Attach the Server; Close after the Server's
 // Shutdown.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	eng    *engine
-	inc    string // this process's incarnation
-	local  *localInterest
-	remote *remoteInterest
-	own    *owners
-	sess   *sessions // nil until Sessions
-	ret    *retained
+	cfg Config
+	log *slog.Logger
+	eng *engine
+	inc string // this process's incarnation
+	// interestMax, when set (tests), is interestLimit instead of the
+	// engine's max_payload.
+	interestMax int
+	local       *localInterest
+	remote      *remoteInterest
+	own         *owners
+	sess        *sessions // nil until Sessions
+	ret         *retained
 	// replies matches forward answers to their requests.
 	replies replies
 	// catch says whether the other nodes' interest is known yet
@@ -228,13 +231,14 @@ func (n *Node) announceLoop() {
 		case <-n.ctx.Done():
 			return
 		case <-n.local.wake:
-			if ds, _ := n.local.take(); len(ds) > 0 {
-				n.publish(subj, encodeDeltas(n.cfg.Node, n.inc, ds))
+			ds, _ := n.local.take()
+			for _, b := range encodeDeltasLimited(n.cfg.Node, n.inc, ds, n.interestLimit()) {
+				n.publish(subj, b)
 			}
 		case <-t.C:
 			ds, seq := n.local.take()
-			if len(ds) > 0 {
-				n.publish(subj, encodeDeltas(n.cfg.Node, n.inc, ds))
+			for _, b := range encodeDeltasLimited(n.cfg.Node, n.inc, ds, n.interestLimit()) {
+				n.publish(subj, b)
 			}
 			n.publish(subj, encodeHeartbeat(n.cfg.Node, n.inc, seq))
 		}
@@ -316,17 +320,7 @@ func (n *Node) onControl(m *nats.Msg) {
 func (n *Node) fetchSnapshot(node string) {
 	defer n.wg.Done()
 	for again := true; again && n.ctx.Err() == nil; {
-		ctx, cancel := context.WithTimeout(n.ctx, snapshotTimeout)
-		reply, err := n.eng.nc.RequestWithContext(ctx, snapSubject+"."+node, nil)
-		cancel()
-		var (
-			inc  string
-			seq  uint64
-			keys []ikey
-		)
-		if err == nil {
-			inc, seq, keys, err = decodeSnapshot(reply.Data)
-		}
+		inc, seq, keys, err := n.requestSnapshot(node)
 		if err != nil {
 			n.log.Debug("cluster: interest snapshot failed; retrying on the next heartbeat", "peer", node, "err", err)
 		}
@@ -334,11 +328,83 @@ func (n *Node) fetchSnapshot(node string) {
 	}
 }
 
+// requestSnapshot fetches node's interest: one 'S' answer, or the 'P'
+// parts of a snapshot too large for one NATS message, each within
+// snapshotTimeout of the one before.
+func (n *Node) requestSnapshot(node string) (inc string, seq uint64, keys []ikey, err error) {
+	nc := n.eng.nc
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return "", 0, nil, err
+	}
+	defer sub.Unsubscribe()
+	sub.SetPendingLimits(-1, -1) // parts may come faster than they are read
+	if err := nc.PublishRequest(snapSubject+"."+node, inbox, nil); err != nil {
+		return "", 0, nil, err
+	}
+	var parts, got uint64
+	for {
+		ctx, cancel := context.WithTimeout(n.ctx, snapshotTimeout)
+		m, err := sub.NextMsgWithContext(ctx)
+		cancel()
+		if err != nil {
+			return "", 0, nil, err
+		}
+		if len(m.Data) == 0 && m.Header.Get("Status") == "503" { // nats.go's no-responders status
+			return "", 0, nil, nats.ErrNoResponders
+		}
+		if len(m.Data) < 2 || m.Data[1] != 'P' {
+			if parts > 0 {
+				return "", 0, nil, errWire
+			}
+			return decodeSnapshot(m.Data)
+		}
+		p, err := decodeSnapshotPart(m.Data)
+		if err != nil {
+			return "", 0, nil, err
+		}
+		if parts == 0 {
+			inc, seq, parts = p.inc, p.seq, p.parts
+		}
+		// Parts come in order on one connection: anything else is not
+		// this answer.
+		if p.inc != inc || p.seq != seq || p.parts != parts || p.part != got {
+			return "", 0, nil, errWire
+		}
+		keys = append(keys, p.keys...)
+		if got++; got == parts {
+			return inc, seq, keys, nil
+		}
+	}
+}
+
 func (n *Node) onSnapshotRequest(m *nats.Msg) {
 	keys, seq := n.local.snapshot()
-	if err := m.Respond(encodeSnapshot(n.inc, seq, keys)); err != nil {
-		n.log.Warn("cluster: answering snapshot request", "err", err)
+	limit := n.interestLimit()
+	if b := encodeSnapshot(n.inc, seq, keys); len(b) <= limit {
+		if err := m.Respond(b); err != nil {
+			n.log.Warn("cluster: answering snapshot request", "err", err)
+		}
+		return
 	}
+	parts := encodeSnapshotParts(n.inc, seq, keys, limit)
+	n.log.Debug("cluster: interest snapshot sent in parts", "keys", len(keys), "parts", len(parts))
+	for _, b := range parts {
+		if err := n.eng.nc.Publish(m.Reply, b); err != nil {
+			n.log.Warn("cluster: answering snapshot request", "err", err)
+			return
+		}
+	}
+}
+
+// interestLimit is the largest interest message this node sends: the
+// engine's max_payload, less room for the NATS headers.
+func (n *Node) interestLimit() int {
+	if n.interestMax > 0 {
+		return n.interestMax
+	}
+	return int(n.eng.nc.MaxPayload()) - 4096
 }
 
 // errNotTaken is a node's answer when it could not take a message.
