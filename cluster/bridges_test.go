@@ -1,10 +1,14 @@
 package cluster_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -183,7 +187,7 @@ func TestClusterBridgeOnEveryNode(t *testing.T) {
 	t.Parallel()
 	m := mosquittotest.Start(t)
 	conf := bridgeConfig(t, m.Addr)
-	tc := startClusterWith(t, 3, "--config", conf)
+	tc := startClusterWith(t, 3, "--config", conf, "--http", "127.0.0.1:0")
 	host, err := os.Hostname()
 	if err != nil {
 		t.Fatal(err)
@@ -253,6 +257,70 @@ func TestClusterBridgeOnEveryNode(t *testing.T) {
 		if n := countLog(nd, "local session was taken over"); n != 0 {
 			t.Errorf("%s: its bridge's local session was taken over %d times", nd.name, n)
 		}
+	}
+	httpPerNode(t, tc)
+}
+
+// httpPerNode checks that each node's HTTP server (admin API, metrics and
+// console) is that node's, after TestClusterBridgeOnEveryNode's traffic:
+// its bridge forwarded out what its own publisher published, its client
+// list has its own clients only, and the admin API refuses a bridge that
+// would loop on a cluster node.
+func httpPerNode(t *testing.T, tc *testCluster) {
+	t.Helper()
+	var in uint64
+	for _, nd := range tc.nodes {
+		var bridges []struct {
+			Name         string `json:"name"`
+			Connected    bool   `json:"connected"`
+			ForwardedOut uint64 `json:"forwarded_out"`
+			ForwardedIn  uint64 `json:"forwarded_in"`
+		}
+		if err := json.Unmarshal([]byte(get(t, nd, "/api/bridges")), &bridges); err != nil {
+			t.Fatal(err)
+		}
+		if len(bridges) != 1 || !bridges[0].Connected || bridges[0].ForwardedOut < 4 {
+			t.Errorf("%s: GET /api/bridges: %+v; want bridge up connected, with its publisher's 4 messages (and warm-ups) forwarded out", nd.name, bridges)
+		} else {
+			in += bridges[0].ForwardedIn
+		}
+		if m := get(t, nd, "/metrics"); metric(m, `roost_bridge_connected{bridge="up"}`) != 1 {
+			t.Errorf("%s: /metrics has no connected bridge up", nd.name)
+		}
+		var clients struct {
+			Clients []struct {
+				ClientID string `json:"client_id"`
+			} `json:"clients"`
+		}
+		if err := json.Unmarshal([]byte(get(t, nd, "/api/clients?connected=true")), &clients); err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, c := range clients.Clients {
+			ids = append(ids, c.ClientID)
+		}
+		slices.Sort(ids)
+		host, _ := os.Hostname()
+		if want := []string{"local." + host + "." + nd.name + ".up", "pub-" + nd.name, "sub-" + nd.name}; !slices.Equal(ids, want) {
+			t.Errorf("%s: GET /api/clients: %q, want %q", nd.name, ids, want)
+		}
+		if page := get(t, nd, "/"); !strings.Contains(page, "<html") {
+			t.Errorf("%s: GET / is not the console: %.200s", nd.name, page)
+		}
+	}
+	// Each remote message came in through one node's bridge.
+	if in < 12 {
+		t.Errorf("the bridges forwarded in %d messages together, want at least 12", in)
+	}
+	body := `{"name": "loop", "addresses": ["mqtt://127.0.0.1:1"], "topics": ["x/# both 1"]}`
+	res, err := http.Post("http://"+httpAddr(t, tc.nodes[1])+"/api/bridges", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(msg), "goes both ways") {
+		t.Errorf("POST /api/bridges with a two-way rule on a cluster node: %s %s", res.Status, msg)
 	}
 }
 
