@@ -653,6 +653,12 @@ func (b *Bridge) remoteStatus(st client.Status) {
 		b.stopPrimaryWatch()
 		if b.connected.Swap(false) {
 			b.log.Warn("lost remote connection", "server", st.Server, "err", st.Err)
+			var re *client.ReasonError
+			if errors.As(st.Err, &re) && re.Code == packet.SessionTakenOver {
+				// MQTT 5 says why; a 3.1.1 remote just closes.
+				b.log.Error("the remote took the bridge's connection over: another client connected with its client id; on a cluster, another node may run this bridge with the same client_id: leave it unset (its default includes the node name) or give each node its own",
+					"client_id", b.cfg.ClientID)
+			}
 			b.lostOnce.Do(func() { close(b.lost) })
 			b.notifyLocal(false)
 			if b.cfg.StartOnce {

@@ -2,9 +2,16 @@ package bridge
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/client"
+	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/packet"
 )
 
 // On a cluster node the default client ids include the node's name, and
@@ -126,4 +133,37 @@ func TestFiltersMeet(t *testing.T) {
 			t.Errorf("filtersMeet(%q, %q) = %v, want %v", tc.b, tc.a, got, tc.want)
 		}
 	}
+}
+
+// A bridge says so when another connection takes its session over, on
+// the remote (MQTT 5 says 0x8E) or here: on a cluster, the sign of two
+// nodes running it with one client id set explicitly.
+func TestTakeoverLogged(t *testing.T) {
+	local, localURL := startRoost(t)
+	_, remoteURL := startRoost(t)
+	var logs mqtttest.LogBuffer
+	b := startBridge(t, local, Config{Name: "up", Addresses: []string{remoteURL}, ClientID: "edge", LocalClientID: "edge-local",
+		Topics: []Rule{{Pattern: "a/#", Direction: Out}}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	connected := func() error {
+		if !b.Connected() {
+			return errors.New("bridge not connected")
+		}
+		return nil
+	}
+	eventually(t, 10*time.Second, connected)
+	for _, c := range []struct{ url, id, log string }{
+		{remoteURL, "edge", "the remote took the bridge's connection over"},
+		{localURL, "edge-local", "the bridge's local session was taken over"},
+	} {
+		// The intruder does not reconnect once the bridge takes the id
+		// back, so the two do not go on taking turns.
+		newClient(t, c.url, packet.V5, func(o *client.Options) { o.ClientID, o.Reconnect.Disabled = c.id, true })
+		eventually(t, 10*time.Second, func() error {
+			if !strings.Contains(logs.String(), c.log) {
+				return fmt.Errorf("no %q in the log:\n%s", c.log, logs.String())
+			}
+			return nil
+		})
+	}
+	eventually(t, 10*time.Second, connected)
 }
