@@ -357,9 +357,10 @@ func (b *Bridge) localOptions() client.Options {
 		ManualAck:      true,
 		OfflineQueue:   4 * window,
 		// A pipe in the process is refused only while a cluster cannot
-		// record the session's owner (no quorum: Start): up to 15 s
-		// between tries then, each of which the broker logs.
-		Reconnect:      client.Backoff{Min: 50 * time.Millisecond, Max: 15 * time.Second},
+		// record the session's owner (no quorum: Start): from 0.5 s up
+		// to 15 s between tries then, each of which the broker logs (a
+		// lost connection is tried again at once first).
+		Reconnect:      client.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second},
 		DefaultHandler: b.forwardOut,
 		// Exactly once for QoS 2 (see the package doc): the messages
 		// forwarded in, tagged with the remote's packet identifier...

@@ -23,8 +23,8 @@ import (
 
 // bridgeConfig writes (atomically) a roost.yaml with one bridge, "up", to
 // the mosquitto at addr: commands come in on cmd/#, telemetry goes out on
-// tele/#.
-func bridgeConfig(t *testing.T, addr string) string {
+// tele/#; and the more bridges of extra (YAML list entries).
+func bridgeConfig(t *testing.T, addr, extra string) string {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "roost.yaml")
@@ -34,7 +34,7 @@ func bridgeConfig(t *testing.T, addr string) string {
     keep_alive: 5s
     backoff: {min: 200ms, max: 1s}
     topics: ['cmd/# in 1', 'tele/# out 1']
-`, addr)
+`, addr) + extra
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
@@ -117,7 +117,15 @@ func expectOnce(t *testing.T, c *clustertest.Client, want []string, d time.Durat
 func TestClusterBridgeStartsWithoutQuorum(t *testing.T) {
 	t.Parallel()
 	m := mosquittotest.Start(t)
-	conf := bridgeConfig(t, m.Addr)
+	// And a lazy bridge (mosquitto's start_type lazy), whose local
+	// session must exist to queue what waits for it.
+	conf := bridgeConfig(t, m.Addr, fmt.Sprintf(`  - name: later
+    addresses: ['mqtt://%s']
+    start: lazy
+    threshold: 1
+    backoff: {min: 200ms, max: 1s}
+    topics: ['lazy/# out 1']
+`, m.Addr))
 	tc := wrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, NoWait: true,
 		Later: func(name string) bool { return name != "n1" },
 		NodeArgs: func(name, _ string) []string {
@@ -129,6 +137,7 @@ func TestClusterBridgeStartsWithoutQuorum(t *testing.T) {
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	tc.waitLog(n1, "listener ready", 1, clustertest.StartBound)
 	tc.waitLog(n1, "did not accept the bridge's local session yet", 1, clustertest.StartBound)
+	tc.waitLog(n1, "lazy bridge: this broker did not accept its local session yet", 1, clustertest.StartBound)
 	select {
 	case <-n1.Done():
 		t.Fatalf("n1 exited without quorum:\n%s", n1.LogTail(40))
@@ -162,6 +171,14 @@ func TestClusterBridgeStartsWithoutQuorum(t *testing.T) {
 	drain(rsub)
 	pub.publish(t, &paho.Publish{Topic: "tele/t1", QoS: 1, Payload: []byte("21.5")})
 	expectOnce(t, rsub, []string{"21.5"}, 10*time.Second)
+
+	// The lazy bridge made its local session once the cluster could
+	// record it; a message waiting there starts it and crosses.
+	tc.waitLog(n1, "lazy bridge: local session made", 1, 60*time.Second)
+	lsub := clustertest.Connect(t, m.Addr, "remote-lazy")
+	lsub.Sub(t, paho.SubscribeOptions{Topic: "lazy/#", QoS: 1})
+	pub.publish(t, &paho.Publish{Topic: "lazy/x", QoS: 1, Payload: []byte("woke")})
+	expectOnce(t, lsub, []string{"woke"}, 30*time.Second)
 }
 
 // mosquittoConnects counts the connections mosquitto logged for client
@@ -186,7 +203,7 @@ func mosquittoConnects(m *mosquittotest.Broker, prefix string) map[string]int {
 func TestClusterBridgeOnEveryNode(t *testing.T) {
 	t.Parallel()
 	m := mosquittotest.Start(t)
-	conf := bridgeConfig(t, m.Addr)
+	conf := bridgeConfig(t, m.Addr, "")
 	tc := startClusterWith(t, 3, "--config", conf, "--http", "127.0.0.1:0")
 	host, err := os.Hostname()
 	if err != nil {
