@@ -450,8 +450,9 @@ func (b *Bridge) remoteOptions() client.Options {
 // that is refused (on a cluster node, while the cluster cannot record the
 // session's owner: no quorum yet, or a partition) is not an error: the
 // bridge logs it and goes on trying in the background, with backoff, and
-// starts forwarding once the local side is up. It fails if the local
-// side's subscriptions are refused, or ctx ends first.
+// starts forwarding once the local side is up; so do subscriptions a
+// cluster node refuses at first. It fails if ctx ends before the first
+// attempt's outcome, or if a single node refuses the local subscriptions.
 func (b *Bridge) Start(ctx context.Context) error {
 	b.notifyLocal(false)
 	b.local.Start()
