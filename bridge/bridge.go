@@ -74,6 +74,12 @@ type Config struct {
 	// with shared subscriptions so that each message crosses once, and
 	// rules along which messages would go round are refused (cluster.go).
 	Node, Cluster string
+	// Unshared keeps, on a cluster node, the subscriptions of a single
+	// node (no shared subscriptions, No Local, no rule refused): for a
+	// bridge that runs on one node only, to a remote without shared
+	// subscriptions. Run on several nodes, each message crosses once per
+	// node. The default client ids still include Node.
+	Unshared bool
 	// CleanStart starts a new session on the remote at every connection
 	// (mosquitto's cleansession). Default false: the remote keeps the
 	// subscriptions and what it queued for the bridge while it is away.
@@ -526,7 +532,7 @@ func (b *Bridge) startRemote() {
 			// again at every start of a bridge whose session it kept.
 			// On a cluster node the subscription is shared, which
 			// cannot have No Local [MQTT-3.8.3-4] (cluster.go).
-			subs = append(subs, client.Subscription{Filter: b.cfg.remoteSubFilter(r), QoS: r.QoS, NoLocal: !b.cfg.clustered(),
+			subs = append(subs, client.Subscription{Filter: b.cfg.remoteSubFilter(r), QoS: r.QoS, NoLocal: !b.cfg.shared(),
 				RetainAsPublished: true, RetainHandling: 1})
 		}
 	}
@@ -537,7 +543,7 @@ func (b *Bridge) startRemote() {
 			// session.
 			if _, err := b.remote.Subscribe(b.ctx, subs...); err != nil && b.ctx.Err() == nil {
 				b.noteErr(fmt.Errorf("subscribing on the remote: %w", err))
-				if b.cfg.clustered() {
+				if b.cfg.shared() {
 					b.log.Error("remote refused a subscription; on a cluster node the bridge subscribes there with shared subscriptions ($share/group/filter), which the remote must support (docs/bridges.md)", "err", err)
 				} else {
 					b.log.Error("remote refused a subscription", "err", err)
@@ -580,7 +586,7 @@ func (b *Bridge) subscribeLocal(ctx context.Context) error {
 		// (cluster.go): no No Local [MQTT-3.8.3-4], and no retained
 		// messages at subscribe.
 		want[f] = true
-		subs = append(subs, client.Subscription{Filter: f, QoS: r.QoS, NoLocal: !b.cfg.clustered(),
+		subs = append(subs, client.Subscription{Filter: f, QoS: r.QoS, NoLocal: !b.cfg.shared(),
 			RetainAsPublished: true, RetainHandling: 1})
 	}
 	var stale []string

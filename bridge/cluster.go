@@ -35,6 +35,10 @@ import (
 // clustered reports whether the bridge runs on a cluster node.
 func (c *Config) clustered() bool { return c.Node != "" }
 
+// shared reports whether it splits the traffic with the other nodes'
+// bridges through shared subscriptions (unless Config.Unshared).
+func (c *Config) shared() bool { return c.clustered() && !c.Unshared }
+
 // groupName makes s usable as a share group name, which cannot hold the
 // characters '/', '+' and '#' [MQTT-4.8.2-2].
 func groupName(s string) string {
@@ -57,7 +61,7 @@ func (c *Config) remoteGroup() string {
 
 // localSubFilter is the filter the local session subscribes to for r.
 func (c *Config) localSubFilter(r Rule) string {
-	if !c.clustered() {
+	if !c.shared() {
 		return r.LocalFilter()
 	}
 	return "$share/" + c.localGroup() + "/" + r.LocalFilter()
@@ -65,7 +69,7 @@ func (c *Config) localSubFilter(r Rule) string {
 
 // remoteSubFilter is the filter the remote session subscribes to for r.
 func (c *Config) remoteSubFilter(r Rule) string {
-	if !c.clustered() {
+	if !c.shared() {
 		return r.RemoteFilter()
 	}
 	return "$share/" + c.remoteGroup() + "/" + r.RemoteFilter()
@@ -75,7 +79,7 @@ func (c *Config) remoteSubFilter(r Rule) string {
 // message would go round (see above): a rule both ways, or an in rule and
 // an out rule whose filters can match one topic on either side.
 func (c *Config) checkClusterRules() error {
-	if !c.clustered() {
+	if !c.shared() {
 		return nil
 	}
 	for i, r := range c.Topics {

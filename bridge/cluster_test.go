@@ -34,6 +34,8 @@ func TestClusterClientIDs(t *testing.T) {
 			remote: host + ".n2.up", local: "local." + host + ".n2.up", localSub: "$share/bridge.up/a/#"},
 		{name: "explicit ids on a cluster node", cfg: Config{Name: "up", Node: "n2", ClientID: "edge", LocalClientID: "mine"},
 			remote: "edge", local: "mine", localSub: "$share/bridge.up/a/#"},
+		{name: "unshared on a cluster node", cfg: Config{Name: "up", Node: "n2", Unshared: true},
+			remote: host + ".n2.up", local: "local." + host + ".n2.up", localSub: "a/#"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := tc.cfg
@@ -64,6 +66,7 @@ func TestClusterRemoteGroup(t *testing.T) {
 		{Config{Name: "up", Node: "n1", Cluster: "eu"}, "$share/eu.up/site/cmd/#"},
 		{Config{Name: "up", Node: "n1"}, "$share/roost.up/site/cmd/#"},
 		{Config{Name: "a/b+c#", Node: "n1", Cluster: "eu"}, "$share/eu.a_b_c_/site/cmd/#"},
+		{Config{Name: "up", Node: "n1", Cluster: "eu", Unshared: true}, "site/cmd/#"},
 	} {
 		if got := tc.cfg.remoteSubFilter(r); got != tc.want {
 			t.Errorf("%+v: %q, want %q", tc.cfg, got, tc.want)
@@ -72,7 +75,8 @@ func TestClusterRemoteGroup(t *testing.T) {
 }
 
 // Rules along which a message would go round between the nodes and the
-// remote are refused on a cluster node, and only there.
+// remote are refused on a cluster node, and only there (not with
+// Unshared, which subscribes as one node does).
 func TestClusterRulesRefused(t *testing.T) {
 	in := func(p, lp, rp string) Rule { return Rule{Pattern: p, Direction: In, LocalPrefix: lp, RemotePrefix: rp} }
 	out := func(p, lp, rp string) Rule {
@@ -102,6 +106,10 @@ func TestClusterRulesRefused(t *testing.T) {
 			single := Config{Name: "up", Addresses: []string{"mqtt://127.0.0.1:1"}, Topics: tc.rules}
 			if err := single.fill(); err != nil {
 				t.Fatalf("refused on a single node: %v", err)
+			}
+			unshared := Config{Name: "up", Addresses: []string{"mqtt://127.0.0.1:1"}, Topics: tc.rules, Node: "n1", Unshared: true}
+			if err := unshared.fill(); err != nil {
+				t.Fatalf("refused on a cluster node with Unshared: %v", err)
 			}
 		})
 	}
