@@ -22,9 +22,10 @@ import (
 // a real mosquitto as the remote broker.
 
 // bridgeConfig writes (atomically) a roost.yaml with one bridge, "up", to
-// the mosquitto at addr: commands come in on cmd/#, telemetry goes out on
-// tele/#; and the more bridges of extra (YAML list entries).
-func bridgeConfig(t *testing.T, addr, extra string) string {
+// the mosquitto at addr speaking protocol ("5", "3.1.1"): commands come in
+// on cmd/#, telemetry goes out on tele/#; and the more bridges of extra
+// (YAML list entries).
+func bridgeConfig(t *testing.T, addr, protocol, extra string) string {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "roost.yaml")
@@ -32,9 +33,10 @@ func bridgeConfig(t *testing.T, addr, extra string) string {
   - name: up
     addresses: ['mqtt://%s']
     keep_alive: 5s
+    protocol: %q
     backoff: {min: 200ms, max: 1s}
     topics: ['cmd/# in 1', 'tele/# out 1']
-`, addr) + extra
+`, addr, protocol) + extra
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
@@ -119,7 +121,7 @@ func TestClusterBridgeStartsWithoutQuorum(t *testing.T) {
 	m := mosquittotest.Start(t)
 	// And a lazy bridge (mosquitto's start_type lazy), whose local
 	// session must exist to queue what waits for it.
-	conf := bridgeConfig(t, m.Addr, fmt.Sprintf(`  - name: later
+	conf := bridgeConfig(t, m.Addr, "5", fmt.Sprintf(`  - name: later
     addresses: ['mqtt://%s']
     start: lazy
     threshold: 1
@@ -184,7 +186,7 @@ func TestClusterBridgeStartsWithoutQuorum(t *testing.T) {
 // mosquittoConnects counts the connections mosquitto logged for client
 // ids starting with prefix, by id.
 func mosquittoConnects(m *mosquittotest.Broker, prefix string) map[string]int {
-	re := regexp.MustCompile(`New client connected from \S+ as (\S+)`)
+	re := regexp.MustCompile(`New (?:client|bridge) connected from \S+ as (\S+)`)
 	out := map[string]int{}
 	for _, l := range re.FindAllStringSubmatch(m.Log.String(), -1) {
 		if strings.HasPrefix(l[1], prefix) {
@@ -199,11 +201,22 @@ func mosquittoConnects(m *mosquittotest.Broker, prefix string) map[string]int {
 // client id of its own on mosquitto and in the cluster, so none takes
 // another over; a message published on the remote reaches each
 // subscriber in the cluster once (not once per node's bridge), and one
-// published on any node reaches the remote once.
+// published on any node reaches the remote once. With MQTT 5 and with
+// 3.1.1 (mosquitto's default for bridges, with its bridge bit: mosquitto
+// takes shared subscriptions from a 3.1.1 bridge too).
 func TestClusterBridgeOnEveryNode(t *testing.T) {
 	t.Parallel()
+	for _, protocol := range []string{"5", "3.1.1"} {
+		t.Run(protocol, func(t *testing.T) {
+			t.Parallel()
+			bridgeOnEveryNode(t, protocol)
+		})
+	}
+}
+
+func bridgeOnEveryNode(t *testing.T, protocol string) {
 	m := mosquittotest.Start(t)
-	conf := bridgeConfig(t, m.Addr, "")
+	conf := bridgeConfig(t, m.Addr, protocol, "")
 	tc := startClusterWith(t, 3, "--config", conf, "--http", "127.0.0.1:0")
 	host, err := os.Hostname()
 	if err != nil {
