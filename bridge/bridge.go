@@ -58,11 +58,28 @@ type Config struct {
 	// only; mosquitto's bridge_tcp_user_timeout). 0: the system's.
 	TCPUserTimeout time.Duration
 	// ClientID is the client id on the remote broker. Default the host
-	// name + "." + Name, as mosquitto's remote_clientid.
+	// name + "." + Name, as mosquitto's remote_clientid; on a cluster node
+	// the host name + "." + Node + "." + Name, so that the nodes' bridges
+	// do not take each other's connection over (cluster.go). Set
+	// explicitly, it is used as given: nodes running the bridge with the
+	// same id then take each other over, endlessly.
 	ClientID string
 	// LocalClientID is the bridge's session on this broker. Default
 	// "local." + ClientID, as mosquitto's local_clientid.
 	LocalClientID string
+	// Node is the name of this broker's node when it is one of a
+	// cluster's ("" on a single node), and Cluster the cluster's name.
+	// Every node then runs the bridge: the default client ids include
+	// Node, the out rules subscribe here and the in rules on the remote
+	// with shared subscriptions so that each message crosses once, and
+	// rules along which messages would go round are refused (cluster.go).
+	Node, Cluster string
+	// Unshared keeps, on a cluster node, the subscriptions of a single
+	// node (no shared subscriptions, No Local, no rule refused): for a
+	// bridge that runs on one node only, to a remote without shared
+	// subscriptions. Run on several nodes, each message crosses once per
+	// node. The default client ids still include Node.
+	Unshared bool
 	// CleanStart starts a new session on the remote at every connection
 	// (mosquitto's cleansession). Default false: the remote keeps the
 	// subscriptions and what it queued for the bridge while it is away.
@@ -160,6 +177,9 @@ func (c *Config) fill() error {
 			return fmt.Errorf("%w: bridge %s: no client id given and no host name: %w", ErrConfig, c.Name, err)
 		}
 		c.ClientID = host + "." + c.Name
+		if c.clustered() {
+			c.ClientID = host + "." + c.Node + "." + c.Name
+		}
 	}
 	if c.LocalClientID == "" {
 		c.LocalClientID = "local." + c.ClientID
@@ -172,6 +192,9 @@ func (c *Config) fill() error {
 	}
 	if c.LocalClientID == c.ClientID {
 		return fmt.Errorf("%w: bridge %s: local and remote client ids are both %q", ErrConfig, c.Name, c.ClientID)
+	}
+	if err := c.checkClusterRules(); err != nil {
+		return err
 	}
 	if c.KeepAlive == 0 {
 		c.KeepAlive = 60 * time.Second
@@ -231,6 +254,11 @@ type Bridge struct {
 	lost     chan struct{} // closed when a remote connection that was up is lost
 	lostOnce sync.Once
 
+	// localUp is closed when the local side first connects, localRefused
+	// when its first attempt failed (Start).
+	localUp, localRefused         chan struct{}
+	localUpOnce, localRefusedOnce sync.Once
+
 	connected  atomic.Bool
 	server     atomic.Pointer[string]
 	everUp     atomic.Bool
@@ -266,7 +294,8 @@ func newBridge(srv *broker.Server, local *client.Options, cfg Config) (*Bridge, 
 	if err := cfg.fill(); err != nil {
 		return nil, err
 	}
-	b := &Bridge{cfg: cfg, srv: srv, log: cfg.Logger.With("bridge", cfg.Name), lost: make(chan struct{})}
+	b := &Bridge{cfg: cfg, srv: srv, log: cfg.Logger.With("bridge", cfg.Name), lost: make(chan struct{}),
+		localUp: make(chan struct{}), localRefused: make(chan struct{})}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	lo := b.localOptions()
 	if local != nil {
@@ -333,7 +362,11 @@ func (b *Bridge) localOptions() client.Options {
 		ReceiveMaximum: window,
 		ManualAck:      true,
 		OfflineQueue:   4 * window,
-		Reconnect:      client.Backoff{Min: 50 * time.Millisecond, Max: time.Second},
+		// A pipe in the process is refused only while a cluster cannot
+		// record the session's owner (no quorum: Start): from 0.5 s up
+		// to 15 s between tries then, each of which the broker logs (a
+		// lost connection is tried again at once first).
+		Reconnect:      client.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second},
 		DefaultHandler: b.forwardOut,
 		// Exactly once for QoS 2 (see the package doc): the messages
 		// forwarded in, tagged with the remote's packet identifier...
@@ -347,10 +380,30 @@ func (b *Bridge) localOptions() client.Options {
 }
 
 // localStatus: a local session that was lost (ended meanwhile) takes the
-// meaning of the packet identifiers the out records are tagged with.
+// meaning of the packet identifiers the out records are tagged with. It
+// also tells Start how the first attempt went, and says why a local
+// connection that was up ended when another connection took the session
+// over: on a cluster, most likely another node running this bridge with
+// the same local client id (Config.ClientID).
 func (b *Bridge) localStatus(st client.Status) {
-	if st.Event == client.Connected && !st.SessionPresent {
-		b.outDone.clear(b.remote)
+	switch st.Event {
+	case client.Connected:
+		if !st.SessionPresent {
+			b.outDone.clear(b.remote)
+		}
+		b.localUpOnce.Do(func() { close(b.localUp) })
+	case client.ConnectionLost:
+		if st.Err != nil {
+			b.noteErr(fmt.Errorf("local side: %w", st.Err))
+		}
+		var re *client.ReasonError
+		if errors.As(st.Err, &re) && re.Code == packet.SessionTakenOver {
+			b.log.Error("the bridge's local session was taken over by another connection with its client id; on a cluster, another node runs this bridge with the same local client id: leave client_id unset (its default includes the node name) or give each node its own",
+				"local_client_id", b.cfg.LocalClientID)
+		}
+	case client.Reconnecting:
+		b.localRefusedOnce.Do(func() { close(b.localRefused) })
+		b.log.Debug("local side not accepted; trying again", "attempt", st.Attempt, "in", st.Delay)
 	}
 }
 
@@ -399,12 +452,74 @@ func (b *Bridge) remoteOptions() client.Options {
 
 // Start connects both sides and subscribes as the rules say. It returns
 // once the local side is up (an in-process connection, so at once); the
-// remote side connects and reconnects in the background. It fails if the
-// local broker refuses the bridge's session.
+// remote side connects and reconnects in the background. A local side
+// that is refused (on a cluster node, while the cluster cannot record the
+// session's owner: no quorum yet, or a partition) is not an error: the
+// bridge logs it and goes on trying in the background, with backoff, and
+// starts forwarding once the local side is up; so do subscriptions a
+// cluster node refuses at first. It fails if ctx ends before the first
+// attempt's outcome, or if a single node refuses the local subscriptions.
 func (b *Bridge) Start(ctx context.Context) error {
-	if err := b.Prepare(ctx); err != nil {
-		return err
+	b.notifyLocal(false)
+	b.local.Start()
+	select {
+	case <-b.localUp:
+	case <-b.localRefused:
+		b.noteErr(errors.New("local side: this broker did not accept the bridge's session yet (on a cluster node: no quorum); trying again"))
+		b.log.Warn("this broker did not accept the bridge's local session yet (on a cluster node: the cluster cannot record its owner, no quorum); the bridge connects once it can",
+			"local_client_id", b.cfg.LocalClientID)
+		b.spawn(b.startWhenLocalUp)
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("bridge %s: local side: %w", b.cfg.Name, ctx.Err())
 	}
+	if err := b.subscribeLocal(ctx); err != nil {
+		if !b.cfg.clustered() || ctx.Err() != nil {
+			return err
+		}
+		// A node that has just started may refuse subscriptions until its
+		// retained messages are caught up with the cluster's (0x80).
+		b.noteErr(err)
+		b.log.Warn("local subscriptions refused (on a cluster node: not caught up with the cluster yet); trying again in the background", "err", err)
+		b.spawn(b.startWhenLocalUp)
+		return nil
+	}
+	b.startRemote()
+	return nil
+}
+
+// startWhenLocalUp finishes Start once the local side is up: subscribes it
+// (again after a refusal, backing off) and starts the remote side.
+func (b *Bridge) startWhenLocalUp() {
+	select {
+	case <-b.localUp:
+	case <-b.ctx.Done():
+		return
+	}
+	b.log.Info("the bridge's local session is accepted now; starting the bridge", "local_client_id", b.cfg.LocalClientID)
+	for n := 0; ; n++ {
+		err := b.subscribeLocal(b.ctx)
+		if err == nil {
+			break
+		}
+		if b.ctx.Err() != nil {
+			return
+		}
+		b.noteErr(err)
+		b.log.Warn("local subscriptions refused; trying again", "err", err, "attempt", n+1)
+		t := time.NewTimer(time.Second << min(n, 5)) // 1 s to 32 s
+		select {
+		case <-t.C:
+		case <-b.ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+	b.startRemote()
+}
+
+// startRemote starts the remote side and subscribes it to the in rules.
+func (b *Bridge) startRemote() {
 	b.remote.Start()
 	var subs []client.Subscription
 	for _, r := range b.cfg.Topics {
@@ -415,7 +530,9 @@ func (b *Bridge) Start(ctx context.Context) error {
 			// Retain Handling 1, as on the local side: the remote's
 			// retained messages come when the subscription is new, not
 			// again at every start of a bridge whose session it kept.
-			subs = append(subs, client.Subscription{Filter: r.RemoteFilter(), QoS: r.QoS, NoLocal: true,
+			// On a cluster node the subscription is shared, which
+			// cannot have No Local [MQTT-3.8.3-4] (cluster.go).
+			subs = append(subs, client.Subscription{Filter: b.cfg.remoteSubFilter(r), QoS: r.QoS, NoLocal: !b.cfg.shared(),
 				RetainAsPublished: true, RetainHandling: 1})
 		}
 	}
@@ -426,11 +543,14 @@ func (b *Bridge) Start(ctx context.Context) error {
 			// session.
 			if _, err := b.remote.Subscribe(b.ctx, subs...); err != nil && b.ctx.Err() == nil {
 				b.noteErr(fmt.Errorf("subscribing on the remote: %w", err))
-				b.log.Error("remote refused a subscription", "err", err)
+				if b.cfg.shared() {
+					b.log.Error("remote refused a subscription; on a cluster node the bridge subscribes there with shared subscriptions ($share/group/filter), which the remote must support (docs/bridges.md)", "err", err)
+				} else {
+					b.log.Error("remote refused a subscription", "err", err)
+				}
 			}
 		})
 	}
-	return nil
 }
 
 // Prepare connects the local side only and subscribes it as the rules
@@ -452,18 +572,21 @@ func (b *Bridge) subscribeLocal(ctx context.Context) error {
 	want := map[string]bool{}
 	var subs []client.Subscription
 	for _, r := range b.cfg.Topics {
-		if !r.Direction.out() || want[r.LocalFilter()] {
+		f := b.cfg.localSubFilter(r)
+		if !r.Direction.out() || want[f] {
 			continue
 		}
-		want[r.LocalFilter()] = true
 		// No Local keeps what the bridge brings in from going back out.
 		// Retain Handling 1: the retained messages here go to the remote
 		// when the subscription is new (a new bridge, or a new rule), so
 		// the remote learns the current state; after that the session's
 		// queue carries every change. mosquitto instead re-sends them at
 		// every connection, which repeats them to the remote's
-		// subscribers.
-		subs = append(subs, client.Subscription{Filter: r.LocalFilter(), QoS: r.QoS, NoLocal: true,
+		// subscribers. On a cluster node the subscription is shared
+		// (cluster.go): no No Local [MQTT-3.8.3-4], and no retained
+		// messages at subscribe.
+		want[f] = true
+		subs = append(subs, client.Subscription{Filter: f, QoS: r.QoS, NoLocal: !b.cfg.shared(),
 			RetainAsPublished: true, RetainHandling: 1})
 	}
 	var stale []string
@@ -538,6 +661,12 @@ func (b *Bridge) remoteStatus(st client.Status) {
 		b.stopPrimaryWatch()
 		if b.connected.Swap(false) {
 			b.log.Warn("lost remote connection", "server", st.Server, "err", st.Err)
+			var re *client.ReasonError
+			if errors.As(st.Err, &re) && re.Code == packet.SessionTakenOver {
+				// MQTT 5 says why; a 3.1.1 remote just closes.
+				b.log.Error("the remote took the bridge's connection over: another client connected with its client id; on a cluster, another node may run this bridge with the same client_id: leave it unset (its default includes the node name) or give each node its own",
+					"client_id", b.cfg.ClientID)
+			}
 			b.lostOnce.Do(func() { close(b.lost) })
 			b.notifyLocal(false)
 			if b.cfg.StartOnce {

@@ -88,6 +88,22 @@
 // connecting to the remote, and a supervisor starts the bridge when
 // enough messages wait there and closes it when idle.
 //
+// # On a cluster node
+//
+// Every node of a cluster runs the bridges of the configuration the nodes
+// share (Config.Node). Each node's bridge has client ids of its own and
+// forwards what is published on its node (a shared subscription of the
+// cluster, whose own member on the publishing node is served first);
+// remote messages are split among the nodes' bridges by a shared
+// subscription on the remote, and routed by the cluster to every
+// subscriber once. Rules that would loop between the nodes and the remote
+// are refused (cluster.go). A cluster node records the owner of every
+// client id, the bridge's local session's too, which needs a quorum: until
+// the cluster can, the local side is refused, and Start leaves it trying
+// in the background (backing off to 15 s) instead of failing, so that the
+// node starts and serves; the bridge connects to the remote once the
+// local side is up.
+//
 // # Notifications
 //
 // With Config.Notifications the bridge keeps a retained "1" or "0" on

@@ -74,7 +74,7 @@ func (s *Set) SetBridge(ctx context.Context, name string, body []byte, create bo
 	if err != nil {
 		return fmt.Errorf("%w: %w", httpapi.ErrBridgeInvalid, err)
 	}
-	bc, err := c.Options(nil)
+	bc, err := s.options(c, nil)
 	if err == nil {
 		err = bridge.Validate(bc)
 	}

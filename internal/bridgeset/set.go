@@ -6,6 +6,7 @@
 package bridgeset
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/roost-mqtt/roost/bridge"
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/cluster"
 	"github.com/roost-mqtt/roost/internal/config"
 )
 
@@ -35,6 +37,9 @@ const APIBridgesFile = "bridges-api.json"
 type Set struct {
 	srv *broker.Server
 	log *slog.Logger
+	// node and cluster are this node's name and its cluster's on a
+	// cluster node, "" on a single one (bridge.Config.Node).
+	node, cluster string
 	// apiPath is the file of the API's bridges; "" (--memory) keeps them
 	// for the process's life only, like everything else then.
 	apiPath string
@@ -83,6 +88,9 @@ type apiBridgesJSON struct {
 // error: the bridge connects when it can and queues meanwhile.
 func Start(ctx context.Context, cfg *config.Config, srv *broker.Server, logger *slog.Logger, hup <-chan struct{}) (*Set, error) {
 	s := &Set{srv: srv, log: logger, stopWatch: func() {}, file: cfg.Bridges, states: map[string]*bridge.State{}, done: make(chan struct{})}
+	if cfg.Cluster.Enabled() {
+		s.node, s.cluster = cfg.Cluster.Node, cmp.Or(cfg.Cluster.Name, cluster.DefaultName)
+	}
 	if !cfg.Store.Memory {
 		s.apiPath = filepath.Join(cfg.Store.Data, APIBridgesFile)
 		s.stateDir = filepath.Join(cfg.Store.Data, "bridges")
@@ -208,6 +216,7 @@ func (s *Set) combine(file []config.Bridge, api []apiBridge) ([]config.Bridge, e
 }
 
 func (s *Set) start(ctx context.Context, c config.Bridge) (runningBridge, error) {
+	s.warnSharedIDs(c)
 	b, err := s.newBridge(c)
 	if err != nil {
 		return runningBridge{}, err
@@ -217,11 +226,20 @@ func (s *Set) start(ctx context.Context, c config.Bridge) (runningBridge, error)
 		// the bridge when enough waits there.
 		err := b.Prepare(ctx)
 		b.Close(context.WithoutCancel(ctx))
-		if err != nil {
+		if err != nil && s.node == "" {
 			return runningBridge{}, err
 		}
 		ls := &lazyState{dormant: true}
-		s.supervise(ls, c)
+		if err != nil {
+			// A cluster node without quorum cannot record the session's
+			// owner yet; like a running bridge (bridge.Start), the lazy
+			// one waits for it rather than keep the node from starting.
+			s.log.Warn("lazy bridge: this broker did not accept its local session yet (on a cluster node: no quorum); trying again in the background",
+				"bridge", c.Name, "err", err)
+			s.supervise(ls, c, true)
+			return runningBridge{cfg: c, b: b, lazy: ls}, nil
+		}
+		s.supervise(ls, c, false)
 		s.log.Info("bridge dormant until messages wait for it (start lazy)", "bridge", c.Name, "threshold", c.Threshold)
 		return runningBridge{cfg: c, b: b, lazy: ls}, nil
 	}
@@ -234,7 +252,7 @@ func (s *Set) start(ctx context.Context, c config.Bridge) (runningBridge, error)
 }
 
 func (s *Set) newBridge(c config.Bridge) (*bridge.Bridge, error) {
-	bc, err := c.Options(s.log)
+	bc, err := s.options(c, s.log)
 	if err != nil {
 		return nil, err
 	}
@@ -242,6 +260,27 @@ func (s *Set) newBridge(c config.Bridge) (*bridge.Bridge, error) {
 		return nil, err
 	}
 	return bridge.New(s.srv, bc)
+}
+
+// options is c's bridge.Config on this node.
+func (s *Set) options(c config.Bridge, logger *slog.Logger) (bridge.Config, error) {
+	bc, err := c.Options(logger)
+	bc.Node, bc.Cluster = s.node, s.cluster
+	return bc, err
+}
+
+// warnSharedIDs warns, on a cluster node, about a bridge whose client id
+// is set: every node runs the bridges of the configuration they share,
+// and two nodes with one id take each other's connections over, on the
+// remote and (the local id) in the cluster, over and over. One node
+// cannot see the others' configurations, so this is said at each start;
+// the bridge logs an error when its local session is taken over.
+func (s *Set) warnSharedIDs(c config.Bridge) {
+	if s.node == "" || (c.ClientID == "" && c.LocalClientID == "") {
+		return
+	}
+	s.log.Warn("bridge client id set explicitly on a cluster node: if another node runs this bridge with the same id, the two take each other's connection over endlessly; leave client_id and local_client_id unset (their defaults include the node name) or give each node its own (docs/bridges.md)",
+		"bridge", c.Name, "client_id", c.ClientID, "local_client_id", c.LocalClientID, "node", s.node)
 }
 
 // lazyPoll is how often a lazy bridge's queue and activity are looked at.
@@ -255,9 +294,15 @@ type lazyState struct {
 	active  time.Time // when count or the queue last moved
 }
 
-// supervise runs lazyTick for ls until its entry goes or the set closes.
-func (s *Set) supervise(ls *lazyState, c config.Bridge) {
+// supervise runs lazyTick for ls until its entry goes or the set closes;
+// with prepare, it first makes the bridge's local session (Prepare) until
+// the broker accepts it. Until then the session does not exist here, so
+// lazyTick finds nothing waiting and leaves the bridge dormant.
+func (s *Set) supervise(ls *lazyState, c config.Bridge, prepare bool) {
 	go func() {
+		if prepare && !s.prepareLazy(ls, c) {
+			return
+		}
 		t := time.NewTicker(lazyPoll)
 		defer t.Stop()
 		for {
@@ -271,6 +316,41 @@ func (s *Set) supervise(ls *lazyState, c config.Bridge) {
 			}
 		}
 	}()
+}
+
+// prepareLazy tries, with backoff, to make the local session of the lazy
+// bridge c, outside s.mu (each try may wait for the cluster for seconds).
+// It reports false if the set closed or the entry went first.
+func (s *Set) prepareLazy(ls *lazyState, c config.Bridge) bool {
+	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+		select {
+		case <-time.After(delay):
+		case <-s.done:
+			return false
+		}
+		s.mu.Lock()
+		gone := s.closed || !slices.ContainsFunc(s.list, func(rb runningBridge) bool { return rb.lazy == ls })
+		var b *bridge.Bridge
+		var err error
+		if !gone {
+			b, err = s.newBridge(c) // s.states is s.mu's
+		}
+		s.mu.Unlock()
+		if gone {
+			return false
+		}
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err = b.Prepare(ctx)
+			b.Close(ctx)
+			cancel()
+		}
+		if err == nil {
+			s.log.Info("lazy bridge: local session made; dormant until messages wait for it", "bridge", c.Name)
+			return true
+		}
+		s.log.Debug("lazy bridge: local session not accepted yet", "bridge", c.Name, "err", err)
+	}
 }
 
 // lazyTick starts a dormant bridge once Threshold messages wait in its

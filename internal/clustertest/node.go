@@ -38,6 +38,10 @@ type Options struct {
 	// "" (and a nil Data) means one in the test's TempDir. A test puts a
 	// node on a file system of its own (a small tmpfs to fill) this way.
 	Data func(name string) string
+	// Later, if set, names the nodes Start does not start: the test starts
+	// them (Node.Restart) when it wants, after the others (a node that
+	// starts alone, without quorum). Start waits only for the others.
+	Later func(name string) bool
 	// NoWait returns from Start once the processes run, without waiting
 	// for the nodes to form the cluster (for tests of a cluster that
 	// cannot form).
@@ -131,15 +135,19 @@ func Start(t testing.TB, opts Options) *Cluster {
 		}
 	}
 	t.Cleanup(func() { c.stop(t) })
+	var started []*Node
 	for _, nd := range c.Nodes {
-		nd.Restart(t)
+		if opts.Later == nil || !opts.Later(nd.Name) {
+			nd.Restart(t)
+			started = append(started, nd)
+		}
 	}
 	if !opts.NoWait {
-		for _, nd := range c.Nodes {
+		for _, nd := range started {
 			nd.WaitLog(t, "listener ready", 1, StartBound)
 		}
-		for _, nd := range c.Nodes {
-			nd.WaitLog(t, "cluster node joined", opts.Nodes-1, JoinBound)
+		for _, nd := range started {
+			nd.WaitLog(t, "cluster node joined", len(started)-1, JoinBound)
 			nd.WaitReady(t, JoinBound)
 		}
 	}

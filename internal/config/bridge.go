@@ -57,7 +57,11 @@ type Bridge struct {
 	Notifications          bool
 	NotificationsLocalOnly bool
 	NotificationTopic      string
-	Topics                 []bridge.Rule
+	// ClusterShared makes a bridge on a cluster node split the traffic
+	// with the other nodes' bridges through shared subscriptions
+	// (bridge.Config.Unshared is its negation); default true.
+	ClusterShared bool
+	Topics        []bridge.Rule
 	// RoundRobin: addresses as equals (mosquitto's round_robin true).
 	RoundRobin bool
 	// StartOnce: no reconnection once the connection is lost (mosquitto's
@@ -109,7 +113,7 @@ type BridgeTLS struct {
 // defaults of docs/bridges.md.
 func DefaultBridge() Bridge {
 	return Bridge{Version: packet.V5, KeepAlive: 60 * time.Second, BackoffMin: 5 * time.Second, Threshold: 10, IdleTimeout: 60 * time.Second,
-		BackoffMax: 30 * time.Second, TryPrivate: true, AttemptUnsubscribe: true, OutgoingRetain: true, Notifications: true}
+		BackoffMax: 30 * time.Second, TryPrivate: true, AttemptUnsubscribe: true, OutgoingRetain: true, Notifications: true, ClusterShared: true}
 }
 
 // Config builds the tls.Config, reading the files. An error names the file.
@@ -197,6 +201,7 @@ func (b *Bridge) Options(logger *slog.Logger) (bridge.Config, error) {
 		NotificationTopic: b.NotificationTopic, Topics: b.Topics, Logger: logger,
 		RoundRobin: b.RoundRobin, StartOnce: b.StartOnce, MaxPacketSize: b.MaxPacketSize,
 		TCPKeepAlive: b.TCPKeepAlive, TCPUserTimeout: b.TCPUserTimeout, RequireOCSP: b.TLS.RequireOCSP,
+		Unshared: !b.ClusterShared,
 	}, nil
 }
 
@@ -338,6 +343,7 @@ func (d *decoder) bridge(n *yaml.Node, path string, b *Bridge) {
 		"notifications":            func(p string, v *yaml.Node) { d.boolean(v, p, &b.Notifications) },
 		"notifications_local_only": func(p string, v *yaml.Node) { d.boolean(v, p, &b.NotificationsLocalOnly) },
 		"notification_topic":       d.str(&b.NotificationTopic),
+		"cluster_shared":           func(p string, v *yaml.Node) { d.boolean(v, p, &b.ClusterShared) },
 		"topics":                   func(p string, v *yaml.Node) { d.bridgeTopics(v, p, b) },
 	})
 }

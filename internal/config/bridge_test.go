@@ -45,6 +45,7 @@ const bridgeExample = `bridges:
     notifications: true
     notifications_local_only: true
     notification_topic: bridges/cloud/up
+    cluster_shared: false
     topics:
       - sensors/# out 1 edge/ site17/
       - "\"\" in 1 edge/cmd site17/cmd"
@@ -67,6 +68,7 @@ func TestParseBridges(t *testing.T) {
 		TCPKeepAlive: net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 5 * time.Second, Count: 3},
 		KeepAlive:    30 * time.Second, BackoffMin: time.Second, BackoffMax: time.Minute,
 		TryPrivate: false, AttemptUnsubscribe: false, OutgoingRetain: false, BindAddress: "10.0.0.5", ReceiveMaximum: 100, Notifications: true, NotificationsLocalOnly: true, NotificationTopic: "bridges/cloud/up",
+		ClusterShared: false,
 		Topics: []bridge.Rule{
 			{Pattern: "sensors/#", Direction: bridge.Out, QoS: 1, LocalPrefix: "edge/", RemotePrefix: "site17/"},
 			{Direction: bridge.In, QoS: 1, LocalPrefix: "edge/cmd", RemotePrefix: "site17/cmd"},
@@ -178,5 +180,22 @@ func writeFile(t *testing.T, path string, data []byte) {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// cluster_shared defaults to true and reaches the bridge as Unshared.
+func TestBridgeClusterShared(t *testing.T) {
+	for _, tc := range []struct {
+		line     string
+		unshared bool
+	}{{"", false}, {"    cluster_shared: true\n", false}, {"    cluster_shared: false\n", true}} {
+		c, err := Parse("roost.yaml", []byte("bridges:\n  - name: up\n    addresses: [mqtt://127.0.0.1:1]\n    topics: ['#']\n"+tc.line))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bc, err := c.Bridges[0].Options(nil)
+		if err != nil || bc.Unshared != tc.unshared {
+			t.Errorf("%q: Unshared %v (%v), want %v", tc.line, bc.Unshared, err, tc.unshared)
+		}
 	}
 }

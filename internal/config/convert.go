@@ -269,6 +269,9 @@ func (e *yamlWriter) bridges(bs []Bridge) {
 		if b.NotificationTopic != "" {
 			e.line(2, "notification_topic: %s", q(b.NotificationTopic))
 		}
+		if !b.ClusterShared {
+			e.line(2, "cluster_shared: false")
+		}
 		e.line(2, "topics:")
 		for _, r := range b.Topics {
 			e.line(3, "- %s", q(r.String()))
