@@ -111,6 +111,28 @@ func BenchmarkFanIn8QoS0(b *testing.B)    { benchRoute(b, 8, 1, 0) }
 func BenchmarkFanOut100QoS0(b *testing.B) { benchRoute(b, 1, 100, 0) }
 func BenchmarkPairQoS1(b *testing.B)      { benchRoute(b, 1, 1, 1) }
 
+// BenchmarkPubackRoundTrip is one client sending a QoS 1 PUBLISH (to a
+// topic nobody subscribed to) and waiting for its PUBACK before the next:
+// the time from a readable socket to the reader's reply on the wire and
+// back. The reader writes the PUBACK itself (conn.reply); before, a
+// flusher goroutine started for it wrote it once the reader had read
+// again and parked.
+func BenchmarkPubackRoundTrip(b *testing.B) {
+	_, addr := startServer(b, Options{})
+	nc, r := benchConn(b, addr, "rtt", packet.V311)
+	payload := make([]byte, 64)
+	var buf []byte
+	for i := 0; b.Loop(); i++ {
+		buf, _ = (&packet.Publish{Topic: "rtt", QoS: 1, PacketID: uint16(i%65535 + 1), Payload: payload}).Encode(buf[:0], packet.V311)
+		if _, err := nc.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := r.ReadPacket(packet.V311); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkTakeover measures one client-id takeover of an idle TCP client
 // (parked, or with its reader blocked in Read), from the new CONNECT to
 // its CONNACK: what settleTakeover adds (kick, read what is pending,

@@ -53,10 +53,13 @@ type conn struct {
 
 	// Set while handling CONNECT, read-only afterwards. (Fields are
 	// ordered to pack: an idle connection's size matters.)
-	clientID    string
-	mount       string     // ListenerPolicy.MountPoint of the listener, "" for none
-	maxQoS      packet.QoS // ListenerPolicy.MaxQoS, else 2
-	aliasMaxIn  uint16     // the Topic Alias Maximum told to the client
+	clientID string
+	mount    string     // ListenerPolicy.MountPoint of the listener, "" for none
+	maxQoS   packet.QoS // ListenerPolicy.MaxQoS, else 2
+	// replied: reply appended output that flushReplies has not written.
+	// Reader goroutine only; here to pack.
+	replied     bool
+	aliasMaxIn  uint16 // the Topic Alias Maximum told to the client
 	sess        *session
 	keepAlive   time.Duration // 1.5x the negotiated keep alive, 0 = none
 	window      int           // outbound inflight limit
@@ -260,6 +263,9 @@ func (c *conn) readLoop() error {
 			}
 		}
 		c.srv.stats.addReceived(&c.received, &c.receivedBytes)
+		// The answers to everything this read brought, in one write,
+		// before the reader reads again (and maybe waits).
+		c.flushReplies()
 		// Keep the unparsed tail at the front of the buffer.
 		n := copy(buf[:cap(buf)], buf[off:])
 		buf = buf[:n]
@@ -411,7 +417,7 @@ func (c *conn) handle(p packet.Packet) error {
 	case *packet.Unsubscribe:
 		return c.handleUnsubscribe(p)
 	case *packet.Pingreq:
-		c.send(&packet.Pingresp{})
+		c.reply(&packet.Pingresp{})
 	case *packet.Disconnect:
 		return c.handleDisconnect(p)
 	case *packet.Connect:

@@ -505,6 +505,16 @@ func (s *Server) authenticate(info *ClientInfo) error {
 	return s.opts.Authenticator.Authenticate(ctx, info)
 }
 
+// allowed asks whether c's client may act on topic. An Authorizer that may
+// block (CachedAuthorizer: a remote service) is asked only once the
+// replies appended so far are out (conn.reply).
+func (c *conn) allowed(act Action, topic string) bool {
+	if _, mayBlock := c.srv.opts.Authorizer.(CachedAuthorizer); mayBlock {
+		c.flushReplies()
+	}
+	return c.srv.allowed(c.sess.info.Load(), act, topic)
+}
+
 // allowed asks the Authorizer, if any.
 func (s *Server) allowed(info *ClientInfo, act Action, topic string) bool {
 	if s.opts.Authorizer == nil || info == nil || info.internal {

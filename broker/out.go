@@ -159,6 +159,39 @@ func (c *conn) send(p packet.Packet) {
 	c.outMu.Unlock()
 }
 
+// reply is send for the reader's answers to what its client sent (PUBACK,
+// PUBREC, PUBCOMP, SUBACK, UNSUBACK, PINGRESP): it encodes p into the output
+// but starts no flusher. The reader writes its replies itself once it has
+// handled everything one read brought (flushReplies), with one
+// non-blocking send when nothing else is being written, so that an answer
+// costs no goroutine start and no switch, and the replies to one read
+// leave in one write. Only the reader calls it; before anything that may
+// make it wait (a store or cluster wait, an Authorizer that may block) it
+// calls flushReplies, so no reply waits for the next packet's handling.
+func (c *conn) reply(p packet.Packet) {
+	c.outMu.Lock()
+	if !c.dead {
+		c.appendControlLocked(p)
+		c.replied = true
+	}
+	c.outMu.Unlock()
+}
+
+// flushReplies writes what reply appended, or hands it to a flusher: at
+// once when no flusher runs, one block holds the output and nothing in it
+// waits for the store or the cluster (flushNowLocked). Reader only.
+func (c *conn) flushReplies() {
+	if !c.replied {
+		return
+	}
+	c.replied = false
+	c.outMu.Lock()
+	if !c.dead {
+		c.flushNowLocked()
+	}
+	c.outMu.Unlock()
+}
+
 // appendControlLocked encodes p onto the output as send describes. outMu
 // must be held.
 func (c *conn) appendControlLocked(p packet.Packet) {
@@ -267,7 +300,8 @@ func (c *conn) startFlushLocked() {
 // or the transport is not plain TCP) is left to a flusher, as
 // startFlushLocked does. outMu must be held.
 //
-// It is for a delivery from a publisher that is not busy (Message.inline):
+// It is for a delivery from a publisher that is not busy (Message.inline),
+// and for the reader's own replies (flushReplies):
 // at a low rate, waking a flusher goroutine to write each message costs a
 // goroutine start and a switch, and the write then waits until the
 // publisher's reader has found its socket empty and parked. A busy

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // parkingSupported: idle connections park (the tests check both ways).
@@ -93,11 +94,11 @@ func (p *poller) loop() {
 		p.f.SetReadDeadline(nextSweep)
 		var n int
 		err := p.rc.Read(func(fd uintptr) bool {
-			var werr error
-			n, werr = syscall.EpollWait(int(fd), events, 0)
-			if werr != nil {
+			var werr syscall.Errno
+			n, werr = epollWaitNow(int(fd), events)
+			if werr != 0 {
 				n = 0
-				return !errors.Is(werr, syscall.EINTR)
+				return werr != syscall.EINTR
 			}
 			return n > 0 // none ready: wait in the netpoller
 		})
@@ -137,6 +138,23 @@ func (p *poller) loop() {
 			}
 		}
 	}
+}
+
+// epollWaitNow collects the events epfd has ready without waiting: one
+// epoll_pwait(2) with a zero timeout, made as a raw system call. The
+// syscall package's EpollWait goes through the runtime's system-call
+// bookkeeping, which wakes the runtime's monitor thread (sysmon) when the
+// process was idle, and a parked connection's wake-up is exactly that
+// moment: sysmon then woke on the broker's core beside the reader it had
+// to serve, and spun in 20 µs sleeps for a while after (perf: a sixth of
+// the broker's CPU in the causality scenario was sysmon's nanosleep; see
+// docs/bench.md, round 6). A call that never blocks needs none of that
+// bookkeeping. epoll_pwait rather than epoll_wait: arm64 has only the
+// former; a nil signal mask makes them the same.
+func epollWaitNow(epfd int, events []syscall.EpollEvent) (int, syscall.Errno) {
+	r, _, e := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])),
+		uintptr(len(events)), 0, 0, 0)
+	return int(r), e
 }
 
 // register gives c an id for its events, in c.parkID.

@@ -52,7 +52,7 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		c.ackPublish(p, packet.NotAuthorized)
 		return nil
 	}
-	if !c.srv.allowed(c.sess.info.Load(), ActionPublish, p.Topic) {
+	if !c.allowed(ActionPublish, p.Topic) {
 		c.logger().Debug("publish denied", "topic", p.Topic)
 		c.ackPublish(p, packet.NotAuthorized)
 		return nil
@@ -116,6 +116,7 @@ func (c *conn) publishQoS2(p *packet.Publish) error {
 			// The id and its nonce are durable (replicated) before the
 			// message goes anywhere: a copy routed under a nonce the
 			// session may lose would be routed again under another one.
+			c.flushReplies() // before the wait
 			if err := c.srv.WaitDurable(in.ticket); err != nil {
 				return fmt.Errorf("%w: %w", errUnconfirmed, err)
 			}
@@ -128,6 +129,7 @@ func (c *conn) publishQoS2(p *packet.Publish) error {
 		// not confirm, and a DUP resend is not delivered twice
 		// [MQTT-4.3.3-10] (with an Origin, it is routed again to what
 		// the first routing missed).
+		c.flushReplies() // before the wait
 		if err := wait(confirm); err != nil {
 			return fmt.Errorf("%w: %w", errUnconfirmed, err)
 		}
@@ -135,7 +137,7 @@ func (c *conn) publishQoS2(p *packet.Publish) error {
 			c.markRouted(p.PacketID, in.origin.Nonce)
 		}
 	}
-	c.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
+	c.reply(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
 	return nil
 }
 
@@ -268,16 +270,16 @@ func matchCode(n int) packet.ReasonCode {
 func (c *conn) ackPublish(p *packet.Publish, rc packet.ReasonCode) {
 	switch p.QoS {
 	case 1:
-		c.send(&packet.Puback{PacketID: p.PacketID, ReasonCode: rc})
+		c.reply(&packet.Puback{PacketID: p.PacketID, ReasonCode: rc})
 	case 2:
 		if rc >= 0x80 {
-			c.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
+			c.reply(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
 			return
 		}
 		c.sess.mu.Lock()
 		c.sess.setInQoS2(p.PacketID)
 		c.sess.mu.Unlock()
-		c.send(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
+		c.reply(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
 	}
 }
 
@@ -330,7 +332,7 @@ func (c *conn) handlePubrel(p *packet.Pubrel) {
 	if !ok {
 		rc = packet.PacketIdentifierNotFound
 	}
-	c.send(&packet.Pubcomp{PacketID: p.PacketID, ReasonCode: rc})
+	c.reply(&packet.Pubcomp{PacketID: p.PacketID, ReasonCode: rc})
 }
 
 // publish stores msg as retained when it says so and delivers it to every

@@ -52,7 +52,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			codes[i] = packet.TopicFilterInvalid
 			continue
 		}
-		if !c.srv.allowed(ss.info.Load(), ActionSubscribe, req.Filter) {
+		if !c.allowed(ActionSubscribe, req.Filter) {
 			c.logger().Debug("subscription denied", "filter", req.Filter)
 			codes[i] = packet.NotAuthorized
 			continue
@@ -67,6 +67,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		// $SYS retained messages are each node's own, never the
 		// cluster's: a filter that matches only them needs no sync.
 		if mayRead && !synced && !isSys(rest) {
+			c.flushReplies() // the sync may wait
 			synced, syncErr = true, c.srv.syncRetained()
 			if syncErr != nil {
 				c.logger().Warn("refusing subscriptions that read retained messages", "err", syncErr)
@@ -111,7 +112,12 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		// not find the old message again after a crash.
 		c.needDurable(c.srv.ret.lastTicket())
 	}
-	c.send(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
+	c.reply(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
+	if len(wantRetained) > 0 {
+		// Out before the retained messages are looked up and
+		// authorized, which may wait (retainSourceAllowed).
+		c.flushReplies()
+	}
 	for _, w := range wantRetained {
 		// Collected first, then authorized and delivered with no lock
 		// held (retainer.matching), each once its change is durable.
@@ -180,7 +186,7 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
 		}
 	}
 	ss.mu.Unlock()
-	c.send(&packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes})
+	c.reply(&packet.Unsuback{PacketID: p.PacketID, ReasonCodes: codes})
 	return nil
 }
 
