@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/roost-mqtt/roost/broker"
 )
@@ -16,6 +17,11 @@ import (
 //	                      store but never replicated: a Wait for them
 //	                      times out, as if the node died before its
 //	                      partition stream took them
+//	delay-release=CLIENT@NODE  on node NODE, a claim of CLIENT waits
+//	                      releaseDelay between writing the owner record and
+//	                      asking the previous owner to let go, as a slow
+//	                      route would: the previous owner's watcher sees
+//	                      the record and fences the session first
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -24,7 +30,12 @@ const faultEnv = "ROOST_TEST_FAULT"
 // faults are the injected faults (see faultEnv); nil for none.
 type faults struct {
 	stallInbound string
+	delayRelease string
 }
+
+// releaseDelay is how long delay-release holds a release request: past
+// fenceGrace, after which a fenced session has ended on its node.
+const releaseDelay = fenceGrace + time.Second
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -35,14 +46,28 @@ func parseFaults(s, node string) (*faults, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		v, at, _ := strings.Cut(v, "@")
-		switch {
-		case k != "stall-inbound":
+		if k != "stall-inbound" && k != "delay-release" {
 			return nil, fmt.Errorf("%s: unknown fault %q", faultEnv, k)
-		case at == node:
-			f = &faults{stallInbound: v}
+		}
+		if at != node {
+			continue
+		}
+		if f == nil {
+			f = &faults{}
+		}
+		if k == "stall-inbound" {
+			f.stallInbound = v
+		} else {
+			f.delayRelease = v
 		}
 	}
 	return f, nil
+}
+
+// delays reports whether a claim of id waits releaseDelay before its
+// release request.
+func (f *faults) delays(id string) bool {
+	return f != nil && f.delayRelease == id
 }
 
 // stalls reports whether op is never to be replicated.

@@ -225,7 +225,9 @@ func (o *owners) fenceID(id, node string, epoch uint64) {
 		if !due || o.n.ctx.Err() != nil || o.newerHere(id, epoch) {
 			return
 		}
-		o.n.srv.EndSession(id, o.n.sess == nil)
+		if o.n.srv.EndSession(id, o.n.sess == nil) {
+			o.endedUnread(id)
+		}
 	})
 }
 

@@ -539,6 +539,12 @@ func (o *owners) noteEpoch(id string, epoch uint64) {
 // dropped reports that node said the will of its last connection for id
 // was dropped (a reply's third byte; cleanwill.go).
 func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (rec *broker.StoredSession, answered, dropped bool) {
+	if o.n.fault.delays(id) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(releaseDelay):
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 	defer cancel()
 	req := encodeOwnerClaim(epoch, id)
@@ -677,6 +683,7 @@ func (o *owners) fence() {
 				if _, done := o.n.srv.HandOver(id, o.n.sess != nil); done != nil {
 					done(o.n.sess == nil)
 				}
+				o.endedUnread(id)
 				o.n.log.Info("session fenced: its client id was claimed by another node while this one was out of contact",
 					"client_id", id, "owner", owner, "epoch", epoch)
 			}
@@ -700,6 +707,19 @@ func (o *owners) fence() {
 			case <-time.After(time.Second):
 			}
 		}
+	}
+}
+
+// endedUnread notes that id's session was ended here by a fence, not handed
+// over: the new owner's request to let go may still come (it was sent
+// before the fence read the record, or its route was slow), and must be
+// told to read the session from the stream, where it is when replicated,
+// not that there is nothing to hand over (seen in test/jepsen TestCluster
+// seed 302: a persistent publisher's session, fenced here after a loss of
+// contact 0.1 s before the request came, started afresh on the new owner).
+func (o *owners) endedUnread(id string) {
+	if o.n.sess != nil {
+		o.setUnread(id, true)
 	}
 }
 

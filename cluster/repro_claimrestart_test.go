@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"path/filepath"
 	"syscall"
 	"testing"
 )
@@ -35,4 +36,31 @@ func TestReproClaimAfterRestart(t *testing.T) {
 	resumed = true
 	tc.start(n3)
 	resumeQueued(t, n2, id, "claimed on n2 from restarted n3", n2, n3)
+}
+
+// TestReproReleaseAfterFence: found by test/jepsen TestCluster seed 302
+// (30 minutes, a persistent publisher), where the publisher's session was
+// lost. A persistent session lives on n1, offline, with a message queued.
+// The client connects to n2, whose release request to n1 is slow (a test
+// fault holds it past fenceGrace, as a slow route or a loaded node
+// would): n1's owner watcher sees n2's record first, fences the session
+// and, after the grace, ends it here; the request then found no session,
+// and n1 answered "nothing to hand over": n2 started the client afresh on
+// a session the cluster had (Session Present 0, the queued message gone).
+// A node that ended a replicated session because its record names another
+// node must send that node's late request to the stream. Not parallel:
+// the fault is in the environment of the nodes it starts.
+func TestReproReleaseAfterFence(t *testing.T) {
+	const id = "fenced-sub"
+	t.Setenv("ROOST_TEST_FAULT", "delay-release="+id+"@n2")
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	// Room for the held-up request (5 s) and the stream read after it.
+	writeAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 15s\n"), 0o644)
+	tc := startClusterWith(t, 3, "--config", cfg)
+	n1, n2 := tc.nodes[0], tc.nodes[1]
+	queuedOffline(t, tc, n1, n2, id, "fenced/t")
+	resumeQueued(t, n2, id, "resumed on n2 after n1 fenced and ended the session", n1, n2)
+	if c := countLog(n1, "session ended: its client id is owned by another node\" client_id="+id); c == 0 {
+		t.Errorf("n1 never ended the fenced session (the fault did not hold the request up?); n1:\n%s", grepLog(n1, id))
+	}
 }
