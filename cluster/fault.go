@@ -16,6 +16,12 @@ import (
 //	                      store but never replicated: a Wait for them
 //	                      times out, as if the node died before its
 //	                      partition stream took them
+//	read-late=CLIENT@NODE  on NODE, reading CLIENT's session from its
+//	                      partition stream (a claim whose previous owner
+//	                      did not answer) fails while the node still
+//	                      holds messages for a dead node (orphan
+//	                      interest), as when the stream elects a leader
+//	                      for that long
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -24,6 +30,7 @@ const faultEnv = "ROOST_TEST_FAULT"
 // faults are the injected faults (see faultEnv); nil for none.
 type faults struct {
 	stallInbound string
+	readLate     string
 }
 
 // parseFaults reads faultEnv's value for node; nil for none.
@@ -35,11 +42,19 @@ func parseFaults(s, node string) (*faults, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		v, at, _ := strings.Cut(v, "@")
-		switch {
-		case k != "stall-inbound":
+		if k != "stall-inbound" && k != "read-late" {
 			return nil, fmt.Errorf("%s: unknown fault %q", faultEnv, k)
-		case at == node:
-			f = &faults{stallInbound: v}
+		}
+		if at != node {
+			continue
+		}
+		if f == nil {
+			f = &faults{}
+		}
+		if k == "stall-inbound" {
+			f.stallInbound = v
+		} else {
+			f.readLate = v
 		}
 	}
 	return f, nil
@@ -48,4 +63,10 @@ func parseFaults(s, node string) (*faults, error) {
 // stalls reports whether op is never to be replicated.
 func (f *faults) stalls(op *broker.Op) bool {
 	return f != nil && op.Kind == broker.OpInboundPut && op.ClientID == f.stallInbound
+}
+
+// readsLate reports whether reading id's session from the stream is to
+// fail while the node holds messages for dead nodes (orphans: how many).
+func (f *faults) readsLate(id string, orphans int32) bool {
+	return f != nil && id == f.readLate && orphans > 0
 }

@@ -434,7 +434,7 @@ func (s *sessions) takeHeldAll(ctx context.Context, w *heldWait, adopted []adopt
 			}
 		}
 	}
-	nodes := append(append(n.remote.nodes(), n.remote.orphans.nodes()...), n.cfg.Node, dead)
+	nodes := append(append(n.remote.heardNodes(), n.remote.orphans.nodes()...), n.cfg.Node, dead)
 	slices.Sort(nodes)
 	for _, node := range slices.Compact(nodes) {
 		if node == "" {
