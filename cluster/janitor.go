@@ -65,6 +65,15 @@ func (s *sessions) janitor() {
 				delete(missing, name)
 				delete(adopted, name)
 			}
+			// Heard from before this loop's first tick (it starts
+			// once the session streams are open, and ticks a second
+			// later) counts as seen too: a node that died in between
+			// was left to the startup scan, which adopted its records
+			// but never ended the orphan interest kept for it
+			// (dropOrphanLater), so its held subject grew for good.
+			for _, name := range s.n.remote.heardNodes() {
+				seen[name] = true
+			}
 			scan := startupScan && now.Sub(started) >= s.n.cfg.AdoptAfter
 			for name := range seen {
 				if live[name] {
