@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/roost-mqtt/roost/broker"
 )
@@ -18,10 +19,10 @@ import (
 //	                      partition stream took them
 //	read-late=CLIENT@NODE  on NODE, reading CLIENT's session from its
 //	                      partition stream (a claim whose previous owner
-//	                      did not answer) fails while the node still
-//	                      holds messages for a dead node (orphan
-//	                      interest), as when the stream elects a leader
-//	                      for that long
+//	                      did not answer) fails until the node has held
+//	                      messages for a dead node (orphan interest) and
+//	                      stopped again, as when the stream elects a
+//	                      leader for that long
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -31,6 +32,7 @@ const faultEnv = "ROOST_TEST_FAULT"
 type faults struct {
 	stallInbound string
 	readLate     string
+	orphansSeen  atomic.Bool // read-late: orphan interest was kept once
 }
 
 // parseFaults reads faultEnv's value for node; nil for none.
@@ -66,7 +68,15 @@ func (f *faults) stalls(op *broker.Op) bool {
 }
 
 // readsLate reports whether reading id's session from the stream is to
-// fail while the node holds messages for dead nodes (orphans: how many).
+// fail: until orphan interest (orphans: the nodes kept) was kept and is
+// no more.
 func (f *faults) readsLate(id string, orphans int32) bool {
-	return f != nil && id == f.readLate && orphans > 0
+	if f == nil || id != f.readLate {
+		return false
+	}
+	if orphans > 0 {
+		f.orphansSeen.Store(true)
+		return true
+	}
+	return !f.orphansSeen.Load()
 }

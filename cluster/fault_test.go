@@ -9,8 +9,8 @@ func TestParseFaults(t *testing.T) {
 	if err != nil || f == nil || f.stallInbound != "a" || f.readLate != "b" {
 		t.Fatalf("n1: %+v, %v; want stall-inbound a, read-late b", f, err)
 	}
-	if !f.readsLate("b", 1) || f.readsLate("b", 0) || f.readsLate("c", 1) {
-		t.Error("readsLate: b only, and only while orphan interest is kept")
+	if !f.readsLate("b", 0) || !f.readsLate("b", 1) || f.readsLate("b", 0) || f.readsLate("c", 1) {
+		t.Error("readsLate: b only, until orphan interest was kept and is no more")
 	}
 	if f, err := parseFaults("read-late=c@n2", "n3"); f != nil || err != nil {
 		t.Errorf("n3: %+v, %v; want none", f, err)
