@@ -70,7 +70,8 @@ func (s *sessions) janitor() {
 			// later) counts as seen too: a node that died in between
 			// was left to the startup scan, which adopted its records
 			// but never ended the orphan interest kept for it
-			// (dropOrphanLater), so its held subject grew for good.
+			// (dropOrphanLater): every matching QoS 1/2 message was
+			// held for it until it came back.
 			for _, name := range s.n.remote.heardNodes() {
 				seen[name] = true
 			}
