@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
@@ -17,6 +18,12 @@ import (
 //	                      store but never replicated: a Wait for them
 //	                      times out, as if the node died before its
 //	                      partition stream took them
+//	read-late=CLIENT@NODE  on NODE, reading CLIENT's session from its
+//	                      partition stream (a claim whose previous owner
+//	                      did not answer) fails until the node has held
+//	                      messages for a dead node (orphan interest) and
+//	                      stopped again, as when the stream elects a
+//	                      leader for that long
 //	delay-release=CLIENT@NODE  on node NODE, a claim of CLIENT waits
 //	                      releaseDelay between writing the owner record and
 //	                      asking the previous owner to let go, as a slow
@@ -30,6 +37,8 @@ const faultEnv = "ROOST_TEST_FAULT"
 // faults are the injected faults (see faultEnv); nil for none.
 type faults struct {
 	stallInbound string
+	readLate     string
+	orphansSeen  atomic.Bool // read-late: orphan interest was kept once
 	delayRelease string
 }
 
@@ -46,7 +55,7 @@ func parseFaults(s, node string) (*faults, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		v, at, _ := strings.Cut(v, "@")
-		if k != "stall-inbound" && k != "delay-release" {
+		if k != "stall-inbound" && k != "read-late" && k != "delay-release" {
 			return nil, fmt.Errorf("%s: unknown fault %q", faultEnv, k)
 		}
 		if at != node {
@@ -55,9 +64,12 @@ func parseFaults(s, node string) (*faults, error) {
 		if f == nil {
 			f = &faults{}
 		}
-		if k == "stall-inbound" {
+		switch k {
+		case "stall-inbound":
 			f.stallInbound = v
-		} else {
+		case "read-late":
+			f.readLate = v
+		default:
 			f.delayRelease = v
 		}
 	}
@@ -73,4 +85,18 @@ func (f *faults) delays(id string) bool {
 // stalls reports whether op is never to be replicated.
 func (f *faults) stalls(op *broker.Op) bool {
 	return f != nil && op.Kind == broker.OpInboundPut && op.ClientID == f.stallInbound
+}
+
+// readsLate reports whether reading id's session from the stream is to
+// fail: until orphan interest (orphans: the nodes kept) was kept and is
+// no more.
+func (f *faults) readsLate(id string, orphans int32) bool {
+	if f == nil || id != f.readLate {
+		return false
+	}
+	if orphans > 0 {
+		f.orphansSeen.Store(true)
+		return true
+	}
+	return !f.orphansSeen.Load()
 }

@@ -223,10 +223,6 @@ func readRetainedOn(t *testing.T, nd *node, id, filter string, d time.Duration) 
 	return clustertest.ReadRetained(t, nd.mqtt, id, filter, d)
 }
 
-// knownBugs runs the tests of bugs not fixed yet, which fail in some runs
-// (each says which, and docs/cluster.md lists them).
-var knownBugs = flag.Bool("cluster.known-bugs", false, "also run the tests of known, unfixed bugs")
-
 // redial connects a client with id to nd, for use inside eventually: a
 // CONNECT may be closed without a CONNACK while the ownership records elect a leader.
 func redial(t *testing.T, nd *node, id string, dst **client) error {

@@ -609,7 +609,9 @@ func (w *heldWait) finish() {
 // following the held subjects for heldWatch: publishers may hold for its
 // previous node until they see its interest here. Which node held the
 // session last is not known (its owner record may name a node that
-// claimed it and never had it), hence every node; held messages from
+// claimed it and never had it: this one, at an earlier try whose read of
+// the session failed), hence every node heard from since this one
+// started, gone ones too (heardNodes); held messages from
 // before last reached the session already, if it matched them, when
 // their node applied them. The first read is done before it returns
 // (before the CONNACK), so the session gets the held messages first.
@@ -619,7 +621,7 @@ func (s *sessions) takeHeld(ctx context.Context, w *heldWait, id string, last ti
 	n := s.n
 	until := time.Now().Add(n.heldWatch())
 	n.watch.watch(id, until)
-	nodes := append(append(n.remote.nodes(), n.remote.orphans.nodes()...), n.cfg.Node)
+	nodes := append(append(n.remote.heardNodes(), n.remote.orphans.nodes()...), n.cfg.Node)
 	nodes = append(nodes, prev...)
 	slices.Sort(nodes)
 	for _, node := range slices.Compact(nodes) {

@@ -142,3 +142,30 @@ func TestOrphanInterestSilentThenDied(t *testing.T) {
 		t.Errorf("after drop: a/b matched %v, %d nodes counted", got, r.orphans.count.Load())
 	}
 }
+
+// A session taken from the stream reads the held subjects of every node
+// this one heard from since it started: a dead node stays among them
+// after it is forgotten and its orphan interest dropped (the janitor's
+// scan, heldGrace later), when a claim's later try may still need its
+// held subject (TestClusterQoS2ResendUnconfirmedIsRouted).
+func TestHeardNodesKeepsTheDead(t *testing.T) {
+	r := newRemoteInterest()
+	now := time.Now()
+	r.mu.Lock()
+	for _, name := range []string{"n3", "n2"} {
+		p, _ := r.seen(name, now)
+		p.synced = true
+	}
+	r.forget(r.peers["n2"], true) // its routes closed
+	r.mu.Unlock()
+	r.orphans.drop("n2") // its sessions adopted
+	if got := r.nodes(); !slices.Equal(got, []string{"n3"}) {
+		t.Fatalf("live nodes %v, want n3", got)
+	}
+	if got := r.orphans.nodes(); len(got) != 0 {
+		t.Fatalf("orphan interest of %v, want none", got)
+	}
+	if got := r.heardNodes(); !slices.Equal(got, []string{"n2", "n3"}) {
+		t.Errorf("heard nodes %v, want n2 and n3", got)
+	}
+}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/binary"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -139,11 +140,14 @@ type remoteInterest struct {
 	// orphans: the interest of dropped nodes, for their persistent
 	// sessions (held.go); its lock comes after mu.
 	orphans *orphanInterest
+	// everHeard: every node heard from since this node started, alive or
+	// not (heardNodes). A node's name and no more: a cluster has few.
+	everHeard map[string]struct{}
 }
 
 func newRemoteInterest() *remoteInterest {
 	return &remoteInterest{peers: make(map[string]*peer), tree: topic.NewTree[string, struct{}](),
-		orphans: newOrphanInterest()}
+		orphans: newOrphanInterest(), everHeard: make(map[string]struct{})}
 }
 
 // seen notes a sign of life from node and returns its record, creating it;
@@ -153,6 +157,7 @@ func (r *remoteInterest) seen(node string, now time.Time) (p *peer, isNew bool) 
 	if p == nil {
 		p = &peer{name: node, keys: make(map[ikey]struct{}), gone: make(chan struct{})}
 		r.peers[node] = p
+		r.everHeard[node] = struct{}{}
 		isNew = true
 	}
 	p.lastSeen = now
@@ -337,6 +342,20 @@ func (r *remoteInterest) nodes() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// heardNodes returns the names of the nodes heard from since this node
+// started, alive or gone, sorted: those a session taken from the stream
+// may have had messages held under (held.go, takeHeld). Not only the
+// live ones and those whose orphan interest is kept: a dead node's is
+// dropped heldGrace after the janitors' scan, and a claim that read the
+// session only at a later try (the stream was electing a leader) did not
+// read the dead node's held subject, which held what was published for
+// the session meanwhile (TestClusterQoS2ResendUnconfirmedIsRouted).
+func (r *remoteInterest) heardNodes() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Sorted(maps.Keys(r.everHeard))
 }
 
 // target is one node a message goes to and the shared groups it serves.

@@ -65,6 +65,16 @@ func (s *sessions) janitor() {
 				delete(missing, name)
 				delete(adopted, name)
 			}
+			// Heard from before this loop's first tick (it starts
+			// once the session streams are open, and ticks a second
+			// later) counts as seen too: a node that died in between
+			// was left to the startup scan, which adopted its records
+			// but never ended the orphan interest kept for it
+			// (dropOrphanLater): every matching QoS 1/2 message was
+			// held for it until it came back.
+			for _, name := range s.n.remote.heardNodes() {
+				seen[name] = true
+			}
 			scan := startupScan && now.Sub(started) >= s.n.cfg.AdoptAfter
 			for name := range seen {
 				if live[name] {
@@ -434,7 +444,7 @@ func (s *sessions) takeHeldAll(ctx context.Context, w *heldWait, adopted []adopt
 			}
 		}
 	}
-	nodes := append(append(n.remote.nodes(), n.remote.orphans.nodes()...), n.cfg.Node, dead)
+	nodes := append(append(n.remote.heardNodes(), n.remote.orphans.nodes()...), n.cfg.Node, dead)
 	slices.Sort(nodes)
 	for _, node := range slices.Compact(nodes) {
 		if node == "" {

@@ -690,6 +690,9 @@ func (s *sessions) recoverAt(ctx context.Context, id string) (*broker.StoredSess
 	if js == nil {
 		return nil, last, errNotReady
 	}
+	if s.n.fault.readsLate(id, s.n.remote.orphans.count.Load()) {
+		return nil, last, errors.New("session stream: test fault read-late")
+	}
 	subj := s.subject(id)
 	stream := streamName(s.partition(id))
 	st, err := js.Stream(ctx, stream)

@@ -1,0 +1,25 @@
+package cluster
+
+import "testing"
+
+// Each node takes the faults that name it, several of them; an unknown
+// fault is refused whichever node it names.
+func TestParseFaults(t *testing.T) {
+	f, err := parseFaults("stall-inbound=a@n1,read-late=b@n1,read-late=c@n2,delay-release=d@n1", "n1")
+	if err != nil || f == nil || f.stallInbound != "a" || f.readLate != "b" || !f.delays("d") || f.delays("b") {
+		t.Fatalf("n1: %+v, %v; want stall-inbound a, read-late b, delay-release d", f, err)
+	}
+	if !f.readsLate("b", 0) || !f.readsLate("b", 1) || f.readsLate("b", 0) || f.readsLate("c", 1) {
+		t.Error("readsLate: b only, until orphan interest was kept and is no more")
+	}
+	if f, err := parseFaults("read-late=c@n2", "n3"); f != nil || err != nil {
+		t.Errorf("n3: %+v, %v; want none", f, err)
+	}
+	if _, err := parseFaults("stall-outbound=a@n2", "n1"); err == nil {
+		t.Error("an unknown fault naming another node was accepted")
+	}
+	var none *faults
+	if none.readsLate("b", 1) || none.stalls(nil) || none.delays("d") {
+		t.Error("no faults: nothing injected")
+	}
+}
