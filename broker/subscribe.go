@@ -112,20 +112,29 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		// not find the old message again after a crash.
 		c.needDurable(c.srv.ret.lastTicket())
 	}
-	c.reply(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
-	if len(wantRetained) > 0 {
-		// Out before the retained messages are looked up and
-		// authorized, which may wait (retainSourceAllowed).
-		c.flushReplies()
-	}
-	for _, w := range wantRetained {
-		// Collected first, then authorized and delivered with no lock
-		// held (retainer.matching), each once its change is durable.
-		msgs := c.srv.ret.matching(w.filter)
-		if len(msgs) > 0 {
+	// The retained messages are the ones there when the subscription was
+	// made: collected before the SUBACK leaves (retainer.matching takes no
+	// wait). Collected after, a message the client's next publish (or
+	// anyone's, once the SUBACK told it the subscription is in place)
+	// made retained came twice: live, and again as retained
+	// (TestAdminAPI, 1 run in 20, once the reader wrote the SUBACK
+	// before the lookup).
+	found := make([][]*Message, len(wantRetained))
+	for i, w := range wantRetained {
+		found[i] = c.srv.ret.matching(w.filter)
+		if len(found[i]) > 0 {
 			c.needDurable(c.srv.ret.lastTicket())
 		}
-		for _, m := range msgs {
+	}
+	c.reply(&packet.Suback{PacketID: p.PacketID, ReasonCodes: codes})
+	if len(wantRetained) > 0 {
+		// Out before the retained messages are authorized, which may
+		// wait (retainSourceAllowed), and delivered, each once its
+		// change is durable.
+		c.flushReplies()
+	}
+	for i, w := range wantRetained {
+		for _, m := range found[i] {
 			if !c.srv.retainSourceAllowed(m) {
 				c.logger().Debug("retained message not sent: its publisher may no longer publish there", "topic", m.Topic)
 				continue
