@@ -186,6 +186,15 @@ func TestDeliveriesFromSeveralPublishersKeepOrder(t *testing.T) {
 	}
 }
 
+// smallReadBuffer gives a client's TCP socket a 32 KiB receive buffer, so
+// that the broker's writes to it meet a full socket soon. Not tiny: below
+// a few KiB the kernel reopens the window only through its 200 ms
+// zero-window probes.
+func smallReadBuffer(nc net.Conn) net.Conn {
+	nc.(*net.TCPConn).SetReadBuffer(32 << 10)
+	return nc
+}
+
 // A subscriber whose socket fills (a small receive buffer, read only after
 // everything was published) makes the direct writes meet a full socket:
 // what they cannot send goes to the flusher, which writes it when the
@@ -194,14 +203,8 @@ func TestDeliveriesFromSeveralPublishersKeepOrder(t *testing.T) {
 // all along.
 func TestFullSubscriberSocketFallsBackToFlusher(t *testing.T) {
 	s := newServerWith(t, broker.Options{MaxPacketSize: 256 << 10})
-	// Not tiny: below a few KiB the kernel reopens the window only through
-	// its 200 ms zero-window probes.
-	small := func(nc net.Conn) net.Conn {
-		nc.(*net.TCPConn).SetReadBuffer(32 << 10)
-		return nc
-	}
 	eps := serveTransports(t, s)
-	smallDialers, dialers := eps.dialers(small), eps.dialers(nil)
+	smallDialers, dialers := eps.dialers(smallReadBuffer), eps.dialers(nil)
 	for name, dial := range dialers {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -229,12 +232,8 @@ func TestFullSubscriberSocketFallsBackToFlusher(t *testing.T) {
 // subscriber's messages, as far as they go, keep their order too.
 func TestStuckSubscriberDoesNotHoldUpPublisher(t *testing.T) {
 	s := newServerWith(t, broker.Options{MaxPacketSize: 256 << 10})
-	small := func(nc net.Conn) net.Conn {
-		nc.(*net.TCPConn).SetReadBuffer(32 << 10)
-		return nc
-	}
 	eps := serveTransports(t, s)
-	smallDialers, dialers := eps.dialers(small), eps.dialers(nil)
+	smallDialers, dialers := eps.dialers(smallReadBuffer), eps.dialers(nil)
 	for name, dial := range dialers {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
