@@ -409,21 +409,50 @@ func (n *Node) holdNow(ctx context.Context, node string, msg *broker.Message, pu
 }
 
 // settleHeld waits for a hold's append.
+//
+// A partition stream electing a leader answers nobody: nats.go gives up
+// after two retries (about 500 ms, "no response from stream"), far within
+// the caller's bound (forward_timeout), and the publisher was then told
+// the outcome is unknown although the hold would succeed a moment later.
+// The hold is published again until ctx ends; its Msg-Id keeps it once in
+// the stream.
 func (n *Node) settleHeld(ctx context.Context, node string, f jetstream.PubAckFuture) error {
-	select {
-	case ack := <-f.Ok():
-		if ack != nil && ack.Duplicate {
-			// The same message held for node before (a repeat, or a
-			// resend's routing under the same Origin).
-			n.log.Debug("cluster: message held for a node already", "peer", node, "seq", ack.Sequence)
+	for {
+		select {
+		case ack := <-f.Ok():
+			if ack != nil && ack.Duplicate {
+				// The same message held for node before (a repeat, or a
+				// resend's routing under the same Origin).
+				n.log.Debug("cluster: message held for a node already", "peer", node, "seq", ack.Sequence)
+			}
+			return nil
+		case err := <-f.Err():
+			if !errors.Is(err, jetstream.ErrNoStreamResponse) {
+				return fmt.Errorf("held for %s: %w", node, err)
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("held for %s: %w (%w)", node, ctx.Err(), err)
+			case <-time.After(heldRetryWait):
+			}
+			n.sess.mu.Lock()
+			js := n.sess.js
+			n.sess.mu.Unlock()
+			again, perr := js.PublishMsgAsync(f.Msg())
+			if perr != nil {
+				return fmt.Errorf("held for %s: %w", node, perr)
+			}
+			n.log.Debug("cluster: holding again: its partition stream did not answer", "peer", node)
+			f = again
+		case <-ctx.Done():
+			return fmt.Errorf("held for %s: %w", node, ctx.Err())
 		}
-		return nil
-	case err := <-f.Err():
-		return fmt.Errorf("held for %s: %w", node, err)
-	case <-ctx.Done():
-		return fmt.Errorf("held for %s: %w", node, ctx.Err())
 	}
 }
+
+// heldRetryWait is the pause before a hold is published again after its
+// partition stream did not answer (settleHeld).
+const heldRetryWait = 250 * time.Millisecond
 
 // deliverHeld delivers one held message to those of the sessions ids
 // names that match it and do not hold it already (a forward their node
