@@ -109,20 +109,8 @@ func TestReproRetainedUnknownWrite(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if err := nf.Heal(); err != nil {
-		t.Fatal(err)
-	}
 	// After the heal every node answers with the cluster's value.
-	for _, c := range readers {
-		eventually(t, 60*time.Second, func() error {
-			rd, err := readFrom(c, topic, true)
-			if err != nil {
-				return err
-			}
-			reads = append(reads, rd)
-			return nil
-		})
-	}
+	reads = healAndReadAll(t, nf, readers, topic, reads)
 	t.Logf("reads answered during the cut, per node: %v (%s led the stream)", answered, tc.nodes[lead].name)
 	checkRegister(t, reads, known, unknown)
 }
@@ -203,6 +191,26 @@ type read struct {
 // messages meanwhile (RETAIN clear [MQTT-3.3.1-12]) are not the answer. A
 // refused SUBSCRIBE (the node cannot bring its retained messages up to
 // date) is an error, not a read.
+// healAndReadAll heals the partition and appends one read of topic from
+// each reader (each node answers once it can) to reads.
+func healAndReadAll(t *testing.T, nf *netfault.Net, readers []*client, topic string, reads []read) []read {
+	t.Helper()
+	if err := nf.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range readers {
+		eventually(t, 60*time.Second, func() error {
+			rd, err := readFrom(c, topic, true)
+			if err != nil {
+				return err
+			}
+			reads = append(reads, rd)
+			return nil
+		})
+	}
+	return reads
+}
+
 func readFrom(c *client, topic string, unsubscribe bool) (read, error) {
 	for len(c.in) > 0 {
 		<-c.in
@@ -352,19 +360,7 @@ func TestReproRetainedCutOffLeaderRead(t *testing.T) {
 		}
 	}
 	t.Logf("%d reads on the cut-off side answered, %d of them begun after the write's PUBACK", len(reads)-1, after)
-	if err := nf.Heal(); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range readers {
-		eventually(t, 60*time.Second, func() error {
-			rd, err := readFrom(c, topic, true)
-			if err != nil {
-				return err
-			}
-			reads = append(reads, rd)
-			return nil
-		})
-	}
+	reads = healAndReadAll(t, nf, readers, topic, reads)
 	checkRegister(t, reads, old, newer)
 }
 
