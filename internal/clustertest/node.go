@@ -258,7 +258,7 @@ func (nd *Node) WaitLog(t testing.TB, s string, n int, d time.Duration) {
 			select {
 			case <-nd.Done():
 				b, _ := os.ReadFile(nd.LogPath)
-				return fmt.Errorf("%s exited while waiting for %q; its log:\n%s", nd.Name, s, b)
+				return fmt.Errorf("%s ended (%s) while waiting for %q; its log:\n%s", nd.Name, nd.proc.Exit(), s, b)
 			default:
 			}
 			return fmt.Errorf("%s: %d log lines with %q, want %d", nd.Name, got, s, n)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,6 +32,7 @@ type Proc struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
 	starts int
+	exit   string // how the last process ended, for errors
 }
 
 // ErrNotStarted is returned by Signal before the first Start.
@@ -56,20 +58,42 @@ func (p *Proc) Start(args ...string) error {
 	cmd := exec.Command(p.Bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// A test binary that dies (a -timeout panic skips the cleanups) takes
-	// its processes with it rather than leaving them to run on.
+	// its processes with it rather than leaving them to run on. The
+	// kernel sends the death signal when the *thread* that forked the
+	// child ends, not the process (prctl(2), golang/go#27505): the child
+	// is forked and waited for on a goroutine locked to its thread, so
+	// that thread lives as long as the child and never runs a goroutine
+	// that could end it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	started := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		err := cmd.Wait()
+		logf.Close()
+		// An exit with nothing in the log says only this: a signal
+		// (SIGKILL from outside) or an exit status.
+		exit := "exited"
+		if err != nil {
+			exit = err.Error()
+		}
+		p.mu.Lock()
+		p.exit = exit
+		p.mu.Unlock()
+		close(done)
+	}()
+	if err := <-started; err != nil {
 		logf.Close()
 		return fmt.Errorf("clustertest: starting %s: %w", p.Name, err)
 	}
-	done := make(chan struct{})
 	p.cmd, p.done = cmd, done
 	p.starts++
-	go func() {
-		cmd.Wait()
-		logf.Close()
-		close(done)
-	}()
 	return nil
 }
 
@@ -89,6 +113,22 @@ func (p *Proc) Pid() int {
 		return 0
 	}
 	return p.cmd.Process.Pid
+}
+
+// Exit says how the last process ended ("exited" for status 0, else
+// e.g. "signal: killed"); empty while it runs.
+func (p *Proc) Exit() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.done == nil {
+		return ""
+	}
+	select {
+	case <-p.done:
+		return p.exit
+	default:
+		return ""
+	}
 }
 
 // Done is closed when the current process has ended (nil before the first
