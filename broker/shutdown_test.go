@@ -4,7 +4,8 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"sync/atomic"
+	"runtime/pprof"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,20 +34,28 @@ func persistentClients(t *testing.T, addr string, n int) []*mqtttest.Client {
 	return cs
 }
 
-// shutdownPeak runs s.Shutdown and returns its error and the most
-// goroutines the process had meanwhile.
-func shutdownPeak(t *testing.T, s *Server) (error, int) {
+// shutdownPeak runs s.Shutdown and returns its error, the most goroutines
+// the process had meanwhile, and the stacks of every goroutine the first
+// time there were more than bound (empty if never): a count alone does not
+// say what ran.
+func shutdownPeak(t *testing.T, s *Server, bound int) (error, int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var peak atomic.Int64
+	var peak int
+	var stacks string
 	stop := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
 		for {
-			if n := int64(runtime.NumGoroutine()); n > peak.Load() {
-				peak.Store(n)
+			if n := runtime.NumGoroutine(); n > peak {
+				peak = n
+				if n > bound && stacks == "" {
+					var b strings.Builder
+					pprof.Lookup("goroutine").WriteTo(&b, 1)
+					stacks = b.String()
+				}
 			}
 			select {
 			case <-stop:
@@ -59,7 +68,7 @@ func shutdownPeak(t *testing.T, s *Server) (error, int) {
 	err := s.Shutdown(ctx)
 	close(stop)
 	<-sampled
-	return err, int(peak.Load())
+	return err, peak, stacks
 }
 
 // Shutdown ends parked connections from its own goroutine (shutdown.go):
@@ -80,14 +89,15 @@ func TestShutdownEndsParkedConnections(t *testing.T) {
 
 	// The clients read nothing until Shutdown returned: none hangs up, so
 	// every connection lingers until lingerTimeout.
-	err, peak := shutdownPeak(t, s)
+	// A reader per connection would be n more; allow the poller, the
+	// store and timers.
+	bound := g0 + n/10
+	err, peak, stacks := shutdownPeak(t, s, bound)
 	if err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	// A reader per connection would be n more; allow the poller, the
-	// store and timers.
-	if peak > g0+n/10 {
-		t.Errorf("%d goroutines during Shutdown, %d before: parked connections were woken", peak, g0)
+	if peak > bound {
+		t.Errorf("%d goroutines during Shutdown, %d before: parked connections were woken; the goroutines then:\n%s", peak, g0, stacks)
 	}
 	for i, c := range cs {
 		got := c.ExpectClosed(5 * time.Second)
