@@ -22,7 +22,8 @@
 //	if os.Getenv(netfault.InsideEnv) == "" {
 //		cmd := netfault.Command(ctx, "checker", os.Args[0], os.Args[1:]...)
 //		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-//		return cmd.Run() // its exit status is the checker's
+//		runtime.LockOSThread() // the death signal follows the forking thread
+//		return cmd.Run()       // its exit status is the checker's
 //	}
 //	n, err := netfault.Setup(logger) // inside: lo up, an empty table
 //	...

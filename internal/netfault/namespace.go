@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -20,7 +21,9 @@ import (
 // namespace of its own (as `unshare -rn` does: this process's user becomes
 // root inside, with its powers limited to the namespace), with InsideEnv
 // set to marker so the program knows to call Setup. Its process group is
-// its own, and it is killed if this process dies.
+// its own, and it is killed if this process dies; strictly, if the thread
+// that starts it ends: start and wait for it on a goroutine locked to its
+// thread (runtime.LockOSThread), as Namespace does.
 func Command(ctx context.Context, marker, name string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, name, args...)
 	outer, _ := os.Readlink("/proc/self/ns/net")
@@ -81,6 +84,11 @@ func Namespace(t *testing.T, env ...string) *Net {
 		t.Fatal(err)
 	}
 	cmd.Stderr = cmd.Stdout
+	// The child's death signal (Command) fires when the thread that
+	// forked it ends, not this process (prctl(2), golang/go#27505): fork
+	// and wait on this goroutine's own thread, which lives until then.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	if err := cmd.Start(); err != nil {
 		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EACCES) {
 			t.Skipf("netfault: the kernel refuses a user and network namespace (%v): partition tests cannot run here", err)
