@@ -86,17 +86,21 @@ func TestCluster(t *testing.T) {
 			}
 			return nil
 		})
-		// roost cluster status prints the same.
+		// roost cluster status prints the same, of n3's view: waited for
+		// as n2's was (a loaded machine delays a peer's first word).
 		h, p, _ := net.SplitHostPort(n3.mqtt)
-		out, err := exec.Command(roostBin, "cluster", "status", "-h", h, "-p", p, "-i", "status-cli").CombinedOutput()
-		if err != nil {
-			t.Fatalf("roost cluster status: %v\n%s", err, out)
-		}
-		for _, line := range []string{"node             n3", "nodes/reachable  n1 n2", "ownership        ready"} {
-			if !strings.Contains(string(out), line+"\n") {
-				t.Errorf("roost cluster status: no line %q in\n%s", line, out)
+		eventually(t, 10*time.Second, func() error {
+			out, err := exec.Command(roostBin, "cluster", "status", "-h", h, "-p", p, "-i", "status-cli").CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("roost cluster status: %v\n%s", err, out)
 			}
-		}
+			for _, line := range []string{"node             n3", "nodes/reachable  n1 n2", "ownership        ready"} {
+				if !strings.Contains(string(out), line+"\n") {
+					return fmt.Errorf("roost cluster status: no line %q in\n%s", line, out)
+				}
+			}
+			return nil
+		})
 	})
 
 	t.Run("RoutingKeepsQoSRetainAndProperties", func(t *testing.T) {

@@ -119,11 +119,15 @@ func DialOver(t testing.TB, d rawclient.Dialer, target string, cp *paho.Connect)
 	return c, ack, nil
 }
 
-// Sub subscribes and fails t if the SUBACK does not come within 5s or
+// Sub subscribes and fails t if the SUBACK does not come within 15s or
 // refuses a filter.
 func (c *Client) Sub(t testing.TB, opts ...paho.SubscribeOptions) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// Longer than the nodes' default forward_timeout (5 s), which bounds
+	// the retained sync a SUBSCRIBE may wait for: a node that cannot
+	// sync answers 0x80 (failing t below, with the code) rather than
+	// leaving the test to guess why nothing came.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	ack, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: opts})
 	if err != nil {
