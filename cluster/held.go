@@ -536,13 +536,23 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 		return err
 	}
 	for n.ctx.Err() == nil {
-		batch, err := cons.Fetch(fetchMax, jetstream.FetchMaxWait(2*time.Second))
+		// Until the restored sessions are settled, what is there now is
+		// read and the gate opens once nothing is left (restoredGate).
+		draining := s.gate.unsettledAny()
+		var batch jetstream.MessageBatch
+		if draining {
+			batch, err = cons.FetchNoWait(fetchMax)
+		} else {
+			batch, err = cons.Fetch(fetchMax, jetstream.FetchMaxWait(2*time.Second))
+		}
 		if err != nil {
 			return err
 		}
 		var persistent []string
 		var in map[string]bool
+		got := 0
 		for m := range batch.Messages() {
+			got++
 			md, err := m.Metadata()
 			if err != nil {
 				return err
@@ -570,12 +580,23 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 					}
 				}
 			}
+			s.gate.next.Store(md.Sequence.Stream + 1) // applied durably (or unreadable)
 			if err := m.DoubleAck(n.ctx); err != nil {
 				return err
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return err
+		}
+		if draining && got == 0 {
+			if wait := s.gate.quietFor(); wait > 0 {
+				select {
+				case <-n.ctx.Done():
+				case <-time.After(min(wait, 200*time.Millisecond)):
+				}
+			} else if s.gate.settle() {
+				n.log.Info("cluster: restored sessions settled: owners read, messages held for this node applied")
+			}
 		}
 	}
 	return nil
@@ -657,8 +678,12 @@ func (s *sessions) takeHeld(ctx context.Context, w *heldWait, id string, last ti
 		if node == "" {
 			continue
 		}
-		next, err := s.readHeld(ctx, node, 0, last, func(c string) bool { return c == id }, []string{id})
-		n.log.Debug("cluster: messages held for a node read for a session taken from the stream", "client_id", id, "peer", node, "since", last, "next", next)
+		// A node that gave id up before it had settled says where its
+		// own applying stopped (takeUnsettled); by time, a message it
+		// held before an op it applied later would be passed over.
+		from := s.takeHeldFrom(node, id)
+		next, err := s.readHeld(ctx, node, from, last, func(c string) bool { return c == id }, []string{id})
+		n.log.Debug("cluster: messages held for a node read for a session taken from the stream", "client_id", id, "peer", node, "since", last, "from", from, "next", next)
 		if err != nil {
 			n.log.Warn("cluster: messages held for a node not read yet; following", "client_id", id, "peer", node, "err", err)
 		}
@@ -824,4 +849,211 @@ func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since
 		return nil
 	})
 	return next, err
+}
+
+// A restarted node and the sessions its own store restored.
+//
+// After kill -9 the node's store restores its persistent sessions as they
+// were, but while it was down a client may have resumed one elsewhere
+// (the claiming node read it from the stream), or the survivors adopted
+// it: the copy here is stale, and the node learns so only when it has
+// read the owner records (sessions.start). A message forwarded here in
+// the meantime would be delivered into that copy, confirmed to its
+// publisher, and dropped with the copy ("restored session dropped:
+// another node owns it now"): acknowledged and lost. And a client that
+// resumed its session from here meanwhile got this node's copy handed
+// over without what publishers held for this node while it was down
+// (its follower had not applied that yet).
+//
+// So a node that restored sessions keeps quiet until they are settled:
+// no heartbeat, delta or snapshot goes out (announceLoop), and it refuses
+// CONNECTs (catchUpLoop), until it has read the owner records, ended the
+// sessions owned elsewhere, and applied what was held for it up to the
+// end of its held subject (followOwnHeld). Meanwhile the other nodes
+// keep its orphan interest and hold what its persistent sessions match,
+// as while it was down, so whoever has each session gets it: this node
+// for the ones still its own, the claiming node (which reads the held
+// subjects of every node, this one too) for the others. A claim that
+// reaches this node for a restored session before then is sent to the
+// stream (owners.onRelease: reply 2), and the copy here ends. Holding
+// stops when the other nodes get this node's snapshot; the held messages
+// are in its held subject by then except the holds still in flight at
+// that moment, which its follower applies after (those few may come
+// after a newer message forwarded directly).
+//
+// The cost: a restarted node with persistent sessions serves MQTT only
+// once the partition streams and the owner records are readable, a
+// second or so after the rest of its start (docs/cluster.md); one with
+// none is not delayed.
+
+// restoredGate is closed once the restored sessions are settled (above).
+type restoredGate struct {
+	done chan struct{}
+	once sync.Once
+	ids  map[string]bool // the restored sessions; set in Load, read only after
+	// next: the stream sequence of the first message held for this node
+	// that the follower has not applied durably yet (0: none applied).
+	next atomic.Uint64
+	// from: for sessions claimed from an unsettled node, where that
+	// node's held subject is to be read from (takeUnsettled's reply).
+	// at: next as it was when this node disowned each unsettled session
+	// (after that, what it applies to the session stays local).
+	// quiet: the gate stays closed until then (takeUnsettled).
+	mu    sync.Mutex
+	from  map[string]uint64
+	at    map[string]uint64
+	quiet time.Time
+}
+
+// quietFor reports how long the gate must stay closed yet.
+func (g *restoredGate) quietFor() time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return time.Until(g.quiet)
+}
+
+// disown notes where the follower was when id was disowned, for
+// takeUnsettled.
+func (g *restoredGate) disown(id string) {
+	if !g.unsettled(id) {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.at == nil {
+		g.at = map[string]uint64{}
+	}
+	if _, ok := g.at[id]; !ok {
+		g.at[id] = g.next.Load()
+	}
+}
+
+// settledGate returns a closed channel: a node without restored sessions
+// has nothing to settle.
+func settledGate() restoredGate {
+	c := make(chan struct{})
+	close(c)
+	return restoredGate{done: c}
+}
+
+// restore opens the gate's wait for the sessions ids (Load, before the
+// node is attached).
+func (g *restoredGate) restore(ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	g.done = make(chan struct{})
+	g.ids = make(map[string]bool, len(ids))
+	for _, id := range ids {
+		g.ids[id] = true
+	}
+}
+
+// settle closes the gate.
+func (g *restoredGate) settle() bool {
+	closed := false
+	g.once.Do(func() {
+		select {
+		case <-g.done:
+		default:
+			close(g.done)
+			closed = true
+		}
+	})
+	return closed
+}
+
+// unsettledAny reports whether the gate is still closed.
+func (g *restoredGate) unsettledAny() bool {
+	select {
+	case <-g.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// unsettled reports whether id is a restored session not settled yet.
+func (g *restoredGate) unsettled(id string) bool {
+	return g.ids[id] && g.unsettledAny()
+}
+
+// settled returns the channel closed once this node's restored sessions
+// are settled (closed at once for a node without any).
+func (n *Node) settled() <-chan struct{} {
+	if n.sess == nil {
+		return settledGate().done
+	}
+	return n.sess.gate.done
+}
+
+// awaitSettled waits for settled; false if the node stops first.
+func (n *Node) awaitSettled() bool {
+	select {
+	case <-n.settled():
+		return true
+	default:
+	}
+	select {
+	case <-n.settled():
+		return true
+	case <-n.ctx.Done():
+		return false
+	}
+}
+
+// takeUnsettled reports whether id is a restored session not settled
+// yet, and if so ends the copy here and returns where the claiming node
+// is to read this node's held subject from: it reads the session from the
+// stream (reply 2) and what was held for this node, which this copy may
+// lack (above). Everything before that sequence this node applied
+// durably (so it is in the session's record); from there on the claiming
+// node delivers what the record does not hold (deliverHeld). 0: nothing
+// applied yet, read from the session's last op. Called by
+// owners.onRelease (after disown: this node's later ops for id stay
+// local).
+func (s *sessions) takeUnsettled(id string) (bool, uint64) {
+	if s == nil || !s.gate.unsettled(id) {
+		return false, 0
+	}
+	s.gate.mu.Lock()
+	from, ok := s.gate.at[id]
+	// The claiming node reads the session from the stream, up to
+	// ForwardTimeout, and announces its interest after: until then only
+	// this node's orphan interest, kept by the others while this node
+	// is quiet, makes them hold what the session matches.
+	s.gate.quiet = time.Now().Add(s.n.cfg.ForwardTimeout + 2*heartbeatEvery)
+	s.gate.mu.Unlock()
+	if !ok {
+		from = s.gate.next.Load() // not disowned (not in the server): nothing applied to it
+	}
+	s.persist.leave(id)
+	if s.n.srv.EndSession(id, false) {
+		s.n.log.Info("restored session claimed elsewhere before it was settled here; dropped", "client_id", id, "held_from", from)
+	}
+	return true, from
+}
+
+// heldFrom notes, for a claim of id, where node's held subject is to be
+// read from (its reply to the claim).
+func (s *sessions) heldFrom(node, id string, seq uint64) {
+	if seq == 0 {
+		return
+	}
+	s.gate.mu.Lock()
+	defer s.gate.mu.Unlock()
+	if s.gate.from == nil {
+		s.gate.from = map[string]uint64{}
+	}
+	s.gate.from[node+"\x00"+id] = seq
+}
+
+// takeHeldFrom returns and forgets what heldFrom noted.
+func (s *sessions) takeHeldFrom(node, id string) uint64 {
+	s.gate.mu.Lock()
+	defer s.gate.mu.Unlock()
+	k := node + "\x00" + id
+	seq := s.gate.from[k]
+	delete(s.gate.from, k)
+	return seq
 }

@@ -223,6 +223,9 @@ func (n *Node) Peers() []string { return n.remote.nodes() }
 // sees a heartbeat has seen every delta before it.
 func (n *Node) announceLoop() {
 	defer n.wg.Done()
+	if !n.awaitSettled() { // a restarted node's restored sessions (held.go)
+		return
+	}
 	t := time.NewTicker(heartbeatEvery)
 	defer t.Stop()
 	subj := ctlSubject + "." + n.cfg.Node

@@ -558,11 +558,20 @@ func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (re
 	if len(reply.Data) < 2 || reply.Data[0] != wireVersion {
 		return nil, true, false
 	}
-	dropped = len(reply.Data) == 3 && reply.Data[1] != 1 && reply.Data[2] == 1
+	// After 0 or 2: a byte saying the will was dropped (1) or not (0),
+	// then, from a restarted node that gave up a restored session before
+	// it had settled (reply 2), where its held subject is to be read from
+	// (held.go, takeUnsettled).
+	dropped = len(reply.Data) >= 3 && reply.Data[1] != 1 && reply.Data[2] == 1
 	switch reply.Data[1] {
 	case 0:
 		return nil, true, dropped
 	case 2:
+		if len(reply.Data) > 3 && o.n.sess != nil {
+			if from, n := binary.Uvarint(reply.Data[3:]); n > 0 {
+				o.n.sess.heldFrom(node, id, from)
+			}
+		}
 		return nil, false, dropped // the session is in the stream only
 	}
 	rec, err = decodeSession(id, reply.Data[2:])
@@ -578,7 +587,9 @@ func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (re
 // follows, handover.go) or 2 (this node holds the id's record but not its
 // session: read it from the stream); after 0 or 2, a third byte 1 says
 // that the will of the id's last connection here was dropped (a normal
-// DISCONNECT) while the record may still hold it (cleanwill.go).
+// DISCONNECT) while the record may still hold it (cleanwill.go), and a
+// uvarint after that byte where the claimer is to read this node's held
+// subject from (held.go, takeUnsettled).
 func (o *owners) onRelease(m *nats.Msg) {
 	epoch, id, err := decodeOwnerClaim(m.Data)
 	if err != nil {
@@ -597,6 +608,7 @@ func (o *owners) onRelease(m *nats.Msg) {
 	}
 	o.mu.Unlock()
 	reply := []byte{wireVersion, 0}
+	var heldFrom uint64
 	if !newer {
 		// A node with no session for an id it did not claim since it
 		// started (it was restarted after its claim, before it had the
@@ -608,6 +620,9 @@ func (o *owners) onRelease(m *nats.Msg) {
 		o.disown(id)
 		if o.takeUnread(id) {
 			reply[1] = 2
+		} else if ok, from := o.n.sess.takeUnsettled(id); ok {
+			// A restored copy not known to be current (held.go).
+			reply[1], heldFrom = 2, from
 		} else if b, done := o.handOver(id); done != nil {
 			reply = append([]byte{wireVersion, 1}, b...)
 			o.pending.add(id, epoch, o.n.sess != nil, done)
@@ -617,6 +632,12 @@ func (o *owners) onRelease(m *nats.Msg) {
 		}
 		if reply[1] != 1 && o.takeDropped(id) {
 			reply = append(reply, 1)
+		}
+		if heldFrom > 0 {
+			if len(reply) == 2 {
+				reply = append(reply, 0) // the will was not dropped
+			}
+			reply = binary.AppendUvarint(reply, heldFrom)
 		}
 		o.n.log.Info("client taken over by another node", "client_id", id, "epoch", epoch)
 	}

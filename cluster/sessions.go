@@ -110,6 +110,8 @@ type sessions struct {
 	// stalled: the first ticket of an op a test fault keeps from the
 	// streams (fault.go); 0 for none.
 	stalled broker.Ticket
+	// gate: closed once the restored sessions are settled (held.go).
+	gate restoredGate
 }
 
 // partQueue is one partition's ops not yet acknowledged, in ticket
@@ -141,7 +143,7 @@ type repOp struct {
 func (n *Node) Sessions(local broker.Store) broker.Store {
 	s := &sessions{n: n, local: local, changed: make(chan struct{}), parts: make([]partQueue, n.cfg.Partitions),
 		epochs: map[string]uint64{}, adopting: map[string]bool{}, lost: map[string]time.Time{},
-		persist: newPersistentFilters(n.local)}
+		persist: newPersistentFilters(n.local), gate: settledGate()}
 	for p := range s.parts {
 		s.parts[p].wake = make(chan struct{}, 1)
 	}
@@ -160,6 +162,7 @@ func (s *sessions) Load() (*broker.StoredState, error) {
 		s.restored = append(s.restored, ss.ClientID)
 		s.persist.restore(&ss)
 	}
+	s.gate.restore(s.restored) // the node keeps quiet until they are settled (held.go)
 	return st, nil
 }
 
@@ -308,6 +311,7 @@ func (s *sessions) setEpoch(id string, epoch uint64) {
 // disown notes that another node claimed id after this node's last claim:
 // see sessions.lost.
 func (s *sessions) disown(id string) {
+	s.gate.disown(id) // before: the held messages applied up to now are replicated (held.go)
 	s.mu.Lock()
 	s.lost[id] = time.Now()
 	s.mu.Unlock()
