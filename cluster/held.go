@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,10 +93,10 @@ type originKey struct {
 }
 
 // orphanInterest is the interest of nodes this node dropped, kept until
-// their sessions live elsewhere or they are back. Only the plain filters
-// of their persistent sessions (persistent.go): a clean session died with
-// its node, and a shared group is served by its members on live nodes
-// (plan), and is not held for (docs/cluster.md).
+// their sessions live elsewhere or they are back: the plain filters and
+// share groups of their persistent sessions (persistent.go); a clean
+// session died with its node. A group is held for only while no live
+// node has a member (heldTargets): it gets each message once.
 //
 // A node forgotten for silence first (paused, cut off) and whose routes
 // close later (killed while paused) died as surely as one whose routes
@@ -127,7 +128,7 @@ func (o *orphanInterest) keepSilent(node string, keys map[ikey]struct{}) {
 	var kept []ikey
 	for k := range keys {
 		if k.isPersist() {
-			kept = append(kept, k)
+			kept = append(kept, k.orphanKey())
 		}
 	}
 	delete(o.silent, node)
@@ -150,7 +151,7 @@ func (o *orphanInterest) died(routed map[string]bool) []string {
 		delete(o.silent, node)
 		o.dropLocked(node)
 		for _, k := range ks {
-			o.tree.Subscribe(k.filter, "", node, struct{}{})
+			o.tree.Subscribe(k.filter, k.group, node, struct{}{})
 		}
 		o.keys[node] = ks
 		o.count.Add(1)
@@ -169,8 +170,9 @@ func (o *orphanInterest) keep(node string, keys map[ikey]struct{}) {
 	var kept []ikey
 	for k := range keys {
 		if k.isPersist() {
-			o.tree.Subscribe(k.filter, "", node, struct{}{})
-			kept = append(kept, k)
+			ok := k.orphanKey()
+			o.tree.Subscribe(ok.filter, ok.group, node, struct{}{})
+			kept = append(kept, ok)
 		}
 	}
 	if len(kept) > 0 {
@@ -194,7 +196,7 @@ func (o *orphanInterest) dropLocked(node string) {
 		return
 	}
 	for _, k := range ks {
-		o.tree.Unsubscribe(k.filter, "", node)
+		o.tree.Unsubscribe(k.filter, k.group, node)
 	}
 	delete(o.keys, node)
 	o.count.Add(-1)
@@ -211,34 +213,67 @@ func (o *orphanInterest) nodes() []string {
 	return out
 }
 
-// matchNode reports whether dropped node has orphan interest in topic
-// name.
-func (o *orphanInterest) matchNode(node, name string) bool {
-	if o.count.Load() == 0 {
-		return false
-	}
-	found := false
-	o.tree.Match(name, func(_, _ string, n string, _ struct{}) {
-		found = found || n == node
-	})
-	return found
+// orphanMatch is a dropped node's interest in one topic: a plain filter
+// of its persistent sessions, and the share groups ("group\x00filter",
+// as RemoteMessage.Groups) its persistent sessions were members of.
+type orphanMatch struct {
+	node   string
+	plain  bool
+	groups []string
 }
 
 // match returns the dropped nodes with interest in topic name.
-func (o *orphanInterest) match(name string) []string {
+func (o *orphanInterest) match(name string) []orphanMatch {
 	if o.count.Load() == 0 {
 		return nil
 	}
-	var nodes []string
-	o.tree.Match(name, func(_, _ string, node string, _ struct{}) {
-		for _, m := range nodes {
-			if m == node {
-				return
-			}
+	var out []orphanMatch
+	o.tree.Match(name, func(filter, group string, node string, _ struct{}) {
+		i := slices.IndexFunc(out, func(m orphanMatch) bool { return m.node == node })
+		if i < 0 {
+			out = append(out, orphanMatch{node: node})
+			i = len(out) - 1
 		}
-		nodes = append(nodes, node)
+		if group == "" {
+			out[i].plain = true
+		} else if gk := (ikey{filter, group}).groupKey(); !slices.Contains(out[i].groups, gk) {
+			out[i].groups = append(out[i].groups, gk)
+		}
 	})
-	return nodes
+	return out
+}
+
+// heldTargets returns what a QoS 1/2 message on topic name is held for:
+// the dropped nodes whose persistent sessions match it, each with the
+// share groups that no live node serves (targets, from plan: every group
+// with a member on a live node, unless one is here) and no member here
+// has; a group with a live member gets the message there.
+func (n *Node) heldTargets(name string, targets []target) []orphanMatch {
+	ms := n.remote.orphans.match(name)
+	out := ms[:0]
+	for _, m := range ms {
+		m.groups = slices.DeleteFunc(m.groups, func(gk string) bool {
+			if slices.ContainsFunc(targets, func(t target) bool { return slices.Contains(t.groups, gk) }) {
+				return true
+			}
+			group, filter, _ := strings.Cut(gk, "\x00")
+			return n.local.has(ikey{filter, group})
+		})
+		if m.plain || len(m.groups) > 0 {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// matchNode returns dropped node's interest in topic name (holdForGone).
+func (o *orphanInterest) matchNode(node, name string) orphanMatch {
+	for _, m := range o.match(name) {
+		if m.node == node {
+			return m
+		}
+	}
+	return orphanMatch{node: node}
 }
 
 // originWatch remembers, for sessions taken from the stream lately, the
@@ -354,9 +389,9 @@ func decodeHeld(b []byte) (originKey, *broker.RemoteMessage, error) {
 }
 
 // hold appends msg (pub: its PUBLISH; o: its Origin, if any) to node's
-// held subject and returns the append's future; nil, nil when sessions are
-// not replicated here.
-func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origin) (jetstream.PubAckFuture, error) {
+// held subject, with the share groups it is held for, and returns the
+// append's future; nil, nil when sessions are not replicated here.
+func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string) (jetstream.PubAckFuture, error) {
 	s := n.sess
 	if s == nil {
 		return nil, nil
@@ -369,7 +404,7 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 	}
 	k := originKey{n.cfg.Node, n.inc, msg.ID}
 	m := nats.NewMsg(s.heldSubject(node))
-	m.Data = encodeHeld(k, encodeForwardOrigin(msg, nil, pub, o))
+	m.Data = encodeHeld(k, encodeForwardOrigin(msg, groups, pub, o))
 	// The same id for the same message and node: a repeat is dropped,
 	// also a resend's routing under the same Origin from another node.
 	id := "h." + n.inc + "." + strconv.FormatUint(msg.ID, 36) + "." + node
@@ -390,18 +425,24 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 // held for them instead. Otherwise only clean sessions there wanted it,
 // and they died with the node: nothing is lost by acknowledging msg (a
 // clean session is not kept across its node's loss, docs/cluster.md).
-func (n *Node) holdForGone(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin) error {
-	if !n.remote.orphans.matchNode(node, msg.Topic) {
+//
+// groups are the share groups the forward asked node to serve: those its
+// persistent sessions were members of are held too (one delivery each,
+// held.go claimGroups); the others had only clean members there.
+func (n *Node) holdForGone(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string) error {
+	m := n.remote.orphans.matchNode(node, msg.Topic)
+	m.groups = slices.DeleteFunc(m.groups, func(gk string) bool { return !slices.Contains(groups, gk) })
+	if !m.plain && len(m.groups) == 0 {
 		return nil
 	}
-	return n.holdNow(ctx, node, msg, pub, o)
+	return n.holdNow(ctx, node, msg, pub, o, m.groups)
 }
 
 // holdNow holds msg for node and waits for the append; nil at once when
 // sessions are not replicated here (a dead node's clean sessions went
 // with it).
-func (n *Node) holdNow(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin) error {
-	f, err := n.hold(node, msg, pub, o)
+func (n *Node) holdNow(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string) error {
+	f, err := n.hold(node, msg, pub, o, groups)
 	if err != nil || f == nil {
 		return err
 	}
@@ -481,12 +522,76 @@ func (n *Node) deliverHeld(m jetstream.Msg, ids func(string) bool, candidates []
 			has[id] = true
 		}
 	}
-	rm.Groups = []string{} // groups are served on live nodes (plan)
+	groups, err := n.claimGroups(k, rm.Groups, ids, candidates, len(has) > 0)
+	if err != nil {
+		return 0, err
+	}
+	rm.Groups = groups
 	rm.Pick = n.dedupPick(k, func(id string) bool { return ids(id) && !has[id] })
+	rm.PickShared = true // a group goes to one of the sessions ids names
 	n.gate.RLock()
 	_, t := n.srv.DeliverRemote(rm)
 	n.gate.RUnlock()
 	return t, nil
+}
+
+// errClaim: a held message's share group could not be claimed; it is to
+// be read again.
+var errClaim = errors.New("cluster: claiming a held message for its share group")
+
+// claimGroups returns which of a held message's share groups this node
+// serves. A message held for a dead node's group is read by the node
+// when it is back and by every node that took one of its sessions from
+// the stream: several may have a member of the group, and the group is
+// to get it once. So a node with a member among candidates claims the
+// message for the group first, a stream append under a message id made
+// of the message's origin and the group: JetStream keeps the first and
+// answers the others "duplicate" (within the stream's two-minute window,
+// far beyond heldWatch). had says a candidate holds the message already
+// (a forward its node journalled, held too): its group got it then.
+// (Claimed and then lost with this node before the copy was durable, the
+// message is lost for the group: a second fault within that moment.)
+func (n *Node) claimGroups(k originKey, groups []string, ids func(string) bool, candidates []string, had bool) ([]string, error) {
+	out := []string{}
+	if len(groups) == 0 || had {
+		return out, nil
+	}
+	members := map[string]bool{} // "$share/group/filter" of the candidates
+	for _, id := range candidates {
+		if !ids(id) {
+			continue
+		}
+		if _, subs, ok := n.srv.Client(id); ok {
+			for _, sub := range subs {
+				members[sub.Filter] = true
+			}
+		}
+	}
+	s := n.sess
+	s.mu.Lock()
+	js := s.js
+	s.mu.Unlock()
+	for _, gk := range groups {
+		group, filter, _ := strings.Cut(gk, "\x00")
+		if !members["$share/"+group+"/"+filter] {
+			continue
+		}
+		if js == nil {
+			return nil, fmt.Errorf("%w: %w", errClaim, errNotReady)
+		}
+		m := nats.NewMsg(sessPrefix + "." + strconv.Itoa(s.partition(k.node)) + ".heldgroup." + ownerKey(k.node))
+		m.Header.Set(jetstream.MsgIDHeader, "g."+k.inc+"."+strconv.FormatUint(k.id, 36)+"."+ownerKey(gk))
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+		ack, err := js.PublishMsg(ctx, m)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("%w %q: %w", errClaim, group, err)
+		}
+		if !ack.Duplicate {
+			out = append(out, gk)
+		}
+	}
+	return out, nil
 }
 
 // heldConsumer names node's durable consumer of its held subject (hex: a
@@ -566,6 +671,9 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 					}
 				}
 				t, err := n.deliverHeld(m, func(id string) bool { return in[id] }, persistent)
+				if errors.Is(err, errClaim) {
+					return err // not acknowledged: delivered again
+				}
 				if err != nil {
 					n.log.Warn("cluster: held message unreadable; dropped", "err", err)
 				} else if err := n.srv.WaitDurable(t); err != nil {
@@ -840,7 +948,9 @@ func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since
 		if err != nil {
 			return err
 		}
-		if _, err := s.n.deliverHeld(m, in, ids); err != nil {
+		if _, err := s.n.deliverHeld(m, in, ids); errors.Is(err, errClaim) {
+			return err // read again from here
+		} else if err != nil {
 			s.n.log.Warn("cluster: held message unreadable; skipped", "peer", node, "err", err)
 		} else {
 			s.n.log.Debug("cluster: message held for a node read", "peer", node, "seq", md.Sequence.Stream, "ids", len(ids))

@@ -458,9 +458,9 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 		pick = originHash(o)
 	}
 	targets := n.remote.plan(msg.Topic, pick, n.local)
-	var orphans []string
+	var orphans []orphanMatch
 	if msg.QoS > 0 && n.sess != nil {
-		orphans = n.remote.orphans.match(msg.Topic)
+		orphans = n.heldTargets(msg.Topic, targets)
 	}
 	if len(targets) == 0 && len(orphans) == 0 && !msg.Retain {
 		if heldWait == nil {
@@ -484,6 +484,7 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	}
 	deadline := time.Now().Add(n.cfg.ForwardTimeout)
 	reqs := make([]*pendingReply, 0, len(targets))
+	reqGroups := make([][]string, 0, len(targets)) // for holdForGone
 	var errs []error
 	for _, t := range targets {
 		pr := n.replies.register(deadline)
@@ -491,16 +492,18 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 		n.senderFor(t.node).addID(pr.seq, msg.ID, encodeForwardOrigin(msg, t.groups, pub, o))
 		n.counters.sent[msg.QoS].Add(1)
 		reqs = append(reqs, pr)
+		reqGroups = append(reqGroups, t.groups)
 	}
 	// Held for the persistent sessions of dropped nodes (held.go).
 	var helds []jetstream.PubAckFuture
-	for _, node := range orphans {
-		n.log.Debug("cluster: holding a message for a dropped node's persistent sessions", "peer", node, "topic", msg.Topic, "origin", !o.IsZero())
-		f, err := n.hold(node, msg, pub, o)
+	var heldFor []string
+	for _, om := range orphans {
+		n.log.Debug("cluster: holding a message for a dropped node's persistent sessions", "peer", om.node, "topic", msg.Topic, "origin", !o.IsZero(), "groups", len(om.groups))
+		f, err := n.hold(om.node, msg, pub, o, om.groups)
 		if err != nil {
 			errs = append(errs, err)
 		} else if f != nil {
-			helds = append(helds, f)
+			helds, heldFor = append(helds, f), append(heldFor, om.node)
 		}
 	}
 	var ret jetstream.PubAckFuture
@@ -512,17 +515,17 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	return len(targets) + held + len(orphans), func() error {
 		ctx, cancel := context.WithDeadline(n.ctx, deadline)
 		defer cancel()
-		for _, pr := range reqs {
+		for i, pr := range reqs {
 			err := n.await(ctx, pr)
 			if errors.Is(err, errGone) {
-				err = n.holdForGone(ctx, pr.node, msg, pub, o)
+				err = n.holdForGone(ctx, pr.node, msg, pub, o, reqGroups[i])
 			}
 			if err != nil {
 				errs = append(errs, err)
 			}
 		}
 		for i, f := range helds {
-			if err := n.settleHeld(ctx, orphans[i], f); err != nil {
+			if err := n.settleHeld(ctx, heldFor[i], f); err != nil {
 				errs = append(errs, err)
 			}
 		}

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/roost-mqtt/roost/broker"
@@ -41,43 +42,58 @@ const persistGroup = "\x00persistent"
 // the node subscribes to filter.
 func persistKey(filter string) ikey { return ikey{filter, persistGroup} }
 
-// isPersist reports whether k is a persistent filter key, not routing
-// interest.
-func (k ikey) isPersist() bool { return k.group == persistGroup }
+// persistShareKey is the interest key announcing that a persistent
+// session on the node is a member of share group group for filter: a
+// group whose members all die with a node is held for too (held.go).
+func persistShareKey(filter, group string) ikey {
+	return ikey{filter, persistGroup + "\x00" + group}
+}
+
+// isPersist reports whether k is a persistent filter key (plain or
+// shared), not routing interest.
+func (k ikey) isPersist() bool { return strings.HasPrefix(k.group, persistGroup) }
+
+// orphanKey is the key of persistent key k in the orphan interest's tree:
+// its filter, and "" or the share group.
+func (k ikey) orphanKey() ikey {
+	return ikey{k.filter, strings.TrimPrefix(strings.TrimPrefix(k.group, persistGroup), "\x00")}
+}
 
 // persistentFilters counts the plain filters of each persistent session
 // this node journals, and keeps local's persistent keys in step.
 type persistentFilters struct {
 	mu    sync.Mutex
 	local *localInterest
-	subs  map[string]map[string]struct{} // client id -> plain filters
+	subs  map[string]map[ikey]struct{} // client id -> persistent keys
 }
 
 func newPersistentFilters(local *localInterest) *persistentFilters {
-	return &persistentFilters{local: local, subs: map[string]map[string]struct{}{}}
+	return &persistentFilters{local: local, subs: map[string]map[ikey]struct{}{}}
 }
 
-// plainFilter returns a stored subscription's filter when it is a plain
-// one: shared groups are served by members on live nodes and never held
-// for (held.go).
-func plainFilter(f string) (string, bool) {
+// persistFilter returns a stored subscription's persistent key: plain
+// or, for a share group member, the group's.
+func persistFilter(f string) (ikey, bool) {
 	group, rest, _, err := topic.ParseShare(f)
-	if err != nil || group != "" {
-		return "", false
+	if err != nil {
+		return ikey{}, false
 	}
-	return rest, true
+	if group != "" {
+		return persistShareKey(rest, group), true
+	}
+	return persistKey(rest), true
 }
 
 // apply counts op.
 func (p *persistentFilters) apply(op *broker.Op) {
 	switch op.Kind {
 	case broker.OpSubPut:
-		if f, ok := plainFilter(op.Sub.Filter); ok {
-			p.add(op.ClientID, f)
+		if k, ok := persistFilter(op.Sub.Filter); ok {
+			p.add(op.ClientID, k)
 		}
 	case broker.OpSubDel:
-		if f, ok := plainFilter(op.Sub.Filter); ok {
-			p.remove(op.ClientID, f)
+		if k, ok := persistFilter(op.Sub.Filter); ok {
+			p.remove(op.ClientID, k)
 		}
 	case broker.OpSessionDel:
 		p.leave(op.ClientID)
@@ -88,32 +104,32 @@ func (p *persistentFilters) apply(op *broker.Op) {
 // loaded at start.
 func (p *persistentFilters) restore(ss *broker.StoredSession) {
 	for _, sub := range ss.Subs {
-		if f, ok := plainFilter(sub.Filter); ok {
-			p.add(ss.ClientID, f)
+		if k, ok := persistFilter(sub.Filter); ok {
+			p.add(ss.ClientID, k)
 		}
 	}
 }
 
-func (p *persistentFilters) add(id, f string) {
+func (p *persistentFilters) add(id string, k ikey) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	fs := p.subs[id]
-	if fs == nil {
-		fs = map[string]struct{}{}
-		p.subs[id] = fs
+	ks := p.subs[id]
+	if ks == nil {
+		ks = map[ikey]struct{}{}
+		p.subs[id] = ks
 	}
-	if _, ok := fs[f]; !ok {
-		fs[f] = struct{}{}
-		p.local.add(persistKey(f))
+	if _, ok := ks[k]; !ok {
+		ks[k] = struct{}{}
+		p.local.add(k)
 	}
 }
 
-func (p *persistentFilters) remove(id, f string) {
+func (p *persistentFilters) remove(id string, k ikey) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.subs[id][f]; ok {
-		delete(p.subs[id], f)
-		p.local.remove(persistKey(f))
+	if _, ok := p.subs[id][k]; ok {
+		delete(p.subs[id], k)
+		p.local.remove(k)
 	}
 }
 
@@ -122,8 +138,8 @@ func (p *persistentFilters) remove(id, f string) {
 func (p *persistentFilters) leave(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for f := range p.subs[id] {
-		p.local.remove(persistKey(f))
+	for k := range p.subs[id] {
+		p.local.remove(k)
 	}
 	delete(p.subs, id)
 }

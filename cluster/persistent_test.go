@@ -9,9 +9,8 @@ import (
 )
 
 // The persistent filter keys follow the journaled ops: one per plain
-// filter while any persistent session has it, none for shared
-// subscriptions, gone with the last session's OpSubDel / OpSessionDel or
-// leave.
+// filter and one per share group and filter while any persistent session
+// has it, gone with the last session's OpSubDel / OpSessionDel or leave.
 func TestPersistentFilters(t *testing.T) {
 	l := newLocalInterest()
 	p := newPersistentFilters(l)
@@ -31,20 +30,26 @@ func TestPersistentFilters(t *testing.T) {
 			if !k.isPersist() {
 				t.Fatalf("%s: a plain key %v among the persistent ones", step, k)
 			}
-			fs = append(fs, k.filter)
+			if g := k.orphanKey().group; g != "" {
+				fs = append(fs, "$share/"+g+"/"+k.filter)
+			} else {
+				fs = append(fs, k.filter)
+			}
 		}
 		slices.Sort(fs)
 		if !slices.Equal(fs, keys) {
 			t.Fatalf("%s: persistent filters %v, want %v", step, fs, keys)
 		}
 	}
-	want("subscribed", "r", "t/#")
+	want("subscribed", "$share/g/r", "$share/g/s/#", "r", "t/#")
 	sub(broker.OpSubDel, "a", "t/#")
-	want("a unsubscribed, b still has it", "r", "t/#")
+	want("a unsubscribed, b still has it", "$share/g/r", "$share/g/s/#", "r", "t/#")
 	p.apply(&broker.Op{Kind: broker.OpSessionDel, ClientID: "b"})
-	want("b ended", "r")
+	want("b ended", "$share/g/r", "$share/g/s/#", "r")
 	sub(broker.OpSubDel, "b", "r") // not b's: nothing changes
-	want("b never had r", "r")
+	want("b never had r", "$share/g/r", "$share/g/s/#", "r")
+	sub(broker.OpSubDel, "a", "$share/g/s/#")
+	want("a left the group", "$share/g/r", "r")
 	p.leave("c")
 	want("c left")
 }
@@ -70,14 +75,14 @@ func TestPersistKeyRemote(t *testing.T) {
 	if got := r.plan("p/x", 1, l); got != nil {
 		t.Fatalf("plan after n3's loss: %+v", got)
 	}
-	if got := r.orphans.match("p/x"); !slices.Equal(got, []string{"n3"}) {
+	if got := r.orphans.match("p/x"); len(got) != 1 || got[0].node != "n3" || !got[0].plain {
 		t.Errorf("p/x: orphans %v, want n3", got)
 	}
 	if got := r.orphans.match("c/x"); got != nil {
 		t.Errorf("c/x (clean subscribers only) held for %v", got)
 	}
 	n := &Node{remote: r}
-	if err := n.holdForGone(t.Context(), "n3", &broker.Message{Topic: "c/x", QoS: 1}, nil, broker.Origin{}); err != nil {
+	if err := n.holdForGone(t.Context(), "n3", &broker.Message{Topic: "c/x", QoS: 1}, nil, broker.Origin{}, nil); err != nil {
 		t.Errorf("forward for n3's clean subscribers only: %v, want acknowledged", err)
 	}
 }
