@@ -656,13 +656,23 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 		var persistent []string
 		var in map[string]bool
 		got := 0
+		// The batch's copies are delivered first and waited for once
+		// (a ticket covers every op before it): one replication round
+		// per batch rather than per message, so that a node that comes
+		// back while publishers hold for it catches up with them.
+		var (
+			msgs []jetstream.Msg
+			seqs []uint64
+			last broker.Ticket
+		)
 		for m := range batch.Messages() {
 			got++
 			md, err := m.Metadata()
 			if err != nil {
 				return err
 			}
-			if seq := md.Sequence.Stream; !applied[seq] {
+			seq := md.Sequence.Stream
+			if !applied[seq] {
 				if persistent == nil {
 					persistent = s.persistentHere()
 					in = make(map[string]bool, len(persistent))
@@ -676,21 +686,26 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 				}
 				if err != nil {
 					n.log.Warn("cluster: held message unreadable; dropped", "err", err)
-				} else if err := n.srv.WaitDurable(t); err != nil {
-					return fmt.Errorf("store: %w", err) // not acknowledged: delivered again
 				}
-				applied[seq] = true
-				if len(applied) > maxApplied {
-					for old := range applied {
-						if old+maxApplied < seq {
-							delete(applied, old)
-						}
-					}
-				}
+				last = max(last, t)
 			}
-			s.gate.next.Store(md.Sequence.Stream + 1) // applied durably (or unreadable)
+			msgs, seqs = append(msgs, m), append(seqs, seq)
+		}
+		if err := n.srv.WaitDurable(last); err != nil {
+			return fmt.Errorf("store: %w", err) // not acknowledged: delivered again
+		}
+		for i, m := range msgs {
+			applied[seqs[i]] = true
+			s.gate.next.Store(seqs[i] + 1) // applied durably (or unreadable)
 			if err := m.DoubleAck(n.ctx); err != nil {
 				return err
+			}
+		}
+		if len(applied) > maxApplied {
+			for old := range applied {
+				if old+maxApplied < seqs[len(seqs)-1] {
+					delete(applied, old)
+				}
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
