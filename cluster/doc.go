@@ -74,7 +74,11 @@
 //     node whose process died are held for it in a partition stream, and
 //     applied by the node when it is back or by whoever takes one of its
 //     sessions from the stream; forwards carry their origin so that such a
-//     session gets a message once.
+//     session gets a message once; a dead node's share groups are held
+//     too and claimed per group by whoever delivers them. A node
+//     restarted with sessions in its store keeps quiet (no interest, no
+//     CONNECTs) until it knows which are still its own and applied what
+//     was held for it (restoredGate).
 //   - cleanwill.go: the will of a clean session (expiry 0, not
 //     replicated) rides in its client id's owner record, written by the
 //     CONNECT's claim; whichever node's compare-and-set removes it from

@@ -51,6 +51,12 @@ import (
 //     follows the held subjects for heldWatch, since publishers go on
 //     holding until they drop the orphan interest.
 //
+// A share group whose persistent members were all on the dead node is
+// held for too (the message names the group), while no live node has a
+// member: claimGroups makes it one delivery per group among the readers.
+// A node restarted with sessions in its store keeps quiet until they are
+// settled (restoredGate, below).
+//
 // A session that holds a message already (a forward its node journalled
 // before it died, unconfirmed) does not get the held copy
 // (broker.Server.HasMessage). A message can also come both held and

@@ -8,7 +8,8 @@ import (
 	"github.com/roost-mqtt/roost/topic"
 )
 
-// Which of a node's plain filters a persistent session holds.
+// Which of a node's plain filters and share groups a persistent session
+// holds.
 //
 // Survivors hold a QoS 1/2 message for a dead node only for its
 // persistent sessions (held.go): a clean session dies with its node, and
@@ -22,7 +23,8 @@ import (
 // are OpSubPut/OpSubDel ops of that record. So the node counts, from the
 // ops it replicates, the sessions per plain filter, and announces a
 // filter with at least one as the interest key {filter, persistGroup}
-// next to the plain one. Remote nodes keep those keys out of their
+// next to the plain one; a share group with a persistent member here as
+// {filter, persistGroup NUL group}. Remote nodes keep those keys out of their
 // routing tree and, when the node's routes close, make them its orphan
 // interest (interest.go forget).
 //
