@@ -554,12 +554,14 @@ var errClaim = errors.New("cluster: claiming a held message for its share group"
 // of the message's origin and the group: JetStream keeps the first and
 // answers the others "duplicate" (within the stream's two-minute window,
 // far beyond heldWatch). had says a candidate holds the message already
-// (a forward its node journalled, held too): its group got it then.
+// (a forward its node journalled, held too): its group got it then, and
+// the claim only keeps later readers from giving it to another member
+// (one that read it first has: a rare duplicate for the group).
 // (Claimed and then lost with this node before the copy was durable, the
 // message is lost for the group: a second fault within that moment.)
 func (n *Node) claimGroups(k originKey, groups []string, ids func(string) bool, candidates []string, had bool) ([]string, error) {
 	out := []string{}
-	if len(groups) == 0 || had {
+	if len(groups) == 0 {
 		return out, nil
 	}
 	members := map[string]bool{} // "$share/group/filter" of the candidates
@@ -593,7 +595,10 @@ func (n *Node) claimGroups(k originKey, groups []string, ids func(string) bool, 
 		if err != nil {
 			return nil, fmt.Errorf("%w %q: %w", errClaim, group, err)
 		}
-		if !ack.Duplicate {
+		// A member here that holds it already (had) claims it too,
+		// without a second copy, so that readers after this one
+		// leave it.
+		if !ack.Duplicate && !had {
 			out = append(out, gk)
 		}
 	}
@@ -694,14 +699,17 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 					n.log.Warn("cluster: held message unreadable; dropped", "err", err)
 				}
 				last = max(last, t)
+				// Noted before the wait: the copies are in the sessions
+				// and the local store whatever the wait says; delivered
+				// again, they would be duplicates.
+				applied[seq] = true
 			}
 			msgs, seqs = append(msgs, m), append(seqs, seq)
 		}
 		if err := n.srv.WaitDurable(last); err != nil {
-			return fmt.Errorf("store: %w", err) // not acknowledged: delivered again
+			return fmt.Errorf("store: %w", err) // not acknowledged: delivered again after a restart
 		}
 		for i, m := range msgs {
-			applied[seqs[i]] = true
 			s.gate.next.Store(seqs[i] + 1) // applied durably (or unreadable)
 			if err := m.DoubleAck(n.ctx); err != nil {
 				return err
