@@ -651,9 +651,29 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 	if err != nil {
 		return err
 	}
+	// Until the restored sessions are settled, what was held for this
+	// node up to now is read, and the gate opens once it is applied
+	// (restoredGate): up to the subject's last message as of the first
+	// read, not until nothing is left, which publishers holding for
+	// this node all the while it is quiet can put off for good.
+	var target uint64
+	if s.gate.unsettledAny() {
+		ctx, cancel := context.WithTimeout(n.ctx, followAttempt)
+		last, err := s.js.Stream(ctx, stream)
+		if err == nil {
+			var m *jetstream.RawStreamMsg
+			if m, err = last.GetLastMsgForSubject(ctx, s.heldSubject(n.cfg.Node)); err == nil {
+				target = m.Sequence
+			} else if errors.Is(err, jetstream.ErrMsgNotFound) {
+				err = nil // nothing held for this node ever
+			}
+		}
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
 	for n.ctx.Err() == nil {
-		// Until the restored sessions are settled, what is there now is
-		// read and the gate opens once nothing is left (restoredGate).
 		draining := s.gate.unsettledAny()
 		var batch jetstream.MessageBatch
 		if draining {
@@ -725,7 +745,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return err
 		}
-		if draining && got == 0 {
+		if draining && (got == 0 || s.gate.next.Load() > target) {
 			if wait := s.gate.quietFor(); wait > 0 {
 				select {
 				case <-n.ctx.Done():
