@@ -290,30 +290,56 @@ type originWatch struct {
 	n     atomic.Int32
 	until map[string]time.Time
 	seen  map[string]map[originKey]struct{}
+	// self: this node's process (node, incarnation); localAfter: per id,
+	// the last id this process gave a message published here when the
+	// session was already here (see first).
+	self       originKey
+	localAfter map[string]uint64
+	// lastLocal: the highest message id published here (Forward).
+	lastLocal atomic.Uint64
 }
 
-// watch starts (or extends) id's watch until then.
+// noteLocal notes a message published on this node (Forward).
+func (w *originWatch) noteLocal(id uint64) {
+	for {
+		last := w.lastLocal.Load()
+		if id <= last || w.lastLocal.CompareAndSwap(last, id) {
+			return
+		}
+	}
+}
+
+// watch starts (or extends) id's watch until then. Called once the
+// session is in the server: a message published here from then on
+// reached it by its local delivery.
 func (w *originWatch) watch(id string, until time.Time) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.until == nil {
 		w.until, w.seen = map[string]time.Time{}, map[string]map[originKey]struct{}{}
+		w.localAfter = map[string]uint64{}
 	}
 	if _, ok := w.until[id]; !ok {
 		w.n.Add(1)
 		w.seen[id] = map[originKey]struct{}{}
+		w.localAfter[id] = w.lastLocal.Load()
 	}
 	w.until[id] = until
 }
 
 // first reports whether id has not got the message k yet, and notes it.
-// Ids not watched always get it.
+// Ids not watched always get it. A message published on this node (this
+// process) after the session came here reached it locally: a copy held
+// for another node (its previous one, say) is not delivered again.
 func (w *originWatch) first(id string, k originKey) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	seen, ok := w.seen[id]
 	if !ok {
 		return true
+	}
+	if k.node == w.self.node && k.inc == w.self.inc && k.id > w.localAfter[id] {
+		return false
 	}
 	if _, dup := seen[k]; dup {
 		return false
@@ -827,7 +853,12 @@ func (w *heldWait) finish() {
 func (s *sessions) takeHeld(ctx context.Context, w *heldWait, id string, last time.Time, prev ...string) {
 	n := s.n
 	until := time.Now().Add(n.heldWatch())
+	// Under the gate's write side: every publish here is routed and
+	// noted (Forward) wholly before the watch starts or after, when
+	// the session (in the server already) got it locally.
+	n.gate.Lock()
 	n.watch.watch(id, until)
+	n.gate.Unlock()
 	nodes := append(append(n.remote.heardNodes(), n.remote.orphans.nodes()...), n.cfg.Node)
 	nodes = append(nodes, prev...)
 	slices.Sort(nodes)

@@ -81,6 +81,31 @@ func TestOriginWatch(t *testing.T) {
 }
 
 // A held message reads back with its origin and the forwarded message.
+// A copy held for another node of a message published on this node
+// after a watched session came here is not delivered to it (its local
+// delivery reached it); one published before, or by another process of
+// this node, is.
+func TestOriginWatchLocal(t *testing.T) {
+	n := &Node{}
+	n.watch.self = originKey{node: "me", inc: "i1"}
+	n.watch.noteLocal(5)
+	n.watch.noteLocal(3) // out of order: the highest counts
+	n.watch.watch("s", time.Now().Add(time.Minute))
+	n.watch.noteLocal(6)
+	if !n.dedupPick(originKey{"me", "i1", 5}, nil)("s") {
+		t.Error("held copy of a message published here before the session came was refused")
+	}
+	if n.dedupPick(originKey{"me", "i1", 6}, nil)("s") {
+		t.Error("held copy of a message published here after the session came was delivered again")
+	}
+	if !n.dedupPick(originKey{"me", "i0", 6}, nil)("s") {
+		t.Error("a message of this node's previous process was refused")
+	}
+	if !n.dedupPick(originKey{"other", "i1", 6}, nil)("s") {
+		t.Error("another node's message was refused")
+	}
+}
+
 func TestHeldRoundTrip(t *testing.T) {
 	fwd := []byte{wireVersion, 2}
 	fwd = appendString(fwd, "pub")

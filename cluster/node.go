@@ -126,6 +126,7 @@ func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
 	n.replies.m = make(map[uint64]*pendingReply)
 	n.senders = make(map[string]*sender)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.watch.self = originKey{node: cfg.Node, inc: n.inc}
 	log.Info("cluster engine started", "cluster", cfg.Name, "listen", cfg.Listen, "peers", cfg.Peers,
 		"replicas", cfg.Replicas, "sync_always", cfg.SyncInterval == 0)
 	return n, nil
@@ -444,6 +445,7 @@ func (n *Node) ForwardOrigin(msg *broker.Message, o broker.Origin) (int, func() 
 }
 
 func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error) {
+	n.watch.noteLocal(msg.ID) // held.go, originWatch.first
 	if msg.QoS > 0 {
 		// Only a client the server named (never claimed) can publish
 		// before the node caught up: its message is not acknowledged
