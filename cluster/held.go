@@ -554,7 +554,7 @@ func (n *Node) deliverHeld(m jetstream.Msg, ids func(string) bool, candidates []
 			has[id] = true
 		}
 	}
-	groups, err := n.claimGroups(k, rm.Groups, ids, candidates, len(has) > 0)
+	groups, err := n.claimGroups(k, rm.Origin, rm.Groups, ids, candidates, len(has) > 0)
 	if err != nil {
 		return 0, err
 	}
@@ -585,10 +585,9 @@ var errClaim = errors.New("cluster: claiming a held message for its share group"
 // (one that read it first has: a rare duplicate for the group).
 // (Claimed and then lost with this node before the copy was durable, the
 // message is lost for the group: a second fault within that moment.)
-func (n *Node) claimGroups(k originKey, groups []string, ids func(string) bool, candidates []string, had bool) ([]string, error) {
-	out := []string{}
+func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids func(string) bool, candidates []string, had bool) ([]string, error) {
 	if len(groups) == 0 {
-		return out, nil
+		return []string{}, nil
 	}
 	members := map[string]bool{} // "$share/group/filter" of the candidates
 	for _, id := range candidates {
@@ -600,6 +599,16 @@ func (n *Node) claimGroups(k originKey, groups []string, ids func(string) bool, 
 				members[sub.Filter] = true
 			}
 		}
+	}
+	return n.claimFor(k, o, groups, members, had)
+}
+
+// claimFor is claimGroups for the members ("$share/group/filter") given;
+// o is the message's Origin, if any.
+func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members map[string]bool, had bool) ([]string, error) {
+	out := []string{}
+	if len(groups) == 0 {
+		return out, nil
 	}
 	s := n.sess
 	s.mu.Lock()
@@ -614,7 +623,13 @@ func (n *Node) claimGroups(k originKey, groups []string, ids func(string) bool, 
 			return nil, fmt.Errorf("%w: %w", errClaim, errNotReady)
 		}
 		m := nats.NewMsg(sessPrefix + "." + strconv.Itoa(s.partition(k.node)) + ".heldgroup." + ownerKey(k.node))
-		m.Header.Set(jetstream.MsgIDHeader, "g."+k.inc+"."+strconv.FormatUint(k.id, 36)+"."+ownerKey(gk))
+		// Under its Origin, if any: a QoS 2 resend routed again from
+		// another node is held under another key, the same message.
+		mid := "g." + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + ownerKey(gk)
+		if !o.IsZero() {
+			mid = "g.o." + strconv.FormatUint(o.Hash(), 36) + "." + ownerKey(gk)
+		}
+		m.Header.Set(jetstream.MsgIDHeader, mid)
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
 		ack, err := js.PublishMsg(ctx, m)
 		cancel()
