@@ -442,15 +442,16 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 		w := newHeldWait(o.holdRelease([]string{id}))
 		defer w.finish()
 		holdWill(rec, o.n.cfg.ForwardTimeout)
-		o.n.srv.Adopt(rec)
 		// What publishers held for prev's sessions meanwhile, with a
 		// bound of its own: the claim's may be spent by now (the
 		// stream read above, under load), and reads that fail at once
 		// leave it all to the followers, after the release requests'
-		// bound (seen: 93 acknowledged messages lost).
+		// bound (seen: 93 acknowledged messages lost). Read before the
+		// session is in the server, delivered with its adoption: newer
+		// messages forwarded here must not overtake them (heldahead.go).
 		hctx, cancel := context.WithTimeout(o.n.ctx, o.n.cfg.ForwardTimeout)
 		defer cancel()
-		o.n.sess.takeHeld(hctx, w, id, last, prev)
+		o.n.sess.adoptHeld(hctx, w, rec, last, prev)
 	} else {
 		holdWill(rec, o.n.cfg.ForwardTimeout)
 		o.n.srv.Adopt(rec)
