@@ -561,6 +561,10 @@ func (n *Node) deliverHeld(m jetstream.Msg, ids func(string) bool, candidates []
 	rm.Groups = groups
 	rm.Pick = n.dedupPick(k, func(id string) bool { return ids(id) && !has[id] })
 	rm.PickShared = true // a group goes to one of the sessions ids names
+	// Acknowledged to its publisher once held: the queue limit is for
+	// new messages (seen: 1,042 held delivered at a claim, then the
+	// follower's copies dropped as queue_full, acknowledged and lost).
+	rm.Accepted = true
 	n.gate.RLock()
 	_, t := n.srv.DeliverRemote(rm)
 	n.gate.RUnlock()
