@@ -54,8 +54,8 @@ import (
 // A share group whose persistent members were all on the dead node is
 // held for too (the message names the group), while no live node has a
 // member: claimGroups makes it one delivery per group among the readers.
-// A node restarted with sessions in its store keeps quiet until they are
-// settled (restoredGate, below).
+// A node restarted with sessions in its store holds for them until they
+// are settled (restoredGate, below).
 //
 // A session that holds a message already (a forward its node journalled
 // before it died, unconfirmed) does not get the held copy
@@ -184,6 +184,40 @@ func (o *orphanInterest) keep(node string, keys map[ikey]struct{}) {
 	if len(kept) > 0 {
 		o.keys[node] = kept
 		o.count.Add(1)
+	}
+}
+
+// add makes k (an orphan key) one of node's orphan interest: a hold key
+// of a live node (interest.go applyOne).
+func (o *orphanInterest) add(node string, k ikey) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ks, ok := o.keys[node]
+	if slices.Contains(ks, k) {
+		return
+	}
+	o.tree.Subscribe(k.filter, k.group, node, struct{}{})
+	o.keys[node] = append(ks, k)
+	if !ok {
+		o.count.Add(1)
+	}
+}
+
+// remove undoes add.
+func (o *orphanInterest) remove(node string, k ikey) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ks := o.keys[node]
+	i := slices.Index(ks, k)
+	if i < 0 {
+		return
+	}
+	o.tree.Unsubscribe(k.filter, k.group, node)
+	if ks = slices.Delete(ks, i, i+1); len(ks) > 0 {
+		o.keys[node] = ks
+	} else {
+		delete(o.keys, node)
+		o.count.Add(-1)
 	}
 }
 
@@ -700,7 +734,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 	// node up to now is read, and the gate opens once it is applied
 	// (restoredGate): up to the subject's last message as of the first
 	// read, not until nothing is left, which publishers holding for
-	// this node all the while it is quiet can put off for good.
+	// this node all the while it is unsettled can put off for good.
 	var target uint64
 	if s.gate.unsettledAny() {
 		ctx, cancel := context.WithTimeout(n.ctx, followAttempt)
@@ -790,15 +824,9 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return err
 		}
-		if draining && (got == 0 || s.gate.next.Load() > target) {
-			if wait := s.gate.quietFor(); wait > 0 {
-				select {
-				case <-n.ctx.Done():
-				case <-time.After(min(wait, 200*time.Millisecond)):
-				}
-			} else if s.gate.settle() {
-				n.log.Info("cluster: restored sessions settled: owners read, messages held for this node applied")
-			}
+		if draining && (got == 0 || s.gate.next.Load() > target) && s.gate.settle() {
+			s.onSettled()
+			n.log.Info("cluster: restored sessions settled: owners read, messages held for this node applied")
 		}
 	}
 	return nil
@@ -1074,26 +1102,32 @@ func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since
 // over without what publishers held for this node while it was down
 // (its follower had not applied that yet).
 //
-// So a node that restored sessions keeps quiet until they are settled:
-// no heartbeat, delta or snapshot goes out (announceLoop), and it refuses
-// CONNECTs (catchUpLoop), until it has read the owner records, ended the
+// So a restarted node's restored sessions are settled before anything
+// reaches them directly: the node has read the owner records, ended the
 // sessions owned elsewhere, and applied what was held for it up to the
-// end of its held subject (followOwnHeld). Meanwhile the other nodes
-// keep its orphan interest and hold what its persistent sessions match,
-// as while it was down, so whoever has each session gets it: this node
-// for the ones still its own, the claiming node (which reads the held
-// subjects of every node, this one too) for the others. A claim that
-// reaches this node for a restored session before then is sent to the
-// stream (owners.onRelease: reply 2), and the copy here ends. Holding
-// stops when the other nodes get this node's snapshot; the held messages
-// are in its held subject by then except the holds still in flight at
-// that moment, which its follower applies after (those few may come
-// after a newer message forwarded directly).
+// end of its held subject at its first read (followOwnHeld). Until then
+// it announces their persistent keys as hold keys (persistent.go): the
+// other nodes go on holding what those match for this node, as while it
+// was down, while everything else flows as for any node (its heartbeat,
+// its other interest, clean clients and new client ids served at once).
+// A forwarded message is not delivered to an unsettled restored session
+// (skipUnsettled), and one published here that matches one is held for
+// this node too (Forward): whoever has each session gets it from the
+// held subject, this node for the ones still its own, the claiming node
+// (which reads the held subjects of every node, this one too) for the
+// others. A CONNECT for a restored session waits until the node settled
+// (awaitRestored). A claim that reaches this node for a restored session
+// before then is sent to the stream (owners.onRelease: reply 2), the copy
+// here ends, and its hold keys stay until the claimer announced its
+// interest. Once settled, the node announces the sessions still here by
+// their persistent keys; a message the others both forwarded and held
+// meanwhile is delivered once (originWatch).
 //
-// The cost: a restarted node with persistent sessions serves MQTT only
-// once the partition streams and the owner records are readable, a
-// second or so after the rest of its start (docs/cluster.md); one with
-// none is not delayed.
+// Before (the node kept quiet, refusing every CONNECT until settled), a
+// restarted node with persistent sessions served MQTT 7.7-23 s after its
+// start in TestClusterFull at load 25-35; now its clean clients and new
+// ids are served as soon as it caught up with the others' interest, and
+// only its restored sessions wait (docs/cluster.md).
 
 // restoredGate is closed once the restored sessions are settled (above).
 type restoredGate struct {
@@ -1107,18 +1141,10 @@ type restoredGate struct {
 	// node's held subject is to be read from (takeUnsettled's reply).
 	// at: next as it was when this node disowned each unsettled session
 	// (after that, what it applies to the session stays local).
-	// quiet: the gate stays closed until then (takeUnsettled).
 	mu    sync.Mutex
 	from  map[string]uint64
 	at    map[string]uint64
 	quiet time.Time
-}
-
-// quietFor reports how long the gate must stay closed yet.
-func (g *restoredGate) quietFor() time.Duration {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return time.Until(g.quiet)
 }
 
 // disown notes where the follower was when id was disowned, for
@@ -1187,30 +1213,6 @@ func (g *restoredGate) unsettled(id string) bool {
 	return g.ids[id] && g.unsettledAny()
 }
 
-// settled returns the channel closed once this node's restored sessions
-// are settled (closed at once for a node without any).
-func (n *Node) settled() <-chan struct{} {
-	if n.sess == nil {
-		return settledGate().done
-	}
-	return n.sess.gate.done
-}
-
-// awaitSettled waits for settled; false if the node stops first.
-func (n *Node) awaitSettled() bool {
-	select {
-	case <-n.settled():
-		return true
-	default:
-	}
-	select {
-	case <-n.settled():
-		return true
-	case <-n.ctx.Done():
-		return false
-	}
-}
-
 // takeUnsettled reports whether id is a restored session not settled
 // yet, and if so ends the copy here and returns where the claiming node
 // is to read this node's held subject from: it reads the session from the
@@ -1227,20 +1229,68 @@ func (s *sessions) takeUnsettled(id string) (bool, uint64) {
 	}
 	s.gate.mu.Lock()
 	from, ok := s.gate.at[id]
-	// The claiming node reads the session from the stream, up to
-	// ForwardTimeout, and announces its interest after: until then only
-	// this node's orphan interest, kept by the others while this node
-	// is quiet, makes them hold what the session matches.
-	s.gate.quiet = time.Now().Add(s.n.cfg.ForwardTimeout + 2*heartbeatEvery)
 	s.gate.mu.Unlock()
 	if !ok {
 		from = s.gate.next.Load() // not disowned (not in the server): nothing applied to it
 	}
-	s.persist.leave(id)
+	// Its hold keys stay until the claimer's interest is out: the
+	// others go on holding what it matches for this node meanwhile
+	// (persistentFilters.leaveKeepHeld).
+	s.persist.leaveKeepHeld(id)
 	if s.n.srv.EndSession(id, false) {
 		s.n.log.Info("restored session claimed elsewhere before it was settled here; dropped", "client_id", id, "held_from", from)
 	}
 	return true, from
+}
+
+// onSettled announces the restored sessions still here by their
+// persistent keys (persistent.go settle) and watches them for heldWatch:
+// until the others see those keys they both forward to this node and hold
+// for it what the sessions match, and the held copy of a message that
+// came both ways is dropped (originWatch).
+func (s *sessions) onSettled() {
+	here := map[string]bool{}
+	for id := range s.gate.ids {
+		if s.n.srv.HasSession(id) {
+			here[id] = true
+		}
+	}
+	s.persist.settle(func(id string) bool { return here[id] })
+	until := time.Now().Add(s.n.heldWatch())
+	s.n.gate.Lock()
+	for id := range here {
+		s.n.watch.watch(id, until)
+	}
+	s.n.gate.Unlock()
+}
+
+// skipUnsettled wraps a forwarded message's Pick so that it leaves out the
+// restored sessions not settled yet: their copies may be stale, and what
+// they match is held for them (persistent.go, hold keys).
+func (s *sessions) skipUnsettled(pick func(string) bool) func(string) bool {
+	if s == nil || !s.gate.unsettledAny() {
+		return pick
+	}
+	return func(id string) bool { return !s.gate.unsettled(id) && (pick == nil || pick(id)) }
+}
+
+// errUnsettled: a CONNECT for a restored session came before the node
+// settled and did not settle within the claim's bound.
+var errUnsettled = errors.New("cluster: the restored session is not settled yet")
+
+// awaitRestored waits, for a CONNECT with client id id, until the node
+// settled if id is a restored session not settled yet (its copy may be
+// stale); other ids go on at once.
+func (n *Node) awaitRestored(ctx context.Context, id string) error {
+	if n.sess == nil || !n.sess.gate.unsettled(id) {
+		return nil
+	}
+	select {
+	case <-n.sess.gate.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", errUnsettled, ctx.Err())
+	}
 }
 
 // heldFrom notes, for a claim of id, where node's held subject is to be

@@ -223,8 +223,9 @@ func TestClusterRestartedNodeSessionResumedElsewhere(t *testing.T) {
 			got[s]++
 		case <-deadline:
 			lost := slices.DeleteFunc(slices.Clone(want), func(s string) bool { return got[s] > 0 })
-			t.Fatalf("%d of %d acknowledged messages lost: %v\nn1:\n%s\nn3:\n%s", len(lost), len(want), lost[:min(len(lost), 20)],
-				grepLog(n1, "client_id="+id, "cluster:", "restored"), grepLog(n3, "client_id="+id, "cluster:"))
+			t.Fatalf("%d of %d acknowledged messages lost: %v\nn1:\n%s\nn2:\n%s\nn3:\n%s", len(lost), len(want), lost[:min(len(lost), 20)],
+				grepLog(n1, "client_id="+id, "cluster:", "restored"), grepLog(n2, "cluster node", "holding a message", "not confirmed"),
+				grepLog(n3, "client_id="+id, "cluster:"))
 		}
 	}
 	c.none(t, time.Second)

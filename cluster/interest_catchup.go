@@ -115,17 +115,11 @@ func (n *Node) catchUpLoop() {
 	for {
 		routed, err := n.eng.routedNodes()
 		if err == nil && len(routed) >= len(n.cfg.Peers) && n.remote.syncedAll(routed) {
-			if !n.awaitSettled() { // restored sessions first (held.go)
-				return
-			}
 			n.catch.markDone()
 			n.log.Info("cluster interest caught up", "peers", len(routed), "after", time.Since(start).Round(time.Millisecond))
 			return
 		}
 		if time.Since(start) >= catchUpBound {
-			if !n.awaitSettled() {
-				return
-			}
 			n.catch.markDone()
 			n.log.Warn("cluster interest incomplete: serving without the subscriptions of peers not heard from yet",
 				"peers", len(routed)-len(n.remote.unsynced(routed)), "configured", len(n.cfg.Peers),

@@ -208,6 +208,10 @@ func (n *Node) Claim(clientID string) error {
 		n.counters.claimsFailed.Add(1)
 		return err
 	}
+	if err := n.awaitRestored(ctx, clientID); err != nil {
+		n.counters.claimsFailed.Add(1)
+		return err
+	}
 	if err := n.own.claim(ctx, clientID); err != nil {
 		n.counters.claimsFailed.Add(1)
 		return err
@@ -224,9 +228,6 @@ func (n *Node) Peers() []string { return n.remote.nodes() }
 // sees a heartbeat has seen every delta before it.
 func (n *Node) announceLoop() {
 	defer n.wg.Done()
-	if !n.awaitSettled() { // a restarted node's restored sessions (held.go)
-		return
-	}
 	t := time.NewTicker(heartbeatEvery)
 	defer t.Stop()
 	subj := ctlSubject + "." + n.cfg.Node
@@ -463,6 +464,11 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	var orphans []orphanMatch
 	if msg.QoS > 0 && n.sess != nil {
 		orphans = n.heldTargets(msg.Topic, targets)
+		if n.sess.persist.holds(msg.Topic) {
+			// A restored session here not settled yet matches: its
+			// copy may be stale, so msg is held for it too (held.go).
+			orphans = append(orphans, orphanMatch{node: n.cfg.Node, plain: true})
+		}
 	}
 	if len(targets) == 0 && len(orphans) == 0 && !msg.Retain {
 		if heldWait == nil {
@@ -603,6 +609,7 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 	n.gate.RLock()
 	var held *heldAck
 	rm.Pick, held = n.mv.pick(origin, rm, seq != 0)
+	rm.Pick = n.sess.skipUnsettled(rm.Pick) // held for them (held.go)
 	if src.id != 0 {
 		rm.Pick = n.dedupPick(src, rm.Pick)
 	}

@@ -3,6 +3,8 @@ package cluster
 import (
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/topic"
@@ -52,13 +54,34 @@ func persistShareKey(filter, group string) ikey {
 }
 
 // isPersist reports whether k is a persistent filter key (plain or
-// shared), not routing interest.
-func (k ikey) isPersist() bool { return strings.HasPrefix(k.group, persistGroup) }
+// shared; a hold key too), not routing interest.
+func (k ikey) isPersist() bool {
+	return strings.HasPrefix(k.group, persistGroup) || strings.HasPrefix(k.group, holdGroup)
+}
+
+// holdGroup is the pseudo share group of a hold key: the persistent key
+// of a session a restarted node restored and has not settled yet
+// (held.go, restoredGate). The other nodes hold what it matches for the
+// node, as for a dead node, while they forward the rest to it.
+const holdGroup = "\x00hold"
+
+// isHold reports whether k is a hold key.
+func (k ikey) isHold() bool { return strings.HasPrefix(k.group, holdGroup) }
+
+// holdKey is persistent key k's hold key; persistOf the reverse.
+func (k ikey) holdKey() ikey {
+	return ikey{k.filter, holdGroup + strings.TrimPrefix(k.group, persistGroup)}
+}
+
+func (k ikey) persistOf() ikey {
+	return ikey{k.filter, persistGroup + strings.TrimPrefix(k.group, holdGroup)}
+}
 
 // orphanKey is the key of persistent key k in the orphan interest's tree:
 // its filter, and "" or the share group.
 func (k ikey) orphanKey() ikey {
-	return ikey{k.filter, strings.TrimPrefix(strings.TrimPrefix(k.group, persistGroup), "\x00")}
+	g := strings.TrimPrefix(strings.TrimPrefix(k.group, persistGroup), holdGroup)
+	return ikey{k.filter, strings.TrimPrefix(g, "\x00")}
 }
 
 // persistentFilters counts the plain filters of each persistent session
@@ -67,10 +90,23 @@ type persistentFilters struct {
 	mu    sync.Mutex
 	local *localInterest
 	subs  map[string]map[ikey]struct{} // client id -> persistent keys
+	// holding: the restored sessions announced by hold keys until the
+	// node settles (settle), their plain filters in held.
+	holding map[string]bool
+	held    *topic.Tree[string, struct{}]
+	nheld   atomic.Int32
+	// leaving: the restored sessions that ended before the node settled,
+	// their hold keys kept for cover (leaveKeepHeld): a claimer reads
+	// the session from the stream, then what was held (adoptHeld: twice,
+	// each up to the forward timeout), and announces its interest after.
+	leaving map[string]bool
+	cover   time.Duration
 }
 
 func newPersistentFilters(local *localInterest) *persistentFilters {
-	return &persistentFilters{local: local, subs: map[string]map[ikey]struct{}{}}
+	return &persistentFilters{local: local, subs: map[string]map[ikey]struct{}{},
+		holding: map[string]bool{}, held: topic.NewTree[string, struct{}](), leaving: map[string]bool{},
+		cover: 3*5*time.Second + 2*heartbeatEvery} // Sessions sets it from the config
 }
 
 // persistFilter returns a stored subscription's persistent key: plain
@@ -98,18 +134,107 @@ func (p *persistentFilters) apply(op *broker.Op) {
 			p.remove(op.ClientID, k)
 		}
 	case broker.OpSessionDel:
-		p.leave(op.ClientID)
+		// A restored session that ends before the node settled (claimed
+		// elsewhere: takeUnsettled) keeps its hold keys until leaveHeld
+		// or the settle: its claimer's read is covered by the holding.
+		p.mu.Lock()
+		holding := p.holding[op.ClientID]
+		p.mu.Unlock()
+		if holding {
+			p.leaveKeepHeld(op.ClientID)
+		} else {
+			p.leave(op.ClientID)
+		}
 	}
 }
 
 // restore counts the subscriptions of a session the node's own store
 // loaded at start.
+// They are announced by hold keys until the node settles (settle).
 func (p *persistentFilters) restore(ss *broker.StoredSession) {
+	p.mu.Lock()
+	if !p.holding[ss.ClientID] {
+		p.holding[ss.ClientID] = true
+		p.nheld.Add(1)
+	}
+	p.mu.Unlock()
 	for _, sub := range ss.Subs {
 		if k, ok := persistFilter(sub.Filter); ok {
-			p.add(ss.ClientID, k)
+			p.add(ss.ClientID, k.holdKey())
+			if k.orphanKey().group == "" {
+				p.mu.Lock()
+				p.held.Subscribe(k.filter, "", ss.ClientID, struct{}{})
+				p.mu.Unlock()
+			}
 		}
 	}
+}
+
+// holds reports whether a restored session not settled yet subscribes
+// (plain) to topic name.
+func (p *persistentFilters) holds(name string) bool {
+	if p.nheld.Load() == 0 {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	found := false
+	p.held.Match(name, func(string, string, string, struct{}) { found = true })
+	return found
+}
+
+// settle announces the restored sessions still here (here) by their
+// persistent keys instead of their hold keys: the node settled. The
+// persistent key goes out first, so that the others never have neither.
+// Those that left keep their hold keys until leaveHeld; the others
+// without a session here (never handed one back) lose them.
+func (p *persistentFilters) settle(here func(id string) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id := range p.holding {
+		if !p.leaving[id] {
+			p.unholdLocked(id, here(id))
+		}
+	}
+}
+
+// unholdLocked ends id's hold keys, replacing them by persistent keys if
+// keep (else they are forgotten: the session left); p.mu held.
+func (p *persistentFilters) unholdLocked(id string, keep bool) {
+	if !p.holding[id] {
+		return
+	}
+	delete(p.holding, id)
+	p.nheld.Add(-1)
+	ks := p.subs[id]
+	for k := range ks {
+		if !k.isHold() {
+			continue
+		}
+		if pk := k.persistOf(); keep {
+			if _, ok := ks[pk]; !ok {
+				ks[pk] = struct{}{}
+				p.local.add(pk)
+			}
+		}
+		delete(ks, k)
+		p.local.remove(k)
+		if k.orphanKey().group == "" {
+			p.held.Unsubscribe(k.filter, "", id)
+		}
+	}
+	if len(ks) == 0 {
+		delete(p.subs, id)
+	}
+}
+
+// leaveHeld forgets id's hold keys only (leaveKeepHeld: once the
+// session's claimer announced its interest).
+func (p *persistentFilters) leaveHeld(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.leaving, id)
+	p.unholdLocked(id, false)
 }
 
 func (p *persistentFilters) add(id string, k ikey) {
@@ -140,8 +265,31 @@ func (p *persistentFilters) remove(id string, k ikey) {
 func (p *persistentFilters) leave(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.unholdLocked(id, false)
 	for k := range p.subs[id] {
 		p.local.remove(k)
 	}
 	delete(p.subs, id)
+}
+
+// leaveKeepHeld is leave for a restored session claimed elsewhere before
+// the node settled: its hold keys stay, so that the others hold what it
+// matches while its claimer reads it (held.go takeUnsettled), for
+// p.cover, then leaveHeld.
+func (p *persistentFilters) leaveKeepHeld(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.holding[id] {
+		return
+	}
+	for k := range p.subs[id] {
+		if !k.isHold() {
+			p.local.remove(k)
+			delete(p.subs[id], k)
+		}
+	}
+	if !p.leaving[id] {
+		p.leaving[id] = true
+		time.AfterFunc(p.cover, func() { p.leaveHeld(id) })
+	}
 }

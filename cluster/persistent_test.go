@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,5 +85,90 @@ func TestPersistKeyRemote(t *testing.T) {
 	n := &Node{remote: r}
 	if err := n.holdForGone(t.Context(), "n3", &broker.Message{Topic: "c/x", QoS: 1}, nil, broker.Origin{}, nil); err != nil {
 		t.Errorf("forward for n3's clean subscribers only: %v, want acknowledged", err)
+	}
+}
+
+// A restored session's keys are hold keys until the node settles: the
+// same filters, told apart, that a restarted node's peers hold for it.
+// Settled, the sessions still here get their persistent keys; one that
+// was claimed elsewhere keeps its hold keys until leaveHeld.
+func TestPersistHoldKeys(t *testing.T) {
+	l := newLocalInterest()
+	p := newPersistentFilters(l)
+	p.restore(&broker.StoredSession{ClientID: "c", Subs: []broker.StoredSub{{Filter: "r/#"}, {Filter: "$share/g/s"}}})
+	p.restore(&broker.StoredSession{ClientID: "d", Subs: []broker.StoredSub{{Filter: "q"}}})
+	keys := func() []ikey {
+		ks, _ := l.snapshot()
+		slices.SortFunc(ks, func(a, b ikey) int {
+			if a.filter != b.filter {
+				return strings.Compare(a.filter, b.filter)
+			}
+			return strings.Compare(a.group, b.group)
+		})
+		return ks
+	}
+	want := []ikey{persistKey("q").holdKey(), persistKey("r/#").holdKey(), persistShareKey("s", "g").holdKey()}
+	if got := keys(); !slices.Equal(got, want) {
+		t.Fatalf("restored: keys %q, want %q", got, want)
+	}
+	for _, k := range want {
+		if !k.isHold() || !k.isPersist() || k.persistOf().isHold() {
+			t.Errorf("%q: isHold %v isPersist %v", k, k.isHold(), k.isPersist())
+		}
+	}
+	if !p.holds("r/x") || !p.holds("q") || p.holds("s") || p.holds("t") {
+		t.Errorf("holds r/x %v q %v s %v t %v, want true true false false", p.holds("r/x"), p.holds("q"), p.holds("s"), p.holds("t"))
+	}
+	p.leaveKeepHeld("d") // claimed elsewhere before the node settled
+	if !p.holds("q") {
+		t.Error("d's hold key gone with the session: its claimer's read is not covered")
+	}
+	p.settle(func(id string) bool { return id == "c" })
+	want = []ikey{persistKey("q").holdKey(), persistKey("r/#"), persistShareKey("s", "g")}
+	if got := keys(); !slices.Equal(got, want) {
+		t.Fatalf("settled: keys %q, want %q (d's hold key until its claimer is done)", got, want)
+	}
+	if p.holds("r/x") || !p.holds("q") {
+		t.Errorf("after the settle: holds r/x %v, q %v; want false, true", p.holds("r/x"), p.holds("q"))
+	}
+	p.leaveHeld("d") // its timer
+	if got := keys(); !slices.Equal(got, want[1:]) {
+		t.Fatalf("d's cover over: keys %q, want %q", got, want[1:])
+	}
+	p.leave("c")
+	if got := keys(); len(got) != 0 {
+		t.Errorf("all gone: keys %q", got)
+	}
+}
+
+// A live peer's hold keys are its orphan interest while it has them (what
+// they match is held for it, and forwarded to it by its plain keys), and
+// stay so if its routes close; its persistent keys replace them.
+func TestHoldKeyRemote(t *testing.T) {
+	r := newRemoteInterest()
+	now := time.Now()
+	r.seen("n3", now)
+	hk := persistKey("h/#").holdKey()
+	r.applySnapshot("n3", "i1", 2, []ikey{{"h/#", ""}, hk}, true)
+	l := newLocalInterest()
+	if got := r.plan("h/x", 1, l); len(got) != 1 || got[0].node != "n3" {
+		t.Fatalf("plan h/x: %+v, want n3", got)
+	}
+	if got := r.orphans.match("h/x"); len(got) != 1 || got[0].node != "n3" || !got[0].plain {
+		t.Fatalf("h/x: orphans %+v, want n3 held for", got)
+	}
+	// A snapshot again (same keys): still held for.
+	r.applySnapshot("n3", "i1", 2, []ikey{{"h/#", ""}, hk}, true)
+	if got := r.orphans.match("h/x"); len(got) != 1 {
+		t.Fatalf("after a second snapshot: orphans %+v, want n3", got)
+	}
+	r.applyDeltas("n3", "i1", []delta{{seq: 3, add: true, key: persistKey("h/#")}, {seq: 4, add: false, key: hk}}, now)
+	if got := r.orphans.match("h/x"); got != nil || r.orphans.count.Load() != 0 {
+		t.Fatalf("settled: orphans %+v (%d nodes), want none", got, r.orphans.count.Load())
+	}
+	r.applyDeltas("n3", "i1", []delta{{seq: 5, add: true, key: hk}}, now)
+	r.forgetUnrouted(map[string]bool{})
+	if got := r.orphans.match("h/x"); len(got) != 1 || got[0].node != "n3" {
+		t.Errorf("after n3's loss: orphans %+v, want n3", got)
 	}
 }

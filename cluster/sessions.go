@@ -147,6 +147,7 @@ func (n *Node) Sessions(local broker.Store) broker.Store {
 	for p := range s.parts {
 		s.parts[p].wake = make(chan struct{}, 1)
 	}
+	s.persist.cover = 3*n.cfg.ForwardTimeout + 2*heartbeatEvery
 	n.sess = s
 	return s
 }
@@ -419,7 +420,9 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 		}
 	}
 	for _, id := range gone {
-		s.persist.leave(id)
+		// Its hold keys stay a while: its owner may have claimed it
+		// moments ago and still be reading it (held.go).
+		s.persist.leaveKeepHeld(id)
 		if s.n.srv.EndSession(id, false) {
 			s.n.log.Info("restored session dropped: another node owns it now", "client_id", id)
 		}
