@@ -76,9 +76,13 @@
 //     sessions from the stream; forwards carry their origin so that such a
 //     session gets a message once; a dead node's share groups are held
 //     too and claimed per group by whoever delivers them. A node
-//     restarted with sessions in its store keeps quiet (no interest, no
-//     CONNECTs) until it knows which are still its own and applied what
-//     was held for it (restoredGate).
+//     restarted with sessions in its store announces them by hold keys
+//     (the others go on holding for them) and keeps them out of what it
+//     delivers until it knows which are still its own and applied what
+//     was held for it (restoredGate); it serves everything else at once.
+//   - heldahead.go: a session taken from the stream for a connecting
+//     client gets what was held for it with its adoption, before any
+//     newer forwarded message.
 //   - cleanwill.go: the will of a clean session (expiry 0, not
 //     replicated) rides in its client id's owner record, written by the
 //     CONNECT's claim; whichever node's compare-and-set removes it from
