@@ -765,6 +765,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 		}
 		var persistent []string
 		var in map[string]bool
+		var arrived map[string]time.Time
 		got := 0
 		// The batch's copies are delivered first and waited for once
 		// (a ticket covers every op before it): one replication round
@@ -789,8 +790,16 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 					for _, id := range persistent {
 						in[id] = true
 					}
+					arrived = s.arrivals()
 				}
-				t, err := n.deliverHeld(m, func(id string) bool { return in[id] }, persistent)
+				// A session that came here after the message was held
+				// was elsewhere then: it got it there, or its claim
+				// read it (adoptHeld). Seen: a session moved here live
+				// while the others still held for this node's restored
+				// sessions (hold keys of one claimed elsewhere), and got
+				// their copies again: QoS 2 twice.
+				at := md.Timestamp
+				t, err := n.deliverHeld(m, func(id string) bool { return in[id] && !arrived[id].After(at) }, persistent)
 				if errors.Is(err, errClaim) {
 					return err // not acknowledged: delivered again
 				}

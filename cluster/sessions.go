@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"strconv"
 	"sync"
 	"time"
@@ -112,6 +113,9 @@ type sessions struct {
 	stalled broker.Ticket
 	// gate: closed once the restored sessions are settled (held.go).
 	gate restoredGate
+	// arrived: when sessions came here from other nodes (adopt), for
+	// followOwnHeld.
+	arrived map[string]time.Time
 }
 
 // partQueue is one partition's ops not yet acknowledged, in ticket
@@ -336,7 +340,28 @@ func (s *sessions) sweepLost(cutoff time.Time) {
 func (s *sessions) adopt(id string) {
 	s.mu.Lock()
 	s.adopting[id] = true
+	now := time.Now()
+	if s.arrived == nil {
+		s.arrived = map[string]time.Time{}
+	}
+	s.arrived[id] = now
+	for k, t := range s.arrived {
+		if now.Sub(t) > arrivedKeep {
+			delete(s.arrived, k)
+		}
+	}
 	s.mu.Unlock()
+}
+
+// arrivedKeep bounds how long a session's arrival is remembered
+// (followOwnHeld: far beyond how late the follower applies a message).
+const arrivedKeep = 10 * time.Minute
+
+// arrivals returns when the sessions that came here from other nodes came.
+func (s *sessions) arrivals() map[string]time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.arrived)
 }
 
 // open creates or opens the partition streams, then learns the owner of
