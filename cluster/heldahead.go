@@ -61,7 +61,10 @@ func (s *sessions) adoptHeld(ctx context.Context, w *heldWait, rec *broker.Store
 	// read ahead comes behind newer messages (above), so the read ends
 	// as close as may be to the adoption.
 	dropped := append(slices.Clone(n.remote.orphans.nodes()), prev...)
-	others := append(n.remote.nodes(), n.cfg.Node)
+	// Every node heard from since this one started, gone ones too
+	// (takeHeld, heardNodes): the owner record may name a node that
+	// claimed the session and never had it.
+	others := append(n.remote.heardNodes(), n.cfg.Node)
 	slices.Sort(dropped)
 	slices.Sort(others)
 	dropped = slices.DeleteFunc(slices.Compact(dropped), func(node string) bool { return node == "" })
