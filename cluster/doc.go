@@ -120,8 +120,9 @@
 // confirmations, which may wait for the store, go through one ack
 // goroutine. Lock order: Node.gate (read side around a publish on this
 // node and around each forwarded message's delivery; write side for the
-// steps of a live session move, handover_live.go) before any broker lock
-// and liveMoves.mu; remoteInterest.mu, then its topic tree's lock (a
+// steps of a live session move, handover_live.go; and for the adoption of
+// a session taken from the stream, heldahead.go) before any broker lock,
+// liveMoves.mu, owners.mu and sessions.mu; remoteInterest.mu, then its topic tree's lock (a
 // leaf); remoteInterest.mu before orphanInterest.mu, then its tree's
 // lock. sessions.mu before a heldFollower's mu; a heldFollower's mu and
 // originWatch.mu are also taken inside the broker's subscription tree

@@ -50,8 +50,13 @@ type heldRead struct {
 // adoptHeld puts rec, read from the stream for a connecting client (its
 // last op written at last), in the server together with what was held for
 // it since then (above), and follows the held subjects for heldWatch as
-// takeHeld does. w as for takeHeld.
-func (s *sessions) adoptHeld(ctx context.Context, w *heldWait, rec *broker.StoredSession, last time.Time, prev ...string) {
+// takeHeld does. begin is asked, just before the session goes in the
+// server, whether the claim still stands (owners.beginAdopt): the reads
+// take seconds under load, and a newer claim of the id may have come
+// meanwhile; if not (nil), nothing is adopted and adoptHeld returns
+// false. Its wait is finished once the session has what was held for it
+// (as takeHeld's w).
+func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, last time.Time, begin func() *heldWait, prev ...string) bool {
 	n := s.n
 	id := rec.ClientID
 	// The subjects publishers are holding for now (the dropped nodes',
@@ -93,6 +98,14 @@ func (s *sessions) adoptHeld(ctx context.Context, w *heldWait, rec *broker.Store
 	}
 	until := time.Now().Add(n.heldWatch())
 	n.gate.Lock()
+	w := begin()
+	if w == nil {
+		n.gate.Unlock()
+		n.log.Info("cluster: session taken from the stream not adopted: its client id was claimed again meanwhile", "client_id", id)
+		return false
+	}
+	defer w.finish()
+	s.adopt(id)
 	n.srv.Adopt(rec)
 	// Watched from here: a message published here from now on reaches
 	// the session locally (originWatch.first).
@@ -115,6 +128,7 @@ func (s *sessions) adoptHeld(ctx context.Context, w *heldWait, rec *broker.Store
 	for _, r := range reads {
 		s.joinFollower(r.node, id, until, r.next, last, r.err != nil, w)
 	}
+	return true
 }
 
 // readAhead reads node's held subject as readHeld does (from, since), and
