@@ -1293,6 +1293,24 @@ func (s *sessions) onSettled() {
 	s.n.gate.Unlock()
 }
 
+// watchArrival watches id, just put in the server by a live move (under
+// the gate's write side), while this node has hold keys out (its restored
+// sessions', persistent.go): the others both forward to this node what id
+// matches, by its persistent key, and hold it for this node by the hold
+// keys of the same filter, and the follower of this node's held subject
+// applies the held copy to the sessions here when it was held, id too (it
+// needs it if the publisher did not see its key yet). Watched, id gets
+// one of the two copies (originWatch). Seen in TestClusterFull: a session
+// moved live to a restarted node while a restored session claimed
+// elsewhere kept its hold keys (t/#, the same filter), 24 QoS 2
+// duplicates.
+func (s *sessions) watchArrival(id string) {
+	if !s.persist.holdingAny() {
+		return
+	}
+	s.n.watch.watch(id, time.Now().Add(s.n.heldWatch()+s.persist.cover))
+}
+
 // skipUnsettled wraps a forwarded message's Pick so that it leaves out the
 // restored sessions not settled yet: their copies may be stale, and what
 // they match is held for them (persistent.go, hold keys).

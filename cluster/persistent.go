@@ -170,6 +170,10 @@ func (p *persistentFilters) restore(ss *broker.StoredSession) {
 	}
 }
 
+// holdingAny reports whether hold keys are out: restored sessions not
+// settled yet, or claimed elsewhere and kept for cover (leaveKeepHeld).
+func (p *persistentFilters) holdingAny() bool { return p.nheld.Load() > 0 }
+
 // holds reports whether a restored session not settled yet subscribes
 // (plain) to topic name.
 func (p *persistentFilters) holds(name string) bool {
