@@ -740,11 +740,12 @@ func (s *sessions) recoverAt(ctx context.Context, id string) (*broker.StoredSess
 	}
 	r := newReplay(id)
 	err = readAll(ctx, js, stream, jetstream.ConsumerConfig{FilterSubject: subj}, func(m jetstream.Msg) error {
+		before := r.applied
 		if err := r.apply(m.Data()); err != nil {
 			return fmt.Errorf("session record of %q: %w", id, err)
 		}
 		if md, err := m.Metadata(); err == nil {
-			last = md.Timestamp
+			last = r.lastOp(before, md.Timestamp, last)
 		}
 		return nil
 	})
