@@ -1104,7 +1104,20 @@ func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since
 		if err != nil {
 			return err
 		}
-		if _, err := s.n.deliverHeld(m, in, ids); errors.Is(err, errClaim) {
+		// A session that was elsewhere when the message was held, and
+		// came back here by a live move, got it where it was
+		// (TestClusterFull seed 42: ps1, taken from the stream here,
+		// moved to n3, got copies held for n3 there by forward, and back
+		// here live got them again from this node's follower: 38 QoS 2
+		// duplicates).
+		// Decided here: Pick runs under the subscription tree's lock,
+		// which must not wait for s.mu.
+		ok := make(map[string]bool, len(ids))
+		for _, c := range ids {
+			ok[c] = in(c) && !s.wasAway(c, md.Timestamp)
+		}
+		inAt := func(c string) bool { return ok[c] }
+		if _, err := s.n.deliverHeld(m, inAt, ids); errors.Is(err, errClaim) {
 			return err // read again from here
 		} else if err != nil {
 			s.n.log.Warn("cluster: held message unreadable; skipped", "peer", node, "err", err)
@@ -1305,6 +1318,7 @@ func (s *sessions) onSettled() {
 // elsewhere kept its hold keys (t/#, the same filter), 24 QoS 2
 // duplicates.
 func (s *sessions) watchArrival(id string) {
+	s.liveArrival(id)
 	if !s.persist.holdingAny() {
 		return
 	}

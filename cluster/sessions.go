@@ -116,6 +116,12 @@ type sessions struct {
 	// arrived: when sessions came here from other nodes (adopt), for
 	// followOwnHeld.
 	arrived map[string]time.Time
+	// left: when another node last claimed each session from here
+	// (disown). away: for sessions that came back here by a live move
+	// (with their whole record: liveArrival), from when to when they were
+	// elsewhere; forgotten when one is taken from the stream here (adopt).
+	left map[string]time.Time
+	away map[string][2]time.Time
 }
 
 // partQueue is one partition's ops not yet acknowledged, in ticket
@@ -318,7 +324,17 @@ func (s *sessions) setEpoch(id string, epoch uint64) {
 func (s *sessions) disown(id string) {
 	s.gate.disown(id) // before: the held messages applied up to now are replicated (held.go)
 	s.mu.Lock()
-	s.lost[id] = time.Now()
+	now := time.Now()
+	s.lost[id] = now
+	if s.left == nil {
+		s.left = map[string]time.Time{}
+	}
+	s.left[id] = now
+	for k, t := range s.left {
+		if now.Sub(t) > arrivedKeep {
+			delete(s.left, k)
+		}
+	}
 	s.mu.Unlock()
 }
 
@@ -345,12 +361,45 @@ func (s *sessions) adopt(id string) {
 		s.arrived = map[string]time.Time{}
 	}
 	s.arrived[id] = now
+	delete(s.away, id)
 	for k, t := range s.arrived {
 		if now.Sub(t) > arrivedKeep {
 			delete(s.arrived, k)
 		}
 	}
 	s.mu.Unlock()
+}
+
+// liveArrival notes that id came here by a live move, now: if it had
+// left this node before, it was elsewhere since then.
+func (s *sessions) liveArrival(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	left, ok := s.left[id]
+	if !ok {
+		return
+	}
+	if s.away == nil {
+		s.away = map[string][2]time.Time{}
+	}
+	s.away[id] = [2]time.Time{left, now}
+	for k, span := range s.away {
+		if now.Sub(span[1]) > arrivedKeep {
+			delete(s.away, k)
+		}
+	}
+}
+
+// wasAway reports whether id, here again by a live move, was elsewhere
+// when a message was held at at: it got the message there (forwarded to
+// its node then, or read by a claim there), and its record came whole
+// with the move.
+func (s *sessions) wasAway(id string, at time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	span, ok := s.away[id]
+	return ok && !at.Before(span[0]) && at.Before(span[1])
 }
 
 // arrivedKeep bounds how long a session's arrival is remembered
