@@ -141,6 +141,15 @@ type repOp struct {
 	body   []byte
 	msgID  string
 	rollup bool
+	// epoch: this node's owner epoch of id when the op was appended,
+	// once known (epochSet): from Append once the node is ready, for the
+	// ops appended before from start, once the restored sessions' owners
+	// are read. Not the epoch at send time: a restarted node's op ending
+	// a restored copy another node owns (epoch 0 then) went out after a
+	// claim here had set the id's epoch anew, and ended the session in
+	// the stream (TestClusterFull seed 41: Session Present 0, 194 lost).
+	epoch    uint64
+	epochSet bool
 	// pack: 0 until the op is first published; then, on the first op
 	// of a pack (sessions_wire.go), the number of ops in it, and -1 on
 	// the others. A pack is sent again as it was, under its first op's
@@ -211,7 +220,8 @@ func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
 		s.seq++
 		q := &s.parts[s.partition(op.ClientID)]
 		q.ops = append(q.ops, repOp{ticket: t, id: op.ClientID, kind: op.Kind, body: body,
-			msgID: s.n.inc + "." + strconv.FormatUint(s.seq, 36), rollup: s.adopting[op.ClientID]})
+			msgID: s.n.inc + "." + strconv.FormatUint(s.seq, 36), rollup: s.adopting[op.ClientID],
+			epoch: s.epochs[op.ClientID], epochSet: s.ready})
 		s.pending++
 		delete(s.adopting, op.ClientID)
 		select {
@@ -503,6 +513,7 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 	}
 	s.mu.Lock()
 	s.js, s.ready, s.restored = js, true, nil
+	s.setQueuedEpochsLocked()
 	s.mu.Unlock()
 	s.n.wg.Add(2 + len(s.parts))
 	for p := range s.parts {
@@ -512,6 +523,20 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 	go s.followOwnHeld()
 	s.n.log.Info("cluster session streams ready", "partitions", s.n.cfg.Partitions, "replicas", s.n.cfg.Replicas)
 	return nil
+}
+
+// setQueuedEpochsLocked gives the ops appended before the node was ready
+// the epochs known now (the restored sessions' owners read): 0 for a
+// restored session another node owns, whose ops are then skipped by
+// readers of the stream. s.mu held.
+func (s *sessions) setQueuedEpochsLocked() {
+	for p := range s.parts {
+		for i := range s.parts[p].ops {
+			if op := &s.parts[p].ops[i]; !op.epochSet {
+				op.epoch, op.epochSet = s.epochs[op.id], true
+			}
+		}
+	}
 }
 
 type ownerRec struct {
@@ -640,7 +665,10 @@ func (s *sessions) publishMore(q *partQueue, inflight []inflightPack) ([]infligh
 	batch := append([]repOp(nil), q.ops[from:to]...) // Append may grow q.ops meanwhile
 	epochs := make([]uint64, len(batch))
 	for i, op := range batch {
-		epochs[i] = s.epochs[op.id]
+		epochs[i] = op.epoch
+		if !op.epochSet { // not sent before start; kept as a guard
+			epochs[i] = s.epochs[op.id]
+		}
 	}
 	s.mu.Unlock()
 	now := time.Now()
