@@ -132,6 +132,11 @@ type RemoteMessage struct {
 	// goes once to each session and share group here however often it
 	// comes (origin.go).
 	Origin Origin
+	// PickShared applies Pick to shared group members as well: a
+	// cluster delivering a message it held for a dead node's share
+	// group gives it to one of the sessions that held the membership
+	// (package cluster, held.go).
+	PickShared bool
 	// Accepted says the message was already accepted for the sessions
 	// Pick lets through, so their queue limits (Options.MaxQueued,
 	// MaxQueuedBytes) do not drop it: the limits apply to new messages.
@@ -164,7 +169,7 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	if !m.Origin.IsZero() {
 		msg.SetOrigin(m.Origin)
 	}
-	sc := s.router.matchOnce(msg, groups, m.Pick, s.groupOnce(m.Origin))
+	sc := s.router.matchOnce(msg, groups, m.Pick, m.PickShared, s.groupOnce(m.Origin))
 	msg.shareWire = len(sc.targets) > 1
 	return s.deliverTargets(msg, sc)
 }

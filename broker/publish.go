@@ -376,7 +376,7 @@ func (s *Server) routeOrigin(msg *Message, o Origin) (n int, last Ticket, notRet
 	if !o.IsZero() {
 		msg.SetOrigin(o)
 	}
-	sc := s.router.matchOnce(msg, nil, nil, s.groupOnce(o))
+	sc := s.router.matchOnce(msg, nil, nil, false, s.groupOnce(o))
 	// Decided before msg is shared with anyone (the retained tree makes
 	// it visible to new subscribers): from here on msg is immutable but
 	// for its wire-form cache.

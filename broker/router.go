@@ -65,7 +65,7 @@ func (r *router) match(msg *Message) *routeScratch {
 
 // matchGroups is matchOnce with no Origin.
 func (r *router) matchGroups(msg *Message, groups []string, pick func(clientID string) bool) *routeScratch {
-	return r.matchOnce(msg, groups, pick, nil)
+	return r.matchOnce(msg, groups, pick, false, nil)
 }
 
 // matchGroups is match for a message from another node of a cluster: of
@@ -74,16 +74,20 @@ func (r *router) matchGroups(msg *Message, groups []string, pick func(clientID s
 // groups is nil for a message published on this node: all groups. pick,
 // when not nil, leaves out the plain (not shared) subscriptions of the
 // sessions it returns false for (a cluster moving a session between nodes
-// decides which node's copy of it gets a message). once, when not nil,
-// leaves out the share groups ("group\x00filter") that got the message
-// before under its Origin (origin.go), and those with a member here that
-// did; it is asked after the tree's lock is released.
-func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID string) bool, once func(who string) bool) *routeScratch {
+// decides which node's copy of it gets a message); pickGroups applies it
+// to shared group members too. once, when not nil, leaves out the share
+// groups ("group\x00filter") that got the message before under its Origin
+// (origin.go), and those with a member here that did; it is asked after
+// the tree's lock is released.
+func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID string) bool, pickGroups bool, once func(who string) bool) *routeScratch {
 	sc := r.scrach.Get().(*routeScratch)
 	remote := groups != nil
 	r.tree.Match(msg.Topic, func(filter, group string, s *session, sub subscription) {
 		if group != "" {
 			if remote && !slices.Contains(groups, group+"\x00"+filter) {
+				return
+			}
+			if pickGroups && pick != nil && !pick(s.id) {
 				return
 			}
 			if sc.shared == nil {

@@ -78,6 +78,10 @@ func (n *Node) ClaimWill(clientID string, will *broker.Message) (token uint64, e
 		n.counters.claimsFailed.Add(1)
 		return 0, err
 	}
+	if err := n.awaitRestored(ctx, clientID); err != nil { // held.go
+		n.counters.claimsFailed.Add(1)
+		return 0, err
+	}
 	token, epoch, err := n.own.claimWill(ctx, clientID, will)
 	if token == 0 && epoch != 0 && will != nil {
 		// Not confirmed, maybe applied: the connection is refused, and

@@ -74,7 +74,15 @@
 //     node whose process died are held for it in a partition stream, and
 //     applied by the node when it is back or by whoever takes one of its
 //     sessions from the stream; forwards carry their origin so that such a
-//     session gets a message once.
+//     session gets a message once; a dead node's share groups are held
+//     too and claimed per group by whoever delivers them. A node
+//     restarted with sessions in its store announces them by hold keys
+//     (the others go on holding for them) and keeps them out of what it
+//     delivers until it knows which are still its own and applied what
+//     was held for it (restoredGate); it serves everything else at once.
+//   - heldahead.go: a session taken from the stream for a connecting
+//     client gets what was held for it with its adoption, before any
+//     newer forwarded message.
 //   - cleanwill.go: the will of a clean session (expiry 0, not
 //     replicated) rides in its client id's owner record, written by the
 //     CONNECT's claim; whichever node's compare-and-set removes it from
@@ -112,8 +120,9 @@
 // confirmations, which may wait for the store, go through one ack
 // goroutine. Lock order: Node.gate (read side around a publish on this
 // node and around each forwarded message's delivery; write side for the
-// steps of a live session move, handover_live.go) before any broker lock
-// and liveMoves.mu; remoteInterest.mu, then its topic tree's lock (a
+// steps of a live session move, handover_live.go; and for the adoption of
+// a session taken from the stream, heldahead.go) before any broker lock,
+// liveMoves.mu, owners.mu and sessions.mu; remoteInterest.mu, then its topic tree's lock (a
 // leaf); remoteInterest.mu before orphanInterest.mu, then its tree's
 // lock. sessions.mu before a heldFollower's mu; a heldFollower's mu and
 // originWatch.mu are also taken inside the broker's subscription tree

@@ -728,6 +728,9 @@ func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (de
 	n.gate.Lock()
 	defer n.gate.Unlock()
 	n.srv.Adopt(rec)
+	if n.sess != nil {
+		n.sess.watchArrival(id)
+	}
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
 	held := mi.held

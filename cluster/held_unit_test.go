@@ -6,28 +6,31 @@ import (
 	"time"
 )
 
-// A node's orphan interest matches its persistent filter keys only (not
-// its clean sessions' plain keys, nor shared groups), until dropped;
-// keeping it again replaces it.
+// A node's orphan interest matches its persistent filter keys only, plain
+// and shared (not its clean sessions' plain keys, nor groups with clean
+// members only), until dropped; keeping it again replaces it.
 func TestOrphanInterest(t *testing.T) {
 	o := newOrphanInterest()
 	if got := o.match("a/b"); got != nil {
 		t.Fatalf("empty: %v", got)
 	}
 	o.keep("n1", map[ikey]struct{}{persistKey("a/#"): {}, persistKey("a/+"): {}, {"a/+", ""}: {},
-		{"g/#", "grp"}: {}, {"clean/#", ""}: {}})
+		{"g/#", "grp"}: {}, {"clean/#", ""}: {}, {"h/#", "clean"}: {}, persistShareKey("g/#", "grp"): {}})
 	o.keep("n2", map[ikey]struct{}{persistKey("b"): {}, {"b", ""}: {}})
 	o.keep("n3", map[ikey]struct{}{{"a/#", ""}: {}}) // clean sessions only
-	if got := o.match("a/b"); !slices.Equal(got, []string{"n1"}) {
-		t.Errorf("a/b: %v, want n1 once", got)
+	if got := o.match("a/b"); len(got) != 1 || got[0].node != "n1" || !got[0].plain || got[0].groups != nil {
+		t.Errorf("a/b: %+v, want n1 once, plain", got)
 	}
-	if got := o.match("g/x"); got != nil {
-		t.Errorf("g/x matched %v: shared groups are not held for", got)
+	if got := o.match("g/x"); len(got) != 1 || got[0].node != "n1" || got[0].plain || !slices.Equal(got[0].groups, []string{"grp\x00g/#"}) {
+		t.Errorf("g/x: %+v, want n1's group grp", got)
+	}
+	if got := o.match("h/x"); got != nil {
+		t.Errorf("h/x matched %+v: a group with clean members only is not held for", got)
 	}
 	if got := o.match("clean/x"); got != nil {
 		t.Errorf("clean/x matched %v: a clean session dies with its node", got)
 	}
-	if !o.matchNode("n1", "a/b") || o.matchNode("n2", "a/b") || o.matchNode("n3", "a/b") {
+	if !o.matchNode("n1", "a/b").plain || o.matchNode("n2", "a/b").plain || o.matchNode("n3", "a/b").plain {
 		t.Errorf("matchNode a/b: n1 %v n2 %v n3 %v, want true false false",
 			o.matchNode("n1", "a/b"), o.matchNode("n2", "a/b"), o.matchNode("n3", "a/b"))
 	}
@@ -78,6 +81,31 @@ func TestOriginWatch(t *testing.T) {
 }
 
 // A held message reads back with its origin and the forwarded message.
+// A copy held for another node of a message published on this node
+// after a watched session came here is not delivered to it (its local
+// delivery reached it); one published before, or by another process of
+// this node, is.
+func TestOriginWatchLocal(t *testing.T) {
+	n := &Node{}
+	n.watch.self = originKey{node: "me", inc: "i1"}
+	n.watch.noteLocal(5)
+	n.watch.noteLocal(3) // out of order: the highest counts
+	n.watch.watch("s", time.Now().Add(time.Minute))
+	n.watch.noteLocal(6)
+	if !n.dedupPick(originKey{"me", "i1", 5}, nil)("s") {
+		t.Error("held copy of a message published here before the session came was refused")
+	}
+	if n.dedupPick(originKey{"me", "i1", 6}, nil)("s") {
+		t.Error("held copy of a message published here after the session came was delivered again")
+	}
+	if !n.dedupPick(originKey{"me", "i0", 6}, nil)("s") {
+		t.Error("a message of this node's previous process was refused")
+	}
+	if !n.dedupPick(originKey{"other", "i1", 6}, nil)("s") {
+		t.Error("another node's message was refused")
+	}
+}
+
 func TestHeldRoundTrip(t *testing.T) {
 	fwd := []byte{wireVersion, 2}
 	fwd = appendString(fwd, "pub")
@@ -113,6 +141,7 @@ func TestOrphanInterestSilentThenDied(t *testing.T) {
 		p, _ := r.seen(name, now)
 		p.synced = true
 		p.keys[persistKey("a/#")] = struct{}{}
+		p.keys[persistShareKey("g/#", "grp")] = struct{}{}
 		p.keys[ikey{"clean/#", ""}] = struct{}{}
 	}
 	if gone := r.expire(now.Add(time.Second)); len(gone) != 2 {
@@ -128,8 +157,12 @@ func TestOrphanInterestSilentThenDied(t *testing.T) {
 	if died := r.orphans.died(map[string]bool{}); !slices.Equal(died, []string{"n2"}) {
 		t.Fatalf("routes closed: died %v, want n2 (n3 was dropped)", died)
 	}
-	if got := r.orphans.match("a/b"); !slices.Equal(got, []string{"n2"}) || r.orphans.count.Load() != 1 {
-		t.Errorf("after n2 died: a/b matched %v, %d nodes counted; want n2, 1", got, r.orphans.count.Load())
+	if got := r.orphans.match("a/b"); len(got) != 1 || got[0].node != "n2" || !got[0].plain || r.orphans.count.Load() != 1 {
+		t.Errorf("after n2 died: a/b matched %+v, %d nodes counted; want n2 (plain), 1", got, r.orphans.count.Load())
+	}
+	// Its persistent share group membership is held for too (cause 7).
+	if got := r.orphans.match("g/x"); len(got) != 1 || got[0].plain || !slices.Equal(got[0].groups, []string{"grp\x00g/#"}) {
+		t.Errorf("after n2 died: g/x matched %+v, want n2's group grp", got)
 	}
 	if got := r.orphans.match("clean/x"); got != nil {
 		t.Errorf("clean/x matched %v: a clean session dies with its node", got)

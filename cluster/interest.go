@@ -210,11 +210,16 @@ func (r *remoteInterest) needFetch(p *peer, seq uint64) bool {
 // applyOne adds or removes one of p's keys. A persistent filter key
 // (persistent.go) is kept for the orphan interest, out of the routing
 // tree: the plain key beside it routes.
+//
+// A hold key (persistent.go) is the live node's orphan interest: what it
+// matches is held for the node, as for a dead one, until the key goes.
 func (r *remoteInterest) applyOne(p *peer, k ikey, add bool) {
 	if add {
 		if _, ok := p.keys[k]; !ok {
 			p.keys[k] = struct{}{}
-			if !k.isPersist() {
+			if k.isHold() {
+				r.orphans.add(p.name, k.orphanKey())
+			} else if !k.isPersist() {
 				r.tree.Subscribe(k.filter, k.group, p.name, struct{}{})
 			}
 		}
@@ -222,7 +227,9 @@ func (r *remoteInterest) applyOne(p *peer, k ikey, add bool) {
 	}
 	if _, ok := p.keys[k]; ok {
 		delete(p.keys, k)
-		if !k.isPersist() {
+		if k.isHold() {
+			r.orphans.remove(p.name, k.orphanKey())
+		} else if !k.isPersist() {
 			r.tree.Unsubscribe(k.filter, k.group, p.name)
 		}
 	}
@@ -251,11 +258,16 @@ func (r *remoteInterest) applySnapshot(node, inc string, seq uint64, keys []ikey
 			r.applyOne(p, k, false)
 		}
 	}
+	p.inc, p.seq, p.synced = inc, seq, true
+	r.orphans.drop(node) // its interest is known again
+	for k := range p.keys {
+		if k.isHold() {
+			r.orphans.add(node, k.orphanKey()) // but these it holds for
+		}
+	}
 	for k := range next {
 		r.applyOne(p, k, true)
 	}
-	p.inc, p.seq, p.synced = inc, seq, true
-	r.orphans.drop(node) // its interest is known again
 	if p.want > seq {
 		p.fetching = true
 		p.want = 0

@@ -398,11 +398,12 @@ func (s *sessions) readSessions(ctx context.Context, p int, rs []ownerScan) (map
 		if r == nil {
 			return nil // another session of the partition
 		}
+		before := r.applied
 		if err := r.apply(m.Data()); err != nil {
 			return fmt.Errorf("session record of %q: %w", r.id, err)
 		}
 		if md, err := m.Metadata(); err == nil {
-			lasts[r.id] = md.Timestamp
+			lasts[r.id] = r.lastOp(before, md.Timestamp, lasts[r.id])
 		}
 		return nil
 	})

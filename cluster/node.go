@@ -126,6 +126,7 @@ func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
 	n.replies.m = make(map[uint64]*pendingReply)
 	n.senders = make(map[string]*sender)
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.watch.self = originKey{node: cfg.Node, inc: n.inc}
 	log.Info("cluster engine started", "cluster", cfg.Name, "listen", cfg.Listen, "peers", cfg.Peers,
 		"replicas", cfg.Replicas, "sync_always", cfg.SyncInterval == 0)
 	return n, nil
@@ -204,6 +205,10 @@ func (n *Node) Claim(clientID string) error {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
 	defer cancel()
 	if err := n.catch.wait(ctx); err != nil {
+		n.counters.claimsFailed.Add(1)
+		return err
+	}
+	if err := n.awaitRestored(ctx, clientID); err != nil {
 		n.counters.claimsFailed.Add(1)
 		return err
 	}
@@ -441,6 +446,7 @@ func (n *Node) ForwardOrigin(msg *broker.Message, o broker.Origin) (int, func() 
 }
 
 func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error) {
+	n.watch.noteLocal(msg.ID) // held.go, originWatch.first
 	if msg.QoS > 0 {
 		// Only a client the server named (never claimed) can publish
 		// before the node caught up: its message is not acknowledged
@@ -455,9 +461,14 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 		pick = originHash(o)
 	}
 	targets := n.remote.plan(msg.Topic, pick, n.local)
-	var orphans []string
+	var orphans []orphanMatch
 	if msg.QoS > 0 && n.sess != nil {
-		orphans = n.remote.orphans.match(msg.Topic)
+		orphans = n.heldTargets(msg.Topic, targets)
+		if n.sess.persist.holds(msg.Topic) {
+			// A restored session here not settled yet matches: its
+			// copy may be stale, so msg is held for it too (held.go).
+			orphans = append(orphans, orphanMatch{node: n.cfg.Node, plain: true})
+		}
 	}
 	if len(targets) == 0 && len(orphans) == 0 && !msg.Retain {
 		if heldWait == nil {
@@ -481,6 +492,7 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	}
 	deadline := time.Now().Add(n.cfg.ForwardTimeout)
 	reqs := make([]*pendingReply, 0, len(targets))
+	reqGroups := make([][]string, 0, len(targets)) // for holdForGone
 	var errs []error
 	for _, t := range targets {
 		pr := n.replies.register(deadline)
@@ -488,16 +500,18 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 		n.senderFor(t.node).addID(pr.seq, msg.ID, encodeForwardOrigin(msg, t.groups, pub, o))
 		n.counters.sent[msg.QoS].Add(1)
 		reqs = append(reqs, pr)
+		reqGroups = append(reqGroups, t.groups)
 	}
 	// Held for the persistent sessions of dropped nodes (held.go).
 	var helds []jetstream.PubAckFuture
-	for _, node := range orphans {
-		n.log.Debug("cluster: holding a message for a dropped node's persistent sessions", "peer", node, "topic", msg.Topic, "origin", !o.IsZero())
-		f, err := n.hold(node, msg, pub, o)
+	var heldFor []string
+	for _, om := range orphans {
+		n.log.Debug("cluster: holding a message for a dropped node's persistent sessions", "peer", om.node, "topic", msg.Topic, "origin", !o.IsZero(), "groups", len(om.groups))
+		f, err := n.hold(om.node, msg, pub, o, om.groups)
 		if err != nil {
 			errs = append(errs, err)
 		} else if f != nil {
-			helds = append(helds, f)
+			helds, heldFor = append(helds, f), append(heldFor, om.node)
 		}
 	}
 	var ret jetstream.PubAckFuture
@@ -509,17 +523,17 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	return len(targets) + held + len(orphans), func() error {
 		ctx, cancel := context.WithDeadline(n.ctx, deadline)
 		defer cancel()
-		for _, pr := range reqs {
+		for i, pr := range reqs {
 			err := n.await(ctx, pr)
 			if errors.Is(err, errGone) {
-				err = n.holdForGone(ctx, pr.node, msg, pub, o)
+				err = n.holdForGone(ctx, pr.node, msg, pub, o, reqGroups[i])
 			}
 			if err != nil {
 				errs = append(errs, err)
 			}
 		}
 		for i, f := range helds {
-			if err := n.settleHeld(ctx, orphans[i], f); err != nil {
+			if err := n.settleHeld(ctx, heldFor[i], f); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -595,6 +609,7 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 	n.gate.RLock()
 	var held *heldAck
 	rm.Pick, held = n.mv.pick(origin, rm, seq != 0)
+	rm.Pick = n.sess.skipUnsettled(rm.Pick) // held for them (held.go)
 	if src.id != 0 {
 		rm.Pick = n.dedupPick(src, rm.Pick)
 	}

@@ -417,6 +417,9 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 		}
 		from = "replicated record"
 	}
+	if !answered && o.n.sess != nil && rec != nil {
+		return o.takeFromStream(id, rec, last, prev)
+	}
 	// A later claim that asked this node to let go meanwhile was told to
 	// read the stream (onRelease took the mark): that connection is the
 	// newer one [MQTT-3.1.4-3], this one must not adopt a second copy.
@@ -429,38 +432,65 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 	if o.n.sess != nil {
 		o.n.sess.adopt(id)
 	}
-	if !answered && o.n.sess != nil {
-		// Until what was held reached the session, a later claim's
-		// release request waits (awaitHeld): handed over before, the
-		// session would leave without it, the new node not reading it
-		// (this node answers) and the followers here applying it to
-		// no session. Seen: a CONNECT whose claim outlasted the
-		// client's CONNACK timeout, its first held reads cut by the
-		// claim's bound, handed over to the client's next CONNECT
-		// elsewhere meanwhile: 107 acknowledged messages lost
-		// (TestClusterTransports/NodeKill).
-		w := newHeldWait(o.holdRelease([]string{id}))
-		defer w.finish()
-		holdWill(rec, o.n.cfg.ForwardTimeout)
-		o.n.srv.Adopt(rec)
-		// What publishers held for prev's sessions meanwhile, with a
-		// bound of its own: the claim's may be spent by now (the
-		// stream read above, under load), and reads that fail at once
-		// leave it all to the followers, after the release requests'
-		// bound (seen: 93 acknowledged messages lost).
-		hctx, cancel := context.WithTimeout(o.n.ctx, o.n.cfg.ForwardTimeout)
-		defer cancel()
-		o.n.sess.takeHeld(hctx, w, id, last, prev)
-	} else {
-		holdWill(rec, o.n.cfg.ForwardTimeout)
-		o.n.srv.Adopt(rec)
-		if answered {
-			o.confirm(prev, id, epoch)
-		}
+	holdWill(rec, o.n.cfg.ForwardTimeout)
+	o.n.srv.Adopt(rec)
+	if answered {
+		o.confirm(prev, id, epoch)
 	}
 	o.n.log.Info("session moved here", "client_id", id, "from", from,
 		"subscriptions", len(rec.Subs), "messages", len(rec.Queue))
 	return nil
+}
+
+// takeFromStream adopts rec, id's session read from its partition stream
+// (its last op written at last) for a connecting client, with what was
+// held for it (adoptHeld). The id stays unread (owners.unread) until the
+// session is in the server: a later claim's release request that comes
+// while the held subjects are read ahead (seconds under load) is told to
+// read the stream itself, and this claim is superseded. Taken before the
+// reads, the mark let that request find no session here and no mark:
+// "nothing to hand over", and the newer connection started afresh
+// (TestClusterTransports/NodeKill: mqtt.js got Session Present 0 and 141
+// acknowledged messages never came).
+func (o *owners) takeFromStream(id string, rec *broker.StoredSession, last time.Time, prev string) error {
+	holdWill(rec, o.n.cfg.ForwardTimeout)
+	// What publishers held for prev's sessions meanwhile, with a bound
+	// of its own: the claim's may be spent by now (the stream read
+	// above, under load), and reads that fail at once leave it all to
+	// the followers, after the release requests' bound (seen: 93
+	// acknowledged messages lost). Read before the session is in the
+	// server, delivered with its adoption: newer messages forwarded here
+	// must not overtake them (heldahead.go).
+	hctx, cancel := context.WithTimeout(o.n.ctx, o.n.cfg.ForwardTimeout)
+	defer cancel()
+	if !o.n.sess.adoptHeld(hctx, rec, last, func() *heldWait { return o.beginAdopt(id) }, prev) {
+		return fmt.Errorf("cluster: %w", errSuperseded)
+	}
+	o.n.log.Info("session moved here", "client_id", id, "from", "replicated record",
+		"subscriptions", len(rec.Subs), "messages", len(rec.Queue))
+	return nil
+}
+
+// beginAdopt takes id's unread mark for an adoption about to put the
+// session in the server; nil if a release request took it first (this
+// claim is superseded). From then until what was held reached the
+// session (the returned wait, finished by the adoption's reads and its
+// followers'), a release request waits (awaitHeld): handed over before,
+// the session would leave without it, the new node not reading it (this
+// node answers) and the followers here applying it to no session. Seen:
+// a CONNECT whose claim outlasted the client's CONNACK timeout, its
+// first held reads cut by the claim's bound, handed over to the client's
+// next CONNECT elsewhere meanwhile: 107 acknowledged messages lost
+// (TestClusterTransports/NodeKill). Both under o.mu: a release request
+// that finds no mark finds the wait.
+func (o *owners) beginAdopt(id string) *heldWait {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.unread[id] {
+		return nil
+	}
+	delete(o.unread, id)
+	return newHeldWait(o.holdReleaseLocked([]string{id}))
 }
 
 // disown stops replicating the ops of id's session here: another node
@@ -558,11 +588,20 @@ func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (re
 	if len(reply.Data) < 2 || reply.Data[0] != wireVersion {
 		return nil, true, false
 	}
-	dropped = len(reply.Data) == 3 && reply.Data[1] != 1 && reply.Data[2] == 1
+	// After 0 or 2: a byte saying the will was dropped (1) or not (0),
+	// then, from a restarted node that gave up a restored session before
+	// it had settled (reply 2), where its held subject is to be read from
+	// (held.go, takeUnsettled).
+	dropped = len(reply.Data) >= 3 && reply.Data[1] != 1 && reply.Data[2] == 1
 	switch reply.Data[1] {
 	case 0:
 		return nil, true, dropped
 	case 2:
+		if len(reply.Data) > 3 && o.n.sess != nil {
+			if from, n := binary.Uvarint(reply.Data[3:]); n > 0 {
+				o.n.sess.heldFrom(node, id, from)
+			}
+		}
 		return nil, false, dropped // the session is in the stream only
 	}
 	rec, err = decodeSession(id, reply.Data[2:])
@@ -578,7 +617,9 @@ func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (re
 // follows, handover.go) or 2 (this node holds the id's record but not its
 // session: read it from the stream); after 0 or 2, a third byte 1 says
 // that the will of the id's last connection here was dropped (a normal
-// DISCONNECT) while the record may still hold it (cleanwill.go).
+// DISCONNECT) while the record may still hold it (cleanwill.go), and a
+// uvarint after that byte where the claimer is to read this node's held
+// subject from (held.go, takeUnsettled).
 func (o *owners) onRelease(m *nats.Msg) {
 	epoch, id, err := decodeOwnerClaim(m.Data)
 	if err != nil {
@@ -597,6 +638,7 @@ func (o *owners) onRelease(m *nats.Msg) {
 	}
 	o.mu.Unlock()
 	reply := []byte{wireVersion, 0}
+	var heldFrom uint64
 	if !newer {
 		// A node with no session for an id it did not claim since it
 		// started (it was restarted after its claim, before it had the
@@ -606,8 +648,17 @@ func (o *owners) onRelease(m *nats.Msg) {
 		// the client afresh on a session the cluster has.
 		unknown := o.n.sess != nil && mine == 0 && !o.n.srv.HasSession(id)
 		o.disown(id)
-		if o.takeUnread(id) {
+		unread := o.takeUnread(id)
+		if !unread {
+			// The mark may have just been taken by an adoption
+			// (beginAdopt): its wait is set by now.
+			o.awaitHeld(id)
+		}
+		if unread {
 			reply[1] = 2
+		} else if ok, from := o.n.sess.takeUnsettled(id); ok {
+			// A restored copy not known to be current (held.go).
+			reply[1], heldFrom = 2, from
 		} else if b, done := o.handOver(id); done != nil {
 			reply = append([]byte{wireVersion, 1}, b...)
 			o.pending.add(id, epoch, o.n.sess != nil, done)
@@ -617,6 +668,12 @@ func (o *owners) onRelease(m *nats.Msg) {
 		}
 		if reply[1] != 1 && o.takeDropped(id) {
 			reply = append(reply, 1)
+		}
+		if heldFrom > 0 {
+			if len(reply) == 2 {
+				reply = append(reply, 0) // the will was not dropped
+			}
+			reply = binary.AppendUvarint(reply, heldFrom)
 		}
 		o.n.log.Info("client taken over by another node", "client_id", id, "epoch", epoch)
 	}
@@ -798,15 +855,20 @@ func (o *owners) awaitHeld(id string) {
 // holdRelease marks ids' held messages as pending (awaitHeld) and
 // returns the function that clears the mark.
 func (o *owners) holdRelease(ids []string) func() {
-	ch := make(chan struct{})
 	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.holdReleaseLocked(ids)
+}
+
+// holdReleaseLocked is holdRelease with o.mu held.
+func (o *owners) holdReleaseLocked(ids []string) func() {
+	ch := make(chan struct{})
 	if o.heldPending == nil {
 		o.heldPending = map[string]chan struct{}{}
 	}
 	for _, id := range ids {
 		o.heldPending[id] = ch
 	}
-	o.mu.Unlock()
 	return func() {
 		o.mu.Lock()
 		for _, id := range ids {

@@ -1,13 +1,17 @@
 package cluster
 
 import (
+	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/topic"
 )
 
-// Which of a node's plain filters a persistent session holds.
+// Which of a node's plain filters and share groups a persistent session
+// holds.
 //
 // Survivors hold a QoS 1/2 message for a dead node only for its
 // persistent sessions (held.go): a clean session dies with its node, and
@@ -21,7 +25,8 @@ import (
 // are OpSubPut/OpSubDel ops of that record. So the node counts, from the
 // ops it replicates, the sessions per plain filter, and announces a
 // filter with at least one as the interest key {filter, persistGroup}
-// next to the plain one. Remote nodes keep those keys out of their
+// next to the plain one; a share group with a persistent member here as
+// {filter, persistGroup NUL group}. Remote nodes keep those keys out of their
 // routing tree and, when the node's routes close, make them its orphan
 // interest (interest.go forget).
 //
@@ -41,79 +46,221 @@ const persistGroup = "\x00persistent"
 // the node subscribes to filter.
 func persistKey(filter string) ikey { return ikey{filter, persistGroup} }
 
-// isPersist reports whether k is a persistent filter key, not routing
-// interest.
-func (k ikey) isPersist() bool { return k.group == persistGroup }
+// persistShareKey is the interest key announcing that a persistent
+// session on the node is a member of share group group for filter: a
+// group whose members all die with a node is held for too (held.go).
+func persistShareKey(filter, group string) ikey {
+	return ikey{filter, persistGroup + "\x00" + group}
+}
+
+// isPersist reports whether k is a persistent filter key (plain or
+// shared; a hold key too), not routing interest.
+func (k ikey) isPersist() bool {
+	return strings.HasPrefix(k.group, persistGroup) || strings.HasPrefix(k.group, holdGroup)
+}
+
+// holdGroup is the pseudo share group of a hold key: the persistent key
+// of a session a restarted node restored and has not settled yet
+// (held.go, restoredGate). The other nodes hold what it matches for the
+// node, as for a dead node, while they forward the rest to it.
+const holdGroup = "\x00hold"
+
+// isHold reports whether k is a hold key.
+func (k ikey) isHold() bool { return strings.HasPrefix(k.group, holdGroup) }
+
+// holdKey is persistent key k's hold key; persistOf the reverse.
+func (k ikey) holdKey() ikey {
+	return ikey{k.filter, holdGroup + strings.TrimPrefix(k.group, persistGroup)}
+}
+
+func (k ikey) persistOf() ikey {
+	return ikey{k.filter, persistGroup + strings.TrimPrefix(k.group, holdGroup)}
+}
+
+// orphanKey is the key of persistent key k in the orphan interest's tree:
+// its filter, and "" or the share group.
+func (k ikey) orphanKey() ikey {
+	g := strings.TrimPrefix(strings.TrimPrefix(k.group, persistGroup), holdGroup)
+	return ikey{k.filter, strings.TrimPrefix(g, "\x00")}
+}
 
 // persistentFilters counts the plain filters of each persistent session
 // this node journals, and keeps local's persistent keys in step.
 type persistentFilters struct {
 	mu    sync.Mutex
 	local *localInterest
-	subs  map[string]map[string]struct{} // client id -> plain filters
+	subs  map[string]map[ikey]struct{} // client id -> persistent keys
+	// holding: the restored sessions announced by hold keys until the
+	// node settles (settle), their plain filters in held.
+	holding map[string]bool
+	held    *topic.Tree[string, struct{}]
+	nheld   atomic.Int32
+	// leaving: the restored sessions that ended before the node settled,
+	// their hold keys kept for cover (leaveKeepHeld): a claimer reads
+	// the session from the stream, then what was held (adoptHeld: twice,
+	// each up to the forward timeout), and announces its interest after.
+	leaving map[string]bool
+	cover   time.Duration
 }
 
 func newPersistentFilters(local *localInterest) *persistentFilters {
-	return &persistentFilters{local: local, subs: map[string]map[string]struct{}{}}
+	return &persistentFilters{local: local, subs: map[string]map[ikey]struct{}{},
+		holding: map[string]bool{}, held: topic.NewTree[string, struct{}](), leaving: map[string]bool{},
+		cover: 3*5*time.Second + 2*heartbeatEvery} // Sessions sets it from the config
 }
 
-// plainFilter returns a stored subscription's filter when it is a plain
-// one: shared groups are served by members on live nodes and never held
-// for (held.go).
-func plainFilter(f string) (string, bool) {
+// persistFilter returns a stored subscription's persistent key: plain
+// or, for a share group member, the group's.
+func persistFilter(f string) (ikey, bool) {
 	group, rest, _, err := topic.ParseShare(f)
-	if err != nil || group != "" {
-		return "", false
+	if err != nil {
+		return ikey{}, false
 	}
-	return rest, true
+	if group != "" {
+		return persistShareKey(rest, group), true
+	}
+	return persistKey(rest), true
 }
 
 // apply counts op.
 func (p *persistentFilters) apply(op *broker.Op) {
 	switch op.Kind {
 	case broker.OpSubPut:
-		if f, ok := plainFilter(op.Sub.Filter); ok {
-			p.add(op.ClientID, f)
+		if k, ok := persistFilter(op.Sub.Filter); ok {
+			p.add(op.ClientID, k)
 		}
 	case broker.OpSubDel:
-		if f, ok := plainFilter(op.Sub.Filter); ok {
-			p.remove(op.ClientID, f)
+		if k, ok := persistFilter(op.Sub.Filter); ok {
+			p.remove(op.ClientID, k)
 		}
 	case broker.OpSessionDel:
-		p.leave(op.ClientID)
+		// A restored session that ends before the node settled (claimed
+		// elsewhere: takeUnsettled) keeps its hold keys until leaveHeld
+		// or the settle: its claimer's read is covered by the holding.
+		p.mu.Lock()
+		holding := p.holding[op.ClientID]
+		p.mu.Unlock()
+		if holding {
+			p.leaveKeepHeld(op.ClientID)
+		} else {
+			p.leave(op.ClientID)
+		}
 	}
 }
 
 // restore counts the subscriptions of a session the node's own store
 // loaded at start.
+// They are announced by hold keys until the node settles (settle).
 func (p *persistentFilters) restore(ss *broker.StoredSession) {
+	p.mu.Lock()
+	if !p.holding[ss.ClientID] {
+		p.holding[ss.ClientID] = true
+		p.nheld.Add(1)
+	}
+	p.mu.Unlock()
 	for _, sub := range ss.Subs {
-		if f, ok := plainFilter(sub.Filter); ok {
-			p.add(ss.ClientID, f)
+		if k, ok := persistFilter(sub.Filter); ok {
+			p.add(ss.ClientID, k.holdKey())
+			if k.orphanKey().group == "" {
+				p.mu.Lock()
+				p.held.Subscribe(k.filter, "", ss.ClientID, struct{}{})
+				p.mu.Unlock()
+			}
 		}
 	}
 }
 
-func (p *persistentFilters) add(id, f string) {
+// holdingAny reports whether hold keys are out: restored sessions not
+// settled yet, or claimed elsewhere and kept for cover (leaveKeepHeld).
+func (p *persistentFilters) holdingAny() bool { return p.nheld.Load() > 0 }
+
+// holds reports whether a restored session not settled yet subscribes
+// (plain) to topic name.
+func (p *persistentFilters) holds(name string) bool {
+	if p.nheld.Load() == 0 {
+		return false
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	fs := p.subs[id]
-	if fs == nil {
-		fs = map[string]struct{}{}
-		p.subs[id] = fs
-	}
-	if _, ok := fs[f]; !ok {
-		fs[f] = struct{}{}
-		p.local.add(persistKey(f))
+	found := false
+	p.held.Match(name, func(string, string, string, struct{}) { found = true })
+	return found
+}
+
+// settle announces the restored sessions still here (here) by their
+// persistent keys instead of their hold keys: the node settled. The
+// persistent key goes out first, so that the others never have neither.
+// Those that left keep their hold keys until leaveHeld; the others
+// without a session here (never handed one back) lose them.
+func (p *persistentFilters) settle(here func(id string) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id := range p.holding {
+		if !p.leaving[id] {
+			p.unholdLocked(id, here(id))
+		}
 	}
 }
 
-func (p *persistentFilters) remove(id, f string) {
+// unholdLocked ends id's hold keys, replacing them by persistent keys if
+// keep (else they are forgotten: the session left); p.mu held.
+func (p *persistentFilters) unholdLocked(id string, keep bool) {
+	if !p.holding[id] {
+		return
+	}
+	delete(p.holding, id)
+	p.nheld.Add(-1)
+	ks := p.subs[id]
+	for k := range ks {
+		if !k.isHold() {
+			continue
+		}
+		if pk := k.persistOf(); keep {
+			if _, ok := ks[pk]; !ok {
+				ks[pk] = struct{}{}
+				p.local.add(pk)
+			}
+		}
+		delete(ks, k)
+		p.local.remove(k)
+		if k.orphanKey().group == "" {
+			p.held.Unsubscribe(k.filter, "", id)
+		}
+	}
+	if len(ks) == 0 {
+		delete(p.subs, id)
+	}
+}
+
+// leaveHeld forgets id's hold keys only (leaveKeepHeld: once the
+// session's claimer announced its interest).
+func (p *persistentFilters) leaveHeld(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.subs[id][f]; ok {
-		delete(p.subs[id], f)
-		p.local.remove(persistKey(f))
+	delete(p.leaving, id)
+	p.unholdLocked(id, false)
+}
+
+func (p *persistentFilters) add(id string, k ikey) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ks := p.subs[id]
+	if ks == nil {
+		ks = map[ikey]struct{}{}
+		p.subs[id] = ks
+	}
+	if _, ok := ks[k]; !ok {
+		ks[k] = struct{}{}
+		p.local.add(k)
+	}
+}
+
+func (p *persistentFilters) remove(id string, k ikey) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.subs[id][k]; ok {
+		delete(p.subs[id], k)
+		p.local.remove(k)
 	}
 }
 
@@ -122,8 +269,31 @@ func (p *persistentFilters) remove(id, f string) {
 func (p *persistentFilters) leave(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for f := range p.subs[id] {
-		p.local.remove(persistKey(f))
+	p.unholdLocked(id, false)
+	for k := range p.subs[id] {
+		p.local.remove(k)
 	}
 	delete(p.subs, id)
+}
+
+// leaveKeepHeld is leave for a restored session claimed elsewhere before
+// the node settled: its hold keys stay, so that the others hold what it
+// matches while its claimer reads it (held.go takeUnsettled), for
+// p.cover, then leaveHeld.
+func (p *persistentFilters) leaveKeepHeld(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.holding[id] {
+		return
+	}
+	for k := range p.subs[id] {
+		if !k.isHold() {
+			p.local.remove(k)
+			delete(p.subs[id], k)
+		}
+	}
+	if !p.leaving[id] {
+		p.leaving[id] = true
+		time.AfterFunc(p.cover, func() { p.leaveHeld(id) })
+	}
 }

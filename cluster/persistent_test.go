@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,9 +10,8 @@ import (
 )
 
 // The persistent filter keys follow the journaled ops: one per plain
-// filter while any persistent session has it, none for shared
-// subscriptions, gone with the last session's OpSubDel / OpSessionDel or
-// leave.
+// filter and one per share group and filter while any persistent session
+// has it, gone with the last session's OpSubDel / OpSessionDel or leave.
 func TestPersistentFilters(t *testing.T) {
 	l := newLocalInterest()
 	p := newPersistentFilters(l)
@@ -31,20 +31,26 @@ func TestPersistentFilters(t *testing.T) {
 			if !k.isPersist() {
 				t.Fatalf("%s: a plain key %v among the persistent ones", step, k)
 			}
-			fs = append(fs, k.filter)
+			if g := k.orphanKey().group; g != "" {
+				fs = append(fs, "$share/"+g+"/"+k.filter)
+			} else {
+				fs = append(fs, k.filter)
+			}
 		}
 		slices.Sort(fs)
 		if !slices.Equal(fs, keys) {
 			t.Fatalf("%s: persistent filters %v, want %v", step, fs, keys)
 		}
 	}
-	want("subscribed", "r", "t/#")
+	want("subscribed", "$share/g/r", "$share/g/s/#", "r", "t/#")
 	sub(broker.OpSubDel, "a", "t/#")
-	want("a unsubscribed, b still has it", "r", "t/#")
+	want("a unsubscribed, b still has it", "$share/g/r", "$share/g/s/#", "r", "t/#")
 	p.apply(&broker.Op{Kind: broker.OpSessionDel, ClientID: "b"})
-	want("b ended", "r")
+	want("b ended", "$share/g/r", "$share/g/s/#", "r")
 	sub(broker.OpSubDel, "b", "r") // not b's: nothing changes
-	want("b never had r", "r")
+	want("b never had r", "$share/g/r", "$share/g/s/#", "r")
+	sub(broker.OpSubDel, "a", "$share/g/s/#")
+	want("a left the group", "$share/g/r", "r")
 	p.leave("c")
 	want("c left")
 }
@@ -70,14 +76,99 @@ func TestPersistKeyRemote(t *testing.T) {
 	if got := r.plan("p/x", 1, l); got != nil {
 		t.Fatalf("plan after n3's loss: %+v", got)
 	}
-	if got := r.orphans.match("p/x"); !slices.Equal(got, []string{"n3"}) {
+	if got := r.orphans.match("p/x"); len(got) != 1 || got[0].node != "n3" || !got[0].plain {
 		t.Errorf("p/x: orphans %v, want n3", got)
 	}
 	if got := r.orphans.match("c/x"); got != nil {
 		t.Errorf("c/x (clean subscribers only) held for %v", got)
 	}
 	n := &Node{remote: r}
-	if err := n.holdForGone(t.Context(), "n3", &broker.Message{Topic: "c/x", QoS: 1}, nil, broker.Origin{}); err != nil {
+	if err := n.holdForGone(t.Context(), "n3", &broker.Message{Topic: "c/x", QoS: 1}, nil, broker.Origin{}, nil); err != nil {
 		t.Errorf("forward for n3's clean subscribers only: %v, want acknowledged", err)
+	}
+}
+
+// A restored session's keys are hold keys until the node settles: the
+// same filters, told apart, that a restarted node's peers hold for it.
+// Settled, the sessions still here get their persistent keys; one that
+// was claimed elsewhere keeps its hold keys until leaveHeld.
+func TestPersistHoldKeys(t *testing.T) {
+	l := newLocalInterest()
+	p := newPersistentFilters(l)
+	p.restore(&broker.StoredSession{ClientID: "c", Subs: []broker.StoredSub{{Filter: "r/#"}, {Filter: "$share/g/s"}}})
+	p.restore(&broker.StoredSession{ClientID: "d", Subs: []broker.StoredSub{{Filter: "q"}}})
+	keys := func() []ikey {
+		ks, _ := l.snapshot()
+		slices.SortFunc(ks, func(a, b ikey) int {
+			if a.filter != b.filter {
+				return strings.Compare(a.filter, b.filter)
+			}
+			return strings.Compare(a.group, b.group)
+		})
+		return ks
+	}
+	want := []ikey{persistKey("q").holdKey(), persistKey("r/#").holdKey(), persistShareKey("s", "g").holdKey()}
+	if got := keys(); !slices.Equal(got, want) {
+		t.Fatalf("restored: keys %q, want %q", got, want)
+	}
+	for _, k := range want {
+		if !k.isHold() || !k.isPersist() || k.persistOf().isHold() {
+			t.Errorf("%q: isHold %v isPersist %v", k, k.isHold(), k.isPersist())
+		}
+	}
+	if !p.holds("r/x") || !p.holds("q") || p.holds("s") || p.holds("t") {
+		t.Errorf("holds r/x %v q %v s %v t %v, want true true false false", p.holds("r/x"), p.holds("q"), p.holds("s"), p.holds("t"))
+	}
+	p.leaveKeepHeld("d") // claimed elsewhere before the node settled
+	if !p.holds("q") {
+		t.Error("d's hold key gone with the session: its claimer's read is not covered")
+	}
+	p.settle(func(id string) bool { return id == "c" })
+	want = []ikey{persistKey("q").holdKey(), persistKey("r/#"), persistShareKey("s", "g")}
+	if got := keys(); !slices.Equal(got, want) {
+		t.Fatalf("settled: keys %q, want %q (d's hold key until its claimer is done)", got, want)
+	}
+	if p.holds("r/x") || !p.holds("q") {
+		t.Errorf("after the settle: holds r/x %v, q %v; want false, true", p.holds("r/x"), p.holds("q"))
+	}
+	p.leaveHeld("d") // its timer
+	if got := keys(); !slices.Equal(got, want[1:]) {
+		t.Fatalf("d's cover over: keys %q, want %q", got, want[1:])
+	}
+	p.leave("c")
+	if got := keys(); len(got) != 0 {
+		t.Errorf("all gone: keys %q", got)
+	}
+}
+
+// A live peer's hold keys are its orphan interest while it has them (what
+// they match is held for it, and forwarded to it by its plain keys), and
+// stay so if its routes close; its persistent keys replace them.
+func TestHoldKeyRemote(t *testing.T) {
+	r := newRemoteInterest()
+	now := time.Now()
+	r.seen("n3", now)
+	hk := persistKey("h/#").holdKey()
+	r.applySnapshot("n3", "i1", 2, []ikey{{"h/#", ""}, hk}, true)
+	l := newLocalInterest()
+	if got := r.plan("h/x", 1, l); len(got) != 1 || got[0].node != "n3" {
+		t.Fatalf("plan h/x: %+v, want n3", got)
+	}
+	if got := r.orphans.match("h/x"); len(got) != 1 || got[0].node != "n3" || !got[0].plain {
+		t.Fatalf("h/x: orphans %+v, want n3 held for", got)
+	}
+	// A snapshot again (same keys): still held for.
+	r.applySnapshot("n3", "i1", 2, []ikey{{"h/#", ""}, hk}, true)
+	if got := r.orphans.match("h/x"); len(got) != 1 {
+		t.Fatalf("after a second snapshot: orphans %+v, want n3", got)
+	}
+	r.applyDeltas("n3", "i1", []delta{{seq: 3, add: true, key: persistKey("h/#")}, {seq: 4, add: false, key: hk}}, now)
+	if got := r.orphans.match("h/x"); got != nil || r.orphans.count.Load() != 0 {
+		t.Fatalf("settled: orphans %+v (%d nodes), want none", got, r.orphans.count.Load())
+	}
+	r.applyDeltas("n3", "i1", []delta{{seq: 5, add: true, key: hk}}, now)
+	r.forgetUnrouted(map[string]bool{})
+	if got := r.orphans.match("h/x"); len(got) != 1 || got[0].node != "n3" {
+		t.Errorf("after n3's loss: orphans %+v, want n3", got)
 	}
 }

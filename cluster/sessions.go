@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"strconv"
 	"sync"
 	"time"
@@ -110,6 +111,17 @@ type sessions struct {
 	// stalled: the first ticket of an op a test fault keeps from the
 	// streams (fault.go); 0 for none.
 	stalled broker.Ticket
+	// gate: closed once the restored sessions are settled (held.go).
+	gate restoredGate
+	// arrived: when sessions came here from other nodes (adopt), for
+	// followOwnHeld.
+	arrived map[string]time.Time
+	// left: when another node last claimed each session from here
+	// (disown). away: for sessions that came back here by a live move
+	// (with their whole record: liveArrival), from when to when they were
+	// elsewhere; forgotten when one is taken from the stream here (adopt).
+	left map[string]time.Time
+	away map[string][2]time.Time
 }
 
 // partQueue is one partition's ops not yet acknowledged, in ticket
@@ -129,6 +141,15 @@ type repOp struct {
 	body   []byte
 	msgID  string
 	rollup bool
+	// epoch: this node's owner epoch of id when the op was appended,
+	// once known (epochSet): from Append once the node is ready, for the
+	// ops appended before from start, once the restored sessions' owners
+	// are read. Not the epoch at send time: a restarted node's op ending
+	// a restored copy another node owns (epoch 0 then) went out after a
+	// claim here had set the id's epoch anew, and ended the session in
+	// the stream (TestClusterFull seed 41: Session Present 0, 194 lost).
+	epoch    uint64
+	epochSet bool
 	// pack: 0 until the op is first published; then, on the first op
 	// of a pack (sessions_wire.go), the number of ops in it, and -1 on
 	// the others. A pack is sent again as it was, under its first op's
@@ -141,10 +162,11 @@ type repOp struct {
 func (n *Node) Sessions(local broker.Store) broker.Store {
 	s := &sessions{n: n, local: local, changed: make(chan struct{}), parts: make([]partQueue, n.cfg.Partitions),
 		epochs: map[string]uint64{}, adopting: map[string]bool{}, lost: map[string]time.Time{},
-		persist: newPersistentFilters(n.local)}
+		persist: newPersistentFilters(n.local), gate: settledGate()}
 	for p := range s.parts {
 		s.parts[p].wake = make(chan struct{}, 1)
 	}
+	s.persist.cover = 3*n.cfg.ForwardTimeout + 2*heartbeatEvery
 	n.sess = s
 	return s
 }
@@ -160,6 +182,7 @@ func (s *sessions) Load() (*broker.StoredState, error) {
 		s.restored = append(s.restored, ss.ClientID)
 		s.persist.restore(&ss)
 	}
+	s.gate.restore(s.restored) // the node keeps quiet until they are settled (held.go)
 	return st, nil
 }
 
@@ -197,7 +220,8 @@ func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
 		s.seq++
 		q := &s.parts[s.partition(op.ClientID)]
 		q.ops = append(q.ops, repOp{ticket: t, id: op.ClientID, kind: op.Kind, body: body,
-			msgID: s.n.inc + "." + strconv.FormatUint(s.seq, 36), rollup: s.adopting[op.ClientID]})
+			msgID: s.n.inc + "." + strconv.FormatUint(s.seq, 36), rollup: s.adopting[op.ClientID],
+			epoch: s.epochs[op.ClientID], epochSet: s.ready})
 		s.pending++
 		delete(s.adopting, op.ClientID)
 		select {
@@ -308,8 +332,19 @@ func (s *sessions) setEpoch(id string, epoch uint64) {
 // disown notes that another node claimed id after this node's last claim:
 // see sessions.lost.
 func (s *sessions) disown(id string) {
+	s.gate.disown(id) // before: the held messages applied up to now are replicated (held.go)
 	s.mu.Lock()
-	s.lost[id] = time.Now()
+	now := time.Now()
+	s.lost[id] = now
+	if s.left == nil {
+		s.left = map[string]time.Time{}
+	}
+	s.left[id] = now
+	for k, t := range s.left {
+		if now.Sub(t) > arrivedKeep {
+			delete(s.left, k)
+		}
+	}
 	s.mu.Unlock()
 }
 
@@ -331,7 +366,61 @@ func (s *sessions) sweepLost(cutoff time.Time) {
 func (s *sessions) adopt(id string) {
 	s.mu.Lock()
 	s.adopting[id] = true
+	now := time.Now()
+	if s.arrived == nil {
+		s.arrived = map[string]time.Time{}
+	}
+	s.arrived[id] = now
+	delete(s.away, id)
+	for k, t := range s.arrived {
+		if now.Sub(t) > arrivedKeep {
+			delete(s.arrived, k)
+		}
+	}
 	s.mu.Unlock()
+}
+
+// liveArrival notes that id came here by a live move, now: if it had
+// left this node before, it was elsewhere since then.
+func (s *sessions) liveArrival(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	left, ok := s.left[id]
+	if !ok {
+		return
+	}
+	if s.away == nil {
+		s.away = map[string][2]time.Time{}
+	}
+	s.away[id] = [2]time.Time{left, now}
+	for k, span := range s.away {
+		if now.Sub(span[1]) > arrivedKeep {
+			delete(s.away, k)
+		}
+	}
+}
+
+// wasAway reports whether id, here again by a live move, was elsewhere
+// when a message was held at at: it got the message there (forwarded to
+// its node then, or read by a claim there), and its record came whole
+// with the move.
+func (s *sessions) wasAway(id string, at time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	span, ok := s.away[id]
+	return ok && !at.Before(span[0]) && at.Before(span[1])
+}
+
+// arrivedKeep bounds how long a session's arrival is remembered
+// (followOwnHeld: far beyond how late the follower applies a message).
+const arrivedKeep = 10 * time.Minute
+
+// arrivals returns when the sessions that came here from other nodes came.
+func (s *sessions) arrivals() map[string]time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.arrived)
 }
 
 // open creates or opens the partition streams, then learns the owner of
@@ -415,13 +504,16 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 		}
 	}
 	for _, id := range gone {
-		s.persist.leave(id)
+		// Its hold keys stay a while: its owner may have claimed it
+		// moments ago and still be reading it (held.go).
+		s.persist.leaveKeepHeld(id)
 		if s.n.srv.EndSession(id, false) {
 			s.n.log.Info("restored session dropped: another node owns it now", "client_id", id)
 		}
 	}
 	s.mu.Lock()
 	s.js, s.ready, s.restored = js, true, nil
+	s.setQueuedEpochsLocked()
 	s.mu.Unlock()
 	s.n.wg.Add(2 + len(s.parts))
 	for p := range s.parts {
@@ -431,6 +523,20 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 	go s.followOwnHeld()
 	s.n.log.Info("cluster session streams ready", "partitions", s.n.cfg.Partitions, "replicas", s.n.cfg.Replicas)
 	return nil
+}
+
+// setQueuedEpochsLocked gives the ops appended before the node was ready
+// the epochs known now (the restored sessions' owners read): 0 for a
+// restored session another node owns, whose ops are then skipped by
+// readers of the stream. s.mu held.
+func (s *sessions) setQueuedEpochsLocked() {
+	for p := range s.parts {
+		for i := range s.parts[p].ops {
+			if op := &s.parts[p].ops[i]; !op.epochSet {
+				op.epoch, op.epochSet = s.epochs[op.id], true
+			}
+		}
+	}
 }
 
 type ownerRec struct {
@@ -559,7 +665,10 @@ func (s *sessions) publishMore(q *partQueue, inflight []inflightPack) ([]infligh
 	batch := append([]repOp(nil), q.ops[from:to]...) // Append may grow q.ops meanwhile
 	epochs := make([]uint64, len(batch))
 	for i, op := range batch {
-		epochs[i] = s.epochs[op.id]
+		epochs[i] = op.epoch
+		if !op.epochSet { // not sent before start; kept as a guard
+			epochs[i] = s.epochs[op.id]
+		}
 	}
 	s.mu.Unlock()
 	now := time.Now()
@@ -708,11 +817,12 @@ func (s *sessions) recoverAt(ctx context.Context, id string) (*broker.StoredSess
 	}
 	r := newReplay(id)
 	err = readAll(ctx, js, stream, jetstream.ConsumerConfig{FilterSubject: subj}, func(m jetstream.Msg) error {
+		before := r.applied
 		if err := r.apply(m.Data()); err != nil {
 			return fmt.Errorf("session record of %q: %w", id, err)
 		}
 		if md, err := m.Metadata(); err == nil {
-			last = md.Timestamp
+			last = r.lastOp(before, md.Timestamp, last)
 		}
 		return nil
 	})

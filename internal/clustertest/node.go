@@ -306,7 +306,31 @@ func (c *Cluster) stop(t testing.TB) {
 		for _, nd := range c.Nodes {
 			t.Logf("--- %s log (without NATS info lines), last 60 lines:\n%s", nd.Name, nd.LogTail(60))
 		}
+		c.keepLogs(t)
 	}
+}
+
+// keepLogs copies the nodes' whole logs into the directory named by
+// ROOST_CLUSTERTEST_LOGS, if set, before t.TempDir removes them: a
+// failure seen once in many runs is analysed from the full debug logs,
+// not only their last lines.
+func (c *Cluster) keepLogs(t testing.TB) {
+	dir := os.Getenv("ROOST_CLUSTERTEST_LOGS")
+	if dir == "" {
+		return
+	}
+	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	for _, nd := range c.Nodes {
+		b, err := os.ReadFile(nd.LogPath)
+		if err == nil {
+			dst := filepath.Join(dir, fmt.Sprintf("%s-%d-%s.log", name, os.Getpid(), nd.Name))
+			err = os.WriteFile(dst, b, 0o644)
+		}
+		if err != nil {
+			t.Logf("keeping %s's log: %v", nd.Name, err)
+		}
+	}
+	t.Logf("node logs kept in %s", dir)
 }
 
 // LogTail returns the last n lines of the node's log, leaving out NATS's
