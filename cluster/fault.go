@@ -2,10 +2,13 @@ package cluster
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/roost-mqtt/roost/broker"
 )
 
@@ -29,6 +32,12 @@ import (
 //	                      asking the previous owner to let go, as a slow
 //	                      route would: the previous owner's watcher sees
 //	                      the record and fences the session first
+//	hold-unanswered=COUNT@NODE  on node NODE, the first COUNT holds for a
+//	                      dead node's sessions (held.go) are not
+//	                      published and fail with "no response from
+//	                      stream", as nats.go reports a hold while the
+//	                      partition stream elects a leader (no election
+//	                      can be timed from outside to meet a hold)
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -40,6 +49,7 @@ type faults struct {
 	readLate     string
 	orphansSeen  atomic.Bool // read-late: orphan interest was kept once
 	delayRelease string
+	unanswered   atomic.Int64 // hold-unanswered: holds left to fail
 }
 
 // releaseDelay is how long delay-release holds a release request: past
@@ -55,7 +65,7 @@ func parseFaults(s, node string) (*faults, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		v, at, _ := strings.Cut(v, "@")
-		if k != "stall-inbound" && k != "read-late" && k != "delay-release" {
+		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" {
 			return nil, fmt.Errorf("%s: unknown fault %q", faultEnv, k)
 		}
 		if at != node {
@@ -69,6 +79,12 @@ func parseFaults(s, node string) (*faults, error) {
 			f.stallInbound = v
 		case "read-late":
 			f.readLate = v
+		case "hold-unanswered":
+			count, err := strconv.Atoi(v)
+			if err != nil || count < 1 {
+				return nil, fmt.Errorf("%s: hold-unanswered=%q: want a count of at least 1", faultEnv, v)
+			}
+			f.unanswered.Store(int64(count))
 		default:
 			f.delayRelease = v
 		}
@@ -100,3 +116,26 @@ func (f *faults) readsLate(id string, orphans int32) bool {
 	}
 	return !f.orphansSeen.Load()
 }
+
+// unanswers returns, while hold-unanswered has holds left to fail, a
+// future for m that fails with jetstream.ErrNoStreamResponse without m
+// being published: what a hold gets from nats.go while its partition
+// stream elects a leader. Nil otherwise: m is to be published.
+func (f *faults) unanswers(m *nats.Msg) jetstream.PubAckFuture {
+	if f == nil || f.unanswered.Add(-1) < 0 {
+		return nil
+	}
+	errs := make(chan error, 1)
+	errs <- jetstream.ErrNoStreamResponse
+	return &unansweredHold{msg: m, errs: errs}
+}
+
+// unansweredHold is the future of a hold that got no answer (unanswers).
+type unansweredHold struct {
+	msg  *nats.Msg
+	errs chan error
+}
+
+func (u *unansweredHold) Ok() <-chan *jetstream.PubAck { return nil } // never
+func (u *unansweredHold) Err() <-chan error            { return u.errs }
+func (u *unansweredHold) Msg() *nats.Msg               { return u.msg }
