@@ -32,6 +32,14 @@ import (
 //	                      asking the previous owner to let go, as a slow
 //	                      route would: the previous owner's watcher sees
 //	                      the record and fences the session first
+//	no-quorum=CLIENT@NODE  on node NODE, from its start, CLIENT's partition
+//	                      stream takes no ops from it (they wait in its
+//	                      queue) until the node's first read of CLIENT's
+//	                      session from that stream, which fails just as
+//	                      the stream comes back and the queued ops are
+//	                      sent: a partition stream without a quorum
+//	                      after the node's restart, back a moment too
+//	                      late for a claim
 //	hold-unanswered=COUNT@NODE  on node NODE, the first COUNT holds for a
 //	                      dead node's sessions (held.go) are not
 //	                      published and fail with "no response from
@@ -50,6 +58,8 @@ type faults struct {
 	orphansSeen  atomic.Bool // read-late: orphan interest was kept once
 	delayRelease string
 	unanswered   atomic.Int64 // hold-unanswered: holds left to fail
+	noQuorum     string
+	quorumBack   atomic.Bool // no-quorum: the read came
 }
 
 // releaseDelay is how long delay-release holds a release request: past
@@ -65,7 +75,7 @@ func parseFaults(s, node string) (*faults, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		v, at, _ := strings.Cut(v, "@")
-		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" {
+		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" {
 			return nil, fmt.Errorf("%s: unknown fault %q", faultEnv, k)
 		}
 		if at != node {
@@ -79,6 +89,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.stallInbound = v
 		case "read-late":
 			f.readLate = v
+		case "no-quorum":
+			f.noQuorum = v
 		case "hold-unanswered":
 			count, err := strconv.Atoi(v)
 			if err != nil || count < 1 {
@@ -115,6 +127,18 @@ func (f *faults) readsLate(id string, orphans int32) bool {
 		return true
 	}
 	return !f.orphansSeen.Load()
+}
+
+// withoutQuorum reports whether the partition stream p takes no ops
+// (no-quorum); part is the partition of a client id.
+func (f *faults) withoutQuorum(p int, part func(string) int) bool {
+	return f != nil && f.noQuorum != "" && !f.quorumBack.Load() && part(f.noQuorum) == p
+}
+
+// failsRead reports whether this read of id's session from its partition
+// stream is the one that fails as the stream comes back (no-quorum).
+func (f *faults) failsRead(id string) bool {
+	return f != nil && id == f.noQuorum && f.quorumBack.CompareAndSwap(false, true)
 }
 
 // unanswers returns, while hold-unanswered has holds left to fail, a

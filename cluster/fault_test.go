@@ -44,8 +44,20 @@ func TestParseFaults(t *testing.T) {
 			t.Errorf("%s accepted", bad)
 		}
 	}
+	f, err = parseFaults("no-quorum=e@n1", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := func(id string) int { return map[string]int{"e": 1, "f": 1, "g": 2}[id] }
+	if !f.withoutQuorum(1, part) || f.withoutQuorum(2, part) {
+		t.Error("no-quorum=e: e's partition (1) only, until the read")
+	}
+	if f.failsRead("f") || !f.failsRead("e") || f.failsRead("e") || f.withoutQuorum(1, part) {
+		t.Error("no-quorum=e: the first read of e fails, and the partition is back after it")
+	}
 	var none *faults
-	if none.readsLate("b", 1) || none.stalls(nil) || none.delays("d") || none.unanswers(nil) != nil {
+	if none.readsLate("b", 1) || none.stalls(nil) || none.delays("d") || none.unanswers(nil) != nil ||
+		none.withoutQuorum(0, func(string) int { return 0 }) || none.failsRead("e") {
 		t.Error("no faults: nothing injected")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -414,6 +415,15 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 			gone = append(gone, id)
 		}
 	}
+	// Their end is this node's only (as after a fence): queued for the
+	// stream, it would be sent at the epoch of this node's claim of the
+	// id current by then, and a claim here (the client reconnecting to
+	// this node) may come first while the partition stream has no
+	// quorum: the end would then end the session in the stream, and the
+	// next claim start the client afresh (TestReproRestoredSessionEnd).
+	for _, id := range gone {
+		s.disown(id)
+	}
 	for _, id := range gone {
 		s.persist.leave(id)
 		if s.n.srv.EndSession(id, false) {
@@ -483,7 +493,9 @@ func (s *sessions) sendPart(p int) {
 	backoff := 50 * time.Millisecond
 	for {
 		var err error
-		if inflight, err = s.publishMore(q, inflight); err == nil && len(inflight) == 0 {
+		if s.n.fault.withoutQuorum(p, s.partition) {
+			err = errors.New("test fault no-quorum: the partition stream takes nothing")
+		} else if inflight, err = s.publishMore(q, inflight); err == nil && len(inflight) == 0 {
 			select {
 			case <-s.n.ctx.Done():
 				return
@@ -693,6 +705,10 @@ func (s *sessions) recoverAt(ctx context.Context, id string) (*broker.StoredSess
 	if s.n.fault.readsLate(id, s.n.remote.orphans.count.Load()) {
 		return nil, last, errors.New("session stream: test fault read-late")
 	}
+	if s.n.fault.failsRead(id) {
+		s.awaitSent(ctx, id)
+		return nil, last, errors.New("session stream: test fault no-quorum")
+	}
 	subj := s.subject(id)
 	stream := streamName(s.partition(id))
 	st, err := js.Stream(ctx, stream)
@@ -723,4 +739,29 @@ func (s *sessions) recoverAt(ctx context.Context, id string) (*broker.StoredSess
 		s.n.log.Info("session record: skipped ops of a previous owner written after it lost the id", "client_id", id, "ops", r.skipped)
 	}
 	return r.session(), last, nil
+}
+
+// awaitSent waits until no op of id waits in its partition's queue, within
+// ctx and forward_timeout (the no-quorum test fault: the stream came back).
+func (s *sessions) awaitSent(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(ctx, s.n.cfg.ForwardTimeout)
+	defer cancel()
+	q := &s.parts[s.partition(id)]
+	for {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+		s.mu.Lock()
+		queued := slices.ContainsFunc(q.ops, func(op repOp) bool { return op.id == id })
+		s.mu.Unlock()
+		if !queued {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
