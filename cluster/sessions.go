@@ -130,6 +130,18 @@ type repOp struct {
 	body   []byte
 	msgID  string
 	rollup bool
+	// epoch: this node's claim of id when the op was appended; 0 when
+	// it had none yet (a restored session before start learns it), and
+	// the op is then sent at the epoch of the claim current when it is
+	// sent. An op appended under an earlier claim keeps that claim's
+	// epoch: still queued when the node claims the id again (its
+	// partition stream had no quorum meanwhile), it belongs to the
+	// ownership before, and readers must not take it for the newer
+	// owner's state (test/jepsen TestClusterFull seed 44: a node's ops
+	// of a session it had handed over, sent at its next claim's epoch,
+	// made the replay skip the newer owner's ops as stale: the
+	// messages queued there were lost).
+	epoch uint64
 	// pack: 0 until the op is first published; then, on the first op
 	// of a pack (sessions_wire.go), the number of ops in it, and -1 on
 	// the others. A pack is sent again as it was, under its first op's
@@ -198,7 +210,7 @@ func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
 		s.seq++
 		q := &s.parts[s.partition(op.ClientID)]
 		q.ops = append(q.ops, repOp{ticket: t, id: op.ClientID, kind: op.Kind, body: body,
-			msgID: s.n.inc + "." + strconv.FormatUint(s.seq, 36), rollup: s.adopting[op.ClientID]})
+			msgID: s.n.inc + "." + strconv.FormatUint(s.seq, 36), rollup: s.adopting[op.ClientID], epoch: s.epochs[op.ClientID]})
 		s.pending++
 		delete(s.adopting, op.ClientID)
 		select {
@@ -569,10 +581,7 @@ func (s *sessions) publishMore(q *partQueue, inflight []inflightPack) ([]infligh
 		to = max(to, i+q.ops[i].pack) // a pack formed before goes whole
 	}
 	batch := append([]repOp(nil), q.ops[from:to]...) // Append may grow q.ops meanwhile
-	epochs := make([]uint64, len(batch))
-	for i, op := range batch {
-		epochs[i] = s.epochs[op.id]
-	}
+	epochs, stale := s.sendEpochs(batch)
 	s.mu.Unlock()
 	now := time.Now()
 	for i := 0; i < len(batch); i += batch[i].pack {
@@ -584,7 +593,7 @@ func (s *sessions) publishMore(q *partQueue, inflight []inflightPack) ([]infligh
 			m.Data = appendPack(nil, batch[i:i+n], epochs[i:i+n])
 		}
 		m.Header.Set(jetstream.MsgIDHeader, head.msgID)
-		if head.rollup {
+		if head.rollup && !stale[i] {
 			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 		}
 		f, err := s.js.PublishMsgAsync(m)
@@ -594,6 +603,24 @@ func (s *sessions) publishMore(q *partQueue, inflight []inflightPack) ([]infligh
 		inflight = append(inflight, inflightPack{f, now, n})
 	}
 	return inflight, nil
+}
+
+// sendEpochs returns the epoch each op of batch is sent at, and which of
+// them belong to a claim of their id this node has made again since: a
+// stale rollup must not remove the newer owner's ops from the stream (a
+// stale op is skipped by readers, a rollup's purge is not). s.mu is held.
+func (s *sessions) sendEpochs(batch []repOp) ([]uint64, []bool) {
+	epochs := make([]uint64, len(batch))
+	stale := make([]bool, len(batch))
+	for i, op := range batch {
+		now := s.epochs[op.id]
+		epochs[i] = op.epoch
+		if op.epoch == 0 {
+			epochs[i] = now
+		}
+		stale[i] = epochs[i] < now
+	}
+	return epochs, stale
 }
 
 // packOps reorders ops, none packed yet, into packs: each client's ops in
