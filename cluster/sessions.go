@@ -608,7 +608,12 @@ func (s *sessions) publishMore(q *partQueue, inflight []inflightPack) ([]infligh
 // sendEpochs returns the epoch each op of batch is sent at, and which of
 // them belong to a claim of their id this node has made again since: a
 // stale rollup must not remove the newer owner's ops from the stream (a
-// stale op is skipped by readers, a rollup's purge is not). s.mu is held.
+// stale op is skipped by readers, a rollup's purge is not). The price:
+// when no other node wrote the id between the two claims (a client back
+// on this node while the stream had no quorum), the ops before the stale
+// rollup stay too and a reader applies both (what the session completed
+// meanwhile can come again): a duplicate where the purge could lose what
+// a newer owner queued. s.mu is held.
 func (s *sessions) sendEpochs(batch []repOp) ([]uint64, []bool) {
 	epochs := make([]uint64, len(batch))
 	stale := make([]bool, len(batch))
