@@ -90,6 +90,9 @@ type sessions struct {
 	// epochs: this node's owner epoch per client id it claimed (or found
 	// itself owner of at start); ops of other ids carry epoch 0.
 	epochs map[string]uint64
+	// took: the last epoch at which this node claimed each id from
+	// another node (sendEpochs).
+	took map[string]uint64
 	// adopting: ids whose next op is a rollup.
 	adopting map[string]bool
 	// lost: ids another node claimed after this node's last claim. Their
@@ -153,7 +156,7 @@ type repOp struct {
 // to use: see above. Call it before broker.New.
 func (n *Node) Sessions(local broker.Store) broker.Store {
 	s := &sessions{n: n, local: local, changed: make(chan struct{}), parts: make([]partQueue, n.cfg.Partitions),
-		epochs: map[string]uint64{}, adopting: map[string]bool{}, lost: map[string]time.Time{},
+		epochs: map[string]uint64{}, took: map[string]uint64{}, adopting: map[string]bool{}, lost: map[string]time.Time{},
 		persist: newPersistentFilters(n.local)}
 	for p := range s.parts {
 		s.parts[p].wake = make(chan struct{}, 1)
@@ -310,10 +313,16 @@ func (s *sessions) subject(id string) string {
 
 func streamName(p int) string { return sessStream + strconv.Itoa(p) }
 
-// setEpoch notes this node's claim of id at epoch.
-func (s *sessions) setEpoch(id string, epoch uint64) {
+// setEpoch notes this node's claim of id at epoch; fromOther says that
+// another node may have written the id's ops since this node's claim
+// before (it replaced another node's record, or one of its own that was
+// never followed by the session coming here).
+func (s *sessions) setEpoch(id string, epoch uint64, fromOther bool) {
 	s.mu.Lock()
 	s.epochs[id] = epoch
+	if fromOther {
+		s.took[id] = epoch
+	}
 	delete(s.lost, id)
 	s.mu.Unlock()
 }
@@ -422,7 +431,7 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 	for _, id := range s.restored {
 		r := recs[id]
 		if r.node == s.n.cfg.Node || r.node == "" {
-			s.setEpoch(id, r.epoch)
+			s.setEpoch(id, r.epoch, false)
 		} else {
 			gone = append(gone, id)
 		}
@@ -606,14 +615,14 @@ func (s *sessions) publishMore(q *partQueue, inflight []inflightPack) ([]infligh
 }
 
 // sendEpochs returns the epoch each op of batch is sent at, and which of
-// them belong to a claim of their id this node has made again since: a
-// stale rollup must not remove the newer owner's ops from the stream (a
-// stale op is skipped by readers, a rollup's purge is not). The price:
-// when no other node wrote the id between the two claims (a client back
-// on this node while the stream had no quorum), the ops before the stale
-// rollup stay too and a reader applies both (what the session completed
-// meanwhile can come again): a duplicate where the purge could lose what
-// a newer owner queued. s.mu is held.
+// them are stale: of a claim of their id before one by which this node
+// took the id from another node again, so that the other node may have
+// written ops of a newer epoch after them. A stale rollup must not
+// remove those from the stream (a stale op is skipped by readers, a
+// rollup's purge is not). A rollup of an earlier claim followed only by
+// this node's own claims (a client back on this node while the stream
+// had no quorum) keeps its purge: the ops before it are older than the
+// session it adopted. s.mu is held.
 func (s *sessions) sendEpochs(batch []repOp) ([]uint64, []bool) {
 	epochs := make([]uint64, len(batch))
 	stale := make([]bool, len(batch))
@@ -623,7 +632,7 @@ func (s *sessions) sendEpochs(batch []repOp) ([]uint64, []bool) {
 		if op.epoch == 0 {
 			epochs[i] = now
 		}
-		stale[i] = epochs[i] < now
+		stale[i] = epochs[i] < s.took[op.id]
 	}
 	return epochs, stale
 }
