@@ -2,10 +2,13 @@ package cluster
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/roost-mqtt/roost/broker"
 )
 
@@ -29,6 +32,20 @@ import (
 //	                      asking the previous owner to let go, as a slow
 //	                      route would: the previous owner's watcher sees
 //	                      the record and fences the session first
+//	no-quorum=CLIENT@NODE  on node NODE, from its start, CLIENT's partition
+//	                      stream takes no ops from it (they wait in its
+//	                      queue) until the node's first read of CLIENT's
+//	                      session from that stream, which fails just as
+//	                      the stream comes back and the queued ops are
+//	                      sent: a partition stream without a quorum
+//	                      after the node's restart, back a moment too
+//	                      late for a claim
+//	hold-unanswered=COUNT@NODE  on node NODE, the first COUNT holds for a
+//	                      dead node's sessions (held.go) are not
+//	                      published and fail with "no response from
+//	                      stream", as nats.go reports a hold while the
+//	                      partition stream elects a leader (no election
+//	                      can be timed from outside to meet a hold)
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -40,6 +57,9 @@ type faults struct {
 	readLate     string
 	orphansSeen  atomic.Bool // read-late: orphan interest was kept once
 	delayRelease string
+	unanswered   atomic.Int64 // hold-unanswered: holds left to fail
+	noQuorum     string
+	quorumBack   atomic.Bool // no-quorum: the read came
 }
 
 // releaseDelay is how long delay-release holds a release request: past
@@ -55,7 +75,7 @@ func parseFaults(s, node string) (*faults, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		v, at, _ := strings.Cut(v, "@")
-		if k != "stall-inbound" && k != "read-late" && k != "delay-release" {
+		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" {
 			return nil, fmt.Errorf("%s: unknown fault %q", faultEnv, k)
 		}
 		if at != node {
@@ -69,6 +89,14 @@ func parseFaults(s, node string) (*faults, error) {
 			f.stallInbound = v
 		case "read-late":
 			f.readLate = v
+		case "no-quorum":
+			f.noQuorum = v
+		case "hold-unanswered":
+			count, err := strconv.Atoi(v)
+			if err != nil || count < 1 {
+				return nil, fmt.Errorf("%s: hold-unanswered=%q: want a count of at least 1", faultEnv, v)
+			}
+			f.unanswered.Store(int64(count))
 		default:
 			f.delayRelease = v
 		}
@@ -100,3 +128,38 @@ func (f *faults) readsLate(id string, orphans int32) bool {
 	}
 	return !f.orphansSeen.Load()
 }
+
+// withoutQuorum reports whether the partition stream p takes no ops
+// (no-quorum); part is the partition of a client id.
+func (f *faults) withoutQuorum(p int, part func(string) int) bool {
+	return f != nil && f.noQuorum != "" && !f.quorumBack.Load() && part(f.noQuorum) == p
+}
+
+// failsRead reports whether this read of id's session from its partition
+// stream is the one that fails as the stream comes back (no-quorum).
+func (f *faults) failsRead(id string) bool {
+	return f != nil && id == f.noQuorum && f.quorumBack.CompareAndSwap(false, true)
+}
+
+// unanswers returns, while hold-unanswered has holds left to fail, a
+// future for m that fails with jetstream.ErrNoStreamResponse without m
+// being published: what a hold gets from nats.go while its partition
+// stream elects a leader. Nil otherwise: m is to be published.
+func (f *faults) unanswers(m *nats.Msg) jetstream.PubAckFuture {
+	if f == nil || f.unanswered.Add(-1) < 0 {
+		return nil
+	}
+	errs := make(chan error, 1)
+	errs <- jetstream.ErrNoStreamResponse
+	return &unansweredHold{msg: m, errs: errs}
+}
+
+// unansweredHold is the future of a hold that got no answer (unanswers).
+type unansweredHold struct {
+	msg  *nats.Msg
+	errs chan error
+}
+
+func (u *unansweredHold) Ok() <-chan *jetstream.PubAck { return nil } // never
+func (u *unansweredHold) Err() <-chan error            { return u.errs }
+func (u *unansweredHold) Msg() *nats.Msg               { return u.msg }

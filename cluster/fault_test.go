@@ -1,6 +1,11 @@
 package cluster
 
-import "testing"
+import (
+	"errors"
+	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
 
 // Each node takes the faults that name it, several of them; an unknown
 // fault is refused whichever node it names.
@@ -18,8 +23,41 @@ func TestParseFaults(t *testing.T) {
 	if _, err := parseFaults("stall-outbound=a@n2", "n1"); err == nil {
 		t.Error("an unknown fault naming another node was accepted")
 	}
+	f, err = parseFaults("hold-unanswered=2@n1", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unanswered int
+	for range 3 {
+		if u := f.unanswers(nil); u != nil {
+			if err := <-u.Err(); !errors.Is(err, jetstream.ErrNoStreamResponse) {
+				t.Errorf("unanswered hold: %v, want %v", err, jetstream.ErrNoStreamResponse)
+			}
+			unanswered++
+		}
+	}
+	if unanswered != 2 {
+		t.Errorf("hold-unanswered=2: %d holds unanswered of 3, want the first 2", unanswered)
+	}
+	for _, bad := range []string{"hold-unanswered=0@n1", "hold-unanswered=x@n1"} {
+		if _, err := parseFaults(bad, "n1"); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+	f, err = parseFaults("no-quorum=e@n1", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := func(id string) int { return map[string]int{"e": 1, "f": 1, "g": 2}[id] }
+	if !f.withoutQuorum(1, part) || f.withoutQuorum(2, part) {
+		t.Error("no-quorum=e: e's partition (1) only, until the read")
+	}
+	if f.failsRead("f") || !f.failsRead("e") || f.failsRead("e") || f.withoutQuorum(1, part) {
+		t.Error("no-quorum=e: the first read of e fails, and the partition is back after it")
+	}
 	var none *faults
-	if none.readsLate("b", 1) || none.stalls(nil) || none.delays("d") {
+	if none.readsLate("b", 1) || none.stalls(nil) || none.delays("d") || none.unanswers(nil) != nil ||
+		none.withoutQuorum(0, func(string) int { return 0 }) || none.failsRead("e") {
 		t.Error("no faults: nothing injected")
 	}
 }

@@ -478,6 +478,9 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 		id = "h.o." + strconv.FormatUint(o.Hash(), 36) + "." + node
 	}
 	m.Header.Set(jetstream.MsgIDHeader, id)
+	if f := n.fault.unanswers(m); f != nil {
+		return f, nil
+	}
 	f, err := js.PublishMsgAsync(m)
 	if err != nil {
 		return nil, fmt.Errorf("held for %s: %w", node, err)

@@ -254,7 +254,7 @@ func (s *sessions) claimOrphan(ctx context.Context, r ownerScan) (epoch uint64, 
 		}
 		return 0, false, err
 	}
-	s.setEpoch(r.id, epoch)
+	s.setEpoch(r.id, epoch, true)
 	return epoch, true, nil
 }
 

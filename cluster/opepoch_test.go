@@ -26,7 +26,7 @@ func TestOpEpochIsTheAppendTimeOne(t *testing.T) {
 	s.ready = true
 	s.setQueuedEpochsLocked()
 	s.mu.Unlock()
-	s.setEpoch("gone", 4) // a client claims it here before the end was sent
+	s.setEpoch("gone", 4, false) // a client claims it here before the end was sent
 	s.Append(broker.Op{Kind: broker.OpSessionPut, ClientID: "gone", Session: broker.StoredSession{Expiry: 60}})
 	want := map[string][]uint64{"mine": {3}, "gone": {0, 4}}
 	got := map[string][]uint64{}

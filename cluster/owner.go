@@ -334,7 +334,7 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 // go and the session comes here.
 func (o *owners) claimed(ctx context.Context, id string, written, epoch uint64, prev string, prevWill *broker.Message, wasUnread bool) (uint64, uint64, error) {
 	if o.n.sess != nil {
-		o.n.sess.setEpoch(id, epoch)
+		o.n.sess.setEpoch(id, epoch, prev != o.n.cfg.Node || wasUnread)
 	}
 	if prev != "" && prev != o.n.cfg.Node {
 		o.n.log.Info("client id claimed from another node", "client_id", id, "previous", prev, "epoch", epoch)

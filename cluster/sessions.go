@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -90,6 +91,9 @@ type sessions struct {
 	// epochs: this node's owner epoch per client id it claimed (or found
 	// itself owner of at start); ops of other ids carry epoch 0.
 	epochs map[string]uint64
+	// took: the last epoch at which this node claimed each id from
+	// another node (sendEpochs).
+	took map[string]uint64
 	// adopting: ids whose next op is a rollup.
 	adopting map[string]bool
 	// lost: ids another node claimed after this node's last claim. Their
@@ -141,13 +145,19 @@ type repOp struct {
 	body   []byte
 	msgID  string
 	rollup bool
-	// epoch: this node's owner epoch of id when the op was appended,
-	// once known (epochSet): from Append once the node is ready, for the
-	// ops appended before from start, once the restored sessions' owners
-	// are read. Not the epoch at send time: a restarted node's op ending
-	// a restored copy another node owns (epoch 0 then) went out after a
-	// claim here had set the id's epoch anew, and ended the session in
-	// the stream (TestClusterFull seed 41: Session Present 0, 194 lost).
+	// epoch: this node's claim of id when the op was appended; with
+	// epochSet it is final, 0 included (0: a restored copy another node
+	// owns, read at start: readers skip the op). Without epochSet (an op
+	// appended before the node was ready) and 0, the op is sent at the
+	// epoch of the claim current when it is sent. Not the epoch at send
+	// time otherwise: an op appended under an earlier claim, still
+	// queued when the node claims the id again (its partition stream had
+	// no quorum meanwhile), belongs to the ownership before, and readers
+	// must not take it for the newer owner's state (test/jepsen
+	// TestClusterFull seed 44: the next owner's queued messages lost);
+	// a restarted node's end of a restored copy owned elsewhere, sent
+	// after a claim here set the id's epoch anew, ended the session in
+	// the stream (seed 41: Session Present 0, 194 lost).
 	epoch    uint64
 	epochSet bool
 	// pack: 0 until the op is first published; then, on the first op
@@ -161,7 +171,7 @@ type repOp struct {
 // to use: see above. Call it before broker.New.
 func (n *Node) Sessions(local broker.Store) broker.Store {
 	s := &sessions{n: n, local: local, changed: make(chan struct{}), parts: make([]partQueue, n.cfg.Partitions),
-		epochs: map[string]uint64{}, adopting: map[string]bool{}, lost: map[string]time.Time{},
+		epochs: map[string]uint64{}, took: map[string]uint64{}, adopting: map[string]bool{}, lost: map[string]time.Time{},
 		persist: newPersistentFilters(n.local), gate: settledGate()}
 	for p := range s.parts {
 		s.parts[p].wake = make(chan struct{}, 1)
@@ -321,10 +331,16 @@ func (s *sessions) subject(id string) string {
 
 func streamName(p int) string { return sessStream + strconv.Itoa(p) }
 
-// setEpoch notes this node's claim of id at epoch.
-func (s *sessions) setEpoch(id string, epoch uint64) {
+// setEpoch notes this node's claim of id at epoch; fromOther says that
+// another node may have written the id's ops since this node's claim
+// before (it replaced another node's record, or one of its own that was
+// never followed by the session coming here).
+func (s *sessions) setEpoch(id string, epoch uint64, fromOther bool) {
 	s.mu.Lock()
 	s.epochs[id] = epoch
+	if fromOther {
+		s.took[id] = epoch
+	}
 	delete(s.lost, id)
 	s.mu.Unlock()
 }
@@ -498,10 +514,19 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 	for _, id := range s.restored {
 		r := recs[id]
 		if r.node == s.n.cfg.Node || r.node == "" {
-			s.setEpoch(id, r.epoch)
+			s.setEpoch(id, r.epoch, false)
 		} else {
 			gone = append(gone, id)
 		}
+	}
+	// Their end is this node's only (as after a fence): queued for the
+	// stream, it would be sent at the epoch of this node's claim of the
+	// id current by then, and a claim here (the client reconnecting to
+	// this node) may come first while the partition stream has no
+	// quorum: the end would then end the session in the stream, and the
+	// next claim start the client afresh (TestReproRestoredSessionEnd).
+	for _, id := range gone {
+		s.disown(id)
 	}
 	for _, id := range gone {
 		// Its hold keys stay a while: its owner may have claimed it
@@ -589,7 +614,9 @@ func (s *sessions) sendPart(p int) {
 	backoff := 50 * time.Millisecond
 	for {
 		var err error
-		if inflight, err = s.publishMore(q, inflight); err == nil && len(inflight) == 0 {
+		if s.n.fault.withoutQuorum(p, s.partition) {
+			err = errors.New("test fault no-quorum: the partition stream takes nothing")
+		} else if inflight, err = s.publishMore(q, inflight); err == nil && len(inflight) == 0 {
 			select {
 			case <-s.n.ctx.Done():
 				return
@@ -663,13 +690,7 @@ func (s *sessions) publishMore(q *partQueue, inflight []inflightPack) ([]infligh
 		to = max(to, i+q.ops[i].pack) // a pack formed before goes whole
 	}
 	batch := append([]repOp(nil), q.ops[from:to]...) // Append may grow q.ops meanwhile
-	epochs := make([]uint64, len(batch))
-	for i, op := range batch {
-		epochs[i] = op.epoch
-		if !op.epochSet { // not sent before start; kept as a guard
-			epochs[i] = s.epochs[op.id]
-		}
-	}
+	epochs, stale := s.sendEpochs(batch)
 	s.mu.Unlock()
 	now := time.Now()
 	for i := 0; i < len(batch); i += batch[i].pack {
@@ -681,7 +702,7 @@ func (s *sessions) publishMore(q *partQueue, inflight []inflightPack) ([]infligh
 			m.Data = appendPack(nil, batch[i:i+n], epochs[i:i+n])
 		}
 		m.Header.Set(jetstream.MsgIDHeader, head.msgID)
-		if head.rollup {
+		if head.rollup && !stale[i] {
 			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 		}
 		f, err := s.js.PublishMsgAsync(m)
@@ -691,6 +712,28 @@ func (s *sessions) publishMore(q *partQueue, inflight []inflightPack) ([]infligh
 		inflight = append(inflight, inflightPack{f, now, n})
 	}
 	return inflight, nil
+}
+
+// sendEpochs returns the epoch each op of batch is sent at, and which of
+// them are stale: of a claim of their id before one by which this node
+// took the id from another node again, so that the other node may have
+// written ops of a newer epoch after them. A stale rollup must not
+// remove those from the stream (a stale op is skipped by readers, a
+// rollup's purge is not). A rollup of an earlier claim followed only by
+// this node's own claims (a client back on this node while the stream
+// had no quorum) keeps its purge: the ops before it are older than the
+// session it adopted. s.mu is held.
+func (s *sessions) sendEpochs(batch []repOp) ([]uint64, []bool) {
+	epochs := make([]uint64, len(batch))
+	stale := make([]bool, len(batch))
+	for i, op := range batch {
+		epochs[i] = op.epoch
+		if op.epoch == 0 && !op.epochSet {
+			epochs[i] = s.epochs[op.id]
+		}
+		stale[i] = epochs[i] < s.took[op.id]
+	}
+	return epochs, stale
 }
 
 // packOps reorders ops, none packed yet, into packs: each client's ops in
@@ -802,6 +845,10 @@ func (s *sessions) recoverAt(ctx context.Context, id string) (*broker.StoredSess
 	if s.n.fault.readsLate(id, s.n.remote.orphans.count.Load()) {
 		return nil, last, errors.New("session stream: test fault read-late")
 	}
+	if s.n.fault.failsRead(id) {
+		s.awaitSent(ctx, id)
+		return nil, last, errors.New("session stream: test fault no-quorum")
+	}
 	subj := s.subject(id)
 	stream := streamName(s.partition(id))
 	st, err := js.Stream(ctx, stream)
@@ -833,4 +880,29 @@ func (s *sessions) recoverAt(ctx context.Context, id string) (*broker.StoredSess
 		s.n.log.Info("session record: skipped ops of a previous owner written after it lost the id", "client_id", id, "ops", r.skipped)
 	}
 	return r.session(), last, nil
+}
+
+// awaitSent waits until no op of id waits in its partition's queue, within
+// ctx and forward_timeout (the no-quorum test fault: the stream came back).
+func (s *sessions) awaitSent(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(ctx, s.n.cfg.ForwardTimeout)
+	defer cancel()
+	q := &s.parts[s.partition(id)]
+	for {
+		select {
+		case q.wake <- struct{}{}:
+		default:
+		}
+		s.mu.Lock()
+		queued := slices.ContainsFunc(q.ops, func(op repOp) bool { return op.id == id })
+		s.mu.Unlock()
+		if !queued {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
