@@ -85,7 +85,11 @@ func DialOver(t testing.TB, d rawclient.Dialer, target string, cp *paho.Connect)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	c := &Client{ID: id, In: make(chan *paho.Publish, 1000), Dis: make(chan *paho.Disconnect, 4)}
+	// In holds what a resumed session brings at once: a test that
+	// publishes until a resume on a loaded machine queued 1,148 messages
+	// for one (TestClusterRestartedNodeSessionResumedElsewhere), and a
+	// full inbox drops what the broker delivered.
+	c := &Client{ID: id, In: make(chan *paho.Publish, inboxSize), Dis: make(chan *paho.Disconnect, 4)}
 	c.Client = paho.NewClient(paho.ClientConfig{
 		ClientID: id,
 		Conn:     conn,
@@ -118,6 +122,10 @@ func DialOver(t testing.TB, d rawclient.Dialer, target string, cp *paho.Connect)
 	}
 	return c, ack, nil
 }
+
+// inboxSize is how many messages a Client holds unread before it drops
+// (and fails its test): pointers, 80 KiB of channel per client.
+const inboxSize = 10000
 
 // Sub subscribes and fails t if the SUBACK does not come within 15s or
 // refuses a filter.
