@@ -88,24 +88,10 @@ func TestClusterDeadNodeSessionKeepsQueueing(t *testing.T) {
 		back = c
 		return nil
 	})
-	got := map[string]int{}
-	deadline := time.After(20 * time.Second)
-	for missing := len(want); missing > 0; {
-		select {
-		case p := <-back.in:
-			s := string(p.Payload)
-			if s == "probe" {
-				continue
-			}
-			if got[s] == 0 && slices.Contains(want, s) {
-				missing--
-			}
-			got[s]++
-		case <-deadline:
-			lost := slices.DeleteFunc(slices.Clone(want), func(s string) bool { return got[s] > 0 })
-			t.Fatalf("%d of %d acknowledged messages lost: %v\nn2:\n%s\nn3:\n%s", len(lost), len(want), lost[:min(len(lost), 20)],
-				grepLog(n2, "client_id="+id, "cluster:", "silent"), grepLog(n3, "client_id="+id, "cluster:", "silent"))
-		}
+	got, lost := receiveAll(back, want, 20*time.Second)
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d acknowledged messages lost: %v\nn2:\n%s\nn3:\n%s", len(lost), len(want), lost[:min(len(lost), 20)],
+			grepLog(n2, "client_id="+id, "cluster:", "silent"), grepLog(n3, "client_id="+id, "cluster:", "silent"))
 	}
 	back.none(t, time.Second)
 	for p, n := range got {
@@ -149,7 +135,7 @@ func TestClusterRestartedNodeSessionResumedElsewhere(t *testing.T) {
 	var (
 		want     []string
 		unknown  int
-		back     = make(chan *client, 1)
+		back     <-chan *client // resumeInBackground's
 		resuming bool
 		restart  = time.Now().Add(2 * time.Second) // held for n1 meanwhile
 		stop     time.Time                         // 2 s after the resume
@@ -168,22 +154,7 @@ func TestClusterRestartedNodeSessionResumedElsewhere(t *testing.T) {
 			// answered, its owner records not read yet (seconds after
 			// a kill, while the streams elect leaders).
 			resuming = true
-			go func() {
-				for d := time.Now().Add(60 * time.Second); time.Now().Before(d); time.Sleep(100 * time.Millisecond) {
-					c, ack, err := clustertest.Dial(t, n3.mqtt, &paho.Connect{ClientID: id, CleanStart: false, KeepAlive: 30,
-						Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-					if err != nil {
-						continue
-					}
-					if ack.ReasonCode != 0 || !ack.SessionPresent {
-						c.Disconnect(&paho.Disconnect{})
-						continue
-					}
-					back <- wrapClient(c)
-					return
-				}
-				close(back)
-			}()
+			back = resumeInBackground(t, n3, id, expiry)
 		}
 		if resuming && stop.IsZero() && len(back) > 0 {
 			stop = time.Now().Add(2 * time.Second)
@@ -208,25 +179,11 @@ func TestClusterRestartedNodeSessionResumedElsewhere(t *testing.T) {
 		t.Fatalf("%s not resumed with its session on n3 within 60 s", id)
 	}
 	t.Logf("%d messages acknowledged, %d with unknown outcome", len(want), unknown)
-	got := map[string]int{}
-	deadline := time.After(30 * time.Second)
-	for missing := len(want); missing > 0; {
-		select {
-		case p := <-c.in:
-			s := string(p.Payload)
-			if s == "probe" {
-				continue
-			}
-			if got[s] == 0 && slices.Contains(want, s) {
-				missing--
-			}
-			got[s]++
-		case <-deadline:
-			lost := slices.DeleteFunc(slices.Clone(want), func(s string) bool { return got[s] > 0 })
-			t.Fatalf("%d of %d acknowledged messages lost: %v\nn1:\n%s\nn2:\n%s\nn3:\n%s", len(lost), len(want), lost[:min(len(lost), 20)],
-				grepLog(n1, "client_id="+id, "cluster:", "restored"), grepLog(n2, "cluster node", "holding a message", "not confirmed"),
-				grepLog(n3, "client_id="+id, "cluster:"))
-		}
+	got, lost := receiveAll(c, want, 30*time.Second)
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d acknowledged messages lost: %v\nn1:\n%s\nn2:\n%s\nn3:\n%s", len(lost), len(want), lost[:min(len(lost), 20)],
+			grepLog(n1, "client_id="+id, "cluster:", "restored"), grepLog(n2, "cluster node", "holding a message", "not confirmed"),
+			grepLog(n3, "client_id="+id, "cluster:"))
 	}
 	c.none(t, time.Second)
 	for p, n := range got {
@@ -339,4 +296,53 @@ func TestClusterDeadNodeShareGroupHeld(t *testing.T) {
 			t.Errorf("QoS 2 message %s delivered %d times to the group", p, n)
 		}
 	}
+}
+
+// resumeInBackground resumes the persistent session id on nd from another
+// goroutine, trying every 100 ms for up to 60 s until a CONNACK says
+// Session Present, and sends the client on the returned channel (closed
+// instead if it never did): the test keeps publishing meanwhile.
+func resumeInBackground(t *testing.T, nd *node, id string, expiry uint32) <-chan *client {
+	back := make(chan *client, 1)
+	go func() {
+		for d := time.Now().Add(60 * time.Second); time.Now().Before(d); time.Sleep(100 * time.Millisecond) {
+			c, ack, err := clustertest.Dial(t, nd.mqtt, &paho.Connect{ClientID: id, CleanStart: false, KeepAlive: 30,
+				Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+			if err != nil {
+				continue
+			}
+			if ack.ReasonCode != 0 || !ack.SessionPresent {
+				c.Disconnect(&paho.Disconnect{})
+				continue
+			}
+			back <- wrapClient(c)
+			return
+		}
+		close(back)
+	}()
+	return back
+}
+
+// receiveAll reads c's messages (probes skipped) until each of want came
+// at least once or d passed. It returns how often each payload came and
+// the messages of want that never did.
+func receiveAll(c *client, want []string, d time.Duration) (got map[string]int, lost []string) {
+	got = map[string]int{}
+	deadline := time.After(d)
+	for missing := len(want); missing > 0; {
+		select {
+		case p := <-c.in:
+			s := string(p.Payload)
+			if s == "probe" {
+				continue
+			}
+			if got[s] == 0 && slices.Contains(want, s) {
+				missing--
+			}
+			got[s]++
+		case <-deadline:
+			return got, slices.DeleteFunc(slices.Clone(want), func(s string) bool { return got[s] > 0 })
+		}
+	}
+	return got, nil
 }

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-
-	"github.com/roost-mqtt/roost/internal/clustertest"
 )
 
 // TestClusterResumedSessionKeepsOrder kills (kill -9) the node of a
@@ -42,7 +40,7 @@ func TestClusterResumedSessionKeepsOrder(t *testing.T) {
 		seen     = map[string]bool{}
 		acked    = map[string]bool{}
 		unknown  int
-		back     = make(chan *client, 1)
+		back     <-chan *client // resumeInBackground's
 		resuming bool
 		first    int                               // the first message published after the CONNECT was sent
 		resumeAt = time.Now().Add(2 * time.Second) // held for n1 until then
@@ -74,22 +72,7 @@ func TestClusterResumedSessionKeepsOrder(t *testing.T) {
 		// seconds after the kill, and the publisher wait).
 		if !resuming && time.Now().After(resumeAt) && len(acked) >= 40 {
 			resuming, first = true, i
-			go func() {
-				for d := time.Now().Add(60 * time.Second); time.Now().Before(d); time.Sleep(100 * time.Millisecond) {
-					c, ack, err := clustertest.Dial(t, n3.mqtt, &paho.Connect{ClientID: id, CleanStart: false, KeepAlive: 30,
-						Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-					if err != nil {
-						continue
-					}
-					if ack.ReasonCode != 0 || !ack.SessionPresent {
-						c.Disconnect(&paho.Disconnect{})
-						continue
-					}
-					back <- wrapClient(c)
-					return
-				}
-				close(back)
-			}()
+			back = resumeInBackground(t, n3, id, expiry)
 		}
 		if resuming && c == nil && len(back) > 0 {
 			if c = <-back; c == nil {
