@@ -42,7 +42,27 @@ const startTimeout = 60 * time.Second
 // and logs under dir, the broker configuration config (a YAML file, may
 // be "") and extra arguments, and waits until all serve (a cluster: until
 // every node has joined the others and its replicated records are ready).
+//
+// A port that clustertest.FreeAddr found free may be taken by another
+// process before the node binds it (the suite runs packages side by side):
+// a start that fails so is tried again, twice at most, on new ports and
+// emptied directories.
 func StartProcs(ctx context.Context, bin, dir, config string, n int, extra ...string) (*Procs, error) {
+	for attempt := 1; ; attempt++ {
+		ps, err := startProcs(ctx, bin, dir, config, n, extra...)
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return ps, err
+		}
+		for i := range n {
+			data := filepath.Join(dir, fmt.Sprintf("n%d", i+1))
+			if rerr := errors.Join(os.RemoveAll(data), os.RemoveAll(data+".log")); rerr != nil {
+				return nil, errors.Join(err, rerr)
+			}
+		}
+	}
+}
+
+func startProcs(ctx context.Context, bin, dir, config string, n int, extra ...string) (*Procs, error) {
 	ps := &Procs{dir: dir, config: config, extra: extra}
 	for i := range n {
 		ip := "127.0.0.1"
