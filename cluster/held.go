@@ -1094,13 +1094,7 @@ func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since
 	if js == nil {
 		return from, errNotReady
 	}
-	cfg := jetstream.ConsumerConfig{FilterSubject: s.heldSubject(node)}
-	switch {
-	case from > 0:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
-	case !since.IsZero():
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
-	}
+	cfg := s.heldReadConfig(node, from, since)
 	next := from
 	err := readAll(ctx, js, streamName(s.partition(node)), cfg, func(m jetstream.Msg) error {
 		md, err := m.Metadata()
@@ -1379,4 +1373,17 @@ func (s *sessions) takeHeldFrom(node, id string) uint64 {
 	seq := s.gate.from[k]
 	delete(s.gate.from, k)
 	return seq
+}
+
+// heldReadConfig is the consumer that reads what was held for node: from
+// stream sequence from when known, else from since, else from the start.
+func (s *sessions) heldReadConfig(node string, from uint64, since time.Time) jetstream.ConsumerConfig {
+	cfg := jetstream.ConsumerConfig{FilterSubject: s.heldSubject(node)}
+	switch {
+	case from > 0:
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	case !since.IsZero():
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
+	}
+	return cfg
 }

@@ -150,13 +150,7 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 			members[sub.Filter] = true
 		}
 	}
-	cfg := jetstream.ConsumerConfig{FilterSubject: s.heldSubject(node)}
-	switch {
-	case from > 0:
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
-	case !since.IsZero():
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
-	}
+	cfg := s.heldReadConfig(node, from, since)
 	r.err = readAll(ctx, js, streamName(s.partition(node)), cfg, func(m jetstream.Msg) error {
 		md, err := m.Metadata()
 		if err != nil {
