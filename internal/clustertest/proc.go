@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/roost-mqtt/roost/internal/eventually"
+	"github.com/roost-mqtt/roost/internal/testport"
 )
 
 // Proc is one process of the roost binary that a test starts, hurts
@@ -205,12 +207,15 @@ func (p *Proc) Stop(within time.Duration) (killed bool) {
 	}
 }
 
-// FreeAddr returns HOST:PORT with a TCP port the OS considers free on ip.
+// FreeAddr returns HOST:PORT with a TCP port free on ip and reserved for
+// this process (testport.Reserve): a node keeps its ports across
+// restarts, and a port from the kernel's ephemeral range could be taken
+// while the node is down by another node's outgoing connection from the
+// same 127.0.0.x.
 func FreeAddr(ip string) (string, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	port, err := testport.Reserve(ip)
 	if err != nil {
-		return "", fmt.Errorf("clustertest: no free port on %s: %w", ip, err)
+		return "", fmt.Errorf("clustertest: %w", err)
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return net.JoinHostPort(ip, strconv.Itoa(port)), nil
 }

@@ -8,19 +8,20 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/roost-mqtt/roost/internal/testport"
 )
 
-// FreePort returns a port that was free on 127.0.0.1 a moment ago, for
-// peers (mosquitto) that need a number in their config rather than :0.
-// Callers retry when they lose the race for it.
+// FreePort returns a port free on 127.0.0.1 and reserved for this
+// process (testport.Reserve), for peers (mosquitto) that need a number in
+// their config rather than :0, and servers restarted on the same port.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testport.Reserve("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // WaitListening polls addr until it accepts a TCP connection (true), the
