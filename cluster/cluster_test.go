@@ -335,7 +335,9 @@ func TestCluster(t *testing.T) {
 		if got.Topic != long || !bytes.Equal(got.Payload, payload) {
 			t.Fatalf("got %d bytes on a %d-byte topic", len(got.Payload), len(got.Topic))
 		}
-		eventually(t, wait, func() error {
+		// 900 KiB through the retained stream's three replicas, then read
+		// back on n2: more than wait's 5 s in a suite run at load 26.
+		eventually(t, 30*time.Second, func() error {
 			if got := retainedOn(t, n2, "big-ret", "big/#", 300*time.Millisecond); len(got) != 1 || !strings.HasPrefix(got[0], long+"=") {
 				return fmt.Errorf("n2 retained %d messages", len(got))
 			}
