@@ -25,6 +25,18 @@
 // with the budget, see docs/bench.md. GOMEMLIMIT=40MiB did best (1.77) but
 // a fixed limit is a guess about the live heap: set below it, the
 // collector runs continuously.
+//
+// A trim is also a cost paid later: every page it returns is faulted back
+// in, one page fault at a time, when the broker allocates there again. A
+// broker under steady traffic cycles its whole heap headroom between
+// collections, so trimming it only turns that headroom into page faults on
+// the message path (docs/bench.md, round 7: at 1,000 messages a second a
+// trim every 5 s made 50 faults a second, each adding 70 to 110 µs to the
+// message it hit, on this project's virtual machines). So while the
+// broker allocates fast enough to take what a trim would return back within
+// a minute (Policy.Horizon), it trims only a reclaimable heap beyond the
+// runtime's own cycle (Policy.BusyMinFree): a connection storm's garbage
+// still goes at once, the headroom a steady flow of messages reuses stays.
 package memtrim
 
 import (
@@ -56,16 +68,26 @@ type Policy struct {
 	// paces them. While the budget is overdrawn the next look waits until
 	// it is refilled, at most 10 intervals.
 	Burst time.Duration
+	// Horizon and BusyMinFree keep a trim from returning memory that is
+	// about to be faulted back in: while the broker, at its allocation
+	// rate since the last look, would allocate as much as the reclaimable
+	// heap within Horizon (it is busy), a trim needs BusyMinFree
+	// reclaimable, not MinFree. Zero Horizon: no such condition.
+	Horizon     time.Duration
+	BusyMinFree uint64
 }
 
 // Default looks every half second and trims when at least 1 MiB, and a
-// tenth of the live heap, is free or garbage, spending at most 1% of the
-// time on trims in the long run and 250 ms at once. (A quarter left up to
+// tenth of the live heap, is free or garbage (4 MiB, the Go runtime's
+// minimum heap, while the broker would allocate as much within a minute),
+// spending at most 1% of the time on trims in the long run and 250 ms at
+// once. (A quarter left up to
 // 0.33 KiB per idle connection untrimmed: 19,900 of them measured 1.84 to
 // 2.05 KiB each 12 s after the last connected, against 1.85 to 1.90 with
 // a tenth; the budget keeps the more frequent trims' cost bounded.)
 func Default() Policy {
-	return Policy{Interval: 500 * time.Millisecond, MinFree: 1 << 20, MinShare: 0.1, MaxTime: 0.01, Burst: 250 * time.Millisecond}
+	return Policy{Interval: 500 * time.Millisecond, MinFree: 1 << 20, MinShare: 0.1, MaxTime: 0.01, Burst: 250 * time.Millisecond,
+		Horizon: time.Minute, BusyMinFree: 4 << 20}
 }
 
 // refill is the budget left after elapsed more time.
@@ -83,9 +105,10 @@ func (p Policy) pause(left time.Duration) time.Duration {
 
 // Heap is the part of runtime/metrics memtrim reads.
 type Heap struct {
-	Free    uint64 // free heap not yet returned to the OS
-	Objects uint64 // live objects and garbage not yet collected
-	Live    uint64 // live objects as of the last collection
+	Free      uint64 // free heap not yet returned to the OS
+	Objects   uint64 // live objects and garbage not yet collected
+	Live      uint64 // live objects as of the last collection
+	Allocated uint64 // bytes allocated since the process started
 }
 
 // Reclaimable is what a collection and a trim would return: the free heap
@@ -100,6 +123,7 @@ func ReadHeap() Heap {
 		{Name: "/memory/classes/heap/free:bytes"},
 		{Name: "/memory/classes/heap/objects:bytes"},
 		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/heap/allocs:bytes"},
 	}
 	metrics.Read(s)
 	var h Heap
@@ -112,13 +136,24 @@ func ReadHeap() Heap {
 	if s[2].Value.Kind() == metrics.KindUint64 {
 		h.Live = s[2].Value.Uint64()
 	}
+	if s[3].Value.Kind() == metrics.KindUint64 {
+		h.Allocated = s[3].Value.Uint64()
+	}
 	return h
 }
 
-// Due reports whether h is worth a trim under p.
-func (p Policy) Due(h Heap) bool {
+// Due reports whether h is worth a trim under p, prev being the heap read
+// elapsed earlier (the last look).
+func (p Policy) Due(h, prev Heap, elapsed time.Duration) bool {
 	r := h.Reclaimable()
-	return r >= p.MinFree && float64(r) >= p.MinShare*float64(h.Live)
+	if r < p.MinFree || float64(r) < p.MinShare*float64(h.Live) {
+		return false
+	}
+	if r >= p.BusyMinFree || p.Horizon <= 0 || elapsed <= 0 || h.Allocated < prev.Allocated {
+		return true
+	}
+	// Allocated over elapsed is the rate; compared without dividing.
+	return float64(h.Allocated-prev.Allocated)*p.Horizon.Seconds() < float64(r)*elapsed.Seconds()
 }
 
 // Run trims under p until ctx ends.
@@ -126,6 +161,7 @@ func Run(ctx context.Context, p Policy, log *slog.Logger) {
 	t := time.NewTimer(p.Interval)
 	defer t.Stop()
 	left, last := p.Burst, time.Now()
+	prev := ReadHeap()
 	for {
 		select {
 		case <-ctx.Done():
@@ -133,13 +169,17 @@ func Run(ctx context.Context, p Policy, log *slog.Logger) {
 		case <-t.C:
 		}
 		now := time.Now()
-		left, last = p.refill(left, now.Sub(last)), now
-		if h := ReadHeap(); p.Due(h) && (p.MaxTime <= 0 || left >= 0) {
+		elapsed := now.Sub(last)
+		left, last = p.refill(left, elapsed), now
+		h := ReadHeap()
+		if p.Due(h, prev, elapsed) && (p.MaxTime <= 0 || left >= 0) {
 			cost, took := trim()
 			left -= cost
 			log.Debug("returned free heap to the OS", "reclaimable_bytes", h.Reclaimable(), "live_bytes", h.Live,
 				"took", took, "cpu", cost, "budget_left", left)
+			h = ReadHeap() // the trim's own allocations are not the broker's rate
 		}
+		prev = h
 		t.Reset(p.pause(left))
 	}
 }

@@ -20,9 +20,43 @@ func TestDue(t *testing.T) {
 		{Heap{Free: 1 << 20, Objects: 40 << 20, Live: 20 << 20}, true},  // garbage
 		{Heap{Free: 4 << 20, Objects: 0}, true},
 	} {
-		if got := p.Due(tc.h); got != tc.want {
+		if got := p.Due(tc.h, Heap{}, 0); got != tc.want {
 			t.Errorf("Due(%+v) = %v, want %v", tc.h, got, tc.want)
 		}
+	}
+}
+
+// A heap the broker is allocating through is not trimmed: what a trim
+// returned would be faulted back in on the message path within the
+// horizon. A quiet broker's is, and a busy one's beyond BusyMinFree.
+func TestDueWaitsForQuiet(t *testing.T) {
+	p := Policy{MinFree: 1 << 20, Horizon: time.Minute, BusyMinFree: 4 << 20}
+	h := Heap{Free: 1 << 20, Objects: 3 << 20, Live: 1 << 20, Allocated: 100 << 20} // 3 MiB reclaimable
+	for _, tc := range []struct {
+		name      string
+		allocated uint64 // since the last look, a second ago
+		want      bool
+	}{
+		{"1,000 msgs/s of 220 B: back in 14 s", 220 << 10, false},
+		{"100 KiB/s: back in 31 s", 100 << 10, false},
+		{"40 KiB/s: back in 77 s", 40 << 10, true},
+		{"quiet", 0, true},
+	} {
+		prev := h
+		prev.Allocated -= tc.allocated
+		if got := p.Due(h, prev, time.Second); got != tc.want {
+			t.Errorf("%s: Due = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	storm := Heap{Free: 8 << 20, Objects: 40 << 20, Live: 24 << 20, Allocated: 900 << 20}
+	if !p.Due(storm, Heap{Allocated: 800 << 20}, time.Second) {
+		t.Errorf("a connection storm's 24 MiB of garbage, 100 MiB/s allocated: not due")
+	}
+	if !(Policy{MinFree: 1 << 20}).Due(h, Heap{Allocated: 0}, time.Second) {
+		t.Errorf("no horizon: a busy heap is due")
+	}
+	if !p.Due(h, h, 0) {
+		t.Errorf("first look (no elapsed time): due")
 	}
 }
 
