@@ -37,11 +37,16 @@
 // a minute (Policy.Horizon), it trims only a reclaimable heap beyond the
 // runtime's own cycle (Policy.BusyMinFree): a connection storm's garbage
 // still goes at once, the headroom a steady flow of messages reuses stays.
+// Below that, a busy broker's garbage is collected without returning
+// anything (Policy.Collect), at the pace trims had: the heap then cycles
+// through resident pages instead of growing into fresh ones up to the
+// runtime's 4 MiB minimum before its first collection.
 package memtrim
 
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
@@ -149,11 +154,28 @@ func (p Policy) Due(h, prev Heap, elapsed time.Duration) bool {
 	if r < p.MinFree || float64(r) < p.MinShare*float64(h.Live) {
 		return false
 	}
-	if r >= p.BusyMinFree || p.Horizon <= 0 || elapsed <= 0 || h.Allocated < prev.Allocated {
-		return true
+	return r >= p.BusyMinFree || !p.busy(h, prev, elapsed)
+}
+
+// busy reports whether the broker, at its allocation rate since prev,
+// would allocate h's reclaimable heap again within p.Horizon.
+func (p Policy) busy(h, prev Heap, elapsed time.Duration) bool {
+	if p.Horizon <= 0 || elapsed <= 0 || h.Allocated < prev.Allocated {
+		return false
 	}
 	// Allocated over elapsed is the rate; compared without dividing.
-	return float64(h.Allocated-prev.Allocated)*p.Horizon.Seconds() < float64(r)*elapsed.Seconds()
+	return float64(h.Allocated-prev.Allocated)*p.Horizon.Seconds() >= float64(h.Reclaimable())*elapsed.Seconds()
+}
+
+// Collect reports whether a heap that is not Due because the broker is
+// busy is worth a collection that returns nothing: MinFree of garbage.
+// Collected, it is free heap the broker allocates from again, resident,
+// where it would otherwise touch fresh pages (a page fault each) until the
+// runtime's first collection at its 4 MiB minimum heap.
+func (p Policy) Collect(h, prev Heap, elapsed time.Duration) bool {
+	r := h.Reclaimable()
+	return r >= p.MinFree && float64(r) >= p.MinShare*float64(h.Live) && r < p.BusyMinFree &&
+		h.Objects >= h.Live+p.MinFree && p.busy(h, prev, elapsed)
 }
 
 // Run trims under p until ctx ends.
@@ -172,10 +194,11 @@ func Run(ctx context.Context, p Policy, log *slog.Logger) {
 		elapsed := now.Sub(last)
 		left, last = p.refill(left, elapsed), now
 		h := ReadHeap()
-		if p.Due(h, prev, elapsed) && (p.MaxTime <= 0 || left >= 0) {
-			cost, took := trim()
+		release := p.Due(h, prev, elapsed)
+		if (release || p.Collect(h, prev, elapsed)) && (p.MaxTime <= 0 || left >= 0) {
+			cost, took := trim(release)
 			left -= cost
-			log.Debug("returned free heap to the OS", "reclaimable_bytes", h.Reclaimable(), "live_bytes", h.Live,
+			log.Debug("collected", "returned", release, "reclaimable_bytes", h.Reclaimable(), "live_bytes", h.Live,
 				"took", took, "cpu", cost, "budget_left", left)
 			h = ReadHeap() // the trim's own allocations are not the broker's rate
 		}
@@ -206,13 +229,17 @@ func trimCPU() (time.Duration, bool) {
 	return time.Duration(sum * float64(time.Second)), true
 }
 
-// trim collects and returns free memory to the OS, and says what that
-// cost in CPU time (see charge) and in wall time.
-func trim() (cost, took time.Duration) {
+// trim collects and, if release, returns free memory to the OS, and says
+// what that cost in CPU time (see charge) and in wall time.
+func trim(release bool) (cost, took time.Duration) {
 	start := time.Now()
 	gc0, gcOK0 := trimCPU()
 	proc0, procOK0 := processCPU()
-	debug.FreeOSMemory()
+	if release {
+		debug.FreeOSMemory()
+	} else {
+		runtime.GC()
+	}
 	took = time.Since(start)
 	gc1, gcOK1 := trimCPU()
 	proc1, procOK1 := processCPU()

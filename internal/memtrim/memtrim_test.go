@@ -52,6 +52,9 @@ func TestDueWaitsForQuiet(t *testing.T) {
 	if !p.Due(storm, Heap{Allocated: 800 << 20}, time.Second) {
 		t.Errorf("a connection storm's 24 MiB of garbage, 100 MiB/s allocated: not due")
 	}
+	if p.Collect(storm, Heap{Allocated: 800 << 20}, time.Second) {
+		t.Errorf("a storm's heap is trimmed, not only collected")
+	}
 	if !(Policy{MinFree: 1 << 20}).Due(h, Heap{Allocated: 0}, time.Second) {
 		t.Errorf("no horizon: a busy heap is due")
 	}
@@ -129,7 +132,7 @@ func TestTrimCost(t *testing.T) {
 	}
 	sink = sink[:32] // half garbage, half live
 	proc0, procOK := processCPU()
-	cost, took := trim()
+	cost, took := trim(true)
 	proc1, _ := processCPU()
 	sink = nil
 	if cost <= 0 || took <= 0 {
@@ -161,6 +164,35 @@ func TestCharge(t *testing.T) {
 	} {
 		if got := charge(tc.gc, tc.gcOK, tc.proc, tc.procOK, tc.took); got != tc.wants {
 			t.Errorf("%s: charge = %v, want %v", tc.name, got, tc.wants)
+		}
+	}
+}
+
+// A busy broker's small heap is collected, without returning memory, once
+// it holds MinFree of garbage: the broker then allocates from resident free
+// heap instead of touching fresh pages. Not again until there is that much
+// garbage again, and not when the heap is due a trim.
+func TestCollectBusySmallHeap(t *testing.T) {
+	p := Policy{MinFree: 1 << 20, MinShare: 0.1, Horizon: time.Minute, BusyMinFree: 4 << 20}
+	busy := func(h Heap) Heap { h.Allocated = 100 << 20; return h }
+	prev := Heap{Allocated: 100<<20 - 220<<10} // 220 KiB a second
+	for _, tc := range []struct {
+		name string
+		h    Heap
+		prev Heap
+		want bool
+	}{
+		{"1 MiB of garbage", busy(Heap{Free: 0, Objects: 2 << 20, Live: 1 << 20}), prev, true},
+		{"just collected: free heap, no garbage", busy(Heap{Free: 1 << 20, Objects: 1 << 20, Live: 1 << 20}), prev, false},
+		{"little garbage", busy(Heap{Free: 1 << 20, Objects: 1<<20 + 512<<10, Live: 1 << 20}), prev, false},
+		{"quiet: trimmed instead", busy(Heap{Objects: 3 << 20, Live: 1 << 20}), busy(Heap{}), false},
+		{"4 MiB reclaimable: trimmed instead", busy(Heap{Free: 1 << 20, Objects: 4 << 20, Live: 1 << 20}), prev, false},
+	} {
+		if got := p.Collect(tc.h, tc.prev, time.Second); got != tc.want {
+			t.Errorf("%s: Collect = %v, want %v", tc.name, got, tc.want)
+		}
+		if tc.want && p.Due(tc.h, tc.prev, time.Second) {
+			t.Errorf("%s: both Collect and Due", tc.name)
 		}
 	}
 }
