@@ -25,11 +25,28 @@
 // with the budget, see docs/bench.md. GOMEMLIMIT=40MiB did best (1.77) but
 // a fixed limit is a guess about the live heap: set below it, the
 // collector runs continuously.
+//
+// A trim is also a cost paid later: every page it returns is faulted back
+// in, one page fault at a time, when the broker allocates there again. A
+// broker under steady traffic cycles its whole heap headroom between
+// collections, so trimming it only turns that headroom into page faults on
+// the message path (docs/bench.md, round 7: at 1,000 messages a second a
+// trim every 5 s made 50 faults a second, each adding 70 to 110 µs to the
+// message it hit, on this project's virtual machines). So while the
+// broker allocates fast enough to take what a trim would return back within
+// a minute (Policy.Horizon), it trims only a reclaimable heap beyond the
+// runtime's own cycle (Policy.BusyMinFree): a connection storm's garbage
+// still goes at once, the headroom a steady flow of messages reuses stays.
+// Below that, a busy broker's garbage is collected without returning
+// anything (Policy.Collect), at the pace trims had: the heap then cycles
+// through resident pages instead of growing into fresh ones up to the
+// runtime's 4 MiB minimum before its first collection.
 package memtrim
 
 import (
 	"context"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
@@ -56,16 +73,26 @@ type Policy struct {
 	// paces them. While the budget is overdrawn the next look waits until
 	// it is refilled, at most 10 intervals.
 	Burst time.Duration
+	// Horizon and BusyMinFree keep a trim from returning memory that is
+	// about to be faulted back in: while the broker, at its allocation
+	// rate since the last look, would allocate as much as the reclaimable
+	// heap within Horizon (it is busy), a trim needs BusyMinFree
+	// reclaimable, not MinFree. Zero Horizon: no such condition.
+	Horizon     time.Duration
+	BusyMinFree uint64
 }
 
 // Default looks every half second and trims when at least 1 MiB, and a
-// tenth of the live heap, is free or garbage, spending at most 1% of the
-// time on trims in the long run and 250 ms at once. (A quarter left up to
+// tenth of the live heap, is free or garbage (4 MiB, the Go runtime's
+// minimum heap, while the broker would allocate as much within a minute),
+// spending at most 1% of the time on trims in the long run and 250 ms at
+// once. (A quarter left up to
 // 0.33 KiB per idle connection untrimmed: 19,900 of them measured 1.84 to
 // 2.05 KiB each 12 s after the last connected, against 1.85 to 1.90 with
 // a tenth; the budget keeps the more frequent trims' cost bounded.)
 func Default() Policy {
-	return Policy{Interval: 500 * time.Millisecond, MinFree: 1 << 20, MinShare: 0.1, MaxTime: 0.01, Burst: 250 * time.Millisecond}
+	return Policy{Interval: 500 * time.Millisecond, MinFree: 1 << 20, MinShare: 0.1, MaxTime: 0.01, Burst: 250 * time.Millisecond,
+		Horizon: time.Minute, BusyMinFree: 4 << 20}
 }
 
 // refill is the budget left after elapsed more time.
@@ -83,9 +110,10 @@ func (p Policy) pause(left time.Duration) time.Duration {
 
 // Heap is the part of runtime/metrics memtrim reads.
 type Heap struct {
-	Free    uint64 // free heap not yet returned to the OS
-	Objects uint64 // live objects and garbage not yet collected
-	Live    uint64 // live objects as of the last collection
+	Free      uint64 // free heap not yet returned to the OS
+	Objects   uint64 // live objects and garbage not yet collected
+	Live      uint64 // live objects as of the last collection
+	Allocated uint64 // bytes allocated since the process started
 }
 
 // Reclaimable is what a collection and a trim would return: the free heap
@@ -100,6 +128,7 @@ func ReadHeap() Heap {
 		{Name: "/memory/classes/heap/free:bytes"},
 		{Name: "/memory/classes/heap/objects:bytes"},
 		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/heap/allocs:bytes"},
 	}
 	metrics.Read(s)
 	var h Heap
@@ -112,13 +141,41 @@ func ReadHeap() Heap {
 	if s[2].Value.Kind() == metrics.KindUint64 {
 		h.Live = s[2].Value.Uint64()
 	}
+	if s[3].Value.Kind() == metrics.KindUint64 {
+		h.Allocated = s[3].Value.Uint64()
+	}
 	return h
 }
 
-// Due reports whether h is worth a trim under p.
-func (p Policy) Due(h Heap) bool {
+// Due reports whether h is worth a trim under p, prev being the heap read
+// elapsed earlier (the last look).
+func (p Policy) Due(h, prev Heap, elapsed time.Duration) bool {
 	r := h.Reclaimable()
-	return r >= p.MinFree && float64(r) >= p.MinShare*float64(h.Live)
+	if r < p.MinFree || float64(r) < p.MinShare*float64(h.Live) {
+		return false
+	}
+	return r >= p.BusyMinFree || !p.busy(h, prev, elapsed)
+}
+
+// busy reports whether the broker, at its allocation rate since prev,
+// would allocate h's reclaimable heap again within p.Horizon.
+func (p Policy) busy(h, prev Heap, elapsed time.Duration) bool {
+	if p.Horizon <= 0 || elapsed <= 0 || h.Allocated < prev.Allocated {
+		return false
+	}
+	// Allocated over elapsed is the rate; compared without dividing.
+	return float64(h.Allocated-prev.Allocated)*p.Horizon.Seconds() >= float64(h.Reclaimable())*elapsed.Seconds()
+}
+
+// Collect reports whether a heap that is not Due because the broker is
+// busy is worth a collection that returns nothing: MinFree of garbage.
+// Collected, it is free heap the broker allocates from again, resident,
+// where it would otherwise touch fresh pages (a page fault each) until the
+// runtime's first collection at its 4 MiB minimum heap.
+func (p Policy) Collect(h, prev Heap, elapsed time.Duration) bool {
+	r := h.Reclaimable()
+	return r >= p.MinFree && float64(r) >= p.MinShare*float64(h.Live) && r < p.BusyMinFree &&
+		h.Objects >= h.Live+p.MinFree && p.busy(h, prev, elapsed)
 }
 
 // Run trims under p until ctx ends.
@@ -126,6 +183,7 @@ func Run(ctx context.Context, p Policy, log *slog.Logger) {
 	t := time.NewTimer(p.Interval)
 	defer t.Stop()
 	left, last := p.Burst, time.Now()
+	prev := ReadHeap()
 	for {
 		select {
 		case <-ctx.Done():
@@ -133,13 +191,18 @@ func Run(ctx context.Context, p Policy, log *slog.Logger) {
 		case <-t.C:
 		}
 		now := time.Now()
-		left, last = p.refill(left, now.Sub(last)), now
-		if h := ReadHeap(); p.Due(h) && (p.MaxTime <= 0 || left >= 0) {
-			cost, took := trim()
+		elapsed := now.Sub(last)
+		left, last = p.refill(left, elapsed), now
+		h := ReadHeap()
+		release := p.Due(h, prev, elapsed)
+		if (release || p.Collect(h, prev, elapsed)) && (p.MaxTime <= 0 || left >= 0) {
+			cost, took := trim(release)
 			left -= cost
-			log.Debug("returned free heap to the OS", "reclaimable_bytes", h.Reclaimable(), "live_bytes", h.Live,
+			log.Debug("collected", "returned", release, "reclaimable_bytes", h.Reclaimable(), "live_bytes", h.Live,
 				"took", took, "cpu", cost, "budget_left", left)
+			h = ReadHeap() // the trim's own allocations are not the broker's rate
 		}
+		prev = h
 		t.Reset(p.pause(left))
 	}
 }
@@ -166,13 +229,17 @@ func trimCPU() (time.Duration, bool) {
 	return time.Duration(sum * float64(time.Second)), true
 }
 
-// trim collects and returns free memory to the OS, and says what that
-// cost in CPU time (see charge) and in wall time.
-func trim() (cost, took time.Duration) {
+// trim collects and, if release, returns free memory to the OS, and says
+// what that cost in CPU time (see charge) and in wall time.
+func trim(release bool) (cost, took time.Duration) {
 	start := time.Now()
 	gc0, gcOK0 := trimCPU()
 	proc0, procOK0 := processCPU()
-	debug.FreeOSMemory()
+	if release {
+		debug.FreeOSMemory()
+	} else {
+		runtime.GC()
+	}
 	took = time.Since(start)
 	gc1, gcOK1 := trimCPU()
 	proc1, procOK1 := processCPU()

@@ -20,9 +20,46 @@ func TestDue(t *testing.T) {
 		{Heap{Free: 1 << 20, Objects: 40 << 20, Live: 20 << 20}, true},  // garbage
 		{Heap{Free: 4 << 20, Objects: 0}, true},
 	} {
-		if got := p.Due(tc.h); got != tc.want {
+		if got := p.Due(tc.h, Heap{}, 0); got != tc.want {
 			t.Errorf("Due(%+v) = %v, want %v", tc.h, got, tc.want)
 		}
+	}
+}
+
+// A heap the broker is allocating through is not trimmed: what a trim
+// returned would be faulted back in on the message path within the
+// horizon. A quiet broker's is, and a busy one's beyond BusyMinFree.
+func TestDueWaitsForQuiet(t *testing.T) {
+	p := Policy{MinFree: 1 << 20, Horizon: time.Minute, BusyMinFree: 4 << 20}
+	h := Heap{Free: 1 << 20, Objects: 3 << 20, Live: 1 << 20, Allocated: 100 << 20} // 3 MiB reclaimable
+	for _, tc := range []struct {
+		name      string
+		allocated uint64 // since the last look, a second ago
+		want      bool
+	}{
+		{"1,000 msgs/s of 220 B: back in 14 s", 220 << 10, false},
+		{"100 KiB/s: back in 31 s", 100 << 10, false},
+		{"40 KiB/s: back in 77 s", 40 << 10, true},
+		{"quiet", 0, true},
+	} {
+		prev := h
+		prev.Allocated -= tc.allocated
+		if got := p.Due(h, prev, time.Second); got != tc.want {
+			t.Errorf("%s: Due = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	storm := Heap{Free: 8 << 20, Objects: 40 << 20, Live: 24 << 20, Allocated: 900 << 20}
+	if !p.Due(storm, Heap{Allocated: 800 << 20}, time.Second) {
+		t.Errorf("a connection storm's 24 MiB of garbage, 100 MiB/s allocated: not due")
+	}
+	if p.Collect(storm, Heap{Allocated: 800 << 20}, time.Second) {
+		t.Errorf("a storm's heap is trimmed, not only collected")
+	}
+	if !(Policy{MinFree: 1 << 20}).Due(h, Heap{Allocated: 0}, time.Second) {
+		t.Errorf("no horizon: a busy heap is due")
+	}
+	if !p.Due(h, h, 0) {
+		t.Errorf("first look (no elapsed time): due")
 	}
 }
 
@@ -95,7 +132,7 @@ func TestTrimCost(t *testing.T) {
 	}
 	sink = sink[:32] // half garbage, half live
 	proc0, procOK := processCPU()
-	cost, took := trim()
+	cost, took := trim(true)
 	proc1, _ := processCPU()
 	sink = nil
 	if cost <= 0 || took <= 0 {
@@ -127,6 +164,35 @@ func TestCharge(t *testing.T) {
 	} {
 		if got := charge(tc.gc, tc.gcOK, tc.proc, tc.procOK, tc.took); got != tc.wants {
 			t.Errorf("%s: charge = %v, want %v", tc.name, got, tc.wants)
+		}
+	}
+}
+
+// A busy broker's small heap is collected, without returning memory, once
+// it holds MinFree of garbage: the broker then allocates from resident free
+// heap instead of touching fresh pages. Not again until there is that much
+// garbage again, and not when the heap is due a trim.
+func TestCollectBusySmallHeap(t *testing.T) {
+	p := Policy{MinFree: 1 << 20, MinShare: 0.1, Horizon: time.Minute, BusyMinFree: 4 << 20}
+	busy := func(h Heap) Heap { h.Allocated = 100 << 20; return h }
+	prev := Heap{Allocated: 100<<20 - 220<<10} // 220 KiB a second
+	for _, tc := range []struct {
+		name string
+		h    Heap
+		prev Heap
+		want bool
+	}{
+		{"1 MiB of garbage", busy(Heap{Free: 0, Objects: 2 << 20, Live: 1 << 20}), prev, true},
+		{"just collected: free heap, no garbage", busy(Heap{Free: 1 << 20, Objects: 1 << 20, Live: 1 << 20}), prev, false},
+		{"little garbage", busy(Heap{Free: 1 << 20, Objects: 1<<20 + 512<<10, Live: 1 << 20}), prev, false},
+		{"quiet: trimmed instead", busy(Heap{Objects: 3 << 20, Live: 1 << 20}), busy(Heap{}), false},
+		{"4 MiB reclaimable: trimmed instead", busy(Heap{Free: 1 << 20, Objects: 4 << 20, Live: 1 << 20}), prev, false},
+	} {
+		if got := p.Collect(tc.h, tc.prev, time.Second); got != tc.want {
+			t.Errorf("%s: Collect = %v, want %v", tc.name, got, tc.want)
+		}
+		if tc.want && p.Due(tc.h, tc.prev, time.Second) {
+			t.Errorf("%s: both Collect and Due", tc.name)
 		}
 	}
 }
