@@ -46,6 +46,17 @@ import (
 //	                      stream", as nats.go reports a hold while the
 //	                      partition stream elects a leader (no election
 //	                      can be timed from outside to meet a hold)
+//	held-pending=CLIENT@NODE  on node NODE, a release request for CLIENT
+//	                      finds the session's held messages still being
+//	                      applied, both times it looks (awaitHeld waits
+//	                      its whole bound: 4 s, past the claimer's
+//	                      releaseTimeout), and NODE's owner watcher does
+//	                      not fence CLIENT's session: as when the session
+//	                      was taken from the stream here and its held
+//	                      reads were slow, and the newer record was seen
+//	                      before the session was in the server (test/jepsen
+//	                      TestClusterFull: the request then came seconds
+//	                      late, behind other requests' waits)
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -60,6 +71,7 @@ type faults struct {
 	unanswered   atomic.Int64 // hold-unanswered: holds left to fail
 	noQuorum     string
 	quorumBack   atomic.Bool // no-quorum: the read came
+	heldPending  string
 }
 
 // releaseDelay is how long delay-release holds a release request: past
@@ -75,7 +87,7 @@ func parseFaults(s, node string) (*faults, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		v, at, _ := strings.Cut(v, "@")
-		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" {
+		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" && k != "held-pending" {
 			return nil, fmt.Errorf("%s: unknown fault %q", faultEnv, k)
 		}
 		if at != node {
@@ -91,6 +103,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.readLate = v
 		case "no-quorum":
 			f.noQuorum = v
+		case "held-pending":
+			f.heldPending = v
 		case "hold-unanswered":
 			count, err := strconv.Atoi(v)
 			if err != nil || count < 1 {
@@ -108,6 +122,13 @@ func parseFaults(s, node string) (*faults, error) {
 // release request.
 func (f *faults) delays(id string) bool {
 	return f != nil && f.delayRelease == id
+}
+
+// holdsHeld reports whether a release request for id is to find its held
+// messages pending, and the owner watcher is not to fence id
+// (held-pending).
+func (f *faults) holdsHeld(id string) bool {
+	return f != nil && f.heldPending == id
 }
 
 // stalls reports whether op is never to be replicated.

@@ -196,7 +196,7 @@ func (o *owners) onRecord(e jetstream.KeyValueEntry) {
 // fenceID takes id off this node, now that node owns it at epoch, unless
 // this node's own claim is newer.
 func (o *owners) fenceID(id, node string, epoch uint64) {
-	if o.newerHere(id, epoch) {
+	if o.newerHere(id, epoch) || o.n.fault.holdsHeld(id) {
 		return
 	}
 	o.disown(id)

@@ -647,13 +647,23 @@ func (o *owners) onRelease(m *nats.Msg) {
 		// sends the claimer there: "nothing to hand over" would start
 		// the client afresh on a session the cluster has.
 		unknown := o.n.sess != nil && mine == 0 && !o.n.srv.HasSession(id)
-		o.disown(id)
 		unread := o.takeUnread(id)
 		if !unread {
 			// The mark may have just been taken by an adoption
 			// (beginAdopt): its wait is set by now.
 			o.awaitHeld(id)
 		}
+		// Only now, right before the session is taken off the broker:
+		// its client may still be connected here, and until then its
+		// ops must reach the stream. Disowned before the wait above
+		// (2 s at most), they stayed in this node's store while a Wait
+		// for them returned at once: a persistent publisher's QoS 2
+		// ids were acknowledged and routed, and a claimer that read
+		// the stream (this answer came after its releaseTimeout) did
+		// not know them, routed the DUP resends again, and every
+		// subscriber got those messages twice (TestReproOpsAfterDisown;
+		// test/jepsen TestClusterFull seed 41: 13 QoS 2 duplicates).
+		o.disown(id)
 		if unread {
 			reply[1] = 2
 		} else if ok, from := o.n.sess.takeUnsettled(id); ok {
@@ -842,6 +852,9 @@ func (o *owners) awaitHeld(id string) {
 	o.mu.Lock()
 	ch := o.heldPending[id]
 	o.mu.Unlock()
+	if o.n.fault.holdsHeld(id) {
+		ch = make(chan struct{}) // never closed: the whole bound
+	}
 	if ch == nil {
 		return
 	}
