@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,6 +58,12 @@ import (
 //	                      before the session was in the server (test/jepsen
 //	                      TestClusterFull: the request then came seconds
 //	                      late, behind other requests' waits)
+//	overtaken=CLIENT@NODE  on node NODE, a claim that took CLIENT's
+//	                      session from the stream puts it in the server
+//	                      only once NODE's owner watcher saw a record of
+//	                      CLIENT naming another node (at most
+//	                      overtakenWait): a newer claim came while the
+//	                      held subjects were read, as under load
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -72,7 +79,13 @@ type faults struct {
 	noQuorum     string
 	quorumBack   atomic.Bool // no-quorum: the read came
 	heldPending  string
+	overtaken    string
+	recordSeen   chan struct{} // overtaken: closed once the record came
+	recordOnce   sync.Once
 }
+
+// overtakenWait bounds overtaken's wait for the newer record.
+const overtakenWait = 20 * time.Second
 
 // releaseDelay is how long delay-release holds a release request: past
 // fenceGrace, after which a fenced session has ended on its node.
@@ -87,7 +100,7 @@ func parseFaults(s, node string) (*faults, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		v, at, _ := strings.Cut(v, "@")
-		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" && k != "held-pending" {
+		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" && k != "held-pending" && k != "overtaken" {
 			return nil, fmt.Errorf("%s: unknown fault %q", faultEnv, k)
 		}
 		if at != node {
@@ -105,6 +118,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.noQuorum = v
 		case "held-pending":
 			f.heldPending = v
+		case "overtaken":
+			f.overtaken, f.recordSeen = v, make(chan struct{})
 		case "hold-unanswered":
 			count, err := strconv.Atoi(v)
 			if err != nil || count < 1 {
@@ -129,6 +144,32 @@ func (f *faults) delays(id string) bool {
 // (held-pending).
 func (f *faults) holdsHeld(id string) bool {
 	return f != nil && f.heldPending == id
+}
+
+// sawRecord notes that the owner watcher saw a record of id naming
+// another node (overtaken).
+func (f *faults) sawRecord(id string) {
+	if f != nil && f.overtaken == id {
+		f.recordOnce.Do(func() { close(f.recordSeen) })
+	}
+}
+
+// overtakes reports whether a claim's adoption of id is to wait for a
+// newer record (overtaken).
+func (f *faults) overtakes(id string) bool {
+	return f != nil && f.overtaken == id
+}
+
+// awaitRecord waits, for overtaken's id, until sawRecord or
+// overtakenWait.
+func (f *faults) awaitRecord(id string) {
+	if !f.overtakes(id) {
+		return
+	}
+	select {
+	case <-f.recordSeen:
+	case <-time.After(overtakenWait):
+	}
 }
 
 // stalls reports whether op is never to be replicated.
