@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,23 @@ import (
 //	                      stream", as nats.go reports a hold while the
 //	                      partition stream elects a leader (no election
 //	                      can be timed from outside to meet a hold)
+//	held-pending=CLIENT@NODE  on node NODE, a release request for CLIENT
+//	                      finds the session's held messages still being
+//	                      applied, both times it looks (awaitHeld waits
+//	                      its whole bound: 4 s, past the claimer's
+//	                      releaseTimeout), and NODE's owner watcher does
+//	                      not fence CLIENT's session: as when the session
+//	                      was taken from the stream here and its held
+//	                      reads were slow, and the newer record was seen
+//	                      before the session was in the server (test/jepsen
+//	                      TestClusterFull: the request then came seconds
+//	                      late, behind other requests' waits)
+//	overtaken=CLIENT@NODE  on node NODE, a claim that took CLIENT's
+//	                      session from the stream puts it in the server
+//	                      only once NODE's owner watcher saw a record of
+//	                      CLIENT naming another node (at most
+//	                      overtakenWait): a newer claim came while the
+//	                      held subjects were read, as under load
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -60,7 +78,14 @@ type faults struct {
 	unanswered   atomic.Int64 // hold-unanswered: holds left to fail
 	noQuorum     string
 	quorumBack   atomic.Bool // no-quorum: the read came
+	heldPending  string
+	overtaken    string
+	recordSeen   chan struct{} // overtaken: closed once the record came
+	recordOnce   sync.Once
 }
+
+// overtakenWait bounds overtaken's wait for the newer record.
+const overtakenWait = 20 * time.Second
 
 // releaseDelay is how long delay-release holds a release request: past
 // fenceGrace, after which a fenced session has ended on its node.
@@ -75,7 +100,7 @@ func parseFaults(s, node string) (*faults, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		v, at, _ := strings.Cut(v, "@")
-		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" {
+		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" && k != "held-pending" && k != "overtaken" {
 			return nil, fmt.Errorf("%s: unknown fault %q", faultEnv, k)
 		}
 		if at != node {
@@ -91,6 +116,10 @@ func parseFaults(s, node string) (*faults, error) {
 			f.readLate = v
 		case "no-quorum":
 			f.noQuorum = v
+		case "held-pending":
+			f.heldPending = v
+		case "overtaken":
+			f.overtaken, f.recordSeen = v, make(chan struct{})
 		case "hold-unanswered":
 			count, err := strconv.Atoi(v)
 			if err != nil || count < 1 {
@@ -108,6 +137,39 @@ func parseFaults(s, node string) (*faults, error) {
 // release request.
 func (f *faults) delays(id string) bool {
 	return f != nil && f.delayRelease == id
+}
+
+// holdsHeld reports whether a release request for id is to find its held
+// messages pending, and the owner watcher is not to fence id
+// (held-pending).
+func (f *faults) holdsHeld(id string) bool {
+	return f != nil && f.heldPending == id
+}
+
+// sawRecord notes that the owner watcher saw a record of id naming
+// another node (overtaken).
+func (f *faults) sawRecord(id string) {
+	if f != nil && f.overtaken == id {
+		f.recordOnce.Do(func() { close(f.recordSeen) })
+	}
+}
+
+// overtakes reports whether a claim's adoption of id is to wait for a
+// newer record (overtaken).
+func (f *faults) overtakes(id string) bool {
+	return f != nil && f.overtaken == id
+}
+
+// awaitRecord waits, for overtaken's id, until sawRecord or
+// overtakenWait.
+func (f *faults) awaitRecord(id string) {
+	if !f.overtakes(id) {
+		return
+	}
+	select {
+	case <-f.recordSeen:
+	case <-time.After(overtakenWait):
+	}
 }
 
 // stalls reports whether op is never to be replicated.

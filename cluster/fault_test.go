@@ -55,9 +55,26 @@ func TestParseFaults(t *testing.T) {
 	if f.failsRead("f") || !f.failsRead("e") || f.failsRead("e") || f.withoutQuorum(1, part) {
 		t.Error("no-quorum=e: the first read of e fails, and the partition is back after it")
 	}
+	f, err = parseFaults("held-pending=h@n1", "n1")
+	if err != nil || !f.holdsHeld("h") || f.holdsHeld("e") {
+		t.Errorf("held-pending=h: %+v, %v; want h only", f, err)
+	}
+	f, err = parseFaults("overtaken=o@n1", "n1")
+	if err != nil || !f.overtakes("o") || f.overtakes("h") {
+		t.Fatalf("overtaken=o: %+v, %v; want o only", f, err)
+	}
+	f.sawRecord("h") // another id: the wait for o goes on
+	select {
+	case <-f.recordSeen:
+		t.Error("overtaken=o: a record of h ended o's wait")
+	default:
+	}
+	f.sawRecord("o")
+	f.sawRecord("o") // once only
+	f.awaitRecord("o")
 	var none *faults
 	if none.readsLate("b", 1) || none.stalls(nil) || none.delays("d") || none.unanswers(nil) != nil ||
-		none.withoutQuorum(0, func(string) int { return 0 }) || none.failsRead("e") {
+		none.withoutQuorum(0, func(string) int { return 0 }) || none.failsRead("e") || none.holdsHeld("h") || none.overtakes("o") {
 		t.Error("no faults: nothing injected")
 	}
 }

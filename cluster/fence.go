@@ -196,9 +196,10 @@ func (o *owners) onRecord(e jetstream.KeyValueEntry) {
 // fenceID takes id off this node, now that node owns it at epoch, unless
 // this node's own claim is newer.
 func (o *owners) fenceID(id, node string, epoch uint64) {
-	if o.newerHere(id, epoch) {
+	if o.newerHere(id, epoch) || o.n.fault.holdsHeld(id) {
 		return
 	}
+	o.overtake(id, epoch)
 	o.disown(id)
 	if !o.n.srv.Fence(id, o.n.sess != nil) {
 		return
@@ -229,6 +230,23 @@ func (o *owners) fenceID(id, node string, epoch uint64) {
 			o.endedUnread(id)
 		}
 	})
+}
+
+// overtake notes epoch, a record naming another node, for a claim of id
+// here still taking the session from the stream (owners.overtaken).
+func (o *owners) overtake(id string, epoch uint64) {
+	o.mu.Lock()
+	unread := o.unread[id]
+	if unread {
+		if o.overtaken == nil {
+			o.overtaken = map[string]uint64{}
+		}
+		o.overtaken[id] = max(o.overtaken[id], epoch)
+	}
+	o.mu.Unlock()
+	if unread {
+		o.n.fault.sawRecord(id)
+	}
 }
 
 // newerHere reports whether this node claimed id at an epoch after epoch.

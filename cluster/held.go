@@ -864,7 +864,13 @@ type heldFollower struct {
 	ids   map[string]time.Time
 	from  uint64    // next stream sequence to read; 0: from since on
 	since time.Time // where a read by time starts
-	gen   uint64    // counts resets (a session joined, or its first read failed)
+	// floor: per session, the time of its last op in the stream when it
+	// was taken: a message held before then reached it already, if it
+	// matched (takeHeld), however far back another session's join made
+	// the follower read again. Zero for one whose own read was by
+	// sequence (takeHeldFrom).
+	floor map[string]time.Time
+	gen   uint64 // counts resets (a session joined, or its first read failed)
 	// waits: hand-overs waiting (awaitHeld) for the first read of a
 	// session whose own first read failed, by the gen it was asked at.
 	waits map[*heldWait]uint64
@@ -929,12 +935,12 @@ func (s *sessions) takeHeld(ctx context.Context, w *heldWait, id string, last ti
 		// own applying stopped (takeUnsettled); by time, a message it
 		// held before an op it applied later would be passed over.
 		from := s.takeHeldFrom(node, id)
-		next, err := s.readHeld(ctx, node, from, last, func(c string) bool { return c == id }, []string{id})
+		next, err := s.readHeld(ctx, node, from, last, func(c string, _ time.Time) bool { return c == id }, []string{id})
 		n.log.Debug("cluster: messages held for a node read for a session taken from the stream", "client_id", id, "peer", node, "since", last, "from", from, "next", next)
 		if err != nil {
 			n.log.Warn("cluster: messages held for a node not read yet; following", "client_id", id, "peer", node, "err", err)
 		}
-		s.joinFollower(node, id, until, next, last, err != nil, w)
+		s.joinFollower(node, id, until, next, last, heldFloor(from, last), err != nil, w)
 	}
 }
 
@@ -942,8 +948,9 @@ func (s *sessions) takeHeld(ctx context.Context, w *heldWait, id string, last ti
 // is where id's first read ended (0: nothing read); again says it failed,
 // so the follower reads from last on again (the watch drops the copies
 // the others had), and w (if not nil) is finished after its next
-// complete read.
-func (s *sessions) joinFollower(node, id string, until time.Time, next uint64, last time.Time, again bool, w *heldWait) {
+// complete read. floor is heldFloor's: the follower gives id nothing held
+// before it.
+func (s *sessions) joinFollower(node, id string, until time.Time, next uint64, last, floor time.Time, again bool, w *heldWait) {
 	s.mu.Lock()
 	if s.followers == nil {
 		s.followers = map[string]*heldFollower{}
@@ -957,6 +964,10 @@ func (s *sessions) joinFollower(node, id string, until time.Time, next uint64, l
 	s.mu.Unlock()
 	f.mu.Lock()
 	f.join(id, until, next, last, again, spawn, w)
+	if f.floor == nil {
+		f.floor = map[string]time.Time{}
+	}
+	f.floor[id] = floor
 	f.mu.Unlock()
 	if spawn {
 		s.n.wg.Add(1)
@@ -997,6 +1008,22 @@ func (f *heldFollower) join(id string, until time.Time, next uint64, last time.T
 	}
 }
 
+// heldFloor is the floor of a follower's session (heldFollower.floor)
+// whose own read of a held subject began at from, or by time at last.
+// The floor matters once the follower reads again from before the
+// session's last op for another session that joined (join: that one's
+// read failed, or found nothing): before, it gave this one too every
+// message held since, which it had got already (test/jepsen
+// TestClusterFull seed 42, 2026-12-05 06:27: ps2, taken from the stream on
+// n2 with its last op at 47 s, got again 267 messages held at 8-19 s, 132
+// of them QoS 2 duplicates).
+func heldFloor(from uint64, last time.Time) time.Time {
+	if from > 0 {
+		return time.Time{}
+	}
+	return last
+}
+
 func minTime(a, b time.Time) time.Time {
 	if a.IsZero() || b.Before(a) {
 		return b
@@ -1024,11 +1051,14 @@ func (s *sessions) follow(node string, f *heldFollower) {
 		s.mu.Lock() // s.mu before f.mu: joinFollower finds f under s.mu
 		f.mu.Lock()
 		ids := make([]string, 0, len(f.ids))
+		floors := make(map[string]time.Time, len(f.ids))
 		for id, u := range f.ids {
 			if now.After(u) {
 				delete(f.ids, id)
+				delete(f.floor, id)
 			} else {
 				ids = append(ids, id)
+				floors[id] = f.floor[id]
 			}
 		}
 		if len(ids) == 0 {
@@ -1042,7 +1072,10 @@ func (s *sessions) follow(node string, f *heldFollower) {
 		s.mu.Unlock()
 		from, since, gen := f.from, f.since, f.gen
 		f.mu.Unlock()
-		in := func(c string) bool { return slices.Contains(ids, c) }
+		in := func(c string, at time.Time) bool {
+			floor, ok := floors[c]
+			return ok && !at.Before(floor)
+		}
 		ctx, cancel := context.WithTimeout(s.n.ctx, s.n.cfg.ForwardTimeout)
 		next, err := s.readHeld(ctx, node, from, since, in, ids)
 		cancel()
@@ -1087,7 +1120,7 @@ func finishAll(ws []*heldWait) {
 // from on (0: from those held at since on), to the sessions of ids that
 // match them, and returns the sequence after the last one read (from
 // when none was).
-func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since time.Time, in func(string) bool, ids []string) (uint64, error) {
+func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since time.Time, in func(c string, at time.Time) bool, ids []string) (uint64, error) {
 	s.mu.Lock()
 	js := s.js
 	s.mu.Unlock()
@@ -1111,7 +1144,7 @@ func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since
 		// which must not wait for s.mu.
 		ok := make(map[string]bool, len(ids))
 		for _, c := range ids {
-			ok[c] = in(c) && !s.wasAway(c, md.Timestamp)
+			ok[c] = in(c, md.Timestamp) && !s.wasAway(c, md.Timestamp)
 		}
 		inAt := func(c string) bool { return ok[c] }
 		if _, err := s.n.deliverHeld(m, inAt, ids); errors.Is(err, errClaim) {

@@ -42,6 +42,7 @@ type heldAhead struct {
 // heldRead is what one node's held subject held for the session.
 type heldRead struct {
 	node string
+	from uint64 // where the read began (0: by time)
 	next uint64 // the sequence after the last one read (as readHeld)
 	err  error
 	msgs []heldAhead
@@ -126,7 +127,7 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 			"delivered", delivered, "expired_or_had", expired)
 	}
 	for _, r := range reads {
-		s.joinFollower(r.node, id, until, r.next, last, r.err != nil, w)
+		s.joinFollower(r.node, id, until, r.next, last, heldFloor(r.from, last), r.err != nil, w)
 	}
 	return true
 }
@@ -136,7 +137,7 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 // (claimFor) with rec's memberships. A claim that fails ends the read
 // there (next): the follower reads on from it.
 func (s *sessions) readAhead(ctx context.Context, node string, from uint64, since time.Time, rec *broker.StoredSession) heldRead {
-	r := heldRead{node: node, next: from}
+	r := heldRead{node: node, from: from, next: from}
 	s.mu.Lock()
 	js := s.js
 	s.mu.Unlock()

@@ -457,8 +457,8 @@ func (s *sessions) takeHeldAll(ctx context.Context, w *heldWait, adopted []adopt
 		if err != nil {
 			n.log.Warn("cluster: messages held for a node not read yet; following", "sessions", len(ids), "peer", node, "err", err)
 		}
-		for _, id := range ids {
-			s.joinFollower(node, id, until, next, since, err != nil, w)
+		for _, a := range adopted {
+			s.joinFollower(node, a.rec.ClientID, until, next, since, a.last, err != nil, w)
 		}
 	}
 }

@@ -1,0 +1,87 @@
+package cluster_test
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// TestReproOpsAfterDisown: a node answering a release request keeps
+// replicating the session's ops until it takes the session off the broker.
+// Before, it stopped (disown) and then waited up to 2 s more for the
+// session's held messages (awaitHeld) while the client was still connected
+// there: the ops of that time (a persistent publisher's QoS 2 packet ids
+// with their nonces) stayed in its own store, a Wait for them returned at
+// once, the messages were routed and acknowledged, and the claimer, whose
+// request was answered after its releaseTimeout, read the session from
+// the stream without those ids: the publisher's DUP resend there was
+// routed again under a new nonce and every subscriber got it twice
+// (test/jepsen TestClusterFull seed 41, 2026-12-05 06:21: pub0#211-216, 13
+// QoS 2 duplicates). The held-pending fault makes both of n1's held waits
+// take their bound and keeps n1's watcher from fencing the publisher (the
+// newer record was seen there before the session was in the server).
+// Not parallel: the fault is in the nodes' environment.
+func TestReproOpsAfterDisown(t *testing.T) {
+	const id = "dp-pub"
+	t.Setenv("ROOST_TEST_FAULT", "held-pending="+id+"@n1")
+	// The default forward_timeout (5 s): n2's claim outwaits its
+	// releaseTimeout (3 s) and reads the stream. A long adopt_after: no
+	// janitor takes part.
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n"), 0o644)
+	tc := startClusterWith(t, 3, "--config", cfg)
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	sub := originSub(t, n3, "dp-sub", "dp/#")
+	awaitOriginProbes(t, n1, "dp/probe", sub)
+
+	first, _, err := rawPublisher(t, n1, id, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.NC.Close()
+
+	// The client connects again on n2 (the first connection left open,
+	// as a client whose CONNACK timed out does): n2 claims the id and
+	// asks n1, which answers after its two held waits, 4 s, too late.
+	type resumed struct {
+		c   *mqtttest.Client
+		ack *packet.Connack
+		err error
+	}
+	second := make(chan resumed, 1)
+	go func() {
+		c, ack, err := rawPublisher(t, n2, id, false)
+		second <- resumed{c, ack, err}
+	}()
+	tc.waitLog(n1, `"cluster: session handed over before its held messages were applied" node=n1 client_id=`+id, 1, 20*time.Second)
+
+	// Between the two waits: a QoS 2 PUBLISH on n1, acknowledged there;
+	// its PUBREL never sent (the client moved on).
+	pub := &packet.Publish{Topic: "dp/x", QoS: 2, PacketID: 7, Payload: []byte("once")}
+	first.Send(pub)
+	if rec, ok := first.Next(10 * time.Second).(*packet.Pubrec); !ok || rec.ReasonCode >= 0x80 {
+		t.Fatalf("PUBLISH on n1: got %+v, want PUBREC", rec)
+	}
+
+	r := <-second
+	if r.err != nil {
+		t.Fatalf("resuming %s on n2: %v", id, r.err)
+	}
+	defer r.c.NC.Close()
+	if !r.ack.SessionPresent {
+		t.Fatalf("%s on n2: Session Present 0", id)
+	}
+	if countLog(n2, `"session moved here" node=n2 client_id=`+id+` from="replicated record"`) == 0 {
+		t.Fatalf("n2 did not read %s from the stream: the test did not take the path of the fault; n2:\n%s", id, grepLog(n2, id))
+	}
+	// The resend on n2 must not reach the subscriber a second time.
+	resend := *pub
+	resend.Dup = true
+	if rc, closed := exchangeQoS2(t, r.c, &resend); closed || rc >= 0x80 {
+		t.Fatalf("resend on n2: closed %v, PUBREC 0x%02X", closed, byte(rc))
+	}
+	awaitOnce(t, n3, sub, "once", 20*time.Second, func() string { return grepLog(n1, id) + grepLog(n2, id) })
+}
