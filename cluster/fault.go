@@ -46,6 +46,13 @@ import (
 //	                      stream", as nats.go reports a hold while the
 //	                      partition stream elects a leader (no election
 //	                      can be timed from outside to meet a hold)
+//	adopt-late=CLIENT@NODE  on NODE, a claim of CLIENT that takes the
+//	                      session from the stream waits, once its held
+//	                      subjects are read ahead (share groups claimed),
+//	                      until a newer claim of CLIENT elsewhere asked
+//	                      this node to let go (at most adoptLateMax), as
+//	                      a claim outlasted by its client's CONNACK
+//	                      timeout under load is
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -60,7 +67,11 @@ type faults struct {
 	unanswered   atomic.Int64 // hold-unanswered: holds left to fail
 	noQuorum     string
 	quorumBack   atomic.Bool // no-quorum: the read came
+	adoptLate    string
 }
+
+// adoptLateMax bounds adopt-late's wait.
+const adoptLateMax = 60 * time.Second
 
 // releaseDelay is how long delay-release holds a release request: past
 // fenceGrace, after which a fenced session has ended on its node.
@@ -75,7 +86,7 @@ func parseFaults(s, node string) (*faults, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		v, at, _ := strings.Cut(v, "@")
-		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" {
+		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" && k != "adopt-late" {
 			return nil, fmt.Errorf("%s: unknown fault %q", faultEnv, k)
 		}
 		if at != node {
@@ -91,6 +102,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.readLate = v
 		case "no-quorum":
 			f.noQuorum = v
+		case "adopt-late":
+			f.adoptLate = v
 		case "hold-unanswered":
 			count, err := strconv.Atoi(v)
 			if err != nil || count < 1 {
@@ -108,6 +121,12 @@ func parseFaults(s, node string) (*faults, error) {
 // release request.
 func (f *faults) delays(id string) bool {
 	return f != nil && f.delayRelease == id
+}
+
+// adoptsLate reports whether a claim of id waits before its adoption
+// (adopt-late).
+func (f *faults) adoptsLate(id string) bool {
+	return f != nil && f.adoptLate == id
 }
 
 // stalls reports whether op is never to be replicated.

@@ -641,12 +641,15 @@ func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids fu
 			}
 		}
 	}
-	return n.claimFor(k, o, groups, members, had)
+	return n.claimFor(k, o, groups, members, had, "")
 }
 
 // claimFor is claimGroups for the members ("$share/group/filter") given;
-// o is the message's Origin, if any.
-func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members map[string]bool, had bool) ([]string, error) {
+// o is the message's Origin, if any. member, if not "", is the one session
+// the claim is made for: a read ahead for a session taken from the stream
+// (heldahead.go). Its claim names it, and a claim found already made for
+// the same session is its own: see ownClaim.
+func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members map[string]bool, had bool, member string) ([]string, error) {
 	out := []string{}
 	if len(groups) == 0 {
 		return out, nil
@@ -671,8 +674,15 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 			mid = "g.o." + strconv.FormatUint(o.Hash(), 36) + "." + ownerKey(gk)
 		}
 		m.Header.Set(jetstream.MsgIDHeader, mid)
+		m.Data = []byte(member)
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
 		ack, err := js.PublishMsg(ctx, m)
+		if err == nil && ack.Duplicate && member != "" {
+			var own bool
+			if own, err = n.ownClaim(ctx, js, ack, member); err == nil && own {
+				ack.Duplicate = false
+			}
+		}
 		cancel()
 		if err != nil {
 			return nil, fmt.Errorf("%w %q: %w", errClaim, group, err)
@@ -685,6 +695,30 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 		}
 	}
 	return out, nil
+}
+
+// ownClaim reports whether the group claim that dup found in the stream
+// was made for member, the session this read is for. A read ahead claims
+// before its adoption is decided (adoptHeld), and an adoption given up
+// for a newer claim of the id leaves its claims standing with the copies
+// dropped: the session's next claim, on any node, found them made and
+// left the messages, and the group never got them (test/jepsen
+// TestClusterFull seed 42: a member claimed over and over by its
+// reconnecting client, each claim superseded by the next; 858
+// acknowledged messages lost for g0). A claim for the same session is
+// taken over by its next reader: the session reads what was held since
+// its last op in the stream, which a claim that adopted it and delivered
+// the message has moved past.
+func (n *Node) ownClaim(ctx context.Context, js jetstream.JetStream, dup *jetstream.PubAck, member string) (bool, error) {
+	st, err := js.Stream(ctx, dup.Stream)
+	if err != nil {
+		return false, err
+	}
+	m, err := st.GetMsg(ctx, dup.Sequence)
+	if err != nil {
+		return false, err
+	}
+	return string(m.Data) == member, nil
 }
 
 // heldConsumer names node's durable consumer of its held subject (hex: a

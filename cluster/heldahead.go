@@ -96,6 +96,12 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 			n.log.Warn("cluster: messages held for a node not read yet; following", "client_id", id, "peer", r.node, "err", r.err)
 		}
 	}
+	if n.fault.adoptsLate(id) {
+		n.log.Info("cluster: test fault: adoption held until the client id is claimed again elsewhere", "client_id", id)
+		for deadline := time.Now().Add(adoptLateMax); n.own.isUnread(id) && time.Now().Before(deadline) && n.ctx.Err() == nil; {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	until := time.Now().Add(n.heldWatch())
 	n.gate.Lock()
 	w := begin()
@@ -162,7 +168,7 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 			s.n.log.Warn("cluster: held message unreadable; skipped", "peer", node, "err", err)
 		case subscribed(rec.Subs, rm.Topic):
 			h := heldAhead{k: k, rm: rm, at: md.Timestamp, had: recordHas(rec, rm)}
-			if rm.Groups, err = s.n.claimFor(k, rm.Origin, rm.Groups, members, h.had); err != nil {
+			if rm.Groups, err = s.n.claimFor(k, rm.Origin, rm.Groups, members, h.had, rec.ClientID); err != nil {
 				return err // the follower reads on from here
 			}
 			r.msgs = append(r.msgs, h)
