@@ -203,6 +203,7 @@ func (o *owners) fenceID(id, node string, epoch uint64) {
 	if !o.n.srv.Fence(id, o.n.sess != nil) {
 		return
 	}
+	o.n.sess.fenceHold(id)
 	o.n.log.Info("session fenced: its client id is owned by another node (owner records)", "client_id", id, "owner", node, "epoch", epoch)
 	o.mu.Lock()
 	if o.fenced == nil {

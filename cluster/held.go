@@ -353,12 +353,17 @@ func (w *originWatch) watch(id string, until time.Time) {
 		w.until, w.seen = map[string]time.Time{}, map[string]map[originKey]struct{}{}
 		w.localAfter = map[string]uint64{}
 	}
-	if _, ok := w.until[id]; !ok {
+	cur, ok := w.until[id]
+	if !ok {
 		w.n.Add(1)
 		w.seen[id] = map[originKey]struct{}{}
 		w.localAfter[id] = w.lastLocal.Load()
 	}
-	w.until[id] = until
+	// Never shortened: each caller needs its watch to last until its
+	// own end (a fence's, an adoption's).
+	if until.After(cur) {
+		w.until[id] = until
+	}
 }
 
 // first reports whether id has not got the message k yet, and notes it.
@@ -1354,6 +1359,38 @@ func (s *sessions) watchArrival(id string) {
 		return
 	}
 	s.n.watch.watch(id, time.Now().Add(s.n.heldWatch()+s.persist.cover))
+}
+
+// fenceHold keeps id's filters as hold keys for a while (persistent.go
+// fenceKeepHeld): id's session is fenced here, and may end here without a
+// handover. Every persistent session here is watched meanwhile: a hold
+// key makes the others hold for this node what its filters match, and
+// this node's own follower applies the held copies to the sessions here
+// (followOwnHeld), which also get the message forwarded; watched, each
+// gets one of the two (originWatch).
+func (s *sessions) fenceHold(id string) {
+	if s == nil {
+		return
+	}
+	ids := s.persistentHere()
+	if !s.persist.fenceKeepHeld(id) {
+		return
+	}
+	until := time.Now().Add(s.n.heldWatch() + s.persist.cover)
+	s.n.gate.Lock()
+	for _, c := range ids {
+		s.n.watch.watch(c, until)
+	}
+	s.n.gate.Unlock()
+	s.n.log.Info("cluster: a fenced session's filters held for this node a while", "client_id", id, "for", s.persist.cover)
+}
+
+// unfenceHold ends id's hold keys of a fence: its session is handed over
+// after all, with what it got meanwhile.
+func (s *sessions) unfenceHold(id string) {
+	if s != nil && !s.gate.unsettled(id) {
+		s.persist.unfence(id)
+	}
 }
 
 // skipUnsettled wraps a forwarded message's Pick so that it leaves out the

@@ -660,6 +660,9 @@ func (o *owners) onRelease(m *nats.Msg) {
 			// A restored copy not known to be current (held.go).
 			reply[1], heldFrom = 2, from
 		} else if b, done := o.handOver(id); done != nil {
+			// The session goes with its queue after all: a fence's hold
+			// keys (fenceHold) are not needed for it.
+			o.n.sess.unfenceHold(id)
 			reply = append([]byte{wireVersion, 1}, b...)
 			o.pending.add(id, epoch, o.n.sess != nil, done)
 			o.n.mv.startOut(id, epoch)
@@ -737,6 +740,7 @@ func (o *owners) fence() {
 				// the new owner read it with the session from the
 				// replicated record.
 				o.disown(id)
+				o.n.sess.fenceHold(id)
 				if _, done := o.n.srv.HandOver(id, o.n.sess != nil); done != nil {
 					done(o.n.sess == nil)
 				}
