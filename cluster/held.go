@@ -366,6 +366,25 @@ func (w *originWatch) watch(id string, until time.Time) {
 	}
 }
 
+// arrive watches id until then, as from now for the messages published
+// here: id was just taken from the stream here (a claim, an adoption). A
+// watch left from before (the session was here before, or a fence here
+// watched every session: fenceHold) took what was published here since it
+// began as delivered locally, but while the session was away, in the
+// stream only, nothing was: kept, it dropped their held copies
+// (TestClusterFull seed 42, with fenceHold: 160 acknowledged messages
+// published on the adopting node during the claims lost for the two
+// sessions it adopted). (A session moved here live keeps the watch as it
+// was: it got what was published here while it was away on its node.)
+func (w *originWatch) arrive(id string, until time.Time) {
+	w.mu.Lock()
+	if _, ok := w.until[id]; ok {
+		w.localAfter[id] = w.lastLocal.Load()
+	}
+	w.mu.Unlock()
+	w.watch(id, until)
+}
+
 // first reports whether id has not got the message k yet, and notes it.
 // Ids not watched always get it. A message published on this node (this
 // process) after the session came here reached it locally: a copy held
@@ -955,7 +974,7 @@ func (s *sessions) takeHeld(ctx context.Context, w *heldWait, id string, last ti
 	// noted (Forward) wholly before the watch starts or after, when
 	// the session (in the server already) got it locally.
 	n.gate.Lock()
-	n.watch.watch(id, until)
+	n.watch.arrive(id, until)
 	n.gate.Unlock()
 	nodes := append(append(n.remote.heardNodes(), n.remote.orphans.nodes()...), n.cfg.Node)
 	nodes = append(nodes, prev...)

@@ -115,7 +115,7 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 	n.srv.Adopt(rec)
 	// Watched from here: a message published here from now on reaches
 	// the session locally (originWatch.first).
-	n.watch.watch(id, until)
+	n.watch.arrive(id, until)
 	delivered, expired := 0, 0
 	for _, r := range reads {
 		for _, h := range r.msgs {
