@@ -660,9 +660,6 @@ func (o *owners) onRelease(m *nats.Msg) {
 			// A restored copy not known to be current (held.go).
 			reply[1], heldFrom = 2, from
 		} else if b, done := o.handOver(id); done != nil {
-			// The session goes with its queue after all: a fence's hold
-			// keys (fenceHold) are not needed for it.
-			o.n.sess.unfenceHold(id)
 			reply = append([]byte{wireVersion, 1}, b...)
 			o.pending.add(id, epoch, o.n.sess != nil, done)
 			o.n.mv.startOut(id, epoch)

@@ -101,6 +101,9 @@ type persistentFilters struct {
 	// each up to the forward timeout), and announces its interest after.
 	leaving map[string]bool
 	cover   time.Duration
+	// leaveAt: when the hold keys of a fenced session go (fenceKeepHeld,
+	// holdLonger).
+	leaveAt map[string]time.Time
 }
 
 func newPersistentFilters(local *localInterest) *persistentFilters {
@@ -336,13 +339,43 @@ func (p *persistentFilters) fenceKeepHeld(id string) bool {
 		p.holding[id] = true
 		p.nheld.Add(1)
 	}
+	if p.leaveAt == nil {
+		p.leaveAt = map[string]time.Time{}
+	}
+	p.leaveAt[id] = time.Now().Add(p.cover)
 	if !p.leaving[id] {
 		// (Leaving already, dropped at a restart or fenced before:
 		// that timer ends the keys, a little sooner.)
 		p.leaving[id] = true
-		time.AfterFunc(p.cover, func() { p.leaveHeld(id) })
+		time.AfterFunc(p.cover, func() { p.leaveHeldAt(id) })
 	}
 	return true
+}
+
+// holdLonger keeps the hold keys of id, a fenced session, for the cover
+// from now: it was handed over to a claimer that never confirmed it (the
+// claim gave up waiting for the answer and reads the stream, or was
+// superseded), and ends here now without a handover after all.
+func (p *persistentFilters) holdLonger(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.leaveAt[id]; ok && p.leaving[id] {
+		p.leaveAt[id] = time.Now().Add(p.cover)
+	}
+}
+
+// leaveHeldAt is leaveHeld once leaveAt has passed.
+func (p *persistentFilters) leaveHeldAt(id string) {
+	p.mu.Lock()
+	d := time.Until(p.leaveAt[id])
+	if d > 0 {
+		p.mu.Unlock()
+		time.AfterFunc(d, func() { p.leaveHeldAt(id) })
+		return
+	}
+	delete(p.leaveAt, id)
+	p.mu.Unlock()
+	p.leaveHeld(id)
 }
 
 // unfence undoes fenceKeepHeld: id's session was handed over after all.
@@ -352,6 +385,7 @@ func (p *persistentFilters) unfence(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.leaving, id)
+	delete(p.leaveAt, id)
 	p.unholdLocked(id, true)
 }
 

@@ -216,8 +216,15 @@ func TestFenceHoldKeys(t *testing.T) {
 	if got := keys(); !slices.Equal(got, []ikey{persistShareKey("h", "g"), persistKey("t/#")}) || p.holds("t/x") || p.holdingAny() {
 		t.Fatalf("f's cover over: keys %q, holds t/x %v", got, p.holds("t/x"))
 	}
-	// h fenced, then handed over after all.
+	// h fenced; handed over to a claimer that never confirmed: its keys
+	// stay past the cover's first timer.
 	p.fenceKeepHeld("h")
+	p.holdLonger("h")
+	p.leaveHeldAt("h") // a timer due before the new end: schedules another
+	if !p.holds("t/x") {
+		t.Fatal("h's hold keys gone before the end holdLonger set")
+	}
+	// Then confirmed after all.
 	p.unfence("h")
 	if got := keys(); !slices.Equal(got, []ikey{persistShareKey("h", "g"), persistKey("t/#")}) || p.holds("t/x") || p.holdingAny() {
 		t.Fatalf("h handed over: keys %q, holds t/x %v, holdingAny %v", got, p.holds("t/x"), p.holdingAny())
