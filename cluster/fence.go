@@ -50,8 +50,8 @@ const (
 type handovers struct {
 	mu sync.Mutex
 	m  map[handoverKey]*pendingHandover
-	// expired, if set, is called after a handover's done for want of a
-	// confirmation.
+	// expired, if set, is called before a handover's done for want of a
+	// confirmation: the session ends here after all.
 	expired func(id string)
 }
 
@@ -80,10 +80,10 @@ func (h *handovers) add(id string, epoch uint64, replicated bool, done func(bool
 	h.m[k] = p
 	p.timer = time.AfterFunc(confirmTimeout, func() {
 		if h.take(k) == p {
-			done(!replicated)
 			if h.expired != nil {
 				h.expired(k.id)
 			}
+			done(!replicated)
 		}
 	})
 	h.mu.Unlock()

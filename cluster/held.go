@@ -1417,13 +1417,6 @@ func (s *sessions) unfenceHold(id string) {
 	}
 }
 
-// holdLonger: see persistentFilters.holdLonger.
-func (s *sessions) holdLonger(id string) {
-	if s != nil {
-		s.persist.holdLonger(id)
-	}
-}
-
 // skipUnsettled wraps a forwarded message's Pick so that it leaves out the
 // restored sessions not settled yet: their copies may be stale, and what
 // they match is held for them (persistent.go, hold keys).

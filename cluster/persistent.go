@@ -101,8 +101,8 @@ type persistentFilters struct {
 	// each up to the forward timeout), and announces its interest after.
 	leaving map[string]bool
 	cover   time.Duration
-	// leaveAt: when the hold keys of a fenced session go (fenceKeepHeld,
-	// holdLonger).
+	// leaveAt: when the hold keys of a fenced session go (fenceKeepHeld:
+	// a second call puts it off).
 	leaveAt map[string]time.Time
 }
 
@@ -350,18 +350,6 @@ func (p *persistentFilters) fenceKeepHeld(id string) bool {
 		time.AfterFunc(p.cover, func() { p.leaveHeldAt(id) })
 	}
 	return true
-}
-
-// holdLonger keeps the hold keys of id, a fenced session, for the cover
-// from now: it was handed over to a claimer that never confirmed it (the
-// claim gave up waiting for the answer and reads the stream, or was
-// superseded), and ends here now without a handover after all.
-func (p *persistentFilters) holdLonger(id string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, ok := p.leaveAt[id]; ok && p.leaving[id] {
-		p.leaveAt[id] = time.Now().Add(p.cover)
-	}
 }
 
 // leaveHeldAt is leaveHeld once leaveAt has passed.

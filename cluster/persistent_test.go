@@ -219,10 +219,10 @@ func TestFenceHoldKeys(t *testing.T) {
 	// h fenced; handed over to a claimer that never confirmed: its keys
 	// stay past the cover's first timer.
 	p.fenceKeepHeld("h")
-	p.holdLonger("h")
-	p.leaveHeldAt("h") // a timer due before the new end: schedules another
+	p.fenceKeepHeld("h") // the handover's end: the keys' end put off
+	p.leaveHeldAt("h")   // a timer due before the new end: schedules another
 	if !p.holds("t/x") {
-		t.Fatal("h's hold keys gone before the end holdLonger set")
+		t.Fatal("h's hold keys gone before the end the second call set")
 	}
 	// Then confirmed after all.
 	p.unfence("h")
