@@ -64,6 +64,13 @@ import (
 //	                      CLIENT naming another node (at most
 //	                      overtakenWait): a newer claim came while the
 //	                      held subjects were read, as under load
+//	adopt-late=CLIENT@NODE  on NODE, a claim of CLIENT that takes the
+//	                      session from the stream waits, once its held
+//	                      subjects are read ahead (share groups claimed),
+//	                      until a newer claim of CLIENT elsewhere asked
+//	                      this node to let go (at most adoptLateMax), as
+//	                      a claim outlasted by its client's CONNACK
+//	                      timeout under load is
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -82,7 +89,11 @@ type faults struct {
 	overtaken    string
 	recordSeen   chan struct{} // overtaken: closed once the record came
 	recordOnce   sync.Once
+	adoptLate    string
 }
+
+// adoptLateMax bounds adopt-late's wait.
+const adoptLateMax = 60 * time.Second
 
 // overtakenWait bounds overtaken's wait for the newer record.
 const overtakenWait = 20 * time.Second
@@ -100,7 +111,7 @@ func parseFaults(s, node string) (*faults, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		v, at, _ := strings.Cut(v, "@")
-		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" && k != "held-pending" && k != "overtaken" {
+		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" && k != "held-pending" && k != "overtaken" && k != "adopt-late" {
 			return nil, fmt.Errorf("%s: unknown fault %q", faultEnv, k)
 		}
 		if at != node {
@@ -116,6 +127,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.readLate = v
 		case "no-quorum":
 			f.noQuorum = v
+		case "adopt-late":
+			f.adoptLate = v
 		case "held-pending":
 			f.heldPending = v
 		case "overtaken":
@@ -170,6 +183,12 @@ func (f *faults) awaitRecord(id string) {
 	case <-f.recordSeen:
 	case <-time.After(overtakenWait):
 	}
+}
+
+// adoptsLate reports whether a claim of id waits before its adoption
+// (adopt-late).
+func (f *faults) adoptsLate(id string) bool {
+	return f != nil && f.adoptLate == id
 }
 
 // stalls reports whether op is never to be replicated.

@@ -106,6 +106,39 @@ func TestOriginWatchLocal(t *testing.T) {
 	}
 }
 
+// A session taken from the stream here while a watch from before is on (a
+// fence here watched it: fenceHold) is watched as from its arrival for
+// the messages published here: one published while it was away did not
+// reach it locally, and its held copy is its own; what it was seen to get
+// stays seen.
+func TestOriginWatchArrive(t *testing.T) {
+	n := &Node{}
+	n.watch.self = originKey{node: "me", inc: "i1"}
+	n.watch.watch("s", time.Now().Add(time.Minute)) // here, then fenced and gone
+	if !n.dedupPick(originKey{"n2", "i1", 9}, nil)("s") {
+		t.Fatal("first copy refused")
+	}
+	n.watch.noteLocal(4) // published here while s was away
+	n.watch.watch("s", time.Now().Add(2*time.Minute))
+	if n.dedupPick(originKey{"me", "i1", 4}, nil)("s") {
+		t.Fatal("a second watch started the watch afresh; it extends it only")
+	}
+	n.watch.arrive("s", time.Now().Add(time.Minute))
+	if !n.dedupPick(originKey{"me", "i1", 4}, nil)("s") {
+		t.Error("held copy of a message published here while the session was away refused after its arrival")
+	}
+	n.watch.noteLocal(5)
+	if n.dedupPick(originKey{"me", "i1", 5}, nil)("s") {
+		t.Error("held copy of a message published here after the arrival delivered again")
+	}
+	if n.dedupPick(originKey{"n2", "i1", 9}, nil)("s") {
+		t.Error("a copy seen before the arrival delivered again")
+	}
+	if n.watch.n.Load() != 1 {
+		t.Errorf("%d watches, want 1", n.watch.n.Load())
+	}
+}
+
 func TestHeldRoundTrip(t *testing.T) {
 	fwd := []byte{wireVersion, 2}
 	fwd = appendString(fwd, "pub")

@@ -97,6 +97,12 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 			n.log.Warn("cluster: messages held for a node not read yet; following", "client_id", id, "peer", r.node, "err", r.err)
 		}
 	}
+	if n.fault.adoptsLate(id) {
+		n.log.Info("cluster: test fault: adoption held until the client id is claimed again elsewhere", "client_id", id)
+		for deadline := time.Now().Add(adoptLateMax); n.own.isUnread(id) && time.Now().Before(deadline) && n.ctx.Err() == nil; {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	until := time.Now().Add(n.heldWatch())
 	n.gate.Lock()
 	w := begin()
@@ -110,7 +116,7 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 	n.srv.Adopt(rec)
 	// Watched from here: a message published here from now on reaches
 	// the session locally (originWatch.first).
-	n.watch.watch(id, until)
+	n.watch.arrive(id, until)
 	delivered, expired := 0, 0
 	for _, r := range reads {
 		for _, h := range r.msgs {
@@ -163,7 +169,7 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 			s.n.log.Warn("cluster: held message unreadable; skipped", "peer", node, "err", err)
 		case subscribed(rec.Subs, rm.Topic):
 			h := heldAhead{k: k, rm: rm, at: md.Timestamp, had: recordHas(rec, rm)}
-			if rm.Groups, err = s.n.claimFor(k, rm.Origin, rm.Groups, members, h.had); err != nil {
+			if rm.Groups, err = s.n.claimFor(k, rm.Origin, rm.Groups, members, h.had, rec.ClientID); err != nil {
 				return err // the follower reads on from here
 			}
 			r.msgs = append(r.msgs, h)

@@ -437,7 +437,7 @@ func (s *sessions) takeHeldAll(ctx context.Context, w *heldWait, adopted []adopt
 	for _, a := range adopted {
 		id := a.rec.ClientID
 		ids = append(ids, id)
-		n.watch.watch(id, until)
+		n.watch.arrive(id, until)
 		since = minTime(since, a.last)
 		for _, sub := range a.rec.Subs {
 			if !strings.HasPrefix(sub.Filter, "$share/") { // groups are served on live nodes

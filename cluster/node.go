@@ -120,6 +120,10 @@ func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
 		local: newLocalInterest(), remote: newRemoteInterest(), acks: make(chan pendingAck, 1024), fault: fault}
 	n.own = &owners{n: n, epochs: make(map[string]epochAt), unread: make(map[string]bool), wills: make(map[uint64]uint64),
 		dropped: make(map[string]time.Time), superseded: make(map[uint64]time.Time)}
+	// A session handed over and never confirmed ends here without a
+	// handover after all: as a fenced one, its filters are held for this
+	// node while its next claimer reads it (fenceHold).
+	n.own.pending.expired = func(id string) { n.sess.fenceHold(id) }
 	n.ret = &retained{n: n}
 	n.mv = newLiveMoves(n)
 	n.replies.prefix = ackSubject + "." + cfg.Node

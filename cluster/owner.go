@@ -769,6 +769,7 @@ func (o *owners) fence() {
 				// the new owner read it with the session from the
 				// replicated record.
 				o.disown(id)
+				o.n.sess.fenceHold(id)
 				if _, done := o.n.srv.HandOver(id, o.n.sess != nil); done != nil {
 					done(o.n.sess == nil)
 				}

@@ -101,6 +101,9 @@ type persistentFilters struct {
 	// each up to the forward timeout), and announces its interest after.
 	leaving map[string]bool
 	cover   time.Duration
+	// leaveAt: when the hold keys of a fenced session go (fenceKeepHeld:
+	// a second call puts it off).
+	leaveAt map[string]time.Time
 }
 
 func newPersistentFilters(local *localInterest) *persistentFilters {
@@ -296,4 +299,85 @@ func (p *persistentFilters) leaveKeepHeld(id string) {
 		p.leaving[id] = true
 		time.AfterFunc(p.cover, func() { p.leaveHeld(id) })
 	}
+}
+
+// fenceKeepHeld turns the persistent keys of id, a session fenced here
+// (another node claimed it while this one did not answer), into hold keys
+// for p.cover, then leaveHeld; false if id has none. The fenced copy ends
+// here without a handover, and its claimer may take seconds to read the
+// session from the stream, or die first and leave it to a later claim:
+// meanwhile no node routes for the session, and a message acknowledged in
+// that window reached nobody (test/jepsen TestClusterFull seed 42: ps1,
+// 136 lost in 6 s). Held for this node instead, it is read by whoever
+// takes the session from the stream (every node's held subject since the
+// session's last op: takeHeld), as for a restored session dropped here
+// (leaveKeepHeld).
+func (p *persistentFilters) fenceKeepHeld(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ks := p.subs[id]
+	if len(ks) == 0 {
+		return false
+	}
+	for k := range ks {
+		if k.isHold() {
+			continue
+		}
+		// The hold key goes out before the persistent key goes: a
+		// node dying now is held for by either.
+		if hk := k.holdKey(); !hasKey(ks, hk) {
+			ks[hk] = struct{}{}
+			p.local.add(hk)
+			if hk.orphanKey().group == "" {
+				p.held.Subscribe(hk.filter, "", id, struct{}{})
+			}
+		}
+		delete(ks, k)
+		p.local.remove(k)
+	}
+	if !p.holding[id] {
+		p.holding[id] = true
+		p.nheld.Add(1)
+	}
+	if p.leaveAt == nil {
+		p.leaveAt = map[string]time.Time{}
+	}
+	p.leaveAt[id] = time.Now().Add(p.cover)
+	if !p.leaving[id] {
+		// (Leaving already, dropped at a restart or fenced before:
+		// that timer ends the keys, a little sooner.)
+		p.leaving[id] = true
+		time.AfterFunc(p.cover, func() { p.leaveHeldAt(id) })
+	}
+	return true
+}
+
+// leaveHeldAt is leaveHeld once leaveAt has passed.
+func (p *persistentFilters) leaveHeldAt(id string) {
+	p.mu.Lock()
+	d := time.Until(p.leaveAt[id])
+	if d > 0 {
+		p.mu.Unlock()
+		time.AfterFunc(d, func() { p.leaveHeldAt(id) })
+		return
+	}
+	delete(p.leaveAt, id)
+	p.mu.Unlock()
+	p.leaveHeld(id)
+}
+
+// unfence undoes fenceKeepHeld: id's session was handed over after all.
+// Its persistent keys are back until it is forgotten here (leave), as for
+// any session handed over.
+func (p *persistentFilters) unfence(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.leaving, id)
+	delete(p.leaveAt, id)
+	p.unholdLocked(id, true)
+}
+
+func hasKey(ks map[ikey]struct{}, k ikey) bool {
+	_, ok := ks[k]
+	return ok
 }

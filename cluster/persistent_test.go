@@ -172,3 +172,61 @@ func TestHoldKeyRemote(t *testing.T) {
 		t.Errorf("after n3's loss: orphans %+v, want n3", got)
 	}
 }
+
+// A fenced session's persistent keys become hold keys (its claimer may be
+// long in reading it: the others hold for this node meanwhile), a plain
+// one held for publishes here too; its end keeps them for the cover, and
+// a handover after all brings the persistent keys back.
+func TestFenceHoldKeys(t *testing.T) {
+	l := newLocalInterest()
+	p := newPersistentFilters(l)
+	keys := func() []ikey {
+		ks, _ := l.snapshot()
+		slices.SortFunc(ks, func(a, b ikey) int {
+			if a.filter != b.filter {
+				return strings.Compare(a.filter, b.filter)
+			}
+			return strings.Compare(a.group, b.group)
+		})
+		return ks
+	}
+	for _, id := range []string{"f", "h"} {
+		p.apply(&broker.Op{Kind: broker.OpSubPut, ClientID: id, Sub: broker.StoredSub{Filter: "t/#"}})
+		p.apply(&broker.Op{Kind: broker.OpSubPut, ClientID: id, Sub: broker.StoredSub{Filter: "$share/g/" + id}})
+	}
+	if p.fenceKeepHeld("none") {
+		t.Error("fenceKeepHeld of a session without keys reported keys")
+	}
+	if !p.fenceKeepHeld("f") {
+		t.Fatal("fenceKeepHeld(f) found no keys")
+	}
+	want := []ikey{persistShareKey("f", "g").holdKey(), persistShareKey("h", "g"), persistKey("t/#").holdKey(), persistKey("t/#")}
+	if got := keys(); !slices.Equal(got, want) {
+		t.Fatalf("f fenced: keys %q, want %q (h's persistent keys stay)", got, want)
+	}
+	if !p.holds("t/x") || !p.holdingAny() {
+		t.Errorf("f fenced: holds t/x %v, holdingAny %v; want true, true", p.holds("t/x"), p.holdingAny())
+	}
+	// Its end (the fence's timer) keeps the hold keys for the cover.
+	p.apply(&broker.Op{Kind: broker.OpSessionDel, ClientID: "f"})
+	if got := keys(); !slices.Equal(got, want) {
+		t.Fatalf("f ended: keys %q, want %q", got, want)
+	}
+	p.leaveHeld("f") // the cover's timer
+	if got := keys(); !slices.Equal(got, []ikey{persistShareKey("h", "g"), persistKey("t/#")}) || p.holds("t/x") || p.holdingAny() {
+		t.Fatalf("f's cover over: keys %q, holds t/x %v", got, p.holds("t/x"))
+	}
+	// h fenced; handed over to a claimer that never confirmed: its keys
+	// stay past the cover's first timer.
+	p.fenceKeepHeld("h")
+	p.fenceKeepHeld("h") // the handover's end: the keys' end put off
+	p.leaveHeldAt("h")   // a timer due before the new end: schedules another
+	if !p.holds("t/x") {
+		t.Fatal("h's hold keys gone before the end the second call set")
+	}
+	// Then confirmed after all.
+	p.unfence("h")
+	if got := keys(); !slices.Equal(got, []ikey{persistShareKey("h", "g"), persistKey("t/#")}) || p.holds("t/x") || p.holdingAny() {
+		t.Fatalf("h handed over: keys %q, holds t/x %v, holdingAny %v", got, p.holds("t/x"), p.holdingAny())
+	}
+}
