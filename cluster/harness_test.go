@@ -192,6 +192,32 @@ func (c *client) tryPublish(t *testing.T, p *paho.Publish) (rc byte, closed bool
 	return c.TryPub(t, p, 12*time.Second)
 }
 
+// publishOwed publishes QoS 1 messages PREFIX-0, PREFIX-1, ... on topic
+// through *pub (client id id on nd) until n were acknowledged, 4n tries at
+// most, and returns those: what the cluster owes a subscriber. A closed
+// connection leaves its message's outcome unknown (not owed) and is
+// dialled again; a refusal fails t, as do fewer than n acknowledged.
+func publishOwed(t *testing.T, nd *node, id string, pub **client, topic, prefix string, n int) []string {
+	t.Helper()
+	var owed []string
+	for i := 0; len(owed) < n && i < 4*n; i++ {
+		p := fmt.Sprintf("%s-%d", prefix, i)
+		rc, closed := (*pub).tryPublish(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(p)})
+		switch {
+		case closed:
+			eventually(t, 30*time.Second, func() error { return redial(t, nd, id, pub) })
+		case rc >= 0x80:
+			t.Fatalf("publish %s refused: 0x%02X", p, rc)
+		default:
+			owed = append(owed, p)
+		}
+	}
+	if len(owed) < n {
+		t.Fatalf("only %d of %d messages to %s acknowledged", len(owed), 4*n, topic)
+	}
+	return owed
+}
+
 // retainedOn subscribes a new client on nd to filter and returns the
 // payloads of the retained messages it is sent within d (sorted).
 func retainedOn(t *testing.T, nd *node, id, filter string, d time.Duration) []string {

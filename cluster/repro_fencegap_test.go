@@ -1,13 +1,10 @@
 package cluster_test
 
 import (
-	"fmt"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/eclipse/paho.golang/paho"
 )
 
 // TestReproFenceGap: cause C of test/jepsen TestClusterFull in its fence
@@ -44,22 +41,7 @@ func TestReproFenceGap(t *testing.T) {
 	tc.waitLog(n2, `"session ended: its client id is owned by another node" client_id=`+id, 1, 60*time.Second)
 	tc.kill(n3, syscall.SIGKILL)
 
-	var want []string
-	for i := 0; len(want) < 10 && i < 40; i++ {
-		p := fmt.Sprintf("gap-%d", i)
-		rc, closed := pub.tryPublish(t, &paho.Publish{Topic: "fc/t", QoS: 1, Payload: []byte(p)})
-		switch {
-		case closed: // outcome unknown: not owed
-			eventually(t, 30*time.Second, func() error { return redial(t, n1, id+"-pub2", &pub) })
-		case rc >= 0x80:
-			t.Fatalf("publish %s refused: 0x%02X", p, rc)
-		default:
-			want = append(want, p)
-		}
-	}
-	if len(want) < 10 {
-		t.Fatalf("only %d of 40 messages acknowledged after n3's kill", len(want))
-	}
+	want := publishOwed(t, n1, id+"-pub2", &pub, "fc/t", "gap", 10)
 	back := resume(t, n1, id, queuedExpiry, 60*time.Second)
 	want = append(want, "queued")
 	if _, lost := receiveAll(back, want, 30*time.Second); len(lost) > 0 {

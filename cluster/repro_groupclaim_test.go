@@ -49,22 +49,7 @@ func TestReproGroupClaimAbandoned(t *testing.T) {
 	pub.awaitInterest(t, "gc/t")
 
 	tc.kill(n1, syscall.SIGKILL)
-	var want []string
-	for i := 0; len(want) < 10 && i < 40; i++ {
-		p := fmt.Sprintf("held-%d", i)
-		rc, closed := pub.tryPublish(t, &paho.Publish{Topic: "gc/t", QoS: 1, Payload: []byte(p)})
-		switch {
-		case closed: // outcome unknown: not owed
-			eventually(t, 30*time.Second, func() error { return redial(t, n3, "gc-pub", &pub) })
-		case rc >= 0x80:
-			t.Fatalf("publish %s refused: 0x%02X", p, rc)
-		default:
-			want = append(want, p)
-		}
-	}
-	if len(want) < 10 {
-		t.Fatalf("only %d of 40 messages acknowledged after n1's kill", len(want))
-	}
+	want := publishOwed(t, n3, "gc-pub", &pub, "gc/t", "held", 10)
 
 	// n2's claim reads the held messages ahead, claims them for gc, and
 	// waits; the client's next CONNECT, on n3, supersedes it.
