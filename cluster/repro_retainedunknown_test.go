@@ -62,9 +62,14 @@ func TestReproRetainedUnknownWrite(t *testing.T) {
 	}
 	// No PUBACK can come (no quorum): the node gives up after
 	// forward_timeout and closes the connection.
-	go writers[lead].Publish(context.Background(), &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(unknown)})
+	pctx, pcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer pcancel()
+	go writers[lead].Publish(pctx, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte(unknown)})
 	liveDelivery(t, readers[lead], topic, unknown)
-	if _, err := readers[lead].Unsubscribe(context.Background(), &paho.Unsubscribe{Topics: []string{topic}}); err != nil {
+	uctx, ucancel := context.WithTimeout(context.Background(), 10*time.Second)
+	_, err = readers[lead].Unsubscribe(uctx, &paho.Unsubscribe{Topics: []string{topic}})
+	ucancel()
+	if err != nil {
 		t.Fatal(err)
 	}
 	// Reads on every node at once, until the other two have answered a

@@ -93,6 +93,14 @@ func DialOver(t testing.TB, d rawclient.Dialer, target string, cp *paho.Connect)
 	c.Client = paho.NewClient(paho.ClientConfig{
 		ClientID: id,
 		Conn:     conn,
+		// paho.golang bounds every CONNECT, SUBSCRIBE and PUBLISH by
+		// PacketTimeout as well as by the caller's context, 10 s by
+		// default: Sub's 15 s and TryPub's 12 s were 10 s in effect, and
+		// a TLS subscriber's SUBACK at load (a retained sync across the
+		// cluster) failed the test at 10 s ("context deadline exceeded",
+		// TestClusterTransports/Routing in a suite run). The callers'
+		// contexts are the bounds.
+		PacketTimeout: packetTimeout,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			select {
 			case c.In <- pr.Packet:
@@ -122,6 +130,10 @@ func DialOver(t testing.TB, d rawclient.Dialer, target string, cp *paho.Connect)
 	}
 	return c, ack, nil
 }
+
+// packetTimeout is paho's own bound on a packet's answer, above every
+// bound a caller of Client sets with its context.
+const packetTimeout = 2 * time.Minute
 
 // inboxSize is how many messages a Client holds unread before it drops
 // (and fails its test): pointers, 80 KiB of channel per client.
