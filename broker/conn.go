@@ -501,7 +501,7 @@ func (c *conn) closeAfterOutput() {
 	}
 	if written {
 		buf := c.srv.readBuf() // goroutine stacks stay small: a pooled buffer
-		closeGracefully(c.nc, time.Now().Add(lingerTimeout), buf[:cap(buf)])
+		closeGracefully(c.nc, time.Now().Add(c.srv.opts.CloseLinger), buf[:cap(buf)])
 		c.srv.putReadBuf(buf)
 	} else {
 		c.nc.Close()

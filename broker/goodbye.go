@@ -6,8 +6,9 @@ import (
 	"time"
 )
 
-// lingerTimeout bounds how long a closing connection, its write side ended,
-// reads and discards what the client still sends before it closes.
+// lingerTimeout is Options.CloseLinger's default: how long a closing
+// connection, its write side ended, reads and discards what the client
+// still sends before it closes.
 const lingerTimeout = time.Second
 
 // GracefulCloser is implemented by connections that end themselves in

@@ -75,6 +75,12 @@ type Options struct {
 	// ConnectTimeout is how long a new connection has to send CONNECT.
 	// Default 10s.
 	ConnectTimeout time.Duration
+	// CloseLinger bounds how long a connection the broker closes, its
+	// last packet (a DISCONNECT) written and its write side ended, reads
+	// and discards what the client still sends, so that the client reads
+	// that packet before the end rather than a reset (goodbye.go).
+	// Default 1s.
+	CloseLinger time.Duration
 	// ServerKeepAlive, when non-zero, overrides an MQTT 5 client's keep
 	// alive (Server Keep Alive in CONNACK). 3.1.x clients cannot be told,
 	// so their own keep alive applies.
@@ -257,6 +263,9 @@ func (o *Options) fill() {
 	}
 	if o.ConnectTimeout == 0 {
 		o.ConnectTimeout = 10 * time.Second
+	}
+	if o.CloseLinger == 0 {
+		o.CloseLinger = lingerTimeout
 	}
 	if o.MaxSessionExpiry == 0 {
 		o.MaxSessionExpiry = 0xFFFFFFFF

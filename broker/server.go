@@ -304,7 +304,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	// Parked connections end here; the others are woken to end
 	// themselves (shutdown.go).
 	lingering, others := s.endParked(conns)
-	bound := lingerBound(lingering)
+	bound := lingerBound(lingering, s.opts.CloseLinger)
 	defer bound.Stop()
 	for _, c := range others {
 		c.shutdown()

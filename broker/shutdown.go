@@ -17,7 +17,7 @@ import (
 // poller, which discards what the client still sends and closes the
 // socket when the client hangs up (as closeGracefully does, so that unread
 // input never turns the close into a reset that loses the DISCONNECT).
-// Shutdown closes whatever is left after lingerTimeout.
+// Shutdown closes whatever is left after Options.CloseLinger.
 
 // endParked takes over the parked connections among conns whose socket is
 // plain TCP beneath read-through wrappers (tcpBeneath: the poller can
@@ -119,7 +119,7 @@ func endLingering(lingering []*conn) {
 	}
 }
 
-// lingerBound closes what still lingers lingerTimeout from now.
-func lingerBound(lingering []*conn) *time.Timer {
-	return time.AfterFunc(lingerTimeout, func() { endLingering(lingering) })
+// lingerBound closes what still lingers d from now.
+func lingerBound(lingering []*conn, d time.Duration) *time.Timer {
+	return time.AfterFunc(d, func() { endLingering(lingering) })
 }
