@@ -1,6 +1,9 @@
 package cluster
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // An adoption from the stream takes the id's unread mark only as the
 // session goes in the server: a release request that took it first
@@ -10,11 +13,11 @@ import "testing"
 // Present 0).
 func TestBeginAdopt(t *testing.T) {
 	o := &owners{unread: map[string]bool{}}
-	if w := o.beginAdopt("a"); w != nil {
+	if w := o.beginAdopt("a", time.Now()); w != nil {
 		t.Fatal("adopted without the unread mark (a release request took it)")
 	}
 	o.unread["a"] = true
-	w := o.beginAdopt("a")
+	w := o.beginAdopt("a", time.Now())
 	if w == nil {
 		t.Fatal("not adopted with the unread mark")
 	}
@@ -22,7 +25,7 @@ func TestBeginAdopt(t *testing.T) {
 		t.Error("the mark stayed: a release request would send the claimer to the stream too")
 	}
 	o.mu.Lock()
-	ch := o.heldPending["a"]
+	ch := o.heldPending["a"].ch
 	o.mu.Unlock()
 	if ch == nil {
 		t.Fatal("no hand-over wait set with the mark taken")

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"testing"
-
 	"time"
 )
 
@@ -12,11 +11,12 @@ import (
 // read, and a follower that ends lets them go.
 func TestHeldWaitFollower(t *testing.T) {
 	o := &owners{}
-	w := newHeldWait(o.holdRelease([]string{"a"}))
+	w := newHeldWait(o.holdRelease([]string{"a"}, []time.Time{{}}))
 	pending := func() bool {
 		o.mu.Lock()
 		defer o.mu.Unlock()
-		return o.heldPending["a"] != nil
+		_, ok := o.heldPending["a"]
+		return ok
 	}
 	f := &heldFollower{ids: map[string]time.Time{}, gen: 3}
 	// The session's first read failed: the follower resets (gen 4).
@@ -40,7 +40,7 @@ func TestHeldWaitFollower(t *testing.T) {
 	}
 
 	// A follower that ends (its watches over) lets its waits go.
-	w2 := newHeldWait(o.holdRelease([]string{"a"}))
+	w2 := newHeldWait(o.holdRelease([]string{"a"}, []time.Time{{}}))
 	w2.add()
 	f.waits[w2] = 9
 	w2.finish()
