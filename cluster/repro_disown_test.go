@@ -27,11 +27,13 @@ import (
 func TestReproOpsAfterDisown(t *testing.T) {
 	const id = "dp-pub"
 	t.Setenv("ROOST_TEST_FAULT", "held-pending="+id+"@n1")
-	// The default forward_timeout (5 s): n2's claim outwaits its
-	// releaseTimeout (3 s) and reads the stream. A long adopt_after: no
-	// janitor takes part.
+	// n2's claim outwaits its releaseTimeout (3 s) and reads the stream,
+	// within forward_timeout: 15 s, not the default 5, leaves that read
+	// 12 s (2 s were too few at load in a suite run: "reading the session
+	// of dp-pub: session stream: consumer ...", the CONNECT closed without
+	// CONNACK). A long adopt_after: no janitor takes part.
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n"), 0o644)
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
 	tc := startClusterWith(t, 3, "--config", cfg)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	sub := originSub(t, n3, "dp-sub", "dp/#")
