@@ -1,9 +1,6 @@
 package cluster
 
-import (
-	"testing"
-	"time"
-)
+import "testing"
 
 // An adoption from the stream takes the id's unread mark only as the
 // session goes in the server: a release request that took it first
@@ -13,11 +10,11 @@ import (
 // Present 0).
 func TestBeginAdopt(t *testing.T) {
 	o := &owners{unread: map[string]bool{}}
-	if w := o.beginAdopt("a", time.Now()); w != nil {
+	if w := o.beginAdopt("a"); w != nil {
 		t.Fatal("adopted without the unread mark (a release request took it)")
 	}
 	o.unread["a"] = true
-	w := o.beginAdopt("a", time.Now())
+	w := o.beginAdopt("a")
 	if w == nil {
 		t.Fatal("not adopted with the unread mark")
 	}
@@ -25,7 +22,7 @@ func TestBeginAdopt(t *testing.T) {
 		t.Error("the mark stayed: a release request would send the claimer to the stream too")
 	}
 	o.mu.Lock()
-	ch := o.heldPending["a"].ch
+	ch := o.heldPending["a"]
 	o.mu.Unlock()
 	if ch == nil {
 		t.Fatal("no hand-over wait set with the mark taken")

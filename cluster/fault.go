@@ -49,19 +49,15 @@ import (
 //	                      can be timed from outside to meet a hold)
 //	held-pending=CLIENT@NODE  on node NODE, a release request for CLIENT
 //	                      finds the session's held messages still being
-//	                      applied, both times it looks, and NODE's owner
-//	                      watcher does not fence CLIENT's session: as when
-//	                      the session was taken from the stream here and
-//	                      its held reads were slow, and the newer record
-//	                      was seen before the session was in the server.
-//	                      A session not taken from the stream on NODE
-//	                      has each look wait its whole bound (4 s, past
-//	                      the claimer's releaseTimeout: test/jepsen
-//	                      TestClusterFull, a request that came seconds
-//	                      late, behind other requests' waits); one taken
-//	                      from the stream there gets nothing held for it
-//	                      (its held reads as not done by the handover),
-//	                      and its looks share the one bound (2 s)
+//	                      applied, both times it looks (awaitHeld waits
+//	                      its whole bound: 4 s, past the claimer's
+//	                      releaseTimeout), and NODE's owner watcher does
+//	                      not fence CLIENT's session: as when the session
+//	                      was taken from the stream here and its held
+//	                      reads were slow, and the newer record was seen
+//	                      before the session was in the server (test/jepsen
+//	                      TestClusterFull: the request then came seconds
+//	                      late, behind other requests' waits)
 //	overtaken=CLIENT@NODE  on node NODE, a claim that took CLIENT's
 //	                      session from the stream puts it in the server
 //	                      only once NODE's owner watcher saw a record of

@@ -75,10 +75,6 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 	slices.Sort(others)
 	dropped = slices.DeleteFunc(slices.Compact(dropped), func(node string) bool { return node == "" })
 	others = slices.DeleteFunc(slices.Compact(others), func(node string) bool { return node == "" || slices.Contains(dropped, node) })
-	if n.fault.holdsHeld(id) {
-		n.log.Warn("cluster: test fault: nothing held is applied to the session taken from the stream", "client_id", id)
-		dropped, others = nil, nil
-	}
 	reads := make([]heldRead, 0, len(dropped)+len(others))
 	for _, node := range append(dropped, others...) {
 		// A node that gave id up before it had settled says where its

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"testing"
+
 	"time"
 )
 
@@ -11,12 +12,11 @@ import (
 // read, and a follower that ends lets them go.
 func TestHeldWaitFollower(t *testing.T) {
 	o := &owners{}
-	w := newHeldWait(o.holdRelease([]string{"a"}, []time.Time{{}}))
+	w := newHeldWait(o.holdRelease([]string{"a"}))
 	pending := func() bool {
 		o.mu.Lock()
 		defer o.mu.Unlock()
-		_, ok := o.heldPending["a"]
-		return ok
+		return o.heldPending["a"] != nil
 	}
 	f := &heldFollower{ids: map[string]time.Time{}, gen: 3}
 	// The session's first read failed: the follower resets (gen 4).
@@ -40,7 +40,7 @@ func TestHeldWaitFollower(t *testing.T) {
 	}
 
 	// A follower that ends (its watches over) lets its waits go.
-	w2 := newHeldWait(o.holdRelease([]string{"a"}, []time.Time{{}}))
+	w2 := newHeldWait(o.holdRelease([]string{"a"}))
 	w2.add()
 	f.waits[w2] = 9
 	w2.finish()

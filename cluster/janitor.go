@@ -303,13 +303,12 @@ const adoptChunkSize = 256
 // applies what was held for them; st counts.
 func (s *sessions) adoptChunk(ctx context.Context, rs []ownerScan, recs map[string]adoptedSession, st *adoptStats) error {
 	ids := make([]string, len(rs))
-	since := make([]time.Time, len(rs))
 	for i, r := range rs {
-		ids[i], since[i] = r.id, recs[r.id].last
+		ids[i] = r.id
 	}
 	// Finished once what was held reached them: here, or by the
 	// followers of the subjects whose first read failed.
-	w := newHeldWait(s.n.own.holdRelease(ids, since))
+	w := newHeldWait(s.n.own.holdRelease(ids))
 	defer w.finish()
 	var (
 		mu      sync.Mutex

@@ -94,7 +94,7 @@ type owners struct {
 	// heldPending: sessions the janitor adopted whose held messages it
 	// has not applied yet, closed when it has (janitor.go); a release
 	// request for one waits for that (heldWaitMax).
-	heldPending map[string]heldMark
+	heldPending map[string]chan struct{}
 }
 
 type epochAt struct {
@@ -391,15 +391,15 @@ func (o *owners) lockClaim(ctx context.Context, id string) (func(), error) {
 // dropped reports that prev said the will of its connection for id was
 // dropped there (a normal DISCONNECT) (cleanwill.go).
 func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64) (dropped bool, err error) {
-	var h handedOver
+	var rec *broker.StoredSession
+	answered := false
 	if prev != "" {
-		h = o.release(ctx, prev, id, epoch)
+		rec, answered, dropped = o.release(ctx, prev, id, epoch)
 	}
-	return h.dropped, o.takeOverFrom(ctx, prev, id, epoch, h)
+	return dropped, o.takeOverFrom(ctx, prev, id, epoch, rec, answered)
 }
 
-func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64, h handedOver) error {
-	rec, answered := h.rec, h.answered
+func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64, rec *broker.StoredSession, answered bool) error {
 	if answered && rec != nil {
 		// A later claim that asked this node to let go meanwhile was
 		// told to read the stream (onRelease took the mark): that
@@ -409,20 +409,7 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 		}
 		// The previous owner is alive and still holds the session:
 		// move it with a cut per node (handover_live.go).
-		if err := o.n.mv.moveIn(ctx, prev, id, epoch, rec); err != nil {
-			return err
-		}
-		if !h.heldSince.IsZero() && o.n.sess != nil {
-			// prev gave up waiting for the session's held messages
-			// (reply 3): what it had not applied is read here, as
-			// for a session taken from the stream at heldSince. A
-			// QoS 2 copy prev did apply is dropped by its Origin (the
-			// session's Seen came with it); a QoS 1 copy may come
-			// again, as at least once allows.
-			o.n.log.Info("cluster: reading the held messages a handed-over session came without", "client_id", id, "from", prev, "since", h.heldSince)
-			o.n.sess.takeHeld(ctx, nil, id, h.heldSince, prev)
-		}
-		return nil
+		return o.n.mv.moveIn(ctx, prev, id, epoch, rec)
 	}
 	from := prev
 	var last time.Time
@@ -484,7 +471,7 @@ func (o *owners) takeFromStream(id string, rec *broker.StoredSession, last time.
 	}
 	hctx, cancel := context.WithTimeout(o.n.ctx, o.n.cfg.ForwardTimeout)
 	defer cancel()
-	if !o.n.sess.adoptHeld(hctx, rec, last, func() *heldWait { return o.beginAdopt(id, last) }, prev) {
+	if !o.n.sess.adoptHeld(hctx, rec, last, func() *heldWait { return o.beginAdopt(id) }, prev) {
 		return fmt.Errorf("cluster: %w", errSuperseded)
 	}
 	o.n.log.Info("session moved here", "client_id", id, "from", "replicated record",
@@ -504,7 +491,7 @@ func (o *owners) takeFromStream(id string, rec *broker.StoredSession, last time.
 // next CONNECT elsewhere meanwhile: 107 acknowledged messages lost
 // (TestClusterTransports/NodeKill). Both under o.mu: a release request
 // that finds no mark finds the wait.
-func (o *owners) beginAdopt(id string, last time.Time) *heldWait {
+func (o *owners) beginAdopt(id string) *heldWait {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if !o.unread[id] {
@@ -524,7 +511,7 @@ func (o *owners) beginAdopt(id string, last time.Time) *heldWait {
 		return nil
 	}
 	delete(o.unread, id)
-	return newHeldWait(o.holdReleaseLocked([]string{id}, []time.Time{last}))
+	return newHeldWait(o.holdReleaseLocked([]string{id}))
 }
 
 // disown stops replicating the ops of id's session here: another node
@@ -597,23 +584,13 @@ func (o *owners) noteEpoch(id string, epoch uint64) {
 	o.mu.Unlock()
 }
 
-// handedOver is what a release request got: the persistent session node
-// handed over, if any (rec), whether node answered, whether it said the
-// will of its last connection for id was dropped (a reply's third byte;
-// cleanwill.go), and, when it handed the session over before its held
-// messages were applied (reply 3), the time from which they are to be
-// read here.
-type handedOver struct {
-	rec       *broker.StoredSession
-	answered  bool
-	dropped   bool
-	heldSince time.Time
-}
-
-// release asks node to let go of id, now owned here at epoch (handedOver).
-// A node that does not answer in time is not waited for: it fences itself
-// when it sees the new record (fence.go).
-func (o *owners) release(ctx context.Context, node, id string, epoch uint64) handedOver {
+// release asks node to let go of id, now owned here at epoch, and returns
+// the persistent session it hands over, if any. A node that does not answer
+// in time is not waited for: it fences itself when it sees the new record
+// (fence.go).
+// dropped reports that node said the will of its last connection for id
+// was dropped (a reply's third byte; cleanwill.go).
+func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (rec *broker.StoredSession, answered, dropped bool) {
 	if o.n.fault.delays(id) {
 		select {
 		case <-ctx.Done():
@@ -628,58 +605,39 @@ func (o *owners) release(ctx context.Context, node, id string, epoch uint64) han
 		if !errors.Is(err, nats.ErrNoResponders) {
 			o.n.log.Warn("cluster: previous owner did not confirm the takeover", "client_id", id, "peer", node, "err", err)
 		}
-		return handedOver{}
+		return nil, false, false
 	}
-	return o.releaseReply(node, id, reply.Data)
-}
-
-// releaseReply decodes node's answer b to a release request for id.
-func (o *owners) releaseReply(node, id string, b []byte) handedOver {
-	if len(b) < 2 || b[0] != wireVersion {
-		return handedOver{answered: true}
+	if len(reply.Data) < 2 || reply.Data[0] != wireVersion {
+		return nil, true, false
 	}
 	// After 0 or 2: a byte saying the will was dropped (1) or not (0),
 	// then, from a restarted node that gave up a restored session before
 	// it had settled (reply 2), where its held subject is to be read from
 	// (held.go, takeUnsettled).
-	dropped := len(b) >= 3 && b[1] != 1 && b[1] != 3 && b[2] == 1
-	var since time.Time
-	switch b[1] {
+	dropped = len(reply.Data) >= 3 && reply.Data[1] != 1 && reply.Data[2] == 1
+	switch reply.Data[1] {
 	case 0:
-		return handedOver{answered: true, dropped: dropped}
+		return nil, true, dropped
 	case 2:
-		if len(b) > 3 && o.n.sess != nil {
-			if from, n := binary.Uvarint(b[3:]); n > 0 {
+		if len(reply.Data) > 3 && o.n.sess != nil {
+			if from, n := binary.Uvarint(reply.Data[3:]); n > 0 {
 				o.n.sess.heldFrom(node, id, from)
 			}
 		}
-		return handedOver{dropped: dropped} // the session is in the stream only
-	case 3:
-		ns, n := binary.Uvarint(b[2:])
-		if n <= 0 || ns < heldSinceMin {
-			o.n.log.Error("cluster: handed-over session unreadable", "client_id", id, "peer", node, "err", errWire)
-			return handedOver{}
-		}
-		since, b = time.Unix(0, int64(ns)), b[n:]
+		return nil, false, dropped // the session is in the stream only
 	}
-	rec, err := decodeSession(id, b[2:])
+	rec, err = decodeSession(id, reply.Data[2:])
 	if err != nil {
 		o.n.log.Error("cluster: handed-over session unreadable", "client_id", id, "peer", node, "err", err)
-		return handedOver{} // read from the stream instead, when replicated
+		return nil, false, false // read from the stream instead, when replicated
 	}
-	return handedOver{rec: rec, answered: true, heldSince: since}
+	return rec, true, false
 }
 
 // onRelease handles another node's claim of an id this node may hold. The
 // reply is the version, then 0 (nothing to hand over), 1 (the session
-// follows, handover.go), 2 (this node holds the id's record but not its
-// session: read it from the stream) or 3 (as 1, after a uvarint of the
-// Unix nanoseconds from which the session's held messages were not all
-// applied here: awaitHeld gave up; the claimer reads them). A node that
-// does not know 3 reads its second byte on as a session, whose version
-// byte the uvarint's first (7 low bits of a time, continuation bit set)
-// never is: it finds the session unreadable and reads the stream, as
-// before this reply. After 0 or 2, a third byte 1 says
+// follows, handover.go) or 2 (this node holds the id's record but not its
+// session: read it from the stream); after 0 or 2, a third byte 1 says
 // that the will of the id's last connection here was dropped (a normal
 // DISCONNECT) while the record may still hold it (cleanwill.go), and a
 // uvarint after that byte where the claimer is to read this node's held
@@ -690,12 +648,7 @@ func (o *owners) onRelease(m *nats.Msg) {
 		o.n.log.Warn("cluster: bad release request")
 		return
 	}
-	// One bound for both looks below: each its own, the answer could
-	// take twice heldWaitMax, past the claimer's releaseTimeout (seen
-	// in TestClusterFull: a handover answered after 4 s, its claimer
-	// gone to the stream).
-	deadline := time.Now().Add(heldWaitMax)
-	since := o.awaitHeld(id, deadline)
+	o.awaitHeld(id)
 	o.mu.Lock()
 	mine := o.epochs[id].epoch
 	newer := mine > epoch
@@ -720,9 +673,7 @@ func (o *owners) onRelease(m *nats.Msg) {
 		if !unread {
 			// The mark may have just been taken by an adoption
 			// (beginAdopt): its wait is set by now.
-			if s := o.awaitHeld(id, deadline); !s.IsZero() {
-				since = s
-			}
+			o.awaitHeld(id)
 		}
 		// Only now, right before the session is taken off the broker:
 		// its client may still be connected here, and until then its
@@ -742,9 +693,6 @@ func (o *owners) onRelease(m *nats.Msg) {
 			reply[1], heldFrom = 2, from
 		} else if b, done := o.handOver(id); done != nil {
 			reply = append([]byte{wireVersion, 1}, b...)
-			if since.UnixNano() >= heldSinceMin {
-				reply = append(binary.AppendUvarint([]byte{wireVersion, 3}, uint64(since.UnixNano())), b...)
-			}
 			o.pending.add(id, epoch, o.n.sess != nil, done)
 			o.n.mv.startOut(id, epoch)
 		} else if unknown {
@@ -919,75 +867,48 @@ func holdWill(rec *broker.StoredSession, bound time.Duration) {
 // releaseTimeout, so that it is answered.
 const heldWaitMax = 2 * time.Second
 
-// heldSinceMin is the least time reply 3 carries (Unix nanoseconds): its
-// uvarint's first byte has the continuation bit set, so it is never the
-// version byte of a session, which a node that does not know reply 3
-// looks for there (onRelease). Any real op's time is far above it.
-const heldSinceMin = 1 << 7
-
-// heldMark is a session's held messages pending (awaitHeld): ch is
-// closed once they are applied; since is the time of the session's last
-// op in the stream when it was taken, from which they are read.
-type heldMark struct {
-	ch    chan struct{}
-	since time.Time
-}
-
-// awaitHeld waits, until deadline, until the held messages of id's
-// session, taken from the stream here, are applied to it: handed over
-// before, the session would leave without them. If the wait ends at
-// deadline it returns the time from which they are to be read (heldMark),
-// which the answer gives the new owner (reply 3); zero otherwise.
-// The held-pending fault finds the mark pending: one set here (a session
-// taken from the stream) stays (holdReleaseLocked), as for held reads
-// not done by the handover; with none, each look waits a heldWaitMax of
-// its own, as a request that came late, behind others' waits, would.
-func (o *owners) awaitHeld(id string, deadline time.Time) time.Time {
+// awaitHeld waits, up to heldWaitMax, until the held messages of id's
+// session, taken from the stream here, are applied to it: handed over before,
+// the session would leave without them, and the new node does not read
+// them (the old one answered).
+func (o *owners) awaitHeld(id string) {
 	o.mu.Lock()
-	mk, ok := o.heldPending[id]
+	ch := o.heldPending[id]
 	o.mu.Unlock()
 	if o.n.fault.holdsHeld(id) {
-		if !ok {
-			deadline = time.Now().Add(heldWaitMax)
-		}
-		ok, mk.ch = true, make(chan struct{})
+		ch = make(chan struct{}) // never closed: the whole bound
 	}
-	if !ok {
-		return time.Time{}
+	if ch == nil {
+		return
 	}
-	t := time.NewTimer(time.Until(deadline))
-	defer t.Stop()
 	select {
-	case <-mk.ch:
-		return time.Time{}
-	case <-t.C:
-		o.n.log.Warn("cluster: session handed over before its held messages were applied", "client_id", id, "since", mk.since)
-		return mk.since
+	case <-ch:
+	case <-time.After(heldWaitMax):
+		o.n.log.Warn("cluster: session handed over before its held messages were applied", "client_id", id)
 	}
 }
 
-// holdRelease marks ids' held messages as pending (awaitHeld), each to
-// be read from since's time at the same index, and returns the function
-// that clears the marks.
-func (o *owners) holdRelease(ids []string, since []time.Time) func() {
+// holdRelease marks ids' held messages as pending (awaitHeld) and
+// returns the function that clears the mark.
+func (o *owners) holdRelease(ids []string) func() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.holdReleaseLocked(ids, since)
+	return o.holdReleaseLocked(ids)
 }
 
 // holdReleaseLocked is holdRelease with o.mu held.
-func (o *owners) holdReleaseLocked(ids []string, since []time.Time) func() {
+func (o *owners) holdReleaseLocked(ids []string) func() {
 	ch := make(chan struct{})
 	if o.heldPending == nil {
-		o.heldPending = map[string]heldMark{}
+		o.heldPending = map[string]chan struct{}{}
 	}
-	for i, id := range ids {
-		o.heldPending[id] = heldMark{ch, since[i]}
+	for _, id := range ids {
+		o.heldPending[id] = ch
 	}
 	return func() {
 		o.mu.Lock()
 		for _, id := range ids {
-			if o.heldPending[id].ch == ch && (o.n == nil || !o.n.fault.holdsHeld(id)) {
+			if o.heldPending[id] == ch {
 				delete(o.heldPending, id)
 			}
 		}
