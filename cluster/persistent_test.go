@@ -97,16 +97,7 @@ func TestPersistHoldKeys(t *testing.T) {
 	p := newPersistentFilters(l)
 	p.restore(&broker.StoredSession{ClientID: "c", Subs: []broker.StoredSub{{Filter: "r/#"}, {Filter: "$share/g/s"}}})
 	p.restore(&broker.StoredSession{ClientID: "d", Subs: []broker.StoredSub{{Filter: "q"}}})
-	keys := func() []ikey {
-		ks, _ := l.snapshot()
-		slices.SortFunc(ks, func(a, b ikey) int {
-			if a.filter != b.filter {
-				return strings.Compare(a.filter, b.filter)
-			}
-			return strings.Compare(a.group, b.group)
-		})
-		return ks
-	}
+	keys := func() []ikey { return sortedKeys(l) }
 	want := []ikey{persistKey("q").holdKey(), persistKey("r/#").holdKey(), persistShareKey("s", "g").holdKey()}
 	if got := keys(); !slices.Equal(got, want) {
 		t.Fatalf("restored: keys %q, want %q", got, want)
@@ -180,16 +171,7 @@ func TestHoldKeyRemote(t *testing.T) {
 func TestFenceHoldKeys(t *testing.T) {
 	l := newLocalInterest()
 	p := newPersistentFilters(l)
-	keys := func() []ikey {
-		ks, _ := l.snapshot()
-		slices.SortFunc(ks, func(a, b ikey) int {
-			if a.filter != b.filter {
-				return strings.Compare(a.filter, b.filter)
-			}
-			return strings.Compare(a.group, b.group)
-		})
-		return ks
-	}
+	keys := func() []ikey { return sortedKeys(l) }
 	for _, id := range []string{"f", "h"} {
 		p.apply(&broker.Op{Kind: broker.OpSubPut, ClientID: id, Sub: broker.StoredSub{Filter: "t/#"}})
 		p.apply(&broker.Op{Kind: broker.OpSubPut, ClientID: id, Sub: broker.StoredSub{Filter: "$share/g/" + id}})
@@ -229,4 +211,16 @@ func TestFenceHoldKeys(t *testing.T) {
 	if got := keys(); !slices.Equal(got, []ikey{persistShareKey("h", "g"), persistKey("t/#")}) || p.holds("t/x") || p.holdingAny() {
 		t.Fatalf("h handed over: keys %q, holds t/x %v, holdingAny %v", got, p.holds("t/x"), p.holdingAny())
 	}
+}
+
+// sortedKeys is l's interest keys in filter, then group order.
+func sortedKeys(l *localInterest) []ikey {
+	ks, _ := l.snapshot()
+	slices.SortFunc(ks, func(a, b ikey) int {
+		if a.filter != b.filter {
+			return strings.Compare(a.filter, b.filter)
+		}
+		return strings.Compare(a.group, b.group)
+	})
+	return ks
 }
