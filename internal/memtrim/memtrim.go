@@ -150,11 +150,17 @@ func ReadHeap() Heap {
 // Due reports whether h is worth a trim under p, prev being the heap read
 // elapsed earlier (the last look).
 func (p Policy) Due(h, prev Heap, elapsed time.Duration) bool {
-	r := h.Reclaimable()
-	if r < p.MinFree || float64(r) < p.MinShare*float64(h.Live) {
+	if !p.worth(h) {
 		return false
 	}
-	return r >= p.BusyMinFree || !p.busy(h, prev, elapsed)
+	return h.Reclaimable() >= p.BusyMinFree || !p.busy(h, prev, elapsed)
+}
+
+// worth reports whether h's reclaimable heap is enough to act on at all:
+// MinFree, and MinShare of the live heap.
+func (p Policy) worth(h Heap) bool {
+	r := h.Reclaimable()
+	return r >= p.MinFree && float64(r) >= p.MinShare*float64(h.Live)
 }
 
 // busy reports whether the broker, at its allocation rate since prev,
@@ -173,8 +179,7 @@ func (p Policy) busy(h, prev Heap, elapsed time.Duration) bool {
 // where it would otherwise touch fresh pages (a page fault each) until the
 // runtime's first collection at its 4 MiB minimum heap.
 func (p Policy) Collect(h, prev Heap, elapsed time.Duration) bool {
-	r := h.Reclaimable()
-	return r >= p.MinFree && float64(r) >= p.MinShare*float64(h.Live) && r < p.BusyMinFree &&
+	return p.worth(h) && h.Reclaimable() < p.BusyMinFree &&
 		h.Objects >= h.Live+p.MinFree && p.busy(h, prev, elapsed)
 }
 
