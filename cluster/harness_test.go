@@ -202,7 +202,11 @@ func publishOwed(t *testing.T, nd *node, id string, pub **client, topic, prefix 
 	var owed []string
 	for i := 0; len(owed) < n && i < 4*n; i++ {
 		p := fmt.Sprintf("%s-%d", prefix, i)
-		rc, closed := (*pub).tryPublish(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(p)})
+		// 30 s: past the forward_timeout (15 s) its callers' nodes run
+		// with, within which a node that cannot replicate (elections
+		// after a kill) answers or closes; tryPublish's 12 s was less
+		// (TestReproFenceGap red with a busy core).
+		rc, closed := (*pub).TryPub(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(p)}, 30*time.Second)
 		switch {
 		case closed:
 			eventually(t, 30*time.Second, func() error { return redial(t, nd, id, pub) })
