@@ -114,16 +114,27 @@ func TestCreateOrUpdateStreamUpdates(t *testing.T) {
 		t.Fatal(err)
 	}
 	nd.awaitMeta(30 * time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	cfg := jetstream.StreamConfig{Name: "U", Subjects: []string{"u.>"}, Description: "old", Storage: jetstream.FileStorage, Replicas: 3}
-	// "No suitable peers" until the meta leader knows every peer.
-	for _, err := createOrUpdateStream(ctx, js, cfg); err != nil; _, err = createOrUpdateStream(ctx, js, cfg) {
-		if ctx.Err() != nil {
+	// "No suitable peers" until the meta leader knows every peer, and a
+	// request sent before the new stream has a leader may go unanswered
+	// (see above): each attempt has a bound of its own, so that one such
+	// request does not use up the test's (it did, in a CI run on a busy
+	// 2-core machine: the first attempt waited out the whole 30 s).
+	bound := time.Now().Add(90 * time.Second)
+	for {
+		actx, acancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := createOrUpdateStream(actx, js, cfg)
+		acancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(bound) {
 			t.Fatal(err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	if _, err := js.Publish(ctx, "u.1", []byte("kept")); err != nil {
 		t.Fatal(err)
 	}

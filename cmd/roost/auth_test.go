@@ -49,7 +49,7 @@ func TestServeAuth(t *testing.T) {
 		c := mqtttest.Dial(t, addr, packet.V5)
 		c.Send(&packet.Connect{ProtocolVersion: packet.V5, ClientID: "c-" + user, CleanStart: true,
 			UsernameFlag: user != "", Username: user, PasswordFlag: pass != "", Password: []byte(pass)})
-		return c.Next(5 * time.Second).(*packet.Connack).ReasonCode
+		return c.Next(mqtttest.AckBound).(*packet.Connack).ReasonCode
 	}
 	if code := connect("", ""); code != packet.NotAuthorized {
 		t.Errorf("anonymous: CONNACK 0x%02X, want 0x87", byte(code))
@@ -63,7 +63,7 @@ func TestServeAuth(t *testing.T) {
 	publish := func(topic string) packet.ReasonCode {
 		id++
 		c.Send(&packet.Publish{Topic: topic, QoS: 1, PacketID: id})
-		return c.Next(5 * time.Second).(*packet.Puback).ReasonCode
+		return c.Next(mqtttest.AckBound).(*packet.Puback).ReasonCode
 	}
 	if publish("a") >= 0x80 || publish("b") != packet.NotAuthorized {
 		t.Fatal("ACL not applied")

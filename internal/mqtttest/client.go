@@ -46,6 +46,12 @@ func (c *Client) Send(p packet.Packet) {
 	}
 }
 
+// AckBound bounds the wait for an answer that must come (CONNACK,
+// SUBACK) in Connect and Subscribe: only a failing test waits it out, and
+// a shorter one failed tests on a busy 2-core machine, where the suite runs
+// packages side by side.
+const AckBound = 30 * time.Second
+
 // Next reads one packet within d, failing the test otherwise.
 func (c *Client) Next(d time.Duration) packet.Packet {
 	c.T.Helper()
@@ -68,7 +74,7 @@ func (c *Client) Connect(p *packet.Connect) *packet.Connack {
 	c.T.Helper()
 	p.ProtocolVersion = c.V
 	c.Send(p)
-	ack, ok := c.Next(2 * time.Second).(*packet.Connack)
+	ack, ok := c.Next(AckBound).(*packet.Connack)
 	if !ok {
 		c.T.Fatal("first packet is not CONNACK")
 	}
@@ -82,7 +88,7 @@ func (c *Client) Connect(p *packet.Connect) *packet.Connack {
 func (c *Client) Subscribe(filter string, qos packet.QoS) {
 	c.T.Helper()
 	c.Send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: filter, Options: packet.SubOptions{QoS: qos}}}})
-	if ack, ok := c.Next(2 * time.Second).(*packet.Suback); !ok || ack.ReasonCodes[0] != packet.ReasonCode(qos) {
+	if ack, ok := c.Next(AckBound).(*packet.Suback); !ok || ack.ReasonCodes[0] != packet.ReasonCode(qos) {
 		c.T.Fatalf("SUBACK %+v for %s", ack, filter)
 	}
 }
