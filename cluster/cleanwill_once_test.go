@@ -98,6 +98,7 @@ func mosquittoWill(t *testing.T, nd *node, id string) *exec.Cmd {
 // and the wait below for n3's decision about a lost connection's will
 // ran out. mosquittoWill now waits for the SUBACK (20 of 20 after).
 func TestClusterCutOffCleanWillOnce(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
 	if nf == nil {
 		return

@@ -52,6 +52,7 @@ import (
 // reached the old node after the session left goes on to the new one
 // and may come after a later one of the same publisher.
 func TestClusterLiveHandoverRounds(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	for _, c := range []struct {
 		name               string
 		everywhere, shared bool

@@ -28,6 +28,7 @@ import (
 //   - after the heal n3 sees the newer owner record and takes its stale
 //     connection over (DISCONNECT 0x8E): one connection per client id.
 func TestClusterRejectingCutIsSafe(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
 	if nf == nil {
 		return

@@ -20,17 +20,16 @@ import (
 // too, for a hold that a moment later would have succeeded. No election
 // can be timed from outside to meet a hold, so the hold-unanswered fault
 // makes n1's first holds fail as an election does; the retries are real
-// publishes. Not parallel: the fault is in the environment of the nodes
-// it starts.
+// publishes.
 func TestClusterHoldThroughElection(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	const unanswered = 3
-	t.Setenv("ROOST_TEST_FAULT", fmt.Sprintf("hold-unanswered=%d@n1", unanswered))
 	// A long adopt_after: the messages are held for n2 (not yet adopted)
 	// and read by the claim on n3. A long forward_timeout: a real
 	// election of a stream n2 led may come on top of the fault's.
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 30s\n  forward_timeout: 15s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
+	tc := startClusterFault(t, 3, fmt.Sprintf("hold-unanswered=%d@n1", unanswered), "--config", cfg)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	const expiry = 300
 	_, pub := persistentPair(t, n2, n1, "he", expiry)

@@ -22,16 +22,15 @@ import (
 // the message, acknowledged, was lost for the session
 // (TestClusterQoS2ResendUnconfirmedIsRouted met it in 1 run of 80). The
 // read-late fault makes n1's reads of hh-sub's session fail until n1 kept
-// orphan interest and dropped it. Not parallel: the fault is in the
-// environment of the nodes it starts.
+// orphan interest and dropped it.
 func TestClusterClaimRetryReadsDeadNodesHeld(t *testing.T) {
-	t.Setenv("ROOST_TEST_FAULT", "read-late=hh-sub@n1")
+	t.Parallel() // see harness_test.go
 	// A long adopt_after: the publish below must be held for n2 (by n1's
 	// orphan interest, which the janitors' scan ends) although it may
 	// wait for a leader election of the stream n2 led.
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 12s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
+	tc := startClusterFault(t, 3, "read-late=hh-sub@n1", "--config", cfg)
 	n1, n2 := tc.nodes[0], tc.nodes[1]
 	const expiry = 300
 	// The publisher on n1: n1 knows hh-sub's interest on n2, and keeps

@@ -24,6 +24,7 @@ import (
 // the bucket one member of three, and no CONNECT with a client id could be
 // accepted.
 func TestClusterReplicasReplaced(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	tc := startCluster(t, 5)
 	own := "KV_ROOST_OWN"
 	var holders []*node

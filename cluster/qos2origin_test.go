@@ -267,11 +267,10 @@ func TestClusterQoS2ResendUnconfirmedIsRouted(t *testing.T) {
 // routed a QoS 2 message and died before its packet id was replicated
 // (a test fault keeps the id from the stream: the step is too short to
 // hit with a signal); the client's DUP resend on another node, whose copy
-// of the session has no such id, must not be routed a second time. Not
-// parallel: the fault is in the environment of the nodes it starts.
+// of the session has no such id, must not be routed a second time.
 func TestClusterQoS2ResendAfterNodeDiedBeforeItsID(t *testing.T) {
-	t.Setenv("ROOST_TEST_FAULT", "stall-inbound=o2-pub@n1")
-	tc := startClusterWith(t, 3, "--config", originConfig(t))
+	t.Parallel() // see harness_test.go
+	tc := startClusterFault(t, 3, "stall-inbound=o2-pub@n1", "--config", originConfig(t))
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	s1 := originSub(t, n2, "o2-s1", "o2/t")
 	awaitOriginProbes(t, n1, "o2/t", s1)

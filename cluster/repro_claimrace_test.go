@@ -25,6 +25,7 @@ import (
 // on a session the cluster still had [MQTT-3.2.2-3]. It must answer
 // "read it from the stream", and n1 must find the session and its queue.
 func TestReproClaimDuringTakeover(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	tc := startCluster(t, 3)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	const id = "race-sub"

@@ -18,6 +18,7 @@ import (
 // A node asked to let go of an id it holds no session for and did not
 // claim since it started must send the claimer to the stream.
 func TestReproClaimAfterRestart(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	tc := startCluster(t, 3)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	const id = "restart-sub"
@@ -48,15 +49,14 @@ func TestReproClaimAfterRestart(t *testing.T) {
 // and n1 answered "nothing to hand over": n2 started the client afresh on
 // a session the cluster had (Session Present 0, the queued message gone).
 // A node that ended a replicated session because its record names another
-// node must send that node's late request to the stream. Not parallel:
-// the fault is in the environment of the nodes it starts.
+// node must send that node's late request to the stream.
 func TestReproReleaseAfterFence(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	const id = "fenced-sub"
-	t.Setenv("ROOST_TEST_FAULT", "delay-release="+id+"@n2")
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// Room for the held-up request (5 s) and the stream read after it.
 	writeAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 15s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
+	tc := startClusterFault(t, 3, "delay-release="+id+"@n2", "--config", cfg)
 	n1, n2 := tc.nodes[0], tc.nodes[1]
 	queuedOffline(t, tc, n1, n2, id, "fenced/t")
 	resumeQueued(t, n2, id, "resumed on n2 after n1 fenced and ended the session", n1, n2)

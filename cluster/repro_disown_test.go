@@ -23,10 +23,9 @@ import (
 // QoS 2 duplicates). The held-pending fault makes both of n1's held waits
 // take their bound and keeps n1's watcher from fencing the publisher (the
 // newer record was seen there before the session was in the server).
-// Not parallel: the fault is in the nodes' environment.
 func TestReproOpsAfterDisown(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	const id = "dp-pub"
-	t.Setenv("ROOST_TEST_FAULT", "held-pending="+id+"@n1")
 	// n2's claim outwaits its releaseTimeout (3 s) and reads the stream,
 	// within forward_timeout: 15 s, not the default 5, leaves that read
 	// 12 s (2 s were too few at load in a suite run: "reading the session
@@ -34,7 +33,7 @@ func TestReproOpsAfterDisown(t *testing.T) {
 	// CONNACK). A long adopt_after: no janitor takes part.
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
+	tc := startClusterFault(t, 3, "held-pending="+id+"@n1", "--config", cfg)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	sub := originSub(t, n3, "dp-sub", "dp/#")
 	awaitOriginProbes(t, n1, "dp/probe", sub)

@@ -22,16 +22,15 @@ import (
 // client connects to n3, whose release request waits (delay-release) while
 // n3 is paused: n2 fences and ends the session. n3 is killed, n1 takes
 // publishes for fc-sub's filter, and the client then resumes on n1: it
-// must get the queued message and every message acknowledged since. Not
-// parallel: the fault is in the environment of the nodes it starts.
+// must get the queued message and every message acknowledged since.
 func TestReproFenceGap(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	const id = "fc-sub"
-	t.Setenv("ROOST_TEST_FAULT", "delay-release="+id+"@n3")
 	// No janitor adoption of n3's sessions meanwhile (it has none of
 	// fc-sub's anyway); room for the elections after n3's kill.
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
+	tc := startClusterFault(t, 3, "delay-release="+id+"@n3", "--config", cfg)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	queuedOffline(t, tc, n2, n1, id, "fc/t")
 	pub := connect(t, n1, id+"-pub2")

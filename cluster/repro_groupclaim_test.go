@@ -27,16 +27,15 @@ import (
 // fault) waits until the client connects to n3 and n3's claim asks n2 to
 // let go: n2 gives its adoption up, n3 reads the session from the stream
 // and the held subjects. Every acknowledged message must reach the member
-// on n3. Not parallel: the fault is in the environment of the nodes it
-// starts.
+// on n3.
 func TestReproGroupClaimAbandoned(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	const id = "gc-m0"
-	t.Setenv("ROOST_TEST_FAULT", "adopt-late="+id+"@n2")
 	// No janitor adoption of n1's sessions meanwhile; room for the
 	// elections after n1's kill.
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
+	tc := startClusterFault(t, 3, "adopt-late="+id+"@n2", "--config", cfg)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	expiry := uint32(600)
 	m, ack := connectWith(t, n1, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,

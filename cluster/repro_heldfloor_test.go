@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -24,9 +25,12 @@ import (
 // it pauses n1 with n3 just restarted and needs the two for a quorum.
 func TestReproHeldFollowerFloor(t *testing.T) {
 	// A long adopt_after: no janitor adopts the sessions of the dead
-	// n3, and n2's follower outlives the test.
+	// n3, and n2's follower outlives the test. A long forward_timeout:
+	// m1's hold for n3 waits for its partition stream's election after
+	// n3's kill (more than the default 5 s on a busy machine; the
+	// publisher's connection was closed).
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n"), 0o644)
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"), 0o644)
 	tc := startClusterWith(t, 3, "--config", cfg)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	const expiry = 300
@@ -37,9 +41,13 @@ func TestReproHeldFollowerFloor(t *testing.T) {
 
 	// n3 dies; m1 is held for its sessions.
 	tc.kill(n3, syscall.SIGKILL)
-	eventually(t, 30*time.Second, func() error {
+	eventually(t, 60*time.Second, func() error {
 		if rc, closed := pub.tryPublish(t, &paho.Publish{Topic: "hf/x", QoS: 2, Payload: []byte("m1")}); closed {
-			return redial(t, n1, "hf-pub", &pub)
+			// The outcome is unknown: publish again on a new connection.
+			if err := redial(t, n1, "hf-pub", &pub); err != nil {
+				return err
+			}
+			return errors.New("connection closed before the PUBREC")
 		} else if rc != 0 {
 			return fmt.Errorf("PUBREC 0x%02X", rc)
 		}

@@ -24,14 +24,13 @@ import (
 // skip once the new owner wrote: pub0 on n1 for 5 s at epoch 7 with the
 // record at n3's 8, the start of that run's 13 QoS 2 duplicates. The
 // overtaken fault holds n1's adoption until its watcher saw n2's record;
-// delay-release holds n2's request past it. Not parallel: the faults are
-// in the nodes' environment.
+// delay-release holds n2's request past it.
 func TestReproClaimOvertakenWhileReading(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	const id = "ov-sub"
-	t.Setenv("ROOST_TEST_FAULT", "overtaken="+id+"@n1,delay-release="+id+"@n2")
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
+	tc := startClusterFault(t, 3, "overtaken="+id+"@n1,delay-release="+id+"@n2", "--config", cfg)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	const expiry = 300
 	originSub(t, n3, id, "ov/#")

@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"syscall"
@@ -22,8 +23,8 @@ import (
 // TestClusterFull seed 44: ps1, twice in 60 s). The no-quorum fault keeps
 // the partition stream from taking n3's ops from its restart until its
 // first read of rs-sub's session, which fails as the stream comes back.
-// Not parallel: the fault is in the environment of the node it restarts.
 func TestReproRestoredSessionEnd(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	const id = "rs-sub"
 	// A long adopt_after: no janitor adopts rs-sub while n1 is dead. A
 	// long forward_timeout: the partition stream may elect a leader
@@ -41,9 +42,13 @@ func TestReproRestoredSessionEnd(t *testing.T) {
 	tc.kill(n3, syscall.SIGKILL)
 	back := resume(t, n1, id, expiry, 60*time.Second)
 	back.Disconnect(&paho.Disconnect{})
-	eventually(t, 30*time.Second, func() error {
+	eventually(t, 60*time.Second, func() error {
 		if rc, closed := pub.tryPublish(t, &paho.Publish{Topic: "rs/q1", QoS: 1, Payload: []byte("queued")}); closed {
-			return redial(t, n2, "rs-pub2", &pub)
+			// The outcome is unknown: publish again on a new connection.
+			if err := redial(t, n2, "rs-pub2", &pub); err != nil {
+				return err
+			}
+			return errors.New("connection closed before the PUBACK")
 		} else if rc != 0 {
 			t.Fatalf("PUBACK 0x%02X", rc)
 		}
@@ -52,7 +57,7 @@ func TestReproRestoredSessionEnd(t *testing.T) {
 
 	// n3 comes back with rs-sub's old copy and drops it (n1 owns it),
 	// its partition stream without a quorum for n3 until n3 reads it.
-	t.Setenv("ROOST_TEST_FAULT", "no-quorum="+id+"@n3")
+	n3.Env = append(n3.Env, "ROOST_TEST_FAULT=no-quorum="+id+"@n3")
 	tc.start(n3)
 	tc.waitLog(n3, `"restored session dropped: another node owns it now" node=n3 client_id=`+id, 1, 60*time.Second)
 	tc.kill(n1, syscall.SIGKILL)

@@ -19,6 +19,7 @@ import (
 // begins after a write's PUBACK must return that write's value (no other
 // writer runs), on every node.
 func TestReproRetainedReadAfterWrite(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	tc := startCluster(t, 3)
 	w := connect(t, tc.nodes[0], "reg-w")
 	readers := []*client{connect(t, tc.nodes[0], "reg-r-same"), connect(t, tc.nodes[1], "reg-r-other")}

@@ -32,6 +32,11 @@ type Options struct {
 	// own (--listen, --data, --node, --cluster-listen, --cluster-peer,
 	// --log-level debug), so a later flag or a --config can add to them.
 	Args []string
+	// Env are KEY=VALUE pairs every node gets in its environment, on top
+	// of the test process's. A test hands its nodes a fault to inject
+	// (the cluster package's ROOST_TEST_FAULT) this way rather than with
+	// t.Setenv, which would keep it from running in parallel.
+	Env []string
 	// Race runs a roost binary built with -race.
 	Race bool
 	// Data, if set, gives the --data directory of the node named name;
@@ -68,7 +73,7 @@ type Cluster struct {
 }
 
 // Node is one `roost serve` process. Its fields are fixed when the
-// cluster starts, except Args, which a test may change before Restart.
+// cluster starts, except Args and Env, which a test may change before Restart.
 type Node struct {
 	// Name is the node's --node name: n1, n2, ...
 	Name string
@@ -87,6 +92,10 @@ type Node struct {
 	LogPath string
 	// Args are the extra arguments of its command line (Options.Args).
 	Args []string
+	// Env is what its process gets in its environment on top of the test
+	// process's (Options.Env); a test may change it before Restart, to
+	// give a restarted node a fault the first start did not have.
+	Env []string
 
 	proc *Proc
 }
@@ -124,6 +133,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 		if opts.NodeArgs != nil {
 			nd.Args = append(slices.Clone(opts.Args), opts.NodeArgs(name, ip)...)
 		}
+		nd.Env = slices.Clone(opts.Env)
 		nd.proc = &Proc{Name: name, Bin: c.bin, LogPath: nd.LogPath}
 		c.Nodes = append(c.Nodes, nd)
 	}
@@ -181,6 +191,7 @@ func (nd *Node) Restart(t testing.TB) {
 		args = append(args, "--cluster-peer", p)
 	}
 	args = append(args, nd.Args...)
+	nd.proc.Env = nd.Env
 	if err := nd.proc.Start(args...); err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,10 @@ type Proc struct {
 	Bin string
 	// LogPath is the file its stdout and stderr are appended to.
 	LogPath string
+	// Env are KEY=VALUE pairs added to the test process's environment,
+	// which the process inherits otherwise; set it before Start, not
+	// while another goroutine may call Start.
+	Env []string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -59,6 +63,9 @@ func (p *Proc) Start(args ...string) error {
 	}
 	cmd := exec.Command(p.Bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(p.Env) > 0 {
+		cmd.Env = append(os.Environ(), p.Env...)
+	}
 	// A test binary that dies (a -timeout panic skips the cleanups) takes
 	// its processes with it rather than leaving them to run on. The
 	// kernel sends the death signal when the *thread* that forked the
