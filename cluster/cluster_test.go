@@ -336,9 +336,11 @@ func TestCluster(t *testing.T) {
 			t.Fatalf("got %d bytes on a %d-byte topic", len(got.Payload), len(got.Topic))
 		}
 		// 900 KiB through the retained stream's three replicas, then read
-		// back on n2: more than wait's 5 s in a suite run at load 26.
-		eventually(t, 30*time.Second, func() error {
-			if got := retainedOn(t, n2, "big-ret", "big/#", 300*time.Millisecond); len(got) != 1 || !strings.HasPrefix(got[0], long+"=") {
+		// back on n2: more than wait's 5 s in a suite run at load 26. Each
+		// read listens 5 s: at load 30 the copy took longer than 300 ms
+		// to reach a new subscription, and every read came back empty.
+		eventually(t, 60*time.Second, func() error {
+			if got := retainedOn(t, n2, "big-ret", "big/#", 5*time.Second); len(got) != 1 || !strings.HasPrefix(got[0], long+"=") {
 				return fmt.Errorf("n2 retained %d messages", len(got))
 			}
 			return nil

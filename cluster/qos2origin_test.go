@@ -98,7 +98,9 @@ func sawProbe(c *client, d time.Duration) bool {
 func rawPublisher(t *testing.T, nd *node, id string, clean bool) (*mqtttest.Client, *packet.Connack, error) {
 	c := mqtttest.Dial(t, nd.mqtt, packet.V5)
 	c.Send(&packet.Connect{ProtocolVersion: packet.V5, ClientID: id, CleanStart: clean, KeepAlive: 30, Properties: originPersist})
-	p, err := c.Read(10 * time.Second)
+	// A claim answers within its node's forward_timeout (15 s at most in
+	// these tests): 10 s ran out at load 30 (TestReproOpsAfterDisown).
+	p, err := c.Read(publishBound)
 	if err != nil {
 		return nil, nil, err
 	}

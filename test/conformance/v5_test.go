@@ -415,15 +415,16 @@ func TestMQTT5_3_3_2_6_MessageExpiryDecremented(t *testing.T) {
 
 // TestMQTT5_3_3_2_5_ExpiredMessageNotDelivered: once its Message Expiry
 // Interval has passed, a message MUST NOT be delivered to a subscriber
-// [MQTT-3.3.2-5]: a retained message with a 1s expiry reaches a new
-// subscription at first, and within a few seconds no longer does, while
-// one without expiry still does.
+// [MQTT-3.3.2-5]: a retained message with a 5s expiry reaches a new
+// subscription at first, and within a few seconds after its expiry no
+// longer does, while one without expiry still does. 5 s, not 1: at a load
+// average of 30 the first subscription came 1.7 s after the publish.
 func TestMQTT5_3_3_2_5_ExpiredMessageNotDelivered(t *testing.T) {
 	t.Parallel()
 	forTransports(t, func(t *testing.T) {
 		addr := startBroker(t, brokerConfig{})
 		pub := cleanConnect(t, addr, 5, "pub")
-		pub.publish("exp/short", "x", 1, true, 1, rc.PropU32(rc.PropMessageExpiry, 1))
+		pub.publish("exp/short", "x", 1, true, 1, rc.PropU32(rc.PropMessageExpiry, 5))
 		pub.publish("exp/plain", "y", 1, true, 2) // control: no expiry
 		attempt := 0
 		retained := func() map[string]bool {
@@ -446,13 +447,13 @@ func TestMQTT5_3_3_2_5_ExpiredMessageNotDelivered(t *testing.T) {
 		if got := retained(); !got["exp/short"] || !got["exp/plain"] {
 			t.Fatalf("right after publishing, a new subscription got %v, want both retained messages", got)
 		}
-		eventually(t, 4*time.Second, func() error {
+		eventually(t, 10*time.Second, func() error {
 			got := retained()
 			if !got["exp/plain"] {
 				return fmt.Errorf("control message missing: got %v", got)
 			}
 			if got["exp/short"] {
-				return fmt.Errorf("message with a 1s expiry still delivered (attempt %d)", attempt)
+				return fmt.Errorf("message with a 5s expiry still delivered (attempt %d)", attempt)
 			}
 			return nil
 		})
