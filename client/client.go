@@ -314,7 +314,7 @@ func (c *Client) manage(first chan error) {
 	}()
 	failures := 0
 	for {
-		err := c.connectOnce(&first)
+		up, err := c.connectOnce(&first)
 		if first != nil {
 			first <- err
 			return
@@ -322,7 +322,14 @@ func (c *Client) manage(first chan error) {
 		if c.stopped() {
 			return
 		}
-		if err == nil {
+		if up {
+			if c.opts.Reconnect.Disabled {
+				// A lost connection stops the client. It went on to
+				// connect once more: a client whose id another connection
+				// took over took it back (a bridge test saw the fight).
+				c.shutdown(err)
+				return
+			}
 			failures = 0
 			continue // the connection went down; reconnect at once once
 		}
@@ -365,10 +372,10 @@ func (c *Client) stopped() bool {
 }
 
 // connectOnce tries the servers in order; when one accepts it runs the
-// connection until it dies and returns nil, else the last error. See
-// runConn for first.
-func (c *Client) connectOnce(first *chan error) error {
-	var err error
+// connection until it dies and returns up true with why it died (nil for
+// an orderly end), else up false and the last error. See runConn for
+// first.
+func (c *Client) connectOnce(first *chan error) (up bool, err error) {
 	n := len(c.opts.Servers)
 	for i := range n {
 		idx := i
@@ -377,7 +384,7 @@ func (c *Client) connectOnce(first *chan error) error {
 		}
 		server := c.opts.Servers[idx]
 		if c.stopped() {
-			return ErrClosed
+			return false, ErrClosed
 		}
 		c.disp.status(Status{Event: Connecting, Server: server})
 		var cn *conn
@@ -389,21 +396,21 @@ func (c *Client) connectOnce(first *chan error) error {
 		}
 		// Only the connecting goroutine reads and writes it.
 		c.nextServer = (idx + 1) % n
-		c.runConn(cn, first)
-		return nil
+		return true, c.runConn(cn, first)
 	}
-	return err
+	return false, err
 }
 
-// runConn installs cn as the current connection and waits for it to die.
-// If *first is non-nil it is told nil once cn is up, and cleared.
-func (c *Client) runConn(cn *conn, first *chan error) {
+// runConn installs cn as the current connection and waits for it to die,
+// and returns why (nil for an orderly end). If *first is non-nil it is
+// told nil once cn is up, and cleared.
+func (c *Client) runConn(cn *conn, first *chan error) error {
 	c.mu.Lock()
 	if c.state == stateClosed {
 		c.mu.Unlock()
 		cn.close(ErrClosed)
 		cn.wg.Wait()
-		return
+		return ErrClosed
 	}
 	c.opts.Logger.Debug("connected", "server", cn.server, "session_present", cn.connack.SessionPresent,
 		"inflight", len(c.sess.inflight), "queued", len(c.sess.queue))
@@ -436,10 +443,11 @@ func (c *Client) runConn(cn *conn, first *chan error) {
 	}
 	if closing {
 		c.disp.connDown(nil)
-		return
+		return nil
 	}
 	c.disp.status(Status{Event: ConnectionLost, Server: cn.server, Err: err})
 	c.disp.connDown(err)
+	return err
 }
 
 func randomHex(n int) string {

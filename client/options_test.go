@@ -3,6 +3,7 @@ package client
 import (
 	"errors"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,4 +161,35 @@ func TestOfflineQueueFull(t *testing.T) {
 	if _, err := c.Publish(testCtx(t, 5*time.Second), Message{Topic: "q", QoS: 1}); !errors.Is(err, ErrQueueFull) {
 		t.Errorf("third Publish = %v, want ErrQueueFull", err)
 	}
+}
+
+// With Reconnect.Disabled a lost connection stops the client: taken over
+// by another connection with its client id, it ends (Done, Err) and does
+// not connect again. It connected once more, at once, and took the id
+// back: a bridge test saw the two fight over the id on mosquitto.
+func TestReconnectDisabledStopsOnLoss(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
+		var connected atomic.Int32
+		first := newClient(t, tg.URL(), v, func(o *Options) {
+			o.ClientID = "once"
+			o.Reconnect.Disabled = true
+			o.OnStatus = func(st Status) {
+				if st.Event == Connected {
+					connected.Add(1)
+				}
+			}
+		})
+		newClient(t, tg.URL(), v, func(o *Options) { o.ClientID = "once" })
+		select {
+		case <-first.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the client whose id was taken over is still running (%d connections)", connected.Load())
+		}
+		if n := connected.Load(); n != 1 {
+			t.Errorf("connected %d times, want once", n)
+		}
+		if first.Err() == nil {
+			t.Error("Err() is nil after the connection was taken over")
+		}
+	})
 }
