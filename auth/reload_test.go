@@ -2,20 +2,22 @@ package auth
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/roost-mqtt/roost/internal/mqtttest"
 )
 
 func TestWatch(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "acl")
+	// Atomically (temp file, mtime, rename): the watcher polls every
+	// 10 ms, and a write in place gave it the truncated file with a new
+	// mtime first, then the whole one with mod: two reports for one
+	// change, the second taken for the next change's (a suite run).
 	write := func(s string, mod time.Time) {
 		t.Helper()
-		if err := os.WriteFile(path, []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		os.Chtimes(path, mod, mod)
+		mqtttest.WriteFile(t, path, []byte(s), mod)
 	}
 	t0 := time.Now().Add(-time.Hour)
 	write("topic read a\n", t0)
