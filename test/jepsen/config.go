@@ -91,8 +91,9 @@ type Config struct {
 	// OpTimeout: a publisher whose oldest unacknowledged publish is older
 	// closes the connection; the publishes become unknown.
 	OpTimeout time.Duration
-	// Drain bounds the wait, after healing, for every persistent
-	// subscriber to receive what it must.
+	// Drain bounds the wait, after healing, for any of what a persistent
+	// subscriber or group still lacks to arrive (the drain ends after a
+	// Drain without progress, and after drainCap Drains in all).
 	Drain time.Duration
 	// Setup bounds connecting every subscriber and writing the first
 	// retained values (nodes may still be electing leaders).

@@ -167,7 +167,7 @@ func execute(t *testing.T, sc scenario, seed uint64) (*Result, *outcome) {
 	}
 	// The whole run is bounded: setup, workload, heal, drain, and the
 	// nodes' starts, each with its own bound, well inside this.
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration+cfg.Setup+cfg.Drain+5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Duration+cfg.Setup+drainCap*cfg.Drain+5*time.Minute)
 	defer cancel()
 	t.Logf("seed %d: %d node(s) %v, %v, faults %v on nodes %v (nil: all), sessions on %v (nil: all)", seed, sc.nodes,
 		sc.extra, cfg.Duration, cfg.Faults, cfg.FaultNodes, cfg.SessionNodes)
