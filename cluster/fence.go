@@ -197,6 +197,7 @@ func (o *owners) onRecord(e jetstream.KeyValueEntry) {
 		return
 	}
 	if node != o.n.cfg.Node {
+		o.sawOther(id, epoch)
 		o.fenceID(id, node, epoch)
 	}
 }
@@ -303,12 +304,21 @@ func keyID(key string) (string, error) {
 }
 
 // OwnsWill implements broker.WillGuard: the will of a persistent session is
-// published only by the node the ownership record names. When the record
-// cannot be read (no quorum) the will is published: a will twice is less
-// harm than none, and the log says so.
+// published only by the node the ownership record names. A record naming
+// another node that this node saw lately, newer than its own claim,
+// settles it without a read: right after a heal the read may not be
+// answered within forward_timeout, and a node fenced by another's claim
+// then published its taken-over session's will a second time
+// (TestClusterRejectingCutIsSafe at load 30). When the record cannot be
+// read (no quorum) and nothing is known here, the will is published: a
+// will twice is less harm than none, and the log says so.
 func (n *Node) OwnsWill(clientID string) bool {
 	if n.sess == nil {
 		return true // sessions not replicated: nobody else has the will
+	}
+	if n.own.ownedElsewhere(clientID) {
+		n.log.Info("will left to the client id's owner (a newer record seen here)", "client_id", clientID)
+		return false
 	}
 	kv := n.own.bucket()
 	if kv == nil {

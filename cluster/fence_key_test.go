@@ -1,6 +1,9 @@
 package cluster
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // keyID must invert ownerKey for every client id, or a node would fence
 // the wrong session (or none) when it watches the owner records.
@@ -22,5 +25,33 @@ func TestKeyIDRefusesOtherKeys(t *testing.T) {
 		if id, err := keyID(key); err == nil {
 			t.Errorf("keyID(%q) = %q, want an error", key, id)
 		}
+	}
+}
+
+// TestOwnedElsewhere: a record naming another node, seen here, settles a
+// will's owner while it is newer than this node's own claim, and is
+// forgotten after epochTTL.
+func TestOwnedElsewhere(t *testing.T) {
+	o := &owners{epochs: make(map[string]epochAt)}
+	if o.ownedElsewhere("c") {
+		t.Fatal("nothing seen: owned elsewhere")
+	}
+	o.epochs["c"] = epochAt{2, time.Now()}
+	o.sawOther("c", 3)
+	if !o.ownedElsewhere("c") {
+		t.Fatal("another node's record at 3, this node's claim at 2: not owned elsewhere")
+	}
+	o.sawOther("c", 1) // an older record seen late changes nothing
+	if !o.ownedElsewhere("c") {
+		t.Fatal("an older record made it this node's")
+	}
+	o.epochs["c"] = epochAt{4, time.Now()} // claimed here again since
+	if o.ownedElsewhere("c") {
+		t.Fatal("this node's newer claim at 4: owned elsewhere")
+	}
+	delete(o.epochs, "c")
+	o.sweep(time.Now().Add(2 * epochTTL))
+	if o.ownedElsewhere("c") {
+		t.Fatal("not forgotten after epochTTL")
 	}
 }

@@ -53,6 +53,12 @@ type owners struct {
 	// entries are dropped after epochTTL; without one, a request always
 	// takes over, which is right for a claim made since.
 	epochs map[string]epochAt
+	// others holds, per id, the newest record naming another node that
+	// this node saw lately (the watcher, or fence's reads), for epochTTL:
+	// a will of a session taken off here is left to that node without a
+	// read of the record, which may not answer for seconds after a heal
+	// (ownedElsewhere).
+	others map[string]epochAt
 	// lostContact is set when this node drops a peer (silent, or its
 	// routes closed): it may have been cut off, and the release requests
 	// of claims made meanwhile may never arrive. The next peer it hears
@@ -105,12 +111,37 @@ type epochAt struct {
 // epochTTL is how long a claim's epoch is remembered.
 const epochTTL = time.Minute
 
+// sawOther notes a record naming another node as id's owner at epoch.
+func (o *owners) sawOther(id string, epoch uint64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.others == nil {
+		o.others = make(map[string]epochAt)
+	}
+	o.others[id] = epochAt{max(o.others[id].epoch, epoch), time.Now()}
+}
+
+// ownedElsewhere reports whether the newest record of id this node knows
+// of names another node: one seen lately is newer than this node's own
+// claim (if it made one lately; epochs only grow).
+func (o *owners) ownedElsewhere(id string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	other, ok := o.others[id]
+	return ok && other.epoch > o.epochs[id].epoch
+}
+
 // sweep forgets epochs older than epochTTL.
 func (o *owners) sweep(now time.Time) {
 	o.mu.Lock()
 	for id, e := range o.epochs {
 		if now.Sub(e.at) > epochTTL {
 			delete(o.epochs, id)
+		}
+	}
+	for id, e := range o.others {
+		if now.Sub(e.at) > epochTTL {
+			delete(o.others, id)
 		}
 	}
 	for rev, at := range o.superseded {
@@ -761,6 +792,7 @@ func (o *owners) fence() {
 				mine = append(mine, id) // (assigned ids have no record)
 				continue
 			}
+			o.sawOther(id, epoch)
 			o.mu.Lock()
 			newer := o.epochs[id].epoch >= epoch // claimed here again since the read
 			o.mu.Unlock()
