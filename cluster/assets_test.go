@@ -78,10 +78,11 @@ func TestCreateOrUpdateStreamAnswersEveryNode(t *testing.T) {
 				for range 50 {
 					// Far longer than an answer takes on a loaded machine
 					// (8 s was not, twice in suite runs at load 5-10: a
-					// new R3 stream's first leader came later), shorter
-					// than the bound of a test; a call never answered
-					// still ends in the deadline and fails.
-					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					// new R3 stream's first leader came later; nor was
+					// 20 s at load 30), shorter than the bound of a test;
+					// a call never answered still ends in the deadline
+					// and fails.
+					ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 					_, last = createOrUpdateStream(ctx, js, stream)
 					if last == nil {
 						_, last = createOrUpdateKV(ctx, js, bucket)

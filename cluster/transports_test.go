@@ -742,6 +742,8 @@ func testTxNodeKill(t *testing.T, tx *txCluster) {
 	for v, c := range roam {
 		r := res[v]
 		have := map[string]bool{}
+		// Until 20 s pass without a message: a fixed 20 s judged a
+		// queue still being delivered at load 30 as lost.
 		drainUntil := time.Now().Add(20 * time.Second)
 		missing := func() []string {
 			return slices.DeleteFunc(slices.Clone(r.acked), func(p string) bool { return have[p] })
@@ -750,6 +752,7 @@ func testTxNodeKill(t *testing.T, tx *txCluster) {
 			select {
 			case m := <-c.sink.ch:
 				have[m.payload] = true
+				drainUntil = time.Now().Add(20 * time.Second)
 			case <-time.After(100 * time.Millisecond):
 			}
 		}
