@@ -12,10 +12,13 @@ import (
 )
 
 const (
-	// readTimeout bounds every wait for a packet that must arrive.
-	readTimeout = 3 * time.Second
+	// readTimeout bounds every wait for a packet that must arrive (and a
+	// dial, TLS and WebSocket handshakes included); only a failing test
+	// waits it out. 3 s failed TLS and WSS dials by the dozen in a suite
+	// run at a load average of 30.
+	readTimeout = 15 * time.Second
 	// closeTimeout bounds every wait for the server to close a connection.
-	closeTimeout = 3 * time.Second
+	closeTimeout = 15 * time.Second
 	// quietPeriod is how long a client listens to conclude that a packet
 	// that must not arrive did not.
 	quietPeriod = 400 * time.Millisecond
