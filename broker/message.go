@@ -173,12 +173,19 @@ func (m *Message) expired(now time.Time) bool {
 
 // newMessage builds a Message from a client PUBLISH.
 func (s *Server) newMessage(p *packet.Publish, from string) *Message {
+	m := new(Message)
+	s.fillMessage(m, p, from)
+	return m
+}
+
+// fillMessage overwrites m with the message of a client PUBLISH; m takes
+// p's topic and payload as they are.
+func (s *Server) fillMessage(m *Message, p *packet.Publish, from string) {
 	now := time.Now().UnixNano()
-	m := &Message{ID: s.msgID.Add(1), Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, From: from, created: now}
+	*m = Message{ID: s.msgID.Add(1), Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, From: from, created: now}
 	if p.Properties.Present != 0 {
 		m.setProps(&p.Properties, now)
 	}
-	return m
 }
 
 // writePublish encodes one PUBLISH of msg for this connection and appends
