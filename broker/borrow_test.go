@@ -126,7 +126,9 @@ func TestKeptQoS0PayloadSurvivesReadBufferReuse(t *testing.T) {
 
 // Borrowed payloads go out intact to online subscribers, one of them and
 // many (more than inlineMaxTargets: written by flusher goroutines, from
-// the shared wire form), with many PUBLISHes per read of the publisher.
+// wire forms the reader's message encodes into again for every message,
+// one per protocol version), with many PUBLISHes per read of the
+// publisher, of lengths that go up and down.
 func TestBorrowedPayloadsDelivered(t *testing.T) {
 	for _, nsubs := range []int{1, inlineMaxTargets + 2} {
 		t.Run(fmt.Sprint(nsubs, " subscribers"), func(t *testing.T) {
@@ -136,7 +138,7 @@ func TestBorrowedPayloadsDelivered(t *testing.T) {
 			}
 			var clients []*mqtttest.Client
 			for i := range nsubs {
-				c := dial(t, addr, packet.V311)
+				c := dial(t, addr, []packet.Version{packet.V311, packet.V5}[i%2])
 				c.Connect(&packet.Connect{ClientID: fmt.Sprint("sub", i), CleanStart: true})
 				c.Subscribe("b/#", 0)
 				clients = append(clients, c)

@@ -151,7 +151,13 @@ func (m *Message) wireFor(v packet.Version, qos packet.QoS, retain bool) (wireFo
 	if qos > 0 {
 		p.PacketID = 1 // patched per delivery
 	}
-	b, err := p.Encode(nil, v)
+	var buf []byte
+	if n := len(wc.forms); n < cap(wc.forms) {
+		// A form of an earlier message of the reader's own (reuseWire),
+		// or nil.
+		buf = wc.forms[:n+1][n].b[:0]
+	}
+	b, err := p.Encode(buf, v)
 	if err != nil {
 		return wireForm{}, err
 	}
@@ -176,6 +182,19 @@ func (s *Server) newMessage(p *packet.Publish, from string) *Message {
 	m := new(Message)
 	s.fillMessage(m, p, from)
 	return m
+}
+
+// reuseMessage overwrites m, the reader's own message (borrowable), with
+// the message of p. The wire forms of m's previous message are gone, their
+// memory is encoded into again: every delivery of that message copied the
+// bytes into an output buffer before its routing returned.
+func (s *Server) reuseMessage(m *Message, p *packet.Publish, from string) {
+	wc := m.wire.Load()
+	s.fillMessage(m, p, from)
+	if wc != nil {
+		wc.forms = wc.forms[:0]
+		m.wire.Store(wc)
+	}
 }
 
 // fillMessage overwrites m with the message of a client PUBLISH; m takes

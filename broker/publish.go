@@ -131,7 +131,7 @@ func (c *conn) handlePublish(p *packet.Publish, msg *Message) error {
 	switch p.QoS {
 	case 0:
 		if msg != nil {
-			c.srv.fillMessage(msg, p, c.clientID)
+			c.srv.reuseMessage(msg, p, c.clientID)
 			msg.inline = c.lone
 		} else {
 			msg = c.newMessage(p)
