@@ -153,8 +153,8 @@ func (m *Message) wireFor(v packet.Version, qos packet.QoS, retain bool) (wireFo
 	}
 	var buf []byte
 	if n := len(wc.forms); n < cap(wc.forms) {
-		// A form of an earlier message of the reader's own (reuseWire),
-		// or nil.
+		// The buffer of a form of the reader's previous message
+		// (reuseMessage); nil for any other message.
 		buf = wc.forms[:n+1][n].b[:0]
 	}
 	b, err := p.Encode(buf, v)

@@ -43,9 +43,10 @@ func (c *conn) readPublish(pr *pubReader, h packet.FixedHeader, body []byte) err
 // borrowable reports whether a client's PUBLISH with fixed header h can be
 // routed with its payload still in the read buffer and in a Message the
 // reader reuses, because no reference to the message can outlive its
-// routing (handlePublish's call of publish). Such a message is QoS 0 and not retained; it is written into
-// each online subscriber's output, encoded (a copy: conn.writePublish,
-// Message.wireFor), or dropped, and kept nowhere, as long as:
+// routing (handlePublish's call of publish). Such a message is QoS 0 and
+// not retained; it is written into each online subscriber's output,
+// encoded (a copy: conn.writePublish, Message.wireFor), or dropped, and
+// kept nowhere, as long as:
 //   - there is no Authorizer: with one, a delivery may wait in the
 //     session's queue for its receive check (authq.go);
 //   - there is no Cluster, which forwards messages after routing;
