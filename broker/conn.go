@@ -197,7 +197,7 @@ func (c *conn) readLoop() error {
 	// lastData is when bytes last arrived; a new reader starts because
 	// some did (or at the connection's start).
 	lastData := time.Now()
-	var pub *packet.Publish
+	var pub *pubReader
 	// After kickWriteFailed: the last reads have begun, end by
 	// lastReadBy, and the latest brought data (more).
 	lastRead, more := false, false
@@ -235,15 +235,9 @@ func (c *conn) readLoop() error {
 				// The common case decodes into one Publish per reader run
 				// instead of allocating one (with its properties) each.
 				if pub == nil {
-					pub = new(packet.Publish)
+					pub = new(pubReader)
 				}
-				if err := packet.DecodePublish(h, body, c.version, pub); err != nil {
-					return err
-				}
-				if c.srv.debug {
-					c.trace(pub)
-				}
-				if err := c.handlePublish(pub); err != nil {
+				if err := c.readPublish(pub, h, body); err != nil {
 					return err
 				}
 				continue
@@ -403,7 +397,7 @@ func (c *conn) handle(p packet.Packet) error {
 	}
 	switch p := p.(type) {
 	case *packet.Publish:
-		return c.handlePublish(p)
+		return c.handlePublish(p, nil)
 	case *packet.Puback:
 		c.sess.onPuback(p.PacketID)
 	case *packet.Pubrec:

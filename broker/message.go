@@ -151,7 +151,13 @@ func (m *Message) wireFor(v packet.Version, qos packet.QoS, retain bool) (wireFo
 	if qos > 0 {
 		p.PacketID = 1 // patched per delivery
 	}
-	b, err := p.Encode(nil, v)
+	var buf []byte
+	if n := len(wc.forms); n < cap(wc.forms) {
+		// The buffer of a form of the reader's previous message
+		// (reuseMessage); nil for any other message.
+		buf = wc.forms[:n+1][n].b[:0]
+	}
+	b, err := p.Encode(buf, v)
 	if err != nil {
 		return wireForm{}, err
 	}
@@ -173,12 +179,32 @@ func (m *Message) expired(now time.Time) bool {
 
 // newMessage builds a Message from a client PUBLISH.
 func (s *Server) newMessage(p *packet.Publish, from string) *Message {
+	m := new(Message)
+	s.fillMessage(m, p, from)
+	return m
+}
+
+// reuseMessage overwrites m, the reader's own message (borrowable), with
+// the message of p. The wire forms of m's previous message are gone, their
+// memory is encoded into again: every delivery of that message copied the
+// bytes into an output buffer before its routing returned.
+func (s *Server) reuseMessage(m *Message, p *packet.Publish, from string) {
+	wc := m.wire.Load()
+	s.fillMessage(m, p, from)
+	if wc != nil {
+		wc.forms = wc.forms[:0]
+		m.wire.Store(wc)
+	}
+}
+
+// fillMessage overwrites m with the message of a client PUBLISH; m takes
+// p's topic and payload as they are.
+func (s *Server) fillMessage(m *Message, p *packet.Publish, from string) {
 	now := time.Now().UnixNano()
-	m := &Message{ID: s.msgID.Add(1), Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, From: from, created: now}
+	*m = Message{ID: s.msgID.Add(1), Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain, From: from, created: now}
 	if p.Properties.Present != 0 {
 		m.setProps(&p.Properties, now)
 	}
-	return m
 }
 
 // writePublish encodes one PUBLISH of msg for this connection and appends

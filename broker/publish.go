@@ -10,11 +10,66 @@ import (
 	"github.com/roost-mqtt/roost/topic"
 )
 
+// pubReader is what a reader run keeps for the PUBLISH packets it
+// decodes: one Publish for all of them, the topic names its client
+// repeats (so that a repeated topic is not a new string per message), and
+// one Message for those routed without a copy (borrowable).
+type pubReader struct {
+	p      packet.Publish
+	topics packet.TopicCache
+	msg    Message
+}
+
+// readPublish decodes a PUBLISH into pr and handles it. When nothing can
+// keep its message past handlePublish (Server.borrowable), the payload
+// stays in body (which the reader reuses afterwards) and the message is
+// pr.msg; otherwise both are fresh, as for any packet.
+func (c *conn) readPublish(pr *pubReader, h packet.FixedHeader, body []byte) error {
+	borrow := c.srv.borrowable(h)
+	o := packet.PublishOptions{Topics: &pr.topics, BorrowPayload: borrow}
+	if err := packet.DecodePublishWith(h, body, c.version, &pr.p, o); err != nil {
+		return err
+	}
+	if c.srv.debug {
+		c.trace(&pr.p)
+	}
+	var msg *Message
+	if borrow {
+		msg = &pr.msg
+	}
+	return c.handlePublish(&pr.p, msg)
+}
+
+// borrowable reports whether a client's PUBLISH with fixed header h can be
+// routed with its payload still in the read buffer and in a Message the
+// reader reuses, because no reference to the message can outlive its
+// routing (handlePublish's call of publish). Such a message is QoS 0 and
+// not retained; it is written into each online subscriber's output,
+// encoded (a copy: conn.writePublish, Message.wireFor), or dropped, and
+// kept nowhere, as long as:
+//   - there is no Authorizer: with one, a delivery may wait in the
+//     session's queue for its receive check (authq.go);
+//   - there is no Cluster, which forwards messages after routing;
+//   - QoS 0 messages are not queued for offline sessions
+//     (Options.QueueQoS0).
+//
+// Anything new that keeps a QoS 0 message (a queue, a hook) must either
+// copy it or make this false for it: a borrowed message kept is
+// overwritten by the connection's next PUBLISH, its payload by the next
+// read.
+func (s *Server) borrowable(h packet.FixedHeader) bool {
+	const qosRetain = 0x07 // PUBLISH flags: QoS bits and RETAIN
+	return h.Flags&qosRetain == 0 && s.opts.Authorizer == nil && s.opts.Cluster == nil && !s.opts.QueueQoS0
+}
+
 // handlePublish takes a PUBLISH from the client: resolves its topic alias,
 // validates it, routes it, and acknowledges by QoS. Inbound QoS 2 uses
 // method A of [MQTT-4.3.3]: deliver on PUBLISH, remember the packet id until
 // PUBREL, and never deliver a repeat of a remembered id again.
-func (c *conn) handlePublish(p *packet.Publish) error {
+//
+// msg, when not nil, is the Message to route a QoS 0 p in: p's payload is
+// borrowed and the message must not outlive the call (borrowable).
+func (c *conn) handlePublish(p *packet.Publish, msg *Message) error {
 	c.received[p.QoS]++
 	c.receivedBytes[p.QoS] += uint32(len(p.Payload))
 	if p.QoS > c.maxQoS {
@@ -76,7 +131,13 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 	}
 	switch p.QoS {
 	case 0:
-		c.srv.publish(c.newMessage(p))
+		if msg != nil {
+			c.srv.reuseMessage(msg, p, c.clientID)
+			msg.inline = c.lone
+		} else {
+			msg = c.newMessage(p)
+		}
+		c.srv.publish(msg)
 	case 1:
 		n, t, notRetained, confirm := c.srv.route(c.newMessage(p))
 		c.needDurable(t)

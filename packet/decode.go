@@ -137,6 +137,31 @@ func DecodeConnect(h FixedHeader, body []byte, p *Connect) error {
 // shared with an earlier packet, so keeping them is as safe as keeping
 // what Decode returns. On error p holds nothing useful.
 func DecodePublish(h FixedHeader, body []byte, v Version, p *Publish) error {
+	return decodePublishBody(h, body, v, p, nil)
+}
+
+// PublishOptions say how DecodePublishWith hands out a PUBLISH's topic and
+// payload; its properties are copies in any case, as DecodePublish's.
+type PublishOptions struct {
+	// Topics, when not nil, is the connection's cache of topic names: a
+	// name it holds costs no allocation (see TopicCache). Without it the
+	// topic is still a string of its own, never a view into the payload's
+	// memory.
+	Topics *TopicCache
+	// BorrowPayload makes p.Payload a view into body instead of a copy:
+	// it is valid only until the caller reuses body, and the caller must
+	// copy it before anything keeps it longer. Without it the payload is
+	// a copy of its own (or shares the properties' copy).
+	BorrowPayload bool
+}
+
+// DecodePublishWith is DecodePublish with the topic and payload handed out
+// as o says. The errors are DecodePublish's for the same bytes.
+func DecodePublishWith(h FixedHeader, body []byte, v Version, p *Publish, o PublishOptions) error {
+	return decodePublishBody(h, body, v, p, &o)
+}
+
+func decodePublishBody(h FixedHeader, body []byte, v Version, p *Publish, o *PublishOptions) error {
 	if h.Type != PUBLISH {
 		return protocolErr("", "DecodePublish given a %v", h.Type)
 	}
@@ -147,7 +172,7 @@ func DecodePublish(h FixedHeader, body []byte, v Version, p *Publish) error {
 		return protocolErr("", "unknown protocol version %d", byte(v))
 	}
 	d := decoder{b: body}
-	decodePublishInto(h, &d, v, p)
+	decodePublishInto(h, &d, v, p, o)
 	return d.end(PUBLISH)
 }
 

@@ -25,6 +25,10 @@
 // a caller's value instead, so a reader that handles one packet at a time
 // reuses one Publish, and a server one Connect for all its clients' CONNECTs
 // (700 bytes, two property sets), leaving only that copy per packet.
+// DecodePublishWith goes further for a server's reader: topic names its
+// client repeats come from a small TopicCache, and the payload may stay a
+// view into the caller's buffer (PublishOptions.BorrowPayload), so a
+// repeated QoS 0 PUBLISH can be decoded without any allocation.
 //
 // Encode writes only the properties the 5.0 table (section 2.2.2.2) allows in
 // that packet, so a Properties value can be passed along between packet

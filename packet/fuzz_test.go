@@ -45,6 +45,11 @@ func checkDecode(t *testing.T, h FixedHeader, body []byte, v Version) {
 		scratch := dirtyConnect()
 		sameAsDecode(t, h, body, &scratch)
 	}
+	if h.Type == PUBLISH {
+		var tc TopicCache
+		samePublishAsDecode(t, h, body, v, &tc)
+		samePublishAsDecode(t, h, body, v, &tc) // the topic cached, if valid
+	}
 	p, err := Decode(h, body, v)
 	if err != nil {
 		if !isError(err) {

@@ -41,15 +41,17 @@ func (p *Publish) Encode(dst []byte, v Version) ([]byte, error) {
 
 func decodePublish(h FixedHeader, d *decoder, v Version) *Publish {
 	p := new(Publish)
-	if !decodePublishInto(h, d, v, p) {
+	if !decodePublishInto(h, d, v, p, nil) {
 		return nil
 	}
 	return p
 }
 
 // decodePublishInto overwrites p with the PUBLISH in d; false when the
-// packet is unusable (d holds the error).
-func decodePublishInto(h FixedHeader, d *decoder, v Version, p *Publish) bool {
+// packet is unusable (d holds the error). With o nil, the topic and payload
+// are views into the packet's one copy, as every decoded field; see
+// PublishOptions for the others.
+func decodePublishInto(h FixedHeader, d *decoder, v Version, p *Publish, o *PublishOptions) bool {
 	*p = Publish{
 		Dup:    h.Flags&pubDup != 0,
 		QoS:    QoS(h.Flags&pubQoS) >> 1,
@@ -65,7 +67,11 @@ func decodePublishInto(h FixedHeader, d *decoder, v Version, p *Publish) bool {
 		d.fail(malformed("MQTT-3.3.1-2", "PUBLISH with DUP set and QoS 0")) // [MQTT-3.3.1-2]
 		return false
 	}
-	p.Topic = d.str("topic name")
+	if o != nil {
+		p.Topic = d.topic(o.Topics)
+	} else {
+		p.Topic = d.str("topic name")
+	}
 	if p.QoS > 0 {
 		p.PacketID = d.u16("packet identifier")
 		if d.err == nil && p.PacketID == 0 {
@@ -78,7 +84,11 @@ func decodePublishInto(h FixedHeader, d *decoder, v Version, p *Publish) bool {
 	if d.err == nil {
 		d.fail(p.checkTopic(v))
 	}
-	p.Payload = d.rest()
+	if o != nil {
+		p.Payload = d.payload(o.BorrowPayload)
+	} else {
+		p.Payload = d.rest()
+	}
 	return true
 }
 

@@ -129,6 +129,53 @@ func (d *decoder) rest() []byte {
 	return d.bytes(i, d.off)
 }
 
+// topic reads a topic name as str does, through tc: a name tc holds is
+// returned as the cached string, a new one is checked, allocated on its
+// own (not as a view into the packet's copy, which the cache would keep
+// alive) and added. With tc nil the name is still its own allocation.
+func (d *decoder) topic(tc *TopicCache) string {
+	const what = "topic name"
+	i, j := d.span(what)
+	if d.err != nil || i == j {
+		return ""
+	}
+	b := d.b[i:j]
+	if tc != nil {
+		if s, ok := tc.lookup(b); ok {
+			return s
+		}
+	}
+	if !validBytes(b) {
+		d.fail(malformed("MQTT-1.5.4-1", "%s: invalid UTF-8 or U+0000", what)) // [MQTT-1.5.4-1] [MQTT-1.5.4-2]
+		return ""
+	}
+	s := string(b)
+	if tc != nil {
+		tc.add(s)
+	}
+	return s
+}
+
+// payload returns the rest of the body, nil if empty: with borrow, a view
+// into the caller's body; else a copy, sharing the packet's copy if the
+// properties made one, or of the payload alone.
+func (d *decoder) payload(borrow bool) []byte {
+	if d.err != nil || d.off == len(d.b) {
+		return nil
+	}
+	i, j := d.off, len(d.b)
+	d.off = j
+	switch {
+	case borrow:
+		return d.b[i:j:j]
+	case d.own != nil:
+		return d.own[i:j:j]
+	}
+	own := make([]byte, j-i)
+	copy(own, d.b[i:j])
+	return own
+}
+
 func (d *decoder) bytes(i, j int) []byte {
 	if d.own == nil {
 		src := d.b
