@@ -236,14 +236,3 @@ func TestShutdownParkedWithOutputWaiting(t *testing.T) {
 	}
 }
 
-// connOf returns the connection of clientID, or nil.
-func connOf(s *Server, clientID string) *conn {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		if c.sess != nil && c.clientID == clientID {
-			return c
-		}
-	}
-	return nil
-}

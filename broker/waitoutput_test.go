@@ -84,30 +84,36 @@ func heldReaders(s *Server) int {
 // setWriteBuffer sets the socket send buffer of the connection of client
 // id, once it is there.
 func setWriteBuffer(s *Server, id string, n int) bool {
+	c := connOf(s, id)
+	return c != nil && c.nc.(*net.TCPConn).SetWriteBuffer(n) == nil
+}
+
+// connOf returns client id's connection, nil while it has none. Through
+// its session, whose mu guards conn: the connection's own clientID and
+// connected are its goroutine's (reading them under s.mu was a race).
+func connOf(s *Server, id string) *conn {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		if c.clientID == id && c.connected {
-			return c.nc.(*net.TCPConn).SetWriteBuffer(n) == nil
-		}
+	ss := s.sessions[id]
+	s.mu.Unlock()
+	if ss == nil {
+		return nil
 	}
-	return false
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.conn
 }
 
 // outputOf returns the output of client id's connection that waits for the
 // flusher, whether a flusher runs, and how many messages are in flight.
 func outputOf(s *Server, id string) (pending int, flushing bool, inflight int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for c := range s.conns {
-		if c.clientID == id && c.connected {
-			c.sess.mu.Lock()
-			inflight = len(c.sess.inflight)
-			c.sess.mu.Unlock()
-			c.outMu.Lock()
-			defer c.outMu.Unlock()
-			return c.pending(), c.flushing, inflight
-		}
+	c := connOf(s, id)
+	if c == nil {
+		return 0, false, 0
 	}
-	return -1, false, 0
+	c.sess.mu.Lock()
+	inflight = len(c.sess.inflight)
+	c.sess.mu.Unlock()
+	c.outMu.Lock()
+	defer c.outMu.Unlock()
+	return c.pending(), c.flushing, inflight
 }
