@@ -235,4 +235,3 @@ func TestShutdownParkedWithOutputWaiting(t *testing.T) {
 		t.Fatal("Shutdown did not return")
 	}
 }
-
