@@ -98,6 +98,12 @@ type originKey struct {
 	id        uint64
 }
 
+// place is k as the broker orders a catching-up session's messages by
+// (broker.Place): ids grow in publication order within one process.
+func (k originKey) place() broker.Place {
+	return broker.Place{Source: k.node + "\x00" + k.inc, Seq: k.id}
+}
+
 // orphanInterest is the interest of nodes this node dropped, kept until
 // their sessions live elsewhere or they are back: the plain filters and
 // share groups of their persistent sessions (persistent.go); a clean
@@ -622,6 +628,9 @@ func (n *Node) deliverHeld(m jetstream.Msg, ids func(string) bool, candidates []
 	rm.Groups = groups
 	rm.Pick = n.dedupPick(k, func(id string) bool { return ids(id) && !has[id] })
 	rm.PickShared = true // a group goes to one of the sessions ids names
+	if n.catching.Load() > 0 {
+		rm.Place, rm.Late = k.place(), true
+	}
 	// Acknowledged to its publisher once held: the queue limit is for
 	// new messages (seen: 1,042 held delivered at a claim, then the
 	// follower's copies dropped as queue_full, acknowledged and lost).
