@@ -26,16 +26,15 @@ import (
 // QoS 1 and 2 without pause; the client resumes on n3, whose adoption
 // waits adoptWait after its read ahead (adopt-wait): n2 holds for n1
 // meanwhile, then forwards to n3. Every acknowledged message must come,
-// first deliveries in publication order per topic, a QoS 2 one once. Not
-// parallel: the fault is in the environment of the nodes it starts.
+// first deliveries in publication order per topic, a QoS 2 one once.
 func TestReproHeldAfterReadAhead(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	const id = "cu-sub"
-	t.Setenv("ROOST_TEST_FAULT", "adopt-wait="+id+"@n3")
 	// No adoption by the janitor: the session moves by the client's
 	// claim only; room for the elections after the kill.
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
+	tc := startClusterFault(t, 3, "adopt-wait="+id+"@n3", "--config", cfg)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	expiry := uint32(600)
 	_, pub := persistentPair(t, n1, n2, "cu", expiry)
