@@ -5,7 +5,6 @@ import (
 	"errors"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -155,43 +154,6 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 		s.joinFollower(r.node, id, until, r.next, last, heldFloor(r.from, last), r.err != nil, cw)
 	}
 	return true
-}
-
-// catchUp has id's session, just adopted (under the gate's write side),
-// catch up (broker.Server.CatchUp): what is forwarded to it from now on
-// is queued and not sent until what was held for it after the read ahead
-// is in the queue, ahead of it. That is once every held subject was read
-// for it by a read that began after the adoption (the followers': done,
-// returned, is the done of their heldWait), at the latest ForwardTimeout
-// from now, when sending starts anyway. done ends the catch-up unless the
-// bound did, then calls then.
-func (n *Node) catchUp(id string, then func()) (done func()) {
-	end := n.srv.CatchUp(id)
-	if end == nil {
-		return then
-	}
-	n.catching.Add(1)
-	var once sync.Once
-	start := time.Now()
-	stop := func(bound bool) {
-		once.Do(func() {
-			if bound {
-				n.log.Warn("cluster: adopted session sends before what was held for it was read: catching up took too long",
-					"client_id", id, "bound", n.cfg.ForwardTimeout)
-			} else {
-				n.log.Info("cluster: adopted session caught up with what was held for it", "client_id", id,
-					"after", time.Since(start))
-			}
-			end()
-			n.catching.Add(-1)
-		})
-	}
-	t := time.AfterFunc(n.cfg.ForwardTimeout, func() { stop(true) })
-	return func() {
-		t.Stop()
-		stop(false)
-		then()
-	}
 }
 
 // readAhead reads node's held subject as readHeld does (from, since), and
