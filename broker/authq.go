@@ -112,6 +112,9 @@ func (ss *session) deliverUnchecked(msg *Message, qos packet.QoS, retain bool, s
 		return 0
 	}
 	ob := &outbound{msg: msg, qos: qos, retain: retain, subIDs: subIDs, unchecked: true, pending: true}
+	if ss.catching() != nil {
+		return ss.catchUpDeliver(ob)
+	}
 	if qos > 0 || ss.conn == nil {
 		ss.assignSeq(ob) // journalled as any queued message (a QoS 0 one only while offline)
 	}

@@ -145,6 +145,14 @@ type RemoteMessage struct {
 	// already have been told they were taken; a handed-over queue is
 	// taken whole for the same reason (Adopt).
 	Accepted bool
+	// Place, when its Source is not empty, is the message's place among
+	// its publisher's messages, and Late says it was held back for the
+	// sessions it goes to while their interest here was not known: a
+	// session catching up (CatchUp) puts a Late message ahead of what
+	// was routed to it meanwhile, behind only its own publisher's older
+	// messages. Others ignore both.
+	Place Place
+	Late  bool
 }
 
 // DeliverRemote delivers a message forwarded by another node to this node's
@@ -169,6 +177,7 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	if !m.Origin.IsZero() {
 		msg.SetOrigin(m.Origin)
 	}
+	msg.setPlace(m.Place, m.Late)
 	sc := s.router.matchOnce(msg, groups, m.Pick, m.PickShared, s.groupOnce(m.Origin))
 	msg.shareWire = len(sc.targets) > 1
 	return s.deliverTargets(msg, sc)

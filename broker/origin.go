@@ -157,6 +157,30 @@ type msgExt struct {
 	src *ClientInfo
 	// origin names a persistent publisher's QoS 2 message in a cluster.
 	origin Origin
+	// place and late order a message for a session catching up
+	// (catchup.go; RemoteMessage.Place and Late).
+	place Place
+	late  bool
+}
+
+func (m *Message) place() Place {
+	if m.ext == nil {
+		return Place{}
+	}
+	return m.ext.place
+}
+
+func (m *Message) late() bool { return m.ext != nil && m.ext.late }
+
+// setPlace sets p and late; before m is shared.
+func (m *Message) setPlace(p Place, late bool) {
+	if p == (Place{}) && !late && m.ext == nil {
+		return
+	}
+	if m.ext == nil {
+		m.ext = &msgExt{}
+	}
+	m.ext.place, m.ext.late = p, late
 }
 
 func (m *Message) source() *ClientInfo {
@@ -275,10 +299,12 @@ func (ss *session) noteOrigin(h uint64) bool {
 
 // inbound2 is what a session keeps of the QoS 2 messages it exchanged:
 // the inbound ids awaiting PUBREL (session.inQoS2) and the Origins it
-// got.
+// got; and, here because few sessions ever have one either, the state of
+// a catch-up (catchup.go).
 type inbound2 struct {
-	ids  map[uint16]uint64
-	seen originRing
+	ids   map[uint16]uint64
+	seen  originRing
+	catch *catchUp
 }
 
 // inQoS2 returns the session's inbound QoS 2 ids awaiting PUBREL, each

@@ -53,8 +53,9 @@ type session struct {
 	// in2 holds the packet ids of inbound QoS 2 publishes that were
 	// delivered and await PUBREL (inQoS2): a repeated PUBLISH with one of
 	// them is not delivered again [MQTT-4.3.3-10; method A of 4.3.3];
-	// and the Origins of the messages the session got lately (origin.go).
-	// nil until the first: few sessions need either.
+	// the Origins of the messages the session got lately (origin.go);
+	// and a catch-up's state (catchup.go). nil until the first: few
+	// sessions need any.
 	in2 *inbound2
 
 	will        *willMsg
@@ -249,6 +250,12 @@ func (ss *session) deliver(msg *Message, qos packet.QoS, retain bool, subIDs []u
 		return 0
 	}
 	c := ss.conn
+	if ss.catching() != nil {
+		if qos == 0 && c == nil && !(ss.srv.opts.QueueQoS0 && ss.expiry > 0) {
+			return 0
+		}
+		return ss.catchUpDeliver(&outbound{msg: msg, qos: qos, retain: retain, subIDs: subIDs})
+	}
 	if qos == 0 {
 		if c != nil && ss.qpending > 0 {
 			// Behind messages whose receive check is pending, to keep
@@ -427,6 +434,9 @@ func (ss *session) room(c *conn) bool {
 // fill moves queued messages into the inflight window, each once
 // mayReceive allows it. It stops at a message whose answer is not in yet.
 func (ss *session) fill() {
+	if ss.catching() != nil {
+		return // sent once caught up (catchup.go)
+	}
 	c := ss.conn
 	for c != nil && ss.queueLen() > 0 && ss.room(c) {
 		ob := ss.queue[ss.qhead]

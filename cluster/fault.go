@@ -71,6 +71,17 @@ import (
 //	                      this node to let go (at most adoptLateMax), as
 //	                      a claim outlasted by its client's CONNACK
 //	                      timeout under load is
+//	adopt-wait=CLIENT@NODE  on NODE, a claim of CLIENT that takes the
+//	                      session from the stream waits adoptWait once
+//	                      its held subjects are read ahead, before the
+//	                      adoption: publishers go on holding for the
+//	                      session meanwhile, as while a loaded node reads
+//	                      its other held subjects after its own
+//	settle-wait=DURATION@NODE  on NODE, once its restored sessions
+//	                      settled, their keys are announced only after
+//	                      DURATION (its own held follower waits with it):
+//	                      the others hold for the node meanwhile, as while
+//	                      the announcement is on its way under load
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -90,7 +101,12 @@ type faults struct {
 	recordSeen   chan struct{} // overtaken: closed once the record came
 	recordOnce   sync.Once
 	adoptLate    string
+	adoptWait    string
+	settleWait   time.Duration
 }
+
+// adoptWait is how long adopt-wait holds an adoption.
+const adoptWait = 3 * time.Second
 
 // adoptLateMax bounds adopt-late's wait.
 const adoptLateMax = 60 * time.Second
@@ -111,7 +127,7 @@ func parseFaults(s, node string) (*faults, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		v, at, _ := strings.Cut(v, "@")
-		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" && k != "held-pending" && k != "overtaken" && k != "adopt-late" {
+		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" && k != "held-pending" && k != "overtaken" && k != "adopt-late" && k != "adopt-wait" && k != "settle-wait" {
 			return nil, fmt.Errorf("%s: unknown fault %q", faultEnv, k)
 		}
 		if at != node {
@@ -129,6 +145,14 @@ func parseFaults(s, node string) (*faults, error) {
 			f.noQuorum = v
 		case "adopt-late":
 			f.adoptLate = v
+		case "adopt-wait":
+			f.adoptWait = v
+		case "settle-wait":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("%s: settle-wait=%q: want a duration", faultEnv, v)
+			}
+			f.settleWait = d
 		case "held-pending":
 			f.heldPending = v
 		case "overtaken":
@@ -189,6 +213,21 @@ func (f *faults) awaitRecord(id string) {
 // (adopt-late).
 func (f *faults) adoptsLate(id string) bool {
 	return f != nil && f.adoptLate == id
+}
+
+// waitsToAdopt reports whether a claim's adoption of id waits adoptWait
+// after its read ahead (adopt-wait).
+func (f *faults) waitsToAdopt(id string) bool {
+	return f != nil && f.adoptWait == id
+}
+
+// settleDelay returns how long settle-wait holds the announcement of the
+// settled restored sessions' keys; 0 for none.
+func (f *faults) settleDelay() time.Duration {
+	if f == nil {
+		return 0
+	}
+	return f.settleWait
 }
 
 // stalls reports whether op is never to be replicated.

@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -39,7 +40,14 @@ func TestParseFaults(t *testing.T) {
 	if unanswered != 2 {
 		t.Errorf("hold-unanswered=2: %d holds unanswered of 3, want the first 2", unanswered)
 	}
-	for _, bad := range []string{"hold-unanswered=0@n1", "hold-unanswered=x@n1"} {
+	f, err = parseFaults("adopt-wait=w@n1,settle-wait=3s@n1", "n1")
+	if err != nil || !f.waitsToAdopt("w") || f.waitsToAdopt("x") || f.settleDelay() != 3*time.Second {
+		t.Errorf("adopt-wait=w, settle-wait=3s: %+v, %v", f, err)
+	}
+	if f := (*faults)(nil); f.waitsToAdopt("w") || f.settleDelay() != 0 {
+		t.Error("no faults: an adoption or a settle waits")
+	}
+	for _, bad := range []string{"hold-unanswered=0@n1", "hold-unanswered=x@n1", "settle-wait=x@n1", "settle-wait=0s@n1"} {
 		if _, err := parseFaults(bad, "n1"); err == nil {
 			t.Errorf("%s accepted", bad)
 		}

@@ -98,6 +98,12 @@ type originKey struct {
 	id        uint64
 }
 
+// place is k as the broker orders a catching-up session's messages by
+// (broker.Place): ids grow in publication order within one process.
+func (k originKey) place() broker.Place {
+	return broker.Place{Source: k.node + "\x00" + k.inc, Seq: k.id}
+}
+
 // orphanInterest is the interest of nodes this node dropped, kept until
 // their sessions live elsewhere or they are back: the plain filters and
 // share groups of their persistent sessions (persistent.go); a clean
@@ -622,6 +628,9 @@ func (n *Node) deliverHeld(m jetstream.Msg, ids func(string) bool, candidates []
 	rm.Groups = groups
 	rm.Pick = n.dedupPick(k, func(id string) bool { return ids(id) && !has[id] })
 	rm.PickShared = true // a group goes to one of the sessions ids names
+	if n.catching.Load() > 0 {
+		rm.Place, rm.Late = k.place(), true
+	}
 	// Acknowledged to its publisher once held: the queue limit is for
 	// new messages (seen: 1,042 held delivered at a claim, then the
 	// follower's copies dropped as queue_full, acknowledged and lost).
@@ -814,7 +823,19 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 		}
 	}
 	for n.ctx.Err() == nil {
-		draining := s.gate.unsettledAny()
+		// Restored sessions settled and catching up: the read that ends
+		// their catch-up begins heldPoll after the settle at the
+		// earliest, as an adopted session's followers' first read does,
+		// so that publishers saw their keys meanwhile.
+		catching := s.settleCatch != nil
+		if catching {
+			select {
+			case <-n.ctx.Done():
+				return nil
+			case <-time.After(heldPoll - time.Since(s.settledAt)):
+			}
+		}
+		draining := s.gate.unsettledAny() || catching
 		var batch jetstream.MessageBatch
 		if draining {
 			batch, err = cons.FetchNoWait(fetchMax)
@@ -893,6 +914,12 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return err
+		}
+		if catching && got < fetchMax {
+			// Read to the end since the settle: what was held for the
+			// restored sessions is in their queues.
+			s.settleCatch()
+			s.settleCatch = nil
 		}
 		if draining && (got == 0 || s.gate.next.Load() > target) && s.gate.settle() {
 			s.onSettled()
@@ -1377,21 +1404,40 @@ func (s *sessions) takeUnsettled(id string) (bool, uint64) {
 // persistent keys (persistent.go settle) and watches them for heldWatch:
 // until the others see those keys they both forward to this node and hold
 // for it what the sessions match, and the held copy of a message that
-// came both ways is dropped (originWatch).
+// came both ways is dropped (originWatch). They catch up meanwhile
+// (catchup.go): followOwnHeldOnce ends it.
 func (s *sessions) onSettled() {
 	here := map[string]bool{}
+	ids := []string{}
 	for id := range s.gate.ids {
 		if s.n.srv.HasSession(id) {
 			here[id] = true
+			ids = append(ids, id)
 		}
 	}
-	s.persist.settle(func(id string) bool { return here[id] })
+	// Caught up first (catchup.go): what the others held for this node
+	// after the read that settled it, before they saw these keys, comes
+	// after; forwarded copies of newer messages must not pass it
+	// (TestClusterFull seed 44: ps3, settled on a restarted n3, got 5
+	// messages held for n3 after newer ones forwarded at once).
+	// Watched from here, before the keys go out: a message
+	// forwarded to them from now on (by the keys of other sessions here
+	// with the same filters) and held for this node is delivered once.
 	until := time.Now().Add(s.n.heldWatch())
 	s.n.gate.Lock()
+	s.settleCatch, s.settledAt = s.n.catchUpAll(ids), time.Now()
 	for id := range here {
 		s.n.watch.watch(id, until)
 	}
 	s.n.gate.Unlock()
+	if d := s.n.fault.settleDelay(); d > 0 {
+		s.n.log.Info("cluster: test fault: the settled sessions' keys are announced late", "for", d)
+		select {
+		case <-time.After(d):
+		case <-s.n.ctx.Done():
+		}
+	}
+	s.persist.settle(func(id string) bool { return here[id] })
 }
 
 // watchArrival watches id, just put in the server by a live move (under

@@ -26,9 +26,16 @@ import (
 // subjects are read ahead, before the session is in the server, and what
 // they hold for it is delivered in the same step as the adoption, under
 // the gate's write side: no publish here and no forwarded message is
-// delivered between the two. What is held after the read ahead (a
-// publisher that saw the session's interest only later) comes through
-// the follower, after; those few may still come after a newer message.
+// delivered between the two. What is held after the read ahead (before
+// a publisher saw the session's interest here) comes through the
+// followers, after: read ahead of the adoption, a subject read first
+// (this node's own, say) left the others' reads, seconds under load, for
+// messages to be held there meanwhile, which then came behind newer
+// forwarded ones (TestClusterFull seeds 41, 42, 44: 14-56 a run;
+// TestReproHeldAfterReadAhead). So the session catches up first
+// (catchUp): nothing new goes to its client until every held subject was
+// read for it once more, from the adoption on, and the held messages go
+// ahead of those forwarded meanwhile in its queue.
 
 // heldAhead is one message held for a node, read for a session before the
 // session is in the server.
@@ -97,6 +104,13 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 			n.log.Warn("cluster: messages held for a node not read yet; following", "client_id", id, "peer", r.node, "err", r.err)
 		}
 	}
+	if n.fault.waitsToAdopt(id) {
+		n.log.Info("cluster: test fault: adoption waits after the read ahead", "client_id", id, "for", adoptWait)
+		select {
+		case <-time.After(adoptWait):
+		case <-n.ctx.Done():
+		}
+	}
 	if n.fault.adoptsLate(id) {
 		n.log.Info("cluster: test fault: adoption held until the client id is claimed again elsewhere", "client_id", id)
 		for deadline := time.Now().Add(adoptLateMax); n.own.isUnread(id) && time.Now().Before(deadline) && n.ctx.Err() == nil; {
@@ -114,6 +128,10 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 	defer w.finish()
 	s.adopt(id)
 	n.srv.Adopt(rec)
+	// w waits for cw too: cw ends the catch-up, then finishes w.
+	w.add()
+	cw := newHeldWait(n.catchUp(id, w.finish))
+	defer cw.finish()
 	// Watched from here: a message published here from now on reaches
 	// the session locally (originWatch.first).
 	n.watch.arrive(id, until)
@@ -133,7 +151,7 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 			"delivered", delivered, "expired_or_had", expired)
 	}
 	for _, r := range reads {
-		s.joinFollower(r.node, id, until, r.next, last, heldFloor(r.from, last), r.err != nil, w)
+		s.joinFollower(r.node, id, until, r.next, last, heldFloor(r.from, last), r.err != nil, cw)
 	}
 	return true
 }
@@ -226,6 +244,8 @@ func (n *Node) deliverAhead(id string, h heldAhead) bool {
 	}
 	rm.Pick = n.dedupPick(h.k, func(c string) bool { return c == id })
 	rm.PickShared = true // a group goes to this session only
+	// Ahead of what is forwarded to the session while it catches up.
+	rm.Place, rm.Late = h.k.place(), true
 	// Acknowledged to its publisher once held: the session's queue limit
 	// applies to new messages, not to these, all delivered at once here
 	// (seen: 1,028 held while the claim waited for the stream, one

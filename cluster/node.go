@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -91,6 +92,10 @@ type Node struct {
 	// watch: origins of what sessions taken from the stream lately got
 	// (held.go).
 	watch originWatch
+	// catching counts the sessions here catching up after their
+	// adoption (heldahead.go): while any does, forwarded and held
+	// messages carry their place.
+	catching atomic.Int32
 	// fault: faults a process test injected (fault.go); nil for none.
 	fault *faults
 }
@@ -616,6 +621,9 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 	rm.Pick = n.sess.skipUnsettled(rm.Pick) // held for them (held.go)
 	if src.id != 0 {
 		rm.Pick = n.dedupPick(src, rm.Pick)
+		if n.catching.Load() > 0 {
+			rm.Place = src.place()
+		}
 	}
 	// Share groups of a session that moved from here, with no member
 	// left here, go on to its new owner.

@@ -61,6 +61,11 @@ func TestReproHeldFollowerFloor(t *testing.T) {
 	nextPayload(t, a, "m1")
 	b := resume(t, n1, "hf-b", expiry, 60*time.Second)
 	nextPayload(t, b, "m1")
+	// Completed on n1 before the client leaves: else m1 is still in
+	// flight in hf-b's record, and its resend on n2 (DUP) is no fault.
+	// (Seen once the adoption's catch-up sent m1 at its end, 6 ms
+	// before this DISCONNECT, which left before the client's PUBREC.)
+	tc.waitLog(n1, "client_id=hf-b type=PUBCOMP", 1, 30*time.Second)
 	b.Disconnect(&paho.Disconnect{})
 
 	// n3 back (n2 and n3 keep a quorum), n1 paused: hf-b's claim on n2

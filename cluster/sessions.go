@@ -109,6 +109,11 @@ type sessions struct {
 	// followers apply what was held for dead nodes to their sessions
 	// taken here from the stream (held.go), by dead node.
 	followers map[string]*heldFollower
+	// settleCatch ends the catch-up of the restored sessions settled
+	// here (catchup.go), which began at settledAt; nil for none. Used by
+	// followOwnHeld's goroutine only.
+	settleCatch func()
+	settledAt   time.Time
 	// persist: the plain filters of the persistent sessions journaled
 	// here, announced as persistent interest (persistent.go).
 	persist *persistentFilters

@@ -1,0 +1,204 @@
+package broker
+
+// A session catching up: one a cluster just took over from its replicated
+// record while other nodes may still be holding messages for it.
+//
+// Messages published while no node served the session are kept for it
+// elsewhere (held) and reach it only when the cluster reads them, which
+// may be after publishers already forward their newer messages to it
+// here. Sent as they come, a held message would reach the client after a
+// newer one of the same publisher and topic [MQTT-4.6.0-5]. So the
+// cluster can have the session catch up first (CatchUp): until it says the
+// held messages are in, nothing new is sent to the client; what is routed
+// to the session meanwhile is queued (and journalled) as always, and a
+// message marked Late (held) is put ahead of what was routed since the
+// catch-up began, behind only the older messages of its own publisher
+// (Place). Then sending starts, in queue order.
+//
+// The queue's order must survive the store too: a restart, or a node
+// that reads the session's record, rebuilds the queue in store sequence
+// order. A message routed during the catch-up gets its sequence with a
+// gap of catchGap before it (nextSeq moves on by catchGap), so that a
+// Late one put before it can take a sequence between its neighbours.
+//
+// Sessions that never catch up pay a nil check per delivery and per fill.
+
+// catchGap is the room of store sequences left before each message queued
+// last while a session catches up (above), and catchStep what a Late
+// message put before one takes of it (less, when less is left): room for
+// 2^16 Late messages in a row at one place (one read brings about a
+// thousand), and for 255 between two of them, should one of their
+// publisher's come out of order.
+const (
+	catchGap  = 1 << 24
+	catchStep = 1 << 8
+)
+
+// Place is where a message stands among the messages of one publisher: a
+// larger Seq from the same Source was published later.
+type Place struct {
+	Source string
+	Seq    uint64
+}
+
+// catchUp is a catching-up session's state (session.in2.catch, nil for
+// none); its session's mu guards it.
+type catchUp struct {
+	base uint64 // nextSeq when the catch-up began
+	gap  uint64 // catchGap and catchStep (a test makes them small)
+	step uint64
+	// places: the queued messages routed since the catch-up began, Late
+	// or not, with their Place (zero when unknown).
+	places map[*outbound]placed
+}
+
+type placed struct {
+	Place
+	late bool
+}
+
+// CatchUp makes clientID's session send nothing new to its client until
+// end is called (see above): the cluster calls it right after Adopt,
+// before anything else is routed to the session, and end once the
+// messages held for the session are delivered (or its bound passed). end
+// may be called more than once, and from any goroutine; it does nothing
+// once the session has ended or was replaced. CatchUp returns nil when
+// there is no such session.
+func (s *Server) CatchUp(clientID string) (end func()) {
+	s.mu.Lock()
+	ss := s.sessions[clientID]
+	s.mu.Unlock()
+	if ss == nil {
+		return nil
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ended {
+		return nil
+	}
+	c := &catchUp{base: ss.nextSeq, gap: catchGap, step: catchStep, places: map[*outbound]placed{}}
+	if ss.in2 == nil {
+		ss.in2 = &inbound2{}
+	}
+	ss.in2.catch = c
+	return func() {
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		if ss.in2.catch != c {
+			return
+		}
+		ss.in2.catch = nil
+		if !ss.ended {
+			ss.fill()
+		}
+	}
+}
+
+// catching returns the session's catch-up, nil when it is not catching up
+// (every session but a few just adopted). ss.mu must be held.
+func (ss *session) catching() *catchUp {
+	if ss.in2 == nil {
+		return nil
+	}
+	return ss.in2.catch
+}
+
+// catchUpDeliver queues ob, routed to ss while it catches up, and returns
+// the store ticket of its queue entry. ss.mu must be held.
+func (ss *session) catchUpDeliver(ob *outbound) Ticket {
+	journal := ss.persisted() && (ob.qos > 0 || ss.conn == nil)
+	p := placed{Place: ob.msg.place(), late: ob.msg.late()}
+	if !ss.enqueue(ob) {
+		return 0
+	}
+	c := ss.in2.catch
+	c.places[ob] = p
+	q := ss.queue[ss.qhead:]
+	at := len(q) - 1
+	if p.late {
+		at = c.slot(q[:len(q)-1], p.Place)
+	}
+	if at == len(q)-1 {
+		// Last: a sequence of its own, with room before it.
+		if journal {
+			ss.nextSeq += c.gap
+			ob.seq = ss.nextSeq
+		}
+		return ss.recordDelivery(ob)
+	}
+	if journal {
+		lo, hi := max(seqBefore(q, at), c.base), seqFrom(q, at)
+		switch {
+		case hi == 0:
+			// Nothing journalled behind it.
+			ss.nextSeq += c.gap
+			ob.seq = ss.nextSeq
+		case lo+1 >= hi:
+			// No room left between its neighbours (the gap used up):
+			// it stays last, out of its place rather than out of the
+			// store's order.
+			ss.srv.log.Warn("held message queued behind newer ones: no store sequence left at its place",
+				"client_id", ss.id, "topic", ob.msg.Topic)
+			ss.nextSeq += c.gap
+			ob.seq = ss.nextSeq
+			return ss.recordDelivery(ob)
+		default:
+			ob.seq = lo + min(c.step, (hi-lo)/2)
+		}
+	}
+	copy(q[at+1:], q[at:len(q)-1])
+	q[at] = ob
+	return ss.recordDelivery(ob)
+}
+
+// slot returns where in q (the queue, without the message being placed) a
+// Late message of place p goes: ahead of every message routed since the
+// catch-up began that is not Late itself, and of its own publisher's
+// newer ones, but behind its own publisher's older ones. len(q) when that
+// is the end.
+func (c *catchUp) slot(q []*outbound, p Place) int {
+	at := len(q)
+	for i, ob := range q {
+		if o, ok := c.places[ob]; ok && !o.late {
+			at = i
+			break
+		}
+	}
+	if p.Source == "" {
+		return at
+	}
+	for i := range at {
+		if o, ok := c.places[q[i]]; ok && o.Source == p.Source && o.Seq > p.Seq {
+			at = i
+			break
+		}
+	}
+	for i := len(q) - 1; i >= at; i-- {
+		if o, ok := c.places[q[i]]; ok && o.Source == p.Source && o.Seq < p.Seq {
+			return i + 1
+		}
+	}
+	return at
+}
+
+// seqBefore returns the store sequence of the last journalled message in
+// q before index at, 0 for none.
+func seqBefore(q []*outbound, at int) uint64 {
+	for i := at - 1; i >= 0; i-- {
+		if q[i].seq != 0 {
+			return q[i].seq
+		}
+	}
+	return 0
+}
+
+// seqFrom returns the store sequence of the first journalled message in q
+// from index at on (q's last one, being placed, excluded), 0 for none.
+func seqFrom(q []*outbound, at int) uint64 {
+	for i := at; i < len(q)-1; i++ {
+		if q[i].seq != 0 {
+			return q[i].seq
+		}
+	}
+	return 0
+}
