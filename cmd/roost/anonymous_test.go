@@ -164,10 +164,10 @@ func pahoAnonymous(addr string) bool { return pahoUser(addr, "", "") }
 
 func pahoUser(addr, user, pass string) bool {
 	opts := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID("paho-anon").SetUsername(user).SetPassword(pass).
-		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second)
+		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(mqtttest.AckBound)
 	c := mqtt.NewClient(opts)
 	tok := c.Connect()
-	if !tok.WaitTimeout(10 * time.Second) {
+	if !tok.WaitTimeout(mqtttest.AckBound + 5*time.Second) {
 		return false
 	}
 	if tok.Error() != nil {
@@ -190,7 +190,7 @@ func proxiedUser(t *testing.T, addr, remote, user, pass string) bool {
 	fmt.Fprintf(c.NC, "PROXY TCP4 %s 127.0.0.1 40000 1883\r\n", remote)
 	c.Send(&packet.Connect{ProtocolVersion: packet.V5, ClientID: "proxied", CleanStart: true,
 		UsernameFlag: user != "", Username: user, PasswordFlag: pass != "", Password: []byte(pass)})
-	ack, ok := c.Next(5 * time.Second).(*packet.Connack)
+	ack, ok := c.Next(mqtttest.AckBound).(*packet.Connack) // 5 s ran out in a suite run at load 20
 	if !ok {
 		t.Fatalf("no CONNACK from %s", addr)
 	}
