@@ -34,11 +34,9 @@ var roostBin string
 
 // clusterLanes is how many process tests run at once unless -test.parallel
 // says otherwise: they wait on elections and timeouts far more than they
-// compute, so several fit on two cores (the package took 244 s with two at
-// a time at load 26-29, against a budget of 240 s in the suite; with
-// three, 542 s of a 12-minute suite run on a quiet 2-core machine, the
-// longest package by far).
-const clusterLanes = 4
+// compute, so three fit on two cores (the package took 244 s with two at
+// a time at load 26-29, against a budget of 240 s in the suite).
+const clusterLanes = 3
 
 func TestMain(m *testing.M) {
 	flag.Parse()
