@@ -191,6 +191,20 @@ func (c *client) none(t *testing.T, d time.Duration) {
 	c.None(t, d)
 }
 
+// drainInbox hands take every message waiting in c's inbox (nil: none),
+// without waiting: the inbox is bounded, so a test that publishes while
+// its client receives empties it as it goes.
+func drainInbox(c *client, take func(*paho.Publish)) {
+	for c != nil {
+		select {
+		case m := <-c.in:
+			take(m)
+		default:
+			return
+		}
+	}
+}
+
 // tryPublish publishes p and returns the reason code of its
 // acknowledgement, or closed true when the broker closed the connection
 // instead: what it does with a QoS 1 message another node did not confirm.

@@ -54,16 +54,6 @@ func TestClusterResumedSessionKeepsOrder(t *testing.T) {
 			order = append(order, p)
 		}
 	}
-	drain := func() {
-		for c != nil {
-			select {
-			case m := <-c.in:
-				take(m)
-			default:
-				return
-			}
-		}
-	}
 	for i := 0; stop.IsZero() || time.Now().Before(stop); i++ {
 		if time.Since(start) > 90*time.Second {
 			t.Fatalf("the session was not resumed on n3 within 90 s; n3:\n%s", grepLog(n3, "client_id="+id, "cluster:"))
@@ -80,7 +70,7 @@ func TestClusterResumedSessionKeepsOrder(t *testing.T) {
 			}
 			stop = time.Now().Add(2 * time.Second)
 		}
-		drain()
+		drainInbox(c, take)
 		for _, qos := range []byte{1, 2} {
 			if len(acked)+unknown >= 800 {
 				break // the session's queue limit is 1,000: none dropped

@@ -71,16 +71,6 @@ func orderAcrossResume(t *testing.T, pubNode *node, pub **client, pubID string, 
 			order = append(order, p)
 		}
 	}
-	drain := func() { // the client's inbox is bounded
-		for c != nil {
-			select {
-			case m := <-c.in:
-				take(m)
-			default:
-				return
-			}
-		}
-	}
 	for i := 0; stop.IsZero() || time.Now().Before(stop); i++ {
 		if time.Since(start) > 120*time.Second {
 			t.Fatalf("the session was not resumed on %s within 120 s; %s:\n%s", on.name, on.name, grepLog(on, "client_id="+id))
@@ -97,7 +87,7 @@ func orderAcrossResume(t *testing.T, pubNode *node, pub **client, pubID string, 
 			}
 			stop = time.Now().Add(3 * time.Second)
 		}
-		drain()
+		drainInbox(c, take)
 		for _, qos := range []byte{1, 2} {
 			if len(acked)+unknown >= 800 {
 				break // the session's queue limit is 1,000: none dropped

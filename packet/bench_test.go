@@ -107,44 +107,27 @@ var _ io.Reader = (*loopReader)(nil)
 // DecodePublish does (one copy of the body), and as DecodePublishWith does
 // with a TopicCache, the payload copied or borrowed.
 func BenchmarkPublishDecodeQoS0(b *testing.B) {
-	wire, _ := (&Publish{Topic: "sensors/building-1/floor-2/temperature", Payload: make([]byte, 64)}).Encode(nil, V311)
-	h, _ := ParseFixedHeader(wire)
-	body := wire[h.HeaderLen:]
-	var tc TopicCache
-	for _, bc := range []struct {
-		name string
-		o    *PublishOptions
-	}{
-		{"DecodePublish", nil},
-		{"cached-topic", &PublishOptions{Topics: &tc}},
-		{"cached-topic-borrowed", &PublishOptions{Topics: &tc, BorrowPayload: true}},
-	} {
-		b.Run(bc.name, func(b *testing.B) {
-			var p Publish
-			b.ReportAllocs()
-			for b.Loop() {
-				var err error
-				if bc.o == nil {
-					err = DecodePublish(h, body, V311, &p)
-				} else {
-					err = DecodePublishWith(h, body, V311, &p, *bc.o)
-				}
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	benchPublishDecode(b, "sensors/building-1/floor-2/temperature")
 }
 
 // BenchmarkPublishDecodeChurn is the TopicCache's worst case: a client
 // cycling through one topic more than the cache holds, so that every name
 // is a miss (and a string of its own), against DecodePublish's one copy.
 func BenchmarkPublishDecodeChurn(b *testing.B) {
+	var topics []string
+	for i := range topicCacheSize + 1 {
+		topics = append(topics, fmt.Sprintf("sensors/building-1/floor-2/temperature-%d", i))
+	}
+	benchPublishDecode(b, topics...)
+}
+
+// benchPublishDecode decodes QoS 0 PUBLISH packets on topics, in turn,
+// with DecodePublish and with DecodePublishWith's modes.
+func benchPublishDecode(b *testing.B, topics ...string) {
 	var bodies [][]byte
 	var hs []FixedHeader
-	for i := range topicCacheSize + 1 {
-		wire, _ := (&Publish{Topic: fmt.Sprintf("sensors/building-1/floor-2/temperature-%d", i), Payload: make([]byte, 64)}).Encode(nil, V311)
+	for _, topic := range topics {
+		wire, _ := (&Publish{Topic: topic, Payload: make([]byte, 64)}).Encode(nil, V311)
 		h, _ := ParseFixedHeader(wire)
 		hs, bodies = append(hs, h), append(bodies, wire[h.HeaderLen:])
 	}
