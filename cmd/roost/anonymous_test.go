@@ -89,8 +89,13 @@ func TestServeAnonymousAccess(t *testing.T) {
 			}
 		}
 		b := startServe(t, append([]string{"--config", writeConfig(t, src), "--memory"}, tc.args...)...)
-		ports := readyLines.FindAllStringSubmatch(b.log.String(), -1)
-		if len(ports) != 2 {
+		// startServe returns at the first ready line; the second may
+		// come a moment later (it had not at load 18).
+		var ports [][]string
+		if !eventually(t, 10*time.Second, func() bool {
+			ports = readyLines.FindAllStringSubmatch(b.log.String(), -1)
+			return len(ports) == 2
+		}) {
 			t.Fatalf("%s: want 2 listener ready lines; log:\n%s", name, b.log.String())
 		}
 		plain, proxied := "127.0.0.1:"+ports[0][1], "127.0.0.1:"+ports[1][1]
