@@ -324,9 +324,9 @@ func (c *Client) manage(first chan error) {
 		}
 		if up {
 			if c.opts.Reconnect.Disabled {
-				// A lost connection stops the client. It went on to
-				// connect once more: a client whose id another connection
-				// took over took it back (a bridge test saw the fight).
+				// A lost connection stops the client: connecting again
+				// would take the id back from a connection that took it
+				// over, and that one would take it back in turn.
 				c.shutdown(err)
 				return
 			}
