@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/internal/rawclient"
@@ -93,7 +94,14 @@ func DialOver(t testing.TB, d rawclient.Dialer, target string, cp *paho.Connect)
 	c := &Client{ID: id, In: make(chan *paho.Publish, inboxSize), Dis: make(chan *paho.Disconnect, 4)}
 	c.Client = paho.NewClient(paho.ClientConfig{
 		ClientID: id,
-		Conn:     conn,
+		// Whole packets on every transport: paho writes a packet as
+		// several buffers, one Write each on a TLS or WebSocket conn, and
+		// its pinger writes its first PINGREQ right after the CONNACK; on
+		// a conn that is no sync.Locker the PINGREQ can land inside the
+		// first SUBSCRIBE, which the node then closes as malformed (seen
+		// over TLS in TestClusterTransports; test/soak's
+		// TestPahoWritesWholePackets shows the mechanism).
+		Conn: packets.NewThreadSafeConn(conn),
 		// paho.golang bounds every CONNECT, SUBSCRIBE and PUBLISH by
 		// PacketTimeout as well as by the caller's context, 10 s by
 		// default: Sub's 15 s and TryPub's 12 s were 10 s in effect, and
