@@ -12,6 +12,7 @@ import (
 // moving here) is queued past MaxQueued; the limit applies to the new
 // messages after it, which are dropped and counted as before.
 func TestDeliverRemoteAcceptedPastQueueLimit(t *testing.T) {
+	t.Parallel()
 	s, _ := startServer(t, Options{MaxQueued: 2})
 	s.Adopt(&StoredSession{ClientID: "mover", Expiry: 600,
 		Subs: []StoredSub{{Filter: "held/#", Opts: packet.SubOptions{QoS: 1}}}})
@@ -38,6 +39,7 @@ func TestDeliverRemoteAcceptedPastQueueLimit(t *testing.T) {
 // (Unroute) gets no message, plain or for its share group, while it stays
 // until done; the cluster is told its subscriptions went.
 func TestUnrouteHandedOver(t *testing.T) {
+	t.Parallel()
 	s, _ := startServer(t, Options{})
 	s.Adopt(&StoredSession{ClientID: "mover", Expiry: 600, Subs: []StoredSub{
 		{Filter: "a/b", Opts: packet.SubOptions{QoS: 1}}, {Filter: "$share/g/t", Opts: packet.SubOptions{QoS: 1}}}})

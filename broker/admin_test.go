@@ -9,6 +9,7 @@ import (
 )
 
 func TestAdminAPI(t *testing.T) {
+	t.Parallel()
 	s, addr := startServer(t, Options{})
 	c := dial(t, addr, packet.V5)
 	c.Connect(&packet.Connect{ClientID: "car", CleanStart: true, KeepAlive: 30, UsernameFlag: true, Username: "u"})
@@ -61,6 +62,7 @@ func TestAdminAPI(t *testing.T) {
 // Publish tells its caller when a retained message was delivered but not
 // kept because of the retained limits.
 func TestAdminPublishNotRetained(t *testing.T) {
+	t.Parallel()
 	s, addr := startServer(t, Options{MaxRetained: 1})
 	c := dial(t, addr, packet.V311)
 	c.Connect(&packet.Connect{ClientID: "watch", CleanStart: true})

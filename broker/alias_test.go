@@ -27,6 +27,8 @@ func heapAfterGC() uint64 {
 // must not leave their payloads alive while both connections stay open.
 // (Before the copies, the heap kept about 30 MiB after GC here.)
 func TestTopicAliasesDoNotPinPayloads(t *testing.T) {
+	// Serial: it measures the whole process's heap, which parallel tests
+	// would fill.
 	const n, size = 300, 100 << 10
 	_, addr := startServer(t, Options{TopicAliasMaximum: 1000, MaxPacketSize: 1 << 20})
 	sub := dial(t, addr, packet.V5)
@@ -75,6 +77,8 @@ func TestTopicAliasesDoNotPinPayloads(t *testing.T) {
 // User Property, must not keep those packets alive. (Before the copy the
 // heap kept about 6.5 MiB after GC here.)
 func TestSubscriptionsDoNotPinPackets(t *testing.T) {
+	// Serial: it measures the whole process's heap, which parallel tests
+	// would fill.
 	const n, size = 200, 32 << 10
 	_, addr := startServer(t, Options{})
 	c := dial(t, addr, packet.V5)
@@ -102,6 +106,7 @@ func TestSubscriptionsDoNotPinPackets(t *testing.T) {
 // the CONNECT, which holds the password too and would otherwise live as
 // long as the session keeps the will.
 func TestWillIsACopy(t *testing.T) {
+	t.Parallel()
 	cp := &packet.Connect{ProtocolVersion: packet.V5, ClientID: "w", WillFlag: true, WillTopic: "w/t", WillPayload: []byte("gone"),
 		UsernameFlag: true, Username: "u", PasswordFlag: true, Password: []byte("secret")}
 	cp.WillProperties.ContentType = "text/plain"

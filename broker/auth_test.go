@@ -11,6 +11,7 @@ import (
 )
 
 func TestAuthenticatorRefuses(t *testing.T) {
+	t.Parallel()
 	auth := AuthenticatorFunc(func(_ context.Context, c *ClientInfo) error {
 		switch {
 		case c.Username == "car" && string(c.Password) == "secret":
@@ -50,6 +51,7 @@ func TestAuthenticatorRefuses(t *testing.T) {
 // The Authorizer is asked for publish, subscribe and receive (live and
 // retained), and for the will when it is published.
 func TestAuthorizer(t *testing.T) {
+	t.Parallel()
 	// Users may only use topics under their own name.
 	authz := AuthorizerFunc(func(_ context.Context, c *ClientInfo, act Action, topic string) bool {
 		return strings.HasPrefix(topic, c.Username+"/") || topic == "#" && act == ActionSubscribe

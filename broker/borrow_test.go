@@ -49,6 +49,7 @@ func (a receiveLater) Cached(c *ClientInfo, act Action, topic string) (bool, boo
 // its subscriber intact after the publisher's reader has read over that
 // buffer. Each case fails if borrowable lets its message borrow.
 func TestKeptQoS0PayloadSurvivesReadBufferReuse(t *testing.T) {
+	t.Parallel()
 	const want = "kept: the payload read before the flood"
 	online := func(id string, clean bool) func(*testing.T, *Server, string) *mqtttest.Client {
 		return func(t *testing.T, _ *Server, addr string) *mqtttest.Client {
@@ -130,6 +131,7 @@ func TestKeptQoS0PayloadSurvivesReadBufferReuse(t *testing.T) {
 // one per protocol version), with many PUBLISHes per read of the
 // publisher, of lengths that go up and down.
 func TestBorrowedPayloadsDelivered(t *testing.T) {
+	t.Parallel()
 	for _, nsubs := range []int{1, inlineMaxTargets + 2} {
 		t.Run(fmt.Sprint(nsubs, " subscribers"), func(t *testing.T) {
 			s, addr := startServer(t, Options{})

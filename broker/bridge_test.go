@@ -13,6 +13,7 @@ import (
 // Authorizer that refuse everyone are not asked about it, while a network
 // client is refused.
 func TestDialInternalTrusted(t *testing.T) {
+	t.Parallel()
 	deny := AuthenticatorFunc(func(context.Context, *ClientInfo) error { return ErrNotAuthorized })
 	denyAll := AuthorizerFunc(func(context.Context, *ClientInfo, Action, string) bool { return false })
 	s, addr := startServer(t, Options{Authenticator: deny, Authorizer: denyAll})
@@ -50,6 +51,7 @@ func TestDialInternalTrusted(t *testing.T) {
 // Clients may publish a bridge's connection state under $SYS, and nothing
 // else there.
 func TestConnectionStateTopic(t *testing.T) {
+	t.Parallel()
 	for name, want := range map[string]bool{
 		"$SYS/broker/connection/edge.cloud/state": true,
 		"$SYS/broker/connection//state":           false,

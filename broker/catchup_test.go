@@ -47,6 +47,7 @@ func (l *idLog) queuedOrder(clientID string) []string {
 // messages went out as they came, ahead of older held ones: out of
 // publication order per publisher and topic [MQTT-4.6.0-5].
 func TestCatchUpLateAhead(t *testing.T) {
+	t.Parallel()
 	st := &idLog{}
 	s, addr := startServer(t, Options{Store: st})
 	s.Adopt(&StoredSession{ClientID: "cu", Expiry: 600,
@@ -116,6 +117,7 @@ func TestCatchUpLateAhead(t *testing.T) {
 // than put in its place with a sequence out of the store's order; it is
 // still delivered.
 func TestCatchUpNoRoom(t *testing.T) {
+	t.Parallel()
 	st := &idLog{}
 	s, _ := startServer(t, Options{Store: st})
 	s.Adopt(&StoredSession{ClientID: "cu", Expiry: 600,

@@ -31,6 +31,7 @@ func (u *unclaimedCluster) Claim(string) error {
 // and the same client connects once the cluster can record it, its
 // persistent session as it was.
 func TestUnclaimedConnectClosedWithoutConnack(t *testing.T) {
+	t.Parallel()
 	for _, v := range []packet.Version{packet.V5, packet.V311} {
 		t.Run(fmt.Sprint("v", v), func(t *testing.T) {
 			cl := &unclaimedCluster{}

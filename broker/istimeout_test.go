@@ -14,6 +14,7 @@ import (
 // isTimeout tells timeouts from other errors as errors.As with a net.Error
 // target does, through wrapping and joins, and costs no allocation.
 func TestIsTimeout(t *testing.T) {
+	// Serial: AllocsPerRun counts the allocations of the whole process.
 	// A real deadline on a real socket: the error the reader meets.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

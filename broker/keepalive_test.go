@@ -13,6 +13,7 @@ import (
 // Keep Alive [MQTT-3.2.2-21]; an MQTT 3.1.x client, which cannot be told,
 // is refused with CONNACK 0x02; asking for the cap or less changes nothing.
 func TestMaxKeepAlive(t *testing.T) {
+	t.Parallel()
 	_, addr := startServer(t, Options{MaxKeepAlive: 30})
 	for _, tc := range []struct {
 		v      packet.Version
@@ -60,6 +61,7 @@ func TestMaxKeepAlive(t *testing.T) {
 // no keep alive and stays silent is disconnected with 0x8D after 1.5x the
 // cap.
 func TestMaxKeepAliveEnforced(t *testing.T) {
+	t.Parallel()
 	_, addr := startServer(t, Options{MaxKeepAlive: 1})
 	c := dial(t, addr, packet.V5)
 	start := time.Now()
@@ -80,6 +82,7 @@ func TestMaxKeepAliveEnforced(t *testing.T) {
 
 // A ServerKeepAlive above the cap is a configuration error.
 func TestMaxKeepAliveBelowServerKeepAlive(t *testing.T) {
+	t.Parallel()
 	if _, err := New(Options{MaxKeepAlive: 10, ServerKeepAlive: 20}); err == nil {
 		t.Fatal("New accepted ServerKeepAlive 20 with MaxKeepAlive 10")
 	}

@@ -16,6 +16,7 @@ import (
 // the subscriber's topic; each round a subscriber sends a PUBLISH with
 // QoS 3 and reads to the end of the stream.
 func TestNothingAfterServerDisconnect(t *testing.T) {
+	t.Parallel()
 	_, addr := startServer(t, Options{})
 	var stop atomic.Bool
 	var flooders sync.WaitGroup

@@ -15,6 +15,7 @@ import (
 // Two clients fighting over one client id, each reconnecting as soon as it
 // is thrown out (the seed's warning), must not crash, deadlock or leak.
 func TestTakeoverFight(t *testing.T) {
+	// Serial: it counts the goroutines of the whole process.
 	for _, v := range []packet.Version{packet.V311, packet.V5} {
 		t.Run(v.String(), func(t *testing.T) {
 			s, addr := startServer(t, Options{})
@@ -52,6 +53,7 @@ func TestTakeoverFight(t *testing.T) {
 // Takeover sends MQTT 5 clients DISCONNECT 0x8E [MQTT-3.1.4-3] and the new
 // connection inherits the persistent session.
 func TestTakeoverInheritsSession(t *testing.T) {
+	t.Parallel()
 	_, addr := startServer(t, Options{})
 	a := dial(t, addr, packet.V5)
 	conn := &packet.Connect{ClientID: "phone", KeepAlive: 30}
@@ -82,6 +84,7 @@ func TestTakeoverInheritsSession(t *testing.T) {
 // Shutdown sends MQTT 5 clients DISCONNECT 0x8B, closes every connection
 // and makes Serve return ErrServerClosed.
 func TestShutdownDisconnectsClients(t *testing.T) {
+	t.Parallel()
 	s, err := New(Options{SysInterval: -1, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -118,6 +121,7 @@ func serveOn(t *testing.T, s *Server) (chan error, string) {
 // A session with expiry 0 ends when its connection is taken over, so the
 // new connection does not resume it even without clean start.
 func TestTakeoverOfExpiryZeroSession(t *testing.T) {
+	t.Parallel()
 	for _, v := range []packet.Version{packet.V311, packet.V5} {
 		t.Run(v.String(), func(t *testing.T) {
 			_, addr := startServer(t, Options{})
@@ -143,6 +147,7 @@ func TestTakeoverOfExpiryZeroSession(t *testing.T) {
 // the new connection cancels the will [MQTT-3.1.3-9]. (The old connection
 // now settles before attach decides: settleTakeover.)
 func TestTakeoverOfSilentClientPublishesWill(t *testing.T) {
+	t.Parallel()
 	s, addr := startServer(t, Options{})
 	w := dial(t, addr, packet.V5)
 	w.Connect(&packet.Connect{ClientID: "watch", CleanStart: true})

@@ -14,6 +14,7 @@ import (
 )
 
 func TestIPLimitsAdmit(t *testing.T) {
+	t.Parallel()
 	now := time.Unix(1000, 0)
 	ip := netip.MustParseAddr("192.0.2.1")
 	l := newIPLimits(2, 0)
@@ -57,6 +58,7 @@ func fail(l *ipLimits, k authKey, now time.Time) time.Duration {
 }
 
 func TestAuthFailureDelay(t *testing.T) {
+	t.Parallel()
 	now := time.Unix(1000, 0)
 	k := authKey{ip: netip.MustParseAddr("192.0.2.1")}
 	l := newIPLimits(0, 0)
@@ -89,6 +91,7 @@ func TestAuthFailureDelay(t *testing.T) {
 // A guesser spreading one username over many addresses is slowed by the
 // username's count; other usernames from the same addresses are not.
 func TestAuthFailurePerUsername(t *testing.T) {
+	t.Parallel()
 	now := time.Unix(1000, 0)
 	l := newIPLimits(0, 0)
 	for i := range authFreeTries {
@@ -115,6 +118,7 @@ func TestAuthFailurePerUsername(t *testing.T) {
 
 // IPv6 addresses are counted per /64: one subscriber's prefix.
 func TestAuthFailureIPv6Prefix(t *testing.T) {
+	t.Parallel()
 	now := time.Unix(1000, 0)
 	l := newIPLimits(0, 0)
 	for i := range authFreeTries {
@@ -132,6 +136,7 @@ func TestAuthFailureIPv6Prefix(t *testing.T) {
 // At most authMaxHeld attempts per username wait at once; more are refused
 // unchecked until one finishes.
 func TestAuthFailureHeldCap(t *testing.T) {
+	t.Parallel()
 	now := time.Unix(1000, 0)
 	l := newIPLimits(0, 0)
 	for i := range authFreeTries {
@@ -162,6 +167,7 @@ func TestAuthFailureHeldCap(t *testing.T) {
 // Spraying made-up usernames cannot grow the table past its cap, nor push
 // a throttled username out of the throttle.
 func TestAuthFailureTableBounded(t *testing.T) {
+	t.Parallel()
 	now := time.Unix(1000, 0)
 	l := newIPLimits(0, 0)
 	l.auth = newAuthThrottle(100)
@@ -194,6 +200,8 @@ func TestAuthFailureTableBounded(t *testing.T) {
 // addresses hold the next CONNECT for it, even with the right password,
 // while another username is answered at once.
 func TestAuthThrottleUsernameAcrossAddresses(t *testing.T) {
+	// Serial: it bounds how long each free attempt takes (500 ms),
+	// which tests beside it would stretch.
 	_, addr := startServer(t, Options{Authenticator: AuthenticatorFunc(func(_ context.Context, c *ClientInfo) error {
 		if string(c.Password) == "right" {
 			return nil
@@ -229,6 +237,7 @@ func TestAuthThrottleUsernameAcrossAddresses(t *testing.T) {
 }
 
 func TestMaxConnectionsPerIP(t *testing.T) {
+	t.Parallel()
 	_, addr := startServer(t, Options{MaxConnectionsPerIP: 1})
 	a := dial(t, addr, packet.V311)
 	a.Connect(&packet.Connect{ClientID: "a", CleanStart: true})
@@ -240,6 +249,7 @@ func TestMaxConnectionsPerIP(t *testing.T) {
 }
 
 func TestMaxSubscriptions(t *testing.T) {
+	t.Parallel()
 	_, addr := startServer(t, Options{MaxSubscriptions: 2})
 	c := dial(t, addr, packet.V5)
 	c.Connect(&packet.Connect{ClientID: "s", CleanStart: true})
@@ -252,6 +262,7 @@ func TestMaxSubscriptions(t *testing.T) {
 }
 
 func TestPublishRate(t *testing.T) {
+	t.Parallel()
 	_, addr := startServer(t, Options{PublishRate: 5})
 	c := dial(t, addr, packet.V5)
 	c.Connect(&packet.Connect{ClientID: "fast", CleanStart: true})
@@ -269,6 +280,8 @@ func TestPublishRate(t *testing.T) {
 }
 
 func TestAuthFailureThrottleEndsAtShutdown(t *testing.T) {
+	// Serial: it bounds how long Shutdown takes (2 s), which tests
+	// beside it would stretch.
 	s, addr := startServer(t, Options{Authenticator: AuthenticatorFunc(func(context.Context, *ClientInfo) error {
 		return ErrBadCredentials
 	})})

@@ -42,6 +42,7 @@ func nextPublish(t *testing.T, c *mqtttest.Client) *packet.Publish {
 // $share name), and taken off the topics delivered to them, retained ones
 // included; they see nothing outside their tree.
 func TestMountPoint(t *testing.T) {
+	t.Parallel()
 	s, plainAddr := startServer(t, Options{Listeners: map[string]ListenerPolicy{"tenant": {MountPoint: "tenants/a/"}}})
 	addr := serveNamed(t, s, "tenant")
 
@@ -97,6 +98,7 @@ func TestMountPoint(t *testing.T) {
 // A mount point with a wildcard is refused: it would make filters of the
 // client's topics.
 func TestMountPointRefused(t *testing.T) {
+	t.Parallel()
 	if _, err := New(Options{Listeners: map[string]ListenerPolicy{"x": {MountPoint: "a/+/"}}}); err == nil {
 		t.Fatal("mount point a/+/ accepted")
 	}
@@ -106,6 +108,7 @@ func TestMountPointRefused(t *testing.T) {
 // message is not routed, its QoS flow completes (0x83 for MQTT 5, as
 // mosquitto answers), and the connection stays open.
 func TestMaxPayloadSize(t *testing.T) {
+	t.Parallel()
 	_, addr := startServer(t, Options{MaxPayloadSize: 10})
 	sub := dial(t, addr, packet.V311)
 	sub.Connect(&packet.Connect{ClientID: "sub", CleanStart: true})
@@ -135,6 +138,7 @@ func TestMaxPayloadSize(t *testing.T) {
 // Options.PersistentSessionExpiry (mosquitto's persistent_client_expiration)
 // ends a 3.1.1 session with Clean Session 0 that stayed offline that long.
 func TestPersistentSessionExpiry(t *testing.T) {
+	t.Parallel()
 	s, addr := startServer(t, Options{PersistentSessionExpiry: 1})
 	c := dial(t, addr, packet.V311)
 	c.Connect(&packet.Connect{ClientID: "p", CleanStart: false})
@@ -152,6 +156,7 @@ func TestPersistentSessionExpiry(t *testing.T) {
 // does not assign ids; assigned ids start with the prefix; a listener's
 // policy overrides both.
 func TestEmptyClientID(t *testing.T) {
+	t.Parallel()
 	s, addr := startServer(t, Options{RefuseEmptyClientID: true, AutoIDPrefix: "auto-",
 		Listeners: map[string]ListenerPolicy{"open": {ClientIDs: true, AutoIDPrefix: "open-"}}})
 	for v, code := range map[packet.Version]packet.ReasonCode{packet.V5: packet.ClientIdentifierNotValid, packet.V311: packet.Connack311IdentifierRejected} {
@@ -172,6 +177,7 @@ func TestEmptyClientID(t *testing.T) {
 // are capped too; a will above it is refused with 0x9B and a PUBLISH
 // above it ends the connection with DISCONNECT 0x9B.
 func TestListenerMaxQoS(t *testing.T) {
+	t.Parallel()
 	s, _ := startServer(t, Options{Listeners: map[string]ListenerPolicy{"q0": {LimitQoS: true, MaxQoS: 0}}})
 	addr := serveNamed(t, s, "q0")
 	c := dial(t, addr, packet.V5)
@@ -206,6 +212,7 @@ func TestListenerMaxQoS(t *testing.T) {
 // clients sending one id but different usernames do not take over each
 // other; a client without a username is refused (0x87).
 func TestUsernameAsClientID(t *testing.T) {
+	t.Parallel()
 	s, _ := startServer(t, Options{Listeners: map[string]ListenerPolicy{"u": {UsernameAsClientID: true}}})
 	addr := serveNamed(t, s, "u")
 	a := dial(t, addr, packet.V311)
@@ -229,6 +236,7 @@ func TestUsernameAsClientID(t *testing.T) {
 // clientid_prefixes: ids that do not start with the prefix are refused
 // with 0x87 (3.1.1: 5).
 func TestClientIDPrefix(t *testing.T) {
+	t.Parallel()
 	_, addr := startServer(t, Options{ClientIDPrefix: "secure-"})
 	c := dial(t, addr, packet.V311)
 	c.Send(&packet.Connect{ProtocolVersion: packet.V311, ClientID: "mqtt", CleanStart: true})
@@ -243,6 +251,7 @@ func TestClientIDPrefix(t *testing.T) {
 // third 60-byte message waits behind two under a 100-byte limit until an
 // acknowledgement; a message larger than the limit goes out alone.
 func TestMaxInflightBytes(t *testing.T) {
+	t.Parallel()
 	_, addr := startServer(t, Options{MaxInflightBytes: 100})
 	sub := dial(t, addr, packet.V311)
 	sub.Connect(&packet.Connect{ClientID: "slow", CleanStart: true})
@@ -279,6 +288,7 @@ func TestMaxInflightBytes(t *testing.T) {
 // max_topic_alias); 0: CONNACK has none and an alias is a protocol error
 // (DISCONNECT 0x94) [MQTT-3.2.2-17, MQTT-3.3.2-9].
 func TestListenerTopicAliases(t *testing.T) {
+	t.Parallel()
 	s, addr := startServer(t, Options{TopicAliasMaximum: 10, Listeners: map[string]ListenerPolicy{"none": {LimitAliases: true}}})
 	if ack := dial(t, addr, packet.V5).Connect(&packet.Connect{ClientID: "a", CleanStart: true}); ack.Properties.TopicAliasMaximum != 10 {
 		t.Fatalf("Topic Alias Maximum %d, want 10", ack.Properties.TopicAliasMaximum)
@@ -304,6 +314,7 @@ func TestListenerTopicAliases(t *testing.T) {
 // message reaches a new subscriber only while its publisher may still
 // publish on its topic.
 func TestCheckRetainSource(t *testing.T) {
+	t.Parallel()
 	var revoked atomic.Bool
 	authz := AuthorizerFunc(func(_ context.Context, c *ClientInfo, act Action, topic string) bool {
 		return !(act == ActionPublish && c.Username == "alice" && revoked.Load())

@@ -13,6 +13,7 @@ import (
 // that grows it past its 112-byte allocation class costs a million
 // retained messages 16 MiB or more. Grow it only on purpose.
 func TestMessageSize(t *testing.T) {
+	t.Parallel()
 	if n := unsafe.Sizeof(Message{}); n > 112 {
 		t.Errorf("Message is %d bytes, want at most 112", n)
 	}
@@ -23,6 +24,7 @@ func TestMessageSize(t *testing.T) {
 // idle connection 32 or 16 bytes more (broker/DESIGN.md, "Memory per
 // connection"). Move rarely used fields to a side struct instead.
 func TestConnSessionSize(t *testing.T) {
+	t.Parallel()
 	if n := unsafe.Sizeof(conn{}); n > 288 {
 		t.Errorf("conn is %d bytes, want at most 288", n)
 	}

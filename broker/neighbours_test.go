@@ -52,6 +52,7 @@ func (g *gate) open() {
 // (DESIGN.md, lock order). Before, the Authorizer ran inside the store's
 // read lock and the publisher's PUBACK waited for it.
 func TestRetainedDeliveryHoldsNoLockWhileAuthorizing(t *testing.T) {
+	t.Parallel()
 	g := newGate("sub")
 	s, addr := startServer(t, Options{Authorizer: g})
 	t.Cleanup(g.open)
@@ -92,6 +93,7 @@ func TestRetainedDeliveryHoldsNoLockWhileAuthorizing(t *testing.T) {
 // The reason string of a DISCONNECT names the normative statement broken,
 // or none; never a made-up "MQTT-x.y.z-?".
 func TestDisconnectReasonRules(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		opts Options
@@ -132,6 +134,7 @@ func TestDisconnectReasonRules(t *testing.T) {
 // authenticated are refused with 0x89 Server busy instead of all passing the
 // check and taking the broker over its limit.
 func TestMaxConnectionsBurst(t *testing.T) {
+	t.Parallel()
 	const limit, burst = 3, 12
 	var mu sync.Mutex
 	entered := 0
@@ -220,6 +223,7 @@ func TestMaxConnectionsBurst(t *testing.T) {
 // the first 10 of 10,000 cost a fraction of listing them all (before, every
 // match was collected and sorted, and the limit applied after).
 func TestRetainedListingStopsEarly(t *testing.T) {
+	// Serial: it measures the whole process's allocations.
 	s, _ := startServer(t, Options{})
 	for i := range 50 {
 		for j := range 200 {
@@ -294,6 +298,7 @@ func (a *heldAuthz) Cached(c *ClientInfo, act Action, topic string) (bool, bool)
 // subscriber gets what it may receive, in order, QoS 0 included, and not
 // what it may not.
 func TestReceiveCheckOffPublisherPath(t *testing.T) {
+	t.Parallel()
 	az := &heldAuthz{gate: newGate("slow"), answers: map[string]bool{}}
 	_, addr := startServer(t, Options{Authorizer: az})
 	t.Cleanup(az.gate.open)
@@ -379,6 +384,7 @@ func (st *sessionStore) Load() (*StoredState, error) {
 // rules may have changed. Messages for a restored session whose client has
 // not come back yet are checked when it does (who it is was not known).
 func TestRestoredQueueChecked(t *testing.T) {
+	t.Parallel()
 	msg := func(topic string) *Message {
 		return &Message{ID: 1, Topic: topic, Payload: []byte(topic), QoS: 1}
 	}
@@ -440,6 +446,7 @@ func (a *countingHeld) Cached(*ClientInfo, Action, string) (bool, bool) { return
 // Retained messages whose receive checks must be asked are asked askAhead
 // at a time, not one after the other, and all delivered.
 func TestReceiveChecksAskedAhead(t *testing.T) {
+	t.Parallel()
 	az := &countingHeld{release: make(chan struct{})}
 	s, addr := startServer(t, Options{Authorizer: az})
 	released := false
@@ -499,6 +506,7 @@ func (a *userHeld) Cached(*ClientInfo, Action, string) (bool, bool) { return fal
 // An answer that comes after the session was taken over by a connection of
 // another user is not used: the new user is asked about.
 func TestReceiveCheckAnswerForOldConnectionIgnored(t *testing.T) {
+	t.Parallel()
 	az := &userHeld{gate: newGate("c")}
 	s, addr := startServer(t, Options{Authorizer: az})
 	t.Cleanup(az.gate.open)
@@ -542,6 +550,7 @@ func (panicky) Cached(*ClientInfo, Action, string) (bool, bool) { return false, 
 // A panic in a receive check asked off the publisher's path is recovered,
 // logged and refuses the message; the broker goes on.
 func TestReceiveCheckPanicRecovered(t *testing.T) {
+	t.Parallel()
 	s, addr := startServer(t, Options{Authorizer: panicky{}})
 	var panics atomic.Int32
 	s.onPanic = func(any) { panics.Add(1) }

@@ -77,6 +77,7 @@ var _ OriginForwarder = (*originCluster)(nil)
 // once confirmed, the id is journalled as routed, and a resend is
 // answered PUBREC without routing [MQTT-4.3.3-10].
 func TestQoS2OriginResend(t *testing.T) {
+	t.Parallel()
 	st := &idLog{}
 	cl := &originCluster{store: st}
 	_, addr := startServer(t, Options{Store: st, Cluster: cl})
@@ -124,6 +125,7 @@ func TestQoS2OriginResend(t *testing.T) {
 // TestOriginRingBounded: a session remembers the last seenMax Origins, and
 // its list comes out oldest first.
 func TestOriginRingBounded(t *testing.T) {
+	t.Parallel()
 	var r originRing
 	for h := uint64(1); h <= seenMax+10; h++ {
 		if !r.add(h) {
@@ -145,6 +147,7 @@ func TestOriginRingBounded(t *testing.T) {
 // TestOriginSeenExpires: a server forgets the groups an Origin reached
 // after originTTL and beyond originMax Origins.
 func TestOriginSeenExpires(t *testing.T) {
+	t.Parallel()
 	var s originSeen
 	if !s.first("o", "g") || s.first("o", "g") || !s.first("o", "h") {
 		t.Fatal("first per group")
@@ -170,6 +173,7 @@ func TestOriginSeenExpires(t *testing.T) {
 // same Origin once, also when this node has forgotten serving it (a
 // restart: the table is cleared here) but a member has the message.
 func TestQoS2OriginGroupOnce(t *testing.T) {
+	t.Parallel()
 	st := &idLog{}
 	cl := &originCluster{store: st}
 	srv, addr := startServer(t, Options{Store: st, Cluster: cl})
@@ -208,6 +212,7 @@ func TestQoS2OriginGroupOnce(t *testing.T) {
 // that its confirmation waits for the copy to be durable (the first
 // routing's publisher may have given up before).
 func TestOriginSkipWaitsForTheCopy(t *testing.T) {
+	t.Parallel()
 	ss := &session{}
 	h := Origin{ClientID: "p", PacketID: 1, Nonce: 7}.Hash()
 	if first, _ := ss.firstOrigin(h); !first {

@@ -46,6 +46,7 @@ func waitParked(t *testing.T, s *Server, n int) {
 // Parked connections wake for every kind of traffic, in both directions,
 // round after round, and park again.
 func TestParkedConnectionsServe(t *testing.T) {
+	t.Parallel()
 	s, addr := startServer(t, Options{})
 	for _, v := range []packet.Version{packet.V311, packet.V5} {
 		sub := dial(t, addr, v)
@@ -88,6 +89,7 @@ func TestParkedConnectionsServe(t *testing.T) {
 // A parked connection still ends when its keep alive runs out, and its will
 // is published.
 func TestParkedKeepAliveExpires(t *testing.T) {
+	t.Parallel()
 	s, addr := startServer(t, Options{})
 	w := dial(t, addr, packet.V5)
 	w.Connect(&packet.Connect{ClientID: "w", CleanStart: true})
@@ -112,6 +114,7 @@ func TestParkedKeepAliveExpires(t *testing.T) {
 // Takeover, a client closing its socket and Shutdown all reach parked
 // connections.
 func TestParkedConnectionsEnd(t *testing.T) {
+	// Serial: it counts the goroutines of the whole process.
 	s, addr := startServer(t, Options{})
 	old := dial(t, addr, packet.V5)
 	old.Connect(&packet.Connect{ClientID: "dup", CleanStart: true})
@@ -156,6 +159,7 @@ func TestParkedConnectionsEnd(t *testing.T) {
 // the window). With one P the poller's hand-off alone decides the order, so
 // the outcome here is deterministic: every round must deliver.
 func TestParkedConnectionsWakeInArrivalOrder(t *testing.T) {
+	// Serial: it sets GOMAXPROCS, which is the whole process's.
 	if !parkingSupported {
 		// The order comes from the poller; unparked connections wait in
 		// Go's netpoller, which promises none (DESIGN.md).
@@ -204,6 +208,7 @@ func TestParkedConnectionsWakeInArrivalOrder(t *testing.T) {
 // other threads' work on a loaded machine (the race detector's, the
 // monitor taking the P during a write), so a few inversions are allowed.
 func TestUnparkedConnectionsWakeInArrivalOrder(t *testing.T) {
+	// Serial: it sets GOMAXPROCS, which is the whole process's.
 	if !rawReadingSupported {
 		t.Skip("readers wait through the conn's own Read here: no wake-up is seen")
 	}

@@ -20,6 +20,7 @@ import (
 // records arrive in one segment, the first is read, and readPending must
 // still return the second.
 func TestReadPendingSeesRecordsTLSHolds(t *testing.T) {
+	t.Parallel()
 	srvConf, cliConf := tlsPair(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 // QoS; each copy must still carry its own packet identifier and complete its
 // own QoS flow.
 func TestFanOutSharedEncoding(t *testing.T) {
+	t.Parallel()
 	_, addr := startServer(t, Options{})
 	var subs []*mqtttest.Client
 	for i, v := range []packet.Version{packet.V311, packet.V5, packet.V5, packet.V311, packet.V31} {
@@ -61,6 +62,7 @@ func TestFanOutSharedEncoding(t *testing.T) {
 // A persistent session collects QoS 1 and 2 messages while offline and gets
 // them, in order, after reconnecting; QoS 0 is not queued by default.
 func TestOfflineQueue(t *testing.T) {
+	t.Parallel()
 	for _, v := range []packet.Version{packet.V311, packet.V5} {
 		t.Run(v.String(), func(t *testing.T) {
 			_, addr := startServer(t, Options{})
@@ -106,6 +108,7 @@ func TestOfflineQueue(t *testing.T) {
 // One client with overlapping subscriptions gets one copy at the highest
 // granted QoS, carrying every subscription identifier (MQTT 5).
 func TestOverlappingSubscriptions(t *testing.T) {
+	t.Parallel()
 	_, addr := startServer(t, Options{})
 	c := dial(t, addr, packet.V5)
 	c.Connect(&packet.Connect{ClientID: "o", CleanStart: true})
@@ -140,6 +143,7 @@ func TestOverlappingSubscriptions(t *testing.T) {
 // first message on a topic carries topic and alias, later ones the alias
 // alone; topics beyond the maximum go without alias [MQTT-3.3.2-17..].
 func TestOutboundTopicAlias(t *testing.T) {
+	t.Parallel()
 	_, addr := startServer(t, Options{})
 	c := dial(t, addr, packet.V5)
 	cp := &packet.Connect{ClientID: "alias", CleanStart: true}

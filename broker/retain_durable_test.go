@@ -14,6 +14,7 @@ import (
 // read, then taken back. The publisher's PUBACK already waited for the
 // sync; the reader's copy did not.
 func TestRetainedServedOnceDurable(t *testing.T) {
+	t.Parallel()
 	g := newGatedStore()
 	g.released = true
 	_, addr := startServer(t, Options{Store: g})

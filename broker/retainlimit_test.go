@@ -21,6 +21,7 @@ func retainedMsg(topic, payload string) *Message {
 // replacement that grows the byte total past the limit, which clears the
 // topic instead. $SYS is neither limited nor counted.
 func TestRetainerLimits(t *testing.T) {
+	t.Parallel()
 	type step struct {
 		topic, payload string
 		err            error
@@ -87,6 +88,7 @@ func TestRetainerLimits(t *testing.T) {
 // What the store is told: a refused new topic changes nothing, a refused
 // replacement deletes the old message.
 func TestRetainerLimitsStoreOps(t *testing.T) {
+	t.Parallel()
 	log := &opLog{}
 	r := newRetainer(log)
 	lim := retainLimits{count: 1, bytes: 5}
@@ -113,6 +115,7 @@ func TestRetainerLimitsStoreOps(t *testing.T) {
 // Properties count towards the byte limit, so they cannot carry what the
 // payload may not; expired messages removed by match leave the totals.
 func TestRetainedSizeAndExpiry(t *testing.T) {
+	t.Parallel()
 	m := retainedMsg("t", "pp")
 	m.Props = &packet.Properties{ContentType: "ct", ResponseTopic: "rt", CorrelationData: []byte("cd"),
 		User: []packet.UserProperty{{Key: "k", Value: "vv"}}}
@@ -137,6 +140,7 @@ func TestRetainedSizeAndExpiry(t *testing.T) {
 // Over MaxRetained a retained PUBLISH is still delivered; only keeping it is
 // refused. Replacing and clearing keep working, and clearing makes room.
 func TestRetainedLimitDeliversButDoesNotKeep(t *testing.T) {
+	t.Parallel()
 	for _, v := range []packet.Version{packet.V311, packet.V5} {
 		t.Run(v.String(), func(t *testing.T) {
 			s, addr := startServer(t, Options{MaxRetained: 2})
@@ -194,6 +198,7 @@ func TestRetainedLimitDeliversButDoesNotKeep(t *testing.T) {
 // ends the QoS 2 exchange, so its packet id is free again at once. 3.1.1
 // publishers, which cannot be told, get the plain acknowledgement.
 func TestRetainedLimitReasonCodes(t *testing.T) {
+	t.Parallel()
 	s, addr := startServer(t, Options{MaxRetained: 1})
 	pub := dial(t, addr, packet.V5)
 	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
@@ -274,6 +279,7 @@ func (st *retainedStore) Load() (*StoredState, error) {
 // Retained messages restored at start-up count towards the limits but are
 // all kept, with a warning, when they are over them.
 func TestRetainedRestoreOverLimit(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		opts     Options
@@ -325,6 +331,7 @@ func TestRetainedRestoreOverLimit(t *testing.T) {
 // Refusals are logged the first time and every 1000th, and published under
 // $SYS, whose own retained messages are exempt.
 func TestRetainedRefusedLogAndSys(t *testing.T) {
+	t.Parallel()
 	logs := &mqtttest.LogBuffer{}
 	s, err := New(Options{MaxRetained: 1, Logger: slog.New(slog.NewTextHandler(logs, nil)), SysInterval: -1, ExpirySweep: -1})
 	if err != nil {
@@ -355,6 +362,7 @@ func TestRetainedRefusedLogAndSys(t *testing.T) {
 }
 
 func TestRetainedLimitDefaults(t *testing.T) {
+	t.Parallel()
 	o := DefaultOptions()
 	if o.MaxRetained != 1000000 || o.MaxRetainedBytes != 1<<30 {
 		t.Errorf("defaults %d, %d; want 1000000, 1 GiB", o.MaxRetained, o.MaxRetainedBytes)

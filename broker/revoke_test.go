@@ -17,6 +17,7 @@ import (
 // sent and unacknowledged is resent [MQTT-4.4.0-1]: its delivery had
 // started.
 func TestRevokedReceiveAtDelivery(t *testing.T) {
+	t.Parallel()
 	var revoked atomic.Bool
 	log := &opLog{}
 	s, addr := startServer(t, Options{Store: log, Authorizer: AuthorizerFunc(

@@ -75,6 +75,7 @@ func queued(ss *session) []string {
 // QoS 0 messages make room if they can, otherwise the new message is
 // dropped; every drop is counted and deleted from the store.
 func TestQueueByteLimit(t *testing.T) {
+	t.Parallel()
 	type item struct {
 		topic string
 		qos   packet.QoS
@@ -126,6 +127,7 @@ func TestQueueByteLimit(t *testing.T) {
 // the rest in order, deletes what it removed from the store, and stops at
 // its budget to continue with the sessions it did not get to.
 func TestSweepExpired(t *testing.T) {
+	t.Parallel()
 	s, ss, log := offlineSession(t, Options{})
 	now := time.Now()
 	for i, ttl := range []time.Duration{0, time.Second, 0, time.Hour, time.Second} {
@@ -205,6 +207,7 @@ func (g *gatedStore) Wait(t Ticket) error {
 // PUBLISH does not (a crash could only repeat it), a QoS 2 PUBLISH does (a
 // crash must not send it again under another packet id).
 func TestDurabilityWaits(t *testing.T) {
+	t.Parallel()
 	for _, qos := range []packet.QoS{1, 2} {
 		t.Run(string(rune('0'+qos)), func(t *testing.T) {
 			g := newGatedStore()

@@ -77,6 +77,7 @@ func shutdownPeak(t *testing.T, s *Server, bound int) (error, int, string) {
 // 0x8B before the end of the stream, 3.1.1 clients a plain close, and
 // every session is recorded offline in the store.
 func TestShutdownEndsParkedConnections(t *testing.T) {
+	// Serial: it counts the goroutines of the whole process.
 	if !parkingSupported {
 		t.Skip("nothing parks in this build (-tags roost_portable or not Linux)")
 	}
@@ -132,6 +133,7 @@ func TestShutdownEndsParkedConnections(t *testing.T) {
 // one) instead of making the close a reset; and clients that hang up at
 // once let Shutdown return before the linger bound would have.
 func TestShutdownParkedClientsTalkingBack(t *testing.T) {
+	t.Parallel()
 	if !parkingSupported {
 		t.Skip("nothing parks in this build (-tags roost_portable or not Linux)")
 	}
@@ -189,6 +191,7 @@ func lone[T packet.Packet](got []packet.Packet) (T, bool) {
 // its client sends meanwhile must not make the poller end it a second time
 // (a negative WaitGroup count before the fix).
 func TestShutdownParkedWithOutputWaiting(t *testing.T) {
+	t.Parallel()
 	if !parkingSupported {
 		t.Skip("nothing parks in this build (-tags roost_portable or not Linux)")
 	}

@@ -28,6 +28,7 @@ func (f *fullStore) Healthy() error {
 // A full store makes the broker refuse QoS 1/2 publishes with 0x97 (3.1.1
 // publishers are disconnected), keep QoS 0 flowing, and recover.
 func TestStoreFullRefusesQoS(t *testing.T) {
+	t.Parallel()
 	st := &fullStore{}
 	st.full.Store(true)
 	_, addr := startServer(t, Options{Store: st})
@@ -60,6 +61,7 @@ func TestStoreFullRefusesQoS(t *testing.T) {
 // sessions connect and QoS 0 flows; persistent sessions connect again once
 // the store recovers.
 func TestStoreFullRefusesPersistentSessions(t *testing.T) {
+	t.Parallel()
 	st := &fullStore{}
 	st.full.Store(true)
 	_, addr := startServer(t, Options{Store: st})
@@ -115,6 +117,7 @@ func (s *closeStore) Close() error { s.closed.Store(true); return nil }
 // Shutdown closes the store, with its final sync, even when its context
 // has expired while connections were still ending.
 func TestShutdownExpiredClosesStore(t *testing.T) {
+	t.Parallel()
 	st := &closeStore{}
 	srv, addr := startServer(t, Options{Store: st})
 	for i := range 3 {
@@ -151,6 +154,7 @@ func (s *failStore) Wait(Ticket) error {
 // delivered twice): the connection closes (MQTT 5: DISCONNECT 0x80), and
 // the session sends it on the next one.
 func TestStoreWaitFailureHoldsQoS2Delivery(t *testing.T) {
+	t.Parallel()
 	st := &failStore{}
 	_, addr := startServer(t, Options{Store: st})
 	expiry := packet.Properties{Present: 1 << packet.PropSessionExpiry, SessionExpiry: 300}

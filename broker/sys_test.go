@@ -18,6 +18,7 @@ import (
 // panics at every tick after the first and the subscriber's connection
 // still serves.
 func TestSysPanicRecovered(t *testing.T) {
+	t.Parallel()
 	var sysPanics atomic.Int32 // recovered in publishSys, the loop's own
 	var armed atomic.Bool      // once the SUBSCRIBE has been handled whole
 	authz := AuthorizerFunc(func(_ context.Context, _ *ClientInfo, act Action, topic string) bool {

@@ -22,6 +22,7 @@ import (
 // reading the PUBLISH and handling it for longer, as a loaded machine can,
 // so the takeover goes ahead without it and the order is certain.
 func TestTakenOverReaderRoutesNoQoS2(t *testing.T) {
+	t.Parallel()
 	s, err := New(Options{Logger: slog.New(slog.DiscardHandler), SysInterval: -1})
 	if err != nil {
 		t.Fatal(err)

@@ -99,6 +99,7 @@ func startFatal(t *testing.T) (string, *mqtttest.LogBuffer) {
 // once dropped every client when the CONNECT deadline, left armed after
 // CONNACK, fired.)
 func TestFatalTimeoutConnLasts(t *testing.T) {
+	t.Parallel()
 	addr, logs := startFatal(t)
 	const keepAlive = 1 // second: 1.5 s without a packet ends a client
 	for _, v := range []packet.Version{packet.V311, packet.V5} {
@@ -161,6 +162,7 @@ func TestFatalTimeoutConnLasts(t *testing.T) {
 // still has its keep alive enforced: a client that sends nothing after
 // CONNACK is closed once 1.5x its keep alive passed, and not before.
 func TestFatalTimeoutConnKeepAlive(t *testing.T) {
+	t.Parallel()
 	addr, _ := startFatal(t)
 	c := dial(t, addr, packet.V5)
 	c.Connect(&packet.Connect{ClientID: "silent", CleanStart: true, KeepAlive: 1})
@@ -181,6 +183,7 @@ func TestFatalTimeoutConnKeepAlive(t *testing.T) {
 // TestFatalTimeoutConnConnectTimeout checks the connect timeout on a conn
 // with fatal timeouts: a client that never sends CONNECT is closed.
 func TestFatalTimeoutConnConnectTimeout(t *testing.T) {
+	t.Parallel()
 	addr, _ := startFatal(t)
 	c := dial(t, addr, packet.V5)
 	c.ExpectClosed(10 * time.Second)

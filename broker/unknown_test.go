@@ -43,6 +43,7 @@ var persist = packet.Properties{Present: 1 << packet.PropSessionExpiry, SessionE
 // second delivery. (A store that refuses up front is answered 0x97:
 // TestStoreFullRefusesQoS.)
 func TestStoreWaitFailureOutcomeUnknown(t *testing.T) {
+	t.Parallel()
 	for _, v := range []packet.Version{packet.V5, packet.V311} {
 		t.Run(fmt.Sprint("v", v), func(t *testing.T) {
 			st := &failStore{}
@@ -136,6 +137,7 @@ func (u *unconfirmedCluster) Forward(m *Message) (int, func() error) {
 // (3.1.1: a close). The QoS 2 id stays in the persistent session, so the
 // DUP resend on the same node is answered without routing it again.
 func TestForwardUnconfirmedOutcomeUnknown(t *testing.T) {
+	t.Parallel()
 	for _, v := range []packet.Version{packet.V5, packet.V311} {
 		t.Run(fmt.Sprint("v", v), func(t *testing.T) {
 			cl := &unconfirmedCluster{}

@@ -17,6 +17,7 @@ import (
 // connects again. The DISCONNECT must count (no will), as it does for a
 // reader that was not held back (settleTakeover, readPending).
 func TestHeldReaderSeesDisconnectAtTakeover(t *testing.T) {
+	t.Parallel()
 	s, addr := startServer(t, Options{})
 	watcher, pub := watchWills(t, addr)
 	for i := range 30 {

@@ -17,6 +17,7 @@ import (
 // (Seen with mosquitto_sub -C, which disconnects as soon as it has its
 // count while messages keep coming.)
 func TestDisconnectBeforeWriteFailure(t *testing.T) {
+	t.Parallel()
 	s, addr := startServer(t, Options{})
 	watcher, pub := watchWills(t, addr)
 	var stop atomic.Bool
@@ -75,6 +76,7 @@ func TestDisconnectBeforeWriteFailure(t *testing.T) {
 // DISCONNECT (its kernel resets the connection, deliveries unread) is a
 // lost connection: its will is published at once, parked or not.
 func TestWriteFailureWithoutDisconnect(t *testing.T) {
+	t.Parallel()
 	_, addr := startServer(t, Options{})
 	watcher, pub := watchWills(t, addr)
 	for i := range 4 {

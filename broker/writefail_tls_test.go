@@ -27,6 +27,7 @@ import (
 // (a PINGREQ, then the DISCONNECT), not just one more, before it ends the
 // connection: the client left cleanly and its will must not be published.
 func TestDisconnectBeforeWriteFailureTLS(t *testing.T) {
+	t.Parallel()
 	srvConf, cliConf := tlsPair(t)
 	slow := AuthorizerFunc(func(_ context.Context, _ *ClientInfo, act Action, topic string) bool {
 		if act == ActionSubscribe && strings.HasPrefix(topic, "slow/") {

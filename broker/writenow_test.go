@@ -17,6 +17,7 @@ import (
 // once and in order, whether the publisher sends one packet per read (each
 // answered before the next, so the inline path) or in bursts.
 func TestInlineDeliveriesKeepOrderWhenSocketFills(t *testing.T) {
+	t.Parallel()
 	_, addr := startServer(t, Options{})
 	sub := dial(t, addr, packet.V311)
 	// A small receive buffer (not tiny: below a few KiB the kernel reopens
@@ -69,6 +70,7 @@ func (readThrough) ReadThrough() {}
 // Only wrappers that read through may be looked through for raw reads;
 // TLS never.
 func TestTCPBeneath(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,8 @@ func heapAfterGC() uint64 {
 // them), and the 100 KiB payloads must not stay alive after their handlers
 // returned. Before the copy, the heap kept about 30 MiB after GC here.
 func TestInboundAliasesDoNotPinPayloads(t *testing.T) {
+	// Serial: it measures the whole process's heap, which parallel tests
+	// would fill.
 	const n, size = 300, 100 << 10
 	tg := startRoost(t, broker.Options{MaxPacketSize: 1 << 20})
 	ctx := testCtx(t, 30*time.Second)

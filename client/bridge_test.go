@@ -17,6 +17,7 @@ import (
 // it is subscribed reaches it with RETAIN set (Retain As Published),
 // where a plain 3.1.1 subscriber gets RETAIN 0 [MQTT-3.3.1-9 (3.1.1)].
 func TestBridgeFlagAcceptedAsBridge(t *testing.T) {
+	t.Parallel()
 	for _, name := range []string{"roost", "mosquitto"} {
 		t.Run(name, func(t *testing.T) {
 			var url string
@@ -63,6 +64,7 @@ func TestBridgeFlagAcceptedAsBridge(t *testing.T) {
 // support do, CONNACK 1) is asked again at once with level 4, and later
 // connections stay without the bit: mosquitto's try_private fallback.
 func TestBridgeFlagFallback(t *testing.T) {
+	t.Parallel()
 	srv := newFakeServer(t)
 	c, err := New(Options{Servers: []string{srv.URL()}, Version: packet.V311, Bridge: true, ClientID: "b",
 		Reconnect: Backoff{Min: 10 * time.Millisecond, Max: 10 * time.Millisecond, Jitter: -1}})

@@ -21,6 +21,7 @@ import (
 )
 
 func TestPubSubAllQoS(t *testing.T) {
+	t.Parallel()
 	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
 		ctx := testCtx(t, 20*time.Second)
 		var in inbox
@@ -66,6 +67,7 @@ func TestPubSubAllQoS(t *testing.T) {
 // queue and go out once connected (the seed's "subscribe only after
 // connecting, or it silently fails" does not apply).
 func TestSubscribeAndPublishBeforeConnect(t *testing.T) {
+	t.Parallel()
 	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
 		ctx := testCtx(t, 20*time.Second)
 		var in inbox
@@ -115,6 +117,7 @@ func TestSubscribeAndPublishBeforeConnect(t *testing.T) {
 // was offline arrive; a publish made while the broker was down waits in
 // the offline queue and completes after the restart.
 func TestReconnectResumesSession(t *testing.T) {
+	t.Parallel()
 	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
 		ctx := testCtx(t, 30*time.Second)
 		var in inbox
@@ -199,6 +202,7 @@ func TestReconnectResumesSession(t *testing.T) {
 var kills = 3
 
 func TestKillDuringQoS2(t *testing.T) {
+	t.Parallel()
 	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
 		ctx := testCtx(t, 60*time.Second)
 		var in inbox
@@ -279,6 +283,7 @@ func TestKillDuringQoS2(t *testing.T) {
 // reconnects and every Publish completes on a real PUBCOMP (or fails with
 // the server's reason code); none hangs, none completes on the reconnect.
 func TestCrashDuringQoS2(t *testing.T) {
+	t.Parallel()
 	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
 		ctx := testCtx(t, 60*time.Second)
 		var in inbox
@@ -384,6 +389,7 @@ func TestCrashDuringQoS2(t *testing.T) {
 // of the client's own publishes, nor Disconnect; the messages behind it are
 // delivered in order once it returns.
 func TestBlockingHandler(t *testing.T) {
+	t.Parallel()
 	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
 		ctx := testCtx(t, 30*time.Second)
 		release := make(chan struct{})
@@ -433,6 +439,7 @@ func TestBlockingHandler(t *testing.T) {
 // topic and QoS [MQTT-4.6.0-6], with Publish called from one goroutine
 // without waiting: QoS 1 and 2 all of them, QoS 0 in order (it may drop).
 func TestThousandsInOrder(t *testing.T) {
+	t.Parallel()
 	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
 		ctx := testCtx(t, 60*time.Second)
 		const n = 4500 // 1500 per QoS, interleaved
@@ -509,6 +516,7 @@ func TestThousandsInOrder(t *testing.T) {
 }
 
 func TestPropertiesRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, tg := range []target{startRoost(t, broker.Options{}), startMosquitto(t)} {
 		t.Run(fmt.Sprintf("%T", tg), func(t *testing.T) {
 			ctx := testCtx(t, 20*time.Second)
@@ -545,6 +553,7 @@ func TestPropertiesRoundTrip(t *testing.T) {
 }
 
 func TestRequestResponse(t *testing.T) {
+	t.Parallel()
 	for _, tg := range []target{startRoost(t, broker.Options{}), startMosquitto(t)} {
 		t.Run(fmt.Sprintf("%T", tg), func(t *testing.T) {
 			ctx := testCtx(t, 20*time.Second)
@@ -579,6 +588,8 @@ func TestRequestResponse(t *testing.T) {
 // After Disconnect and Done, no goroutine of the client is left, whatever
 // the transport.
 func TestNoGoroutineLeak(t *testing.T) {
+	// Serial: it counts every goroutine of the client library in the
+	// process, and parallel tests run clients of their own.
 	tg := startRoost(t, broker.Options{})
 	p := newTestPKI(t)
 	urls := roostTransports(t, p)
@@ -646,6 +657,7 @@ func clientGoroutines() []string {
 
 // A handler may call Disconnect.
 func TestDisconnectFromHandler(t *testing.T) {
+	t.Parallel()
 	tg := startRoost(t, broker.Options{})
 	ctx := testCtx(t, 10*time.Second)
 	c := newClient(t, tg.URL(), packet.V5, nil)
@@ -659,6 +671,7 @@ func TestDisconnectFromHandler(t *testing.T) {
 }
 
 func TestStatusEvents(t *testing.T) {
+	t.Parallel()
 	tg := startRoost(t, broker.Options{})
 	ctx := testCtx(t, 10*time.Second)
 	var mu sync.Mutex
@@ -692,6 +705,7 @@ func TestStatusEvents(t *testing.T) {
 }
 
 func TestBackoffDelay(t *testing.T) {
+	t.Parallel()
 	b := Backoff{Min: 100 * time.Millisecond, Max: time.Second, Jitter: 0.5}
 	for _, tt := range []struct {
 		n    int
@@ -716,6 +730,7 @@ func TestBackoffDelay(t *testing.T) {
 // stops the client with the last error. A server that refuses the
 // credentials is retried at Backoff.Max at once.
 func TestReconnectBackoff(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -788,6 +803,7 @@ func TestReconnectBackoff(t *testing.T) {
 // Servers are tried in order: with the first down the client uses the
 // second, and when the second goes down and the first is back, the first.
 func TestFailover(t *testing.T) {
+	t.Parallel()
 	a, b := startRoost(t, broker.Options{}), startRoost(t, broker.Options{})
 	a.Down(t)
 	var mu sync.Mutex

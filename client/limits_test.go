@@ -17,6 +17,7 @@ import (
 // QoS 1 publishes made while the broker is down survive the process (a new
 // Client with the same FileStore sends them) and arrive once it is up.
 func TestFileStoreAcrossRestart(t *testing.T) {
+	t.Parallel()
 	tg := startRoost(t, broker.Options{})
 	ctx := testCtx(t, 20*time.Second)
 	var in inbox
@@ -72,6 +73,7 @@ func TestFileStoreAcrossRestart(t *testing.T) {
 // are honoured: Roost disconnects a client that exceeds the first (0x93)
 // or uses an alias above the last (0x94).
 func TestServerLimits(t *testing.T) {
+	t.Parallel()
 	tg := startRoost(t, broker.Options{ReceiveMaximum: 3, MaxPacketSize: 2048, TopicAliasMaximum: 2})
 	ctx := testCtx(t, 20*time.Second)
 	var in inbox

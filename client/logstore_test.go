@@ -12,6 +12,7 @@ import (
 // rest kept; a file mostly of dead records is compacted without losing
 // the live ones.
 func TestLogStore(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "s.log")
 	s, err := OpenLogStore(path)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 // sends nothing (PUBACKs go in arrival order [MQTT-4.6.0-2]). After a
 // connection loss the unacknowledged message comes again.
 func TestManualAck(t *testing.T) {
+	t.Parallel()
 	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
 		if v != packet.V5 {
 			t.Skip("Receive Maximum is MQTT 5")
@@ -70,6 +71,7 @@ func TestManualAck(t *testing.T) {
 // PublishAsync keeps call order on the wire (one QoS: across QoS levels
 // brokers may reorder), and its tokens complete.
 func TestPublishAsyncOrder(t *testing.T) {
+	t.Parallel()
 	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
 		var in inbox
 		sub := newClient(t, tg.URL(), v, nil)

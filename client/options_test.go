@@ -14,6 +14,7 @@ import (
 // its QoS, retain flag and (MQTT 5) properties, and not after Disconnect.
 // A retained message reaches a later subscriber with Retain set.
 func TestWillAndRetained(t *testing.T) {
+	t.Parallel()
 	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
 		ctx := testCtx(t, 20*time.Second)
 		var in inbox
@@ -105,6 +106,7 @@ func silentServer(t *testing.T, connack bool) string {
 
 // A server that never answers CONNECT fails Connect after ConnectTimeout.
 func TestConnectTimeout(t *testing.T) {
+	t.Parallel()
 	c, err := New(Options{Servers: []string{silentServer(t, false)}, ConnectTimeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -120,6 +122,7 @@ func TestConnectTimeout(t *testing.T) {
 // A server that stops answering is detected by the keep alive: PINGREQ
 // without PINGRESP loses the connection with ErrPingTimeout.
 func TestPingTimeout(t *testing.T) {
+	t.Parallel()
 	lost := make(chan error, 1)
 	newClient(t, silentServer(t, true), packet.V5, func(o *Options) {
 		o.KeepAlive = 200 * time.Millisecond // rounded up to 1s on the wire; the client pings on its own clock
@@ -144,6 +147,7 @@ func TestPingTimeout(t *testing.T) {
 // While offline, operations wait in a queue of OfflineQueue entries;
 // beyond it Publish fails at once with ErrQueueFull.
 func TestOfflineQueueFull(t *testing.T) {
+	t.Parallel()
 	c, err := New(Options{Servers: []string{"mqtt://127.0.0.1:1"}, OfflineQueue: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -168,6 +172,7 @@ func TestOfflineQueueFull(t *testing.T) {
 // not connect again. It connected once more, at once, and took the id
 // back: a bridge test saw the two fight over the id on mosquitto.
 func TestReconnectDisabledStopsOnLoss(t *testing.T) {
+	t.Parallel()
 	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
 		var connected atomic.Int32
 		first := newClient(t, tg.URL(), v, func(o *Options) {

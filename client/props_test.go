@@ -20,6 +20,7 @@ import (
 // on the messages, and still does after a reconnect on which the server
 // had no session and the client subscribed again by itself.
 func TestSubscriptionIdentifier(t *testing.T) {
+	t.Parallel()
 	for _, tg := range []target{startRoost(t, broker.Options{}), startMosquitto(t)} {
 		t.Run(fmt.Sprintf("%T", tg), func(t *testing.T) {
 			ctx := testCtx(t, 20*time.Second)
@@ -69,6 +70,7 @@ func TestSubscriptionIdentifier(t *testing.T) {
 // Properties a packet cannot carry, or any on 3.1.1, are refused before
 // anything is sent.
 func TestPropertiesRefused(t *testing.T) {
+	t.Parallel()
 	tg := startRoost(t, broker.Options{})
 	ctx := testCtx(t, 10*time.Second)
 	c5 := newClient(t, tg.URL(), packet.V5, nil)
@@ -124,6 +126,7 @@ func TestPropertiesRefused(t *testing.T) {
 // Expiry Interval of 0 in DISCONNECT makes the server drop it, so the next
 // connection with the same client id finds none.
 func TestDisconnectEndsSession(t *testing.T) {
+	t.Parallel()
 	for _, tg := range []target{startRoost(t, broker.Options{}), startMosquitto(t)} {
 		t.Run(fmt.Sprintf("%T", tg), func(t *testing.T) {
 			ctx := testCtx(t, 20*time.Second)
@@ -167,6 +170,7 @@ func TestDisconnectEndsSession(t *testing.T) {
 
 // Options.DialContext carries every transport's TCP connection.
 func TestDialContext(t *testing.T) {
+	t.Parallel()
 	p := newTestPKI(t)
 	urls := roostTransports(t, p)
 	for _, scheme := range []string{"mqtt", "mqtts", "ws", "wss"} {

@@ -64,6 +64,7 @@ func connackRecvMax(n uint16, present bool) *packet.Connack {
 // packet identifiers, never more than 3 flows open at once, the rest
 // following as acknowledgements free the quota; every Publish completes.
 func TestReceiveMaximumShrinksOnReconnect(t *testing.T) {
+	t.Parallel()
 	srv := newFakeServer(t)
 	ctx := testCtx(t, 30*time.Second)
 	c, err := New(Options{Servers: []string{srv.URL()}, KeepSession: true, ClientID: "rm",

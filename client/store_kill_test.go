@@ -56,6 +56,7 @@ func TestFileStoreChild(t *testing.T) {
 // PUBLISH with DUP, under their original packet identifiers, then the
 // unsent ones; once acknowledged they leave the store.
 func TestFileStoreSurvivesKill(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	srv := newFakeServer(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestFileStoreChild$")

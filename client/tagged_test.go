@@ -11,6 +11,7 @@ import (
 // PUBCOMP; a new Client on that store reports it (Restored) until Forget,
 // which deletes it. Against Roost and mosquitto, 5 and 3.1.1.
 func TestTaggedPublishKeptUntilForget(t *testing.T) {
+	t.Parallel()
 	forTargets(t, func(t *testing.T, tg target, v packet.Version) {
 		dir := t.TempDir()
 		st, err := NewFileStore(dir)
@@ -53,6 +54,7 @@ func TestTaggedPublishKeptUntilForget(t *testing.T) {
 // FileStore keeps a record's tag and completed flag, and reads records
 // written before tags existed.
 func TestFileStoreTagRoundTrip(t *testing.T) {
+	t.Parallel()
 	st, err := NewFileStore(t.TempDir())
 	if err != nil {
 		t.Fatal(err)

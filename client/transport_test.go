@@ -157,6 +157,7 @@ func mosquittoTransports(t *testing.T, p *testPKI) transportURLs {
 // larger than a WebSocket frame or a TLS record. The server certificate
 // is verified against the test CA (by IP address, taken from the URL).
 func TestTransports(t *testing.T) {
+	t.Parallel()
 	p := newTestPKI(t)
 	for _, name := range []string{"roost", "mosquitto"} {
 		t.Run(name, func(t *testing.T) {
@@ -220,6 +221,7 @@ func testTransport(t *testing.T, urls transportURLs, scheme string, v packet.Ver
 // client certificate when none is given, fails Connect with the TLS error
 // rather than retrying forever.
 func TestTransportTLSRefused(t *testing.T) {
+	t.Parallel()
 	p := newTestPKI(t)
 	other := newTestPKI(t) // trusts another CA
 	urls := roostTransports(t, p)

@@ -123,6 +123,7 @@ func offline(t *testing.T, addr, id, filter string, qos packet.QoS) {
 // message exactly once (QoS 2) or at least once (QoS 1), the QoS 1
 // subscriber at least once, and the topic retains it.
 func TestPublishSurvivesACrashAtEveryCut(t *testing.T) {
+	t.Parallel()
 	for _, qos := range []packet.QoS{1, 2} {
 		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) { testPublishCuts(t, qos) })
 	}
@@ -274,6 +275,7 @@ func (s subState) String() string { return [...]string{"nothing", "publish", "co
 // forgot the packet id, which is why a PUBREL waits until the released
 // state is durable.
 func TestOutboundQoS2SurvivesACrashAtEveryCut(t *testing.T) {
+	t.Parallel()
 	rec := &recorder{}
 	addr, stop := run(t, rec)
 	sub := mqtttest.Dial(t, addr, packet.V5)
@@ -377,6 +379,7 @@ func runWith(t *testing.T, opts broker.Options) string {
 // would answer the publisher's resend PUBREC 0x00 as a repeat, telling it
 // that its message was retained.
 func TestRefusedRetainedSurvivesACrashAtEveryCut(t *testing.T) {
+	t.Parallel()
 	const limit = 8
 	rec := &recorder{}
 	addr := runWith(t, broker.Options{Store: rec, MaxRetainedBytes: limit})

@@ -184,6 +184,7 @@ func liveMessages(st *broker.StoredState) int {
 // the same state after a reopen; the store holds exactly the message
 // bodies still referenced.
 func TestDiskMatchesMemory(t *testing.T) {
+	t.Parallel()
 	for seed := range uint64(20) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			r := rand.New(rand.NewPCG(seed, 1))
@@ -228,6 +229,7 @@ func TestDiskMatchesMemory(t *testing.T) {
 // One body per message, however many queues refer to it; it goes with its
 // last reference. Retained messages are stored apart, whole.
 func TestDiskMessageRefcount(t *testing.T) {
+	t.Parallel()
 	d := openT(t, t.TempDir(), DiskOptions{})
 	defer d.Close()
 	m := msg(7, "x")
@@ -259,6 +261,7 @@ func TestDiskMessageRefcount(t *testing.T) {
 }
 
 func TestDiskVersionMismatch(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{discard()}})
 	if err != nil {
@@ -273,6 +276,7 @@ func TestDiskVersionMismatch(t *testing.T) {
 }
 
 func TestDiskNotAStore(t *testing.T) {
+	t.Parallel()
 	file := filepath.Join(t.TempDir(), "file")
 	os.WriteFile(file, []byte("x"), 0o600)
 	dir := t.TempDir()
@@ -289,6 +293,7 @@ func TestDiskNotAStore(t *testing.T) {
 }
 
 func TestDiskLocked(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	d := openT(t, dir, DiskOptions{})
 	defer d.Close()
@@ -301,6 +306,7 @@ func TestDiskLocked(t *testing.T) {
 // A store whose files were damaged is an error naming the directory, never
 // a panic; a log cut short by a crash loses only its torn end.
 func TestDiskCorrupt(t *testing.T) {
+	t.Parallel()
 	fill := func(t *testing.T, dir string, flush bool) {
 		d := openT(t, dir, DiskOptions{})
 		d.Load()
@@ -393,6 +399,7 @@ func garble(t *testing.T, path string) {
 // A nearly full disk makes Healthy refuse new messages; a full one makes
 // Wait fail while ops are kept, and they commit once space returns.
 func TestDiskNoSpace(t *testing.T) {
+	t.Parallel()
 	var free atomic.Int64
 	free.Store(1 << 30)
 	dir := t.TempDir()
@@ -441,6 +448,7 @@ func TestDiskNoSpace(t *testing.T) {
 
 // Every sync mode keeps what was committed across a clean close.
 func TestDiskSyncModes(t *testing.T) {
+	t.Parallel()
 	for _, s := range []string{"always", "10ms", "none"} {
 		t.Run(s, func(t *testing.T) {
 			sy, err := ParseSync(s)
@@ -470,6 +478,7 @@ func TestDiskSyncModes(t *testing.T) {
 // Messages round-trip through the codec: with properties (packet.Decode)
 // and without (decodePlain), with and without a payload.
 func TestCodecRoundTrip(t *testing.T) {
+	t.Parallel()
 	empty := msg(5, "empty/payload")
 	empty.Payload = nil
 	for _, m := range []*broker.Message{msg(4, "a/b"), msg(3, "plain/topic"), empty} {

@@ -92,6 +92,7 @@ func retainedTopics(t *testing.T, dir string) string {
 // retried write works, and then takes new ops. Pebble never sees the
 // error (it would stop the process).
 func TestDiskLogIOErrors(t *testing.T) {
+	t.Parallel()
 	for name, kinds := range map[string][]errorfs.OpKind{"write": writeOps, "sync": syncOps} {
 		t.Run(name, func(t *testing.T) {
 			f := &logFault{err: syscall.EIO, kinds: kinds}
@@ -137,6 +138,7 @@ func TestDiskLogIOErrors(t *testing.T) {
 // acknowledged, and new messages are refused until space returns, when
 // the ballast is made again.
 func TestDiskFullReleasesBallast(t *testing.T) {
+	t.Parallel()
 	var free atomic.Int64
 	free.Store(1 << 40)
 	f := &logFault{err: syscall.ENOSPC, kinds: writeOps, once: true}
@@ -182,6 +184,7 @@ func TestDiskFullReleasesBallast(t *testing.T) {
 // the Waits fail with ErrNoSpace meanwhile, and the write completes once
 // space returns (it was whole, so it may be acknowledged then).
 func TestDiskFullWithoutBallast(t *testing.T) {
+	t.Parallel()
 	f := &logFault{err: syscall.ENOSPC, kinds: writeOps}
 	dir := t.TempDir()
 	d := openT(t, dir, DiskOptions{MinFree: -1, Ballast: -1, fs: errorfs.Wrap(vfs.Default, f)})
@@ -213,6 +216,7 @@ func TestDiskFullWithoutBallast(t *testing.T) {
 // message reference counts rebuilt so that bodies are neither lost nor
 // leaked.
 func TestDiskCommitFailure(t *testing.T) {
+	t.Parallel()
 	var fail atomic.Bool
 	dir := t.TempDir()
 	d := openT(t, dir, DiskOptions{MinFree: -1, inject: func(op string) error {
@@ -264,6 +268,7 @@ func TestDiskCommitFailure(t *testing.T) {
 // A sync Pebble reports failed fails the Waits it covered, for good; the
 // next sync that works ends the failing state.
 func TestDiskSyncFailure(t *testing.T) {
+	t.Parallel()
 	var fail atomic.Bool
 	d := openT(t, t.TempDir(), DiskOptions{MinFree: -1, inject: func(op string) error {
 		if op == "sync" && fail.Load() {
@@ -300,6 +305,7 @@ func TestDiskSyncFailure(t *testing.T) {
 // A store opened without room for its ballast refuses new messages until
 // there is room, and makes it then.
 func TestDiskOpensWithoutRoomForBallast(t *testing.T) {
+	t.Parallel()
 	var free atomic.Int64
 	free.Store(1 << 20)
 	dir := t.TempDir()
@@ -319,6 +325,7 @@ func TestDiskOpensWithoutRoomForBallast(t *testing.T) {
 // Until Open succeeded the guard retries nothing: a data directory that
 // cannot be written is an error at start, not a hang.
 func TestDiskOpenWriteErrorIsAnError(t *testing.T) {
+	t.Parallel()
 	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
 		if op.Kind == errorfs.OpCreate {
 			return &os.PathError{Op: "create", Path: op.Path, Err: syscall.EIO}
@@ -347,6 +354,7 @@ func TestDiskOpenWriteErrorIsAnError(t *testing.T) {
 // closeGrace the error reaches Pebble, which stops the process (status
 // 70); what was acknowledged before is there at the next open.
 func TestDiskCloseGivesUpOnAFailingWrite(t *testing.T) {
+	t.Parallel()
 	if dir := os.Getenv("ROOST_STORE_CLOSE_HELPER"); dir != "" {
 		f := &logFault{err: syscall.EIO, kinds: writeOps}
 		d, err := Open(dir, DiskOptions{MinFree: -1, fs: errorfs.Wrap(vfs.Default, f)})
@@ -384,6 +392,7 @@ func TestDiskCloseGivesUpOnAFailingWrite(t *testing.T) {
 
 // The free-space check counts the ballast as free: it is, at need.
 func TestDiskMinFreeCountsBallast(t *testing.T) {
+	t.Parallel()
 	var free atomic.Int64
 	free.Store(1 << 40)
 	d := openT(t, t.TempDir(), DiskOptions{MinFree: 3 << 20, Ballast: 1 << 20,
@@ -404,6 +413,7 @@ func TestDiskMinFreeCountsBallast(t *testing.T) {
 
 // Two failures apart do not fail what was acknowledged between them.
 func TestDiskPoisonedRangesStayApart(t *testing.T) {
+	t.Parallel()
 	var fail atomic.Bool
 	d := openT(t, t.TempDir(), DiskOptions{MinFree: -1, inject: func(op string) error {
 		if op == "sync" && fail.Load() {
@@ -444,6 +454,7 @@ func TestDiskPoisonedRangesStayApart(t *testing.T) {
 // A ballast of another size (the option changed) is made again at the
 // configured size; a ballast turned off is removed.
 func TestDiskBallastFollowsTheOption(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, ballastName)
 	for _, size := range []int64{2 << 20, 1 << 20, -1} {
@@ -463,6 +474,7 @@ func TestDiskBallastFollowsTheOption(t *testing.T) {
 // fill, the ballast where fallocate is not supported, writes the size asked
 // for, in bytes a compressing file system cannot squeeze away.
 func TestBallastFill(t *testing.T) {
+	t.Parallel()
 	f, err := os.Create(filepath.Join(t.TempDir(), "b"))
 	if err != nil {
 		t.Fatal(err)
@@ -492,6 +504,7 @@ func TestBallastFill(t *testing.T) {
 // broker accepts again and the persistent subscriber gets every
 // acknowledged message after a restart.
 func TestBrokerOnFailingLogWrites(t *testing.T) {
+	t.Parallel()
 	f := &logFault{err: syscall.EIO, kinds: writeOps}
 	dir := t.TempDir()
 	d := openT(t, dir, DiskOptions{MinFree: -1, fs: errorfs.Wrap(vfs.Default, f)})

@@ -33,6 +33,7 @@ func sessionIDs(t *testing.T, d *Disk) map[string]bool {
 // before the hold and none of what came after (a crash at that moment
 // leaves the same).
 func TestDiskHoldCommitsTogether(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	d := openT(t, dir, DiskOptions{})
 	before := d.Append(sessionOp("before"))
@@ -76,6 +77,7 @@ func TestDiskHoldCommitsTogether(t *testing.T) {
 // waiting for its ops after its Release, all finish: a hold never keeps
 // the others' ops from being committed once it is released.
 func TestDiskHoldsOverlap(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	d := openT(t, dir, DiskOptions{})
 	const workers, rounds = 4, 100

@@ -51,7 +51,10 @@ func persistent(id string) *packet.Connect {
 // A new Server on the same store resumes persistent sessions with their
 // subscriptions, inflight and queued messages, inbound QoS 2 state, and
 // retained messages.
-func TestRestartResumesState(t *testing.T) { forEachBackend(t, testRestartResumesState) }
+func TestRestartResumesState(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, testRestartResumesState)
+}
 
 func testRestartResumesState(t *testing.T, st broker.Store, reopen func() broker.Store) {
 	addr, stop := run(t, st)
@@ -126,7 +129,10 @@ func testRestartResumesState(t *testing.T, st broker.Store, reopen func() broker
 }
 
 // Session expiry counts the time the broker was down.
-func TestRestartExpiresSessions(t *testing.T) { forEachBackend(t, testRestartExpiresSessions) }
+func TestRestartExpiresSessions(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, testRestartExpiresSessions)
+}
 
 func testRestartExpiresSessions(t *testing.T, st broker.Store, reopen func() broker.Store) {
 	addr, stop := run(t, st)

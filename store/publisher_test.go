@@ -24,6 +24,7 @@ func openDisk(t *testing.T, dir string) *store.Disk {
 // stored with it and comes back after a reopen; a message without one
 // comes back without one.
 func TestRetainedPublisherSurvivesReopen(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	d := openDisk(t, dir)
 	alice := broker.Publisher{ClientID: "alice-1", Username: "alice", Listener: "tenant"}
@@ -73,6 +74,7 @@ func TestRetainedPublisherSurvivesReopen(t *testing.T) {
 // a subscription and a queued message; see testdata/README.md) loads
 // whole, its retained messages without a publisher.
 func TestLoadsStoreWithoutPublishers(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	src := filepath.Join("testdata", "v1")
 	files, err := os.ReadDir(src)

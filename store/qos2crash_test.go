@@ -159,6 +159,7 @@ func (r *recorder) prefix(t *testing.T, keep func(broker.Op) bool) []broker.Op {
 // id's Append is not one a crash can leave, and the shortest journal with
 // the id has the deliveries too.
 func TestCrashBetweenQoS2IDAndDeliveries(t *testing.T) {
+	t.Parallel()
 	rec := &recorder{}
 	addr, stop := run(t, rec)
 	sub := mqtttest.Dial(t, addr, packet.V5)

@@ -34,7 +34,10 @@ func forEachBackend(t *testing.T, test func(t *testing.T, st broker.Store, reope
 
 // A PUBREL the subscriber has not completed is resent after a restart, not
 // the PUBLISH: the message is delivered exactly once.
-func TestRestartKeepsPubrel(t *testing.T) { forEachBackend(t, testRestartKeepsPubrel) }
+func TestRestartKeepsPubrel(t *testing.T) {
+	t.Parallel()
+	forEachBackend(t, testRestartKeepsPubrel)
+}
 
 func testRestartKeepsPubrel(t *testing.T, st broker.Store, reopen func() broker.Store) {
 	addr, stop := run(t, st)
@@ -68,6 +71,7 @@ func testRestartKeepsPubrel(t *testing.T, st broker.Store, reopen func() broker.
 // Subscription options and identifiers survive a restart: No Local still
 // holds back the subscriber's own messages, and deliveries carry the id.
 func TestRestartKeepsSubscriptionOptions(t *testing.T) {
+	t.Parallel()
 	forEachBackend(t, testRestartKeepsSubscriptionOptions)
 }
 
@@ -106,6 +110,8 @@ func testRestartKeepsSubscriptionOptions(t *testing.T, st broker.Store, reopen f
 
 // A delayed will pending when the broker stops fires at its time after the
 // restart; one that fell due while the broker was down fires at start-up.
+// Serial: its wills fall due on the clock, and the test reads windows
+// around their due times.
 func TestRestartDelayedWill(t *testing.T) { forEachBackend(t, testRestartDelayedWill) }
 
 func testRestartDelayedWill(t *testing.T, st broker.Store, reopen func() broker.Store) {

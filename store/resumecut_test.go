@@ -51,6 +51,7 @@ func withWill(p *packet.Connect) *packet.Connect {
 // storm one fsync round per batch of CONNECTs. Any other resume waits for
 // its own record, which carries a new expiry or will.
 func TestResumeSurvivesACrashAtEveryCut(t *testing.T) {
+	t.Parallel()
 	for _, rc := range []resumeCase{
 		{name: "3.1.1", v: packet.V311, quiet: true},
 		{name: "5.0 never expires", v: packet.V5, expiry: 0xFFFFFFFF, quiet: true},

@@ -16,6 +16,7 @@ import (
 // expires, its subscriptions, queue and the message bodies only it referred
 // to are deleted too.
 func TestExpiredMessagesAndSessionsLeaveTheStore(t *testing.T) {
+	t.Parallel()
 	d := openT(t, t.TempDir(), DiskOptions{})
 	s, addr := brokertest.Start(t, broker.Options{Store: d, ExpirySweep: 20 * time.Millisecond, Logger: discard()})
 

@@ -39,6 +39,8 @@ func checkCausality(t *testing.T, res *Result, trials int, gaps ...time.Duration
 }
 
 func TestCausality(t *testing.T) {
+	// Serial: it counts inversions at gaps of 50 µs, which tests beside
+	// it would widen.
 	gaps := []time.Duration{50 * time.Microsecond, 2 * time.Millisecond}
 	t.Run("roost", func(t *testing.T) {
 		res := run(t, causalityConfig(startBroker(t, broker.Options{}), gaps...))

@@ -62,6 +62,7 @@ func checkTraffic(t *testing.T, res *Result, fanout uint64) {
 }
 
 func TestScenarios(t *testing.T) {
+	t.Parallel()
 	url := startBroker(t, broker.Options{})
 	tests := []struct {
 		name   string
@@ -91,6 +92,7 @@ func TestScenarios(t *testing.T) {
 
 // A fixed rate is kept: about Rate messages per second are published.
 func TestLatencyRate(t *testing.T) {
+	// Serial: it checks a rate, which tests beside it would slow.
 	url := startBroker(t, broker.Options{})
 	cfg := short(url, Latency)
 	cfg.Rate, cfg.Duration = 1000, 500*time.Millisecond
@@ -103,6 +105,7 @@ func TestLatencyRate(t *testing.T) {
 
 // Flat QoS 0 publishers are not paced, and the totals still add up.
 func TestFlat(t *testing.T) {
+	t.Parallel()
 	url := startBroker(t, broker.Options{})
 	cfg := short(url, FanIn)
 	cfg.Publishers, cfg.Flat = 2, true
@@ -122,6 +125,7 @@ func TestFlat(t *testing.T) {
 // RSS are read. Whether a broker drops or queues is its own policy, so the
 // count is only checked for sanity.
 func TestOverload(t *testing.T) {
+	// Serial: it checks a rate, and reads the RSS of the whole process.
 	url := startBroker(t, broker.Options{SysInterval: 100 * time.Millisecond})
 	cfg := short(url, Overload)
 	cfg.Publishers, cfg.Rate, cfg.SubRate, cfg.Size = 2, 20000, 500, 1024
@@ -143,6 +147,8 @@ func TestOverload(t *testing.T) {
 }
 
 func TestConnections(t *testing.T) {
+	// Serial: it reads the RSS of the whole process, which tests beside it
+	// would move.
 	url := startBroker(t, broker.Options{})
 	cfg := short(url, Connections)
 	cfg.Conns, cfg.Batch, cfg.PID = 120, 50, os.Getpid()
@@ -163,6 +169,7 @@ func TestConnections(t *testing.T) {
 
 // The open-file limit caps the count, and the result says so.
 func TestConnectionsCapped(t *testing.T) {
+	// Serial: it counts the open files of the whole process.
 	url := startBroker(t, broker.Options{})
 	cfg := short(url, Connections)
 	fds, err := os.ReadDir("/proc/self/fd")
@@ -182,6 +189,7 @@ func TestConnectionsCapped(t *testing.T) {
 
 // Cancelling the context ends a run early with the context's error.
 func TestCancel(t *testing.T) {
+	t.Parallel()
 	url := startBroker(t, broker.Options{})
 	cfg := short(url, FanIn)
 	cfg.Duration = time.Minute
@@ -199,6 +207,7 @@ func TestCancel(t *testing.T) {
 
 // A broker that is not there fails the run quickly with a dial error.
 func TestNoBroker(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -212,6 +221,7 @@ func TestNoBroker(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
+	t.Parallel()
 	for _, c := range []Config{
 		{Scenario: "nope"},
 		{Scenario: FanIn, Size: 4},
@@ -293,6 +303,7 @@ func stormConfig(b *restartable, n int) Config {
 }
 
 func TestStorm(t *testing.T) {
+	t.Parallel()
 	for _, v := range []packet.Version{packet.V311, packet.V5} {
 		t.Run(v.String(), func(t *testing.T) {
 			b := newRestartable(t, true)
@@ -322,6 +333,7 @@ func TestStorm(t *testing.T) {
 // A broker that forgets the sessions across the restart is reported, not
 // waited for.
 func TestStormSessionsLost(t *testing.T) {
+	t.Parallel()
 	b := newRestartable(t, false)
 	res := run(t, stormConfig(b, 20))
 	s := res.Storm
@@ -334,6 +346,7 @@ func TestStormSessionsLost(t *testing.T) {
 }
 
 func TestStormNeedsRestartHooks(t *testing.T) {
+	t.Parallel()
 	_, err := Run(context.Background(), Config{Scenario: Storm})
 	if !errors.Is(err, ErrConfig) {
 		t.Fatalf("Run without hooks: %v, want ErrConfig", err)

@@ -54,6 +54,7 @@ func testCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
 }
 
 func TestTransports(t *testing.T) {
+	t.Parallel()
 	cert, pool := testCert(t)
 	serverTLS := &tls.Config{Certificates: []tls.Certificate{cert}}
 	listen := func() net.Listener {
@@ -95,6 +96,7 @@ func TestTransports(t *testing.T) {
 
 // A certificate the client does not trust fails the run at setup.
 func TestTLSUntrusted(t *testing.T) {
+	t.Parallel()
 	cert, _ := testCert(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -109,6 +111,7 @@ func TestTLSUntrusted(t *testing.T) {
 }
 
 func TestLoopbackSources(t *testing.T) {
+	t.Parallel()
 	for host, want := range map[string]int{"127.0.0.1": 254, "localhost": 254, "127.0.0.9": 254, "10.0.0.1": 0, "::1": 0, "example.com": 0} {
 		got := len(loopbackSources(host))
 		if !spreadLoopback {
@@ -121,6 +124,7 @@ func TestLoopbackSources(t *testing.T) {
 }
 
 func TestHistogram(t *testing.T) {
+	t.Parallel()
 	h := newHistogram()
 	for i := int64(1); i <= 100000; i++ {
 		h.record(i * 1000) // 1 µs .. 100 ms, uniform

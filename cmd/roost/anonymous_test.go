@@ -32,6 +32,7 @@ var readyLines = regexp.MustCompile(`msg="listener ready" addr=\S+:(\d+) scheme=
 // the address 203.0.113.7), are accepted or refused, and the start-up log
 // says so for each listener.
 func TestServeAnonymousAccess(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	passwd := filepath.Join(dir, "passwd")
 	if code, _, stderr := runCmd(t, "passwd", "-c", "-b", passwd, "u", "p"); code != 0 {
@@ -131,6 +132,7 @@ func TestServeAnonymousAccess(t *testing.T) {
 // the listener on the command line. The config's listener list, with its
 // anonymous: false, is replaced; anonymous clients are refused all the same.
 func TestServeListenFlagKeepsPasswordsRequired(t *testing.T) {
+	t.Parallel()
 	cfg := writeConfig(t, "listeners:\n  - url: mqtt://127.0.0.1:0\n    anonymous: false\nauth:\n  password_file: passwd\n")
 	if code, _, stderr := runCmd(t, "passwd", "-c", "-b", filepath.Join(filepath.Dir(cfg), "passwd"), "u", "p"); code != 0 {
 		t.Fatal(stderr)
@@ -152,6 +154,7 @@ func TestServeListenFlagKeepsPasswordsRequired(t *testing.T) {
 // allow_anonymous: false with nothing that authenticates would refuse
 // everyone: roost serve says so and does not start.
 func TestServeAnonymousOffWithoutAuth(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{
 		{"--config", writeConfig(t, "auth:\n  allow_anonymous: false\n")},
 		{"--allow-anonymous=false"},
@@ -211,6 +214,7 @@ func proxiedUser(t *testing.T, addr, remote, user, pass string) bool {
 // gets in; allow_anonymous: true lets the anonymous one in too. Real
 // clients: paho.mqtt.golang over TLS.
 func TestServeAnonymousWithCertIdentity(t *testing.T) {
+	t.Parallel()
 	f := newTLSFiles(t)
 	pool := x509.NewCertPool()
 	caPEM, err := os.ReadFile(f.ca)
@@ -266,6 +270,7 @@ func TestServeAnonymousWithCertIdentity(t *testing.T) {
 // loopback: mosquitto_pub from there is refused with Not authorized, from
 // 127.0.0.1 it gets in.
 func TestServeDefaultRefusesOtherMachines(t *testing.T) {
+	t.Parallel()
 	mosquittoPub, err := exec.LookPath("mosquitto_pub")
 	if err != nil {
 		t.Skip("mosquitto_pub not installed (Debian mosquitto-clients)")

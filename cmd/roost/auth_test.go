@@ -17,6 +17,7 @@ import (
 // checked against a password file made by roost passwd, topics against an
 // ACL file that is reloaded when it changes.
 func TestServeAuth(t *testing.T) {
+	// Serial: it shortens authPollInterval, which every serve reads.
 	defer func(d time.Duration) { authPollInterval = d }(authPollInterval)
 	authPollInterval = 20 * time.Millisecond
 	cfg := writeConfig(t, "listeners:\n  - url: mqtt://127.0.0.1:0\nauth:\n  allow_anonymous: false\n  password_file: passwd\n  acl_file: acl\n")

@@ -12,6 +12,7 @@ import (
 )
 
 func TestBench(t *testing.T) {
+	t.Parallel()
 	url := "mqtt://127.0.0.1:" + startBroker(t)
 	out := filepath.Join(t.TempDir(), "result.json")
 	code, stdout, stderr := runRoost(t, "bench", "fan-in", "--url", url, "-P", "2", "--warmup", "100ms",
@@ -42,6 +43,7 @@ func TestBench(t *testing.T) {
 }
 
 func TestBenchConnections(t *testing.T) {
+	t.Parallel()
 	url := "mqtt://127.0.0.1:" + startBroker(t)
 	code, stdout, stderr := runRoost(t, "bench", "--url", url, "-C", "50", "--batch", "20", "--duration", "100ms",
 		"-q", "--pid", strconv.Itoa(os.Getpid()), "connections")
@@ -59,6 +61,7 @@ func TestBenchConnections(t *testing.T) {
 }
 
 func TestBenchUsage(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		args     []string
 		code     int
@@ -83,6 +86,7 @@ func TestBenchUsage(t *testing.T) {
 
 // A broker that is not there: exit 1 with the dial error.
 func TestBenchNoBroker(t *testing.T) {
+	t.Parallel()
 	_, port, _ := runRoost(t, "bench", "--free-port")
 	code, _, stderr := runRoost(t, "bench", "--url", "mqtt://127.0.0.1:"+strings.TrimSpace(port), "-q", "pairs")
 	if code != 1 || !strings.Contains(stderr, "refused") {
@@ -91,6 +95,7 @@ func TestBenchNoBroker(t *testing.T) {
 }
 
 func TestBenchFreePort(t *testing.T) {
+	t.Parallel()
 	code, stdout, _ := runRoost(t, "bench", "--free-port")
 	if p, err := strconv.Atoi(strings.TrimSpace(stdout)); code != 0 || err != nil || p <= 0 || p > 65535 {
 		t.Errorf("exit %d, stdout %q", code, stdout)
@@ -98,6 +103,7 @@ func TestBenchFreePort(t *testing.T) {
 }
 
 func TestGroup(t *testing.T) {
+	t.Parallel()
 	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", -1234567: "-1,234,567", 100000: "100,000"} {
 		if got := group(n); got != want {
 			t.Errorf("group(%d) = %q, want %q", n, got, want)
@@ -106,6 +112,7 @@ func TestGroup(t *testing.T) {
 }
 
 func TestBenchCausality(t *testing.T) {
+	t.Parallel()
 	url := "mqtt://127.0.0.1:" + startBroker(t)
 	code, stdout, stderr := runRoost(t, "bench", "causality", "--url", url, "--trials", "3", "--gaps", "50us,1ms",
 		"--idle", "60ms", "--quiet", "5ms", "-q")

@@ -168,6 +168,7 @@ func subscribeAll(t *testing.T, url string, v packet.Version) *msgLog {
 // configuration file cannot be changed there, and the API's bridges are
 // kept across a restart (in the store's directory), the removal too.
 func TestServeBridgesAdminAPI(t *testing.T) {
+	t.Parallel()
 	m := mosquittotest.Start(t)
 	_, roost2 := brokertest.Start(t, broker.Options{})
 	atMosq := subscribeAll(t, "mqtt://"+m.Addr, packet.V311)
@@ -283,6 +284,7 @@ func TestServeBridgesAdminAPI(t *testing.T) {
 // new ones when it drops (here: the remote Roost hands its session to
 // another client of the same id).
 func TestServeBridgeReloadLazy(t *testing.T) {
+	t.Parallel()
 	_, remote := brokertest.Start(t, broker.Options{})
 	atRemote := subscribeAll(t, "mqtt://"+remote, packet.V5)
 	s := serveFor(t, "--memory")
@@ -331,6 +333,7 @@ func TestServeBridgeReloadLazy(t *testing.T) {
 // forwards them all once threshold do, and disconnects after idle_timeout
 // without traffic.
 func TestServeBridgeStartLazy(t *testing.T) {
+	t.Parallel()
 	m := mosquittotest.Start(t)
 	atMosq := subscribeAll(t, "mqtt://"+m.Addr, packet.V5)
 	cfg := writeConfig(t, fmt.Sprintf(`bridges:

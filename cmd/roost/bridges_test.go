@@ -21,6 +21,7 @@ import (
 // roost serve starts the bridges of its configuration, reports them in
 // /api/bridges and /metrics, and stops them at exit.
 func TestServeBridges(t *testing.T) {
+	t.Parallel()
 	_, remote := brokertest.Start(t, broker.Options{})
 	cfg := writeConfig(t, fmt.Sprintf(`bridges:
   - name: up
@@ -72,6 +73,7 @@ func TestServeBridges(t *testing.T) {
 // A bridge whose TLS CA file is missing stops roost serve from starting,
 // with an error naming the bridge and the file.
 func TestServeBridgeBadTLS(t *testing.T) {
+	t.Parallel()
 	cfg := writeConfig(t, "bridges:\n  - {name: up, addresses: ['mqtts://127.0.0.1:1'], topics: ['#'], tls: {ca: nope.pem}}\n")
 	code, _, stderr := runCmd(t, "serve", "--config", cfg, "--memory", "--listen", "mqtt://127.0.0.1:0")
 	if code != 1 || !strings.Contains(stderr, "bridge up: tls.ca") || !strings.Contains(stderr, "nope.pem") {
@@ -83,6 +85,8 @@ func TestServeBridgeBadTLS(t *testing.T) {
 // a changed one restarts with its new topics, a removed one stops and its
 // local session ends; a file that does not parse changes nothing.
 func TestServeBridgesReload(t *testing.T) {
+	// Serial: it sends SIGHUP to the test process, which would reload every
+	// serve running beside it.
 	_, remote := brokertest.Start(t, broker.Options{})
 	entry := func(name, topic string) string {
 		return fmt.Sprintf("  - {name: %s, addresses: ['mqtt://%s'], client_id: %s, backoff: {min: 50ms, max: 200ms}, topics: ['%s']}\n", name, remote, name, topic)
@@ -171,6 +175,7 @@ func rewrite(t *testing.T, path, src string) {
 // roost bridge forwards between two brokers with prefixes, both ways, and
 // exits 0 when interrupted; missing flags are a usage error.
 func TestBridgeCommand(t *testing.T) {
+	t.Parallel()
 	for _, v := range []string{"311", "31"} {
 		t.Run(v, func(t *testing.T) { bridgeCommand(t, v) })
 	}

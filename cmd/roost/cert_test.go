@@ -18,6 +18,7 @@ import (
 )
 
 func TestCertDev(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "certs")
 	code, stdout, stderr := runCmd(t, "cert", "dev", "--dir", dir, "--host", "mqtt.test")
 	if code != 0 {
@@ -72,6 +73,8 @@ var wssReady = regexp.MustCompile(`msg="listener ready" addr=(\S+) scheme=wss`)
 // dev: a WebSocket client trusting the dev CA connects over TLS and gets
 // CONNACK; SIGHUP reloads the certificates.
 func TestServeWSS(t *testing.T) {
+	// Serial: it sends SIGHUP to the test process, which would reload every
+	// serve running beside it.
 	dir := t.TempDir()
 	if code, _, stderr := runCmd(t, "cert", "dev", "--dir", dir); code != 0 {
 		t.Fatal(stderr)

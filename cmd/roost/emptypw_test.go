@@ -21,6 +21,7 @@ import (
 // with mosquitto_pub and with raw CONNECTs that set exactly those flags,
 // for MQTT 3.1.1 and 5.0.
 func TestServeEmptyAndMissingPassword(t *testing.T) {
+	t.Parallel()
 	mosquittoPasswd, err := exec.LookPath("mosquitto_passwd")
 	if err != nil {
 		t.Skip("mosquitto_passwd not installed (Debian mosquitto)")
@@ -55,6 +56,7 @@ func writeEmptyPasswordFile(t *testing.T, mosquittoPasswd, passwd string) {
 // The console and API's Basic authentication (users_from_password_file)
 // follows the same rule: "empty" with an empty password is refused.
 func TestServeHTTPEmptyPassword(t *testing.T) {
+	t.Parallel()
 	mosquittoPasswd, err := exec.LookPath("mosquitto_passwd")
 	if err != nil {
 		t.Skip("mosquitto_passwd not installed (Debian mosquitto)")

@@ -15,6 +15,7 @@ import (
 // holds each request until a second one arrives beside it (or 500 ms
 // pass), so a limit above 1 shows at once as two requests out together.
 func TestServeHookMaxConcurrent(t *testing.T) {
+	t.Parallel()
 	var out, most atomic.Int32
 	second := make(chan struct{})
 	var once sync.Once

@@ -15,6 +15,7 @@ var httpReadyLine = regexp.MustCompile(`msg="http ready" addr=(\S+)`)
 // roost serve --http: health checks open, metrics and the API behind the
 // token, the console's WebSocket listener advertised, all gone at exit.
 func TestServeHTTP(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var stderr syncBuffer
@@ -81,6 +82,7 @@ func TestServeHTTP(t *testing.T) {
 }
 
 func TestServeHTTPFlagErrors(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		args []string
 		want string

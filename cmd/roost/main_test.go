@@ -24,6 +24,7 @@ func runCmdIn(t *testing.T, in io.Reader, args ...string) (code int, stdout, std
 }
 
 func TestUsage(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		args     []string
 		code     int
@@ -54,6 +55,7 @@ func TestUsage(t *testing.T) {
 
 // Every command answers -h with its own usage and exit code 0.
 func TestEveryCommandHasHelp(t *testing.T) {
+	t.Parallel()
 	for _, c := range commands {
 		code, _, stderr := runCmd(t, c.name, "-h")
 		if code != 0 || !strings.Contains(stderr, "Usage: roost "+c.name) {

@@ -25,6 +25,7 @@ import (
 // round trip through it); a bridge configuration is probed through its
 // topics against a mosquitto remote.
 func TestServeMosquittoConfs(t *testing.T) {
+	t.Parallel()
 	files, err := filepath.Glob("testdata/mosquitto/*.conf")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no test configurations: %v", err)
@@ -202,6 +203,7 @@ func connect(t *testing.T, ctx context.Context, url string) *client.Client {
 // roost config convert turns each test mosquitto.conf into a roost.yaml
 // that roost serve accepts; a YAML file or a refused option is an error.
 func TestConfigConvert(t *testing.T) {
+	t.Parallel()
 	for _, f := range []string{"testdata/mosquitto/basic.conf", "testdata/mosquitto/websockets.conf", "testdata/mosquitto/bridge.conf"} {
 		src, err := os.ReadFile(f)
 		if err != nil {
@@ -242,6 +244,7 @@ func TestConfigConvert(t *testing.T) {
 // Each conf block of docs/migrating.md starts in roost serve (ports and
 // files swapped for test ones) and in mosquitto, and a client connects.
 func TestMigratingExamples(t *testing.T) {
+	t.Parallel()
 	doc, err := os.ReadFile("../../docs/migrating.md")
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,8 @@ import (
 // Under systemd (Type=notify), roost serve says READY=1 once its listeners
 // accept connections and STOPPING=1 when it shuts down.
 func TestServeNotifiesServiceManager(t *testing.T) {
+	// Serial: it sets NOTIFY_SOCKET and sends SIGHUP to the test process,
+	// both seen by every serve running beside it.
 	sock := filepath.Join(t.TempDir(), "notify")
 	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {

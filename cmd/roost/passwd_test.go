@@ -10,6 +10,7 @@ import (
 )
 
 func TestPasswd(t *testing.T) {
+	t.Parallel()
 	file := filepath.Join(t.TempDir(), "passwd")
 	check := func(user, pw string, ok bool) {
 		t.Helper()

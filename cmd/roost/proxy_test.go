@@ -126,6 +126,7 @@ func (s *socksServer) serve(c net.Conn) {
 // and without a password, by host name (resolved by the proxy) or address;
 // a wrong password or an unreachable broker fails with the proxy's reason.
 func TestProxy(t *testing.T) {
+	t.Parallel()
 	port := startBroker(t)
 	open := startSOCKS5(t, "", "")
 	locked := startSOCKS5(t, "car", "s3cret")

@@ -52,6 +52,7 @@ var addresslessHeaders = []struct {
 // proxy's health check (LOCAL, then close) costs nothing and logs no
 // error.
 func TestServeProxyHeaderWithoutAddress(t *testing.T) {
+	t.Parallel()
 	f := newTLSFiles(t)
 	pem, err := os.ReadFile(f.ca)
 	if err != nil {

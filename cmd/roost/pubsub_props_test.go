@@ -16,6 +16,7 @@ import (
 // and the gist of its message; flags Roost cannot honour fail with the
 // reason.
 func TestPropertyErrors(t *testing.T) {
+	t.Parallel()
 	port := startBroker(t)
 	base := []string{"-h", "127.0.0.1", "-p", port, "-t", "x", "-m", "y"}
 	tests := []struct {
@@ -62,6 +63,7 @@ func TestPropertyErrors(t *testing.T) {
 // -D connect/disconnect session-expiry-interval keep and then end the
 // session.
 func TestUnsubscribeAndSessionProperties(t *testing.T) {
+	t.Parallel()
 	srv, port := startBrokerServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

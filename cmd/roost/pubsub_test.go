@@ -121,6 +121,7 @@ var tstField = regexp.MustCompile(`"tst":"[^"]*"`)
 // roost sub prints what mosquitto_sub prints for the same messages and
 // flags, and exits with the same status.
 func TestSubMatchesMosquittoSub(t *testing.T) {
+	t.Parallel()
 	port := startBroker(t)
 	props := packet.Properties{}
 	props.Set(packet.PropContentType)
@@ -212,6 +213,7 @@ func hasArg(args []string, s string) bool {
 
 // Exit codes for timeouts and usage errors are mosquitto's.
 func TestSubPubExitCodes(t *testing.T) {
+	t.Parallel()
 	port := startBroker(t)
 	tests := []struct {
 		tool string
@@ -241,6 +243,7 @@ func TestSubPubExitCodes(t *testing.T) {
 // roost pub and mosquitto_pub with the same flags produce the same
 // messages, seen by one subscriber.
 func TestPubMatchesMosquittoPub(t *testing.T) {
+	t.Parallel()
 	port := startBroker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -348,6 +351,7 @@ func TestPubMatchesMosquittoPub(t *testing.T) {
 // mosquitto_sub does; with -R they are neither printed nor cleared. roost
 // sub exits after -C; mosquitto_sub does not.
 func TestRemoveRetainedMatchesMosquittoSub(t *testing.T) {
+	t.Parallel()
 	port := startBroker(t)
 	for _, tool := range []string{"roost", "mosq"} {
 		retained(t, port, []client.Message{{Topic: tool + "/a", Payload: []byte("1")}, {Topic: tool + "/b", Payload: []byte("2")}})

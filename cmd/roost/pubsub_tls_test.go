@@ -74,6 +74,7 @@ func newTLSFiles(t *testing.T) *tlsFiles {
 // host name check, and --cert/--key authenticate the client. roost pub
 // also reaches the wss:// listener.
 func TestAuthAndTLSFlagsMatchMosquittoPub(t *testing.T) {
+	t.Parallel()
 	f := newTLSFiles(t)
 	passwd := filepath.Join(t.TempDir(), "passwd")
 	if out, err := exec.Command(mosquittoTool(t, "mosquitto_passwd"), "-c", "-b", passwd, "car", "s3cret").CombinedOutput(); err != nil {
@@ -147,6 +148,7 @@ func TestAuthAndTLSFlagsMatchMosquittoPub(t *testing.T) {
 // --tls-alpn offers an ALPN protocol: a Roost listener that requires
 // "mqtt" accepts it and refuses another.
 func TestTLSALPN(t *testing.T) {
+	t.Parallel()
 	f := newTLSFiles(t)
 	srv, err := broker.New(broker.Options{Logger: slog.New(slog.DiscardHandler), SysInterval: -1})
 	if err != nil {

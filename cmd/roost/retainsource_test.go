@@ -18,6 +18,7 @@ import (
 // keeps each retained message's publisher in its store, as mosquitto
 // keeps it in its database.
 func TestServeCheckRetainSourceAcrossRestart(t *testing.T) {
+	t.Parallel()
 	mosquittoPub, err := exec.LookPath("mosquitto_pub")
 	if err != nil {
 		t.Skip("mosquitto_pub not installed (Debian mosquitto-clients)")

@@ -96,6 +96,7 @@ func waitToken(t *testing.T, what string, tok mqtt.Token) {
 // and the refused ones are gone from the store, not just skipped: with
 // the old rules back after a restart they are still not delivered.
 func TestServeRevokedReadDropsQueued(t *testing.T) {
+	// Serial: it shortens authPollInterval, which every serve reads.
 	// Restored after the brokers stop (cleanups run last in, first out):
 	// their reload loops read it.
 	saved := authPollInterval

@@ -61,6 +61,7 @@ func publish1(c *paho.Client, payload string) (byte, error) {
 // with 0x97, accepts again once space returns, and a restart loses nothing
 // it acknowledged.
 func TestServeDiskFillsBeneathTheCheck(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ ballast, logs string }{
 		{"2MiB", "released the store's ballast"},
 		{"0", "store write failed"},

@@ -13,6 +13,7 @@ import (
 )
 
 func TestServeStoreFlags(t *testing.T) {
+	t.Parallel()
 	var stderr bytes.Buffer
 	cfg, _, ok := serveConfig([]string{"--data", "d", "--sync", "50ms", "--memory"}, &stderr)
 	if !ok {
@@ -54,6 +55,7 @@ func TestServeStoreFlags(t *testing.T) {
 
 // A store another process holds is a clear error at start, naming it.
 func TestServeStoreLocked(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "data")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

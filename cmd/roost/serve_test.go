@@ -28,6 +28,7 @@ func writeConfig(t *testing.T, src string) string {
 }
 
 func TestServeFlags(t *testing.T) {
+	t.Parallel()
 	file := writeConfig(t, "listeners:\n  - url: mqtt://127.0.0.1:5555\nlog: {level: debug, format: json}\nlimits: {max_queued: 7}\n")
 	tests := []struct {
 		name      string
@@ -69,6 +70,7 @@ func TestServeFlags(t *testing.T) {
 }
 
 func TestServeFlagErrors(t *testing.T) {
+	t.Parallel()
 	bad := writeConfig(t, "log:\n  level: loud\n")
 	tls := writeConfig(t, "listeners:\n  - url: mqtts://0.0.0.0:0\n")
 	anon := writeConfig(t, "listeners:\n  - url: mqtt://127.0.0.1:0\n    anonymous: false\n")
@@ -106,6 +108,7 @@ func TestServeFlagErrors(t *testing.T) {
 
 // A port in use fails the start with exit 1, and no listener is left open.
 func TestServeAddressInUse(t *testing.T) {
+	t.Parallel()
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -137,6 +140,7 @@ var readyLine = regexp.MustCompile(`msg="listener ready" addr=(\S+) scheme=mqtt`
 // roost serve on a free port accepts an MQTT 3.1.1 client and exits 0 when
 // its context ends (as on SIGINT), with the client still connected.
 func TestServeEndToEnd(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var stderr syncBuffer

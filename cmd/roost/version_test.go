@@ -8,6 +8,7 @@ import (
 )
 
 func TestVersionCommand(t *testing.T) {
+	t.Parallel()
 	code, stdout, stderr := runCmd(t, "version")
 	if code != 0 || stderr != "" {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
@@ -18,6 +19,7 @@ func TestVersionCommand(t *testing.T) {
 }
 
 func TestVersionText(t *testing.T) {
+	t.Parallel()
 	goLine := "built with " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + "\n"
 	vcs := []debug.BuildSetting{{Key: "vcs", Value: "git"}, {Key: "vcs.revision", Value: "0123abcd"}}
 	tests := []struct {
