@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/gorilla/websocket"
 	"github.com/roost-mqtt/roost/internal/wsconn"
@@ -177,7 +178,9 @@ func TestServeProxyHeaderWithoutAddress(t *testing.T) {
 // conn and returns the CONNACK's reason code.
 func pahoConnectOn(t *testing.T, conn net.Conn, id string) byte {
 	t.Helper()
-	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: conn})
+	// A locked conn: paho writes a packet in pieces over TLS and
+	// WebSocket, and its first PINGREQ comes right after the CONNACK.
+	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: packets.NewThreadSafeConn(conn)})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ca, err := c.Connect(ctx, &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true})
