@@ -77,6 +77,14 @@ import (
 //	                      adoption: publishers go on holding for the
 //	                      session meanwhile, as while a loaded node reads
 //	                      its other held subjects after its own
+//	move-late=CLIENT@NODE  on NODE, a live move of CLIENT's session
+//	                      here waits, once its previous owner exported
+//	                      the session (the move's finish), until a newer
+//	                      claim of CLIENT asked this node to let go (at
+//	                      most moveLateMax), before it adopts the
+//	                      session: as a loaded node's last step of a
+//	                      move outlasts its client's CONNACK timeout, and
+//	                      the client's next CONNECT claims the id again
 //	settle-wait=DURATION@NODE  on NODE, once its restored sessions
 //	                      settled, their keys are announced only after
 //	                      DURATION (its own held follower waits with it):
@@ -103,10 +111,16 @@ type faults struct {
 	adoptLate    string
 	adoptWait    string
 	settleWait   time.Duration
+	moveLate     string
+	asked        chan struct{} // move-late: closed once a release request came
+	askedOnce    sync.Once
 }
 
 // adoptWait is how long adopt-wait holds an adoption.
 const adoptWait = 3 * time.Second
+
+// moveLateMax bounds move-late's wait.
+const moveLateMax = 60 * time.Second
 
 // adoptLateMax bounds adopt-late's wait.
 const adoptLateMax = 60 * time.Second
@@ -127,7 +141,7 @@ func parseFaults(s, node string) (*faults, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		v, at, _ := strings.Cut(v, "@")
-		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" && k != "held-pending" && k != "overtaken" && k != "adopt-late" && k != "adopt-wait" && k != "settle-wait" {
+		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" && k != "held-pending" && k != "overtaken" && k != "adopt-late" && k != "adopt-wait" && k != "settle-wait" && k != "move-late" {
 			return nil, fmt.Errorf("%s: unknown fault %q", faultEnv, k)
 		}
 		if at != node {
@@ -147,6 +161,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.adoptLate = v
 		case "adopt-wait":
 			f.adoptWait = v
+		case "move-late":
+			f.moveLate, f.asked = v, make(chan struct{})
 		case "settle-wait":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
@@ -219,6 +235,28 @@ func (f *faults) adoptsLate(id string) bool {
 // after its read ahead (adopt-wait).
 func (f *faults) waitsToAdopt(id string) bool {
 	return f != nil && f.adoptWait == id
+}
+
+// askedRelease notes that a request to let go of id came (move-late).
+func (f *faults) askedRelease(id string) {
+	if f != nil && f.moveLate == id {
+		f.askedOnce.Do(func() { close(f.asked) })
+	}
+}
+
+// movesLate reports whether a live move of id here waits before its
+// adoption (move-late).
+func (f *faults) movesLate(id string) bool {
+	return f != nil && f.moveLate == id
+}
+
+// awaitAsked waits, for move-late's id, until askedRelease or
+// moveLateMax.
+func (f *faults) awaitAsked() {
+	select {
+	case <-f.asked:
+	case <-time.After(moveLateMax):
+	}
 }
 
 // settleDelay returns how long settle-wait holds the announcement of the

@@ -80,9 +80,23 @@ func TestParseFaults(t *testing.T) {
 	f.sawRecord("o")
 	f.sawRecord("o") // once only
 	f.awaitRecord("o")
+	f, err = parseFaults("move-late=m@n1", "n1")
+	if err != nil || !f.movesLate("m") || f.movesLate("o") {
+		t.Fatalf("move-late=m: %+v, %v; want m only", f, err)
+	}
+	f.askedRelease("o") // another id: the wait for m goes on
+	select {
+	case <-f.asked:
+		t.Error("move-late=m: a release request for o ended m's wait")
+	default:
+	}
+	f.askedRelease("m")
+	f.askedRelease("m") // once only
+	f.awaitAsked()
 	var none *faults
 	if none.readsLate("b", 1) || none.stalls(nil) || none.delays("d") || none.unanswers(nil) != nil ||
-		none.withoutQuorum(0, func(string) int { return 0 }) || none.failsRead("e") || none.holdsHeld("h") || none.overtakes("o") {
+		none.withoutQuorum(0, func(string) int { return 0 }) || none.failsRead("e") || none.holdsHeld("h") || none.overtakes("o") ||
+		none.movesLate("m") {
 		t.Error("no faults: nothing injected")
 	}
 }

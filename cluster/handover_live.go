@@ -157,7 +157,12 @@ type moveIn struct {
 	seen    map[string]bool // nodes whose barrier came through (this one included)
 	want    []string        // nodes whose barriers are due
 	adopted bool
-	held    []heldMessage
+	// in is closed once the session is in the server here: a release
+	// request from a newer claim waits for that (awaitIn), and asked
+	// says one came.
+	in    chan struct{}
+	asked bool
+	held  []heldMessage
 	// refused counts messages not held (maxHeld): they are not
 	// confirmed.
 	refused int
@@ -646,7 +651,7 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	defer cancel()
 	stop := context.AfterFunc(n.ctx, cancel)
 	defer stop()
-	mi := &moveIn{epoch: epoch, from: prev, seen: make(map[string]bool), done: make(chan struct{})}
+	mi := &moveIn{epoch: epoch, from: prev, seen: make(map[string]bool), done: make(chan struct{}), in: make(chan struct{})}
 	for _, s := range rec1.Subs {
 		group, plain, _, err := topic.ParseShare(s.Filter)
 		switch {
@@ -694,11 +699,16 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	mv.mu.Unlock()
 	// Step 3.
 	rec := mv.finishAt(ctx, q, rec1)
+	if n.fault.movesLate(id) {
+		n.log.Info("cluster: test fault: the move's adoption waits for a newer claim", "client_id", id)
+		n.fault.awaitAsked()
+	}
 	// Step 4.
 	if n.sess != nil {
 		n.sess.adopt(id)
 	}
 	held, expired, last := mv.adopt(id, mi, rec)
+	close(mi.in)
 	if mi.refused > 0 { // adopted: no longer written
 		n.log.Error("cluster: moving session: too many messages held; the rest were not confirmed to their publishers",
 			"client_id", id, "held", held, "refused", mi.refused)
@@ -715,7 +725,46 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	n.own.confirm(prev, id, epoch)
 	n.log.Info("session moved here", "client_id", id, "from", prev,
 		"subscriptions", len(rec.Subs), "messages", len(rec.Queue), "held", held)
+	mv.mu.Lock()
+	asked := mi.asked
+	mv.mu.Unlock()
+	if asked {
+		// Handed over again to a newer claim meanwhile (awaitIn): this
+		// older connection must not take the copy that stays here
+		// until that move ends [MQTT-3.1.4-3].
+		return fmt.Errorf("cluster: %w", errSuperseded)
+	}
 	return nil
+}
+
+// awaitIn waits, up to heldWaitMax, until a move of id's session to this
+// node that is under way has the session in the server, for a release
+// request of a newer claim. Answered meanwhile, the request found no
+// session here and was told there was nothing to hand over, while the
+// old owner may have exported the session to this move already (its
+// subscriptions off the tree there). When that newer claim was the old
+// owner's own (a client that gave up on its CONNACK here and went back,
+// as mqtt.js does after a node loss), its client resumed the exported
+// copy there with Session Present and got nothing published after it:
+// every message went to the copy the move then adopted here
+// (TestReproClaimDuringMoveIn). Waited for, the session is handed over
+// with everything the move brought.
+func (mv *liveMoves) awaitIn(id string) {
+	mv.mu.Lock()
+	mi := mv.in[id]
+	var in chan struct{}
+	if mi != nil && !mi.adopted {
+		in, mi.asked = mi.in, true
+	}
+	mv.mu.Unlock()
+	if in == nil {
+		return
+	}
+	select {
+	case <-in:
+	case <-time.After(heldWaitMax):
+		mv.n.log.Warn("cluster: a newer claim asked for a session still moving here; answered without it", "client_id", id)
+	}
 }
 
 // adopt is step 4 of a move here, under the gate: the broker adopts rec,

@@ -1088,7 +1088,18 @@ func (f *heldFollower) join(id string, until time.Time, next uint64, last time.T
 		if f.waits == nil {
 			f.waits = map[*heldWait]uint64{}
 		}
-		w.add()
+		// One share of w per follower: takeWaits finishes it once,
+		// however many sessions joined with it. The janitor's bulk
+		// adoption joins each of a chunk's sessions with the chunk's
+		// wait (takeHeldAll); a share per session left it unfinished
+		// for good, and every release request for those sessions
+		// waited awaitHeld's whole bound twice, past the claimer's
+		// releaseTimeout (TestClusterTransports/NodeKill: the claimer
+		// read the stream instead, and what the adopter's copy took
+		// meanwhile was lost: 35 acknowledged messages to mqtt.js 5).
+		if _, ok := f.waits[w]; !ok {
+			w.add()
+		}
 		f.waits[w] = f.gen
 	}
 }

@@ -68,3 +68,31 @@ func TestHeldFollowerJoinReadsFromTheJoinersEnd(t *testing.T) {
 		t.Errorf("spawned follower: from %d gen %d, want 264 and 0", f.from, f.gen)
 	}
 }
+
+// The janitor's bulk adoption joins each session of a chunk to each
+// follower with the chunk's one wait (takeHeldAll): the follower's first
+// read with them finishes it. Before, each join added a share of the
+// wait and the read finished one: the wait never ended, and every
+// release request for those sessions waited awaitHeld's whole bound
+// twice, past the claimer's releaseTimeout (TestClusterTransports/
+// NodeKill: txn-roam5 adopted with txk-wss4; the claimer read the stream,
+// and 35 acknowledged messages the adopter's copy took meanwhile were
+// lost).
+func TestHeldFollowerOneWaitForManySessions(t *testing.T) {
+	last := time.Unix(1000, 0)
+	until := last.Add(time.Minute)
+	done := false
+	w := newHeldWait(func() { done = true })
+	f := &heldFollower{ids: map[string]time.Time{}, from: 264, since: last}
+	f.join("a", until, 264, last, false, true, w)
+	f.join("b", until, 264, last, false, false, w)
+	f.join("c", until, 264, last, false, false, w)
+	w.finish() // the adoption's own share
+	if done {
+		t.Fatal("the wait finished before the follower read anything with the sessions")
+	}
+	finishAll(f.takeWaits(f.gen))
+	if !done {
+		t.Error("the wait not finished by the follower's first read with every session that joined with it")
+	}
+}

@@ -142,6 +142,8 @@ type jsEvent struct {
 	ID                                    int
 	ReasonCode                            int
 	SessionPresent                        bool
+	// At is when the test read the line (not in client.js's JSON).
+	At time.Time `json:"-"`
 }
 
 func (e jsEvent) String() string {
@@ -218,6 +220,7 @@ func startJSWith(t *testing.T, id string, o map[string]any, subs map[string]int)
 			if json.Unmarshal(sc.Bytes(), &ev) != nil {
 				continue
 			}
+			ev.At = time.Now()
 			switch {
 			case ev.Event == "message":
 				c.sink.put(received{ev.Topic, ev.Payload, ev.QoS, ev.Retain})

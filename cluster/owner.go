@@ -679,6 +679,7 @@ func (o *owners) onRelease(m *nats.Msg) {
 		o.n.log.Warn("cluster: bad release request")
 		return
 	}
+	o.n.fault.askedRelease(id)
 	o.awaitHeld(id)
 	o.mu.Lock()
 	mine := o.epochs[id].epoch
@@ -693,6 +694,8 @@ func (o *owners) onRelease(m *nats.Msg) {
 	reply := []byte{wireVersion, 0}
 	var heldFrom uint64
 	if !newer {
+		// A session still moving here is handed over once it is here.
+		o.n.mv.awaitIn(id)
 		// A node with no session for an id it did not claim since it
 		// started (it was restarted after its claim, before it had the
 		// session: its store never had it) cannot tell a clean client

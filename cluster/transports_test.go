@@ -676,8 +676,9 @@ func testTxNodeKill(t *testing.T, tx *txCluster) {
 	// kill until both clients are back and a second more.
 	type result struct {
 		acked, noMatch, closed []string
+		ackedAt                map[string]time.Time
 	}
-	res := map[int]*result{4: {}, 5: {}}
+	res := map[int]*result{4: {ackedAt: map[string]time.Time{}}, 5: {ackedAt: map[string]time.Time{}}}
 	var ackedN [6]atomic.Int64 // per version, for the test's goroutine
 	stop := make(chan struct{})
 	done := make(chan error, 1)
@@ -706,6 +707,7 @@ func testTxNodeKill(t *testing.T, tx *txCluster) {
 					r.noMatch = append(r.noMatch, p)
 				case rc == 0:
 					r.acked = append(r.acked, p)
+					r.ackedAt[p] = time.Now()
 					ackedN[v].Add(1)
 				default:
 					done <- fmt.Errorf("publish %s: PUBACK 0x%02X", p, rc)
@@ -718,6 +720,7 @@ func testTxNodeKill(t *testing.T, tx *txCluster) {
 	time.Sleep(500 * time.Millisecond) // messages before the kill: the load's first part
 	killed := time.Now()
 	tx.kill(n3, syscall.SIGKILL)
+	t.Logf("n3 killed at %s", killed.UTC().Format("15:04:05.000"))
 	for v, c := range roam {
 		ev, before := c.awaitEvent(t, "connect", 40*time.Second)
 		if !ev.SessionPresent {
@@ -758,6 +761,15 @@ func testTxNodeKill(t *testing.T, tx *txCluster) {
 		}
 		if m := missing(); len(m) > 0 {
 			t.Errorf("mqtt.js %d: %d of %d acknowledged messages never delivered: %v", v, len(m), len(r.acked), m[:min(20, len(m))])
+			first, last := r.ackedAt[m[0]], r.ackedAt[m[len(m)-1]]
+			t.Logf("mqtt.js %d: the first missing acknowledged at %s (%v after the kill), the last at %s",
+				v, first.UTC().Format("15:04:05.000"), first.Sub(killed).Round(time.Millisecond), last.UTC().Format("15:04:05.000"))
+			// What its connection did after it came back (a second
+			// connect, a close) says where to look in the node logs.
+			for len(c.events) > 0 {
+				ev := <-c.events
+				t.Logf("mqtt.js %d then, %v after the kill: %v", v, ev.At.Sub(killed).Round(time.Millisecond), ev)
+			}
 		}
 		t.Logf("mqtt.js %d: %d acknowledged (all delivered: %v), %d answered 0x10 No matching subscribers (published while the session had no live owner), %d unanswered (connection closed)",
 			v, len(r.acked), len(missing()) == 0, len(r.noMatch), len(r.closed))
