@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/packet"
@@ -165,6 +166,11 @@ type pendingAck struct {
 	taken  bool // false: it could not be read
 	n      int  // sessions it went to
 	ticket broker.Ticket
+	// keeps: its copies kept for disowned copies of sessions here
+	// (keep.go), which it waits for too; keepErr: one could not be
+	// appended.
+	keeps   []jetstream.PubAckFuture
+	keepErr error
 }
 
 // ackLoop confirms forwarded messages once the store has their copies,
@@ -194,6 +200,9 @@ func (n *Node) ackLoop() {
 				taken = 1
 				if err := n.srv.WaitDurable(a.ticket); err != nil {
 					n.log.Error("cluster: store failed; not confirming a forwarded message", "err", err)
+					taken = 0
+				} else if err := errors.Join(a.keepErr, n.settleKept(a.keeps)); err != nil {
+					n.log.Warn("cluster: a disowned copy's message not kept; not confirming it", "err", err)
 					taken = 0
 				}
 			}

@@ -626,6 +626,7 @@ func (n *Node) finish(q *barrierRequest) []byte {
 		// (a share group's message would choose it and be lost), and
 		// this node's interest in its filters goes.
 		n.srv.Unroute(q.id)
+		n.sess.unkeep(q.id) // it takes nothing more (keep.go)
 		mv.exported(q.id, q.to, subs)
 	}
 	n.senderFor(q.to).add(0, encodeBarrier(q.id, q.epoch))

@@ -604,6 +604,7 @@ func (n *Node) deliverHeld(m jetstream.Msg, ids func(string) bool, candidates []
 	if err != nil {
 		return 0, err
 	}
+	ids = onlyFor(m, ids) // a disowned copy's message is its session's alone (keep.go)
 	if rm.ExpiresIn > 0 {
 		md, err := m.Metadata()
 		if err != nil {
@@ -865,7 +866,9 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 				return err
 			}
 			seq := md.Sequence.Stream
-			if !applied[seq] {
+			// A message kept for a disowned copy here (keep.go) is in
+			// that copy already, and for no other session.
+			if !applied[seq] && heldFor(m) == "" {
 				if persistent == nil {
 					persistent = s.persistentHere()
 					in = make(map[string]bool, len(persistent))
@@ -1239,8 +1242,9 @@ func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since
 		// Decided here: Pick runs under the subscription tree's lock,
 		// which must not wait for s.mu.
 		ok := make(map[string]bool, len(ids))
+		at := heldTime(m, md.Timestamp)
 		for _, c := range ids {
-			ok[c] = in(c, md.Timestamp) && !s.wasAway(c, md.Timestamp)
+			ok[c] = in(c, at) && !s.wasAway(c, at)
 		}
 		inAt := func(c string) bool { return ok[c] }
 		if _, err := s.n.deliverHeld(m, inAt, ids); errors.Is(err, errClaim) {

@@ -185,6 +185,9 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 		switch {
 		case err != nil:
 			s.n.log.Warn("cluster: held message unreadable; skipped", "peer", node, "err", err)
+		case heldFor(m) != "" && (heldFor(m) != rec.ClientID || heldTime(m, md.Timestamp).Before(since)):
+			// Kept for another session, or taken by the copy before the
+			// session's last op (keep.go).
 		case subscribed(rec.Subs, rm.Topic):
 			h := heldAhead{k: k, rm: rm, at: md.Timestamp, had: recordHas(rec, rm)}
 			if rm.Groups, err = s.n.claimFor(k, rm.Origin, rm.Groups, members, h.had, rec.ClientID); err != nil {

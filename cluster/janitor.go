@@ -491,8 +491,9 @@ func (s *sessions) readHeldFor(ctx context.Context, node string, since time.Time
 			return nil
 		}
 		in := map[string]bool{}
+		at := heldTime(m, md.Timestamp) // a kept copy's: when it was taken (keep.go)
 		subs.Match(rm.Topic, func(_, _ string, id string, last time.Time) {
-			if md.Timestamp.After(last) {
+			if at.After(last) {
 				in[id] = true
 			}
 		})

@@ -479,7 +479,9 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 			orphans = append(orphans, orphanMatch{node: n.cfg.Node, plain: true})
 		}
 	}
-	if len(targets) == 0 && len(orphans) == 0 && !msg.Retain {
+	// Copies here whose ops stay local that msg reached (keep.go).
+	kept := n.keptLocal(msg)
+	if len(targets) == 0 && len(orphans) == 0 && len(kept) == 0 && !msg.Retain {
 		if heldWait == nil {
 			return held, nil
 		}
@@ -514,6 +516,15 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	// Held for the persistent sessions of dropped nodes (held.go).
 	var helds []jetstream.PubAckFuture
 	var heldFor []string
+	if len(kept) > 0 {
+		fs, err := n.keep(originKey{n.cfg.Node, n.inc, msg.ID}, o, encodeForwardOrigin(msg, nil, pub, o), kept)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, f := range fs {
+			helds, heldFor = append(helds, f), append(heldFor, n.cfg.Node)
+		}
+	}
 	for _, om := range orphans {
 		n.log.Debug("cluster: holding a message for a dropped node's persistent sessions", "peer", om.node, "topic", msg.Topic, "origin", !o.IsZero(), "groups", len(om.groups))
 		f, err := n.hold(om.node, msg, pub, o, om.groups)
@@ -636,8 +647,17 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		held.left++
 		n.mv.mu.Unlock()
 	}
+	// Copies here whose ops stay local (keep.go): what they take is
+	// kept in the held subject too.
+	var kept []string
+	if seq != 0 && src.id != 0 {
+		rm.Pick = n.sess.keepPick(rm.Pick, &kept)
+	}
 	c, ticket := n.srv.DeliverRemote(rm)
 	a := pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket}
+	if len(kept) > 0 {
+		a.keeps, a.keepErr = n.keep(src, rm.Origin, fwd, kept)
+	}
 	if held != nil {
 		// Confirmed once every session that holds it has it durably
 		// and the new owner took what went on (handover_live.go);

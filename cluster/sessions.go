@@ -101,7 +101,10 @@ type sessions struct {
 	// store: in the stream, with no op of the new owner after them yet
 	// (it may not have read the session, or died first), a reader would
 	// take them for the session's end.
-	lost     map[string]time.Time
+	lost map[string]time.Time
+	// kept: the lost ids whose copy here has not ended yet: what it
+	// takes is kept in the held subject (keep.go).
+	kept     keptCopies
 	restored []string // ids of sessions the local store had at start
 
 	js    jetstream.JetStream
@@ -215,7 +218,19 @@ func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
 			// A lost id keeps its keys until sweepLost.
 			s.persist.apply(op)
 		}
-		if _, lost := s.lost[op.ClientID]; op.ClientID == "" || lost {
+		_, lost := s.lost[op.ClientID]
+		if op.ClientID != "" {
+			// A disowned copy claimed here again keeps its ops local
+			// until the session read from the stream replaces it,
+			// its end included: what it takes is kept (keep.go), and
+			// its ops in the stream would make a claim here read the
+			// kept copies from after them. Its client resuming it
+			// (OpSessionPut) ends that.
+			was := s.kept.has(op.ClientID)
+			s.keepOp(op, lost)
+			lost = lost || (was && op.Kind != broker.OpSessionPut)
+		}
+		if op.ClientID == "" || lost {
 			continue // retained messages: the retained stream keeps them; lost ids: see sessions.lost
 		}
 		if s.n.fault.stalls(op) {
@@ -357,6 +372,7 @@ func (s *sessions) disown(id string) {
 	s.mu.Lock()
 	now := time.Now()
 	s.lost[id] = now
+	s.kept.set(id, true)
 	if s.left == nil {
 		s.left = map[string]time.Time{}
 	}
@@ -377,6 +393,7 @@ func (s *sessions) sweepLost(cutoff time.Time) {
 	for id, at := range s.lost {
 		if at.Before(cutoff) {
 			delete(s.lost, id)
+			s.unkeepLocked(id, "long lost")
 			s.persist.leave(id) // it lives on its new owner
 		}
 	}

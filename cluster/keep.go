@@ -1,0 +1,354 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/topic"
+)
+
+// What a copy whose ops stay local takes: kept in the held subject.
+//
+// Once another node claims a client id, this node's copy of the session
+// is disowned (sessions.lost): its ops stay in the local store, since in
+// the stream a reader would take them, its end included, for the
+// session's current state. The copy stays a while, fenced or handed over
+// and waiting for the new owner's confirmation, and still takes what is
+// routed to it: every node forwards the session's filters here until it
+// sees the new owner's interest, and a new owner that never adopts it
+// (its claim given up, superseded, or answered too late) announces none.
+// When the copy then ends without a confirmed handover, what it took
+// since the disown is nowhere else: acknowledged and lost (test/jepsen
+// TestClusterFull, 2026-12-05 round 4 seed 41: ps2 fenced on n2 for n1's
+// claim, which gave up; the copy ended 8 s later with 191 acknowledged
+// messages; earlier seed 41 ps0, 179).
+//
+// So a QoS 1/2 message this node gives such a copy (forwarded, or
+// published here) is also appended to this node's held subject, marked
+// for that session alone (heldForHeader), and its confirmation (to the
+// forwarding node, or the PUBACK/PUBREC here) waits for the append as for
+// the copy's store. Whoever takes the session next reads it there: a
+// claim or an adoption reads every node's held subject since the
+// session's last op in the stream, which is older than the disown, and
+// follows them for heldWatch; this node itself, should the fence lift,
+// reads its own subject when it takes the session from the stream again.
+// The marked copy carries the message's origin (node, incarnation, id),
+// so a reader that got the message forwarded too delivers it once
+// (originWatch), and the catch-up puts it in its publisher's order
+// (catchup.go). A marked copy goes to no other session: readers of the
+// subject for other sessions skip it, and this node's own follower
+// (followOwnHeld), which applies held messages to the sessions here,
+// skips them all: the copy here has the message already.
+//
+// Only while the copy is the disowned one: the mark goes when the copy
+// ends (its OpSessionDel: handed over and confirmed, fenced and ended, or
+// replaced by the session read from the stream), when its session moves
+// out live (finish: it takes nothing more), or when a claim here lets the
+// client resume it as it is (its next OpSessionPut). Share groups are not
+// covered: a group message given to a fenced member here is lost with the
+// copy, as before (the group's next reader cannot tell it apart from one
+// another member got).
+//
+// Before this (and after fencehold's hold keys from the fence, which made
+// every node hold every matching message for the fenced node, 311 QoS 2
+// duplicates in one run), the fence kept only the filters as hold keys
+// from the copy's end (fence.go), which covers what is published after
+// the end, not what the copy took before it.
+
+// heldForHeader names, on a held message, the one session it is kept for
+// (keep). Older readers ignore it and offer the message to every session
+// of the subject's node that matches; a cluster of mixed versions may so
+// deliver a kept copy twice.
+const heldForHeader = "Roost-Held-For"
+
+// heldTakenHeader is when the copy took a kept message (Unix nanoseconds):
+// readers compare that, not when the append was stored, with the
+// session's last op in the stream (heldTime). A new owner that adopted
+// the copy by a handover has what the copy took before, whenever the
+// append was stored: one stored late (its partition stream electing a
+// leader) and read by a later claim whose record ends between the two
+// times would reach the session twice.
+const heldTakenHeader = "Roost-Held-Taken"
+
+// keptCopies is the set of client ids whose session here is a disowned
+// copy (above), each with the count of messages kept for it: copied on
+// write under sessions.mu, read without a lock (a forwarded message's
+// Pick runs under the broker's subscription tree lock).
+type keptCopies struct {
+	ids atomic.Pointer[map[string]*atomic.Int64]
+}
+
+// has reports whether id is in the set.
+func (k *keptCopies) has(id string) bool {
+	m := k.ids.Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[id]
+	return ok
+}
+
+// any reports whether the set is not empty.
+func (k *keptCopies) any() bool {
+	m := k.ids.Load()
+	return m != nil && len(*m) > 0
+}
+
+// list returns the ids in the set.
+func (k *keptCopies) list() []string {
+	m := k.ids.Load()
+	if m == nil {
+		return nil
+	}
+	out := make([]string, 0, len(*m))
+	for id := range *m {
+		out = append(out, id)
+	}
+	return out
+}
+
+// count counts a message kept for id, if it is in the set.
+func (k *keptCopies) count(id string) {
+	if m := k.ids.Load(); m != nil {
+		if c := (*m)[id]; c != nil {
+			c.Add(1)
+		}
+	}
+}
+
+// set adds (in) or removes id, and returns how many messages were kept
+// for a removed one; the caller holds sessions.mu.
+func (k *keptCopies) set(id string, in bool) int64 {
+	old := k.ids.Load()
+	var c *atomic.Int64
+	if old != nil {
+		c = (*old)[id]
+	}
+	if (c != nil) == in {
+		return 0
+	}
+	m := make(map[string]*atomic.Int64, 1)
+	if old != nil {
+		for other, n := range *old {
+			m[other] = n
+		}
+	}
+	if in {
+		m[id] = new(atomic.Int64)
+	} else {
+		delete(m, id)
+	}
+	k.ids.Store(&m)
+	if c == nil {
+		return 0
+	}
+	return c.Load()
+}
+
+// keepOp updates the set for op, about to be appended; s.mu held. lost
+// says op's id is disowned here now.
+func (s *sessions) keepOp(op *broker.Op, lost bool) {
+	switch op.Kind {
+	case broker.OpSessionDel:
+		s.unkeepLocked(op.ClientID, "the copy ended") // or was replaced
+	case broker.OpSessionPut:
+		if !lost {
+			s.unkeepLocked(op.ClientID, "its client resumed it here")
+		}
+	}
+}
+
+// unkeepLocked takes id out of the set, saying so when messages were
+// kept for it; s.mu held.
+func (s *sessions) unkeepLocked(id, why string) {
+	if n := s.kept.set(id, false); n > 0 && s.n != nil {
+		s.n.log.Info("cluster: messages a disowned copy took were kept in the held subject for its session",
+			"client_id", id, "messages", n, "until", why)
+	}
+}
+
+// unkeep takes id out of the set: its session moved out live, and the
+// copy here takes nothing more (handover_live.go finish).
+func (s *sessions) unkeep(id string) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.unkeepLocked(id, "its session moved out")
+	s.mu.Unlock()
+}
+
+// keepPick wraps a forwarded message's pick (nil: every session) so that
+// it adds to *into the disowned copies here it lets the message through
+// to. Called in the delivery's goroutine, as Pick is.
+func (s *sessions) keepPick(pick func(string) bool, into *[]string) func(string) bool {
+	if s == nil || !s.kept.any() {
+		return pick
+	}
+	return func(id string) bool {
+		ok := pick == nil || pick(id)
+		if ok && s.kept.has(id) && !slices.Contains(*into, id) {
+			*into = append(*into, id)
+		}
+		return ok
+	}
+}
+
+// keptLocal returns the disowned copies here that a QoS 1/2 message
+// published here reaches through a plain subscription.
+func (n *Node) keptLocal(msg *broker.Message) []string {
+	if n.sess == nil || msg.QoS == 0 || !n.sess.kept.any() {
+		return nil
+	}
+	var out []string
+	for _, id := range n.sess.kept.list() {
+		_, subs, ok := n.srv.Client(id)
+		if !ok {
+			continue
+		}
+		if slices.ContainsFunc(subs, func(sub broker.SubscriptionSnapshot) bool {
+			return !strings.HasPrefix(sub.Filter, "$share/") && topic.Match(sub.Filter, msg.Topic)
+		}) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// keep appends, for each of ids, a copy of a message given to its
+// disowned copy here to this node's held subject, marked for it: k and o
+// name the message (origin; Origin, if any), fwd is its forwarded form
+// (its share groups are dropped: the copy is for a plain subscription).
+// It returns the appends' futures (settleKept).
+func (n *Node) keep(k originKey, o broker.Origin, fwd []byte, ids []string) ([]jetstream.PubAckFuture, error) {
+	s := n.sess
+	s.mu.Lock()
+	js, ready := s.js, s.ready
+	s.mu.Unlock()
+	if !ready {
+		return nil, fmt.Errorf("kept for a disowned copy: %w", errNotReady)
+	}
+	plain, err := forwardWithoutGroups(fwd)
+	if err != nil {
+		return nil, err
+	}
+	data := encodeHeld(k, plain)
+	taken := strconv.FormatInt(time.Now().UnixNano(), 10)
+	fs := make([]jetstream.PubAckFuture, 0, len(ids))
+	for _, id := range ids {
+		m := nats.NewMsg(s.heldSubject(n.cfg.Node))
+		m.Data = data
+		m.Header.Set(jetstream.MsgIDHeader, keptMsgID(k, o, id))
+		m.Header.Set(heldForHeader, id)
+		m.Header.Set(heldTakenHeader, taken)
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
+			return fs, fmt.Errorf("kept for a disowned copy of %q: %w", id, err)
+		}
+		fs = append(fs, f)
+		s.kept.count(id)
+	}
+	n.log.Debug("cluster: message for a disowned copy kept in the held subject", "clients", ids, "origin", k.node)
+	return fs, nil
+}
+
+// keptMsgID is a kept copy's message id: the same message kept twice for
+// the same session (a forward's batch sent again, a QoS 2 resend routed
+// again under its Origin) is kept once. Not a hold's id (hold): a kept
+// copy must not stand in for the hold of the same message for this node,
+// which is for every session here.
+func keptMsgID(k originKey, o broker.Origin, id string) string {
+	if !o.IsZero() {
+		return "k.o." + strconv.FormatUint(o.Hash(), 36) + "." + ownerKey(id)
+	}
+	return "k." + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + ownerKey(id)
+}
+
+// settleKept waits for keep's appends, up to ForwardTimeout: the message
+// is confirmed (taken) only once they are in the stream.
+func (n *Node) settleKept(fs []jetstream.PubAckFuture) error {
+	if len(fs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+	defer cancel()
+	for _, f := range fs {
+		if err := n.settleHeld(ctx, n.cfg.Node, f); err != nil {
+			return fmt.Errorf("kept for a disowned copy: %w", err)
+		}
+	}
+	return nil
+}
+
+// forwardWithoutGroups returns fwd, a forwarded message (wire.go), with
+// no share groups.
+func forwardWithoutGroups(fwd []byte) ([]byte, error) {
+	r := reader{b: fwd}
+	if r.byte() != wireVersion {
+		return nil, errWire
+	}
+	r.byte()    // flags
+	r.string()  // from
+	r.uvarint() // expires
+	head := len(fwd) - len(r.b)
+	count := r.uvarint()
+	if r.err != nil || count > uint64(len(r.b)) {
+		return nil, errWire
+	}
+	if count == 0 {
+		return fwd, nil
+	}
+	for range count {
+		r.string()
+	}
+	if r.err != nil {
+		return nil, errWire
+	}
+	out := make([]byte, 0, len(fwd))
+	out = binary.AppendUvarint(append(out, fwd[:head]...), 0)
+	return append(out, r.b...), nil
+}
+
+// heldFor returns the session a held message is kept for (keep), "" for
+// a hold (every matching session of the node).
+func heldFor(m jetstream.Msg) string {
+	if h := m.Headers(); h != nil {
+		return h.Get(heldForHeader)
+	}
+	return ""
+}
+
+// heldTime is when held message m (stored at stored) counts as held for
+// the readers' comparisons with a session's last op: when its copy took
+// it, for a kept one (heldTakenHeader).
+func heldTime(m jetstream.Msg, stored time.Time) time.Time {
+	h := m.Headers()
+	if h == nil {
+		return stored
+	}
+	if v := h.Get(heldTakenHeader); v != "" {
+		if ns, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return time.Unix(0, ns)
+		}
+	}
+	return stored
+}
+
+// onlyFor narrows ids to the session m is kept for, if any.
+func onlyFor(m jetstream.Msg, ids func(string) bool) func(string) bool {
+	f := heldFor(m)
+	if f == "" {
+		return ids
+	}
+	return func(id string) bool { return id == f && ids(id) }
+}

@@ -1,0 +1,123 @@
+package cluster
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roost-mqtt/roost/broker"
+)
+
+// A kept copy is its message's forwarded form without share groups (it is
+// for one session's plain subscription), everything else as forwarded:
+// Origin, expiry, flags, the PUBLISH. A malformed form is refused.
+func TestForwardWithoutGroups(t *testing.T) {
+	m := &broker.Message{Topic: "a/b", Payload: []byte("pay"), QoS: 2, Retain: true, From: "me"}
+	m.SetExpires(time.Now().Add(time.Minute))
+	pub, err := encodePublish(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := broker.Origin{ClientID: "p", PacketID: 7, Nonce: 99}
+	for _, groups := range [][]string{nil, {"g\x00a/#"}, {"g\x00a/#", "h\x00a/b"}} {
+		fwd := encodeForwardOrigin(m, groups, pub, o)
+		plain, err := forwardWithoutGroups(fwd)
+		if err != nil {
+			t.Fatalf("groups %q: %v", groups, err)
+		}
+		if len(groups) == 0 && !bytes.Equal(plain, fwd) {
+			t.Errorf("a form without groups was rewritten")
+		}
+		rm, err := decodeForward(plain)
+		if err != nil {
+			t.Fatalf("groups %q: %v", groups, err)
+		}
+		if len(rm.Groups) != 0 || rm.Origin != o || rm.Topic != "a/b" || string(rm.Payload) != "pay" || rm.QoS != 2 ||
+			!rm.Retain || rm.From != "me" || rm.ExpiresIn <= 0 {
+			t.Errorf("groups %q: decoded %+v", groups, rm)
+		}
+		for i := range len(fwd) {
+			if b, err := forwardWithoutGroups(fwd[:i]); err == nil {
+				if _, err := decodeForward(b); err == nil {
+					t.Fatalf("groups %q: a form cut at %d bytes passed", groups, i)
+				}
+			}
+		}
+	}
+}
+
+// The set of disowned copies: added at the disown, gone when the copy
+// ends (OpSessionDel, lost or not) or its client resumes it here (an
+// OpSessionPut once no longer lost), not by the copy's own puts while
+// lost; keepPick notes each such session it lets a message through to,
+// once, and leaves the pick's answer as it was.
+func TestKeptCopies(t *testing.T) {
+	s := &sessions{}
+	if s.kept.any() || s.kept.has("a") {
+		t.Fatal("empty set has members")
+	}
+	if p := s.keepPick(nil, new([]string)); p != nil {
+		t.Fatal("keepPick wrapped a pick with nothing kept")
+	}
+	s.kept.set("a", true)
+	s.kept.set("b", true)
+	s.keepOp(&broker.Op{Kind: broker.OpSessionPut, ClientID: "a"}, true)
+	if !s.kept.has("a") {
+		t.Fatal("a lost copy's own OpSessionPut took it out")
+	}
+	var into []string
+	pick := s.keepPick(func(id string) bool { return id != "b" }, &into)
+	for _, id := range []string{"a", "a", "b", "c"} {
+		if got := pick(id); got != (id != "b") {
+			t.Errorf("pick(%s) = %v", id, got)
+		}
+	}
+	if !slices.Equal(into, []string{"a"}) {
+		t.Errorf("noted %v, want [a]: b was not let through, c is not kept", into)
+	}
+	s.keepOp(&broker.Op{Kind: broker.OpSessionPut, ClientID: "a"}, false)
+	s.keepOp(&broker.Op{Kind: broker.OpSessionDel, ClientID: "b"}, true)
+	if s.kept.any() {
+		t.Errorf("left %v after a's resume and b's end", s.kept.list())
+	}
+	s.kept.set("c", true)
+	s.kept.count("c")
+	s.kept.count("c")
+	s.kept.count("d") // not in the set: not counted, not added
+	if n := s.kept.set("c", false); n != 2 || s.kept.has("d") {
+		t.Errorf("c's count %d, want 2; d in the set: %v", n, s.kept.has("d"))
+	}
+	var nilSessions *sessions
+	if p := nilSessions.keepPick(nil, &into); p != nil {
+		t.Error("keepPick without replicated sessions wrapped the pick")
+	}
+}
+
+// A held message marked for a session (keep) is offered to that session
+// only; an unmarked one to whoever the reader offers it to.
+func TestOnlyFor(t *testing.T) {
+	all := func(string) bool { return true }
+	marked := heldMsg{h: nats.Header{heldForHeader: []string{"x"}}}
+	ids := onlyFor(marked, all)
+	if !ids("x") || ids("y") {
+		t.Errorf("marked for x: x %v y %v", ids("x"), ids("y"))
+	}
+	if heldFor(heldMsg{}) != "" || !onlyFor(heldMsg{}, all)("y") {
+		t.Error("an unmarked held message was narrowed")
+	}
+	if keptMsgID(originKey{"n1", "i", 5}, broker.Origin{}, "x") == keptMsgID(originKey{"n1", "i", 5}, broker.Origin{}, "y") {
+		t.Error("two sessions' kept copies of one message share a message id: the second would be dropped")
+	}
+}
+
+// heldMsg is a jetstream.Msg with headers only.
+type heldMsg struct {
+	jetstream.Msg
+	h nats.Header
+}
+
+func (m heldMsg) Headers() nats.Header { return m.h }
