@@ -85,6 +85,13 @@ import (
 //	                      session: as a loaded node's last step of a
 //	                      move outlasts its client's CONNACK timeout, and
 //	                      the client's next CONNECT claims the id again
+//	straddle-move=TOPIC@NODE  on NODE, the first QoS 1/2 publish to
+//	                      TOPIC, once it has looked for sessions moving in
+//	                      (liveMoves.local), waits until a live move into
+//	                      NODE begins (at most straddleMax), then
+//	                      straddleLinger more, before it plans its
+//	                      forwards: as a publish descheduled on a loaded
+//	                      node between its two looks
 //	settle-wait=DURATION@NODE  on NODE, once its restored sessions
 //	                      settled, their keys are announced only after
 //	                      DURATION (its own held follower waits with it):
@@ -114,7 +121,19 @@ type faults struct {
 	moveLate     string
 	asked        chan struct{} // move-late: closed once a release request came
 	askedOnce    sync.Once
+	straddle     string
+	straddled    atomic.Bool   // straddle-move: its publish came
+	moveBegun    chan struct{} // straddle-move: closed once a move in began
+	begunOnce    sync.Once
 }
+
+// straddleMax bounds straddle-move's wait for a move; straddleLinger is
+// how long the publish waits after the move began: the move's first step
+// comes within it unless the publish holds it back.
+const (
+	straddleMax    = 60 * time.Second
+	straddleLinger = 200 * time.Millisecond
+)
 
 // adoptWait is how long adopt-wait holds an adoption.
 const adoptWait = 3 * time.Second
@@ -141,7 +160,7 @@ func parseFaults(s, node string) (*faults, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		v, at, _ := strings.Cut(v, "@")
-		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" && k != "held-pending" && k != "overtaken" && k != "adopt-late" && k != "adopt-wait" && k != "settle-wait" && k != "move-late" {
+		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" && k != "held-pending" && k != "overtaken" && k != "adopt-late" && k != "adopt-wait" && k != "settle-wait" && k != "move-late" && k != "straddle-move" {
 			return nil, fmt.Errorf("%s: unknown fault %q", faultEnv, k)
 		}
 		if at != node {
@@ -163,6 +182,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.adoptWait = v
 		case "move-late":
 			f.moveLate, f.asked = v, make(chan struct{})
+		case "straddle-move":
+			f.straddle, f.moveBegun = v, make(chan struct{})
 		case "settle-wait":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
@@ -257,6 +278,29 @@ func (f *faults) awaitAsked() {
 	case <-f.asked:
 	case <-time.After(moveLateMax):
 	}
+}
+
+// straddles reports whether a publish to name is straddle-move's (the
+// first to its topic).
+func (f *faults) straddles(name string) bool {
+	return f != nil && f.straddle == name && f.straddled.CompareAndSwap(false, true)
+}
+
+// moveBegins notes that a live move into this node begins (straddle-move).
+func (f *faults) moveBegins() {
+	if f != nil && f.moveBegun != nil {
+		f.begunOnce.Do(func() { close(f.moveBegun) })
+	}
+}
+
+// awaitMove waits, for straddle-move's publish, until moveBegins or
+// straddleMax, then straddleLinger.
+func (f *faults) awaitMove() {
+	select {
+	case <-f.moveBegun:
+	case <-time.After(straddleMax):
+	}
+	time.Sleep(straddleLinger)
 }
 
 // settleDelay returns how long settle-wait holds the announcement of the

@@ -177,6 +177,20 @@ func testLiveHandoverRounds(t *testing.T, everywhere, shared bool) {
 	for _, e := range sub.errs {
 		t.Error(e)
 	}
+	if t.Failed() {
+		// The session's whole history on each node (its moves, fences,
+		// kept messages), which the logs' last lines do not reach: a
+		// loss seen only in full-suite runs is read from here.
+		for _, nd := range tc.nodes {
+			var lines []string
+			for _, l := range strings.Split(grepLog(nd, "client_id="+sub.id, "clients=["+sub.id+"]"), "\n") {
+				if !strings.Contains(l, "msg=received") {
+					lines = append(lines, l)
+				}
+			}
+			t.Logf("--- %s: %s's lines but its packets:\n%s", nd.name, sub.id, strings.Join(lines, "\n"))
+		}
+	}
 }
 
 func head(s []int, n int) []int { return s[:min(len(s), n)] }

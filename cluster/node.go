@@ -465,6 +465,10 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 		}
 	}
 	held, heldWait := n.mv.local(msg)
+	if msg.QoS > 0 && n.fault.straddles(msg.Topic) {
+		n.log.Info("cluster: test fault: a publish waits for a move in between its looks at the moves", "topic", msg.Topic)
+		n.fault.awaitMove()
+	}
 	pick := msg.ID
 	if !o.IsZero() {
 		pick = originHash(o)
