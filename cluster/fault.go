@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,14 +51,29 @@ import (
 //	held-pending=CLIENT@NODE  on node NODE, a release request for CLIENT
 //	                      finds the session's held messages still being
 //	                      applied, both times it looks (awaitHeld waits
-//	                      its whole bound: 4 s, past the claimer's
-//	                      releaseTimeout), and NODE's owner watcher does
-//	                      not fence CLIENT's session: as when the session
-//	                      was taken from the stream here and its held
-//	                      reads were slow, and the newer record was seen
-//	                      before the session was in the server (test/jepsen
-//	                      TestClusterFull: the request then came seconds
-//	                      late, behind other requests' waits)
+//	                      until the answer's bound, heldWaitMax), and
+//	                      NODE's owner watcher does not fence CLIENT's
+//	                      session: as when the session was taken from the
+//	                      stream here and its held reads were slow, and
+//	                      the newer record was seen before the session was
+//	                      in the server
+//	release-late=CLIENT@NODE  on node NODE, a release request for CLIENT
+//	                      is handled only heldWaitMax after it came, as
+//	                      one queued behind another request's held wait
+//	                      (a node handles them one at a time); with
+//	                      held-pending its answer comes after the
+//	                      claimer's releaseTimeout (test/jepsen
+//	                      TestClusterFull: requests seconds late, behind
+//	                      other requests' waits)
+//	held-fenced=CLIENT@NODE  on node NODE, a release request for CLIENT
+//	                      that found no unread mark then finds the
+//	                      session's held messages being applied until
+//	                      NODE's fence (after a loss of contact) has
+//	                      ended CLIENT's session, within the answer's
+//	                      bound: as when an adoption took the mark just
+//	                      before (beginAdopt) and its held reads ended
+//	                      just after such a fence (test/jepsen
+//	                      TestClusterFull seed 42)
 //	overtaken=CLIENT@NODE  on node NODE, a claim that took CLIENT's
 //	                      session from the stream puts it in the server
 //	                      only once NODE's owner watcher saw a record of
@@ -112,6 +128,10 @@ type faults struct {
 	noQuorum     string
 	quorumBack   atomic.Bool // no-quorum: the read came
 	heldPending  string
+	releaseLate  string
+	heldFenced   string
+	fenceDone    chan struct{} // held-fenced: closed once the fence ended the session
+	fenceOnce    sync.Once
 	overtaken    string
 	recordSeen   chan struct{} // overtaken: closed once the record came
 	recordOnce   sync.Once
@@ -151,6 +171,10 @@ const overtakenWait = 20 * time.Second
 // fenceGrace, after which a fenced session has ended on its node.
 const releaseDelay = fenceGrace + time.Second
 
+// knownFaults are the faults faultEnv may name.
+var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
+	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move"}
+
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
 	if s == "" {
@@ -160,7 +184,7 @@ func parseFaults(s, node string) (*faults, error) {
 	for _, kv := range strings.Split(s, ",") {
 		k, v, _ := strings.Cut(kv, "=")
 		v, at, _ := strings.Cut(v, "@")
-		if k != "stall-inbound" && k != "read-late" && k != "delay-release" && k != "hold-unanswered" && k != "no-quorum" && k != "held-pending" && k != "overtaken" && k != "adopt-late" && k != "adopt-wait" && k != "settle-wait" && k != "move-late" && k != "straddle-move" {
+		if !slices.Contains(knownFaults, k) {
 			return nil, fmt.Errorf("%s: unknown fault %q", faultEnv, k)
 		}
 		if at != node {
@@ -192,6 +216,10 @@ func parseFaults(s, node string) (*faults, error) {
 			f.settleWait = d
 		case "held-pending":
 			f.heldPending = v
+		case "release-late":
+			f.releaseLate = v
+		case "held-fenced":
+			f.heldFenced, f.fenceDone = v, make(chan struct{})
 		case "overtaken":
 			f.overtaken, f.recordSeen = v, make(chan struct{})
 		case "hold-unanswered":
@@ -218,6 +246,35 @@ func (f *faults) delays(id string) bool {
 // (held-pending).
 func (f *faults) holdsHeld(id string) bool {
 	return f != nil && f.heldPending == id
+}
+
+// handlesLate reports whether a release request for id is handled
+// heldWaitMax late (release-late).
+func (f *faults) handlesLate(id string) bool {
+	return f != nil && f.releaseLate == id
+}
+
+// fenced notes that a fence ended id's session (held-fenced).
+func (f *faults) fenced(id string) {
+	if f != nil && f.heldFenced == id {
+		f.fenceOnce.Do(func() { close(f.fenceDone) })
+	}
+}
+
+// holdsUntilFenced reports whether a release request for id that found
+// no unread mark waits for a fence (held-fenced).
+func (f *faults) holdsUntilFenced(id string) bool {
+	return f != nil && f.heldFenced == id
+}
+
+// awaitFence waits, for held-fenced, until fenced or by.
+func (f *faults) awaitFence(by time.Time) {
+	t := time.NewTimer(time.Until(by))
+	defer t.Stop()
+	select {
+	case <-f.fenceDone:
+	case <-t.C:
+	}
 }
 
 // sawRecord notes that the owner watcher saw a record of id naming

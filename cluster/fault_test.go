@@ -67,6 +67,19 @@ func TestParseFaults(t *testing.T) {
 	if err != nil || !f.holdsHeld("h") || f.holdsHeld("e") {
 		t.Errorf("held-pending=h: %+v, %v; want h only", f, err)
 	}
+	f, err = parseFaults("release-late=l@n1,held-fenced=h@n1,held-fenced=x@n2", "n1")
+	if err != nil || !f.handlesLate("l") || f.handlesLate("h") || !f.holdsUntilFenced("h") || f.holdsUntilFenced("x") {
+		t.Errorf("release-late=l,held-fenced=h: %+v, %v; want l late, h held until fenced, on n1 only", f, err)
+	}
+	f.fenced("l") // another id: the wait for h goes on
+	select {
+	case <-f.fenceDone:
+		t.Error("held-fenced=h: the wait ended by a fence of another id")
+	default:
+	}
+	f.fenced("h")
+	f.fenced("h")                           // twice: no panic
+	f.awaitFence(time.Now().Add(time.Hour)) // returns at once: h was fenced
 	f, err = parseFaults("overtaken=o@n1", "n1")
 	if err != nil || !f.overtakes("o") || f.overtakes("h") {
 		t.Fatalf("overtaken=o: %+v, %v; want o only", f, err)

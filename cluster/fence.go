@@ -237,6 +237,11 @@ func (o *owners) fenceID(id, node string, epoch uint64) {
 		// and handed over since, and ending that copy while its move is
 		// under way makes the new owner fall back to the stream (a stale
 		// copy, and what it held meanwhile overflows the queue).
+		// A release request's answer and this end exclude each
+		// other (lockEnd): an answer after it reads the mark
+		// endedUnread sets; one before it took the fence off.
+		unlock := o.lockEnd(id)
+		defer unlock()
 		o.mu.Lock()
 		due := o.fenced[id] == epoch
 		if due {

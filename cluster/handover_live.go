@@ -748,7 +748,7 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	return nil
 }
 
-// awaitIn waits, up to heldWaitMax, until a move of id's session to this
+// awaitIn waits, until by at the latest (heldWaitMax), until a move of id's session to this
 // node that is under way has the session in the server, for a release
 // request of a newer claim. Answered meanwhile, the request found no
 // session here and was told there was nothing to hand over, while the
@@ -760,7 +760,7 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 // every message went to the copy the move then adopted here
 // (TestReproClaimDuringMoveIn). Waited for, the session is handed over
 // with everything the move brought.
-func (mv *liveMoves) awaitIn(id string) {
+func (mv *liveMoves) awaitIn(id string, by time.Time) {
 	mv.mu.Lock()
 	mi := mv.in[id]
 	var in chan struct{}
@@ -771,9 +771,11 @@ func (mv *liveMoves) awaitIn(id string) {
 	if in == nil {
 		return
 	}
+	t := time.NewTimer(time.Until(by))
+	defer t.Stop()
 	select {
 	case <-in:
-	case <-time.After(heldWaitMax):
+	case <-t.C:
 		mv.n.log.Warn("cluster: a newer claim asked for a session still moving here; answered without it", "client_id", id)
 	}
 }

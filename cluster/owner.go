@@ -97,6 +97,9 @@ type owners struct {
 	// claiming: ids with a claim under way here, closed when it ends
 	// (lockClaim).
 	claiming map[string]chan struct{}
+	// ending: ids whose session's end here a release request's answer
+	// or a fence is deciding, closed when it is decided (lockEnd).
+	ending map[string]chan struct{}
 	// heldPending: sessions the janitor adopted whose held messages it
 	// has not applied yet, closed when it has (janitor.go); a release
 	// request for one waits for that (heldWaitMax).
@@ -387,19 +390,25 @@ func (o *owners) claimed(ctx context.Context, id string, written, epoch uint64, 
 // lockClaim waits until no other claim of id runs on this node, then
 // holds that until the returned func is called.
 func (o *owners) lockClaim(ctx context.Context, id string) (func(), error) {
+	return o.lockID(ctx, &o.claiming, id)
+}
+
+// lockID waits until locks holds no entry for id, then holds one until
+// the returned func is called; ctx ends the wait.
+func (o *owners) lockID(ctx context.Context, locks *map[string]chan struct{}, id string) (func(), error) {
 	for {
 		o.mu.Lock()
-		busy, ok := o.claiming[id]
+		busy, ok := (*locks)[id]
 		if !ok {
 			done := make(chan struct{})
-			if o.claiming == nil {
-				o.claiming = make(map[string]chan struct{})
+			if *locks == nil {
+				*locks = make(map[string]chan struct{})
 			}
-			o.claiming[id] = done
+			(*locks)[id] = done
 			o.mu.Unlock()
 			return func() {
 				o.mu.Lock()
-				delete(o.claiming, id)
+				delete(*locks, id)
 				o.mu.Unlock()
 				close(done)
 			}, nil
@@ -680,7 +689,13 @@ func (o *owners) onRelease(m *nats.Msg) {
 		return
 	}
 	o.n.fault.askedRelease(id)
-	o.awaitHeld(id)
+	if o.n.fault.handlesLate(id) {
+		o.n.log.Warn("cluster: test fault: a release request handled late", "client_id", id, "after", heldWaitMax)
+		time.Sleep(heldWaitMax)
+	}
+	// One bound for every wait of this answer (heldWaitMax).
+	by := time.Now().Add(heldWaitMax)
+	o.awaitHeld(id, by)
 	o.mu.Lock()
 	mine := o.epochs[id].epoch
 	newer := mine > epoch
@@ -692,58 +707,105 @@ func (o *owners) onRelease(m *nats.Msg) {
 	}
 	o.mu.Unlock()
 	reply := []byte{wireVersion, 0}
-	var heldFrom uint64
 	if !newer {
 		// A session still moving here is handed over once it is here.
-		o.n.mv.awaitIn(id)
-		// A node with no session for an id it did not claim since it
-		// started (it was restarted after its claim, before it had the
-		// session: its store never had it) cannot tell a clean client
-		// from a persistent session that is in the stream only, and
-		// sends the claimer there: "nothing to hand over" would start
-		// the client afresh on a session the cluster has.
-		unknown := o.n.sess != nil && mine == 0 && !o.n.srv.HasSession(id)
+		o.n.mv.awaitIn(id, by)
 		unread := o.takeUnread(id)
 		if !unread {
 			// The mark may have just been taken by an adoption
 			// (beginAdopt): its wait is set by now.
-			o.awaitHeld(id)
-		}
-		// Only now, right before the session is taken off the broker:
-		// its client may still be connected here, and until then its
-		// ops must reach the stream. Disowned before the wait above
-		// (2 s at most), they stayed in this node's store while a Wait
-		// for them returned at once: a persistent publisher's QoS 2
-		// ids were acknowledged and routed, and a claimer that read
-		// the stream (this answer came after its releaseTimeout) did
-		// not know them, routed the DUP resends again, and every
-		// subscriber got those messages twice (TestReproOpsAfterDisown;
-		// test/jepsen TestClusterFull seed 41: 13 QoS 2 duplicates).
-		o.disown(id)
-		if unread {
-			reply[1] = 2
-		} else if ok, from := o.n.sess.takeUnsettled(id); ok {
-			// A restored copy not known to be current (held.go).
-			reply[1], heldFrom = 2, from
-		} else if b, done := o.handOver(id); done != nil {
-			reply = append([]byte{wireVersion, 1}, b...)
-			o.pending.add(id, epoch, o.n.sess != nil, done)
-			o.n.mv.startOut(id, epoch)
-		} else if unknown {
-			reply[1] = 2
-		}
-		if reply[1] != 1 && o.takeDropped(id) {
-			reply = append(reply, 1)
-		}
-		if heldFrom > 0 {
-			if len(reply) == 2 {
-				reply = append(reply, 0) // the will was not dropped
+			if o.n.fault.holdsUntilFenced(id) {
+				o.n.log.Warn("cluster: test fault: held messages pending until a fence", "client_id", id)
+				o.n.fault.awaitFence(by)
 			}
-			reply = binary.AppendUvarint(reply, heldFrom)
+			o.awaitHeld(id, by)
 		}
-		o.n.log.Info("client taken over by another node", "client_id", id, "epoch", epoch)
+		reply = o.answer(id, epoch, mine, unread)
 	}
 	m.Respond(reply)
+}
+
+// answer decides, once onRelease's waits are over, what a release request
+// of a claim at epoch gets (onRelease), and hands the session over if it
+// is here. mine is this node's own epoch for id as the request found it;
+// unread, whether the request took id's unread mark before its waits.
+//
+// A fence ends sessions here too (after a loss of contact, or at
+// fenceGrace's end): the two decide one after the other for an id
+// (lockEnd), and a fence that ended the session before the answer set the
+// mark (endedUnread), which the answer takes: the claimer reads the
+// stream. Looked at before the waits only, the mark was set too late, and
+// the answer, finding no session, said "nothing to hand over": the
+// claimer started the client afresh (test/jepsen TestClusterFull seed 42:
+// ps2, Session Present 0 and 1,431 acknowledged messages lost;
+// TestReproFenceDuringRelease).
+func (o *owners) answer(id string, epoch, mine uint64, unread bool) []byte {
+	unlock := o.lockEnd(id)
+	defer unlock()
+	if !unread {
+		o.mu.Lock()
+		// A claim here since the request came (a newer epoch) set
+		// the mark for itself: it is not this request's to take.
+		if o.epochs[id].epoch <= epoch {
+			unread = o.unread[id]
+			delete(o.unread, id)
+			delete(o.overtaken, id)
+		}
+		o.mu.Unlock()
+	}
+	// A node with no session for an id it did not claim since it
+	// started (it was restarted after its claim, before it had the
+	// session: its store never had it) cannot tell a clean client from
+	// a persistent session that is in the stream only, and sends the
+	// claimer there: "nothing to hand over" would start the client
+	// afresh on a session the cluster has.
+	unknown := o.n.sess != nil && mine == 0 && !o.n.srv.HasSession(id)
+	// Only now, right before the session is taken off the broker: its
+	// client may still be connected here, and until then its ops must
+	// reach the stream. Disowned before the waits (2 s at most), they
+	// stayed in this node's store while a Wait for them returned at
+	// once: a persistent publisher's QoS 2 ids were acknowledged and
+	// routed, and a claimer that read the stream (this answer came after
+	// its releaseTimeout) did not know them, routed the DUP resends
+	// again, and every subscriber got those messages twice
+	// (TestReproOpsAfterDisown; test/jepsen TestClusterFull seed 41: 13
+	// QoS 2 duplicates).
+	o.disown(id)
+	reply := []byte{wireVersion, 0}
+	var heldFrom uint64
+	if unread {
+		reply[1] = 2
+	} else if ok, from := o.n.sess.takeUnsettled(id); ok {
+		// A restored copy not known to be current (held.go).
+		reply[1], heldFrom = 2, from
+	} else if b, done := o.handOver(id); done != nil {
+		reply = append([]byte{wireVersion, 1}, b...)
+		o.pending.add(id, epoch, o.n.sess != nil, done)
+		o.n.mv.startOut(id, epoch)
+	} else if unknown {
+		reply[1] = 2
+	}
+	if reply[1] != 1 && o.takeDropped(id) {
+		reply = append(reply, 1)
+	}
+	if heldFrom > 0 {
+		if len(reply) == 2 {
+			reply = append(reply, 0) // the will was not dropped
+		}
+		reply = binary.AppendUvarint(reply, heldFrom)
+	}
+	o.n.log.Info("client taken over by another node", "client_id", id, "epoch", epoch)
+	return reply
+}
+
+// lockEnd waits until nothing else decides the end of id's session here
+// (a release request's answer, a fence), then holds that until the
+// returned func is called. The holders do not wait for one another's
+// peers: a broker takeover's settling (bounded) is the longest step.
+// Taken before o.mu, never while holding it.
+func (o *owners) lockEnd(id string) func() {
+	unlock, _ := o.lockID(context.Background(), &o.ending, id)
+	return unlock
 }
 
 // fenceBound bounds how long fence keeps trying to read the records of the
@@ -796,22 +858,7 @@ func (o *owners) fence() {
 				continue
 			}
 			o.sawOther(id, epoch)
-			o.mu.Lock()
-			newer := o.epochs[id].epoch >= epoch // claimed here again since the read
-			o.mu.Unlock()
-			if !newer {
-				// Nobody adopts it: it ends here; its will too, unless
-				// the new owner read it with the session from the
-				// replicated record.
-				o.disown(id)
-				o.n.sess.fenceHold(id)
-				if _, done := o.n.srv.HandOver(id, o.n.sess != nil); done != nil {
-					done(o.n.sess == nil)
-				}
-				o.endedUnread(id)
-				o.n.log.Info("session fenced: its client id was claimed by another node while this one was out of contact",
-					"client_id", id, "owner", owner, "epoch", epoch)
-			}
+			o.fenceEnd(id, owner, epoch)
 		}
 		ids = retry
 		if len(ids) == 0 && again && len(mine) > 0 {
@@ -833,6 +880,32 @@ func (o *owners) fence() {
 			}
 		}
 	}
+}
+
+// fenceEnd ends id's session here for fence, unless it was claimed here
+// again since fence read the record: owner claimed it at epoch while this
+// node was out of contact. A release request's answer for id comes wholly
+// before or after it (lockEnd).
+func (o *owners) fenceEnd(id, owner string, epoch uint64) {
+	unlock := o.lockEnd(id)
+	defer unlock()
+	o.mu.Lock()
+	newer := o.epochs[id].epoch >= epoch // claimed here again since the read
+	o.mu.Unlock()
+	if newer {
+		return
+	}
+	// Nobody adopts it: it ends here; its will too, unless the new
+	// owner read it with the session from the replicated record.
+	o.disown(id)
+	o.n.sess.fenceHold(id)
+	if _, done := o.n.srv.HandOver(id, o.n.sess != nil); done != nil {
+		done(o.n.sess == nil)
+	}
+	o.endedUnread(id)
+	o.n.fault.fenced(id)
+	o.n.log.Info("session fenced: its client id was claimed by another node while this one was out of contact",
+		"client_id", id, "owner", owner, "epoch", epoch)
 }
 
 // endedUnread notes that id's session was ended here by a fence, not handed
@@ -896,29 +969,44 @@ func holdWill(rec *broker.StoredSession, bound time.Duration) {
 	}
 }
 
-// heldWaitMax bounds a release request's wait for the held messages of a
-// session taken from the stream here (a janitor's adoption, or a claim
-// its previous owner did not answer): shorter than the claimer's
-// releaseTimeout, so that it is answered.
+// heldWaitMax bounds, all together, the waits of a release request's
+// answer (onRelease): for the held messages of a session taken from the
+// stream here (a janitor's adoption, or a claim its previous owner did
+// not answer: awaitHeld, looked at twice) and for a session moving here
+// (awaitIn). It is shorter than the claimer's releaseTimeout, so that it
+// is answered: the rest (1 s) is for the handover itself (a connected
+// client's last packets settled) and the reply's way on a loaded machine.
+// A bound per wait added up to 4 s and more: the claimer had given up and
+// read the stream, while the copy here went on taking messages it then
+// handed over to nobody (test/jepsen TestClusterTransports NodeKill: an
+// answer after 3.7 s; TestReproReleaseInTime).
 const heldWaitMax = 2 * time.Second
 
-// awaitHeld waits, up to heldWaitMax, until the held messages of id's
+// awaitHeld waits, until by at the latest, until the held messages of id's
 // session, taken from the stream here, are applied to it: handed over before,
 // the session would leave without them, and the new node does not read
 // them (the old one answered).
-func (o *owners) awaitHeld(id string) {
+func (o *owners) awaitHeld(id string, by time.Time) {
 	o.mu.Lock()
 	ch := o.heldPending[id]
 	o.mu.Unlock()
 	if o.n.fault.holdsHeld(id) {
+		o.n.log.Warn("cluster: test fault: held messages pending for a release request", "client_id", id)
 		ch = make(chan struct{}) // never closed: the whole bound
 	}
 	if ch == nil {
 		return
 	}
+	t := time.NewTimer(time.Until(by))
+	defer t.Stop()
 	select {
 	case <-ch:
-	case <-time.After(heldWaitMax):
+		return // done, even if the bound passed meanwhile
+	default:
+	}
+	select {
+	case <-ch:
+	case <-t.C:
 		o.n.log.Warn("cluster: session handed over before its held messages were applied", "client_id", id)
 	}
 }

@@ -20,9 +20,12 @@ import (
 // the stream without those ids: the publisher's DUP resend there was
 // routed again under a new nonce and every subscriber got it twice
 // (test/jepsen TestClusterFull seed 41, 2026-12-05 06:21: pub0#211-216, 13
-// QoS 2 duplicates). The held-pending fault makes both of n1's held waits
-// take their bound and keeps n1's watcher from fencing the publisher (the
-// newer record was seen there before the session was in the server).
+// QoS 2 duplicates). The held-pending fault makes n1's held waits take
+// their bound and keeps n1's watcher from fencing the publisher (the newer
+// record was seen there before the session was in the server); with
+// release-late the request is handled heldWaitMax after it came (queued
+// behind another request's held wait), so that the answer comes after
+// n2's releaseTimeout although the waits share one bound.
 func TestReproOpsAfterDisown(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const id = "dp-pub"
@@ -33,7 +36,7 @@ func TestReproOpsAfterDisown(t *testing.T) {
 	// CONNACK). A long adopt_after: no janitor takes part.
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := startClusterFault(t, 3, "held-pending="+id+"@n1", "--config", cfg)
+	tc := startClusterFault(t, 3, "held-pending="+id+"@n1,release-late="+id+"@n1", "--config", cfg)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	sub := originSub(t, n3, "dp-sub", "dp/#")
 	awaitOriginProbes(t, n1, "dp/probe", sub)
@@ -46,7 +49,8 @@ func TestReproOpsAfterDisown(t *testing.T) {
 
 	// The client connects again on n2 (the first connection left open,
 	// as a client whose CONNACK timed out does): n2 claims the id and
-	// asks n1, which answers after its two held waits, 4 s, too late.
+	// asks n1, which answers 4 s later (release-late, then its held
+	// waits), too late.
 	type resumed struct {
 		c   *mqtttest.Client
 		ack *packet.Connack
@@ -57,9 +61,9 @@ func TestReproOpsAfterDisown(t *testing.T) {
 		c, ack, err := rawPublisher(t, n2, id, false)
 		second <- resumed{c, ack, err}
 	}()
-	tc.waitLog(n1, `"cluster: session handed over before its held messages were applied" node=n1 client_id=`+id, 1, 20*time.Second)
+	tc.waitLog(n1, `"cluster: test fault: held messages pending for a release request" node=n1 client_id=`+id, 1, 20*time.Second)
 
-	// Between the two waits: a QoS 2 PUBLISH on n1, acknowledged there;
+	// During the held wait: a QoS 2 PUBLISH on n1, acknowledged there;
 	// its PUBREL never sent (the client moved on).
 	pub := &packet.Publish{Topic: "dp/x", QoS: 2, PacketID: 7, Payload: []byte("once")}
 	first.Send(pub)

@@ -1,0 +1,135 @@
+package cluster_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// TestReproFenceDuringRelease: a release request and a fence after a loss
+// of contact decide the end of the same session at once (test/jepsen
+// TestClusterFull seed 42: ps2, 1,431 acknowledged messages lost). The
+// node answering the request looked for the unread mark before its last
+// wait for the session's held messages; the fence ended the session during
+// that wait and set the mark, and the answer, finding no session, said
+// "nothing to hand over": the claimer started the client afresh, Session
+// Present 0, on a session the cluster had.
+//
+// fr-sub's session lives on home, offline, with a message queued. A third
+// node (not the owner records' leader, which would answer the fence's read
+// from its stale copy once resumed) is paused until home drops it, so home
+// fences its sessions when it hears from it again. The client connects to
+// the claimer; home's answer waits (held-fenced) and the paused node is
+// resumed meanwhile: home's fence ends the session before the answer. The
+// claimer must be told to read the stream: Session Present 1, and the
+// queued message.
+func TestReproFenceDuringRelease(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	const id = "fr-sub"
+	// No janitor (the paused node is not dead); room for reads of the
+	// stream while a stream elects a leader.
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"), 0o644)
+	// Every node may be the home: each takes the fault that names it.
+	tc := startClusterFault(t, 3, "held-fenced="+id+"@n1,held-fenced="+id+"@n2,held-fenced="+id+"@n3", "--config", cfg)
+	lead := ownersLeader(t, tc)
+	claimer, paused, home := tc.nodes[lead], tc.nodes[(lead+1)%3], tc.nodes[(lead+2)%3]
+	queuedOffline(t, tc, home, claimer, id, "fr/t")
+
+	tc.kill(paused, syscall.SIGSTOP)
+	defer tc.kill(paused, syscall.SIGCONT)
+	tc.waitLog(home, `"cluster node gone: no heartbeat" node=`+home.name+" peer="+paused.name, 1, 60*time.Second)
+
+	// Resumed once home's answer waits: home hears from it again and
+	// fences its sessions, fr-sub's among them, during that wait.
+	inWait := `"cluster: test fault: held messages pending until a fence" node=` + home.name + " client_id=" + id
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
+			if countLog(home, inWait) > 0 {
+				paused.Resume(t)
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	resumeQueued(t, claimer, id, "claimed on "+claimer.name+" while "+home.name+"'s fence ended the session", home, claimer)
+	if countLog(home, inWait) == 0 ||
+		countLog(home, `"session fenced: its client id was claimed by another node while this one was out of contact" node=`+home.name+" client_id="+id) == 0 {
+		t.Fatalf("%s's fence did not end %s while the release request waited: the test missed the race\n%s:\n%s",
+			home.name, id, home.name, grepLog(home, id))
+	}
+}
+
+// TestReproReleaseInTime: a release request's waits share one bound, short
+// of the claimer's releaseTimeout. Each of onRelease's two looks for the
+// session's held messages waited heldWaitMax (2 s) of its own: an answer
+// came after 4 s, the claimer had given up at 3 s and read the session
+// from the stream, and what the old copy took from then until the late
+// answer took it off (forwards to it, replicated to a stream the claimer
+// had read already) reached neither (test/jepsen TestClusterTransports
+// NodeKill: an answer after 3.7 s, 142 of 161 messages lost; held-pending
+// makes both looks wait their whole bound).
+//
+// rb-sub's session lives on n1, offline; a paced publisher on n3 sends QoS
+// 1 and 2 messages to it while the client resumes on n2. Every
+// acknowledged message must reach it there, in order, a QoS 2 one once,
+// and n2 must have had n1's answer (the session moved live).
+func TestReproReleaseInTime(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	const id = "rb-sub"
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
+	tc := startClusterFault(t, 3, "held-pending="+id+"@n1", "--config", cfg)
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	sub, pub := persistentPair(t, n1, n3, "rb", queuedExpiry)
+	sub.Disconnect(&paho.Disconnect{}) // the session stays on n1, offline
+	tc.waitLog(n1, "client_id="+id+` reason="client disconnected normally"`, 1, wait)
+
+	orderAcrossResume(t, n3, &pub, "rb-pub", n2, id, queuedExpiry, nil)
+	if countLog(n1, `"cluster: session handed over before its held messages were applied" node=n1 client_id=`+id) == 0 {
+		t.Fatalf("n1's answer did not wait for held messages: the test did not take the path of the fault\nn1:\n%s", grepLog(n1, id))
+	}
+	if countLog(n2, `"cluster: previous owner did not confirm the takeover" node=n2 client_id=`+id) > 0 {
+		t.Errorf("n1 answered after n2's releaseTimeout\nn1:\n%s\nn2:\n%s", grepLog(n1, id), grepLog(n2, id))
+	}
+}
+
+// ownersLeader returns the index of the node that last became the owner
+// records' stream leader, from the engine's lines in the nodes' logs.
+func ownersLeader(t *testing.T, tc *testCluster) int {
+	t.Helper()
+	const line = "new stream leader for '$G > KV_ROOST_OWN'"
+	lead := -1
+	eventually(t, 30*time.Second, func() error {
+		latest := ""
+		for i, nd := range tc.nodes {
+			b, err := os.ReadFile(nd.LogPath)
+			if err != nil {
+				return err
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				// Lines begin time=RFC 3339 in UTC: they sort as strings.
+				if strings.Contains(l, line) && l > latest {
+					lead, latest = i, l
+				}
+			}
+		}
+		if lead < 0 {
+			return errors.New("no node's log says it leads the owner records' stream")
+		}
+		return nil
+	})
+	return lead
+}
