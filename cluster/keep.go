@@ -240,10 +240,12 @@ func (n *Node) Away(id string) bool { return n.sess != nil && n.sess.kept.has(id
 // published here reached: through a plain subscription, or as the member
 // of a share group the broker chose (msg.AwayMembers).
 func (n *Node) keptLocal(msg *broker.Message) []keptCopy {
-	if n.sess == nil || msg.QoS == 0 || !n.sess.kept.any() {
+	if n.sess == nil || msg.QoS == 0 {
 		return nil
 	}
 	var out []keptCopy
+	// The broker's report stands even if the copy ended since: it took
+	// the group's message.
 	for _, id := range n.sess.kept.list() {
 		_, subs, ok := n.srv.Client(id)
 		if !ok {
