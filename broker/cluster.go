@@ -145,6 +145,10 @@ type RemoteMessage struct {
 	// already have been told they were taken; a handed-over queue is
 	// taken whole for the same reason (Adopt).
 	Accepted bool
+	// Away is set by DeliverRemote: the share groups of Groups whose
+	// message went to an away copy here (AwayCopies), the group having
+	// no other member here.
+	Away []AwayMember
 	// Place, when its Source is not empty, is the message's place among
 	// its publisher's messages, and Late says it was held back for the
 	// sessions it goes to while their interest here was not known: a
@@ -180,7 +184,40 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	msg.setPlace(m.Place, m.Late)
 	sc := s.router.matchOnce(msg, groups, m.Pick, m.PickShared, s.groupOnce(m.Origin))
 	msg.shareWire = len(sc.targets) > 1
+	m.Away = append(m.Away[:0], sc.away...)
 	return s.deliverTargets(msg, sc)
+}
+
+// AwayCopies is implemented by a Cluster whose node may hold a copy of a
+// persistent session that another node owns now (package cluster: a
+// disowned copy, fenced or handed over and waiting for the new owner's
+// confirmation), and that still takes what is routed here until it ends.
+// A share group's message goes to such a copy only when the group has no
+// other member on this node, and the broker says when it did:
+// Message.AwayMembers for a message published here (the cluster reads it
+// in Forward), RemoteMessage.Away for one DeliverRemote delivered, so the
+// cluster can keep the message where the session's next owner finds it.
+type AwayCopies interface {
+	// Away reports whether the session of clientID here is such a copy.
+	// It is asked while a message is routed: it must not block nor call
+	// back into the Server.
+	Away(clientID string) bool
+}
+
+// AwayMember is one share group's message given to an away copy
+// (AwayCopies).
+type AwayMember struct {
+	ClientID string
+	Group    string // "group\x00filter", as RemoteMessage.Groups names it
+}
+
+// AwayMembers returns the share groups whose copy of m, published here,
+// went to an away copy (AwayCopies); nil for none.
+func (m *Message) AwayMembers() []AwayMember {
+	if m.ext == nil {
+		return nil
+	}
+	return m.ext.away
 }
 
 // PublishGate is implemented by a Cluster that must order this node's

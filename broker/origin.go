@@ -161,6 +161,9 @@ type msgExt struct {
 	// (catchup.go; RemoteMessage.Place and Late).
 	place Place
 	late  bool
+	// away: the share groups whose copy went to an away copy here
+	// (AwayCopies); set by routeOrigin before m is shared.
+	away []AwayMember
 }
 
 func (m *Message) place() Place {

@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -442,6 +443,12 @@ func (s *Server) routeOrigin(msg *Message, o Origin) (n int, last Ticket, notRet
 	// it visible to new subscribers): from here on msg is immutable but
 	// for its wire-form cache.
 	msg.shareWire = len(sc.targets) > 1
+	if len(sc.away) > 0 {
+		if msg.ext == nil {
+			msg.ext = &msgExt{}
+		}
+		msg.ext.away = slices.Clone(sc.away)
+	}
 	// Written inline by this goroutine, one send after another, only for
 	// a few subscribers: for many, flusher goroutines write in parallel
 	// on a machine with cores to spare.

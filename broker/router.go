@@ -31,12 +31,16 @@ type router struct {
 	tree    *topic.Tree[*session, subscription]
 	scrach  sync.Pool // *routeScratch
 	cluster Cluster   // nil on a single node
+	away    AwayCopies
 }
 
 type routeScratch struct {
 	targets []target
 	index   map[*session]int
 	shared  map[string][]sharedCand
+	// away: the share groups whose message went to an away copy
+	// (AwayCopies), because the group has no other member here.
+	away []AwayMember
 }
 
 type sharedCand struct {
@@ -46,6 +50,7 @@ type sharedCand struct {
 
 func newRouter(c Cluster) *router {
 	r := &router{tree: topic.NewTree[*session, subscription](), cluster: c}
+	r.away, _ = c.(AwayCopies)
 	r.scrach.New = func() any {
 		return &routeScratch{index: make(map[*session]int)}
 	}
@@ -116,16 +121,41 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 		if once != nil && (membersGot(cands, h) || !once(key)) {
 			continue
 		}
-		c := pickShared(msg, cands)
+		c, away := r.pickMember(msg, cands)
 		sc.add(c.sess, c.sub, msg)
+		if away {
+			sc.away = append(sc.away, AwayMember{ClientID: c.sess.id, Group: key})
+		}
 	}
 	return sc
+}
+
+// pickMember is pickShared leaving out the away copies (AwayCopies) while
+// the group has another member here; away says the one chosen is such a
+// copy.
+func (r *router) pickMember(msg *Message, cands []sharedCand) (c sharedCand, away bool) {
+	if r.away == nil || !slices.ContainsFunc(cands, func(c sharedCand) bool { return r.away.Away(c.sess.id) }) {
+		return pickShared(msg, cands), false
+	}
+	live := make([]sharedCand, 0, len(cands)-1)
+	for _, c := range cands {
+		if !r.away.Away(c.sess.id) {
+			live = append(live, c)
+		}
+	}
+	if len(live) > 0 {
+		return pickShared(msg, live), false
+	}
+	c = pickShared(msg, cands)
+	return c, r.away.Away(c.sess.id)
 }
 
 func (r *router) release(sc *routeScratch) {
 	clear(sc.targets)
 	sc.targets = sc.targets[:0]
 	clear(sc.index)
+	clear(sc.away)
+	sc.away = sc.away[:0]
 	r.scrach.Put(sc)
 }
 

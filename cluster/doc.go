@@ -59,7 +59,9 @@
 //   - fence.go: a previous owner that was paused or cut off lets go when
 //     it sees the newer owner record (a watcher on the bucket); handovers
 //     are confirmed by the new owner, and an unconfirmed one ends the
-//     session where it was.
+//     session where it was. keep.go: what such a disowned copy takes
+//     meanwhile (a share group's message only when the group has no
+//     other member here) is kept in the held subject for its session.
 //   - sessions.go: persistent sessions replicated: the broker's store
 //     wrapped so that every session op also goes to its client's subject
 //     in one of Config.Partitions streams, and Wait waits for the quorum;

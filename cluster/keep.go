@@ -54,10 +54,29 @@ import (
 // ends (its OpSessionDel: handed over and confirmed, fenced and ended, or
 // replaced by the session read from the stream), when its session moves
 // out live (finish: it takes nothing more), or when a claim here lets the
-// client resume it as it is (its next OpSessionPut). Share groups are not
-// covered: a group message given to a fenced member here is lost with the
-// copy, as before (the group's next reader cannot tell it apart from one
-// another member got).
+// client resume it as it is (its next OpSessionPut).
+//
+// Share groups. A disowned copy is still a member of its session's
+// groups here, and the broker chose members without knowing it: a
+// group's message given to it ended with the copy (TestClusterFull seed
+// 42: 27 acknowledged messages lost for g0; TestReproFenceWindowGroup:
+// 336 of 448). Now the broker asks (broker.AwayCopies: Node.Away) and
+// gives a group's message to such a copy only when the group has no
+// other member on this node; when it does, it says so (the message's
+// AwayMembers here, RemoteMessage.Away for a forwarded one), and the
+// kept copy names those groups. The session's next owner then takes it
+// as the member it is: its reader claims the message for the group
+// (claimFor, the claim a dead node's held group message gets, under the
+// same id) and gives it to the session alone; QoS 2 reaches the group
+// once, because this node gave the group's only copy to this session.
+// Not chosen: passing the message on to a node with a live member (MQTT
+// 5 section 4.8.2 allows either). The copy is disowned because its
+// client is connecting elsewhere, whose reader gives it the message
+// within moments; an offline persistent member gets its share as on one
+// node (broker pickShared); and a second hop would need a confirmation
+// chain of its own, a way back to keeping when the other node's members
+// are disowned copies too, and a way to tell its copy from a kept one
+// for QoS 2.
 //
 // Before this (and after fencehold's hold keys from the fence, which made
 // every node hold every matching message for the fenced node, 311 QoS 2
@@ -204,13 +223,29 @@ func (s *sessions) keepPick(pick func(string) bool, into *[]string) func(string)
 	}
 }
 
+// keptCopy is one disowned copy here that a QoS 1/2 message reached,
+// with the share groups ("group\x00filter") it got the message for: the
+// broker gives a group's message to such a copy only when the group has
+// no other member here (broker.AwayCopies).
+type keptCopy struct {
+	id     string
+	groups []string
+}
+
+// Away implements broker.AwayCopies: the session of id here is a
+// disowned copy.
+func (n *Node) Away(id string) bool { return n.sess != nil && n.sess.kept.has(id) }
+
 // keptLocal returns the disowned copies here that a QoS 1/2 message
-// published here reaches through a plain subscription.
-func (n *Node) keptLocal(msg *broker.Message) []string {
-	if n.sess == nil || msg.QoS == 0 || !n.sess.kept.any() {
+// published here reached: through a plain subscription, or as the member
+// of a share group the broker chose (msg.AwayMembers).
+func (n *Node) keptLocal(msg *broker.Message) []keptCopy {
+	if n.sess == nil || msg.QoS == 0 {
 		return nil
 	}
-	var out []string
+	var out []keptCopy
+	// The broker's report stands even if the copy ended since: it took
+	// the group's message.
 	for _, id := range n.sess.kept.list() {
 		_, subs, ok := n.srv.Client(id)
 		if !ok {
@@ -219,18 +254,37 @@ func (n *Node) keptLocal(msg *broker.Message) []string {
 		if slices.ContainsFunc(subs, func(sub broker.SubscriptionSnapshot) bool {
 			return !strings.HasPrefix(sub.Filter, "$share/") && topic.Match(sub.Filter, msg.Topic)
 		}) {
-			out = append(out, id)
+			out = append(out, keptCopy{id: id})
 		}
 	}
-	return out
+	return withAway(out, msg.AwayMembers())
 }
 
-// keep appends, for each of ids, a copy of a message given to its
+// withAway adds to ks the share groups the broker gave to disowned copies
+// (away), one entry per session.
+func withAway(ks []keptCopy, away []broker.AwayMember) []keptCopy {
+	for _, a := range away {
+		i := slices.IndexFunc(ks, func(k keptCopy) bool { return k.id == a.ClientID })
+		if i < 0 {
+			ks = append(ks, keptCopy{id: a.ClientID})
+			i = len(ks) - 1
+		}
+		if !slices.Contains(ks[i].groups, a.Group) {
+			ks[i].groups = append(ks[i].groups, a.Group)
+		}
+	}
+	return ks
+}
+
+// keep appends, for each of ks, a copy of a message given to its
 // disowned copy here to this node's held subject, marked for it: k and o
-// name the message (origin; Origin, if any), fwd is its forwarded form
-// (its share groups are dropped: the copy is for a plain subscription).
-// It returns the appends' futures (settleKept).
-func (n *Node) keep(k originKey, o broker.Origin, fwd []byte, ids []string) ([]jetstream.PubAckFuture, error) {
+// name the message (origin; Origin, if any), fwd is its forwarded form.
+// Each kept copy names the share groups its session got the message for
+// and no other: its next owner's reader claims the message for them
+// (claimFor) before it gives it to the session as a member, and gives it
+// through the session's plain subscriptions as well. It returns the
+// appends' futures (settleKept).
+func (n *Node) keep(k originKey, o broker.Origin, fwd []byte, ks []keptCopy) ([]jetstream.PubAckFuture, error) {
 	s := n.sess
 	s.mu.Lock()
 	js, ready := s.js, s.ready
@@ -238,25 +292,26 @@ func (n *Node) keep(k originKey, o broker.Origin, fwd []byte, ids []string) ([]j
 	if !ready {
 		return nil, fmt.Errorf("kept for a disowned copy: %w", errNotReady)
 	}
-	plain, err := forwardWithoutGroups(fwd)
-	if err != nil {
-		return nil, err
-	}
-	data := encodeHeld(k, plain)
 	taken := strconv.FormatInt(time.Now().UnixNano(), 10)
-	fs := make([]jetstream.PubAckFuture, 0, len(ids))
-	for _, id := range ids {
+	fs := make([]jetstream.PubAckFuture, 0, len(ks))
+	ids := make([]string, 0, len(ks))
+	for _, kc := range ks {
+		form, err := forwardWithGroups(fwd, kc.groups)
+		if err != nil {
+			return fs, err
+		}
 		m := nats.NewMsg(s.heldSubject(n.cfg.Node))
-		m.Data = data
-		m.Header.Set(jetstream.MsgIDHeader, keptMsgID(k, o, id))
-		m.Header.Set(heldForHeader, id)
+		m.Data = encodeHeld(k, form)
+		m.Header.Set(jetstream.MsgIDHeader, keptMsgID(k, o, kc.id))
+		m.Header.Set(heldForHeader, kc.id)
 		m.Header.Set(heldTakenHeader, taken)
 		f, err := js.PublishMsgAsync(m)
 		if err != nil {
-			return fs, fmt.Errorf("kept for a disowned copy of %q: %w", id, err)
+			return fs, fmt.Errorf("kept for a disowned copy of %q: %w", kc.id, err)
 		}
 		fs = append(fs, f)
-		s.kept.count(id)
+		s.kept.count(kc.id)
+		ids = append(ids, kc.id)
 	}
 	n.log.Debug("cluster: message for a disowned copy kept in the held subject", "clients", ids, "origin", k.node)
 	return fs, nil
@@ -290,9 +345,9 @@ func (n *Node) settleKept(fs []jetstream.PubAckFuture) error {
 	return nil
 }
 
-// forwardWithoutGroups returns fwd, a forwarded message (wire.go), with
-// no share groups.
-func forwardWithoutGroups(fwd []byte) ([]byte, error) {
+// forwardWithGroups returns fwd, a forwarded message (wire.go), naming
+// groups as the share groups it is for instead of its own.
+func forwardWithGroups(fwd []byte, groups []string) ([]byte, error) {
 	r := reader{b: fwd}
 	if r.byte() != wireVersion {
 		return nil, errWire
@@ -305,17 +360,20 @@ func forwardWithoutGroups(fwd []byte) ([]byte, error) {
 	if r.err != nil || count > uint64(len(r.b)) {
 		return nil, errWire
 	}
-	if count == 0 {
-		return fwd, nil
-	}
 	for range count {
 		r.string()
 	}
 	if r.err != nil {
 		return nil, errWire
 	}
-	out := make([]byte, 0, len(fwd))
-	out = binary.AppendUvarint(append(out, fwd[:head]...), 0)
+	if count == 0 && len(groups) == 0 {
+		return fwd, nil
+	}
+	out := make([]byte, 0, len(fwd)+len(groups)*16)
+	out = binary.AppendUvarint(append(out, fwd[:head]...), uint64(len(groups)))
+	for _, g := range groups {
+		out = appendString(out, g)
+	}
 	return append(out, r.b...), nil
 }
 

@@ -12,10 +12,11 @@ import (
 	"github.com/roost-mqtt/roost/broker"
 )
 
-// A kept copy is its message's forwarded form without share groups (it is
-// for one session's plain subscription), everything else as forwarded:
-// Origin, expiry, flags, the PUBLISH. A malformed form is refused.
-func TestForwardWithoutGroups(t *testing.T) {
+// A kept copy is its message's forwarded form naming the share groups its
+// session got it for (none: a plain subscription), everything else as
+// forwarded: Origin, expiry, flags, the PUBLISH. A malformed form is
+// refused.
+func TestForwardWithGroups(t *testing.T) {
 	m := &broker.Message{Topic: "a/b", Payload: []byte("pay"), QoS: 2, Retain: true, From: "me"}
 	m.SetExpires(time.Now().Add(time.Minute))
 	pub, err := encodePublish(m)
@@ -25,28 +26,45 @@ func TestForwardWithoutGroups(t *testing.T) {
 	o := broker.Origin{ClientID: "p", PacketID: 7, Nonce: 99}
 	for _, groups := range [][]string{nil, {"g\x00a/#"}, {"g\x00a/#", "h\x00a/b"}} {
 		fwd := encodeForwardOrigin(m, groups, pub, o)
-		plain, err := forwardWithoutGroups(fwd)
-		if err != nil {
-			t.Fatalf("groups %q: %v", groups, err)
-		}
-		if len(groups) == 0 && !bytes.Equal(plain, fwd) {
-			t.Errorf("a form without groups was rewritten")
-		}
-		rm, err := decodeForward(plain)
-		if err != nil {
-			t.Fatalf("groups %q: %v", groups, err)
-		}
-		if len(rm.Groups) != 0 || rm.Origin != o || rm.Topic != "a/b" || string(rm.Payload) != "pay" || rm.QoS != 2 ||
-			!rm.Retain || rm.From != "me" || rm.ExpiresIn <= 0 {
-			t.Errorf("groups %q: decoded %+v", groups, rm)
+		for _, keep := range [][]string{nil, {"h\x00a/b"}, {"k\x00a/+", "g\x00a/#"}} {
+			form, err := forwardWithGroups(fwd, keep)
+			if err != nil {
+				t.Fatalf("groups %q, kept for %q: %v", groups, keep, err)
+			}
+			if len(groups) == 0 && len(keep) == 0 && !bytes.Equal(form, fwd) {
+				t.Errorf("a form without groups, kept for none, was rewritten")
+			}
+			rm, err := decodeForward(form)
+			if err != nil {
+				t.Fatalf("groups %q, kept for %q: %v", groups, keep, err)
+			}
+			if !slices.Equal(rm.Groups, keep) && !(len(rm.Groups) == 0 && len(keep) == 0) || rm.Origin != o || rm.Topic != "a/b" ||
+				string(rm.Payload) != "pay" || rm.QoS != 2 || !rm.Retain || rm.From != "me" || rm.ExpiresIn <= 0 {
+				t.Errorf("groups %q, kept for %q: decoded %+v", groups, keep, rm)
+			}
 		}
 		for i := range len(fwd) {
-			if b, err := forwardWithoutGroups(fwd[:i]); err == nil {
+			if b, err := forwardWithGroups(fwd[:i], []string{"g\x00a/#"}); err == nil {
 				if _, err := decodeForward(b); err == nil {
 					t.Fatalf("groups %q: a form cut at %d bytes passed", groups, i)
 				}
 			}
 		}
+	}
+}
+
+// withAway merges the share groups the broker gave to disowned copies
+// into the copies a message reached: one entry per session, each group
+// once.
+func TestWithAway(t *testing.T) {
+	ks := withAway([]keptCopy{{id: "a"}}, []broker.AwayMember{
+		{ClientID: "a", Group: "g\x00t"}, {ClientID: "b", Group: "g\x00t"}, {ClientID: "a", Group: "h\x00t"}, {ClientID: "a", Group: "g\x00t"}})
+	if len(ks) != 2 || ks[0].id != "a" || !slices.Equal(ks[0].groups, []string{"g\x00t", "h\x00t"}) ||
+		ks[1].id != "b" || !slices.Equal(ks[1].groups, []string{"g\x00t"}) {
+		t.Errorf("merged %+v", ks)
+	}
+	if ks := withAway(nil, nil); ks != nil {
+		t.Errorf("nothing merged into nothing gave %+v", ks)
 	}
 }
 
