@@ -343,6 +343,11 @@ func (n *Node) OwnsWill(clientID string) bool {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
 	defer cancel()
 	node, epoch, err := n.own.readRetrying(ctx, ownerKey(clientID))
+	if err != nil && n.own.ownedElsewhere(clientID) {
+		// Seen meanwhile (the owner records' watcher).
+		n.log.Info("will left to the client id's owner (a newer record seen here)", "client_id", clientID)
+		return false
+	}
 	if err != nil {
 		n.log.Warn("cluster: owner of a will's client id unknown; publishing it", "client_id", clientID, "err", err)
 		return true

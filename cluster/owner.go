@@ -706,6 +706,17 @@ func (o *owners) onRelease(m *nats.Msg) {
 		delete(o.fenced, id)
 	}
 	o.mu.Unlock()
+	if !newer {
+		// The request is a record of the claim (written before it was
+		// sent): the will of the connection this answer ends is the
+		// claimer's to publish (OwnsWill), even when the record cannot
+		// be read here just now. Read for it, a node resumed from a
+		// pause was refused for the whole bound ("JetStream system
+		// temporarily unavailable") and published the will the
+		// claimer had published already (TestClusterFencesPausedOwner
+		// at load 40: fence-now's will twice).
+		o.sawOther(id, epoch)
+	}
 	reply := []byte{wireVersion, 0}
 	if !newer {
 		// A session still moving here is handed over once it is here.
