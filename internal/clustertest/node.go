@@ -1,8 +1,6 @@
 package clustertest
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -98,6 +96,7 @@ type Node struct {
 	Env []string
 
 	proc *Proc
+	logs *logCounter
 }
 
 // Start runs the cluster opts describes, every node a peer of every
@@ -135,6 +134,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 		}
 		nd.Env = slices.Clone(opts.Env)
 		nd.proc = &Proc{Name: name, Bin: c.bin, LogPath: nd.LogPath}
+		nd.logs = newLogCounter(nd.LogPath)
 		c.Nodes = append(c.Nodes, nd)
 	}
 	for _, nd := range c.Nodes {
@@ -241,23 +241,9 @@ func (nd *Node) Resume(t testing.TB) {
 }
 
 // CountLog counts the lines of the node's log (all its starts) that
-// contain s.
-func (nd *Node) CountLog(s string) int {
-	f, err := os.Open(nd.LogPath)
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	n := 0
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		if bytes.Contains(sc.Bytes(), []byte(s)) {
-			n++
-		}
-	}
-	return n
-}
+// contain s. A line still being written counts once it is whole. Each
+// call reads only what was appended since the last call for the same s.
+func (nd *Node) CountLog(s string) int { return nd.logs.count(s) }
 
 // WaitLog waits up to d until the node's log has at least n lines
 // containing s. It fails t at once, with the log, if the process exits

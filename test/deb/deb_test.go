@@ -64,7 +64,13 @@ func TestPackage(t *testing.T) {
 
 	dist := t.TempDir()
 	build := exec.Command("../../scripts/package.sh", "amd64")
-	build.Env = append(os.Environ(), "ROOST_VERSION="+testVersion, "DIST_DIR="+dist)
+	// xz at dpkg-deb's default level 6 took 36 of this package's 40 s of
+	// CPU (one core, December 2026) to pack a 36 MB binary; level 1 takes
+	// 6 s and makes the same xz format, which dpkg reads the same way. The
+	// release build keeps the default. DPKG_DEB_COMPRESSOR_LEVEL is read by
+	// dpkg-deb 1.21.10 and later; package.sh names the type (-Zxz), not
+	// the level.
+	build.Env = append(os.Environ(), "ROOST_VERSION="+testVersion, "DIST_DIR="+dist, "DPKG_DEB_COMPRESSOR_LEVEL=1")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("package.sh: %v\n%s", err, out)
 	}
