@@ -186,10 +186,13 @@ func TestReproFenceAfterAnswer(t *testing.T) {
 	}()
 	tc.waitLog(home, `"cluster: message for a disowned copy kept in the held subject" node=`+home.name+` clients=[`+id+`]`, 1, 30*time.Second)
 	tc.kill(paused, syscall.SIGCONT)
+	// Whatever its PUBACK (under load the kept copy's append may time
+	// out: outcome unknown), the copy took the message before its
+	// export, so the move must bring it.
 	select {
 	case rc := <-acked:
 		if rc >= 0x80 {
-			t.Fatalf("publish on %s: PUBACK 0x%02X (or no answer): nothing owed, the test proves nothing", home.name, rc)
+			t.Logf("publish on %s: PUBACK 0x%02X (or no answer); the copy took it all the same", home.name, rc)
 		}
 	case <-time.After(publishBound + finishLateBound + 10*time.Second):
 		t.Fatalf("publish on %s never answered", home.name)
