@@ -65,6 +65,14 @@ import (
 //	                      claimer's releaseTimeout (test/jepsen
 //	                      TestClusterFull: requests seconds late, behind
 //	                      other requests' waits)
+//	finish-late=CLIENT@NODE  on NODE, a live move of CLIENT here asks
+//	                      its previous owner to finish only once NODE
+//	                      heard again from a node it had dropped, and
+//	                      finishLate after that (at most finishLateMax):
+//	                      the previous owner, out of contact too, fences
+//	                      its sessions meanwhile, as a loaded node's
+//	                      move outlasts the other's return (test/jepsen
+//	                      TestClusterFull seed 41)
 //	held-fenced=CLIENT@NODE  on node NODE, a release request for CLIENT
 //	                      that found no unread mark then finds the
 //	                      session's held messages being applied until
@@ -130,6 +138,9 @@ type faults struct {
 	heldPending  string
 	releaseLate  string
 	heldFenced   string
+	finishLate   string
+	rejoined     chan struct{} // finish-late: closed once a dropped node was heard again
+	rejoinOnce   sync.Once
 	fenceDone    chan struct{} // held-fenced: closed once the fence ended the session
 	fenceOnce    sync.Once
 	overtaken    string
@@ -173,7 +184,7 @@ const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
-	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move"}
+	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -218,6 +229,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.heldPending = v
 		case "release-late":
 			f.releaseLate = v
+		case "finish-late":
+			f.finishLate, f.rejoined = v, make(chan struct{})
 		case "held-fenced":
 			f.heldFenced, f.fenceDone = v, make(chan struct{})
 		case "overtaken":
@@ -258,6 +271,37 @@ func (f *faults) handlesLate(id string) bool {
 func (f *faults) fenced(id string) {
 	if f != nil && f.heldFenced == id {
 		f.fenceOnce.Do(func() { close(f.fenceDone) })
+	}
+}
+
+// finishLate and finishLateMax: finish-late's wait after a dropped node
+// was heard again, and its bound.
+const (
+	finishLate    = time.Second
+	finishLateMax = 60 * time.Second
+)
+
+// heardAgain notes that a node this node had dropped was heard again
+// (finish-late).
+func (f *faults) heardAgain() {
+	if f != nil && f.finishLate != "" {
+		f.rejoinOnce.Do(func() { close(f.rejoined) })
+	}
+}
+
+// finishesLate reports whether a live move of id here asks for its finish
+// late (finish-late).
+func (f *faults) finishesLate(id string) bool {
+	return f != nil && f.finishLate == id
+}
+
+// awaitRejoined waits, for finish-late, until heardAgain and finishLate
+// after it, or finishLateMax.
+func (f *faults) awaitRejoined() {
+	select {
+	case <-f.rejoined:
+		time.Sleep(finishLate)
+	case <-time.After(finishLateMax):
 	}
 }
 

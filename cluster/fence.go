@@ -101,6 +101,19 @@ func (h *handovers) extend(k handoverKey, d time.Duration) {
 	}
 }
 
+// answered reports whether a handover of id to a claim at epoch or later
+// is pending.
+func (h *handovers) answered(id string, epoch uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for k := range h.m {
+		if k.id == id && k.epoch >= epoch {
+			return true
+		}
+	}
+	return false
+}
+
 // take removes and returns the pending handover k, nil if there is none.
 func (h *handovers) take(k handoverKey) *pendingHandover {
 	h.mu.Lock()

@@ -709,6 +709,10 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	mi.want = append(slices.Clone(q.want[:len(q.want)-1]), prev)
 	mv.mu.Unlock()
 	// Step 3.
+	if n.fault.finishesLate(id) {
+		n.log.Info("cluster: test fault: the move's finish waits for a dropped node's return", "client_id", id)
+		n.fault.awaitRejoined()
+	}
 	rec := mv.finishAt(ctx, q, rec1)
 	if n.fault.movesLate(id) {
 		n.log.Info("cluster: test fault: the move's adoption waits for a newer claim", "client_id", id)

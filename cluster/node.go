@@ -320,6 +320,7 @@ func (n *Node) onControl(m *nats.Msg) {
 	if isNew {
 		n.log.Info("cluster node joined", "peer", c.node)
 		if n.own.lostContact.CompareAndSwap(true, false) {
+			n.fault.heardAgain()
 			n.wg.Add(1)
 			go n.own.fence()
 		}

@@ -906,6 +906,19 @@ func (o *owners) fenceEnd(id, owner string, epoch uint64) {
 	if newer {
 		return
 	}
+	if o.pending.answered(id, epoch) {
+		// The claim the record names (or a newer one) was answered
+		// with this copy: its live move takes what the copy gets
+		// until its finish, and the confirmation (or confirmTimeout,
+		// with hold keys) ends it here. Ended now, the move lost its
+		// source and what the copy took after the export (kept in
+		// this node's held subject, which a live move does not read):
+		// test/jepsen TestClusterFull seed 41, ps2 on n1, answered
+		// 11 ms before this fence, 6 acknowledged messages lost;
+		// TestReproFenceAfterAnswer).
+		o.n.log.Info("cluster: fence: a copy handed over left to its handover", "client_id", id, "owner", owner, "epoch", epoch)
+		return
+	}
 	// Nobody adopts it: it ends here; its will too, unless the new
 	// owner read it with the session from the replicated record.
 	o.disown(id)

@@ -68,7 +68,7 @@ func TestReproFenceWindowGroup(t *testing.T) {
 	// fenced copies").
 	var acked []string
 	unknown := 0
-	for i, stop := 0, time.Now().Add(2*time.Second); time.Now().Before(stop); i++ {
+	for i, stop := 0, time.Now().Add(1500*time.Millisecond); time.Now().Before(stop); i++ {
 		if countLog(n2, ended) > 0 {
 			t.Logf("n2's copy ended while the test published (a slow machine): messages near its end may miss it")
 			break
@@ -76,6 +76,13 @@ func TestReproFenceWindowGroup(t *testing.T) {
 		drainInbox(live, take)
 		for _, g := range []string{"a", "b"} {
 			for _, qos := range []byte{1, 2} {
+				// Each publish starts well inside the window: at load 46
+				// one took half a second, and one that met the copy's
+				// end fell in the window the copy's end still has
+				// (bench/jepsen/RESULTS.md, groupkeep, what is left 1).
+				if time.Now().After(stop) {
+					continue
+				}
 				p := fmt.Sprintf("%s-q%d-%06d", g, qos, i)
 				rc, closed := pub.tryPublish(t, &paho.Publish{Topic: fmt.Sprintf("fg/%s/q%d", g, qos), QoS: qos, Payload: []byte(p)})
 				switch {
