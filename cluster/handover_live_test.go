@@ -171,7 +171,8 @@ func testLiveHandoverRounds(t *testing.T, everywhere, shared bool) {
 			}
 		}
 		if len(lost) > 0 {
-			t.Errorf("publisher %s: %d acknowledged messages never delivered: %v", p.name, len(lost), head(lost, 20))
+			t.Errorf("publisher %s: %d acknowledged messages never delivered: %v (%d acknowledged with 0x10, no matching subscribers: %v)",
+				p.name, len(lost), head(lost, 20), len(p.noSubs), head(p.noSubs, 20))
 		}
 	}
 	for _, e := range sub.errs {
@@ -205,6 +206,10 @@ type livePublisher struct {
 	name  string
 	sent  int
 	acked []int // seqs acknowledged with a success code, in order
+	// noSubs: seqs acknowledged with 0x10 (no matching subscribers),
+	// which the moving session's node should never say: a loss shows
+	// whether the cluster routed the message nowhere or lost it later.
+	noSubs []int
 }
 
 // run publishes about every 4 ms until stop, at most 5000 messages (each
@@ -229,6 +234,9 @@ func (p *livePublisher) run(stop <-chan struct{}) {
 			p.c = connect(p.t, p.nd, "pub-"+p.name)
 		case rc < 0x80:
 			p.acked = append(p.acked, seq)
+			if rc == 0x10 {
+				p.noSubs = append(p.noSubs, seq)
+			}
 		}
 	}
 }

@@ -33,15 +33,7 @@ import (
 func TestReproFenceDuringRelease(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const id = "fr-sub"
-	// No janitor (the paused node is not dead); room for reads of the
-	// stream while a stream elects a leader.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"), 0o644)
-	// Every node may be the home: each takes the fault that names it.
-	tc := startClusterFault(t, 3, "held-fenced="+id+"@n1,held-fenced="+id+"@n2,held-fenced="+id+"@n3", "--config", cfg)
-	lead := ownersLeader(t, tc)
-	claimer, paused, home := tc.nodes[lead], tc.nodes[(lead+1)%3], tc.nodes[(lead+2)%3]
-	queuedOffline(t, tc, home, claimer, id, "fr/t")
+	tc, claimer, paused, home := homeWithThird(t, "held-fenced", id, "fr/t")
 
 	tc.kill(paused, syscall.SIGSTOP)
 	defer tc.kill(paused, syscall.SIGCONT)
@@ -155,12 +147,7 @@ func ownersLeader(t *testing.T, tc *testCluster) int {
 func TestReproFenceAfterAnswer(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const id = "fa-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"), 0o644)
-	tc := startClusterFault(t, 3, "finish-late="+id+"@n1,finish-late="+id+"@n2,finish-late="+id+"@n3", "--config", cfg)
-	lead := ownersLeader(t, tc)
-	claimer, paused, home := tc.nodes[lead], tc.nodes[(lead+1)%3], tc.nodes[(lead+2)%3]
-	queuedOffline(t, tc, home, claimer, id, "fa/t")
+	tc, claimer, paused, home := homeWithThird(t, "finish-late", id, "fa/t")
 	pub := connect(t, home, id+"-pub2")
 
 	tc.kill(paused, syscall.SIGSTOP)
@@ -213,3 +200,22 @@ func TestReproFenceAfterAnswer(t *testing.T) {
 
 // finishLateBound is past finish-late's longest wait (60 s).
 const finishLateBound = 70 * time.Second
+
+// homeWithThird starts three nodes with fault (for id) on each, and puts
+// id's session, offline with a message queued on topic, on home; claimer
+// leads the owner records; paused, the third, is the one a test pauses
+// (not the leader, which would answer a fence's read from its stale copy
+// once resumed). No janitor (the paused node is not dead), and room for
+// reads of the stream while a stream elects a leader.
+func homeWithThird(t *testing.T, fault, id, topic string) (tc *testCluster, claimer, paused, home *node) {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"), 0o644)
+	// Every node may be the home: each takes the fault that names it.
+	f := fault + "=" + id + "@"
+	tc = startClusterFault(t, 3, f+"n1,"+f+"n2,"+f+"n3", "--config", cfg)
+	lead := ownersLeader(t, tc)
+	claimer, paused, home = tc.nodes[lead], tc.nodes[(lead+1)%3], tc.nodes[(lead+2)%3]
+	queuedOffline(t, tc, home, claimer, id, topic)
+	return tc, claimer, paused, home
+}
