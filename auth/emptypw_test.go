@@ -21,7 +21,7 @@ func TestEmptyAndMissingPasswords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := (*pw.file.load())["empty"]; h == nil || !h.verify(nil) {
+	if h := pw.file.load().byName["empty"]; h == nil || !h.verify(nil) {
 		t.Fatal("the fixture is not a hash of the empty password")
 	}
 	var hookCalls []string

@@ -171,6 +171,21 @@ func parseArgon2(s string) (*hash, error) {
 	return h, nil
 }
 
+// cost names what verifying h costs: its scheme and the parameters that
+// set the work.
+func (h *hash) cost() string {
+	switch h.scheme {
+	case Argon2id:
+		return fmt.Sprintf("%s m=%d t=%d p=%d len=%d", h.scheme, h.m, h.t, h.p, len(h.key))
+	case SHA512PBKDF2:
+		return fmt.Sprintf("%s i=%d len=%d", h.scheme, h.iter, len(h.key))
+	case Bcrypt:
+		c, _ := bcrypt.Cost([]byte(h.raw)) // checked by parseHash
+		return fmt.Sprintf("%s cost=%d", h.scheme, c)
+	}
+	return string(h.scheme)
+}
+
 // verify reports whether password matches h, in time that does not depend
 // on where a mismatch is.
 func (h *hash) verify(password []byte) bool {

@@ -135,3 +135,50 @@ func must2[T any](v T, err error) T {
 	}
 	return v
 }
+
+// An unknown user costs what a user of the file costs: the decoy has the
+// scheme and parameters most entries have. It used to be a fresh Argon2id
+// hash at Hash's defaults whatever the file held, so with a file of
+// mosquitto_passwd entries (PBKDF2 with 101 iterations) an unknown name
+// took some thousand times longer than a known one, which told which
+// names exist.
+func TestDecoyCostsWhatTheFileCosts(t *testing.T) {
+	const (
+		// "secret" in Argon2id at 8 KiB and one pass, and in bcrypt at
+		// cost 4: cheap entries that differ from the mosquitto ones.
+		argonCheap = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$fIbdC2xakJ6cNlONBQKde0ZQtJof49m9l+7mj3O30mA"
+		bcryptLow  = "$2a$04$yY8Ih9lOrBnurRDaR2Cwdu8n30mrjY52yrqZV.tSN2YqHtSgz9IR2"
+	)
+	alice, bob := strings.Split(mosquittoFile, "\n")[0], strings.Split(mosquittoFile, "\n")[1]
+	for _, tc := range []struct {
+		name, file string
+		want       string // the decoy's cost()
+	}{
+		{"mosquitto 2 and 1.6 entries, tie: the first", alice + "\n" + bob + "\n", "sha512-pbkdf2 i=101 len=64"},
+		{"mostly $6$", alice + "\n" + bob + "\n" + strings.Replace(bob, "bob:", "carol:", 1) + "\n", "sha512"},
+		{"mostly argon2id", "a:" + argonCheap + "\nb:" + bcryptLow + "\nc:" + argonCheap + "\n", "argon2id m=8 t=1 p=1 len=32"},
+		{"bcrypt", "# only one\nb:" + bcryptLow + "\n", "bcrypt cost=4"},
+	} {
+		p, err := ParsePasswords("f", []byte(tc.file))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		u := p.file.load()
+		if u.decoy == nil || u.decoy.cost() != tc.want {
+			t.Errorf("%s: decoy %+v, want one of cost %q", tc.name, u.decoy, tc.want)
+			continue
+		}
+		// The decoy is a real entry, of "secret" in two cases: an
+		// unknown name is refused all the same.
+		if err := p.Check("nobody", []byte("secret")); !errors.Is(err, broker.ErrBadCredentials) {
+			t.Errorf("%s: unknown user: %v, want ErrBadCredentials", tc.name, err)
+		}
+	}
+	empty, err := ParsePasswords("f", []byte("# nobody yet\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := empty.file.load().decoy; d != nil {
+		t.Errorf("a file without entries: decoy %+v, want none (Check hashes one at Hash's defaults)", d)
+	}
+}

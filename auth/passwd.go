@@ -16,7 +16,17 @@ import (
 // mosquitto_passwd. It is safe for concurrent use; Reload replaces the
 // users at once, so a check sees either the old file or the new one.
 type PasswordFile struct {
-	file ruleFile[map[string]*hash]
+	file ruleFile[users]
+}
+
+// users is one version of a password file.
+type users struct {
+	byName map[string]*hash
+	// decoy is verified for a name not in the file, so that it costs
+	// what a user's check costs: the first entry of the scheme and
+	// parameters most entries share (the result is thrown away, so a
+	// real entry serves). Nil for a file without entries.
+	decoy *hash
 }
 
 // LoadPasswordFile reads the password file at path. An error names the
@@ -36,11 +46,7 @@ func ParsePasswords(name string, data []byte) (*PasswordFile, error) {
 }
 
 func newPasswordFile(path string) *PasswordFile {
-	return &PasswordFile{file: ruleFile[map[string]*hash]{path: path, kind: "password file",
-		parse: func(name string, data []byte) (*map[string]*hash, error) {
-			users, err := parsePasswords(name, data)
-			return &users, err
-		}}}
+	return &PasswordFile{file: ruleFile[users]{path: path, kind: "password file", parse: parsePasswords}}
 }
 
 // Path is the file the users come from.
@@ -50,18 +56,19 @@ func (p *PasswordFile) Path() string { return p.file.path }
 func (p *PasswordFile) Reload() error { return p.file.reload() }
 
 // Len is the number of users.
-func (p *PasswordFile) Len() int { return len(*p.file.load()) }
+func (p *PasswordFile) Len() int { return len(p.file.load().byName) }
 
 // Has reports whether the file has an entry for user.
 func (p *PasswordFile) Has(user string) bool {
-	_, ok := (*p.file.load())[user]
+	_, ok := p.file.load().byName[user]
 	return ok
 }
 
 // Check returns nil if user is in the file and password matches its hash,
 // and an error wrapping broker.ErrBadCredentials otherwise. Unknown users
-// cost as much time as known ones, so timing does not tell which names
-// exist.
+// cost as much time as the users whose hashes have the file's most common
+// scheme and parameters (all of them, in a file written by one tool), so
+// timing does not tell which names exist.
 //
 // A missing password (nil: the CONNECT had no Password Flag) and an empty
 // one are refused at once, for every user, whatever the file holds: a user
@@ -75,11 +82,16 @@ func (p *PasswordFile) Check(user string, password []byte) error {
 	case len(password) == 0:
 		return errEmptyPassword
 	}
-	h, ok := (*p.file.load())[user]
+	u := p.file.load()
+	h, ok := u.byName[user]
 	verifySlots.acquire()
 	defer verifySlots.release()
 	if !ok {
-		decoy().verify(password)
+		if u.decoy != nil {
+			u.decoy.verify(password)
+		} else {
+			emptyFileDecoy().verify(password)
+		}
 		return broker.ErrBadCredentials
 	}
 	if !h.verify(password) {
@@ -94,11 +106,12 @@ var (
 	errEmptyPassword = fmt.Errorf("%w: empty password (never accepted from the password file)", broker.ErrBadCredentials)
 )
 
-// decoy is verified for unknown users, so they cost as much as known ones.
-// It is made on first use: hashing it takes 19 MiB and tens of
-// milliseconds, which every process start (even `roost version`) paid when
-// it was made at init.
-var decoy = sync.OnceValue(func() *hash {
+// emptyFileDecoy is verified for every name when the file has no entries:
+// a new hash at Hash's defaults, what the first user will get. It is made
+// on first use: hashing it takes 19 MiB and tens of milliseconds, which
+// every process start (even `roost version`) paid when it was made at
+// init.
+var emptyFileDecoy = sync.OnceValue(func() *hash {
 	s, _ := Hash(Argon2id, []byte("decoy"))
 	h, _ := parseHash(s)
 	return h
@@ -118,8 +131,9 @@ func (s semaphore) release()       { <-s }
 // parsePasswords reads "user:hash" lines. Unlike mosquitto, which drops a
 // bad entry with a log line and keeps the rest, any bad line fails the
 // whole file, so that a reload never half-applies.
-func parsePasswords(name string, data []byte) (map[string]*hash, error) {
-	users := make(map[string]*hash)
+func parsePasswords(name string, data []byte) (*users, error) {
+	u := &users{byName: make(map[string]*hash)}
+	var costs costCount
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(nil, 1<<20)
 	for n := 1; sc.Scan(); n++ {
@@ -132,17 +146,50 @@ func parsePasswords(name string, data []byte) (map[string]*hash, error) {
 		if !ok || user == "" {
 			return nil, fmt.Errorf("%s:%d: want USER:HASH", name, n)
 		}
-		if _, dup := users[user]; dup {
+		if _, dup := u.byName[user]; dup {
 			return nil, fmt.Errorf("%s:%d: user %q appears twice", name, n, user)
 		}
 		h, err := parseHash(pw)
 		if err != nil {
 			return nil, fmt.Errorf("%s:%d: user %q: %w", name, n, user, err)
 		}
-		users[user] = h
+		u.byName[user] = h
+		costs.add(h)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return users, nil
+	u.decoy = costs.mostCommon()
+	return u, nil
+}
+
+// costCount counts a file's hashes by what a check of them costs.
+type costCount struct {
+	n     map[string]int
+	first map[string]*hash // the first hash of each cost
+	order []string         // costs in the order they first appear
+}
+
+func (c *costCount) add(h *hash) {
+	if c.n == nil {
+		c.n, c.first = map[string]int{}, map[string]*hash{}
+	}
+	k := h.cost()
+	if c.n[k] == 0 {
+		c.first[k] = h
+		c.order = append(c.order, k)
+	}
+	c.n[k]++
+}
+
+// mostCommon returns the first hash of the most common cost (of the one
+// that appears first, on a tie), nil if none was added.
+func (c *costCount) mostCommon() *hash {
+	best := ""
+	for _, k := range c.order {
+		if best == "" || c.n[k] > c.n[best] {
+			best = k
+		}
+	}
+	return c.first[best]
 }

@@ -35,9 +35,7 @@ func TestServeAnonymousAccess(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	passwd := filepath.Join(dir, "passwd")
-	if code, _, stderr := runCmd(t, "passwd", "-c", "-b", passwd, "u", "p"); code != 0 {
-		t.Fatal(stderr)
-	}
+	writePasswords(t, passwd, "u", "p")
 	// A hook that lets everyone in: anonymous clients must be refused
 	// before it is asked.
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -134,9 +132,7 @@ func TestServeAnonymousAccess(t *testing.T) {
 func TestServeListenFlagKeepsPasswordsRequired(t *testing.T) {
 	t.Parallel()
 	cfg := writeConfig(t, "listeners:\n  - url: mqtt://127.0.0.1:0\n    anonymous: false\nauth:\n  password_file: passwd\n")
-	if code, _, stderr := runCmd(t, "passwd", "-c", "-b", filepath.Join(filepath.Dir(cfg), "passwd"), "u", "p"); code != 0 {
-		t.Fatal(stderr)
-	}
+	writePasswords(t, filepath.Join(filepath.Dir(cfg), "passwd"), "u", "p")
 	b := startServe(t, "--config", cfg, "--listen", "mqtt://0.0.0.0:0", "--memory")
 	_, port, _ := net.SplitHostPort(b.addr)
 	addr := "127.0.0.1:" + port

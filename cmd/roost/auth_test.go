@@ -14,8 +14,9 @@ import (
 )
 
 // roost serve with an auth: section: anonymous clients refused, users
-// checked against a password file made by roost passwd, topics against an
-// ACL file that is reloaded when it changes.
+// checked against a password file (in roost passwd's format, at a low
+// cost: writePasswords), topics against an ACL file that is reloaded when
+// it changes.
 func TestServeAuth(t *testing.T) {
 	// Serial: it shortens authPollInterval, which every serve reads.
 	defer func(d time.Duration) { authPollInterval = d }(authPollInterval)
@@ -23,9 +24,7 @@ func TestServeAuth(t *testing.T) {
 	cfg := writeConfig(t, "listeners:\n  - url: mqtt://127.0.0.1:0\nauth:\n  allow_anonymous: false\n  password_file: passwd\n  acl_file: acl\n")
 	dir := filepath.Dir(cfg) // relative auth files are beside the config file
 	acl := filepath.Join(dir, "acl")
-	if code, _, stderr := runCmd(t, "passwd", "-c", "-b", filepath.Join(dir, "passwd"), "alice", "secret"); code != 0 {
-		t.Fatal(stderr)
-	}
+	writePasswords(t, filepath.Join(dir, "passwd"), "alice", "secret")
 	os.WriteFile(acl, []byte("user alice\ntopic write a\n"), 0o600)
 
 	ctx, cancel := context.WithCancel(context.Background())

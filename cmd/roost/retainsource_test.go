@@ -25,15 +25,7 @@ func TestServeCheckRetainSourceAcrossRestart(t *testing.T) {
 	}
 	dir := t.TempDir()
 	passwd := filepath.Join(dir, "passwd")
-	for _, u := range [][2]string{{"alice", "a-pw"}, {"bob", "b-pw"}, {"reader", "r-pw"}} {
-		args := []string{"passwd", "-b", passwd, u[0], u[1]}
-		if u[0] == "alice" {
-			args = []string{"passwd", "-c", "-b", passwd, u[0], u[1]}
-		}
-		if code, _, stderr := runCmd(t, args...); code != 0 {
-			t.Fatal(stderr)
-		}
-	}
+	writePasswords(t, passwd, "alice", "a-pw", "bob", "b-pw", "reader", "r-pw")
 	acl := filepath.Join(dir, "acl")
 	aclFor := func(aliceWrites bool) string {
 		access := "readwrite"

@@ -104,15 +104,7 @@ func TestServeRevokedReadDropsQueued(t *testing.T) {
 	authPollInterval = 20 * time.Millisecond
 	cfg := writeConfig(t, "listeners:\n  - url: mqtt://127.0.0.1:0\nauth:\n  password_file: passwd\n  acl_file: acl\n")
 	dir := filepath.Dir(cfg)
-	for i, u := range []string{"alice", "bob"} {
-		args := []string{"passwd", "-b", filepath.Join(dir, "passwd"), u, u + "-pw"}
-		if i == 0 {
-			args = slices.Insert(args, 1, "-c")
-		}
-		if code, _, stderr := runCmd(t, args...); code != 0 {
-			t.Fatal(stderr)
-		}
-	}
+	writePasswords(t, filepath.Join(dir, "passwd"), "alice", "alice-pw", "bob", "bob-pw")
 	acl := filepath.Join(dir, "acl")
 	const both = "user alice\ntopic write #\n\nuser bob\ntopic read a/#\ntopic read b/#\n"
 	writeAtomic(t, acl, both, time.Now())

@@ -195,8 +195,9 @@ func TestMain(m *testing.M) {
 	// The scenarios mostly wait on real peers (mosquitto, node, the
 	// broker's timers), not on this process's CPU: with -parallel at
 	// GOMAXPROCS (2 in CI) the package took 114 s, with 6 it took 71 s on
-	// the same loaded 2-core machine. Six, not more: each node peer costs
-	// a few hundred ms of CPU to start.
+	// the same loaded 2-core machine. Six was chosen while each mqtt.js
+	// client was a node process of its own, a few hundred ms of CPU to
+	// start; they now share one (jshub_test.go).
 	if !flagWasSet("test.parallel") {
 		_ = flag.Set("test.parallel", "6")
 	}
@@ -210,6 +211,7 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	code := m.Run()
+	stopHub()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -1,10 +1,7 @@
 package interop
 
 import (
-	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,13 +47,20 @@ type jsEvent struct {
 	Message        string  `json:"message"`
 }
 
-// jsClient is a running mqtt.js client (js/client.js under node).
+// jsClient is a running mqtt.js client, one of the hub's (js/hub.js).
 type jsClient struct {
-	*proc
+	name    string
+	hub     *jsHub
+	cid     int
+	logs    *logSink
 	in      *inbox
 	events  *queue[jsEvent]
 	connack jsEvent
 	nextID  int
+	// gone is closed once the hub has forgotten the client (after "end",
+	// kill or close) or the hub has exited.
+	gone     chan struct{}
+	goneOnce sync.Once
 }
 
 // jsPersistent fills o for a persistent session: clean false and, for MQTT
@@ -73,14 +77,16 @@ func jsPersistent(p proto, o jsOpts, expiry int) jsOpts {
 	return o
 }
 
-// startJS starts js/client.js and waits for CONNACK and, when o subscribes,
-// for SUBACK. It fails the test if node or the npm packages are missing.
+// startJS opens an mqtt.js client (js/peer.js in the hub) and waits for
+// CONNACK and, when o subscribes, for SUBACK. It fails the test if node
+// or the npm packages are missing.
 func startJS(t *testing.T, b *testBroker, p proto, o jsOpts) *jsClient {
 	t.Helper()
 	c := startJSNoWait(t, b, p, o)
-	// The wait covers node's start and its loading of mqtt.js, which took
-	// 8 s at load 26 (a suite run beside other engineers' cluster runs);
-	// the broker answered the CONNECT in under a millisecond.
+	// For the first client the wait covers node's start and its loading
+	// of mqtt.js, which took 8 s at load 26 (a suite run beside other
+	// engineers' cluster runs); the broker answered the CONNECT in under a
+	// millisecond.
 	c.connack = c.waitEvent(t, 30*time.Second, "connect")
 	if len(o.Subscribe) > 0 {
 		c.waitEvent(t, 5*time.Second, "suback")
@@ -88,17 +94,11 @@ func startJS(t *testing.T, b *testBroker, p proto, o jsOpts) *jsClient {
 	return c
 }
 
-// startJSNoWait starts js/client.js without waiting for anything.
+// startJSNoWait opens an mqtt.js client in the hub without waiting for
+// anything.
 func startJSNoWait(t *testing.T, b *testBroker, p proto, o jsOpts) *jsClient {
 	t.Helper()
-	node := requireTool(t, "node")
-	script, err := filepath.Abs(filepath.Join("js", "client.js"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(filepath.Dir(script), "..", "node_modules", "mqtt", "package.json")); err != nil {
-		t.Fatalf("mqtt.js is not installed in test/interop/node_modules: run ./scripts/test.sh (it runs npm ci --prefix test/interop)")
-	}
+	h := startHub(t)
 	o.URL = b.url()
 	if b.tr == rc.TLS || b.tr == rc.WSS {
 		o.CAFile = pki.CAFile
@@ -110,24 +110,74 @@ func startJSNoWait(t *testing.T, b *testBroker, p proto, o jsOpts) *jsClient {
 	if o.LifetimeMs == 0 {
 		o.LifetimeMs = int(procLifetime / time.Millisecond)
 	}
-	args, err := json.Marshal(o)
-	if err != nil {
-		t.Fatal(err)
+	name := "mqtt.js " + o.ClientID
+	c := &jsClient{name: name, hub: h, logs: newLogSink(t, name), in: newInbox(name),
+		events: newQueue[jsEvent](), gone: make(chan struct{})}
+	if err := h.open(c, o); err != nil {
+		t.Fatalf("%s: %v", name, err)
 	}
-	c := &jsClient{in: newInbox("mqtt.js " + o.ClientID), events: newQueue[jsEvent]()}
-	c.proc = startProc(t, "mqtt.js "+o.ClientID, true, func(line string) {
-		var ev jsEvent
-		if err := json.Unmarshal([]byte(line), &ev); err != nil {
-			ev = jsEvent{Event: "error", Where: "go", Message: fmt.Sprintf("bad line %q: %v", line, err)}
+	t.Cleanup(func() {
+		if t.Failed() {
+			if s := h.stderr.String(); s != "" {
+				t.Logf("---- mqtt.js hub stderr ----\n%s", h.stderr.tail(50))
+			}
 		}
-		if ev.Event == "message" {
-			c.in.put(message{Topic: ev.Topic, Payload: ev.Payload, QoS: ev.QoS, Retain: ev.Retain,
-				Dup: ev.Dup, SubIDs: ev.SubIDs, Expiry: ev.Expiry})
-			return
-		}
-		c.events.put(ev)
-	}, node, script, string(args))
+		c.close()
+	})
 	return c
+}
+
+// deliver takes one event of the client from the hub.
+func (c *jsClient) deliver(ev jsEvent, line string) {
+	c.logs.Write([]byte(line + "\n"))
+	switch ev.Event {
+	case "message":
+		c.in.put(message{Topic: ev.Topic, Payload: ev.Payload, QoS: ev.QoS, Retain: ev.Retain,
+			Dup: ev.Dup, SubIDs: ev.SubIDs, Expiry: ev.Expiry})
+		return
+	case "ended", "gone":
+		c.goneOnce.Do(func() { close(c.gone) })
+	}
+	c.events.put(ev)
+}
+
+// close disconnects the client if it is still there (the hub kills it if
+// its DISCONNECT cannot go out within 2 s).
+func (c *jsClient) close() {
+	if c.waitExit(0) {
+		return
+	}
+	if err := c.hub.send(c.cid, map[string]any{"cmd": "close"}); err == nil {
+		c.waitExit(5 * time.Second)
+	}
+}
+
+// kill drops the client's connection at once, with no chance to send
+// DISCONNECT (nor a WebSocket close frame or TLS close_notify), as when
+// its process is killed.
+func (c *jsClient) kill(t *testing.T) {
+	t.Helper()
+	if err := c.hub.send(c.cid, map[string]any{"cmd": "kill"}); err != nil {
+		t.Fatalf("%s: %v", c.name, err)
+	}
+	if !c.waitExit(5 * time.Second) {
+		t.Fatalf("%s: not gone 5s after kill", c.name)
+	}
+}
+
+// waitExit waits up to d until the hub has forgotten the client.
+func (c *jsClient) waitExit(d time.Duration) bool {
+	select {
+	case <-c.gone:
+		return true
+	default:
+	}
+	select {
+	case <-c.gone:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }
 
 // waitEvent waits for the next unclaimed event named name; an error event
@@ -148,9 +198,8 @@ func (c *jsClient) send(t *testing.T, cmd map[string]any) int {
 	t.Helper()
 	c.nextID++
 	cmd["id"] = c.nextID
-	line, _ := json.Marshal(cmd)
-	if _, err := c.stdin.Write(append(line, '\n')); err != nil {
-		t.Fatalf("%s: writing command: %v", c.name, err)
+	if err := c.hub.send(c.cid, cmd); err != nil {
+		t.Fatalf("%s: %v", c.name, err)
 	}
 	return c.nextID
 }
@@ -189,11 +238,12 @@ func (c *jsClient) subscribe(t *testing.T, subs []jsSub, props map[string]any) [
 	return ev.Granted
 }
 
-// end disconnects cleanly (DISCONNECT with reasonCode) and waits for exit.
+// end disconnects cleanly (DISCONNECT with reasonCode) and waits until the
+// client is closed.
 func (c *jsClient) end(t *testing.T, reasonCode int) {
 	t.Helper()
 	c.send(t, map[string]any{"cmd": "end", "reasonCode": reasonCode})
 	if !c.waitExit(5 * time.Second) {
-		t.Fatalf("%s did not exit after end", c.name)
+		t.Fatalf("%s not closed 5s after end", c.name)
 	}
 }

@@ -24,7 +24,9 @@ func TestWill_3_1_2_5(t *testing.T) {
 			watch := startPaho(t, b, p, pahoOpts{})
 			watch.subscribe(t, "will/#", 2, 0)
 			js := startJS(t, b, p, jsOpts{Will: map[string]any{"topic": "will/js", "payload": "js gone", "qos": 2}})
-			js.kill()
+			// mqtt.js's connection is dropped as its process's would be
+			// (js/peer.js kill); mosquitto_sub's process is killed.
+			js.kill(t)
 			expectWill(t, watch.in, "will/js", "js gone", 2)
 			ms := startMosqSub(t, b, p, mosqSubOpts{topics: []string{"x"}, will: &will{topic: "will/mosq", payload: "mosq gone"}})
 			ms.kill()
