@@ -161,8 +161,12 @@ func startEngine(cfg *Config, maxPacket uint32, log *slog.Logger) (*engine, erro
 		e.close()
 		return nil, fmt.Errorf("cluster engine on %s: %w", cfg.Listen, err)
 	}
+	// The in-process handshake gets startupTimeout, as the server's start
+	// does, not nats.go's 2 s: on a loaded host (the suite's 2 cores at a
+	// load of 50) the server's first INFO came later than that and the
+	// node exited ("connecting in-process: read pipe: i/o timeout").
 	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("roost-"+cfg.Node), nats.Token(token),
-		nats.MaxReconnects(-1), nats.ReconnectBufSize(-1))
+		nats.Timeout(startupTimeout), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1))
 	if err != nil {
 		e.close()
 		return nil, fmt.Errorf("cluster engine: connecting in-process: %w", err)

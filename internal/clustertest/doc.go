@@ -6,8 +6,10 @@
 // 127.0.0.0/8 is the loopback on Linux, and a node binds its outgoing
 // cluster connections to its own address, so the nodes act as separate
 // hosts to per-address firewall rules (internal/netfault). Ports are
-// picked by the OS; each node's data directory and log live in the
-// test's t.TempDir.
+// picked by the OS; each node's log lives in the test's t.TempDir, its
+// data directory in memory (/dev/shm) when that is a tmpfs with room,
+// since the nodes sync every write and a test never loses the page cache
+// (ROOST_CLUSTERTEST_DATA=DIR puts the data under DIR instead).
 //
 // The roost binary comes from internal/roostbin (Build, Binary): the one
 // scripts/test.sh built for the whole suite, or one built once per test

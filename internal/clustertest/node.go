@@ -28,7 +28,8 @@ type Options struct {
 	NodeArgs func(name, ip string) []string
 	// Args are passed to every node's `roost serve` after the harness's
 	// own (--listen, --data, --node, --cluster-listen, --cluster-peer,
-	// --log-level debug), so a later flag or a --config can add to them.
+	// --log-level debug, and --ballast 1MiB for data in memory), so a
+	// later flag or a --config can add to them.
 	Args []string
 	// Env are KEY=VALUE pairs every node gets in its environment, on top
 	// of the test process's. A test hands its nodes a fault to inject
@@ -38,7 +39,9 @@ type Options struct {
 	// Race runs a roost binary built with -race.
 	Race bool
 	// Data, if set, gives the --data directory of the node named name;
-	// "" (and a nil Data) means one in the test's TempDir. A test puts a
+	// "" (and a nil Data) means the harness's choice: under DataEnv's
+	// directory if set, else in memory (/dev/shm, when it is a tmpfs
+	// with room), else in the test's TempDir (dataRoot). A test puts a
 	// node on a file system of its own (a small tmpfs to fill) this way.
 	Data func(name string) string
 	// Later, if set, names the nodes Start does not start: the test starts
@@ -114,13 +117,23 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	c := &Cluster{bin: Binary(t, opts.Race)}
 	dir := t.TempDir()
+	var root string
+	var mem bool
 	for i := range opts.Nodes {
 		ip := fmt.Sprintf("127.0.0.%d", opts.FirstIP+i)
 		name := fmt.Sprintf("n%d", i+1)
-		data := filepath.Join(dir, name)
+		var data string
 		if opts.Data != nil {
-			if d := opts.Data(name); d != "" {
-				data = d
+			data = opts.Data(name)
+		}
+		var args []string
+		if data == "" {
+			if root == "" {
+				root, mem = dataRoot(t)
+			}
+			data = filepath.Join(root, name)
+			if mem {
+				args = []string{"--ballast", memBallast}
 			}
 		}
 		nd := &Node{Name: name, IP: ip,
@@ -128,9 +141,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 			Cluster: net.JoinHostPort(ip, strconv.Itoa(FreePort(t, ip))),
 			Data:    data,
 			LogPath: filepath.Join(dir, name+".log"),
-			Args:    opts.Args}
+			Args:    append(args, opts.Args...)}
 		if opts.NodeArgs != nil {
-			nd.Args = append(slices.Clone(opts.Args), opts.NodeArgs(name, ip)...)
+			nd.Args = append(nd.Args, opts.NodeArgs(name, ip)...)
 		}
 		nd.Env = slices.Clone(opts.Env)
 		nd.proc = &Proc{Name: name, Bin: c.bin, LogPath: nd.LogPath}
