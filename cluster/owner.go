@@ -102,9 +102,8 @@ type owners struct {
 	ending map[string]chan struct{}
 	// releasing: ids whose release requests a handler answers now
 	// (onRelease), with the requests that came meanwhile, in order.
-	releasing map[string][]releaseReq
-	// releaseSlots holds a token per running handler (releaseHandlers);
-	// made with releasing.
+	releasing releaseQueue
+	// releaseSlots holds a token per running handler (releaseHandlers).
 	releaseSlots chan struct{}
 	// heldPending: sessions the janitor adopted whose held messages it
 	// has not applied yet, closed when it has (janitor.go); a release
@@ -698,28 +697,18 @@ func (o *owners) onRelease(m *nats.Msg) {
 		o.n.log.Warn("cluster: bad release request")
 		return
 	}
-	o.mu.Lock()
-	if waiting, ok := o.releasing[id]; ok {
-		o.releasing[id] = append(waiting, req)
-		o.mu.Unlock()
-		return
+	if !o.releasing.add(id, req) {
+		return // queued behind the request its handler answers now
 	}
-	if o.releasing == nil {
-		o.releasing = make(map[string][]releaseReq)
-		o.releaseSlots = make(chan struct{}, releaseHandlers)
-	}
-	o.releasing[id] = nil
-	slots := o.releaseSlots
-	o.mu.Unlock()
 	select {
-	case slots <- struct{}{}:
+	case o.releaseSlots <- struct{}{}:
 	case <-o.n.ctx.Done():
-		o.endReleasing(id)
+		o.releasing.drop(id)
 		return
 	}
-	if !o.n.goTracked(func() { o.releaseLoop(id, req, slots) }) {
-		<-slots
-		o.endReleasing(id)
+	if !o.n.goTracked(func() { o.releaseLoop(id, req) }) {
+		<-o.releaseSlots
+		o.releasing.drop(id)
 	}
 }
 
@@ -739,28 +728,62 @@ type releaseReq struct {
 
 // releaseLoop answers req, then the requests for id that came meanwhile,
 // in order, and ends when none is left. Run by goTracked, holding a slot
-// of slots.
-func (o *owners) releaseLoop(id string, req releaseReq, slots chan struct{}) {
-	defer func() { <-slots }()
-	for {
-		o.handleRelease(req)
-		o.mu.Lock()
-		waiting := o.releasing[id]
-		if len(waiting) == 0 || o.n.ctx.Err() != nil {
-			delete(o.releasing, id)
-			o.mu.Unlock()
+// of releaseSlots.
+func (o *owners) releaseLoop(id string, req releaseReq) {
+	defer func() { <-o.releaseSlots }()
+	for ok := true; ok; req, ok = o.releasing.next(id) {
+		if o.n.ctx.Err() != nil {
+			o.releasing.drop(id) // the node closes: the rest goes unanswered
 			return
 		}
-		req, o.releasing[id] = waiting[0], waiting[1:]
-		o.mu.Unlock()
+		o.handleRelease(req)
 	}
 }
 
-// endReleasing forgets id's queue of release requests (the node closes).
-func (o *owners) endReleasing(id string) {
-	o.mu.Lock()
-	delete(o.releasing, id)
-	o.mu.Unlock()
+// releaseQueue holds, per client id, the release requests that came
+// while a handler answers one for that id: the handler takes them in
+// order (next). Its lock is a leaf: taken under no other.
+type releaseQueue struct {
+	mu      sync.Mutex
+	waiting map[string][]releaseReq // an entry: a handler runs for the id
+}
+
+// add notes req for id. It reports whether no handler runs for id: the
+// caller is then to start one with req; otherwise req waits for next.
+func (q *releaseQueue) add(id string, req releaseReq) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if waiting, ok := q.waiting[id]; ok {
+		q.waiting[id] = append(waiting, req)
+		return false
+	}
+	if q.waiting == nil {
+		q.waiting = make(map[string][]releaseReq)
+	}
+	q.waiting[id] = nil
+	return true
+}
+
+// next returns id's oldest waiting request for its handler; false when
+// none waits: the handler ends, and the next add for id starts one.
+func (q *releaseQueue) next(id string) (releaseReq, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	waiting := q.waiting[id]
+	if len(waiting) == 0 {
+		delete(q.waiting, id)
+		return releaseReq{}, false
+	}
+	q.waiting[id] = waiting[1:]
+	return waiting[0], true
+}
+
+// drop forgets id and its waiting requests: its handler did not start or
+// stops (the node closes).
+func (q *releaseQueue) drop(id string) {
+	q.mu.Lock()
+	delete(q.waiting, id)
+	q.mu.Unlock()
 }
 
 // goTracked runs f in a goroutine that Close waits for, unless Close has
