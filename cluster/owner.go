@@ -812,10 +812,10 @@ func (n *Node) goTracked(f func()) bool {
 // an answer could come 4 s after the request, past releaseTimeout.
 const answerBound = releaseTimeout - 500*time.Millisecond
 
-// handleRelease answers a release request. The
-// reply is the version, then 0 (nothing to hand over), 1 (the session
-// follows, handover.go) or 2 (this node holds the id's record but not its
-// session: read it from the stream); after 0 or 2, a third byte 1 says
+// handleRelease answers a release request. The reply is the version, then
+// 0 (nothing to hand over), 1 (the session follows, handover.go) or 2
+// (this node holds the id's record but not its session: read it from the
+// stream); after 0 or 2, a third byte 1 says
 // that the will of the id's last connection here was dropped (a normal
 // DISCONNECT) while the record may still hold it (cleanwill.go), and a
 // uvarint after that byte where the claimer is to read this node's held
