@@ -489,10 +489,20 @@ type ClusterFigures interface {
 // pending will [MQTT-3.1.2-8]. done does nothing if the client has come
 // back to this node meanwhile.
 func (s *Server) HandOver(clientID string, replicated bool) (rec *StoredSession, done func(publishWill bool)) {
+	return s.HandOverBy(clientID, replicated, time.Now().Add(settleTimeout))
+}
+
+// HandOverBy is HandOver with the wait for the connected client's last
+// packets (settleTimeout at most) ending by by: the cluster answers a
+// request to let go within a bound of its own, which this wait must not
+// outlast (the other node gives up and reads the session elsewhere). A by
+// already past takes the connection over without waiting, as at the end of
+// settleTimeout.
+func (s *Server) HandOverBy(clientID string, replicated bool, by time.Time) (rec *StoredSession, done func(publishWill bool)) {
 	// As for a takeover on one node: the old connection first applies
 	// what its client already sent (a DISCONNECT in flight decides about
 	// the will and the session) and detaches (takeover.go).
-	s.settleTakeover(clientID)
+	s.settleTakeoverWithin(clientID, min(settleTimeout, time.Until(by)))
 	var wills []*willMsg
 	s.mu.Lock()
 	ss := s.sessions[clientID]

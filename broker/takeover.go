@@ -27,6 +27,12 @@ const (
 // own takeover has. The wait is bounded by settleTimeout, after which
 // attach takes over as before.
 func (s *Server) settleTakeover(id string) {
+	s.settleTakeoverWithin(id, settleTimeout)
+}
+
+// settleTakeoverWithin is settleTakeover with the wait bounded by within
+// instead (none when it is not positive).
+func (s *Server) settleTakeoverWithin(id string, within time.Duration) {
 	s.mu.Lock()
 	var oc *conn
 	if old := s.sessions[id]; old != nil {
@@ -48,12 +54,12 @@ func (s *Server) settleTakeover(id string) {
 	}
 	s.mu.Unlock()
 	oc.kickAfterPending(kickTakeover)
-	t := time.NewTimer(settleTimeout)
+	t := time.NewTimer(max(within, 0))
 	defer t.Stop()
 	select {
 	case <-done:
 	case <-t.C:
-		oc.logger().Warn("taken-over connection did not settle in time; taking over anyway", "within", settleTimeout)
+		oc.logger().Warn("taken-over connection did not settle in time; taking over anyway", "within", max(within, 0))
 		s.mu.Lock()
 		if s.settling[oc] == done {
 			delete(s.settling, oc)

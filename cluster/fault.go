@@ -56,15 +56,16 @@ import (
 //	                      session: as when the session was taken from the
 //	                      stream here and its held reads were slow, and
 //	                      the newer record was seen before the session was
-//	                      in the server
+//	                      in the server; named again, for several clients
 //	release-late=CLIENT@NODE  on node NODE, a release request for CLIENT
-//	                      is handled only heldWaitMax after it came, as
-//	                      one queued behind another request's held wait
-//	                      (a node handles them one at a time); with
+//	                      is handled only heldWaitMax after it came, its
+//	                      answer's bounds counted from then, as one whose
+//	                      way was that slow (or, before release requests
+//	                      were answered side by side, one queued behind
+//	                      another request's held wait: test/jepsen
+//	                      TestClusterFull, requests seconds late); with
 //	                      held-pending its answer comes after the
-//	                      claimer's releaseTimeout (test/jepsen
-//	                      TestClusterFull: requests seconds late, behind
-//	                      other requests' waits)
+//	                      claimer's releaseTimeout
 //	finish-late=CLIENT@NODE  on NODE, a live move of CLIENT here asks
 //	                      its previous owner to finish only once NODE
 //	                      heard again from a node it had dropped, and
@@ -135,7 +136,7 @@ type faults struct {
 	unanswered   atomic.Int64 // hold-unanswered: holds left to fail
 	noQuorum     string
 	quorumBack   atomic.Bool // no-quorum: the read came
-	heldPending  string
+	heldPending  []string
 	releaseLate  string
 	heldFenced   string
 	finishLate   string
@@ -226,7 +227,7 @@ func parseFaults(s, node string) (*faults, error) {
 			}
 			f.settleWait = d
 		case "held-pending":
-			f.heldPending = v
+			f.heldPending = append(f.heldPending, v)
 		case "release-late":
 			f.releaseLate = v
 		case "finish-late":
@@ -258,7 +259,7 @@ func (f *faults) delays(id string) bool {
 // messages pending, and the owner watcher is not to fence id
 // (held-pending).
 func (f *faults) holdsHeld(id string) bool {
-	return f != nil && f.heldPending == id
+	return f != nil && slices.Contains(f.heldPending, id)
 }
 
 // handlesLate reports whether a release request for id is handled

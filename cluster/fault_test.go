@@ -67,6 +67,10 @@ func TestParseFaults(t *testing.T) {
 	if err != nil || !f.holdsHeld("h") || f.holdsHeld("e") {
 		t.Errorf("held-pending=h: %+v, %v; want h only", f, err)
 	}
+	f, err = parseFaults("held-pending=h@n1,held-pending=i@n1,held-pending=j@n2", "n1")
+	if err != nil || !f.holdsHeld("h") || !f.holdsHeld("i") || f.holdsHeld("j") {
+		t.Errorf("held-pending=h,i@n1,j@n2: %+v, %v; want h and i on n1", f, err)
+	}
 	f, err = parseFaults("release-late=l@n1,held-fenced=h@n1,held-fenced=x@n2", "n1")
 	if err != nil || !f.handlesLate("l") || f.handlesLate("h") || !f.holdsUntilFenced("h") || f.holdsUntilFenced("x") {
 		t.Errorf("release-late=l,held-fenced=h: %+v, %v; want l late, h held until fenced, on n1 only", f, err)

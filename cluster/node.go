@@ -123,7 +123,7 @@ func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
 	rand.Read(b[:])
 	n := &Node{cfg: cfg, log: log, eng: eng, inc: hex.EncodeToString(b[:]),
 		local: newLocalInterest(), remote: newRemoteInterest(), acks: make(chan pendingAck, 1024), fault: fault}
-	n.own = &owners{n: n, epochs: make(map[string]epochAt), unread: make(map[string]bool), wills: make(map[uint64]uint64),
+	n.own = &owners{n: n, releaseSlots: make(chan struct{}, releaseHandlers), epochs: make(map[string]epochAt), unread: make(map[string]bool), wills: make(map[uint64]uint64),
 		dropped: make(map[string]time.Time), superseded: make(map[uint64]time.Time)}
 	// A session handed over and never confirmed ends here without a
 	// handover after all: as a fenced one, its filters are held for this

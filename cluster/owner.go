@@ -36,8 +36,8 @@ const (
 	// claimTries bounds compare-and-set retries under contention.
 	claimTries = 8
 	// releaseTimeout bounds the wait for the previous owner; one that does
-	// not answer (dead, paused, cut off) is fenced by the epoch. It is
-	// longer than the broker's own bound on settling a takeover (2 s).
+	// not answer (dead, paused, cut off) is fenced by the epoch. The
+	// previous owner's whole answer has a shorter bound (answerBound).
 	releaseTimeout = 3 * time.Second
 )
 
@@ -100,6 +100,11 @@ type owners struct {
 	// ending: ids whose session's end here a release request's answer
 	// or a fence is deciding, closed when it is decided (lockEnd).
 	ending map[string]chan struct{}
+	// releasing: ids whose release requests a handler answers now
+	// (onRelease), with the requests that came meanwhile, in order.
+	releasing releaseQueue
+	// releaseSlots holds a token per running handler (releaseHandlers).
+	releaseSlots chan struct{}
 	// heldPending: sessions the janitor adopted whose held messages it
 	// has not applied yet, closed when it has (janitor.go); a release
 	// request for one waits for that (heldWaitMax).
@@ -674,27 +679,161 @@ func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (re
 	return rec, true, false
 }
 
-// onRelease handles another node's claim of an id this node may hold. The
-// reply is the version, then 0 (nothing to hand over), 1 (the session
-// follows, handover.go) or 2 (this node holds the id's record but not its
-// session: read it from the stream); after 0 or 2, a third byte 1 says
-// that the will of the id's last connection here was dropped (a normal
-// DISCONNECT) while the record may still hold it (cleanwill.go), and a
-// uvarint after that byte where the claimer is to read this node's held
-// subject from (held.go, takeUnsettled).
+// onRelease takes a release request (another node's claim of an id this
+// node may hold) off the node's subscription and has it answered
+// (handleRelease) by a handler of its id: requests for different ids are
+// answered side by side, those for one id one after the other, in the
+// order they came. One at a time for all ids (the subscription's own
+// callback), a request queued behind another's held wait (up to
+// heldWaitMax) and was answered after its claimer's releaseTimeout: the
+// claimer had read the stream while the copy here still took messages
+// (TestReproReleaseSideBySide). At most releaseHandlers ids are handled at
+// once; beyond that, the subscription waits for a handler to end, as it
+// waited for each request before.
 func (o *owners) onRelease(m *nats.Msg) {
-	epoch, id, err := decodeOwnerClaim(m.Data)
+	req := releaseReq{m: m, at: time.Now()}
+	_, id, err := decodeOwnerClaim(m.Data)
 	if err != nil {
 		o.n.log.Warn("cluster: bad release request")
 		return
 	}
+	if !o.releasing.add(id, req) {
+		return // queued behind the request its handler answers now
+	}
+	select {
+	case o.releaseSlots <- struct{}{}:
+	case <-o.n.ctx.Done():
+		o.releasing.drop(id)
+		return
+	}
+	if !o.n.goTracked(func() { o.releaseLoop(id, req) }) {
+		<-o.releaseSlots
+		o.releasing.drop(id)
+	}
+}
+
+// releaseHandlers bounds the release requests a node answers at once (one
+// goroutine each, for their ids): a claim storm (thousands of sessions
+// adopted elsewhere at once) queues on the subscription beyond it. Most
+// of an answer is waiting (held messages, a move, a client's last
+// packets), so the bound is far above the cores.
+const releaseHandlers = 256
+
+// releaseReq is a release request and when it came off the subscription,
+// from which its answer's bounds count (answerBound).
+type releaseReq struct {
+	m  *nats.Msg
+	at time.Time
+}
+
+// releaseLoop answers req, then the requests for id that came meanwhile,
+// in order, and ends when none is left. Run by goTracked, holding a slot
+// of releaseSlots.
+func (o *owners) releaseLoop(id string, req releaseReq) {
+	defer func() { <-o.releaseSlots }()
+	for ok := true; ok; req, ok = o.releasing.next(id) {
+		if o.n.ctx.Err() != nil {
+			o.releasing.drop(id) // the node closes: the rest goes unanswered
+			return
+		}
+		o.handleRelease(req)
+	}
+}
+
+// releaseQueue holds, per client id, the release requests that came
+// while a handler answers one for that id: the handler takes them in
+// order (next). Its lock is a leaf: taken under no other.
+type releaseQueue struct {
+	mu      sync.Mutex
+	waiting map[string][]releaseReq // an entry: a handler runs for the id
+}
+
+// add notes req for id. It reports whether no handler runs for id: the
+// caller is then to start one with req; otherwise req waits for next.
+func (q *releaseQueue) add(id string, req releaseReq) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if waiting, ok := q.waiting[id]; ok {
+		q.waiting[id] = append(waiting, req)
+		return false
+	}
+	if q.waiting == nil {
+		q.waiting = make(map[string][]releaseReq)
+	}
+	q.waiting[id] = nil
+	return true
+}
+
+// next returns id's oldest waiting request for its handler; false when
+// none waits: the handler ends, and the next add for id starts one.
+func (q *releaseQueue) next(id string) (releaseReq, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	waiting := q.waiting[id]
+	if len(waiting) == 0 {
+		delete(q.waiting, id)
+		return releaseReq{}, false
+	}
+	q.waiting[id] = waiting[1:]
+	return waiting[0], true
+}
+
+// drop forgets id and its waiting requests: its handler did not start or
+// stops (the node closes).
+func (q *releaseQueue) drop(id string) {
+	q.mu.Lock()
+	delete(q.waiting, id)
+	q.mu.Unlock()
+}
+
+// goTracked runs f in a goroutine that Close waits for, unless Close has
+// begun (then it reports false and f does not run). It shares the guard
+// of the sender goroutines (batch.go): no wg.Add once Close waits.
+func (n *Node) goTracked(f func()) bool {
+	n.sendersMu.Lock()
+	defer n.sendersMu.Unlock()
+	if n.sendersClosed {
+		return false
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// answerBound bounds a release request's whole answer, counted from when
+// the request came off the subscription: its waits (heldWaitMax), then
+// the handover with the wait for a connected client's last packets
+// (broker.Server.HandOverBy: settleTimeout, cut to what is left). The
+// rest of the claimer's releaseTimeout is for the request's and the
+// reply's way. Before, that wait had its own 2 s after the waits' 2 s, and
+// an answer could come 4 s after the request, past releaseTimeout.
+const answerBound = releaseTimeout - 500*time.Millisecond
+
+// handleRelease answers a release request. The reply is the version, then
+// 0 (nothing to hand over), 1 (the session follows, handover.go) or 2
+// (this node holds the id's record but not its session: read it from the
+// stream); after 0 or 2, a third byte 1 says
+// that the will of the id's last connection here was dropped (a normal
+// DISCONNECT) while the record may still hold it (cleanwill.go), and a
+// uvarint after that byte where the claimer is to read this node's held
+// subject from (held.go, takeUnsettled).
+func (o *owners) handleRelease(req releaseReq) {
+	m := req.m
+	epoch, id, _ := decodeOwnerClaim(m.Data) // decoded once already (onRelease)
 	o.n.fault.askedRelease(id)
 	if o.n.fault.handlesLate(id) {
+		// The request's way was slow, not its queue: its bounds
+		// count from here.
 		o.n.log.Warn("cluster: test fault: a release request handled late", "client_id", id, "after", heldWaitMax)
 		time.Sleep(heldWaitMax)
+		req.at = time.Now()
 	}
-	// One bound for every wait of this answer (heldWaitMax).
-	by := time.Now().Add(heldWaitMax)
+	// One bound for every wait of this answer (heldWaitMax), one for
+	// the whole answer (answerBound).
+	by := req.at.Add(heldWaitMax)
 	o.awaitHeld(id, by)
 	o.mu.Lock()
 	mine := o.epochs[id].epoch
@@ -731,7 +870,7 @@ func (o *owners) onRelease(m *nats.Msg) {
 			}
 			o.awaitHeld(id, by)
 		}
-		reply = o.answer(id, epoch, mine, unread)
+		reply = o.answer(id, epoch, mine, unread, req.at.Add(answerBound))
 	}
 	m.Respond(reply)
 }
@@ -739,7 +878,8 @@ func (o *owners) onRelease(m *nats.Msg) {
 // answer decides, once onRelease's waits are over, what a release request
 // of a claim at epoch gets (onRelease), and hands the session over if it
 // is here. mine is this node's own epoch for id as the request found it;
-// unread, whether the request took id's unread mark before its waits.
+// unread, whether the request took id's unread mark before its waits;
+// by, when the handover's wait for a connected client ends at the latest.
 //
 // A fence ends sessions here too (after a loss of contact, or at
 // fenceGrace's end): the two decide one after the other for an id
@@ -750,8 +890,13 @@ func (o *owners) onRelease(m *nats.Msg) {
 // claimer started the client afresh (test/jepsen TestClusterFull seed 42:
 // ps2, Session Present 0 and 1,431 acknowledged messages lost;
 // TestReproFenceDuringRelease).
-func (o *owners) answer(id string, epoch, mine uint64, unread bool) []byte {
-	unlock := o.lockEnd(id)
+func (o *owners) answer(id string, epoch, mine uint64, unread bool, by time.Time) []byte {
+	ctx, cancel := context.WithDeadline(o.n.ctx, by)
+	unlock, err := o.lockID(ctx, &o.ending, id)
+	cancel()
+	if err != nil {
+		return o.answerFenced(id, epoch)
+	}
 	defer unlock()
 	if !unread {
 		o.mu.Lock()
@@ -789,7 +934,7 @@ func (o *owners) answer(id string, epoch, mine uint64, unread bool) []byte {
 	} else if ok, from := o.n.sess.takeUnsettled(id); ok {
 		// A restored copy not known to be current (held.go).
 		reply[1], heldFrom = 2, from
-	} else if b, done := o.handOver(id); done != nil {
+	} else if b, done := o.handOverBy(id, by); done != nil {
 		reply = append([]byte{wireVersion, 1}, b...)
 		o.pending.add(id, epoch, o.n.sess != nil, done)
 		o.n.mv.startOut(id, epoch)
@@ -806,6 +951,25 @@ func (o *owners) answer(id string, epoch, mine uint64, unread bool) []byte {
 		reply = binary.AppendUvarint(reply, heldFrom)
 	}
 	o.n.log.Info("client taken over by another node", "client_id", id, "epoch", epoch)
+	return reply
+}
+
+// answerFenced is answer's reply when a fence still decides the end of
+// id's session once the answer's bound is over. Only a fence that ends a
+// connected session holds that decision so long (fenceEnd: the wait for
+// the client's last packets, up to the broker's settleTimeout); fenceID's
+// end and fenceEnd's other outcomes are quick, and answers for one id
+// come one at a time (onRelease). That fence ends the session here and
+// sets the mark (endedUnread), which an answer after it would read: the
+// claimer reads the stream. Waited for, the answer came after the
+// claimer's releaseTimeout, which then read the stream all the same.
+func (o *owners) answerFenced(id string, epoch uint64) []byte {
+	reply := []byte{wireVersion, 2}
+	if o.takeDropped(id) {
+		reply = append(reply, 1)
+	}
+	o.n.log.Warn("cluster: a fence still ends the session: the claimer is told to read the stream",
+		"client_id", id, "epoch", epoch)
 	return reply
 }
 
@@ -950,6 +1114,19 @@ func (o *owners) endedUnread(id string) {
 // done is nil when there is nothing to hand over.
 func (o *owners) handOver(id string) ([]byte, func(bool)) {
 	rec, done := o.n.srv.HandOver(id, o.n.sess != nil)
+	return o.handOverRec(id, rec, done)
+}
+
+// handOverBy is handOver with the wait for a connected client's last
+// packets ending by by at the latest (answerBound).
+func (o *owners) handOverBy(id string, by time.Time) ([]byte, func(bool)) {
+	rec, done := o.n.srv.HandOverBy(id, o.n.sess != nil, by)
+	return o.handOverRec(id, rec, done)
+}
+
+// handOverRec encodes rec, id's session taken off the broker by handOver;
+// done ends it here.
+func (o *owners) handOverRec(id string, rec *broker.StoredSession, done func(bool)) ([]byte, func(bool)) {
 	if rec == nil {
 		return nil, nil
 	}
