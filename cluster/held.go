@@ -948,6 +948,7 @@ func (s *sessions) persistentHere() []string {
 // heldFollower applies what was held for a node to the sessions this
 // node took from the stream lately, for heldWatch each.
 type heldFollower struct {
+	node  string // whose held subject it reads
 	mu    sync.Mutex
 	ids   map[string]time.Time
 	from  uint64    // next stream sequence to read; 0: from since on
@@ -972,6 +973,10 @@ type heldFollower struct {
 type heldWait struct {
 	left atomic.Int32
 	done func()
+	// unread: the nodes whose held subject a follower has still to read
+	// for it (addFrom), for the log of a catch-up cut at its bound.
+	mu     sync.Mutex
+	unread map[string]bool
 }
 
 // newHeldWait returns a wait for one read (add for more) that calls done
@@ -983,6 +988,38 @@ func newHeldWait(done func()) *heldWait {
 }
 
 func (w *heldWait) add() { w.left.Add(1) }
+
+// addFrom adds a wait for the read of node's held subject (by its
+// follower: readFrom, then finish).
+func (w *heldWait) addFrom(node string) {
+	w.mu.Lock()
+	if w.unread == nil {
+		w.unread = map[string]bool{}
+	}
+	w.unread[node] = true
+	w.mu.Unlock()
+	w.add()
+}
+
+// readFrom notes that node's held subject was read for w; finish follows.
+func (w *heldWait) readFrom(node string) {
+	w.mu.Lock()
+	delete(w.unread, node)
+	w.mu.Unlock()
+}
+
+// unreadFrom returns the nodes whose held subject is still to be read
+// for w, sorted.
+func (w *heldWait) unreadFrom() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]string, 0, len(w.unread))
+	for node := range w.unread {
+		out = append(out, node)
+	}
+	slices.Sort(out)
+	return out
+}
 
 func (w *heldWait) finish() {
 	if w.left.Add(-1) == 0 {
@@ -1046,7 +1083,7 @@ func (s *sessions) joinFollower(node, id string, until time.Time, next uint64, l
 	f := s.followers[node]
 	spawn := f == nil
 	if spawn {
-		f = &heldFollower{ids: map[string]time.Time{}, from: next, since: last}
+		f = &heldFollower{node: node, ids: map[string]time.Time{}, from: next, since: last}
 		s.followers[node] = f
 	}
 	s.mu.Unlock()
@@ -1101,7 +1138,7 @@ func (f *heldFollower) join(id string, until time.Time, next uint64, last time.T
 		// read the stream instead, and what the adopter's copy took
 		// meanwhile was lost: 35 acknowledged messages to mqtt.js 5).
 		if _, ok := f.waits[w]; !ok {
-			w.add()
+			w.addFrom(f.node)
 		}
 		f.waits[w] = f.gen
 	}
@@ -1203,6 +1240,7 @@ func (f *heldFollower) takeWaits(gen uint64) []*heldWait {
 	for w, g := range f.waits {
 		if g <= gen {
 			delete(f.waits, w)
+			w.readFrom(f.node)
 			out = append(out, w)
 		}
 	}
