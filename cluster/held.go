@@ -790,6 +790,23 @@ func (s *sessions) followOwnHeld() {
 	}
 }
 
+// fetchWait is how long a fetch of what is held for this node waits for
+// a message when none is there (followOwnHeldOnce); the server ends the
+// pull a little before it (FetchContext: at 90 %).
+const fetchWait = 2 * time.Second
+
+// fetchWaiting fetches up to fetchMax messages of cons, waiting up to
+// fetchWait, or until ctx ends, for them; done (nil after an error) ends
+// the wait's timer once the batch was read.
+func fetchWaiting(ctx context.Context, cons jetstream.Consumer) (b jetstream.MessageBatch, done context.CancelFunc, err error) {
+	fctx, cancel := context.WithTimeout(ctx, fetchWait)
+	if b, err = cons.Fetch(fetchMax, jetstream.FetchContext(fctx)); err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	return b, cancel, nil
+}
+
 func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bool) error {
 	n := s.n
 	ctx, cancel := context.WithTimeout(n.ctx, followAttempt)
@@ -823,7 +840,18 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 			return err
 		}
 	}
+	// The wait of a fetch ends with the node (fetchWait): bounded by a
+	// fixed wait alone, it held up every node's Close by up to 2 s.
+	var fetchDone context.CancelFunc
+	defer func() {
+		if fetchDone != nil {
+			fetchDone()
+		}
+	}()
 	for n.ctx.Err() == nil {
+		if fetchDone != nil {
+			fetchDone()
+		}
 		// Restored sessions settled and catching up: the read that ends
 		// their catch-up begins heldPoll after the settle at the
 		// earliest, as an adopted session's followers' first read does,
@@ -841,7 +869,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 		if draining {
 			batch, err = cons.FetchNoWait(fetchMax)
 		} else {
-			batch, err = cons.Fetch(fetchMax, jetstream.FetchMaxWait(2*time.Second))
+			batch, fetchDone, err = fetchWaiting(n.ctx, cons)
 		}
 		if err != nil {
 			return err
@@ -915,8 +943,8 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 				}
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			return err
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			return err // the node's end too: followOwnHeld looks at that first
 		}
 		if catching && got < fetchMax {
 			// Read to the end since the settle: what was held for the
