@@ -26,7 +26,10 @@ import (
 // gate's write side, so that nothing forwarded reaches it first), catch up
 // (above), and returns what ends the catch-up: done, which also calls
 // then (after the catch-up ended, whether by done or by the bound).
-func (n *Node) catchUp(id string, then func()) (done func()) {
+// unread, if not nil, names the nodes whose held subject was still not
+// read for id, for the log when the bound cuts the catch-up: which
+// follower was slow is what such a log is read for.
+func (n *Node) catchUp(id string, then func(), unread func() []string) (done func()) {
 	end := n.srv.CatchUp(id)
 	if end == nil {
 		return then
@@ -37,8 +40,12 @@ func (n *Node) catchUp(id string, then func()) (done func()) {
 	stop := func(bound bool) {
 		once.Do(func() {
 			if bound {
+				var from []string
+				if unread != nil {
+					from = unread()
+				}
 				n.log.Warn("cluster: session sends before what was held for it was read: catching up took too long",
-					"client_id", id, "bound", n.cfg.ForwardTimeout)
+					"client_id", id, "bound", n.cfg.ForwardTimeout, "unread_from", from)
 			} else {
 				n.log.Info("cluster: session caught up with what was held for it", "client_id", id,
 					"after", time.Since(start))
@@ -61,9 +68,11 @@ func (n *Node) catchUpAll(ids []string) (done func()) {
 	if len(ids) == 0 {
 		return nil
 	}
+	// What they wait for is this node's own held subject.
+	own := func() []string { return []string{n.cfg.Node} }
 	dones := make([]func(), 0, len(ids))
 	for _, id := range ids {
-		dones = append(dones, n.catchUp(id, func() {}))
+		dones = append(dones, n.catchUp(id, func() {}, own))
 	}
 	return func() {
 		for _, d := range dones {

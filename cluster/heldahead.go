@@ -130,7 +130,8 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 	n.srv.Adopt(rec)
 	// w waits for cw too: cw ends the catch-up, then finishes w.
 	w.add()
-	cw := newHeldWait(n.catchUp(id, w.finish))
+	cw := newHeldWait(nil)
+	cw.done = n.catchUp(id, w.finish, cw.unreadFrom)
 	defer cw.finish()
 	// Watched from here: a message published here from now on reaches
 	// the session locally (originWatch.first).

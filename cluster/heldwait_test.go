@@ -1,8 +1,8 @@
 package cluster
 
 import (
+	"slices"
 	"testing"
-
 	"time"
 )
 
@@ -47,5 +47,31 @@ func TestHeldWaitFollower(t *testing.T) {
 	finishAll(f.takeWaits(^uint64(0)))
 	if pending() {
 		t.Fatal("mark kept after the follower ended")
+	}
+}
+
+// TestHeldWaitUnreadFrom: a wait names the nodes whose followers have not
+// read for it yet (the catch-up's log at its bound), each once however
+// many sessions joined it, and forgets one once its follower read.
+func TestHeldWaitUnreadFrom(t *testing.T) {
+	done := false
+	w := newHeldWait(func() { done = true })
+	n1 := &heldFollower{node: "n1", ids: map[string]time.Time{}}
+	n3 := &heldFollower{node: "n3", ids: map[string]time.Time{}}
+	until := time.Now().Add(time.Minute)
+	n1.join("a", until, 0, time.Time{}, false, true, w)
+	n1.join("b", until, 0, time.Time{}, false, false, w)
+	n3.join("a", until, 0, time.Time{}, false, true, w)
+	w.finish() // the adoption's own share
+	if got := w.unreadFrom(); !slices.Equal(got, []string{"n1", "n3"}) {
+		t.Fatalf("unread from %v, want [n1 n3]", got)
+	}
+	finishAll(n3.takeWaits(^uint64(0)))
+	if got := w.unreadFrom(); !slices.Equal(got, []string{"n1"}) || done {
+		t.Fatalf("after n3's read: unread from %v (done %v), want [n1], not done", got, done)
+	}
+	finishAll(n1.takeWaits(^uint64(0)))
+	if got := w.unreadFrom(); len(got) != 0 || !done {
+		t.Fatalf("after n1's read: unread from %v (done %v), want none, done", got, done)
 	}
 }
