@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roost-mqtt/roost/broker"
-	"github.com/roost-mqtt/roost/topic"
 )
 
 // What a copy whose ops stay local takes: kept in the held subject.
@@ -49,6 +47,12 @@ import (
 // subject for other sessions skip it, and this node's own follower
 // (followOwnHeld), which applies held messages to the sessions here,
 // skips them all: the copy here has the message already.
+//
+// The broker says which copies a message reached when it matches it
+// (AwayMembers, RemoteMessage.Away; broker.AwayCopies), and an ending
+// copy leaves the subscription tree before its OpSessionDel takes it
+// out of the set: asked later, a copy that ended in between took the
+// message and was not kept.
 //
 // Only while the copy is the disowned one: the mark goes when the copy
 // ends (its OpSessionDel: handed over and confirmed, fenced and ended, or
@@ -207,22 +211,6 @@ func (s *sessions) unkeep(id string) {
 	s.mu.Unlock()
 }
 
-// keepPick wraps a forwarded message's pick (nil: every session) so that
-// it adds to *into the disowned copies here it lets the message through
-// to. Called in the delivery's goroutine, as Pick is.
-func (s *sessions) keepPick(pick func(string) bool, into *[]string) func(string) bool {
-	if s == nil || !s.kept.any() {
-		return pick
-	}
-	return func(id string) bool {
-		ok := pick == nil || pick(id)
-		if ok && s.kept.has(id) && !slices.Contains(*into, id) {
-			*into = append(*into, id)
-		}
-		return ok
-	}
-}
-
 // keptCopy is one disowned copy here that a QoS 1/2 message reached,
 // with the share groups ("group\x00filter") it got the message for: the
 // broker gives a group's message to such a copy only when the group has
@@ -237,31 +225,21 @@ type keptCopy struct {
 func (n *Node) Away(id string) bool { return n.sess != nil && n.sess.kept.has(id) }
 
 // keptLocal returns the disowned copies here that a QoS 1/2 message
-// published here reached: through a plain subscription, or as the member
-// of a share group the broker chose (msg.AwayMembers).
+// published here reached, as the broker saw them when it matched the
+// message (msg.AwayMembers): through a plain subscription, or as the
+// member of a share group the broker chose. Asking the set here instead,
+// after the routing, missed a copy that ended in between: its end takes
+// it out of the set, and the message it took was lost with it.
 func (n *Node) keptLocal(msg *broker.Message) []keptCopy {
 	if n.sess == nil || msg.QoS == 0 {
 		return nil
 	}
-	var out []keptCopy
-	// The broker's report stands even if the copy ended since: it took
-	// the group's message.
-	for _, id := range n.sess.kept.list() {
-		_, subs, ok := n.srv.Client(id)
-		if !ok {
-			continue
-		}
-		if slices.ContainsFunc(subs, func(sub broker.SubscriptionSnapshot) bool {
-			return !strings.HasPrefix(sub.Filter, "$share/") && topic.Match(sub.Filter, msg.Topic)
-		}) {
-			out = append(out, keptCopy{id: id})
-		}
-	}
-	return withAway(out, msg.AwayMembers())
+	return withAway(nil, msg.AwayMembers())
 }
 
-// withAway adds to ks the share groups the broker gave to disowned copies
-// (away), one entry per session.
+// withAway adds to ks the disowned copies the broker gave the message to
+// (away), one entry per session with the share groups it got it for (a
+// plain subscription's entry names none).
 func withAway(ks []keptCopy, away []broker.AwayMember) []keptCopy {
 	for _, a := range away {
 		i := slices.IndexFunc(ks, func(k keptCopy) bool { return k.id == a.ClientID })
@@ -269,7 +247,7 @@ func withAway(ks []keptCopy, away []broker.AwayMember) []keptCopy {
 			ks = append(ks, keptCopy{id: a.ClientID})
 			i = len(ks) - 1
 		}
-		if !slices.Contains(ks[i].groups, a.Group) {
+		if a.Group != "" && !slices.Contains(ks[i].groups, a.Group) {
 			ks[i].groups = append(ks[i].groups, a.Group)
 		}
 	}

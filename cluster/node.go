@@ -652,20 +652,13 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		held.left++
 		n.mv.mu.Unlock()
 	}
-	// Copies here whose ops stay local (keep.go): what they take is
-	// kept in the held subject too.
-	var plain []string
-	if seq != 0 && src.id != 0 {
-		rm.Pick = n.sess.keepPick(rm.Pick, &plain)
-	}
 	c, ticket := n.srv.DeliverRemote(rm)
 	a := pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket}
+	// Copies here whose ops stay local (keep.go): what they took is
+	// kept in the held subject too.
 	var kept []keptCopy
 	if seq != 0 && src.id != 0 {
-		for _, id := range plain {
-			kept = append(kept, keptCopy{id: id})
-		}
-		kept = withAway(kept, rm.Away)
+		kept = withAway(nil, rm.Away)
 	}
 	if len(kept) > 0 {
 		a.keeps, a.keepErr = n.keep(src, rm.Origin, fwd, kept)
