@@ -150,6 +150,11 @@ type RemoteMessage struct {
 	// share groups of Groups whose message went to one, the group having
 	// no other member here.
 	Away []AwayMember
+	// Missed is set by DeliverRemote: the share groups of Groups that
+	// had no member here when the message was matched (their member
+	// left, or never was here), which the message therefore did not
+	// reach here.
+	Missed []string
 	// Place, when its Source is not empty, is the message's place among
 	// its publisher's messages, and Late says it was held back for the
 	// sessions it goes to while their interest here was not known: a
@@ -186,6 +191,7 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	sc := s.router.matchOnce(msg, groups, m.Pick, m.PickShared, s.groupOnce(m.Origin))
 	msg.shareWire = len(sc.targets) > 1
 	m.Away = append(m.Away[:0], sc.away...)
+	m.Missed = append(m.Missed[:0], sc.missed...)
 	return s.deliverTargets(msg, sc)
 }
 

@@ -43,6 +43,9 @@ type routeScratch struct {
 	// whose message went to one because the group has no other member
 	// here.
 	away []AwayMember
+	// missed: the share groups a message from another node was to be
+	// served here for that had no member here when the tree matched it.
+	missed []string
 }
 
 type sharedCand struct {
@@ -120,6 +123,13 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 		}
 		sc.add(s, sub, msg)
 	})
+	if remote {
+		for _, g := range groups {
+			if _, ok := sc.shared[g]; !ok {
+				sc.missed = append(sc.missed, g)
+			}
+		}
+	}
 	var h uint64
 	if once != nil {
 		h = msg.Origin().Hash()
@@ -178,6 +188,8 @@ func (r *router) release(sc *routeScratch) {
 	clear(sc.index)
 	clear(sc.away)
 	sc.away = sc.away[:0]
+	clear(sc.missed)
+	sc.missed = sc.missed[:0]
 	r.scrach.Put(sc)
 }
 

@@ -501,13 +501,7 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 	k := originKey{n.cfg.Node, n.inc, msg.ID}
 	m := nats.NewMsg(s.heldSubject(node))
 	m.Data = encodeHeld(k, encodeForwardOrigin(msg, groups, pub, o))
-	// The same id for the same message and node: a repeat is dropped,
-	// also a resend's routing under the same Origin from another node.
-	id := "h." + n.inc + "." + strconv.FormatUint(msg.ID, 36) + "." + node
-	if !o.IsZero() {
-		id = "h.o." + strconv.FormatUint(o.Hash(), 36) + "." + node
-	}
-	m.Header.Set(jetstream.MsgIDHeader, id)
+	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, o, node))
 	if f := n.fault.unanswers(m); f != nil {
 		return f, nil
 	}
@@ -516,6 +510,17 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 		return nil, fmt.Errorf("held for %s: %w", node, err)
 	}
 	return f, nil
+}
+
+// holdMsgID is the id of the hold of message k (Origin o, if any) for
+// node: the same id for the same message and node, so that a repeat is
+// dropped, also a resend's routing under the same Origin from another
+// node, and the node's own hold of a forward (holdHere).
+func holdMsgID(k originKey, o broker.Origin, node string) string {
+	if !o.IsZero() {
+		return "h.o." + strconv.FormatUint(o.Hash(), 36) + "." + node
+	}
+	return "h." + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + node
 }
 
 // holdForGone decides a forward to node that died before it confirmed

@@ -323,6 +323,71 @@ func (n *Node) settleKept(fs []jetstream.PubAckFuture) error {
 	return nil
 }
 
+// The copy's end. A fenced copy's filters become hold keys (fenceHold)
+// before it leaves the tree, and the others hold for this node what they
+// match once they see them, a delta later; a forward that reaches this
+// node in between, after the copy left the tree, matches nobody here and
+// was confirmed: acknowledged and lost (TestReproCopyEnd). So this node
+// holds such a forward for itself, as Forward does for a message
+// published here (persist.holds): unmarked, in its own held subject, by
+// the hold's own message id (holdMsgID), so that the publisher's hold of
+// the same message once it sees the keys is the same one; the session's
+// next owner reads it there as it reads the publisher's.
+
+// holdHere holds for this node a QoS 1/2 forward (k, rm; fwd its
+// forwarded form) that hold keys here match whose session is gone from
+// the server (a copy that ended): through a plain filter, or as a share
+// group the forward named that no member here took (rm.Missed). The
+// held copy names those groups only. nil without such a key.
+func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jetstream.PubAckFuture, error) {
+	if n.sess == nil {
+		return nil, nil
+	}
+	ms := n.sess.persist.holdMatches(rm.Topic)
+	if len(ms) == 0 {
+		return nil, nil
+	}
+	plain, groups := false, []string{}
+	gone := map[string]bool{}
+	for _, m := range ms {
+		ended, seen := gone[m.id]
+		if !seen {
+			_, _, here := n.srv.Client(m.id)
+			ended, gone[m.id] = !here, !here
+		}
+		switch {
+		case !ended:
+		case m.group == "":
+			plain = true
+		case slices.Contains(rm.Missed, m.group) && !slices.Contains(groups, m.group):
+			groups = append(groups, m.group)
+		}
+	}
+	if !plain && len(groups) == 0 {
+		return nil, nil
+	}
+	form, err := forwardWithGroups(fwd, groups)
+	if err != nil {
+		return nil, err
+	}
+	s := n.sess
+	s.mu.Lock()
+	js, ready := s.js, s.ready
+	s.mu.Unlock()
+	if !ready {
+		return nil, fmt.Errorf("held for an ended copy here: %w", errNotReady)
+	}
+	m := nats.NewMsg(s.heldSubject(n.cfg.Node))
+	m.Data = encodeHeld(k, form)
+	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, rm.Origin, n.cfg.Node))
+	f, err := js.PublishMsgAsync(m)
+	if err != nil {
+		return nil, fmt.Errorf("held for an ended copy here: %w", err)
+	}
+	n.log.Debug("cluster: a forward that reached an ended copy's hold keys held for this node", "topic", rm.Topic, "origin", k.node, "groups", len(groups))
+	return f, nil
+}
+
 // forwardWithGroups returns fwd, a forwarded message (wire.go), naming
 // groups as the share groups it is for instead of its own.
 func forwardWithGroups(fwd []byte, groups []string) ([]byte, error) {
