@@ -888,8 +888,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 				// while the others still held for this node's restored
 				// sessions (hold keys of one claimed elsewhere), and got
 				// their copies again: QoS 2 twice.
-				at := md.Timestamp
-				t, err := n.deliverHeld(m, func(id string) bool { return in[id] && !arrived[id].After(at) }, persistent)
+				t, err := n.deliverHeld(m, s.ownHeldTo(in, arrived, md.Timestamp), persistent)
 				if errors.Is(err, errClaim) {
 					return err // not acknowledged: delivered again
 				}
@@ -935,6 +934,15 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 		}
 	}
 	return nil
+}
+
+// ownHeldTo is which sessions here followOwnHeld gives a message held at
+// at: the persistent ones (in) that were here then (arrived), and not a
+// disowned copy (keep.go), whose next owner reads this node's held
+// subject itself: a share group's message given to the copy was claimed
+// for the group here and ended with the copy.
+func (s *sessions) ownHeldTo(in map[string]bool, arrived map[string]time.Time, at time.Time) func(string) bool {
+	return func(id string) bool { return in[id] && !arrived[id].After(at) && !s.kept.has(id) }
 }
 
 // persistentHere lists this node's persistent sessions: what is held

@@ -46,7 +46,10 @@ import (
 // (catchup.go). A marked copy goes to no other session: readers of the
 // subject for other sessions skip it, and this node's own follower
 // (followOwnHeld), which applies held messages to the sessions here,
-// skips them all: the copy here has the message already.
+// skips them all: the copy here has the message already. Nor does it
+// give the copy an unmarked one (ownHeldTo): its next owner reads this
+// node's held subject, and a group's message claimed for the copy ended
+// with it.
 //
 // The broker says which copies a message reached when it matches it
 // (AwayMembers, RemoteMessage.Away; broker.AwayCopies), and an ending

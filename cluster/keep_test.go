@@ -126,3 +126,25 @@ type heldMsg struct {
 }
 
 func (m heldMsg) Headers() nats.Header { return m.h }
+
+// followOwnHeld gives a held message to the persistent sessions that were
+// here when it was held, and not to a disowned copy (keep.go): its next
+// owner reads the held subject, and a group's message claimed for the
+// copy would end with it.
+func TestOwnHeldTo(t *testing.T) {
+	s := &sessions{}
+	s.kept.set("copy", true)
+	at := time.Now()
+	in := map[string]bool{"copy": true, "live": true, "late": true}
+	arrived := map[string]time.Time{"late": at.Add(time.Second)}
+	to := s.ownHeldTo(in, arrived, at)
+	for id, want := range map[string]bool{"copy": false, "live": true, "late": false, "clean": false} {
+		if got := to(id); got != want {
+			t.Errorf("%s: %v, want %v", id, got, want)
+		}
+	}
+	s.kept.set("copy", false) // its client resumed it here
+	if !to("copy") {
+		t.Error("a copy no longer disowned is left out")
+	}
+}
