@@ -572,7 +572,7 @@ func (n *Node) settleHeld(ctx context.Context, node string, f jetstream.PubAckFu
 			}
 			return nil
 		case err := <-f.Err():
-			if !errors.Is(err, jetstream.ErrNoStreamResponse) {
+			if !holdAgain(err) {
 				return fmt.Errorf("held for %s: %w", node, err)
 			}
 			select {
@@ -587,7 +587,7 @@ func (n *Node) settleHeld(ctx context.Context, node string, f jetstream.PubAckFu
 			if perr != nil {
 				return fmt.Errorf("held for %s: %w", node, perr)
 			}
-			n.log.Debug("cluster: holding again: its partition stream did not answer", "peer", node)
+			n.log.Debug("cluster: holding again: its partition stream did not answer, or the same hold was in process", "peer", node, "err", err)
 			f = again
 		case <-ctx.Done():
 			return fmt.Errorf("held for %s: %w", node, ctx.Err())
@@ -598,6 +598,25 @@ func (n *Node) settleHeld(ctx context.Context, node string, f jetstream.PubAckFu
 // heldRetryWait is the pause before a hold is published again after its
 // partition stream did not answer (settleHeld).
 const heldRetryWait = 250 * time.Millisecond
+
+// jsDupInProcess is JetStream's answer to a message whose Msg-Id another
+// append still in process has (409, "duplicate message id is in
+// process"); nats.go names no constant for it.
+const jsDupInProcess jetstream.ErrorCode = 10158
+
+// holdAgain reports whether a hold's append that failed with err is to be
+// published again (settleHeld): its stream did not answer, or an append
+// of the same message id was still in process. The second is a node's
+// hold of a forward for itself (holdHere) meeting its publisher's hold of
+// the same message for it, and kept copies of a QoS 2 resend routed twice
+// at once: once the other append is in, the same id is answered as a
+// duplicate, or stored if that append failed. Before, the forward was not
+// confirmed and its publisher's client resent it (test/jepsen
+// TestClusterFull seed 42, 2026-12-05 18:39: 22 refusals on n3).
+func holdAgain(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.As(err, &api) && api.ErrorCode == jsDupInProcess
+}
 
 // deliverHeld delivers one held message to those of the sessions ids
 // names that match it and do not hold it already (a forward their node

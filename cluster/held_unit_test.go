@@ -1,9 +1,13 @@
 package cluster
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // A node's orphan interest matches its persistent filter keys only, plain
@@ -233,5 +237,24 @@ func TestHeardNodesKeepsTheDead(t *testing.T) {
 	}
 	if got := r.heardNodes(); !slices.Equal(got, []string{"n2", "n3"}) {
 		t.Errorf("heard nodes %v, want n2 and n3", got)
+	}
+}
+
+// A hold is published again when its stream did not answer or the same
+// message id was in process (JetStream's 409, 10158), not for other
+// errors.
+func TestHoldAgain(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{jetstream.ErrNoStreamResponse, true},
+		{fmt.Errorf("wrapped: %w", &jetstream.APIError{Code: 409, ErrorCode: jsDupInProcess, Description: "duplicate message id is in process"}), true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "maximum messages exceeded"}, false},
+		{errors.New("other"), false},
+	} {
+		if got := holdAgain(c.err); got != c.want {
+			t.Errorf("holdAgain(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

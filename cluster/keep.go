@@ -352,6 +352,7 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 	}
 	plain, groups := false, []string{}
 	gone := map[string]bool{}
+	var ids []string
 	for _, m := range ms {
 		ended, seen := gone[m.id]
 		if !seen {
@@ -360,10 +361,18 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 		}
 		switch {
 		case !ended:
+			continue
 		case m.group == "":
 			plain = true
-		case slices.Contains(rm.Missed, m.group) && !slices.Contains(groups, m.group):
-			groups = append(groups, m.group)
+		case slices.Contains(rm.Missed, m.group):
+			if !slices.Contains(groups, m.group) {
+				groups = append(groups, m.group)
+			}
+		default:
+			continue
+		}
+		if !slices.Contains(ids, m.id) {
+			ids = append(ids, m.id)
 		}
 	}
 	if !plain && len(groups) == 0 {
@@ -387,7 +396,8 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 	if err != nil {
 		return nil, fmt.Errorf("held for an ended copy here: %w", err)
 	}
-	n.log.Debug("cluster: a forward that reached an ended copy's hold keys held for this node", "topic", rm.Topic, "origin", k.node, "groups", len(groups))
+	// One line per message: the window is a delta's way long.
+	n.log.Info("cluster: a forward that reached an ended copy's hold keys held for this node", "clients", ids, "topic", rm.Topic, "origin", k.node, "groups", len(groups))
 	return f, nil
 }
 
