@@ -724,7 +724,7 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 		if js == nil {
 			return nil, fmt.Errorf("%w: %w", errClaim, errNotReady)
 		}
-		m := nats.NewMsg(sessPrefix + "." + strconv.Itoa(s.partition(k.node)) + ".heldgroup." + ownerKey(k.node))
+		m := nats.NewMsg(s.claimSubject(k, o))
 		// Under its Origin, if any: a QoS 2 resend routed again from
 		// another node is held under another key, the same message.
 		mid := "g." + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + ownerKey(gk)
@@ -753,6 +753,21 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 		}
 	}
 	return out, nil
+}
+
+// claimSubject is where a group claim for held message k (Origin o, if
+// any) is appended. A message id is unique within one stream only, so
+// the claims of one Origin go to one partition whatever node held the
+// copy: the publisher's client id's. By the holding node's name, a QoS 2
+// message kept or held by its first publishing node and again, under
+// the same Origin, by the node its resend was routed from, was claimed
+// in two streams when the two names fell in different partitions, and
+// both copies reached the group.
+func (s *sessions) claimSubject(k originKey, o broker.Origin) string {
+	if o.IsZero() {
+		return sessPrefix + "." + strconv.Itoa(s.partition(k.node)) + ".heldgroup." + ownerKey(k.node)
+	}
+	return sessPrefix + "." + strconv.Itoa(s.partition(o.ClientID)) + ".heldgroup." + ownerKey(o.ClientID)
 }
 
 // ownClaim reports whether the group claim that dup found in the stream
