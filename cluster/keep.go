@@ -108,8 +108,8 @@ const heldTakenHeader = "Roost-Held-Taken"
 
 // keptCopies is the set of client ids whose session here is a disowned
 // copy (above), each with the count of messages kept for it: copied on
-// write under sessions.mu, read without a lock (a forwarded message's
-// Pick runs under the broker's subscription tree lock).
+// write under sessions.mu, read without a lock (the broker asks Away
+// under its subscription tree's lock).
 type keptCopies struct {
 	ids atomic.Pointer[map[string]*atomic.Int64]
 }
@@ -122,25 +122,6 @@ func (k *keptCopies) has(id string) bool {
 	}
 	_, ok := (*m)[id]
 	return ok
-}
-
-// any reports whether the set is not empty.
-func (k *keptCopies) any() bool {
-	m := k.ids.Load()
-	return m != nil && len(*m) > 0
-}
-
-// list returns the ids in the set.
-func (k *keptCopies) list() []string {
-	m := k.ids.Load()
-	if m == nil {
-		return nil
-	}
-	out := make([]string, 0, len(*m))
-	for id := range *m {
-		out = append(out, id)
-	}
-	return out
 }
 
 // count counts a message kept for id, if it is in the set.
