@@ -319,10 +319,13 @@ func (n *Node) settleKept(fs []jetstream.PubAckFuture) error {
 // next owner reads it there as it reads the publisher's.
 
 // holdHere holds for this node a QoS 1/2 forward (k, rm; fwd its
-// forwarded form) that hold keys here match whose session is gone from
-// the server (a copy that ended): through a plain filter, or as a share
-// group the forward named that no member here took (rm.Missed). The
-// held copy names those groups only. nil without such a key.
+// forwarded form) that a fenced session's hold keys here match while the
+// session is gone from the server (a copy that ended): through a plain
+// filter, or as a share group the forward named that no member here took
+// (rm.Missed). The held copy names those groups only. nil without such a
+// key. A restored session's hold keys (one dropped at the node's start)
+// are left to the publishers: they had them from the node's first
+// snapshot, before its routing interest.
 func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jetstream.PubAckFuture, error) {
 	if n.sess == nil {
 		return nil, nil
@@ -341,7 +344,7 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 			ended, gone[m.id] = !here, !here
 		}
 		switch {
-		case !ended:
+		case !m.fenced || !ended:
 			continue
 		case m.group == "":
 			plain = true

@@ -190,8 +190,13 @@ func (p *persistentFilters) holds(name string) bool {
 }
 
 // heldMatch is one hold key here that a topic matches: the session it
-// is for, and its share group ("group\x00filter"), "" for a plain filter.
-type heldMatch struct{ id, group string }
+// is for, and its share group ("group\x00filter"), "" for a plain filter;
+// fenced says the key is a fenced session's (fenceKeepHeld), not a
+// restored one's.
+type heldMatch struct {
+	id, group string
+	fenced    bool
+}
 
 // holdMatches returns the hold keys here (restored sessions not settled
 // yet, fenced ones) that topic name matches.
@@ -206,7 +211,8 @@ func (p *persistentFilters) holdMatches(name string) []heldMatch {
 		if group != "" {
 			group += "\x00" + filter
 		}
-		out = append(out, heldMatch{id, group})
+		_, fenced := p.leaveAt[id]
+		out = append(out, heldMatch{id, group, fenced})
 	})
 	return out
 }

@@ -237,10 +237,10 @@ func TestHoldMatches(t *testing.T) {
 		t.Fatalf("before any fence: %v", ms)
 	}
 	p.fenceKeepHeld("f")
-	if ms := p.holdMatches("t/x"); !slices.Equal(ms, []heldMatch{{"f", ""}}) {
+	if ms := p.holdMatches("t/x"); !slices.Equal(ms, []heldMatch{{"f", "", true}}) {
 		t.Errorf("t/x: %v, want f's plain key", ms)
 	}
-	if ms := p.holdMatches("u/x"); !slices.Equal(ms, []heldMatch{{"f", "g\x00u/+"}}) {
+	if ms := p.holdMatches("u/x"); !slices.Equal(ms, []heldMatch{{"f", "g\x00u/+", true}}) {
 		t.Errorf("u/x: %v, want f's group g (h is not fenced)", ms)
 	}
 	if p.holds("u/x") || !p.holds("t/x") {
@@ -253,7 +253,7 @@ func TestHoldMatches(t *testing.T) {
 	}
 	// A restored session's group too, until it settles.
 	p.restore(&broker.StoredSession{ClientID: "r", Subs: []broker.StoredSub{{Filter: "$share/k/v"}}})
-	if ms := p.holdMatches("v"); !slices.Equal(ms, []heldMatch{{"r", "k\x00v"}}) {
+	if ms := p.holdMatches("v"); !slices.Equal(ms, []heldMatch{{"r", "k\x00v", false}}) {
 		t.Errorf("restored r: %v", ms)
 	}
 	p.settle(func(string) bool { return true })
