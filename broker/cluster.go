@@ -145,10 +145,16 @@ type RemoteMessage struct {
 	// already have been told they were taken; a handed-over queue is
 	// taken whole for the same reason (Adopt).
 	Accepted bool
-	// Away is set by DeliverRemote: the share groups of Groups whose
-	// message went to an away copy here (AwayCopies), the group having
+	// Away is set by DeliverRemote: the away copies here (AwayCopies)
+	// a QoS 1/2 message went to through a plain subscription, and the
+	// share groups of Groups whose message went to one, the group having
 	// no other member here.
 	Away []AwayMember
+	// Missed is set by DeliverRemote: the share groups of Groups that
+	// had no member here when the message was matched (their member
+	// left, or never was here), which the message therefore did not
+	// reach here.
+	Missed []string
 	// Place, when its Source is not empty, is the message's place among
 	// its publisher's messages, and Late says it was held back for the
 	// sessions it goes to while their interest here was not known: a
@@ -185,6 +191,7 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	sc := s.router.matchOnce(msg, groups, m.Pick, m.PickShared, s.groupOnce(m.Origin))
 	msg.shareWire = len(sc.targets) > 1
 	m.Away = append(m.Away[:0], sc.away...)
+	m.Missed = append(m.Missed[:0], sc.missed...)
 	return s.deliverTargets(msg, sc)
 }
 
@@ -193,26 +200,31 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 // disowned copy, fenced or handed over and waiting for the new owner's
 // confirmation), and that still takes what is routed here until it ends.
 // A share group's message goes to such a copy only when the group has no
-// other member on this node, and the broker says when it did:
+// other member on this node, and the broker says when one did, and when
+// one took a QoS 1/2 message through a plain subscription:
 // Message.AwayMembers for a message published here (the cluster reads it
 // in Forward), RemoteMessage.Away for one DeliverRemote delivered, so the
 // cluster can keep the message where the session's next owner finds it.
+// Away is asked when the subscription tree matches the session, and an
+// ending session leaves the tree before its OpSessionDel is appended: a
+// cluster that stops calling a copy away at its OpSessionDel never has a
+// message matched to the copy that it was not told of.
 type AwayCopies interface {
 	// Away reports whether the session of clientID here is such a copy.
-	// It is asked while a message is routed: it must not block nor call
-	// back into the Server.
+	// It is asked while a message is routed, under the subscription
+	// tree's lock: it must not block nor call back into the Server.
 	Away(clientID string) bool
 }
 
-// AwayMember is one share group's message given to an away copy
-// (AwayCopies).
+// AwayMember is one message given to an away copy (AwayCopies): as a
+// share group's member, or through a plain subscription (Group "").
 type AwayMember struct {
 	ClientID string
-	Group    string // "group\x00filter", as RemoteMessage.Groups names it
+	Group    string // "group\x00filter", as RemoteMessage.Groups names it; "" for plain
 }
 
-// AwayMembers returns the share groups whose copy of m, published here,
-// went to an away copy (AwayCopies); nil for none.
+// AwayMembers returns the away copies (AwayCopies) that m, published
+// here, went to, by share group or plain subscription; nil for none.
 func (m *Message) AwayMembers() []AwayMember {
 	if m.ext == nil {
 		return nil

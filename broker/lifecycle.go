@@ -112,15 +112,19 @@ func (s *Server) endSessionLocked(ss *session) *willMsg {
 	}
 	ss.ended = true
 	ss.stopTimersLocked()
-	if ss.stored {
-		ss.stored = false
-		s.opts.Store.Append(Op{Kind: OpSessionDel, ClientID: ss.id})
-	}
+	// Off the tree before the store hears of the end: a cluster keeps
+	// what its away copies take (AwayCopies) until their OpSessionDel,
+	// and asks at match time, so a message matched in between would go
+	// to a copy no longer kept, and end with it.
 	for _, sub := range ss.subs {
 		group, rest, _, _ := parseShare(sub.filter)
 		s.router.unsubscribe(rest, group, ss)
 	}
 	ss.subs = nil
+	if ss.stored {
+		ss.stored = false
+		s.opts.Store.Append(Op{Kind: OpSessionDel, ClientID: ss.id})
+	}
 	ss.inflight, ss.inflightBytes, ss.queue, ss.qhead, ss.qbytes, ss.qexpiring, ss.qpending = nil, 0, nil, 0, 0, 0, 0
 	clear(ss.byPID)
 	w := ss.will

@@ -38,14 +38,24 @@ type routeScratch struct {
 	targets []target
 	index   map[*session]int
 	shared  map[string][]sharedCand
-	// away: the share groups whose message went to an away copy
-	// (AwayCopies), because the group has no other member here.
+	// away: the away copies (AwayCopies) a QoS 1/2 message went to
+	// through a plain subscription (Group ""), and the share groups
+	// whose message went to one because the group has no other member
+	// here.
 	away []AwayMember
+	// missed: the share groups a message from another node was to be
+	// served here for that had no member here when the tree matched it.
+	missed []string
 }
 
 type sharedCand struct {
 	sess *session
 	sub  subscription
+	// away: the session was an away copy when the tree matched it
+	// (AwayCopies). Asked under the tree's lock: a copy that ends
+	// leaves the tree before it stops being away (endSessionLocked),
+	// so a match that finds it finds it still away.
+	away bool
 }
 
 func newRouter(c Cluster) *router {
@@ -99,7 +109,7 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 				sc.shared = make(map[string][]sharedCand)
 			}
 			key := group + "\x00" + filter
-			sc.shared[key] = append(sc.shared[key], sharedCand{s, sub})
+			sc.shared[key] = append(sc.shared[key], sharedCand{s, sub, r.isAway(s)})
 			return
 		}
 		if sub.opts.NoLocal && msg.From != "" && s.id == msg.From {
@@ -108,8 +118,18 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 		if pick != nil && !pick(s.id) {
 			return
 		}
+		if msg.QoS > 0 && r.isAway(s) {
+			sc.awayPlain(s.id)
+		}
 		sc.add(s, sub, msg)
 	})
+	if remote {
+		for _, g := range groups {
+			if _, ok := sc.shared[g]; !ok {
+				sc.missed = append(sc.missed, g)
+			}
+		}
+	}
 	var h uint64
 	if once != nil {
 		h = msg.Origin().Hash()
@@ -130,16 +150,28 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 	return sc
 }
 
+// isAway asks the cluster whether s is an away copy (AwayCopies); the
+// caller holds the tree's lock.
+func (r *router) isAway(s *session) bool { return r.away != nil && r.away.Away(s.id) }
+
+// awayPlain notes that the away copy id took the message through a plain
+// subscription, once per session.
+func (sc *routeScratch) awayPlain(id string) {
+	if !slices.Contains(sc.away, AwayMember{ClientID: id}) {
+		sc.away = append(sc.away, AwayMember{ClientID: id})
+	}
+}
+
 // pickMember is pickShared leaving out the away copies (AwayCopies) while
 // the group has another member here; away says the one chosen is such a
 // copy.
 func (r *router) pickMember(msg *Message, cands []sharedCand) (c sharedCand, away bool) {
-	if r.away == nil || !slices.ContainsFunc(cands, func(c sharedCand) bool { return r.away.Away(c.sess.id) }) {
+	if !slices.ContainsFunc(cands, func(c sharedCand) bool { return c.away }) {
 		return pickShared(msg, cands), false
 	}
 	live := make([]sharedCand, 0, len(cands)-1)
 	for _, c := range cands {
-		if !r.away.Away(c.sess.id) {
+		if !c.away {
 			live = append(live, c)
 		}
 	}
@@ -147,7 +179,7 @@ func (r *router) pickMember(msg *Message, cands []sharedCand) (c sharedCand, awa
 		return pickShared(msg, live), false
 	}
 	c = pickShared(msg, cands)
-	return c, r.away.Away(c.sess.id)
+	return c, c.away
 }
 
 func (r *router) release(sc *routeScratch) {
@@ -156,6 +188,8 @@ func (r *router) release(sc *routeScratch) {
 	clear(sc.index)
 	clear(sc.away)
 	sc.away = sc.away[:0]
+	clear(sc.missed)
+	sc.missed = sc.missed[:0]
 	r.scrach.Put(sc)
 }
 

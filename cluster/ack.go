@@ -167,7 +167,8 @@ type pendingAck struct {
 	n      int  // sessions it went to
 	ticket broker.Ticket
 	// keeps: its copies kept for disowned copies of sessions here
-	// (keep.go), which it waits for too; keepErr: one could not be
+	// and its hold for an ended copy (keep.go), which it waits for
+	// too; keepErr: one could not be
 	// appended.
 	keeps   []jetstream.PubAckFuture
 	keepErr error
@@ -202,7 +203,7 @@ func (n *Node) ackLoop() {
 					n.log.Error("cluster: store failed; not confirming a forwarded message", "err", err)
 					taken = 0
 				} else if err := errors.Join(a.keepErr, n.settleKept(a.keeps)); err != nil {
-					n.log.Warn("cluster: a disowned copy's message not kept; not confirming it", "err", err)
+					n.log.Warn("cluster: a message kept or held here for a disowned or ended copy not appended; not confirming it", "err", err)
 					taken = 0
 				}
 			}

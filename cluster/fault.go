@@ -117,6 +117,13 @@ import (
 //	                      straddleLinger more, before it plans its
 //	                      forwards: as a publish descheduled on a loaded
 //	                      node between its two looks
+//	interest-late=PEER@NODE  on NODE, every control message of PEER
+//	                      (its interest deltas and heartbeats) is handled
+//	                      interestLate after it came, in order: NODE
+//	                      routes by PEER's old interest that long, as
+//	                      over a slow route under load, and sees the hold
+//	                      keys of a copy's end (fenceHold) only after the
+//	                      copy left PEER's tree
 //	settle-wait=DURATION@NODE  on NODE, once its restored sessions
 //	                      settled, their keys are announced only after
 //	                      DURATION (its own held follower waits with it):
@@ -153,6 +160,9 @@ type faults struct {
 	moveLate     string
 	asked        chan struct{} // move-late: closed once a release request came
 	askedOnce    sync.Once
+	interestLate string
+	lateCtl      chan lateControl // interest-late: PEER's messages, in order
+	lateOnce     sync.Once
 	straddle     string
 	straddled    atomic.Bool   // straddle-move: its publish came
 	moveBegun    chan struct{} // straddle-move: closed once a move in began
@@ -166,6 +176,15 @@ const (
 	straddleMax    = 60 * time.Second
 	straddleLinger = 200 * time.Millisecond
 )
+
+// interestLate is how long interest-late holds a peer's control messages.
+const interestLate = 1500 * time.Millisecond
+
+// lateControl is a control message interest-late holds, with when it came.
+type lateControl struct {
+	data []byte
+	came time.Time
+}
 
 // adoptWait is how long adopt-wait holds an adoption.
 const adoptWait = 3 * time.Second
@@ -185,7 +204,8 @@ const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
-	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late"}
+	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late",
+	"interest-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -220,6 +240,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.moveLate, f.asked = v, make(chan struct{})
 		case "straddle-move":
 			f.straddle, f.moveBegun = v, make(chan struct{})
+		case "interest-late":
+			f.interestLate, f.lateCtl = v, make(chan lateControl, 4096)
 		case "settle-wait":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
@@ -403,6 +425,12 @@ func (f *faults) awaitMove() {
 	case <-time.After(straddleMax):
 	}
 	time.Sleep(straddleLinger)
+}
+
+// delaysControl reports whether node's control messages are handled
+// late here (interest-late).
+func (f *faults) delaysControl(node string) bool {
+	return f != nil && f.interestLate == node
 }
 
 // settleDelay returns how long settle-wait holds the announcement of the

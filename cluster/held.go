@@ -501,13 +501,7 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 	k := originKey{n.cfg.Node, n.inc, msg.ID}
 	m := nats.NewMsg(s.heldSubject(node))
 	m.Data = encodeHeld(k, encodeForwardOrigin(msg, groups, pub, o))
-	// The same id for the same message and node: a repeat is dropped,
-	// also a resend's routing under the same Origin from another node.
-	id := "h." + n.inc + "." + strconv.FormatUint(msg.ID, 36) + "." + node
-	if !o.IsZero() {
-		id = "h.o." + strconv.FormatUint(o.Hash(), 36) + "." + node
-	}
-	m.Header.Set(jetstream.MsgIDHeader, id)
+	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, o, node))
 	if f := n.fault.unanswers(m); f != nil {
 		return f, nil
 	}
@@ -516,6 +510,17 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 		return nil, fmt.Errorf("held for %s: %w", node, err)
 	}
 	return f, nil
+}
+
+// holdMsgID is the id of the hold of message k (Origin o, if any) for
+// node: the same id for the same message and node, so that a repeat is
+// dropped, also a resend's routing under the same Origin from another
+// node, and the node's own hold of a forward (holdHere).
+func holdMsgID(k originKey, o broker.Origin, node string) string {
+	if !o.IsZero() {
+		return "h.o." + strconv.FormatUint(o.Hash(), 36) + "." + node
+	}
+	return "h." + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + node
 }
 
 // holdForGone decides a forward to node that died before it confirmed
@@ -567,7 +572,7 @@ func (n *Node) settleHeld(ctx context.Context, node string, f jetstream.PubAckFu
 			}
 			return nil
 		case err := <-f.Err():
-			if !errors.Is(err, jetstream.ErrNoStreamResponse) {
+			if !holdAgain(err) {
 				return fmt.Errorf("held for %s: %w", node, err)
 			}
 			select {
@@ -582,7 +587,7 @@ func (n *Node) settleHeld(ctx context.Context, node string, f jetstream.PubAckFu
 			if perr != nil {
 				return fmt.Errorf("held for %s: %w", node, perr)
 			}
-			n.log.Debug("cluster: holding again: its partition stream did not answer", "peer", node)
+			n.log.Debug("cluster: holding again: its partition stream did not answer, or the same hold was in process", "peer", node, "err", err)
 			f = again
 		case <-ctx.Done():
 			return fmt.Errorf("held for %s: %w", node, ctx.Err())
@@ -593,6 +598,25 @@ func (n *Node) settleHeld(ctx context.Context, node string, f jetstream.PubAckFu
 // heldRetryWait is the pause before a hold is published again after its
 // partition stream did not answer (settleHeld).
 const heldRetryWait = 250 * time.Millisecond
+
+// jsDupInProcess is JetStream's answer to a message whose Msg-Id another
+// append still in process has (409, "duplicate message id is in
+// process"); nats.go names no constant for it.
+const jsDupInProcess jetstream.ErrorCode = 10158
+
+// holdAgain reports whether a hold's append that failed with err is to be
+// published again (settleHeld): its stream did not answer, or an append
+// of the same message id was still in process. The second is a node's
+// hold of a forward for itself (holdHere) meeting its publisher's hold of
+// the same message for it, and kept copies of a QoS 2 resend routed twice
+// at once: once the other append is in, the same id is answered as a
+// duplicate, or stored if that append failed. Before, the forward was not
+// confirmed and its publisher's client resent it (test/jepsen
+// TestClusterFull seed 42, 2026-12-05 18:39: 22 refusals on n3).
+func holdAgain(err error) bool {
+	var api *jetstream.APIError
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.As(err, &api) && api.ErrorCode == jsDupInProcess
+}
 
 // deliverHeld delivers one held message to those of the sessions ids
 // names that match it and do not hold it already (a forward their node
@@ -700,7 +724,7 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 		if js == nil {
 			return nil, fmt.Errorf("%w: %w", errClaim, errNotReady)
 		}
-		m := nats.NewMsg(sessPrefix + "." + strconv.Itoa(s.partition(k.node)) + ".heldgroup." + ownerKey(k.node))
+		m := nats.NewMsg(s.claimSubject(k, o))
 		// Under its Origin, if any: a QoS 2 resend routed again from
 		// another node is held under another key, the same message.
 		mid := "g." + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + ownerKey(gk)
@@ -729,6 +753,21 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 		}
 	}
 	return out, nil
+}
+
+// claimSubject is where a group claim for held message k (Origin o, if
+// any) is appended. A message id is unique within one stream only, so
+// the claims of one Origin go to one partition whatever node held the
+// copy: the publisher's client id's. By the holding node's name, a QoS 2
+// message kept or held by its first publishing node and again, under
+// the same Origin, by the node its resend was routed from, was claimed
+// in two streams when the two names fell in different partitions, and
+// both copies reached the group.
+func (s *sessions) claimSubject(k originKey, o broker.Origin) string {
+	if o.IsZero() {
+		return sessPrefix + "." + strconv.Itoa(s.partition(k.node)) + ".heldgroup." + ownerKey(k.node)
+	}
+	return sessPrefix + "." + strconv.Itoa(s.partition(o.ClientID)) + ".heldgroup." + ownerKey(o.ClientID)
 }
 
 // ownClaim reports whether the group claim that dup found in the stream
@@ -911,8 +950,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 				// while the others still held for this node's restored
 				// sessions (hold keys of one claimed elsewhere), and got
 				// their copies again: QoS 2 twice.
-				at := md.Timestamp
-				t, err := n.deliverHeld(m, func(id string) bool { return in[id] && !arrived[id].After(at) }, persistent)
+				t, err := n.deliverHeld(m, s.ownHeldTo(in, arrived, md.Timestamp), persistent)
 				if errors.Is(err, errClaim) {
 					return err // not acknowledged: delivered again
 				}
@@ -958,6 +996,15 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 		}
 	}
 	return nil
+}
+
+// ownHeldTo is which sessions here followOwnHeld gives a message held at
+// at: the persistent ones (in) that were here then (arrived), and not a
+// disowned copy (keep.go), whose next owner reads this node's held
+// subject itself: a share group's message given to the copy was claimed
+// for the group here and ended with the copy.
+func (s *sessions) ownHeldTo(in map[string]bool, arrived map[string]time.Time, at time.Time) func(string) bool {
+	return func(id string) bool { return in[id] && !arrived[id].After(at) && !s.kept.has(id) }
 }
 
 // persistentHere lists this node's persistent sessions: what is held

@@ -1,9 +1,16 @@
 package cluster
 
 import (
+	"errors"
+	"fmt"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roost-mqtt/roost/broker"
 )
 
 // A node's orphan interest matches its persistent filter keys only, plain
@@ -233,5 +240,48 @@ func TestHeardNodesKeepsTheDead(t *testing.T) {
 	}
 	if got := r.heardNodes(); !slices.Equal(got, []string{"n2", "n3"}) {
 		t.Errorf("heard nodes %v, want n2 and n3", got)
+	}
+}
+
+// A hold is published again when its stream did not answer or the same
+// message id was in process (JetStream's 409, 10158), not for other
+// errors.
+func TestHoldAgain(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{jetstream.ErrNoStreamResponse, true},
+		{fmt.Errorf("wrapped: %w", &jetstream.APIError{Code: 409, ErrorCode: jsDupInProcess, Description: "duplicate message id is in process"}), true},
+		{&jetstream.APIError{Code: 503, ErrorCode: 10077, Description: "maximum messages exceeded"}, false},
+		{errors.New("other"), false},
+	} {
+		if got := holdAgain(c.err); got != c.want {
+			t.Errorf("holdAgain(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
+
+// The group claims of one Origin go to one stream, whichever node held
+// the copy: a message id is unique within a stream only. Without an
+// Origin, a claim stays with the node that held the message.
+func TestClaimSubject(t *testing.T) {
+	s := &sessions{n: &Node{cfg: Config{Partitions: 8}}}
+	o := broker.Origin{ClientID: "pub", PacketID: 7, Nonce: 99}
+	// Two node names in different partitions: the case that split.
+	a, b := "n1", ""
+	for i := 2; i < 100 && b == ""; i++ {
+		if c := "n" + strconv.Itoa(i); s.partition(c) != s.partition(a) {
+			b = c
+		}
+	}
+	if b == "" {
+		t.Fatal("no two node names in different partitions")
+	}
+	if x, y := s.claimSubject(originKey{a, "i", 1}, o), s.claimSubject(originKey{b, "j", 5}, o); x != y {
+		t.Errorf("one Origin claimed in %q and %q", x, y)
+	}
+	if x, y := s.claimSubject(originKey{a, "i", 1}, broker.Origin{}), s.claimSubject(originKey{b, "i", 1}, broker.Origin{}); x == y {
+		t.Errorf("claims of two nodes' own messages share %q", x)
 	}
 }

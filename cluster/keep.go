@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -14,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roost-mqtt/roost/broker"
-	"github.com/roost-mqtt/roost/topic"
 )
 
 // What a copy whose ops stay local takes: kept in the held subject.
@@ -48,7 +46,16 @@ import (
 // (catchup.go). A marked copy goes to no other session: readers of the
 // subject for other sessions skip it, and this node's own follower
 // (followOwnHeld), which applies held messages to the sessions here,
-// skips them all: the copy here has the message already.
+// skips them all: the copy here has the message already. Nor does it
+// give the copy an unmarked one (ownHeldTo): its next owner reads this
+// node's held subject, and a group's message claimed for the copy ended
+// with it.
+//
+// The broker says which copies a message reached when it matches it
+// (AwayMembers, RemoteMessage.Away; broker.AwayCopies), and an ending
+// copy leaves the subscription tree before its OpSessionDel takes it
+// out of the set: asked later, a copy that ended in between took the
+// message and was not kept.
 //
 // Only while the copy is the disowned one: the mark goes when the copy
 // ends (its OpSessionDel: handed over and confirmed, fenced and ended, or
@@ -101,8 +108,8 @@ const heldTakenHeader = "Roost-Held-Taken"
 
 // keptCopies is the set of client ids whose session here is a disowned
 // copy (above), each with the count of messages kept for it: copied on
-// write under sessions.mu, read without a lock (a forwarded message's
-// Pick runs under the broker's subscription tree lock).
+// write under sessions.mu, read without a lock (the broker asks Away
+// under its subscription tree's lock).
 type keptCopies struct {
 	ids atomic.Pointer[map[string]*atomic.Int64]
 }
@@ -115,25 +122,6 @@ func (k *keptCopies) has(id string) bool {
 	}
 	_, ok := (*m)[id]
 	return ok
-}
-
-// any reports whether the set is not empty.
-func (k *keptCopies) any() bool {
-	m := k.ids.Load()
-	return m != nil && len(*m) > 0
-}
-
-// list returns the ids in the set.
-func (k *keptCopies) list() []string {
-	m := k.ids.Load()
-	if m == nil {
-		return nil
-	}
-	out := make([]string, 0, len(*m))
-	for id := range *m {
-		out = append(out, id)
-	}
-	return out
 }
 
 // count counts a message kept for id, if it is in the set.
@@ -207,22 +195,6 @@ func (s *sessions) unkeep(id string) {
 	s.mu.Unlock()
 }
 
-// keepPick wraps a forwarded message's pick (nil: every session) so that
-// it adds to *into the disowned copies here it lets the message through
-// to. Called in the delivery's goroutine, as Pick is.
-func (s *sessions) keepPick(pick func(string) bool, into *[]string) func(string) bool {
-	if s == nil || !s.kept.any() {
-		return pick
-	}
-	return func(id string) bool {
-		ok := pick == nil || pick(id)
-		if ok && s.kept.has(id) && !slices.Contains(*into, id) {
-			*into = append(*into, id)
-		}
-		return ok
-	}
-}
-
 // keptCopy is one disowned copy here that a QoS 1/2 message reached,
 // with the share groups ("group\x00filter") it got the message for: the
 // broker gives a group's message to such a copy only when the group has
@@ -237,31 +209,21 @@ type keptCopy struct {
 func (n *Node) Away(id string) bool { return n.sess != nil && n.sess.kept.has(id) }
 
 // keptLocal returns the disowned copies here that a QoS 1/2 message
-// published here reached: through a plain subscription, or as the member
-// of a share group the broker chose (msg.AwayMembers).
+// published here reached, as the broker saw them when it matched the
+// message (msg.AwayMembers): through a plain subscription, or as the
+// member of a share group the broker chose. Asking the set here instead,
+// after the routing, missed a copy that ended in between: its end takes
+// it out of the set, and the message it took was lost with it.
 func (n *Node) keptLocal(msg *broker.Message) []keptCopy {
 	if n.sess == nil || msg.QoS == 0 {
 		return nil
 	}
-	var out []keptCopy
-	// The broker's report stands even if the copy ended since: it took
-	// the group's message.
-	for _, id := range n.sess.kept.list() {
-		_, subs, ok := n.srv.Client(id)
-		if !ok {
-			continue
-		}
-		if slices.ContainsFunc(subs, func(sub broker.SubscriptionSnapshot) bool {
-			return !strings.HasPrefix(sub.Filter, "$share/") && topic.Match(sub.Filter, msg.Topic)
-		}) {
-			out = append(out, keptCopy{id: id})
-		}
-	}
-	return withAway(out, msg.AwayMembers())
+	return withAway(nil, msg.AwayMembers())
 }
 
-// withAway adds to ks the share groups the broker gave to disowned copies
-// (away), one entry per session.
+// withAway adds to ks the disowned copies the broker gave the message to
+// (away), one entry per session with the share groups it got it for (a
+// plain subscription's entry names none).
 func withAway(ks []keptCopy, away []broker.AwayMember) []keptCopy {
 	for _, a := range away {
 		i := slices.IndexFunc(ks, func(k keptCopy) bool { return k.id == a.ClientID })
@@ -269,7 +231,7 @@ func withAway(ks []keptCopy, away []broker.AwayMember) []keptCopy {
 			ks = append(ks, keptCopy{id: a.ClientID})
 			i = len(ks) - 1
 		}
-		if !slices.Contains(ks[i].groups, a.Group) {
+		if a.Group != "" && !slices.Contains(ks[i].groups, a.Group) {
 			ks[i].groups = append(ks[i].groups, a.Group)
 		}
 	}
@@ -343,6 +305,84 @@ func (n *Node) settleKept(fs []jetstream.PubAckFuture) error {
 		}
 	}
 	return nil
+}
+
+// The copy's end. A fenced copy's filters become hold keys (fenceHold)
+// before it leaves the tree, and the others hold for this node what they
+// match once they see them, a delta later; a forward that reaches this
+// node in between, after the copy left the tree, matches nobody here and
+// was confirmed: acknowledged and lost (TestReproCopyEnd). So this node
+// holds such a forward for itself, as Forward does for a message
+// published here (persist.holds): unmarked, in its own held subject, by
+// the hold's own message id (holdMsgID), so that the publisher's hold of
+// the same message once it sees the keys is the same one; the session's
+// next owner reads it there as it reads the publisher's.
+
+// holdHere holds for this node a QoS 1/2 forward (k, rm; fwd its
+// forwarded form) that a fenced session's hold keys here match while the
+// session is gone from the server (a copy that ended): through a plain
+// filter, or as a share group the forward named that no member here took
+// (rm.Missed). The held copy names those groups only. nil without such a
+// key. A restored session's hold keys (one dropped at the node's start)
+// are left to the publishers: they had them from the node's first
+// snapshot, before its routing interest.
+func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jetstream.PubAckFuture, error) {
+	if n.sess == nil {
+		return nil, nil
+	}
+	ms := n.sess.persist.holdMatches(rm.Topic)
+	if len(ms) == 0 {
+		return nil, nil
+	}
+	plain, groups := false, []string{}
+	gone := map[string]bool{}
+	var ids []string
+	for _, m := range ms {
+		ended, seen := gone[m.id]
+		if !seen {
+			_, _, here := n.srv.Client(m.id)
+			ended, gone[m.id] = !here, !here
+		}
+		switch {
+		case !m.fenced || !ended:
+			continue
+		case m.group == "":
+			plain = true
+		case slices.Contains(rm.Missed, m.group):
+			if !slices.Contains(groups, m.group) {
+				groups = append(groups, m.group)
+			}
+		default:
+			continue
+		}
+		if !slices.Contains(ids, m.id) {
+			ids = append(ids, m.id)
+		}
+	}
+	if !plain && len(groups) == 0 {
+		return nil, nil
+	}
+	form, err := forwardWithGroups(fwd, groups)
+	if err != nil {
+		return nil, err
+	}
+	s := n.sess
+	s.mu.Lock()
+	js, ready := s.js, s.ready
+	s.mu.Unlock()
+	if !ready {
+		return nil, fmt.Errorf("held for an ended copy here: %w", errNotReady)
+	}
+	m := nats.NewMsg(s.heldSubject(n.cfg.Node))
+	m.Data = encodeHeld(k, form)
+	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, rm.Origin, n.cfg.Node))
+	f, err := js.PublishMsgAsync(m)
+	if err != nil {
+		return nil, fmt.Errorf("held for an ended copy here: %w", err)
+	}
+	// One line per message: the window is a delta's way long.
+	n.log.Info("cluster: a forward that reached an ended copy's hold keys held for this node", "clients", ids, "topic", rm.Topic, "origin", k.node, "groups", len(groups))
+	return f, nil
 }
 
 // forwardWithGroups returns fwd, a forwarded message (wire.go), naming

@@ -66,20 +66,21 @@ func TestWithAway(t *testing.T) {
 	if ks := withAway(nil, nil); ks != nil {
 		t.Errorf("nothing merged into nothing gave %+v", ks)
 	}
+	// A plain subscription's entry (Group "") names no group.
+	ks = withAway(nil, []broker.AwayMember{{ClientID: "p"}, {ClientID: "q", Group: "g\x00t"}, {ClientID: "q"}})
+	if len(ks) != 2 || ks[0].id != "p" || len(ks[0].groups) != 0 || ks[1].id != "q" || !slices.Equal(ks[1].groups, []string{"g\x00t"}) {
+		t.Errorf("plain entries merged as %+v", ks)
+	}
 }
 
 // The set of disowned copies: added at the disown, gone when the copy
 // ends (OpSessionDel, lost or not) or its client resumes it here (an
 // OpSessionPut once no longer lost), not by the copy's own puts while
-// lost; keepPick notes each such session it lets a message through to,
-// once, and leaves the pick's answer as it was.
+// lost.
 func TestKeptCopies(t *testing.T) {
 	s := &sessions{}
-	if s.kept.any() || s.kept.has("a") {
+	if s.kept.has("a") {
 		t.Fatal("empty set has members")
-	}
-	if p := s.keepPick(nil, new([]string)); p != nil {
-		t.Fatal("keepPick wrapped a pick with nothing kept")
 	}
 	s.kept.set("a", true)
 	s.kept.set("b", true)
@@ -87,20 +88,10 @@ func TestKeptCopies(t *testing.T) {
 	if !s.kept.has("a") {
 		t.Fatal("a lost copy's own OpSessionPut took it out")
 	}
-	var into []string
-	pick := s.keepPick(func(id string) bool { return id != "b" }, &into)
-	for _, id := range []string{"a", "a", "b", "c"} {
-		if got := pick(id); got != (id != "b") {
-			t.Errorf("pick(%s) = %v", id, got)
-		}
-	}
-	if !slices.Equal(into, []string{"a"}) {
-		t.Errorf("noted %v, want [a]: b was not let through, c is not kept", into)
-	}
 	s.keepOp(&broker.Op{Kind: broker.OpSessionPut, ClientID: "a"}, false)
 	s.keepOp(&broker.Op{Kind: broker.OpSessionDel, ClientID: "b"}, true)
-	if s.kept.any() {
-		t.Errorf("left %v after a's resume and b's end", s.kept.list())
+	if s.kept.has("a") || s.kept.has("b") {
+		t.Errorf("a in the set after its resume: %v; b after its end: %v", s.kept.has("a"), s.kept.has("b"))
 	}
 	s.kept.set("c", true)
 	s.kept.count("c")
@@ -108,10 +99,6 @@ func TestKeptCopies(t *testing.T) {
 	s.kept.count("d") // not in the set: not counted, not added
 	if n := s.kept.set("c", false); n != 2 || s.kept.has("d") {
 		t.Errorf("c's count %d, want 2; d in the set: %v", n, s.kept.has("d"))
-	}
-	var nilSessions *sessions
-	if p := nilSessions.keepPick(nil, &into); p != nil {
-		t.Error("keepPick without replicated sessions wrapped the pick")
 	}
 }
 
@@ -139,3 +126,25 @@ type heldMsg struct {
 }
 
 func (m heldMsg) Headers() nats.Header { return m.h }
+
+// followOwnHeld gives a held message to the persistent sessions that were
+// here when it was held, and not to a disowned copy (keep.go): its next
+// owner reads the held subject, and a group's message claimed for the
+// copy would end with it.
+func TestOwnHeldTo(t *testing.T) {
+	s := &sessions{}
+	s.kept.set("copy", true)
+	at := time.Now()
+	in := map[string]bool{"copy": true, "live": true, "late": true}
+	arrived := map[string]time.Time{"late": at.Add(time.Second)}
+	to := s.ownHeldTo(in, arrived, at)
+	for id, want := range map[string]bool{"copy": false, "live": true, "late": false, "clean": false} {
+		if got := to(id); got != want {
+			t.Errorf("%s: %v, want %v", id, got, want)
+		}
+	}
+	s.kept.set("copy", false) // its client resumed it here
+	if !to("copy") {
+		t.Error("a copy no longer disowned is left out")
+	}
+}

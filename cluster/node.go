@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -310,6 +311,15 @@ func (n *Node) onControl(m *nats.Msg) {
 		}
 		return
 	}
+	if n.fault.delaysControl(c.node) {
+		n.lateControl(m.Data)
+		return
+	}
+	n.handleControl(c)
+}
+
+// handleControl applies a control message of another node.
+func (n *Node) handleControl(c control) {
 	now := time.Now()
 	var fetch, isNew bool
 	if c.kind == 'H' {
@@ -328,6 +338,38 @@ func (n *Node) onControl(m *nats.Msg) {
 	if fetch {
 		n.wg.Add(1)
 		go n.fetchSnapshot(c.node)
+	}
+}
+
+// lateControl queues a control message for interest-late (fault.go),
+// handled in order interestLate after it came.
+func (n *Node) lateControl(data []byte) {
+	f := n.fault
+	f.lateOnce.Do(func() {
+		n.log.Info("cluster: test fault: a peer's interest is handled late", "peer", f.interestLate, "by", interestLate)
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			for {
+				select {
+				case <-n.ctx.Done():
+					return
+				case lc := <-f.lateCtl:
+					select {
+					case <-n.ctx.Done():
+						return
+					case <-time.After(time.Until(lc.came.Add(interestLate))):
+					}
+					if c, err := decodeControl(lc.data); err == nil {
+						n.handleControl(c)
+					}
+				}
+			}
+		}()
+	})
+	select {
+	case f.lateCtl <- lateControl{data: slices.Clone(data), came: time.Now()}:
+	case <-n.ctx.Done():
 	}
 }
 
@@ -652,23 +694,24 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		held.left++
 		n.mv.mu.Unlock()
 	}
-	// Copies here whose ops stay local (keep.go): what they take is
-	// kept in the held subject too.
-	var plain []string
-	if seq != 0 && src.id != 0 {
-		rm.Pick = n.sess.keepPick(rm.Pick, &plain)
-	}
 	c, ticket := n.srv.DeliverRemote(rm)
 	a := pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket}
+	// Copies here whose ops stay local (keep.go): what they took is
+	// kept in the held subject too.
 	var kept []keptCopy
 	if seq != 0 && src.id != 0 {
-		for _, id := range plain {
-			kept = append(kept, keptCopy{id: id})
-		}
-		kept = withAway(kept, rm.Away)
+		kept = withAway(nil, rm.Away)
 	}
 	if len(kept) > 0 {
 		a.keeps, a.keepErr = n.keep(src, rm.Origin, fwd, kept)
+	}
+	if seq != 0 && src.id != 0 {
+		// A copy that ended here just before (keep.go, the copy's end).
+		f, err := n.holdHere(src, rm, fwd)
+		if f != nil {
+			a.keeps = append(a.keeps, f)
+		}
+		a.keepErr = errors.Join(a.keepErr, err)
 	}
 	if held != nil {
 		// Confirmed once every session that holds it has it durably

@@ -91,7 +91,8 @@ type persistentFilters struct {
 	local *localInterest
 	subs  map[string]map[ikey]struct{} // client id -> persistent keys
 	// holding: the restored sessions announced by hold keys until the
-	// node settles (settle), their plain filters in held.
+	// node settles (settle), their plain filters and share groups in
+	// held.
 	holding map[string]bool
 	held    *topic.Tree[string, struct{}]
 	nheld   atomic.Int32
@@ -164,11 +165,9 @@ func (p *persistentFilters) restore(ss *broker.StoredSession) {
 	for _, sub := range ss.Subs {
 		if k, ok := persistFilter(sub.Filter); ok {
 			p.add(ss.ClientID, k.holdKey())
-			if k.orphanKey().group == "" {
-				p.mu.Lock()
-				p.held.Subscribe(k.filter, "", ss.ClientID, struct{}{})
-				p.mu.Unlock()
-			}
+			p.mu.Lock()
+			p.held.Subscribe(k.filter, k.orphanKey().group, ss.ClientID, struct{}{})
+			p.mu.Unlock()
 		}
 	}
 }
@@ -186,8 +185,36 @@ func (p *persistentFilters) holds(name string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	found := false
-	p.held.Match(name, func(string, string, string, struct{}) { found = true })
+	p.held.Match(name, func(_, group, _ string, _ struct{}) { found = found || group == "" })
 	return found
+}
+
+// heldMatch is one hold key here that a topic matches: the session it
+// is for, and its share group ("group\x00filter"), "" for a plain filter;
+// fenced says the key is a fenced session's (fenceKeepHeld), not a
+// restored one's.
+type heldMatch struct {
+	id, group string
+	fenced    bool
+}
+
+// holdMatches returns the hold keys here (restored sessions not settled
+// yet, fenced ones) that topic name matches.
+func (p *persistentFilters) holdMatches(name string) []heldMatch {
+	if p.nheld.Load() == 0 {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []heldMatch
+	p.held.Match(name, func(filter, group, id string, _ struct{}) {
+		if group != "" {
+			group += "\x00" + filter
+		}
+		_, fenced := p.leaveAt[id]
+		out = append(out, heldMatch{id, group, fenced})
+	})
+	return out
 }
 
 // settle announces the restored sessions still here (here) by their
@@ -226,9 +253,7 @@ func (p *persistentFilters) unholdLocked(id string, keep bool) {
 		}
 		delete(ks, k)
 		p.local.remove(k)
-		if k.orphanKey().group == "" {
-			p.held.Unsubscribe(k.filter, "", id)
-		}
+		p.held.Unsubscribe(k.filter, k.orphanKey().group, id)
 	}
 	if len(ks) == 0 {
 		delete(p.subs, id)
@@ -328,9 +353,7 @@ func (p *persistentFilters) fenceKeepHeld(id string) bool {
 		if hk := k.holdKey(); !hasKey(ks, hk) {
 			ks[hk] = struct{}{}
 			p.local.add(hk)
-			if hk.orphanKey().group == "" {
-				p.held.Subscribe(hk.filter, "", id, struct{}{})
-			}
+			p.held.Subscribe(hk.filter, hk.orphanKey().group, id, struct{}{})
 		}
 		delete(ks, k)
 		p.local.remove(k)

@@ -224,3 +224,40 @@ func sortedKeys(l *localInterest) []ikey {
 	})
 	return ks
 }
+
+// The hold keys here by topic (holdHere): a fenced session's plain
+// filters and share groups, until they go; a group's key does not make
+// holds (plain filters only, for a publish here) report the topic.
+func TestHoldMatches(t *testing.T) {
+	p := newPersistentFilters(newLocalInterest())
+	p.apply(&broker.Op{Kind: broker.OpSubPut, ClientID: "f", Sub: broker.StoredSub{Filter: "t/#"}})
+	p.apply(&broker.Op{Kind: broker.OpSubPut, ClientID: "f", Sub: broker.StoredSub{Filter: "$share/g/u/+"}})
+	p.apply(&broker.Op{Kind: broker.OpSubPut, ClientID: "h", Sub: broker.StoredSub{Filter: "$share/g/u/+"}})
+	if ms := p.holdMatches("u/x"); len(ms) != 0 {
+		t.Fatalf("before any fence: %v", ms)
+	}
+	p.fenceKeepHeld("f")
+	if ms := p.holdMatches("t/x"); !slices.Equal(ms, []heldMatch{{"f", "", true}}) {
+		t.Errorf("t/x: %v, want f's plain key", ms)
+	}
+	if ms := p.holdMatches("u/x"); !slices.Equal(ms, []heldMatch{{"f", "g\x00u/+", true}}) {
+		t.Errorf("u/x: %v, want f's group g (h is not fenced)", ms)
+	}
+	if p.holds("u/x") || !p.holds("t/x") {
+		t.Errorf("holds u/x %v, t/x %v; want false, true", p.holds("u/x"), p.holds("t/x"))
+	}
+	p.apply(&broker.Op{Kind: broker.OpSessionDel, ClientID: "f"})
+	p.leaveHeld("f")
+	if ms := p.holdMatches("u/x"); len(ms) != 0 {
+		t.Errorf("f's hold keys gone: still %v", ms)
+	}
+	// A restored session's group too, until it settles.
+	p.restore(&broker.StoredSession{ClientID: "r", Subs: []broker.StoredSub{{Filter: "$share/k/v"}}})
+	if ms := p.holdMatches("v"); !slices.Equal(ms, []heldMatch{{"r", "k\x00v", false}}) {
+		t.Errorf("restored r: %v", ms)
+	}
+	p.settle(func(string) bool { return true })
+	if ms := p.holdMatches("v"); len(ms) != 0 {
+		t.Errorf("r settled: still %v", ms)
+	}
+}
