@@ -179,6 +179,9 @@ func testLiveHandoverRounds(t *testing.T, everywhere, shared bool) {
 		t.Error(e)
 	}
 	if t.Failed() {
+		if len(sub.refused) > 0 {
+			t.Logf("%d attempts to connect failed (tried again):\n%s", len(sub.refused), strings.Join(sub.refused, "\n"))
+		}
 		// The session's whole history on each node (its moves, fences,
 		// kept messages), which the logs' last lines do not reach: a
 		// loss seen only in full-suite runs is read from here.
@@ -262,6 +265,9 @@ type liveSubscriber struct {
 	errs      []string
 	// took: each resuming CONNECT's time to its CONNACK (the takeover).
 	took []time.Duration
+	// refused: each failed attempt to connect, with its time; logged
+	// when the test fails.
+	refused []string
 }
 
 // connect takes the session over on nd: the previous connection is left
@@ -275,7 +281,16 @@ func (s *liveSubscriber) connect(nd *node, addr string, resume bool) {
 	}
 	old := s.conn
 	var conn *rawclient.Conn
+	tries := 0
 	eventually(s.t, 20*time.Second, func() error {
+		if tries++; tries > 1 && old != nil {
+			// The session is still served on the old connection until
+			// a takeover: a client that stopped reading it while it
+			// tried again had the broker fill the session's queue
+			// (max_queued_messages) and drop the rest (a suite run: a
+			// connect that took 12 s, 4,493 messages dropped).
+			old = s.readOld(old, 100*time.Millisecond)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		c, err := s.dialer.Dial(ctx, addr)
@@ -304,7 +319,9 @@ func (s *liveSubscriber) connect(nd *node, addr string, resume bool) {
 		}
 		if err != nil {
 			c.Close()
-			return fmt.Errorf("%s on %s (%s): %w", s.id, nd.name, addr, err)
+			err = fmt.Errorf("%s on %s (%s): %w", s.id, nd.name, addr, err)
+			s.refused = append(s.refused, time.Now().Format("15:04:05.000")+" "+err.Error())
+			return err
 		}
 		conn = c
 		if resume {
@@ -335,6 +352,42 @@ func (s *liveSubscriber) connect(nd *node, addr string, resume bool) {
 
 // drain handles what the taken-over connection still holds, until the
 // server closes it.
+// readOld handles what the connection c brings for up to d, and returns
+// it, or nil once it has ended.
+func (s *liveSubscriber) readOld(c *rawclient.Conn, d time.Duration) *rawclient.Conn {
+	deadline := time.Now().Add(d)
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return c
+		}
+		p, err := c.ReadPacket(left)
+		if errors.Is(err, rawclient.ErrTimeout) {
+			return c
+		}
+		if err != nil {
+			if !errors.Is(err, rawclient.ErrClosed) {
+				s.errs = append(s.errs, fmt.Sprintf("connection being taken over: %v", err))
+			}
+			c.Close()
+			return nil
+		}
+		s.handleOld(c, p)
+	}
+}
+
+// handleOld handles a packet on a connection being taken over: the
+// server ends it with DISCONNECT 0x8E.
+func (s *liveSubscriber) handleOld(c *rawclient.Conn, p rawclient.Packet) {
+	if p.Type != rawclient.DISCONNECT {
+		s.handle(c, p)
+		return
+	}
+	if d, _ := rawclient.ParseDisconnect(p.Body); d.Code != 0x8E {
+		s.errs = append(s.errs, fmt.Sprintf("taken-over connection: DISCONNECT 0x%02X, want 0x8E", d.Code))
+	}
+}
+
 func (s *liveSubscriber) drain(c *rawclient.Conn) {
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
@@ -346,13 +399,7 @@ func (s *liveSubscriber) drain(c *rawclient.Conn) {
 			}
 			return
 		}
-		if p.Type == rawclient.DISCONNECT {
-			if d, _ := rawclient.ParseDisconnect(p.Body); d.Code != 0x8E {
-				s.errs = append(s.errs, fmt.Sprintf("taken-over connection: DISCONNECT 0x%02X, want 0x8E", d.Code))
-			}
-			continue
-		}
-		s.handle(c, p)
+		s.handleOld(c, p)
 	}
 	s.errs = append(s.errs, "taken-over connection not closed within 10s")
 }
