@@ -256,8 +256,15 @@ func TestCheckerSeesLosses(t *testing.T) {
 			return cfg
 		}}, uint64(time.Now().UnixNano()))
 	if res != nil {
-		if res.SessionsLost == 0 || res.Lost == 0 {
-			o.fail("a broker that forgets everything at each kill: %d sessions lost, %d messages lost", res.SessionsLost, res.Lost)
+		// Every kill loses every session, and the checker must see
+		// that. Messages it sees lost only when a kill caught some on
+		// their way or queued for a subscriber that was away: the
+		// subscribers reconnect and subscribe again at once, so on a
+		// quiet machine a run may lose none (a fresh-clone suite run:
+		// 18 sessions lost, 0 messages). check_test.go holds the
+		// checker to each kind of loss.
+		if res.SessionsLost == 0 {
+			o.fail("a broker that forgets everything at each kill: %d sessions lost (%d messages)", res.SessionsLost, res.Lost)
 		}
 		if res.Linearizable != "illegal" {
 			o.fail("retained messages forgotten at each kill, yet the registers are %q", res.Linearizable)
