@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -30,22 +29,12 @@ import (
 func TestReproCopyEnd(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const id = "ce-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := startClusterFault(t, 3, "delay-release="+id+"@n3,interest-late=n2@n1", "--config", cfg)
+	tc, expiry := offlineOnN2(t, id, "delay-release="+id+"@n3,interest-late=n2@n1",
+		paho.SubscribeOptions{Topic: "ce/p/+", QoS: 2}, paho.SubscribeOptions{Topic: "$share/ga/ce/g/+", QoS: 2})
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
-	expiry := uint32(queuedExpiry)
-	sub, ack := connectWith(t, n2, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-	if ack.ReasonCode != 0 {
-		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
-	}
-	sub.subscribe(t, paho.SubscribeOptions{Topic: "ce/p/+", QoS: 2}, paho.SubscribeOptions{Topic: "$share/ga/ce/g/+", QoS: 2})
 	pub := connect(t, n1, "ce-pub")
 	pub.awaitInterest(t, "ce/p/x")
 	pub.awaitInterest(t, "ce/g/x")
-	sub.Disconnect(&paho.Disconnect{}) // the session stays on n2, offline
-	tc.waitLog(n2, "client_id="+id+` reason="client disconnected normally"`, 1, wait)
 
 	claimOn(t, tc, n3, id, expiry)
 	tc.kill(n3, syscall.SIGSTOP)

@@ -29,24 +29,14 @@ import (
 func TestReproFenceWindowGroup(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const id = "fg-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := startClusterFault(t, 3, "delay-release="+id+"@n3", "--config", cfg)
+	tc, expiry := offlineOnN2(t, id, "delay-release="+id+"@n3",
+		paho.SubscribeOptions{Topic: "$share/ga/fg/a/+", QoS: 2}, paho.SubscribeOptions{Topic: "$share/gb/fg/b/+", QoS: 2})
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
-	expiry := uint32(queuedExpiry)
-	sub, ack := connectWith(t, n2, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-	if ack.ReasonCode != 0 {
-		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
-	}
-	sub.subscribe(t, paho.SubscribeOptions{Topic: "$share/ga/fg/a/+", QoS: 2}, paho.SubscribeOptions{Topic: "$share/gb/fg/b/+", QoS: 2})
 	live := connect(t, n2, "fg-live")
 	live.subscribe(t, paho.SubscribeOptions{Topic: "$share/gb/fg/b/+", QoS: 2})
 	pub := connect(t, n1, "fg-pub")
 	pub.awaitInterest(t, "fg/a/x")
 	pub.awaitInterest(t, "fg/b/x")
-	sub.Disconnect(&paho.Disconnect{}) // the session stays on n2, offline
-	tc.waitLog(n2, "client_id="+id+` reason="client disconnected normally"`, 1, wait)
 
 	claimOn(t, tc, n3, id, expiry)
 	tc.kill(n3, syscall.SIGSTOP)
@@ -140,4 +130,25 @@ func TestReproFenceWindowGroup(t *testing.T) {
 		t.Errorf("%d QoS 2 messages delivered more than once to their group: %v", len(twice), twice[:min(len(twice), 20)])
 	}
 	keptOn(t, n2, id)
+}
+
+// offlineOnN2 starts the fence-window tests' three nodes (no adoption,
+// forward_timeout 15 s, with faults) and leaves id's persistent session
+// on n2, subscribed to subs, offline; it returns the session's expiry.
+func offlineOnN2(t *testing.T, id, faults string, subs ...paho.SubscribeOptions) (*testCluster, uint32) {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
+	tc := startClusterFault(t, 3, faults, "--config", cfg)
+	n2 := tc.nodes[1]
+	expiry := uint32(queuedExpiry)
+	sub, ack := connectWith(t, n2, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
+	}
+	sub.subscribe(t, subs...)
+	sub.Disconnect(&paho.Disconnect{}) // the session stays on n2, offline
+	tc.waitLog(n2, "client_id="+id+` reason="client disconnected normally"`, 1, wait)
+	return tc, expiry
 }
