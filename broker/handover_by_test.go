@@ -1,8 +1,6 @@
 package broker
 
 import (
-	"context"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -18,21 +16,8 @@ import (
 // keeps the old reader from settling at all.
 func TestHandOverByBoundsSettle(t *testing.T) {
 	t.Parallel()
-	s, err := New(Options{Logger: slog.New(slog.DiscardHandler), SysInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inner, err := netListen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := &holdListener{Listener: inner}
-	go s.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
+	s, ln := serveHolding(t)
+	inner := ln.Listener
 
 	g := &heldConn{reached: make(chan struct{}), release: make(chan struct{})}
 	defer close(g.release)

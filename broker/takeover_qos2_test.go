@@ -23,21 +23,8 @@ import (
 // so the takeover goes ahead without it and the order is certain.
 func TestTakenOverReaderRoutesNoQoS2(t *testing.T) {
 	t.Parallel()
-	s, err := New(Options{Logger: slog.New(slog.DiscardHandler), SysInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	inner, err := netListen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := &holdListener{Listener: inner}
-	go s.Serve(ln)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-	})
+	_, ln := serveHolding(t)
+	inner := ln.Listener
 	addr := inner.Addr().String()
 
 	sub := dial(t, addr, packet.V311)
@@ -86,6 +73,28 @@ func TestTakenOverReaderRoutesNoQoS2(t *testing.T) {
 
 // holdListener hands out its conns as they are, except the one accepted
 // after next was set, which it wraps in that heldConn.
+// serveHolding runs a server on a listener whose next accepted
+// connection can be held (holdListener), shut down when t ends.
+func serveHolding(t *testing.T) (*Server, *holdListener) {
+	t.Helper()
+	s, err := New(Options{Logger: slog.New(slog.DiscardHandler), SysInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner, err := netListen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &holdListener{Listener: inner}
+	go s.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	return s, ln
+}
+
 type holdListener struct {
 	net.Listener
 	next atomic.Pointer[heldConn]

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -484,6 +485,17 @@ func decodeHeld(b []byte) (originKey, *broker.RemoteMessage, error) {
 	return k, rm, err
 }
 
+// readyJS returns the sessions' JetStream handle once their streams are
+// ready here, errNotReady before.
+func (s *sessions) readyJS() (jetstream.JetStream, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.ready {
+		return nil, errNotReady
+	}
+	return s.js, nil
+}
+
 // hold appends msg (pub: its PUBLISH; o: its Origin, if any) to node's
 // held subject, with the share groups it is held for, and returns the
 // append's future; nil, nil when sessions are not replicated here.
@@ -492,11 +504,9 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 	if s == nil {
 		return nil, nil
 	}
-	s.mu.Lock()
-	js, ready := s.js, s.ready
-	s.mu.Unlock()
-	if !ready {
-		return nil, fmt.Errorf("held for %s: %w", node, errNotReady)
+	js, err := s.readyJS()
+	if err != nil {
+		return nil, fmt.Errorf("held for %s: %w", node, err)
 	}
 	k := originKey{n.cfg.Node, n.inc, msg.ID}
 	m := nats.NewMsg(s.heldSubject(node))
@@ -1088,12 +1098,7 @@ func (w *heldWait) readFrom(node string) {
 func (w *heldWait) unreadFrom() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := make([]string, 0, len(w.unread))
-	for node := range w.unread {
-		out = append(out, node)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(w.unread))
 }
 
 func (w *heldWait) finish() {

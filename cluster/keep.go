@@ -248,11 +248,9 @@ func withAway(ks []keptCopy, away []broker.AwayMember) []keptCopy {
 // appends' futures (settleKept).
 func (n *Node) keep(k originKey, o broker.Origin, fwd []byte, ks []keptCopy) ([]jetstream.PubAckFuture, error) {
 	s := n.sess
-	s.mu.Lock()
-	js, ready := s.js, s.ready
-	s.mu.Unlock()
-	if !ready {
-		return nil, fmt.Errorf("kept for a disowned copy: %w", errNotReady)
+	js, err := s.readyJS()
+	if err != nil {
+		return nil, fmt.Errorf("kept for a disowned copy: %w", err)
 	}
 	taken := strconv.FormatInt(time.Now().UnixNano(), 10)
 	fs := make([]jetstream.PubAckFuture, 0, len(ks))
@@ -367,11 +365,9 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 		return nil, err
 	}
 	s := n.sess
-	s.mu.Lock()
-	js, ready := s.js, s.ready
-	s.mu.Unlock()
-	if !ready {
-		return nil, fmt.Errorf("held for an ended copy here: %w", errNotReady)
+	js, err := s.readyJS()
+	if err != nil {
+		return nil, fmt.Errorf("held for an ended copy here: %w", err)
 	}
 	m := nats.NewMsg(s.heldSubject(n.cfg.Node))
 	m.Data = encodeHeld(k, form)
