@@ -143,6 +143,9 @@ type faults struct {
 	unanswered   atomic.Int64 // hold-unanswered: holds left to fail
 	noQuorum     string
 	quorumBack   atomic.Bool // no-quorum: the read came
+	opsLate      string
+	opsFree      atomic.Bool // ops-late: the id was given up here
+	opsHeld      atomic.Bool // ops-late: an op was held back once
 	heldPending  []string
 	releaseLate  string
 	heldFenced   string
@@ -205,7 +208,7 @@ const releaseDelay = fenceGrace + time.Second
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late",
-	"interest-late"}
+	"interest-late", "ops-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -232,6 +235,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.readLate = v
 		case "no-quorum":
 			f.noQuorum = v
+		case "ops-late":
+			f.opsLate = v
 		case "adopt-late":
 			f.adoptLate = v
 		case "adopt-wait":
@@ -465,6 +470,26 @@ func (f *faults) readsLate(id string, orphans int32) bool {
 // (no-quorum); part is the partition of a client id.
 func (f *faults) withoutQuorum(p int, part func(string) int) bool {
 	return f != nil && f.noQuorum != "" && !f.quorumBack.Load() && part(f.noQuorum) == p
+}
+
+// holdsOps reports whether the partition stream p takes no ops of this
+// node now (ops-late): p is the partition of the named client id, which
+// this node has not given up yet (freesOps).
+func (f *faults) holdsOps(p int, part func(string) int) bool {
+	return f != nil && f.opsLate != "" && !f.opsFree.Load() && part(f.opsLate) == p
+}
+
+// firstHeldOps reports whether ops-late holds back ops for the first
+// time (for its log line).
+func (f *faults) firstHeldOps() bool {
+	return f.opsHeld.CompareAndSwap(false, true)
+}
+
+// freesOps reports whether giving up id here ends ops-late's hold: the
+// ops applied before land in the stream now, after the messages held
+// for this node meanwhile.
+func (f *faults) freesOps(id string) bool {
+	return f != nil && id == f.opsLate && f.opsFree.CompareAndSwap(false, true)
 }
 
 // failsRead reports whether this read of id's session from its partition

@@ -634,6 +634,13 @@ func holdAgain(err error) bool {
 // is held too), with its Message Expiry counted from when it was held.
 // It returns the store ticket of the copies.
 func (n *Node) deliverHeld(m jetstream.Msg, ids func(string) bool, candidates []string) (broker.Ticket, error) {
+	return n.deliverHeldTo(m, ids, nil, candidates)
+}
+
+// deliverHeldTo is deliverHeld, and also gives the message to the
+// sessions plain names (of candidates) by their plain subscriptions only:
+// disowned copies here (followOwnHeld, ownHeldTo).
+func (n *Node) deliverHeldTo(m jetstream.Msg, ids, plain func(string) bool, candidates []string) (broker.Ticket, error) {
 	k, rm, err := decodeHeld(m.Data())
 	if err != nil {
 		return 0, err
@@ -651,9 +658,13 @@ func (n *Node) deliverHeld(m jetstream.Msg, ids func(string) bool, candidates []
 	// Asked here, not in Pick: Pick runs under the subscription tree's
 	// lock, which must not wait for a session's.
 	has := map[string]bool{}
+	var plainTo []string
 	for _, id := range candidates {
 		if ids(id) && n.srv.HasMessage(id, rm.From, rm.Topic, rm.Payload) {
 			has[id] = true
+		}
+		if plain != nil && !ids(id) && onlyFor(m, plain)(id) && !n.srv.HasMessage(id, rm.From, rm.Topic, rm.Payload) {
+			plainTo = append(plainTo, id)
 		}
 	}
 	groups, err := n.claimGroups(k, rm.Origin, rm.Groups, ids, candidates, len(has) > 0)
@@ -670,8 +681,18 @@ func (n *Node) deliverHeld(m jetstream.Msg, ids func(string) bool, candidates []
 	// new messages (seen: 1,042 held delivered at a claim, then the
 	// follower's copies dropped as queue_full, acknowledged and lost).
 	rm.Accepted = true
+	var plainRM broker.RemoteMessage
+	if len(plainTo) > 0 {
+		plainRM = *rm
+		plainRM.Groups, plainRM.PickShared = nil, false
+		plainRM.Pick = n.dedupPick(k, func(id string) bool { return slices.Contains(plainTo, id) })
+	}
 	n.gate.RLock()
 	_, t := n.srv.DeliverRemote(rm)
+	if len(plainTo) > 0 {
+		_, pt := n.srv.DeliverRemote(&plainRM)
+		t = max(t, pt)
+	}
 	n.gate.RUnlock()
 	return t, nil
 }
@@ -867,6 +888,20 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 	if err != nil {
 		return err
 	}
+	// Where this process's applying begins: every message of the subject
+	// up to the consumer's ack floor was applied durably (acknowledged
+	// after WaitDurable), the rest is read from here. A restored session
+	// claimed elsewhere before it settled sends its claimer here
+	// (takeUnsettled) rather than to the time of the session's last op:
+	// the ops of a batch applied here may land in the stream seconds
+	// later (a partition electing a leader), after messages held for
+	// this node meanwhile that the copy never got, which a read by time
+	// then passed over (TestReproUnsettledOpsLate;
+	// TestClusterRestartedNodeSessionResumedElsewhere in CI: 12 of 413
+	// lost, here 338 of 792).
+	if ci := cons.CachedInfo(); ci != nil {
+		s.gate.next.CompareAndSwap(0, ci.AckFloor.Stream+1)
+	}
 	// Until the restored sessions are settled, what was held for this
 	// node up to now is read, and the gate opens once it is applied
 	// (restoredGate): up to the subject's last message as of the first
@@ -960,7 +995,8 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 				// while the others still held for this node's restored
 				// sessions (hold keys of one claimed elsewhere), and got
 				// their copies again: QoS 2 twice.
-				t, err := n.deliverHeld(m, s.ownHeldTo(in, arrived, md.Timestamp), persistent)
+				to, kept := s.ownHeldTo(in, arrived, md.Timestamp)
+				t, err := n.deliverHeldTo(m, to, kept, persistent)
 				if errors.Is(err, errClaim) {
 					return err // not acknowledged: delivered again
 				}
@@ -1009,12 +1045,23 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 }
 
 // ownHeldTo is which sessions here followOwnHeld gives a message held at
-// at: the persistent ones (in) that were here then (arrived), and not a
-// disowned copy (keep.go), whose next owner reads this node's held
-// subject itself: a share group's message given to the copy was claimed
-// for the group here and ended with the copy.
-func (s *sessions) ownHeldTo(in map[string]bool, arrived map[string]time.Time, at time.Time) func(string) bool {
-	return func(id string) bool { return in[id] && !arrived[id].After(at) && !s.kept.has(id) }
+// at: the persistent ones (in) that were here then (arrived); to, all of
+// them but disowned copies (keep.go); kept, those copies, by their plain
+// subscriptions only. A share group's message given to such a copy was
+// claimed for the group here and ended with the copy, whose next owner
+// reads this node's held subject and claims the group there. A plain
+// one is the copy's as long as the copy is: a claim that moves the copy
+// live (handover) carries it, while a claim that reads the stream reads
+// it from this node's held subject (the copy's ops stay local). Given
+// nothing, a copy fenced while its settled node caught up
+// (onSettled) was handed over live without what the catch-up read, and
+// the live move reads no held subject
+// (TestClusterRestartedNodeSessionResumedElsewhere: 10 of 376 lost;
+// TestReproSettleCatchUpFenced).
+func (s *sessions) ownHeldTo(in map[string]bool, arrived map[string]time.Time, at time.Time) (to, kept func(string) bool) {
+	here := func(id string) bool { return in[id] && !arrived[id].After(at) }
+	return func(id string) bool { return here(id) && !s.kept.has(id) },
+		func(id string) bool { return here(id) && s.kept.has(id) }
 }
 
 // persistentHere lists this node's persistent sessions: what is held
@@ -1425,7 +1472,8 @@ type restoredGate struct {
 	once sync.Once
 	ids  map[string]bool // the restored sessions; set in Load, read only after
 	// next: the stream sequence of the first message held for this node
-	// that the follower has not applied durably yet (0: none applied).
+	// that the follower has not applied durably yet (0: the follower has
+	// not reached its consumer yet, nothing applied by this process).
 	next atomic.Uint64
 	// from: for sessions claimed from an unsettled node, where that
 	// node's held subject is to be read from (takeUnsettled's reply).
@@ -1516,6 +1564,10 @@ func (g *restoredGate) unsettled(id string) bool {
 func (s *sessions) takeUnsettled(id string) (bool, uint64) {
 	if s == nil || !s.gate.unsettled(id) {
 		return false, 0
+	}
+	if s.n.fault.freesOps(id) {
+		s.n.log.Info("cluster: test fault: the ops held back land in the stream before the answer", "client_id", id)
+		s.awaitDrained(2 * time.Second)
 	}
 	s.gate.mu.Lock()
 	from, ok := s.gate.at[id]

@@ -114,8 +114,12 @@ func TestClusterRestartedNodeSessionResumedElsewhere(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption during the test: the session moves by the client's
-	// claim only.
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n"), 0o644)
+	// claim only. The subscriber reads nothing until it resumes: its
+	// queue must take everything published meanwhile, a thousand
+	// messages and more on a busy machine (the default max_queued is
+	// 1000: beyond it the broker drops by its policy, and a run saw
+	// "dropping messages for session ... queue_full").
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
 	tc := startClusterWith(t, 3, "--config", cfg)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	expiry := uint32(600)

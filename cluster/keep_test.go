@@ -128,23 +128,24 @@ type heldMsg struct {
 func (m heldMsg) Headers() nats.Header { return m.h }
 
 // followOwnHeld gives a held message to the persistent sessions that were
-// here when it was held, and not to a disowned copy (keep.go): its next
-// owner reads the held subject, and a group's message claimed for the
-// copy would end with it.
+// here when it was held; a disowned copy (keep.go) by its plain
+// subscriptions only: its next owner reads the held subject, and a
+// group's message claimed for the copy would end with it, while a live
+// move of the copy carries what its plain subscriptions took.
 func TestOwnHeldTo(t *testing.T) {
 	s := &sessions{}
 	s.kept.set("copy", true)
 	at := time.Now()
 	in := map[string]bool{"copy": true, "live": true, "late": true}
 	arrived := map[string]time.Time{"late": at.Add(time.Second)}
-	to := s.ownHeldTo(in, arrived, at)
-	for id, want := range map[string]bool{"copy": false, "live": true, "late": false, "clean": false} {
-		if got := to(id); got != want {
-			t.Errorf("%s: %v, want %v", id, got, want)
+	to, kept := s.ownHeldTo(in, arrived, at)
+	for id, want := range map[string][2]bool{"copy": {false, true}, "live": {true, false}, "late": {false, false}, "clean": {false, false}} {
+		if got := [2]bool{to(id), kept(id)}; got != want {
+			t.Errorf("%s: to, kept = %v, want %v", id, got, want)
 		}
 	}
 	s.kept.set("copy", false) // its client resumed it here
-	if !to("copy") {
-		t.Error("a copy no longer disowned is left out")
+	if !to("copy") || kept("copy") {
+		t.Error("a copy no longer disowned is still taken for one")
 	}
 }

@@ -636,8 +636,14 @@ func (s *sessions) sendPart(p int) {
 	backoff := 50 * time.Millisecond
 	for {
 		var err error
+		held := s.n.fault.holdsOps(p, s.partition) && s.queued(q)
+		if held && s.n.fault.firstHeldOps() {
+			s.n.log.Info("cluster: test fault: the partition stream takes no ops of this node until the client id is given up", "partition", p)
+		}
 		if s.n.fault.withoutQuorum(p, s.partition) {
 			err = errors.New("test fault no-quorum: the partition stream takes nothing")
+		} else if held {
+			err = errors.New("test fault ops-late: the partition stream takes nothing yet")
 		} else if inflight, err = s.publishMore(q, inflight); err == nil && len(inflight) == 0 {
 			select {
 			case <-s.n.ctx.Done():
@@ -835,6 +841,34 @@ func acked(f jetstream.PubAckFuture) bool {
 }
 
 // acknowledged drops q's first n ops, replicated, and wakes the Waits.
+// awaitDrained waits up to d until no op waits for replication (the
+// fault ops-late).
+func (s *sessions) awaitDrained(d time.Duration) {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		if s.pending == 0 {
+			s.mu.Unlock()
+			return
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			return
+		}
+	}
+}
+
+// queued reports whether q has ops waiting.
+func (s *sessions) queued(q *partQueue) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(q.ops) > 0
+}
+
 func (s *sessions) acknowledged(q *partQueue, n int) {
 	s.mu.Lock()
 	clear(q.ops[:n]) // their bodies, for the collector
