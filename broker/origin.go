@@ -96,7 +96,8 @@ const (
 type originSeen struct {
 	mu    sync.Mutex
 	m     map[string]*originEntry
-	order []string // keys, oldest first
+	order []string // keys, oldest first, from head on
+	head  int
 }
 
 type originEntry struct {
@@ -127,18 +128,23 @@ func (t *originSeen) first(o string, who string) bool {
 }
 
 // expire forgets the Origins older than originTTL, and the oldest beyond
-// originMax. t.mu is held.
+// originMax. t.mu is held. The keys left are moved to the front only once
+// half of order is spent: moved at every expiry, a node routing more than
+// originMax Origins within originTTL copied originMax keys for each new
+// one (50-100 µs a message, BenchmarkRouteShared/origin=true at 200,000
+// messages).
 func (t *originSeen) expire(now time.Time) {
-	i := 0
-	for ; i < len(t.order); i++ {
-		e := t.m[t.order[i]]
-		if len(t.order)-i < originMax && now.Sub(e.at) < originTTL {
+	for ; t.head < len(t.order); t.head++ {
+		e := t.m[t.order[t.head]]
+		if len(t.order)-t.head < originMax && now.Sub(e.at) < originTTL {
 			break
 		}
-		delete(t.m, t.order[i])
+		delete(t.m, t.order[t.head])
+		t.order[t.head] = ""
 	}
-	if i > 0 {
-		t.order = append(t.order[:0], t.order[i:]...)
+	if t.head > 0 && t.head >= len(t.order)/2 {
+		t.order = append(t.order[:0], t.order[t.head:]...)
+		t.head = 0
 	}
 }
 
