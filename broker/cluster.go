@@ -163,6 +163,12 @@ type RemoteMessage struct {
 	// messages. Others ignore both.
 	Place Place
 	Late  bool
+	// Resent says the message is a publisher's QoS 2 resend routed
+	// again under Origin (Message.Resent): ClaimResend claims its
+	// groups before DeliverRemote.
+	Resent bool
+	// chosen: ClaimResend's claims (onceCheck.chosen).
+	chosen map[string]string
 }
 
 // DeliverRemote delivers a message forwarded by another node to this node's
@@ -188,11 +194,34 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 		msg.SetOrigin(m.Origin)
 	}
 	msg.setPlace(m.Place, m.Late)
-	sc := s.router.matchOnce(msg, groups, m.Pick, m.PickShared, s.groupOnce(m.Origin))
+	once := s.groupOnce(m.Origin)
+	if once != nil {
+		once.chosen = m.chosen
+	}
+	sc := s.router.matchOnce(msg, groups, m.Pick, m.PickShared, once)
 	msg.shareWire = len(sc.targets) > 1
 	m.Away = append(m.Away[:0], sc.away...)
 	m.Missed = append(m.Missed[:0], sc.missed...)
 	return s.deliverTargets(msg, sc)
+}
+
+// ClaimResend claims, for m, a QoS 2 resend (m.Resent) forwarded here
+// with an Origin, the share groups of m.Groups it is to serve, before
+// DeliverRemote gives one to a member here (ResendClaimer, claimAhead):
+// DeliverRemote then leaves out a group claimed before, and gives a
+// claimed one to the member it was claimed for. It does nothing for
+// other messages, or without a ResendClaimer. The cluster calls it with
+// no lock held (a claim may block, bounded); an error says a claim
+// failed and its group is left out: m is not to be confirmed.
+func (s *Server) ClaimResend(m *RemoteMessage) error {
+	if !m.Resent || m.Origin.IsZero() || len(m.Groups) == 0 {
+		return nil
+	}
+	msg := &Message{ID: s.msgID.Add(1), Topic: m.Topic, QoS: m.QoS}
+	msg.SetOrigin(m.Origin)
+	var err error
+	m.chosen, err = s.claimAhead(msg, m.Origin, m.Groups)
+	return err
 }
 
 // AwayCopies is implemented by a Cluster whose node may hold a copy of a

@@ -2,9 +2,12 @@ package broker
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -93,7 +96,8 @@ const (
 type originSeen struct {
 	mu    sync.Mutex
 	m     map[string]*originEntry
-	order []string // keys, oldest first
+	order []string // keys, oldest first, from head on
+	head  int
 }
 
 type originEntry struct {
@@ -124,29 +128,130 @@ func (t *originSeen) first(o string, who string) bool {
 }
 
 // expire forgets the Origins older than originTTL, and the oldest beyond
-// originMax. t.mu is held.
+// originMax. t.mu is held. The keys left are moved to the front only once
+// half of order is spent: moved at every expiry, a node routing more than
+// originMax Origins within originTTL copied originMax keys for each new
+// one (50-100 µs a message, BenchmarkRouteShared/origin=true at 200,000
+// messages).
 func (t *originSeen) expire(now time.Time) {
-	i := 0
-	for ; i < len(t.order); i++ {
-		e := t.m[t.order[i]]
-		if len(t.order)-i < originMax && now.Sub(e.at) < originTTL {
+	for ; t.head < len(t.order); t.head++ {
+		e := t.m[t.order[t.head]]
+		if len(t.order)-t.head < originMax && now.Sub(e.at) < originTTL {
 			break
 		}
-		delete(t.m, t.order[i])
+		delete(t.m, t.order[t.head])
+		t.order[t.head] = ""
 	}
-	if i > 0 {
-		t.order = append(t.order[:0], t.order[i:]...)
+	if t.head > 0 && t.head >= len(t.order)/2 {
+		t.order = append(t.order[:0], t.order[t.head:]...)
+		t.head = 0
 	}
+}
+
+// peek reports whether who has not got the message o yet, noting
+// nothing.
+func (t *originSeen) peek(o string, who string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.m[o]
+	if e == nil {
+		return true
+	}
+	_, dup := e.got[who]
+	return !dup
+}
+
+// onceCheck routes a message under an Origin once per share group on
+// this node (matchOnce).
+type onceCheck struct {
+	seen *originSeen
+	key  string // the Origin's Key
+	// chosen: for a resend, the member each share group here was
+	// claimed for ahead of the routing (claimAhead); "" leaves the group
+	// out (another node or reader delivered it, or the claim failed).
+	// nil for a first routing.
+	chosen map[string]string
+}
+
+// first reports whether group has not got the message here yet; with
+// note, it has now.
+func (c *onceCheck) first(group string, note bool) bool {
+	if note {
+		return c.seen.first(c.key, group)
+	}
+	return c.seen.peek(c.key, group)
 }
 
 // groupOnce returns the check that routes o once per share group on this
 // node; nil for no Origin.
-func (s *Server) groupOnce(o Origin) func(group string) bool {
+func (s *Server) groupOnce(o Origin) *onceCheck {
 	if o.IsZero() {
 		return nil
 	}
-	k := o.Key()
-	return func(group string) bool { return s.origins.first(k, group) }
+	return &onceCheck{seen: &s.origins, key: o.Key()}
+}
+
+// ResendClaimer is implemented by an OriginForwarder whose nodes keep a
+// share group's QoS 2 message for a reader that delivers it later
+// (package cluster: a copy kept for a disowned member, a message held for
+// a dead node), the reader claiming the group under the message's Origin
+// first. A publisher's resend routed again under the same Origin may
+// reach a live member elsewhere meanwhile, and nothing there remembers
+// the kept copy: so before a resend's share group goes to a live member
+// here, the Server claims it the same way (ClaimGroup), and leaves the
+// group out when the claim was made already. A group whose member here
+// is an away copy (AwayCopies) is left to its reader's claim. First
+// routings claim nothing.
+type ResendClaimer interface {
+	// ClaimGroup claims group ("group\x00filter") for the message under
+	// o: true if this is the first claim, false if a reader or another
+	// resend claimed it before. It may block (a replicated append), and
+	// is called with no lock held.
+	ClaimGroup(o Origin, group string) (bool, error)
+}
+
+// ErrGroupClaim wraps a ResendClaimer failure: the resend's group was
+// left out, and the message is not confirmed (the publisher sends it
+// again).
+var ErrGroupClaim = errors.New("broker: share group of a QoS 2 resend not claimed")
+
+// claimAhead claims, for a resend of msg under o, the share groups this
+// node is to serve (groups: nil for every group, as matchOnce) before a
+// member here gets one, and returns the member each is for ("": left
+// out), for matchOnce (onceCheck.chosen). It is called with no lock held:
+// a claim may wait for a stream's election.
+func (s *Server) claimAhead(msg *Message, o Origin, groups []string) (map[string]string, error) {
+	rc, ok := s.opts.Cluster.(ResendClaimer)
+	if !ok {
+		return nil, nil
+	}
+	picks := s.router.pickAhead(msg, groups, s.groupOnce(o))
+	if len(picks) == 0 {
+		return nil, nil
+	}
+	chosen := make(map[string]string, len(picks))
+	var errs []error
+	for _, p := range picks {
+		if p.away {
+			chosen[p.group] = p.id // kept for its session: its reader claims
+			continue
+		}
+		won, err := rc.ClaimGroup(o, p.group)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+			chosen[p.group] = ""
+		case !won:
+			s.log.Info("share group of a QoS 2 resend left out: another copy claimed it", "client_id", o.ClientID, "packet_id", o.PacketID, "group", strings.ReplaceAll(p.group, "\x00", " "))
+			chosen[p.group] = ""
+		default:
+			chosen[p.group] = p.id
+		}
+	}
+	if len(errs) > 0 {
+		return chosen, fmt.Errorf("%w: %w", ErrGroupClaim, errors.Join(errs...))
+	}
+	return chosen, nil
 }
 
 // msgExt holds the fields of a Message that few messages have.
@@ -164,6 +269,20 @@ type msgExt struct {
 	// away: the share groups whose copy went to an away copy here
 	// (AwayCopies); set by routeOrigin before m is shared.
 	away []AwayMember
+	// resent: a QoS 2 resend routed again under origin (ResendClaimer).
+	resent bool
+}
+
+// Resent reports whether m is a publisher's QoS 2 resend routed again
+// under its Origin: the first routing was not confirmed by every node.
+func (m *Message) Resent() bool { return m.ext != nil && m.ext.resent }
+
+// markResent marks m as a resend; before m is shared.
+func (m *Message) markResent() {
+	if m.ext == nil {
+		m.ext = &msgExt{}
+	}
+	m.ext.resent = true
 }
 
 func (m *Message) place() Place {

@@ -158,14 +158,21 @@ func TestOriginSeenExpires(t *testing.T) {
 	if !s.first("p", "g") || !s.first("o", "g") {
 		t.Error("an expired Origin is still remembered")
 	}
-	for i := range originMax + 1 {
+	// Three times over: the keys kept stay in step with the map, and
+	// the slice holding them stays bounded (expire moves them only once
+	// half of it is spent).
+	for i := range 3 * originMax {
 		s.first(fmt.Sprint(i), "g")
 	}
 	s.mu.Lock()
-	n := len(s.m)
+	n, kept, held := len(s.m), len(s.order)-s.head, len(s.order)
 	s.mu.Unlock()
-	if n > originMax {
-		t.Errorf("%d Origins remembered, want at most %d", n, originMax)
+	if n > originMax || kept != n || held > 2*originMax+1 {
+		t.Errorf("%d Origins remembered, %d keys kept in a slice of %d; want at most %d, as many, at most %d",
+			n, kept, held, originMax, 2*originMax+1)
+	}
+	if s.first(fmt.Sprint(3*originMax-1), "g") || !s.first(fmt.Sprint(2*originMax-1), "g") {
+		t.Error("the newest Origin forgotten, or the oldest kept")
 	}
 }
 
@@ -191,7 +198,7 @@ func TestQoS2OriginGroupOnce(t *testing.T) {
 	expectUnknownClose(t, pub, packet.V5)
 	cl.fail.Store(false)
 	srv.origins.mu.Lock()
-	srv.origins.m, srv.origins.order = nil, nil
+	srv.origins.m, srv.origins.order, srv.origins.head = nil, nil, 0
 	srv.origins.mu.Unlock()
 	resendQoS2(t, addr, packet.V5, "pub", 4, "g")
 	n := 0

@@ -214,6 +214,9 @@ type inQoS2Note struct {
 	// durable; zero for a publish on a single node or of a clean session.
 	origin Origin
 	ticket Ticket
+	// resent: the id was routed under origin before, unconfirmed: this
+	// is the publisher's resend (ResendClaimer).
+	resent bool
 }
 
 // noteInQoS2 looks up an inbound QoS 2 packet id and remembers it when it is
@@ -242,7 +245,7 @@ func (c *conn) noteInQoS2(pid uint16) (inQoS2Note, error) {
 		// Its routing was not confirmed (this node's or a failed
 		// node's attempt): journalled again, the op to wait for.
 		t := ss.record(Op{Kind: OpInboundPut, PacketID: pid, Nonce: nonce})
-		return inQoS2Note{origin: Origin{c.clientID, pid, nonce}, ticket: t}, nil
+		return inQoS2Note{origin: Origin{c.clientID, pid, nonce}, ticket: t, resent: true}, nil
 	}
 	if len(ss.inQoS2()) >= int(c.srv.opts.ReceiveMaximum) {
 		return inQoS2Note{}, protoErr(packet.ReceiveMaximumExceeded, "MQTT-3.3.4-9", "more than %d QoS 2 publishes awaiting PUBREL", c.srv.opts.ReceiveMaximum)
@@ -290,7 +293,11 @@ func (c *conn) routeQoS2(p *packet.Publish, in inQoS2Note) (packet.ReasonCode, f
 	if in.held {
 		defer c.srv.releaseStore()
 	}
-	n, t, notRetained, confirm := c.srv.routeOrigin(c.newMessage(p), in.origin)
+	msg := c.newMessage(p)
+	if in.resent {
+		msg.markResent()
+	}
+	n, t, notRetained, confirm := c.srv.routeOrigin(msg, in.origin)
 	c.needDurable(t)
 	rc := c.publishCode(n, notRetained)
 	if rc >= 0x80 {
@@ -430,15 +437,26 @@ func (s *Server) route(msg *Message) (n int, last Ticket, notRetained error, con
 // routeOrigin is route for a message under Origin o (origin.go), which
 // goes once to each session and share group that o did not reach before;
 // a zero o routes as route does.
+//
+// A resend (Message.Resent) first claims the share groups it is to serve
+// here (claimAhead), before the publish gate: a claim may wait for a
+// stream's election, and the gate holds up every publish here. A claim
+// that failed leaves its group out and fails confirm, so that the
+// publisher sends the message again.
 func (s *Server) routeOrigin(msg *Message, o Origin) (n int, last Ticket, notRetained error, confirm func() error) {
+	if !o.IsZero() {
+		msg.SetOrigin(o)
+	}
+	once := s.groupOnce(o)
+	var claimErr error
+	if once != nil && msg.Resent() {
+		once.chosen, claimErr = s.claimAhead(msg, o, nil)
+	}
 	if g, ok := s.opts.Cluster.(PublishGate); ok {
 		g.LockPublish()
 		defer g.UnlockPublish()
 	}
-	if !o.IsZero() {
-		msg.SetOrigin(o)
-	}
-	sc := s.router.matchOnce(msg, nil, nil, false, s.groupOnce(o))
+	sc := s.router.matchOnce(msg, nil, nil, false, once)
 	// Decided before msg is shared with anyone (the retained tree makes
 	// it visible to new subscribers): from here on msg is immutable but
 	// for its wire-form cache.
@@ -464,7 +482,15 @@ func (s *Server) routeOrigin(msg *Message, o Origin) (n int, last Ticket, notRet
 		remote, confirm = s.forward(msg, o)
 		n += remote
 	}
+	if claimErr != nil {
+		confirm = failing(confirm, claimErr)
+	}
 	return n, max(last, t), notRetained, confirm
+}
+
+// failing is confirm (nil: nothing to wait for) returning err as well.
+func failing(confirm func() error, err error) func() error {
+	return func() error { return errors.Join(wait(confirm), err) }
 }
 
 // deliverTargets delivers msg to the sessions match found and releases sc.

@@ -93,8 +93,12 @@ func (r *router) matchGroups(msg *Message, groups []string, pick func(clientID s
 // to shared group members too. once, when not nil, leaves out the share
 // groups ("group\x00filter") that got the message before under its Origin
 // (origin.go), and those with a member here that did; it is asked after
-// the tree's lock is released.
-func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID string) bool, pickGroups bool, once func(who string) bool) *routeScratch {
+// the tree's lock is released. A group whose member is an away copy is
+// not noted as served: the copy's take is kept for its session, whose
+// next reader (here too) delivers it once its claim says so (package
+// cluster); noted, a reader here left the kept copy and the group lost
+// the message.
+func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID string) bool, pickGroups bool, once *onceCheck) *routeScratch {
 	sc := r.scrach.Get().(*routeScratch)
 	remote := groups != nil
 	r.tree.Match(msg.Topic, func(filter, group string, s *session, sub subscription) {
@@ -138,16 +142,80 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 		delete(sc.shared, key)
 		// A member here that got it (before this node restarted, or
 		// before its session moved here) counts as the group's copy.
-		if once != nil && (membersGot(cands, h) || !once(key)) {
+		if once != nil && membersGot(cands, h) {
 			continue
 		}
-		c, away := r.pickMember(msg, cands)
+		c, away, ok := r.pickOnce(msg, key, cands, once)
+		if !ok || once != nil && !once.first(key, !away) {
+			continue
+		}
 		sc.add(c.sess, c.sub, msg)
 		if away {
 			sc.away = append(sc.away, AwayMember{ClientID: c.sess.id, Group: key})
 		}
 	}
 	return sc
+}
+
+// pickOnce is pickMember honouring a resend's claims (onceCheck.chosen):
+// a group claimed for a member here goes to that member while it is
+// still one, and a group claimed elsewhere (or not claimed) is left out
+// (ok false).
+func (r *router) pickOnce(msg *Message, key string, cands []sharedCand, once *onceCheck) (c sharedCand, away, ok bool) {
+	if once != nil && once.chosen != nil {
+		if id, decided := once.chosen[key]; decided {
+			if id == "" {
+				return c, false, false
+			}
+			if i := slices.IndexFunc(cands, func(c sharedCand) bool { return c.sess.id == id }); i >= 0 {
+				return cands[i], cands[i].away, true
+			}
+			// It left in between (milliseconds): another member
+			// rather than none.
+		}
+	}
+	c, away = r.pickMember(msg, cands)
+	return c, away, true
+}
+
+// groupPick is the member a share group would get a message here
+// (pickAhead).
+type groupPick struct {
+	group string // "group\x00filter"
+	id    string
+	away  bool
+}
+
+// pickAhead returns the member each share group matching msg would get
+// here, as matchOnce would choose it, leaving out the groups msg reached
+// here before under its Origin (once); groups as matchOnce's. Nothing is
+// delivered or noted: a resend's claims come first (claimAhead).
+func (r *router) pickAhead(msg *Message, groups []string, once *onceCheck) []groupPick {
+	var shared map[string][]sharedCand
+	remote := groups != nil
+	r.tree.Match(msg.Topic, func(filter, group string, s *session, sub subscription) {
+		if group == "" {
+			return
+		}
+		key := group + "\x00" + filter
+		if remote && !slices.Contains(groups, key) {
+			return
+		}
+		if shared == nil {
+			shared = make(map[string][]sharedCand)
+		}
+		shared[key] = append(shared[key], sharedCand{s, sub, r.isAway(s)})
+	})
+	h := msg.Origin().Hash()
+	var out []groupPick
+	for key, cands := range shared {
+		if membersGot(cands, h) || once != nil && !once.first(key, false) {
+			continue
+		}
+		c, away := r.pickMember(msg, cands)
+		out = append(out, groupPick{group: key, id: c.sess.id, away: away})
+	}
+	return out
 }
 
 // isAway asks the cluster whether s is an away copy (AwayCopies); the

@@ -168,8 +168,8 @@ type pendingAck struct {
 	ticket broker.Ticket
 	// keeps: its copies kept for disowned copies of sessions here
 	// and its hold for an ended copy (keep.go), which it waits for
-	// too; keepErr: one could not be
-	// appended.
+	// too; keepErr: one could not be appended, or a resend's share
+	// group could not be claimed (ClaimGroup).
 	keeps   []jetstream.PubAckFuture
 	keepErr error
 }

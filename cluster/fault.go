@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -124,6 +125,14 @@ import (
 //	                      over a slow route under load, and sees the hold
 //	                      keys of a copy's end (fenceHold) only after the
 //	                      copy left PEER's tree
+//	unconfirmed=TOPIC@NODE  on NODE, the first QoS 1/2 publish to TOPIC
+//	                      that goes to another node is forwarded, held
+//	                      and kept as usual, and its confirmation then
+//	                      fails, as when a node did not confirm in time
+//	                      (paused): the publisher is not answered and
+//	                      sends the message again (a QoS 2 resend under
+//	                      its Origin). A pause cannot be timed against
+//	                      the silence that drops the node from the plan
 //	settle-wait=DURATION@NODE  on NODE, once its restored sessions
 //	                      settled, their keys are announced only after
 //	                      DURATION (its own held follower waits with it):
@@ -166,6 +175,8 @@ type faults struct {
 	interestLate string
 	lateCtl      chan lateControl // interest-late: PEER's messages, in order
 	lateOnce     sync.Once
+	unconfirmed  string
+	unconfirmd   atomic.Bool // unconfirmed: its publish came
 	straddle     string
 	straddled    atomic.Bool   // straddle-move: its publish came
 	moveBegun    chan struct{} // straddle-move: closed once a move in began
@@ -208,7 +219,7 @@ const releaseDelay = fenceGrace + time.Second
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late",
-	"interest-late", "ops-late"}
+	"interest-late", "ops-late", "unconfirmed"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -243,6 +254,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.adoptWait = v
 		case "move-late":
 			f.moveLate, f.asked = v, make(chan struct{})
+		case "unconfirmed":
+			f.unconfirmed = v
 		case "straddle-move":
 			f.straddle, f.moveBegun = v, make(chan struct{})
 		case "interest-late":
@@ -414,6 +427,15 @@ func (f *faults) awaitAsked() {
 func (f *faults) straddles(name string) bool {
 	return f != nil && f.straddle == name && f.straddled.CompareAndSwap(false, true)
 }
+
+// unconfirms reports whether a forwarded publish to name is unconfirmed's
+// (the first to its topic).
+func (f *faults) unconfirms(name string) bool {
+	return f != nil && f.unconfirmed == name && f.unconfirmd.CompareAndSwap(false, true)
+}
+
+// errFaultUnconfirmed is the confirmation unconfirmed fails.
+var errFaultUnconfirmed = errors.New("cluster: test fault: not confirmed (unconfirmed)")
 
 // moveBegins notes that a live move into this node begins (straddle-move).
 func (f *faults) moveBegins() {

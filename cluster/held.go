@@ -786,6 +786,26 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 	return out, nil
 }
 
+var _ broker.ResendClaimer = (*Node)(nil)
+
+// ClaimGroup implements broker.ResendClaimer: a QoS 2 resend's share
+// group gk, about to go to a live member here, is claimed as a reader
+// claims a kept or held copy (claimFor, under the Origin, for no
+// session): a reader that finds it made leaves its copy, and a claim a
+// reader made first keeps the resend from the group. Without replicated
+// sessions nothing here keeps copies: true at once.
+func (n *Node) ClaimGroup(o broker.Origin, gk string) (bool, error) {
+	if n.sess == nil {
+		return true, nil
+	}
+	group, filter, _ := strings.Cut(gk, "\x00")
+	out, err := n.claimFor(originKey{}, o, []string{gk}, map[string]bool{"$share/" + group + "/" + filter: true}, false, "")
+	if err != nil {
+		return false, err
+	}
+	return len(out) == 1, nil
+}
+
 // claimSubject is where a group claim for held message k (Origin o, if
 // any) is appended. A message id is unique within one stream only, so
 // the claims of one Origin go to one partition whatever node held the

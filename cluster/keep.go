@@ -85,6 +85,21 @@ import (
 // are disowned copies too, and a way to tell its copy from a kept one
 // for QoS 2.
 //
+// A QoS 2 resend under the same Origin, routed after the copy ended, may
+// reach a live member of the group elsewhere, where nothing knows of the
+// kept copy: the node serving the group for a resend (the forward's
+// resend flag, wire.go) claims it under the Origin the way readers do
+// (ClaimGroup) before a live member gets it, and leaves the group out if
+// a reader claimed it first; a reader that finds the resend's claim
+// leaves its copy (ownClaim: not its session's). A resend given to an
+// away copy again is kept and left to its reader's claim. And the node
+// that gave the group's copy to a disowned copy does not note the group
+// as served under the Origin (broker matchOnce): noted, its own reader of
+// the kept copy, the session's next owner here, left it (lost). Still
+// open: a first routing to a live member and a resend to a kept copy
+// elsewhere, since first routings claim nothing (bench/jepsen/RESULTS.md,
+// "Share-group resends").
+//
 // Before this (and after fencehold's hold keys from the fence, which made
 // every node hold every matching message for the fenced node, 311 QoS 2
 // duplicates in one run), the fence kept only the filters as hold keys

@@ -581,6 +581,7 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 			helds, heldFor = append(helds, f), append(heldFor, om.node)
 		}
 	}
+	unconfirmed := n.fault.unconfirms(msg.Topic)
 	var ret jetstream.PubAckFuture
 	if msg.Retain {
 		if ret, err = n.ret.appendAsync(msg, pub, true); err != nil {
@@ -613,6 +614,9 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 			if err := n.ret.settle(ctx, ret); err != nil {
 				errs = append(errs, fmt.Errorf("retained stream: %w", err))
 			}
+		}
+		if unconfirmed {
+			errs = append(errs, errFaultUnconfirmed)
 		}
 		return errors.Join(errs...)
 	}
@@ -671,6 +675,13 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		return
 	}
 	n.counters.received[rm.QoS].Add(1)
+	// A QoS 2 resend's share groups are claimed first (held.go
+	// ClaimGroup), out of the gate: a claim may wait for a stream's
+	// election. Only resends pay for it.
+	var claimErr error
+	if seq != 0 && rm.Resent {
+		claimErr = n.srv.ClaimResend(rm)
+	}
 	// Under the gate: a moving session's last step here must see each
 	// forwarded message delivered wholly before or after it.
 	n.gate.RLock()
@@ -695,7 +706,7 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		n.mv.mu.Unlock()
 	}
 	c, ticket := n.srv.DeliverRemote(rm)
-	a := pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket}
+	a := pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket, keepErr: claimErr}
 	// Copies here whose ops stay local (keep.go): what they took is
 	// kept in the held subject too.
 	var kept []keptCopy

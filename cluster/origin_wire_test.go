@@ -87,3 +87,35 @@ func TestOriginsTravel(t *testing.T) {
 		t.Errorf("handed over: %+v", got)
 	}
 }
+
+// TestResendFlagTravels: a forward's resend bit (flags bit 4) reads as
+// RemoteMessage.Resent with an Origin, and is ignored without one; a
+// first routing's forward does not carry it.
+func TestResendFlagTravels(t *testing.T) {
+	o := broker.Origin{ClientID: "pub", PacketID: 7, Nonce: 9}
+	m := msg("t/x", "p", 2)
+	pub, err := encodePublish(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		o         broker.Origin
+		bit, want bool
+	}{{"first routing", o, false, false}, {"resend", o, true, true}, {"no origin", broker.Origin{}, true, false}} {
+		b := encodeForwardOrigin(m, []string{"g\x00t/#"}, pub, tc.o)
+		if b[1]&16 != 0 {
+			t.Errorf("%s: a message not resent was encoded with the resend bit", tc.name)
+		}
+		if tc.bit {
+			b[1] |= 16
+		}
+		rm, err := decodeForward(b)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if rm.Resent != tc.want || rm.Origin != tc.o {
+			t.Errorf("%s: Resent %v, Origin %+v; want %v, %+v", tc.name, rm.Resent, rm.Origin, tc.want, tc.o)
+		}
+	}
+}

@@ -22,7 +22,10 @@ var errWire = errors.New("cluster: malformed message from peer")
 // the packet codec that already checks them:
 //
 //	version  byte
-//	flags    byte     QoS (bits 0-1), RETAIN (bit 2), origin (bit 3)
+//	flags    byte     QoS (bits 0-1), RETAIN (bit 2), origin (bit 3),
+//	                  resend (bit 4: a QoS 2 resend routed again under
+//	                  its origin, broker.Message.Resent; older nodes
+//	                  ignore it)
 //	from     string   publishing client id (No Local)
 //	expires  uvarint  Message Expiry left, in milliseconds; 0 none
 //	groups   uvarint count, then strings: shared groups this node serves
@@ -54,7 +57,7 @@ func encodeForward(m *broker.Message, groups []string, pub []byte) []byte {
 // when zero).
 func encodeForwardOrigin(m *broker.Message, groups []string, pub []byte, o broker.Origin) []byte {
 	b := make([]byte, 0, 16+len(m.From)+len(pub))
-	b = append(b, wireVersion, byte(m.QoS)|boolBit(m.Retain, 2)|boolBit(!o.IsZero(), 3))
+	b = append(b, wireVersion, byte(m.QoS)|boolBit(m.Retain, 2)|boolBit(!o.IsZero(), 3)|boolBit(!o.IsZero() && m.Resent(), 4))
 	b = appendString(b, m.From)
 	var left uint64
 	if exp := m.Expires(); !exp.IsZero() {
@@ -97,6 +100,7 @@ func decodeForward(b []byte) (*broker.RemoteMessage, error) {
 		if m.Origin.IsZero() {
 			return nil, errWire
 		}
+		m.Resent = flags&16 != 0
 	}
 	if r.err != nil || m.QoS > 2 {
 		return nil, errWire

@@ -1,0 +1,103 @@
+package broker
+
+import (
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// claimCluster is an awayCluster that claims share groups for resends
+// (ResendClaimer): taken are claimed already (by a reader elsewhere),
+// failing fail.
+type claimCluster struct {
+	awayCluster
+	cmu    sync.Mutex
+	taken  map[string]bool
+	fail   map[string]bool
+	claims []string
+}
+
+func (c *claimCluster) ClaimGroup(o Origin, group string) (bool, error) {
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	c.claims = append(c.claims, group)
+	if c.fail[group] {
+		return false, errors.New("no quorum")
+	}
+	won := !c.taken[group]
+	c.taken[group] = true
+	return won, nil
+}
+
+func (c *claimCluster) claimed() []string {
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	out := slices.Clone(c.claims)
+	slices.Sort(out)
+	return out
+}
+
+// TestResendClaims: a QoS 2 resend's share groups are claimed before a
+// live member here gets one (ClaimResend, claimAhead): a group claimed
+// before (a kept copy's reader delivered it) is left out, a group whose
+// member here is an away copy is left to that copy's reader (no claim),
+// and a first routing claims nothing. A group given to an away copy is
+// not noted as served under the Origin: the copy's reader here delivers
+// it later (before, it found the group noted and left it: lost).
+func TestResendClaims(t *testing.T) {
+	t.Parallel()
+	cl := &claimCluster{awayCluster: awayCluster{away: map[string]bool{"copy": true}},
+		taken: map[string]bool{"taken\x00t": true}, fail: map[string]bool{"broken\x00t": true}}
+	s, _ := startServer(t, Options{Cluster: cl})
+	opts := packet.SubOptions{QoS: 2}
+	for id, f := range map[string]string{"a": "$share/free/t", "b": "$share/taken/t", "copy": "$share/kept/t", "c": "$share/broken/t"} {
+		s.Adopt(&StoredSession{ClientID: id, Expiry: 600, Subs: []StoredSub{{Filter: f, Opts: opts}}})
+	}
+	groups := []string{"free\x00t", "taken\x00t", "kept\x00t", "broken\x00t"}
+	o := Origin{ClientID: "pub", PacketID: 3, Nonce: 42}
+
+	first := &RemoteMessage{Topic: "t", QoS: 2, Origin: Origin{ClientID: "pub", PacketID: 4, Nonce: 7}, Groups: groups}
+	if err := s.ClaimResend(first); err != nil || len(cl.claimed()) != 0 {
+		t.Fatalf("a first routing: claims %v, err %v; want none", cl.claimed(), err)
+	}
+
+	rm := &RemoteMessage{Topic: "t", QoS: 2, Origin: o, Resent: true, Groups: groups}
+	err := s.ClaimResend(rm)
+	if !errors.Is(err, ErrGroupClaim) {
+		t.Errorf("a claim failed: err %v, want ErrGroupClaim", err)
+	}
+	if want := []string{"broken\x00t", "free\x00t", "taken\x00t"}; !slices.Equal(cl.claimed(), want) {
+		t.Errorf("claims %q, want %q (none for the away copy's group)", cl.claimed(), want)
+	}
+	if n, _ := s.DeliverRemote(rm); n != 2 {
+		t.Errorf("the resend went to %d sessions, want 2 (a, copy)", n)
+	}
+	for id, want := range map[string]int{"a": 1, "b": 0, "copy": 1, "c": 0} {
+		if c, _, _ := s.Client(id); c.Queued != want {
+			t.Errorf("%s got %d copies, want %d", id, c.Queued, want)
+		}
+	}
+	k := o.Key()
+	if s.origins.peek(k, "free\x00t") || !s.origins.peek(k, "kept\x00t") || !s.origins.peek(k, "broken\x00t") {
+		t.Errorf("noted as served: free %v, kept %v, broken %v; want only free (an away copy's reader, and the next resend, deliver the others)",
+			!s.origins.peek(k, "free\x00t"), !s.origins.peek(k, "kept\x00t"), !s.origins.peek(k, "broken\x00t"))
+	}
+
+	// Published here: the claim's failure fails the confirmation, so
+	// that the publisher sends the message again.
+	cl.cmu.Lock()
+	cl.claims = nil
+	cl.cmu.Unlock()
+	msg := &Message{ID: s.msgID.Add(1), Topic: "t", QoS: 2}
+	msg.markResent()
+	_, _, _, confirm := s.routeOrigin(msg, Origin{ClientID: "pub", PacketID: 5, Nonce: 9})
+	if err := wait(confirm); !errors.Is(err, ErrGroupClaim) {
+		t.Errorf("a resend published here whose claim failed: confirmation %v, want ErrGroupClaim", err)
+	}
+	if want := []string{"broken\x00t", "free\x00t", "taken\x00t"}; !slices.Equal(cl.claimed(), want) {
+		t.Errorf("published here: claims %q, want %q", cl.claimed(), want)
+	}
+}
