@@ -502,6 +502,9 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 // (TestClusterTransports/NodeKill: mqtt.js got Session Present 0 and 141
 // acknowledged messages never came).
 func (o *owners) takeFromStream(id string, rec *broker.StoredSession, last time.Time, prev string) error {
+	// Held for this node until the session is adopted here, or for a
+	// while after a newer claim superseded this one (claimhold.go).
+	o.n.sess.claimHold(id, rec.Subs)
 	holdWill(rec, o.n.cfg.ForwardTimeout)
 	// What publishers held for prev's sessions meanwhile, with a bound
 	// of its own: the claim's may be spent by now (the stream read
@@ -516,7 +519,9 @@ func (o *owners) takeFromStream(id string, rec *broker.StoredSession, last time.
 	}
 	hctx, cancel := context.WithTimeout(o.n.ctx, o.n.cfg.ForwardTimeout)
 	defer cancel()
-	if !o.n.sess.adoptHeld(hctx, rec, last, func() *heldWait { return o.beginAdopt(id) }, prev) {
+	adopted := o.n.sess.adoptHeld(hctx, rec, last, func() *heldWait { return o.beginAdopt(id) }, prev)
+	o.n.sess.claimHoldEnd(id, adopted)
+	if !adopted {
 		return fmt.Errorf("cluster: %w", errSuperseded)
 	}
 	o.n.log.Info("session moved here", "client_id", id, "from", "replicated record",

@@ -375,6 +375,74 @@ func (p *persistentFilters) fenceKeepHeld(id string) bool {
 	return true
 }
 
+// claimKeepHeld puts out hold keys for subs, the subscriptions of id's
+// session as a claim here read it from the stream, until at least cover
+// from now (leaveHeldAt; a later call puts it off), unless unfence ends
+// them first (the claim adopted the session). While a claim reads the
+// held subjects (seconds under load), or after a newer claim superseded
+// it, no node announces the session's interest: the others hold what the
+// keys match for this node instead, and whoever adopts the session reads
+// this node's held subject with the others (adoptHeld). It reports
+// whether subs gave a key.
+func (p *persistentFilters) claimKeepHeld(id string, subs []broker.StoredSub) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ks := p.subs[id]
+	added := false
+	for _, sub := range subs {
+		k, ok := persistFilter(sub.Filter)
+		if !ok {
+			continue
+		}
+		if ks == nil {
+			ks = map[ikey]struct{}{}
+			p.subs[id] = ks
+		}
+		if hk := k.holdKey(); !hasKey(ks, hk) {
+			ks[hk] = struct{}{}
+			p.local.add(hk)
+			p.held.Subscribe(hk.filter, hk.orphanKey().group, id, struct{}{})
+		}
+		added = true
+	}
+	if !added {
+		return false
+	}
+	if !p.holding[id] {
+		p.holding[id] = true
+		p.nheld.Add(1)
+	}
+	if p.leaveAt == nil {
+		p.leaveAt = map[string]time.Time{}
+	}
+	p.leaveAt[id] = maxTime(p.leaveAt[id], time.Now().Add(p.cover))
+	if !p.leaving[id] {
+		p.leaving[id] = true
+		time.AfterFunc(p.cover, func() { p.leaveHeldAt(id) })
+	}
+	return true
+}
+
+// claimHeldUntil puts the end of id's claim hold keys (claimKeepHeld) off
+// to cover from now: the claim ended without the session here. False if
+// id has none.
+func (p *persistentFilters) claimHeldUntil(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.leaveAt[id]; !ok {
+		return false
+	}
+	p.leaveAt[id] = maxTime(p.leaveAt[id], time.Now().Add(p.cover))
+	return true
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // leaveHeldAt is leaveHeld once leaveAt has passed.
 func (p *persistentFilters) leaveHeldAt(id string) {
 	p.mu.Lock()

@@ -1,0 +1,70 @@
+package cluster
+
+import (
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+)
+
+// A session in the stream only while claims read it.
+//
+// A claim that takes a session from the stream (its previous owner did not
+// answer, or said to read the stream) reads it, then what was held for it
+// (adoptHeld), before the session is in the server: seconds under load,
+// longer than a client's CONNACK bound (test/jepsen's 3 s). The client
+// connects again, maybe elsewhere, and that claim supersedes this one,
+// which then adopts nothing; and so on while the load lasts. All that
+// time no node announced the session's interest, and once the cover of
+// its last owner had run out (a dead node's orphan interest, a fenced or
+// restored copy's hold keys) nothing was held for it either: what was
+// published then was acknowledged to its publishers and reached nobody
+// (TestClusterFull: 165-439 lost for one session in a run;
+// TestReproClaimChainHeld).
+//
+// So the claim puts the session's filters out as hold keys of this node as
+// soon as it has read the session (claimHold), as a fenced copy's end does
+// (persistent.go fenceKeepHeld): the others hold what they match for this
+// node, a publish here is held too, and whoever adopts the session reads
+// every node's held subject since the session's last op, this one's
+// included. The keys go when the claim adopted the session (its own
+// interest is out then), or cover after the claim ended without it: a
+// newer claim elsewhere has read the session by then and holds for itself.
+
+// claimHold puts out id's filters (subs, as read from the stream) as hold
+// keys for a claim here (above). Every other persistent session here is
+// watched first, as for a fence's keys (fenceHold): the held copies this
+// node's own follower applies to them are also forwarded to them, and
+// each is to get one of the two (originWatch). Not id: a copy of it here
+// is a disowned one, which the adoption replaces by the session read from
+// the stream; watched, what that copy took (kept for the session, keep.go)
+// counted as the session's, and its kept copies were dropped at the
+// adoption (TestReproFenceWindowLifted: 5 of 116 lost).
+func (s *sessions) claimHold(id string, subs []broker.StoredSub) {
+	until := time.Now().Add(s.n.heldWatch() + s.persist.cover)
+	ids := s.persistentHere()
+	s.n.gate.Lock()
+	for _, c := range ids {
+		if c != id {
+			s.n.watch.watch(c, until)
+		}
+	}
+	s.n.gate.Unlock()
+	if s.persist.claimKeepHeld(id, subs) {
+		s.n.log.Debug("cluster: a session read from the stream by a claim held for this node until it is adopted", "client_id", id)
+	}
+}
+
+// claimHoldEnd ends a claim's hold keys of id (claimHold): adopted, the
+// session is here with its interest (its subscriptions were journalled
+// when it went in the server, and announced before the hold keys go);
+// otherwise they stay for cover from now.
+func (s *sessions) claimHoldEnd(id string, adopted bool) {
+	if adopted {
+		s.persist.unfence(id)
+		return
+	}
+	if s.persist.claimHeldUntil(id) {
+		s.n.log.Info("cluster: a claim ended without the session; its filters stay held for this node a while",
+			"client_id", id, "for", s.persist.cover)
+	}
+}
