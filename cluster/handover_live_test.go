@@ -127,6 +127,14 @@ func testLiveHandoverRounds(t *testing.T, everywhere, shared bool) {
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	var stopOnce sync.Once
+	halt := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+	// Deferred, so that it runs before t's cleanups when the test ends
+	// early (t.Fatal in the rounds): publishers still dialing and
+	// publishing while the cleanups disconnected their clients were
+	// data races in paho (a suite run: ten race reports, which failed
+	// three other tests running then too).
+	defer halt()
 	for _, p := range pubs {
 		wg.Add(1)
 		go func() { defer wg.Done(); p.run(stop) }()
@@ -141,8 +149,7 @@ func testLiveHandoverRounds(t *testing.T, everywhere, shared bool) {
 		sub.connect(nd, addr, true)
 	}
 	sub.receiveFor(200 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	halt()
 	// Everything acknowledged must come; the last node has it all.
 	want := 0
 	for _, p := range pubs {

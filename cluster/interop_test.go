@@ -169,6 +169,13 @@ func startJS(t *testing.T, nd *node, id string, subs map[string]int) *jsClient {
 // waits for that SUBACK (for its CONNACK if subs is empty).
 func startJSWith(t *testing.T, id string, o map[string]any, subs map[string]int) *jsClient {
 	t.Helper()
+	return startJSLiving(t, t, id, o, subs)
+}
+
+// startJSLiving is startJSWith for a client that outlives t: it is ended
+// when life (t's parent) ends; t still gets the failures.
+func startJSLiving(t, life *testing.T, id string, o map[string]any, subs map[string]int) *jsClient {
+	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatalf("node: %v", err)
@@ -204,7 +211,7 @@ func startJSWith(t *testing.T, id string, o map[string]any, subs map[string]int)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	life.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
 	c := &jsClient{id: id, in: stdin, sink: newSink("mqtt.js " + id), done: make(chan string, 1000), events: make(chan jsEvent, 1000)}
 	readyOn := "suback"
 	if len(subs) == 0 {

@@ -182,11 +182,18 @@ func (tx *txCluster) mosq(nd *node) []string {
 // wxs://host/mqtt) with protocol version v and the client.js options o.
 func (tx *txCluster) js(t *testing.T, nd *node, v int, id string, o map[string]any, subs map[string]int) *jsClient {
 	t.Helper()
+	return tx.jsLiving(t, t, nd, v, id, o, subs)
+}
+
+// jsLiving is js for a client that lives until life ends (the whole
+// test), not only t (a subtest).
+func (tx *txCluster) jsLiving(t, life *testing.T, nd *node, v int, id string, o map[string]any, subs map[string]int) *jsClient {
+	t.Helper()
 	all := map[string]any{"url": tx.urls[nd.name][wssT], "caFile": tx.caFile, "protocolVersion": v}
 	for k, val := range o {
 		all[k] = val
 	}
-	return startJSWith(t, id, all, subs)
+	return startJSLiving(t, life, id, all, subs)
 }
 
 // quiet fails t if mqtt.js reported anything about its connection (a
@@ -294,8 +301,12 @@ func TestClusterTransports(t *testing.T) {
 func testTxRouting(t *testing.T, tx *txCluster) []*jsClient {
 	n1, n2, n3 := tx.nodes[0], tx.nodes[1], tx.nodes[2]
 	const filter = "tx/+/r/#"
-	js5 := tx.js(t, n1, 5, "txr-sub-wss5", nil, map[string]int{filter: 2})
-	js4 := tx.js(t, n2, 4, "txr-sub-wss4", map[string]any{"clean": false}, map[string]int{filter: 2})
+	// The mqtt.js clients live on after this subtest (TestClusterTransports
+	// checks that they stay connected); ended with this subtest's t, they
+	// were closed before that check, which saw nothing of them but, once,
+	// the "close" of one that got it out before it was killed.
+	js5 := tx.jsLiving(t, tx.t, n1, 5, "txr-sub-wss5", nil, map[string]int{filter: 2})
+	js4 := tx.jsLiving(t, tx.t, n2, 4, "txr-sub-wss4", map[string]any{"clean": false}, map[string]int{filter: 2})
 	tlsSub := tx.clean5(t, n3, tlsT, "txr-sub-tls")
 	tlsSub.subscribe(t, paho.SubscribeOptions{Topic: filter, QoS: 2})
 	tcpSub := connect(t, n1, "txr-sub-tcp")
@@ -320,8 +331,8 @@ func testTxRouting(t *testing.T, tx *txCluster) []*jsClient {
 		return ps
 	}
 	topic := func(name string, q int) string { return fmt.Sprintf("tx/%s/r/q%d", name, q) }
-	pubJS5 := tx.js(t, n3, 5, "txr-pub-wss5", nil, nil)
-	pubJS4 := tx.js(t, n1, 4, "txr-pub-wss4", map[string]any{"clean": false}, nil)
+	pubJS5 := tx.jsLiving(t, tx.t, n3, 5, "txr-pub-wss5", nil, nil)
+	pubJS4 := tx.jsLiving(t, tx.t, n1, 4, "txr-pub-wss4", map[string]any{"clean": false}, nil)
 	pubTLS := tx.clean5(t, n1, tlsT, "txr-pub-tls")
 	pubTCP := connect(t, n2, "txr-pub-tcp")
 	pubWS := tx.paho3(t, n3, wsT, "txr-pub-ws", true, nil)

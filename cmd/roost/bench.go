@@ -354,7 +354,11 @@ func writeSummary(w io.Writer, r *load.Result) {
 		if b.PID > 0 {
 			row("broker RSS", "%s KiB before, %s KiB after, %s KiB max (pid %d)", group(b.RSSBeforeKiB), group(b.RSSAfterKiB), group(b.RSSMaxKiB), b.PID)
 		}
-		if b.KiBPerConn != 0 {
+		// Measured whenever the broker's RSS was read after the
+		// connections (a growth of 0 is a result, not a missing one:
+		// a broker whose freed memory took the 50 connections of a
+		// test showed none).
+		if r.Connections != nil && b.PID > 0 && b.RSSAfterKiB > 0 {
 			row("RSS per conn", "%.2f KiB at the end, %.2f KiB %v after the last connection, %.2f KiB at the most",
 				b.KiBPerConn, b.KiBPerConnSettled, load.Settle, b.KiBPerConnMax)
 		}

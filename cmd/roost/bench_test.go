@@ -60,6 +60,29 @@ func TestBenchConnections(t *testing.T) {
 	}
 }
 
+// A broker whose RSS did not grow with the connections (its freed memory
+// took them: TestBenchConnections measures the test process itself,
+// shared with parallel tests) has 0 KiB per connection, which the
+// summary shows; it used to leave the row out as if nothing was measured.
+func TestBenchSummaryZeroRSSPerConn(t *testing.T) {
+	t.Parallel()
+	res := &load.Result{Scenario: load.Connections, URL: "mqtt://127.0.0.1:1883",
+		Connections: &load.ConnStats{Requested: 50, Attempted: 50, Opened: 50},
+		Broker:      &load.BrokerStats{PID: 1, RSSBeforeKiB: 203920, RSSAfterKiB: 203920, RSSMaxKiB: 204664}}
+	var b strings.Builder
+	writeSummary(&b, res)
+	if !strings.Contains(b.String(), "RSS per conn  0.00 KiB at the end") {
+		t.Errorf("summary lacks a 0 KiB RSS per conn:\n%s", b.String())
+	}
+	// Without the broker's process there is nothing to show.
+	res.Broker = &load.BrokerStats{}
+	b.Reset()
+	writeSummary(&b, res)
+	if strings.Contains(b.String(), "RSS per conn") {
+		t.Errorf("RSS per conn without a broker process:\n%s", b.String())
+	}
+}
+
 func TestBenchUsage(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
