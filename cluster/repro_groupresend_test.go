@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"fmt"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -50,12 +51,26 @@ func TestReproGroupResend(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			groupResend(t, tt.prefix, tt.reader, tt.first, tt.live)
+			// On a busy machine n2 may hand the copy over live to n3
+			// before its fence ends it (n3's delayed release request
+			// came within n2's fence grace): the copy's queue then
+			// moves with the message, which is the first routing's
+			// case, not this test's. Seen once in five runs at load 30.
+			// A new cluster tries again; three misses fail.
+			for attempt := 1; !groupResend(t, fmt.Sprintf("%s%d", tt.prefix, attempt), tt.reader, tt.first, tt.live); attempt++ {
+				if attempt == 3 {
+					t.Fatalf("n2's copy moved live to n3 in %d attempts: the test never took its path", attempt)
+				}
+				t.Logf("attempt %d: n2's copy moved live to n3 before its fence ended it; again", attempt)
+			}
 		})
 	}
 }
 
-func groupResend(t *testing.T, prefix string, reader int, resumeFirst, withLive bool) {
+// groupResend runs the scenario with the client ids PREFIX-*, and
+// returns false, having checked nothing, when n2's copy moved live to n3
+// instead of ending at its fence.
+func groupResend(t *testing.T, prefix string, reader int, resumeFirst, withLive bool) bool {
 	id := prefix + "-sub"
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// A short forward_timeout: the first routing waits for it on n3.
@@ -89,6 +104,9 @@ func groupResend(t *testing.T, prefix string, reader int, resumeFirst, withLive 
 		t.Fatalf("PUBLISH not confirmed (fault): PUBREC 0x%02X, want the connection closed (outcome unknown)", byte(rc))
 	}
 	tc.waitLog(n2, ended, 1, 60*time.Second)
+	if countLog(n3, `"session moved here" node=n3 client_id=`+id+` from=n2`) > 0 {
+		return false
+	}
 	tc.kill(n3, syscall.SIGKILL) // its claim never reads the kept copy
 	keptOn(t, n2, id)
 
@@ -149,4 +167,5 @@ func groupResend(t *testing.T, prefix string, reader int, resumeFirst, withLive 
 			t.Errorf("unexpected message %q (%d)", k, n)
 		}
 	}
+	return true
 }
