@@ -350,14 +350,28 @@ func (p *persistentFilters) fenceKeepHeld(id string) bool {
 		}
 		// The hold key goes out before the persistent key goes: a
 		// node dying now is held for by either.
-		if hk := k.holdKey(); !hasKey(ks, hk) {
-			ks[hk] = struct{}{}
-			p.local.add(hk)
-			p.held.Subscribe(hk.filter, hk.orphanKey().group, id, struct{}{})
-		}
+		p.addHoldLocked(id, ks, k.holdKey())
 		delete(ks, k)
 		p.local.remove(k)
 	}
+	p.holdUntilLocked(id, time.Now().Add(p.cover))
+	return true
+}
+
+// addHoldLocked puts out hold key hk of id's session (its keys ks) unless
+// it is out already. p.mu is held.
+func (p *persistentFilters) addHoldLocked(id string, ks map[ikey]struct{}, hk ikey) {
+	if hasKey(ks, hk) {
+		return
+	}
+	ks[hk] = struct{}{}
+	p.local.add(hk)
+	p.held.Subscribe(hk.filter, hk.orphanKey().group, id, struct{}{})
+}
+
+// holdUntilLocked counts id as held for, and has its hold keys go at
+// until (leaveHeldAt). p.mu is held.
+func (p *persistentFilters) holdUntilLocked(id string, until time.Time) {
 	if !p.holding[id] {
 		p.holding[id] = true
 		p.nheld.Add(1)
@@ -365,14 +379,13 @@ func (p *persistentFilters) fenceKeepHeld(id string) bool {
 	if p.leaveAt == nil {
 		p.leaveAt = map[string]time.Time{}
 	}
-	p.leaveAt[id] = time.Now().Add(p.cover)
+	p.leaveAt[id] = until
 	if !p.leaving[id] {
 		// (Leaving already, dropped at a restart or fenced before:
 		// that timer ends the keys, a little sooner.)
 		p.leaving[id] = true
 		time.AfterFunc(p.cover, func() { p.leaveHeldAt(id) })
 	}
-	return true
 }
 
 // claimKeepHeld puts out hold keys for subs, the subscriptions of id's
@@ -398,28 +411,13 @@ func (p *persistentFilters) claimKeepHeld(id string, subs []broker.StoredSub) bo
 			ks = map[ikey]struct{}{}
 			p.subs[id] = ks
 		}
-		if hk := k.holdKey(); !hasKey(ks, hk) {
-			ks[hk] = struct{}{}
-			p.local.add(hk)
-			p.held.Subscribe(hk.filter, hk.orphanKey().group, id, struct{}{})
-		}
+		p.addHoldLocked(id, ks, k.holdKey())
 		added = true
 	}
 	if !added {
 		return false
 	}
-	if !p.holding[id] {
-		p.holding[id] = true
-		p.nheld.Add(1)
-	}
-	if p.leaveAt == nil {
-		p.leaveAt = map[string]time.Time{}
-	}
-	p.leaveAt[id] = maxTime(p.leaveAt[id], time.Now().Add(p.cover))
-	if !p.leaving[id] {
-		p.leaving[id] = true
-		time.AfterFunc(p.cover, func() { p.leaveHeldAt(id) })
-	}
+	p.holdUntilLocked(id, maxTime(p.leaveAt[id], time.Now().Add(p.cover)))
 	return true
 }
 
