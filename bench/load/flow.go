@@ -25,7 +25,10 @@ type flow struct {
 	// writtenOff are messages the publishers stopped waiting for (see
 	// publisher.waitProgress): dropped by the broker, presumably.
 	writtenOff atomic.Int64
-	progress   gate
+	// slowest is the longest a stamped message took to arrive, in
+	// nanoseconds: the drain waits in proportion to it.
+	slowest  atomic.Int64
+	progress gate
 
 	mu sync.Mutex
 	// writeOffAt is the delivery count (plus one) at the last write-off,
@@ -59,6 +62,17 @@ func (f *flow) deliver(n uint64) {
 	f.delivered.Add(n)
 	if f.progress.armed.Load() && f.limit-f.outstanding() >= f.wakeRoom {
 		f.progress.open()
+	}
+}
+
+// noteSlow raises slowest to d if d is longer. Subscribers call it once
+// per read, with the slowest message of that read.
+func (f *flow) noteSlow(d int64) {
+	for {
+		cur := f.slowest.Load()
+		if d <= cur || f.slowest.CompareAndSwap(cur, d) {
+			return
+		}
 	}
 }
 

@@ -354,3 +354,27 @@ func TestStormNeedsRestartHooks(t *testing.T) {
 		t.Fatalf("Run without hooks: %v, want ErrConfig", err)
 	}
 }
+
+// The drain waits in proportion to the slowest delivery: a loaded machine
+// that takes 5.5 s per big message must not have its messages counted as
+// missing after a fixed 5 s, and a stopped broker must still end the run.
+func TestDrainBounds(t *testing.T) {
+	tests := []struct {
+		scenario     Scenario
+		slowest      time.Duration
+		stall, total time.Duration
+	}{
+		{Pairs, 0, drainStall, 5 * time.Second},
+		{Pairs, 100 * time.Millisecond, drainStall, 5 * time.Second},
+		{Pairs, 5500 * time.Millisecond, 11 * time.Second, 16500 * time.Millisecond},
+		{FanIn, time.Hour, drainCap, drainCap},
+		{Overload, 20 * time.Second, drainStall, time.Second},
+	}
+	for _, tt := range tests {
+		r := &runner{cfg: Config{Scenario: tt.scenario}}
+		stall, total := r.drainBounds(tt.slowest)
+		if stall != tt.stall || total != tt.total {
+			t.Errorf("%s, slowest %v: stall %v total %v, want %v and %v", tt.scenario, tt.slowest, stall, total, tt.stall, tt.total)
+		}
+	}
+}

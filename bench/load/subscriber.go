@@ -74,9 +74,13 @@ func (s *subscriber) run(ctx context.Context) error {
 func (s *subscriber) parse(now int64, acks []byte) ([]byte, error) {
 	lo, hi := s.win.lo.Load(), s.win.hi.Load()
 	var n uint64
+	var slow int64
 	defer func() {
 		if n > 0 {
 			s.f.deliver(n)
+		}
+		if slow > 0 {
+			s.f.noteSlow(slow)
 		}
 	}()
 	for {
@@ -92,9 +96,11 @@ func (s *subscriber) parse(now int64, acks []byte) ([]byte, error) {
 			}
 			n++
 			if len(payload) >= stampSize {
-				if st := int64(binary.BigEndian.Uint64(payload)); st >= lo && st < hi {
+				st := int64(binary.BigEndian.Uint64(payload))
+				if st >= lo && st < hi {
 					s.hist.record(now - st)
 				}
+				slow = max(slow, now-st)
 			}
 			switch h.Flags >> 1 & 3 {
 			case 1:

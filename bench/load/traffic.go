@@ -373,9 +373,10 @@ func (r *runner) measure(ctx context.Context, t *trafficConns) error {
 	return nil
 }
 
-// drainFor is how long the drain may take at most; a slow subscriber
-// (Overload) could take minutes to read what the broker queued, and that
-// backlog is the point of the scenario, not something to wait for.
+// drainFor is how long the drain may take at most when deliveries are
+// quick; a slow subscriber (Overload) could take minutes to read what the
+// broker queued, and that backlog is the point of the scenario, not
+// something to wait for.
 func (r *runner) drainFor() time.Duration {
 	if r.cfg.Scenario == Overload {
 		return time.Second
@@ -384,18 +385,37 @@ func (r *runner) drainFor() time.Duration {
 }
 
 // drainStall is how long the drain waits without a delivery or an
-// acknowledgement before it gives up: 2 s, not 0.5, which a 200 KiB message
-// through a broker on a machine at a load average of 30 outlasted (a
-// suite run counted 7 of 30 as missing).
+// acknowledgement before it gives up when deliveries are quick: 2 s, not
+// 0.5, which a 200 KiB message through a broker on a machine at a load
+// average of 30 outlasted (a suite run counted 7 of 30 as missing).
 const drainStall = 2 * time.Second
 
+// drainCap bounds the drain whatever the deliveries took, so a broker
+// that stopped delivering ends the run.
+const drainCap = 30 * time.Second
+
+// drainBounds is how long the drain waits without progress (stall) and in
+// all (total), given the slowest delivery seen so far. A broker that takes
+// 5 s to deliver each 200 KiB message on a loaded machine is slow, not
+// losing messages: a fixed 5 s drain counted 5 of 31 such messages as
+// missing while they were still on their way. So both bounds grow with
+// the slowest delivery (twice it without progress, three times in all),
+// up to drainCap; Overload's backlog is not waited for.
+func (r *runner) drainBounds(slowest time.Duration) (stall, total time.Duration) {
+	stall, total = drainStall, r.drainFor()
+	if r.cfg.Scenario == Overload {
+		return stall, total
+	}
+	return min(max(stall, 2*slowest), drainCap), min(max(total, 3*slowest), drainCap)
+}
+
 // drain waits until every message published has arrived and every
-// publish is acknowledged, until nothing has moved for drainStall, or
-// drainFor passed.
+// publish is acknowledged, until nothing has moved for the stall bound,
+// or the total bound passed (drainBounds).
 func (r *runner) drain(ctx context.Context, t *trafficConns) {
-	deadline := time.Now().Add(r.drainFor())
+	start := time.Now()
 	var last uint64
-	lastMove := time.Now()
+	lastMove := start
 	for ctx.Err() == nil {
 		inflight := 0
 		for _, p := range t.pubs {
@@ -404,9 +424,11 @@ func (r *runner) drain(ctx context.Context, t *trafficConns) {
 			p.mu.Unlock()
 		}
 		var expected, delivered uint64
+		var slowest time.Duration
 		for _, f := range r.flows {
 			expected += f.published.Load() * f.fanout
 			delivered += f.delivered.Load()
+			slowest = max(slowest, time.Duration(f.slowest.Load()))
 		}
 		if delivered >= expected && inflight == 0 {
 			return
@@ -415,9 +437,10 @@ func (r *runner) drain(ctx context.Context, t *trafficConns) {
 			last, lastMove = cur, time.Now()
 		}
 		now := time.Now()
-		if now.Sub(lastMove) > drainStall || now.After(deadline) {
+		stall, total := r.drainBounds(slowest)
+		if now.Sub(lastMove) > stall || now.Sub(start) > total {
 			if r.cfg.Scenario != Overload {
-				r.note("the drain gave up with %d deliveries missing and %d publishes unacknowledged", expected-min(delivered, expected), inflight)
+				r.note("the drain gave up with %d deliveries missing and %d publishes unacknowledged (slowest delivery %v)", expected-min(delivered, expected), inflight, slowest.Round(time.Millisecond))
 			}
 			return
 		}
