@@ -54,6 +54,29 @@ func (s *sessions) claimHold(id string, subs []broker.StoredSub) {
 	}
 }
 
+// watchClaimed watches id, just claimed here, while this node has hold
+// keys out (restored sessions', a fence's, a claim's): the others both
+// forward to this node what id matches, by its own interest, and hold it
+// for this node by the keys of the same filters, and this node's follower
+// applies the held copy to every persistent session that was here when it
+// was held (followOwnHeld). fenceHold and claimHold watch the sessions
+// here when their keys go out; a session that came later by a claim (a
+// new session above all) was not, so it got both copies: QoS 2 twice
+// (TestReproClaimChainHeld's fresh session; TestClusterFull: a session
+// new on a node whose claims held keys got 10 messages twice). Watched,
+// it gets one of the two (originWatch). A session taken from the stream
+// by the claim is watched from its adoption already (arrive); this only
+// extends that.
+func (s *sessions) watchClaimed(id string) {
+	if s == nil || !s.persist.holdingAny() {
+		return
+	}
+	until := time.Now().Add(s.n.heldWatch() + s.persist.cover)
+	s.n.gate.Lock()
+	s.n.watch.watch(id, until)
+	s.n.gate.Unlock()
+}
+
 // claimHoldEnd ends a claim's hold keys of id (claimHold): adopted, the
 // session is here with its interest (its subscriptions were journalled
 // when it went in the server, and announced before the hold keys go);

@@ -102,6 +102,7 @@ func (n *Node) ClaimWill(clientID string, will *broker.Message) (token uint64, e
 		n.counters.claimsFailed.Add(1)
 		return token, err
 	}
+	n.sess.watchClaimed(clientID) // claimhold.go
 	n.counters.claims.Add(1)
 	return token, nil
 }

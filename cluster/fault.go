@@ -138,6 +138,11 @@ import (
 //	                      DURATION (its own held follower waits with it):
 //	                      the others hold for the node meanwhile, as while
 //	                      the announcement is on its way under load
+//	held-late=DURATION@NODE  on NODE, the follower of its own held
+//	                      subject applies each message only DURATION
+//	                      after it was held, as a loaded node's follower
+//	                      lags behind the forwards of the same messages
+//	                      (their sessions have completed those by then)
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -169,6 +174,7 @@ type faults struct {
 	adoptLate    string
 	adoptWait    string
 	settleWait   time.Duration
+	heldLate     time.Duration
 	moveLate     string
 	asked        chan struct{} // move-late: closed once a release request came
 	askedOnce    sync.Once
@@ -219,7 +225,7 @@ const releaseDelay = fenceGrace + time.Second
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late",
-	"interest-late", "ops-late", "unconfirmed"}
+	"interest-late", "ops-late", "unconfirmed", "held-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -266,6 +272,12 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: settle-wait=%q: want a duration", faultEnv, v)
 			}
 			f.settleWait = d
+		case "held-late":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("%s: held-late=%q: want a duration", faultEnv, v)
+			}
+			f.heldLate = d
 		case "held-pending":
 			f.heldPending = append(f.heldPending, v)
 		case "release-late":
@@ -467,6 +479,15 @@ func (f *faults) settleDelay() time.Duration {
 		return 0
 	}
 	return f.settleWait
+}
+
+// ownHeldLate returns how long after it was held held-late has this
+// node's own follower apply a message; 0 without the fault.
+func (f *faults) ownHeldLate() time.Duration {
+	if f == nil {
+		return 0
+	}
+	return f.heldLate
 }
 
 // stalls reports whether op is never to be replicated.

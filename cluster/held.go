@@ -1015,6 +1015,13 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 				// while the others still held for this node's restored
 				// sessions (hold keys of one claimed elsewhere), and got
 				// their copies again: QoS 2 twice.
+				if d := n.fault.ownHeldLate(); d > 0 {
+					select {
+					case <-n.ctx.Done():
+						return nil
+					case <-time.After(time.Until(md.Timestamp.Add(d))):
+					}
+				}
 				to, kept := s.ownHeldTo(in, arrived, md.Timestamp)
 				t, err := n.deliverHeldTo(m, to, kept, persistent)
 				if errors.Is(err, errClaim) {

@@ -226,6 +226,7 @@ func (n *Node) Claim(clientID string) error {
 		n.counters.claimsFailed.Add(1)
 		return err
 	}
+	n.sess.watchClaimed(clientID) // claimhold.go
 	n.counters.claims.Add(1)
 	return nil
 }

@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 )
 
 // TestReproClaimChainHeld: the loss of test/jepsen TestClusterFull's claim
@@ -34,7 +36,11 @@ func TestReproClaimChainHeld(t *testing.T) {
 	// elections after n1's pause.
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 300s\n  forward_timeout: 15s\n"), 0o644)
-	tc := startClusterFault(t, 3, "adopt-late="+id+"@n2", "--config", cfg)
+	// held-late: n2's own follower applies what is held for n2 a second
+	// after it was held, past the fresh session's QoS 2 flow of the
+	// forwarded copy (under load it lags so; unloaded, it can come first
+	// and find the copy still queued).
+	tc := startClusterFault(t, 3, "adopt-late="+id+"@n2,held-late=1s@n2", "--config", cfg)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	queuedOffline(t, tc, n1, n3, id, "cc/t")
 	pub := connect(t, n3, id+"-pub2")
@@ -61,14 +67,76 @@ func TestReproClaimChainHeld(t *testing.T) {
 		return fmt.Errorf("n2 did not read %s's session ahead of its adoption yet", id)
 	})
 
+	// A session new on n2 while n2's claim holds for cc/t (fresh): n3
+	// forwards to n2 what fresh matches and holds it for n2 by the
+	// claim's keys, and n2's follower applies the held copy to the
+	// persistent sessions that were on n2 when it was held: fresh too,
+	// which had it forwarded (and, QoS 2, completed) already. Each must
+	// reach it once (seen in TestClusterFull: ps0, whose session had
+	// been lost, new on a node with hold keys out, got 10 messages of
+	// QoS 2 twice).
+	fresh := freshSession(t, n2, id+"-fresh", "cc/t", "cc/fresh")
+	pub.awaitInterest(t, "cc/fresh") // n3 forwards cc/t to n2 for it too
+	owedFresh := publishQoS2(t, n3, id+"-pub2", &pub, "cc/t", "fresh", 10)
+
 	want := publishOwed(t, n3, id+"-pub2", &pub, "cc/t", "chain", 10)
 	back := resume(t, n3, id, queuedExpiry, 90*time.Second)
 	tc.waitLog(n2, `session taken from the stream not adopted: its client id was claimed again meanwhile" node=n2 client_id=`+id, 1, 30*time.Second)
 	want = append(want, "queued")
+	want = append(want, owedFresh...)
 	if _, lost := receiveAll(back, want, 30*time.Second); len(lost) > 0 {
 		t.Fatalf("%d of %d acknowledged messages never reached %s: %v\nn2:\n%s\nn3:\n%s", len(lost), len(want), id, lost,
 			grepLog(n2, id), grepLog(n3, id))
 	}
+	// By now n2's follower (every heldPoll) has read past the copies held
+	// for n2 before the resume read them: a second copy would be in.
+	got, lost := receiveAll(fresh, owedFresh, 30*time.Second)
+	drainInbox(fresh, func(p *paho.Publish) { got[string(p.Payload)]++ })
+	if len(lost) > 0 {
+		t.Errorf("%d of %d acknowledged messages never reached %s: %v", len(lost), len(owedFresh), fresh.id, lost)
+	}
+	for _, p := range owedFresh {
+		if got[p] > 1 {
+			t.Errorf("%s got %s %d times at QoS 2\nn2:\n%s", fresh.id, p, got[p], grepLog(n2, fresh.id))
+		}
+	}
 	t.Logf("%d acknowledged messages delivered; n2 kept holding for %s after its claim: %d line(s)", len(want), id,
 		countLog(n2, "a claim ended without the session; its filters stay held for this node a while"))
+}
+
+// freshSession connects id to nd with a new persistent session subscribed
+// to topic at QoS 2 and to probe (for a publisher's awaitInterest).
+func freshSession(t *testing.T, nd *node, id, topic, probe string) *client {
+	t.Helper()
+	expiry := uint32(queuedExpiry)
+	c, ack := connectWith(t, nd, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("%s: CONNACK 0x%02X", id, ack.ReasonCode)
+	}
+	c.subscribe(t, paho.SubscribeOptions{Topic: topic, QoS: 2}, paho.SubscribeOptions{Topic: probe, QoS: 1})
+	return c
+}
+
+// publishQoS2 is publishOwed at QoS 2: the messages PREFIX-i completed
+// (PUBCOMP below 0x80), n of them within 4n tries.
+func publishQoS2(t *testing.T, nd *node, id string, pub **client, topic, prefix string, n int) []string {
+	t.Helper()
+	var owed []string
+	for i := 0; len(owed) < n && i < 4*n; i++ {
+		p := fmt.Sprintf("%s-%d", prefix, i)
+		rc, closed := (*pub).tryPublish(t, &paho.Publish{Topic: topic, QoS: 2, Payload: []byte(p)})
+		switch {
+		case closed:
+			eventually(t, 30*time.Second, func() error { return redial(t, nd, id, pub) })
+		case rc >= 0x80:
+			t.Fatalf("publish %s refused: 0x%02X", p, rc)
+		default:
+			owed = append(owed, p)
+		}
+	}
+	if len(owed) < n {
+		t.Fatalf("only %d of %d QoS 2 messages to %s completed", len(owed), 4*n, topic)
+	}
+	return owed
 }
