@@ -21,6 +21,7 @@ import (
 // the other node never learnt the interest: messages published there for
 // these subscribers were acknowledged and went nowhere.
 func TestInterestBeyondOneMessage(t *testing.T) {
+	t.Parallel() // in-process engines on OS-picked ports: it waits on elections, beside the process tests
 	t.Run("SmallLimit", func(t *testing.T) { testInterestBeyond(t, 1024, 3000, 2000) })
 	// The engine's own limit: 8 MiB is about 440,000 of these filters.
 	// It failed before the parts (b never learnt a's interest); it takes
