@@ -4,12 +4,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/clustertest"
 	"github.com/roost-mqtt/roost/internal/eventually"
 )
 
@@ -96,14 +96,17 @@ func startInProcess(t *testing.T, name, listen, peer string, limit int, log *slo
 	return nd
 }
 
-// freeAddr returns a 127.0.0.1 address with a port the OS considers free,
-// for a route listener (which needs a fixed port).
+// freeAddr returns a 127.0.0.1 address with a free port reserved for this
+// process, for a route listener (which needs a fixed port). Not bind(":0"):
+// both ports are picked before either node starts, b's seconds before, and
+// this test runs beside the process tests, whose clients dial out from
+// 127.0.0.1's ephemeral ports (one took a's port once: "address already
+// in use"); testport's ports are below the ephemeral range.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := clustertest.FreeAddr("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
