@@ -85,13 +85,6 @@ crosscheck=$!
 go build -o "$tmp/roost" ./cmd/roost
 go build -race -o "$tmp/roost-race" ./cmd/roost
 export ROOST_TEST_BIN="$tmp/roost" ROOST_TEST_BIN_RACE="$tmp/roost-race"
-# go vet runs beside the tests, not before them: the tests' packages are
-# mostly waiting (on elections, timeouts, real processes: the run averages
-# about 1.4 of the 2 cores), and a cold go vet ./... before them put its
-# whole wall (26 CPU-s) on the suite's, in front of the cluster package,
-# the long pole. A vet failure still fails the run, after the tests.
-{ nice -n 5 go vet ./... && nice -n 5 go vet -tags roost_portable ./broker/; } >"$tmp/vet.log" 2>&1 &
-vet=$!
 
 for p in "${npm_pids[@]}"; do
 	if ! wait "${p%%:*}"; then
@@ -111,6 +104,14 @@ done
 # rose to 15-24 and tests of real processes failed their bounds in two
 # runs of three.
 slow=(./cluster/ ./test/jepsen/ ./test/soak/ ./test/deb/ ./test/interop/ ./test/crash/ ./test/conformance/ ./client/ ./auth/ ./broker/ ./cmd/roost/ ./store/)
+# go vet runs beside the tests, not before them: the tests' packages are
+# mostly waiting (on elections, timeouts, real processes: the run averages
+# about 1.4 of the 2 cores), and a cold go vet ./... before them put its
+# whole wall (26 CPU-s) on the suite's, in front of the cluster package,
+# the long pole (docs/testing.md). A vet failure still fails the run,
+# after the tests.
+{ nice -n 5 go vet ./... && nice -n 5 go vet -tags roost_portable ./broker/; } >"$tmp/vet.log" 2>&1 &
+vet=$!
 # The broker again with the code other systems use (no idle-connection
 # parking, no FIONREAD): the fallback is tested here, on Linux. It runs
 # beside the main run at a lower priority, on the CPU time the main run
@@ -118,8 +119,8 @@ slow=(./cluster/ ./test/jepsen/ ./test/soak/ ./test/deb/ ./test/interop/ ./test/
 # of the two cores), instead of after it (37 s).
 nice -n 5 go test -race -count=1 -tags roost_portable ./broker/ >"$tmp/portable.log" 2>&1 &
 portable=$!
-# -vet=off: go vet ./... (beside, above) runs every analyzer go test's own vet would
-# (a curated subset) on the same packages and test files; vetting them
+# -vet=off: go vet ./... (beside, above) runs every analyzer go test's own
+# vet would (a curated subset) on the same packages and test files; vetting them
 # again per test binary cost about 14 CPU-s of a fresh clone's build
 # (docs/testing.md). The race build's own files (//go:build race) are the
 # ones go vet ./... does not see: broker's is vetted by the portable run
