@@ -56,6 +56,7 @@ func startEngines(t *testing.T, n int) []*Node {
 // all (no stream leader yet: assets.go), and the node waited out its
 // attempt: 9 of 10 cluster starts took 15 s instead of 5.
 func TestCreateOrUpdateStreamAnswersEveryNode(t *testing.T) {
+	t.Parallel() // in-process engines on OS-picked ports: it waits on elections, beside the process tests
 	nodes := startEngines(t, 3)
 	for round := range 3 {
 		stream := jetstream.StreamConfig{Name: fmt.Sprintf("T%d", round), Subjects: []string{fmt.Sprintf("t%d.>", round)},
@@ -107,6 +108,7 @@ func TestCreateOrUpdateStreamAnswersEveryNode(t *testing.T) {
 // another configuration, as made by another version of Roost, is updated
 // to this one's; one that exists with the same is opened as it is.
 func TestCreateOrUpdateStreamUpdates(t *testing.T) {
+	t.Parallel() // in-process engines on OS-picked ports: it waits on elections, beside the process tests
 	nd := startEngines(t, 3)[0]
 	js, err := jetstream.New(nd.eng.nc)
 	if err != nil {

@@ -4,12 +4,12 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"testing"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/internal/clustertest"
 	"github.com/roost-mqtt/roost/internal/eventually"
 )
 
@@ -21,6 +21,7 @@ import (
 // the other node never learnt the interest: messages published there for
 // these subscribers were acknowledged and went nowhere.
 func TestInterestBeyondOneMessage(t *testing.T) {
+	t.Parallel() // in-process engines on OS-picked ports: it waits on elections, beside the process tests
 	t.Run("SmallLimit", func(t *testing.T) { testInterestBeyond(t, 1024, 3000, 2000) })
 	// The engine's own limit: 8 MiB is about 440,000 of these filters.
 	// It failed before the parts (b never learnt a's interest); it takes
@@ -95,14 +96,17 @@ func startInProcess(t *testing.T, name, listen, peer string, limit int, log *slo
 	return nd
 }
 
-// freeAddr returns a 127.0.0.1 address with a port the OS considers free,
-// for a route listener (which needs a fixed port).
+// freeAddr returns a 127.0.0.1 address with a free port reserved for this
+// process, for a route listener (which needs a fixed port). Not bind(":0"):
+// both ports are picked before either node starts, b's seconds before, and
+// this test runs beside the process tests, whose clients dial out from
+// 127.0.0.1's ephemeral ports (one took a's port once: "address already
+// in use"); testport's ports are below the ephemeral range.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := clustertest.FreeAddr("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }

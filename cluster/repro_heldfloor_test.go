@@ -21,9 +21,9 @@ import (
 // to n2 from the stream (its last op after m1, its own read of n3's held
 // subject empty), joined that follower, which read again from hf-a's time
 // and gave hf-b m1 a second time, a QoS 2 duplicate (test/jepsen
-// TestClusterFull seed 42, 2026-12-05 06:27: 132 for ps2). Not parallel:
-// it pauses n1 with n3 just restarted and needs the two for a quorum.
+// TestClusterFull seed 42, 2026-12-05 06:27: 132 for ps2).
 func TestReproHeldFollowerFloor(t *testing.T) {
+	t.Parallel() // see harness_test.go
 	// A long adopt_after: no janitor adopts the sessions of the dead
 	// n3, and n2's follower outlives the test. A long forward_timeout:
 	// m1's hold for n3 waits for its partition stream's election after

@@ -82,15 +82,8 @@ done
 go run ./scripts/crosscheck -targets linux/amd64,linux/arm64,darwin/amd64,darwin/arm64,windows/amd64,windows/arm64 ./cmd/roost >"$tmp/crosscheck.log" 2>&1 &
 crosscheck=$!
 
-go vet ./...
-go vet -tags roost_portable ./broker/
 go build -o "$tmp/roost" ./cmd/roost
 go build -race -o "$tmp/roost-race" ./cmd/roost
-if ! wait "$crosscheck"; then
-	cat "$tmp/crosscheck.log" >&2
-	echo "scripts/crosscheck: roost does not build for every platform it supports (README, \"Platforms\")" >&2
-	exit 1
-fi
 export ROOST_TEST_BIN="$tmp/roost" ROOST_TEST_BIN_RACE="$tmp/roost-race"
 
 for p in "${npm_pids[@]}"; do
@@ -111,6 +104,14 @@ done
 # rose to 15-24 and tests of real processes failed their bounds in two
 # runs of three.
 slow=(./cluster/ ./test/jepsen/ ./test/soak/ ./test/deb/ ./test/interop/ ./test/crash/ ./test/conformance/ ./client/ ./auth/ ./broker/ ./cmd/roost/ ./store/)
+# go vet runs beside the tests, not before them: the tests' packages are
+# mostly waiting (on elections, timeouts, real processes: the run averages
+# about 1.4 of the 2 cores), and a cold go vet ./... before them put its
+# whole wall (26 CPU-s) on the suite's, in front of the cluster package,
+# the long pole (docs/testing.md). A vet failure still fails the run,
+# after the tests.
+{ nice -n 5 go vet ./... && nice -n 5 go vet -tags roost_portable ./broker/; } >"$tmp/vet.log" 2>&1 &
+vet=$!
 # The broker again with the code other systems use (no idle-connection
 # parking, no FIONREAD): the fallback is tested here, on Linux. It runs
 # beside the main run at a lower priority, on the CPU time the main run
@@ -118,11 +119,11 @@ slow=(./cluster/ ./test/jepsen/ ./test/soak/ ./test/deb/ ./test/interop/ ./test/
 # of the two cores), instead of after it (37 s).
 nice -n 5 go test -race -count=1 -tags roost_portable ./broker/ >"$tmp/portable.log" 2>&1 &
 portable=$!
-# -vet=off: go vet ./... above ran every analyzer go test's own vet would
-# (a curated subset) on the same packages and test files; vetting them
+# -vet=off: go vet ./... (beside, above) runs every analyzer go test's own
+# vet would (a curated subset) on the same packages and test files; vetting them
 # again per test binary cost about 14 CPU-s of a fresh clone's build
 # (docs/testing.md). The race build's own files (//go:build race) are the
-# ones go vet above does not see: broker's is vetted by the portable run
+# ones go vet ./... does not see: broker's is vetted by the portable run
 # beside, which keeps go test's vet; test/soak's and test/jepsen's only
 # declare a constant.
 status=0
@@ -131,6 +132,18 @@ portable_status=0
 wait "$portable" || portable_status=$?
 echo "== go test -race -tags roost_portable ./broker/"
 cat "$tmp/portable.log"
-if [ "$status" -ne 0 ] || [ "$portable_status" -ne 0 ]; then
+vet_status=0
+if ! wait "$vet"; then
+	vet_status=1
+	echo "== go vet ./... and go vet -tags roost_portable ./broker/ failed:" >&2
+	cat "$tmp/vet.log" >&2
+fi
+crosscheck_status=0
+if ! wait "$crosscheck"; then
+	crosscheck_status=1
+	cat "$tmp/crosscheck.log" >&2
+	echo "scripts/crosscheck: roost does not build for every platform it supports (README, \"Platforms\")" >&2
+fi
+if [ "$status" -ne 0 ] || [ "$portable_status" -ne 0 ] || [ "$vet_status" -ne 0 ] || [ "$crosscheck_status" -ne 0 ]; then
 	exit 1
 fi
