@@ -85,7 +85,7 @@ func encodeForwardFlags(m *broker.Message, groups []string, pub []byte, o broker
 	if !o.IsZero() {
 		flags |= flagOrigin | extra&flagResent
 	}
-	b := make([]byte, 0, 16+len(m.From)+len(pub))
+	b := make([]byte, 0, forwardSize(m, groups, pub, o))
 	b = append(b, wireVersion, flags)
 	b = appendString(b, m.From)
 	var left uint64
@@ -104,6 +104,20 @@ func encodeForwardFlags(m *broker.Message, groups []string, pub []byte, o broker
 		b = binary.AppendUvarint(b, o.Nonce)
 	}
 	return append(b, pub...)
+}
+
+// forwardSize is at least the size of the forward encodeForwardFlags
+// builds, so that it takes one allocation (uvarints of a string's length
+// and of a packet id take at most 3 bytes: both under 2^21).
+func forwardSize(m *broker.Message, groups []string, pub []byte, o broker.Origin) int {
+	size := 2 + 3 + len(m.From) + 2*binary.MaxVarintLen64 + len(pub)
+	for _, g := range groups {
+		size += 3 + len(g)
+	}
+	if !o.IsZero() {
+		size += 3 + len(o.ClientID) + 3 + binary.MaxVarintLen64
+	}
+	return size
 }
 
 // decodeForward reads a forwarded message.
