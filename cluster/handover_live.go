@@ -79,7 +79,10 @@ import (
 // (one member, the session or another, gets it once); and A, for
 // moveLinger after the export, forwards to B a group message for the
 // session's groups that it gets with no member of the group left here,
-// confirming it to its node once B confirmed it. Each group message is so
+// confirming it to its node once B confirmed it. That forward is for
+// those groups only (wire.go, groups only): B's plain subscribers had the
+// message from its publishing node, and a clean publisher's has no
+// Origin that would tell the two copies apart (issue #17). Each group message is so
 // delivered once; the order of a publisher's messages within a group is
 // not kept across the move.
 //
