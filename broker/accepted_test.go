@@ -65,3 +65,41 @@ func TestUnrouteHandedOver(t *testing.T) {
 		t.Error("done did not end the session")
 	}
 }
+
+// TestDeliverRemoteGroupsOnly: a message for its groups only
+// (RemoteMessage.GroupsOnly: a cluster passing on a group message for a
+// member that moved here) reaches the group's member and no plain
+// subscription, whatever Pick says; with PickShared, Pick still chooses
+// among the members. Without it, the plain subscriber here got a second
+// copy of what its own forward brought (issue #17).
+func TestDeliverRemoteGroupsOnly(t *testing.T) {
+	t.Parallel()
+	s, _ := startServer(t, Options{})
+	s.Adopt(&StoredSession{ClientID: "plain", Expiry: 600, Subs: []StoredSub{{Filter: "t/#", Opts: packet.SubOptions{QoS: 2}}}})
+	s.Adopt(&StoredSession{ClientID: "member", Expiry: 600, Subs: []StoredSub{{Filter: "$share/g/t/#", Opts: packet.SubOptions{QoS: 2}}}})
+	queued := func(id string) int {
+		cs, _, _ := s.Client(id)
+		return cs.Queued
+	}
+	all := func(string) bool { return true }
+	for i, m := range []*RemoteMessage{
+		{Topic: "t/x", QoS: 2, Groups: []string{"g\x00t/#"}, GroupsOnly: true},
+		{Topic: "t/x", QoS: 2, Groups: []string{"g\x00t/#"}, GroupsOnly: true, Pick: all},
+		{Topic: "t/x", QoS: 2, Groups: []string{"g\x00t/#"}, GroupsOnly: true, Pick: all, PickShared: true},
+	} {
+		if n, _ := s.DeliverRemote(m); n != 1 {
+			t.Errorf("message %d went to %d sessions, want 1 (the member)", i, n)
+		}
+	}
+	if p, g := queued("plain"), queued("member"); p != 0 || g != 3 {
+		t.Fatalf("plain subscriber has %d, member %d; want 0 and 3", p, g)
+	}
+	none := func(string) bool { return false }
+	if n, _ := s.DeliverRemote(&RemoteMessage{Topic: "t/x", QoS: 2, Groups: []string{"g\x00t/#"}, GroupsOnly: true,
+		Pick: none, PickShared: true}); n != 0 {
+		t.Errorf("with PickShared, a member Pick leaves out got it: %d deliveries", n)
+	}
+	if n, _ := s.DeliverRemote(&RemoteMessage{Topic: "t/x", QoS: 2, Groups: []string{"g\x00t/#"}}); n != 2 {
+		t.Errorf("a forward not for groups only went to %d sessions, want both", n)
+	}
+}

@@ -138,7 +138,7 @@ func TestAwayCopyEnd(t *testing.T) {
 			if m.group != "" {
 				groups = []string{m.group}
 			}
-			sc := s.router.matchOnce(msg, append([]string{}, groups...), nil, false, nil)
+			sc := s.router.matchOnce(msg, append([]string{}, groups...), nil, matchMode{}, nil)
 			reached := slices.ContainsFunc(sc.targets, func(tg target) bool { return tg.sess.id == "copy" })
 			told := slices.Contains(sc.away, m.want)
 			s.router.release(sc)

@@ -137,6 +137,13 @@ type RemoteMessage struct {
 	// group gives it to one of the sessions that held the membership
 	// (package cluster, held.go).
 	PickShared bool
+	// GroupsOnly says the message is for the share groups of Groups
+	// only: no plain subscription here gets it, whatever Pick says. A
+	// cluster passing a group message on to the node a member's session
+	// moved to sets it (package cluster, handover_live.go): the plain
+	// subscribers there had their copy from the publishing node, and a
+	// clean publisher's message has no Origin to tell the two apart.
+	GroupsOnly bool
 	// Accepted says the message was already accepted for the sessions
 	// Pick lets through, so their queue limits (Options.MaxQueued,
 	// MaxQueuedBytes) do not drop it: the limits apply to new messages.
@@ -198,7 +205,7 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	if once != nil {
 		once.chosen = m.chosen
 	}
-	sc := s.router.matchOnce(msg, groups, m.Pick, m.PickShared, once)
+	sc := s.router.matchOnce(msg, groups, m.Pick, matchMode{pickGroups: m.PickShared, groupsOnly: m.GroupsOnly}, once)
 	msg.shareWire = len(sc.targets) > 1
 	m.Away = append(m.Away[:0], sc.away...)
 	m.Missed = append(m.Missed[:0], sc.missed...)

@@ -80,25 +80,33 @@ func (r *router) match(msg *Message) *routeScratch {
 
 // matchGroups is matchOnce with no Origin.
 func (r *router) matchGroups(msg *Message, groups []string, pick func(clientID string) bool) *routeScratch {
-	return r.matchOnce(msg, groups, pick, false, nil)
+	return r.matchOnce(msg, groups, pick, matchMode{}, nil)
 }
 
-// matchGroups is match for a message from another node of a cluster: of
+// matchMode is how matchOnce applies its pick: to shared group members
+// as well as plain subscriptions (pickGroups), and whether plain
+// subscriptions are left out whatever pick says (groupsOnly).
+type matchMode struct {
+	pickGroups, groupsOnly bool
+}
+
+// matchOnce is match for a message from another node of a cluster: of
 // the shared groups, only those in groups ("group\x00filter") get it here,
 // the node that published it having chosen where each group is served.
 // groups is nil for a message published on this node: all groups. pick,
 // when not nil, leaves out the plain (not shared) subscriptions of the
 // sessions it returns false for (a cluster moving a session between nodes
-// decides which node's copy of it gets a message); pickGroups applies it
-// to shared group members too. once, when not nil, leaves out the share
-// groups ("group\x00filter") that got the message before under its Origin
-// (origin.go), and those with a member here that did; it is asked after
-// the tree's lock is released. A group whose member is an away copy is
+// decides which node's copy of it gets a message); mode says whether it
+// applies to shared group members too, and whether plain subscriptions
+// get the message at all (RemoteMessage.GroupsOnly). once, when not nil,
+// leaves out the share groups ("group\x00filter") that got the message
+// before under its Origin (origin.go), and those with a member here that
+// did; it is asked after the tree's lock is released. A group whose member is an away copy is
 // not noted as served: the copy's take is kept for its session, whose
 // next reader (here too) delivers it once its claim says so (package
 // cluster); noted, a reader here left the kept copy and the group lost
 // the message.
-func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID string) bool, pickGroups bool, once *onceCheck) *routeScratch {
+func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID string) bool, mode matchMode, once *onceCheck) *routeScratch {
 	sc := r.scrach.Get().(*routeScratch)
 	remote := groups != nil
 	r.tree.Match(msg.Topic, func(filter, group string, s *session, sub subscription) {
@@ -106,7 +114,7 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 			if remote && !slices.Contains(groups, group+"\x00"+filter) {
 				return
 			}
-			if pickGroups && pick != nil && !pick(s.id) {
+			if mode.pickGroups && pick != nil && !pick(s.id) {
 				return
 			}
 			if sc.shared == nil {
@@ -114,6 +122,9 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 			}
 			key := group + "\x00" + filter
 			sc.shared[key] = append(sc.shared[key], sharedCand{s, sub, r.isAway(s)})
+			return
+		}
+		if mode.groupsOnly {
 			return
 		}
 		if sub.opts.NoLocal && msg.From != "" && s.id == msg.From {

@@ -55,7 +55,8 @@
 //     with a cut per origin node (barriers in the forward streams) so
 //     that messages published meanwhile reach it once, in order; its
 //     share groups' messages are held by the new owner and passed on by
-//     the old one; nothing held is confirmed before it is durable.
+//     the old one, for those groups only (no plain subscriber there gets
+//     them again); nothing held is confirmed before it is durable.
 //   - fence.go: a previous owner that was paused or cut off lets go when
 //     it sees the newer owner record (a watcher on the bucket); handovers
 //     are confirmed by the new owner, and an unconfirmed one ends the

@@ -79,7 +79,10 @@ import (
 // (one member, the session or another, gets it once); and A, for
 // moveLinger after the export, forwards to B a group message for the
 // session's groups that it gets with no member of the group left here,
-// confirming it to its node once B confirmed it. Each group message is so
+// confirming it to its node once B confirmed it. That forward is for
+// those groups only (wire.go, groups only): B's plain subscribers had the
+// message from its publishing node, and a clean publisher's has no
+// Origin that would tell the two copies apart (issue #17). Each group message is so
 // delivered once; the order of a publisher's messages within a group is
 // not kept across the move.
 //
@@ -358,7 +361,9 @@ func (mv *liveMoves) pick(origin string, rm *broker.RemoteMessage, confirm bool)
 		}
 	}
 	for id, mi := range mv.in {
-		plain := !mi.adopted && mi.seen[origin] && mi.matches(rm.Topic)
+		// A message for groups only is held for the session's groups
+		// only: its plain subscribers here have their copy another way.
+		plain := !rm.GroupsOnly && !mi.adopted && mi.seen[origin] && mi.matches(rm.Topic)
 		var gk []string
 		if !mi.adopted {
 			gk = mi.takeGroups(rm) // group messages: whatever their origin's barrier
@@ -931,14 +936,22 @@ func (n *Node) reforward(to string, rm *broker.RemoteMessage, gk []string, ha *h
 		}
 		return
 	}
+	// Rare (a moved session's groups, for moveLinger): a test looks for
+	// this line to know the path was taken.
+	n.log.Debug("cluster: share-group message for a moved session goes on to its new owner",
+		"peer", to, "topic", rm.Topic, "qos", rm.QoS)
+	// For the groups only: the plain subscribers on to had their copy
+	// from the publishing node. A QoS 2 resend stays one there, so that
+	// its group is claimed before a member gets it (ClaimResend).
+	fwd := encodeReforward(m, rm, gk, pub)
 	if ha == nil {
-		n.senderFor(to).add(0, encodeForwardOrigin(m, gk, pub, rm.Origin))
+		n.senderFor(to).add(0, fwd)
 		return
 	}
 	deadline := time.Now().Add(n.cfg.ForwardTimeout)
 	pr := n.replies.register(deadline)
 	pr.node, pr.gone, pr.qos = to, n.remote.goneCh(to), rm.QoS
-	n.senderFor(to).add(pr.seq, encodeForwardOrigin(m, gk, pub, rm.Origin))
+	n.senderFor(to).add(pr.seq, fwd)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

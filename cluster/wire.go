@@ -25,7 +25,12 @@ var errWire = errors.New("cluster: malformed message from peer")
 //	flags    byte     QoS (bits 0-1), RETAIN (bit 2), origin (bit 3),
 //	                  resend (bit 4: a QoS 2 resend routed again under
 //	                  its origin, broker.Message.Resent; older nodes
-//	                  ignore it)
+//	                  ignore it), groups only (bit 5: for the groups
+//	                  named only, no plain subscription: a group
+//	                  message passed on to a moved member's new node,
+//	                  broker.RemoteMessage.GroupsOnly; an older node
+//	                  ignores it and gives its plain subscribers a
+//	                  second copy, as before). Unknown bits are ignored.
 //	from     string   publishing client id (No Local)
 //	expires  uvarint  Message Expiry left, in milliseconds; 0 none
 //	groups   uvarint count, then strings: shared groups this node serves
@@ -53,11 +58,35 @@ func encodeForward(m *broker.Message, groups []string, pub []byte) []byte {
 	return encodeForwardOrigin(m, groups, pub, broker.Origin{})
 }
 
+// Flag bits of a forwarded message beyond QoS and RETAIN.
+const (
+	flagOrigin     byte = 1 << 3
+	flagResent     byte = 1 << 4
+	flagGroupsOnly byte = 1 << 5
+)
+
 // encodeForwardOrigin is encodeForward for a message under origin o (none
 // when zero).
 func encodeForwardOrigin(m *broker.Message, groups []string, pub []byte, o broker.Origin) []byte {
-	b := make([]byte, 0, 16+len(m.From)+len(pub))
-	b = append(b, wireVersion, byte(m.QoS)|boolBit(m.Retain, 2)|boolBit(!o.IsZero(), 3)|boolBit(!o.IsZero() && m.Resent(), 4))
+	return encodeForwardFlags(m, groups, pub, o, boolBit(m.Resent(), 4))
+}
+
+// encodeReforward is the forward of rm's message (m, its PUBLISH pub) for
+// the share groups groups only, as a node passes it on (handover_live.go):
+// rm's Origin and resend mark go with it.
+func encodeReforward(m *broker.Message, rm *broker.RemoteMessage, groups []string, pub []byte) []byte {
+	return encodeForwardFlags(m, groups, pub, rm.Origin, flagGroupsOnly|boolBit(rm.Resent, 4))
+}
+
+// encodeForwardFlags builds a forward with the flags in extra (resend,
+// groups only) beyond QoS, RETAIN and origin; resend only under an origin.
+func encodeForwardFlags(m *broker.Message, groups []string, pub []byte, o broker.Origin, extra byte) []byte {
+	flags := byte(m.QoS) | boolBit(m.Retain, 2) | extra&flagGroupsOnly
+	if !o.IsZero() {
+		flags |= flagOrigin | extra&flagResent
+	}
+	b := make([]byte, 0, forwardSize(m, groups, pub, o))
+	b = append(b, wireVersion, flags)
 	b = appendString(b, m.From)
 	var left uint64
 	if exp := m.Expires(); !exp.IsZero() {
@@ -77,6 +106,20 @@ func encodeForwardOrigin(m *broker.Message, groups []string, pub []byte, o broke
 	return append(b, pub...)
 }
 
+// forwardSize is at least the size of the forward encodeForwardFlags
+// builds, so that it takes one allocation (uvarints of a string's length
+// and of a packet id take at most 3 bytes: both under 2^21).
+func forwardSize(m *broker.Message, groups []string, pub []byte, o broker.Origin) int {
+	size := 2 + 3 + len(m.From) + 2*binary.MaxVarintLen64 + len(pub)
+	for _, g := range groups {
+		size += 3 + len(g)
+	}
+	if !o.IsZero() {
+		size += 3 + len(o.ClientID) + 3 + binary.MaxVarintLen64
+	}
+	return size
+}
+
 // decodeForward reads a forwarded message.
 func decodeForward(b []byte) (*broker.RemoteMessage, error) {
 	r := reader{b: b}
@@ -84,7 +127,7 @@ func decodeForward(b []byte) (*broker.RemoteMessage, error) {
 		return nil, errWire
 	}
 	flags := r.byte()
-	m := &broker.RemoteMessage{QoS: packet.QoS(flags & 3), Retain: flags&4 != 0}
+	m := &broker.RemoteMessage{QoS: packet.QoS(flags & 3), Retain: flags&4 != 0, GroupsOnly: flags&flagGroupsOnly != 0}
 	m.From = r.string()
 	m.ExpiresIn = time.Duration(r.uvarint()) * time.Millisecond
 	n := r.uvarint()
@@ -95,12 +138,12 @@ func decodeForward(b []byte) (*broker.RemoteMessage, error) {
 	for range n {
 		m.Groups = append(m.Groups, r.string())
 	}
-	if flags&8 != 0 {
+	if flags&flagOrigin != 0 {
 		m.Origin = broker.Origin{ClientID: r.string(), PacketID: uint16(r.uvarint()), Nonce: r.uvarint()}
 		if m.Origin.IsZero() {
 			return nil, errWire
 		}
-		m.Resent = flags&16 != 0
+		m.Resent = flags&flagResent != 0
 	}
 	if r.err != nil || m.QoS > 2 {
 		return nil, errWire

@@ -1,0 +1,152 @@
+package cluster
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// sentTo returns what n queued for node (reforward, Forward), decoded,
+// having given n a sender for node that sends nothing.
+func sentTo(t *testing.T, n *Node, node string, run func()) []*broker.RemoteMessage {
+	t.Helper()
+	s := &sender{subj: pubSubject + "." + node, wake: make(chan struct{}, 1),
+		header: appendString(appendString([]byte{batchVersion}, "A"), "inc-A")}
+	n.senders = map[string]*sender{node: s}
+	run()
+	var got []*broker.RemoteMessage
+	batches, _ := s.take()
+	for _, b := range batches {
+		ok := forEachForward(b, func(_ originKey, _ uint64, fwd []byte) {
+			rm, err := decodeForward(fwd)
+			if err != nil {
+				t.Fatalf("decodeForward: %v", err)
+			}
+			got = append(got, rm)
+		})
+		if !ok {
+			t.Fatal("malformed batch")
+		}
+	}
+	return got
+}
+
+// TestReforwardFlags: what an old owner passes on to a moved member's new
+// node (reforward) is for the named groups only, and keeps what the
+// receiver decides by: a persistent publisher's Origin and, under it, a
+// QoS 2 resend's mark. Without the resend mark, a resend passed on
+// arrived as a first routing and its group was not claimed before a
+// member there got it (ClaimResend); without the groups-only mark, the
+// new node's plain subscribers got the message a second time (issue
+// #17, TestReproReforwardPlain).
+func TestReforwardFlags(t *testing.T) {
+	n := &Node{cfg: Config{Node: "A"}, log: slog.New(slog.DiscardHandler)}
+	n.mv = newLiveMoves(n)
+	g := ikey{"t/#", "g"}.groupKey()
+	o := broker.Origin{ClientID: "pub", PacketID: 7, Nonce: 99}
+	for _, tc := range []struct {
+		name   string
+		rm     broker.RemoteMessage
+		resent bool
+	}{
+		{"resend", broker.RemoteMessage{Topic: "t/1", Payload: []byte("x"), QoS: 2, Origin: o, Resent: true}, true},
+		{"first routing", broker.RemoteMessage{Topic: "t/1", Payload: []byte("x"), QoS: 2, Origin: o}, false},
+		{"clean publisher", broker.RemoteMessage{Topic: "t/1", Payload: []byte("x"), QoS: 2, Resent: true}, false},
+	} {
+		got := sentTo(t, n, "B", func() { n.reforward("B", &tc.rm, []string{g}, nil) })
+		if len(got) != 1 {
+			t.Fatalf("%s: %d forwards sent, want 1", tc.name, len(got))
+		}
+		rm := got[0]
+		if !rm.GroupsOnly || !slices.Equal(rm.Groups, []string{g}) {
+			t.Errorf("%s: groups only %v, groups %q; want true, [g]", tc.name, rm.GroupsOnly, rm.Groups)
+		}
+		if rm.Resent != tc.resent || rm.Origin != tc.rm.Origin || rm.QoS != 2 || string(rm.Payload) != "x" {
+			t.Errorf("%s: resent %v origin %+v QoS %d payload %q; want %v, %+v, 2, x", tc.name, rm.Resent, rm.Origin,
+				rm.QoS, rm.Payload, tc.resent, tc.rm.Origin)
+		}
+	}
+}
+
+// TestForwardUnknownFlagsIgnored: a forward's flag bits this version does
+// not know (6, 7: a later Roost's) are ignored, as nodes before the
+// groups-only bit (5) ignore that one: the message reads the same.
+func TestForwardUnknownFlagsIgnored(t *testing.T) {
+	m := &broker.Message{Topic: "t/1", Payload: []byte("x"), QoS: 2, From: "c"}
+	pub, err := encodePublish(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := broker.Origin{ClientID: "pub", PacketID: 7, Nonce: 99}
+	b := encodeForwardOrigin(m, []string{"g\x00t/#"}, pub, o)
+	want, err := decodeForward(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[1] |= 1<<6 | 1<<7
+	got, err := decodeForward(b)
+	if err != nil {
+		t.Fatalf("a forward with unknown flag bits refused: %v", err)
+	}
+	if got.Topic != want.Topic || string(got.Payload) != "x" || got.QoS != want.QoS || got.Origin != want.Origin ||
+		got.GroupsOnly || got.Resent || !slices.Equal(got.Groups, want.Groups) {
+		t.Errorf("with unknown bits: %+v; without: %+v", got, want)
+	}
+}
+
+// TestReforwardDeliveredToGroupsOnly: the new node delivers a message
+// passed on to it to the named group's member only, not to its plain
+// subscribers, which got theirs from the publishing node; and a session
+// moving here holds it for its groups only, not for its plain filters.
+func TestReforwardDeliveredToGroupsOnly(t *testing.T) {
+	srv, err := broker.New(broker.Options{SysInterval: -1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	n := &Node{cfg: Config{Node: "B", ForwardTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler),
+		acks: make(chan pendingAck, 16), ctx: context.Background(), srv: srv}
+	n.mv = newLiveMoves(n)
+	srv.Adopt(&broker.StoredSession{ClientID: "plain", Expiry: 600, Subs: []broker.StoredSub{{Filter: "t/#", Opts: packet.SubOptions{QoS: 2}}}})
+	srv.Adopt(&broker.StoredSession{ClientID: "member", Expiry: 600, Subs: []broker.StoredSub{{Filter: "$share/g/t/#", Opts: packet.SubOptions{QoS: 2}}}})
+	g := ikey{"t/#", "g"}.groupKey()
+
+	msg := &broker.Message{Topic: "t/1", Payload: []byte("x"), QoS: 2}
+	pub, err := encodePublish(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.deliverForward(originKey{node: "A"}, 1, encodeReforward(msg, &broker.RemoteMessage{}, []string{g}, pub))
+	select {
+	case a := <-n.acks:
+		if a.n != 1 {
+			t.Errorf("passed-on message delivered to %d sessions, want 1", a.n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("passed-on message not confirmed")
+	}
+	queued := func(id string) int {
+		cs, _, _ := srv.Client(id)
+		return cs.Queued
+	}
+	if p, m := queued("plain"), queued("member"); p != 0 || m != 1 {
+		t.Fatalf("plain subscriber has %d, the group's member %d; want 0 and 1", p, m)
+	}
+
+	// A session moving here (X's barrier came) with a plain filter and
+	// group g: the message is held for g only.
+	mi := &moveIn{epoch: 1, from: "A", filters: []string{"t/#"}, groups: []ikey{{"t/#", "g"}},
+		seen: map[string]bool{"X": true}, want: []string{"X", "A"}, done: make(chan struct{})}
+	n.mv.in["s"] = mi
+	n.mv.active.Add(1)
+	rm := &broker.RemoteMessage{Topic: "t/1", QoS: 2, Groups: []string{g}, GroupsOnly: true}
+	n.mv.pick("X", rm, true)
+	if len(mi.held) != 1 || mi.held[0].plain || !slices.Equal(mi.held[0].m.Groups, []string{g}) {
+		t.Fatalf("held %+v, want the message once, for group g only", mi.held)
+	}
+}
