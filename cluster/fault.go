@@ -133,6 +133,14 @@ import (
 //	                      sends the message again (a QoS 2 resend under
 //	                      its Origin). A pause cannot be timed against
 //	                      the silence that drops the node from the plan
+//	janitor-late=CLIENT@NODE  on NODE, the janitor's adoption of a
+//	                      chunk that holds CLIENT, its claims written,
+//	                      reads what was held for the chunk only once a
+//	                      claim of CLIENT asked NODE to let go and
+//	                      janitorLateAfter more (at most janitorLateMax
+//	                      in all): as when a loaded node's held reads
+//	                      outlast a release answer's wait for them
+//	                      (awaitHeld, heldWaitMax)
 //	settle-wait=DURATION@NODE  on NODE, once its restored sessions
 //	                      settled, their keys are announced only after
 //	                      DURATION (its own held follower waits with it):
@@ -178,6 +186,9 @@ type faults struct {
 	moveLate     string
 	asked        chan struct{} // move-late: closed once a release request came
 	askedOnce    sync.Once
+	janitorLate  string
+	jAsked       chan struct{} // janitor-late: closed once a release request came
+	jAskedOnce   sync.Once
 	interestLate string
 	lateCtl      chan lateControl // interest-late: PEER's messages, in order
 	lateOnce     sync.Once
@@ -215,6 +226,14 @@ const moveLateMax = 60 * time.Second
 // adoptLateMax bounds adopt-late's wait.
 const adoptLateMax = 60 * time.Second
 
+// janitorLateAfter is how long janitor-late's held reads wait after the
+// release request: past the answer's wait for them (heldWaitMax).
+// janitorLateMax bounds the whole wait.
+const (
+	janitorLateAfter = heldWaitMax + time.Second
+	janitorLateMax   = 60 * time.Second
+)
+
 // overtakenWait bounds overtaken's wait for the newer record.
 const overtakenWait = 20 * time.Second
 
@@ -225,7 +244,7 @@ const releaseDelay = fenceGrace + time.Second
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late",
-	"interest-late", "ops-late", "unconfirmed", "held-late"}
+	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -260,6 +279,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.adoptWait = v
 		case "move-late":
 			f.moveLate, f.asked = v, make(chan struct{})
+		case "janitor-late":
+			f.janitorLate, f.jAsked = v, make(chan struct{})
 		case "unconfirmed":
 			f.unconfirmed = v
 		case "straddle-move":
@@ -412,10 +433,35 @@ func (f *faults) waitsToAdopt(id string) bool {
 	return f != nil && f.adoptWait == id
 }
 
-// askedRelease notes that a request to let go of id came (move-late).
+// askedRelease notes that a request to let go of id came (move-late,
+// janitor-late).
 func (f *faults) askedRelease(id string) {
 	if f != nil && f.moveLate == id {
 		f.askedOnce.Do(func() { close(f.asked) })
+	}
+	if f != nil && f.janitorLate == id {
+		f.jAskedOnce.Do(func() { close(f.jAsked) })
+	}
+}
+
+// janitorLates reports whether the janitor's held reads for ids wait
+// (janitor-late: one of them is its client).
+func (f *faults) janitorLates(ids []string) bool {
+	return f != nil && f.janitorLate != "" && slices.Contains(ids, f.janitorLate)
+}
+
+// awaitJanitorAsked waits, for janitor-late, until a release request for
+// its client came and janitorLateAfter more, or janitorLateMax in all.
+func (f *faults) awaitJanitorAsked() {
+	bound := time.After(janitorLateMax)
+	select {
+	case <-f.jAsked:
+	case <-bound:
+		return
+	}
+	select {
+	case <-time.After(janitorLateAfter):
+	case <-bound:
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,11 +29,13 @@ import (
 // nodes, so that survivors share the work without talking), it claims the
 // id as a connect would (compare-and-set, epoch + 1: the dead node is
 // fenced should it come back) and adopts the session from its partition
-// stream. Adopt then publishes a will whose connection died with its node
-// (now without a delay, else after it, unless the client's reconnection
-// resumes the session first) and starts the session's expiry. A client
-// that reconnects anywhere takes the session from the adopter as from any
-// owner. The compare-and-set makes one survivor win when two views differ.
+// stream, with what publishers held for it meanwhile read ahead of its
+// adoption (adoptAhead). Adopt then publishes a will whose connection died
+// with its node (now without a delay, else after it, unless the client's
+// reconnection resumes the session first) and starts the session's
+// expiry. A client that reconnects anywhere takes the session from the
+// adopter as from any owner (or, while the adopter still reads, from the
+// stream). The compare-and-set makes one survivor win when two views differ.
 // The will of a connection whose session ended with it is in its owner
 // record instead, and published the same way (cleanwill.go).
 
@@ -241,17 +242,34 @@ func (s *sessions) eachParallel(rs []ownerScan, fn func(ownerScan) error) error 
 // node is fenced should it come back). It reports false, without an
 // error, when the record changed since: the client reconnected somewhere,
 // or another node won.
+//
+// From the write until the session is in the server here (adoptAhead),
+// this node holds the id's record but not its session: the id is marked
+// unread, as for a connect's claim (owner.go claimWill), so that a release
+// request meanwhile is told to read the session from the stream.
 func (s *sessions) claimOrphan(ctx context.Context, r ownerScan) (epoch uint64, ok bool, err error) {
 	o := s.n.own
 	kv := o.bucket()
+	// One claim of an id at a time on this node: a connect's claim here
+	// waits, then finds this one's record and takes the session itself.
+	unlock, err := o.lockClaim(ctx, r.id)
+	if err != nil {
+		return 0, false, err
+	}
+	defer unlock()
 	epoch = r.epoch + 1
 	o.noteEpoch(r.id, epoch)
+	was := o.isUnread(r.id)
+	o.setUnread(r.id, true)
 	ctx, cancel := context.WithTimeout(ctx, s.n.cfg.ForwardTimeout)
 	defer cancel()
 	if _, err := kv.Update(ctx, ownerKey(r.id), encodeOwner(s.n.cfg.Node, epoch), r.rev); err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			o.setUnread(r.id, was)
 			return 0, false, nil
 		}
+		// Not confirmed, maybe applied: the mark stays, and a claim
+		// that finds this node in the record reads the stream.
 		return 0, false, err
 	}
 	s.setEpoch(r.id, epoch, true)
@@ -293,27 +311,27 @@ type adoptStats struct {
 	read, claims, held time.Duration
 }
 
-// adoptChunkSize: the sessions claimed, adopted and given their held messages
-// together. Between its adoption and its held messages a session is not
-// handed over (awaitHeld), so a chunk is small enough for its held reads
-// to end well within heldWaitMax.
+// adoptChunkSize: the sessions claimed, given their held messages and
+// adopted together. Until a chunk's held reads end, its sessions are in
+// no server (hold keys stand in for their interest, and a client's claim
+// meanwhile reads the stream itself), so a chunk is small enough for its
+// reads to end in moments.
 const adoptChunkSize = 256
 
-// adoptChunk claims and adopts the sessions of rs, read into recs, and
-// applies what was held for them; st counts.
+// claimedOrphan is a session of a dead node this node's janitor claimed.
+type claimedOrphan struct {
+	adoptedSession
+	dead  string
+	epoch uint64
+}
+
+// adoptChunk claims the sessions of rs, read into recs, and adopts each
+// with what was held for it (adoptAhead); st counts.
 func (s *sessions) adoptChunk(ctx context.Context, rs []ownerScan, recs map[string]adoptedSession, st *adoptStats) error {
-	ids := make([]string, len(rs))
-	for i, r := range rs {
-		ids[i] = r.id
-	}
-	// Finished once what was held reached them: here, or by the
-	// followers of the subjects whose first read failed.
-	w := newHeldWait(s.n.own.holdRelease(ids))
-	defer w.finish()
 	var (
 		mu      sync.Mutex
-		adopted = map[string][]adoptedSession{} // by the node they come from
-		epochs  = map[string]uint64{}
+		claimed = map[string][]claimedOrphan{} // by the node they come from
+		ids     []string
 	)
 	t0 := time.Now()
 	err := s.eachParallel(rs, func(r ownerScan) error {
@@ -329,27 +347,168 @@ func (s *sessions) adoptChunk(ctx context.Context, rs []ownerScan, recs map[stri
 		if !ok || err != nil {
 			return err
 		}
-		s.adopt(r.id)
-		s.n.srv.Adopt(rec.rec)
 		mu.Lock()
-		adopted[r.owner] = append(adopted[r.owner], rec)
-		epochs[r.id] = epoch
+		claimed[r.owner] = append(claimed[r.owner], claimedOrphan{rec, r.owner, epoch})
+		ids = append(ids, r.id)
 		mu.Unlock()
 		return nil
 	})
 	st.claims += time.Since(t0)
+	if len(ids) == 0 {
+		return err
+	}
 	t0 = time.Now()
-	for dead, as := range adopted {
-		st.adopted += len(as)
-		s.takeHeldAll(ctx, w, as, dead)
-		for _, a := range as {
-			s.n.log.Info("session of a silent node adopted", "client_id", a.rec.ClientID, "from", dead,
-				"epoch", epochs[a.rec.ClientID], "subscriptions", len(a.rec.Subs), "messages", len(a.rec.Queue),
-				"will", a.rec.Will != nil)
-		}
+	s.claimHoldAll(claimed)
+	if s.n.fault.janitorLates(ids) {
+		s.n.log.Warn("cluster: test fault: the janitor's held reads wait for a release request", "sessions", len(ids))
+		s.n.fault.awaitJanitorAsked()
+	}
+	for dead, cs := range claimed {
+		st.adopted += s.adoptAhead(ctx, cs, dead)
 	}
 	st.held += time.Since(t0)
 	return err
+}
+
+// claimHoldAll puts out the filters of the sessions claimed as hold keys
+// of this node until they are adopted (claimhold.go): until then no node
+// announces their interest, and the other survivors stop holding for the
+// dead node heldGrace after their own scan, whatever this one's reads
+// take. The other persistent sessions here are watched once for the
+// chunk, as claimHold does for one.
+func (s *sessions) claimHoldAll(claimed map[string][]claimedOrphan) {
+	mine := map[string]bool{}
+	for _, cs := range claimed {
+		for _, c := range cs {
+			mine[c.rec.ClientID] = true
+		}
+	}
+	until := time.Now().Add(s.n.heldWatch() + s.persist.cover)
+	others := s.persistentHere()
+	s.n.gate.Lock()
+	for _, c := range others {
+		if !mine[c] {
+			s.n.watch.watch(c, until)
+		}
+	}
+	s.n.gate.Unlock()
+	for _, cs := range claimed {
+		for _, c := range cs {
+			s.persist.claimKeepHeld(c.rec.ClientID, c.rec.Subs)
+		}
+	}
+}
+
+// adoptAhead adopts cs, sessions of dead claimed here, with what was held
+// for them: the held subjects are read ahead for all of them at once (one
+// read per subject), before the sessions are in the server, and what they
+// hold for each is delivered in the same step as its adoption, as a
+// connect's claim does for one session (heldahead.go); the subjects are
+// then followed for heldWatch. A session whose client claimed the id
+// elsewhere meanwhile is not adopted: the release request found it
+// unread, and that claim reads the stream and the held subjects itself.
+// Put in the server first and read after, a session handed over while
+// the reads went on (its release request waits heldWaitMax for them, and
+// they took seconds under load) left without what they then gave to the
+// copy here, which ended: every message held for the dead node up to the
+// handover lost (TestClusterTransports/NodeKill: 281 of 346 for mqtt.js
+// 5; TestReproJanitorHeldLate). It returns how many it adopted.
+func (s *sessions) adoptAhead(ctx context.Context, cs []claimedOrphan, dead string) int {
+	n := s.n
+	subs := topic.NewTree[string, time.Time]()
+	recs := make(map[string]*broker.StoredSession, len(cs))
+	since := cs[0].last
+	for _, c := range cs {
+		id := c.rec.ClientID
+		recs[id] = c.rec
+		since = minTime(since, c.last)
+		for _, sub := range c.rec.Subs {
+			if !strings.HasPrefix(sub.Filter, "$share/") { // groups are served on live nodes
+				subs.Subscribe(sub.Filter, "", id, c.last)
+			}
+		}
+	}
+	nodes := append(append(n.remote.heardNodes(), n.remote.orphans.nodes()...), n.cfg.Node, dead)
+	slices.Sort(nodes)
+	nodes = slices.DeleteFunc(slices.Compact(nodes), func(node string) bool { return node == "" })
+	reads := make([]heldChunkRead, 0, len(nodes))
+	for _, node := range nodes {
+		rctx, cancel := context.WithTimeout(ctx, n.cfg.ForwardTimeout)
+		r := s.readAheadFor(rctx, node, since, subs, recs)
+		cancel()
+		if r.err != nil {
+			n.log.Warn("cluster: messages held for a node not read yet; following", "sessions", len(cs), "peer", node, "err", r.err)
+		}
+		reads = append(reads, r)
+	}
+	until := time.Now().Add(n.heldWatch())
+	n.gate.Lock()
+	in, w := s.beginAdoptAll(cs)
+	delivered := map[string]int{}
+	for _, c := range in {
+		id := c.rec.ClientID
+		s.adopt(id)
+		n.srv.Adopt(c.rec)
+		// Watched from here: a message published here from now on
+		// reaches the session locally (originWatch.first).
+		n.watch.arrive(id, until)
+		for _, r := range reads {
+			for _, h := range r.msgs[id] {
+				if n.deliverAhead(id, h) {
+					delivered[id]++
+				}
+			}
+		}
+	}
+	n.gate.Unlock()
+	if w != nil {
+		defer w.finish()
+	}
+	for _, r := range reads {
+		for _, c := range in {
+			s.joinFollower(r.node, c.rec.ClientID, until, r.next, since, c.last, r.err != nil, w)
+		}
+	}
+	for _, c := range cs {
+		adopted := slices.ContainsFunc(in, func(a claimedOrphan) bool { return a.rec.ClientID == c.rec.ClientID })
+		s.claimHoldEnd(c.rec.ClientID, adopted)
+		if !adopted {
+			n.log.Info("cluster: session of a silent node not adopted: its client id was claimed again meanwhile",
+				"client_id", c.rec.ClientID, "from", dead)
+			continue
+		}
+		n.log.Info("session of a silent node adopted", "client_id", c.rec.ClientID, "from", dead,
+			"epoch", c.epoch, "subscriptions", len(c.rec.Subs), "messages", len(c.rec.Queue),
+			"held", delivered[c.rec.ClientID], "will", c.rec.Will != nil)
+	}
+	return len(in)
+}
+
+// beginAdoptAll is owners.beginAdopt for the janitor's sessions cs: it
+// returns those whose claim still stands (their unread mark not taken by
+// a release request, no newer claim of theirs seen here), taking their
+// marks, and the wait a release request for them waits on (awaitHeld)
+// until what was held reached them; nil when none stands.
+func (s *sessions) beginAdoptAll(cs []claimedOrphan) ([]claimedOrphan, *heldWait) {
+	o := s.n.own
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var in []claimedOrphan
+	var ids []string
+	for _, c := range cs {
+		id := c.rec.ClientID
+		if !o.unread[id] || o.epochs[id].epoch != c.epoch || o.overtaken[id] > c.epoch {
+			continue
+		}
+		delete(o.unread, id)
+		delete(o.overtaken, id)
+		in = append(in, c)
+		ids = append(ids, id)
+	}
+	if len(in) == 0 {
+		return nil, nil
+	}
+	return in, newHeldWait(o.holdReleaseLocked(ids))
 }
 
 // adoptedSession is a session read from its partition stream: last is when
@@ -419,93 +578,71 @@ func (s *sessions) readSessions(ctx context.Context, p int, rs []ownerScan) (map
 	return out, nil
 }
 
-// takeHeldAll is takeHeld for sessions adopted from dead together: one
-// read per held subject for all of them, each message offered to the
-// sessions whose filters match it and whose last op the stream took
-// before it (what was held before reached the session when its node
-// applied it).
-func (s *sessions) takeHeldAll(ctx context.Context, w *heldWait, adopted []adoptedSession, dead string) {
-	if len(adopted) == 1 {
-		s.takeHeld(ctx, w, adopted[0].rec.ClientID, adopted[0].last, dead)
-		return
-	}
-	n := s.n
-	until := time.Now().Add(n.heldWatch())
-	subs := topic.NewTree[string, time.Time]()
-	since := adopted[0].last
-	ids := make([]string, 0, len(adopted))
-	for _, a := range adopted {
-		id := a.rec.ClientID
-		ids = append(ids, id)
-		n.watch.arrive(id, until)
-		since = minTime(since, a.last)
-		for _, sub := range a.rec.Subs {
-			if !strings.HasPrefix(sub.Filter, "$share/") { // groups are served on live nodes
-				subs.Subscribe(sub.Filter, "", id, a.last)
-			}
-		}
-	}
-	nodes := append(append(n.remote.heardNodes(), n.remote.orphans.nodes()...), n.cfg.Node, dead)
-	slices.Sort(nodes)
-	for _, node := range slices.Compact(nodes) {
-		if node == "" {
-			continue
-		}
-		rctx, cancel := context.WithTimeout(ctx, n.cfg.ForwardTimeout)
-		next, err := s.readHeldFor(rctx, node, since, subs)
-		cancel()
-		if err != nil {
-			n.log.Warn("cluster: messages held for a node not read yet; following", "sessions", len(ids), "peer", node, "err", err)
-		}
-		for _, a := range adopted {
-			s.joinFollower(node, a.rec.ClientID, until, next, since, a.last, err != nil, w)
-		}
-	}
+// heldChunkRead is what one node's held subject held for a chunk of
+// sessions (readAheadFor), by session.
+type heldChunkRead struct {
+	node string
+	next uint64 // the sequence after the last one read (0: none)
+	err  error
+	msgs map[string][]heldAhead
 }
 
-// readHeldFor is readHeld for the sessions in subs (their filters, with
-// the time of each one's last op): each message goes to those matching it
-// whose last op came before it. It returns the sequence after the last
-// message read (0: none).
-func (s *sessions) readHeldFor(ctx context.Context, node string, since time.Time, subs *topic.Tree[string, time.Time]) (uint64, error) {
+// readAheadFor reads node's held subject from since on for the sessions
+// in subs (their filters, with the time of each one's last op; recs,
+// their records): each message goes to those matching it whose last op
+// came before it (what was held before reached a session when its node
+// applied it), a kept copy to its own session only (keep.go), with the
+// session's share groups claimed (claimFor).
+func (s *sessions) readAheadFor(ctx context.Context, node string, since time.Time, subs *topic.Tree[string, time.Time], recs map[string]*broker.StoredSession) heldChunkRead {
+	r := heldChunkRead{node: node, msgs: map[string][]heldAhead{}}
 	s.mu.Lock()
 	js := s.js
 	s.mu.Unlock()
 	if js == nil {
-		return 0, errNotReady
+		r.err = errNotReady
+		return r
 	}
-	cfg := jetstream.ConsumerConfig{FilterSubject: s.heldSubject(node)}
-	if !since.IsZero() {
-		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
-	}
-	var next uint64
-	err := readAll(ctx, js, streamName(s.partition(node)), cfg, func(m jetstream.Msg) error {
+	r.err = readAll(ctx, js, streamName(s.partition(node)), s.heldReadConfig(node, 0, since), func(m jetstream.Msg) error {
 		md, err := m.Metadata()
 		if err != nil {
 			return err
 		}
-		next = md.Sequence.Stream + 1
-		_, rm, err := decodeHeld(m.Data())
+		k, rm, err := decodeHeld(m.Data())
 		if err != nil {
 			s.n.log.Warn("cluster: held message unreadable; skipped", "peer", node, "err", err)
+			r.next = md.Sequence.Stream + 1
 			return nil
 		}
-		in := map[string]bool{}
-		at := heldTime(m, md.Timestamp) // a kept copy's: when it was taken (keep.go)
+		at, only := heldTime(m, md.Timestamp), heldFor(m) // a kept copy's: when it was taken (keep.go)
+		var in []string
 		subs.Match(rm.Topic, func(_, _ string, id string, last time.Time) {
-			if at.After(last) {
-				in[id] = true
+			if at.After(last) && (only == "" || only == id) && !slices.Contains(in, id) {
+				in = append(in, id)
 			}
 		})
-		if len(in) == 0 {
-			return nil
+		for _, id := range in {
+			c := *rm // each session's own: delivering it sets its pick
+			h := heldAhead{k: k, rm: &c, at: md.Timestamp, had: recordHas(recs[id], rm)}
+			if c.Groups, err = s.n.claimFor(k, rm.Origin, rm.Groups, shareMembers(recs[id]), h.had, id); err != nil {
+				return err // the follower reads on from here
+			}
+			r.msgs[id] = append(r.msgs[id], h)
 		}
-		if _, err := s.n.deliverHeld(m, func(id string) bool { return in[id] }, slices.Collect(maps.Keys(in))); err != nil {
-			s.n.log.Warn("cluster: held message unreadable; skipped", "peer", node, "err", err)
-		}
+		r.next = md.Sequence.Stream + 1
 		return nil
 	})
-	return next, err
+	return r
+}
+
+// shareMembers returns rec's share subscriptions ("$share/group/filter").
+func shareMembers(rec *broker.StoredSession) map[string]bool {
+	members := map[string]bool{}
+	for _, sub := range rec.Subs {
+		if strings.HasPrefix(sub.Filter, "$share/") {
+			members[sub.Filter] = true
+		}
+	}
+	return members
 }
 
 // eachOwner calls fn for every owner record (eachOwnerRec).
