@@ -499,7 +499,12 @@ func (s *sessions) readyJS() (jetstream.JetStream, error) {
 // hold appends msg (pub: its PUBLISH; o: its Origin, if any) to node's
 // held subject, with the share groups it is held for, and returns the
 // append's future; nil, nil when sessions are not replicated here.
-func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string) (jetstream.PubAckFuture, error) {
+// groupsOnly: no plain subscription there is owed it (the node's held-for
+// interest in its topic is those groups' only), so its follower gives it
+// to no session's plain subscription: it gave a session that moved there
+// since, which had the message where it was, a second copy (bench/jepsen
+// RESULTS.md, traced runs of session 16).
+func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, groupsOnly bool) (jetstream.PubAckFuture, error) {
 	s := n.sess
 	if s == nil {
 		return nil, nil
@@ -510,7 +515,11 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 	}
 	k := originKey{n.cfg.Node, n.inc, msg.ID}
 	m := nats.NewMsg(s.heldSubject(node))
-	m.Data = encodeHeld(k, encodeForwardOrigin(msg, groups, pub, o))
+	var extra byte
+	if groupsOnly {
+		extra = flagGroupsOnly
+	}
+	m.Data = encodeHeld(k, encodeForwardFlags(msg, groups, pub, o, extra|boolBit(msg.Resent(), 4)))
 	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, o, node))
 	if f := n.fault.unanswers(m); f != nil {
 		return f, nil
@@ -549,14 +558,14 @@ func (n *Node) holdForGone(ctx context.Context, node string, msg *broker.Message
 	if !m.plain && len(m.groups) == 0 {
 		return nil
 	}
-	return n.holdNow(ctx, node, msg, pub, o, m.groups)
+	return n.holdNow(ctx, node, msg, pub, o, m.groups, !m.plain)
 }
 
 // holdNow holds msg for node and waits for the append; nil at once when
 // sessions are not replicated here (a dead node's clean sessions went
 // with it).
-func (n *Node) holdNow(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string) error {
-	f, err := n.hold(node, msg, pub, o, groups)
+func (n *Node) holdNow(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, groupsOnly bool) error {
+	f, err := n.hold(node, msg, pub, o, groups, groupsOnly)
 	if err != nil || f == nil {
 		return err
 	}
@@ -682,6 +691,9 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, plain func(string) bool, cand
 	// follower's copies dropped as queue_full, acknowledged and lost).
 	rm.Accepted = true
 	var plainRM broker.RemoteMessage
+	if rm.GroupsOnly {
+		plainTo = nil // held for its groups only (hold)
+	}
 	if len(plainTo) > 0 {
 		plainRM = *rm
 		plainRM.Groups, plainRM.PickShared = nil, false
