@@ -520,7 +520,7 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 		extra = flagGroupsOnly
 	}
 	m.Data = encodeHeld(k, encodeForwardFlags(msg, groups, pub, o, extra|boolBit(msg.Resent(), 4)))
-	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, o, node))
+	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, o, node, groupsOnly))
 	if f := n.fault.unanswers(m); f != nil {
 		return f, nil
 	}
@@ -534,12 +534,21 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 // holdMsgID is the id of the hold of message k (Origin o, if any) for
 // node: the same id for the same message and node, so that a repeat is
 // dropped, also a resend's routing under the same Origin from another
-// node, and the node's own hold of a forward (holdHere).
-func holdMsgID(k originKey, o broker.Origin, node string) string {
-	if !o.IsZero() {
-		return "h.o." + strconv.FormatUint(o.Hash(), 36) + "." + node
+// node, and the node's own hold of a forward (holdHere). A hold for share
+// groups only has an id of its own: a publisher that has not seen a plain
+// hold key of node yet holds for its groups only, the node's own hold of
+// the same forward owes its plain subscriptions too, and whichever append
+// came first would be kept; kept both, the groups' claims (claimGroups)
+// give each group the message once.
+func holdMsgID(k originKey, o broker.Origin, node string, groupsOnly bool) string {
+	prefix := "h."
+	if groupsOnly {
+		prefix = "h.g."
 	}
-	return "h." + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + node
+	if !o.IsZero() {
+		return prefix + "o." + strconv.FormatUint(o.Hash(), 36) + "." + node
+	}
+	return prefix + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + node
 }
 
 // holdForGone decides a forward to node that died before it confirmed

@@ -348,16 +348,9 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 		return nil, nil
 	}
 	plain, groups := false, []string{}
-	// anyPlain: a plain hold key of any kind here matches (a claim's, a
-	// restored session's): the publisher holds for this node under the
-	// same message id (holdMsgID) with plain subscriptions owed, and
-	// whichever append comes first is kept, so this one may say "groups
-	// only" only when none is.
-	anyPlain := false
 	gone := map[string]bool{}
 	var ids []string
 	for _, m := range ms {
-		anyPlain = anyPlain || m.group == ""
 		ended, seen := gone[m.id]
 		if !seen {
 			_, _, here := n.srv.Client(m.id)
@@ -384,7 +377,7 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 	}
 	// For its groups only when no plain key matched: the plain
 	// subscribers of the sessions here had their copies by the forward.
-	form, err := forwardWithGroups(fwd, groups, !anyPlain)
+	form, err := forwardWithGroups(fwd, groups, !plain)
 	if err != nil {
 		return nil, err
 	}
@@ -395,7 +388,7 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 	}
 	m := nats.NewMsg(s.heldSubject(n.cfg.Node))
 	m.Data = encodeHeld(k, form)
-	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, rm.Origin, n.cfg.Node))
+	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, rm.Origin, n.cfg.Node, !plain))
 	f, err := js.PublishMsgAsync(m)
 	if err != nil {
 		return nil, fmt.Errorf("held for an ended copy here: %w", err)
