@@ -499,7 +499,12 @@ func (s *sessions) readyJS() (jetstream.JetStream, error) {
 // hold appends msg (pub: its PUBLISH; o: its Origin, if any) to node's
 // held subject, with the share groups it is held for, and returns the
 // append's future; nil, nil when sessions are not replicated here.
-func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string) (jetstream.PubAckFuture, error) {
+// groupsOnly: no plain subscription there is owed it (the node's held-for
+// interest in its topic is those groups' only), so its follower gives it
+// to no session's plain subscription: it gave a session that moved there
+// since, which had the message where it was, a second copy (bench/jepsen
+// RESULTS.md, traced runs of session 16).
+func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, groupsOnly bool) (jetstream.PubAckFuture, error) {
 	s := n.sess
 	if s == nil {
 		return nil, nil
@@ -510,8 +515,12 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 	}
 	k := originKey{n.cfg.Node, n.inc, msg.ID}
 	m := nats.NewMsg(s.heldSubject(node))
-	m.Data = encodeHeld(k, encodeForwardOrigin(msg, groups, pub, o))
-	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, o, node))
+	var extra byte
+	if groupsOnly {
+		extra = flagGroupsOnly
+	}
+	m.Data = encodeHeld(k, encodeForwardFlags(msg, groups, pub, o, extra|boolBit(msg.Resent(), 4)))
+	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, o, node, groupsOnly))
 	if f := n.fault.unanswers(m); f != nil {
 		return f, nil
 	}
@@ -525,12 +534,21 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 // holdMsgID is the id of the hold of message k (Origin o, if any) for
 // node: the same id for the same message and node, so that a repeat is
 // dropped, also a resend's routing under the same Origin from another
-// node, and the node's own hold of a forward (holdHere).
-func holdMsgID(k originKey, o broker.Origin, node string) string {
-	if !o.IsZero() {
-		return "h.o." + strconv.FormatUint(o.Hash(), 36) + "." + node
+// node, and the node's own hold of a forward (holdHere). A hold for share
+// groups only has an id of its own: a publisher that has not seen a plain
+// hold key of node yet holds for its groups only, the node's own hold of
+// the same forward owes its plain subscriptions too, and whichever append
+// came first would be kept; kept both, the groups' claims (claimGroups)
+// give each group the message once.
+func holdMsgID(k originKey, o broker.Origin, node string, groupsOnly bool) string {
+	prefix := "h."
+	if groupsOnly {
+		prefix = "h.g."
 	}
-	return "h." + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + node
+	if !o.IsZero() {
+		return prefix + "o." + strconv.FormatUint(o.Hash(), 36) + "." + node
+	}
+	return prefix + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + node
 }
 
 // holdForGone decides a forward to node that died before it confirmed
@@ -549,14 +567,14 @@ func (n *Node) holdForGone(ctx context.Context, node string, msg *broker.Message
 	if !m.plain && len(m.groups) == 0 {
 		return nil
 	}
-	return n.holdNow(ctx, node, msg, pub, o, m.groups)
+	return n.holdNow(ctx, node, msg, pub, o, m.groups, !m.plain)
 }
 
 // holdNow holds msg for node and waits for the append; nil at once when
 // sessions are not replicated here (a dead node's clean sessions went
 // with it).
-func (n *Node) holdNow(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string) error {
-	f, err := n.hold(node, msg, pub, o, groups)
+func (n *Node) holdNow(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, groupsOnly bool) error {
+	f, err := n.hold(node, msg, pub, o, groups, groupsOnly)
 	if err != nil || f == nil {
 		return err
 	}
@@ -682,6 +700,9 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, plain func(string) bool, cand
 	// follower's copies dropped as queue_full, acknowledged and lost).
 	rm.Accepted = true
 	var plainRM broker.RemoteMessage
+	if rm.GroupsOnly {
+		plainTo = nil // held for its groups only (hold)
+	}
 	if len(plainTo) > 0 {
 		plainRM = *rm
 		plainRM.Groups, plainRM.PickShared = nil, false

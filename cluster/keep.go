@@ -271,7 +271,7 @@ func (n *Node) keep(k originKey, o broker.Origin, fwd []byte, ks []keptCopy) ([]
 	fs := make([]jetstream.PubAckFuture, 0, len(ks))
 	ids := make([]string, 0, len(ks))
 	for _, kc := range ks {
-		form, err := forwardWithGroups(fwd, kc.groups)
+		form, err := forwardWithGroups(fwd, kc.groups, false)
 		if err != nil {
 			return fs, err
 		}
@@ -375,7 +375,9 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 	if !plain && len(groups) == 0 {
 		return nil, nil
 	}
-	form, err := forwardWithGroups(fwd, groups)
+	// For its groups only when no plain key matched: the plain
+	// subscribers of the sessions here had their copies by the forward.
+	form, err := forwardWithGroups(fwd, groups, !plain)
 	if err != nil {
 		return nil, err
 	}
@@ -386,7 +388,7 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 	}
 	m := nats.NewMsg(s.heldSubject(n.cfg.Node))
 	m.Data = encodeHeld(k, form)
-	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, rm.Origin, n.cfg.Node))
+	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, rm.Origin, n.cfg.Node, !plain))
 	f, err := js.PublishMsgAsync(m)
 	if err != nil {
 		return nil, fmt.Errorf("held for an ended copy here: %w", err)
@@ -398,12 +400,12 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 
 // forwardWithGroups returns fwd, a forwarded message (wire.go), naming
 // groups as the share groups it is for instead of its own.
-func forwardWithGroups(fwd []byte, groups []string) ([]byte, error) {
+func forwardWithGroups(fwd []byte, groups []string, groupsOnly bool) ([]byte, error) {
 	r := reader{b: fwd}
 	if r.byte() != wireVersion {
 		return nil, errWire
 	}
-	r.byte()    // flags
+	flags := r.byte()
 	r.string()  // from
 	r.uvarint() // expires
 	head := len(fwd) - len(r.b)
@@ -417,11 +419,14 @@ func forwardWithGroups(fwd []byte, groups []string) ([]byte, error) {
 	if r.err != nil {
 		return nil, errWire
 	}
-	if count == 0 && len(groups) == 0 {
+	if count == 0 && len(groups) == 0 && (!groupsOnly || flags&flagGroupsOnly != 0) {
 		return fwd, nil
 	}
 	out := make([]byte, 0, len(fwd)+len(groups)*16)
 	out = binary.AppendUvarint(append(out, fwd[:head]...), uint64(len(groups)))
+	if groupsOnly {
+		out[1] |= flagGroupsOnly
+	}
 	for _, g := range groups {
 		out = appendString(out, g)
 	}

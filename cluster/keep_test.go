@@ -27,7 +27,7 @@ func TestForwardWithGroups(t *testing.T) {
 	for _, groups := range [][]string{nil, {"g\x00a/#"}, {"g\x00a/#", "h\x00a/b"}} {
 		fwd := encodeForwardOrigin(m, groups, pub, o)
 		for _, keep := range [][]string{nil, {"h\x00a/b"}, {"k\x00a/+", "g\x00a/#"}} {
-			form, err := forwardWithGroups(fwd, keep)
+			form, err := forwardWithGroups(fwd, keep, false)
 			if err != nil {
 				t.Fatalf("groups %q, kept for %q: %v", groups, keep, err)
 			}
@@ -44,12 +44,46 @@ func TestForwardWithGroups(t *testing.T) {
 			}
 		}
 		for i := range len(fwd) {
-			if b, err := forwardWithGroups(fwd[:i], []string{"g\x00a/#"}); err == nil {
+			if b, err := forwardWithGroups(fwd[:i], []string{"g\x00a/#"}, false); err == nil {
 				if _, err := decodeForward(b); err == nil {
 					t.Fatalf("groups %q: a form cut at %d bytes passed", groups, i)
 				}
 			}
 		}
+	}
+}
+
+// A hold for share groups only (no plain subscription owed it: hold,
+// holdHere) says so in its form, and what it keeps of the forward stays:
+// its follower must not give it to a plain subscriber (a session that
+// moved there since had it already; bench/jepsen/RESULTS.md, session 16).
+func TestForwardWithGroupsOnly(t *testing.T) {
+	m := &broker.Message{Topic: "a/b", Payload: []byte("pay"), QoS: 2, From: "me"}
+	pub, err := encodePublish(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := broker.Origin{ClientID: "p", PacketID: 7, Nonce: 99}
+	for _, fwd := range [][]byte{encodeForwardOrigin(m, nil, pub, o), encodeForwardOrigin(m, []string{"g\x00a/#"}, pub, broker.Origin{})} {
+		for _, only := range []bool{false, true} {
+			form, err := forwardWithGroups(fwd, []string{"h\x00a/+"}, only)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rm, err := decodeForward(form)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rm.GroupsOnly != only || !slices.Equal(rm.Groups, []string{"h\x00a/+"}) || string(rm.Payload) != "pay" || rm.QoS != 2 || rm.From != "me" {
+				t.Errorf("groups only %v: decoded %+v", only, rm)
+			}
+		}
+	}
+	// As the publisher holds it (hold): its groups, only them.
+	k := originKey{"n1", "i", 5}
+	_, rm, err := decodeHeld(encodeHeld(k, encodeForwardFlags(m, []string{"g\x00a/#"}, pub, o, flagGroupsOnly)))
+	if err != nil || !rm.GroupsOnly || rm.Origin != o {
+		t.Errorf("held for groups only: %+v, %v", rm, err)
 	}
 }
 

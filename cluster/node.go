@@ -575,7 +575,7 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	}
 	for _, om := range orphans {
 		n.log.Debug("cluster: holding a message for a dropped node's persistent sessions", "peer", om.node, "topic", msg.Topic, "origin", !o.IsZero(), "groups", len(om.groups))
-		f, err := n.hold(om.node, msg, pub, o, om.groups)
+		f, err := n.hold(om.node, msg, pub, o, om.groups, !om.plain)
 		if err != nil {
 			errs = append(errs, err)
 		} else if f != nil {
