@@ -138,6 +138,14 @@ import (
 //	                      DURATION (its own held follower waits with it):
 //	                      the others hold for the node meanwhile, as while
 //	                      the announcement is on its way under load
+//	adopt-stall=CLIENT@NODE  on NODE, a claim of CLIENT, once its
+//	                      previous owner answered (or did not, in
+//	                      releaseTimeout), waits adoptStallMax (or until
+//	                      the node stops) before it takes the session:
+//	                      for a test to kill the node between a claim's
+//	                      answer and its adoption, as test/jepsen
+//	                      TestClusterFull did (b41r3 g1m1, 0.1 s after);
+//	                      named again, for several clients
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -169,6 +177,7 @@ type faults struct {
 	adoptLate    string
 	adoptWait    string
 	settleWait   time.Duration
+	adoptStall   []string
 	moveLate     string
 	asked        chan struct{} // move-late: closed once a release request came
 	askedOnce    sync.Once
@@ -203,6 +212,9 @@ type lateControl struct {
 // adoptWait is how long adopt-wait holds an adoption.
 const adoptWait = 3 * time.Second
 
+// adoptStallMax bounds adopt-stall's wait: past any test's kill.
+const adoptStallMax = 60 * time.Second
+
 // moveLateMax bounds move-late's wait.
 const moveLateMax = 60 * time.Second
 
@@ -219,7 +231,7 @@ const releaseDelay = fenceGrace + time.Second
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late",
-	"interest-late", "ops-late", "unconfirmed"}
+	"interest-late", "ops-late", "unconfirmed", "adopt-stall"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -252,6 +264,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.adoptLate = v
 		case "adopt-wait":
 			f.adoptWait = v
+		case "adopt-stall":
+			f.adoptStall = append(f.adoptStall, v)
 		case "move-late":
 			f.moveLate, f.asked = v, make(chan struct{})
 		case "unconfirmed":
@@ -398,6 +412,12 @@ func (f *faults) adoptsLate(id string) bool {
 // after its read ahead (adopt-wait).
 func (f *faults) waitsToAdopt(id string) bool {
 	return f != nil && f.adoptWait == id
+}
+
+// stallsAdoption reports whether a claim of id waits, once answered,
+// before it takes the session (adopt-stall).
+func (f *faults) stallsAdoption(id string) bool {
+	return f != nil && slices.Contains(f.adoptStall, id)
 }
 
 // askedRelease notes that a request to let go of id came (move-late).

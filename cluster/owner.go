@@ -302,6 +302,7 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		prevWill  *broker.Message
 		prevRev   uint64
 		wasUnread bool
+		inherited bool
 	}
 	for range claimTries {
 		var prev string
@@ -316,15 +317,24 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 			if tried.prev == o.n.cfg.Node && tried.prevWill != nil {
 				o.supersede(tried.prevRev)
 			}
-			return o.claimed(ctx, id, rev, epoch, tried.prev, tried.prevWill, tried.wasUnread)
+			return o.claimed(ctx, id, rev, epoch, tried.prev, tried.prevWill, tried.wasUnread, tried.inherited)
 		}
+		// A record naming this node that this process did not write,
+		// with no session here: a claim of its previous incarnation,
+		// killed after the previous owner let go and before the
+		// session was here (its store never had it). Taken as "mine",
+		// the session in the stream was never read and the client
+		// started afresh (test/jepsen TestClusterFull b41r3: g1m1,
+		// killed 0.1 s after its claim was answered). Known before
+		// this claim notes its own epoch.
+		inherited := prev == o.n.cfg.Node && o.leftover(id, epoch)
 		epoch++
 		// The epoch is noted before the write: a release request for
 		// an older epoch arriving meanwhile must not take the new
 		// connection down.
 		o.noteEpoch(id, epoch)
 		elsewhere := prev != "" && prev != o.n.cfg.Node
-		wasUnread := o.isUnread(id)
+		wasUnread := o.isUnread(id) || inherited && o.n.sess != nil
 		// From the write until the session is here, this node holds the
 		// id's record but not its session: a later claim's request to
 		// let go must be told to read the session from the stream, not
@@ -332,7 +342,7 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		// client afresh on a session that exists). It stays so after a
 		// failed write too: one reported as refused may have been
 		// applied (tried).
-		if elsewhere && o.n.sess != nil {
+		if (elsewhere || inherited) && o.n.sess != nil {
 			o.setUnread(id, true)
 		}
 		val, err := encodeOwnerWill(o.n.cfg.Node, epoch, will)
@@ -350,6 +360,7 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			o.unsupersede(rev)
 			tried.epoch, tried.prev, tried.prevWill, tried.prevRev, tried.wasUnread = epoch, prev, prevWill, rev, wasUnread
+			tried.inherited = inherited
 			continue // another connect raced, or so a stale leader says: read again
 		}
 		if err != nil {
@@ -367,26 +378,34 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 			// (ClaimWill clears it).
 			return 0, epoch, fmt.Errorf("cluster: recording owner of %q: %w", id, err)
 		}
-		return o.claimed(ctx, id, written, epoch, prev, prevWill, wasUnread)
+		return o.claimed(ctx, id, written, epoch, prev, prevWill, wasUnread, inherited)
 	}
 	return 0, 0, fmt.Errorf("cluster: owner of %q: %d conflicting connects in a row", id, claimTries)
 }
 
 // claimed finishes a claim whose record (revision written, epoch) names
 // this node now, replacing prev's (with prevWill): the previous owner lets
-// go and the session comes here.
-func (o *owners) claimed(ctx context.Context, id string, written, epoch uint64, prev string, prevWill *broker.Message, wasUnread bool) (uint64, uint64, error) {
+// go and the session comes here. inherited: prev's record named this node
+// and was written before this process started (leftover).
+func (o *owners) claimed(ctx context.Context, id string, written, epoch uint64, prev string, prevWill *broker.Message, wasUnread, inherited bool) (uint64, uint64, error) {
 	if o.n.sess != nil {
 		o.n.sess.setEpoch(id, epoch, prev != o.n.cfg.Node || wasUnread)
 	}
 	if prev != "" && prev != o.n.cfg.Node {
 		o.n.log.Info("client id claimed from another node", "client_id", id, "previous", prev, "epoch", epoch)
-		dropped, err := o.takeOver(ctx, prev, id, epoch)
-		o.publishReplacedWill(id, prev, prevWill, dropped)
-		return written, epoch, err
+		return written, epoch, o.takeOver(ctx, prev, id, epoch, prevWill)
+	}
+	if inherited {
+		// The will of a connection the kill ended without a
+		// DISCONNECT: nobody else publishes it once this claim removed
+		// it from the record (this process has no connection whose
+		// WillDone would, and the janitor's startup scan finds it
+		// gone), and it is due at once, as for a record of another
+		// node (publishReplacedWill).
+		o.publishReplacedWill(id, prev, prevWill, false)
 	}
 	if prev == o.n.cfg.Node && wasUnread {
-		_, err := o.takeOver(ctx, "", id, epoch)
+		err := o.takeOver(ctx, "", id, epoch, nil)
 		return written, epoch, err
 	}
 	return written, epoch, nil
@@ -433,18 +452,30 @@ func (o *owners) lockID(ctx context.Context, locks *map[string]chan struct{}, id
 // partition stream (sessions.go); an error there refuses the CONNECT (the
 // client tries again) rather than start afresh on a session that exists.
 //
-// dropped reports that prev said the will of its connection for id was
-// dropped there (a normal DISCONNECT) (cleanwill.go).
-func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64) (dropped bool, err error) {
+// prevWill, the will prev's record held, is published once prev answered
+// (publishReplacedWill): before the session is taken, which can take
+// seconds (held reads), since a kill of this node meanwhile left that will
+// to nobody (prev's connection was taken over without it).
+func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64, prevWill *broker.Message) error {
 	var rec *broker.StoredSession
 	answered := false
 	if prev != "" {
+		var dropped bool
 		rec, answered, dropped = o.release(ctx, prev, id, epoch)
+		o.publishReplacedWill(id, prev, prevWill, dropped)
 	}
-	return dropped, o.takeOverFrom(ctx, prev, id, epoch, rec, answered)
+	return o.takeOverFrom(ctx, prev, id, epoch, rec, answered)
 }
 
 func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64, rec *broker.StoredSession, answered bool) error {
+	if o.n.fault.stallsAdoption(id) {
+		o.n.log.Warn("cluster: test fault: the claim stalls before it takes the session", "client_id", id,
+			"answered", answered, "handed_over", rec != nil)
+		select {
+		case <-o.n.ctx.Done():
+		case <-time.After(adoptStallMax):
+		}
+	}
 	if answered && rec != nil {
 		// A later claim that asked this node to let go meanwhile was
 		// told to read the stream (onRelease took the mark): that
