@@ -326,8 +326,11 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		// the session in the stream was never read and the client
 		// started afresh (test/jepsen TestClusterFull b41r3: g1m1,
 		// killed 0.1 s after its claim was answered). Known before
-		// this claim notes its own epoch.
-		inherited := prev == o.n.cfg.Node && o.leftover(id, epoch)
+		// this claim notes its own epoch. A record holding the will of
+		// a connection of this process is this process's, whatever the
+		// epochs say (they are forgotten after epochTTL): its WillDone
+		// publishes that will (supersede).
+		inherited := prev == o.n.cfg.Node && !o.wroteWill(rev) && o.leftover(id, epoch)
 		epoch++
 		// The epoch is noted before the write: a release request for
 		// an older epoch arriving meanwhile must not take the new
@@ -409,6 +412,15 @@ func (o *owners) claimed(ctx context.Context, id string, written, epoch uint64, 
 		return written, epoch, err
 	}
 	return written, epoch, nil
+}
+
+// wroteWill reports whether the record at revision rev holds the will of
+// a connection of this process (cleanwill.go).
+func (o *owners) wroteWill(rev uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.wills[rev]
+	return ok
 }
 
 // lockClaim waits until no other claim of id runs on this node, then
