@@ -302,7 +302,6 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		prevWill  *broker.Message
 		prevRev   uint64
 		wasUnread bool
-		inherited bool
 	}
 	for range claimTries {
 		var prev string
@@ -317,7 +316,7 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 			if tried.prev == o.n.cfg.Node && tried.prevWill != nil {
 				o.supersede(tried.prevRev)
 			}
-			return o.claimed(ctx, id, rev, epoch, tried.prev, tried.prevWill, tried.wasUnread, tried.inherited)
+			return o.claimed(ctx, id, rev, epoch, tried.prev, tried.prevWill, tried.wasUnread)
 		}
 		// A record naming this node that this process did not write,
 		// with no session here: a claim of its previous incarnation,
@@ -363,7 +362,6 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			o.unsupersede(rev)
 			tried.epoch, tried.prev, tried.prevWill, tried.prevRev, tried.wasUnread = epoch, prev, prevWill, rev, wasUnread
-			tried.inherited = inherited
 			continue // another connect raced, or so a stale leader says: read again
 		}
 		if err != nil {
@@ -381,31 +379,25 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 			// (ClaimWill clears it).
 			return 0, epoch, fmt.Errorf("cluster: recording owner of %q: %w", id, err)
 		}
-		return o.claimed(ctx, id, written, epoch, prev, prevWill, wasUnread, inherited)
+		return o.claimed(ctx, id, written, epoch, prev, prevWill, wasUnread)
 	}
 	return 0, 0, fmt.Errorf("cluster: owner of %q: %d conflicting connects in a row", id, claimTries)
 }
 
 // claimed finishes a claim whose record (revision written, epoch) names
 // this node now, replacing prev's (with prevWill): the previous owner lets
-// go and the session comes here. inherited: prev's record named this node
-// and was written before this process started (leftover).
-func (o *owners) claimed(ctx context.Context, id string, written, epoch uint64, prev string, prevWill *broker.Message, wasUnread, inherited bool) (uint64, uint64, error) {
+// go and the session comes here. A record this node's previous
+// incarnation wrote (inherited) counts as unread (wasUnread); the will it
+// holds, if any, is dropped, as for a client back on a node restarted
+// within adopt_after before its startup scan (cleanwill.go,
+// TestClusterRestartedNodeCleanWills).
+func (o *owners) claimed(ctx context.Context, id string, written, epoch uint64, prev string, prevWill *broker.Message, wasUnread bool) (uint64, uint64, error) {
 	if o.n.sess != nil {
 		o.n.sess.setEpoch(id, epoch, prev != o.n.cfg.Node || wasUnread)
 	}
 	if prev != "" && prev != o.n.cfg.Node {
 		o.n.log.Info("client id claimed from another node", "client_id", id, "previous", prev, "epoch", epoch)
 		return written, epoch, o.takeOver(ctx, prev, id, epoch, prevWill)
-	}
-	if inherited {
-		// The will of a connection the kill ended without a
-		// DISCONNECT: nobody else publishes it once this claim removed
-		// it from the record (this process has no connection whose
-		// WillDone would, and the janitor's startup scan finds it
-		// gone), and it is due at once, as for a record of another
-		// node (publishReplacedWill).
-		o.publishReplacedWill(id, prev, prevWill, false)
 	}
 	if prev == o.n.cfg.Node && wasUnread {
 		err := o.takeOver(ctx, "", id, epoch, nil)
