@@ -151,6 +151,14 @@ import (
 //	                      after it was held, as a loaded node's follower
 //	                      lags behind the forwards of the same messages
 //	                      (their sessions have completed those by then)
+//	adopt-stall=CLIENT@NODE  on NODE, a claim of CLIENT, once its
+//	                      previous owner answered (or did not, in
+//	                      releaseTimeout), waits adoptStallMax (or until
+//	                      the node stops) before it takes the session:
+//	                      for a test to kill the node between a claim's
+//	                      answer and its adoption, as test/jepsen
+//	                      TestClusterFull did (b41r3 g1m1, 0.1 s after);
+//	                      named again, for several clients
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -183,6 +191,7 @@ type faults struct {
 	adoptWait    string
 	settleWait   time.Duration
 	heldLate     time.Duration
+	adoptStall   []string
 	moveLate     string
 	asked        chan struct{} // move-late: closed once a release request came
 	askedOnce    sync.Once
@@ -220,6 +229,9 @@ type lateControl struct {
 // adoptWait is how long adopt-wait holds an adoption.
 const adoptWait = 3 * time.Second
 
+// adoptStallMax bounds adopt-stall's wait: past any test's kill.
+const adoptStallMax = 60 * time.Second
+
 // moveLateMax bounds move-late's wait.
 const moveLateMax = 60 * time.Second
 
@@ -244,7 +256,7 @@ const releaseDelay = fenceGrace + time.Second
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late",
-	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late"}
+	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -277,6 +289,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.adoptLate = v
 		case "adopt-wait":
 			f.adoptWait = v
+		case "adopt-stall":
+			f.adoptStall = append(f.adoptStall, v)
 		case "move-late":
 			f.moveLate, f.asked = v, make(chan struct{})
 		case "janitor-late":
@@ -431,6 +445,12 @@ func (f *faults) adoptsLate(id string) bool {
 // after its read ahead (adopt-wait).
 func (f *faults) waitsToAdopt(id string) bool {
 	return f != nil && f.adoptWait == id
+}
+
+// stallsAdoption reports whether a claim of id waits, once answered,
+// before it takes the session (adopt-stall).
+func (f *faults) stallsAdoption(id string) bool {
+	return f != nil && slices.Contains(f.adoptStall, id)
 }
 
 // askedRelease notes that a request to let go of id came (move-late,

@@ -786,7 +786,7 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 		m.Header.Set(jetstream.MsgIDHeader, mid)
 		m.Data = []byte(member)
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
-		ack, err := js.PublishMsg(ctx, m)
+		ack, err := publishClaim(ctx, js, m)
 		if err == nil && ack.Duplicate && member != "" {
 			var own bool
 			if own, err = n.ownClaim(ctx, js, ack, member); err == nil && own {
@@ -805,6 +805,30 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 		}
 	}
 	return out, nil
+}
+
+// publishClaim appends the group claim m, again after a short pause
+// while JetStream answers that an append of its message id is still in
+// process (10158): two readers claiming one message for one group at
+// once (a read ahead and a follower, or two nodes' readers), or a QoS 2
+// resend's claim (ClaimGroup) meeting a reader's. Once the other append
+// is in, the same id is answered as a duplicate (the other claim won),
+// or stored if that append failed. Before, the claim failed: a reader
+// stopped there and tried the read again later, and ClaimGroup's resend
+// was refused. Bounded by ctx (the caller's forward_timeout).
+func publishClaim(ctx context.Context, js jetstream.JetStream, m *nats.Msg) (*jetstream.PubAck, error) {
+	for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, 200*time.Millisecond) {
+		ack, err := js.PublishMsg(ctx, m)
+		var api *jetstream.APIError
+		if err == nil || !errors.As(err, &api) || api.ErrorCode != jsDupInProcess {
+			return ack, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(backoff):
+		}
+	}
 }
 
 var _ broker.ResendClaimer = (*Node)(nil)

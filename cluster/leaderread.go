@@ -24,7 +24,8 @@ import (
 // direct get that reached the paused node got no answer for 5 s with the
 // leader alive; a restarted node applied retained messages cleared while
 // it was down. What decides (owner records, session records, the retained
-// follower) reads from the leader, which has every acknowledged write.
+// follower) reads from the leader, which has every acknowledged write, or
+// (readAll) from any replica up to the leader's last message.
 
 // leaderGet returns the last message of subj in stream and its sequence
 // (0, and no error, when there is none or it marks a deleted key), as the
@@ -38,12 +39,34 @@ import (
 // out (5 s), with the leader alive. The leader has every acknowledged
 // write.
 func leaderGet(ctx context.Context, nc *nats.Conn, stream, subj string) ([]byte, uint64, error) {
+	m, err := leaderLast(ctx, nc, stream, subj)
+	switch {
+	case err != nil:
+		return nil, 0, err
+	case m == nil || bytes.Contains(m.Headers, []byte(kvOperationHdr)):
+		return nil, 0, nil // none, or a deleted or purged key
+	}
+	return m.Data, m.Seq, nil
+}
+
+// storedMsg is a message as the stream's leader answers a get with it.
+type storedMsg struct {
+	Seq     uint64    `json:"seq"`
+	Time    time.Time `json:"time"`
+	Headers []byte    `json:"hdrs"`
+	Data    []byte    `json:"data"`
+}
+
+// leaderLast returns the last message in stream whose subject matches
+// subj (wildcards too), as the stream's leader has it, whatever it is (a
+// key's delete marker too); nil, and no error, when there is none.
+func leaderLast(ctx context.Context, nc *nats.Conn, stream, subj string) (*storedMsg, error) {
 	req, _ := json.Marshal(struct {
 		LastFor string `json:"last_by_subj"`
 	}{subj})
 	reply, err := nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+stream, req)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	var resp struct {
 		Error *struct {
@@ -51,26 +74,20 @@ func leaderGet(ctx context.Context, nc *nats.Conn, stream, subj string) ([]byte,
 			ErrCode int    `json:"err_code"`
 			Desc    string `json:"description"`
 		} `json:"error"`
-		Message *struct {
-			Seq     uint64 `json:"seq"`
-			Headers []byte `json:"hdrs"`
-			Data    []byte `json:"data"`
-		} `json:"message"`
+		Message *storedMsg `json:"message"`
 	}
 	if err := json.Unmarshal(reply.Data, &resp); err != nil {
-		return nil, 0, fmt.Errorf("stream %s: %w", stream, err)
+		return nil, fmt.Errorf("stream %s: %w", stream, err)
 	}
 	switch {
 	case resp.Error != nil && resp.Error.ErrCode == jsErrNoMessageFound:
-		return nil, 0, nil
+		return nil, nil
 	case resp.Error != nil:
-		return nil, 0, fmt.Errorf("stream %s: %s (%d)", stream, resp.Error.Desc, resp.Error.ErrCode)
+		return nil, fmt.Errorf("stream %s: %s (%d)", stream, resp.Error.Desc, resp.Error.ErrCode)
 	case resp.Message == nil:
-		return nil, 0, fmt.Errorf("stream %s: empty answer", stream)
-	case bytes.Contains(resp.Message.Headers, []byte(kvOperationHdr)):
-		return nil, 0, nil // a deleted or purged key
+		return nil, fmt.Errorf("stream %s: empty answer", stream)
 	}
-	return resp.Message.Data, resp.Message.Seq, nil
+	return resp.Message, nil
 }
 
 const (
@@ -130,15 +147,32 @@ func tryLeaderConsumer(ctx context.Context, js jetstream.JetStream, stream strin
 }
 
 // readAll reads the messages of stream that cfg selects (its filter and
-// deliver policy; the rest is set here) from the stream's leader, in
-// order, passing each to fn, until none is pending. A fetch that brings
-// nothing three times in a row (the stream is electing a leader) or a
-// message lost on the way ends the read with an error, for the caller to
-// try again; so does an error from fn.
+// deliver policy; the rest is set here), in order, passing each to fn,
+// until it has seen the last one the stream's leader had when the read
+// began: every acknowledged write before the read. A fetch that brings
+// nothing three times in a row (the stream is electing a leader, or the
+// replica read lags and does not catch up) or a message lost on the way
+// ends the read with an error, for the caller to try again; so does an
+// error from fn.
+//
+// The reading consumer goes wherever JetStream puts it (nats-server
+// places one-replica consumers on any current replica), and its replica
+// may lag the leader; the leader's last sequence for the filter says when
+// the read is complete, since a replica applies the stream's writes in
+// order. Before, the consumer was made again until it landed on the
+// leader: two meta-layer operations a miss (two in three tries on three
+// replicas), and under load whole reads, and the claims waiting on them,
+// ran out of their bound ("consumer made on n1, not on the leader").
+// Nothing to read (the leader has no message past cfg's start) makes no
+// consumer at all.
 func readAll(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig, fn func(jetstream.Msg) error) error {
+	end, err := readEnd(ctx, js.Conn(), stream, cfg)
+	if err != nil || end == 0 {
+		return err
+	}
 	cfg.AckPolicy, cfg.Replicas, cfg.MemoryStorage = jetstream.AckNonePolicy, 1, true
 	cfg.InactiveThreshold = readInactive
-	cons, err := leaderConsumer(ctx, js, stream, cfg)
+	cons, err := readConsumer(ctx, js, stream, cfg)
 	if err != nil {
 		return err
 	}
@@ -148,20 +182,26 @@ func readAll(ctx context.Context, js jetstream.JetStream, stream string, cfg jet
 		js.DeleteConsumer(dctx, stream, cons.CachedInfo().Name)
 		cancel()
 	}()
+	// What the replica has pending: a lagging one has less than the
+	// leader, and is asked for one at a time until it has caught up.
 	left := cons.CachedInfo().NumPending
-	if left == 0 {
-		return nil
-	}
-	var delivered uint64
-	for misses := 0; left > 0; {
+	var delivered, seen uint64
+	unknown := 0
+	for misses := 0; seen < end; {
 		// No more than is pending: a fetch returns only once it has
 		// all it asked for or its wait is over, so asking for a full
 		// batch made every read wait the 2 s out at its end (a session
 		// record of a few ops took 2 s to read, the owner records at a
 		// restart 2 s more than their transfer).
-		batch, err := cons.Fetch(int(min(left, fetchMax)), jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
+		batch, err := cons.Fetch(int(min(max(left, 1), fetchMax)), jetstream.FetchMaxWait(2*time.Second))
+		if err != nil && !errors.Is(err, nats.ErrNoResponders) {
 			return err
+		}
+		if err != nil {
+			if err := unknownYet(ctx, &unknown, err); err != nil {
+				return err
+			}
+			continue
 		}
 		got := 0
 		for m := range batch.Messages() {
@@ -173,24 +213,111 @@ func readAll(ctx context.Context, js jetstream.JetStream, stream string, cfg jet
 			if md.Sequence.Consumer != delivered+1 {
 				return fmt.Errorf("message %d came after %d: one was lost on the way", md.Sequence.Consumer, delivered)
 			}
-			delivered, left = md.Sequence.Consumer, md.NumPending
+			delivered, left, seen = md.Sequence.Consumer, md.NumPending, md.Sequence.Stream
 			if err := fn(m); err != nil {
 				return err
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		if err := batch.Error(); errors.Is(err, nats.ErrNoResponders) && got == 0 {
+			if err := unknownYet(ctx, &unknown, err); err != nil {
+				return err
+			}
+			continue
+		} else if err != nil && !errors.Is(err, nats.ErrTimeout) {
 			return err
 		}
 		if got == 0 {
 			if misses++; misses == 3 {
-				return errors.New("no progress")
+				return fmt.Errorf("no progress: read up to %d of %d", seen, end)
 			}
+		} else {
+			misses = 0
 		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// unknownYet waits a moment after a fetch that found no responder: the
+// consumer, made on another node, is not known on this one's routes yet.
+// It returns err once that happened unknownMax times in a read (*count).
+func unknownYet(ctx context.Context, count *int, err error) error {
+	if *count++; *count == unknownMax {
+		return fmt.Errorf("reading consumer not reachable: %w", err)
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(100 * time.Millisecond):
+		return nil
+	}
+}
+
+// unknownMax bounds unknownYet's waits in one read (2 s).
+const unknownMax = 20
+
+// readEnd returns the sequence of the last message of stream that cfg
+// selects, as the stream's leader has it; 0 when there is none (none
+// matches the filter, or none is at or past cfg's start).
+func readEnd(ctx context.Context, nc *nats.Conn, stream string, cfg jetstream.ConsumerConfig) (uint64, error) {
+	filter := cfg.FilterSubject
+	if filter == "" {
+		filter = ">"
+	}
+	last, err := leaderLastRetried(ctx, nc, stream, filter)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("stream %s: the leader's last message: %w", stream, err)
+	case last == nil:
+		return 0, nil
+	case cfg.DeliverPolicy == jetstream.DeliverByStartSequencePolicy && last.Seq < cfg.OptStartSeq:
+		return 0, nil
+	case cfg.DeliverPolicy == jetstream.DeliverByStartTimePolicy && cfg.OptStartTime != nil && last.Time.Before(*cfg.OptStartTime):
+		return 0, nil
+	}
+	return last.Seq, nil
+}
+
+// leaderLastRetried is leaderLast, each try bounded by followAttempt and
+// tried again after a short pause, until ctx ends, when it gets no answer
+// (the stream elects a leader, or the JetStream API is not reachable from
+// this server yet).
+func leaderLastRetried(ctx context.Context, nc *nats.Conn, stream, subj string) (*storedMsg, error) {
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 500*time.Millisecond) {
+		actx, cancel := context.WithTimeout(ctx, followAttempt)
+		last, err := leaderLast(actx, nc, stream, subj)
+		cancel()
+		if err == nil || !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+			return last, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// readConsumer makes a consumer of stream with cfg, wherever JetStream
+// puts it, trying again after a short pause, until ctx ends, when a try
+// (bounded by followAttempt) fails: no answer while the stream elects a
+// leader, or a consumer put on a node that just died.
+func readConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 500*time.Millisecond) {
+		actx, cancel := context.WithTimeout(ctx, followAttempt)
+		cons, err := js.CreateConsumer(actx, stream, cfg)
+		cancel()
+		if err == nil {
+			return cons, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(backoff):
+		}
+	}
 }
 
 // readInactive is how long a reading consumer left behind stays.

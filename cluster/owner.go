@@ -318,13 +318,25 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 			}
 			return o.claimed(ctx, id, rev, epoch, tried.prev, tried.prevWill, tried.wasUnread)
 		}
+		// A record naming this node that this process did not write,
+		// with no session here: a claim of its previous incarnation,
+		// killed after the previous owner let go and before the
+		// session was here (its store never had it). Taken as "mine",
+		// the session in the stream was never read and the client
+		// started afresh (test/jepsen TestClusterFull b41r3: g1m1,
+		// killed 0.1 s after its claim was answered). Known before
+		// this claim notes its own epoch. A record holding the will of
+		// a connection of this process is this process's, whatever the
+		// epochs say (they are forgotten after epochTTL): its WillDone
+		// publishes that will (supersede).
+		inherited := prev == o.n.cfg.Node && !o.wroteWill(rev) && o.leftover(id, epoch)
 		epoch++
 		// The epoch is noted before the write: a release request for
 		// an older epoch arriving meanwhile must not take the new
 		// connection down.
 		o.noteEpoch(id, epoch)
 		elsewhere := prev != "" && prev != o.n.cfg.Node
-		wasUnread := o.isUnread(id)
+		wasUnread := o.isUnread(id) || inherited && o.n.sess != nil
 		// From the write until the session is here, this node holds the
 		// id's record but not its session: a later claim's request to
 		// let go must be told to read the session from the stream, not
@@ -332,7 +344,7 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		// client afresh on a session that exists). It stays so after a
 		// failed write too: one reported as refused may have been
 		// applied (tried).
-		if elsewhere && o.n.sess != nil {
+		if (elsewhere || inherited) && o.n.sess != nil {
 			o.setUnread(id, true)
 		}
 		val, err := encodeOwnerWill(o.n.cfg.Node, epoch, will)
@@ -374,22 +386,33 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 
 // claimed finishes a claim whose record (revision written, epoch) names
 // this node now, replacing prev's (with prevWill): the previous owner lets
-// go and the session comes here.
+// go and the session comes here. A record this node's previous
+// incarnation wrote (inherited) counts as unread (wasUnread); the will it
+// holds, if any, is dropped, as for a client back on a node restarted
+// within adopt_after before its startup scan (cleanwill.go,
+// TestClusterRestartedNodeCleanWills).
 func (o *owners) claimed(ctx context.Context, id string, written, epoch uint64, prev string, prevWill *broker.Message, wasUnread bool) (uint64, uint64, error) {
 	if o.n.sess != nil {
 		o.n.sess.setEpoch(id, epoch, prev != o.n.cfg.Node || wasUnread)
 	}
 	if prev != "" && prev != o.n.cfg.Node {
 		o.n.log.Info("client id claimed from another node", "client_id", id, "previous", prev, "epoch", epoch)
-		dropped, err := o.takeOver(ctx, prev, id, epoch)
-		o.publishReplacedWill(id, prev, prevWill, dropped)
-		return written, epoch, err
+		return written, epoch, o.takeOver(ctx, prev, id, epoch, prevWill)
 	}
 	if prev == o.n.cfg.Node && wasUnread {
-		_, err := o.takeOver(ctx, "", id, epoch)
+		err := o.takeOver(ctx, "", id, epoch, nil)
 		return written, epoch, err
 	}
 	return written, epoch, nil
+}
+
+// wroteWill reports whether the record at revision rev holds the will of
+// a connection of this process (cleanwill.go).
+func (o *owners) wroteWill(rev uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.wills[rev]
+	return ok
 }
 
 // lockClaim waits until no other claim of id runs on this node, then
@@ -433,18 +456,30 @@ func (o *owners) lockID(ctx context.Context, locks *map[string]chan struct{}, id
 // partition stream (sessions.go); an error there refuses the CONNECT (the
 // client tries again) rather than start afresh on a session that exists.
 //
-// dropped reports that prev said the will of its connection for id was
-// dropped there (a normal DISCONNECT) (cleanwill.go).
-func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64) (dropped bool, err error) {
+// prevWill, the will prev's record held, is published once prev answered
+// (publishReplacedWill): before the session is taken, which can take
+// seconds (held reads), since a kill of this node meanwhile left that will
+// to nobody (prev's connection was taken over without it).
+func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64, prevWill *broker.Message) error {
 	var rec *broker.StoredSession
 	answered := false
 	if prev != "" {
+		var dropped bool
 		rec, answered, dropped = o.release(ctx, prev, id, epoch)
+		o.publishReplacedWill(id, prev, prevWill, dropped)
 	}
-	return dropped, o.takeOverFrom(ctx, prev, id, epoch, rec, answered)
+	return o.takeOverFrom(ctx, prev, id, epoch, rec, answered)
 }
 
 func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64, rec *broker.StoredSession, answered bool) error {
+	if o.n.fault.stallsAdoption(id) {
+		o.n.log.Warn("cluster: test fault: the claim stalls before it takes the session", "client_id", id,
+			"answered", answered, "handed_over", rec != nil)
+		select {
+		case <-o.n.ctx.Done():
+		case <-time.After(adoptStallMax):
+		}
+	}
 	if answered && rec != nil {
 		// A later claim that asked this node to let go meanwhile was
 		// told to read the stream (onRelease took the mark): that
