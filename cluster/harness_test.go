@@ -227,10 +227,16 @@ const publishBound = 30 * time.Second
 // dialled again; a refusal fails t, as do fewer than n acknowledged.
 func publishOwed(t *testing.T, nd *node, id string, pub **client, topic, prefix string, n int) []string {
 	t.Helper()
+	return publishOwedQoS(t, nd, id, pub, topic, prefix, n, 1)
+}
+
+// publishOwedQoS is publishOwed at QoS qos (2: the messages completed).
+func publishOwedQoS(t *testing.T, nd *node, id string, pub **client, topic, prefix string, n int, qos byte) []string {
+	t.Helper()
 	var owed []string
 	for i := 0; len(owed) < n && i < 4*n; i++ {
 		p := fmt.Sprintf("%s-%d", prefix, i)
-		rc, closed := (*pub).tryPublish(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(p)})
+		rc, closed := (*pub).tryPublish(t, &paho.Publish{Topic: topic, QoS: qos, Payload: []byte(p)})
 		switch {
 		case closed:
 			eventually(t, 30*time.Second, func() error { return redial(t, nd, id, pub) })

@@ -285,19 +285,10 @@ func readEnd(ctx context.Context, nc *nats.Conn, stream string, cfg jetstream.Co
 // (the stream elects a leader, or the JetStream API is not reachable from
 // this server yet).
 func leaderLastRetried(ctx context.Context, nc *nats.Conn, stream, subj string) (*storedMsg, error) {
-	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 500*time.Millisecond) {
-		actx, cancel := context.WithTimeout(ctx, followAttempt)
-		last, err := leaderLast(actx, nc, stream, subj)
-		cancel()
-		if err == nil || !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
-			return last, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(backoff):
-		}
-	}
+	return retried(ctx, func(ctx context.Context) (*storedMsg, error) { return leaderLast(ctx, nc, stream, subj) },
+		func(err error) bool {
+			return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+		})
 }
 
 // readConsumer makes a consumer of stream with cfg, wherever JetStream
@@ -305,16 +296,26 @@ func leaderLastRetried(ctx context.Context, nc *nats.Conn, stream, subj string) 
 // (bounded by followAttempt) fails: no answer while the stream elects a
 // leader, or a consumer put on a node that just died.
 func readConsumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	return retried(ctx, func(ctx context.Context) (jetstream.Consumer, error) { return js.CreateConsumer(ctx, stream, cfg) },
+		func(error) bool { return true })
+}
+
+// retried calls try, each call bounded by followAttempt, until it
+// succeeds, fails with an error again says is not worth another try, or
+// ctx ends (with the last error); the pause between tries doubles from
+// 50 ms to 500 ms.
+func retried[T any](ctx context.Context, try func(context.Context) (T, error), again func(error) bool) (T, error) {
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, 500*time.Millisecond) {
 		actx, cancel := context.WithTimeout(ctx, followAttempt)
-		cons, err := js.CreateConsumer(actx, stream, cfg)
+		v, err := try(actx)
 		cancel()
-		if err == nil {
-			return cons, nil
+		if err == nil || !again(err) {
+			return v, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, err
+			var zero T
+			return zero, err
 		case <-time.After(backoff):
 		}
 	}

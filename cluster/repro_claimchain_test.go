@@ -77,7 +77,7 @@ func TestReproClaimChainHeld(t *testing.T) {
 	// QoS 2 twice).
 	fresh := freshSession(t, n2, id+"-fresh", "cc/t", "cc/fresh")
 	pub.awaitInterest(t, "cc/fresh") // n3 forwards cc/t to n2 for it too
-	owedFresh := publishQoS2(t, n3, id+"-pub2", &pub, "cc/t", "fresh", 10)
+	owedFresh := publishOwedQoS(t, n3, id+"-pub2", &pub, "cc/t", "fresh", 10, 2)
 
 	want := publishOwed(t, n3, id+"-pub2", &pub, "cc/t", "chain", 10)
 	back := resume(t, n3, id, queuedExpiry, 90*time.Second)
@@ -116,27 +116,4 @@ func freshSession(t *testing.T, nd *node, id, topic, probe string) *client {
 	}
 	c.subscribe(t, paho.SubscribeOptions{Topic: topic, QoS: 2}, paho.SubscribeOptions{Topic: probe, QoS: 1})
 	return c
-}
-
-// publishQoS2 is publishOwed at QoS 2: the messages PREFIX-i completed
-// (PUBCOMP below 0x80), n of them within 4n tries.
-func publishQoS2(t *testing.T, nd *node, id string, pub **client, topic, prefix string, n int) []string {
-	t.Helper()
-	var owed []string
-	for i := 0; len(owed) < n && i < 4*n; i++ {
-		p := fmt.Sprintf("%s-%d", prefix, i)
-		rc, closed := (*pub).tryPublish(t, &paho.Publish{Topic: topic, QoS: 2, Payload: []byte(p)})
-		switch {
-		case closed:
-			eventually(t, 30*time.Second, func() error { return redial(t, nd, id, pub) })
-		case rc >= 0x80:
-			t.Fatalf("publish %s refused: 0x%02X", p, rc)
-		default:
-			owed = append(owed, p)
-		}
-	}
-	if len(owed) < n {
-		t.Fatalf("only %d of %d QoS 2 messages to %s completed", len(owed), 4*n, topic)
-	}
-	return owed
 }
