@@ -87,14 +87,7 @@ func TestBarrierRequestRoundTrip(t *testing.T) {
 // delivered. What was held is queued past the session's queue limit (it
 // was accepted): MaxQueued is 1 here and four are held.
 func TestHeldConfirmedOnceDurable(t *testing.T) {
-	srv, err := broker.New(broker.Options{MaxQueued: 1, SysInterval: -1, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	n := &Node{cfg: Config{Node: "B", ForwardTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler),
-		acks: make(chan pendingAck, 16), ctx: context.Background(), srv: srv}
-	n.mv = newLiveMoves(n)
+	n, srv := moveNode(t, 1)
 	mi := &moveIn{epoch: 3, from: "A", filters: []string{"m/#"}, seen: map[string]bool{"X": true, "B": true},
 		want: []string{"X", "A"}, done: make(chan struct{})}
 	n.mv.in["s"] = mi
@@ -261,14 +254,7 @@ func TestMoveShareGroups(t *testing.T) {
 // [MQTT-3.3.2-5], and one past the hold's bound (maxHeld), which the
 // hold refuses.
 func TestMoveHeldDropsCounted(t *testing.T) {
-	srv, err := broker.New(broker.Options{SysInterval: -1, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	n := &Node{cfg: Config{Node: "B", ForwardTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler),
-		acks: make(chan pendingAck, 16), ctx: context.Background(), srv: srv}
-	n.mv = newLiveMoves(n)
+	n, srv := moveNode(t, 0)
 	mi := &moveIn{epoch: 1, from: "A", filters: []string{"m/#"}, seen: map[string]bool{}, done: make(chan struct{})}
 	n.mv.in["s"] = mi
 	n.mv.active.Add(1)
@@ -298,4 +284,19 @@ func TestMoveHeldDropsCounted(t *testing.T) {
 	if cs, _, _ := srv.Client("s"); cs.Queued != 2 {
 		t.Errorf("the session has %d queued, want the 2 not expired", cs.Queued)
 	}
+}
+
+// moveNode is a node "B" of live moves (no engine) around a broker with
+// queue limit maxQueued (0: the default), for the handover's wire tests.
+func moveNode(t *testing.T, maxQueued int) (*Node, *broker.Server) {
+	t.Helper()
+	srv, err := broker.New(broker.Options{MaxQueued: maxQueued, SysInterval: -1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown(context.Background()) })
+	n := &Node{cfg: Config{Node: "B", ForwardTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler),
+		acks: make(chan pendingAck, 16), ctx: context.Background(), srv: srv}
+	n.mv = newLiveMoves(n)
+	return n, srv
 }

@@ -390,3 +390,18 @@ func procAddr(s string) string {
 	}
 	return net.JoinHostPort(net.IPv4(ip[3], ip[2], ip[1], ip[0]).String(), strconv.Itoa(int(port)))
 }
+
+// newPersistent connects id to nd with a new persistent session (Clean
+// Start, Session Expiry queuedExpiry), which must be accepted, and
+// subscribes it to subs.
+func newPersistent(t *testing.T, nd *node, id string, subs ...paho.SubscribeOptions) *client {
+	t.Helper()
+	expiry := uint32(queuedExpiry)
+	c, ack := connectWith(t, nd, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("%s: CONNACK 0x%02X", id, ack.ReasonCode)
+	}
+	c.subscribe(t, subs...)
+	return c
+}

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"log/slog"
 	"slices"
 	"testing"
@@ -104,14 +103,7 @@ func TestForwardUnknownFlagsIgnored(t *testing.T) {
 // subscribers, which got theirs from the publishing node; and a session
 // moving here holds it for its groups only, not for its plain filters.
 func TestReforwardDeliveredToGroupsOnly(t *testing.T) {
-	srv, err := broker.New(broker.Options{SysInterval: -1, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Shutdown(context.Background()) })
-	n := &Node{cfg: Config{Node: "B", ForwardTimeout: 5 * time.Second}, log: slog.New(slog.DiscardHandler),
-		acks: make(chan pendingAck, 16), ctx: context.Background(), srv: srv}
-	n.mv = newLiveMoves(n)
+	n, srv := moveNode(t, 0)
 	srv.Adopt(&broker.StoredSession{ClientID: "plain", Expiry: 600, Subs: []broker.StoredSub{{Filter: "t/#", Opts: packet.SubOptions{QoS: 2}}}})
 	srv.Adopt(&broker.StoredSession{ClientID: "member", Expiry: 600, Subs: []broker.StoredSub{{Filter: "$share/g/t/#", Opts: packet.SubOptions{QoS: 2}}}})
 	g := ikey{"t/#", "g"}.groupKey()

@@ -75,7 +75,7 @@ func TestReproClaimChainHeld(t *testing.T) {
 	// reach it once (seen in TestClusterFull: ps0, whose session had
 	// been lost, new on a node with hold keys out, got 10 messages of
 	// QoS 2 twice).
-	fresh := freshSession(t, n2, id+"-fresh", "cc/t", "cc/fresh")
+	fresh := newPersistent(t, n2, id+"-fresh", paho.SubscribeOptions{Topic: "cc/t", QoS: 2}, paho.SubscribeOptions{Topic: "cc/fresh", QoS: 1})
 	pub.awaitInterest(t, "cc/fresh") // n3 forwards cc/t to n2 for it too
 	owedFresh := publishOwedQoS(t, n3, id+"-pub2", &pub, "cc/t", "fresh", 10, 2)
 
@@ -102,18 +102,4 @@ func TestReproClaimChainHeld(t *testing.T) {
 	}
 	t.Logf("%d acknowledged messages delivered; n2 kept holding for %s after its claim: %d line(s)", len(want), id,
 		countLog(n2, "a claim ended without the session; its filters stay held for this node a while"))
-}
-
-// freshSession connects id to nd with a new persistent session subscribed
-// to topic at QoS 2 and to probe (for a publisher's awaitInterest).
-func freshSession(t *testing.T, nd *node, id, topic, probe string) *client {
-	t.Helper()
-	expiry := uint32(queuedExpiry)
-	c, ack := connectWith(t, nd, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-	if ack.ReasonCode != 0 {
-		t.Fatalf("%s: CONNACK 0x%02X", id, ack.ReasonCode)
-	}
-	c.subscribe(t, paho.SubscribeOptions{Topic: topic, QoS: 2}, paho.SubscribeOptions{Topic: probe, QoS: 1})
-	return c
 }

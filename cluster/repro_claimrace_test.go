@@ -66,12 +66,13 @@ func queuedOffline(t *testing.T, tc *testCluster, home, via *node, id, topic str
 // Start 0) until the CONNACK is 0x00 (a refusal while a stream elects a
 // leader is tried again). Accepted without the session, it fails the test
 // at once (what says how the session came to be lost, with the lines of
-// logsOf's logs about id); with it, the queued message must come.
-func resumeQueued(t *testing.T, nd *node, id, what string, logsOf ...*node) {
+// logsOf's logs about id); with it, the queued message must come. It
+// returns the resumed client.
+func resumeQueued(t *testing.T, nd *node, id, what string, logsOf ...*node) *client {
 	t.Helper()
 	expiry := uint32(queuedExpiry)
 	var back *client
-	eventually(t, 30*time.Second, func() error {
+	eventually(t, 60*time.Second, func() error {
 		c, ack, err := tryConnect(t, nd, &paho.Connect{ClientID: id, KeepAlive: 30,
 			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
 		if err != nil {
@@ -90,9 +91,10 @@ func resumeQueued(t *testing.T, nd *node, id, what string, logsOf ...*node) {
 		back = c
 		return nil
 	})
-	if p := back.next(t, 10*time.Second); string(p.Payload) != "queued" {
+	if p := back.next(t, 30*time.Second); string(p.Payload) != "queued" {
 		t.Fatalf("the resumed session got %q, want the queued message", p.Payload)
 	}
+	return back
 }
 
 // claimOn sends CONNECTs for a persistent session of id to nd (bare

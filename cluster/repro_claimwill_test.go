@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -68,7 +67,7 @@ func TestReproClaimKilledBeforeAdoption(t *testing.T) {
 	tc.start(n1)
 
 	t.Run("resume", func(t *testing.T) {
-		back := resumeQueuedOn(t, n1, sub, n1, n2)
+		back := resumeQueued(t, n1, sub, "resumed on n1 after its claim there was killed before the adoption", n1, n2)
 		pub := connect(t, n3, "cw-pub")
 		pub.awaitInterest(t, "cw/s")
 		if rc := pub.publish(t, &paho.Publish{Topic: "cw/s", QoS: 1, Payload: []byte("after")}); rc != 0 {
@@ -162,34 +161,4 @@ func claimStalled(t *testing.T, tc *testCluster, nd *node, c *packet.Connect) {
 		}
 		return fmt.Errorf("%s: no stalled claim on %s yet", c.ClientID, nd.name)
 	})
-}
-
-// resumeQueuedOn is resumeQueued returning the resumed client.
-func resumeQueuedOn(t *testing.T, nd *node, id string, logsOf ...*node) *client {
-	t.Helper()
-	expiry := uint32(queuedExpiry)
-	var back *client
-	eventually(t, 60*time.Second, func() error {
-		c, ack, err := tryConnect(t, nd, &paho.Connect{ClientID: id, KeepAlive: 30,
-			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-		if err != nil {
-			return err
-		}
-		if ack.ReasonCode != 0 {
-			return fmt.Errorf("CONNACK 0x%02X", ack.ReasonCode)
-		}
-		if !ack.SessionPresent {
-			var logs strings.Builder
-			for _, o := range logsOf {
-				fmt.Fprintf(&logs, "\n%s:\n%s", o.name, grepLog(o, id))
-			}
-			t.Fatalf("%s on %s: Session Present 0 after its claim there was killed before the adoption%s", id, nd.name, logs.String())
-		}
-		back = c
-		return nil
-	})
-	if p := back.next(t, 30*time.Second); string(p.Payload) != "queued" {
-		t.Fatalf("the resumed session got %q, want the queued message", p.Payload)
-	}
-	return back
 }

@@ -80,13 +80,7 @@ func TestReproJanitorHeldLate(t *testing.T) {
 	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 5s\n"), 0o644)
 	tc := startClusterFault(t, 3, "janitor-late="+id+"@n1", "--config", cfg)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
-	expiry := uint32(600)
-	sub, ack := connectWith(t, n3, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-	if ack.ReasonCode != 0 {
-		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
-	}
-	sub.subscribe(t, paho.SubscribeOptions{Topic: topic, QoS: 1})
+	sub := newPersistent(t, n3, id, paho.SubscribeOptions{Topic: topic, QoS: 1})
 	connect(t, n1, id+"-probe").awaitInterest(t, topic)
 	stop := make(chan struct{})
 	acked := steadyPublisher(t, n1, id+"-pub", topic, "m", stop)
@@ -95,7 +89,7 @@ func TestReproJanitorHeldLate(t *testing.T) {
 	tc.kill(n3, syscall.SIGKILL)
 	tc.waitLog(n1, "test fault: the janitor's held reads wait for a release request", 1, 60*time.Second)
 	claimed := time.Now() // n1's janitor claimed the session before
-	back := resume(t, n2, id, expiry, 60*time.Second)
+	back := resume(t, n2, id, queuedExpiry, 60*time.Second)
 	// The load goes on past the fault's wait: across the janitor's reads
 	// and their end.
 	time.Sleep(5 * time.Second)
