@@ -111,66 +111,23 @@ func (k originKey) place() broker.Place {
 // session died with its node. A group is held for only while no live
 // node has a member (heldTargets): it gets each message once.
 //
-// A node forgotten for silence first (paused, cut off) and whose routes
-// close later (killed while paused) died as surely as one whose routes
-// closed first: its persistent filter keys are kept aside (silent) and
-// become its orphan interest when its routes close (died). Which of the
-// two a node meets first is a race of the heartbeat timeout and the
-// kill: without this, a message published between the routes' close and
-// the adoption of the node's sessions was acknowledged and lost for them
-// (cluster/qos2origin_test.go: a node paused, then killed deadAfter
-// later).
+// A node dropped for silence (paused, cut off) is held for as one whose
+// routes closed (killed): from here the two cannot be told apart, and
+// either way its persistent sessions get nothing forwarded any more.
+// Held, a message is acknowledged only once a quorum kept it for them;
+// not held, it was acknowledged and lost for them (what was published
+// between the drop and their adoption or the node's return,
+// TestClusterPartitionPersistent), and on a minority side a publish was
+// acknowledged that the other side's persistent sessions never got.
 type orphanInterest struct {
-	mu     sync.Mutex
-	tree   *topic.Tree[string, struct{}]
-	keys   map[string][]ikey
-	silent map[string][]ikey // nodes forgotten for silence, routes still open
-	count  atomic.Int32      // nodes kept, for Forward's fast path
+	mu    sync.Mutex
+	tree  *topic.Tree[string, struct{}]
+	keys  map[string][]ikey
+	count atomic.Int32 // nodes kept, for Forward's fast path
 }
 
 func newOrphanInterest() *orphanInterest {
-	return &orphanInterest{tree: topic.NewTree[string, struct{}](), keys: map[string][]ikey{},
-		silent: map[string][]ikey{}}
-}
-
-// keepSilent sets node's persistent filter keys aside: node was forgotten
-// for silence, and is held for only if its routes close (died).
-func (o *orphanInterest) keepSilent(node string, keys map[ikey]struct{}) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	var kept []ikey
-	for k := range keys {
-		if k.isPersist() {
-			kept = append(kept, k.orphanKey())
-		}
-	}
-	delete(o.silent, node)
-	if len(kept) > 0 {
-		o.silent[node] = kept
-	}
-}
-
-// died makes the keys set aside for the silent nodes that routed does not
-// name (their routes closed: the process died) their orphan interest, and
-// returns those nodes.
-func (o *orphanInterest) died(routed map[string]bool) []string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	var nodes []string
-	for node, ks := range o.silent {
-		if routed[node] {
-			continue
-		}
-		delete(o.silent, node)
-		o.dropLocked(node)
-		for _, k := range ks {
-			o.tree.Subscribe(k.filter, k.group, node, struct{}{})
-		}
-		o.keys[node] = ks
-		o.count.Add(1)
-		nodes = append(nodes, node)
-	}
-	return nodes
+	return &orphanInterest{tree: topic.NewTree[string, struct{}](), keys: map[string][]ikey{}}
 }
 
 // keep makes node's persistent filter keys its orphan interest
@@ -179,7 +136,6 @@ func (o *orphanInterest) keep(node string, keys map[ikey]struct{}) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.dropLocked(node)
-	delete(o.silent, node)
 	var kept []ikey
 	for k := range keys {
 		if k.isPersist() {
@@ -228,13 +184,12 @@ func (o *orphanInterest) remove(node string, k ikey) {
 	}
 }
 
-// drop forgets node's orphan interest, and the keys set aside should it
-// be silent (it is back, or its sessions were adopted).
+// drop forgets node's orphan interest (it is back, or its sessions were
+// adopted).
 func (o *orphanInterest) drop(node string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.dropLocked(node)
-	delete(o.silent, node)
 }
 
 func (o *orphanInterest) dropLocked(node string) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,12 +170,12 @@ func TestHeldRoundTrip(t *testing.T) {
 	}
 }
 
-// A node forgotten for silence is not held for while its routes stay
-// open (it may be alive: paused, cut off); once they close it died, and
-// its persistent filters become its orphan interest, as for a node whose
-// routes closed first. A node back, or adopted (drop), is not held for
-// when its routes close later.
-func TestOrphanInterestSilentThenDied(t *testing.T) {
+// A node forgotten for silence (paused, cut off) is held for at once, as
+// one whose routes closed: its persistent filters and share groups become
+// its orphan interest, its clean ones do not; a node back, or adopted
+// (drop), is held for no more, and its routes closing later changes
+// nothing.
+func TestOrphanInterestSilent(t *testing.T) {
 	r := newRemoteInterest()
 	now := time.Now()
 	for _, name := range []string{"n2", "n3"} {
@@ -187,28 +188,24 @@ func TestOrphanInterestSilentThenDied(t *testing.T) {
 	if gone := r.expire(now.Add(time.Second)); len(gone) != 2 {
 		t.Fatalf("expired %v, want n2 and n3", gone)
 	}
-	if got := r.orphans.match("a/b"); got != nil {
-		t.Fatalf("silent nodes held for: %v", got)
-	}
-	if died := r.orphans.died(map[string]bool{"n2": true, "n3": true}); died != nil {
-		t.Fatalf("routes open, yet died: %v", died)
+	got := r.orphans.match("a/b")
+	slices.SortFunc(got, func(a, b orphanMatch) int { return strings.Compare(a.node, b.node) })
+	if len(got) != 2 || got[0].node != "n2" || got[1].node != "n3" || !got[0].plain || !got[1].plain {
+		t.Fatalf("silent nodes: a/b matched %+v, want n2 and n3 (plain)", got)
 	}
 	r.orphans.drop("n3") // adopted, or back with its snapshot
-	if died := r.orphans.died(map[string]bool{}); !slices.Equal(died, []string{"n2"}) {
-		t.Fatalf("routes closed: died %v, want n2 (n3 was dropped)", died)
+	if gone := r.forgetUnrouted(map[string]bool{}); gone != nil {
+		t.Errorf("routes closed after the silence: forgot %v again", gone)
 	}
 	if got := r.orphans.match("a/b"); len(got) != 1 || got[0].node != "n2" || !got[0].plain || r.orphans.count.Load() != 1 {
-		t.Errorf("after n2 died: a/b matched %+v, %d nodes counted; want n2 (plain), 1", got, r.orphans.count.Load())
+		t.Errorf("after n3's drop: a/b matched %+v, %d nodes counted; want n2 (plain), 1", got, r.orphans.count.Load())
 	}
 	// Its persistent share group membership is held for too (cause 7).
 	if got := r.orphans.match("g/x"); len(got) != 1 || got[0].plain || !slices.Equal(got[0].groups, []string{"grp\x00g/#"}) {
-		t.Errorf("after n2 died: g/x matched %+v, want n2's group grp", got)
+		t.Errorf("g/x matched %+v, want n2's group grp", got)
 	}
 	if got := r.orphans.match("clean/x"); got != nil {
 		t.Errorf("clean/x matched %v: a clean session dies with its node", got)
-	}
-	if died := r.orphans.died(map[string]bool{}); died != nil {
-		t.Errorf("died twice: %v", died)
 	}
 	r.orphans.drop("n2")
 	if got := r.orphans.match("a/b"); got != nil || r.orphans.count.Load() != 0 {

@@ -293,16 +293,13 @@ func (r *remoteInterest) expire(cutoff time.Time) []string {
 
 // forget drops p and its interest; routeClosed says why (see peer.gone).
 func (r *remoteInterest) forget(p *peer, routeClosed bool) {
-	if p.synced && routeClosed {
-		// Its process died: its persistent sessions are in the streams
-		// only (held.go). A node only silent (paused, cut off) keeps
-		// them itself; holding for it would make a minority side wait
-		// for a quorum to acknowledge even what only its clean
-		// subscribers match. Only its persistent filter keys are
-		// kept: its clean sessions died with it.
+	if p.synced {
+		// Its persistent sessions get nothing forwarded any more,
+		// whether its process died or it is only silent (paused, cut
+		// off): what matches them is held for them (held.go). Only its
+		// persistent filter keys are kept: its clean sessions died
+		// with it, or are out of reach.
 		r.orphans.keep(p.name, p.keys)
-	} else if p.synced {
-		r.orphans.keepSilent(p.name, p.keys) // held for if it dies (held.go)
 	}
 	for k := range p.keys {
 		if !k.isPersist() {

@@ -291,9 +291,6 @@ func (n *Node) expireLoop() {
 					n.log.Warn("cluster node gone: no route", "peer", name)
 					n.own.lostContact.Store(true)
 				}
-				for _, name := range n.remote.orphans.died(routed) {
-					n.log.Warn("cluster node silent, now without a route: holding messages for its persistent sessions", "peer", name)
-				}
 			}
 		}
 	}
