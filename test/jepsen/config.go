@@ -87,6 +87,13 @@ type Config struct {
 	FaultNodes []int // the nodes the nemesis may hit (nil: all)
 	FaultEvery Span  // quiet time between two faults
 	FaultFor   Span  // how long a fault lasts
+	// LongFaults is the share of faults (0 to 1) that last LongFaultFor
+	// instead: past the cluster's heartbeat timeout (4 s), when the
+	// others drop the node, and its adopt_after (10 s), when they adopt
+	// its sessions. Faults shorter than the heartbeat timeout never make
+	// the others hold for a node or adopt its sessions.
+	LongFaults   float64
+	LongFaultFor Span
 
 	// OpTimeout: a publisher whose oldest unacknowledged publish is older
 	// closes the connection; the publishes become unknown.
@@ -141,6 +148,10 @@ func (c *Config) validate(nodes int) error {
 		return fmt.Errorf("jepsen: Reconnect.Min must be positive")
 	case len(c.Faults) > 0 && c.FaultFor.Min <= 0:
 		return fmt.Errorf("jepsen: FaultFor.Min must be positive")
+	case c.LongFaults < 0 || c.LongFaults > 1:
+		return fmt.Errorf("jepsen: LongFaults must be within 0 and 1")
+	case c.LongFaults > 0 && c.LongFaultFor.Min <= 0:
+		return fmt.Errorf("jepsen: LongFaultFor.Min must be positive")
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -28,6 +28,7 @@ var (
 	ppubs    = flag.Int("jepsen.persistent-publishers", -1, "how many publishers keep a session (-1: the test's default)")
 	recheck  = flag.String("jepsen.check", "", "TestRecheck: check this history.json again (a failed run's) and print the result")
 	faults   = flag.String("jepsen.faults", "", "TestClusterFull's faults, comma-separated (kill,pause,isolate; \"none\": none; default all)")
+	long     = flag.Float64("jepsen.long-faults", -1, "TestClusterFull's share of faults lasting 5-15 s (-1: the default, 0.25; 0: none)")
 )
 
 func TestMain(m *testing.M) { clustertest.Main(m) }
@@ -337,6 +338,13 @@ func TestClusterFull(t *testing.T) {
 		t.Skip("fails until persistent sessions are replicated; -jepsen.cluster-full runs it")
 	}
 	clusterScenario(t, 60*time.Second, "", func(cfg *Config) {
+		// A quarter of the faults outlast the heartbeat timeout (4 s)
+		// and often adopt_after (10 s): the others hold for the node,
+		// and adopt its sessions.
+		cfg.LongFaults, cfg.LongFaultFor = 0.25, Span{5 * time.Second, 15 * time.Second}
+		if *long >= 0 {
+			cfg.LongFaults = *long
+		}
 		switch *faults {
 		case "":
 		case "none":

@@ -38,6 +38,9 @@ func (n *nemesis) loop(ctx, work context.Context) error {
 		f := cfg.Faults[n.rng.IntN(len(cfg.Faults))]
 		node := cfg.FaultNodes[n.rng.IntN(len(cfg.FaultNodes))]
 		last := cfg.FaultFor.pick(n.rng)
+		if cfg.LongFaults > 0 && n.rng.Float64() < cfg.LongFaults {
+			last = cfg.LongFaultFor.pick(n.rng)
+		}
 		if err := n.cause(f, node); err != nil {
 			return err
 		}
