@@ -62,7 +62,10 @@ import (
 //   - A node killed and restarted within adopt_after is heard from again
 //     before any survivor adopts its records: its own janitor's first
 //     scan after start claims and publishes the recorded wills naming it
-//     of connections it no longer has (leftover), the same way.
+//     of connections it no longer has (leftover), the same way. A client
+//     back on the node before that scan has its claim replace the record:
+//     that claim publishes the will, before the new connection's CONNACK
+//     (publishInheritedWill), as a claim from another node would.
 //
 // The price: a node that dies in the instant between its confirmed
 // rewrite and the publication loses that will (before, the will was
@@ -358,6 +361,22 @@ func (o *owners) publishReplacedWill(id, prev string, will *broker.Message, drop
 		return
 	}
 	o.n.log.Info("will of a replaced record published", "client_id", id, "previous", prev, "topic", will.Topic)
+	o.n.srv.PublishOrphanWill(will)
+}
+
+// publishInheritedWill publishes will, the will of a connection of id that
+// this node's previous process had (killed with it), which this node's
+// claim removed from the record. That connection ended without a
+// DISCONNECT, its session with it, so its will was due then
+// [MQTT-3.1.2-8]; published before the returning client's CONNACK, it
+// comes before anything the new connection publishes (an "online" status
+// after the will's "offline"). Before, it was dropped: a client back
+// within adopt_after of the restart left its will unpublished.
+func (o *owners) publishInheritedWill(id string, will *broker.Message) {
+	if will == nil {
+		return
+	}
+	o.n.log.Info("will of a connection of this node's previous process published", "client_id", id, "topic", will.Topic)
 	o.n.srv.PublishOrphanWill(will)
 }
 

@@ -119,12 +119,15 @@ func TestClusterDeadNodeCleanWills(t *testing.T) {
 	}
 }
 
-// TestClusterRestartedNodeCleanWills kills n1 (kill -9) with a clean
-// session's client connected and starts it again at once, within
+// TestClusterRestartedNodeCleanWills kills n1 (kill -9) with two clean
+// sessions' clients connected and starts it again at once, within
 // cluster.adopt_after (15 s here): the survivors hear n1 again before they
 // would adopt its records, so n1 itself publishes the will its record
-// kept, once, at its first scan after start; a client that connected to
-// n1 again meanwhile keeps its will.
+// kept, once, at its first scan after start. A client that connected to
+// n1 again before that scan replaced the record: its claim publishes the
+// killed connection's will, once, before the new connection's CONNACK
+// (before December 6, 2026 that will was dropped [MQTT-3.1.2-8]), and the
+// new connection has its own will.
 func TestClusterRestartedNodeCleanWills(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
@@ -145,7 +148,7 @@ func TestClusterRestartedNodeCleanWills(t *testing.T) {
 	var back *client
 	eventually(t, 30*time.Second, func() error {
 		c, ack, err := tryConnect(t, n1, &paho.Connect{ClientID: "cr-back", CleanStart: true, KeepAlive: 30,
-			WillMessage: &paho.WillMessage{Topic: "cr/will/cr-back", QoS: 1, Payload: []byte("cr-back")}})
+			WillMessage: &paho.WillMessage{Topic: "cr/will/cr-back", QoS: 1, Payload: []byte("cr-back-2")}})
 		if err != nil {
 			return err
 		}
@@ -155,17 +158,24 @@ func TestClusterRestartedNodeCleanWills(t *testing.T) {
 		back = c
 		return nil
 	})
-	if p := wills.next(t, 60*time.Second); string(p.Payload) != "cr-gone" {
-		t.Fatalf("will %q published, want cr-gone's", p.Payload)
+	got := map[string]int{}
+	for range 2 {
+		got[string(wills.next(t, 60*time.Second).Payload)]++
+	}
+	if got["cr-gone"] != 1 || got["cr-back"] != 1 {
+		t.Fatalf("wills published %v, want the killed connections' cr-gone and cr-back once each", got)
 	}
 	wills.none(t, 3*time.Second)
 	line := `"will of a clean session of a silent node adopted"`
 	if c := countLog(n1, line+" node=n1 client_id=cr-gone from=n1"); c != 1 {
 		t.Errorf("cr-gone's will published by n1 %d times after its restart", c)
 	}
-	// cr-back's will is its live connection's: still there.
+	if c := countLog(n1, `"will of a connection of this node's previous process published" node=n1 client_id=cr-back`); c != 1 {
+		t.Errorf("cr-back's killed connection's will published by its claim %d times", c)
+	}
+	// cr-back's new will is its live connection's: still there.
 	back.Disconnect(&paho.Disconnect{ReasonCode: 0x04}) // with will
-	if p := wills.next(t, 20*time.Second); string(p.Payload) != "cr-back" {
-		t.Fatalf("will %q published, want cr-back's", p.Payload)
+	if p := wills.next(t, 20*time.Second); string(p.Payload) != "cr-back-2" {
+		t.Fatalf("will %q published, want cr-back's new one", p.Payload)
 	}
 }

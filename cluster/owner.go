@@ -302,6 +302,7 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		prevWill  *broker.Message
 		prevRev   uint64
 		wasUnread bool
+		inherited bool
 	}
 	for range claimTries {
 		var prev string
@@ -313,7 +314,9 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		}
 		if tried.epoch != 0 && prev == o.n.cfg.Node && epoch == tried.epoch {
 			o.n.log.Debug("cluster: an owner record write reported as a conflict was applied", "client_id", id, "epoch", epoch)
-			if tried.prev == o.n.cfg.Node && tried.prevWill != nil {
+			if tried.inherited {
+				o.publishInheritedWill(id, tried.prevWill)
+			} else if tried.prev == o.n.cfg.Node && tried.prevWill != nil {
 				o.supersede(tried.prevRev)
 			}
 			return o.claimed(ctx, id, rev, epoch, tried.prev, tried.prevWill, tried.wasUnread)
@@ -351,7 +354,7 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		if err != nil {
 			return 0, 0, fmt.Errorf("cluster: will of %q: %w", id, err)
 		}
-		if prev == o.n.cfg.Node && prevWill != nil {
+		if prev == o.n.cfg.Node && prevWill != nil && !inherited {
 			o.supersede(rev)
 		}
 		if rev == 0 {
@@ -362,6 +365,7 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			o.unsupersede(rev)
 			tried.epoch, tried.prev, tried.prevWill, tried.prevRev, tried.wasUnread = epoch, prev, prevWill, rev, wasUnread
+			tried.inherited = inherited
 			continue // another connect raced, or so a stale leader says: read again
 		}
 		if err != nil {
@@ -379,6 +383,9 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 			// (ClaimWill clears it).
 			return 0, epoch, fmt.Errorf("cluster: recording owner of %q: %w", id, err)
 		}
+		if inherited {
+			o.publishInheritedWill(id, prevWill)
+		}
 		return o.claimed(ctx, id, written, epoch, prev, prevWill, wasUnread)
 	}
 	return 0, 0, fmt.Errorf("cluster: owner of %q: %d conflicting connects in a row", id, claimTries)
@@ -388,9 +395,7 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 // this node now, replacing prev's (with prevWill): the previous owner lets
 // go and the session comes here. A record this node's previous
 // incarnation wrote (inherited) counts as unread (wasUnread); the will it
-// holds, if any, is dropped, as for a client back on a node restarted
-// within adopt_after before its startup scan (cleanwill.go,
-// TestClusterRestartedNodeCleanWills).
+// holds was published by the claim (publishInheritedWill).
 func (o *owners) claimed(ctx context.Context, id string, written, epoch uint64, prev string, prevWill *broker.Message, wasUnread bool) (uint64, uint64, error) {
 	if o.n.sess != nil {
 		o.n.sess.setEpoch(id, epoch, prev != o.n.cfg.Node || wasUnread)
