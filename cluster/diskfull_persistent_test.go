@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,15 +55,9 @@ func TestClusterDiskFullPersistent(t *testing.T) {
 	var owed []string
 	refused := 0
 	for i := range 40 {
-		topic, qos := "dfp/q1", byte(1)
-		if i%2 == 1 {
-			topic, qos = "dfp/q2", 2
-		}
-		payload := fmt.Sprintf("full-%d", i)
-		rc, closed := pub.tryPublish(t, &paho.Publish{Topic: topic, QoS: qos, Payload: []byte(payload)})
+		payload, rc, closed := publishMixed(t, n1, "dfp-pub", &pub, "dfp", "full", i)
 		switch {
 		case closed:
-			eventually(t, partitionBound, func() error { return redial(t, n1, "dfp-pub", &pub) })
 		case rc >= 0x80:
 			refused++
 		case rc != 0:

@@ -71,18 +71,12 @@ func TestClusterPartitionPersistent(t *testing.T) {
 	willAt := time.Duration(0)
 	after := 0
 	for i := 0; i < 400 && after < 10; i++ {
-		topic, qos := "pp/q1", byte(1)
-		if i%2 == 1 {
-			topic, qos = "pp/q2", 2
-		}
-		payload := fmt.Sprintf("maj-%d", i)
-		rc, closed := pub1.tryPublish(t, &paho.Publish{Topic: topic, QoS: qos, Payload: []byte(payload)})
+		payload, rc, closed := publishMixed(t, n1, "pp-pub1", &pub1, "pp", "maj", i)
 		switch {
 		case closed:
-			eventually(t, partitionBound, func() error { return redial(t, n1, "pp-pub1", &pub1) })
 		case rc != 0:
-			t.Errorf("%s (QoS %d) on the majority %v after the cut: 0x%02X, want 0x00 (held for the session)",
-				payload, qos, time.Since(cut).Round(time.Millisecond), rc)
+			t.Errorf("%s on the majority %v after the cut: 0x%02X, want 0x00 (held for the session)",
+				payload, time.Since(cut).Round(time.Millisecond), rc)
 		default:
 			owed = append(owed, payload)
 		}
@@ -157,6 +151,25 @@ func TestClusterPartitionPersistent(t *testing.T) {
 			t.Errorf("pp-sub's will published %d times across the nodes, want 1", published)
 		}
 	})
+}
+
+// publishMixed publishes PREFIX-i through *pub (client id id on nd): on
+// TOPICS/q1 at QoS 1 for an even i, on TOPICS/q2 at QoS 2 for an odd one.
+// It returns the payload and the acknowledgement's reason code, or closed
+// when the node closed the connection instead (outcome unknown), after
+// dialling id again.
+func publishMixed(t *testing.T, nd *node, id string, pub **client, topics, prefix string, i int) (payload string, rc byte, closed bool) {
+	t.Helper()
+	topic, qos := topics+"/q1", byte(1)
+	if i%2 == 1 {
+		topic, qos = topics+"/q2", 2
+	}
+	payload = fmt.Sprintf("%s-%d", prefix, i)
+	rc, closed = (*pub).tryPublish(t, &paho.Publish{Topic: topic, QoS: qos, Payload: []byte(payload)})
+	if closed {
+		eventually(t, partitionBound, func() error { return redial(t, nd, id, pub) })
+	}
+	return payload, rc, closed
 }
 
 // checkOwed reads c's messages until every payload of owed came, then until
@@ -241,17 +254,11 @@ func TestClusterPausedNodePersistent(t *testing.T) {
 	})
 	var owed []string
 	for i := range 20 {
-		topic, qos := "pz/q1", byte(1)
-		if i%2 == 1 {
-			topic, qos = "pz/q2", 2
-		}
-		payload := fmt.Sprintf("held-%d", i)
-		rc, closed := pub.tryPublish(t, &paho.Publish{Topic: topic, QoS: qos, Payload: []byte(payload)})
+		payload, rc, closed := publishMixed(t, n1, "pz-pub", &pub, "pz", "held", i)
 		switch {
 		case closed:
-			eventually(t, partitionBound, func() error { return redial(t, n1, "pz-pub", &pub) })
 		case rc != 0:
-			t.Errorf("%s (QoS %d) for the paused node's persistent session: 0x%02X, want 0x00 (held for it)", payload, qos, rc)
+			t.Errorf("%s for the paused node's persistent session: 0x%02X, want 0x00 (held for it)", payload, rc)
 		default:
 			owed = append(owed, payload)
 		}
