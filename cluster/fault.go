@@ -209,13 +209,14 @@ type faults struct {
 	lateOnce     sync.Once
 	unconfirmed  string
 	unconfirmd   atomic.Bool // unconfirmed: its publish came
+	straddle     string
+	straddled    atomic.Bool   // straddle-move: its publish came
+	moveBegun    chan struct{} // straddle-move: closed once a move in began
+	begunOnce    sync.Once
+
 	// claim-unconfirmed, and whether its claim came
 	claimUnconfirmed string
 	claimUnconfirmd  atomic.Bool
-	straddle         string
-	straddled        atomic.Bool   // straddle-move: its publish came
-	moveBegun        chan struct{} // straddle-move: closed once a move in began
-	begunOnce        sync.Once
 }
 
 // straddleMax bounds straddle-move's wait for a move; straddleLinger is
