@@ -451,31 +451,51 @@ func (u *unsureWills) all() []unsureWill {
 //     this node's claim most likely (two claims would have had to come
 //     between): the will is published, rather than maybe lost.
 func (s *sessions) settleUnsureWills() {
-	for _, u := range s.unsure.all() {
-		ctx, cancel := context.WithTimeout(s.n.ctx, followAttempt)
-		owner, epoch, _, rev, err := s.n.own.readWill(ctx, ownerKey(u.r.id))
-		cancel()
-		if err != nil {
-			s.n.log.Debug("cluster: record of an unconfirmed will claim not read yet", "client_id", u.r.id, "err", err)
-			continue
-		}
-		mine := owner == s.n.cfg.Node
-		switch {
-		case rev == u.r.rev:
-			if time.Now().After(u.until) {
-				s.unsure.drop(u.r.id)
-			}
-			continue
-		case rev == 0 || epoch < u.epoch:
-			s.unsure.drop(u.r.id)
-			continue
-		case epoch == u.epoch && (!mine || s.n.srv.HasSession(u.r.id)):
-			s.unsure.drop(u.r.id)
-			continue
-		}
-		s.unsure.drop(u.r.id)
-		s.n.log.Info("will of a clean session of a silent node adopted", "client_id", u.r.id, "from", u.r.owner,
-			"epoch", u.epoch, "topic", u.r.will.Topic, "confirmed", "by reading the record again", "owner_now", owner, "epoch_now", epoch)
-		s.n.srv.PublishOrphanWill(u.r.will)
+	us := s.unsure.all()
+	if len(us) == 0 {
+		return
 	}
+	// One bound for the tick's reads, adoptParallel at a time: a dead
+	// node's many claims may have timed out together, and the janitor
+	// must not stall a read's bound per will. What is not read in time
+	// is read at the next tick.
+	ctx, cancel := context.WithTimeout(s.n.ctx, followAttempt)
+	defer cancel()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, adoptParallel)
+	for _, u := range us {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			s.settleUnsureWill(ctx, u)
+		}()
+	}
+	wg.Wait()
+}
+
+func (s *sessions) settleUnsureWill(ctx context.Context, u unsureWill) {
+	owner, epoch, _, rev, err := s.n.own.readWill(ctx, ownerKey(u.r.id))
+	if err != nil {
+		s.n.log.Debug("cluster: record of an unconfirmed will claim not read yet", "client_id", u.r.id, "err", err)
+		return
+	}
+	mine := owner == s.n.cfg.Node
+	switch {
+	case rev == u.r.rev:
+		if time.Now().After(u.until) {
+			s.unsure.drop(u.r.id)
+		}
+		return
+	case rev == 0 || epoch < u.epoch:
+		s.unsure.drop(u.r.id)
+		return
+	case epoch == u.epoch && (!mine || s.n.srv.HasSession(u.r.id)):
+		s.unsure.drop(u.r.id)
+		return
+	}
+	s.unsure.drop(u.r.id)
+	s.n.log.Info("will of a clean session of a silent node adopted", "client_id", u.r.id, "from", u.r.owner,
+		"epoch", u.epoch, "topic", u.r.will.Topic, "confirmed", "by reading the record again", "owner_now", owner, "epoch_now", epoch)
+	s.n.srv.PublishOrphanWill(u.r.will)
 }
