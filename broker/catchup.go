@@ -19,7 +19,10 @@ package broker
 // that reads the session's record, rebuilds the queue in store sequence
 // order. A message routed during the catch-up gets its sequence with a
 // gap of catchGap before it (nextSeq moves on by catchGap), so that a
-// Late one put before it can take a sequence between its neighbours.
+// Late one put before it can take a sequence between its neighbours;
+// where that room is used up, the messages from its place on take new
+// sequences past the end (respace), so the queue and the store keep the
+// same order whatever comes in what order.
 //
 // Sessions that never catch up pay a nil check per delivery and per fill.
 
@@ -135,13 +138,13 @@ func (ss *session) catchUpDeliver(ob *outbound) Ticket {
 			ob.seq = ss.nextSeq
 		case lo+1 >= hi:
 			// No room left between its neighbours (the gap used up):
-			// it stays last, out of its place rather than out of the
-			// store's order.
-			ss.srv.log.Warn("held message queued behind newer ones: no store sequence left at its place",
-				"client_id", ss.id, "topic", ob.msg.Topic)
-			ss.nextSeq += c.gap
-			ob.seq = ss.nextSeq
-			return ss.recordDelivery(ob)
+			// the ones from its place on move past the end, so that it
+			// still goes there (respace).
+			moved := ss.respace(q[at : len(q)-1])
+			ss.srv.log.Info("catch-up: queued messages given new store sequences to make room for a held one",
+				"client_id", ss.id, "topic", ob.msg.Topic, "moved", moved, "at", at, "queued", len(q)-1)
+			hi = seqFrom(q, at)
+			ob.seq = lo + min(c.step, (hi-lo)/2)
 		default:
 			ob.seq = lo + min(c.step, (hi-lo)/2)
 		}
@@ -149,6 +152,35 @@ func (ss *session) catchUpDeliver(ob *outbound) Ticket {
 	copy(q[at+1:], q[at:len(q)-1])
 	q[at] = ob
 	return ss.recordDelivery(ob)
+}
+
+// respace gives the journalled messages of tail (the queue from a Late
+// message's place on) new store sequences past the end, each with the
+// gap before it, in their order, and journals each move (the new entry,
+// then the old one's delete: a crash between the two leaves a message
+// queued twice, never none); it returns how many moved. A Late message
+// without room at its place went last before: out of its publisher's
+// order, and every newer Late one of that publisher came behind it
+// (slot), newer forwarded messages ahead of them all
+// (TestReproFenceWindowLifted under load: one message without room, 62
+// delivered after newer ones). ss.mu must be held.
+func (ss *session) respace(tail []*outbound) int {
+	c := ss.in2.catch
+	ops := make([]Op, 0, 2*len(tail))
+	for _, ob := range tail {
+		if ob.seq == 0 {
+			continue
+		}
+		old := ob.seq
+		ss.nextSeq += c.gap
+		ob.seq = ss.nextSeq
+		ops = append(ops, Op{ClientID: ss.id, Kind: OpQueuePut, Delivery: ob.stored()},
+			Op{ClientID: ss.id, Kind: OpQueueDel, Delivery: StoredDelivery{Seq: old}})
+	}
+	if len(ops) > 0 {
+		ss.srv.opts.Store.Append(ops...)
+	}
+	return len(ops) / 2
 }
 
 // slot returns where in q (the queue, without the message being placed) a

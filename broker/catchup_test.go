@@ -113,9 +113,11 @@ func TestCatchUpLateAhead(t *testing.T) {
 
 // TestCatchUpNoRoom: a Late message with no store sequence left at its
 // place (the gap before a forwarded message used up; catchGap and
-// catchStep, made 4 and 1 here) stays behind the newer ones, in memory as in the store, rather
-// than put in its place with a sequence out of the store's order; it is
-// still delivered.
+// catchStep, made 4 and 1 here) still goes there: the messages from its
+// place on take new sequences past the end (respace), in memory and in
+// the store alike. Before, it went last, behind newer messages, and
+// every newer Late one of its publisher behind it
+// (TestReproFenceWindowLifted under load: 62 messages after newer ones).
 func TestCatchUpNoRoom(t *testing.T) {
 	t.Parallel()
 	st := &idLog{}
@@ -137,7 +139,8 @@ func TestCatchUpNoRoom(t *testing.T) {
 	for _, h := range []string{"h1", "h2", "h3", "h4"} { // room for 3 before f1
 		deliver(h, Place{"Q", 1}, true)
 	}
-	want := []string{"h1", "h2", "h3", "f1", "f2", "h4"}
+	deliver("h5", Place{"Q", 2}, true) // after h4, its publisher's older one
+	want := []string{"h1", "h2", "h3", "h4", "h5", "f1", "f2"}
 	if got := st.queuedOrder("cu"); !slices.Equal(got, want) {
 		t.Errorf("store order %v, want %v", got, want)
 	}

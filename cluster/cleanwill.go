@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -58,7 +59,12 @@ import (
 //     chosen survivor claims it as it claims a persistent session
 //     (compare-and-set on the revision its scan read, epoch + 1, so that
 //     one survivor wins, and the node is fenced should it come back) and
-//     publishes the will at once, for the same reason.
+//     publishes the will at once, for the same reason. A claim of it
+//     whose write was not confirmed may have replaced the record, and the
+//     will with it, by one naming the survivor: the next scan finds no
+//     will to adopt. So the survivor reads the record again until it
+//     knows (settleUnsureWills), and publishes the will if its own write
+//     was the one applied.
 //   - A node killed and restarted within adopt_after is heard from again
 //     before any survivor adopts its records: its own janitor's first
 //     scan after start claims and publishes the recorded wills naming it
@@ -324,9 +330,15 @@ func (o *owners) forgetWillOnce(ctx context.Context, kv jetstream.KeyValue, id s
 func (s *sessions) adoptCleanWills(ctx context.Context, rs []ownerScan) error {
 	return s.eachParallel(rs, func(r ownerScan) error {
 		epoch, ok, err := s.claimOrphan(ctx, r)
+		if err != nil && epoch != 0 {
+			s.unsure.note(r, epoch, time.Now().Add(2*s.n.cfg.ForwardTimeout))
+		}
 		if !ok || err != nil {
 			return err
 		}
+		// This claim replaced the dead node's record: one noted before
+		// for the same record did not.
+		s.unsure.drop(r.id)
 		s.n.log.Info("will of a clean session of a silent node adopted", "client_id", r.id, "from", r.owner, "epoch", epoch, "topic", r.will.Topic)
 		s.n.srv.PublishOrphanWill(r.will)
 		return nil
@@ -388,4 +400,121 @@ func (n *Node) WillTakenOver(_ string, token uint64) {
 	delete(n.own.wills, token)
 	delete(n.own.superseded, token)
 	n.own.mu.Unlock()
+}
+
+// unsureWills are the clean wills of silent nodes whose claim by this
+// node's janitor was written but not confirmed (claimOrphan's error, as
+// under load: the acknowledgement did not come in time). Applied all the
+// same, such a write replaced the dead node's record, will and all, by
+// one naming this node: the next scan found nothing to adopt, and the
+// will was never published (TestClusterDeadNodeCleanWills at load 60-95:
+// cw-gone's claim "context deadline exceeded", no will after it;
+// TestReproUnsureWillClaim). Each is settled by reading the record again
+// (settleUnsureWills).
+type unsureWills struct {
+	mu sync.Mutex
+	m  map[string]unsureWill
+}
+
+// unsureWill is one claim not confirmed: r is the record the claim was to
+// replace (the dead node's, with the will), epoch the claim's; while the
+// record is still r, it is read again until the claim may no longer
+// apply (until), after which the scans claim it again.
+type unsureWill struct {
+	r     ownerScan
+	epoch uint64
+	until time.Time
+}
+
+func (u *unsureWills) note(r ownerScan, epoch uint64, until time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = map[string]unsureWill{}
+	}
+	u.m[r.id] = unsureWill{r, epoch, until}
+}
+
+func (u *unsureWills) drop(id string) {
+	u.mu.Lock()
+	delete(u.m, id)
+	u.mu.Unlock()
+}
+
+func (u *unsureWills) all() []unsureWill {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	out := make([]unsureWill, 0, len(u.m))
+	for _, w := range u.m {
+		out = append(out, w)
+	}
+	return out
+}
+
+// settleUnsureWills reads the record of each unsure will (unsureWills)
+// and publishes the will if this node's claim replaced it; the janitor
+// calls it on every tick while there are any. Claims of an id on this
+// node are one at a time (lockClaim), so the record tells:
+//   - this node at the claim's epoch, and no session here for the id: the
+//     claim applied; the will is due and nobody else has it. With a
+//     session here, a CONNECT here replaced the dead node's record at
+//     that epoch instead, and published the will it removed
+//     (publishReplacedWill);
+//   - this node at a later epoch: a CONNECT here replaced the claim's
+//     record, which held no will;
+//   - the dead node's record, unchanged: not applied (yet); looked at
+//     until the claim can no longer apply, then left to the scans;
+//   - another node at the claim's epoch: its claim replaced the dead
+//     node's record, and publishes the will;
+//   - another node at a later epoch: its claim replaced a newer record,
+//     this node's claim most likely (two claims would have had to come
+//     between): the will is published, rather than maybe lost.
+func (s *sessions) settleUnsureWills() {
+	us := s.unsure.all()
+	if len(us) == 0 {
+		return
+	}
+	// One bound for the tick's reads, adoptParallel at a time: a dead
+	// node's many claims may have timed out together, and the janitor
+	// must not stall a read's bound per will. What is not read in time
+	// is read at the next tick.
+	ctx, cancel := context.WithTimeout(s.n.ctx, followAttempt)
+	defer cancel()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, adoptParallel)
+	for _, u := range us {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			s.settleUnsureWill(ctx, u)
+		}()
+	}
+	wg.Wait()
+}
+
+func (s *sessions) settleUnsureWill(ctx context.Context, u unsureWill) {
+	owner, epoch, _, rev, err := s.n.own.readWill(ctx, ownerKey(u.r.id))
+	if err != nil {
+		s.n.log.Debug("cluster: record of an unconfirmed will claim not read yet", "client_id", u.r.id, "err", err)
+		return
+	}
+	mine := owner == s.n.cfg.Node
+	switch {
+	case rev == u.r.rev:
+		if time.Now().After(u.until) {
+			s.unsure.drop(u.r.id)
+		}
+		return
+	case rev == 0 || epoch < u.epoch:
+		s.unsure.drop(u.r.id)
+		return
+	case epoch == u.epoch && (!mine || s.n.srv.HasSession(u.r.id)):
+		s.unsure.drop(u.r.id)
+		return
+	}
+	s.unsure.drop(u.r.id)
+	s.n.log.Info("will of a clean session of a silent node adopted", "client_id", u.r.id, "from", u.r.owner,
+		"epoch", u.epoch, "topic", u.r.will.Topic, "confirmed", "by reading the record again", "owner_now", owner, "epoch_now", epoch)
+	s.n.srv.PublishOrphanWill(u.r.will)
 }

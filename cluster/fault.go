@@ -125,6 +125,12 @@ import (
 //	                      over a slow route under load, and sees the hold
 //	                      keys of a copy's end (fenceHold) only after the
 //	                      copy left PEER's tree
+//	claim-unconfirmed=CLIENT@NODE  on NODE, the janitor's first claim of
+//	                      CLIENT's record (a silent node's) is written,
+//	                      and then fails as not confirmed, as a write
+//	                      whose acknowledgement did not come in time under
+//	                      load (context deadline exceeded): applied, and
+//	                      not known to be
 //	unconfirmed=TOPIC@NODE  on NODE, the first QoS 1/2 publish to TOPIC
 //	                      that goes to another node is forwarded, held
 //	                      and kept as usual, and its confirmation then
@@ -207,6 +213,10 @@ type faults struct {
 	straddled    atomic.Bool   // straddle-move: its publish came
 	moveBegun    chan struct{} // straddle-move: closed once a move in began
 	begunOnce    sync.Once
+
+	// claim-unconfirmed, and whether its claim came
+	claimUnconfirmed string
+	claimUnconfirmd  atomic.Bool
 }
 
 // straddleMax bounds straddle-move's wait for a move; straddleLinger is
@@ -256,7 +266,7 @@ const releaseDelay = fenceGrace + time.Second
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late",
-	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall"}
+	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -297,6 +307,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.janitorLate, f.jAsked = v, make(chan struct{})
 		case "unconfirmed":
 			f.unconfirmed = v
+		case "claim-unconfirmed":
+			f.claimUnconfirmed = v
 		case "straddle-move":
 			f.straddle, f.moveBegun = v, make(chan struct{})
 		case "interest-late":
@@ -511,6 +523,15 @@ func (f *faults) straddles(name string) bool {
 func (f *faults) unconfirms(name string) bool {
 	return f != nil && f.unconfirmed == name && f.unconfirmd.CompareAndSwap(false, true)
 }
+
+// unconfirmsClaim reports whether the janitor's claim of id, written, is
+// claim-unconfirmed's (the first).
+func (f *faults) unconfirmsClaim(id string) bool {
+	return f != nil && f.claimUnconfirmed == id && f.claimUnconfirmd.CompareAndSwap(false, true)
+}
+
+// errFaultClaimUnconfirmed is the confirmation claim-unconfirmed fails.
+var errFaultClaimUnconfirmed = errors.New("cluster: test fault: claim not confirmed (claim-unconfirmed)")
 
 // errFaultUnconfirmed is the confirmation unconfirmed fails.
 var errFaultUnconfirmed = errors.New("cluster: test fault: not confirmed (unconfirmed)")

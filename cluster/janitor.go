@@ -60,6 +60,7 @@ func (s *sessions) janitor() {
 		case <-s.n.ctx.Done():
 			return
 		case now := <-t.C:
+			s.settleUnsureWills()
 			live := map[string]bool{s.n.cfg.Node: true}
 			for _, name := range s.n.remote.nodes() {
 				live[name], seen[name] = true, true
@@ -241,7 +242,8 @@ func (s *sessions) eachParallel(rs []ownerScan, fn func(ownerScan) error) error 
 // scan read (compare-and-set, epoch + 1: one survivor wins, and the dead
 // node is fenced should it come back). It reports false, without an
 // error, when the record changed since: the client reconnected somewhere,
-// or another node won.
+// or another node won; false with an error and the claim's epoch when its
+// write was not confirmed, and may have applied.
 //
 // From the write until the session is in the server here (adoptAhead),
 // this node holds the id's record but not its session: the id is marked
@@ -263,14 +265,20 @@ func (s *sessions) claimOrphan(ctx context.Context, r ownerScan) (epoch uint64, 
 	o.setUnread(r.id, true)
 	ctx, cancel := context.WithTimeout(ctx, s.n.cfg.ForwardTimeout)
 	defer cancel()
-	if _, err := kv.Update(ctx, ownerKey(r.id), encodeOwner(s.n.cfg.Node, epoch), r.rev); err != nil {
+	_, err = kv.Update(ctx, ownerKey(r.id), encodeOwner(s.n.cfg.Node, epoch), r.rev)
+	if err == nil && s.n.fault.unconfirmsClaim(r.id) {
+		err = errFaultClaimUnconfirmed
+	}
+	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			o.setUnread(r.id, was)
 			return 0, false, nil
 		}
 		// Not confirmed, maybe applied: the mark stays, and a claim
-		// that finds this node in the record reads the stream.
-		return 0, false, err
+		// that finds this node in the record reads the stream; a
+		// clean will's claim reads the record again (unsureWills),
+		// told by the epoch.
+		return epoch, false, err
 	}
 	s.setEpoch(r.id, epoch, true)
 	return epoch, true, nil

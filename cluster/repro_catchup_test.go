@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -112,7 +113,15 @@ func orderAcrossResume(t *testing.T, pubNode *node, pub **client, pubID string, 
 		case m := <-c.in:
 			take(m)
 		case <-deadline:
-			t.Fatalf("%d of %d acknowledged messages lost\n%s:\n%s", len(acked)-len(order), len(acked), on.name, grepLog(on, "client_id="+id))
+			var lost []string
+			for p := range acked {
+				if seen[p] == 0 {
+					lost = append(lost, p)
+				}
+			}
+			slices.Sort(lost)
+			t.Fatalf("%d of %d acknowledged messages lost: %v\n%s:\n%s", len(lost), len(acked), lost[:min(len(lost), 20)],
+				on.name, grepLog(on, "client_id="+id))
 		}
 	}
 	t.Logf("%d messages acknowledged, %d with unknown outcome", len(acked), unknown)

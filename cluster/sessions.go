@@ -104,7 +104,10 @@ type sessions struct {
 	lost map[string]time.Time
 	// kept: the lost ids whose copy here has not ended yet: what it
 	// takes is kept in the held subject (keep.go).
-	kept     keptCopies
+	kept keptCopies
+	// unsure: clean wills whose claim here was not confirmed
+	// (cleanwill.go).
+	unsure   unsureWills
 	restored []string // ids of sessions the local store had at start
 
 	js    jetstream.JetStream
