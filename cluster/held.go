@@ -1164,9 +1164,10 @@ type heldFollower struct {
 	// sequence (takeHeldFrom).
 	floor map[string]time.Time
 	// after: per session handed over here with its old owner's place in
-	// this subject (followHanded), that place: nothing before it is the
-	// session's, everything from it on is, whether or not the session
-	// was away from this node when it was held (wasAway).
+	// this subject (followHanded), that place's sequence (0 for a place
+	// by time, which floor holds): nothing before it is the session's,
+	// everything from it on is, whether or not the session was away from
+	// this node when it was held (wasAway).
 	after map[string]uint64
 	gen   uint64 // counts resets (a session joined, or its first read failed)
 	// waits: hand-overs waiting (awaitHeld) for the first read of a
@@ -1281,6 +1282,14 @@ func (s *sessions) takeHeld(ctx context.Context, w *heldWait, id string, last ti
 // complete read. floor is heldFloor's: the follower gives id nothing held
 // before it.
 func (s *sessions) joinFollower(node, id string, until time.Time, next uint64, last, floor time.Time, again bool, w *heldWait) {
+	s.joinFollowerAfter(node, id, until, next, last, floor, again, w, nil)
+}
+
+// joinFollowerAfter is joinFollower, with after, if not nil, the place of
+// a handover (heldFollower.after, followHanded), set in the same step as
+// the join: a read that began in between would apply wasAway to id and
+// move the follower past what it left out.
+func (s *sessions) joinFollowerAfter(node, id string, until time.Time, next uint64, last, floor time.Time, again bool, w *heldWait, after *uint64) {
 	s.mu.Lock()
 	if s.followers == nil {
 		s.followers = map[string]*heldFollower{}
@@ -1298,7 +1307,14 @@ func (s *sessions) joinFollower(node, id string, until time.Time, next uint64, l
 		f.floor = map[string]time.Time{}
 	}
 	f.floor[id] = floor
-	delete(f.after, id) // a place of an earlier handover (followHanded)
+	if after == nil {
+		delete(f.after, id) // a place of an earlier handover
+	} else {
+		if f.after == nil {
+			f.after = map[string]uint64{}
+		}
+		f.after[id] = *after
+	}
 	f.mu.Unlock()
 	if spawn {
 		s.n.wg.Add(1)
@@ -1326,24 +1342,10 @@ func (s *sessions) followHanded(id string, ps []heldPos, until time.Time, w *hel
 		if p.node == "" || p.from == 0 && p.since.IsZero() {
 			continue // no place: nothing to read from
 		}
-		s.joinFollower(p.node, id, until, p.from, p.since, p.floor, false, w)
-		if p.from == 0 {
-			continue // by time: the floor says it (since)
-		}
-		s.mu.Lock()
-		f := s.followers[p.node]
-		s.mu.Unlock()
-		if f == nil {
-			continue // ended meanwhile: nothing is followed for id there
-		}
-		f.mu.Lock()
-		if _, ok := f.ids[id]; ok {
-			if f.after == nil {
-				f.after = map[string]uint64{}
-			}
-			f.after[id] = p.from
-		}
-		f.mu.Unlock()
+		// By time (from 0), the floor is the place; every sequence is
+		// after it.
+		after := p.from
+		s.joinFollowerAfter(p.node, id, until, p.from, p.since, p.floor, false, w, &after)
 	}
 }
 

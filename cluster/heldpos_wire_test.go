@@ -73,24 +73,29 @@ func TestHeldPositionsAndFollowHanded(t *testing.T) {
 	}
 
 	// c handed over here: n2's follower reads again from 30 (another
-	// session's place was 40), n3's from 9 gives c nothing before 9; a
-	// place with neither a sequence nor a time is no place.
+	// session's place was 40), n3's from 9 gives c nothing before 9; n1's
+	// reads by time, its floor the place; a place with neither a
+	// sequence nor a time is no place.
 	w := newHeldWait(func() {})
-	s.followHanded("c", []heldPos{{node: "n2", from: 30}, {node: "n3", from: 9}, {node: "n1"}}, until, w)
+	s.followHanded("c", []heldPos{{node: "n2", from: 30}, {node: "n3", from: 9}, {node: "n1", since: since, floor: since}, {node: "n4"}}, until, w)
 	if f := s.followers["n2"]; f.from != 30 || f.after["c"] != 30 {
 		t.Errorf("n2 after c's handover: from %d, c after %d; want 30, 30", f.from, f.after["c"])
 	}
 	if f := s.followers["n3"]; f.from != 7 || f.after["c"] != 9 {
 		t.Errorf("n3 after c's handover: from %d, c after %d; want 7 (b's), 9", f.from, f.after["c"])
 	}
-	if _, ok := s.followers["n1"].ids["c"]; ok {
-		t.Error("n1 follows c: its place named neither a sequence nor a time")
+	if a, ok := s.followers["n1"].after["c"]; !ok || a != 0 || !s.followers["n1"].floor["c"].Equal(since) {
+		t.Errorf("n1 after c's handover by time: after %d (%v), floor %v; want 0, the floor %v", a, ok, s.followers["n1"].floor["c"], since)
 	}
-	if got, want := w.unreadFrom(), []string{"n2", "n3"}; !slices.Equal(got, want) {
+	if _, ok := s.followers["n4"]; ok {
+		t.Error("n4 followed for c: its place named neither a sequence nor a time")
+	}
+	if got, want := w.unreadFrom(), []string{"n1", "n2", "n3"}; !slices.Equal(got, want) {
 		t.Errorf("c's wait: unread from %v, want %v", got, want)
 	}
 	// Handed on again: the place given, past the follower's own.
-	if got, want := s.heldPositions("c"), []heldPos{{node: "n2", from: 30}, {node: "n3", from: 9}}; !slices.EqualFunc(got, want, sameHeldPos) {
+	want = []heldPos{{node: "n1", since: since, floor: since}, {node: "n2", from: 30}, {node: "n3", from: 9}}
+	if got := s.heldPositions("c"); !slices.EqualFunc(got, want, sameHeldPos) {
 		t.Errorf("places of c, handed over here: %+v, want %+v", got, want)
 	}
 	s.joinFollower("n3", "c", until, 12, since, time.Time{}, false, nil)
