@@ -165,6 +165,13 @@ import (
 //	                      answer and its adoption, as test/jepsen
 //	                      TestClusterFull did (b41r3 g1m1, 0.1 s after);
 //	                      named again, for several clients
+//	held-stall=CLIENT@NODE  on NODE, a follower of a held subject does
+//	                      not read while CLIENT's session is among those
+//	                      it follows: what publishers hold after the
+//	                      session's adoption read ahead is not applied
+//	                      there, and a release request's wait for it
+//	                      (awaitHeld) is cut at its bound, as when those
+//	                      reads are slow under load
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -213,6 +220,8 @@ type faults struct {
 	straddled    atomic.Bool   // straddle-move: its publish came
 	moveBegun    chan struct{} // straddle-move: closed once a move in began
 	begunOnce    sync.Once
+	heldStall    string
+	stallOnce    sync.Map // held-stall: the followers that logged their stall
 
 	// claim-unconfirmed, and whether its claim came
 	claimUnconfirmed string
@@ -266,7 +275,8 @@ const releaseDelay = fenceGrace + time.Second
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late",
-	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed"}
+	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
+	"held-stall"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -327,6 +337,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.heldLate = d
 		case "held-pending":
 			f.heldPending = append(f.heldPending, v)
+		case "held-stall":
+			f.heldStall = v
 		case "release-late":
 			f.releaseLate = v
 		case "finish-late":
@@ -352,6 +364,17 @@ func parseFaults(s, node string) (*faults, error) {
 // release request.
 func (f *faults) delays(id string) bool {
 	return f != nil && f.delayRelease == id
+}
+
+// stallsFollower reports whether the follower of node's held subject,
+// which follows ids, is not to read (held-stall), and whether this is its
+// first such report (logged once).
+func (f *faults) stallsFollower(node string, ids []string) (stall, first bool) {
+	if f == nil || f.heldStall == "" || !slices.Contains(ids, f.heldStall) {
+		return false, false
+	}
+	_, logged := f.stallOnce.LoadOrStore(node, true)
+	return true, !logged
 }
 
 // holdsHeld reports whether a release request for id is to find its held

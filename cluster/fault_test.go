@@ -71,6 +71,19 @@ func TestParseFaults(t *testing.T) {
 	if err != nil || !f.holdsHeld("h") || !f.holdsHeld("i") || f.holdsHeld("j") {
 		t.Errorf("held-pending=h,i@n1,j@n2: %+v, %v; want h and i on n1", f, err)
 	}
+	f, err = parseFaults("held-stall=s@n1,held-stall=t@n2", "n1")
+	if err != nil {
+		t.Fatalf("held-stall=s: %v", err)
+	}
+	if stall, first := f.stallsFollower("n2", []string{"a", "s"}); !stall || !first {
+		t.Errorf("held-stall=s: a follower of s on n1 does not stall (%v) or is not logged first (%v)", stall, first)
+	}
+	if stall, first := f.stallsFollower("n2", []string{"s"}); !stall || first {
+		t.Errorf("held-stall=s: the same follower again: stall %v, first %v; want true, false", stall, first)
+	}
+	if stall, _ := f.stallsFollower("n2", []string{"t"}); stall {
+		t.Error("held-stall=s: a follower of t (n2's fault) stalls on n1")
+	}
 	f, err = parseFaults("release-late=l@n1,held-fenced=h@n1,held-fenced=x@n2", "n1")
 	if err != nil || !f.handlesLate("l") || f.handlesLate("h") || !f.holdsUntilFenced("h") || f.holdsUntilFenced("x") {
 		t.Errorf("release-late=l,held-fenced=h: %+v, %v; want l late, h held until fenced, on n1 only", f, err)

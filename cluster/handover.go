@@ -1,7 +1,9 @@
 package cluster
 
 import (
+	"encoding/base64"
 	"encoding/binary"
+	"math"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
@@ -182,4 +184,93 @@ func readSeen(r *reader) []uint64 {
 		seen = append(seen, r.uvarint())
 	}
 	return seen
+}
+
+// heldPosHeader names the NATS header of a release answer that hands a
+// session over (reply 1) while the held reads of the answering node were
+// not done for it (its wait cut at its bound, awaitHeld): where each held
+// subject this node followed for the session is to be read on from by
+// the new owner (heldPos). A header, so that an older claimer, which
+// knows only the reply's bytes, ignores it and adopts the session as
+// before; its value is base64 (headers are text) of:
+//
+//	version   byte
+//	count     uvarint, then per held subject:
+//	node      string   whose held subject it is
+//	from      uvarint  stream sequence to read from (0: by time, since)
+//	since     uvarint  Unix nanoseconds where a read by time starts (0: none)
+//	floor     uvarint  Unix nanoseconds before which nothing held is the
+//	                   session's (0: none)
+const heldPosHeader = "Roost-Held-Pos"
+
+// heldPos is where the old owner's follower of one node's held subject was
+// for a session handed over before it had read for it: every message
+// before it was applied to the session there (so the handover carries
+// it), and what comes from it on the new owner reads (heldFollower: from,
+// since, floor).
+type heldPos struct {
+	node  string
+	from  uint64
+	since time.Time
+	floor time.Time
+}
+
+// encodeHeldPos is heldPosHeader's value for ps; "" for none.
+func encodeHeldPos(ps []heldPos) string {
+	if len(ps) == 0 {
+		return ""
+	}
+	b := binary.AppendUvarint([]byte{wireVersion}, uint64(len(ps)))
+	for _, p := range ps {
+		b = appendString(b, p.node)
+		b = binary.AppendUvarint(b, p.from)
+		b = binary.AppendUvarint(b, unixNanos(p.since))
+		b = binary.AppendUvarint(b, unixNanos(p.floor))
+	}
+	return base64.RawStdEncoding.EncodeToString(b)
+}
+
+// decodeHeldPos reads heldPosHeader's value; none for "".
+func decodeHeldPos(v string) ([]heldPos, error) {
+	if v == "" {
+		return nil, nil
+	}
+	b, err := base64.RawStdEncoding.DecodeString(v)
+	if err != nil {
+		return nil, errWire
+	}
+	r := reader{b: b}
+	if r.byte() != wireVersion {
+		return nil, errWire
+	}
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		return nil, errWire
+	}
+	ps := make([]heldPos, 0, n)
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		p := heldPos{node: r.string(), from: r.uvarint()}
+		p.since, p.floor = fromUnixNanos(r.uvarint()), fromUnixNanos(r.uvarint())
+		ps = append(ps, p)
+	}
+	if r.err != nil || len(r.b) != 0 {
+		return nil, errWire
+	}
+	return ps, nil
+}
+
+// unixNanos is t in Unix nanoseconds, 0 for the zero time (or one before
+// 1970, which no held message has).
+func unixNanos(t time.Time) uint64 {
+	if t.IsZero() || t.UnixNano() <= 0 {
+		return 0
+	}
+	return uint64(t.UnixNano())
+}
+
+func fromUnixNanos(ns uint64) time.Time {
+	if ns == 0 || ns > math.MaxInt64 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(ns))
 }

@@ -175,6 +175,11 @@ type moveIn struct {
 	acks []*heldAck
 	done chan struct{}
 	err  error
+	// handed: where the held subjects are to be read on from for the
+	// session (the old owner's answer: cutPositions); follow, set by
+	// adopt, has their followers do that once it returns.
+	handed []heldPos
+	follow func()
 }
 
 // heldAck is the confirmation of a forwarded QoS 1/2 message held for
@@ -647,7 +652,7 @@ func (n *Node) finish(q *barrierRequest) []byte {
 // moveIn is the new owner's side of a move from the live node prev, which
 // answered the release request with rec1: it runs steps 1 to 4 and adopts
 // the session.
-func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, rec1 *broker.StoredSession) error {
+func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, rec1 *broker.StoredSession, handed []heldPos) error {
 	n := mv.n
 	self := n.cfg.Node
 	// The move's steps have bounds of their own (barrierBound,
@@ -657,7 +662,7 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	defer cancel()
 	stop := context.AfterFunc(n.ctx, cancel)
 	defer stop()
-	mi := &moveIn{epoch: epoch, from: prev, seen: make(map[string]bool), done: make(chan struct{}), in: make(chan struct{})}
+	mi := &moveIn{epoch: epoch, from: prev, seen: make(map[string]bool), done: make(chan struct{}), in: make(chan struct{}), handed: handed}
 	for _, s := range rec1.Subs {
 		group, plain, _, err := topic.ParseShare(s.Filter)
 		switch {
@@ -728,6 +733,11 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 		n.sess.adopt(id)
 	}
 	held, expired, last := mv.adopt(id, mi, rec)
+	if mi.follow != nil {
+		// Before a newer claim waiting for the session here (awaitIn)
+		// is answered: its answer names these followers' places.
+		mi.follow()
+	}
 	close(mi.in)
 	if mi.refused > 0 { // adopted: no longer written
 		n.log.Error("cluster: moving session: too many messages held; the rest were not confirmed to their publishers",
@@ -801,6 +811,7 @@ func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (de
 	n.srv.Adopt(rec)
 	if n.sess != nil {
 		n.sess.watchArrival(id)
+		mi.follow = n.beginHanded(id, mi.handed)
 	}
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
@@ -835,6 +846,33 @@ func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (de
 }
 
 func nobody(string) bool { return false }
+
+// beginHanded prepares, for id's session just adopted here by a move
+// (under the gate's write side, before anything else reaches it), the
+// reads of the held subjects its old owner named (handed: cutPositions),
+// and returns what starts them (followHanded); nil for none. Until their
+// first complete reads the session catches up (catchUp: what they bring
+// goes ahead of newer messages forwarded meanwhile, and nothing queued is
+// sent, so what the handover carried is still there to be left out), and
+// a release request waits for them (heldPending, awaitHeld), or names
+// their places in its turn. Watched (originWatch), the session gets once
+// a message both forwarded here and held.
+func (n *Node) beginHanded(id string, handed []heldPos) func() {
+	if len(handed) == 0 || n.own == nil {
+		return nil
+	}
+	until := time.Now().Add(n.heldWatch())
+	n.watch.watch(id, until)
+	w := newHeldWait(n.own.holdRelease([]string{id}))
+	cw := newHeldWait(nil)
+	cw.done = n.catchUp(id, w.finish, cw.unreadFrom)
+	return func() {
+		n.sess.followHanded(id, handed, until, cw)
+		cw.finish()
+		n.log.Info("cluster: held subjects read on from the previous owner's places for a session moved here",
+			"client_id", id, "held_from", heldPosText(handed))
+	}
+}
 
 // release ends the wait for what mi held, once it is durable (err nil) or
 // could not be: the confirmations held back are sent (as not taken after

@@ -1118,6 +1118,12 @@ type heldFollower struct {
 	// the follower read again. Zero for one whose own read was by
 	// sequence (takeHeldFrom).
 	floor map[string]time.Time
+	// after: per session handed over here with its old owner's place in
+	// this subject (followHanded), that place's sequence (0 for a place
+	// by time, which floor holds): nothing before it is the session's,
+	// everything from it on is, whether or not the session was away from
+	// this node when it was held (wasAway).
+	after map[string]uint64
 	gen   uint64 // counts resets (a session joined, or its first read failed)
 	// waits: hand-overs waiting (awaitHeld) for the first read of a
 	// session whose own first read failed, by the gen it was asked at.
@@ -1214,7 +1220,8 @@ func (s *sessions) takeHeld(ctx context.Context, w *heldWait, id string, last ti
 		// own applying stopped (takeUnsettled); by time, a message it
 		// held before an op it applied later would be passed over.
 		from := s.takeHeldFrom(node, id)
-		next, err := s.readHeld(ctx, node, from, last, func(c string, _ time.Time) bool { return c == id }, []string{id})
+		in := func(c string, at time.Time, _ uint64) bool { return c == id && !s.wasAway(c, at) }
+		next, err := s.readHeld(ctx, node, from, last, in, []string{id})
 		n.log.Debug("cluster: messages held for a node read for a session taken from the stream", "client_id", id, "peer", node, "since", last, "from", from, "next", next)
 		if err != nil {
 			n.log.Warn("cluster: messages held for a node not read yet; following", "client_id", id, "peer", node, "err", err)
@@ -1230,6 +1237,14 @@ func (s *sessions) takeHeld(ctx context.Context, w *heldWait, id string, last ti
 // complete read. floor is heldFloor's: the follower gives id nothing held
 // before it.
 func (s *sessions) joinFollower(node, id string, until time.Time, next uint64, last, floor time.Time, again bool, w *heldWait) {
+	s.joinFollowerAfter(node, id, until, next, last, floor, again, w, nil)
+}
+
+// joinFollowerAfter is joinFollower, with after, if not nil, the place of
+// a handover (heldFollower.after, followHanded), set in the same step as
+// the join: a read that began in between would apply wasAway to id and
+// move the follower past what it left out.
+func (s *sessions) joinFollowerAfter(node, id string, until time.Time, next uint64, last, floor time.Time, again bool, w *heldWait, after *uint64) {
 	s.mu.Lock()
 	if s.followers == nil {
 		s.followers = map[string]*heldFollower{}
@@ -1247,11 +1262,78 @@ func (s *sessions) joinFollower(node, id string, until time.Time, next uint64, l
 		f.floor = map[string]time.Time{}
 	}
 	f.floor[id] = floor
+	if after == nil {
+		delete(f.after, id) // a place of an earlier handover
+	} else {
+		if f.after == nil {
+			f.after = map[string]uint64{}
+		}
+		f.after[id] = *after
+	}
 	f.mu.Unlock()
 	if spawn {
 		s.n.wg.Add(1)
 		go s.follow(node, f)
 	}
+}
+
+// followHanded has the followers of the held subjects ps names read on,
+// for id, from where the old owner's followers were (heldPos): id's
+// session was just moved here live (its state adopted, with everything
+// those followers applied to it there), handed over before they had read
+// for it (the old owner's held wait cut: awaitHeld). What they would
+// apply from there on the old owner gives to no session once the move
+// ended, and nobody else reads it for id: applied here instead. Each
+// follower gives id nothing before its place, and everything from it on,
+// held while id was away from this node too (wasAway: what was held then
+// reached it on its node, unless, as here, that node's reads were not
+// done). Messages the adopted state holds already are left out
+// (deliverHeld: HasMessage; the catch-up keeps them queued until these
+// reads are done), and a QoS 2 one it completed by its Origin (the
+// session's Seen). w, if not nil, is finished after each follower's first
+// complete read with id.
+func (s *sessions) followHanded(id string, ps []heldPos, until time.Time, w *heldWait) {
+	for _, p := range ps {
+		if p.node == "" || p.from == 0 && p.since.IsZero() {
+			continue // no place: nothing to read from
+		}
+		// By time (from 0), the floor is the place; every sequence is
+		// after it.
+		after := p.from
+		s.joinFollowerAfter(p.node, id, until, p.from, p.since, p.floor, false, w, &after)
+	}
+}
+
+// heldPositions returns where the followers of held subjects here that
+// follow id are (heldPos), for a handover of id's session before their
+// reads for it were done. A follower's place is a lower bound: every
+// message before it was read for id (join moves it back for a session
+// that joins, and a read under way moves it only once done), and one from
+// it on that a read under way gave id already is in what is handed over.
+func (s *sessions) heldPositions(id string) []heldPos {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	fs := make([]*heldFollower, 0, len(s.followers))
+	for _, f := range s.followers {
+		fs = append(fs, f)
+	}
+	s.mu.Unlock()
+	var out []heldPos
+	for _, f := range fs {
+		f.mu.Lock()
+		if _, ok := f.ids[id]; ok {
+			p := heldPos{node: f.node, from: f.from, since: f.since, floor: f.floor[id]}
+			if a := f.after[id]; a > p.from {
+				p.from = a // nothing before it is id's (followHanded)
+			}
+			out = append(out, p)
+		}
+		f.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b heldPos) int { return strings.Compare(a.node, b.node) })
+	return out
 }
 
 // join adds id to f (f.mu held). A follower that ran before id came
@@ -1342,13 +1424,21 @@ func (s *sessions) follow(node string, f *heldFollower) {
 		f.mu.Lock()
 		ids := make([]string, 0, len(f.ids))
 		floors := make(map[string]time.Time, len(f.ids))
+		var after map[string]uint64
 		for id, u := range f.ids {
 			if now.After(u) {
 				delete(f.ids, id)
 				delete(f.floor, id)
+				delete(f.after, id)
 			} else {
 				ids = append(ids, id)
 				floors[id] = f.floor[id]
+				if a, ok := f.after[id]; ok {
+					if after == nil {
+						after = map[string]uint64{}
+					}
+					after[id] = a
+				}
 			}
 		}
 		if len(ids) == 0 {
@@ -1362,9 +1452,25 @@ func (s *sessions) follow(node string, f *heldFollower) {
 		s.mu.Unlock()
 		from, since, gen := f.from, f.since, f.gen
 		f.mu.Unlock()
-		in := func(c string, at time.Time) bool {
+		if stall, first := s.n.fault.stallsFollower(node, ids); stall {
+			if first {
+				s.n.log.Warn("cluster: test fault: a held follower does not read", "peer", node, "sessions", len(ids))
+			}
+			continue
+		}
+		in := func(c string, at time.Time, seq uint64) bool {
 			floor, ok := floors[c]
-			return ok && !at.Before(floor)
+			if !ok || at.Before(floor) {
+				return false
+			}
+			// A session handed over here with where its old owner's
+			// follower of this subject was (heldPos) gets what is
+			// from there on, held while it was away included: the old
+			// owner did not apply it (followHanded).
+			if a, handed := after[c]; handed {
+				return seq >= a
+			}
+			return !s.wasAway(c, at)
 		}
 		ctx, cancel := context.WithTimeout(s.n.ctx, s.n.cfg.ForwardTimeout)
 		next, err := s.readHeld(ctx, node, from, since, in, ids)
@@ -1409,9 +1515,10 @@ func finishAll(ws []*heldWait) {
 
 // readHeld delivers the messages held for node, from stream sequence
 // from on (0: from those held at since on), to the sessions of ids that
-// match them, and returns the sequence after the last one read (from
+// match them and that in says the message (held at at, stream sequence
+// seq) is for, and returns the sequence after the last one read (from
 // when none was).
-func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since time.Time, in func(c string, at time.Time) bool, ids []string) (uint64, error) {
+func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since time.Time, in func(c string, at time.Time, seq uint64) bool, ids []string) (uint64, error) {
 	s.mu.Lock()
 	js := s.js
 	s.mu.Unlock()
@@ -1436,7 +1543,7 @@ func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since
 		ok := make(map[string]bool, len(ids))
 		at := heldTime(m, md.Timestamp)
 		for _, c := range ids {
-			ok[c] = in(c, at) && !s.wasAway(c, at)
+			ok[c] = in(c, at, md.Sequence.Stream)
 		}
 		inAt := func(c string) bool { return ok[c] }
 		if _, err := s.n.deliverHeld(m, inAt, ids); errors.Is(err, errClaim) {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -467,16 +468,20 @@ func (o *owners) lockID(ctx context.Context, locks *map[string]chan struct{}, id
 // to nobody (prev's connection was taken over without it).
 func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64, prevWill *broker.Message) error {
 	var rec *broker.StoredSession
+	var handed []heldPos
 	answered := false
 	if prev != "" {
 		var dropped bool
-		rec, answered, dropped = o.release(ctx, prev, id, epoch)
+		rec, answered, dropped, handed = o.release(ctx, prev, id, epoch)
 		o.publishReplacedWill(id, prev, prevWill, dropped)
 	}
-	return o.takeOverFrom(ctx, prev, id, epoch, rec, answered)
+	return o.takeOverFrom(ctx, prev, id, epoch, rec, answered, handed)
 }
 
-func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64, rec *broker.StoredSession, answered bool) error {
+// takeOverFrom adopts id's session as prev's answer left it: rec handed
+// over (answered), with handed, where the held subjects are to be read on
+// from for it (cutPositions), or from the stream.
+func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64, rec *broker.StoredSession, answered bool, handed []heldPos) error {
 	if o.n.fault.stallsAdoption(id) {
 		o.n.log.Warn("cluster: test fault: the claim stalls before it takes the session", "client_id", id,
 			"answered", answered, "handed_over", rec != nil)
@@ -494,7 +499,7 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 		}
 		// The previous owner is alive and still holds the session:
 		// move it with a cut per node (handover_live.go).
-		return o.n.mv.moveIn(ctx, prev, id, epoch, rec)
+		return o.n.mv.moveIn(ctx, prev, id, epoch, rec, handed)
 	}
 	from := prev
 	var last time.Time
@@ -680,7 +685,7 @@ func (o *owners) noteEpoch(id string, epoch uint64) {
 // (fence.go).
 // dropped reports that node said the will of its last connection for id
 // was dropped (a reply's third byte; cleanwill.go).
-func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (rec *broker.StoredSession, answered, dropped bool) {
+func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (rec *broker.StoredSession, answered, dropped bool, handed []heldPos) {
 	if o.n.fault.delays(id) {
 		select {
 		case <-ctx.Done():
@@ -695,10 +700,10 @@ func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (re
 		if !errors.Is(err, nats.ErrNoResponders) {
 			o.n.log.Warn("cluster: previous owner did not confirm the takeover", "client_id", id, "peer", node, "err", err)
 		}
-		return nil, false, false
+		return nil, false, false, nil
 	}
 	if len(reply.Data) < 2 || reply.Data[0] != wireVersion {
-		return nil, true, false
+		return nil, true, false, nil
 	}
 	// After 0 or 2: a byte saying the will was dropped (1) or not (0),
 	// then, from a restarted node that gave up a restored session before
@@ -707,21 +712,26 @@ func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (re
 	dropped = len(reply.Data) >= 3 && reply.Data[1] != 1 && reply.Data[2] == 1
 	switch reply.Data[1] {
 	case 0:
-		return nil, true, dropped
+		return nil, true, dropped, nil
 	case 2:
 		if len(reply.Data) > 3 && o.n.sess != nil {
 			if from, n := binary.Uvarint(reply.Data[3:]); n > 0 {
 				o.n.sess.heldFrom(node, id, from)
 			}
 		}
-		return nil, false, dropped // the session is in the stream only
+		return nil, false, dropped, nil // the session is in the stream only
 	}
 	rec, err = decodeSession(id, reply.Data[2:])
 	if err != nil {
 		o.n.log.Error("cluster: handed-over session unreadable", "client_id", id, "peer", node, "err", err)
-		return nil, false, false // read from the stream instead, when replicated
+		return nil, false, false, nil // read from the stream instead, when replicated
 	}
-	return rec, true, false
+	// Where the held subjects are to be read on from, if the previous
+	// owner's held reads for the session were not done (cutPositions).
+	if handed, err = decodeHeldPos(reply.Header.Get(heldPosHeader)); err != nil {
+		o.n.log.Error("cluster: held places of a handed-over session unreadable", "client_id", id, "peer", node, "err", err)
+	}
+	return rec, true, false, handed
 }
 
 // onRelease takes a release request (another node's claim of an id this
@@ -901,7 +911,7 @@ func (o *owners) handleRelease(req releaseReq) {
 		// at load 40: fence-now's will twice).
 		o.sawOther(id, epoch)
 	}
-	reply := []byte{wireVersion, 0}
+	reply, handed := []byte{wireVersion, 0}, ""
 	if !newer {
 		// A session still moving here is handed over once it is here.
 		o.n.mv.awaitIn(id, by)
@@ -915,9 +925,16 @@ func (o *owners) handleRelease(req releaseReq) {
 			}
 			o.awaitHeld(id, by)
 		}
-		reply = o.answer(id, epoch, mine, unread, req.at.Add(answerBound))
+		reply, handed = o.answer(id, epoch, mine, unread, req.at.Add(answerBound))
 	}
-	m.Respond(reply)
+	if handed == "" {
+		m.Respond(reply)
+		return
+	}
+	out := nats.NewMsg("")
+	out.Data = reply
+	out.Header.Set(heldPosHeader, handed)
+	m.RespondMsg(out)
 }
 
 // answer decides, once onRelease's waits are over, what a release request
@@ -935,12 +952,12 @@ func (o *owners) handleRelease(req releaseReq) {
 // claimer started the client afresh (test/jepsen TestClusterFull seed 42:
 // ps2, Session Present 0 and 1,431 acknowledged messages lost;
 // TestReproFenceDuringRelease).
-func (o *owners) answer(id string, epoch, mine uint64, unread bool, by time.Time) []byte {
+func (o *owners) answer(id string, epoch, mine uint64, unread bool, by time.Time) (reply []byte, handed string) {
 	ctx, cancel := context.WithDeadline(o.n.ctx, by)
 	unlock, err := o.lockID(ctx, &o.ending, id)
 	cancel()
 	if err != nil {
-		return o.answerFenced(id, epoch)
+		return o.answerFenced(id, epoch), ""
 	}
 	defer unlock()
 	if !unread {
@@ -972,8 +989,11 @@ func (o *owners) answer(id string, epoch, mine uint64, unread bool, by time.Time
 	// (TestReproOpsAfterDisown; test/jepsen TestClusterFull seed 41: 13
 	// QoS 2 duplicates).
 	o.disown(id)
-	reply := []byte{wireVersion, 0}
+	reply = []byte{wireVersion, 0}
 	var heldFrom uint64
+	// Taken before the handover: the followers here go on applying to
+	// the copy until the move's finish, which carries what they applied.
+	pos := o.cutPositions(id)
 	if unread {
 		reply[1] = 2
 	} else if ok, from := o.n.sess.takeUnsettled(id); ok {
@@ -983,6 +1003,10 @@ func (o *owners) answer(id string, epoch, mine uint64, unread bool, by time.Time
 		reply = append([]byte{wireVersion, 1}, b...)
 		o.pending.add(id, epoch, o.n.sess != nil, done)
 		o.n.mv.startOut(id, epoch)
+		if handed = encodeHeldPos(pos); handed != "" {
+			o.n.log.Info("cluster: session handed over before its held reads were done: held subjects named for the new owner to read on from",
+				"client_id", id, "epoch", epoch, "held_from", heldPosText(pos))
+		}
 	} else if unknown {
 		reply[1] = 2
 	}
@@ -996,7 +1020,44 @@ func (o *owners) answer(id string, epoch, mine uint64, unread bool, by time.Time
 		reply = binary.AppendUvarint(reply, heldFrom)
 	}
 	o.n.log.Info("client taken over by another node", "client_id", id, "epoch", epoch)
-	return reply
+	return reply, handed
+}
+
+// cutPositions returns, when id's held wait here is not over (awaitHeld
+// was cut at its bound: a session taken from the stream here whose
+// followers have not read for it yet), where those followers are
+// (heldPositions): a live handover names them for its new owner, which
+// reads on from there (followHanded). Handed over without them, what the
+// followers here applied after the move's finish went to no session, and
+// nobody else read it for the session (test/jepsen TestClusterFull seed
+// 42: ps3, 10 acknowledged messages lost; TestReproHeldPos: 38 of 342).
+// None when the wait is over: what the followers read after it was also
+// forwarded to the session's node (publishers see its interest by then)
+// or reached the copy before the finish.
+func (o *owners) cutPositions(id string) []heldPos {
+	o.mu.Lock()
+	_, pending := o.heldPending[id]
+	o.mu.Unlock()
+	if !pending {
+		return nil
+	}
+	return o.n.sess.heldPositions(id)
+}
+
+// heldPosText is ps for a log line: node:from (or node@since) each.
+func heldPosText(ps []heldPos) string {
+	var b strings.Builder
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if p.from > 0 {
+			fmt.Fprintf(&b, "%s:%d", p.node, p.from)
+		} else {
+			fmt.Fprintf(&b, "%s@%s", p.node, p.since.UTC().Format(time.RFC3339Nano))
+		}
+	}
+	return b.String()
 }
 
 // answerFenced is answer's reply when a fence still decides the end of

@@ -1,0 +1,109 @@
+package cluster
+
+import (
+	"encoding/base64"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+)
+
+// A handover's held places come back as they were sent; none is ""; bad
+// or cut values are errWire, never a panic.
+func TestHeldPosRoundTrip(t *testing.T) {
+	since := time.Unix(0, 1_764_990_000_123_456_789)
+	ps := []heldPos{
+		{node: "n1", from: 103},
+		{node: "n2", since: since, floor: since.Add(time.Second)},
+		{node: "n=3 with, odd bytes\x00", from: 1 << 40, floor: since},
+	}
+	v := encodeHeldPos(ps)
+	got, err := decodeHeldPos(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(ps) {
+		t.Fatalf("decoded %d places, want %d: %+v", len(got), len(ps), got)
+	}
+	for i, p := range ps {
+		g := got[i]
+		if g.node != p.node || g.from != p.from || !g.since.Equal(p.since) || !g.floor.Equal(p.floor) {
+			t.Errorf("place %d: %+v, want %+v", i, g, p)
+		}
+	}
+	if v := encodeHeldPos(nil); v != "" {
+		t.Errorf("no places: %q, want no header", v)
+	}
+	if got, err := decodeHeldPos(""); got != nil || err != nil {
+		t.Errorf("no header: %v, %v; want none", got, err)
+	}
+	raw, _ := base64.RawStdEncoding.DecodeString(v)
+	for _, bad := range []string{
+		"not base64!",
+		base64.RawStdEncoding.EncodeToString([]byte{wireVersion + 9, 0}),
+		base64.RawStdEncoding.EncodeToString(raw[:len(raw)-1]),
+		base64.RawStdEncoding.EncodeToString(append(slices.Clone(raw), 0)),
+		base64.RawStdEncoding.EncodeToString([]byte{wireVersion, 0xff, 0xff, 0xff, 0xff, 0x0f}),
+	} {
+		if got, err := decodeHeldPos(bad); !errors.Is(err, errWire) {
+			t.Errorf("%q: %+v, %v; want errWire", bad, got, err)
+		}
+	}
+}
+
+// heldPositions names the followers that follow the session, each at its
+// place (or, for a session handed over here, the place it was given, when
+// further on); followHanded puts a session on those followers at the
+// places given, and an ordinary join forgets such a place.
+func TestHeldPositionsAndFollowHanded(t *testing.T) {
+	until := time.Now().Add(time.Minute)
+	since := time.Now().Add(-time.Minute)
+	s := &sessions{followers: map[string]*heldFollower{
+		"n2": {node: "n2", ids: map[string]time.Time{"a": until, "b": until}, from: 40, floor: map[string]time.Time{"a": since}},
+		"n1": {node: "n1", ids: map[string]time.Time{"a": until}, since: since},
+		"n3": {node: "n3", ids: map[string]time.Time{"b": until}, from: 7},
+	}}
+	got := s.heldPositions("a")
+	want := []heldPos{{node: "n1", since: since}, {node: "n2", from: 40, floor: since}}
+	if !slices.EqualFunc(got, want, sameHeldPos) {
+		t.Fatalf("places of a: %+v, want %+v", got, want)
+	}
+	if got := s.heldPositions("c"); got != nil {
+		t.Errorf("places of c, followed nowhere: %+v", got)
+	}
+
+	// c handed over here: n2's follower reads again from 30 (another
+	// session's place was 40), n3's from 9 gives c nothing before 9; n1's
+	// reads by time, its floor the place; a place with neither a
+	// sequence nor a time is no place.
+	w := newHeldWait(func() {})
+	s.followHanded("c", []heldPos{{node: "n2", from: 30}, {node: "n3", from: 9}, {node: "n1", since: since, floor: since}, {node: "n4"}}, until, w)
+	if f := s.followers["n2"]; f.from != 30 || f.after["c"] != 30 {
+		t.Errorf("n2 after c's handover: from %d, c after %d; want 30, 30", f.from, f.after["c"])
+	}
+	if f := s.followers["n3"]; f.from != 7 || f.after["c"] != 9 {
+		t.Errorf("n3 after c's handover: from %d, c after %d; want 7 (b's), 9", f.from, f.after["c"])
+	}
+	if a, ok := s.followers["n1"].after["c"]; !ok || a != 0 || !s.followers["n1"].floor["c"].Equal(since) {
+		t.Errorf("n1 after c's handover by time: after %d (%v), floor %v; want 0, the floor %v", a, ok, s.followers["n1"].floor["c"], since)
+	}
+	if _, ok := s.followers["n4"]; ok {
+		t.Error("n4 followed for c: its place named neither a sequence nor a time")
+	}
+	if got, want := w.unreadFrom(), []string{"n1", "n2", "n3"}; !slices.Equal(got, want) {
+		t.Errorf("c's wait: unread from %v, want %v", got, want)
+	}
+	// Handed on again: the place given, past the follower's own.
+	want = []heldPos{{node: "n1", since: since, floor: since}, {node: "n2", from: 30}, {node: "n3", from: 9}}
+	if got := s.heldPositions("c"); !slices.EqualFunc(got, want, sameHeldPos) {
+		t.Errorf("places of c, handed over here: %+v, want %+v", got, want)
+	}
+	s.joinFollower("n3", "c", until, 12, since, time.Time{}, false, nil)
+	if _, ok := s.followers["n3"].after["c"]; ok {
+		t.Error("an ordinary join of c kept the place of its earlier handover")
+	}
+}
+
+func sameHeldPos(a, b heldPos) bool {
+	return a.node == b.node && a.from == b.from && a.since.Equal(b.since) && a.floor.Equal(b.floor)
+}
