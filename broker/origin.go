@@ -46,6 +46,17 @@ func (o Origin) Hash() uint64 {
 	return h.Sum64() | 1 // never 0 (none)
 }
 
+// copyOrigin is the Origin a session remembers a clean publisher's QoS 2
+// message by (RemoteMessage.Copy): no client id, so it names no
+// publisher's packet and is never routed under (groupOnce, ClaimResend
+// and the cluster's claims read RemoteMessage.Origin, which stays zero).
+// Kept on the session's copy of the message, it goes wherever the copy
+// goes (the store, the replicated ops, a handover) and stays among the
+// Origins the session got once the copy is completed
+// (StoredSession.Seen): a QoS 2 message the client completed is never
+// delivered to it again [MQTT-4.3.3], whichever copy comes later.
+func copyOrigin(copy uint64) Origin { return Origin{Nonce: copy} }
+
 // IsZero reports whether o names no message.
 func (o Origin) IsZero() bool { return o.Nonce == 0 }
 

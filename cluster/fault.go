@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
 )
 
 // faultEnv names the environment variable through which a process test
@@ -159,6 +160,13 @@ import (
 //	                      answer and its adoption, as test/jepsen
 //	                      TestClusterFull did (b41r3 g1m1, 0.1 s after);
 //	                      named again, for several clients
+//	confirm-late=TOPIC@NODE  on NODE, the QoS 2 messages on TOPIC that
+//	                      other nodes forward here are delivered as usual
+//	                      but never confirmed: their publishing node
+//	                      waits (up to forward_timeout), and holds them
+//	                      for NODE if its routes close meanwhile, as for
+//	                      a node killed after its sessions took a forward
+//	                      and before its confirmation left
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -207,6 +215,7 @@ type faults struct {
 	straddled    atomic.Bool   // straddle-move: its publish came
 	moveBegun    chan struct{} // straddle-move: closed once a move in began
 	begunOnce    sync.Once
+	confirmLate  string
 }
 
 // straddleMax bounds straddle-move's wait for a move; straddleLinger is
@@ -256,7 +265,8 @@ const releaseDelay = fenceGrace + time.Second
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late",
-	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall"}
+	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall",
+	"confirm-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -297,6 +307,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.janitorLate, f.jAsked = v, make(chan struct{})
 		case "unconfirmed":
 			f.unconfirmed = v
+		case "confirm-late":
+			f.confirmLate = v
 		case "straddle-move":
 			f.straddle, f.moveBegun = v, make(chan struct{})
 		case "interest-late":
@@ -510,6 +522,12 @@ func (f *faults) straddles(name string) bool {
 // (the first to its topic).
 func (f *faults) unconfirms(name string) bool {
 	return f != nil && f.unconfirmed == name && f.unconfirmd.CompareAndSwap(false, true)
+}
+
+// withholds reports whether the confirmation of a forwarded QoS 2
+// message on topic name is never to be sent (confirm-late).
+func (f *faults) withholds(name string, qos packet.QoS) bool {
+	return f != nil && qos == 2 && f.confirmLate == name
 }
 
 // errFaultUnconfirmed is the confirmation unconfirmed fails.

@@ -676,6 +676,7 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		return
 	}
 	n.counters.received[rm.QoS].Add(1)
+	rm.Copy = src.copy() // before a moving session may hold it (mv.pick)
 	// A QoS 2 resend's share groups are claimed first (held.go
 	// ClaimGroup), out of the gate: a claim may wait for a stream's
 	// election. Only resends pay for it.
@@ -737,6 +738,10 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		n.reforward(to, rm, gk, held)
 	}
 	if seq != 0 && held == nil {
+		if n.fault.withholds(rm.Topic, rm.QoS) {
+			n.log.Info("cluster: test fault: a forwarded message's confirmation withheld", "topic", rm.Topic, "peer", origin)
+			return
+		}
 		n.queueAck(a)
 	}
 }
