@@ -85,3 +85,70 @@ func TestDeliverRemoteCopyOnce(t *testing.T) {
 
 // only is a RemoteMessage.Pick for session id alone.
 func only(id string) func(string) bool { return func(c string) bool { return c == id } }
+
+// copyCluster names the copies of a message published here by its id
+// (CopyNamer), as package cluster does by its origin key.
+type copyCluster struct{ unconfirmedCluster }
+
+func (*copyCluster) LocalCopy(m *Message) uint64 { return 1000 + m.ID }
+
+// TestLocalCopyOnce: a clean publisher's QoS 2 message published here
+// reaches a session here under the name its cluster copies carry, so a
+// copy the cluster brings back (held for this node) does not reach it
+// again; a QoS 1 or retained message is not named.
+func TestLocalCopyOnce(t *testing.T) {
+	t.Parallel()
+	st := &idLog{}
+	s, addr := startServer(t, Options{Store: st, Cluster: &copyCluster{}})
+	sub := dial(t, addr, packet.V5)
+	sub.Connect(&packet.Connect{ClientID: "sub", CleanStart: true, Properties: persist})
+	sub.Subscribe("t", 2)
+	pub := dial(t, addr, packet.V5)
+	pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true})
+	pub.Send(&packet.Publish{Topic: "t", QoS: 2, PacketID: 1, Payload: []byte("m")})
+	if a, ok := pub.Next(5 * time.Second).(*packet.Pubrec); !ok || a.ReasonCode >= 0x80 {
+		t.Fatalf("got %+v, want PUBREC", a)
+	}
+	receiveQoS2(t, sub, "m")
+	var name uint64
+	st.mu.Lock()
+	for _, op := range st.ops {
+		if op.Kind == OpQueuePut && op.ClientID == "sub" && string(op.Delivery.Msg.Payload) == "m" {
+			name = op.Delivery.Msg.Origin().Nonce
+		}
+	}
+	st.mu.Unlock()
+	if name <= 1000 {
+		t.Fatalf("the session's copy of m is named %d, want its LocalCopy", name)
+	}
+	s.DeliverRemote(&RemoteMessage{Topic: "t", QoS: 2, Payload: []byte("m"), Copy: name, Accepted: true})
+	s.DeliverRemote(&RemoteMessage{Topic: "t", QoS: 2, Payload: []byte("n"), Copy: name + 1})
+	receiveQoS2(t, sub, "n")
+	for _, rt := range []bool{false, true} {
+		p := &packet.Publish{Topic: "t", QoS: 1, PacketID: 2, Payload: []byte("q")}
+		if rt {
+			p = &packet.Publish{Topic: "t", QoS: 2, PacketID: 3, Retain: true, Payload: []byte("r")}
+		}
+		pub.Send(p)
+		pub.Next(5 * time.Second)
+		got, ok := sub.Next(5 * time.Second).(*packet.Publish)
+		if !ok || string(got.Payload) != string(p.Payload) {
+			t.Fatalf("got %+v, want %q", got, p.Payload)
+		}
+		if o := got.QoS; o == 1 {
+			sub.Send(&packet.Puback{PacketID: got.PacketID})
+		} else {
+			sub.Send(&packet.Pubrec{PacketID: got.PacketID})
+			sub.Next(5 * time.Second)
+			sub.Send(&packet.Pubcomp{PacketID: got.PacketID})
+		}
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, op := range st.ops {
+		if op.Kind == OpQueuePut && op.Delivery.Msg != nil && (string(op.Delivery.Msg.Payload) == "q" || string(op.Delivery.Msg.Payload) == "r") &&
+			!op.Delivery.Msg.Origin().IsZero() {
+			t.Errorf("%q stored with Origin %+v, want none", op.Delivery.Msg.Payload, op.Delivery.Msg.Origin())
+		}
+	}
+}

@@ -57,6 +57,19 @@ func (o Origin) Hash() uint64 {
 // delivered to it again [MQTT-4.3.3], whichever copy comes later.
 func copyOrigin(copy uint64) Origin { return Origin{Nonce: copy} }
 
+// CopyNamer is implemented by a Cluster that names the copies it makes
+// of a QoS 2 message with no Origin (RemoteMessage.Copy). A message
+// published here is given to the sessions here under the same name
+// (copyOrigin), so that a copy the cluster brings back here later (held
+// for this node while it had restored sessions, or for the node a
+// session was on) does not reach them again.
+type CopyNamer interface {
+	// LocalCopy returns the name msg's copies carry, for msg published
+	// here; 0 for none. It is called while msg is routed: it must not
+	// block.
+	LocalCopy(msg *Message) uint64
+}
+
 // IsZero reports whether o names no message.
 func (o Origin) IsZero() bool { return o.Nonce == 0 }
 

@@ -487,6 +487,12 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 
 var _ broker.OriginForwarder = (*Node)(nil)
 
+// LocalCopy implements broker.CopyNamer: msg, published here, is named
+// as its forwarded and held copies are (originKey.copy).
+func (n *Node) LocalCopy(msg *broker.Message) uint64 {
+	return originKey{n.cfg.Node, n.inc, msg.ID}.copy()
+}
+
 // ForwardOrigin implements broker.OriginForwarder: Forward for a QoS 2
 // message under origin o, which travels with each forward and hold, so
 // that the nodes route it once per session and share group even when the
