@@ -55,7 +55,7 @@ func (o Origin) Hash() uint64 {
 // Origins the session got once the copy is completed
 // (StoredSession.Seen): a QoS 2 message the client completed is never
 // delivered to it again [MQTT-4.3.3], whichever copy comes later.
-func copyOrigin(copy uint64) Origin { return Origin{Nonce: copy} }
+func copyOrigin(name uint64) Origin { return Origin{Nonce: name} }
 
 // CopyNamer is implemented by a Cluster that names the copies it makes
 // of a QoS 2 message with no Origin (RemoteMessage.Copy). A message
