@@ -174,6 +174,14 @@ type RemoteMessage struct {
 	// again under Origin (Message.Resent): ClaimResend claims its
 	// groups before DeliverRemote.
 	Resent bool
+	// Copy, when not 0, names the message across the copies a cluster
+	// makes of it (forwarded, held for a dead node, kept for a disowned
+	// session), for a QoS 2 message with no Origin (a clean publisher's):
+	// a session gets it once however many copies reach it, also after it
+	// completed one, moved or was taken over (copyOrigin). Which member
+	// of a share group gets a group's copy is still the cluster's
+	// business (Groups, Pick): Copy routes nothing once per group.
+	Copy uint64
 	// chosen: ClaimResend's claims (onceCheck.chosen).
 	chosen map[string]string
 }
@@ -199,6 +207,8 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	}
 	if !m.Origin.IsZero() {
 		msg.SetOrigin(m.Origin)
+	} else if m.Copy != 0 && m.QoS == 2 {
+		msg.SetOrigin(copyOrigin(m.Copy))
 	}
 	msg.setPlace(m.Place, m.Late)
 	once := s.groupOnce(m.Origin)

@@ -46,6 +46,30 @@ func (o Origin) Hash() uint64 {
 	return h.Sum64() | 1 // never 0 (none)
 }
 
+// copyOrigin is the Origin a session remembers a clean publisher's QoS 2
+// message by (RemoteMessage.Copy): no client id, so it names no
+// publisher's packet and is never routed under (groupOnce, ClaimResend
+// and the cluster's claims read RemoteMessage.Origin, which stays zero).
+// Kept on the session's copy of the message, it goes wherever the copy
+// goes (the store, the replicated ops, a handover) and stays among the
+// Origins the session got once the copy is completed
+// (StoredSession.Seen): a QoS 2 message the client completed is never
+// delivered to it again [MQTT-4.3.3], whichever copy comes later.
+func copyOrigin(name uint64) Origin { return Origin{Nonce: name} }
+
+// CopyNamer is implemented by a Cluster that names the copies it makes
+// of a QoS 2 message with no Origin (RemoteMessage.Copy). A message
+// published here is given to the sessions here under the same name
+// (copyOrigin), so that a copy the cluster brings back here later (held
+// for this node while it had restored sessions, or for the node a
+// session was on) does not reach them again.
+type CopyNamer interface {
+	// LocalCopy returns the name msg's copies carry, for msg published
+	// here; 0 for none. It is called while msg is routed: it must not
+	// block.
+	LocalCopy(msg *Message) uint64
+}
+
 // IsZero reports whether o names no message.
 func (o Origin) IsZero() bool { return o.Nonce == 0 }
 

@@ -446,6 +446,17 @@ func (s *Server) route(msg *Message) (n int, last Ticket, notRetained error, con
 func (s *Server) routeOrigin(msg *Message, o Origin) (n int, last Ticket, notRetained error, confirm func() error) {
 	if !o.IsZero() {
 		msg.SetOrigin(o)
+	} else if msg.QoS == 2 && !msg.Retain {
+		// Named as the cluster names its copies (RemoteMessage.Copy),
+		// so that the sessions here that get it now get no copy of it
+		// the cluster brings back later. (A retained message is left
+		// as it was: its copy in the retained tree is sent again to
+		// every new subscription.)
+		if cn, ok := s.opts.Cluster.(CopyNamer); ok {
+			if c := cn.LocalCopy(msg); c != 0 {
+				msg.SetOrigin(copyOrigin(c))
+			}
+		}
 	}
 	once := s.groupOnce(o)
 	var claimErr error

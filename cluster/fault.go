@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/packet"
 )
 
 // faultEnv names the environment variable through which a process test
@@ -172,6 +173,13 @@ import (
 //	                      there, and a release request's wait for it
 //	                      (awaitHeld) is cut at its bound, as when those
 //	                      reads are slow under load
+//	confirm-late=TOPIC@NODE  on NODE, the QoS 2 messages on TOPIC that
+//	                      other nodes forward here are delivered as usual
+//	                      but never confirmed: their publishing node
+//	                      waits (up to forward_timeout), and holds them
+//	                      for NODE if its routes close meanwhile, as for
+//	                      a node killed after its sessions took a forward
+//	                      and before its confirmation left
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -226,6 +234,7 @@ type faults struct {
 	// claim-unconfirmed, and whether its claim came
 	claimUnconfirmed string
 	claimUnconfirmd  atomic.Bool
+	confirmLate      string
 }
 
 // straddleMax bounds straddle-move's wait for a move; straddleLinger is
@@ -276,7 +285,7 @@ const releaseDelay = fenceGrace + time.Second
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
-	"held-stall"}
+	"held-stall", "confirm-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -319,6 +328,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.unconfirmed = v
 		case "claim-unconfirmed":
 			f.claimUnconfirmed = v
+		case "confirm-late":
+			f.confirmLate = v
 		case "straddle-move":
 			f.straddle, f.moveBegun = v, make(chan struct{})
 		case "interest-late":
@@ -555,6 +566,12 @@ func (f *faults) unconfirmsClaim(id string) bool {
 
 // errFaultClaimUnconfirmed is the confirmation claim-unconfirmed fails.
 var errFaultClaimUnconfirmed = errors.New("cluster: test fault: claim not confirmed (claim-unconfirmed)")
+
+// withholds reports whether the confirmation of a forwarded QoS 2
+// message on topic name is never to be sent (confirm-late).
+func (f *faults) withholds(name string, qos packet.QoS) bool {
+	return f != nil && qos == 2 && f.confirmLate == name
+}
 
 // errFaultUnconfirmed is the confirmation unconfirmed fails.
 var errFaultUnconfirmed = errors.New("cluster: test fault: not confirmed (unconfirmed)")

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"slices"
 	"strconv"
@@ -97,6 +98,24 @@ func (n *Node) heldWatch() time.Duration {
 type originKey struct {
 	node, inc string
 	id        uint64
+}
+
+// copy is k as the broker tells copies of one QoS 2 message apart
+// (broker.RemoteMessage.Copy): every copy of a message (forwarded, held,
+// kept) carries the same k, so a session that got one gets no other,
+// even after its client completed it, the session moved, or its node died
+// and another took it from the stream (its record keeps what it got):
+// bench/jepsen/RESULTS.md, "QoS 2 twice to persistent sessions". Never 0.
+func (k originKey) copy() uint64 {
+	if k.id == 0 {
+		return 0 // no message id: not a copy of one message
+	}
+	h := fnv.New64a()
+	h.Write([]byte(k.node))
+	h.Write([]byte{0})
+	h.Write([]byte(k.inc))
+	h.Write(binary.BigEndian.AppendUint64([]byte{0}, k.id))
+	return h.Sum64() | 1
 }
 
 // place is k as the broker orders a catching-up session's messages by
@@ -437,6 +456,9 @@ func decodeHeld(b []byte) (originKey, *broker.RemoteMessage, error) {
 		return originKey{}, nil, errWire
 	}
 	rm, err := decodeForward(r.b)
+	if err == nil {
+		rm.Copy = k.copy()
+	}
 	return k, rm, err
 }
 

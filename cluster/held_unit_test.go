@@ -282,3 +282,31 @@ func TestClaimSubject(t *testing.T) {
 		t.Errorf("claims of two nodes' own messages share %q", x)
 	}
 }
+
+// Every copy of a message carries its origin key, and the broker tells
+// them apart by it (broker.RemoteMessage.Copy): a held copy names the same
+// copy as the forward of that message, another message or another
+// process of the node another one, and a message without an id none.
+func TestHeldCopyKey(t *testing.T) {
+	k := originKey{"n3", "inc", 42}
+	m := &broker.Message{Topic: "t", QoS: 2, Payload: []byte("p"), From: "pub"}
+	pub, err := encodePublish(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rm, err := decodeHeld(encodeHeld(k, encodeForwardOrigin(m, nil, pub, broker.Origin{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rm.Copy == 0 || rm.Copy != k.copy() {
+		t.Errorf("held copy %x, want the forward's %x", rm.Copy, k.copy())
+	}
+	for _, other := range []originKey{{"n3", "inc", 43}, {"n3", "inc2", 42}, {"n2", "inc", 42}, {"n3inc", "", 42}} {
+		if other.copy() == k.copy() {
+			t.Errorf("%+v names the copy of %+v", other, k)
+		}
+	}
+	if c := (originKey{"n3", "inc", 0}).copy(); c != 0 {
+		t.Errorf("no message id: copy %x, want 0", c)
+	}
+}

@@ -484,6 +484,12 @@ func (n *Node) Forward(msg *broker.Message) (int, func() error) {
 
 var _ broker.OriginForwarder = (*Node)(nil)
 
+// LocalCopy implements broker.CopyNamer: msg, published here, is named
+// as its forwarded and held copies are (originKey.copy).
+func (n *Node) LocalCopy(msg *broker.Message) uint64 {
+	return originKey{n.cfg.Node, n.inc, msg.ID}.copy()
+}
+
 // ForwardOrigin implements broker.OriginForwarder: Forward for a QoS 2
 // message under origin o, which travels with each forward and hold, so
 // that the nodes route it once per session and share group even when the
@@ -673,6 +679,7 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		return
 	}
 	n.counters.received[rm.QoS].Add(1)
+	rm.Copy = src.copy() // before a moving session may hold it (mv.pick)
 	// A QoS 2 resend's share groups are claimed first (held.go
 	// ClaimGroup), out of the gate: a claim may wait for a stream's
 	// election. Only resends pay for it.
@@ -734,6 +741,10 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		n.reforward(to, rm, gk, held)
 	}
 	if seq != 0 && held == nil {
+		if n.fault.withholds(rm.Topic, rm.QoS) {
+			n.log.Info("cluster: test fault: a forwarded message's confirmation withheld", "topic", rm.Topic, "peer", origin)
+			return
+		}
 		n.queueAck(a)
 	}
 }

@@ -22,6 +22,7 @@ const (
 	kindSub      = 'u' // u|client|filter → subscription
 	kindQueue    = 'q' // q|client|seq (big-endian uint64) → delivery
 	kindInbound  = 'i' // i|client|packet id (big-endian uint16) → empty
+	kindOrigin   = 'o' // o|client|n (big-endian uint64, in put order) → Origin hash (big-endian uint64)
 	kindMessage  = 'm' // m|id (big-endian uint64) → message
 	kindRetained = 'r' // r|topic → message
 )
@@ -60,6 +61,12 @@ func queueKey(client string, seq uint64) []byte {
 
 func inboundKey(client string, pid uint16) []byte {
 	return binary.BigEndian.AppendUint16(clientKey(kindInbound, client), pid)
+}
+
+// originKey is where the n-th Origin of a session's deliveries is kept,
+// also after the delivery itself is deleted (Disk.keepOrigin).
+func originKey(client string, n uint64) []byte {
+	return binary.BigEndian.AppendUint64(clientKey(kindOrigin, client), n)
 }
 
 func messageKey(id uint64) []byte { return binary.BigEndian.AppendUint64([]byte{kindMessage}, id) }

@@ -24,7 +24,15 @@ type index struct {
 
 type idxSession struct {
 	queue map[uint64]uint64 // seq → message id
+	// origins: the numbers of the session's origin keys, oldest first.
+	origins []uint64
+	// nextOrigin numbers the next origin key.
+	nextOrigin uint64
 }
+
+// seenKeep is how many Origins of deliveries a session's store keeps past
+// their deletion: as many as a session remembers (broker's seenMax).
+const seenKeep = 1024
 
 func newIndex() index {
 	return index{refs: make(map[uint64]int32), sessions: make(map[string]*idxSession)}
@@ -235,6 +243,13 @@ func (d *Disk) apply(b *pebble.Batch, op *broker.Op) {
 			return
 		}
 		b.Set(clientKey(kindSession, op.ClientID), x.buf, nil)
+		// The record's Seen holds every Origin the session got so far:
+		// the kept ones are in it.
+		if s := x.sessions[op.ClientID]; len(s.origins) > 0 {
+			p := clientKey(kindOrigin, op.ClientID)
+			b.DeleteRange(p, prefixEnd(p), nil)
+			s.origins = s.origins[:0]
+		}
 		return
 	case broker.OpSessionDel:
 		d.deleteSession(b, op.ClientID)
@@ -268,6 +283,8 @@ func (d *Disk) apply(b *pebble.Batch, op *broker.Op) {
 		b.Set(queueKey(op.ClientID, dl.Seq), appendDelivery(x.buf[:0], dl), nil)
 		if had {
 			d.unref(b, old)
+		} else if o := dl.Msg.Origin(); !o.IsZero() {
+			d.keepOrigin(b, op.ClientID, s, o.Hash())
 		}
 	case broker.OpQueueDel:
 		if old, had := s.queue[op.Delivery.Seq]; had {
@@ -288,6 +305,22 @@ func (d *Disk) apply(b *pebble.Batch, op *broker.Op) {
 	}
 }
 
+// keepOrigin keeps the Origin (hash h) of a delivery just put in client's
+// queue past the delivery's deletion, until the next session record
+// (whose Seen has it): a QoS 2 message the client completed is not given
+// to it again under its Origin after a restart (a held copy, a resend),
+// as the replicated ops keep it (package cluster's replay). The oldest go
+// past seenKeep.
+func (d *Disk) keepOrigin(b *pebble.Batch, client string, s *idxSession, h uint64) {
+	b.Set(originKey(client, s.nextOrigin), binary.BigEndian.AppendUint64(nil, h), nil)
+	s.origins = append(s.origins, s.nextOrigin)
+	s.nextOrigin++
+	if len(s.origins) > seenKeep {
+		b.Delete(originKey(client, s.origins[0]), nil)
+		s.origins = s.origins[1:]
+	}
+}
+
 // deleteSession removes a session with its subscriptions, queue and
 // inbound ids, and releases its references to messages.
 func (d *Disk) deleteSession(b *pebble.Batch, client string) {
@@ -300,7 +333,7 @@ func (d *Disk) deleteSession(b *pebble.Batch, client string) {
 		d.unref(b, id)
 	}
 	b.Delete(clientKey(kindSession, client), nil)
-	for _, kind := range []byte{kindSub, kindQueue, kindInbound} {
+	for _, kind := range []byte{kindSub, kindQueue, kindInbound, kindOrigin} {
 		p := clientKey(kind, client)
 		b.DeleteRange(p, prefixEnd(p), nil)
 	}

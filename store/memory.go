@@ -98,6 +98,16 @@ func (m *Memory) apply(op *broker.Op) {
 	case broker.OpSubDel:
 		delete(ms.subs, op.Sub.Filter)
 	case broker.OpQueuePut:
+		if _, had := ms.queue[op.Delivery.Seq]; !had && op.Delivery.Msg != nil {
+			// Its Origin stays with the session after the delivery's
+			// end, as on disk (keepOrigin).
+			if o := op.Delivery.Msg.Origin(); !o.IsZero() {
+				ms.rec.Seen = append(slices.Clip(ms.rec.Seen), o.Hash())
+				if len(ms.rec.Seen) > seenKeep {
+					ms.rec.Seen = ms.rec.Seen[len(ms.rec.Seen)-seenKeep:]
+				}
+			}
+		}
 		ms.queue[op.Delivery.Seq] = op.Delivery
 	case broker.OpQueueDel:
 		delete(ms.queue, op.Delivery.Seq)

@@ -143,6 +143,24 @@ func (d *Disk) scanSessions(lookup func(uint64, string) (*broker.Message, error)
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	// Origins of the deliveries put since the session's record
+	// (keepOrigin), oldest first, after the record's own.
+	err = d.each(kindOrigin, func(k, v []byte) error {
+		client, rest, err := splitClientKey(k)
+		if err != nil || len(rest) != 8 || len(v) != 8 {
+			return fmt.Errorf("%w: origin key %q", errCorrupt, k)
+		}
+		if s := sessions[client]; s != nil {
+			s.Seen = append(s.Seen, binary.BigEndian.Uint64(v))
+			x := d.idx.sessions[client]
+			n := binary.BigEndian.Uint64(rest)
+			x.origins, x.nextOrigin = append(x.origins, n), n+1
+		}
+		return nil
+	})
 	return sessions, err
 }
 
