@@ -431,6 +431,16 @@ func (mv *liveMoves) local(msg *broker.Message) (int, func(context.Context) erro
 		if plain || len(gk) > 0 {
 			rm := &broker.RemoteMessage{Topic: msg.Topic, Payload: msg.Payload, Props: msg.Props, From: msg.From,
 				QoS: msg.QoS, Retain: msg.Retain}
+			// Named as its forwards and holds are (a persistent
+			// publisher's Origin; else the copy's name, Node.LocalCopy):
+			// a session whose client completed another copy of the
+			// message (forwarded to its old node, say) skips this one.
+			if o := msg.Origin(); o.ClientID != "" {
+				rm.Origin = o
+			}
+			if msg.QoS == 2 {
+				rm.Copy = originKey{self, mv.n.inc, msg.ID}.copy()
+			}
 			if exp := msg.Expires(); !exp.IsZero() {
 				rm.ExpiresIn = max(time.Until(exp), time.Millisecond)
 			}

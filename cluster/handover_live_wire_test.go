@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync/atomic"
@@ -299,4 +300,34 @@ func moveNode(t *testing.T, maxQueued int) (*Node, *broker.Server) {
 		acks: make(chan pendingAck, 16), ctx: context.Background(), srv: srv}
 	n.mv = newLiveMoves(n)
 	return n, srv
+}
+
+// TestLocalHeldNamed: a QoS 2 message published on the node a session is
+// moving to, held for it there, carries the copy name its forwards and
+// holds carry (Node.LocalCopy): a session whose client completed another
+// copy of it (its record's Seen) does not get it again. Before, the held
+// copy was unnamed and delivered a second time (bench/jepsen/RESULTS.md,
+// qos2dup's cause 4: `TRACE liveadopt ... origin=false`).
+func TestLocalHeldNamed(t *testing.T) {
+	n, srv := moveNode(t, 16)
+	mi := &moveIn{epoch: 3, from: "A", filters: []string{"c/#"}, seen: map[string]bool{"B": true},
+		want: []string{"A"}, done: make(chan struct{})}
+	n.mv.in["s"] = mi
+	n.mv.active.Add(1)
+	for _, id := range []uint64{7, 8} {
+		msg := &broker.Message{Topic: "c/x", Payload: []byte(fmt.Sprint("m", id)), QoS: 2, ID: id}
+		if held, _ := n.mv.local(msg); held != 1 {
+			t.Fatalf("message %d held by %d sessions, want 1", id, held)
+		}
+	}
+	completed := broker.Origin{Nonce: originKey{n.cfg.Node, n.inc, 7}.copy()}.Hash()
+	rec := &broker.StoredSession{ClientID: "s", Expiry: 600, Seen: []uint64{completed},
+		Subs: []broker.StoredSub{{Filter: "c/#", Opts: packet.SubOptions{QoS: 2}}}}
+	n.mv.adopt("s", mi, rec)
+	if srv.HasMessage("s", "", "c/x", []byte("m7")) {
+		t.Error("message 7 queued again for a session whose client completed a copy of it")
+	}
+	if !srv.HasMessage("s", "", "c/x", []byte("m8")) {
+		t.Error("message 8, new to the session, not queued")
+	}
 }
