@@ -159,6 +159,11 @@ import (
 //	                      answer and its adoption, as test/jepsen
 //	                      TestClusterFull did (b41r3 g1m1, 0.1 s after);
 //	                      named again, for several clients
+//	claim-unanswered=COUNT@NODE  on NODE, the first COUNT share group
+//	                      claims (claimNamed) are not appended and fail
+//	                      with "no response from stream", as a claim
+//	                      does while its partition stream elects a leader
+//	                      (seen on a restarted node's first claims)
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -207,6 +212,7 @@ type faults struct {
 	straddled    atomic.Bool   // straddle-move: its publish came
 	moveBegun    chan struct{} // straddle-move: closed once a move in began
 	begunOnce    sync.Once
+	claimFails   atomic.Int64 // claim-unanswered: claims left to fail
 }
 
 // straddleMax bounds straddle-move's wait for a move; straddleLinger is
@@ -256,7 +262,7 @@ const releaseDelay = fenceGrace + time.Second
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late",
-	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall"}
+	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unanswered"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -297,6 +303,12 @@ func parseFaults(s, node string) (*faults, error) {
 			f.janitorLate, f.jAsked = v, make(chan struct{})
 		case "unconfirmed":
 			f.unconfirmed = v
+		case "claim-unanswered":
+			count, err := strconv.Atoi(v)
+			if err != nil || count < 1 {
+				return nil, fmt.Errorf("%s: claim-unanswered=%q: want a count of at least 1", faultEnv, v)
+			}
+			f.claimFails.Store(int64(count))
 		case "straddle-move":
 			f.straddle, f.moveBegun = v, make(chan struct{})
 		case "interest-late":
@@ -545,6 +557,15 @@ func (f *faults) settleDelay() time.Duration {
 		return 0
 	}
 	return f.settleWait
+}
+
+// claimUnanswered returns the error claim-unanswered gives a group claim
+// instead of appending it; nil: the claim is to be appended.
+func (f *faults) claimUnanswered() error {
+	if f == nil || f.claimFails.Add(-1) < 0 {
+		return nil
+	}
+	return jetstream.ErrNoStreamResponse
 }
 
 // ownHeldLate returns how long after it was held held-late has this

@@ -786,7 +786,11 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 		m.Header.Set(jetstream.MsgIDHeader, mid)
 		m.Data = []byte(member)
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
-		ack, err := publishClaim(ctx, js, m)
+		var ack *jetstream.PubAck
+		err := n.fault.claimUnanswered()
+		if err == nil {
+			ack, err = publishClaim(ctx, js, m)
+		}
 		if err == nil && ack.Duplicate && member != "" {
 			var own bool
 			if own, err = n.ownClaim(ctx, js, ack, member); err == nil && own {
@@ -1036,8 +1040,15 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 			seqs []uint64
 			last broker.Ticket
 		)
+		// failed: a claim failed (errClaim); the batch's later messages
+		// are handed back too, and the follower reads again from there.
+		var failed error
 		for m := range batch.Messages() {
 			got++
+			if failed != nil {
+				nakHeld(n, m)
+				continue
+			}
 			md, err := m.Metadata()
 			if err != nil {
 				return err
@@ -1070,7 +1081,15 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 				to, kept := s.ownHeldTo(in, arrived, md.Timestamp)
 				t, err := n.deliverHeldTo(m, to, kept, persistent)
 				if errors.Is(err, errClaim) {
-					return err // not acknowledged: delivered again
+					// Handed back (NAK) to be delivered again at once,
+					// not after AckWait: a fetch meanwhile found nothing,
+					// and the restored sessions settled before what was
+					// held for them was applied; a claim from another
+					// node then moved them live without it
+					// (TestReproGroupClaimUnanswered: 28 and 66 lost).
+					failed = err
+					nakHeld(n, m)
+					continue
 				}
 				if err != nil {
 					n.log.Warn("cluster: held message unreadable; dropped", "err", err)
@@ -1091,6 +1110,9 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 			if err := m.DoubleAck(n.ctx); err != nil {
 				return err
 			}
+		}
+		if failed != nil {
+			return failed // the handed back messages are read again
 		}
 		if len(applied) > maxApplied {
 			for old := range applied {
@@ -1114,6 +1136,14 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 		}
 	}
 	return nil
+}
+
+// nakHeld hands m back to the held consumer, to be delivered again now.
+// A NAK that does not reach the server leaves m to its AckWait.
+func nakHeld(n *Node, m jetstream.Msg) {
+	if err := m.Nak(); err != nil {
+		n.log.Debug("cluster: held message not handed back; read again after its ack wait", "err", err)
+	}
 }
 
 // ownHeldTo is which sessions here followOwnHeld gives a message held at
