@@ -157,10 +157,17 @@ type RemoteMessage struct {
 	// share groups of Groups whose message went to one, the group having
 	// no other member here.
 	Away []AwayMember
+	// Members, when not nil, names the member a share group of Groups
+	// goes to here ("group\x00filter" to client id): the one a held
+	// message's claim named (package cluster). A group whose named member
+	// is not among its members here is missed (Missed), never given to
+	// another member: the claim keeps the message for the named session,
+	// whose next reader on any node takes the claim over.
+	Members map[string]string
 	// Missed is set by DeliverRemote: the share groups of Groups that
 	// had no member here when the message was matched (their member
-	// left, or never was here), which the message therefore did not
-	// reach here.
+	// left, or never was here), or whose member named in Members was not
+	// here, which the message therefore did not reach here.
 	Missed []string
 	// Place, when its Source is not empty, is the message's place among
 	// its publisher's messages, and Late says it was held back for the
@@ -205,7 +212,7 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	if once != nil {
 		once.chosen = m.chosen
 	}
-	sc := s.router.matchOnce(msg, groups, m.Pick, matchMode{pickGroups: m.PickShared, groupsOnly: m.GroupsOnly}, once)
+	sc := s.router.matchOnce(msg, groups, m.Pick, matchMode{pickGroups: m.PickShared, groupsOnly: m.GroupsOnly, members: m.Members}, once)
 	msg.shareWire = len(sc.targets) > 1
 	m.Away = append(m.Away[:0], sc.away...)
 	m.Missed = append(m.Missed[:0], sc.missed...)

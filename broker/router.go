@@ -88,6 +88,8 @@ func (r *router) matchGroups(msg *Message, groups []string, pick func(clientID s
 // subscriptions are left out whatever pick says (groupsOnly).
 type matchMode struct {
 	pickGroups, groupsOnly bool
+	// members: RemoteMessage.Members.
+	members map[string]string
 }
 
 // matchOnce is match for a message from another node of a cluster: of
@@ -105,7 +107,8 @@ type matchMode struct {
 // not noted as served: the copy's take is kept for its session, whose
 // next reader (here too) delivers it once its claim says so (package
 // cluster); noted, a reader here left the kept copy and the group lost
-// the message.
+// the message. mode.members gives a group to the member named there or
+// to nobody (RemoteMessage.Members).
 func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID string) bool, mode matchMode, once *onceCheck) *routeScratch {
 	sc := r.scrach.Get().(*routeScratch)
 	remote := groups != nil
@@ -156,7 +159,20 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 		if once != nil && membersGot(cands, h) {
 			continue
 		}
-		c, away, ok := r.pickOnce(msg, key, cands, once)
+		var c sharedCand
+		var away, ok bool
+		if id, named := mode.members[key]; named {
+			// Claimed for that member: it or nobody here (its next
+			// reader elsewhere takes the claim over).
+			i := slices.IndexFunc(cands, func(c sharedCand) bool { return c.sess.id == id })
+			if i < 0 {
+				sc.missed = append(sc.missed, key)
+				continue
+			}
+			c, away, ok = cands[i], cands[i].away, true
+		} else {
+			c, away, ok = r.pickOnce(msg, key, cands, once)
+		}
 		if !ok || once != nil && !once.first(key, !away) {
 			continue
 		}
