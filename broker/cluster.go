@@ -169,6 +169,11 @@ type RemoteMessage struct {
 	// left, or never was here), or whose member named in Members was not
 	// here, which the message therefore did not reach here.
 	Missed []string
+	// Served is set by DeliverRemote for a message under an Origin: the
+	// share groups of Groups it went to a live member of here (not an
+	// away copy). A cluster claims them for a first routing, so that a
+	// resend routed elsewhere leaves them out (Message.ServedGroups).
+	Served []string
 	// Place, when its Source is not empty, is the message's place among
 	// its publisher's messages, and Late says it was held back for the
 	// sessions it goes to while their interest here was not known: a
@@ -216,6 +221,7 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	msg.shareWire = len(sc.targets) > 1
 	m.Away = append(m.Away[:0], sc.away...)
 	m.Missed = append(m.Missed[:0], sc.missed...)
+	m.Served = append(m.Served[:0], sc.served...)
 	return s.deliverTargets(msg, sc)
 }
 
@@ -273,6 +279,20 @@ func (m *Message) AwayMembers() []AwayMember {
 		return nil
 	}
 	return m.ext.away
+}
+
+// ServedGroups returns the share groups ("group\x00filter") a message
+// published here under an Origin went to a live member of on this node,
+// set before the Cluster's Forward is called. A QoS 2 resend routed again
+// from another node claims its groups before a member there gets one
+// (ResendClaimer); a first routing claims nothing itself, so the cluster
+// claims these for it (package cluster, claimServed), and the resend
+// finds them claimed.
+func (m *Message) ServedGroups() []string {
+	if m.ext == nil {
+		return nil
+	}
+	return m.ext.served
 }
 
 // PublishGate is implemented by a Cluster that must order this node's

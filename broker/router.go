@@ -46,6 +46,9 @@ type routeScratch struct {
 	// missed: the share groups a message from another node was to be
 	// served here for that had no member here when the tree matched it.
 	missed []string
+	// served: the share groups a message under an Origin went to a live
+	// (not away) member of here.
+	served []string
 }
 
 type sharedCand struct {
@@ -179,6 +182,8 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 		sc.add(c.sess, c.sub, msg)
 		if away {
 			sc.away = append(sc.away, AwayMember{ClientID: c.sess.id, Group: key})
+		} else if once != nil {
+			sc.served = append(sc.served, key)
 		}
 	}
 	return sc
@@ -285,6 +290,8 @@ func (r *router) release(sc *routeScratch) {
 	sc.away = sc.away[:0]
 	clear(sc.missed)
 	sc.missed = sc.missed[:0]
+	clear(sc.served)
+	sc.served = sc.served[:0]
 	r.scrach.Put(sc)
 }
 

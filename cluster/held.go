@@ -825,15 +825,7 @@ func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names m
 		if js == nil {
 			return nil, fmt.Errorf("%w: %w", errClaim, errNotReady)
 		}
-		m := nats.NewMsg(s.claimSubject(k, o))
-		// Under its Origin, if any: a QoS 2 resend routed again from
-		// another node is held under another key, the same message.
-		mid := "g." + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + ownerKey(gk)
-		if !o.IsZero() {
-			mid = "g.o." + strconv.FormatUint(o.Hash(), 36) + "." + ownerKey(gk)
-		}
-		m.Header.Set(jetstream.MsgIDHeader, mid)
-		m.Data = []byte(member)
+		m := s.claimMsg(k, o, gk, member)
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
 		var ack *jetstream.PubAck
 		err := n.fault.claimUnanswered()
@@ -858,6 +850,51 @@ func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names m
 		}
 	}
 	return out, nil
+}
+
+// claimMsg is the claim of held message k (Origin o, if any) for share
+// group gk, naming member.
+func (s *sessions) claimMsg(k originKey, o broker.Origin, gk, member string) *nats.Msg {
+	m := nats.NewMsg(s.claimSubject(k, o))
+	// Under its Origin, if any: a QoS 2 resend routed again from
+	// another node is held under another key, the same message.
+	mid := "g." + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + ownerKey(gk)
+	if !o.IsZero() {
+		mid = "g.o." + strconv.FormatUint(o.Hash(), 36) + "." + ownerKey(gk)
+	}
+	m.Header.Set(jetstream.MsgIDHeader, mid)
+	m.Data = []byte(member)
+	return m
+}
+
+// claimServed claims, for the first routing of a QoS 2 message under o,
+// the share groups it gave to a live member here (groups: ServedGroups,
+// RemoteMessage.Served), as ClaimGroup does for a resend, without waiting
+// for the append. First routings claimed nothing, and a node prefers its
+// own members: a resend routed from another node (the publisher moved,
+// its first routing not confirmed) gave the group to a member there too
+// (test/jepsen TestClusterFull: seed 42 pub0#131 to two members of g0 and
+// of g1; TestReproGroupResendElsewhere). Now the resend's claim finds the
+// group claimed and leaves it out. Not waited for: a first routing pays
+// no round, only the stream's work of one append per group; a resend
+// comes a client's reconnection later, after the append landed, and an
+// append lost with this node leaves the duplicate as before.
+func (n *Node) claimServed(o broker.Origin, groups []string) {
+	if n.sess == nil || o.IsZero() || len(groups) == 0 {
+		return
+	}
+	s := n.sess
+	s.mu.Lock()
+	js := s.js
+	s.mu.Unlock()
+	if js == nil {
+		return
+	}
+	for _, gk := range groups {
+		if _, err := js.PublishMsgAsync(s.claimMsg(originKey{}, o, gk, "")); err != nil {
+			n.log.Debug("cluster: share group of a first routing not claimed", "client_id", o.ClientID, "err", err)
+		}
+	}
 }
 
 // publishClaim appends the group claim m, again after a short pause

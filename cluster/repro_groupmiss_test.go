@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/roost-mqtt/roost/internal/clustertest"
+	"github.com/roost-mqtt/roost/packet"
 )
 
 // TestReproGroupClaimMissed: a restarted node's follower of what was held
@@ -88,4 +91,76 @@ func restartGroupMember(t *testing.T, prefix, fault, mark string) (*testCluster,
 		pp.publish()
 	}
 	return tc, pp
+}
+
+// TestReproGroupResendElsewhere: a QoS 2 message's first routing gives
+// share group ga to its live member on the publishing node, and is not
+// confirmed (fault unconfirmed: a forward to another node's plain
+// subscriber fails its confirmation); the publisher's client resumes on
+// n2 and sends it again (DUP), and n2 prefers its own member of ga. The
+// resend claims ga (ClaimResend), but the first routing had claimed
+// nothing: both members got it (test/jepsen TestClusterFull: seed 42
+// pub0#131 to two members of g0 and of g1, seed 41 pub0#535 for g0;
+// RESULTS.md "Share-group resends", the case it did not cover).
+func TestReproGroupResendElsewhere(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	const prefix = "ge"
+	topic := prefix + "/x"
+	tc := startClusterFault(t, 3, "unconfirmed="+topic+"@n1")
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	// On PREFIX/+: the probes go to PREFIX/probe, not to the fault's topic.
+	share := paho.SubscribeOptions{Topic: "$share/ga/" + prefix + "/+", QoS: 2}
+	m1 := connect(t, n1, prefix+"-m1")
+	m1.subscribe(t, share)
+	m2 := connect(t, n2, prefix+"-m2")
+	m2.subscribe(t, share)
+	plain := connect(t, n3, prefix+"-plain") // a forward to n3: the fault's way
+	plain.subscribe(t, paho.SubscribeOptions{Topic: prefix + "/+", QoS: 2})
+	connect(t, n1, prefix+"-probe").awaitInterest(t, prefix+"/probe")
+	connect(t, n2, prefix+"-probe2").awaitInterest(t, prefix+"/probe")
+	pc, _, err := rawPublisher(t, n1, prefix+"-pub", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := &packet.Publish{QoS: 2, PacketID: 7, Topic: topic, Payload: []byte("m1")}
+	if rc, closed := exchangeQoS2(t, pc, pub); !closed {
+		t.Fatalf("PUBLISH not confirmed (fault): PUBREC 0x%02X, want the connection closed (outcome unknown)", byte(rc))
+	}
+	resendUntilAcknowledged(t, n2, prefix+"-pub", pub)
+
+	// ga's copies: the first within 30 s, then 3 s for a second.
+	got := map[string]int{}
+	deadline, quiet := time.Now().Add(30*time.Second), time.Time{}
+	for {
+		if len(got) > 0 && quiet.IsZero() {
+			quiet = time.Now().Add(3 * time.Second)
+		}
+		end := deadline
+		if !quiet.IsZero() {
+			end = quiet
+		}
+		left := time.Until(end)
+		if left <= 0 {
+			break
+		}
+		select {
+		case p := <-m1.in:
+			got["m1 "+string(p.Payload)]++
+		case p := <-m2.in:
+			got["m2 "+string(p.Payload)]++
+		case <-time.After(left):
+		}
+	}
+	delete(got, "m1 "+clustertest.Probe)
+	delete(got, "m2 "+clustertest.Probe)
+	total := got["m1 m1"] + got["m2 m1"]
+	t.Logf("ga's copies: %v", got)
+	if total != 1 {
+		t.Fatalf("group ga got the QoS 2 message %d times (%v), want once\nn1:\n%s\nn2:\n%s", total, got,
+			grepLog(n1, prefix+"-", "cluster:"), grepLog(n2, prefix+"-", "cluster:"))
+	}
+	if got["m1 m1"] != 1 || countLog(n2, "share group of a QoS 2 resend left out: another copy claimed it") == 0 {
+		t.Fatalf("the first routing did not give ga to m1 on n1, or n2's resend did not find ga claimed: the test missed its path\nn2:\n%s",
+			grepLog(n2, prefix+"-", "cluster:"))
+	}
 }
