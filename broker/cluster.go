@@ -157,11 +157,23 @@ type RemoteMessage struct {
 	// share groups of Groups whose message went to one, the group having
 	// no other member here.
 	Away []AwayMember
+	// Members, when not nil, names the member a share group of Groups
+	// goes to here ("group\x00filter" to client id): the one a held
+	// message's claim named (package cluster). A group whose named member
+	// is not among its members here is missed (Missed), never given to
+	// another member: the claim keeps the message for the named session,
+	// whose next reader on any node takes the claim over.
+	Members map[string]string
 	// Missed is set by DeliverRemote: the share groups of Groups that
 	// had no member here when the message was matched (their member
-	// left, or never was here), which the message therefore did not
-	// reach here.
+	// left, or never was here), or whose member named in Members was not
+	// here, which the message therefore did not reach here.
 	Missed []string
+	// Served is set by DeliverRemote for a message under an Origin: the
+	// share groups of Groups it went to a live member of here (not an
+	// away copy). A cluster claims them for a first routing, so that a
+	// resend routed elsewhere leaves them out (Message.ServedGroups).
+	Served []string
 	// Place, when its Source is not empty, is the message's place among
 	// its publisher's messages, and Late says it was held back for the
 	// sessions it goes to while their interest here was not known: a
@@ -215,10 +227,11 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	if once != nil {
 		once.chosen = m.chosen
 	}
-	sc := s.router.matchOnce(msg, groups, m.Pick, matchMode{pickGroups: m.PickShared, groupsOnly: m.GroupsOnly}, once)
+	sc := s.router.matchOnce(msg, groups, m.Pick, matchMode{pickGroups: m.PickShared, groupsOnly: m.GroupsOnly, members: m.Members}, once)
 	msg.shareWire = len(sc.targets) > 1
 	m.Away = append(m.Away[:0], sc.away...)
 	m.Missed = append(m.Missed[:0], sc.missed...)
+	m.Served = append(m.Served[:0], sc.served...)
 	return s.deliverTargets(msg, sc)
 }
 
@@ -276,6 +289,20 @@ func (m *Message) AwayMembers() []AwayMember {
 		return nil
 	}
 	return m.ext.away
+}
+
+// ServedGroups returns the share groups ("group\x00filter") a message
+// published here under an Origin went to a live member of on this node,
+// set before the Cluster's Forward is called. A QoS 2 resend routed again
+// from another node claims its groups before a member there gets one
+// (ResendClaimer); a first routing claims nothing itself, so the cluster
+// claims these for it (package cluster, claimServed), and the resend
+// finds them claimed.
+func (m *Message) ServedGroups() []string {
+	if m.ext == nil {
+		return nil
+	}
+	return m.ext.served
 }
 
 // PublishGate is implemented by a Cluster that must order this node's

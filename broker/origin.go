@@ -295,6 +295,9 @@ type msgExt struct {
 	away []AwayMember
 	// resent: a QoS 2 resend routed again under origin (ResendClaimer).
 	resent bool
+	// served: the share groups that went to a live member here under
+	// origin (ServedGroups); set by routeOrigin before m is shared.
+	served []string
 }
 
 // Resent reports whether m is a publisher's QoS 2 resend routed again

@@ -478,6 +478,12 @@ func (s *Server) routeOrigin(msg *Message, o Origin) (n int, last Ticket, notRet
 		}
 		msg.ext.away = slices.Clone(sc.away)
 	}
+	if len(sc.served) > 0 {
+		if msg.ext == nil {
+			msg.ext = &msgExt{}
+		}
+		msg.ext.served = slices.Clone(sc.served)
+	}
 	// Written inline by this goroutine, one send after another, only for
 	// a few subscribers: for many, flusher goroutines write in parallel
 	// on a machine with cores to spare.

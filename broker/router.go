@@ -46,6 +46,9 @@ type routeScratch struct {
 	// missed: the share groups a message from another node was to be
 	// served here for that had no member here when the tree matched it.
 	missed []string
+	// served: the share groups a message under an Origin went to a live
+	// (not away) member of here.
+	served []string
 }
 
 type sharedCand struct {
@@ -88,6 +91,8 @@ func (r *router) matchGroups(msg *Message, groups []string, pick func(clientID s
 // subscriptions are left out whatever pick says (groupsOnly).
 type matchMode struct {
 	pickGroups, groupsOnly bool
+	// members: RemoteMessage.Members.
+	members map[string]string
 }
 
 // matchOnce is match for a message from another node of a cluster: of
@@ -105,7 +110,8 @@ type matchMode struct {
 // not noted as served: the copy's take is kept for its session, whose
 // next reader (here too) delivers it once its claim says so (package
 // cluster); noted, a reader here left the kept copy and the group lost
-// the message.
+// the message. mode.members gives a group to the member named there or
+// to nobody (RemoteMessage.Members).
 func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID string) bool, mode matchMode, once *onceCheck) *routeScratch {
 	sc := r.scrach.Get().(*routeScratch)
 	remote := groups != nil
@@ -156,13 +162,28 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 		if once != nil && membersGot(cands, h) {
 			continue
 		}
-		c, away, ok := r.pickOnce(msg, key, cands, once)
+		var c sharedCand
+		var away, ok bool
+		if id, named := mode.members[key]; named {
+			// Claimed for that member: it or nobody here (its next
+			// reader elsewhere takes the claim over).
+			i := slices.IndexFunc(cands, func(c sharedCand) bool { return c.sess.id == id })
+			if i < 0 {
+				sc.missed = append(sc.missed, key)
+				continue
+			}
+			c, away, ok = cands[i], cands[i].away, true
+		} else {
+			c, away, ok = r.pickOnce(msg, key, cands, once)
+		}
 		if !ok || once != nil && !once.first(key, !away) {
 			continue
 		}
 		sc.add(c.sess, c.sub, msg)
 		if away {
 			sc.away = append(sc.away, AwayMember{ClientID: c.sess.id, Group: key})
+		} else if once != nil {
+			sc.served = append(sc.served, key)
 		}
 	}
 	return sc
@@ -269,6 +290,8 @@ func (r *router) release(sc *routeScratch) {
 	sc.away = sc.away[:0]
 	clear(sc.missed)
 	sc.missed = sc.missed[:0]
+	clear(sc.served)
+	sc.served = sc.served[:0]
 	r.scrach.Put(sc)
 }
 

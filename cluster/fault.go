@@ -180,6 +180,18 @@ import (
 //	                      for NODE if its routes close meanwhile, as for
 //	                      a node killed after its sessions took a forward
 //	                      and before its confirmation left
+//	claim-late=CLIENT@NODE  on NODE, the first held message whose share
+//	                      group is claimed for CLIENT (claimGroups) is
+//	                      delivered only once CLIENT's session has left
+//	                      the server (at most claimLateMax): as a
+//	                      restored copy dropped for a claim elsewhere
+//	                      between a held message's claim and its
+//	                      delivery (test/jepsen TestClusterFull seed 41)
+//	claim-unanswered=COUNT@NODE  on NODE, the first COUNT share group
+//	                      claims (claimNamed) are not appended and fail
+//	                      with "no response from stream", as a claim
+//	                      does while its partition stream elects a leader
+//	                      (seen on a restarted node's first claims)
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -235,7 +247,13 @@ type faults struct {
 	claimUnconfirmed string
 	claimUnconfirmd  atomic.Bool
 	confirmLate      string
+	claimLate        string
+	claimedLate      atomic.Bool  // claim-late: its claim came
+	claimFails       atomic.Int64 // claim-unanswered: claims left to fail
 }
+
+// claimLateMax bounds claim-late's wait for the session to leave.
+const claimLateMax = 60 * time.Second
 
 // straddleMax bounds straddle-move's wait for a move; straddleLinger is
 // how long the publish waits after the move began: the move's first step
@@ -285,7 +303,7 @@ const releaseDelay = fenceGrace + time.Second
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
-	"held-stall", "confirm-late"}
+	"held-stall", "confirm-late", "claim-late", "claim-unanswered"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -330,6 +348,14 @@ func parseFaults(s, node string) (*faults, error) {
 			f.claimUnconfirmed = v
 		case "confirm-late":
 			f.confirmLate = v
+		case "claim-late":
+			f.claimLate = v
+		case "claim-unanswered":
+			count, err := strconv.Atoi(v)
+			if err != nil || count < 1 {
+				return nil, fmt.Errorf("%s: claim-unanswered=%q: want a count of at least 1", faultEnv, v)
+			}
+			f.claimFails.Store(int64(count))
 		case "straddle-move":
 			f.straddle, f.moveBegun = v, make(chan struct{})
 		case "interest-late":
@@ -606,6 +632,43 @@ func (f *faults) settleDelay() time.Duration {
 		return 0
 	}
 	return f.settleWait
+}
+
+// claimedFor is claim-late's wait: chosen are the members a held
+// message's groups were claimed for here (claimGroups). The first claim
+// for the fault's client waits until the session left n's server.
+func (f *faults) claimedFor(n *Node, chosen map[string]string) {
+	if f == nil || f.claimLate == "" {
+		return
+	}
+	id := f.claimLate
+	var named bool
+	for _, c := range chosen {
+		named = named || c == id
+	}
+	if !named || !f.claimedLate.CompareAndSwap(false, true) {
+		return
+	}
+	n.log.Info("cluster: fault claim-late: held message claimed; delivering once the session left", "client_id", id)
+	for deadline := time.Now().Add(claimLateMax); time.Now().Before(deadline) && n.ctx.Err() == nil; {
+		if _, _, ok := n.srv.Client(id); !ok {
+			n.log.Info("cluster: fault claim-late: the session left; delivering", "client_id", id)
+			return
+		}
+		select {
+		case <-n.ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// claimUnanswered returns the error claim-unanswered gives a group claim
+// instead of appending it; nil: the claim is to be appended.
+func (f *faults) claimUnanswered() error {
+	if f == nil || f.claimFails.Add(-1) < 0 {
+		return nil
+	}
+	return jetstream.ErrNoStreamResponse
 }
 
 // ownHeldLate returns how long after it was held held-late has this

@@ -662,11 +662,12 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, plain func(string) bool, cand
 			plainTo = append(plainTo, id)
 		}
 	}
-	groups, err := n.claimGroups(k, rm.Origin, rm.Groups, ids, candidates, len(has) > 0)
+	claimed, chosen, err := n.claimGroups(k, rm.Origin, rm.Groups, ids, candidates, len(has) > 0)
 	if err != nil {
 		return 0, err
 	}
-	rm.Groups = groups
+	n.fault.claimedFor(n, chosen)
+	rm.Groups, rm.Members = claimed, chosen
 	rm.Pick = n.dedupPick(k, func(id string) bool { return ids(id) && !has[id] })
 	rm.PickShared = true // a group goes to one of the sessions ids names
 	if n.catching.Load() > 0 {
@@ -692,6 +693,13 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, plain func(string) bool, cand
 		t = max(t, pt)
 	}
 	n.gate.RUnlock()
+	for _, gk := range rm.Missed {
+		if id, ok := chosen[gk]; ok {
+			group, filter, _ := strings.Cut(gk, "\x00")
+			n.log.Info("cluster: held message's share group missed here after its claim; left to the member's next reader",
+				"client_id", id, "group", group, "filter", filter, "peer", k.node)
+		}
+	}
 	return t, nil
 }
 
@@ -700,43 +708,83 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, plain func(string) bool, cand
 var errClaim = errors.New("cluster: claiming a held message for its share group")
 
 // claimGroups returns which of a held message's share groups this node
-// serves. A message held for a dead node's group is read by the node
-// when it is back and by every node that took one of its sessions from
-// the stream: several may have a member of the group, and the group is
-// to get it once. So a node with a member among candidates claims the
-// message for the group first, a stream append under a message id made
-// of the message's origin and the group: JetStream keeps the first and
-// answers the others "duplicate" (within the stream's two-minute window,
-// far beyond heldWatch). had says a candidate holds the message already
-// (a forward its node journalled, held too): its group got it then, and
-// the claim only keeps later readers from giving it to another member
-// (one that read it first has: a rare duplicate for the group).
+// serves, and the member here each goes to. A message held for a dead
+// node's group is read by the node when it is back and by every node
+// that took one of its sessions from the stream: several may have a
+// member of the group, and the group is to get it once. So a node with
+// a member among candidates claims the message for the group first, a
+// stream append under a message id made of the message's origin and the
+// group: JetStream keeps the first and answers the others "duplicate"
+// (within the stream's two-minute window, far beyond heldWatch). had
+// says a candidate holds the message already (a forward its node
+// journalled, held too): its group got it then, and the claim only keeps
+// later readers from giving it to another member (one that read it first
+// has: a rare duplicate for the group).
 // (Claimed and then lost with this node before the copy was durable, the
 // message is lost for the group: a second fault within that moment.)
-func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids func(string) bool, candidates []string, had bool) ([]string, error) {
+//
+// The claim names the member it is for, and the delivery gives the group
+// to that member or to nobody (RemoteMessage.Members): a member that
+// leaves between the claim and the delivery (its restored copy dropped
+// for a claim elsewhere) has its next reader on the other node, which
+// takes a claim naming its session over (ownClaim). Unnamed, that reader
+// found the claim made and left the message while the delivery here
+// missed the group (test/jepsen TestClusterFull seed 41, pub0#533 for
+// g1; TestReproGroupClaimMissed).
+func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids func(string) bool, candidates []string, had bool) ([]string, map[string]string, error) {
 	if len(groups) == 0 {
-		return []string{}, nil
+		return []string{}, nil, nil
 	}
-	members := map[string]bool{} // "$share/group/filter" of the candidates
+	members := map[string][]string{} // "$share/group/filter" of the candidates: who
 	for _, id := range candidates {
 		if !ids(id) {
 			continue
 		}
 		if _, subs, ok := n.srv.Client(id); ok {
 			for _, sub := range subs {
-				members[sub.Filter] = true
+				if strings.HasPrefix(sub.Filter, "$share/") {
+					members[sub.Filter] = append(members[sub.Filter], id)
+				}
 			}
 		}
 	}
-	return n.claimFor(k, o, groups, members, had, "")
+	names := make(map[string]string, len(members))
+	for f, ids := range members {
+		// Members take turns by the hold's id, as the broker's pick
+		// takes turns by message.
+		names[f] = ids[k.id%uint64(len(ids))]
+	}
+	out, err := n.claimNamed(k, o, groups, names, had)
+	if err != nil {
+		return nil, nil, err
+	}
+	chosen := make(map[string]string, len(out))
+	for _, gk := range out {
+		group, filter, _ := strings.Cut(gk, "\x00")
+		chosen[gk] = names["$share/"+group+"/"+filter]
+	}
+	return out, chosen, nil
 }
 
-// claimFor is claimGroups for the members ("$share/group/filter") given;
-// o is the message's Origin, if any. member, if not "", is the one session
-// the claim is made for: a read ahead for a session taken from the stream
-// (heldahead.go). Its claim names it, and a claim found already made for
-// the same session is its own: see ownClaim.
+// claimFor is claimNamed for the members ("$share/group/filter") given,
+// each named member; o is the message's Origin, if any. member, if not
+// "", is the one session the claim is made for: a read ahead for a
+// session taken from the stream (heldahead.go).
 func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members map[string]bool, had bool, member string) ([]string, error) {
+	names := make(map[string]string, len(members))
+	for f, in := range members {
+		if in {
+			names[f] = member
+		}
+	}
+	return n.claimNamed(k, o, groups, names, had)
+}
+
+// claimNamed claims the groups of groups that have a member here
+// (names, by "$share/group/filter"), and returns those it won. A claim
+// names the session it is for (names' value; "" for none) and a claim
+// found already made for the same session is its own: see ownClaim.
+func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names map[string]string, had bool) ([]string, error) {
 	out := []string{}
 	if len(groups) == 0 {
 		return out, nil
@@ -747,23 +795,20 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 	s.mu.Unlock()
 	for _, gk := range groups {
 		group, filter, _ := strings.Cut(gk, "\x00")
-		if !members["$share/"+group+"/"+filter] {
+		member, ok := names["$share/"+group+"/"+filter]
+		if !ok {
 			continue
 		}
 		if js == nil {
 			return nil, fmt.Errorf("%w: %w", errClaim, errNotReady)
 		}
-		m := nats.NewMsg(s.claimSubject(k, o))
-		// Under its Origin, if any: a QoS 2 resend routed again from
-		// another node is held under another key, the same message.
-		mid := "g." + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + ownerKey(gk)
-		if !o.IsZero() {
-			mid = "g.o." + strconv.FormatUint(o.Hash(), 36) + "." + ownerKey(gk)
-		}
-		m.Header.Set(jetstream.MsgIDHeader, mid)
-		m.Data = []byte(member)
+		m := s.claimMsg(k, o, gk, member)
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
-		ack, err := publishClaim(ctx, js, m)
+		var ack *jetstream.PubAck
+		err := n.fault.claimUnanswered()
+		if err == nil {
+			ack, err = publishClaim(ctx, js, m)
+		}
 		if err == nil && ack.Duplicate && member != "" {
 			var own bool
 			if own, err = n.ownClaim(ctx, js, ack, member); err == nil && own {
@@ -782,6 +827,51 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 		}
 	}
 	return out, nil
+}
+
+// claimMsg is the claim of held message k (Origin o, if any) for share
+// group gk, naming member.
+func (s *sessions) claimMsg(k originKey, o broker.Origin, gk, member string) *nats.Msg {
+	m := nats.NewMsg(s.claimSubject(k, o))
+	// Under its Origin, if any: a QoS 2 resend routed again from
+	// another node is held under another key, the same message.
+	mid := "g." + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + ownerKey(gk)
+	if !o.IsZero() {
+		mid = "g.o." + strconv.FormatUint(o.Hash(), 36) + "." + ownerKey(gk)
+	}
+	m.Header.Set(jetstream.MsgIDHeader, mid)
+	m.Data = []byte(member)
+	return m
+}
+
+// claimServed claims, for the first routing of a QoS 2 message under o,
+// the share groups it gave to a live member here (groups: ServedGroups,
+// RemoteMessage.Served), as ClaimGroup does for a resend, without waiting
+// for the append. First routings claimed nothing, and a node prefers its
+// own members: a resend routed from another node (the publisher moved,
+// its first routing not confirmed) gave the group to a member there too
+// (test/jepsen TestClusterFull: seed 42 pub0#131 to two members of g0 and
+// of g1; TestReproGroupResendElsewhere). Now the resend's claim finds the
+// group claimed and leaves it out. Not waited for: a first routing pays
+// no round, only the stream's work of one append per group; a resend
+// comes a client's reconnection later, after the append landed, and an
+// append lost with this node leaves the duplicate as before.
+func (n *Node) claimServed(o broker.Origin, groups []string) {
+	if n.sess == nil || o.IsZero() || len(groups) == 0 {
+		return
+	}
+	s := n.sess
+	s.mu.Lock()
+	js := s.js
+	s.mu.Unlock()
+	if js == nil {
+		return
+	}
+	for _, gk := range groups {
+		if _, err := js.PublishMsgAsync(s.claimMsg(originKey{}, o, gk, "")); err != nil {
+			n.log.Debug("cluster: share group of a first routing not claimed", "client_id", o.ClientID, "err", err)
+		}
+	}
 }
 
 // publishClaim appends the group claim m, again after a short pause
@@ -1013,8 +1103,15 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 			seqs []uint64
 			last broker.Ticket
 		)
+		// failed: a claim failed (errClaim); the batch's later messages
+		// are handed back too, and the follower reads again from there.
+		var failed error
 		for m := range batch.Messages() {
 			got++
+			if failed != nil {
+				nakHeld(n, m)
+				continue
+			}
 			md, err := m.Metadata()
 			if err != nil {
 				return err
@@ -1047,7 +1144,15 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 				to, kept := s.ownHeldTo(in, arrived, md.Timestamp)
 				t, err := n.deliverHeldTo(m, to, kept, persistent)
 				if errors.Is(err, errClaim) {
-					return err // not acknowledged: delivered again
+					// Handed back (NAK) to be delivered again at once,
+					// not after AckWait: a fetch meanwhile found nothing,
+					// and the restored sessions settled before what was
+					// held for them was applied; a claim from another
+					// node then moved them live without it
+					// (TestReproGroupClaimUnanswered: 28 and 66 lost).
+					failed = err
+					nakHeld(n, m)
+					continue
 				}
 				if err != nil {
 					n.log.Warn("cluster: held message unreadable; dropped", "err", err)
@@ -1068,6 +1173,9 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 			if err := m.DoubleAck(n.ctx); err != nil {
 				return err
 			}
+		}
+		if failed != nil {
+			return failed // the handed back messages are read again
 		}
 		if len(applied) > maxApplied {
 			for old := range applied {
@@ -1091,6 +1199,14 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 		}
 	}
 	return nil
+}
+
+// nakHeld hands m back to the held consumer, to be delivered again now.
+// A NAK that does not reach the server leaves m to its AckWait.
+func nakHeld(n *Node, m jetstream.Msg) {
+	if err := m.Nak(); err != nil {
+		n.log.Debug("cluster: held message not handed back; read again after its ack wait", "err", err)
+	}
 }
 
 // ownHeldTo is which sessions here followOwnHeld gives a message held at

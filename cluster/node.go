@@ -511,6 +511,9 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 			return 0, func() error { return err }
 		}
 	}
+	if !msg.Resent() {
+		n.claimServed(o, msg.ServedGroups()) // a resend claimed its own (claimAhead)
+	}
 	held, heldWait := n.mv.local(msg)
 	if msg.QoS > 0 && n.fault.straddles(msg.Topic) {
 		n.log.Info("cluster: test fault: a publish waits for a move in between its looks at the moves", "topic", msg.Topic)
@@ -737,6 +740,9 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		held.a = a
 	}
 	n.gate.RUnlock()
+	if seq != 0 && !rm.Resent {
+		n.claimServed(rm.Origin, rm.Served) // a resend claimed before (ClaimResend)
+	}
 	if to != "" {
 		n.reforward(to, rm, gk, held)
 	}

@@ -1,0 +1,93 @@
+package cluster_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/roost-mqtt/roost/internal/clustertest"
+)
+
+// BenchmarkClusterGroupQoS2 publishes QoS 2 messages from a persistent
+// publisher on n1 (each under an Origin) to a share group whose one
+// member is on n1 (local) or on n2 (remote): the path whose first
+// routings claim the group (claimServed, one stream append per group and
+// message, not waited for). Each publish waits for its PUBCOMP, and
+// parallel runs 8 such publishers at once. Compare binaries with
+// ROOST_TEST_BIN (bench/jepsen/RESULTS.md, "Claimed groups that miss").
+func BenchmarkClusterGroupQoS2(b *testing.B) {
+	c := clustertest.Start(b, clustertest.Options{Nodes: 3})
+	expiry := uint32(600)
+	for _, where := range []struct {
+		name string
+		node int
+	}{{"local", 0}, {"remote", 1}} {
+		for _, pubs := range []int{1, 8} {
+			name := where.name + "/publishers=" + strconv.Itoa(pubs)
+			b.Run(name, func(b *testing.B) {
+				prefix := "gb-" + where.name + strconv.Itoa(pubs)
+				topic := prefix + "/t"
+				m, _, err := clustertest.Dial(b, c.Nodes[where.node].MQTT, &paho.Connect{ClientID: prefix + "-m", CleanStart: true, KeepAlive: 30})
+				if err != nil {
+					b.Fatal(err)
+				}
+				stop := make(chan struct{})
+				defer close(stop)
+				go func() {
+					for {
+						select {
+						case <-m.In:
+						case <-stop:
+							return
+						}
+					}
+				}()
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if _, err := m.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "$share/gb/" + topic, QoS: 2}}}); err != nil {
+					b.Fatal(err)
+				}
+				var ps []*clustertest.Client
+				for i := range pubs {
+					p, _, err := clustertest.Dial(b, c.Nodes[0].MQTT, &paho.Connect{ClientID: prefix + "-p" + strconv.Itoa(i), CleanStart: true, KeepAlive: 30,
+						Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+					if err != nil {
+						b.Fatal(err)
+					}
+					ps = append(ps, p)
+				}
+				ps[0].AwaitInterest(b, topic)
+				payload := make([]byte, 64)
+				b.ResetTimer()
+				errs := make(chan error, pubs)
+				for i, p := range ps {
+					n := b.N / pubs
+					if i < b.N%pubs {
+						n++
+					}
+					go func() {
+						var err error
+						for range n {
+							ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+							_, err = p.Publish(ctx, &paho.Publish{Topic: topic, QoS: 2, Payload: payload})
+							cancel()
+							if err != nil {
+								break
+							}
+						}
+						errs <- err
+					}()
+				}
+				for range pubs {
+					if err := <-errs; err != nil {
+						b.Error(err)
+					}
+				}
+				b.StopTimer()
+			})
+		}
+	}
+}

@@ -1,0 +1,166 @@
+package cluster_test
+
+import (
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/roost-mqtt/roost/internal/clustertest"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// TestReproGroupClaimMissed: a restarted node's follower of what was held
+// for it claims a held message's share group for a restored session, and
+// the session leaves (its copy dropped: its client resumed elsewhere
+// before it settled here) before the delivery: the delivery misses the
+// group. The session's claimer reads this node's held subject ahead and
+// found the group claimed, and left the message: acknowledged and lost
+// (test/jepsen TestClusterFull seed 41, traced: pub0#533 for g1). The
+// fault claim-late holds n1's first delivery claimed for gm-sub until
+// the session left n1.
+func TestReproGroupClaimMissed(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	const id = "gm-sub"
+	tc, pp := restartGroupMember(t, "gm", "claim-late="+id+"@n1", "fault claim-late: held message claimed")
+	n1, n3 := tc.nodes[0], tc.nodes[2]
+	c := pp.resume(n3, id)
+	tc.waitLog(n1, "fault claim-late: the session left; delivering", 1, 30*time.Second)
+	if countLog(n1, "restored session claimed elsewhere before it was settled here; dropped") == 0 ||
+		countLog(n1, "held message's share group missed here after its claim") == 0 {
+		t.Fatalf("n1 did not drop its unsettled copy of %s between a claim and its delivery: the test missed its path; n1:\n%s",
+			id, grepLog(n1, "client_id="+id, "cluster:"))
+	}
+	pp.check(c, n1, n3)
+}
+
+// TestReproGroupClaimUnanswered: a restarted node's follower of what
+// was held for it met a group claim without an answer (its partition
+// stream electing a leader) and read again; the message it had fetched
+// came back only after the consumer's ack wait (10 s), and the read
+// before found nothing and opened the restored gate: the sessions
+// settled without it, and a claim from another node then moved the
+// session live without it (TestReproGroupClaimMissed's first run: the
+// gate open at once, the message applied 10 s later). The fault
+// claim-unanswered fails n1's first claim.
+func TestReproGroupClaimUnanswered(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	const id = "gu-sub"
+	tc, pp := restartGroupMember(t, "gu", "claim-unanswered=1@n1", "restored sessions settled")
+	n1, n3 := tc.nodes[0], tc.nodes[2]
+	if countLog(n1, "claiming a held message for its share group") == 0 {
+		t.Fatalf("n1's first claim did not fail: the test missed its path; n1:\n%s", grepLog(n1, "cluster:"))
+	}
+	pp.check(pp.resume(n3, id), n1, n3)
+}
+
+// restartGroupMember starts three nodes, PREFIX-sub's persistent session
+// on n1, share group ga's only member on PREFIX/q1 (QoS 1) and PREFIX/q2
+// (QoS 2), so that every acknowledged message is owed to it, QoS 2 ones
+// once; kills n1 while PREFIX-pub on n2 publishes to both; and restarts n1
+// with fault, publishing on until n1 logs mark.
+func restartGroupMember(t *testing.T, prefix, fault, mark string) (*testCluster, *pacedPub) {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	// As restartWithFault: no adoption while n1 is dead, and a queue
+	// that takes everything published meanwhile.
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
+	tc := startClusterWith(t, 3, "--config", cfg)
+	n1, n2 := tc.nodes[0], tc.nodes[1]
+	newPersistent(t, n1, prefix+"-sub", paho.SubscribeOptions{Topic: "$share/ga/" + prefix + "/q1", QoS: 1},
+		paho.SubscribeOptions{Topic: "$share/ga/" + prefix + "/q2", QoS: 2})
+	pub := connect(t, n2, prefix+"-pub")
+	pub.awaitInterest(t, prefix+"/q1")
+	pub.awaitInterest(t, prefix+"/q2")
+	pp := &pacedPub{t: t, nd: n2, id: prefix + "-pub", prefix: prefix, pub: pub}
+	tc.kill(n1, syscall.SIGKILL)
+	for start := time.Now(); len(pp.want) < 20; {
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("only %d messages acknowledged in 60 s with n1 dead", len(pp.want))
+		}
+		pp.publish()
+	}
+	n1.Env = append(n1.Env, "ROOST_TEST_FAULT="+fault)
+	tc.start(n1)
+	for start := time.Now(); countLog(n1, mark) == 0; {
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("n1 did not log %q within 60 s; n1:\n%s", mark, grepLog(n1, "cluster:", "restored"))
+		}
+		pp.publish()
+	}
+	return tc, pp
+}
+
+// TestReproGroupResendElsewhere: a QoS 2 message's first routing gives
+// share group ga to its live member on the publishing node, and is not
+// confirmed (fault unconfirmed: a forward to another node's plain
+// subscriber fails its confirmation); the publisher's client resumes on
+// n2 and sends it again (DUP), and n2 prefers its own member of ga. The
+// resend claims ga (ClaimResend), but the first routing had claimed
+// nothing: both members got it (test/jepsen TestClusterFull: seed 42
+// pub0#131 to two members of g0 and of g1, seed 41 pub0#535 for g0;
+// RESULTS.md "Share-group resends", the case it did not cover).
+func TestReproGroupResendElsewhere(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	const prefix = "ge"
+	topic := prefix + "/x"
+	tc := startClusterFault(t, 3, "unconfirmed="+topic+"@n1")
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	// On PREFIX/+: the probes go to PREFIX/probe, not to the fault's topic.
+	share := paho.SubscribeOptions{Topic: "$share/ga/" + prefix + "/+", QoS: 2}
+	m1 := connect(t, n1, prefix+"-m1")
+	m1.subscribe(t, share)
+	m2 := connect(t, n2, prefix+"-m2")
+	m2.subscribe(t, share)
+	plain := connect(t, n3, prefix+"-plain") // a forward to n3: the fault's way
+	plain.subscribe(t, paho.SubscribeOptions{Topic: prefix + "/+", QoS: 2})
+	connect(t, n1, prefix+"-probe").awaitInterest(t, prefix+"/probe")
+	connect(t, n2, prefix+"-probe2").awaitInterest(t, prefix+"/probe")
+	pc, _, err := rawPublisher(t, n1, prefix+"-pub", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := &packet.Publish{QoS: 2, PacketID: 7, Topic: topic, Payload: []byte("m1")}
+	if rc, closed := exchangeQoS2(t, pc, pub); !closed {
+		t.Fatalf("PUBLISH not confirmed (fault): PUBREC 0x%02X, want the connection closed (outcome unknown)", byte(rc))
+	}
+	resendUntilAcknowledged(t, n2, prefix+"-pub", pub)
+
+	// ga's copies: the first within 30 s, then 3 s for a second.
+	got := map[string]int{}
+	deadline, quiet := time.Now().Add(30*time.Second), time.Time{}
+	for {
+		if len(got) > 0 && quiet.IsZero() {
+			quiet = time.Now().Add(3 * time.Second)
+		}
+		end := deadline
+		if !quiet.IsZero() {
+			end = quiet
+		}
+		left := time.Until(end)
+		if left <= 0 {
+			break
+		}
+		select {
+		case p := <-m1.in:
+			got["m1 "+string(p.Payload)]++
+		case p := <-m2.in:
+			got["m2 "+string(p.Payload)]++
+		case <-time.After(left):
+		}
+	}
+	delete(got, "m1 "+clustertest.Probe)
+	delete(got, "m2 "+clustertest.Probe)
+	total := got["m1 m1"] + got["m2 m1"]
+	t.Logf("ga's copies: %v", got)
+	if total != 1 {
+		t.Fatalf("group ga got the QoS 2 message %d times (%v), want once\nn1:\n%s\nn2:\n%s", total, got,
+			grepLog(n1, prefix+"-", "cluster:"), grepLog(n2, prefix+"-", "cluster:"))
+	}
+	if got["m1 m1"] != 1 || countLog(n2, "share group of a QoS 2 resend left out: another copy claimed it") == 0 {
+		t.Fatalf("the first routing did not give ga to m1 on n1, or n2's resend did not find ga claimed: the test missed its path\nn2:\n%s",
+			grepLog(n2, prefix+"-", "cluster:"))
+	}
+}
