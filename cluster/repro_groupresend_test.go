@@ -129,9 +129,28 @@ func groupResend(t *testing.T, prefix string, reader int, resumeFirst, withLive 
 		back = resume(t, rd, id, expiry, 60*time.Second)
 	}
 
-	// ga's copies, wherever they arrive: the first within 30 s, then
-	// 3 s for a second.
+	// ga's copies, wherever they arrive.
 	total := func() int { return got["live m1"] + got["sub m1"] }
+	gatherCopies(got, total, "live", live, "sub", back)
+	if total() == 0 {
+		t.Fatalf("the acknowledged QoS 2 message never reached group ga\nn1:\n%s\n%s:\n%s", grepLog(n1, prefix+"-", "cluster:"), rd.name, grepLog(rd, prefix+"-", "cluster:"))
+	}
+	t.Logf("ga's copies: %v", got)
+	if total() != 1 {
+		t.Fatalf("group ga got the QoS 2 message %d times (%v), want once\nn1:\n%s\n%s:\n%s", total(), got, grepLog(n1, prefix+"-", "cluster:"), rd.name, grepLog(rd, prefix+"-", "cluster:"))
+	}
+	for k, n := range got {
+		if k != "live m1" && k != "sub m1" {
+			t.Errorf("unexpected message %q (%d)", k, n)
+		}
+	}
+	return true
+}
+
+// gatherCopies adds to got ("NAME payload": count) what a and b receive:
+// until total (got's count of the message's copies) is above 0, for 30 s
+// at most, then 3 s more for a second copy. Probes are left out.
+func gatherCopies(got map[string]int, total func() int, aName string, a *client, bName string, b *client) {
 	deadline, quiet := time.Now().Add(30*time.Second), time.Time{}
 	for {
 		if total() > 0 && quiet.IsZero() {
@@ -146,26 +165,13 @@ func groupResend(t *testing.T, prefix string, reader int, resumeFirst, withLive 
 			break
 		}
 		select {
-		case p := <-live.in:
-			got["live "+string(p.Payload)]++
-		case p := <-back.in:
-			got["sub "+string(p.Payload)]++
+		case p := <-a.in:
+			got[aName+" "+string(p.Payload)]++
+		case p := <-b.in:
+			got[bName+" "+string(p.Payload)]++
 		case <-time.After(left):
 		}
 	}
-	delete(got, "live "+clustertest.Probe)
-	delete(got, "sub "+clustertest.Probe)
-	if total() == 0 {
-		t.Fatalf("the acknowledged QoS 2 message never reached group ga\nn1:\n%s\n%s:\n%s", grepLog(n1, prefix+"-", "cluster:"), rd.name, grepLog(rd, prefix+"-", "cluster:"))
-	}
-	t.Logf("ga's copies: %v", got)
-	if total() != 1 {
-		t.Fatalf("group ga got the QoS 2 message %d times (%v), want once\nn1:\n%s\n%s:\n%s", total(), got, grepLog(n1, prefix+"-", "cluster:"), rd.name, grepLog(rd, prefix+"-", "cluster:"))
-	}
-	for k, n := range got {
-		if k != "live m1" && k != "sub m1" {
-			t.Errorf("unexpected message %q (%d)", k, n)
-		}
-	}
-	return true
+	delete(got, aName+" "+clustertest.Probe)
+	delete(got, bName+" "+clustertest.Probe)
 }
