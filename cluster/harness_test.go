@@ -34,9 +34,11 @@ var roostBin string
 
 // clusterLanes is how many process tests run at once unless -test.parallel
 // says otherwise: they wait on elections and timeouts far more than they
-// compute, so three fit on two cores (the package took 244 s with two at
-// a time at load 26-29, against a budget of 240 s in the suite).
-const clusterLanes = 3
+// compute (the package alone used about half a core with three), so four
+// fit on two cores. With three the package was the suite's long pole
+// again; four took it from 419 to 324 s and the fresh-clone suite from
+// 549 to 514 s at the same CPU (docs/testing.md, "Four lanes").
+const clusterLanes = 4
 
 func TestMain(m *testing.M) {
 	flag.Parse()
