@@ -733,6 +733,10 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 		n.log.Info("cluster: test fault: the move's finish waits for a dropped node's return", "client_id", id)
 		n.fault.awaitRejoined()
 	}
+	if n.fault.finishesAsked(id) {
+		n.log.Info("cluster: test fault: the move's finish waits for a newer claim", "client_id", id)
+		n.fault.awaitAsked()
+	}
 	rec := mv.finishAt(ctx, q, rec1)
 	if n.fault.movesLate(id) {
 		n.log.Info("cluster: test fault: the move's adoption waits for a newer claim", "client_id", id)
