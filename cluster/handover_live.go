@@ -633,8 +633,11 @@ func (n *Node) finish(q *barrierRequest) []byte {
 	}
 	n.gate.Lock()
 	if o.newerHere(q.id, q.epoch) {
+		// Claimed here again since: the copy stays, and what it kept
+		// goes with no move (keep.go, heldBack).
+		n.sess.holdBack(q.id)
 		n.gate.Unlock()
-		return []byte{wireVersion, 0} // claimed here again since
+		return []byte{wireVersion, 0}
 	}
 	if p := o.pending.take(handoverKey{q.id, q.epoch}); p != nil {
 		p.timer.Stop() // the done below replaces it
@@ -744,6 +747,7 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	}
 	// Step 4.
 	if n.sess != nil {
+		mi.handed = n.sess.takeHeldBack(id, mi.handed)
 		n.sess.adopt(id)
 	}
 	held, expired, last := mv.adopt(id, mi, rec)
