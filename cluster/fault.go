@@ -120,6 +120,11 @@ import (
 //	                      step, and the client's next CONNECT claims the
 //	                      id back on the previous owner (test/jepsen
 //	                      TestClusterFull seed 44, ps2)
+//	finish-gone=CLIENT@NODE  on NODE, a live move of CLIENT here asks
+//	                      its previous owner to finish only once NODE no
+//	                      longer hears from it (at most moveLateMax): as
+//	                      an old owner killed or paused between its
+//	                      answer and the move's last step
 //	straddle-move=TOPIC@NODE  on NODE, the first QoS 1/2 publish to
 //	                      TOPIC, once it has looked for sessions moving in
 //	                      (liveMoves.local), waits until a live move into
@@ -235,6 +240,7 @@ type faults struct {
 	adoptStall   []string
 	moveLate     string
 	finishAsked  string
+	finishGone   string
 	asked        chan struct{} // move-late, finish-asked: closed once a release request came
 	askedOnce    sync.Once
 	janitorLate  string
@@ -310,7 +316,7 @@ const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
-	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "straddle-move", "finish-late",
+	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered"}
 
@@ -352,6 +358,8 @@ func parseFaults(s, node string) (*faults, error) {
 			if f.asked == nil {
 				f.asked = make(chan struct{})
 			}
+		case "finish-gone":
+			f.finishGone = v
 		case "finish-asked":
 			f.finishAsked = v
 			if f.asked == nil {
@@ -584,6 +592,21 @@ func (f *faults) movesLate(id string) bool {
 // finish only once a newer claim asked for the session (finish-asked).
 func (f *faults) finishesAsked(id string) bool {
 	return f != nil && f.finishAsked == id
+}
+
+// finishesGone reports whether a live move of id here asks for its
+// finish only once its previous owner is no longer heard from
+// (finish-gone).
+func (f *faults) finishesGone(id string) bool {
+	return f != nil && f.finishGone == id
+}
+
+// awaitGone waits, for finish-gone, until heard says the previous owner
+// is no longer heard from, or moveLateMax.
+func (f *faults) awaitGone(heard func() bool) {
+	for bound := time.Now().Add(moveLateMax); heard() && time.Now().Before(bound); {
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // awaitAsked waits, for move-late's or finish-asked's id, until

@@ -279,6 +279,33 @@ func (s *sessions) takeHeldBack(id string, handed []heldPos) []heldPos {
 	return append(slices.Clone(handed), heldPos{node: self, since: at.Add(-heldBackMargin), floor: at})
 }
 
+// A move whose old owner did not finish. The new owner of a live move
+// takes the session from the stream, or from what the old owner handed
+// over first (finishAt), when the old owner does not answer the finish:
+// killed, paused or cut off since its answer, or claimed back there
+// (above). The old owner's copy was disowned when it answered, and what
+// it took since is in neither: it was kept in the old owner's held
+// subject for the session, and the move read no held subject
+// (TestReproHeldBackGone: every message the copy kept before its node
+// was killed). So the move reads the old owner's held subject for the
+// session from when the old owner was asked to let go (keptBy: a handed
+// place, followHanded), as for the places an old owner names.
+//
+// keptBy returns handed with prev's held subject from asked (less
+// heldBackMargin: prev's clock took the kept copies' times) for id's
+// session moving here from prev, which did not finish the move. A place
+// prev named for its own subject stays: everything before it was read
+// for the session there, the copy's keep included.
+func (s *sessions) keptBy(prev, id string, asked time.Time, handed []heldPos) []heldPos {
+	if slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == prev }) {
+		return handed
+	}
+	from := asked.Add(-heldBackMargin)
+	s.n.log.Info("cluster: a session moved here without its previous owner's finish reads what that owner's copy kept",
+		"client_id", id, "peer", prev, "since", from.UTC().Format(time.RFC3339Nano))
+	return append(slices.Clone(handed), heldPos{node: prev, since: from, floor: from})
+}
+
 // keptCopy is one disowned copy here that a QoS 1/2 message reached,
 // with the share groups ("group\x00filter") it got the message for: the
 // broker gives a group's message to such a copy only when the group has

@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,4 +65,57 @@ func TestReproHeldBackClaim(t *testing.T) {
 		t.Errorf("n2 finished n3's move: the test missed the claim back it is about; n3:\n%s", grepLog(n3, "client_id="+id))
 	}
 	keptOn(t, n2, id)
+}
+
+// TestReproHeldBackGone: a live move whose old owner is gone before the
+// move's finish gets what the old owner's disowned copy kept meanwhile.
+// The new owner took the session from the stream (or from what was
+// handed over first) and read no held subject: what the copy took between
+// its disown and its node's end was kept in that node's held subject for
+// the session, and nobody read it there.
+//
+// Here hb2-sub's session is on n2, offline, and a publisher on n1 sends
+// QoS 1 and 2 messages throughout. n1 sees n3's interest late
+// (interest-late), so its barrier for n3's move comes late and its
+// messages reach n2's disowned copy meanwhile, kept there. n3's move asks
+// n2 to finish only once n2 is gone (finish-gone), and n2 is killed. The
+// client resumes on n3: every acknowledged message must reach it, a QoS 2
+// one once.
+func TestReproHeldBackGone(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	const id = "hb2-sub"
+	// No adoption by the janitor: the session moves by the client's
+	// claims only; room for the elections after n2's kill.
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
+	tc := startClusterFault(t, 3, "finish-gone="+id+"@n3,interest-late=n3@n1", "--config", cfg)
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	sub, pub := persistentPair(t, n2, n1, "hb2", queuedExpiry)
+	sub.Disconnect(&paho.Disconnect{}) // the session stays on n2, offline
+	tc.waitLog(n2, "client_id="+id+` reason="client disconnected normally"`, 1, wait)
+	pp := &pacedPub{t: t, nd: n1, id: "hb2-pub", prefix: "hb2", pub: pub}
+	for range 10 {
+		pp.publish()
+	}
+
+	// n3 claims the id; n2 hands the session over live, its copy
+	// disowned, and n1's messages reach that copy until n1's barrier.
+	claimOn(t, tc, n3, id, queuedExpiry)
+	const waits = `"cluster: test fault: the move's finish waits until the previous owner is gone" node=n3 client_id=` + id
+	for start := time.Now(); countLog(n3, waits) == 0; {
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("n3's move of %s did not reach its finish within 60 s; n3:\n%s", id, grepLog(n3, "client_id="+id))
+		}
+		pp.publish()
+	}
+	kept := countLog(n2, `"cluster: message for a disowned copy kept in the held subject" node=n2 clients=[`+id+`]`)
+	if kept == 0 {
+		t.Fatalf("n2's disowned copy of %s kept nothing: the test missed the window it is about; n2:\n%s", id, grepLog(n2, "client_id="+id))
+	}
+	t.Logf("n2's disowned copy kept %d messages before n2 was killed", kept)
+	tc.kill(n2, syscall.SIGKILL)
+	tc.waitLog(n3, `"session moved here" node=n3 client_id=`+id, 1, 60*time.Second)
+
+	c := pp.resume(n3, id)
+	pp.check(c, n2, n3)
 }
