@@ -112,6 +112,19 @@ import (
 //	                      session: as a loaded node's last step of a
 //	                      move outlasts its client's CONNACK timeout, and
 //	                      the client's next CONNECT claims the id again
+//	finish-asked=CLIENT@NODE  on NODE, a live move of CLIENT here asks
+//	                      its previous owner to finish only once a newer
+//	                      claim of CLIENT asked NODE to let go (at most
+//	                      moveLateMax): as a loaded node's move outlasts
+//	                      its client's CONNACK timeout before its last
+//	                      step, and the client's next CONNECT claims the
+//	                      id back on the previous owner (test/jepsen
+//	                      TestClusterFull seed 44, ps2)
+//	finish-gone=CLIENT@NODE  on NODE, a live move of CLIENT here asks
+//	                      its previous owner to finish only once NODE no
+//	                      longer hears from it (at most moveLateMax): as
+//	                      an old owner killed or paused between its
+//	                      answer and the move's last step
 //	straddle-move=TOPIC@NODE  on NODE, the first QoS 1/2 publish to
 //	                      TOPIC, once it has looked for sessions moving in
 //	                      (liveMoves.local), waits until a live move into
@@ -226,7 +239,9 @@ type faults struct {
 	heldLate     time.Duration
 	adoptStall   []string
 	moveLate     string
-	asked        chan struct{} // move-late: closed once a release request came
+	finishAsked  string
+	finishGone   string
+	asked        chan struct{} // move-late, finish-asked: closed once a release request came
 	askedOnce    sync.Once
 	janitorLate  string
 	jAsked       chan struct{} // janitor-late: closed once a release request came
@@ -301,7 +316,7 @@ const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
-	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "straddle-move", "finish-late",
+	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered"}
 
@@ -339,7 +354,17 @@ func parseFaults(s, node string) (*faults, error) {
 		case "adopt-stall":
 			f.adoptStall = append(f.adoptStall, v)
 		case "move-late":
-			f.moveLate, f.asked = v, make(chan struct{})
+			f.moveLate = v
+			if f.asked == nil {
+				f.asked = make(chan struct{})
+			}
+		case "finish-gone":
+			f.finishGone = v
+		case "finish-asked":
+			f.finishAsked = v
+			if f.asked == nil {
+				f.asked = make(chan struct{})
+			}
 		case "janitor-late":
 			f.janitorLate, f.jAsked = v, make(chan struct{})
 		case "unconfirmed":
@@ -526,9 +551,9 @@ func (f *faults) stallsAdoption(id string) bool {
 }
 
 // askedRelease notes that a request to let go of id came (move-late,
-// janitor-late).
+// finish-asked, janitor-late).
 func (f *faults) askedRelease(id string) {
-	if f != nil && f.moveLate == id {
+	if f != nil && (f.moveLate == id || f.finishAsked == id) {
 		f.askedOnce.Do(func() { close(f.asked) })
 	}
 	if f != nil && f.janitorLate == id {
@@ -563,8 +588,29 @@ func (f *faults) movesLate(id string) bool {
 	return f != nil && f.moveLate == id
 }
 
-// awaitAsked waits, for move-late's id, until askedRelease or
-// moveLateMax.
+// finishesAsked reports whether a live move of id here asks for its
+// finish only once a newer claim asked for the session (finish-asked).
+func (f *faults) finishesAsked(id string) bool {
+	return f != nil && f.finishAsked == id
+}
+
+// finishesGone reports whether a live move of id here asks for its
+// finish only once its previous owner is no longer heard from
+// (finish-gone).
+func (f *faults) finishesGone(id string) bool {
+	return f != nil && f.finishGone == id
+}
+
+// awaitGone waits, for finish-gone, until heard says the previous owner
+// is no longer heard from, or moveLateMax.
+func (f *faults) awaitGone(heard func() bool) {
+	for bound := time.Now().Add(moveLateMax); heard() && time.Now().Before(bound); {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// awaitAsked waits, for move-late's or finish-asked's id, until
+// askedRelease or moveLateMax.
 func (f *faults) awaitAsked() {
 	select {
 	case <-f.asked:

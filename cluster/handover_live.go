@@ -633,8 +633,11 @@ func (n *Node) finish(q *barrierRequest) []byte {
 	}
 	n.gate.Lock()
 	if o.newerHere(q.id, q.epoch) {
+		// Claimed here again since: the copy stays, and what it kept
+		// goes with no move (keep.go, heldBack).
+		n.sess.holdBack(q.id)
 		n.gate.Unlock()
-		return []byte{wireVersion, 0} // claimed here again since
+		return []byte{wireVersion, 0}
 	}
 	if p := o.pending.take(handoverKey{q.id, q.epoch}); p != nil {
 		p.timer.Stop() // the done below replaces it
@@ -660,9 +663,9 @@ func (n *Node) finish(q *barrierRequest) []byte {
 }
 
 // moveIn is the new owner's side of a move from the live node prev, which
-// answered the release request with rec1: it runs steps 1 to 4 and adopts
-// the session.
-func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, rec1 *broker.StoredSession, handed []heldPos) error {
+// answered the release request (sent at asked) with rec1: it runs steps 1
+// to 4 and adopts the session.
+func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, rec1 *broker.StoredSession, handed []heldPos, asked time.Time) error {
 	n := mv.n
 	self := n.cfg.Node
 	// The move's steps have bounds of their own (barrierBound,
@@ -733,13 +736,36 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 		n.log.Info("cluster: test fault: the move's finish waits for a dropped node's return", "client_id", id)
 		n.fault.awaitRejoined()
 	}
-	rec := mv.finishAt(ctx, q, rec1)
+	if n.fault.finishesAsked(id) {
+		n.log.Info("cluster: test fault: the move's finish waits for a newer claim", "client_id", id)
+		n.fault.awaitAsked()
+	}
+	if n.fault.finishesGone(id) {
+		n.log.Info("cluster: test fault: the move's finish waits until the previous owner is gone", "client_id", id)
+		n.fault.awaitGone(func() bool { return n.remote.heard(prev) })
+	}
+	rec, finished := mv.finishAt(ctx, q, rec1)
 	if n.fault.movesLate(id) {
 		n.log.Info("cluster: test fault: the move's adoption waits for a newer claim", "client_id", id)
 		n.fault.awaitAsked()
 	}
 	// Step 4.
+	if !finished {
+		// prev's barrier never comes, and its copy ends at this move's
+		// confirmation: what prev forwards from now on is the
+		// session's here, not the old copy's to skip (a copy that
+		// ended takes nothing; TestReproHeldBackClaim: 23 of 168
+		// published on n2 after its copy ended lost). What the copy
+		// took is read from prev's held subject (keptBy).
+		mv.mu.Lock()
+		mi.seen[prev] = true
+		mv.mu.Unlock()
+		if n.sess != nil {
+			mi.handed = n.sess.keptBy(prev, id, asked, mi.handed)
+		}
+	}
 	if n.sess != nil {
+		mi.handed = n.sess.takeHeldBack(id, mi.handed)
 		n.sess.adopt(id)
 	}
 	held, expired, last := mv.adopt(id, mi, rec)
@@ -766,9 +792,9 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	n.log.Info("session moved here", "client_id", id, "from", prev,
 		"subscriptions", len(rec.Subs), "messages", len(rec.Queue), "held", held)
 	mv.mu.Lock()
-	asked := mi.asked
+	again := mi.asked
 	mv.mu.Unlock()
-	if asked {
+	if again {
 		// Handed over again to a newer claim meanwhile (awaitIn): this
 		// older connection must not take the copy that stays here
 		// until that move ends [MQTT-3.1.4-3].
@@ -1087,10 +1113,11 @@ func (n *Node) barrierOf(ctx context.Context, x string, body []byte, deadline ti
 // errMoveFinish: the old owner did not finish a move.
 var errMoveFinish = errors.New("cluster: previous owner did not finish the handover")
 
-// finishAt asks the old owner for the session as of the barriers. Should
-// it not answer, the session is read from its replicated record if there
-// is one, else rec1 (what the old owner handed over first) is taken.
-func (mv *liveMoves) finishAt(ctx context.Context, q *barrierRequest, rec1 *broker.StoredSession) *broker.StoredSession {
+// finishAt asks the old owner for the session as of the barriers, and
+// reports whether it answered with it (finished). Should it not, the
+// session is read from its replicated record if there is one, else rec1
+// (what the old owner handed over first) is taken.
+func (mv *liveMoves) finishAt(ctx context.Context, q *barrierRequest, rec1 *broker.StoredSession) (rec *broker.StoredSession, finished bool) {
 	n := mv.n
 	ctx2, cancel := context.WithTimeout(ctx, finishWait+barrierWait)
 	reply, err := n.eng.nc.RequestWithContext(ctx2, finishSubject+"."+q.from, q.encode())
@@ -1098,7 +1125,7 @@ func (mv *liveMoves) finishAt(ctx context.Context, q *barrierRequest, rec1 *brok
 	if err == nil && len(reply.Data) >= 2 && reply.Data[0] == wireVersion && reply.Data[1] == 1 {
 		rec, derr := decodeSession(q.id, reply.Data[2:])
 		if derr == nil {
-			return rec
+			return rec, true
 		}
 		err = derr
 	} else if err == nil {
@@ -1108,8 +1135,8 @@ func (mv *liveMoves) finishAt(ctx context.Context, q *barrierRequest, rec1 *brok
 		"client_id", q.id, "peer", q.from, "err", err)
 	if n.sess != nil {
 		if rec, rerr := n.sess.recover(ctx, q.id); rerr == nil && rec != nil {
-			return rec
+			return rec, false
 		}
 	}
-	return rec1
+	return rec1, false
 }

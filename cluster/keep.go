@@ -210,6 +210,102 @@ func (s *sessions) unkeep(id string) {
 	s.mu.Unlock()
 }
 
+// A claim back onto this node. A live move out of here hands the new
+// owner what the disowned copy took until the move's finish (rec2), and
+// the kept copies are for a claim that reads the stream. But a client
+// that gives up on its CONNACK at the new owner and comes back here
+// claims the id here again before that move finished: the finish is
+// declined (finish: claimed here again since), the new owner takes the
+// session from the stream or from what was handed over first, and hands
+// that over to this node in its turn, which adopts it in place of its
+// copy. What the copy kept since its disown was then read by nobody: the
+// move read no held subject, and this node's own follower gives a
+// disowned copy nothing (test/jepsen TestClusterFull seed 44 with long
+// faults, ps2: 9-10 acknowledged messages lost; TestReproHeldBackClaim:
+// every message published on this node in the window). So the declined
+// finish notes where the keep began (holdBack: the disown), and the move
+// that brings the session back here reads this node's held subject from
+// there for it (takeHeldBack: a handed place, followHanded), as it reads
+// the places an old owner names whose held reads were cut: the kept
+// copies are for its session, the holds for this node since were given
+// to the copy or to nobody, the catch-up puts them in their publishers'
+// order, and what the adopted state holds already is left out.
+//
+// heldBackMargin moves a read by time that far before the disown: the
+// stream's timestamps are its leader's clock, the disown this node's; the
+// floor (the disown, compared with a kept copy's taken time, this node's
+// clock too) keeps what is before it out.
+const heldBackMargin = time.Second
+
+// holdBack notes, for a live move's finish declined because this node
+// claimed id back, that its disowned copy's keep went to no new owner.
+func (s *sessions) holdBack(id string) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.left[id]
+	if !ok || !s.kept.has(id) {
+		return
+	}
+	if s.heldBack == nil {
+		s.heldBack = map[string]time.Time{}
+	}
+	s.heldBack[id] = at
+	for k, t := range s.heldBack {
+		if time.Since(t) > arrivedKeep {
+			delete(s.heldBack, k)
+		}
+	}
+}
+
+// takeHeldBack returns handed, the held places a live move of id here
+// reads on from (cutPositions), with this node's own held subject from
+// where its copy's keep began if a finish was declined for it (holdBack).
+// A place the old owner named for this node's subject stays: its
+// followers read up to there for the session, which is handed over.
+func (s *sessions) takeHeldBack(id string, handed []heldPos) []heldPos {
+	s.mu.Lock()
+	at, ok := s.heldBack[id]
+	delete(s.heldBack, id)
+	s.mu.Unlock()
+	self := s.n.cfg.Node
+	if !ok || slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == self }) {
+		return handed
+	}
+	s.n.log.Info("cluster: a session claimed back here reads what its disowned copy here kept",
+		"client_id", id, "since", at.UTC().Format(time.RFC3339Nano))
+	return append(slices.Clone(handed), heldPos{node: self, since: at.Add(-heldBackMargin), floor: at})
+}
+
+// A move whose old owner did not finish. The new owner of a live move
+// takes the session from the stream, or from what the old owner handed
+// over first (finishAt), when the old owner does not answer the finish:
+// killed, paused or cut off since its answer, or claimed back there
+// (above). The old owner's copy was disowned when it answered, and what
+// it took since is in neither: it was kept in the old owner's held
+// subject for the session, and the move read no held subject
+// (TestReproHeldBackGone: every message the copy kept before its node
+// was killed). So the move reads the old owner's held subject for the
+// session from when the old owner was asked to let go (keptBy: a handed
+// place, followHanded), as for the places an old owner names.
+//
+// keptBy returns handed with prev's held subject from asked (less
+// heldBackMargin: prev's clock took the kept copies' times) for id's
+// session moving here from prev, which did not finish the move. A place
+// prev named for its own subject stays: everything before it was read
+// for the session there, the copy's keep included.
+func (s *sessions) keptBy(prev, id string, asked time.Time, handed []heldPos) []heldPos {
+	if slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == prev }) {
+		return handed
+	}
+	from := asked.Add(-heldBackMargin)
+	s.n.log.Info("cluster: a session moved here without its previous owner's finish reads what that owner's copy kept",
+		"client_id", id, "peer", prev, "since", from.UTC().Format(time.RFC3339Nano))
+	return append(slices.Clone(handed), heldPos{node: prev, since: from, floor: from})
+}
+
 // keptCopy is one disowned copy here that a QoS 1/2 message reached,
 // with the share groups ("group\x00filter") it got the message for: the
 // broker gives a group's message to such a copy only when the group has

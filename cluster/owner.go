@@ -470,18 +470,21 @@ func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64, pr
 	var rec *broker.StoredSession
 	var handed []heldPos
 	answered := false
+	// Before the request: prev disowns its copy when it answers.
+	asked := time.Now()
 	if prev != "" {
 		var dropped bool
 		rec, answered, dropped, handed = o.release(ctx, prev, id, epoch)
 		o.publishReplacedWill(id, prev, prevWill, dropped)
 	}
-	return o.takeOverFrom(ctx, prev, id, epoch, rec, answered, handed)
+	return o.takeOverFrom(ctx, prev, id, epoch, rec, answered, handed, asked)
 }
 
 // takeOverFrom adopts id's session as prev's answer left it: rec handed
 // over (answered), with handed, where the held subjects are to be read on
-// from for it (cutPositions), or from the stream.
-func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64, rec *broker.StoredSession, answered bool, handed []heldPos) error {
+// from for it (cutPositions), or from the stream. asked is when prev was
+// asked to let go.
+func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64, rec *broker.StoredSession, answered bool, handed []heldPos, asked time.Time) error {
 	if o.n.fault.stallsAdoption(id) {
 		o.n.log.Warn("cluster: test fault: the claim stalls before it takes the session", "client_id", id,
 			"answered", answered, "handed_over", rec != nil)
@@ -499,7 +502,7 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 		}
 		// The previous owner is alive and still holds the session:
 		// move it with a cut per node (handover_live.go).
-		return o.n.mv.moveIn(ctx, prev, id, epoch, rec, handed)
+		return o.n.mv.moveIn(ctx, prev, id, epoch, rec, handed, asked)
 	}
 	from := prev
 	var last time.Time

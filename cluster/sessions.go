@@ -105,6 +105,10 @@ type sessions struct {
 	// kept: the lost ids whose copy here has not ended yet: what it
 	// takes is kept in the held subject (keep.go).
 	kept keptCopies
+	// heldBack: ids whose disowned copy here declined a live move's
+	// finish because this node claimed them back, with where the copy's
+	// keep began (keep.go, heldBack).
+	heldBack map[string]time.Time
 	// unsure: clean wills whose claim here was not confirmed
 	// (cleanwill.go).
 	unsure   unsureWills
@@ -413,6 +417,7 @@ func (s *sessions) adopt(id string) {
 	}
 	s.arrived[id] = now
 	delete(s.away, id)
+	delete(s.heldBack, id) // this adoption's reads are its own (keep.go)
 	for k, t := range s.arrived {
 		if now.Sub(t) > arrivedKeep {
 			delete(s.arrived, k)
