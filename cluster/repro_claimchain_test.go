@@ -57,15 +57,7 @@ func TestReproClaimChainHeld(t *testing.T) {
 	// (A claim may fail at first: the streams n1 led elect leaders. The
 	// CONNECTs stay open: the client never sees a CONNACK.)
 	held := `test fault: adoption held until the client id is claimed again elsewhere" node=n2 client_id=` + id
-	eventually(t, 120*time.Second, func() error {
-		rawConnect(t, n2, id, queuedExpiry)
-		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-			if countLog(n2, held) > 0 {
-				return nil
-			}
-		}
-		return fmt.Errorf("n2 did not read %s's session ahead of its adoption yet", id)
-	})
+	claimUntil(t, n2, id, queuedExpiry, 120*time.Second, func() bool { return countLog(n2, held) > 0 })
 
 	// A session new on n2 while n2's claim holds for cc/t (fresh): n3
 	// forwards to n2 what fresh matches and holds it for n2 by the

@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"syscall"
@@ -103,33 +104,45 @@ func resumeQueued(t *testing.T, nd *node, id, what string, logsOf ...*node) *cli
 // ownership records elect a leader (after a fault on their leader).
 func claimOn(t *testing.T, tc *testCluster, nd *node, id string, expiry uint32) {
 	t.Helper()
-	claimed := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			rawConnect(t, nd, id, expiry)
-			select {
-			case <-claimed:
-				return
-			case <-time.After(6 * time.Second): // longer than a claim's bound (forward_timeout)
-			}
+	claimUntil(t, nd, id, expiry, 60*time.Second, func() bool { return countLog(nd, "client_id="+id+" previous=") > 0 })
+}
+
+// claimUntil sends CONNECTs for a persistent session of id to nd until
+// done, one at a time: a new one only once nd closed the last (its claim
+// refused or given up, as while the streams or the ownership records
+// elect leaders after a fault). Two left open at once, the older one's
+// claim could come after the test had resumed the client elsewhere and
+// take it back (TestReproGroupClaimAbandoned under load: its resumed
+// client taken over, 0x8E, by a CONNECT the test had sent 8 s before).
+func claimUntil(t *testing.T, nd *node, id string, expiry uint32, bound time.Duration, done func() bool) {
+	t.Helper()
+	var closed <-chan struct{}
+	for deadline := time.Now().Add(bound); !done(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: no claim of %s got as far as the test needs within %v; %s:\n%s", nd.name, id, bound, nd.name, grepLog(nd, "client_id="+id))
 		}
-	}()
-	tc.waitLog(nd, "client_id="+id+" previous=", 1, 60*time.Second)
-	close(claimed)
-	<-done
+		if closed == nil {
+			closed = rawConnect(t, nd, id, expiry)
+			continue
+		}
+		select {
+		case <-closed:
+			closed = nil
+		default:
+		}
+	}
 }
 
 // rawConnect sends a CONNECT for a persistent session of id to nd over a
 // bare socket, without waiting for the CONNACK; the socket stays open
-// until the test ends. The packet codec rather than a client library: the
-// connection is abandoned, which a library would report from another
-// goroutine.
-func rawConnect(t *testing.T, nd *node, id string, expiry uint32) {
+// until the test ends or nd closes it, which the returned channel says
+// (nil: the dial failed, a node still starting). The packet codec rather
+// than a client library: the connection is abandoned, which a library
+// would report from another goroutine.
+func rawConnect(t *testing.T, nd *node, id string, expiry uint32) <-chan struct{} {
 	nc, err := net.DialTimeout("tcp", nd.mqtt, wait)
 	if err != nil {
-		return // a node still starting: the caller tries again
+		return nil
 	}
 	t.Cleanup(func() { nc.Close() })
 	c := &packet.Connect{ProtocolVersion: packet.V5, ClientID: id, KeepAlive: 30}
@@ -138,7 +151,16 @@ func rawConnect(t *testing.T, nd *node, id string, expiry uint32) {
 	b, err := c.Encode(nil, packet.V5)
 	if err != nil {
 		t.Error(err)
-		return
+		nc.Close()
+		return nil
 	}
-	nc.Write(b)
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		io.Copy(io.Discard, nc) // until nd closes it (or the test's cleanup)
+	}()
+	if _, err := nc.Write(b); err != nil {
+		nc.Close()
+	}
+	return closed
 }

@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"fmt"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -55,15 +54,7 @@ func TestReproGroupClaimAbandoned(t *testing.T) {
 	// (A claim may fail at first: the streams elect leaders after the
 	// kill. The CONNECTs stay open: the client never sees a CONNACK.)
 	held := `test fault: adoption held until the client id is claimed again elsewhere" node=n2 client_id=` + id
-	eventually(t, 90*time.Second, func() error {
-		rawConnect(t, n2, id, expiry)
-		for end := time.Now().Add(8 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-			if countLog(n2, held) > 0 {
-				return nil
-			}
-		}
-		return fmt.Errorf("n2 did not read %s's session ahead of its adoption yet", id)
-	})
+	claimUntil(t, n2, id, expiry, 90*time.Second, func() bool { return countLog(n2, held) > 0 })
 	back := resume(t, n3, id, expiry, 60*time.Second)
 	tc.waitLog(n2, `session taken from the stream not adopted: its client id was claimed again meanwhile" node=n2 client_id=`+id, 1, 30*time.Second)
 	if _, lost := receiveAll(back, want, 30*time.Second); len(lost) > 0 {
