@@ -28,10 +28,12 @@ package broker
 
 // catchGap is the room of store sequences left before each message queued
 // last while a session catches up (above), and catchStep what a Late
-// message put before one takes of it (less, when less is left): room for
-// 2^16 Late messages in a row at one place (one read brings about a
-// thousand), and for 255 between two of them, should one of their
-// publisher's come out of order.
+// message that follows its publisher's previous one takes of the room
+// after it (less, when less is left); a Late message that follows none
+// takes the middle of its room (between): room for 2^15 Late messages in
+// a row at one place (one read brings about a thousand), as many before
+// a newer one of their publisher read first, and for about 23 put each
+// before the last, should one publisher's come in reverse.
 const (
 	catchGap  = 1 << 24
 	catchStep = 1 << 8
@@ -144,14 +146,40 @@ func (ss *session) catchUpDeliver(ob *outbound) Ticket {
 			ss.srv.log.Info("catch-up: queued messages given new store sequences to make room for a held one",
 				"client_id", ss.id, "topic", ob.msg.Topic, "moved", moved, "at", at, "queued", len(q)-1)
 			hi = seqFrom(q, at)
-			ob.seq = lo + min(c.step, (hi-lo)/2)
+			ob.seq = c.between(lo, hi, false)
 		default:
-			ob.seq = lo + min(c.step, (hi-lo)/2)
+			ob.seq = c.between(lo, hi, c.follows(q, at, p.Place))
 		}
 	}
 	copy(q[at+1:], q[at:len(q)-1])
 	q[at] = ob
 	return ss.recordDelivery(ob)
+}
+
+// between returns the store sequence of a Late message put between
+// sequences lo and hi (lo+1 < hi). One that follows its publisher's
+// previous one (after) takes catchStep past it, leaving the rest for its
+// publisher's next ones, which come in order. Any other takes the middle:
+// its publisher's older ones may come next and go before it, one after
+// another, and its newer ones after it. (Always catchStep past lo, a
+// newer one read first stood catchStep past its predecessor, and the
+// older ones that came next, each behind the last, halved those 256 until
+// the 9th found none: TestCatchUpRoomBehindNewer.)
+func (c *catchUp) between(lo, hi uint64, after bool) uint64 {
+	if after {
+		return lo + min(c.step, (hi-lo)/2)
+	}
+	return lo + (hi-lo)/2
+}
+
+// follows reports whether the message before index at of q is an older
+// one of p's publisher, routed since the catch-up began.
+func (c *catchUp) follows(q []*outbound, at int, p Place) bool {
+	if at == 0 || p.Source == "" {
+		return false
+	}
+	o, ok := c.places[q[at-1]]
+	return ok && o.Source == p.Source && o.Seq < p.Seq
 }
 
 // respace gives the journalled messages of tail (the queue from a Late

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -154,4 +155,50 @@ func TestCatchUpNoRoom(t *testing.T) {
 		t.Errorf("queue order %v, want %v", mem, want)
 	}
 	end()
+}
+
+// TestCatchUpRoomBehindNewer: a Late message read before its publisher's
+// older ones (held for two nodes, or appended out of order) goes ahead of
+// the forwarded messages, and the older ones then go before it, one after
+// another: each behind the last, before that newer one. Their store
+// sequences must not run out there in a read's worth of messages: each
+// took half of the room left before the newer one, which had taken
+// catchStep past its predecessor, so the 9th found none and the queue
+// from its place on was journalled again at new sequences (respace).
+// TestReproFenceWindowLifted's "given new store sequences to make room"
+// at the 16th held message its follower read.
+func TestCatchUpRoomBehindNewer(t *testing.T) {
+	t.Parallel()
+	st := &idLog{}
+	s, _ := startServer(t, Options{Store: st})
+	s.Adopt(&StoredSession{ClientID: "cu", Expiry: 600,
+		Subs: []StoredSub{{Filter: "t/#", Opts: packet.SubOptions{QoS: 1}}}})
+	end := s.CatchUp("cu")
+	defer end()
+	deliver := func(payload string, p Place, late bool) {
+		s.DeliverRemote(&RemoteMessage{Topic: "t/a", Payload: []byte(payload), QoS: 1, Place: p, Late: late, Accepted: late})
+	}
+	deliver("f", Place{"P", 2000}, false)
+	deliver("h1500", Place{"P", 1500}, true)
+	want := []string{}
+	for i := range 1000 {
+		p := fmt.Sprintf("h%d", i)
+		deliver(p, Place{"P", uint64(i)}, true)
+		want = append(want, p)
+	}
+	want = append(want, "h1500", "f")
+	if got := st.queuedOrder("cu"); !slices.Equal(got, want) {
+		t.Errorf("store order %v, want %v", got, want)
+	}
+	st.mu.Lock()
+	moved := 0
+	for _, op := range st.ops {
+		if op.Kind == OpQueueDel {
+			moved++
+		}
+	}
+	st.mu.Unlock()
+	if moved > 0 {
+		t.Errorf("%d queued messages journalled again at new store sequences; want room for 1000 older ones", moved)
+	}
 }

@@ -58,14 +58,18 @@ func (l fatalListener) Accept() (net.Conn, error) {
 	return &fatalConn{Conn: nc}, nil
 }
 
-// startFatal runs a broker whose conns make read timeouts fatal, with a
-// short connect timeout, and returns its address and its log.
-func startFatal(t *testing.T) (string, *mqtttest.LogBuffer) {
+// fatalConnectTimeout is the connect timeout of the tests whose clients
+// CONNECT.
+const fatalConnectTimeout = 2 * time.Second
+
+// startFatal runs a broker whose conns make read timeouts fatal, with
+// connect timeout ct, and returns its address and its log.
+func startFatal(t *testing.T, ct time.Duration) (string, *mqtttest.LogBuffer) {
 	t.Helper()
 	logs := new(mqtttest.LogBuffer)
 	s, err := New(Options{
 		SysInterval:    -1,
-		ConnectTimeout: 300 * time.Millisecond,
+		ConnectTimeout: ct,
 		Logger:         slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
@@ -88,6 +92,8 @@ func startFatal(t *testing.T) (string, *mqtttest.LogBuffer) {
 		}
 		if strings.Contains(logs.String(), "panic") {
 			t.Errorf("broker log has a panic:\n%s", logs.String())
+		} else if t.Failed() {
+			t.Logf("broker log:\n%s", logs.String())
 		}
 	})
 	return ln.Addr().String(), logs
@@ -100,7 +106,11 @@ func startFatal(t *testing.T) (string, *mqtttest.LogBuffer) {
 // CONNACK, fired.)
 func TestFatalTimeoutConnLasts(t *testing.T) {
 	t.Parallel()
-	addr, logs := startFatal(t)
+	// The connect timeout is short, to be passed soon, but long enough
+	// that a loaded machine's clients still CONNECT in time (with 0.3 s a
+	// starved test process's CONNECT came late: "no CONNECT within the
+	// connect timeout").
+	addr, logs := startFatal(t, fatalConnectTimeout)
 	const keepAlive = 1 // second: 1.5 s without a packet ends a client
 	for _, v := range []packet.Version{packet.V311, packet.V5} {
 		t.Run(v.String(), func(t *testing.T) {
@@ -125,7 +135,7 @@ func TestFatalTimeoutConnLasts(t *testing.T) {
 					}
 				}
 			}()
-			// 4 s: past the 0.3 s connect timeout and 2.5 keep-alive
+			// 4 s: past the 2 s connect timeout and 2.5 keep-alive
 			// deadlines. The busy client publishes every 20 ms (and so
 			// never needs PINGREQ); the idle one only pings, at the keep
 			// alive as clients do.
@@ -163,10 +173,13 @@ func TestFatalTimeoutConnLasts(t *testing.T) {
 // CONNACK is closed once 1.5x its keep alive passed, and not before.
 func TestFatalTimeoutConnKeepAlive(t *testing.T) {
 	t.Parallel()
-	addr, _ := startFatal(t)
+	addr, _ := startFatal(t, fatalConnectTimeout)
 	c := dial(t, addr, packet.V5)
-	c.Connect(&packet.Connect{ClientID: "silent", CleanStart: true, KeepAlive: 1})
+	// Before the CONNECT leaves: the keep alive counts from its arrival,
+	// so a test process slow to read the CONNACK cannot make the close
+	// look early.
 	start := time.Now()
+	c.Connect(&packet.Connect{ClientID: "silent", CleanStart: true, KeepAlive: 1})
 	got := c.ExpectClosed(10 * time.Second) // 1.5 s, plus the 1/16 slack, plus a loaded machine
 	elapsed := time.Since(start)
 	if elapsed < 1400*time.Millisecond {
@@ -184,7 +197,7 @@ func TestFatalTimeoutConnKeepAlive(t *testing.T) {
 // with fatal timeouts: a client that never sends CONNECT is closed.
 func TestFatalTimeoutConnConnectTimeout(t *testing.T) {
 	t.Parallel()
-	addr, _ := startFatal(t)
+	addr, _ := startFatal(t, 300*time.Millisecond)
 	c := dial(t, addr, packet.V5)
 	c.ExpectClosed(10 * time.Second)
 }

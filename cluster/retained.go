@@ -415,11 +415,18 @@ func (r *retained) waitApplied(ctx context.Context, seq uint64, recheck <-chan t
 }
 
 // SyncRetained implements broker.RetainedSyncer (see retained.sync),
-// bounded by the forward timeout.
+// bounded by the forward timeout. A SUBACK waits for it: one that waited
+// slowWait or more is logged.
 func (n *Node) SyncRetained() error {
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
 	defer cancel()
-	return n.ret.sync(ctx)
+	err := n.ret.sync(ctx)
+	if took := time.Since(start); took >= slowWait {
+		n.log.Info("cluster: a read of retained messages waited for the retained stream",
+			"took", took.Round(time.Millisecond), "err", err)
+	}
+	return err
 }
 
 // snapshotLocal notes the retained messages this node has before a

@@ -269,11 +269,28 @@ func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
 	return t
 }
 
-// Wait implements broker.Store.
+// Wait implements broker.Store. One that waited slowWait or more is
+// logged with the ops that held it back when it began: an acknowledgement
+// waits for every earlier op of every partition, other sessions' too, and
+// a client's bound may run out first.
 func (s *sessions) Wait(t broker.Ticket) error {
 	if err := s.local.Wait(t); err != nil {
 		return err
 	}
+	start := time.Now()
+	var behind []string
+	err := s.waitReplicated(t, &behind)
+	if took := time.Since(start); took >= slowWait {
+		s.n.log.Info("cluster: an acknowledgement waited for the partition streams",
+			"took", took.Round(time.Millisecond), "behind", behind, "err", err)
+	}
+	return err
+}
+
+// slowWait: a wait of an acknowledgement this long is logged.
+const slowWait = time.Second
+
+func (s *sessions) waitReplicated(t broker.Ticket, behind *[]string) error {
 	timer := time.NewTimer(s.n.cfg.ForwardTimeout)
 	defer timer.Stop()
 	for {
@@ -281,6 +298,9 @@ func (s *sessions) Wait(t broker.Ticket) error {
 		if s.replicated(t) {
 			s.mu.Unlock()
 			return nil
+		}
+		if *behind == nil {
+			*behind = s.behind(t)
 		}
 		if s.pending > maxBacklog {
 			s.mu.Unlock()
@@ -297,6 +317,26 @@ func (s *sessions) Wait(t broker.Ticket) error {
 			return fmt.Errorf("%w within %v: %w", errNotReplicated, s.n.cfg.ForwardTimeout, last)
 		}
 	}
+}
+
+// behind names, per partition, the first op of ticket t or before not yet
+// acknowledged and how many such ops there are. s.mu is held.
+func (s *sessions) behind(t broker.Ticket) []string {
+	var out []string
+	if s.stalled != 0 && t >= s.stalled {
+		out = append(out, "a test fault's stalled op")
+	}
+	for p := range s.parts {
+		ops := s.parts[p].ops
+		n := 0
+		for n < len(ops) && ops[n].ticket <= t {
+			n++
+		}
+		if n > 0 {
+			out = append(out, fmt.Sprintf("partition %d: %d ops from %s's %v", p, n, ops[0].id, ops[0].kind))
+		}
+	}
+	return out
 }
 
 // replicated reports whether every op of ticket t or before is

@@ -15,10 +15,11 @@
 //
 // Nothing slow happens in Accept. A PROXY header is read in a goroutine per
 // conn and only conns with a valid header are handed out; a TLS handshake
-// runs lazily on the conn's first Read, which is in the broker's goroutine
-// for that conn and under its CONNECT timeout; WebSocket upgrades run in
-// the http.Server's per-conn goroutines. A client that stalls a handshake
-// therefore delays nobody else, and every handshake has a deadline.
+// runs in a goroutine per conn too, and the conn is handed out once it
+// ended; WebSocket upgrades run in the http.Server's per-conn goroutines.
+// A client that stalls a handshake therefore delays nobody else, every
+// handshake has a deadline (handshake_timeout), and the broker's CONNECT
+// timeout starts only once the handshakes are done.
 //
 // # The real client address
 //

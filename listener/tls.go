@@ -313,31 +313,55 @@ func sameFailure(a, b error) bool {
 	return a != nil && b != nil && a.Error() == b.Error()
 }
 
-// TLS returns a listener that serves TLS on inner's conns with m's
-// certificates. Handshakes happen on a conn's first Read or Write, so in
-// the goroutine that serves the conn, under its deadlines. When m verifies
-// client certificates and picks an identity, the conns implement
-// CertIdentity.
+// TLS is TLSWith with the default options.
 func TLS(inner net.Listener, m *CertManager) net.Listener {
-	return &tlsListener{Listener: inner, m: m, cfg: m.Config()}
+	return TLSWith(inner, m, TLSListenOptions{})
 }
 
-type tlsListener struct {
-	net.Listener
-	m   *CertManager
-	cfg *tls.Config
+// TLSListenOptions configures a TLS listener's handshakes.
+type TLSListenOptions struct {
+	// HandshakeTimeout bounds each conn's TLS handshake. Default 10s.
+	HandshakeTimeout time.Duration
+	// Logf reports the conns closed because their handshake did not end
+	// within HandshakeTimeout.
+	Logf func(msg string, args ...any)
 }
 
-func (l *tlsListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+// TLSWith returns a listener that serves TLS on inner's conns with m's
+// certificates. Each conn's handshake runs in a goroutine of its own,
+// bounded by o.HandshakeTimeout, and the conn is handed out once it
+// ended, so that the broker's CONNECT timeout counts from there, as after
+// a WebSocket upgrade: with the handshake on the conn's first Read, under
+// the CONNECT timeout, a handshake slowed by a loaded machine used up a
+// short connect_timeout and the client's CONNECT met a closed conn. A conn
+// whose handshake failed is handed out all the same: its Read returns the
+// handshake's error, so the broker reports why it ended. One whose
+// handshake ran out of time is closed and reported to o.Logf instead: its
+// Read would return that timeout forever, which a reader takes for an
+// early deadline. When m verifies client certificates and picks an
+// identity, the conns implement CertIdentity.
+func TLSWith(inner net.Listener, m *CertManager, o TLSListenOptions) net.Listener {
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 10 * time.Second
 	}
-	tc := tls.Server(c, l.cfg)
-	if l.m.opts.Identity == IdentityNone {
+	cfg, id := m.Config(), m.opts.Identity
+	return newAsyncListener(inner, func(c net.Conn) (net.Conn, error) {
+		return tlsHandshake(c, cfg, id, o.HandshakeTimeout)
+	}, o.Logf)
+}
+
+func tlsHandshake(c net.Conn, cfg *tls.Config, id Identity, timeout time.Duration) (net.Conn, error) {
+	tc := tls.Server(c, cfg)
+	c.SetDeadline(time.Now().Add(timeout))
+	var ne net.Error
+	if err := tc.Handshake(); errors.As(err, &ne) && ne.Timeout() {
+		return nil, fmt.Errorf("TLS handshake not done within %v: %w", timeout, err)
+	}
+	c.SetDeadline(time.Time{})
+	if id == IdentityNone {
 		return tc, nil
 	}
-	return &identityConn{Conn: tc, tc: tc, id: l.m.opts.Identity}, nil
+	return &identityConn{Conn: tc, tc: tc, id: id}, nil
 }
 
 // CertIdentity is implemented by conns from listeners configured to name

@@ -65,7 +65,7 @@ func openListener(c config.Listener, maxPacket uint32, log *slog.Logger) (net.Li
 	}
 	switch c.Scheme {
 	case "mqtts":
-		ln = listener.TLS(ln, cm)
+		ln = listener.TLSWith(ln, cm, listener.TLSListenOptions{HandshakeTimeout: c.HandshakeTimeout, Logf: log.Info})
 	case "ws", "wss":
 		ln = listener.WebSocket(ln, listener.WSOptions{
 			Paths:            c.Paths(),

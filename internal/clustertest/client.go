@@ -152,15 +152,19 @@ const inboxSize = 10000
 // refuses a filter.
 func (c *Client) Sub(t testing.TB, opts ...paho.SubscribeOptions) {
 	t.Helper()
-	// Each try longer than the nodes' default forward_timeout (5 s), which
-	// bounds the retained sync a SUBSCRIBE may wait for: a node that
-	// cannot sync answers 0x80. A client tries again; so does this, for
-	// SubBound, then fails t with the code rather than leaving the test
-	// to guess why nothing came. (A fresh cluster at a load average of 30
-	// answered 0x80 while its retained stream's lease was not renewed.)
+	// Each try longer than any forward_timeout the tests give the nodes
+	// (5 s by default, 15 s or 20 s in some), which bounds each of the
+	// waits of a SUBACK (the retained sync, the replication of the
+	// session's ops): a node that cannot sync answers 0x80 at that bound.
+	// A client tries again; so does this, for SubBound, then fails t with
+	// the code rather than leaving the test to guess why nothing came. (A
+	// fresh cluster at a load average of 30 answered 0x80 while its
+	// retained stream's lease was not renewed; with tries of 15 s, a node
+	// with forward_timeout 15 s answered after the try had given up:
+	// TestReproClaimChainHeld in a suite run.)
 	var last string
 	for end := time.Now().Add(SubBound); ; time.Sleep(500 * time.Millisecond) {
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), subTry)
 		ack, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: opts})
 		cancel()
 		if ack == nil {
@@ -187,6 +191,10 @@ func (c *Client) Sub(t testing.TB, opts ...paho.SubscribeOptions) {
 
 // SubBound bounds Sub's tries.
 const SubBound = 60 * time.Second
+
+// subTry bounds one of Sub's tries: past the nodes' forward_timeout plus
+// a loaded machine's delay in answering.
+const subTry = 30 * time.Second
 
 // Pub publishes p and returns the PUBACK/PUBREC/PUBCOMP reason code (0 for
 // QoS 0). It fails t if there is no answer within 10s.
