@@ -270,16 +270,16 @@ func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
 }
 
 // Wait implements broker.Store. One that waited slowWait or more is
-// logged with the ops that held it back when it began: an acknowledgement
-// waits for every earlier op of every partition, other sessions' too, and
-// a client's bound may run out first.
+// logged with the ops that held it back then: an acknowledgement waits
+// for every earlier op of every partition, other sessions' too, and a
+// client's bound may run out first.
 func (s *sessions) Wait(t broker.Ticket) error {
 	if err := s.local.Wait(t); err != nil {
 		return err
 	}
 	start := time.Now()
 	var behind []string
-	err := s.waitReplicated(t, &behind)
+	err := s.waitReplicated(t, start, &behind)
 	if took := time.Since(start); took >= slowWait {
 		s.n.log.Info("cluster: an acknowledgement waited for the partition streams",
 			"took", took.Round(time.Millisecond), "behind", behind, "err", err)
@@ -290,7 +290,11 @@ func (s *sessions) Wait(t broker.Ticket) error {
 // slowWait: a wait of an acknowledgement this long is logged.
 const slowWait = time.Second
 
-func (s *sessions) waitReplicated(t broker.Ticket, behind *[]string) error {
+// waitReplicated waits until every op of ticket t or before is
+// acknowledged. Once it has waited slowWait (a wait's common case is a
+// few milliseconds: the hot path formats nothing), it notes in behind
+// which ops it still waits for.
+func (s *sessions) waitReplicated(t broker.Ticket, start time.Time, behind *[]string) error {
 	timer := time.NewTimer(s.n.cfg.ForwardTimeout)
 	defer timer.Stop()
 	for {
@@ -299,7 +303,7 @@ func (s *sessions) waitReplicated(t broker.Ticket, behind *[]string) error {
 			s.mu.Unlock()
 			return nil
 		}
-		if *behind == nil {
+		if *behind == nil && time.Since(start) >= slowWait {
 			*behind = s.behind(t)
 		}
 		if s.pending > maxBacklog {
@@ -313,6 +317,11 @@ func (s *sessions) waitReplicated(t broker.Ticket, behind *[]string) error {
 		case <-timer.C:
 			if last == nil {
 				last = errors.New("the partition streams are not ready (no quorum yet)")
+			}
+			if *behind == nil {
+				s.mu.Lock()
+				*behind = s.behind(t)
+				s.mu.Unlock()
 			}
 			return fmt.Errorf("%w within %v: %w", errNotReplicated, s.n.cfg.ForwardTimeout, last)
 		}
