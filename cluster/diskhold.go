@@ -149,8 +149,8 @@ func (n *Node) holdFull(h *fullHold) {
 
 // settleFull decides a forward whose store wait failed with err: with a
 // full store it waits for the forward's hold here (starting it if the
-// store's check had not seen the disk full yet), until h.deadline.
-// Any other failure, or a hold that failed, is returned.
+// store's check had not seen the disk full yet), until h.deadline. Any
+// other failure, or a hold that failed, is returned.
 func (n *Node) settleFull(h *fullHold, err error) error {
 	if h == nil || !errors.Is(err, broker.ErrStoreFull) {
 		return err
@@ -161,12 +161,56 @@ func (n *Node) settleFull(h *fullHold, err error) error {
 	if h.err != nil {
 		return fmt.Errorf("%w; and not held: %w", err, h.err)
 	}
-	ctx, cancel := context.WithDeadline(n.ctx, h.deadline)
-	defer cancel()
-	if herr := n.settleHeld(ctx, n.cfg.Node, h.f); herr != nil {
+	if herr := n.settleFullHold(h); herr != nil {
 		return fmt.Errorf("%w; and not held: %w", err, herr)
 	}
 	return nil
+}
+
+// fullRepublish is how long a hold for a full store waits for its answer
+// before it is published again (settleFullHold).
+const fullRepublish = time.Second
+
+// settleFullHold waits for h's append, publishing it again (its Msg-Id
+// keeps it once) when it fails or goes unanswered for fullRepublish,
+// until h.deadline. The partition stream of this node's held subject may
+// have its leader here: the full disk shuts this node's JetStream down
+// ("out of File resources"), the append it took is never answered, and
+// the other two replicas elect a leader about two seconds later. Seen:
+// the first forward after the disk filled waited for that answer until
+// "timeout waiting for ack", with its publisher's connection closed at
+// the same moment (TestClusterDiskFullPersistent, 2 runs of 2).
+func (n *Node) settleFullHold(h *fullHold) error {
+	ctx, cancel := context.WithDeadline(n.ctx, h.deadline)
+	defer cancel()
+	f := h.f
+	for {
+		var last error
+		select {
+		case <-f.Ok():
+			return nil
+		case last = <-f.Err():
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("%w (%w)", ctx.Err(), last)
+			case <-time.After(heldRetryWait):
+			}
+		case <-time.After(fullRepublish):
+			last = errors.New("no answer")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		js, err := n.sess.readyJS()
+		if err != nil {
+			return err
+		}
+		again, err := js.PublishMsgAsync(f.Msg())
+		if err != nil {
+			return fmt.Errorf("%w (before: %w)", err, last)
+		}
+		n.log.Debug("cluster: holding for the full store again", "topic", h.topic, "err", last)
+		f = again
+	}
 }
 
 // heldOrigin returns the origin a held message (encodeHeld) names.
