@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -183,4 +184,57 @@ func checkOwedOnce(t *testing.T, c *client, owed []string, got map[string]int, p
 			return
 		}
 	}
+}
+
+// TestClusterDiskFullHeldAfterKill: n3's store is on a small tmpfs that
+// fills up, its JetStream on a disk with room (cluster.data), so its
+// JetStream goes on while its store keeps nothing. What the publisher on
+// n1 is acknowledged for the persistent session on n3 is in the session's
+// memory there and in n3's held subject; n3 is killed (kill -9) before
+// its store could write it, then restarted with room again. Its follower
+// of its held subject must not have acknowledged those held copies on the
+// strength of the copies in memory: they are all the restarted node has.
+// The client resuming on n3 gets every acknowledged message, QoS 2 once.
+func TestClusterDiskFullHeldAfterKill(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	mnt := diskfull.Tmpfs(t, "48m")
+	dir := t.TempDir()
+	cfg, cfg3 := filepath.Join(dir, "roost.yaml"), filepath.Join(dir, "n3.yaml")
+	// No adoption meanwhile: the session stays n3's.
+	common := "store:\n  min_free: 4MiB\n  ballast: 1MiB\ncluster:\n  adopt_after: 60s\n"
+	writeAtomic(t, cfg, []byte(common), 0o644)
+	writeAtomic(t, cfg3, []byte(common+"  data: "+filepath.Join(dir, "n3-jetstream")+"\n"), 0o644)
+	tc := wrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, Args: []string{"--config", cfg},
+		NodeArgs: func(name, _ string) []string {
+			if name == "n3" {
+				return []string{"--config", cfg3}
+			}
+			return nil
+		},
+		Data: func(name string) string {
+			if name == "n3" {
+				return filepath.Join(mnt, name)
+			}
+			return ""
+		}}))
+	n1, n3 := tc.nodes[0], tc.nodes[2]
+	sub, pub := persistentPair(t, n3, n1, "dfp", queuedExpiry)
+	sub.Disconnect(&paho.Disconnect{})
+
+	filler := filepath.Join(mnt, "filler")
+	diskfull.Fill(t, filler)
+	defer os.Remove(filler)
+	awaitFull(t, n3)
+	owed := publishFull(t, n1, &pub, "kept", 20, nil, nil)
+	// n3's follower acknowledges what a fetch brought at the fetch's end
+	// (fetchWait, 2 s): long enough for it to have read (and, wrongly,
+	// acknowledged) these copies. Nothing is asserted before the kill.
+	time.Sleep(3 * time.Second)
+	tc.kill(n3, syscall.SIGKILL)
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	tc.start(n3)
+	back := resume(t, n3, "dfp-sub", queuedExpiry, partitionBound)
+	checkOwed(t, back, owed, func(p string) bool { return strings.HasPrefix(p, "kept-") })
 }
