@@ -238,3 +238,40 @@ func TestClusterDiskFullHeldAfterKill(t *testing.T) {
 	back := resume(t, n3, "dfp-sub", queuedExpiry, partitionBound)
 	checkOwed(t, back, owed, func(p string) bool { return strings.HasPrefix(p, "kept-") })
 }
+
+// TestClusterDiskFullHoldUnanswered: the partition stream of n3's held
+// subject may have its leader on n3, whose JetStream the full disk shuts
+// down: a hold it took is never answered, and the others elect a leader
+// about 2 s later (seen: "timeout waiting for ack" for the first message
+// after the fill, its publisher's connection closed). The fault
+// hold-silent leaves n3's first three holds for its full store
+// unanswered; the holds must be published again, and every publish on
+// n1 acknowledged with 0x00 on the same connection, and delivered.
+func TestClusterDiskFullHoldUnanswered(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	mnt := diskfull.Tmpfs(t, "48m")
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	writeAtomic(t, cfg, []byte("store:\n  min_free: 4MiB\n  ballast: 1MiB\n"), 0o644)
+	tc := wrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, Args: []string{"--config", cfg},
+		Env: []string{"ROOST_TEST_FAULT=hold-silent=3@n3"},
+		Data: func(name string) string {
+			if name == "n3" {
+				return filepath.Join(mnt, name)
+			}
+			return ""
+		}}))
+	n1, n3 := tc.nodes[0], tc.nodes[2]
+	sub, pub := persistentPair(t, n3, n1, "dfp", queuedExpiry)
+	sub.Disconnect(&paho.Disconnect{})
+
+	filler := filepath.Join(mnt, "filler")
+	diskfull.Fill(t, filler)
+	defer os.Remove(filler)
+	awaitFull(t, n3)
+	owed := publishFull(t, n1, &pub, "silent", 6, nil, nil)
+	if n := countLog(n3, "test fault: a hold for the full store left unanswered"); n != 3 {
+		t.Errorf("n3 left %d holds unanswered, want 3 (the fault)", n)
+	}
+	moved := resume(t, n1, "dfp-sub", queuedExpiry, partitionBound)
+	checkOwed(t, moved, owed, func(p string) bool { return strings.HasPrefix(p, "silent-") })
+}
