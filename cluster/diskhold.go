@@ -154,9 +154,13 @@ func (n *Node) holdFull(h *fullHold) {
 // settleFull decides a forward whose store wait failed with err: with a
 // full store it waits for the forward's hold here (starting it if the
 // store's check had not seen the disk full yet), until h.deadline. Any
-// other failure, or a hold that failed, is returned.
+// other failure, or a hold that failed, is returned. A replication
+// backlog (sessions.Wait: too many ops waiting for a quorum) says "full"
+// too, but the local store kept the copies, and the partition streams
+// lack a quorum: the refusal stays (untested, and a hold would mostly
+// lack the quorum as well).
 func (n *Node) settleFull(h *fullHold, err error) error {
-	if h == nil || !errors.Is(err, broker.ErrStoreFull) {
+	if h == nil || !isDiskFull(err) {
 		return err
 	}
 	if h.f == nil && h.err == nil {
@@ -219,6 +223,12 @@ func (n *Node) settleFullHold(h *fullHold) error {
 		n.log.Debug("cluster: holding for the full store again", "topic", h.topic, "err", last)
 		f = again
 	}
+}
+
+// isDiskFull reports whether a store wait's err says the node's own
+// store has no room (not a replication backlog).
+func isDiskFull(err error) bool {
+	return errors.Is(err, broker.ErrStoreFull) && !errors.Is(err, errNotReplicated)
 }
 
 // heldOrigin returns the origin a held message (encodeHeld) names.
