@@ -172,6 +172,9 @@ type pendingAck struct {
 	// group could not be claimed (ClaimGroup).
 	keeps   []jetstream.PubAckFuture
 	keepErr error
+	// full: its hold here should the store's disk be full
+	// (diskhold.go); nil when no copy here waits for the store.
+	full *fullHold
 }
 
 // ackLoop confirms forwarded messages once the store has their copies,
@@ -199,7 +202,7 @@ func (n *Node) ackLoop() {
 			taken := byte(0)
 			if a.taken {
 				taken = 1
-				if err := n.srv.WaitDurable(a.ticket); err != nil {
+				if err := n.settleFull(a.full, n.srv.WaitDurable(a.ticket)); err != nil {
 					n.log.Error("cluster: store failed; not confirming a forwarded message", "err", err)
 					taken = 0
 				} else if err := errors.Join(a.keepErr, n.settleKept(a.keeps)); err != nil {

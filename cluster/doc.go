@@ -83,6 +83,10 @@
 //     (the others go on holding for them) and keeps them out of what it
 //     delivers until it knows which are still its own and applied what
 //     was held for it (restoredGate); it serves everything else at once.
+//   - diskhold.go: a node whose store's disk is full holds what is
+//     forwarded for its persistent sessions in its own held subject and
+//     confirms it once replicated, rather than refusing it (which closed
+//     the publishers' connections elsewhere).
 //   - heldahead.go: a session taken from the stream for a connecting
 //     client gets what was held for it with its adoption, before any
 //     newer forwarded message.

@@ -50,6 +50,11 @@ import (
 //	                      stream", as nats.go reports a hold while the
 //	                      partition stream elects a leader (no election
 //	                      can be timed from outside to meet a hold)
+//	hold-silent=COUNT@NODE  on node NODE, the first COUNT holds for its
+//	                      own full store (diskhold.go) are not published
+//	                      and never answered: what such a hold gets from
+//	                      a stream leader on the full node itself, whose
+//	                      JetStream the full disk shut down
 //	held-pending=CLIENT@NODE  on node NODE, a release request for CLIENT
 //	                      finds the session's held messages still being
 //	                      applied, both times it looks (awaitHeld waits
@@ -217,6 +222,7 @@ type faults struct {
 	orphansSeen  atomic.Bool // read-late: orphan interest was kept once
 	delayRelease string
 	unanswered   atomic.Int64 // hold-unanswered: holds left to fail
+	silent       atomic.Int64 // hold-silent: holds left unanswered
 	noQuorum     string
 	quorumBack   atomic.Bool // no-quorum: the read came
 	opsLate      string
@@ -315,7 +321,7 @@ const overtakenWait = 20 * time.Second
 const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
-var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "no-quorum", "held-pending",
+var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered"}
@@ -415,6 +421,12 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: hold-unanswered=%q: want a count of at least 1", faultEnv, v)
 			}
 			f.unanswered.Store(int64(count))
+		case "hold-silent":
+			count, err := strconv.Atoi(v)
+			if err != nil || count < 1 {
+				return nil, fmt.Errorf("%s: hold-silent=%q: want a count of at least 1", faultEnv, v)
+			}
+			f.silent.Store(int64(count))
 		default:
 			f.delayRelease = v
 		}
@@ -788,6 +800,15 @@ func (f *faults) unanswers(m *nats.Msg) jetstream.PubAckFuture {
 	errs := make(chan error, 1)
 	errs <- jetstream.ErrNoStreamResponse
 	return &unansweredHold{msg: m, errs: errs}
+}
+
+// silences returns, while hold-silent has holds left, a future for m
+// that never ends, m not published; nil otherwise.
+func (f *faults) silences(m *nats.Msg) jetstream.PubAckFuture {
+	if f == nil || f.silent.Add(-1) < 0 {
+		return nil
+	}
+	return &unansweredHold{msg: m}
 }
 
 // unansweredHold is the future of a hold that got no answer (unanswers).

@@ -976,7 +976,9 @@ func (s *sessions) followOwnHeld() {
 	// acknowledgement may not have reached the consumer (it delivers them
 	// again): applied twice, a message the session completed meanwhile
 	// would reach it twice.
-	applied := map[uint64]bool{}
+	// Each with the store ticket of its copies: acknowledged only once
+	// those are durable, also when read again after a failed wait.
+	applied := map[uint64]broker.Ticket{}
 	for n.ctx.Err() == nil {
 		err := s.followOwnHeldOnce(stream, name, applied)
 		if n.ctx.Err() != nil {
@@ -1009,7 +1011,7 @@ func fetchWaiting(ctx context.Context, cons jetstream.Consumer) (b jetstream.Mes
 	return b, cancel, nil
 }
 
-func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bool) error {
+func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]broker.Ticket) error {
 	n := s.n
 	ctx, cancel := context.WithTimeout(n.ctx, followAttempt)
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
@@ -1080,6 +1082,19 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 			case <-time.After(heldPoll - time.Since(s.settledAt)):
 			}
 		}
+		// A full store takes nothing durably: what is held for this
+		// node waits in the subject, unacknowledged, until it has room
+		// (diskhold.go). Applied meanwhile, the copies would be in the
+		// sessions' memory only, and acknowledged on their next read.
+		if err := s.Healthy(); err != nil {
+			select {
+			case <-n.ctx.Done():
+				return nil
+			case <-time.After(heldPoll):
+			}
+			continue
+		}
+		n.full.holding.Store(false)
 		draining := s.gate.unsettledAny() || catching
 		var batch jetstream.MessageBatch
 		if draining {
@@ -1099,9 +1114,10 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 		// per batch rather than per message, so that a node that comes
 		// back while publishers hold for it catches up with them.
 		var (
-			msgs []jetstream.Msg
-			seqs []uint64
-			last broker.Ticket
+			msgs  []jetstream.Msg
+			seqs  []uint64
+			fulls []uint64 // copy names held for a full store, 0 for others
+			last  broker.Ticket
 		)
 		// failed: a claim failed (errClaim); the batch's later messages
 		// are handed back too, and the follower reads again from there.
@@ -1117,9 +1133,19 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 				return err
 			}
 			seq := md.Sequence.Stream
+			// Held here for a full store: the session may have it in
+			// memory only (diskhold.go).
+			var fullCopy uint64
+			if k, ok := heldOrigin(m.Data()); ok {
+				if t := n.full.ticket(k.copy()); t != 0 {
+					fullCopy, last = k.copy(), max(last, t)
+				}
+			}
+			prior, done := applied[seq]
+			last = max(last, prior)
 			// A message kept for a disowned copy here (keep.go) is in
 			// that copy already, and for no other session.
-			if !applied[seq] && heldFor(m) == "" {
+			if !done && heldFor(m) == "" {
 				if persistent == nil {
 					persistent = s.persistentHere()
 					in = make(map[string]bool, len(persistent))
@@ -1161,9 +1187,10 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 				// Noted before the wait: the copies are in the sessions
 				// and the local store whatever the wait says; delivered
 				// again, they would be duplicates.
-				applied[seq] = true
+				applied[seq] = t
 			}
 			msgs, seqs = append(msgs, m), append(seqs, seq)
+			fulls = append(fulls, fullCopy)
 		}
 		if err := n.srv.WaitDurable(last); err != nil {
 			return fmt.Errorf("store: %w", err) // not acknowledged: delivered again after a restart
@@ -1172,6 +1199,9 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]boo
 			s.gate.next.Store(seqs[i] + 1) // applied durably (or unreadable)
 			if err := m.DoubleAck(n.ctx); err != nil {
 				return err
+			}
+			if fulls[i] != 0 {
+				n.full.forget(fulls[i])
 			}
 		}
 		if failed != nil {

@@ -99,6 +99,9 @@ type Node struct {
 	catching atomic.Int32
 	// fault: faults a process test injected (fault.go); nil for none.
 	fault *faults
+	// full: forwards held here while the store's disk is full
+	// (diskhold.go).
+	full fullHolds
 }
 
 // Start checks cfg and starts the node's engine: the embedded NATS server
@@ -731,6 +734,10 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 			a.keeps = append(a.keeps, f)
 		}
 		a.keepErr = errors.Join(a.keepErr, err)
+	}
+	if seq != 0 {
+		// Held here should the store be full (diskhold.go).
+		n.noteFull(&a, src, rm, fwd, ticket)
 	}
 	if held != nil {
 		// Confirmed once every session that holds it has it durably
