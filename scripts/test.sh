@@ -99,10 +99,14 @@ done
 # slowest ones, which mostly wait on real processes, go first so that the
 # short ones fill the gaps instead of a long one starting last and running
 # alone (the order follows the per-package times measured in December
-# 2026; see the commit message). -p is left at one per core: -p 4 took a
-# quiet 2-core run from about 14 to 12 minutes, but the suite's own load
-# rose to 15-24 and tests of real processes failed their bounds in two
-# runs of three.
+# 2026; see the commit message). -p 3, one more package than cores: with
+# two, the run used 1.15 of the 2 cores (its packages wait on real
+# processes, elections and timers), and the cluster package's slot alone
+# was as long as every other package's one after the other; with three,
+# 406 s against 485 s from fresh clones of the same commit, 1.48 cores
+# (docs/testing.md, "Three packages at once"). -p 4, measured in an older,
+# heavier suite, loaded the machine to 15-24 and tests of real processes
+# failed their bounds in two runs of three.
 slow=(./cluster/ ./test/jepsen/ ./test/soak/ ./test/deb/ ./test/interop/ ./test/crash/ ./test/conformance/ ./client/ ./auth/ ./broker/ ./cmd/roost/ ./store/)
 # go vet runs beside the tests, not before them: the tests' packages are
 # mostly waiting (on elections, timeouts, real processes: the run averages
@@ -127,7 +131,7 @@ portable=$!
 # beside, which keeps go test's vet; test/soak's and test/jepsen's only
 # declare a constant.
 status=0
-go test -vet=off -race -count=1 -timeout 15m "${slow[@]}" ./... || status=$?
+go test -vet=off -race -count=1 -p 3 -timeout 15m "${slow[@]}" ./... || status=$?
 portable_status=0
 wait "$portable" || portable_status=$?
 echo "== go test -race -tags roost_portable ./broker/"
