@@ -28,10 +28,11 @@ type target struct {
 // cluster transport can plug into later: everything it needs is the topic
 // and the publisher.
 type router struct {
-	tree    *topic.Tree[*session, subscription]
-	scrach  sync.Pool // *routeScratch
-	cluster Cluster   // nil on a single node
-	away    AwayCopies
+	tree     *topic.Tree[*session, subscription]
+	scrach   sync.Pool // *routeScratch
+	cluster  Cluster   // nil on a single node
+	away     AwayCopies
+	withheld WithheldMembers
 }
 
 type routeScratch struct {
@@ -49,6 +50,10 @@ type routeScratch struct {
 	// served: the share groups a message under an Origin went to a live
 	// (not away) member of here.
 	served []string
+	// withheld: the share groups a message published here matched only
+	// withheld members of (WithheldMembers), which it therefore did not
+	// reach here.
+	withheld []string
 }
 
 type sharedCand struct {
@@ -64,6 +69,7 @@ type sharedCand struct {
 func newRouter(c Cluster) *router {
 	r := &router{tree: topic.NewTree[*session, subscription](), cluster: c}
 	r.away, _ = c.(AwayCopies)
+	r.withheld, _ = c.(WithheldMembers)
 	r.scrach.New = func() any {
 		return &routeScratch{index: make(map[*session]int)}
 	}
@@ -75,7 +81,8 @@ func newRouter(c Cluster) *router {
 // RETAIN flag to send and the subscription identifiers. A session with
 // several matching subscriptions gets one copy at the highest QoS carrying
 // every identifier [MQTT-3.3.4-3..5]. Each shared subscription group gets
-// the message once (see pickShared). The caller delivers to sc.targets after the tree lock is released,
+// the message once (see pickShared), from a member the cluster does not
+// withhold (WithheldMembers). The caller delivers to sc.targets after the tree lock is released,
 // then hands sc back with release.
 func (r *router) match(msg *Message) *routeScratch {
 	return r.matchGroups(msg, nil, nil)
@@ -111,16 +118,28 @@ type matchMode struct {
 // next reader (here too) delivers it once its claim says so (package
 // cluster); noted, a reader here left the kept copy and the group lost
 // the message. mode.members gives a group to the member named there or
-// to nobody (RemoteMessage.Members).
+// to nobody (RemoteMessage.Members). A withheld member (WithheldMembers)
+// is no candidate unless mode.pickGroups: a group with no other member
+// here is missed (remote) or withheld (published here).
 func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID string) bool, mode matchMode, once *onceCheck) *routeScratch {
 	sc := r.scrach.Get().(*routeScratch)
 	remote := groups != nil
+	var withheld []string
 	r.tree.Match(msg.Topic, func(filter, group string, s *session, sub subscription) {
 		if group != "" {
 			if remote && !slices.Contains(groups, group+"\x00"+filter) {
 				return
 			}
 			if mode.pickGroups && pick != nil && !pick(s.id) {
+				return
+			}
+			// A member named by the cluster's pick (a held message's
+			// delivery) is given it even if withheld: that is how a
+			// withheld session gets what was held for its groups.
+			if !mode.pickGroups && r.isWithheld(s) {
+				if key := group + "\x00" + filter; !slices.Contains(withheld, key) {
+					withheld = append(withheld, key)
+				}
 				return
 			}
 			if sc.shared == nil {
@@ -148,6 +167,12 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 		for _, g := range groups {
 			if _, ok := sc.shared[g]; !ok {
 				sc.missed = append(sc.missed, g)
+			}
+		}
+	} else {
+		for _, g := range withheld {
+			if _, ok := sc.shared[g]; !ok {
+				sc.withheld = append(sc.withheld, g)
 			}
 		}
 	}
@@ -230,7 +255,7 @@ func (r *router) pickAhead(msg *Message, groups []string, once *onceCheck) []gro
 			return
 		}
 		key := group + "\x00" + filter
-		if remote && !slices.Contains(groups, key) {
+		if remote && !slices.Contains(groups, key) || r.isWithheld(s) {
 			return
 		}
 		if shared == nil {
@@ -253,6 +278,12 @@ func (r *router) pickAhead(msg *Message, groups []string, once *onceCheck) []gro
 // isAway asks the cluster whether s is an away copy (AwayCopies); the
 // caller holds the tree's lock.
 func (r *router) isAway(s *session) bool { return r.away != nil && r.away.Away(s.id) }
+
+// isWithheld asks the cluster whether s is a withheld member
+// (WithheldMembers); the caller holds the tree's lock.
+func (r *router) isWithheld(s *session) bool {
+	return r.withheld != nil && r.withheld.Withheld(s.id)
+}
 
 // awayPlain notes that the away copy id took the message through a plain
 // subscription, once per session.
@@ -292,6 +323,8 @@ func (r *router) release(sc *routeScratch) {
 	sc.missed = sc.missed[:0]
 	clear(sc.served)
 	sc.served = sc.served[:0]
+	clear(sc.withheld)
+	sc.withheld = sc.withheld[:0]
 	r.scrach.Put(sc)
 }
 

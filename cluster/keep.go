@@ -336,9 +336,14 @@ func (n *Node) settleKept(fs []jetstream.PubAckFuture) error {
 // session is gone from the server (a copy that ended): through a plain
 // filter, or as a share group the forward named that no member here took
 // (rm.Missed). The held copy names those groups only. nil without such a
-// key. A restored session's hold keys (one dropped at the node's start)
-// are left to the publishers: they had them from the node's first
-// snapshot, before its routing interest.
+// key. A restored session's plain hold keys (one not settled yet, or
+// dropped before it was) are left to the publishers: they had them from
+// the node's first snapshot, before its routing interest. Its share
+// groups are not: the node announced the session's membership as routing
+// interest when it restored it, so a publisher may choose this node to
+// serve such a group, and then does not hold the message for it; here
+// the member is withheld (Node.Withheld) or gone, and the group missed.
+// Such a group is held here too, as for an ended copy.
 func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jetstream.PubAckFuture, error) {
 	if n.sess == nil {
 		return nil, nil
@@ -357,7 +362,14 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 			ended, gone[m.id] = !here, !here
 		}
 		switch {
-		case !m.fenced || !ended:
+		case !m.fenced:
+			if m.group == "" || !slices.Contains(rm.Missed, m.group) {
+				continue
+			}
+			if !slices.Contains(groups, m.group) {
+				groups = append(groups, m.group)
+			}
+		case !ended:
 			continue
 		case m.group == "":
 			plain = true
@@ -382,7 +394,9 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 		return nil, err
 	}
 	s := n.sess
-	js, err := s.readyJS()
+	// Not readyJS: a restored session's group is held here before the
+	// owners are read (Withheld).
+	js, err := s.openJS()
 	if err != nil {
 		return nil, fmt.Errorf("held for an ended copy here: %w", err)
 	}
