@@ -124,7 +124,10 @@ type matchMode struct {
 func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID string) bool, mode matchMode, once *onceCheck) *routeScratch {
 	sc := r.scrach.Get().(*routeScratch)
 	remote := groups != nil
-	var withheld []string
+	// withheld: the groups' withheld members, by group, in the order
+	// the groups came (withheldKeys).
+	var withheld map[string][]sharedCand
+	var withheldKeys []string
 	r.tree.Match(msg.Topic, func(filter, group string, s *session, sub subscription) {
 		if group != "" {
 			if remote && !slices.Contains(groups, group+"\x00"+filter) {
@@ -137,9 +140,14 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 			// delivery) is given it even if withheld: that is how a
 			// withheld session gets what was held for its groups.
 			if !mode.pickGroups && r.isWithheld(s) {
-				if key := group + "\x00" + filter; !slices.Contains(withheld, key) {
-					withheld = append(withheld, key)
+				key := group + "\x00" + filter
+				if withheld == nil {
+					withheld = make(map[string][]sharedCand)
 				}
+				if _, ok := withheld[key]; !ok {
+					withheldKeys = append(withheldKeys, key)
+				}
+				withheld[key] = append(withheld[key], sharedCand{s, sub, false})
 				return
 			}
 			if sc.shared == nil {
@@ -170,7 +178,7 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 			}
 		}
 	} else {
-		for _, g := range withheld {
+		for _, g := range withheldKeys {
 			if _, ok := sc.shared[g]; !ok {
 				sc.withheld = append(sc.withheld, g)
 			}
@@ -183,8 +191,9 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 	for key, cands := range sc.shared {
 		delete(sc.shared, key)
 		// A member here that got it (before this node restarted, or
-		// before its session moved here) counts as the group's copy.
-		if once != nil && membersGot(cands, h) {
+		// before its session moved here) counts as the group's copy,
+		// a withheld one too.
+		if once != nil && (membersGot(cands, h) || membersGot(withheld[key], h)) {
 			continue
 		}
 		var c sharedCand

@@ -32,14 +32,17 @@ func (c *withheldCluster) Forward(m *Message) (int, func() error) {
 // published here, while its group has another member here; a group with
 // no other member here is missed (from another node) or reported withheld
 // (published here), and delivered to nobody; a delivery that picks its
-// members (PickShared: a held message) reaches it all the same. Plain
-// subscriptions are the cluster's business (Pick).
+// members (PickShared: a held message) reaches it all the same; and a
+// withheld member that got a message under its Origin before still counts
+// as its group's copy. Plain subscriptions are the cluster's business
+// (Pick).
 func TestWithheldMembers(t *testing.T) {
 	t.Parallel()
 	cl := &withheldCluster{withheld: map[string]bool{"old": true}}
 	s, _ := startServer(t, Options{Cluster: cl})
 	opts := packet.SubOptions{QoS: 1}
-	s.Adopt(&StoredSession{ClientID: "old", Expiry: 600, Subs: []StoredSub{
+	got := Origin{ClientID: "p", PacketID: 7, Nonce: 9}
+	s.Adopt(&StoredSession{ClientID: "old", Expiry: 600, Seen: []uint64{got.Hash()}, Subs: []StoredSub{
 		{Filter: "$share/both/t", Opts: opts}, {Filter: "$share/alone/u", Opts: opts}}})
 	s.Adopt(&StoredSession{ClientID: "live", Expiry: 600, Subs: []StoredSub{{Filter: "$share/both/t", Opts: opts}}})
 
@@ -54,6 +57,10 @@ func TestWithheldMembers(t *testing.T) {
 	}
 	if c, _, _ := s.Client("live"); c.Queued != 20 {
 		t.Errorf("the live member got %d of group both's 20 messages", c.Queued)
+	}
+	again := &RemoteMessage{Topic: "t", QoS: 2, Groups: []string{"both\x00t"}, Origin: got}
+	if n, _ := s.DeliverRemote(again); n != 0 {
+		t.Errorf("a message withheld member old got before went to %d sessions of its group again", n)
 	}
 
 	rm := &RemoteMessage{Topic: "u", QoS: 1, Groups: []string{"alone\x00u"}}
