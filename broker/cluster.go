@@ -305,36 +305,6 @@ func (m *Message) ServedGroups() []string {
 	return m.ext.served
 }
 
-// WithheldMembers is implemented by a Cluster whose node may hold
-// sessions that are not to be given a share group's message as members
-// for now (package cluster: a restarted node's restored sessions until it
-// settled them: such a copy may be stale, and may be dropped for a copy
-// read from the stream elsewhere, so what its groups get is held for it
-// instead). Such a member is no candidate for its groups: a group whose
-// members here are all withheld is not served here, and the broker says
-// so (RemoteMessage.Missed for a message from another node,
-// Message.WithheldGroups for one published here). A message the cluster
-// delivers with RemoteMessage.PickShared (a held message, to the members
-// it picked) reaches them all the same.
-type WithheldMembers interface {
-	// Withheld reports whether the session of clientID here is such a
-	// member. It is asked while a message is routed, under the
-	// subscription tree's lock: it must not block nor call back into
-	// the Server.
-	Withheld(clientID string) bool
-}
-
-// WithheldGroups returns the share groups ("group\x00filter") a message
-// published here matched only withheld members of here (WithheldMembers),
-// which it therefore did not reach here; set before the Cluster's Forward
-// is called.
-func (m *Message) WithheldGroups() []string {
-	if m.ext == nil {
-		return nil
-	}
-	return m.ext.withheld
-}
-
 // PublishGate is implemented by a Cluster that must order this node's
 // publishes against its own steps: while a persistent session moves
 // between live nodes, the cluster marks in each node's stream of

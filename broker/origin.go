@@ -295,9 +295,6 @@ type msgExt struct {
 	away []AwayMember
 	// resent: a QoS 2 resend routed again under origin (ResendClaimer).
 	resent bool
-	// withheld: the share groups whose members here were all withheld
-	// (WithheldMembers); set by routeOrigin before m is shared.
-	withheld []string
 	// served: the share groups that went to a live member here under
 	// origin (ServedGroups); set by routeOrigin before m is shared.
 	served []string

@@ -484,12 +484,6 @@ func (s *Server) routeOrigin(msg *Message, o Origin) (n int, last Ticket, notRet
 		}
 		msg.ext.served = slices.Clone(sc.served)
 	}
-	if len(sc.withheld) > 0 {
-		if msg.ext == nil {
-			msg.ext = &msgExt{}
-		}
-		msg.ext.withheld = slices.Clone(sc.withheld)
-	}
 	// Written inline by this goroutine, one send after another, only for
 	// a few subscribers: for many, flusher goroutines write in parallel
 	// on a machine with cores to spare.

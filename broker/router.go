@@ -28,11 +28,10 @@ type target struct {
 // cluster transport can plug into later: everything it needs is the topic
 // and the publisher.
 type router struct {
-	tree     *topic.Tree[*session, subscription]
-	scrach   sync.Pool // *routeScratch
-	cluster  Cluster   // nil on a single node
-	away     AwayCopies
-	withheld WithheldMembers
+	tree    *topic.Tree[*session, subscription]
+	scrach  sync.Pool // *routeScratch
+	cluster Cluster   // nil on a single node
+	away    AwayCopies
 }
 
 type routeScratch struct {
@@ -50,10 +49,6 @@ type routeScratch struct {
 	// served: the share groups a message under an Origin went to a live
 	// (not away) member of here.
 	served []string
-	// withheld: the share groups a message published here matched only
-	// withheld members of (WithheldMembers), which it therefore did not
-	// reach here.
-	withheld []string
 }
 
 type sharedCand struct {
@@ -69,7 +64,6 @@ type sharedCand struct {
 func newRouter(c Cluster) *router {
 	r := &router{tree: topic.NewTree[*session, subscription](), cluster: c}
 	r.away, _ = c.(AwayCopies)
-	r.withheld, _ = c.(WithheldMembers)
 	r.scrach.New = func() any {
 		return &routeScratch{index: make(map[*session]int)}
 	}
@@ -81,8 +75,7 @@ func newRouter(c Cluster) *router {
 // RETAIN flag to send and the subscription identifiers. A session with
 // several matching subscriptions gets one copy at the highest QoS carrying
 // every identifier [MQTT-3.3.4-3..5]. Each shared subscription group gets
-// the message once (see pickShared), from a member the cluster does not
-// withhold (WithheldMembers). The caller delivers to sc.targets after the tree lock is released,
+// the message once (see pickShared). The caller delivers to sc.targets after the tree lock is released,
 // then hands sc back with release.
 func (r *router) match(msg *Message) *routeScratch {
 	return r.matchGroups(msg, nil, nil)
@@ -118,36 +111,16 @@ type matchMode struct {
 // next reader (here too) delivers it once its claim says so (package
 // cluster); noted, a reader here left the kept copy and the group lost
 // the message. mode.members gives a group to the member named there or
-// to nobody (RemoteMessage.Members). A withheld member (WithheldMembers)
-// is no candidate unless mode.pickGroups: a group with no other member
-// here is missed (remote) or withheld (published here).
+// to nobody (RemoteMessage.Members).
 func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID string) bool, mode matchMode, once *onceCheck) *routeScratch {
 	sc := r.scrach.Get().(*routeScratch)
 	remote := groups != nil
-	// withheld: the groups' withheld members, by group, in the order
-	// the groups came (withheldKeys).
-	var withheld map[string][]sharedCand
-	var withheldKeys []string
 	r.tree.Match(msg.Topic, func(filter, group string, s *session, sub subscription) {
 		if group != "" {
 			if remote && !slices.Contains(groups, group+"\x00"+filter) {
 				return
 			}
 			if mode.pickGroups && pick != nil && !pick(s.id) {
-				return
-			}
-			// A member named by the cluster's pick (a held message's
-			// delivery) is given it even if withheld: that is how a
-			// withheld session gets what was held for its groups.
-			if !mode.pickGroups && r.isWithheld(s) {
-				key := group + "\x00" + filter
-				if withheld == nil {
-					withheld = make(map[string][]sharedCand)
-				}
-				if _, ok := withheld[key]; !ok {
-					withheldKeys = append(withheldKeys, key)
-				}
-				withheld[key] = append(withheld[key], sharedCand{s, sub, false})
 				return
 			}
 			if sc.shared == nil {
@@ -177,12 +150,6 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 				sc.missed = append(sc.missed, g)
 			}
 		}
-	} else {
-		for _, g := range withheldKeys {
-			if _, ok := sc.shared[g]; !ok {
-				sc.withheld = append(sc.withheld, g)
-			}
-		}
 	}
 	var h uint64
 	if once != nil {
@@ -191,9 +158,8 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 	for key, cands := range sc.shared {
 		delete(sc.shared, key)
 		// A member here that got it (before this node restarted, or
-		// before its session moved here) counts as the group's copy,
-		// a withheld one too.
-		if once != nil && (membersGot(cands, h) || membersGot(withheld[key], h)) {
+		// before its session moved here) counts as the group's copy.
+		if once != nil && membersGot(cands, h) {
 			continue
 		}
 		var c sharedCand
@@ -264,7 +230,7 @@ func (r *router) pickAhead(msg *Message, groups []string, once *onceCheck) []gro
 			return
 		}
 		key := group + "\x00" + filter
-		if remote && !slices.Contains(groups, key) || r.isWithheld(s) {
+		if remote && !slices.Contains(groups, key) {
 			return
 		}
 		if shared == nil {
@@ -287,12 +253,6 @@ func (r *router) pickAhead(msg *Message, groups []string, once *onceCheck) []gro
 // isAway asks the cluster whether s is an away copy (AwayCopies); the
 // caller holds the tree's lock.
 func (r *router) isAway(s *session) bool { return r.away != nil && r.away.Away(s.id) }
-
-// isWithheld asks the cluster whether s is a withheld member
-// (WithheldMembers); the caller holds the tree's lock.
-func (r *router) isWithheld(s *session) bool {
-	return r.withheld != nil && r.withheld.Withheld(s.id)
-}
 
 // awayPlain notes that the away copy id took the message through a plain
 // subscription, once per session.
@@ -332,8 +292,6 @@ func (r *router) release(sc *routeScratch) {
 	sc.missed = sc.missed[:0]
 	clear(sc.served)
 	sc.served = sc.served[:0]
-	clear(sc.withheld)
-	sc.withheld = sc.withheld[:0]
 	r.scrach.Put(sc)
 }
 

@@ -1989,20 +1989,6 @@ func (s *sessions) skipUnsettled(pick func(string) bool) func(string) bool {
 	return func(id string) bool { return !s.gate.unsettled(id) && (pick == nil || pick(id)) }
 }
 
-// Withheld implements broker.WithheldMembers: a restored session not
-// settled yet is given no share group's message as a member, since the
-// copy may be stale and be dropped for one read from the stream elsewhere
-// (takeUnsettled), with what it took. What such a group misses is held
-// for this node (Forward for a message published here, holdHere for a
-// forward), as what its plain filters match is (skipUnsettled, hold
-// keys); whoever has the session next reads it there and claims the
-// group. Before, the copy took the message, and lost it when it was
-// dropped (test/jepsen TestClusterFull seeds 41, 42, 45: 1-16 group
-// messages a run).
-func (n *Node) Withheld(id string) bool { return n.sess != nil && n.sess.gate.unsettled(id) }
-
-var _ broker.WithheldMembers = (*Node)(nil)
-
 // errUnsettled: a CONNECT for a restored session came before the node
 // settled and did not settle within the claim's bound.
 var errUnsettled = errors.New("cluster: the restored session is not settled yet")

@@ -220,8 +220,22 @@ type keptCopy struct {
 }
 
 // Away implements broker.AwayCopies: the session of id here is a
-// disowned copy.
-func (n *Node) Away(id string) bool { return n.sess != nil && n.sess.kept.has(id) }
+// disowned copy, or a restored one not settled yet (held.go,
+// restoredGate). Such a copy may be stale, and is dropped when another
+// node owns the session or claims it before the settle (takeUnsettled),
+// with what it took: its plain subscriptions get no forward
+// (skipUnsettled), but the node announced its share group memberships as
+// routing interest when it restored it, so a publisher may pick this node
+// to serve a group it is the only member of here, and then holds nothing
+// for it. As an away copy it gets the message, and the message is kept
+// for its session: whoever has the session next (this node once settled,
+// the copy having it; the claimer, reading this node's held subject)
+// gets it once. Before, the copy took it and lost it when it was dropped
+// (test/jepsen TestClusterFull seeds 41, 42, 45: every group loss of
+// those runs; TestReproUnsettledGroup).
+func (n *Node) Away(id string) bool {
+	return n.sess != nil && (n.sess.kept.has(id) || n.sess.gate.unsettled(id))
+}
 
 // keptLocal returns the disowned copies here that a QoS 1/2 message
 // published here reached, as the broker saw them when it matched the
@@ -263,7 +277,9 @@ func withAway(ks []keptCopy, away []broker.AwayMember) []keptCopy {
 // appends' futures (settleKept).
 func (n *Node) keep(k originKey, o broker.Origin, fwd []byte, ks []keptCopy) ([]jetstream.PubAckFuture, error) {
 	s := n.sess
-	js, err := s.readyJS()
+	// Not readyJS: a restored copy (Away) takes messages before the
+	// owners are read; the appends carry no epoch.
+	js, err := s.openJS()
 	if err != nil {
 		return nil, fmt.Errorf("kept for a disowned copy: %w", err)
 	}
@@ -341,9 +357,9 @@ func (n *Node) settleKept(fs []jetstream.PubAckFuture) error {
 // the node's first snapshot, before its routing interest. Its share
 // groups are not: the node announced the session's membership as routing
 // interest when it restored it, so a publisher may choose this node to
-// serve such a group, and then does not hold the message for it; here
-// the member is withheld (Node.Withheld) or gone, and the group missed.
-// Such a group is held here too, as for an ended copy.
+// serve such a group, and then does not hold the message for it; once
+// the copy is dropped (Away), the group misses it here. Such a group is
+// held here too, as for an ended copy.
 func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jetstream.PubAckFuture, error) {
 	if n.sess == nil {
 		return nil, nil
@@ -395,7 +411,7 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 	}
 	s := n.sess
 	// Not readyJS: a restored session's group is held here before the
-	// owners are read (Withheld).
+	// owners are read (Away).
 	js, err := s.openJS()
 	if err != nil {
 		return nil, fmt.Errorf("held for an ended copy here: %w", err)

@@ -527,13 +527,10 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	var orphans []orphanMatch
 	if msg.QoS > 0 && n.sess != nil {
 		orphans = n.heldTargets(msg.Topic, targets)
-		self := orphanMatch{node: n.cfg.Node, plain: n.sess.persist.holds(msg.Topic)}
-		// A restored session here not settled yet matches: its copy
-		// may be stale, so msg is held for it too (held.go), for the
-		// share groups whose members here it withheld too (Withheld).
-		self.groups = msg.WithheldGroups()
-		if self.plain || len(self.groups) > 0 {
-			orphans = append(orphans, self)
+		if n.sess.persist.holds(msg.Topic) {
+			// A restored session here not settled yet matches: its
+			// copy may be stale, so msg is held for it too (held.go).
+			orphans = append(orphans, orphanMatch{node: n.cfg.Node, plain: true})
 		}
 	}
 	// Copies here whose ops stay local that msg reached (keep.go).
