@@ -16,8 +16,8 @@ import (
 // took the message; once the node read the owner records and found the
 // session owned elsewhere, it dropped the copy with it, and its ops
 // reached the stream at epoch 0, which readers skip: acknowledged, and
-// lost for the group (test/jepsen TestClusterFull seeds 41, 42 and 45 on
-// main, 2026-12-06: every group loss of those runs, 1-16 a run). Here
+// lost for the group (test/jepsen TestClusterFull seeds 41, 42, 45 and 46
+// on main, 2026-12-06: 24 of their 27 group losses, 1-17 a run). Here
 // the group's only member moves to n3 while n1 is dead, and n1 comes back
 // with the fault owners-late, which holds its read of the owner records
 // for 3 s: meanwhile n2's publisher gives about half of the group's
