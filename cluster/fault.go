@@ -205,6 +205,14 @@ import (
 //	                      restored copy dropped for a claim elsewhere
 //	                      between a held message's claim and its
 //	                      delivery (test/jepsen TestClusterFull seed 41)
+//	owners-late=DURATION@NODE  on NODE, the read of the owner records
+//	                      at start (which restored sessions are still
+//	                      this node's) begins only DURATION after the
+//	                      session streams opened: the node serves and
+//	                      routes meanwhile with its restored sessions
+//	                      unsettled, as a restarted node whose ownership
+//	                      bucket elects a leader (test/jepsen
+//	                      TestClusterFull seed 42: 8 s)
 //	claim-unanswered=COUNT@NODE  on NODE, the first COUNT share group
 //	                      claims (claimNamed) are not appended and fail
 //	                      with "no response from stream", as a claim
@@ -242,6 +250,7 @@ type faults struct {
 	adoptLate    string
 	adoptWait    string
 	settleWait   time.Duration
+	ownersLate   time.Duration
 	heldLate     time.Duration
 	adoptStall   []string
 	moveLate     string
@@ -324,7 +333,7 @@ const releaseDelay = fenceGrace + time.Second
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
-	"held-stall", "confirm-late", "claim-late", "claim-unanswered"}
+	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -397,6 +406,12 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: settle-wait=%q: want a duration", faultEnv, v)
 			}
 			f.settleWait = d
+		case "owners-late":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("%s: owners-late=%q: want a duration", faultEnv, v)
+			}
+			f.ownersLate = d
 		case "held-late":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
@@ -690,6 +705,15 @@ func (f *faults) settleDelay() time.Duration {
 		return 0
 	}
 	return f.settleWait
+}
+
+// ownersReadDelay returns how long owners-late holds the read of the
+// owner records at start; 0 for none.
+func (f *faults) ownersReadDelay() time.Duration {
+	if f == nil {
+		return 0
+	}
+	return f.ownersLate
 }
 
 // claimedFor is claim-late's wait: chosen are the members a held

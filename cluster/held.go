@@ -473,6 +473,18 @@ func (s *sessions) readyJS() (jetstream.JetStream, error) {
 	return s.js, nil
 }
 
+// openJS is readyJS for an append that carries no epoch (a hold): the
+// partition streams are open once start began, seconds before the
+// restored sessions' owners are read (ready) on a loaded restarted node.
+func (s *sessions) openJS() (jetstream.JetStream, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.js == nil {
+		return nil, errNotReady
+	}
+	return s.js, nil
+}
+
 // hold appends msg (pub: its PUBLISH; o: its Origin, if any) to node's
 // held subject, with the share groups it is held for, and returns the
 // append's future; nil, nil when sessions are not replicated here.

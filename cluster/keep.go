@@ -316,8 +316,22 @@ type keptCopy struct {
 }
 
 // Away implements broker.AwayCopies: the session of id here is a
-// disowned copy.
-func (n *Node) Away(id string) bool { return n.sess != nil && n.sess.kept.has(id) }
+// disowned copy, or a restored one not settled yet (held.go,
+// restoredGate). Such a copy may be stale, and is dropped when another
+// node owns the session or claims it before the settle (takeUnsettled),
+// with what it took: its plain subscriptions get no forward
+// (skipUnsettled), but the node announced its share group memberships as
+// routing interest when it restored it, so a publisher may pick this node
+// to serve a group it is the only member of here, and then holds nothing
+// for it. As an away copy it gets the message, and the message is kept
+// for its session: whoever has the session next (this node once settled,
+// the copy having it; the claimer, reading this node's held subject)
+// gets it once. Before, the copy took it and lost it when it was dropped
+// (test/jepsen TestClusterFull seeds 41, 42, 45, 46: 24 group messages
+// lost in four runs; TestReproUnsettledGroup).
+func (n *Node) Away(id string) bool {
+	return n.sess != nil && (n.sess.kept.has(id) || n.sess.gate.unsettled(id))
+}
 
 // keptLocal returns the disowned copies here that a QoS 1/2 message
 // published here reached, as the broker saw them when it matched the
@@ -359,7 +373,9 @@ func withAway(ks []keptCopy, away []broker.AwayMember) []keptCopy {
 // appends' futures (settleKept).
 func (n *Node) keep(k originKey, o broker.Origin, fwd []byte, ks []keptCopy) ([]jetstream.PubAckFuture, error) {
 	s := n.sess
-	js, err := s.readyJS()
+	// Not readyJS: a restored copy (Away) takes messages before the
+	// owners are read; the appends carry no epoch.
+	js, err := s.openJS()
 	if err != nil {
 		return nil, fmt.Errorf("kept for a disowned copy: %w", err)
 	}
@@ -432,9 +448,14 @@ func (n *Node) settleKept(fs []jetstream.PubAckFuture) error {
 // session is gone from the server (a copy that ended): through a plain
 // filter, or as a share group the forward named that no member here took
 // (rm.Missed). The held copy names those groups only. nil without such a
-// key. A restored session's hold keys (one dropped at the node's start)
-// are left to the publishers: they had them from the node's first
-// snapshot, before its routing interest.
+// key. A restored session's plain hold keys (one not settled yet, or
+// dropped before it was) are left to the publishers: they had them from
+// the node's first snapshot, before its routing interest. Its share
+// groups are not: the node announced the session's membership as routing
+// interest when it restored it, so a publisher may choose this node to
+// serve such a group, and then does not hold the message for it; once
+// the copy is dropped (Away), the group misses it here. Such a group is
+// held here too, as for an ended copy.
 func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jetstream.PubAckFuture, error) {
 	if n.sess == nil {
 		return nil, nil
@@ -453,7 +474,14 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 			ended, gone[m.id] = !here, !here
 		}
 		switch {
-		case !m.fenced || !ended:
+		case !m.fenced:
+			if m.group == "" || !slices.Contains(rm.Missed, m.group) {
+				continue
+			}
+			if !slices.Contains(groups, m.group) {
+				groups = append(groups, m.group)
+			}
+		case !ended:
 			continue
 		case m.group == "":
 			plain = true
@@ -478,7 +506,9 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 		return nil, err
 	}
 	s := n.sess
-	js, err := s.readyJS()
+	// Not readyJS: a restored session's group is held here before the
+	// owners are read (Away).
+	js, err := s.openJS()
 	if err != nil {
 		return nil, fmt.Errorf("held for an ended copy here: %w", err)
 	}

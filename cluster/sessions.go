@@ -574,6 +574,14 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 	s.mu.Lock()
 	s.js = js // for eachOwner; ops are not sent before ready
 	s.mu.Unlock()
+	if d := s.n.fault.ownersReadDelay(); d > 0 && len(s.restored) > 0 {
+		s.n.log.Info("cluster: test fault: the owner records are read late", "after", d)
+		select {
+		case <-time.After(d):
+		case <-s.n.ctx.Done():
+			return s.n.ctx.Err()
+		}
+	}
 	began := time.Now()
 	// Not bounded by the caller's attempt (openAssets: 10 s, for requests
 	// that get no answer at all): the pass takes longer the more clients
