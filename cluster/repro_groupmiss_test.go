@@ -170,16 +170,16 @@ func TestReproGroupResendElsewhere(t *testing.T) {
 // acknowledged messages lost, the ones held after the settling read).
 // The fault interest-late has n2 see n1 back 1.5 s late (it holds for n1
 // meanwhile); settle-wait has n1's catch-up read come 4 s after its
-// settle. The claim comes 2.5 s after the settle, once n3 knows n1 (a
+// settle. The claim comes 3 s after the settle, once n3 knows n1 (a
 // claim of a node it does not know reads the stream), within the 2 s a
 // release request waits for the catch-up (heldWaitMax).
 func TestReproCatchUpFencedGroup(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const id = "cg-sub"
 	tc, pp := restartGroupMemberWith(t, "cg", "interest-late=n1@n2", "settle-wait=4s@n1", "the settled sessions' keys are announced late")
-	n1, n3 := tc.nodes[0], tc.nodes[2]
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	settled := time.Now()
-	for countLog(n3, `msg="cluster node joined" node=n3 peer=n1`) < 2 || time.Since(settled) < 2500*time.Millisecond {
+	for countLog(n3, `msg="cluster node joined" node=n3 peer=n1`) < 2 || time.Since(settled) < 3*time.Second {
 		if time.Since(settled) > 30*time.Second {
 			t.Fatalf("n3 did not see n1 back within 30 s; n3:\n%s", grepLog(n3, "peer=n1"))
 		}
@@ -191,6 +191,11 @@ func TestReproCatchUpFencedGroup(t *testing.T) {
 	if countLog(n3, `msg="session moved here" node=n3 client_id=`+id+` from=n1`) == 0 || fenced < 0 || caught < fenced {
 		t.Fatalf("n1 did not fence %s before its catch-up read, or n3 did not take it live: the test missed its path; n1:\n%s\nn3:\n%s",
 			id, grepLog(n1, "client_id="+id), grepLog(n3, "client_id="+id))
+	}
+	// What the catch-up read is for: messages n2 held for n1 after the
+	// read that settled it.
+	if at := logTime(t, n1, "the settled sessions' keys are announced late"); countLogAfter(t, n2, at, "holding a message for a dropped node's persistent sessions\" node=n2 peer=n1") == 0 {
+		t.Fatalf("n2 held nothing for n1 after n1 settled (%s): the test missed its path; n2:\n%s", at.Format(time.StampMilli), grepLog(n2, "peer=n1"))
 	}
 	pp.check(c, n1, n3)
 }
@@ -205,4 +210,28 @@ func logIndex(nd *node, s string) int {
 		}
 	}
 	return -1
+}
+
+// countLogAfter counts the lines of nd's log that hold s, logged after at.
+func countLogAfter(t *testing.T, nd *node, at time.Time, s string) int {
+	t.Helper()
+	b, _ := os.ReadFile(nd.LogPath)
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, s) && lineTime(t, l).After(at) {
+			n++
+		}
+	}
+	return n
+}
+
+// lineTime parses a log line's time= field.
+func lineTime(t *testing.T, l string) time.Time {
+	t.Helper()
+	v, _, _ := strings.Cut(strings.TrimPrefix(l, "time="), " ")
+	at, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		t.Fatalf("log line without a time: %q", l)
+	}
+	return at
 }
