@@ -644,10 +644,10 @@ func (n *Node) deliverHeld(m jetstream.Msg, ids func(string) bool, candidates []
 	return n.deliverHeldTo(m, ids, nil, candidates)
 }
 
-// deliverHeldTo is deliverHeld, and also gives the message to the
-// sessions plain names (of candidates) by their plain subscriptions only:
-// disowned copies here (followOwnHeld, ownHeldTo).
-func (n *Node) deliverHeldTo(m jetstream.Msg, ids, plain func(string) bool, candidates []string) (broker.Ticket, error) {
+// deliverHeldTo is deliverHeld where a share group's member among ids
+// that away names (a disowned copy here: followOwnHeld, ownHeldTo) gets
+// the group's message only if the group has no other member among ids.
+func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candidates []string) (broker.Ticket, error) {
 	k, rm, err := decodeHeld(m.Data())
 	if err != nil {
 		return 0, err
@@ -665,16 +665,12 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, plain func(string) bool, cand
 	// Asked here, not in Pick: Pick runs under the subscription tree's
 	// lock, which must not wait for a session's.
 	has := map[string]bool{}
-	var plainTo []string
 	for _, id := range candidates {
 		if ids(id) && n.srv.HasMessage(id, rm.From, rm.Topic, rm.Payload) {
 			has[id] = true
 		}
-		if plain != nil && !ids(id) && onlyFor(m, plain)(id) && !n.srv.HasMessage(id, rm.From, rm.Topic, rm.Payload) {
-			plainTo = append(plainTo, id)
-		}
 	}
-	claimed, chosen, err := n.claimGroups(k, rm.Origin, rm.Groups, ids, candidates, len(has) > 0)
+	claimed, chosen, err := n.claimGroups(k, rm.Origin, rm.Groups, ids, away, candidates, len(has) > 0)
 	if err != nil {
 		return 0, err
 	}
@@ -689,21 +685,8 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, plain func(string) bool, cand
 	// new messages (seen: 1,042 held delivered at a claim, then the
 	// follower's copies dropped as queue_full, acknowledged and lost).
 	rm.Accepted = true
-	var plainRM broker.RemoteMessage
-	if rm.GroupsOnly {
-		plainTo = nil // held for its groups only (hold)
-	}
-	if len(plainTo) > 0 {
-		plainRM = *rm
-		plainRM.Groups, plainRM.PickShared = nil, false
-		plainRM.Pick = n.dedupPick(k, func(id string) bool { return slices.Contains(plainTo, id) })
-	}
 	n.gate.RLock()
 	_, t := n.srv.DeliverRemote(rm)
-	if len(plainTo) > 0 {
-		_, pt := n.srv.DeliverRemote(&plainRM)
-		t = max(t, pt)
-	}
 	n.gate.RUnlock()
 	for _, gk := range rm.Missed {
 		if id, ok := chosen[gk]; ok {
@@ -743,21 +726,34 @@ var errClaim = errors.New("cluster: claiming a held message for its share group"
 // found the claim made and left the message while the delivery here
 // missed the group (test/jepsen TestClusterFull seed 41, pub0#533 for
 // g1; TestReproGroupClaimMissed).
-func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids func(string) bool, candidates []string, had bool) ([]string, map[string]string, error) {
+func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids, away func(string) bool, candidates []string, had bool) ([]string, map[string]string, error) {
 	if len(groups) == 0 {
 		return []string{}, nil, nil
 	}
 	members := map[string][]string{} // "$share/group/filter" of the candidates: who
+	awayOnly := map[string][]string{}
 	for _, id := range candidates {
 		if !ids(id) {
 			continue
 		}
 		if _, subs, ok := n.srv.Client(id); ok {
 			for _, sub := range subs {
-				if strings.HasPrefix(sub.Filter, "$share/") {
+				if !strings.HasPrefix(sub.Filter, "$share/") {
+					continue
+				}
+				if away != nil && away(id) {
+					awayOnly[sub.Filter] = append(awayOnly[sub.Filter], id)
+				} else {
 					members[sub.Filter] = append(members[sub.Filter], id)
 				}
 			}
+		}
+	}
+	// A disowned copy is the group's member here only when no live
+	// member is (as the broker picks for forwarded messages: keep.go).
+	for f, ids := range awayOnly {
+		if _, ok := members[f]; !ok {
+			members[f] = ids
 		}
 	}
 	names := make(map[string]string, len(members))
@@ -1179,8 +1175,8 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 					case <-time.After(time.Until(md.Timestamp.Add(d))):
 					}
 				}
-				to, kept := s.ownHeldTo(in, arrived, md.Timestamp)
-				t, err := n.deliverHeldTo(m, to, kept, persistent)
+				to, away := s.ownHeldTo(in, arrived, md.Timestamp)
+				t, err := n.deliverHeldTo(m, to, away, persistent)
 				if errors.Is(err, errClaim) {
 					// Handed back (NAK) to be delivered again at once,
 					// not after AckWait: a fetch meanwhile found nothing,
@@ -1252,23 +1248,23 @@ func nakHeld(n *Node, m jetstream.Msg) {
 }
 
 // ownHeldTo is which sessions here followOwnHeld gives a message held at
-// at: the persistent ones (in) that were here then (arrived); to, all of
-// them but disowned copies (keep.go); kept, those copies, by their plain
-// subscriptions only. A share group's message given to such a copy was
-// claimed for the group here and ended with the copy, whose next owner
-// reads this node's held subject and claims the group there. A plain
-// one is the copy's as long as the copy is: a claim that moves the copy
-// live (handover) carries it, while a claim that reads the stream reads
-// it from this node's held subject (the copy's ops stay local). Given
-// nothing, a copy fenced while its settled node caught up
-// (onSettled) was handed over live without what the catch-up read, and
-// the live move reads no held subject
+// at: to, the persistent ones (in) that were here then (arrived); away,
+// those of them that are disowned copies (keep.go), which get a share
+// group's message only when the group has no other member among them
+// (deliverHeldTo). A disowned copy gets what it matches as long as it is
+// its session's copy: a claim that moves it live (handover) carries it,
+// and the live move reads no held subject; a claim that reads the
+// stream reads this node's held subject (the copy's ops stay local), and
+// takes a group's claim made here for the session as its own (ownClaim).
+// Given nothing, a copy fenced while its settled node caught up
+// (onSettled) was handed over live without what the catch-up read
 // (TestClusterRestartedNodeSessionResumedElsewhere: 10 of 376 lost;
-// TestReproSettleCatchUpFenced).
-func (s *sessions) ownHeldTo(in map[string]bool, arrived map[string]time.Time, at time.Time) (to, kept func(string) bool) {
-	here := func(id string) bool { return in[id] && !arrived[id].After(at) }
-	return func(id string) bool { return here(id) && !s.kept.has(id) },
-		func(id string) bool { return here(id) && s.kept.has(id) }
+// TestReproSettleCatchUpFenced); given its plain subscriptions' share
+// only, a copy whose groups were all it had lost every group message the
+// catch-up read (TestReproGroupClaimUnanswered under load: 28 of 126 and
+// 10 of 166; TestReproCatchUpFencedGroup).
+func (s *sessions) ownHeldTo(in map[string]bool, arrived map[string]time.Time, at time.Time) (to, away func(string) bool) {
+	return func(id string) bool { return in[id] && !arrived[id].After(at) }, s.kept.has
 }
 
 // persistentHere lists this node's persistent sessions: what is held

@@ -46,10 +46,10 @@ import (
 // (catchup.go). A marked copy goes to no other session: readers of the
 // subject for other sessions skip it, and this node's own follower
 // (followOwnHeld), which applies held messages to the sessions here,
-// skips them all: the copy here has the message already. Nor does it
-// give the copy an unmarked one (ownHeldTo): its next owner reads this
-// node's held subject, and a group's message claimed for the copy ended
-// with it.
+// skips them all: the copy here has the message already. An unmarked
+// one it gives the copy as to any session here (ownHeldTo): a live move
+// carries it, and a claim that reads the stream reads it here again (a
+// group's claim made for the session is its own: ownClaim).
 //
 // The broker says which copies a message reached when it matches it
 // (AwayMembers, RemoteMessage.Away; broker.AwayCopies), and an ending

@@ -162,24 +162,24 @@ type heldMsg struct {
 func (m heldMsg) Headers() nats.Header { return m.h }
 
 // followOwnHeld gives a held message to the persistent sessions that were
-// here when it was held; a disowned copy (keep.go) by its plain
-// subscriptions only: its next owner reads the held subject, and a
-// group's message claimed for the copy would end with it, while a live
-// move of the copy carries what its plain subscriptions took.
+// here when it was held, a disowned copy (keep.go) too: a live move of
+// the copy carries what it took, and reads no held subject. A disowned
+// copy is marked away: a share group's message goes to it only when the
+// group has no other member here (claimGroups).
 func TestOwnHeldTo(t *testing.T) {
 	s := &sessions{}
 	s.kept.set("copy", true)
 	at := time.Now()
 	in := map[string]bool{"copy": true, "live": true, "late": true}
 	arrived := map[string]time.Time{"late": at.Add(time.Second)}
-	to, kept := s.ownHeldTo(in, arrived, at)
-	for id, want := range map[string][2]bool{"copy": {false, true}, "live": {true, false}, "late": {false, false}, "clean": {false, false}} {
-		if got := [2]bool{to(id), kept(id)}; got != want {
-			t.Errorf("%s: to, kept = %v, want %v", id, got, want)
+	to, away := s.ownHeldTo(in, arrived, at)
+	for id, want := range map[string][2]bool{"copy": {true, true}, "live": {true, false}, "late": {false, false}, "clean": {false, false}} {
+		if got := [2]bool{to(id), away(id)}; got != want {
+			t.Errorf("%s: to, away = %v, want %v", id, got, want)
 		}
 	}
 	s.kept.set("copy", false) // its client resumed it here
-	if !to("copy") || kept("copy") {
+	if !to("copy") || away("copy") {
 		t.Error("a copy no longer disowned is still taken for one")
 	}
 }
