@@ -36,12 +36,7 @@ func TestClusterDiskFullPersistent(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	writeAtomic(t, cfg, []byte("store:\n  min_free: 4MiB\n  ballast: 1MiB\n"), 0o644)
 	tc := wrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, Args: []string{"--config", cfg},
-		Data: func(name string) string {
-			if name == "n3" {
-				return filepath.Join(mnt, name)
-			}
-			return ""
-		}}))
+		Data: dataOn(mnt, "n3")}))
 	n1, n3 := tc.nodes[0], tc.nodes[2]
 	sub, pub := persistentPair(t, n3, n1, "dfp", queuedExpiry)
 	drainInbox(sub, func(*paho.Publish) {})
@@ -211,12 +206,7 @@ func TestClusterDiskFullHeldAfterKill(t *testing.T) {
 			}
 			return nil
 		},
-		Data: func(name string) string {
-			if name == "n3" {
-				return filepath.Join(mnt, name)
-			}
-			return ""
-		}}))
+		Data: dataOn(mnt, "n3")}))
 	n1, n3 := tc.nodes[0], tc.nodes[2]
 	sub, pub := persistentPair(t, n3, n1, "dfp", queuedExpiry)
 	sub.Disconnect(&paho.Disconnect{})
@@ -253,13 +243,8 @@ func TestClusterDiskFullHoldUnanswered(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	writeAtomic(t, cfg, []byte("store:\n  min_free: 4MiB\n  ballast: 1MiB\n"), 0o644)
 	tc := wrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, Args: []string{"--config", cfg},
-		Env: []string{"ROOST_TEST_FAULT=hold-silent=3@n3"},
-		Data: func(name string) string {
-			if name == "n3" {
-				return filepath.Join(mnt, name)
-			}
-			return ""
-		}}))
+		Env:  []string{"ROOST_TEST_FAULT=hold-silent=3@n3"},
+		Data: dataOn(mnt, "n3")}))
 	n1, n3 := tc.nodes[0], tc.nodes[2]
 	sub, pub := persistentPair(t, n3, n1, "dfp", queuedExpiry)
 	sub.Disconnect(&paho.Disconnect{})
@@ -274,4 +259,15 @@ func TestClusterDiskFullHoldUnanswered(t *testing.T) {
 	}
 	moved := resume(t, n1, "dfp-sub", queuedExpiry, partitionBound)
 	checkOwed(t, moved, owed, func(p string) bool { return strings.HasPrefix(p, "silent-") })
+}
+
+// dataOn puts node's data directory on mnt (a small disk of its own, to
+// fill), the others' where the harness puts them.
+func dataOn(mnt, node string) func(string) string {
+	return func(name string) string {
+		if name == node {
+			return filepath.Join(mnt, name)
+		}
+		return ""
+	}
 }
