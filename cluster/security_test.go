@@ -173,9 +173,12 @@ func TestClusterPortSecurity(t *testing.T) {
 	// Meanwhile (two refusals of each intruder take two seconds at least)
 	// the routes between the good nodes stayed: implicit routes to the
 	// address each node advertises are refused at once, not redialled
-	// 20 times a second as when that address accepted and closed. A few
-	// closings are the pool's duplicate connections settling.
-	if got := closedRoutes() - closedAtStart; got > 6 {
+	// 20 times a second as when that address accepted and closed (some
+	// 40 closings a node in the two seconds). A few closings are the
+	// route pool's duplicate connections settling: up to 6 here alone,
+	// 8 once in a suite run beside other clusters; 20 leaves room for
+	// those and still fails the redialling.
+	if got := closedRoutes() - closedAtStart; got > 20 {
 		t.Errorf("the good nodes closed %d route connections after the cluster formed", got)
 	}
 	for _, nd := range goodNodes {
