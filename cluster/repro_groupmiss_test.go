@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -90,21 +89,7 @@ func restartGroupMemberWith(t *testing.T, prefix, startFault, fault, mark string
 	pub.awaitInterest(t, prefix+"/q1")
 	pub.awaitInterest(t, prefix+"/q2")
 	pp := &pacedPub{t: t, nd: n2, id: prefix + "-pub", prefix: prefix, pub: pub}
-	tc.kill(n1, syscall.SIGKILL)
-	for start := time.Now(); len(pp.want) < 20; {
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("only %d messages acknowledged in 60 s with n1 dead", len(pp.want))
-		}
-		pp.publish()
-	}
-	n1.Env = append(n1.Env, "ROOST_TEST_FAULT="+fault)
-	tc.start(n1)
-	for start := time.Now(); countLog(n1, mark) == 0; {
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("n1 did not log %q within 60 s; n1:\n%s", mark, grepLog(n1, "cluster:", "restored"))
-		}
-		pp.publish()
-	}
+	pp.restartDuring(tc, n1, fault, mark)
 	return tc, pp
 }
 

@@ -70,23 +70,31 @@ func restartWithFault(t *testing.T, prefix, fault, mark string) (*testCluster, *
 	n1 := tc.nodes[0]
 	_, pub := persistentPair(t, n1, tc.nodes[1], prefix, 600)
 	pp := &pacedPub{t: t, nd: tc.nodes[1], id: prefix + "-pub", prefix: prefix, pub: pub}
-	// Held for n1 while it is dead.
-	tc.kill(n1, syscall.SIGKILL)
+	pp.restartDuring(tc, n1, fault, mark)
+	return tc, pp
+}
+
+// restartDuring kills nd, publishing until 20 messages were acknowledged
+// while it is dead (held for it), and restarts it with fault, publishing
+// on until nd logs mark.
+func (pp *pacedPub) restartDuring(tc *testCluster, nd *node, fault, mark string) {
+	t := pp.t
+	t.Helper()
+	tc.kill(nd, syscall.SIGKILL)
 	for start := time.Now(); len(pp.want) < 20; {
 		if time.Since(start) > 60*time.Second {
-			t.Fatalf("only %d messages acknowledged in 60 s with n1 dead", len(pp.want))
+			t.Fatalf("only %d messages acknowledged in 60 s with %s dead", len(pp.want), nd.name)
 		}
 		pp.publish()
 	}
-	n1.Env = append(n1.Env, "ROOST_TEST_FAULT="+fault)
-	tc.start(n1)
-	for start := time.Now(); countLog(n1, mark) == 0; {
+	nd.Env = append(nd.Env, "ROOST_TEST_FAULT="+fault)
+	tc.start(nd)
+	for start := time.Now(); countLog(nd, mark) == 0; {
 		if time.Since(start) > 60*time.Second {
-			t.Fatalf("n1 did not log %q within 60 s; n1:\n%s", mark, grepLog(n1, "cluster:", "restored"))
+			t.Fatalf("%s did not log %q within 60 s; %s:\n%s", nd.name, mark, nd.name, grepLog(nd, "cluster:", "restored"))
 		}
 		pp.publish()
 	}
-	return tc, pp
 }
 
 // pacedPub publishes QoS 1 and 2 messages q1-0, q2-0, q1-1, ... on
