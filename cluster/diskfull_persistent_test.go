@@ -208,13 +208,7 @@ func TestClusterDiskFullHeldAfterKill(t *testing.T) {
 		},
 		Data: dataOn(mnt, "n3")}))
 	n1, n3 := tc.nodes[0], tc.nodes[2]
-	sub, pub := persistentPair(t, n3, n1, "dfp", queuedExpiry)
-	sub.Disconnect(&paho.Disconnect{})
-
-	filler := filepath.Join(mnt, "filler")
-	diskfull.Fill(t, filler)
-	defer os.Remove(filler)
-	awaitFull(t, n3)
+	pub, filler := offlineOnFull(t, n1, n3, mnt)
 	owed := publishFull(t, n1, &pub, "kept", 20, nil, nil)
 	// n3's follower acknowledges what a fetch brought at the fetch's end
 	// (fetchWait, 2 s): long enough for it to have read (and, wrongly,
@@ -246,13 +240,7 @@ func TestClusterDiskFullHoldUnanswered(t *testing.T) {
 		Env:  []string{"ROOST_TEST_FAULT=hold-silent=3@n3"},
 		Data: dataOn(mnt, "n3")}))
 	n1, n3 := tc.nodes[0], tc.nodes[2]
-	sub, pub := persistentPair(t, n3, n1, "dfp", queuedExpiry)
-	sub.Disconnect(&paho.Disconnect{})
-
-	filler := filepath.Join(mnt, "filler")
-	diskfull.Fill(t, filler)
-	defer os.Remove(filler)
-	awaitFull(t, n3)
+	pub, _ := offlineOnFull(t, n1, n3, mnt)
 	owed := publishFull(t, n1, &pub, "silent", 6, nil, nil)
 	if n := countLog(n3, "test fault: a hold for the full store left unanswered"); n != 3 {
 		t.Errorf("n3 left %d holds unanswered, want 3 (the fault)", n)
@@ -270,4 +258,19 @@ func dataOn(mnt, node string) func(string) string {
 		}
 		return ""
 	}
+}
+
+// offlineOnFull puts dfp-sub's persistent session on full, offline, with
+// dfp-pub connected to pubOn, then fills full's disk (mnt) until its
+// store says it is full. The filler is removed when t ends, if it is
+// still there.
+func offlineOnFull(t *testing.T, pubOn, full *node, mnt string) (pub *client, filler string) {
+	t.Helper()
+	sub, pub := persistentPair(t, full, pubOn, "dfp", queuedExpiry)
+	sub.Disconnect(&paho.Disconnect{})
+	filler = filepath.Join(mnt, "filler")
+	diskfull.Fill(t, filler)
+	t.Cleanup(func() { os.Remove(filler) })
+	awaitFull(t, full)
+	return pub, filler
 }
