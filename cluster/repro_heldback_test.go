@@ -32,7 +32,10 @@ func TestReproHeldBackClaim(t *testing.T) {
 	// No adoption by the janitor: the session moves by the client's
 	// claims only.
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
+	// A queue that takes everything published meanwhile: how much that
+	// is depends on how long the fault's waits last on a loaded machine
+	// (1,389 messages once, past the default limit: dropped queue_full).
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
 	tc := startClusterFault(t, 3, "finish-asked="+id+"@n3", "--config", cfg)
 	n2, n3 := tc.nodes[1], tc.nodes[2]
 	sub, pub := persistentPair(t, n2, n2, "hb", queuedExpiry)
@@ -87,7 +90,10 @@ func TestReproHeldBackGone(t *testing.T) {
 	// No adoption by the janitor: the session moves by the client's
 	// claims only; room for the elections after n2's kill.
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
+	// A queue that takes everything published meanwhile: how much that
+	// is depends on how long the fault's waits last on a loaded machine
+	// (1,389 messages once, past the default limit: dropped queue_full).
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
 	tc := startClusterFault(t, 3, "finish-gone="+id+"@n3,interest-late=n3@n1", "--config", cfg)
 	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	sub, pub := persistentPair(t, n2, n1, "hb2", queuedExpiry)
