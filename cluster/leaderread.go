@@ -321,5 +321,51 @@ func retried[T any](ctx context.Context, try func(context.Context) (T, error), a
 	}
 }
 
+// firstOf calls try at once and again every `every` until a call
+// succeeds, and returns that call's value. Unlike retried, the calls
+// overlap: a call still waiting for its answer is not given up when the
+// next one starts (a slow answer is as good as a quick one), only when
+// firstOf returns. When ctx ends first it returns the last call's error
+// (ctx's if none failed).
+func firstOf[T any](ctx context.Context, every time.Duration, try func(context.Context) (T, error)) (T, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the calls still waiting
+	type result struct {
+		v   T
+		err error
+	}
+	results := make(chan result)
+	start := func() {
+		go func() {
+			v, err := try(ctx)
+			select {
+			case results <- result{v, err}:
+			case <-ctx.Done():
+			}
+		}()
+	}
+	start()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var last error
+	for {
+		select {
+		case r := <-results:
+			if r.err == nil {
+				return r.v, nil
+			}
+			last = r.err
+		case <-tick.C:
+			start()
+		case <-ctx.Done():
+			var zero T
+			if last == nil {
+				last = ctx.Err()
+			}
+			return zero, last
+		}
+	}
+}
+
 // readInactive is how long a reading consumer left behind stays.
 const readInactive = 30 * time.Second

@@ -3,6 +3,8 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,4 +64,59 @@ func readOnce(t *testing.T, r *client, filter string) string {
 		t.Fatalf("%s: unsubscribe: %v", r.id, err)
 	}
 	return got
+}
+
+// TestReproRetainedSyncPausedLeader: a subscription's read of retained
+// messages first asks the retained stream's leader for the stream's last
+// message (or appends a read marker, which only a leader with a quorum
+// commits). Asked once, of a leader paused right after, it waited the
+// whole forward timeout for an answer that never came, though the other
+// two replicas had elected a new leader seconds after the pause: the
+// SUBACK came back 0x80 (flakes4's near miss in TestReproClaimChainHeld).
+// A subscription made on another node while the leader is paused must be
+// granted, with the retained message, once a new leader is elected.
+func TestReproRetainedSyncPausedLeader(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	// Longer than an election under load, so that a sync that asks
+	// again reaches the new leader in time; one that asked once never
+	// gets an answer, whatever the bound.
+	writeAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 30s\n"), 0o644)
+	tc := startClusterWith(t, 3, "--config", cfg)
+	const topic = "reg/paused"
+	w := connect(t, tc.nodes[0], "reg-w")
+	if rc := w.publish(t, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte("v1")}); rc >= 0x80 {
+		t.Fatalf("write: PUBACK 0x%02X", rc)
+	}
+	lead := streamLeader(t, tc)
+	r := connect(t, tc.nodes[(lead+1)%3], "reg-r")
+	if got := readOnce(t, r, topic); got != "v1" {
+		t.Fatalf("read before the pause: %q, want v1", got)
+	}
+	paused := tc.nodes[lead]
+	tc.kill(paused, syscall.SIGSTOP)
+	defer tc.kill(paused, syscall.SIGCONT)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sa, err := r.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}})
+	switch {
+	case err != nil && sa != nil:
+		t.Fatalf("SUBACK %v (%v) after %v while %s (the retained stream's leader) is paused; want it granted once a new leader is elected",
+			sa.Reasons, err, time.Since(start).Round(time.Millisecond), paused.name)
+	case err != nil:
+		t.Fatalf("subscribe while %s (the retained stream's leader) is paused: %v", paused.name, err)
+	case len(sa.Reasons) != 1 || sa.Reasons[0] >= 0x80:
+		t.Fatalf("SUBACK %v after %v while %s (the retained stream's leader) is paused; want it granted once a new leader is elected",
+			sa.Reasons, time.Since(start).Round(time.Millisecond), paused.name)
+	}
+	t.Logf("SUBACK after %v with %s paused", time.Since(start).Round(time.Millisecond), paused.name)
+	select {
+	case p := <-r.in:
+		if string(p.Payload) != "v1" {
+			t.Errorf("retained message %q, want v1", p.Payload)
+		}
+	case <-ctx.Done():
+		t.Fatal("no retained message after the SUBACK")
+	}
 }

@@ -367,7 +367,17 @@ func (r *retained) sync(ctx context.Context) error {
 		if time.Now().After(r.leaseUntil()) {
 			return r.syncByMarker(ctx)
 		}
-		_, last, err := leaderGet(ctx, r.n.eng.nc, retStream, retPrefix+".>")
+		// One try is bounded: a leader paused after it renewed the lease
+		// never answers, and the lease, which it no longer renews, runs
+		// out meanwhile, so the next round reads by marker. A current
+		// leader answers well within the bound: its lease renewals,
+		// bounded by leaseRenew, succeeded.
+		actx, cancel := context.WithTimeout(ctx, followAttempt)
+		_, last, err := leaderGet(actx, r.n.eng.nc, retStream, retPrefix+".>")
+		cancel()
+		if err != nil && ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("retained stream: last message: %w", err)
 		}

@@ -139,14 +139,29 @@ func leaseFrom(asked time.Time, ci *jetstream.ClusterInfo) (time.Time, bool) {
 // syncByMarker is sync without a lease: it appends a read marker and waits
 // until this node has applied it (and its consumer has read the stream
 // whole), all within ctx.
+//
+// The marker is appended again every followAttempt until one append is
+// acknowledged: an append that reached a leader paused or cut off after it
+// was elected is never answered (nats.go tries a publish again only when
+// nobody listens), and waiting for it alone held a SUBACK for the whole
+// forward timeout although the other replicas had elected a leader
+// seconds after the pause. The earlier appends keep waiting too, since a
+// slow leader's answer is as good as a new one's; appending the marker
+// twice does no harm (the stream keeps the last one of its subject).
 func (r *retained) syncByMarker(ctx context.Context) error {
-	ack, err := r.js.Publish(ctx, retMarkPrefix+"."+r.n.cfg.Node, nil,
-		jetstream.WithMsgTTL(min(r.n.cfg.TombstoneTTL, markTTL)))
+	seq, err := firstOf(ctx, followAttempt, func(ctx context.Context) (uint64, error) {
+		ack, err := r.js.Publish(ctx, retMarkPrefix+"."+r.n.cfg.Node, nil,
+			jetstream.WithMsgTTL(min(r.n.cfg.TombstoneTTL, markTTL)))
+		if err != nil {
+			return 0, err
+		}
+		return ack.Sequence, nil
+	})
 	if err != nil {
 		return fmt.Errorf("retained stream: read marker not committed (no quorum?): %w", err)
 	}
-	r.n.log.Debug("cluster: retained read by marker", "seq", ack.Sequence)
-	_, err = r.waitApplied(ctx, ack.Sequence, nil, true)
+	r.n.log.Debug("cluster: retained read by marker", "seq", seq)
+	_, err = r.waitApplied(ctx, seq, nil, true)
 	return err
 }
 
