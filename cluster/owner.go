@@ -473,9 +473,15 @@ func (o *owners) takeOver(ctx context.Context, prev, id string, epoch uint64, pr
 	// Before the request: prev disowns its copy when it answers.
 	asked := time.Now()
 	if prev != "" {
-		var dropped bool
-		rec, answered, dropped, handed = o.release(ctx, prev, id, epoch)
+		var dropped, superseded bool
+		rec, answered, dropped, superseded, handed = o.release(ctx, prev, id, epoch)
 		o.publishReplacedWill(id, prev, prevWill, dropped)
+		if superseded {
+			// The id's unread mark stays: this node holds no session
+			// for it, and the newer claim's request, when it comes
+			// here, must be told to read the stream.
+			return fmt.Errorf("cluster: %w", errSuperseded)
+		}
 	}
 	return o.takeOverFrom(ctx, prev, id, epoch, rec, answered, handed, asked)
 }
@@ -687,8 +693,9 @@ func (o *owners) noteEpoch(id string, epoch uint64) {
 // in time is not waited for: it fences itself when it sees the new record
 // (fence.go).
 // dropped reports that node said the will of its last connection for id
-// was dropped (a reply's third byte; cleanwill.go).
-func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (rec *broker.StoredSession, answered, dropped bool, handed []heldPos) {
+// was dropped (a reply's third byte; cleanwill.go); superseded, that node
+// knows of a newer claim of id (reply 3): this claim must not go on.
+func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (rec *broker.StoredSession, answered, dropped, superseded bool, handed []heldPos) {
 	if o.n.fault.delays(id) {
 		select {
 		case <-ctx.Done():
@@ -703,10 +710,10 @@ func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (re
 		if !errors.Is(err, nats.ErrNoResponders) {
 			o.n.log.Warn("cluster: previous owner did not confirm the takeover", "client_id", id, "peer", node, "err", err)
 		}
-		return nil, false, false, nil
+		return nil, false, false, false, nil
 	}
 	if len(reply.Data) < 2 || reply.Data[0] != wireVersion {
-		return nil, true, false, nil
+		return nil, true, false, false, nil
 	}
 	// After 0 or 2: a byte saying the will was dropped (1) or not (0),
 	// then, from a restarted node that gave up a restored session before
@@ -715,26 +722,30 @@ func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (re
 	dropped = len(reply.Data) >= 3 && reply.Data[1] != 1 && reply.Data[2] == 1
 	switch reply.Data[1] {
 	case 0:
-		return nil, true, dropped, nil
+		return nil, true, dropped, false, nil
 	case 2:
 		if len(reply.Data) > 3 && o.n.sess != nil {
 			if from, n := binary.Uvarint(reply.Data[3:]); n > 0 {
 				o.n.sess.heldFrom(node, id, from)
 			}
 		}
-		return nil, false, dropped, nil // the session is in the stream only
+		return nil, false, dropped, false, nil // the session is in the stream only
+	case 3:
+		o.n.log.Info("cluster: claim superseded: the previous owner knows of a newer claim; refusing the connection",
+			"client_id", id, "peer", node, "epoch", epoch)
+		return nil, true, false, true, nil
 	}
 	rec, err = decodeSession(id, reply.Data[2:])
 	if err != nil {
 		o.n.log.Error("cluster: handed-over session unreadable", "client_id", id, "peer", node, "err", err)
-		return nil, false, false, nil // read from the stream instead, when replicated
+		return nil, false, false, false, nil // read from the stream instead, when replicated
 	}
 	// Where the held subjects are to be read on from, if the previous
 	// owner's held reads for the session were not done (cutPositions).
 	if handed, err = decodeHeldPos(reply.Header.Get(heldPosHeader)); err != nil {
 		o.n.log.Error("cluster: held places of a handed-over session unreadable", "client_id", id, "peer", node, "err", err)
 	}
-	return rec, true, false, handed
+	return rec, true, false, false, handed
 }
 
 // onRelease takes a release request (another node's claim of an id this
@@ -915,6 +926,19 @@ func (o *owners) handleRelease(req releaseReq) {
 		o.sawOther(id, epoch)
 	}
 	reply, handed := []byte{wireVersion, 0}, ""
+	if newer {
+		// A newer claim of id, here or seen from elsewhere: this
+		// request's claim is superseded. "Nothing to hand over" (reply
+		// 0) made a claimer that still held its unread mark adopt
+		// nothing and connect its client afresh, Session Present 0; the
+		// newer claim then took that empty session from it, in place of
+		// the session the cluster had (test/jepsen TestClusterFull,
+		// 30 minutes, seed 42: ps0 lost its subscription and 23,022
+		// acknowledged messages; TestReproClaimAnsweredNewer).
+		reply[1] = 3
+		o.n.log.Info("cluster: a release request of an older claim answered: superseded by a newer one",
+			"client_id", id, "epoch", epoch, "newer", mine)
+	}
 	if !newer {
 		// A session still moving here is handed over once it is here.
 		o.n.mv.awaitIn(id, by)
