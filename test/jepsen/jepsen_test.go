@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,7 @@ var (
 	recheck  = flag.String("jepsen.check", "", "TestRecheck: check this history.json again (a failed run's) and print the result")
 	faults   = flag.String("jepsen.faults", "", "TestClusterFull's faults, comma-separated (kill,pause,isolate; \"none\": none; default all)")
 	long     = flag.Float64("jepsen.long-faults", -1, "TestClusterFull's share of faults lasting 5-15 s (-1: the default, 0.25; 0: none)")
+	nodeLog  = flag.String("jepsen.node-log-level", "", "the nodes' --log-level (\"\": roost's default, info); debug says what a trace needs, about 20 MB per node and half hour")
 )
 
 func TestMain(m *testing.M) { clustertest.Main(m) }
@@ -172,7 +174,11 @@ func execute(t *testing.T, sc scenario, seed uint64) (*Result, *outcome) {
 	defer cancel()
 	t.Logf("seed %d: %d node(s) %v, %v, faults %v on nodes %v (nil: all), sessions on %v (nil: all)", seed, sc.nodes,
 		sc.extra, cfg.Duration, cfg.Faults, cfg.FaultNodes, cfg.SessionNodes)
-	procs, err := StartProcs(ctx, clustertest.Binary(t, raceEnabled), dir, cfgPath, sc.nodes, sc.extra...)
+	extra := sc.extra
+	if *nodeLog != "" {
+		extra = append(slices.Clone(extra), "--log-level", *nodeLog)
+	}
+	procs, err := StartProcs(ctx, clustertest.Binary(t, raceEnabled), dir, cfgPath, sc.nodes, extra...)
 	if err != nil {
 		o.fail("%v", err)
 		return nil, o
