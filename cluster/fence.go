@@ -337,13 +337,18 @@ func keyID(key string) (string, error) {
 // CheckOwner implements broker.OwnerChecker: the first routing of a
 // persistent session's QoS 2 id waits for it, once the id's nonce is
 // durable. The record is read from the bucket's leader (never this node's
-// replica, stale right after a pause); a newer record naming another node
-// that the watcher saw settles it without a read.
+// replica, stale right after a pause). What this node knows settles it
+// without a read: a session disowned here (a fence ends it by a takeover,
+// whose settle applies what the client had sent), or a newer record
+// naming another node that the watcher saw. A replica here that led the
+// bucket before a loss of contact may still answer as its leader until
+// it hears the others' newer term (staleLeaderWait); the nonce's
+// replicated write before the read makes that rare, not impossible.
 func (n *Node) CheckOwner(clientID string) error {
 	if n.sess == nil {
 		return nil // sessions not replicated: no other node resumes one
 	}
-	if n.own.ownedElsewhere(clientID) {
+	if n.sess.lostHere(clientID) || n.own.ownedElsewhere(clientID) {
 		return broker.ErrOwnedElsewhere
 	}
 	if n.own.bucket() == nil {
