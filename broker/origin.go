@@ -89,6 +89,35 @@ type OriginForwarder interface {
 	ForwardOrigin(msg *Message, o Origin) (targets int, wait func() error)
 }
 
+// OwnerChecker is implemented by an OriginForwarder whose node may still
+// serve a connection for a client id another node has claimed: a node
+// paused (SIGSTOP, a VM freeze) or cut off while its client resumed the
+// session elsewhere learns of the claim milliseconds to seconds after it
+// runs again (the owner records' watcher, a release request on its way),
+// and meanwhile its connection reads what the client had sent before it
+// left, or the takeover's settle applies it (takeover.go). A QoS 2 PUBLISH
+// among that was sent again (DUP) on the new node and routed there; the new
+// owner read the session from the cluster's replicated record, without the
+// nonce this node draws for the id, so a routing here is a second routing
+// under another Origin, which no session or group can tell from the first
+// (bench/jepsen/RESULTS.md, "stalepub": TestClusterFull seed 46). So the
+// first routing of a persistent session's QoS 2 id waits, once the id and
+// its nonce are durable, until the cluster says the id is still this
+// node's. Read then, that is enough: a claim records its owner before it
+// reads the session, so a claim the read did not see reads the nonce, and
+// the client's resend there is routed under it, once per session.
+type OwnerChecker interface {
+	// CheckOwner returns nil if the cluster's record of clientID's
+	// owner, as of now, names this node; ErrOwnedElsewhere if it names
+	// another; another error if it cannot tell in time. It may block
+	// (bounded), and is called with no lock held.
+	CheckOwner(clientID string) error
+}
+
+// ErrOwnedElsewhere: the client id is owned by another node of the
+// cluster (OwnerChecker).
+var ErrOwnedElsewhere = errors.New("broker: client id owned by another node")
+
 // InboundIntent is an inbound QoS 2 packet id whose message's routing was
 // not confirmed yet: a resend is routed again under Nonce (see Origin).
 type InboundIntent struct {

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -228,5 +229,110 @@ func TestOriginSkipWaitsForTheCopy(t *testing.T) {
 	ss.originTicket(h, 42)
 	if first, tk := ss.firstOrigin(h); first || tk != 42 {
 		t.Fatalf("repeat: first %v, ticket %d; want false, 42", first, tk)
+	}
+}
+
+// ownerCluster is an originCluster that answers CheckOwner with owner
+// (OwnerChecker), noting the publisher's id ops the store had when asked.
+type ownerCluster struct {
+	originCluster
+	owner  error
+	asked  int
+	before []Op
+}
+
+func (c *ownerCluster) CheckOwner(id string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.asked++
+	c.before = c.store.inbound(id, 4)
+	return c.owner
+}
+
+var _ OwnerChecker = (*ownerCluster)(nil)
+
+// TestQoS2OwnerChecked: the first routing of a persistent publisher's
+// QoS 2 id waits until the cluster says the client id is still this
+// node's, asked once the id and its nonce were journalled. A node whose
+// client id another node owns now routes nothing and ends the connection
+// as taken over (0x8E): the client sent the message again where its
+// session is (TestReproStalePublish in package cluster). One that cannot
+// tell leaves the outcome unknown (0x80).
+func TestQoS2OwnerChecked(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		owner  error
+		routed bool
+	}{
+		{"owned here", nil, true},
+		{"owned elsewhere", fmt.Errorf("record: %w", ErrOwnedElsewhere), false},
+		{"unknown", fmt.Errorf("owner record: no quorum"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := &idLog{}
+			cl := &ownerCluster{originCluster: originCluster{store: st}, owner: tc.owner}
+			_, addr := startServer(t, Options{Store: st, Cluster: cl})
+			sub := dial(t, addr, packet.V5)
+			sub.Connect(&packet.Connect{ClientID: "sub", CleanStart: true})
+			sub.Subscribe("t", 2)
+			pub := dial(t, addr, packet.V5)
+			pub.Connect(&packet.Connect{ClientID: "pub", CleanStart: true, Properties: persist})
+			pub.Send(&packet.Publish{Topic: "t", QoS: 2, PacketID: 4, Payload: []byte("m")})
+			switch {
+			case tc.routed:
+				if a, ok := pub.Next(5 * time.Second).(*packet.Pubrec); !ok || a.ReasonCode != packet.Success {
+					t.Fatalf("got %+v, want PUBREC 0x00", a)
+				}
+				expectOnce(t, sub, "m")
+			case tc.owner != nil && errors.Is(tc.owner, ErrOwnedElsewhere):
+				got := pub.ExpectClosed(5 * time.Second)
+				if len(got) != 1 {
+					t.Fatalf("got %v, want DISCONNECT 0x8E then a close", got)
+				}
+				if d, ok := got[0].(*packet.Disconnect); !ok || d.ReasonCode != packet.SessionTakenOver {
+					t.Fatalf("got %+v, want DISCONNECT 0x8E", got[0])
+				}
+				expectNever(t, sub, "m")
+			default:
+				expectUnknownClose(t, pub, packet.V5)
+				expectNever(t, sub, "m")
+			}
+			cl.mu.Lock()
+			defer cl.mu.Unlock()
+			if cl.asked != 1 {
+				t.Errorf("CheckOwner asked %d times, want once", cl.asked)
+			}
+			if len(cl.before) == 0 || cl.before[len(cl.before)-1].Nonce == 0 {
+				t.Errorf("id ops before CheckOwner %+v, want the id with its nonce", cl.before)
+			}
+			if n := len(cl.got); tc.routed != (n == 1) || n > 1 {
+				t.Errorf("%d forwards, want routed %v", n, tc.routed)
+			}
+		})
+	}
+}
+
+// expectNever checks that sub does not get payload before a marker
+// published after it.
+func expectNever(t *testing.T, sub *mqtttest.Client, payload string) {
+	t.Helper()
+	sub.Send(&packet.Publish{Topic: "t", Payload: []byte("marker")})
+	for {
+		p, err := sub.Read(5 * time.Second)
+		if err != nil {
+			t.Fatalf("marker not received: %v", err)
+		}
+		m, ok := p.(*packet.Publish)
+		if !ok {
+			continue
+		}
+		switch string(m.Payload) {
+		case payload:
+			t.Fatalf("%q routed", payload)
+		case "marker":
+			return
+		}
 	}
 }

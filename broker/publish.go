@@ -182,6 +182,13 @@ func (c *conn) publishQoS2(p *packet.Publish) error {
 			if err := c.srv.WaitDurable(in.ticket); err != nil {
 				return fmt.Errorf("%w: %w", errUnconfirmed, err)
 			}
+			if !in.resent {
+				// A resend's nonce was durable before its first
+				// routing: any claim since has read it.
+				if err := c.checkOwner(p.PacketID); err != nil {
+					return err
+				}
+			}
 		}
 		var confirm func() error
 		rc, confirm = c.routeQoS2(p, in)
@@ -201,6 +208,28 @@ func (c *conn) publishQoS2(p *packet.Publish) error {
 	}
 	c.reply(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
 	return nil
+}
+
+// checkOwner asks the cluster (OwnerChecker) whether c's client id is
+// still this node's before the first routing of QoS 2 packet id pid. One
+// that another node owns ends the connection as taken over (0x8E), the
+// message not routed: the client sends it again where its session is
+// now. One the cluster cannot tell about leaves the outcome unknown.
+func (c *conn) checkOwner(pid uint16) error {
+	oc, ok := c.srv.opts.Cluster.(OwnerChecker)
+	if !ok {
+		return nil
+	}
+	err := oc.CheckOwner(c.clientID)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrOwnedElsewhere):
+		c.logger().Info("QoS 2 publish not routed: its client id is owned by another node", "packet_id", pid)
+		c.kick.CompareAndSwap(kickNone, kickTakeover)
+		return errKicked
+	}
+	return fmt.Errorf("%w: %w", errUnconfirmed, err)
 }
 
 // inQoS2Note is what noteInQoS2 found and did.

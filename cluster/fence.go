@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/roost-mqtt/roost/broker"
 )
 
 // Fencing a stale owner.
@@ -331,6 +333,43 @@ func keyID(key string) (string, error) {
 	}
 	return string(b), nil
 }
+
+// CheckOwner implements broker.OwnerChecker: the first routing of a
+// persistent session's QoS 2 id waits for it, once the id's nonce is
+// durable. The record is read from the bucket's leader (never this node's
+// replica, stale right after a pause). What this node knows settles it
+// without a read: a session disowned here (a fence ends it by a takeover,
+// whose settle applies what the client had sent), or a newer record
+// naming another node that the watcher saw. A replica here that led the
+// bucket before a loss of contact may still answer as its leader until
+// it hears the others' newer term (staleLeaderWait); the nonce's
+// replicated write before the read makes that rare, not impossible.
+func (n *Node) CheckOwner(clientID string) error {
+	if n.sess == nil {
+		return nil // sessions not replicated: no other node resumes one
+	}
+	if n.sess.lostHere(clientID) || n.own.ownedElsewhere(clientID) {
+		return broker.ErrOwnedElsewhere
+	}
+	if n.own.bucket() == nil {
+		return errNotReady
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+	defer cancel()
+	node, epoch, err := n.own.readRetrying(ctx, ownerKey(clientID))
+	switch {
+	case err != nil && n.own.ownedElsewhere(clientID):
+		return broker.ErrOwnedElsewhere // seen meanwhile by the watcher
+	case err != nil:
+		return err
+	case node != "" && node != n.cfg.Node:
+		n.own.sawOther(clientID, epoch)
+		return broker.ErrOwnedElsewhere
+	}
+	return nil
+}
+
+var _ broker.OwnerChecker = (*Node)(nil)
 
 // OwnsWill implements broker.WillGuard: the will of a persistent session is
 // published only by the node the ownership record names. A record naming

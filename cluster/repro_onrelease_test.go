@@ -103,7 +103,14 @@ func TestReproReleaseInTime(t *testing.T) {
 // records' stream leader, from the engine's lines in the nodes' logs.
 func ownersLeader(t *testing.T, tc *testCluster) int {
 	t.Helper()
-	const line = "new stream leader for '$G > KV_ROOST_OWN'"
+	return streamLeaderOf(t, tc, "KV_ROOST_OWN")
+}
+
+// streamLeaderOf returns the index of the node that last became stream's
+// leader, from the engine's lines in the nodes' logs.
+func streamLeaderOf(t *testing.T, tc *testCluster, stream string) int {
+	t.Helper()
+	line := "new stream leader for '$G > " + stream + "'"
 	lead := -1
 	eventually(t, 30*time.Second, func() error {
 		latest := ""
@@ -120,7 +127,7 @@ func ownersLeader(t *testing.T, tc *testCluster) int {
 			}
 		}
 		if lead < 0 {
-			return errors.New("no node's log says it leads the owner records' stream")
+			return errors.New("no node's log says it leads " + stream)
 		}
 		return nil
 	})

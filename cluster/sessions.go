@@ -441,6 +441,15 @@ func (s *sessions) disown(id string) {
 	s.mu.Unlock()
 }
 
+// lostHere reports whether another node claimed id after this node's
+// last claim (sessions.lost).
+func (s *sessions) lostHere(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.lost[id]
+	return ok
+}
+
 // sweepLost forgets the ids lost before cutoff: the sessions they named
 // have ended here long since (fenceGrace).
 func (s *sessions) sweepLost(cutoff time.Time) {
