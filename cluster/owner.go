@@ -932,12 +932,13 @@ func (o *owners) handleRelease(req releaseReq) {
 	}
 	if handed == "" {
 		m.Respond(reply)
-		return
+	} else {
+		out := nats.NewMsg("")
+		out.Data = reply
+		out.Header.Set(heldPosHeader, handed)
+		m.RespondMsg(out)
 	}
-	out := nats.NewMsg("")
-	out.Data = reply
-	out.Header.Set(heldPosHeader, handed)
-	m.RespondMsg(out)
+	o.n.fault.answeredRelease(id)
 }
 
 // answer decides, once onRelease's waits are over, what a release request
