@@ -916,9 +916,12 @@ func (o *owners) handleRelease(req releaseReq) {
 	}
 	reply, handed := []byte{wireVersion, 0}, ""
 	if !newer {
-		// A session still moving here is handed over once it is here.
-		o.n.mv.awaitIn(id, by)
+		// A session still moving here is handed over once it is here;
+		// one still not here at the wait's bound is the stream's (cut:
+		// the move keeps what its copy takes for this claim).
+		cut := o.n.mv.awaitIn(id, epoch, by, req.at.Add(answerBound))
 		unread := o.takeUnread(id)
+		unread = unread || cut
 		if !unread {
 			// The mark may have just been taken by an adoption
 			// (beginAdopt): its wait is set by now.

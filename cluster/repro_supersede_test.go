@@ -24,8 +24,8 @@ import (
 // move went on and adopted the session into a copy nobody owned, which
 // took the messages publishers forwarded to n3 until it was fenced.
 //
-// Here st-sub's session is on n1, offline, and a publisher on n3 sends
-// QoS 1 and 2 messages throughout. A CONNECT on n3 claims the id; n3's
+// Here the session is on n1, offline, and a publisher on n2 sends QoS 1
+// and 2 messages throughout (those after n2's barrier are n3's to take). A CONNECT on n3 claims the id; n3's
 // move asks n1 to finish only once a newer claim's release request was
 // answered (move-cut). The client then connects on the newer claim's node:
 // n2 (a third node) or n1 (the old owner, a claim back). Every
@@ -54,56 +54,61 @@ func supersededMoveIn(t *testing.T, prefix string, claimer int) {
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
 	tc := startClusterFault(t, 3, "move-cut="+id+"@n3", "--config", cfg)
-	n1, n3 := tc.nodes[0], tc.nodes[2]
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	to := tc.nodes[claimer]
-	sub, pub := persistentPair(t, n1, n3, prefix, queuedExpiry)
+	sub, pub := persistentPair(t, n1, n2, prefix, queuedExpiry)
 	sub.Disconnect(&paho.Disconnect{}) // the session stays on n1, offline
 	tc.waitLog(n1, "client_id="+id+` reason="client disconnected normally"`, 1, wait)
-	pp := &pacedPub{t: t, nd: n3, id: prefix + "-pub", prefix: prefix, pub: pub}
+	pp := &pacedPub{t: t, nd: n2, id: prefix + "-pub", prefix: prefix, pub: pub}
 	for range 10 {
 		pp.publish()
 	}
 
 	// n3 claims the id; n1 hands the session over live, its copy
-	// disowned, and n3's move waits before its finish.
+	// disowned, and n3's move waits before its finish. Then the newer
+	// claim, from the background: a publish after n2's barrier waits
+	// for the move's adoption, which waits for that claim's answer.
 	claimOn(t, tc, n3, id, queuedExpiry)
-	const waits = `"cluster: test fault: the move's finish waits until a newer claim was answered" node=n3 client_id=`
-	for start := time.Now(); countLog(n3, waits+id) == 0; {
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("n3's move of %s did not reach its finish within 60 s; n3:\n%s", id, grepLog(n3, "client_id="+id))
+	back := make(chan resumedClient, 1)
+	go func() {
+		const waits = `"cluster: test fault: the move's finish waits until a newer claim was answered" node=n3 client_id=`
+		for start := time.Now(); countLog(n3, waits+id) == 0; time.Sleep(20 * time.Millisecond) {
+			if time.Since(start) > 60*time.Second {
+				back <- resumedClient{}
+				return
+			}
 		}
-		pp.publish()
-	}
-	for range 10 {
-		pp.publish()
-	}
+		time.Sleep(200 * time.Millisecond) // a few publishes into the window
+		back <- <-connectKeeping(t, to, id, queuedExpiry)
+	}()
 
-	// The newer claim; publishing goes on until the client is back and
-	// n3's move ended, and a second more.
-	back := connectKeeping(t, to, id, queuedExpiry)
+	// Publishing goes on until the client is back and n3's move ended,
+	// and a second more.
 	moved := func() bool {
 		return countLog(n3, `"session moved here" node=n3 client_id=`+id) > 0 ||
 			countLog(n3, `"cluster: moving session: superseded while it waited`) > 0
 	}
 	var (
 		r    resumedClient
+		in   bool
 		stop time.Time
 	)
 	for start := time.Now(); stop.IsZero() || time.Now().Before(stop); pp.publish() {
-		if time.Since(start) > 90*time.Second {
-			t.Fatalf("%s not back on %s with n3's move ended within 90 s; %s:\n%s\nn3:\n%s", id, to.name, to.name,
+		if time.Since(start) > 120*time.Second {
+			t.Fatalf("%s not back on %s with n3's move ended within 120 s; %s:\n%s\nn3:\n%s", id, to.name, to.name,
 				grepLog(to, "client_id="+id), grepLog(n3, "client_id="+id))
 		}
-		if r.c == nil {
+		if !in {
 			select {
-			case r = <-back:
+			case r, in = <-back:
 				if r.c == nil {
-					t.Fatalf("%s not connected on %s within 60 s; %s:\n%s", id, to.name, to.name, grepLog(to, "client_id="+id))
+					t.Fatalf("%s not connected on %s after n3's move waited; %s:\n%s\nn3:\n%s", id, to.name, to.name,
+						grepLog(to, "client_id="+id), grepLog(n3, "client_id="+id))
 				}
 			default:
 			}
 		}
-		if r.c != nil && stop.IsZero() && moved() {
+		if in && stop.IsZero() && moved() {
 			stop = time.Now().Add(time.Second)
 		}
 	}
@@ -115,7 +120,9 @@ func supersededMoveIn(t *testing.T, prefix string, claimer int) {
 		t.Errorf("%s started afresh on %s (Session Present 0)", id, to.name)
 	}
 
-	t.Logf("%d messages acknowledged, %d with unknown outcome", len(pp.want), pp.unknown)
+	t.Logf("%d messages acknowledged, %d with unknown outcome; n3 kept %d for its copy after the move (n1: %d)", len(pp.want), pp.unknown,
+		countLog(n3, `"cluster: message for a disowned copy kept in the held subject" node=n3 clients=[`+id+`]`),
+		countLog(n1, `"cluster: message for a disowned copy kept in the held subject" node=n1 clients=[`+id+`]`))
 	got, lost := receiveAll(r.c, pp.want, 30*time.Second)
 	// The rest: a QoS 2 message that comes twice may come late.
 	drainFor(r.c, 2*time.Second, func(p string) { got[p]++ })
