@@ -916,6 +916,14 @@ func (mv *liveMoves) adoptCut(prev, id string, mi *moveIn, rec *broker.StoredSes
 	if n.sess != nil {
 		n.sess.disown(id) // first: the adoption's own ops stay here too
 		n.sess.adopt(id)
+		// Should the session move here again (a live move from the
+		// claimer), that move reads what this copy kept (takeHeldBack):
+		// the claimer's followers of this node's held subject may not
+		// have read the last of it by then, and the claimer skips this
+		// node's forwards until its own move out ends (test/jepsen
+		// TestClusterFull seed 44: ps0, 3 published here 0-130 ms
+		// before such a move, kept, and lost).
+		n.sess.holdBack(id)
 	}
 	n.srv.Adopt(&cp)
 	mv.mu.Lock()
