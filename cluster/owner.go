@@ -401,6 +401,7 @@ func (o *owners) claimed(ctx context.Context, id string, written, epoch uint64, 
 	if o.n.sess != nil {
 		o.n.sess.setEpoch(id, epoch, prev != o.n.cfg.Node || wasUnread)
 	}
+	o.n.mv.endOutBefore(id, epoch)
 	if prev != "" && prev != o.n.cfg.Node {
 		o.n.log.Info("client id claimed from another node", "client_id", id, "previous", prev, "epoch", epoch)
 		return written, epoch, o.takeOver(ctx, prev, id, epoch, prevWill)

@@ -225,3 +225,80 @@ func drainFor(c *client, d time.Duration, take func(string)) {
 		}
 	}
 }
+
+// TestReproClaimBackSkips: a session claimed back onto its old owner gets
+// the messages of a third node published after the claim. The old owner
+// (n2) handed the session over live to n3 and noted, per node, whose
+// barrier came: their messages were the new copy's, and n2 skipped them
+// for the session. Claimed back, the session moves back to n2 (n3's move
+// adopted it, its finish declined), yet n2 went on skipping them until its
+// first move out ended (liveConfirmTimeout), and nothing else took them.
+//
+// Here the session is on n2, offline, and a publisher on n1 sends QoS 1
+// and 2 throughout. A CONNECT on n3 claims the id; n3's move asks n2 to
+// finish only once a newer claim asked n3 to let go (finish-asked); the
+// client then resumes on n2, and publishing goes on for 3 s.
+func TestReproClaimBackSkips(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	const prefix = "cbs"
+	id := prefix + "-sub"
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
+	tc := startClusterFault(t, 3, "finish-asked="+id+"@n3", "--config", cfg)
+	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	sub, pub := persistentPair(t, n2, n1, prefix, queuedExpiry)
+	sub.Disconnect(&paho.Disconnect{}) // the session stays on n2, offline
+	tc.waitLog(n2, "client_id="+id+` reason="client disconnected normally"`, 1, wait)
+	pp := &pacedPub{t: t, nd: n1, id: prefix + "-pub", prefix: prefix, pub: pub}
+	for range 10 {
+		pp.publish()
+	}
+	claimOn(t, tc, n3, id, queuedExpiry)
+	back := make(chan resumedClient, 1)
+	go func() {
+		const waits = `"cluster: test fault: the move's finish waits for a newer claim" node=n3 client_id=`
+		for start := time.Now(); countLog(n3, waits+id) == 0; time.Sleep(20 * time.Millisecond) {
+			if time.Since(start) > 60*time.Second {
+				back <- resumedClient{}
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		back <- <-connectKeeping(t, n2, id, queuedExpiry)
+	}()
+	var (
+		r    resumedClient
+		in   bool
+		stop time.Time
+	)
+	for start := time.Now(); stop.IsZero() || time.Now().Before(stop); pp.publish() {
+		if time.Since(start) > 120*time.Second {
+			t.Fatalf("%s not back on n2 within 120 s; n2:\n%s\nn3:\n%s", id, grepLog(n2, "client_id="+id), grepLog(n3, "client_id="+id))
+		}
+		if !in {
+			select {
+			case r, in = <-back:
+				if r.c == nil {
+					t.Fatalf("%s not connected on n2; n2:\n%s\nn3:\n%s", id, grepLog(n2, "client_id="+id), grepLog(n3, "client_id="+id))
+				}
+				stop = time.Now().Add(3 * time.Second)
+			default:
+			}
+		}
+	}
+	if !r.present {
+		t.Errorf("%s started afresh on n2 (Session Present 0)", id)
+	}
+	t.Logf("%d messages acknowledged, %d with unknown outcome", len(pp.want), pp.unknown)
+	got, lost := receiveAll(r.c, pp.want, 30*time.Second)
+	drainFor(r.c, 2*time.Second, func(p string) { got[p]++ })
+	if len(lost) > 0 {
+		t.Errorf("%d of %d acknowledged messages lost: %v\nn2:\n%s\nn3:\n%s", len(lost), len(pp.want), lost[:min(len(lost), 20)],
+			grepLog(n2, "client_id="+prefix, "cluster:"), grepLog(n3, "client_id="+prefix, "cluster:"))
+	}
+	for m, n := range got {
+		if m[1] == '2' && n > 1 {
+			t.Errorf("QoS 2 message %s delivered %d times", m, n)
+		}
+	}
+}
