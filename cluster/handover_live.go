@@ -277,6 +277,14 @@ func (mv *liveMoves) endOutBefore(id string, epoch uint64) {
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
 	if mo := mv.out[id]; mo != nil && mo.epoch < epoch {
+		if len(mo.seen) == 0 && mv.n.own != nil {
+			// As the move's first barrier would (onBarrier): the
+			// handed-over copy waits for the move's steps, which go on
+			// at the other node, not just confirmTimeout; ended
+			// before the finish, it would keep nothing for a move back
+			// (holdBack needs the copy).
+			mv.n.own.pending.extend(handoverKey{id, mo.epoch}, liveConfirmTimeout)
+		}
 		delete(mv.out, id)
 		mv.active.Add(-1)
 	}
