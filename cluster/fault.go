@@ -125,6 +125,15 @@ import (
 //	                      step, and the client's next CONNECT claims the
 //	                      id back on the previous owner (test/jepsen
 //	                      TestClusterFull seed 44, ps2)
+//	move-cut=CLIENT@NODE  on NODE, a live move of CLIENT here asks its
+//	                      previous owner to finish only once a newer
+//	                      claim of CLIENT asked NODE to let go and was
+//	                      answered (at most moveLateMax): the answer's
+//	                      wait for the move (awaitIn) is cut at its
+//	                      bound, as when the move waits for a barrier of
+//	                      a node cut off or killed (test/jepsen
+//	                      TestClusterFull seeds 44 and 45 with long
+//	                      faults)
 //	finish-gone=CLIENT@NODE  on NODE, a live move of CLIENT here asks
 //	                      its previous owner to finish only once NODE no
 //	                      longer hears from it (at most moveLateMax): as
@@ -258,6 +267,9 @@ type faults struct {
 	finishGone   string
 	asked        chan struct{} // move-late, finish-asked: closed once a release request came
 	askedOnce    sync.Once
+	moveCut      string
+	answered     chan struct{} // move-cut: closed once a release request was answered
+	answeredOnce sync.Once
 	janitorLate  string
 	jAsked       chan struct{} // janitor-late: closed once a release request came
 	jAskedOnce   sync.Once
@@ -331,7 +343,7 @@ const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
-	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "finish-gone", "straddle-move", "finish-late",
+	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late"}
 
@@ -375,6 +387,8 @@ func parseFaults(s, node string) (*faults, error) {
 			}
 		case "finish-gone":
 			f.finishGone = v
+		case "move-cut":
+			f.moveCut, f.answered = v, make(chan struct{})
 		case "finish-asked":
 			f.finishAsked = v
 			if f.asked == nil {
@@ -619,6 +633,27 @@ func (f *faults) movesLate(id string) bool {
 // finish only once a newer claim asked for the session (finish-asked).
 func (f *faults) finishesAsked(id string) bool {
 	return f != nil && f.finishAsked == id
+}
+
+// movesCut reports whether a live move of id here asks for its finish
+// only once a newer claim's release request was answered (move-cut).
+func (f *faults) movesCut(id string) bool {
+	return f != nil && f.moveCut == id
+}
+
+// answeredRelease notes that a release request for id was answered.
+func (f *faults) answeredRelease(id string) {
+	if f != nil && f.moveCut == id {
+		f.answeredOnce.Do(func() { close(f.answered) })
+	}
+}
+
+// awaitAnswered waits, for move-cut, until answeredRelease or moveLateMax.
+func (f *faults) awaitAnswered() {
+	select {
+	case <-f.answered:
+	case <-time.After(moveLateMax):
+	}
 }
 
 // finishesGone reports whether a live move of id here asks for its

@@ -240,6 +240,23 @@ func (o *owners) fenceID(id, node string, epoch uint64) {
 		return
 	}
 	o.n.log.Info("session fenced: its client id is owned by another node (owner records)", "client_id", id, "owner", node, "epoch", epoch)
+	o.endFenced(id, epoch)
+}
+
+// fenceCut fences id's session, adopted here by a live move after a newer
+// claim at epoch was told to read the stream (adoptCut): the watcher saw
+// that claim's record before the session was here, and nobody hands this
+// copy over.
+func (o *owners) fenceCut(id string, epoch uint64) {
+	if o.newerHere(id, epoch) || !o.n.srv.Fence(id, o.n.sess != nil) {
+		return
+	}
+	o.endFenced(id, epoch)
+}
+
+// endFenced ends id's session, fenced here for a record at epoch, after
+// fenceGrace, unless a release request or a claim here came for it.
+func (o *owners) endFenced(id string, epoch uint64) {
 	o.mu.Lock()
 	if o.fenced == nil {
 		o.fenced = make(map[string]uint64)

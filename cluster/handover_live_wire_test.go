@@ -331,3 +331,45 @@ func TestLocalHeldNamed(t *testing.T) {
 		t.Error("message 8, new to the session, not queued")
 	}
 }
+
+// TestAwaitInCut: a newer claim's wait for a session moving here ends at
+// its bound with the move cut (the claimer is told to read the stream),
+// and the move's adoption, sealed after that, learns it (adoptCut); a
+// move sealed before the bound is waited for until the later bound.
+func TestAwaitInCut(t *testing.T) {
+	mv := newLiveMoves(&Node{log: slog.New(slog.DiscardHandler)})
+	start := func(id string) *moveIn {
+		mi := &moveIn{epoch: 2, in: make(chan struct{}), seen: map[string]bool{}}
+		mv.mu.Lock()
+		mv.in[id] = mi
+		mv.mu.Unlock()
+		return mi
+	}
+
+	mi := start("a")
+	if cut := mv.awaitIn("a", 3, time.Now().Add(20*time.Millisecond), time.Now().Add(time.Minute)); !cut {
+		t.Fatal("a move not here by the bound was not cut")
+	}
+	if !mv.seal(mi) || mi.cut != 3 {
+		t.Fatalf("the move's adoption did not learn of the cut (cut %d)", mi.cut)
+	}
+
+	mi = start("b")
+	if mv.seal(mi) {
+		t.Fatal("a move nobody asked for was cut")
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		close(mi.in)
+	}()
+	if cut := mv.awaitIn("b", 3, time.Now().Add(time.Millisecond), time.Now().Add(time.Minute)); cut {
+		t.Fatal("a move whose adoption had begun was cut")
+	}
+	if mi.cut != 0 || !mi.asked {
+		t.Fatalf("sealed move: cut %d asked %v", mi.cut, mi.asked)
+	}
+
+	if cut := mv.awaitIn("none", 3, time.Now(), time.Now()); cut {
+		t.Fatal("no move here, and cut")
+	}
+}

@@ -401,6 +401,7 @@ func (o *owners) claimed(ctx context.Context, id string, written, epoch uint64, 
 	if o.n.sess != nil {
 		o.n.sess.setEpoch(id, epoch, prev != o.n.cfg.Node || wasUnread)
 	}
+	o.n.mv.endOutBefore(id, epoch)
 	if prev != "" && prev != o.n.cfg.Node {
 		o.n.log.Info("client id claimed from another node", "client_id", id, "previous", prev, "epoch", epoch)
 		return written, epoch, o.takeOver(ctx, prev, id, epoch, prevWill)
@@ -940,9 +941,12 @@ func (o *owners) handleRelease(req releaseReq) {
 			"client_id", id, "epoch", epoch, "newer", mine)
 	}
 	if !newer {
-		// A session still moving here is handed over once it is here.
-		o.n.mv.awaitIn(id, by)
+		// A session still moving here is handed over once it is here;
+		// one still not here at the wait's bound is the stream's (cut:
+		// the move keeps what its copy takes for this claim).
+		cut := o.n.mv.awaitIn(id, epoch, by, req.at.Add(answerBound))
 		unread := o.takeUnread(id)
+		unread = unread || cut
 		if !unread {
 			// The mark may have just been taken by an adoption
 			// (beginAdopt): its wait is set by now.
@@ -956,12 +960,13 @@ func (o *owners) handleRelease(req releaseReq) {
 	}
 	if handed == "" {
 		m.Respond(reply)
-		return
+	} else {
+		out := nats.NewMsg("")
+		out.Data = reply
+		out.Header.Set(heldPosHeader, handed)
+		m.RespondMsg(out)
 	}
-	out := nats.NewMsg("")
-	out.Data = reply
-	out.Header.Set(heldPosHeader, handed)
-	m.RespondMsg(out)
+	o.n.fault.answeredRelease(id)
 }
 
 // answer decides, once onRelease's waits are over, what a release request
