@@ -795,12 +795,18 @@ func (s *sessions) publishMore(q *partQueue, inflight []inflightPack) ([]infligh
 			m.Data = appendPack(nil, batch[i:i+n], epochs[i:i+n])
 		}
 		m.Header.Set(jetstream.MsgIDHeader, head.msgID)
+		var f jetstream.PubAckFuture
 		if head.rollup && !stale[i] {
 			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+			f = s.n.fault.losesRollup(head.id, m)
 		}
-		f, err := s.js.PublishMsgAsync(m)
-		if err != nil {
-			return inflight, err
+		if f == nil {
+			var err error
+			if f, err = s.js.PublishMsgAsync(m); err != nil {
+				return inflight, err
+			}
+		} else {
+			s.n.log.Warn("cluster: test fault: a rollup is not published", "client_id", head.id)
 		}
 		inflight = append(inflight, inflightPack{f, now, n})
 	}
