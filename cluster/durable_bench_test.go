@@ -1,0 +1,86 @@
+package cluster_test
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/roost-mqtt/roost/internal/clustertest"
+)
+
+// BenchmarkClusterDurableQoS1 publishes QoS 1 messages from clean
+// publishers on n1 to one persistent subscriber on n1: each PUBACK waits
+// for the subscriber's queue op in its partition stream, so every op
+// goes to one subject, the case the sender's order per subject
+// (sessions.go, publishMore) costs most. Each publish waits for its
+// PUBACK, and parallel runs 8 such publishers at once.
+func BenchmarkClusterDurableQoS1(b *testing.B) {
+	c := clustertest.Start(b, clustertest.Options{Nodes: 3})
+	expiry := uint32(600)
+	for _, pubs := range []int{1, 8, 32} {
+		b.Run("publishers="+strconv.Itoa(pubs), func(b *testing.B) {
+			prefix := "db" + strconv.Itoa(pubs)
+			topic := prefix + "/t"
+			s, _, err := clustertest.Dial(b, c.Nodes[0].MQTT, &paho.Connect{ClientID: prefix + "-s", CleanStart: true, KeepAlive: 30,
+				Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() {
+				for {
+					select {
+					case <-s.In:
+					case <-stop:
+						return
+					}
+				}
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if _, err := s.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil {
+				b.Fatal(err)
+			}
+			var ps []*clustertest.Client
+			for i := range pubs {
+				p, _, err := clustertest.Dial(b, c.Nodes[0].MQTT, &paho.Connect{ClientID: prefix + "-p" + strconv.Itoa(i), CleanStart: true, KeepAlive: 30})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ps = append(ps, p)
+			}
+			ps[0].AwaitInterest(b, topic)
+			payload := make([]byte, 64)
+			b.ResetTimer()
+			errs := make(chan error, pubs)
+			for i, p := range ps {
+				n := b.N / pubs
+				if i < b.N%pubs {
+					n++
+				}
+				go func() {
+					var err error
+					for range n {
+						ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+						_, err = p.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload})
+						cancel()
+						if err != nil {
+							break
+						}
+					}
+					errs <- err
+				}()
+			}
+			for range pubs {
+				if err := <-errs; err != nil {
+					b.Error(err)
+				}
+			}
+			b.StopTimer()
+		})
+	}
+}
