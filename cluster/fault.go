@@ -828,7 +828,7 @@ func (f *faults) failsRead(id string) bool {
 // rollupLostAfter is when rollup-lost's publish fails: within the
 // forwards' forward_timeout, so that ops published after it are
 // acknowledged once it is sent again.
-const rollupLostAfter = time.Second
+const rollupLostAfter = 2 * time.Second
 
 // losesRollup returns, for the first rollup of rollup-lost's client, a
 // future for m that fails after rollupLostAfter, m not published; nil
