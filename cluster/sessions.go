@@ -41,6 +41,10 @@ import (
 // streams idle between rounds); the ops of one client that go out
 // together travel in one message, a pack (packOps: each client's ops stay
 // in their order, and only a client's own order matters to its subject).
+// A client's next pack waits for the acknowledgement of its pack in
+// flight (publishMore): its subject gets its ops in the order it wrote
+// them even when a publish is lost and sent again (below); what the client
+// writes meanwhile goes in that next pack.
 // It takes the acknowledgements in the order it published: an op counts
 // as replicated only once every op before it in its partition is. An error or a missing acknowledgement sends the
 // partition's ops again from its first unacknowledged one, each op with
