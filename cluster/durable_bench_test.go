@@ -12,38 +12,43 @@ import (
 )
 
 // BenchmarkClusterDurableQoS1 publishes QoS 1 messages from clean
-// publishers on n1 to one persistent subscriber on n1: each PUBACK waits
-// for the subscriber's queue op in its partition stream, so every op
-// goes to one subject, the case the sender's order per subject
-// (sessions.go, publishMore) costs most. Each publish waits for its
-// PUBACK, and parallel runs 8 such publishers at once.
+// publishers on n1 to persistent subscribers on n1: each PUBACK waits for
+// the subscribers' queue ops in their partition streams. One subscriber:
+// every op goes to one subject, where the sender's order per client
+// (sessions.go, publishMore) makes ops wait most; 16: a partition's
+// queue holds several clients' ops, and a client's next pack holds up
+// the packs behind it. Each publisher waits for each PUBACK.
 func BenchmarkClusterDurableQoS1(b *testing.B) {
 	c := clustertest.Start(b, clustertest.Options{Nodes: 3})
 	expiry := uint32(600)
-	for _, pubs := range []int{1, 8, 32} {
-		b.Run("publishers="+strconv.Itoa(pubs), func(b *testing.B) {
-			prefix := "db" + strconv.Itoa(pubs)
+	for _, tc := range []struct{ subs, pubs int }{{1, 1}, {1, 8}, {1, 32}, {16, 32}} {
+		subs, pubs := tc.subs, tc.pubs
+		b.Run("subscribers="+strconv.Itoa(subs)+"/publishers="+strconv.Itoa(pubs), func(b *testing.B) {
+			prefix := "db" + strconv.Itoa(subs) + "-" + strconv.Itoa(pubs)
 			topic := prefix + "/t"
-			s, _, err := clustertest.Dial(b, c.Nodes[0].MQTT, &paho.Connect{ClientID: prefix + "-s", CleanStart: true, KeepAlive: 30,
-				Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
-			if err != nil {
-				b.Fatal(err)
-			}
 			stop := make(chan struct{})
 			defer close(stop)
-			go func() {
-				for {
-					select {
-					case <-s.In:
-					case <-stop:
-						return
-					}
+			for i := range subs {
+				s, _, err := clustertest.Dial(b, c.Nodes[0].MQTT, &paho.Connect{ClientID: prefix + "-s" + strconv.Itoa(i), CleanStart: true, KeepAlive: 30,
+					Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+				if err != nil {
+					b.Fatal(err)
 				}
-			}()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if _, err := s.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil {
-				b.Fatal(err)
+				go func() {
+					for {
+						select {
+						case <-s.In:
+						case <-stop:
+							return
+						}
+					}
+				}()
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				_, err = s.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}})
+				cancel()
+				if err != nil {
+					b.Fatal(err)
+				}
 			}
 			var ps []*clustertest.Client
 			for i := range pubs {
