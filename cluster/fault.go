@@ -227,6 +227,14 @@ import (
 //	                      with "no response from stream", as a claim
 //	                      does while its partition stream elects a leader
 //	                      (seen on a restarted node's first claims)
+//	rollup-lost=CLIENT@NODE  on NODE, the first rollup of CLIENT's
+//	                      session (the first op of an adoption) is not
+//	                      published, and fails after rollupLostAfter
+//	                      with "no response from stream", as nats.go
+//	                      reports a publish lost in its partition
+//	                      stream's leader change: the sender sends it
+//	                      again, and CLIENT's ops published meanwhile may
+//	                      have reached the stream before it
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -292,6 +300,8 @@ type faults struct {
 	claimLate        string
 	claimedLate      atomic.Bool  // claim-late: its claim came
 	claimFails       atomic.Int64 // claim-unanswered: claims left to fail
+	rollupLost       string
+	rollupDropped    atomic.Bool // rollup-lost: its rollup was dropped once
 }
 
 // claimLateMax bounds claim-late's wait for the session to leave.
@@ -345,7 +355,7 @@ const releaseDelay = fenceGrace + time.Second
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
-	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late"}
+	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -404,6 +414,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.confirmLate = v
 		case "claim-late":
 			f.claimLate = v
+		case "rollup-lost":
+			f.rollupLost = v
 		case "claim-unanswered":
 			count, err := strconv.Atoi(v)
 			if err != nil || count < 1 {
@@ -846,6 +858,23 @@ func (f *faults) freesOps(id string) bool {
 // stream is the one that fails as the stream comes back (no-quorum).
 func (f *faults) failsRead(id string) bool {
 	return f != nil && id == f.noQuorum && f.quorumBack.CompareAndSwap(false, true)
+}
+
+// rollupLostAfter is when rollup-lost's publish fails: within the
+// forwards' forward_timeout, so that ops published after it are
+// acknowledged once it is sent again.
+const rollupLostAfter = 2 * time.Second
+
+// losesRollup returns, for the first rollup of rollup-lost's client, a
+// future for m that fails after rollupLostAfter, m not published; nil
+// otherwise.
+func (f *faults) losesRollup(id string, m *nats.Msg) jetstream.PubAckFuture {
+	if f == nil || id != f.rollupLost || !f.rollupDropped.CompareAndSwap(false, true) {
+		return nil
+	}
+	errs := make(chan error, 1)
+	time.AfterFunc(rollupLostAfter, func() { errs <- jetstream.ErrNoStreamResponse })
+	return &unansweredHold{msg: m, errs: errs}
 }
 
 // unanswers returns, while hold-unanswered has holds left to fail, a

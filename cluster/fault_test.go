@@ -126,7 +126,14 @@ func TestParseFaults(t *testing.T) {
 	var none *faults
 	if none.readsLate("b", 1) || none.stalls(nil) || none.delays("d") || none.unanswers(nil) != nil ||
 		none.withoutQuorum(0, func(string) int { return 0 }) || none.failsRead("e") || none.holdsHeld("h") || none.overtakes("o") ||
-		none.movesLate("m") {
+		none.movesLate("m") || none.losesRollup("r", nil) != nil {
 		t.Error("no faults: nothing injected")
+	}
+	f, err = parseFaults("rollup-lost=r@n1", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.losesRollup("s", nil) != nil || f.losesRollup("r", nil) == nil || f.losesRollup("r", nil) != nil {
+		t.Error("rollup-lost=r: r's first rollup only")
 	}
 }

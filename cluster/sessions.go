@@ -41,6 +41,10 @@ import (
 // streams idle between rounds); the ops of one client that go out
 // together travel in one message, a pack (packOps: each client's ops stay
 // in their order, and only a client's own order matters to its subject).
+// A client's next pack waits for the acknowledgement of its pack in
+// flight (publishMore): its subject gets its ops in the order it wrote
+// them even when a publish is lost and sent again (below); what the client
+// writes meanwhile goes in that next pack.
 // It takes the acknowledgements in the order it published: an op counts
 // as replicated only once every op before it in its partition is. An error or a missing acknowledgement sends the
 // partition's ops again from its first unacknowledged one, each op with
@@ -706,7 +710,7 @@ func (s *sessions) checkPartitions(ctx context.Context, js jetstream.JetStream) 
 func (s *sessions) sendPart(p int) {
 	defer s.n.wg.Done()
 	q := &s.parts[p]
-	var inflight []inflightPack // the packs q.ops begins with, in order
+	inflight := packsInFlight{of: map[string]int{}} // the packs q.ops begins with, in order
 	backoff := 50 * time.Millisecond
 	for {
 		var err error
@@ -718,7 +722,7 @@ func (s *sessions) sendPart(p int) {
 			err = errors.New("test fault no-quorum: the partition stream takes nothing")
 		} else if held {
 			err = errors.New("test fault ops-late: the partition stream takes nothing yet")
-		} else if inflight, err = s.publishMore(q, inflight); err == nil && len(inflight) == 0 {
+		} else if err = s.publishMore(q, &inflight); err == nil && len(inflight.packs) == 0 {
 			select {
 			case <-s.n.ctx.Done():
 				return
@@ -728,13 +732,8 @@ func (s *sessions) sendPart(p int) {
 		}
 		if err == nil {
 			var done int
-			if done, err = s.awaitAcks(q, inflight); done > 0 {
-				ops := 0
-				for _, f := range inflight[:done] {
-					ops += f.ops
-				}
-				inflight = inflight[done:]
-				s.acknowledged(q, ops)
+			if done, err = s.awaitAcks(q, inflight.packs); done > 0 {
+				s.acknowledged(q, inflight.drop(done))
 				backoff = 50 * time.Millisecond
 			}
 		}
@@ -750,7 +749,7 @@ func (s *sessions) sendPart(p int) {
 		s.lastErr = err
 		waiting := len(q.ops)
 		s.mu.Unlock()
-		inflight = nil
+		inflight.reset()
 		s.n.log.Warn("cluster: session ops not replicated yet; retrying", "partition", p, "waiting", waiting, "err", err, "backoff", backoff)
 		select {
 		case <-s.n.ctx.Done():
@@ -766,6 +765,39 @@ type inflightPack struct {
 	f   jetstream.PubAckFuture
 	at  time.Time // published
 	ops int
+	id  string // the client whose ops it carries
+}
+
+// packsInFlight is a partition's published packs not acknowledged yet, in
+// order, and how many of them each client has (publishMore).
+type packsInFlight struct {
+	packs []inflightPack
+	of    map[string]int
+}
+
+// push adds p, whose client publishMore counted in f.of when it took p.
+func (f *packsInFlight) push(p inflightPack) {
+	f.packs = append(f.packs, p)
+}
+
+// drop forgets the first n packs, acknowledged, and returns their ops.
+func (f *packsInFlight) drop(n int) int {
+	ops := 0
+	for _, p := range f.packs[:n] {
+		ops += p.ops
+		if f.of[p.id]--; f.of[p.id] == 0 {
+			delete(f.of, p.id)
+		}
+	}
+	clear(f.packs[:n]) // their futures, for the collector
+	f.packs = f.packs[n:]
+	return ops
+}
+
+// reset forgets every pack: they are all to be sent again.
+func (f *packsInFlight) reset() {
+	f.packs = nil
+	clear(f.of)
 }
 
 // packMax bounds the op bytes of a pack: far below the cluster's least
@@ -773,23 +805,26 @@ type inflightPack struct {
 const packMax = 1 << 20
 
 // publishMore publishes the ops of q not yet in flight, as many as fit
-// under inflightMax, and returns inflight with their packs appended.
-func (s *sessions) publishMore(q *partQueue, inflight []inflightPack) ([]inflightPack, error) {
+// under inflightMax, and adds their packs to inflight. It stops at a pack
+// of a client that has one in flight: a client's packs reach its subject
+// in the order it wrote them. Published behind it, a pack could be
+// stored first when the earlier one got no acknowledgement (a leader
+// change) and was sent again: a reader in between saw the later ops
+// without the earlier ones, and a rollup sent again removed the ops
+// stored before it, whose acknowledgements (JetStream drops the copies
+// by message id) came all the same (TestReproOpOrderRollup; test/jepsen
+// TestClusterFull seed 41: ps0's record held a later op of n2 without
+// n2's adoption, 141 acknowledged messages lost).
+func (s *sessions) publishMore(q *partQueue, inflight *packsInFlight) error {
 	from := 0
-	for _, f := range inflight {
+	for _, f := range inflight.packs {
 		from += f.ops
 	}
 	s.mu.Lock()
-	to := min(len(q.ops), max(inflightMax, from))
-	if from >= to {
+	to := takePacks(q.ops, from, min(len(q.ops), max(inflightMax, from)), inflight.of)
+	if to == from {
 		s.mu.Unlock()
-		return inflight, nil
-	}
-	for i := from; i < to; i += q.ops[i].pack {
-		if q.ops[i].pack == 0 {
-			packOps(q.ops[i:to])
-		}
-		to = max(to, i+q.ops[i].pack) // a pack formed before goes whole
+		return nil
 	}
 	batch := append([]repOp(nil), q.ops[from:to]...) // Append may grow q.ops meanwhile
 	epochs, stale := s.sendEpochs(batch)
@@ -804,16 +839,54 @@ func (s *sessions) publishMore(q *partQueue, inflight []inflightPack) ([]infligh
 			m.Data = appendPack(nil, batch[i:i+n], epochs[i:i+n])
 		}
 		m.Header.Set(jetstream.MsgIDHeader, head.msgID)
+		var f jetstream.PubAckFuture
 		if head.rollup && !stale[i] {
 			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+			f = s.n.fault.losesRollup(head.id, m)
 		}
-		f, err := s.js.PublishMsgAsync(m)
-		if err != nil {
-			return inflight, err
+		if f == nil {
+			var err error
+			if f, err = s.js.PublishMsgAsync(m); err != nil {
+				return err
+			}
+		} else {
+			s.n.log.Warn("cluster: test fault: a rollup is not published", "client_id", head.id)
 		}
-		inflight = append(inflight, inflightPack{f, now, n})
+		inflight.push(inflightPack{f, now, n, head.id})
 	}
-	return inflight, nil
+	return nil
+}
+
+// takePacks packs the ops of ops from from on, up to limit, and returns
+// where the packs to publish now end: before the first pack of a client
+// that has one in flight (of: packs in flight by client, which it counts
+// the taken packs in). A pack formed before goes whole, beyond limit too.
+func takePacks(ops []repOp, from, limit int, of map[string]int) int {
+	to := from
+	for to < limit {
+		if ops[to].pack == 0 {
+			// Packed only up to the first op of a client with a
+			// pack in flight: the ops from there on wait, and go
+			// with what their clients write meanwhile. Packed at
+			// once, each op written while its client's pack was in
+			// flight went alone, a round each.
+			end := to
+			for end < limit && of[ops[end].id] == 0 {
+				end++
+			}
+			if end == to {
+				break
+			}
+			packOps(ops[to:end])
+		}
+		head := &ops[to]
+		if of[head.id] > 0 {
+			break // after its client's pack in flight is acknowledged
+		}
+		of[head.id]++
+		to += head.pack
+	}
+	return to
 }
 
 // sendEpochs returns the epoch each op of batch is sent at, and which of

@@ -47,6 +47,69 @@ func TestPackOps(t *testing.T) {
 	}
 }
 
+// TestTakePacks: a pack is taken to publish only while its client has
+// none in flight, and everything after such a pack waits (the queue is in
+// ticket order); ops behind it stay unpacked, to go with what their
+// clients write meanwhile, while packs formed before go whole.
+func TestTakePacks(t *testing.T) {
+	ops := func(ids ...string) []repOp {
+		out := make([]repOp, len(ids))
+		for i, id := range ids {
+			out[i] = repOp{ticket: broker.Ticket(i + 1), id: id}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name        string
+		ops         []repOp
+		from, lim   int
+		busy        []string
+		to          int
+		packed      int // ops with a pack set, from from on
+		nowInFlight map[string]int
+	}{
+		{"none in flight", ops("a", "b", "a"), 0, 3, nil, 3, 3, map[string]int{"a": 1, "b": 1}},
+		{"the first client in flight", ops("a", "b", "a"), 0, 3, []string{"a"}, 0, 0, map[string]int{"a": 1}},
+		{"stops at a busy client", ops("b", "a", "b"), 0, 3, []string{"a"}, 1, 1, map[string]int{"a": 1, "b": 1}},
+		{"limit", ops("a", "b", "c"), 0, 2, nil, 2, 2, map[string]int{"a": 1, "b": 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			of := map[string]int{}
+			for _, id := range tc.busy {
+				of[id]++
+			}
+			to := takePacks(tc.ops, tc.from, tc.lim, of)
+			if to != tc.to {
+				t.Errorf("to = %d, want %d", to, tc.to)
+			}
+			packed := 0
+			for _, op := range tc.ops[tc.from:] {
+				if op.pack != 0 {
+					packed++
+				}
+			}
+			if packed != tc.packed {
+				t.Errorf("%d ops packed, want %d: %+v", packed, tc.packed, tc.ops)
+			}
+			if !reflect.DeepEqual(of, tc.nowInFlight) {
+				t.Errorf("in flight %v, want %v", of, tc.nowInFlight)
+			}
+		})
+	}
+	// A pack formed before goes whole, beyond the limit, and a client's
+	// second pack waits for its first.
+	q := ops("a", "a", "a", "b")
+	q[0].pack, q[1].pack, q[2].pack, q[3].pack = 3, -1, -1, 1
+	if to := takePacks(q, 0, 1, map[string]int{}); to != 3 {
+		t.Errorf("a pack formed before: to = %d, want 3", to)
+	}
+	q = ops("a", "a")
+	q[1].rollup = true
+	if to := takePacks(q, 0, 2, map[string]int{}); to != 1 {
+		t.Errorf("a client's two packs: to = %d, want 1 (the rollup after the first's acknowledgement)", to)
+	}
+}
+
 // TestReplayPack: a pack replays as its ops one by one would, stale epochs
 // skipped inside it too; a damaged pack is refused.
 func TestReplayPack(t *testing.T) {
