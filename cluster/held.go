@@ -1590,6 +1590,15 @@ func (s *sessions) heldPositions(id string) []heldPos {
 	}
 	s.mu.Unlock()
 	var out []heldPos
+	// A restored session settled here whose catch-up has not read this
+	// node's own held subject to its end: the catch-up gives what it
+	// reads from here on to the sessions here only, and a live move
+	// carries none of it (onSettled: a release request's wait for it is
+	// bounded, heldWaitMax; cut, what was held for this node after the
+	// settling read reached no session: TestReproDrainCutCatchUp).
+	if from := s.gate.ownCatchFrom(id); from > 0 {
+		out = append(out, heldPos{node: s.n.cfg.Node, from: from})
+	}
 	for _, f := range fs {
 		f.mu.Lock()
 		if _, ok := f.ids[id]; ok {
@@ -1886,6 +1895,38 @@ type restoredGate struct {
 	from  map[string]uint64
 	at    map[string]uint64
 	quiet time.Time
+	// catching: the sessions settled here whose catch-up of this node's
+	// own held subject is not over (onSettled).
+	catching map[string]bool
+}
+
+// catchOwn notes ids as catching up with this node's own held subject.
+func (g *restoredGate) catchOwn(ids []string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.catching = make(map[string]bool, len(ids))
+	for _, id := range ids {
+		g.catching[id] = true
+	}
+}
+
+// caughtOwn ends catchOwn: the catch-up read to its end.
+func (g *restoredGate) caughtOwn() {
+	g.mu.Lock()
+	g.catching = nil
+	g.mu.Unlock()
+}
+
+// ownCatchFrom returns, for id still catching up (catchOwn), the first
+// sequence of this node's held subject not applied durably here: every
+// message before it reached id here, if it matched; 0 otherwise.
+func (g *restoredGate) ownCatchFrom(id string) uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.catching[id] {
+		return 0
+	}
+	return g.next.Load()
 }
 
 // disown notes where the follower was when id was disowned, for
@@ -2023,7 +2064,9 @@ func (s *sessions) onSettled() {
 	s.settleCatch, s.settledAt = s.n.catchUpAll(ids), time.Now()
 	if s.settleCatch != nil && s.n.own != nil {
 		caught, released := s.settleCatch, s.n.own.holdRelease(ids)
+		s.gate.catchOwn(ids)
 		s.settleCatch = func() {
+			s.gate.caughtOwn()
 			caught()
 			released()
 		}

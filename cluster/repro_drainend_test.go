@@ -39,6 +39,44 @@ func TestReproDrainEmptyRead(t *testing.T) {
 	}
 }
 
+// TestReproDrainCutCatchUp: a restarted node's restored session, settled,
+// catches up with what the others held for the node after the read that
+// settled it; a release request for it waits for that catch-up, but only
+// heldWaitMax (2 s). Cut, the session was handed over live without what
+// the catch-up read later, which then went to no session here, and the
+// new owner read no held subject: lost, and a share group's messages
+// claimed for it too (RESULTS.md, heldempty's "What is left" 2: "session
+// handed over before its held messages were applied"). Now the answer
+// names this node's own held subject, from the first message not applied
+// here, for the new owner to read on from (heldPositions, followHanded).
+//
+// n1, the subscriber's node, is killed while a publisher on n2 sends QoS
+// 1 and 2, and restarted with settle-wait: once settled, it announces the
+// session's keys, and its catch-up reads, only 8 s later, and n2 holds
+// for n1 meanwhile. The client resumes on n3 as soon as n1 settled, so
+// that n1's wait for the catch-up is cut. Every acknowledged message
+// must reach it, a QoS 2 one once.
+func TestReproDrainCutCatchUp(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	const id = "dc-sub"
+	tc, pp := restartWithFault(t, "dc", "settle-wait=8s@n1", "the settled sessions' keys are announced late")
+	n1, n3 := tc.nodes[0], tc.nodes[2]
+	settled := logTime(t, n1, "the settled sessions' keys are announced late")
+	awaitKnown(t, pp, n3, n1)
+	c := pp.resume(n3, id)
+	pp.check(c, n1, n3)
+	if countLog(n3, `msg="session moved here" node=n3 client_id=`+id+` from=n1`) == 0 ||
+		countLog(n1, `"cluster: session handed over before its held messages were applied" node=n1 client_id=`+id) == 0 {
+		t.Fatalf("n1 did not hand %s over live with its wait for the catch-up cut: the test missed its path; n1:\n%s\nn3:\n%s",
+			id, grepLog(n1, "client_id="+id), grepLog(n3, "client_id="+id))
+	}
+	t.Logf("held places handed over: n1: %s; n3: %s", grepLog(n1, "held subjects named for the new owner"),
+		grepLog(n3, "held subjects read on from the previous owner's places"))
+	if countLogAfter(t, tc.nodes[1], settled, `holding a message for a dropped node's persistent sessions" node=n2 peer=n1`) == 0 {
+		t.Fatalf("n2 held nothing for n1 after n1 settled (%s): the test missed its path", settled.Format(time.StampMilli))
+	}
+}
+
 // awaitKnown publishes until on has heard from nd since nd's restart (a
 // claim of a node it does not know reads the stream instead of asking it).
 func awaitKnown(t *testing.T, pp *pacedPub, on, nd *node) {
