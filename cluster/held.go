@@ -1574,8 +1574,9 @@ func (s *sessions) followHanded(id string, ps []heldPos, until time.Time, w *hel
 }
 
 // heldPositions returns where the followers of held subjects here that
-// follow id are (heldPos), for a handover of id's session before their
-// reads for it were done. A follower's place is a lower bound: every
+// follow id are (heldPos), this node's own follower among them while id's
+// catch-up after the settle is not over, for a handover of id's session
+// before their reads for it were done. A follower's place is a lower bound: every
 // message before it was read for id (join moves it back for a session
 // that joins, and a read under way moves it only once done), and one from
 // it on that a read under way gave id already is in what is handed over.
@@ -1590,15 +1591,6 @@ func (s *sessions) heldPositions(id string) []heldPos {
 	}
 	s.mu.Unlock()
 	var out []heldPos
-	// A restored session settled here whose catch-up has not read this
-	// node's own held subject to its end: the catch-up gives what it
-	// reads from here on to the sessions here only, and a live move
-	// carries none of it (onSettled: a release request's wait for it is
-	// bounded, heldWaitMax; cut, what was held for this node after the
-	// settling read reached no session: TestReproDrainCutCatchUp).
-	if from := s.gate.ownCatchFrom(id); from > 0 {
-		out = append(out, heldPos{node: s.n.cfg.Node, from: from})
-	}
 	for _, f := range fs {
 		f.mu.Lock()
 		if _, ok := f.ids[id]; ok {
@@ -1609,6 +1601,21 @@ func (s *sessions) heldPositions(id string) []heldPos {
 			out = append(out, p)
 		}
 		f.mu.Unlock()
+	}
+	// A restored session settled here whose catch-up has not read this
+	// node's own held subject to its end: the catch-up gives what it
+	// reads from here on to the sessions here only, and a live move
+	// carries none of it (onSettled: a release request's wait for it is
+	// bounded, heldWaitMax; cut, what was held for this node after the
+	// settling read reached no session: TestReproDrainCutCatchUp). Not
+	// when a follower here reads this node's subject for id already: id
+	// left and was taken from the stream here since, and that follower's
+	// place is its own.
+	if from := s.gate.ownCatchFrom(id); from > 0 {
+		own := s.n.cfg.Node
+		if !slices.ContainsFunc(out, func(p heldPos) bool { return p.node == own }) {
+			out = append(out, heldPos{node: own, from: from})
+		}
 	}
 	slices.SortFunc(out, func(a, b heldPos) int { return strings.Compare(a.node, b.node) })
 	return out
