@@ -1576,10 +1576,11 @@ func (s *sessions) followHanded(id string, ps []heldPos, until time.Time, w *hel
 // heldPositions returns where the followers of held subjects here that
 // follow id are (heldPos), this node's own follower among them while id's
 // catch-up after the settle is not over, for a handover of id's session
-// before their reads for it were done. A follower's place is a lower bound: every
-// message before it was read for id (join moves it back for a session
-// that joins, and a read under way moves it only once done), and one from
-// it on that a read under way gave id already is in what is handed over.
+// before their reads for it were done. A follower's place is a lower
+// bound: every message before it was read for id (join moves it back for
+// a session that joins, and a read under way moves it only once done),
+// and one from it on that a read under way gave id already is in what is
+// handed over.
 func (s *sessions) heldPositions(id string) []heldPos {
 	if s == nil {
 		return nil
