@@ -235,6 +235,13 @@ import (
 //	                      stream's leader change: the sender sends it
 //	                      again, and CLIENT's ops published meanwhile may
 //	                      have reached the stream before it
+//	held-empty=DURATION@NODE  on NODE, for DURATION from the first read
+//	                      of the follower of what is held for NODE, every
+//	                      such read comes back empty after heldEmptyPause,
+//	                      without an error: what nats.go v1.56 makes of a
+//	                      FetchNoWait that the partition stream's
+//	                      consumer does not answer (its leader being
+//	                      elected after the node's restart)
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -302,6 +309,9 @@ type faults struct {
 	claimFails       atomic.Int64 // claim-unanswered: claims left to fail
 	rollupLost       string
 	rollupDropped    atomic.Bool // rollup-lost: its rollup was dropped once
+	heldEmpty        time.Duration
+	heldEmptyOnce    sync.Once
+	heldEmptyUntil   atomic.Int64 // held-empty: until when (Unix nanoseconds), set at the first read
 }
 
 // claimLateMax bounds claim-late's wait for the session to leave.
@@ -355,7 +365,7 @@ const releaseDelay = fenceGrace + time.Second
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
-	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost"}
+	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -432,6 +442,12 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: settle-wait=%q: want a duration", faultEnv, v)
 			}
 			f.settleWait = d
+		case "held-empty":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("%s: held-empty=%q: want a duration", faultEnv, v)
+			}
+			f.heldEmpty = d
 		case "owners-late":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
@@ -799,6 +815,33 @@ func (f *faults) claimUnanswered() error {
 	}
 	return jetstream.ErrNoStreamResponse
 }
+
+// heldReadEmpty reports whether held-empty has this read of the node's
+// own held follower come back empty, without asking the server; it
+// returns after heldEmptyPause (or once done is closed). first says it
+// is the fault's first read, for the log.
+func (f *faults) heldReadEmpty(done <-chan struct{}) (empty, first bool) {
+	if f == nil || f.heldEmpty == 0 {
+		return false, false
+	}
+	f.heldEmptyOnce.Do(func() {
+		f.heldEmptyUntil.Store(time.Now().Add(f.heldEmpty).UnixNano())
+		first = true
+	})
+	if time.Now().UnixNano() >= f.heldEmptyUntil.Load() {
+		return false, false
+	}
+	select {
+	case <-done:
+	case <-time.After(heldEmptyPause):
+	}
+	return true, first
+}
+
+// heldEmptyPause is how long a read held-empty answers takes: shorter
+// than the second an unanswered FetchNoWait takes, so that a follower
+// that takes it for the end gets there within the test's window.
+const heldEmptyPause = 200 * time.Millisecond
 
 // ownHeldLate returns how long after it was held held-late has this
 // node's own follower apply a message; 0 without the fault.

@@ -1051,21 +1051,14 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 	// this node all the while it is unsettled can put off for good.
 	var target uint64
 	if s.gate.unsettledAny() {
-		ctx, cancel := context.WithTimeout(n.ctx, followAttempt)
-		last, err := s.js.Stream(ctx, stream)
-		if err == nil {
-			var m *jetstream.RawStreamMsg
-			if m, err = last.GetLastMsgForSubject(ctx, s.heldSubject(n.cfg.Node)); err == nil {
-				target = m.Sequence
-			} else if errors.Is(err, jetstream.ErrMsgNotFound) {
-				err = nil // nothing held for this node ever
-			}
-		}
-		cancel()
-		if err != nil {
+		if target, err = s.heldLast(stream); err != nil {
 			return err
 		}
 	}
+	// The catch-up after the settle reads up to the subject's last
+	// message as of its first read, for the same reason.
+	var caughtTo uint64
+	caughtKnown := false
 	// The wait of a fetch ends with the node (fetchWait): bounded by a
 	// fixed wait alone, it held up every node's Close by up to 2 s.
 	var fetchDone context.CancelFunc
@@ -1089,6 +1082,12 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 				return nil
 			case <-time.After(heldPoll - time.Since(s.settledAt)):
 			}
+			if !caughtKnown {
+				if caughtTo, err = s.heldLast(stream); err != nil {
+					return err
+				}
+				caughtKnown = true
+			}
 		}
 		// A full store takes nothing durably: what is held for this
 		// node waits in the subject, unacknowledged, until it has room
@@ -1105,7 +1104,12 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 		n.full.holding.Store(false)
 		draining := s.gate.unsettledAny() || catching
 		var batch jetstream.MessageBatch
-		if draining {
+		if empty, first := n.fault.heldReadEmpty(n.ctx.Done()); empty {
+			if first {
+				n.log.Warn("cluster: test fault: reads of what is held for this node come back empty", "for", n.fault.heldEmpty)
+			}
+			batch = emptyBatch{}
+		} else if draining {
 			batch, err = cons.FetchNoWait(fetchMax)
 		} else {
 			batch, fetchDone, err = fetchWaiting(n.ctx, cons)
@@ -1225,19 +1229,108 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 			return err // the node's end too: followOwnHeld looks at that first
 		}
-		if catching && got < fetchMax {
+		if !draining {
+			continue
+		}
+		to := target
+		if catching {
+			to = caughtTo
+		}
+		end, err := s.heldReadEnd(cons, got, to)
+		if err != nil {
+			return err
+		}
+		if catching && end {
 			// Read to the end since the settle: what was held for the
 			// restored sessions is in their queues.
 			s.settleCatch()
 			s.settleCatch = nil
 		}
-		if draining && (got == 0 || s.gate.next.Load() > target) && s.gate.settle() {
+		if end && s.gate.settle() {
 			s.onSettled()
 			n.log.Info("cluster: restored sessions settled: owners read, messages held for this node applied")
 		}
 	}
 	return nil
 }
+
+// heldLast returns the stream sequence of the last message held for this
+// node in stream (its partition stream's leader answers); 0 for none ever.
+func (s *sessions) heldLast(stream string) (uint64, error) {
+	ctx, cancel := context.WithTimeout(s.n.ctx, followAttempt)
+	defer cancel()
+	st, err := s.js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	m, err := st.GetLastMsgForSubject(ctx, s.heldSubject(s.n.cfg.Node))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil // nothing held for this node ever
+	}
+	if err != nil {
+		return 0, err
+	}
+	return m.Sequence, nil
+}
+
+// heldReadEnd reports whether the draining reads of this node's held
+// subject (the last one brought got messages) have reached to: every
+// message up to it applied durably, here or by an earlier process. A
+// read that came back empty is not that end by itself: a FetchNoWait
+// that the partition stream's consumer does not answer (its leader being
+// elected, as after this node's restart) comes back after a second with
+// neither a message nor an error (nats.go v1.56), as one that found
+// nothing does. Taken for the end, it settled the restored sessions, or
+// ended their catch-up, before what was held for them was applied, and a
+// claim from another node then moved them live without it
+// (TestReproDrainEmptyRead). So an empty read short of to asks the
+// consumer (its leader, or an error: the follower starts again): its ack
+// floor at to or past it is the end (what this process did not apply was
+// acknowledged by an earlier one). Not its pending count: the consumer's
+// leader may sit on a replica that is behind the stream's (this node's
+// own, just restarted), and count nothing while to is still ahead. A
+// message delivered to the previous process and never acknowledged
+// (killed mid-batch) comes back only after the consumer's AckWait; the
+// end waits for it, which delays the settle by up to that after such a
+// crash rather than settling without it.
+func (s *sessions) heldReadEnd(cons jetstream.Consumer, got int, to uint64) (bool, error) {
+	if s.gate.next.Load() > to {
+		return true, nil
+	}
+	if got > 0 {
+		return false, nil // read on at once
+	}
+	ctx, cancel := context.WithTimeout(s.n.ctx, followAttempt)
+	ci, err := cons.Info(ctx)
+	cancel()
+	if err != nil {
+		return false, fmt.Errorf("held consumer's state after an empty read: %w", err)
+	}
+	if ci.AckFloor.Stream >= to {
+		return true, nil
+	}
+	select {
+	case <-s.n.ctx.Done():
+	case <-time.After(heldRetry):
+	}
+	return false, nil
+}
+
+// heldRetry is how long the follower of what is held for this node waits
+// before it reads again after an empty read short of its end.
+const heldRetry = 100 * time.Millisecond
+
+// emptyBatch is a read that came back without a message or an error (the
+// fault held-empty).
+type emptyBatch struct{}
+
+func (emptyBatch) Messages() <-chan jetstream.Msg {
+	c := make(chan jetstream.Msg)
+	close(c)
+	return c
+}
+
+func (emptyBatch) Error() error { return nil }
 
 // nakHeld hands m back to the held consumer, to be delivered again now.
 // A NAK that does not reach the server leaves m to its AckWait.
@@ -1481,11 +1574,13 @@ func (s *sessions) followHanded(id string, ps []heldPos, until time.Time, w *hel
 }
 
 // heldPositions returns where the followers of held subjects here that
-// follow id are (heldPos), for a handover of id's session before their
-// reads for it were done. A follower's place is a lower bound: every
-// message before it was read for id (join moves it back for a session
-// that joins, and a read under way moves it only once done), and one from
-// it on that a read under way gave id already is in what is handed over.
+// follow id are (heldPos), this node's own follower among them while id's
+// catch-up after the settle is not over, for a handover of id's session
+// before their reads for it were done. A follower's place is a lower
+// bound: every message before it was read for id (join moves it back for
+// a session that joins, and a read under way moves it only once done),
+// and one from it on that a read under way gave id already is in what is
+// handed over.
 func (s *sessions) heldPositions(id string) []heldPos {
 	if s == nil {
 		return nil
@@ -1507,6 +1602,21 @@ func (s *sessions) heldPositions(id string) []heldPos {
 			out = append(out, p)
 		}
 		f.mu.Unlock()
+	}
+	// A restored session settled here whose catch-up has not read this
+	// node's own held subject to its end: the catch-up gives what it
+	// reads from here on to the sessions here only, and a live move
+	// carries none of it (onSettled: a release request's wait for it is
+	// bounded, heldWaitMax; cut, what was held for this node after the
+	// settling read reached no session: TestReproDrainCutCatchUp). Not
+	// when a follower here reads this node's subject for id already: id
+	// left and was taken from the stream here since, and that follower's
+	// place is its own.
+	if from := s.gate.ownCatchFrom(id); from > 0 {
+		own := s.n.cfg.Node
+		if !slices.ContainsFunc(out, func(p heldPos) bool { return p.node == own }) {
+			out = append(out, heldPos{node: own, from: from})
+		}
 	}
 	slices.SortFunc(out, func(a, b heldPos) int { return strings.Compare(a.node, b.node) })
 	return out
@@ -1793,6 +1903,38 @@ type restoredGate struct {
 	from  map[string]uint64
 	at    map[string]uint64
 	quiet time.Time
+	// catching: the sessions settled here whose catch-up of this node's
+	// own held subject is not over (onSettled).
+	catching map[string]bool
+}
+
+// catchOwn notes ids as catching up with this node's own held subject.
+func (g *restoredGate) catchOwn(ids []string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.catching = make(map[string]bool, len(ids))
+	for _, id := range ids {
+		g.catching[id] = true
+	}
+}
+
+// caughtOwn ends catchOwn: the catch-up read to its end.
+func (g *restoredGate) caughtOwn() {
+	g.mu.Lock()
+	g.catching = nil
+	g.mu.Unlock()
+}
+
+// ownCatchFrom returns, for id still catching up (catchOwn), the first
+// sequence of this node's held subject not applied durably here: every
+// message before it reached id here, if it matched; 0 otherwise.
+func (g *restoredGate) ownCatchFrom(id string) uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.catching[id] {
+		return 0
+	}
+	return g.next.Load()
 }
 
 // disown notes where the follower was when id was disowned, for
@@ -1930,7 +2072,9 @@ func (s *sessions) onSettled() {
 	s.settleCatch, s.settledAt = s.n.catchUpAll(ids), time.Now()
 	if s.settleCatch != nil && s.n.own != nil {
 		caught, released := s.settleCatch, s.n.own.holdRelease(ids)
+		s.gate.catchOwn(ids)
 		s.settleCatch = func() {
+			s.gate.caughtOwn()
 			caught()
 			released()
 		}

@@ -104,6 +104,35 @@ func TestHeldPositionsAndFollowHanded(t *testing.T) {
 	}
 }
 
+// A restored session settled here and still catching up with this node's
+// own held subject is handed over with that subject's place: the first
+// message not applied durably here. Not once the catch-up read to its
+// end, nor for another session, nor when a follower here reads this
+// node's subject for the session (taken from the stream here since: that
+// place is its own).
+func TestHeldPositionsOwnCatchUp(t *testing.T) {
+	until := time.Now().Add(time.Minute)
+	s := &sessions{n: &Node{cfg: Config{Node: "n1"}}, followers: map[string]*heldFollower{
+		"n2": {node: "n2", ids: map[string]time.Time{"a": until}, from: 40},
+	}}
+	s.gate.next.Store(17)
+	s.gate.catchOwn([]string{"a", "b"})
+	if got, want := s.heldPositions("a"), []heldPos{{node: "n1", from: 17}, {node: "n2", from: 40}}; !slices.EqualFunc(got, want, sameHeldPos) {
+		t.Errorf("places of a, catching up: %+v, want %+v", got, want)
+	}
+	if got := s.heldPositions("c"); got != nil {
+		t.Errorf("places of c, not restored here: %+v", got)
+	}
+	s.followers["n1"] = &heldFollower{node: "n1", ids: map[string]time.Time{"b": until}, from: 30}
+	if got, want := s.heldPositions("b"), []heldPos{{node: "n1", from: 30}}; !slices.EqualFunc(got, want, sameHeldPos) {
+		t.Errorf("places of b, followed here on n1's subject: %+v, want %+v", got, want)
+	}
+	s.gate.caughtOwn()
+	if got, want := s.heldPositions("a"), []heldPos{{node: "n2", from: 40}}; !slices.EqualFunc(got, want, sameHeldPos) {
+		t.Errorf("places of a, caught up: %+v, want %+v", got, want)
+	}
+}
+
 func sameHeldPos(a, b heldPos) bool {
 	return a.node == b.node && a.from == b.from && a.since.Equal(b.since) && a.floor.Equal(b.floor)
 }
