@@ -250,11 +250,17 @@ func (n *Node) announceLoop() {
 		case <-n.ctx.Done():
 			return
 		case <-n.local.wake:
+			if n.fault.muted() {
+				continue // the next tick after the fault sends them
+			}
 			ds, _ := n.local.take()
 			for _, b := range encodeDeltasLimited(n.cfg.Node, n.inc, ds, n.interestLimit()) {
 				n.publish(subj, b)
 			}
 		case <-t.C:
+			if n.fault.muted() {
+				continue
+			}
 			ds, seq := n.local.take()
 			for _, b := range encodeDeltasLimited(n.cfg.Node, n.inc, ds, n.interestLimit()) {
 				n.publish(subj, b)
