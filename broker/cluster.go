@@ -235,6 +235,16 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	return s.deliverTargets(msg, sc)
 }
 
+// GroupsOnlyOf returns the share groups of groups ("group\x00filter")
+// that no session here matching topic is a member of, other than those
+// of reports true for (nil: none). A cluster asks it for a forwarded
+// message's groups whose members here may all be copies that are to be
+// dropped (package cluster, restored sessions not settled yet), to pass
+// those groups on to a node with a live member instead.
+func (s *Server) GroupsOnlyOf(topic string, groups []string, of func(clientID string) bool) []string {
+	return s.router.groupsOnlyOf(topic, groups, of)
+}
+
 // ClaimResend claims, for m, a QoS 2 resend (m.Resent) forwarded here
 // with an Origin, the share groups of m.Groups it is to serve, before
 // DeliverRemote gives one to a member here (ResendClaimer, claimAhead):

@@ -250,6 +250,26 @@ func (r *router) pickAhead(msg *Message, groups []string, once *onceCheck) []gro
 	return out
 }
 
+// groupsOnlyOf is Server.GroupsOnlyOf.
+func (r *router) groupsOnlyOf(topic string, groups []string, of func(clientID string) bool) []string {
+	live := make(map[string]bool, len(groups))
+	r.tree.Match(topic, func(filter, group string, s *session, _ subscription) {
+		if group == "" {
+			return
+		}
+		if key := group + "\x00" + filter; slices.Contains(groups, key) && (of == nil || !of(s.id)) {
+			live[key] = true
+		}
+	})
+	var out []string
+	for _, g := range groups {
+		if !live[g] {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
 // isAway asks the cluster whether s is an away copy (AwayCopies); the
 // caller holds the tree's lock.
 func (r *router) isAway(s *session) bool { return r.away != nil && r.away.Away(s.id) }

@@ -222,6 +222,14 @@ import (
 //	                      unsettled, as a restarted node whose ownership
 //	                      bucket elects a leader (test/jepsen
 //	                      TestClusterFull seed 42: 8 s)
+//	drop-unannounced=DURATION@NODE  on NODE, once it dropped a restored
+//	                      session owned elsewhere, it sends no interest
+//	                      change and no heartbeat for DURATION (at most
+//	                      dropMuteMax, under deadAfter): the others go on
+//	                      routing the dropped copy's share groups here, as
+//	                      when the change travels late (test/jepsen
+//	                      TestClusterFull seed 45: a forward 3 ms after
+//	                      the drop)
 //	claim-unanswered=COUNT@NODE  on NODE, the first COUNT share group
 //	                      claims (claimNamed) are not appended and fail
 //	                      with "no response from stream", as a claim
@@ -275,6 +283,8 @@ type faults struct {
 	adoptWait    string
 	settleWait   time.Duration
 	ownersLate   time.Duration
+	dropMute     time.Duration
+	mutedUntil   atomic.Int64 // drop-unannounced: Unix ns
 	heldLate     time.Duration
 	adoptStall   []string
 	moveLate     string
@@ -365,7 +375,8 @@ const releaseDelay = fenceGrace + time.Second
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
-	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty"}
+	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
+	"drop-unannounced"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -454,6 +465,12 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: owners-late=%q: want a duration", faultEnv, v)
 			}
 			f.ownersLate = d
+		case "drop-unannounced":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 || d > dropMuteMax {
+				return nil, fmt.Errorf("%s: drop-unannounced=%q: want a duration up to %v", faultEnv, v, dropMuteMax)
+			}
+			f.dropMute = d
 		case "held-late":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
@@ -777,6 +794,26 @@ func (f *faults) ownersReadDelay() time.Duration {
 		return 0
 	}
 	return f.ownersLate
+}
+
+// dropMuteMax bounds drop-unannounced: a node silent for deadAfter is
+// dropped by the others.
+const dropMuteMax = 3 * time.Second
+
+// droppedRestored is drop-unannounced's start: n dropped restored
+// sessions owned elsewhere.
+func (f *faults) droppedRestored(n *Node) {
+	if f == nil || f.dropMute == 0 {
+		return
+	}
+	n.log.Info("cluster: test fault: interest changes and heartbeats held back after a restored session's drop", "for", f.dropMute)
+	f.mutedUntil.Store(time.Now().Add(f.dropMute).UnixNano())
+}
+
+// muted reports whether drop-unannounced holds the interest messages
+// back now.
+func (f *faults) muted() bool {
+	return f != nil && time.Now().UnixNano() < f.mutedUntil.Load()
 }
 
 // claimedFor is claim-late's wait: chosen are the members a held

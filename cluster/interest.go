@@ -413,6 +413,34 @@ func (r *remoteInterest) plan(name string, id uint64, local *localInterest) []ta
 	return targets
 }
 
+// groupNodes returns, for each share group of groups ("group\x00filter")
+// with a member on another node matching topic name, one such node,
+// taking turns by id as plan does; by node, the groups it is to serve.
+func (r *remoteInterest) groupNodes(name string, groups []string, id uint64) map[string][]string {
+	var nodes map[string][]string // group key -> nodes
+	r.tree.Match(name, func(filter, group, node string, _ struct{}) {
+		if group == "" {
+			return
+		}
+		if gk := (ikey{filter, group}).groupKey(); slices.Contains(groups, gk) {
+			if nodes == nil {
+				nodes = make(map[string][]string)
+			}
+			nodes[gk] = append(nodes[gk], node)
+		}
+	})
+	var out map[string][]string
+	for gk, ns := range nodes {
+		slices.Sort(ns) // the tree's order is not stable
+		if out == nil {
+			out = make(map[string][]string)
+		}
+		to := ns[id%uint64(len(ns))]
+		out[to] = append(out[to], gk)
+	}
+	return out
+}
+
 // Interest messages between nodes (all start with wireVersion, then a
 // kind byte):
 //

@@ -250,11 +250,17 @@ func (n *Node) announceLoop() {
 		case <-n.ctx.Done():
 			return
 		case <-n.local.wake:
+			if n.fault.muted() {
+				continue // the next tick after the fault sends them
+			}
 			ds, _ := n.local.take()
 			for _, b := range encodeDeltasLimited(n.cfg.Node, n.inc, ds, n.interestLimit()) {
 				n.publish(subj, b)
 			}
 		case <-t.C:
+			if n.fault.muted() {
+				continue
+			}
 			ds, seq := n.local.take()
 			for _, b := range encodeDeltasLimited(n.cfg.Node, n.inc, ds, n.interestLimit()) {
 				n.publish(subj, b)
@@ -686,6 +692,14 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 	}
 	n.counters.received[rm.QoS].Add(1)
 	rm.Copy = src.copy() // before a moving session may hold it (mv.pick)
+	// Groups whose members here are restored sessions only go on
+	// (passon.go), before a resend's claims: they are claimed where
+	// they are served.
+	pick := src.id
+	if !rm.Origin.IsZero() {
+		pick = originHash(rm.Origin)
+	}
+	passOn := n.passRestored(rm, pick)
 	// A QoS 2 resend's share groups are claimed first (held.go
 	// ClaimGroup), out of the gate: a claim may wait for a stream's
 	// election. Only resends pay for it.
@@ -714,6 +728,14 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		}
 		n.mv.mu.Lock()
 		held.left++
+		n.mv.mu.Unlock()
+	}
+	if len(passOn) > 0 && seq != 0 {
+		if held == nil {
+			held = &heldAck{}
+		}
+		n.mv.mu.Lock()
+		held.left += len(passOn)
 		n.mv.mu.Unlock()
 	}
 	c, ticket := n.srv.DeliverRemote(rm)
@@ -752,6 +774,9 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 	}
 	if to != "" {
 		n.reforward(to, rm, gk, held)
+	}
+	for node, gks := range passOn {
+		n.reforward(node, rm, gks, held)
 	}
 	if seq != 0 && held == nil {
 		if n.fault.withholds(rm.Topic, rm.QoS) {

@@ -636,6 +636,9 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 			s.n.log.Info("restored session dropped: another node owns it now", "client_id", id)
 		}
 	}
+	if len(gone) > 0 {
+		s.n.fault.droppedRestored(s.n)
+	}
 	s.mu.Lock()
 	s.js, s.ready, s.restored = js, true, nil
 	s.setQueuedEpochsLocked()

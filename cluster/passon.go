@@ -1,0 +1,82 @@
+package cluster
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/roost-mqtt/roost/broker"
+)
+
+// Share groups whose members here are restored sessions only.
+//
+// A restarted node announces its restored sessions' share group
+// memberships as routing interest at once (the broker subscribes them
+// when it restores them), so a publisher may choose the node to serve
+// such a group, and then holds nothing for it: the group is served. Until
+// the node has read the owner records it cannot know whether the copy is
+// still its session's (restoredGate), and once it finds the session owned
+// elsewhere it drops the copy. What the copy took while unsettled is kept
+// in the node's held subject for the session (keep.go, Away), and what a
+// forward brings after the drop, while the session's hold keys stay, is
+// held there for the group (holdHere). Both are read only by a node that
+// takes the session from the stream and follows this node's held subject;
+// an owner that had the session by a live move reads neither, and the
+// message is acknowledged and lost for the group (test/jepsen
+// TestClusterFull seed 45 on main 2026-12-06 07:28, g1 pub1#153: n2
+// restarted at 33.250, dropped its restored g1m0 at 33.366, owned by n3
+// since a live move from n1 at 32.872; n1's forward for g1 reached n2 at
+// 33.369 and was held there for nobody who reads it;
+// TestReproGroupPassOn).
+//
+// So a forwarded message's share groups whose only members here are such
+// sessions (restored and not settled, or dropped with their hold keys
+// kept) go on to a node with a member of the group, as a moved session's
+// groups do (handover_live.go, reforward): the group is served there, by
+// a member that is its session's. The confirmation to the publishing node
+// waits for that node's. A group with no member elsewhere is left as
+// before (kept or held here): the session's next claimer reads it. A
+// message passed on is not passed on again (a reforward names its groups
+// only), so two restarted nodes do not hand it back and forth.
+//
+// Not covered: a message published on the restarted node itself, which
+// the broker gives to the restored copy there (Forward keeps it, keptLocal).
+
+// passRestored takes from rm.Groups the share groups whose members here
+// are all restored sessions not settled yet, or that have no member here
+// and a restored session's hold key (one dropped before it settled,
+// persist.leaveKeepHeld), and that a member on another node matches, and
+// returns them by node, to be passed on to it (reforward). pick takes
+// turns between such nodes, as plan does. nil for none: rm is unchanged.
+func (n *Node) passRestored(rm *broker.RemoteMessage, pick uint64) map[string][]string {
+	s := n.sess
+	if s == nil || rm.GroupsOnly || len(rm.Groups) == 0 || !s.persist.holdingAny() {
+		return nil
+	}
+	var restored []string
+	for _, m := range s.persist.holdMatches(rm.Topic) {
+		if !m.fenced && m.group != "" && slices.Contains(rm.Groups, m.group) && !slices.Contains(restored, m.group) {
+			restored = append(restored, m.group)
+		}
+	}
+	if len(restored) == 0 {
+		return nil
+	}
+	alone := n.srv.GroupsOnlyOf(rm.Topic, restored, s.gate.unsettled)
+	if len(alone) == 0 {
+		return nil
+	}
+	to := n.remote.groupNodes(rm.Topic, alone, pick)
+	delete(to, n.cfg.Node)
+	if len(to) == 0 {
+		return nil
+	}
+	var passed []string
+	for node, gks := range to {
+		passed = append(passed, gks...)
+		// One line per message: the window is a restart's first moments.
+		n.log.Info("cluster: share groups whose members here are restored sessions only passed on to a node with a member",
+			"peer", node, "topic", rm.Topic, "qos", rm.QoS, "groups", strings.ReplaceAll(strings.Join(gks, " "), "\x00", "/"))
+	}
+	rm.Groups = slices.DeleteFunc(slices.Clone(rm.Groups), func(g string) bool { return slices.Contains(passed, g) })
+	return to
+}
