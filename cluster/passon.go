@@ -73,8 +73,9 @@ func (n *Node) passRestored(rm *broker.RemoteMessage, pick uint64) map[string][]
 	var passed []string
 	for node, gks := range to {
 		passed = append(passed, gks...)
-		// One line per message: the window is a restart's first moments.
-		n.log.Info("cluster: share groups whose members here are restored sessions only passed on to a node with a member",
+		// One line per message, so at debug: the window is a restart's
+		// first seconds, and a busy topic sends thousands a second.
+		n.log.Debug("cluster: share groups whose members here are restored sessions only passed on to a node with a member",
 			"peer", node, "topic", rm.Topic, "qos", rm.QoS, "groups", strings.ReplaceAll(strings.Join(gks, " "), "\x00", "/"))
 	}
 	rm.Groups = slices.DeleteFunc(slices.Clone(rm.Groups), func(g string) bool { return slices.Contains(passed, g) })
