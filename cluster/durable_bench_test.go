@@ -59,33 +59,40 @@ func BenchmarkClusterDurableQoS1(b *testing.B) {
 				ps = append(ps, p)
 			}
 			ps[0].AwaitInterest(b, topic)
-			payload := make([]byte, 64)
-			b.ResetTimer()
-			errs := make(chan error, pubs)
-			for i, p := range ps {
-				n := b.N / pubs
-				if i < b.N%pubs {
-					n++
-				}
-				go func() {
-					var err error
-					for range n {
-						ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-						_, err = p.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: payload})
-						cancel()
-						if err != nil {
-							break
-						}
-					}
-					errs <- err
-				}()
-			}
-			for range pubs {
-				if err := <-errs; err != nil {
-					b.Error(err)
-				}
-			}
-			b.StopTimer()
+			publishSpread(b, ps, topic, 1)
 		})
 	}
+}
+
+// publishSpread publishes b.N messages to topic at qos, spread over the
+// publishers ps, each waiting for its acknowledgement before its next,
+// and times them (b.ResetTimer to b.StopTimer).
+func publishSpread(b *testing.B, ps []*clustertest.Client, topic string, qos byte) {
+	payload := make([]byte, 64)
+	b.ResetTimer()
+	errs := make(chan error, len(ps))
+	for i, p := range ps {
+		n := b.N / len(ps)
+		if i < b.N%len(ps) {
+			n++
+		}
+		go func() {
+			var err error
+			for range n {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				_, err = p.Publish(ctx, &paho.Publish{Topic: topic, QoS: qos, Payload: payload})
+				cancel()
+				if err != nil {
+					break
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range ps {
+		if err := <-errs; err != nil {
+			b.Error(err)
+		}
+	}
+	b.StopTimer()
 }

@@ -60,33 +60,7 @@ func BenchmarkClusterGroupQoS2(b *testing.B) {
 					ps = append(ps, p)
 				}
 				ps[0].AwaitInterest(b, topic)
-				payload := make([]byte, 64)
-				b.ResetTimer()
-				errs := make(chan error, pubs)
-				for i, p := range ps {
-					n := b.N / pubs
-					if i < b.N%pubs {
-						n++
-					}
-					go func() {
-						var err error
-						for range n {
-							ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-							_, err = p.Publish(ctx, &paho.Publish{Topic: topic, QoS: 2, Payload: payload})
-							cancel()
-							if err != nil {
-								break
-							}
-						}
-						errs <- err
-					}()
-				}
-				for range pubs {
-					if err := <-errs; err != nil {
-						b.Error(err)
-					}
-				}
-				b.StopTimer()
+				publishSpread(b, ps, topic, 2)
 			})
 		}
 	}
