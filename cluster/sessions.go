@@ -900,7 +900,12 @@ func takePacks(ops []repOp, from, limit int, of map[string]int) int {
 // rollup's purge is not). A rollup of an earlier claim followed only by
 // this node's own claims (a client back on this node while the stream
 // had no quorum) keeps its purge: the ops before it are older than the
-// session it adopted. s.mu is held.
+// session it adopted. Every op of an id another node claimed since this
+// node's last claim (lost) is stale: a rollup queued here while the
+// partition had no quorum, sent after the newer owner's ops, purged them,
+// and the next claim read this node's older state from the stream (a QoS
+// 2 exchange completed on the newer owner delivered again: test/jepsen
+// TestClusterFull seed 46, session 19 lead). s.mu is held.
 func (s *sessions) sendEpochs(batch []repOp) ([]uint64, []bool) {
 	epochs := make([]uint64, len(batch))
 	stale := make([]bool, len(batch))
@@ -909,7 +914,8 @@ func (s *sessions) sendEpochs(batch []repOp) ([]uint64, []bool) {
 		if op.epoch == 0 && !op.epochSet {
 			epochs[i] = s.epochs[op.id]
 		}
-		stale[i] = epochs[i] < s.took[op.id]
+		_, lost := s.lost[op.id]
+		stale[i] = epochs[i] < s.took[op.id] || lost
 	}
 	return epochs, stale
 }

@@ -52,3 +52,33 @@ func TestOpsKeepTheirClaimsEpoch(t *testing.T) {
 		t.Fatal("the adoptions' ops are not rollups: the test does not check what it should")
 	}
 }
+
+// TestLostIDsOpsAreStale: a session adopted here (a rollup queued while
+// its partition stream has no quorum) and then claimed by another node
+// before the rollup left: the rollup must lose its purge, which would
+// remove the newer owner's ops from the stream.
+func TestLostIDsOpsAreStale(t *testing.T) {
+	n := &Node{cfg: Config{Partitions: 1}, inc: "i1", local: newLocalInterest()}
+	s := n.Sessions(store.NewMemory()).(*sessions)
+	s.setEpoch("z", 6, true)
+	s.adopt("z")
+	s.Append(broker.Op{Kind: broker.OpSessionPut, ClientID: "z"}) // a rollup under claim 6
+	q := s.parts[0].ops
+	if len(q) != 1 || !q[0].rollup {
+		t.Fatal("the adoption's op is not a queued rollup: the test does not check what it should")
+	}
+	if _, stale := s.sendEpochs(q); stale[0] {
+		t.Fatal("the rollup of this node's current claim is stale")
+	}
+	s.disown("z") // claimed by another node (epoch 8, say)
+	if epochs, stale := s.sendEpochs(q); !stale[0] || epochs[0] != 6 {
+		t.Errorf("after the id was lost: epoch %d, stale %v; want 6, stale (no purge)", epochs[0], stale[0])
+	}
+	s.setEpoch("z", 9, true) // claimed here again
+	s.adopt("z")
+	s.Append(broker.Op{Kind: broker.OpSessionPut, ClientID: "z"})
+	q = s.parts[0].ops
+	if _, stale := s.sendEpochs(q); !stale[0] || stale[1] {
+		t.Errorf("claimed here again: stale %v, want [true false] (the old rollup still loses its purge, the new one keeps it)", stale)
+	}
+}
