@@ -243,6 +243,16 @@ import (
 //	                      stream's leader change: the sender sends it
 //	                      again, and CLIENT's ops published meanwhile may
 //	                      have reached the stream before it
+//	ops-after-lost=CLIENT@NODE  on NODE, from its start, CLIENT's
+//	                      partition stream takes no ops from it (they
+//	                      wait in its queue) until opsAfterLost after
+//	                      another node claimed CLIENT from it: a node
+//	                      whose adoption's rollup waited (its partition
+//	                      stream without a quorum for it after a pause)
+//	                      while the client went back to the previous
+//	                      owner, which completed QoS 2 exchanges before
+//	                      the rollup landed (test/jepsen TestClusterFull
+//	                      seed 46)
 //	held-empty=DURATION@NODE  on NODE, for DURATION from the first read
 //	                      of the follower of what is held for NODE, every
 //	                      such read comes back empty after heldEmptyPause,
@@ -268,6 +278,9 @@ type faults struct {
 	opsLate      string
 	opsFree      atomic.Bool // ops-late: the id was given up here
 	opsHeld      atomic.Bool // ops-late: an op was held back once
+	opsAfterLost string
+	opsLostFree  atomic.Bool // ops-after-lost: its ops went out
+	opsLostIn    atomic.Bool // ops-after-lost: and were all acknowledged
 	heldPending  []string
 	releaseLate  string
 	heldFenced   string
@@ -376,7 +389,7 @@ var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
-	"drop-unannounced"}
+	"drop-unannounced", "ops-after-lost"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -405,6 +418,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.noQuorum = v
 		case "ops-late":
 			f.opsLate = v
+		case "ops-after-lost":
+			f.opsAfterLost = v
 		case "adopt-late":
 			f.adoptLate = v
 		case "adopt-wait":
@@ -919,6 +934,31 @@ func (f *faults) withoutQuorum(p int, part func(string) int) bool {
 // this node has not given up yet (freesOps).
 func (f *faults) holdsOps(p int, part func(string) int) bool {
 	return f != nil && f.opsLate != "" && !f.opsFree.Load() && part(f.opsLate) == p
+}
+
+// opsAfterLost is how long ops-after-lost holds ops after the claim
+// elsewhere: time for the claimer to complete what the session owed.
+const opsAfterLost = 6 * time.Second
+
+// holdsOpsUntilLost reports whether the partition stream p takes no ops
+// of this node now (ops-after-lost): p is the partition of the named
+// client id, which another node claimed from this one less than
+// opsAfterLost ago, or not yet (lostAt reports when). freed is true the
+// one time the hold ends.
+func (f *faults) holdsOpsUntilLost(p int, part func(string) int, lostAt func(string) (time.Time, bool)) (held, freed bool) {
+	if f == nil || f.opsAfterLost == "" || f.opsLostFree.Load() || part(f.opsAfterLost) != p {
+		return false, false
+	}
+	if at, ok := lostAt(f.opsAfterLost); ok && time.Since(at) >= opsAfterLost {
+		return false, f.opsLostFree.CompareAndSwap(false, true)
+	}
+	return true, false
+}
+
+// landedAfterLost reports, once, that partition p's ops held by
+// ops-after-lost are all in the stream: p has nothing unacknowledged.
+func (f *faults) landedAfterLost(p int, part func(string) int) bool {
+	return f != nil && f.opsAfterLost != "" && f.opsLostFree.Load() && part(f.opsAfterLost) == p && f.opsLostIn.CompareAndSwap(false, true)
 }
 
 // firstHeldOps reports whether ops-late holds back ops for the first

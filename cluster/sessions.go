@@ -445,6 +445,15 @@ func (s *sessions) disown(id string) {
 	s.mu.Unlock()
 }
 
+// lostAt reports when another node claimed id after this node's last
+// claim (sessions.lost).
+func (s *sessions) lostAt(id string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.lost[id]
+	return at, ok
+}
+
 // lostHere reports whether another node claimed id after this node's
 // last claim (sessions.lost).
 func (s *sessions) lostHere(id string) bool {
@@ -718,6 +727,11 @@ func (s *sessions) sendPart(p int) {
 	for {
 		var err error
 		held := s.n.fault.holdsOps(p, s.partition) && s.queued(q)
+		if untilLost, freed := s.n.fault.holdsOpsUntilLost(p, s.partition, s.lostAt); untilLost {
+			held = s.queued(q)
+		} else if freed {
+			s.n.log.Info("cluster: test fault: the ops held back go out after the claim elsewhere", "partition", p)
+		}
 		if held && s.n.fault.firstHeldOps() {
 			s.n.log.Info("cluster: test fault: the partition stream takes no ops of this node until the client id is given up", "partition", p)
 		}
@@ -726,6 +740,9 @@ func (s *sessions) sendPart(p int) {
 		} else if held {
 			err = errors.New("test fault ops-late: the partition stream takes nothing yet")
 		} else if err = s.publishMore(q, &inflight); err == nil && len(inflight.packs) == 0 {
+			if s.n.fault.landedAfterLost(p, s.partition) {
+				s.n.log.Info("cluster: test fault: the ops held back are in the stream", "partition", p)
+			}
 			select {
 			case <-s.n.ctx.Done():
 				return
