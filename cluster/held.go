@@ -979,7 +979,7 @@ func (s *sessions) followOwnHeld() {
 	defer s.n.wg.Done()
 	n := s.n
 	name, stream := s.heldConsumer(n.cfg.Node), streamName(s.partition(n.cfg.Node))
-	backoff := 100 * time.Millisecond
+	var backoff time.Duration
 	// applied: stream sequences applied by this process, whose
 	// acknowledgement may not have reached the consumer (it delivers them
 	// again): applied twice, a message the session completed meanwhile
@@ -988,18 +988,35 @@ func (s *sessions) followOwnHeld() {
 	// those are durable, also when read again after a failed wait.
 	applied := map[uint64]broker.Ticket{}
 	for n.ctx.Err() == nil {
+		began := time.Now()
 		err := s.followOwnHeldOnce(stream, name, applied)
 		if n.ctx.Err() != nil {
 			return
 		}
+		backoff = followBackoff(backoff, time.Since(began))
 		n.log.Warn("cluster: following messages held for this node; again soon", "err", err, "backoff", backoff)
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 2*time.Second)
 	}
+}
+
+// followSteady is how long a follow of what is held for this node must
+// have run for its failure to start the backoff afresh.
+const followSteady = 10 * time.Second
+
+// followBackoff is the wait after a follow of what is held for this node
+// that ended after ran, the previous wait having been last (0: none
+// yet): doubled up to 2 s while follows keep failing, 100 ms again after
+// one that ran followSteady, whose failure is a new one (a leader
+// change), not the last one again.
+func followBackoff(last, ran time.Duration) time.Duration {
+	if last == 0 || ran >= followSteady {
+		return 100 * time.Millisecond
+	}
+	return min(2*last, 2*time.Second)
 }
 
 // fetchWait is how long a fetch of what is held for this node waits for

@@ -310,3 +310,26 @@ func TestHeldCopyKey(t *testing.T) {
 		t.Errorf("no message id: copy %x, want 0", c)
 	}
 }
+
+// TestFollowBackoff: the follower of what is held for this node backs
+// off while its follows keep failing, and starts afresh after one that
+// ran steadily (drainend's left: it stayed at 2 s for good).
+func TestFollowBackoff(t *testing.T) {
+	var b time.Duration
+	var got []time.Duration
+	for range 7 {
+		b = followBackoff(b, time.Millisecond)
+		got = append(got, b)
+	}
+	want := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
+		1600 * time.Millisecond, 2 * time.Second, 2 * time.Second}
+	if !slices.Equal(got, want) {
+		t.Fatalf("failing follows waited %v, want %v", got, want)
+	}
+	if b = followBackoff(b, followSteady); b != 100*time.Millisecond {
+		t.Fatalf("after a follow of %v the wait is %v, want 100ms", followSteady, b)
+	}
+	if b = followBackoff(b, time.Second); b != 200*time.Millisecond {
+		t.Fatalf("the next failing follow waited %v, want 200ms", b)
+	}
+}
