@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"log/slog"
 	"slices"
 	"strings"
 
@@ -76,8 +77,17 @@ func (n *Node) passRestored(rm *broker.RemoteMessage, pick uint64) map[string][]
 		// One line per message, so at debug: the window is a restart's
 		// first seconds, and a busy topic sends thousands a second.
 		n.log.Debug("cluster: share groups whose members here are restored sessions only passed on to a node with a member",
-			"peer", node, "topic", rm.Topic, "qos", rm.QoS, "groups", strings.ReplaceAll(strings.Join(gks, " "), "\x00", "/"))
+			"peer", node, "topic", rm.Topic, "qos", rm.QoS, "groups", groupKeys(gks))
 	}
 	rm.Groups = slices.DeleteFunc(slices.Clone(rm.Groups), func(g string) bool { return slices.Contains(passed, g) })
 	return to
+}
+
+// groupKeys logs share group keys (group NUL filter) as group/filter,
+// built only when the line is written: passOn's line is at debug, and
+// its message rate is a busy topic's.
+type groupKeys []string
+
+func (g groupKeys) LogValue() slog.Value {
+	return slog.StringValue(strings.ReplaceAll(strings.Join(g, " "), "\x00", "/"))
 }
