@@ -58,6 +58,13 @@
 //	go test ./test/jepsen -run TestSingleNode -timeout 0 -jepsen.duration 30m -jepsen.seed 1 -jepsen.runs 3
 //	go test ./test/jepsen -run TestClusterFull -jepsen.cluster-full [-jepsen.faults kill,pause,isolate|none]
 //	go test ./test/jepsen -run TestRecheck -jepsen.check DIR/history.json -v
+//	go test ./test/jepsen -run TestRecheck -jepsen.check DIR/history.json -jepsen.explain ps1:779 -v
+//
+// The last sets out one operation (779) for one subscriber or group
+// (ps1): its publish and answer, the subscriber's connections (node, what
+// each got), and the events around it, with the wall-clock times the
+// node logs use (History.Start; histories written before December 6 2026
+// have none) and the nodes by their log names (index 0 is n1).
 //
 // A failed run keeps its directory under -jepsen.out (default the
 // temporary directory): the nodes' data and logs, history.json (every

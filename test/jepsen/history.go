@@ -152,8 +152,10 @@ type Event struct {
 // History is everything a run did and saw. Its methods are safe for
 // concurrent use; the checker reads it once the run is over.
 type History struct {
-	mu         sync.Mutex
-	start      time.Time
+	mu sync.Mutex
+	// Start is the wall-clock time the run began, which every record's
+	// time counts from: the node logs' times are Start plus those.
+	Start      time.Time    `json:"start"`
 	Seed       uint64       `json:"seed"`
 	Nodes      int          `json:"nodes"`
 	Pubs       []PubOp      `json:"pubs"`
@@ -174,11 +176,11 @@ type History struct {
 }
 
 func newHistory(seed uint64, nodes int) *History {
-	return &History{start: time.Now(), Seed: seed, Nodes: nodes}
+	return &History{Start: time.Now(), Seed: seed, Nodes: nodes}
 }
 
 // now is the time since the run began, the clock of every record.
-func (h *History) now() int64 { return int64(time.Since(h.start)) }
+func (h *History) now() int64 { return int64(time.Since(h.Start)) }
 
 // invoke records op as invoked now and returns its index (and payload).
 func (h *History) invoke(op PubOp) (int, []byte) {

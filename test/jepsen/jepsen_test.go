@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ var (
 	every    = flag.Duration("jepsen.fault-every", 0, "longest quiet time between faults (0: the default, 5 s); the shortest is a tenth of it, at least 200 ms")
 	ppubs    = flag.Int("jepsen.persistent-publishers", -1, "how many publishers keep a session (-1: the test's default)")
 	recheck  = flag.String("jepsen.check", "", "TestRecheck: check this history.json again (a failed run's) and print the result")
+	explain  = flag.String("jepsen.explain", "", "TestRecheck: SUB:OP, set out what the history says about operation OP and subscriber (or group) SUB, with wall-clock times for the node logs")
 	faults   = flag.String("jepsen.faults", "", "TestClusterFull's faults, comma-separated (kill,pause,isolate; \"none\": none; default all)")
 	long     = flag.Float64("jepsen.long-faults", -1, "TestClusterFull's share of faults lasting 5-15 s (-1: the default, 0.25; 0: none)")
 	nodeLog  = flag.String("jepsen.node-log-level", "", "the nodes' --log-level (\"\": roost's default, info); debug says what a trace needs, about 20 MB per node and half hour")
@@ -367,6 +369,7 @@ func TestClusterFull(t *testing.T) {
 // TestRecheck checks a kept history again, for debugging:
 //
 //	go test ./test/jepsen -run TestRecheck -jepsen.check /tmp/roost-jepsen-.../history.json -v
+//	go test ./test/jepsen -run TestRecheck -jepsen.check .../history.json -jepsen.explain ps1:779 -v
 func TestRecheck(t *testing.T) {
 	if *recheck == "" {
 		t.Skip("-jepsen.check names no history")
@@ -375,5 +378,18 @@ func TestRecheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("seed %d, %d node(s):\n%s", h.Seed, h.Nodes, Check(h))
+	if *explain == "" {
+		t.Logf("seed %d, %d node(s):\n%s", h.Seed, h.Nodes, Check(h))
+		return
+	}
+	who, opText, _ := strings.Cut(*explain, ":")
+	op, err := strconv.Atoi(opText)
+	if err != nil {
+		t.Fatalf("-jepsen.explain %q: want SUB:OP", *explain)
+	}
+	out, err := Explain(h, who, op, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("seed %d:\n%s", h.Seed, out)
 }
