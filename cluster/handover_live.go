@@ -143,6 +143,9 @@ type liveMoves struct {
 	in     map[string]*moveIn
 	moved  map[string]*movedOut
 	active atomic.Int32
+	// passFailed: when a held message's pass-on to a node (passMissed)
+	// last went unconfirmed, by node.
+	passFailed map[string]time.Time
 }
 
 // moveOut is a session this node handed over and still holds.
@@ -1197,14 +1200,19 @@ func reforwardMsg(rm *broker.RemoteMessage) (*broker.Message, []byte, error) {
 // to's confirmation, up to ForwardTimeout, so that the held copy is
 // acknowledged only once to has it. Sent as a first routing, not as a
 // resend: to would claim a resend's groups under its Origin first
-// (ClaimResend), find this node's claim and leave them out.
-func (n *Node) reforwardWait(to string, rm *broker.RemoteMessage, gk []string) error {
+// (ClaimResend), find this node's claim and leave them out. Not waited
+// for (wait false), it is sent and nil returned.
+func (n *Node) reforwardWait(to string, rm *broker.RemoteMessage, gk []string, wait bool) error {
 	m, pub, err := reforwardMsg(rm)
 	if err != nil {
 		return err
 	}
 	first := *rm
 	first.Resent = false
+	if !wait {
+		n.senderFor(to).add(0, encodeReforward(m, &first, gk, pub))
+		return nil
+	}
 	deadline := time.Now().Add(n.cfg.ForwardTimeout)
 	pr := n.replies.register(deadline)
 	pr.node, pr.gone, pr.qos = to, n.remote.goneCh(to), rm.QoS
@@ -1212,6 +1220,24 @@ func (n *Node) reforwardWait(to string, rm *broker.RemoteMessage, gk []string) e
 	ctx, cancel := context.WithDeadline(n.ctx, deadline)
 	defer cancel()
 	return n.await(ctx, pr)
+}
+
+// passWaits reports whether a held message's pass-on to node is to be
+// waited for: not within moveLinger of one that went unconfirmed.
+func (mv *liveMoves) passWaits(node string) bool {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	return time.Since(mv.passFailed[node]) > moveLinger
+}
+
+// passUnconfirmed notes that a pass-on to node went unconfirmed.
+func (mv *liveMoves) passUnconfirmed(node string) {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	if mv.passFailed == nil {
+		mv.passFailed = make(map[string]time.Time)
+	}
+	mv.passFailed[node] = time.Now()
 }
 
 // movedTo returns the node id's session was exported to by a live move

@@ -727,10 +727,21 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 // forward's are (redirect). Not confirmed by to, the message is lost for
 // the group as before: read again, it would find no member here to claim
 // it for.
+//
+// The wait holds this node's follower of its held subject, and with it
+// the restored sessions' settling: after one pass-on to a node went
+// unconfirmed, those to the same node within moveLinger are sent without
+// waiting (a node paused or cut off would otherwise cost forward_timeout
+// a message).
 func (n *Node) passMissed(to string, rm *broker.RemoteMessage, gks []string) {
-	if err := n.reforwardWait(to, rm, gks); err != nil {
+	wait := n.mv.passWaits(to)
+	if err := n.reforwardWait(to, rm, gks, wait); err != nil {
+		n.mv.passUnconfirmed(to)
 		n.log.Warn("cluster: held message's share group passed on to a moved member's new owner not confirmed; lost for the group",
 			"peer", to, "topic", rm.Topic, "groups", strings.ReplaceAll(strings.Join(gks, " "), "\x00", "/"), "err", err)
+	} else if !wait {
+		n.log.Warn("cluster: held message's share group passed on to a moved member's new owner without waiting: a pass-on to it went unconfirmed lately",
+			"peer", to, "topic", rm.Topic, "groups", strings.ReplaceAll(strings.Join(gks, " "), "\x00", "/"))
 	}
 }
 
