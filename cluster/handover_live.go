@@ -143,6 +143,9 @@ type liveMoves struct {
 	in     map[string]*moveIn
 	moved  map[string]*movedOut
 	active atomic.Int32
+	// passFailed: when a held message's pass-on to a node (passMissed)
+	// last went unconfirmed, by node.
+	passFailed map[string]time.Time
 }
 
 // moveOut is a session this node handed over and still holds.
@@ -1149,11 +1152,7 @@ func (mv *liveMoves) redirect(rm *broker.RemoteMessage) (string, []string) {
 // owner); ha, when not nil, is the confirmation to its origin, held back
 // until to confirmed it.
 func (n *Node) reforward(to string, rm *broker.RemoteMessage, gk []string, ha *heldAck) {
-	m := &broker.Message{Topic: rm.Topic, Payload: rm.Payload, Props: rm.Props, From: rm.From, QoS: rm.QoS, Retain: rm.Retain}
-	if rm.ExpiresIn > 0 {
-		m.SetExpires(time.Now().Add(rm.ExpiresIn))
-	}
-	pub, err := encodePublish(m)
+	m, pub, err := reforwardMsg(rm)
 	if err != nil {
 		n.log.Error("cluster: group message for a moved session not forwarded", "topic", rm.Topic, "err", err)
 		if ha != nil {
@@ -1184,6 +1183,94 @@ func (n *Node) reforward(to string, rm *broker.RemoteMessage, gk []string, ha *h
 		defer cancel()
 		n.mv.settle(ha, n.await(ctx, pr) != nil)
 	}()
+}
+
+// reforwardMsg is rm as a message to forward again, with its PUBLISH.
+func reforwardMsg(rm *broker.RemoteMessage) (*broker.Message, []byte, error) {
+	m := &broker.Message{Topic: rm.Topic, Payload: rm.Payload, Props: rm.Props, From: rm.From, QoS: rm.QoS, Retain: rm.Retain}
+	if rm.ExpiresIn > 0 {
+		m.SetExpires(time.Now().Add(rm.ExpiresIn))
+	}
+	pub, err := encodePublish(m)
+	return m, pub, err
+}
+
+// reforwardWait is reforward for a message held for this node, whose
+// share groups gk it claimed here already (claimGroups): it waits for
+// to's confirmation, up to ForwardTimeout, so that the held copy is
+// acknowledged only once to has it. Sent as a first routing, not as a
+// resend: to would claim a resend's groups under its Origin first
+// (ClaimResend), find this node's claim and leave them out. Not waited
+// for (wait false), it is sent and nil returned.
+func (n *Node) reforwardWait(to string, rm *broker.RemoteMessage, gk []string, wait bool) error {
+	m, pub, err := reforwardMsg(rm)
+	if err != nil {
+		return err
+	}
+	first := *rm
+	first.Resent = false
+	if !wait {
+		n.senderFor(to).add(0, encodeReforward(m, &first, gk, pub))
+		return nil
+	}
+	deadline := time.Now().Add(n.cfg.ForwardTimeout)
+	pr := n.replies.register(deadline)
+	pr.node, pr.gone, pr.qos = to, n.remote.goneCh(to), rm.QoS
+	n.senderFor(to).add(pr.seq, encodeReforward(m, &first, gk, pub))
+	ctx, cancel := context.WithDeadline(n.ctx, deadline)
+	defer cancel()
+	return n.await(ctx, pr)
+}
+
+// passWaits reports whether a held message's pass-on to node is to be
+// waited for: not within moveLinger of one that went unconfirmed.
+func (mv *liveMoves) passWaits(node string) bool {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	return time.Since(mv.passFailed[node]) > moveLinger
+}
+
+// passUnconfirmed notes that a pass-on to node went unconfirmed.
+func (mv *liveMoves) passUnconfirmed(node string) {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	if mv.passFailed == nil {
+		mv.passFailed = make(map[string]time.Time)
+	}
+	mv.passFailed[node] = time.Now()
+}
+
+// movedTo returns the node id's session was exported to by a live move
+// from here within moveLinger, if gk is one of its share groups; "" for
+// none.
+func (mv *liveMoves) movedTo(id, gk string) string {
+	if mv.active.Load() == 0 {
+		return ""
+	}
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	if mo := mv.moved[id]; mo != nil && slices.Contains(mo.groups, gk) {
+		return mo.to
+	}
+	return ""
+}
+
+// movedMember returns a session exported from here by a live move
+// within moveLinger whose share groups include gk (the first by id); ""
+// for none.
+func (mv *liveMoves) movedMember(gk string) string {
+	if mv.active.Load() == 0 {
+		return ""
+	}
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	var out string
+	for id, mo := range mv.moved {
+		if slices.Contains(mo.groups, gk) && (out == "" || id < out) {
+			out = id
+		}
+	}
+	return out
 }
 
 func (mv *liveMoves) endIn(id string, epoch uint64) {

@@ -66,12 +66,9 @@ func TestReproGroupPassOn(t *testing.T) {
 	before := countLog(n1, caughtUp)
 	tc.start(n1)
 	// Nothing is published until n1 knows the other nodes' interest:
-	// a group message routed to n1 before that finds no member elsewhere
-	// to pass it on to, and is kept for the restored copy in n1's held
-	// subject, which n2 (owner by a live move) does not read. That loss
-	// is not fixed (bench/jepsen/RESULTS.md, session 19 lead: a message
-	// kept by an unsettled restored copy before its node knew where the
-	// group's members are); this test is about the pass-on after it.
+	// a group message routed to n1 before that waits for it
+	// (TestReproGroupPassOnEarly is about that window); this test is
+	// about the pass-on after it.
 	tc.waitLog(n1, caughtUp, before+1, 60*time.Second)
 	const dropped = `msg="restored session dropped: another node owns it now" node=n1 client_id=` + id
 	for start := time.Now(); countLog(n1, dropped) == 0; {
