@@ -305,6 +305,11 @@ type originWatch struct {
 	n     atomic.Int32
 	until map[string]time.Time
 	seen  map[string]map[originKey]struct{}
+	// away: per id, the origins noted in seen while the session here
+	// was a disowned copy (keep.go). The copy kept them for the
+	// session's next owner; a claim that takes the session from the
+	// stream here in place of the copy forgets them (arrive).
+	away map[string]map[originKey]struct{}
 	// self: this node's process (node, incarnation); localAfter: per id,
 	// the last id this process gave a message published here when the
 	// session was already here (see first).
@@ -332,7 +337,7 @@ func (w *originWatch) watch(id string, until time.Time) {
 	defer w.mu.Unlock()
 	if w.until == nil {
 		w.until, w.seen = map[string]time.Time{}, map[string]map[originKey]struct{}{}
-		w.localAfter = map[string]uint64{}
+		w.away, w.localAfter = map[string]map[originKey]struct{}{}, map[string]uint64{}
 	}
 	cur, ok := w.until[id]
 	if !ok {
@@ -357,11 +362,20 @@ func (w *originWatch) watch(id string, until time.Time) {
 // published on the adopting node during the claims lost for the two
 // sessions it adopted). (A session moved here live keeps the watch as it
 // was: it got what was published here while it was away on its node.)
+// Likewise the forwards a disowned copy here took: they went to the copy
+// that the session from the stream replaces, and their kept copies
+// (keep.go) are how it gets them; noted, the adoption dropped them all
+// (test/jepsen TestClusterFull seed 49, ps3: 25 lost, every kept copy
+// of a forward; TestReproFenceWindowWatched).
 func (w *originWatch) arrive(id string, until time.Time) {
 	w.mu.Lock()
 	if _, ok := w.until[id]; ok {
 		w.localAfter[id] = w.lastLocal.Load()
+		for k := range w.away[id] {
+			delete(w.seen[id], k)
+		}
 	}
+	delete(w.away, id)
 	w.mu.Unlock()
 	w.watch(id, until)
 }
@@ -370,7 +384,9 @@ func (w *originWatch) arrive(id string, until time.Time) {
 // Ids not watched always get it. A message published on this node (this
 // process) after the session came here reached it locally: a copy held
 // for another node (its previous one, say) is not delivered again.
-func (w *originWatch) first(id string, k originKey) bool {
+// disowned says the session here is a disowned copy (keep.go): what it
+// gets is noted apart too, for arrive to forget.
+func (w *originWatch) first(id string, k originKey, disowned bool) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	seen, ok := w.seen[id]
@@ -384,6 +400,12 @@ func (w *originWatch) first(id string, k originKey) bool {
 		return false
 	}
 	seen[k] = struct{}{}
+	if disowned {
+		if w.away[id] == nil {
+			w.away[id] = map[originKey]struct{}{}
+		}
+		w.away[id][k] = struct{}{}
+	}
 	return true
 }
 
@@ -406,6 +428,7 @@ func (w *originWatch) sweep(now time.Time) {
 		if now.After(u) {
 			delete(w.until, id)
 			delete(w.seen, id)
+			delete(w.away, id)
 			w.n.Add(-1)
 		}
 	}
@@ -424,7 +447,7 @@ func (n *Node) dedupPick(k originKey, inner func(string) bool) func(string) bool
 		if v, ok := decided[id]; ok {
 			return v
 		}
-		v := (inner == nil || inner(id)) && n.watch.first(id, k)
+		v := (inner == nil || inner(id)) && n.watch.first(id, k, n.sess != nil && n.sess.kept.has(id))
 		decided[id] = v
 		return v
 	}

@@ -333,3 +333,30 @@ func TestFollowBackoff(t *testing.T) {
 		t.Fatalf("the next failing follow waited %v, want 200ms", b)
 	}
 }
+
+// A session taken from the stream (arrive) forgets the origins its
+// disowned copy here took, whose kept copies it is to get, and keeps
+// those it got before the disown (TestReproFenceWindowWatched).
+func TestOriginWatchForgetsDisownedCopy(t *testing.T) {
+	var w originWatch
+	until := time.Now().Add(time.Minute)
+	w.watch("s", until)
+	before := originKey{node: "n3", inc: "a", id: 1}
+	during := originKey{node: "n3", inc: "a", id: 2}
+	if !w.first("s", before, false) || !w.first("s", during, true) {
+		t.Fatal("a first copy was taken for a duplicate")
+	}
+	if w.first("s", during, false) {
+		t.Fatal("the disowned copy got a message twice")
+	}
+	w.arrive("s", until)
+	if w.first("s", before, false) {
+		t.Error("after the adoption, a message the session got before its disown came again")
+	}
+	if !w.first("s", during, false) {
+		t.Error("after the adoption, the kept copy of a message the disowned copy took was dropped")
+	}
+	if w.first("s", during, false) {
+		t.Error("after the adoption, the kept copy came twice")
+	}
+}
