@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/topic"
 )
 
 // Client-id ownership: one connection per client id in the whole cluster.
@@ -575,11 +576,25 @@ func (o *owners) resumeHere(id string, epoch uint64) {
 	if rec == nil {
 		return
 	}
+	// The old copy's end takes its filters off the tree before the new
+	// one puts them back: counted up meanwhile, this node's interest in
+	// them never drops (as a live move's does not, moveIn), so no other
+	// node stops forwarding them in between.
+	var keys []ikey
+	for _, sub := range rec.Subs {
+		if group, plain, _, err := topic.ParseShare(sub.Filter); err == nil {
+			keys = append(keys, ikey{plain, group})
+			n.local.add(ikey{plain, group})
+		}
+	}
 	if n.sess != nil {
 		n.sess.adopt(id)
 	}
 	holdWill(rec, n.cfg.ForwardTimeout)
 	n.srv.Adopt(rec)
+	for _, k := range keys {
+		n.local.remove(k)
+	}
 	n.log.Info("cluster: nothing handed over; the copy here resumed, adopted anew", "client_id", id, "epoch", epoch,
 		"subscriptions", len(rec.Subs), "messages", len(rec.Queue))
 }
