@@ -588,7 +588,7 @@ func (o *owners) resumeHere(id string, epoch uint64) {
 		}
 	}
 	if n.sess != nil {
-		n.sess.adopt(id)
+		n.sess.readopt(id)
 	}
 	holdWill(rec, n.cfg.ForwardTimeout)
 	n.srv.Adopt(rec)
