@@ -23,9 +23,10 @@ import (
 // at 1,636 s; bench/jepsen/RESULTS.md, "Session 19 (lead)" and "refused").
 // There n3 handed g1m0's session over live to n1's claim (epoch 477) and
 // kept its copy until n1 confirmed, at most liveConfirmTimeout (15 s).
-// The client came back to n3 (epoch 478); n1, its move still waiting,
-// answered "nothing" (its answer then did not wait for moves), and n3 let
-// the client resume that same copy, Session Present 1. The CONNACK waited
+// The client came back to n3 (epoch 478); n1, its move still waiting at
+// the answer's bound, answered "nothing" (before the cut, which now says
+// "read the stream" unless the adoption has begun), and n3 let the client
+// resume that same copy, Session Present 1. The CONNACK waited
 // for the partition streams and was refused ("store failed"), the client
 // gone meanwhile. 15 s after the handover, its timer ended the copy: n3
 // now owned the record with no session and no unread mark, and n2's claim
