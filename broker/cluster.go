@@ -648,6 +648,28 @@ func (s *Server) HandOverBy(clientID string, replicated bool, by time.Time) (rec
 	return rec, func(publishWill bool) { s.endHandedOver(ss, publishWill) }
 }
 
+// Export returns clientID's session here as a StoredSession (what Adopt
+// takes) if it is offline and outlives its connection (a Session Expiry
+// Interval); nil otherwise. The session is left as it is: the cluster
+// adopts the copy anew (Adopt) when a claim here resumes a session this
+// node had handed over to an older claim that nobody took, so that
+// nothing that still holds the old one (the handover's done) ends the
+// resumed session.
+func (s *Server) Export(clientID string) *StoredSession {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss := s.sessions[clientID]
+	if ss == nil {
+		return nil
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ended || ss.conn != nil || ss.expiry == 0 {
+		return nil
+	}
+	return ss.export()
+}
+
 // Unroute takes the subscriptions of clientID's session, handed over and
 // not ended yet (HandOver), off this node's subscription tree, so that no
 // message is routed to it any more: the cluster calls it once the new node

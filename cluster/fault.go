@@ -134,6 +134,14 @@ import (
 //	                      a node cut off or killed (test/jepsen
 //	                      TestClusterFull seeds 44 and 45 with long
 //	                      faults)
+//	seal-late=CLIENT@NODE  on NODE, a live move of CLIENT here, once its
+//	                      adoption has begun (sealed: a newer claim's
+//	                      release request that comes now waits for it, to
+//	                      the answer's last bound, and is then answered
+//	                      without the session), waits until the node
+//	                      stops (at most moveLateMax): as a loaded node's
+//	                      adoption outlasting that bound, for a test to
+//	                      kill the node there
 //	finish-gone=CLIENT@NODE  on NODE, a live move of CLIENT here asks
 //	                      its previous owner to finish only once NODE no
 //	                      longer hears from it (at most moveLateMax): as
@@ -306,6 +314,7 @@ type faults struct {
 	asked        chan struct{} // move-late, finish-asked: closed once a release request came
 	askedOnce    sync.Once
 	moveCut      string
+	sealLate     string
 	answered     chan struct{} // move-cut: closed once a release request was answered
 	answeredOnce sync.Once
 	janitorLate  string
@@ -386,7 +395,7 @@ const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
-	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "finish-gone", "straddle-move", "finish-late",
+	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost"}
@@ -433,6 +442,8 @@ func parseFaults(s, node string) (*faults, error) {
 			}
 		case "finish-gone":
 			f.finishGone = v
+		case "seal-late":
+			f.sealLate = v
 		case "move-cut":
 			f.moveCut, f.answered = v, make(chan struct{})
 		case "finish-asked":
@@ -714,6 +725,12 @@ func (f *faults) awaitAnswered() {
 	case <-f.answered:
 	case <-time.After(moveLateMax):
 	}
+}
+
+// sealsLate reports whether a live move of id here, its adoption begun,
+// waits until the node stops (seal-late).
+func (f *faults) sealsLate(id string) bool {
+	return f != nil && f.sealLate == id
 }
 
 // finishesGone reports whether a live move of id here asks for its

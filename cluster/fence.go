@@ -116,6 +116,20 @@ func (h *handovers) answered(id string, epoch uint64) bool {
 	return false
 }
 
+// dropBefore forgets id's pending handovers to claims older than epoch,
+// without their done: a claim of id here at epoch resumes that session
+// (owners.resumeHere).
+func (h *handovers) dropBefore(id string, epoch uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for k, p := range h.m {
+		if k.id == id && k.epoch < epoch {
+			p.timer.Stop()
+			delete(h.m, k)
+		}
+	}
+}
+
 // take removes and returns the pending handover k, nil if there is none.
 func (h *handovers) take(k handoverKey) *pendingHandover {
 	h.mu.Lock()

@@ -55,3 +55,26 @@ func TestOwnedElsewhere(t *testing.T) {
 		t.Fatal("not forgotten after epochTTL")
 	}
 }
+
+// TestHandoversDropBefore: a claim here that resumes a copy handed over to
+// older claims forgets those handovers without their done (the copy is
+// the claim's now); newer ones and other ids stay.
+func TestHandoversDropBefore(t *testing.T) {
+	var h handovers
+	for _, k := range []handoverKey{{"a", 3}, {"a", 4}, {"a", 6}, {"b", 3}} {
+		h.add(k.id, k.epoch, true, func(bool) { t.Errorf("handover %v ended its session", k) })
+	}
+	h.dropBefore("a", 5)
+	for _, tt := range []struct {
+		k    handoverKey
+		left bool
+	}{{handoverKey{"a", 3}, false}, {handoverKey{"a", 4}, false}, {handoverKey{"a", 6}, true}, {handoverKey{"b", 3}, true}} {
+		p := h.take(tt.k)
+		if (p != nil) != tt.left {
+			t.Errorf("handover %v pending after dropBefore(a, 5): %v, want %v", tt.k, p != nil, tt.left)
+		}
+		if p != nil {
+			p.timer.Stop()
+		}
+	}
+}

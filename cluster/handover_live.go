@@ -802,6 +802,14 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	if mv.seal(mi) {
 		return mv.adoptCut(prev, id, mi, rec, finished)
 	}
+	if n.fault.sealsLate(id) {
+		n.log.Info("cluster: test fault: the move's adoption, begun, waits until the node stops", "client_id", id)
+		select {
+		case <-n.ctx.Done():
+			return fmt.Errorf("cluster: moving session: %w", n.ctx.Err())
+		case <-time.After(moveLateMax):
+		}
+	}
 	if !finished {
 		// prev's barrier never comes, and its copy ends at this move's
 		// confirmation: what prev forwards from now on is the

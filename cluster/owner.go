@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/topic"
 )
 
 // Client-id ownership: one connection per client id in the whole cluster.
@@ -531,6 +532,7 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 		return fmt.Errorf("cluster: %w", errSuperseded)
 	}
 	if rec == nil {
+		o.resumeHere(id, epoch)
 		return nil
 	}
 	if o.n.sess != nil {
@@ -544,6 +546,57 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 	o.n.log.Info("session moved here", "client_id", id, "from", from,
 		"subscriptions", len(rec.Subs), "messages", len(rec.Queue))
 	return nil
+}
+
+// resumeHere makes the session this node still has for id, if any, that
+// of its claim at epoch, to which nothing was handed over and the stream
+// gave none: the client resumes it. Such a session is a copy this node
+// handed over to an older claim (or that a fence took off for one) and
+// that nobody took: the older claim's node answered "nothing to hand
+// over" (its adoption outlasted the answer's bound; before the cut,
+// whenever its move waited), or the claimer read no record. It is
+// adopted anew, as a handed-over session is. Resumed as it was, it was
+// still the old handover's: that handover's end (the older claim's
+// confirmation, or liveConfirmTimeout without one) ended it once its
+// client had gone again, and this node then owned the record with no
+// session and no unread mark, so the next claim was told "nothing to
+// hand over" and started the client afresh (test/jepsen TestClusterFull,
+// 30 minutes, seed 42: g1m0, its CONNACK on the claim back refused, the
+// copy ended 15 s after the handover; TestReproResumedCopyKept). Adopted
+// anew, it is also journalled whole (its ops since the disown stayed
+// here), and routed again if a move's finish had taken it off the tree.
+func (o *owners) resumeHere(id string, epoch uint64) {
+	o.pending.dropBefore(id, epoch)
+	n := o.n
+	// Under the gate, as any adoption: a message delivered between the
+	// export and the adoption would reach the old copy only.
+	n.gate.Lock()
+	defer n.gate.Unlock()
+	rec := n.srv.Export(id)
+	if rec == nil {
+		return
+	}
+	// The old copy's end takes its filters off the tree before the new
+	// one puts them back: counted up meanwhile, this node's interest in
+	// them never drops (as a live move's does not, moveIn), so no other
+	// node stops forwarding them in between.
+	var keys []ikey
+	for _, sub := range rec.Subs {
+		if group, plain, _, err := topic.ParseShare(sub.Filter); err == nil {
+			keys = append(keys, ikey{plain, group})
+			n.local.add(ikey{plain, group})
+		}
+	}
+	if n.sess != nil {
+		n.sess.readopt(id)
+	}
+	holdWill(rec, n.cfg.ForwardTimeout)
+	n.srv.Adopt(rec)
+	for _, k := range keys {
+		n.local.remove(k)
+	}
+	n.log.Info("cluster: nothing handed over; the copy here resumed, adopted anew", "client_id", id, "epoch", epoch,
+		"subscriptions", len(rec.Subs), "messages", len(rec.Queue))
 }
 
 // takeFromStream adopts rec, id's session read from its partition stream

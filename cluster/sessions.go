@@ -497,6 +497,19 @@ func (s *sessions) adopt(id string) {
 	s.mu.Unlock()
 }
 
+// readopt marks id's next op as a rollup for its copy here, adopted anew
+// by a claim here that resumes it (owners.resumeHere): journalled whole,
+// as adopt's, but the session did not arrive now: it was here all along,
+// and what this node's own follower applies to the sessions that were
+// here when it was held (followOwnHeld, arrived) is still its. Its keep's
+// place for a move back (heldBack) goes: the new copy has what it kept.
+func (s *sessions) readopt(id string) {
+	s.mu.Lock()
+	s.adopting[id] = true
+	delete(s.heldBack, id)
+	s.mu.Unlock()
+}
+
 // liveArrival notes that id came here by a live move, now: if it had
 // left this node before, it was elsewhere since then.
 func (s *sessions) liveArrival(id string) {
