@@ -223,6 +223,24 @@ func (o *orphanInterest) dropLocked(node string) {
 	o.count.Add(-1)
 }
 
+// notHolding returns those of nodes that do not have k (filter, share
+// group) among their orphan keys, or nodes itself when all or none have
+// it (serving).
+func (o *orphanInterest) notHolding(k ikey, nodes []string) []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var live []string
+	for _, node := range nodes {
+		if !slices.Contains(o.keys[node], k) {
+			live = append(live, node)
+		}
+	}
+	if len(live) == 0 || len(live) == len(nodes) {
+		return nodes
+	}
+	return live
+}
+
 // nodes returns the nodes with orphan interest here.
 func (o *orphanInterest) nodes() []string {
 	o.mu.Lock()
