@@ -246,6 +246,7 @@ func (n *Node) announceLoop() {
 	t := time.NewTicker(heartbeatEvery)
 	defer t.Stop()
 	subj := ctlSubject + "." + n.cfg.Node
+	var last time.Time // the last heartbeat's
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -262,6 +263,15 @@ func (n *Node) announceLoop() {
 			if n.fault.muted() {
 				continue
 			}
+			// Silent this long (paused), this node was dropped and held
+			// for: its sessions catch up before this heartbeat brings
+			// the others' forwards back (catchUpOnReturn). Now, not the
+			// tick's time: a tick sent before a pause comes after it.
+			now := time.Now()
+			if !last.IsZero() && now.Sub(last) > deadAfter && n.sess != nil {
+				n.sess.catchUpOnReturn()
+			}
+			last = now
 			ds, seq := n.local.take()
 			for _, b := range encodeDeltasLimited(n.cfg.Node, n.inc, ds, n.interestLimit()) {
 				n.publish(subj, b)

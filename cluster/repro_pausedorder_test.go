@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -23,15 +22,9 @@ import (
 // at once, queued before pub2#408-#450, held during the pause; n3's held
 // subject's stream was electing a leader when it came back). Here n3's
 // follower applies each held message only 3 s after it was held
-// (held-late), as that election delays it.
-//
-// Not fixed (bench/jepsen/RESULTS.md, "reorder", What is left 1): it
-// fails on main (2 of 2: 3 of 139 and 118 of 247 after newer ones), so it
-// runs only when ROOST_REPRO_UNFIXED is set, for whoever takes it on.
+// (held-late), as that election delays it. Now n3's sessions catch up
+// when it finds itself silent that long (catchUpOnReturn).
 func TestReproPausedNodeHeldOrder(t *testing.T) {
-	if os.Getenv("ROOST_REPRO_UNFIXED") == "" {
-		t.Skip("not fixed yet: set ROOST_REPRO_UNFIXED=1 to run it (bench/jepsen/RESULTS.md, reorder)")
-	}
 	t.Parallel() // see harness_test.go
 	const id, prefix = "pz-sub", "pz"
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
