@@ -238,6 +238,12 @@ import (
 //	                      when the change travels late (test/jepsen
 //	                      TestClusterFull seed 45: a forward 3 ms after
 //	                      the drop)
+//	passon-late=DURATION@NODE  on NODE, a forwarded message's share
+//	                      groups passed on to a node with a member
+//	                      (passon.go) go on only DURATION later (at most
+//	                      passOnLateMax), as a loaded node's extra hop is
+//	                      slower than the publisher's next forward
+//	                      (test/jepsen TestClusterFull seed 42: 190 ms)
 //	claim-unanswered=COUNT@NODE  on NODE, the first COUNT share group
 //	                      claims (claimNamed) are not appended and fail
 //	                      with "no response from stream", as a claim
@@ -305,6 +311,7 @@ type faults struct {
 	settleWait   time.Duration
 	ownersLate   time.Duration
 	dropMute     time.Duration
+	passOnLate   time.Duration
 	mutedUntil   atomic.Int64 // drop-unannounced: Unix ns
 	heldLate     time.Duration
 	adoptStall   []string
@@ -398,7 +405,7 @@ var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
-	"drop-unannounced", "ops-after-lost"}
+	"drop-unannounced", "ops-after-lost", "passon-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -497,6 +504,12 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: drop-unannounced=%q: want a duration up to %v", faultEnv, v, dropMuteMax)
 			}
 			f.dropMute = d
+		case "passon-late":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 || d > passOnLateMax {
+				return nil, fmt.Errorf("%s: passon-late=%q: want a duration up to %v", faultEnv, v, passOnLateMax)
+			}
+			f.passOnLate = d
 		case "held-late":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
@@ -826,6 +839,19 @@ func (f *faults) ownersReadDelay() time.Duration {
 		return 0
 	}
 	return f.ownersLate
+}
+
+// passOnLateMax bounds passon-late: within every forward's deadline
+// (forward_timeout), so the publisher's confirmation still comes.
+const passOnLateMax = time.Second
+
+// passOnDelay returns how long passon-late holds a pass-on back; 0 for
+// none.
+func (f *faults) passOnDelay() time.Duration {
+	if f == nil {
+		return 0
+	}
+	return f.passOnLate
 }
 
 // dropMuteMax bounds drop-unannounced: a node silent for deadAfter is

@@ -223,6 +223,24 @@ func (o *orphanInterest) dropLocked(node string) {
 	o.count.Add(-1)
 }
 
+// notHolding returns those of nodes that do not have k (filter, share
+// group) among their orphan keys, or nodes itself when all or none have
+// it (serving).
+func (o *orphanInterest) notHolding(k ikey, nodes []string) []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var live []string
+	for _, node := range nodes {
+		if !slices.Contains(o.keys[node], k) {
+			live = append(live, node)
+		}
+	}
+	if len(live) == 0 || len(live) == len(nodes) {
+		return nodes
+	}
+	return live
+}
+
 // nodes returns the nodes with orphan interest here.
 func (o *orphanInterest) nodes() []string {
 	o.mu.Lock()
@@ -1174,6 +1192,16 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 	for n.ctx.Err() == nil {
 		if fetchDone != nil {
 			fetchDone()
+		}
+		// A catch-up begun on the node's return from a silence ends as
+		// the settle's does, from its own start.
+		if rc := s.returnCatch.Swap(nil); rc != nil {
+			if prev := s.settleCatch; prev != nil {
+				s.settleCatch = func() { prev(); (*rc)() }
+			} else {
+				s.settleCatch = *rc
+			}
+			s.settledAt, caughtKnown = time.Now(), false
 		}
 		// Restored sessions settled and catching up: the read that ends
 		// their catch-up begins heldPoll after the settle at the
@@ -2195,6 +2223,53 @@ func (s *sessions) onSettled() {
 		}
 	}
 	s.persist.settle(func(id string) bool { return here[id] })
+}
+
+// catchUpOnReturn has the persistent sessions here catch up (catchup.go)
+// as the node comes back from a silence long enough for the others to
+// have dropped it (announceLoop: a pause): they held for it meanwhile,
+// and once they hear it again they forward to it at once, while what
+// they held reaches the sessions here only through this node's own
+// follower, later: newer messages of a publisher came before older ones
+// (test/jepsen TestClusterFull seed 41, 2026-12-06: ps0 on n3, paused
+// 10 s, got pub1#431 and pub2#451 forwarded at once before pub2#408-#450
+// held for n3; TestReproPausedNodeHeldOrder). Begun before the heartbeat
+// that makes them forward again, so that nothing they forward passes what
+// they held; the follower ends it once it read this node's held subject
+// to its end (followOwnHeldOnce), at most ForwardTimeout. The sessions
+// are watched (a message both held and forwarded reaches them once) and
+// release requests for them wait for it, as after a settle (onSettled).
+// Not while restored sessions are unsettled: the settle's catch-up
+// covers them.
+func (s *sessions) catchUpOnReturn() {
+	if s.gate.unsettledAny() {
+		return
+	}
+	ids := s.persistentHere()
+	if len(ids) == 0 {
+		return
+	}
+	until := time.Now().Add(s.n.heldWatch())
+	s.n.gate.Lock()
+	done := s.n.catchUpAll(ids)
+	if done != nil && s.n.own != nil {
+		caught, released := done, s.n.own.holdRelease(ids)
+		done = func() {
+			caught()
+			released()
+		}
+	}
+	for _, id := range ids {
+		s.n.watch.watch(id, until)
+	}
+	s.n.gate.Unlock()
+	if done == nil {
+		return
+	}
+	s.n.log.Info("cluster: back from a silence: persistent sessions catch up with what was held for this node", "sessions", len(ids))
+	if old := s.returnCatch.Swap(&done); old != nil {
+		(*old)() // not taken yet: this one covers it
+	}
 }
 
 // watchArrival watches id, just put in the server by a live move (under

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -245,6 +246,7 @@ func (n *Node) announceLoop() {
 	t := time.NewTicker(heartbeatEvery)
 	defer t.Stop()
 	subj := ctlSubject + "." + n.cfg.Node
+	var last time.Time // the last heartbeat's
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -261,6 +263,15 @@ func (n *Node) announceLoop() {
 			if n.fault.muted() {
 				continue
 			}
+			// Silent this long (paused), this node was dropped and held
+			// for: its sessions catch up before this heartbeat brings
+			// the others' forwards back (catchUpOnReturn). Now, not the
+			// tick's time: a tick sent before a pause comes after it.
+			now := time.Now()
+			if !last.IsZero() && now.Sub(last) > deadAfter && n.sess != nil {
+				n.sess.catchUpOnReturn()
+			}
+			last = now
 			ds, seq := n.local.take()
 			for _, b := range encodeDeltasLimited(n.cfg.Node, n.inc, ds, n.interestLimit()) {
 				n.publish(subj, b)
@@ -532,7 +543,14 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	if !o.IsZero() {
 		pick = originHash(o)
 	}
-	targets := n.remote.plan(msg.Topic, pick, n.local)
+	targets, left := n.remote.planHeld(msg.Topic, pick, n.local)
+	for _, l := range left {
+		// One line per message, so at debug: the window is a restart's
+		// first seconds, or a fenced copy's cover.
+		node, gk, _ := strings.Cut(l, " ")
+		n.log.Debug("cluster: share group left to a node with a live member, not to one holding for it",
+			"peer", node, "topic", msg.Topic, "group", strings.ReplaceAll(gk, "\x00", "/"))
+	}
 	var orphans []orphanMatch
 	if msg.QoS > 0 && n.sess != nil {
 		orphans = n.heldTargets(msg.Topic, targets)
@@ -776,7 +794,7 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		n.reforward(to, rm, gk, held)
 	}
 	for node, gks := range passOn {
-		n.reforward(node, rm, gks, held)
+		n.passOn(node, rm, gks, held)
 	}
 	if seq != 0 && held == nil {
 		if n.fault.withholds(rm.Topic, rm.QoS) {
@@ -785,6 +803,25 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		}
 		n.queueAck(a)
 	}
+}
+
+// passOn sends rm on to node for the share groups gks (passRestored),
+// once passon-late's test delay, if any, is over.
+func (n *Node) passOn(node string, rm *broker.RemoteMessage, gks []string, held *heldAck) {
+	d := n.fault.passOnDelay()
+	if d == 0 {
+		n.reforward(node, rm, gks, held)
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		select {
+		case <-time.After(d):
+			n.reforward(node, rm, gks, held)
+		case <-n.ctx.Done():
+		}
+	}()
 }
 
 func (n *Node) queueAck(a pendingAck) {

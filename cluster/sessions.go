@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -128,6 +129,10 @@ type sessions struct {
 	// followOwnHeld's goroutine only.
 	settleCatch func()
 	settledAt   time.Time
+	// returnCatch: the end of a catch-up begun when this node came back
+	// from a silence (catchUpOnReturn), for followOwnHeld's goroutine to
+	// take as it takes settleCatch; nil for none.
+	returnCatch atomic.Pointer[func()]
 	// persist: the plain filters of the persistent sessions journaled
 	// here, announced as persistent interest (persistent.go).
 	persist *persistentFilters
