@@ -1259,7 +1259,18 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 func (s *sessions) heldLast(stream string) (uint64, error) {
 	ctx, cancel := context.WithTimeout(s.n.ctx, followAttempt)
 	defer cancel()
-	st, err := s.js.Stream(ctx, stream)
+	return s.heldLastCtx(ctx, stream)
+}
+
+// heldLastCtx is heldLast within ctx.
+func (s *sessions) heldLastCtx(ctx context.Context, stream string) (uint64, error) {
+	s.mu.Lock()
+	js := s.js
+	s.mu.Unlock()
+	if js == nil {
+		return 0, errNotReady
+	}
+	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		return 0, err
 	}
@@ -1618,6 +1629,46 @@ func (s *sessions) heldPositions(id string) []heldPos {
 			out = append(out, heldPos{node: own, from: from})
 		}
 	}
+	slices.SortFunc(out, func(a, b heldPos) int { return strings.Compare(a.node, b.node) })
+	return out
+}
+
+// withOwnBehind adds to ps, for a live handover of id's session, this
+// node's own held subject from the first message its follower
+// (followOwnHeld) has not applied durably, when the subject holds such a
+// message (or its last one cannot be read by by): what the others held
+// for this node while they had dropped it (paused, cut off) reaches the
+// sessions here only through that follower, and a live move carries
+// only what the copy has. Handed over before the follower applied it,
+// the session left without it, the follower then gave it to no session,
+// and the new owner read no held subject (test/jepsen TestClusterFull
+// seed 46: ps2 and ps3, moved off n3 14 ms and 219 ms after its resume,
+// its partition stream unavailable for 9 s; TestReproPausedOwnerMovesLive).
+// The new owner gives id what is held there from that place on, held
+// since id came here (the floor: what the follower here would have
+// given it); a copy of one it had already is left out (deliverHeld:
+// HasMessage, Seen; the watch).
+func (s *sessions) withOwnBehind(id string, ps []heldPos, by time.Time) []heldPos {
+	if s == nil {
+		return ps
+	}
+	own := s.n.cfg.Node
+	if slices.ContainsFunc(ps, func(p heldPos) bool { return p.node == own }) {
+		return ps // read on from there already (ownCatchFrom)
+	}
+	next := s.gate.next.Load()
+	if next == 0 {
+		return ps // the follower never began here: no place to name
+	}
+	ctx, cancel := context.WithDeadline(s.n.ctx, by)
+	last, err := s.heldLastCtx(ctx, streamName(s.partition(own)))
+	cancel()
+	if err == nil && last < next {
+		return ps
+	}
+	s.n.log.Info("cluster: session handed over before this node applied what was held for it: its held subject named for the new owner",
+		"client_id", id, "from", next, "last", last, "err", err)
+	out := append(slices.Clone(ps), heldPos{node: own, from: next, floor: s.arrivals()[id]})
 	slices.SortFunc(out, func(a, b heldPos) int { return strings.Compare(a.node, b.node) })
 	return out
 }

@@ -1026,6 +1026,11 @@ func (o *owners) answer(id string, epoch, mine uint64, unread bool, by time.Time
 	// Taken before the handover: the followers here go on applying to
 	// the copy until the move's finish, which carries what they applied.
 	pos := o.cutPositions(id)
+	if !unread && o.n.srv.HasSession(id) {
+		// Before the handover too: what this node's own follower
+		// applies until the move's finish is in what moves.
+		pos = o.n.sess.withOwnBehind(id, pos, minTime(by, time.Now().Add(ownBehindWait)))
+	}
 	if unread {
 		reply[1] = 2
 	} else if ok, from := o.n.sess.takeUnsettled(id); ok {
@@ -1075,6 +1080,11 @@ func (o *owners) cutPositions(id string) []heldPos {
 	}
 	return o.n.sess.heldPositions(id)
 }
+
+// ownBehindWait bounds a release answer's read of the last message held
+// for this node (withOwnBehind); unread by then, the held subject is
+// named for the new owner all the same.
+const ownBehindWait = 500 * time.Millisecond
 
 // heldPosText is ps for a log line: node:from (or node@since) each.
 func heldPosText(ps []heldPos) string {
