@@ -1201,6 +1201,9 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 				// again, they would be duplicates.
 				applied[seq] = t
 			}
+			if seen := s.gate.seen.Load(); seq >= seen {
+				s.gate.seen.Store(seq + 1)
+			}
 			msgs, seqs = append(msgs, m), append(seqs, seq)
 			fulls = append(fulls, fullCopy)
 		}
@@ -1635,19 +1638,24 @@ func (s *sessions) heldPositions(id string) []heldPos {
 
 // withOwnBehind adds to ps, for a live handover of id's session, this
 // node's own held subject from the first message its follower
-// (followOwnHeld) has not applied durably, when the subject holds such a
-// message (or its last one cannot be read by by): what the others held
-// for this node while they had dropped it (paused, cut off) reaches the
-// sessions here only through that follower, and a live move carries
-// only what the copy has. Handed over before the follower applied it,
-// the session left without it, the follower then gave it to no session,
-// and the new owner read no held subject (test/jepsen TestClusterFull
-// seed 46: ps2 and ps3, moved off n3 14 ms and 219 ms after its resume,
-// its partition stream unavailable for 9 s; TestReproPausedOwnerMovesLive).
-// The new owner gives id what is held there from that place on, held
-// since id came here (the floor: what the follower here would have
-// given it); a copy of one it had already is left out (deliverHeld:
-// HasMessage, Seen; the watch).
+// (followOwnHeld) has not applied durably, when that follower has not
+// handled the subject's last message by by (or the last message cannot
+// be read): what the others held for this node while they had dropped it
+// (paused, cut off) reaches the sessions here only through that
+// follower, and a live move carries only what the copy has. Handed over
+// before the follower applied it, the session left without it, the
+// follower then gave it to no session, and the new owner read no held
+// subject (test/jepsen TestClusterFull seed 46: ps2 and ps3, moved off
+// n3 14 ms and 219 ms after its resume, its partition stream unavailable
+// for 9 s; TestReproPausedOwnerMovesLive). A follower that keeps up
+// (the copies kept for a disowned copy here, keep.go, land in this
+// subject at every move) handles the last message within the wait, and
+// nothing is named: named at every move, the new owner's catch-up of
+// what it names held each session's sending back
+// (TestClusterLiveHandoverRounds lost hundreds of messages). The new owner gives id what
+// is held there from that place on, held since id came here (the floor:
+// what the follower here would have given it); a copy of one it had
+// already is left out (deliverHeld: HasMessage, Seen; the watch).
 func (s *sessions) withOwnBehind(id string, ps []heldPos, by time.Time) []heldPos {
 	if s == nil {
 		return ps
@@ -1661,9 +1669,16 @@ func (s *sessions) withOwnBehind(id string, ps []heldPos, by time.Time) []heldPo
 		return ps // the follower never began here: no place to name
 	}
 	ctx, cancel := context.WithDeadline(s.n.ctx, by)
+	defer cancel()
 	last, err := s.heldLastCtx(ctx, streamName(s.partition(own)))
-	cancel()
-	if err == nil && last < next {
+	for err == nil && s.gate.seen.Load() <= last {
+		select {
+		case <-ctx.Done():
+			err = fmt.Errorf("the follower of this node's held subject is before %d: %w", last, ctx.Err())
+		case <-time.After(ownBehindPoll):
+		}
+	}
+	if err == nil {
 		return ps
 	}
 	s.n.log.Info("cluster: session handed over before this node applied what was held for it: its held subject named for the new owner",
@@ -1672,6 +1687,10 @@ func (s *sessions) withOwnBehind(id string, ps []heldPos, by time.Time) []heldPo
 	slices.SortFunc(out, func(a, b heldPos) int { return strings.Compare(a.node, b.node) })
 	return out
 }
+
+// ownBehindPoll is how often withOwnBehind looks whether the follower of
+// this node's held subject has handled its last message.
+const ownBehindPoll = 5 * time.Millisecond
 
 // join adds id to f (f.mu held). A follower that ran before id came
 // (another session's) may have read past where id's first read ended
@@ -1946,6 +1965,11 @@ type restoredGate struct {
 	// that the follower has not applied durably yet (0: the follower has
 	// not reached its consumer yet, nothing applied by this process).
 	next atomic.Uint64
+	// seen: the stream sequence after the last message held for this
+	// node that the follower has given to the sessions here (in memory:
+	// a live move carries it), or skipped; it moves as each message is
+	// handled, next only once a batch is durable (up to fetchWait later).
+	seen atomic.Uint64
 	// from: for sessions claimed from an unsettled node, where that
 	// node's held subject is to be read from (takeUnsettled's reply).
 	// at: next as it was when this node disowned each unsettled session

@@ -1082,8 +1082,9 @@ func (o *owners) cutPositions(id string) []heldPos {
 }
 
 // ownBehindWait bounds a release answer's read of the last message held
-// for this node (withOwnBehind); unread by then, the held subject is
-// named for the new owner all the same.
+// for this node and its wait for this node's follower to handle it
+// (withOwnBehind); not done by then, the held subject is named for the
+// new owner.
 const ownBehindWait = 500 * time.Millisecond
 
 // heldPosText is ps for a log line: node:from (or node@since) each.
