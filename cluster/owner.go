@@ -1029,7 +1029,7 @@ func (o *owners) answer(id string, epoch, mine uint64, unread bool, by time.Time
 	if !unread && o.n.srv.HasSession(id) {
 		// Before the handover too: what this node's own follower
 		// applies until the move's finish is in what moves.
-		pos = o.n.sess.withOwnBehind(id, pos, minTime(by, time.Now().Add(ownBehindWait)))
+		pos = o.n.sess.withOwnBehind(id, pos, by)
 	}
 	if unread {
 		reply[1] = 2
@@ -1080,12 +1080,6 @@ func (o *owners) cutPositions(id string) []heldPos {
 	}
 	return o.n.sess.heldPositions(id)
 }
-
-// ownBehindWait bounds a release answer's read of the last message held
-// for this node and its wait for this node's follower to handle it
-// (withOwnBehind); not done by then, the held subject is named for the
-// new owner.
-const ownBehindWait = 500 * time.Millisecond
 
 // heldPosText is ps for a log line: node:from (or node@since) each.
 func heldPosText(ps []heldPos) string {
