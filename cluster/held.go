@@ -1675,8 +1675,11 @@ func (s *sessions) withOwnBehind(id string, ps []heldPos, by time.Time) []heldPo
 	ctx, cancel := context.WithDeadline(s.n.ctx, minTime(by, time.Now().Add(ownLastRead)))
 	last, err := s.heldLastCtx(ctx, streamName(s.partition(own)))
 	cancel()
+	// Handled up to the later of the two places (seen moves first, but
+	// is 0 until this process handled a message); none held ever: last 0.
+	handled := func() uint64 { return max(s.gate.seen.Load(), s.gate.next.Load()) }
 	wait := time.Now().Add(ownBehindWait)
-	for err == nil && s.gate.seen.Load() <= last {
+	for err == nil && last >= handled() {
 		if time.Now().After(wait) {
 			err = fmt.Errorf("the follower of this node's held subject is before %d", last)
 			break
