@@ -306,7 +306,6 @@ func (n *Node) expireLoop() {
 				for _, name := range n.remote.forgetUnrouted(routed) {
 					n.log.Warn("cluster node gone: no route", "peer", name)
 					n.own.lostContact.Store(true)
-					n.away.lost(time.Now())
 				}
 			}
 		}
