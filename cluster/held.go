@@ -1657,9 +1657,10 @@ func (s *sessions) heldPositions(id string) []heldPos {
 // subject at every move, and named at nearly every move, the new owners'
 // reads from the named places lost messages (TestClusterLiveHandoverRounds:
 // 1,728, 95 and 16,121 in its subtests); and a wait here for the
-// follower to catch up (500 ms) delayed every answer on a loaded node,
-// and with it the claims racing it. A short wait (ownBehindWait) still
-// spares a follower that keeps up.
+// follower to catch up (500 ms) delayed every answer on a loaded node
+// (in one traced run, an answer 500 ms late raced its node's own newer
+// claim of the id). A short wait (ownBehindWait) still spares a
+// follower that keeps up.
 func (s *sessions) withOwnBehind(id string, ps []heldPos, by time.Time) []heldPos {
 	if s == nil || !s.n.away.maybe(time.Now(), s.n.heldWatch()) {
 		return ps
