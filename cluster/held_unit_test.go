@@ -360,3 +360,47 @@ func TestOriginWatchForgetsDisownedCopy(t *testing.T) {
 		t.Error("after the adoption, the kept copy came twice")
 	}
 }
+
+// awayMarks: the others may hold for this node after a stall of its
+// expiry loop (seen on its next run, or while it has not run again) or
+// after it dropped a peer, for the window asked, and not in steady runs.
+func TestAwayMarks(t *testing.T) {
+	var a awayMarks
+	t0 := time.Unix(1000, 0)
+	const within = 20 * time.Second
+	if a.maybe(t0, within) {
+		t.Fatal("held for before any sign")
+	}
+	for i := range 10 {
+		if gap := a.ticked(t0.Add(time.Duration(i) * routeCheckEvery)); gap != 0 {
+			t.Fatalf("tick %d: a stall of %v in steady runs", i, gap)
+		}
+	}
+	last := t0.Add(9 * routeCheckEvery)
+	if a.maybe(last.Add(routeCheckEvery), within) {
+		t.Fatal("held for in steady runs")
+	}
+	// Paused: a release answer before the loop runs again sees the
+	// stall under way.
+	resumed := last.Add(8 * time.Second)
+	if !a.maybe(resumed, within) {
+		t.Fatal("a stall under way not seen")
+	}
+	if gap := a.ticked(resumed); gap != 8*time.Second {
+		t.Fatalf("stall %v, want 8s", gap)
+	}
+	// The loop runs steadily after the resume.
+	for at := resumed; at.Before(resumed.Add(within + 2*time.Second)); at = at.Add(routeCheckEvery) {
+		a.ticked(at)
+		if in := at.Sub(resumed) < within; a.maybe(at, within) != in {
+			t.Fatalf("%v after the stall: held for %v, want %v", at.Sub(resumed), !in, in)
+		}
+	}
+	var b awayMarks
+	b.ticked(t0)
+	b.lost(t0.Add(time.Second))
+	b.ticked(t0.Add(time.Second))
+	if !b.maybe(t0.Add(2*time.Second), within) {
+		t.Fatal("a dropped peer not seen")
+	}
+}

@@ -94,6 +94,9 @@ type Node struct {
 	// watch: origins of what sessions taken from the stream lately got
 	// (held.go).
 	watch originWatch
+	// away: whether the other nodes may have dropped this node lately,
+	// and held for it (held.go withOwnBehind).
+	away awayMarks
 	// catching counts the sessions here catching up after their
 	// adoption (heldahead.go): while any does, forwarded and held
 	// messages carry their place.
@@ -299,9 +302,13 @@ func (n *Node) expireLoop() {
 		case <-n.ctx.Done():
 			return
 		case now := <-t.C:
+			if gap := n.away.ticked(time.Now()); gap > 0 {
+				n.log.Info("cluster: this node did not run for a while: the others may have dropped it and held for it", "for", gap)
+			}
 			for _, name := range n.remote.expire(now.Add(-deadAfter)) {
 				n.log.Warn("cluster node gone: no heartbeat", "peer", name, "after", deadAfter)
 				n.own.lostContact.Store(true)
+				n.away.lost(time.Now())
 			}
 			n.replies.sweep(now)
 			n.own.sweep(now)

@@ -1079,6 +1079,11 @@ func (o *owners) answer(id string, epoch, mine uint64, unread bool, by time.Time
 	// Taken before the handover: the followers here go on applying to
 	// the copy until the move's finish, which carries what they applied.
 	pos := o.cutPositions(id)
+	if !unread && o.n.srv.HasSession(id) {
+		// Before the handover too: what this node's own follower
+		// applies until the move's finish is in what moves.
+		pos = o.n.sess.withOwnBehind(id, pos, by)
+	}
 	if unread {
 		reply[1] = 2
 	} else if ok, from := o.n.sess.takeUnsettled(id); ok {
