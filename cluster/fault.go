@@ -253,6 +253,15 @@ import (
 //	                      owner, which completed QoS 2 exchanges before
 //	                      the rollup landed (test/jepsen TestClusterFull
 //	                      seed 46)
+//	ops-after-rollup=CLIENT@NODE  on NODE, once the first rollup of
+//	                      CLIENT's session (an adoption's first pack) is
+//	                      acknowledged, the partition stream takes no
+//	                      more ops from NODE (they wait in its queue), as
+//	                      when NODE is killed right after that
+//	                      acknowledgement: for a test to kill it then
+//	                      (test/jepsen TestClusterFull seed 48: n3 killed
+//	                      127 ms after a live move's adoption, whose
+//	                      rollup held 60 of the session's 229 messages)
 //	held-empty=DURATION@NODE  on NODE, for DURATION from the first read
 //	                      of the follower of what is held for NODE, every
 //	                      such read comes back empty after heldEmptyPause,
@@ -332,6 +341,9 @@ type faults struct {
 	claimFails       atomic.Int64 // claim-unanswered: claims left to fail
 	rollupLost       string
 	rollupDropped    atomic.Bool // rollup-lost: its rollup was dropped once
+	opsAfterRollup   string
+	rollupAcked      atomic.Bool // ops-after-rollup: its rollup was acknowledged
+	afterRollupSaid  atomic.Bool // ops-after-rollup: its hold was logged
 	heldEmpty        time.Duration
 	heldEmptyOnce    sync.Once
 	heldEmptyUntil   atomic.Int64 // held-empty: until when (Unix nanoseconds), set at the first read
@@ -389,7 +401,7 @@ var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
-	"drop-unannounced", "ops-after-lost"}
+	"drop-unannounced", "ops-after-lost", "ops-after-rollup"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -452,6 +464,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.claimLate = v
 		case "rollup-lost":
 			f.rollupLost = v
+		case "ops-after-rollup":
+			f.opsAfterRollup = v
 		case "claim-unanswered":
 			count, err := strconv.Atoi(v)
 			if err != nil || count < 1 {
@@ -995,6 +1009,25 @@ func (f *faults) losesRollup(id string, m *nats.Msg) jetstream.PubAckFuture {
 	errs := make(chan error, 1)
 	time.AfterFunc(rollupLostAfter, func() { errs <- jetstream.ErrNoStreamResponse })
 	return &unansweredHold{msg: m, errs: errs}
+}
+
+// ackedRollup notes that a rollup of id was acknowledged
+// (ops-after-rollup).
+func (f *faults) ackedRollup(id string) {
+	if f != nil && id == f.opsAfterRollup {
+		f.rollupAcked.Store(true)
+	}
+}
+
+// holdsAfterRollup reports whether partition stream p takes no ops of
+// this node now (ops-after-rollup): p is the named client's partition
+// and its rollup was acknowledged. first is true the one time it says so
+// first, for the log.
+func (f *faults) holdsAfterRollup(p int, part func(string) int) (held, first bool) {
+	if f == nil || f.opsAfterRollup == "" || !f.rollupAcked.Load() || part(f.opsAfterRollup) != p {
+		return false, false
+	}
+	return true, f.afterRollupSaid.CompareAndSwap(false, true)
 }
 
 // unanswers returns, while hold-unanswered has holds left to fail, a

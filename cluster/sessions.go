@@ -735,6 +735,12 @@ func (s *sessions) sendPart(p int) {
 		if held && s.n.fault.firstHeldOps() {
 			s.n.log.Info("cluster: test fault: the partition stream takes no ops of this node until the client id is given up", "partition", p)
 		}
+		if after, first := s.n.fault.holdsAfterRollup(p, s.partition); after {
+			held = true
+			if first {
+				s.n.log.Info("cluster: test fault: the partition stream takes no more ops of this node after the rollup", "partition", p)
+			}
+		}
 		if s.n.fault.withoutQuorum(p, s.partition) {
 			err = errors.New("test fault no-quorum: the partition stream takes nothing")
 		} else if held {
@@ -753,6 +759,11 @@ func (s *sessions) sendPart(p int) {
 		if err == nil {
 			var done int
 			if done, err = s.awaitAcks(q, inflight.packs); done > 0 {
+				for _, pk := range inflight.packs[:done] {
+					if pk.rollup {
+						s.n.fault.ackedRollup(pk.id)
+					}
+				}
 				s.acknowledged(q, inflight.drop(done))
 				backoff = 50 * time.Millisecond
 			}
@@ -786,6 +797,9 @@ type inflightPack struct {
 	at  time.Time // published
 	ops int
 	id  string // the client whose ops it carries
+	// rollup: it purged the subject's earlier ops (a test fault,
+	// ops-after-rollup, watches for its acknowledgement).
+	rollup bool
 }
 
 // packsInFlight is a partition's published packs not acknowledged yet, in
@@ -872,7 +886,7 @@ func (s *sessions) publishMore(q *partQueue, inflight *packsInFlight) error {
 		} else {
 			s.n.log.Warn("cluster: test fault: a rollup is not published", "client_id", head.id)
 		}
-		inflight.push(inflightPack{f, now, n, head.id})
+		inflight.push(inflightPack{f, now, n, head.id, head.rollup && !stale[i]})
 	}
 	return nil
 }
