@@ -253,15 +253,18 @@ import (
 //	                      owner, which completed QoS 2 exchanges before
 //	                      the rollup landed (test/jepsen TestClusterFull
 //	                      seed 46)
-//	ops-after-rollup=CLIENT@NODE  on NODE, once the first rollup of
-//	                      CLIENT's session (an adoption's first pack) is
-//	                      acknowledged, the partition stream takes no
-//	                      more ops from NODE (they wait in its queue), as
-//	                      when NODE is killed right after that
-//	                      acknowledgement: for a test to kill it then
-//	                      (test/jepsen TestClusterFull seed 48: n3 killed
-//	                      127 ms after a live move's adoption, whose
-//	                      rollup held 60 of the session's 229 messages)
+//	ops-after-rollup=CLIENT@NODE  on NODE, the append that queues the
+//	                      first rollup of CLIENT's session (an adoption's
+//	                      first op) returns rollupPause late, as on a
+//	                      node descheduled while it journals an adopted
+//	                      session; once that rollup is acknowledged, the
+//	                      partition stream takes no more ops from NODE
+//	                      (they wait in its queue), as when NODE is
+//	                      killed right after that acknowledgement: for a
+//	                      test to kill it then (test/jepsen
+//	                      TestClusterFull seed 48: n3 killed 127 ms after
+//	                      a live move's adoption, whose rollup held 60 of
+//	                      the session's 229 messages)
 //	held-empty=DURATION@NODE  on NODE, for DURATION from the first read
 //	                      of the follower of what is held for NODE, every
 //	                      such read comes back empty after heldEmptyPause,
@@ -343,6 +346,7 @@ type faults struct {
 	rollupDropped    atomic.Bool // rollup-lost: its rollup was dropped once
 	opsAfterRollup   string
 	rollupAcked      atomic.Bool // ops-after-rollup: its rollup was acknowledged
+	rollupPaused     atomic.Bool // ops-after-rollup: its append was held
 	afterRollupSaid  atomic.Bool // ops-after-rollup: its hold was logged
 	heldEmpty        time.Duration
 	heldEmptyOnce    sync.Once
@@ -1009,6 +1013,16 @@ func (f *faults) losesRollup(id string, m *nats.Msg) jetstream.PubAckFuture {
 	errs := make(chan error, 1)
 	time.AfterFunc(rollupLostAfter, func() { errs <- jetstream.ErrNoStreamResponse })
 	return &unansweredHold{msg: m, errs: errs}
+}
+
+// rollupPause is how long ops-after-rollup holds the append that queued
+// the rollup: the partition sender, woken by it, publishes meanwhile.
+const rollupPause = 300 * time.Millisecond
+
+// pausesAfterRollup reports, once, whether the append that queued a
+// rollup of id is to return rollupPause late (ops-after-rollup).
+func (f *faults) pausesAfterRollup(id string) bool {
+	return f != nil && id == f.opsAfterRollup && f.rollupPaused.CompareAndSwap(false, true)
 }
 
 // ackedRollup notes that a rollup of id was acknowledged

@@ -141,6 +141,9 @@ func TestParseFaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	partR := func(id string) int { return map[string]int{"r": 3}[id] }
+	if f.pausesAfterRollup("s") || !f.pausesAfterRollup("r") || f.pausesAfterRollup("r") {
+		t.Error("ops-after-rollup=r: the append of r's first rollup only is held")
+	}
 	if held, _ := f.holdsAfterRollup(3, partR); held {
 		t.Error("ops-after-rollup=r: held before r's rollup was acknowledged")
 	}

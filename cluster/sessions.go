@@ -215,12 +215,24 @@ func (s *sessions) Load() (*broker.StoredState, error) {
 	return st, nil
 }
 
-// Append implements broker.Store. It does not block: replication is the
+// Append implements broker.Store. It does not block (but for the test
+// fault ops-after-rollup): replication is the
 // sender's job (send).
 func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
+	t, pause := s.append(ops)
+	if pause {
+		s.n.log.Info("cluster: test fault: an adoption's rollup queued; the append returns late", "after", rollupPause)
+		time.Sleep(rollupPause)
+	}
+	return t
+}
+
+// append is Append; pause says that a test fault (ops-after-rollup) wants
+// the caller held once the rollup it names is queued.
+func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t := s.local.Append(ops...)
+	t = s.local.Append(ops...)
 	for i := range ops {
 		op := &ops[i]
 		if op.ClientID != "" {
@@ -264,13 +276,16 @@ func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
 			msgID: s.n.inc + "." + strconv.FormatUint(s.seq, 36), rollup: s.adopting[op.ClientID],
 			epoch: s.epochs[op.ClientID], epochSet: s.ready})
 		s.pending++
+		if s.adopting[op.ClientID] && s.n.fault.pausesAfterRollup(op.ClientID) {
+			pause = true
+		}
 		delete(s.adopting, op.ClientID)
 		select {
 		case q.wake <- struct{}{}:
 		default:
 		}
 	}
-	return t
+	return t, pause
 }
 
 // Wait implements broker.Store. One that waited slowWait or more is
