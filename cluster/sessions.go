@@ -853,6 +853,15 @@ func (f *packsInFlight) reset() {
 // NATS payload (minMaxPayload); an op beyond it goes alone.
 const packMax = 1 << 20
 
+// rollupMax bounds the bytes of a rollup's pack, which carries the whole
+// session it adopts (packOps) past packMax: below the least NATS payload
+// with room for the headers. opFrame bounds what a pack adds to an op's
+// body (its length, version, kind and epoch).
+const (
+	rollupMax = minMaxPayload - 64<<10
+	opFrame   = 16
+)
+
 // publishMore publishes the ops of q not yet in flight, as many as fit
 // under inflightMax, and adds their packs to inflight. It stops at a pack
 // of a client that has one in flight: a client's packs reach its subject
@@ -926,7 +935,7 @@ func takePacks(ops []repOp, from, limit int, of map[string]int) int {
 			if end == to {
 				break
 			}
-			packOps(ops[to:end])
+			packOps(ops[to:rollupEnd(ops, to, end)])
 		}
 		head := &ops[to]
 		if of[head.id] > 0 {
@@ -966,31 +975,59 @@ func (s *sessions) sendEpochs(batch []repOp) ([]uint64, []bool) {
 	return epochs, stale
 }
 
+// rollupEnd returns where the ops of ops[to:end] to pack now end: at end,
+// or past it to the last op of an adoption that a rollup among them
+// begins (the ops of its client with its ticket: the broker appends an
+// adopted session whole), which packOps keeps in the rollup's pack. Cut
+// at a limit, the rollup went with part of the session: it removed the
+// earlier owners' ops, and a node that died before the rest left a record
+// without them (test/jepsen TestClusterFull seed 48).
+func rollupEnd(ops []repOp, to, end int) int {
+	for i := end - 1; i >= to; i-- {
+		if r := &ops[i]; r.rollup {
+			for end < len(ops) && ops[end].pack == 0 && ops[end].id == r.id && ops[end].ticket == r.ticket {
+				end++
+			}
+			return end
+		}
+	}
+	return end
+}
+
 // packOps reorders ops, none packed yet, into packs: each client's ops in
 // their order, a pack per client, packs in the order of their first ops.
 // A rollup starts a pack of its own (it removes the subject's earlier
 // messages, so nothing appended before it may travel with it), and so does
-// an op that would take a pack beyond packMax. Wait stays right: the first
-// op of each pack has the least ticket of its pack, and the packs follow
-// in the order of those tickets, so while the first op of q.ops is not
-// acknowledged, no op of a later ticket counts as replicated.
+// an op that would take a pack beyond packMax, except the ops appended
+// with a rollup (its ticket): the session an adoption writes whole goes
+// whole in the rollup's pack, up to rollupMax, so that the stream never
+// has the rollup without the rest (its purge took the earlier owners'
+// record). Wait stays right: the first op of each pack has the least
+// ticket of its pack, and the packs follow in the order of those tickets,
+// so while the first op of q.ops is not acknowledged, no op of a later
+// ticket counts as replicated.
 func packOps(ops []repOp) {
 	type pack struct {
 		idx  []int
 		size int
+		// rollup: the pack begins with a rollup appended at ticket.
+		rollup bool
+		ticket broker.Ticket
 	}
 	var packs []pack
 	open := map[string]int{} // client id -> its last pack
 	for i := range ops {
 		op := &ops[i]
 		p, ok := open[op.id]
-		if !ok || op.rollup || packs[p].size+len(op.body) > packMax {
-			packs = append(packs, pack{})
+		size := len(op.body) + opFrame
+		whole := ok && packs[p].rollup && packs[p].ticket == op.ticket && packs[p].size+size <= rollupMax
+		if !ok || op.rollup || !whole && packs[p].size+size > packMax {
+			packs = append(packs, pack{rollup: op.rollup, ticket: op.ticket})
 			p = len(packs) - 1
 			open[op.id] = p
 		}
 		packs[p].idx = append(packs[p].idx, i)
-		packs[p].size += len(op.body)
+		packs[p].size += size
 	}
 	out := make([]repOp, 0, len(ops))
 	for _, p := range packs {
