@@ -183,27 +183,44 @@ func (ss *session) recordSession() Ticket {
 	if ss.will != nil {
 		rec.Will, rec.WillAt, rec.WillDelay = ss.will.msg, unixTime(ss.will.at), ss.will.delay
 	}
-	t := ss.record(Op{Kind: OpSessionPut, Session: rec})
-	ss.recT = t
-	if first {
-		// The session existed unpersisted (its expiry was 0 until a
-		// takeover raised it): store what it already holds.
-		for _, sub := range ss.subs {
-			t = ss.record(Op{Kind: OpSubPut, Sub: StoredSub{Filter: sub.filter, Opts: sub.opts, ID: sub.id}})
-		}
-		for _, ob := range ss.inflight {
-			ss.assignSeq(ob)
-			t = ss.recordDelivery(ob)
-		}
-		for _, ob := range ss.queue[ss.qhead:] {
-			ss.assignSeq(ob)
-			t = ss.recordDelivery(ob)
-		}
-		for pid, nonce := range ss.inQoS2() {
-			t = ss.record(Op{Kind: OpInboundPut, PacketID: pid, Nonce: nonce})
-		}
+	if !first {
+		t := ss.record(Op{Kind: OpSessionPut, Session: rec})
 		ss.recT = t
+		return t
 	}
+	// The session existed unpersisted (its expiry was 0 until a takeover
+	// raised it, or Adopt made it): what it already holds is stored with
+	// it, in one append. A store that replicates it (a cluster's partition
+	// stream, where an adopted session's first op replaces the record of
+	// its earlier owners) must never have the session without the rest:
+	// appended one op at a time, the cluster could send the first ones
+	// alone, and a node that died before the rest left a record of the
+	// first messages only (test/jepsen TestClusterFull seed 48).
+	ops := []Op{{Kind: OpSessionPut, Session: rec}}
+	for _, sub := range ss.subs {
+		ops = append(ops, Op{Kind: OpSubPut, Sub: StoredSub{Filter: sub.filter, Opts: sub.opts, ID: sub.id}})
+	}
+	for _, ob := range ss.inflight {
+		ss.assignSeq(ob)
+		ops = append(ops, Op{Kind: OpQueuePut, Delivery: ob.stored()})
+	}
+	for _, ob := range ss.queue[ss.qhead:] {
+		ss.assignSeq(ob)
+		ops = append(ops, Op{Kind: OpQueuePut, Delivery: ob.stored()})
+	}
+	for pid, nonce := range ss.inQoS2() {
+		ops = append(ops, Op{Kind: OpInboundPut, PacketID: pid, Nonce: nonce})
+	}
+	for i := range ops {
+		ops[i].ClientID = ss.id
+	}
+	t := st.Append(ops...)
+	if c := ss.conn; c != nil {
+		// Its session fields and QoS 2 deliveries are to be durable
+		// before the next write (record); the rest comes with them.
+		c.needDurable(t)
+	}
+	ss.recT = t
 	return t
 }
 

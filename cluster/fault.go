@@ -267,6 +267,18 @@ import (
 //	                      owner, which completed QoS 2 exchanges before
 //	                      the rollup landed (test/jepsen TestClusterFull
 //	                      seed 46)
+//	ops-after-rollup=CLIENT@NODE  on NODE, the append that queues the
+//	                      first rollup of CLIENT's session (an adoption's
+//	                      first op) returns rollupPause late, as on a
+//	                      node descheduled while it journals an adopted
+//	                      session; once that rollup is acknowledged, the
+//	                      partition stream takes no more ops from NODE
+//	                      (they wait in its queue), as when NODE is
+//	                      killed right after that acknowledgement: for a
+//	                      test to kill it then (test/jepsen
+//	                      TestClusterFull seed 48: n3 killed 127 ms after
+//	                      a live move's adoption, whose rollup held 60 of
+//	                      the session's 229 messages)
 //	held-empty=DURATION@NODE  on NODE, for DURATION from the first read
 //	                      of the follower of what is held for NODE, every
 //	                      such read comes back empty after heldEmptyPause,
@@ -348,6 +360,10 @@ type faults struct {
 	claimFails       atomic.Int64 // claim-unanswered: claims left to fail
 	rollupLost       string
 	rollupDropped    atomic.Bool // rollup-lost: its rollup was dropped once
+	opsAfterRollup   string
+	rollupAcked      atomic.Bool // ops-after-rollup: its rollup was acknowledged
+	rollupPaused     atomic.Bool // ops-after-rollup: its append was held
+	afterRollupSaid  atomic.Bool // ops-after-rollup: its hold was logged
 	heldEmpty        time.Duration
 	heldEmptyOnce    sync.Once
 	heldEmptyUntil   atomic.Int64 // held-empty: until when (Unix nanoseconds), set at the first read
@@ -405,7 +421,7 @@ var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
-	"drop-unannounced", "ops-after-lost", "passon-late"}
+	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -470,6 +486,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.claimLate = v
 		case "rollup-lost":
 			f.rollupLost = v
+		case "ops-after-rollup":
+			f.opsAfterRollup = v
 		case "claim-unanswered":
 			count, err := strconv.Atoi(v)
 			if err != nil || count < 1 {
@@ -1038,6 +1056,35 @@ func (f *faults) losesRollup(id string, m *nats.Msg) jetstream.PubAckFuture {
 	errs := make(chan error, 1)
 	time.AfterFunc(rollupLostAfter, func() { errs <- jetstream.ErrNoStreamResponse })
 	return &unansweredHold{msg: m, errs: errs}
+}
+
+// rollupPause is how long ops-after-rollup holds the append that queued
+// the rollup: the partition sender, woken by it, publishes meanwhile.
+const rollupPause = 300 * time.Millisecond
+
+// pausesAfterRollup reports, once, whether the append that queued a
+// rollup of id is to return rollupPause late (ops-after-rollup).
+func (f *faults) pausesAfterRollup(id string) bool {
+	return f != nil && id == f.opsAfterRollup && f.rollupPaused.CompareAndSwap(false, true)
+}
+
+// ackedRollup notes that a rollup of id was acknowledged
+// (ops-after-rollup).
+func (f *faults) ackedRollup(id string) {
+	if f != nil && id == f.opsAfterRollup {
+		f.rollupAcked.Store(true)
+	}
+}
+
+// holdsAfterRollup reports whether partition stream p takes no ops of
+// this node now (ops-after-rollup): p is the named client's partition
+// and its rollup was acknowledged. first is true the one time it says so
+// first, for the log.
+func (f *faults) holdsAfterRollup(p int, part func(string) int) (held, first bool) {
+	if f == nil || f.opsAfterRollup == "" || !f.rollupAcked.Load() || part(f.opsAfterRollup) != p {
+		return false, false
+	}
+	return true, f.afterRollupSaid.CompareAndSwap(false, true)
 }
 
 // unanswers returns, while hold-unanswered has holds left to fail, a

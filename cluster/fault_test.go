@@ -136,4 +136,29 @@ func TestParseFaults(t *testing.T) {
 	if f.losesRollup("s", nil) != nil || f.losesRollup("r", nil) == nil || f.losesRollup("r", nil) != nil {
 		t.Error("rollup-lost=r: r's first rollup only")
 	}
+	f, err = parseFaults("ops-after-rollup=r@n1", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	partR := func(id string) int { return map[string]int{"r": 3}[id] }
+	if f.pausesAfterRollup("s") || !f.pausesAfterRollup("r") || f.pausesAfterRollup("r") {
+		t.Error("ops-after-rollup=r: the append of r's first rollup only is held")
+	}
+	if held, _ := f.holdsAfterRollup(3, partR); held {
+		t.Error("ops-after-rollup=r: held before r's rollup was acknowledged")
+	}
+	f.ackedRollup("s")
+	f.ackedRollup("r")
+	if held, first := f.holdsAfterRollup(3, partR); !held || !first {
+		t.Errorf("ops-after-rollup=r: after r's rollup, held %v first %v; want both", held, first)
+	}
+	if held, first := f.holdsAfterRollup(3, partR); !held || first {
+		t.Errorf("ops-after-rollup=r: again, held %v first %v; want held only", held, first)
+	}
+	if held, _ := f.holdsAfterRollup(0, partR); held {
+		t.Error("ops-after-rollup=r: another partition held")
+	}
+	if held, _ := (*faults)(nil).holdsAfterRollup(3, partR); held {
+		t.Error("no faults: ops held")
+	}
 }

@@ -220,12 +220,24 @@ func (s *sessions) Load() (*broker.StoredState, error) {
 	return st, nil
 }
 
-// Append implements broker.Store. It does not block: replication is the
+// Append implements broker.Store. It does not block (but for the test
+// fault ops-after-rollup): replication is the
 // sender's job (send).
 func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
+	t, pause := s.append(ops)
+	if pause {
+		s.n.log.Info("cluster: test fault: an adoption's rollup queued; the append returns late", "after", rollupPause)
+		time.Sleep(rollupPause)
+	}
+	return t
+}
+
+// append is Append; pause says that a test fault (ops-after-rollup) wants
+// the caller held once the rollup it names is queued.
+func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t := s.local.Append(ops...)
+	t = s.local.Append(ops...)
 	for i := range ops {
 		op := &ops[i]
 		if op.ClientID != "" {
@@ -246,6 +258,15 @@ func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
 			s.keepOp(op, lost)
 			lost = lost || (was && op.Kind != broker.OpSessionPut)
 		}
+		// The adoption's first op takes the mark, sent or kept here (an
+		// adoption of a lost id: adoptCut, or a claim fenced while it
+		// read the stream). Left for a later op, the mark made that one
+		// a rollup once the id was claimed here again, which purged the
+		// record and left that op alone in it (test/jepsen
+		// TestClusterFull seed 48 on branch loss48: ps3's record purged
+		// to one QueuePut, no session: Session Present 0, 56 lost).
+		rollup := s.adopting[op.ClientID]
+		delete(s.adopting, op.ClientID)
 		if op.ClientID == "" || lost {
 			continue // retained messages: the retained stream keeps them; lost ids: see sessions.lost
 		}
@@ -266,16 +287,18 @@ func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
 		s.seq++
 		q := &s.parts[s.partition(op.ClientID)]
 		q.ops = append(q.ops, repOp{ticket: t, id: op.ClientID, kind: op.Kind, body: body,
-			msgID: s.n.inc + "." + strconv.FormatUint(s.seq, 36), rollup: s.adopting[op.ClientID],
+			msgID: s.n.inc + "." + strconv.FormatUint(s.seq, 36), rollup: rollup,
 			epoch: s.epochs[op.ClientID], epochSet: s.ready})
 		s.pending++
-		delete(s.adopting, op.ClientID)
+		if rollup && s.n.fault.pausesAfterRollup(op.ClientID) {
+			pause = true
+		}
 		select {
 		case q.wake <- struct{}{}:
 		default:
 		}
 	}
-	return t
+	return t, pause
 }
 
 // Wait implements broker.Store. One that waited slowWait or more is
@@ -753,6 +776,12 @@ func (s *sessions) sendPart(p int) {
 		if held && s.n.fault.firstHeldOps() {
 			s.n.log.Info("cluster: test fault: the partition stream takes no ops of this node until the client id is given up", "partition", p)
 		}
+		if after, first := s.n.fault.holdsAfterRollup(p, s.partition); after {
+			held = true
+			if first {
+				s.n.log.Info("cluster: test fault: the partition stream takes no more ops of this node after the rollup", "partition", p)
+			}
+		}
 		if s.n.fault.withoutQuorum(p, s.partition) {
 			err = errors.New("test fault no-quorum: the partition stream takes nothing")
 		} else if held {
@@ -771,6 +800,11 @@ func (s *sessions) sendPart(p int) {
 		if err == nil {
 			var done int
 			if done, err = s.awaitAcks(q, inflight.packs); done > 0 {
+				for _, pk := range inflight.packs[:done] {
+					if pk.rollup {
+						s.n.fault.ackedRollup(pk.id)
+					}
+				}
 				s.acknowledged(q, inflight.drop(done))
 				backoff = 50 * time.Millisecond
 			}
@@ -804,6 +838,9 @@ type inflightPack struct {
 	at  time.Time // published
 	ops int
 	id  string // the client whose ops it carries
+	// rollup: it purged the subject's earlier ops (a test fault,
+	// ops-after-rollup, watches for its acknowledgement).
+	rollup bool
 }
 
 // packsInFlight is a partition's published packs not acknowledged yet, in
@@ -841,6 +878,15 @@ func (f *packsInFlight) reset() {
 // packMax bounds the op bytes of a pack: far below the cluster's least
 // NATS payload (minMaxPayload); an op beyond it goes alone.
 const packMax = 1 << 20
+
+// rollupMax bounds the bytes of a rollup's pack, which carries the whole
+// session it adopts (packOps) past packMax: below the least NATS payload
+// with room for the headers. opFrame bounds what a pack adds to an op's
+// body (its length, version, kind and epoch).
+const (
+	rollupMax = minMaxPayload - 64<<10
+	opFrame   = 16
+)
 
 // publishMore publishes the ops of q not yet in flight, as many as fit
 // under inflightMax, and adds their packs to inflight. It stops at a pack
@@ -890,7 +936,7 @@ func (s *sessions) publishMore(q *partQueue, inflight *packsInFlight) error {
 		} else {
 			s.n.log.Warn("cluster: test fault: a rollup is not published", "client_id", head.id)
 		}
-		inflight.push(inflightPack{f, now, n, head.id})
+		inflight.push(inflightPack{f, now, n, head.id, head.rollup && !stale[i]})
 	}
 	return nil
 }
@@ -915,7 +961,7 @@ func takePacks(ops []repOp, from, limit int, of map[string]int) int {
 			if end == to {
 				break
 			}
-			packOps(ops[to:end])
+			packOps(ops[to:rollupEnd(ops, to, end)])
 		}
 		head := &ops[to]
 		if of[head.id] > 0 {
@@ -955,31 +1001,59 @@ func (s *sessions) sendEpochs(batch []repOp) ([]uint64, []bool) {
 	return epochs, stale
 }
 
+// rollupEnd returns where the ops of ops[to:end] to pack now end: at end,
+// or past it to the last op of an adoption that a rollup among them
+// begins (the ops of its client with its ticket: the broker appends an
+// adopted session whole), which packOps keeps in the rollup's pack. Cut
+// at a limit, the rollup went with part of the session: it removed the
+// earlier owners' ops, and a node that died before the rest left a record
+// without them (test/jepsen TestClusterFull seed 48).
+func rollupEnd(ops []repOp, to, end int) int {
+	for i := end - 1; i >= to; i-- {
+		if r := &ops[i]; r.rollup {
+			for end < len(ops) && ops[end].pack == 0 && ops[end].id == r.id && ops[end].ticket == r.ticket {
+				end++
+			}
+			return end
+		}
+	}
+	return end
+}
+
 // packOps reorders ops, none packed yet, into packs: each client's ops in
 // their order, a pack per client, packs in the order of their first ops.
 // A rollup starts a pack of its own (it removes the subject's earlier
 // messages, so nothing appended before it may travel with it), and so does
-// an op that would take a pack beyond packMax. Wait stays right: the first
-// op of each pack has the least ticket of its pack, and the packs follow
-// in the order of those tickets, so while the first op of q.ops is not
-// acknowledged, no op of a later ticket counts as replicated.
+// an op that would take a pack beyond packMax, except the ops appended
+// with a rollup (its ticket): the session an adoption writes whole goes
+// whole in the rollup's pack, up to rollupMax, so that the stream never
+// has the rollup without the rest (its purge took the earlier owners'
+// record). Wait stays right: the first op of each pack has the least
+// ticket of its pack, and the packs follow in the order of those tickets,
+// so while the first op of q.ops is not acknowledged, no op of a later
+// ticket counts as replicated.
 func packOps(ops []repOp) {
 	type pack struct {
 		idx  []int
 		size int
+		// rollup: the pack begins with a rollup appended at ticket.
+		rollup bool
+		ticket broker.Ticket
 	}
 	var packs []pack
 	open := map[string]int{} // client id -> its last pack
 	for i := range ops {
 		op := &ops[i]
 		p, ok := open[op.id]
-		if !ok || op.rollup || packs[p].size+len(op.body) > packMax {
-			packs = append(packs, pack{})
+		size := len(op.body) + opFrame
+		whole := ok && packs[p].rollup && packs[p].ticket == op.ticket && packs[p].size+size <= rollupMax
+		if !ok || op.rollup || !whole && packs[p].size+size > packMax {
+			packs = append(packs, pack{rollup: op.rollup, ticket: op.ticket})
 			p = len(packs) - 1
 			open[op.id] = p
 		}
 		packs[p].idx = append(packs[p].idx, i)
-		packs[p].size += len(op.body)
+		packs[p].size += size
 	}
 	out := make([]repOp, 0, len(ops))
 	for _, p := range packs {

@@ -82,3 +82,29 @@ func TestLostIDsOpsAreStale(t *testing.T) {
 		t.Errorf("claimed here again: stale %v, want [true false] (the old rollup still loses its purge, the new one keeps it)", stale)
 	}
 }
+
+// TestKeptAdoptionTakesItsRollupMark: an adoption whose ops stay here (its
+// id lost: claimed elsewhere) takes the rollup mark all the same. Left, the
+// mark went to the id's next op sent once the id was claimed here again,
+// a rollup that purged the record and left that op alone in it.
+func TestKeptAdoptionTakesItsRollupMark(t *testing.T) {
+	n := &Node{cfg: Config{Partitions: 1}, inc: "i1", local: newLocalInterest()}
+	s := n.Sessions(store.NewMemory()).(*sessions)
+	s.setEpoch("z", 5, true)
+	s.disown("z") // claimed by another node: this node's ops stay here
+	s.adopt("z")
+	s.Append(broker.Op{Kind: broker.OpSessionPut, ClientID: "z", Session: broker.StoredSession{ClientID: "z", Expiry: 60}})
+	if len(s.parts[0].ops) != 0 {
+		t.Fatal("a lost id's adoption was queued: the test does not check what it should")
+	}
+	s.setEpoch("z", 7, true) // claimed here again; its client resumes the copy
+	s.Append(broker.Op{Kind: broker.OpSessionPut, ClientID: "z", Session: broker.StoredSession{ClientID: "z", Expiry: 60}})
+	for i, op := range s.parts[0].ops {
+		if op.rollup {
+			t.Errorf("op %d (%v) sent as a rollup: the kept adoption's mark went to it", i, op.kind)
+		}
+	}
+	if len(s.parts[0].ops) == 0 {
+		t.Error("the resumed copy's op was not queued")
+	}
+}

@@ -108,6 +108,38 @@ func TestTakePacks(t *testing.T) {
 	if to := takePacks(q, 0, 2, map[string]int{}); to != 1 {
 		t.Errorf("a client's two packs: to = %d, want 1 (the rollup after the first's acknowledgement)", to)
 	}
+	// An adoption (a rollup and the ops appended with it, one ticket) is
+	// not cut by the limit: the rollup would go with part of the session.
+	q = ops("b", "a", "a", "a", "c")
+	q[1].rollup = true
+	q[2].ticket, q[3].ticket = q[1].ticket, q[1].ticket
+	if to := takePacks(q, 0, 2, map[string]int{}); to != 4 || q[1].pack != 3 || q[4].pack != 0 {
+		t.Errorf("an adoption at the limit: to = %d, packs %+v; want 4, the adoption's 3 ops in one pack, c unpacked", to, q)
+	}
+}
+
+// TestPackOpsRollupWhole: the ops appended with a rollup (its ticket) stay
+// in the rollup's pack past packMax, up to rollupMax; a later op of the
+// client starts a new pack once packMax is passed.
+func TestPackOpsRollupWhole(t *testing.T) {
+	body := make([]byte, packMax/4)
+	var ops []repOp
+	ops = append(ops, repOp{ticket: 1, id: "a", rollup: true})
+	for range 8 { // twice packMax
+		ops = append(ops, repOp{ticket: 1, id: "a", body: body})
+	}
+	ops = append(ops, repOp{ticket: 2, id: "a", body: body})
+	packOps(ops)
+	if ops[0].pack != 9 || ops[9].pack != 1 {
+		t.Fatalf("packs %d and %d, want the adoption's 9 ops in one pack, the later op alone", ops[0].pack, ops[9].pack)
+	}
+	huge := make([]byte, rollupMax/3)
+	ops = []repOp{{ticket: 1, id: "a", rollup: true}, {ticket: 1, id: "a", body: huge}, {ticket: 1, id: "a", body: huge},
+		{ticket: 1, id: "a", body: huge}}
+	packOps(ops)
+	if ops[0].pack != 3 || ops[3].pack != 1 {
+		t.Errorf("packs %d and %d, want 3 ops up to rollupMax, then one", ops[0].pack, ops[3].pack)
+	}
 }
 
 // TestReplayPack: a pack replays as its ops one by one would, stale epochs
