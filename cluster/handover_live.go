@@ -217,6 +217,11 @@ type heldMessage struct {
 type movedOut struct {
 	to     string
 	groups []string // groupKey form
+	// ownNamed: the handover named this node's own held subject for
+	// to to read on from (withOwnBehind): what this node's follower
+	// claims for the session's groups is to's to read there, not to
+	// pass on too (passMissed), which delivered it twice.
+	ownNamed bool
 }
 
 func newLiveMoves(n *Node) *liveMoves {
@@ -1257,10 +1262,20 @@ func (mv *liveMoves) movedTo(id, gk string) string {
 	}
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
-	if mo := mv.moved[id]; mo != nil && slices.Contains(mo.groups, gk) {
+	if mo := mv.moved[id]; mo != nil && !mo.ownNamed && slices.Contains(mo.groups, gk) {
 		return mo.to
 	}
 	return ""
+}
+
+// namedOwn notes that the handover of id named this node's own held
+// subject for the new owner (movedOut.ownNamed).
+func (mv *liveMoves) namedOwn(id string) {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	if mo := mv.moved[id]; mo != nil {
+		mo.ownNamed = true
+	}
 }
 
 // movedMember returns a session exported from here by a live move

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1096,6 +1097,9 @@ func (o *owners) answer(id string, epoch, mine uint64, unread bool, by time.Time
 		if handed = encodeHeldPos(pos); handed != "" {
 			o.n.log.Info("cluster: session handed over before its held reads were done: held subjects named for the new owner to read on from",
 				"client_id", id, "epoch", epoch, "held_from", heldPosText(pos))
+		}
+		if slices.ContainsFunc(pos, func(p heldPos) bool { return p.node == o.n.cfg.Node }) {
+			o.n.mv.namedOwn(id)
 		}
 	} else if unknown {
 		reply[1] = 2
