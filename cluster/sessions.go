@@ -346,6 +346,12 @@ func (s *sessions) waitReplicated(t broker.Ticket, start time.Time, behind *[]st
 		s.mu.Unlock()
 		select {
 		case <-ch:
+		case <-s.n.ctx.Done():
+			// Stopping: the partition senders have stopped, and the
+			// ops will not be replicated by this process. Waited for
+			// in turn, each forward the node was still delivering
+			// took forward_timeout, and a stop took minutes.
+			return fmt.Errorf("%w: the node is stopping", errNotReplicated)
 		case <-timer.C:
 			if last == nil {
 				last = errors.New("the partition streams are not ready (no quorum yet)")
