@@ -147,14 +147,18 @@ func TestStartOnce(t *testing.T) {
 		}
 		return nil
 	})
+	// A first dial that mosquitto, still starting, answered with EOF is
+	// retried and counted (seen in a fresh-clone suite run): what
+	// StartOnce promises is no connection after the first one is lost.
+	before := b.Stats().Reconnects
 	kick(t, mURL, "once")
 	select {
 	case <-b.remote.Done(): // the remote client stopped for good
 	case <-time.After(15 * time.Second):
 		t.Fatalf("the remote client still runs: %+v", b.Stats())
 	}
-	if st := b.Stats(); st.Connected || st.Reconnects != 0 {
-		t.Fatalf("stats %+v", st)
+	if st := b.Stats(); st.Connected || st.Reconnects != before {
+		t.Fatalf("stats %+v (reconnects before the connection was lost: %d)", st, before)
 	}
 }
 
