@@ -1,8 +1,6 @@
 package cluster_test
 
 import (
-	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,39 +25,9 @@ import (
 // message must reach the member, QoS 2 once.
 func TestReproGroupPassOn(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	const id, prefix = "gp-sub", "gp"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	// No adoption while n1 is dead: the session moves by the client's
-	// claims only.
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
-	newPersistent(t, n1, id, paho.SubscribeOptions{Topic: "$share/gp/" + prefix + "/q1", QoS: 1},
-		paho.SubscribeOptions{Topic: "$share/gp/" + prefix + "/q2", QoS: 2})
-	pub := connect(t, n3, prefix+"-pub")
-	pub.awaitInterest(t, prefix+"/q1")
-	pub.awaitInterest(t, prefix+"/q2")
-	pp := &pacedPub{t: t, nd: n3, id: prefix + "-pub", prefix: prefix, pub: pub}
-	got := map[string]int{}
-	take := func(p *paho.Publish) {
-		if s := string(p.Payload); s != "probe" {
-			got[s]++
-		}
-	}
-
-	tc.kill(n1, syscall.SIGKILL)
-	// From the stream on n3 (its followers read n1's held subject for
-	// the session), then live to n2, whose owner reads none of n1's.
-	c := pp.resume(n3, id)
-	quiet(c, take, time.Second)
-	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
-		t.Fatalf("disconnect %s from n3: %v", id, err)
-	}
-	quiet(c, take, 200*time.Millisecond)
-	c = pp.resume(n2, id)
-	if countLog(n2, `msg="session moved here" node=n2 client_id=`+id+` from=n3`) == 0 {
-		t.Fatalf("%s did not move live from n3 to n2: the test missed its path; n2:\n%s", id, grepLog(n2, "client_id="+id))
-	}
+	const id = "gp-sub"
+	g := newGroupMoved(t, id, "gp")
+	tc, n1, n3 := g.tc, g.n1, g.n3
 
 	n1.Env = append(n1.Env, "ROOST_TEST_FAULT=owners-late=3s@n1,drop-unannounced=2s@n1")
 	const caughtUp = `msg="cluster interest caught up" node=n1`
@@ -75,8 +43,7 @@ func TestReproGroupPassOn(t *testing.T) {
 		if time.Since(start) > 60*time.Second {
 			t.Fatalf("n1 did not drop its restored copy of %s within 60 s; n1:\n%s", id, grepLog(n1, "cluster:", "restored"))
 		}
-		pp.publish()
-		drainInbox(c, take)
+		g.publish()
 	}
 	if countLog(n1, "cluster: test fault: the owner records are read late") == 0 ||
 		countLog(n1, "cluster: test fault: interest changes and heartbeats held back") == 0 {
@@ -84,31 +51,10 @@ func TestReproGroupPassOn(t *testing.T) {
 	}
 	// Within drop-unannounced's 2 s: n3 still routes the group to n1.
 	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
-		pp.publish()
-		drainInbox(c, take)
+		g.publish()
 	}
 
-	t.Logf("%d messages acknowledged, %d with unknown outcome", len(pp.want), pp.unknown)
-	var missing []string
-	for _, m := range pp.want {
-		if got[m] == 0 {
-			missing = append(missing, m)
-		}
-	}
-	more, lost := receiveAll(c, missing, 30*time.Second)
-	for m, k := range more {
-		got[m] += k
-	}
-	quiet(c, take, time.Second)
-	if len(lost) > 0 {
-		t.Fatalf("%d of %d acknowledged messages lost: %v\nn1:\n%s\nn2:\n%s", len(lost), len(pp.want), lost[:min(len(lost), 20)],
-			grepLog(n1, "client_id="+id, "cluster:", "restored"), grepLog(n2, "client_id="+id, "cluster:"))
-	}
-	for m, k := range got {
-		if m[1] == '2' && k != 1 {
-			t.Errorf("QoS 2 message %s delivered %d times", m, k)
-		}
-	}
+	g.check("cluster:", "restored")
 	// Passed on (the change) or held for the group (before it): n3
 	// routed the group to n1 after the drop. Or, since n3 leaves a node
 	// that holds for a group out of its turns while a live member's node
