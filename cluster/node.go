@@ -556,7 +556,7 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 		// first seconds, or a fenced copy's cover.
 		node, gk, _ := strings.Cut(l, " ")
 		n.log.Debug("cluster: share group left to a node with a live member, not to one holding for it",
-			"peer", node, "topic", msg.Topic, "group", strings.ReplaceAll(gk, "\x00", "/"))
+			"peer", node, "topic", msg.Topic, "group", groupKeys{gk})
 	}
 	var orphans []orphanMatch
 	if msg.QoS > 0 && n.sess != nil {
