@@ -26,7 +26,10 @@ import (
 // core with three), so four fit on two cores. With three the package was
 // the suite's long pole again; four took it from 419 to 324 s and the
 // fresh-clone suite from 549 to 514 s at the same CPU (docs/testing.md,
-// "Four lanes").
+// "Four lanes"). There are two such packages now (cluster and
+// cluster/repro), which `go test -p 3` runs side by side: eight tests in
+// flight; if that is too dense for the suite's bounds, three here keeps
+// six ("Two cluster packages").
 const clusterLanes = 4
 
 // Main is TestMain for a package of cluster process tests: it runs
