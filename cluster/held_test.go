@@ -138,7 +138,7 @@ func TestClusterRestartedNodeSessionResumedElsewhere(t *testing.T) {
 	var (
 		want     []string
 		unknown  int
-		back     <-chan *harness.Client // resumeInBackground's
+		back     <-chan *harness.Client // harness.ResumeInBackground's
 		resuming bool
 		restart  = time.Now().Add(2 * time.Second) // held for n1 meanwhile
 		stop     time.Time                         // 2 s after the resume

@@ -41,7 +41,7 @@ func TestClusterResumedSessionKeepsOrder(t *testing.T) {
 		seen     = map[string]bool{}
 		acked    = map[string]bool{}
 		unknown  int
-		back     <-chan *harness.Client // resumeInBackground's
+		back     <-chan *harness.Client // harness.ResumeInBackground's
 		resuming bool
 		first    int                               // the first message published after the CONNECT was sent
 		resumeAt = time.Now().Add(2 * time.Second) // held for n1 until then

@@ -37,7 +37,7 @@ func newQoS2Sub(t *testing.T, id string) *qos2Sub {
 }
 
 // connect opens a connection to nd (Clean Start clean, Session Expiry
-// queuedExpiry) and returns the CONNACK's Session Present; an error for
+// harness.QueuedExpiry) and returns the CONNACK's Session Present; an error for
 // no CONNACK or a refusal.
 func (s *qos2Sub) connect(nd *harness.Node, clean bool) (bool, error) {
 	if s.conn != nil {

@@ -100,7 +100,7 @@ func TestReproStalePublish(t *testing.T) {
 					case <-m.c.Done():
 						// Its node closed it (an op not replicated in
 						// time while A was paused: outcome unknown):
-						// the client resumes its session, as awaitOnce.
+						// the client resumes its session, as harness.AwaitOnce.
 						harness.DrainInbox(m.c, take)
 						t.Logf("%s: connection closed by %s; resuming the session", m.c.ID, m.nd.Name)
 						m.c = harness.Resume(t, m.nd, m.c.ID, harness.OriginExpiry, 60*time.Second)

@@ -187,7 +187,7 @@ type resumedClient struct {
 
 // connectKeeping connects id (CleanStart 0) to nd in the background until a
 // CONNACK 0 comes, and sends the client on the channel with its Session
-// Present (nil after 60 s). Unlike resumeInBackground it keeps a client
+// Present (nil after 60 s). Unlike harness.ResumeInBackground it keeps a client
 // whose session was started afresh: that is what the caller checks.
 func connectKeeping(t *testing.T, nd *harness.Node, id string, expiry uint32) <-chan resumedClient {
 	back := make(chan resumedClient, 1)

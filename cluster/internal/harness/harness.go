@@ -13,11 +13,13 @@ import (
 	eventuallypkg "github.com/roost-mqtt/roost/internal/eventually"
 )
 
-// Node is one roost serve process, with its addresses.
+// Node is one roost serve process (clustertest.Node: its name, addresses
+// and log).
 type Node struct {
 	*clustertest.Node
 }
 
+// Cluster is a test's cluster: T is the test it was started for.
 type Cluster struct {
 	T     *testing.T
 	c     *clustertest.Cluster
@@ -31,19 +33,20 @@ func StartCluster(t *testing.T, n int) *Cluster {
 	return StartClusterWith(t, n)
 }
 
-// StartClusterWith is startCluster with extra arguments for every node.
+// StartClusterWith is StartCluster with extra arguments for every node.
 func StartClusterWith(t *testing.T, n int, args ...string) *Cluster {
 	t.Helper()
 	return WrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: n, Args: args}))
 }
 
-// StartClusterFault is startClusterWith with fault (fault.go, faultEnv)
+// StartClusterFault is StartClusterWith with fault (cluster/fault.go, faultEnv)
 // in every node's environment; each node takes the faults that name it.
 func StartClusterFault(t *testing.T, n int, fault string, args ...string) *Cluster {
 	t.Helper()
 	return WrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: n, Args: args, Env: []string{"ROOST_TEST_FAULT=" + fault}}))
 }
 
+// WrapCluster is c, started by t, as a Cluster.
 func WrapCluster(t *testing.T, c *clustertest.Cluster) *Cluster {
 	tc := &Cluster{T: t, c: c}
 	for _, nd := range c.Nodes {
@@ -77,6 +80,8 @@ func (tc *Cluster) Kill(nd *Node, sig syscall.Signal) {
 // CountLog counts lines of nd's log containing s.
 func CountLog(nd *Node, s string) int { return nd.CountLog(s) }
 
+// WaitLog waits, within d, until nd's log has n lines containing s, and
+// fails tc's test otherwise.
 func (tc *Cluster) WaitLog(nd *Node, s string, n int, d time.Duration) {
 	tc.T.Helper()
 	nd.WaitLog(tc.T, s, n, d)
@@ -94,6 +99,7 @@ type Client struct {
 	*clustertest.Client
 }
 
+// WrapClient is c as a Client.
 func WrapClient(c *clustertest.Client) *Client {
 	return &Client{Client: c}
 }
@@ -152,7 +158,7 @@ func PublishOwed(t *testing.T, nd *Node, id string, pub **Client, topic, prefix 
 	return PublishOwedQoS(t, nd, id, pub, topic, prefix, n, 1)
 }
 
-// PublishOwedQoS is publishOwed at QoS qos (2: the messages completed).
+// PublishOwedQoS is PublishOwed at QoS qos (2: the messages completed).
 func PublishOwedQoS(t *testing.T, nd *Node, id string, pub **Client, topic, prefix string, n int, qos byte) []string {
 	t.Helper()
 	var owed []string
@@ -229,7 +235,7 @@ func Resume(t *testing.T, nd *Node, id string, expiry uint32, d time.Duration) *
 }
 
 // NewPersistent connects id to nd with a new persistent session (Clean
-// Start, Session Expiry queuedExpiry), which must be accepted, and
+// Start, Session Expiry QueuedExpiry), which must be accepted, and
 // subscribes it to subs.
 func NewPersistent(t *testing.T, nd *Node, id string, subs ...paho.SubscribeOptions) *Client {
 	t.Helper()

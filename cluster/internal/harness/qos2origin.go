@@ -13,6 +13,8 @@ import (
 	"github.com/roost-mqtt/roost/packet"
 )
 
+// OriginExpiry is the Session Expiry Interval of the QoS 2 origin tests'
+// persistent publishers and subscribers (originPersist: the raw client's).
 const OriginExpiry = 600
 
 var originPersist = packet.Properties{Present: 1 << packet.PropSessionExpiry, SessionExpiry: OriginExpiry}
