@@ -108,7 +108,7 @@ done
 # heavier suite, loaded the machine to 15-24 and tests of real processes
 # failed their bounds in two runs of three.
 # The cluster's process tests are two packages, its repro tests
-# (cluster/repro, the longer: 875 s of tests' walls against 730 s, main,
+# (cluster/repro, the longer: 875 s of tests' walls against 757 s, main,
 # December 2026) and the rest (./cluster/), so that they take two of the
 # three slots side by side instead of one package's tests running one
 # after the other (docs/testing.md, "Two cluster packages").
