@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 )
 
 // adoptBound is how long after the kill the survivors may take to adopt
@@ -41,11 +42,11 @@ func TestClusterDeadNodeAdoptsThousands(t *testing.T) {
 	}
 	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
-	wills := connect(t, n3, "ad-wills")
-	wills.subscribe(t, paho.SubscribeOptions{Topic: "ad/will/+", QoS: 1})
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\n"), 0o644)
+	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
+	wills := harness.Connect(t, n3, "ad-wills")
+	wills.Sub(t, paho.SubscribeOptions{Topic: "ad/will/+", QoS: 1})
 
 	long, short, zero, three := uint32(600), uint32(10), uint32(0), uint32(3)
 	type kind struct {
@@ -80,19 +81,19 @@ func TestClusterDeadNodeAdoptsThousands(t *testing.T) {
 		})
 	}
 	t.Logf("%d sessions made on n1 in %v", persistent+100, time.Since(began).Round(time.Millisecond))
-	pub := connect(t, n2, "ad-pub")
+	pub := harness.Connect(t, n2, "ad-pub")
 	for i := range 20 {
-		if rc := pub.publish(t, &paho.Publish{Topic: fmt.Sprintf("ad/t/ad-s%d", i), QoS: 1, Payload: []byte("queued")}); rc != 0 {
+		if rc := pub.Pub(t, &paho.Publish{Topic: fmt.Sprintf("ad/t/ad-s%d", i), QoS: 1, Payload: []byte("queued")}); rc != 0 {
 			t.Fatalf("publish to ad-s%d: reason 0x%02X", i, rc)
 		}
 	}
 
-	tc.kill(n1, syscall.SIGKILL)
+	tc.Kill(n1, syscall.SIGKILL)
 	killed := time.Now()
 	adopted := func() int {
-		return countLog(n2, `"session of a silent node adopted"`) + countLog(n3, `"session of a silent node adopted"`)
+		return harness.CountLog(n2, `"session of a silent node adopted"`) + harness.CountLog(n3, `"session of a silent node adopted"`)
 	}
-	eventually(t, adoptBound, func() error {
+	harness.Eventually(t, adoptBound, func() error {
 		if c := adopted(); c < persistent {
 			return fmt.Errorf("%d of %d sessions adopted", c, persistent)
 		}
@@ -101,16 +102,16 @@ func TestClusterDeadNodeAdoptsThousands(t *testing.T) {
 	took := time.Since(killed)
 	got := map[string]int{}
 	for len(got) < 300 {
-		p := wills.next(t, adoptBound-time.Since(killed)+5*time.Second)
+		p := wills.Next(t, adoptBound-time.Since(killed)+5*time.Second)
 		got[string(p.Payload)]++
 	}
 	t.Logf("all %d sessions adopted %v after the kill (adopt_after 2 s), all 300 wills %v after it",
 		persistent, took.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
-	for _, nd := range []*node{n2, n3} {
-		t.Logf("%s: %d adopted; %s", nd.name, countLog(nd, `"session of a silent node adopted"`),
-			grepLog(nd, "records of silent nodes handled"))
+	for _, nd := range []*harness.Node{n2, n3} {
+		t.Logf("%s: %d adopted; %s", nd.Name, harness.CountLog(nd, `"session of a silent node adopted"`),
+			harness.GrepLog(nd, "records of silent nodes handled"))
 	}
-	wills.none(t, 4*time.Second)
+	wills.None(t, 4*time.Second)
 	for id, c := range got {
 		if c != 1 {
 			t.Errorf("will of %s published %d times", id, c)
@@ -119,15 +120,15 @@ func TestClusterDeadNodeAdoptsThousands(t *testing.T) {
 	if c := adopted(); c != persistent {
 		t.Errorf("%d adoptions of %d sessions", c, persistent)
 	}
-	eventually(t, 30*time.Second, func() error {
-		if c := countLog(n2, `"session expired" client_id=ad-x`) + countLog(n3, `"session expired" client_id=ad-x`); c != 100 {
+	harness.Eventually(t, 30*time.Second, func() error {
+		if c := harness.CountLog(n2, `"session expired" client_id=ad-x`) + harness.CountLog(n3, `"session expired" client_id=ad-x`); c != 100 {
 			return fmt.Errorf("%d of the 100 ad-x sessions expired on the survivors", c)
 		}
 		return nil
 	})
 	for i := range 20 {
-		c := resume(t, n2, fmt.Sprintf("ad-s%d", i), long, 30*time.Second)
-		if p := c.next(t, 10*time.Second); string(p.Payload) != "queued" {
+		c := harness.Resume(t, n2, fmt.Sprintf("ad-s%d", i), long, 30*time.Second)
+		if p := c.Next(t, 10*time.Second); string(p.Payload) != "queued" {
 			t.Fatalf("ad-s%d got %q, want its queued message", i, p.Payload)
 		}
 	}
@@ -136,7 +137,7 @@ func TestClusterDeadNodeAdoptsThousands(t *testing.T) {
 // makeSessions connects n clients to nd, 16 at a time, each with the
 // CONNECT mk makes for its index, subscribed at QoS 1 to ad/t/<its id>;
 // those mk says are not to stay online disconnect normally.
-func makeSessions(t *testing.T, nd *node, n int, mk func(i int) (*paho.Connect, bool)) {
+func makeSessions(t *testing.T, nd *harness.Node, n int, mk func(i int) (*paho.Connect, bool)) {
 	t.Helper()
 	var wg sync.WaitGroup
 	next := make(chan int)
@@ -170,12 +171,12 @@ func makeSessions(t *testing.T, nd *node, n int, mk func(i int) (*paho.Connect, 
 
 // makeSession makes one session of makeSessions, trying a CONNECT the
 // node refuses (it may be busy) up to 3 times.
-func makeSession(t *testing.T, nd *node, cp *paho.Connect, online bool) error {
+func makeSession(t *testing.T, nd *harness.Node, cp *paho.Connect, online bool) error {
 	var err error
 	for range 3 {
-		var c *client
+		var c *harness.Client
 		var ack *paho.Connack
-		if c, ack, err = tryConnect(t, nd, cp); err != nil {
+		if c, ack, err = harness.TryConnect(t, nd, cp); err != nil {
 			continue
 		}
 		if ack.ReasonCode != 0 {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 	"github.com/roost-mqtt/roost/internal/mosquittotest"
 )
@@ -128,7 +129,7 @@ func TestClusterBridgeStartsWithoutQuorum(t *testing.T) {
     backoff: {min: 200ms, max: 1s}
     topics: ['lazy/# out 1']
 `, m.Addr))
-	tc := wrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, NoWait: true,
+	tc := harness.WrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, NoWait: true,
 		Later: func(name string) bool { return name != "n1" },
 		NodeArgs: func(name, _ string) []string {
 			if name == "n1" {
@@ -136,29 +137,29 @@ func TestClusterBridgeStartsWithoutQuorum(t *testing.T) {
 			}
 			return nil
 		}}))
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
-	tc.waitLog(n1, "listener ready", 1, clustertest.StartBound)
-	tc.waitLog(n1, "did not accept the bridge's local session yet", 1, clustertest.StartBound)
-	tc.waitLog(n1, "lazy bridge: this broker did not accept its local session yet", 1, clustertest.StartBound)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
+	tc.WaitLog(n1, "listener ready", 1, clustertest.StartBound)
+	tc.WaitLog(n1, "did not accept the bridge's local session yet", 1, clustertest.StartBound)
+	tc.WaitLog(n1, "lazy bridge: this broker did not accept its local session yet", 1, clustertest.StartBound)
 	select {
 	case <-n1.Done():
 		t.Fatalf("n1 exited without quorum:\n%s", n1.LogTail(40))
 	default:
 	}
-	if n := countLog(n1, `msg="connected to remote"`); n != 0 {
+	if n := harness.CountLog(n1, `msg="connected to remote"`); n != 0 {
 		t.Fatalf("the bridge connected to the remote before its local session was accepted (%d)", n)
 	}
-	tc.start(n2)
-	tc.start(n3)
-	for _, nd := range tc.nodes {
+	tc.Start(n2)
+	tc.Start(n3)
+	for _, nd := range tc.Nodes {
 		nd.WaitReady(t, clustertest.JoinBound)
 	}
-	tc.waitLog(n1, "the bridge's local session is accepted now", 1, 60*time.Second)
-	tc.waitLog(n1, `msg="connected to remote"`, 1, 30*time.Second)
+	tc.WaitLog(n1, "the bridge's local session is accepted now", 1, 60*time.Second)
+	tc.WaitLog(n1, `msg="connected to remote"`, 1, 30*time.Second)
 
 	// In: mosquitto -> n1's bridge -> the cluster -> a subscriber on n2.
-	sub := connect(t, n2, "sub-cmd")
-	sub.subscribe(t, paho.SubscribeOptions{Topic: "cmd/#", QoS: 1})
+	sub := harness.Connect(t, n2, "sub-cmd")
+	sub.Sub(t, paho.SubscribeOptions{Topic: "cmd/#", QoS: 1})
 	rpub := clustertest.Connect(t, m.Addr, "remote-pub")
 	crossUntil(t, rpub, sub.Client, "cmd/warm", 30*time.Second)
 	drain(sub.Client)
@@ -168,18 +169,18 @@ func TestClusterBridgeStartsWithoutQuorum(t *testing.T) {
 	// Out: a publisher on n3 -> the cluster -> n1's bridge -> mosquitto.
 	rsub := clustertest.Connect(t, m.Addr, "remote-sub")
 	rsub.Sub(t, paho.SubscribeOptions{Topic: "tele/#", QoS: 1})
-	pub := connect(t, n3, "pub-tele")
+	pub := harness.Connect(t, n3, "pub-tele")
 	crossUntil(t, pub.Client, rsub, "tele/warm", 30*time.Second)
 	drain(rsub)
-	pub.publish(t, &paho.Publish{Topic: "tele/t1", QoS: 1, Payload: []byte("21.5")})
+	pub.Pub(t, &paho.Publish{Topic: "tele/t1", QoS: 1, Payload: []byte("21.5")})
 	expectOnce(t, rsub, []string{"21.5"}, 10*time.Second)
 
 	// The lazy bridge made its local session once the cluster could
 	// record it; a message waiting there starts it and crosses.
-	tc.waitLog(n1, "lazy bridge: local session made", 1, 60*time.Second)
+	tc.WaitLog(n1, "lazy bridge: local session made", 1, 60*time.Second)
 	lsub := clustertest.Connect(t, m.Addr, "remote-lazy")
 	lsub.Sub(t, paho.SubscribeOptions{Topic: "lazy/#", QoS: 1})
-	pub.publish(t, &paho.Publish{Topic: "lazy/x", QoS: 1, Payload: []byte("woke")})
+	pub.Pub(t, &paho.Publish{Topic: "lazy/x", QoS: 1, Payload: []byte("woke")})
 	expectOnce(t, lsub, []string{"woke"}, 30*time.Second)
 }
 
@@ -217,36 +218,36 @@ func TestClusterBridgeOnEveryNode(t *testing.T) {
 func bridgeOnEveryNode(t *testing.T, protocol string) {
 	m := mosquittotest.Start(t)
 	conf := bridgeConfig(t, m.Addr, protocol, "")
-	tc := startClusterWith(t, 3, "--config", conf, "--http", "127.0.0.1:0")
+	tc := harness.StartClusterWith(t, 3, "--config", conf, "--http", "127.0.0.1:0")
 	host, err := os.Hostname()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, nd := range tc.nodes {
-		tc.waitLog(nd, `msg="connected to remote"`, 1, 30*time.Second)
+	for _, nd := range tc.Nodes {
+		tc.WaitLog(nd, `msg="connected to remote"`, 1, 30*time.Second)
 	}
 	// mosquitto's log reaches the test through a pipe, after the node's
 	// own line at times (n3's connection missing from it at -p 3).
 	var ids map[string]int
-	eventually(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		ids = mosquittoConnects(m, host+".")
-		for _, nd := range tc.nodes {
-			if id := host + "." + nd.name + ".up"; ids[id] == 0 {
+		for _, nd := range tc.Nodes {
+			if id := host + "." + nd.Name + ".up"; ids[id] == 0 {
 				return fmt.Errorf("mosquitto logged no connection from %s; all: %v", id, ids)
 			}
 		}
 		return nil
 	})
-	for _, nd := range tc.nodes {
-		if id := host + "." + nd.name + ".up"; ids[id] != 1 {
+	for _, nd := range tc.Nodes {
+		if id := host + "." + nd.Name + ".up"; ids[id] != 1 {
 			t.Fatalf("mosquitto saw %d connections from %s; all: %v", ids[id], id, ids)
 		}
 	}
 
-	subs := make([]*client, len(tc.nodes))
-	for i, nd := range tc.nodes {
-		subs[i] = connect(t, nd, "sub-"+nd.name)
-		subs[i].subscribe(t, paho.SubscribeOptions{Topic: "cmd/#", QoS: 1})
+	subs := make([]*harness.Client, len(tc.Nodes))
+	for i, nd := range tc.Nodes {
+		subs[i] = harness.Connect(t, nd, "sub-"+nd.Name)
+		subs[i].Sub(t, paho.SubscribeOptions{Topic: "cmd/#", QoS: 1})
 	}
 	rpub := clustertest.Connect(t, m.Addr, "remote-pub")
 	for _, s := range subs {
@@ -268,9 +269,9 @@ func bridgeOnEveryNode(t *testing.T, protocol string) {
 
 	rsub := clustertest.Connect(t, m.Addr, "remote-sub")
 	rsub.Sub(t, paho.SubscribeOptions{Topic: "tele/#", QoS: 1})
-	pubs := make([]*client, len(tc.nodes))
-	for i, nd := range tc.nodes {
-		pubs[i] = connect(t, nd, "pub-"+nd.name)
+	pubs := make([]*harness.Client, len(tc.Nodes))
+	for i, nd := range tc.Nodes {
+		pubs[i] = harness.Connect(t, nd, "pub-"+nd.Name)
 		crossUntil(t, pubs[i].Client, rsub, "tele/warm", 30*time.Second)
 	}
 	drain(rsub)
@@ -279,7 +280,7 @@ func bridgeOnEveryNode(t *testing.T, protocol string) {
 		for j := range 4 {
 			w := fmt.Sprintf("tele-%d-%d", i, j)
 			want = append(want, w)
-			p.publish(t, &paho.Publish{Topic: "tele/" + w, QoS: 1, Payload: []byte(w)})
+			p.Pub(t, &paho.Publish{Topic: "tele/" + w, QoS: 1, Payload: []byte(w)})
 		}
 	}
 	expectOnce(t, rsub, want, 15*time.Second)
@@ -294,9 +295,9 @@ func bridgeOnEveryNode(t *testing.T, protocol string) {
 	if now := mosquittoConnects(m, host+"."); fmt.Sprint(now) != fmt.Sprint(ids) {
 		t.Fatalf("bridge connections to mosquitto changed: %v, then %v", ids, now)
 	}
-	for _, nd := range tc.nodes {
-		if n := countLog(nd, "local session was taken over"); n != 0 {
-			t.Errorf("%s: its bridge's local session was taken over %d times", nd.name, n)
+	for _, nd := range tc.Nodes {
+		if n := harness.CountLog(nd, "local session was taken over"); n != 0 {
+			t.Errorf("%s: its bridge's local session was taken over %d times", nd.Name, n)
 		}
 	}
 	httpPerNode(t, tc)
@@ -307,10 +308,10 @@ func bridgeOnEveryNode(t *testing.T, protocol string) {
 // its bridge forwarded out what its own publisher published, its client
 // list has its own clients only, and the admin API refuses a bridge that
 // would loop on a cluster node.
-func httpPerNode(t *testing.T, tc *testCluster) {
+func httpPerNode(t *testing.T, tc *harness.Cluster) {
 	t.Helper()
 	var in uint64
-	for _, nd := range tc.nodes {
+	for _, nd := range tc.Nodes {
 		var bridges []struct {
 			Name         string `json:"name"`
 			Connected    bool   `json:"connected"`
@@ -321,12 +322,12 @@ func httpPerNode(t *testing.T, tc *testCluster) {
 			t.Fatal(err)
 		}
 		if len(bridges) != 1 || !bridges[0].Connected || bridges[0].ForwardedOut < 4 {
-			t.Errorf("%s: GET /api/bridges: %+v; want bridge up connected, with its publisher's 4 messages (and warm-ups) forwarded out", nd.name, bridges)
+			t.Errorf("%s: GET /api/bridges: %+v; want bridge up connected, with its publisher's 4 messages (and warm-ups) forwarded out", nd.Name, bridges)
 		} else {
 			in += bridges[0].ForwardedIn
 		}
 		if m := get(t, nd, "/metrics"); metric(m, `roost_bridge_connected{bridge="up"}`) != 1 {
-			t.Errorf("%s: /metrics has no connected bridge up", nd.name)
+			t.Errorf("%s: /metrics has no connected bridge up", nd.Name)
 		}
 		var clients struct {
 			Clients []struct {
@@ -342,11 +343,11 @@ func httpPerNode(t *testing.T, tc *testCluster) {
 		}
 		slices.Sort(ids)
 		host, _ := os.Hostname()
-		if want := []string{"local." + host + "." + nd.name + ".up", "pub-" + nd.name, "sub-" + nd.name}; !slices.Equal(ids, want) {
-			t.Errorf("%s: GET /api/clients: %q, want %q", nd.name, ids, want)
+		if want := []string{"local." + host + "." + nd.Name + ".up", "pub-" + nd.Name, "sub-" + nd.Name}; !slices.Equal(ids, want) {
+			t.Errorf("%s: GET /api/clients: %q, want %q", nd.Name, ids, want)
 		}
 		if page := get(t, nd, "/"); !strings.Contains(page, "<html") {
-			t.Errorf("%s: GET / is not the console: %.200s", nd.name, page)
+			t.Errorf("%s: GET / is not the console: %.200s", nd.Name, page)
 		}
 	}
 	// Each remote message came in through one node's bridge.
@@ -354,7 +355,7 @@ func httpPerNode(t *testing.T, tc *testCluster) {
 		t.Errorf("the bridges forwarded in %d messages together, want at least 12", in)
 	}
 	body := `{"name": "loop", "addresses": ["mqtt://127.0.0.1:1"], "topics": ["x/# both 1"]}`
-	res, err := http.Post("http://"+httpAddr(t, tc.nodes[1])+"/api/bridges", "application/json", strings.NewReader(body))
+	res, err := http.Post("http://"+httpAddr(t, tc.Nodes[1])+"/api/bridges", "application/json", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

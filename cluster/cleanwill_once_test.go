@@ -13,17 +13,17 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 	"github.com/roost-mqtt/roost/internal/netfault"
 )
 
 // willPublications counts, over every node's log, the publications of
 // id's will (the broker logs each).
-func willPublications(tc *testCluster, id string) int {
+func willPublications(tc *harness.Cluster, id string) int {
 	c := 0
-	for _, nd := range tc.nodes {
-		c += countLog(nd, `"publishing will" client_id=`+id+" ")
+	for _, nd := range tc.Nodes {
+		c += harness.CountLog(nd, `"publishing will" client_id=`+id+" ")
 	}
 	return c
 }
@@ -36,9 +36,9 @@ func willPublications(tc *testCluster, id string) int {
 // denied, sends DISCONNECT and exits: a normal DISCONNECT, whose will is
 // dropped (it made the test wait for a decision about a will that was
 // never due).
-func mosquittoWill(t *testing.T, nd *node, id string) *exec.Cmd {
+func mosquittoWill(t *testing.T, nd *harness.Node, id string) *exec.Cmd {
 	t.Helper()
-	host, port, _ := net.SplitHostPort(nd.mqtt)
+	host, port, _ := net.SplitHostPort(nd.MQTT)
 	// stdbuf: mosquitto_sub's stdout is a pipe here, which the C library
 	// buffers whole; the SUBACK line must come when it happens. stdbuf
 	// execs mosquitto_sub, so cmd.Process is mosquitto_sub itself.
@@ -71,10 +71,10 @@ func mosquittoWill(t *testing.T, nd *node, id string) *exec.Cmd {
 	select {
 	case q, ok := <-granted:
 		if !ok || q == "128" {
-			t.Fatalf("mosquitto_sub %s on %s: subscription not granted (%q)", id, nd.name, q)
+			t.Fatalf("mosquitto_sub %s on %s: subscription not granted (%q)", id, nd.Name, q)
 		}
 	case <-time.After(20 * time.Second):
-		t.Fatalf("mosquitto_sub %s on %s: no SUBACK within 20 s", id, nd.name)
+		t.Fatalf("mosquitto_sub %s on %s: no SUBACK within 20 s", id, nd.Name)
 	}
 	return cmd
 }
@@ -99,23 +99,23 @@ func mosquittoWill(t *testing.T, nd *node, id string) *exec.Cmd {
 // ran out. mosquittoWill now waits for the SUBACK (20 of 20 after).
 func TestClusterCutOffCleanWillOnce(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
+	nf := netfault.Namespace(t, clustertest.BinEnv+"="+clustertest.Binary(t, false))
 	if nf == nil {
 		return
 	}
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 3s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 3s\n"), 0o644)
+	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	t.Cleanup(func() {
 		if t.Failed() { // the cut-off node's decisions, all of them
 			b, _ := os.ReadFile(n3.LogPath)
 			t.Logf("--- n3's whole log:\n%s", b)
 		}
 	})
-	wills := connect(t, n2, "cwc-wills")
-	wills.subscribe(t, paho.SubscribeOptions{Topic: "cw/will/+", QoS: 1})
-	stay, ack := connectWith(t, n3, &paho.Connect{ClientID: "cwc-stay", CleanStart: true, KeepAlive: 120,
+	wills := harness.Connect(t, n2, "cwc-wills")
+	wills.Sub(t, paho.SubscribeOptions{Topic: "cw/will/+", QoS: 1})
+	stay, ack := harness.ConnectWith(t, n3, &paho.Connect{ClientID: "cwc-stay", CleanStart: true, KeepAlive: 120,
 		WillMessage: &paho.WillMessage{Topic: "cw/will/cwc-stay", QoS: 1, Payload: []byte("cwc-stay")}})
 	if ack.ReasonCode != 0 {
 		t.Fatalf("cwc-stay: CONNACK 0x%02X", ack.ReasonCode)
@@ -125,32 +125,32 @@ func TestClusterCutOffCleanWillOnce(t *testing.T) {
 	rejectCut(t, nf, n3, n1)
 	got := map[string]int{}
 	for len(got) < 2 {
-		got[string(wills.next(t, 60*time.Second).Payload)]++
+		got[string(wills.Next(t, 60*time.Second).Payload)]++
 	}
 	drop.Process.Signal(syscall.SIGKILL)
 	// n3 notices the closed connection and tries to remove the will
 	// from the record, which it cannot (no quorum) until the heal.
-	tc.waitLog(n3, `client_id=cwc-drop reason=`, 1, 20*time.Second)
-	if countLog(n3, `client_id=cwc-drop reason="client disconnected normally"`) != 0 {
+	tc.WaitLog(n3, `client_id=cwc-drop reason=`, 1, 20*time.Second)
+	if harness.CountLog(n3, `client_id=cwc-drop reason="client disconnected normally"`) != 0 {
 		t.Fatal("cwc-drop's client sent DISCONNECT: its will was dropped, and the test needs a lost connection")
 	}
 	healTakesOver(t, nf, stay)
 	// n3 decides once it reaches the records again (or, before the fix,
 	// had published the will itself already).
-	eventually(t, partitionBound, func() error {
-		if countLog(n3, `"will of an ended connection left to the node that took its client id's record over" node=n3 client_id=cwc-drop`) == 0 &&
+	harness.Eventually(t, harness.PartitionBound, func() error {
+		if harness.CountLog(n3, `"will of an ended connection left to the node that took its client id's record over" node=n3 client_id=cwc-drop`) == 0 &&
 			willPublications(tc, "cwc-drop") < 2 {
 			return fmt.Errorf("n3 has not decided about cwc-drop's will yet")
 		}
 		return nil
 	})
-	wills.none(t, 3*time.Second)
+	wills.None(t, 3*time.Second)
 	if got["cwc-stay"] != 1 || got["cwc-drop"] != 1 || len(got) != 2 {
 		t.Errorf("wills received on n2: %v, want cwc-stay and cwc-drop once each", got)
 	}
 	for _, id := range []string{"cwc-stay", "cwc-drop"} {
 		if c := willPublications(tc, id); c != 1 {
-			t.Errorf("%s's will published %d times in the cluster, want once; n3's log:\n%s", id, c, grepLog(n3, id))
+			t.Errorf("%s's will published %d times in the cluster, want once; n3's log:\n%s", id, c, harness.GrepLog(n3, id))
 		}
 	}
 }
@@ -167,14 +167,14 @@ func TestClusterCutOffCleanWillOnce(t *testing.T) {
 func TestClusterStoppedNodeDropsCleanWills(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
-	wills := connect(t, n3, "cws-wills")
-	wills.subscribe(t, paho.SubscribeOptions{Topic: "cw/will/+", QoS: 1})
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\n"), 0o644)
+	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
+	wills := harness.Connect(t, n3, "cws-wills")
+	wills.Sub(t, paho.SubscribeOptions{Topic: "cw/will/+", QoS: 1})
 	ids := []string{"cws-a", "cws-b"}
 	for _, id := range ids {
-		_, ack := connectWith(t, n1, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 60,
+		_, ack := harness.ConnectWith(t, n1, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 60,
 			WillMessage: &paho.WillMessage{Topic: "cw/will/" + id, QoS: 1, Payload: []byte(id)}})
 		if ack.ReasonCode != 0 {
 			t.Fatalf("%s: CONNACK 0x%02X", id, ack.ReasonCode)
@@ -182,18 +182,18 @@ func TestClusterStoppedNodeDropsCleanWills(t *testing.T) {
 	}
 	n1.Stop(t)
 	for _, id := range ids {
-		if c := countLog(n1, `"cluster: will of an ended connection forgotten" node=n1 client_id=`+id+" "); c != 1 {
-			t.Errorf("n1 stopped without removing %s's will from its record; its log:\n%s", id, grepLog(n1, id))
+		if c := harness.CountLog(n1, `"cluster: will of an ended connection forgotten" node=n1 client_id=`+id+" "); c != 1 {
+			t.Errorf("n1 stopped without removing %s's will from its record; its log:\n%s", id, harness.GrepLog(n1, id))
 		}
 	}
 	// The survivors' adoption of n1's records comes and goes meanwhile.
-	eventually(t, 30*time.Second, func() error {
-		if countLog(n2, "records of silent nodes handled")+countLog(n3, "records of silent nodes handled") == 0 {
+	harness.Eventually(t, 30*time.Second, func() error {
+		if harness.CountLog(n2, "records of silent nodes handled")+harness.CountLog(n3, "records of silent nodes handled") == 0 {
 			return fmt.Errorf("the survivors have not looked at n1's records yet")
 		}
 		return nil
 	})
-	wills.none(t, 3*time.Second)
+	wills.None(t, 3*time.Second)
 	for _, id := range ids {
 		if c := willPublications(tc, id); c != 0 {
 			t.Errorf("%s's will published %d times after a graceful stop, want never", id, c)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 )
 
 // TestClusterDeadNodeCleanWills kills n1 (kill -9) while it holds clean
@@ -32,18 +33,18 @@ import (
 func TestClusterDeadNodeCleanWills(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 15s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
-	wills := connect(t, n3, "cw-wills")
-	wills.subscribe(t, paho.SubscribeOptions{Topic: "cw/will/+", QoS: 1})
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 15s\n"), 0o644)
+	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
+	wills := harness.Connect(t, n3, "cw-wills")
+	wills.Sub(t, paho.SubscribeOptions{Topic: "cw/will/+", QoS: 1})
 
 	will := func(id string) *paho.WillMessage {
 		return &paho.WillMessage{Topic: "cw/will/" + id, QoS: 1, Payload: []byte(id)}
 	}
-	var bye *client
+	var bye *harness.Client
 	for _, id := range []string{"cw-gone", "cw-back", "cw-bye"} {
-		c, ack := connectWith(t, n1, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30, WillMessage: will(id)})
+		c, ack := harness.ConnectWith(t, n1, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30, WillMessage: will(id)})
 		if ack.ReasonCode != 0 {
 			t.Fatalf("%s: CONNACK 0x%02X", id, ack.ReasonCode)
 		}
@@ -52,36 +53,36 @@ func TestClusterDeadNodeCleanWills(t *testing.T) {
 		}
 	}
 	sub3 := func(id string) *exec.Cmd {
-		host, port, _ := net.SplitHostPort(n1.mqtt)
+		host, port, _ := net.SplitHostPort(n1.MQTT)
 		cmd := exec.Command("/usr/bin/mosquitto_sub", "-V", "mqttv311", "-h", host, "-p", port, "-i", id, "-q", "1",
 			"-t", "cw/none", "--will-topic", "cw/will/"+id, "--will-payload", id, "--will-qos", "1")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		tc.waitLog(n1, fmt.Sprintf("client_id=%s", id), 1, 20*time.Second)
+		tc.WaitLog(n1, fmt.Sprintf("client_id=%s", id), 1, 20*time.Second)
 		return cmd
 	}
 	sub3("cw-gone3")
 	drop := sub3("cw-drop")
 
 	bye.Disconnect(&paho.Disconnect{})
-	tc.waitLog(n1, `client_id=cw-bye reason="client disconnected normally"`, 1, wait)
+	tc.WaitLog(n1, `client_id=cw-bye reason="client disconnected normally"`, 1, harness.Wait)
 	drop.Process.Signal(syscall.SIGKILL) // no DISCONNECT: n1 publishes the will
-	if p := wills.next(t, 20*time.Second); string(p.Payload) != "cw-drop" {
+	if p := wills.Next(t, 20*time.Second); string(p.Payload) != "cw-drop" {
 		t.Fatalf("will %q published, want cw-drop's", p.Payload)
 	}
 	// n1 forgets the wills of ended connections once it published or
 	// dropped them (WillDone): the kill comes after both records were
 	// rewritten without them.
 	for _, id := range []string{"cw-bye", "cw-drop"} {
-		tc.waitLog(n1, `"cluster: will of an ended connection forgotten" node=n1 client_id=`+id, 1, 20*time.Second)
+		tc.WaitLog(n1, `"cluster: will of an ended connection forgotten" node=n1 client_id=`+id, 1, 20*time.Second)
 	}
 
-	tc.kill(n1, syscall.SIGKILL)
+	tc.Kill(n1, syscall.SIGKILL)
 	killed := time.Now()
-	eventually(t, 30*time.Second, func() error {
-		_, ack, err := tryConnect(t, n2, &paho.Connect{ClientID: "cw-back", CleanStart: true, KeepAlive: 30})
+	harness.Eventually(t, 30*time.Second, func() error {
+		_, ack, err := harness.TryConnect(t, n2, &paho.Connect{ClientID: "cw-back", CleanStart: true, KeepAlive: 30})
 		if err != nil {
 			return err
 		}
@@ -95,25 +96,25 @@ func TestClusterDeadNodeCleanWills(t *testing.T) {
 	got := map[string]int{}
 	for len(got) < 3 {
 		select {
-		case p := <-wills.in:
+		case p := <-wills.In:
 			if string(p.Payload) != "probe" {
 				got[string(p.Payload)]++
 			}
 		case <-time.After(40 * time.Second):
 			t.Fatalf("wills after the kill: %v, want cw-gone, cw-gone3 and cw-back; n2 and n3 say:\n%s\n%s", got,
-				grepLog(n2, "will", "cw-"), grepLog(n3, "will", "cw-"))
+				harness.GrepLog(n2, "will", "cw-"), harness.GrepLog(n3, "will", "cw-"))
 		}
 	}
-	wills.none(t, 3*time.Second)
+	wills.None(t, 3*time.Second)
 	if got["cw-gone"] != 1 || got["cw-gone3"] != 1 || got["cw-back"] != 1 || len(got) != 3 {
 		t.Errorf("wills published after the kill: %v, want cw-gone, cw-gone3 and cw-back once each", got)
 	}
-	if c := countLog(n2, `"will of a replaced record published" node=n2 client_id=cw-back`); c != 1 {
+	if c := harness.CountLog(n2, `"will of a replaced record published" node=n2 client_id=cw-back`); c != 1 {
 		t.Errorf("cw-back's will published by n2's claim %d times", c)
 	}
 	for _, id := range []string{"cw-gone", "cw-gone3"} {
 		line := `"will of a clean session of a silent node adopted"`
-		if c := countLog(n2, line+" node=n2 client_id="+id+" from=") + countLog(n3, line+" node=n3 client_id="+id+" from="); c != 1 {
+		if c := harness.CountLog(n2, line+" node=n2 client_id="+id+" from=") + harness.CountLog(n3, line+" node=n3 client_id="+id+" from="); c != 1 {
 			t.Errorf("%s's will adopted %d times", id, c)
 		}
 	}
@@ -131,23 +132,23 @@ func TestClusterDeadNodeCleanWills(t *testing.T) {
 func TestClusterRestartedNodeCleanWills(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 15s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
-	n1, n3 := tc.nodes[0], tc.nodes[2]
-	wills := connect(t, n3, "cr-wills")
-	wills.subscribe(t, paho.SubscribeOptions{Topic: "cr/will/+", QoS: 1})
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 15s\n"), 0o644)
+	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	n1, n3 := tc.Nodes[0], tc.Nodes[2]
+	wills := harness.Connect(t, n3, "cr-wills")
+	wills.Sub(t, paho.SubscribeOptions{Topic: "cr/will/+", QoS: 1})
 	for _, id := range []string{"cr-gone", "cr-back"} {
-		_, ack := connectWith(t, n1, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
+		_, ack := harness.ConnectWith(t, n1, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
 			WillMessage: &paho.WillMessage{Topic: "cr/will/" + id, QoS: 1, Payload: []byte(id)}})
 		if ack.ReasonCode != 0 {
 			t.Fatalf("%s: CONNACK 0x%02X", id, ack.ReasonCode)
 		}
 	}
-	tc.kill(n1, syscall.SIGKILL)
-	tc.start(n1)
-	var back *client
-	eventually(t, 30*time.Second, func() error {
-		c, ack, err := tryConnect(t, n1, &paho.Connect{ClientID: "cr-back", CleanStart: true, KeepAlive: 30,
+	tc.Kill(n1, syscall.SIGKILL)
+	tc.Start(n1)
+	var back *harness.Client
+	harness.Eventually(t, 30*time.Second, func() error {
+		c, ack, err := harness.TryConnect(t, n1, &paho.Connect{ClientID: "cr-back", CleanStart: true, KeepAlive: 30,
 			WillMessage: &paho.WillMessage{Topic: "cr/will/cr-back", QoS: 1, Payload: []byte("cr-back-2")}})
 		if err != nil {
 			return err
@@ -160,22 +161,22 @@ func TestClusterRestartedNodeCleanWills(t *testing.T) {
 	})
 	got := map[string]int{}
 	for range 2 {
-		got[string(wills.next(t, 60*time.Second).Payload)]++
+		got[string(wills.Next(t, 60*time.Second).Payload)]++
 	}
 	if got["cr-gone"] != 1 || got["cr-back"] != 1 {
 		t.Fatalf("wills published %v, want the killed connections' cr-gone and cr-back once each", got)
 	}
-	wills.none(t, 3*time.Second)
+	wills.None(t, 3*time.Second)
 	line := `"will of a clean session of a silent node adopted"`
-	if c := countLog(n1, line+" node=n1 client_id=cr-gone from=n1"); c != 1 {
+	if c := harness.CountLog(n1, line+" node=n1 client_id=cr-gone from=n1"); c != 1 {
 		t.Errorf("cr-gone's will published by n1 %d times after its restart", c)
 	}
-	if c := countLog(n1, `"will of a connection of this node's previous process published" node=n1 client_id=cr-back`); c != 1 {
+	if c := harness.CountLog(n1, `"will of a connection of this node's previous process published" node=n1 client_id=cr-back`); c != 1 {
 		t.Errorf("cr-back's killed connection's will published by its claim %d times", c)
 	}
 	// cr-back's new will is its live connection's: still there.
 	back.Disconnect(&paho.Disconnect{ReasonCode: 0x04}) // with will
-	if p := wills.next(t, 20*time.Second); string(p.Payload) != "cr-back-2" {
+	if p := wills.Next(t, 20*time.Second); string(p.Payload) != "cr-back-2" {
 		t.Fatalf("will %q published, want cr-back's new one", p.Payload)
 	}
 }

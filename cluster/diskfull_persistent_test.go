@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 	"github.com/roost-mqtt/roost/internal/diskfull"
 )
@@ -34,13 +35,13 @@ func TestClusterDiskFullPersistent(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	mnt := diskfull.Tmpfs(t, "48m")
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("store:\n  min_free: 4MiB\n  ballast: 1MiB\n"), 0o644)
-	tc := wrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, Args: []string{"--config", cfg},
+	harness.WriteAtomic(t, cfg, []byte("store:\n  min_free: 4MiB\n  ballast: 1MiB\n"), 0o644)
+	tc := harness.WrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, Args: []string{"--config", cfg},
 		Data: dataOn(mnt, "n3")}))
-	n1, n3 := tc.nodes[0], tc.nodes[2]
-	sub, pub := persistentPair(t, n3, n1, "dfp", queuedExpiry)
-	drainInbox(sub, func(*paho.Publish) {})
-	before := publishOwedQoS(t, n1, "dfp-pub", &pub, "dfp/q2", "before", 5, 2)
+	n1, n3 := tc.Nodes[0], tc.Nodes[2]
+	sub, pub := harness.PersistentPair(t, n3, n1, "dfp", harness.QueuedExpiry)
+	harness.DrainInbox(sub, func(*paho.Publish) {})
+	before := harness.PublishOwedQoS(t, n1, "dfp-pub", &pub, "dfp/q2", "before", 5, 2)
 	checkOwed(t, sub, before, func(p string) bool { return strings.HasPrefix(p, "before-") })
 
 	filler := filepath.Join(mnt, "filler")
@@ -63,23 +64,23 @@ func TestClusterDiskFullPersistent(t *testing.T) {
 	held := publishFull(t, n1, &pub, "held", 20, sub, got)
 	sub.Disconnect(&paho.Disconnect{})
 	free()
-	back := resume(t, n3, "dfp-sub", queuedExpiry, partitionBound)
+	back := harness.Resume(t, n3, "dfp-sub", harness.QueuedExpiry, harness.PartitionBound)
 	checkOwedOnce(t, back, held, got, "held-")
 
 	// The client moves to n1 while n3's disk is full.
 	fill()
 	full := publishFull(t, n1, &pub, "full", 20, back, got)
 	back.Disconnect(&paho.Disconnect{})
-	moved := resume(t, n1, "dfp-sub", queuedExpiry, partitionBound)
+	moved := harness.Resume(t, n1, "dfp-sub", harness.QueuedExpiry, harness.PartitionBound)
 	checkOwedOnce(t, moved, full, got, "full-")
-	after := publishOwedQoS(t, n1, "dfp-pub", &pub, "dfp/q2", "moved", 5, 2)
+	after := harness.PublishOwedQoS(t, n1, "dfp-pub", &pub, "dfp/q2", "moved", 5, 2)
 	checkOwed(t, moved, after, func(p string) bool { return strings.HasPrefix(p, "moved-") })
 
 	free()
 	// Once freed, n3 takes the session back.
 	moved.Disconnect(&paho.Disconnect{})
-	again := resume(t, n3, "dfp-sub", queuedExpiry, partitionBound)
-	last := publishOwedQoS(t, n1, "dfp-pub", &pub, "dfp/q2", "freed", 5, 2)
+	again := harness.Resume(t, n3, "dfp-sub", harness.QueuedExpiry, harness.PartitionBound)
+	last := harness.PublishOwedQoS(t, n1, "dfp-pub", &pub, "dfp/q2", "freed", 5, 2)
 	checkOwed(t, again, last, func(p string) bool { return strings.HasPrefix(p, "freed-") })
 }
 
@@ -87,19 +88,19 @@ func TestClusterDiskFullPersistent(t *testing.T) {
 // measures its free space every 100 ms, and a publish before it noticed
 // is answered as the store then decides (docs/cluster.md, the disk-full
 // rows).
-func awaitFull(t *testing.T, nd *node) {
+func awaitFull(t *testing.T, nd *harness.Node) {
 	t.Helper()
-	probe := connect(t, nd, "dfp-probe")
-	eventually(t, partitionBound, func() error {
-		rc, closed := probe.tryPublish(t, &paho.Publish{Topic: "dfp-probe/full", QoS: 1, Payload: []byte("probe")})
+	probe := harness.Connect(t, nd, "dfp-probe")
+	harness.Eventually(t, harness.PartitionBound, func() error {
+		rc, closed := probe.TryPublish(t, &paho.Publish{Topic: "dfp-probe/full", QoS: 1, Payload: []byte("probe")})
 		if closed {
-			if err := redial(t, nd, "dfp-probe", &probe); err != nil {
+			if err := harness.Redial(t, nd, "dfp-probe", &probe); err != nil {
 				return err
 			}
 			return fmt.Errorf("probe's connection closed")
 		}
 		if rc != 0x97 {
-			return fmt.Errorf("QoS 1 publish on %s: 0x%02X, want 0x97 (disk full)", nd.name, rc)
+			return fmt.Errorf("QoS 1 publish on %s: 0x%02X, want 0x97 (disk full)", nd.Name, rc)
 		}
 		return nil
 	})
@@ -110,7 +111,7 @@ func awaitFull(t *testing.T, nd *node) {
 // dfp/q2 through *pub on nd, and fails t unless each is acknowledged with
 // 0x00 on the same connection. sub, the session's client (maybe closed by
 // now), is drained into got as it goes.
-func publishFull(t *testing.T, nd *node, pub **client, prefix string, n int, sub *client, got map[string]int) []string {
+func publishFull(t *testing.T, nd *harness.Node, pub **harness.Client, prefix string, n int, sub *harness.Client, got map[string]int) []string {
 	t.Helper()
 	var owed []string
 	for i := range n {
@@ -123,7 +124,7 @@ func publishFull(t *testing.T, nd *node, pub **client, prefix string, n int, sub
 		default:
 			owed = append(owed, payload)
 		}
-		drainInbox(sub, noteOnce(t, got))
+		harness.DrainInbox(sub, noteOnce(t, got))
 	}
 	return owed
 }
@@ -143,7 +144,7 @@ func noteOnce(t *testing.T, got map[string]int) func(*paho.Publish) {
 // it or an earlier connection of the session (got), then until it is
 // quiet for a second; it fails t for an owed one missing or a QoS 2
 // message that came twice. Only payloads starting with prefix count.
-func checkOwedOnce(t *testing.T, c *client, owed []string, got map[string]int, prefix string) {
+func checkOwedOnce(t *testing.T, c *harness.Client, owed []string, got map[string]int, prefix string) {
 	t.Helper()
 	note := noteOnce(t, got)
 	take := func(p *paho.Publish) {
@@ -160,20 +161,20 @@ func checkOwedOnce(t *testing.T, c *client, owed []string, got map[string]int, p
 		}
 		return m
 	}
-	deadline := time.Now().Add(partitionBound)
+	deadline := time.Now().Add(harness.PartitionBound)
 	for len(missing()) > 0 && time.Now().Before(deadline) {
 		select {
-		case p := <-c.in:
+		case p := <-c.In:
 			take(p)
 		case <-time.After(time.Until(deadline)):
 		}
 	}
 	if m := missing(); len(m) > 0 {
-		t.Errorf("%s: %d of %d acknowledged messages never came: %v", c.id, len(m), len(owed), m)
+		t.Errorf("%s: %d of %d acknowledged messages never came: %v", c.ID, len(m), len(owed), m)
 	}
-	for range cap(c.in) + 1 {
+	for range cap(c.In) + 1 {
 		select {
-		case p := <-c.in:
+		case p := <-c.In:
 			take(p)
 		case <-time.After(time.Second):
 			return
@@ -197,9 +198,9 @@ func TestClusterDiskFullHeldAfterKill(t *testing.T) {
 	cfg, cfg3 := filepath.Join(dir, "roost.yaml"), filepath.Join(dir, "n3.yaml")
 	// No adoption meanwhile: the session stays n3's.
 	common := "store:\n  min_free: 4MiB\n  ballast: 1MiB\ncluster:\n  adopt_after: 60s\n"
-	writeAtomic(t, cfg, []byte(common), 0o644)
-	writeAtomic(t, cfg3, []byte(common+"  data: "+filepath.Join(dir, "n3-jetstream")+"\n"), 0o644)
-	tc := wrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, Args: []string{"--config", cfg},
+	harness.WriteAtomic(t, cfg, []byte(common), 0o644)
+	harness.WriteAtomic(t, cfg3, []byte(common+"  data: "+filepath.Join(dir, "n3-jetstream")+"\n"), 0o644)
+	tc := harness.WrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, Args: []string{"--config", cfg},
 		NodeArgs: func(name, _ string) []string {
 			if name == "n3" {
 				return []string{"--config", cfg3}
@@ -207,19 +208,19 @@ func TestClusterDiskFullHeldAfterKill(t *testing.T) {
 			return nil
 		},
 		Data: dataOn(mnt, "n3")}))
-	n1, n3 := tc.nodes[0], tc.nodes[2]
+	n1, n3 := tc.Nodes[0], tc.Nodes[2]
 	pub, filler := offlineOnFull(t, n1, n3, mnt)
 	owed := publishFull(t, n1, &pub, "kept", 20, nil, nil)
 	// n3's follower acknowledges what a fetch brought at the fetch's end
 	// (fetchWait, 2 s): long enough for it to have read (and, wrongly,
 	// acknowledged) these copies. Nothing is asserted before the kill.
 	time.Sleep(3 * time.Second)
-	tc.kill(n3, syscall.SIGKILL)
+	tc.Kill(n3, syscall.SIGKILL)
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	tc.start(n3)
-	back := resume(t, n3, "dfp-sub", queuedExpiry, partitionBound)
+	tc.Start(n3)
+	back := harness.Resume(t, n3, "dfp-sub", harness.QueuedExpiry, harness.PartitionBound)
 	checkOwed(t, back, owed, func(p string) bool { return strings.HasPrefix(p, "kept-") })
 }
 
@@ -235,17 +236,17 @@ func TestClusterDiskFullHoldUnanswered(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	mnt := diskfull.Tmpfs(t, "48m")
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("store:\n  min_free: 4MiB\n  ballast: 1MiB\n"), 0o644)
-	tc := wrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, Args: []string{"--config", cfg},
+	harness.WriteAtomic(t, cfg, []byte("store:\n  min_free: 4MiB\n  ballast: 1MiB\n"), 0o644)
+	tc := harness.WrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, Args: []string{"--config", cfg},
 		Env:  []string{"ROOST_TEST_FAULT=hold-silent=3@n3"},
 		Data: dataOn(mnt, "n3")}))
-	n1, n3 := tc.nodes[0], tc.nodes[2]
+	n1, n3 := tc.Nodes[0], tc.Nodes[2]
 	pub, _ := offlineOnFull(t, n1, n3, mnt)
 	owed := publishFull(t, n1, &pub, "silent", 6, nil, nil)
-	if n := countLog(n3, "test fault: a hold for the full store left unanswered"); n != 3 {
+	if n := harness.CountLog(n3, "test fault: a hold for the full store left unanswered"); n != 3 {
 		t.Errorf("n3 left %d holds unanswered, want 3 (the fault)", n)
 	}
-	moved := resume(t, n1, "dfp-sub", queuedExpiry, partitionBound)
+	moved := harness.Resume(t, n1, "dfp-sub", harness.QueuedExpiry, harness.PartitionBound)
 	checkOwed(t, moved, owed, func(p string) bool { return strings.HasPrefix(p, "silent-") })
 }
 
@@ -264,9 +265,9 @@ func dataOn(mnt, node string) func(string) string {
 // dfp-pub connected to pubOn, then fills full's disk (mnt) until its
 // store says it is full. The filler is removed when t ends, if it is
 // still there.
-func offlineOnFull(t *testing.T, pubOn, full *node, mnt string) (pub *client, filler string) {
+func offlineOnFull(t *testing.T, pubOn, full *harness.Node, mnt string) (pub *harness.Client, filler string) {
 	t.Helper()
-	sub, pub := persistentPair(t, full, pubOn, "dfp", queuedExpiry)
+	sub, pub := harness.PersistentPair(t, full, pubOn, "dfp", harness.QueuedExpiry)
 	sub.Disconnect(&paho.Disconnect{})
 	filler = filepath.Join(mnt, "filler")
 	diskfull.Fill(t, filler)

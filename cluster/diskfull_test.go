@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 	"github.com/roost-mqtt/roost/internal/diskfull"
 )
@@ -25,26 +26,26 @@ func TestClusterDiskFull(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte("store:\n  min_free: 4MiB\n  ballast: 1MiB\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	tc := wrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, Args: []string{"--config", cfg},
+	tc := harness.WrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, Args: []string{"--config", cfg},
 		Data: func(name string) string {
 			if name == "n3" {
 				return filepath.Join(mnt, name)
 			}
 			return ""
 		}}))
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
-	subs := []*client{connect(t, n1, "full-sub1"), connect(t, n2, "full-sub2"), connect(t, n3, "full-sub3")}
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
+	subs := []*harness.Client{harness.Connect(t, n1, "full-sub1"), harness.Connect(t, n2, "full-sub2"), harness.Connect(t, n3, "full-sub3")}
 	for _, s := range subs {
-		s.subscribe(t, paho.SubscribeOptions{Topic: "full/#", QoS: 1})
+		s.Sub(t, paho.SubscribeOptions{Topic: "full/#", QoS: 1})
 	}
-	pub1 := connect(t, n1, "full-pub1")
-	pub3 := connect(t, n3, "full-pub3")
-	for _, p := range []*client{pub1, pub3} {
-		eventually(t, wait, func() error {
-			p.publish(t, &paho.Publish{Topic: "full/probe", QoS: 1, Payload: []byte("probe")})
+	pub1 := harness.Connect(t, n1, "full-pub1")
+	pub3 := harness.Connect(t, n3, "full-pub3")
+	for _, p := range []*harness.Client{pub1, pub3} {
+		harness.Eventually(t, harness.Wait, func() error {
+			p.Pub(t, &paho.Publish{Topic: "full/probe", QoS: 1, Payload: []byte("probe")})
 			for _, s := range subs {
 				if !hasProbe(s) {
-					return fmt.Errorf("%s's probe did not reach %s yet", p.id, s.id)
+					return fmt.Errorf("%s's probe did not reach %s yet", p.ID, s.ID)
 				}
 			}
 			return nil
@@ -56,11 +57,11 @@ func TestClusterDiskFull(t *testing.T) {
 
 	t.Run("FullNodeRefusesQoS12", func(t *testing.T) {
 		// Its store refuses new QoS 1/2 messages: 0x97 Quota exceeded.
-		eventually(t, partitionBound, func() error {
+		harness.Eventually(t, harness.PartitionBound, func() error {
 			// The first publish after the fill may find the disk full
 			// before the store's check (every 100 ms) notices: it is
 			// routed, and answered 0x97 (as on a single node).
-			rc, closed := pub3.tryPublish(t, &paho.Publish{Topic: "full/n3", QoS: 1, Payload: []byte("refused")})
+			rc, closed := pub3.TryPublish(t, &paho.Publish{Topic: "full/n3", QoS: 1, Payload: []byte("refused")})
 			if closed {
 				eventuallyAssigned(t, n3, &pub3)
 				return fmt.Errorf("connection closed")
@@ -72,20 +73,20 @@ func TestClusterDiskFull(t *testing.T) {
 		})
 		// Once the store has noticed, a refused publish is not routed:
 		// no subscriber gets it.
-		if rc := pub3.publish(t, &paho.Publish{Topic: "full/n3", QoS: 1, Payload: []byte("refused-again")}); rc != 0x97 {
+		if rc := pub3.Pub(t, &paho.Publish{Topic: "full/n3", QoS: 1, Payload: []byte("refused-again")}); rc != 0x97 {
 			t.Errorf("second QoS 1 publish on the full node: 0x%02X, want 0x97", rc)
 		}
 		for _, s := range subs {
-			for len(s.in) > 0 {
-				if p := <-s.in; string(p.Payload) == "refused-again" {
-					t.Errorf("%s got a publish refused with 0x97", s.id)
+			for len(s.In) > 0 {
+				if p := <-s.In; string(p.Payload) == "refused-again" {
+					t.Errorf("%s got a publish refused with 0x97", s.ID)
 				}
 			}
 		}
 		expiry := uint32(600)
 		// 0x97, or closed without a CONNACK if the node cannot record
 		// the client id's owner either.
-		_, ack, err := tryConnect(t, n3, &paho.Connect{ClientID: "full-persistent", CleanStart: true, KeepAlive: 30,
+		_, ack, err := harness.TryConnect(t, n3, &paho.Connect{ClientID: "full-persistent", CleanStart: true, KeepAlive: 30,
 			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
 		switch {
 		case err != nil:
@@ -105,22 +106,22 @@ func TestClusterDiskFull(t *testing.T) {
 		// drained it.)
 		for i, qos := range []byte{0, 1, 2} {
 			payload := fmt.Sprint("m", i)
-			rc := pub1.publish(t, &paho.Publish{Topic: "full/x", QoS: qos, Payload: []byte(payload)})
+			rc := pub1.Pub(t, &paho.Publish{Topic: "full/x", QoS: qos, Payload: []byte(payload)})
 			if rc != 0 {
 				t.Fatalf("QoS %d publish on n1: 0x%02X", qos, rc)
 			}
 			for _, s := range subs {
-				if got := s.next(t, wait); string(got.Payload) != payload {
-					t.Fatalf("%s got %q, want %q", s.id, got.Payload, payload)
+				if got := s.Next(t, harness.Wait); string(got.Payload) != payload {
+					t.Fatalf("%s got %q, want %q", s.ID, got.Payload, payload)
 				}
 			}
 		}
-		var c *client
-		eventually(t, partitionBound, func() error { return redial(t, n2, "full-new2", &c) })
-		eventually(t, partitionBound, func() error {
-			rc, closed := pub1.tryPublish(t, &paho.Publish{Topic: "full/kept", QoS: 1, Retain: true, Payload: []byte("k")})
+		var c *harness.Client
+		harness.Eventually(t, harness.PartitionBound, func() error { return harness.Redial(t, n2, "full-new2", &c) })
+		harness.Eventually(t, harness.PartitionBound, func() error {
+			rc, closed := pub1.TryPublish(t, &paho.Publish{Topic: "full/kept", QoS: 1, Retain: true, Payload: []byte("k")})
 			if closed {
-				redial(t, n1, "full-pub1", &pub1)
+				harness.Redial(t, n1, "full-pub1", &pub1)
 				return fmt.Errorf("retained publish: connection closed")
 			}
 			if rc != 0 {
@@ -129,7 +130,7 @@ func TestClusterDiskFull(t *testing.T) {
 			return nil
 		})
 		for _, s := range subs {
-			s.next(t, wait) // the retained message, delivered live
+			s.Next(t, harness.Wait) // the retained message, delivered live
 		}
 	})
 
@@ -138,8 +139,8 @@ func TestClusterDiskFull(t *testing.T) {
 	}
 
 	t.Run("FreedNodeRecovers", func(t *testing.T) {
-		eventually(t, partitionBound, func() error {
-			rc, closed := pub3.tryPublish(t, &paho.Publish{Topic: "full/n3", QoS: 1, Payload: []byte("accepted")})
+		harness.Eventually(t, harness.PartitionBound, func() error {
+			rc, closed := pub3.TryPublish(t, &paho.Publish{Topic: "full/n3", QoS: 1, Payload: []byte("accepted")})
 			if closed {
 				eventuallyAssigned(t, n3, &pub3)
 				return fmt.Errorf("connection closed")
@@ -151,13 +152,13 @@ func TestClusterDiskFull(t *testing.T) {
 		})
 		for _, s := range subs {
 			for {
-				if got := s.next(t, wait); string(got.Payload) == "accepted" {
+				if got := s.Next(t, harness.Wait); string(got.Payload) == "accepted" {
 					break
 				}
 			}
 		}
-		eventually(t, partitionBound, func() error {
-			got, err := clustertest.ReadRetained(t, n3.mqtt, "full-ret3", "full/kept", 300*time.Millisecond)
+		harness.Eventually(t, harness.PartitionBound, func() error {
+			got, err := clustertest.ReadRetained(t, n3.MQTT, "full-ret3", "full/kept", 300*time.Millisecond)
 			if err != nil {
 				return err
 			}
@@ -166,7 +167,7 @@ func TestClusterDiskFull(t *testing.T) {
 			}
 			return nil
 		})
-		var c *client
-		eventually(t, partitionBound, func() error { return redial(t, n3, "full-new3", &c) })
+		var c *harness.Client
+		harness.Eventually(t, harness.PartitionBound, func() error { return harness.Redial(t, n3, "full-new3", &c) })
 	})
 }

@@ -7,8 +7,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-
-	"github.com/roost-mqtt/roost/internal/clustertest"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 )
 
 // TestClusterFencesPausedOwner: clients with wills and persistent sessions
@@ -22,40 +21,40 @@ import (
 // sessions on n2 stand.
 func TestClusterFencesPausedOwner(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	tc := startCluster(t, 3)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
-	wills := connect(t, n3, "fence-wills")
-	wills.subscribe(t, paho.SubscribeOptions{Topic: "fence/will/+", QoS: 1})
+	tc := harness.StartCluster(t, 3)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
+	wills := harness.Connect(t, n3, "fence-wills")
+	wills.Sub(t, paho.SubscribeOptions{Topic: "fence/will/+", QoS: 1})
 
 	expiry := uint32(300)
 	cases := []struct {
 		id    string
 		delay uint32
 	}{{"fence-now", 0}, {"fence-later", 2}}
-	old := map[string]*client{}
+	old := map[string]*harness.Client{}
 	for _, tt := range cases {
 		cp := &paho.Connect{ClientID: tt.id, KeepAlive: 30, CleanStart: true,
 			Properties:     &paho.ConnectProperties{SessionExpiryInterval: &expiry},
 			WillMessage:    &paho.WillMessage{Topic: "fence/will/" + tt.id, QoS: 1, Payload: []byte(tt.id)},
 			WillProperties: &paho.WillProperties{WillDelayInterval: &tt.delay}}
-		c, ack := connectWith(t, n1, cp)
+		c, ack := harness.ConnectWith(t, n1, cp)
 		if ack.ReasonCode != 0 {
 			t.Fatalf("%s: CONNACK 0x%02X", tt.id, ack.ReasonCode)
 		}
-		c.subscribe(t, paho.SubscribeOptions{Topic: "fence/t", QoS: 1})
+		c.Sub(t, paho.SubscribeOptions{Topic: "fence/t", QoS: 1})
 		old[tt.id] = c
 	}
-	probe := connect(t, n3, "fence-probe")
-	probe.awaitInterest(t, "fence/t")
+	probe := harness.Connect(t, n3, "fence-probe")
+	probe.AwaitInterest(t, "fence/t")
 
-	tc.kill(n1, syscall.SIGSTOP)
-	fresh := map[string]*client{}
+	tc.Kill(n1, syscall.SIGSTOP)
+	fresh := map[string]*harness.Client{}
 	for _, tt := range cases {
 		start := time.Now()
 		// The first connect may be closed without a CONNACK while the ownership
 		// records elect a leader, if n1 led them.
-		eventually(t, 30*time.Second, func() error {
-			c, ack, err := tryConnect(t, n2, &paho.Connect{ClientID: tt.id, KeepAlive: 30, CleanStart: false,
+		harness.Eventually(t, 30*time.Second, func() error {
+			c, ack, err := harness.TryConnect(t, n2, &paho.Connect{ClientID: tt.id, KeepAlive: 30, CleanStart: false,
 				Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
 			if err != nil {
 				return err
@@ -72,7 +71,7 @@ func TestClusterFencesPausedOwner(t *testing.T) {
 		t.Logf("%s: takeover with the old owner paused took %v", tt.id, time.Since(start))
 	}
 
-	tc.kill(n1, syscall.SIGCONT)
+	tc.Kill(n1, syscall.SIGCONT)
 	for _, tt := range cases {
 		select {
 		case <-old[tt.id].Done():
@@ -80,7 +79,7 @@ func TestClusterFencesPausedOwner(t *testing.T) {
 			t.Fatalf("%s: the resumed node kept its stale connection", tt.id)
 		}
 		select {
-		case d := <-old[tt.id].dis:
+		case d := <-old[tt.id].Dis:
 			if d.ReasonCode != 0x8E {
 				t.Errorf("%s on the resumed node: DISCONNECT 0x%02X, want 0x8E Session taken over", tt.id, d.ReasonCode)
 			}
@@ -89,9 +88,9 @@ func TestClusterFencesPausedOwner(t *testing.T) {
 		}
 	}
 	got := map[string]int{}
-	eventually(t, 20*time.Second, func() error {
-		for len(wills.in) > 0 {
-			got[string((<-wills.in).Payload)]++
+	harness.Eventually(t, 20*time.Second, func() error {
+		for len(wills.In) > 0 {
+			got[string((<-wills.In).Payload)]++
 		}
 		if got["fence-now"] == 0 {
 			return fmt.Errorf("wills so far: %v", got)
@@ -100,37 +99,25 @@ func TestClusterFencesPausedOwner(t *testing.T) {
 	})
 	// n1 logs the end of each session it held for these ids; no will may
 	// follow, and the delayed one's delay is over by then.
-	tc.waitLog(n1, "session ended: its client id is owned by another node", len(cases), 20*time.Second)
-	wills.none(t, 2*time.Second)
-	for len(wills.in) > 0 {
-		got[string((<-wills.in).Payload)]++
+	tc.WaitLog(n1, "session ended: its client id is owned by another node", len(cases), 20*time.Second)
+	wills.None(t, 2*time.Second)
+	for len(wills.In) > 0 {
+		got[string((<-wills.In).Payload)]++
 	}
 	if got["fence-now"] != 1 || got["fence-later"] != 0 {
 		t.Errorf("wills published: %v; want fence-now's once, fence-later's never; logs:\nn1:\n%s\nn2:\n%s", got,
-			grepLog(n1, "fence-", "cluster:"), grepLog(n2, "fence-", "cluster:"))
+			harness.GrepLog(n1, "fence-", "cluster:"), harness.GrepLog(n2, "fence-", "cluster:"))
 	}
 
 	// The sessions on n2 are the ones that stand: a message published on
 	// n3 reaches them, and nothing reaches n1 for the ids.
-	probe.awaitInterest(t, "fence/t")
-	if rc := probe.publish(t, &paho.Publish{Topic: "fence/t", QoS: 1, Payload: []byte("after")}); rc != 0 {
+	probe.AwaitInterest(t, "fence/t")
+	if rc := probe.Pub(t, &paho.Publish{Topic: "fence/t", QoS: 1, Payload: []byte("after")}); rc != 0 {
 		t.Fatalf("publish after the fence: PUBACK 0x%02X", rc)
 	}
 	for _, tt := range cases {
-		if p := fresh[tt.id].next(t, wait); string(p.Payload) != "after" {
+		if p := fresh[tt.id].Next(t, harness.Wait); string(p.Payload) != "after" {
 			t.Fatalf("%s on n2 got %q", tt.id, p.Payload)
 		}
 	}
-}
-
-// tryConnect is connectWith for use inside eventually: a CONNECT that gets
-// no CONNACK in time (the ownership records may be electing a leader, or
-// the session be read from the cluster) is an error, not a failure.
-func tryConnect(t *testing.T, nd *node, cp *paho.Connect) (*client, *paho.Connack, error) {
-	t.Helper()
-	c, ack, err := clustertest.Dial(t, nd.mqtt, cp)
-	if err != nil {
-		return nil, nil, err
-	}
-	return wrapClient(c), ack, nil
 }

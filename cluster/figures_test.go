@@ -15,33 +15,34 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 )
 
 var httpReady = regexp.MustCompile(`msg="http ready" addr=(\S+)`)
 
 // httpAddr returns nd's --http address from its log.
-func httpAddr(t *testing.T, nd *node) string {
+func httpAddr(t *testing.T, nd *harness.Node) string {
 	t.Helper()
 	b, _ := os.ReadFile(nd.LogPath)
 	m := httpReady.FindSubmatch(b)
 	if m == nil {
-		t.Fatalf("%s logged no http ready line", nd.name)
+		t.Fatalf("%s logged no http ready line", nd.Name)
 	}
 	return string(m[1])
 }
 
 // get returns the body of GET path on nd's HTTP server.
-func get(t *testing.T, nd *node, path string) string {
+func get(t *testing.T, nd *harness.Node, path string) string {
 	t.Helper()
 	c := &http.Client{Timeout: 10 * time.Second}
 	res, err := c.Get("http://" + httpAddr(t, nd) + path)
 	if err != nil {
-		t.Fatalf("%s GET %s: %v", nd.name, path, err)
+		t.Fatalf("%s GET %s: %v", nd.Name, path, err)
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil || res.StatusCode != http.StatusOK {
-		t.Fatalf("%s GET %s: %s %v\n%s", nd.name, path, res.Status, err, b)
+		t.Fatalf("%s GET %s: %s %v\n%s", nd.Name, path, res.Status, err, b)
 	}
 	return string(b)
 }
@@ -77,31 +78,31 @@ func atLeast(scrape, series string, min float64) error {
 func TestClusterFigures(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("sys_interval: 1s\ncluster:\n  forward_timeout: 1s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg, "--http", "127.0.0.1:0")
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	harness.WriteAtomic(t, cfg, []byte("sys_interval: 1s\ncluster:\n  forward_timeout: 1s\n"), 0o644)
+	tc := harness.StartClusterWith(t, 3, "--config", cfg, "--http", "127.0.0.1:0")
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 
-	sub := connect(t, n2, "fig-sub")
-	sub.subscribe(t, paho.SubscribeOptions{Topic: "fig/#", QoS: 2})
-	pub := connect(t, n1, "fig-pub")
-	pub.awaitInterest(t, "fig/x")
+	sub := harness.Connect(t, n2, "fig-sub")
+	sub.Sub(t, paho.SubscribeOptions{Topic: "fig/#", QoS: 2})
+	pub := harness.Connect(t, n1, "fig-pub")
+	pub.AwaitInterest(t, "fig/x")
 	counts := [3]int{3, 5, 2}
 	for qos, n := range counts {
 		for i := range n {
-			if rc := pub.publish(t, &paho.Publish{Topic: "fig/x", QoS: byte(qos), Payload: fmt.Appendf(nil, "%d-%d", qos, i)}); rc != 0 {
+			if rc := pub.Pub(t, &paho.Publish{Topic: "fig/x", QoS: byte(qos), Payload: fmt.Appendf(nil, "%d-%d", qos, i)}); rc != 0 {
 				t.Fatalf("QoS %d publish: 0x%02X", qos, rc)
 			}
 		}
 	}
-	pub.publish(t, &paho.Publish{Topic: "fig/kept", QoS: 1, Retain: true, Payload: []byte("k")})
+	pub.Pub(t, &paho.Publish{Topic: "fig/kept", QoS: 1, Retain: true, Payload: []byte("k")})
 	for range counts[0] + counts[1] + counts[2] + 1 {
-		sub.next(t, wait)
+		sub.Next(t, harness.Wait)
 	}
 	// A takeover: fig-move connects to n1, then to n3.
-	connect(t, n1, "fig-move")
-	connect(t, n3, "fig-move")
+	harness.Connect(t, n1, "fig-move")
+	harness.Connect(t, n3, "fig-move")
 
-	eventually(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		m1, m2 := get(t, n1, "/metrics"), get(t, n2, "/metrics")
 		for _, c := range []struct {
 			scrape, series string
@@ -160,7 +161,7 @@ func TestClusterFigures(t *testing.T) {
 	}
 
 	// The same figures under $SYS on n2.
-	eventually(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		got := sysCluster(t, n2)
 		for k, min := range map[string]int{"forwards/qos1/received": counts[1], "forwards/qos2/received": counts[2],
 			"interest/entries": 1, "retained/stream_messages": 1, "nodes/known": 3} {
@@ -182,7 +183,7 @@ func TestClusterFigures(t *testing.T) {
 		t.Fatalf("DELETE /api/retained on n1: %v %v", res, err)
 	}
 	res.Body.Close()
-	eventually(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		if got := retainedOn(t, n3, "fig-ret-n3", "fig/kept", 300*time.Millisecond); len(got) > 0 {
 			return fmt.Errorf("n3 still has %q after the admin deletion on n1", got)
 		}
@@ -191,28 +192,28 @@ func TestClusterFigures(t *testing.T) {
 
 	// A forward to a paused node times out (forward_timeout 1s) and
 	// counts so.
-	tc.kill(n2, syscall.SIGSTOP)
-	if _, closed := pub.tryPublish(t, &paho.Publish{Topic: "fig/x", QoS: 1, Payload: []byte("lost")}); !closed {
+	tc.Kill(n2, syscall.SIGSTOP)
+	if _, closed := pub.TryPublish(t, &paho.Publish{Topic: "fig/x", QoS: 1, Payload: []byte("lost")}); !closed {
 		t.Fatal("a QoS 1 publish to a paused node's subscriber was acknowledged")
 	}
-	eventually(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		return atLeast(get(t, n1, "/metrics"), `roost_cluster_forwards_timed_out_total{qos="1"}`, 1)
 	})
-	tc.kill(n2, syscall.SIGCONT)
+	tc.Kill(n2, syscall.SIGCONT)
 }
 
 // sysCluster returns what nd publishes under $SYS/broker/cluster/, as
 // collected for half a second by a new subscriber.
-func sysCluster(t *testing.T, nd *node) map[string]string {
+func sysCluster(t *testing.T, nd *harness.Node) map[string]string {
 	t.Helper()
-	c := connect(t, nd, "sys-fig")
+	c := harness.Connect(t, nd, "sys-fig")
 	defer c.Disconnect(&paho.Disconnect{})
-	c.subscribe(t, paho.SubscribeOptions{Topic: "$SYS/broker/cluster/#", QoS: 0})
+	c.Sub(t, paho.SubscribeOptions{Topic: "$SYS/broker/cluster/#", QoS: 0})
 	got := map[string]string{}
 	deadline := time.After(500 * time.Millisecond)
 	for {
 		select {
-		case p := <-c.in:
+		case p := <-c.In:
 			got[strings.TrimPrefix(p.Topic, "$SYS/broker/cluster/")] = string(p.Payload)
 		case <-deadline:
 			return got

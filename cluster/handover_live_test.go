@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 	"github.com/roost-mqtt/roost/internal/devcert"
 	"github.com/roost-mqtt/roost/internal/rawclient"
@@ -74,14 +74,14 @@ func testLiveHandoverRounds(t *testing.T, everywhere, shared bool) {
 	roots.AppendCertsFromPEM(ca.CertPEM())
 	dir := t.TempDir()
 	more := map[string][]string{} // per node: ws, mqtts, wss URLs
-	tc := wrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, NodeArgs: func(name, ip string) []string {
+	tc := harness.WrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, NodeArgs: func(name, ip string) []string {
 		chain, key, err := ca.Issue(devcert.Leaf{CommonName: name, Hosts: []string{ip}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		cert, keyFile := filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
-		writeAtomic(t, cert, chain, 0o644)
-		writeAtomic(t, keyFile, key, 0o600)
+		harness.WriteAtomic(t, cert, chain, 0o644)
+		harness.WriteAtomic(t, keyFile, key, 0o600)
 		hp := func() string { return net.JoinHostPort(ip, strconv.Itoa(clustertest.FreePort(t, ip))) }
 		more[name] = []string{"ws://" + hp() + "/mqtt", "mqtts://" + hp(), "wss://" + hp() + "/mqtt"}
 		args := []string{"--tls-cert", cert, "--tls-key", keyFile}
@@ -92,15 +92,15 @@ func testLiveHandoverRounds(t *testing.T, everywhere, shared bool) {
 	}}))
 	const topic = "handover/live"
 	if everywhere {
-		for _, nd := range tc.nodes {
-			c := connect(t, nd, "watcher-"+nd.name)
-			c.subscribe(t, paho.SubscribeOptions{Topic: topic, QoS: 0})
+		for _, nd := range tc.Nodes {
+			c := harness.Connect(t, nd, "watcher-"+nd.Name)
+			c.Sub(t, paho.SubscribeOptions{Topic: topic, QoS: 0})
 			done := make(chan struct{})
 			t.Cleanup(func() { close(done) })
 			go func() { // only there to be routed to
 				for {
 					select {
-					case <-c.in:
+					case <-c.In:
 					case <-done:
 						return
 					}
@@ -113,15 +113,15 @@ func testLiveHandoverRounds(t *testing.T, everywhere, shared bool) {
 	if shared {
 		sub.filter = "$share/mv/" + topic
 	}
-	sub.connect(tc.nodes[0], tc.nodes[0].mqtt, false)
+	sub.connect(tc.Nodes[0], tc.Nodes[0].MQTT, false)
 	// Every publisher's node must know the subscription before the
 	// first message counts.
 	var pubs []*livePublisher
-	for _, nd := range tc.nodes {
+	for _, nd := range tc.Nodes {
 		for _, qos := range []byte{1, 2} {
-			p := &livePublisher{t: t, nd: nd, qos: qos, topic: topic, name: fmt.Sprintf("%s-q%d", nd.name, qos)}
-			p.c = connect(t, nd, "pub-"+p.name)
-			p.c.awaitInterest(t, topic)
+			p := &livePublisher{t: t, nd: nd, qos: qos, topic: topic, name: fmt.Sprintf("%s-q%d", nd.Name, qos)}
+			p.c = harness.Connect(t, nd, "pub-"+p.name)
+			p.c.AwaitInterest(t, topic)
 			pubs = append(pubs, p)
 		}
 	}
@@ -141,10 +141,10 @@ func testLiveHandoverRounds(t *testing.T, everywhere, shared bool) {
 	}
 	for i := 1; i <= rounds; i++ {
 		sub.receiveFor(time.Duration(20+sub.rng.IntN(100)) * time.Millisecond)
-		nd := tc.nodes[i%len(tc.nodes)]
-		addr := nd.mqtt // TCP, then ws, mqtts, wss
+		nd := tc.Nodes[i%len(tc.Nodes)]
+		addr := nd.MQTT // TCP, then ws, mqtts, wss
 		if k := i % 4; k > 0 {
-			addr = more[nd.name][k-1]
+			addr = more[nd.Name][k-1]
 		}
 		sub.connect(nd, addr, true)
 	}
@@ -192,14 +192,14 @@ func testLiveHandoverRounds(t *testing.T, everywhere, shared bool) {
 		// The session's whole history on each node (its moves, fences,
 		// kept messages), which the logs' last lines do not reach: a
 		// loss seen only in full-suite runs is read from here.
-		for _, nd := range tc.nodes {
+		for _, nd := range tc.Nodes {
 			var lines []string
-			for _, l := range strings.Split(grepLog(nd, "client_id="+sub.id, "clients=["+sub.id+"]"), "\n") {
+			for _, l := range strings.Split(harness.GrepLog(nd, "client_id="+sub.id, "clients=["+sub.id+"]"), "\n") {
 				if !strings.Contains(l, "msg=received") {
 					lines = append(lines, l)
 				}
 			}
-			t.Logf("--- %s: %s's lines but its packets:\n%s", nd.name, sub.id, strings.Join(lines, "\n"))
+			t.Logf("--- %s: %s's lines but its packets:\n%s", nd.Name, sub.id, strings.Join(lines, "\n"))
 		}
 	}
 }
@@ -209,8 +209,8 @@ func head(s []int, n int) []int { return s[:min(len(s), n)] }
 // livePublisher publishes seq numbers "name/seq" on one node at one QoS.
 type livePublisher struct {
 	t     *testing.T
-	nd    *node
-	c     *client
+	nd    *harness.Node
+	c     *harness.Client
 	qos   byte
 	topic string
 	name  string
@@ -236,12 +236,12 @@ func (p *livePublisher) run(stop <-chan struct{}) {
 		case <-tick.C:
 		}
 		p.sent++
-		rc, closed := p.c.tryPublish(p.t, &paho.Publish{Topic: p.topic, QoS: p.qos,
+		rc, closed := p.c.TryPublish(p.t, &paho.Publish{Topic: p.topic, QoS: p.qos,
 			Payload: []byte(p.name + "/" + strconv.Itoa(seq))})
 		switch {
 		case closed:
 			p.c.Disconnect(&paho.Disconnect{})
-			p.c = connect(p.t, p.nd, "pub-"+p.name)
+			p.c = harness.Connect(p.t, p.nd, "pub-"+p.name)
 		case rc < 0x80:
 			p.acked = append(p.acked, seq)
 			if rc == 0x10 {
@@ -281,7 +281,7 @@ type liveSubscriber struct {
 // open, for the server to end (DISCONNECT 0x8E); what it still received
 // before that is handled first, as a client does with a connection it
 // has read before it reads the next.
-func (s *liveSubscriber) connect(nd *node, addr string, resume bool) {
+func (s *liveSubscriber) connect(nd *harness.Node, addr string, resume bool) {
 	s.t.Helper()
 	if s.first == nil {
 		s.first, s.last, s.awaiting = map[string]bool{}, map[string]int{}, map[uint16]bool{}
@@ -289,7 +289,7 @@ func (s *liveSubscriber) connect(nd *node, addr string, resume bool) {
 	old := s.conn
 	var conn *rawclient.Conn
 	tries := 0
-	eventually(s.t, 20*time.Second, func() error {
+	harness.Eventually(s.t, 20*time.Second, func() error {
 		if tries++; tries > 1 && old != nil {
 			// The session is still served on the old connection until
 			// a takeover: a client that stopped reading it while it
@@ -322,11 +322,11 @@ func (s *liveSubscriber) connect(nd *node, addr string, resume bool) {
 			err = fmt.Errorf("CONNACK 0x%02X", ack.Code)
 		}
 		if err == nil && resume && !ack.SessionPresent {
-			s.t.Fatalf("%s on %s: CONNACK without Session Present: the session did not move", s.id, nd.name)
+			s.t.Fatalf("%s on %s: CONNACK without Session Present: the session did not move", s.id, nd.Name)
 		}
 		if err != nil {
 			c.Close()
-			err = fmt.Errorf("%s on %s (%s): %w", s.id, nd.name, addr, err)
+			err = fmt.Errorf("%s on %s (%s): %w", s.id, nd.Name, addr, err)
 			s.refused = append(s.refused, time.Now().Format("15:04:05.000")+" "+err.Error())
 			return err
 		}

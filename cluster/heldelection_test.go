@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 )
 
 // TestClusterHoldThroughElection: a hold for a dead node's persistent
@@ -28,12 +29,12 @@ func TestClusterHoldThroughElection(t *testing.T) {
 	// and read by the claim on n3. A long forward_timeout: a real
 	// election of a stream n2 led may come on top of the fault's.
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 30s\n  forward_timeout: 15s\n"), 0o644)
-	tc := startClusterFault(t, 3, fmt.Sprintf("hold-unanswered=%d@n1", unanswered), "--config", cfg)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 30s\n  forward_timeout: 15s\n"), 0o644)
+	tc := harness.StartClusterFault(t, 3, fmt.Sprintf("hold-unanswered=%d@n1", unanswered), "--config", cfg)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	const expiry = 300
-	_, pub := persistentPair(t, n2, n1, "he", expiry)
-	tc.kill(n2, syscall.SIGKILL)
+	_, pub := harness.PersistentPair(t, n2, n1, "he", expiry)
+	tc.Kill(n2, syscall.SIGKILL)
 
 	// More messages than unanswered holds, QoS 1 and 2: each must be
 	// acknowledged with success on the same connection.
@@ -41,31 +42,31 @@ func TestClusterHoldThroughElection(t *testing.T) {
 	for i := range unanswered + 2 {
 		qos := byte(1 + i%2)
 		p := fmt.Sprintf("q%d-%d", qos, i)
-		rc, closed := pub.tryPublish(t, &paho.Publish{Topic: fmt.Sprintf("he/q%d", qos), QoS: qos, Payload: []byte(p)})
+		rc, closed := pub.TryPublish(t, &paho.Publish{Topic: fmt.Sprintf("he/q%d", qos), QoS: qos, Payload: []byte(p)})
 		if closed || rc != 0 {
 			t.Fatalf("publish %s: reason 0x%02X, connection closed %v; want success (held after the stream answered); n1:\n%s",
-				p, rc, closed, grepLog(n1, "held", "holding", "not confirmed"))
+				p, rc, closed, harness.GrepLog(n1, "held", "holding", "not confirmed"))
 		}
 		want = append(want, p)
 	}
-	if got := countLog(n1, "holding again: its partition stream did not answer"); got < unanswered {
+	if got := harness.CountLog(n1, "holding again: its partition stream did not answer"); got < unanswered {
 		t.Fatalf("n1 published %d holds again, want at least %d (the fault's): the test did not take the retry's path", got, unanswered)
 	}
 
-	back := resume(t, n3, "he-sub", expiry, 60*time.Second)
+	back := harness.Resume(t, n3, "he-sub", expiry, 60*time.Second)
 	got := map[string]int{}
 	deadline := time.After(20 * time.Second)
 	for len(got) < len(want) {
 		select {
-		case p := <-back.in:
+		case p := <-back.In:
 			if s := string(p.Payload); s != "probe" {
 				got[s]++
 			}
 		case <-deadline:
-			t.Fatalf("he-sub got %v on n3, want each of %v once; n3:\n%s", got, want, grepLog(n3, "he-sub", "held"))
+			t.Fatalf("he-sub got %v on n3, want each of %v once; n3:\n%s", got, want, harness.GrepLog(n3, "he-sub", "held"))
 		}
 	}
-	back.none(t, time.Second)
+	back.None(t, time.Second)
 	for _, p := range want {
 		if got[p] == 0 || p[1] == '2' && got[p] != 1 {
 			t.Errorf("%s delivered %d times", p, got[p])

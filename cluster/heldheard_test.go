@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 )
 
 // TestClusterClaimRetryReadsDeadNodesHeld: a message held for a dead
@@ -29,17 +30,17 @@ func TestClusterClaimRetryReadsDeadNodesHeld(t *testing.T) {
 	// orphan interest, which the janitors' scan ends) although it may
 	// wait for a leader election of the stream n2 led.
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 12s\n"), 0o644)
-	tc := startClusterFault(t, 3, "read-late=hh-sub@n1", "--config", cfg)
-	n1, n2 := tc.nodes[0], tc.nodes[1]
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 12s\n"), 0o644)
+	tc := harness.StartClusterFault(t, 3, "read-late=hh-sub@n1", "--config", cfg)
+	n1, n2 := tc.Nodes[0], tc.Nodes[1]
 	const expiry = 300
 	// The publisher on n1: n1 knows hh-sub's interest on n2, and keeps
 	// it as orphan interest once n2's routes close.
-	_, pub := persistentPair(t, n2, n1, "hh", expiry)
-	tc.kill(n2, syscall.SIGKILL)
+	_, pub := harness.PersistentPair(t, n2, n1, "hh", expiry)
+	tc.Kill(n2, syscall.SIGKILL)
 	expiryProp := uint32(expiry)
-	resumeOnN1 := func() (*client, error) {
-		c, ack, err := tryConnect(t, n1, &paho.Connect{ClientID: "hh-sub", CleanStart: false, KeepAlive: 30,
+	resumeOnN1 := func() (*harness.Client, error) {
+		c, ack, err := harness.TryConnect(t, n1, &paho.Connect{ClientID: "hh-sub", CleanStart: false, KeepAlive: 30,
 			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiryProp}})
 		switch {
 		case err != nil:
@@ -60,7 +61,7 @@ func TestClusterClaimRetryReadsDeadNodesHeld(t *testing.T) {
 				return
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within %v: %v; n1's log:\n%s", what, d, err, grepLog(n1, "hh-", "cluster:", "cluster node"))
+				t.Fatalf("%s: not within %v: %v; n1's log:\n%s", what, d, err, harness.GrepLog(n1, "hh-", "cluster:", "cluster node"))
 			}
 			time.Sleep(250 * time.Millisecond) // a client's pause between tries
 		}
@@ -70,34 +71,34 @@ func TestClusterClaimRetryReadsDeadNodesHeld(t *testing.T) {
 	// so the janitors leave it alone) and cannot read the session.
 	retry("n1's claim of hh-sub", 30*time.Second, func() (bool, error) {
 		if c, err := resumeOnN1(); err == nil {
-			t.Fatalf("hh-sub resumed on n1 at once (%v): the read-late fault did not hold", c.id)
+			t.Fatalf("hh-sub resumed on n1 at once (%v): the read-late fault did not hold", c.ID)
 		}
-		claimed := countLog(n1, `"client id claimed from another node" node=n1 client_id=hh-sub previous=n2`) > 0
+		claimed := harness.CountLog(n1, `"client id claimed from another node" node=n1 client_id=hh-sub previous=n2`) > 0
 		return claimed, errors.New("no claim recorded yet")
 	})
 	// Held for n2 by n1. Without a quorum for the held subject's stream
 	// yet (n2 may have led it) the outcome is unknown: publish again on
 	// a new connection (QoS 1: a copy more is allowed).
 	retry("publish held for n2", 10*time.Second, func() (bool, error) {
-		rc, closed := pub.tryPublish(t, &paho.Publish{Topic: "hh/q1", QoS: 1, Payload: []byte("held")})
+		rc, closed := pub.TryPublish(t, &paho.Publish{Topic: "hh/q1", QoS: 1, Payload: []byte("held")})
 		if !closed && rc == 0 {
 			return true, nil
 		}
 		err := fmt.Errorf("PUBACK 0x%02X, closed %v", rc, closed)
 		if closed {
-			eventually(t, 10*time.Second, func() error { return redial(t, n1, "hh-pub2", &pub) })
+			harness.Eventually(t, 10*time.Second, func() error { return harness.Redial(t, n1, "hh-pub2", &pub) })
 		}
 		return false, err
 	})
 	// The next CONNECTs, until n1 reads the session, once it dropped
 	// n2's orphan interest (after adopt_after + 3 s).
-	var back *client
+	var back *harness.Client
 	retry("hh-sub resumed on n1", 60*time.Second, func() (bool, error) {
 		c, err := resumeOnN1()
 		back = c
 		return err == nil, err
 	})
-	if p := back.next(t, 10*time.Second); string(p.Payload) != "held" {
+	if p := back.Next(t, 10*time.Second); string(p.Payload) != "held" {
 		t.Fatalf("hh-sub got %q on %s, want the message held for n2", p.Payload, p.Topic)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 )
 
 // TestClusterResumedSessionKeepsOrder kills (kill -9) the node of a
@@ -26,21 +27,21 @@ func TestClusterResumedSessionKeepsOrder(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption during the test: the session moves by the client's
 	// claim only.
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n"), 0o644)
+	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(600)
 	const id = "order-sub"
-	_, pub := persistentPair(t, n1, n2, "order", expiry)
+	_, pub := harness.PersistentPair(t, n1, n2, "order", expiry)
 
-	tc.kill(n1, syscall.SIGKILL)
+	tc.Kill(n1, syscall.SIGKILL)
 	var (
-		c        *client
+		c        *harness.Client
 		order    []string // first arrivals of acknowledged messages
 		seen     = map[string]bool{}
 		acked    = map[string]bool{}
 		unknown  int
-		back     <-chan *client // resumeInBackground's
+		back     <-chan *harness.Client // harness.ResumeInBackground's
 		resuming bool
 		first    int                               // the first message published after the CONNECT was sent
 		resumeAt = time.Now().Add(2 * time.Second) // held for n1 until then
@@ -56,13 +57,13 @@ func TestClusterResumedSessionKeepsOrder(t *testing.T) {
 	}
 	for i := 0; stop.IsZero() || time.Now().Before(stop); i++ {
 		if time.Since(start) > 90*time.Second {
-			t.Fatalf("the session was not resumed on n3 within 90 s; n3:\n%s", grepLog(n3, "client_id="+id, "cluster:"))
+			t.Fatalf("the session was not resumed on n3 within 90 s; n3:\n%s", harness.GrepLog(n3, "client_id="+id, "cluster:"))
 		}
 		// At least 40 held first (the streams may elect leaders for
 		// seconds after the kill, and the publisher wait).
 		if !resuming && time.Now().After(resumeAt) && len(acked) >= 40 {
 			resuming, first = true, i
-			back = resumeInBackground(t, n3, id, expiry)
+			back = harness.ResumeInBackground(t, n3, id, expiry)
 		}
 		if resuming && c == nil && len(back) > 0 {
 			if c = <-back; c == nil {
@@ -70,17 +71,17 @@ func TestClusterResumedSessionKeepsOrder(t *testing.T) {
 			}
 			stop = time.Now().Add(2 * time.Second)
 		}
-		drainInbox(c, take)
+		harness.DrainInbox(c, take)
 		for _, qos := range []byte{1, 2} {
 			if len(acked)+unknown >= 800 {
 				break // the session's queue limit is 1,000: none dropped
 			}
 			p := fmt.Sprintf("q%d-%06d", qos, i)
-			rc, closed := pub.tryPublish(t, &paho.Publish{Topic: fmt.Sprintf("order/q%d", qos), QoS: qos, Payload: []byte(p)})
+			rc, closed := pub.TryPublish(t, &paho.Publish{Topic: fmt.Sprintf("order/q%d", qos), QoS: qos, Payload: []byte(p)})
 			switch {
 			case closed:
 				unknown++ // outcome unknown: not owed, may arrive
-				eventually(t, 30*time.Second, func() error { return redial(t, n2, "order-pub", &pub) })
+				harness.Eventually(t, 30*time.Second, func() error { return harness.Redial(t, n2, "order-pub", &pub) })
 			case rc >= 0x80:
 				t.Fatalf("publish %s refused: 0x%02X", p, rc)
 			default:
@@ -93,11 +94,11 @@ func TestClusterResumedSessionKeepsOrder(t *testing.T) {
 	deadline := time.After(30 * time.Second)
 	for len(order) < len(acked) {
 		select {
-		case m := <-c.in:
+		case m := <-c.In:
 			take(m)
 		case <-deadline:
 			t.Fatalf("%d of %d acknowledged messages lost\nn3:\n%s", len(acked)-len(order), len(acked),
-				grepLog(n3, "client_id="+id, "read ahead", "reading messages held", "held for a node not read"))
+				harness.GrepLog(n3, "client_id="+id, "read ahead", "reading messages held", "held for a node not read"))
 		}
 	}
 	// Per topic, every message comes before any newer one: those
@@ -122,6 +123,6 @@ func TestClusterResumedSessionKeepsOrder(t *testing.T) {
 	}
 	if len(out) > 0 {
 		t.Errorf("%d messages came after newer ones of their topic: %v\nn3:\n%s", len(out), out[:min(len(out), 20)],
-			grepLog(n3, "client_id="+id, "held"))
+			harness.GrepLog(n3, "client_id="+id, "held"))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 )
 
@@ -21,27 +22,27 @@ import (
 // subscribers, losing them.
 func TestClusterRestartedNodeCatchesUpInterest(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	tc := startCluster(t, 3)
-	n1, n2 := tc.nodes[0], tc.nodes[1]
+	tc := harness.StartCluster(t, 3)
+	n1, n2 := tc.Nodes[0], tc.Nodes[1]
 	const topic = "restart/interest"
 	expiry := uint32(300)
-	sub, ack := connectWith(t, n1, &paho.Connect{ClientID: "restart-sub", CleanStart: true, KeepAlive: 30,
+	sub, ack := harness.ConnectWith(t, n1, &paho.Connect{ClientID: "restart-sub", CleanStart: true, KeepAlive: 30,
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
 	if ack.ReasonCode != 0 {
 		t.Fatalf("subscriber CONNACK 0x%02X", ack.ReasonCode)
 	}
-	sub.subscribe(t, paho.SubscribeOptions{Topic: topic, QoS: 1})
+	sub.Sub(t, paho.SubscribeOptions{Topic: topic, QoS: 1})
 	// n2 has the subscription before it dies, so what it must fetch
 	// again after the restart is known to exist.
-	pub := connect(t, n2, "restart-probe")
-	pub.awaitInterest(t, topic)
+	pub := harness.Connect(t, n2, "restart-probe")
+	pub.AwaitInterest(t, topic)
 
 	// The line n2 logs when it has both peers' interest (text log:
 	// the message, then the node attribute, then the count).
 	caughtUp := `msg="cluster interest caught up" node=n2 peers=2`
-	before := countLog(n2, caughtUp)
-	tc.kill(n2, syscall.SIGKILL)
-	tc.start(n2)
+	before := harness.CountLog(n2, caughtUp)
+	tc.Kill(n2, syscall.SIGKILL)
+	tc.Start(n2)
 	// The publisher connects the moment n2's port accepts and its CONNECT
 	// is taken (closing it without a CONNACK while n2 catches up is what
 	// the fix does; the client tries again), bounded by the node's start
@@ -56,7 +57,7 @@ func TestClusterRestartedNodeCatchesUpInterest(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("n2 accepted no CONNECT within %v", clustertest.StartBound)
 			}
-			cl, ack, err := clustertest.Dial(t, n2.mqtt, &paho.Connect{ClientID: "restart-pub", CleanStart: true, KeepAlive: 30})
+			cl, ack, err := clustertest.Dial(t, n2.MQTT, &paho.Connect{ClientID: "restart-pub", CleanStart: true, KeepAlive: 30})
 			switch {
 			case err != nil:
 				// Port not open yet, or closed without a CONNACK while n2
@@ -94,10 +95,10 @@ func TestClusterRestartedNodeCatchesUpInterest(t *testing.T) {
 		t.Fatal("n2 acknowledged no publish")
 	}
 	got := map[string]bool{}
-	eventually(t, 15*time.Second, func() error {
+	harness.Eventually(t, 15*time.Second, func() error {
 		for {
 			select {
-			case m := <-sub.in:
+			case m := <-sub.In:
 				got[string(m.Payload)] = true
 				continue
 			default:
@@ -115,7 +116,7 @@ func TestClusterRestartedNodeCatchesUpInterest(t *testing.T) {
 		}
 		return nil
 	})
-	if countLog(n2, caughtUp) <= before {
+	if harness.CountLog(n2, caughtUp) <= before {
 		t.Errorf("n2 did not log %s after its restart", caughtUp)
 	}
 }
@@ -126,21 +127,21 @@ func TestClusterRestartedNodeCatchesUpInterest(t *testing.T) {
 // lacks.
 func TestClusterRestartWithPeerDown(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	tc := startCluster(t, 3)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	tc := harness.StartCluster(t, 3)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	const topic = "restart/peerdown"
-	sub := connect(t, n1, "peerdown-sub")
-	sub.subscribe(t, paho.SubscribeOptions{Topic: topic, QoS: 1})
-	tc.kill(n3, syscall.SIGKILL)
-	tc.kill(n2, syscall.SIGKILL)
-	tc.start(n2)
-	tc.waitLog(n2, `msg="cluster interest incomplete`, 1, clustertest.StartBound)
-	var pub *client
-	eventually(t, clustertest.JoinBound, func() error { return redial(t, n2, "peerdown-pub", &pub) })
-	if rc := pub.publish(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte("after")}); rc != 0 {
+	sub := harness.Connect(t, n1, "peerdown-sub")
+	sub.Sub(t, paho.SubscribeOptions{Topic: topic, QoS: 1})
+	tc.Kill(n3, syscall.SIGKILL)
+	tc.Kill(n2, syscall.SIGKILL)
+	tc.Start(n2)
+	tc.WaitLog(n2, `msg="cluster interest incomplete`, 1, clustertest.StartBound)
+	var pub *harness.Client
+	harness.Eventually(t, clustertest.JoinBound, func() error { return harness.Redial(t, n2, "peerdown-pub", &pub) })
+	if rc := pub.Pub(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte("after")}); rc != 0 {
 		t.Fatalf("publish on n2 with n3 down: PUBACK 0x%02X", rc)
 	}
-	if got := sub.next(t, 10*time.Second); string(got.Payload) != "after" {
+	if got := sub.Next(t, 10*time.Second); string(got.Payload) != "after" {
 		t.Fatalf("n1's subscriber got %q", got.Payload)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 )
 
 // received is one message as any client tool reports it.
@@ -61,10 +62,10 @@ func (s *sink) take(t *testing.T, n int, d time.Duration) []received {
 }
 
 // pahoSink forwards a paho client's messages to a sink.
-func pahoSink(c *client) *sink {
-	s := newSink("paho " + c.id)
+func pahoSink(c *harness.Client) *sink {
+	s := newSink("paho " + c.ID)
 	go func() {
-		for p := range c.in {
+		for p := range c.In {
 			s.put(received{p.Topic, string(p.Payload), p.QoS, p.Retain})
 		}
 	}()
@@ -73,9 +74,9 @@ func pahoSink(c *client) *sink {
 
 // mosquittoSub runs mosquitto_sub (MQTT 5) on nd with filters at qos until
 // the test ends; its messages go to the returned sink.
-func mosquittoSub(t *testing.T, nd *node, id string, qos int, filters ...string) *sink {
+func mosquittoSub(t *testing.T, nd *harness.Node, id string, qos int, filters ...string) *sink {
 	t.Helper()
-	h, p, _ := net.SplitHostPort(nd.mqtt)
+	h, p, _ := net.SplitHostPort(nd.MQTT)
 	return mosquittoSubArgs(t, []string{"-h", h, "-p", p, "-V", "mqttv5"}, id, qos, filters...)
 }
 
@@ -158,9 +159,9 @@ func (e jsEvent) String() string {
 
 // startJS starts mqtt.js with MQTT 5 on nd, subscribed to subs (filter to
 // QoS), and waits for its SUBACK.
-func startJS(t *testing.T, nd *node, id string, subs map[string]int) *jsClient {
+func startJS(t *testing.T, nd *harness.Node, id string, subs map[string]int) *jsClient {
 	t.Helper()
-	return startJSWith(t, id, map[string]any{"url": "mqtt://" + nd.mqtt, "protocolVersion": 5}, subs)
+	return startJSWith(t, id, map[string]any{"url": "mqtt://" + nd.MQTT, "protocolVersion": 5}, subs)
 }
 
 // startJSWith starts mqtt.js with the client.js options o (url,
@@ -288,9 +289,9 @@ func (c *jsClient) awaitPublished(t *testing.T, d time.Duration) {
 
 // mosquittoPub publishes the lines (one message each, in order) with
 // mosquitto_pub on nd.
-func mosquittoPub(t *testing.T, nd *node, args ...string) {
+func mosquittoPub(t *testing.T, nd *harness.Node, args ...string) {
 	t.Helper()
-	h, p, _ := net.SplitHostPort(nd.mqtt)
+	h, p, _ := net.SplitHostPort(nd.MQTT)
 	mosquittoPubArgs(t, "", append([]string{"-h", h, "-p", p, "-V", "mqttv5"}, args...)...)
 }
 
@@ -312,17 +313,17 @@ func mosquittoPubArgs(t *testing.T, stdin string, args ...string) {
 
 // awaitProbes publishes QoS 1 probes on topic through c until every sink
 // has seen one: the publishing node knows every subscriber's node.
-func awaitProbes(t *testing.T, c *client, topic string, sinks ...*sink) {
+func awaitProbes(t *testing.T, c *harness.Client, topic string, sinks ...*sink) {
 	t.Helper()
 	start := make([]int64, len(sinks))
 	for i, s := range sinks {
 		start[i] = s.probes.Load()
 	}
-	eventually(t, 20*time.Second, func() error {
-		c.publish(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte("probe")})
+	harness.Eventually(t, 20*time.Second, func() error {
+		c.Pub(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte("probe")})
 		for i, s := range sinks {
 			if s.probes.Load() == start[i] {
-				return fmt.Errorf("%s has seen no probe from %s yet", s.name, c.id)
+				return fmt.Errorf("%s has seen no probe from %s yet", s.name, c.ID)
 			}
 		}
 		return nil
@@ -337,16 +338,16 @@ func awaitProbes(t *testing.T, c *client, topic string, sinks ...*sink) {
 // node is served by another and cleared from a third.
 func TestClusterFiveNodesRealClients(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	tc := startCluster(t, 5)
-	n1, n2, n3, n4, n5 := tc.nodes[0], tc.nodes[1], tc.nodes[2], tc.nodes[3], tc.nodes[4]
+	tc := harness.StartCluster(t, 5)
+	n1, n2, n3, n4, n5 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2], tc.Nodes[3], tc.Nodes[4]
 
 	// Subscribers: mqtt.js on n1, mosquitto_sub on n2, paho on n3, each
 	// to five/# and as a member of the shared group g.
 	js := startJS(t, n1, "five-js", map[string]int{"five/#": 2, "$share/g/shared/#": 1})
 	mosq := mosquittoSub(t, n2, "five-mosq", 2, "five/#")
 	mosqShared := mosquittoSub(t, n2, "five-mosq-shared", 1, "$share/g/shared/#")
-	pc := connect(t, n3, "five-paho")
-	pc.subscribe(t, paho.SubscribeOptions{Topic: "five/#", QoS: 2}, paho.SubscribeOptions{Topic: "$share/g/shared/#", QoS: 1})
+	pc := harness.Connect(t, n3, "five-paho")
+	pc.Sub(t, paho.SubscribeOptions{Topic: "five/#", QoS: 2}, paho.SubscribeOptions{Topic: "$share/g/shared/#", QoS: 1})
 	pahoIn := pahoSink(pc)
 	// paho's sink gets both subscriptions' messages; split them.
 	pahoFive, pahoShared := newSink("paho five-paho five/#"), newSink("paho five-paho shared")
@@ -375,16 +376,16 @@ func TestClusterFiveNodesRealClients(t *testing.T) {
 
 	// Publishers: paho on n4 (QoS 0, 1, 2), mosquitto_pub on n5 (QoS 1),
 	// mqtt.js on n1 (QoS 2).
-	pub := connect(t, n4, "five-pub")
+	pub := harness.Connect(t, n4, "five-pub")
 	awaitProbes(t, pub, "five/probe", subs...)
-	probe5 := connect(t, n5, "five-probe5")
+	probe5 := harness.Connect(t, n5, "five-probe5")
 	awaitProbes(t, probe5, "five/probe", subs...)
 	const per = 10
 	var want []string
 	for q := range 3 {
 		for i := range per {
 			payload := fmt.Sprintf("paho-q%d-%d", q, i)
-			if rc := pub.publish(t, &paho.Publish{Topic: fmt.Sprintf("five/paho/q%d", q), QoS: byte(q), Payload: []byte(payload)}); rc >= 0x80 {
+			if rc := pub.Pub(t, &paho.Publish{Topic: fmt.Sprintf("five/paho/q%d", q), QoS: byte(q), Payload: []byte(payload)}); rc >= 0x80 {
 				t.Fatalf("paho publish %s: 0x%02X", payload, rc)
 			}
 			want = append(want, payload)
@@ -396,7 +397,7 @@ func TestClusterFiveNodesRealClients(t *testing.T) {
 	}
 	want = append(want, lines...)
 	bin, _ := exec.LookPath("mosquitto_pub")
-	h5, p5, _ := net.SplitHostPort(n5.mqtt)
+	h5, p5, _ := net.SplitHostPort(n5.MQTT)
 	mp := exec.Command(bin, "-h", h5, "-p", p5, "-V", "mqttv5", "-q", "1", "-t", "five/mosq", "-l", "-i", "five-mosq-pub")
 	mp.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
 	if out, err := mp.CombinedOutput(); err != nil {
@@ -447,7 +448,7 @@ func TestClusterFiveNodesRealClients(t *testing.T) {
 	awaitProbes(t, pub, "shared/probe", members...)
 	const jobs = 30
 	for i := range jobs {
-		pub.publish(t, &paho.Publish{Topic: "shared/job", QoS: 1, Payload: fmt.Appendf(nil, "job-%d", i)})
+		pub.Pub(t, &paho.Publish{Topic: "shared/job", QoS: 1, Payload: fmt.Appendf(nil, "job-%d", i)})
 	}
 	var all []string
 	counts := map[string]int{}
@@ -484,7 +485,7 @@ func TestClusterFiveNodesRealClients(t *testing.T) {
 	// gets nothing.
 	js.publish(t, "ret5/x", "kept", 1, true)
 	js.awaitPublished(t, 10*time.Second)
-	eventually(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		rs := mosquittoSub(t, n5, "ret5-check", 1, "ret5/#")
 		select {
 		case r := <-rs.ch:
@@ -497,7 +498,7 @@ func TestClusterFiveNodesRealClients(t *testing.T) {
 		}
 	})
 	mosquittoPub(t, n2, "-q", "1", "-r", "-n", "-t", "ret5/x")
-	eventually(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		if got := retainedOn(t, n3, "ret5-paho", "ret5/#", 300*time.Millisecond); len(got) > 0 {
 			return fmt.Errorf("n3 still has %q after the clearing on n2", got)
 		}

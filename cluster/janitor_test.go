@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 )
 
 // TestClusterDeadNodeWillsAndExpiry kills n1 (kill -9) while it holds:
@@ -22,11 +23,11 @@ import (
 func TestClusterDeadNodeWillsAndExpiry(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
-	wills := connect(t, n3, "ow-wills")
-	wills.subscribe(t, paho.SubscribeOptions{Topic: "ow/will/+", QoS: 1})
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\n"), 0o644)
+	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
+	wills := harness.Connect(t, n3, "ow-wills")
+	wills.Sub(t, paho.SubscribeOptions{Topic: "ow/will/+", QoS: 1})
 
 	// ow3's will waits 10 s after the adoption: its client reconnects
 	// before that however long the cluster takes to serve it again after
@@ -43,21 +44,21 @@ func TestClusterDeadNodeWillsAndExpiry(t *testing.T) {
 			cp.WillMessage = &paho.WillMessage{Topic: "ow/will/" + c.id, QoS: 1, Payload: []byte(c.id)}
 			cp.WillProperties = &paho.WillProperties{WillDelayInterval: &c.delay}
 		}
-		cl, ack := connectWith(t, n1, cp)
+		cl, ack := harness.ConnectWith(t, n1, cp)
 		if ack.ReasonCode != 0 {
 			t.Fatalf("%s: CONNACK 0x%02X", c.id, ack.ReasonCode)
 		}
-		cl.subscribe(t, paho.SubscribeOptions{Topic: "ow/t", QoS: 1})
+		cl.Sub(t, paho.SubscribeOptions{Topic: "ow/t", QoS: 1})
 		if c.id == "owx" {
 			cl.Disconnect(&paho.Disconnect{})
-			tc.waitLog(n1, `client_id=owx reason="client disconnected normally"`, 1, wait)
+			tc.WaitLog(n1, `client_id=owx reason="client disconnected normally"`, 1, harness.Wait)
 		}
 	}
 
-	tc.kill(n1, syscall.SIGKILL)
+	tc.Kill(n1, syscall.SIGKILL)
 	killed := time.Now()
-	eventually(t, 30*time.Second, func() error {
-		_, ack, err := tryConnect(t, n2, &paho.Connect{ClientID: "ow3", CleanStart: false, KeepAlive: 30,
+	harness.Eventually(t, 30*time.Second, func() error {
+		_, ack, err := harness.TryConnect(t, n2, &paho.Connect{ClientID: "ow3", CleanStart: false, KeepAlive: 30,
 			Properties: &paho.ConnectProperties{SessionExpiryInterval: &long}})
 		if err != nil {
 			return err
@@ -69,27 +70,27 @@ func TestClusterDeadNodeWillsAndExpiry(t *testing.T) {
 	})
 
 	// A survivor adopts ow0 and owx once n1 has been silent long enough.
-	p := wills.next(t, 40*time.Second)
+	p := wills.Next(t, 40*time.Second)
 	if string(p.Payload) != "ow0" {
 		t.Fatalf("will %q published, want ow0's", p.Payload)
 	}
-	eventually(t, 30*time.Second, func() error {
-		if countLog(n2, "client_id=owx")+countLog(n3, "client_id=owx") == 0 {
+	harness.Eventually(t, 30*time.Second, func() error {
+		if harness.CountLog(n2, "client_id=owx")+harness.CountLog(n3, "client_id=owx") == 0 {
 			return fmt.Errorf("owx not adopted yet")
 		}
-		if c := countLog(n2, `"session expired" client_id=owx`) + countLog(n3, `"session expired" client_id=owx`); c != 1 {
+		if c := harness.CountLog(n2, `"session expired" client_id=owx`) + harness.CountLog(n3, `"session expired" client_id=owx`); c != 1 {
 			return fmt.Errorf("owx expired %d times on the survivors; their logs:\n%s\n%s", c,
-				grepLog(n2, "owx", "cluster:", "silent"), grepLog(n3, "owx", "cluster:", "silent"))
+				harness.GrepLog(n2, "owx", "cluster:", "silent"), harness.GrepLog(n3, "owx", "cluster:", "silent"))
 		}
 		return nil
 	})
 	// Until ow3's delay is long over (counted from the adoption, 2 s
 	// after the kill at the earliest), no will may come, nor ow0's again.
-	wills.none(t, max(2*time.Second, time.Until(killed.Add(2*time.Second+time.Duration(ow3Delay)*time.Second+2*time.Second))))
-	if c := countLog(n2, `"session of a silent node adopted" node=n2 client_id=ow0`) + countLog(n3, `"session of a silent node adopted" node=n3 client_id=ow0`); c != 1 {
+	wills.None(t, max(2*time.Second, time.Until(killed.Add(2*time.Second+time.Duration(ow3Delay)*time.Second+2*time.Second))))
+	if c := harness.CountLog(n2, `"session of a silent node adopted" node=n2 client_id=ow0`) + harness.CountLog(n3, `"session of a silent node adopted" node=n3 client_id=ow0`); c != 1 {
 		t.Errorf("ow0 adopted %d times", c)
 	}
-	_, ack := connectWith(t, n3, &paho.Connect{ClientID: "owx", CleanStart: false, KeepAlive: 30})
+	_, ack := harness.ConnectWith(t, n3, &paho.Connect{ClientID: "owx", CleanStart: false, KeepAlive: 30})
 	if ack.ReasonCode != 0 || ack.SessionPresent {
 		t.Errorf("owx after its expiry: CONNACK 0x%02X, session present %v; want a new session", ack.ReasonCode, ack.SessionPresent)
 	}

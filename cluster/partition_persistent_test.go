@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 	"github.com/roost-mqtt/roost/internal/netfault"
 )
@@ -33,32 +33,32 @@ import (
 //     and messages from n3's clients reach the session again.
 func TestClusterPartitionPersistent(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
+	nf := netfault.Namespace(t, clustertest.BinEnv+"="+clustertest.Binary(t, false))
 	if nf == nil {
 		return
 	}
-	tc := startCluster(t, 3)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
-	wills := connect(t, n2, "pp-wills")
-	wills.subscribe(t, paho.SubscribeOptions{Topic: "pp/will", QoS: 1})
-	expiry := uint32(queuedExpiry)
-	stale, ack := connectWith(t, n3, &paho.Connect{ClientID: "pp-sub", CleanStart: true, KeepAlive: 120,
+	tc := harness.StartCluster(t, 3)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
+	wills := harness.Connect(t, n2, "pp-wills")
+	wills.Sub(t, paho.SubscribeOptions{Topic: "pp/will", QoS: 1})
+	expiry := uint32(harness.QueuedExpiry)
+	stale, ack := harness.ConnectWith(t, n3, &paho.Connect{ClientID: "pp-sub", CleanStart: true, KeepAlive: 120,
 		Properties:  &paho.ConnectProperties{SessionExpiryInterval: &expiry},
 		WillMessage: &paho.WillMessage{Topic: "pp/will", QoS: 1, Payload: []byte("pp-sub")}})
 	if ack.ReasonCode != 0 {
 		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
 	}
-	stale.subscribe(t, paho.SubscribeOptions{Topic: "pp/q1", QoS: 1}, paho.SubscribeOptions{Topic: "pp/q2", QoS: 2})
+	stale.Sub(t, paho.SubscribeOptions{Topic: "pp/q1", QoS: 1}, paho.SubscribeOptions{Topic: "pp/q2", QoS: 2})
 	// A persistent session on the majority, which n3's clients publish to.
-	maj := newPersistent(t, n1, "pp-maj", paho.SubscribeOptions{Topic: "pp/m", QoS: 1})
-	pub1 := connect(t, n1, "pp-pub1")
-	pub1.awaitInterest(t, "pp/q1")
-	pub1.awaitInterest(t, "pp/q2")
-	pub3 := connect(t, n3, "pp-pub3")
-	pub3.awaitInterest(t, "pp/m")
-	drainInbox(maj, func(*paho.Publish) {})
+	maj := harness.NewPersistent(t, n1, "pp-maj", paho.SubscribeOptions{Topic: "pp/m", QoS: 1})
+	pub1 := harness.Connect(t, n1, "pp-pub1")
+	pub1.AwaitInterest(t, "pp/q1")
+	pub1.AwaitInterest(t, "pp/q2")
+	pub3 := harness.Connect(t, n3, "pp-pub3")
+	pub3.AwaitInterest(t, "pp/m")
+	harness.DrainInbox(maj, func(*paho.Publish) {})
 
-	if err := nf.Partition(ips([]*node{n1, n2}), ips([]*node{n3})); err != nil {
+	if err := nf.Partition(ips([]*harness.Node{n1, n2}), ips([]*harness.Node{n3})); err != nil {
 		t.Fatal(err)
 	}
 	cut := time.Now()
@@ -82,7 +82,7 @@ func TestClusterPartitionPersistent(t *testing.T) {
 		}
 		if willAt == 0 {
 			select {
-			case p := <-wills.in:
+			case p := <-wills.In:
 				if string(p.Payload) != "pp-sub" {
 					t.Fatalf("will %q, want pp-sub's", p.Payload)
 				}
@@ -101,7 +101,7 @@ func TestClusterPartitionPersistent(t *testing.T) {
 
 	t.Run("MinorityAcknowledgesNothingForPersistentSessions", func(t *testing.T) {
 		refused := func(topic, payload, whose string) {
-			rc, closed := pub3.tryPublish(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload)})
+			rc, closed := pub3.TryPublish(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(payload)})
 			if !closed && rc < 0x80 {
 				t.Errorf("QoS 1 publish on the minority for %s: PUBACK 0x%02X, want a failure code or the connection closed", whose, rc)
 			}
@@ -115,12 +115,12 @@ func TestClusterPartitionPersistent(t *testing.T) {
 		// PUBACK 0x10, and the message was lost for the session.)
 		refused("pp/m", "to-maj", "the majority's persistent session")
 		expectUnclaimed(t, n3, &paho.Connect{ClientID: "pp-new3", CleanStart: true, KeepAlive: 30,
-			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}, partitionBound)
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}, harness.PartitionBound)
 	})
 
 	// The client comes back on the majority while its old connection to
 	// n3 is still up.
-	back := resume(t, n1, "pp-sub", expiry, partitionBound)
+	back := harness.Resume(t, n1, "pp-sub", expiry, harness.PartitionBound)
 	t.Run("SessionOnTheMajorityHasEveryAcknowledgedMessage", func(t *testing.T) {
 		checkOwed(t, back, owed, nil)
 	})
@@ -128,11 +128,11 @@ func TestClusterPartitionPersistent(t *testing.T) {
 	healTakesOver(t, nf, stale)
 	t.Run("AfterTheHeal", func(t *testing.T) {
 		var last []string
-		eventually(t, partitionBound, func() error {
+		harness.Eventually(t, harness.PartitionBound, func() error {
 			payload := fmt.Sprintf("n3-%d", len(last))
-			rc, closed := pub3.tryPublish(t, &paho.Publish{Topic: "pp/q2", QoS: 2, Payload: []byte(payload)})
+			rc, closed := pub3.TryPublish(t, &paho.Publish{Topic: "pp/q2", QoS: 2, Payload: []byte(payload)})
 			if closed {
-				eventually(t, partitionBound, func() error { return redial(t, n3, "pp-pub3", &pub3) })
+				harness.Eventually(t, harness.PartitionBound, func() error { return harness.Redial(t, n3, "pp-pub3", &pub3) })
 				return fmt.Errorf("%s: connection closed", payload)
 			}
 			if rc != 0 {
@@ -142,11 +142,11 @@ func TestClusterPartitionPersistent(t *testing.T) {
 			return nil
 		})
 		checkOwedResuming(t, back, last, func(p string) bool { return strings.HasPrefix(p, "n3-") },
-			func() *client { return resume(t, n1, "pp-sub", expiry, partitionBound) })
-		wills.none(t, time.Second)
+			func() *harness.Client { return harness.Resume(t, n1, "pp-sub", expiry, harness.PartitionBound) })
+		wills.None(t, time.Second)
 		published := 0
-		for _, nd := range tc.nodes {
-			published += countLog(nd, `"publishing will" client_id=pp-sub`)
+		for _, nd := range tc.Nodes {
+			published += harness.CountLog(nd, `"publishing will" client_id=pp-sub`)
 		}
 		if published != 1 {
 			t.Errorf("pp-sub's will published %d times across the nodes, want 1", published)
@@ -159,16 +159,16 @@ func TestClusterPartitionPersistent(t *testing.T) {
 // It returns the payload and the acknowledgement's reason code, or closed
 // when the node closed the connection instead (outcome unknown), after
 // dialling id again.
-func publishMixed(t *testing.T, nd *node, id string, pub **client, topics, prefix string, i int) (payload string, rc byte, closed bool) {
+func publishMixed(t *testing.T, nd *harness.Node, id string, pub **harness.Client, topics, prefix string, i int) (payload string, rc byte, closed bool) {
 	t.Helper()
 	topic, qos := topics+"/q1", byte(1)
 	if i%2 == 1 {
 		topic, qos = topics+"/q2", 2
 	}
 	payload = fmt.Sprintf("%s-%d", prefix, i)
-	rc, closed = (*pub).tryPublish(t, &paho.Publish{Topic: topic, QoS: qos, Payload: []byte(payload)})
+	rc, closed = (*pub).TryPublish(t, &paho.Publish{Topic: topic, QoS: qos, Payload: []byte(payload)})
 	if closed {
-		eventually(t, partitionBound, func() error { return redial(t, nd, id, pub) })
+		harness.Eventually(t, harness.PartitionBound, func() error { return harness.Redial(t, nd, id, pub) })
 	}
 	return payload, rc, closed
 }
@@ -178,7 +178,7 @@ func publishMixed(t *testing.T, nd *node, id string, pub **client, topics, prefi
 // message that came twice. Messages of which want says false (nil: all
 // count) and probes are skipped: what an earlier step left unacknowledged
 // may come.
-func checkOwed(t *testing.T, c *client, owed []string, want func(string) bool) {
+func checkOwed(t *testing.T, c *harness.Client, owed []string, want func(string) bool) {
 	t.Helper()
 	checkOwedResuming(t, c, owed, want, nil)
 }
@@ -187,7 +187,7 @@ func checkOwed(t *testing.T, c *client, owed []string, want func(string) bool) {
 // connection meanwhile (right after a heal its partition stream may not
 // confirm the session's ops in time: outcome unknown, the client
 // resumes): again, when not nil, resumes the session, as a client does.
-func checkOwedResuming(t *testing.T, c *client, owed []string, want func(string) bool, again func() *client) {
+func checkOwedResuming(t *testing.T, c *harness.Client, owed []string, want func(string) bool, again func() *harness.Client) {
 	t.Helper()
 	left := map[string]bool{}
 	for _, p := range owed {
@@ -201,22 +201,22 @@ func checkOwedResuming(t *testing.T, c *client, owed []string, want func(string)
 		}
 		seen[s]++
 		if seen[s] > 1 && p.QoS == 2 {
-			t.Errorf("%s: QoS 2 %q delivered %d times", c.id, s, seen[s])
+			t.Errorf("%s: QoS 2 %q delivered %d times", c.ID, s, seen[s])
 		}
 		delete(left, s)
 	}
-	deadline := time.Now().Add(partitionBound)
+	deadline := time.Now().Add(harness.PartitionBound)
 	done := c.Done()
 	if again == nil {
 		done = nil
 	}
 	for len(left) > 0 && time.Now().Before(deadline) {
 		select {
-		case p := <-c.in:
+		case p := <-c.In:
 			take(p)
 		case <-done:
-			drainInbox(c, take)
-			t.Logf("%s: the node closed the connection; resuming", c.id)
+			harness.DrainInbox(c, take)
+			t.Logf("%s: the node closed the connection; resuming", c.ID)
 			c = again()
 			done = c.Done()
 		case <-time.After(time.Until(deadline)):
@@ -229,11 +229,11 @@ func checkOwedResuming(t *testing.T, c *client, owed []string, want func(string)
 				missing = append(missing, p)
 			}
 		}
-		t.Errorf("%s: %d of %d acknowledged messages never came: %v", c.id, len(missing), len(owed), missing)
+		t.Errorf("%s: %d of %d acknowledged messages never came: %v", c.ID, len(missing), len(owed), missing)
 	}
-	for range cap(c.in) + 1 {
+	for range cap(c.In) + 1 {
 		select {
-		case p := <-c.in:
+		case p := <-c.In:
 			take(p)
 		case <-time.After(time.Second):
 			return
@@ -251,22 +251,22 @@ func checkOwedResuming(t *testing.T, c *client, owed []string, want func(string)
 func TestClusterPausedNodePersistent(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
-	n1, n3 := tc.nodes[0], tc.nodes[2]
-	sub, pub := persistentPair(t, n3, n1, "pz", queuedExpiry)
-	drainInbox(sub, func(*paho.Publish) {})
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n"), 0o644)
+	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	n1, n3 := tc.Nodes[0], tc.Nodes[2]
+	sub, pub := harness.PersistentPair(t, n3, n1, "pz", harness.QueuedExpiry)
+	harness.DrainInbox(sub, func(*paho.Publish) {})
 
-	goneBefore := countLogAll(n1, "cluster node gone", "peer=n3")
-	tc.kill(n3, syscall.SIGSTOP)
+	goneBefore := harness.CountLogAll(n1, "cluster node gone", "peer=n3")
+	tc.Kill(n3, syscall.SIGSTOP)
 	resumed := false
 	defer func() {
 		if !resumed {
-			tc.kill(n3, syscall.SIGCONT) // the cluster's cleanup stops it
+			tc.Kill(n3, syscall.SIGCONT) // the cluster's cleanup stops it
 		}
 	}()
-	eventually(t, partitionBound, func() error {
-		if countLogAll(n1, "cluster node gone", "peer=n3") == goneBefore {
+	harness.Eventually(t, harness.PartitionBound, func() error {
+		if harness.CountLogAll(n1, "cluster node gone", "peer=n3") == goneBefore {
 			return fmt.Errorf("n1 has not dropped the paused n3 yet")
 		}
 		return nil
@@ -285,21 +285,21 @@ func TestClusterPausedNodePersistent(t *testing.T) {
 	if len(owed) == 0 {
 		t.Fatal("nothing acknowledged while n3 was paused")
 	}
-	tc.kill(n3, syscall.SIGCONT)
+	tc.Kill(n3, syscall.SIGCONT)
 	resumed = true
 	checkOwed(t, sub, owed, func(p string) bool { return strings.HasPrefix(p, "held-") })
 	// Routed to it again once it is heard.
-	eventually(t, partitionBound, func() error {
-		rc, closed := pub.tryPublish(t, &paho.Publish{Topic: "pz/q1", QoS: 1, Payload: []byte("probe")})
+	harness.Eventually(t, harness.PartitionBound, func() error {
+		rc, closed := pub.TryPublish(t, &paho.Publish{Topic: "pz/q1", QoS: 1, Payload: []byte("probe")})
 		if closed {
-			redial(t, n1, "pz-pub", &pub)
+			harness.Redial(t, n1, "pz-pub", &pub)
 			return fmt.Errorf("probe: connection closed")
 		}
 		if rc != 0 {
 			return fmt.Errorf("probe: 0x%02X", rc)
 		}
-		for len(sub.in) > 0 {
-			if p := <-sub.in; string(p.Payload) == "probe" {
+		for len(sub.In) > 0 {
+			if p := <-sub.In; string(p.Payload) == "probe" {
 				return nil
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 	"github.com/roost-mqtt/roost/internal/netfault"
 )
@@ -24,22 +25,16 @@ import (
 // 127.0.0.1, which no cut touches: a client reaches whichever node it
 // dials, as a client on that node's side of the partition would.
 
-// partitionBound bounds what the cluster must do after a cut or a heal: a
-// node is dropped after 4 s without its heartbeat, a forward fails after
-// forward_timeout (5 s by default), a Raft group elects a new leader in a
-// few seconds; on a loaded 2-core machine, with margin.
-const partitionBound = 30 * time.Second
-
 // TestClusterPartition cuts one node of three off (both ways, packets
 // dropped as by a pulled cable) with clients on every node, then heals.
 func TestClusterPartition(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
+	nf := netfault.Namespace(t, clustertest.BinEnv+"="+clustertest.Binary(t, false))
 	if nf == nil {
 		return
 	}
-	tc := startCluster(t, 3)
-	checkPartition(t, nf, tc, tc.nodes[:2], tc.nodes[2:])
+	tc := harness.StartCluster(t, 3)
+	checkPartition(t, nf, tc, tc.Nodes[:2], tc.Nodes[2:])
 }
 
 // TestClusterPartition5 splits five nodes into three and two. The
@@ -50,7 +45,7 @@ func TestClusterPartition(t *testing.T) {
 // (docs/cluster.md).
 func TestClusterPartition5(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
+	nf := netfault.Namespace(t, clustertest.BinEnv+"="+clustertest.Binary(t, false))
 	if nf == nil {
 		return
 	}
@@ -61,54 +56,54 @@ func TestClusterPartition5(t *testing.T) {
 	if err := os.Rename(cfg+".tmp", cfg); err != nil {
 		t.Fatal(err)
 	}
-	tc := startClusterWith(t, 5, "--config", cfg)
-	checkPartition(t, nf, tc, tc.nodes[:3], tc.nodes[3:])
+	tc := harness.StartClusterWith(t, 5, "--config", cfg)
+	checkPartition(t, nf, tc, tc.Nodes[:3], tc.Nodes[3:])
 }
 
-func ips(nodes []*node) []string {
+func ips(nodes []*harness.Node) []string {
 	var out []string
 	for _, nd := range nodes {
-		out = append(out, nd.ip)
+		out = append(out, nd.IP)
 	}
 	return out
 }
 
 // checkPartition partitions tc into major and minor, and checks what each
 // side's clients see, then heals and checks that the cluster converges.
-func checkPartition(t *testing.T, nf *netfault.Net, tc *testCluster, major, minor []*node) {
+func checkPartition(t *testing.T, nf *netfault.Net, tc *harness.Cluster, major, minor []*harness.Node) {
 	a, b := major[0], major[1] // two majority nodes
 	m := minor[0]              // a minority node
-	subA := connect(t, a, "part-sub-a")
-	subB := connect(t, b, "part-sub-b")
-	subM := connect(t, m, "part-sub-m")
-	for _, s := range []*client{subA, subB, subM} {
-		s.subscribe(t, paho.SubscribeOptions{Topic: "part/#", QoS: 2})
+	subA := harness.Connect(t, a, "part-sub-a")
+	subB := harness.Connect(t, b, "part-sub-b")
+	subM := harness.Connect(t, m, "part-sub-m")
+	for _, s := range []*harness.Client{subA, subB, subM} {
+		s.Sub(t, paho.SubscribeOptions{Topic: "part/#", QoS: 2})
 	}
-	pubA := connect(t, a, "part-pub-a")
-	pubB := connect(t, b, "part-pub-b")
-	pubM := connect(t, m, "part-pub-m")
+	pubA := harness.Connect(t, a, "part-pub-a")
+	pubB := harness.Connect(t, b, "part-pub-b")
+	pubM := harness.Connect(t, m, "part-pub-m")
 	// Every subscriber is known on every publisher's node: probes reach
 	// all three.
-	for _, p := range []*client{pubA, pubB, pubM} {
-		eventually(t, wait, func() error {
-			p.publish(t, &paho.Publish{Topic: "part/probe", QoS: 1, Payload: []byte("probe")})
-			for _, s := range []*client{subA, subB, subM} {
-				if len(s.in) == 0 {
-					return fmt.Errorf("%s's probe did not reach %s yet", p.id, s.id)
+	for _, p := range []*harness.Client{pubA, pubB, pubM} {
+		harness.Eventually(t, harness.Wait, func() error {
+			p.Pub(t, &paho.Publish{Topic: "part/probe", QoS: 1, Payload: []byte("probe")})
+			for _, s := range []*harness.Client{subA, subB, subM} {
+				if len(s.In) == 0 {
+					return fmt.Errorf("%s's probe did not reach %s yet", p.ID, s.ID)
 				}
 			}
 			return nil
 		})
 	}
 	drain := func() {
-		for _, s := range []*client{subA, subB, subM} {
-			s.none(t, 100*time.Millisecond)
+		for _, s := range []*harness.Client{subA, subB, subM} {
+			s.None(t, 100*time.Millisecond)
 		}
 	}
 	drain()
 	// A client connected on the minority node before the cut: its id will
 	// be claimed on the majority during the partition.
-	stale, ack := connectWith(t, m, &paho.Connect{ClientID: "part-roamer", CleanStart: true, KeepAlive: 30})
+	stale, ack := harness.ConnectWith(t, m, &paho.Connect{ClientID: "part-roamer", CleanStart: true, KeepAlive: 30})
 	if ack.ReasonCode != 0 {
 		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
 	}
@@ -130,11 +125,11 @@ func checkPartition(t *testing.T, nf *netfault.Net, tc *testCluster, major, mino
 		wg.Add(2)
 		go func() {
 			defer wg.Done()
-			rc2, closed2 = pubA.TryPub(t, &paho.Publish{Topic: "part/inflight", QoS: 2, Payload: []byte("inflight2")}, partitionBound)
+			rc2, closed2 = pubA.TryPub(t, &paho.Publish{Topic: "part/inflight", QoS: 2, Payload: []byte("inflight2")}, harness.PartitionBound)
 		}()
 		go func() {
 			defer wg.Done()
-			rc1, closed1 = pubB.TryPub(t, &paho.Publish{Topic: "part/inflight", QoS: 1, Payload: []byte("inflight1")}, partitionBound)
+			rc1, closed1 = pubB.TryPub(t, &paho.Publish{Topic: "part/inflight", QoS: 1, Payload: []byte("inflight1")}, harness.PartitionBound)
 		}()
 		wg.Wait()
 		if !closed2 {
@@ -147,31 +142,31 @@ func checkPartition(t *testing.T, nf *netfault.Net, tc *testCluster, major, mino
 			rc2, closed2, rc1, closed1, time.Since(cut).Round(time.Millisecond))
 	})
 	// The majority's subscribers got both (local and same-side delivery).
-	for _, s := range []*client{subA, subB} {
+	for _, s := range []*harness.Client{subA, subB} {
 		got := map[string]bool{}
 		for range 2 {
-			got[string(s.next(t, wait).Payload)] = true
+			got[string(s.Next(t, harness.Wait).Payload)] = true
 		}
 		if !got["inflight1"] || !got["inflight2"] {
-			t.Fatalf("%s got %v, want inflight1 and inflight2", s.id, got)
+			t.Fatalf("%s got %v, want inflight1 and inflight2", s.ID, got)
 		}
 	}
-	eventually(t, partitionBound, func() error { return redial(t, a, "part-pub-a", &pubA) })
-	eventually(t, partitionBound, func() error { return redial(t, b, "part-pub-b", &pubB) })
+	harness.Eventually(t, harness.PartitionBound, func() error { return harness.Redial(t, a, "part-pub-a", &pubA) })
+	harness.Eventually(t, harness.PartitionBound, func() error { return harness.Redial(t, b, "part-pub-b", &pubB) })
 
 	// Each side drops the other's nodes once they are silent (4 s).
-	eventually(t, partitionBound, func() error {
+	harness.Eventually(t, harness.PartitionBound, func() error {
 		for _, nd := range major {
 			for _, o := range minor {
-				if !goneFrom(nd, o) {
-					return fmt.Errorf("%s still counts on %s", nd.name, o.name)
+				if !harness.GoneFrom(nd, o) {
+					return fmt.Errorf("%s still counts on %s", nd.Name, o.Name)
 				}
 			}
 		}
 		for _, nd := range minor {
 			for _, o := range major {
-				if !goneFrom(nd, o) {
-					return fmt.Errorf("%s still counts on %s", nd.name, o.name)
+				if !harness.GoneFrom(nd, o) {
+					return fmt.Errorf("%s still counts on %s", nd.Name, o.Name)
 				}
 			}
 		}
@@ -183,49 +178,49 @@ func checkPartition(t *testing.T, nf *netfault.Net, tc *testCluster, major, mino
 		// majority, in order; none reaches the minority.
 		for i := range 30 {
 			qos := byte(i % 3)
-			for _, p := range []*client{pubA, pubB} {
-				payload := fmt.Sprintf("%s:%d", p.id, i)
-				if rc := p.publish(t, &paho.Publish{Topic: "part/major", QoS: qos, Payload: []byte(payload)}); rc != 0 {
-					t.Fatalf("%s: QoS %d publish on the majority: 0x%02X", p.id, qos, rc)
+			for _, p := range []*harness.Client{pubA, pubB} {
+				payload := fmt.Sprintf("%s:%d", p.ID, i)
+				if rc := p.Pub(t, &paho.Publish{Topic: "part/major", QoS: qos, Payload: []byte(payload)}); rc != 0 {
+					t.Fatalf("%s: QoS %d publish on the majority: 0x%02X", p.ID, qos, rc)
 				}
 			}
 		}
-		for _, s := range []*client{subA, subB} {
+		for _, s := range []*harness.Client{subA, subB} {
 			next := map[string]int{}
 			for range 60 {
-				p := s.next(t, wait)
+				p := s.Next(t, harness.Wait)
 				pub, seq, _ := strings.Cut(string(p.Payload), ":")
 				if want := fmt.Sprint(next[pub]); seq != want {
-					t.Fatalf("%s: got %q, want %s:%s (order per publisher, nothing lost)", s.id, p.Payload, pub, want)
+					t.Fatalf("%s: got %q, want %s:%s (order per publisher, nothing lost)", s.ID, p.Payload, pub, want)
 				}
 				next[pub]++
 			}
-			s.none(t, 200*time.Millisecond)
+			s.None(t, 200*time.Millisecond)
 		}
-		subM.none(t, 200*time.Millisecond)
+		subM.None(t, 200*time.Millisecond)
 	})
 
 	t.Run("MinorityDeliversLocally", func(t *testing.T) {
-		if rc := pubM.publish(t, &paho.Publish{Topic: "part/minor", QoS: 1, Payload: []byte("local")}); rc != 0 {
+		if rc := pubM.Pub(t, &paho.Publish{Topic: "part/minor", QoS: 1, Payload: []byte("local")}); rc != 0 {
 			t.Fatalf("QoS 1 publish with only a local subscriber on the minority: 0x%02X", rc)
 		}
-		if got := subM.next(t, wait); string(got.Payload) != "local" {
+		if got := subM.Next(t, harness.Wait); string(got.Payload) != "local" {
 			t.Fatalf("got %q", got.Payload)
 		}
-		subA.none(t, 200*time.Millisecond)
+		subA.None(t, 200*time.Millisecond)
 	})
 
 	t.Run("MajorityClaimsAndRetains", func(t *testing.T) {
 		// A leader of the ownership records or the retained stream on
 		// the minority is replaced by an election among the majority.
-		var c *client
-		eventually(t, partitionBound, func() error { return redial(t, a, "part-new-a", &c) })
+		var c *harness.Client
+		harness.Eventually(t, harness.PartitionBound, func() error { return harness.Redial(t, a, "part-new-a", &c) })
 		// The id connected on the minority node moves to the majority.
-		eventually(t, partitionBound, func() error { return redial(t, b, "part-roamer", &c) })
-		eventually(t, partitionBound, func() error {
-			rc, closed := pubB.tryPublish(t, &paho.Publish{Topic: "part/kept", QoS: 1, Retain: true, Payload: []byte("major")})
+		harness.Eventually(t, harness.PartitionBound, func() error { return harness.Redial(t, b, "part-roamer", &c) })
+		harness.Eventually(t, harness.PartitionBound, func() error {
+			rc, closed := pubB.TryPublish(t, &paho.Publish{Topic: "part/kept", QoS: 1, Retain: true, Payload: []byte("major")})
 			if closed {
-				redial(t, b, "part-pub-b", &pubB)
+				harness.Redial(t, b, "part-pub-b", &pubB)
 				return fmt.Errorf("retained publish on the majority: connection closed")
 			}
 			if rc >= 0x80 {
@@ -234,13 +229,13 @@ func checkPartition(t *testing.T, nf *netfault.Net, tc *testCluster, major, mino
 			return nil
 		})
 		for _, nd := range major {
-			eventually(t, partitionBound, func() error {
-				got, err := clustertest.ReadRetained(t, nd.mqtt, "part-ret-"+nd.name, "part/kept", 300*time.Millisecond)
+			harness.Eventually(t, harness.PartitionBound, func() error {
+				got, err := clustertest.ReadRetained(t, nd.MQTT, "part-ret-"+nd.Name, "part/kept", 300*time.Millisecond)
 				if err != nil {
 					return err
 				}
 				if !slices.Equal(got, []string{"part/kept=major"}) {
-					return fmt.Errorf("%s: retained %q", nd.name, got)
+					return fmt.Errorf("%s: retained %q", nd.Name, got)
 				}
 				return nil
 			})
@@ -253,7 +248,7 @@ func checkPartition(t *testing.T, nf *netfault.Net, tc *testCluster, major, mino
 		expectUnclaimed(t, m, &paho.Connect{ClientID: "part-new-m", CleanStart: true, KeepAlive: 30}, 10*time.Second)
 		// MQTT 3.1.1 (mosquitto_pub): the same, it does not publish.
 		if pb, err := exec.LookPath("mosquitto_pub"); err == nil {
-			h, p, _ := net.SplitHostPort(m.mqtt)
+			h, p, _ := net.SplitHostPort(m.MQTT)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			out, err := exec.CommandContext(ctx, pb, "-h", h, "-p", p, "-V", "mqttv311", "-i", "part-311", "-t", "part/x", "-m", "x").CombinedOutput()
 			timedOut := ctx.Err() != nil
@@ -264,14 +259,14 @@ func checkPartition(t *testing.T, nf *netfault.Net, tc *testCluster, major, mino
 		}
 		// A retained QoS 1/2 publish: no PUBREC nor PUBACK (it may take
 		// effect after the heal), the connection is closed.
-		rc, closed := pubM.tryPublish(t, &paho.Publish{Topic: "part/kept", QoS: 2, Retain: true, Payload: []byte("minor2")})
+		rc, closed := pubM.TryPublish(t, &paho.Publish{Topic: "part/kept", QoS: 2, Retain: true, Payload: []byte("minor2")})
 		if !closed {
 			t.Errorf("retained QoS 2 publish on the minority: PUBREC 0x%02X, want none (connection closed)", rc)
 		}
 		if closed {
 			eventuallyAssigned(t, m, &pubM)
 		}
-		rc, closed = pubM.tryPublish(t, &paho.Publish{Topic: "part/kept", QoS: 1, Retain: true, Payload: []byte("minor1")})
+		rc, closed = pubM.TryPublish(t, &paho.Publish{Topic: "part/kept", QoS: 1, Retain: true, Payload: []byte("minor1")})
 		if !closed {
 			t.Errorf("retained QoS 1 publish on the minority: PUBACK 0x%02X, want none", rc)
 		}
@@ -299,22 +294,22 @@ func checkPartition(t *testing.T, nf *netfault.Net, tc *testCluster, major, mino
 				}
 			}
 			payload := fmt.Sprint("heal:", i)
-			rc, closed := pubA.tryPublish(t, &paho.Publish{Topic: "part/heal", QoS: byte(1 + i%2), Payload: []byte(payload)})
+			rc, closed := pubA.TryPublish(t, &paho.Publish{Topic: "part/heal", QoS: byte(1 + i%2), Payload: []byte(payload)})
 			switch {
 			case closed:
-				eventually(t, partitionBound, func() error { return redial(t, a, "part-pub-a", &pubA) })
+				harness.Eventually(t, harness.PartitionBound, func() error { return harness.Redial(t, a, "part-pub-a", &pubA) })
 			case rc == 0:
 				acked = append(acked, payload)
 			}
 		}
-		for _, s := range []*client{subA, subB} {
+		for _, s := range []*harness.Client{subA, subB} {
 			got := map[string]bool{}
 			for _, p := range drainQuiet(s, time.Second) {
 				got[p] = true
 			}
 			for _, p := range acked {
 				if !got[p] {
-					t.Errorf("%s: acknowledged %q lost", s.id, p)
+					t.Errorf("%s: acknowledged %q lost", s.ID, p)
 				}
 			}
 		}
@@ -325,91 +320,79 @@ func checkPartition(t *testing.T, nf *netfault.Net, tc *testCluster, major, mino
 	t.Run("HealConverges", func(t *testing.T) {
 		// Interest: probes from each side reach the other again.
 		healed := time.Now()
-		for i, p := range []*client{pubA, pubM} {
-			nd := []*node{a, m}[i]
-			eventually(t, partitionBound, func() error {
-				rc, closed := p.tryPublish(t, &paho.Publish{Topic: "part/probe", QoS: 1, Payload: []byte("probe")})
+		for i, p := range []*harness.Client{pubA, pubM} {
+			nd := []*harness.Node{a, m}[i]
+			harness.Eventually(t, harness.PartitionBound, func() error {
+				rc, closed := p.TryPublish(t, &paho.Publish{Topic: "part/probe", QoS: 1, Payload: []byte("probe")})
 				if closed {
 					// Not confirmed by a node whose routes are still
 					// recovering: the client connects again.
 					eventuallyAssigned(t, nd, &p)
-					return fmt.Errorf("probe from %s: connection closed", nd.name)
+					return fmt.Errorf("probe from %s: connection closed", nd.Name)
 				}
 				if rc != 0 {
-					return fmt.Errorf("%s: PUBACK 0x%02X", p.id, rc)
+					return fmt.Errorf("%s: PUBACK 0x%02X", p.ID, rc)
 				}
-				for _, s := range []*client{subA, subB, subM} {
+				for _, s := range []*harness.Client{subA, subB, subM} {
 					if !hasProbe(s) {
-						return fmt.Errorf("%s's probe did not reach %s", p.id, s.id)
+						return fmt.Errorf("%s's probe did not reach %s", p.ID, s.ID)
 					}
 				}
 				return nil
 			})
-			t.Logf("probes from %s reach every subscriber %v after the heal", nd.name, time.Since(healed).Round(time.Millisecond))
+			t.Logf("probes from %s reach every subscriber %v after the heal", nd.Name, time.Since(healed).Round(time.Millisecond))
 		}
 		pubA, pubM = nil, nil
 		eventuallyAssigned(t, a, &pubA)
 		eventuallyAssigned(t, m, &pubM)
 		// Retained: every node has the majority's value.
-		for _, nd := range tc.nodes {
-			eventually(t, partitionBound, func() error {
-				got, err := clustertest.ReadRetained(t, nd.mqtt, "part-ret2-"+nd.name, "part/kept", 300*time.Millisecond)
+		for _, nd := range tc.Nodes {
+			harness.Eventually(t, harness.PartitionBound, func() error {
+				got, err := clustertest.ReadRetained(t, nd.MQTT, "part-ret2-"+nd.Name, "part/kept", 300*time.Millisecond)
 				if err != nil {
 					return err
 				}
 				if !slices.Equal(got, []string{"part/kept=major"}) {
-					return fmt.Errorf("%s: retained %q after the heal", nd.name, got)
+					return fmt.Errorf("%s: retained %q after the heal", nd.Name, got)
 				}
 				return nil
 			})
 		}
 		// Client ids can be claimed on the old minority again.
-		var c *client
-		eventually(t, partitionBound, func() error { return redial(t, m, "part-new-m", &c) })
+		var c *harness.Client
+		harness.Eventually(t, harness.PartitionBound, func() error { return harness.Redial(t, m, "part-new-m", &c) })
 		// One connection per client id: the roamer's old connection on
 		// the minority node, whose id moved during the partition, is
 		// gone once the node is back.
-		eventually(t, partitionBound, func() error {
+		harness.Eventually(t, harness.PartitionBound, func() error {
 			select {
 			case <-stale.Done():
 				return nil
 			default:
-				return fmt.Errorf("part-roamer is still connected on %s, and on %s", m.name, b.name)
+				return fmt.Errorf("part-roamer is still connected on %s, and on %s", m.Name, b.Name)
 			}
 		})
 		// Messages flow both ways.
-		pubM.publish(t, &paho.Publish{Topic: "part/after", QoS: 1, Payload: []byte("from-minor")})
-		pubA.publish(t, &paho.Publish{Topic: "part/after", QoS: 2, Payload: []byte("from-major")})
-		for _, s := range []*client{subA, subB, subM} {
-			got := []string{string(s.next(t, wait).Payload), string(s.next(t, wait).Payload)}
+		pubM.Pub(t, &paho.Publish{Topic: "part/after", QoS: 1, Payload: []byte("from-minor")})
+		pubA.Pub(t, &paho.Publish{Topic: "part/after", QoS: 2, Payload: []byte("from-major")})
+		for _, s := range []*harness.Client{subA, subB, subM} {
+			got := []string{string(s.Next(t, harness.Wait).Payload), string(s.Next(t, harness.Wait).Payload)}
 			slices.Sort(got)
 			if !slices.Equal(got, []string{"from-major", "from-minor"}) {
-				t.Errorf("%s got %q after the heal", s.id, got)
+				t.Errorf("%s got %q after the heal", s.ID, got)
 			}
 		}
 	})
 }
 
-// goneFrom reports whether nd's log says it dropped o.
-func goneFrom(nd, o *node) bool {
-	b, _ := os.ReadFile(nd.LogPath)
-	for _, l := range strings.Split(string(b), "\n") {
-		// (The peer is the last field of the "no route" line.)
-		if strings.Contains(l, "cluster node gone") && strings.Contains(l+" ", "peer="+o.name+" ") {
-			return true
-		}
-	}
-	return false
-}
-
 // drainQuiet returns the payloads of the messages s receives until none
 // has come for quiet (bounded: a subscriber gets at most its inbox's
 // capacity).
-func drainQuiet(s *client, quiet time.Duration) []string {
+func drainQuiet(s *harness.Client, quiet time.Duration) []string {
 	var got []string
-	for range cap(s.in) + 1 {
+	for range cap(s.In) + 1 {
 		select {
-		case p := <-s.in:
+		case p := <-s.In:
 			got = append(got, string(p.Payload))
 		case <-time.After(quiet):
 			return got
@@ -419,10 +402,10 @@ func drainQuiet(s *client, quiet time.Duration) []string {
 }
 
 // hasProbe drains s's inbox and reports whether a probe was in it.
-func hasProbe(s *client) bool {
+func hasProbe(s *harness.Client) bool {
 	found := false
-	for len(s.in) > 0 {
-		if p := <-s.in; string(p.Payload) == "probe" {
+	for len(s.In) > 0 {
+		if p := <-s.In; string(p.Payload) == "probe" {
 			found = true
 		}
 	}
@@ -431,9 +414,9 @@ func hasProbe(s *client) bool {
 
 // eventuallyAssigned reconnects *c to nd with an id the server assigns
 // (which needs no ownership record, so works without quorum).
-func eventuallyAssigned(t *testing.T, nd *node, c **client) {
+func eventuallyAssigned(t *testing.T, nd *harness.Node, c **harness.Client) {
 	t.Helper()
-	eventually(t, partitionBound, func() error { return redial(t, nd, "", c) })
+	harness.Eventually(t, harness.PartitionBound, func() error { return harness.Redial(t, nd, "", c) })
 }
 
 // TestClusterPartitionFencesStaleOwner: a client id connected on a node
@@ -444,16 +427,16 @@ func eventuallyAssigned(t *testing.T, nd *node, c **client) {
 // id again.
 func TestClusterPartitionFencesStaleOwner(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	nf := netfault.Namespace(t, clustertest.BinEnv+"="+roostBin)
+	nf := netfault.Namespace(t, clustertest.BinEnv+"="+clustertest.Binary(t, false))
 	if nf == nil {
 		return
 	}
-	tc := startCluster(t, 3)
-	n1, n3 := tc.nodes[0], tc.nodes[2]
-	stale := connect(t, n3, "fence-roamer")
+	tc := harness.StartCluster(t, 3)
+	n1, n3 := tc.Nodes[0], tc.Nodes[2]
+	stale := harness.Connect(t, n3, "fence-roamer")
 	rejectCut(t, nf, n3, n1)
-	var moved *client
-	eventually(t, partitionBound, func() error { return redial(t, n1, "fence-roamer", &moved) })
+	var moved *harness.Client
+	harness.Eventually(t, harness.PartitionBound, func() error { return harness.Redial(t, n1, "fence-roamer", &moved) })
 	healTakesOver(t, nf, stale)
 	// The id's connection on the majority is not disturbed.
 	select {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 )
 
 // TestClusterReplicasReplaced: five nodes, three replicas (the default).
@@ -28,33 +29,33 @@ import (
 func TestClusterReplicasReplaced(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  replace_after: 5s\n"), 0o644)
-	tc := startClusterWith(t, 5, "--config", cfg)
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  replace_after: 5s\n"), 0o644)
+	tc := harness.StartClusterWith(t, 5, "--config", cfg)
 	own := "KV_ROOST_OWN"
-	var holders []*node
-	eventually(t, 30*time.Second, func() error {
-		holders = members(tc.nodes, own)
+	var holders []*harness.Node
+	harness.Eventually(t, 30*time.Second, func() error {
+		holders = members(tc.Nodes, own)
 		if len(holders) != 3 {
 			return fmt.Errorf("%s has members on %d nodes, want 3", own, len(holders))
 		}
 		return nil
 	})
 	v1, v2 := holders[0], holders[1]
-	var live []*node
-	for _, nd := range tc.nodes {
+	var live []*harness.Node
+	for _, nd := range tc.Nodes {
 		if nd != v1 && nd != v2 {
 			live = append(live, nd)
 		}
 	}
 	expiry := uint32(600)
-	sub, ack := connectWith(t, live[0], &paho.Connect{ClientID: "pl-sub", CleanStart: true, KeepAlive: 60,
+	sub, ack := harness.ConnectWith(t, live[0], &paho.Connect{ClientID: "pl-sub", CleanStart: true, KeepAlive: 60,
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
 	if ack.ReasonCode != 0 {
 		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
 	}
-	sub.subscribe(t, paho.SubscribeOptions{Topic: "pl/t", QoS: 1})
-	pub := connect(t, live[1], "pl-pub")
-	pub.awaitInterest(t, "pl/t")
+	sub.Sub(t, paho.SubscribeOptions{Topic: "pl/t", QoS: 1})
+	pub := harness.Connect(t, live[1], "pl-pub")
+	pub.AwaitInterest(t, "pl/t")
 
 	works := func(round int) {
 		t.Helper()
@@ -62,41 +63,41 @@ func TestClusterReplicasReplaced(t *testing.T) {
 		// QoS 1 publish is acknowledged (retained stream), and a QoS 1
 		// message for the persistent session is acknowledged and
 		// delivered (its session partition).
-		eventually(t, 60*time.Second, func() error {
-			var c *client
-			return redial(t, live[2], "pl-probe-"+strconv.Itoa(round), &c)
+		harness.Eventually(t, 60*time.Second, func() error {
+			var c *harness.Client
+			return harness.Redial(t, live[2], "pl-probe-"+strconv.Itoa(round), &c)
 		})
-		eventually(t, 60*time.Second, func() error {
-			if rc, closed := pub.tryPublish(t, &paho.Publish{Topic: "pl/r", QoS: 1, Retain: true, Payload: []byte("r" + strconv.Itoa(round))}); closed || rc >= 0x80 {
+		harness.Eventually(t, 60*time.Second, func() error {
+			if rc, closed := pub.TryPublish(t, &paho.Publish{Topic: "pl/r", QoS: 1, Retain: true, Payload: []byte("r" + strconv.Itoa(round))}); closed || rc >= 0x80 {
 				if closed {
-					pub = connect(t, live[1], "pl-pub")
+					pub = harness.Connect(t, live[1], "pl-pub")
 				}
 				return fmt.Errorf("retained publish: PUBACK 0x%02X, closed %v", rc, closed)
 			}
 			return nil
 		})
 		payload := "m" + strconv.Itoa(round)
-		eventually(t, 60*time.Second, func() error {
-			if rc, closed := pub.tryPublish(t, &paho.Publish{Topic: "pl/t", QoS: 1, Payload: []byte(payload)}); closed || rc != 0 {
+		harness.Eventually(t, 60*time.Second, func() error {
+			if rc, closed := pub.TryPublish(t, &paho.Publish{Topic: "pl/t", QoS: 1, Payload: []byte(payload)}); closed || rc != 0 {
 				if closed {
-					pub = connect(t, live[1], "pl-pub")
+					pub = harness.Connect(t, live[1], "pl-pub")
 				}
 				return fmt.Errorf("publish for the persistent session: PUBACK 0x%02X, closed %v", rc, closed)
 			}
 			return nil
 		})
 		for {
-			if p := sub.next(t, 30*time.Second); string(p.Payload) == payload {
+			if p := sub.Next(t, 30*time.Second); string(p.Payload) == payload {
 				break
 			}
 		}
 	}
 
-	tc.kill(v1, syscall.SIGKILL)
+	tc.Kill(v1, syscall.SIGKILL)
 	works(1)
 	// Every object v1 held gets a third member again among the live
 	// nodes.
-	eventually(t, 90*time.Second, func() error {
+	harness.Eventually(t, 90*time.Second, func() error {
 		for _, stream := range replicatedStreams() {
 			if m := members(append(live, v2), stream); len(m) < 3 {
 				return fmt.Errorf("%s: members on %d live nodes, want 3", stream, len(m))
@@ -104,7 +105,7 @@ func TestClusterReplicasReplaced(t *testing.T) {
 		}
 		return nil
 	})
-	tc.kill(v2, syscall.SIGKILL)
+	tc.Kill(v2, syscall.SIGKILL)
 	works(2)
 }
 
@@ -120,8 +121,8 @@ func replicatedStreams() []string {
 
 // members returns the nodes among nodes that hold a member of stream: its
 // directory in their JetStream store.
-func members(nodes []*node, stream string) []*node {
-	var out []*node
+func members(nodes []*harness.Node, stream string) []*harness.Node {
+	var out []*harness.Node
 	for _, nd := range nodes {
 		dirs, _ := filepath.Glob(filepath.Join(nd.Data, "cluster", "jetstream", "*", "streams", stream))
 		for _, d := range dirs {

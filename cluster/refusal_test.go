@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 )
 
@@ -20,16 +20,16 @@ import (
 // as a node does while it cannot record the client id's owner (an
 // election, no quorum, catching up: conn.closeUnclaimed in the broker),
 // within bound.
-func expectUnclaimed(t *testing.T, nd *node, cp *paho.Connect, bound time.Duration) {
+func expectUnclaimed(t *testing.T, nd *harness.Node, cp *paho.Connect, bound time.Duration) {
 	t.Helper()
 	start := time.Now()
-	c, ack, err := clustertest.Dial(t, nd.mqtt, cp)
+	c, ack, err := clustertest.Dial(t, nd.MQTT, cp)
 	if err == nil {
 		c.Disconnect(&paho.Disconnect{})
-		t.Fatalf("CONNECT %s on %s: CONNACK 0x%02X, want the connection closed without one", cp.ClientID, nd.name, ack.ReasonCode)
+		t.Fatalf("CONNECT %s on %s: CONNACK 0x%02X, want the connection closed without one", cp.ClientID, nd.Name, ack.ReasonCode)
 	}
 	if d := time.Since(start); d > bound {
-		t.Errorf("CONNECT %s on %s: closed after %v, want within %v", cp.ClientID, nd.name, d, bound)
+		t.Errorf("CONNECT %s on %s: closed after %v, want within %v", cp.ClientID, nd.Name, d, bound)
 	}
 }
 
@@ -46,17 +46,17 @@ func TestClusterJSReconnectsWithoutQuorum(t *testing.T) {
 	// mqtt.js's connectTimeout here (4 s, client.js), so that the client
 	// gets the node's answer, not its own timeout.
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 1s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 1s\n"), 0o644)
+	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(600)
-	host := func(nd *node) map[string]any {
-		h, p, _ := net.SplitHostPort(nd.mqtt)
+	host := func(nd *harness.Node) map[string]any {
+		h, p, _ := net.SplitHostPort(nd.MQTT)
 		port, _ := strconv.Atoi(p)
 		return map[string]any{"host": h, "port": port}
 	}
 	// On n3, then n1 (n2 goes down with n3), in turn.
-	js := startJSWith(t, "js-noquorum", map[string]any{"url": "mqtt://" + n3.mqtt, "protocolVersion": 5,
+	js := startJSWith(t, "js-noquorum", map[string]any{"url": "mqtt://" + n3.MQTT, "protocolVersion": 5,
 		"clean": false, "properties": map[string]any{"sessionExpiryInterval": expiry},
 		"reconnectPeriod": 500, "servers": []any{host(n3), host(n1)}},
 		map[string]int{"nq/t": 1})
@@ -65,20 +65,20 @@ func TestClusterJSReconnectsWithoutQuorum(t *testing.T) {
 	refused := func(ev jsEvent) bool {
 		return ev.Event == "error" && strings.Contains(ev.Message, "Connection refused:")
 	}
-	pub := connect(t, n1, "nq-pub")
-	pub.awaitInterest(t, "nq/t")
+	pub := harness.Connect(t, n1, "nq-pub")
+	pub.AwaitInterest(t, "nq/t")
 
-	tc.kill(n2, syscall.SIGKILL)
-	tc.kill(n3, syscall.SIGKILL)
+	tc.Kill(n2, syscall.SIGKILL)
+	tc.Kill(n3, syscall.SIGKILL)
 	// The client's reconnects to n1 are closed without a CONNACK while
 	// there is no quorum (it has a client id to record).
-	tc.waitLog(n1, `msg="closing CONNECT without CONNACK`, 2, 60*time.Second)
+	tc.WaitLog(n1, `msg="closing CONNECT without CONNACK`, 2, 60*time.Second)
 	for len(js.events) > 0 {
 		if ev := <-js.events; refused(ev) {
 			t.Fatalf("mqtt.js %s while the cluster has no quorum: %s", js.id, ev)
 		}
 	}
-	tc.start(n2)
+	tc.Start(n2)
 	back := make(chan jsEvent, 1)
 	deadline := time.After(60 * time.Second)
 	for len(back) == 0 {
@@ -101,10 +101,10 @@ func TestClusterJSReconnectsWithoutQuorum(t *testing.T) {
 	}
 	// Nothing lost: its subscription is there, and a QoS 1 message
 	// published now reaches it.
-	eventually(t, 30*time.Second, func() error {
-		rc, closed := pub.tryPublish(t, &paho.Publish{Topic: "nq/t", QoS: 1, Payload: []byte("after")})
+	harness.Eventually(t, 30*time.Second, func() error {
+		rc, closed := pub.TryPublish(t, &paho.Publish{Topic: "nq/t", QoS: 1, Payload: []byte("after")})
 		if closed {
-			redial(t, n1, "nq-pub", &pub)
+			harness.Redial(t, n1, "nq-pub", &pub)
 			return errors.New("publish not confirmed: connection closed")
 		}
 		if rc != 0 {

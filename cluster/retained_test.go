@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 )
 
 // TestClusterRetainedConcurrentWriters: publishers on three nodes write
@@ -19,21 +20,21 @@ import (
 // the same message per topic, the last one the stream took.
 func TestClusterRetainedConcurrentWriters(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	tc := startCluster(t, 3)
+	tc := harness.StartCluster(t, 3)
 	const rounds, topics = 20, 3
 	var wg sync.WaitGroup
-	errs := make(chan error, len(tc.nodes)*rounds*topics)
-	for i, nd := range tc.nodes {
-		pub := connect(t, nd, fmt.Sprint("conc-pub", i))
+	errs := make(chan error, len(tc.Nodes)*rounds*topics)
+	for i, nd := range tc.Nodes {
+		pub := harness.Connect(t, nd, fmt.Sprint("conc-pub", i))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for r := range rounds {
 				for k := range topics {
 					p := &paho.Publish{Topic: fmt.Sprint("conc/", k), QoS: byte(1 + (r+k)%2), Retain: true,
-						Payload: []byte(fmt.Sprintf("%s:%d", nd.name, r))}
-					if rc, closed := pub.tryPublish(t, p); closed || rc >= 0x80 {
-						errs <- fmt.Errorf("%s round %d topic %s: 0x%02X, closed %v", nd.name, r, p.Topic, rc, closed)
+						Payload: []byte(fmt.Sprintf("%s:%d", nd.Name, r))}
+					if rc, closed := pub.TryPublish(t, p); closed || rc >= 0x80 {
+						errs <- fmt.Errorf("%s round %d topic %s: 0x%02X, closed %v", nd.Name, r, p.Topic, rc, closed)
 						return
 					}
 				}
@@ -49,23 +50,23 @@ func TestClusterRetainedConcurrentWriters(t *testing.T) {
 		return
 	}
 	var first []string
-	for i, nd := range tc.nodes {
-		eventually(t, wait, func() error {
+	for i, nd := range tc.Nodes {
+		harness.Eventually(t, harness.Wait, func() error {
 			got := retainedOn(t, nd, fmt.Sprint("conc-check", i), "conc/#", 300*time.Millisecond)
 			if len(got) != topics {
-				return fmt.Errorf("%s: retained %q, want %d topics", nd.name, got, topics)
+				return fmt.Errorf("%s: retained %q, want %d topics", nd.Name, got, topics)
 			}
 			for _, g := range got {
 				if !strings.HasSuffix(g, fmt.Sprint(":", rounds-1)) {
 					// Each node's last write of a topic is its last
 					// round; whichever node's came last, it is that.
-					return fmt.Errorf("%s: %q is not a last round's write", nd.name, g)
+					return fmt.Errorf("%s: %q is not a last round's write", nd.Name, g)
 				}
 			}
 			if first == nil {
 				first = got
 			} else if !slices.Equal(got, first) {
-				return fmt.Errorf("%s: retained %q, another node %q", nd.name, got, first)
+				return fmt.Errorf("%s: retained %q, another node %q", nd.Name, got, first)
 			}
 			return nil
 		})

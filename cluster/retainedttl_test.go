@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 )
 
@@ -23,34 +23,34 @@ import (
 func TestClusterRetainedCompaction(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	writeAtomic(t, cfg, []byte("sys_interval: 1s\ncluster:\n  retained_tombstone_ttl: 2s\n"), 0o644)
-	tc := startClusterWith(t, 3, "--config", cfg)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	harness.WriteAtomic(t, cfg, []byte("sys_interval: 1s\ncluster:\n  retained_tombstone_ttl: 2s\n"), 0o644)
+	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	const topics = 20
 
-	pub := connect(t, n1, "ret-pub")
+	pub := harness.Connect(t, n1, "ret-pub")
 	for i := range topics {
-		if rc := pub.publish(t, &paho.Publish{Topic: fmt.Sprintf("ret/%d", i), QoS: 1, Retain: true, Payload: []byte("v")}); rc >= 0x80 {
+		if rc := pub.Pub(t, &paho.Publish{Topic: fmt.Sprintf("ret/%d", i), QoS: 1, Retain: true, Payload: []byte("v")}); rc >= 0x80 {
 			t.Fatalf("retained publish %d: 0x%02X", i, rc)
 		}
 	}
 	expiry := uint32(2)
-	pub.publish(t, &paho.Publish{Topic: "ret/expiring", QoS: 1, Retain: true, Payload: []byte("e"),
+	pub.Pub(t, &paho.Publish{Topic: "ret/expiring", QoS: 1, Retain: true, Payload: []byte("e"),
 		Properties: &paho.PublishProperties{MessageExpiry: &expiry}})
-	eventually(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		if got := retainedOn(t, n3, "ret-check-n3", "ret/#", 300*time.Millisecond); len(got) < topics {
 			return fmt.Errorf("n3 has %d retained messages, want %d", len(got), topics)
 		}
 		return nil
 	})
-	streamMsgs := func(nd *node) int {
+	streamMsgs := func(nd *harness.Node) int {
 		n, err := strconv.Atoi(sysCluster(t, nd)["retained/stream_messages"])
 		if err != nil {
 			return -1
 		}
 		return n
 	}
-	eventually(t, 10*time.Second, func() error {
+	harness.Eventually(t, 10*time.Second, func() error {
 		if got := streamMsgs(n1); got < topics {
 			return fmt.Errorf("retained stream has %d messages, want at least %d", got, topics)
 		}
@@ -59,17 +59,17 @@ func TestClusterRetainedCompaction(t *testing.T) {
 
 	// n3 goes down holding every retained message in its store; n2
 	// clears them all.
-	tc.kill(n3, syscall.SIGKILL)
+	tc.Kill(n3, syscall.SIGKILL)
 	// If n3 led the owner records or the stream, the survivors elect a
 	// new leader first: CONNECTs are closed without a CONNACK and retained
 	// publishes not confirmed until then.
-	var clr *client
-	eventually(t, 20*time.Second, func() error { return redial(t, n2, "ret-clear", &clr) })
+	var clr *harness.Client
+	harness.Eventually(t, 20*time.Second, func() error { return harness.Redial(t, n2, "ret-clear", &clr) })
 	for i := range topics {
-		eventually(t, 20*time.Second, func() error {
-			rc, closed := clr.tryPublish(t, &paho.Publish{Topic: fmt.Sprintf("ret/%d", i), QoS: 1, Retain: true})
+		harness.Eventually(t, 20*time.Second, func() error {
+			rc, closed := clr.TryPublish(t, &paho.Publish{Topic: fmt.Sprintf("ret/%d", i), QoS: 1, Retain: true})
 			if closed {
-				redial(t, n2, "ret-clear", &clr)
+				harness.Redial(t, n2, "ret-clear", &clr)
 				return fmt.Errorf("clearing %d: not confirmed, connection closed", i)
 			}
 			if rc >= 0x80 {
@@ -81,7 +81,7 @@ func TestClusterRetainedCompaction(t *testing.T) {
 	// Right after the kill n1 may refuse (0x80) a subscription that
 	// reads retained messages until its consumer of the stream caught
 	// up again: retried, as a client would.
-	eventually(t, 20*time.Second, func() error {
+	harness.Eventually(t, 20*time.Second, func() error {
 		got, err := readRetainedOn(t, n1, "ret-check-n1", "ret/#", 300*time.Millisecond)
 		if err != nil {
 			return err
@@ -92,24 +92,24 @@ func TestClusterRetainedCompaction(t *testing.T) {
 		return nil
 	})
 	// The tombstones and the expired message leave the stream.
-	eventually(t, 20*time.Second, func() error {
+	harness.Eventually(t, 20*time.Second, func() error {
 		if got := streamMsgs(n1); got != 0 {
 			return fmt.Errorf("retained stream has %d messages, want 0 once the tombstones expired", got)
 		}
 		return nil
 	})
 
-	tc.start(n3)
-	tc.waitLog(n3, "cluster retained messages caught up", 2, 40*time.Second)
-	if got := countLogAll(n3, "cleared retained messages the cluster no longer has", fmt.Sprintf("topics=%d", topics)); got != 1 {
+	tc.Start(n3)
+	tc.WaitLog(n3, "cluster retained messages caught up", 2, 40*time.Second)
+	if got := harness.CountLogAll(n3, "cleared retained messages the cluster no longer has", fmt.Sprintf("topics=%d", topics)); got != 1 {
 		t.Errorf("n3 logged %d reconciliations of %d topics, want 1", got, topics)
 	}
 	// n3 logs that it caught up as soon as it finds the stream empty,
 	// which may be before its ownership records answer (it was seen a
 	// few hundred ms before its routes were back): until they do it
 	// closes CONNECTs without a CONNACK, as it should.
-	eventually(t, 20*time.Second, func() error {
-		got, err := clustertest.ReadRetained(t, n3.mqtt, "ret-check-n3b", "ret/#", 500*time.Millisecond)
+	harness.Eventually(t, 20*time.Second, func() error {
+		got, err := clustertest.ReadRetained(t, n3.MQTT, "ret-check-n3b", "ret/#", 500*time.Millisecond)
 		if err != nil {
 			return err
 		}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -14,22 +13,11 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
-
 	"github.com/roost-mqtt/roost/cluster"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 	"github.com/roost-mqtt/roost/internal/devcert"
 )
-
-// writeAtomic writes a fixture file through a temporary file and a rename.
-func writeAtomic(t *testing.T, path string, data []byte, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path+".tmp", data, mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(path+".tmp", path); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // newCA makes a CA for a test.
 func newCA(t *testing.T, name string) *devcert.CA {
@@ -51,42 +39,10 @@ func nodePKI(t *testing.T, dir, name string, ca, trust *devcert.CA) []string {
 	}
 	paths := map[string][]byte{name + "-ca.pem": trust.CertPEM(), name + ".pem": chain, name + ".key": key}
 	for p, b := range paths {
-		writeAtomic(t, filepath.Join(dir, p), b, 0o600)
+		harness.WriteAtomic(t, filepath.Join(dir, p), b, 0o600)
 	}
 	return []string{"--cluster-tls-cert", filepath.Join(dir, name+".pem"), "--cluster-tls-key", filepath.Join(dir, name+".key"),
 		"--cluster-tls-ca", filepath.Join(dir, name+"-ca.pem")}
-}
-
-// addNode starts one more node named name on 127.0.0.<ipByte> that lists
-// every node of tc as its peer (they do not list it), with args, and waits
-// until it listens.
-func (tc *testCluster) addNode(name string, ipByte int, args ...string) *node {
-	tc.t.Helper()
-	a := []string{"--node", name} // after the harness's own --node
-	for _, o := range tc.nodes {
-		a = append(a, "--cluster-peer", o.cluster)
-	}
-	c := clustertest.Start(tc.t, clustertest.Options{Nodes: 1, FirstIP: ipByte, Args: append(a, args...), NoWait: true})
-	nd := wrapCluster(tc.t, c).nodes[0]
-	nd.name = name
-	nd.WaitLog(tc.t, "listener ready", 1, clustertest.StartBound)
-	return nd
-}
-
-// countLogAll counts lines of nd's log that contain every one of subs.
-func countLogAll(nd *node, subs ...string) int {
-	b, _ := os.ReadFile(nd.LogPath)
-	n := 0
-	for _, l := range strings.Split(string(b), "\n") {
-		all := true
-		for _, s := range subs {
-			all = all && strings.Contains(l, s)
-		}
-		if all {
-			n++
-		}
-	}
-	return n
 }
 
 // TestClusterPortSecurity: three nodes with mutual TLS and a shared secret
@@ -100,41 +56,41 @@ func TestClusterPortSecurity(t *testing.T) {
 	dir := t.TempDir()
 	const secret = "correct horse battery staple 42"
 	secretPath := filepath.Join(dir, "secret")
-	writeAtomic(t, secretPath, []byte(secret+"\n"), 0o600)
+	harness.WriteAtomic(t, secretPath, []byte(secret+"\n"), 0o600)
 	wrongPath := filepath.Join(dir, "wrong-secret")
-	writeAtomic(t, wrongPath, []byte("not the cluster's secret at all\n"), 0o600)
+	harness.WriteAtomic(t, wrongPath, []byte("not the cluster's secret at all\n"), 0o600)
 	ca := newCA(t, "cluster CA")
 	good := nodePKI(t, dir, "node", ca, ca)
-	tc := startClusterWith(t, 3, append(good, "--cluster-secret-file", secretPath)...)
-	n1, n2 := tc.nodes[0], tc.nodes[1]
-	goodNodes := tc.nodes[:3]
+	tc := harness.StartClusterWith(t, 3, append(good, "--cluster-secret-file", secretPath)...)
+	n1, n2 := tc.Nodes[0], tc.Nodes[1]
+	goodNodes := tc.Nodes[:3]
 	closedRoutes := func() int {
 		// Route connections of the good nodes that closed, but the
 		// intruders' (from 127.0.0.5 and .6).
 		n := 0
 		for _, nd := range goodNodes {
-			n += countLogAll(nd, "Router connection closed") - countLogAll(nd, "Router connection closed", "127.0.0.5:") -
-				countLogAll(nd, "Router connection closed", "127.0.0.6:")
+			n += harness.CountLogAll(nd, "Router connection closed") - harness.CountLogAll(nd, "Router connection closed", "127.0.0.5:") -
+				harness.CountLogAll(nd, "Router connection closed", "127.0.0.6:")
 		}
 		return n
 	}
 	closedAtStart := closedRoutes()
 
-	sub := connect(t, n2, "tls-sub")
-	sub.subscribe(t, paho.SubscribeOptions{Topic: "secure/#", QoS: 1})
-	pub := connect(t, n1, "tls-pub")
-	pub.awaitInterest(t, "secure/x")
-	if rc := pub.publish(t, &paho.Publish{Topic: "secure/x", QoS: 1, Payload: []byte("over tls")}); rc != 0 {
+	sub := harness.Connect(t, n2, "tls-sub")
+	sub.Sub(t, paho.SubscribeOptions{Topic: "secure/#", QoS: 1})
+	pub := harness.Connect(t, n1, "tls-pub")
+	pub.AwaitInterest(t, "secure/x")
+	if rc := pub.Pub(t, &paho.Publish{Topic: "secure/x", QoS: 1, Payload: []byte("over tls")}); rc != 0 {
 		t.Fatalf("PUBACK 0x%02X", rc)
 	}
-	if got := sub.next(t, wait); string(got.Payload) != "over tls" {
+	if got := sub.Next(t, harness.Wait); string(got.Payload) != "over tls" {
 		t.Fatalf("got %q", got.Payload)
 	}
 
 	// What a stranger reaching the port gets: no byte in the clear (NATS
 	// starts a route with the TLS handshake), and without a certificate
 	// of the cluster's CA, nothing over TLS either.
-	conn, err := net.DialTimeout("tcp", n1.cluster, 5*time.Second)
+	conn, err := net.DialTimeout("tcp", n1.Cluster, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +99,7 @@ func TestClusterPortSecurity(t *testing.T) {
 		t.Error("the cluster port sent bytes in the clear")
 	}
 	conn.Close()
-	tconn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", n1.cluster, &tls.Config{InsecureSkipVerify: true})
+	tconn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", n1.Cluster, &tls.Config{InsecureSkipVerify: true})
 	if err == nil {
 		tconn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		var n int
@@ -157,15 +113,15 @@ func TestClusterPortSecurity(t *testing.T) {
 		t.Errorf("a TLS client without a certificate: %v, want the alert certificate required", err)
 	}
 
-	wrongSecret := tc.addNode("intruder1", 5, append(good, "--cluster-secret-file", wrongPath)...)
-	untrusted := tc.addNode("intruder2", 6, append(nodePKI(t, dir, "other", newCA(t, "another CA"), ca), "--cluster-secret-file", secretPath)...)
+	wrongSecret := tc.AddNode("intruder1", 5, append(good, "--cluster-secret-file", wrongPath)...)
+	untrusted := tc.AddNode("intruder2", 6, append(nodePKI(t, dir, "other", newCA(t, "another CA"), ca), "--cluster-secret-file", secretPath)...)
 	// NATS retries a refused route every second or so: two refusals of
 	// each kind on a good node show it goes on refusing.
-	eventually(t, 30*time.Second, func() error {
-		if got := countLogAll(n1, "component=nats", "level=ERROR", "authentication error"); got < 2 {
+	harness.Eventually(t, 30*time.Second, func() error {
+		if got := harness.CountLogAll(n1, "component=nats", "level=ERROR", "authentication error"); got < 2 {
 			return fmt.Errorf("n1 logged %d authentication errors", got)
 		}
-		if got := countLogAll(n1, "component=nats", "level=ERROR", "certificate signed by unknown authority"); got < 2 {
+		if got := harness.CountLogAll(n1, "component=nats", "level=ERROR", "certificate signed by unknown authority"); got < 2 {
 			return fmt.Errorf("n1 logged %d refused certificates", got)
 		}
 		return nil
@@ -182,21 +138,21 @@ func TestClusterPortSecurity(t *testing.T) {
 		t.Errorf("the good nodes closed %d route connections after the cluster formed", got)
 	}
 	for _, nd := range goodNodes {
-		for _, intruder := range []*node{wrongSecret, untrusted} {
-			if countLogAll(nd, "cluster node joined", "peer="+intruder.name) > 0 {
-				t.Errorf("%s let %s join", nd.name, intruder.name)
+		for _, intruder := range []*harness.Node{wrongSecret, untrusted} {
+			if harness.CountLogAll(nd, "cluster node joined", "peer="+intruder.Name) > 0 {
+				t.Errorf("%s let %s join", nd.Name, intruder.Name)
 			}
 		}
 	}
-	for _, intruder := range []*node{wrongSecret, untrusted} {
-		if got := countLog(intruder, "cluster node joined"); got > 0 {
-			t.Errorf("%s joined %d nodes", intruder.name, got)
+	for _, intruder := range []*harness.Node{wrongSecret, untrusted} {
+		if got := harness.CountLog(intruder, "cluster node joined"); got > 0 {
+			t.Errorf("%s joined %d nodes", intruder.Name, got)
 		}
 	}
-	for _, nd := range append(append([]*node{}, goodNodes...), wrongSecret, untrusted) {
+	for _, nd := range append(append([]*harness.Node{}, goodNodes...), wrongSecret, untrusted) {
 		for _, s := range []string{secret, cluster.RoutePassword(secret)} {
-			if got := countLog(nd, s); got > 0 {
-				t.Errorf("%s logged the secret or its route password %d times", nd.name, got)
+			if got := harness.CountLog(nd, s); got > 0 {
+				t.Errorf("%s logged the secret or its route password %d times", nd.Name, got)
 			}
 		}
 	}
@@ -212,7 +168,7 @@ func TestClusterRefusesOpenPort(t *testing.T) {
 		{"cluster:\n  node: a\n  listen: 127.0.0.2:7222\n  tls: {cert: c.pem}\n", "cert, key and ca go together"},
 	} {
 		path := filepath.Join(dir, "roost.yaml")
-		writeAtomic(t, path, []byte(tt.yaml), 0o644)
+		harness.WriteAtomic(t, path, []byte(tt.yaml), 0o644)
 		out, code := runServe(t, "--config", path, "--listen", "mqtt://127.0.0.1:0")
 		if code != 2 || !strings.Contains(out, tt.want) {
 			t.Errorf("config %q: exit %d, output %q; want exit 2 mentioning %q", tt.yaml, code, out, tt.want)
@@ -220,7 +176,7 @@ func TestClusterRefusesOpenPort(t *testing.T) {
 	}
 	// A missing file is named when the node starts.
 	path := filepath.Join(dir, "roost.yaml")
-	writeAtomic(t, path, []byte("cluster:\n  node: a\n  listen: 127.0.0.2:"+strconv.Itoa(clustertest.FreePort(t, "127.0.0.2"))+
+	harness.WriteAtomic(t, path, []byte("cluster:\n  node: a\n  listen: 127.0.0.2:"+strconv.Itoa(clustertest.FreePort(t, "127.0.0.2"))+
 		"\n  secret_file: nowhere\n"), 0o644)
 	out, code := runServe(t, "--config", path, "--listen", "mqtt://127.0.0.1:0", "--data", filepath.Join(dir, "data"))
 	if code == 0 || !strings.Contains(out, "cluster secret") || !strings.Contains(out, "nowhere") {
@@ -234,7 +190,7 @@ func runServe(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	ctx, cancel := contextWithTimeout(30 * time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, roostBin, append([]string{"serve"}, args...)...)
+	cmd := exec.CommandContext(ctx, clustertest.Binary(t, false), append([]string{"serve"}, args...)...)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
 	switch {

@@ -6,12 +6,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 )
 
 // TestClusterSessionSurvivesKill: a persistent subscriber's session lives
@@ -22,31 +22,31 @@ import (
 // QoS 2 ones exactly once.
 func TestClusterSessionSurvivesKill(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	tc := startCluster(t, 3)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	tc := harness.StartCluster(t, 3)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(600)
 	const id = "keep-sub"
-	sub, pub := persistentPair(t, n1, n2, "keep", expiry)
+	sub, pub := harness.PersistentPair(t, n1, n2, "keep", expiry)
 	sub.Disconnect(&paho.Disconnect{}) // the session stays on n1, offline
-	tc.waitLog(n1, `client_id=keep-sub reason="client disconnected normally"`, 1, wait)
+	tc.WaitLog(n1, `client_id=keep-sub reason="client disconnected normally"`, 1, harness.Wait)
 
 	const each = 20
 	var want []string
 	for i := range each {
 		for _, qos := range []byte{1, 2} {
 			p := fmt.Sprintf("q%d-%d", qos, i)
-			if rc := pub.publish(t, &paho.Publish{Topic: fmt.Sprintf("keep/q%d", qos), QoS: qos, Payload: []byte(p)}); rc != 0 {
+			if rc := pub.Pub(t, &paho.Publish{Topic: fmt.Sprintf("keep/q%d", qos), QoS: qos, Payload: []byte(p)}); rc != 0 {
 				t.Fatalf("publish %s: reason 0x%02X", p, rc)
 			}
 			want = append(want, p)
 		}
 	}
 
-	tc.kill(n1, syscall.SIGKILL)
-	var back *client
+	tc.Kill(n1, syscall.SIGKILL)
+	var back *harness.Client
 	start := time.Now()
-	eventually(t, 30*time.Second, func() error {
-		c, ack, err := tryConnect(t, n3, &paho.Connect{ClientID: id, CleanStart: false, KeepAlive: 30,
+	harness.Eventually(t, 30*time.Second, func() error {
+		c, ack, err := harness.TryConnect(t, n3, &paho.Connect{ClientID: id, CleanStart: false, KeepAlive: 30,
 			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
 		if err != nil {
 			return err
@@ -56,7 +56,7 @@ func TestClusterSessionSurvivesKill(t *testing.T) {
 		}
 		if !ack.SessionPresent {
 			t.Fatalf("reconnected to n3 after n1 was killed: Session Present 0; n3's log on the session:\n%s",
-				grepLog(n3, "keep-sub", "session", "cluster:"))
+				harness.GrepLog(n3, "keep-sub", "session", "cluster:"))
 		}
 		back = c
 		return nil
@@ -67,7 +67,7 @@ func TestClusterSessionSurvivesKill(t *testing.T) {
 	deadline := time.After(20 * time.Second)
 	for len(got) < len(want) {
 		select {
-		case p := <-back.in:
+		case p := <-back.In:
 			if string(p.Payload) == "probe" {
 				continue
 			}
@@ -80,7 +80,7 @@ func TestClusterSessionSurvivesKill(t *testing.T) {
 			t.Fatalf("after failover, %d of %d acknowledged messages missing: %v", len(missing), len(want), missing)
 		}
 	}
-	back.none(t, time.Second) // no QoS 2 duplicate trails behind
+	back.None(t, time.Second) // no QoS 2 duplicate trails behind
 	for p, n := range got {
 		if p[1] == '2' && n != 1 {
 			t.Errorf("QoS 2 message %s delivered %d times", p, n)
@@ -101,29 +101,13 @@ func TestClusterSessionSurvivesKill(t *testing.T) {
 		}
 	}
 	// The subscriptions came along: a new message reaches the session.
-	pub.awaitInterest(t, "keep/q2")
-	if rc := pub.publish(t, &paho.Publish{Topic: "keep/q2", QoS: 2, Payload: []byte("after")}); rc != 0 {
+	pub.AwaitInterest(t, "keep/q2")
+	if rc := pub.Pub(t, &paho.Publish{Topic: "keep/q2", QoS: 2, Payload: []byte("after")}); rc != 0 {
 		t.Fatalf("publish after failover: 0x%02X", rc)
 	}
-	if p := back.next(t, wait); string(p.Payload) != "after" {
+	if p := back.Next(t, harness.Wait); string(p.Payload) != "after" {
 		t.Fatalf("got %q after failover", p.Payload)
 	}
-}
-
-// grepLog returns the lines of nd's log that contain any of words, for a
-// failure message (the harness prints only the last lines).
-func grepLog(nd *node, words ...string) string {
-	b, _ := os.ReadFile(nd.LogPath)
-	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		for _, w := range words {
-			if strings.Contains(l, w) && !strings.Contains(l, "component=nats") {
-				out = append(out, l)
-				break
-			}
-		}
-	}
-	return strings.Join(out, "\n")
 }
 
 // TestClusterSessionsWithoutQuorum kills two nodes of three: the last one
@@ -144,29 +128,29 @@ func TestClusterSessionsWithoutQuorum(t *testing.T) {
 	if err := os.Rename(cfg+".tmp", cfg); err != nil {
 		t.Fatal(err)
 	}
-	tc := startClusterWith(t, 3, "--config", cfg)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(600)
 	persistent := &paho.Connect{ClientID: "nq-sub", CleanStart: true, KeepAlive: 30,
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
-	sub, ack := connectWith(t, n1, persistent)
+	sub, ack := harness.ConnectWith(t, n1, persistent)
 	if ack.ReasonCode != 0 {
 		t.Fatalf("CONNACK 0x%02X", ack.ReasonCode)
 	}
-	sub.subscribe(t, paho.SubscribeOptions{Topic: "nq/t", QoS: 2})
+	sub.Sub(t, paho.SubscribeOptions{Topic: "nq/t", QoS: 2})
 	sub.Disconnect(&paho.Disconnect{})
-	tc.waitLog(n1, `client_id=nq-sub reason="client disconnected normally"`, 1, wait)
-	pub := connect(t, n1, "nq-pub")
-	if rc := pub.publish(t, &paho.Publish{Topic: "nq/t", QoS: 1, Payload: []byte("before")}); rc != 0 {
+	tc.WaitLog(n1, `client_id=nq-sub reason="client disconnected normally"`, 1, harness.Wait)
+	pub := harness.Connect(t, n1, "nq-pub")
+	if rc := pub.Pub(t, &paho.Publish{Topic: "nq/t", QoS: 1, Payload: []byte("before")}); rc != 0 {
 		t.Fatalf("publish with quorum: 0x%02X", rc)
 	}
 	acked := []string{"before"}
 
-	tc.kill(n2, syscall.SIGKILL)
-	tc.kill(n3, syscall.SIGKILL)
+	tc.Kill(n2, syscall.SIGKILL)
+	tc.Kill(n3, syscall.SIGKILL)
 	for _, qos := range []byte{1, 2} {
 		start := time.Now()
-		rc, closed := pub.tryPublish(t, &paho.Publish{Topic: "nq/t", QoS: qos, Payload: []byte(fmt.Sprintf("lost%d", qos))})
+		rc, closed := pub.TryPublish(t, &paho.Publish{Topic: "nq/t", QoS: qos, Payload: []byte(fmt.Sprintf("lost%d", qos))})
 		if !closed {
 			t.Fatalf("QoS %d publish without quorum: reason 0x%02X, want no acknowledgement and the connection closed", qos, rc)
 		}
@@ -175,19 +159,19 @@ func TestClusterSessionsWithoutQuorum(t *testing.T) {
 		}
 		// Without quorum only a server-assigned id connects (no
 		// ownership record to write).
-		eventually(t, 20*time.Second, func() error { return redial(t, n1, "", &pub) })
+		harness.Eventually(t, 20*time.Second, func() error { return harness.Redial(t, n1, "", &pub) })
 	}
 	expectUnclaimed(t, n1, &paho.Connect{ClientID: "nq-other", CleanStart: true, KeepAlive: 30,
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}, 30*time.Second)
 
-	tc.start(n2)
-	tc.start(n3)
-	eventually(t, 60*time.Second, func() error {
-		rc, closed := pub.tryPublish(t, &paho.Publish{Topic: "nq/t", QoS: 2, Payload: []byte("after")})
+	tc.Start(n2)
+	tc.Start(n3)
+	harness.Eventually(t, 60*time.Second, func() error {
+		rc, closed := pub.TryPublish(t, &paho.Publish{Topic: "nq/t", QoS: 2, Payload: []byte("after")})
 		if closed {
 			// Not confirmed yet (outcome unknown): a new connection
 			// sends it again.
-			redial(t, n1, "", &pub)
+			harness.Redial(t, n1, "", &pub)
 			return fmt.Errorf("connection closed")
 		}
 		if rc != 0 {
@@ -196,11 +180,11 @@ func TestClusterSessionsWithoutQuorum(t *testing.T) {
 		return nil
 	})
 	acked = append(acked, "after")
-	back := resume(t, n1, "nq-sub", expiry, 30*time.Second)
+	back := harness.Resume(t, n1, "nq-sub", expiry, 30*time.Second)
 	got := map[string]bool{}
-	eventually(t, 20*time.Second, func() error {
-		for len(back.in) > 0 {
-			got[string((<-back.in).Payload)] = true
+	harness.Eventually(t, 20*time.Second, func() error {
+		for len(back.In) > 0 {
+			got[string((<-back.In).Payload)] = true
 		}
 		for _, p := range acked {
 			if !got[p] {
@@ -221,10 +205,10 @@ func TestClusterSessionsWithoutQuorum(t *testing.T) {
 // record (a QoS 2 PUBLISH is sent only once its packet id is replicated).
 func TestClusterInflightSurvivesKill(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	tc := startCluster(t, 3)
-	n1, n2, n3 := tc.nodes[0], tc.nodes[1], tc.nodes[2]
+	tc := harness.StartCluster(t, 3)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(600)
-	conn, err := net.DialTimeout("tcp", n1.mqtt, 5*time.Second)
+	conn, err := net.DialTimeout("tcp", n1.MQTT, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,29 +229,29 @@ func TestClusterInflightSurvivesKill(t *testing.T) {
 	if _, err := silent.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "inflight/t", QoS: 2}}}); err != nil {
 		t.Fatal(err)
 	}
-	pub := connect(t, n2, "inflight-pub")
-	pub.awaitInterest(t, "inflight/t") // probes are inflight too: the id below is the last one
+	pub := harness.Connect(t, n2, "inflight-pub")
+	pub.AwaitInterest(t, "inflight/t") // probes are inflight too: the id below is the last one
 	for len(in) > 0 {
 		<-in
 	}
-	if rc := pub.publish(t, &paho.Publish{Topic: "inflight/t", QoS: 2, Payload: []byte("x")}); rc != 0 {
+	if rc := pub.Pub(t, &paho.Publish{Topic: "inflight/t", QoS: 2, Payload: []byte("x")}); rc != 0 {
 		t.Fatalf("publish: 0x%02X", rc)
 	}
 	var first *paho.Publish
 	for first == nil || string(first.Payload) != "x" {
 		select {
 		case first = <-in:
-		case <-time.After(wait):
+		case <-time.After(harness.Wait):
 			t.Fatal("the QoS 2 message did not reach the subscriber")
 		}
 	}
 
-	tc.kill(n1, syscall.SIGKILL)
+	tc.Kill(n1, syscall.SIGKILL)
 	conn.Close()
-	back := resume(t, n3, "inflight-sub", expiry, 30*time.Second)
-	p := back.next(t, 20*time.Second)
+	back := harness.Resume(t, n3, "inflight-sub", expiry, 30*time.Second)
+	p := back.Next(t, 20*time.Second)
 	if string(p.Payload) != "x" || !p.Duplicate() || p.PacketID != first.PacketID {
 		t.Fatalf("after failover got %q DUP %v id %d; want %q again with DUP and id %d", p.Payload, p.Duplicate(), p.PacketID, "x", first.PacketID)
 	}
-	back.none(t, time.Second)
+	back.None(t, time.Second)
 }

@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -19,7 +18,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
-
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 	"github.com/roost-mqtt/roost/internal/devcert"
 	eventuallypkg "github.com/roost-mqtt/roost/internal/eventually"
@@ -38,7 +37,7 @@ const (
 // and WebSocket over TLS (both on /mqtt), with one certificate for
 // 127.0.0.2-4 signed by a test CA that every client trusts.
 type txCluster struct {
-	*testCluster
+	*harness.Cluster
 	caFile string
 	tls    *tls.Config
 	// urls: node name, then transport, to the URL its clients use.
@@ -59,10 +58,10 @@ func startTxCluster(t *testing.T) *txCluster {
 	}
 	tx := &txCluster{caFile: filepath.Join(dir, "ca.pem"), urls: map[string]map[rawclient.Transport]string{}}
 	cert, keyFile, cfg := filepath.Join(dir, "node.pem"), filepath.Join(dir, "node.key"), filepath.Join(dir, "roost.yaml")
-	writeAtomic(t, tx.caFile, ca.CertPEM(), 0o600)
-	writeAtomic(t, cert, chain, 0o600)
-	writeAtomic(t, keyFile, key, 0o600)
-	writeAtomic(t, cfg, []byte("limits:\n  connect_timeout: 2s\ncluster:\n  adopt_after: 2s\n"), 0o644)
+	harness.WriteAtomic(t, tx.caFile, ca.CertPEM(), 0o600)
+	harness.WriteAtomic(t, cert, chain, 0o600)
+	harness.WriteAtomic(t, keyFile, key, 0o600)
+	harness.WriteAtomic(t, cfg, []byte("limits:\n  connect_timeout: 2s\ncluster:\n  adopt_after: 2s\n"), 0o644)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.Cert)
 	tx.tls = &tls.Config{RootCAs: pool}
@@ -78,9 +77,9 @@ func startTxCluster(t *testing.T) *txCluster {
 			tx.urls[name] = u // Start calls NodeArgs in this goroutine
 			return args
 		}})
-	tx.testCluster = wrapCluster(t, c)
-	for _, nd := range tx.nodes {
-		tx.urls[nd.name][tcpT] = tcpT.URL(nd.mqtt)
+	tx.Cluster = harness.WrapCluster(t, c)
+	for _, nd := range tx.Nodes {
+		tx.urls[nd.Name][tcpT] = tcpT.URL(nd.MQTT)
 		// Each node logs one "listener ready" per listener: all four
 		// before a client comes.
 		nd.WaitLog(t, "listener ready", 4, clustertest.StartBound)
@@ -90,20 +89,20 @@ func startTxCluster(t *testing.T) *txCluster {
 
 // paho5 connects a paho.golang MQTT 5 client over tr to nd and fails t
 // unless the CONNACK is a success.
-func (tx *txCluster) paho5(t *testing.T, nd *node, tr rawclient.Transport, cp *paho.Connect) (*client, *paho.Connack) {
+func (tx *txCluster) paho5(t *testing.T, nd *harness.Node, tr rawclient.Transport, cp *paho.Connect) (*harness.Client, *paho.Connack) {
 	t.Helper()
-	c, ack, err := clustertest.DialOver(t, rawclient.Dialer{TLS: tx.tls}, tx.urls[nd.name][tr], cp)
+	c, ack, err := clustertest.DialOver(t, rawclient.Dialer{TLS: tx.tls}, tx.urls[nd.Name][tr], cp)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if ack.ReasonCode != 0 {
-		t.Fatalf("paho %s over %s to %s: CONNACK 0x%02X", cp.ClientID, tr, nd.name, ack.ReasonCode)
+		t.Fatalf("paho %s over %s to %s: CONNACK 0x%02X", cp.ClientID, tr, nd.Name, ack.ReasonCode)
 	}
-	return wrapClient(c), ack
+	return harness.WrapClient(c), ack
 }
 
 // clean5 is paho5 with Clean Start and no session expiry.
-func (tx *txCluster) clean5(t *testing.T, nd *node, tr rawclient.Transport, id string) *client {
+func (tx *txCluster) clean5(t *testing.T, nd *harness.Node, tr rawclient.Transport, id string) *harness.Client {
 	t.Helper()
 	c, _ := tx.paho5(t, nd, tr, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
 	return c
@@ -122,9 +121,9 @@ type paho3 struct {
 // paho3 connects paho.mqtt.golang over tr to nd with clean session
 // clean, no automatic reconnect; its messages go to its sink. It is
 // disconnected when t ends.
-func (tx *txCluster) paho3(t *testing.T, nd *node, tr rawclient.Transport, id string, clean bool, will *received) *paho3 {
+func (tx *txCluster) paho3(t *testing.T, nd *harness.Node, tr rawclient.Transport, id string, clean bool, will *received) *paho3 {
 	t.Helper()
-	u := tx.urls[nd.name][tr]
+	u := tx.urls[nd.Name][tr]
 	if tr == tcpT || tr == tlsT { // paho.mqtt.golang's schemes
 		u = strings.Replace(strings.Replace(u, "mqtts://", "ssl://", 1), "mqtt://", "tcp://", 1)
 	}
@@ -142,7 +141,7 @@ func (tx *txCluster) paho3(t *testing.T, nd *node, tr rawclient.Transport, id st
 	c.Client = mqtt.NewClient(o)
 	tok := c.Connect()
 	if !tok.WaitTimeout(clustertest.ConnectBound+time.Second) || tok.Error() != nil {
-		t.Fatalf("paho.mqtt.golang %s over %s to %s: %v", id, tr, nd.name, tok.Error())
+		t.Fatalf("paho.mqtt.golang %s over %s to %s: %v", id, tr, nd.Name, tok.Error())
 	}
 	c.sessionPresent = tok.(*mqtt.ConnectToken).SessionPresent()
 	t.Cleanup(func() { c.Disconnect(100) })
@@ -173,23 +172,23 @@ func (c *paho3) pub(t *testing.T, topic string, qos byte, retain bool, payload s
 
 // mosq returns the arguments that connect mosquitto_sub/mosquitto_pub
 // to nd over TLS, trusting the test CA, with MQTT 5.
-func (tx *txCluster) mosq(nd *node) []string {
-	u, _ := url.Parse(tx.urls[nd.name][tlsT])
+func (tx *txCluster) mosq(nd *harness.Node) []string {
+	u, _ := url.Parse(tx.urls[nd.Name][tlsT])
 	return []string{"-h", u.Hostname(), "-p", u.Port(), "--cafile", tx.caFile, "-V", "mqttv5"}
 }
 
 // js starts mqtt.js over WSS on nd's /mqtt (a WeChat mini program's
 // wxs://host/mqtt) with protocol version v and the client.js options o.
-func (tx *txCluster) js(t *testing.T, nd *node, v int, id string, o map[string]any, subs map[string]int) *jsClient {
+func (tx *txCluster) js(t *testing.T, nd *harness.Node, v int, id string, o map[string]any, subs map[string]int) *jsClient {
 	t.Helper()
 	return tx.jsLiving(t, t, nd, v, id, o, subs)
 }
 
 // jsLiving is js for a client that lives until life ends (the whole
 // test), not only t (a subtest).
-func (tx *txCluster) jsLiving(t, life *testing.T, nd *node, v int, id string, o map[string]any, subs map[string]int) *jsClient {
+func (tx *txCluster) jsLiving(t, life *testing.T, nd *harness.Node, v int, id string, o map[string]any, subs map[string]int) *jsClient {
 	t.Helper()
-	all := map[string]any{"url": tx.urls[nd.name][wssT], "caFile": tx.caFile, "protocolVersion": v}
+	all := map[string]any{"url": tx.urls[nd.Name][wssT], "caFile": tx.caFile, "protocolVersion": v}
 	for k, val := range o {
 		all[k] = val
 	}
@@ -299,25 +298,25 @@ func TestClusterTransports(t *testing.T) {
 // 1 and 2 messages through a wildcard filter. It returns the mqtt.js
 // subscribers, which stay connected.
 func testTxRouting(t *testing.T, tx *txCluster) []*jsClient {
-	n1, n2, n3 := tx.nodes[0], tx.nodes[1], tx.nodes[2]
+	n1, n2, n3 := tx.Nodes[0], tx.Nodes[1], tx.Nodes[2]
 	const filter = "tx/+/r/#"
 	// The mqtt.js clients live on after this subtest (TestClusterTransports
 	// checks that they stay connected); ended with this subtest's t, they
 	// were closed before that check, which saw nothing of them but, once,
 	// the "close" of one that got it out before it was killed.
-	js5 := tx.jsLiving(t, tx.t, n1, 5, "txr-sub-wss5", nil, map[string]int{filter: 2})
-	js4 := tx.jsLiving(t, tx.t, n2, 4, "txr-sub-wss4", map[string]any{"clean": false}, map[string]int{filter: 2})
+	js5 := tx.jsLiving(t, tx.T, n1, 5, "txr-sub-wss5", nil, map[string]int{filter: 2})
+	js4 := tx.jsLiving(t, tx.T, n2, 4, "txr-sub-wss4", map[string]any{"clean": false}, map[string]int{filter: 2})
 	tlsSub := tx.clean5(t, n3, tlsT, "txr-sub-tls")
-	tlsSub.subscribe(t, paho.SubscribeOptions{Topic: filter, QoS: 2})
-	tcpSub := connect(t, n1, "txr-sub-tcp")
-	tcpSub.subscribe(t, paho.SubscribeOptions{Topic: filter, QoS: 2})
+	tlsSub.Sub(t, paho.SubscribeOptions{Topic: filter, QoS: 2})
+	tcpSub := harness.Connect(t, n1, "txr-sub-tcp")
+	tcpSub.Sub(t, paho.SubscribeOptions{Topic: filter, QoS: 2})
 	mosq := mosquittoSubArgs(t, tx.mosq(n2), "txr-sub-mosq-tls", 2, filter)
 	ws := tx.paho3(t, n3, wsT, "txr-sub-ws", true, nil)
 	ws.sub(t, filter, 2)
 	sinks := []*sink{js5.sink, js4.sink, pahoSink(tlsSub), pahoSink(tcpSub), mosq, ws.sink}
 	// Every node knows every subscriber's node before a message counts.
-	for _, nd := range tx.nodes {
-		awaitProbes(t, connect(t, nd, "txr-probe-"+nd.name), "tx/probe/r/x", sinks...)
+	for _, nd := range tx.Nodes {
+		awaitProbes(t, harness.Connect(t, nd, "txr-probe-"+nd.Name), "tx/probe/r/x", sinks...)
 	}
 
 	const per = 5
@@ -331,10 +330,10 @@ func testTxRouting(t *testing.T, tx *txCluster) []*jsClient {
 		return ps
 	}
 	topic := func(name string, q int) string { return fmt.Sprintf("tx/%s/r/q%d", name, q) }
-	pubJS5 := tx.jsLiving(t, tx.t, n3, 5, "txr-pub-wss5", nil, nil)
-	pubJS4 := tx.jsLiving(t, tx.t, n1, 4, "txr-pub-wss4", map[string]any{"clean": false}, nil)
+	pubJS5 := tx.jsLiving(t, tx.T, n3, 5, "txr-pub-wss5", nil, nil)
+	pubJS4 := tx.jsLiving(t, tx.T, n1, 4, "txr-pub-wss4", map[string]any{"clean": false}, nil)
 	pubTLS := tx.clean5(t, n1, tlsT, "txr-pub-tls")
-	pubTCP := connect(t, n2, "txr-pub-tcp")
+	pubTCP := harness.Connect(t, n2, "txr-pub-tcp")
 	pubWS := tx.paho3(t, n3, wsT, "txr-pub-ws", true, nil)
 	for q := range 3 {
 		for _, js := range []*jsClient{pubJS5, pubJS4} {
@@ -343,11 +342,11 @@ func testTxRouting(t *testing.T, tx *txCluster) []*jsClient {
 				js.publish(t, topic(name, q), p, q, false)
 			}
 		}
-		for _, c := range []*client{pubTLS, pubTCP} {
-			name := strings.TrimPrefix(c.id, "txr-pub-")
+		for _, c := range []*harness.Client{pubTLS, pubTCP} {
+			name := strings.TrimPrefix(c.ID, "txr-pub-")
 			for _, p := range lines(name, q) {
-				if rc := c.publish(t, &paho.Publish{Topic: topic(name, q), QoS: byte(q), Payload: []byte(p)}); rc != 0 {
-					t.Fatalf("%s: publish %s: reason 0x%02X", c.id, p, rc)
+				if rc := c.Pub(t, &paho.Publish{Topic: topic(name, q), QoS: byte(q), Payload: []byte(p)}); rc != 0 {
+					t.Fatalf("%s: publish %s: reason 0x%02X", c.ID, p, rc)
 				}
 			}
 		}
@@ -370,15 +369,15 @@ func testTxRouting(t *testing.T, tx *txCluster) []*jsClient {
 
 // expect0x8E waits for the server's DISCONNECT 0x8E Session taken over
 // on a paho.golang client.
-func expect0x8E(t *testing.T, c *client, what string) {
+func expect0x8E(t *testing.T, c *harness.Client, what string) {
 	t.Helper()
 	select {
-	case d := <-c.dis:
+	case d := <-c.Dis:
 		if d.ReasonCode != 0x8E {
 			t.Errorf("%s: DISCONNECT 0x%02X, want 0x8E Session taken over", what, d.ReasonCode)
 		}
-	case <-time.After(wait):
-		t.Fatalf("%s: no DISCONNECT within %v", what, wait)
+	case <-time.After(harness.Wait):
+		t.Fatalf("%s: no DISCONNECT within %v", what, harness.Wait)
 	}
 }
 
@@ -387,26 +386,26 @@ func expect0x8E(t *testing.T, c *client, what string) {
 // (MQTT 5: DISCONNECT 0x8E [MQTT-3.1.4-3]; 3.1.1: the close) and that the
 // session, with its subscription, came along (Session Present).
 func testTxTakeover(t *testing.T, tx *txCluster) {
-	n1, n2, n3 := tx.nodes[0], tx.nodes[1], tx.nodes[2]
+	n1, n2, n3 := tx.Nodes[0], tx.Nodes[1], tx.Nodes[2]
 	const id, topic = "txt-roamer", "tx/roam/in"
 	expiry := uint32(600)
 	resume := &paho.Connect{ClientID: id, CleanStart: false, KeepAlive: 30, Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}
-	pub := connect(t, n2, "txt-pub")
+	pub := harness.Connect(t, n2, "txt-pub")
 	n := 0
 	delivered := func(what string, s *sink) {
 		t.Helper()
 		n++
 		p := fmt.Sprintf("m%d", n)
-		eventually(t, 10*time.Second, func() error { // the new owner's interest reaches n2
-			if rc := pub.publish(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte("probe")}); rc != 0 {
+		harness.Eventually(t, 10*time.Second, func() error { // the new owner's interest reaches n2
+			if rc := pub.Pub(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte("probe")}); rc != 0 {
 				return fmt.Errorf("probe: PUBACK 0x%02X", rc)
 			}
 			return nil
 		})
-		if rc := pub.publish(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(p)}); rc != 0 {
+		if rc := pub.Pub(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(p)}); rc != 0 {
 			t.Fatalf("publish to %s: PUBACK 0x%02X", what, rc)
 		}
-		if got := s.take(t, 1, wait); got[0].payload != p {
+		if got := s.take(t, 1, harness.Wait); got[0].payload != p {
 			t.Fatalf("%s got %q, want %q", what, got[0].payload, p)
 		}
 	}
@@ -421,10 +420,10 @@ func testTxTakeover(t *testing.T, tx *txCluster) {
 	if !ack.SessionPresent {
 		t.Fatalf("takeover over TLS on n2: Session Present 0")
 	}
-	if ev, before := js5.awaitEvent(t, "disconnect", wait); ev.ReasonCode != 0x8E || len(before) > 0 {
+	if ev, before := js5.awaitEvent(t, "disconnect", harness.Wait); ev.ReasonCode != 0x8E || len(before) > 0 {
 		t.Errorf("mqtt.js over WSS on n1 taken over from n2: %v after %v, want DISCONNECT 0x8E first", ev, before)
 	}
-	js5.awaitEvent(t, "close", wait)
+	js5.awaitEvent(t, "close", harness.Wait)
 	delivered("paho.golang over TLS on n2", pahoSink(viaTLS))
 	// mqtt.js MQTT 3.1.1 over WSS on n3 takes it from TLS: DISCONNECT
 	// 0x8E over TLS.
@@ -440,18 +439,18 @@ func testTxTakeover(t *testing.T, tx *txCluster) {
 	if !ws.sessionPresent {
 		t.Fatalf("takeover over WS on n1: Session Present 0")
 	}
-	if ev, before := js4.awaitEvent(t, "close", wait); len(before) > 0 {
+	if ev, before := js4.awaitEvent(t, "close", harness.Wait); len(before) > 0 {
 		t.Errorf("mqtt.js 3.1.1 over WSS on n3 taken over: %v after %v, want only the close", ev, before)
 	}
 	delivered("paho.mqtt.golang over WS on n1", ws.sink)
 	// paho.golang over TCP on n3 takes it from WebSocket.
-	viaTCP, ack := connectWith(t, n3, resume)
+	viaTCP, ack := harness.ConnectWith(t, n3, resume)
 	if ack.ReasonCode != 0 || !ack.SessionPresent {
 		t.Fatalf("takeover over TCP on n3: CONNACK 0x%02X, Session Present %v", ack.ReasonCode, ack.SessionPresent)
 	}
 	select {
 	case <-ws.lost:
-	case <-time.After(wait):
+	case <-time.After(harness.Wait):
 		t.Fatal("paho.mqtt.golang over WS on n1: connection not closed after the takeover from n3")
 	}
 	delivered("paho.golang over TCP on n3", pahoSink(viaTCP))
@@ -468,10 +467,10 @@ func testTxTakeover(t *testing.T, tx *txCluster) {
 // on different nodes are sent to new WSS subscribers on other nodes,
 // retained; cleared over WSS and TLS, they are gone for the next one.
 func testTxRetained(t *testing.T, tx *txCluster) {
-	n1, n2, n3 := tx.nodes[0], tx.nodes[1], tx.nodes[2]
+	n1, n2, n3 := tx.Nodes[0], tx.Nodes[1], tx.Nodes[2]
 	mosquittoPubArgs(t, "", append(tx.mosq(n2), "-i", "txret-mosq", "-q", "1", "-r", "-t", "tx/ret/tls-mosq", "-m", "by-mosq")...)
-	tcp := connect(t, n3, "txret-tcp")
-	if rc := tcp.publish(t, &paho.Publish{Topic: "tx/ret/tcp", QoS: 2, Retain: true, Payload: []byte("by-tcp")}); rc != 0 {
+	tcp := harness.Connect(t, n3, "txret-tcp")
+	if rc := tcp.Pub(t, &paho.Publish{Topic: "tx/ret/tcp", QoS: 2, Retain: true, Payload: []byte("by-tcp")}); rc != 0 {
 		t.Fatalf("retained QoS 2 over TCP: 0x%02X", rc)
 	}
 	tx.paho3(t, n1, wsT, "txret-ws", true, nil).pub(t, "tx/ret/ws", 1, true, "by-ws")
@@ -479,14 +478,14 @@ func testTxRetained(t *testing.T, tx *txCluster) {
 	js.publish(t, "tx/ret/wss", "by-wss", 1, true)
 	js.awaitPublished(t, 10*time.Second)
 	want := []string{"tx/ret/tcp=by-tcp", "tx/ret/tls-mosq=by-mosq", "tx/ret/wss=by-wss", "tx/ret/ws=by-ws"}
-	retainedOverWSS := func(nd *node, v int, id string, want []string) {
+	retainedOverWSS := func(nd *harness.Node, v int, id string, want []string) {
 		t.Helper()
 		want = slices.Sorted(slices.Values(want))
 		// Acknowledged writes are read by any node's next subscription
 		// (docs/cluster.md: reads are linearizable): no retry.
 		s := tx.js(t, nd, v, id, nil, map[string]int{"tx/ret/#": 1}).sink
 		var got []string
-		for _, r := range s.take(t, len(want), wait) {
+		for _, r := range s.take(t, len(want), harness.Wait) {
 			if !r.retain {
 				t.Errorf("%s: %q on %q without RETAIN [MQTT-3.3.1-8]", s.name, r.payload, r.topic)
 			}
@@ -499,7 +498,7 @@ func testTxRetained(t *testing.T, tx *txCluster) {
 		}
 		slices.Sort(got)
 		if !slices.Equal(got, want) {
-			t.Errorf("%s on %s: retained %q, want %q", s.name, nd.name, got, want)
+			t.Errorf("%s on %s: retained %q, want %q", s.name, nd.Name, got, want)
 		}
 	}
 	retainedOverWSS(n1, 5, "txret-read-n1", want)
@@ -517,24 +516,24 @@ func testTxRetained(t *testing.T, tx *txCluster) {
 // group is served across nodes): each message reaches one member, and
 // members on both nodes and more than one transport get some.
 func testTxShared(t *testing.T, tx *txCluster) {
-	n1, n2, n3 := tx.nodes[0], tx.nodes[1], tx.nodes[2]
+	n1, n2, n3 := tx.Nodes[0], tx.Nodes[1], tx.Nodes[2]
 	const group = "$share/txg/tx/job/#"
 	js5 := tx.js(t, n1, 5, "txs-wss5", nil, map[string]int{group: 1})
 	js4 := tx.js(t, n2, 4, "txs-wss4", nil, map[string]int{group: 1})
 	tlsM := tx.clean5(t, n2, tlsT, "txs-tls")
-	tlsM.subscribe(t, paho.SubscribeOptions{Topic: group, QoS: 1})
+	tlsM.Sub(t, paho.SubscribeOptions{Topic: group, QoS: 1})
 	ws := tx.paho3(t, n1, wsT, "txs-ws", true, nil)
 	ws.sub(t, group, 1)
 	mosq := mosquittoSubArgs(t, tx.mosq(n1), "txs-mosq-tls", 1, group)
 	members := map[string]*sink{"wss5@n1": js5.sink, "wss4@n2": js4.sink, "tls@n2": pahoSink(tlsM), "ws@n1": ws.sink, "mosq-tls@n1": mosq}
-	probe := connect(t, n3, "txs-probe")
+	probe := harness.Connect(t, n3, "txs-probe")
 	awaitProbes(t, probe, "tx/job/probe", slices.Collect(maps.Values(members))...)
 	pubJS := tx.js(t, n3, 5, "txs-pub-wss", nil, nil)
 	const jobs = 60
 	for i := range jobs {
 		if i%2 == 0 {
 			pubJS.publish(t, "tx/job/wss", fmt.Sprintf("job-%d", i), 1, false)
-		} else if rc := probe.publish(t, &paho.Publish{Topic: "tx/job/tcp", QoS: 1, Payload: fmt.Appendf(nil, "job-%d", i)}); rc != 0 {
+		} else if rc := probe.Pub(t, &paho.Publish{Topic: "tx/job/tcp", QoS: 1, Payload: fmt.Appendf(nil, "job-%d", i)}); rc != 0 {
 			t.Fatalf("job %d: PUBACK 0x%02X", i, rc)
 		}
 	}
@@ -581,10 +580,10 @@ func testTxShared(t *testing.T, tx *txCluster) {
 // more than three connect timeouts, and while busy: receiving messages
 // from another node and publishing.
 func testTxKeepAlive(t *testing.T, tx *txCluster) {
-	n1, n2, n3 := tx.nodes[0], tx.nodes[1], tx.nodes[2]
+	n1, n2, n3 := tx.Nodes[0], tx.Nodes[1], tx.Nodes[2]
 	js5 := tx.js(t, n2, 5, "txk-wss5", map[string]any{"keepalive": 3}, map[string]int{"tx/ka/#": 1})
 	js4 := tx.js(t, n3, 4, "txk-wss4", map[string]any{"keepalive": 3, "clean": false}, map[string]int{"tx/ka/#": 1})
-	pub := connect(t, n1, "txk-pub")
+	pub := harness.Connect(t, n1, "txk-pub")
 	awaitProbes(t, pub, "tx/ka/probe", js5.sink, js4.sink)
 	// Idle: nothing but PINGREQ/PINGRESP for 7 s.
 	time.Sleep(7 * time.Second) // the time is what the test is about; no event may happen within it
@@ -595,7 +594,7 @@ func testTxKeepAlive(t *testing.T, tx *txCluster) {
 	sent := 0
 	end := time.Now().Add(7 * time.Second)
 	for i := 0; time.Now().Before(end); i++ {
-		if rc := pub.publish(t, &paho.Publish{Topic: "tx/ka/busy", QoS: byte(i % 2), Payload: []byte(strconv.Itoa(i))}); rc != 0 {
+		if rc := pub.Pub(t, &paho.Publish{Topic: "tx/ka/busy", QoS: byte(i % 2), Payload: []byte(strconv.Itoa(i))}); rc != 0 {
 			t.Fatalf("busy publish %d: 0x%02X", i, rc)
 		}
 		sent++
@@ -633,9 +632,9 @@ func testTxKeepAlive(t *testing.T, tx *txCluster) {
 // sessions (Session Present), and get every QoS 1 message acknowledged
 // to its publisher on n1 for them, before the kill and after.
 func testTxNodeKill(t *testing.T, tx *txCluster) {
-	n1, n2, n3 := tx.nodes[0], tx.nodes[1], tx.nodes[2]
-	host := func(nd *node) map[string]any {
-		u, _ := url.Parse(tx.urls[nd.name][wssT])
+	n1, n2, n3 := tx.Nodes[0], tx.Nodes[1], tx.Nodes[2]
+	host := func(nd *harness.Node) map[string]any {
+		u, _ := url.Parse(tx.urls[nd.Name][wssT])
 		p, _ := strconv.Atoi(u.Port())
 		return map[string]any{"host": u.Hostname(), "port": p}
 	}
@@ -662,7 +661,7 @@ func testTxNodeKill(t *testing.T, tx *txCluster) {
 	tx.paho3(t, n3, tcpT, "txn-cwill-tcp", true, &received{topic: "tx/will/clean-tcp", payload: "clean-tcp", qos: 1})
 	bye := tx.paho3(t, n3, tcpT, "txn-cwill-bye", true, &received{topic: "tx/will/clean-bye", payload: "clean-bye", qos: 1})
 	bye.Disconnect(100)
-	tx.waitLog(n3, `client_id=txn-cwill-bye reason="client disconnected normally"`, 1, 20*time.Second)
+	tx.WaitLog(n3, `client_id=txn-cwill-bye reason="client disconnected normally"`, 1, 20*time.Second)
 	// The WeChat clients on n3, with every node as a server.
 	roam := map[int]*jsClient{}
 	for _, v := range []int{4, 5} {
@@ -678,9 +677,9 @@ func testTxNodeKill(t *testing.T, tx *txCluster) {
 		}
 		roam[v] = tx.js(t, n3, v, fmt.Sprintf("txn-roam%d", v), o, map[string]int{fmt.Sprintf("tx/fo/%d", v): 1})
 	}
-	pub := connect(t, n1, "txn-pub")
+	pub := harness.Connect(t, n1, "txn-pub")
 	for v := range roam {
-		pub.awaitInterest(t, fmt.Sprintf("tx/fo/%d", v))
+		pub.AwaitInterest(t, fmt.Sprintf("tx/fo/%d", v))
 	}
 
 	// QoS 1 to each session's topic, about every 20 ms, from before the
@@ -703,14 +702,14 @@ func testTxNodeKill(t *testing.T, tx *txCluster) {
 			}
 			for v, r := range res {
 				p := fmt.Sprintf("v%d-%d", v, i)
-				rc, closed, err := publishOnce(pub, &paho.Publish{Topic: fmt.Sprintf("tx/fo/%d", v), QoS: 1, Payload: []byte(p)})
+				rc, closed, err := harness.PublishOnce(pub, &paho.Publish{Topic: fmt.Sprintf("tx/fo/%d", v), QoS: 1, Payload: []byte(p)})
 				switch {
 				case err != nil:
 					done <- err
 					return
 				case closed: // outcome unknown: the publisher would send again
 					r.closed = append(r.closed, p)
-					if pub, err = redialPub(t, n1, "txn-pub"); err != nil {
+					if pub, err = harness.RedialPub(t, n1, "txn-pub"); err != nil {
 						done <- err
 						return
 					}
@@ -730,7 +729,7 @@ func testTxNodeKill(t *testing.T, tx *txCluster) {
 	}()
 	time.Sleep(500 * time.Millisecond) // messages before the kill: the load's first part
 	killed := time.Now()
-	tx.kill(n3, syscall.SIGKILL)
+	tx.Kill(n3, syscall.SIGKILL)
 	t.Logf("n3 killed at %s", killed.UTC().Format("15:04:05.000"))
 	for v, c := range roam {
 		ev, before := c.awaitEvent(t, "connect", 40*time.Second)
@@ -810,41 +809,4 @@ func testTxNodeKill(t *testing.T, tx *txCluster) {
 		t.Errorf("will %q delivered again", r.payload)
 	case <-time.After(2 * time.Second):
 	}
-}
-
-// publishOnce publishes p on c within 12 s and returns the reason code of
-// its acknowledgement, or closed true when the server closed the
-// connection instead (outcome unknown). Unlike tryPublish it returns an
-// error instead of failing a test, for a goroutine of its own.
-func publishOnce(c *client, p *paho.Publish) (rc byte, closed bool, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Second)
-	defer cancel()
-	r, err := c.Publish(ctx, p)
-	if r != nil {
-		return r.ReasonCode, false, nil // paho reports failure codes as errors too
-	}
-	select {
-	case <-c.Done():
-		return 0, true, nil
-	default:
-	}
-	return 0, false, fmt.Errorf("%s: publish %q: %w", c.id, p.Topic, err)
-}
-
-// redialPub connects a clean publisher with id to nd again, retrying
-// for up to 20 s (a CONNECT may be refused while a leader is elected);
-// it returns an error instead of failing a test.
-func redialPub(t *testing.T, nd *node, id string) (*client, error) {
-	var last error
-	for end := time.Now().Add(20 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
-		c, ack, err := clustertest.Dial(t, nd.mqtt, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
-		if err == nil && ack.ReasonCode == 0 {
-			return wrapClient(c), nil
-		}
-		if err == nil {
-			err = fmt.Errorf("CONNACK 0x%02X", ack.ReasonCode)
-		}
-		last = err
-	}
-	return nil, fmt.Errorf("publisher %s on %s: %w", id, nd.name, last)
 }

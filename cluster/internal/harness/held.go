@@ -1,0 +1,59 @@
+package harness
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/internal/clustertest"
+)
+
+// ResumeInBackground resumes the persistent session id on nd from another
+// goroutine, trying every 100 ms for up to 60 s until a CONNACK says
+// Session Present, and sends the client on the returned channel (closed
+// instead if it never did): the test keeps publishing meanwhile.
+func ResumeInBackground(t *testing.T, nd *Node, id string, expiry uint32) <-chan *Client {
+	back := make(chan *Client, 1)
+	go func() {
+		for d := time.Now().Add(60 * time.Second); time.Now().Before(d); time.Sleep(100 * time.Millisecond) {
+			c, ack, err := clustertest.Dial(t, nd.MQTT, &paho.Connect{ClientID: id, CleanStart: false, KeepAlive: 30,
+				Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+			if err != nil {
+				continue
+			}
+			if ack.ReasonCode != 0 || !ack.SessionPresent {
+				c.Disconnect(&paho.Disconnect{})
+				continue
+			}
+			back <- WrapClient(c)
+			return
+		}
+		close(back)
+	}()
+	return back
+}
+
+// ReceiveAll reads c's messages (probes skipped) until each of want came
+// at least once or d passed. It returns how often each payload came and
+// the messages of want that never did.
+func ReceiveAll(c *Client, want []string, d time.Duration) (got map[string]int, lost []string) {
+	got = map[string]int{}
+	deadline := time.After(d)
+	for missing := len(want); missing > 0; {
+		select {
+		case p := <-c.In:
+			s := string(p.Payload)
+			if s == "probe" {
+				continue
+			}
+			if got[s] == 0 && slices.Contains(want, s) {
+				missing--
+			}
+			got[s]++
+		case <-deadline:
+			return got, slices.DeleteFunc(slices.Clone(want), func(s string) bool { return got[s] > 0 })
+		}
+	}
+	return got, nil
+}

@@ -1,0 +1,81 @@
+package repro_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
+)
+
+// TestReproGroupPassOn: a restarted node announces its restored
+// sessions' share group memberships as routing interest at once, so a
+// publisher elsewhere gives it some of the group's messages. Its restored
+// copy takes them while unsettled (kept in the node's held subject for the
+// session), and a forward after the copy was dropped is held there for the
+// group; both are read only by a node that took the session from the
+// stream and follows this node's held subject. Here the session's owner
+// had it by a live move, and reads neither: acknowledged and lost for the
+// group (test/jepsen TestClusterFull seed 45 on main, g1 pub1#153: a
+// forward 3 ms after the drop). The group's only member moves from n1
+// (killed) to n3 from the stream, then live to n2; n1 comes back with
+// owners-late (its owner records read 3 s late, the restored copy
+// unsettled meanwhile) and drop-unannounced (after the drop, its interest
+// changes travel 2 s late, so n3 goes on routing the group there) while
+// n3's paced publisher sends QoS 1 and 2 to the group. Every acknowledged
+// message must reach the member, QoS 2 once.
+func TestReproGroupPassOn(t *testing.T) {
+	t.Parallel() // see harness.Main
+	const id = "gp-sub"
+	g := newGroupMoved(t, id, "gp")
+	tc, n1, n3 := g.tc, g.n1, g.n3
+
+	n1.Env = append(n1.Env, "ROOST_TEST_FAULT=owners-late=3s@n1,drop-unannounced=2s@n1")
+	const caughtUp = `msg="cluster interest caught up" node=n1`
+	before := harness.CountLog(n1, caughtUp)
+	tc.Start(n1)
+	// Nothing is published until n1 knows the other nodes' interest:
+	// a group message routed to n1 before that waits for it
+	// (TestReproGroupPassOnEarly is about that window); this test is
+	// about the pass-on after it.
+	tc.WaitLog(n1, caughtUp, before+1, 60*time.Second)
+	const dropped = `msg="restored session dropped: another node owns it now" node=n1 client_id=` + id
+	for start := time.Now(); harness.CountLog(n1, dropped) == 0; {
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("n1 did not drop its restored copy of %s within 60 s; n1:\n%s", id, harness.GrepLog(n1, "cluster:", "restored"))
+		}
+		g.publish()
+	}
+	if harness.CountLog(n1, "cluster: test fault: the owner records are read late") == 0 ||
+		harness.CountLog(n1, "cluster: test fault: interest changes and heartbeats held back") == 0 {
+		t.Fatalf("n1 did not take the faults: the test missed its path; n1:\n%s", harness.GrepLog(n1, "cluster:", "restored"))
+	}
+	// Within drop-unannounced's 2 s: n3 still routes the group to n1.
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
+		g.publish()
+	}
+
+	g.check("cluster:", "restored")
+	// Passed on (the change) or held for the group (before it): n3
+	// routed the group to n1 after the drop. Or, since n3 leaves a node
+	// that holds for a group out of its turns while a live member's node
+	// serves it (interest.go serving), n3 gave n1's turns to n2: it saw
+	// n1's restored member and routed around it.
+	if harness.CountLog(n1, "passed on to a node with a member") == 0 && harness.CountLog(n1, "hold keys held for this node") == 0 &&
+		harness.CountLog(n3, "share group left to a node with a live member") == 0 {
+		t.Fatalf("n3 routed nothing for the group to n1 after the drop: the test missed its path; n1:\n%s", harness.GrepLog(n1, "cluster:", "restored"))
+	}
+}
+
+// quiet hands take what reaches c until nothing did for d (bounded: a
+// minute at most).
+func quiet(c *harness.Client, take func(*paho.Publish), d time.Duration) {
+	for end := time.Now().Add(time.Minute); time.Now().Before(end); {
+		select {
+		case m := <-c.In:
+			take(m)
+		case <-time.After(d):
+			return
+		}
+	}
+}

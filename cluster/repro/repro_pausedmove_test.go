@@ -1,0 +1,81 @@
+package repro_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
+)
+
+// TestReproPausedOwnerMovesLive: a node paused past the heartbeat
+// timeout is held for (the others drop it and append what they publish
+// for its persistent sessions to its held subject); resumed, its own
+// follower of that subject applies the held messages to its sessions.
+// A claim from another node right after the resume was answered with a
+// live handover before that follower had applied them: the move carries
+// only what the copy has, the new owner reads no held subject, and the
+// follower, later, gives them to no session (the session left). Every
+// message held for the node while it was paused was acknowledged and
+// lost for the session (test/jepsen TestClusterFull seed 46: ps2 and
+// ps3, paused n3's sessions moved live to n2 and n1 14 ms and 219 ms
+// after n3's resume, lost pub2#176-177 and pub1#127; bench/jepsen/
+// RESULTS.md, "loss46").
+//
+// held-late makes n3's own follower apply each message 15 s after it was
+// held, as n3's did (its partition stream unavailable for 9 s after the
+// resume). The subscriber's session is offline on n3; n3 is paused, n1
+// publishes QoS 1 and 2 (held for n3), n3 is resumed and the client
+// resumes on n2 at once. Every acknowledged message must reach it, a QoS
+// 2 one once.
+func TestReproPausedOwnerMovesLive(t *testing.T) {
+	t.Parallel() // see harness.Main
+	const id = "pm-sub"
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	// No adoption of paused n3's sessions: the session moves by the
+	// client's claim only. The subscriber reads nothing until it
+	// resumes: its queue must take everything published meanwhile.
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\nlimits:\n  max_queued: 100000\n"), 0o644)
+	tc := harness.StartClusterFault(t, 3, "held-late=15s@n3", "--config", cfg)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
+	sub, pub := harness.PersistentPair(t, n3, n1, "pm", 600)
+	sub.Disconnect(&paho.Disconnect{})
+	pp := &pacedPub{t: t, nd: n1, id: "pm-pub", prefix: "pm", pub: pub}
+
+	tc.Kill(n3, syscall.SIGSTOP)
+	resumed := false
+	defer func() {
+		if !resumed {
+			tc.Kill(n3, syscall.SIGCONT) // the cluster's cleanup stops it
+		}
+	}()
+	harness.Eventually(t, harness.PartitionBound, func() error {
+		if !harness.GoneFrom(n1, n3) {
+			return fmt.Errorf("n1 has not dropped the paused n3 yet")
+		}
+		return nil
+	})
+	for start := time.Now(); len(pp.want) < 20; {
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("only %d messages acknowledged in 60 s with n3 paused", len(pp.want))
+		}
+		pp.publish()
+	}
+	held := harness.CountLog(n1, `holding a message for a dropped node's persistent sessions" node=n1 peer=n3`)
+	tc.Kill(n3, syscall.SIGCONT)
+	resumed = true
+	if held == 0 {
+		t.Fatalf("n1 held nothing for paused n3: the test missed its path; n1:\n%s", harness.GrepLog(n1, "peer=n3"))
+	}
+	// n2's claim asks n3 (a node it does not hear from is not asked).
+	awaitKnown(t, pp, n2, n3)
+	c := pp.resume(n2, id)
+	if harness.CountLog(n2, `msg="session moved here" node=n2 client_id=`+id+` from=n3`) == 0 {
+		t.Fatalf("n2 did not take %s from n3 live: the test missed its path; n2:\n%s", id, harness.GrepLog(n2, "client_id="+id))
+	}
+	t.Logf("n1 held %d messages for n3; n3: %s", held, harness.GrepLog(n3, "named for the new owner"))
+	pp.check(c, n3, n2)
+}
