@@ -22,12 +22,14 @@ import (
 // resumed client got 27 PUBRELs again and pub1#302 again as a PUBLISH,
 // after it had completed that exchange.
 //
-// Here the session is on n2 with m1..m4 in flight (the client holds its
+// Here the session is on n2 with m1..m5 in flight (the client holds its
 // PUBRECs back). A CONNECT on n3 claims the id; n2 disowns its copy and
 // takes the connection over only stepsLate later (steps-late), while the
-// client completes m1..m4 there; n3's move asks n2 to finish only once a
-// newer claim asked n3 to let go (finish-asked), and the client resumes
-// on n2. Each QoS 2 message must come once, and one published after it too.
+// client completes m1..m4 there and sends m5's PUBREC (n2's PUBREL is
+// not read); n3's move asks n2 to finish only once a newer claim asked n3
+// to let go (finish-asked), and the client resumes on n2. Each QoS 2
+// message must come once, m5 never again as a PUBLISH [MQTT-4.3.3-6]
+// (its PUBREL may come again), and one published after them too.
 func TestReproQoS2StepsClaimedBack(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const id, topic = "sb-sub", "sb/t"
@@ -53,14 +55,14 @@ func TestReproQoS2StepsClaimedBack(t *testing.T) {
 		}
 		want = append(want, m)
 	}
-	for i := 1; i <= 4; i++ {
+	for i := 1; i <= 5; i++ {
 		publish(fmt.Sprintf("m%d", i))
 	}
-	// m1..m4 in flight on n2, their PUBRECs held back.
+	// m1..m5 in flight on n2, their PUBRECs held back.
 	var held []rawclient.Packet
-	for deadline := time.Now().Add(30 * time.Second); len(held) < 4; {
+	for deadline := time.Now().Add(30 * time.Second); len(held) < 5; {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d of m1..m4 delivered on n2 within 30 s", id, len(held))
+			t.Fatalf("%s: %d of m1..m5 delivered on n2 within 30 s", id, len(held))
 		}
 		p, err := sub.conn.ReadPacket(time.Second)
 		if err != nil {
@@ -85,9 +87,11 @@ func TestReproQoS2StepsClaimedBack(t *testing.T) {
 			t.Fatalf("n2 did not disown %s within 30 s; n2:\n%s", id, grepLog(n2, "client_id="+id))
 		}
 	}
-	// The client completes m1..m4 on the disowned copy: PUBREC, PUBREL,
-	// PUBCOMP, then a PINGREQ whose PINGRESP says n2 read them all.
-	for _, p := range held {
+	// The client completes m1..m4 on the disowned copy (PUBREC, PUBREL,
+	// PUBCOMP) and sends m5's PUBREC; a PINGREQ's PINGRESP then says n2
+	// read them all. m5's PUBREL is left unread, as by a client whose
+	// connection ended before it came.
+	for _, p := range held[:4] {
 		sub.handle(p)
 	}
 	completed := func() bool {
@@ -98,9 +102,13 @@ func TestReproQoS2StepsClaimedBack(t *testing.T) {
 		}
 		return true
 	}
-	if err := sub.read(time.Now().Add(10*time.Second), completed); err != nil {
+	first := func() bool {
+		return sub.completed["m1"] && sub.completed["m2"] && sub.completed["m3"] && sub.completed["m4"]
+	}
+	if err := sub.read(time.Now().Add(10*time.Second), first); err != nil {
 		t.Fatalf("%s: m1..m4 not completed on n2 before its takeover (%v): the test missed the window it is about", id, err)
 	}
+	sub.handle(held[4])
 	if err := sub.conn.Write(rawclient.Frame(0xC0), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +137,7 @@ func TestReproQoS2StepsClaimedBack(t *testing.T) {
 	})
 	sub.resumed(n2, 30*time.Second, completed)
 	// A last message: whatever the session sent again came before it.
-	publish("m5")
+	publish("m6")
 	sub.resumed(n2, 30*time.Second, completed)
 	if countLog(n3, `"cluster: moving session: the previous owner did not finish; taking what it handed over first" node=n3 client_id=`+id) == 0 {
 		t.Fatalf("n2 finished n3's move: the test missed the claim back it is about; n3:\n%s", grepLog(n3, "client_id="+id))
@@ -139,7 +147,10 @@ func TestReproQoS2StepsClaimedBack(t *testing.T) {
 			t.Errorf("%s got %s %d times at QoS 2, want once", id, m, sub.got[m])
 		}
 	}
+	if sub.publishes["m5"] != 1 {
+		t.Errorf("%s got m5's PUBLISH %d times: sent again after its PUBREC and PUBREL [MQTT-4.3.3-6]", id, sub.publishes["m5"])
+	}
 	if t.Failed() {
-		t.Logf("got %v\nn2:\n%s\nn3:\n%s", sub.got, grepLog(n2, "client_id="+id), grepLog(n3, "client_id="+id))
+		t.Logf("got %v, PUBLISHes %v\nn2:\n%s\nn3:\n%s", sub.got, sub.publishes, grepLog(n2, "client_id="+id), grepLog(n3, "client_id="+id))
 	}
 }
