@@ -1381,14 +1381,17 @@ var errMoveFinish = errors.New("cluster: previous owner did not finish the hando
 // connection over, and the takeover applies what the client had already
 // sent (broker.HandOverBy, Fence), whose ops then stay in that node's
 // store (sessions.lost) while rec1 has them. Nothing newer than rec1
-// reaches the stream meanwhile: the copy's later ops stay there too, and
-// this node writes none before its adoption. Read from the stream, the
-// session lost those steps: a PUBREC and PUBCOMPs its client had sent,
-// so a QoS 2 message whose exchange the client had completed came again
-// as a new PUBLISH once the session moved on or back (test/jepsen
-// TestClusterFull seed 49, ps2: its old owner had claimed it back and
-// declined the finish; TestReproQoS2StepsClaimedBack). What the copy took
-// after rec1 is read from the old owner's held subject (keptBy).
+// reaches the stream meanwhile: the copy's later ops stay there too, this
+// node writes none before its adoption, and a newer claim that read the
+// stream and wrote since leaves this move's copy a fenced one (adoptCut
+// when it cut the move, awaitIn; else the owner watcher). Read from the
+// stream, the session lost those steps: a PUBREC and PUBCOMPs its client
+// had sent, so a QoS 2 message whose exchange the client had completed
+// came again as a new PUBLISH once the session moved on or back
+// (test/jepsen TestClusterFull seed 49, ps2: its old owner had claimed it
+// back and declined the finish; TestReproQoS2StepsClaimedBack). What the
+// copy took after rec1 is read from the old owner's held subject
+// (keptBy).
 func (mv *liveMoves) finishAt(ctx context.Context, q *barrierRequest, rec1 *broker.StoredSession) (rec *broker.StoredSession, finished bool) {
 	n := mv.n
 	ctx2, cancel := context.WithTimeout(ctx, finishWait+barrierWait)
