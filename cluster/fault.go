@@ -279,6 +279,15 @@ import (
 //	                      TestClusterFull seed 48: n3 killed 127 ms after
 //	                      a live move's adoption, whose rollup held 60 of
 //	                      the session's 229 messages)
+//	steps-late=CLIENT@NODE  on NODE, the connection of CLIENT's session,
+//	                      disowned for another node's claim (a fence or a
+//	                      release answer), is taken over only stepsLate
+//	                      after the first such disown: what its client
+//	                      sends meanwhile (PUBRECs, PUBCOMPs) is applied to
+//	                      the disowned copy only, as the packets a
+//	                      taken-over connection's last read applies after
+//	                      the disown (test/jepsen TestClusterFull seed 49,
+//	                      ps2: a PUBREC and 27 PUBCOMPs)
 //	held-empty=DURATION@NODE  on NODE, for DURATION from the first read
 //	                      of the follower of what is held for NODE, every
 //	                      such read comes back empty after heldEmptyPause,
@@ -367,6 +376,8 @@ type faults struct {
 	heldEmpty        time.Duration
 	heldEmptyOnce    sync.Once
 	heldEmptyUntil   atomic.Int64 // held-empty: until when (Unix nanoseconds), set at the first read
+	stepsLate        string
+	stepsUntil       atomic.Int64 // steps-late: when the takeover may go on (Unix ns), set at the first disown
 }
 
 // claimLateMax bounds claim-late's wait for the session to leave.
@@ -421,7 +432,7 @@ var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
-	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup"}
+	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -486,6 +497,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.claimLate = v
 		case "rollup-lost":
 			f.rollupLost = v
+		case "steps-late":
+			f.stepsLate = v
 		case "ops-after-rollup":
 			f.opsAfterRollup = v
 		case "claim-unanswered":
@@ -580,6 +593,24 @@ func (f *faults) stallsFollower(node string, ids []string) (stall, first bool) {
 	}
 	_, logged := f.stallOnce.LoadOrStore(node, true)
 	return true, !logged
+}
+
+// stepsLate is how long steps-late leaves a disowned session's connection
+// to its client: long enough for a few packets each way on a loaded
+// machine, short enough for the release answer to come within the
+// claimer's releaseTimeout.
+const stepsLate = 1500 * time.Millisecond
+
+// takeoverLate returns how long the takeover of id's connection, its
+// session disowned here just now, waits (steps-late): until stepsLate
+// after the first disown of id, so that a fence and a release answer of
+// the same claim wait for the same instant.
+func (f *faults) takeoverLate(id string) time.Duration {
+	if f == nil || f.stepsLate != id {
+		return 0
+	}
+	f.stepsUntil.CompareAndSwap(0, time.Now().Add(stepsLate).UnixNano())
+	return time.Until(time.Unix(0, f.stepsUntil.Load()))
 }
 
 // holdsHeld reports whether a release request for id is to find its held

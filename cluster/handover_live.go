@@ -1375,9 +1375,23 @@ func (n *Node) barrierOf(ctx context.Context, x string, body []byte, deadline ti
 var errMoveFinish = errors.New("cluster: previous owner did not finish the handover")
 
 // finishAt asks the old owner for the session as of the barriers, and
-// reports whether it answered with it (finished). Should it not, the
-// session is read from its replicated record if there is one, else rec1
-// (what the old owner handed over first) is taken.
+// reports whether it answered with it (finished). Should it not, rec1
+// (what the old owner handed over first) is taken, not the session's
+// replicated record: the old owner disowned its copy before it took the
+// connection over, and the takeover applies what the client had already
+// sent (broker.HandOverBy, Fence), whose ops then stay in that node's
+// store (sessions.lost) while rec1 has them. Nothing newer than rec1
+// reaches the stream meanwhile: the copy's later ops stay there too, this
+// node writes none before its adoption, and a newer claim that read the
+// stream and wrote since leaves this move's copy a fenced one (adoptCut
+// when it cut the move, awaitIn; else the owner watcher). Read from the
+// stream, the session lost those steps: a PUBREC and PUBCOMPs its client
+// had sent, so a QoS 2 message whose exchange the client had completed
+// came again as a new PUBLISH once the session moved on or back
+// (test/jepsen TestClusterFull seed 49, ps2: its old owner had claimed it
+// back and declined the finish; TestReproQoS2StepsClaimedBack). What the
+// copy took after rec1 is read from the old owner's held subject
+// (keptBy).
 func (mv *liveMoves) finishAt(ctx context.Context, q *barrierRequest, rec1 *broker.StoredSession) (rec *broker.StoredSession, finished bool) {
 	n := mv.n
 	ctx2, cancel := context.WithTimeout(ctx, finishWait+barrierWait)
@@ -1394,10 +1408,5 @@ func (mv *liveMoves) finishAt(ctx context.Context, q *barrierRequest, rec1 *brok
 	}
 	n.log.Warn("cluster: moving session: the previous owner did not finish; taking what it handed over first",
 		"client_id", q.id, "peer", q.from, "err", err)
-	if n.sess != nil {
-		if rec, rerr := n.sess.recover(ctx, q.id); rerr == nil && rec != nil {
-			return rec, false
-		}
-	}
 	return rec1, false
 }

@@ -215,8 +215,8 @@ func (s *sessions) unkeep(id string) {
 // the kept copies are for a claim that reads the stream. But a client
 // that gives up on its CONNACK at the new owner and comes back here
 // claims the id here again before that move finished: the finish is
-// declined (finish: claimed here again since), the new owner takes the
-// session from the stream or from what was handed over first, and hands
+// declined (finish: claimed here again since), the new owner takes what
+// was handed over first (finishAt), and hands
 // that over to this node in its turn, which adopts it in place of its
 // copy. What the copy kept since its disown was then read by nobody: the
 // move read no held subject, and this node's own follower gives a
@@ -280,8 +280,8 @@ func (s *sessions) takeHeldBack(id string, handed []heldPos) []heldPos {
 }
 
 // A move whose old owner did not finish. The new owner of a live move
-// takes the session from the stream, or from what the old owner handed
-// over first (finishAt), when the old owner does not answer the finish:
+// takes what the old owner handed over first (finishAt) when the old
+// owner does not answer the finish:
 // killed, paused or cut off since its answer, or claimed back there
 // (above). The old owner's copy was disowned when it answered, and what
 // it took since is in neither: it was kept in the old owner's held

@@ -679,6 +679,10 @@ func (o *owners) beginAdopt(id string) *heldWait {
 func (o *owners) disown(id string) {
 	if o.n.sess != nil && o.n.srv.HasSession(id) {
 		o.n.sess.disown(id)
+		if d := o.n.fault.takeoverLate(id); d > 0 {
+			o.n.log.Warn("cluster: test fault: the connection of a session disowned here is taken over late", "client_id", id, "for", d)
+			time.Sleep(d)
+		}
 	}
 }
 

@@ -1151,16 +1151,11 @@ func (s *sessions) acknowledged(q *partQueue, n int) {
 	s.mu.Unlock()
 }
 
-// recover reads id's session from its partition stream, nil if there is
-// none, for a node taking the id over from an owner that did not answer.
-func (s *sessions) recover(ctx context.Context, id string) (*broker.StoredSession, error) {
-	rec, _, err := s.recoverAt(ctx, id)
-	return rec, err
-}
-
-// recoverAt is recover, and also returns when the stream took the
-// session's last op: messages held for a gone node before then reached
-// the session already, if it matched them (held.go).
+// recoverAt reads id's session from its partition stream, nil if there
+// is none, for a node taking the id over from an owner that did not
+// answer, and returns when the stream took the session's last op:
+// messages held for a gone node before then reached the session already,
+// if it matched them (held.go).
 func (s *sessions) recoverAt(ctx context.Context, id string) (*broker.StoredSession, time.Time, error) {
 	var last time.Time
 	s.mu.Lock()

@@ -29,11 +29,12 @@ type qos2Sub struct {
 	got       map[string]int    // deliveries per payload
 	completed map[string]bool   // PUBCOMP written
 	subacks   map[uint16]bool
+	publishes map[string]int // QoS 2 PUBLISHes per payload, repeats (DUP) included
 }
 
 func newQoS2Sub(t *testing.T, id string) *qos2Sub {
 	return &qos2Sub{t: t, id: id, awaiting: map[uint16]string{}, got: map[string]int{},
-		completed: map[string]bool{}, subacks: map[uint16]bool{}}
+		completed: map[string]bool{}, subacks: map[uint16]bool{}, publishes: map[string]int{}}
 }
 
 // connect opens a connection to nd (Clean Start clean, Session Expiry
@@ -150,6 +151,7 @@ func (s *qos2Sub) handle(p rawclient.Packet) {
 			s.got[string(m.Payload)]++
 			reply = rawclient.Ack(rawclient.PUBACK, m.ID)
 		case 2:
+			s.publishes[string(m.Payload)]++
 			if _, repeat := s.awaiting[m.ID]; !repeat {
 				s.awaiting[m.ID] = string(m.Payload)
 				s.got[string(m.Payload)]++

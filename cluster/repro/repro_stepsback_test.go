@@ -1,0 +1,157 @@
+package repro_test
+
+import (
+	"fmt"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/internal/rawclient"
+)
+
+// TestReproQoS2StepsClaimedBack: test/jepsen TestClusterFull seed 49
+// (bench/jepsen/RESULTS.md, "dup49"): ps2's session on n1 was disowned
+// for n3's claim (the fence, 10:44:12.553), and the taken-over
+// connection's last read applied a PUBREC and 27 PUBCOMPs after the
+// disown: ops kept in n1's own store only, but in the session n1 handed
+// over (rec1, 12.574). The client came back to n1, which claimed the id
+// back and declined n3's finish; n3 took the session from its partition
+// stream, which had none of those steps, and handed that over to n1: its
+// resumed client got 27 PUBRELs again and pub1#302 again as a PUBLISH,
+// after it had completed that exchange.
+//
+// Here the session is on n2 with m1..m5 in flight (the client holds its
+// PUBRECs back). A CONNECT on n3 claims the id; n2 disowns its copy and
+// takes the connection over only stepsLate later (steps-late), while the
+// client completes m1..m4 there and sends m5's PUBREC (n2's PUBREL is
+// not read); n3's move asks n2 to finish only once a newer claim asked n3
+// to let go (finish-asked), and the client resumes on n2. Each QoS 2
+// message must come once, m5 never again as a PUBLISH [MQTT-4.3.3-6]
+// (its PUBREL may come again), and one published after them too.
+func TestReproQoS2StepsClaimedBack(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	const id, topic = "sb-sub", "sb/t"
+	// No adoption by the janitor: the session moves by the client's
+	// claims only.
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
+	tc := harness.StartClusterFault(t, 3, "finish-asked="+id+"@n3,steps-late="+id+"@n2", "--config", cfg)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
+
+	sub := newQoS2Sub(t, id)
+	if _, err := sub.connect(n2, true); err != nil {
+		t.Fatal(err)
+	}
+	sub.subscribe(topic, 1, 15*time.Second)
+	pub := harness.Connect(t, n1, id+"-pub")
+	pub.AwaitInterest(t, topic)
+	var want []string
+	publish := func(m string) {
+		t.Helper()
+		if rc := pub.Pub(t, &paho.Publish{Topic: topic, QoS: 2, Payload: []byte(m)}); rc >= 0x80 {
+			t.Fatalf("%s: 0x%02X", m, rc)
+		}
+		want = append(want, m)
+	}
+	for i := 1; i <= 5; i++ {
+		publish(fmt.Sprintf("m%d", i))
+	}
+	// m1..m5 in flight on n2, their PUBRECs held back.
+	var held []rawclient.Packet
+	for deadline := time.Now().Add(30 * time.Second); len(held) < 5; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d of m1..m5 delivered on n2 within 30 s", id, len(held))
+		}
+		p, err := sub.conn.ReadPacket(time.Second)
+		if err != nil {
+			continue
+		}
+		if p.Type == rawclient.PUBLISH {
+			m, err := rawclient.ParsePublish(5, p.Flags, p.Body)
+			if err == nil && strings.HasPrefix(string(m.Payload), "m") {
+				held = append(held, p)
+				continue
+			}
+		}
+		sub.handle(p) // the interest probes
+	}
+
+	// n3 claims the id; n2 disowns its copy and leaves the connection to
+	// its client for stepsLate.
+	claimOn(t, tc, n3, id, harness.QueuedExpiry)
+	const late = `"cluster: test fault: the connection of a session disowned here is taken over late" node=n2 client_id=` + id
+	for start := time.Now(); harness.CountLog(n2, late) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("n2 did not disown %s within 30 s; n2:\n%s", id, harness.GrepLog(n2, "client_id="+id))
+		}
+	}
+	// The client completes m1..m4 on the disowned copy (PUBREC, PUBREL,
+	// PUBCOMP) and sends m5's PUBREC; a PINGREQ's PINGRESP then says n2
+	// read them all. m5's PUBREL is left unread, as by a client whose
+	// connection ended before it came.
+	for _, p := range held[:4] {
+		sub.handle(p)
+	}
+	completed := func() bool {
+		for _, m := range want {
+			if !sub.completed[m] {
+				return false
+			}
+		}
+		return true
+	}
+	first := func() bool {
+		return sub.completed["m1"] && sub.completed["m2"] && sub.completed["m3"] && sub.completed["m4"]
+	}
+	if err := sub.read(time.Now().Add(10*time.Second), first); err != nil {
+		t.Fatalf("%s: m1..m4 not completed on n2 before its takeover (%v): the test missed the window it is about", id, err)
+	}
+	sub.handle(held[4])
+	if err := sub.conn.Write(rawclient.Frame(0xC0), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for pong := false; !pong; {
+		p, err := sub.conn.ReadPacket(5 * time.Second)
+		if err != nil {
+			t.Fatalf("%s: no PINGRESP from n2 before its takeover (%v): the test missed the window it is about", id, err)
+		}
+		pong = p.Type == rawclient.PINGRESP
+	}
+	if harness.CountLog(n2, "client_id="+id+` reason="session taken over by a new connection"`) > 0 {
+		t.Fatalf("n2 took %s's connection over before the client's steps were read: the test missed the window it is about", id)
+	}
+
+	// n3's move waits before its finish. (A publish now would wait for
+	// its end: n3 holds what comes after its barriers until it adopts.)
+	tc.WaitLog(n3, `"cluster: test fault: the move's finish waits for a newer claim" node=n3 client_id=`+id, 1, 60*time.Second)
+
+	// The client claims the id back on n2.
+	harness.Eventually(t, 60*time.Second, func() error {
+		present, err := sub.connect(n2, false)
+		if err == nil && !present {
+			t.Fatalf("%s: back on n2 without its session", id)
+		}
+		return err
+	})
+	sub.resumed(n2, 30*time.Second, completed)
+	// A last message: whatever the session sent again came before it.
+	publish("m6")
+	sub.resumed(n2, 30*time.Second, completed)
+	if harness.CountLog(n3, `"cluster: moving session: the previous owner did not finish; taking what it handed over first" node=n3 client_id=`+id) == 0 {
+		t.Fatalf("n2 finished n3's move: the test missed the claim back it is about; n3:\n%s", harness.GrepLog(n3, "client_id="+id))
+	}
+	for _, m := range want {
+		if sub.got[m] != 1 {
+			t.Errorf("%s got %s %d times at QoS 2, want once", id, m, sub.got[m])
+		}
+	}
+	if sub.publishes["m5"] != 1 {
+		t.Errorf("%s got m5's PUBLISH %d times: sent again after its PUBREC and PUBREL [MQTT-4.3.3-6]", id, sub.publishes["m5"])
+	}
+	if t.Failed() {
+		t.Logf("got %v, PUBLISHes %v\nn2:\n%s\nn3:\n%s", sub.got, sub.publishes, harness.GrepLog(n2, "client_id="+id), harness.GrepLog(n3, "client_id="+id))
+	}
+}
