@@ -535,6 +535,12 @@ func (s *sessions) openJS() (jetstream.JetStream, error) {
 // since, which had the message where it was, a second copy (bench/jepsen
 // RESULTS.md, traced runs of session 16).
 func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, groupsOnly bool) (jetstream.PubAckFuture, error) {
+	k := originKey{n.cfg.Node, n.inc, msg.ID}
+	return n.holdAs(node, msg, pub, o, groups, groupsOnly, holdMsgID(k, o, node, groupsOnly))
+}
+
+// holdAs is hold under the message id id.
+func (n *Node) holdAs(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, groupsOnly bool, id string) (jetstream.PubAckFuture, error) {
 	s := n.sess
 	if s == nil {
 		return nil, nil
@@ -550,7 +556,7 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 		extra = flagGroupsOnly
 	}
 	m.Data = encodeHeld(k, encodeForwardFlags(msg, groups, pub, o, extra|boolBit(msg.Resent(), 4)))
-	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, o, node, groupsOnly))
+	m.Header.Set(jetstream.MsgIDHeader, id)
 	if f := n.fault.unanswers(m); f != nil {
 		return f, nil
 	}
@@ -591,13 +597,47 @@ func holdMsgID(k originKey, o broker.Origin, node string, groupsOnly bool) strin
 // groups are the share groups the forward asked node to serve: those its
 // persistent sessions were members of are held too (one delivery each,
 // held.go claimGroups); the others had only clean members there.
-func (n *Node) holdForGone(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string) error {
+//
+// heldPlain says the routing held msg for node already, for its plain
+// subscriptions (node's hold keys: a restarted node's unsettled
+// sessions, a fenced copy's end, a claim's), and so without the groups
+// it asked node to serve. Then the groups are held apart, for them
+// only, under an id of their own (goneGroupsMsgID): under the routing's
+// hold id the append was answered "duplicate", the held copy named no
+// group, and the groups' members read it elsewhere without them
+// (test/jepsen TestClusterFull on main 2026-12-06, seed 41: g1
+// pub2#127, pub0#151-152, published on n3 between n1's kill and n3's
+// "node gone", three "message held for a node already" lines; seed 43:
+// g0 pub2#208-209, g1 pub0#204 the same way around n2's kill;
+// TestReproGroupGoneHeld).
+func (n *Node) holdForGone(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, heldPlain bool) error {
 	m := n.remote.orphans.matchNode(node, msg.Topic)
 	m.groups = slices.DeleteFunc(m.groups, func(gk string) bool { return !slices.Contains(groups, gk) })
+	if heldPlain {
+		if len(m.groups) == 0 {
+			return nil
+		}
+		n.log.Info("cluster: a node gone before it confirmed a forward: its share groups held apart",
+			"peer", node, "topic", msg.Topic, "groups", groupKeys(m.groups))
+		k := originKey{n.cfg.Node, n.inc, msg.ID}
+		f, err := n.holdAs(node, msg, pub, o, m.groups, true, goneGroupsMsgID(k, o, node))
+		if err != nil || f == nil {
+			return err
+		}
+		return n.settleHeld(ctx, node, f)
+	}
 	if !m.plain && len(m.groups) == 0 {
 		return nil
 	}
 	return n.holdNow(ctx, node, msg, pub, o, m.groups, !m.plain)
+}
+
+// goneGroupsMsgID is the id of holdForGone's hold of a forward's share
+// groups apart from the routing's hold for node: the same for a repeat
+// (a resend under the same Origin too), and none of the routing's own
+// (holdMsgID), nor of node's hold of the forward for itself (holdHere).
+func goneGroupsMsgID(k originKey, o broker.Origin, node string) string {
+	return "h.f." + strings.TrimPrefix(holdMsgID(k, o, node, true), "h.g.")
 }
 
 // holdNow holds msg for node and waits for the append; nil at once when

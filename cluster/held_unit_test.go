@@ -361,6 +361,23 @@ func TestOriginWatchForgetsDisownedCopy(t *testing.T) {
 	}
 }
 
+// goneGroupsMsgID is a hold id of its own: not the routing's hold of the
+// same message for the node (plain or groups-only), so that JetStream
+// does not drop it as a repeat (TestReproGroupGoneHeld).
+func TestGoneGroupsMsgID(t *testing.T) {
+	k := originKey{node: "n2", inc: "i", id: 42}
+	o := broker.Origin{ClientID: "p", PacketID: 3, Nonce: 9}
+	for _, o := range []broker.Origin{{}, o} {
+		id := goneGroupsMsgID(k, o, "n1")
+		if id == holdMsgID(k, o, "n1", false) || id == holdMsgID(k, o, "n1", true) {
+			t.Errorf("origin %v: the groups' hold id %q is a routing hold's", o, id)
+		}
+		if id != goneGroupsMsgID(k, o, "n1") || id == goneGroupsMsgID(k, o, "n3") {
+			t.Errorf("origin %v: the groups' hold id %q is not one per message and node", o, id)
+		}
+	}
+}
+
 // awayMarks: the others may hold for this node after a stall of its
 // expiry loop (seen on its next run, or while it has not run again) or
 // after it dropped a peer, for the window asked, and not in steady runs.
