@@ -405,13 +405,35 @@ func (w *originWatch) arrive(id string, until time.Time) {
 // disowned says the session here is a disowned copy (keep.go): what it
 // gets is noted apart too, for arrive to forget.
 func (w *originWatch) first(id string, k originKey, disowned bool) bool {
+	return w.firstOf(id, k, disowned, false)
+}
+
+// firstKept is first for a copy of k kept for id's session (keep.go):
+// one this node's disowned copy of the session took, here. A message
+// published here is not one the session got by the local delivery then:
+// the copy took it, and for a share group it was the group's one copy,
+// the node serving the group itself rather than the member's owner
+// elsewhere. Taken for a local delivery, a move that brought the session
+// back here by a live move (the watch left as it was) dropped every kept
+// copy of a message published here since the watch began (test/jepsen
+// TestClusterFull seed 47 on main 2026-12-06: g0 pub1#372-381, n1's
+// "share group missed here after its claim" for g0m1;
+// TestReproGroupKeptLocal). Its plain subscriptions may so get one a
+// second time, if this node also forwarded it to the owner: QoS 1 may
+// come again, QoS 2 is left out by its Origin or copy name.
+func (w *originWatch) firstKept(id string, k originKey, disowned bool) bool {
+	return w.firstOf(id, k, disowned, true)
+}
+
+// firstOf is first, or firstKept when kept.
+func (w *originWatch) firstOf(id string, k originKey, disowned, kept bool) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	seen, ok := w.seen[id]
 	if !ok {
 		return true
 	}
-	if k.node == w.self.node && k.inc == w.self.inc && k.id > w.localAfter[id] {
+	if !kept && k.node == w.self.node && k.inc == w.self.inc && k.id > w.localAfter[id] {
 		return false
 	}
 	if _, dup := seen[k]; dup {
@@ -457,6 +479,12 @@ func (w *originWatch) sweep(now time.Time) {
 // once per session per message (a session may match with several
 // subscriptions).
 func (n *Node) dedupPick(k originKey, inner func(string) bool) func(string) bool {
+	return n.dedupPickKept(k, inner, "")
+}
+
+// dedupPickKept is dedupPick for a held message kept for session kept
+// ("" for none: heldFor), which is asked firstKept.
+func (n *Node) dedupPickKept(k originKey, inner func(string) bool, kept string) func(string) bool {
 	if n.watch.n.Load() == 0 {
 		return inner
 	}
@@ -465,7 +493,8 @@ func (n *Node) dedupPick(k originKey, inner func(string) bool) func(string) bool
 		if v, ok := decided[id]; ok {
 			return v
 		}
-		v := (inner == nil || inner(id)) && n.watch.first(id, k, n.sess != nil && n.sess.kept.has(id))
+		disowned := n.sess != nil && n.sess.kept.has(id)
+		v := (inner == nil || inner(id)) && n.watch.firstOf(id, k, disowned, id == kept)
 		decided[id] = v
 		return v
 	}
@@ -757,7 +786,7 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 	}
 	n.fault.claimedFor(n, chosen)
 	rm.Groups, rm.Members = claimed, chosen
-	rm.Pick = n.dedupPick(k, func(id string) bool { return ids(id) && !has[id] })
+	rm.Pick = n.dedupPickKept(k, func(id string) bool { return ids(id) && !has[id] }, heldFor(m))
 	rm.PickShared = true // a group goes to one of the sessions ids names
 	if n.catching.Load() > 0 {
 		rm.Place, rm.Late = k.place(), true
