@@ -124,7 +124,8 @@ import (
 //	                      its client's CONNACK timeout before its last
 //	                      step, and the client's next CONNECT claims the
 //	                      id back on the previous owner (test/jepsen
-//	                      TestClusterFull seed 44, ps2)
+//	                      TestClusterFull seed 44, ps2); named again,
+//	                      for several clients (one request lets all go)
 //	move-cut=CLIENT@NODE  on NODE, a live move of CLIENT here asks its
 //	                      previous owner to finish only once a newer
 //	                      claim of CLIENT asked NODE to let go and was
@@ -337,7 +338,7 @@ type faults struct {
 	heldLate     time.Duration
 	adoptStall   []string
 	moveLate     string
-	finishAsked  string
+	finishAsked  []string
 	finishGone   string
 	asked        chan struct{} // move-late, finish-asked: closed once a release request came
 	askedOnce    sync.Once
@@ -481,7 +482,7 @@ func parseFaults(s, node string) (*faults, error) {
 		case "move-cut":
 			f.moveCut, f.answered = v, make(chan struct{})
 		case "finish-asked":
-			f.finishAsked = v
+			f.finishAsked = append(f.finishAsked, v)
 			if f.asked == nil {
 				f.asked = make(chan struct{})
 			}
@@ -727,7 +728,7 @@ func (f *faults) stallsAdoption(id string) bool {
 // askedRelease notes that a request to let go of id came (move-late,
 // finish-asked, janitor-late).
 func (f *faults) askedRelease(id string) {
-	if f != nil && (f.moveLate == id || f.finishAsked == id) {
+	if f != nil && (f.moveLate == id || slices.Contains(f.finishAsked, id)) {
 		f.askedOnce.Do(func() { close(f.asked) })
 	}
 	if f != nil && f.janitorLate == id {
@@ -765,7 +766,7 @@ func (f *faults) movesLate(id string) bool {
 // finishesAsked reports whether a live move of id here asks for its
 // finish only once a newer claim asked for the session (finish-asked).
 func (f *faults) finishesAsked(id string) bool {
-	return f != nil && f.finishAsked == id
+	return f != nil && slices.Contains(f.finishAsked, id)
 }
 
 // movesCut reports whether a live move of id here asks for its finish

@@ -405,13 +405,35 @@ func (w *originWatch) arrive(id string, until time.Time) {
 // disowned says the session here is a disowned copy (keep.go): what it
 // gets is noted apart too, for arrive to forget.
 func (w *originWatch) first(id string, k originKey, disowned bool) bool {
+	return w.firstOf(id, k, disowned, false)
+}
+
+// firstKept is first for a copy of k kept for id's session (keep.go):
+// one this node's disowned copy of the session took, here. A message
+// published here is not one the session got by the local delivery then:
+// the copy took it, and for a share group it was the group's one copy,
+// the node serving the group itself rather than the member's owner
+// elsewhere. Taken for a local delivery, a move that brought the session
+// back here by a live move (the watch left as it was) dropped every kept
+// copy of a message published here since the watch began (test/jepsen
+// TestClusterFull seed 47 on main 2026-12-06: g0 pub1#372-381, n1's
+// "share group missed here after its claim" for g0m1;
+// TestReproGroupKeptLocal). Its plain subscriptions may so get one a
+// second time, if this node also forwarded it to the owner: QoS 1 may
+// come again, QoS 2 is left out by its Origin or copy name.
+func (w *originWatch) firstKept(id string, k originKey, disowned bool) bool {
+	return w.firstOf(id, k, disowned, true)
+}
+
+// firstOf is first, or firstKept when kept.
+func (w *originWatch) firstOf(id string, k originKey, disowned, kept bool) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	seen, ok := w.seen[id]
 	if !ok {
 		return true
 	}
-	if k.node == w.self.node && k.inc == w.self.inc && k.id > w.localAfter[id] {
+	if !kept && k.node == w.self.node && k.inc == w.self.inc && k.id > w.localAfter[id] {
 		return false
 	}
 	if _, dup := seen[k]; dup {
@@ -457,6 +479,12 @@ func (w *originWatch) sweep(now time.Time) {
 // once per session per message (a session may match with several
 // subscriptions).
 func (n *Node) dedupPick(k originKey, inner func(string) bool) func(string) bool {
+	return n.dedupPickKept(k, inner, "")
+}
+
+// dedupPickKept is dedupPick for a held message kept for session kept
+// ("" for none: heldFor), which is asked firstKept.
+func (n *Node) dedupPickKept(k originKey, inner func(string) bool, kept string) func(string) bool {
 	if n.watch.n.Load() == 0 {
 		return inner
 	}
@@ -465,7 +493,8 @@ func (n *Node) dedupPick(k originKey, inner func(string) bool) func(string) bool
 		if v, ok := decided[id]; ok {
 			return v
 		}
-		v := (inner == nil || inner(id)) && n.watch.first(id, k, n.sess != nil && n.sess.kept.has(id))
+		disowned := n.sess != nil && n.sess.kept.has(id)
+		v := (inner == nil || inner(id)) && n.watch.firstOf(id, k, disowned, id == kept)
 		decided[id] = v
 		return v
 	}
@@ -535,6 +564,12 @@ func (s *sessions) openJS() (jetstream.JetStream, error) {
 // since, which had the message where it was, a second copy (bench/jepsen
 // RESULTS.md, traced runs of session 16).
 func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, groupsOnly bool) (jetstream.PubAckFuture, error) {
+	k := originKey{n.cfg.Node, n.inc, msg.ID}
+	return n.holdAs(node, msg, pub, o, groups, groupsOnly, holdMsgID(k, o, node, groupsOnly))
+}
+
+// holdAs is hold under the message id id.
+func (n *Node) holdAs(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, groupsOnly bool, id string) (jetstream.PubAckFuture, error) {
 	s := n.sess
 	if s == nil {
 		return nil, nil
@@ -550,7 +585,7 @@ func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origi
 		extra = flagGroupsOnly
 	}
 	m.Data = encodeHeld(k, encodeForwardFlags(msg, groups, pub, o, extra|boolBit(msg.Resent(), 4)))
-	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, o, node, groupsOnly))
+	m.Header.Set(jetstream.MsgIDHeader, id)
 	if f := n.fault.unanswers(m); f != nil {
 		return f, nil
 	}
@@ -591,13 +626,47 @@ func holdMsgID(k originKey, o broker.Origin, node string, groupsOnly bool) strin
 // groups are the share groups the forward asked node to serve: those its
 // persistent sessions were members of are held too (one delivery each,
 // held.go claimGroups); the others had only clean members there.
-func (n *Node) holdForGone(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string) error {
+//
+// heldPlain says the routing held msg for node already, for its plain
+// subscriptions (node's hold keys: a restarted node's unsettled
+// sessions, a fenced copy's end, a claim's), and so without the groups
+// it asked node to serve. Then the groups are held apart, for them
+// only, under an id of their own (goneGroupsMsgID): under the routing's
+// hold id the append was answered "duplicate", the held copy named no
+// group, and the groups' members read it elsewhere without them
+// (test/jepsen TestClusterFull on main 2026-12-06, seed 41: g1
+// pub2#127, pub0#151-152, published on n3 between n1's kill and n3's
+// "node gone", three "message held for a node already" lines; seed 43:
+// g0 pub2#208-209, g1 pub0#204 the same way around n2's kill;
+// TestReproGroupGoneHeld).
+func (n *Node) holdForGone(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, heldPlain bool) error {
 	m := n.remote.orphans.matchNode(node, msg.Topic)
 	m.groups = slices.DeleteFunc(m.groups, func(gk string) bool { return !slices.Contains(groups, gk) })
+	if heldPlain {
+		if len(m.groups) == 0 {
+			return nil
+		}
+		n.log.Info("cluster: a node gone before it confirmed a forward: its share groups held apart",
+			"peer", node, "topic", msg.Topic, "groups", groupKeys(m.groups))
+		k := originKey{n.cfg.Node, n.inc, msg.ID}
+		f, err := n.holdAs(node, msg, pub, o, m.groups, true, goneGroupsMsgID(k, o, node))
+		if err != nil || f == nil {
+			return err
+		}
+		return n.settleHeld(ctx, node, f)
+	}
 	if !m.plain && len(m.groups) == 0 {
 		return nil
 	}
 	return n.holdNow(ctx, node, msg, pub, o, m.groups, !m.plain)
+}
+
+// goneGroupsMsgID is the id of holdForGone's hold of a forward's share
+// groups apart from the routing's hold for node: the same for a repeat
+// (a resend under the same Origin too), and none of the routing's own
+// (holdMsgID), nor of node's hold of the forward for itself (holdHere).
+func goneGroupsMsgID(k originKey, o broker.Origin, node string) string {
+	return "h.f." + strings.TrimPrefix(holdMsgID(k, o, node, true), "h.g.")
 }
 
 // holdNow holds msg for node and waits for the append; nil at once when
@@ -717,7 +786,7 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 	}
 	n.fault.claimedFor(n, chosen)
 	rm.Groups, rm.Members = claimed, chosen
-	rm.Pick = n.dedupPick(k, func(id string) bool { return ids(id) && !has[id] })
+	rm.Pick = n.dedupPickKept(k, func(id string) bool { return ids(id) && !has[id] }, heldFor(m))
 	rm.PickShared = true // a group goes to one of the sessions ids names
 	if n.catching.Load() > 0 {
 		rm.Place, rm.Late = k.place(), true

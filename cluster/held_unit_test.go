@@ -361,6 +361,43 @@ func TestOriginWatchForgetsDisownedCopy(t *testing.T) {
 	}
 }
 
+// A message published here after a session's watch began counts as
+// delivered locally, unless the copy read is one kept for the session
+// (keep.go: its disowned copy here took it, the session was elsewhere);
+// that one comes once (TestReproGroupKeptLocal).
+func TestOriginWatchKeptLocal(t *testing.T) {
+	w := originWatch{self: originKey{node: "n1", inc: "a"}}
+	w.watch("s", time.Now().Add(time.Minute))
+	local := originKey{node: "n1", inc: "a", id: 7}
+	w.noteLocal(local.id)
+	if w.first("s", local, false) {
+		t.Fatal("a held copy of a message published here after the watch began was taken for a new one")
+	}
+	if !w.firstKept("s", local, false) {
+		t.Fatal("the kept copy of a message published here, taken by the disowned copy, was dropped")
+	}
+	if w.firstKept("s", local, false) {
+		t.Error("the kept copy came twice")
+	}
+}
+
+// goneGroupsMsgID is a hold id of its own: not the routing's hold of the
+// same message for the node (plain or groups-only), so that JetStream
+// does not drop it as a repeat (TestReproGroupGoneHeld).
+func TestGoneGroupsMsgID(t *testing.T) {
+	k := originKey{node: "n2", inc: "i", id: 42}
+	o := broker.Origin{ClientID: "p", PacketID: 3, Nonce: 9}
+	for _, o := range []broker.Origin{{}, o} {
+		id := goneGroupsMsgID(k, o, "n1")
+		if id == holdMsgID(k, o, "n1", false) || id == holdMsgID(k, o, "n1", true) {
+			t.Errorf("origin %v: the groups' hold id %q is a routing hold's", o, id)
+		}
+		if id != goneGroupsMsgID(k, o, "n1") || id == goneGroupsMsgID(k, o, "n3") {
+			t.Errorf("origin %v: the groups' hold id %q is not one per message and node", o, id)
+		}
+	}
+}
+
 // awayMarks: the others may hold for this node after a stall of its
 // expiry loop (seen on its next run, or while it has not run again) or
 // after it dropped a peer, for the window asked, and not in steady runs.

@@ -635,7 +635,8 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 		for i, pr := range reqs {
 			err := n.await(ctx, pr)
 			if errors.Is(err, errGone) {
-				err = n.holdForGone(ctx, pr.node, msg, pub, o, reqGroups[i])
+				held := slices.ContainsFunc(orphans, func(om orphanMatch) bool { return om.node == pr.node && om.plain })
+				err = n.holdForGone(ctx, pr.node, msg, pub, o, reqGroups[i], held)
 			}
 			if err != nil {
 				errs = append(errs, err)

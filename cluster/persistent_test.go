@@ -83,7 +83,7 @@ func TestPersistKeyRemote(t *testing.T) {
 		t.Errorf("c/x (clean subscribers only) held for %v", got)
 	}
 	n := &Node{remote: r}
-	if err := n.holdForGone(t.Context(), "n3", &broker.Message{Topic: "c/x", QoS: 1}, nil, broker.Origin{}, nil); err != nil {
+	if err := n.holdForGone(t.Context(), "n3", &broker.Message{Topic: "c/x", QoS: 1}, nil, broker.Origin{}, nil, false); err != nil {
 		t.Errorf("forward for n3's clean subscribers only: %v, want acknowledged", err)
 	}
 }
