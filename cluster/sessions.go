@@ -270,6 +270,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 		if op.ClientID == "" || lost {
 			continue // retained messages: the retained stream keeps them; lost ids: see sessions.lost
 		}
+		s.n.fault.wentOffline(op)
 		if s.n.fault.stalls(op) {
 			if s.stalled == 0 {
 				s.stalled = t
@@ -781,6 +782,11 @@ func (s *sessions) sendPart(p int) {
 		}
 		if held && s.n.fault.firstHeldOps() {
 			s.n.log.Info("cluster: test fault: the partition stream takes no ops of this node until the client id is given up", "partition", p)
+		}
+		if untilKept, freed := s.n.fault.holdsOpsUntilKept(p, s.partition); untilKept {
+			held = s.queued(q)
+		} else if freed {
+			s.n.log.Info("cluster: test fault: the ops held back go out after the disowned copy kept messages", "partition", p)
 		}
 		if after, first := s.n.fault.holdsAfterRollup(p, s.partition); after {
 			held = true
