@@ -289,6 +289,19 @@ import (
 //	                      taken-over connection's last read applies after
 //	                      the disown (test/jepsen TestClusterFull seed 49,
 //	                      ps2: a PUBREC and 27 PUBCOMPs)
+//	ops-after-keep=CLIENT@NODE  on NODE, once CLIENT's session went
+//	                      offline (its OpSessionPut with a disconnect
+//	                      time), CLIENT's partition stream takes no ops
+//	                      from NODE until opsAfterKeep after NODE's
+//	                      disowned copy of CLIENT kept its first message
+//	                      (keep.go): the copy's ops from before the
+//	                      disown land in the stream after what it kept
+//	                      first, as a
+//	                      partition stream that took a paused node's
+//	                      queued ops only after the node had resumed,
+//	                      seen the newer claim and kept messages
+//	                      (test/jepsen TestClusterFull seed 49: 0.54 s
+//	                      after the disown)
 //	held-empty=DURATION@NODE  on NODE, for DURATION from the first read
 //	                      of the follower of what is held for NODE, every
 //	                      such read comes back empty after heldEmptyPause,
@@ -316,7 +329,11 @@ type faults struct {
 	opsHeld      atomic.Bool // ops-late: an op was held back once
 	opsAfterLost string
 	opsLostFree  atomic.Bool // ops-after-lost: its ops went out
-	opsLostIn    atomic.Bool // ops-after-lost: and were all acknowledged
+	opsAfterKeep string
+	keepOffline  atomic.Bool  // ops-after-keep: the session went offline
+	keepFirst    atomic.Int64 // ops-after-keep: the first kept message (Unix ns)
+	keepFree     atomic.Bool  // ops-after-keep: its ops went out
+	opsLostIn    atomic.Bool  // ops-after-lost: and were all acknowledged
 	heldPending  []string
 	releaseLate  string
 	heldFenced   string
@@ -433,7 +450,7 @@ var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
-	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late"}
+	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late", "ops-after-keep"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -464,6 +481,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.opsLate = v
 		case "ops-after-lost":
 			f.opsAfterLost = v
+		case "ops-after-keep":
+			f.opsAfterKeep = v
 		case "adopt-late":
 			f.adoptLate = v
 		case "adopt-wait":
@@ -1044,6 +1063,42 @@ func (f *faults) holdsOpsUntilLost(p int, part func(string) int, lostAt func(str
 	}
 	if at, ok := lostAt(f.opsAfterLost); ok && time.Since(at) >= opsAfterLost {
 		return false, f.opsLostFree.CompareAndSwap(false, true)
+	}
+	return true, false
+}
+
+// opsAfterKeep is how long ops-after-keep holds ops after the first
+// message kept for the disowned copy: a time, not a count, since the
+// copy's confirmations wait for its node's earlier ops (a store Wait
+// waits for every op before its own), so a publisher waiting for each
+// acknowledgement puts one message into the hold.
+const opsAfterKeep = 500 * time.Millisecond
+
+// wentOffline notes op, about to be queued, for ops-after-keep: the
+// hold begins with the named client's session going offline.
+func (f *faults) wentOffline(op *broker.Op) {
+	if f != nil && op.Kind == broker.OpSessionPut && op.ClientID == f.opsAfterKeep && !op.Session.DisconnectedAt.IsZero() {
+		f.keepOffline.Store(true)
+	}
+}
+
+// keptFor notes a message kept for id's disowned copy (ops-after-keep).
+func (f *faults) keptFor(id string) {
+	if f != nil && id == f.opsAfterKeep {
+		f.keepFirst.CompareAndSwap(0, time.Now().UnixNano())
+	}
+}
+
+// holdsOpsUntilKept reports whether the partition stream p takes no ops
+// of this node now (ops-after-keep): p is the named client's partition,
+// its session went offline, and its disowned copy here kept no message
+// opsAfterKeep ago yet. freed is true the one time the hold ends.
+func (f *faults) holdsOpsUntilKept(p int, part func(string) int) (held, freed bool) {
+	if f == nil || f.opsAfterKeep == "" || f.keepFree.Load() || !f.keepOffline.Load() || part(f.opsAfterKeep) != p {
+		return false, false
+	}
+	if first := f.keepFirst.Load(); first != 0 && time.Since(time.Unix(0, first)) >= opsAfterKeep {
+		return false, f.keepFree.CompareAndSwap(false, true)
 	}
 	return true, false
 }

@@ -216,7 +216,8 @@ type heldMessage struct {
 // messages for its groups that find no member here go to its new owner.
 type movedOut struct {
 	to     string
-	groups []string // groupKey form
+	at     time.Time // the export
+	groups []string  // groupKey form
 	// ownNamed: the handover named this node's own held subject for
 	// to to read on from (withOwnBehind): what this node's follower
 	// claims for the session's groups is to's to read there, not to
@@ -1145,7 +1146,7 @@ func (mv *liveMoves) exported(id, to string, subs []broker.SubscriptionSnapshot)
 	if len(gk) == 0 {
 		return
 	}
-	mo := &movedOut{to: to, groups: gk}
+	mo := &movedOut{to: to, at: time.Now(), groups: gk}
 	mv.mu.Lock()
 	if mv.moved[id] == nil {
 		mv.active.Add(1)
@@ -1164,13 +1165,29 @@ func (mv *liveMoves) exported(id, to string, subs []broker.SubscriptionSnapshot)
 
 // redirect takes from rm.Groups the groups of sessions exported from here
 // that have no member here any more, and returns them and the node to
-// forward them to ("" for none).
-func (mv *liveMoves) redirect(rm *broker.RemoteMessage) (string, []string) {
+// forward them to ("" for none). rm came from origin.
+//
+// Of several such sessions it takes the one exported last, and for a
+// message passed on for its groups only (a reforward) not one that went
+// to origin while another went elsewhere: origin passed the groups on
+// because its members there could not take them, and a session exported
+// seconds ago to a node since restarted is now such a member there. The
+// map's order took any of them: test/jepsen TestClusterFull seed 46,
+// 2026-12-06 12:51:58.575, g1 pub2#381: n3 had exported g1m0 to n1 a
+// millisecond before and g1m1 to n2 8.9 s before (n2 was killed and
+// restarted since, its g1m1 a restored copy); n2 passed the message on to
+// n3, n3 sent it back to n2 for g1m1, where the restored copy took it and
+// was dropped 1.25 s later, and the group never got it.
+func (mv *liveMoves) redirect(rm *broker.RemoteMessage, origin string) (string, []string) {
 	if mv.active.Load() == 0 || len(rm.Groups) == 0 {
 		return "", nil
 	}
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
+	var (
+		best   *movedOut
+		bestGK []string
+	)
 	for _, mo := range mv.moved {
 		var gk []string
 		for _, g := range mo.groups {
@@ -1179,12 +1196,25 @@ func (mv *liveMoves) redirect(rm *broker.RemoteMessage) (string, []string) {
 				gk = append(gk, g)
 			}
 		}
-		if len(gk) > 0 {
-			rm.Groups = slices.DeleteFunc(slices.Clone(rm.Groups), func(g string) bool { return slices.Contains(gk, g) })
-			return mo.to, gk
+		if len(gk) > 0 && (best == nil || redirectBefore(mo, best, rm.GroupsOnly, origin)) {
+			best, bestGK = mo, gk
 		}
 	}
-	return "", nil
+	if best == nil {
+		return "", nil
+	}
+	rm.Groups = slices.DeleteFunc(slices.Clone(rm.Groups), func(g string) bool { return slices.Contains(bestGK, g) })
+	return best.to, bestGK
+}
+
+// redirectBefore reports whether a is to be preferred to b by redirect:
+// for a reforward (groupsOnly), one not back to origin first; then the
+// later export.
+func redirectBefore(a, b *movedOut, groupsOnly bool, origin string) bool {
+	if groupsOnly && (a.to == origin) != (b.to == origin) {
+		return b.to == origin
+	}
+	return a.at.After(b.at)
 }
 
 // reforward sends rm, for share groups gk, to node to (a session's new

@@ -570,7 +570,7 @@ func (s *sessions) readSessions(ctx context.Context, p int, rs []ownerScan) (map
 			return fmt.Errorf("session record of %q: %w", r.id, err)
 		}
 		if md, err := m.Metadata(); err == nil {
-			lasts[r.id] = r.lastOp(before, md.Timestamp, lasts[r.id])
+			lasts[r.id] = r.lastOp(before, opTime(m, md.Timestamp), lasts[r.id])
 		}
 		return nil
 	})

@@ -37,7 +37,9 @@ import (
 // forwarding node, or the PUBACK/PUBREC here) waits for the append as for
 // the copy's store. Whoever takes the session next reads it there: a
 // claim or an adoption reads every node's held subject since the
-// session's last op in the stream, which is older than the disown, and
+// session's last op in the stream, which is older than the disown (by
+// when its ops were made, opMadeHeader: the disowned node's own ops from
+// before the disown may be stored after it), and
 // follows them for heldWatch; this node itself, should the fence lift,
 // reads its own subject when it takes the session from the stream again.
 // The marked copy carries the message's origin (node, incarnation, id),
@@ -398,6 +400,7 @@ func (n *Node) keep(k originKey, o broker.Origin, fwd []byte, ks []keptCopy) ([]
 		}
 		fs = append(fs, f)
 		s.kept.count(kc.id)
+		n.fault.keptFor(kc.id)
 		ids = append(ids, kc.id)
 	}
 	n.log.Debug("cluster: message for a disowned copy kept in the held subject", "clients", ids, "origin", k.node)

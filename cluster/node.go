@@ -747,7 +747,7 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 	}
 	// Share groups of a session that moved from here, with no member
 	// left here, go on to its new owner.
-	to, gk := n.mv.redirect(rm)
+	to, gk := n.mv.redirect(rm, origin)
 	if to != "" && seq != 0 {
 		if held == nil {
 			held = &heldAck{}

@@ -184,6 +184,8 @@ type repOp struct {
 	// the stream (seed 41: Session Present 0, 194 lost).
 	epoch    uint64
 	epochSet bool
+	// made: when the op was appended here (opMadeHeader).
+	made time.Time
 	// pack: 0 until the op is first published; then, on the first op
 	// of a pack (sessions_wire.go), the number of ops in it, and -1 on
 	// the others. A pack is sent again as it was, under its first op's
@@ -238,6 +240,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t = s.local.Append(ops...)
+	now := time.Now()
 	for i := range ops {
 		op := &ops[i]
 		if op.ClientID != "" {
@@ -270,6 +273,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 		if op.ClientID == "" || lost {
 			continue // retained messages: the retained stream keeps them; lost ids: see sessions.lost
 		}
+		s.n.fault.wentOffline(op)
 		if s.n.fault.stalls(op) {
 			if s.stalled == 0 {
 				s.stalled = t
@@ -288,7 +292,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 		q := &s.parts[s.partition(op.ClientID)]
 		q.ops = append(q.ops, repOp{ticket: t, id: op.ClientID, kind: op.Kind, body: body,
 			msgID: s.n.inc + "." + strconv.FormatUint(s.seq, 36), rollup: rollup,
-			epoch: s.epochs[op.ClientID], epochSet: s.ready})
+			epoch: s.epochs[op.ClientID], epochSet: s.ready, made: now})
 		s.pending++
 		if rollup && s.n.fault.pausesAfterRollup(op.ClientID) {
 			pause = true
@@ -782,6 +786,11 @@ func (s *sessions) sendPart(p int) {
 		if held && s.n.fault.firstHeldOps() {
 			s.n.log.Info("cluster: test fault: the partition stream takes no ops of this node until the client id is given up", "partition", p)
 		}
+		if untilKept, freed := s.n.fault.holdsOpsUntilKept(p, s.partition); untilKept {
+			held = s.queued(q)
+		} else if freed {
+			s.n.log.Info("cluster: test fault: the ops held back go out after the disowned copy kept messages", "partition", p)
+		}
 		if after, first := s.n.fault.holdsAfterRollup(p, s.partition); after {
 			held = true
 			if first {
@@ -929,6 +938,7 @@ func (s *sessions) publishMore(q *partQueue, inflight *packsInFlight) error {
 			m.Data = appendPack(nil, batch[i:i+n], epochs[i:i+n])
 		}
 		m.Header.Set(jetstream.MsgIDHeader, head.msgID)
+		m.Header.Set(opMadeHeader, strconv.FormatInt(packMade(batch[i:i+n]).UnixNano(), 10))
 		var f jetstream.PubAckFuture
 		if head.rollup && !stale[i] {
 			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
@@ -1191,7 +1201,7 @@ func (s *sessions) recoverAt(ctx context.Context, id string) (*broker.StoredSess
 			return fmt.Errorf("session record of %q: %w", id, err)
 		}
 		if md, err := m.Metadata(); err == nil {
-			last = r.lastOp(before, md.Timestamp, last)
+			last = r.lastOp(before, opTime(m, md.Timestamp), last)
 		}
 		return nil
 	})

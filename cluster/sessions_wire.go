@@ -5,7 +5,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/packet"
@@ -164,6 +167,58 @@ type replay struct {
 	// applied counts the ops applied (not skipped): the time of the last
 	// message that applied one is the session's last op (lastOp).
 	applied int
+}
+
+// opMadeHeader is when the newest op of a stream message of a session's
+// ops was appended on its node (Unix nanoseconds; packMade).
+//
+// Readers take a session's last op as the point from which what was held
+// for it is not in its record (held subjects are read from then; kept
+// copies taken before it are skipped as had: keep.go). Its stored time
+// says that only when the op was stored as it was made. An op queued
+// while its partition stream had no quorum lands later, and when its node
+// lost the id meanwhile, after what that node's disowned copy took and
+// kept: read from the stored time, the kept copies were skipped and lost
+// (test/jepsen TestClusterFull seed 49, 2026-12-06: n2 resumed from a
+// pause, fenced g0m1 at 04.703, kept two g0 messages at 04.774 and
+// 04.996, and its SessionPut queued at 04.689 landed at 05.242; n3 read
+// from 05.242; TestReproKeptBeforeLateOps). A record holds nothing its
+// node took after the op was made, so the made time is the bound; a
+// stream message without the header (an older node) counts by its stored
+// time, as before.
+const opMadeHeader = "Roost-Op-Made"
+
+// packMade is when the newest of ops was appended here.
+func packMade(ops []repOp) time.Time {
+	var t time.Time
+	for _, op := range ops {
+		if op.made.After(t) {
+			t = op.made
+		}
+	}
+	return t
+}
+
+// opTime is when the ops of stream message m (stored at stored) count as
+// written, for lastOp: when they were made (opMadeHeader), if that is
+// before stored; node clocks may be ahead of the stream leader's.
+func opTime(m jetstream.Msg, stored time.Time) time.Time {
+	h := m.Headers()
+	if h == nil {
+		return stored
+	}
+	v := h.Get(opMadeHeader)
+	if v == "" {
+		return stored
+	}
+	ns, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ns <= 0 {
+		return stored
+	}
+	if made := time.Unix(0, ns); made.Before(stored) {
+		return made
+	}
+	return stored
 }
 
 // lastOp returns at, the stream time of a message just applied, if it
