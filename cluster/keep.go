@@ -193,6 +193,7 @@ func (s *sessions) keepOp(op *broker.Op, lost bool) {
 // unkeepLocked takes id out of the set, saying so when messages were
 // kept for it; s.mu held.
 func (s *sessions) unkeepLocked(id, why string) {
+	s.persist.awayOff(id)
 	if n := s.kept.set(id, false); n > 0 && s.n != nil {
 		s.n.log.Info("cluster: messages a disowned copy took were kept in the held subject for its session",
 			"client_id", id, "messages", n, "until", why)
