@@ -130,7 +130,9 @@ type persistentFilters struct {
 	// leaveAt: when the hold keys of a fenced session go (fenceKeepHeld:
 	// a second call puts it off).
 	leaveAt map[string]time.Time
-	// away: the away keys out for each disowned copy here (awayOn).
+	// away: the away keys out for each disowned copy here (awayOn), an
+	// entry (maybe empty) per copy: a copy adopted after its disown
+	// (liveMoves.adoptCut) gets its share groups' keys as they come.
 	away map[string][]ikey
 }
 
@@ -308,6 +310,7 @@ func (p *persistentFilters) add(id string, k ikey) {
 		ks[k] = struct{}{}
 		p.local.add(k)
 	}
+	p.awayAddLocked(id, k)
 }
 
 func (p *persistentFilters) remove(id string, k ikey) {
@@ -331,20 +334,26 @@ func (p *persistentFilters) awayOn(id string) {
 	if _, ok := p.away[id]; ok {
 		return
 	}
-	var out []ikey
-	for k := range p.subs[id] {
-		if g := k.orphanKey(); g.group != "" && !slices.Contains(out, awayKey(g)) {
-			out = append(out, awayKey(g))
-			p.local.add(awayKey(g))
-		}
-	}
-	if len(out) == 0 {
-		return
-	}
 	if p.away == nil {
 		p.away = map[string][]ikey{}
 	}
-	p.away[id] = out
+	p.away[id] = nil
+	for k := range p.subs[id] {
+		p.awayAddLocked(id, k)
+	}
+}
+
+// awayAddLocked announces the away key of persistent key k's share group
+// for id if id is a disowned copy here and the key is not out for it
+// yet. p.mu is held.
+func (p *persistentFilters) awayAddLocked(id string, k ikey) {
+	ks, ok := p.away[id]
+	g := k.orphanKey()
+	if !ok || g.group == "" || slices.Contains(ks, awayKey(g)) {
+		return
+	}
+	p.away[id] = append(ks, awayKey(g))
+	p.local.add(awayKey(g))
 }
 
 // awayOff withdraws id's away keys: its copy here is no longer disowned

@@ -131,8 +131,9 @@ func TestPlanLeavesAwayGroupNode(t *testing.T) {
 }
 
 // TestAwayKeysFollowTheCopy: a disowned copy's share groups are announced
-// by away keys, once however often it is disowned, and withdrawn when it
-// is no longer one; a copy without persistent keys announces none.
+// by away keys, once however often it is disowned, also those its
+// adoption brings after the disown, and withdrawn when it is no longer
+// one; a copy without persistent keys announces none.
 func TestAwayKeysFollowTheCopy(t *testing.T) {
 	l := newLocalInterest()
 	p := newPersistentFilters(l)
@@ -161,5 +162,20 @@ func TestAwayKeysFollowTheCopy(t *testing.T) {
 	p.leave("m")
 	if l.has(away) {
 		t.Error("away key still out after leave")
+	}
+	// Disowned before its adoption here brought its subscriptions
+	// (adoptCut): the keys come with them.
+	p.awayOn("late")
+	p.add("late", persistShareKey("u/#", "g2"))
+	if !l.has(awayKey(ikey{"u/#", "g2"})) {
+		t.Error("a copy adopted after its disown: no away key for its group")
+	}
+	p.awayOff("late")
+	if l.has(awayKey(ikey{"u/#", "g2"})) {
+		t.Error("away key still out after awayOff")
+	}
+	p.add("late", persistShareKey("v/#", "g3"))
+	if l.has(awayKey(ikey{"v/#", "g3"})) {
+		t.Error("away key announced for a copy no longer disowned")
 	}
 }
