@@ -245,6 +245,14 @@ import (
 //	                      passOnLateMax), as a loaded node's extra hop is
 //	                      slower than the publisher's next forward
 //	                      (test/jepsen TestClusterFull seed 42: 190 ms)
+//	finish-slow=CLIENT@NODE  on NODE, a live move of CLIENT here asks
+//	                      its previous owner to finish finishSlow after
+//	                      its barriers came, as a loaded node's move
+//	                      takes (barriers asked again, a slow route):
+//	                      the old owner's copy, disowned since its
+//	                      answer, and this node's move both take what
+//	                      publishers route to the session meanwhile
+//	                      (test/jepsen TestClusterFull seed 44: g0m1)
 //	claim-unanswered=COUNT@NODE  on NODE, the first COUNT share group
 //	                      claims (claimNamed) are not appended and fail
 //	                      with "no response from stream", as a claim
@@ -338,6 +346,7 @@ type faults struct {
 	releaseLate  string
 	heldFenced   string
 	finishLate   string
+	finishSlow   string
 	rejoined     chan struct{} // finish-late: closed once a dropped node was heard again
 	rejoinOnce   sync.Once
 	fenceDone    chan struct{} // held-fenced: closed once the fence ended the session
@@ -450,7 +459,7 @@ var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
-	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late", "ops-after-keep"}
+	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -575,6 +584,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.releaseLate = v
 		case "finish-late":
 			f.finishLate, f.rejoined = v, make(chan struct{})
+		case "finish-slow":
+			f.finishSlow = v
 		case "held-fenced":
 			f.heldFenced, f.fenceDone = v, make(chan struct{})
 		case "overtaken":
@@ -672,6 +683,16 @@ func (f *faults) heardAgain() {
 // late (finish-late).
 func (f *faults) finishesLate(id string) bool {
 	return f != nil && f.finishLate == id
+}
+
+// finishSlow is how long finish-slow holds a move's finish: well within
+// the forward timeout its held messages' confirmations wait under.
+const finishSlow = 1500 * time.Millisecond
+
+// finishesSlow reports whether a live move of id here asks for its finish
+// finishSlow late (finish-slow).
+func (f *faults) finishesSlow(id string) bool {
+	return f != nil && f.finishSlow == id
 }
 
 // awaitRejoined waits, for finish-late, until heardAgain and finishLate

@@ -87,6 +87,19 @@ import (
 // are disowned copies too, and a way to tell its copy from a kept one
 // for QoS 2.
 //
+// What the copy takes reaches its session later than what publishers send
+// the session's new node directly: through the live move's export, which
+// the new owner delivers before what it held, or through this node's held
+// subject, which the new owner reads behind its forwards. Given a group's
+// turns by a publisher elsewhere, the member got that publisher's messages
+// out of their order (test/jepsen TestClusterFull seeds 44 and 47,
+// 2026-12-06: g0m1). So from the disown to the copy's end the node
+// announces an away key per share group of the copy (persistent.go
+// awayKey), and publishers elsewhere leave this node out of the group's
+// turns while another node serves the group (remoteInterest.serving).
+// A message published here still goes to the copy when the group has no
+// other member here (local members first).
+//
 // A QoS 2 resend under the same Origin, routed after the copy ended, may
 // reach a live member of the group elsewhere, where nothing knows of the
 // kept copy: the node serving the group for a resend (the forward's
@@ -195,6 +208,7 @@ func (s *sessions) keepOp(op *broker.Op, lost bool) {
 // unkeepLocked takes id out of the set, saying so when messages were
 // kept for it; s.mu held.
 func (s *sessions) unkeepLocked(id, why string) {
+	s.persist.awayOff(id)
 	if n := s.kept.set(id, false); n > 0 && s.n != nil {
 		s.n.log.Info("cluster: messages a disowned copy took were kept in the held subject for its session",
 			"client_id", id, "messages", n, "until", why)

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -84,6 +85,30 @@ func (k ikey) orphanKey() ikey {
 	return ikey{k.filter, strings.TrimPrefix(g, "\x00")}
 }
 
+// awayGroup is the pseudo share group of an away key: awayKey.
+const awayGroup = "\x00away"
+
+// awayKey is the interest key announcing that a member of share group k
+// ({filter, group}) here is a disowned copy (keep.go): its client is
+// connecting elsewhere, or its session is served elsewhere already, and
+// what the copy takes reaches the session by a longer way (its live
+// move's export, or this node's held subject read by its next owner)
+// than what publishers send that owner directly. Other nodes leave this
+// node out of the group's turns while another node serves the group
+// (remoteInterest.serving), so that one publisher's messages reach the
+// member one way, in their order [MQTT-4.6.0-5] (test/jepsen
+// TestClusterFull seeds 44 and 47, 2026-12-06; TestReproGroupMoveOrder).
+// Not routing interest: the group's own key beside it routes.
+func awayKey(k ikey) ikey { return ikey{k.filter, awayGroup + "\x00" + k.group} }
+
+// isAway reports whether k is an away key; awayOf is the share group's
+// key ({filter, group}) it names.
+func (k ikey) isAway() bool { return strings.HasPrefix(k.group, awayGroup) }
+
+func (k ikey) awayOf() ikey {
+	return ikey{k.filter, strings.TrimPrefix(strings.TrimPrefix(k.group, awayGroup), "\x00")}
+}
+
 // persistentFilters counts the plain filters of each persistent session
 // this node journals, and keeps local's persistent keys in step.
 type persistentFilters struct {
@@ -105,6 +130,10 @@ type persistentFilters struct {
 	// leaveAt: when the hold keys of a fenced session go (fenceKeepHeld:
 	// a second call puts it off).
 	leaveAt map[string]time.Time
+	// away: the away keys out for each disowned copy here (awayOn), an
+	// entry (maybe empty) per copy: a copy adopted after its disown
+	// (liveMoves.adoptCut) gets its share groups' keys as they come.
+	away map[string][]ikey
 }
 
 func newPersistentFilters(local *localInterest) *persistentFilters {
@@ -281,6 +310,7 @@ func (p *persistentFilters) add(id string, k ikey) {
 		ks[k] = struct{}{}
 		p.local.add(k)
 	}
+	p.awayAddLocked(id, k)
 }
 
 func (p *persistentFilters) remove(id string, k ikey) {
@@ -292,11 +322,64 @@ func (p *persistentFilters) remove(id string, k ikey) {
 	}
 }
 
+// awayOn announces an away key (awayKey) for each share group of id,
+// whose copy here was just disowned (keep.go); a second call does
+// nothing. A session without persistent keys here has no copy to keep.
+func (p *persistentFilters) awayOn(id string) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.away[id]; ok {
+		return
+	}
+	if p.away == nil {
+		p.away = map[string][]ikey{}
+	}
+	p.away[id] = nil
+	for k := range p.subs[id] {
+		p.awayAddLocked(id, k)
+	}
+}
+
+// awayAddLocked announces the away key of persistent key k's share group
+// for id if id is a disowned copy here and the key is not out for it
+// yet. p.mu is held.
+func (p *persistentFilters) awayAddLocked(id string, k ikey) {
+	ks, ok := p.away[id]
+	g := k.orphanKey()
+	if !ok || g.group == "" || slices.Contains(ks, awayKey(g)) {
+		return
+	}
+	p.away[id] = append(ks, awayKey(g))
+	p.local.add(awayKey(g))
+}
+
+// awayOff withdraws id's away keys: its copy here is no longer disowned
+// (ended, moved out, or resumed here).
+func (p *persistentFilters) awayOff(id string) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.awayOffLocked(id)
+}
+
+func (p *persistentFilters) awayOffLocked(id string) {
+	for _, k := range p.away[id] {
+		p.local.remove(k)
+	}
+	delete(p.away, id)
+}
+
 // leave forgets every filter of session id: it ended, or lives on
 // another node now.
 func (p *persistentFilters) leave(id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.awayOffLocked(id)
 	p.unholdLocked(id, false)
 	for k := range p.subs[id] {
 		p.local.remove(k)

@@ -57,3 +57,125 @@ func TestPlanLeavesHeldGroupNode(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanLeavesAwayGroupNode: a share group whose members on a node are
+// disowned copies (an away key: the copy's session is moving or served
+// elsewhere) goes to another node with a member, so that the member gets
+// each publisher's messages one way (serving); with no other node, or
+// every node's members away, the turns are as before. Hold keys are
+// applied first. The key withdrawn (by a delta) or its node forgotten,
+// the node takes its turns again.
+func TestPlanLeavesAwayGroupNode(t *testing.T) {
+	now := time.Now()
+	group := ikey{"t/#", "g0"}
+	away := awayKey(group)
+	hold := persistShareKey("t/#", "g0").holdKey()
+	served := func(t *testing.T, r *remoteInterest) []string {
+		t.Helper()
+		var out []string
+		for id := range uint64(10) {
+			for _, tg := range r.plan("t/1", id, newLocalInterest()) {
+				if slices.Contains(tg.groups, group.groupKey()) && !slices.Contains(out, tg.node) {
+					out = append(out, tg.node)
+				}
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, tt := range []struct {
+		name  string
+		nodes map[string][]ikey
+		want  []string
+	}{
+		{"away and live", map[string][]ikey{"n2": {group, away}, "n3": {group}}, []string{"n3"}},
+		{"away only", map[string][]ikey{"n2": {group, away}}, []string{"n2"}},
+		{"all away", map[string][]ikey{"n2": {group, away}, "n3": {group, away}}, []string{"n2", "n3"}},
+		{"away, another group's", map[string][]ikey{"n2": {group, awayKey(ikey{"t/#", "g1"})}, "n3": {group}}, []string{"n2", "n3"}},
+		{"away and held", map[string][]ikey{"n2": {group, away}, "n3": {group, hold}}, []string{"n2"}},
+		{"away, held and live", map[string][]ikey{"n2": {group, away}, "n3": {group, hold}, "n4": {group}}, []string{"n4"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRemoteInterest()
+			for node, keys := range tt.nodes {
+				r.applySnapshotFor(t, node, keys, now)
+			}
+			if got := served(t, r); !slices.Equal(got, tt.want) {
+				t.Errorf("g0 served by %v, want %v", got, tt.want)
+			}
+		})
+	}
+	r := newRemoteInterest()
+	r.applySnapshotFor(t, "n2", []ikey{group}, now)
+	r.applySnapshotFor(t, "n3", []ikey{group}, now)
+	if fetch, _ := r.applyDeltas("n2", "inc", []delta{{seq: 2, add: true, key: away}}, now); fetch {
+		t.Fatal("delta: fetch")
+	}
+	if got := served(t, r); !slices.Equal(got, []string{"n3"}) {
+		t.Errorf("away key announced: g0 served by %v, want [n3]", got)
+	}
+	if keys := nodesFor(r, "t/1"); !slices.Equal(keys, []string{"n2", "n3"}) {
+		t.Errorf("routing tree has %v for t/1, want [n2 n3]: an away key routes nothing", keys)
+	}
+	r.applyDeltas("n2", "inc", []delta{{seq: 3, add: false, key: away}}, now)
+	if got := served(t, r); !slices.Equal(got, []string{"n2", "n3"}) {
+		t.Errorf("away key withdrawn: g0 served by %v, want [n2 n3]", got)
+	}
+	r.applyDeltas("n2", "inc", []delta{{seq: 4, add: true, key: away}}, now)
+	r.mu.Lock()
+	r.forget(r.peers["n2"], false)
+	r.mu.Unlock()
+	if n := r.away.count.Load(); n != 0 {
+		t.Errorf("n2 forgotten: %d nodes with away keys, want 0", n)
+	}
+}
+
+// TestAwayKeysFollowTheCopy: a disowned copy's share groups are announced
+// by away keys, once however often it is disowned, also those its
+// adoption brings after the disown, and withdrawn when it is no longer
+// one; a copy without persistent keys announces none.
+func TestAwayKeysFollowTheCopy(t *testing.T) {
+	l := newLocalInterest()
+	p := newPersistentFilters(l)
+	p.add("m", persistShareKey("t/#", "g0"))
+	p.add("m", persistKey("a/b"))
+	p.add("other", persistShareKey("t/#", "g0"))
+	p.awayOn("m")
+	p.awayOn("m")
+	p.awayOn("none")
+	away := awayKey(ikey{"t/#", "g0"})
+	if n := l.count(away); n != 1 {
+		t.Fatalf("away key announced %d times, want once", n)
+	}
+	keys, _ := l.snapshot()
+	if got := slices.DeleteFunc(keys, func(k ikey) bool { return !k.isAway() }); !slices.Equal(got, []ikey{away}) {
+		t.Errorf("away keys %q, want %q", got, []ikey{away})
+	}
+	if k := away.awayOf(); k != (ikey{"t/#", "g0"}) {
+		t.Errorf("awayOf = %q, want the group's key", k)
+	}
+	p.awayOff("m")
+	if l.has(away) {
+		t.Error("away key still out after awayOff")
+	}
+	p.awayOn("m")
+	p.leave("m")
+	if l.has(away) {
+		t.Error("away key still out after leave")
+	}
+	// Disowned before its adoption here brought its subscriptions
+	// (adoptCut): the keys come with them.
+	p.awayOn("late")
+	p.add("late", persistShareKey("u/#", "g2"))
+	if !l.has(awayKey(ikey{"u/#", "g2"})) {
+		t.Error("a copy adopted after its disown: no away key for its group")
+	}
+	p.awayOff("late")
+	if l.has(awayKey(ikey{"u/#", "g2"})) {
+		t.Error("away key still out after awayOff")
+	}
+	p.add("late", persistShareKey("v/#", "g3"))
+	if l.has(awayKey(ikey{"v/#", "g3"})) {
+		t.Error("away key announced for a copy no longer disowned")
+	}
+}

@@ -471,6 +471,7 @@ func (s *sessions) disown(id string) {
 	now := time.Now()
 	s.lost[id] = now
 	s.kept.set(id, true)
+	s.persist.awayOn(id)
 	if s.left == nil {
 		s.left = map[string]time.Time{}
 	}
