@@ -142,6 +142,12 @@ import (
 //	                      stops (at most moveLateMax): as a loaded node's
 //	                      adoption outlasting that bound, for a test to
 //	                      kill the node there
+//	seal-answered=CLIENT@NODE  on NODE, a live move of CLIENT here, once
+//	                      its adoption has begun (sealed), waits until a
+//	                      newer claim's release request was answered (at
+//	                      most moveLateMax): as seal-late, without the
+//	                      kill, so that the move adopts the session after
+//	                      that answer
 //	finish-gone=CLIENT@NODE  on NODE, a live move of CLIENT here asks
 //	                      its previous owner to finish only once NODE no
 //	                      longer hears from it (at most moveLateMax): as
@@ -334,7 +340,8 @@ type faults struct {
 	askedOnce    sync.Once
 	moveCut      string
 	sealLate     string
-	answered     chan struct{} // move-cut: closed once a release request was answered
+	sealAnswered string
+	answered     chan struct{} // move-cut, seal-answered: closed once a release request was answered
 	answeredOnce sync.Once
 	janitorLate  string
 	jAsked       chan struct{} // janitor-late: closed once a release request came
@@ -418,7 +425,7 @@ const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
-	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "finish-gone", "straddle-move", "finish-late",
+	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup"}
@@ -467,8 +474,16 @@ func parseFaults(s, node string) (*faults, error) {
 			f.finishGone = v
 		case "seal-late":
 			f.sealLate = v
+		case "seal-answered":
+			f.sealAnswered = v
+			if f.answered == nil {
+				f.answered = make(chan struct{})
+			}
 		case "move-cut":
-			f.moveCut, f.answered = v, make(chan struct{})
+			f.moveCut = v
+			if f.answered == nil {
+				f.answered = make(chan struct{})
+			}
 		case "finish-asked":
 			f.finishAsked = v
 			if f.asked == nil {
@@ -745,12 +760,13 @@ func (f *faults) movesCut(id string) bool {
 
 // answeredRelease notes that a release request for id was answered.
 func (f *faults) answeredRelease(id string) {
-	if f != nil && f.moveCut == id {
+	if f != nil && (f.moveCut == id || f.sealAnswered == id) {
 		f.answeredOnce.Do(func() { close(f.answered) })
 	}
 }
 
-// awaitAnswered waits, for move-cut, until answeredRelease or moveLateMax.
+// awaitAnswered waits, for move-cut and seal-answered, until
+// answeredRelease or moveLateMax.
 func (f *faults) awaitAnswered() {
 	select {
 	case <-f.answered:
@@ -762,6 +778,13 @@ func (f *faults) awaitAnswered() {
 // waits until the node stops (seal-late).
 func (f *faults) sealsLate(id string) bool {
 	return f != nil && f.sealLate == id
+}
+
+// sealsAnswered reports whether a live move of id here, its adoption
+// begun, waits until a newer claim's release request was answered
+// (seal-answered).
+func (f *faults) sealsAnswered(id string) bool {
+	return f != nil && f.sealAnswered == id
 }
 
 // finishesGone reports whether a live move of id here asks for its

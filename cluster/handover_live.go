@@ -815,6 +815,10 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 		case <-time.After(moveLateMax):
 		}
 	}
+	if n.fault.sealsAnswered(id) {
+		n.log.Info("cluster: test fault: the move's adoption, begun, waits until a newer claim was answered", "client_id", id)
+		n.fault.awaitAnswered()
+	}
 	if !finished {
 		// prev's barrier never comes, and its copy ends at this move's
 		// confirmation: what prev forwards from now on is the
