@@ -117,7 +117,9 @@ func TestHeldConfirmedOnceDurable(t *testing.T) {
 	}
 
 	rec := &broker.StoredSession{ClientID: "s", Expiry: 600, Subs: []broker.StoredSub{{Filter: "m/#", Opts: packet.SubOptions{QoS: 1}}}}
+	n.gate.Lock()
 	delivered, expired, last := n.mv.adopt("s", mi, rec)
+	n.gate.Unlock()
 	if delivered != 4 || expired != 0 {
 		t.Fatalf("delivered %d held messages, %d expired; want 4, 0", delivered, expired)
 	}
@@ -275,7 +277,9 @@ func TestMoveHeldDropsCounted(t *testing.T) {
 	mi.refused = full.refused
 
 	rec := &broker.StoredSession{ClientID: "s", Expiry: 600, Subs: []broker.StoredSub{{Filter: "m/#", Opts: packet.SubOptions{QoS: 1}}}}
+	n.gate.Lock()
 	delivered, expired, _ := n.mv.adopt("s", mi, rec)
+	n.gate.Unlock()
 	if delivered != 2 || expired != 1 {
 		t.Fatalf("delivered %d held messages, %d expired; want 2, 1", delivered, expired)
 	}
@@ -323,7 +327,9 @@ func TestLocalHeldNamed(t *testing.T) {
 	completed := broker.Origin{Nonce: originKey{n.cfg.Node, n.inc, 7}.copy()}.Hash()
 	rec := &broker.StoredSession{ClientID: "s", Expiry: 600, Seen: []uint64{completed},
 		Subs: []broker.StoredSub{{Filter: "c/#", Opts: packet.SubOptions{QoS: 2}}}}
+	n.gate.Lock()
 	n.mv.adopt("s", mi, rec)
+	n.gate.Unlock()
 	if srv.HasMessage("s", "", "c/x", []byte("m7")) {
 		t.Error("message 7 queued again for a session whose client completed a copy of it")
 	}
