@@ -148,6 +148,17 @@ import (
 //	                      most moveLateMax): as seal-late, without the
 //	                      kill, so that the move adopts the session after
 //	                      that answer
+//	finish-record=CLIENT@NODE  on NODE, a live move of CLIENT here asks
+//	                      its previous owner to finish only once the owner
+//	                      watcher saw a newer claim's record of CLIENT
+//	                      naming another node (at most moveLateMax): as a
+//	                      move whose barrier waits outlast another node's
+//	                      claim, whose release request does not come
+//	connect-unconfirmed=CLIENT@NODE  on NODE, the first claim of CLIENT
+//	                      by a CONNECT is written, and then fails as not
+//	                      confirmed (as claim-unconfirmed for the
+//	                      janitor's): the CONNECT is refused, no release
+//	                      request is sent, and the record names NODE
 //	finish-gone=CLIENT@NODE  on NODE, a live move of CLIENT here asks
 //	                      its previous owner to finish only once NODE no
 //	                      longer hears from it (at most moveLateMax): as
@@ -299,64 +310,69 @@ const faultEnv = "ROOST_TEST_FAULT"
 
 // faults are the injected faults (see faultEnv); nil for none.
 type faults struct {
-	stallInbound string
-	readLate     string
-	orphansSeen  atomic.Bool // read-late: orphan interest was kept once
-	delayRelease string
-	unanswered   atomic.Int64 // hold-unanswered: holds left to fail
-	silent       atomic.Int64 // hold-silent: holds left unanswered
-	noQuorum     string
-	quorumBack   atomic.Bool // no-quorum: the read came
-	opsLate      string
-	opsFree      atomic.Bool // ops-late: the id was given up here
-	opsHeld      atomic.Bool // ops-late: an op was held back once
-	opsAfterLost string
-	opsLostFree  atomic.Bool // ops-after-lost: its ops went out
-	opsLostIn    atomic.Bool // ops-after-lost: and were all acknowledged
-	heldPending  []string
-	releaseLate  string
-	heldFenced   string
-	finishLate   string
-	rejoined     chan struct{} // finish-late: closed once a dropped node was heard again
-	rejoinOnce   sync.Once
-	fenceDone    chan struct{} // held-fenced: closed once the fence ended the session
-	fenceOnce    sync.Once
-	overtaken    string
-	recordSeen   chan struct{} // overtaken: closed once the record came
-	recordOnce   sync.Once
-	adoptLate    string
-	adoptWait    string
-	settleWait   time.Duration
-	ownersLate   time.Duration
-	dropMute     time.Duration
-	passOnLate   time.Duration
-	mutedUntil   atomic.Int64 // drop-unannounced: Unix ns
-	heldLate     time.Duration
-	adoptStall   []string
-	moveLate     string
-	finishAsked  string
-	finishGone   string
-	asked        chan struct{} // move-late, finish-asked: closed once a release request came
-	askedOnce    sync.Once
-	moveCut      string
-	sealLate     string
-	sealAnswered string
-	answered     chan struct{} // move-cut, seal-answered: closed once a release request was answered
-	answeredOnce sync.Once
-	janitorLate  string
-	jAsked       chan struct{} // janitor-late: closed once a release request came
-	jAskedOnce   sync.Once
-	interestLate string
-	lateCtl      chan lateControl // interest-late: PEER's messages, in order
-	lateOnce     sync.Once
-	unconfirmed  string
-	unconfirmd   atomic.Bool // unconfirmed: its publish came
-	straddle     string
-	straddled    atomic.Bool   // straddle-move: its publish came
-	moveBegun    chan struct{} // straddle-move: closed once a move in began
-	begunOnce    sync.Once
-	heldStall    string
-	stallOnce    sync.Map // held-stall: the followers that logged their stall
+	stallInbound       string
+	readLate           string
+	orphansSeen        atomic.Bool // read-late: orphan interest was kept once
+	delayRelease       string
+	unanswered         atomic.Int64 // hold-unanswered: holds left to fail
+	silent             atomic.Int64 // hold-silent: holds left unanswered
+	noQuorum           string
+	quorumBack         atomic.Bool // no-quorum: the read came
+	opsLate            string
+	opsFree            atomic.Bool // ops-late: the id was given up here
+	opsHeld            atomic.Bool // ops-late: an op was held back once
+	opsAfterLost       string
+	opsLostFree        atomic.Bool // ops-after-lost: its ops went out
+	opsLostIn          atomic.Bool // ops-after-lost: and were all acknowledged
+	heldPending        []string
+	releaseLate        string
+	heldFenced         string
+	finishLate         string
+	rejoined           chan struct{} // finish-late: closed once a dropped node was heard again
+	rejoinOnce         sync.Once
+	fenceDone          chan struct{} // held-fenced: closed once the fence ended the session
+	fenceOnce          sync.Once
+	overtaken          string
+	recordSeen         chan struct{} // overtaken: closed once the record came
+	recordOnce         sync.Once
+	adoptLate          string
+	adoptWait          string
+	settleWait         time.Duration
+	ownersLate         time.Duration
+	dropMute           time.Duration
+	passOnLate         time.Duration
+	mutedUntil         atomic.Int64 // drop-unannounced: Unix ns
+	heldLate           time.Duration
+	adoptStall         []string
+	moveLate           string
+	finishAsked        string
+	finishGone         string
+	asked              chan struct{} // move-late, finish-asked: closed once a release request came
+	askedOnce          sync.Once
+	moveCut            string
+	sealLate           string
+	sealAnswered       string
+	finishRecord       string
+	newerSeen          chan struct{} // finish-record: closed once the watcher saw a newer record
+	newerOnce          sync.Once
+	connectUnconfirmed string
+	connectUnconfirmd  atomic.Bool   // connect-unconfirmed: its claim came
+	answered           chan struct{} // move-cut, seal-answered: closed once a release request was answered
+	answeredOnce       sync.Once
+	janitorLate        string
+	jAsked             chan struct{} // janitor-late: closed once a release request came
+	jAskedOnce         sync.Once
+	interestLate       string
+	lateCtl            chan lateControl // interest-late: PEER's messages, in order
+	lateOnce           sync.Once
+	unconfirmed        string
+	unconfirmd         atomic.Bool // unconfirmed: its publish came
+	straddle           string
+	straddled          atomic.Bool   // straddle-move: its publish came
+	moveBegun          chan struct{} // straddle-move: closed once a move in began
+	begunOnce          sync.Once
+	heldStall          string
+	stallOnce          sync.Map // held-stall: the followers that logged their stall
 
 	// claim-unconfirmed, and whether its claim came
 	claimUnconfirmed string
@@ -425,7 +441,7 @@ const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
-	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-gone", "straddle-move", "finish-late",
+	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup"}
@@ -474,6 +490,10 @@ func parseFaults(s, node string) (*faults, error) {
 			f.finishGone = v
 		case "seal-late":
 			f.sealLate = v
+		case "finish-record":
+			f.finishRecord, f.newerSeen = v, make(chan struct{})
+		case "connect-unconfirmed":
+			f.connectUnconfirmed = v
 		case "seal-answered":
 			f.sealAnswered = v
 			if f.answered == nil {
@@ -787,6 +807,35 @@ func (f *faults) sealsAnswered(id string) bool {
 	return f != nil && f.sealAnswered == id
 }
 
+// finishesRecord reports whether a live move of id here asks for its
+// finish only once the owner watcher saw a newer record (finish-record).
+func (f *faults) finishesRecord(id string) bool {
+	return f != nil && f.finishRecord == id
+}
+
+// sawNewerRecord notes, for finish-record, that the owner watcher saw a
+// record of id naming another node, newer than this node's claim.
+func (f *faults) sawNewerRecord(id string) {
+	if f != nil && f.finishRecord == id {
+		f.newerOnce.Do(func() { close(f.newerSeen) })
+	}
+}
+
+// awaitNewerRecord waits, for finish-record, until sawNewerRecord or
+// moveLateMax.
+func (f *faults) awaitNewerRecord() {
+	select {
+	case <-f.newerSeen:
+	case <-time.After(moveLateMax):
+	}
+}
+
+// unconfirmsConnect reports whether a CONNECT's claim of id, written, is
+// connect-unconfirmed's (the first).
+func (f *faults) unconfirmsConnect(id string) bool {
+	return f != nil && f.connectUnconfirmed == id && f.connectUnconfirmd.CompareAndSwap(false, true)
+}
+
 // finishesGone reports whether a live move of id here asks for its
 // finish only once its previous owner is no longer heard from
 // (finish-gone).
@@ -831,6 +880,10 @@ func (f *faults) unconfirmsClaim(id string) bool {
 
 // errFaultClaimUnconfirmed is the confirmation claim-unconfirmed fails.
 var errFaultClaimUnconfirmed = errors.New("cluster: test fault: claim not confirmed (claim-unconfirmed)")
+
+// errFaultConnectUnconfirmed is the confirmation connect-unconfirmed
+// fails.
+var errFaultConnectUnconfirmed = errors.New("cluster: test fault: claim not confirmed (connect-unconfirmed)")
 
 // withholds reports whether the confirmation of a forwarded QoS 2
 // message on topic name is never to be sent (confirm-late).

@@ -261,6 +261,7 @@ func (o *owners) fenceID(id, node string, epoch uint64) {
 		return
 	}
 	o.overtake(id, epoch)
+	o.n.fault.sawNewerRecord(id)
 	// A move of id here not adopted yet has no session to fence: it
 	// learns of the record and adopts a kept, fenced copy (cutNow). One
 	// adopted has it in the server by now.

@@ -800,6 +800,10 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 		n.log.Info("cluster: test fault: the move's finish waits until a newer claim was answered", "client_id", id)
 		n.fault.awaitAnswered()
 	}
+	if n.fault.finishesRecord(id) {
+		n.log.Info("cluster: test fault: the move's finish waits until a newer record was seen", "client_id", id)
+		n.fault.awaitNewerRecord()
+	}
 	if n.fault.finishesGone(id) {
 		n.log.Info("cluster: test fault: the move's finish waits until the previous owner is gone", "client_id", id)
 		n.fault.awaitGone(func() bool { return n.remote.heard(prev) })
