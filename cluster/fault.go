@@ -355,6 +355,7 @@ type faults struct {
 	finishRecord       string
 	newerSeen          chan struct{} // finish-record: closed once the watcher saw a newer record
 	newerOnce          sync.Once
+	newerWaits         atomic.Bool // finish-record: its move waits
 	connectUnconfirmed string
 	connectUnconfirmd  atomic.Bool   // connect-unconfirmed: its claim came
 	answered           chan struct{} // move-cut, seal-answered: closed once a release request was answered
@@ -814,9 +815,10 @@ func (f *faults) finishesRecord(id string) bool {
 }
 
 // sawNewerRecord notes, for finish-record, that the owner watcher saw a
-// record of id naming another node, newer than this node's claim.
+// record of id naming another node, newer than this node's claim. Only
+// once the move waits: the records before its claim are older.
 func (f *faults) sawNewerRecord(id string) {
-	if f != nil && f.finishRecord == id {
+	if f != nil && f.finishRecord == id && f.newerWaits.Load() {
 		f.newerOnce.Do(func() { close(f.newerSeen) })
 	}
 }
@@ -824,6 +826,7 @@ func (f *faults) sawNewerRecord(id string) {
 // awaitNewerRecord waits, for finish-record, until sawNewerRecord or
 // moveLateMax.
 func (f *faults) awaitNewerRecord() {
+	f.newerWaits.Store(true)
 	select {
 	case <-f.newerSeen:
 	case <-time.After(moveLateMax):

@@ -131,6 +131,14 @@ func lateAdoption(t *testing.T, prefix string, claimer int, unconfirmed bool) {
 		t.Errorf("n3's answer to the newer claim did not wait for its adoption to the last bound: the test missed the path it is about; n3:\n%s",
 			grepLog(n3, "client_id="+id))
 	}
+	// The move saw the newer record before it adopted: a live copy
+	// then served n3's connection on the older claim, its ops at an
+	// epoch the record had left, while nothing fenced it until the
+	// client's next claim.
+	if unconfirmed && countLogAll(n3, `msg="client connected"`, "client_id="+id+" ") > 0 {
+		t.Errorf("n3's move adopted a live copy after the newer claim's record and connected its client on the older claim; n3:\n%s",
+			grepLog(n3, "client_id="+id))
+	}
 	if !r.present {
 		t.Errorf("%s started afresh on %s (Session Present 0)", id, to.name)
 	}
