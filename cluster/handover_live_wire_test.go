@@ -378,4 +378,66 @@ func TestAwaitInCut(t *testing.T) {
 	if cut := mv.awaitIn("none", 3, time.Now(), time.Now()); cut {
 		t.Fatal("no move here, and cut")
 	}
+
+	// Sealed, and still not in the server at the last bound: cut, and
+	// the adoption, deciding under the gate, learns of it (cutNow).
+	mi = start("c")
+	mv.seal(mi)
+	if cut := mv.awaitIn("c", 3, time.Now().Add(time.Millisecond), time.Now().Add(20*time.Millisecond)); !cut {
+		t.Fatal("a sealed move not in the server at the last bound was not cut")
+	}
+	if !mv.cutNow(mi) || mi.cut != 3 {
+		t.Fatalf("the sealed move's adoption did not learn of the cut (cut %d)", mi.cut)
+	}
+}
+
+// TestSawNewerCuts: a newer record the owner watcher sees while a move is
+// under way cuts the move at its adoption (cutNow) unless that claim's
+// release request waits for it, and an older record or a move adopted
+// already is left alone.
+func TestSawNewerCuts(t *testing.T) {
+	mv := newLiveMoves(&Node{log: slog.New(slog.DiscardHandler)})
+	start := func(id string) *moveIn {
+		mi := &moveIn{epoch: 2, in: make(chan struct{}), seen: map[string]bool{}}
+		mv.mu.Lock()
+		mv.in[id] = mi
+		mv.mu.Unlock()
+		return mi
+	}
+
+	mi := start("a")
+	if mv.sawNewer("a", 2) || mv.sawNewer("a", 1) {
+		t.Fatal("a record not newer than the move's claim noted")
+	}
+	if !mv.sawNewer("a", 3) {
+		t.Fatal("a newer record not noted for the move")
+	}
+	if !mv.cutNow(mi) || mi.cut != 3 {
+		t.Fatalf("a move whose newer claim sent no request was not cut (cut %d)", mi.cut)
+	}
+
+	// The newer claim's request waits for the move: handed the live copy.
+	mi = start("b")
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		mv.sawNewer("b", 3)
+		if mv.cutNow(mi) {
+			t.Error("a move whose newer claim's request waits for it was cut")
+		}
+		close(mi.in)
+	}()
+	if cut := mv.awaitIn("b", 3, time.Now().Add(time.Minute), time.Now().Add(time.Minute)); cut {
+		t.Fatal("a move in by the bound was cut")
+	}
+
+	mi = start("c")
+	mv.mu.Lock()
+	mi.adopted = true
+	mv.mu.Unlock()
+	if mv.sawNewer("c", 3) {
+		t.Fatal("a move adopted already noted a newer record: its session is the watcher's to fence")
+	}
+	if mv.sawNewer("none", 3) {
+		t.Fatal("no move here, and noted")
+	}
 }
