@@ -322,6 +322,7 @@ func (o *owners) endFenced(id string, epoch uint64) {
 		// adoptCut): the handover's end decides, not this timer, which
 		// ended the copy while its move was under way.
 		if o.pending.answered(id, epoch) {
+			o.n.log.Info("cluster: a fence's end left to the handover of the copy to the fence's claim", "client_id", id, "epoch", epoch)
 			return
 		}
 		// Held for here from its end, not from the fence: most fences
