@@ -1003,6 +1003,14 @@ func (mv *liveMoves) cutNow(mi *moveIn) bool {
 // the server for the watcher to fence: under the gate, which an adoption
 // holds from its decision until the session is in the server.
 func (mv *liveMoves) sawNewer(id string, epoch uint64) bool {
+	// The watcher sees every id's records: only those with a move here
+	// wait for the gate, which a bulk adoption may hold a while.
+	mv.mu.Lock()
+	moving := mv.in[id] != nil
+	mv.mu.Unlock()
+	if !moving {
+		return false
+	}
 	mv.n.gate.RLock()
 	defer mv.n.gate.RUnlock()
 	mv.mu.Lock()
