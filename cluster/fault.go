@@ -143,6 +143,23 @@ import (
 //	                      stops (at most moveLateMax): as a loaded node's
 //	                      adoption outlasting that bound, for a test to
 //	                      kill the node there
+//	seal-answered=CLIENT@NODE  on NODE, a live move of CLIENT here, once
+//	                      its adoption has begun (sealed), waits until a
+//	                      newer claim's release request was answered (at
+//	                      most moveLateMax): as seal-late, without the
+//	                      kill, so that the move adopts the session after
+//	                      that answer
+//	finish-record=CLIENT@NODE  on NODE, a live move of CLIENT here asks
+//	                      its previous owner to finish only once the owner
+//	                      watcher saw a newer claim's record of CLIENT
+//	                      naming another node (at most moveLateMax): as a
+//	                      move whose barrier waits outlast another node's
+//	                      claim, whose release request does not come
+//	connect-unconfirmed=CLIENT@NODE  on NODE, the first claim of CLIENT
+//	                      by a CONNECT is written, and then fails as not
+//	                      confirmed (as claim-unconfirmed for the
+//	                      janitor's): the CONNECT is refused, no release
+//	                      request is sent, and the record names NODE
 //	finish-gone=CLIENT@NODE  on NODE, a live move of CLIENT here asks
 //	                      its previous owner to finish only once NODE no
 //	                      longer hears from it (at most moveLateMax): as
@@ -324,68 +341,75 @@ const faultEnv = "ROOST_TEST_FAULT"
 
 // faults are the injected faults (see faultEnv); nil for none.
 type faults struct {
-	stallInbound string
-	readLate     string
-	orphansSeen  atomic.Bool // read-late: orphan interest was kept once
-	delayRelease string
-	unanswered   atomic.Int64 // hold-unanswered: holds left to fail
-	silent       atomic.Int64 // hold-silent: holds left unanswered
-	noQuorum     string
-	quorumBack   atomic.Bool // no-quorum: the read came
-	opsLate      string
-	opsFree      atomic.Bool // ops-late: the id was given up here
-	opsHeld      atomic.Bool // ops-late: an op was held back once
-	opsAfterLost string
-	opsLostFree  atomic.Bool // ops-after-lost: its ops went out
-	opsAfterKeep string
-	keepOffline  atomic.Bool  // ops-after-keep: the session went offline
-	keepFirst    atomic.Int64 // ops-after-keep: the first kept message (Unix ns)
-	keepFree     atomic.Bool  // ops-after-keep: its ops went out
-	opsLostIn    atomic.Bool  // ops-after-lost: and were all acknowledged
-	heldPending  []string
-	releaseLate  string
-	heldFenced   string
-	finishLate   string
-	finishSlow   string
-	rejoined     chan struct{} // finish-late: closed once a dropped node was heard again
-	rejoinOnce   sync.Once
-	fenceDone    chan struct{} // held-fenced: closed once the fence ended the session
-	fenceOnce    sync.Once
-	overtaken    string
-	recordSeen   chan struct{} // overtaken: closed once the record came
-	recordOnce   sync.Once
-	adoptLate    string
-	adoptWait    string
-	settleWait   time.Duration
-	ownersLate   time.Duration
-	dropMute     time.Duration
-	passOnLate   time.Duration
-	mutedUntil   atomic.Int64 // drop-unannounced: Unix ns
-	heldLate     time.Duration
-	adoptStall   []string
-	moveLate     string
-	finishAsked  []string
-	finishGone   string
-	asked        chan struct{} // move-late, finish-asked: closed once a release request came
-	askedOnce    sync.Once
-	moveCut      string
-	sealLate     string
-	answered     chan struct{} // move-cut: closed once a release request was answered
-	answeredOnce sync.Once
-	janitorLate  string
-	jAsked       chan struct{} // janitor-late: closed once a release request came
-	jAskedOnce   sync.Once
-	interestLate string
-	lateCtl      chan lateControl // interest-late: PEER's messages, in order
-	lateOnce     sync.Once
-	unconfirmed  string
-	unconfirmd   atomic.Bool // unconfirmed: its publish came
-	straddle     string
-	straddled    atomic.Bool   // straddle-move: its publish came
-	moveBegun    chan struct{} // straddle-move: closed once a move in began
-	begunOnce    sync.Once
-	heldStall    string
-	stallOnce    sync.Map // held-stall: the followers that logged their stall
+	stallInbound       string
+	readLate           string
+	orphansSeen        atomic.Bool // read-late: orphan interest was kept once
+	delayRelease       string
+	unanswered         atomic.Int64 // hold-unanswered: holds left to fail
+	silent             atomic.Int64 // hold-silent: holds left unanswered
+	noQuorum           string
+	quorumBack         atomic.Bool // no-quorum: the read came
+	opsLate            string
+	opsFree            atomic.Bool // ops-late: the id was given up here
+	opsHeld            atomic.Bool // ops-late: an op was held back once
+	opsAfterLost       string
+	opsLostFree        atomic.Bool // ops-after-lost: its ops went out
+	opsAfterKeep       string
+	keepOffline        atomic.Bool  // ops-after-keep: the session went offline
+	keepFirst          atomic.Int64 // ops-after-keep: the first kept message (Unix ns)
+	keepFree           atomic.Bool  // ops-after-keep: its ops went out
+	opsLostIn          atomic.Bool  // ops-after-lost: and were all acknowledged
+	heldPending        []string
+	releaseLate        string
+	heldFenced         string
+	finishLate         string
+	finishSlow         string
+	rejoined           chan struct{} // finish-late: closed once a dropped node was heard again
+	rejoinOnce         sync.Once
+	fenceDone          chan struct{} // held-fenced: closed once the fence ended the session
+	fenceOnce          sync.Once
+	overtaken          string
+	recordSeen         chan struct{} // overtaken: closed once the record came
+	recordOnce         sync.Once
+	adoptLate          string
+	adoptWait          string
+	settleWait         time.Duration
+	ownersLate         time.Duration
+	dropMute           time.Duration
+	passOnLate         time.Duration
+	mutedUntil         atomic.Int64 // drop-unannounced: Unix ns
+	heldLate           time.Duration
+	adoptStall         []string
+	moveLate           string
+	finishAsked        []string
+	finishGone         string
+	asked              chan struct{} // move-late, finish-asked: closed once a release request came
+	askedOnce          sync.Once
+	moveCut            string
+	sealLate           string
+	answered           chan struct{} // move-cut: closed once a release request was answered
+	answeredOnce       sync.Once
+	janitorLate        string
+	jAsked             chan struct{} // janitor-late: closed once a release request came
+	jAskedOnce         sync.Once
+	interestLate       string
+	lateCtl            chan lateControl // interest-late: PEER's messages, in order
+	lateOnce           sync.Once
+	unconfirmed        string
+	unconfirmd         atomic.Bool // unconfirmed: its publish came
+	straddle           string
+	straddled          atomic.Bool   // straddle-move: its publish came
+	moveBegun          chan struct{} // straddle-move: closed once a move in began
+	begunOnce          sync.Once
+	heldStall          string
+	stallOnce          sync.Map // held-stall: the followers that logged their stall
+	sealAnswered       string
+	finishRecord       string
+	newerSeen          chan struct{} // finish-record: closed once the watcher saw a newer record
+	newerOnce          sync.Once
+	newerWaits         atomic.Bool // finish-record: its move waits
+	connectUnconfirmed string
+	connectUnconfirmd  atomic.Bool // connect-unconfirmed: its claim came
 
 	// claim-unconfirmed, and whether its claim came
 	claimUnconfirmed string
@@ -456,7 +480,7 @@ const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
-	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "finish-gone", "straddle-move", "finish-late",
+	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow"}
@@ -507,8 +531,20 @@ func parseFaults(s, node string) (*faults, error) {
 			f.finishGone = v
 		case "seal-late":
 			f.sealLate = v
+		case "finish-record":
+			f.finishRecord, f.newerSeen = v, make(chan struct{})
+		case "connect-unconfirmed":
+			f.connectUnconfirmed = v
+		case "seal-answered":
+			f.sealAnswered = v
+			if f.answered == nil {
+				f.answered = make(chan struct{})
+			}
 		case "move-cut":
-			f.moveCut, f.answered = v, make(chan struct{})
+			f.moveCut = v
+			if f.answered == nil {
+				f.answered = make(chan struct{})
+			}
 		case "finish-asked":
 			f.finishAsked = append(f.finishAsked, v)
 			if f.asked == nil {
@@ -817,12 +853,13 @@ func (f *faults) movesCut(id string) bool {
 
 // answeredRelease notes that a release request for id was answered.
 func (f *faults) answeredRelease(id string) {
-	if f != nil && f.moveCut == id {
+	if f != nil && (f.moveCut == id || f.sealAnswered == id) {
 		f.answeredOnce.Do(func() { close(f.answered) })
 	}
 }
 
-// awaitAnswered waits, for move-cut, until answeredRelease or moveLateMax.
+// awaitAnswered waits, for move-cut and seal-answered, until
+// answeredRelease or moveLateMax.
 func (f *faults) awaitAnswered() {
 	select {
 	case <-f.answered:
@@ -834,6 +871,44 @@ func (f *faults) awaitAnswered() {
 // waits until the node stops (seal-late).
 func (f *faults) sealsLate(id string) bool {
 	return f != nil && f.sealLate == id
+}
+
+// sealsAnswered reports whether a live move of id here, its adoption
+// begun, waits until a newer claim's release request was answered
+// (seal-answered).
+func (f *faults) sealsAnswered(id string) bool {
+	return f != nil && f.sealAnswered == id
+}
+
+// finishesRecord reports whether a live move of id here asks for its
+// finish only once the owner watcher saw a newer record (finish-record).
+func (f *faults) finishesRecord(id string) bool {
+	return f != nil && f.finishRecord == id
+}
+
+// sawNewerRecord notes, for finish-record, that the owner watcher saw a
+// record of id naming another node, newer than this node's claim. Only
+// once the move waits: the records before its claim are older.
+func (f *faults) sawNewerRecord(id string) {
+	if f != nil && f.finishRecord == id && f.newerWaits.Load() {
+		f.newerOnce.Do(func() { close(f.newerSeen) })
+	}
+}
+
+// awaitNewerRecord waits, for finish-record, until sawNewerRecord or
+// moveLateMax.
+func (f *faults) awaitNewerRecord() {
+	f.newerWaits.Store(true)
+	select {
+	case <-f.newerSeen:
+	case <-time.After(moveLateMax):
+	}
+}
+
+// unconfirmsConnect reports whether a CONNECT's claim of id, written, is
+// connect-unconfirmed's (the first).
+func (f *faults) unconfirmsConnect(id string) bool {
+	return f != nil && f.connectUnconfirmed == id && f.connectUnconfirmd.CompareAndSwap(false, true)
 }
 
 // finishesGone reports whether a live move of id here asks for its
@@ -880,6 +955,10 @@ func (f *faults) unconfirmsClaim(id string) bool {
 
 // errFaultClaimUnconfirmed is the confirmation claim-unconfirmed fails.
 var errFaultClaimUnconfirmed = errors.New("cluster: test fault: claim not confirmed (claim-unconfirmed)")
+
+// errFaultConnectUnconfirmed is the confirmation connect-unconfirmed
+// fails.
+var errFaultConnectUnconfirmed = errors.New("cluster: test fault: claim not confirmed (connect-unconfirmed)")
 
 // withholds reports whether the confirmation of a forwarded QoS 2
 // message on topic name is never to be sent (confirm-late).

@@ -173,6 +173,18 @@ func (o *owners) onConfirm(m *nats.Msg) {
 	}
 	if p := o.pending.take(handoverKey{id, epoch}); p != nil {
 		p.timer.Stop()
+		if o.newerHere(id, epoch) {
+			// Claimed here again since: the copy is that claim's, to
+			// replace by the session it adopts or to resume
+			// (resumeHere). Ended now, its end went to the stream at
+			// the newer claim's epoch (its ops are no longer kept
+			// here) and deleted the session's record there while that
+			// claim read it (a move cut after its old owner finished:
+			// TestReproLateAdoption/back, Session Present 0).
+			o.n.log.Info("cluster: a handover confirmed after this node claimed the id again; the copy left to that claim",
+				"client_id", id, "epoch", epoch)
+			return
+		}
 		p.done(false) // the will went with the session
 		// Its new owner has it: a fence's hold keys are not needed.
 		o.n.sess.unfenceHold(id)
@@ -249,6 +261,14 @@ func (o *owners) fenceID(id, node string, epoch uint64) {
 		return
 	}
 	o.overtake(id, epoch)
+	o.n.fault.sawNewerRecord(id)
+	// A move of id here not adopted yet has no session to fence: it
+	// learns of the record and adopts a kept, fenced copy (cutNow). One
+	// adopted has it in the server by now.
+	if o.n.mv != nil && o.n.mv.sawNewer(id, epoch) {
+		o.n.log.Info("cluster: a newer claim's record seen while the session moves here; the move's copy is to be kept for it",
+			"client_id", id, "owner", node, "epoch", epoch)
+	}
 	o.disown(id)
 	if !o.n.srv.Fence(id, o.n.sess != nil) {
 		return
@@ -295,6 +315,14 @@ func (o *owners) endFenced(id string, epoch uint64) {
 		}
 		o.mu.Unlock()
 		if !due || o.n.ctx.Err() != nil || o.newerHere(id, epoch) {
+			return
+		}
+		// Handed over to that claim meanwhile (a release request
+		// answered before this fence was noted: a move's cut copy,
+		// adoptCut): the handover's end decides, not this timer, which
+		// ended the copy while its move was under way.
+		if o.pending.answered(id, epoch) {
+			o.n.log.Info("cluster: a fence's end left to the handover of the copy to the fence's claim", "client_id", id, "epoch", epoch)
 			return
 		}
 		// Held for here from its end, not from the fence: most fences

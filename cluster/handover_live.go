@@ -168,14 +168,20 @@ type moveIn struct {
 	adopted bool
 	// in is closed once the session is in the server here: a release
 	// request from a newer claim waits for that (awaitIn), and asked
-	// says one came.
-	in    chan struct{}
-	asked bool
+	// says one came; askedAt is the newest such claim's epoch.
+	in      chan struct{}
+	asked   bool
+	askedAt uint64
+	// newer is the epoch of the newest record of another node's claim
+	// that the owner watcher saw while the move was under way (sawNewer).
+	newer uint64
 	// cut is the epoch of a newer claim whose release request was
 	// answered before the session was here (awaitIn's bound): told to
 	// read the stream, so the adoption keeps what this copy takes for
 	// it (adoptCut). sealed: the adoption has begun, as a live copy or
-	// as such a kept one; a request after that waits for it.
+	// as such a kept one; a request after that waits for it, to the
+	// answer's last bound, and cuts it if it is still not in the server
+	// then (cutNow decides, under the gate).
 	cut    uint64
 	sealed bool
 	held   []heldMessage
@@ -828,6 +834,10 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 		n.log.Info("cluster: test fault: the move's finish waits", "client_id", id, "for", finishSlow)
 		time.Sleep(finishSlow)
 	}
+	if n.fault.finishesRecord(id) {
+		n.log.Info("cluster: test fault: the move's finish waits until a newer record was seen", "client_id", id)
+		n.fault.awaitNewerRecord()
+	}
 	if n.fault.finishesGone(id) {
 		n.log.Info("cluster: test fault: the move's finish waits until the previous owner is gone", "client_id", id)
 		n.fault.awaitGone(func() bool { return n.remote.heard(prev) })
@@ -849,6 +859,10 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 		case <-time.After(moveLateMax):
 		}
 	}
+	if n.fault.sealsAnswered(id) {
+		n.log.Info("cluster: test fault: the move's adoption, begun, waits until a newer claim was answered", "client_id", id)
+		n.fault.awaitAnswered()
+	}
 	if !finished {
 		// prev's barrier never comes, and its copy ends at this move's
 		// confirmation: what prev forwards from now on is the
@@ -863,11 +877,23 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 			mi.handed = n.sess.keptBy(prev, id, asked, mi.handed)
 		}
 	}
+	// Under the gate from the decision until the session is in the
+	// server: a release request answered at its last bound (awaitIn), or
+	// a newer record the watcher saw (sawNewer), either comes before the
+	// decision and cuts the move, or finds the session here, to hand
+	// over or to fence.
+	n.gate.Lock()
+	if mv.cutNow(mi) {
+		dropped := mv.adoptCutLocked(id, mi, rec)
+		n.gate.Unlock()
+		return mv.cutDone(prev, id, mi, rec, finished, dropped)
+	}
 	if n.sess != nil {
 		mi.handed = n.sess.takeHeldBack(id, mi.handed)
 		n.sess.adopt(id)
 	}
 	held, expired, last := mv.adopt(id, mi, rec)
+	n.gate.Unlock()
 	if mi.follow != nil {
 		// Before a newer claim waiting for the session here (awaitIn)
 		// is answered: its answer names these followers' places.
@@ -933,6 +959,7 @@ func (mv *liveMoves) awaitIn(id string, epoch uint64, by, last time.Time) (cut b
 	var in chan struct{}
 	if mi != nil && !mi.adopted {
 		in, mi.asked = mi.in, true
+		mi.askedAt = max(mi.askedAt, epoch)
 	}
 	mv.mu.Unlock()
 	if in == nil {
@@ -959,10 +986,75 @@ func (mv *liveMoves) awaitIn(id string, epoch uint64, by, last time.Time) (cut b
 	t.Reset(time.Until(last))
 	select {
 	case <-in:
+		return false
 	case <-t.C:
-		mv.n.log.Warn("cluster: a newer claim asked for a session still being adopted here; answered without it", "client_id", id)
 	}
-	return false
+	// Answered "nothing to hand over" here, the claimer started its
+	// client afresh or resumed its own disowned copy as it was, and the
+	// adoption then made a live copy that nobody fenced: the watcher had
+	// seen the newer record before the session was in the server.
+	// Cut, the adoption keeps what its copy takes for this claim
+	// (adoptCut), as before the seal. The adoption decides under the
+	// gate (cutNow) and holds it until the session is in the server:
+	// found adopted here, the session is there for the answer.
+	mv.n.gate.RLock()
+	mv.mu.Lock()
+	adopted := mi.adopted
+	if !adopted {
+		mi.cut = max(mi.cut, epoch)
+	}
+	mv.mu.Unlock()
+	mv.n.gate.RUnlock()
+	if adopted {
+		return false
+	}
+	mv.n.log.Warn("cluster: a newer claim asked for a session still being adopted here; told to read the stream, the move's copy kept for it",
+		"client_id", id, "epoch", epoch)
+	return true
+}
+
+// cutNow decides, under the gate, right before a sealed move's adoption,
+// whether it is cut after all: a newer claim's release request was
+// answered at its last bound without the session (awaitIn), or the
+// watcher saw a newer claim's record whose release request has not come
+// (sawNewer). That request may never come: a claim whose record was
+// written but whose write was not confirmed in time sends none, and a
+// live copy adopted now was nobody's, unfenced. One that comes later
+// finds the cut copy here, fenced, and is handed it. A request that is
+// waiting for this move (askedAt) is handed the live copy.
+func (mv *liveMoves) cutNow(mi *moveIn) bool {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	if mi.cut == 0 && mi.newer > max(mi.epoch, mi.askedAt) {
+		mi.cut = mi.newer
+	}
+	return mi.cut != 0
+}
+
+// sawNewer notes, for the owner watcher, a record of id naming another
+// node at epoch. A move of id here that is under way and not adopted
+// learns of it (cutNow) and reports true; once adopted, the session is in
+// the server for the watcher to fence: under the gate, which an adoption
+// holds from its decision until the session is in the server.
+func (mv *liveMoves) sawNewer(id string, epoch uint64) bool {
+	// The watcher sees every id's records: only those with a move here
+	// wait for the gate, which a bulk adoption may hold a while.
+	mv.mu.Lock()
+	moving := mv.in[id] != nil
+	mv.mu.Unlock()
+	if !moving {
+		return false
+	}
+	mv.n.gate.RLock()
+	defer mv.n.gate.RUnlock()
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	mi := mv.in[id]
+	if mi == nil || mi.adopted || epoch <= mi.epoch {
+		return false
+	}
+	mi.newer = max(mi.newer, epoch)
+	return true
 }
 
 // seal notes that mi's adoption begins, and reports whether a newer
@@ -993,11 +1085,23 @@ var errMoveCut = errors.New("cluster: a newer claim took the session while it wa
 // owner's held subject, which the claimer reads too. What the move held
 // here was kept nowhere else and is not confirmed (its publishers send it
 // again); nor is its will this copy's: the claimer has the session's.
+// A newer claim whose record the watcher saw and whose request has not
+// come (cutNow) gets the same copy: its request, if it comes, is handed
+// this fenced copy; if its claimer never sends one (its write applied but
+// not confirmed), the copy ends at fenceGrace with what it took kept.
 func (mv *liveMoves) adoptCut(prev, id string, mi *moveIn, rec *broker.StoredSession, finished bool) error {
+	mv.n.gate.Lock()
+	dropped := mv.adoptCutLocked(id, mi, rec)
+	mv.n.gate.Unlock()
+	return mv.cutDone(prev, id, mi, rec, finished, dropped)
+}
+
+// adoptCutLocked is adoptCut's part under the gate: it returns how many
+// held messages were dropped.
+func (mv *liveMoves) adoptCutLocked(id string, mi *moveIn, rec *broker.StoredSession) (dropped int) {
 	n := mv.n
 	cp := *rec
 	cp.Will, cp.WillAt, cp.WillDelay = nil, time.Time{}, 0
-	n.gate.Lock()
 	if n.sess != nil {
 		n.sess.disown(id) // first: the adoption's own ops stay here too
 		n.sess.adopt(id)
@@ -1012,7 +1116,8 @@ func (mv *liveMoves) adoptCut(prev, id string, mi *moveIn, rec *broker.StoredSes
 	}
 	n.srv.Adopt(&cp)
 	mv.mu.Lock()
-	dropped := len(mi.held)
+	defer mv.mu.Unlock()
+	dropped = len(mi.held)
 	mi.held, mi.adopted = nil, true
 	if mi.complete() {
 		delete(mv.in, id)
@@ -1020,8 +1125,12 @@ func (mv *liveMoves) adoptCut(prev, id string, mi *moveIn, rec *broker.StoredSes
 	} else {
 		time.AfterFunc(moveLinger, func() { mv.endIn(id, mi.epoch) })
 	}
-	mv.mu.Unlock()
-	n.gate.Unlock()
+	return dropped
+}
+
+// cutDone is adoptCut's part after the gate.
+func (mv *liveMoves) cutDone(prev, id string, mi *moveIn, rec *broker.StoredSession, finished bool, dropped int) error {
+	n := mv.n
 	close(mi.in)
 	mv.release(mi, errMoveCut)
 	n.counters.heldDropped.Add(uint64(dropped + mi.refused))
@@ -1036,15 +1145,14 @@ func (mv *liveMoves) adoptCut(prev, id string, mi *moveIn, rec *broker.StoredSes
 	return fmt.Errorf("cluster: %w", errSuperseded)
 }
 
-// adopt is step 4 of a move here, under the gate: the broker adopts rec,
-// and what mi held is delivered to the session only, in arrival order,
-// past the session's queue limit (it was accepted before). It returns how
-// many messages were delivered, how many expired while held, and the store
-// ticket to wait for.
+// adopt is step 4 of a move here, under the gate (held by the caller
+// since its decision: cutNow): the broker adopts rec, and what mi held is
+// delivered to the session only, in arrival order, past the session's
+// queue limit (it was accepted before). It returns how many messages were
+// delivered, how many expired while held, and the store ticket to wait
+// for.
 func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (delivered, expired int, last broker.Ticket) {
 	n := mv.n
-	n.gate.Lock()
-	defer n.gate.Unlock()
 	n.srv.Adopt(rec)
 	if n.sess != nil {
 		n.sess.watchArrival(id)

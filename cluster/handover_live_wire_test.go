@@ -117,7 +117,9 @@ func TestHeldConfirmedOnceDurable(t *testing.T) {
 	}
 
 	rec := &broker.StoredSession{ClientID: "s", Expiry: 600, Subs: []broker.StoredSub{{Filter: "m/#", Opts: packet.SubOptions{QoS: 1}}}}
+	n.gate.Lock()
 	delivered, expired, last := n.mv.adopt("s", mi, rec)
+	n.gate.Unlock()
 	if delivered != 4 || expired != 0 {
 		t.Fatalf("delivered %d held messages, %d expired; want 4, 0", delivered, expired)
 	}
@@ -275,7 +277,9 @@ func TestMoveHeldDropsCounted(t *testing.T) {
 	mi.refused = full.refused
 
 	rec := &broker.StoredSession{ClientID: "s", Expiry: 600, Subs: []broker.StoredSub{{Filter: "m/#", Opts: packet.SubOptions{QoS: 1}}}}
+	n.gate.Lock()
 	delivered, expired, _ := n.mv.adopt("s", mi, rec)
+	n.gate.Unlock()
 	if delivered != 2 || expired != 1 {
 		t.Fatalf("delivered %d held messages, %d expired; want 2, 1", delivered, expired)
 	}
@@ -323,7 +327,9 @@ func TestLocalHeldNamed(t *testing.T) {
 	completed := broker.Origin{Nonce: originKey{n.cfg.Node, n.inc, 7}.copy()}.Hash()
 	rec := &broker.StoredSession{ClientID: "s", Expiry: 600, Seen: []uint64{completed},
 		Subs: []broker.StoredSub{{Filter: "c/#", Opts: packet.SubOptions{QoS: 2}}}}
+	n.gate.Lock()
 	n.mv.adopt("s", mi, rec)
+	n.gate.Unlock()
 	if srv.HasMessage("s", "", "c/x", []byte("m7")) {
 		t.Error("message 7 queued again for a session whose client completed a copy of it")
 	}
@@ -371,6 +377,68 @@ func TestAwaitInCut(t *testing.T) {
 
 	if cut := mv.awaitIn("none", 3, time.Now(), time.Now()); cut {
 		t.Fatal("no move here, and cut")
+	}
+
+	// Sealed, and still not in the server at the last bound: cut, and
+	// the adoption, deciding under the gate, learns of it (cutNow).
+	mi = start("c")
+	mv.seal(mi)
+	if cut := mv.awaitIn("c", 3, time.Now().Add(time.Millisecond), time.Now().Add(20*time.Millisecond)); !cut {
+		t.Fatal("a sealed move not in the server at the last bound was not cut")
+	}
+	if !mv.cutNow(mi) || mi.cut != 3 {
+		t.Fatalf("the sealed move's adoption did not learn of the cut (cut %d)", mi.cut)
+	}
+}
+
+// TestSawNewerCuts: a newer record the owner watcher sees while a move is
+// under way cuts the move at its adoption (cutNow) unless that claim's
+// release request waits for it, and an older record or a move adopted
+// already is left alone.
+func TestSawNewerCuts(t *testing.T) {
+	mv := newLiveMoves(&Node{log: slog.New(slog.DiscardHandler)})
+	start := func(id string) *moveIn {
+		mi := &moveIn{epoch: 2, in: make(chan struct{}), seen: map[string]bool{}}
+		mv.mu.Lock()
+		mv.in[id] = mi
+		mv.mu.Unlock()
+		return mi
+	}
+
+	mi := start("a")
+	if mv.sawNewer("a", 2) || mv.sawNewer("a", 1) {
+		t.Fatal("a record not newer than the move's claim noted")
+	}
+	if !mv.sawNewer("a", 3) {
+		t.Fatal("a newer record not noted for the move")
+	}
+	if !mv.cutNow(mi) || mi.cut != 3 {
+		t.Fatalf("a move whose newer claim sent no request was not cut (cut %d)", mi.cut)
+	}
+
+	// The newer claim's request waits for the move: handed the live copy.
+	mi = start("b")
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		mv.sawNewer("b", 3)
+		if mv.cutNow(mi) {
+			t.Error("a move whose newer claim's request waits for it was cut")
+		}
+		close(mi.in)
+	}()
+	if cut := mv.awaitIn("b", 3, time.Now().Add(time.Minute), time.Now().Add(time.Minute)); cut {
+		t.Fatal("a move in by the bound was cut")
+	}
+
+	mi = start("c")
+	mv.mu.Lock()
+	mi.adopted = true
+	mv.mu.Unlock()
+	if mv.sawNewer("c", 3) {
+		t.Fatal("a move adopted already noted a newer record: its session is the watcher's to fence")
+	}
+	if mv.sawNewer("none", 3) {
+		t.Fatal("no move here, and noted")
 	}
 }
 

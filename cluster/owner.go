@@ -365,6 +365,9 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		} else {
 			written, err = kv.Update(ctx, key, val, rev)
 		}
+		if err == nil && o.n.fault.unconfirmsConnect(id) {
+			err = errFaultConnectUnconfirmed
+		}
 		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			o.unsupersede(rev)
 			tried.epoch, tried.prev, tried.prevWill, tried.prevRev, tried.wasUnread = epoch, prev, prevWill, rev, wasUnread
