@@ -152,9 +152,6 @@ type liveMoves struct {
 type moveOut struct {
 	epoch uint64
 	seen  map[string]bool // nodes whose barrier came through
-	// ownNamed: the answer named this node's own held subject for the
-	// new owner; the export at the finish carries it to movedOut.
-	ownNamed bool
 }
 
 // moveIn is a session coming to this node.
@@ -736,7 +733,7 @@ func (n *Node) finish(q *barrierRequest) []byte {
 		// this node's interest in its filters goes.
 		n.srv.Unroute(q.id)
 		n.sess.unkeep(q.id) // it takes nothing more (keep.go)
-		mv.exported(q.id, q.epoch, q.to, subs)
+		mv.exported(q.id, q.to, subs)
 	}
 	n.senderFor(q.to).add(0, encodeBarrier(q.id, q.epoch))
 	mv.endOut(q.id, q.epoch)
@@ -1251,7 +1248,7 @@ func (mv *liveMoves) settle(ha *heldAck, failed bool) {
 
 // exported notes, at the export of id's session to node to (under the
 // gate), its share groups for moveLinger.
-func (mv *liveMoves) exported(id string, epoch uint64, to string, subs []broker.SubscriptionSnapshot) {
+func (mv *liveMoves) exported(id, to string, subs []broker.SubscriptionSnapshot) {
 	var gk []string
 	for _, s := range subs {
 		if group, plain, _, err := topic.ParseShare(s.Filter); err == nil && group != "" {
@@ -1263,9 +1260,6 @@ func (mv *liveMoves) exported(id string, epoch uint64, to string, subs []broker.
 	}
 	mo := &movedOut{to: to, at: time.Now(), groups: gk}
 	mv.mu.Lock()
-	if o := mv.out[id]; o != nil && o.epoch == epoch {
-		mo.ownNamed = o.ownNamed
-	}
 	if mv.moved[id] == nil {
 		mv.active.Add(1)
 	}
@@ -1442,19 +1436,11 @@ func (mv *liveMoves) movedTo(id, gk string) string {
 	return ""
 }
 
-// namedOwn notes that the handover of id for epoch named this node's own
-// held subject for the new owner (movedOut.ownNamed). The answer names it
-// before the finish exports the session (movedOut is made there), so the
-// mark goes on the move out and the export takes it: marked on movedOut
-// alone it was lost whenever the finish came after the answer, which is
-// always (TestReproGroupHeldMovedOut: a held QoS 2 message delivered
-// twice, 2 of 3 runs under load).
-func (mv *liveMoves) namedOwn(id string, epoch uint64) {
+// namedOwn notes that the handover of id named this node's own held
+// subject for the new owner (movedOut.ownNamed).
+func (mv *liveMoves) namedOwn(id string) {
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
-	if o := mv.out[id]; o != nil && o.epoch == epoch {
-		o.ownNamed = true
-	}
 	if mo := mv.moved[id]; mo != nil {
 		mo.ownNamed = true
 	}
