@@ -1794,7 +1794,11 @@ func (s *sessions) heldPositions(id string) []heldPos {
 // claim of the id). A short wait (ownBehindWait) still spares a
 // follower that keeps up.
 func (s *sessions) withOwnBehind(id string, ps []heldPos, by time.Time) []heldPos {
-	if s == nil || !s.n.away.maybe(time.Now(), s.n.heldWatch()) {
+	if s == nil {
+		return ps
+	}
+	always := s.n.fault.namesOwn(id)
+	if !always && !s.n.away.maybe(time.Now(), s.n.heldWatch()) {
 		return ps
 	}
 	own := s.n.cfg.Node
@@ -1822,6 +1826,9 @@ func (s *sessions) withOwnBehind(id string, ps []heldPos, by time.Time) []heldPo
 			return ps
 		case <-time.After(ownBehindPoll):
 		}
+	}
+	if err == nil && always {
+		err = errors.New("test fault: name-own-always")
 	}
 	if err == nil {
 		return ps
