@@ -1540,6 +1540,10 @@ type heldFollower struct {
 	// this node when it was held (wasAway).
 	after map[string]uint64
 	gen   uint64 // counts resets (a session joined, or its first read failed)
+	// wake asks for a read now rather than at the next tick (heldPoll):
+	// set when the follower is made, never changed (follow reads it
+	// without mu); nil in unit tests, where nothing reads it.
+	wake chan struct{}
 	// waits: hand-overs waiting (awaitHeld) for the first read of a
 	// session whose own first read failed, by the gen it was asked at.
 	waits map[*heldWait]uint64
@@ -1667,7 +1671,7 @@ func (s *sessions) joinFollowerAfter(node, id string, until time.Time, next uint
 	f := s.followers[node]
 	spawn := f == nil
 	if spawn {
-		f = &heldFollower{node: node, ids: map[string]time.Time{}, from: next, since: last}
+		f = &heldFollower{node: node, ids: map[string]time.Time{}, from: next, since: last, wake: make(chan struct{}, 1)}
 		s.followers[node] = f
 	}
 	s.mu.Unlock()
@@ -1684,6 +1688,18 @@ func (s *sessions) joinFollowerAfter(node, id string, until time.Time, next uint
 			f.after = map[string]uint64{}
 		}
 		f.after[id] = *after
+		// A session moved here with its old owner's places catches up
+		// (nothing is sent to its client) until this read is done:
+		// waiting for the next tick, up to heldPoll, outlasted the
+		// session's stay on a node whose client moves every few hundred
+		// milliseconds, and its queue, never sent, grew past MaxQueued
+		// and dropped acknowledged messages (named-places path at every
+		// move: TestClusterLiveHandoverRoundsNamed, 5,380 and 11,710
+		// lost). Woken, the follower reads at once.
+		select {
+		case f.wake <- struct{}{}:
+		default: // a read is asked for already
+		}
 	}
 	f.mu.Unlock()
 	if spawn {
@@ -1978,6 +1994,7 @@ func (s *sessions) follow(node string, f *heldFollower) {
 			finishAll(done)
 			return
 		case <-t.C:
+		case <-f.wake:
 		}
 		now := time.Now()
 		s.mu.Lock() // s.mu before f.mu: joinFollower finds f under s.mu
