@@ -1863,9 +1863,27 @@ func (s *sessions) withOwnBehind(id string, ps []heldPos, by time.Time) []heldPo
 	}
 	s.n.log.Info("cluster: session handed over before this node applied what was held for it: its held subject named for the new owner",
 		"client_id", id, "from", next, "last", last, "err", err)
-	out := append(slices.Clone(ps), heldPos{node: own, from: next, floor: s.arrivals()[id], copyHas: true})
+	// A follower here that reads this node's subject for id (taken from
+	// the stream here) gives it what a copy of it that ended here kept:
+	// not in the copy that moves, so those are read too.
+	out := append(slices.Clone(ps), heldPos{node: own, from: next, floor: s.arrivals()[id], copyHas: !s.follows(own, id)})
 	slices.SortFunc(out, func(a, b heldPos) int { return strings.Compare(a.node, b.node) })
 	return out
+}
+
+// follows reports whether the follower here of node's held subject reads
+// it for id.
+func (s *sessions) follows(node, id string) bool {
+	s.mu.Lock()
+	f := s.followers[node]
+	s.mu.Unlock()
+	if f == nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.ids[id]
+	return ok
 }
 
 // ownLastRead bounds withOwnBehind's read of the last message held for

@@ -189,6 +189,9 @@ func TestFollowHandedCopyHas(t *testing.T) {
 	if got := s.heldPositions("a"); !slices.EqualFunc(got, want, sameHeldPos) {
 		t.Errorf("places of a, handed on: %+v, want %+v", got, want)
 	}
+	if !s.follows("n1", "a") || s.follows("n3", "a") || s.follows("n1", "z") {
+		t.Error("follows: want n1's follower reading for a only")
+	}
 	s.joinFollower("n1", "a", until, 12, time.Time{}, time.Time{}, false, nil)
 	if s.followers["n1"].copyHas["a"] {
 		t.Error("an ordinary join of a kept the copy mark of its earlier handover")
