@@ -191,6 +191,16 @@ func testLiveHandoverRounds(t *testing.T, everywhere, shared bool, fault string)
 	if want < 100 {
 		t.Errorf("only %d messages acknowledged: the load did not run", want)
 	}
+	if fault != "" {
+		named := 0
+		for _, nd := range tc.nodes {
+			named += countLog(nd, "its held subject named for the new owner")
+		}
+		t.Logf("the old owner named its own held subject at %d handovers", named)
+		if named == 0 {
+			t.Errorf("no handover named the old owner's held subject: the fault (%s) missed its path", fault)
+		}
+	}
 	for _, p := range pubs {
 		var lost []int
 		for _, seq := range p.acked {
