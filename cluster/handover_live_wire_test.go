@@ -237,7 +237,7 @@ func TestMoveShareGroups(t *testing.T) {
 	mv.active.Add(-1)
 
 	// Old owner: "s" exported to B.
-	mv.exported("s", "B", []broker.SubscriptionSnapshot{{Filter: "$share/g/t/#"}, {Filter: "a/b"}})
+	mv.exported("s", "B", 1, []broker.SubscriptionSnapshot{{Filter: "$share/g/t/#"}, {Filter: "a/b"}})
 	rm = &broker.RemoteMessage{Topic: "t/1", Groups: []string{g, other}}
 	if to, gk := mv.redirect(rm); to != "B" || !slices.Equal(gk, []string{g}) || !slices.Equal(rm.Groups, []string{other}) {
 		t.Errorf("redirect: to %q groups %q, left %q; want B, [g], [h]", to, gk, rm.Groups)
@@ -371,5 +371,31 @@ func TestAwaitInCut(t *testing.T) {
 
 	if cut := mv.awaitIn("none", 3, time.Now(), time.Now()); cut {
 		t.Fatal("no move here, and cut")
+	}
+}
+
+// A handover that named the old owner's own held subject (namedOwn, at
+// the answer) marks the move its finish exports (exported, later): the
+// held group messages the follower there claims for the moved member are
+// left to the new owner's read of that subject, not passed on too
+// (movedTo ""). A mark of another epoch's answer does not carry over.
+func TestMovedOutOwnNamedCarried(t *testing.T) {
+	n, _ := moveNode(t, 0)
+	mv := n.mv
+	g := ikey{"t/#", "g"}.groupKey()
+	subs := []broker.SubscriptionSnapshot{{Filter: "$share/g/t/#"}}
+
+	mv.startOut("s", 5)
+	mv.namedOwn("s", 5)
+	mv.exported("s", "B", 5, subs)
+	if to := mv.movedTo("s", g); to != "" {
+		t.Errorf("own subject named at the answer: passed on to %q, want left to the new owner's read", to)
+	}
+
+	mv.startOut("u", 7)
+	mv.namedOwn("u", 6) // an older answer's
+	mv.exported("u", "C", 7, subs)
+	if to := mv.movedTo("u", g); to != "C" {
+		t.Errorf("own subject not named for this move: passed on to %q, want C", to)
 	}
 }

@@ -1106,7 +1106,7 @@ func (o *owners) answer(id string, epoch, mine uint64, unread bool, by time.Time
 				"client_id", id, "epoch", epoch, "held_from", heldPosText(pos))
 		}
 		if slices.ContainsFunc(pos, func(p heldPos) bool { return p.node == o.n.cfg.Node }) {
-			o.n.mv.namedOwn(id)
+			o.n.mv.namedOwn(id, epoch)
 		}
 	} else if unknown {
 		reply[1] = 2
