@@ -334,6 +334,14 @@ import (
 //	                      FetchNoWait that the partition stream's
 //	                      consumer does not answer (its leader being
 //	                      elected after the node's restart)
+//	name-own-always=CLIENT@NODE  on NODE, every live handover of CLIENT
+//	                      names NODE's own held subject for the new owner
+//	                      to read on from (withOwnBehind), from its
+//	                      follower's durable place, whether or not the
+//	                      others may have held for NODE and its follower
+//	                      is behind: the named-places path at every move,
+//	                      as loss46's first version took it (bench/jepsen
+//	                      RESULTS.md, "loss46", left 1)
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -410,6 +418,7 @@ type faults struct {
 	newerWaits         atomic.Bool // finish-record: its move waits
 	connectUnconfirmed string
 	connectUnconfirmd  atomic.Bool // connect-unconfirmed: its claim came
+	nameOwn            string
 
 	// claim-unconfirmed, and whether its claim came
 	claimUnconfirmed string
@@ -483,7 +492,7 @@ var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
-	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow"}
+	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -614,6 +623,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.heldLate = d
 		case "held-pending":
 			f.heldPending = append(f.heldPending, v)
+		case "name-own-always":
+			f.nameOwn = v
 		case "held-stall":
 			f.heldStall = v
 		case "release-late":
@@ -685,6 +696,14 @@ func (f *faults) takeoverLate(id string) time.Duration {
 // (held-pending).
 func (f *faults) holdsHeld(id string) bool {
 	return f != nil && slices.Contains(f.heldPending, id)
+}
+
+// namesOwn reports whether a live handover of id names this node's own
+// held subject for the new owner whether or not the others may have held
+// for this node, and whether or not its follower is behind
+// (name-own-always).
+func (f *faults) namesOwn(id string) bool {
+	return f != nil && f.nameOwn == id
 }
 
 // handlesLate reports whether a release request for id is handled

@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/roost-mqtt/roost/broker"
@@ -213,6 +215,58 @@ type heldPos struct {
 	from  uint64
 	since time.Time
 	floor time.Time
+	// copyHas: the place is that of the node's own follower of its own
+	// subject (withOwnBehind, ownCatchFrom), or was handed on from one,
+	// which skips what is kept there for a disowned copy (keep.go): the
+	// copy had it, and a live move carried it. Read for the session
+	// anyway, every such kept message came again (left out as one the
+	// session holds), and for a share group each was claimed again one
+	// by one: a named read of a few hundred of them took 1.4-2.5 s, the
+	// session caught up (sent nothing) all that while, its release
+	// answers waited for it (awaitHeld) and its disowned copy kept every
+	// forward meanwhile, the next read longer still; the queue passed
+	// MaxQueued and dropped acknowledged messages
+	// (TestClusterLiveHandoverRoundsNamed/shared: 11,710 lost). Sent in
+	// heldPosCopyHeader, beside heldPosHeader.
+	copyHas bool
+}
+
+// heldPosCopyHeader names the NATS header that goes with heldPosHeader:
+// one byte per place, in its order, '1' for a place whose copyHas is set
+// and '0' for one whose is not. A header of its own, so that an older
+// claimer ignores it (and reads those kept messages again, as before),
+// and an older node's answer, without it, has every copyHas unset.
+const heldPosCopyHeader = "Roost-Held-Pos-Copy"
+
+// encodeHeldPosCopy is heldPosCopyHeader's value for ps; "" when no
+// place has copyHas.
+func encodeHeldPosCopy(ps []heldPos) string {
+	if !slices.ContainsFunc(ps, func(p heldPos) bool { return p.copyHas }) {
+		return ""
+	}
+	b := make([]byte, len(ps))
+	for i, p := range ps {
+		b[i] = '0'
+		if p.copyHas {
+			b[i] = '1'
+		}
+	}
+	return string(b)
+}
+
+// decodeHeldPosCopy sets the copyHas of ps from heldPosCopyHeader's
+// value v; a value that does not fit ps sets none and is errWire.
+func decodeHeldPosCopy(ps []heldPos, v string) error {
+	if v == "" {
+		return nil
+	}
+	if len(v) != len(ps) || strings.Trim(v, "01") != "" {
+		return errWire
+	}
+	for i := range ps {
+		ps[i].copyHas = v[i] == '1'
+	}
+	return nil
 }
 
 // encodeHeldPos is heldPosHeader's value for ps; "" for none.

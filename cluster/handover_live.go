@@ -152,6 +152,9 @@ type liveMoves struct {
 type moveOut struct {
 	epoch uint64
 	seen  map[string]bool // nodes whose barrier came through
+	// ownNamed: the answer named this node's own held subject (namedOwn),
+	// for the movedOut the move's finish makes (exported).
+	ownNamed bool
 }
 
 // moveIn is a session coming to this node.
@@ -733,7 +736,7 @@ func (n *Node) finish(q *barrierRequest) []byte {
 		// this node's interest in its filters goes.
 		n.srv.Unroute(q.id)
 		n.sess.unkeep(q.id) // it takes nothing more (keep.go)
-		mv.exported(q.id, q.to, subs)
+		mv.exported(q.id, q.to, q.epoch, subs)
 	}
 	n.senderFor(q.to).add(0, encodeBarrier(q.id, q.epoch))
 	mv.endOut(q.id, q.epoch)
@@ -1248,7 +1251,7 @@ func (mv *liveMoves) settle(ha *heldAck, failed bool) {
 
 // exported notes, at the export of id's session to node to (under the
 // gate), its share groups for moveLinger.
-func (mv *liveMoves) exported(id, to string, subs []broker.SubscriptionSnapshot) {
+func (mv *liveMoves) exported(id, to string, epoch uint64, subs []broker.SubscriptionSnapshot) {
 	var gk []string
 	for _, s := range subs {
 		if group, plain, _, err := topic.ParseShare(s.Filter); err == nil && group != "" {
@@ -1258,8 +1261,9 @@ func (mv *liveMoves) exported(id, to string, subs []broker.SubscriptionSnapshot)
 	if len(gk) == 0 {
 		return
 	}
-	mo := &movedOut{to: to, at: time.Now(), groups: gk}
 	mv.mu.Lock()
+	out := mv.out[id]
+	mo := &movedOut{to: to, at: time.Now(), groups: gk, ownNamed: out != nil && out.epoch == epoch && out.ownNamed}
 	if mv.moved[id] == nil {
 		mv.active.Add(1)
 	}
@@ -1436,12 +1440,18 @@ func (mv *liveMoves) movedTo(id, gk string) string {
 	return ""
 }
 
-// namedOwn notes that the handover of id named this node's own held
-// subject for the new owner (movedOut.ownNamed).
-func (mv *liveMoves) namedOwn(id string) {
+// namedOwn notes that the handover of id at epoch named this node's own
+// held subject for the new owner (movedOut.ownNamed). The answer names it
+// before the move's finish exports the session (exported): noted on the
+// movedOut then present, an older move's, the mark was replaced by the
+// finish's own, and the follower here passed the held group messages it
+// claimed on to the new owner, which read them in the named subject too
+// (TestReproGroupHeldMovedOut: QoS 2 twice, once the new owner's reads
+// began at once and came first).
+func (mv *liveMoves) namedOwn(id string, epoch uint64) {
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
-	if mo := mv.moved[id]; mo != nil {
+	if mo := mv.out[id]; mo != nil && mo.epoch == epoch {
 		mo.ownNamed = true
 	}
 }

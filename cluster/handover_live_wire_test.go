@@ -239,7 +239,7 @@ func TestMoveShareGroups(t *testing.T) {
 	mv.active.Add(-1)
 
 	// Old owner: "s" exported to B.
-	mv.exported("s", "B", []broker.SubscriptionSnapshot{{Filter: "$share/g/t/#"}, {Filter: "a/b"}})
+	mv.exported("s", "B", 1, []broker.SubscriptionSnapshot{{Filter: "$share/g/t/#"}, {Filter: "a/b"}})
 	rm = &broker.RemoteMessage{Topic: "t/1", Groups: []string{g, other}}
 	if to, gk := mv.redirect(rm, "X"); to != "B" || !slices.Equal(gk, []string{g}) || !slices.Equal(rm.Groups, []string{other}) {
 		t.Errorf("redirect: to %q groups %q, left %q; want B, [g], [h]", to, gk, rm.Groups)
@@ -451,8 +451,8 @@ func TestSawNewerCuts(t *testing.T) {
 func TestRedirectLatestNotBack(t *testing.T) {
 	mv := newLiveMoves(&Node{local: newLocalInterest()})
 	g := ikey{"t/#", "g"}.groupKey()
-	mv.exported("old", "n2", []broker.SubscriptionSnapshot{{Filter: "$share/g/t/#"}})
-	mv.exported("new", "n1", []broker.SubscriptionSnapshot{{Filter: "$share/g/t/#"}})
+	mv.exported("old", "n2", 0, []broker.SubscriptionSnapshot{{Filter: "$share/g/t/#"}})
+	mv.exported("new", "n1", 0, []broker.SubscriptionSnapshot{{Filter: "$share/g/t/#"}})
 	mv.moved["old"].at = mv.moved["new"].at.Add(-9 * time.Second)
 	for range 20 {
 		if to, _ := mv.redirect(&broker.RemoteMessage{Topic: "t/1", Groups: []string{g}, GroupsOnly: true}, "n2"); to != "n1" {
@@ -468,5 +468,31 @@ func TestRedirectLatestNotBack(t *testing.T) {
 	delete(mv.moved, "new")
 	if to, _ := mv.redirect(&broker.RemoteMessage{Topic: "t/1", Groups: []string{g}, GroupsOnly: true}, "n2"); to != "n2" {
 		t.Errorf("a reforward with no other way went to %q, want n2 as before", to)
+	}
+}
+
+// A handover that named the old owner's own held subject (namedOwn, at
+// the answer) marks the move its finish exports (exported, later): the
+// held group messages the follower there claims for the moved member are
+// left to the new owner's read of that subject, not passed on too
+// (movedTo ""). A mark of another epoch's answer does not carry over.
+func TestMovedOutOwnNamedCarried(t *testing.T) {
+	n, _ := moveNode(t, 0)
+	mv := n.mv
+	g := ikey{"t/#", "g"}.groupKey()
+	subs := []broker.SubscriptionSnapshot{{Filter: "$share/g/t/#"}}
+
+	mv.startOut("s", 5)
+	mv.namedOwn("s", 5)
+	mv.exported("s", "B", 5, subs)
+	if to := mv.movedTo("s", g); to != "" {
+		t.Errorf("own subject named at the answer: passed on to %q, want left to the new owner's read", to)
+	}
+
+	mv.startOut("u", 7)
+	mv.namedOwn("u", 6) // an older answer's
+	mv.exported("u", "C", 7, subs)
+	if to := mv.movedTo("u", g); to != "C" {
+		t.Errorf("own subject not named for this move: passed on to %q, want C", to)
 	}
 }

@@ -1608,7 +1608,15 @@ type heldFollower struct {
 	// everything from it on is, whether or not the session was away from
 	// this node when it was held (wasAway).
 	after map[string]uint64
-	gen   uint64 // counts resets (a session joined, or its first read failed)
+	// copyHas: the sessions handed over here whose place in this subject
+	// was its node's own follower's (heldPos.copyHas): what is kept in it
+	// for one of them alone (keep.go) is not read for it.
+	copyHas map[string]bool
+	gen     uint64 // counts resets (a session joined, or its first read failed)
+	// wake asks for a read now rather than at the next tick (heldPoll):
+	// set when the follower is made, never changed (follow reads it
+	// without mu); nil in unit tests, where nothing reads it.
+	wake chan struct{}
 	// waits: hand-overs waiting (awaitHeld) for the first read of a
 	// session whose own first read failed, by the gen it was asked at.
 	waits map[*heldWait]uint64
@@ -1704,7 +1712,7 @@ func (s *sessions) takeHeld(ctx context.Context, w *heldWait, id string, last ti
 		// own applying stopped (takeUnsettled); by time, a message it
 		// held before an op it applied later would be passed over.
 		from := s.takeHeldFrom(node, id)
-		in := func(c string, at time.Time, _ uint64) bool { return c == id && !s.wasAway(c, at) }
+		in := func(c string, at time.Time, _ uint64, _ string) bool { return c == id && !s.wasAway(c, at) }
 		next, err := s.readHeld(ctx, node, from, last, in, []string{id})
 		n.log.Debug("cluster: messages held for a node read for a session taken from the stream", "client_id", id, "peer", node, "since", last, "from", from, "next", next)
 		if err != nil {
@@ -1721,14 +1729,15 @@ func (s *sessions) takeHeld(ctx context.Context, w *heldWait, id string, last ti
 // complete read. floor is heldFloor's: the follower gives id nothing held
 // before it.
 func (s *sessions) joinFollower(node, id string, until time.Time, next uint64, last, floor time.Time, again bool, w *heldWait) {
-	s.joinFollowerAfter(node, id, until, next, last, floor, again, w, nil)
+	s.joinFollowerAfter(node, id, until, next, last, floor, again, w, nil, false)
 }
 
 // joinFollowerAfter is joinFollower, with after, if not nil, the place of
 // a handover (heldFollower.after, followHanded), set in the same step as
 // the join: a read that began in between would apply wasAway to id and
-// move the follower past what it left out.
-func (s *sessions) joinFollowerAfter(node, id string, until time.Time, next uint64, last, floor time.Time, again bool, w *heldWait, after *uint64) {
+// move the follower past what it left out; copyHas is that place's
+// (heldPos.copyHas).
+func (s *sessions) joinFollowerAfter(node, id string, until time.Time, next uint64, last, floor time.Time, again bool, w *heldWait, after *uint64, copyHas bool) {
 	s.mu.Lock()
 	if s.followers == nil {
 		s.followers = map[string]*heldFollower{}
@@ -1736,7 +1745,7 @@ func (s *sessions) joinFollowerAfter(node, id string, until time.Time, next uint
 	f := s.followers[node]
 	spawn := f == nil
 	if spawn {
-		f = &heldFollower{node: node, ids: map[string]time.Time{}, from: next, since: last}
+		f = &heldFollower{node: node, ids: map[string]time.Time{}, from: next, since: last, wake: make(chan struct{}, 1)}
 		s.followers[node] = f
 	}
 	s.mu.Unlock()
@@ -1746,13 +1755,32 @@ func (s *sessions) joinFollowerAfter(node, id string, until time.Time, next uint
 		f.floor = map[string]time.Time{}
 	}
 	f.floor[id] = floor
+	delete(f.copyHas, id)
 	if after == nil {
 		delete(f.after, id) // a place of an earlier handover
 	} else {
+		if copyHas {
+			if f.copyHas == nil {
+				f.copyHas = map[string]bool{}
+			}
+			f.copyHas[id] = true
+		}
 		if f.after == nil {
 			f.after = map[string]uint64{}
 		}
 		f.after[id] = *after
+		// A session moved here with its old owner's places catches up
+		// (nothing is sent to its client) until this read is done:
+		// waiting for the next tick, up to heldPoll, outlasted the
+		// session's stay on a node whose client moves every few hundred
+		// milliseconds, and its queue, never sent, grew past MaxQueued
+		// and dropped acknowledged messages (named-places path at every
+		// move: TestClusterLiveHandoverRoundsNamed, 5,380 and 11,710
+		// lost). Woken, the follower reads at once.
+		select {
+		case f.wake <- struct{}{}:
+		default: // a read is asked for already
+		}
 	}
 	f.mu.Unlock()
 	if spawn {
@@ -1784,7 +1812,7 @@ func (s *sessions) followHanded(id string, ps []heldPos, until time.Time, w *hel
 		// By time (from 0), the floor is the place; every sequence is
 		// after it.
 		after := p.from
-		s.joinFollowerAfter(p.node, id, until, p.from, p.since, p.floor, false, w, &after)
+		s.joinFollowerAfter(p.node, id, until, p.from, p.since, p.floor, false, w, &after, p.copyHas)
 	}
 }
 
@@ -1810,7 +1838,7 @@ func (s *sessions) heldPositions(id string) []heldPos {
 	for _, f := range fs {
 		f.mu.Lock()
 		if _, ok := f.ids[id]; ok {
-			p := heldPos{node: f.node, from: f.from, since: f.since, floor: f.floor[id]}
+			p := heldPos{node: f.node, from: f.from, since: f.since, floor: f.floor[id], copyHas: f.copyHas[id]}
 			if a := f.after[id]; a > p.from {
 				p.from = a // nothing before it is id's (followHanded)
 			}
@@ -1830,7 +1858,7 @@ func (s *sessions) heldPositions(id string) []heldPos {
 	if from := s.gate.ownCatchFrom(id); from > 0 {
 		own := s.n.cfg.Node
 		if !slices.ContainsFunc(out, func(p heldPos) bool { return p.node == own }) {
-			out = append(out, heldPos{node: own, from: from})
+			out = append(out, heldPos{node: own, from: from, copyHas: true})
 		}
 	}
 	slices.SortFunc(out, func(a, b heldPos) int { return strings.Compare(a.node, b.node) })
@@ -1863,7 +1891,11 @@ func (s *sessions) heldPositions(id string) []heldPos {
 // claim of the id). A short wait (ownBehindWait) still spares a
 // follower that keeps up.
 func (s *sessions) withOwnBehind(id string, ps []heldPos, by time.Time) []heldPos {
-	if s == nil || !s.n.away.maybe(time.Now(), s.n.heldWatch()) {
+	if s == nil {
+		return ps
+	}
+	always := s.n.fault.namesOwn(id)
+	if !always && !s.n.away.maybe(time.Now(), s.n.heldWatch()) {
 		return ps
 	}
 	own := s.n.cfg.Node
@@ -1892,14 +1924,35 @@ func (s *sessions) withOwnBehind(id string, ps []heldPos, by time.Time) []heldPo
 		case <-time.After(ownBehindPoll):
 		}
 	}
+	if err == nil && always {
+		err = errors.New("test fault: name-own-always")
+	}
 	if err == nil {
 		return ps
 	}
 	s.n.log.Info("cluster: session handed over before this node applied what was held for it: its held subject named for the new owner",
 		"client_id", id, "from", next, "last", last, "err", err)
-	out := append(slices.Clone(ps), heldPos{node: own, from: next, floor: s.arrivals()[id]})
+	// A follower here that reads this node's subject for id (taken from
+	// the stream here) gives it what a copy of it that ended here kept:
+	// not in the copy that moves, so those are read too.
+	out := append(slices.Clone(ps), heldPos{node: own, from: next, floor: s.arrivals()[id], copyHas: !s.follows(own, id)})
 	slices.SortFunc(out, func(a, b heldPos) int { return strings.Compare(a.node, b.node) })
 	return out
+}
+
+// follows reports whether the follower here of node's held subject reads
+// it for id.
+func (s *sessions) follows(node, id string) bool {
+	s.mu.Lock()
+	f := s.followers[node]
+	s.mu.Unlock()
+	if f == nil {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.ids[id]
+	return ok
 }
 
 // ownLastRead bounds withOwnBehind's read of the last message held for
@@ -2040,6 +2093,7 @@ func (s *sessions) follow(node string, f *heldFollower) {
 			finishAll(done)
 			return
 		case <-t.C:
+		case <-f.wake:
 		}
 		now := time.Now()
 		s.mu.Lock() // s.mu before f.mu: joinFollower finds f under s.mu
@@ -2047,12 +2101,20 @@ func (s *sessions) follow(node string, f *heldFollower) {
 		ids := make([]string, 0, len(f.ids))
 		floors := make(map[string]time.Time, len(f.ids))
 		var after map[string]uint64
+		var copyHas map[string]bool
 		for id, u := range f.ids {
 			if now.After(u) {
 				delete(f.ids, id)
 				delete(f.floor, id)
 				delete(f.after, id)
+				delete(f.copyHas, id)
 			} else {
+				if f.copyHas[id] {
+					if copyHas == nil {
+						copyHas = map[string]bool{}
+					}
+					copyHas[id] = true
+				}
 				ids = append(ids, id)
 				floors[id] = f.floor[id]
 				if a, ok := f.after[id]; ok {
@@ -2080,10 +2142,13 @@ func (s *sessions) follow(node string, f *heldFollower) {
 			}
 			continue
 		}
-		in := func(c string, at time.Time, seq uint64) bool {
+		in := func(c string, at time.Time, seq uint64, kept string) bool {
 			floor, ok := floors[c]
 			if !ok || at.Before(floor) {
 				return false
+			}
+			if kept == c && copyHas[c] {
+				return false // in the copy that moved here (heldPos.copyHas)
 			}
 			// A session handed over here with where its old owner's
 			// follower of this subject was (heldPos) gets what is
@@ -2138,9 +2203,10 @@ func finishAll(ws []*heldWait) {
 // readHeld delivers the messages held for node, from stream sequence
 // from on (0: from those held at since on), to the sessions of ids that
 // match them and that in says the message (held at at, stream sequence
-// seq) is for, and returns the sequence after the last one read (from
+// seq, kept for the session kept alone: keep.go, "" for none) is for, and
+// returns the sequence after the last one read (from
 // when none was).
-func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since time.Time, in func(c string, at time.Time, seq uint64) bool, ids []string) (uint64, error) {
+func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since time.Time, in func(c string, at time.Time, seq uint64, kept string) bool, ids []string) (uint64, error) {
 	s.mu.Lock()
 	js := s.js
 	s.mu.Unlock()
@@ -2163,9 +2229,9 @@ func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since
 		// Decided here: Pick runs under the subscription tree's lock,
 		// which must not wait for s.mu.
 		ok := make(map[string]bool, len(ids))
-		at := heldTime(m, md.Timestamp)
+		at, kept := heldTime(m, md.Timestamp), heldFor(m)
 		for _, c := range ids {
-			ok[c] = in(c, at, md.Sequence.Stream)
+			ok[c] = in(c, at, md.Sequence.Stream, kept)
 		}
 		inAt := func(c string) bool { return ok[c] }
 		if _, err := s.n.deliverHeld(m, inAt, ids); errors.Is(err, errClaim) {

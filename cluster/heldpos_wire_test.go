@@ -117,7 +117,7 @@ func TestHeldPositionsOwnCatchUp(t *testing.T) {
 	}}
 	s.gate.next.Store(17)
 	s.gate.catchOwn([]string{"a", "b"})
-	if got, want := s.heldPositions("a"), []heldPos{{node: "n1", from: 17}, {node: "n2", from: 40}}; !slices.EqualFunc(got, want, sameHeldPos) {
+	if got, want := s.heldPositions("a"), []heldPos{{node: "n1", from: 17, copyHas: true}, {node: "n2", from: 40}}; !slices.EqualFunc(got, want, sameHeldPos) {
 		t.Errorf("places of a, catching up: %+v, want %+v", got, want)
 	}
 	if got := s.heldPositions("c"); got != nil {
@@ -134,5 +134,66 @@ func TestHeldPositionsOwnCatchUp(t *testing.T) {
 }
 
 func sameHeldPos(a, b heldPos) bool {
-	return a.node == b.node && a.from == b.from && a.since.Equal(b.since) && a.floor.Equal(b.floor)
+	return a.node == b.node && a.from == b.from && a.since.Equal(b.since) && a.floor.Equal(b.floor) && a.copyHas == b.copyHas
+}
+
+// Which places skip what is kept for a disowned copy (copyHas) travel
+// beside the places, one mark each; none is ""; a value that does not fit
+// the places is errWire and marks none.
+func TestHeldPosCopyRoundTrip(t *testing.T) {
+	ps := []heldPos{{node: "n1", from: 3}, {node: "n2", from: 9, copyHas: true}, {node: "n3", from: 1}}
+	v := encodeHeldPosCopy(ps)
+	if v != "010" {
+		t.Errorf("marks %q, want %q", v, "010")
+	}
+	got := []heldPos{{node: "n1", from: 3}, {node: "n2", from: 9}, {node: "n3", from: 1}}
+	if err := decodeHeldPosCopy(got, v); err != nil || !slices.EqualFunc(got, ps, sameHeldPos) {
+		t.Errorf("decoded %+v, %v; want %+v", got, err, ps)
+	}
+	if v := encodeHeldPosCopy(got[:1]); v != "" {
+		t.Errorf("no place marked: %q, want no header", v)
+	}
+	if err := decodeHeldPosCopy(got, ""); err != nil || !got[1].copyHas {
+		t.Errorf("no header (an older node's answer): %v, and the places changed: %+v", err, got)
+	}
+	for _, bad := range []string{"01", "0100", "0x0"} {
+		fresh := []heldPos{{node: "n1"}, {node: "n2"}, {node: "n3"}}
+		if err := decodeHeldPosCopy(fresh, bad); !errors.Is(err, errWire) || slices.ContainsFunc(fresh, func(p heldPos) bool { return p.copyHas }) {
+			t.Errorf("%q: %v, places %+v; want errWire and none marked", bad, err, fresh)
+		}
+	}
+}
+
+// A place that skips what is kept for a disowned copy (copyHas) puts the
+// session on the follower so, and is named so again when the session is
+// handed on before that follower read for it; an ordinary join of the
+// session forgets it. Each such join wakes the follower for a read at
+// once.
+func TestFollowHandedCopyHas(t *testing.T) {
+	until := time.Now().Add(time.Minute)
+	s := &sessions{followers: map[string]*heldFollower{
+		"n1": {node: "n1", ids: map[string]time.Time{"b": until}, from: 5, wake: make(chan struct{}, 1)},
+		"n2": {node: "n2", ids: map[string]time.Time{"b": until}, from: 8, wake: make(chan struct{}, 1)},
+	}}
+	s.followHanded("a", []heldPos{{node: "n1", from: 12, copyHas: true}, {node: "n2", from: 8}}, until, nil)
+	if !s.followers["n1"].copyHas["a"] || s.followers["n2"].copyHas["a"] {
+		t.Errorf("copyHas after the handover: n1 %v, n2 %v; want true, false", s.followers["n1"].copyHas, s.followers["n2"].copyHas)
+	}
+	for _, node := range []string{"n1", "n2"} {
+		if len(s.followers[node].wake) != 1 {
+			t.Errorf("%s's follower not woken by the handover's join", node)
+		}
+	}
+	s.followHanded("c", []heldPos{{node: "n1", from: 12}}, until, nil) // a second wake while one waits: no block
+	want := []heldPos{{node: "n1", from: 12, copyHas: true}, {node: "n2", from: 8}}
+	if got := s.heldPositions("a"); !slices.EqualFunc(got, want, sameHeldPos) {
+		t.Errorf("places of a, handed on: %+v, want %+v", got, want)
+	}
+	if !s.follows("n1", "a") || s.follows("n3", "a") || s.follows("n1", "z") {
+		t.Error("follows: want n1's follower reading for a only")
+	}
+	s.joinFollower("n1", "a", until, 12, time.Time{}, time.Time{}, false, nil)
+	if s.followers["n1"].copyHas["a"] {
+		t.Error("an ordinary join of a kept the copy mark of its earlier handover")
+	}
 }

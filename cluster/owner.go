@@ -806,6 +806,10 @@ func (o *owners) release(ctx context.Context, node, id string, epoch uint64) (re
 	// owner's held reads for the session were not done (cutPositions).
 	if handed, err = decodeHeldPos(reply.Header.Get(heldPosHeader)); err != nil {
 		o.n.log.Error("cluster: held places of a handed-over session unreadable", "client_id", id, "peer", node, "err", err)
+	} else if err = decodeHeldPosCopy(handed, reply.Header.Get(heldPosCopyHeader)); err != nil {
+		// Read as an older node's: its kept messages are read again
+		// (left out as ones the session holds).
+		o.n.log.Error("cluster: held places' copy marks of a handed-over session unreadable", "client_id", id, "peer", node, "err", err)
 	}
 	return rec, true, false, false, handed
 }
@@ -987,7 +991,7 @@ func (o *owners) handleRelease(req releaseReq) {
 		// at load 40: fence-now's will twice).
 		o.sawOther(id, epoch)
 	}
-	reply, handed := []byte{wireVersion, 0}, ""
+	reply, handed := []byte{wireVersion, 0}, []heldPos(nil)
 	if newer {
 		// A newer claim of id, here or seen from elsewhere: this
 		// request's claim is superseded. "Nothing to hand over" (reply
@@ -1019,12 +1023,15 @@ func (o *owners) handleRelease(req releaseReq) {
 		}
 		reply, handed = o.answer(id, epoch, mine, unread, req.at.Add(answerBound))
 	}
-	if handed == "" {
+	if v := encodeHeldPos(handed); v == "" {
 		m.Respond(reply)
 	} else {
 		out := nats.NewMsg("")
 		out.Data = reply
-		out.Header.Set(heldPosHeader, handed)
+		out.Header.Set(heldPosHeader, v)
+		if c := encodeHeldPosCopy(handed); c != "" {
+			out.Header.Set(heldPosCopyHeader, c)
+		}
 		m.RespondMsg(out)
 	}
 	o.n.fault.answeredRelease(id)
@@ -1045,12 +1052,12 @@ func (o *owners) handleRelease(req releaseReq) {
 // claimer started the client afresh (test/jepsen TestClusterFull seed 42:
 // ps2, Session Present 0 and 1,431 acknowledged messages lost;
 // TestReproFenceDuringRelease).
-func (o *owners) answer(id string, epoch, mine uint64, unread bool, by time.Time) (reply []byte, handed string) {
+func (o *owners) answer(id string, epoch, mine uint64, unread bool, by time.Time) (reply []byte, handed []heldPos) {
 	ctx, cancel := context.WithDeadline(o.n.ctx, by)
 	unlock, err := o.lockID(ctx, &o.ending, id)
 	cancel()
 	if err != nil {
-		return o.answerFenced(id, epoch), ""
+		return o.answerFenced(id, epoch), nil
 	}
 	defer unlock()
 	if !unread {
@@ -1101,12 +1108,12 @@ func (o *owners) answer(id string, epoch, mine uint64, unread bool, by time.Time
 		reply = append([]byte{wireVersion, 1}, b...)
 		o.pending.add(id, epoch, o.n.sess != nil, done)
 		o.n.mv.startOut(id, epoch)
-		if handed = encodeHeldPos(pos); handed != "" {
+		if handed = pos; len(handed) > 0 {
 			o.n.log.Info("cluster: session handed over before its held reads were done: held subjects named for the new owner to read on from",
 				"client_id", id, "epoch", epoch, "held_from", heldPosText(pos))
 		}
 		if slices.ContainsFunc(pos, func(p heldPos) bool { return p.node == o.n.cfg.Node }) {
-			o.n.mv.namedOwn(id)
+			o.n.mv.namedOwn(id, epoch)
 		}
 	} else if unknown {
 		reply[1] = 2
