@@ -267,6 +267,18 @@ import (
 //	                      owner, which completed QoS 2 exchanges before
 //	                      the rollup landed (test/jepsen TestClusterFull
 //	                      seed 46)
+//	ops-offline-lost=CLIENT@NODE  on NODE, from the op that journals
+//	                      CLIENT's session as offline (its client gone),
+//	                      CLIENT's partition stream takes no ops from it
+//	                      (they wait in its queue) until NODE's copy,
+//	                      disowned by another node's claim, kept a
+//	                      message it took (keep.go): the ops NODE wrote
+//	                      for the session before the claim land after the
+//	                      kept copy, as when the partition stream had no
+//	                      quorum for NODE (test/jepsen TestClusterFull
+//	                      seed 52, session 21: n3's QueuePuts for ps1
+//	                      stored 177 ms after n1's claim fenced n3's
+//	                      copy, which had kept pub1#382 meanwhile)
 //	ops-after-rollup=CLIENT@NODE  on NODE, the append that queues the
 //	                      first rollup of CLIENT's session (an adoption's
 //	                      first op) returns rollupPause late, as on a
@@ -307,6 +319,9 @@ type faults struct {
 	opsAfterLost string
 	opsLostFree  atomic.Bool // ops-after-lost: its ops went out
 	opsLostIn    atomic.Bool // ops-after-lost: and were all acknowledged
+	opsOffline   bool        // ops-offline-lost: ops-after-lost once armed
+	opsArmed     atomic.Bool // ops-offline-lost: CLIENT's session went offline here
+	opsKept      atomic.Bool // ops-offline-lost: its disowned copy here kept a message
 	heldPending  []string
 	releaseLate  string
 	heldFenced   string
@@ -421,7 +436,7 @@ var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
-	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup"}
+	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "ops-offline-lost"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -452,6 +467,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.opsLate = v
 		case "ops-after-lost":
 			f.opsAfterLost = v
+		case "ops-offline-lost":
+			f.opsAfterLost, f.opsOffline = v, true
 		case "adopt-late":
 			f.adoptLate = v
 		case "adopt-wait":
@@ -1007,13 +1024,37 @@ const opsAfterLost = 6 * time.Second
 // opsAfterLost ago, or not yet (lostAt reports when). freed is true the
 // one time the hold ends.
 func (f *faults) holdsOpsUntilLost(p int, part func(string) int, lostAt func(string) (time.Time, bool)) (held, freed bool) {
-	if f == nil || f.opsAfterLost == "" || f.opsLostFree.Load() || part(f.opsAfterLost) != p {
+	if f == nil || f.opsAfterLost == "" || f.opsLostFree.Load() || part(f.opsAfterLost) != p || f.opsOffline && !f.opsArmed.Load() {
 		return false, false
+	}
+	if f.opsOffline {
+		if f.opsKept.Load() {
+			return false, f.opsLostFree.CompareAndSwap(false, true)
+		}
+		return true, false
 	}
 	if at, ok := lostAt(f.opsAfterLost); ok && time.Since(at) >= opsAfterLost {
 		return false, f.opsLostFree.CompareAndSwap(false, true)
 	}
 	return true, false
+}
+
+// armsOps arms ops-offline-lost when op journals its client's session
+// offline here (the client gone, the session kept): from op on, the
+// partition's ops wait as ops-after-lost's do.
+func (f *faults) armsOps(op *broker.Op) {
+	if f != nil && f.opsOffline && op.Kind == broker.OpSessionPut && op.ClientID == f.opsAfterLost &&
+		!op.Session.DisconnectedAt.IsZero() {
+		f.opsArmed.Store(true)
+	}
+}
+
+// keptFor notes that this node kept a message for its disowned copy of
+// id (keep.go): ops-offline-lost lets the ops go.
+func (f *faults) keptFor(id string) {
+	if f != nil && f.opsOffline && id == f.opsAfterLost {
+		f.opsKept.Store(true)
+	}
 }
 
 // landedAfterLost reports, once, that partition p's ops held by

@@ -398,6 +398,7 @@ func (n *Node) keep(k originKey, o broker.Origin, fwd []byte, ks []keptCopy) ([]
 		}
 		fs = append(fs, f)
 		s.kept.count(kc.id)
+		n.fault.keptFor(kc.id)
 		ids = append(ids, kc.id)
 	}
 	n.log.Debug("cluster: message for a disowned copy kept in the held subject", "clients", ids, "origin", k.node)

@@ -246,6 +246,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 			// A lost id keeps its keys until sweepLost.
 			s.persist.apply(op)
 		}
+		s.n.fault.armsOps(op)
 		_, lost := s.lost[op.ClientID]
 		if op.ClientID != "" {
 			// A disowned copy claimed here again keeps its ops local
