@@ -150,6 +150,9 @@ type sessions struct {
 	// elsewhere; forgotten when one is taken from the stream here (adopt).
 	left map[string]time.Time
 	away map[string][2]time.Time
+	// leftEpoch: this node's claim epoch of each id of left when it lost
+	// it (keptSince).
+	leftEpoch map[string]uint64
 }
 
 // partQueue is one partition's ops not yet acknowledged, in ticket
@@ -248,6 +251,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 		}
 		s.n.fault.armsOps(op)
 		_, lost := s.lost[op.ClientID]
+		copyEnd := false
 		if op.ClientID != "" {
 			// A disowned copy claimed here again keeps its ops local
 			// until the session read from the stream replaces it,
@@ -257,6 +261,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 			// (OpSessionPut) ends that.
 			was := s.kept.has(op.ClientID)
 			s.keepOp(op, lost)
+			copyEnd = !lost && was && op.Kind == broker.OpSessionDel
 			lost = lost || (was && op.Kind != broker.OpSessionPut)
 		}
 		// The adoption's first op takes the mark, sent or kept here (an
@@ -266,8 +271,19 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 		// record and left that op alone in it (test/jepsen
 		// TestClusterFull seed 48 on branch loss48: ps3's record purged
 		// to one QueuePut, no session: Session Present 0, 56 lost).
-		rollup := s.adopting[op.ClientID]
-		delete(s.adopting, op.ClientID)
+		// Except the end of the disowned copy that a claim here replaces
+		// (Adopt ends the old session first): kept here, it took the
+		// mark, and the adopted session went to the stream without its
+		// rollup, on top of the record it was read from. The adoption
+		// numbers the queue anew, so the record's deliveries under their
+		// old numbers stayed when the client completed them under the
+		// new ones, and the next owner that read the stream sent them
+		// again (test/jepsen TestClusterFull seed 52 on main, session 21:
+		// pub2#386 twice at QoS 2 to ps1, n3's epoch 14 adoption).
+		rollup := s.adopting[op.ClientID] && !copyEnd
+		if !copyEnd {
+			delete(s.adopting, op.ClientID)
+		}
 		if op.ClientID == "" || lost {
 			continue // retained messages: the retained stream keeps them; lost ids: see sessions.lost
 		}
@@ -472,9 +488,14 @@ func (s *sessions) disown(id string) {
 		s.left = map[string]time.Time{}
 	}
 	s.left[id] = now
+	if s.leftEpoch == nil {
+		s.leftEpoch = map[string]uint64{}
+	}
+	s.leftEpoch[id] = s.epochs[id]
 	for k, t := range s.left {
 		if now.Sub(t) > arrivedKeep {
 			delete(s.left, k)
+			delete(s.leftEpoch, k)
 		}
 	}
 	s.mu.Unlock()
@@ -1163,32 +1184,39 @@ func (s *sessions) recover(ctx context.Context, id string) (*broker.StoredSessio
 // session's last op: messages held for a gone node before then reached
 // the session already, if it matched them (held.go).
 func (s *sessions) recoverAt(ctx context.Context, id string) (*broker.StoredSession, time.Time, error) {
+	rec, last, _, err := s.recoverEnd(ctx, id)
+	return rec, last, err
+}
+
+// recoverEnd is recoverAt, and also returns the epoch of the session's
+// last op (keptSince).
+func (s *sessions) recoverEnd(ctx context.Context, id string) (*broker.StoredSession, time.Time, uint64, error) {
 	var last time.Time
 	s.mu.Lock()
 	js := s.js
 	s.mu.Unlock()
 	if js == nil {
-		return nil, last, errNotReady
+		return nil, last, 0, errNotReady
 	}
 	if s.n.fault.readsLate(id, s.n.remote.orphans.count.Load()) {
-		return nil, last, errors.New("session stream: test fault read-late")
+		return nil, last, 0, errors.New("session stream: test fault read-late")
 	}
 	if s.n.fault.failsRead(id) {
 		s.awaitSent(ctx, id)
-		return nil, last, errors.New("session stream: test fault no-quorum")
+		return nil, last, 0, errors.New("session stream: test fault no-quorum")
 	}
 	subj := s.subject(id)
 	stream := streamName(s.partition(id))
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
-		return nil, last, fmt.Errorf("session stream: %w", err)
+		return nil, last, 0, fmt.Errorf("session stream: %w", err)
 	}
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
 	if err != nil {
-		return nil, last, fmt.Errorf("session stream: %w", err)
+		return nil, last, 0, fmt.Errorf("session stream: %w", err)
 	}
 	if info.State.Subjects[subj] == 0 {
-		return nil, last, nil
+		return nil, last, 0, nil
 	}
 	r := newReplay(id)
 	err = readAll(ctx, js, stream, jetstream.ConsumerConfig{FilterSubject: subj}, func(m jetstream.Msg) error {
@@ -1202,12 +1230,12 @@ func (s *sessions) recoverAt(ctx context.Context, id string) (*broker.StoredSess
 		return nil
 	})
 	if err != nil {
-		return nil, last, fmt.Errorf("session stream: %w", err)
+		return nil, last, 0, fmt.Errorf("session stream: %w", err)
 	}
 	if r.skipped > 0 {
 		s.n.log.Info("session record: skipped ops of a previous owner written after it lost the id", "client_id", id, "ops", r.skipped)
 	}
-	return r.session(), last, nil
+	return r.session(), last, r.maxEpoch, nil
 }
 
 // awaitSent waits until no op of id waits in its partition's queue, within
