@@ -25,11 +25,11 @@ import (
 //
 // Here: the session is on n2 with q1 and q2 inflight under delivery
 // numbers past the first few, offline; n2's ops from then on wait
-// (ops-offline-lost) until 6 s after n3's claim, which stops before its
-// release request (delay-release) and is killed; n2 fences its copy,
-// which takes k1 (kept); n2's ops land; the client resumes on n2 (a claim
-// that reads the stream, n3 dead) and completes everything; n3 comes
-// back, n2 is killed, and the client resumes on n1. Every acknowledged
+// (ops-offline-lost) until its disowned copy kept a message. n3 claims
+// and waits before its release request (delay-release); n2 fences its
+// copy, which takes k1 (kept); n2's ops land; the client resumes on n2,
+// whose claim n3 tells to read the stream, and completes everything; n2
+// is killed, and the client resumes on n1. Every acknowledged
 // message must come, a QoS 2 one once, with Session Present each time.
 func TestReproKeptClaimBack(t *testing.T) {
 	t.Parallel() // see harness_test.go
@@ -81,14 +81,13 @@ func TestReproKeptClaimBack(t *testing.T) {
 		t.Fatalf("n2 held none of its ops for %s: the test missed its path; n2:\n%s", id, grepLog(n2, id, "test fault"))
 	}
 	// To n2's disowned copy: kept. Then n2's ops written before the
-	// fence land (its confirmation waits for them). n3 is killed after,
-	// before its release request: it may lead the partition stream.
+	// fence land (its confirmation waits for them).
 	publish("k1")
 	tc.waitLog(n2, "the ops held back are in the stream", 1, 30*time.Second)
-	tc.kill(n3, syscall.SIGKILL)
 
-	// Back on n2: its claim reads the stream (n3 is dead) and replaces
-	// the disowned copy.
+	// Back on n2 within the copy's fenceGrace and before n3's release
+	// request: n3, its claim not done, tells n2 to read the stream (as
+	// n1 told n3 in seed 52), and n2's claim replaces the disowned copy.
 	resume := func(nd *node) {
 		t.Helper()
 		eventually(t, 90*time.Second, func() error {
@@ -124,10 +123,9 @@ func TestReproKeptClaimBack(t *testing.T) {
 	sub.subscribe(topic+"/after", 2, 15*time.Second)
 	keptOn(t, n2, id)
 
-	joined := `"cluster node joined" node=n1 peer=n3`
-	before := countLog(n1, joined)
-	tc.start(n3)
-	tc.waitLog(n1, joined, before+1, 60*time.Second)
+	if countLog(n2, `"client id claimed from another node" node=n2 client_id=`+id+" previous=n3") == 0 {
+		t.Fatalf("n2 did not claim %s back from n3: the test missed its path\nn2:\n%s", id, grepLog(n2, id))
+	}
 	tc.kill(n2, syscall.SIGKILL)
 	resume(n1)
 	publish("m2")
