@@ -173,11 +173,13 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 // kept copies alone.
 func (s *sessions) readAhead(ctx context.Context, node string, from uint64, since, kept time.Time, rec *broker.StoredSession) heldRead {
 	r := heldRead{node: node, from: from, next: from, kept: kept}
-	// Kept copies count from the earlier of the two; holds from since, as
-	// before: one stored before the last op reached the session then.
-	keptFrom := since
+	// Kept copies count from the earlier of the two (kept is this node's
+	// clock, as their taken times); the read by time starts heldBackMargin
+	// before (the stream's clock); holds count from since, as before: one
+	// stored before the last op reached the session then.
+	keptFrom, start := since, since
 	if !kept.IsZero() && from == 0 {
-		keptFrom = minTime(since, kept.Add(-heldBackMargin))
+		keptFrom, start = minTime(since, kept), minTime(since, kept.Add(-heldBackMargin))
 	}
 	s.mu.Lock()
 	js := s.js
@@ -192,7 +194,7 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 			members[sub.Filter] = true
 		}
 	}
-	cfg := s.heldReadConfig(node, from, keptFrom)
+	cfg := s.heldReadConfig(node, from, start)
 	r.err = readAll(ctx, js, streamName(s.partition(node)), cfg, func(m jetstream.Msg) error {
 		md, err := m.Metadata()
 		if err != nil {

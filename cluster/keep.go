@@ -229,18 +229,24 @@ func (s *sessions) unkeep(id string) {
 // The copy may have ended since (fenceGrace): what it kept is still
 // only in the held subject.
 //
-// keptSince returns when this node last lost id, if the record read from
-// the stream ends at epoch, no newer than this node's claim when it lost
-// the id (no later owner wrote, so none had what the copy kept); zero
-// otherwise.
+// From the first loss since this node's last claim: a newer claim
+// elsewhere disowns the copy again and it keeps on keeping (TestClusterFull
+// seed 50 on branch ps52: n1's copy of ps2 disowned at 41.94, 42.20, 42.31
+// and 42.99; read from the last, the kept copies of 41.94-42.06 were
+// left out).
+//
+// keptSince returns when this node first lost id since its last claim of
+// it, if the record read from the stream ends at epoch, no newer than
+// this node's claim then (no later owner wrote, so none had what the copy
+// kept); zero otherwise.
 func (s *sessions) keptSince(id string, epoch uint64) time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	at, ok := s.left[id]
-	if !ok || epoch > s.leftEpoch[id] {
+	m, ok := s.lostFrom[id]
+	if !ok || epoch > m.epoch {
 		return time.Time{}
 	}
-	return at
+	return m.at
 }
 
 // A claim back onto this node. A live move out of here hands the new

@@ -517,6 +517,11 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 	var last time.Time
 	var lastEpoch uint64
 	if !answered && o.n.sess != nil {
+		// This node's own ops of the id still queued (written before
+		// it lost the id, the stream without a quorum for it) land
+		// before the read: read after, the adoption's rollup would
+		// purge them unread (keep.go, keptSince).
+		o.n.sess.awaitSent(ctx, id)
 		var err error
 		if rec, last, lastEpoch, err = o.n.sess.recoverEnd(ctx, id); err != nil {
 			// The id stays unread: the next claim reads the stream.

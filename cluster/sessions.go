@@ -150,9 +150,16 @@ type sessions struct {
 	// elsewhere; forgotten when one is taken from the stream here (adopt).
 	left map[string]time.Time
 	away map[string][2]time.Time
-	// leftEpoch: this node's claim epoch of each id of left when it lost
-	// it (keptSince).
-	leftEpoch map[string]uint64
+	// lostFrom: when this node lost each id first since its last claim
+	// of it (a newer claim elsewhere disowns it again and moves left,
+	// not this), with its claim epoch then (keptSince).
+	lostFrom map[string]lostMark
+}
+
+// lostMark is when this node lost an id, and its claim epoch then.
+type lostMark struct {
+	at    time.Time
+	epoch uint64
 }
 
 // partQueue is one partition's ops not yet acknowledged, in ticket
@@ -482,20 +489,26 @@ func (s *sessions) disown(id string) {
 	s.gate.disown(id) // before: the held messages applied up to now are replicated (held.go)
 	s.mu.Lock()
 	now := time.Now()
+	if _, again := s.lost[id]; !again {
+		if s.lostFrom == nil {
+			s.lostFrom = map[string]lostMark{}
+		}
+		s.lostFrom[id] = lostMark{now, s.epochs[id]}
+	}
 	s.lost[id] = now
 	s.kept.set(id, true)
 	if s.left == nil {
 		s.left = map[string]time.Time{}
 	}
 	s.left[id] = now
-	if s.leftEpoch == nil {
-		s.leftEpoch = map[string]uint64{}
-	}
-	s.leftEpoch[id] = s.epochs[id]
 	for k, t := range s.left {
 		if now.Sub(t) > arrivedKeep {
 			delete(s.left, k)
-			delete(s.leftEpoch, k)
+		}
+	}
+	for k, m := range s.lostFrom {
+		if now.Sub(m.at) > arrivedKeep {
+			delete(s.lostFrom, k)
 		}
 	}
 	s.mu.Unlock()
@@ -1239,7 +1252,8 @@ func (s *sessions) recoverEnd(ctx context.Context, id string) (*broker.StoredSes
 }
 
 // awaitSent waits until no op of id waits in its partition's queue, within
-// ctx and forward_timeout (the no-quorum test fault: the stream came back).
+// ctx and forward_timeout: before a claim reads the stream (takeOverFrom),
+// and for the no-quorum test fault (the stream came back).
 func (s *sessions) awaitSent(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(ctx, s.n.cfg.ForwardTimeout)
 	defer cancel()
