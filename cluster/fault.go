@@ -293,6 +293,18 @@ import (
 //	                      owner, which completed QoS 2 exchanges before
 //	                      the rollup landed (test/jepsen TestClusterFull
 //	                      seed 46)
+//	ops-offline-lost=CLIENT@NODE  on NODE, from the op that journals
+//	                      CLIENT's session as offline (its client gone),
+//	                      CLIENT's partition stream takes no ops from it
+//	                      (they wait in its queue) until NODE's copy,
+//	                      disowned by another node's claim, kept a
+//	                      message it took (keep.go): the ops NODE wrote
+//	                      for the session before the claim land after the
+//	                      kept copy, as when the partition stream had no
+//	                      quorum for NODE (test/jepsen TestClusterFull
+//	                      seed 52, session 21: n3's QueuePuts for ps1
+//	                      stored 177 ms after n1's claim fenced n3's
+//	                      copy, which had kept pub1#382 meanwhile)
 //	ops-after-rollup=CLIENT@NODE  on NODE, the append that queues the
 //	                      first rollup of CLIENT's session (an adoption's
 //	                      first op) returns rollupPause late, as on a
@@ -419,6 +431,9 @@ type faults struct {
 	connectUnconfirmed string
 	connectUnconfirmd  atomic.Bool // connect-unconfirmed: its claim came
 	nameOwn            string
+	opsOffline         bool        // ops-offline-lost: ops-after-lost once armed
+	opsArmed           atomic.Bool // ops-offline-lost: CLIENT's session went offline here
+	opsKept            atomic.Bool // ops-offline-lost: its disowned copy here kept a message
 
 	// claim-unconfirmed, and whether its claim came
 	claimUnconfirmed string
@@ -492,7 +507,7 @@ var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
-	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always"}
+	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -525,6 +540,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.opsAfterLost = v
 		case "ops-after-keep":
 			f.opsAfterKeep = v
+		case "ops-offline-lost":
+			f.opsAfterLost, f.opsOffline = v, true
 		case "adopt-late":
 			f.adoptLate = v
 		case "adopt-wait":
@@ -1177,8 +1194,14 @@ const opsAfterLost = 6 * time.Second
 // opsAfterLost ago, or not yet (lostAt reports when). freed is true the
 // one time the hold ends.
 func (f *faults) holdsOpsUntilLost(p int, part func(string) int, lostAt func(string) (time.Time, bool)) (held, freed bool) {
-	if f == nil || f.opsAfterLost == "" || f.opsLostFree.Load() || part(f.opsAfterLost) != p {
+	if f == nil || f.opsAfterLost == "" || f.opsLostFree.Load() || part(f.opsAfterLost) != p || f.opsOffline && !f.opsArmed.Load() {
 		return false, false
+	}
+	if f.opsOffline {
+		if f.opsKept.Load() {
+			return false, f.opsLostFree.CompareAndSwap(false, true)
+		}
+		return true, false
 	}
 	if at, ok := lostAt(f.opsAfterLost); ok && time.Since(at) >= opsAfterLost {
 		return false, f.opsLostFree.CompareAndSwap(false, true)
@@ -1201,10 +1224,14 @@ func (f *faults) wentOffline(op *broker.Op) {
 	}
 }
 
-// keptFor notes a message kept for id's disowned copy (ops-after-keep).
+// keptFor notes a message kept for id's disowned copy (ops-after-keep,
+// ops-offline-lost).
 func (f *faults) keptFor(id string) {
 	if f != nil && id == f.opsAfterKeep {
 		f.keepFirst.CompareAndSwap(0, time.Now().UnixNano())
+	}
+	if f != nil && f.opsOffline && id == f.opsAfterLost {
+		f.opsKept.Store(true) // ops-offline-lost lets the ops go
 	}
 }
 
@@ -1220,6 +1247,16 @@ func (f *faults) holdsOpsUntilKept(p int, part func(string) int) (held, freed bo
 		return false, f.keepFree.CompareAndSwap(false, true)
 	}
 	return true, false
+}
+
+// armsOps arms ops-offline-lost when op journals its client's session
+// offline here (the client gone, the session kept): from op on, the
+// partition's ops wait as ops-after-lost's do.
+func (f *faults) armsOps(op *broker.Op) {
+	if f != nil && f.opsOffline && op.Kind == broker.OpSessionPut && op.ClientID == f.opsAfterLost &&
+		!op.Session.DisconnectedAt.IsZero() {
+		f.opsArmed.Store(true)
+	}
 }
 
 // landedAfterLost reports, once, that partition p's ops held by

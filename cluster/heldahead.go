@@ -53,18 +53,21 @@ type heldRead struct {
 	next uint64 // the sequence after the last one read (as readHeld)
 	err  error
 	msgs []heldAhead
+	// kept: this node's own subject, read for the kept copies of its
+	// disowned copy from when it lost the id (keptSince); zero for none.
+	kept time.Time
 }
 
 // adoptHeld puts rec, read from the stream for a connecting client (its
-// last op written at last), in the server together with what was held for
-// it since then (above), and follows the held subjects for heldWatch as
+// last op written at last, at epoch), in the server together with what
+// was held for it since then (above), and follows the held subjects for heldWatch as
 // takeHeld does. begin is asked, just before the session goes in the
 // server, whether the claim still stands (owners.beginAdopt): the reads
 // take seconds under load, and a newer claim of the id may have come
 // meanwhile; if not (nil), nothing is adopted and adoptHeld returns
 // false. Its wait is finished once the session has what was held for it
 // (as takeHeld's w).
-func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, last time.Time, begin func() *heldWait, prev ...string) bool {
+func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, last time.Time, epoch uint64, begin func() *heldWait, prev ...string) bool {
 	n := s.n
 	id := rec.ClientID
 	// The subjects publishers are holding for now (the dropped nodes',
@@ -88,18 +91,22 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 		// own applying stopped (takeUnsettled); by time, a message it
 		// held before an op it applied later would be passed over.
 		from := s.takeHeldFrom(node, id)
-		reads = append(reads, s.readAhead(ctx, node, from, last, rec))
+		var kept time.Time
+		if node == n.cfg.Node && from == 0 {
+			kept = s.keptSince(id, epoch)
+		}
+		reads = append(reads, s.readAhead(ctx, node, from, last, kept, rec))
 	}
 	cctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
 	defer cancel()
 	for i := range dropped {
 		r := &reads[i]
-		more := s.readAhead(cctx, r.node, r.next, last, rec)
+		more := s.readAhead(cctx, r.node, r.next, last, r.kept, rec)
 		r.msgs, r.next, r.err = append(r.msgs, more.msgs...), more.next, more.err
 	}
 	for _, r := range reads {
 		n.log.Debug("cluster: messages held for a node read ahead for a session taken from the stream", "client_id", id,
-			"peer", r.node, "since", last, "next", r.next, "messages", len(r.msgs), "err", r.err)
+			"peer", r.node, "since", last, "kept_since", r.kept, "next", r.next, "messages", len(r.msgs), "err", r.err)
 		if r.err != nil {
 			n.log.Warn("cluster: messages held for a node not read yet; following", "client_id", id, "peer", r.node, "err", r.err)
 		}
@@ -160,9 +167,20 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 // readAhead reads node's held subject as readHeld does (from, since), and
 // returns the messages for rec's subscriptions, their share groups claimed
 // (claimFor) with rec's memberships. A claim that fails ends the read
-// there (next): the follower reads on from it.
-func (s *sessions) readAhead(ctx context.Context, node string, from uint64, since time.Time, rec *broker.StoredSession) heldRead {
-	r := heldRead{node: node, from: from, next: from}
+// there (next): the follower reads on from it. kept, if not zero, is when
+// this node's disowned copy of the session began to keep what it took
+// (keptSince): the read by time begins there if that is earlier, for the
+// kept copies alone.
+func (s *sessions) readAhead(ctx context.Context, node string, from uint64, since, kept time.Time, rec *broker.StoredSession) heldRead {
+	r := heldRead{node: node, from: from, next: from, kept: kept}
+	// Kept copies count from the earlier of the two (kept is this node's
+	// clock, as their taken times); the read by time starts heldBackMargin
+	// before (the stream's clock); holds count from since, as before: one
+	// stored before the last op reached the session then.
+	keptFrom, start := since, since
+	if !kept.IsZero() && from == 0 {
+		keptFrom, start = minTime(since, kept), minTime(since, kept.Add(-heldBackMargin))
+	}
 	s.mu.Lock()
 	js := s.js
 	s.mu.Unlock()
@@ -176,7 +194,7 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 			members[sub.Filter] = true
 		}
 	}
-	cfg := s.heldReadConfig(node, from, since)
+	cfg := s.heldReadConfig(node, from, start)
 	r.err = readAll(ctx, js, streamName(s.partition(node)), cfg, func(m jetstream.Msg) error {
 		md, err := m.Metadata()
 		if err != nil {
@@ -186,9 +204,12 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 		switch {
 		case err != nil:
 			s.n.log.Warn("cluster: held message unreadable; skipped", "peer", node, "err", err)
-		case heldFor(m) != "" && (heldFor(m) != rec.ClientID || heldTime(m, md.Timestamp).Before(since)):
+		case heldFor(m) == "" && from == 0 && md.Timestamp.Before(since):
+			// A hold read early for the kept copies (above).
+		case heldFor(m) != "" && (heldFor(m) != rec.ClientID || heldTime(m, md.Timestamp).Before(keptFrom)):
 			// Kept for another session, or taken by the copy before the
-			// session's last op (keep.go).
+			// session's last op (keep.go) and not since this node lost
+			// the id (keptSince).
 		case subscribed(rec.Subs, rm.Topic):
 			h := heldAhead{k: k, rm: rm, at: md.Timestamp, had: recordHas(rec, rm)}
 			if rm.Groups, err = s.n.claimFor(k, rm.Origin, rm.Groups, members, h.had, rec.ClientID); err != nil {

@@ -226,6 +226,45 @@ func (s *sessions) unkeep(id string) {
 	s.mu.Unlock()
 }
 
+// A claim back onto this node that reads the stream. Its read of the held
+// subjects starts at the session's last op in the stream, and a kept copy
+// taken before that op is left out: the op is a newer owner's, which had
+// the copy's messages (handed over, or read here). But the last op may be
+// this node's own, written before it lost the id and stored after:
+// appended while the partition stream had no quorum, and sent once it
+// came back (test/jepsen TestClusterFull seed 52 on main, session 21:
+// n3's QueuePuts of epochs 11 and 12 for ps1 stored at 13:27:21.428-432,
+// 177 ms after n1's claim fenced n3's copy, which kept pub1#382 at
+// 21.259; n3's claim back at epoch 14 read its own subject from 21.432
+// and left the kept copy out, and so did n2's claim after n3's kill:
+// acknowledged and lost). What this node's copy took after it lost the
+// id is in no op of the record unless an owner of a newer epoch wrote
+// ops, so the claim back reads its own subject for the kept copies from
+// the loss on (readAhead).
+//
+// The copy may have ended since (fenceGrace): what it kept is still
+// only in the held subject.
+//
+// From the first loss since this node's last claim: a newer claim
+// elsewhere disowns the copy again and it keeps on keeping (TestClusterFull
+// seed 50 on branch ps52: n1's copy of ps2 disowned at 41.94, 42.20, 42.31
+// and 42.99; read from the last, the kept copies of 41.94-42.06 were
+// left out).
+//
+// keptSince returns when this node first lost id since its last claim of
+// it, if the record read from the stream ends at epoch, no newer than
+// this node's claim then (no later owner wrote, so none had what the copy
+// kept); zero otherwise.
+func (s *sessions) keptSince(id string, epoch uint64) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.lostFrom[id]
+	if !ok || epoch > m.epoch {
+		return time.Time{}
+	}
+	return m.at
+}
+
 // A claim back onto this node. A live move out of here hands the new
 // owner what the disowned copy took until the move's finish (rec2), and
 // the kept copies are for a claim that reads the stream. But a client

@@ -150,6 +150,16 @@ type sessions struct {
 	// elsewhere; forgotten when one is taken from the stream here (adopt).
 	left map[string]time.Time
 	away map[string][2]time.Time
+	// lostFrom: when this node lost each id first since its last claim
+	// of it (a newer claim elsewhere disowns it again and moves left,
+	// not this), with its claim epoch then (keptSince).
+	lostFrom map[string]lostMark
+}
+
+// lostMark is when this node lost an id, and its claim epoch then.
+type lostMark struct {
+	at    time.Time
+	epoch uint64
 }
 
 // partQueue is one partition's ops not yet acknowledged, in ticket
@@ -249,7 +259,9 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 			// A lost id keeps its keys until sweepLost.
 			s.persist.apply(op)
 		}
+		s.n.fault.armsOps(op)
 		_, lost := s.lost[op.ClientID]
+		copyEnd := false
 		if op.ClientID != "" {
 			// A disowned copy claimed here again keeps its ops local
 			// until the session read from the stream replaces it,
@@ -259,6 +271,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 			// (OpSessionPut) ends that.
 			was := s.kept.has(op.ClientID)
 			s.keepOp(op, lost)
+			copyEnd = !lost && was && op.Kind == broker.OpSessionDel
 			lost = lost || (was && op.Kind != broker.OpSessionPut)
 		}
 		// The adoption's first op takes the mark, sent or kept here (an
@@ -268,8 +281,19 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 		// record and left that op alone in it (test/jepsen
 		// TestClusterFull seed 48 on branch loss48: ps3's record purged
 		// to one QueuePut, no session: Session Present 0, 56 lost).
-		rollup := s.adopting[op.ClientID]
-		delete(s.adopting, op.ClientID)
+		// Except the end of the disowned copy that a claim here replaces
+		// (Adopt ends the old session first): kept here, it took the
+		// mark, and the adopted session went to the stream without its
+		// rollup, on top of the record it was read from. The adoption
+		// numbers the queue anew, so the record's deliveries under their
+		// old numbers stayed when the client completed them under the
+		// new ones, and the next owner that read the stream sent them
+		// again (test/jepsen TestClusterFull seed 52 on main, session 21:
+		// pub2#386 twice at QoS 2 to ps1, n3's epoch 14 adoption).
+		rollup := s.adopting[op.ClientID] && !copyEnd
+		if !copyEnd {
+			delete(s.adopting, op.ClientID)
+		}
 		if op.ClientID == "" || lost {
 			continue // retained messages: the retained stream keeps them; lost ids: see sessions.lost
 		}
@@ -469,6 +493,12 @@ func (s *sessions) disown(id string) {
 	s.gate.disown(id) // before: the held messages applied up to now are replicated (held.go)
 	s.mu.Lock()
 	now := time.Now()
+	if _, again := s.lost[id]; !again {
+		if s.lostFrom == nil {
+			s.lostFrom = map[string]lostMark{}
+		}
+		s.lostFrom[id] = lostMark{now, s.epochs[id]}
+	}
 	s.lost[id] = now
 	s.kept.set(id, true)
 	s.persist.awayOn(id)
@@ -479,6 +509,11 @@ func (s *sessions) disown(id string) {
 	for k, t := range s.left {
 		if now.Sub(t) > arrivedKeep {
 			delete(s.left, k)
+		}
+	}
+	for k, m := range s.lostFrom {
+		if now.Sub(m.at) > arrivedKeep {
+			delete(s.lostFrom, k)
 		}
 	}
 	s.mu.Unlock()
@@ -1168,32 +1203,39 @@ func (s *sessions) acknowledged(q *partQueue, n int) {
 // messages held for a gone node before then reached the session already,
 // if it matched them (held.go).
 func (s *sessions) recoverAt(ctx context.Context, id string) (*broker.StoredSession, time.Time, error) {
+	rec, last, _, err := s.recoverEnd(ctx, id)
+	return rec, last, err
+}
+
+// recoverEnd is recoverAt, and also returns the epoch of the session's
+// last op (keptSince).
+func (s *sessions) recoverEnd(ctx context.Context, id string) (*broker.StoredSession, time.Time, uint64, error) {
 	var last time.Time
 	s.mu.Lock()
 	js := s.js
 	s.mu.Unlock()
 	if js == nil {
-		return nil, last, errNotReady
+		return nil, last, 0, errNotReady
 	}
 	if s.n.fault.readsLate(id, s.n.remote.orphans.count.Load()) {
-		return nil, last, errors.New("session stream: test fault read-late")
+		return nil, last, 0, errors.New("session stream: test fault read-late")
 	}
 	if s.n.fault.failsRead(id) {
 		s.awaitSent(ctx, id)
-		return nil, last, errors.New("session stream: test fault no-quorum")
+		return nil, last, 0, errors.New("session stream: test fault no-quorum")
 	}
 	subj := s.subject(id)
 	stream := streamName(s.partition(id))
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
-		return nil, last, fmt.Errorf("session stream: %w", err)
+		return nil, last, 0, fmt.Errorf("session stream: %w", err)
 	}
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
 	if err != nil {
-		return nil, last, fmt.Errorf("session stream: %w", err)
+		return nil, last, 0, fmt.Errorf("session stream: %w", err)
 	}
 	if info.State.Subjects[subj] == 0 {
-		return nil, last, nil
+		return nil, last, 0, nil
 	}
 	r := newReplay(id)
 	err = readAll(ctx, js, stream, jetstream.ConsumerConfig{FilterSubject: subj}, func(m jetstream.Msg) error {
@@ -1207,16 +1249,17 @@ func (s *sessions) recoverAt(ctx context.Context, id string) (*broker.StoredSess
 		return nil
 	})
 	if err != nil {
-		return nil, last, fmt.Errorf("session stream: %w", err)
+		return nil, last, 0, fmt.Errorf("session stream: %w", err)
 	}
 	if r.skipped > 0 {
 		s.n.log.Info("session record: skipped ops of a previous owner written after it lost the id", "client_id", id, "ops", r.skipped)
 	}
-	return r.session(), last, nil
+	return r.session(), last, r.maxEpoch, nil
 }
 
 // awaitSent waits until no op of id waits in its partition's queue, within
-// ctx and forward_timeout (the no-quorum test fault: the stream came back).
+// ctx and forward_timeout: before a claim reads the stream (takeOverFrom),
+// and for the no-quorum test fault (the stream came back).
 func (s *sessions) awaitSent(ctx context.Context, id string) {
 	ctx, cancel := context.WithTimeout(ctx, s.n.cfg.ForwardTimeout)
 	defer cancel()

@@ -108,3 +108,27 @@ func TestKeptAdoptionTakesItsRollupMark(t *testing.T) {
 		t.Error("the resumed copy's op was not queued")
 	}
 }
+
+// TestReplacedCopyEndLeavesTheRollupMark: a claim back here replaces the
+// disowned copy (its id no longer lost, the copy still kept): Adopt ends
+// the copy first, and that end stays here. It must leave the adoption its
+// rollup mark: taken by it, the session went to the stream renumbered on
+// top of its old record, whose deliveries the next reader sent again
+// (test/jepsen TestClusterFull seed 52, session 21: pub2#386 twice).
+func TestReplacedCopyEndLeavesTheRollupMark(t *testing.T) {
+	n := &Node{cfg: Config{Partitions: 1}, inc: "i1", local: newLocalInterest()}
+	s := n.Sessions(store.NewMemory()).(*sessions)
+	s.setEpoch("z", 5, true)
+	s.disown("z")            // claimed by another node: the copy here is kept
+	s.setEpoch("z", 7, true) // claimed here again, read from the stream
+	s.adopt("z")
+	s.Append(broker.Op{Kind: broker.OpSessionDel, ClientID: "z"}) // the copy's end
+	if len(s.parts[0].ops) != 0 {
+		t.Fatal("the kept copy's end was queued: the test does not check what it should")
+	}
+	s.Append(broker.Op{Kind: broker.OpSessionPut, ClientID: "z", Session: broker.StoredSession{ClientID: "z", Expiry: 60}})
+	q := s.parts[0].ops
+	if len(q) != 1 || !q[0].rollup {
+		t.Fatalf("the adopted session's first op: %d queued, rollup %v; want a rollup", len(q), len(q) == 1 && q[0].rollup)
+	}
+}
