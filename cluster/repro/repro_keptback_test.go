@@ -3,7 +3,6 @@ package repro_test
 import (
 	"fmt"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -35,20 +34,8 @@ import (
 func TestReproKeptClaimBack(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const id, topic = "kb-sub", "kb/t"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	// No janitor adoption: the session moves by the client's claims
-	// only; room for the elections after the kills.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "delay-release="+id+"@n3,ops-offline-lost="+id+"@n2", "--config", cfg)
+	tc, sub, pub := startQoS2OnN2(t, id, topic, "delay-release="+id+"@n3,ops-offline-lost="+id+"@n2")
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
-
-	sub := newQoS2Sub(t, id)
-	if _, err := sub.connect(n2, true); err != nil {
-		t.Fatal(err)
-	}
-	sub.subscribe(topic, 1, 15*time.Second)
-	pub := harness.Connect(t, n1, id+"-pub")
-	pub.AwaitInterest(t, topic)
 	publish := func(payload string) {
 		t.Helper()
 		if rc := pub.Pub(t, &paho.Publish{Topic: topic, QoS: 2, Payload: []byte(payload)}); rc >= 0x80 {

@@ -37,6 +37,26 @@ func newQoS2Sub(t *testing.T, id string) *qos2Sub {
 		completed: map[string]bool{}, subacks: map[uint16]bool{}, publishes: map[string]int{}}
 }
 
+// startQoS2OnN2 starts three nodes with faults, moving sessions by the
+// client's claims only (no janitor adoption; forward_timeout 15 s, room
+// for elections after kills), id's QoS 2 subscriber on n2 subscribed to
+// topic at QoS 1 (persistent), and a publisher on n1 that has seen its
+// interest: the set-up of the repro tests of a QoS 2 session's claims.
+func startQoS2OnN2(t *testing.T, id, topic, faults string) (*harness.Cluster, *qos2Sub, *harness.Client) {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
+	tc := harness.StartClusterFault(t, 3, faults, "--config", cfg)
+	sub := newQoS2Sub(t, id)
+	if _, err := sub.connect(tc.Nodes[1], true); err != nil {
+		t.Fatal(err)
+	}
+	sub.subscribe(topic, 1, 15*time.Second)
+	pub := harness.Connect(t, tc.Nodes[0], id+"-pub")
+	pub.AwaitInterest(t, topic)
+	return tc, sub, pub
+}
+
 // connect opens a connection to nd (Clean Start clean, Session Expiry
 // harness.QueuedExpiry) and returns the CONNACK's Session Present; an error for
 // no CONNACK or a refusal.

@@ -3,7 +3,6 @@ package repro_test
 import (
 	"fmt"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -34,20 +33,8 @@ import (
 func TestReproQoS2StepsClaimedBack(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const id, topic = "sb-sub", "sb/t"
-	// No adoption by the janitor: the session moves by the client's
-	// claims only.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "finish-asked="+id+"@n3,steps-late="+id+"@n2", "--config", cfg)
-	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
-
-	sub := newQoS2Sub(t, id)
-	if _, err := sub.connect(n2, true); err != nil {
-		t.Fatal(err)
-	}
-	sub.subscribe(topic, 1, 15*time.Second)
-	pub := harness.Connect(t, n1, id+"-pub")
-	pub.AwaitInterest(t, topic)
+	tc, sub, pub := startQoS2OnN2(t, id, topic, "finish-asked="+id+"@n3,steps-late="+id+"@n2")
+	n2, n3 := tc.Nodes[1], tc.Nodes[2]
 	var want []string
 	publish := func(m string) {
 		t.Helper()
