@@ -24,12 +24,13 @@ import (
 // 23 kept 15:15:10.80-11.55; n3 claimed g0m0 from n1 at 11.580, moved in
 // live "messages=0 held=0": 21 acknowledged lost for g0).
 //
-// Here kg-sub, the group's only member, is offline on n3; n3 is paused
-// and the client resumes on n1 (its claim reads the stream), then goes
-// offline there; n3 runs again and fences its copy; n3's publisher sends
-// QoS 1 and 2, which n3 gives its copy (the group's only member there)
-// and keeps; the client resumes on n3, which claims it from n1: a live
-// move. Every acknowledged message must reach it, QoS 2 once.
+// Here km-sub, the group's only member, is offline on n3; n3 is paused
+// and the client resumes on n1 (its claim reads the stream), then on n2
+// (a live move), and goes offline there; n3 runs again and fences its
+// copy; n3's publisher sends QoS 1 and 2, which n3 gives its copy (the
+// group's only member there) and keeps; the client resumes on n3, which
+// claims it from n2: a live move. Every acknowledged message must reach
+// it, QoS 2 once.
 func TestReproKeptCopyMoveIn(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, prefix = "km-sub", "km"
@@ -38,7 +39,7 @@ func TestReproKeptCopyMoveIn(t *testing.T) {
 	// client's claims only. A queue that takes everything published.
 	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\nlimits:\n  max_queued: 100000\n"), 0o644)
 	tc := harness.StartClusterWith(t, 3, "--config", cfg)
-	n1, n3 := tc.Nodes[0], tc.Nodes[2]
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub := harness.NewPersistent(t, n3, id, paho.SubscribeOptions{Topic: "$share/km/" + prefix + "/q1", QoS: 1},
 		paho.SubscribeOptions{Topic: "$share/km/" + prefix + "/q2", QoS: 2})
 	if err := sub.Disconnect(&paho.Disconnect{}); err != nil {
@@ -63,6 +64,14 @@ func TestReproKeptCopyMoveIn(t *testing.T) {
 		t.Fatalf("disconnect %s from n1: %v", id, err)
 	}
 	tc.WaitLog(n1, "client_id="+id+` reason="client disconnected normally"`, 1, harness.Wait)
+	// Then on n2, live from n1: n1's follower of n3's held subject (its
+	// stream read's) stops, and n2 follows none of n3's, as seed 51's
+	// owners had the session by live moves.
+	c2 := harness.Resume(t, n2, id, harness.QueuedExpiry, 60*time.Second)
+	if err := c2.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatalf("disconnect %s from n2: %v", id, err)
+	}
+	tc.WaitLog(n2, "client_id="+id+` reason="client disconnected normally"`, 1, harness.Wait)
 
 	// n3 runs again and fences its copy, which takes what n3's publisher
 	// sends for the group (no other member there) and keeps it.
@@ -78,18 +87,18 @@ func TestReproKeptCopyMoveIn(t *testing.T) {
 	for range 10 {
 		pp.publish()
 	}
-	// The client resumes on n3: n3 claims the id from n1, which hands
+	// The client resumes on n3: n3 claims the id from n2, which hands
 	// the offline session over live.
 	c := pp.resume(n3, id)
 	// The messages are owed whichever way the session went: checked
 	// before a missed path skips.
-	pp.check(c, n1, n3)
+	pp.check(c, n2, n3)
 	if t.Failed() {
 		return
 	}
 	const kept = `"cluster: message for a disowned copy kept in the held subject" node=n3 clients=[` + id + `]`
-	if harness.CountLog(n3, kept) == 0 || harness.CountLog(n3, `"session moved here" node=n3 client_id=`+id+` from=n1`) == 0 {
-		t.Skipf("n3 kept nothing for %s's fenced copy, or the session did not come from n1 by a live move: the test missed its path; n3:\n%s",
+	if harness.CountLog(n3, kept) == 0 || harness.CountLog(n3, `"session moved here" node=n3 client_id=`+id+` from=n2`) == 0 {
+		t.Skipf("n3 kept nothing for %s's fenced copy, or the session did not come from n2 by a live move: the test missed its path; n3:\n%s",
 			id, harness.GrepLog(n3, "client_id="+id))
 	}
 	t.Logf("n3 kept %d messages for %s's fenced copy; %s", harness.CountLog(n3, kept), id,
