@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -181,5 +182,68 @@ func TestOwnHeldTo(t *testing.T) {
 	s.kept.set("copy", false) // its client resumed it here
 	if !to("copy") || away("copy") {
 		t.Error("a copy no longer disowned is still taken for one")
+	}
+}
+
+// A live move of a session onto a node whose copy of it, disowned there
+// (fenced) since the node's last claim, kept messages that nothing
+// carried to the session reads them back from the loss (keptUnread):
+// with the copy still there or ended, not once its client resumed it
+// here or its session moved out live with them, and once only.
+func TestKeptUnread(t *testing.T) {
+	newS := func() *sessions {
+		return &sessions{n: &Node{cfg: Config{Node: "n3"}, log: slog.New(slog.DiscardHandler)},
+			lost: map[string]time.Time{}, adopting: map[string]bool{}}
+	}
+	self := func(ps []heldPos) (heldPos, bool) {
+		for _, p := range ps {
+			if p.node == "n3" {
+				return p, true
+			}
+		}
+		return heldPos{}, false
+	}
+	s := newS()
+	s.disown("a")
+	lost := s.lostFrom["a"].at
+	if _, ok := self(s.takeHeldBack("a", nil)); ok {
+		t.Fatal("a copy that kept nothing: its node's held subject read for the move")
+	}
+	s.kept.count("a")
+	p, ok := self(s.takeHeldBack("a", nil))
+	if !ok || !p.floor.Equal(lost) || !p.since.Equal(lost.Add(-heldBackMargin)) {
+		t.Fatalf("a copy still here that kept a message: place %+v (found %v), want from the loss %v", p, ok, lost)
+	}
+	s.disown("a") // a newer claim elsewhere: the keep goes on from the first loss
+	s.keepOp(&broker.Op{Kind: broker.OpSessionDel, ClientID: "a"}, true)
+	if p, ok := self(s.takeHeldBack("a", []heldPos{{node: "n1"}})); !ok || !p.floor.Equal(lost) {
+		t.Fatalf("a copy ended with kept messages: place %+v (found %v), want from the first loss %v", p, ok, lost)
+	}
+	if _, ok := self(s.takeHeldBack("a", nil)); ok {
+		t.Error("an ended copy's kept messages read for a second move")
+	}
+
+	for _, tt := range []struct {
+		name string
+		end  func(s *sessions)
+	}{
+		{"moved out", func(s *sessions) { s.unkeep("b") }},
+		{"resumed here", func(s *sessions) {
+			s.keepOp(&broker.Op{Kind: broker.OpSessionPut, ClientID: "b"}, false)
+		}},
+	} {
+		s := newS()
+		s.disown("b")
+		s.kept.count("b")
+		tt.end(s)
+		if _, ok := self(s.takeHeldBack("b", nil)); ok {
+			t.Errorf("%s: what the copy kept read again for a move back", tt.name)
+		}
+	}
+	s = newS()
+	s.disown("c")
+	s.kept.count("c")
+	if ps := s.takeHeldBack("c", []heldPos{{node: "n3", from: 7}}); len(ps) != 1 || ps[0].from != 7 {
+		t.Errorf("places %+v, want the old owner's place for n3 alone", ps)
 	}
 }

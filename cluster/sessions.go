@@ -114,6 +114,10 @@ type sessions struct {
 	// finish because this node claimed them back, with where the copy's
 	// keep began (keep.go, heldBack).
 	heldBack map[string]time.Time
+	// unread: ids whose copy here ended with kept messages that nothing
+	// carried to the session, with the loss they were kept since
+	// (lostFrom), for a live move back here (keep.go, keptUnread).
+	unread map[string]time.Time
 	// unsure: clean wills whose claim here was not confirmed
 	// (cleanwill.go).
 	unsure   unsureWills
@@ -516,6 +520,11 @@ func (s *sessions) disown(id string) {
 			delete(s.lostFrom, k)
 		}
 	}
+	for k, t := range s.unread {
+		if now.Sub(t) > arrivedKeep {
+			delete(s.unread, k)
+		}
+	}
 	s.mu.Unlock()
 }
 
@@ -545,7 +554,7 @@ func (s *sessions) sweepLost(cutoff time.Time) {
 	for id, at := range s.lost {
 		if at.Before(cutoff) {
 			delete(s.lost, id)
-			s.unkeepLocked(id, "long lost")
+			s.unkeepLocked(id, "long lost", true)
 			s.persist.leave(id) // it lives on its new owner
 		}
 	}
@@ -563,6 +572,7 @@ func (s *sessions) adopt(id string) {
 	s.arrived[id] = now
 	delete(s.away, id)
 	delete(s.heldBack, id) // this adoption's reads are its own (keep.go)
+	delete(s.unread, id)
 	for k, t := range s.arrived {
 		if now.Sub(t) > arrivedKeep {
 			delete(s.arrived, k)
@@ -581,6 +591,7 @@ func (s *sessions) readopt(id string) {
 	s.mu.Lock()
 	s.adopting[id] = true
 	delete(s.heldBack, id)
+	delete(s.unread, id)
 	s.mu.Unlock()
 }
 
