@@ -55,6 +55,8 @@ type catchUp struct {
 	// places: the queued messages routed since the catch-up began, Late
 	// or not, with their Place (zero when unknown).
 	places map[*outbound]placed
+	// refs: the CatchUp calls of this catch-up whose end was not called.
+	refs int
 }
 
 type placed struct {
@@ -69,6 +71,15 @@ type placed struct {
 // may be called more than once, and from any goroutine; it does nothing
 // once the session has ended or was replaced. CatchUp returns nil when
 // there is no such session.
+//
+// A CatchUp while the session is catching up already joins that
+// catch-up, and sending starts once the end of every CatchUp joined was
+// called: the messages routed to the session since it began keep their
+// place ahead of which a Late one goes. A new catch-up in its stead
+// forgot them, and a held message put after them came after newer ones
+// of its publisher (a restarted node's restored sessions catch up from
+// their restore and again from their settle: package cluster, and
+// test/jepsen TestClusterFull seed 58, 2026-12-06).
 func (s *Server) CatchUp(clientID string) (end func()) {
 	s.mu.Lock()
 	ss := s.sessions[clientID]
@@ -81,15 +92,25 @@ func (s *Server) CatchUp(clientID string) (end func()) {
 	if ss.ended {
 		return nil
 	}
-	c := &catchUp{base: ss.nextSeq, gap: catchGap, step: catchStep, places: map[*outbound]placed{}}
-	if ss.in2 == nil {
-		ss.in2 = &inbound2{}
+	c := ss.catching()
+	if c == nil {
+		c = &catchUp{base: ss.nextSeq, gap: catchGap, step: catchStep, places: map[*outbound]placed{}}
+		if ss.in2 == nil {
+			ss.in2 = &inbound2{}
+		}
+		ss.in2.catch = c
 	}
-	ss.in2.catch = c
+	c.refs++
+	ended := false // this CatchUp's end; ss.mu guards it
 	return func() {
 		ss.mu.Lock()
 		defer ss.mu.Unlock()
-		if ss.in2.catch != c {
+		if ended || ss.in2.catch != c {
+			ended = true
+			return
+		}
+		ended = true
+		if c.refs--; c.refs > 0 {
 			return
 		}
 		ss.in2.catch = nil

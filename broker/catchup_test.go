@@ -202,3 +202,59 @@ func TestCatchUpRoomBehindNewer(t *testing.T) {
 		t.Errorf("%d queued messages journalled again at new store sequences; want room for 1000 older ones", moved)
 	}
 }
+
+// TestCatchUpJoined: a CatchUp while the session catches up already
+// joins that catch-up. A Late message delivered after the second CatchUp
+// goes ahead of what was forwarded since the first, and nothing is sent
+// until both ends were called. Before, the second CatchUp began a new
+// catch-up that knew nothing of the forwards before it, and the held
+// message went behind them (a restarted node's restored share group
+// member catching up from its restore and again from its settle:
+// test/jepsen TestClusterFull seed 58, 2026-12-06).
+func TestCatchUpJoined(t *testing.T) {
+	t.Parallel()
+	st := &idLog{}
+	s, addr := startServer(t, Options{Store: st})
+	s.Adopt(&StoredSession{ClientID: "cj", Expiry: 600,
+		Subs: []StoredSub{{Filter: "t/#", Opts: packet.SubOptions{QoS: 1}}}})
+	first := s.CatchUp("cj")
+	deliver := func(payload string, seq uint64, late bool) {
+		t.Helper()
+		n, _ := s.DeliverRemote(&RemoteMessage{Topic: "t/a", Payload: []byte(payload), QoS: 1,
+			Place: Place{Source: "P", Seq: seq}, Late: late, Accepted: late})
+		if n != 1 {
+			t.Fatalf("%s went to %d sessions, want 1", payload, n)
+		}
+	}
+	deliver("f9", 9, false) // forwarded before the second CatchUp
+	second := s.CatchUp("cj")
+	first()
+	first()                // again: it counts once
+	deliver("h3", 3, true) // held, read after: older
+	c := dial(t, addr, packet.V5)
+	if ack := c.Connect(&packet.Connect{ClientID: "cj", KeepAlive: 30,
+		Properties: packet.Properties{Present: 1 << packet.PropSessionExpiry, SessionExpiry: 600}}); !ack.SessionPresent {
+		t.Fatal("CONNACK without Session Present")
+	}
+	if p, err := c.Read(300 * time.Millisecond); err == nil {
+		t.Fatalf("sent %v before the second CatchUp's end", p)
+	}
+	want := []string{"h3", "f9"}
+	if got := st.queuedOrder("cj"); !slices.Equal(got, want) {
+		t.Errorf("store order %v, want %v", got, want)
+	}
+	second()
+	var got []string
+	for len(got) < len(want) {
+		p, err := c.Read(5 * time.Second)
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		if pub, ok := p.(*packet.Publish); ok {
+			got = append(got, string(pub.Payload))
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("sent %v, want %v", got, want)
+	}
+}

@@ -159,6 +159,7 @@ func (n *Node) Unsubscribed(filter, group string) { n.local.remove(ikey{filter, 
 // delivered to it, and its interest is announced.
 func (n *Node) Attach(srv *broker.Server) error {
 	n.srv = srv
+	n.sess.catchRestored() // before anything is forwarded here
 	nc := n.eng.nc
 	for _, s := range []struct {
 		subj string

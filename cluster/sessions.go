@@ -133,6 +133,10 @@ type sessions struct {
 	// followOwnHeld's goroutine only.
 	settleCatch func()
 	settledAt   time.Time
+	// restoreCatch ends the restored sessions' catch-up begun when the
+	// node attached (catchRestored), once the settle's has joined it;
+	// nil for none. Set before the node's goroutines start.
+	restoreCatch func()
 	// returnCatch: the end of a catch-up begun when this node came back
 	// from a silence (catchUpOnReturn), for followOwnHeld's goroutine to
 	// take as it takes settleCatch; nil for none.

@@ -56,6 +56,16 @@ func TestReproHeldAfterReadAhead(t *testing.T) {
 // once.
 func orderAcrossResume(t *testing.T, pubNode *harness.Node, pub **harness.Client, pubID string, on *harness.Node, id string, expiry uint32, before func()) {
 	t.Helper()
+	orderAcrossResumeWhen(t, pubNode, pub, pubID, on, id, expiry, before, nil)
+}
+
+// orderAcrossResumeWhen is orderAcrossResume that resumes the session
+// only once ready (if not nil) says so, publishing meanwhile: a CONNECT
+// that waits on the node for long (a restored session's settle) outlasts
+// the client's CONNACK bound, and the abandoned one, taken after the next
+// try's, takes the session over from it.
+func orderAcrossResumeWhen(t *testing.T, pubNode *harness.Node, pub **harness.Client, pubID string, on *harness.Node, id string, expiry uint32, before func(), ready func() bool) {
+	t.Helper()
 	prefix := strings.TrimSuffix(id, "-sub")
 	var (
 		c       *harness.Client
@@ -64,6 +74,7 @@ func orderAcrossResume(t *testing.T, pubNode *harness.Node, pub **harness.Client
 		acked   = map[string]bool{}
 		unknown int
 		back    <-chan *harness.Client
+		begun   bool      // before was called
 		stop    time.Time // 3 s after the resume: forwards while it catches up
 		start   = time.Now()
 	)
@@ -77,10 +88,13 @@ func orderAcrossResume(t *testing.T, pubNode *harness.Node, pub **harness.Client
 		if time.Since(start) > 120*time.Second {
 			t.Fatalf("the session was not resumed on %s within 120 s; %s:\n%s", on.Name, on.Name, harness.GrepLog(on, "client_id="+id))
 		}
-		if back == nil && len(acked) >= 20 {
+		if !begun && len(acked) >= 20 {
 			if before != nil {
 				before()
 			}
+			begun = true
+		}
+		if begun && back == nil && (ready == nil || ready()) {
 			back = harness.ResumeInBackground(t, on, id, expiry)
 		}
 		if back != nil && c == nil && len(back) > 0 {
