@@ -1379,6 +1379,8 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 						return nil
 					case <-time.After(time.Until(md.Timestamp.Add(d))):
 					}
+					// A test waits for these (TestReproRestoredLocalCopy).
+					n.log.Debug("cluster: test fault: a held message applied late", "seq", seq)
 				}
 				to, away := s.ownHeldTo(in, arrived, md.Timestamp)
 				t, err := n.deliverHeldTo(m, to, away, persistent)
