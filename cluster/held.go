@@ -749,7 +749,8 @@ func holdAgain(err error) bool {
 // names that match it and do not hold it already (a forward their node
 // took and journalled before it died, whose confirmation died with it,
 // is held too), with its Message Expiry counted from when it was held.
-// It returns the store ticket of the copies.
+// It returns the store ticket of the copies, and of those it journalled
+// again (deliverHeldTo).
 func (n *Node) deliverHeld(m jetstream.Msg, ids func(string) bool, candidates []string) (broker.Ticket, error) {
 	return n.deliverHeldTo(m, ids, nil, candidates)
 }
@@ -774,12 +775,33 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 	}
 	// Asked here, not in Pick: Pick runs under the subscription tree's
 	// lock, which must not wait for a session's.
+	// A session that has the message gets no held copy, and its own copy
+	// is journalled again: on a restarted node it may be in this node's
+	// store only (the forward's op lost with the killed process), and the
+	// held copy is acknowledged once the returned ticket is durable. Not
+	// again, a claimer that read the session from the stream found newer
+	// messages of the publisher there (this node's follower applied them
+	// from its held subject) and this one behind them, read from the held
+	// subject by its sequence, or, past it, nowhere (test/jepsen
+	// TestClusterFull seed 43: n2's restored ps0 had pub2#250 in its own
+	// store only; n1's claim delivered it after #251-#300;
+	// TestReproRestoredLocalCopy).
+	// Under the gate, as a delivery: an adoption marks its first op as
+	// the rollup of the session's record (sessions.adopt), which this op
+	// must not take.
 	has := map[string]bool{}
+	var again broker.Ticket
+	n.gate.RLock()
 	for _, id := range candidates {
-		if ids(id) && n.srv.HasMessage(id, rm.From, rm.Topic, rm.Payload) {
+		if !ids(id) {
+			continue
+		}
+		if ok, t := n.srv.RejournalMessage(id, rm.From, rm.Topic, rm.Payload); ok {
 			has[id] = true
+			again = max(again, t)
 		}
 	}
+	n.gate.RUnlock()
 	claimed, chosen, err := n.claimGroups(k, rm.Origin, rm.Groups, ids, away, candidates, len(has) > 0)
 	if err != nil {
 		return 0, err
@@ -798,6 +820,7 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 	n.gate.RLock()
 	_, t := n.srv.DeliverRemote(rm)
 	n.gate.RUnlock()
+	t = max(t, again)
 	var passOn map[string][]string
 	for _, gk := range rm.Missed {
 		id, ok := chosen[gk]
