@@ -60,8 +60,10 @@ import (
 // are settled (restoredGate, below).
 //
 // A session that holds a message already (a forward its node journalled
-// before it died, unconfirmed) does not get the held copy
-// (broker.Server.HasMessage). A message can also come both held and
+// before it died, unconfirmed) does not get the held copy, which is
+// acknowledged once the session's copy, journalled again, is replicated
+// (broker.Server.RejournalMessage: on a restarted node that copy may be
+// in its own store only). A message can also come both held and
 // forwarded to the session's new node once its publisher sees that
 // node's interest: forwards and held messages carry their origin (node,
 // incarnation, message id), and a session taken from the stream
