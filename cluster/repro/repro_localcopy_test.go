@@ -40,7 +40,10 @@ func TestReproRestoredLocalCopy(t *testing.T) {
 	id := prefix + "-sub"
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption while n2 is dead: the session moves by the claim only.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
+	// The trigger's hold for n2 may wait for its partition stream to
+	// elect a leader (n2's): at load 50-60 that outlasted the default
+	// 5 s, and the trigger's outcome was unknown.
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
 	tc := harness.StartClusterFault(t, 3, "stop-ops="+trigger+"@n2", "--config", cfg)
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	s, pub := harness.PersistentPair(t, n2, n1, prefix, 600)
