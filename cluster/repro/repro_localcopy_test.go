@@ -84,7 +84,8 @@ func TestReproRestoredLocalCopy(t *testing.T) {
 	}
 	n2.Env = []string{"ROOST_TEST_FAULT=held-late=4s@n2"}
 	tc.Start(n2)
-	for start := time.Now(); harness.CountLog(n2, "a held message applied late") < 3; {
+	// Enough applied for their ops to be in the stream by the claim.
+	for start := time.Now(); harness.CountLog(n2, "a held message applied late") < 20; {
 		if time.Since(start) > 60*time.Second {
 			t.Fatalf("n2's follower applied no held message within 60 s; n2:\n%s", harness.GrepLog(n2, "cluster:", "restored"))
 		}
@@ -96,6 +97,14 @@ func TestReproRestoredLocalCopy(t *testing.T) {
 	}
 	if harness.CountLog(n2, "restored session claimed elsewhere before it was settled here; dropped") == 0 {
 		t.Fatalf("n2 did not give up its unsettled copy of %s: the test missed its path; n2:\n%s", id, harness.GrepLog(n2, "client_id="+id, "cluster:"))
+	}
+	// The record n3 read must hold a message published after the
+	// trigger (one n2's follower applied): queued before the kill were
+	// the trigger's predecessors, and the trigger itself once journalled
+	// again.
+	if queued, before := recordSize(t, n3, id), slices.Index(pp.want, trigger); queued < before+2 {
+		t.Fatalf("n3 read %d queued messages from the stream, %d published before %s: nothing n2 applied after the restart; the test missed its path; n3:\n%s",
+			queued, before, trigger, harness.GrepLog(n3, "client_id="+id))
 	}
 
 	var got []string
@@ -130,6 +139,24 @@ func TestReproRestoredLocalCopy(t *testing.T) {
 		t.Fatalf("%s got %d messages after newer ones of their publisher: %v\nn3:\n%s", id, len(late), late[:min(len(late), 20)],
 			harness.GrepLog(n3, "client_id="+id))
 	}
+}
+
+// recordSize returns how many queued messages the session id had in the
+// record nd took it from (its "session moved here" line); the test fails
+// without that line.
+func recordSize(t *testing.T, nd *harness.Node, id string) int {
+	t.Helper()
+	line := harness.GrepLog(nd, `msg="session moved here" node=`+nd.Name+` client_id=`+id+` from="replicated record"`)
+	_, n, ok := strings.Cut(line, " messages=")
+	if !ok {
+		t.Fatalf("%s did not take %s from the stream: the test missed its path; %s:\n%s", nd.Name, id, nd.Name, harness.GrepLog(nd, "client_id="+id))
+	}
+	n, _, _ = strings.Cut(n, "\n")
+	queued, err := strconv.Atoi(strings.TrimSpace(n))
+	if err != nil {
+		t.Fatalf("%s: %q: %v", nd.Name, line, err)
+	}
+	return queued
 }
 
 // hasAll reports whether got holds every message of want.
