@@ -905,11 +905,34 @@ func (s *Server) Adopt(rec *StoredSession) {
 // session already by another way (package cluster, held.go); call it with
 // no broker lock held.
 func (s *Server) HasMessage(clientID, from, topic string, payload []byte) bool {
+	has, _ := s.findMessage(clientID, from, topic, payload, false)
+	return has
+}
+
+// RejournalMessage is HasMessage that also journals the session's copy
+// again, returning the ticket of that op (0 when the session does not
+// outlive its connection or the copy was never journalled). A cluster
+// asks it before it takes a held copy of a message as delivered because
+// the session has it (package cluster, held.go): the session's copy may
+// be in this node's own store only. A node killed right after it
+// journalled a forward loses that op's replication with the process;
+// restarted, its restored session has the copy and the replicas do not,
+// and the held copy, acknowledged once skipped, was the cluster's only
+// other one. The op again, in order with the session's later ones, gives
+// the replicas the copy where the session has it: ahead of its
+// publisher's newer messages (test/jepsen TestClusterFull seed 43:
+// pub2#250, reordered for ps0 after the claim that read the record).
+func (s *Server) RejournalMessage(clientID, from, topic string, payload []byte) (bool, Ticket) {
+	return s.findMessage(clientID, from, topic, payload, true)
+}
+
+// findMessage is HasMessage, and RejournalMessage when rejournal is set.
+func (s *Server) findMessage(clientID, from, topic string, payload []byte, rejournal bool) (bool, Ticket) {
 	s.mu.Lock()
 	ss := s.sessions[clientID]
 	s.mu.Unlock()
 	if ss == nil {
-		return false
+		return false, 0
 	}
 	same := func(ob *outbound) bool {
 		m := ob.msg
@@ -917,5 +940,18 @@ func (s *Server) HasMessage(clientID, from, topic string, payload []byte) bool {
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return slices.ContainsFunc(ss.inflight, same) || slices.ContainsFunc(ss.queue[ss.qhead:], same)
+	i := slices.IndexFunc(ss.inflight, same)
+	var ob *outbound
+	if i >= 0 {
+		ob = ss.inflight[i]
+	} else if i = slices.IndexFunc(ss.queue[ss.qhead:], same); i >= 0 {
+		ob = ss.queue[ss.qhead+i]
+	}
+	if ob == nil {
+		return false, 0
+	}
+	if !rejournal || !ss.persisted() || ob.seq == 0 {
+		return true, 0
+	}
+	return true, ss.journal(Op{Kind: OpQueuePut, Delivery: ob.stored()})
 }

@@ -25,6 +25,16 @@ import (
 //	                      store but never replicated: a Wait for them
 //	                      times out, as if the node died before its
 //	                      partition stream took them
+//	stop-ops=PAYLOAD@NODE  on NODE, from the op that queues the message
+//	                      whose payload is PAYLOAD for a session
+//	                      (OpQueuePut) on, no session op is replicated:
+//	                      each stays in the node's own store and nothing
+//	                      after it is confirmed, as on a node killed right
+//	                      after it journalled that forward, before its
+//	                      partition stream took the op (test/jepsen
+//	                      TestClusterFull seed 43: n2 took pub2#250 for
+//	                      ps0 3 ms before its kill); it logs once that op
+//	                      is in its own store, for a test to kill it then
 //	read-late=CLIENT@NODE  on NODE, reading CLIENT's session from its
 //	                      partition stream (a claim whose previous owner
 //	                      did not answer) fails until the node has held
@@ -362,6 +372,8 @@ const faultEnv = "ROOST_TEST_FAULT"
 // faults are the injected faults (see faultEnv); nil for none.
 type faults struct {
 	stallInbound       string
+	stopOps            string
+	opsStopped         atomic.Bool // stop-ops: its op came
 	readLate           string
 	orphansSeen        atomic.Bool // read-late: orphan interest was kept once
 	delayRelease       string
@@ -503,7 +515,7 @@ const overtakenWait = 20 * time.Second
 const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
-var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
+var knownFaults = []string{"stall-inbound", "stop-ops", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
@@ -530,6 +542,8 @@ func parseFaults(s, node string) (*faults, error) {
 		switch k {
 		case "stall-inbound":
 			f.stallInbound = v
+		case "stop-ops":
+			f.stopOps = v
 		case "read-late":
 			f.readLate = v
 		case "no-quorum":
@@ -1155,6 +1169,22 @@ func (f *faults) ownHeldLate() time.Duration {
 // stalls reports whether op is never to be replicated.
 func (f *faults) stalls(op *broker.Op) bool {
 	return f != nil && op.Kind == broker.OpInboundPut && op.ClientID == f.stallInbound
+}
+
+// stopsOps reports whether op is never to be replicated (stop-ops): it
+// queues the named payload, or came after the op that did; first is
+// true for that op.
+func (f *faults) stopsOps(op *broker.Op) (stop, first bool) {
+	if f == nil || f.stopOps == "" {
+		return false, false
+	}
+	if f.opsStopped.Load() {
+		return true, false
+	}
+	if op.Kind != broker.OpQueuePut || op.Delivery.Msg == nil || string(op.Delivery.Msg.Payload) != f.stopOps {
+		return false, false
+	}
+	return true, f.opsStopped.CompareAndSwap(false, true)
 }
 
 // readsLate reports whether reading id's session from the stream is to

@@ -60,8 +60,10 @@ import (
 // are settled (restoredGate, below).
 //
 // A session that holds a message already (a forward its node journalled
-// before it died, unconfirmed) does not get the held copy
-// (broker.Server.HasMessage). A message can also come both held and
+// before it died, unconfirmed) does not get the held copy, which is
+// acknowledged once the session's copy, journalled again, is replicated
+// (broker.Server.RejournalMessage: on a restarted node that copy may be
+// in its own store only). A message can also come both held and
 // forwarded to the session's new node once its publisher sees that
 // node's interest: forwards and held messages carry their origin (node,
 // incarnation, message id), and a session taken from the stream
@@ -749,7 +751,8 @@ func holdAgain(err error) bool {
 // names that match it and do not hold it already (a forward their node
 // took and journalled before it died, whose confirmation died with it,
 // is held too), with its Message Expiry counted from when it was held.
-// It returns the store ticket of the copies.
+// It returns the store ticket of the copies, and of those it journalled
+// again (deliverHeldTo).
 func (n *Node) deliverHeld(m jetstream.Msg, ids func(string) bool, candidates []string) (broker.Ticket, error) {
 	return n.deliverHeldTo(m, ids, nil, candidates)
 }
@@ -774,12 +777,33 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 	}
 	// Asked here, not in Pick: Pick runs under the subscription tree's
 	// lock, which must not wait for a session's.
+	// A session that has the message gets no held copy, and its own copy
+	// is journalled again: on a restarted node it may be in this node's
+	// store only (the forward's op lost with the killed process), and the
+	// held copy is acknowledged once the returned ticket is durable. Not
+	// again, a claimer that read the session from the stream found newer
+	// messages of the publisher there (this node's follower applied them
+	// from its held subject) and this one behind them, read from the held
+	// subject by its sequence, or, past it, nowhere (test/jepsen
+	// TestClusterFull seed 43: n2's restored ps0 had pub2#250 in its own
+	// store only; n1's claim delivered it after #251-#300;
+	// TestReproRestoredLocalCopy).
+	// Under the gate, as a delivery: an adoption marks its first op as
+	// the rollup of the session's record (sessions.adopt), which this op
+	// must not take.
 	has := map[string]bool{}
+	var again broker.Ticket
+	n.gate.RLock()
 	for _, id := range candidates {
-		if ids(id) && n.srv.HasMessage(id, rm.From, rm.Topic, rm.Payload) {
+		if !ids(id) {
+			continue
+		}
+		if ok, t := n.srv.RejournalMessage(id, rm.From, rm.Topic, rm.Payload); ok {
 			has[id] = true
+			again = max(again, t)
 		}
 	}
+	n.gate.RUnlock()
 	claimed, chosen, err := n.claimGroups(k, rm.Origin, rm.Groups, ids, away, candidates, len(has) > 0)
 	if err != nil {
 		return 0, err
@@ -798,6 +822,7 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 	n.gate.RLock()
 	_, t := n.srv.DeliverRemote(rm)
 	n.gate.RUnlock()
+	t = max(t, again)
 	var passOn map[string][]string
 	for _, gk := range rm.Missed {
 		id, ok := chosen[gk]
@@ -1379,6 +1404,8 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 						return nil
 					case <-time.After(time.Until(md.Timestamp.Add(d))):
 					}
+					// A test waits for these (TestReproRestoredLocalCopy).
+					n.log.Debug("cluster: test fault: a held message applied late", "seq", seq)
 				}
 				to, away := s.ownHeldTo(in, arrived, md.Timestamp)
 				t, err := n.deliverHeldTo(m, to, away, persistent)

@@ -306,9 +306,13 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 			continue // retained messages: the retained stream keeps them; lost ids: see sessions.lost
 		}
 		s.n.fault.wentOffline(op)
-		if s.n.fault.stalls(op) {
+		stop, first := s.n.fault.stopsOps(op)
+		if stop || s.n.fault.stalls(op) {
 			if s.stalled == 0 {
 				s.stalled = t
+			}
+			if first {
+				go s.stoppedOps(op.ClientID, t)
 			}
 			continue
 		}
@@ -335,6 +339,14 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 		}
 	}
 	return t, pause
+}
+
+// stoppedOps logs, for a test fault (stop-ops), once the op of ticket t
+// that stopped the replication is in this node's own store: a test
+// kills the node then, as if it died right after it journalled it.
+func (s *sessions) stoppedOps(id string, t broker.Ticket) {
+	err := s.local.Wait(t)
+	s.n.log.Info("cluster: test fault: no session op replicated from here on; the first is in this node's own store", "client_id", id, "err", err)
 }
 
 // Wait implements broker.Store. One that waited slowWait or more is
