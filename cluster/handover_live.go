@@ -146,6 +146,9 @@ type liveMoves struct {
 	// passFailed: when a held message's pass-on to a node (passMissed)
 	// last went unconfirmed, by node.
 	passFailed map[string]time.Time
+	// passClaims: the group claims (by message id) this node's follower
+	// made for a member that moved out live (claimNamed), and when.
+	passClaims map[string]time.Time
 }
 
 // moveOut is a session this node handed over and still holds.
@@ -1472,6 +1475,35 @@ func (mv *liveMoves) movedMember(gk string) string {
 		}
 	}
 	return out
+}
+
+// notePassClaim notes that this node's follower made the group claim
+// mid for a member that moved out live: a read of the same message
+// again, after the claim of another of its groups failed (errClaim),
+// finds it its own (passClaimed). Kept for moveLinger, as long as the
+// member counts as moved out (movedMember).
+func (mv *liveMoves) notePassClaim(mid string) {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	now := time.Now()
+	for c, at := range mv.passClaims {
+		if now.Sub(at) > moveLinger {
+			delete(mv.passClaims, c)
+		}
+	}
+	if mv.passClaims == nil {
+		mv.passClaims = make(map[string]time.Time)
+	}
+	mv.passClaims[mid] = now
+}
+
+// passClaimed reports whether this node's follower made the group claim
+// mid for a member that moved out live (notePassClaim).
+func (mv *liveMoves) passClaimed(mid string) bool {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	at, ok := mv.passClaims[mid]
+	return ok && time.Since(at) <= moveLinger
 }
 
 func (mv *liveMoves) endIn(id string, epoch uint64) {

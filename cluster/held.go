@@ -938,6 +938,7 @@ func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids, a
 			members[f] = ids
 		}
 	}
+	var movedOut map[string]bool // filters named for a member that moved out live
 	if away != nil {
 		// This node's own follower (followOwnHeld): a group with no
 		// member here whose member moved out live lately is claimed for
@@ -952,6 +953,10 @@ func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids, a
 			}
 			if id := n.mv.movedMember(gk); id != "" {
 				members[f] = []string{id}
+				if movedOut == nil {
+					movedOut = make(map[string]bool)
+				}
+				movedOut[f] = true
 			}
 		}
 	}
@@ -961,7 +966,7 @@ func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids, a
 		// takes turns by message.
 		names[f] = ids[k.id%uint64(len(ids))]
 	}
-	out, err := n.claimNamed(k, o, groups, names, had)
+	out, err := n.claimNamed(k, o, groups, names, had, movedOut)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -984,14 +989,29 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 			names[f] = member
 		}
 	}
-	return n.claimNamed(k, o, groups, names, had)
+	return n.claimNamed(k, o, groups, names, had, nil)
 }
 
 // claimNamed claims the groups of groups that have a member here
 // (names, by "$share/group/filter"), and returns those it won. A claim
 // names the session it is for (names' value; "" for none) and a claim
 // found already made for the same session is its own: see ownClaim.
-func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names map[string]string, had bool) ([]string, error) {
+//
+// Except for a member that moved out of here live (movedOut, by filter:
+// the follower's pass-on, claimGroups): a claim already made for it is
+// another reader's, a read ahead for the session's claim from the stream
+// that gave it the message (here or elsewhere) before it moved, unless
+// this node's follower made it for the same pass-on and was handed the
+// message back (errClaim) before it passed it on (liveMoves.passClaimed).
+// Taken as its own, the follower passed the message on again and the
+// new owner gave the group a second copy: to the member that had
+// completed it, under no copy name it knew, or to another member
+// (test/jepsen TestClusterFull short faults, seed 119: pub2#88 held by
+// n1 for killed n3, claimed at 00.719 for g0m0 and at 01.386 for g1m1 by
+// read aheads and delivered; n3's follower read it at 11.765, after both
+// had moved out of n3 live, and passed it on to n2, where g1m1 got it
+// again and g0m1 got g0's second copy; TestReproGroupHeldPassedTwice).
+func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names map[string]string, had bool, movedOut map[string]bool) ([]string, error) {
 	out := []string{}
 	if len(groups) == 0 {
 		return out, nil
@@ -1016,7 +1036,20 @@ func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names m
 		if err == nil {
 			ack, err = publishClaim(ctx, js, m)
 		}
-		if err == nil && ack.Duplicate && member != "" {
+		passing := movedOut["$share/"+group+"/"+filter]
+		mid := m.Header.Get(jetstream.MsgIDHeader)
+		switch {
+		case err != nil || member == "":
+		case passing && ack.Duplicate:
+			if n.mv.passClaimed(mid) {
+				ack.Duplicate = false
+			} else {
+				n.log.Info("cluster: held message's share group claimed by another reader before its member moved out live; left to that reader",
+					"client_id", member, "group", group, "filter", filter, "peer", k.node)
+			}
+		case passing:
+			n.mv.notePassClaim(mid)
+		case ack.Duplicate:
 			var own bool
 			if own, err = n.ownClaim(ctx, js, ack, member); err == nil && own {
 				ack.Duplicate = false

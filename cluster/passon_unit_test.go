@@ -24,3 +24,20 @@ func TestGroupKeysLogValue(t *testing.T) {
 		t.Fatalf("an unwritten line allocated %v times, want at most 1 (its argument's boxing)", allocs)
 	}
 }
+
+// TestPassClaims: a group claim this node's follower made for a member
+// that moved out live is its own when the same message is read again
+// (after errClaim); any other claim for that member is not.
+func TestPassClaims(t *testing.T) {
+	mv := &liveMoves{}
+	if mv.passClaimed("g.i.a9.c.g1") {
+		t.Fatal("a claim nobody noted is the follower's own")
+	}
+	mv.notePassClaim("g.i.a9.c.g1")
+	if !mv.passClaimed("g.i.a9.c.g1") {
+		t.Fatal("the follower's own claim is not found again")
+	}
+	if mv.passClaimed("g.i.a9.c.g0") {
+		t.Fatal("another group's claim is the follower's own")
+	}
+}
