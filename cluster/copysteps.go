@@ -84,6 +84,8 @@ func mergeSteps(rec, cp *broker.StoredSession) (changed, dropped int) {
 		got[h] = true
 	}
 	q := rec.Queue[:0]
+	matched := map[int]bool{} // indexes in q
+	ids := map[uint16]bool{}  // the packet ids of the matched deliveries
 	for _, d := range rec.Queue {
 		i := slices.IndexFunc(cp.Queue, func(c broker.StoredDelivery) bool { return sameDelivery(d, c) })
 		switch {
@@ -92,11 +94,23 @@ func mergeSteps(rec, cp *broker.StoredSession) (changed, dropped int) {
 				d.PacketID, d.Released = c.PacketID, c.Released
 				changed++
 			}
+			matched[len(q)] = true
+			ids[d.PacketID] = true
 		case d.Msg != nil && !d.Msg.Origin().IsZero() && got[d.Msg.Origin().Hash()]:
 			dropped++
 			continue
 		}
 		q = append(q, d)
+	}
+	// A delivery left as the record has it whose packet id the copy
+	// gave another (it completed this one: a QoS 1 message, which stays)
+	// is sent again under a new id: two in flight under one id, the
+	// client's acknowledgement would complete either.
+	for i := range q {
+		if !matched[i] && q[i].PacketID != 0 && ids[q[i].PacketID] {
+			q[i].PacketID, q[i].Released = 0, false
+			changed++
+		}
 	}
 	rec.Queue = q
 	return changed, dropped

@@ -65,6 +65,13 @@ func TestMergeSteps(t *testing.T) {
 	if got := finishedSeen(rec.Seen, cp); !slices.Equal(got, []uint64{h(m1), h(m2), h(m3), 42}) {
 		t.Errorf("seen %v: want the record's and 42 (finished on the copy), not the queued late one", got)
 	}
+	// The copy completed a QoS 1 message (it stays) and sent another
+	// under its packet id: the stale one is sent again under a new id.
+	rec = &broker.StoredSession{Queue: []broker.StoredDelivery{{Seq: 1, Msg: q1, QoS: 1, PacketID: 5}, {Seq: 2, Msg: m3, QoS: 2}}}
+	cp = &broker.StoredSession{Queue: []broker.StoredDelivery{{Seq: 2, Msg: m3, QoS: 2, PacketID: 5}}}
+	if changed, dropped := mergeSteps(rec, cp); changed != 2 || dropped != 0 || rec.Queue[0].PacketID != 0 || rec.Queue[1].PacketID != 5 {
+		t.Errorf("a packet id given again: changed %d, dropped %d, queue %+v", changed, dropped, rec.Queue)
+	}
 	// A copy numbered otherwise (not the record's own: a QoS 1 message
 	// under another number) changes nothing and drops nothing.
 	rec = &broker.StoredSession{Queue: []broker.StoredDelivery{{Seq: 1, Msg: q1, QoS: 1}}}
