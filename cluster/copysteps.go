@@ -48,43 +48,48 @@ import (
 //   - the Origins the copy got and no longer queues join the record's
 //     (StoredSession.Seen): a kept copy of a message the client completed
 //     here (keep.go) is not delivered again. One still queued is left
-//     out: the kept copy is how it reaches the session.
-// Messages the copy took after the disown are not taken: the held reads
-// bring them (keep.go), as before.
+//     out: the kept copy is how it reaches the session;
+//   - a QoS 2 message the copy took after the disown and sent is taken
+//     with its packet id and PUBREC state, its Origin joining Seen: its
+//     kept copy would go out under a new id, a second delivery to a client
+//     that awaits its PUBREL (TestReproQoS2KeptStepsReadBack).
+// Other messages the copy took after the disown (not sent yet, or QoS 1)
+// are not taken: the held reads bring them (keep.go), as before.
 
 // copySteps takes into rec, id's session read from the stream with its
 // last op at epoch, the exchange steps of this node's disowned copy of
 // it, if rec is that copy's record up to its disown (above). It returns
-// how many deliveries it changed or dropped and whether it took the
-// copy's inbound ids. Called under the gate, before the adoption
+// how many deliveries it changed, dropped and added, and whether it took
+// the copy's inbound ids. Called under the gate, before the adoption
 // replaces the copy.
-func (s *sessions) copySteps(rec *broker.StoredSession, epoch uint64) (changed, dropped int, took bool) {
+func (s *sessions) copySteps(rec *broker.StoredSession, epoch uint64) (changed, dropped, added int, took bool) {
 	s.mu.Lock()
 	m, ok := s.lostFrom[rec.ClientID]
 	s.mu.Unlock()
 	if !ok || m.epoch == 0 || epoch != m.epoch {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
 	cp := s.n.srv.Export(rec.ClientID)
 	if cp == nil {
-		return 0, 0, false
+		return 0, 0, 0, false
 	}
-	changed, dropped = mergeSteps(rec, cp)
+	changed, dropped, added = mergeSteps(rec, cp)
 	took = !sameInbound(rec, cp)
 	rec.Inbound, rec.Unrouted = cp.Inbound, cp.Unrouted
 	rec.Seen = finishedSeen(rec.Seen, cp)
-	return changed, dropped, took
+	return changed, dropped, added, took
 }
 
 // mergeSteps applies the steps of cp, the copy, to rec's deliveries (see
-// above) and reports how many it changed and dropped.
-func mergeSteps(rec, cp *broker.StoredSession) (changed, dropped int) {
+// above) and reports how many it changed, dropped and added.
+func mergeSteps(rec, cp *broker.StoredSession) (changed, dropped, added int) {
 	got := make(map[uint64]bool, len(cp.Seen))
 	for _, h := range cp.Seen {
 		got[h] = true
 	}
 	q := rec.Queue[:0]
 	matched := map[int]bool{} // indexes in q
+	had := map[int]bool{}     // indexes in cp.Queue
 	ids := map[uint16]bool{}  // the packet ids of the matched deliveries
 	for _, d := range rec.Queue {
 		i := slices.IndexFunc(cp.Queue, func(c broker.StoredDelivery) bool { return sameDelivery(d, c) })
@@ -94,13 +99,27 @@ func mergeSteps(rec, cp *broker.StoredSession) (changed, dropped int) {
 				d.PacketID, d.Released = c.PacketID, c.Released
 				changed++
 			}
-			matched[len(q)] = true
+			matched[len(q)], had[i] = true, true
 			ids[d.PacketID] = true
 		case d.Msg != nil && !d.Msg.Origin().IsZero() && got[d.Msg.Origin().Hash()]:
 			dropped++
 			continue
 		}
 		q = append(q, d)
+	}
+	// A QoS 2 message the copy took after the disown and sent: its kept
+	// copy, read with the adoption, would go out under a new packet id
+	// while the client awaits a PUBREL under the old one, a second
+	// delivery. It is taken as the copy has it, its Origin among those
+	// the session got (finishedSeen), so the kept copy is not delivered.
+	for j, c := range cp.Queue {
+		if had[j] || c.PacketID == 0 || c.QoS != 2 || c.Msg == nil || c.Msg.Origin().IsZero() {
+			continue
+		}
+		matched[len(q)] = true
+		ids[c.PacketID] = true
+		q = append(q, c)
+		added++
 	}
 	// A delivery left as the record has it whose packet id the copy
 	// gave another (it completed this one: a QoS 1 message, which stays)
@@ -113,7 +132,7 @@ func mergeSteps(rec, cp *broker.StoredSession) (changed, dropped int) {
 		}
 	}
 	rec.Queue = q
-	return changed, dropped
+	return changed, dropped, added
 }
 
 // sameDelivery reports whether c, a delivery of the copy, is d of the
@@ -139,14 +158,15 @@ func sameInbound(rec, cp *broker.StoredSession) bool {
 }
 
 // finishedSeen returns seen with the Origins cp got and no longer queues
-// appended (those not in seen already).
+// or has sent at QoS 2 (mergeSteps takes those) appended (those not in
+// seen already).
 func finishedSeen(seen []uint64, cp *broker.StoredSession) []uint64 {
 	skip := make(map[uint64]bool, len(seen)+len(cp.Queue))
 	for _, h := range seen {
 		skip[h] = true
 	}
 	for _, c := range cp.Queue {
-		if c.Msg != nil && !c.Msg.Origin().IsZero() {
+		if c.Msg != nil && !c.Msg.Origin().IsZero() && (c.PacketID == 0 || c.QoS != 2) {
 			skip[c.Msg.Origin().Hash()] = true
 		}
 	}

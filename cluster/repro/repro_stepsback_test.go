@@ -33,7 +33,7 @@ import (
 func TestReproQoS2StepsClaimedBack(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const id = "sb-sub"
-	qos2StepsBack(t, id, "sb/t", "finish-asked="+id+"@n3", "the move's finish waits for a newer claim", func(tc *harness.Cluster) error {
+	qos2StepsBack(t, id, "sb/t", "finish-asked="+id+"@n3", "the move's finish waits for a newer claim", false, func(tc *harness.Cluster) error {
 		n3 := tc.Nodes[2]
 		if harness.CountLog(n3, `"cluster: moving session: the previous owner did not finish; taking what it handed over first" node=n3 client_id=`+id) == 0 {
 			return fmt.Errorf("n2 finished n3's move: the test missed the claim back it is about; n3:\n%s", harness.GrepLog(n3, "client_id="+id))
@@ -54,7 +54,7 @@ func TestReproQoS2StepsClaimedBack(t *testing.T) {
 func TestReproQoS2StepsReadBack(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const id = "sr-sub"
-	qos2StepsBack(t, id, "sr/t", "move-cut="+id+"@n3", "the move's finish waits until a newer claim was answered", func(tc *harness.Cluster) error {
+	qos2StepsBack(t, id, "sr/t", "move-cut="+id+"@n3", "the move's finish waits until a newer claim was answered", false, func(tc *harness.Cluster) error {
 		n2 := tc.Nodes[1]
 		if harness.CountLog(n2, `"session moved here" node=n2 client_id=`+id+` from="replicated record"`) == 0 {
 			return fmt.Errorf("n2 did not take %s from the stream: the test missed the claim back it is about; n2:\n%s", id, harness.GrepLog(n2, "client_id="+id))
@@ -67,7 +67,7 @@ func TestReproQoS2StepsReadBack(t *testing.T) {
 // (on n3: what keeps its move in from finishing, whose log line says
 // wait) besides steps-late on n2; path reports whether the claim back
 // went the way the test is about.
-func qos2StepsBack(t *testing.T, id, topic, faults, wait string, path func(*harness.Cluster) error) {
+func qos2StepsBack(t *testing.T, id, topic, faults, wait string, kept bool, path func(*harness.Cluster) error) {
 	t.Helper()
 	tc, sub, pub := startQoS2OnN2(t, id, topic, faults+",steps-late="+id+"@n2")
 	n2, n3 := tc.Nodes[1], tc.Nodes[2]
@@ -132,6 +132,9 @@ func qos2StepsBack(t *testing.T, id, topic, faults, wait string, path func(*harn
 	if err := sub.read(time.Now().Add(10*time.Second), first); err != nil {
 		t.Fatalf("%s: m1..m4 not completed on n2 before its takeover (%v): the test missed the window it is about", id, err)
 	}
+	if kept {
+		keptSteps(t, sub, publish)
+	}
 	sub.handle(held[4])
 	if err := sub.conn.Write(rawclient.Frame(0xC0), 5*time.Second); err != nil {
 		t.Fatal(err)
@@ -171,10 +174,60 @@ func qos2StepsBack(t *testing.T, id, topic, faults, wait string, path func(*harn
 			t.Errorf("%s got %s %d times at QoS 2, want once", id, m, sub.got[m])
 		}
 	}
+	if kept && sub.publishes["k2"] != 1 {
+		t.Errorf("%s got k2's PUBLISH %d times: sent again after its PUBREC [MQTT-4.3.3-6]", id, sub.publishes["k2"])
+	}
 	if sub.publishes["m5"] != 1 {
 		t.Errorf("%s got m5's PUBLISH %d times: sent again after its PUBREC and PUBREL [MQTT-4.3.3-6]", id, sub.publishes["m5"])
 	}
 	if t.Failed() {
 		t.Logf("got %v, PUBLISHes %v\nn2:\n%s\nn3:\n%s", sub.got, sub.publishes, harness.GrepLog(n2, "client_id="+id), harness.GrepLog(n3, "client_id="+id))
+	}
+}
+
+// TestReproQoS2KeptStepsReadBack is TestReproQoS2StepsReadBack with two
+// messages published after n2's disown: its copy takes them (kept in
+// n2's held subject for the session, keep.go) and sends them to the
+// client, which completes k1 and PUBRECs k2 there. The claim back reads
+// the stream, which has neither, and its own held subject, which has
+// both: each must come once, and k2 as its PUBREL only.
+func TestReproQoS2KeptStepsReadBack(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	const id = "sk-sub"
+	qos2StepsBack(t, id, "sk/t", "move-cut="+id+"@n3", "the move's finish waits until a newer claim was answered", true, func(tc *harness.Cluster) error {
+		n2 := tc.Nodes[1]
+		if harness.CountLog(n2, `"session moved here" node=n2 client_id=`+id+` from="replicated record"`) == 0 {
+			return fmt.Errorf("n2 did not take %s from the stream: the test missed the claim back it is about; n2:\n%s", id, harness.GrepLog(n2, "client_id="+id))
+		}
+		return nil
+	})
+}
+
+// keptSteps publishes k1 and k2 to the disowned copy's client, which
+// completes k1 and sends k2's PUBREC, leaving its PUBREL unread.
+func keptSteps(t *testing.T, sub *qos2Sub, publish func(string)) {
+	t.Helper()
+	publish("k1")
+	publish("k2")
+	k2 := false
+	for deadline := time.Now().Add(10 * time.Second); !sub.completed["k1"] || !k2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: k1 not completed or k2 not sent on n2 before its takeover: the test missed the window it is about", sub.id)
+		}
+		p, err := sub.conn.ReadPacket(time.Second)
+		if err != nil {
+			continue
+		}
+		if p.Type == rawclient.PUBREL {
+			if a, err := rawclient.ParseAck(5, p.Body); err == nil && sub.awaiting[a.ID] == "k2" {
+				continue // left unread
+			}
+		}
+		if p.Type == rawclient.PUBLISH {
+			if m, err := rawclient.ParsePublish(5, p.Flags, p.Body); err == nil && string(m.Payload) == "k2" {
+				k2 = true
+			}
+		}
+		sub.handle(p)
 	}
 }
