@@ -133,6 +133,13 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 		return false
 	}
 	defer w.finish()
+	// Before the adoption replaces this node's disowned copy, if any
+	// (copysteps.go).
+	if changed, dropped, added, took := s.copySteps(rec, epoch); changed+dropped+added > 0 || took {
+		n.log.Info("cluster: a session read from the stream took its disowned copy's last exchange steps here",
+			"client_id", id, "epoch", epoch, "deliveries_changed", changed, "deliveries_completed", dropped,
+			"deliveries_sent_since", added, "inbound_ids", took)
+	}
 	s.adopt(id)
 	n.srv.Adopt(rec)
 	// w waits for cw too: cw ends the catch-up, then finishes w.

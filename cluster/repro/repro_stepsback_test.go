@@ -32,8 +32,44 @@ import (
 // (its PUBREL may come again), and one published after them too.
 func TestReproQoS2StepsClaimedBack(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	const id, topic = "sb-sub", "sb/t"
-	tc, sub, pub := startQoS2OnN2(t, id, topic, "finish-asked="+id+"@n3,steps-late="+id+"@n2")
+	const id = "sb-sub"
+	qos2StepsBack(t, id, "sb/t", "finish-asked="+id+"@n3", "the move's finish waits for a newer claim", false, func(tc *harness.Cluster) error {
+		n3 := tc.Nodes[2]
+		if harness.CountLog(n3, `"cluster: moving session: the previous owner did not finish; taking what it handed over first" node=n3 client_id=`+id) == 0 {
+			return fmt.Errorf("n2 finished n3's move: the test missed the claim back it is about; n3:\n%s", harness.GrepLog(n3, "client_id="+id))
+		}
+		return nil
+	})
+}
+
+// TestReproQoS2StepsReadBack: TestReproQoS2StepsClaimedBack's claim back,
+// answered "read the stream": n3's move in is not adopted when n2's claim
+// asks it to let go, and its answer's wait for the move is cut at its
+// bound (move-cut), as for a move waiting for a barrier of a node cut off
+// or killed (or an answer that never comes: releaseTimeout). n2 takes the
+// session from its partition stream, which has none of the steps its
+// disowned copy took from the client (bench/jepsen/RESULTS.md, "dup49",
+// what is left 1; "dup49b"): before, the client got m1..m4 twice and m5's
+// PUBLISH again.
+func TestReproQoS2StepsReadBack(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	const id = "sr-sub"
+	qos2StepsBack(t, id, "sr/t", "move-cut="+id+"@n3", "the move's finish waits until a newer claim was answered", false, func(tc *harness.Cluster) error {
+		n2 := tc.Nodes[1]
+		if harness.CountLog(n2, `"session moved here" node=n2 client_id=`+id+` from="replicated record"`) == 0 {
+			return fmt.Errorf("n2 did not take %s from the stream: the test missed the claim back it is about; n2:\n%s", id, harness.GrepLog(n2, "client_id="+id))
+		}
+		return nil
+	})
+}
+
+// qos2StepsBack runs the steps-late claim back of the tests above: faults
+// (on n3: what keeps its move in from finishing, whose log line says
+// wait) besides steps-late on n2; path reports whether the claim back
+// went the way the test is about.
+func qos2StepsBack(t *testing.T, id, topic, faults, wait string, kept bool, path func(*harness.Cluster) error) {
+	t.Helper()
+	tc, sub, pub := startQoS2OnN2(t, id, topic, faults+",steps-late="+id+"@n2")
 	n2, n3 := tc.Nodes[1], tc.Nodes[2]
 	var want []string
 	publish := func(m string) {
@@ -69,7 +105,7 @@ func TestReproQoS2StepsClaimedBack(t *testing.T) {
 	// n3 claims the id; n2 disowns its copy and leaves the connection to
 	// its client for stepsLate.
 	claimOn(t, tc, n3, id, harness.QueuedExpiry)
-	const late = `"cluster: test fault: the connection of a session disowned here is taken over late" node=n2 client_id=` + id
+	late := `"cluster: test fault: the connection of a session disowned here is taken over late" node=n2 client_id=` + id
 	for start := time.Now(); harness.CountLog(n2, late) == 0; time.Sleep(5 * time.Millisecond) {
 		if time.Since(start) > 30*time.Second {
 			t.Fatalf("n2 did not disown %s within 30 s; n2:\n%s", id, harness.GrepLog(n2, "client_id="+id))
@@ -96,6 +132,9 @@ func TestReproQoS2StepsClaimedBack(t *testing.T) {
 	if err := sub.read(time.Now().Add(10*time.Second), first); err != nil {
 		t.Fatalf("%s: m1..m4 not completed on n2 before its takeover (%v): the test missed the window it is about", id, err)
 	}
+	if kept {
+		keptSteps(t, sub, publish)
+	}
 	sub.handle(held[4])
 	if err := sub.conn.Write(rawclient.Frame(0xC0), 5*time.Second); err != nil {
 		t.Fatal(err)
@@ -113,7 +152,7 @@ func TestReproQoS2StepsClaimedBack(t *testing.T) {
 
 	// n3's move waits before its finish. (A publish now would wait for
 	// its end: n3 holds what comes after its barriers until it adopts.)
-	tc.WaitLog(n3, `"cluster: test fault: the move's finish waits for a newer claim" node=n3 client_id=`+id, 1, 60*time.Second)
+	tc.WaitLog(n3, `"cluster: test fault: `+wait+`" node=n3 client_id=`+id, 1, 60*time.Second)
 
 	// The client claims the id back on n2.
 	harness.Eventually(t, 60*time.Second, func() error {
@@ -127,18 +166,68 @@ func TestReproQoS2StepsClaimedBack(t *testing.T) {
 	// A last message: whatever the session sent again came before it.
 	publish("m6")
 	sub.resumed(n2, 30*time.Second, completed)
-	if harness.CountLog(n3, `"cluster: moving session: the previous owner did not finish; taking what it handed over first" node=n3 client_id=`+id) == 0 {
-		t.Fatalf("n2 finished n3's move: the test missed the claim back it is about; n3:\n%s", harness.GrepLog(n3, "client_id="+id))
+	if err := path(tc); err != nil {
+		t.Fatal(err)
 	}
 	for _, m := range want {
 		if sub.got[m] != 1 {
 			t.Errorf("%s got %s %d times at QoS 2, want once", id, m, sub.got[m])
 		}
 	}
+	if kept && sub.publishes["k2"] != 1 {
+		t.Errorf("%s got k2's PUBLISH %d times: sent again after its PUBREC [MQTT-4.3.3-6]", id, sub.publishes["k2"])
+	}
 	if sub.publishes["m5"] != 1 {
 		t.Errorf("%s got m5's PUBLISH %d times: sent again after its PUBREC and PUBREL [MQTT-4.3.3-6]", id, sub.publishes["m5"])
 	}
 	if t.Failed() {
 		t.Logf("got %v, PUBLISHes %v\nn2:\n%s\nn3:\n%s", sub.got, sub.publishes, harness.GrepLog(n2, "client_id="+id), harness.GrepLog(n3, "client_id="+id))
+	}
+}
+
+// TestReproQoS2KeptStepsReadBack is TestReproQoS2StepsReadBack with two
+// messages published after n2's disown: its copy takes them (kept in
+// n2's held subject for the session, keep.go) and sends them to the
+// client, which completes k1 and PUBRECs k2 there. The claim back reads
+// the stream, which has neither, and its own held subject, which has
+// both: each must come once, and k2 as its PUBREL only.
+func TestReproQoS2KeptStepsReadBack(t *testing.T) {
+	t.Parallel() // see harness_test.go
+	const id = "sk-sub"
+	qos2StepsBack(t, id, "sk/t", "move-cut="+id+"@n3", "the move's finish waits until a newer claim was answered", true, func(tc *harness.Cluster) error {
+		n2 := tc.Nodes[1]
+		if harness.CountLog(n2, `"session moved here" node=n2 client_id=`+id+` from="replicated record"`) == 0 {
+			return fmt.Errorf("n2 did not take %s from the stream: the test missed the claim back it is about; n2:\n%s", id, harness.GrepLog(n2, "client_id="+id))
+		}
+		return nil
+	})
+}
+
+// keptSteps publishes k1 and k2 to the disowned copy's client, which
+// completes k1 and sends k2's PUBREC, leaving its PUBREL unread.
+func keptSteps(t *testing.T, sub *qos2Sub, publish func(string)) {
+	t.Helper()
+	publish("k1")
+	publish("k2")
+	k2 := false
+	for deadline := time.Now().Add(10 * time.Second); !sub.completed["k1"] || !k2; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: k1 not completed or k2 not sent on n2 before its takeover: the test missed the window it is about", sub.id)
+		}
+		p, err := sub.conn.ReadPacket(time.Second)
+		if err != nil {
+			continue
+		}
+		if p.Type == rawclient.PUBREL {
+			if a, err := rawclient.ParseAck(5, p.Body); err == nil && sub.awaiting[a.ID] == "k2" {
+				continue // left unread
+			}
+		}
+		if p.Type == rawclient.PUBLISH {
+			if m, err := rawclient.ParsePublish(5, p.Flags, p.Body); err == nil && string(m.Payload) == "k2" {
+				k2 = true
+			}
+		}
+		sub.handle(p)
 	}
 }
