@@ -60,14 +60,15 @@ type heldRead struct {
 
 // adoptHeld puts rec, read from the stream for a connecting client (its
 // last op written at last, at epoch), in the server together with what
-// was held for it since then (above), and follows the held subjects for heldWatch as
+// was held for it since then (above; from behind's place in its node's
+// subject, if that op named one: opHeldHeader), and follows the held subjects for heldWatch as
 // takeHeld does. begin is asked, just before the session goes in the
 // server, whether the claim still stands (owners.beginAdopt): the reads
 // take seconds under load, and a newer claim of the id may have come
 // meanwhile; if not (nil), nothing is adopted and adoptHeld returns
 // false. Its wait is finished once the session has what was held for it
 // (as takeHeld's w).
-func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, last time.Time, epoch uint64, begin func() *heldWait, prev ...string) bool {
+func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, last time.Time, epoch uint64, behind heldBehind, begin func() *heldWait, prev ...string) bool {
 	n := s.n
 	id := rec.ClientID
 	// The subjects publishers are holding for now (the dropped nodes',
@@ -94,6 +95,13 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 		var kept time.Time
 		if node == n.cfg.Node && from == 0 {
 			kept = s.keptSince(id, epoch)
+		}
+		// The last op's node had not applied what was held for it from
+		// there on (opHeldHeader): by time, that would be passed over.
+		if node == behind.node && behind.from > 0 && (from == 0 || behind.from < from) {
+			n.log.Info("cluster: a held subject read for a session from where its node's follower stood at the session's last op",
+				"client_id", id, "peer", node, "from", behind.from, "last", last)
+			from = behind.from
 		}
 		reads = append(reads, s.readAhead(ctx, node, from, last, kept, rec))
 	}
@@ -185,8 +193,13 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 	// before (the stream's clock); holds count from since, as before: one
 	// stored before the last op reached the session then.
 	keptFrom, start := since, since
-	if !kept.IsZero() && from == 0 {
-		keptFrom, start = minTime(since, kept), minTime(since, kept.Add(-heldBackMargin))
+	if !kept.IsZero() {
+		// Read by sequence (from), the kept copies still count from
+		// the earlier of the two.
+		keptFrom = minTime(since, kept)
+		if from == 0 {
+			start = minTime(since, kept.Add(-heldBackMargin))
+		}
 	}
 	s.mu.Lock()
 	js := s.js

@@ -519,6 +519,7 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 	from := prev
 	var last time.Time
 	var lastEpoch uint64
+	var behind heldBehind
 	if !answered && o.n.sess != nil {
 		// This node's own ops of the id still queued (written before
 		// it lost the id, the stream without a quorum for it) land
@@ -526,14 +527,14 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 		// purge them unread (keep.go, keptSince).
 		o.n.sess.awaitSent(ctx, id)
 		var err error
-		if rec, last, lastEpoch, err = o.n.sess.recoverEnd(ctx, id); err != nil {
+		if rec, last, lastEpoch, behind, err = o.n.sess.recoverEnd(ctx, id); err != nil {
 			// The id stays unread: the next claim reads the stream.
 			return fmt.Errorf("cluster: reading the session of %q: %w", id, err)
 		}
 		from = "replicated record"
 	}
 	if !answered && o.n.sess != nil && rec != nil {
-		return o.takeFromStream(id, rec, last, lastEpoch, prev)
+		return o.takeFromStream(id, rec, last, lastEpoch, behind, prev)
 	}
 	// A later claim that asked this node to let go meanwhile was told to
 	// read the stream (onRelease took the mark): that connection is the
@@ -610,7 +611,7 @@ func (o *owners) resumeHere(id string, epoch uint64) {
 }
 
 // takeFromStream adopts rec, id's session read from its partition stream
-// (its last op written at last, at lastEpoch) for a connecting client, with what was
+// (its last op written at last, at lastEpoch, saying behind) for a connecting client, with what was
 // held for it (adoptHeld). The id stays unread (owners.unread) until the
 // session is in the server: a later claim's release request that comes
 // while the held subjects are read ahead (seconds under load) is told to
@@ -619,7 +620,7 @@ func (o *owners) resumeHere(id string, epoch uint64) {
 // "nothing to hand over", and the newer connection started afresh
 // (TestClusterTransports/NodeKill: mqtt.js got Session Present 0 and 141
 // acknowledged messages never came).
-func (o *owners) takeFromStream(id string, rec *broker.StoredSession, last time.Time, lastEpoch uint64, prev string) error {
+func (o *owners) takeFromStream(id string, rec *broker.StoredSession, last time.Time, lastEpoch uint64, behind heldBehind, prev string) error {
 	// Held for this node until the session is adopted here, or for a
 	// while after a newer claim superseded this one (claimhold.go).
 	o.n.sess.claimHold(id, rec.Subs)
@@ -637,7 +638,7 @@ func (o *owners) takeFromStream(id string, rec *broker.StoredSession, last time.
 	}
 	hctx, cancel := context.WithTimeout(o.n.ctx, o.n.cfg.ForwardTimeout)
 	defer cancel()
-	adopted := o.n.sess.adoptHeld(hctx, rec, last, lastEpoch, func() *heldWait { return o.beginAdopt(id) }, prev)
+	adopted := o.n.sess.adoptHeld(hctx, rec, last, lastEpoch, behind, func() *heldWait { return o.beginAdopt(id) }, prev)
 	o.n.sess.claimHoldEnd(id, adopted)
 	if !adopted {
 		return fmt.Errorf("cluster: %w", errSuperseded)

@@ -204,6 +204,10 @@ type repOp struct {
 	epochSet bool
 	// made: when the op was appended here (opMadeHeader).
 	made time.Time
+	// held: the first message held for this node that its own follower
+	// had not applied durably when the op was appended, while the others
+	// may have held for it lately; 0 otherwise (opHeldHeader).
+	held uint64
 	// pack: 0 until the op is first published; then, on the first op
 	// of a pack (sessions_wire.go), the number of ops in it, and -1 on
 	// the others. A pack is sent again as it was, under its first op's
@@ -259,6 +263,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 	defer s.mu.Unlock()
 	t = s.local.Append(ops...)
 	now := time.Now()
+	held := s.ownHeldBehind(now)
 	for i := range ops {
 		op := &ops[i]
 		if op.ClientID != "" {
@@ -328,7 +333,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 		q := &s.parts[s.partition(op.ClientID)]
 		q.ops = append(q.ops, repOp{ticket: t, id: op.ClientID, kind: op.Kind, body: body,
 			msgID: s.n.inc + "." + strconv.FormatUint(s.seq, 36), rollup: rollup,
-			epoch: s.epochs[op.ClientID], epochSet: s.ready, made: now})
+			epoch: s.epochs[op.ClientID], epochSet: s.ready, made: now, held: held})
 		s.pending++
 		if rollup && s.n.fault.pausesAfterRollup(op.ClientID) {
 			pause = true
@@ -1002,6 +1007,9 @@ func (s *sessions) publishMore(q *partQueue, inflight *packsInFlight) error {
 		}
 		m.Header.Set(jetstream.MsgIDHeader, head.msgID)
 		m.Header.Set(opMadeHeader, strconv.FormatInt(packMade(batch[i:i+n]).UnixNano(), 10))
+		if held := packHeld(batch[i : i+n]); held > 0 {
+			m.Header.Set(opHeldHeader, formatOpHeld(s.n.cfg.Node, held))
+		}
 		var f jetstream.PubAckFuture
 		if head.rollup && !stale[i] {
 			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
@@ -1230,39 +1238,41 @@ func (s *sessions) acknowledged(q *partQueue, n int) {
 // messages held for a gone node before then reached the session already,
 // if it matched them (held.go).
 func (s *sessions) recoverAt(ctx context.Context, id string) (*broker.StoredSession, time.Time, error) {
-	rec, last, _, err := s.recoverEnd(ctx, id)
+	rec, last, _, _, err := s.recoverEnd(ctx, id)
 	return rec, last, err
 }
 
 // recoverEnd is recoverAt, and also returns the epoch of the session's
-// last op (keptSince).
-func (s *sessions) recoverEnd(ctx context.Context, id string) (*broker.StoredSession, time.Time, uint64, error) {
+// last op (keptSince) and where its writer's own held subject is to be
+// read from (opHeldHeader), if that op says.
+func (s *sessions) recoverEnd(ctx context.Context, id string) (*broker.StoredSession, time.Time, uint64, heldBehind, error) {
 	var last time.Time
+	var behind heldBehind
 	s.mu.Lock()
 	js := s.js
 	s.mu.Unlock()
 	if js == nil {
-		return nil, last, 0, errNotReady
+		return nil, last, 0, behind, errNotReady
 	}
 	if s.n.fault.readsLate(id, s.n.remote.orphans.count.Load()) {
-		return nil, last, 0, errors.New("session stream: test fault read-late")
+		return nil, last, 0, behind, errors.New("session stream: test fault read-late")
 	}
 	if s.n.fault.failsRead(id) {
 		s.awaitSent(ctx, id)
-		return nil, last, 0, errors.New("session stream: test fault no-quorum")
+		return nil, last, 0, behind, errors.New("session stream: test fault no-quorum")
 	}
 	subj := s.subject(id)
 	stream := streamName(s.partition(id))
 	st, err := js.Stream(ctx, stream)
 	if err != nil {
-		return nil, last, 0, fmt.Errorf("session stream: %w", err)
+		return nil, last, 0, behind, fmt.Errorf("session stream: %w", err)
 	}
 	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
 	if err != nil {
-		return nil, last, 0, fmt.Errorf("session stream: %w", err)
+		return nil, last, 0, behind, fmt.Errorf("session stream: %w", err)
 	}
 	if info.State.Subjects[subj] == 0 {
-		return nil, last, 0, nil
+		return nil, last, 0, behind, nil
 	}
 	r := newReplay(id)
 	err = readAll(ctx, js, stream, jetstream.ConsumerConfig{FilterSubject: subj}, func(m jetstream.Msg) error {
@@ -1273,15 +1283,18 @@ func (s *sessions) recoverEnd(ctx context.Context, id string) (*broker.StoredSes
 		if md, err := m.Metadata(); err == nil {
 			last = r.lastOp(before, opTime(m, md.Timestamp), last)
 		}
+		if r.applied > before {
+			behind = opHeld(m) // the last op's alone: an older one's place is passed
+		}
 		return nil
 	})
 	if err != nil {
-		return nil, last, 0, fmt.Errorf("session stream: %w", err)
+		return nil, last, 0, behind, fmt.Errorf("session stream: %w", err)
 	}
 	if r.skipped > 0 {
 		s.n.log.Info("session record: skipped ops of a previous owner written after it lost the id", "client_id", id, "ops", r.skipped)
 	}
-	return r.session(), last, r.maxEpoch, nil
+	return r.session(), last, r.maxEpoch, behind, nil
 }
 
 // awaitSent waits until no op of id waits in its partition's queue, within

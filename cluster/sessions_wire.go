@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -197,6 +198,82 @@ func packMade(ops []repOp) time.Time {
 		}
 	}
 	return t
+}
+
+// opHeldHeader is, on a stream message of a session's ops made while the
+// other nodes may have held for this node lately (awayMarks), this node's
+// own held subject and the first message there that its follower had not
+// applied durably when the oldest of those ops was made: "SEQ NODE"
+// (packHeld, formatOpHeld).
+//
+// A reader takes what was held for any node before the session's last op
+// as in the session already (readAhead: its node's follower applied it).
+// Not so for a node back from a silence (cut off, paused): the others
+// held for it meanwhile, and its ops made before its follower read that
+// are still its copy's own, sent once its partition stream took them. A
+// claim that read the stream then passed over every message held for the
+// node before that op (test/jepsen TestClusterFull seed 57, session 21:
+// n1 cut off 25.3-35.96 s, 204 messages held for it at 30.5-35.9 s, its
+// follower at n1:407; forwards of before the cut reached its copy of ps3
+// at the heal, their QueuePuts made at 35.981; its claim back read n1's
+// subject from 35.981 on, 5 messages; TestReproLateOpHeld). The reader
+// reads that node's subject from SEQ instead (heldBehind), when the
+// message is the session's last op.
+const opHeldHeader = "Roost-Op-Held-From"
+
+// heldBehind is what opHeldHeader said on a session's last op: node's
+// held subject is to be read from sequence from; zero: by time.
+type heldBehind struct {
+	node string
+	from uint64
+}
+
+// ownHeldBehind returns, for an op appended at now, where this node's
+// follower of its own held subject stands (opHeldHeader), if the others
+// may have held for this node lately; 0 otherwise, and when the follower
+// never began here (what is held is read by time, as before).
+func (s *sessions) ownHeldBehind(now time.Time) uint64 {
+	if !s.n.away.maybe(now, s.n.heldWatch()) {
+		return 0
+	}
+	return s.gate.next.Load()
+}
+
+// packHeld is the earliest place (repOp.held) among ops, 0 for none.
+func packHeld(ops []repOp) uint64 {
+	var from uint64
+	for _, op := range ops {
+		if op.held > 0 && (from == 0 || op.held < from) {
+			from = op.held
+		}
+	}
+	return from
+}
+
+func formatOpHeld(node string, from uint64) string {
+	return strconv.FormatUint(from, 10) + " " + node
+}
+
+// opHeld reads stream message m's opHeldHeader; zero for none (an op
+// made outside the window, or by an older node) or one unreadable.
+func opHeld(m jetstream.Msg) heldBehind {
+	h := m.Headers()
+	if h == nil {
+		return heldBehind{}
+	}
+	return parseOpHeld(h.Get(opHeldHeader))
+}
+
+func parseOpHeld(v string) heldBehind {
+	seq, node, ok := strings.Cut(v, " ")
+	if !ok || node == "" {
+		return heldBehind{}
+	}
+	from, err := strconv.ParseUint(seq, 10, 64)
+	if err != nil {
+		return heldBehind{}
+	}
+	return heldBehind{node: node, from: from}
 }
 
 // opTime is when the ops of stream message m (stored at stored) count as
