@@ -74,15 +74,16 @@ func (m *silenceMark) caughtUp(began time.Time) {
 
 // madeAt is when an op appended now counts as made (above).
 func (m *silenceMark) madeAt(now time.Time) time.Time {
+	made := now
 	if b := m.beat.Load(); b != 0 {
 		if last := time.Unix(0, b); now.Sub(last) > deadAfter {
-			return last
+			made = last
 		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if !m.from.IsZero() && m.from.Before(now) {
-		return m.from
+	if !m.from.IsZero() && m.from.Before(made) {
+		made = m.from
 	}
-	return now
+	return made
 }
