@@ -34,7 +34,7 @@ import (
 func TestReproReturnLateOp(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id = "rl-sub"
-	r := startReturnLate(t, "rl", "read-late="+id+"@n2")
+	r := startReturnLate(t, "rl", "read-late="+id+"@n2", "60s")
 	r.owe("h") // held for n3
 
 	// The claim on n2: the record names n2, n3 does not answer, the
@@ -58,7 +58,7 @@ func TestReproReturnLateOp(t *testing.T) {
 	// n3 learns of the claim (before or after it journals the disconnect).
 	r.tc.WaitLog(r.n3, `node=n3 client_id=`+id+` owner=n2`, 1, harness.PartitionBound)
 	r.awaitLateOp()
-	r.check()
+	r.check(r.n2)
 }
 
 // TestReproReturnLateOpKilled: the same late op on a node that kept the
@@ -71,12 +71,37 @@ func TestReproReturnLateOp(t *testing.T) {
 // were read by nobody.
 func TestReproReturnLateOpKilled(t *testing.T) {
 	t.Parallel() // see harness.Main
-	r := startReturnLate(t, "rk", "held-late=60s@n3")
+	r := startReturnLate(t, "rk", "held-late=60s@n3", "60s")
 	r.owe("h")
 	r.resumeN3()
 	r.awaitLateOp()
 	r.tc.Kill(r.n3, syscall.SIGKILL)
-	r.check()
+	r.check(r.n2)
+}
+
+// TestReproReturnLateOpJanitor: as TestReproReturnLateOpKilled, but the
+// client stays away and a survivor's janitor adopts the killed node's
+// session (adopt_after 10 s), reading the held subjects from the
+// session's last op as a claim does (readSessions).
+func TestReproReturnLateOpJanitor(t *testing.T) {
+	t.Parallel() // see harness.Main
+	r := startReturnLate(t, "rj", "held-late=60s@n3", "10s")
+	r.owe("h")
+	r.resumeN3()
+	r.awaitLateOp()
+	r.tc.Kill(r.n3, syscall.SIGKILL)
+	adopted := `"session of a silent node adopted" node=%s client_id=` + r.id
+	var by *harness.Node
+	harness.Eventually(t, 60*time.Second, func() error {
+		for _, nd := range []*harness.Node{r.n1, r.n2} {
+			if harness.CountLog(nd, fmt.Sprintf(adopted, nd.Name)) > 0 {
+				by = nd
+				return nil
+			}
+		}
+		return fmt.Errorf("%s not adopted by a janitor yet", r.id)
+	})
+	r.check(by)
 }
 
 // returnLate is the scenario of the two tests above: prefix-sub's session
@@ -92,11 +117,12 @@ type returnLate struct {
 	paused, back time.Time
 }
 
-func startReturnLate(t *testing.T, prefix, fault string) *returnLate {
+func startReturnLate(t *testing.T, prefix, fault, adoptAfter string) *returnLate {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	// Nobody adopts n3's session on their own while it is paused.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n"), 0o644)
+	// Nobody adopts n3's session on their own while it is paused (the
+	// pause is shorter than 10 s).
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: "+adoptAfter+"\n"), 0o644)
 	tc := harness.StartClusterFault(t, 3, fault, "--config", cfg)
 	r := &returnLate{t: t, tc: tc, n1: tc.Nodes[0], n2: tc.Nodes[1], n3: tc.Nodes[2], prefix: prefix, id: prefix + "-sub"}
 	var sub *harness.Client
@@ -148,21 +174,21 @@ func (r *returnLate) awaitLateOp() {
 	time.Sleep(time.Second)
 }
 
-// check resumes the session on n2 and asks for every acknowledged message,
-// the QoS 2 ones once; then whether n2's read took the test's path.
-func (r *returnLate) check() {
+// check resumes the session on nd and asks for every acknowledged message,
+// the QoS 2 ones once; then whether nd's read took the test's path.
+func (r *returnLate) check(nd *harness.Node) {
 	t := r.t
 	t.Helper()
-	back := harness.Resume(t, r.n2, r.id, harness.QueuedExpiry, 60*time.Second)
+	back := harness.Resume(t, nd, r.id, harness.QueuedExpiry, 60*time.Second)
 	got, lost := harness.ReceiveAll(back, r.owed, 30*time.Second)
 	// A QoS 2 message sent again comes right behind the others.
 	extra, _ := harness.ReceiveAll(back, []string{"none"}, 2*time.Second)
 	for p, k := range extra {
 		got[p] += k
 	}
-	since := readSince(r.n2, r.id, "n3")
-	t.Logf("%d acknowledged, %d lost; n2's read of n3's held subject began at %s (n3 paused at %s, resumed at %s)",
-		len(r.owed), len(lost), since.Format(stamp), r.paused.UTC().Format(stamp), r.back.UTC().Format(stamp))
+	since := readSince(nd, r.id, "n3")
+	t.Logf("%d acknowledged, %d lost; %s's read of n3's held subject began at %s (n3 paused at %s, resumed at %s)",
+		len(r.owed), len(lost), nd.Name, since.Format(stamp), r.paused.UTC().Format(stamp), r.back.UTC().Format(stamp))
 	var twice []string
 	for p, k := range got {
 		if k > 1 && strings.Contains(p, "b-") {
@@ -170,7 +196,7 @@ func (r *returnLate) check() {
 		}
 	}
 	logs := func() string {
-		return "n2:\n" + harness.GrepLog(r.n2, r.id) + "\nn3:\n" + harness.GrepLog(r.n3, r.id, "silence", "did not run", "replicated", "partition stream")
+		return nd.Name + ":\n" + harness.GrepLog(nd, r.id) + "\nn3:\n" + harness.GrepLog(r.n3, r.id, "silence", "did not run", "replicated", "partition stream")
 	}
 	if len(lost) > 0 || len(twice) > 0 {
 		t.Fatalf("%s lost %d of %d acknowledged messages %v, QoS 2 more than once %v\n%s", r.id, len(lost), len(r.owed), lost, twice, logs())
@@ -180,8 +206,8 @@ func (r *returnLate) check() {
 	// not at the session's last op before it (n3's op not in the stream
 	// yet when n2 read it).
 	if since.Before(r.paused.Add(-1500 * time.Millisecond)) {
-		t.Skipf("n2 read n3's held subject from %s, before n3's last heartbeat: n3's op made after the pause was not read; the test missed its path\n%s",
-			since.Format(stamp), logs())
+		t.Skipf("%s read n3's held subject from %s, before n3's last heartbeat: n3's op made after the pause was not read; the test missed its path\n%s",
+			nd.Name, since.Format(stamp), logs())
 	}
 }
 
@@ -190,14 +216,15 @@ const stamp = "15:04:05.000"
 func ptr[T any](v T) *T { return &v }
 
 // readSince returns where nd's last read ahead of peer's held subject for
-// id began (its debug log); zero if it did not read it.
+// id began (its debug log: a claim's, or a janitor's whose first session
+// is id); zero if it did not read it.
 func readSince(nd *harness.Node, id, peer string) time.Time {
-	re := regexp.MustCompile(`read ahead for a session taken from the stream" node=\S+ client_id=` + regexp.QuoteMeta(id) +
-		` peer=` + peer + ` since=(\S+)`)
-	m := re.FindAllStringSubmatch(harness.GrepLog(nd, "read ahead for a session taken from the stream"), -1)
+	re := regexp.MustCompile(`read ahead for a (session taken from the stream" node=\S+ client_id|silent node's sessions" node=\S+ sessions=1 first)=` +
+		regexp.QuoteMeta(id) + ` peer=` + peer + ` since=(\S+)`)
+	m := re.FindAllStringSubmatch(harness.GrepLog(nd, "read ahead for a"), -1)
 	if len(m) == 0 {
 		return time.Time{}
 	}
-	at, _ := time.Parse(time.RFC3339Nano, m[len(m)-1][1])
+	at, _ := time.Parse(time.RFC3339Nano, m[len(m)-1][2])
 	return at
 }
