@@ -1509,6 +1509,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 			// restored sessions is in their queues.
 			s.settleCatch()
 			s.settleCatch = nil
+			s.silence.caughtUp(s.settledAt)
 		}
 		if end && s.gate.settle() {
 			s.onSettled()
@@ -2627,13 +2628,19 @@ func (s *sessions) endRestoreCatch() {
 // are watched (a message both held and forwarded reaches them once) and
 // release requests for them wait for it, as after a settle (onSettled).
 // Not while restored sessions are unsettled: the settle's catch-up
-// covers them.
-func (s *sessions) catchUpOnReturn() {
+// covers them. from is the last heartbeat before the silence, back now:
+// until the follower read what was held, this node's ops count as made
+// at from (silence.go).
+func (s *sessions) catchUpOnReturn(from, back time.Time) {
+	s.silence.begin(from, back)
 	if s.gate.unsettledAny() {
 		return
 	}
 	ids := s.persistentHere()
 	if len(ids) == 0 {
+		// Nothing here was held for; a session that comes here reads
+		// the held subjects itself (adoptHeld).
+		s.silence.caughtUp(back)
 		return
 	}
 	until := time.Now().Add(s.n.heldWatch())

@@ -444,6 +444,8 @@ func (s *sessions) adoptAhead(ctx context.Context, cs []claimedOrphan, dead stri
 		rctx, cancel := context.WithTimeout(ctx, n.cfg.ForwardTimeout)
 		r := s.readAheadFor(rctx, node, since, subs, recs)
 		cancel()
+		n.log.Debug("cluster: messages held for a node read ahead for a silent node's sessions", "sessions", len(cs),
+			"first", cs[0].rec.ClientID, "peer", node, "since", since, "next", r.next, "err", r.err)
 		if r.err != nil {
 			n.log.Warn("cluster: messages held for a node not read yet; following", "sessions", len(cs), "peer", node, "err", r.err)
 		}

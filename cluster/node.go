@@ -273,9 +273,14 @@ func (n *Node) announceLoop() {
 			// tick's time: a tick sent before a pause comes after it.
 			now := time.Now()
 			if !last.IsZero() && now.Sub(last) > deadAfter && n.sess != nil {
-				n.sess.catchUpOnReturn()
+				n.sess.catchUpOnReturn(last, now)
 			}
 			last = now
+			if n.sess != nil {
+				// After catchUpOnReturn: an op appended in between
+				// counts from the silence's start either way.
+				n.sess.silence.beating(now)
+			}
 			ds, seq := n.local.take()
 			for _, b := range encodeDeltasLimited(n.cfg.Node, n.inc, ds, n.interestLimit()) {
 				n.publish(subj, b)

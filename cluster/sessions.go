@@ -141,6 +141,9 @@ type sessions struct {
 	// from a silence (catchUpOnReturn), for followOwnHeld's goroutine to
 	// take as it takes settleCatch; nil for none.
 	returnCatch atomic.Pointer[func()]
+	// silence: a silence this node is back from and has not read the
+	// holds of yet, for when its ops count as made (silence.go).
+	silence silenceMark
 	// persist: the plain filters of the persistent sessions journaled
 	// here, announced as persistent interest (persistent.go).
 	persist *persistentFilters
@@ -264,6 +267,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 	t = s.local.Append(ops...)
 	now := time.Now()
 	held := s.ownHeldBehind(now)
+	made := s.silence.madeAt(now)
 	for i := range ops {
 		op := &ops[i]
 		if op.ClientID != "" {
@@ -333,7 +337,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 		q := &s.parts[s.partition(op.ClientID)]
 		q.ops = append(q.ops, repOp{ticket: t, id: op.ClientID, kind: op.Kind, body: body,
 			msgID: s.n.inc + "." + strconv.FormatUint(s.seq, 36), rollup: rollup,
-			epoch: s.epochs[op.ClientID], epochSet: s.ready, made: now, held: held})
+			epoch: s.epochs[op.ClientID], epochSet: s.ready, made: made, held: held})
 		s.pending++
 		if rollup && s.n.fault.pausesAfterRollup(op.ClientID) {
 			pause = true

@@ -186,7 +186,9 @@ type replay struct {
 // from 05.242; TestReproKeptBeforeLateOps). A record holds nothing its
 // node took after the op was made, so the made time is the bound; a
 // stream message without the header (an older node) counts by its stored
-// time, as before.
+// time, as before. A node back from a silence has not taken what was held
+// for it meanwhile until its follower read it: its ops until then count
+// as made at the silence's start (silence.go; seed 41).
 const opMadeHeader = "Roost-Op-Made"
 
 // packMade is when the newest of ops was appended here.
