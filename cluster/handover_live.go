@@ -1211,11 +1211,23 @@ func (n *Node) beginHanded(id string, handed []heldPos) func() {
 	w := newHeldWait(n.own.holdRelease([]string{id}))
 	cw := newHeldWait(nil)
 	cw.done = n.catchUp(id, w.finish, cw.unreadFrom)
-	return func() {
+	follow := func() {
 		n.sess.followHanded(id, handed, until, cw)
 		cw.finish()
 		n.log.Info("cluster: held subjects read on from the previous owner's places for a session moved here",
 			"client_id", id, "held_from", heldPosText(handed))
+	}
+	if !n.fault.handsLate(id) {
+		return follow
+	}
+	return func() {
+		n.log.Info("cluster: test fault: the reads from the previous owner's places wait until the id is lost here", "client_id", id)
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.fault.awaitLost(n.ctx, func() bool { return n.sess.lostHere(id) })
+			follow()
+		}()
 	}
 }
 
