@@ -1153,6 +1153,12 @@ func (mv *liveMoves) cutDone(prev, id string, mi *moveIn, rec *broker.StoredSess
 // for.
 func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (delivered, expired int, last broker.Ticket) {
 	n := mv.n
+	if n.sess != nil && n.own != nil && len(mi.handed) > 0 {
+		// Ended by beginHanded's catch-up once its reads are done
+		// (sessions.go, "A session moved here whose held reads are not
+		// done"); the adoption's ops are the first it bounds.
+		n.sess.capMade(id, handedFloor(mi.handed), time.Now().Add(n.heldWatch()))
+	}
 	n.srv.Adopt(rec)
 	if n.sess != nil {
 		n.sess.watchArrival(id)
@@ -1210,7 +1216,10 @@ func (n *Node) beginHanded(id string, handed []heldPos) func() {
 	n.watch.watch(id, until)
 	w := newHeldWait(n.own.holdRelease([]string{id}))
 	cw := newHeldWait(nil)
-	cw.done = n.catchUp(id, w.finish, cw.unreadFrom)
+	cw.done = n.catchUp(id, func() {
+		n.sess.uncapMade(id) // the reads are done, what they brought journalled
+		w.finish()
+	}, cw.unreadFrom)
 	follow := func() {
 		n.sess.followHanded(id, handed, until, cw)
 		cw.finish()
