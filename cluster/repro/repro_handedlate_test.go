@@ -2,6 +2,7 @@ package repro_test
 
 import (
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -70,7 +71,7 @@ func TestReproHandedReadLate(t *testing.T) {
 	// n3 has the session, its read of what n2's copy kept not done; the
 	// client resumes on n1, which reads the session from the stream.
 	c := pp.resume(n1, id)
-	pp.check(c, n3, n1)
+	checkOwed(pp, c, n3, n1)
 	// Every check above holds whichever way the session went; a run that
 	// missed the traced path says so (a loaded machine can take another).
 	switch {
@@ -78,5 +79,49 @@ func TestReproHandedReadLate(t *testing.T) {
 		t.Skipf("n3's move of %s named no place to read from: the test missed its path; n3:\n%s", id, harness.GrepLog(n3, "client_id="+id))
 	case harness.CountLog(n1, `"session moved here" node=n1 client_id=`+id+` from="replicated record"`) == 0:
 		t.Skipf("n1 did not take %s from the stream: the test missed its path; n1:\n%s", id, harness.GrepLog(n1, "client_id="+id))
+	}
+}
+
+// checkOwed requires every message pp had acknowledged at c, QoS 2 ones
+// once, and nothing never acknowledged nor published: issue 17's terms.
+// Unlike pacedPub.check it lets a QoS 1 message come again after the
+// others, as MQTT allows: a stream claim on the publisher's node gets
+// some again here with main's code and without this test's fault too (3
+// of 4 runs, 2026-12-06, "q1-738" after all 1,478; RESULTS.md, "ps53"),
+// which is not what this test is about.
+func checkOwed(pp *pacedPub, c *harness.Client, from, to *harness.Node) {
+	t := pp.t
+	t.Helper()
+	t.Logf("%d messages acknowledged, %d with unknown outcome", len(pp.want), pp.unknown)
+	got, lost := harness.ReceiveAll(c, pp.want, 30*time.Second)
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d acknowledged messages lost: %v\n%s:\n%s\n%s:\n%s", len(lost), len(pp.want), lost[:min(len(lost), 20)],
+			from.Name, harness.GrepLog(from, "client_id="+pp.prefix, "cluster:", "restored"), to.Name, harness.GrepLog(to, "client_id="+pp.prefix, "cluster:"))
+	}
+	again := 0
+	deadline := time.After(time.Second)
+drain:
+	for {
+		select {
+		case p := <-c.In:
+			switch m := string(p.Payload); {
+			case m == "probe":
+			case m[1] == '1' && slices.Contains(pp.want, m):
+				again++
+				got[m]++
+			default:
+				t.Fatalf("%s: unexpected message %q on %q", c.ID, m, p.Topic)
+			}
+		case <-deadline:
+			break drain
+		}
+	}
+	if again > 0 {
+		t.Logf("%d QoS 1 messages came again after the others (allowed)", again)
+	}
+	for m, n := range got {
+		if m[1] == '2' && n != 1 {
+			t.Errorf("QoS 2 message %s delivered %d times", m, n)
+		}
 	}
 }
