@@ -1340,7 +1340,7 @@ func (s *sessions) madeAt(id string, now time.Time) time.Time {
 	case !ok:
 		return now
 	case now.After(c.until):
-		delete(s.madeCaps, id) // its reads never ended: bounded as the watch is
+		delete(s.madeCaps, id) // its reads not done within the catch-up's bound
 		return now
 	case c.at.Before(now):
 		return c.at
