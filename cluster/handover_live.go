@@ -1156,11 +1156,14 @@ func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (de
 	if n.sess != nil && n.own != nil && len(mi.handed) > 0 {
 		// Ended by beginHanded's catch-up once its reads are done
 		// (sessions.go, "A session moved here whose held reads are not
-		// done"), at the latest with the catch-up's bound: from then on
-		// the client gets messages and completes them, and an op's real
-		// time is what keeps the next reader from giving a completed
-		// one again. The adoption's ops are the first it bounds.
-		n.sess.capMade(id, handedFloor(mi.handed), time.Now().Add(n.cfg.ForwardTimeout))
+		// done"), at the latest as the followers' watch ends. Not at
+		// the catch-up's bound: reads still stuck then leave what they
+		// have to read unread, and an op with its real time after the
+		// bound moved the next reader past it again
+		// (TestReproHandedReadLate, 98 of 1,026 lost with a
+		// forward_timeout bound). The adoption's ops are the first it
+		// bounds.
+		n.sess.capMade(id, handedFloor(mi.handed), time.Now().Add(n.heldWatch()))
 	}
 	n.srv.Adopt(rec)
 	if n.sess != nil {

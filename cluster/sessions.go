@@ -1340,7 +1340,7 @@ func (s *sessions) madeAt(id string, now time.Time) time.Time {
 	case !ok:
 		return now
 	case now.After(c.until):
-		delete(s.madeCaps, id) // its reads not done within the catch-up's bound
+		delete(s.madeCaps, id) // its reads never ended: bounded as their watch is
 		return now
 	case c.at.Before(now):
 		return c.at
