@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -170,6 +171,13 @@ import (
 //	                      confirmed (as claim-unconfirmed for the
 //	                      janitor's): the CONNECT is refused, no release
 //	                      request is sent, and the record names NODE
+//	handed-late=CLIENT@NODE  on NODE, the reads a live move of CLIENT
+//	                      here begins from its previous owner's places
+//	                      (beginHanded) wait until NODE lost CLIENT to a
+//	                      newer claim (at most moveLateMax): as reads
+//	                      slow under load that a fence overtakes
+//	                      (test/jepsen TestClusterFull seed 53: n2's
+//	                      read of n3's subject 12 ms after its fence)
 //	finish-gone=CLIENT@NODE  on NODE, a live move of CLIENT here asks
 //	                      its previous owner to finish only once NODE no
 //	                      longer hears from it (at most moveLateMax): as
@@ -415,6 +423,7 @@ type faults struct {
 	moveLate           string
 	finishAsked        []string
 	finishGone         string
+	handedLate         string
 	asked              chan struct{} // move-late, finish-asked: closed once a release request came
 	askedOnce          sync.Once
 	moveCut            string
@@ -519,7 +528,8 @@ var knownFaults = []string{"stall-inbound", "stop-ops", "read-late", "delay-rele
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
-	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost"}
+	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
+	"handed-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -569,6 +579,8 @@ func parseFaults(s, node string) (*faults, error) {
 			}
 		case "finish-gone":
 			f.finishGone = v
+		case "handed-late":
+			f.handedLate = v
 		case "seal-late":
 			f.sealLate = v
 		case "finish-record":
@@ -966,6 +978,20 @@ func (f *faults) unconfirmsConnect(id string) bool {
 // (finish-gone).
 func (f *faults) finishesGone(id string) bool {
 	return f != nil && f.finishGone == id
+}
+
+// handsLate reports whether the reads from the places a live move of id
+// here was handed wait until id is lost here (handed-late).
+func (f *faults) handsLate(id string) bool {
+	return f != nil && f.handedLate == id
+}
+
+// awaitLost waits, for handed-late, until lost says so, ctx ends, or
+// moveLateMax.
+func (f *faults) awaitLost(ctx context.Context, lost func() bool) {
+	for bound := time.Now().Add(moveLateMax); !lost() && time.Now().Before(bound) && ctx.Err() == nil; {
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // awaitGone waits, for finish-gone, until heard says the previous owner
