@@ -95,15 +95,17 @@ func TestReproRestoredLocalCopy(t *testing.T) {
 	if !slices.Contains(pp.want, trigger) {
 		t.Fatalf("%s not acknowledged: the test missed its path", trigger)
 	}
-	if harness.CountLog(n2, "restored session claimed elsewhere before it was settled here; dropped") == 0 {
-		t.Fatalf("n2 did not give up its unsettled copy of %s: the test missed its path; n2:\n%s", id, harness.GrepLog(n2, "client_id="+id, "cluster:"))
-	}
-	// The record n3 read must hold a message published after the
+	// The path (checked after what the client got, which must hold
+	// whichever way the session went): n2 gave up its unsettled copy,
+	// and the record n3 read holds a message published after the
 	// trigger (one n2's follower applied): queued before the kill were
 	// the trigger's predecessors, and the trigger itself once journalled
 	// again.
-	if queued, before := recordSize(t, n3, id), slices.Index(pp.want, trigger); queued < before+2 {
-		t.Fatalf("n3 read %d queued messages from the stream, %d published before %s: nothing n2 applied after the restart; the test missed its path; n3:\n%s",
+	var missed string
+	if harness.CountLog(n2, "restored session claimed elsewhere before it was settled here; dropped") == 0 {
+		missed = fmt.Sprintf("n2 did not give up its unsettled copy of %s; n2:\n%s", id, harness.GrepLog(n2, "client_id="+id, "cluster:"))
+	} else if queued, before := recordSize(n3, id), slices.Index(pp.want, trigger); queued < before+2 {
+		missed = fmt.Sprintf("n3 read %d queued messages from the stream, %d published before %s: nothing n2 applied after the restart; n3:\n%s",
 			queued, before, trigger, harness.GrepLog(n3, "client_id="+id))
 	}
 
@@ -139,22 +141,24 @@ func TestReproRestoredLocalCopy(t *testing.T) {
 		t.Fatalf("%s got %d messages after newer ones of their publisher: %v\nn3:\n%s", id, len(late), late[:min(len(late), 20)],
 			harness.GrepLog(n3, "client_id="+id))
 	}
+	if missed != "" {
+		t.Skipf("the test missed its path (nothing lost, nothing out of order): %s", missed)
+	}
 }
 
 // recordSize returns how many queued messages the session id had in the
-// record nd took it from (its "session moved here" line); the test fails
-// without that line.
-func recordSize(t *testing.T, nd *harness.Node, id string) int {
-	t.Helper()
+// record nd took it from (its "session moved here" line); -1 without
+// that line (nd did not take it from the stream).
+func recordSize(nd *harness.Node, id string) int {
 	line := harness.GrepLog(nd, `msg="session moved here" node=`+nd.Name+` client_id=`+id+` from="replicated record"`)
 	_, n, ok := strings.Cut(line, " messages=")
 	if !ok {
-		t.Fatalf("%s did not take %s from the stream: the test missed its path; %s:\n%s", nd.Name, id, nd.Name, harness.GrepLog(nd, "client_id="+id))
+		return -1
 	}
 	n, _, _ = strings.Cut(n, "\n")
 	queued, err := strconv.Atoi(strings.TrimSpace(n))
 	if err != nil {
-		t.Fatalf("%s: %q: %v", nd.Name, line, err)
+		return -1
 	}
 	return queued
 }
