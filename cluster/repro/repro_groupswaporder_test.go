@@ -14,27 +14,44 @@ import (
 )
 
 // TestReproGroupSwapOrder: the two members of a share group swap nodes
-// live at once, sw-m0 from n1 to n2 and sw-m1 from n2 to n1, while a
-// publisher on n3 sends QoS 1 to the group without waiting for each
-// PUBACK. Each node then had a disowned copy of one member (an away key)
-// and the other member moving in; with both nodes announcing the away
-// key nobody was left out, and n3 gave each node turns. n2's turns went
-// into sw-m1's disowned copy while n2's own move in of sw-m0 waited for
-// n1's answer, and reached sw-m1 in that copy's export, which n1's
-// adoption delivered before what n1 had held for sw-m1 from the same
+// live at once, m0 from n1 to n2 and m1 from n2 to n1, while a
+// publisher on n3 sends to the group without waiting for each
+// acknowledgement: QoS 1, and QoS 1 and 2 by turns (a QoS 2 message held
+// for a move holds its publisher's next ones back until the adoption, as
+// the node waits to confirm it before its PUBREC, so the second form's
+// window carries few messages). Each node then had a disowned copy of
+// one member (an away key) and the other member moving in; with both
+// nodes announcing the away key nobody was left out, and n3 gave each
+// node turns. n2's turns went
+// into m1's disowned copy while n2's own move in of m0 waited for
+// n1's answer, and reached m1 in that copy's export, which n1's
+// adoption delivered before what n1 had held for m1 from the same
 // publisher: out of order [MQTT-4.6.0-5] (test/jepsen TestClusterFull
 // seed 44, session 21: g0m1 got pub0#681 and #683 from n2's copy before
-// #680, #682 and #684, held by n1). Here n1's answer for sw-m0 comes
-// 1.5 s late (steps-late) and n1's move of sw-m1 asks for its finish
+// #680, #682 and #684, held by n1). Here n1's answer for m0 comes
+// 1.5 s late (steps-late) and n1's move of m1 asks for its finish
 // 1.5 s late (finish-slow), so the window is seconds long. Each member's
 // first deliveries must keep publication order, and every message must
 // reach one of them.
 func TestReproGroupSwapOrder(t *testing.T) {
-	t.Parallel() // see harness_test.go
-	const m0, m1, prefix = "sw-m0", "sw-m1", "sw"
+	t.Parallel() // see harness.Main
+	for _, tt := range []struct {
+		name   string
+		prefix string
+		qos2   bool
+	}{{"qos1", "sw", false}, {"qos12", "sv", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			testGroupSwapOrder(t, tt.prefix, tt.qos2)
+		})
+	}
+}
+
+func testGroupSwapOrder(t *testing.T, prefix string, qos2 bool) {
+	m0, m1 := prefix+"-m0", prefix+"-m1"
 	tc := harness.StartClusterFault(t, 3, "steps-late="+m0+"@n1,finish-slow="+m1+"@n1")
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
-	sub := paho.SubscribeOptions{Topic: "$share/" + prefix + "/" + prefix + "/#", QoS: 1}
+	sub := paho.SubscribeOptions{Topic: "$share/" + prefix + "/" + prefix + "/#", QoS: 2}
 	old0 := harness.NewPersistent(t, n1, m0, sub)
 	old1 := harness.NewPersistent(t, n2, m1, sub)
 	pub := harness.Connect(t, n3, prefix+"-pub")
@@ -47,11 +64,17 @@ func TestReproGroupSwapOrder(t *testing.T) {
 			}
 		}
 	}
+	qos := func(i int) byte {
+		if qos2 && i%2 == 1 {
+			return 2
+		}
+		return 1
+	}
 	sent := 0
 	send := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_, err := pub.PublishWithOptions(ctx, &paho.Publish{Topic: prefix + "/t", QoS: 1, Payload: []byte(fmt.Sprintf("%06d", sent))},
+		_, err := pub.PublishWithOptions(ctx, &paho.Publish{Topic: prefix + "/t", QoS: qos(sent), Payload: []byte(fmt.Sprintf("%06d", sent))},
 			paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
 		if err != nil {
 			t.Fatalf("publish %d: %v", sent, err)
@@ -76,7 +99,7 @@ func TestReproGroupSwapOrder(t *testing.T) {
 		}
 		tc.WaitLog(c.nd, "client_id="+c.id+` reason="client disconnected normally"`, 1, 10*time.Second)
 	}
-	// sw-m0 first: n1's answer waits, and meanwhile sw-m1's move into n1
+	// m0 first: n1's answer waits, and meanwhile m1's move into n1
 	// is answered at once by n2.
 	back0 := harness.ResumeInBackground(t, n2, m0, 600)
 	send()
