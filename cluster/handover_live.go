@@ -797,6 +797,7 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	}
 	for _, k := range mi.groups {
 		n.local.add(k)
+		n.local.arrive(k, true)
 	}
 	n.gate.Unlock()
 	defer func() {
@@ -804,6 +805,7 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 			n.local.remove(ikey{f, ""})
 		}
 		for _, k := range mi.groups {
+			n.local.arrive(k, false)
 			n.local.remove(k)
 		}
 	}()

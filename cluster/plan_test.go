@@ -179,3 +179,55 @@ func TestAwayKeysFollowTheCopy(t *testing.T) {
 		t.Error("away key announced for a copy no longer disowned")
 	}
 }
+
+// TestArrivingMemberHidesAwayKey: while a member of a share group moves
+// in live here (localInterest.arrive), the group's away key is not
+// announced, in deltas or snapshots, and comes back once no member of the
+// group is arriving any more (TestReproGroupSwapOrder).
+func TestArrivingMemberHidesAwayKey(t *testing.T) {
+	g := ikey{"t/#", "g0"}
+	away := awayKey(g)
+	other := ikey{"u/#", "g1"}
+	l := newLocalInterest()
+	l.add(g)
+	l.add(away)
+	l.add(awayKey(other))
+	l.take()
+	step := func(what string, f func(), want ...delta) {
+		t.Helper()
+		f()
+		ds, _ := l.take()
+		for i := range ds {
+			ds[i].seq = 0
+		}
+		if !slices.Equal(ds, want) {
+			t.Errorf("%s: deltas %v, want %v", what, ds, want)
+		}
+	}
+	announced := func() bool {
+		keys, _ := l.snapshot()
+		return slices.Contains(keys, away)
+	}
+	step("a member arrives", func() { l.arrive(g, true) }, delta{0, false, away})
+	if announced() {
+		t.Error("away key in the snapshot while a member arrives")
+	}
+	step("a second one", func() { l.arrive(g, true) })
+	step("another group's member", func() { l.arrive(other, true) }, delta{0, false, awayKey(other)})
+	step("another group's done", func() { l.arrive(other, false) }, delta{0, true, awayKey(other)})
+	step("one of two done", func() { l.arrive(g, false) })
+	step("a second copy disowned", func() { l.add(away) })
+	step("the last done", func() { l.arrive(g, false) }, delta{0, true, away})
+	if !announced() {
+		t.Error("away key not in the snapshot once no member arrives")
+	}
+	step("copies gone", func() { l.remove(away); l.remove(away) }, delta{0, false, away})
+	// A copy disowned while a member arrives: announced only after.
+	step("arrives first", func() { l.arrive(g, true) })
+	step("disowned meanwhile", func() { l.add(away) })
+	step("done", func() { l.arrive(g, false) }, delta{0, true, away})
+	step("gone", func() { l.remove(away) }, delta{0, false, away})
+	if l.count(g) != 1 {
+		t.Errorf("the group's own key counted %d, want 1: arrive is not interest", l.count(g))
+	}
+}
