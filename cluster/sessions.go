@@ -118,6 +118,9 @@ type sessions struct {
 	// carried to the session, with the loss they were kept since
 	// (lostFrom), for a live move back here (keep.go, keptUnread).
 	unread map[string]time.Time
+	// keptOut: the kept key announced for each id whose copy's kept
+	// messages are unread here (keep.go, announceKeptLocked).
+	keptOut map[string]ikey
 	// unsure: clean wills whose claim here was not confirmed
 	// (cleanwill.go).
 	unsure   unsureWills
@@ -529,6 +532,9 @@ func (s *sessions) disown(id string) {
 			delete(s.unread, k)
 		}
 	}
+	for k := range s.keptOut {
+		s.announceKeptLocked(k) // its loss or mark may have gone above
+	}
 	s.mu.Unlock()
 }
 
@@ -577,6 +583,7 @@ func (s *sessions) adopt(id string) {
 	delete(s.away, id)
 	delete(s.heldBack, id) // this adoption's reads are its own (keep.go)
 	delete(s.unread, id)
+	s.announceKeptLocked(id)
 	for k, t := range s.arrived {
 		if now.Sub(t) > arrivedKeep {
 			delete(s.arrived, k)
@@ -596,6 +603,7 @@ func (s *sessions) readopt(id string) {
 	s.adopting[id] = true
 	delete(s.heldBack, id)
 	delete(s.unread, id)
+	s.announceKeptLocked(id)
 	s.mu.Unlock()
 }
 
