@@ -74,6 +74,12 @@ func TestReproKeptCopyThirdNode(t *testing.T) {
 	const fenced = `msg="session fenced: its client id` // either form of the fence
 	for start := time.Now(); harness.CountLogAll(n3, fenced, "client_id="+id) == 0; {
 		if time.Since(start) > harness.PartitionBound {
+			if harness.CountLog(n3, `"client taken over by another node" node=n3 client_id=`+id) > 0 {
+				// n3 answered n1's claim once it ran again and
+				// handed its copy over: no fenced copy to keep
+				// anything, and nothing was published yet.
+				t.Skipf("n3 handed its copy of %s over instead of fencing it: the test missed its path; n3:\n%s", id, harness.GrepLog(n3, "client_id="+id))
+			}
 			t.Fatalf("n3 did not fence its copy of %s within %v; n3:\n%s", id, harness.PartitionBound, harness.GrepLog(n3, "client_id="+id))
 		}
 		time.Sleep(20 * time.Millisecond)
