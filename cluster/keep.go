@@ -226,6 +226,7 @@ func (s *sessions) keepOp(op *broker.Op, lost bool) {
 // noted for a live move back here (keptUnread).
 func (s *sessions) unkeepLocked(id, why string, unread bool) {
 	s.persist.awayOff(id)
+	delete(s.fencedCopy, id)
 	n := s.kept.set(id, false)
 	if n > 0 && s.n != nil {
 		s.n.log.Info("cluster: messages a disowned copy took were kept in the held subject for its session",
@@ -768,12 +769,19 @@ func (k ikey) keptOf() (id string, since time.Time, ok bool) {
 
 // announceKeptLocked puts id's kept key out, or takes it back, as its
 // copy's kept messages are unread here or not (keptUnreadLocked); s.mu
-// held.
+// held. Only for a copy fenced without a live move out (fencedKeep) or
+// one that ended so: a copy handed over live keeps too, from its
+// disown to the move's finish, and the finish carries it; announced, a
+// move elsewhere that saw the key before its withdrawal read the
+// copies a second time (TestClusterLiveHandoverRounds: QoS 2 twice).
 func (s *sessions) announceKeptLocked(id string) {
 	if s.persist == nil {
 		return
 	}
 	at, want := s.keptUnreadLocked(id)
+	if t, ended := s.unread[id]; !s.fencedCopy[id] && (!ended || !t.Equal(at)) {
+		want = false
+	}
 	k, out := s.keptOut[id]
 	if out && (!want || k != keptKey(id, at)) {
 		s.persist.local.remove(k)
@@ -790,6 +798,24 @@ func (s *sessions) announceKeptLocked(id string) {
 	}
 }
 
+// fencedKeep notes that id's copy here was fenced with no live move
+// out pending (fence.go fenceID): nothing carries what it keeps.
+func (s *sessions) fencedKeep(id string) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.kept.has(id) {
+		return
+	}
+	if s.fencedCopy == nil {
+		s.fencedCopy = map[string]bool{}
+	}
+	s.fencedCopy[id] = true
+	s.announceKeptLocked(id)
+}
+
 // announceKept is announceKeptLocked for a copy's first kept message.
 func (s *sessions) announceKept(id string) {
 	s.mu.Lock()
@@ -799,12 +825,13 @@ func (s *sessions) announceKept(id string) {
 
 // keptElsewhere returns handed with, for each other node that announces
 // a kept key of id (keptNodes), that node's held subject from the loss
-// it names, unless handed names a place of it already: everything before
-// that place was read for the session.
-func (s *sessions) keptElsewhere(id string, handed []heldPos) []heldPos {
+// it names, unless handed names a place of it already (everything before
+// that place was read for the session) or it is prev, the old owner of
+// this move (its finish carried what its copy kept, or keptBy reads it).
+func (s *sessions) keptElsewhere(prev, id string, handed []heldPos) []heldPos {
 	self := s.n.cfg.Node
 	for node, at := range s.n.remote.kept.of(id) {
-		if node == self || slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == node }) {
+		if node == self || node == prev || slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == node }) {
 			continue
 		}
 		s.n.log.Info("cluster: a session moved here reads what a fenced copy on another node kept",

@@ -121,6 +121,9 @@ type sessions struct {
 	// keptOut: the kept key announced for each id whose copy's kept
 	// messages are unread here (keep.go, announceKeptLocked).
 	keptOut map[string]ikey
+	// fencedCopy: the kept ids whose copy here was fenced with no live
+	// move out pending (keep.go, fencedKeep).
+	fencedCopy map[string]bool
 	// unsure: clean wills whose claim here was not confirmed
 	// (cleanwill.go).
 	unsure   unsureWills
