@@ -274,6 +274,10 @@ func (o *owners) fenceID(id, node string, epoch uint64) {
 		return
 	}
 	o.n.log.Info("session fenced: its client id is owned by another node (owner records)", "client_id", id, "owner", node, "epoch", epoch)
+	if !o.pending.answered(id, epoch) {
+		// No live move out carries what the copy keeps (keep.go).
+		o.n.sess.fencedKeep(id)
+	}
 	o.endFenced(id, epoch)
 }
 

@@ -895,6 +895,7 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	}
 	if n.sess != nil {
 		mi.handed = n.sess.takeHeldBack(id, mi.handed)
+		mi.handed = n.sess.keptElsewhere(prev, id, mi.handed)
 		n.sess.adopt(id)
 	}
 	held, expired, last := mv.adopt(id, mi, rec)

@@ -207,6 +207,9 @@ type remoteInterest struct {
 	// away: the share groups each node announced away keys of
 	// (awayKey); its lock comes after mu.
 	away nodeGroups
+	// kept: the sessions each node announced kept keys of (keep.go,
+	// keptKey).
+	kept keptNodes
 }
 
 // nodeGroups is, per node, a set of share groups ({filter, group}),
@@ -352,6 +355,8 @@ func (r *remoteInterest) applyOne(p *peer, k ikey, add bool) {
 			p.keys[k] = struct{}{}
 			if k.isAway() {
 				r.away.add(p.name, k.awayOf())
+			} else if k.isKept() {
+				r.kept.set(p.name, k, true)
 			} else if k.isHold() {
 				r.orphans.add(p.name, k.orphanKey())
 			} else if !k.isPersist() {
@@ -364,6 +369,8 @@ func (r *remoteInterest) applyOne(p *peer, k ikey, add bool) {
 		delete(p.keys, k)
 		if k.isAway() {
 			r.away.remove(p.name, k.awayOf())
+		} else if k.isKept() {
+			r.kept.set(p.name, k, false)
 		} else if k.isHold() {
 			r.orphans.remove(p.name, k.orphanKey())
 		} else if !k.isPersist() {
@@ -439,11 +446,12 @@ func (r *remoteInterest) forget(p *peer, routeClosed bool) {
 		r.orphans.keep(p.name, p.keys)
 	}
 	for k := range p.keys {
-		if !k.isPersist() && !k.isAway() {
+		if !k.isPersist() && !k.isAway() && !k.isKept() {
 			r.tree.Unsubscribe(k.filter, k.group, p.name)
 		}
 	}
 	r.away.drop(p.name)
+	r.kept.drop(p.name)
 	delete(r.peers, p.name)
 	if routeClosed {
 		close(p.gone)

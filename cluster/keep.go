@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -165,13 +167,15 @@ func (k *keptCopies) taken(id string) int64 {
 	return 0
 }
 
-// count counts a message kept for id, if it is in the set.
-func (k *keptCopies) count(id string) {
+// count counts a message kept for id, if it is in the set, and returns
+// how many were kept for it (0 if it is not).
+func (k *keptCopies) count(id string) int64 {
 	if m := k.ids.Load(); m != nil {
 		if c := (*m)[id]; c != nil {
-			c.Add(1)
+			return c.Add(1)
 		}
 	}
+	return 0
 }
 
 // set adds (in) or removes id, and returns how many messages were kept
@@ -222,6 +226,7 @@ func (s *sessions) keepOp(op *broker.Op, lost bool) {
 // noted for a live move back here (keptUnread).
 func (s *sessions) unkeepLocked(id, why string, unread bool) {
 	s.persist.awayOff(id)
+	delete(s.fencedCopy, id)
 	n := s.kept.set(id, false)
 	if n > 0 && s.n != nil {
 		s.n.log.Info("cluster: messages a disowned copy took were kept in the held subject for its session",
@@ -236,6 +241,7 @@ func (s *sessions) unkeepLocked(id, why string, unread bool) {
 		}
 		s.unread[id] = m.at
 	}
+	s.announceKeptLocked(id)
 }
 
 // unkeep takes id out of the set: its session moved out live, and the
@@ -355,6 +361,7 @@ func (s *sessions) takeHeldBack(id string, handed []heldPos) []heldPos {
 		msg = "cluster: a session moved here reads what its fenced copy here kept"
 	}
 	delete(s.unread, id)
+	s.announceKeptLocked(id)
 	s.mu.Unlock()
 	self := s.n.cfg.Node
 	if !ok || slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == self }) {
@@ -517,7 +524,9 @@ func (n *Node) keep(k originKey, o broker.Origin, fwd []byte, ks []keptCopy) ([]
 			return fs, fmt.Errorf("kept for a disowned copy of %q: %w", kc.id, err)
 		}
 		fs = append(fs, f)
-		s.kept.count(kc.id)
+		if s.kept.count(kc.id) == 1 {
+			s.announceKept(kc.id)
+		}
 		n.fault.keptFor(kc.id)
 		ids = append(ids, kc.id)
 	}
@@ -712,4 +721,173 @@ func onlyFor(m jetstream.Msg, ids func(string) bool) func(string) bool {
 		return ids
 	}
 	return func(id string) bool { return id == f && ids(id) }
+}
+
+// A live move between two other nodes. The copy's node is neither the
+// old owner nor the new one of a later live move, and neither read its
+// held subject for the session: the old owner had the session by a live
+// move itself, or from the stream before the fence, and names no place
+// of this node's subject (bench/jepsen/RESULTS.md "kept3";
+// TestReproKeptCopyThirdNode: every message the copy kept, lost). So
+// while its copy's kept messages are unread here (keptUnreadLocked) the
+// node announces a kept key for the session with the loss they were kept
+// since, and a live move onto any other node reads this node's held
+// subject for the session from there (keptElsewhere), as a move onto
+// this node reads its own (takeHeldBack). Not a message to the owner
+// when the copy's node sees it fenced: the owner may have the session
+// offline and move it on before it reads, and a live client would get
+// the kept copies behind what it got since (the move's catch-up puts
+// them first). Announced, not pushed: the copy's node does not know
+// which move reads them, so the key stays until the mark goes here (a
+// move back or a claim here reads them, or arrivedKeep passes), and
+// each live move meanwhile reads the place again: what the session's
+// state holds already is left out (its queue, its Seen ring, the origin
+// watch), a QoS 1 copy delivered and acknowledged long before may come
+// again.
+
+// keptGroup is the pseudo share group of a kept key: keptKey.
+const keptGroup = "\x00kept"
+
+// keptKey is the interest key announcing that this node's held subject
+// holds copies kept for session id since since (its loss) that nothing
+// carried to it. Its filter is the client id; not routing interest.
+func keptKey(id string, since time.Time) ikey {
+	return ikey{id, keptGroup + "\x00" + strconv.FormatInt(since.UnixNano(), 10)}
+}
+
+// isKept reports whether k is a kept key; keptOf the session and the
+// loss it names (ok false for a malformed one).
+func (k ikey) isKept() bool { return strings.HasPrefix(k.group, keptGroup) }
+
+func (k ikey) keptOf() (id string, since time.Time, ok bool) {
+	ns, err := strconv.ParseInt(strings.TrimPrefix(k.group, keptGroup+"\x00"), 10, 64)
+	if err != nil {
+		return "", time.Time{}, false
+	}
+	return k.filter, time.Unix(0, ns), true
+}
+
+// announceKeptLocked puts id's kept key out, or takes it back, as its
+// copy's kept messages are unread here or not (keptUnreadLocked); s.mu
+// held. Only for a copy fenced without a live move out (fencedKeep) or
+// one that ended so: a copy handed over live keeps too, from its
+// disown to the move's finish, and the finish carries it; announced, a
+// move elsewhere that saw the key before its withdrawal read the
+// copies a second time (TestClusterLiveHandoverRounds: QoS 2 twice).
+func (s *sessions) announceKeptLocked(id string) {
+	if s.persist == nil {
+		return
+	}
+	at, want := s.keptUnreadLocked(id)
+	if t, ended := s.unread[id]; !s.fencedCopy[id] && (!ended || !t.Equal(at)) {
+		want = false
+	}
+	k, out := s.keptOut[id]
+	if out && (!want || k != keptKey(id, at)) {
+		s.persist.local.remove(k)
+		delete(s.keptOut, id)
+		out = false
+	}
+	if want && !out {
+		if s.keptOut == nil {
+			s.keptOut = map[string]ikey{}
+		}
+		k = keptKey(id, at)
+		s.keptOut[id] = k
+		s.persist.local.add(k)
+	}
+}
+
+// fencedKeep notes that id's copy here was fenced with no live move
+// out pending (fence.go fenceID): nothing carries what it keeps.
+func (s *sessions) fencedKeep(id string) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.kept.has(id) {
+		return
+	}
+	if s.fencedCopy == nil {
+		s.fencedCopy = map[string]bool{}
+	}
+	s.fencedCopy[id] = true
+	s.announceKeptLocked(id)
+}
+
+// announceKept is announceKeptLocked for a copy's first kept message.
+func (s *sessions) announceKept(id string) {
+	s.mu.Lock()
+	s.announceKeptLocked(id)
+	s.mu.Unlock()
+}
+
+// keptElsewhere returns handed with, for each other node that announces
+// a kept key of id (keptNodes), that node's held subject from the loss
+// it names, unless handed names a place of it already (everything before
+// that place was read for the session) or it is prev, the old owner of
+// this move (its finish carried what its copy kept, or keptBy reads it).
+func (s *sessions) keptElsewhere(prev, id string, handed []heldPos) []heldPos {
+	self := s.n.cfg.Node
+	for node, at := range s.n.remote.kept.of(id) {
+		if node == self || node == prev || slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == node }) {
+			continue
+		}
+		s.n.log.Info("cluster: a session moved here reads what a fenced copy on another node kept",
+			"client_id", id, "peer", node, "since", at.UTC().Format(time.RFC3339Nano))
+		handed = append(slices.Clone(handed), heldPos{node: node, since: at.Add(-heldBackMargin), floor: at})
+	}
+	return handed
+}
+
+// keptNodes is, per node, the sessions it announced kept keys of
+// (keptKey) with the loss each names; its own lock, taken last.
+type keptNodes struct {
+	mu sync.Mutex
+	m  map[string]map[string]time.Time // node -> client id -> since
+}
+
+func (kn *keptNodes) set(node string, k ikey, add bool) {
+	id, at, ok := k.keptOf()
+	if !ok {
+		return
+	}
+	kn.mu.Lock()
+	defer kn.mu.Unlock()
+	if !add {
+		if kn.m[node][id].Equal(at) {
+			delete(kn.m[node], id)
+		}
+		return
+	}
+	if kn.m == nil {
+		kn.m = map[string]map[string]time.Time{}
+	}
+	if kn.m[node] == nil {
+		kn.m[node] = map[string]time.Time{}
+	}
+	kn.m[node][id] = at
+}
+
+func (kn *keptNodes) drop(node string) {
+	kn.mu.Lock()
+	delete(kn.m, node)
+	kn.mu.Unlock()
+}
+
+// of returns the nodes announcing a kept key of id, with its loss.
+func (kn *keptNodes) of(id string) map[string]time.Time {
+	kn.mu.Lock()
+	defer kn.mu.Unlock()
+	var out map[string]time.Time
+	for node, ids := range kn.m {
+		if at, ok := ids[id]; ok {
+			if out == nil {
+				out = map[string]time.Time{}
+			}
+			out[node] = at
+		}
+	}
+	return out
 }

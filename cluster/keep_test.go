@@ -247,3 +247,68 @@ func TestKeptUnread(t *testing.T) {
 		t.Errorf("places %+v, want the old owner's place for n3 alone", ps)
 	}
 }
+
+// TestKeptKeys: a node announces a kept key while its fenced copy's kept
+// messages are unread (announceKeptLocked), not for a copy that a live
+// move out carries, and takes it back once a
+// move back here read them; another node that has the key reads the
+// copy node's held subject from the loss when a session moves onto it
+// live (keptElsewhere), not a node the old owner named a place of nor
+// the old owner itself, and
+// no kept key reaches the routing tree.
+func TestKeptKeys(t *testing.T) {
+	local := newLocalInterest()
+	s3 := &sessions{n: &Node{cfg: Config{Node: "n3"}, log: slog.New(slog.DiscardHandler)},
+		lost: map[string]time.Time{}, adopting: map[string]bool{}, persist: newPersistentFilters(local)}
+	s3.disown("a")
+	lost := s3.lostFrom["a"].at
+	keys, _ := local.snapshot()
+	if slices.ContainsFunc(keys, ikey.isKept) {
+		t.Fatalf("keys %q: a kept key before anything was kept", keys)
+	}
+	s3.kept.count("a")
+	s3.announceKept("a")
+	if local.has(keptKey("a", lost)) {
+		t.Fatal("a kept key for a copy not fenced: a live move out carries what it keeps")
+	}
+	s3.fencedKeep("a")
+	if !local.has(keptKey("a", lost)) {
+		t.Fatal("a fenced copy that kept a message: no kept key from the loss")
+	}
+	s3.keepOp(&broker.Op{Kind: broker.OpSessionDel, ClientID: "a"}, true)
+	if !local.has(keptKey("a", lost)) {
+		t.Fatal("the copy ended with its kept messages unread: kept key gone")
+	}
+
+	r := newRemoteInterest()
+	keys, _ = local.snapshot()
+	r.applySnapshotFor(t, "n3", keys, time.Now())
+	if got := nodesFor(r, "a"); len(got) != 0 {
+		t.Errorf("a kept key routes topic a to %v", got)
+	}
+	s1 := &sessions{n: &Node{cfg: Config{Node: "n1"}, log: slog.New(slog.DiscardHandler), remote: r}}
+	ps := s1.keptElsewhere("n2", "a", []heldPos{{node: "n2", from: 4}})
+	want := heldPos{node: "n3", since: lost.Add(-heldBackMargin), floor: lost}
+	if len(ps) != 2 || ps[1].node != want.node || !ps[1].since.Equal(want.since) || !ps[1].floor.Equal(want.floor) {
+		t.Fatalf("places %+v, want the old owner's and %+v", ps, want)
+	}
+	if ps := s1.keptElsewhere("n2", "a", []heldPos{{node: "n3", from: 9}}); len(ps) != 1 || ps[0].from != 9 {
+		t.Errorf("places %+v, want the old owner's place for n3 alone", ps)
+	}
+	if ps := s1.keptElsewhere("n3", "a", nil); len(ps) != 0 {
+		t.Errorf("places %+v: the old owner's kept key read for its own move", ps)
+	}
+	if ps := s1.keptElsewhere("n2", "b", nil); len(ps) != 0 {
+		t.Errorf("places %+v for a session nobody kept for", ps)
+	}
+
+	s3.takeHeldBack("a", nil) // the session moved back onto n3: read there
+	if local.has(keptKey("a", lost)) {
+		t.Error("kept key still out after a move back here read what the copy kept")
+	}
+	keys, _ = local.snapshot()
+	r.applySnapshot("n3", "inc", 2, keys, true)
+	if ps := s1.keptElsewhere("n2", "a", nil); len(ps) != 0 {
+		t.Errorf("places %+v after n3 took its kept key back", ps)
+	}
+}

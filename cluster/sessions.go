@@ -120,6 +120,12 @@ type sessions struct {
 	unread map[string]time.Time
 	// madeCaps: ids whose ops are made no later than a time (madeCap).
 	madeCaps map[string]madeCap
+	// keptOut: the kept key announced for each id whose copy's kept
+	// messages are unread here (keep.go, announceKeptLocked).
+	keptOut map[string]ikey
+	// fencedCopy: the kept ids whose copy here was fenced with no live
+	// move out pending (keep.go, fencedKeep).
+	fencedCopy map[string]bool
 	// unsure: clean wills whose claim here was not confirmed
 	// (cleanwill.go).
 	unsure   unsureWills
@@ -555,6 +561,9 @@ func (s *sessions) disown(id string) {
 			delete(s.unread, k)
 		}
 	}
+	for k := range s.keptOut {
+		s.announceKeptLocked(k) // its loss or mark may have gone above
+	}
 	s.mu.Unlock()
 }
 
@@ -603,6 +612,7 @@ func (s *sessions) adopt(id string) {
 	delete(s.away, id)
 	delete(s.heldBack, id) // this adoption's reads are its own (keep.go)
 	delete(s.unread, id)
+	s.announceKeptLocked(id)
 	for k, t := range s.arrived {
 		if now.Sub(t) > arrivedKeep {
 			delete(s.arrived, k)
@@ -622,6 +632,7 @@ func (s *sessions) readopt(id string) {
 	s.adopting[id] = true
 	delete(s.heldBack, id)
 	delete(s.unread, id)
+	s.announceKeptLocked(id)
 	s.mu.Unlock()
 }
 
