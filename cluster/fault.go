@@ -25,6 +25,11 @@ import (
 //	                      store but never replicated: a Wait for them
 //	                      times out, as if the node died before its
 //	                      partition stream took them
+//	stall-queue=CLIENT@NODE  on node NODE, the messages queued for
+//	                      CLIENT (OpQueuePut) are kept the same way: the
+//	                      node dies, in effect, before its delivery of
+//	                      them is durable, while its other writes (a
+//	                      share group's claim) go on
 //	read-late=CLIENT@NODE  on NODE, reading CLIENT's session from its
 //	                      partition stream (a claim whose previous owner
 //	                      did not answer) fails until the node has held
@@ -362,6 +367,7 @@ const faultEnv = "ROOST_TEST_FAULT"
 // faults are the injected faults (see faultEnv); nil for none.
 type faults struct {
 	stallInbound       string
+	stallQueue         string
 	readLate           string
 	orphansSeen        atomic.Bool // read-late: orphan interest was kept once
 	delayRelease       string
@@ -503,7 +509,7 @@ const overtakenWait = 20 * time.Second
 const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
-var knownFaults = []string{"stall-inbound", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
+var knownFaults = []string{"stall-inbound", "stall-queue", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
@@ -530,6 +536,8 @@ func parseFaults(s, node string) (*faults, error) {
 		switch k {
 		case "stall-inbound":
 			f.stallInbound = v
+		case "stall-queue":
+			f.stallQueue = v
 		case "read-late":
 			f.readLate = v
 		case "no-quorum":
@@ -1154,7 +1162,11 @@ func (f *faults) ownHeldLate() time.Duration {
 
 // stalls reports whether op is never to be replicated.
 func (f *faults) stalls(op *broker.Op) bool {
-	return f != nil && op.Kind == broker.OpInboundPut && op.ClientID == f.stallInbound
+	if f == nil || op.ClientID == "" {
+		return false
+	}
+	return op.Kind == broker.OpInboundPut && op.ClientID == f.stallInbound ||
+		op.Kind == broker.OpQueuePut && op.ClientID == f.stallQueue
 }
 
 // readsLate reports whether reading id's session from the stream is to

@@ -301,6 +301,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 		if s.n.fault.stalls(op) {
 			if s.stalled == 0 {
 				s.stalled = t
+				s.n.log.Info("cluster: test fault: a session op kept from its partition stream", "client_id", op.ClientID, "kind", op.Kind)
 			}
 			continue
 		}
