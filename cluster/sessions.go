@@ -93,6 +93,7 @@ type sessions struct {
 	lastErr error
 	changed chan struct{} // closed and replaced when pending shrinks
 	seq     uint64
+	last    broker.Ticket // of the latest Append (claimServed)
 	// epochs: this node's owner epoch per client id it claimed (or found
 	// itself owner of at start); ops of other ids carry epoch 0.
 	epochs map[string]uint64
@@ -250,6 +251,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t = s.local.Append(ops...)
+	s.last = max(s.last, t)
 	now := time.Now()
 	for i := range ops {
 		op := &ops[i]
