@@ -210,7 +210,7 @@ func (c *conn) publishQoS2(p *packet.Publish) error {
 			// op and theirs go to different streams, and a node killed
 			// with the first in and the others not had its resend
 			// elsewhere answered without routing, the copies lost
-			// (bench/jepsen/RESULTS.md, "sg112", left 1;
+			// (bench/jepsen/RESULTS.md, "sg112";
 			// cluster/repro TestReproRoutedBeforeQueued). The PUBREC
 			// waits for them all the same.
 			if err := c.srv.WaitDurable(routed); err != nil {
