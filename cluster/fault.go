@@ -36,6 +36,11 @@ import (
 //	                      TestClusterFull seed 43: n2 took pub2#250 for
 //	                      ps0 3 ms before its kill); it logs once that op
 //	                      is in its own store, for a test to kill it then
+//	stall-queue=CLIENT@NODE  on node NODE, the messages queued for
+//	                      CLIENT (OpQueuePut) are kept the same way: the
+//	                      node dies, in effect, before its delivery of
+//	                      them is durable, while its other writes (a
+//	                      share group's claim) go on
 //	read-late=CLIENT@NODE  on NODE, reading CLIENT's session from its
 //	                      partition stream (a claim whose previous owner
 //	                      did not answer) fails until the node has held
@@ -382,6 +387,7 @@ type faults struct {
 	stallInbound       string
 	stopOps            string
 	opsStopped         atomic.Bool // stop-ops: its op came
+	stallQueue         string
 	readLate           string
 	orphansSeen        atomic.Bool // read-late: orphan interest was kept once
 	delayRelease       string
@@ -524,7 +530,7 @@ const overtakenWait = 20 * time.Second
 const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
-var knownFaults = []string{"stall-inbound", "stop-ops", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
+var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
@@ -554,6 +560,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.stallInbound = v
 		case "stop-ops":
 			f.stopOps = v
+		case "stall-queue":
+			f.stallQueue = v
 		case "read-late":
 			f.readLate = v
 		case "no-quorum":
@@ -1194,7 +1202,11 @@ func (f *faults) ownHeldLate() time.Duration {
 
 // stalls reports whether op is never to be replicated.
 func (f *faults) stalls(op *broker.Op) bool {
-	return f != nil && op.Kind == broker.OpInboundPut && op.ClientID == f.stallInbound
+	if f == nil || op.ClientID == "" {
+		return false
+	}
+	return op.Kind == broker.OpInboundPut && op.ClientID == f.stallInbound ||
+		op.Kind == broker.OpQueuePut && op.ClientID == f.stallQueue
 }
 
 // stopsOps reports whether op is never to be replicated (stop-ops): it

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/roost-mqtt/roost/broker"
 )
 
 // Each node takes the faults that name it, several of them; an unknown
@@ -20,6 +21,13 @@ func TestParseFaults(t *testing.T) {
 	}
 	if f, err := parseFaults("read-late=c@n2", "n3"); f != nil || err != nil {
 		t.Errorf("n3: %+v, %v; want none", f, err)
+	}
+	if f, err := parseFaults("stall-queue=q@n1", "n1"); err != nil ||
+		!f.stalls(&broker.Op{Kind: broker.OpQueuePut, ClientID: "q"}) ||
+		f.stalls(&broker.Op{Kind: broker.OpQueueDel, ClientID: "q"}) ||
+		f.stalls(&broker.Op{Kind: broker.OpQueuePut, ClientID: "r"}) ||
+		f.stalls(&broker.Op{Kind: broker.OpInboundPut}) {
+		t.Errorf("stall-queue=q: %+v, %v; want q's OpQueuePut stalled only", f, err)
 	}
 	if _, err := parseFaults("stall-outbound=a@n2", "n1"); err == nil {
 		t.Error("an unknown fault naming another node was accepted")

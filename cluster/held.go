@@ -1086,32 +1086,51 @@ func (s *sessions) claimMsg(k originKey, o broker.Origin, gk, member string) *na
 
 // claimServed claims, for the first routing of a QoS 2 message under o,
 // the share groups it gave to a live member here (groups: ServedGroups,
-// RemoteMessage.Served), as ClaimGroup does for a resend, without waiting
-// for the append. First routings claimed nothing, and a node prefers its
-// own members: a resend routed from another node (the publisher moved,
-// its first routing not confirmed) gave the group to a member there too
-// (test/jepsen TestClusterFull: seed 42 pub0#131 to two members of g0 and
-// of g1; TestReproGroupResendElsewhere). Now the resend's claim finds the
-// group claimed and leaves it out. Not waited for: a first routing pays
-// no round, only the stream's work of one append per group; a resend
-// comes a client's reconnection later, after the append landed, and an
-// append lost with this node leaves the duplicate as before.
+// RemoteMessage.Served), as ClaimGroup does for a resend, once the
+// member's copy here is durable. First routings claimed nothing, and a
+// node prefers its own members: a resend routed from another node (the
+// publisher moved, its first routing not confirmed) gave the group to a
+// member there too (test/jepsen TestClusterFull: seed 42 pub0#131 to two
+// members of g0 and of g1; TestReproGroupResendElsewhere). Now the
+// resend's claim finds the group claimed and leaves it out.
+//
+// Not before the member's copy is durable: the claim goes to another
+// stream than the member's queued copy, straight away, while the copy
+// waits in its partition's queue; a node killed in between left the
+// claim without the copy, and the resend left the group out: nobody got
+// the message (test/jepsen TestClusterFull short faults, seed 112: g1
+// never got pub0#167, given to g1m1 on n1 29 ms before n1's kill;
+// TestReproGroupClaimBeforeQueued). A copy that does not become durable
+// here is not claimed: the resend may give the group its message again
+// (a duplicate if the copy reached its member), never leave it out. The
+// wait is the one the publisher's PUBREC waits for, so a resend (after
+// no PUBREC) finds the claim made unless this node died or its stores
+// failed; an append lost with this node leaves the duplicate as before.
 func (n *Node) claimServed(o broker.Origin, groups []string) {
 	if n.sess == nil || o.IsZero() || len(groups) == 0 {
 		return
 	}
 	s := n.sess
 	s.mu.Lock()
-	js := s.js
+	js, t := s.js, s.last // the member's copy is queued: before or at t
 	s.mu.Unlock()
 	if js == nil {
 		return
 	}
-	for _, gk := range groups {
-		if _, err := js.PublishMsgAsync(s.claimMsg(originKey{}, o, gk, "")); err != nil {
-			n.log.Debug("cluster: share group of a first routing not claimed", "client_id", o.ClientID, "err", err)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := s.Wait(t); err != nil {
+			n.log.Info("cluster: share groups of a first routing not claimed: their copy here is not durable",
+				"client_id", o.ClientID, "packet_id", o.PacketID, "groups", len(groups), "err", err)
+			return
 		}
-	}
+		for _, gk := range groups {
+			if _, err := js.PublishMsgAsync(s.claimMsg(originKey{}, o, gk, "")); err != nil {
+				n.log.Debug("cluster: share group of a first routing not claimed", "client_id", o.ClientID, "err", err)
+			}
+		}
+	}()
 }
 
 // publishClaim appends the group claim m, again after a short pause

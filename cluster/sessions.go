@@ -93,6 +93,7 @@ type sessions struct {
 	lastErr error
 	changed chan struct{} // closed and replaced when pending shrinks
 	seq     uint64
+	last    broker.Ticket // of the latest Append (claimServed)
 	// epochs: this node's owner epoch per client id it claimed (or found
 	// itself owner of at start); ops of other ids carry epoch 0.
 	epochs map[string]uint64
@@ -273,6 +274,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t = s.local.Append(ops...)
+	s.last = max(s.last, t)
 	now := time.Now()
 	held := s.ownHeldBehind(now)
 	// Back from a silence (silence.go) and moved in live with places
@@ -330,6 +332,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 		if stop || s.n.fault.stalls(op) {
 			if s.stalled == 0 {
 				s.stalled = t
+				s.n.log.Info("cluster: test fault: a session op kept from its partition stream", "client_id", op.ClientID, "kind", op.Kind)
 			}
 			if first {
 				go s.stoppedOps(op.ClientID, t)
