@@ -387,7 +387,13 @@ func (s *Server) claim(c *conn, id string, assigned bool, will *willMsg, expiry 
 	if assigned {
 		return nil
 	}
-	if err := s.opts.Cluster.Claim(id); err != nil {
+	var err error
+	if gc, ok := s.opts.Cluster.(GoneClaimer); ok {
+		err = gc.ClaimUnless(id, c.clientGone)
+	} else {
+		err = s.opts.Cluster.Claim(id)
+	}
+	if err != nil {
 		return errors.Join(ErrClaim, err)
 	}
 	return nil

@@ -66,6 +66,19 @@ func (c *conn) closeUnclaimed(id string, err error) error {
 	return &refuseError{code: packet.ServerUnavailable, why: "cluster unavailable; closed without CONNACK"}
 }
 
+// errConnectAbandoned ends a connection whose client closed it before its
+// CONNECT was answered.
+var errConnectAbandoned = errors.New("CONNECT abandoned: the client closed the connection before CONNACK")
+
+// abandonConnect ends a connection whose client closed it while its CONNECT
+// waited (for the cluster): nothing is attached and no CONNACK is sent, so
+// that a CONNECT nobody waits for does not take the session over from the
+// client's next connection.
+func (c *conn) abandonConnect(id, why string) error {
+	c.logger().Debug("CONNECT abandoned without CONNACK", "client_id", id, "why", why)
+	return errConnectAbandoned
+}
+
 // refuseConnect answers a CONNECT that failed to decode, when its protocol
 // version is known, with the matching CONNACK code.
 func (c *conn) refuseConnect(p *packet.Connect, err error) {
@@ -322,7 +335,16 @@ func (c *conn) handleConnect(p *packet.Connect) error {
 		}
 	}
 	if err := s.claim(c, id, assigned, will, expiry); err != nil {
+		if errors.Is(err, ErrClientGone) {
+			return c.abandonConnect(id, "the client closed the connection while the cluster claim waited")
+		}
 		return c.closeUnclaimed(id, err)
+	}
+	if s.opts.Cluster != nil && (!assigned || c.willToken != 0) && c.clientGone() {
+		// The claim may have waited long (GoneClaimer); the takeover
+		// below would close the connection the client now waits on.
+		s.willDone(c, nil)
+		return c.abandonConnect(id, "the client closed the connection before the takeover")
 	}
 	c.clientID = id
 	c.connectedAt = time.Now().UnixNano()

@@ -117,6 +117,8 @@ func (c *conn) decide(err error, kick uint32) decision {
 		return decision{kind: "lost", why: "closed", level: slog.LevelInfo}
 	case errors.As(err, &re):
 		return decision{kind: "refused", why: re.Error(), level: slog.LevelInfo}
+	case errors.Is(err, errConnectAbandoned):
+		return decision{kind: "abandoned", why: err.Error(), level: slog.LevelInfo}
 	case errors.As(err, &pe):
 		return decision{kind: "bad_packet", code: pe.Code, sendDisconnect: true, publishWill: true, why: "bad packet: " + pe.Error(),
 			reasonString: pe.Error(), level: slog.LevelWarn}

@@ -439,6 +439,12 @@ func halfCloseStack(nc net.Conn) *net.TCPConn {
 	return nil
 }
 
+// UnderlyingConn returns the conn the WebSocket runs on, so that the broker
+// can see whether the client closed it while its CONNECT waited
+// (broker.UnderlyingConner). Reading it would bypass the framing: the
+// broker only polls the socket.
+func (c *wsConn) UnderlyingConn() net.Conn { return c.ws.NetConn() }
+
 func (c *wsConn) LocalAddr() net.Addr  { return c.ws.LocalAddr() }
 func (c *wsConn) RemoteAddr() net.Addr { return c.remote }
 
