@@ -44,6 +44,13 @@ type localInterest struct {
 	// reaches it at its adoption, whatever disowned copy of another
 	// member the node also has.
 	arriving map[ikey]int
+	// pinned counts, per share group hold key, the restored sessions
+	// here not settled yet that hold it (persistentFilters.restore):
+	// such a key is announced beside a member of the group here
+	// (memberHold), since the broker here gives the restored copy its
+	// turns too (pickShared), and a copy owned elsewhere passes what it
+	// takes on by the held way.
+	pinned map[ikey]int
 }
 
 func newLocalInterest() *localInterest {
@@ -123,11 +130,32 @@ func (l *localInterest) arrive(g ikey, in bool) {
 	l.signal()
 }
 
+// pin counts (on) or uncounts a restored session here holding hold key
+// k: see pinned.
+func (l *localInterest) pin(k ikey, on bool) {
+	l.mu.Lock()
+	was := l.announced(k)
+	switch {
+	case on:
+		if l.pinned == nil {
+			l.pinned = make(map[ikey]int)
+		}
+		l.pinned[k]++
+	case l.pinned[k] > 1:
+		l.pinned[k]--
+	default:
+		delete(l.pinned, k)
+	}
+	l.changedLocked(k, was)
+	l.mu.Unlock()
+	l.signal()
+}
+
 // announced reports whether k is in the interest told to the other
 // nodes: held here, for an away key no member of its group arriving
 // (arriving), and for a share group's hold key no persistent member of
-// the group here announced by its persistent key (memberHold). l.mu is
-// held.
+// the group here announced by its persistent key (memberHold) unless a
+// restored session here holds it (pinned). l.mu is held.
 func (l *localInterest) announced(k ikey) bool {
 	switch {
 	case l.refs[k] == 0:
@@ -135,7 +163,7 @@ func (l *localInterest) announced(k ikey) bool {
 	case k.isAway():
 		return l.arriving[k.awayOf()] == 0
 	case k.isHold() && k.orphanKey().group != "":
-		return l.refs[k.persistOf()] == 0
+		return l.refs[k.persistOf()] == 0 || l.pinned[k] > 0
 	}
 	return true
 }
@@ -156,7 +184,9 @@ func (l *localInterest) announced(k ikey) bool {
 // restored g0m0; g0m1 got pub1#323 after #324; TestReproClaimHoldOrder).
 // The group's messages this node gets go to its member, as any
 // node's with a live member do; were the node to die, its persistent
-// key makes the group held for it as the hold key did.
+// key makes the group held for it as the hold key did. Not a restored
+// session's hold key (pinned): that copy is in the server here and
+// takes its turns of what the node gets.
 func (k ikey) memberHold() (ikey, bool) {
 	if !strings.HasPrefix(k.group, persistGroup+"\x00") {
 		return ikey{}, false

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/roost-mqtt/roost/broker"
 )
 
 // TestPlanLeavesHeldGroupNode: a share group whose members are on a node
@@ -274,4 +276,35 @@ func TestMemberHidesGroupHoldKey(t *testing.T) {
 	}
 	step("the member goes", func() { l.remove(member) }, delta{0, true, hold}, delta{0, false, member})
 	step("the claims end", func() { l.remove(hold); l.remove(hold) }, delta{0, false, hold})
+}
+
+// A restored session's hold key of a group stays announced beside a
+// member of the group here (pinned): the broker here gives the restored
+// copy its turns too. Once it left the server its keys are a claim's.
+func TestRestoredHoldKeyPinned(t *testing.T) {
+	member := persistShareKey("t/#", "g0")
+	hold := member.holdKey()
+	l := newLocalInterest()
+	p := newPersistentFilters(l)
+	announced := func() bool {
+		keys, _ := l.snapshot()
+		return slices.Contains(keys, hold)
+	}
+	p.restore(&broker.StoredSession{ClientID: "r", Subs: []broker.StoredSub{{Filter: "$share/g0/t/#"}}})
+	p.add("m", member)
+	if !announced() {
+		t.Error("a restored copy's hold key hidden beside a member")
+	}
+	p.claimKeepHeld("c", []broker.StoredSub{{Filter: "$share/g0/t/#"}})
+	if !announced() {
+		t.Error("a restored copy's hold key hidden beside a member and a claim")
+	}
+	p.leaveKeepHeld("r") // claimed elsewhere: out of the server, kept for cover
+	if announced() {
+		t.Error("hold keys announced beside a member once no restored copy is in the server")
+	}
+	p.remove("m", member)
+	if !announced() {
+		t.Error("hold keys not announced once the member went")
+	}
 }
