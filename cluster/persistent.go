@@ -130,6 +130,10 @@ type persistentFilters struct {
 	// leaveAt: when the hold keys of a fenced session go (fenceKeepHeld:
 	// a second call puts it off).
 	leaveAt map[string]time.Time
+	// pinned: the restored sessions in the server and not settled
+	// (restore), whose hold keys of share groups are announced even
+	// beside a member of the group here (localInterest.pin).
+	pinned map[string][]ikey
 	// away: the away keys out for each disowned copy here (awayOn), an
 	// entry (maybe empty) per copy: a copy adopted after its disown
 	// (liveMoves.adoptCut) gets its share groups' keys as they come.
@@ -138,7 +142,7 @@ type persistentFilters struct {
 
 func newPersistentFilters(local *localInterest) *persistentFilters {
 	return &persistentFilters{local: local, subs: map[string]map[ikey]struct{}{},
-		holding: map[string]bool{}, held: topic.NewTree[string, struct{}](), leaving: map[string]bool{},
+		holding: map[string]bool{}, held: topic.NewTree[string, struct{}](), leaving: map[string]bool{}, pinned: map[string][]ikey{},
 		cover: 3*5*time.Second + 2*heartbeatEvery} // Sessions sets it from the config
 }
 
@@ -193,12 +197,28 @@ func (p *persistentFilters) restore(ss *broker.StoredSession) {
 	p.mu.Unlock()
 	for _, sub := range ss.Subs {
 		if k, ok := persistFilter(sub.Filter); ok {
+			p.mu.Lock()
+			if hk := k.holdKey(); !slices.Contains(p.pinned[ss.ClientID], hk) {
+				p.pinned[ss.ClientID] = append(p.pinned[ss.ClientID], hk)
+				p.local.pin(hk, true)
+			}
+			p.mu.Unlock()
 			p.add(ss.ClientID, k.holdKey())
 			p.mu.Lock()
 			p.held.Subscribe(k.filter, k.orphanKey().group, ss.ClientID, struct{}{})
 			p.mu.Unlock()
 		}
 	}
+}
+
+// unpinLocked ends id's pins (pinned): its restored session left the
+// server, settled, or its keys became a fence's or a claim's. p.mu is
+// held.
+func (p *persistentFilters) unpinLocked(id string) {
+	for _, k := range p.pinned[id] {
+		p.local.pin(k, false)
+	}
+	delete(p.pinned, id)
 }
 
 // holdingAny reports whether hold keys are out: restored sessions not
@@ -267,6 +287,7 @@ func (p *persistentFilters) unholdLocked(id string, keep bool) {
 	if !p.holding[id] {
 		return
 	}
+	p.unpinLocked(id)
 	delete(p.holding, id)
 	p.nheld.Add(-1)
 	ks := p.subs[id]
@@ -397,6 +418,7 @@ func (p *persistentFilters) leaveKeepHeld(id string) {
 	if !p.holding[id] {
 		return
 	}
+	p.unpinLocked(id)
 	for k := range p.subs[id] {
 		if !k.isHold() {
 			p.local.remove(k)
@@ -427,6 +449,7 @@ func (p *persistentFilters) fenceKeepHeld(id string) bool {
 	if len(ks) == 0 {
 		return false
 	}
+	p.unpinLocked(id)
 	for k := range ks {
 		if k.isHold() {
 			continue
@@ -483,6 +506,7 @@ func (p *persistentFilters) holdUntilLocked(id string, until time.Time) {
 func (p *persistentFilters) claimKeepHeld(id string, subs []broker.StoredSub) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.unpinLocked(id)
 	ks := p.subs[id]
 	added := false
 	for _, sub := range subs {

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/roost-mqtt/roost/broker"
 )
 
 // TestPlanLeavesHeldGroupNode: a share group whose members are on a node
@@ -229,5 +231,80 @@ func TestArrivingMemberHidesAwayKey(t *testing.T) {
 	step("gone", func() { l.remove(away) }, delta{0, false, away})
 	if l.count(g) != 1 {
 		t.Errorf("the group's own key counted %d, want 1: arrive is not interest", l.count(g))
+	}
+}
+
+// A node with a settled persistent member of a share group does not
+// announce the group's hold key (a claim's, a fenced copy's) beside it, so
+// a restarted node whose only member of the group is a restored copy is
+// left out of the group's turns (memberHold; seed 118).
+func TestMemberHidesGroupHoldKey(t *testing.T) {
+	group := ikey{"t/#", "g0"}
+	member := persistShareKey("t/#", "g0")
+	hold := member.holdKey()
+	plainHold := persistKey("t/#").holdKey()
+	l := newLocalInterest()
+	step := func(what string, f func(), want ...delta) {
+		t.Helper()
+		f()
+		ds, _ := l.take()
+		for i := range ds {
+			ds[i].seq = 0
+		}
+		if !slices.Equal(ds, want) {
+			t.Errorf("%s: deltas %v, want %v", what, ds, want)
+		}
+	}
+	step("a claim holds", func() { l.add(hold); l.add(plainHold) }, delta{0, true, hold}, delta{0, true, plainHold})
+	step("a member settles here", func() { l.add(group); l.add(member) },
+		delta{0, true, group}, delta{0, true, member}, delta{0, false, hold})
+	step("a second claim holds", func() { l.add(hold) })
+	keys, _ := l.snapshot()
+	if slices.Contains(keys, hold) || !slices.Contains(keys, plainHold) {
+		t.Errorf("snapshot %v: want the plain hold key, not the group's beside its member", keys)
+	}
+	// Served: n2 holds only (a restored copy), n3 as l announces.
+	r := newRemoteInterest()
+	r.applySnapshotFor(t, "n2", []ikey{group, hold}, time.Now())
+	r.applySnapshotFor(t, "n3", keys, time.Now())
+	for id := range uint64(10) {
+		for _, tg := range r.plan("t/1", id, newLocalInterest()) {
+			if slices.Contains(tg.groups, group.groupKey()) && tg.node != "n3" {
+				t.Fatalf("message %d: g0 given to %s, want n3 (its member beside its claim)", id, tg.node)
+			}
+		}
+	}
+	step("the member goes", func() { l.remove(member) }, delta{0, true, hold}, delta{0, false, member})
+	step("the claims end", func() { l.remove(hold); l.remove(hold) }, delta{0, false, hold})
+}
+
+// A restored session's hold key of a group stays announced beside a
+// member of the group here (pinned): the broker here gives the restored
+// copy its turns too. Once it left the server its keys are a claim's.
+func TestRestoredHoldKeyPinned(t *testing.T) {
+	member := persistShareKey("t/#", "g0")
+	hold := member.holdKey()
+	l := newLocalInterest()
+	p := newPersistentFilters(l)
+	announced := func() bool {
+		keys, _ := l.snapshot()
+		return slices.Contains(keys, hold)
+	}
+	p.restore(&broker.StoredSession{ClientID: "r", Subs: []broker.StoredSub{{Filter: "$share/g0/t/#"}}})
+	p.add("m", member)
+	if !announced() {
+		t.Error("a restored copy's hold key hidden beside a member")
+	}
+	p.claimKeepHeld("c", []broker.StoredSub{{Filter: "$share/g0/t/#"}})
+	if !announced() {
+		t.Error("a restored copy's hold key hidden beside a member and a claim")
+	}
+	p.leaveKeepHeld("r") // claimed elsewhere: out of the server, kept for cover
+	if announced() {
+		t.Error("hold keys announced beside a member once no restored copy is in the server")
+	}
+	p.remove("m", member)
+	if !announced() {
+		t.Error("hold keys not announced once the member went")
 	}
 }
