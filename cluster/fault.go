@@ -242,6 +242,12 @@ import (
 //	                      answer and its adoption, as test/jepsen
 //	                      TestClusterFull did (b41r3 g1m1, 0.1 s after);
 //	                      named again, for several clients
+//	own-held-unreached=CLIENT@NODE  on NODE, the follower of its own held
+//	                      subject does not reach its consumer while
+//	                      CLIENT's session is here: nothing held for NODE
+//	                      is applied by this process (gate.next stays 0),
+//	                      as when its consumer's creation times out after
+//	                      a restart (TestClusterFull seed 41, session 22)
 //	held-stall=CLIENT@NODE  on NODE, a follower of a held subject does
 //	                      not read while CLIENT's session is among those
 //	                      it follows: what publishers hold after the
@@ -449,6 +455,7 @@ type faults struct {
 	moveBegun          chan struct{} // straddle-move: closed once a move in began
 	begunOnce          sync.Once
 	heldStall          string
+	ownUnreached       string
 	stallOnce          sync.Map // held-stall: the followers that logged their stall
 	sealAnswered       string
 	finishRecord       string
@@ -535,7 +542,7 @@ var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "read-lat
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
-	"handed-late"}
+	"handed-late", "own-held-unreached"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -678,6 +685,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.nameOwn = v
 		case "held-stall":
 			f.heldStall = v
+		case "own-held-unreached":
+			f.ownUnreached = v
 		case "release-late":
 			f.releaseLate = v
 		case "finish-late":
@@ -711,6 +720,13 @@ func parseFaults(s, node string) (*faults, error) {
 // release request.
 func (f *faults) delays(id string) bool {
 	return f != nil && f.delayRelease == id
+}
+
+// ownHeldUnreached reports whether the follower of this node's own held
+// subject is not to reach its consumer (own-held-unreached): while the
+// named session is here (has).
+func (f *faults) ownHeldUnreached(has func(string) bool) bool {
+	return f != nil && f.ownUnreached != "" && has(f.ownUnreached)
 }
 
 // stallsFollower reports whether the follower of node's held subject,

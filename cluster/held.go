@@ -1289,6 +1289,9 @@ func fetchWaiting(ctx context.Context, cons jetstream.Consumer) (b jetstream.Mes
 
 func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]broker.Ticket) error {
 	n := s.n
+	if n.fault.ownHeldUnreached(n.srv.HasSession) {
+		return errors.New("test fault: own-held-unreached")
+	}
 	ctx, cancel := context.WithTimeout(n.ctx, followAttempt)
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable: name, FilterSubject: s.heldSubject(n.cfg.Node), AckPolicy: jetstream.AckExplicitPolicy,
