@@ -9,6 +9,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
+	"github.com/roost-mqtt/roost/internal/clustertest"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -48,33 +49,51 @@ func TestReproUnkeptGroup(t *testing.T) {
 	}
 
 	tc.Kill(n1, syscall.SIGKILL)
-	n1.Env = append(n1.Env, "ROOST_TEST_FAULT=streams-late=10s@n1")
+	n1.Env = append(n1.Env, "ROOST_TEST_FAULT=streams-late=20s@n1")
 	tc.Start(n1)
 	tc.WaitLog(n1, "cluster: test fault: the session streams open late", 1, 60*time.Second)
 	const ready = "cluster session streams ready"
-	// Those n2 holds for n1 (before it sees n1 back) are confirmed; the
-	// first n1 is forwarded is refused.
+	// Those n2 holds for n1 (before it sees n1 back) are confirmed. One
+	// not confirmed that n1 did not refuse (n2's forward lost on the way
+	// while n1 comes up: seen in 2 of 6 runs) is outcome unknown, at most
+	// once; the first n1 refused is the test's.
 	var refused *packet.Publish
-	sent := map[string]bool{}
+	acked, unknown := map[string]bool{}, map[string]bool{}
 	for i := 1; refused == nil; i++ {
 		if harness.CountLog(n1, ready) >= 2 || i > 20 {
 			t.Fatalf("n1 refused none of %d messages before its session streams opened: the test missed its path\nn2:\n%s", i-1, harness.GrepLog(n2, "cluster:"))
 		}
 		pub := &packet.Publish{QoS: 2, PacketID: uint16(i), Topic: prefix + "/x", Payload: fmt.Appendf(nil, "m%d", i)}
-		sent[string(pub.Payload)] = true
-		if rc, closed := harness.ExchangeQoS2(t, pc, pub); closed {
-			refused = pub
-		} else if rc >= 0x80 {
+		before := harness.CountLog(n1, "not confirming")
+		rc, closed := harness.ExchangeQoS2(t, pc, pub)
+		switch {
+		case !closed && rc >= 0x80:
 			t.Fatalf("PUBLISH %d: PUBREC 0x%02X", i, byte(rc))
+		case !closed:
+			acked[string(pub.Payload)] = true
+			continue
+		}
+		// n1 refuses within its forward_timeout of the forward's
+		// arrival, twice that when it waits for the interest catch-up
+		// first (passon.go): 10 s is a bound, not a sleep.
+		for end := time.Now().Add(10 * time.Second); refused == nil && time.Now().Before(end); {
+			if harness.CountLog(n1, "not confirming") > before {
+				refused = pub
+			} else {
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+		if refused == nil {
+			unknown[string(pub.Payload)] = true
+			if pc, _, err = harness.RawPublisher(t, n2, prefix+"-pub", false); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if harness.CountLog(n1, ready) >= 2 {
 		t.Fatalf("n1's session streams opened before the publish was refused: the test missed its path")
 	}
-
-	// n1 refused it (not n2's forward lost on the way): every refusal
-	// there says so.
-	tc.WaitLog(n1, "not confirming", 1, 30*time.Second)
+	acked[string(refused.Payload)] = true // resent until acknowledged below
 
 	b := harness.NewPersistent(t, n3, prefix+"-b", group)
 	harness.ResendUntilAcknowledged(t, n3, prefix+"-pub", refused)
@@ -85,7 +104,7 @@ func TestReproUnkeptGroup(t *testing.T) {
 	// more for second copies.
 	got := map[string]int{} // "a m1": count
 	all := func() bool {
-		for m := range sent {
+		for m := range acked {
 			if got["a "+m]+got["b "+m] == 0 {
 				return false
 			}
@@ -107,14 +126,22 @@ func TestReproUnkeptGroup(t *testing.T) {
 		}
 	}
 	t.Logf("the group's copies: %v; n1's refusals:\n%s", got, harness.GrepLog(n1, "not confirming", "not given a forward"))
-	for m := range sent {
-		switch n := got["a "+m] + got["b "+m]; {
-		case n > 1:
+	msgs := map[string]bool{}
+	for k := range got {
+		msgs[k[2:]] = true
+	}
+	delete(msgs, clustertest.Probe) // QoS 1
+	for m := range msgs {
+		if n := got["a "+m] + got["b "+m]; n > 1 {
 			t.Errorf("group ug got QoS 2 message %s %d times (%v), want once", m, n, got)
-		case n == 0:
+		}
+	}
+	for m := range acked {
+		if got["a "+m]+got["b "+m] == 0 {
 			t.Errorf("acknowledged QoS 2 message %s never reached group ug (%v)", m, got)
 		}
 	}
+	t.Logf("acknowledged %d, outcome unknown %d", len(acked), len(unknown))
 	if t.Failed() {
 		t.Logf("n1:\n%s\nn2:\n%s\nn3:\n%s", harness.GrepLog(n1, prefix+"-", "cluster:"), harness.GrepLog(n2, prefix+"-", "cluster:"), harness.GrepLog(n3, prefix+"-", "cluster:"))
 	}
