@@ -61,7 +61,7 @@ func (n *Node) openAssets() {
 	// messages caught up" can keep persistent sessions too.
 	steps := []func(context.Context, jetstream.JetStream) error{n.own.open}
 	if n.sess != nil {
-		steps = append(steps, n.sess.open)
+		steps = append(steps, n.streamsLate, n.sess.open)
 	}
 	steps = append(steps, func(ctx context.Context, _ jetstream.JetStream) error { return n.ret.open(ctx) })
 	for _, step := range steps {
@@ -93,6 +93,23 @@ func (n *Node) openAssets() {
 			}
 		}
 	}
+}
+
+// streamsLate is the fault streams-late: once, before the session
+// streams open, it waits its duration when the node restored sessions.
+// Not bounded by the step's attempt: the wait is the fault.
+func (n *Node) streamsLate(context.Context, jetstream.JetStream) error {
+	d := n.fault.streamsOpenDelay()
+	if d == 0 || !n.sess.restoredAny() {
+		return nil
+	}
+	n.log.Info("cluster: test fault: the session streams open late", "after", d)
+	select {
+	case <-n.ctx.Done():
+		return n.ctx.Err()
+	case <-time.After(d):
+	}
+	return nil
 }
 
 // awaitMeta waits until this node's JetStream meta layer follows a leader

@@ -277,6 +277,13 @@ import (
 //	                      unsettled, as a restarted node whose ownership
 //	                      bucket elects a leader (test/jepsen
 //	                      TestClusterFull seed 42: 8 s)
+//	streams-late=DURATION@NODE  on NODE, the session streams open only
+//	                      DURATION after the ownership records did, when
+//	                      the node restored sessions at start: it serves
+//	                      and takes forwards meanwhile with nothing of its
+//	                      own in the streams, as a restarted node whose
+//	                      partition streams elect leaders (test/jepsen
+//	                      TestClusterFull seed 108: 3 s)
 //	drop-unannounced=DURATION@NODE  on NODE, once it dropped a restored
 //	                      session owned elsewhere, it sends no interest
 //	                      change and no heartbeat for DURATION (at most
@@ -427,6 +434,7 @@ type faults struct {
 	adoptWait          string
 	settleWait         time.Duration
 	ownersLate         time.Duration
+	streamsLate        time.Duration
 	dropMute           time.Duration
 	passOnLate         time.Duration
 	mutedUntil         atomic.Int64 // drop-unannounced: Unix ns
@@ -540,7 +548,7 @@ const releaseDelay = fenceGrace + time.Second
 var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
-	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "rollup-lost", "held-empty",
+	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
 	"handed-late", "own-held-unreached"}
 
@@ -661,6 +669,12 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: owners-late=%q: want a duration", faultEnv, v)
 			}
 			f.ownersLate = d
+		case "streams-late":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("%s: streams-late=%q: want a duration", faultEnv, v)
+			}
+			f.streamsLate = d
 		case "drop-unannounced":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 || d > dropMuteMax {
@@ -1108,6 +1122,15 @@ func (f *faults) ownersReadDelay() time.Duration {
 		return 0
 	}
 	return f.ownersLate
+}
+
+// streamsOpenDelay returns how long streams-late holds the opening of
+// the session streams at start; 0 for none.
+func (f *faults) streamsOpenDelay() time.Duration {
+	if f == nil {
+		return 0
+	}
+	return f.streamsLate
 }
 
 // passOnLateMax bounds passon-late: within every forward's deadline

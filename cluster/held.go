@@ -557,6 +557,14 @@ func (s *sessions) openJS() (jetstream.JetStream, error) {
 	return s.js, nil
 }
 
+// restoredAny reports whether the node restored sessions at start whose
+// owners are not read yet.
+func (s *sessions) restoredAny() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.restored) > 0
+}
+
 // hold appends msg (pub: its PUBLISH; o: its Origin, if any) to node's
 // held subject, with the share groups it is held for, and returns the
 // append's future; nil, nil when sessions are not replicated here.

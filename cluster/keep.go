@@ -891,3 +891,46 @@ func (kn *keptNodes) of(id string) map[string]time.Time {
 	}
 	return out
 }
+
+// A forward refused leaves no copy behind. An away copy's take is sound
+// only with its kept copy, whose reader claims the share group before it
+// delivers; a copy here whose session streams are not open yet (a
+// restarted node's restored, unsettled sessions) cannot have one (keep:
+// errNotReady), and the forward is then not confirmed. Given to the copy
+// all the same, the message was in the copy's queue, and its QueuePut
+// reached the stream once it opened: the publisher's resend, routed
+// elsewhere, claimed the group for another member, and the session's
+// next owner delivered the record's copy as well, with no claim asked
+// (test/jepsen TestClusterFull seed 108: a QoS 2 message to two members
+// of g0; TestReproUnkeptGroup).
+
+// leaveUnkeptGroups takes from rm.Groups, while the session streams here
+// are not open, the share groups that only away copies here are members
+// of (the broker would give the message to one of them), and returns an
+// error naming them: the forward is not to be confirmed, and the
+// publisher's resend serves them, here once the streams opened or on a
+// node with a live member. nil (rm unchanged) when the streams are open
+// or no such group is among rm.Groups. Plain subscriptions need no such
+// care: a restored copy's are left out (skipUnsettled), and a disowned
+// copy exists only on a node whose streams are open.
+func (n *Node) leaveUnkeptGroups(rm *broker.RemoteMessage) error {
+	if n.sess == nil || len(rm.Groups) == 0 {
+		return nil
+	}
+	if _, err := n.sess.openJS(); err == nil {
+		return nil
+	}
+	awayOnly := n.srv.GroupsOnlyOf(rm.Topic, rm.Groups, n.Away)
+	if len(awayOnly) == 0 {
+		return nil
+	}
+	none := n.srv.GroupsOnlyOf(rm.Topic, awayOnly, nil) // no member here at all
+	left := slices.DeleteFunc(awayOnly, func(g string) bool { return slices.Contains(none, g) })
+	if len(left) == 0 {
+		return nil
+	}
+	rm.Groups = slices.DeleteFunc(slices.Clone(rm.Groups), func(g string) bool { return slices.Contains(left, g) })
+	n.log.Info("cluster: share groups of copies here not given a forward: their copy cannot be kept before the session streams open",
+		"topic", rm.Topic, "qos", rm.QoS, "groups", groupKeys(left))
+	return fmt.Errorf("share groups %s left out: %w", groupKeys(left).LogValue(), errNotReady)
+}

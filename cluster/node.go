@@ -745,6 +745,10 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		pick = originHash(rm.Origin)
 	}
 	passOn := n.passRestored(rm, pick)
+	var unkept error
+	if seq != 0 && src.id != 0 {
+		unkept = n.leaveUnkeptGroups(rm)
+	}
 	// A QoS 2 resend's share groups are claimed first (held.go
 	// ClaimGroup), out of the gate: a claim may wait for a stream's
 	// election. Only resends pay for it.
@@ -784,7 +788,7 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		n.mv.mu.Unlock()
 	}
 	c, ticket := n.srv.DeliverRemote(rm)
-	a := pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket, keepErr: claimErr}
+	a := pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket, keepErr: errors.Join(unkept, claimErr)}
 	// Copies here whose ops stay local (keep.go): what they took is
 	// kept in the held subject too.
 	var kept []keptCopy
