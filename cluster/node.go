@@ -333,6 +333,15 @@ func (n *Node) expireLoop() {
 			n.own.sweep(now)
 			n.watch.sweep(now)
 			if routed, err := n.eng.routedNodes(); err == nil {
+				if p := n.fault.goneLateOf(); p != "" {
+					keep, first := n.fault.dropsLate(p, routed[p], now, n.catching.Load())
+					if first {
+						n.log.Info("cluster: test fault: a node whose routes closed is dropped late", "peer", p, "max", goneLateMax)
+					}
+					if keep {
+						routed[p] = true
+					}
+				}
 				for _, name := range n.remote.forgetUnrouted(routed) {
 					n.log.Warn("cluster node gone: no route", "peer", name)
 					n.own.lostContact.Store(true)
