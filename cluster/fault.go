@@ -1010,7 +1010,7 @@ func (f *faults) handsLate(id string) bool {
 
 // goneLateMax bounds gone-late's wait: below the forward_timeout of the
 // test that uses it, so that the forwards out fail as gone, not timed out.
-const goneLateMax = 10 * time.Second
+const goneLateMax = 20 * time.Second
 
 // dropsLate reports whether peer, routed or not at now, is to be kept as
 // if routed (gone-late), with catching the sessions catching up here, and

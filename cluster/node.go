@@ -333,21 +333,30 @@ func (n *Node) expireLoop() {
 			n.own.sweep(now)
 			n.watch.sweep(now)
 			if routed, err := n.eng.routedNodes(); err == nil {
-				if p := n.fault.goneLateOf(); p != "" {
-					keep, first := n.fault.dropsLate(p, routed[p], now, n.catching.Load())
-					if first {
-						n.log.Info("cluster: test fault: a node whose routes closed is dropped late", "peer", p, "max", goneLateMax)
-					}
-					if keep {
-						routed[p] = true
-					}
-				}
+				n.dropLate(routed, now)
 				for _, name := range n.remote.forgetUnrouted(routed) {
 					n.log.Warn("cluster node gone: no route", "peer", name)
 					n.own.lostContact.Store(true)
 				}
 			}
 		}
+	}
+}
+
+// dropLate keeps gone-late's peer in routed, and heard from, while the
+// fault says so (fault.go).
+func (n *Node) dropLate(routed map[string]bool, now time.Time) {
+	p := n.fault.goneLateOf()
+	if p == "" {
+		return
+	}
+	keep, first := n.fault.dropsLate(p, routed[p], now, n.catching.Load())
+	if first {
+		n.log.Info("cluster: test fault: a node whose routes closed is dropped late", "peer", p, "max", goneLateMax)
+	}
+	if keep {
+		routed[p] = true
+		n.remote.keepAlive(p, now) // not dropped for silence either
 	}
 }
 

@@ -29,8 +29,8 @@ import (
 //
 // Here fo-sub is on n3, a raw publisher on n1 sends QoS 1 without waiting
 // for PUBACKs; n3 is killed right after a publish. n1 drops n3 only once a
-// session caught up on n1 after that, at most 10 s after n3's routes
-// closed (gone-late): the forwards out to n3 stay unsettled across the
+// session caught up on n1 after that, at most 20 s after n3's routes
+// closed (gone-late; kept heard from too): the forwards out to n3 stay unsettled across the
 // claim's read ahead and adoption, as seed 53's 100 ms. The client resumes
 // on n1 3 s after the kill, the streams' elections over (a CONNECT sent
 // at once waited for the owner record's leader up to forward_timeout, past
@@ -41,8 +41,9 @@ func TestReproForwardOutReheld(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, prefix = "fo-sub", "fo"
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	// The session moves by the client's claim only.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
+	// The session moves by the client's claim only; the forwards out
+	// to n3 outlast gone-late's bound (20 s).
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 30s\n"), 0o644)
 	tc := harness.StartClusterFault(t, 3, "gone-late=n3@n1", "--config", cfg)
 	n1, n3 := tc.Nodes[0], tc.Nodes[2]
 	expiry := uint32(600)
