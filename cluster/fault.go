@@ -1025,14 +1025,14 @@ func (f *faults) dropsLate(peer string, routed bool, now time.Time, catching int
 		return false, false
 	}
 	first = f.unroutedAt.CompareAndSwap(0, now.UnixNano())
+	if now.Sub(time.Unix(0, f.unroutedAt.Load())) >= goneLateMax {
+		return false, first
+	}
 	if catching > 0 {
 		f.caughtSince.Store(true)
 		return true, first
 	}
-	if f.caughtSince.Load() {
-		return false, first
-	}
-	return now.Sub(time.Unix(0, f.unroutedAt.Load())) < goneLateMax, first
+	return !f.caughtSince.Load(), first
 }
 
 // awaitLost waits, for handed-late, until lost says so, ctx ends, or
