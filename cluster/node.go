@@ -633,6 +633,7 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	for _, t := range targets {
 		pr := n.replies.register(deadline)
 		pr.node, pr.gone, pr.qos = t.node, n.remote.goneCh(t.node), msg.QoS
+		n.replies.trackOut(pr, msg.Topic) // until held if t.node goes away first (awaitOut)
 		n.senderFor(t.node).addID(pr.seq, msg.ID, encodeForwardOrigin(msg, t.groups, pub, o))
 		n.counters.sent[msg.QoS].Add(1)
 		reqs = append(reqs, pr)
@@ -675,6 +676,7 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 				held := slices.ContainsFunc(orphans, func(om orphanMatch) bool { return om.node == pr.node && om.plain })
 				err = n.holdForGone(ctx, pr.node, msg, pub, o, reqGroups[i], held)
 			}
+			n.replies.settled(pr)
 			if err != nil {
 				errs = append(errs, err)
 			}
