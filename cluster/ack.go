@@ -50,6 +50,20 @@ type pendingReply struct {
 	gone     <-chan struct{}
 	sentAt   time.Time
 	qos      packet.QoS
+	// topic and settled are set for a publish's forward (trackOut):
+	// settled closes once its outcome is final, re-held for its node
+	// if that node went away first (settle).
+	topic   string
+	settled chan struct{}
+	once    sync.Once
+}
+
+// settle marks pr's outcome final (answered, timed out, or held for its
+// gone node).
+func (pr *pendingReply) settle() {
+	if pr.settled != nil {
+		pr.once.Do(func() { close(pr.settled) })
+	}
 }
 
 // replies matches answers to the forward requests in flight, by sequence,
@@ -60,6 +74,43 @@ type replies struct {
 	seq    atomic.Uint64
 	mu     sync.Mutex
 	m      map[uint64]*pendingReply
+	// out: publishes' forwards whose outcome is not final yet (trackOut),
+	// by sequence; a forward answered leaves m at once, but one whose
+	// node went away stays here until it was held for that node.
+	out map[uint64]*pendingReply
+}
+
+// trackOut keeps pr, a forward of a publish on topic, among the forwards
+// out until pr.settle (or its deadline: sweep).
+func (r *replies) trackOut(pr *pendingReply, topic string) {
+	pr.topic, pr.settled = topic, make(chan struct{})
+	r.mu.Lock()
+	if r.out == nil {
+		r.out = map[uint64]*pendingReply{}
+	}
+	r.out[pr.seq] = pr
+	r.mu.Unlock()
+}
+
+// settled forgets pr among the forwards out and settles it.
+func (r *replies) settled(pr *pendingReply) {
+	r.mu.Lock()
+	delete(r.out, pr.seq)
+	r.mu.Unlock()
+	pr.settle()
+}
+
+// outTo returns the forwards out whose node and topic match.
+func (r *replies) outTo(match func(node, topic string) bool) []*pendingReply {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var prs []*pendingReply
+	for _, pr := range r.out {
+		if match(pr.node, pr.topic) {
+			prs = append(prs, pr)
+		}
+	}
+	return prs
 }
 
 // register makes a sequence for a forward about to be sent.
@@ -110,6 +161,12 @@ func (r *replies) sweep(now time.Time) {
 	for k, pr := range r.m {
 		if now.After(pr.deadline.Add(time.Second)) {
 			delete(r.m, k)
+		}
+	}
+	for k, pr := range r.out {
+		if now.After(pr.deadline.Add(time.Second)) {
+			delete(r.out, k)
+			pr.settle()
 		}
 	}
 }

@@ -183,6 +183,15 @@ import (
 //	                      slow under load that a fence overtakes
 //	                      (test/jepsen TestClusterFull seed 53: n2's
 //	                      read of n3's subject 12 ms after its fence)
+//	gone-late=PEER@NODE   on NODE, PEER, its routes closed, is dropped
+//	                      (its forwards out failed and held for it)
+//	                      only once a session here caught up after
+//	                      that (a claim's catch-up: no session
+//	                      catching up any more, one having been), at
+//	                      most goneLateMax after its routes closed: as
+//	                      the expiry loop's tick, up to 250 ms, behind
+//	                      a claim that read the stream at once
+//	                      (test/jepsen TestClusterFull seed 53)
 //	finish-gone=CLIENT@NODE  on NODE, a live move of CLIENT here asks
 //	                      its previous owner to finish only once NODE no
 //	                      longer hears from it (at most moveLateMax): as
@@ -444,6 +453,9 @@ type faults struct {
 	finishAsked        []string
 	finishGone         string
 	handedLate         string
+	goneLate           string
+	unroutedAt         atomic.Int64  // gone-late: when PEER was first found unrouted (Unix ns)
+	caughtSince        atomic.Bool   // gone-late: a session caught up here since
 	asked              chan struct{} // move-late, finish-asked: closed once a release request came
 	askedOnce          sync.Once
 	moveCut            string
@@ -550,7 +562,7 @@ var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "read-lat
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
-	"handed-late", "own-held-unreached"}
+	"handed-late", "own-held-unreached", "gone-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -604,6 +616,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.finishGone = v
 		case "handed-late":
 			f.handedLate = v
+		case "gone-late":
+			f.goneLate = v
 		case "seal-late":
 			f.sealLate = v
 		case "finish-record":
@@ -1022,6 +1036,33 @@ func (f *faults) finishesGone(id string) bool {
 // here was handed wait until id is lost here (handed-late).
 func (f *faults) handsLate(id string) bool {
 	return f != nil && f.handedLate == id
+}
+
+// goneLateMax bounds gone-late's wait: below the forward_timeout of the
+// test that uses it, so that the forwards out fail as gone, not timed out.
+const goneLateMax = 20 * time.Second
+
+// dropsLate reports whether peer, routed or not at now, is to be kept as
+// if routed (gone-late), with catching the sessions catching up here, and
+// whether this is the first tick that keeps it (logged once).
+func (f *faults) dropsLate(peer string, routed bool, now time.Time, catching int32) (keep, first bool) {
+	if f == nil || f.goneLate != peer {
+		return false, false
+	}
+	if routed {
+		f.unroutedAt.Store(0)
+		f.caughtSince.Store(false)
+		return false, false
+	}
+	first = f.unroutedAt.CompareAndSwap(0, now.UnixNano())
+	if now.Sub(time.Unix(0, f.unroutedAt.Load())) >= goneLateMax {
+		return false, first
+	}
+	if catching > 0 {
+		f.caughtSince.Store(true)
+		return true, first
+	}
+	return !f.caughtSince.Load(), first
 }
 
 // awaitLost waits, for handed-late, until lost says so, ctx ends, or
@@ -1468,3 +1509,11 @@ type unansweredHold struct {
 func (u *unansweredHold) Ok() <-chan *jetstream.PubAck { return nil } // never
 func (u *unansweredHold) Err() <-chan error            { return u.errs }
 func (u *unansweredHold) Msg() *nats.Msg               { return u.msg }
+
+// goneLateOf returns gone-late's peer; "" for none.
+func (f *faults) goneLateOf() string {
+	if f == nil {
+		return ""
+	}
+	return f.goneLate
+}

@@ -1880,6 +1880,22 @@ func (s *sessions) joinFollowerAfter(node, id string, until time.Time, next uint
 	}
 }
 
+// wakeFollower has node's follower read at once rather than at its next
+// tick: a session joined it late (awaitOut) and its catch-up waits for
+// that read.
+func (s *sessions) wakeFollower(node string) {
+	s.mu.Lock()
+	f := s.followers[node]
+	s.mu.Unlock()
+	if f == nil {
+		return
+	}
+	select {
+	case f.wake <- struct{}{}:
+	default: // a read is asked for already
+	}
+}
+
 // followHanded has the followers of the held subjects ps names read on,
 // for id, from where the old owner's followers were (heldPos): id's
 // session was just moved here live (its state adopted, with everything

@@ -373,6 +373,16 @@ func (r *remoteInterest) seen(node string, now time.Time) (p *peer, isNew bool) 
 	return p, isNew
 }
 
+// keepAlive counts now as a sign of life from node, if known (a test
+// fault's: gone-late).
+func (r *remoteInterest) keepAlive(node string, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.peers[node]; p != nil {
+		p.lastSeen = now
+	}
+}
+
 // applyDeltas applies what node announced and reports whether a snapshot
 // must be fetched.
 func (r *remoteInterest) applyDeltas(node, inc string, ds []delta, now time.Time) (fetch, isNew bool) {

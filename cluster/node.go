@@ -333,12 +333,30 @@ func (n *Node) expireLoop() {
 			n.own.sweep(now)
 			n.watch.sweep(now)
 			if routed, err := n.eng.routedNodes(); err == nil {
+				n.dropLate(routed, now)
 				for _, name := range n.remote.forgetUnrouted(routed) {
 					n.log.Warn("cluster node gone: no route", "peer", name)
 					n.own.lostContact.Store(true)
 				}
 			}
 		}
+	}
+}
+
+// dropLate keeps gone-late's peer in routed, and heard from, while the
+// fault says so (fault.go).
+func (n *Node) dropLate(routed map[string]bool, now time.Time) {
+	p := n.fault.goneLateOf()
+	if p == "" {
+		return
+	}
+	keep, first := n.fault.dropsLate(p, routed[p], now, n.catching.Load())
+	if first {
+		n.log.Info("cluster: test fault: a node whose routes closed is dropped late", "peer", p, "max", goneLateMax)
+	}
+	if keep {
+		routed[p] = true
+		n.remote.keepAlive(p, now) // not dropped for silence either
 	}
 }
 
@@ -615,6 +633,7 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	for _, t := range targets {
 		pr := n.replies.register(deadline)
 		pr.node, pr.gone, pr.qos = t.node, n.remote.goneCh(t.node), msg.QoS
+		n.replies.trackOut(pr, msg.Topic) // until held if t.node goes away first (awaitOut)
 		n.senderFor(t.node).addID(pr.seq, msg.ID, encodeForwardOrigin(msg, t.groups, pub, o))
 		n.counters.sent[msg.QoS].Add(1)
 		reqs = append(reqs, pr)
@@ -657,6 +676,7 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 				held := slices.ContainsFunc(orphans, func(om orphanMatch) bool { return om.node == pr.node && om.plain })
 				err = n.holdForGone(ctx, pr.node, msg, pub, o, reqGroups[i], held)
 			}
+			n.replies.settled(pr)
 			if err != nil {
 				errs = append(errs, err)
 			}
