@@ -2585,6 +2585,11 @@ func (s *sessions) onSettled() {
 	s.n.gate.Lock()
 	s.settleCatch, s.settledAt = s.n.catchUpAll(ids), time.Now()
 	s.endRestoreCatch() // joined by the settle's (broker CatchUp)
+	if s.settleCatch == nil {
+		// No restored session is left here to catch up: nothing of
+		// theirs waits for the held reads (lastbeat.go).
+		s.silence.caughtUp(s.settledAt)
+	}
 	if s.settleCatch != nil && s.n.own != nil {
 		caught, released := s.settleCatch, s.n.own.holdRelease(ids)
 		s.gate.catchOwn(ids)
@@ -2627,6 +2632,13 @@ func (s *sessions) onSettled() {
 func (s *sessions) catchRestored() {
 	if s == nil || !s.gate.unsettledAny() {
 		return
+	}
+	// Before anything is forwarded here, and before announceLoop's
+	// first heartbeat moves the file's time (lastbeat.go).
+	if at, ok := lastBeat(s.n.cfg.Data); ok {
+		s.silence.begin(at, time.Now())
+		s.n.log.Info("cluster: restored sessions' ops count from the last heartbeat before the restart until what was held for this node is read",
+			"last_heartbeat", at.UTC().Format(time.RFC3339Nano))
 	}
 	ends := make([]func(), 0, len(s.gate.ids))
 	for id := range s.gate.ids {

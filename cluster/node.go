@@ -264,6 +264,7 @@ func (n *Node) announceLoop() {
 	defer t.Stop()
 	subj := ctlSubject + "." + n.cfg.Node
 	var last time.Time // the last heartbeat's
+	beatErr := false
 	for {
 		select {
 		case <-n.ctx.Done():
@@ -293,6 +294,10 @@ func (n *Node) announceLoop() {
 				// After catchUpOnReturn: an op appended in between
 				// counts from the silence's start either way.
 				n.sess.silence.beating(now)
+			}
+			if err := noteBeat(n.cfg.Data, now); err != nil && !beatErr {
+				beatErr = true // once: a read-only or full disk says so elsewhere too
+				n.log.Warn("cluster: noting the heartbeat's time in the data directory", "err", err)
 			}
 			ds, seq := n.local.take()
 			for _, b := range encodeDeltasLimited(n.cfg.Node, n.inc, ds, n.interestLimit()) {
