@@ -1,3 +1,5 @@
+//go:build linux && !roost_portable
+
 package broker
 
 import (

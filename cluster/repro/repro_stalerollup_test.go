@@ -64,6 +64,12 @@ func TestReproStaleRollupPurge(t *testing.T) {
 		t.Fatal(err)
 	}
 	tc.WaitLog(n3, `"session moved here" node=n3 client_id=`+id, 1, 30*time.Second)
+	// The partition's sender logs the held ops when it next wakes for
+	// them, just after the adoption journalled them: waited for, not
+	// counted at once (the fresh-clone suite, session 22, counted first).
+	for end := time.Now().Add(10 * time.Second); harness.CountLog(n3, "the partition stream takes no ops of this node") == 0 && time.Now().Before(end); {
+		time.Sleep(50 * time.Millisecond)
+	}
 	if harness.CountLog(n3, "the partition stream takes no ops of this node") == 0 {
 		t.Fatalf("n3 held none of its ops for %s: the test missed its path; n3:\n%s", id, harness.GrepLog(n3, id, "test fault"))
 	}
