@@ -18,13 +18,20 @@ import (
 // message, not waited for). Each publish waits for its PUBCOMP, and
 // parallel runs 8 such publishers at once. Compare binaries with
 // ROOST_TEST_BIN (bench/jepsen/RESULTS.md, "Claimed groups that miss").
+// remote-clean's publishers are clean sessions (no Origin): n2 claims
+// the group under the forward's source instead (claimServed; RESULTS.md,
+// "g133").
 func BenchmarkClusterGroupQoS2(b *testing.B) {
 	c := clustertest.Start(b, clustertest.Options{Nodes: 3})
-	expiry := uint32(600)
 	for _, where := range []struct {
-		name string
-		node int
-	}{{"local", 0}, {"remote", 1}} {
+		name  string
+		node  int
+		clean bool
+	}{{"local", 0, false}, {"remote", 1, false}, {"remote-clean", 1, true}} {
+		expiry := uint32(600)
+		if where.clean {
+			expiry = 0
+		}
 		for _, pubs := range []int{1, 8} {
 			name := where.name + "/publishers=" + strconv.Itoa(pubs)
 			b.Run(name, func(b *testing.B) {
