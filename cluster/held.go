@@ -1157,37 +1157,61 @@ func (n *Node) claimServed(k originKey, o broker.Origin, groups []string) {
 			}
 			fs = append(fs, f)
 		}
-		n.servedClaimed(k, o, fs)
+		n.servedClaimed(js, k, o, fs)
 	}()
 }
 
 // servedClaimed waits (forward_timeout at most) for claimServed's
-// appends, to say what became of them: a claim found made means a
-// reader of a held or kept copy, or a resend's routing, gave the group
-// its copy first, and the member here has one too.
-func (n *Node) servedClaimed(k originKey, o broker.Origin, fs []jetstream.PubAckFuture) {
-	timer := time.NewTimer(n.cfg.ForwardTimeout)
-	defer timer.Stop()
+// appends, each published again while its partition stream does not
+// answer (an election: short faults make them common) or another append
+// of its id is in process, and says what became of them: a claim found
+// made means a reader of a held or kept copy, or a resend's routing,
+// gave the group its copy first, and the member here has one too.
+func (n *Node) servedClaimed(js jetstream.JetStream, k originKey, o broker.Origin, fs []jetstream.PubAckFuture) {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+	defer cancel()
 	claimed := 0
 	for _, f := range fs {
-		select {
-		case ack := <-f.Ok():
-			claimed++
-			if ack.Duplicate {
-				n.log.Info("cluster: a first routing's share group was claimed before (a held copy's reader, a resend): the group may have it twice",
-					"client_id", o.ClientID, "packet_id", o.PacketID, "peer", k.node)
-			}
-		case err := <-f.Err():
+		ack, err := settleClaim(ctx, js, f)
+		if err != nil {
 			n.log.Debug("cluster: share group of a first routing not claimed", "client_id", o.ClientID, "peer", k.node, "err", err)
-		case <-timer.C:
-			n.log.Debug("cluster: share groups of a first routing not answered", "client_id", o.ClientID, "peer", k.node)
-			return
-		case <-n.ctx.Done():
-			return
+			continue
+		}
+		claimed++
+		if ack.Duplicate {
+			n.log.Info("cluster: a first routing's share group was claimed before (a held copy's reader, a resend): the group may have it twice",
+				"client_id", o.ClientID, "packet_id", o.PacketID, "peer", k.node)
 		}
 	}
 	if claimed > 0 {
 		n.log.Debug("cluster: share groups of a first routing claimed", "client_id", o.ClientID, "peer", k.node, "groups", claimed)
+	}
+}
+
+// settleClaim waits for the claim append f, published again after
+// heldRetryWait while holdAgain says so, until ctx ends.
+func settleClaim(ctx context.Context, js jetstream.JetStream, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+	for {
+		select {
+		case ack := <-f.Ok():
+			return ack, nil
+		case err := <-f.Err():
+			if !holdAgain(err) {
+				return nil, err
+			}
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w (%w)", ctx.Err(), err)
+			case <-time.After(heldRetryWait):
+			}
+			again, perr := js.PublishMsgAsync(f.Msg())
+			if perr != nil {
+				return nil, perr
+			}
+			f = again
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 }
 
