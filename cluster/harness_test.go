@@ -16,10 +16,11 @@ import (
 )
 
 // The process tests of this package; cluster/internal/harness has what
-// they share with cluster/repro's, and why they run clusterLanes at a time.
+// they share with cluster/repro's, and why they run harness.FeatureLanes
+// at a time.
 // This file is the helpers only this package's tests use.
 
-func TestMain(m *testing.M) { harness.Main(m) }
+func TestMain(m *testing.M) { harness.Main(m, harness.FeatureLanes) }
 
 // retainedOn subscribes a new client on nd to filter and returns the
 // payloads of the retained messages it is sent within d (sorted).

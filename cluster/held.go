@@ -812,7 +812,7 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 		}
 	}
 	n.gate.RUnlock()
-	claimed, chosen, err := n.claimGroups(k, rm.Origin, rm.Groups, ids, away, candidates, len(has) > 0)
+	claimed, chosen, err := n.claimGroups(k, rm.Origin, rm.Groups, ids, away, candidates, has)
 	if err != nil {
 		return 0, err
 	}
@@ -900,11 +900,22 @@ var errClaim = errors.New("cluster: claiming a held message for its share group"
 // a member among candidates claims the message for the group first, a
 // stream append under a message id made of the message's origin and the
 // group: JetStream keeps the first and answers the others "duplicate"
-// (within the stream's two-minute window, far beyond heldWatch). had
-// says a candidate holds the message already (a forward its node
-// journalled, held too): its group got it then, and the claim only keeps
-// later readers from giving it to another member (one that read it first
-// has: a rare duplicate for the group).
+// (within the stream's two-minute window, far beyond heldWatch). has
+// names the candidates that hold the message already (a forward their
+// node journalled, held too): a group one of whose members here is among
+// them got it then, and its claim, naming that member, only keeps later
+// readers from giving it to another member (one that read it first has:
+// a rare duplicate for the group). Only a member's copy says so: a
+// candidate that holds the message through a plain subscription says
+// nothing of the group, which its publisher held for apart (a dead
+// node's orphan group key, a groups-only hold). Taken for the group's
+// copy, a plain subscriber taken from the stream here lately, offline
+// with the forward in its queue and followed with the member, had every
+// such message claimed for the member and delivered to nobody, and the
+// member's next readers found the claims and left them (test/jepsen
+// TestClusterFull seed 58 with long faults: n1's followers for ps1 and
+// g0m0, 32 acknowledged messages lost for g0;
+// TestReproHeldGroupPlainCopy).
 // (Claimed and then lost with this node before the copy was durable, the
 // message is lost for the group: a second fault within that moment.)
 //
@@ -916,7 +927,7 @@ var errClaim = errors.New("cluster: claiming a held message for its share group"
 // found the claim made and left the message while the delivery here
 // missed the group (test/jepsen TestClusterFull seed 41, pub0#533 for
 // g1; TestReproGroupClaimMissed).
-func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids, away func(string) bool, candidates []string, had bool) ([]string, map[string]string, error) {
+func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids, away func(string) bool, candidates []string, has map[string]bool) ([]string, map[string]string, error) {
 	if len(groups) == 0 {
 		return []string{}, nil, nil
 	}
@@ -969,12 +980,20 @@ func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids, a
 		}
 	}
 	names := make(map[string]string, len(members))
+	had := make(map[string]bool, len(members))
 	for f, ids := range members {
 		// Members take turns by the hold's id, as the broker's pick
-		// takes turns by message.
+		// takes turns by message; one that holds the message is the
+		// group's copy.
 		names[f] = ids[k.id%uint64(len(ids))]
+		if i := slices.IndexFunc(ids, func(id string) bool { return has[id] }); i >= 0 {
+			names[f], had[f] = ids[i], true
+		} else if len(has) > 0 {
+			n.log.Debug("cluster: a held message that sessions here hold is claimed for a share group none of whose members here holds it",
+				"group", strings.TrimPrefix(f, "$share/"), "peer", k.node)
+		}
 	}
-	out, err := n.claimNamed(k, o, groups, names, had, movedOut)
+	out, err := n.claimNamed(k, o, groups, names, func(f string) bool { return had[f] }, movedOut)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -997,11 +1016,12 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 			names[f] = member
 		}
 	}
-	return n.claimNamed(k, o, groups, names, had, nil)
+	return n.claimNamed(k, o, groups, names, func(string) bool { return had }, nil)
 }
 
 // claimNamed claims the groups of groups that have a member here
-// (names, by "$share/group/filter"), and returns those it won. A claim
+// (names, by "$share/group/filter"), and returns those it won, but for
+// those whose named member had says holds the message already. A claim
 // names the session it is for (names' value; "" for none) and a claim
 // found already made for the same session is its own: see ownClaim.
 //
@@ -1019,7 +1039,7 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 // read aheads and delivered; n3's follower read it at 11.765, after both
 // had moved out of n3 live, and passed it on to n2, where g1m1 got it
 // again and g0m1 got g0's second copy; TestReproGroupHeldPassedTwice).
-func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names map[string]string, had bool, movedOut map[string]bool) ([]string, error) {
+func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names map[string]string, had func(string) bool, movedOut map[string]bool) ([]string, error) {
 	out := []string{}
 	if len(groups) == 0 {
 		return out, nil
@@ -1030,7 +1050,8 @@ func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names m
 	s.mu.Unlock()
 	for _, gk := range groups {
 		group, filter, _ := strings.Cut(gk, "\x00")
-		member, ok := names["$share/"+group+"/"+filter]
+		f := "$share/" + group + "/" + filter
+		member, ok := names[f]
 		if !ok {
 			continue
 		}
@@ -1044,7 +1065,7 @@ func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names m
 		if err == nil {
 			ack, err = publishClaim(ctx, js, m)
 		}
-		passing := movedOut["$share/"+group+"/"+filter]
+		passing := movedOut[f]
 		mid := m.Header.Get(jetstream.MsgIDHeader)
 		switch {
 		case err != nil || member == "":
@@ -1070,7 +1091,7 @@ func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names m
 		// A member here that holds it already (had) claims it too,
 		// without a second copy, so that readers after this one
 		// leave it.
-		if !ack.Duplicate && !had {
+		if !ack.Duplicate && !had(f) {
 			out = append(out, gk)
 		}
 	}

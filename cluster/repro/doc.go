@@ -6,9 +6,9 @@
 //
 // They are cluster's process tests, in a package of their own so that
 // `go test -p 3` runs them beside the rest of cluster's (docs/testing.md,
-// "Two cluster packages"): the tests of one package run one after the
-// other, clusterLanes at a time, and together the two were the suite's
-// long pole. What both share is cluster/internal/harness. A new repro
+// "Two cluster packages"): the tests of one package run a few at a time
+// (harness.ReproLanes here), and together the two were the suite's long
+// pole. What both share is cluster/internal/harness. A new repro
 // test that needs a cluster of processes goes here, as
 // cluster/repro/repro_NAME_test.go in package repro_test; one that
 // needs the cluster package's unexported code stays in cluster/ as an

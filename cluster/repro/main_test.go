@@ -6,4 +6,4 @@ import (
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
 )
 
-func TestMain(m *testing.M) { harness.Main(m) }
+func TestMain(m *testing.M) { harness.Main(m, harness.ReproLanes) }

@@ -16,34 +16,37 @@ import (
 // own), with real MQTT clients (paho.golang) connected to different nodes.
 // Each test has a cluster of its own (its own ports, data directories and,
 // for partitions, network namespace), and they run in parallel
-// (clusterLanes at a time): most of their time is spent waiting for what a
+// (FeatureLanes or ReproLanes at a time): most of their time is spent waiting for what a
 // cluster does in seconds (elections, timeouts), not on the CPU, and one
 // after the other they took 7 minutes.
 
-// clusterLanes is how many process tests of one package run at once
-// unless -test.parallel says otherwise: they wait on elections and
-// timeouts far more than they compute (the package alone used about half a
-// core with three), so four fit on two cores. With three the package was
-// the suite's long pole again; four took it from 419 to 324 s and the
-// fresh-clone suite from 549 to 514 s at the same CPU (docs/testing.md,
-// "Four lanes"). There are two such packages now (cluster and
-// cluster/repro), which `go test -p 3` runs side by side: three each keeps
-// six tests in flight, not eight. Eight, measured while other engineers'
-// tests loaded the machine, cut the pair's wall by a third and failed
-// more tests (lost and reordered messages at load 30-70, none a bound run
-// out); six is a step from four, not a leap ("Two cluster packages").
-const clusterLanes = 3
+// FeatureLanes and ReproLanes are how many process tests of cluster and
+// of cluster/repro run at once unless -test.parallel says otherwise: they
+// wait on elections and timeouts far more than they compute (one package
+// used about half a core with three), so several fit on two cores. The two
+// packages run side by side (`go test -p 3`); eight in flight, measured
+// while other engineers' tests loaded the machine, cut the pair's wall by a
+// third and failed more tests (lost and reordered messages at load 30-70,
+// none a bound run out), so the split began at three each ("Two cluster
+// packages", docs/testing.md). cluster/repro grew by 19 tests in one
+// session and became the suite's long pole (500 s of a 552 s fresh-clone
+// run, cluster 278 s): it takes a fourth lane, seven in flight, so both
+// finish near each other ("A fourth repro lane").
+const (
+	FeatureLanes = 3
+	ReproLanes   = 4
+)
 
-// Main is TestMain for a package of cluster process tests: it runs
-// clusterLanes tests at a time unless -test.parallel is given, builds (or
-// finds) the roost binary before the first test, so that a failed build
-// fails once and at once, and exits with m's code.
-func Main(m *testing.M) {
+// Main is TestMain for a package of cluster process tests: it runs lanes
+// tests at a time unless -test.parallel is given, builds (or finds) the
+// roost binary before the first test, so that a failed build fails once
+// and at once, and exits with m's code.
+func Main(m *testing.M, lanes int) {
 	flag.Parse()
 	set := false
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
 	if !set {
-		flag.Set("test.parallel", strconv.Itoa(clusterLanes))
+		flag.Set("test.parallel", strconv.Itoa(lanes))
 	}
 	if _, err := clustertest.Build(false); err != nil {
 		fmt.Fprintln(os.Stderr, err)
