@@ -169,10 +169,13 @@ type RemoteMessage struct {
 	// left, or never was here), or whose member named in Members was not
 	// here, which the message therefore did not reach here.
 	Missed []string
-	// Served is set by DeliverRemote for a message under an Origin: the
-	// share groups of Groups it went to a live member of here (not an
-	// away copy). A cluster claims them for a first routing, so that a
-	// resend routed elsewhere leaves them out (Message.ServedGroups).
+	// Served is set by DeliverRemote for a message under an Origin, or
+	// a QoS 2 one named by its Copy: the share groups of Groups it went
+	// to a live member of here (not an away copy). A cluster claims them
+	// for a first routing, so that a resend routed elsewhere leaves them
+	// out (Message.ServedGroups), and so that a copy of the message held
+	// for this node should it die before it confirmed does not reach a
+	// second member (package cluster, claimServed).
 	Served []string
 	// Place, when its Source is not empty, is the message's place among
 	// its publisher's messages, and Late says it was held back for the
@@ -227,7 +230,8 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	if once != nil {
 		once.chosen = m.chosen
 	}
-	sc := s.router.matchOnce(msg, groups, m.Pick, matchMode{pickGroups: m.PickShared, groupsOnly: m.GroupsOnly, members: m.Members}, once)
+	mode := matchMode{pickGroups: m.PickShared, groupsOnly: m.GroupsOnly, members: m.Members, served: m.Copy != 0 && m.QoS == 2}
+	sc := s.router.matchOnce(msg, groups, m.Pick, mode, once)
 	msg.shareWire = len(sc.targets) > 1
 	m.Away = append(m.Away[:0], sc.away...)
 	m.Missed = append(m.Missed[:0], sc.missed...)

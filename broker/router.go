@@ -93,6 +93,10 @@ type matchMode struct {
 	pickGroups, groupsOnly bool
 	// members: RemoteMessage.Members.
 	members map[string]string
+	// served notes the groups given to a live member here
+	// (routeScratch.served) with no Origin too: RemoteMessage.Served for
+	// a QoS 2 message named by its Copy.
+	served bool
 }
 
 // matchOnce is match for a message from another node of a cluster: of
@@ -182,7 +186,7 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 		sc.add(c.sess, c.sub, msg)
 		if away {
 			sc.away = append(sc.away, AwayMember{ClientID: c.sess.id, Group: key})
-		} else if once != nil {
+		} else if once != nil || mode.served {
 			sc.served = append(sc.served, key)
 		}
 	}

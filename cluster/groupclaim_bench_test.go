@@ -18,19 +18,33 @@ import (
 // message, not waited for). Each publish waits for its PUBCOMP, and
 // parallel runs 8 such publishers at once. Compare binaries with
 // ROOST_TEST_BIN (bench/jepsen/RESULTS.md, "Claimed groups that miss").
+// remote-clean's publishers are clean sessions (no Origin), as is the
+// member: nothing is claimed; remote-clean-persistent's member is
+// persistent, and n2 claims the group under the forward's source
+// (claimServed; RESULTS.md, "g133").
 func BenchmarkClusterGroupQoS2(b *testing.B) {
 	c := clustertest.Start(b, clustertest.Options{Nodes: 3})
-	expiry := uint32(600)
 	for _, where := range []struct {
-		name string
-		node int
-	}{{"local", 0}, {"remote", 1}} {
+		name              string
+		node              int
+		clean, persistent bool // clean publishers; a persistent member
+	}{{"local", 0, false, false}, {"remote", 1, false, false}, {"remote-clean", 1, true, false}, {"remote-clean-persistent", 1, true, true}} {
+		expiry := uint32(600)
+		if where.clean {
+			expiry = 0
+		}
+		var mexpiry *uint32
+		if where.persistent {
+			mexpiry = new(uint32)
+			*mexpiry = 600
+		}
 		for _, pubs := range []int{1, 8} {
 			name := where.name + "/publishers=" + strconv.Itoa(pubs)
 			b.Run(name, func(b *testing.B) {
 				prefix := "gb-" + where.name + strconv.Itoa(pubs)
 				topic := prefix + "/t"
-				m, _, err := clustertest.Dial(b, c.Nodes[where.node].MQTT, &paho.Connect{ClientID: prefix + "-m", CleanStart: true, KeepAlive: 30})
+				m, _, err := clustertest.Dial(b, c.Nodes[where.node].MQTT, &paho.Connect{ClientID: prefix + "-m", CleanStart: true, KeepAlive: 30,
+					Properties: &paho.ConnectProperties{SessionExpiryInterval: mexpiry}})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -1123,6 +1123,23 @@ func (s *sessions) claimMsg(k originKey, o broker.Origin, gk, member string) *na
 // members of g0 and of g1; TestReproGroupResendElsewhere). Now the
 // resend's claim finds the group claimed and leaves it out.
 //
+// A forward with no Origin (a clean publisher's QoS 2 message, named by
+// its copy) is claimed under k, its source, as a reader claims a copy of
+// it held for this node: the sender holds the forward's groups for this
+// node when it dies before its confirmation left (holdForGone), and the
+// reader of that copy for another member found the group unclaimed and
+// gave it a second copy (test/jepsen TestClusterFull short faults, seed
+// 133: pub2#170 given to g0m0 on n3 at 49.243, n3's confirmation held
+// back by its own holds and lost with its kill at 49.742; n1 held g0 for
+// n3 at 49.981, and n2's read ahead for g0m1 claimed it at 54.295;
+// TestReproGroupServedGone). The claim names no member: no reader takes
+// it for its own (ownClaim). Only a group that the others hold for this
+// node should it die (a persistent member here: its persistent or hold
+// key, orphanInterest) is claimed so: no other copy of a group of clean
+// members here is ever read, and a clean publisher's message to them
+// made no stream write before (BenchmarkClusterGroupQoS2 remote-clean:
+// 0.5 ms/op, 1.3 with a claim per message; RESULTS.md, "g133").
+//
 // Not before the member's copy is durable: the claim goes to another
 // stream than the member's queued copy, straight away, while the copy
 // waits in its partition's queue; a node killed in between left the
@@ -1135,8 +1152,17 @@ func (s *sessions) claimMsg(k originKey, o broker.Origin, gk, member string) *na
 // wait is the one the publisher's PUBREC waits for, so a resend (after
 // no PUBREC) finds the claim made unless this node died or its stores
 // failed; an append lost with this node leaves the duplicate as before.
-func (n *Node) claimServed(o broker.Origin, groups []string) {
-	if n.sess == nil || o.IsZero() || len(groups) == 0 {
+// So does one not in yet when the member's PUBLISH goes out (it waits
+// for the same durable copy, not for the claim) and the node dies: the
+// claim is sent as that wait ends, a stream round trip's window.
+func (n *Node) claimServed(k originKey, o broker.Origin, groups []string) {
+	if o.IsZero() {
+		if k.id == 0 {
+			return
+		}
+		groups = n.heldForHere(groups)
+	}
+	if n.sess == nil || len(groups) == 0 {
 		return
 	}
 	s := n.sess
@@ -1151,15 +1177,89 @@ func (n *Node) claimServed(o broker.Origin, groups []string) {
 		defer n.wg.Done()
 		if err := s.Wait(t); err != nil {
 			n.log.Info("cluster: share groups of a first routing not claimed: their copy here is not durable",
-				"client_id", o.ClientID, "packet_id", o.PacketID, "groups", len(groups), "err", err)
+				"client_id", o.ClientID, "packet_id", o.PacketID, "peer", k.node, "groups", len(groups), "err", err)
 			return
 		}
+		fs := make([]jetstream.PubAckFuture, 0, len(groups))
 		for _, gk := range groups {
-			if _, err := js.PublishMsgAsync(s.claimMsg(originKey{}, o, gk, "")); err != nil {
-				n.log.Debug("cluster: share group of a first routing not claimed", "client_id", o.ClientID, "err", err)
+			f, err := js.PublishMsgAsync(s.claimMsg(k, o, gk, ""))
+			if err != nil {
+				n.log.Debug("cluster: share group of a first routing not claimed", "client_id", o.ClientID, "peer", k.node, "err", err)
+				continue
 			}
+			fs = append(fs, f)
 		}
+		n.servedClaimed(js, k, o, fs)
 	}()
+}
+
+// heldForHere returns the share groups of groups ("group\x00filter")
+// that the other nodes would hold for this node's persistent members
+// were it to die: those with a persistent or hold key announced here.
+func (n *Node) heldForHere(groups []string) []string {
+	var out []string
+	for _, gk := range groups {
+		group, filter, _ := strings.Cut(gk, "\x00")
+		pk := persistShareKey(filter, group)
+		if n.local.has(pk) || n.local.has(pk.holdKey()) {
+			out = append(out, gk)
+		}
+	}
+	return out
+}
+
+// servedClaimed waits (forward_timeout at most) for claimServed's
+// appends, each published again while its partition stream does not
+// answer (an election: short faults make them common) or another append
+// of its id is in process, and says what became of them: a claim found
+// made means a reader of a held or kept copy, or a resend's routing,
+// gave the group its copy first, and the member here has one too.
+func (n *Node) servedClaimed(js jetstream.JetStream, k originKey, o broker.Origin, fs []jetstream.PubAckFuture) {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+	defer cancel()
+	claimed := 0
+	for _, f := range fs {
+		ack, err := settleClaim(ctx, js, f)
+		if err != nil {
+			n.log.Debug("cluster: share group of a first routing not claimed", "client_id", o.ClientID, "peer", k.node, "err", err)
+			continue
+		}
+		claimed++
+		if ack.Duplicate {
+			n.log.Info("cluster: a first routing's share group was claimed before (a held copy's reader, a resend): the group may have it twice",
+				"client_id", o.ClientID, "packet_id", o.PacketID, "peer", k.node)
+		}
+	}
+	if claimed > 0 {
+		n.log.Debug("cluster: share groups of a first routing claimed", "client_id", o.ClientID, "peer", k.node, "groups", claimed)
+	}
+}
+
+// settleClaim waits for the claim append f, published again after
+// heldRetryWait while holdAgain says so, until ctx ends.
+func settleClaim(ctx context.Context, js jetstream.JetStream, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+	for {
+		select {
+		case ack := <-f.Ok():
+			return ack, nil
+		case err := <-f.Err():
+			if !holdAgain(err) {
+				return nil, err
+			}
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w (%w)", ctx.Err(), err)
+			case <-time.After(heldRetryWait):
+			}
+			again, perr := js.PublishMsgAsync(f.Msg())
+			if perr != nil {
+				return nil, perr
+			}
+			f = again
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 }
 
 // publishClaim appends the group claim m, again after a short pause

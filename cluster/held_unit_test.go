@@ -441,3 +441,23 @@ func TestAwayMarks(t *testing.T) {
 		t.Fatal("a dropped peer not seen")
 	}
 }
+
+// A node claims a clean publisher's forwarded QoS 2 message for the share
+// groups the others hold for it should it die (heldForHere): those with a
+// persistent member here, or a hold key (a restored member not settled
+// yet); not a group of clean members only (claimServed).
+func TestHeldForHere(t *testing.T) {
+	n := &Node{local: newLocalInterest()}
+	n.local.add(ikey{"t/#", "clean"})
+	n.local.add(ikey{"t/#", "p"})
+	n.local.add(persistShareKey("t/#", "p"))
+	n.local.add(persistShareKey("t/#", "h").holdKey())
+	groups := []string{"clean\x00t/#", "p\x00t/#", "h\x00t/#", "p\x00u/#"}
+	if got, want := n.heldForHere(groups), []string{"p\x00t/#", "h\x00t/#"}; !slices.Equal(got, want) {
+		t.Fatalf("heldForHere(%q) = %q, want %q", groups, got, want)
+	}
+	n.local.remove(persistShareKey("t/#", "p"))
+	if got := n.heldForHere(groups); !slices.Equal(got, []string{"h\x00t/#"}) {
+		t.Fatalf("after the persistent member left: %q, want the hold key's group only", got)
+	}
+}
