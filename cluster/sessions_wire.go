@@ -353,8 +353,8 @@ func (r *replay) reset() {
 // under their old packet ids, and the claim sent them again (test/jepsen
 // TestClusterFull seed 48, session 22: g0m1 got pub0#313 twice, n2's
 // claim back read n2's own ops of 10 s before, up to pub0#313's
-// QueuePut and before its QueueDel, ahead of n1's rollup; the consumer
-// on n3, restarted 1 s before; TestReproRollupReadStale).
+// QueuePut and before its QueueDel, ahead of n1's rollup; its consumer
+// most likely on n3, restarted 0.7 s before; TestReadAcrossRollup).
 func (r *replay) applyStored(m jetstream.Msg) error {
 	if h := m.Headers(); h != nil && h.Get(jetstream.MsgRollup) == jetstream.MsgRollupSubject {
 		r.passed += r.since
