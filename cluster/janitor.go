@@ -568,7 +568,7 @@ func (s *sessions) readSessions(ctx context.Context, p int, rs []ownerScan) (map
 			return nil // another session of the partition
 		}
 		before := r.applied
-		if err := r.apply(m.Data()); err != nil {
+		if err := r.applyStored(m); err != nil {
 			return fmt.Errorf("session record of %q: %w", r.id, err)
 		}
 		if md, err := m.Metadata(); err == nil {
@@ -583,6 +583,7 @@ func (s *sessions) readSessions(ctx context.Context, p int, rs []ownerScan) (map
 		if r.skipped > 0 {
 			s.n.log.Info("session record: skipped ops of a previous owner written after it lost the id", "client_id", r.id, "ops", r.skipped)
 		}
+		r.logPassed(s.n.log)
 		out[r.id] = adoptedSession{r.session(), lasts[r.id]}
 	}
 	return out, nil

@@ -1300,7 +1300,7 @@ func (s *sessions) recoverEnd(ctx context.Context, id string) (*broker.StoredSes
 	r := newReplay(id)
 	err = readAll(ctx, js, stream, jetstream.ConsumerConfig{FilterSubject: subj}, func(m jetstream.Msg) error {
 		before := r.applied
-		if err := r.apply(m.Data()); err != nil {
+		if err := r.applyStored(m); err != nil {
 			return fmt.Errorf("session record of %q: %w", id, err)
 		}
 		if md, err := m.Metadata(); err == nil {
@@ -1317,6 +1317,7 @@ func (s *sessions) recoverEnd(ctx context.Context, id string) (*broker.StoredSes
 	if r.skipped > 0 {
 		s.n.log.Info("session record: skipped ops of a previous owner written after it lost the id", "client_id", id, "ops", r.skipped)
 	}
+	r.logPassed(s.n.log)
 	return r.session(), last, r.maxEpoch, behind, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -168,6 +169,10 @@ type replay struct {
 	// applied counts the ops applied (not skipped): the time of the last
 	// message that applied one is the session's last op (lastOp).
 	applied int
+	// passed counts the stream messages read before the subject's last
+	// rollup that the rollup left out (applyStored).
+	passed int
+	since  int // messages applied since the last rollup (or the start)
 }
 
 // opMadeHeader is when the newest op of a stream message of a session's
@@ -329,6 +334,46 @@ func (r *replay) reset() {
 	r.queue = map[uint64]broker.StoredDelivery{}
 	r.inbound = map[uint16]uint64{}
 	r.seen = nil
+}
+
+// applyStored applies m, a stream message of the session's subject. A
+// rollup (its writer adopted the session and wrote it whole) begins the
+// record anew, as it does on the stream's leader, where JetStream removed
+// every older message of the subject when it stored the rollup.
+//
+// A read on a replica can still be given those older messages: readAll
+// reads wherever its consumer lands, and a replica restarted after a
+// kill truncates its store to its last Raft snapshot and replays its log
+// (nats-server, sync_always with replicas > 1), so for a while it holds
+// ops its leader removed long ago, and it removes them again (the
+// rollup's purge) while the read goes on: the read got a stale owner's
+// ops up to some point, none of those after it (purged before the
+// consumer reached them), then the rollup. Applied as the session's
+// state, the stale ops put back deliveries their client had completed,
+// under their old packet ids, and the claim sent them again (test/jepsen
+// TestClusterFull seed 48, session 22: g0m1 got pub0#313 twice, n2's
+// claim back read n2's own ops of 10 s before, up to pub0#313's
+// QueuePut and before its QueueDel, ahead of n1's rollup; its consumer
+// most likely on n3, restarted 0.7 s before; TestReadAcrossRollup).
+func (r *replay) applyStored(m jetstream.Msg) error {
+	if h := m.Headers(); h != nil && h.Get(jetstream.MsgRollup) == jetstream.MsgRollupSubject {
+		r.passed += r.since
+		r.since = 0
+		r.reset()
+		r.maxEpoch, r.skipped = 0, 0
+	}
+	r.since++
+	return r.apply(m.Data())
+}
+
+// logPassed logs that the read was given messages the subject's last
+// rollup had removed (applyStored), if it was: a replica behind its
+// leader.
+func (r *replay) logPassed(log *slog.Logger) {
+	if r.passed > 0 {
+		log.Info("session record: messages before the subject's last rollup read and left out (a replica behind its leader)",
+			"client_id", r.id, "messages", r.passed)
+	}
 }
 
 // apply applies one message's bytes: an op, or a pack of ops.
