@@ -568,7 +568,7 @@ func (s *sessions) readSessions(ctx context.Context, p int, rs []ownerScan) (map
 			return nil // another session of the partition
 		}
 		before := r.applied
-		if err := r.apply(m.Data()); err != nil {
+		if err := r.applyMsg(m); err != nil {
 			return fmt.Errorf("session record of %q: %w", r.id, err)
 		}
 		if md, err := m.Metadata(); err == nil {
