@@ -294,7 +294,8 @@ func (mv *liveMoves) endOut(id string, epoch uint64) {
 // them for up to 15 s, whatever copy it was in: a move back from the
 // other node (its copy handed over, taking nothing more) or the stream
 // (TestReproClaimBackSkips: 85 of 116 and 220 of 252 acknowledged
-// messages of a third node's publisher lost).
+// messages of a third node's publisher lost). An exported move's share
+// groups (movedOut) end with it too (below).
 func (mv *liveMoves) endOutBefore(id string, epoch uint64) {
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
