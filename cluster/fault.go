@@ -301,6 +301,13 @@ import (
 //	                      when the change travels late (test/jepsen
 //	                      TestClusterFull seed 45: a forward 3 ms after
 //	                      the drop)
+//	move-linger=DURATION@NODE  on NODE, a live move out keeps its
+//	                      session's share groups (movedOut, for pass-ons
+//	                      and redirects to the new owner) DURATION (at
+//	                      most moveLingerMax) rather than moveLinger, so
+//	                      that a test's steps after the move, slow on a
+//	                      busy machine (a stream's election after a
+//	                      kill), still fall within it
 //	passon-late=DURATION@NODE  on NODE, a forwarded message's share
 //	                      groups passed on to a node with a member
 //	                      (passon.go) go on only DURATION later (at most
@@ -446,6 +453,7 @@ type faults struct {
 	streamsLate        time.Duration
 	dropMute           time.Duration
 	passOnLate         time.Duration
+	moveLingerFor      time.Duration
 	mutedUntil         atomic.Int64 // drop-unannounced: Unix ns
 	heldLate           time.Duration
 	adoptStall         []string
@@ -561,7 +569,7 @@ var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "read-lat
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
-	"drop-unannounced", "ops-after-lost", "passon-late", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
+	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
 	"handed-late", "own-held-unreached", "gone-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
@@ -701,6 +709,12 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: passon-late=%q: want a duration up to %v", faultEnv, v, passOnLateMax)
 			}
 			f.passOnLate = d
+		case "move-linger":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 || d > moveLingerMax {
+				return nil, fmt.Errorf("%s: move-linger=%q: want a duration up to %v", faultEnv, v, moveLingerMax)
+			}
+			f.moveLingerFor = d
 		case "held-late":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
@@ -1185,6 +1199,18 @@ func (f *faults) passOnDelay() time.Duration {
 		return 0
 	}
 	return f.passOnLate
+}
+
+// moveLingerMax bounds move-linger.
+const moveLingerMax = time.Minute
+
+// movedLinger returns how long move-linger keeps a live move out's share
+// groups; 0 for moveLinger.
+func (f *faults) movedLinger() time.Duration {
+	if f == nil {
+		return 0
+	}
+	return f.moveLingerFor
 }
 
 // dropMuteMax bounds drop-unannounced: a node silent for deadAfter is
