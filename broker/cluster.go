@@ -173,7 +173,8 @@ type RemoteMessage struct {
 	// share groups of Groups it went to a live member of here (not an
 	// away copy). A cluster claims them for a first routing, so that a
 	// resend routed elsewhere leaves them out (Message.ServedGroups).
-	Served []string
+	// ServedTo names the member each went to, in Served's order.
+	Served, ServedTo []string
 	// Place, when its Source is not empty, is the message's place among
 	// its publisher's messages, and Late says it was held back for the
 	// sessions it goes to while their interest here was not known: a
@@ -232,6 +233,7 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	m.Away = append(m.Away[:0], sc.away...)
 	m.Missed = append(m.Missed[:0], sc.missed...)
 	m.Served = append(m.Served[:0], sc.served...)
+	m.ServedTo = append(m.ServedTo[:0], sc.servedTo...)
 	return s.deliverTargets(msg, sc)
 }
 
@@ -313,6 +315,15 @@ func (m *Message) ServedGroups() []string {
 		return nil
 	}
 	return m.ext.served
+}
+
+// ServedMembers returns the member (client id) each of ServedGroups went
+// to, in the same order.
+func (m *Message) ServedMembers() []string {
+	if m.ext == nil {
+		return nil
+	}
+	return m.ext.servedTo
 }
 
 // PublishGate is implemented by a Cluster that must order this node's

@@ -1114,7 +1114,13 @@ func (s *sessions) claimMsg(k originKey, o broker.Origin, gk, member string) *na
 // wait is the one the publisher's PUBREC waits for, so a resend (after
 // no PUBREC) finds the claim made unless this node died or its stores
 // failed; an append lost with this node leaves the duplicate as before.
-func (n *Node) claimServed(o broker.Origin, groups []string) {
+//
+// Each claim names its member (servedClaim, members in groups' order): a
+// copy that leaves this node before its claim is made (a live move, a
+// stream read of its queued op) is claimed by the node that takes its
+// session, and that claim, found made by this one, is the copy's own
+// (claimQueued).
+func (n *Node) claimServed(o broker.Origin, groups, members []string) {
 	if n.sess == nil || o.IsZero() || len(groups) == 0 {
 		return
 	}
@@ -1133,8 +1139,12 @@ func (n *Node) claimServed(o broker.Origin, groups []string) {
 				"client_id", o.ClientID, "packet_id", o.PacketID, "groups", len(groups), "err", err)
 			return
 		}
-		for _, gk := range groups {
-			if _, err := js.PublishMsgAsync(s.claimMsg(originKey{}, o, gk, "")); err != nil {
+		for i, gk := range groups {
+			var member string
+			if i < len(members) {
+				member = servedClaim(members[i])
+			}
+			if _, err := js.PublishMsgAsync(s.claimMsg(originKey{}, o, gk, member)); err != nil {
 				n.log.Debug("cluster: share group of a first routing not claimed", "client_id", o.ClientID, "err", err)
 			}
 		}
@@ -1168,17 +1178,22 @@ func publishClaim(ctx context.Context, js jetstream.JetStream, m *nats.Msg) (*je
 var _ broker.ResendClaimer = (*Node)(nil)
 
 // ClaimGroup implements broker.ResendClaimer: a QoS 2 resend's share
-// group gk, about to go to a live member here, is claimed as a reader
-// claims a kept or held copy (claimFor, under the Origin, for no
-// session): a reader that finds it made leaves its copy, and a claim a
-// reader made first keeps the resend from the group. Without replicated
-// sessions nothing here keeps copies: true at once.
-func (n *Node) ClaimGroup(o broker.Origin, gk string) (bool, error) {
+// group gk, about to go to member, live here, is claimed as a reader
+// claims a kept or held copy (claimFor, under the Origin): a reader that
+// finds it made leaves its copy, and a claim a reader made first keeps
+// the resend from the group. The claim names member as a first
+// routing's does (servedClaim): should the member's session move before
+// it got the message, its adoption finds the claim its copy's own
+// (claimQueued), and a claim found made for member (that adoption's, or
+// a first routing's here) gives it the message again, which its session
+// takes once (the Origin). Without replicated sessions nothing here
+// keeps copies: true at once.
+func (n *Node) ClaimGroup(o broker.Origin, gk, member string) (bool, error) {
 	if n.sess == nil {
 		return true, nil
 	}
 	group, filter, _ := strings.Cut(gk, "\x00")
-	out, err := n.claimFor(originKey{}, o, []string{gk}, map[string]bool{"$share/" + group + "/" + filter: true}, false, "")
+	out, err := n.claimFor(originKey{}, o, []string{gk}, map[string]bool{"$share/" + group + "/" + filter: true}, false, servedClaim(member))
 	if err != nil {
 		return false, err
 	}
