@@ -114,6 +114,12 @@ func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
 			n.log.Info("cluster: a queued share group copy not claimed at its adoption; kept", "client_id", rec.ClientID, "err", err)
 		}
 	}
+	if len(claims) > 0 {
+		// One line per adoption with such copies: where a later trace
+		// looks for who claimed a group first.
+		n.log.Debug("cluster: queued share group copies claimed at the adoption", "client_id", rec.ClientID,
+			"claims", len(claims), "dropped", len(drop))
+	}
 	if len(drop) == 0 {
 		return 0
 	}
