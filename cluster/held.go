@@ -1139,6 +1139,12 @@ func (n *Node) claimServed(o broker.Origin, groups, members []string) {
 				"client_id", o.ClientID, "packet_id", o.PacketID, "groups", len(groups), "err", err)
 			return
 		}
+		if leave, first := n.fault.leavesServed(o.ClientID); leave {
+			if first {
+				n.log.Info("cluster: test fault: a first routing's share group claims left out", "client_id", o.ClientID)
+			}
+			return
+		}
 		for i, gk := range groups {
 			var member string
 			if i < len(members) {
