@@ -176,7 +176,8 @@ type RemoteMessage struct {
 	// out (Message.ServedGroups), and so that a copy of the message held
 	// for this node should it die before it confirmed does not reach a
 	// second member (package cluster, claimServed).
-	Served []string
+	// ServedTo names the member each went to, in Served's order.
+	Served, ServedTo []string
 	// Place, when its Source is not empty, is the message's place among
 	// its publisher's messages, and Late says it was held back for the
 	// sessions it goes to while their interest here was not known: a
@@ -236,6 +237,7 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	m.Away = append(m.Away[:0], sc.away...)
 	m.Missed = append(m.Missed[:0], sc.missed...)
 	m.Served = append(m.Served[:0], sc.served...)
+	m.ServedTo = append(m.ServedTo[:0], sc.servedTo...)
 	return s.deliverTargets(msg, sc)
 }
 
@@ -317,6 +319,15 @@ func (m *Message) ServedGroups() []string {
 		return nil
 	}
 	return m.ext.served
+}
+
+// ServedMembers returns the member (client id) each of ServedGroups went
+// to, in the same order.
+func (m *Message) ServedMembers() []string {
+	if m.ext == nil {
+		return nil
+	}
+	return m.ext.servedTo
 }
 
 // PublishGate is implemented by a Cluster that must order this node's

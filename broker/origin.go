@@ -257,10 +257,11 @@ func (s *Server) groupOnce(o Origin) *onceCheck {
 // routings claim nothing.
 type ResendClaimer interface {
 	// ClaimGroup claims group ("group\x00filter") for the message under
-	// o: true if this is the first claim, false if a reader or another
-	// resend claimed it before. It may block (a replicated append), and
-	// is called with no lock held.
-	ClaimGroup(o Origin, group string) (bool, error)
+	// o, for member (the client id it is to go to): true if this is the
+	// first claim or one made for member before, false if a reader or
+	// another resend claimed it for another. It may block (a replicated
+	// append), and is called with no lock held.
+	ClaimGroup(o Origin, group, member string) (bool, error)
 }
 
 // ErrGroupClaim wraps a ResendClaimer failure: the resend's group was
@@ -289,7 +290,7 @@ func (s *Server) claimAhead(msg *Message, o Origin, groups []string) (map[string
 			chosen[p.group] = p.id // kept for its session: its reader claims
 			continue
 		}
-		won, err := rc.ClaimGroup(o, p.group)
+		won, err := rc.ClaimGroup(o, p.group, p.id)
 		switch {
 		case err != nil:
 			errs = append(errs, err)
@@ -325,8 +326,9 @@ type msgExt struct {
 	// resent: a QoS 2 resend routed again under origin (ResendClaimer).
 	resent bool
 	// served: the share groups that went to a live member here under
-	// origin (ServedGroups); set by routeOrigin before m is shared.
-	served []string
+	// origin (ServedGroups), servedTo their members (ServedMembers);
+	// set by routeOrigin before m is shared.
+	served, servedTo []string
 }
 
 // Resent reports whether m is a publisher's QoS 2 resend routed again

@@ -526,6 +526,7 @@ func (s *Server) routeOrigin(msg *Message, o Origin) (n int, last Ticket, notRet
 			msg.ext = &msgExt{}
 		}
 		msg.ext.served = slices.Clone(sc.served)
+		msg.ext.servedTo = slices.Clone(sc.servedTo)
 	}
 	// Written inline by this goroutine, one send after another, only for
 	// a few subscribers: for many, flusher goroutines write in parallel

@@ -20,7 +20,7 @@ type claimCluster struct {
 	claims []string
 }
 
-func (c *claimCluster) ClaimGroup(o Origin, group string) (bool, error) {
+func (c *claimCluster) ClaimGroup(o Origin, group, member string) (bool, error) {
 	c.cmu.Lock()
 	defer c.cmu.Unlock()
 	c.claims = append(c.claims, group)

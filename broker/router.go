@@ -47,8 +47,8 @@ type routeScratch struct {
 	// served here for that had no member here when the tree matched it.
 	missed []string
 	// served: the share groups a message under an Origin went to a live
-	// (not away) member of here.
-	served []string
+	// (not away) member of here; servedTo: each one's member.
+	served, servedTo []string
 }
 
 type sharedCand struct {
@@ -188,6 +188,7 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 			sc.away = append(sc.away, AwayMember{ClientID: c.sess.id, Group: key})
 		} else if once != nil || mode.served {
 			sc.served = append(sc.served, key)
+			sc.servedTo = append(sc.servedTo, c.sess.id)
 		}
 	}
 	return sc
@@ -316,6 +317,8 @@ func (r *router) release(sc *routeScratch) {
 	sc.missed = sc.missed[:0]
 	clear(sc.served)
 	sc.served = sc.served[:0]
+	clear(sc.servedTo)
+	sc.servedTo = sc.servedTo[:0]
 	r.scrach.Put(sc)
 }
 

@@ -41,6 +41,11 @@ import (
 //	                      node dies, in effect, before its delivery of
 //	                      them is durable, while its other writes (a
 //	                      share group's claim) go on
+//	served-unclaimed=CLIENT@NODE  on NODE, a first routing of publisher
+//	                      CLIENT's QoS 2 messages claims none of the share
+//	                      groups it served here (claimServed), as when the
+//	                      node died between its member's copy becoming
+//	                      durable and the claim's append; logged once
 //	read-late=CLIENT@NODE  on NODE, reading CLIENT's session from its
 //	                      partition stream (a claim whose previous owner
 //	                      did not answer) fails until the node has held
@@ -417,6 +422,8 @@ type faults struct {
 	stopOps            string
 	opsStopped         atomic.Bool // stop-ops: its op came
 	stallQueue         string
+	servedUnclaimed    string      // served-unclaimed
+	servedUnclaimedLog atomic.Bool // served-unclaimed: logged
 	readLate           string
 	orphansSeen        atomic.Bool // read-late: orphan interest was kept once
 	delayRelease       string
@@ -565,7 +572,7 @@ const overtakenWait = 20 * time.Second
 const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
-var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
+var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
@@ -597,6 +604,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.stopOps = v
 		case "stall-queue":
 			f.stallQueue = v
+		case "served-unclaimed":
+			f.servedUnclaimed = v
 		case "read-late":
 			f.readLate = v
 		case "no-quorum":
@@ -1304,6 +1313,16 @@ func (f *faults) ownHeldLate() time.Duration {
 		return 0
 	}
 	return f.heldLate
+}
+
+// leavesServed reports whether a first routing of publisher id's message
+// is to claim none of its served groups (served-unclaimed); first is true
+// the first time.
+func (f *faults) leavesServed(id string) (leave, first bool) {
+	if f == nil || f.servedUnclaimed == "" || id != f.servedUnclaimed {
+		return false, false
+	}
+	return true, f.servedUnclaimedLog.CompareAndSwap(false, true)
 }
 
 // stalls reports whether op is never to be replicated.

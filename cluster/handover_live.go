@@ -864,6 +864,9 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 		n.fault.awaitGone(func() bool { return n.remote.heard(prev) })
 	}
 	rec, finished := mv.finishAt(ctx, q, rec1)
+	// Before the session is in the server: a queued copy whose first
+	// routing's group claim was never made goes out only claimed.
+	n.claimQueued(ctx, rec)
 	if n.fault.movesLate(id) {
 		n.log.Info("cluster: test fault: the move's adoption waits for a newer claim", "client_id", id)
 		n.fault.awaitAsked()

@@ -1155,12 +1155,18 @@ func (s *sessions) claimMsg(k originKey, o broker.Origin, gk, member string) *na
 // So does one not in yet when the member's PUBLISH goes out (it waits
 // for the same durable copy, not for the claim) and the node dies: the
 // claim is sent as that wait ends, a stream round trip's window.
-func (n *Node) claimServed(k originKey, o broker.Origin, groups []string) {
+//
+// Each claim names its member (servedClaim, members in groups' order): a
+// copy that leaves this node before its claim is made (a live move, a
+// stream read of its queued op) is claimed by the node that takes its
+// session, and that claim, found made by this one, is the copy's own
+// (claimQueued).
+func (n *Node) claimServed(k originKey, o broker.Origin, groups, members []string) {
 	if o.IsZero() {
 		if k.id == 0 {
 			return
 		}
-		groups = n.heldForHere(groups)
+		groups, members = n.heldForHere(groups, members)
 	}
 	if n.sess == nil || len(groups) == 0 {
 		return
@@ -1180,9 +1186,19 @@ func (n *Node) claimServed(k originKey, o broker.Origin, groups []string) {
 				"client_id", o.ClientID, "packet_id", o.PacketID, "peer", k.node, "groups", len(groups), "err", err)
 			return
 		}
+		if leave, first := n.fault.leavesServed(o.ClientID); leave {
+			if first {
+				n.log.Info("cluster: test fault: a first routing's share group claims left out", "client_id", o.ClientID)
+			}
+			return
+		}
 		fs := make([]jetstream.PubAckFuture, 0, len(groups))
-		for _, gk := range groups {
-			f, err := js.PublishMsgAsync(s.claimMsg(k, o, gk, ""))
+		for i, gk := range groups {
+			var member string
+			if i < len(members) {
+				member = servedClaim(members[i])
+			}
+			f, err := js.PublishMsgAsync(s.claimMsg(k, o, gk, member))
 			if err != nil {
 				n.log.Debug("cluster: share group of a first routing not claimed", "client_id", o.ClientID, "peer", k.node, "err", err)
 				continue
@@ -1195,17 +1211,21 @@ func (n *Node) claimServed(k originKey, o broker.Origin, groups []string) {
 
 // heldForHere returns the share groups of groups ("group\x00filter")
 // that the other nodes would hold for this node's persistent members
-// were it to die: those with a persistent or hold key announced here.
-func (n *Node) heldForHere(groups []string) []string {
-	var out []string
-	for _, gk := range groups {
+// were it to die: those with a persistent or hold key announced here;
+// and of members (each group's member, in groups' order), theirs.
+func (n *Node) heldForHere(groups, members []string) ([]string, []string) {
+	var out, to []string
+	for i, gk := range groups {
 		group, filter, _ := strings.Cut(gk, "\x00")
 		pk := persistShareKey(filter, group)
 		if n.local.has(pk) || n.local.has(pk.holdKey()) {
 			out = append(out, gk)
+			if i < len(members) {
+				to = append(to, members[i])
+			}
 		}
 	}
-	return out
+	return out, to
 }
 
 // servedClaimed waits (forward_timeout at most) for claimServed's
@@ -1289,17 +1309,22 @@ func publishClaim(ctx context.Context, js jetstream.JetStream, m *nats.Msg) (*je
 var _ broker.ResendClaimer = (*Node)(nil)
 
 // ClaimGroup implements broker.ResendClaimer: a QoS 2 resend's share
-// group gk, about to go to a live member here, is claimed as a reader
-// claims a kept or held copy (claimFor, under the Origin, for no
-// session): a reader that finds it made leaves its copy, and a claim a
-// reader made first keeps the resend from the group. Without replicated
-// sessions nothing here keeps copies: true at once.
-func (n *Node) ClaimGroup(o broker.Origin, gk string) (bool, error) {
+// group gk, about to go to member, live here, is claimed as a reader
+// claims a kept or held copy (claimFor, under the Origin): a reader that
+// finds it made leaves its copy, and a claim a reader made first keeps
+// the resend from the group. The claim names member as a first
+// routing's does (servedClaim): should the member's session move before
+// it got the message, its adoption finds the claim its copy's own
+// (claimQueued), and a claim found made for member (that adoption's, or
+// a first routing's here) gives it the message again, which its session
+// takes once (the Origin). Without replicated sessions nothing here
+// keeps copies: true at once.
+func (n *Node) ClaimGroup(o broker.Origin, gk, member string) (bool, error) {
 	if n.sess == nil {
 		return true, nil
 	}
 	group, filter, _ := strings.Cut(gk, "\x00")
-	out, err := n.claimFor(originKey{}, o, []string{gk}, map[string]bool{"$share/" + group + "/" + filter: true}, false, "")
+	out, err := n.claimFor(originKey{}, o, []string{gk}, map[string]bool{"$share/" + group + "/" + filter: true}, false, servedClaim(member))
 	if err != nil {
 		return false, err
 	}

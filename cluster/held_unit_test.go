@@ -453,11 +453,12 @@ func TestHeldForHere(t *testing.T) {
 	n.local.add(persistShareKey("t/#", "p"))
 	n.local.add(persistShareKey("t/#", "h").holdKey())
 	groups := []string{"clean\x00t/#", "p\x00t/#", "h\x00t/#", "p\x00u/#"}
-	if got, want := n.heldForHere(groups), []string{"p\x00t/#", "h\x00t/#"}; !slices.Equal(got, want) {
-		t.Fatalf("heldForHere(%q) = %q, want %q", groups, got, want)
+	members := []string{"c1", "p1", "h1", "p2"}
+	if got, to := n.heldForHere(groups, members); !slices.Equal(got, []string{"p\x00t/#", "h\x00t/#"}) || !slices.Equal(to, []string{"p1", "h1"}) {
+		t.Fatalf("heldForHere(%q, %q) = %q, %q, want the groups p and h, their members p1 and h1", groups, members, got, to)
 	}
 	n.local.remove(persistShareKey("t/#", "p"))
-	if got := n.heldForHere(groups); !slices.Equal(got, []string{"h\x00t/#"}) {
+	if got, _ := n.heldForHere(groups, nil); !slices.Equal(got, []string{"h\x00t/#"}) {
 		t.Fatalf("after the persistent member left: %q, want the hold key's group only", got)
 	}
 }

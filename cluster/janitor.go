@@ -428,6 +428,7 @@ func (s *sessions) adoptAhead(ctx context.Context, cs []claimedOrphan, dead stri
 	since := cs[0].last
 	for _, c := range cs {
 		id := c.rec.ClientID
+		n.claimQueued(ctx, c.rec) // before it is in the server (claimQueued)
 		recs[id] = c.rec
 		since = minTime(since, c.last)
 		for _, sub := range c.rec.Subs {

@@ -581,7 +581,7 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 		}
 	}
 	if !msg.Resent() {
-		n.claimServed(originKey{}, o, msg.ServedGroups()) // a resend claimed its own (claimAhead)
+		n.claimServed(originKey{}, o, msg.ServedGroups(), msg.ServedMembers()) // a resend claimed its own (claimAhead)
 	}
 	held, heldWait := n.mv.local(msg)
 	if msg.QoS > 0 && n.fault.straddles(msg.Topic) {
@@ -844,7 +844,7 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 	}
 	n.gate.RUnlock()
 	if seq != 0 && !rm.Resent {
-		n.claimServed(src, rm.Origin, rm.Served) // a resend claimed before (ClaimResend)
+		n.claimServed(src, rm.Origin, rm.Served, rm.ServedTo) // a resend claimed before (ClaimResend)
 	}
 	if to != "" {
 		n.reforward(to, rm, gk, held)

@@ -625,6 +625,7 @@ func (o *owners) takeFromStream(id string, rec *broker.StoredSession, last time.
 	// while after a newer claim superseded this one (claimhold.go).
 	o.n.sess.claimHold(id, rec.Subs)
 	holdWill(rec, o.n.cfg.ForwardTimeout)
+	o.n.claimQueued(o.n.ctx, rec)
 	// What publishers held for prev's sessions meanwhile, with a bound
 	// of its own: the claim's may be spent by now (the stream read
 	// above, under load), and reads that fail at once leave it all to
