@@ -37,8 +37,11 @@ type outState struct {
 	// confirms are the cluster confirmations the output waits for
 	// (needConfirmed), as durable is the store's.
 	confirms []func() error
-	drained  chan struct{} // closed when the flusher stops, if drain waits
-	readWait chan struct{} // closed when the reader may read on (waitOutput)
+	// durableDone runs once what the output waits for before its next
+	// write is durable and confirmed, before that write (afterDurable).
+	durableDone []func()
+	drained     chan struct{} // closed when the flusher stops, if drain waits
+	readWait    chan struct{} // closed when the reader may read on (waitOutput)
 }
 
 // outBlock returns an empty block with room for n bytes. The pools hold
@@ -285,6 +288,22 @@ func (c *conn) needConfirmed(confirm func() error) {
 	c.outMu.Unlock()
 }
 
+// afterDurable has the flusher call f once everything the output waits
+// for so far (needDurable, needConfirmed) is durable and confirmed, before
+// it writes what was appended meanwhile; f is not called if the
+// connection fails first. The reader goes on meanwhile: a QoS 2 id's
+// routed mark waits there for its local copies (publishQoS2), where a
+// wait in the read loop held a persistent publisher to one message per
+// replicated write.
+func (c *conn) afterDurable(f func()) {
+	c.outMu.Lock()
+	if !c.dead {
+		c.room(0)
+		c.ob.durableDone = append(c.ob.durableDone, f)
+	}
+	c.outMu.Unlock()
+}
+
 // startFlushLocked starts a flusher if none runs. outMu must be held.
 func (c *conn) startFlushLocked() {
 	if !c.flushing && c.pending() > 0 {
@@ -311,7 +330,7 @@ func (c *conn) flushNowLocked() {
 	if c.flushing || c.pending() == 0 {
 		return
 	}
-	if ob := c.ob; c.durable == 0 && len(ob.confirms) == 0 && len(ob.full) == 0 {
+	if ob := c.ob; c.durable == 0 && len(ob.confirms) == 0 && len(ob.durableDone) == 0 && len(ob.full) == 0 {
 		n := writeNow(c.nc, ob.out)
 		c.srv.stats.bytesSent.Add(uint64(n))
 		if n == len(ob.out) {
@@ -364,8 +383,8 @@ func (c *conn) flush() {
 		clear(ob.full)
 		ob.full, ob.fullLen = ob.full[:0], 0
 		need := c.durable
-		confirms := ob.confirms
-		ob.confirms = nil
+		confirms, done := ob.confirms, ob.durableDone
+		ob.confirms, ob.durableDone = nil, nil
 		sent, sentBytes := ob.unsent, ob.unsentBytes
 		ob.unsent, ob.unsentBytes = [3]uint64{}, [3]uint64{}
 		c.outMu.Unlock()
@@ -405,6 +424,9 @@ func (c *conn) flush() {
 				c.wake() // a parked reader would never see the close
 				continue
 			}
+		}
+		for _, f := range done {
+			f()
 		}
 
 		c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))

@@ -190,11 +190,8 @@ func (c *conn) publishQoS2(p *packet.Publish) error {
 				}
 			}
 		}
-		var (
-			confirm func() error
-			routed  Ticket
-		)
-		rc, routed, confirm = c.routeQoS2(p, in)
+		var confirm func() error
+		rc, confirm = c.routeQoS2(p, in)
 		// QoS 2 waits here, so that a failure ends the connection
 		// before a PUBREC is in the output. The packet id stays
 		// remembered: the message may still reach the nodes that did
@@ -212,11 +209,14 @@ func (c *conn) publishQoS2(p *packet.Publish) error {
 			// elsewhere answered without routing, the copies lost
 			// (bench/jepsen/RESULTS.md, "sg112";
 			// cluster/repro TestReproRoutedBeforeQueued). The PUBREC
-			// waits for them all the same.
-			if err := c.srv.WaitDurable(routed); err != nil {
-				return fmt.Errorf("%w: %w", errUnconfirmed, err)
-			}
-			c.markRouted(p.PacketID, in.origin.Nonce)
+			// waits for them all the same, so the flusher marks it
+			// before writing the PUBREC; the reader reads on (a wait
+			// here cost a persistent publisher a replicated write per
+			// message: docs/cluster.md, "What the publish path
+			// costs"). Failing, the connection closes unmarked, as
+			// the PUBREC's wait closes it.
+			pid, nonce := p.PacketID, in.origin.Nonce
+			c.afterDurable(func() { c.markRouted(pid, nonce) })
 		}
 	}
 	c.reply(&packet.Pubrec{PacketID: p.PacketID, ReasonCode: rc})
@@ -324,15 +324,15 @@ func (c *conn) markRouted(pid uint16, nonce uint64) {
 	}
 }
 
-// routeQoS2 routes a QoS 2 message and returns its PUBREC code, the store
-// ticket of its copies queued here and the cluster's confirmation to wait
-// for; a failure code forgets the packet id.
+// routeQoS2 routes a QoS 2 message and returns its PUBREC code and the
+// cluster's confirmation to wait for; a failure code forgets the packet
+// id. The output waits for its copies queued here (needDurable).
 // With in.held, the store is released once every op of the message is
 // appended (the id, the retained change, the deliveries, the id's removal
 // for a failure code), so that a crash keeps all of them or none: a
 // restart then either knows the id with the message delivered, or neither
 // and routes the publisher's resend.
-func (c *conn) routeQoS2(p *packet.Publish, in inQoS2Note) (packet.ReasonCode, Ticket, func() error) {
+func (c *conn) routeQoS2(p *packet.Publish, in inQoS2Note) (packet.ReasonCode, func() error) {
 	if in.held {
 		defer c.srv.releaseStore()
 	}
@@ -346,7 +346,7 @@ func (c *conn) routeQoS2(p *packet.Publish, in inQoS2Note) (packet.ReasonCode, T
 	if rc >= 0x80 {
 		c.forgetInQoS2(p.PacketID)
 	}
-	return rc, t, confirm
+	return rc, confirm
 }
 
 // inlineMaxTargets is the most sessions a message is written to inline

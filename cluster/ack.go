@@ -50,83 +50,102 @@ type pendingReply struct {
 	gone     <-chan struct{}
 	sentAt   time.Time
 	qos      packet.QoS
-	// topic and settled are set for a publish's forward (trackOut):
-	// settled closes once its outcome is final, re-held for its node
-	// if that node went away first (settle).
-	topic   string
-	settled chan struct{}
-	once    sync.Once
-}
-
-// settle marks pr's outcome final (answered, timed out, or held for its
-// gone node).
-func (pr *pendingReply) settle() {
-	if pr.settled != nil {
-		pr.once.Do(func() { close(pr.settled) })
-	}
+	// topic is set for a publish's forward (registerOut): it stays in
+	// replies.m until its outcome is final (settledOut), and a claim
+	// may wait for that (outTo).
+	topic string
+	// The rest is guarded by replies.mu. unanswerable: its node went
+	// away first (await), a late answer no longer counts while it is
+	// held for that node. settled: made only when a claim waits for
+	// the forward (outTo), closed when it leaves replies.m.
+	unanswerable bool
+	settled      chan struct{}
 }
 
 // replies matches answers to the forward requests in flight, by sequence,
 // so that requests can be sent in order and waited for later (nats.go's
 // Request would block until the answer).
+//
+// A publish's forward is also what a stream claim waits for (outTo): one
+// out to the session's previous node whose outcome is not final yet. Its
+// entry in m says so until then: answered, timed out, or held for its
+// node gone (settledOut). Nothing more is kept per forward: the claims
+// that wait are rare, the forwards many (docs/cluster.md, "What the
+// publish path costs").
 type replies struct {
 	prefix string // ackSubject.<this node>
 	seq    atomic.Uint64
 	mu     sync.Mutex
 	m      map[uint64]*pendingReply
-	// out: publishes' forwards whose outcome is not final yet (trackOut),
-	// by sequence; a forward answered leaves m at once, but one whose
-	// node went away stays here until it was held for that node.
-	out map[uint64]*pendingReply
 }
 
-// trackOut keeps pr, a forward of a publish on topic, among the forwards
-// out until pr.settle (or its deadline: sweep).
-func (r *replies) trackOut(pr *pendingReply, topic string) {
-	pr.topic, pr.settled = topic, make(chan struct{})
-	r.mu.Lock()
-	if r.out == nil {
-		r.out = map[uint64]*pendingReply{}
-	}
-	r.out[pr.seq] = pr
-	r.mu.Unlock()
-}
-
-// settled forgets pr among the forwards out and settles it.
-func (r *replies) settled(pr *pendingReply) {
-	r.mu.Lock()
-	delete(r.out, pr.seq)
-	r.mu.Unlock()
-	pr.settle()
-}
-
-// outTo returns the forwards out whose node and topic match.
+// outTo returns the forwards out whose node and topic match, and makes
+// their settled channels, closed once each outcome is final.
 func (r *replies) outTo(match func(node, topic string) bool) []*pendingReply {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var prs []*pendingReply
-	for _, pr := range r.out {
-		if match(pr.node, pr.topic) {
+	for _, pr := range r.m {
+		if pr.topic != "" && match(pr.node, pr.topic) {
+			if pr.settled == nil {
+				pr.settled = make(chan struct{})
+			}
 			prs = append(prs, pr)
 		}
 	}
 	return prs
 }
 
+// drop removes pr from m (under r.mu) and wakes a claim waiting for it.
+func (r *replies) drop(pr *pendingReply) {
+	if r.m[pr.seq] != pr {
+		return
+	}
+	delete(r.m, pr.seq)
+	if pr.settled != nil {
+		close(pr.settled)
+	}
+}
+
+// settledOut ends pr, a publish's forward, once its outcome is final:
+// after await, and after the hold for its node if that node went away.
+func (r *replies) settledOut(pr *pendingReply) {
+	r.mu.Lock()
+	r.drop(pr)
+	r.mu.Unlock()
+}
+
 // register makes a sequence for a forward about to be sent.
 func (r *replies) register(deadline time.Time) *pendingReply {
-	pr := &pendingReply{seq: r.seq.Add(1), ch: make(chan ackResult, 1), deadline: deadline, sentAt: time.Now()}
+	return r.add(&pendingReply{deadline: deadline})
+}
+
+// registerOut makes a sequence for a publish's forward on topic to node
+// about to be sent; settledOut ends it.
+func (r *replies) registerOut(deadline time.Time, node string, gone <-chan struct{}, qos packet.QoS, topic string) *pendingReply {
+	return r.add(&pendingReply{deadline: deadline, node: node, gone: gone, qos: qos, topic: topic})
+}
+
+func (r *replies) add(pr *pendingReply) *pendingReply {
+	pr.seq, pr.ch, pr.sentAt = r.seq.Add(1), make(chan ackResult, 1), time.Now()
 	r.mu.Lock()
 	r.m[pr.seq] = pr
 	r.mu.Unlock()
 	return pr
 }
 
-// resolve ends the request seq with res, if it is still waited for.
+// resolve ends the request seq with res, if it is still waited for. An
+// answer is final: a claim waiting for the forward need not wait for its
+// publisher's wait to see it.
 func (r *replies) resolve(seq uint64, res ackResult) {
 	r.mu.Lock()
 	pr := r.m[seq]
-	delete(r.m, seq)
+	if pr != nil && pr.unanswerable {
+		pr = nil
+	}
+	if pr != nil {
+		r.drop(pr)
+	}
 	r.mu.Unlock()
 	if pr != nil {
 		pr.ch <- res
@@ -147,9 +166,16 @@ func (r *replies) onAcks(m *nats.Msg) {
 	}
 }
 
-func (r *replies) forget(pr *pendingReply) {
+// forget stops waiting for pr's answer. A publish's forward whose node
+// went away (gone) stays out, unanswerable, until it was held for that
+// node (settledOut); otherwise its outcome is final here.
+func (r *replies) forget(pr *pendingReply, gone bool) {
 	r.mu.Lock()
-	delete(r.m, pr.seq)
+	if gone && pr.topic != "" {
+		pr.unanswerable = true
+	} else {
+		r.drop(pr)
+	}
 	r.mu.Unlock()
 }
 
@@ -158,15 +184,9 @@ func (r *replies) forget(pr *pendingReply) {
 func (r *replies) sweep(now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for k, pr := range r.m {
+	for _, pr := range r.m {
 		if now.After(pr.deadline.Add(time.Second)) {
-			delete(r.m, k)
-		}
-	}
-	for k, pr := range r.out {
-		if now.After(pr.deadline.Add(time.Second)) {
-			delete(r.out, k)
-			pr.settle()
+			r.drop(pr)
 		}
 	}
 }
@@ -191,7 +211,7 @@ func (n *Node) await(ctx context.Context, pr *pendingReply) error {
 	select {
 	case res = <-pr.ch:
 	case <-pr.gone:
-		n.replies.forget(pr)
+		n.replies.forget(pr, true)
 		select {
 		case res = <-pr.ch: // answered before its routes closed
 		default:
@@ -199,7 +219,7 @@ func (n *Node) await(ctx context.Context, pr *pendingReply) error {
 			return fmt.Errorf("node %s: %w", pr.node, errGone)
 		}
 	case <-ctx.Done():
-		n.replies.forget(pr)
+		n.replies.forget(pr, false)
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			n.counters.timedOut[pr.qos].Add(1)
 		} else {

@@ -636,9 +636,8 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	reqGroups := make([][]string, 0, len(targets)) // for holdForGone
 	var errs []error
 	for _, t := range targets {
-		pr := n.replies.register(deadline)
-		pr.node, pr.gone, pr.qos = t.node, n.remote.goneCh(t.node), msg.QoS
-		n.replies.trackOut(pr, msg.Topic) // until held if t.node goes away first (awaitOut)
+		// Out until held if t.node goes away first (awaitOut).
+		pr := n.replies.registerOut(deadline, t.node, n.remote.goneCh(t.node), msg.QoS, msg.Topic)
 		n.senderFor(t.node).addID(pr.seq, msg.ID, encodeForwardOrigin(msg, t.groups, pub, o))
 		n.counters.sent[msg.QoS].Add(1)
 		reqs = append(reqs, pr)
@@ -681,7 +680,7 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 				held := slices.ContainsFunc(orphans, func(om orphanMatch) bool { return om.node == pr.node && om.plain })
 				err = n.holdForGone(ctx, pr.node, msg, pub, o, reqGroups[i], held)
 			}
-			n.replies.settled(pr)
+			n.replies.settledOut(pr)
 			if err != nil {
 				errs = append(errs, err)
 			}

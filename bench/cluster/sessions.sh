@@ -3,7 +3,12 @@
 # cluster, measured side by side in one run, and the restart of a cluster
 # node holding many replicated sessions. Results: bench/RESULTS.md.
 #
-#   bench/cluster/sessions.sh [--before OLD_BINARY] [--rounds N] [--logs DIR] ROOST_BINARY [SESSIONS]
+#   bench/cluster/sessions.sh [--before OLD_BINARY] [--rounds N] [--logs DIR] [--qos Q] [--persistent-pub] ROOST_BINARY [SESSIONS]
+#
+# --qos 2 measures the durable figures at QoS 2 (default 1); --persistent-pub
+# makes the publishers persistent sessions too (roost bench --persistent-pub:
+# at QoS 2 a cluster then routes under Origins). The load generator is
+# ROOST_BINARY's roost bench for both binaries.
 #
 # --before also measures OLD_BINARY's durable figures in the same run: the
 # binaries take turns, a fresh cluster and single node each time, for N
@@ -22,11 +27,15 @@ set -eu
 before=""
 rounds=1
 logs=""
+qos=1
+pubflag=""
 while [ $# -gt 0 ]; do
 	case $1 in
 	--before) before=$2; shift 2 ;;
 	--rounds) rounds=$2; shift 2 ;;
 	--logs) logs=$2; shift 2 ;;
+	--qos) qos=$2; shift 2 ;;
+	--persistent-pub) pubflag=--persistent-pub; shift ;;
 	*) break ;;
 	esac
 done
@@ -78,16 +87,16 @@ up() {
 }
 start_n1() { node "$bin" n1 127.0.0.2 "$m1" "$c1" "127.0.0.3:$c2" "127.0.0.4:$c3"; }
 
-b() { "$roost" bench --duration 5s --warmup 1s -q -protocol 5 "$@"; }
+b() { "$roost" bench --duration 5s --warmup 1s -q -protocol 5 $pubflag "$@"; }
 durable() { # label binary
 	up "$2"
-	echo "== $1: durable QoS 1 pairs (20 pairs, persistent subscribers)"
-	echo "-- single node";          b --url "mqtt://127.0.0.5:$ms" --persistent pairs -N 20 -qos 1
-	echo "-- cluster, same node";   b --url "mqtt://127.0.0.2:$m1" --persistent pairs -N 20 -qos 1
-	echo "-- cluster, cross-node";  b --url "mqtt://127.0.0.2:$m1" --sub-url "mqtt://127.0.0.3:$m2" --persistent pairs -N 20 -qos 1
-	echo "== $1: clean QoS 1 pairs, for reference"
-	echo "-- single node";          b --url "mqtt://127.0.0.5:$ms" pairs -N 20 -qos 1
-	echo "-- cluster, same node";   b --url "mqtt://127.0.0.2:$m1" pairs -N 20 -qos 1
+	echo "== $1: durable QoS $qos pairs (20 pairs, persistent subscribers${pubflag:+ and publishers})"
+	echo "-- single node";          b --url "mqtt://127.0.0.5:$ms" --persistent pairs -N 20 -qos "$qos"
+	echo "-- cluster, same node";   b --url "mqtt://127.0.0.2:$m1" --persistent pairs -N 20 -qos "$qos"
+	echo "-- cluster, cross-node";  b --url "mqtt://127.0.0.2:$m1" --sub-url "mqtt://127.0.0.3:$m2" --persistent pairs -N 20 -qos "$qos"
+	echo "== $1: clean QoS $qos pairs, for reference"
+	echo "-- single node";          b --url "mqtt://127.0.0.5:$ms" pairs -N 20 -qos "$qos"
+	echo "-- cluster, same node";   b --url "mqtt://127.0.0.2:$m1" pairs -N 20 -qos "$qos"
 }
 r=0
 while [ $r -lt "$rounds" ]; do

@@ -96,6 +96,12 @@ type Config struct {
 	// sessions: Clean Session 0 (3.1.1), or Clean Start 0 and a Session
 	// Expiry that never ends (5.0). Storm's subscribers always do.
 	Persistent bool
+	// PersistentPublishers makes the traffic scenarios' publishers keep
+	// their sessions as Persistent does: a QoS 2 publish of such a session
+	// takes a cluster's Origin path (its packet id replicated before the
+	// routing, the routed mark after its local copies are durable), which
+	// a clean publisher's does not.
+	PersistentPublishers bool
 	// StopBroker and StartBroker restart the broker in Storm: StopBroker
 	// returns once the broker's process has exited, StartBroker once the
 	// new one accepts connections. Both are required for Storm.

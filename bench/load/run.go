@@ -127,7 +127,8 @@ func (r *runner) open(ctx context.Context, role string, bufSize int, receiveMax 
 
 // openAs is open that also reports the CONNACK's Session Present.
 // Subscribers ("s0", "s1", ...) keep their sessions when
-// Config.Persistent is set; small buffers (idle connections) dial
+// Config.Persistent is set, publishers ("p0", ...) when
+// Config.PersistentPublishers is; small buffers (idle connections) dial
 // WebSockets with small buffers too.
 func (r *runner) openAs(ctx context.Context, role string, bufSize int, receiveMax uint16) (*mconn, bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
@@ -143,7 +144,8 @@ func (r *runner) openAs(ctx context.Context, role string, bufSize int, receiveMa
 	}
 	c := newConn(nc, r.cfg.Protocol, bufSize)
 	o := connectOpts{clientID: "rb" + r.id + "-" + role, keepAlive: r.keepAlive(), receiveMax: receiveMax,
-		persistent: (sub || strings.HasPrefix(role, "c")) && r.cfg.Persistent}
+		persistent: (sub || strings.HasPrefix(role, "c")) && r.cfg.Persistent ||
+			strings.HasPrefix(role, "p") && r.cfg.PersistentPublishers}
 	present, err := c.handshake(ctx, o)
 	if err != nil {
 		nc.Close()

@@ -105,6 +105,7 @@ func (b *benchFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&b.quiet, "q", false, "no progress lines")
 	fs.StringVar(&b.cpuProfile, "cpuprofile", "", "write a CPU profile of the load generator to `file` (is it the bottleneck?)")
 	fs.BoolVar(&c.Persistent, "persistent", false, "subscribers keep their sessions (clean session 0; 5.0: session expiry never)")
+	fs.BoolVar(&c.PersistentPublishers, "persistent-pub", false, "publishers keep their sessions too (a cluster's QoS 2 Origin path)")
 	fs.StringVar(&b.stopCmd, "stop-cmd", "", "storm: shell `command` that stops the broker and returns once it has exited")
 	fs.StringVar(&b.startCmd, "start-cmd", "", "storm: shell `command` that starts the broker and returns once it accepts connections")
 	fs.BoolVar(&b.freePort, "free-port", false, "print a TCP port that is free on 127.0.0.1 and exit (for scripts)")
