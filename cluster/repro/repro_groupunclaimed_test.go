@@ -73,30 +73,7 @@ func unclaimedCopy(t *testing.T, prefix string, moveFirst bool) {
 	if !moveFirst {
 		back = harness.Resume(t, n2, ida, expiry, 60*time.Second)
 	}
-	got := map[string]int{}
-	deadline := time.After(30 * time.Second)
-	for quiet := (<-chan time.Time)(nil); ; {
-		var p *paho.Publish
-		who := "a"
-		select {
-		case p = <-back.In:
-		case p = <-b.In:
-			who = "b"
-		case <-quiet:
-		case <-deadline:
-		}
-		if p == nil {
-			break
-		}
-		switch string(p.Payload) {
-		case clustertest.Probe:
-		case "m1":
-			got[who]++
-			quiet = time.After(3 * time.Second) // a second copy would follow soon
-		default:
-			t.Errorf("unexpected message %q", p.Payload)
-		}
-	}
+	got := copiesOfM1(t, back, b)
 	if n := got["a"] + got["b"]; n != 1 {
 		t.Fatalf("group gu got the acknowledged QoS 2 message %d times (%v), want once\nn1:\n%s\nn2:\n%s\nn3:\n%s", n, got,
 			harness.GrepLog(n1, prefix+"-", "share group"), harness.GrepLog(n2, prefix+"-", "share group"), harness.GrepLog(n3, prefix+"-", "share group"))
@@ -155,35 +132,43 @@ func TestReproGroupUnclaimedRead(t *testing.T) {
 
 	back := harness.Resume(t, n2, ida, expiry, 60*time.Second)
 	harness.ResendUntilAcknowledged(t, n3, prefix+"-pub", pub)
-	got := map[string]int{}
-	deadline := time.After(30 * time.Second)
-	for quiet := (<-chan time.Time)(nil); ; {
-		var p *paho.Publish
-		who := "a"
-		select {
-		case p = <-back.In:
-		case p = <-b.In:
-			who = "b"
-		case <-quiet:
-		case <-deadline:
-		}
-		if p == nil {
-			break
-		}
-		switch string(p.Payload) {
-		case clustertest.Probe:
-		case "m1":
-			got[who]++
-			quiet = time.After(3 * time.Second) // a second copy would follow soon
-		default:
-			t.Errorf("unexpected message %q", p.Payload)
-		}
-	}
+	got := copiesOfM1(t, back, b)
 	if n := got["a"] + got["b"]; n != 1 {
 		t.Fatalf("group gs got the acknowledged QoS 2 message %d times (%v), want once\nn2:\n%s\nn3:\n%s", n, got,
 			harness.GrepLog(n2, prefix+"-", "share group"), harness.GrepLog(n3, prefix+"-", "share group"))
 	}
 	if harness.CountLog(n2, `"session moved here" node=n2 client_id=`+ida+` from="replicated record"`) == 0 {
 		t.Skipf("group gs got it once (%v), but %s was not read from the stream: the test missed its path", got, ida)
+	}
+}
+
+// copiesOfM1 counts the copies of "m1" the group's two members a and b
+// get within 30 s, and 3 s past the last (a second copy would follow
+// soon).
+func copiesOfM1(t *testing.T, a, b *harness.Client) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	deadline := time.After(30 * time.Second)
+	for quiet := (<-chan time.Time)(nil); ; {
+		var p *paho.Publish
+		who := "a"
+		select {
+		case p = <-a.In:
+		case p = <-b.In:
+			who = "b"
+		case <-quiet:
+		case <-deadline:
+		}
+		if p == nil {
+			return got
+		}
+		switch string(p.Payload) {
+		case clustertest.Probe:
+		case "m1":
+			got[who]++
+			quiet = time.After(3 * time.Second)
+		default:
+			t.Errorf("unexpected message %q", p.Payload)
+		}
 	}
 }
