@@ -1038,9 +1038,17 @@ func (s *sessions) publishMore(q *partQueue, inflight *packsInFlight) error {
 			m.Header.Set(opHeldHeader, formatOpHeld(s.n.cfg.Node, held))
 		}
 		var f jetstream.PubAckFuture
+		if head.rollup {
+			// Readers start the session afresh here, purged or not
+			// (opWholeHeader).
+			m.Header.Set(opWholeHeader, "1")
+		}
 		if head.rollup && !stale[i] {
 			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
 			f = s.n.fault.losesRollup(head.id, m)
+		} else if head.rollup {
+			s.n.log.Info("cluster: an adoption's rollup sent after the client id was claimed elsewhere; without its purge",
+				"client_id", head.id, "epoch", epochs[i])
 		}
 		if f == nil {
 			var err error

@@ -228,6 +228,28 @@ func packMade(ops []repOp) time.Time {
 // message is the session's last op.
 const opHeldHeader = "Roost-Op-Held-From"
 
+// opWholeHeader marks a stream message whose first op begins a session
+// written whole: an adoption's rollup (sessions.adopt, readopt), set
+// whether or not the message purges the subject.
+//
+// An adoption numbers the session's queue anew (the broker's store
+// sequences are its own), and what the earlier owners wrote under their
+// numbers stays valid only while their ops are in the subject: the
+// rollup's purge takes them away. But a rollup sent once another node
+// claimed the id goes without its purge (sendEpochs: stale), so as not to
+// remove the newer owner's ops. When that newer owner had written
+// nothing yet, a reader applied the earlier owner's ops and the adoption
+// on top, under two numberings: each message the adoption renumbered
+// onto another's number stayed twice, and a QoS 2 one went out twice
+// (TestReproHandedReadLate, q2-9: n2's QueuePuts 21 and 22, q1-9 and
+// q2-9 behind two probes, beside n3's 19 and 20 for the same messages;
+// n3's rollup waited 7.5 s for its partition after n2's kill, and n3 had
+// lost the id to n1 meanwhile). So a reader starts the session afresh
+// at such a message, as the purge would have left it, unless its epoch
+// is older than what it applied (replay.applyMsg): a newer owner's ops
+// stand, as the stale rollup's missing purge meant them to.
+const opWholeHeader = "Roost-Op-Whole"
+
 // heldBehind is what opHeldHeader said on a session's last op: node's
 // held subject is to be read from sequence from; zero: by time.
 type heldBehind struct {
@@ -355,6 +377,8 @@ func (r *replay) reset() {
 // claim back read n2's own ops of 10 s before, up to pub0#313's
 // QueuePut and before its QueueDel, ahead of n1's rollup; its consumer
 // most likely on n3, restarted 0.7 s before; TestReadAcrossRollup).
+// What the rollup's purge cannot say, an adoption whose rollup went out
+// without it, its first pack says (applyMsg).
 func (r *replay) applyStored(m jetstream.Msg) error {
 	if h := m.Headers(); h != nil && h.Get(jetstream.MsgRollup) == jetstream.MsgRollupSubject {
 		r.passed += r.since
@@ -363,7 +387,7 @@ func (r *replay) applyStored(m jetstream.Msg) error {
 		r.maxEpoch, r.skipped = 0, 0
 	}
 	r.since++
-	return r.apply(m.Data())
+	return r.applyMsg(m)
 }
 
 // logPassed logs that the read was given messages the subject's last
@@ -397,6 +421,43 @@ func (r *replay) apply(b []byte) error {
 		return errWire
 	}
 	return nil
+}
+
+// applyMsg applies one stream message of the session's ops (apply),
+// first dropping what it rebuilt so far when the message begins the
+// session written whole at an epoch no older than the ops applied
+// (opWholeHeader).
+func (r *replay) applyMsg(m jetstream.Msg) error {
+	b := m.Data()
+	if h := m.Headers(); h != nil && h.Get(opWholeHeader) != "" {
+		if epoch, ok := firstEpoch(b); ok && epoch >= r.maxEpoch {
+			r.reset()
+		}
+	}
+	return r.apply(b)
+}
+
+// firstEpoch returns the epoch of the first op in b, a message's bytes
+// (an op or a pack of ops); false if b is not readable.
+func firstEpoch(b []byte) (uint64, bool) {
+	if len(b) >= 2 && b[0] == wireVersion && b[1] == opPack {
+		rd := reader{b: b[2:]}
+		if rd.uvarint() == 0 {
+			return 0, false
+		}
+		size := rd.uvarint()
+		if rd.err != nil || size > uint64(len(rd.b)) {
+			return 0, false
+		}
+		b = rd.b[:size]
+	}
+	rd := reader{b: b}
+	if rd.byte() != wireVersion {
+		return 0, false
+	}
+	rd.byte() // kind
+	epoch := rd.uvarint()
+	return epoch, rd.err == nil
 }
 
 // applyOp applies one op's bytes.

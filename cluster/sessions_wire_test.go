@@ -1,9 +1,15 @@
 package cluster
 
 import (
+	"fmt"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/packet"
@@ -157,5 +163,83 @@ func TestReplayLastOpSkipsStaleOwner(t *testing.T) {
 	}
 	if r.session() == nil {
 		t.Error("the stale SessionDel ended the session")
+	}
+}
+
+// opMsg is a jetstream.Msg of a session subject: its bytes and headers.
+type opMsg struct {
+	jetstream.Msg
+	b []byte
+	h nats.Header
+}
+
+func (m opMsg) Data() []byte         { return m.b }
+func (m opMsg) Headers() nats.Header { return m.h }
+
+// An adoption's rollup sent without its purge (the id claimed elsewhere
+// by then: sendEpochs' stale) starts the session afresh all the same when
+// no newer owner wrote: the previous owner's ops, under its own store
+// numbers, are gone as the purge would have taken them. Before, the
+// previous owner's QueuePuts for q1-9 and q2-9 (numbers 21 and 22, behind
+// two probes it had delivered) stayed beside the adoption's (19 and 20),
+// and the next stream reader sent q2-9 twice (TestReproHandedReadLate).
+// A newer owner's ops read before the unpurged adoption stand: its epoch
+// is older, and it is skipped whole.
+func TestReplayWholeUnpurged(t *testing.T) {
+	put := func(seq uint64, payload string) broker.Op {
+		return broker.Op{Kind: broker.OpQueuePut, Delivery: broker.StoredDelivery{Seq: seq, Msg: msg("t", payload, 2), QoS: 2}}
+	}
+	one := func(op broker.Op, epoch uint64) opMsg {
+		b, err := encodeOp(&op, epoch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return opMsg{b: b, h: nats.Header{}}
+	}
+	// The adoption: the session whole in one pack, numbered anew.
+	whole := func(epoch uint64, ops ...broker.Op) opMsg {
+		reps := make([]repOp, len(ops))
+		epochs := make([]uint64, len(ops))
+		for i := range ops {
+			body, err := encodeOpBody(&ops[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			reps[i], epochs[i] = repOp{id: "c", kind: ops[i].Kind, body: body}, epoch
+		}
+		return opMsg{b: appendPack(nil, reps, epochs), h: nats.Header{opWholeHeader: []string{"1"}}}
+	}
+	sess := broker.Op{Kind: broker.OpSessionPut, Session: broker.StoredSession{Expiry: 600}}
+	sub := broker.Op{Kind: broker.OpSubPut, Sub: broker.StoredSub{Filter: "t", Opts: packet.SubOptions{QoS: 2}}}
+	previous := []opMsg{one(sess, 1), one(sub, 1), one(put(2, "m1"), 1), one(put(3, "m2"), 1)}
+	adoption := whole(2, sess, sub, put(1, "m1"), put(2, "m2"))
+	newer := []opMsg{whole(3, sess, sub, put(1, "m2")), one(put(2, "m3"), 3)}
+	for _, tc := range []struct {
+		name string
+		msgs []opMsg
+		want string
+	}{
+		{"unpurged after the previous owner", append(slices.Clone(previous), adoption), "1:m1 2:m2"},
+		{"a newer owner's ops first", append(append(slices.Clone(previous), newer...), adoption), "1:m2 2:m3"},
+		{"the previous owner's later ops skipped", append(append(slices.Clone(previous), adoption), one(put(4, "m4"), 1)), "1:m1 2:m2"},
+		{"without the mark, as before", append(slices.Clone(previous), opMsg{b: adoption.b, h: nats.Header{}}), "1:m1 2:m2 3:m2"},
+	} {
+		r := newReplay("c")
+		for i, m := range tc.msgs {
+			if err := r.applyMsg(m); err != nil {
+				t.Fatalf("%s: message %d: %v", tc.name, i, err)
+			}
+		}
+		rec := r.session()
+		if rec == nil {
+			t.Fatalf("%s: no session", tc.name)
+		}
+		var got []string
+		for _, d := range rec.Queue {
+			got = append(got, fmt.Sprintf("%d:%s", d.Seq, d.Msg.Payload))
+		}
+		if s := strings.Join(got, " "); s != tc.want || len(rec.Subs) != 1 {
+			t.Errorf("%s: queue %q, %d subscriptions; want %q, 1", tc.name, s, len(rec.Subs), tc.want)
+		}
 	}
 }

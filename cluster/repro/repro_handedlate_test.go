@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"os"
 	"path/filepath"
 	"slices"
 	"syscall"
@@ -33,17 +32,11 @@ import (
 // id (handed-late). The client then resumes on n1, whose claim n3 answers
 // too late (release-late, held-pending): n1 reads the session from the
 // stream. Every acknowledged message must reach the client, a QoS 2 one
-// once.
+// once (on this path, under load, n3's adoption's rollup went out without
+// its purge, n3 having lost the id, and n1's read had q1-9 and q2-9 under
+// n2's numbers and n3's: q2-9 twice, until readers started afresh there;
+// TestReproUnpurgedAdoption, bench/jepsen/RESULTS.md "hrl").
 func TestReproHandedReadLate(t *testing.T) {
-	// Its loss is fixed (ps53), but on its path a QoS 2 message is
-	// delivered twice in about a quarter of the runs, on the roost
-	// before ps53's change too (its section in bench/jepsen/RESULTS.md;
-	// the fresh-clone suite, session 22: q2-9 twice), not traced yet: the
-	// suite must pass every time, so it runs when asked, as
-	// TestClusterFull does, until that duplicate is fixed.
-	if os.Getenv("ROOST_REPRO_KNOWN") == "" {
-		t.Skip("a QoS 2 duplicate on its path is not fixed yet (bench/jepsen/RESULTS.md, hrl: traced, its fix reverted); ROOST_REPRO_KNOWN=1 runs it")
-	}
 	t.Parallel() // see harness.Main
 	const id = "hl-sub"
 	// No adoption by the janitor: the session moves by the client's
