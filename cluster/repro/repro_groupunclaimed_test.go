@@ -9,6 +9,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
 	"github.com/roost-mqtt/roost/internal/clustertest"
+	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -49,14 +50,7 @@ func unclaimedCopy(t *testing.T, prefix string, moveFirst bool) {
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(harness.QueuedExpiry)
 	share := paho.SubscribeOptions{Topic: "$share/gu/" + prefix + "/+", QoS: 2}
-	b := harness.NewPersistent(t, n3, prefix+"-b", share) // live on n3 throughout
-	a := harness.NewPersistent(t, n1, ida, share)
-	a.Disconnect(&paho.Disconnect{}) // offline on n1: n1 serves gu itself
-	tc.WaitLog(n1, "client_id="+ida+` reason="client disconnected normally"`, 1, harness.Wait)
-	pc, _, err := harness.RawPublisher(t, n1, prefix+"-pub", true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, pc := memberOffline(t, tc, prefix, share) // b live on n3 throughout; PREFIX-a offline on n1: n1 serves the group itself
 	pub := &packet.Publish{QoS: 2, PacketID: 9, Topic: topic, Payload: []byte("m1")}
 	if rc, closed := harness.ExchangeQoS2(t, pc, pub); !closed {
 		t.Fatalf("PUBLISH answered PUBREC 0x%02X, want the connection closed (outcome unknown)", byte(rc))
@@ -113,14 +107,7 @@ func TestReproGroupUnclaimedRead(t *testing.T) {
 	plain := harness.Connect(t, n3, prefix+"-plain") // a forward to n3: the fault's way
 	plain.Sub(t, paho.SubscribeOptions{Topic: prefix + "/+", QoS: 2})
 	harness.Connect(t, n1, prefix+"-probe").AwaitInterest(t, prefix+"/probe")
-	b := harness.NewPersistent(t, n3, prefix+"-b", share) // live on n3 throughout
-	a := harness.NewPersistent(t, n1, ida, share)
-	a.Disconnect(&paho.Disconnect{}) // offline on n1: n1 serves gs itself
-	tc.WaitLog(n1, "client_id="+ida+` reason="client disconnected normally"`, 1, harness.Wait)
-	pc, _, err := harness.RawPublisher(t, n1, prefix+"-pub", true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, pc := memberOffline(t, tc, prefix, share) // b live on n3 throughout; PREFIX-a offline on n1: n1 serves the group itself
 	pub := &packet.Publish{QoS: 2, PacketID: 9, Topic: topic, Payload: []byte("m1")}
 	if rc, closed := harness.ExchangeQoS2(t, pc, pub); !closed {
 		t.Fatalf("PUBLISH answered PUBREC 0x%02X, want the connection closed (outcome unknown)", byte(rc))
@@ -171,4 +158,21 @@ func copiesOfM1(t *testing.T, a, b *harness.Client) map[string]int {
 			t.Errorf("unexpected message %q", p.Payload)
 		}
 	}
+}
+
+// memberOffline subscribes PREFIX-b on n3 (live) and PREFIX-a on n1
+// (then offline, so that n1 serves the group itself) to share, and
+// returns PREFIX-b and a raw publisher PREFIX-pub on n1.
+func memberOffline(t *testing.T, tc *harness.Cluster, prefix string, share paho.SubscribeOptions) (*harness.Client, *mqtttest.Client) {
+	t.Helper()
+	n1, n3 := tc.Nodes[0], tc.Nodes[2]
+	b := harness.NewPersistent(t, n3, prefix+"-b", share)
+	a := harness.NewPersistent(t, n1, prefix+"-a", share)
+	a.Disconnect(&paho.Disconnect{})
+	tc.WaitLog(n1, "client_id="+prefix+`-a reason="client disconnected normally"`, 1, harness.Wait)
+	pc, _, err := harness.RawPublisher(t, n1, prefix+"-pub", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, pc
 }
