@@ -94,6 +94,17 @@ import (
 //	                      TestClusterFull, requests seconds late); with
 //	                      held-pending its answer comes after the
 //	                      claimer's releaseTimeout
+//	answer-late=CLIENT@NODE  on node NODE, a release request for CLIENT
+//	                      that took no unread mark (the session is here,
+//	                      or moving here and adopted by now) waits until
+//	                      the held waits' bound (heldWaitMax from when it
+//	                      came) before it answers: as when the session
+//	                      moved here live and the reads of its old
+//	                      owner's held subject, named by the move, are
+//	                      not done (test/jepsen TestClusterFull seed 196:
+//	                      n2 answered n1's claim of g0m0 53 ms after its
+//	                      move in was adopted, while a claim of its own
+//	                      read the stream)
 //	finish-late=CLIENT@NODE  on NODE, a live move of CLIENT here asks
 //	                      its previous owner to finish only once NODE
 //	                      heard again from a node it had dropped, and
@@ -443,6 +454,7 @@ type faults struct {
 	opsLostIn          atomic.Bool  // ops-after-lost: and were all acknowledged
 	heldPending        []string
 	releaseLate        string
+	answerLate         string
 	heldFenced         string
 	finishLate         string
 	finishSlow         string
@@ -577,7 +589,7 @@ var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-u
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
-	"handed-late", "own-held-unreached", "gone-late"}
+	"handed-late", "own-held-unreached", "gone-late", "answer-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -740,6 +752,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.ownUnreached = v
 		case "release-late":
 			f.releaseLate = v
+		case "answer-late":
+			f.answerLate = v
 		case "finish-late":
 			f.finishLate, f.rejoined = v, make(chan struct{})
 		case "finish-slow":
@@ -828,6 +842,12 @@ func (f *faults) namesOwn(id string) bool {
 // heldWaitMax late (release-late).
 func (f *faults) handlesLate(id string) bool {
 	return f != nil && f.releaseLate == id
+}
+
+// answersLate reports whether a release request for id that took no
+// unread mark answers only at its held waits' bound (answer-late).
+func (f *faults) answersLate(id string) bool {
+	return f != nil && f.answerLate == id
 }
 
 // fenced notes that a fence ended id's session (held-fenced).

@@ -96,6 +96,9 @@ func TestParseFaults(t *testing.T) {
 	if err != nil || !f.handlesLate("l") || f.handlesLate("h") || !f.holdsUntilFenced("h") || f.holdsUntilFenced("x") {
 		t.Errorf("release-late=l,held-fenced=h: %+v, %v; want l late, h held until fenced, on n1 only", f, err)
 	}
+	if f, err := parseFaults("answer-late=a@n2,answer-late=b@n1", "n2"); err != nil || !f.answersLate("a") || f.answersLate("b") {
+		t.Errorf("answer-late=a@n2: %+v, %v; want a late on n2 only", f, err)
+	}
 	f.fenced("l") // another id: the wait for h goes on
 	select {
 	case <-f.fenceDone:
