@@ -72,6 +72,12 @@ func TestReproGroupClaimOtherMember(t *testing.T) {
 		t.Fatalf("%d of %d acknowledged messages never reached a member of the group: %v\ngot: %v\nn2:\n%s\nn3:\n%s", len(lost), len(want), lost, got,
 			harness.GrepLog(n2, a, b, "share group"), harness.GrepLog(n3, a))
 	}
+	// gx-b's read ahead found the claims n3 made for gx-a, and says so.
+	if k := harness.CountLog(n2, `held message's share group claimed for another member; left out here" node=n2 client_id=`+b+" claimed_for="+a); k == 0 {
+		t.Errorf("n2 logged no held group message of %s's read ahead left out for a claim naming %s; n2:\n%s", b, a, harness.GrepLog(n2, b))
+	}
+	t.Logf("n2: %d held group messages claimed for %s delivered to it when the turn named another member",
+		harness.CountLog(n2, `held message's share group claimed for another member here; delivered to it" node=n2 client_id=`+a), a)
 }
 
 // receiveEither reads the messages of cs (probes skipped) until each of
