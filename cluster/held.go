@@ -1092,8 +1092,9 @@ func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names m
 			}
 			switch {
 			case !ownClaim(by, member, alt):
-				// Not logged, a trace had to read the claims from
-				// the stream's blocks (RESULTS.md, "loss194").
+				// Said: without this line a trace had to read the
+				// claims from the stream's blocks (RESULTS.md,
+				// "loss194").
 				n.log.Info("cluster: held message's share group claimed for another member; left out here",
 					"client_id", member, "claimed_for", strings.TrimPrefix(by, "\x00"), "served", strings.HasPrefix(by, "\x00"),
 					"group", group, "filter", filter, "peer", k.node)
