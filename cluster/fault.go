@@ -343,6 +343,17 @@ import (
 //	                      with "no response from stream", as a claim
 //	                      does while its partition stream elects a leader
 //	                      (seen on a restarted node's first claims)
+//	ahead-unanswered=CLIENT@NODE  on NODE, every share group claim that
+//	                      a read ahead for CLIENT's session taken from
+//	                      the stream makes (readAhead, claimFor) is not
+//	                      appended and fails with "no response from
+//	                      stream", as while the claims' partition stream
+//	                      elects a leader: each held subject holding a
+//	                      group message for CLIENT is read ahead only up
+//	                      to it, and the adoption leaves the rest to the
+//	                      subject's follower ("not read yet; following";
+//	                      test/jepsen TestClusterFull short faults, seeds
+//	                      194 and 170); logged once
 //	rollup-lost=CLIENT@NODE  on NODE, the first rollup of CLIENT's
 //	                      session (the first op of an adoption) is not
 //	                      published, and fails after rollupLostAfter
@@ -523,6 +534,8 @@ type faults struct {
 	claimLate        string
 	claimedLate      atomic.Bool  // claim-late: its claim came
 	claimFails       atomic.Int64 // claim-unanswered: claims left to fail
+	aheadUnanswered  string
+	aheadFailed      atomic.Bool // ahead-unanswered: a claim failed (logged)
 	rollupLost       string
 	rollupDropped    atomic.Bool // rollup-lost: its rollup was dropped once
 	opsAfterRollup   string
@@ -587,7 +600,7 @@ const releaseDelay = fenceGrace + time.Second
 var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
-	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
+	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
 	"handed-late", "own-held-unreached", "gone-late", "answer-late"}
 
@@ -690,6 +703,8 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: claim-unanswered=%q: want a count of at least 1", faultEnv, v)
 			}
 			f.claimFails.Store(int64(count))
+		case "ahead-unanswered":
+			f.aheadUnanswered = v
 		case "straddle-move":
 			f.straddle, f.moveBegun = v, make(chan struct{})
 		case "interest-late":
@@ -1297,6 +1312,27 @@ func (f *faults) claimUnanswered() error {
 		return nil
 	}
 	return jetstream.ErrNoStreamResponse
+}
+
+// aheadClaimUnanswered returns the error ahead-unanswered gives the
+// share group claim that a read ahead for id's session on n would make
+// now, for a held message of groups of which the session is a member
+// (members, by "$share/group/filter"); nil: the claim is to be made.
+func (f *faults) aheadClaimUnanswered(n *Node, id string, groups []string, members map[string]bool) error {
+	if f == nil || f.aheadUnanswered != id {
+		return nil
+	}
+	for _, gk := range groups {
+		group, filter, _ := strings.Cut(gk, "\x00")
+		if !members["$share/"+group+"/"+filter] {
+			continue
+		}
+		if !f.aheadFailed.Swap(true) {
+			n.log.Info("cluster: test fault: a read ahead's share group claim unanswered", "client_id", id, "group", group)
+		}
+		return fmt.Errorf("%w %q: %w", errClaim, group, jetstream.ErrNoStreamResponse)
+	}
+	return nil
 }
 
 // heldReadEmpty reports whether held-empty has this read of the node's
