@@ -28,7 +28,24 @@ import (
 // live move; bench/jepsen/RESULTS.md, t231).
 func TestReproGroupCopyUnclaimedRead(t *testing.T) {
 	t.Parallel() // see harness.Main
-	const n, prefix = 10, "cu"
+	copyUnclaimed(t, "cu", false)
+}
+
+// TestReproGroupCopyUnclaimedMoved: TestReproGroupCopyUnclaimedRead with
+// seed 217's way and order: cu-a resumes on n2 first, a live move from
+// n3 with the unclaimed copies in its queue, then n3 is killed and cu-b
+// resumes on n1, reading n3's held subject: the adoption's claims are
+// there first, and the reader must leave those messages.
+func TestReproGroupCopyUnclaimedMoved(t *testing.T) {
+	t.Parallel() // see harness.Main
+	copyUnclaimed(t, "cm", true)
+}
+
+// copyUnclaimed runs the scenario with PREFIX's names; moved has
+// PREFIX-a move live before n3's kill (else it is read from the stream
+// after cu-b's read).
+func copyUnclaimed(t *testing.T, prefix string, moved bool) {
+	const n = 10
 	topic := prefix + "/q"
 	ida, idb := prefix+"-a", prefix+"-b"
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
@@ -62,12 +79,16 @@ func TestReproGroupCopyUnclaimedRead(t *testing.T) {
 		t.Skipf("n3 gave %s none of the messages durably: the test missed its path", ida)
 	}
 	awaitLogs(n3, 10*time.Second, 1, `"cluster: share groups of a first routing claimed" node=n3`)
+	got := map[string]int{} // by payload, over the group
+	if moved {
+		movedIn(t, n2, ida, got)
+	}
 	tc.Kill(n3, syscall.SIGKILL)
 	acked, unknown := wait()
 	t.Logf("%d acknowledged, %d with unknown outcome", len(acked), unknown)
 
-	// cu-b first: its read of n3's held subject claims the group.
-	got := map[string]int{} // by payload, over the group
+	// cu-b's read of n3's held subject claims the group, before the
+	// adoption of cu-a's queued copies or after it.
 	b := harness.Resume(t, n1, idb, harness.QueuedExpiry, time.Minute)
 	servedEnd(t, n1, b, prefix, idb, func(s string) { got[s]++ })
 	a := harness.Resume(t, n2, ida, harness.QueuedExpiry, time.Minute)
@@ -87,6 +108,14 @@ func TestReproGroupCopyUnclaimedRead(t *testing.T) {
 	if t.Failed() {
 		t.Fatalf("n1:\n%s\nn2:\n%s", harness.GrepLog(n1, "client_id="+idb), harness.GrepLog(n2, "client_id="+ida))
 	}
+	if moved {
+		claimed := harness.CountLog(n2, `"cluster: queued share group copies claimed at the adoption" node=n2 client_id=`+ida)
+		if claimed == 0 || read == 0 || harness.CountLog(n2, `"session moved here" node=n2 client_id=`+ida+` from=n3`) == 0 {
+			t.Skipf("once each (%v), but %s's live move claimed %d times, %d held messages read for %s: the test missed its path",
+				got, ida, claimed, read, idb)
+		}
+		return
+	}
 	dropped := harness.CountLog(n2, `"cluster: a queued share group copy dropped at its adoption: the group was claimed for another member" node=n2 client_id=`+ida)
 	if dropped == 0 || read == 0 {
 		t.Skipf("once each (%v), but %s's adoption dropped %d copies, %d held messages read for %s: the test missed its path",
@@ -95,4 +124,38 @@ func TestReproGroupCopyUnclaimedRead(t *testing.T) {
 	if !strings.Contains(harness.GrepLog(n2, `"session moved here" node=n2 client_id=`+ida), `from="replicated record"`) {
 		t.Skipf("once each (%v), but %s was not read from the stream: the test missed its path", got, ida)
 	}
+}
+
+// movedIn resumes id on nd, a live move, counts into got the queued
+// copies the move carried (its "messages=" count) once the client
+// completed each, and disconnects: n3's kill next may leave nd's store
+// without a quorum for a while, and nd closes the connection.
+func movedIn(t *testing.T, nd *harness.Node, id string, got map[string]int) {
+	t.Helper()
+	c := harness.Resume(t, nd, id, harness.QueuedExpiry, time.Minute)
+	var carried int
+	l := harness.GrepLog(nd, `"session moved here" node=`+nd.Name+" client_id="+id+" ")
+	if i := strings.Index(l, " messages="); i >= 0 {
+		fmt.Sscanf(l[i+len(" messages="):], "%d", &carried)
+	}
+	for k, deadline := 0, time.After(30*time.Second); k < carried; {
+		select {
+		case p := <-c.In:
+			if s := string(p.Payload); strings.HasPrefix(s, "m-") {
+				got[s]++
+				k++
+			}
+		case <-deadline:
+			t.Fatalf("%s on %s: %d of the %d messages its move carried within 30 s", id, nd.Name, k, carried)
+		}
+	}
+	awaitLogs(nd, 20*time.Second, carried, "type=PUBCOMP", "client_id="+id)
+	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatalf("disconnect %s: %v", id, err)
+	}
+	harness.DrainInbox(c, func(p *paho.Publish) {
+		if s := string(p.Payload); strings.HasPrefix(s, "m-") {
+			got[s]++
+		}
+	})
 }
