@@ -1122,16 +1122,37 @@ func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names m
 }
 
 // claimMsg is the claim of held message k (Origin o, if any) for share
-// group gk, naming member.
+// group gk, naming member. Under its Origin, if any: a QoS 2 resend
+// routed again from another node is held under another key, the same
+// message. Else under k's copy name (copyClaimMsg).
 func (s *sessions) claimMsg(k originKey, o broker.Origin, gk, member string) *nats.Msg {
-	m := nats.NewMsg(s.claimSubject(k, o))
-	// Under its Origin, if any: a QoS 2 resend routed again from
-	// another node is held under another key, the same message.
-	mid := "g." + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + ownerKey(gk)
-	if !o.IsZero() {
-		mid = "g.o." + strconv.FormatUint(o.Hash(), 36) + "." + ownerKey(gk)
+	if o.IsZero() {
+		return s.copyClaimMsg(k.copy(), gk, member)
 	}
-	m.Header.Set(jetstream.MsgIDHeader, mid)
+	m := nats.NewMsg(s.claimSubject(o))
+	m.Header.Set(jetstream.MsgIDHeader, "g.o."+strconv.FormatUint(o.Hash(), 36)+"."+ownerKey(gk))
+	m.Data = []byte(member)
+	return m
+}
+
+// copyClaimMsg is the claim for share group gk, naming member, of the
+// message with no Origin whose copies are named copy (originKey.copy):
+// a held copy's reader, a first routing (claimServed, under the
+// forward's source) and the adoption of a session with the message
+// queued (claimQueued: a queued delivery keeps only the copy name, as
+// its Origin's Nonce) make the same claim. Under the holding node's
+// name and the message's id, as before, an adoption could not name the
+// claim: a clean publisher's copy queued for a member whose first
+// routing's claim was not made, moved live or read from the stream, went
+// out unclaimed while the forward's groups were held for the dead node
+// and their reader gave the group a second copy (test/jepsen
+// TestClusterFull short faults, seeds 215 and 217;
+// TestReproGroupCopyUnclaimedRead). One subject per partition, the
+// partition by the copy name.
+func (s *sessions) copyClaimMsg(copy uint64, gk, member string) *nats.Msg {
+	c := strconv.FormatUint(copy, 36)
+	m := nats.NewMsg(sessPrefix + "." + strconv.Itoa(s.partition(c)) + ".heldgroup.copies")
+	m.Header.Set(jetstream.MsgIDHeader, "g.c."+c+"."+ownerKey(gk))
 	m.Data = []byte(member)
 	return m
 }
@@ -1209,7 +1230,7 @@ func (n *Node) claimServed(k originKey, o broker.Origin, groups, members []strin
 				"client_id", o.ClientID, "packet_id", o.PacketID, "peer", k.node, "groups", len(groups), "err", err)
 			return
 		}
-		if leave, first := n.fault.leavesServed(o.ClientID); leave {
+		if leave, first := n.fault.leavesServed(o.ClientID, members); leave {
 			if first {
 				n.log.Info("cluster: test fault: a first routing's share group claims left out", "client_id", o.ClientID)
 			}
@@ -1354,18 +1375,15 @@ func (n *Node) ClaimGroup(o broker.Origin, gk, member string) (bool, error) {
 	return len(out) == 1, nil
 }
 
-// claimSubject is where a group claim for held message k (Origin o, if
-// any) is appended. A message id is unique within one stream only, so
-// the claims of one Origin go to one partition whatever node held the
-// copy: the publisher's client id's. By the holding node's name, a QoS 2
-// message kept or held by its first publishing node and again, under
-// the same Origin, by the node its resend was routed from, was claimed
-// in two streams when the two names fell in different partitions, and
-// both copies reached the group.
-func (s *sessions) claimSubject(k originKey, o broker.Origin) string {
-	if o.IsZero() {
-		return sessPrefix + "." + strconv.Itoa(s.partition(k.node)) + ".heldgroup." + ownerKey(k.node)
-	}
+// claimSubject is where a group claim under Origin o is appended. A
+// message id is unique within one stream only, so the claims of one
+// Origin go to one partition whatever node held the copy: the
+// publisher's client id's. By the holding node's name, a QoS 2 message
+// kept or held by its first publishing node and again, under the same
+// Origin, by the node its resend was routed from, was claimed in two
+// streams when the two names fell in different partitions, and both
+// copies reached the group.
+func (s *sessions) claimSubject(o broker.Origin) string {
 	return sessPrefix + "." + strconv.Itoa(s.partition(o.ClientID)) + ".heldgroup." + ownerKey(o.ClientID)
 }
 

@@ -787,7 +787,7 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 	// forwarded message delivered wholly before or after it.
 	n.gate.RLock()
 	var held *heldAck
-	rm.Pick, held = n.mv.pick(origin, rm, seq != 0)
+	rm.Pick, held = n.mv.pick(src, rm, seq != 0)
 	rm.Pick = n.sess.skipUnsettled(rm.Pick) // held for them (held.go)
 	if src.id != 0 {
 		rm.Pick = n.dedupPick(src, rm.Pick)
