@@ -229,8 +229,9 @@ func (p *persistentFilters) unpinLocked(id string) {
 // settled yet, or claimed elsewhere and kept for cover (leaveKeepHeld).
 func (p *persistentFilters) holdingAny() bool { return p.nheld.Load() > 0 }
 
-// holds reports whether a restored session not settled yet subscribes
-// (plain) to topic name.
+// holds reports whether a hold key here of a plain filter matches topic
+// name. (Node.forward asks holdMatches, through heldHere, which has the
+// share groups too.)
 func (p *persistentFilters) holds(name string) bool {
 	if p.nheld.Load() == 0 {
 		return false
@@ -434,12 +435,12 @@ func (p *persistentFilters) leaveKeepHeld(id string) {
 		// leaveHeldAt, not leaveHeld: a claim here within cover (the
 		// client back on this node) or a fence puts the keys' end off
 		// (leaveAt) and starts no timer of its own, this one being
-		// out. Ended here, the keys of a claim still reading went with
-		// the dropped copy's cover: the others held for the session
-		// no more (test/jepsen TestClusterFull seed 194: n1's restored
-		// g0m1 dropped at 19.767, n1's claim of it from 23.969 on; its
-		// keys went at 36.767, 17 s after the drop, while the claim
-		// read until 37.520).
+		// out. Ending them here ended a claim's keys while it still
+		// read, and nobody held for the session (test/jepsen
+		// TestClusterFull seed 194: n1's restored g0m1 dropped at
+		// 19.767, n1's claim of it holding from 23.969; its keys went
+		// at 36.767 while the claim read until 37.520;
+		// TestReproClaimDropCover).
 		p.after(p.cover, func() { p.leaveHeldAt(id) })
 	}
 }
