@@ -307,6 +307,44 @@ func (n *Node) heldTargets(name string, targets []target) []orphanMatch {
 	return out
 }
 
+// heldHere returns what a QoS 1/2 message on topic name, published here,
+// is held for this node by its own hold keys (persistent.go), if
+// anything. A plain filter of a restored session not settled yet: its
+// copy may be stale. A share group of a session whose keys are here
+// without a member of the group in the server (a claim reading the
+// session from the stream, a fenced or dropped copy), unless a live node
+// serves the group (targets) or another node holds for it (held, from
+// heldTargets): the others hold what the keys match for this node, but
+// a publish here goes to no other node, and held for nobody it reached
+// no member (test/jepsen TestClusterFull seed 194: 12 lost for g0,
+// published on n2 while g0's only members were claims waiting on n2;
+// TestReproClaimOwnPublish). Whoever adopts the session reads this
+// node's held subject (adoptHeld), its group claimed once there.
+func (n *Node) heldHere(name string, targets []target, held []orphanMatch) (orphanMatch, bool) {
+	ms := n.sess.persist.holdMatches(name)
+	if len(ms) == 0 {
+		return orphanMatch{}, false
+	}
+	self := orphanMatch{node: n.cfg.Node}
+	for _, m := range ms {
+		if m.group == "" {
+			self.plain = true
+			continue
+		}
+		if slices.Contains(self.groups, m.group) ||
+			slices.ContainsFunc(targets, func(t target) bool { return slices.Contains(t.groups, m.group) }) ||
+			slices.ContainsFunc(held, func(om orphanMatch) bool { return slices.Contains(om.groups, m.group) }) {
+			continue
+		}
+		group, filter, _ := strings.Cut(m.group, "\x00")
+		if n.local.has(ikey{filter, group}) {
+			continue // its member here takes it
+		}
+		self.groups = append(self.groups, m.group)
+	}
+	return self, self.plain || len(self.groups) > 0
+}
+
 // matchNode returns dropped node's interest in topic name (holdForGone).
 func (o *orphanInterest) matchNode(node, name string) orphanMatch {
 	for _, m := range o.match(name) {

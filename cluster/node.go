@@ -606,10 +606,8 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	var orphans []orphanMatch
 	if msg.QoS > 0 && n.sess != nil {
 		orphans = n.heldTargets(msg.Topic, targets)
-		if n.sess.persist.holds(msg.Topic) {
-			// A restored session here not settled yet matches: its
-			// copy may be stale, so msg is held for it too (held.go).
-			orphans = append(orphans, orphanMatch{node: n.cfg.Node, plain: true})
+		if self, ok := n.heldHere(msg.Topic, targets, orphans); ok {
+			orphans = append(orphans, self)
 		}
 	}
 	// Copies here whose ops stay local that msg reached (keep.go).
