@@ -1841,7 +1841,8 @@ type heldFollower struct {
 	floor map[string]time.Time
 	// read: per session, the stream sequence its own reads of this
 	// subject reached (its first read's end, given at join; moved on by
-	// each complete read of the follower with it): what lies before was
+	// each read of the follower with it, as far as that read got, in the
+	// same generation): what lies before was
 	// given to it already, or was not its. A join of another session
 	// makes the follower read again from further back; by the floor's
 	// time alone, a session whose last op carries an earlier time than
