@@ -1942,6 +1942,19 @@ type heldFollower struct {
 	// the follower read again. Zero for one whose own read was by
 	// sequence (takeHeldFrom).
 	floor map[string]time.Time
+	// read: per session, the stream sequence its own reads of this
+	// subject reached (its first read's end, given at join; moved on by
+	// each read of the follower with it, as far as that read got, in the
+	// same generation): what lies before was
+	// given to it already, or was not its. A join of another session
+	// makes the follower read again from further back; by the floor's
+	// time alone, a session whose last op carries an earlier time than
+	// messages its record holds (a restarted node's ops count from its
+	// silence's start, ps41fix) got them again, and nothing remembered
+	// them (the watch notes only what went through it): QoS 1 twice, and
+	// a QoS 2 group message passed on to the member's new owner twice
+	// (test/jepsen TestClusterFull seed 245; TestReproFollowerRewind).
+	read map[string]uint64
 	// after: per session handed over here with its old owner's place in
 	// this subject (followHanded), that place's sequence (0 for a place
 	// by time, which floor holds): nothing before it is the session's,
@@ -2376,12 +2389,21 @@ func (a *awayMarks) maybe(now time.Time, within time.Duration) bool {
 // the follower reads again from next at the latest (from since, by time,
 // when id's read failed or read nothing: next unknown), and gen moves on
 // so that a read in flight, made without id, does not advance it. The
-// others get again what they had; the watch drops it. w, if not nil, is
+// others get nothing again from before where their own reads reached
+// (read), and by time from before their floors. w, if not nil, is
 // finished after the follower's first complete read with id: until then
 // what was held after id's own read has not reached id, and a hand-over
 // would leave without it (awaitHeld).
 func (f *heldFollower) join(id string, until time.Time, next uint64, last time.Time, again, spawn bool, w *heldWait) {
 	f.ids[id] = until
+	if again || next == 0 {
+		delete(f.read, id) // its floor is by time alone
+	} else {
+		if f.read == nil {
+			f.read = map[string]uint64{}
+		}
+		f.read[id] = next
+	}
 	switch {
 	case again || (!spawn && (next == 0 || f.from == 0)):
 		f.from, f.since = 0, minTime(f.since, last)
@@ -2456,12 +2478,14 @@ func (s *sessions) follow(node string, f *heldFollower) {
 		f.mu.Lock()
 		ids := make([]string, 0, len(f.ids))
 		floors := make(map[string]time.Time, len(f.ids))
+		reads := make(map[string]uint64, len(f.ids))
 		var after map[string]uint64
 		var copyHas map[string]bool
 		for id, u := range f.ids {
 			if now.After(u) {
 				delete(f.ids, id)
 				delete(f.floor, id)
+				delete(f.read, id)
 				delete(f.after, id)
 				delete(f.copyHas, id)
 			} else {
@@ -2473,6 +2497,7 @@ func (s *sessions) follow(node string, f *heldFollower) {
 				}
 				ids = append(ids, id)
 				floors[id] = f.floor[id]
+				reads[id] = f.read[id]
 				if a, ok := f.after[id]; ok {
 					if after == nil {
 						after = map[string]uint64{}
@@ -2500,7 +2525,7 @@ func (s *sessions) follow(node string, f *heldFollower) {
 		}
 		in := func(c string, at time.Time, seq uint64, kept string) bool {
 			floor, ok := floors[c]
-			if !ok || at.Before(floor) {
+			if !ok || at.Before(floor) || seq < reads[c] {
 				return false
 			}
 			if kept == c && copyHas[c] {
@@ -2524,6 +2549,16 @@ func (s *sessions) follow(node string, f *heldFollower) {
 		f.mu.Lock()
 		if f.gen == gen && next > f.from {
 			f.from = next
+		}
+		if f.gen == gen {
+			for _, id := range ids {
+				if _, ok := f.ids[id]; ok && next > f.read[id] {
+					if f.read == nil {
+						f.read = map[string]uint64{}
+					}
+					f.read[id] = next
+				}
+			}
 		}
 		var done []*heldWait
 		if err == nil {
