@@ -665,6 +665,11 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 		}
 	}
 	unconfirmed := n.fault.unconfirms(msg.Topic)
+	var late bool
+	if len(reqs) > 0 {
+		n.fault.forwardedTo(msg.Topic) // before its own publish can be wait-late's
+		late = n.fault.waitsLate(msg.Payload, msg.Topic)
+	}
 	var ret jetstream.PubAckFuture
 	if msg.Retain {
 		if ret, err = n.ret.appendAsync(msg, pub, true); err != nil {
@@ -672,6 +677,12 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 		}
 	}
 	return len(targets) + held + len(orphans), func() error {
+		if late {
+			n.log.Info("cluster: test fault: a publish's confirmation begins once a later one to its topic was forwarded", "topic", msg.Topic)
+			if !n.fault.awaitForwardedLater(deadline.Add(-time.Second)) {
+				n.log.Info("cluster: test fault: wait-late's bound passed", "topic", msg.Topic)
+			}
+		}
 		ctx, cancel := context.WithDeadline(n.ctx, deadline)
 		defer cancel()
 		for i, pr := range reqs {
