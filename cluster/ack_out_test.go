@@ -16,7 +16,7 @@ func outReplies(t *testing.T) (*Node, *pendingReply, chan struct{}) {
 	n := &Node{}
 	n.replies.m = map[uint64]*pendingReply{}
 	gone := make(chan struct{})
-	pr := n.replies.registerOut(time.Now().Add(time.Minute), "n3", gone, packet.QoS(1), "t/1")
+	pr := n.replies.registerOut(time.Now().Add(time.Minute), "n3", gone, packet.QoS(1), "t/1", goneHold{})
 	return n, pr, gone
 }
 
@@ -126,4 +126,42 @@ func TestForwardOutSettled(t *testing.T) {
 			t.Fatalf("forwards out after its answer: %d", len(prs))
 		}
 	})
+}
+
+// goneOut gives holdOut the forwards out to a node gone, not answered and
+// not held yet, in the order they were sent (seed 221's pub1#139 was held
+// after #140-#142): an answered one is final, one to another node or
+// still routed waits, one held is not held again.
+func TestGoneOutInOrder(t *testing.T) {
+	n := &Node{}
+	n.replies.m = map[uint64]*pendingReply{}
+	gone, other := make(chan struct{}), make(chan struct{})
+	deadline := time.Now().Add(time.Minute)
+	var out []*pendingReply
+	for range 40 {
+		out = append(out, n.replies.registerOut(deadline, "n3", gone, packet.QoS(1), "t/1", goneHold{}))
+	}
+	answered := n.replies.registerOut(deadline, "n3", gone, packet.QoS(1), "t/1", goneHold{})
+	n.replies.resolve(answered.seq, ackTaken)
+	n.replies.registerOut(deadline, "n2", other, packet.QoS(1), "t/1", goneHold{})
+	if prs := n.replies.goneOut("n3"); len(prs) != 0 {
+		t.Fatalf("goneOut before n3 went away = %d forwards, want none", len(prs))
+	}
+	close(gone)
+	prs := n.replies.goneOut("n3")
+	if len(prs) != len(out) {
+		t.Fatalf("goneOut = %d forwards, want the %d not answered", len(prs), len(out))
+	}
+	for i, pr := range prs {
+		if pr != out[i] {
+			t.Fatalf("goneOut[%d] is sequence %d, want %d: not in the order sent", i, pr.seq, out[i].seq)
+		}
+		if !pr.unanswerable {
+			t.Fatalf("goneOut[%d]: a late answer would still count", i)
+		}
+	}
+	out[0].hold.done = true
+	if prs := n.replies.goneOut("n3"); len(prs) != len(out)-1 || prs[0] != out[1] {
+		t.Fatalf("goneOut after the first was held = %d forwards, want the %d others", len(prs), len(out)-1)
+	}
 }

@@ -435,6 +435,18 @@ import (
 //	                      is behind: the named-places path at every move,
 //	                      as loss46's first version took it (bench/jepsen
 //	                      RESULTS.md, "loss46", left 1)
+//	wait-late=PAYLOAD@NODE  on NODE, the confirmation of the QoS 1/2
+//	                      publish whose payload is PAYLOAD, forwarded to
+//	                      another node, begins only once a later publish
+//	                      to its topic was forwarded (to a node that took
+//	                      a session meanwhile, say), at most until a
+//	                      second before its forward_timeout: as a
+//	                      publisher's output held up by an earlier
+//	                      message's confirmation from a node whose
+//	                      acknowledgements waited for a partition
+//	                      stream's election (test/jepsen TestClusterFull
+//	                      seed 221: n3's pub1#139, out to n1 when n1 was
+//	                      killed, its confirmation begun 4.7 s later)
 //
 // Every node of a test inherits the variable; each takes the faults that
 // name it.
@@ -549,6 +561,10 @@ type faults struct {
 	heldEmptyUntil   atomic.Int64 // held-empty: until when (Unix nanoseconds), set at the first read
 	stepsLate        string
 	stepsUntil       atomic.Int64 // steps-late: when the takeover may go on (Unix ns), set at the first disown
+	waitLate         string
+	waitLateTopic    atomic.Pointer[string] // wait-late: its publish's topic, once it came
+	forwardedLater   chan struct{}          // wait-late: closed once a later publish to the topic was forwarded
+	forwardedOnce    sync.Once
 }
 
 // claimLateMax bounds claim-late's wait for the session to leave.
@@ -604,7 +620,7 @@ var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-u
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
-	"handed-late", "own-held-unreached", "gone-late", "answer-late"}
+	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -709,6 +725,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.aheadUnanswered = v
 		case "straddle-move":
 			f.straddle, f.moveBegun = v, make(chan struct{})
+		case "wait-late":
+			f.waitLate, f.forwardedLater = v, make(chan struct{})
 		case "interest-late":
 			f.interestLate, f.lateCtl = v, make(chan lateControl, 4096)
 		case "settle-wait":
@@ -1183,6 +1201,34 @@ func (f *faults) withholds(name string, qos packet.QoS) bool {
 
 // errFaultUnconfirmed is the confirmation unconfirmed fails.
 var errFaultUnconfirmed = errors.New("cluster: test fault: not confirmed (unconfirmed)")
+
+// waitsLate reports whether the confirmation of a forwarded publish of
+// payload to topic is wait-late's (the first with its payload).
+func (f *faults) waitsLate(payload []byte, topic string) bool {
+	return f != nil && f.waitLate != "" && f.waitLate == string(payload) && f.waitLateTopic.CompareAndSwap(nil, &topic)
+}
+
+// forwardedTo notes a publish to topic forwarded to another node: one
+// after wait-late's publish lets its confirmation begin.
+func (f *faults) forwardedTo(topic string) {
+	if f == nil || f.forwardedLater == nil {
+		return
+	}
+	if p := f.waitLateTopic.Load(); p != nil && *p == topic {
+		f.forwardedOnce.Do(func() { close(f.forwardedLater) })
+	}
+}
+
+// awaitForwardedLater waits, for wait-late's confirmation, until a later
+// publish to its topic was forwarded (true) or by passed (false).
+func (f *faults) awaitForwardedLater(by time.Time) bool {
+	select {
+	case <-f.forwardedLater:
+		return true
+	case <-time.After(time.Until(by)):
+		return false
+	}
+}
 
 // moveBegins notes that a live move into this node begins (straddle-move).
 func (f *faults) moveBegins() {

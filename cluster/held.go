@@ -688,25 +688,63 @@ func holdMsgID(k originKey, o broker.Origin, node string, groupsOnly bool) strin
 // g0 pub2#208-209, g1 pub0#204 the same way around n2's kill;
 // TestReproGroupGoneHeld).
 func (n *Node) holdForGone(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, heldPlain bool) error {
+	f, err := n.appendGone(node, msg, pub, o, groups, heldPlain)
+	if err != nil || f == nil {
+		return err
+	}
+	return n.settleHeld(ctx, node, f)
+}
+
+// appendGone is holdForGone's append, not waited for; nil for none.
+func (n *Node) appendGone(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, heldPlain bool) (jetstream.PubAckFuture, error) {
 	m := n.remote.orphans.matchNode(node, msg.Topic)
 	m.groups = slices.DeleteFunc(m.groups, func(gk string) bool { return !slices.Contains(groups, gk) })
 	if heldPlain {
 		if len(m.groups) == 0 {
-			return nil
+			return nil, nil
 		}
 		n.log.Info("cluster: a node gone before it confirmed a forward: its share groups held apart",
 			"peer", node, "topic", msg.Topic, "groups", groupKeys(m.groups))
 		k := originKey{n.cfg.Node, n.inc, msg.ID}
-		f, err := n.holdAs(node, msg, pub, o, m.groups, true, goneGroupsMsgID(k, o, node))
-		if err != nil || f == nil {
-			return err
-		}
-		return n.settleHeld(ctx, node, f)
+		return n.holdAs(node, msg, pub, o, m.groups, true, goneGroupsMsgID(k, o, node))
 	}
 	if !m.plain && len(m.groups) == 0 {
-		return nil
+		return nil, nil
 	}
-	return n.holdNow(ctx, node, msg, pub, o, m.groups, !m.plain)
+	return n.hold(node, msg, pub, o, m.groups, !m.plain)
+}
+
+// holdOut holds for node, gone, each publish's forward out to it that it
+// neither answered nor had held yet (goneHold), in the order they were
+// sent: called when node is dropped, and by a routing about to hold a
+// later message for node, so that nothing it holds lands before them.
+// The appends are not waited for here (settleGone).
+func (n *Node) holdOut(node string) {
+	n.holdOutMu.Lock()
+	defer n.holdOutMu.Unlock()
+	for _, pr := range n.replies.goneOut(node) {
+		h := &pr.hold
+		h.f, h.err = n.appendGone(node, h.msg, h.pub, h.o, h.groups, h.heldPlain)
+		h.done = true
+	}
+}
+
+// settleGone decides pr, a publish's forward whose node went away before
+// it answered (errGone): it waits for the hold holdOut made for it, made
+// now if neither the drop nor a later routing got to it yet. One no
+// longer waited for (swept past its deadline) is held now.
+func (n *Node) settleGone(ctx context.Context, pr *pendingReply) error {
+	n.holdOut(pr.node)
+	n.holdOutMu.Lock()
+	h := pr.hold
+	n.holdOutMu.Unlock()
+	if !h.done {
+		return n.holdForGone(ctx, pr.node, h.msg, h.pub, h.o, h.groups, h.heldPlain)
+	}
+	if h.err != nil || h.f == nil {
+		return h.err
+	}
+	return n.settleHeld(ctx, pr.node, h.f)
 }
 
 // goneGroupsMsgID is the id of holdForGone's hold of a forward's share
@@ -715,17 +753,6 @@ func (n *Node) holdForGone(ctx context.Context, node string, msg *broker.Message
 // (holdMsgID), nor of node's hold of the forward for itself (holdHere).
 func goneGroupsMsgID(k originKey, o broker.Origin, node string) string {
 	return "h.f." + strings.TrimPrefix(holdMsgID(k, o, node, true), "h.g.")
-}
-
-// holdNow holds msg for node and waits for the append; nil at once when
-// sessions are not replicated here (a dead node's clean sessions went
-// with it).
-func (n *Node) holdNow(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, groupsOnly bool) error {
-	f, err := n.hold(node, msg, pub, o, groups, groupsOnly)
-	if err != nil || f == nil {
-		return err
-	}
-	return n.settleHeld(ctx, node, f)
 }
 
 // settleHeld waits for a hold's append.

@@ -68,6 +68,9 @@ type Node struct {
 	ret         *retained
 	// replies matches forward answers to their requests.
 	replies replies
+	// holdOutMu orders the holds of forwards out to a dropped node
+	// (holdOut) before the holds a routing makes for it after.
+	holdOutMu sync.Mutex
 	// catch says whether the other nodes' interest is known yet
 	// (interest_catchup.go).
 	catch catchUp
@@ -345,6 +348,7 @@ func (n *Node) expireLoop() {
 				for _, name := range n.remote.forgetUnrouted(routed) {
 					n.log.Warn("cluster node gone: no route", "peer", name)
 					n.own.lostContact.Store(true)
+					n.holdOut(name)
 				}
 			}
 		}
@@ -634,15 +638,15 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	}
 	deadline := time.Now().Add(n.cfg.ForwardTimeout)
 	reqs := make([]*pendingReply, 0, len(targets))
-	reqGroups := make([][]string, 0, len(targets)) // for holdForGone
 	var errs []error
 	for _, t := range targets {
 		// Out until held if t.node goes away first (awaitOut).
-		pr := n.replies.registerOut(deadline, t.node, n.remote.goneCh(t.node), msg.QoS, msg.Topic)
+		held := slices.ContainsFunc(orphans, func(om orphanMatch) bool { return om.node == t.node && om.plain })
+		pr := n.replies.registerOut(deadline, t.node, n.remote.goneCh(t.node), msg.QoS, msg.Topic,
+			goneHold{msg: msg, pub: pub, o: o, groups: t.groups, heldPlain: held})
 		n.senderFor(t.node).addID(pr.seq, msg.ID, encodeForwardOrigin(msg, t.groups, pub, o))
 		n.counters.sent[msg.QoS].Add(1)
 		reqs = append(reqs, pr)
-		reqGroups = append(reqGroups, t.groups)
 	}
 	// Held for the persistent sessions of dropped nodes (held.go).
 	var helds []jetstream.PubAckFuture
@@ -658,6 +662,7 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	}
 	for _, om := range orphans {
 		n.log.Debug("cluster: holding a message for a dropped node's persistent sessions", "peer", om.node, "topic", msg.Topic, "origin", !o.IsZero(), "groups", len(om.groups))
+		n.holdOut(om.node) // the earlier forwards out to it first
 		f, err := n.hold(om.node, msg, pub, o, om.groups, !om.plain)
 		if err != nil {
 			errs = append(errs, err)
@@ -666,6 +671,11 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 		}
 	}
 	unconfirmed := n.fault.unconfirms(msg.Topic)
+	var late bool
+	if len(reqs) > 0 {
+		n.fault.forwardedTo(msg.Topic) // before its own publish can be wait-late's
+		late = n.fault.waitsLate(msg.Payload, msg.Topic)
+	}
 	var ret jetstream.PubAckFuture
 	if msg.Retain {
 		if ret, err = n.ret.appendAsync(msg, pub, true); err != nil {
@@ -673,13 +683,18 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 		}
 	}
 	return len(targets) + held + len(orphans), func() error {
+		if late {
+			n.log.Info("cluster: test fault: a publish's confirmation begins once a later one to its topic was forwarded", "topic", msg.Topic)
+			if !n.fault.awaitForwardedLater(deadline.Add(-time.Second)) {
+				n.log.Info("cluster: test fault: wait-late's bound passed", "topic", msg.Topic)
+			}
+		}
 		ctx, cancel := context.WithDeadline(n.ctx, deadline)
 		defer cancel()
-		for i, pr := range reqs {
+		for _, pr := range reqs {
 			err := n.await(ctx, pr)
 			if errors.Is(err, errGone) {
-				held := slices.ContainsFunc(orphans, func(om orphanMatch) bool { return om.node == pr.node && om.plain })
-				err = n.holdForGone(ctx, pr.node, msg, pub, o, reqGroups[i], held)
+				err = n.settleGone(ctx, pr)
 			}
 			n.replies.settledOut(pr)
 			if err != nil {
