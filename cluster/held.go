@@ -573,9 +573,50 @@ func (s *sessions) restoredAny() bool {
 // to no session's plain subscription: it gave a session that moved there
 // since, which had the message where it was, a second copy (bench/jepsen
 // RESULTS.md, traced runs of session 16).
-func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, groupsOnly bool) (jetstream.PubAckFuture, error) {
+//
+// The plain copy and each group go in appends of their own (holdSplit).
+func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, groupsOnly bool) ([]jetstream.PubAckFuture, error) {
 	k := originKey{n.cfg.Node, n.inc, msg.ID}
-	return n.holdAs(node, msg, pub, o, groups, groupsOnly, holdMsgID(k, o, node, groupsOnly))
+	return holdSplit(k, o, node, groups, !groupsOnly, func(gs []string, only bool, id string) (jetstream.PubAckFuture, error) {
+		return n.holdAs(node, msg, pub, o, gs, only, id)
+	})
+}
+
+// holdSplit makes a hold of message k (Origin o) for node: plain, a copy
+// for node's plain subscriptions naming no group, under holdMsgID; then
+// each of groups apart, for that group only, under groupHoldMsgID. It
+// returns the appends' futures (none when sessions are not replicated).
+//
+// One id names one content. The publisher's hold for a node and the
+// node's own hold of the same forward (holdHere, diskhold) share the
+// plain id, so that the plain subscriptions get one copy; but the two
+// named different groups (the publisher the groups it held for the
+// node's hold keys, which it did not forward; the node the forward's
+// groups it missed), and JetStream kept whichever append came first and
+// answered the other "duplicate": the groups of the other were lost
+// (test/jepsen TestClusterFull short faults seed 260, session 24: n2 held
+// pub2#74-#76 for n3 with g0 for g0m0's claim there, n3 held the same
+// forwards for its plain claim keys, its appends landed first while the
+// partition elected a leader, and g0 never got them;
+// TestReproHoldSameIDGroup). A group's own id is the same for the same
+// message, node and group, whoever holds it, so a repeat is still dropped.
+func holdSplit(k originKey, o broker.Origin, node string, groups []string, plain bool, append1 func(groups []string, groupsOnly bool, id string) (jetstream.PubAckFuture, error)) ([]jetstream.PubAckFuture, error) {
+	var fs []jetstream.PubAckFuture
+	if plain {
+		f, err := append1(nil, false, holdMsgID(k, o, node, false))
+		if err != nil || f == nil {
+			return nil, err
+		}
+		fs = append(fs, f)
+	}
+	for _, gk := range groups {
+		f, err := append1([]string{gk}, true, groupHoldMsgID(k, o, node, gk))
+		if err != nil || f == nil {
+			return fs, err
+		}
+		fs = append(fs, f)
+	}
+	return fs, nil
 }
 
 // holdAs is hold under the message id id.
@@ -606,15 +647,14 @@ func (n *Node) holdAs(node string, msg *broker.Message, pub []byte, o broker.Ori
 	return f, nil
 }
 
-// holdMsgID is the id of the hold of message k (Origin o, if any) for
-// node: the same id for the same message and node, so that a repeat is
-// dropped, also a resend's routing under the same Origin from another
-// node, and the node's own hold of a forward (holdHere). A hold for share
-// groups only has an id of its own: a publisher that has not seen a plain
-// hold key of node yet holds for its groups only, the node's own hold of
-// the same forward owes its plain subscriptions too, and whichever append
-// came first would be kept; kept both, the groups' claims (claimGroups)
-// give each group the message once.
+// holdMsgID is the id of the plain hold of message k (Origin o, if any)
+// for node (holdSplit): the same id for the same message and node, so
+// that a repeat is dropped, also a resend's routing under the same Origin
+// from another node, and the node's own hold of a forward (holdHere,
+// diskhold), which names no group either. groupsOnly gives the base of
+// the ids of holds for share groups (groupHoldMsgID, goneGroupsMsgID),
+// never an id of its own: a hold for groups once had it, whatever its
+// groups, and two holds naming different groups kept one of them.
 func holdMsgID(k originKey, o broker.Origin, node string, groupsOnly bool) string {
 	prefix := "h."
 	if groupsOnly {
@@ -671,6 +711,12 @@ func (n *Node) holdForGone(ctx context.Context, node string, msg *broker.Message
 	return n.holdNow(ctx, node, msg, pub, o, m.groups, !m.plain)
 }
 
+// groupHoldMsgID is the id of the hold of message k (Origin o) for node,
+// for share group gk alone (holdSplit).
+func groupHoldMsgID(k originKey, o broker.Origin, node, gk string) string {
+	return holdMsgID(k, o, node, true) + "." + ownerKey(gk)
+}
+
 // goneGroupsMsgID is the id of holdForGone's hold of a forward's share
 // groups apart from the routing's hold for node: the same for a repeat
 // (a resend under the same Origin too), and none of the routing's own
@@ -683,11 +729,11 @@ func goneGroupsMsgID(k originKey, o broker.Origin, node string) string {
 // sessions are not replicated here (a dead node's clean sessions went
 // with it).
 func (n *Node) holdNow(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, groupsOnly bool) error {
-	f, err := n.hold(node, msg, pub, o, groups, groupsOnly)
-	if err != nil || f == nil {
-		return err
+	fs, err := n.hold(node, msg, pub, o, groups, groupsOnly)
+	for _, f := range fs {
+		err = errors.Join(err, n.settleHeld(ctx, node, f))
 	}
-	return n.settleHeld(ctx, node, f)
+	return err
 }
 
 // settleHeld waits for a hold's append.
