@@ -578,8 +578,9 @@ func (n *Node) settleKept(fs []jetstream.PubAckFuture) error {
 // session is gone from the server (a copy that ended): through a plain
 // filter, or as a share group the forward named that no member here took
 // (rm.Missed). The held copies name those groups only, each apart
-// (holdSplit). nil without such a key. A restored session's plain hold keys (one not settled yet, or
-// dropped before it was) are left to the publishers: they had them from
+// (holdSplit). nil without such a key. A restored session's plain hold
+// keys (one not settled yet, or dropped before it was) are left to the
+// publishers: they had them from
 // the node's first snapshot, before its routing interest. Its share
 // groups are not: the node announced the session's membership as routing
 // interest when it restored it, so a publisher may choose this node to
