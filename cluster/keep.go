@@ -580,9 +580,8 @@ func (n *Node) settleKept(fs []jetstream.PubAckFuture) error {
 // (rm.Missed). The held copies name those groups only, each apart
 // (holdSplit). nil without such a key. A restored session's plain hold
 // keys (one not settled yet, or dropped before it was) are left to the
-// publishers: they had them from
-// the node's first snapshot, before its routing interest. Its share
-// groups are not: the node announced the session's membership as routing
+// publishers: they had them from the node's first snapshot, before its
+// routing interest. Its share groups are not: the node announced the session's membership as routing
 // interest when it restored it, so a publisher may choose this node to
 // serve such a group, and then does not hold the message for it; once
 // the copy is dropped (Away), the group misses it here. Such a group is
