@@ -83,10 +83,10 @@ type goneHold struct {
 	groups []string // the share groups the forward asked the node to serve
 	// heldPlain: the routing held msg for the node already (holdForGone).
 	heldPlain bool
-	// Guarded by Node.holdOutMu. done: holdOut made the hold (f, or
-	// none: nothing there wanted it), or failed (err).
+	// Guarded by Node.holdOutMu. done: holdOut made the hold (fs, its
+	// appends, or none: nothing there wanted it), or failed (err).
 	done bool
-	f    jetstream.PubAckFuture
+	fs   []jetstream.PubAckFuture
 	err  error
 }
 

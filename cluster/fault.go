@@ -142,7 +142,13 @@ import (
 //	                      its held subjects are read ahead, before the
 //	                      adoption: publishers go on holding for the
 //	                      session meanwhile, as while a loaded node reads
-//	                      its other held subjects after its own
+//	                      its other held subjects after its own; named
+//	                      again, for several clients
+//	adopt-wait-for=DURATION@NODE  on NODE, adopt-wait's wait lasts
+//	                      DURATION (at most adoptWaitMax) instead of
+//	                      adoptWait: a claim whose keys are out while
+//	                      another node restarts and publishes, as seed
+//	                      260's were for 5 s while its partition elected
 //	move-late=CLIENT@NODE  on NODE, a live move of CLIENT's session
 //	                      here waits, once its previous owner exported
 //	                      the session (the move's finish), until a newer
@@ -491,7 +497,8 @@ type faults struct {
 	recordSeen         chan struct{} // overtaken: closed once the record came
 	recordOnce         sync.Once
 	adoptLate          string
-	adoptWait          string
+	adoptWait          []string
+	adoptWaitFor       time.Duration // adopt-wait-for: 0 for adoptWait
 	settleWait         time.Duration
 	ownersLate         time.Duration
 	streamsLate        time.Duration
@@ -587,8 +594,9 @@ type lateControl struct {
 	came time.Time
 }
 
-// adoptWait is how long adopt-wait holds an adoption.
-const adoptWait = 3 * time.Second
+// adoptWait is how long adopt-wait holds an adoption, unless
+// adopt-wait-for says otherwise (adoptWaitMax at most).
+const adoptWait, adoptWaitMax = 3 * time.Second, time.Minute
 
 // adoptStallMax bounds adopt-stall's wait: past any test's kill.
 const adoptStallMax = 60 * time.Second
@@ -616,7 +624,7 @@ const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
-	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
+	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "adopt-wait-for", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
@@ -664,7 +672,7 @@ func parseFaults(s, node string) (*faults, error) {
 		case "adopt-late":
 			f.adoptLate = v
 		case "adopt-wait":
-			f.adoptWait = v
+			f.adoptWait = append(f.adoptWait, v)
 		case "adopt-stall":
 			f.adoptStall = append(f.adoptStall, v)
 		case "move-late":
@@ -741,6 +749,12 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: held-empty=%q: want a duration", faultEnv, v)
 			}
 			f.heldEmpty = d
+		case "adopt-wait-for":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 || d > adoptWaitMax {
+				return nil, fmt.Errorf("%s: adopt-wait-for=%q: want a duration up to %s", faultEnv, v, adoptWaitMax)
+			}
+			f.adoptWaitFor = d
 		case "owners-late":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
@@ -984,7 +998,15 @@ func (f *faults) adoptsLate(id string) bool {
 // waitsToAdopt reports whether a claim's adoption of id waits adoptWait
 // after its read ahead (adopt-wait).
 func (f *faults) waitsToAdopt(id string) bool {
-	return f != nil && f.adoptWait == id
+	return f != nil && slices.Contains(f.adoptWait, id)
+}
+
+// adoptWaitLength is how long adopt-wait holds an adoption.
+func (f *faults) adoptWaitLength() time.Duration {
+	if f == nil || f.adoptWaitFor == 0 {
+		return adoptWait
+	}
+	return f.adoptWaitFor
 }
 
 // stallsAdoption reports whether a claim of id waits, once answered,

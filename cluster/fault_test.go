@@ -49,9 +49,16 @@ func TestParseFaults(t *testing.T) {
 	if unanswered != 2 {
 		t.Errorf("hold-unanswered=2: %d holds unanswered of 3, want the first 2", unanswered)
 	}
-	f, err = parseFaults("adopt-wait=w@n1,settle-wait=3s@n1", "n1")
-	if err != nil || !f.waitsToAdopt("w") || f.waitsToAdopt("x") || f.settleDelay() != 3*time.Second {
+	f, err = parseFaults("adopt-wait=w@n1,settle-wait=3s@n1,adopt-wait=v@n1", "n1")
+	if err != nil || !f.waitsToAdopt("w") || !f.waitsToAdopt("v") || f.waitsToAdopt("x") || f.settleDelay() != 3*time.Second ||
+		f.adoptWaitLength() != adoptWait {
 		t.Errorf("adopt-wait=w, settle-wait=3s: %+v, %v", f, err)
+	}
+	if f, err := parseFaults("adopt-wait=w@n1,adopt-wait-for=12s@n1", "n1"); err != nil || f.adoptWaitLength() != 12*time.Second {
+		t.Errorf("adopt-wait-for=12s: %+v, %v", f, err)
+	}
+	if _, err := parseFaults("adopt-wait-for=2m@n1", "n1"); err == nil {
+		t.Error("adopt-wait-for=2m accepted, past adoptWaitMax")
 	}
 	if f := (*faults)(nil); f.waitsToAdopt("w") || f.settleDelay() != 0 {
 		t.Error("no faults: an adoption or a settle waits")

@@ -611,9 +611,50 @@ func (s *sessions) restoredAny() bool {
 // to no session's plain subscription: it gave a session that moved there
 // since, which had the message where it was, a second copy (bench/jepsen
 // RESULTS.md, traced runs of session 16).
-func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, groupsOnly bool) (jetstream.PubAckFuture, error) {
+//
+// The plain copy and each group go in appends of their own (holdSplit).
+func (n *Node) hold(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, groupsOnly bool) ([]jetstream.PubAckFuture, error) {
 	k := originKey{n.cfg.Node, n.inc, msg.ID}
-	return n.holdAs(node, msg, pub, o, groups, groupsOnly, holdMsgID(k, o, node, groupsOnly))
+	return holdSplit(k, o, node, groups, !groupsOnly, func(gs []string, only bool, id string) (jetstream.PubAckFuture, error) {
+		return n.holdAs(node, msg, pub, o, gs, only, id)
+	})
+}
+
+// holdSplit makes a hold of message k (Origin o) for node: plain, a copy
+// for node's plain subscriptions naming no group, under holdMsgID; then
+// each of groups apart, for that group only, under groupHoldMsgID. It
+// returns the appends' futures (none when sessions are not replicated).
+//
+// One id names one content. The publisher's hold for a node and the
+// node's own hold of the same forward (holdHere, diskhold) share the
+// plain id, so that the plain subscriptions get one copy; but the two
+// named different groups (the publisher the groups it held for the
+// node's hold keys, which it did not forward; the node the forward's
+// groups it missed), and JetStream kept whichever append came first and
+// answered the other "duplicate": the groups of the other were lost
+// (test/jepsen TestClusterFull short faults seed 260, session 24: n2 held
+// pub2#74-#76 for n3 with g0 for g0m0's claim there, n3 held the same
+// forwards for its plain claim keys, its appends landed first while the
+// partition elected a leader, and g0 never got them;
+// TestReproHoldSameIDGroup). A group's own id is the same for the same
+// message, node and group, whoever holds it, so a repeat is still dropped.
+func holdSplit(k originKey, o broker.Origin, node string, groups []string, plain bool, append1 func(groups []string, groupsOnly bool, id string) (jetstream.PubAckFuture, error)) ([]jetstream.PubAckFuture, error) {
+	var fs []jetstream.PubAckFuture
+	if plain {
+		f, err := append1(nil, false, holdMsgID(k, o, node, false))
+		if err != nil || f == nil {
+			return nil, err
+		}
+		fs = append(fs, f)
+	}
+	for _, gk := range groups {
+		f, err := append1([]string{gk}, true, groupHoldMsgID(k, o, node, gk))
+		if err != nil || f == nil {
+			return fs, err
+		}
+		fs = append(fs, f)
+	}
+	return fs, nil
 }
 
 // holdAs is hold under the message id id.
@@ -644,15 +685,14 @@ func (n *Node) holdAs(node string, msg *broker.Message, pub []byte, o broker.Ori
 	return f, nil
 }
 
-// holdMsgID is the id of the hold of message k (Origin o, if any) for
-// node: the same id for the same message and node, so that a repeat is
-// dropped, also a resend's routing under the same Origin from another
-// node, and the node's own hold of a forward (holdHere). A hold for share
-// groups only has an id of its own: a publisher that has not seen a plain
-// hold key of node yet holds for its groups only, the node's own hold of
-// the same forward owes its plain subscriptions too, and whichever append
-// came first would be kept; kept both, the groups' claims (claimGroups)
-// give each group the message once.
+// holdMsgID is the id of the plain hold of message k (Origin o, if any)
+// for node (holdSplit): the same id for the same message and node, so
+// that a repeat is dropped, also a resend's routing under the same Origin
+// from another node, and the node's own hold of a forward (holdHere,
+// diskhold), which names no group either. groupsOnly gives the base of
+// the ids of holds for share groups (groupHoldMsgID, goneGroupsMsgID),
+// never an id of its own: a hold for groups once had it, whatever its
+// groups, and two holds naming different groups kept one of them.
 func holdMsgID(k originKey, o broker.Origin, node string, groupsOnly bool) string {
 	prefix := "h."
 	if groupsOnly {
@@ -688,15 +728,12 @@ func holdMsgID(k originKey, o broker.Origin, node string, groupsOnly bool) strin
 // g0 pub2#208-209, g1 pub0#204 the same way around n2's kill;
 // TestReproGroupGoneHeld).
 func (n *Node) holdForGone(ctx context.Context, node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, heldPlain bool) error {
-	f, err := n.appendGone(node, msg, pub, o, groups, heldPlain)
-	if err != nil || f == nil {
-		return err
-	}
-	return n.settleHeld(ctx, node, f)
+	fs, err := n.appendGone(node, msg, pub, o, groups, heldPlain)
+	return errors.Join(err, n.settleHolds(ctx, node, fs))
 }
 
-// appendGone is holdForGone's append, not waited for; nil for none.
-func (n *Node) appendGone(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, heldPlain bool) (jetstream.PubAckFuture, error) {
+// appendGone is holdForGone's appends, not waited for; none for none.
+func (n *Node) appendGone(node string, msg *broker.Message, pub []byte, o broker.Origin, groups []string, heldPlain bool) ([]jetstream.PubAckFuture, error) {
 	m := n.remote.orphans.matchNode(node, msg.Topic)
 	m.groups = slices.DeleteFunc(m.groups, func(gk string) bool { return !slices.Contains(groups, gk) })
 	if heldPlain {
@@ -706,7 +743,11 @@ func (n *Node) appendGone(node string, msg *broker.Message, pub []byte, o broker
 		n.log.Info("cluster: a node gone before it confirmed a forward: its share groups held apart",
 			"peer", node, "topic", msg.Topic, "groups", groupKeys(m.groups))
 		k := originKey{n.cfg.Node, n.inc, msg.ID}
-		return n.holdAs(node, msg, pub, o, m.groups, true, goneGroupsMsgID(k, o, node))
+		f, err := n.holdAs(node, msg, pub, o, m.groups, true, goneGroupsMsgID(k, o, node))
+		if err != nil || f == nil {
+			return nil, err
+		}
+		return []jetstream.PubAckFuture{f}, nil
 	}
 	if !m.plain && len(m.groups) == 0 {
 		return nil, nil
@@ -724,7 +765,7 @@ func (n *Node) holdOut(node string) {
 	defer n.holdOutMu.Unlock()
 	for _, pr := range n.replies.goneOut(node) {
 		h := &pr.hold
-		h.f, h.err = n.appendGone(node, h.msg, h.pub, h.o, h.groups, h.heldPlain)
+		h.fs, h.err = n.appendGone(node, h.msg, h.pub, h.o, h.groups, h.heldPlain)
 		h.done = true
 	}
 }
@@ -741,10 +782,13 @@ func (n *Node) settleGone(ctx context.Context, pr *pendingReply) error {
 	if !h.done {
 		return n.holdForGone(ctx, pr.node, h.msg, h.pub, h.o, h.groups, h.heldPlain)
 	}
-	if h.err != nil || h.f == nil {
-		return h.err
-	}
-	return n.settleHeld(ctx, pr.node, h.f)
+	return errors.Join(h.err, n.settleHolds(ctx, pr.node, h.fs))
+}
+
+// groupHoldMsgID is the id of the hold of message k (Origin o) for node,
+// for share group gk alone (holdSplit).
+func groupHoldMsgID(k originKey, o broker.Origin, node, gk string) string {
+	return holdMsgID(k, o, node, true) + "." + ownerKey(gk)
 }
 
 // goneGroupsMsgID is the id of holdForGone's hold of a forward's share
@@ -753,6 +797,15 @@ func (n *Node) settleGone(ctx context.Context, pr *pendingReply) error {
 // (holdMsgID), nor of node's hold of the forward for itself (holdHere).
 func goneGroupsMsgID(k originKey, o broker.Origin, node string) string {
 	return "h.f." + strings.TrimPrefix(holdMsgID(k, o, node, true), "h.g.")
+}
+
+// settleHolds waits for each of a hold's appends (settleHeld).
+func (n *Node) settleHolds(ctx context.Context, node string, fs []jetstream.PubAckFuture) error {
+	var err error
+	for _, f := range fs {
+		err = errors.Join(err, n.settleHeld(ctx, node, f))
+	}
+	return err
 }
 
 // settleHeld waits for a hold's append.

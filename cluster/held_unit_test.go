@@ -494,3 +494,42 @@ func TestOwnClaim(t *testing.T) {
 		}
 	}
 }
+
+// holdSplit: a hold's plain copy and each of its groups go apart, under
+// ids that name one content each, so that two holders of one message for
+// one node naming different groups keep both (seed 260, session 24;
+// TestReproHoldSameIDGroup).
+func TestHoldSplitIDs(t *testing.T) {
+	k := originKey{node: "n2", inc: "i", id: 42}
+	type hold struct {
+		groups []string
+		only   bool
+		id     string
+	}
+	split := func(groups []string, plain bool) []hold {
+		var hs []hold
+		fs, err := holdSplit(k, broker.Origin{}, "n3", groups, plain, func(gs []string, only bool, id string) (jetstream.PubAckFuture, error) {
+			hs = append(hs, hold{gs, only, id})
+			return &unansweredHold{}, nil
+		})
+		if err != nil || len(fs) != len(hs) {
+			t.Fatalf("holdSplit: %d futures for %d appends, %v", len(fs), len(hs), err)
+		}
+		return hs
+	}
+	pub := split([]string{"g0\x00t/#", "g1\x00t/#"}, true) // the publisher's, for the node's keys
+	here := split(nil, true)                               // the node's own, for a plain key
+	if len(pub) != 3 || len(here) != 1 {
+		t.Fatalf("appends: publisher %d, want 3; node %d, want 1", len(pub), len(here))
+	}
+	if pub[0].id != here[0].id || pub[0].only || len(pub[0].groups) != 0 || here[0].only {
+		t.Errorf("plain copies: %+v and %+v, want one id, no group", pub[0], here[0])
+	}
+	if pub[1].id == pub[2].id || pub[1].id == pub[0].id || !pub[1].only || len(pub[1].groups) != 1 ||
+		pub[1].id == goneGroupsMsgID(k, broker.Origin{}, "n3") {
+		t.Errorf("group copies share an id or carry plain: %+v", pub)
+	}
+	if again := split([]string{"g1\x00t/#"}, false); again[0].id != pub[2].id {
+		t.Errorf("the same group's hold by another holder: id %q, want %q (a repeat is dropped)", again[0].id, pub[2].id)
+	}
+}

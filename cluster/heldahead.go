@@ -120,9 +120,9 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 		}
 	}
 	if n.fault.waitsToAdopt(id) {
-		n.log.Info("cluster: test fault: adoption waits after the read ahead", "client_id", id, "for", adoptWait)
+		n.log.Info("cluster: test fault: adoption waits after the read ahead", "client_id", id, "for", n.fault.adoptWaitLength())
 		select {
-		case <-time.After(adoptWait):
+		case <-time.After(n.fault.adoptWaitLength()):
 		case <-n.ctx.Done():
 		}
 	}

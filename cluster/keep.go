@@ -577,16 +577,16 @@ func (n *Node) settleKept(fs []jetstream.PubAckFuture) error {
 // forwarded form) that a fenced session's hold keys here match while the
 // session is gone from the server (a copy that ended): through a plain
 // filter, or as a share group the forward named that no member here took
-// (rm.Missed). The held copy names those groups only. nil without such a
-// key. A restored session's plain hold keys (one not settled yet, or
-// dropped before it was) are left to the publishers: they had them from
-// the node's first snapshot, before its routing interest. Its share
-// groups are not: the node announced the session's membership as routing
+// (rm.Missed). The held copies name those groups only, each apart
+// (holdSplit). nil without such a key. A restored session's plain hold
+// keys (one not settled yet, or dropped before it was) are left to the
+// publishers: they had them from the node's first snapshot, before its
+// routing interest. Its share groups are not: the node announced the session's membership as routing
 // interest when it restored it, so a publisher may choose this node to
 // serve such a group, and then does not hold the message for it; once
 // the copy is dropped (Away), the group misses it here. Such a group is
 // held here too, as for an ended copy.
-func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jetstream.PubAckFuture, error) {
+func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) ([]jetstream.PubAckFuture, error) {
 	if n.sess == nil {
 		return nil, nil
 	}
@@ -629,12 +629,6 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 	if !plain && len(groups) == 0 {
 		return nil, nil
 	}
-	// For its groups only when no plain key matched: the plain
-	// subscribers of the sessions here had their copies by the forward.
-	form, err := forwardWithGroups(fwd, groups, !plain)
-	if err != nil {
-		return nil, err
-	}
 	s := n.sess
 	// Not readyJS: a restored session's group is held here before the
 	// owners are read (Away).
@@ -642,16 +636,28 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) (jets
 	if err != nil {
 		return nil, fmt.Errorf("held for an ended copy here: %w", err)
 	}
-	m := nats.NewMsg(s.heldSubject(n.cfg.Node))
-	m.Data = encodeHeld(k, form)
-	m.Header.Set(jetstream.MsgIDHeader, holdMsgID(k, rm.Origin, n.cfg.Node, !plain))
-	f, err := js.PublishMsgAsync(m)
+	// A plain copy only when a plain key matched: the plain subscribers
+	// of the sessions here had their copies by the forward.
+	fs, err := holdSplit(k, rm.Origin, n.cfg.Node, groups, plain, func(gs []string, only bool, id string) (jetstream.PubAckFuture, error) {
+		form, err := forwardWithGroups(fwd, gs, only)
+		if err != nil {
+			return nil, err
+		}
+		m := nats.NewMsg(s.heldSubject(n.cfg.Node))
+		m.Data = encodeHeld(k, form)
+		m.Header.Set(jetstream.MsgIDHeader, id)
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
+			return nil, fmt.Errorf("held for an ended copy here: %w", err)
+		}
+		return f, nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("held for an ended copy here: %w", err)
+		return fs, err
 	}
 	// One line per message: the window is a delta's way long.
 	n.log.Info("cluster: a forward that reached an ended copy's hold keys held for this node", "clients", ids, "topic", rm.Topic, "origin", k.node, "groups", len(groups))
-	return f, nil
+	return fs, nil
 }
 
 // forwardWithGroups returns fwd, a forwarded message (wire.go), naming

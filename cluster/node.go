@@ -663,10 +663,11 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	for _, om := range orphans {
 		n.log.Debug("cluster: holding a message for a dropped node's persistent sessions", "peer", om.node, "topic", msg.Topic, "origin", !o.IsZero(), "groups", len(om.groups))
 		n.holdOut(om.node) // the earlier forwards out to it first
-		f, err := n.hold(om.node, msg, pub, o, om.groups, !om.plain)
+		fs, err := n.hold(om.node, msg, pub, o, om.groups, !om.plain)
 		if err != nil {
 			errs = append(errs, err)
-		} else if f != nil {
+		}
+		for _, f := range fs {
 			helds, heldFor = append(helds, f), append(heldFor, om.node)
 		}
 	}
@@ -840,10 +841,8 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 	}
 	if seq != 0 && src.id != 0 {
 		// A copy that ended here just before (keep.go, the copy's end).
-		f, err := n.holdHere(src, rm, fwd)
-		if f != nil {
-			a.keeps = append(a.keeps, f)
-		}
+		fs, err := n.holdHere(src, rm, fwd)
+		a.keeps = append(a.keeps, fs...)
 		a.keepErr = errors.Join(a.keepErr, err)
 	}
 	if seq != 0 {
