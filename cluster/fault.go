@@ -189,6 +189,17 @@ import (
 //	                      most moveLateMax): as seal-late, without the
 //	                      kill, so that the move adopts the session after
 //	                      that answer
+//	adopted-slow=CLIENT@NODE  on NODE, a live move of CLIENT here, once
+//	                      the session is in the server, waits before its
+//	                      durable wait until a newer claim's release
+//	                      request was answered (at most moveLateMax) and
+//	                      adoptedSlow after that: as a move whose
+//	                      adoption's ops the partition streams confirmed
+//	                      seconds late while the client, its CONNACK not
+//	                      come, claimed the session on another node
+//	                      (test/jepsen TestClusterFull seed 308: n1's move
+//	                      of g1m1, handed to n3 at 22.27, waited until
+//	                      24.91)
 //	finish-record=CLIENT@NODE  on NODE, a live move of CLIENT here asks
 //	                      its previous owner to finish only once the owner
 //	                      watcher saw a newer claim's record of CLIENT
@@ -518,6 +529,7 @@ type faults struct {
 	asked              chan struct{} // move-late, finish-asked: closed once a release request came
 	askedOnce          sync.Once
 	moveCut            string
+	adoptedSlow        string
 	sealLate           string
 	answered           chan struct{} // move-cut: closed once a release request was answered
 	answeredOnce       sync.Once
@@ -628,7 +640,7 @@ var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-u
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
-	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late"}
+	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late", "adopted-slow"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -694,6 +706,11 @@ func parseFaults(s, node string) (*faults, error) {
 			f.connectUnconfirmed = v
 		case "seal-answered":
 			f.sealAnswered = v
+			if f.answered == nil {
+				f.answered = make(chan struct{})
+			}
+		case "adopted-slow":
+			f.adoptedSlow = v
 			if f.answered == nil {
 				f.answered = make(chan struct{})
 			}
@@ -1067,9 +1084,19 @@ func (f *faults) movesCut(id string) bool {
 
 // answeredRelease notes that a release request for id was answered.
 func (f *faults) answeredRelease(id string) {
-	if f != nil && (f.moveCut == id || f.sealAnswered == id) {
+	if f != nil && (f.moveCut == id || f.sealAnswered == id || f.adoptedSlow == id) {
 		f.answeredOnce.Do(func() { close(f.answered) })
 	}
+}
+
+// adoptedSlow is how long adopted-slow holds a move after the newer
+// claim's answer: time for a test to publish on the node meanwhile.
+const adoptedSlow = 3 * time.Second
+
+// adoptsSlow reports whether a live move of id here waits once adopted
+// (adopted-slow).
+func (f *faults) adoptsSlow(id string) bool {
+	return f != nil && f.adoptedSlow == id
 }
 
 // awaitAnswered waits, for move-cut and seal-answered, until

@@ -821,7 +821,20 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 		n.local.arrive(k, true)
 	}
 	n.gate.Unlock()
-	defer func() {
+	// Until the adoption (below) or the move's end. Not until its
+	// confirmation: the adopted session may be handed over live to a
+	// newer claim while this move waits for its ops to be durable, and a
+	// share group of it counted here then was left by every publish
+	// here to the broker, which had no member of it: acknowledged and
+	// lost (test/jepsen TestClusterFull seed 308: n1's move of g1m1,
+	// handed to n3 at 22.27, confirmed at 24.91; g1 lost three published
+	// on n1 at 24.60-24.78; TestReproMoveInHandedAway).
+	var unrouted bool
+	unroute := func() {
+		if unrouted {
+			return
+		}
+		unrouted = true
 		for _, f := range mi.filters {
 			n.local.remove(ikey{f, ""})
 		}
@@ -829,7 +842,8 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 			n.local.arrive(k, false)
 			n.local.remove(k)
 		}
-	}()
+	}
+	defer unroute()
 	q := &barrierRequest{id: id, epoch: epoch, from: prev, to: self, inc: n.inc, version: n.local.version()}
 	// Step 2, this node's barrier: its own publishes from here on are
 	// held for the session, and A skips them for its copy.
@@ -924,6 +938,8 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	}
 	held, expired, last, served := mv.adopt(id, mi, rec)
 	n.gate.Unlock()
+	// The session's subscriptions count in the server's interest now.
+	unroute()
 	n.claimHeldServed(served)
 	if mi.follow != nil {
 		// Before a newer claim waiting for the session here (awaitIn)
@@ -938,6 +954,11 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	if expired > 0 {
 		n.log.Info("cluster: moving session: held messages expired before it was adopted [MQTT-3.3.2-5]",
 			"client_id", id, "expired", expired)
+	}
+	if n.fault.adoptsSlow(id) {
+		n.log.Info("cluster: test fault: the move's adoption waits before its confirmation", "client_id", id)
+		n.fault.awaitAnswered()
+		time.Sleep(adoptedSlow)
 	}
 	err := n.srv.WaitDurable(last)
 	mv.release(mi, err)
