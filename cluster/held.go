@@ -599,6 +599,9 @@ func (n *Node) holdAs(node string, msg *broker.Message, pub []byte, o broker.Ori
 	if f := n.fault.unanswers(m); f != nil {
 		return f, nil
 	}
+	if f := n.fault.answersLate(m); f != nil {
+		return f, nil
+	}
 	f, err := js.PublishMsgAsync(m)
 	if err != nil {
 		return nil, fmt.Errorf("held for %s: %w", node, err)
