@@ -80,6 +80,7 @@ func TestReproHoldLandsAfterMove(t *testing.T) {
 	}
 	live := harness.CountLog(n3, `msg="session moved here" node=n3 client_id=`+id+` from=n2`) > 0
 	again := harness.CountLog(n1, `holding again: its partition stream did not answer`)
+	t.Logf("n2: %s", harness.GrepLog(n2, "named for the new owner"))
 	var got []string
 	for deadline := time.After(20 * time.Second); !slices.Contains(got, "m1"); {
 		select {
