@@ -91,7 +91,7 @@ func (n *Node) ClaimWill(clientID string, will *broker.Message) (token uint64, e
 		n.counters.claimsFailed.Add(1)
 		return 0, err
 	}
-	token, epoch, err := n.own.claimWill(ctx, clientID, will)
+	token, epoch, err := n.own.claimWill(ctx, clientID, will, nil)
 	if token == 0 && epoch != 0 && will != nil {
 		// Not confirmed, maybe applied: the connection is refused, and
 		// its will must not stay recorded for the survivors to publish

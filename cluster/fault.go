@@ -102,6 +102,17 @@ import (
 //	                      TestClusterFull, requests seconds late); with
 //	                      held-pending its answer comes after the
 //	                      claimer's releaseTimeout
+//	answer-late=CLIENT@NODE  on node NODE, a release request for CLIENT
+//	                      that took no unread mark (the session is here,
+//	                      or moving here and adopted by now) waits until
+//	                      the held waits' bound (heldWaitMax from when it
+//	                      came) before it answers: as when the session
+//	                      moved here live and the reads of its old
+//	                      owner's held subject, named by the move, are
+//	                      not done (test/jepsen TestClusterFull seed 196:
+//	                      n2 answered n1's claim of g0m0 53 ms after its
+//	                      move in was adopted, while a claim of its own
+//	                      read the stream)
 //	finish-late=CLIENT@NODE  on NODE, a live move of CLIENT here asks
 //	                      its previous owner to finish only once NODE
 //	                      heard again from a node it had dropped, and
@@ -340,6 +351,17 @@ import (
 //	                      with "no response from stream", as a claim
 //	                      does while its partition stream elects a leader
 //	                      (seen on a restarted node's first claims)
+//	ahead-unanswered=CLIENT@NODE  on NODE, every share group claim that
+//	                      a read ahead for CLIENT's session taken from
+//	                      the stream makes (readAhead, claimFor) is not
+//	                      appended and fails with "no response from
+//	                      stream", as while the claims' partition stream
+//	                      elects a leader: each held subject holding a
+//	                      group message for CLIENT is read ahead only up
+//	                      to it, and the adoption leaves the rest to the
+//	                      subject's follower ("not read yet; following";
+//	                      test/jepsen TestClusterFull short faults, seeds
+//	                      194 and 170); logged once
 //	rollup-lost=CLIENT@NODE  on NODE, the first rollup of CLIENT's
 //	                      session (the first op of an adoption) is not
 //	                      published, and fails after rollupLostAfter
@@ -452,6 +474,7 @@ type faults struct {
 	opsLostIn          atomic.Bool  // ops-after-lost: and were all acknowledged
 	heldPending        []string
 	releaseLate        string
+	answerLate         string
 	heldFenced         string
 	finishLate         string
 	finishSlow         string
@@ -520,6 +543,8 @@ type faults struct {
 	claimLate        string
 	claimedLate      atomic.Bool  // claim-late: its claim came
 	claimFails       atomic.Int64 // claim-unanswered: claims left to fail
+	aheadUnanswered  string
+	aheadFailed      atomic.Bool // ahead-unanswered: a claim failed (logged)
 	rollupLost       string
 	rollupDropped    atomic.Bool // rollup-lost: its rollup was dropped once
 	opsAfterRollup   string
@@ -584,9 +609,9 @@ const releaseDelay = fenceGrace + time.Second
 var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "read-late", "delay-release", "hold-unanswered", "hold-answer-late", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
-	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
+	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
-	"handed-late", "own-held-unreached", "gone-late"}
+	"handed-late", "own-held-unreached", "gone-late", "answer-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -687,6 +712,8 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: claim-unanswered=%q: want a count of at least 1", faultEnv, v)
 			}
 			f.claimFails.Store(int64(count))
+		case "ahead-unanswered":
+			f.aheadUnanswered = v
 		case "straddle-move":
 			f.straddle, f.moveBegun = v, make(chan struct{})
 		case "interest-late":
@@ -749,6 +776,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.ownUnreached = v
 		case "release-late":
 			f.releaseLate = v
+		case "answer-late":
+			f.answerLate = v
 		case "finish-late":
 			f.finishLate, f.rejoined = v, make(chan struct{})
 		case "finish-slow":
@@ -843,6 +872,12 @@ func (f *faults) namesOwn(id string) bool {
 // heldWaitMax late (release-late).
 func (f *faults) handlesLate(id string) bool {
 	return f != nil && f.releaseLate == id
+}
+
+// answersLate reports whether a release request for id that took no
+// unread mark answers only at its held waits' bound (answer-late).
+func (f *faults) answersLate(id string) bool {
+	return f != nil && f.answerLate == id
 }
 
 // fenced notes that a fence ended id's session (held-fenced).
@@ -1294,6 +1329,27 @@ func (f *faults) claimUnanswered() error {
 	return jetstream.ErrNoStreamResponse
 }
 
+// aheadClaimUnanswered returns the error ahead-unanswered gives the
+// share group claim that a read ahead for id's session on n would make
+// now, for a held message of groups of which the session is a member
+// (members, by "$share/group/filter"); nil: the claim is to be made.
+func (f *faults) aheadClaimUnanswered(n *Node, id string, groups []string, members map[string]bool) error {
+	if f == nil || f.aheadUnanswered != id {
+		return nil
+	}
+	for _, gk := range groups {
+		group, filter, _ := strings.Cut(gk, "\x00")
+		if !members["$share/"+group+"/"+filter] {
+			continue
+		}
+		if !f.aheadFailed.Swap(true) {
+			n.log.Info("cluster: test fault: a read ahead's share group claim unanswered", "client_id", id, "group", group)
+		}
+		return fmt.Errorf("%w %q: %w", errClaim, group, jetstream.ErrNoStreamResponse)
+	}
+	return nil
+}
+
 // heldReadEmpty reports whether held-empty has this read of the node's
 // own held follower come back empty, without asking the server; it
 // returns after heldEmptyPause (or once done is closed). first says it
@@ -1551,10 +1607,10 @@ func (f *faults) unanswers(m *nats.Msg) jetstream.PubAckFuture {
 	return &unansweredHold{msg: m, errs: errs}
 }
 
-// answersLate returns, under hold-answer-late, a future for m that fails
+// holdAnsweredLate returns, under hold-answer-late, a future for m that fails
 // with "no response from stream" after the fault's duration, m not
 // published; nil otherwise.
-func (f *faults) answersLate(m *nats.Msg) jetstream.PubAckFuture {
+func (f *faults) holdAnsweredLate(m *nats.Msg) jetstream.PubAckFuture {
 	if f == nil || f.holdAnswerLate <= 0 {
 		return nil
 	}

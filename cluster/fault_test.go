@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -55,6 +56,26 @@ func TestParseFaults(t *testing.T) {
 	if f := (*faults)(nil); f.waitsToAdopt("w") || f.settleDelay() != 0 {
 		t.Error("no faults: an adoption or a settle waits")
 	}
+	f, err = parseFaults("ahead-unanswered=r@n1,ahead-unanswered=s@n2", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Node{log: slog.New(slog.DiscardHandler)}
+	member := map[string]bool{"$share/g/t/#": true}
+	for i := range 2 { // every claim of r's read ahead, not the first only
+		if err := f.aheadClaimUnanswered(n, "r", []string{"h\x00t/#", "g\x00t/#"}, member); !errors.Is(err, errClaim) || !errors.Is(err, jetstream.ErrNoStreamResponse) {
+			t.Errorf("ahead-unanswered=r, claim %d of r's read ahead: %v, want %v and %v", i, err, errClaim, jetstream.ErrNoStreamResponse)
+		}
+	}
+	if err := f.aheadClaimUnanswered(n, "r", []string{"h\x00t/#"}, member); err != nil {
+		t.Errorf("ahead-unanswered=r: a group r is no member of: %v", err)
+	}
+	if err := f.aheadClaimUnanswered(n, "s", []string{"g\x00t/#"}, member); err != nil {
+		t.Errorf("ahead-unanswered=s@n2: s's read ahead on n1: %v", err)
+	}
+	if err := (*faults)(nil).aheadClaimUnanswered(n, "r", []string{"g\x00t/#"}, member); err != nil {
+		t.Errorf("no faults: %v", err)
+	}
 	for _, bad := range []string{"hold-unanswered=0@n1", "hold-unanswered=x@n1", "settle-wait=x@n1", "settle-wait=0s@n1"} {
 		if _, err := parseFaults(bad, "n1"); err == nil {
 			t.Errorf("%s accepted", bad)
@@ -95,6 +116,9 @@ func TestParseFaults(t *testing.T) {
 	f, err = parseFaults("release-late=l@n1,held-fenced=h@n1,held-fenced=x@n2", "n1")
 	if err != nil || !f.handlesLate("l") || f.handlesLate("h") || !f.holdsUntilFenced("h") || f.holdsUntilFenced("x") {
 		t.Errorf("release-late=l,held-fenced=h: %+v, %v; want l late, h held until fenced, on n1 only", f, err)
+	}
+	if f, err := parseFaults("answer-late=a@n2,answer-late=b@n1", "n2"); err != nil || !f.answersLate("a") || f.answersLate("b") {
+		t.Errorf("answer-late=a@n2: %+v, %v; want a late on n2 only", f, err)
 	}
 	f.fenced("l") // another id: the wait for h goes on
 	select {

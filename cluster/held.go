@@ -599,7 +599,7 @@ func (n *Node) holdAs(node string, msg *broker.Message, pub []byte, o broker.Ori
 	if f := n.fault.unanswers(m); f != nil {
 		return f, nil
 	}
-	if f := n.fault.answersLate(m); f != nil {
+	if f := n.fault.holdAnsweredLate(m); f != nil {
 		return f, nil
 	}
 	f, err := js.PublishMsgAsync(m)
@@ -996,11 +996,11 @@ func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids, a
 				"group", strings.TrimPrefix(f, "$share/"), "peer", k.node)
 		}
 	}
-	out, err := n.claimNamed(k, o, groups, names, func(f string) bool { return had[f] }, movedOut)
+	out, err := n.claimNamed(k, o, groups, names, func(f string) bool { return had[f] }, movedOut, members)
 	if err != nil {
 		return nil, nil, err
 	}
-	chosen := make(map[string]string, len(out))
+	chosen := make(map[string]string, len(out)) // names, as claimNamed left it
 	for _, gk := range out {
 		group, filter, _ := strings.Cut(gk, "\x00")
 		chosen[gk] = names["$share/"+group+"/"+filter]
@@ -1019,14 +1019,17 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 			names[f] = member
 		}
 	}
-	return n.claimNamed(k, o, groups, names, func(string) bool { return had }, nil)
+	return n.claimNamed(k, o, groups, names, func(string) bool { return had }, nil, nil)
 }
 
 // claimNamed claims the groups of groups that have a member here
 // (names, by "$share/group/filter"), and returns those it won, but for
 // those whose named member had says holds the message already. A claim
 // names the session it is for (names' value; "" for none) and a claim
-// found already made for the same session is its own: see ownClaim.
+// found already made for the same session is its own: see ownClaim. So
+// is one found made for another of the group's members here (others, by
+// filter: a follower's candidates), unless the named member holds the
+// message; names then names that member, for the delivery.
 //
 // Except for a member that moved out of here live (movedOut, by filter:
 // the follower's pass-on, claimGroups): a claim already made for it is
@@ -1042,7 +1045,7 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 // read aheads and delivered; n3's follower read it at 11.765, after both
 // had moved out of n3 live, and passed it on to n2, where g1m1 got it
 // again and g0m1 got g0's second copy; TestReproGroupHeldPassedTwice).
-func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names map[string]string, had func(string) bool, movedOut map[string]bool) ([]string, error) {
+func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names map[string]string, had func(string) bool, movedOut map[string]bool, others map[string][]string) ([]string, error) {
 	out := []string{}
 	if len(groups) == 0 {
 		return out, nil
@@ -1082,8 +1085,28 @@ func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names m
 		case passing:
 			n.mv.notePassClaim(mid)
 		case ack.Duplicate:
-			var own bool
-			if own, err = n.ownClaim(ctx, js, ack, member); err == nil && own {
+			var by string
+			if by, err = claimData(ctx, js, ack); err != nil {
+				break
+			}
+			alt := others[f]
+			if had(f) {
+				alt = nil // the group's copy is the one member here holds
+			}
+			switch {
+			case !ownClaim(by, member, alt):
+				// Said: without this line a trace had to read the
+				// claims from the stream's blocks (RESULTS.md,
+				// "loss194").
+				n.log.Info("cluster: held message's share group claimed for another member; left out here",
+					"client_id", member, "claimed_for", strings.TrimPrefix(by, "\x00"), "served", strings.HasPrefix(by, "\x00"),
+					"group", group, "filter", filter, "peer", k.node)
+			case by != member:
+				n.log.Debug("cluster: held message's share group claimed for another member here; delivered to it",
+					"client_id", by, "turn", member, "group", group, "filter", filter, "peer", k.node)
+				names[f] = by
+				ack.Duplicate = false
+			default:
 				ack.Duplicate = false
 			}
 		}
@@ -1349,28 +1372,52 @@ func (s *sessions) claimSubject(k originKey, o broker.Origin) string {
 	return sessPrefix + "." + strconv.Itoa(s.partition(o.ClientID)) + ".heldgroup." + ownerKey(o.ClientID)
 }
 
-// ownClaim reports whether the group claim that dup found in the stream
-// was made for member, the session this read is for. A read ahead claims
-// before its adoption is decided (adoptHeld), and an adoption given up
-// for a newer claim of the id leaves its claims standing with the copies
-// dropped: the session's next claim, on any node, found them made and
-// left the messages, and the group never got them (test/jepsen
-// TestClusterFull seed 42: a member claimed over and over by its
-// reconnecting client, each claim superseded by the next; 858
-// acknowledged messages lost for g0). A claim for the same session is
-// taken over by its next reader: the session reads what was held since
-// its last op in the stream, which a claim that adopted it and delivered
-// the message has moved past.
-func (n *Node) ownClaim(ctx context.Context, js jetstream.JetStream, dup *jetstream.PubAck, member string) (bool, error) {
-	st, err := js.Stream(ctx, dup.Stream)
-	if err != nil {
-		return false, err
-	}
-	m, err := st.GetMsg(ctx, dup.Sequence)
-	if err != nil {
-		return false, err
-	}
-	return string(m.Data) == member, nil
+// ownClaim reports whether a reader of a held copy, reading it for
+// member (the session this read is for: a read ahead's, or the one a
+// follower's turn named) or for one of others (the group's other members
+// here that a follower reads for; none for a read ahead), takes the
+// group claim it found made, naming by, as its own and delivers the
+// group's message to by.
+//
+// What a claim's data means, by who makes it:
+//   - a session's client id: a reader of a held or kept copy (a read
+//     ahead, a follower, claimGroups) chose that session for the group's
+//     copy. The reader may never have delivered it: a read ahead claims
+//     before its adoption is decided (adoptHeld), and an adoption given up
+//     for a newer claim of the id leaves its claims standing with the
+//     copies dropped, as does a node killed in between. So the claim is
+//     the session's own wherever it is read next: its next reader takes
+//     it over and delivers. The session reads what was held since its
+//     last op in the stream, which a claim that adopted it and delivered
+//     the message has moved past. Left out, the group never got those
+//     messages (test/jepsen TestClusterFull seed 42: a member claimed
+//     over and over by its reconnecting client, each claim superseded by
+//     the next; 858 acknowledged messages lost for g0).
+//   - "\x00" and a client id (servedClaim): the member got its copy
+//     outside the held copies (a first routing, claimServed; a resend,
+//     ClaimGroup; a queued copy's adoption, claimQueued). No held copy's
+//     reader takes it (a client id never holds U+0000): the group has
+//     its message.
+//
+// A follower reads for several members of a group and names one by the
+// hold's id (claimGroups); a claim found made for another of them is
+// that member's, read here: the turn only chooses a member when no claim
+// was made. Left out there, the message was lost whenever the turn named
+// another member than the claim: the claim's session, here, was not read
+// for again (test/jepsen TestClusterFull short faults, seed 194: held
+// g0 messages claimed for g0m0 by n3's read ahead, superseded and n3
+// killed before it adopted; n2's read ahead for g0m0 failed on a claim's
+// "no response from stream" and left them to n2's follower, which read
+// them with g0m0 and g0m1 in the server: the 9 whose turn named g0m1
+// were acknowledged and lost; TestReproGroupClaimOtherMember). A read
+// ahead has no others: a claim for another session is left to that
+// session's own reader, which takes it over as above. Other readers of
+// the claims: claimQueued drops a queued copy of a member whose group was
+// claimed for anyone else (the claim's member gets the group's message
+// from its reader), and ClaimGroup (member "\x00"+id) refuses a resend
+// the group got by a held copy's reader.
+func ownClaim(by, member string, others []string) bool {
+	return by == member || slices.Contains(others, by)
 }
 
 // heldConsumer names node's durable consumer of its held subject (hex: a

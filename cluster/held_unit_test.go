@@ -462,3 +462,26 @@ func TestHeldForHere(t *testing.T) {
 		t.Fatalf("after the persistent member left: %q, want the hold key's group only", got)
 	}
 }
+
+// A group claim found made is the reader's own when it names the member
+// read for, or, for a follower, another member of the group here; never
+// when it names a member elsewhere or a served copy (servedClaim).
+func TestOwnClaim(t *testing.T) {
+	for _, c := range []struct {
+		by, member string
+		others     []string
+		want       bool
+	}{
+		{"a", "a", nil, true},                           // a read ahead's, or the turn's member
+		{"a", "b", nil, false},                          // a read ahead for b: a's reader takes it
+		{"a", "b", []string{"b", "a"}, true},            // a follower with a here (loss194)
+		{"c", "b", []string{"b", "a"}, false},           // c is not here
+		{servedClaim("a"), "a", []string{"a"}, false},   // a has its copy
+		{servedClaim("a"), servedClaim("a"), nil, true}, // ClaimGroup's resend for a
+		{"a", servedClaim("a"), nil, false},             // a's reader gives it the held copy
+	} {
+		if got := ownClaim(c.by, c.member, c.others); got != c.want {
+			t.Errorf("ownClaim(%q, %q, %q) = %v, want %v", c.by, c.member, c.others, got, c.want)
+		}
+	}
+}

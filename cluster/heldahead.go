@@ -290,6 +290,9 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 			// the id (keptSince).
 		case subscribed(rec.Subs, rm.Topic):
 			h := heldAhead{k: k, rm: rm, at: md.Timestamp, had: recordHas(rec, rm)}
+			if err := s.n.fault.aheadClaimUnanswered(s.n, rec.ClientID, rm.Groups, members); err != nil {
+				return err
+			}
 			if rm.Groups, err = s.n.claimFor(k, rm.Origin, rm.Groups, members, h.had, rec.ClientID); err != nil {
 				return err // the follower reads on from here
 			}

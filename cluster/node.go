@@ -222,12 +222,13 @@ func (n *Node) Close() error {
 func (n *Node) Claim(clientID string) error { return n.ClaimUnless(clientID, nil) }
 
 // ClaimUnless implements broker.GoneClaimer: Claim, giving up before the
-// claim when gone (if not nil) reports, after the waits for the catch-up
-// and a restored session's settle, that the CONNECT's client closed its
-// connection. Those waits may last up to ForwardTimeout, longer than a
-// client waits for its CONNACK (seed 113: a claim 1 s after the client
-// left disowned its live copy elsewhere; seed 50: a CONNECT nobody waited
-// for took the session over from the client's next one on this node).
+// claim when gone (if not nil) reports, after the waits for the catch-up,
+// a restored session's settle and another claim of the id here
+// (owners.claimWill), that the CONNECT's client closed its connection.
+// Those waits may last up to ForwardTimeout, longer than a client waits
+// for its CONNACK (seed 113: a claim 1 s after the client left disowned
+// its live copy elsewhere; seed 50: a CONNECT nobody waited for took the
+// session over from the client's next one on this node; seed 196).
 func (n *Node) ClaimUnless(clientID string, gone func() bool) error {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
 	defer cancel()
@@ -243,8 +244,10 @@ func (n *Node) ClaimUnless(clientID string, gone func() bool) error {
 		n.log.Debug("cluster: claim not made: the CONNECT's client closed its connection while the claim waited", "client_id", clientID)
 		return fmt.Errorf("cluster: claim for %q: %w", clientID, broker.ErrClientGone)
 	}
-	if err := n.own.claim(ctx, clientID); err != nil {
-		n.counters.claimsFailed.Add(1)
+	if err := n.own.claim(ctx, clientID, gone); err != nil {
+		if !errors.Is(err, broker.ErrClientGone) {
+			n.counters.claimsFailed.Add(1)
+		}
 		return err
 	}
 	n.sess.watchClaimed(clientID) // claimhold.go

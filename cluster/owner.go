@@ -268,8 +268,10 @@ func ownerKey(id string) string {
 }
 
 // claim records this node as id's owner and has the previous owner let go.
-func (o *owners) claim(ctx context.Context, id string) error {
-	_, _, err := o.claimWill(ctx, id, nil)
+// gone, if not nil, is asked once the wait for another claim of id here is
+// over (ClaimUnless).
+func (o *owners) claim(ctx context.Context, id string, gone func() bool) error {
+	_, _, err := o.claimWill(ctx, id, nil, gone)
 	return err
 }
 
@@ -277,10 +279,14 @@ func (o *owners) claim(ctx context.Context, id string) error {
 // (cleanwill.go). It returns the revision and epoch of the record it
 // wrote, also with an error that came after the write; 0 when it wrote
 // nothing, or does not know (a write not confirmed).
-func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message) (written, epoch uint64, err error) {
+func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message, gone func() bool) (written, epoch uint64, err error) {
 	kv := o.bucket()
 	if kv == nil {
 		return 0, 0, errNotReady
+	}
+	waits := o.claimRunning(id)
+	if waits {
+		o.n.log.Debug("cluster: a claim waits for another claim of the same client id here", "client_id", id)
 	}
 	// One claim of an id at a time on this node: a record naming this
 	// node at the epoch this claim wrote is then known to be this
@@ -290,6 +296,18 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message)
 		return 0, 0, fmt.Errorf("cluster: owner of %q: another connect of this client id is being recorded here: %w", id, err)
 	}
 	defer unlock()
+	// The claim before may have run for seconds (a live move in that
+	// waits for its finish), longer than a client waits for its CONNACK:
+	// made for a CONNECT whose client gave up meanwhile, this claim took
+	// the session from the claim of the client's next CONNECT elsewhere,
+	// and, as the copy here was still live, read the stream while that
+	// copy took messages, then replaced the copy with what it read
+	// (test/jepsen TestClusterFull short faults, seed 196: g0 lost
+	// pub1#76-#80; TestReproQueuedClaimGone).
+	if waits && gone != nil && gone() {
+		o.n.log.Debug("cluster: claim not made: the CONNECT's client closed its connection while another claim of the id here ran", "client_id", id)
+		return 0, 0, fmt.Errorf("cluster: claim for %q: %w", id, broker.ErrClientGone)
+	}
 	key := ownerKey(id)
 	// tried is the write last reported as a conflict. Such a report can
 	// be wrong: a stream leader that was paused or cut off and has not yet
@@ -424,6 +442,14 @@ func (o *owners) wroteWill(rev uint64) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	_, ok := o.wills[rev]
+	return ok
+}
+
+// claimRunning reports whether a claim of id runs on this node now.
+func (o *owners) claimRunning(id string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.claiming[id]
 	return ok
 }
 
@@ -1026,6 +1052,10 @@ func (o *owners) handleRelease(req releaseReq) {
 			if o.n.fault.holdsUntilFenced(id) {
 				o.n.log.Warn("cluster: test fault: held messages pending until a fence", "client_id", id)
 				o.n.fault.awaitFence(by)
+			}
+			if o.n.fault.answersLate(id) {
+				o.n.log.Warn("cluster: test fault: a release request answers at its held waits' bound", "client_id", id, "epoch", epoch)
+				time.Sleep(time.Until(by))
 			}
 			o.awaitHeld(id, by)
 		}
