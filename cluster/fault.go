@@ -42,10 +42,12 @@ import (
 //	                      them is durable, while its other writes (a
 //	                      share group's claim) go on
 //	served-unclaimed=CLIENT@NODE  on NODE, a first routing of publisher
-//	                      CLIENT's QoS 2 messages claims none of the share
-//	                      groups it served here (claimServed), as when the
-//	                      node died between its member's copy becoming
-//	                      durable and the claim's append; logged once
+//	                      CLIENT's QoS 2 messages (or of any QoS 2
+//	                      message served to member CLIENT) claims none of
+//	                      the share groups it served here (claimServed),
+//	                      as when the node died between its member's copy
+//	                      becoming durable and the claim's append; logged
+//	                      once
 //	read-late=CLIENT@NODE  on NODE, reading CLIENT's session from its
 //	                      partition stream (a claim whose previous owner
 //	                      did not answer) fails until the node has held
@@ -1386,11 +1388,11 @@ func (f *faults) ownHeldLate() time.Duration {
 	return f.heldLate
 }
 
-// leavesServed reports whether a first routing of publisher id's message
-// is to claim none of its served groups (served-unclaimed); first is true
-// the first time.
-func (f *faults) leavesServed(id string) (leave, first bool) {
-	if f == nil || f.servedUnclaimed == "" || id != f.servedUnclaimed {
+// leavesServed reports whether a first routing of publisher id's message,
+// served to members, is to claim none of its served groups
+// (served-unclaimed); first is true the first time.
+func (f *faults) leavesServed(id string, members []string) (leave, first bool) {
+	if f == nil || f.servedUnclaimed == "" || id != f.servedUnclaimed && !slices.Contains(members, f.servedUnclaimed) {
 		return false, false
 	}
 	return true, f.servedUnclaimedLog.CompareAndSwap(false, true)

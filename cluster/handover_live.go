@@ -217,9 +217,13 @@ type heldAck struct {
 var errHeldFull = errors.New("cluster: too many messages held for a session moving here")
 
 // heldMessage is a message held for a moving session: for its plain
-// subscriptions (plain) and for its share groups (m.Groups).
+// subscriptions (plain) and for its share groups (m.Groups). src is the
+// forward's source (zero for a publish here), which the groups it gives
+// a member at the adoption are claimed under when it has no Origin
+// (claimServed).
 type heldMessage struct {
 	m     *broker.RemoteMessage
+	src   originKey
 	at    time.Time
 	plain bool
 }
@@ -375,7 +379,7 @@ func (mi *moveIn) matches(name string) bool {
 // hold keeps m for the session, to be delivered once it is adopted: to
 // its plain subscriptions (plain) and to the share groups gk; false when
 // the session holds maxHeld messages already.
-func (mi *moveIn) hold(m *broker.RemoteMessage, plain bool, gk []string) bool {
+func (mi *moveIn) hold(m *broker.RemoteMessage, src originKey, plain bool, gk []string) bool {
 	if len(mi.held) >= maxHeld {
 		mi.refused++
 		return false
@@ -385,7 +389,7 @@ func (mi *moveIn) hold(m *broker.RemoteMessage, plain bool, gk []string) bool {
 	if cp.Groups == nil {
 		cp.Groups = []string{} // nil would mean every group
 	}
-	mi.held = append(mi.held, heldMessage{&cp, time.Now(), plain})
+	mi.held = append(mi.held, heldMessage{&cp, src, time.Now(), plain})
 	return true
 }
 
@@ -414,16 +418,17 @@ func (mi *moveIn) wait(ctx context.Context) error {
 	}
 }
 
-// pick decides, for a message forwarded from origin, which moving sessions
+// pick decides, for a message forwarded from src.node, which moving sessions
 // here must not get it (returned as a broker.RemoteMessage.Pick, nil when
 // none), and holds a copy for each arriving session it is for. When
 // confirm (a QoS 1/2 forward) and it held one, it returns the message's
 // confirmation, which the caller fills in and the sessions send
 // (release); the caller must not send it itself.
-func (mv *liveMoves) pick(origin string, rm *broker.RemoteMessage, confirm bool) (func(string) bool, *heldAck) {
+func (mv *liveMoves) pick(src originKey, rm *broker.RemoteMessage, confirm bool) (func(string) bool, *heldAck) {
 	if mv.active.Load() == 0 {
 		return nil, nil
 	}
+	origin := src.node
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
 	var (
@@ -444,7 +449,7 @@ func (mv *liveMoves) pick(origin string, rm *broker.RemoteMessage, confirm bool)
 			gk = mi.takeGroups(rm) // group messages: whatever their origin's barrier
 		}
 		if plain || len(gk) > 0 {
-			ok := mi.hold(rm, plain, gk)
+			ok := mi.hold(rm, src, plain, gk)
 			if confirm {
 				if ha == nil {
 					ha = &heldAck{}
@@ -540,7 +545,7 @@ func (mv *liveMoves) local(msg *broker.Message) (int, func(context.Context) erro
 			if exp := msg.Expires(); !exp.IsZero() {
 				rm.ExpiresIn = max(time.Until(exp), time.Millisecond)
 			}
-			if mi.hold(rm, plain, gk) {
+			if mi.hold(rm, originKey{}, plain, gk) {
 				holders = append(holders, mi)
 			} else {
 				refused = true
@@ -917,8 +922,9 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 		mi.handed = n.sess.keptElsewhere(prev, id, mi.handed)
 		n.sess.adopt(id)
 	}
-	held, expired, last := mv.adopt(id, mi, rec)
+	held, expired, last, served := mv.adopt(id, mi, rec)
 	n.gate.Unlock()
+	n.claimHeldServed(served)
 	if mi.follow != nil {
 		// Before a newer claim waiting for the session here (awaitIn)
 		// is answered: its answer names these followers' places.
@@ -1174,9 +1180,10 @@ func (mv *liveMoves) cutDone(prev, id string, mi *moveIn, rec *broker.StoredSess
 // since its decision: cutNow): the broker adopts rec, and what mi held is
 // delivered to the session only, in arrival order, past the session's
 // queue limit (it was accepted before). It returns how many messages were
-// delivered, how many expired while held, and the store ticket to wait
-// for.
-func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (delivered, expired int, last broker.Ticket) {
+// delivered, how many expired while held, the store ticket to wait for,
+// and the share groups the held messages gave the session, which the
+// caller claims once out of the gate (claimServed).
+func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (delivered, expired int, last broker.Ticket, served []heldServed) {
 	n := mv.n
 	if n.sess != nil && n.own != nil && len(mi.handed) > 0 {
 		// Ended by beginHanded's catch-up once its reads are done
@@ -1216,6 +1223,9 @@ func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (de
 		_, t := n.srv.DeliverRemote(h.m)
 		last = max(last, t)
 		delivered++
+		if len(h.m.Served) > 0 && !h.m.Resent { // a resend's were claimed before it was held (ClaimResend)
+			served = append(served, heldServed{h.src, h.m.Origin, slices.Clone(h.m.Served), slices.Clone(h.m.ServedTo)})
+		}
 	}
 	if mi.complete() {
 		delete(mv.in, id)
@@ -1224,7 +1234,35 @@ func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (de
 		time.AfterFunc(moveLinger, func() { mv.endIn(id, mi.epoch) })
 	}
 	n.counters.heldDropped.Add(uint64(mi.refused + expired))
-	return delivered, expired, last
+	return delivered, expired, last, served
+}
+
+// heldServed is a share group copy a held message gave the session at
+// its adoption: the groups, under the held message's source and Origin,
+// and the member each went to.
+type heldServed struct {
+	src             originKey
+	o               broker.Origin
+	groups, members []string
+}
+
+// claimHeldServed claims the share groups that messages held for a
+// session moving here gave it at its adoption, as a first routing
+// claims the groups it gives a live member (claimServed: once the copy
+// is durable). Such a message is held because no member of its group
+// was here but sessions moving in, so it is served by nobody when it is
+// routed, and delivered to the member only at the adoption; unclaimed,
+// the publisher's resend elsewhere (its PUBREC waits for the adoption)
+// found the group free and gave it to another member (test/jepsen
+// TestClusterFull short faults, seed 231: pub0#162 routed on n2 at
+// 21:29:57.694 once n2's streams answered again, held for g1m0 moving
+// in from n1, given to it at the adoption (57.714); pub0 gave up on n2,
+// resent on n1 at 57.797, and n1 claimed g1 for g1m1 on n3 at 57.809;
+// TestReproGroupHeldMoveIn).
+func (n *Node) claimHeldServed(served []heldServed) {
+	for _, c := range served {
+		n.claimServed(c.src, c.o, c.groups, c.members)
+	}
 }
 
 func nobody(string) bool { return false }

@@ -24,7 +24,7 @@ import (
 func TestMoveCut(t *testing.T) {
 	mv := newLiveMoves(&Node{})
 	gets := func(origin, id string) bool {
-		p, _ := mv.pick(origin, &broker.RemoteMessage{Topic: "a/b"}, false)
+		p, _ := mv.pick(originKey{node: origin}, &broker.RemoteMessage{Topic: "a/b"}, false)
 		return p == nil || p(id)
 	}
 	// Old owner: "s" handed over; X's barrier came, Y's not yet.
@@ -118,7 +118,7 @@ func TestHeldConfirmedOnceDurable(t *testing.T) {
 
 	rec := &broker.StoredSession{ClientID: "s", Expiry: 600, Subs: []broker.StoredSub{{Filter: "m/#", Opts: packet.SubOptions{QoS: 1}}}}
 	n.gate.Lock()
-	delivered, expired, last := n.mv.adopt("s", mi, rec)
+	delivered, expired, last, _ := n.mv.adopt("s", mi, rec)
 	n.gate.Unlock()
 	if delivered != 4 || expired != 0 {
 		t.Fatalf("delivered %d held messages, %d expired; want 4, 0", delivered, expired)
@@ -226,7 +226,7 @@ func TestMoveShareGroups(t *testing.T) {
 	mv.in["s"] = mi
 	mv.active.Add(1)
 	rm := &broker.RemoteMessage{Topic: "t/1", QoS: 1, Groups: []string{g, other}}
-	if _, ha := mv.pick("X", rm, true); ha == nil || ha.left != 1 {
+	if _, ha := mv.pick(originKey{node: "X"}, rm, true); ha == nil || ha.left != 1 {
 		t.Fatalf("group message not held back for confirmation: %+v", ha)
 	}
 	if len(mi.held) != 1 || mi.held[0].plain || !slices.Equal(mi.held[0].m.Groups, []string{g}) {
@@ -267,18 +267,18 @@ func TestMoveHeldDropsCounted(t *testing.T) {
 	// of an hour has not, one without expiry never does.
 	for _, e := range []time.Duration{time.Second, time.Hour, 0} {
 		mi.held = append(mi.held, heldMessage{&broker.RemoteMessage{Topic: "m/x", Payload: []byte("x"), QoS: 1, ExpiresIn: e,
-			Groups: []string{}}, time.Now().Add(-long), true})
+			Groups: []string{}}, originKey{}, time.Now().Add(-long), true})
 	}
 	// Full: the next message is refused.
 	full := &moveIn{held: make([]heldMessage, maxHeld)}
-	if full.hold(&broker.RemoteMessage{Topic: "m/y", QoS: 1}, true, nil) || full.refused != 1 {
+	if full.hold(&broker.RemoteMessage{Topic: "m/y", QoS: 1}, originKey{}, true, nil) || full.refused != 1 {
 		t.Fatalf("a hold of %d messages took one more (refused %d)", maxHeld, full.refused)
 	}
 	mi.refused = full.refused
 
 	rec := &broker.StoredSession{ClientID: "s", Expiry: 600, Subs: []broker.StoredSub{{Filter: "m/#", Opts: packet.SubOptions{QoS: 1}}}}
 	n.gate.Lock()
-	delivered, expired, _ := n.mv.adopt("s", mi, rec)
+	delivered, expired, _, _ := n.mv.adopt("s", mi, rec)
 	n.gate.Unlock()
 	if delivered != 2 || expired != 1 {
 		t.Fatalf("delivered %d held messages, %d expired; want 2, 1", delivered, expired)

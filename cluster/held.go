@@ -307,6 +307,44 @@ func (n *Node) heldTargets(name string, targets []target) []orphanMatch {
 	return out
 }
 
+// heldHere returns what a QoS 1/2 message on topic name, published here,
+// is held for this node by its own hold keys (persistent.go), if
+// anything. A plain filter of a restored session not settled yet: its
+// copy may be stale. A share group of a session whose keys are here
+// without a member of the group in the server (a claim reading the
+// session from the stream, a fenced or dropped copy), unless a live node
+// serves the group (targets) or another node holds for it (held, from
+// heldTargets): the others hold what the keys match for this node, but
+// a publish here goes to no other node, and held for nobody it reached
+// no member (test/jepsen TestClusterFull seed 194: 12 lost for g0,
+// published on n2 while g0's only members were claims waiting on n2;
+// TestReproClaimOwnPublish). Whoever adopts the session reads this
+// node's held subject (adoptHeld), its group claimed once there.
+func (n *Node) heldHere(name string, targets []target, held []orphanMatch) (orphanMatch, bool) {
+	ms := n.sess.persist.holdMatches(name)
+	if len(ms) == 0 {
+		return orphanMatch{}, false
+	}
+	self := orphanMatch{node: n.cfg.Node}
+	for _, m := range ms {
+		if m.group == "" {
+			self.plain = true
+			continue
+		}
+		if slices.Contains(self.groups, m.group) ||
+			slices.ContainsFunc(targets, func(t target) bool { return slices.Contains(t.groups, m.group) }) ||
+			slices.ContainsFunc(held, func(om orphanMatch) bool { return slices.Contains(om.groups, m.group) }) {
+			continue
+		}
+		group, filter, _ := strings.Cut(m.group, "\x00")
+		if n.local.has(ikey{filter, group}) {
+			continue // its member here takes it
+		}
+		self.groups = append(self.groups, m.group)
+	}
+	return self, self.plain || len(self.groups) > 0
+}
+
 // matchNode returns dropped node's interest in topic name (holdForGone).
 func (o *orphanInterest) matchNode(node, name string) orphanMatch {
 	for _, m := range o.match(name) {
@@ -1125,16 +1163,37 @@ func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names m
 }
 
 // claimMsg is the claim of held message k (Origin o, if any) for share
-// group gk, naming member.
+// group gk, naming member. Under its Origin, if any: a QoS 2 resend
+// routed again from another node is held under another key, the same
+// message. Else under k's copy name (copyClaimMsg).
 func (s *sessions) claimMsg(k originKey, o broker.Origin, gk, member string) *nats.Msg {
-	m := nats.NewMsg(s.claimSubject(k, o))
-	// Under its Origin, if any: a QoS 2 resend routed again from
-	// another node is held under another key, the same message.
-	mid := "g." + k.inc + "." + strconv.FormatUint(k.id, 36) + "." + ownerKey(gk)
-	if !o.IsZero() {
-		mid = "g.o." + strconv.FormatUint(o.Hash(), 36) + "." + ownerKey(gk)
+	if o.IsZero() {
+		return s.copyClaimMsg(k.copy(), gk, member)
 	}
-	m.Header.Set(jetstream.MsgIDHeader, mid)
+	m := nats.NewMsg(s.claimSubject(o))
+	m.Header.Set(jetstream.MsgIDHeader, "g.o."+strconv.FormatUint(o.Hash(), 36)+"."+ownerKey(gk))
+	m.Data = []byte(member)
+	return m
+}
+
+// copyClaimMsg is the claim for share group gk, naming member, of the
+// message with no Origin whose copies are named copy (originKey.copy):
+// a held copy's reader, a first routing (claimServed, under the
+// forward's source) and the adoption of a session with the message
+// queued (claimQueued: a queued delivery keeps only the copy name, as
+// its Origin's Nonce) make the same claim. Under the holding node's
+// name and the message's id, as before, an adoption could not name the
+// claim: a clean publisher's copy queued for a member whose first
+// routing's claim was not made, moved live or read from the stream, went
+// out unclaimed while the forward's groups were held for the dead node
+// and their reader gave the group a second copy (test/jepsen
+// TestClusterFull short faults, seeds 215 and 217;
+// TestReproGroupCopyUnclaimedRead). One subject per partition, the
+// partition by the copy name.
+func (s *sessions) copyClaimMsg(copy uint64, gk, member string) *nats.Msg {
+	c := strconv.FormatUint(copy, 36)
+	m := nats.NewMsg(sessPrefix + "." + strconv.Itoa(s.partition(c)) + ".heldgroup.copies")
+	m.Header.Set(jetstream.MsgIDHeader, "g.c."+c+"."+ownerKey(gk))
 	m.Data = []byte(member)
 	return m
 }
@@ -1212,7 +1271,7 @@ func (n *Node) claimServed(k originKey, o broker.Origin, groups, members []strin
 				"client_id", o.ClientID, "packet_id", o.PacketID, "peer", k.node, "groups", len(groups), "err", err)
 			return
 		}
-		if leave, first := n.fault.leavesServed(o.ClientID); leave {
+		if leave, first := n.fault.leavesServed(o.ClientID, members); leave {
 			if first {
 				n.log.Info("cluster: test fault: a first routing's share group claims left out", "client_id", o.ClientID)
 			}
@@ -1357,18 +1416,15 @@ func (n *Node) ClaimGroup(o broker.Origin, gk, member string) (bool, error) {
 	return len(out) == 1, nil
 }
 
-// claimSubject is where a group claim for held message k (Origin o, if
-// any) is appended. A message id is unique within one stream only, so
-// the claims of one Origin go to one partition whatever node held the
-// copy: the publisher's client id's. By the holding node's name, a QoS 2
-// message kept or held by its first publishing node and again, under
-// the same Origin, by the node its resend was routed from, was claimed
-// in two streams when the two names fell in different partitions, and
-// both copies reached the group.
-func (s *sessions) claimSubject(k originKey, o broker.Origin) string {
-	if o.IsZero() {
-		return sessPrefix + "." + strconv.Itoa(s.partition(k.node)) + ".heldgroup." + ownerKey(k.node)
-	}
+// claimSubject is where a group claim under Origin o is appended. A
+// message id is unique within one stream only, so the claims of one
+// Origin go to one partition whatever node held the copy: the
+// publisher's client id's. By the holding node's name, a QoS 2 message
+// kept or held by its first publishing node and again, under the same
+// Origin, by the node its resend was routed from, was claimed in two
+// streams when the two names fell in different partitions, and both
+// copies reached the group.
+func (s *sessions) claimSubject(o broker.Origin) string {
 	return sessPrefix + "." + strconv.Itoa(s.partition(o.ClientID)) + ".heldgroup." + ownerKey(o.ClientID)
 }
 

@@ -261,7 +261,9 @@ func TestHoldAgain(t *testing.T) {
 
 // The group claims of one Origin go to one stream, whichever node held
 // the copy: a message id is unique within a stream only. Without an
-// Origin, a claim stays with the node that held the message.
+// Origin, a claim is the copy name's: a held copy's reader (claimMsg)
+// and the adoption of the message queued (copyClaimMsg, from the
+// delivery's copy name) make one claim, and two messages two.
 func TestClaimSubject(t *testing.T) {
 	s := &sessions{n: &Node{cfg: Config{Partitions: 8}}}
 	o := broker.Origin{ClientID: "pub", PacketID: 7, Nonce: 99}
@@ -275,11 +277,18 @@ func TestClaimSubject(t *testing.T) {
 	if b == "" {
 		t.Fatal("no two node names in different partitions")
 	}
-	if x, y := s.claimSubject(originKey{a, "i", 1}, o), s.claimSubject(originKey{b, "j", 5}, o); x != y {
-		t.Errorf("one Origin claimed in %q and %q", x, y)
+	if x, y := s.claimMsg(originKey{a, "i", 1}, o, "g\x00f", "m"), s.claimMsg(originKey{b, "j", 5}, o, "g\x00f", "m"); x.Subject != y.Subject ||
+		x.Header.Get(jetstream.MsgIDHeader) != y.Header.Get(jetstream.MsgIDHeader) {
+		t.Errorf("one Origin claimed as %q %q and %q %q", x.Subject, x.Header.Get(jetstream.MsgIDHeader), y.Subject, y.Header.Get(jetstream.MsgIDHeader))
 	}
-	if x, y := s.claimSubject(originKey{a, "i", 1}, broker.Origin{}), s.claimSubject(originKey{b, "i", 1}, broker.Origin{}); x == y {
-		t.Errorf("claims of two nodes' own messages share %q", x)
+	k := originKey{a, "i", 1}
+	held, queued := s.claimMsg(k, broker.Origin{}, "g\x00f", "m"), s.copyClaimMsg(k.copy(), "g\x00f", "m")
+	if held.Subject != queued.Subject || held.Header.Get(jetstream.MsgIDHeader) != queued.Header.Get(jetstream.MsgIDHeader) {
+		t.Errorf("a held copy claimed as %q %q, its queued copy as %q %q", held.Subject, held.Header.Get(jetstream.MsgIDHeader),
+			queued.Subject, queued.Header.Get(jetstream.MsgIDHeader))
+	}
+	if other := s.claimMsg(originKey{b, "i", 1}, broker.Origin{}, "g\x00f", "m"); other.Header.Get(jetstream.MsgIDHeader) == held.Header.Get(jetstream.MsgIDHeader) {
+		t.Errorf("two nodes' messages claimed under one id %q", held.Header.Get(jetstream.MsgIDHeader))
 	}
 }
 

@@ -606,10 +606,8 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	var orphans []orphanMatch
 	if msg.QoS > 0 && n.sess != nil {
 		orphans = n.heldTargets(msg.Topic, targets)
-		if n.sess.persist.holds(msg.Topic) {
-			// A restored session here not settled yet matches: its
-			// copy may be stale, so msg is held for it too (held.go).
-			orphans = append(orphans, orphanMatch{node: n.cfg.Node, plain: true})
+		if self, ok := n.heldHere(msg.Topic, targets, orphans); ok {
+			orphans = append(orphans, self)
 		}
 	}
 	// Copies here whose ops stay local that msg reached (keep.go).
@@ -787,7 +785,7 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 	// forwarded message delivered wholly before or after it.
 	n.gate.RLock()
 	var held *heldAck
-	rm.Pick, held = n.mv.pick(origin, rm, seq != 0)
+	rm.Pick, held = n.mv.pick(src, rm, seq != 0)
 	rm.Pick = n.sess.skipUnsettled(rm.Pick) // held for them (held.go)
 	if src.id != 0 {
 		rm.Pick = n.dedupPick(src, rm.Pick)

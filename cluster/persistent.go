@@ -138,12 +138,16 @@ type persistentFilters struct {
 	// entry (maybe empty) per copy: a copy adopted after its disown
 	// (liveMoves.adoptCut) gets its share groups' keys as they come.
 	away map[string][]ikey
+	// after runs f once d has passed (time.AfterFunc; a unit test runs
+	// the hold keys' ends itself).
+	after func(d time.Duration, f func())
 }
 
 func newPersistentFilters(local *localInterest) *persistentFilters {
 	return &persistentFilters{local: local, subs: map[string]map[ikey]struct{}{},
 		holding: map[string]bool{}, held: topic.NewTree[string, struct{}](), leaving: map[string]bool{}, pinned: map[string][]ikey{},
-		cover: 3*5*time.Second + 2*heartbeatEvery} // Sessions sets it from the config
+		cover: 3*5*time.Second + 2*heartbeatEvery, // Sessions sets it from the config
+		after: func(d time.Duration, f func()) { time.AfterFunc(d, f) }}
 }
 
 // persistFilter returns a stored subscription's persistent key: plain
@@ -225,8 +229,9 @@ func (p *persistentFilters) unpinLocked(id string) {
 // settled yet, or claimed elsewhere and kept for cover (leaveKeepHeld).
 func (p *persistentFilters) holdingAny() bool { return p.nheld.Load() > 0 }
 
-// holds reports whether a restored session not settled yet subscribes
-// (plain) to topic name.
+// holds reports whether a hold key here of a plain filter matches topic
+// name. (Node.forward asks holdMatches, through heldHere, which has the
+// share groups too.)
 func (p *persistentFilters) holds(name string) bool {
 	if p.nheld.Load() == 0 {
 		return false
@@ -427,7 +432,16 @@ func (p *persistentFilters) leaveKeepHeld(id string) {
 	}
 	if !p.leaving[id] {
 		p.leaving[id] = true
-		time.AfterFunc(p.cover, func() { p.leaveHeld(id) })
+		// leaveHeldAt, not leaveHeld: a claim here within cover (the
+		// client back on this node) or a fence puts the keys' end off
+		// (leaveAt) and starts no timer of its own, this one being
+		// out. Ending them here ended a claim's keys while it still
+		// read, and nobody held for the session (test/jepsen
+		// TestClusterFull seed 194: n1's restored g0m1 dropped at
+		// 19.767, n1's claim of it holding from 23.969; its keys went
+		// at 36.767 while the claim read until 37.520;
+		// TestReproClaimDropCover).
+		p.after(p.cover, func() { p.leaveHeldAt(id) })
 	}
 }
 
@@ -488,9 +502,9 @@ func (p *persistentFilters) holdUntilLocked(id string, until time.Time) {
 	p.leaveAt[id] = until
 	if !p.leaving[id] {
 		// (Leaving already, dropped at a restart or fenced before:
-		// that timer ends the keys, a little sooner.)
+		// that timer ends the keys, at until: it is leaveHeldAt too.)
 		p.leaving[id] = true
-		time.AfterFunc(p.cover, func() { p.leaveHeldAt(id) })
+		p.after(p.cover, func() { p.leaveHeldAt(id) })
 	}
 }
 
@@ -554,7 +568,7 @@ func (p *persistentFilters) leaveHeldAt(id string) {
 	d := time.Until(p.leaveAt[id])
 	if d > 0 {
 		p.mu.Unlock()
-		time.AfterFunc(d, func() { p.leaveHeldAt(id) })
+		p.after(d, func() { p.leaveHeldAt(id) })
 		return
 	}
 	delete(p.leaveAt, id)

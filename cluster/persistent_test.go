@@ -261,3 +261,41 @@ func TestHoldMatches(t *testing.T) {
 		t.Errorf("r settled: still %v", ms)
 	}
 }
+
+// A restored copy dropped here (owned elsewhere: leaveKeepHeld) whose
+// session a claim here then reads from the stream within the drop's cover
+// (claimKeepHeld): the drop's timer, due first, puts the keys' end off to
+// the claim's instead of ending them (test/jepsen TestClusterFull seed
+// 194: n1's keys for its claim of g0m1 went 17 s after its restored copy
+// was dropped, while the claim still read).
+func TestHoldKeysDropThenClaim(t *testing.T) {
+	p := newPersistentFilters(newLocalInterest())
+	var due []func()
+	p.after = func(_ time.Duration, f func()) { due = append(due, f) }
+	subs := []broker.StoredSub{{Filter: "t/#"}, {Filter: "$share/g/u/+"}}
+	p.restore(&broker.StoredSession{ClientID: "r", Subs: subs})
+	p.leaveKeepHeld("r")
+	p.claimKeepHeld("r", subs)
+	if len(due) == 0 {
+		t.Fatal("no timer for the dropped copy's keys")
+	}
+	run := func() {
+		f := due[0]
+		due = due[1:]
+		f()
+	}
+	run() // the drop's cover is over; the claim's is not
+	want := []heldMatch{{"r", "g\x00u/+", true}}
+	if ms := p.holdMatches("u/x"); !slices.Equal(ms, want) || !p.holds("t/x") {
+		t.Fatalf("claim's keys after the drop's timer: u/x %v (want %v), holds t/x %v", ms, want, p.holds("t/x"))
+	}
+	p.mu.Lock()
+	p.leaveAt["r"] = time.Now().Add(-time.Second) // the claim's cover over too
+	p.mu.Unlock()
+	for i := 0; i < 3 && len(due) > 0; i++ {
+		run()
+	}
+	if ms := p.holdMatches("u/x"); len(ms) != 0 || p.holds("t/x") || p.holdingAny() {
+		t.Fatalf("after the claim's cover: u/x %v, holds t/x %v, holdingAny %v", ms, p.holds("t/x"), p.holdingAny())
+	}
+}

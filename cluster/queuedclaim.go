@@ -22,7 +22,8 @@ func servedClaim(member string) string { return "\x00" + member }
 // claimQueued claims, before rec (id's session, handed over live or read
 // from the stream) is adopted here, the share group of each QoS 2
 // delivery in its queue that came through a share subscription under a
-// publisher's Origin and was not released, for id (servedClaim). A
+// publisher's Origin or a copy's name (copyClaimMsg) and was not
+// released, for id (servedClaim). A
 // delivery whose group was claimed before for another member, or by a
 // resend's routing (ClaimGroup), is taken out of rec: the group's copy is
 // that claim's.
@@ -82,14 +83,19 @@ func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
 			continue
 		}
 		o := d.Msg.Origin()
-		if o.ClientID == "" { // none, or a copy's name (no publisher's packet)
+		if o.IsZero() {
 			continue
 		}
 		gk := queuedGroup(groups, d.Msg.Topic)
 		if gk == "" {
 			continue
 		}
-		m := s.claimMsg(originKey{}, o, gk, servedClaim(rec.ClientID))
+		var m *nats.Msg
+		if o.ClientID == "" { // a copy's name (a clean publisher's message): copyOrigin
+			m = s.copyClaimMsg(o.Nonce, gk, servedClaim(rec.ClientID))
+		} else {
+			m = s.claimMsg(originKey{}, o, gk, servedClaim(rec.ClientID))
+		}
 		f, err := js.PublishMsgAsync(m)
 		if err != nil {
 			n.log.Info("cluster: a queued share group copy not claimed at its adoption; kept", "client_id", rec.ClientID, "err", err)

@@ -137,7 +137,7 @@ func TestReforwardDeliveredToGroupsOnly(t *testing.T) {
 	n.mv.in["s"] = mi
 	n.mv.active.Add(1)
 	rm := &broker.RemoteMessage{Topic: "t/1", QoS: 2, Groups: []string{g}, GroupsOnly: true}
-	n.mv.pick("X", rm, true)
+	n.mv.pick(originKey{node: "X"}, rm, true)
 	if len(mi.held) != 1 || mi.held[0].plain || !slices.Equal(mi.held[0].m.Groups, []string{g}) {
 		t.Fatalf("held %+v, want the message once, for group g only", mi.held)
 	}
