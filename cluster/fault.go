@@ -73,6 +73,14 @@ import (
 //	                      stream", as nats.go reports a hold while the
 //	                      partition stream elects a leader (no election
 //	                      can be timed from outside to meet a hold)
+//	hold-answer-late=DURATION@NODE  on node NODE, every hold for a
+//	                      node's sessions (held.go) is not published at
+//	                      first and fails with "no response from stream"
+//	                      only DURATION later; settleHeld then publishes
+//	                      it again: a hold made while the held subject's
+//	                      partition stream elects a leader, stored seconds
+//	                      after its routing (test/jepsen TestClusterFull
+//	                      seed 187, session 23: 1.9 s and 2.2 s)
 //	hold-silent=COUNT@NODE  on node NODE, the first COUNT holds for its
 //	                      own full store (diskhold.go) are not published
 //	                      and never answered: what such a hold gets from
@@ -480,8 +488,9 @@ type faults struct {
 	readLate           string
 	orphansSeen        atomic.Bool // read-late: orphan interest was kept once
 	delayRelease       string
-	unanswered         atomic.Int64 // hold-unanswered: holds left to fail
-	silent             atomic.Int64 // hold-silent: holds left unanswered
+	unanswered         atomic.Int64  // hold-unanswered: holds left to fail
+	silent             atomic.Int64  // hold-silent: holds left unanswered
+	holdAnswerLate     time.Duration // hold-answer-late
 	noQuorum           string
 	quorumBack         atomic.Bool // no-quorum: the read came
 	opsLate            string
@@ -635,7 +644,7 @@ const overtakenWait = 20 * time.Second
 const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
-var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "read-late", "delay-release", "hold-unanswered", "hold-silent", "no-quorum", "held-pending",
+var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "read-late", "delay-release", "hold-unanswered", "hold-answer-late", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "adopt-wait-for", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
@@ -834,6 +843,12 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: hold-unanswered=%q: want a count of at least 1", faultEnv, v)
 			}
 			f.unanswered.Store(int64(count))
+		case "hold-answer-late":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("%s: hold-answer-late=%q: want a duration", faultEnv, v)
+			}
+			f.holdAnswerLate = d
 		case "hold-silent":
 			count, err := strconv.Atoi(v)
 			if err != nil || count < 1 {
@@ -1686,6 +1701,18 @@ func (f *faults) unanswers(m *nats.Msg) jetstream.PubAckFuture {
 	}
 	errs := make(chan error, 1)
 	errs <- jetstream.ErrNoStreamResponse
+	return &unansweredHold{msg: m, errs: errs}
+}
+
+// holdAnsweredLate returns, under hold-answer-late, a future for m that fails
+// with "no response from stream" after the fault's duration, m not
+// published; nil otherwise.
+func (f *faults) holdAnsweredLate(m *nats.Msg) jetstream.PubAckFuture {
+	if f == nil || f.holdAnswerLate <= 0 {
+		return nil
+	}
+	errs := make(chan error, 1)
+	time.AfterFunc(f.holdAnswerLate, func() { errs <- jetstream.ErrNoStreamResponse })
 	return &unansweredHold{msg: m, errs: errs}
 }
 

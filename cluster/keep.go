@@ -350,7 +350,8 @@ func (s *sessions) holdBack(id string) {
 // or else from the loss if its copy here kept messages that nothing
 // carried to the session (keptUnread). A place the old owner named for
 // this node's subject stays: its followers read up to there for the
-// session, which is handed over.
+// session, which is handed over; from there on it is read for the kept
+// copies too (keptUncarried).
 func (s *sessions) takeHeldBack(id string, handed []heldPos) []heldPos {
 	s.mu.Lock()
 	at, ok := s.heldBack[id]
@@ -364,11 +365,37 @@ func (s *sessions) takeHeldBack(id string, handed []heldPos) []heldPos {
 	s.announceKeptLocked(id)
 	s.mu.Unlock()
 	self := s.n.cfg.Node
-	if !ok || slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == self }) {
+	if !ok {
 		return handed
+	}
+	if slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == self }) {
+		return s.keptUncarried(id, self, handed)
 	}
 	s.n.log.Info(msg, "client_id", id, "since", at.UTC().Format(time.RFC3339Nano))
 	return append(slices.Clone(handed), heldPos{node: self, since: at.Add(-heldBackMargin), floor: at})
+}
+
+// keptUncarried returns handed with node's place read for the kept copies
+// too (copyHas unset). A place named for a node's own subject skips what
+// is kept there for a disowned copy, as in the copy that moved; but a
+// move whose finish never came carries only what was handed over first,
+// and what the copy kept after that answer is in no copy that moves: it
+// is read from there or lost (TestReproGroupKeptLocal with the old
+// owner's subject named at its answer: n2 claimed the session back
+// before n3's finish, n3 moved it back naming n2's place, and every
+// message n2's disowned copy kept after its answer, 204-218 of 264, was
+// skipped; TestReproKeptNamedClaimBack). What the adopted state holds
+// already is left out by the read as for any place (HasMessage, Seen).
+func (s *sessions) keptUncarried(id, node string, handed []heldPos) []heldPos {
+	i := slices.IndexFunc(handed, func(p heldPos) bool { return p.node == node && p.copyHas })
+	if i < 0 {
+		return handed
+	}
+	s.n.log.Info("cluster: a named place read for what a disowned copy kept: the move's finish carried none of it",
+		"client_id", id, "peer", node, "from", handed[i].from)
+	out := slices.Clone(handed)
+	out[i].copyHas = false
+	return out
 }
 
 // A live move onto the node of a copy disowned without a move out. A
@@ -422,10 +449,11 @@ func (s *sessions) keptUnreadLocked(id string) (time.Time, bool) {
 // heldBackMargin: prev's clock took the kept copies' times) for id's
 // session moving here from prev, which did not finish the move. A place
 // prev named for its own subject stays: everything before it was read
-// for the session there, the copy's keep included.
+// for the session there, the copy's keep included; from there on it is
+// read for the kept copies too (keptUncarried).
 func (s *sessions) keptBy(prev, id string, asked time.Time, handed []heldPos) []heldPos {
 	if slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == prev }) {
-		return handed
+		return s.keptUncarried(id, prev, handed)
 	}
 	from := asked.Add(-heldBackMargin)
 	s.n.log.Info("cluster: a session moved here without its previous owner's finish reads what that owner's copy kept",

@@ -142,6 +142,10 @@ type sessions struct {
 	// followOwnHeld's goroutine only.
 	settleCatch func()
 	settledAt   time.Time
+	// keysGone: per restored session settled here, when its hold keys
+	// went (onSettled); a hold made under them may land in this node's
+	// held subject until keysLanding after (withOwnBehind). Under mu.
+	keysGone map[string]time.Time
 	// restoreCatch ends the restored sessions' catch-up begun when the
 	// node attached (catchRestored), once the settle's has joined it;
 	// nil for none. Set before the node's goroutines start.
