@@ -222,7 +222,8 @@ func (s *sessions) adoptLeftHere() error {
 	var left []ownerScan
 	err := s.eachOwnerRec(ctx, func(r ownerScan) {
 		// A will in the record: a clean session's, which has none.
-		if r.owner != s.n.cfg.Node || r.will != nil || s.n.srv.HasSession(r.id) || s.n.own.claimedHere(r.id) {
+		if r.owner != s.n.cfg.Node || r.will != nil || s.n.srv.HasSession(r.id) || s.n.own.claimedHere(r.id) ||
+			s.n.fault.leavesUnadopted(r.id) {
 			return
 		}
 		left = append(left, r)
