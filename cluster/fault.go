@@ -145,6 +145,11 @@ import (
 //	                      this node to let go (at most adoptLateMax), as
 //	                      a claim outlasted by its client's CONNACK
 //	                      timeout under load is
+//	left-unadopted=CLIENT@NODE  on NODE, the adoption after the start of
+//	                      the sessions whose records name NODE but that it
+//	                      did not restore (adoptLeftHere) passes CLIENT
+//	                      over, as while that scan is not done (it took
+//	                      4-6 s after a restart in TestReproClaimOwnPublish)
 //	adopt-wait=CLIENT@NODE  on NODE, a claim of CLIENT that takes the
 //	                      session from the stream waits adoptWait once
 //	                      its held subjects are read ahead, before the
@@ -517,6 +522,7 @@ type faults struct {
 	recordSeen         chan struct{} // overtaken: closed once the record came
 	recordOnce         sync.Once
 	adoptLate          string
+	leftUnadopted      string
 	adoptWait          []string
 	adoptWaitFor       time.Duration // adopt-wait-for: 0 for adoptWait
 	settleWait         time.Duration
@@ -649,7 +655,7 @@ var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-u
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
-	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late", "adopted-slow"}
+	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late", "adopted-slow", "left-unadopted"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -692,6 +698,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.opsAfterLost, f.opsOffline = v, true
 		case "adopt-late":
 			f.adoptLate = v
+		case "left-unadopted":
+			f.leftUnadopted = v
 		case "adopt-wait":
 			f.adoptWait = append(f.adoptWait, v)
 		case "adopt-stall":
@@ -1019,6 +1027,11 @@ func (f *faults) awaitRecord(id string) {
 	case <-f.recordSeen:
 	case <-time.After(overtakenWait):
 	}
+}
+
+// leavesUnadopted reports whether left-unadopted names id here.
+func (f *faults) leavesUnadopted(id string) bool {
+	return f != nil && f.leftUnadopted == id
 }
 
 // adoptsLate reports whether a claim of id waits before its adoption

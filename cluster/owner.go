@@ -777,6 +777,14 @@ func (o *owners) readWill(ctx context.Context, key string) (node string, epoch u
 	return node, epoch, will, rev, nil
 }
 
+// claimedHere reports whether this node knows an epoch of its own for id:
+// it claimed id since it started, or restored its session.
+func (o *owners) claimedHere(id string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.epochs[id].epoch != 0
+}
+
 func (o *owners) noteEpoch(id string, epoch uint64) {
 	o.mu.Lock()
 	o.epochs[id] = epochAt{max(o.epochs[id].epoch, epoch), time.Now()}

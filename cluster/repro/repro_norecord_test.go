@@ -1,0 +1,132 @@
+package repro_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/roost-mqtt/roost/cluster/internal/harness"
+)
+
+// TestReproOwnerRestartedWithout: a session whose owner record names a
+// node that restarted without it (bench/jepsen/RESULTS.md "own194", What
+// is left 3, and "norec"). A claim writes the owner record when it reads
+// the session from the stream, and the session reaches the node's store
+// only at the adoption: a node killed between the two restarts with a
+// record naming it and a store without the session. It restores nothing
+// for the id, so it puts out no interest and no hold keys for it; the
+// other nodes' cover for it (the dead node's orphan interest, a dropped
+// copy's keys) ends; from then on every QoS 1/2 message for the session
+// is acknowledged and held for nobody, until a claim reads the stream.
+//
+// Here nr-sub (a plain filter, so that no share group plays a part) is
+// offline on n3; n3 is killed; the client connects to n2, whose claim
+// reads the session and waits (adopt-late); n3 comes back and drops its
+// restored copy; n2 is killed in its wait and started again without the
+// session. Once probes on n1 are held for neither n2 nor n3, a paced
+// publisher on n1 sends QoS 1 and 2 messages, and then the client takes
+// its session on n3. Every acknowledged message must reach it, a QoS 2
+// one once.
+func TestReproOwnerRestartedWithout(t *testing.T) {
+	t.Parallel() // see harness.Main
+	const (
+		prefix = "nr"
+		id     = prefix + "-sub"
+	)
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	// No survivor adopts the killed nodes' sessions: nr-sub is taken by
+	// its client's claims only.
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 300s\n  forward_timeout: 5s\n"), 0o644)
+	tc := harness.StartClusterFault(t, 3, "adopt-late="+id+"@n2", "--config", cfg)
+	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
+	sub := harness.NewPersistent(t, n3, id, paho.SubscribeOptions{Topic: prefix + "/#", QoS: 2})
+	if err := sub.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatalf("disconnect %s: %v", id, err)
+	}
+	tc.WaitLog(n3, "client_id="+id+` reason="client disconnected normally"`, 1, harness.Wait)
+	pub := harness.Connect(t, n1, prefix+"-pub")
+	pub.AwaitInterest(t, prefix+"/t")
+
+	tc.Kill(n3, syscall.SIGKILL)
+	const n2Held = `test fault: adoption held until the client id is claimed again elsewhere" node=n2 client_id=` + id
+	claimUntil(t, n2, id, harness.QueuedExpiry, 120*time.Second, func() bool { return harness.CountLog(n2, n2Held) > 0 })
+	tc.Start(n3)
+	tc.WaitLog(n3, `"restored session dropped: another node owns it now" node=n3 client_id=`+id, 1, 60*time.Second)
+	// The record names n2 now; killed before its adoption, n2's store
+	// never had the session.
+	tc.Kill(n2, syscall.SIGKILL)
+	const caughtUp = `msg="cluster interest caught up" node=n2`
+	before := harness.CountLog(n2, caughtUp)
+	tc.Start(n2)
+	tc.WaitLog(n2, caughtUp, before+1, 60*time.Second)
+
+	// Until neither n2 (dead: its claim's keys, its orphan interest) nor
+	// n3 (its dropped copy's keys, for cover) is held for.
+	heldFor := func() int {
+		return harness.CountLog(n1, "node=n1 peer=n2 topic="+prefix+"/probe") + harness.CountLog(n1, "node=n1 peer=n3 topic="+prefix+"/probe")
+	}
+	harness.Eventually(t, 90*time.Second, func() error {
+		before := heldFor()
+		if rc, closed := pub.TryPublish(t, &paho.Publish{Topic: prefix + "/probe", QoS: 1, Payload: []byte("probe")}); closed || rc >= 0x80 {
+			harness.Redial(t, n1, prefix+"-pub", &pub)
+			return fmt.Errorf("probe not acknowledged (closed %v, 0x%02X)", closed, rc)
+		}
+		if heldFor() > before {
+			time.Sleep(200 * time.Millisecond)
+			return fmt.Errorf("a probe on n1 was still held for n2 or n3")
+		}
+		return nil
+	})
+
+	// n2's start-up adoption of the session (adoptLeftHere) runs once its
+	// session streams are ready, seconds after it serves: a message
+	// published before it is the gap left (bench/jepsen/RESULTS.md
+	// "norec", What is left 1), which this test does not cover. The
+	// adoption is waited for with a bound, not required: without it every
+	// message below is lost, and the check says so.
+	const leftAdopted = `msg="cluster: sessions whose records name this node, not restored here, handled" node=n2`
+	for end := time.Now().Add(60 * time.Second); harness.CountLog(n2, leftAdopted) == 0 && time.Now().Before(end); {
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	var acked []string
+	unknown := 0
+	for i := range 100 {
+		qos := byte(1 + i%2)
+		p := fmt.Sprintf("q%d-%06d", qos, i)
+		rc, closed := pub.TryPublish(t, &paho.Publish{Topic: prefix + "/t", QoS: qos, Payload: []byte(p)})
+		switch {
+		case closed:
+			unknown++ // outcome unknown: not owed, may arrive
+			harness.Eventually(t, 30*time.Second, func() error { return harness.Redial(t, n1, prefix+"-pub", &pub) })
+		case rc >= 0x80:
+			t.Fatalf("publish %s refused: 0x%02X", p, rc)
+		default:
+			acked = append(acked, p)
+		}
+		time.Sleep(20 * time.Millisecond) // a paced publisher, as the checker's
+	}
+	t.Logf("%d messages acknowledged on n1 after n2's restart, %d with unknown outcome", len(acked), unknown)
+
+	back := harness.Resume(t, n3, id, harness.QueuedExpiry, 60*time.Second)
+	got, lost := harness.ReceiveAll(back, acked, 30*time.Second)
+	harness.DrainInbox(back, func(p *paho.Publish) { got[string(p.Payload)]++ })
+	if len(lost) > 0 {
+		t.Errorf("%d of %d acknowledged messages published on n1 after n2 restarted without %s never reached it: %v\nn2:\n%s\nn3:\n%s",
+			len(lost), len(acked), id, lost[:min(len(lost), 20)], harness.GrepLog(n2, "client_id="+id), harness.GrepLog(n3, "client_id="+id))
+	}
+	var twice []string
+	for p, n := range got {
+		if n > 1 && p[1] == '2' {
+			twice = append(twice, fmt.Sprintf("%s (%d)", p, n))
+		}
+	}
+	slices.Sort(twice)
+	if len(twice) > 0 {
+		t.Errorf("%d QoS 2 messages delivered more than once: %v", len(twice), twice[:min(len(twice), 20)])
+	}
+}
