@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
@@ -57,18 +56,9 @@ func TestReproClaimDropCover(t *testing.T) {
 	pub := harness.Connect(t, n3, prefix+"-pub")
 	pub.AwaitInterest(t, prefix+"/t")
 
-	tc.Kill(n1, syscall.SIGKILL)
-	const lateOn = `test fault: adoption held until the client id is claimed again elsewhere" node=`
-	claimUntil(t, n2, id, harness.QueuedExpiry, 120*time.Second, func() bool { return harness.CountLog(n2, lateOn+"n2 client_id="+id) > 0 })
-	tc.Start(n1)
-	tc.WaitLog(n1, `"restored session dropped: another node owns it now" node=n1 client_id=`+id, 1, 60*time.Second)
-	dropped := time.Now() // the drop's timer is due by dropped+cover
-	tc.Kill(n2, syscall.SIGKILL)
-	const caughtUp = `msg="cluster interest caught up" node=n2`
-	before := harness.CountLog(n2, caughtUp)
-	tc.Start(n2)
-	tc.WaitLog(n2, caughtUp, before+1, 60*time.Second)
+	dropped := restartWithout(t, tc, n1, n2, id) // the drop's timer is due by dropped+cover
 
+	const lateOn = `test fault: adoption held until the client id is claimed again elsewhere" node=`
 	const claimHeld = `"cluster: a session read from the stream by a claim held for this node until it is adopted" node=n1 client_id=` + id
 	claimUntil(t, n1, id, harness.QueuedExpiry, 60*time.Second, func() bool { return harness.CountLog(n1, lateOn+"n1 client_id="+id) > 0 })
 	if harness.CountLog(n1, claimHeld) == 0 {

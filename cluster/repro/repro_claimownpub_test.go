@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
@@ -58,35 +57,11 @@ func TestReproClaimOwnPublish(t *testing.T) {
 	pub := harness.Connect(t, n1, prefix+"-pub")
 	pub.AwaitInterest(t, prefix+"/t")
 
-	tc.Kill(n3, syscall.SIGKILL)
-	const n2Held = `test fault: adoption held until the client id is claimed again elsewhere" node=n2 client_id=` + id
-	claimUntil(t, n2, id, harness.QueuedExpiry, 120*time.Second, func() bool { return harness.CountLog(n2, n2Held) > 0 })
-	tc.Start(n3)
-	tc.WaitLog(n3, `"restored session dropped: another node owns it now" node=n3 client_id=`+id, 1, 60*time.Second)
-	tc.Kill(n2, syscall.SIGKILL)
-	const caughtUp = `msg="cluster interest caught up" node=n2`
-	before := harness.CountLog(n2, caughtUp)
-	tc.Start(n2)
-	tc.WaitLog(n2, caughtUp, before+1, 60*time.Second)
-
+	restartWithout(t, tc, n3, n2, id)
 	// Until neither n2 (dead, its claim's keys its orphan interest) nor
 	// n3 (its dropped copy's keys, for cover) is held for: from then on
 	// n1's claim is the only one to hold for the group.
-	heldFor := func() int {
-		return harness.CountLog(n1, "node=n1 peer=n2 topic="+prefix+"/probe") + harness.CountLog(n1, "node=n1 peer=n3 topic="+prefix+"/probe")
-	}
-	harness.Eventually(t, 90*time.Second, func() error {
-		before := heldFor()
-		if rc, closed := pub.TryPublish(t, &paho.Publish{Topic: prefix + "/probe", QoS: 1, Payload: []byte("probe")}); closed || rc >= 0x80 {
-			harness.Redial(t, n1, prefix+"-pub", &pub)
-			return fmt.Errorf("probe not acknowledged (closed %v, 0x%02X)", closed, rc)
-		}
-		if heldFor() > before {
-			time.Sleep(200 * time.Millisecond)
-			return fmt.Errorf("a probe on n1 was still held for n2 or n3")
-		}
-		return nil
-	})
+	awaitUnheld(t, n1, &pub, prefix, n2, n3)
 
 	const claimHeld = `"cluster: a session read from the stream by a claim held for this node until it is adopted" node=n1 client_id=` + id
 	claimUntil(t, n1, id, harness.QueuedExpiry, 60*time.Second, func() bool { return harness.CountLog(n1, claimHeld) > 0 })

@@ -51,36 +51,10 @@ func TestReproOwnerRestartedWithout(t *testing.T) {
 	pub := harness.Connect(t, n1, prefix+"-pub")
 	pub.AwaitInterest(t, prefix+"/t")
 
-	tc.Kill(n3, syscall.SIGKILL)
-	const n2Held = `test fault: adoption held until the client id is claimed again elsewhere" node=n2 client_id=` + id
-	claimUntil(t, n2, id, harness.QueuedExpiry, 120*time.Second, func() bool { return harness.CountLog(n2, n2Held) > 0 })
-	tc.Start(n3)
-	tc.WaitLog(n3, `"restored session dropped: another node owns it now" node=n3 client_id=`+id, 1, 60*time.Second)
-	// The record names n2 now; killed before its adoption, n2's store
-	// never had the session.
-	tc.Kill(n2, syscall.SIGKILL)
-	const caughtUp = `msg="cluster interest caught up" node=n2`
-	before := harness.CountLog(n2, caughtUp)
-	tc.Start(n2)
-	tc.WaitLog(n2, caughtUp, before+1, 60*time.Second)
-
+	restartWithout(t, tc, n3, n2, id)
 	// Until neither n2 (dead: its claim's keys, its orphan interest) nor
 	// n3 (its dropped copy's keys, for cover) is held for.
-	heldFor := func() int {
-		return harness.CountLog(n1, "node=n1 peer=n2 topic="+prefix+"/probe") + harness.CountLog(n1, "node=n1 peer=n3 topic="+prefix+"/probe")
-	}
-	harness.Eventually(t, 90*time.Second, func() error {
-		before := heldFor()
-		if rc, closed := pub.TryPublish(t, &paho.Publish{Topic: prefix + "/probe", QoS: 1, Payload: []byte("probe")}); closed || rc >= 0x80 {
-			harness.Redial(t, n1, prefix+"-pub", &pub)
-			return fmt.Errorf("probe not acknowledged (closed %v, 0x%02X)", closed, rc)
-		}
-		if heldFor() > before {
-			time.Sleep(200 * time.Millisecond)
-			return fmt.Errorf("a probe on n1 was still held for n2 or n3")
-		}
-		return nil
-	})
+	awaitUnheld(t, n1, &pub, prefix, n2, n3)
 
 	// n2's start-up adoption of the session (adoptLeftHere) runs once its
 	// session streams are ready, seconds after it serves: a message
@@ -129,4 +103,52 @@ func TestReproOwnerRestartedWithout(t *testing.T) {
 	if len(twice) > 0 {
 		t.Errorf("%d QoS 2 messages delivered more than once: %v", len(twice), twice[:min(len(twice), 20)])
 	}
+}
+
+// restartWithout leaves id's owner record naming claimer while claimer's
+// store lacks the session: id, offline on owner, is claimed on claimer
+// once owner is killed; claimer's adoption is held (adopt-late on
+// claimer) and claimer is killed in it once owner, back, dropped its
+// restored copy; claimer is started again and caught up. It returns when
+// owner dropped its copy (its hold keys' cover runs from then).
+func restartWithout(t *testing.T, tc *harness.Cluster, owner, claimer *harness.Node, id string) (dropped time.Time) {
+	t.Helper()
+	tc.Kill(owner, syscall.SIGKILL)
+	held := `test fault: adoption held until the client id is claimed again elsewhere" node=` + claimer.Name + " client_id=" + id
+	claimUntil(t, claimer, id, harness.QueuedExpiry, 120*time.Second, func() bool { return harness.CountLog(claimer, held) > 0 })
+	tc.Start(owner)
+	tc.WaitLog(owner, `"restored session dropped: another node owns it now" node=`+owner.Name+" client_id="+id, 1, 60*time.Second)
+	dropped = time.Now()
+	tc.Kill(claimer, syscall.SIGKILL)
+	caughtUp := `msg="cluster interest caught up" node=` + claimer.Name
+	before := harness.CountLog(claimer, caughtUp)
+	tc.Start(claimer)
+	tc.WaitLog(claimer, caughtUp, before+1, 60*time.Second)
+	return dropped
+}
+
+// awaitUnheld publishes QoS 1 probes on prefix/probe through *pub (on
+// nd) until one is held for none of others: their hold keys and orphan
+// interest (a dead node's, a dropped copy's cover) are over.
+func awaitUnheld(t *testing.T, nd *harness.Node, pub **harness.Client, prefix string, others ...*harness.Node) {
+	t.Helper()
+	heldFor := func() int {
+		n := 0
+		for _, o := range others {
+			n += harness.CountLog(nd, "node="+nd.Name+" peer="+o.Name+" topic="+prefix+"/probe")
+		}
+		return n
+	}
+	harness.Eventually(t, 90*time.Second, func() error {
+		before := heldFor()
+		if rc, closed := (*pub).TryPublish(t, &paho.Publish{Topic: prefix + "/probe", QoS: 1, Payload: []byte("probe")}); closed || rc >= 0x80 {
+			harness.Redial(t, nd, prefix+"-pub", pub)
+			return fmt.Errorf("probe not acknowledged (closed %v, 0x%02X)", closed, rc)
+		}
+		if heldFor() > before {
+			time.Sleep(200 * time.Millisecond)
+			return fmt.Errorf("a probe on %s was still held for another node", nd.Name)
+		}
+		return nil
+	})
 }
