@@ -595,6 +595,25 @@ func (s *sessions) openJS() (jetstream.JetStream, error) {
 	return s.js, nil
 }
 
+// awaitOpenJS is openJS, polled every openJSPoll until ctx ends.
+func (s *sessions) awaitOpenJS(ctx context.Context) (jetstream.JetStream, error) {
+	for {
+		js, err := s.openJS()
+		if err == nil {
+			return js, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (%w)", err, ctx.Err())
+		case <-time.After(openJSPoll):
+		}
+	}
+}
+
+// openJSPoll is awaitOpenJS's pause: the streams open once, and a claim
+// waits for them behind a live move's CONNACK.
+const openJSPoll = 25 * time.Millisecond
+
 // restoredAny reports whether the node restored sessions at start whose
 // owners are not read yet.
 func (s *sessions) restoredAny() bool {
