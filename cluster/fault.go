@@ -48,6 +48,14 @@ import (
 //	                      as when the node died between its member's copy
 //	                      becoming durable and the claim's append; logged
 //	                      once
+//	served-silent=CLIENT@NODE  on NODE, the first share group claim of
+//	                      a first routing of publisher CLIENT's QoS 2
+//	                      message (claimServed) is not appended and fails
+//	                      servedSilentAfter later with nats.go's "timeout
+//	                      waiting for ack": what an append sent to a
+//	                      partition stream whose leader was just killed
+//	                      gets (test/jepsen TestClusterFull seed 325);
+//	                      logged
 //	read-late=CLIENT@NODE  on NODE, reading CLIENT's session from its
 //	                      partition stream (a claim whose previous owner
 //	                      did not answer) fails until the node has held
@@ -490,6 +498,8 @@ type faults struct {
 	stallQueue         string
 	servedUnclaimed    string      // served-unclaimed
 	servedUnclaimedLog atomic.Bool // served-unclaimed: logged
+	servedSilent       string      // served-silent
+	servedSilenced     atomic.Bool // served-silent: its claim was left unanswered
 	readLate           string
 	orphansSeen        atomic.Bool // read-late: orphan interest was kept once
 	delayRelease       string
@@ -650,7 +660,7 @@ const overtakenWait = 20 * time.Second
 const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
-var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "read-late", "delay-release", "hold-unanswered", "hold-answer-late", "hold-silent", "no-quorum", "held-pending",
+var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "served-silent", "read-late", "delay-release", "hold-unanswered", "hold-answer-late", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "adopt-wait-for", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
@@ -684,6 +694,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.stallQueue = v
 		case "served-unclaimed":
 			f.servedUnclaimed = v
+		case "served-silent":
+			f.servedSilent = v
 		case "read-late":
 			f.readLate = v
 		case "no-quorum":
@@ -1504,6 +1516,24 @@ func (f *faults) leavesServed(id string, members []string) (leave, first bool) {
 		return false, false
 	}
 	return true, f.servedUnclaimedLog.CompareAndSwap(false, true)
+}
+
+// servedSilentAfter is when served-silent's claim fails: sooner than the
+// real async publish timeout (forward_timeout), so that a test's resend,
+// which waits for the publisher's close at forward_timeout, comes after.
+const servedSilentAfter = time.Second
+
+// silencesServed returns, for the first served claim of served-silent's
+// publisher id, a future for m that fails with
+// jetstream.ErrAsyncPublishTimeout after servedSilentAfter, m not
+// published; nil otherwise.
+func (f *faults) silencesServed(id string, m *nats.Msg) jetstream.PubAckFuture {
+	if f == nil || id == "" || id != f.servedSilent || !f.servedSilenced.CompareAndSwap(false, true) {
+		return nil
+	}
+	errs := make(chan error, 1)
+	time.AfterFunc(servedSilentAfter, func() { errs <- jetstream.ErrAsyncPublishTimeout })
+	return &unansweredHold{msg: m, errs: errs}
 }
 
 // stalls reports whether op is never to be replicated.

@@ -595,6 +595,25 @@ func (s *sessions) openJS() (jetstream.JetStream, error) {
 	return s.js, nil
 }
 
+// awaitOpenJS is openJS, polled every openJSPoll until ctx ends.
+func (s *sessions) awaitOpenJS(ctx context.Context) (jetstream.JetStream, error) {
+	for {
+		js, err := s.openJS()
+		if err == nil {
+			return js, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (%w)", err, ctx.Err())
+		case <-time.After(openJSPoll):
+		}
+	}
+}
+
+// openJSPoll is awaitOpenJS's pause: the streams open once, and a claim
+// waits for them behind a live move's CONNACK.
+const openJSPoll = 25 * time.Millisecond
+
 // restoredAny reports whether the node restored sessions at start whose
 // owners are not read yet.
 func (s *sessions) restoredAny() bool {
@@ -1363,8 +1382,12 @@ func (n *Node) claimServed(k originKey, o broker.Origin, groups, members []strin
 			if i < len(members) {
 				member = servedClaim(members[i])
 			}
-			f, err := js.PublishMsgAsync(s.claimMsg(k, o, gk, member))
-			if err != nil {
+			m := s.claimMsg(k, o, gk, member)
+			f := n.fault.silencesServed(o.ClientID, m)
+			var err error
+			if f != nil {
+				n.log.Info("cluster: test fault: a first routing's share group claim left unanswered", "client_id", o.ClientID)
+			} else if f, err = js.PublishMsgAsync(m); err != nil {
 				n.log.Debug("cluster: share group of a first routing not claimed", "client_id", o.ClientID, "peer", k.node, "err", err)
 				continue
 			}
@@ -1393,24 +1416,42 @@ func (n *Node) heldForHere(groups, members []string) ([]string, []string) {
 	return out, to
 }
 
-// servedClaimed waits (forward_timeout at most) for claimServed's
-// appends, each published again while its partition stream does not
-// answer (an election: short faults make them common) or another append
-// of its id is in process, and says what became of them: a claim found
-// made means a reader of a held or kept copy, or a resend's routing,
-// gave the group its copy first, and the member here has one too.
+// servedClaimed waits for claimServed's appends, each published again
+// while its partition stream does not answer (an election: short faults
+// make them common) or another append of its id is in process, and says
+// what became of them: a claim found made means a reader of a held or
+// kept copy, or a resend's routing, gave the group its copy first, and
+// the member here has one too.
+//
+// The wait is claimSettleBound, not forward_timeout: an append sent to a
+// stream whose leader was just killed gets no answer at all until the
+// async publish timeout (forward_timeout), and the same stall holds the
+// publisher's ops in that partition, so its connection closes and its
+// resend, on another node, claims the group for its member there (seed
+// 325: the claim given up 51 ms after the new leader was elected, the
+// resend's claim 2.7 s later). Published again, the claim lands as soon
+// as the stream has a leader, which the resend's claim waits for too. An
+// election longer than the bound leaves the group to the resend, as
+// before, logged.
 func (n *Node) servedClaimed(js jetstream.JetStream, k originKey, o broker.Origin, fs []jetstream.PubAckFuture) {
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+	ctx, cancel := context.WithTimeout(n.ctx, claimSettleBound(n.cfg.ForwardTimeout))
 	defer cancel()
 	claimed := 0
 	for _, f := range fs {
-		ack, err := settleClaim(ctx, js, f)
+		ack, silent, err := settleClaim(ctx, js, f)
 		if err != nil {
-			n.log.Debug("cluster: share group of a first routing not claimed", "client_id", o.ClientID, "peer", k.node, "err", err)
+			n.log.Info("cluster: share group of a first routing not claimed: a resend elsewhere may give the group a second copy",
+				"client_id", o.ClientID, "packet_id", o.PacketID, "peer", k.node, "err", err)
 			continue
 		}
 		claimed++
-		if ack.Duplicate {
+		switch {
+		case ack.Duplicate && silent:
+			// The unanswered append may have been stored: its own
+			// Msg-Id found made is no proof of another claim.
+			n.log.Info("cluster: a first routing's share group claim, published again after no answer, was found made (its own first append, or a held copy's reader, a resend): the group may have it twice",
+				"client_id", o.ClientID, "packet_id", o.PacketID, "peer", k.node)
+		case ack.Duplicate:
 			n.log.Info("cluster: a first routing's share group was claimed before (a held copy's reader, a resend): the group may have it twice",
 				"client_id", o.ClientID, "packet_id", o.PacketID, "peer", k.node)
 		}
@@ -1420,29 +1461,44 @@ func (n *Node) servedClaimed(js jetstream.JetStream, k originKey, o broker.Origi
 	}
 }
 
+// claimSettleBound is how long servedClaimed publishes a claim again:
+// three async publish timeouts (forward_timeout each), which outlasts the
+// publisher's close (forward_timeout after its PUBLISH, its ops held in
+// the same stream) and move before its resend; at most a minute, well
+// inside the partition streams' two-minute duplicate window, so that an
+// append published again is still matched with an unanswered one that
+// was stored.
+func claimSettleBound(forward time.Duration) time.Duration {
+	return min(3*forward, time.Minute)
+}
+
 // settleClaim waits for the claim append f, published again after
-// heldRetryWait while holdAgain says so, until ctx ends.
-func settleClaim(ctx context.Context, js jetstream.JetStream, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+// heldRetryWait while holdAgain says so or the append got no answer
+// within the async publish timeout, until ctx ends. silent reports that
+// an unanswered append was published again: a duplicate answer may then
+// be that append's own.
+func settleClaim(ctx context.Context, js jetstream.JetStream, f jetstream.PubAckFuture) (ack *jetstream.PubAck, silent bool, err error) {
 	for {
 		select {
 		case ack := <-f.Ok():
-			return ack, nil
+			return ack, silent, nil
 		case err := <-f.Err():
-			if !holdAgain(err) {
-				return nil, err
+			unanswered := errors.Is(err, jetstream.ErrAsyncPublishTimeout)
+			if !unanswered && !holdAgain(err) {
+				return nil, silent, err
 			}
 			select {
 			case <-ctx.Done():
-				return nil, fmt.Errorf("%w (%w)", ctx.Err(), err)
+				return nil, silent, fmt.Errorf("%w (%w)", ctx.Err(), err)
 			case <-time.After(heldRetryWait):
 			}
 			again, perr := js.PublishMsgAsync(f.Msg())
 			if perr != nil {
-				return nil, perr
+				return nil, silent, perr
 			}
-			f = again
+			f, silent = again, silent || unanswered
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, silent, ctx.Err()
 		}
 	}
 }

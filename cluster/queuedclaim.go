@@ -46,6 +46,12 @@ func servedClaim(member string) string { return "\x00" + member }
 // the session is left as it is (which group it came through is not
 // known), and so is one whose claim fails (the streams without a
 // quorum): delivered, as before, at worst a second copy of the group.
+// On a restarted node, which takes live moves once its ownership records
+// are read, the session streams may open later: the claims wait for
+// them, within the same bound. Before, they were skipped without a word
+// and the publisher's resend elsewhere gave the group to another member
+// (test/jepsen TestClusterFull seed 268: g1m0 moved live to n3 63 ms
+// before its streams opened; TestReproGroupQueuedStreamsLate).
 // It returns how many deliveries it dropped.
 func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
 	if n.sess == nil || rec == nil || len(rec.Queue) == 0 {
@@ -64,14 +70,18 @@ func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
 		return 0
 	}
 	s := n.sess
-	s.mu.Lock()
-	js := s.js
-	s.mu.Unlock()
-	if js == nil {
-		return 0
-	}
+	// One bound for the wait for the streams and the claims: a live move
+	// (and the client's CONNACK, the previous owner's wait for the seal)
+	// waits no longer than it did for claims to a stream electing a
+	// leader.
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ForwardTimeout)
 	defer cancel()
+	js, err := s.awaitOpenJS(ctx)
+	if err != nil {
+		n.log.Info("cluster: queued share group copies not claimed at the adoption: the session streams are not open here; kept",
+			"client_id", rec.ClientID, "err", err)
+		return 0
+	}
 	type claim struct {
 		i int
 		m *nats.Msg
