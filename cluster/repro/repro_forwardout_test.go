@@ -50,21 +50,7 @@ func TestReproForwardOutReheld(t *testing.T) {
 	s3, pp := harness.PersistentPair(t, n3, n1, prefix, expiry)
 	pp.Disconnect(&paho.Disconnect{})
 
-	pub := mqtttest.Dial(t, n1.MQTT, packet.V5)
-	pub.Connect(&packet.Connect{ClientID: prefix + "-raw", CleanStart: true, KeepAlive: 30})
-	acks := make(chan uint16, 4096)
-	go func() { // the PUBACKs, read while the test sends on
-		defer close(acks)
-		for {
-			p, err := pub.Read(5 * time.Minute)
-			if err != nil {
-				return
-			}
-			if a, ok := p.(*packet.Puback); ok && a.ReasonCode < 0x80 {
-				acks <- a.PacketID
-			}
-		}
-	}()
+	pub, acks := rawAcked(t, n1, prefix+"-raw")
 
 	var (
 		sub   *harness.Client
@@ -177,4 +163,27 @@ func TestReproForwardOutReheld(t *testing.T) {
 	if moved := strings.Index(path, "session moved here"); moved < 0 || moved > strings.Index(path, "cluster node gone") {
 		t.Skipf("n1 dropped n3 before it adopted %s: the path was missed; n1:\n%s", id, path)
 	}
+}
+
+// rawAcked connects a raw MQTT 5 publisher id to nd and reads its
+// PUBACKs in the background while the test sends on: acks gets the packet
+// id of each one below 0x80, and is closed when the connection ends.
+func rawAcked(t *testing.T, nd *harness.Node, id string) (*mqtttest.Client, <-chan uint16) {
+	t.Helper()
+	pub := mqtttest.Dial(t, nd.MQTT, packet.V5)
+	pub.Connect(&packet.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
+	acks := make(chan uint16, 4096)
+	go func() {
+		defer close(acks)
+		for {
+			p, err := pub.Read(5 * time.Minute)
+			if err != nil {
+				return
+			}
+			if a, ok := p.(*packet.Puback); ok && a.ReasonCode < 0x80 {
+				acks <- a.PacketID
+			}
+		}
+	}()
+	return pub, acks
 }

@@ -12,7 +12,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
-	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -56,21 +55,7 @@ func TestReproGoneHoldOrder(t *testing.T) {
 	sv, pp := harness.PersistentPair(t, vic, n1, prefix, expiry)
 	pp.Disconnect(&paho.Disconnect{})
 
-	pub := mqtttest.Dial(t, n1.MQTT, packet.V5)
-	pub.Connect(&packet.Connect{ClientID: prefix + "-raw", CleanStart: true, KeepAlive: 30})
-	acks := make(chan uint16, 64)
-	go func() { // the PUBACKs, read while the test sends on
-		defer close(acks)
-		for {
-			p, err := pub.Read(5 * time.Minute)
-			if err != nil {
-				return
-			}
-			if a, ok := p.(*packet.Puback); ok && a.ReasonCode < 0x80 {
-				acks <- a.PacketID
-			}
-		}
-	}()
+	pub, acks := rawAcked(t, n1, prefix+"-raw")
 	var (
 		sent  []string
 		seen  = map[string]int{}
