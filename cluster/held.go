@@ -1376,6 +1376,14 @@ func (n *Node) claimServed(k originKey, o broker.Origin, groups, members []strin
 			}
 			return
 		}
+		if d := n.fault.delaysServed(o.ClientID, members); d > 0 {
+			n.log.Info("cluster: test fault: a first routing's share group claims delayed", "client_id", o.ClientID, "members", members, "for", d)
+			select {
+			case <-time.After(d):
+			case <-n.ctx.Done():
+				return
+			}
+		}
 		fs := make([]jetstream.PubAckFuture, 0, len(groups))
 		for i, gk := range groups {
 			var member string
