@@ -50,6 +50,9 @@ type session struct {
 	qbytes    int
 	qexpiring int32
 	qpending  int32
+	// qgated counts the queued messages held for a share group's claim
+	// (servedgate.go), answered or not: what comes after them queues.
+	qgated int32
 	// in2 holds the packet ids of inbound QoS 2 publishes that were
 	// delivered and await PUBREL (inQoS2): a repeated PUBLISH with one of
 	// them is not delivered again [MQTT-4.3.3-10; method A of 4.3.3];
@@ -79,6 +82,10 @@ type outbound struct {
 	// yet; asking: a goroutine is asking; answered: the answer, allowed,
 	// is in (authq.go).
 	unchecked, pending, asking, answered, allowed bool
+	// gated: queued to wait for its share group's claim (servedgate.go);
+	// claimWait: the claim's answer is not in yet; claimDrop: the
+	// group's copy went to another member, so this one is dropped.
+	gated, claimWait, claimDrop bool
 }
 
 // willMsg is a will waiting for its connection to end or its delay to pass.
@@ -274,7 +281,7 @@ func (ss *session) deliver(msg *Message, qos packet.QoS, retain bool, subIDs []u
 		return ss.catchUpDeliver(&outbound{msg: msg, qos: qos, retain: retain, subIDs: subIDs})
 	}
 	if qos == 0 {
-		if c != nil && ss.qpending > 0 {
+		if c != nil && (ss.qpending > 0 || ss.qgated > 0) {
 			// Behind messages whose receive check is pending, to keep
 			// the order (authq.go).
 			// Not journalled: a QoS 0 message for a connected client.
@@ -378,6 +385,9 @@ func (ss *session) requeue(ob *outbound) {
 	if ob.pending {
 		ss.qpending++
 	}
+	if ob.gated {
+		ss.qgated++
+	}
 }
 
 func (ss *session) unqueue(ob *outbound) {
@@ -387,6 +397,9 @@ func (ss *session) unqueue(ob *outbound) {
 	}
 	if ob.unchecked {
 		ss.settle(ob)
+	}
+	if ob.gated {
+		ss.qgated--
 	}
 }
 
@@ -457,6 +470,15 @@ func (ss *session) fill() {
 	c := ss.conn
 	for c != nil && ss.queueLen() > 0 && ss.room(c) {
 		ob := ss.queue[ss.qhead]
+		if ob.claimWait {
+			break // sent once its share group is claimed (servedgate.go)
+		}
+		if ob.claimDrop {
+			// The group's copy went to another member.
+			ss.popHead()
+			ss.recordDone(ob)
+			continue
+		}
 		allow, known := ss.mayReceive(ob)
 		if !known {
 			break
