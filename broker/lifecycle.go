@@ -125,7 +125,7 @@ func (s *Server) endSessionLocked(ss *session) *willMsg {
 		ss.stored = false
 		s.opts.Store.Append(Op{Kind: OpSessionDel, ClientID: ss.id})
 	}
-	ss.inflight, ss.inflightBytes, ss.queue, ss.qhead, ss.qbytes, ss.qexpiring, ss.qpending, ss.qgated = nil, 0, nil, 0, 0, 0, 0, 0
+	ss.inflight, ss.inflightBytes, ss.queue, ss.qhead, ss.qbytes, ss.qexpiring, ss.qpending = nil, 0, nil, 0, 0, 0, 0
 	clear(ss.byPID)
 	w := ss.will
 	ss.will = nil

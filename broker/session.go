@@ -46,13 +46,11 @@ type session struct {
 	// under Options.MaxQueuedBytes; qexpiring counts the queued messages
 	// with a Message Expiry, so the sweep skips sessions without any;
 	// qpending those whose first receive check is not answered yet
-	// (authq.go).
+	// (authq.go), and those held for a share group's claim, answered or
+	// not (servedgate.go): what comes after them queues behind them.
 	qbytes    int
 	qexpiring int32
 	qpending  int32
-	// qgated counts the queued messages held for a share group's claim
-	// (servedgate.go), answered or not: what comes after them queues.
-	qgated int32
 	// in2 holds the packet ids of inbound QoS 2 publishes that were
 	// delivered and await PUBREL (inQoS2): a repeated PUBLISH with one of
 	// them is not delivered again [MQTT-4.3.3-10; method A of 4.3.3];
@@ -281,7 +279,7 @@ func (ss *session) deliver(msg *Message, qos packet.QoS, retain bool, subIDs []u
 		return ss.catchUpDeliver(&outbound{msg: msg, qos: qos, retain: retain, subIDs: subIDs})
 	}
 	if qos == 0 {
-		if c != nil && (ss.qpending > 0 || ss.qgated > 0) {
+		if c != nil && ss.qpending > 0 {
 			// Behind messages whose receive check is pending, to keep
 			// the order (authq.go).
 			// Not journalled: a QoS 0 message for a connected client.
@@ -386,7 +384,7 @@ func (ss *session) requeue(ob *outbound) {
 		ss.qpending++
 	}
 	if ob.gated {
-		ss.qgated++
+		ss.qpending++
 	}
 }
 
@@ -399,7 +397,7 @@ func (ss *session) unqueue(ob *outbound) {
 		ss.settle(ob)
 	}
 	if ob.gated {
-		ss.qgated--
+		ss.qpending--
 	}
 }
 
