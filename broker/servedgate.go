@@ -142,7 +142,14 @@ func (ss *session) deliverGated(msg *Message, qos packet.QoS, retain bool, subID
 	ob := &outbound{msg: msg, qos: qos, retain: retain, subIDs: subIDs, gated: true, claimWait: true,
 		unchecked: unchecked, pending: unchecked}
 	if ss.catching() != nil {
-		return ss.catchUpDeliver(ob), ob
+		// A persistent session's queued QoS 2 copy always has a
+		// ticket: 0 says the queue refused it, and a claim naming a
+		// member without a copy would keep the group's message from
+		// every other.
+		if t := ss.catchUpDeliver(ob); t != 0 {
+			return t, ob
+		}
+		return 0, nil
 	}
 	ss.assignSeq(ob)
 	if !ss.enqueue(ob) {

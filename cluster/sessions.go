@@ -1293,8 +1293,8 @@ func (s *sessions) queued(q *partQueue) bool {
 
 func (s *sessions) acknowledged(q *partQueue, n int) {
 	s.mu.Lock()
-	for _, op := range q.ops[:n] {
-		if op.late {
+	for i := 0; s.stalled != 0 && i < n; i++ {
+		if q.ops[i].late {
 			s.stalled = 0 // queue-late's op: the ops after it are confirmed
 		}
 	}
