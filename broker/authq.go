@@ -82,6 +82,34 @@ func (s *Server) offer(ss *session, msg *Message, qos packet.QoS, retain bool, s
 	return ss.deliver(msg, qos, retain, subIDs), true
 }
 
+// offerGated is offer for a share group's copy held for its claim
+// (servedgate.go): it returns the copy queued, nil when none was.
+func (s *Server) offerGated(ss *session, msg *Message, qos packet.QoS, retain bool, subIDs []uint32) (Ticket, *outbound, bool) {
+	info := ss.info.Load()
+	az := s.opts.Authorizer
+	unchecked := false
+	switch {
+	case az == nil || info != nil && info.internal:
+	case info == nil:
+		unchecked = true
+	default:
+		ca, ok := az.(CachedAuthorizer)
+		if !ok {
+			if !az.Allow(s.ctx, info, ActionReceive, msg.Topic) {
+				return 0, nil, false
+			}
+			break
+		}
+		allow, known := ca.Cached(info, ActionReceive, msg.Topic)
+		if known && !allow {
+			return 0, nil, false
+		}
+		unchecked = !known
+	}
+	t, ob := ss.deliverGated(msg, qos, retain, subIDs, unchecked)
+	return t, ob, true
+}
+
 // receiveCached is what the Authorizer says at once about info's client
 // receiving topic: a plain Authorizer is asked (it answers from memory),
 // a CachedAuthorizer only looks. known is false when the answer would take

@@ -177,7 +177,14 @@ type RemoteMessage struct {
 	// for this node should it die before it confirmed does not reach a
 	// second member (package cluster, claimServed).
 	// ServedTo names the member each went to, in Served's order.
+	// Groups held for their claims (ClaimFirst) are not among them.
 	Served, ServedTo []string
+	// ClaimFirst has a share group of Served whose QoS 2 copy goes to a
+	// persistent member wait for the cluster's claim (ServedGate) before
+	// its PUBLISH: a first routing's. Readers of held or kept copies
+	// claim before they deliver, and a resend claimed before
+	// (ClaimResend).
+	ClaimFirst bool
 	// Place, when its Source is not empty, is the message's place among
 	// its publisher's messages, and Late says it was held back for the
 	// sessions it goes to while their interest here was not known: a
@@ -233,6 +240,9 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	}
 	mode := matchMode{pickGroups: m.PickShared, groupsOnly: m.GroupsOnly, members: m.Members, served: m.Copy != 0 && m.QoS == 2}
 	sc := s.router.matchOnce(msg, groups, m.Pick, mode, once)
+	if m.ClaimFirst {
+		s.gateServed(msg, sc, m.Resent)
+	}
 	msg.shareWire = len(sc.targets) > 1
 	m.Away = append(m.Away[:0], sc.away...)
 	m.Missed = append(m.Missed[:0], sc.missed...)
@@ -839,6 +849,9 @@ func (ss *session) export() *StoredSession {
 		rec.Queue = append(rec.Queue, ob.stored())
 	}
 	for _, ob := range ss.queue[ss.qhead:] {
+		if ob.claimDrop {
+			continue // the group's copy is another member's (servedgate.go)
+		}
 		rec.Queue = append(rec.Queue, ob.stored())
 	}
 	for pid, nonce := range ss.inQoS2() {

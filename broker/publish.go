@@ -521,6 +521,7 @@ func (s *Server) routeOrigin(msg *Message, o Origin) (n int, last Ticket, notRet
 		}
 		msg.ext.away = slices.Clone(sc.away)
 	}
+	s.gateServed(msg, sc, msg.Resent())
 	if len(sc.served) > 0 {
 		if msg.ext == nil {
 			msg.ext = &msgExt{}
@@ -571,12 +572,22 @@ func (s *Server) deliverTargets(msg *Message, sc *routeScratch) (n int, last Tic
 		if h != 0 {
 			first, tk := t.sess.firstOrigin(h)
 			if !first {
+				if g := sc.gateOf(t.sess); g >= 0 {
+					sc.gates[g].t, sc.gates[g].had = tk, true
+				}
 				last = max(last, tk)
 				continue
 			}
 		}
-		// offer never waits for an Authorizer that may block (authq.go).
-		tk, ok := s.offer(t.sess, msg, t.qos, t.retain, t.subIDs)
+		var tk Ticket
+		ok := true
+		if g := sc.gateOf(t.sess); g >= 0 {
+			tk, sc.gates[g].ob, ok = s.offerGated(t.sess, msg, t.qos, t.retain, t.subIDs)
+			sc.gates[g].t = tk
+		} else {
+			// offer never waits for an Authorizer that may block (authq.go).
+			tk, ok = s.offer(t.sess, msg, t.qos, t.retain, t.subIDs)
+		}
 		if !ok {
 			n--
 			continue
@@ -585,6 +596,9 @@ func (s *Server) deliverTargets(msg *Message, sc *routeScratch) (n int, last Tic
 			t.sess.originTicket(h, tk)
 		}
 		last = max(last, tk)
+	}
+	if len(sc.gates) > 0 {
+		s.claimGates(msg, sc)
 	}
 	s.router.release(sc)
 	return n, last

@@ -49,6 +49,11 @@ type routeScratch struct {
 	// served: the share groups a message under an Origin went to a live
 	// (not away) member of here; servedTo: each one's member.
 	served, servedTo []string
+	// servedSess: each served group's member session; gates: the
+	// served groups held for their claims (servedgate.go), taken out of
+	// served.
+	servedSess []*session
+	gates      []servedGate
 }
 
 type sharedCand struct {
@@ -189,6 +194,7 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 		} else if once != nil || mode.served {
 			sc.served = append(sc.served, key)
 			sc.servedTo = append(sc.servedTo, c.sess.id)
+			sc.servedSess = append(sc.servedSess, c.sess)
 		}
 	}
 	return sc
@@ -319,6 +325,10 @@ func (r *router) release(sc *routeScratch) {
 	sc.served = sc.served[:0]
 	clear(sc.servedTo)
 	sc.servedTo = sc.servedTo[:0]
+	clear(sc.servedSess)
+	sc.servedSess = sc.servedSess[:0]
+	clear(sc.gates)
+	sc.gates = sc.gates[:0]
 	r.scrach.Put(sc)
 }
 

@@ -46,7 +46,8 @@ type session struct {
 	// under Options.MaxQueuedBytes; qexpiring counts the queued messages
 	// with a Message Expiry, so the sweep skips sessions without any;
 	// qpending those whose first receive check is not answered yet
-	// (authq.go).
+	// (authq.go), and those held for a share group's claim, answered or
+	// not (servedgate.go): what comes after them queues behind them.
 	qbytes    int
 	qexpiring int32
 	qpending  int32
@@ -79,6 +80,10 @@ type outbound struct {
 	// yet; asking: a goroutine is asking; answered: the answer, allowed,
 	// is in (authq.go).
 	unchecked, pending, asking, answered, allowed bool
+	// gated: queued to wait for its share group's claim (servedgate.go);
+	// claimWait: the claim's answer is not in yet; claimDrop: the
+	// group's copy went to another member, so this one is dropped.
+	gated, claimWait, claimDrop bool
 }
 
 // willMsg is a will waiting for its connection to end or its delay to pass.
@@ -378,6 +383,9 @@ func (ss *session) requeue(ob *outbound) {
 	if ob.pending {
 		ss.qpending++
 	}
+	if ob.gated {
+		ss.qpending++
+	}
 }
 
 func (ss *session) unqueue(ob *outbound) {
@@ -387,6 +395,9 @@ func (ss *session) unqueue(ob *outbound) {
 	}
 	if ob.unchecked {
 		ss.settle(ob)
+	}
+	if ob.gated {
+		ss.qpending--
 	}
 }
 
@@ -457,6 +468,15 @@ func (ss *session) fill() {
 	c := ss.conn
 	for c != nil && ss.queueLen() > 0 && ss.room(c) {
 		ob := ss.queue[ss.qhead]
+		if ob.claimWait {
+			break // sent once its share group is claimed (servedgate.go)
+		}
+		if ob.claimDrop {
+			// The group's copy went to another member.
+			ss.popHead()
+			ss.recordDone(ob)
+			continue
+		}
 		allow, known := ss.mayReceive(ob)
 		if !known {
 			break

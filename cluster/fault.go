@@ -56,6 +56,22 @@ import (
 //	                      partition stream whose leader was just killed
 //	                      gets (test/jepsen TestClusterFull seed 325);
 //	                      logged
+//	queue-late=CLIENT@NODE  on NODE, the first message queued for CLIENT
+//	                      (OpQueuePut) reaches its partition stream only
+//	                      queueLateDelay later, and nothing after it is
+//	                      confirmed before (tickets are node-wide): the
+//	                      copy of a first routing not durable within
+//	                      forward_timeout, as behind a partition stream
+//	                      electing a leader (test/jepsen TestClusterFull
+//	                      seed 268, gap A); logged when held and when sent
+//	served-late=CLIENT@NODE  on NODE, the share group claims of a first
+//	                      routing of publisher CLIENT's QoS 2 message (or
+//	                      of one served to member CLIENT) wait
+//	                      servedLateDelay once the member's copy is
+//	                      durable, before they are appended: the window in
+//	                      which a node killed after its member's delivery
+//	                      left no claim (test/jepsen TestClusterFull seed
+//	                      279: 122 ms); logged per message
 //	read-late=CLIENT@NODE  on NODE, reading CLIENT's session from its
 //	                      partition stream (a claim whose previous owner
 //	                      did not answer) fails until the node has held
@@ -500,6 +516,9 @@ type faults struct {
 	servedUnclaimedLog atomic.Bool // served-unclaimed: logged
 	servedSilent       string      // served-silent
 	servedSilenced     atomic.Bool // served-silent: its claim was left unanswered
+	servedLate         string      // served-late
+	queueLate          string      // queue-late
+	queueLateDone      atomic.Bool // queue-late: its op was held
 	readLate           string
 	orphansSeen        atomic.Bool // read-late: orphan interest was kept once
 	delayRelease       string
@@ -660,7 +679,7 @@ const overtakenWait = 20 * time.Second
 const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
-var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "served-silent", "read-late", "delay-release", "hold-unanswered", "hold-answer-late", "hold-silent", "no-quorum", "held-pending",
+var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "served-silent", "served-late", "queue-late", "read-late", "delay-release", "hold-unanswered", "hold-answer-late", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "adopt-wait-for", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
@@ -696,6 +715,10 @@ func parseFaults(s, node string) (*faults, error) {
 			f.servedUnclaimed = v
 		case "served-silent":
 			f.servedSilent = v
+		case "served-late":
+			f.servedLate = v
+		case "queue-late":
+			f.queueLate = v
 		case "read-late":
 			f.readLate = v
 		case "no-quorum":
@@ -1516,6 +1539,32 @@ func (f *faults) leavesServed(id string, members []string) (leave, first bool) {
 		return false, false
 	}
 	return true, f.servedUnclaimedLog.CompareAndSwap(false, true)
+}
+
+// servedLateDelay is how long served-late holds a first routing's
+// claims: longer than a test's wait for the member's delivery before it
+// kills the node.
+const servedLateDelay = 20 * time.Second
+
+// delaysServed returns how long a first routing of publisher id's
+// message, served to members, waits before its claims (served-late); 0
+// without the fault.
+func (f *faults) delaysServed(id string, members []string) time.Duration {
+	if f == nil || f.servedLate == "" || id != f.servedLate && !slices.Contains(members, f.servedLate) {
+		return 0
+	}
+	return servedLateDelay
+}
+
+// queueLateDelay is how long queue-late holds its op: past forward_timeout
+// in its test (4 s), within claimSettleBound (three of them).
+const queueLateDelay = 8 * time.Second
+
+// delaysQueue reports whether op is queue-late's, to be held back
+// queueLateDelay.
+func (f *faults) delaysQueue(op *broker.Op) bool {
+	return f != nil && f.queueLate != "" && op.Kind == broker.OpQueuePut && op.ClientID == f.queueLate &&
+		f.queueLateDone.CompareAndSwap(false, true)
 }
 
 // servedSilentAfter is when served-silent's claim fails: sooner than the

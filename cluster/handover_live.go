@@ -1241,6 +1241,7 @@ func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (de
 		if !h.plain {
 			h.m.Pick = nobody // for its groups only
 		}
+		h.m.ClaimFirst = !h.m.Resent // as a first routing's (ClaimServed)
 		_, t := n.srv.DeliverRemote(h.m)
 		last = max(last, t)
 		delivered++

@@ -1338,7 +1338,11 @@ func (s *sessions) copyClaimMsg(copy uint64, gk, member string) *nats.Msg {
 // failed; an append lost with this node leaves the duplicate as before.
 // So does one not in yet when the member's PUBLISH goes out (it waits
 // for the same durable copy, not for the claim) and the node dies: the
-// claim is sent as that wait ends, a stream round trip's window.
+// claim is sent as that wait ends, a stream round trip's window. That
+// window is closed for a persistent member's QoS 2 copy, whose group
+// the broker holds for ClaimServed before the PUBLISH (servedgate.go)
+// and does not report here: what comes here is a clean member's copy
+// or a QoS 1 one.
 //
 // Each claim names its member (servedClaim, members in groups' order): a
 // copy that leaves this node before its claim is made (a live move, a
@@ -1375,6 +1379,14 @@ func (n *Node) claimServed(k originKey, o broker.Origin, groups, members []strin
 				n.log.Info("cluster: test fault: a first routing's share group claims left out", "client_id", o.ClientID)
 			}
 			return
+		}
+		if d := n.fault.delaysServed(o.ClientID, members); d > 0 {
+			n.log.Info("cluster: test fault: a first routing's share group claims delayed", "client_id", o.ClientID, "members", members, "for", d)
+			select {
+			case <-time.After(d):
+			case <-n.ctx.Done():
+				return
+			}
 		}
 		fs := make([]jetstream.PubAckFuture, 0, len(groups))
 		for i, gk := range groups {

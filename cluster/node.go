@@ -828,6 +828,9 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		held.left += len(passOn)
 		n.mv.mu.Unlock()
 	}
+	// A first routing's groups are claimed before their members' QoS 2
+	// PUBLISH (ClaimServed); the rest after, below (claimServed).
+	rm.ClaimFirst = seq != 0 && !rm.Resent
 	c, ticket := n.srv.DeliverRemote(rm)
 	a := pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket, keepErr: errors.Join(unkept, claimErr)}
 	// Copies here whose ops stay local (keep.go): what they took is

@@ -229,6 +229,9 @@ type repOp struct {
 	// the others. A pack is sent again as it was, under its first op's
 	// message id, so that JetStream can drop a copy it has.
 	pack int
+	// late: held back by the test fault queue-late, which holds every
+	// later ticket unconfirmed (stalled) until this op is acknowledged.
+	late bool
 }
 
 // Sessions wraps local, the node's own store, as the store the broker is
@@ -332,6 +335,15 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 			continue // retained messages: the retained stream keeps them; lost ids: see sessions.lost
 		}
 		s.n.fault.wentOffline(op)
+		if s.n.fault.delaysQueue(op) {
+			if s.stalled == 0 {
+				s.stalled = t
+			}
+			s.n.log.Info("cluster: test fault: a session op held from its partition stream", "client_id", op.ClientID, "for", queueLateDelay)
+			late, mark := *op, repOp{ticket: t, id: op.ClientID, kind: op.Kind, rollup: rollup, epoch: s.epochs[op.ClientID], epochSet: s.ready, made: made, held: held}
+			time.AfterFunc(queueLateDelay, func() { s.sendLate(&late, mark) })
+			continue
+		}
 		stop, first := s.n.fault.stopsOps(op)
 		if stop || s.n.fault.stalls(op) {
 			if s.stalled == 0 {
@@ -366,6 +378,29 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 		}
 	}
 	return t, pause
+}
+
+// sendLate queues op, held back by the test fault queue-late, for its
+// partition stream, as append would have (r: its fields but the body and
+// message id); the ops after it are confirmed once it is (acknowledged).
+func (s *sessions) sendLate(op *broker.Op, r repOp) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	body, err := encodeOpBody(op)
+	if err != nil {
+		s.lastErr = err
+		return
+	}
+	s.seq++
+	r.body, r.msgID, r.late = body, s.n.inc+"."+strconv.FormatUint(s.seq, 36), true
+	q := &s.parts[s.partition(op.ClientID)]
+	q.ops = append(q.ops, r)
+	s.pending++
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+	s.n.log.Info("cluster: test fault: a held session op sent to its partition stream", "client_id", op.ClientID)
 }
 
 // stoppedOps logs, for a test fault (stop-ops), once the op of ticket t
@@ -1258,6 +1293,11 @@ func (s *sessions) queued(q *partQueue) bool {
 
 func (s *sessions) acknowledged(q *partQueue, n int) {
 	s.mu.Lock()
+	for i := 0; s.stalled != 0 && i < n; i++ {
+		if q.ops[i].late {
+			s.stalled = 0 // queue-late's op: the ops after it are confirmed
+		}
+	}
 	clear(q.ops[:n]) // their bodies, for the collector
 	q.ops = q.ops[n:]
 	s.pending -= n

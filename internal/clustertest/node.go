@@ -52,6 +52,9 @@ type Options struct {
 	// for the nodes to form the cluster (for tests of a cluster that
 	// cannot form).
 	NoWait bool
+	// Bin, if set, is the roost binary the nodes run, instead of
+	// Build's: a benchmark comparing two builds side by side in one run.
+	Bin string
 }
 
 // Bounds for a loaded 2-core machine running -race: a quiet node starts in
@@ -115,7 +118,10 @@ func Start(t testing.TB, opts Options) *Cluster {
 	if opts.FirstIP == 0 {
 		opts.FirstIP = 2
 	}
-	c := &Cluster{bin: Binary(t, opts.Race)}
+	c := &Cluster{bin: opts.Bin}
+	if c.bin == "" {
+		c.bin = Binary(t, opts.Race)
+	}
 	dir := t.TempDir()
 	var root string
 	var mem bool

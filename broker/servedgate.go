@@ -1,0 +1,173 @@
+package broker
+
+import "github.com/roost-mqtt/roost/packet"
+
+// Share group claims before the member's PUBLISH.
+//
+// A cluster gives each share group a QoS 2 message once cluster-wide,
+// and claims the group in a replicated record when it gives the group's
+// copy to a member (package cluster): a QoS 2 resend routed again on
+// another node, and the reader of a copy held for a dead node, find the
+// claim and leave the group out. The claim is made once the member's
+// copy is durable (a claim standing without any copy lost the message).
+// It was made beside the member's PUBLISH, not before it: a node killed
+// after the PUBLISH went out and before the claim reached its stream
+// left the member with the message and the group unclaimed, and another
+// node's copy reached a second member (test/jepsen TestClusterFull short
+// faults, seed 279: 122 ms between the delivery and the kill).
+//
+// So a cluster that implements ServedGate gets, for each such delivery
+// to a persistent member whose copy is QoS 2, the claim first: the
+// delivery is queued (journalled, as any queued message, and counted in
+// the publisher's acknowledgement) with its claim pending, the cluster
+// claims the group once that copy is durable, and the answer lets the
+// delivery go out, or drops it when the group's copy went to another
+// member first. While a session's queue holds such a delivery, everything
+// after it for the session queues behind it, QoS 0 included, as behind a
+// pending receive check (authq.go): a member's later messages never
+// overtake one waiting for its claim. Should the node die before the
+// answer, the queued copy is in the session's record and goes with the
+// session, whose next owner claims it (package cluster, claimQueued). A
+// clean member (its copy dies with its node) and a QoS 1 copy (which may
+// come twice) are not held: their claims still follow the delivery.
+
+// ServedGate is implemented by a Cluster that claims share groups for
+// their members before the QoS 2 PUBLISH goes out (see above).
+type ServedGate interface {
+	// ClaimServed claims share group gk ("group\x00filter") of msg (a
+	// QoS 2 message under an Origin or a copy's name, Message.Origin)
+	// for member, once store ticket t, member's queued copy, is
+	// durable, and then calls done once, from any goroutine, with false
+	// when the group's copy went to another member first, true
+	// otherwise (claimed for member, or given up: delivered, at worst a
+	// second copy, never none). It must not block: it is called while
+	// the message is routed.
+	ClaimServed(msg *Message, gk, member string, t Ticket, done func(deliver bool))
+}
+
+// servedGate is a share group delivery held for its claim: its member's
+// session, the group, and (set when delivered) the queued copy and its
+// store ticket; had: the member got the message before (its Origin), t
+// that copy's ticket.
+type servedGate struct {
+	ss  *session
+	gk  string
+	ob  *outbound
+	t   Ticket
+	had bool
+}
+
+// gateServed moves from sc.served to sc.gates the groups whose delivery
+// is to wait for its claim (ServedGate): a QoS 2 copy for a persistent
+// member, one group per session. A resend claimed its groups before it
+// was routed (claimAhead, ClaimResend): nothing to hold.
+func (s *Server) gateServed(msg *Message, sc *routeScratch, resent bool) {
+	if msg.QoS != 2 || resent || len(sc.served) == 0 {
+		return
+	}
+	if _, ok := s.opts.Cluster.(ServedGate); !ok {
+		return
+	}
+	w := 0
+	for i, gk := range sc.served {
+		ss := sc.servedSess[i]
+		if sc.targets[sc.index[ss]].qos == 2 && !gatedIn(sc.gates, ss) && ss.gateable() {
+			sc.gates = append(sc.gates, servedGate{ss: ss, gk: gk})
+			continue
+		}
+		sc.served[w], sc.servedTo[w], sc.servedSess[w] = gk, sc.servedTo[i], ss
+		w++
+	}
+	clear(sc.served[w:])
+	clear(sc.servedTo[w:])
+	clear(sc.servedSess[w:])
+	sc.served, sc.servedTo, sc.servedSess = sc.served[:w], sc.servedTo[:w], sc.servedSess[:w]
+}
+
+func gatedIn(gates []servedGate, ss *session) bool {
+	for _, g := range gates {
+		if g.ss == ss {
+			return true
+		}
+	}
+	return false
+}
+
+// gateable reports whether ss's copies outlive this node (the store
+// keeps them), so that one held for its claim is not lost with it.
+func (ss *session) gateable() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return !ss.ended && ss.persisted()
+}
+
+// gateOf returns the index in sc.gates of ss's gate; -1 for none.
+func (sc *routeScratch) gateOf(ss *session) int {
+	for i := range sc.gates {
+		if sc.gates[i].ss == ss {
+			return i
+		}
+	}
+	return -1
+}
+
+// claimGates asks the cluster to claim each of sc.gates whose member
+// holds a copy (queued now, or got before), and to let the queued copy
+// go once answered. A member that took no copy (refused by the
+// Authorizer, its queue full, its session ended) is not claimed for: a
+// claim naming it would keep the group's message from every other copy.
+func (s *Server) claimGates(msg *Message, sc *routeScratch) {
+	g := s.opts.Cluster.(ServedGate)
+	for _, sg := range sc.gates {
+		ss, ob := sg.ss, sg.ob
+		switch {
+		case ob != nil:
+			g.ClaimServed(msg, sg.gk, ss.id, sg.t, func(deliver bool) { ss.claimAnswered(ob, deliver) })
+		case sg.had:
+			g.ClaimServed(msg, sg.gk, ss.id, sg.t, func(bool) {})
+		}
+	}
+}
+
+// deliverGated queues msg for ss with its group's claim pending
+// (ServedGate), and its receive check pending too when unchecked. It
+// returns the store ticket of the queued copy and the copy; nil when ss
+// ended or the queue refused it.
+func (ss *session) deliverGated(msg *Message, qos packet.QoS, retain bool, subIDs []uint32, unchecked bool) (Ticket, *outbound) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ended {
+		return 0, nil
+	}
+	ob := &outbound{msg: msg, qos: qos, retain: retain, subIDs: subIDs, gated: true, claimWait: true,
+		unchecked: unchecked, pending: unchecked}
+	if ss.catching() != nil {
+		// A persistent session's queued QoS 2 copy always has a
+		// ticket: 0 says the queue refused it, and a claim naming a
+		// member without a copy would keep the group's message from
+		// every other.
+		if t := ss.catchUpDeliver(ob); t != 0 {
+			return t, ob
+		}
+		return 0, nil
+	}
+	ss.assignSeq(ob)
+	if !ss.enqueue(ob) {
+		return 0, nil
+	}
+	return ss.recordDelivery(ob), ob
+}
+
+// claimAnswered notes the answer of ob's claim: sent in its turn
+// (deliver), or dropped as it leaves the queue (fill).
+func (ss *session) claimAnswered(ob *outbound, deliver bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if !ob.claimWait {
+		return
+	}
+	ob.claimWait, ob.claimDrop = false, !deliver
+	if !ss.ended {
+		ss.fill()
+	}
+}

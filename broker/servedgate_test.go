@@ -1,0 +1,121 @@
+package broker
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/internal/mqtttest"
+	"github.com/roost-mqtt/roost/packet"
+)
+
+// gateCluster is an awayCluster that claims share groups before their
+// members' PUBLISH (ServedGate): each claim waits for the test's answer.
+type gateCluster struct {
+	awayCluster
+	gmu  sync.Mutex
+	asks []gateAsk
+}
+
+type gateAsk struct {
+	gk, member string
+	t          Ticket
+	done       func(bool)
+}
+
+func (c *gateCluster) ClaimServed(msg *Message, gk, member string, t Ticket, done func(bool)) {
+	c.gmu.Lock()
+	defer c.gmu.Unlock()
+	c.asks = append(c.asks, gateAsk{gk, member, t, done})
+}
+
+func (c *gateCluster) asked() []gateAsk {
+	c.gmu.Lock()
+	defer c.gmu.Unlock()
+	return append([]gateAsk(nil), c.asks...)
+}
+
+// TestServedGate: a share group's QoS 2 message from another node's first
+// routing (ClaimFirst) to a persistent member here waits for the group's
+// claim before its PUBLISH, and what comes after it for the member (a
+// QoS 0 message too) waits behind it; a claim answered "another member"
+// drops the copy. The claim is asked with the copy's store ticket, and
+// the group is not reported Served (the cluster claims it there).
+func TestServedGate(t *testing.T) {
+	t.Parallel()
+	st := &idLog{}
+	cl := &gateCluster{}
+	s, addr := startServer(t, Options{Store: st, Cluster: cl})
+	m := dial(t, addr, packet.V5)
+	m.Connect(&packet.Connect{ClientID: "m", CleanStart: true, Properties: persist})
+	m.Subscribe("$share/g/t", 2)
+	m.Subscribe("p", 0)
+
+	send := func(payload string, nonce uint64) *RemoteMessage {
+		rm := &RemoteMessage{Topic: "t", Payload: []byte(payload), QoS: 2, Groups: []string{"g\x00t"},
+			Origin: Origin{ClientID: "pub", PacketID: uint16(nonce), Nonce: nonce}, ClaimFirst: true}
+		if n, tk := s.DeliverRemote(rm); n != 1 || tk == 0 {
+			t.Fatalf("%s: delivered to %d sessions, ticket %d; want 1 and the queued copy's", payload, n, tk)
+		}
+		if len(rm.Served) != 0 {
+			t.Errorf("%s: served %q, want none (claimed first)", payload, rm.Served)
+		}
+		return rm
+	}
+	send("a", 1)
+	s.DeliverRemote(&RemoteMessage{Topic: "p", Payload: []byte("after-a"), Groups: []string{}})
+	asks := cl.asked()
+	if len(asks) != 1 || asks[0].gk != "g\x00t" || asks[0].member != "m" || asks[0].t == 0 {
+		t.Fatalf("claims asked %+v, want one of g for m with its copy's ticket", asks)
+	}
+	if p, err := m.Read(300 * time.Millisecond); err == nil {
+		t.Fatalf("got %+v before the group's claim was answered", p)
+	}
+	asks[0].done(true)
+	var qos2 []uint16
+	for _, w := range []string{"a", "after-a"} {
+		p := m.Next(mqtttest.AckBound)
+		pub, ok := p.(*packet.Publish)
+		if !ok || string(pub.Payload) != w {
+			t.Fatalf("got %+v, want PUBLISH %q", p, w)
+		}
+		if pub.QoS == 2 {
+			qos2 = append(qos2, pub.PacketID)
+		}
+	}
+	for _, pid := range qos2 {
+		m.Send(&packet.Pubrec{PacketID: pid})
+		if _, ok := m.Next(mqtttest.AckBound).(*packet.Pubrel); !ok {
+			t.Fatal("no PUBREL")
+		}
+		m.Send(&packet.Pubcomp{PacketID: pid})
+	}
+
+	// Claimed for another member first: dropped, and what follows goes.
+	send("b", 2)
+	s.DeliverRemote(&RemoteMessage{Topic: "p", Payload: []byte("after-b"), Groups: []string{}})
+	asks = cl.asked()
+	if len(asks) != 2 {
+		t.Fatalf("%d claims asked, want 2", len(asks))
+	}
+	asks[1].done(false)
+	p := m.Next(mqtttest.AckBound)
+	if pub, ok := p.(*packet.Publish); !ok || string(pub.Payload) != "after-b" {
+		t.Fatalf("got %+v, want PUBLISH after-b (b's group claimed for another member)", p)
+	}
+	mqtttest.Eventually(t, 5*time.Second, func() bool {
+		c, _, _ := s.Client("m")
+		return c.Queued == 0 && c.Inflight == 0 // a completed, b dropped
+	})
+
+	// A resend claimed its groups before: not held.
+	rm := &RemoteMessage{Topic: "t", Payload: []byte("c"), QoS: 2, Groups: []string{"g\x00t"},
+		Origin: Origin{ClientID: "pub", PacketID: 3, Nonce: 3}, ClaimFirst: true, Resent: true}
+	s.DeliverRemote(rm)
+	if p, ok := m.Next(mqtttest.AckBound).(*packet.Publish); !ok || string(p.Payload) != "c" {
+		t.Fatalf("got %+v, want the resend's PUBLISH at once", p)
+	}
+	if n := len(cl.asked()); n != 2 {
+		t.Errorf("%d claims asked, want 2 (none for a resend)", n)
+	}
+}
