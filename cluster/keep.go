@@ -376,7 +376,7 @@ func (s *sessions) takeHeldBack(id string, handed []heldPos) []heldPos {
 }
 
 // keptUncarried returns handed with node's place read for the kept copies
-// too (copyHas unset). A place named for a node's own subject skips what
+// too (copyHas unset) and from when (keptFrom). A place named for a node's own subject skips what
 // is kept there for a disowned copy, as in the copy that moved; but a
 // move whose finish never came carries only what was handed over first,
 // and what the copy kept after that answer is in no copy that moves: it
@@ -400,15 +400,21 @@ func (s *sessions) takeHeldBack(id string, handed []heldPos) []heldPos {
 // go, or the copy's disown, less heldBackMargin) the keep went with no
 // move, as keptBy's place by time does.
 func (s *sessions) keptUncarried(id, node string, from time.Time, handed []heldPos) []heldPos {
-	i := slices.IndexFunc(handed, func(p heldPos) bool { return p.node == node && p.copyHas })
+	i := slices.IndexFunc(handed, func(p heldPos) bool { return p.node == node })
 	if i < 0 {
 		return handed
 	}
-	s.n.log.Info("cluster: a named place read for what a disowned copy kept: the move's finish carried none of it",
-		"client_id", id, "peer", node, "from", handed[i].from, "kept_from", from.UTC().Format(time.RFC3339Nano))
 	out := slices.Clone(handed)
-	out[i].copyHas = false
+	if out[i].copyHas {
+		s.n.log.Info("cluster: a named place read for what a disowned copy kept: the move's finish carried none of it",
+			"client_id", id, "peer", node, "from", out[i].from, "kept_from", from.UTC().Format(time.RFC3339Nano))
+		out[i].copyHas = false
+	}
+	// Whether or not the place skipped the kept copies: by sequence, it
+	// gives the made cap no time.
 	out[i].keptFrom = from
+	s.n.log.Debug("cluster: a named place's made cap counts from the keep no move carried",
+		"client_id", id, "peer", node, "from", out[i].from, "kept_from", from.UTC().Format(time.RFC3339Nano))
 	return out
 }
 
