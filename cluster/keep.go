@@ -378,10 +378,10 @@ func (s *sessions) takeHeldBack(id string, handed []heldPos) []heldPos {
 // keptUncarried returns handed with node's place read for the kept copies
 // too (copyHas unset), from when (keptFrom). A place named for a node's
 // own subject skips what is kept there for a disowned copy, as in the
-// copy that moved; but a
-// move whose finish never came carries only what was handed over first,
-// and what the copy kept after that answer is in no copy that moves: it
-// is read from there or lost (TestReproGroupKeptLocal with the old
+// copy that moved; but a move whose finish never came carries only what
+// was handed over first, and what the copy kept after that answer is in
+// no copy that moves: it is read from there or lost
+// (TestReproGroupKeptLocal with the old
 // owner's subject named at its answer: n2 claimed the session back
 // before n3's finish, n3 moved it back naming n2's place, and every
 // message n2's disowned copy kept after its answer, 204-218 of 264, was
