@@ -229,6 +229,11 @@ type heldPos struct {
 	// (TestClusterLiveHandoverRoundsNamed/shared: 11,710 lost). Sent in
 	// heldPosCopyHeader, beside heldPosHeader.
 	copyHas bool
+	// keptFrom: for a place named by sequence and read for a disowned
+	// copy's keep too (keptUncarried), from when that keep went with
+	// no move; the made cap of this node's ops counts from there
+	// (handedFloor), as for a place read by time. Not sent.
+	keptFrom time.Time
 }
 
 // heldPosCopyHeader names the NATS header that goes with heldPosHeader:

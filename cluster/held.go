@@ -952,7 +952,7 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 		}
 	}
 	n.gate.RUnlock()
-	claimed, chosen, err := n.claimGroups(k, rm.Origin, rm.Groups, ids, away, candidates, has)
+	claimed, chosen, err := n.claimGroups(k, rm.Origin, rm.Groups, ids, away, candidates, has, heldFor(m))
 	if err != nil {
 		return 0, err
 	}
@@ -1067,7 +1067,7 @@ var errClaim = errors.New("cluster: claiming a held message for its share group"
 // found the claim made and left the message while the delivery here
 // missed the group (test/jepsen TestClusterFull seed 41, pub0#533 for
 // g1; TestReproGroupClaimMissed).
-func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids, away func(string) bool, candidates []string, has map[string]bool) ([]string, map[string]string, error) {
+func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids, away func(string) bool, candidates []string, has map[string]bool, kept string) ([]string, map[string]string, error) {
 	if len(groups) == 0 {
 		return []string{}, nil, nil
 	}
@@ -1133,7 +1133,7 @@ func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids, a
 				"group", strings.TrimPrefix(f, "$share/"), "peer", k.node)
 		}
 	}
-	out, err := n.claimNamed(k, o, groups, names, func(f string) bool { return had[f] }, movedOut, members)
+	out, err := n.claimNamed(k, o, groups, names, func(f string) bool { return had[f] }, movedOut, members, kept)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -1148,15 +1148,16 @@ func (n *Node) claimGroups(k originKey, o broker.Origin, groups []string, ids, a
 // claimFor is claimNamed for the members ("$share/group/filter") given,
 // each named member; o is the message's Origin, if any. member, if not
 // "", is the one session the claim is made for: a read ahead for a
-// session taken from the stream (heldahead.go).
-func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members map[string]bool, had bool, member string) ([]string, error) {
+// session taken from the stream (heldahead.go). kept is the session a
+// kept copy is marked for (heldFor), "" for a hold.
+func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members map[string]bool, had bool, member, kept string) ([]string, error) {
 	names := make(map[string]string, len(members))
 	for f, in := range members {
 		if in {
 			names[f] = member
 		}
 	}
-	return n.claimNamed(k, o, groups, names, func(string) bool { return had }, nil, nil)
+	return n.claimNamed(k, o, groups, names, func(string) bool { return had }, nil, nil, kept)
 }
 
 // claimNamed claims the groups of groups that have a member here
@@ -1182,7 +1183,11 @@ func (n *Node) claimFor(k originKey, o broker.Origin, groups []string, members m
 // read aheads and delivered; n3's follower read it at 11.765, after both
 // had moved out of n3 live, and passed it on to n2, where g1m1 got it
 // again and g0m1 got g0's second copy; TestReproGroupHeldPassedTwice).
-func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names map[string]string, had func(string) bool, movedOut map[string]bool, others map[string][]string) ([]string, error) {
+//
+// kept, if not "", is the session the held message is a kept copy for
+// (heldFor): a claim found made for that session's served copy
+// (servedClaim) is its own too (keptServed).
+func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names map[string]string, had func(string) bool, movedOut map[string]bool, others map[string][]string, kept string) ([]string, error) {
 	out := []string{}
 	if len(groups) == 0 {
 		return out, nil
@@ -1231,6 +1236,12 @@ func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names m
 				alt = nil // the group's copy is the one member here holds
 			}
 			switch {
+			case keptServed(by, member, kept):
+				if !had(f) { // else the session holds it: nothing taken
+					n.log.Info("cluster: kept copy's share group claimed for its own session's served copy; taken here as the session's",
+						"client_id", member, "group", group, "filter", filter, "peer", k.node)
+				}
+				ack.Duplicate = false
 			case !ownClaim(by, member, alt):
 				// Said: without this line a trace had to read the
 				// claims from the stream's blocks (RESULTS.md,
@@ -1557,7 +1568,7 @@ func (n *Node) ClaimGroup(o broker.Origin, gk, member string) (bool, error) {
 		return true, nil
 	}
 	group, filter, _ := strings.Cut(gk, "\x00")
-	out, err := n.claimFor(originKey{}, o, []string{gk}, map[string]bool{"$share/" + group + "/" + filter: true}, false, servedClaim(member))
+	out, err := n.claimFor(originKey{}, o, []string{gk}, map[string]bool{"$share/" + group + "/" + filter: true}, false, servedClaim(member), "")
 	if err != nil {
 		return false, err
 	}
@@ -1622,6 +1633,29 @@ func (s *sessions) claimSubject(o broker.Origin) string {
 // the group got by a held copy's reader.
 func ownClaim(by, member string, others []string) bool {
 	return by == member || slices.Contains(others, by)
+}
+
+// keptServed reports whether a reader of a copy kept for session kept
+// (keep.go), reading it for member, takes a served claim it found made
+// (by) as its own: made for that same session. A kept copy is the
+// group's one copy, given to that session alone, and the claim was made
+// by a copy of the same session (an adoption's claimQueued of the queue
+// a live move handed over, which holds what the disowned copy took
+// before its answer, kept copies included). That copy may never deliver
+// it: a move cut by a newer claim after its claims is adopted as a
+// disowned copy with no client and its ops kept local, and the claim
+// that took the session reads the stream, where the message is only as
+// this kept copy. Left out there as served elsewhere, it was lost
+// (TestReproKeptNamedClaimBack: n3's move of kn-sub claimed q2-0, q2-2
+// and q2-4 for "\x00kn-sub" at 19.827, was cut by n2's claim back and
+// ended; n2's read ahead of its own subject left the three out,
+// "claimed_for=kn-sub served=true"). Taken, the session gets it once: a
+// copy of it the adopted record holds is left out (recordHas, has), and
+// one the session got before under the same Origin or copy name
+// (StoredSession.Seen) is not delivered again, as for a resend
+// ClaimGroup routes to the member its claim named.
+func keptServed(by, member, kept string) bool {
+	return kept != "" && member == kept && by == servedClaim(kept)
 }
 
 // heldConsumer names node's durable consumer of its held subject (hex: a

@@ -495,6 +495,27 @@ func TestOwnClaim(t *testing.T) {
 	}
 }
 
+// A kept copy's reader takes a served claim made for the session the copy
+// is kept for as that session's own, and nothing else: a hold (no kept
+// session), another member's served claim, or a read for another member
+// leave it (keptServed; TestReproKeptServedCut).
+func TestKeptServed(t *testing.T) {
+	for _, c := range []struct {
+		by, member, kept string
+		want             bool
+	}{
+		{servedClaim("a"), "a", "a", true},  // a cut move's claimQueued for a
+		{servedClaim("a"), "a", "", false},  // a hold: a has its copy elsewhere
+		{servedClaim("b"), "a", "a", false}, // another member's copy
+		{servedClaim("a"), "b", "a", false}, // not a read for the kept session
+		{"a", "a", "a", false},              // a reader's claim: ownClaim's
+	} {
+		if got := keptServed(c.by, c.member, c.kept); got != c.want {
+			t.Errorf("keptServed(%q, %q, %q) = %v, want %v", c.by, c.member, c.kept, got, c.want)
+		}
+	}
+}
+
 // holdSplit: a hold's plain copy and each of its groups go apart, under
 // ids that name one content each, so that two holders of one message for
 // one node naming different groups keep both (seed 260, session 24;

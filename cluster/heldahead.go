@@ -293,7 +293,7 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 			if err := s.n.fault.aheadClaimUnanswered(s.n, rec.ClientID, rm.Groups, members); err != nil {
 				return err
 			}
-			if rm.Groups, err = s.n.claimFor(k, rm.Origin, rm.Groups, members, h.had, rec.ClientID); err != nil {
+			if rm.Groups, err = s.n.claimFor(k, rm.Origin, rm.Groups, members, h.had, rec.ClientID, heldFor(m)); err != nil {
 				return err // the follower reads on from here
 			}
 			r.msgs = append(r.msgs, h)

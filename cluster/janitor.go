@@ -681,7 +681,7 @@ func (s *sessions) readAheadFor(ctx context.Context, node string, since time.Tim
 		for _, id := range in {
 			c := *rm // each session's own: delivering it sets its pick
 			h := heldAhead{k: k, rm: &c, at: md.Timestamp, had: recordHas(recs[id], rm)}
-			if c.Groups, err = s.n.claimFor(k, rm.Origin, rm.Groups, shareMembers(recs[id]), h.had, id); err != nil {
+			if c.Groups, err = s.n.claimFor(k, rm.Origin, rm.Groups, shareMembers(recs[id]), h.had, id, only); err != nil {
 				return err // the follower reads on from here
 			}
 			r.msgs[id] = append(r.msgs[id], h)

@@ -369,32 +369,53 @@ func (s *sessions) takeHeldBack(id string, handed []heldPos) []heldPos {
 		return handed
 	}
 	if slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == self }) {
-		return s.keptUncarried(id, self, handed)
+		return s.keptUncarried(id, self, at.Add(-heldBackMargin), handed)
 	}
 	s.n.log.Info(msg, "client_id", id, "since", at.UTC().Format(time.RFC3339Nano))
 	return append(slices.Clone(handed), heldPos{node: self, since: at.Add(-heldBackMargin), floor: at})
 }
 
 // keptUncarried returns handed with node's place read for the kept copies
-// too (copyHas unset). A place named for a node's own subject skips what
-// is kept there for a disowned copy, as in the copy that moved; but a
-// move whose finish never came carries only what was handed over first,
-// and what the copy kept after that answer is in no copy that moves: it
-// is read from there or lost (TestReproGroupKeptLocal with the old
+// too (copyHas unset), from when (keptFrom). A place named for a node's
+// own subject skips what is kept there for a disowned copy, as in the
+// copy that moved; but a move whose finish never came carries only what
+// was handed over first, and what the copy kept after that answer is in
+// no copy that moves: it is read from there or lost
+// (TestReproGroupKeptLocal with the old
 // owner's subject named at its answer: n2 claimed the session back
 // before n3's finish, n3 moved it back naming n2's place, and every
 // message n2's disowned copy kept after its answer, 204-218 of 264, was
 // skipped; TestReproKeptNamedClaimBack). What the adopted state holds
 // already is left out by the read as for any place (HasMessage, Seen).
-func (s *sessions) keptUncarried(id, node string, handed []heldPos) []heldPos {
-	i := slices.IndexFunc(handed, func(p heldPos) bool { return p.node == node && p.copyHas })
+//
+// The place is given by a sequence, which holds no time for the made cap
+// of this node's ops (handedFloor): they counted as made at the
+// adoption, and should this node lose the id before its follower read
+// there (a claim back whose release request it answered late), the next
+// owner read the stream from the adoption on and passed over what the
+// copy kept between its answer and the adoption (TestReproKeptNamedClaimBack
+// on main, session 24: n2 answered n3 at 54.672, n3 adopted at 55.502
+// with n2's place n2:11, its follower stalled; n2's claim back gave up
+// on n3's answer and read its own subject from 55.502: 52 of 132
+// lost). So the place says from when (from: the old owner asked to let
+// go, or the copy's disown, less heldBackMargin) the keep went with no
+// move, as keptBy's place by time does.
+func (s *sessions) keptUncarried(id, node string, from time.Time, handed []heldPos) []heldPos {
+	i := slices.IndexFunc(handed, func(p heldPos) bool { return p.node == node })
 	if i < 0 {
 		return handed
 	}
-	s.n.log.Info("cluster: a named place read for what a disowned copy kept: the move's finish carried none of it",
-		"client_id", id, "peer", node, "from", handed[i].from)
 	out := slices.Clone(handed)
-	out[i].copyHas = false
+	if out[i].copyHas {
+		s.n.log.Info("cluster: a named place read for what a disowned copy kept: the move's finish carried none of it",
+			"client_id", id, "peer", node, "from", out[i].from, "kept_from", from.UTC().Format(time.RFC3339Nano))
+		out[i].copyHas = false
+	}
+	// Whether or not the place skipped the kept copies: by sequence, it
+	// gives the made cap no time.
+	out[i].keptFrom = from
+	s.n.log.Debug("cluster: a named place's made cap counts from the keep no move carried",
+		"client_id", id, "peer", node, "from", out[i].from, "kept_from", from.UTC().Format(time.RFC3339Nano))
 	return out
 }
 
@@ -453,7 +474,7 @@ func (s *sessions) keptUnreadLocked(id string) (time.Time, bool) {
 // read for the kept copies too (keptUncarried).
 func (s *sessions) keptBy(prev, id string, asked time.Time, handed []heldPos) []heldPos {
 	if slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == prev }) {
-		return s.keptUncarried(id, prev, handed)
+		return s.keptUncarried(id, prev, asked.Add(-heldBackMargin), handed)
 	}
 	from := asked.Add(-heldBackMargin)
 	s.n.log.Info("cluster: a session moved here without its previous owner's finish reads what that owner's copy kept",

@@ -23,6 +23,11 @@ func TestMadeCap(t *testing.T) {
 	if got := handedFloor(places[:1]); !got.IsZero() {
 		t.Fatalf("handedFloor of a sequence place = %v, want zero", got)
 	}
+	// A named place read for a keep no move carried (keptUncarried).
+	kept := heldPos{node: "n1", from: 40, keptFrom: base.Add(-time.Minute)}
+	if got := handedFloor(append(places, kept)); !got.Equal(kept.keptFrom) {
+		t.Fatalf("handedFloor with a named place read for kept copies = %v, want %v", got, kept.keptFrom)
+	}
 
 	s := &sessions{}
 	now := base.Add(2 * time.Second)

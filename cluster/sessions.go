@@ -1462,15 +1462,19 @@ func (s *sessions) madeAt(id string, now time.Time) time.Time {
 }
 
 // handedFloor is the earliest time among places (heldPos) read by time
-// (their since) or with a floor; zero for none. A place given by a
-// sequence alone has no time here (its follower's since is where that
-// follower began, not the place).
+// (their since), with a floor, or read for a keep no move carried
+// (keptFrom); zero for none. A place given by a sequence alone has no
+// time here (its follower's since is where that follower began, not the
+// place).
 func handedFloor(places []heldPos) time.Time {
 	var at time.Time
 	for _, p := range places {
 		t := p.floor
 		if p.from == 0 {
 			t = p.since
+		}
+		if !p.keptFrom.IsZero() {
+			t = minTime(t, p.keptFrom)
 		}
 		if !t.IsZero() {
 			at = minTime(at, t)
