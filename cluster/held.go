@@ -700,6 +700,9 @@ func (n *Node) holdAs(node string, msg *broker.Message, pub []byte, o broker.Ori
 	if f := n.fault.holdAnsweredLate(m); f != nil {
 		return f, nil
 	}
+	if f := n.fault.electing(node, m); f != nil {
+		return f, nil
+	}
 	f, err := js.PublishMsgAsync(m)
 	if err != nil {
 		return nil, fmt.Errorf("held for %s: %w", node, err)
@@ -860,7 +863,10 @@ func (n *Node) settleHeld(ctx context.Context, node string, f jetstream.PubAckFu
 			n.sess.mu.Lock()
 			js := n.sess.js
 			n.sess.mu.Unlock()
-			again, perr := js.PublishMsgAsync(f.Msg())
+			again, perr := n.fault.electing(node, f.Msg()), error(nil)
+			if again == nil {
+				again, perr = js.PublishMsgAsync(f.Msg())
+			}
 			if perr != nil {
 				return fmt.Errorf("held for %s: %w", node, perr)
 			}

@@ -348,6 +348,9 @@ func (n *Node) expireLoop() {
 				for _, name := range n.remote.forgetUnrouted(routed) {
 					n.log.Warn("cluster node gone: no route", "peer", name)
 					n.own.lostContact.Store(true)
+					if n.fault.electsFor(name, time.Now()) {
+						n.log.Info("cluster: test fault: the holds for a dropped node find its held stream electing", "peer", name, "for", n.fault.holdElect)
+					}
 					n.holdOut(name)
 				}
 			}
