@@ -84,9 +84,10 @@ import (
 //	hold-answer-late=DURATION@NODE  on node NODE, every hold for a
 //	                      node's sessions (held.go) is not published at
 //	                      first and fails with "no response from stream"
-//	                      only DURATION later; settleHeld then publishes
-//	                      it again: a hold made while the held subject's
-//	                      partition stream elects a leader, stored seconds
+//	                      only DURATION later; its lane (heldlane.go)
+//	                      then publishes it again: a hold made while the
+//	                      held subject's partition stream elects a
+//	                      leader, stored seconds
 //	                      after its routing (test/jepsen TestClusterFull
 //	                      seed 187, session 23: 1.9 s and 2.2 s)
 //	hold-elect=DURATION@NODE  on node NODE, for DURATION after it drops

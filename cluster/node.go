@@ -109,6 +109,9 @@ type Node struct {
 	// full: forwards held here while the store's disk is full
 	// (diskhold.go).
 	full fullHolds
+	// lanes order this node's appends to each held subject
+	// (heldlane.go).
+	lanes holdLanes
 }
 
 // Start checks cfg and starts the node's engine: the embedded NATS server
