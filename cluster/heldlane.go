@@ -42,7 +42,9 @@ import (
 type holdLane struct {
 	n    *Node
 	node string // whose held subject
-	mu   sync.Mutex
+	// publish sends an append to the stream (publishHeld).
+	publish func(*nats.Msg) (jetstream.PubAckFuture, error)
+	mu      sync.Mutex
 	// q: the appends not answered yet, in the order made.
 	q []*laneHold
 	// blocked: an append was refused; the ones not sent since wait.
@@ -88,7 +90,7 @@ func (n *Node) lane(node string) *holdLane {
 	}
 	l := n.lanes.m[node]
 	if l == nil {
-		l = &holdLane{n: n, node: node}
+		l = &holdLane{n: n, node: node, publish: n.publishHeld}
 		n.lanes.m[node] = l
 	}
 	return l
@@ -100,9 +102,21 @@ func (n *Node) lane(node string) *holdLane {
 // not nil, may stand in for m's first publish (test faults). An error
 // now: m could not be published at all.
 func (n *Node) appendHeld(node string, m *nats.Msg, first func(*nats.Msg) jetstream.PubAckFuture) (jetstream.PubAckFuture, error) {
-	h := &laneHold{m: m, first: first, until: time.Now().Add(n.cfg.ForwardTimeout),
-		ok: make(chan *jetstream.PubAck, 1), errs: make(chan error, 1)}
-	l := n.lane(node)
+	return n.lane(node).append(m, first, time.Now().Add(n.cfg.ForwardTimeout))
+}
+
+// publishHeld publishes an append to a held subject, without nats.go's
+// retries: they would send it again after newer appends.
+func (n *Node) publishHeld(m *nats.Msg) (jetstream.PubAckFuture, error) {
+	n.sess.mu.Lock()
+	js := n.sess.js
+	n.sess.mu.Unlock()
+	return js.PublishMsgAsync(m, jetstream.WithRetryAttempts(0))
+}
+
+// append is appendHeld in l, given up at until.
+func (l *holdLane) append(m *nats.Msg, first func(*nats.Msg) jetstream.PubAckFuture, until time.Time) (jetstream.PubAckFuture, error) {
+	h := &laneHold{m: m, first: first, until: until, ok: make(chan *jetstream.PubAck, 1), errs: make(chan error, 1)}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.blocked {
@@ -128,13 +142,8 @@ func (l *holdLane) send(h *laneHold) error {
 		f = l.n.fault.electing(l.node, h.m)
 	}
 	if f == nil {
-		l.n.sess.mu.Lock()
-		js := l.n.sess.js
-		l.n.sess.mu.Unlock()
-		// No retries of nats.go's: they would send h again after
-		// newer appends.
 		var err error
-		if f, err = js.PublishMsgAsync(h.m, jetstream.WithRetryAttempts(0)); err != nil {
+		if f, err = l.publish(h.m); err != nil {
 			return err
 		}
 	}
