@@ -44,7 +44,10 @@ type holdLane struct {
 	node string // whose held subject
 	// publish sends an append to the stream (publishHeld).
 	publish func(*nats.Msg) (jetstream.PubAckFuture, error)
-	mu      sync.Mutex
+	// mu is held across a send, so that sends go out in the lane's
+	// order; taken after Node.holdOutMu (holdOut), before sessions.mu
+	// (publishHeld).
+	mu sync.Mutex
 	// q: the appends not answered yet, in the order made.
 	q []*laneHold
 	// blocked: an append was refused; the ones not sent since wait.
