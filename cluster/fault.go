@@ -100,11 +100,23 @@ import (
 //	hold-answer-late=DURATION@NODE  on node NODE, every hold for a
 //	                      node's sessions (held.go) is not published at
 //	                      first and fails with "no response from stream"
-//	                      only DURATION later; settleHeld then publishes
-//	                      it again: a hold made while the held subject's
-//	                      partition stream elects a leader, stored seconds
+//	                      only DURATION later; its lane (heldlane.go)
+//	                      then publishes it again: a hold made while the
+//	                      held subject's partition stream elects a
+//	                      leader, stored seconds
 //	                      after its routing (test/jepsen TestClusterFull
 //	                      seed 187, session 23: 1.9 s and 2.2 s)
+//	hold-elect=DURATION@NODE  on node NODE, for DURATION after it drops
+//	                      a node whose routes closed, every append of a
+//	                      hold to that node's held subject, published
+//	                      again or not, fails at once with "no response
+//	                      from stream", not published: the held subject's
+//	                      partition stream electing a leader after its
+//	                      leader, the dead node, was killed; the holds
+//	                      routed after it land at once (test/jepsen
+//	                      TestClusterFull seed 221's second path,
+//	                      bench/jepsen/RESULTS.md "t221"); logged once
+//	                      per dropped node
 //	hold-silent=COUNT@NODE  on node NODE, the first COUNT holds for its
 //	                      own full store (diskhold.go) are not published
 //	                      and never answered: what such a hold gets from
@@ -525,6 +537,8 @@ type faults struct {
 	unanswered         atomic.Int64  // hold-unanswered: holds left to fail
 	silent             atomic.Int64  // hold-silent: holds left unanswered
 	holdAnswerLate     time.Duration // hold-answer-late
+	holdElect          time.Duration // hold-elect
+	electUntil         sync.Map      // hold-elect: dropped node -> the end of its window (time.Time)
 	noQuorum           string
 	quorumBack         atomic.Bool // no-quorum: the read came
 	opsLate            string
@@ -679,7 +693,7 @@ const overtakenWait = 20 * time.Second
 const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
-var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "served-silent", "served-late", "queue-late", "read-late", "delay-release", "hold-unanswered", "hold-answer-late", "hold-silent", "no-quorum", "held-pending",
+var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "served-silent", "served-late", "queue-late", "read-late", "delay-release", "hold-unanswered", "hold-answer-late", "hold-elect", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "adopt-wait-for", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
@@ -892,6 +906,12 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: hold-answer-late=%q: want a duration", faultEnv, v)
 			}
 			f.holdAnswerLate = d
+		case "hold-elect":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 || d > holdElectMax {
+				return nil, fmt.Errorf("%s: hold-elect=%q: want a duration up to %s", faultEnv, v, holdElectMax)
+			}
+			f.holdElect = d
 		case "hold-silent":
 			count, err := strconv.Atoi(v)
 			if err != nil || count < 1 {
@@ -1805,6 +1825,35 @@ func (f *faults) holdAnsweredLate(m *nats.Msg) jetstream.PubAckFuture {
 	}
 	errs := make(chan error, 1)
 	time.AfterFunc(f.holdAnswerLate, func() { errs <- jetstream.ErrNoStreamResponse })
+	return &unansweredHold{msg: m, errs: errs}
+}
+
+// holdElectMax bounds hold-elect's window: a real election's seconds.
+const holdElectMax = 30 * time.Second
+
+// electsFor opens hold-elect's window for peer, dropped now; it reports
+// whether it did (the first drop of peer only), for the log.
+func (f *faults) electsFor(peer string, now time.Time) bool {
+	if f == nil || f.holdElect <= 0 {
+		return false
+	}
+	_, had := f.electUntil.LoadOrStore(peer, now.Add(f.holdElect))
+	return !had
+}
+
+// electing returns, within hold-elect's window for node, a future for m
+// (an append to node's held subject) that fails at once with "no
+// response from stream", m not published; nil otherwise.
+func (f *faults) electing(node string, m *nats.Msg) jetstream.PubAckFuture {
+	if f == nil {
+		return nil
+	}
+	until, ok := f.electUntil.Load(node)
+	if !ok || !time.Now().Before(until.(time.Time)) {
+		return nil
+	}
+	errs := make(chan error, 1)
+	errs <- jetstream.ErrNoStreamResponse
 	return &unansweredHold{msg: m, errs: errs}
 }
 

@@ -83,7 +83,36 @@ func TestParseFaults(t *testing.T) {
 	if err := (*faults)(nil).aheadClaimUnanswered(n, "r", []string{"g\x00t/#"}, member); err != nil {
 		t.Errorf("no faults: %v", err)
 	}
-	for _, bad := range []string{"hold-unanswered=0@n1", "hold-unanswered=x@n1", "settle-wait=x@n1", "settle-wait=0s@n1"} {
+	if _, err := parseFaults("hold-elect=1h@n1", "n1"); err == nil {
+		t.Error("hold-elect=1h accepted, past holdElectMax")
+	}
+	f, err = parseFaults("hold-elect=2s@n1", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.electing("n3", nil) != nil {
+		t.Error("hold-elect: a hold for n3 failed before n3 was dropped")
+	}
+	now := time.Now()
+	if !f.electsFor("n3", now) || f.electsFor("n3", now.Add(time.Hour)) {
+		t.Error("hold-elect: the window of n3 not opened by its first drop only")
+	}
+	if u := f.electing("n3", nil); u == nil {
+		t.Error("hold-elect: a hold for n3 just dropped not failed")
+	} else if err := <-u.Err(); !errors.Is(err, jetstream.ErrNoStreamResponse) {
+		t.Errorf("hold-elect: %v, want %v", err, jetstream.ErrNoStreamResponse)
+	}
+	if f.electing("n2", nil) != nil {
+		t.Error("hold-elect: a hold for n2, not dropped, failed")
+	}
+	f.electUntil.Store("n3", now.Add(-time.Millisecond))
+	if f.electing("n3", nil) != nil {
+		t.Error("hold-elect: a hold for n3 failed after its window")
+	}
+	if (*faults)(nil).electing("n3", nil) != nil || (*faults)(nil).electsFor("n3", now) {
+		t.Error("no faults: a hold failed")
+	}
+	for _, bad := range []string{"hold-unanswered=0@n1", "hold-unanswered=x@n1", "settle-wait=x@n1", "settle-wait=0s@n1", "hold-elect=0s@n1", "hold-elect=x@n1"} {
 		if _, err := parseFaults(bad, "n1"); err == nil {
 			t.Errorf("%s accepted", bad)
 		}

@@ -682,8 +682,7 @@ func (n *Node) holdAs(node string, msg *broker.Message, pub []byte, o broker.Ori
 	if s == nil {
 		return nil, nil
 	}
-	js, err := s.readyJS()
-	if err != nil {
+	if _, err := s.readyJS(); err != nil {
 		return nil, fmt.Errorf("held for %s: %w", node, err)
 	}
 	k := originKey{n.cfg.Node, n.inc, msg.ID}
@@ -694,13 +693,12 @@ func (n *Node) holdAs(node string, msg *broker.Message, pub []byte, o broker.Ori
 	}
 	m.Data = encodeHeld(k, encodeForwardFlags(msg, groups, pub, o, extra|boolBit(msg.Resent(), 4)))
 	m.Header.Set(jetstream.MsgIDHeader, id)
-	if f := n.fault.unanswers(m); f != nil {
-		return f, nil
-	}
-	if f := n.fault.holdAnsweredLate(m); f != nil {
-		return f, nil
-	}
-	f, err := js.PublishMsgAsync(m)
+	f, err := n.appendHeld(node, m, func(m *nats.Msg) jetstream.PubAckFuture {
+		if f := n.fault.unanswers(m); f != nil {
+			return f
+		}
+		return n.fault.holdAnsweredLate(m)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("held for %s: %w", node, err)
 	}
@@ -830,50 +828,29 @@ func (n *Node) settleHolds(ctx context.Context, node string, fs []jetstream.PubA
 	return err
 }
 
-// settleHeld waits for a hold's append.
-//
-// A partition stream electing a leader answers nobody: nats.go gives up
-// after two retries (about 500 ms, "no response from stream"), far within
-// the caller's bound (forward_timeout), and the publisher was then told
-// the outcome is unknown although the hold would succeed a moment later.
-// The hold is published again until ctx ends; its Msg-Id keeps it once in
+// settleHeld waits for a hold's append (appendHeld), which its lane
+// publishes again while the partition stream does not answer (electing a
+// leader: nats.go gives up at once, "no response from stream"), until
+// ForwardTimeout, in the order of the lane; its Msg-Id keeps it once in
 // the stream.
 func (n *Node) settleHeld(ctx context.Context, node string, f jetstream.PubAckFuture) error {
-	for {
-		select {
-		case ack := <-f.Ok():
-			if ack != nil && ack.Duplicate {
-				// The same message held for node before (a repeat, or a
-				// resend's routing under the same Origin).
-				n.log.Debug("cluster: message held for a node already", "peer", node, "seq", ack.Sequence)
-			}
-			return nil
-		case err := <-f.Err():
-			if !holdAgain(err) {
-				return fmt.Errorf("held for %s: %w", node, err)
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("held for %s: %w (%w)", node, ctx.Err(), err)
-			case <-time.After(heldRetryWait):
-			}
-			n.sess.mu.Lock()
-			js := n.sess.js
-			n.sess.mu.Unlock()
-			again, perr := js.PublishMsgAsync(f.Msg())
-			if perr != nil {
-				return fmt.Errorf("held for %s: %w", node, perr)
-			}
-			n.log.Debug("cluster: holding again: its partition stream did not answer, or the same hold was in process", "peer", node, "err", err)
-			f = again
-		case <-ctx.Done():
-			return fmt.Errorf("held for %s: %w", node, ctx.Err())
+	select {
+	case ack := <-f.Ok():
+		if ack != nil && ack.Duplicate {
+			// The same message held for node before (a repeat, or a
+			// resend's routing under the same Origin).
+			n.log.Debug("cluster: message held for a node already", "peer", node, "seq", ack.Sequence)
 		}
+		return nil
+	case err := <-f.Err():
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("held for %s: %w", node, ctx.Err())
 	}
 }
 
 // heldRetryWait is the pause before a hold is published again after its
-// partition stream did not answer (settleHeld).
+// partition stream did not answer (holdLane.retry).
 const heldRetryWait = 250 * time.Millisecond
 
 // jsDupInProcess is JetStream's answer to a message whose Msg-Id another
@@ -882,7 +859,7 @@ const heldRetryWait = 250 * time.Millisecond
 const jsDupInProcess jetstream.ErrorCode = 10158
 
 // holdAgain reports whether a hold's append that failed with err is to be
-// published again (settleHeld): its stream did not answer, or an append
+// published again (holdLane): its stream did not answer, or an append
 // of the same message id was still in process. The second is a node's
 // hold of a forward for itself (holdHere) meeting its publisher's hold of
 // the same message for it, and kept copies of a QoS 2 resend routed twice
@@ -3106,9 +3083,9 @@ func (s *sessions) onSettled() {
 
 // keysLanding bounds how long after a restored session's hold keys went
 // a hold made under them may still land in this node's held subject: the
-// others see the keys go a heartbeat or two later, and settleHeld
-// publishes a hold its partition stream did not answer again until the
-// routing's deadline (forward_timeout).
+// others see the keys go a heartbeat or two later, and a hold's lane
+// publishes a hold its partition stream did not answer again until
+// forward_timeout after it was made (heldlane.go).
 func (n *Node) keysLanding() time.Duration {
 	return n.cfg.ForwardTimeout + 2*heartbeatEvery + heldRetryWait
 }

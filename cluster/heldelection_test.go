@@ -14,7 +14,7 @@ import (
 // TestClusterHoldThroughElection: a hold for a dead node's persistent
 // session that its partition stream does not answer (nats.go gives up
 // after about 500 ms, "no response from stream", while the stream elects
-// a leader) is published again until forward_timeout (settleHeld), so
+// a leader) is published again until forward_timeout (heldlane.go), so
 // the publisher gets its PUBACK/PUBREC and the session gets the message
 // once. Before, the first unanswered hold failed the forward: the QoS 1
 // publisher's connection was closed (outcome unknown) and the QoS 2 one

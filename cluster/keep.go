@@ -551,8 +551,7 @@ func (n *Node) keep(k originKey, o broker.Origin, fwd []byte, ks []keptCopy) ([]
 	s := n.sess
 	// Not readyJS: a restored copy (Away) takes messages before the
 	// owners are read; the appends carry no epoch.
-	js, err := s.openJS()
-	if err != nil {
+	if _, err := s.openJS(); err != nil {
 		return nil, fmt.Errorf("kept for a disowned copy: %w", err)
 	}
 	taken := strconv.FormatInt(time.Now().UnixNano(), 10)
@@ -568,7 +567,7 @@ func (n *Node) keep(k originKey, o broker.Origin, fwd []byte, ks []keptCopy) ([]
 		m.Header.Set(jetstream.MsgIDHeader, keptMsgID(k, o, kc.id))
 		m.Header.Set(heldForHeader, kc.id)
 		m.Header.Set(heldTakenHeader, taken)
-		f, err := js.PublishMsgAsync(m)
+		f, err := n.appendHeld(n.cfg.Node, m, nil)
 		if err != nil {
 			return fs, fmt.Errorf("kept for a disowned copy of %q: %w", kc.id, err)
 		}
@@ -681,8 +680,7 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) ([]je
 	s := n.sess
 	// Not readyJS: a restored session's group is held here before the
 	// owners are read (Away).
-	js, err := s.openJS()
-	if err != nil {
+	if _, err := s.openJS(); err != nil {
 		return nil, fmt.Errorf("held for an ended copy here: %w", err)
 	}
 	// A plain copy only when a plain key matched: the plain subscribers
@@ -695,7 +693,7 @@ func (n *Node) holdHere(k originKey, rm *broker.RemoteMessage, fwd []byte) ([]je
 		m := nats.NewMsg(s.heldSubject(n.cfg.Node))
 		m.Data = encodeHeld(k, form)
 		m.Header.Set(jetstream.MsgIDHeader, id)
-		f, err := js.PublishMsgAsync(m)
+		f, err := n.appendHeld(n.cfg.Node, m, nil)
 		if err != nil {
 			return nil, fmt.Errorf("held for an ended copy here: %w", err)
 		}

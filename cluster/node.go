@@ -109,6 +109,9 @@ type Node struct {
 	// full: forwards held here while the store's disk is full
 	// (diskhold.go).
 	full fullHolds
+	// lanes order this node's appends to each held subject
+	// (heldlane.go).
+	lanes holdLanes
 }
 
 // Start checks cfg and starts the node's engine: the embedded NATS server
@@ -348,6 +351,9 @@ func (n *Node) expireLoop() {
 				for _, name := range n.remote.forgetUnrouted(routed) {
 					n.log.Warn("cluster node gone: no route", "peer", name)
 					n.own.lostContact.Store(true)
+					if n.fault.electsFor(name, time.Now()) {
+						n.log.Info("cluster: test fault: the holds for a dropped node find its held stream electing", "peer", name, "for", n.fault.holdElect)
+					}
 					n.holdOut(name)
 				}
 			}
