@@ -2975,7 +2975,7 @@ func (g *restoredGate) unsettled(id string) bool {
 // confirmed and reached nobody; and a claim from elsewhere ended it and
 // sent the claimer to the stream, where those messages never were
 // (TestReproOpOrderRollup in CI: n1 restarted, dropped its copy of oo-sub,
-// then adopted oo-sub from the silent n3 2 s before its own settle; 6 of
+// then adopted oo-sub from the silent n3 4 s before its own settle; 6 of
 // 597 lost; TestReproAdoptedBeforeSettle).
 func (g *restoredGate) end(id string) {
 	if !g.ids[id] {

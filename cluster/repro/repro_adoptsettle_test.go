@@ -21,7 +21,7 @@ import (
 // settle): each forward left it out (skipUnsettled) and was confirmed, and
 // a claim from elsewhere ended it and read the stream, where those
 // messages never were (TestReproOpOrderRollup in CI: n1 adopted oo-sub
-// from the killed n3 2 s before its settle, n2 published 6 messages to it
+// from the killed n3 4 s before its settle, n2 published 6 messages to it
 // in between, acknowledged and lost).
 //
 // Here S's session is on n1; n1 dies, A (the janitor's adopter of S among
@@ -30,9 +30,10 @@ import (
 // elected a leader: it stays unsettled) and drops its copy; A dies, and n1
 // is S's adopter among the live nodes. The third node O publishes to S
 // from n1's adoption on, until 20 of its rounds went to n1 (O held nothing
-// for A), then S resumes on O: every acknowledged message must reach it. A second session of n1, K, with a topic of its own, gets
-// messages held for n1 while it is dead, so that n1 has something to
-// settle (with nothing held for it, it settles at once).
+// for A), then S resumes on O: every acknowledged message must reach it.
+// A second session of n1, K, with a topic of its own, gets messages held
+// for n1 while it is dead, so that n1 has something to settle (with
+// nothing held for it, it settles at once).
 func TestReproAdoptedBeforeSettle(t *testing.T) {
 	t.Parallel() // see harness.Main
 	prefix, adopter, other := adoptSettleNames()
