@@ -340,6 +340,7 @@ func (o *owners) endFenced(id string, epoch uint64) {
 		if o.n.srv.EndSession(id, o.n.sess == nil) {
 			o.endedUnread(id)
 		}
+		o.n.sess.endRestored(id)
 	})
 }
 

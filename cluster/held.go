@@ -2876,6 +2876,14 @@ type restoredGate struct {
 	from  map[string]uint64
 	at    map[string]uint64
 	quiet time.Time
+	// ended: the restored sessions whose copy from this node's store
+	// ended before the settle (owned elsewhere at start, claimed or
+	// fenced elsewhere since). A session of such an id here later (a
+	// silent node's that the janitor adopted, a claim's, a live move's)
+	// came from the stream or its owner, current, with its interest
+	// announced by persistent keys and no hold key standing in for it:
+	// not a restored one (end).
+	ended map[string]bool
 	// catching: the sessions settled here whose catch-up of this node's
 	// own held subject is not over (onSettled).
 	catching map[string]bool
@@ -2971,9 +2979,37 @@ func (g *restoredGate) unsettledAny() bool {
 	}
 }
 
-// unsettled reports whether id is a restored session not settled yet.
+// unsettled reports whether id is a restored session not settled yet: its
+// copy from this node's store, not a session of the id that came here
+// after that copy ended (ended).
 func (g *restoredGate) unsettled(id string) bool {
-	return g.ids[id] && g.unsettledAny()
+	if !g.ids[id] || !g.unsettledAny() {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return !g.ended[id]
+}
+
+// end notes that id's restored copy ended here before the settle. Taken
+// for the restored copy still, a session of id adopted here afterwards
+// had every forward of its messages left out (skipUnsettled) while
+// publishers, seeing its persistent keys, held nothing for it: each was
+// confirmed and reached nobody; and a claim from elsewhere ended it and
+// sent the claimer to the stream, where those messages never were
+// (TestReproOpOrderRollup in CI: n1 restarted, dropped its copy of oo-sub,
+// then adopted oo-sub from the silent n3 4 s before its own settle; 6 of
+// 597 lost; TestReproAdoptedBeforeSettle).
+func (g *restoredGate) end(id string) {
+	if !g.ids[id] {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ended == nil {
+		g.ended = map[string]bool{}
+	}
+	g.ended[id] = true
 }
 
 // takeUnsettled reports whether id is a restored session not settled
@@ -3007,7 +3043,16 @@ func (s *sessions) takeUnsettled(id string) (bool, uint64) {
 	if s.n.srv.EndSession(id, false) {
 		s.n.log.Info("restored session claimed elsewhere before it was settled here; dropped", "client_id", id, "held_from", from)
 	}
+	s.gate.end(id)
 	return true, from
+}
+
+// endRestored notes that id's session here, if it was a restored one not
+// settled yet, ended (restoredGate.end).
+func (s *sessions) endRestored(id string) {
+	if s != nil {
+		s.gate.end(id)
+	}
 }
 
 // onSettled announces the restored sessions still here by their

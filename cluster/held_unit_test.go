@@ -554,3 +554,25 @@ func TestHoldSplitIDs(t *testing.T) {
 		t.Errorf("the same group's hold by another holder: id %q, want %q (a repeat is dropped)", again[0].id, pub[2].id)
 	}
 }
+
+// TestRestoredGateEnded: once a restored copy ended before the settle, a
+// later session of its id is not a restored one (restoredGate.end).
+func TestRestoredGateEnded(t *testing.T) {
+	g := settledGate()
+	g.restore([]string{"a", "b"})
+	if !g.unsettled("a") || !g.unsettled("b") || g.unsettled("c") {
+		t.Fatalf("restored a, b: unsettled a %v, b %v, c %v", g.unsettled("a"), g.unsettled("b"), g.unsettled("c"))
+	}
+	g.end("a")
+	g.end("c") // never restored: nothing to note
+	if g.unsettled("a") || !g.unsettled("b") || g.unsettled("c") {
+		t.Fatalf("a's copy ended: unsettled a %v, b %v, c %v", g.unsettled("a"), g.unsettled("b"), g.unsettled("c"))
+	}
+	if len(g.ended) != 1 {
+		t.Fatalf("ended %v, want a only", g.ended)
+	}
+	g.settle()
+	if g.unsettled("b") {
+		t.Fatal("b unsettled after the settle")
+	}
+}

@@ -825,6 +825,7 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 		if s.n.srv.EndSession(id, false) {
 			s.n.log.Info("restored session dropped: another node owns it now", "client_id", id)
 		}
+		s.gate.end(id)
 	}
 	if len(gone) > 0 {
 		s.n.fault.droppedRestored(s.n)
