@@ -24,12 +24,13 @@ import (
 
 // catchUp has id's session, just put in the server or settled (under the
 // gate's write side, so that nothing forwarded reaches it first), catch up
-// (above), and returns what ends the catch-up: done, which also calls
-// then (after the catch-up ended, whether by done or by the bound).
+// (above), for at most bound, and returns what ends the catch-up: done,
+// which also calls then (after the catch-up ended, whether by done or by
+// the bound).
 // unread, if not nil, names the nodes whose held subject was still not
 // read for id, for the log when the bound cuts the catch-up: which
 // follower was slow is what such a log is read for.
-func (n *Node) catchUp(id string, then func(), unread func() []string) (done func()) {
+func (n *Node) catchUp(id string, bound time.Duration, then func(), unread func() []string) (done func()) {
 	end := n.srv.CatchUp(id)
 	if end == nil {
 		return then
@@ -37,15 +38,15 @@ func (n *Node) catchUp(id string, then func(), unread func() []string) (done fun
 	n.catching.Add(1)
 	var once sync.Once
 	start := time.Now()
-	stop := func(bound bool) {
+	stop := func(cut bool) {
 		once.Do(func() {
-			if bound {
+			if cut {
 				var from []string
 				if unread != nil {
 					from = unread()
 				}
 				n.log.Warn("cluster: session sends before what was held for it was read: catching up took too long",
-					"client_id", id, "bound", n.cfg.ForwardTimeout, "unread_from", from)
+					"client_id", id, "bound", bound, "unread_from", from)
 			} else {
 				n.log.Info("cluster: session caught up with what was held for it", "client_id", id,
 					"after", time.Since(start))
@@ -54,7 +55,7 @@ func (n *Node) catchUp(id string, then func(), unread func() []string) (done fun
 			n.catching.Add(-1)
 		})
 	}
-	t := time.AfterFunc(n.cfg.ForwardTimeout, func() { stop(true) })
+	t := time.AfterFunc(bound, func() { stop(true) })
 	return func() {
 		t.Stop()
 		stop(false)
@@ -62,9 +63,9 @@ func (n *Node) catchUp(id string, then func(), unread func() []string) (done fun
 	}
 }
 
-// catchUpAll has each of ids catch up (catchUp) and returns what ends
-// them all; nil for no ids.
-func (n *Node) catchUpAll(ids []string) (done func()) {
+// catchUpAll has each of ids catch up (catchUp) for at most bound and
+// returns what ends them all; nil for no ids.
+func (n *Node) catchUpAll(ids []string, bound time.Duration) (done func()) {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -72,7 +73,7 @@ func (n *Node) catchUpAll(ids []string) (done func()) {
 	own := func() []string { return []string{n.cfg.Node} }
 	dones := make([]func(), 0, len(ids))
 	for _, id := range ids {
-		dones = append(dones, n.catchUp(id, func() {}, own))
+		dones = append(dones, n.catchUp(id, bound, func() {}, own))
 	}
 	return func() {
 		for _, d := range dones {

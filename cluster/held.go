@@ -3019,7 +3019,7 @@ func (s *sessions) onSettled() {
 	// after the settle, and 20 acknowledged messages lost).
 	until := time.Now().Add(s.n.heldWatch())
 	s.n.gate.Lock()
-	s.settleCatch, s.settledAt = s.n.catchUpAll(ids), time.Now()
+	s.settleCatch, s.settledAt = s.n.catchUpAll(ids, s.n.cfg.ForwardTimeout), time.Now()
 	s.endRestoreCatch() // joined by the settle's (broker CatchUp)
 	if s.settleCatch == nil {
 		// No restored session is left here to catch up: nothing of
@@ -3171,7 +3171,7 @@ func (s *sessions) catchUpOnReturn(from, back time.Time) {
 	}
 	until := time.Now().Add(s.n.heldWatch())
 	s.n.gate.Lock()
-	done := s.n.catchUpAll(ids)
+	done := s.n.catchUpAll(ids, s.n.cfg.ForwardTimeout)
 	if done != nil && s.n.own != nil {
 		caught, released := done, s.n.own.holdRelease(ids)
 		done = func() {
