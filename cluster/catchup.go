@@ -20,7 +20,8 @@ import (
 //     settled them, until this node's own follower read its held subject
 //     to the end, heldPoll or more after the settle (followOwnHeldOnce).
 //
-// Either way at most ForwardTimeout: then sending starts anyway, logged.
+// Either way at most ForwardTimeout (a node back from a silence allows
+// more: returnElection): then sending starts anyway, logged.
 
 // catchUp has id's session, just put in the server or settled (under the
 // gate's write side, so that nothing forwarded reaches it first), catch up

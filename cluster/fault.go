@@ -294,6 +294,17 @@ import (
 //	                      DURATION (its own held follower waits with it):
 //	                      the others hold for the node meanwhile, as while
 //	                      the announcement is on its way under load
+//	held-leaderless=DURATION@NODE  on NODE, for DURATION from its return
+//	                      from a silence (catchUpOnReturn), every attempt
+//	                      of the follower of its own held subject fails as
+//	                      JetStream answers it while that subject's
+//	                      partition stream elects a leader, the node's
+//	                      return having deposed the old one
+//	                      (TestReproPausedNodeHeldOrder on main: n3's
+//	                      ROOST_SESS_6 without a leader for 5.8 s after
+//	                      its SIGCONT; on session 23's code the meta group
+//	                      for 7.8 s: 503 "JetStream system temporarily
+//	                      unavailable")
 //	held-late=DURATION@NODE  on NODE, the follower of its own held
 //	                      subject applies each message only DURATION
 //	                      after it was held, as a loaded node's follower
@@ -543,6 +554,8 @@ type faults struct {
 	moveLingerFor      time.Duration
 	mutedUntil         atomic.Int64 // drop-unannounced: Unix ns
 	heldLate           time.Duration
+	heldLeaderless     time.Duration
+	leaderlessUntil    atomic.Int64 // held-leaderless: until when (Unix ns), set at the return
 	adoptStall         []string
 	moveLate           string
 	finishAsked        []string
@@ -665,7 +678,8 @@ var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-u
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
-	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late", "adopted-slow", "left-unadopted"}
+	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late", "adopted-slow", "left-unadopted",
+	"held-leaderless"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -837,6 +851,12 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: held-late=%q: want a duration", faultEnv, v)
 			}
 			f.heldLate = d
+		case "held-leaderless":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("%s: held-leaderless=%q: want a duration", faultEnv, v)
+			}
+			f.heldLeaderless = d
 		case "held-pending":
 			f.heldPending = append(f.heldPending, v)
 		case "name-own-always":
@@ -1498,6 +1518,28 @@ func (f *faults) heldReadEmpty(done <-chan struct{}) (empty, first bool) {
 // than the second an unanswered FetchNoWait takes, so that a follower
 // that takes it for the end gets there within the test's window.
 const heldEmptyPause = 200 * time.Millisecond
+
+// returned starts held-leaderless's window: the node found itself back
+// from a silence at back.
+func (f *faults) returned(back time.Time) {
+	if f == nil || f.heldLeaderless == 0 {
+		return
+	}
+	f.leaderlessUntil.Store(back.Add(f.heldLeaderless).UnixNano())
+}
+
+// errHeldLeaderless is what held-leaderless fails the follower with: the
+// error JetStream answered it with in the runs the fault stands for.
+var errHeldLeaderless = errors.New("test fault: held-leaderless: JetStream system temporarily unavailable")
+
+// heldLeaderlessErr returns the error held-leaderless fails this attempt
+// of the node's own held follower with; nil outside its window.
+func (f *faults) heldLeaderlessErr() error {
+	if f == nil || f.heldLeaderless == 0 || time.Now().UnixNano() >= f.leaderlessUntil.Load() {
+		return nil
+	}
+	return errHeldLeaderless
+}
 
 // ownHeldLate returns how long after it was held held-late has this
 // node's own follower apply a message; 0 without the fault.

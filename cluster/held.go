@@ -1688,6 +1688,9 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 	if n.fault.ownHeldUnreached(n.srv.HasSession) {
 		return errors.New("test fault: own-held-unreached")
 	}
+	if err := n.fault.heldLeaderlessErr(); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(n.ctx, followAttempt)
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable: name, FilterSubject: s.heldSubject(n.cfg.Node), AckPolicy: jetstream.AckExplicitPolicy,
@@ -1760,6 +1763,9 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 			case <-time.After(heldPoll - time.Since(s.settledAt)):
 			}
 			if !caughtKnown {
+				if err := n.fault.heldLeaderlessErr(); err != nil {
+					return err
+				}
 				if caughtTo, err = s.heldLast(stream); err != nil {
 					return err
 				}
@@ -3139,6 +3145,25 @@ func (s *sessions) endRestoreCatch() {
 	}
 }
 
+// returnElection is what the catch-up of a node back from a silence
+// (catchUpOnReturn) allows, beyond ForwardTimeout, for the JetStream
+// leaders its return deposed to be elected again. Stopped longer than a
+// Raft election timeout (nats-server raft.go: 4 to 9 s), the node
+// campaigns in its groups as it resumes, before it hears their leaders:
+// its higher term makes a leader step down, and where its log is behind
+// (the others held for it meanwhile, in the partition stream of its held
+// subject; the meta group, which they wrote) it cannot win, so the group
+// has no leader until another member's election timeout, up to 9 s later.
+// Its follower can neither read its held subject nor make its consumer
+// meanwhile, and tries again up to 2 s apart (followBackoff). Cut at
+// ForwardTimeout, the catch-up sent the forwards that came since the
+// return before what was held (TestReproPausedNodeHeldOrder, 3 runs in 20
+// on main: n3's ROOST_SESS_6 without a leader for 5.5 and 5.8 s after its
+// return; on session 23's code the meta group for 7.8 s;
+// TestReproReturnLeaderless). An upper bound: a follower that reads
+// sooner ends the catch-up then.
+const returnElection = 9*time.Second + 2*time.Second
+
 // catchUpOnReturn has the persistent sessions here catch up (catchup.go)
 // as the node comes back from a silence long enough for the others to
 // have dropped it (announceLoop: a pause): they held for it meanwhile,
@@ -3156,9 +3181,10 @@ func (s *sessions) endRestoreCatch() {
 // Not while restored sessions are unsettled: the settle's catch-up
 // covers them. from is the last heartbeat before the silence, back now:
 // until the follower read what was held, this node's ops count as made
-// at from (silence.go).
+// at from (silence.go). Bounded by ForwardTimeout and returnElection.
 func (s *sessions) catchUpOnReturn(from, back time.Time) {
 	s.silence.begin(from, back)
+	s.n.fault.returned(back)
 	if s.gate.unsettledAny() {
 		return
 	}
@@ -3171,7 +3197,7 @@ func (s *sessions) catchUpOnReturn(from, back time.Time) {
 	}
 	until := time.Now().Add(s.n.heldWatch())
 	s.n.gate.Lock()
-	done := s.n.catchUpAll(ids, s.n.cfg.ForwardTimeout)
+	done := s.n.catchUpAll(ids, s.n.cfg.ForwardTimeout+returnElection)
 	if done != nil && s.n.own != nil {
 		caught, released := done, s.n.own.holdRelease(ids)
 		done = func() {
