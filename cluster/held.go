@@ -700,6 +700,9 @@ func (n *Node) holdAs(node string, msg *broker.Message, pub []byte, o broker.Ori
 	if f := n.fault.holdAnsweredLate(m); f != nil {
 		return f, nil
 	}
+	if f := n.fault.pacesHold(node, m, func(m *nats.Msg) (jetstream.PubAckFuture, error) { return js.PublishMsgAsync(m) }, n.log.Info); f != nil {
+		return f, nil
+	}
 	f, err := js.PublishMsgAsync(m)
 	if err != nil {
 		return nil, fmt.Errorf("held for %s: %w", node, err)
@@ -1728,6 +1731,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 	// The catch-up after the settle reads up to the subject's last
 	// message as of its first read, for the same reason.
 	var caughtTo uint64
+	var caughtAt time.Time
 	caughtKnown := false
 	// The wait of a fetch ends with the node (fetchWait): bounded by a
 	// fixed wait alone, it held up every node's Close by up to 2 s.
@@ -1750,6 +1754,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 				s.settleCatch = *rc
 			}
 			s.settledAt, caughtKnown = time.Now(), false
+			s.landingRead = true
 		}
 		// Restored sessions settled and catching up: the read that ends
 		// their catch-up begins heldPoll after the settle at the
@@ -1766,10 +1771,16 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 				if err := n.fault.heldLeaderlessErr(); err != nil {
 					return err
 				}
-				if caughtTo, err = s.heldLast(stream); err != nil {
+				if back, ok := n.fault.endAtReturn(); ok {
+					if caughtTo, err = s.heldEndAt(stream, back); err != nil {
+						return err
+					}
+					n.fault.endTaken()
+					n.log.Info("cluster: test fault: the catch-up's first read of the held subject's end taken as of the return", "seq", caughtTo)
+				} else if caughtTo, err = s.heldLast(stream); err != nil {
 					return err
 				}
-				caughtKnown = true
+				caughtKnown, caughtAt = true, time.Now()
 			}
 		}
 		// A full store takes nothing durably: what is held for this
@@ -1793,7 +1804,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 			}
 			batch = emptyBatch{}
 		} else if draining {
-			batch, err = cons.FetchNoWait(fetchMax)
+			batch, err = cons.FetchNoWait(n.fault.heldBatch(fetchMax))
 		} else {
 			batch, fetchDone, err = fetchWaiting(n.ctx, cons)
 		}
@@ -1928,9 +1939,23 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 		if err != nil {
 			return err
 		}
+		if catching && end && s.landingRead {
+			// A return's catch-up reads on to the subject's last message
+			// as of returnLanding after its first such read, once.
+			landed, err := s.heldLanded(stream, caughtAt)
+			if err != nil {
+				return err
+			}
+			s.landingRead = false
+			if landed > caughtTo {
+				caughtTo = landed
+				continue
+			}
+		}
 		if catching && end {
 			// Read to the end since the settle: what was held for the
 			// restored sessions is in their queues.
+			n.fault.caughtUp()
 			s.settleCatch()
 			s.settleCatch = nil
 			s.silence.caughtUp(s.settledAt)
@@ -1942,6 +1967,74 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 	}
 	return nil
 }
+
+// returnLanding is how long after the first read of this node's held
+// subject's last message, in a catch-up on its return from a silence,
+// the catch-up reads it again (heldLanded). A hold the others made just
+// before they heard this node again may land after that first read: its
+// partition stream had no leader, the node's return having deposed it
+// (returnElection), and such a hold is published again by nats.go twice,
+// 250 ms apart, then by settleHeld after heldRetryWait: it lands within
+// about 750 ms of the stream's answering the first read; doubled for a
+// loaded machine. Left out, it was applied after the catch-up had sent
+// what its publisher sent next, forwarded here once the hold was
+// acknowledged (TestReproPausedNodeHeldOrder with returnElection: q1-50
+// held 53 ms before n1 heard n3 again, landed 0.6 s later, after the
+// first read; TestReproReturnHoldLanding). Every catch-up on return lasts
+// this long at least.
+const returnLanding = 1500 * time.Millisecond
+
+// heldLanded returns heldLast once returnLanding has passed since first.
+func (s *sessions) heldLanded(stream string, first time.Time) (uint64, error) {
+	select {
+	case <-s.n.ctx.Done():
+		return 0, s.n.ctx.Err()
+	case <-time.After(time.Until(first.Add(returnLanding))):
+	}
+	return s.heldLast(stream)
+}
+
+// heldEndAt returns the stream sequence of the last message held for this
+// node in stream that was stored by t (held-end-at-return), looking back
+// from the last one through at most heldEndSteps messages.
+func (s *sessions) heldEndAt(stream string, t time.Time) (uint64, error) {
+	ctx, cancel := context.WithTimeout(s.n.ctx, followAttempt)
+	defer cancel()
+	s.mu.Lock()
+	js := s.js
+	s.mu.Unlock()
+	if js == nil {
+		return 0, errNotReady
+	}
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	subj := s.heldSubject(s.n.cfg.Node)
+	m, err := st.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	for seq, steps := m.Sequence, 0; steps < heldEndSteps; steps++ {
+		if m != nil && m.Subject == subj && !m.Time.After(t) {
+			return m.Sequence, nil
+		}
+		if seq <= 1 {
+			return 0, nil
+		}
+		seq--
+		if m, err = st.GetMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, err
+		}
+	}
+	return 0, fmt.Errorf("held-end-at-return: no message held for this node by %v within %d", t, heldEndSteps)
+}
+
+// heldEndSteps bounds heldEndAt's look back.
+const heldEndSteps = 10000
 
 // heldLast returns the stream sequence of the last message held for this
 // node in stream (its partition stream's leader answers); 0 for none ever.
