@@ -20,16 +20,18 @@ import (
 //     settled them, until this node's own follower read its held subject
 //     to the end, heldPoll or more after the settle (followOwnHeldOnce).
 //
-// Either way at most ForwardTimeout: then sending starts anyway, logged.
+// Either way at most ForwardTimeout (a node back from a silence allows
+// more: returnElection): then sending starts anyway, logged.
 
 // catchUp has id's session, just put in the server or settled (under the
 // gate's write side, so that nothing forwarded reaches it first), catch up
-// (above), and returns what ends the catch-up: done, which also calls
-// then (after the catch-up ended, whether by done or by the bound).
+// (above), for at most bound, and returns what ends the catch-up: done,
+// which also calls then (after the catch-up ended, whether by done or by
+// the bound).
 // unread, if not nil, names the nodes whose held subject was still not
 // read for id, for the log when the bound cuts the catch-up: which
 // follower was slow is what such a log is read for.
-func (n *Node) catchUp(id string, then func(), unread func() []string) (done func()) {
+func (n *Node) catchUp(id string, bound time.Duration, then func(), unread func() []string) (done func()) {
 	end := n.srv.CatchUp(id)
 	if end == nil {
 		return then
@@ -37,15 +39,15 @@ func (n *Node) catchUp(id string, then func(), unread func() []string) (done fun
 	n.catching.Add(1)
 	var once sync.Once
 	start := time.Now()
-	stop := func(bound bool) {
+	stop := func(cut bool) {
 		once.Do(func() {
-			if bound {
+			if cut {
 				var from []string
 				if unread != nil {
 					from = unread()
 				}
 				n.log.Warn("cluster: session sends before what was held for it was read: catching up took too long",
-					"client_id", id, "bound", n.cfg.ForwardTimeout, "unread_from", from)
+					"client_id", id, "bound", bound, "unread_from", from)
 			} else {
 				n.log.Info("cluster: session caught up with what was held for it", "client_id", id,
 					"after", time.Since(start))
@@ -54,7 +56,7 @@ func (n *Node) catchUp(id string, then func(), unread func() []string) (done fun
 			n.catching.Add(-1)
 		})
 	}
-	t := time.AfterFunc(n.cfg.ForwardTimeout, func() { stop(true) })
+	t := time.AfterFunc(bound, func() { stop(true) })
 	return func() {
 		t.Stop()
 		stop(false)
@@ -62,9 +64,9 @@ func (n *Node) catchUp(id string, then func(), unread func() []string) (done fun
 	}
 }
 
-// catchUpAll has each of ids catch up (catchUp) and returns what ends
-// them all; nil for no ids.
-func (n *Node) catchUpAll(ids []string) (done func()) {
+// catchUpAll has each of ids catch up (catchUp) for at most bound and
+// returns what ends them all; nil for no ids.
+func (n *Node) catchUpAll(ids []string, bound time.Duration) (done func()) {
 	if len(ids) == 0 {
 		return nil
 	}
@@ -72,7 +74,7 @@ func (n *Node) catchUpAll(ids []string) (done func()) {
 	own := func() []string { return []string{n.cfg.Node} }
 	dones := make([]func(), 0, len(ids))
 	for _, id := range ids {
-		dones = append(dones, n.catchUp(id, func() {}, own))
+		dones = append(dones, n.catchUp(id, bound, func() {}, own))
 	}
 	return func() {
 		for _, d := range dones {

@@ -322,6 +322,32 @@ import (
 //	                      DURATION (its own held follower waits with it):
 //	                      the others hold for the node meanwhile, as while
 //	                      the announcement is on its way under load
+//	held-leaderless=DURATION@NODE  on NODE, for DURATION from its return
+//	                      from a silence (catchUpOnReturn), every attempt
+//	                      of the follower of its own held subject fails as
+//	                      JetStream answers it while that subject's
+//	                      partition stream elects a leader, the node's
+//	                      return having deposed the old one
+//	                      (TestReproPausedNodeHeldOrder on main: n3's
+//	                      ROOST_SESS_6 without a leader for 5.8 s after
+//	                      its SIGCONT; on session 23's code the meta group
+//	                      for 7.8 s: 503 "JetStream system temporarily
+//	                      unavailable")
+//	hold-paced=PEER@NODE  on NODE, each hold for PEER's sessions
+//	                      (held.go) is published holdPace after it was
+//	                      made; one made before NODE heard PEER again and
+//	                      published after is logged (once)
+//	held-end-at-return=COUNT@NODE  on NODE, the first COUNT catch-ups on
+//	                      its return from a silence take the end of its
+//	                      held subject as it was when NODE found itself
+//	                      back (its last message stored by then), and read
+//	                      it one message a batch until that end, logged:
+//	                      as when a hold another node made just before it
+//	                      heard NODE again landed after the catch-up's
+//	                      first read of that end, the stream's leader
+//	                      having been deposed by NODE's return
+//	                      (TestReproPausedNodeHeldOrder: q1-50, held 53 ms
+//	                      before n1 heard n3 again, landed 0.53 s after)
 //	held-late=DURATION@NODE  on NODE, the follower of its own held
 //	                      subject applies each message only DURATION
 //	                      after it was held, as a loaded node's follower
@@ -576,6 +602,14 @@ type faults struct {
 	moveLingerFor      time.Duration
 	mutedUntil         atomic.Int64 // drop-unannounced: Unix ns
 	heldLate           time.Duration
+	heldLeaderless     time.Duration
+	holdPaced          string
+	rejoinedAt         atomic.Int64 // hold-paced: when NODE last heard PEER join (Unix ns)
+	pacedSaid          atomic.Bool  // hold-paced: logged
+	endsAtReturn       atomic.Int64 // held-end-at-return: catch-ups left
+	returnedAt         atomic.Int64 // held-end-at-return: when NODE last found itself back (Unix ns)
+	oneByOne           atomic.Bool  // held-end-at-return: the catch-up reads one message a batch
+	leaderlessUntil    atomic.Int64 // held-leaderless: until when (Unix ns), set at the return
 	adoptStall         []string
 	moveLate           string
 	finishAsked        []string
@@ -698,7 +732,8 @@ var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-u
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
-	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late", "adopted-slow", "left-unadopted"}
+	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late", "adopted-slow", "left-unadopted",
+	"held-leaderless", "hold-paced", "held-end-at-return"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -874,6 +909,20 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: held-late=%q: want a duration", faultEnv, v)
 			}
 			f.heldLate = d
+		case "held-leaderless":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("%s: held-leaderless=%q: want a duration", faultEnv, v)
+			}
+			f.heldLeaderless = d
+		case "hold-paced":
+			f.holdPaced = v
+		case "held-end-at-return":
+			count, err := strconv.Atoi(v)
+			if err != nil || count < 1 {
+				return nil, fmt.Errorf("%s: held-end-at-return=%q: want a count of at least 1", faultEnv, v)
+			}
+			f.endsAtReturn.Store(int64(count))
 		case "held-pending":
 			f.heldPending = append(f.heldPending, v)
 		case "name-own-always":
@@ -1542,6 +1591,31 @@ func (f *faults) heldReadEmpty(done <-chan struct{}) (empty, first bool) {
 // that takes it for the end gets there within the test's window.
 const heldEmptyPause = 200 * time.Millisecond
 
+// returned starts held-leaderless's window, and notes for
+// held-end-at-return when the node found itself back from a silence.
+func (f *faults) returned(back time.Time) {
+	if f == nil {
+		return
+	}
+	f.returnedAt.Store(back.UnixNano())
+	if f.heldLeaderless != 0 {
+		f.leaderlessUntil.Store(back.Add(f.heldLeaderless).UnixNano())
+	}
+}
+
+// errHeldLeaderless is what held-leaderless fails the follower with: the
+// error JetStream answered it with in the runs the fault stands for.
+var errHeldLeaderless = errors.New("test fault: held-leaderless: JetStream system temporarily unavailable")
+
+// heldLeaderlessErr returns the error held-leaderless fails this attempt
+// of the node's own held follower with; nil outside its window.
+func (f *faults) heldLeaderlessErr() error {
+	if f == nil || f.heldLeaderless == 0 || time.Now().UnixNano() >= f.leaderlessUntil.Load() {
+		return nil
+	}
+	return errHeldLeaderless
+}
+
 // ownHeldLate returns how long after it was held held-late has this
 // node's own follower apply a message; 0 without the fault.
 func (f *faults) ownHeldLate() time.Duration {
@@ -1875,6 +1949,91 @@ type unansweredHold struct {
 func (u *unansweredHold) Ok() <-chan *jetstream.PubAck { return nil } // never
 func (u *unansweredHold) Err() <-chan error            { return u.errs }
 func (u *unansweredHold) Msg() *nats.Msg               { return u.msg }
+
+// holdPace is how long after it was made hold-paced publishes a hold.
+const holdPace = 300 * time.Millisecond
+
+// joined notes that this node heard peer join (again).
+func (f *faults) joined(peer string) {
+	if f != nil && f.holdPaced == peer {
+		f.rejoinedAt.Store(time.Now().UnixNano())
+	}
+}
+
+// pacesHold returns, under hold-paced for node, a future for m that pub
+// publishes holdPace later (logged once for one made before node was
+// heard again); nil otherwise.
+func (f *faults) pacesHold(node string, m *nats.Msg, pub func(*nats.Msg) (jetstream.PubAckFuture, error), log func(string, ...any)) jetstream.PubAckFuture {
+	if f == nil || f.holdPaced == "" || f.holdPaced != node {
+		return nil
+	}
+	h := &pacedHold{msg: m, ok: make(chan *jetstream.PubAck, 1), errs: make(chan error, 1)}
+	made := time.Now()
+	go func() {
+		time.Sleep(holdPace)
+		if time.Unix(0, f.rejoinedAt.Load()).After(made) && f.pacedSaid.CompareAndSwap(false, true) {
+			log("cluster: test fault: a hold made before its node was heard again published after", "peer", node)
+		}
+		pf, err := pub(m)
+		if err != nil {
+			h.errs <- err
+			return
+		}
+		select {
+		case a := <-pf.Ok():
+			h.ok <- a
+		case err := <-pf.Err():
+			h.errs <- err
+		}
+	}()
+	return h
+}
+
+// endAtReturn returns, while held-end-at-return has catch-ups left, when
+// the node found itself back: this catch-up's first read of its held
+// subject's end is to take it as of then.
+// A read that failed (the follower starts again) leaves it to the next.
+func (f *faults) endAtReturn() (time.Time, bool) {
+	if f == nil || f.endsAtReturn.Load() <= 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, f.returnedAt.Load()), true
+}
+
+// endTaken counts a catch-up endAtReturn's read served; until that
+// catch-up ends (caughtUp), its reads bring one message a batch
+// (heldBatch), so that the batch that reaches its end has nothing after it.
+func (f *faults) endTaken() {
+	f.endsAtReturn.Add(-1)
+	f.oneByOne.Store(true)
+}
+
+// heldBatch is how many messages a draining read of the node's held
+// subject asks for: max, or 1 under endTaken.
+func (f *faults) heldBatch(max int) int {
+	if f != nil && f.oneByOne.Load() {
+		return 1
+	}
+	return max
+}
+
+// caughtUp ends endTaken's one message a batch.
+func (f *faults) caughtUp() {
+	if f != nil {
+		f.oneByOne.Store(false)
+	}
+}
+
+// pacedHold is pacesHold's future.
+type pacedHold struct {
+	msg  *nats.Msg
+	ok   chan *jetstream.PubAck
+	errs chan error
+}
+
+func (p *pacedHold) Ok() <-chan *jetstream.PubAck { return p.ok }
+func (p *pacedHold) Err() <-chan error            { return p.errs }
+func (p *pacedHold) Msg() *nats.Msg               { return p.msg }
 
 // goneLateOf returns gone-late's peer; "" for none.
 func (f *faults) goneLateOf() string {

@@ -1307,7 +1307,7 @@ func (n *Node) beginHanded(id string, handed []heldPos) func() {
 	n.watch.watch(id, until)
 	w := newHeldWait(n.own.holdRelease([]string{id}))
 	cw := newHeldWait(nil)
-	cw.done = n.catchUp(id, func() {
+	cw.done = n.catchUp(id, n.cfg.ForwardTimeout, func() {
 		n.sess.uncapMade(id) // the reads are done, what they brought journalled
 		w.finish()
 	}, cw.unreadFrom)

@@ -697,7 +697,10 @@ func (n *Node) holdAs(node string, msg *broker.Message, pub []byte, o broker.Ori
 		if f := n.fault.unanswers(m); f != nil {
 			return f
 		}
-		return n.fault.holdAnsweredLate(m)
+		if f := n.fault.holdAnsweredLate(m); f != nil {
+			return f
+		}
+		return n.fault.pacesHold(node, m, n.publishHeld, n.log.Info)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("held for %s: %w", node, err)
@@ -1711,6 +1714,9 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 	if n.fault.ownHeldUnreached(n.srv.HasSession) {
 		return errors.New("test fault: own-held-unreached")
 	}
+	if err := n.fault.heldLeaderlessErr(); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(n.ctx, followAttempt)
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
 		Durable: name, FilterSubject: s.heldSubject(n.cfg.Node), AckPolicy: jetstream.AckExplicitPolicy,
@@ -1748,6 +1754,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 	// The catch-up after the settle reads up to the subject's last
 	// message as of its first read, for the same reason.
 	var caughtTo uint64
+	var caughtAt time.Time
 	caughtKnown := false
 	// The wait of a fetch ends with the node (fetchWait): bounded by a
 	// fixed wait alone, it held up every node's Close by up to 2 s.
@@ -1770,6 +1777,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 				s.settleCatch = *rc
 			}
 			s.settledAt, caughtKnown = time.Now(), false
+			s.landingRead = true
 		}
 		// Restored sessions settled and catching up: the read that ends
 		// their catch-up begins heldPoll after the settle at the
@@ -1783,10 +1791,19 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 			case <-time.After(heldPoll - time.Since(s.settledAt)):
 			}
 			if !caughtKnown {
-				if caughtTo, err = s.heldLast(stream); err != nil {
+				if err := n.fault.heldLeaderlessErr(); err != nil {
 					return err
 				}
-				caughtKnown = true
+				if back, ok := n.fault.endAtReturn(); ok {
+					if caughtTo, err = s.heldEndAt(stream, back); err != nil {
+						return err
+					}
+					n.fault.endTaken()
+					n.log.Info("cluster: test fault: the catch-up's first read of the held subject's end taken as of the return", "seq", caughtTo)
+				} else if caughtTo, err = s.heldLast(stream); err != nil {
+					return err
+				}
+				caughtKnown, caughtAt = true, time.Now()
 			}
 		}
 		// A full store takes nothing durably: what is held for this
@@ -1810,7 +1827,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 			}
 			batch = emptyBatch{}
 		} else if draining {
-			batch, err = cons.FetchNoWait(fetchMax)
+			batch, err = cons.FetchNoWait(n.fault.heldBatch(fetchMax))
 		} else {
 			batch, fetchDone, err = fetchWaiting(n.ctx, cons)
 		}
@@ -1945,9 +1962,23 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 		if err != nil {
 			return err
 		}
+		if catching && end && s.landingRead {
+			// A return's catch-up reads on to the subject's last message
+			// as of returnLanding after its first such read, once.
+			landed, err := s.heldLanded(stream, caughtAt)
+			if err != nil {
+				return err
+			}
+			s.landingRead = false
+			if landed > caughtTo {
+				caughtTo = landed
+				continue
+			}
+		}
 		if catching && end {
 			// Read to the end since the settle: what was held for the
 			// restored sessions is in their queues.
+			n.fault.caughtUp()
 			s.settleCatch()
 			s.settleCatch = nil
 			s.silence.caughtUp(s.settledAt)
@@ -1959,6 +1990,74 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 	}
 	return nil
 }
+
+// returnLanding is how long after the first read of this node's held
+// subject's last message, in a catch-up on its return from a silence,
+// the catch-up reads it again (heldLanded). A hold the others made just
+// before they heard this node again may land after that first read: its
+// partition stream had no leader, the node's return having deposed it
+// (returnElection), and such a hold is published again by nats.go twice,
+// 250 ms apart, then by settleHeld after heldRetryWait: it lands within
+// about 750 ms of the stream's answering the first read; doubled for a
+// loaded machine. Left out, it was applied after the catch-up had sent
+// what its publisher sent next, forwarded here once the hold was
+// acknowledged (TestReproPausedNodeHeldOrder with returnElection: q1-50
+// held 53 ms before n1 heard n3 again, landed 0.6 s later, after the
+// first read; TestReproReturnHoldLanding). Every catch-up on return lasts
+// this long at least.
+const returnLanding = 1500 * time.Millisecond
+
+// heldLanded returns heldLast once returnLanding has passed since first.
+func (s *sessions) heldLanded(stream string, first time.Time) (uint64, error) {
+	select {
+	case <-s.n.ctx.Done():
+		return 0, s.n.ctx.Err()
+	case <-time.After(time.Until(first.Add(returnLanding))):
+	}
+	return s.heldLast(stream)
+}
+
+// heldEndAt returns the stream sequence of the last message held for this
+// node in stream that was stored by t (held-end-at-return), looking back
+// from the last one through at most heldEndSteps messages.
+func (s *sessions) heldEndAt(stream string, t time.Time) (uint64, error) {
+	ctx, cancel := context.WithTimeout(s.n.ctx, followAttempt)
+	defer cancel()
+	s.mu.Lock()
+	js := s.js
+	s.mu.Unlock()
+	if js == nil {
+		return 0, errNotReady
+	}
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0, err
+	}
+	subj := s.heldSubject(s.n.cfg.Node)
+	m, err := st.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	for seq, steps := m.Sequence, 0; steps < heldEndSteps; steps++ {
+		if m != nil && m.Subject == subj && !m.Time.After(t) {
+			return m.Sequence, nil
+		}
+		if seq <= 1 {
+			return 0, nil
+		}
+		seq--
+		if m, err = st.GetMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return 0, err
+		}
+	}
+	return 0, fmt.Errorf("held-end-at-return: no message held for this node by %v within %d", t, heldEndSteps)
+}
+
+// heldEndSteps bounds heldEndAt's look back.
+const heldEndSteps = 10000
 
 // heldLast returns the stream sequence of the last message held for this
 // node in stream (its partition stream's leader answers); 0 for none ever.
@@ -3087,7 +3186,7 @@ func (s *sessions) onSettled() {
 	// after the settle, and 20 acknowledged messages lost).
 	until := time.Now().Add(s.n.heldWatch())
 	s.n.gate.Lock()
-	s.settleCatch, s.settledAt = s.n.catchUpAll(ids), time.Now()
+	s.settleCatch, s.settledAt = s.n.catchUpAll(ids, s.n.cfg.ForwardTimeout), time.Now()
 	s.endRestoreCatch() // joined by the settle's (broker CatchUp)
 	if s.settleCatch == nil {
 		// No restored session is left here to catch up: nothing of
@@ -3207,6 +3306,25 @@ func (s *sessions) endRestoreCatch() {
 	}
 }
 
+// returnElection is what the catch-up of a node back from a silence
+// (catchUpOnReturn) allows, beyond ForwardTimeout, for the JetStream
+// leaders its return deposed to be elected again. Stopped longer than a
+// Raft election timeout (nats-server raft.go: 4 to 9 s), the node
+// campaigns in its groups as it resumes, before it hears their leaders:
+// its higher term makes a leader step down, and where its log is behind
+// (the others held for it meanwhile, in the partition stream of its held
+// subject; the meta group, which they wrote) it cannot win, so the group
+// has no leader until another member's election timeout, up to 9 s later.
+// Its follower can neither read its held subject nor make its consumer
+// meanwhile, and tries again up to 2 s apart (followBackoff). Cut at
+// ForwardTimeout, the catch-up sent the forwards that came since the
+// return before what was held (TestReproPausedNodeHeldOrder, 3 runs in 20
+// on main: n3's ROOST_SESS_6 without a leader for 5.5 and 5.8 s after its
+// return; on session 23's code the meta group for 7.8 s;
+// TestReproReturnLeaderless). An upper bound: a follower that reads
+// sooner ends the catch-up then.
+const returnElection = 9*time.Second + 2*time.Second
+
 // catchUpOnReturn has the persistent sessions here catch up (catchup.go)
 // as the node comes back from a silence long enough for the others to
 // have dropped it (announceLoop: a pause): they held for it meanwhile,
@@ -3224,9 +3342,10 @@ func (s *sessions) endRestoreCatch() {
 // Not while restored sessions are unsettled: the settle's catch-up
 // covers them. from is the last heartbeat before the silence, back now:
 // until the follower read what was held, this node's ops count as made
-// at from (silence.go).
+// at from (silence.go). Bounded by ForwardTimeout and returnElection.
 func (s *sessions) catchUpOnReturn(from, back time.Time) {
 	s.silence.begin(from, back)
+	s.n.fault.returned(back)
 	if s.gate.unsettledAny() {
 		return
 	}
@@ -3239,7 +3358,7 @@ func (s *sessions) catchUpOnReturn(from, back time.Time) {
 	}
 	until := time.Now().Add(s.n.heldWatch())
 	s.n.gate.Lock()
-	done := s.n.catchUpAll(ids)
+	done := s.n.catchUpAll(ids, s.n.cfg.ForwardTimeout+returnElection)
 	if done != nil && s.n.own != nil {
 		caught, released := done, s.n.own.holdRelease(ids)
 		done = func() {

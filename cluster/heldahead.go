@@ -153,7 +153,7 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 	// w waits for cw too: cw ends the catch-up, then finishes w.
 	w.add()
 	cw := newHeldWait(nil)
-	cw.done = n.catchUp(id, w.finish, cw.unreadFrom)
+	cw.done = n.catchUp(id, n.cfg.ForwardTimeout, w.finish, cw.unreadFrom)
 	defer cw.finish()
 	// Watched from here: a message published here from now on reaches
 	// the session locally (originWatch.first).

@@ -409,6 +409,7 @@ func (n *Node) handleControl(c control) {
 	}
 	if isNew {
 		n.log.Info("cluster node joined", "peer", c.node)
+		n.fault.joined(c.node)
 		if n.own.lostContact.CompareAndSwap(true, false) {
 			n.fault.heardAgain()
 			n.wg.Add(1)

@@ -142,6 +142,10 @@ type sessions struct {
 	// followOwnHeld's goroutine only.
 	settleCatch func()
 	settledAt   time.Time
+	// landingRead: the catch-up under way began with a return from a
+	// silence and reads the held subject's end once more before it ends
+	// (heldLanded). Used by followOwnHeld's goroutine only.
+	landingRead bool
 	// keysGone: per restored session settled here, when its hold keys
 	// went (onSettled); a hold made under them may land in this node's
 	// held subject until keysLanding after (withOwnBehind). Under mu.
