@@ -63,13 +63,13 @@ type pendingReply struct {
 	// settled: made only when a claim waits for the forward (outTo),
 	// closed when it leaves replies.m. Guarded by replies.mu.
 	settled chan struct{}
-	// out: a publish's forward, the publish it is one of, and what it
-	// holds for its node gone before answering: out.targets[target]
-	// (holdOut).
-	// heldPlain: the routing held the message for the node already
-	// (holdForGone).
+	// out: a publish's forward, the publish it is one of. What it holds
+	// for its node gone before answering (holdOut) is out's message for
+	// out.targets[target] (one target per node: a cluster has far fewer
+	// than 65,536), heldPlain if the routing held it for the node
+	// already (holdForGone).
 	out       *publishOut
-	target    uint16 // a request per node: a cluster has fewer
+	target    uint16
 	heldPlain bool
 	qos       packet.QoS
 	// unanswerable (guarded by replies.mu): its node went away first
