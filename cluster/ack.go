@@ -44,6 +44,11 @@ const (
 )
 
 // pendingReply is one forward request waiting for its node's answer.
+// One is made per forward in flight (for a publish, one per node it goes
+// to), so it is kept to 128 bytes, a size class of its own: what a
+// publish's forward would hold for its node gone is its publish's, made
+// once per publish (out), not a copy per forward (bench/jepsen/RESULTS.md
+// "hot25": 288 bytes each with the copy).
 type pendingReply struct {
 	seq      uint64
 	ch       chan ackResult // buffered: the answer
@@ -51,43 +56,43 @@ type pendingReply struct {
 	node     string
 	gone     <-chan struct{}
 	sentAt   time.Time
-	qos      packet.QoS
 	// topic is set for a publish's forward (registerOut): it stays in
 	// replies.m until its outcome is final (settledOut), and a claim
 	// may wait for that (outTo).
 	topic string
-	// The rest is guarded by replies.mu. unanswerable: its node went
-	// away first (await), a late answer no longer counts while it is
-	// held for that node. settled: made only when a claim waits for
-	// the forward (outTo), closed when it leaves replies.m.
-	unanswerable bool
-	settled      chan struct{}
-	// hold: a publish's forward, what it holds for its node gone before
-	// answering (holdOut).
-	hold goneHold
+	// settled: made only when a claim waits for the forward (outTo),
+	// closed when it leaves replies.m. Guarded by replies.mu.
+	settled chan struct{}
+	// out: a publish's forward, the publish it is one of. What it holds
+	// for its node gone before answering (holdOut) is out's message for
+	// out.targets[target] (one target per node: a cluster has far fewer
+	// than 65,536), heldPlain if the routing held it for the node
+	// already (holdForGone).
+	out       *publishOut
+	target    uint16
+	heldPlain bool
+	qos       packet.QoS
+	// unanswerable (guarded by replies.mu): its node went away first
+	// (await), a late answer no longer counts while it is held for that
+	// node. late (replies.mu): registered to a node gone already, in
+	// replies.late. held (Node.holdOutMu): holdOut made its hold,
+	// out.gone[target].
+	unanswerable, late, held bool
 }
 
-// goneHold is what a publish's forward holds for its node if that node
-// goes away before it answered, and how the hold went. The hold is made
-// when the node is dropped, or by the routing of a later message held for
-// the node, whichever comes first (holdOut), in the order the forwards
-// were sent: made in the publisher's wait, one held up behind an earlier
-// message's confirmation landed after the later messages the routing had
-// held for the node, and a session reading them got it after them
-// [MQTT-4.6.0-5] (test/jepsen TestClusterFull seed 221, ps3: pub1#139
-// held 4.7 s after #140-#142; bench/jepsen/RESULTS.md "t221").
+// goneHold is how the hold a publish's forward made for its node gone
+// before it answered went: made when the node is dropped, or by the
+// routing of a later message held for the node, whichever comes first
+// (holdOut), in the order the forwards were sent. Made in the publisher's
+// wait, one held up behind an earlier message's confirmation landed after
+// the later messages the routing had held for the node, and a session
+// reading them got it after them [MQTT-4.6.0-5] (test/jepsen
+// TestClusterFull seed 221, ps3: pub1#139 held 4.7 s after #140-#142;
+// bench/jepsen/RESULTS.md "t221"). fs: its appends (none: nothing there
+// wanted it); err: one failed.
 type goneHold struct {
-	msg    *broker.Message
-	pub    []byte
-	o      broker.Origin
-	groups []string // the share groups the forward asked the node to serve
-	// heldPlain: the routing held msg for the node already (holdForGone).
-	heldPlain bool
-	// Guarded by Node.holdOutMu. done: holdOut made the hold (fs, its
-	// appends, or none: nothing there wanted it), or failed (err).
-	done bool
-	fs   []jetstream.PubAckFuture
-	err  error
+	fs  []jetstream.PubAckFuture
+	err error
 }
 
 // replies matches answers to the forward requests in flight, by sequence,
@@ -105,6 +110,14 @@ type replies struct {
 	seq    atomic.Uint64
 	mu     sync.Mutex
 	m      map[uint64]*pendingReply
+	// late: the publishes' forwards registered to a node already gone
+	// (its plan raced the drop), not held yet. holdOut looks through
+	// all of m once per time a node's routes close (the forwards out
+	// then), and through late for those after: a scan of every forward
+	// in flight per message held for a dropped node cost O(in flight)
+	// under mu, which every forward takes (bench/jepsen/RESULTS.md
+	// "hot25"). Made on first use.
+	late map[uint64]*pendingReply
 }
 
 // outTo returns the forwards out whose node and topic match, and makes
@@ -130,6 +143,10 @@ func (r *replies) drop(pr *pendingReply) {
 		return
 	}
 	delete(r.m, pr.seq)
+	if pr.late {
+		delete(r.late, pr.seq)
+		pr.late = false
+	}
 	if pr.settled != nil {
 		close(pr.settled)
 	}
@@ -149,27 +166,37 @@ func (r *replies) register(deadline time.Time) *pendingReply {
 }
 
 // registerOut makes a sequence for a publish's forward on topic to node
-// about to be sent, with what it holds for node gone (h); settledOut ends
-// it.
-func (r *replies) registerOut(deadline time.Time, node string, gone <-chan struct{}, qos packet.QoS, topic string, h goneHold) *pendingReply {
-	return r.add(&pendingReply{deadline: deadline, node: node, gone: gone, qos: qos, topic: topic, hold: h})
+// about to be sent, its publish's targets[target] (out), the message held
+// for node already or not (heldPlain); settledOut ends it.
+func (r *replies) registerOut(deadline time.Time, node string, gone <-chan struct{}, qos packet.QoS, topic string, out *publishOut, target int, heldPlain bool) *pendingReply {
+	return r.add(&pendingReply{deadline: deadline, node: node, gone: gone, qos: qos, topic: topic,
+		out: out, target: uint16(target), heldPlain: heldPlain})
 }
 
 // goneOut returns, in the order they were sent, the publishes' forwards
 // out to node, gone, that were neither answered nor held for it yet
-// (holdOut; under Node.holdOutMu). An answer coming later no longer
-// counts: they are held.
-func (r *replies) goneOut(node string) []*pendingReply {
+// (holdOut; under Node.holdOutMu): with all, every one in flight; without,
+// only those registered to node gone already (late). An answer coming
+// later no longer counts: they are held.
+func (r *replies) goneOut(node string, all bool) []*pendingReply {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	from := r.late
+	if all {
+		from = r.m
+	}
 	var prs []*pendingReply
-	for _, pr := range r.m {
-		if pr.topic == "" || pr.node != node || pr.hold.done {
+	for _, pr := range from {
+		if pr.topic == "" || pr.node != node || pr.held {
 			continue
 		}
 		select {
 		case <-pr.gone:
 			pr.unanswerable = true
+			if pr.late {
+				delete(r.late, pr.seq)
+				pr.late = false
+			}
 			prs = append(prs, pr)
 		default:
 		}
@@ -182,8 +209,27 @@ func (r *replies) add(pr *pendingReply) *pendingReply {
 	pr.seq, pr.ch, pr.sentAt = r.seq.Add(1), make(chan ackResult, 1), time.Now()
 	r.mu.Lock()
 	r.m[pr.seq] = pr
+	if pr.topic != "" && isGone(pr.gone) {
+		// Under mu: a scan of m made after the close has it, or this
+		// saw the close (goneOut).
+		if r.late == nil {
+			r.late = map[uint64]*pendingReply{}
+		}
+		r.late[pr.seq] = pr
+		pr.late = true
+	}
 	r.mu.Unlock()
 	return pr
+}
+
+// isGone reports whether gone (a node's, goneCh) is closed.
+func isGone(gone <-chan struct{}) bool {
+	select {
+	case <-gone:
+		return true
+	default:
+		return false
+	}
 }
 
 // resolve ends the request seq with res, if it is still waited for. An

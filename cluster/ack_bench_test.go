@@ -20,13 +20,13 @@ func BenchmarkForwardReply(b *testing.B) {
 	deadline := time.Now().Add(time.Hour)
 	gone := make(chan struct{})
 	for range 256 {
-		n.replies.registerOut(deadline, "n2", gone, packet.QoS(1), "t/other", goneHold{})
+		n.replies.registerOut(deadline, "n2", gone, packet.QoS(1), "t/other", nil, 0, false)
 	}
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			pr := n.replies.registerOut(deadline, "n2", gone, packet.QoS(1), "t/1", goneHold{})
+			pr := n.replies.registerOut(deadline, "n2", gone, packet.QoS(1), "t/1", nil, 0, false)
 			n.replies.resolve(pr.seq, ackTaken)
 			if err := n.await(ctx, pr); err != nil {
 				b.Fatal(err)

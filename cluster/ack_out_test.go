@@ -5,7 +5,9 @@ import (
 	"errors"
 	"testing"
 	"time"
+	"unsafe"
 
+	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -16,7 +18,7 @@ func outReplies(t *testing.T) (*Node, *pendingReply, chan struct{}) {
 	n := &Node{}
 	n.replies.m = map[uint64]*pendingReply{}
 	gone := make(chan struct{})
-	pr := n.replies.registerOut(time.Now().Add(time.Minute), "n3", gone, packet.QoS(1), "t/1", goneHold{})
+	pr := n.replies.registerOut(time.Now().Add(time.Minute), "n3", gone, packet.QoS(1), "t/1", nil, 0, false)
 	return n, pr, gone
 }
 
@@ -139,16 +141,19 @@ func TestGoneOutInOrder(t *testing.T) {
 	deadline := time.Now().Add(time.Minute)
 	var out []*pendingReply
 	for range 40 {
-		out = append(out, n.replies.registerOut(deadline, "n3", gone, packet.QoS(1), "t/1", goneHold{}))
+		out = append(out, n.replies.registerOut(deadline, "n3", gone, packet.QoS(1), "t/1", nil, 0, false))
 	}
-	answered := n.replies.registerOut(deadline, "n3", gone, packet.QoS(1), "t/1", goneHold{})
+	answered := n.replies.registerOut(deadline, "n3", gone, packet.QoS(1), "t/1", nil, 0, false)
 	n.replies.resolve(answered.seq, ackTaken)
-	n.replies.registerOut(deadline, "n2", other, packet.QoS(1), "t/1", goneHold{})
-	if prs := n.replies.goneOut("n3"); len(prs) != 0 {
+	n.replies.registerOut(deadline, "n2", other, packet.QoS(1), "t/1", nil, 0, false)
+	if prs := n.replies.goneOut("n3", true); len(prs) != 0 {
 		t.Fatalf("goneOut before n3 went away = %d forwards, want none", len(prs))
 	}
 	close(gone)
-	prs := n.replies.goneOut("n3")
+	if prs := n.replies.goneOut("n3", false); len(prs) != 0 {
+		t.Fatalf("goneOut of those registered to n3 gone = %d forwards, want none: all were out before", len(prs))
+	}
+	prs := n.replies.goneOut("n3", true)
 	if len(prs) != len(out) {
 		t.Fatalf("goneOut = %d forwards, want the %d not answered", len(prs), len(out))
 	}
@@ -160,8 +165,81 @@ func TestGoneOutInOrder(t *testing.T) {
 			t.Fatalf("goneOut[%d]: a late answer would still count", i)
 		}
 	}
-	out[0].hold.done = true
-	if prs := n.replies.goneOut("n3"); len(prs) != len(out)-1 || prs[0] != out[1] {
+	out[0].held = true
+	if prs := n.replies.goneOut("n3", true); len(prs) != len(out)-1 || prs[0] != out[1] {
 		t.Fatalf("goneOut after the first was held = %d forwards, want the %d others", len(prs), len(out)-1)
+	}
+}
+
+// holdOut holds the forwards out to a node whose routes closed, once each
+// (not answered, in the order sent: TestGoneOutInOrder), looking through
+// every forward in flight only once per close: those out before a close
+// the first time after it, those registered to the node gone already
+// (its plan raced the drop) at any time; and again after the node came
+// back and its routes closed a second time. No orphan interest: the holds
+// append nothing (appendGone).
+func TestHoldOutOncePerClose(t *testing.T) {
+	n := &Node{remote: newRemoteInterest()}
+	n.replies.m = map[uint64]*pendingReply{}
+	w := &publishOut{msg: &broker.Message{Topic: "t/1", QoS: 1}, targets: []target{{node: "n3"}}}
+	deadline := time.Now().Add(time.Minute)
+	forward := func() *pendingReply {
+		return n.replies.registerOut(deadline, "n3", n.remote.goneCh("n3"), packet.QoS(1), "t/1", w, 0, false)
+	}
+	n.remote.heartbeat("n3", "i1", 1, time.Now())
+	before := forward()
+	n.remote.forgetUnrouted(map[string]bool{})
+	if before.late {
+		t.Fatal("a forward out before n3's routes closed counted as registered to n3 gone")
+	}
+	after := forward()
+	if !after.late {
+		t.Fatal("a forward registered to n3 gone not in replies.late")
+	}
+	n.holdOut("n3")
+	if !before.held || !after.held {
+		t.Fatalf("held after n3's routes closed: out before %v, registered after %v; want both", before.held, after.held)
+	}
+	if len(n.replies.late) != 0 {
+		t.Fatalf("replies.late = %d once held, want none", len(n.replies.late))
+	}
+	later := forward()
+	n.holdOut("n3")
+	if !later.held {
+		t.Fatal("a forward registered to n3 gone after holdOut's scan not held by the next holdOut")
+	}
+	// n3 back, a forward out to it, its routes closed again.
+	n.remote.heartbeat("n3", "i2", 1, time.Now())
+	again := forward()
+	if again.late {
+		t.Fatal("a forward out to n3 back counted as registered to n3 gone")
+	}
+	n.holdOut("n3") // n3 routed: nothing held
+	if again.held {
+		t.Fatal("a forward out to n3 held while its routes were open")
+	}
+	n.remote.forgetUnrouted(map[string]bool{})
+	n.holdOut("n3")
+	if !again.held {
+		t.Fatal("a forward out to n3 before its second close not held: holdOut looked through only those registered after a close")
+	}
+	for _, pr := range []*pendingReply{before, after, later, again} {
+		n.replies.settledOut(pr)
+	}
+	if len(n.replies.m) != 0 || len(n.replies.late) != 0 {
+		t.Fatalf("registered %d, late %d after the ends, want none", len(n.replies.m), len(n.replies.late))
+	}
+}
+
+// A request per forward in flight and a publishOut per publish: each kept
+// within its size class (128 and 256 bytes), the budget
+// BenchmarkForwardPublish measures (bench/jepsen/RESULTS.md "hot25": a
+// hold's copy in every request made it 288).
+func TestForwardSizes(t *testing.T) {
+	if s := unsafe.Sizeof(pendingReply{}); s > 128 {
+		t.Errorf("pendingReply is %d bytes, want at most 128", s)
+	}
+	if s := unsafe.Sizeof(publishOut{}); s > 256 {
+		t.Errorf("publishOut is %d bytes, want at most 256", s)
 	}
 }

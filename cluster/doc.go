@@ -135,7 +135,9 @@
 // originWatch.mu are also taken inside the broker's subscription tree
 // lock (through RemoteMessage.Pick), so nothing is taken under them.
 // sessions.mu (Append, under broker session locks) before
-// persistentFilters.mu, then localInterest.mu.
+// persistentFilters.mu, then localInterest.mu. Node.holdOutMu (holdOut)
+// before remoteInterest.mu, replies.mu and the locks a hold's append takes
+// (orphanInterest.mu, sessions.mu); replies.mu is a leaf.
 // localInterest.mu is a leaf too; plan takes it after the tree's
 // Match has returned, never inside its callback. Nothing that holds the
 // gate's write side publishes (broker.Server.Adopt publishes due wills

@@ -1386,7 +1386,13 @@ var errFaultUnconfirmed = errors.New("cluster: test fault: not confirmed (unconf
 // waitsLate reports whether the confirmation of a forwarded publish of
 // payload to topic is wait-late's (the first with its payload).
 func (f *faults) waitsLate(payload []byte, topic string) bool {
-	return f != nil && f.waitLate != "" && f.waitLate == string(payload) && f.waitLateTopic.CompareAndSwap(nil, &topic)
+	if f == nil || f.waitLate == "" || f.waitLate != string(payload) {
+		return false
+	}
+	// A copy taken here: &topic made every publish's topic escape, an
+	// allocation per publish with no fault set.
+	t := topic
+	return f.waitLateTopic.CompareAndSwap(nil, &t)
 }
 
 // forwardedTo notes a publish to topic forwarded to another node: one

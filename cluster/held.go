@@ -779,18 +779,41 @@ func (n *Node) appendGone(node string, msg *broker.Message, pub []byte, o broker
 }
 
 // holdOut holds for node, gone, each publish's forward out to it that it
-// neither answered nor had held yet (goneHold), in the order they were
-// sent: called when node is dropped, and by a routing about to hold a
-// later message for node, so that nothing it holds lands before them.
-// The appends are not waited for here (settleGone).
+// neither answered nor had held yet, in the order they were sent: called
+// when node is dropped, and by a routing about to hold a later message for
+// node, so that nothing it holds lands before them. The appends are not
+// waited for here (settleGone).
+//
+// It looks through every forward in flight only the first time after
+// node's routes closed (the forwards out to it then are gone at once);
+// after that only through those registered to node gone already (replies'
+// late), so a message held while node is away costs its routing no scan
+// of the forwards to the other nodes.
 func (n *Node) holdOut(node string) {
 	n.holdOutMu.Lock()
 	defer n.holdOutMu.Unlock()
-	for _, pr := range n.replies.goneOut(node) {
-		h := &pr.hold
-		h.fs, h.err = n.appendGone(node, h.msg, h.pub, h.o, h.groups, h.heldPlain)
-		h.done = true
+	closes := n.remote.routeClosesOf(node)
+	all := closes != n.heldOutAt[node]
+	for _, pr := range n.replies.goneOut(node, all) {
+		n.holdGone(pr)
 	}
+	if all {
+		if n.heldOutAt == nil {
+			n.heldOutAt = map[string]uint64{}
+		}
+		n.heldOutAt[node] = closes
+	}
+}
+
+// holdGone makes pr's hold for its node gone (holdOut, under holdOutMu).
+func (n *Node) holdGone(pr *pendingReply) {
+	w := pr.out
+	if w.gone == nil {
+		w.gone = make([]goneHold, len(w.targets))
+	}
+	h := &w.gone[pr.target]
+	h.fs, h.err = n.appendGone(pr.node, w.msg, w.pub, w.o, w.targets[pr.target].groups, pr.heldPlain)
+	pr.held = true
 }
 
 // settleGone decides pr, a publish's forward whose node went away before
@@ -799,11 +822,16 @@ func (n *Node) holdOut(node string) {
 // longer waited for (swept past its deadline) is held now.
 func (n *Node) settleGone(ctx context.Context, pr *pendingReply) error {
 	n.holdOut(pr.node)
+	w := pr.out
 	n.holdOutMu.Lock()
-	h := pr.hold
+	held := pr.held
+	var h goneHold
+	if held {
+		h = w.gone[pr.target]
+	}
 	n.holdOutMu.Unlock()
-	if !h.done {
-		return n.holdForGone(ctx, pr.node, h.msg, h.pub, h.o, h.groups, h.heldPlain)
+	if !held {
+		return n.holdForGone(ctx, pr.node, w.msg, w.pub, w.o, w.targets[pr.target].groups, pr.heldPlain)
 	}
 	return errors.Join(h.err, n.settleHolds(ctx, pr.node, h.fs))
 }

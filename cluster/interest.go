@@ -283,6 +283,10 @@ type remoteInterest struct {
 	// kept: the sessions each node announced kept keys of (keep.go,
 	// keptKey).
 	kept keptNodes
+	// routeCloses: per node, how many times it was forgotten with its
+	// routes closed (its gone channel closed): holdOut looks through
+	// the forwards in flight once per close.
+	routeCloses map[string]uint64
 }
 
 // nodeGroups is, per node, a set of share groups ({filter, group}),
@@ -537,8 +541,20 @@ func (r *remoteInterest) forget(p *peer, routeClosed bool) {
 	r.kept.drop(p.name)
 	delete(r.peers, p.name)
 	if routeClosed {
+		if r.routeCloses == nil {
+			r.routeCloses = map[string]uint64{}
+		}
+		r.routeCloses[p.name]++ // with the close, under mu: holdOut
 		close(p.gone)
 	}
+}
+
+// routeClosesOf returns how many times node was forgotten with its routes
+// closed (forget).
+func (r *remoteInterest) routeClosesOf(node string) uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.routeCloses[node]
 }
 
 // forgetUnrouted forgets the nodes that have no route to this node any

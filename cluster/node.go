@@ -71,6 +71,9 @@ type Node struct {
 	// holdOutMu orders the holds of forwards out to a dropped node
 	// (holdOut) before the holds a routing makes for it after.
 	holdOutMu sync.Mutex
+	// heldOutAt: per node, its routeClosesOf when holdOut last looked
+	// through every forward in flight for it. Guarded by holdOutMu.
+	heldOutAt map[string]uint64
 	// catch says whether the other nodes' interest is known yet
 	// (interest_catchup.go).
 	catch catchUp
@@ -633,9 +636,9 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 			return heldWait(ctx)
 		}
 	}
-	pub, err := encodePublish(msg)
-	if err != nil {
-		err = fmt.Errorf("cluster: encoding %q: %w", msg.Topic, err)
+	pub, perr := encodePublish(msg)
+	if perr != nil {
+		err := fmt.Errorf("cluster: encoding %q: %w", msg.Topic, perr)
 		n.log.Error("cluster: message not forwarded", "err", err)
 		return 0, func() error { return err }
 	}
@@ -643,28 +646,25 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 		n.forwardQoS0(targets, msg, pub)
 		return len(targets) + held, nil
 	}
-	deadline := time.Now().Add(n.cfg.ForwardTimeout)
-	reqs := make([]*pendingReply, 0, len(targets))
-	var errs []error
-	for _, t := range targets {
+	w := &publishOut{n: n, msg: msg, pub: pub, o: o, targets: targets,
+		deadline: time.Now().Add(n.cfg.ForwardTimeout), heldWait: heldWait}
+	w.reqs = make([]*pendingReply, 0, len(targets))
+	for i, t := range targets {
 		// Out until held if t.node goes away first (awaitOut).
-		held := slices.ContainsFunc(orphans, func(om orphanMatch) bool { return om.node == t.node && om.plain })
-		pr := n.replies.registerOut(deadline, t.node, n.remote.goneCh(t.node), msg.QoS, msg.Topic,
-			goneHold{msg: msg, pub: pub, o: o, groups: t.groups, heldPlain: held})
+		heldPlain := slices.ContainsFunc(orphans, func(om orphanMatch) bool { return om.node == t.node && om.plain })
+		pr := n.replies.registerOut(w.deadline, t.node, n.remote.goneCh(t.node), msg.QoS, msg.Topic, w, i, heldPlain)
 		n.senderFor(t.node).addID(pr.seq, msg.ID, encodeForwardOrigin(msg, t.groups, pub, o))
 		n.counters.sent[msg.QoS].Add(1)
-		reqs = append(reqs, pr)
+		w.reqs = append(w.reqs, pr)
 	}
 	// Held for the persistent sessions of dropped nodes (held.go).
-	var helds []jetstream.PubAckFuture
-	var heldFor []string
 	if len(kept) > 0 {
 		fs, err := n.keep(originKey{n.cfg.Node, n.inc, msg.ID}, o, encodeForwardOrigin(msg, nil, pub, o), kept)
 		if err != nil {
-			errs = append(errs, err)
+			w.errs = append(w.errs, err)
 		}
 		for _, f := range fs {
-			helds, heldFor = append(helds, f), append(heldFor, n.cfg.Node)
+			w.holds = append(w.holds, heldAppend{f, n.cfg.Node})
 		}
 	}
 	for _, om := range orphans {
@@ -672,63 +672,100 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 		n.holdOut(om.node) // the earlier forwards out to it first
 		fs, err := n.hold(om.node, msg, pub, o, om.groups, !om.plain)
 		if err != nil {
-			errs = append(errs, err)
+			w.errs = append(w.errs, err)
 		}
 		for _, f := range fs {
-			helds, heldFor = append(helds, f), append(heldFor, om.node)
+			w.holds = append(w.holds, heldAppend{f, om.node})
 		}
 	}
-	unconfirmed := n.fault.unconfirms(msg.Topic)
-	var late bool
-	if len(reqs) > 0 {
+	w.unconfirmed = n.fault.unconfirms(msg.Topic)
+	if len(w.reqs) > 0 {
 		n.fault.forwardedTo(msg.Topic) // before its own publish can be wait-late's
-		late = n.fault.waitsLate(msg.Payload, msg.Topic)
+		w.late = n.fault.waitsLate(msg.Payload, msg.Topic)
 	}
-	var ret jetstream.PubAckFuture
 	if msg.Retain {
-		if ret, err = n.ret.appendAsync(msg, pub, true); err != nil {
+		var err error
+		if w.ret, err = n.ret.appendAsync(msg, pub, true); err != nil {
+			w.errs = append(w.errs, fmt.Errorf("retained stream: %w", err))
+		}
+	}
+	return len(targets) + held + len(orphans), w.wait
+}
+
+// publishOut is a QoS 1/2 publish's forwards, holds and appends, from
+// Forward to its publisher's wait. Its forwards' requests point to it
+// (pendingReply.out): what one holds for its node gone before answering
+// (holdOut) is the publish's message and its target's groups, kept once
+// per publish here rather than copied into each request. 256 bytes, a
+// size class.
+type publishOut struct {
+	n        *Node
+	msg      *broker.Message
+	pub      []byte
+	o        broker.Origin
+	targets  []target
+	deadline time.Time
+	reqs     []*pendingReply // per target
+	holds    []heldAppend
+	heldWait func(context.Context) error
+	ret      jetstream.PubAckFuture
+	errs     []error
+	// unconfirmed, late: test faults (unconfirmed, wait-late).
+	unconfirmed, late bool
+	// gone: per target, the hold holdOut made for its node gone (made
+	// with the first; guarded by Node.holdOutMu).
+	gone []goneHold
+}
+
+// heldAppend is a hold's or kept copy's append for node, waited for by
+// its publisher (settleHeld).
+type heldAppend struct {
+	f    jetstream.PubAckFuture
+	node string
+}
+
+// wait is the publisher's wait (Forward's): the forwards' answers, then
+// the holds and appends.
+func (w *publishOut) wait() error {
+	n := w.n
+	if w.late {
+		n.log.Info("cluster: test fault: a publish's confirmation begins once a later one to its topic was forwarded", "topic", w.msg.Topic)
+		if !n.fault.awaitForwardedLater(w.deadline.Add(-time.Second)) {
+			n.log.Info("cluster: test fault: wait-late's bound passed", "topic", w.msg.Topic)
+		}
+	}
+	ctx, cancel := context.WithDeadline(n.ctx, w.deadline)
+	defer cancel()
+	errs := w.errs
+	for _, pr := range w.reqs {
+		err := n.await(ctx, pr)
+		if errors.Is(err, errGone) {
+			err = n.settleGone(ctx, pr)
+		}
+		n.replies.settledOut(pr)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, h := range w.holds {
+		if err := n.settleHeld(ctx, h.node, h.f); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if w.heldWait != nil {
+		if err := w.heldWait(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if w.ret != nil {
+		if err := n.ret.settle(ctx, w.ret); err != nil {
 			errs = append(errs, fmt.Errorf("retained stream: %w", err))
 		}
 	}
-	return len(targets) + held + len(orphans), func() error {
-		if late {
-			n.log.Info("cluster: test fault: a publish's confirmation begins once a later one to its topic was forwarded", "topic", msg.Topic)
-			if !n.fault.awaitForwardedLater(deadline.Add(-time.Second)) {
-				n.log.Info("cluster: test fault: wait-late's bound passed", "topic", msg.Topic)
-			}
-		}
-		ctx, cancel := context.WithDeadline(n.ctx, deadline)
-		defer cancel()
-		for _, pr := range reqs {
-			err := n.await(ctx, pr)
-			if errors.Is(err, errGone) {
-				err = n.settleGone(ctx, pr)
-			}
-			n.replies.settledOut(pr)
-			if err != nil {
-				errs = append(errs, err)
-			}
-		}
-		for i, f := range helds {
-			if err := n.settleHeld(ctx, heldFor[i], f); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if heldWait != nil {
-			if err := heldWait(ctx); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if ret != nil {
-			if err := n.ret.settle(ctx, ret); err != nil {
-				errs = append(errs, fmt.Errorf("retained stream: %w", err))
-			}
-		}
-		if unconfirmed {
-			errs = append(errs, errFaultUnconfirmed)
-		}
-		return errors.Join(errs...)
+	if w.unconfirmed {
+		errs = append(errs, errFaultUnconfirmed)
 	}
+	return errors.Join(errs...)
 }
 
 // originHash spreads Origins over share groups' nodes (plan).
