@@ -124,7 +124,7 @@ func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
 				o := d.Msg.Origin()
 				n.log.Info("cluster: a queued share group copy dropped at its adoption: the group was claimed for another member",
 					"client_id", rec.ClientID, "publisher", o.ClientID, "packet_id", o.PacketID, "topic", d.Msg.Topic,
-					"sent_as", d.PacketID)
+					"sent_packet_id", d.PacketID)
 			}
 		}
 		if err != nil {
@@ -166,7 +166,10 @@ func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
 // pub2#246 packet 10: PUBREC, no delivery; TestReproDroppedCopyPacketID).
 // Released, the adoption sends PUBREL for it [MQTT-4.4.0-1], which ends
 // the client's state for the id whether or not the PUBLISH reached it,
-// and the id stays taken until PUBCOMP; the message is not sent again.
+// and the id stays taken until PUBCOMP; the message is not sent again. A
+// client that delivers onward at PUBREL instead (MQTT 3.1.1's method A)
+// delivers its stored copy then: at worst the group's second copy, which
+// the drop could not prevent once the PUBLISH had left, never a loss.
 func releaseDropped(d broker.StoredDelivery) broker.StoredDelivery {
 	d.Released = true
 	return d
