@@ -519,11 +519,11 @@ func (mv *liveMoves) local(msg *broker.Message) (int, func(context.Context) erro
 	// claim made before for another member (the first routing's) was
 	// passed over and the group got the message twice (test/jepsen
 	// TestClusterFull short faults, seeds 425 and 427: pub0#23 given to
-	// g1m0 on n3, claimed for it, n3 cut off; the resend on n1, held for
-	// g1m1 moving in from n3 and given to it at the adoption 63 ms later,
-	// then "claimed before"; TestReproResendHeldMoveIn). Not confirmed,
-	// the publisher sends it again, and by then the member is in the
-	// server and the claim decides.
+	// g1m0 on n3 and claimed for it; its resend on n1 ten seconds later,
+	// held for g1m1 moving in from n3 and given to it at the adoption
+	// 63 ms after, then "claimed before"; TestReproResendHeldMoveIn).
+	// Not confirmed, the publisher sends it again, and by then the
+	// member is in the server and the claim decides.
 	resend := msg.QoS == 2 && msg.Resent()
 	var unclaimed bool
 	for _, mi := range mv.in {
