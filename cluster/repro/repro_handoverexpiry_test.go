@@ -47,6 +47,7 @@ func TestReproHandoverExpiryClaimedAgain(t *testing.T) {
 		}
 		return nil
 	})
+	t.Logf("path: n1's copy ended %d, left to its claim %d", harness.CountLog(n1, ended), harness.CountLog(n1, left))
 	time.Sleep(2 * time.Second) // the end's op, if any, lands before the next claim reads
 
 	var c *harness.Client
