@@ -55,6 +55,18 @@ type handovers struct {
 	// expired, if set, is called before a handover's done for want of a
 	// confirmation: the session ends here after all.
 	expired func(id string)
+	// claimedAgain, if set, reports whether this node claimed id after
+	// the claim at epoch that a handover went to: the expiring handover
+	// then leaves the copy to that newer claim (owners.newerHere), as a
+	// fence's end does. Ended, the copy's OpSessionDel was appended under
+	// the newer claim's epoch, not as a disowned copy's, and went to the
+	// stream as the session's newest op: the next claimer read an ended
+	// session, Session Present 0 and every queued message lost (test/jepsen
+	// TestClusterFull short faults, seeds 438 and 461: n2 handed ps0 over
+	// to n1's claim at epoch 2, claimed it back at epoch 3 while n1's
+	// adoption never came, and the handover's end at 04.645 wrote
+	// "SessDel e3"; TestReproHandoverExpiryClaimedAgain).
+	claimedAgain func(id string, epoch uint64) bool
 }
 
 type handoverKey struct {
@@ -82,6 +94,9 @@ func (h *handovers) add(id string, epoch uint64, replicated bool, done func(bool
 	h.m[k] = p
 	p.timer = time.AfterFunc(confirmTimeout, func() {
 		if h.take(k) == p {
+			if h.claimedAgain != nil && h.claimedAgain(k.id, k.epoch) {
+				return
+			}
 			if h.expired != nil {
 				h.expired(k.id)
 			}

@@ -146,6 +146,14 @@ func Start(cfg Config, maxPacket uint32, log *slog.Logger) (*Node, error) {
 	// handover after all: as a fenced one, its filters are held for this
 	// node while its next claimer reads it (fenceHold).
 	n.own.pending.expired = func(id string) { n.sess.fenceHold(id) }
+	n.own.pending.claimedAgain = func(id string, epoch uint64) bool {
+		if !n.own.newerHere(id, epoch) {
+			return false
+		}
+		n.log.Info("cluster: a handover unconfirmed by its claim, the id claimed here again since: the copy left to that claim",
+			"client_id", id, "epoch", epoch)
+		return true
+	}
 	n.ret = &retained{n: n}
 	n.mv = newLiveMoves(n)
 	n.replies.prefix = ackSubject + "." + cfg.Node

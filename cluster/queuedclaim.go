@@ -26,7 +26,7 @@ func servedClaim(member string) string { return "\x00" + member }
 // released, for id (servedClaim). A
 // delivery whose group was claimed before for another member, or by a
 // resend's routing (ClaimGroup), is taken out of rec: the group's copy is
-// that claim's.
+// that claim's. One that was sent is kept as released (releaseDropped).
 //
 // Why: a first routing's claim is made only once the member's copy is
 // durable on the routing node (claimServed), and not at all when it is
@@ -123,7 +123,8 @@ func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
 				d := rec.Queue[c.i]
 				o := d.Msg.Origin()
 				n.log.Info("cluster: a queued share group copy dropped at its adoption: the group was claimed for another member",
-					"client_id", rec.ClientID, "publisher", o.ClientID, "packet_id", o.PacketID, "topic", d.Msg.Topic)
+					"client_id", rec.ClientID, "publisher", o.ClientID, "packet_id", o.PacketID, "topic", d.Msg.Topic,
+					"sent_packet_id", d.PacketID)
 			}
 		}
 		if err != nil {
@@ -141,12 +142,37 @@ func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
 	}
 	kept := rec.Queue[:0:0]
 	for i, d := range rec.Queue {
-		if !drop[i] {
+		switch {
+		case !drop[i]:
 			kept = append(kept, d)
+		case d.PacketID != 0:
+			kept = append(kept, releaseDropped(d))
 		}
 	}
 	rec.Queue = kept
 	return len(drop)
+}
+
+// releaseDropped is d, a dropped delivery that was sent (it has a packet
+// id), as one whose PUBREC came: the client may hold its packet id as
+// received, awaiting PUBREL, and takes a later PUBLISH with that id for
+// this one sent again, acknowledged and not delivered [MQTT-4.3.3-10].
+// Taken out of the queue, the id was free here: the adoption numbered
+// the ids on from the highest left, and the session's next QoS 2 message
+// got the dropped one's and was lost (test/jepsen TestClusterFull short
+// faults, seed 407: pub0#242 sent to g0m1 on n3 as packet 10 and
+// acknowledged with PUBREC 30 ms before n3's kill; g0m1's adoption on n2
+// dropped it, the group claimed for g0m0 by the resend, and gave
+// pub2#246 packet 10: PUBREC, no delivery; TestReproDroppedCopyPacketID).
+// Released, the adoption sends PUBREL for it [MQTT-4.4.0-1], which ends
+// the client's state for the id whether or not the PUBLISH reached it,
+// and the id stays taken until PUBCOMP; the message is not sent again. A
+// client that delivers onward at PUBREL instead (MQTT 3.1.1's method A)
+// delivers its stored copy then: at worst the group's second copy, which
+// the drop could not prevent once the PUBLISH had left, never a loss.
+func releaseDropped(d broker.StoredDelivery) broker.StoredDelivery {
+	d.Released = true
+	return d
 }
 
 // queuedGroup returns the one share group ("group\x00filter") of groups
