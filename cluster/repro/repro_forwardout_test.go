@@ -12,6 +12,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
+	"github.com/roost-mqtt/roost/internal/clustertest"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -186,4 +187,48 @@ func rawAcked(t *testing.T, nd *harness.Node, id string) (*mqtttest.Client, <-ch
 		}
 	}()
 	return pub, acks
+}
+
+// rawOrder is what a raw publisher sent, QoS 1 q1-000001, q1-000002, ...
+// on topic, and what its subscriber got of them (seen) and in which order
+// of first arrivals (order), for the tests of held copies' order.
+type rawOrder struct {
+	pub   *mqtttest.Client
+	topic string
+	sent  []string
+	seen  map[string]int
+	order []string
+}
+
+func newRawOrder(pub *mqtttest.Client, topic string) *rawOrder {
+	return &rawOrder{pub: pub, topic: topic, seen: map[string]int{}}
+}
+
+// send publishes the next message, its packet id its number.
+func (r *rawOrder) send() {
+	p := fmt.Sprintf("q1-%06d", len(r.sent)+1)
+	r.sent = append(r.sent, p)
+	r.pub.Send(&packet.Publish{QoS: 1, Topic: r.topic, PacketID: uint16(len(r.sent)), Payload: []byte(p)})
+}
+
+// take notes a message the subscriber got (probes skipped).
+func (r *rawOrder) take(m *paho.Publish) {
+	p := string(m.Payload)
+	if p == clustertest.Probe {
+		return // PersistentPair's AwaitInterest
+	}
+	if r.seen[p]++; r.seen[p] == 1 {
+		r.order = append(r.order, p)
+	}
+}
+
+// missing is what was sent and never got.
+func (r *rawOrder) missing() []string {
+	var m []string
+	for _, p := range r.sent {
+		if r.seen[p] == 0 {
+			m = append(m, p)
+		}
+	}
+	return m
 }

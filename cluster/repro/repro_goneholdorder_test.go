@@ -12,7 +12,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
-	"github.com/roost-mqtt/roost/packet"
 )
 
 // TestReproGoneHoldOrder: a forward out to a node that dies before it
@@ -56,33 +55,17 @@ func TestReproGoneHoldOrder(t *testing.T) {
 	pp.Disconnect(&paho.Disconnect{})
 
 	pub, acks := rawAcked(t, n1, prefix+"-raw")
-	var (
-		sent  []string
-		seen  = map[string]int{}
-		order []string // first arrivals
-	)
-	take := func(m *paho.Publish) {
-		p := string(m.Payload)
-		if p == "probe" {
-			return // PersistentPair's AwaitInterest
-		}
-		if seen[p]++; seen[p] == 1 {
-			order = append(order, p)
-		}
-	}
-	send := func() {
-		p := fmt.Sprintf("q1-%06d", len(sent)+1)
-		sent = append(sent, p)
-		pub.Send(&packet.Publish{QoS: 1, Topic: prefix + "/q1", PacketID: uint16(len(sent)), Payload: []byte(p)})
-	}
+	ro := newRawOrder(pub, prefix+"/q1")
+	take := ro.take
+	send := ro.send
 	for range 5 {
 		send()
 		time.Sleep(20 * time.Millisecond) // a paced publisher, as the checker's
 	}
 	harness.Eventually(t, 10*time.Second, func() error {
 		harness.DrainInbox(sv, take)
-		if len(order) < 5 {
-			return fmt.Errorf("%s got %v of the first 5", id, order)
+		if len(ro.order) < 5 {
+			return fmt.Errorf("%s got %v of the first 5", id, ro.order)
 		}
 		return nil
 	})
@@ -106,8 +89,8 @@ func TestReproGoneHoldOrder(t *testing.T) {
 	sub := harness.Resume(t, res, id, expiry, 60*time.Second)
 	harness.Eventually(t, 30*time.Second, func() error {
 		harness.DrainInbox(sub, take)
-		if seen[sent[len(sent)-1]] == 0 {
-			return fmt.Errorf("%s got %v", id, order)
+		if ro.seen[ro.sent[len(ro.sent)-1]] == 0 {
+			return fmt.Errorf("%s got %v", id, ro.order)
 		}
 		return nil
 	})
@@ -119,37 +102,28 @@ func TestReproGoneHoldOrder(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	acked := map[string]bool{}
-	for bound := time.After(60 * time.Second); len(acked) < len(sent); {
+	for bound := time.After(60 * time.Second); len(acked) < len(ro.sent); {
 		select {
 		case pid, ok := <-acks:
 			if !ok {
-				t.Fatalf("the publisher's connection to n1 closed; %d of %d acknowledged; n1:\n%s", len(acked), len(sent),
+				t.Fatalf("the publisher's connection to n1 closed; %d of %d acknowledged; n1:\n%s", len(acked), len(ro.sent),
 					harness.GrepLog(n1, "gh-raw", "peer="+vic.Name, "test fault"))
 			}
-			acked[sent[pid-1]] = true
+			acked[ro.sent[pid-1]] = true
 		case <-bound:
-			t.Fatalf("%d of %d acknowledged within 60 s; n1:\n%s", len(acked), len(sent), harness.GrepLog(n1, "gh-raw", "peer="+vic.Name, "test fault"))
+			t.Fatalf("%d of %d acknowledged within 60 s; n1:\n%s", len(acked), len(ro.sent), harness.GrepLog(n1, "gh-raw", "peer="+vic.Name, "test fault"))
 		}
 	}
-	missing := func() []string {
-		var m []string
-		for _, p := range sent {
-			if seen[p] == 0 {
-				m = append(m, p)
-			}
-		}
-		return m
-	}
-	for bound := time.After(30 * time.Second); len(missing()) > 0; {
+	for bound := time.After(30 * time.Second); len(ro.missing()) > 0; {
 		select {
 		case m := <-sub.In:
 			take(m)
 		case <-bound:
-			t.Fatalf("%d acknowledged messages lost: %v; %s:\n%s", len(missing()), missing(), res.Name, harness.GrepLog(res, "client_id="+id))
+			t.Fatalf("%d acknowledged messages lost: %v; %s:\n%s", len(ro.missing()), ro.missing(), res.Name, harness.GrepLog(res, "client_id="+id))
 		}
 	}
-	t.Logf("%d sent and acknowledged; %s got %d (first arrivals: %v)", len(sent), id, len(order), order[:min(len(order), 12)])
-	if late := outOfOrder(order); len(late) > 0 {
+	t.Logf("%d sent and acknowledged; %s got %d (first arrivals: %v)", len(ro.sent), id, len(ro.order), ro.order[:min(len(ro.order), 12)])
+	if late := outOfOrder(ro.order); len(late) > 0 {
 		t.Errorf("%d messages came after newer ones of their publisher: %v\nn1:\n%s\n%s:\n%s", len(late), late,
 			harness.GrepLog(n1, "peer="+vic.Name, "test fault"), res.Name, harness.GrepLog(res, "client_id="+id))
 	}

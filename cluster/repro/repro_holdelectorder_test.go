@@ -11,7 +11,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
-	"github.com/roost-mqtt/roost/packet"
 )
 
 // TestReproHoldElectionOrder: the holds a node makes for a dead node's
@@ -55,24 +54,10 @@ func TestReproHoldElectionOrder(t *testing.T) {
 	pp.Disconnect(&paho.Disconnect{})
 
 	pub, acks := rawAcked(t, n1, prefix+"-raw")
-	var (
-		sent  []string
-		seen  = map[string]int{}
-		order []string // first arrivals
-	)
-	take := func(m *paho.Publish) {
-		p := string(m.Payload)
-		if p == "probe" {
-			return // PersistentPair's AwaitInterest
-		}
-		if seen[p]++; seen[p] == 1 {
-			order = append(order, p)
-		}
-	}
+	ro := newRawOrder(pub, prefix+"/q1")
+	take := ro.take
 	send := func() {
-		p := fmt.Sprintf("q1-%06d", len(sent)+1)
-		sent = append(sent, p)
-		pub.Send(&packet.Publish{QoS: 1, Topic: prefix + "/q1", PacketID: uint16(len(sent)), Payload: []byte(p)})
+		ro.send()
 		time.Sleep(100 * time.Millisecond) // a paced publisher, as the checker's
 	}
 	for range 5 {
@@ -80,8 +65,8 @@ func TestReproHoldElectionOrder(t *testing.T) {
 	}
 	harness.Eventually(t, 10*time.Second, func() error {
 		harness.DrainInbox(sv, take)
-		if len(order) < 5 {
-			return fmt.Errorf("%s got %v of the first 5", id, order)
+		if len(ro.order) < 5 {
+			return fmt.Errorf("%s got %v of the first 5", id, ro.order)
 		}
 		return nil
 	})
@@ -96,10 +81,10 @@ func TestReproHoldElectionOrder(t *testing.T) {
 			t.Fatalf("n1 did not drop %s, or %s did not elect a leader, within 60 s of the kill; n1:\n%s", vic.Name, held, harness.GrepLog(n1, "peer="+vic.Name))
 		}
 		send()
-		if dropped.IsZero() && len(sent)%4 == 0 && harness.CountLog(n1, gone) > 0 {
+		if dropped.IsZero() && len(ro.sent)%4 == 0 && harness.CountLog(n1, gone) > 0 {
 			dropped = time.Now()
 		}
-		if !dropped.IsZero() && elected.IsZero() && len(sent)%4 == 0 && streamLeaderOf(t, tc, held) != vi {
+		if !dropped.IsZero() && elected.IsZero() && len(ro.sent)%4 == 0 && streamLeaderOf(t, tc, held) != vi {
 			elected = time.Now()
 		}
 	}
@@ -108,41 +93,32 @@ func TestReproHoldElectionOrder(t *testing.T) {
 	awaitLeadersBut(t, tc, vi)
 	sub := harness.Resume(t, res, id, expiry, 60*time.Second)
 	acked := map[string]bool{}
-	for bound := time.After(60 * time.Second); len(acked) < len(sent); {
+	for bound := time.After(60 * time.Second); len(acked) < len(ro.sent); {
 		select {
 		case pid, ok := <-acks:
 			if !ok {
-				t.Fatalf("the publisher's connection to n1 closed; %d of %d acknowledged; n1:\n%s", len(acked), len(sent),
+				t.Fatalf("the publisher's connection to n1 closed; %d of %d acknowledged; n1:\n%s", len(acked), len(ro.sent),
 					harness.GrepLog(n1, "he-raw", "peer="+vic.Name, "test fault"))
 			}
-			acked[sent[pid-1]] = true
+			acked[ro.sent[pid-1]] = true
 		case m := <-sub.In:
 			take(m)
 		case <-bound:
-			t.Fatalf("%d of %d acknowledged within 60 s; n1:\n%s", len(acked), len(sent), harness.GrepLog(n1, "he-raw", "peer="+vic.Name, "test fault"))
+			t.Fatalf("%d of %d acknowledged within 60 s; n1:\n%s", len(acked), len(ro.sent), harness.GrepLog(n1, "he-raw", "peer="+vic.Name, "test fault"))
 		}
 	}
-	missing := func() []string {
-		var m []string
-		for _, p := range sent {
-			if seen[p] == 0 {
-				m = append(m, p)
-			}
-		}
-		return m
-	}
-	for bound := time.After(30 * time.Second); len(missing()) > 0; {
+	for bound := time.After(30 * time.Second); len(ro.missing()) > 0; {
 		select {
 		case m := <-sub.In:
 			take(m)
 		case <-bound:
-			t.Fatalf("%d acknowledged messages lost: %v; %s:\n%s", len(missing()), missing(), res.Name, harness.GrepLog(res, "client_id="+id))
+			t.Fatalf("%d acknowledged messages lost: %v; %s:\n%s", len(ro.missing()), ro.missing(), res.Name, harness.GrepLog(res, "client_id="+id))
 		}
 	}
 	failed := harness.CountLog(n1, "holding again: its partition stream did not answer")
-	t.Logf("%d sent and acknowledged; %s got %d; %d holds published again on n1, %d landed before an earlier one", len(sent), id, len(order), failed,
+	t.Logf("%d sent and acknowledged; %s got %d; %d holds published again on n1, %d landed before an earlier one", len(ro.sent), id, len(ro.order), failed,
 		harness.CountLog(n1, "a hold landed before an earlier one"))
-	if late := outOfOrder(order); len(late) > 0 {
+	if late := outOfOrder(ro.order); len(late) > 0 {
 		t.Errorf("%d messages came after newer ones of their publisher: %v\nn1:\n%s", len(late), late[:min(len(late), 20)],
 			harness.GrepLog(n1, "peer="+vic.Name, "test fault"))
 	}
