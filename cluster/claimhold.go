@@ -83,7 +83,7 @@ func (s *sessions) watchClaimed(id string) {
 // otherwise they stay for cover from now.
 func (s *sessions) claimHoldEnd(id string, adopted bool) {
 	if adopted {
-		s.persist.unfence(id)
+		s.persist.claimAdopted(id)
 		return
 	}
 	if s.persist.claimHeldUntil(id) {

@@ -130,6 +130,10 @@ type persistentFilters struct {
 	// leaveAt: when the hold keys of a fenced session go (fenceKeepHeld:
 	// a second call puts it off).
 	leaveAt map[string]time.Time
+	// claiming: the claims of each id here still reading it
+	// (claimKeepHeld until claimHeldUntil or claimAdopted), whose hold
+	// keys stay whatever leaveAt says.
+	claiming map[string]int
 	// pinned: the restored sessions in the server and not settled
 	// (restore), whose hold keys of share groups are announced even
 	// beside a member of the group here (localInterest.pin).
@@ -520,6 +524,12 @@ func (p *persistentFilters) holdUntilLocked(id string, until time.Time) {
 func (p *persistentFilters) claimKeepHeld(id string, subs []broker.StoredSub) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// Counted whether or not subs give a key: every claim ends by
+	// claimHeldUntil or claimAdopted, which count it down.
+	if p.claiming == nil {
+		p.claiming = map[string]int{}
+	}
+	p.claiming[id]++
 	p.unpinLocked(id)
 	ks := p.subs[id]
 	added := false
@@ -548,11 +558,30 @@ func (p *persistentFilters) claimKeepHeld(id string, subs []broker.StoredSub) bo
 func (p *persistentFilters) claimHeldUntil(id string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.claimEndLocked(id)
 	if _, ok := p.leaveAt[id]; !ok {
 		return false
 	}
 	p.leaveAt[id] = maxTime(p.leaveAt[id], time.Now().Add(p.cover))
 	return true
+}
+
+// claimAdopted ends id's hold keys: a claim here adopted the session (its
+// interest is out) as unfence does.
+func (p *persistentFilters) claimAdopted(id string) {
+	p.mu.Lock()
+	p.claimEndLocked(id)
+	p.mu.Unlock()
+	p.unfence(id)
+}
+
+// claimEndLocked counts one claim of id here as ended. p.mu is held.
+func (p *persistentFilters) claimEndLocked(id string) {
+	if p.claiming[id] > 1 {
+		p.claiming[id]--
+		return
+	}
+	delete(p.claiming, id)
 }
 
 func maxTime(a, b time.Time) time.Time {
@@ -562,10 +591,17 @@ func maxTime(a, b time.Time) time.Time {
 	return b
 }
 
-// leaveHeldAt is leaveHeld once leaveAt has passed.
+// leaveHeldAt is leaveHeld once leaveAt has passed and no claim here
+// reads id any more. A claim's keys went at cover after its start while
+// it still read (an adoption that waited; a publisher's messages from
+// then on held for nobody, TestReproClaimDropCover in CI, session 26):
+// they stay until cover after its end (claimHeldUntil).
 func (p *persistentFilters) leaveHeldAt(id string) {
 	p.mu.Lock()
 	d := time.Until(p.leaveAt[id])
+	if p.claiming[id] > 0 {
+		d = max(d, p.cover)
+	}
 	if d > 0 {
 		p.mu.Unlock()
 		p.after(d, func() { p.leaveHeldAt(id) })

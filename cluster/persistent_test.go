@@ -268,6 +268,67 @@ func TestHoldMatches(t *testing.T) {
 // the claim's instead of ending them (test/jepsen TestClusterFull seed
 // 194: n1's keys for its claim of g0m1 went 17 s after its restored copy
 // was dropped, while the claim still read).
+// TestHoldKeysClaimOutlastsCover: a claim's hold keys stay while it reads,
+// past cover from its start, and go cover after it ended without the
+// session (CI, session 26: TestReproClaimDropCover lost the 81 messages
+// published after its claim's cover while the claim still waited).
+func TestHoldKeysClaimOutlastsCover(t *testing.T) {
+	p := newPersistentFilters(newLocalInterest())
+	var due []func()
+	p.after = func(_ time.Duration, f func()) { due = append(due, f) }
+	run := func() {
+		f := due[0]
+		due = due[1:]
+		f()
+	}
+	p.claimKeepHeld("c", []broker.StoredSub{{Filter: "t/#"}})
+	p.mu.Lock()
+	p.leaveAt["c"] = time.Now().Add(-time.Second) // cover from the claim's start is over
+	p.mu.Unlock()
+	for i := 0; i < 3 && len(due) > 0; i++ {
+		run()
+	}
+	if !p.holds("t/x") {
+		t.Fatal("a claim still reading lost its hold keys at cover from its start")
+	}
+	if len(due) == 0 {
+		t.Fatal("no timer left for the claim's keys")
+	}
+	p.claimHeldUntil("c") // the claim ended without the session
+	run()
+	if !p.holds("t/x") {
+		t.Fatal("the claim's keys went at its end, not cover after it")
+	}
+	p.mu.Lock()
+	p.leaveAt["c"] = time.Now().Add(-time.Second)
+	p.mu.Unlock()
+	for i := 0; i < 3 && len(due) > 0; i++ {
+		run()
+	}
+	if p.holds("t/x") || p.holdingAny() {
+		t.Fatalf("after cover from the claim's end: holds t/x %v, holdingAny %v", p.holds("t/x"), p.holdingAny())
+	}
+
+	// Two claims of one id (a newer one here while the older reads): the
+	// keys stay until both ended.
+	p.claimKeepHeld("d", []broker.StoredSub{{Filter: "d/#"}})
+	p.claimKeepHeld("d", []broker.StoredSub{{Filter: "d/#"}})
+	p.claimHeldUntil("d")
+	p.mu.Lock()
+	p.leaveAt["d"] = time.Now().Add(-time.Second)
+	p.mu.Unlock()
+	for i := 0; i < 3 && len(due) > 0; i++ {
+		run()
+	}
+	if !p.holds("d/x") {
+		t.Fatal("one claim's end took the keys of another still reading")
+	}
+	p.claimAdopted("d")
+	if p.holds("d/x") || p.holdingAny() {
+		t.Fatalf("after the adoption: holds d/x %v, holdingAny %v", p.holds("d/x"), p.holdingAny())
+	}
+}
+
 func TestHoldKeysDropThenClaim(t *testing.T) {
 	p := newPersistentFilters(newLocalInterest())
 	var due []func()
@@ -289,6 +350,7 @@ func TestHoldKeysDropThenClaim(t *testing.T) {
 	if ms := p.holdMatches("u/x"); !slices.Equal(ms, want) || !p.holds("t/x") {
 		t.Fatalf("claim's keys after the drop's timer: u/x %v (want %v), holds t/x %v", ms, want, p.holds("t/x"))
 	}
+	p.claimHeldUntil("r") // the claim ended without the session
 	p.mu.Lock()
 	p.leaveAt["r"] = time.Now().Add(-time.Second) // the claim's cover over too
 	p.mu.Unlock()
