@@ -117,56 +117,74 @@ func TestCreateOrUpdateStreamUpdates(t *testing.T) {
 	nd.awaitMeta(30 * time.Second)
 	cfg := jetstream.StreamConfig{Name: "U", Subjects: []string{"u.>"}, Description: "old", Storage: jetstream.FileStorage, Replicas: 3}
 	// "No suitable peers" until the meta leader knows every peer, and a
-	// request sent before the new stream has a leader may go unanswered
-	// (see above): each attempt has a bound of its own, so that one such
-	// request does not use up the test's (it did, in a CI run on a busy
-	// 2-core machine: the first attempt waited out the whole 30 s).
-	bound := time.Now().Add(90 * time.Second)
-	for {
-		actx, acancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := createOrUpdateStream(actx, js, cfg)
-		acancel()
-		if err == nil {
-			break
+	// request sent before a stream (the bucket's too) has a leader, or
+	// while its leader changes, may go unanswered (see above): every step
+	// has a bound per attempt and is tried again until the test's, so
+	// that one such request does not use up the test's bound (it did, in
+	// a CI run on a busy 2-core machine: the first attempt waited out the
+	// whole 30 s; later, in session 26's CI, a step after the first).
+	// Each step may be repeated: the publish has a message id, so that a
+	// second attempt of one that was stored is not stored again.
+	step := func(what string, f func(ctx context.Context) error) {
+		t.Helper()
+		bound := time.Now().Add(90 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := f(ctx)
+			cancel()
+			if err == nil {
+				return
+			}
+			if time.Now().After(bound) {
+				t.Fatalf("%s: %v", what, err)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		if time.Now().After(bound) {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if _, err := js.Publish(ctx, "u.1", []byte("kept")); err != nil {
-		t.Fatal(err)
-	}
+	step("create the stream", func(ctx context.Context) error {
+		_, err := createOrUpdateStream(ctx, js, cfg)
+		return err
+	})
+	step("publish", func(ctx context.Context) error {
+		_, err := js.Publish(ctx, "u.1", []byte("kept"), jetstream.WithMsgID("kept"))
+		return err
+	})
 	cfg.Description, cfg.MaxMsgsPerSubject = "new", 1
-	for range 2 { // the update, then the same configuration again
-		s, err := createOrUpdateStream(ctx, js, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := s.CachedInfo()
+	for _, what := range []string{"update the stream", "open it with the same configuration"} {
+		var got *jetstream.StreamInfo
+		step(what, func(ctx context.Context) error {
+			s, err := createOrUpdateStream(ctx, js, cfg)
+			if err == nil {
+				got = s.CachedInfo()
+			}
+			return err
+		})
 		if got.Config.Description != "new" || got.Config.MaxMsgsPerSubject != 1 || got.State.Msgs != 1 {
 			t.Fatalf("stream: description %q, max per subject %d, %d messages; want new, 1, 1",
 				got.Config.Description, got.Config.MaxMsgsPerSubject, got.State.Msgs)
 		}
 	}
 	kvc := jetstream.KeyValueConfig{Bucket: "B", History: 1, Storage: jetstream.FileStorage, Replicas: 3}
-	if _, err := createOrUpdateKV(ctx, js, kvc); err != nil {
-		t.Fatal(err)
-	}
+	step("create the bucket", func(ctx context.Context) error {
+		_, err := createOrUpdateKV(ctx, js, kvc)
+		return err
+	})
 	kvc.History = 3
-	for range 2 {
-		kv, err := createOrUpdateKV(ctx, js, kvc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		st, err := kv.Status(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.History() != 3 {
-			t.Fatalf("bucket history %d, want 3", st.History())
+	for _, what := range []string{"update the bucket", "open it with the same configuration"} {
+		var history uint64
+		step(what, func(ctx context.Context) error {
+			kv, err := createOrUpdateKV(ctx, js, kvc)
+			if err != nil {
+				return err
+			}
+			st, err := kv.Status(ctx)
+			if err == nil {
+				history = uint64(st.History())
+			}
+			return err
+		})
+		if history != 3 {
+			t.Fatalf("bucket history %d, want 3", history)
 		}
 	}
 }
