@@ -69,6 +69,12 @@
 // A failed run keeps its directory under -jepsen.out (default the
 // temporary directory): the nodes' data and logs, history.json (every
 // operation, delivery, read and event) and, when the retained check
-// failed, porcupine's linearizability.html. bench/jepsen/RESULTS.md lists
-// the long runs and the cluster's findings.
+// failed, porcupine's linearizability.html. What a node's partition
+// streams stored (each session op, at its epoch, and each held or kept
+// copy in a node's held subject, payloads as j<op>) is printed from its
+// data directory by package cluster's TestStreamDump:
+//
+//	go test ./cluster -run TestStreamDump -count=1 -v -dump.dir DIR/n1 [-dump.stream ROOST_SESS_4] [-dump.grep ps0]
+//
+// bench/jepsen/RESULTS.md lists the long runs and the cluster's findings.
 package jepsen
