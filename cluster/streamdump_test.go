@@ -284,12 +284,11 @@ func dumpPayload(p []byte) string {
 	return string(p)
 }
 
-
 // TestStreamDumpReadsBlocks: the dump reads what this nats-server version
 // stores (a new version may change its block format): a session op pack
 // and a held message, each with headers, come back as published.
 func TestStreamDumpReadsBlocks(t *testing.T) {
-	t.Parallel() // an in-process engine: it waits on its election, beside the process tests
+	t.Parallel()                // an in-process engine: it waits on its election, beside the process tests
 	nd := startEngines(t, 3)[0] // a JetStream cluster needs peers
 	js, err := jetstream.New(nd.eng.nc)
 	if err != nil {
