@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -92,13 +91,7 @@ func TestReproClaimHoldOrder(t *testing.T) {
 	const ownersRead = `msg="cluster: owners of restored sessions read" node=n2`
 	sent := 0
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end) && harness.CountLog(n2, ownersRead) == 0; sent++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := pub.PublishWithOptions(ctx, &paho.Publish{Topic: prefix + "/t", QoS: 1, Payload: []byte(fmt.Sprintf("%06d", sent))},
-			paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
-		cancel()
-		if err != nil {
-			t.Fatalf("publish %d: %v", sent, err)
-		}
+		publishAsync(t, pub, n1, &paho.Publish{Topic: prefix + "/t", QoS: 1, Payload: []byte(fmt.Sprintf("%06d", sent))})
 		poll()
 		time.Sleep(20 * time.Millisecond)
 	}

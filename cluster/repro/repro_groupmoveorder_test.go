@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"context"
 	"fmt"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
 	"strconv"
@@ -43,13 +42,7 @@ func TestReproGroupMoveOrder(t *testing.T) {
 	}
 	sent := 0
 	send := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, err := pub.PublishWithOptions(ctx, &paho.Publish{Topic: prefix + "/t", QoS: 1, Payload: []byte(fmt.Sprintf("%06d", sent))},
-			paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
-		if err != nil {
-			t.Fatalf("publish %d: %v", sent, err)
-		}
+		publishAsync(t, pub, n2, &paho.Publish{Topic: prefix + "/t", QoS: 1, Payload: []byte(fmt.Sprintf("%06d", sent))})
 		sent++
 		time.Sleep(20 * time.Millisecond)
 	}

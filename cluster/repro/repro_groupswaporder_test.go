@@ -3,6 +3,7 @@ package repro_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
@@ -49,7 +50,15 @@ func TestReproGroupSwapOrder(t *testing.T) {
 
 func testGroupSwapOrder(t *testing.T, prefix string, qos2 bool) {
 	m0, m1 := prefix+"-m0", prefix+"-m1"
-	tc := harness.StartClusterFault(t, 3, "steps-late="+m0+"@n1,finish-slow="+m1+"@n1")
+	// forward_timeout 15 s, not 5: at load 25 n1 could not replicate a
+	// forwarded message's session ops within 5 s (its partition stream
+	// without quorum), and n3 closed the publisher's connection, the
+	// outcome of its messages in flight unknown (what the cluster
+	// promises), which this test cannot check (bench/jepsen/RESULTS.md
+	// paho26).
+	cfg := filepath.Join(t.TempDir(), "roost.yaml")
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 15s\n"), 0o644)
+	tc := harness.StartClusterFault(t, 3, "steps-late="+m0+"@n1,finish-slow="+m1+"@n1", "--config", cfg)
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub := paho.SubscribeOptions{Topic: "$share/" + prefix + "/" + prefix + "/#", QoS: 2}
 	old0 := harness.NewPersistent(t, n1, m0, sub)
@@ -72,13 +81,7 @@ func testGroupSwapOrder(t *testing.T, prefix string, qos2 bool) {
 	}
 	sent := 0
 	send := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, err := pub.PublishWithOptions(ctx, &paho.Publish{Topic: prefix + "/t", QoS: qos(sent), Payload: []byte(fmt.Sprintf("%06d", sent))},
-			paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
-		if err != nil {
-			t.Fatalf("publish %d: %v", sent, err)
-		}
+		publishAsync(t, pub, n3, &paho.Publish{Topic: prefix + "/t", QoS: qos(sent), Payload: []byte(fmt.Sprintf("%06d", sent))})
 		sent++
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -97,6 +100,13 @@ func testGroupSwapOrder(t *testing.T, prefix string, qos2 bool) {
 		if err := c.c.Disconnect(&paho.Disconnect{}); err != nil {
 			t.Fatalf("disconnect %s: %v", c.id, err)
 		}
+		// What came after quiet, up to the DISCONNECT, is in the inbox
+		// (paho acknowledges a message once its handler put it there):
+		// delivered and acknowledged, the cluster owes it to nobody
+		// again. Left unread, it counted as lost (qos12 at load 34:
+		// 000004 acknowledged by sv-m0 on n1 1 s after the others,
+		// 0.3 s before its DISCONNECT; bench/jepsen/RESULTS.md paho26).
+		harness.DrainInbox(c.c, take(c.id))
 		tc.WaitLog(c.nd, "client_id="+c.id+` reason="client disconnected normally"`, 1, 10*time.Second)
 	}
 	// m0 first: n1's answer waits, and meanwhile m1's move into n1
@@ -144,26 +154,40 @@ func testGroupSwapOrder(t *testing.T, prefix string, qos2 bool) {
 		sent, reached(), m0, len(firsts(got[m0])), m1, len(firsts(got[m1])), harness.CountLog(n3, "share group left to a node"), moved0, moved1)
 	failed := false
 	for _, id := range []string{m0, m1} {
-		last := -1
+		// Order per QoS, as MQTT keeps it [MQTT-4.6.0-6] and the
+		// checker checks it (per publisher connection, topic and QoS):
+		// a QoS 1 message after a newer QoS 2 one of the same publisher
+		// is no violation (qos12: 000012 after 000013, and session
+		// 25's 000014 after 000015; bench/jepsen/RESULTS.md paho26).
+		last := map[byte]int{1: -1, 2: -1}
 		var late []string
 		for _, s := range firsts(got[id]) {
 			i, err := strconv.Atoi(s)
 			if err != nil {
 				t.Fatalf("%s got %q: not one of the test's messages", id, s)
 			}
-			if i < last {
-				late = append(late, fmt.Sprintf("%06d after %06d", i, last))
+			if q := qos(i); i < last[q] {
+				late = append(late, fmt.Sprintf("%06d after %06d (QoS %d)", i, last[q], q))
 				continue
 			}
-			last = i
+			last[qos(i)] = i
 		}
 		if len(late) > 0 {
 			failed = true
-			t.Errorf("%s got %d of %d messages after newer ones of their publisher: %v", id, len(late), len(firsts(got[id])), late[:min(len(late), 20)])
+			t.Errorf("%s got %d of %d messages after newer ones of their publisher: %v\nits first deliveries in arrival order: %v",
+				id, len(late), len(firsts(got[id])), late[:min(len(late), 20)], firsts(got[id]))
 		}
 	}
 	if n := reached(); n < sent {
-		t.Errorf("the members got %d of %d messages within 30 s", n, sent)
+		var missing []string
+		for i := range sent {
+			s := fmt.Sprintf("%06d", i)
+			if !slices.Contains(got[m0], s) && !slices.Contains(got[m1], s) {
+				missing = append(missing, s)
+			}
+		}
+		t.Errorf("the members got %d of %d messages within 30 s, not %v; first deliveries in arrival order: %s %v, %s %v",
+			n, sent, missing, m0, firsts(got[m0]), m1, firsts(got[m1]))
 	}
 	if failed {
 		return
@@ -176,4 +200,29 @@ func testGroupSwapOrder(t *testing.T, prefix string, qos2 bool) {
 		t.Skipf("the members did not both move live with the faults: the test missed its path; n1:\n%s\nn2:\n%s",
 			harness.GrepLog(n1, "client_id="+prefix), harness.GrepLog(n2, "client_id="+prefix))
 	}
+}
+
+// publishAsync sends p on pub (connected to nd) without waiting for its
+// acknowledgement, as the order tests' publishers do. A node that cannot
+// confirm a forward in time (a partition stream without quorum at load)
+// closes the publisher's connection, the outcome of what was in flight
+// unknown: the cluster's promise, and a case these tests, which do not
+// track acknowledgements, cannot check. They are skipped then, not
+// failed (TestReproGroupSwapOrder at load 25; bench/jepsen/RESULTS.md
+// paho26). Any other error fails t.
+func publishAsync(t *testing.T, pub *harness.Client, nd *harness.Node, p *paho.Publish) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := pub.PublishWithOptions(ctx, p, paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
+	if err == nil {
+		return
+	}
+	select {
+	case <-pub.Done():
+		t.Skipf("publish %q: %v: %s closed the publisher's connection (a forward not confirmed in time, outcome unknown); %s:\n%s",
+			p.Payload, err, nd.Name, nd.Name, harness.GrepLog(nd, "client_id="+pub.ID+" reason=", "not confirmed in time"))
+	case <-time.After(5 * time.Second):
+	}
+	t.Fatalf("publish %q: %v", p.Payload, err)
 }

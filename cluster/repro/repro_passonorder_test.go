@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"context"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -65,13 +64,7 @@ func TestReproPassOnOrder(t *testing.T) {
 	}
 	sent := 0
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end) && harness.CountLog(n1, ownersRead) == 0; sent++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := pub.PublishWithOptions(ctx, &paho.Publish{Topic: prefix + "/t", QoS: 1, Payload: []byte(fmt.Sprintf("%06d", sent))},
-			paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
-		cancel()
-		if err != nil {
-			t.Fatalf("publish %d: %v", sent, err)
-		}
+		publishAsync(t, pub, n3, &paho.Publish{Topic: prefix + "/t", QoS: 1, Payload: []byte(fmt.Sprintf("%06d", sent))})
 		harness.DrainInbox(m0, take)
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -126,10 +126,29 @@ func DialOver(t testing.TB, d rawclient.Dialer, target string, cp *paho.Connect)
 		},
 		OnClientError: func(error) {},
 	})
-	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}); conn.Close() })
+	// t's end may come while Connect still waits for the CONNACK in
+	// another goroutine (harness.ResumeInBackground, a background
+	// TryConnect). paho.golang v0.23.0's Disconnect then cancels the
+	// client, and a CONNACK read after that starts the client's shutdown
+	// while Connect still starts its workers: a data race inside paho
+	// (TestCleanupWhileConnecting; bench/jepsen/RESULTS.md paho26). So the
+	// cleanup ends a Connect in flight by closing its conn, which paho's
+	// Connect handles itself, and disconnects only once Connect returned.
+	connected := make(chan struct{})
+	t.Cleanup(func() {
+		select {
+		case <-connected:
+		default:
+			conn.Close()
+			<-connected
+		}
+		c.Disconnect(&paho.Disconnect{})
+		conn.Close()
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), ConnectBound)
 	defer cancel()
 	ack, err := c.Connect(ctx, cp)
+	close(connected)
 	if ack == nil {
 		conn.Close()
 		if err == nil {
