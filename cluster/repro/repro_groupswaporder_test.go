@@ -42,6 +42,10 @@ func TestReproGroupSwapOrder(t *testing.T) {
 		qos2   bool
 	}{{"qos1", "sw", false}, {"qos12", "sv", true}} {
 		t.Run(tt.name, func(t *testing.T) {
+			if !tt.qos2 {
+				// About 1 run in 10 at load 20-35 (paho26: 2 of 18).
+				harness.OpenWindow(t, "a swap's away keys can give the old copy a turn after the claimer's, and QoS 1 reaches the member out of order (bench/jepsen/RESULTS.md paho26, What is left 1; docs/cluster.md)")
+			}
 			t.Parallel()
 			testGroupSwapOrder(t, tt.prefix, tt.qos2)
 		})

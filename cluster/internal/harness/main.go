@@ -56,3 +56,19 @@ func Main(m *testing.M, lanes int) {
 	}
 	clustertest.Main(m)
 }
+
+// OpenEnv names the environment variable that runs the process tests of
+// windows known to be open (OpenWindow).
+const OpenEnv = "ROOST_REPRO_OPEN"
+
+// OpenWindow skips t unless OpenEnv is set: t reproduces a failure of
+// Roost that is traced and not fixed yet (why says which, and where it is
+// written down), and fails some runs by design until it is. The suite must
+// pass every time, so such a test does not run in it; whoever works on
+// the window runs it with ROOST_REPRO_OPEN=1, and the fix removes the call.
+func OpenWindow(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv(OpenEnv) == "" {
+		t.Skipf("open window, not fixed yet: %s (%s=1 runs it)", why, OpenEnv)
+	}
+}
