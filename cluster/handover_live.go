@@ -1249,6 +1249,7 @@ func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (de
 		n.sess.capMade(id, handedFloor(mi.handed), time.Now().Add(n.heldWatch()))
 	}
 	n.srv.Adopt(rec)
+	n.watch.movedIn(id) // a watch from an earlier stay here counts local messages from now
 	if n.sess != nil {
 		n.sess.watchArrival(id)
 		mi.follow = n.beginHanded(id, mi.handed)

@@ -147,6 +147,37 @@ func TestOriginWatchArrive(t *testing.T) {
 	}
 }
 
+// A session moved here live while a watch from an earlier stay is on
+// counts the messages published here from its arrival (movedIn): one
+// published while it was on another node and held for that node is what
+// the move's reads of that node's held subject bring, and it is the
+// session's (TestClusterFull long faults seed 615: 29 lost). Unwatched,
+// movedIn starts no watch.
+func TestOriginWatchMovedIn(t *testing.T) {
+	n := &Node{}
+	n.watch.self = originKey{node: "me", inc: "i1"}
+	n.watch.watch("s", time.Now().Add(time.Minute)) // a fence or claim here watched s, then s moved away
+	if !n.dedupPick(originKey{"n2", "i1", 9}, nil)("s") {
+		t.Fatal("first copy refused")
+	}
+	n.watch.noteLocal(4) // published here while s was away: held for its node
+	n.watch.movedIn("s")
+	if !n.dedupPick(originKey{"me", "i1", 4}, nil)("s") {
+		t.Error("held copy of a message published here while the session was on another node refused after its move here")
+	}
+	n.watch.noteLocal(5)
+	if n.dedupPick(originKey{"me", "i1", 5}, nil)("s") {
+		t.Error("held copy of a message published here after the move delivered again")
+	}
+	if n.dedupPick(originKey{"n2", "i1", 9}, nil)("s") {
+		t.Error("a copy seen before the move delivered again")
+	}
+	n.watch.movedIn("t")
+	if n.watch.n.Load() != 1 {
+		t.Errorf("%d watches, want 1 (movedIn watched an unwatched session)", n.watch.n.Load())
+	}
+}
+
 func TestHeldRoundTrip(t *testing.T) {
 	fwd := []byte{wireVersion, 2}
 	fwd = appendString(fwd, "pub")
