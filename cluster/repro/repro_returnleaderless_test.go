@@ -42,18 +42,17 @@ func TestReproReturnLeaderless(t *testing.T) {
 // had already read the subject's end for its catch-up. The catch-up ended
 // there (held-late: each held message applied 3 s after it was held), and
 // sent q1-51 to q1-107, forwarded once q1-50 was acknowledged, before the
-// follower applied q1-50. Here hold-paced has n1 publish each hold for n3
-// 300 ms after it made it, and held-end-at-return has n3's catch-up take
-// the end as it was at the return: a hold on its way when n1 heard n3
-// again lands after that.
+// follower applied q1-50. pz25's second read of the end 1.5 s after the
+// first (returnLanding) missed a hold that landed later (pz25's "What is
+// left" 1); each peer now tells the returning node
+// where its holds for it ended (heldend.go). Here hold-paced has n1
+// publish each hold for n3 300 ms after it made it, and one still on its
+// way when n1 heard n3 again only 3 s after that.
 func TestReproReturnHoldLanding(t *testing.T) {
 	t.Parallel() // see harness.Main
-	r := pauseAndReturn(t, "rhl", "hold-paced=n3@n1,held-end-at-return=1@n3,held-late=3s@n3", 4)
-	if harness.CountLog(r.n1, "test fault: a hold made before its node was heard again published after") == 0 {
+	r := pauseAndReturn(t, "rhl", "hold-paced=n3/3s@n1,held-late=3s@n3", 4)
+	if harness.CountLog(r.n1, "test fault: a hold on its way when its node was heard again published late") == 0 {
 		t.Skip("no hold for n3 was on its way when n1 heard n3 again: the test missed its path")
-	}
-	if harness.CountLog(r.n3, "test fault: the catch-up's first read of the held subject's end taken as of the return") == 0 {
-		t.Fatalf("n3's catch-up did not take its held subject's end as of its return: the test missed its path; n3:\n%s", harness.GrepLog(r.n3, "silence", "held for this node"))
 	}
 	r.checkOrder()
 }
