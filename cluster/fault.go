@@ -340,11 +340,11 @@ import (
 //	                      With DURATION, a hold still on its way when NODE
 //	                      heard PEER again (made before, or within a
 //	                      second after, while PEER's interest was fetched)
-//	                      is published only DURATION after NODE heard PEER
-//	                      again, logged (once): a hold whose partition
-//	                      stream, its leader deposed by PEER's return,
-//	                      took it seconds later (pz25's "What is left" 1;
-//	                      TestReproReturnHoldLanding)
+//	                      is published only DURATION after the partition
+//	                      stream of PEER's held subject answers NODE again,
+//	                      logged (once): a hold that stream took seconds
+//	                      after PEER could read it again (pz25's "What is
+//	                      left" 1; TestReproReturnHoldLanding)
 //	held-end-at-return=COUNT@NODE  on NODE, the first COUNT catch-ups on
 //	                      its return from a silence take the end of its
 //	                      held subject as it was when NODE found itself
@@ -1986,8 +1986,9 @@ func (f *faults) joined(peer string) {
 
 // pacesHold returns, under hold-paced for node, a future for m that pub
 // publishes holdPace later (logged once for one made before node was
-// heard again); nil otherwise.
-func (f *faults) pacesHold(node string, m *nats.Msg, pub func(*nats.Msg) (jetstream.PubAckFuture, error), log func(string, ...any)) jetstream.PubAckFuture {
+// heard again), or with a landing, once answers(node) and the landing
+// later; nil otherwise.
+func (f *faults) pacesHold(node string, m *nats.Msg, pub func(*nats.Msg) (jetstream.PubAckFuture, error), answers func(string) bool, log func(string, ...any)) jetstream.PubAckFuture {
 	if f == nil || f.holdPaced == "" || f.holdPaced != node {
 		return nil
 	}
@@ -2000,10 +2001,13 @@ func (f *faults) pacesHold(node string, m *nats.Msg, pub func(*nats.Msg) (jetstr
 			log("cluster: test fault: a hold made before its node was heard again published after", "peer", node)
 		}
 		if f.pacedLanding > 0 && f.rejoinedAt.Load() != 0 && made.Before(rejoined.Add(time.Second)) {
+			for end := time.Now().Add(30 * time.Second); !answers(node) && time.Now().Before(end); {
+				time.Sleep(50 * time.Millisecond)
+			}
 			if f.landingSaid.CompareAndSwap(false, true) {
 				log("cluster: test fault: a hold on its way when its node was heard again published late", "peer", node, "after", f.pacedLanding)
 			}
-			time.Sleep(time.Until(rejoined.Add(f.pacedLanding)))
+			time.Sleep(f.pacedLanding)
 		}
 		pf, err := pub(m)
 		if err != nil {

@@ -700,12 +700,25 @@ func (n *Node) holdAs(node string, msg *broker.Message, pub []byte, o broker.Ori
 		if f := n.fault.holdAnsweredLate(m); f != nil {
 			return f
 		}
-		return n.fault.pacesHold(node, m, n.publishHeld, n.log.Info)
+		return n.fault.pacesHold(node, m, n.publishHeld, n.heldAnswers, n.log.Info)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("held for %s: %w", node, err)
 	}
 	return f, nil
+}
+
+// heldAnswers reports whether the partition stream of node's held
+// subject answers (has a leader): hold-paced's landing.
+func (n *Node) heldAnswers(node string) bool {
+	js, err := n.sess.readyJS()
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, time.Second)
+	defer cancel()
+	_, err = js.Stream(ctx, streamName(n.sess.partition(node)))
+	return err == nil
 }
 
 // holdMsgID is the id of the plain hold of message k (Origin o, if any)
