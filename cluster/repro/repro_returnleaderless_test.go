@@ -43,17 +43,18 @@ func TestReproReturnLeaderless(t *testing.T) {
 // there (held-late: each held message applied 3 s after it was held), and
 // sent q1-51 to q1-107, forwarded once q1-50 was acknowledged, before the
 // follower applied q1-50. pz25's second read of the end 1.5 s after the
-// first (returnLanding) missed a hold that landed later (pz25's "What is
-// left" 1); each peer now tells the returning node
-// where its holds for it ended (heldend.go). Here hold-paced has n1
-// publish each hold for n3 300 ms after it made it, and one still on its
-// way when n1 heard n3 again only 3 s after the partition stream of n3's
-// held subject answered n1 again (forward_timeout 15 s: that stream may
-// elect a leader for 8 s after n3's return, and the hold is acknowledged
-// within forward_timeout of its publish, or it is not owed).
+// first (returnLanding) misses a hold that lands later (its "What is left"
+// 1); each peer now tells the returning node where its holds for it ended
+// (heldend.go). Here hold-paced has n1 publish each hold for n3 300 ms
+// after it made it, and one still on its way when n1 heard n3 again only
+// 5 s after the partition stream of n3's held subject answered n1 again,
+// when n3's follower, applying each held message 2 s after it was held
+// (held-late), read to the end and 1.5 s on; forward_timeout is 15 s:
+// that stream may elect a leader for 8 s after n3's return, and the hold
+// must be acknowledged within forward_timeout of its publish to be owed.
 func TestReproReturnHoldLanding(t *testing.T) {
 	t.Parallel() // see harness.Main
-	r := pauseAndReturn(t, "rhl", "hold-paced=n3/3s@n1,held-late=3s@n3", 4, "  forward_timeout: 15s\n")
+	r := pauseAndReturn(t, "rhl", "hold-paced=n3/5s@n1,held-late=2s@n3", 4, "  forward_timeout: 15s\n")
 	if harness.CountLog(r.n1, "test fault: a hold on its way when its node was heard again published late") == 0 {
 		t.Skip("no hold for n3 was on its way when n1 heard n3 again: the test missed its path")
 	}
