@@ -55,6 +55,9 @@ const (
 	// to come back before a peer with neither a route nor a responder
 	// counts as dead (a route the pause let time out is dialled again).
 	heldEndRouted = 2 * heartbeatEvery
+	// heldEndFresh: how lately a peer must have heard the asking node to
+	// answer (heldEnd).
+	heldEndFresh = 2 * heartbeatEvery
 )
 
 // heldEndRequest asks for the end of the holds for node (incarnation
@@ -121,9 +124,14 @@ func (n *Node) onHeldEndRequest(m *nats.Msg) {
 }
 
 // heldEnd returns where this node's holds for q.node ended, once it routes
-// by q.node's interest (false if not by deadline).
+// by q.node's interest and heard it lately (false if not by deadline).
+// Lately: the request can come before the heartbeat the node sent on its
+// return, while this node's view of it is the one from before its
+// silence, not dropped yet; answered then, this node could drop it a tick
+// later and hold for it after the answer. Heard within heldEndFresh, it
+// is not dropped for deadAfter.
 func (n *Node) heldEnd(q heldEndRequest, deadline time.Time) (bool, uint64) {
-	for !n.remote.current(q.node, q.inc, q.version) {
+	for !n.remote.current(q.node, q.inc, q.version) || !n.remote.heardSince(q.node, time.Now().Add(-heldEndFresh)) {
 		if time.Now().After(deadline) || n.ctx.Err() != nil {
 			return false, 0
 		}
@@ -216,6 +224,14 @@ func (n *Node) heldEndOf(p string, body []byte, back, deadline time.Time) (uint6
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// heardSince reports whether node was last heard from after t.
+func (r *remoteInterest) heardSince(node string, t time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.peers[node]
+	return p != nil && p.lastSeen.After(t)
 }
 
 // routes reports whether this node has a route to node (false if that
