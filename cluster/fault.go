@@ -333,10 +333,18 @@ import (
 //	                      its SIGCONT; on session 23's code the meta group
 //	                      for 7.8 s: 503 "JetStream system temporarily
 //	                      unavailable")
-//	hold-paced=PEER@NODE  on NODE, each hold for PEER's sessions
-//	                      (held.go) is published holdPace after it was
-//	                      made; one made before NODE heard PEER again and
-//	                      published after is logged (once)
+//	hold-paced=PEER[/DURATION]@NODE  on NODE, each hold for PEER's
+//	                      sessions (held.go) is published holdPace after
+//	                      it was made; one made before NODE heard PEER
+//	                      again and published after is logged (once).
+//	                      With DURATION, a hold still on its way when NODE
+//	                      heard PEER again (made before, or within a
+//	                      second after, while PEER's interest was fetched)
+//	                      is published only DURATION after the partition
+//	                      stream of PEER's held subject answers NODE again,
+//	                      logged (once): a hold that stream took seconds
+//	                      after PEER could read it again (pz25's "What is
+//	                      left" 1; TestReproReturnHoldLanding)
 //	held-end-at-return=COUNT@NODE  on NODE, the first COUNT catch-ups on
 //	                      its return from a silence take the end of its
 //	                      held subject as it was when NODE found itself
@@ -604,12 +612,14 @@ type faults struct {
 	heldLate           time.Duration
 	heldLeaderless     time.Duration
 	holdPaced          string
-	rejoinedAt         atomic.Int64 // hold-paced: when NODE last heard PEER join (Unix ns)
-	pacedSaid          atomic.Bool  // hold-paced: logged
-	endsAtReturn       atomic.Int64 // held-end-at-return: catch-ups left
-	returnedAt         atomic.Int64 // held-end-at-return: when NODE last found itself back (Unix ns)
-	oneByOne           atomic.Bool  // held-end-at-return: the catch-up reads one message a batch
-	leaderlessUntil    atomic.Int64 // held-leaderless: until when (Unix ns), set at the return
+	pacedLanding       time.Duration // hold-paced's DURATION: 0 for none
+	landingSaid        atomic.Bool   // hold-paced: a late landing logged
+	rejoinedAt         atomic.Int64  // hold-paced: when NODE last heard PEER join (Unix ns)
+	pacedSaid          atomic.Bool   // hold-paced: logged
+	endsAtReturn       atomic.Int64  // held-end-at-return: catch-ups left
+	returnedAt         atomic.Int64  // held-end-at-return: when NODE last found itself back (Unix ns)
+	oneByOne           atomic.Bool   // held-end-at-return: the catch-up reads one message a batch
+	leaderlessUntil    atomic.Int64  // held-leaderless: until when (Unix ns), set at the return
 	adoptStall         []string
 	moveLate           string
 	finishAsked        []string
@@ -916,7 +926,15 @@ func parseFaults(s, node string) (*faults, error) {
 			}
 			f.heldLeaderless = d
 		case "hold-paced":
-			f.holdPaced = v
+			peer, land, ok := strings.Cut(v, "/")
+			f.holdPaced = peer
+			if ok {
+				d, err := time.ParseDuration(land)
+				if err != nil || d <= 0 {
+					return nil, fmt.Errorf("%s: hold-paced=%q: want PEER or PEER/DURATION", faultEnv, v)
+				}
+				f.pacedLanding = d
+			}
 		case "held-end-at-return":
 			count, err := strconv.Atoi(v)
 			if err != nil || count < 1 {
@@ -1968,8 +1986,9 @@ func (f *faults) joined(peer string) {
 
 // pacesHold returns, under hold-paced for node, a future for m that pub
 // publishes holdPace later (logged once for one made before node was
-// heard again); nil otherwise.
-func (f *faults) pacesHold(node string, m *nats.Msg, pub func(*nats.Msg) (jetstream.PubAckFuture, error), log func(string, ...any)) jetstream.PubAckFuture {
+// heard again), or with a landing, once answers(node) and the landing
+// later; nil otherwise.
+func (f *faults) pacesHold(node string, m *nats.Msg, pub func(*nats.Msg) (jetstream.PubAckFuture, error), answers func(string) bool, log func(string, ...any)) jetstream.PubAckFuture {
 	if f == nil || f.holdPaced == "" || f.holdPaced != node {
 		return nil
 	}
@@ -1977,8 +1996,18 @@ func (f *faults) pacesHold(node string, m *nats.Msg, pub func(*nats.Msg) (jetstr
 	made := time.Now()
 	go func() {
 		time.Sleep(holdPace)
-		if time.Unix(0, f.rejoinedAt.Load()).After(made) && f.pacedSaid.CompareAndSwap(false, true) {
+		rejoined := time.Unix(0, f.rejoinedAt.Load())
+		if rejoined.After(made) && f.pacedSaid.CompareAndSwap(false, true) {
 			log("cluster: test fault: a hold made before its node was heard again published after", "peer", node)
+		}
+		if f.pacedLanding > 0 && f.rejoinedAt.Load() != 0 && made.Before(rejoined.Add(time.Second)) {
+			for end := time.Now().Add(30 * time.Second); !answers(node) && time.Now().Before(end); {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if f.landingSaid.CompareAndSwap(false, true) {
+				log("cluster: test fault: a hold on its way when its node was heard again published late", "peer", node, "after", f.pacedLanding)
+			}
+			time.Sleep(f.pacedLanding)
 		}
 		pf, err := pub(m)
 		if err != nil {

@@ -112,7 +112,12 @@ func TestParseFaults(t *testing.T) {
 	if (*faults)(nil).electing("n3", nil) != nil || (*faults)(nil).electsFor("n3", now) {
 		t.Error("no faults: a hold failed")
 	}
-	for _, bad := range []string{"hold-unanswered=0@n1", "hold-unanswered=x@n1", "settle-wait=x@n1", "settle-wait=0s@n1", "hold-elect=0s@n1", "hold-elect=x@n1"} {
+	f, err = parseFaults("hold-paced=n3/5s@n1", "n1")
+	if err != nil || f.holdPaced != "n3" || f.pacedLanding != 5*time.Second {
+		t.Errorf("hold-paced=n3/5s: %+v %v", f, err)
+	}
+	for _, bad := range []string{"hold-unanswered=0@n1", "hold-unanswered=x@n1", "settle-wait=x@n1", "settle-wait=0s@n1", "hold-elect=0s@n1", "hold-elect=x@n1",
+		"hold-paced=n3/0s@n1", "hold-paced=n3/x@n1"} {
 		if _, err := parseFaults(bad, "n1"); err == nil {
 			t.Errorf("%s accepted", bad)
 		}

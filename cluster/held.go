@@ -723,12 +723,25 @@ func (n *Node) holdAs(node string, msg *broker.Message, pub []byte, o broker.Ori
 		if f := n.fault.holdAnsweredLate(m); f != nil {
 			return f
 		}
-		return n.fault.pacesHold(node, m, n.publishHeld, n.log.Info)
+		return n.fault.pacesHold(node, m, n.publishHeld, n.heldAnswers, n.log.Info)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("held for %s: %w", node, err)
 	}
 	return f, nil
+}
+
+// heldAnswers reports whether the partition stream of node's held
+// subject answers (has a leader): hold-paced's landing.
+func (n *Node) heldAnswers(node string) bool {
+	js, err := n.sess.readyJS()
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, time.Second)
+	defer cancel()
+	_, err = js.Stream(ctx, streamName(n.sess.partition(node)))
+	return err == nil
 }
 
 // holdMsgID is the id of the plain hold of message k (Origin o, if any)
@@ -1805,7 +1818,6 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 	// The catch-up after the settle reads up to the subject's last
 	// message as of its first read, for the same reason.
 	var caughtTo uint64
-	var caughtAt time.Time
 	caughtKnown := false
 	// The wait of a fetch ends with the node (fetchWait): bounded by a
 	// fixed wait alone, it held up every node's Close by up to 2 s.
@@ -1828,7 +1840,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 				s.settleCatch = *rc
 			}
 			s.settledAt, caughtKnown = time.Now(), false
-			s.landingRead = true
+			s.landing = s.returnEnds.Swap(nil)
 		}
 		// Restored sessions settled and catching up: the read that ends
 		// their catch-up begins heldPoll after the settle at the
@@ -1854,7 +1866,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 				} else if caughtTo, err = s.heldLast(stream); err != nil {
 					return err
 				}
-				caughtKnown, caughtAt = true, time.Now()
+				caughtKnown = true
 			}
 		}
 		// A full store takes nothing durably: what is held for this
@@ -2013,14 +2025,13 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 		if err != nil {
 			return err
 		}
-		if catching && end && s.landingRead {
-			// A return's catch-up reads on to the subject's last message
-			// as of returnLanding after its first such read, once.
-			landed, err := s.heldLanded(stream, caughtAt)
+		if catching && end && s.landing != nil {
+			// A return's catch-up reads on to where the others' holds
+			// for this node ended (heldend.go).
+			landed, err := s.heldEndsLanded(stream)
 			if err != nil {
 				return err
 			}
-			s.landingRead = false
 			if landed > caughtTo {
 				caughtTo = landed
 				continue
@@ -2042,30 +2053,25 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 	return nil
 }
 
-// returnLanding is how long after the first read of this node's held
-// subject's last message, in a catch-up on its return from a silence,
-// the catch-up reads it again (heldLanded). A hold the others made just
-// before they heard this node again may land after that first read: its
-// partition stream had no leader, the node's return having deposed it
-// (returnElection), and such a hold is published again by nats.go twice,
-// 250 ms apart, then by settleHeld after heldRetryWait: it lands within
-// about 750 ms of the stream's answering the first read; doubled for a
-// loaded machine. Left out, it was applied after the catch-up had sent
-// what its publisher sent next, forwarded here once the hold was
-// acknowledged (TestReproPausedNodeHeldOrder with returnElection: q1-50
-// held 53 ms before n1 heard n3 again, landed 0.6 s later, after the
-// first read; TestReproReturnHoldLanding). Every catch-up on return lasts
-// this long at least.
-const returnLanding = 1500 * time.Millisecond
-
-// heldLanded returns heldLast once returnLanding has passed since first.
-func (s *sessions) heldLanded(stream string, first time.Time) (uint64, error) {
-	select {
-	case <-s.n.ctx.Done():
-		return 0, s.n.ctx.Err()
-	case <-time.After(time.Until(first.Add(returnLanding))):
+// heldEndsLanded waits for the peers' answers of the catch-up on return
+// under way (s.landing, taken) and returns the highest end. Where a peer
+// was not waited for (gone, or the bound), the held subject's last
+// message as of now stands in for its end.
+func (s *sessions) heldEndsLanded(stream string) (uint64, error) {
+	e := s.landing
+	s.landing = nil
+	landed, missing := e.wait(s.n.ctx)
+	if len(missing) == 0 {
+		s.n.log.Info("cluster: back from a silence: the others' holds for this node read to their end", "seq", landed)
+		return landed, nil
 	}
-	return s.heldLast(stream)
+	last, err := s.heldLast(stream)
+	if err != nil {
+		return 0, err
+	}
+	s.n.log.Info("cluster: back from a silence: not every node said where its holds for this node ended; read to the subject's end",
+		"seq", landed, "last", last, "missing", missing)
+	return max(landed, last), nil
 }
 
 // heldEndAt returns the stream sequence of the last message held for this
@@ -3425,6 +3431,8 @@ func (s *sessions) catchUpOnReturn(from, back time.Time) {
 		return
 	}
 	s.n.log.Info("cluster: back from a silence: persistent sessions catch up with what was held for this node", "sessions", len(ids))
+	// Before returnCatch: the follower takes both when it takes that.
+	s.returnEnds.Store(s.n.askHeldEnds(back, s.n.cfg.ForwardTimeout+returnElection))
 	if old := s.returnCatch.Swap(&done); old != nil {
 		(*old)() // not taken yet: this one covers it
 	}

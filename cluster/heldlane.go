@@ -57,12 +57,18 @@ type holdLane struct {
 	took bool
 	// waking: a retry of the first refused append is due (retry).
 	waking bool
+	// made counts the appends made in the lane (each laneHold's num);
+	// landed is the highest stream sequence of one the stream took:
+	// heldend.go tells a node back from a silence where the holds made
+	// for it before a point (mark) ended.
+	made, landed uint64
 }
 
 // laneHold is one append in a lane, and its future: Ok or Err gives its
 // one answer, once it is in the stream or given up.
 type laneHold struct {
-	m *nats.Msg
+	m   *nats.Msg
+	num uint64 // its place among the lane's appends (holdLane.made)
 	// first stands in for the first publish when it returns a future (a
 	// test fault); nil: published.
 	first func(*nats.Msg) jetstream.PubAckFuture
@@ -122,6 +128,8 @@ func (l *holdLane) append(m *nats.Msg, first func(*nats.Msg) jetstream.PubAckFut
 	h := &laneHold{m: m, first: first, until: until, ok: make(chan *jetstream.PubAck, 1), errs: make(chan error, 1)}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.made++
+	h.num = l.made
 	if l.blocked {
 		l.q = append(l.q, h)
 		return h, nil
@@ -182,6 +190,9 @@ func (l *holdLane) answered(h *laneHold, ack *jetstream.PubAck, err error) {
 	switch {
 	case err == nil:
 		l.took = true
+		if ack != nil {
+			l.landed = max(l.landed, ack.Sequence)
+		}
 		if i := slices.Index(l.q, h); l.blocked && slices.ContainsFunc(l.q[:max(i, 0)], waiting) {
 			l.n.log.Warn("cluster: a hold landed before an earlier one its stream did not take", "peer", l.node)
 		}
@@ -278,5 +289,31 @@ func (l *holdLane) retry() {
 func (l *holdLane) sendAgain(h *laneHold) {
 	if err := l.send(h); err != nil {
 		l.done(h, nil, fmt.Errorf("held for %s: %w", l.node, err))
+	}
+}
+
+// mark returns the lane's point as of now: the appends made so far.
+func (l *holdLane) mark() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.made
+}
+
+// landedBy returns, once every append made by mark is answered (in the
+// stream or given up), the highest stream sequence of the lane's appends
+// the stream took; false if some were still not answered at deadline.
+func (l *holdLane) landedBy(mark uint64, deadline time.Time) (uint64, bool) {
+	for {
+		l.mu.Lock()
+		open := slices.ContainsFunc(l.q, func(h *laneHold) bool { return h.num <= mark })
+		landed := l.landed
+		l.mu.Unlock()
+		if !open {
+			return landed, true
+		}
+		if time.Now().After(deadline) || l.n.ctx.Err() != nil {
+			return 0, false
+		}
+		time.Sleep(heldEndPoll)
 	}
 }

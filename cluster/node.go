@@ -189,6 +189,7 @@ func (n *Node) Attach(srv *broker.Server) error {
 		{ownOKSubject + "." + n.cfg.Node, n.own.onConfirm},
 		{barrierSubject + "." + n.cfg.Node, n.onBarrierRequest},
 		{finishSubject + "." + n.cfg.Node, n.onFinish},
+		{heldEndSubject + "." + n.cfg.Node, n.onHeldEndRequest},
 		{n.replies.prefix, n.replies.onAcks},
 	} {
 		sub, err := nc.Subscribe(s.subj, s.h)

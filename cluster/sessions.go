@@ -142,10 +142,11 @@ type sessions struct {
 	// followOwnHeld's goroutine only.
 	settleCatch func()
 	settledAt   time.Time
-	// landingRead: the catch-up under way began with a return from a
-	// silence and reads the held subject's end once more before it ends
-	// (heldLanded). Used by followOwnHeld's goroutine only.
-	landingRead bool
+	// landing: the catch-up under way began with a return from a
+	// silence and reads on to where the others' holds for this node
+	// ended (heldend.go), these answers. Used by followOwnHeld's
+	// goroutine only.
+	landing *heldEnds
 	// keysGone: per restored session settled here, when its hold keys
 	// went (onSettled); a hold made under them may land in this node's
 	// held subject until keysLanding after (withOwnBehind). Under mu.
@@ -158,6 +159,9 @@ type sessions struct {
 	// from a silence (catchUpOnReturn), for followOwnHeld's goroutine to
 	// take as it takes settleCatch; nil for none.
 	returnCatch atomic.Pointer[func()]
+	// returnEnds: the peers' answers for that catch-up (askHeldEnds),
+	// taken with it.
+	returnEnds atomic.Pointer[heldEnds]
 	// silence: a silence this node is back from and has not read the
 	// holds of yet, for when its ops count as made (silence.go).
 	silence silenceMark

@@ -1,0 +1,57 @@
+package cluster
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// A lane's end as of a mark waits for every append made by the mark,
+// refused ones published again included, and gives the highest stream
+// sequence that landed; appends made after the mark are not waited for
+// (heldend.go; TestReproReturnHoldLanding).
+func TestHoldLaneLandedBy(t *testing.T) {
+	s := &fakeHeld{}
+	l := testLane(t, s)
+	later := time.Now().Add(time.Minute)
+	if seq, ok := l.landedBy(l.mark(), time.Now().Add(time.Second)); !ok || seq != 0 {
+		t.Fatalf("an empty lane: %d %v, want 0 true", seq, ok)
+	}
+	for _, id := range []string{"a", "b"} {
+		if _, err := l.append(&nats.Msg{Data: []byte(id)}, nil, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.elect(true)
+	if _, err := l.append(&nats.Msg{Data: []byte("c")}, nil, later); err != nil {
+		t.Fatal(err)
+	}
+	mark := l.mark()
+	if _, ok := l.landedBy(mark, time.Now().Add(3*heldRetryWait)); ok {
+		t.Fatalf("c refused while the stream elects: its end is not known yet; landed %v", s.got())
+	}
+	if _, err := l.append(&nats.Msg{Data: []byte("d")}, nil, later); err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(2*heldRetryWait, func() { s.elect(false) })
+	seq, ok := l.landedBy(mark, time.Now().Add(10*time.Second))
+	if !ok || seq < 3 {
+		t.Fatalf("after the election: %d %v, want c's sequence (3) or more, true; landed %v", seq, ok, s.got())
+	}
+}
+
+func TestHeldEndWire(t *testing.T) {
+	q := heldEndRequest{node: "n3", inc: "abc", version: 77}
+	got, err := decodeHeldEndRequest(q.encode())
+	if err != nil || got != q {
+		t.Fatalf("request: %+v %v, want %+v", got, err, q)
+	}
+	ok, seq, err := decodeHeldEnd(encodeHeldEnd(true, 1<<40))
+	if err != nil || !ok || seq != 1<<40 {
+		t.Fatalf("answer: %v %d %v", ok, seq, err)
+	}
+	if _, err := decodeHeldEndRequest([]byte{wireVersion, 5}); err == nil {
+		t.Fatal("a short request decoded")
+	}
+}
