@@ -1,6 +1,10 @@
 package broker
 
-import "github.com/roost-mqtt/roost/packet"
+import (
+	"sync"
+
+	"github.com/roost-mqtt/roost/packet"
+)
 
 // Share group claims before the member's PUBLISH.
 //
@@ -170,4 +174,60 @@ func (ss *session) claimAnswered(ob *outbound, deliver bool) {
 	if !ss.ended {
 		ss.fill()
 	}
+}
+
+// QueuedClaim holds a queued delivery of a session a cluster adopts
+// (StoredDelivery.Claim, Adopt) until the cluster has its share group's
+// claim answered, as a first routing's copy waits for ClaimServed: the
+// delivery waits in the queue, everything after it for the session
+// behind it, until Answer. The cluster sets it on a copy whose claim it
+// could not settle before the adoption (package cluster, claimQueued: a
+// partition stream without a leader); sent unclaimed, a publisher's
+// resend elsewhere claimed the group for another member, and the group
+// got the message twice (test/jepsen TestClusterFull short faults, seeds
+// 440 and 447).
+type QueuedClaim struct {
+	mu       sync.Mutex
+	ss       *session
+	ob       *outbound
+	answered bool
+	deliver  bool
+}
+
+// NewQueuedClaim returns a claim not answered yet.
+func NewQueuedClaim() *QueuedClaim { return &QueuedClaim{} }
+
+// Answer lets the delivery go out in its turn (deliver), or drops it (the
+// group's copy went to another member first). Only the first call counts;
+// one before the adoption is applied by it, one after the session ended
+// does nothing.
+func (q *QueuedClaim) Answer(deliver bool) {
+	q.mu.Lock()
+	if q.answered {
+		q.mu.Unlock()
+		return
+	}
+	q.answered, q.deliver = true, deliver
+	ss, ob := q.ss, q.ob
+	q.mu.Unlock()
+	if ss != nil {
+		ss.claimAnswered(ob, deliver)
+	}
+}
+
+// bind marks ob, the delivery q was set on, as held for q's answer (or
+// dropped, answered so already); q may be nil. ss.mu is held.
+func (q *QueuedClaim) bind(ss *session, ob *outbound) {
+	if q == nil {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ob.gated = true
+	if q.answered {
+		ob.claimDrop = !q.deliver
+		return
+	}
+	ob.claimWait = true
+	q.ss, q.ob = ss, ob
 }

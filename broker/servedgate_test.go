@@ -119,3 +119,78 @@ func TestServedGate(t *testing.T) {
 		t.Errorf("%d claims asked, want 2 (none for a resend)", n)
 	}
 }
+
+// TestQueuedClaim: a queued delivery of an adopted session that carries a
+// QueuedClaim waits for its answer before its PUBLISH, with what is
+// queued after it behind it; answered false it is dropped; answered
+// before the adoption, it is sent (true) or dropped (false) at once.
+func TestQueuedClaim(t *testing.T) {
+	t.Parallel()
+	s, addr := startServer(t, Options{})
+	sub := []StoredSub{{Filter: "$share/g/t", Opts: packet.SubOptions{QoS: 2}}}
+	msg := func(p string) *Message { return &Message{Topic: "t", Payload: []byte(p), QoS: 2} }
+	deliveries := func(ps ...string) []StoredDelivery {
+		var ds []StoredDelivery
+		for _, p := range ps {
+			ds = append(ds, StoredDelivery{Msg: msg(p), QoS: 2})
+		}
+		return ds
+	}
+	resume := func(id string) *mqtttest.Client {
+		m := dial(t, addr, packet.V5)
+		m.Connect(&packet.Connect{ClientID: id, Properties: persist})
+		return m
+	}
+	expect := func(m *mqtttest.Client, want ...string) {
+		t.Helper()
+		var pids []uint16
+		for _, w := range want {
+			p := m.Next(mqtttest.AckBound)
+			if pub, ok := p.(*packet.Publish); !ok || string(pub.Payload) != w {
+				t.Fatalf("got %+v, want PUBLISH %q", p, w)
+			} else {
+				pids = append(pids, pub.PacketID)
+			}
+		}
+		for _, pid := range pids {
+			m.Send(&packet.Pubrec{PacketID: pid})
+			if _, ok := m.Next(mqtttest.AckBound).(*packet.Pubrel); !ok {
+				t.Fatal("no PUBREL")
+			}
+			m.Send(&packet.Pubcomp{PacketID: pid})
+		}
+		if p, err := m.Read(300 * time.Millisecond); err == nil {
+			t.Fatalf("got %+v, want nothing more now", p)
+		}
+	}
+
+	// Held until answered; then sent, and what follows.
+	q := NewQueuedClaim()
+	rec := &StoredSession{ClientID: "a", Expiry: 600, Subs: sub, Queue: deliveries("held", "after")}
+	rec.Queue[0].Claim = q
+	s.Adopt(rec)
+	a := resume("a")
+	expect(a)
+	q.Answer(true)
+	q.Answer(false) // only the first counts
+	expect(a, "held", "after")
+
+	// Answered "another member": dropped, what follows goes.
+	q = NewQueuedClaim()
+	rec = &StoredSession{ClientID: "b", Expiry: 600, Subs: sub, Queue: deliveries("held", "after")}
+	rec.Queue[0].Claim = q
+	s.Adopt(rec)
+	b := resume("b")
+	expect(b)
+	q.Answer(false)
+	expect(b, "after")
+
+	// Answered before the adoption.
+	yes, no := NewQueuedClaim(), NewQueuedClaim()
+	yes.Answer(true)
+	no.Answer(false)
+	rec = &StoredSession{ClientID: "c", Expiry: 600, Subs: sub, Queue: deliveries("sent", "dropped", "after")}
+	rec.Queue[0].Claim, rec.Queue[1].Claim = yes, no
+	s.Adopt(rec)
+	expect(resume("c"), "sent", "after")
+}
