@@ -63,8 +63,12 @@ type servedGate struct {
 
 // gateServed moves from sc.served to sc.gates the groups whose delivery
 // is to wait for its claim (ServedGate): a QoS 2 copy for a persistent
-// member, one group per session. A resend claimed its groups before it
-// was routed (claimAhead, ClaimResend): nothing to hold.
+// member, each of its groups (a message matching two share subscriptions
+// of one session is one copy, which waits for both claims: claimGates).
+// Gating the first group only left the second's claim after the PUBLISH,
+// gap C for that group (bench/jepsen/RESULTS.md, gapac's "What is left"
+// 3; TestServedGateTwoGroups). A resend claimed its groups before it was
+// routed (claimAhead, ClaimResend): nothing to hold.
 func (s *Server) gateServed(msg *Message, sc *routeScratch, resent bool) {
 	if msg.QoS != 2 || resent || len(sc.served) == 0 {
 		return
@@ -75,7 +79,7 @@ func (s *Server) gateServed(msg *Message, sc *routeScratch, resent bool) {
 	w := 0
 	for i, gk := range sc.served {
 		ss := sc.servedSess[i]
-		if sc.targets[sc.index[ss]].qos == 2 && !gatedIn(sc.gates, ss) && ss.gateable() {
+		if sc.targets[sc.index[ss]].qos == 2 && ss.gateable() {
 			sc.gates = append(sc.gates, servedGate{ss: ss, gk: gk})
 			continue
 		}
@@ -88,15 +92,6 @@ func (s *Server) gateServed(msg *Message, sc *routeScratch, resent bool) {
 	sc.served, sc.servedTo, sc.servedSess = sc.served[:w], sc.servedTo[:w], sc.servedSess[:w]
 }
 
-func gatedIn(gates []servedGate, ss *session) bool {
-	for _, g := range gates {
-		if g.ss == ss {
-			return true
-		}
-	}
-	return false
-}
-
 // gateable reports whether ss's copies outlive this node (the store
 // keeps them), so that one held for its claim is not lost with it.
 func (ss *session) gateable() bool {
@@ -105,7 +100,7 @@ func (ss *session) gateable() bool {
 	return !ss.ended && ss.persisted()
 }
 
-// gateOf returns the index in sc.gates of ss's gate; -1 for none.
+// gateOf returns the index in sc.gates of ss's first gate; -1 for none.
 func (sc *routeScratch) gateOf(ss *session) int {
 	for i := range sc.gates {
 		if sc.gates[i].ss == ss {
@@ -115,22 +110,76 @@ func (sc *routeScratch) gateOf(ss *session) int {
 	return -1
 }
 
+// setGates notes, on each of ss's gates, its copy (ob, nil for none) and
+// its store ticket t, or that it had the message before (had).
+func (sc *routeScratch) setGates(ss *session, ob *outbound, t Ticket, had bool) {
+	for i := range sc.gates {
+		if sc.gates[i].ss == ss {
+			sc.gates[i].ob, sc.gates[i].t, sc.gates[i].had = ob, t, had
+		}
+	}
+}
+
 // claimGates asks the cluster to claim each of sc.gates whose member
 // holds a copy (queued now, or got before), and to let the queued copy
-// go once answered. A member that took no copy (refused by the
-// Authorizer, its queue full, its session ended) is not claimed for: a
-// claim naming it would keep the group's message from every other copy.
+// go once answered: once every group of its session's gates is, sent if
+// any was claimed for the member (it is that group's copy), dropped if
+// none was. A member that took no copy (refused by the Authorizer, its
+// queue full, its session ended) is not claimed for: a claim naming it
+// would keep the group's message from every other copy.
 func (s *Server) claimGates(msg *Message, sc *routeScratch) {
 	g := s.opts.Cluster.(ServedGate)
-	for _, sg := range sc.gates {
+	var answers []*gateAnswer // one per copy, in the order of its first gate
+	for i, sg := range sc.gates {
 		ss, ob := sg.ss, sg.ob
 		switch {
 		case ob != nil:
-			g.ClaimServed(msg, sg.gk, ss.id, sg.t, func(deliver bool) { ss.claimAnswered(ob, deliver) })
+			a := answerOf(answers, ob)
+			if a == nil {
+				a = &gateAnswer{ss: ss, ob: ob}
+				for _, o := range sc.gates[i:] {
+					if o.ob == ob {
+						a.left++
+					}
+				}
+				answers = append(answers, a)
+			}
+			g.ClaimServed(msg, sg.gk, ss.id, sg.t, a.done)
 		case sg.had:
 			g.ClaimServed(msg, sg.gk, ss.id, sg.t, func(bool) {})
 		}
 	}
+}
+
+// gateAnswer gathers the answers of the claims a queued copy waits for
+// (claimGates).
+type gateAnswer struct {
+	ss      *session
+	ob      *outbound
+	mu      sync.Mutex
+	left    int
+	deliver bool
+}
+
+// done notes one claim's answer; the last lets the copy go or drops it.
+func (a *gateAnswer) done(deliver bool) {
+	a.mu.Lock()
+	a.left--
+	a.deliver = a.deliver || deliver
+	last, d := a.left == 0, a.deliver
+	a.mu.Unlock()
+	if last {
+		a.ss.claimAnswered(a.ob, d)
+	}
+}
+
+func answerOf(answers []*gateAnswer, ob *outbound) *gateAnswer {
+	for _, a := range answers {
+		if a.ob == ob {
+			return a
+		}
+	}
+	return nil
 }
 
 // deliverGated queues msg for ss with its group's claim pending

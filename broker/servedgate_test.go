@@ -194,3 +194,57 @@ func TestQueuedClaim(t *testing.T) {
 	s.Adopt(rec)
 	expect(resume("c"), "sent", "after")
 }
+
+// TestServedGateTwoGroups: a message matching two share subscriptions of
+// one persistent member is one copy that waits for both groups' claims:
+// sent when either was claimed for the member, dropped when neither was.
+// Before, only the first group was held, and the second was claimed after
+// the PUBLISH (gapac's "What is left" 3).
+func TestServedGateTwoGroups(t *testing.T) {
+	t.Parallel()
+	cl := &gateCluster{}
+	s, addr := startServer(t, Options{Store: &idLog{}, Cluster: cl})
+	m := dial(t, addr, packet.V5)
+	m.Connect(&packet.Connect{ClientID: "m", CleanStart: true, Properties: persist})
+	m.Subscribe("$share/g/t", 2)
+	m.Subscribe("$share/h/t", 2)
+	groups := []string{"g\x00t", "h\x00t"}
+	send := func(payload string, nonce uint64) []gateAsk {
+		t.Helper()
+		before := len(cl.asked())
+		rm := &RemoteMessage{Topic: "t", Payload: []byte(payload), QoS: 2, Groups: groups,
+			Origin: Origin{ClientID: "pub", PacketID: uint16(nonce), Nonce: nonce}, ClaimFirst: true}
+		if n, _ := s.DeliverRemote(rm); n != 1 || len(rm.Served) != 0 {
+			t.Fatalf("%s: delivered to %d sessions, served %q; want 1 and none (claimed first)", payload, n, rm.Served)
+		}
+		asks := cl.asked()[before:]
+		if len(asks) != 2 || asks[0].gk == asks[1].gk {
+			t.Fatalf("%s: claims asked %+v, want one for each group", payload, asks)
+		}
+		return asks
+	}
+	asks := send("a", 1)
+	asks[0].done(false)
+	if p, err := m.Read(300 * time.Millisecond); err == nil {
+		t.Fatalf("got %+v before both groups' claims were answered", p)
+	}
+	asks[1].done(true)
+	p, ok := m.Next(mqtttest.AckBound).(*packet.Publish)
+	if !ok || string(p.Payload) != "a" {
+		t.Fatalf("got %+v, want PUBLISH a (claimed for m in one group)", p)
+	}
+	m.Send(&packet.Pubrec{PacketID: p.PacketID})
+	m.Next(mqtttest.AckBound) // PUBREL
+	m.Send(&packet.Pubcomp{PacketID: p.PacketID})
+
+	asks = send("b", 2)
+	asks[0].done(false)
+	asks[1].done(false)
+	if p, err := m.Read(300 * time.Millisecond); err == nil {
+		t.Fatalf("got %+v, want nothing (b claimed for others in both groups)", p)
+	}
+	mqtttest.Eventually(t, 5*time.Second, func() bool {
+		c, _, _ := s.Client("m")
+		return c.Queued == 0 && c.Inflight == 0
+	})
+}
