@@ -280,6 +280,16 @@ func (s *Server) ClaimResend(m *RemoteMessage) error {
 	return err
 }
 
+// ClaimedAhead reports whether ClaimResend decided, for m, which member
+// here gets share group ("group\x00filter"): claimed for one, or left
+// out. A group it found no member of in the server (one whose members
+// here are sessions moving in, not adopted yet) is not decided: a member
+// given m later would get it with no claim made for it.
+func (m *RemoteMessage) ClaimedAhead(group string) bool {
+	_, ok := m.chosen[group]
+	return ok
+}
+
 // AwayCopies is implemented by a Cluster whose node may hold a copy of a
 // persistent session that another node owns now (package cluster: a
 // disowned copy, fenced or handed over and waiting for the new owner's

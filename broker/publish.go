@@ -572,8 +572,8 @@ func (s *Server) deliverTargets(msg *Message, sc *routeScratch) (n int, last Tic
 		if h != 0 {
 			first, tk := t.sess.firstOrigin(h)
 			if !first {
-				if g := sc.gateOf(t.sess); g >= 0 {
-					sc.gates[g].t, sc.gates[g].had = tk, true
+				if sc.gateOf(t.sess) >= 0 {
+					sc.setGates(t.sess, nil, tk, true)
 				}
 				last = max(last, tk)
 				continue
@@ -581,9 +581,10 @@ func (s *Server) deliverTargets(msg *Message, sc *routeScratch) (n int, last Tic
 		}
 		var tk Ticket
 		ok := true
-		if g := sc.gateOf(t.sess); g >= 0 {
-			tk, sc.gates[g].ob, ok = s.offerGated(t.sess, msg, t.qos, t.retain, t.subIDs)
-			sc.gates[g].t = tk
+		if sc.gateOf(t.sess) >= 0 {
+			var ob *outbound
+			tk, ob, ok = s.offerGated(t.sess, msg, t.qos, t.retain, t.subIDs)
+			sc.setGates(t.sess, ob, tk, false)
 		} else {
 			// offer never waits for an Authorizer that may block (authq.go).
 			tk, ok = s.offer(t.sess, msg, t.qos, t.retain, t.subIDs)

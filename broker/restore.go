@@ -117,6 +117,7 @@ func (s *Server) loadSessionState(ss *session, rec *StoredSession, origin string
 			// before its check was answered (authq.go), here or on the
 			// node that handed it over, or the rules may have changed.
 			ob.unchecked = s.opts.Authorizer != nil
+			d.Claim.bind(ss, ob)
 			ss.queue = append(ss.queue, ob)
 			ss.requeue(ob)
 		}

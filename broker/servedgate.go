@@ -1,6 +1,10 @@
 package broker
 
-import "github.com/roost-mqtt/roost/packet"
+import (
+	"sync"
+
+	"github.com/roost-mqtt/roost/packet"
+)
 
 // Share group claims before the member's PUBLISH.
 //
@@ -59,8 +63,12 @@ type servedGate struct {
 
 // gateServed moves from sc.served to sc.gates the groups whose delivery
 // is to wait for its claim (ServedGate): a QoS 2 copy for a persistent
-// member, one group per session. A resend claimed its groups before it
-// was routed (claimAhead, ClaimResend): nothing to hold.
+// member, each of its groups (a message matching two share subscriptions
+// of one session is one copy, which waits for both claims: claimGates).
+// Gating the first group only left the second's claim after the PUBLISH,
+// gap C for that group (bench/jepsen/RESULTS.md, gapac's "What is left"
+// 3; TestServedGateTwoGroups). A resend claimed its groups before it was
+// routed (claimAhead, ClaimResend): nothing to hold.
 func (s *Server) gateServed(msg *Message, sc *routeScratch, resent bool) {
 	if msg.QoS != 2 || resent || len(sc.served) == 0 {
 		return
@@ -71,7 +79,7 @@ func (s *Server) gateServed(msg *Message, sc *routeScratch, resent bool) {
 	w := 0
 	for i, gk := range sc.served {
 		ss := sc.servedSess[i]
-		if sc.targets[sc.index[ss]].qos == 2 && !gatedIn(sc.gates, ss) && ss.gateable() {
+		if sc.targets[sc.index[ss]].qos == 2 && ss.gateable() {
 			sc.gates = append(sc.gates, servedGate{ss: ss, gk: gk})
 			continue
 		}
@@ -84,15 +92,6 @@ func (s *Server) gateServed(msg *Message, sc *routeScratch, resent bool) {
 	sc.served, sc.servedTo, sc.servedSess = sc.served[:w], sc.servedTo[:w], sc.servedSess[:w]
 }
 
-func gatedIn(gates []servedGate, ss *session) bool {
-	for _, g := range gates {
-		if g.ss == ss {
-			return true
-		}
-	}
-	return false
-}
-
 // gateable reports whether ss's copies outlive this node (the store
 // keeps them), so that one held for its claim is not lost with it.
 func (ss *session) gateable() bool {
@@ -101,7 +100,7 @@ func (ss *session) gateable() bool {
 	return !ss.ended && ss.persisted()
 }
 
-// gateOf returns the index in sc.gates of ss's gate; -1 for none.
+// gateOf returns the index in sc.gates of ss's first gate; -1 for none.
 func (sc *routeScratch) gateOf(ss *session) int {
 	for i := range sc.gates {
 		if sc.gates[i].ss == ss {
@@ -111,22 +110,76 @@ func (sc *routeScratch) gateOf(ss *session) int {
 	return -1
 }
 
+// setGates notes, on each of ss's gates, its copy (ob, nil for none) and
+// its store ticket t, or that it had the message before (had).
+func (sc *routeScratch) setGates(ss *session, ob *outbound, t Ticket, had bool) {
+	for i := range sc.gates {
+		if sc.gates[i].ss == ss {
+			sc.gates[i].ob, sc.gates[i].t, sc.gates[i].had = ob, t, had
+		}
+	}
+}
+
 // claimGates asks the cluster to claim each of sc.gates whose member
 // holds a copy (queued now, or got before), and to let the queued copy
-// go once answered. A member that took no copy (refused by the
-// Authorizer, its queue full, its session ended) is not claimed for: a
-// claim naming it would keep the group's message from every other copy.
+// go once answered: once every group of its session's gates is, sent if
+// any was claimed for the member (it is that group's copy), dropped if
+// none was. A member that took no copy (refused by the Authorizer, its
+// queue full, its session ended) is not claimed for: a claim naming it
+// would keep the group's message from every other copy.
 func (s *Server) claimGates(msg *Message, sc *routeScratch) {
 	g := s.opts.Cluster.(ServedGate)
-	for _, sg := range sc.gates {
+	var answers []*gateAnswer // one per copy, in the order of its first gate
+	for i, sg := range sc.gates {
 		ss, ob := sg.ss, sg.ob
 		switch {
 		case ob != nil:
-			g.ClaimServed(msg, sg.gk, ss.id, sg.t, func(deliver bool) { ss.claimAnswered(ob, deliver) })
+			a := answerOf(answers, ob)
+			if a == nil {
+				a = &gateAnswer{ss: ss, ob: ob}
+				for _, o := range sc.gates[i:] {
+					if o.ob == ob {
+						a.left++
+					}
+				}
+				answers = append(answers, a)
+			}
+			g.ClaimServed(msg, sg.gk, ss.id, sg.t, a.done)
 		case sg.had:
 			g.ClaimServed(msg, sg.gk, ss.id, sg.t, func(bool) {})
 		}
 	}
+}
+
+// gateAnswer gathers the answers of the claims a queued copy waits for
+// (claimGates).
+type gateAnswer struct {
+	ss      *session
+	ob      *outbound
+	mu      sync.Mutex
+	left    int
+	deliver bool
+}
+
+// done notes one claim's answer; the last lets the copy go or drops it.
+func (a *gateAnswer) done(deliver bool) {
+	a.mu.Lock()
+	a.left--
+	a.deliver = a.deliver || deliver
+	last, d := a.left == 0, a.deliver
+	a.mu.Unlock()
+	if last {
+		a.ss.claimAnswered(a.ob, d)
+	}
+}
+
+func answerOf(answers []*gateAnswer, ob *outbound) *gateAnswer {
+	for _, a := range answers {
+		if a.ob == ob {
+			return a
+		}
+	}
+	return nil
 }
 
 // deliverGated queues msg for ss with its group's claim pending
@@ -170,4 +223,60 @@ func (ss *session) claimAnswered(ob *outbound, deliver bool) {
 	if !ss.ended {
 		ss.fill()
 	}
+}
+
+// QueuedClaim holds a queued delivery of a session a cluster adopts
+// (StoredDelivery.Claim, Adopt) until the cluster has its share group's
+// claim answered, as a first routing's copy waits for ClaimServed: the
+// delivery waits in the queue, everything after it for the session
+// behind it, until Answer. The cluster sets it on a copy whose claim it
+// could not settle before the adoption (package cluster, claimQueued: a
+// partition stream without a leader); sent unclaimed, a publisher's
+// resend elsewhere claimed the group for another member, and the group
+// got the message twice (test/jepsen TestClusterFull short faults, seeds
+// 440 and 447).
+type QueuedClaim struct {
+	mu       sync.Mutex
+	ss       *session
+	ob       *outbound
+	answered bool
+	deliver  bool
+}
+
+// NewQueuedClaim returns a claim not answered yet.
+func NewQueuedClaim() *QueuedClaim { return &QueuedClaim{} }
+
+// Answer lets the delivery go out in its turn (deliver), or drops it (the
+// group's copy went to another member first). Only the first call counts;
+// one before the adoption is applied by it, one after the session ended
+// does nothing.
+func (q *QueuedClaim) Answer(deliver bool) {
+	q.mu.Lock()
+	if q.answered {
+		q.mu.Unlock()
+		return
+	}
+	q.answered, q.deliver = true, deliver
+	ss, ob := q.ss, q.ob
+	q.mu.Unlock()
+	if ss != nil {
+		ss.claimAnswered(ob, deliver)
+	}
+}
+
+// bind marks ob, the delivery q was set on, as held for q's answer (or
+// dropped, answered so already); q may be nil. ss.mu is held.
+func (q *QueuedClaim) bind(ss *session, ob *outbound) {
+	if q == nil {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ob.gated = true
+	if q.answered {
+		ob.claimDrop = !q.deliver
+		return
+	}
+	ob.claimWait = true
+	q.ss, q.ob = ss, ob
 }

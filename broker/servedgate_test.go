@@ -119,3 +119,132 @@ func TestServedGate(t *testing.T) {
 		t.Errorf("%d claims asked, want 2 (none for a resend)", n)
 	}
 }
+
+// TestQueuedClaim: a queued delivery of an adopted session that carries a
+// QueuedClaim waits for its answer before its PUBLISH, with what is
+// queued after it behind it; answered false it is dropped; answered
+// before the adoption, it is sent (true) or dropped (false) at once.
+func TestQueuedClaim(t *testing.T) {
+	t.Parallel()
+	s, addr := startServer(t, Options{})
+	sub := []StoredSub{{Filter: "$share/g/t", Opts: packet.SubOptions{QoS: 2}}}
+	msg := func(p string) *Message { return &Message{Topic: "t", Payload: []byte(p), QoS: 2} }
+	deliveries := func(ps ...string) []StoredDelivery {
+		var ds []StoredDelivery
+		for _, p := range ps {
+			ds = append(ds, StoredDelivery{Msg: msg(p), QoS: 2})
+		}
+		return ds
+	}
+	resume := func(id string) *mqtttest.Client {
+		m := dial(t, addr, packet.V5)
+		m.Connect(&packet.Connect{ClientID: id, Properties: persist})
+		return m
+	}
+	expect := func(m *mqtttest.Client, want ...string) {
+		t.Helper()
+		var pids []uint16
+		for _, w := range want {
+			p := m.Next(mqtttest.AckBound)
+			if pub, ok := p.(*packet.Publish); !ok || string(pub.Payload) != w {
+				t.Fatalf("got %+v, want PUBLISH %q", p, w)
+			} else {
+				pids = append(pids, pub.PacketID)
+			}
+		}
+		for _, pid := range pids {
+			m.Send(&packet.Pubrec{PacketID: pid})
+			if _, ok := m.Next(mqtttest.AckBound).(*packet.Pubrel); !ok {
+				t.Fatal("no PUBREL")
+			}
+			m.Send(&packet.Pubcomp{PacketID: pid})
+		}
+		if p, err := m.Read(300 * time.Millisecond); err == nil {
+			t.Fatalf("got %+v, want nothing more now", p)
+		}
+	}
+
+	// Held until answered; then sent, and what follows.
+	q := NewQueuedClaim()
+	rec := &StoredSession{ClientID: "a", Expiry: 600, Subs: sub, Queue: deliveries("held", "after")}
+	rec.Queue[0].Claim = q
+	s.Adopt(rec)
+	a := resume("a")
+	expect(a)
+	q.Answer(true)
+	q.Answer(false) // only the first counts
+	expect(a, "held", "after")
+
+	// Answered "another member": dropped, what follows goes.
+	q = NewQueuedClaim()
+	rec = &StoredSession{ClientID: "b", Expiry: 600, Subs: sub, Queue: deliveries("held", "after")}
+	rec.Queue[0].Claim = q
+	s.Adopt(rec)
+	b := resume("b")
+	expect(b)
+	q.Answer(false)
+	expect(b, "after")
+
+	// Answered before the adoption.
+	yes, no := NewQueuedClaim(), NewQueuedClaim()
+	yes.Answer(true)
+	no.Answer(false)
+	rec = &StoredSession{ClientID: "c", Expiry: 600, Subs: sub, Queue: deliveries("sent", "dropped", "after")}
+	rec.Queue[0].Claim, rec.Queue[1].Claim = yes, no
+	s.Adopt(rec)
+	expect(resume("c"), "sent", "after")
+}
+
+// TestServedGateTwoGroups: a message matching two share subscriptions of
+// one persistent member is one copy that waits for both groups' claims:
+// sent when either was claimed for the member, dropped when neither was.
+// Before, only the first group was held, and the second was claimed after
+// the PUBLISH (gapac's "What is left" 3).
+func TestServedGateTwoGroups(t *testing.T) {
+	t.Parallel()
+	cl := &gateCluster{}
+	s, addr := startServer(t, Options{Store: &idLog{}, Cluster: cl})
+	m := dial(t, addr, packet.V5)
+	m.Connect(&packet.Connect{ClientID: "m", CleanStart: true, Properties: persist})
+	m.Subscribe("$share/g/t", 2)
+	m.Subscribe("$share/h/t", 2)
+	groups := []string{"g\x00t", "h\x00t"}
+	send := func(payload string, nonce uint64) []gateAsk {
+		t.Helper()
+		before := len(cl.asked())
+		rm := &RemoteMessage{Topic: "t", Payload: []byte(payload), QoS: 2, Groups: groups,
+			Origin: Origin{ClientID: "pub", PacketID: uint16(nonce), Nonce: nonce}, ClaimFirst: true}
+		if n, _ := s.DeliverRemote(rm); n != 1 || len(rm.Served) != 0 {
+			t.Fatalf("%s: delivered to %d sessions, served %q; want 1 and none (claimed first)", payload, n, rm.Served)
+		}
+		asks := cl.asked()[before:]
+		if len(asks) != 2 || asks[0].gk == asks[1].gk {
+			t.Fatalf("%s: claims asked %+v, want one for each group", payload, asks)
+		}
+		return asks
+	}
+	asks := send("a", 1)
+	asks[0].done(false)
+	if p, err := m.Read(300 * time.Millisecond); err == nil {
+		t.Fatalf("got %+v before both groups' claims were answered", p)
+	}
+	asks[1].done(true)
+	p, ok := m.Next(mqtttest.AckBound).(*packet.Publish)
+	if !ok || string(p.Payload) != "a" {
+		t.Fatalf("got %+v, want PUBLISH a (claimed for m in one group)", p)
+	}
+	m.Send(&packet.Pubrec{PacketID: p.PacketID})
+	m.Next(mqtttest.AckBound) // PUBREL
+	m.Send(&packet.Pubcomp{PacketID: p.PacketID})
+
+	asks = send("b", 2)
+	asks[0].done(false)
+	asks[1].done(false)
+	if p, err := m.Read(300 * time.Millisecond); err == nil {
+		t.Fatalf("got %+v, want nothing (b claimed for others in both groups)", p)
+	}
+	mqtttest.Eventually(t, 5*time.Second, func() bool {
+		c, _, _ := s.Client("m")
+		return c.Queued == 0 && c.Inflight == 0
+	})
+}

@@ -172,6 +172,10 @@ type StoredDelivery struct {
 	SubIDs   []uint32
 	PacketID uint16
 	Released bool
+	// Claim, set by a cluster on a delivery not sent yet of a session it
+	// adopts (Adopt), holds the delivery in the queue until answered
+	// (QueuedClaim). Not stored: stores neither write nor read it.
+	Claim *QueuedClaim
 }
 
 // storeFailed decides what becomes of output held back because the store

@@ -56,6 +56,14 @@ import (
 //	                      partition stream whose leader was just killed
 //	                      gets (test/jepsen TestClusterFull seed 325);
 //	                      logged
+//	queued-leaderless=CLIENT@NODE  on NODE, the share group claims of
+//	                      CLIENT's queued copies made at its adoption
+//	                      (claimQueued) are not appended and fail with
+//	                      nats.go's "no response from stream" for
+//	                      queuedLeaderless from the first: what an
+//	                      append to a partition stream without a leader
+//	                      gets (test/jepsen TestClusterFull seeds 440,
+//	                      447); logged once
 //	queue-late=CLIENT@NODE  on NODE, the first message queued for CLIENT
 //	                      (OpQueuePut) reaches its partition stream only
 //	                      queueLateDelay later, and nothing after it is
@@ -686,6 +694,10 @@ type faults struct {
 	waitLateTopic    atomic.Pointer[string] // wait-late: its publish's topic, once it came
 	forwardedLater   chan struct{}          // wait-late: closed once a later publish to the topic was forwarded
 	forwardedOnce    sync.Once
+
+	// queued-leaderless, and its first claim's time (Unix ns).
+	queuedLeaderless string
+	queuedLeaderFrom atomic.Int64
 }
 
 // claimLateMax bounds claim-late's wait for the session to leave.
@@ -737,7 +749,7 @@ const overtakenWait = 20 * time.Second
 const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
-var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "served-silent", "served-late", "queue-late", "read-late", "delay-release", "hold-unanswered", "hold-answer-late", "hold-elect", "hold-silent", "no-quorum", "held-pending",
+var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "served-silent", "queued-leaderless", "served-late", "queue-late", "read-late", "delay-release", "hold-unanswered", "hold-answer-late", "hold-elect", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "adopt-wait-for", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
@@ -774,6 +786,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.servedUnclaimed = v
 		case "served-silent":
 			f.servedSilent = v
+		case "queued-leaderless":
+			f.queuedLeaderless = v
 		case "served-late":
 			f.servedLate = v
 		case "queue-late":
@@ -1701,6 +1715,28 @@ func (f *faults) silencesServed(id string, m *nats.Msg) jetstream.PubAckFuture {
 	errs := make(chan error, 1)
 	time.AfterFunc(servedSilentAfter, func() { errs <- jetstream.ErrAsyncPublishTimeout })
 	return &unansweredHold{msg: m, errs: errs}
+}
+
+// queuedLeaderless is how long queued-leaderless's claims fail: past a
+// 4-s forward_timeout, the adoption's bound, so the claim goes on after
+// the adoption.
+const queuedLeaderless = 8 * time.Second
+
+// leaderlessQueued returns, for a claim m of id's queued copy under
+// queued-leaderless, a future failing with nats.go's "no response from
+// stream" a moment later (first: the fault's first); nil otherwise.
+func (f *faults) leaderlessQueued(id string, m *nats.Msg) (fut jetstream.PubAckFuture, first bool) {
+	if f == nil || id != f.queuedLeaderless {
+		return nil, false
+	}
+	now := time.Now().UnixNano()
+	first = f.queuedLeaderFrom.CompareAndSwap(0, now)
+	if time.Duration(now-f.queuedLeaderFrom.Load()) >= queuedLeaderless {
+		return nil, false
+	}
+	errs := make(chan error, 1)
+	time.AfterFunc(100*time.Millisecond, func() { errs <- jetstream.ErrNoStreamResponse })
+	return &unansweredHold{msg: m, errs: errs}, first
 }
 
 // stalls reports whether op is never to be replicated.

@@ -24,7 +24,7 @@ import (
 func TestMoveCut(t *testing.T) {
 	mv := newLiveMoves(&Node{})
 	gets := func(origin, id string) bool {
-		p, _ := mv.pick(originKey{node: origin}, &broker.RemoteMessage{Topic: "a/b"}, false)
+		p, _, _ := mv.pick(originKey{node: origin}, &broker.RemoteMessage{Topic: "a/b"}, false)
 		return p == nil || p(id)
 	}
 	// Old owner: "s" handed over; X's barrier came, Y's not yet.
@@ -226,7 +226,7 @@ func TestMoveShareGroups(t *testing.T) {
 	mv.in["s"] = mi
 	mv.active.Add(1)
 	rm := &broker.RemoteMessage{Topic: "t/1", QoS: 1, Groups: []string{g, other}}
-	if _, ha := mv.pick(originKey{node: "X"}, rm, true); ha == nil || ha.left != 1 {
+	if _, ha, _ := mv.pick(originKey{node: "X"}, rm, true); ha == nil || ha.left != 1 {
 		t.Fatalf("group message not held back for confirmation: %+v", ha)
 	}
 	if len(mi.held) != 1 || mi.held[0].plain || !slices.Equal(mi.held[0].m.Groups, []string{g}) {

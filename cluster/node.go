@@ -853,8 +853,15 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 	// Under the gate: a moving session's last step here must see each
 	// forwarded message delivered wholly before or after it.
 	n.gate.RLock()
-	var held *heldAck
-	rm.Pick, held = n.mv.pick(src, rm, seq != 0)
+	var (
+		held     *heldAck
+		movingIn error
+	)
+	rm.Pick, held, movingIn = n.mv.pick(src, rm, seq != 0)
+	if movingIn != nil {
+		n.log.Info("cluster: a QoS 2 resend's share group has only sessions moving in here: not held for them, not confirmed",
+			"client_id", rm.Origin.ClientID, "packet_id", rm.Origin.PacketID, "topic", rm.Topic, "peer", origin)
+	}
 	rm.Pick = n.sess.skipUnsettled(rm.Pick) // held for them (held.go)
 	if src.id != 0 {
 		rm.Pick = n.dedupPick(src, rm.Pick)
@@ -885,7 +892,7 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 	// PUBLISH (ClaimServed); the rest after, below (claimServed).
 	rm.ClaimFirst = seq != 0 && !rm.Resent
 	c, ticket := n.srv.DeliverRemote(rm)
-	a := pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket, keepErr: errors.Join(unkept, claimErr)}
+	a := pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket, keepErr: errors.Join(unkept, claimErr, movingIn)}
 	// Copies here whose ops stay local (keep.go): what they took is
 	// kept in the held subject too.
 	var kept []keptCopy
@@ -893,7 +900,10 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		kept = withAway(nil, rm.Away)
 	}
 	if len(kept) > 0 {
-		a.keeps, a.keepErr = n.keep(src, rm.Origin, fwd, kept)
+		// Joined: the errors above still leave the message unconfirmed.
+		var err error
+		a.keeps, err = n.keep(src, rm.Origin, fwd, kept)
+		a.keepErr = errors.Join(a.keepErr, err)
 	}
 	if seq != 0 && src.id != 0 {
 		// A copy that ended here just before (keep.go, the copy's end).

@@ -2,7 +2,10 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -44,14 +47,30 @@ func servedClaim(member string) string { return "\x00" + member }
 //
 // A delivery whose message matches more than one share subscription of
 // the session is left as it is (which group it came through is not
-// known), and so is one whose claim fails (the streams without a
-// quorum): delivered, as before, at worst a second copy of the group.
-// On a restarted node, which takes live moves once its ownership records
-// are read, the session streams may open later: the claims wait for
-// them, within the same bound. Before, they were skipped without a word
-// and the publisher's resend elsewhere gave the group to another member
-// (test/jepsen TestClusterFull seed 268: g1m0 moved live to n3 63 ms
-// before its streams opened; TestReproGroupQueuedStreamsLate).
+// known). On a restarted node, which takes live moves once its ownership
+// records are read, the session streams may open later: the claims wait
+// for them. Before, they were skipped without a word and the publisher's
+// resend elsewhere gave the group to another member (test/jepsen
+// TestClusterFull seed 268: g1m0 moved live to n3 63 ms before its
+// streams opened; TestReproGroupQueuedStreamsLate).
+//
+// A claim not answered within forward_timeout (the adoption's bound: a
+// live move, and the client's CONNACK, wait for it) goes on after the
+// adoption, within claimSettleBound, and its delivery, if not sent yet,
+// waits in the queue for the answer (broker.QueuedClaim, as a first
+// routing's copy waits for ClaimServed): sent once the claim is in,
+// dropped if the group was claimed for another member first. Before, a
+// claim that failed (a partition stream without a leader: "no response
+// from stream") kept the copy unclaimed, the session's client got it, and
+// the publisher's resend elsewhere claimed the group for the other member
+// once the stream had a leader again (test/jepsen TestClusterFull short
+// faults, seed 440: n1 restarted, adopted g0m1 from the stream and failed
+// its claim at 48.357; n2's resend claimed g0 for g0m0 at 55.515; seed
+// 447 the same on n3; TestReproGroupQueuedLeaderless). The resend's claim
+// goes to the same stream, so it cannot land while this one cannot: the
+// first in decides, once either way. A delivery sent before (a packet id)
+// cannot wait; its claim goes on all the same.
+//
 // It returns how many deliveries it dropped.
 func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
 	if n.sess == nil || rec == nil || len(rec.Queue) == 0 {
@@ -70,22 +89,10 @@ func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
 		return 0
 	}
 	s := n.sess
-	// One bound for the wait for the streams and the claims: a live move
-	// (and the client's CONNACK, the previous owner's wait for the seal)
-	// waits no longer than it did for claims to a stream electing a
-	// leader.
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.ForwardTimeout)
-	defer cancel()
-	js, err := s.awaitOpenJS(ctx)
-	if err != nil {
-		n.log.Info("cluster: queued share group copies not claimed at the adoption: the session streams are not open here; kept",
-			"client_id", rec.ClientID, "err", err)
-		return 0
-	}
+	id := rec.ClientID
 	type claim struct {
-		i int
-		m *nats.Msg
-		f jetstream.PubAckFuture
+		i    int
+		done chan queuedAnswer
 	}
 	var claims []claim
 	for i, d := range rec.Queue {
@@ -102,40 +109,51 @@ func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
 		}
 		var m *nats.Msg
 		if o.ClientID == "" { // a copy's name (a clean publisher's message): copyOrigin
-			m = s.copyClaimMsg(o.Nonce, gk, servedClaim(rec.ClientID))
+			m = s.copyClaimMsg(o.Nonce, gk, servedClaim(id))
 		} else {
-			m = s.claimMsg(originKey{}, o, gk, servedClaim(rec.ClientID))
+			m = s.claimMsg(originKey{}, o, gk, servedClaim(id))
 		}
-		f, err := js.PublishMsgAsync(m)
-		if err != nil {
-			n.log.Info("cluster: a queued share group copy not claimed at its adoption; kept", "client_id", rec.ClientID, "err", err)
+		c := claim{i, make(chan queuedAnswer, 1)}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			c.done <- n.settleQueuedClaim(id, m)
+		}()
+		claims = append(claims, c)
+	}
+	// One bound for the claims before the adoption: a live move (and the
+	// client's CONNACK, the previous owner's wait for the seal) waits no
+	// longer than it did for claims to a stream electing a leader.
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ForwardTimeout)
+	defer cancel()
+	drop := make(map[int]bool)
+	var late int
+	for _, c := range claims {
+		d := &rec.Queue[c.i]
+		o := d.Msg.Origin()
+		var a queuedAnswer
+		select {
+		case a = <-c.done:
+		case <-ctx.Done():
+			late++
+			n.claimQueuedLate(id, d, c.done)
 			continue
 		}
-		claims = append(claims, claim{i, m, f})
-	}
-	drop := make(map[int]bool)
-	for _, c := range claims {
-		ack, err := awaitClaim(ctx, js, c.m, c.f)
-		if err == nil && ack.Duplicate {
-			var by string
-			if by, err = claimData(ctx, js, ack); err == nil && by != servedClaim(rec.ClientID) && by != rec.ClientID {
-				drop[c.i] = true
-				d := rec.Queue[c.i]
-				o := d.Msg.Origin()
-				n.log.Info("cluster: a queued share group copy dropped at its adoption: the group was claimed for another member",
-					"client_id", rec.ClientID, "publisher", o.ClientID, "packet_id", o.PacketID, "topic", d.Msg.Topic,
-					"sent_packet_id", d.PacketID)
-			}
-		}
-		if err != nil {
-			n.log.Info("cluster: a queued share group copy not claimed at its adoption; kept", "client_id", rec.ClientID, "err", err)
+		switch {
+		case a.by != "":
+			drop[c.i] = true
+			n.log.Info("cluster: a queued share group copy dropped at its adoption: the group was claimed for another member",
+				"client_id", id, "publisher", o.ClientID, "packet_id", o.PacketID, "topic", d.Msg.Topic,
+				"sent_packet_id", d.PacketID)
+		case a.err != nil:
+			n.log.Info("cluster: a queued share group copy not claimed at its adoption; kept", "client_id", id, "err", a.err)
 		}
 	}
 	if len(claims) > 0 {
 		// One line per adoption with such copies: where a later trace
 		// looks for who claimed a group first.
-		n.log.Debug("cluster: queued share group copies claimed at the adoption", "client_id", rec.ClientID,
-			"claims", len(claims), "dropped", len(drop))
+		n.log.Debug("cluster: queued share group copies claimed at the adoption", "client_id", id,
+			"claims", len(claims), "dropped", len(drop), "held_for_claim", late)
 	}
 	if len(drop) == 0 {
 		return 0
@@ -151,6 +169,100 @@ func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
 	}
 	rec.Queue = kept
 	return len(drop)
+}
+
+// queuedAnswer is how a queued copy's claim ended: by, the member another
+// claim named (the copy is to be dropped); err, given up on (the copy is
+// delivered unclaimed).
+type queuedAnswer struct {
+	by  string
+	err error
+}
+
+// settleQueuedClaim appends m, the claim of id's queued copy, until
+// answered, within claimSettleBound: published again while no stream
+// answers (holdAgain, no answer), as settleClaim does.
+func (n *Node) settleQueuedClaim(id string, m *nats.Msg) queuedAnswer {
+	ctx, cancel := context.WithTimeout(n.ctx, claimSettleBound(n.cfg.ForwardTimeout))
+	defer cancel()
+	js, err := n.sess.awaitOpenJS(ctx)
+	if err != nil {
+		return queuedAnswer{err: fmt.Errorf("the session streams are not open here: %w", err)}
+	}
+	for {
+		var (
+			ack *jetstream.PubAck
+			err error
+		)
+		f, first := n.fault.leaderlessQueued(id, m)
+		if first {
+			n.log.Info("cluster: test fault: the claims of a session's queued copies at its adoption fail, no stream leader",
+				"client_id", id, "for", queuedLeaderless)
+		}
+		if f == nil {
+			f, err = js.PublishMsgAsync(m)
+		}
+		if err == nil {
+			select {
+			case ack = <-f.Ok():
+			case err = <-f.Err():
+			case <-ctx.Done():
+				return queuedAnswer{err: ctx.Err()}
+			}
+		}
+		if err == nil {
+			if !ack.Duplicate {
+				return queuedAnswer{}
+			}
+			by, err := claimData(ctx, js, ack)
+			if err != nil {
+				return queuedAnswer{err: fmt.Errorf("claimed before, by whom not read: %w", err)}
+			}
+			if by != servedClaim(id) && by != id {
+				return queuedAnswer{by: by}
+			}
+			return queuedAnswer{}
+		}
+		if !holdAgain(err) && !errors.Is(err, jetstream.ErrAsyncPublishTimeout) && !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			return queuedAnswer{err: err}
+		}
+		select {
+		case <-ctx.Done():
+			return queuedAnswer{err: fmt.Errorf("%w (%w)", ctx.Err(), err)}
+		case <-time.After(heldRetryWait):
+		}
+	}
+}
+
+// claimQueuedLate holds d, a queued copy of id whose claim was not
+// answered before the adoption, for the answer done brings (a copy sent
+// before goes on as it is), and logs the outcome.
+func (n *Node) claimQueuedLate(id string, d *broker.StoredDelivery, done <-chan queuedAnswer) {
+	var gate *broker.QueuedClaim
+	if d.PacketID == 0 {
+		gate = broker.NewQueuedClaim()
+		d.Claim = gate
+	}
+	o := d.Msg.Origin()
+	log := n.log.With("client_id", id, "publisher", o.ClientID, "packet_id", o.PacketID, "topic", d.Msg.Topic,
+		"sent_packet_id", d.PacketID)
+	log.Info("cluster: a queued share group copy not claimed at its adoption yet: the claim goes on, the copy waits for it")
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		a := <-done
+		switch {
+		case a.by != "":
+			log.Info("cluster: a queued share group copy claimed for another member first after its adoption; dropped if not sent", "claimed_for", a.by)
+		case a.err != nil:
+			log.Info("cluster: a queued share group copy not claimed after its adoption: a resend elsewhere may give the group a second copy; delivered", "err", a.err)
+		default:
+			log.Debug("cluster: a queued share group copy claimed after its adoption")
+		}
+		if gate != nil {
+			gate.Answer(a.by == "")
+		}
+	}()
 }
 
 // releaseDropped is d, a dropped delivery that was sent (it has a packet
@@ -191,23 +303,6 @@ func queuedGroup(groups map[string]string, name string) string {
 		found = gk
 	}
 	return found
-}
-
-// awaitClaim waits for the asynchronous append f of claim m, and appends
-// it again (publishClaim) when JetStream answered that an append of its
-// message id was in process.
-func awaitClaim(ctx context.Context, js jetstream.JetStream, m *nats.Msg, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
-	select {
-	case ack := <-f.Ok():
-		return ack, nil
-	case err := <-f.Err():
-		if holdAgain(err) { // no answer, or the same claim in process
-			return publishClaim(ctx, js, m)
-		}
-		return nil, err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }
 
 // claimData reads the claim that dup, an append answered as a duplicate,
