@@ -374,6 +374,16 @@ import (
 //	                      there, and a release request's wait for it
 //	                      (awaitHeld) is cut at its bound, as when those
 //	                      reads are slow under load
+//	held-until-lost=CLIENT@NODE  on NODE, as held-stall, until another
+//	                      node's claim of CLIENT disowned the copy here
+//	                      (sessions.lost): the follower then reads at
+//	                      once, for a copy that is no longer the
+//	                      session's, as a follower slow under load whose
+//	                      read a newer claim overtook (test/jepsen
+//	                      TestClusterFull short faults, seed 453: n2's
+//	                      follower of n3's subject claimed two held g1
+//	                      messages for g1m0 0.4 s after n1's claim fenced
+//	                      n2's copy; TestReproHeldToDisowned)
 //	confirm-late=TOPIC@NODE  on NODE, the QoS 2 messages on TOPIC that
 //	                      other nodes forward here are delivered as usual
 //	                      but never confirmed: their publishing node
@@ -638,6 +648,8 @@ type faults struct {
 	moveBegun          chan struct{} // straddle-move: closed once a move in began
 	begunOnce          sync.Once
 	heldStall          string
+	heldUntilLost      string
+	lostOnce           sync.Map // held-until-lost: the followers that logged their read after the loss
 	ownUnreached       string
 	stallOnce          sync.Map // held-stall: the followers that logged their stall
 	sealAnswered       string
@@ -730,7 +742,7 @@ const releaseDelay = fenceGrace + time.Second
 var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "served-silent", "served-late", "queue-late", "read-late", "delay-release", "hold-unanswered", "hold-answer-late", "hold-elect", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "adopt-wait-for", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
-	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
+	"held-stall", "held-until-lost", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
 	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late", "adopted-slow", "left-unadopted",
 	"held-leaderless", "hold-paced", "held-end-at-return"}
@@ -929,6 +941,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.nameOwn = v
 		case "held-stall":
 			f.heldStall = v
+		case "held-until-lost":
+			f.heldUntilLost = v
 		case "own-held-unreached":
 			f.ownUnreached = v
 		case "release-late":
@@ -996,6 +1010,22 @@ func (f *faults) stallsFollower(node string, ids []string) (stall, first bool) {
 	}
 	_, logged := f.stallOnce.LoadOrStore(node, true)
 	return true, !logged
+}
+
+// stallsUntilLost is stallsFollower for held-until-lost: the follower
+// of node's held subject, which follows ids, does not read while its
+// CLIENT is among them and not lost here (lost: sessions.lostHere);
+// first says this is its first stall, after the first read once lost.
+func (f *faults) stallsUntilLost(node string, ids []string, lost func(string) bool) (stall, first, after bool) {
+	if f == nil || f.heldUntilLost == "" || !slices.Contains(ids, f.heldUntilLost) {
+		return false, false, false
+	}
+	if lost(f.heldUntilLost) {
+		_, logged := f.lostOnce.LoadOrStore(node, true)
+		return false, false, !logged
+	}
+	_, logged := f.stallOnce.LoadOrStore(node, true)
+	return true, !logged, false
 }
 
 // stepsLate is how long steps-late leaves a disowned session's connection

@@ -2825,6 +2825,17 @@ func (s *sessions) follow(node string, f *heldFollower) {
 			}
 			continue
 		}
+		if stall, first, after := s.n.fault.stallsUntilLost(node, ids, s.lostHere); stall || after {
+			switch {
+			case first:
+				s.n.log.Warn("cluster: test fault: a held follower does not read", "peer", node, "sessions", len(ids))
+			case after:
+				s.n.log.Warn("cluster: test fault: a held follower reads once its session was claimed elsewhere", "peer", node, "client_id", s.n.fault.heldUntilLost)
+			}
+			if stall {
+				continue
+			}
+		}
 		in := func(c string, at time.Time, seq uint64, kept string) bool {
 			floor, ok := floors[c]
 			if !ok || at.Before(floor) || seq < reads[c] {
