@@ -556,6 +556,19 @@ func encodeHeld(k originKey, fwd []byte) []byte {
 	return append(b, fwd...)
 }
 
+// heldForm returns the forwarded form a held message carries after its
+// origin (encodeHeld); false if b is not a held message.
+func heldForm(b []byte) ([]byte, bool) {
+	r := reader{b: b}
+	if r.byte() != heldVersion {
+		return nil, false
+	}
+	r.string()
+	r.string()
+	r.uvarint()
+	return r.b, r.err == nil
+}
+
 func decodeHeld(b []byte) (originKey, *broker.RemoteMessage, error) {
 	r := reader{b: b}
 	if r.byte() != heldVersion {
@@ -960,6 +973,7 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 		}
 	}
 	n.gate.RUnlock()
+	heldGroups := rm.Groups
 	claimed, chosen, err := n.claimGroups(k, rm.Origin, rm.Groups, ids, away, candidates, has, heldFor(m))
 	if err != nil {
 		return 0, err
@@ -979,6 +993,9 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 	_, t := n.srv.DeliverRemote(rm)
 	n.gate.RUnlock()
 	t = max(t, again)
+	if away == nil {
+		n.keepHeld(k, m, rm, heldGroups, ids, candidates)
+	}
 	var passOn map[string][]string
 	for _, gk := range rm.Missed {
 		id, ok := chosen[gk]
@@ -1002,6 +1019,82 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 		n.passMissed(to, rm, gks)
 	}
 	return t, nil
+}
+
+// keepHeld keeps, as keep does a forward's, what a follower of the held
+// subjects for sessions taken from the stream here (follow) gives a copy
+// disowned here meanwhile (rm.Away, as DeliverRemote saw it), and, for a
+// session of ids (among candidates) lost here whose copy has ended,
+// what was held before the loss: m with the share groups it was held
+// for (groups), no claim made. The session's new owner read the stream
+// from its last op, which this node wrote after the hold (its adoption),
+// and so read the held subjects from after it: what the follower had not
+// given the session by then went to the disowned copy, and ended with it,
+// or to nobody (test/jepsen TestClusterFull short faults, seed 453: n2's
+// follower of n3's subject, its adoption's read ahead cut by a failed
+// claim, claimed two held g1 messages for g1m0 0.4 s after n1's claim
+// fenced n2's copy and gave them to it; n1's read ahead of n3's subject
+// began at n2's op of 28.382, after the holds of 23.2: both lost;
+// TestReproHeldToDisowned, where the copy also ended, handed over to a
+// claim that read the stream, before the follower was done: 5 of 20
+// missed here "after its claim"). Kept, the new owner's follower of this
+// node's subject reads them (they count from when they were kept, after
+// the loss), and claims a group for its session, or finds the claim this
+// follower made for the same session, its own (ownClaim). Left alone
+// here, nobody read them, for the same reason. What was held after the
+// loss the new owner reads where it was held.
+//
+// Not for this node's own follower (followOwnHeld): what it gives a
+// disowned copy is in this node's own subject, which a claimer reads
+// from where the op's follower stood (opHeldHeader). The keep's wait is
+// the follower's; one that fails is said, and the message is not read
+// again: the copy has it, and the follower would not give it again.
+func (n *Node) keepHeld(k originKey, m jetstream.Msg, rm *broker.RemoteMessage, groups []string, ids func(string) bool, candidates []string) {
+	kept := withAway(nil, rm.Away)
+	var at time.Time
+	for _, c := range candidates {
+		if !ids(c) || slices.ContainsFunc(kept, func(kc keptCopy) bool { return kc.id == c }) {
+			continue
+		}
+		lost, ok := n.sess.lostAt(c)
+		if !ok || n.srv.HasSession(c) {
+			continue
+		}
+		if at.IsZero() {
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			at = heldTime(m, md.Timestamp)
+		}
+		// heldBackMargin: the hold's time is its stream leader's clock.
+		if at.Before(lost.Add(heldBackMargin)) {
+			kept = append(kept, keptCopy{id: c, groups: groups})
+		}
+	}
+	if len(kept) == 0 {
+		return
+	}
+	names := make([]string, len(kept))
+	for i, kc := range kept {
+		names[i] = kc.id
+	}
+	fwd, ok := heldForm(m.Data())
+	var err error
+	if !ok {
+		err = errWire
+	} else {
+		var fs []jetstream.PubAckFuture
+		fs, err = n.keep(k, rm.Origin, fwd, kept)
+		err = errors.Join(err, n.settleKept(fs))
+	}
+	if err != nil {
+		n.log.Warn("cluster: a held message for a session lost here not kept for it; lost for it unless its next owner reads it elsewhere",
+			"clients", names, "topic", rm.Topic, "origin", k.node, "err", err)
+		return
+	}
+	n.log.Debug("cluster: a held message for a session lost here kept in the held subject for it",
+		"clients", names, "topic", rm.Topic, "origin", k.node)
 }
 
 // passMissed passes a held message's share groups gks, claimed here for

@@ -163,6 +163,13 @@ func TestHeldRoundTrip(t *testing.T) {
 	if _, _, err := decodeHeld(append([]byte{heldVersion + 1}, b[1:]...)); err == nil {
 		t.Error("another version read")
 	}
+	// The forwarded form a follower keeps for a session lost here (keepHeld).
+	if f, ok := heldForm(b); !ok || string(f) != string(fwd) {
+		t.Errorf("heldForm: %q, %v; want %q", f, ok, fwd)
+	}
+	if _, ok := heldForm(append([]byte{heldVersion + 1}, b[1:]...)); ok {
+		t.Error("heldForm read another version")
+	}
 	for cut := 1; cut < len(b)-len(fwd); cut++ {
 		if _, _, err := decodeHeld(b[:cut]); err == nil {
 			t.Errorf("cut at %d read", cut)
