@@ -368,6 +368,11 @@ type originWatch struct {
 	// session's next owner; a claim that takes the session from the
 	// stream here in place of the copy forgets them (arrive).
 	away map[string]map[originKey]struct{}
+	// held: per id, the origins noted in seen from held copies (a read
+	// ahead's, a follower's) given to the copy of the session here. A
+	// later claim that takes the session from the stream here in place
+	// of that copy forgets them too (arrive).
+	held map[string]map[originKey]struct{}
 	// self: this node's process (node, incarnation); localAfter: per id,
 	// the last id this process gave a message published here when the
 	// session was already here (see first).
@@ -396,6 +401,7 @@ func (w *originWatch) watch(id string, until time.Time) {
 	if w.until == nil {
 		w.until, w.seen = map[string]time.Time{}, map[string]map[originKey]struct{}{}
 		w.away, w.localAfter = map[string]map[originKey]struct{}{}, map[string]uint64{}
+		w.held = map[string]map[originKey]struct{}{}
 	}
 	cur, ok := w.until[id]
 	if !ok {
@@ -425,6 +431,18 @@ func (w *originWatch) watch(id string, until time.Time) {
 // (keep.go) are how it gets them; noted, the adoption dropped them all
 // (test/jepsen TestClusterFull seed 49, ps3: 25 lost, every kept copy
 // of a forward; TestReproFenceWindowWatched).
+// And the held copies (a read ahead's, a follower's) the copy took that
+// this read replaces: the record read now has them if an op of that copy
+// reached the stream (queued: its readers leave them, recordHas and
+// RejournalMessage; completed at QoS 2: its Seen), and this read's
+// readers find them where they were held or kept. Noted, they were
+// passed over: a claim here whose client had gone adopted the session
+// with five held group messages its read ahead claimed for it, lost the
+// id to a claim elsewhere before any op of its adoption was in the
+// stream, and the client's next claim here read the same record and the
+// same five, and delivered none (test/jepsen TestClusterFull short
+// faults, seed 414: g0 lost 5; TestOriginWatchArrive). A QoS 1 message
+// the replaced copy's client completed may come again.
 func (w *originWatch) arrive(id string, until time.Time) {
 	w.mu.Lock()
 	if _, ok := w.until[id]; ok {
@@ -432,8 +450,12 @@ func (w *originWatch) arrive(id string, until time.Time) {
 		for k := range w.away[id] {
 			delete(w.seen[id], k)
 		}
+		for k := range w.held[id] {
+			delete(w.seen[id], k)
+		}
 	}
 	delete(w.away, id)
+	delete(w.held, id)
 	w.mu.Unlock()
 	w.watch(id, until)
 }
@@ -445,7 +467,7 @@ func (w *originWatch) arrive(id string, until time.Time) {
 // disowned says the session here is a disowned copy (keep.go): what it
 // gets is noted apart too, for arrive to forget.
 func (w *originWatch) first(id string, k originKey, disowned bool) bool {
-	return w.firstOf(id, k, disowned, false)
+	return w.firstOf(id, k, disowned, false, false)
 }
 
 // firstKept is first for a copy of k kept for id's session (keep.go):
@@ -462,11 +484,12 @@ func (w *originWatch) first(id string, k originKey, disowned bool) bool {
 // second time, if this node also forwarded it to the owner: QoS 1 may
 // come again, QoS 2 is left out by its Origin or copy name.
 func (w *originWatch) firstKept(id string, k originKey, disowned bool) bool {
-	return w.firstOf(id, k, disowned, true)
+	return w.firstOf(id, k, disowned, true, false)
 }
 
-// firstOf is first, or firstKept when kept.
-func (w *originWatch) firstOf(id string, k originKey, disowned, kept bool) bool {
+// firstOf is first, or firstKept when kept; held says k is a held copy
+// (a read ahead's, a follower's), noted apart too, for arrive to forget.
+func (w *originWatch) firstOf(id string, k originKey, disowned, kept, held bool) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	seen, ok := w.seen[id]
@@ -485,6 +508,12 @@ func (w *originWatch) firstOf(id string, k originKey, disowned, kept bool) bool 
 			w.away[id] = map[originKey]struct{}{}
 		}
 		w.away[id][k] = struct{}{}
+	}
+	if held {
+		if w.held[id] == nil {
+			w.held[id] = map[originKey]struct{}{}
+		}
+		w.held[id][k] = struct{}{}
 	}
 	return true
 }
@@ -509,6 +538,7 @@ func (w *originWatch) sweep(now time.Time) {
 			delete(w.until, id)
 			delete(w.seen, id)
 			delete(w.away, id)
+			delete(w.held, id)
 			w.n.Add(-1)
 		}
 	}
@@ -519,12 +549,18 @@ func (w *originWatch) sweep(now time.Time) {
 // once per session per message (a session may match with several
 // subscriptions).
 func (n *Node) dedupPick(k originKey, inner func(string) bool) func(string) bool {
-	return n.dedupPickKept(k, inner, "")
+	return n.dedupPickOf(k, inner, "", false)
 }
 
-// dedupPickKept is dedupPick for a held message kept for session kept
-// ("" for none: heldFor), which is asked firstKept.
-func (n *Node) dedupPickKept(k originKey, inner func(string) bool, kept string) func(string) bool {
+// dedupPickHeld is dedupPick for a held message (held says so: a read
+// ahead's, a follower's; originWatch.held) kept for session kept ("" for
+// none: heldFor), which is asked firstKept.
+func (n *Node) dedupPickHeld(k originKey, inner func(string) bool, kept string) func(string) bool {
+	return n.dedupPickOf(k, inner, kept, true)
+}
+
+// dedupPickOf is dedupPick, or dedupPickHeld when held.
+func (n *Node) dedupPickOf(k originKey, inner func(string) bool, kept string, held bool) func(string) bool {
 	if n.watch.n.Load() == 0 {
 		return inner
 	}
@@ -534,7 +570,7 @@ func (n *Node) dedupPickKept(k originKey, inner func(string) bool, kept string) 
 			return v
 		}
 		disowned := n.sess != nil && n.sess.kept.has(id)
-		v := (inner == nil || inner(id)) && n.watch.firstOf(id, k, disowned, id == kept)
+		v := (inner == nil || inner(id)) && n.watch.firstOf(id, k, disowned, id == kept, held)
 		decided[id] = v
 		return v
 	}
@@ -980,7 +1016,7 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 	}
 	n.fault.claimedFor(n, chosen)
 	rm.Groups, rm.Members = claimed, chosen
-	rm.Pick = n.dedupPickKept(k, func(id string) bool { return ids(id) && !has[id] }, heldFor(m))
+	rm.Pick = n.dedupPickHeld(k, func(id string) bool { return ids(id) && !has[id] }, heldFor(m))
 	rm.PickShared = true // a group goes to one of the sessions ids names
 	if n.catching.Load() > 0 {
 		rm.Place, rm.Late = k.place(), true
