@@ -149,6 +149,21 @@ func TestParseFaults(t *testing.T) {
 	if stall, _ := f.stallsFollower("n2", []string{"t"}); stall {
 		t.Error("held-stall=s: a follower of t (n2's fault) stalls on n1")
 	}
+	f, err = parseFaults("adopt-ops-late=a@n1", "n1")
+	if err != nil {
+		t.Fatalf("adopt-ops-late=a: %v", err)
+	}
+	put := broker.Op{Kind: broker.OpSessionPut, ClientID: "a"}
+	if f.holdsAdoptOp(&put, false) || f.holdsAdoptOp(&broker.Op{ClientID: "b"}, true) {
+		t.Error("adopt-ops-late=a: an op held before a's first rollup, or another client's rollup held")
+	}
+	if !f.holdsAdoptOp(&put, true) || !f.holdsAdoptOp(&put, false) {
+		t.Error("adopt-ops-late=a: a's rollup, or an op after it, not held")
+	}
+	f.holdAdoptOp(lateOp{op: put})
+	if got := f.releaseAdoptOps("a"); len(got) != 1 || f.releaseAdoptOps("a") != nil || f.holdsAdoptOp(&put, true) {
+		t.Errorf("adopt-ops-late=a: released %d ops (want 1), or again, or held after the release", len(got))
+	}
 	f, err = parseFaults("held-until-lost=u@n1", "n1")
 	if err != nil {
 		t.Fatalf("held-until-lost=u: %v", err)

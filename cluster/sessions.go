@@ -348,6 +348,14 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 			time.AfterFunc(queueLateDelay, func() { s.sendLate(&late, mark) })
 			continue
 		}
+		if s.n.fault.holdsAdoptOp(op, rollup) {
+			if s.stalled == 0 {
+				s.stalled = t
+			}
+			s.n.log.Info("cluster: test fault: a session op held from its partition stream until a later claim read the stream", "client_id", op.ClientID, "kind", op.Kind)
+			s.n.fault.holdAdoptOp(lateOp{*op, repOp{ticket: t, id: op.ClientID, kind: op.Kind, rollup: rollup, epoch: s.epochs[op.ClientID], epochSet: s.ready, made: made, held: held}})
+			continue
+		}
 		stop, first := s.n.fault.stopsOps(op)
 		if stop || s.n.fault.stalls(op) {
 			if s.stalled == 0 {
