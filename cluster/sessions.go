@@ -119,6 +119,10 @@ type sessions struct {
 	// carried to the session, with the loss they were kept since
 	// (lostFrom), for a live move back here (keep.go, keptUnread).
 	unread map[string]time.Time
+	// movedLive: ids whose session left here by a live move since this
+	// node's last claim of them (unkeep): its new owner has what the
+	// copy took and the places of this node's followers (keepHeld).
+	movedLive map[string]bool
 	// madeCaps: ids whose ops are made no later than a time (madeCap).
 	madeCaps map[string]madeCap
 	// keptOut: the kept key announced for each id whose copy's kept
@@ -578,6 +582,7 @@ func (s *sessions) setEpoch(id string, epoch uint64, fromOther bool) {
 		s.took[id] = epoch
 	}
 	delete(s.lost, id)
+	delete(s.movedLive, id)
 	s.mu.Unlock()
 }
 
