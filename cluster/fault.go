@@ -390,6 +390,29 @@ import (
 //	                      there, and a release request's wait for it
 //	                      (awaitHeld) is cut at its bound, as when those
 //	                      reads are slow under load
+//	adopt-ops-late=CLIENT@NODE  on NODE, the ops of CLIENT from the
+//	                      first adoption's rollup on are held out of its
+//	                      partition's queue (nothing after them is
+//	                      confirmed: queue-late's stall) until a later
+//	                      claim of CLIENT on NODE has read the session
+//	                      from the stream, and then queued in order: as
+//	                      an adoption whose ops its partition stream did
+//	                      not take (no leader) past the next claim's wait
+//	                      for them (awaitSent, forward_timeout), landing
+//	                      after its read (test/jepsen TestClusterFull
+//	                      short faults, seed 414: no op of n2's first
+//	                      adoption of g0m0 reached the stream before its
+//	                      second claim read it; TestReproWatchReplacedCopy)
+//	held-until-lost=CLIENT@NODE  on NODE, as held-stall, until another
+//	                      node's claim of CLIENT disowned the copy here
+//	                      (sessions.lost): the follower then reads at
+//	                      once, for a copy that is no longer the
+//	                      session's, as a follower slow under load whose
+//	                      read a newer claim overtook (test/jepsen
+//	                      TestClusterFull short faults, seed 453: n2's
+//	                      follower of n3's subject claimed two held g1
+//	                      messages for g1m0 0.4 s after n1's claim fenced
+//	                      n2's copy; TestReproHeldToDisowned)
 //	confirm-late=TOPIC@NODE  on NODE, the QoS 2 messages on TOPIC that
 //	                      other nodes forward here are delivered as usual
 //	                      but never confirmed: their publishing node
@@ -656,6 +679,13 @@ type faults struct {
 	moveBegun          chan struct{} // straddle-move: closed once a move in began
 	begunOnce          sync.Once
 	heldStall          string
+	heldUntilLost      string
+	adoptOpsLate       string
+	adoptOpsMu         sync.Mutex
+	adoptOpsArmed      bool     // adopt-ops-late: the first rollup came
+	adoptOpsFreed      bool     // adopt-ops-late: a later claim read the stream
+	adoptOpsHeld       []lateOp // adopt-ops-late: the ops held, in order
+	lostOnce           sync.Map // held-until-lost: the followers that logged their read after the loss
 	ownUnreached       string
 	stallOnce          sync.Map // held-stall: the followers that logged their stall
 	sealAnswered       string
@@ -752,7 +782,7 @@ const releaseDelay = fenceGrace + time.Second
 var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "served-silent", "queued-leaderless", "served-late", "queue-late", "read-late", "delay-release", "hold-unanswered", "hold-answer-late", "hold-elect", "hold-silent", "no-quorum", "held-pending",
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "adopt-wait-for", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
-	"held-stall", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
+	"held-stall", "held-until-lost", "adopt-ops-late", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
 	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late", "adopted-slow", "left-unadopted",
 	"held-leaderless", "hold-paced", "held-end-at-return"}
@@ -961,6 +991,10 @@ func parseFaults(s, node string) (*faults, error) {
 			f.nameOwn = v
 		case "held-stall":
 			f.heldStall = v
+		case "held-until-lost":
+			f.heldUntilLost = v
+		case "adopt-ops-late":
+			f.adoptOpsLate = v
 		case "own-held-unreached":
 			f.ownUnreached = v
 		case "release-late":
@@ -1028,6 +1062,22 @@ func (f *faults) stallsFollower(node string, ids []string) (stall, first bool) {
 	}
 	_, logged := f.stallOnce.LoadOrStore(node, true)
 	return true, !logged
+}
+
+// stallsUntilLost is stallsFollower for held-until-lost: the follower
+// of node's held subject, which follows ids, does not read while its
+// CLIENT is among them and not lost here (lost: sessions.lostHere);
+// first says this is its first stall, after the first read once lost.
+func (f *faults) stallsUntilLost(node string, ids []string, lost func(string) bool) (stall, first, after bool) {
+	if f == nil || f.heldUntilLost == "" || !slices.Contains(ids, f.heldUntilLost) {
+		return false, false, false
+	}
+	if lost(f.heldUntilLost) {
+		_, logged := f.lostOnce.LoadOrStore(node, true)
+		return false, false, !logged
+	}
+	_, logged := f.stallOnce.LoadOrStore(node, true)
+	return true, !logged, false
 }
 
 // stepsLate is how long steps-late leaves a disowned session's connection
@@ -1691,6 +1741,52 @@ func (f *faults) delaysServed(id string, members []string) time.Duration {
 // queueLateDelay is how long queue-late holds its op: past forward_timeout
 // in its test (4 s), within claimSettleBound (three of them).
 const queueLateDelay = 8 * time.Second
+
+// lateOp is an op held back by adopt-ops-late, with its queue entry but
+// the body and message id (sessions.sendLate).
+type lateOp struct {
+	op   broker.Op
+	mark repOp
+}
+
+// holdsAdoptOp reports whether op (rollup: an adoption's first) is
+// adopt-ops-late's, to be held (holdAdoptOp) until releaseAdoptOps.
+func (f *faults) holdsAdoptOp(op *broker.Op, rollup bool) bool {
+	if f == nil || f.adoptOpsLate == "" || op.ClientID != f.adoptOpsLate {
+		return false
+	}
+	f.adoptOpsMu.Lock()
+	defer f.adoptOpsMu.Unlock()
+	if rollup && !f.adoptOpsFreed {
+		f.adoptOpsArmed = true
+	}
+	return f.adoptOpsArmed && !f.adoptOpsFreed
+}
+
+// holdAdoptOp keeps op for releaseAdoptOps.
+func (f *faults) holdAdoptOp(op lateOp) {
+	f.adoptOpsMu.Lock()
+	f.adoptOpsHeld = append(f.adoptOpsHeld, op)
+	f.adoptOpsMu.Unlock()
+}
+
+// releaseAdoptOps ends adopt-ops-late's hold of id's ops, a claim of id
+// having read the stream, and returns them in order (none the second
+// time, or when none were held).
+func (f *faults) releaseAdoptOps(id string) []lateOp {
+	if f == nil || f.adoptOpsLate != id {
+		return nil
+	}
+	f.adoptOpsMu.Lock()
+	defer f.adoptOpsMu.Unlock()
+	if !f.adoptOpsArmed || f.adoptOpsFreed {
+		return nil
+	}
+	f.adoptOpsFreed = true
+	out := f.adoptOpsHeld
+	f.adoptOpsHeld = nil
+	return out
+}
 
 // delaysQueue reports whether op is queue-late's, to be held back
 // queueLateDelay.

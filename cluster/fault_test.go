@@ -154,6 +154,43 @@ func TestParseFaults(t *testing.T) {
 	if stall, _ := f.stallsFollower("n2", []string{"t"}); stall {
 		t.Error("held-stall=s: a follower of t (n2's fault) stalls on n1")
 	}
+	f, err = parseFaults("adopt-ops-late=a@n1", "n1")
+	if err != nil {
+		t.Fatalf("adopt-ops-late=a: %v", err)
+	}
+	put := broker.Op{Kind: broker.OpSessionPut, ClientID: "a"}
+	if f.holdsAdoptOp(&put, false) || f.holdsAdoptOp(&broker.Op{ClientID: "b"}, true) {
+		t.Error("adopt-ops-late=a: an op held before a's first rollup, or another client's rollup held")
+	}
+	if !f.holdsAdoptOp(&put, true) || !f.holdsAdoptOp(&put, false) {
+		t.Error("adopt-ops-late=a: a's rollup, or an op after it, not held")
+	}
+	f.holdAdoptOp(lateOp{op: put})
+	if got := f.releaseAdoptOps("a"); len(got) != 1 || f.releaseAdoptOps("a") != nil || f.holdsAdoptOp(&put, true) {
+		t.Errorf("adopt-ops-late=a: released %d ops (want 1), or again, or held after the release", len(got))
+	}
+	f, err = parseFaults("held-until-lost=u@n1", "n1")
+	if err != nil {
+		t.Fatalf("held-until-lost=u: %v", err)
+	}
+	lost := false
+	isLost := func(id string) bool { return lost && id == "u" }
+	if stall, first, after := f.stallsUntilLost("n3", []string{"u"}, isLost); !stall || !first || after {
+		t.Errorf("held-until-lost=u, not lost: stall %v, first %v, after %v; want true, true, false", stall, first, after)
+	}
+	if stall, first, _ := f.stallsUntilLost("n3", []string{"a", "u"}, isLost); !stall || first {
+		t.Errorf("held-until-lost=u, not lost, again: stall %v, first %v; want true, false", stall, first)
+	}
+	if stall, _, _ := f.stallsUntilLost("n3", []string{"a"}, isLost); stall {
+		t.Error("held-until-lost=u: a follower without u stalls")
+	}
+	lost = true
+	if stall, _, after := f.stallsUntilLost("n3", []string{"u"}, isLost); stall || !after {
+		t.Errorf("held-until-lost=u, lost: stall %v, after %v; want false, true", stall, after)
+	}
+	if stall, _, after := f.stallsUntilLost("n3", []string{"u"}, isLost); stall || after {
+		t.Errorf("held-until-lost=u, lost, again: stall %v, after %v; want false, false", stall, after)
+	}
 	f, err = parseFaults("release-late=l@n1,held-fenced=h@n1,held-fenced=x@n2", "n1")
 	if err != nil || !f.handlesLate("l") || f.handlesLate("h") || !f.holdsUntilFenced("h") || f.holdsUntilFenced("x") {
 		t.Errorf("release-late=l,held-fenced=h: %+v, %v; want l late, h held until fenced, on n1 only", f, err)

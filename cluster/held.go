@@ -368,6 +368,11 @@ type originWatch struct {
 	// session's next owner; a claim that takes the session from the
 	// stream here in place of the copy forgets them (arrive).
 	away map[string]map[originKey]struct{}
+	// held: per id, the origins noted in seen from held copies (a read
+	// ahead's, a follower's) given to the copy of the session here. A
+	// later claim that takes the session from the stream here in place
+	// of that copy forgets them too (arrive).
+	held map[string]map[originKey]struct{}
 	// self: this node's process (node, incarnation); localAfter: per id,
 	// the last id this process gave a message published here when the
 	// session was already here (see first).
@@ -396,6 +401,7 @@ func (w *originWatch) watch(id string, until time.Time) {
 	if w.until == nil {
 		w.until, w.seen = map[string]time.Time{}, map[string]map[originKey]struct{}{}
 		w.away, w.localAfter = map[string]map[originKey]struct{}{}, map[string]uint64{}
+		w.held = map[string]map[originKey]struct{}{}
 	}
 	cur, ok := w.until[id]
 	if !ok {
@@ -425,6 +431,18 @@ func (w *originWatch) watch(id string, until time.Time) {
 // (keep.go) are how it gets them; noted, the adoption dropped them all
 // (test/jepsen TestClusterFull seed 49, ps3: 25 lost, every kept copy
 // of a forward; TestReproFenceWindowWatched).
+// And the held copies (a read ahead's, a follower's) the copy took that
+// this read replaces: the record read now has them if an op of that copy
+// reached the stream (queued: its readers leave them, recordHas and
+// RejournalMessage; completed at QoS 2: its Seen), and this read's
+// readers find them where they were held or kept. Noted, they were
+// passed over: a claim here whose client had gone adopted the session
+// with five held group messages its read ahead claimed for it, lost the
+// id to a claim elsewhere before any op of its adoption was in the
+// stream, and the client's next claim here read the same record and the
+// same five, and delivered none (test/jepsen TestClusterFull short
+// faults, seed 414: g0 lost 5; TestOriginWatchArrive). A QoS 1 message
+// the replaced copy's client completed may come again.
 func (w *originWatch) arrive(id string, until time.Time) {
 	w.mu.Lock()
 	if _, ok := w.until[id]; ok {
@@ -432,8 +450,12 @@ func (w *originWatch) arrive(id string, until time.Time) {
 		for k := range w.away[id] {
 			delete(w.seen[id], k)
 		}
+		for k := range w.held[id] {
+			delete(w.seen[id], k)
+		}
 	}
 	delete(w.away, id)
+	delete(w.held, id)
 	w.mu.Unlock()
 	w.watch(id, until)
 }
@@ -468,7 +490,7 @@ func (w *originWatch) movedIn(id string) {
 // disowned says the session here is a disowned copy (keep.go): what it
 // gets is noted apart too, for arrive to forget.
 func (w *originWatch) first(id string, k originKey, disowned bool) bool {
-	return w.firstOf(id, k, disowned, false)
+	return w.firstOf(id, k, disowned, false, false)
 }
 
 // firstKept is first for a copy of k kept for id's session (keep.go):
@@ -485,11 +507,12 @@ func (w *originWatch) first(id string, k originKey, disowned bool) bool {
 // second time, if this node also forwarded it to the owner: QoS 1 may
 // come again, QoS 2 is left out by its Origin or copy name.
 func (w *originWatch) firstKept(id string, k originKey, disowned bool) bool {
-	return w.firstOf(id, k, disowned, true)
+	return w.firstOf(id, k, disowned, true, false)
 }
 
-// firstOf is first, or firstKept when kept.
-func (w *originWatch) firstOf(id string, k originKey, disowned, kept bool) bool {
+// firstOf is first, or firstKept when kept; held says k is a held copy
+// (a read ahead's, a follower's), noted apart too, for arrive to forget.
+func (w *originWatch) firstOf(id string, k originKey, disowned, kept, held bool) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	seen, ok := w.seen[id]
@@ -508,6 +531,12 @@ func (w *originWatch) firstOf(id string, k originKey, disowned, kept bool) bool 
 			w.away[id] = map[originKey]struct{}{}
 		}
 		w.away[id][k] = struct{}{}
+	}
+	if held {
+		if w.held[id] == nil {
+			w.held[id] = map[originKey]struct{}{}
+		}
+		w.held[id][k] = struct{}{}
 	}
 	return true
 }
@@ -532,6 +561,7 @@ func (w *originWatch) sweep(now time.Time) {
 			delete(w.until, id)
 			delete(w.seen, id)
 			delete(w.away, id)
+			delete(w.held, id)
 			w.n.Add(-1)
 		}
 	}
@@ -542,12 +572,18 @@ func (w *originWatch) sweep(now time.Time) {
 // once per session per message (a session may match with several
 // subscriptions).
 func (n *Node) dedupPick(k originKey, inner func(string) bool) func(string) bool {
-	return n.dedupPickKept(k, inner, "")
+	return n.dedupPickOf(k, inner, "", false)
 }
 
-// dedupPickKept is dedupPick for a held message kept for session kept
-// ("" for none: heldFor), which is asked firstKept.
-func (n *Node) dedupPickKept(k originKey, inner func(string) bool, kept string) func(string) bool {
+// dedupPickHeld is dedupPick for a held message (held says so: a read
+// ahead's, a follower's; originWatch.held) kept for session kept ("" for
+// none: heldFor), which is asked firstKept.
+func (n *Node) dedupPickHeld(k originKey, inner func(string) bool, kept string) func(string) bool {
+	return n.dedupPickOf(k, inner, kept, true)
+}
+
+// dedupPickOf is dedupPick, or dedupPickHeld when held.
+func (n *Node) dedupPickOf(k originKey, inner func(string) bool, kept string, held bool) func(string) bool {
 	if n.watch.n.Load() == 0 {
 		return inner
 	}
@@ -557,7 +593,7 @@ func (n *Node) dedupPickKept(k originKey, inner func(string) bool, kept string) 
 			return v
 		}
 		disowned := n.sess != nil && n.sess.kept.has(id)
-		v := (inner == nil || inner(id)) && n.watch.firstOf(id, k, disowned, id == kept)
+		v := (inner == nil || inner(id)) && n.watch.firstOf(id, k, disowned, id == kept, held)
 		decided[id] = v
 		return v
 	}
@@ -577,6 +613,19 @@ func encodeHeld(k originKey, fwd []byte) []byte {
 	b = appendString(b, k.inc)
 	b = binary.AppendUvarint(b, k.id)
 	return append(b, fwd...)
+}
+
+// heldForm returns the forwarded form a held message carries after its
+// origin (encodeHeld); false if b is not a held message.
+func heldForm(b []byte) ([]byte, bool) {
+	r := reader{b: b}
+	if r.byte() != heldVersion {
+		return nil, false
+	}
+	r.string()
+	r.string()
+	r.uvarint()
+	return r.b, r.err == nil
 }
 
 func decodeHeld(b []byte) (originKey, *broker.RemoteMessage, error) {
@@ -996,13 +1045,14 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 		}
 	}
 	n.gate.RUnlock()
+	heldGroups := rm.Groups
 	claimed, chosen, err := n.claimGroups(k, rm.Origin, rm.Groups, ids, away, candidates, has, heldFor(m))
 	if err != nil {
 		return 0, err
 	}
 	n.fault.claimedFor(n, chosen)
 	rm.Groups, rm.Members = claimed, chosen
-	rm.Pick = n.dedupPickKept(k, func(id string) bool { return ids(id) && !has[id] }, heldFor(m))
+	rm.Pick = n.dedupPickHeld(k, func(id string) bool { return ids(id) && !has[id] }, heldFor(m))
 	rm.PickShared = true // a group goes to one of the sessions ids names
 	if n.catching.Load() > 0 {
 		rm.Place, rm.Late = k.place(), true
@@ -1015,6 +1065,9 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 	_, t := n.srv.DeliverRemote(rm)
 	n.gate.RUnlock()
 	t = max(t, again)
+	if away == nil {
+		n.keepHeld(k, m, rm, heldGroups, ids, candidates)
+	}
 	var passOn map[string][]string
 	for _, gk := range rm.Missed {
 		id, ok := chosen[gk]
@@ -1038,6 +1091,86 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 		n.passMissed(to, rm, gks)
 	}
 	return t, nil
+}
+
+// keepHeld keeps, as keep does a forward's, what a follower of the held
+// subjects for sessions taken from the stream here (follow) gives a copy
+// disowned here meanwhile (rm.Away, as DeliverRemote saw it), and, for a
+// session of ids (among candidates) lost here whose copy has ended
+// without a live move out (endedUnmoved: a live move's new owner has
+// what the copy took and the places of this node's followers, and a
+// kept copy there came behind newer forwards: test/jepsen
+// TestClusterFull short faults, seed 453 on this change's first form, ps3
+// reordered), what was held before the loss: m with the share groups it was held
+// for (groups), no claim made. The session's new owner read the stream
+// from its last op, which this node wrote after the hold (its adoption),
+// and so read the held subjects from after it: what the follower had not
+// given the session by then went to the disowned copy, and ended with it,
+// or to nobody (test/jepsen TestClusterFull short faults, seed 453: n2's
+// follower of n3's subject, its adoption's read ahead cut by a failed
+// claim, claimed two held g1 messages for g1m0 0.4 s after n1's claim
+// fenced n2's copy and gave them to it; n1's read ahead of n3's subject
+// began at n2's op of 28.382, after the holds of 23.2: both lost;
+// TestReproHeldToDisowned, where the copy also ended, handed over to a
+// claim that read the stream, before the follower was done: 5 of 20
+// missed here "after its claim"). Kept, the new owner's follower of this
+// node's subject reads them (they count from when they were kept, after
+// the loss), and claims a group for its session, or finds the claim this
+// follower made for the same session, its own (ownClaim). Left alone
+// here, nobody read them, for the same reason. What was held after the
+// loss the new owner reads where it was held.
+//
+// Not for this node's own follower (followOwnHeld): what it gives a
+// disowned copy is in this node's own subject, which a claimer reads
+// from where the op's follower stood (opHeldHeader). The keep's wait is
+// the follower's; one that fails is said, and the message is not read
+// again: the copy has it, and the follower would not give it again.
+func (n *Node) keepHeld(k originKey, m jetstream.Msg, rm *broker.RemoteMessage, groups []string, ids func(string) bool, candidates []string) {
+	kept := withAway(nil, rm.Away)
+	var at time.Time
+	for _, c := range candidates {
+		if !ids(c) || slices.ContainsFunc(kept, func(kc keptCopy) bool { return kc.id == c }) {
+			continue
+		}
+		lost, ok := n.sess.endedUnmoved(c)
+		if !ok {
+			continue
+		}
+		if at.IsZero() {
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			at = heldTime(m, md.Timestamp)
+		}
+		// heldBackMargin: the hold's time is its stream leader's clock.
+		if at.Before(lost.Add(heldBackMargin)) {
+			kept = append(kept, keptCopy{id: c, groups: groups})
+		}
+	}
+	if len(kept) == 0 {
+		return
+	}
+	names := make([]string, len(kept))
+	for i, kc := range kept {
+		names[i] = kc.id
+	}
+	fwd, ok := heldForm(m.Data())
+	var err error
+	if !ok {
+		err = errWire
+	} else {
+		var fs []jetstream.PubAckFuture
+		fs, err = n.keep(k, rm.Origin, fwd, kept)
+		err = errors.Join(err, n.settleKept(fs))
+	}
+	if err != nil {
+		n.log.Warn("cluster: a held message for a session lost here not kept for it; lost for it unless its next owner reads it elsewhere",
+			"clients", names, "topic", rm.Topic, "origin", k.node, "err", err)
+		return
+	}
+	n.log.Debug("cluster: a held message for a session lost here kept in the held subject for it",
+		"clients", names, "topic", rm.Topic, "origin", k.node)
 }
 
 // passMissed passes a held message's share groups gks, claimed here for
@@ -2853,6 +2986,17 @@ func (s *sessions) follow(node string, f *heldFollower) {
 				s.n.log.Warn("cluster: test fault: a held follower does not read", "peer", node, "sessions", len(ids))
 			}
 			continue
+		}
+		if stall, first, after := s.n.fault.stallsUntilLost(node, ids, s.lostHere); stall || after {
+			switch {
+			case first:
+				s.n.log.Warn("cluster: test fault: a held follower does not read", "peer", node, "sessions", len(ids))
+			case after:
+				s.n.log.Warn("cluster: test fault: a held follower reads once its session was claimed elsewhere", "peer", node, "client_id", s.n.fault.heldUntilLost)
+			}
+			if stall {
+				continue
+			}
 		}
 		in := func(c string, at time.Time, seq uint64, kept string) bool {
 			floor, ok := floors[c]

@@ -118,13 +118,19 @@ func TestOriginWatchLocal(t *testing.T) {
 // fence here watched it: fenceHold) is watched as from its arrival for
 // the messages published here: one published while it was away did not
 // reach it locally, and its held copy is its own; what it was seen to get
-// stays seen.
+// by forward stays seen. A held copy that the copy the arrival replaces
+// took (an earlier adoption's read ahead, a follower) is the arrival's
+// to read again (seed 414's five).
 func TestOriginWatchArrive(t *testing.T) {
 	n := &Node{}
 	n.watch.self = originKey{node: "me", inc: "i1"}
 	n.watch.watch("s", time.Now().Add(time.Minute)) // here, then fenced and gone
 	if !n.dedupPick(originKey{"n2", "i1", 9}, nil)("s") {
 		t.Fatal("first copy refused")
+	}
+	aheadK := originKey{"n3", "i1", 11}
+	if !n.dedupPickHeld(aheadK, nil, "")("s") || n.dedupPickHeld(aheadK, nil, "")("s") {
+		t.Fatal("a held copy refused the first time, or delivered twice before the arrival")
 	}
 	n.watch.noteLocal(4) // published here while s was away
 	n.watch.watch("s", time.Now().Add(2*time.Minute))
@@ -141,6 +147,12 @@ func TestOriginWatchArrive(t *testing.T) {
 	}
 	if n.dedupPick(originKey{"n2", "i1", 9}, nil)("s") {
 		t.Error("a copy seen before the arrival delivered again")
+	}
+	if !n.dedupPickHeld(aheadK, nil, "")("s") {
+		t.Error("a held copy the replaced copy took refused after the arrival")
+	}
+	if n.dedupPick(aheadK, nil)("s") {
+		t.Error("a held copy delivered after the arrival not noted for it")
 	}
 	if n.watch.n.Load() != 1 {
 		t.Errorf("%d watches, want 1", n.watch.n.Load())
@@ -193,6 +205,13 @@ func TestHeldRoundTrip(t *testing.T) {
 	}
 	if _, _, err := decodeHeld(append([]byte{heldVersion + 1}, b[1:]...)); err == nil {
 		t.Error("another version read")
+	}
+	// The forwarded form a follower keeps for a session lost here (keepHeld).
+	if f, ok := heldForm(b); !ok || string(f) != string(fwd) {
+		t.Errorf("heldForm: %q, %v; want %q", f, ok, fwd)
+	}
+	if _, ok := heldForm(append([]byte{heldVersion + 1}, b[1:]...)); ok {
+		t.Error("heldForm read another version")
 	}
 	for cut := 1; cut < len(b)-len(fwd); cut++ {
 		if _, _, err := decodeHeld(b[:cut]); err == nil {

@@ -348,7 +348,7 @@ func (n *Node) deliverAhead(id string, h heldAhead) bool {
 			return false // expired while held [MQTT-3.3.2-5]
 		}
 	}
-	rm.Pick = n.dedupPick(h.k, func(c string) bool { return c == id })
+	rm.Pick = n.dedupPickHeld(h.k, func(c string) bool { return c == id }, "")
 	rm.PickShared = true // a group goes to this session only
 	// Ahead of what is forwarded to the session while it catches up.
 	rm.Place, rm.Late = h.k.place(), true

@@ -252,7 +252,24 @@ func (s *sessions) unkeep(id string) {
 	}
 	s.mu.Lock()
 	s.unkeepLocked(id, "its session moved out", false)
+	if s.movedLive == nil {
+		s.movedLive = map[string]bool{}
+	}
+	s.movedLive[id] = true
 	s.mu.Unlock()
+}
+
+// endedUnmoved reports whether id was lost here, at the time returned,
+// and its copy here is gone without a live move out since this node's
+// last claim (keepHeld): a fence's end, or a handover never confirmed.
+func (s *sessions) endedUnmoved(id string) (time.Time, bool) {
+	if s.n.srv.HasSession(id) {
+		return time.Time{}, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.lost[id]
+	return at, ok && !s.movedLive[id]
 }
 
 // A claim back onto this node that reads the stream. Its read of the held

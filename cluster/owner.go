@@ -557,6 +557,9 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 			// The id stays unread: the next claim reads the stream.
 			return fmt.Errorf("cluster: reading the session of %q: %w", id, err)
 		}
+		for _, l := range o.n.fault.releaseAdoptOps(id) {
+			o.n.sess.sendLate(&l.op, l.mark)
+		}
 		from = "replicated record"
 	}
 	if !answered && o.n.sess != nil && rec != nil {

@@ -119,6 +119,10 @@ type sessions struct {
 	// carried to the session, with the loss they were kept since
 	// (lostFrom), for a live move back here (keep.go, keptUnread).
 	unread map[string]time.Time
+	// movedLive: ids whose session left here by a live move since this
+	// node's last claim of them (unkeep): its new owner has what the
+	// copy took and the places of this node's followers (keepHeld).
+	movedLive map[string]bool
 	// madeCaps: ids whose ops are made no later than a time (madeCap).
 	madeCaps map[string]madeCap
 	// keptOut: the kept key announced for each id whose copy's kept
@@ -352,6 +356,14 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 			time.AfterFunc(queueLateDelay, func() { s.sendLate(&late, mark) })
 			continue
 		}
+		if s.n.fault.holdsAdoptOp(op, rollup) {
+			if s.stalled == 0 {
+				s.stalled = t
+			}
+			s.n.log.Info("cluster: test fault: a session op held from its partition stream until a later claim read the stream", "client_id", op.ClientID, "kind", op.Kind)
+			s.n.fault.holdAdoptOp(lateOp{*op, repOp{ticket: t, id: op.ClientID, kind: op.Kind, rollup: rollup, epoch: s.epochs[op.ClientID], epochSet: s.ready, made: made, held: held}})
+			continue
+		}
 		stop, first := s.n.fault.stopsOps(op)
 		if stop || s.n.fault.stalls(op) {
 			if s.stalled == 0 {
@@ -574,6 +586,7 @@ func (s *sessions) setEpoch(id string, epoch uint64, fromOther bool) {
 		s.took[id] = epoch
 	}
 	delete(s.lost, id)
+	delete(s.movedLive, id)
 	s.mu.Unlock()
 }
 
