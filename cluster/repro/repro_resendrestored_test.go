@@ -30,8 +30,9 @@ func TestReproResendRestoredCopy(t *testing.T) {
 	const ida, idp, topic = prefix + "-a", prefix + "-pub", prefix + "/x"
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The publisher's connection closes once the failed forward's wait
-	// ends: forward_timeout.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 4s\n"), 0o644)
+	// ends: forward_timeout. No adoption while n1 is dead: rr-a's
+	// session is to stay n1's.
+	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 4s\n  adopt_after: 60s\n"), 0o644)
 	const fault = "unconfirmed=" + topic + "@n3,held-empty=8s@n1"
 	tc := harness.StartClusterFault(t, 3, fault, "--config", cfg)
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
