@@ -253,7 +253,14 @@ func (s *Server) groupOnce(o Origin) *onceCheck {
 // the kept copy: so before a resend's share group goes to a live member
 // here, the Server claims it the same way (ClaimGroup), and leaves the
 // group out when the claim was made already. A group whose member here
-// is an away copy (AwayCopies) is left to its reader's claim. First
+// is an away copy (AwayCopies) is claimed too, and left out when claimed
+// for another member; a claim that fails leaves it to the copy's reader
+// (its next owner's claim), as before. An away copy may have no reader:
+// a restored copy not settled yet that settles as its session's owner
+// delivers what it took, and a resend's group it took unclaimed reached
+// a second member (test/jepsen TestClusterFull short faults, seed 539:
+// g1 claimed for g1m1 on n2, pub0's resend on the restarted n1 given to
+// its restored g1m0 2 s later; TestReproResendRestoredCopy). First
 // routings claim nothing.
 type ResendClaimer interface {
 	// ClaimGroup claims group ("group\x00filter") for the message under
@@ -286,12 +293,10 @@ func (s *Server) claimAhead(msg *Message, o Origin, groups []string) (map[string
 	chosen := make(map[string]string, len(picks))
 	var errs []error
 	for _, p := range picks {
-		if p.away {
-			chosen[p.group] = p.id // kept for its session: its reader claims
-			continue
-		}
 		won, err := rc.ClaimGroup(o, p.group, p.id)
 		switch {
+		case p.away && (err != nil || won):
+			chosen[p.group] = p.id // kept for its session: its reader claims (again)
 		case err != nil:
 			errs = append(errs, err)
 			chosen[p.group] = ""

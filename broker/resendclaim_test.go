@@ -43,7 +43,7 @@ func (c *claimCluster) claimed() []string {
 // TestResendClaims: a QoS 2 resend's share groups are claimed before a
 // live member here gets one (ClaimResend, claimAhead): a group claimed
 // before (a kept copy's reader delivered it) is left out, a group whose
-// member here is an away copy is left to that copy's reader (no claim),
+// member here is an away copy is claimed as well (TestResendClaimsAway),
 // and a first routing claims nothing. A group given to an away copy is
 // not noted as served under the Origin: the copy's reader here delivers
 // it later (before, it found the group noted and left it: lost).
@@ -69,8 +69,8 @@ func TestResendClaims(t *testing.T) {
 	if !errors.Is(err, ErrGroupClaim) {
 		t.Errorf("a claim failed: err %v, want ErrGroupClaim", err)
 	}
-	if want := []string{"broken\x00t", "free\x00t", "taken\x00t"}; !slices.Equal(cl.claimed(), want) {
-		t.Errorf("claims %q, want %q (none for the away copy's group)", cl.claimed(), want)
+	if want := []string{"broken\x00t", "free\x00t", "kept\x00t", "taken\x00t"}; !slices.Equal(cl.claimed(), want) {
+		t.Errorf("claims %q, want %q", cl.claimed(), want)
 	}
 	if n, _ := s.DeliverRemote(rm); n != 2 {
 		t.Errorf("the resend went to %d sessions, want 2 (a, copy)", n)
@@ -97,7 +97,37 @@ func TestResendClaims(t *testing.T) {
 	if err := wait(confirm); !errors.Is(err, ErrGroupClaim) {
 		t.Errorf("a resend published here whose claim failed: confirmation %v, want ErrGroupClaim", err)
 	}
-	if want := []string{"broken\x00t", "free\x00t", "taken\x00t"}; !slices.Equal(cl.claimed(), want) {
+	if want := []string{"broken\x00t", "free\x00t", "kept\x00t", "taken\x00t"}; !slices.Equal(cl.claimed(), want) {
 		t.Errorf("published here: claims %q, want %q", cl.claimed(), want)
+	}
+}
+
+// TestResendClaimsAway: a resend's group whose member here is an away
+// copy is claimed for it; claimed for another member before, it is left
+// out: a restored copy that settles as its session's owner has no reader
+// to claim it later, and delivered it as the group's second copy
+// (test/jepsen TestClusterFull seed 539). A claim that fails leaves it
+// to the copy, whose reader claims it, and does not fail the resend.
+func TestResendClaimsAway(t *testing.T) {
+	t.Parallel()
+	cl := &claimCluster{awayCluster: awayCluster{away: map[string]bool{"copy": true, "copy2": true}},
+		taken: map[string]bool{"other\x00t": true}, fail: map[string]bool{"broken\x00t": true}}
+	s, _ := startServer(t, Options{Cluster: cl})
+	opts := packet.SubOptions{QoS: 2}
+	for id, f := range map[string]string{"copy": "$share/other/t", "copy2": "$share/broken/t"} {
+		s.Adopt(&StoredSession{ClientID: id, Expiry: 600, Subs: []StoredSub{{Filter: f, Opts: opts}}})
+	}
+	rm := &RemoteMessage{Topic: "t", QoS: 2, Origin: Origin{ClientID: "pub", PacketID: 3, Nonce: 42}, Resent: true,
+		Groups: []string{"other\x00t", "broken\x00t"}}
+	if err := s.ClaimResend(rm); err != nil {
+		t.Errorf("an away copy's failed claim failed the resend: %v", err)
+	}
+	if n, _ := s.DeliverRemote(rm); n != 1 {
+		t.Errorf("the resend went to %d sessions, want 1 (copy2)", n)
+	}
+	for id, want := range map[string]int{"copy": 0, "copy2": 1} {
+		if c, _, _ := s.Client(id); c.Queued != want {
+			t.Errorf("%s got %d copies, want %d", id, c.Queued, want)
+		}
 	}
 }

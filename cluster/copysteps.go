@@ -73,19 +73,76 @@ func (s *sessions) copySteps(rec *broker.StoredSession, epoch uint64) (changed, 
 	if cp == nil {
 		return 0, 0, 0, false
 	}
-	changed, dropped, added = mergeSteps(rec, cp)
+	return takeSteps(rec, cp, false)
+}
+
+// takeSteps takes cp's steps into rec (mergeSteps; own: cp is an owned
+// copy, ownCopySteps), its inbound ids and the Origins it got.
+func takeSteps(rec, cp *broker.StoredSession, own bool) (changed, dropped, added int, took bool) {
+	changed, dropped, added = mergeSteps(rec, cp, own)
 	took = !sameInbound(rec, cp)
 	rec.Inbound, rec.Unrouted = cp.Inbound, cp.Unrouted
 	rec.Seen = finishedSeen(rec.Seen, cp)
 	return changed, dropped, added, took
 }
 
+// The copy a claim here replaces when this node still owns it.
+//
+// A claim whose previous owner does not answer reads the session from
+// the stream, and the adoption puts that record in the server in place of
+// any copy here. The copy here may be this node's own, never disowned:
+// the previous owner's claim (a node that then died) was written after
+// this node had the session, and this node's own claim came before its
+// watcher saw that record (fenceID: newerHere). Such a copy stays in the
+// server, with its interest, through the claim's read and its held reads
+// (seconds under load), takes what is forwarded to it and replicates
+// those ops; the record, read before, has none of them, and the held
+// copies of the same messages were taken for delivered (originWatch: the
+// copy got them): 26 acknowledged messages lost for ps0 (test/jepsen
+// TestClusterFull short faults, seed 534: n3's copy from its first claim,
+// n1's claim and kill, n3's claim back reading the stream at 04.05 and
+// adopting at 05.81; TestReproOwnCopyReplaced).
+//
+// So the adoption takes the owned copy's steps as copySteps takes a
+// disowned one's, and with them every delivery the copy has that the
+// record lacks: nothing was kept for them (keep.go keeps a disowned
+// copy's only). One whose Origin the record got was completed by the
+// record's owner, if another node wrote after this one's copy: it is not
+// taken. One without an Origin (QoS 1) may so come twice, as MQTT allows.
+
+// ownCopySteps takes into rec, id's session read from the stream, what
+// this node's own copy of it (in the server, never disowned since this
+// node's claim, not a restored copy unsettled) has that rec does not
+// (above). Called under the gate, before the adoption replaces the copy,
+// when copySteps took nothing.
+func (s *sessions) ownCopySteps(rec *broker.StoredSession) (changed, dropped, added int, took bool) {
+	id := rec.ClientID
+	s.mu.Lock()
+	_, lost := s.lost[id]
+	_, disowned := s.lostFrom[id]
+	s.mu.Unlock()
+	if lost || disowned || s.gate.unsettled(id) {
+		return 0, 0, 0, false
+	}
+	cp := s.n.srv.Export(id)
+	if cp == nil {
+		return 0, 0, 0, false
+	}
+	return takeSteps(rec, cp, true)
+}
+
 // mergeSteps applies the steps of cp, the copy, to rec's deliveries (see
-// above) and reports how many it changed, dropped and added.
-func mergeSteps(rec, cp *broker.StoredSession) (changed, dropped, added int) {
+// above) and reports how many it changed, dropped and added. own: cp is
+// an owned copy (ownCopySteps), whose deliveries rec lacks are all taken
+// but those whose Origin rec got.
+func mergeSteps(rec, cp *broker.StoredSession, own bool) (changed, dropped, added int) {
 	got := make(map[uint64]bool, len(cp.Seen))
 	for _, h := range cp.Seen {
 		got[h] = true
+	}
+	recGot := make(map[uint64]bool, len(rec.Seen))
+	for _, h := range rec.Seen {
+		recGot[h] = true
 	}
 	q := rec.Queue[:0]
 	matched := map[int]bool{} // indexes in q
@@ -112,8 +169,9 @@ func mergeSteps(rec, cp *broker.StoredSession) (changed, dropped, added int) {
 	// while the client awaits a PUBREL under the old one, a second
 	// delivery. It is taken as the copy has it, its Origin among those
 	// the session got (finishedSeen), so the kept copy is not delivered.
+	// An owned copy's are taken whatever they are (ownCopySteps).
 	for j, c := range cp.Queue {
-		if had[j] || c.PacketID == 0 || c.QoS != 2 || c.Msg == nil || c.Msg.Origin().IsZero() {
+		if had[j] || c.Msg == nil || !takes(own, c, recGot) {
 			continue
 		}
 		matched[len(q)] = true
@@ -133,6 +191,17 @@ func mergeSteps(rec, cp *broker.StoredSession) (changed, dropped, added int) {
 	}
 	rec.Queue = q
 	return changed, dropped, added
+}
+
+// takes reports whether c, a delivery of the copy that the record lacks,
+// is taken: a disowned copy's QoS 2 one it sent (above); an owned copy's
+// (own) unless the record got its Origin (recGot): its owner completed it.
+func takes(own bool, c broker.StoredDelivery, recGot map[uint64]bool) bool {
+	o := c.Msg.Origin()
+	if own {
+		return o.IsZero() || !recGot[o.Hash()]
+	}
+	return c.PacketID != 0 && c.QoS == 2 && !o.IsZero()
 }
 
 // sameDelivery reports whether c, a delivery of the copy, is d of the

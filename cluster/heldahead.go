@@ -147,6 +147,18 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 		n.log.Info("cluster: a session read from the stream took its disowned copy's last exchange steps here",
 			"client_id", id, "epoch", epoch, "deliveries_changed", changed, "deliveries_completed", dropped,
 			"deliveries_sent_since", added, "inbound_ids", took)
+	} else if changed, dropped, added, took := s.ownCopySteps(rec); changed+dropped+added > 0 || took {
+		// What the copy got after the read is the session's now: its
+		// held copies are had (deliverAhead), as the copy's watch says.
+		for i := range reads {
+			for j := range reads[i].msgs {
+				h := &reads[i].msgs[j]
+				h.had = h.had || recordHas(rec, h.rm)
+			}
+		}
+		n.log.Info("cluster: a session read from the stream took what this node's own copy got since",
+			"client_id", id, "epoch", epoch, "deliveries_changed", changed, "deliveries_completed", dropped,
+			"deliveries_taken", added, "inbound_ids", took)
 	}
 	s.adopt(id)
 	n.srv.Adopt(rec)
