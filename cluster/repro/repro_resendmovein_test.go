@@ -7,6 +7,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
+	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -60,22 +61,7 @@ func TestReproResendHeldMoveIn(t *testing.T) {
 	if err != nil || !ack.SessionPresent {
 		t.Fatalf("%s on n2: %v (CONNACK %+v)", prefix+"-pub", err, ack)
 	}
-	resumed := harness.ResumeInBackground(t, n2, ida, harness.QueuedExpiry)
-	tc.WaitLog(n2, `"cluster: test fault: the move's finish waits" node=n2 client_id=`+ida, 1, harness.Wait)
-	resend := *pub
-	resend.Dup = true
-	if _, closed := harness.ExchangeQoS2(t, pc, &resend); closed {
-		harness.ResendUntilAcknowledged(t, n2, prefix+"-pub", pub)
-	}
-	back, ok := <-resumed
-	if !ok {
-		t.Fatalf("%s never resumed on n2", ida)
-	}
-	got := copiesOfM1(t, back, b)
-	if n := got["a"] + got["b"]; n != 1 {
-		t.Fatalf("group rv got the acknowledged QoS 2 message %d times (%v), want once\nn2:\n%s\nn3:\n%s", n, got,
-			harness.GrepLog(n2, prefix+"-", "share group", "moved here"), harness.GrepLog(n3, prefix+"-", "share group"))
-	}
+	got := resendWhileMovingIn(t, tc, n2, n3, n2, pc, pub, prefix, b)
 	held := harness.CountLog(n2, `"session moved here" node=n2 client_id=`+ida+` from=n1 subscriptions=1 messages=0 held=1`)
 	refused := harness.CountLog(n2, `"cluster: a QoS 2 resend's share group has only sessions moving in here: not held for them, not confirmed"`)
 	t.Logf("path: resends refused while %s moved in %d, held for its adoption %d", ida, refused, held)
@@ -136,12 +122,30 @@ func TestReproResendForwardedMoveIn(t *testing.T) {
 	if err != nil || !ack.SessionPresent {
 		t.Fatalf("%s on n3: %v (CONNACK %+v)", prefix+"-pub", err, ack)
 	}
+	got := resendWhileMovingIn(t, tc, n2, n3, n3, pc, pub, prefix, b)
+	held := harness.CountLog(n2, `"session moved here" node=n2 client_id=`+ida+` from=n1 subscriptions=1 messages=0 held=1`)
+	refused := harness.CountLog(n2, `"cluster: a QoS 2 resend's share group has only sessions moving in here: not held for them, not confirmed" node=n2 client_id=`+prefix+"-pub")
+	t.Logf("path: forwarded resends refused on n2 while %s moved in %d, held for its adoption %d", ida, refused, held)
+	if held+refused == 0 {
+		t.Skipf("group rf got it once (%v), but no forwarded resend came while %s moved in: the test missed its path", got, ida)
+	}
+}
+
+// resendWhileMovingIn resumes PREFIX-a's session on n2 in the background
+// and, once its move's finish waits there (finish-slow), sends pub again
+// (DUP) on pc, the publisher's connection to on, until it is
+// acknowledged; then it requires that share group PREFIX got pub once,
+// at PREFIX-a or b, and returns the copies each got (copiesOfM1). n3's
+// log is shown with n2's on a failure.
+func resendWhileMovingIn(t *testing.T, tc *harness.Cluster, n2, n3, on *harness.Node, pc *mqtttest.Client, pub *packet.Publish, prefix string, b *harness.Client) map[string]int {
+	t.Helper()
+	ida := prefix + "-a"
 	resumed := harness.ResumeInBackground(t, n2, ida, harness.QueuedExpiry)
 	tc.WaitLog(n2, `"cluster: test fault: the move's finish waits" node=n2 client_id=`+ida, 1, harness.Wait)
 	resend := *pub
 	resend.Dup = true
 	if _, closed := harness.ExchangeQoS2(t, pc, &resend); closed {
-		harness.ResendUntilAcknowledged(t, n3, prefix+"-pub", pub)
+		harness.ResendUntilAcknowledged(t, on, prefix+"-pub", pub)
 	}
 	back, ok := <-resumed
 	if !ok {
@@ -149,13 +153,8 @@ func TestReproResendForwardedMoveIn(t *testing.T) {
 	}
 	got := copiesOfM1(t, back, b)
 	if n := got["a"] + got["b"]; n != 1 {
-		t.Fatalf("group rf got the acknowledged QoS 2 message %d times (%v), want once\nn2:\n%s\nn3:\n%s", n, got,
+		t.Fatalf("group %s got the acknowledged QoS 2 message %d times (%v), want once\nn2:\n%s\nn3:\n%s", prefix, n, got,
 			harness.GrepLog(n2, prefix+"-", "share group", "moved here"), harness.GrepLog(n3, prefix+"-", "share group"))
 	}
-	held := harness.CountLog(n2, `"session moved here" node=n2 client_id=`+ida+` from=n1 subscriptions=1 messages=0 held=1`)
-	refused := harness.CountLog(n2, `"cluster: a QoS 2 resend's share group has only sessions moving in here: not held for them, not confirmed" node=n2 client_id=`+prefix+"-pub")
-	t.Logf("path: forwarded resends refused on n2 while %s moved in %d, held for its adoption %d", ida, refused, held)
-	if held+refused == 0 {
-		t.Skipf("group rf got it once (%v), but no forwarded resend came while %s moved in: the test missed its path", got, ida)
-	}
+	return got
 }
