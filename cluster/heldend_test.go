@@ -1,6 +1,9 @@
 package cluster
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -53,5 +56,24 @@ func TestHeldEndWire(t *testing.T) {
 	}
 	if _, err := decodeHeldEndRequest([]byte{wireVersion, 5}); err == nil {
 		t.Fatal("a short request decoded")
+	}
+}
+
+// TestHeldEndsLandedKeptOnError: a catch-up on return whose read of the
+// held subject's last message fails (its stream electing a leader) keeps
+// the peers' answers for its next pass; dropped, the next pass found no
+// landing and ended the catch-up before the holds.
+func TestHeldEndsLandedKeptOnError(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := &sessions{n: &Node{ctx: ctx, log: slog.New(slog.NewTextHandler(io.Discard, nil))}} // no streams: heldLast fails
+	e := &heldEnds{done: make(chan struct{}), seq: 7, missing: []string{"n2: not heard"}}
+	close(e.done)
+	s.landing = e
+	if _, err := s.heldEndsLanded("ROOST_SESS_0"); err == nil {
+		t.Fatal("heldEndsLanded without streams: no error")
+	}
+	if s.landing != e {
+		t.Fatal("the peers' answers were dropped on a failed read: the next pass ends the catch-up before the holds")
 	}
 }
