@@ -295,11 +295,32 @@ func TestStreamDumpReadsBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	nd.awaitMeta(30 * time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ROOST_SESS_D", Subjects: []string{"d.>"}, Storage: jetstream.FileStorage, Replicas: 3}); err != nil {
-		t.Fatal(err)
+	// "No suitable peers" until the meta leader knows every peer, and a
+	// request before the new stream has a leader may go unanswered (see
+	// TestCreateOrUpdateStreamUpdates): each step is tried again, with a
+	// bound per attempt; the publishes carry message ids, so that a
+	// second attempt of one that was stored is not stored again.
+	step := func(what string, f func(ctx context.Context) error) {
+		t.Helper()
+		for bound := time.Now().Add(90 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := f(ctx)
+			cancel()
+			if err == nil {
+				return
+			}
+			if time.Now().After(bound) {
+				t.Fatalf("%s: %v", what, err)
+			}
+		}
 	}
+	step("create the stream", func(ctx context.Context) error {
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ROOST_SESS_D", Subjects: []string{"d.>"}, Storage: jetstream.FileStorage, Replicas: 3})
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil // an earlier attempt made it
+		}
+		return err
+	})
 	m := &broker.Message{Topic: "t/1", QoS: 1, Payload: []byte("j42")}
 	put, err := encodeOpBody(&broker.Op{Kind: broker.OpQueuePut, ClientID: "c", Delivery: broker.StoredDelivery{Seq: 7, QoS: 1, PacketID: 5, Msg: m}})
 	if err != nil {
@@ -315,13 +336,14 @@ func TestStreamDumpReadsBlocks(t *testing.T) {
 		t.Fatal(err)
 	}
 	held := encodeHeld(originKey{node: "n3", inc: "ab", id: 9}, encodeForward(m, nil, pub))
-	for _, msg := range []*nats.Msg{
+	for i, msg := range []*nats.Msg{
 		{Subject: "d.c.c", Data: pack, Header: nats.Header{opMadeHeader: []string{"1"}}},
 		{Subject: "d." + heldToken + ".c.n1", Data: held, Header: nats.Header{heldForHeader: []string{"c"}}},
 	} {
-		if _, err := js.PublishMsg(ctx, msg); err != nil {
-			t.Fatal(err)
-		}
+		step("publish", func(ctx context.Context) error {
+			_, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprint("d", i)))
+			return err
+		})
 	}
 	// nd's replica: stored (synced on every write) once nd applied both,
 	// moments after the leader's answer when nd is a follower.
@@ -343,8 +365,8 @@ func TestStreamDumpReadsBlocks(t *testing.T) {
 		}
 	}
 	want := []string{
-		"1 d.c.c [Op-Made=1] QPut e3 s7 q1 p5 t/1 j42 | QDel e3 s6",
-		"2 d.held.c.n1 [Held-For=c] held origin=n3/ab/9 topic=t/1 qos=1 groups=[] payload=j42",
+		"1 d.c.c [Nats-Msg-Id=d0 Op-Made=1] QPut e3 s7 q1 p5 t/1 j42 | QDel e3 s6",
+		"2 d.held.c.n1 [Held-For=c Nats-Msg-Id=d1] held origin=n3/ab/9 topic=t/1 qos=1 groups=[] payload=j42",
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("dump:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
