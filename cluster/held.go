@@ -2221,13 +2221,7 @@ func (s *sessions) heldEndsLanded(stream string) (uint64, error) {
 func (s *sessions) heldEndAt(stream string, t time.Time) (uint64, error) {
 	ctx, cancel := context.WithTimeout(s.n.ctx, followAttempt)
 	defer cancel()
-	s.mu.Lock()
-	js := s.js
-	s.mu.Unlock()
-	if js == nil {
-		return 0, errNotReady
-	}
-	st, err := js.Stream(ctx, stream)
+	st, err := s.heldStream(ctx, stream)
 	if err != nil {
 		return 0, err
 	}
@@ -2265,15 +2259,21 @@ func (s *sessions) heldLast(stream string) (uint64, error) {
 	return s.heldLastCtx(ctx, stream)
 }
 
-// heldLastCtx is heldLast within ctx.
-func (s *sessions) heldLastCtx(ctx context.Context, stream string) (uint64, error) {
+// heldStream returns the handle of partition stream stream, errNotReady
+// before the session streams are open here.
+func (s *sessions) heldStream(ctx context.Context, stream string) (jetstream.Stream, error) {
 	s.mu.Lock()
 	js := s.js
 	s.mu.Unlock()
 	if js == nil {
-		return 0, errNotReady
+		return nil, errNotReady
 	}
-	st, err := js.Stream(ctx, stream)
+	return js.Stream(ctx, stream)
+}
+
+// heldLastCtx is heldLast within ctx.
+func (s *sessions) heldLastCtx(ctx context.Context, stream string) (uint64, error) {
+	st, err := s.heldStream(ctx, stream)
 	if err != nil {
 		return 0, err
 	}
