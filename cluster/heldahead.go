@@ -313,7 +313,12 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 		return nil
 	}
 	if from > 0 {
-		if next, err := s.readKeptBefore(ctx, js, node, from, keptFrom, rec.ClientID, take); err != nil {
+		next, err := s.readKeptBefore(ctx, js, node, from, keptFrom, rec.ClientID, take)
+		if len(r.msgs) > 0 {
+			s.n.log.Info("cluster: copies kept for a session before a place by sequence read too", "client_id", rec.ClientID,
+				"peer", node, "from", from, "messages", len(r.msgs), "err", err)
+		}
+		if err != nil {
 			r.next, r.err = next, err
 			return r
 		}
