@@ -256,6 +256,11 @@ func (s *sessions) awaitOut(id, node string, prs []*pendingReply) {
 // this node's disowned copy of the session began to keep what it took
 // (keptSince): the read by time begins there if that is earlier, for the
 // kept copies alone.
+//
+// Read by sequence (from: where the session's last op says its node's
+// follower stood, opHeldHeader, or where a node that gave the session up
+// unsettled stopped applying), the copies kept for the session there
+// before from are read too (readKeptBefore).
 func (s *sessions) readAhead(ctx context.Context, node string, from uint64, since, kept time.Time, rec *broker.StoredSession) heldRead {
 	r := heldRead{node: node, from: from, next: from, kept: kept}
 	// Kept copies count from the earlier of the two (kept is this node's
@@ -284,12 +289,7 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 			members[sub.Filter] = true
 		}
 	}
-	cfg := s.heldReadConfig(node, from, start)
-	r.err = readAll(ctx, js, streamName(s.partition(node)), cfg, func(m jetstream.Msg) error {
-		md, err := m.Metadata()
-		if err != nil {
-			return err
-		}
+	take := func(m jetstream.Msg, md *jetstream.MsgMetadata) error {
 		k, rm, err := decodeHeld(m.Data())
 		switch {
 		case err != nil:
@@ -310,6 +310,28 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 			}
 			r.msgs = append(r.msgs, h)
 		}
+		return nil
+	}
+	if from > 0 {
+		next, err := s.readKeptBefore(ctx, js, node, from, keptFrom, rec.ClientID, take)
+		if len(r.msgs) > 0 {
+			s.n.log.Info("cluster: copies kept for a session before a place by sequence read too", "client_id", rec.ClientID,
+				"peer", node, "from", from, "messages", len(r.msgs), "err", err)
+		}
+		if err != nil {
+			r.next, r.err = next, err
+			return r
+		}
+	}
+	cfg := s.heldReadConfig(node, from, start)
+	r.err = readAll(ctx, js, streamName(s.partition(node)), cfg, func(m jetstream.Msg) error {
+		md, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		if err := take(m, md); err != nil {
+			return err
+		}
 		r.next = md.Sequence.Stream + 1
 		return nil
 	})
@@ -319,6 +341,50 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 		s.n.log.Debug("cluster: held read ahead cut short", "peer", node, "messages", len(r.msgs), "err", r.err)
 	}
 	return r
+}
+
+// errKeptBeforeEnd ends readKeptBefore's read at its sequence bound.
+var errKeptBeforeEnd = errors.New("cluster: kept copies read up to the place")
+
+// readKeptBefore offers take the copies kept for session id (keep.go) in
+// node's held subject that are stored before sequence from and were taken
+// at keptFrom or later, in order, by a read by time from heldBackMargin
+// before keptFrom. A place by sequence is where node's own follower of its
+// subject stood (opHeldHeader) or stopped applying (takeUnsettled), and
+// that follower gives the kept copies to no session (followOwnHeldOnce):
+// they wait for the session's next reader. Read from the place on, a kept
+// copy stored before it was passed over by everyone (test/jepsen
+// TestClusterFull long faults, seed 614: g0m0's copy kept pub0#50 at
+// n2:29 while n2 was claiming the session back; n2's rollup named n2:42,
+// its own follower's place, before its read of its kept copies was done;
+// n3's claim read n2's subject from 42 and the group never got it;
+// TestReadAheadKeptBeforePlace). On an error it returns where the
+// follower is to read on from: the kept copy whose claim failed, or from.
+func (s *sessions) readKeptBefore(ctx context.Context, js jetstream.JetStream, node string, from uint64, keptFrom time.Time, id string,
+	take func(jetstream.Msg, *jetstream.MsgMetadata) error) (uint64, error) {
+	next := from
+	cfg := s.heldReadConfig(node, 0, keptFrom.Add(-heldBackMargin))
+	err := readAll(ctx, js, streamName(s.partition(node)), cfg, func(m jetstream.Msg) error {
+		md, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		if md.Sequence.Stream >= from {
+			return errKeptBeforeEnd
+		}
+		if heldFor(m) != id {
+			return nil // a hold the place's follower applied, or another session's
+		}
+		if err := take(m, md); err != nil {
+			next = md.Sequence.Stream
+			return err
+		}
+		return nil
+	})
+	if errors.Is(err, errKeptBeforeEnd) {
+		return from, nil
+	}
+	return next, err
 }
 
 // subscribed reports whether one of subs (a share group's filter

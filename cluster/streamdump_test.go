@@ -188,8 +188,16 @@ func readNATSHeaders(b []byte) (nats.Header, error) {
 }
 
 // describeStored decodes a session stream's message by its subject: a
-// client's ops, or a held message.
+// client's ops, a held message, or a share group's claim (held.go
+// claimSubject: its data names the member, "served:" for a claim made
+// outside the held copies, servedClaim).
 func describeStored(subject string, b []byte) string {
+	if strings.Contains(subject, ".heldgroup.") {
+		if member, ok := strings.CutPrefix(string(b), "\x00"); ok {
+			return "group claim for served:" + member
+		}
+		return "group claim for " + string(b)
+	}
 	if strings.Contains(subject, "."+heldToken+".") {
 		k, rm, err := decodeHeld(b)
 		if err != nil {
