@@ -40,7 +40,7 @@ func TestBeginAdopt(t *testing.T) {
 // answered (its epoch forgotten here, handleRelease) does not adopt, even
 // with the unread mark set again by a fence of an older copy for that
 // newer claim (endedUnread; test/jepsen TestClusterFull seed 591: g1 lost
-// 17 messages to n2's superseded copy of g1m0).
+// 20 messages to n2's superseded copy of g1m0).
 func TestBeginAdoptAnswered(t *testing.T) {
 	o := &owners{unread: map[string]bool{}, epochs: map[string]epochAt{}}
 	o.noteEpoch("g1m0", 9) // this node's claim, reading the stream

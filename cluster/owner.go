@@ -700,7 +700,8 @@ func (o *owners) takeFromStream(id string, epoch uint64, rec *broker.StoredSessi
 // epoch, which took this node's publishes for the group (test/jepsen
 // TestClusterFull seed 591: n2's claim of g1m0 at epoch 9, answered to
 // n1's epoch 10 at 27.151, its old copy fenced at 28.406, adopted at
-// 28.802; g1 lost 17 messages published on n2). So the claim's epoch must
+// 28.802; g1 lost the 20 messages n2 routed meanwhile: 17 published
+// there, 3 resends of messages first sent to n1). So the claim's epoch must
 // still be this node's for id (a release request's answer forgets it,
 // handleRelease), as the janitor's claims check (beginAdoptAll).
 func (o *owners) beginAdopt(id string, epoch uint64) *heldWait {
