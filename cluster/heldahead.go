@@ -56,6 +56,12 @@ type heldRead struct {
 	// kept: this node's own subject, read for the kept copies of its
 	// disowned copy from when it lost the id (keptSince); zero for none.
 	kept time.Time
+	// unreadAt: the earliest a message this read did not reach can have
+	// been held (catchUpCap): heldBackMargin before the pass that ended
+	// at next began, which read to the stream's end as of then; where
+	// the read by time began, for one that failed (its follower reads
+	// from there again: joinFollower's again).
+	unreadAt time.Time
 }
 
 // adoptHeld puts rec, read from the stream for a connecting client (its
@@ -110,7 +116,7 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 	for i := range dropped {
 		r := &reads[i]
 		more := s.readAhead(cctx, r.node, r.next, last, r.kept, rec)
-		r.msgs, r.next, r.err = append(r.msgs, more.msgs...), more.next, more.err
+		r.msgs, r.next, r.err, r.unreadAt = append(r.msgs, more.msgs...), more.next, more.err, more.unreadAt
 	}
 	for _, r := range reads {
 		n.log.Debug("cluster: messages held for a node read ahead for a session taken from the stream", "client_id", id,
@@ -141,6 +147,10 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 		return false
 	}
 	defer w.finish()
+	// Until the catch-up's reads are done, the session's ops here count
+	// as made no later than where they begin (catchUpCap).
+	capAt := catchUpCap(reads)
+	s.capMade(id, capAt, until)
 	// Before the adoption replaces this node's disowned copy, if any
 	// (copysteps.go).
 	if changed, dropped, added, took := s.copySteps(rec, epoch); changed+dropped+added > 0 || took {
@@ -165,7 +175,10 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 	// w waits for cw too: cw ends the catch-up, then finishes w.
 	w.add()
 	cw := newHeldWait(nil)
-	cw.done = n.catchUp(id, n.cfg.ForwardTimeout, w.finish, cw.unreadFrom)
+	cw.done = n.catchUp(id, n.cfg.ForwardTimeout, func() {
+		s.uncapMadeAt(id, capAt) // the reads are done, what they brought journalled
+		w.finish()
+	}, cw.unreadFrom)
 	defer cw.finish()
 	// Watched from here: a message published here from now on reaches
 	// the session locally (originWatch.first).
@@ -207,6 +220,29 @@ func (s *sessions) adoptHeld(ctx context.Context, rec *broker.StoredSession, las
 		}()
 	}
 	return true
+}
+
+// catchUpCap is the earliest time among reads' unreadAt: until the
+// catch-up's reads are done, a session taken from the stream has its ops
+// here made no later than that (capMade), as a session moved here live
+// does until it read its old owner's places (sessions.go, "A session
+// moved here whose held reads are not done"). A reader that takes the
+// session from the stream reads every held subject by time from its last
+// op on; written with their real times, the ops of the adoption and of
+// the client told the next reader that what was held before them had
+// reached the session, when the holds after the read ahead were still
+// the followers' to apply here, and this node's kill lost them
+// (test/jepsen TestClusterFull seed 563: ps1 adopted on n1 at 58.718
+// after its read of n1's own subject failed, the client's disconnect
+// written at 58.822, n1 killed at 58.910 before its followers applied 13
+// messages held at 58.250-58.717; the next owner read from 58.822 on:
+// TestReproCatchUpKilled). Zero for no reads.
+func catchUpCap(reads []heldRead) time.Time {
+	var at time.Time
+	for _, r := range reads {
+		at = minTime(at, r.unreadAt)
+	}
+	return at
 }
 
 // awaitOut waits, up to the catch-up's bound, until this node's forwards
@@ -262,7 +298,7 @@ func (s *sessions) awaitOut(id, node string, prs []*pendingReply) {
 // unsettled stopped applying), the copies kept for the session there
 // before from are read too (readKeptBefore).
 func (s *sessions) readAhead(ctx context.Context, node string, from uint64, since, kept time.Time, rec *broker.StoredSession) heldRead {
-	r := heldRead{node: node, from: from, next: from, kept: kept}
+	r := heldRead{node: node, from: from, next: from, kept: kept, unreadAt: time.Now().Add(-heldBackMargin)}
 	// Kept copies count from the earlier of the two (kept is this node's
 	// clock, as their taken times); the read by time starts heldBackMargin
 	// before (the stream's clock); holds count from since, as before: one
@@ -280,7 +316,7 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 	js := s.js
 	s.mu.Unlock()
 	if js == nil {
-		r.err = errNotReady
+		r.err, r.unreadAt = errNotReady, start
 		return r
 	}
 	members := map[string]bool{}
@@ -335,6 +371,9 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 		r.next = md.Sequence.Stream + 1
 		return nil
 	})
+	if r.err != nil {
+		r.unreadAt = start
+	}
 	if r.err != nil && !errors.Is(r.err, errClaim) && len(r.msgs) > 0 {
 		// Read in part: what was read is delivered, the follower reads
 		// on from r.next.

@@ -55,3 +55,35 @@ func TestMadeCap(t *testing.T) {
 		t.Fatalf("uncapped: made %v, want %v", got, later)
 	}
 }
+
+// TestCatchUpCap: a session taken from the stream has its ops made no
+// later than the earliest place its catch-up's reads still have to read
+// from (catchUpCap; TestReproCatchUpKilled), and the end of those reads
+// lifts that cap only, not a later adoption's.
+func TestCatchUpCap(t *testing.T) {
+	base := time.Date(2026, 12, 7, 4, 38, 58, 718_000_000, time.UTC)
+	reads := []heldRead{
+		{node: "n2", next: 155, unreadAt: base.Add(-time.Second)},            // read to its end: from its start on
+		{node: "n1", unreadAt: base.Add(-9 * time.Second), err: errNotReady}, // failed: by time from the last op
+		{node: "n3", next: 197, unreadAt: base.Add(-time.Second)},
+	}
+	if got := catchUpCap(reads); !got.Equal(base.Add(-9 * time.Second)) {
+		t.Fatalf("catchUpCap = %v, want the failed read's start %v", got, base.Add(-9*time.Second))
+	}
+	if got := catchUpCap(nil); !got.IsZero() {
+		t.Fatalf("catchUpCap of no reads = %v, want zero (no cap)", got)
+	}
+
+	s := &sessions{}
+	first, second := base.Add(-9*time.Second), base.Add(time.Second)
+	s.capMade("ps1", first, base.Add(time.Minute))
+	s.capMade("ps1", second, base.Add(time.Minute)) // a later adoption here
+	s.uncapMadeAt("ps1", first)                     // the first one's reads end
+	if got := s.madeAt("ps1", base.Add(2*time.Second)); !got.Equal(second) {
+		t.Fatalf("after the earlier adoption's reads ended: made %v, want the later cap %v", got, second)
+	}
+	s.uncapMadeAt("ps1", second)
+	if now := base.Add(3 * time.Second); !s.madeAt("ps1", now).Equal(now) {
+		t.Fatalf("after its own reads ended: made %v, want %v", s.madeAt("ps1", now), now)
+	}
+}

@@ -563,7 +563,7 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 		from = "replicated record"
 	}
 	if !answered && o.n.sess != nil && rec != nil {
-		return o.takeFromStream(id, rec, last, lastEpoch, behind, prev)
+		return o.takeFromStream(id, epoch, rec, last, lastEpoch, behind, prev)
 	}
 	// A later claim that asked this node to let go meanwhile was told to
 	// read the stream (onRelease took the mark): that connection is the
@@ -640,7 +640,8 @@ func (o *owners) resumeHere(id string, epoch uint64) {
 }
 
 // takeFromStream adopts rec, id's session read from its partition stream
-// (its last op written at last, at lastEpoch, saying behind) for a connecting client, with what was
+// (its last op written at last, at lastEpoch, saying behind) for a
+// connecting client whose claim here is at epoch, with what was
 // held for it (adoptHeld). The id stays unread (owners.unread) until the
 // session is in the server: a later claim's release request that comes
 // while the held subjects are read ahead (seconds under load) is told to
@@ -649,7 +650,7 @@ func (o *owners) resumeHere(id string, epoch uint64) {
 // "nothing to hand over", and the newer connection started afresh
 // (TestClusterTransports/NodeKill: mqtt.js got Session Present 0 and 141
 // acknowledged messages never came).
-func (o *owners) takeFromStream(id string, rec *broker.StoredSession, last time.Time, lastEpoch uint64, behind heldBehind, prev string) error {
+func (o *owners) takeFromStream(id string, epoch uint64, rec *broker.StoredSession, last time.Time, lastEpoch uint64, behind heldBehind, prev string) error {
 	// Held for this node until the session is adopted here, or for a
 	// while after a newer claim superseded this one (claimhold.go).
 	o.n.sess.claimHold(id, rec.Subs)
@@ -668,7 +669,7 @@ func (o *owners) takeFromStream(id string, rec *broker.StoredSession, last time.
 	}
 	hctx, cancel := context.WithTimeout(o.n.ctx, o.n.cfg.ForwardTimeout)
 	defer cancel()
-	adopted := o.n.sess.adoptHeld(hctx, rec, last, lastEpoch, behind, func() *heldWait { return o.beginAdopt(id) }, prev)
+	adopted := o.n.sess.adoptHeld(hctx, rec, last, lastEpoch, behind, func() *heldWait { return o.beginAdopt(id, epoch) }, prev)
 	o.n.sess.claimHoldEnd(id, adopted)
 	if !adopted {
 		return fmt.Errorf("cluster: %w", errSuperseded)
@@ -690,10 +691,23 @@ func (o *owners) takeFromStream(id string, rec *broker.StoredSession, last time.
 // next CONNECT elsewhere meanwhile: 107 acknowledged messages lost
 // (TestClusterTransports/NodeKill). Both under o.mu: a release request
 // that finds no mark finds the wait.
-func (o *owners) beginAdopt(id string) *heldWait {
+//
+// The mark alone does not say the claim stands: a fence here of an older
+// copy of id, for the newer claim whose release request took the mark,
+// sets it again (endedUnread: that request may still come, as far as the
+// fence knows), and the superseded claim then adopted the session beside
+// the newer owner's, a share group member with no client and a lost
+// epoch, which took this node's publishes for the group (test/jepsen
+// TestClusterFull seed 591: n2's claim of g1m0 at epoch 9, answered to
+// n1's epoch 10 at 27.151, its old copy fenced at 28.406, adopted at
+// 28.802; g1 lost the 20 messages n2 routed meanwhile: 17 published
+// there, 3 resends of messages first sent to n1). So the claim's epoch must
+// still be this node's for id (a release request's answer forgets it,
+// handleRelease), as the janitor's claims check (beginAdoptAll).
+func (o *owners) beginAdopt(id string, epoch uint64) *heldWait {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if !o.unread[id] {
+	if !o.unread[id] || o.epochs[id].epoch != epoch {
 		return nil
 	}
 	newer := o.overtaken[id] > o.epochs[id].epoch

@@ -1468,6 +1468,17 @@ func (s *sessions) uncapMade(id string) {
 	s.mu.Unlock()
 }
 
+// uncapMadeAt is uncapMade for the cap capMade set at at only: a later
+// adoption of id here has a cap of its own, which an earlier one's end
+// must not lift.
+func (s *sessions) uncapMadeAt(id string, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.madeCaps[id]; ok && c.at.Equal(at) {
+		delete(s.madeCaps, id)
+	}
+}
+
 // madeAt is when an op of id appended now counts as made; s.mu held.
 func (s *sessions) madeAt(id string, now time.Time) time.Time {
 	c, ok := s.madeCaps[id]

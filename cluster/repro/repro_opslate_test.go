@@ -1,6 +1,7 @@
 package repro_test
 
 import (
+	"cmp"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -117,6 +118,8 @@ type pacedPub struct {
 	// ended.
 	maybe []string
 	i     int
+	// pace: the pause after each round; 0 for 20 ms.
+	pace time.Duration
 }
 
 func (p *pacedPub) publish() {
@@ -137,7 +140,7 @@ func (p *pacedPub) publish() {
 		}
 	}
 	p.i++
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(cmp.Or(p.pace, 20*time.Millisecond))
 }
 
 // resume resumes id's session on nd in the background, publishing on
