@@ -13,7 +13,9 @@ package broker
 // to the session meanwhile is queued (and journalled) as always, and a
 // message marked Late (held) is put ahead of what was routed since the
 // catch-up began, behind only the older messages of its own publisher
-// (Place). Then sending starts, in queue order.
+// (Place), and ahead of its publisher's newer ones that were queued before
+// the catch-up began (an adopted queue: anchor). Then sending starts, in
+// queue order.
 //
 // The queue's order must survive the store too: a restart, or a node
 // that reads the session's record, rebuilds the queue in store sequence
