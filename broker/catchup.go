@@ -13,7 +13,9 @@ package broker
 // to the session meanwhile is queued (and journalled) as always, and a
 // message marked Late (held) is put ahead of what was routed since the
 // catch-up began, behind only the older messages of its own publisher
-// (Place). Then sending starts, in queue order.
+// (Place), and ahead of its publisher's newer ones that were queued before
+// the catch-up began (an adopted queue: anchor). Then sending starts, in
+// queue order.
 //
 // The queue's order must survive the store too: a restart, or a node
 // that reads the session's record, rebuilds the queue in store sequence
@@ -95,6 +97,7 @@ func (s *Server) CatchUp(clientID string) (end func()) {
 	c := ss.catching()
 	if c == nil {
 		c = &catchUp{base: ss.nextSeq, gap: catchGap, step: catchStep, places: map[*outbound]placed{}}
+		c.anchor(ss.queue[ss.qhead:])
 		if ss.in2 == nil {
 			ss.in2 = &inbound2{}
 		}
@@ -116,6 +119,24 @@ func (s *Server) CatchUp(clientID string) (end func()) {
 		ss.in2.catch = nil
 		if !ss.ended {
 			ss.fill()
+		}
+	}
+}
+
+// anchor registers the queued messages q (not sent yet, queued before the
+// catch-up began: an adopted session's queue, or what a returning node's
+// session had) with their places, as Late ones: a Late message goes
+// before a newer one of its own publisher among them and behind an older
+// one, and otherwise behind them all, as before. Unregistered, an adopted
+// queue's messages had no place, and what was held for the session went
+// behind the whole queue, its publisher's newer messages in it included
+// (bench/jepsen/RESULTS.md, Session 26, long faults seed 605:
+// TestCatchUpAdoptedAnchors, TestReproPausedOwnerMovesLive). Messages
+// without a place are left out: nothing orders against them.
+func (c *catchUp) anchor(q []*outbound) {
+	for _, ob := range q {
+		if p := ob.msg.place(); p.Source != "" {
+			c.places[ob] = placed{Place: p, late: true}
 		}
 	}
 }

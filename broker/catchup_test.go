@@ -258,3 +258,69 @@ func TestCatchUpJoined(t *testing.T) {
 		t.Errorf("sent %v, want %v", got, want)
 	}
 }
+
+// TestCatchUpAdoptedAnchors: the adopted queue's messages not sent yet
+// keep their places through the catch-up, so that a Late message goes
+// before a queued one of its own publisher that is newer, wherever the
+// adoption put it. The queue is what the previous owner had (a live
+// handover, a record read from the stream): there, forwards newer than
+// what was held for that node while it was silent; here, the held ones
+// read after. Before, the adopted messages had no place and every Late
+// one went behind the whole adopted queue, its publisher's newer
+// messages included (bench/jepsen/RESULTS.md, Session 26, long faults
+// seed 605: ps0 got pub1#451-#458 after #459-#466; TestReproPausedOwnerMovesLive).
+func TestCatchUpAdoptedAnchors(t *testing.T) {
+	t.Parallel()
+	st := &idLog{}
+	s, addr := startServer(t, Options{Store: st})
+	queued := func(payload string, p Place) StoredDelivery {
+		m := &Message{Topic: "t/a", Payload: []byte(payload), QoS: 1}
+		m.SetPlace(p)
+		return StoredDelivery{QoS: 1, Msg: m}
+	}
+	s.Adopt(&StoredSession{ClientID: "ca", Expiry: 600,
+		Subs: []StoredSub{{Filter: "t/#", Opts: packet.SubOptions{QoS: 1}}},
+		Queue: []StoredDelivery{
+			queued("qP5", Place{"P", 5}), queued("q?", Place{}),
+			queued("qQ7", Place{"Q", 7}), queued("qP6", Place{"P", 6}),
+		}})
+	end := s.CatchUp("ca")
+	c := dial(t, addr, packet.V5)
+	if ack := c.Connect(&packet.Connect{ClientID: "ca", KeepAlive: 30,
+		Properties: packet.Properties{Present: 1 << packet.PropSessionExpiry, SessionExpiry: 600}}); !ack.SessionPresent {
+		t.Fatal("CONNACK without Session Present")
+	}
+	deliver := func(payload string, p Place, late bool) {
+		t.Helper()
+		n, _ := s.DeliverRemote(&RemoteMessage{Topic: "t/a", Payload: []byte(payload), QoS: 1, Place: p, Late: late, Accepted: late})
+		if n != 1 {
+			t.Fatalf("%s went to %d sessions, want 1", payload, n)
+		}
+	}
+	deliver("fP9", Place{"P", 9}, false) // forwarded during the catch-up
+	// Held, read after: older than P's queued 5, between P's 5 and 6,
+	// older than Q's queued 7, newer than all of P's, of another source.
+	deliver("hP3", Place{"P", 3}, true)
+	deliver("hP4", Place{"P", 4}, true)
+	deliver("hQ6", Place{"Q", 6}, true)
+	deliver("hP8", Place{"P", 8}, true)
+	deliver("hR1", Place{"R", 1}, true)
+	want := []string{"hP3", "hP4", "qP5", "q?", "hQ6", "qQ7", "qP6", "hP8", "hR1", "fP9"}
+	if got := st.queuedOrder("ca"); !slices.Equal(got, want) {
+		t.Errorf("store order %v, want %v", got, want)
+	}
+	end()
+	var got []string
+	for len(got) < len(want) {
+		p, err := c.Read(5 * time.Second)
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		if pub, ok := p.(*packet.Publish); ok {
+			got = append(got, string(pub.Payload))
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("sent %v, want %v", got, want)
+	}
+}

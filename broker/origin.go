@@ -532,3 +532,14 @@ func membersGot(cands []sharedCand, h uint64) bool {
 	}
 	return false
 }
+
+// Place returns where m stands among its publisher's messages (catchup.go;
+// RemoteMessage.Place): zero when unknown. A cluster keeps it with a
+// queued copy of m, so that a session adopted elsewhere still orders the
+// messages held for it against its queue.
+func (m *Message) Place() Place { return m.place() }
+
+// SetPlace records p as m's place: for a cluster reading back a queued
+// message (a replicated record, a handover), before it is routed or
+// adopted. It does not mark m Late.
+func (m *Message) SetPlace(p Place) { m.setPlace(p, m.late()) }

@@ -33,14 +33,17 @@ import (
 //	seen      uvarint count, then Origin hashes (uvarints), oldest first
 //
 // A message is a string holding a forwarded message (wire.go) without
-// groups.
+// groups, with its place when it has one (wirePlaceVersion).
 
 func appendMessage(b []byte, m *broker.Message) ([]byte, error) {
 	pub, err := encodePublish(m)
 	if err != nil {
 		return nil, err
 	}
-	return appendString(b, string(encodeForwardOrigin(m, nil, pub, m.Origin()))), nil
+	// With its place (wirePlaceVersion): a session adopted from a record
+	// or a handover orders what was held for it against its queue by it
+	// (broker.CatchUp; TestReproPausedOwnerMovesLive).
+	return appendString(b, string(encodeForwardPlace(m, nil, pub, m.Origin(), boolBit(m.Resent(), 4), m.Place()))), nil
 }
 
 func readMessage(r *reader) *broker.Message {
@@ -55,6 +58,7 @@ func readMessage(r *reader) *broker.Message {
 	}
 	m := &broker.Message{Topic: rm.Topic, Payload: rm.Payload, Props: rm.Props, From: rm.From, QoS: rm.QoS, Retain: rm.Retain}
 	m.SetOrigin(rm.Origin)
+	m.SetPlace(rm.Place)
 	m.SetCreated(time.Now())
 	if rm.ExpiresIn > 0 {
 		m.SetExpires(time.Now().Add(rm.ExpiresIn))

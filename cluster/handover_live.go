@@ -1284,6 +1284,16 @@ func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (de
 	held := mi.held
 	mi.held, mi.adopted = nil, true
 	only := func(c string) bool { return c == id }
+	// What was held here goes into the adopted queue by each publisher's
+	// order (Late, in a catch-up that ends with this loop: placed against
+	// the queue's messages, place.go), not behind it all: a publishing
+	// node that gave turns to both the old copy and this node while their
+	// interest changes crossed put newer messages in the export than some
+	// held here (TestReproGroupSwapOrder/qos1, paho26 in
+	// bench/jepsen/RESULTS.md). Joined by beginHanded's catch-up, if any.
+	if end := n.srv.CatchUp(id); end != nil {
+		defer end()
+	}
 	for _, h := range held {
 		if h.m.ExpiresIn > 0 {
 			left := h.m.ExpiresIn - time.Since(h.at)
@@ -1293,7 +1303,7 @@ func (mv *liveMoves) adopt(id string, mi *moveIn, rec *broker.StoredSession) (de
 			}
 			h.m.ExpiresIn = left
 		}
-		h.m.Pick, h.m.Accepted = only, true
+		h.m.Pick, h.m.Accepted, h.m.Late = only, true, true
 		if !h.plain {
 			h.m.Pick = nobody // for its groups only
 		}

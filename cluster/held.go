@@ -1054,9 +1054,9 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 	rm.Groups, rm.Members = claimed, chosen
 	rm.Pick = n.dedupPickHeld(k, func(id string) bool { return ids(id) && !has[id] }, heldFor(m))
 	rm.PickShared = true // a group goes to one of the sessions ids names
-	if n.catching.Load() > 0 {
-		rm.Place, rm.Late = k.place(), true
-	}
+	// Its place always, kept with its queued copies (place.go); Late
+	// only while a session here catches up.
+	rm.Place, rm.Late = n.places.of(k), n.catching.Load() > 0
 	// Acknowledged to its publisher once held: the queue limit is for
 	// new messages (seen: 1,042 held delivered at a claim, then the
 	// follower's copies dropped as queue_full, acknowledged and lost).
@@ -3493,8 +3493,8 @@ func (s *sessions) catchRestored() {
 	if len(ends) == 0 {
 		return
 	}
-	// Forwards and held messages carry their place while any session
-	// catches up (deliverForward, deliverHeldTo).
+	// Held messages are Late while any session catches up
+	// (deliverHeldTo).
 	s.n.catching.Add(1)
 	var once sync.Once
 	s.restoreCatch = func() {

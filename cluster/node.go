@@ -58,6 +58,8 @@ type Node struct {
 	log *slog.Logger
 	eng *engine
 	inc string // this process's incarnation
+	// places names the peers' place sources (place.go).
+	places placeSources
 	// interestMax, when set (tests), is interestLimit instead of the
 	// engine's max_payload.
 	interestMax int
@@ -104,8 +106,8 @@ type Node struct {
 	// and held for it (held.go withOwnBehind).
 	away awayMarks
 	// catching counts the sessions here catching up after their
-	// adoption (heldahead.go): while any does, forwarded and held
-	// messages carry their place.
+	// adoption (heldahead.go): while any does, held messages are Late
+	// (their place they carry always: place.go).
 	catching atomic.Int32
 	// fault: faults a process test injected (fault.go); nil for none.
 	fault *faults
@@ -831,6 +833,11 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 	}
 	n.counters.received[rm.QoS].Add(1)
 	rm.Copy = src.copy() // before a moving session may hold it (mv.pick)
+	if src.id != 0 {
+		// Kept with its queued copies, those a moving session holds
+		// too (place.go).
+		rm.Place = n.places.of(src)
+	}
 	// Groups whose members here are restored sessions only go on
 	// (passon.go), before a resend's claims: they are claimed where
 	// they are served.
@@ -865,9 +872,6 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 	rm.Pick = n.sess.skipUnsettled(rm.Pick) // held for them (held.go)
 	if src.id != 0 {
 		rm.Pick = n.dedupPick(src, rm.Pick)
-		if n.catching.Load() > 0 {
-			rm.Place = src.place()
-		}
 	}
 	// Share groups of a session that moved from here, with no member
 	// left here, go on to its new owner.

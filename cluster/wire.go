@@ -14,6 +14,16 @@ import (
 // misread) an older peer's.
 const wireVersion = 1
 
+// wirePlaceVersion starts a forwarded message's form that carries its
+// place (below): the stored and handed-over form of a queued message
+// (handover.go appendMessage). A version of its own, not a flag bit, so
+// that an older node refuses it as malformed (it ignores unknown flag
+// bits and would read the place's bytes as the PUBLISH) rather than
+// misread it. Forwards between nodes never carry a place (the receiver
+// takes it from the batch: originKey.place), so they stay readable by an
+// older node; what a rolling upgrade meets is in docs/cluster.md.
+const wirePlaceVersion = 2
+
 // errWire is returned for bytes a peer should never have sent.
 var errWire = errors.New("cluster: malformed message from peer")
 
@@ -36,6 +46,8 @@ var errWire = errors.New("cluster: malformed message from peer")
 //	groups   uvarint count, then strings: shared groups this node serves
 //	origin   if bit 3: the broker.Origin of a persistent publisher's QoS 2
 //	         message: client id (string), packet id, nonce (uvarints)
+//	place    if version is wirePlaceVersion: the message's broker.Place,
+//	         source (string, not empty) and sequence (uvarint)
 //	publish  the rest: an MQTT 5 PUBLISH (QoS and RETAIN as above)
 //
 // Strings are a uvarint length and the bytes.
@@ -81,12 +93,24 @@ func encodeReforward(m *broker.Message, rm *broker.RemoteMessage, groups []strin
 // encodeForwardFlags builds a forward with the flags in extra (resend,
 // groups only) beyond QoS, RETAIN and origin; resend only under an origin.
 func encodeForwardFlags(m *broker.Message, groups []string, pub []byte, o broker.Origin, extra byte) []byte {
+	return encodeForwardPlace(m, groups, pub, o, extra, broker.Place{})
+}
+
+// encodeForwardPlace is encodeForwardFlags with m's place p, in the form
+// of wirePlaceVersion when p's Source is not empty.
+func encodeForwardPlace(m *broker.Message, groups []string, pub []byte, o broker.Origin, extra byte, p broker.Place) []byte {
 	flags := byte(m.QoS) | boolBit(m.Retain, 2) | extra&flagGroupsOnly
 	if !o.IsZero() {
 		flags |= flagOrigin | extra&flagResent
 	}
-	b := make([]byte, 0, forwardSize(m, groups, pub, o))
-	b = append(b, wireVersion, flags)
+	version := byte(wireVersion)
+	size := forwardSize(m, groups, pub, o)
+	if p.Source != "" {
+		version = wirePlaceVersion
+		size += 3 + len(p.Source) + binary.MaxVarintLen64
+	}
+	b := make([]byte, 0, size)
+	b = append(b, version, flags)
 	b = appendString(b, m.From)
 	var left uint64
 	if exp := m.Expires(); !exp.IsZero() {
@@ -102,6 +126,10 @@ func encodeForwardFlags(m *broker.Message, groups []string, pub []byte, o broker
 		b = appendString(b, o.ClientID)
 		b = binary.AppendUvarint(b, uint64(o.PacketID))
 		b = binary.AppendUvarint(b, o.Nonce)
+	}
+	if p.Source != "" {
+		b = appendString(b, p.Source)
+		b = binary.AppendUvarint(b, p.Seq)
 	}
 	return append(b, pub...)
 }
@@ -123,7 +151,8 @@ func forwardSize(m *broker.Message, groups []string, pub []byte, o broker.Origin
 // decodeForward reads a forwarded message.
 func decodeForward(b []byte) (*broker.RemoteMessage, error) {
 	r := reader{b: b}
-	if r.byte() != wireVersion {
+	version := r.byte()
+	if version != wireVersion && version != wirePlaceVersion {
 		return nil, errWire
 	}
 	flags := r.byte()
@@ -144,6 +173,12 @@ func decodeForward(b []byte) (*broker.RemoteMessage, error) {
 			return nil, errWire
 		}
 		m.Resent = flags&flagResent != 0
+	}
+	if version == wirePlaceVersion {
+		m.Place = broker.Place{Source: r.string(), Seq: r.uvarint()}
+		if m.Place.Source == "" {
+			return nil, errWire
+		}
 	}
 	if r.err != nil || m.QoS > 2 {
 		return nil, errWire

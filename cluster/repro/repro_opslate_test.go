@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -120,6 +122,9 @@ type pacedPub struct {
 	i     int
 	// pace: the pause after each round; 0 for 20 ms.
 	pace time.Duration
+	// ordered: check also fails on a message that came after a newer
+	// one of its topic (first arrivals).
+	ordered bool
 }
 
 func (p *pacedPub) publish() {
@@ -172,7 +177,7 @@ func (p *pacedPub) check(c *harness.Client, from, to *harness.Node) {
 	t := p.t
 	t.Helper()
 	t.Logf("%d messages acknowledged, %d with unknown outcome", len(p.want), p.unknown)
-	got, lost := harness.ReceiveAll(c, p.want, 30*time.Second)
+	got, order, lost := harness.ReceiveAllOrder(c, p.want, 30*time.Second)
 	if len(lost) > 0 {
 		t.Fatalf("%d of %d acknowledged messages lost: %v\n%s:\n%s\n%s:\n%s", len(lost), len(p.want), lost[:min(len(lost), 20)],
 			from.Name, harness.GrepLog(from, "client_id="+p.prefix, "cluster:", "restored"), to.Name, harness.GrepLog(to, "client_id="+p.prefix, "cluster:"))
@@ -194,6 +199,9 @@ func (p *pacedPub) check(c *harness.Client, from, to *harness.Node) {
 		if !slices.Contains(p.want, s) && !slices.Contains(p.maybe, s) {
 			t.Fatalf("%s: unexpected message %q on %q", c.ID, s, pk.Topic)
 		}
+		if got[s] == 0 {
+			order = append(order, s)
+		}
 		got[s]++
 	}
 	for m, n := range got {
@@ -201,4 +209,27 @@ func (p *pacedPub) check(c *harness.Client, from, to *harness.Node) {
 			t.Errorf("QoS 2 message %s delivered %d times", m, n)
 		}
 	}
+	if late := pacedOutOfOrder(order); p.ordered && len(late) > 0 {
+		t.Errorf("%d messages after newer ones of their topic: %v\n%s:\n%s", len(late), late[:min(len(late), 20)],
+			to.Name, harness.GrepLog(to, "client_id="+p.prefix, "cluster:"))
+	}
+}
+
+// pacedOutOfOrder returns the messages of order (pacedPub's payloads,
+// first arrivals) that came after a newer one of their QoS's topic.
+func pacedOutOfOrder(order []string) []string {
+	var late []string
+	last := map[string]int{}
+	for _, m := range order {
+		q, n, ok := strings.Cut(m, "-")
+		i, err := strconv.Atoi(n)
+		if !ok || err != nil {
+			continue
+		}
+		if l, seen := last[q]; seen && i < l {
+			late = append(late, fmt.Sprintf("%s after %s-%d", m, q, l))
+		}
+		last[q] = max(last[q], i)
+	}
+	return late
 }

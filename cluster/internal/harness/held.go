@@ -38,6 +38,13 @@ func ResumeInBackground(t *testing.T, nd *Node, id string, expiry uint32) <-chan
 // at least once or d passed. It returns how often each payload came and
 // the messages of want that never did.
 func ReceiveAll(c *Client, want []string, d time.Duration) (got map[string]int, lost []string) {
+	got, _, lost = ReceiveAllOrder(c, want, d)
+	return got, lost
+}
+
+// ReceiveAllOrder is ReceiveAll that also returns the payloads in the
+// order of their first arrivals.
+func ReceiveAllOrder(c *Client, want []string, d time.Duration) (got map[string]int, order, lost []string) {
 	got = map[string]int{}
 	deadline := time.After(d)
 	for missing := len(want); missing > 0; {
@@ -47,13 +54,16 @@ func ReceiveAll(c *Client, want []string, d time.Duration) (got map[string]int, 
 			if s == "probe" {
 				continue
 			}
-			if got[s] == 0 && slices.Contains(want, s) {
-				missing--
+			if got[s] == 0 {
+				order = append(order, s)
+				if slices.Contains(want, s) {
+					missing--
+				}
 			}
 			got[s]++
 		case <-deadline:
-			return got, slices.DeleteFunc(slices.Clone(want), func(s string) bool { return got[s] > 0 })
+			return got, order, slices.DeleteFunc(slices.Clone(want), func(s string) bool { return got[s] > 0 })
 		}
 	}
-	return got, nil
+	return got, order, nil
 }
