@@ -1360,11 +1360,17 @@ func (s *sessions) recoverEnd(ctx context.Context, id string) (*broker.StoredSes
 	}
 	subj := s.subject(id)
 	stream := streamName(s.partition(id))
-	st, err := js.Stream(ctx, stream)
-	if err != nil {
-		return nil, last, 0, behind, fmt.Errorf("session stream: %w", err)
-	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
+	// Asked again while unanswered (firstAnswer): one ask sent while
+	// the partition's leader was dead held the claim for its whole
+	// bound (TestReproForwardOutReheld, session 27: 30 s, its test's
+	// forward_timeout, for a read the new leader answered at once).
+	info, err := firstAnswer(ctx, func(ctx context.Context) (*jetstream.StreamInfo, error) {
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return nil, err
+		}
+		return st.Info(ctx, jetstream.WithSubjectFilter(subj))
+	})
 	if err != nil {
 		return nil, last, 0, behind, fmt.Errorf("session stream: %w", err)
 	}
