@@ -223,6 +223,12 @@ import (
 //	                      id back on the previous owner (test/jepsen
 //	                      TestClusterFull seed 44, ps2); named again,
 //	                      for several clients (one request lets all go)
+//	finish-asked-for=DURATION@NODE  on NODE, finish-asked's and
+//	                      move-late's bound is DURATION (at most
+//	                      moveLateMax) instead of moveLateMax: for a test
+//	                      that needs the wait, not its whole length
+//	                      (TestReproGroupPublishDuringMovesIn waited 60
+//	                      s for its moves to go on)
 //	move-cut=CLIENT@NODE  on NODE, a live move of CLIENT here asks its
 //	                      previous owner to finish only once a newer
 //	                      claim of CLIENT asked NODE to let go and was
@@ -654,6 +660,7 @@ type faults struct {
 	adoptStall         []string
 	moveLate           string
 	finishAsked        []string
+	finishAskedFor     time.Duration // finish-asked-for; 0: moveLateMax
 	finishGone         string
 	handedLate         string
 	goneLate           string
@@ -780,7 +787,7 @@ const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "served-silent", "queued-leaderless", "served-late", "queue-late", "read-late", "delay-release", "hold-unanswered", "hold-answer-late", "hold-elect", "hold-silent", "no-quorum", "held-pending",
-	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "adopt-wait-for", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
+	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "adopt-wait-for", "settle-wait", "move-late", "finish-asked", "finish-asked-for", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "held-until-lost", "adopt-ops-late", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
@@ -874,6 +881,12 @@ func parseFaults(s, node string) (*faults, error) {
 			if f.answered == nil {
 				f.answered = make(chan struct{})
 			}
+		case "finish-asked-for":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 || d > moveLateMax {
+				return nil, fmt.Errorf("%s: finish-asked-for=%q: want a duration up to %s", faultEnv, v, moveLateMax)
+			}
+			f.finishAskedFor = d
 		case "finish-asked":
 			f.finishAsked = append(f.finishAsked, v)
 			if f.asked == nil {
@@ -1423,11 +1436,15 @@ func (f *faults) awaitGone(heard func() bool) {
 }
 
 // awaitAsked waits, for move-late's or finish-asked's id, until
-// askedRelease or moveLateMax.
+// askedRelease or moveLateMax (finish-asked-for's bound if set).
 func (f *faults) awaitAsked() {
+	bound := moveLateMax
+	if f.finishAskedFor > 0 {
+		bound = f.finishAskedFor
+	}
 	select {
 	case <-f.asked:
-	case <-time.After(moveLateMax):
+	case <-time.After(bound):
 	}
 }
 
