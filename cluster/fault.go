@@ -408,7 +408,8 @@ import (
 //	                      after its read (test/jepsen TestClusterFull
 //	                      short faults, seed 414: no op of n2's first
 //	                      adoption of g0m0 reached the stream before its
-//	                      second claim read it; TestReproWatchReplacedCopy)
+//	                      second claim read it; TestReproWatchReplacedCopy);
+//	                      at most adoptOpsLateMax, then queued in order
 //	held-until-lost=CLIENT@NODE  on NODE, as held-stall, until another
 //	                      node's claim of CLIENT disowned the copy here
 //	                      (sessions.lost): the follower then reads at
@@ -692,6 +693,7 @@ type faults struct {
 	adoptOpsArmed      bool     // adopt-ops-late: the first rollup came
 	adoptOpsFreed      bool     // adopt-ops-late: a later claim read the stream
 	adoptOpsHeld       []lateOp // adopt-ops-late: the ops held, in order
+	adoptOpsBounded    bool     // adopt-ops-late: the hold's bound is set (adoptOpsLateMax)
 	lostOnce           sync.Map // held-until-lost: the followers that logged their read after the loss
 	ownUnreached       string
 	stallOnce          sync.Map // held-stall: the followers that logged their stall
@@ -1780,12 +1782,25 @@ func (f *faults) holdsAdoptOp(op *broker.Op, rollup bool) bool {
 	return f.adoptOpsArmed && !f.adoptOpsFreed
 }
 
-// holdAdoptOp keeps op for releaseAdoptOps.
-func (f *faults) holdAdoptOp(op lateOp) {
+// holdAdoptOp keeps op for releaseAdoptOps and reports whether it is the
+// first op held (its caller then bounds the hold: adoptOpsLateMax).
+func (f *faults) holdAdoptOp(op lateOp) (first bool) {
 	f.adoptOpsMu.Lock()
+	defer f.adoptOpsMu.Unlock()
+	first = !f.adoptOpsBounded
+	f.adoptOpsBounded = true
 	f.adoptOpsHeld = append(f.adoptOpsHeld, op)
-	f.adoptOpsMu.Unlock()
+	return first
 }
+
+// adoptOpsLateMax bounds adopt-ops-late's hold. Unbounded, a later claim
+// on the node that took the session without reading the stream (its
+// copy here resumed) left every op of the node unconfirmed for good, and
+// each CONNACK there refused (0x80) until the test's end: a fresh clone's
+// TestReproWatchReplacedCopy, "not within 1m0s: CONNACK 0x80", n2
+// refusing wr-sub's resumes for "a test fault's stalled op" (session 26).
+// Ops whose stream has no leader land when it has one again.
+const adoptOpsLateMax = 30 * time.Second
 
 // releaseAdoptOps ends adopt-ops-late's hold of id's ops, a claim of id
 // having read the stream, and returns them in order (none the second

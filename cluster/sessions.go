@@ -361,7 +361,17 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 				s.stalled = t
 			}
 			s.n.log.Info("cluster: test fault: a session op held from its partition stream until a later claim read the stream", "client_id", op.ClientID, "kind", op.Kind)
-			s.n.fault.holdAdoptOp(lateOp{*op, repOp{ticket: t, id: op.ClientID, kind: op.Kind, rollup: rollup, epoch: s.epochs[op.ClientID], epochSet: s.ready, made: made, held: held}})
+			if s.n.fault.holdAdoptOp(lateOp{*op, repOp{ticket: t, id: op.ClientID, kind: op.Kind, rollup: rollup, epoch: s.epochs[op.ClientID], epochSet: s.ready, made: made, held: held}}) {
+				id := op.ClientID
+				time.AfterFunc(adoptOpsLateMax, func() {
+					if late := s.n.fault.releaseAdoptOps(id); len(late) > 0 {
+						s.n.log.Info("cluster: test fault: adopt-ops-late's ops released at its bound, no later claim here having read the stream", "client_id", id, "ops", len(late), "after", adoptOpsLateMax)
+						for _, l := range late {
+							s.sendLate(&l.op, l.mark)
+						}
+					}
+				})
+			}
 			continue
 		}
 		stop, first := s.n.fault.stopsOps(op)
