@@ -11,6 +11,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
+	"github.com/roost-mqtt/roost/internal/clustertest"
 )
 
 // TestReproFollowerRewind: a node's follower of a dead node's held
@@ -153,12 +154,17 @@ func readWithBoth(nd *harness.Node) bool {
 	return false
 }
 
-// nextOrLog returns c's next message, waiting up to d; false, at once,
-// if line shows in nd's log first; nil if neither came.
+// nextOrLog returns c's next message that is not a probe, waiting up to
+// d; false, at once, if line shows in nd's log first; nil if neither came.
 func nextOrLog(c *harness.Client, nd *harness.Node, line string, d time.Duration) (*paho.Publish, bool) {
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); {
-		if p, ok := nextWithin(c, 200*time.Millisecond); ok {
-			return p, true
+		select {
+		case p := <-c.In:
+			if string(p.Payload) != clustertest.Probe {
+				return p, true
+			}
+			continue
+		case <-time.After(200 * time.Millisecond):
 		}
 		if harness.CountLog(nd, line) > 0 {
 			return nil, false
