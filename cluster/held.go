@@ -2309,14 +2309,13 @@ func (s *sessions) heldLastCtx(ctx context.Context, stream string) (uint64, erro
 // crash rather than settling without it.
 //
 // Nor is having applied a message past to the end by itself: messages
-// before it may have been delivered to a fetch this node never read, one
-// in flight across a pause (its context over when the node ran again),
-// and come back only after AckWait, counted again from a new consumer
-// leader's election. Taken for the end, the return's catch-up ended with
+// before it may have been delivered to a fetch this node never read (its
+// answer came after its wait ended: a node back from a pause, its streams
+// electing, its reads slow), and come back only after AckWait. Taken for the end, the return's catch-up ended with
 // them unapplied, and they came after the newer forwards
 // (TestReproPausedNodeHeldOrder, session 27: n3 applied seq 104 at
-// 34.28, ended the catch-up at 36.43, got seqs 1-103 again at 43.21;
-// TestHeldReadEndAckFloor). So that end is the ack floor's too.
+// 34.28, ended the catch-up at 36.43, got seqs 1-103 at 43.21, AckWait
+// after a delivery it never read; TestHeldReadEndAckFloor). So that end is the ack floor's too.
 func (s *sessions) heldReadEnd(cons jetstream.Consumer, got int, to uint64) (bool, error) {
 	past := s.gate.next.Load() > to
 	if !past && got > 0 {

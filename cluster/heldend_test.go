@@ -92,7 +92,8 @@ func (c *ackFloorConsumer) Info(context.Context) (*jetstream.ConsumerInfo, error
 
 // A follower that applied a message past its end has not read to it while
 // earlier messages are unacknowledged: delivered to a fetch it never read
-// (one in flight across a pause), they come again after AckWait, and the
+// (its answer late, as while a node back from a pause has its streams
+// elect), they come again after AckWait, and the
 // return's catch-up ended before them (TestReproPausedNodeHeldOrder,
 // session 27: seq 104 applied, the catch-up ended, seqs 1-103 came 7 s
 // later after the newer forwards).
