@@ -1793,12 +1793,14 @@ func (f *faults) holdAdoptOp(op lateOp) (first bool) {
 	return first
 }
 
-// adoptOpsLateMax bounds adopt-ops-late's hold. Unbounded, a later claim
-// on the node that took the session without reading the stream (its
-// copy here resumed) left every op of the node unconfirmed for good, and
-// each CONNACK there refused (0x80) until the test's end: a fresh clone's
-// TestReproWatchReplacedCopy, "not within 1m0s: CONNACK 0x80", n2
-// refusing wr-sub's resumes for "a test fault's stalled op" (session 26).
+// adoptOpsLateMax bounds adopt-ops-late's hold. The hold arms at the
+// first adoption rollup that reaches the queue: when the first adoption's
+// ops stay local (its copy disowned just before: keep.go), that is the
+// resume's own adoption, whose ops nothing then freed, and every op of
+// the node stayed unconfirmed, each CONNACK there refused (0x80), until
+// the test's end (a fresh clone's TestReproWatchReplacedCopy, session 26,
+// "not within 1m0s: CONNACK 0x80", n2 refusing wr-sub's resumes for "a
+// test fault's stalled op"; reproduced in session 27 with the logs).
 // Ops whose stream has no leader land when it has one again.
 const adoptOpsLateMax = 30 * time.Second
 
