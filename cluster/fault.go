@@ -223,6 +223,12 @@ import (
 //	                      id back on the previous owner (test/jepsen
 //	                      TestClusterFull seed 44, ps2); named again,
 //	                      for several clients (one request lets all go)
+//	finish-asked-for=DURATION@NODE  on NODE, finish-asked's and
+//	                      move-late's bound is DURATION (at most
+//	                      moveLateMax) instead of moveLateMax: for a test
+//	                      that needs the wait, not its whole length
+//	                      (TestReproGroupPublishDuringMovesIn waited 60
+//	                      s for its moves to go on)
 //	move-cut=CLIENT@NODE  on NODE, a live move of CLIENT here asks its
 //	                      previous owner to finish only once a newer
 //	                      claim of CLIENT asked NODE to let go and was
@@ -402,7 +408,8 @@ import (
 //	                      after its read (test/jepsen TestClusterFull
 //	                      short faults, seed 414: no op of n2's first
 //	                      adoption of g0m0 reached the stream before its
-//	                      second claim read it; TestReproWatchReplacedCopy)
+//	                      second claim read it; TestReproWatchReplacedCopy);
+//	                      at most adoptOpsLateMax, then queued in order
 //	held-until-lost=CLIENT@NODE  on NODE, as held-stall, until another
 //	                      node's claim of CLIENT disowned the copy here
 //	                      (sessions.lost): the follower then reads at
@@ -654,6 +661,7 @@ type faults struct {
 	adoptStall         []string
 	moveLate           string
 	finishAsked        []string
+	finishAskedFor     time.Duration // finish-asked-for; 0: moveLateMax
 	finishGone         string
 	handedLate         string
 	goneLate           string
@@ -685,6 +693,7 @@ type faults struct {
 	adoptOpsArmed      bool     // adopt-ops-late: the first rollup came
 	adoptOpsFreed      bool     // adopt-ops-late: a later claim read the stream
 	adoptOpsHeld       []lateOp // adopt-ops-late: the ops held, in order
+	adoptOpsBounded    bool     // adopt-ops-late: the hold's bound is set (adoptOpsLateMax)
 	lostOnce           sync.Map // held-until-lost: the followers that logged their read after the loss
 	ownUnreached       string
 	stallOnce          sync.Map // held-stall: the followers that logged their stall
@@ -780,7 +789,7 @@ const releaseDelay = fenceGrace + time.Second
 
 // knownFaults are the faults faultEnv may name.
 var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-unclaimed", "served-silent", "queued-leaderless", "served-late", "queue-late", "read-late", "delay-release", "hold-unanswered", "hold-answer-late", "hold-elect", "hold-silent", "no-quorum", "held-pending",
-	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "adopt-wait-for", "settle-wait", "move-late", "finish-asked", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
+	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "adopt-wait-for", "settle-wait", "move-late", "finish-asked", "finish-asked-for", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "held-until-lost", "adopt-ops-late", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
@@ -874,6 +883,12 @@ func parseFaults(s, node string) (*faults, error) {
 			if f.answered == nil {
 				f.answered = make(chan struct{})
 			}
+		case "finish-asked-for":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 || d > moveLateMax {
+				return nil, fmt.Errorf("%s: finish-asked-for=%q: want a duration up to %s", faultEnv, v, moveLateMax)
+			}
+			f.finishAskedFor = d
 		case "finish-asked":
 			f.finishAsked = append(f.finishAsked, v)
 			if f.asked == nil {
@@ -1423,11 +1438,15 @@ func (f *faults) awaitGone(heard func() bool) {
 }
 
 // awaitAsked waits, for move-late's or finish-asked's id, until
-// askedRelease or moveLateMax.
+// askedRelease or moveLateMax (finish-asked-for's bound if set).
 func (f *faults) awaitAsked() {
+	bound := moveLateMax
+	if f.finishAskedFor > 0 {
+		bound = f.finishAskedFor
+	}
 	select {
 	case <-f.asked:
-	case <-time.After(moveLateMax):
+	case <-time.After(bound):
 	}
 }
 
@@ -1763,12 +1782,27 @@ func (f *faults) holdsAdoptOp(op *broker.Op, rollup bool) bool {
 	return f.adoptOpsArmed && !f.adoptOpsFreed
 }
 
-// holdAdoptOp keeps op for releaseAdoptOps.
-func (f *faults) holdAdoptOp(op lateOp) {
+// holdAdoptOp keeps op for releaseAdoptOps and reports whether it is the
+// first op held (its caller then bounds the hold: adoptOpsLateMax).
+func (f *faults) holdAdoptOp(op lateOp) (first bool) {
 	f.adoptOpsMu.Lock()
+	defer f.adoptOpsMu.Unlock()
+	first = !f.adoptOpsBounded
+	f.adoptOpsBounded = true
 	f.adoptOpsHeld = append(f.adoptOpsHeld, op)
-	f.adoptOpsMu.Unlock()
+	return first
 }
+
+// adoptOpsLateMax bounds adopt-ops-late's hold. The hold arms at the
+// first adoption rollup that reaches the queue: when the first adoption's
+// ops stay local (its copy disowned just before: keep.go), that is the
+// resume's own adoption, whose ops nothing then freed, and every op of
+// the node stayed unconfirmed, each CONNACK there refused (0x80), until
+// the test's end (a fresh clone's TestReproWatchReplacedCopy, session 26,
+// "not within 1m0s: CONNACK 0x80", n2 refusing wr-sub's resumes for "a
+// test fault's stalled op"; reproduced in session 27 with the logs).
+// Ops whose stream has no leader land when it has one again.
+const adoptOpsLateMax = 30 * time.Second
 
 // releaseAdoptOps ends adopt-ops-late's hold of id's ops, a claim of id
 // having read the stream, and returns them in order (none the second

@@ -57,6 +57,12 @@ func TestParseFaults(t *testing.T) {
 	if f, err := parseFaults("adopt-wait=w@n1,adopt-wait-for=12s@n1", "n1"); err != nil || f.adoptWaitLength() != 12*time.Second {
 		t.Errorf("adopt-wait-for=12s: %+v, %v", f, err)
 	}
+	if f, err := parseFaults("finish-asked=w@n1,finish-asked-for=15s@n1", "n1"); err != nil || f.finishAskedFor != 15*time.Second {
+		t.Errorf("finish-asked-for=15s: %+v, %v", f, err)
+	}
+	if _, err := parseFaults("finish-asked-for=2m@n1", "n1"); err == nil {
+		t.Error("finish-asked-for=2m: no error; want one (past moveLateMax)")
+	}
 	if _, err := parseFaults("adopt-wait-for=2m@n1", "n1"); err == nil {
 		t.Error("adopt-wait-for=2m accepted, past adoptWaitMax")
 	}

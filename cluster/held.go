@@ -2307,21 +2307,32 @@ func (s *sessions) heldLastCtx(ctx context.Context, stream string) (uint64, erro
 // (killed mid-batch) comes back only after the consumer's AckWait; the
 // end waits for it, which delays the settle by up to that after such a
 // crash rather than settling without it.
+//
+// Nor is having applied a message past to the end by itself: messages
+// before it may have been delivered to a fetch this node never read (its
+// answer came after its wait ended: a node back from a pause, its streams
+// electing, its reads slow), and come back only after AckWait. Taken for the end, the return's catch-up ended with
+// them unapplied, and they came after the newer forwards
+// (TestReproPausedNodeHeldOrder, session 27: n3 applied seq 104 at
+// 34.28, ended the catch-up at 36.43, got seqs 1-103 at 43.21, AckWait
+// after a delivery it never read; TestHeldReadEndAckFloor). So that end is the ack floor's too.
 func (s *sessions) heldReadEnd(cons jetstream.Consumer, got int, to uint64) (bool, error) {
-	if s.gate.next.Load() > to {
-		return true, nil
-	}
-	if got > 0 {
+	past := s.gate.next.Load() > to
+	if !past && got > 0 {
 		return false, nil // read on at once
 	}
 	ctx, cancel := context.WithTimeout(s.n.ctx, followAttempt)
 	ci, err := cons.Info(ctx)
 	cancel()
 	if err != nil {
-		return false, fmt.Errorf("held consumer's state after an empty read: %w", err)
+		return false, fmt.Errorf("held consumer's state at a read's end: %w", err)
 	}
 	if ci.AckFloor.Stream >= to {
 		return true, nil
+	}
+	if past {
+		s.n.log.Debug("cluster: held subject read past its end with earlier messages unacknowledged; waiting for them",
+			"to", to, "ack_floor", ci.AckFloor.Stream, "ack_pending", ci.NumAckPending)
 	}
 	select {
 	case <-s.n.ctx.Done():

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // A lane's end as of a mark waits for every append made by the mark,
@@ -75,5 +76,45 @@ func TestHeldEndsLandedKeptOnError(t *testing.T) {
 	}
 	if s.landing != e {
 		t.Fatal("the peers' answers were dropped on a failed read: the next pass ends the catch-up before the holds")
+	}
+}
+
+// ackFloorConsumer is a held consumer whose state says what a test sets:
+// only Info is called.
+type ackFloorConsumer struct {
+	jetstream.Consumer
+	floor, pending uint64
+}
+
+func (c *ackFloorConsumer) Info(context.Context) (*jetstream.ConsumerInfo, error) {
+	return &jetstream.ConsumerInfo{AckFloor: jetstream.SequenceInfo{Stream: c.floor}, NumAckPending: int(c.pending)}, nil
+}
+
+// A follower that applied a message past its end has not read to it while
+// earlier messages are unacknowledged: delivered to a fetch it never read
+// (its answer late, as while a node back from a pause has its streams
+// elect), they come again after AckWait, and the
+// return's catch-up ended before them (TestReproPausedNodeHeldOrder,
+// session 27: seq 104 applied, the catch-up ended, seqs 1-103 came 7 s
+// later after the newer forwards).
+func TestHeldReadEndAckFloor(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := &sessions{n: &Node{ctx: ctx, log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
+	s.gate.next.Store(105) // seq 104 applied
+	cons := &ackFloorConsumer{floor: 0, pending: 103}
+	for _, got := range []int{1, 0} {
+		if end, err := s.heldReadEnd(cons, got, 104); err != nil || end {
+			t.Fatalf("got %d, seq 104 applied, 1-103 unacknowledged: end %v, %v; want no end", got, end, err)
+		}
+	}
+	cons.floor, cons.pending = 104, 0
+	if end, err := s.heldReadEnd(cons, 1, 104); err != nil || !end {
+		t.Fatalf("every message to 104 acknowledged: end %v, %v; want the end", end, err)
+	}
+	s.gate.next.Store(50)
+	cons.floor = 40
+	if end, err := s.heldReadEnd(cons, 3, 104); err != nil || end {
+		t.Fatalf("a read short of its end that brought messages: end %v, %v; want to read on", end, err)
 	}
 }

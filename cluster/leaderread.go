@@ -321,6 +321,31 @@ func retried[T any](ctx context.Context, try func(context.Context) (T, error), a
 	}
 }
 
+// firstAnswer calls try as firstOf does, every followAttempt, until a
+// call is answered: an error that is an answer (the stream's, JetStream's)
+// ends it too; only no answer (no responder, the wait's end) is asked
+// again. For a request that a dead or not yet elected leader leaves
+// unanswered: alone, it held its caller for the caller's whole bound
+// (owners.readWill, sessions.recoverEnd).
+func firstAnswer[T any](ctx context.Context, try func(context.Context) (T, error)) (T, error) {
+	type answer struct {
+		v   T
+		err error
+	}
+	a, err := firstOf(ctx, followAttempt, func(ctx context.Context) (answer, error) {
+		v, err := try(ctx)
+		if err != nil && !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+			return answer{err: err}, nil
+		}
+		return answer{v: v}, err
+	})
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	return a.v, a.err
+}
+
 // firstOf calls try at once and again every `every` until a call
 // succeeds, and returns that call's value. Unlike retried, the calls
 // overlap: a call still waiting for its answer is not given up when the

@@ -74,3 +74,32 @@ func eventuallyTrue(t *testing.T, cond func() bool, msg string) {
 		}
 	}
 }
+
+// TestFirstAnswer: an ask nobody answers (a dead leader's) is asked again
+// while it waits, and the next one's answer ends the wait well within the
+// caller's bound (owners.readWill, sessions.recoverEnd: one unanswered ask
+// held a claim for its whole 30-s bound, TestReproForwardOutReheld); an
+// error that is an answer ends it at once, not asked again.
+func TestFirstAnswer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*followAttempt)
+	defer cancel()
+	var calls atomic.Int32
+	start := time.Now()
+	v, err := firstAnswer(ctx, func(ctx context.Context) (int, error) {
+		if calls.Add(1) == 1 {
+			<-ctx.Done() // no answer
+			return 0, ctx.Err()
+		}
+		return 7, nil
+	})
+	if err != nil || v != 7 || time.Since(start) > 3*followAttempt {
+		t.Fatalf("an unanswered first ask: %d, %v after %v; want 7 from the next ask within %v", v, err, time.Since(start), 3*followAttempt)
+	}
+	refused := errors.New("stream: JetStream system temporarily unavailable (10008)")
+	calls.Store(0)
+	start = time.Now()
+	if _, err := firstAnswer(ctx, func(context.Context) (int, error) { calls.Add(1); return 0, refused }); !errors.Is(err, refused) ||
+		calls.Load() != 1 || time.Since(start) > followAttempt {
+		t.Fatalf("an error answer: %v after %d asks, %v; want it at once", err, calls.Load(), time.Since(start))
+	}
+}

@@ -779,11 +779,27 @@ func (o *owners) read(ctx context.Context, _ jetstream.KeyValue, key string) (st
 }
 
 // readWill is read, with the will the record holds (cleanwill.go), if any.
+//
+// A get is asked again every followAttempt while none answered, the
+// earlier ones still waiting (firstAnswer): one sent while the bucket's leader
+// was dead, or not elected yet, is answered by nobody, and alone it held
+// the claim for its whole bound (a node's death: a claim 3 s after it
+// waited 30 s, its test's forward_timeout, for its first read, and read
+// the record only at its next CONNECT: TestReproForwardOutReheld missed
+// its path so, session 27).
 func (o *owners) readWill(ctx context.Context, key string) (node string, epoch uint64, will *broker.Message, rev uint64, err error) {
-	val, rev, err := leaderGet(ctx, o.n.eng.nc, "KV_"+ownBucket, "$KV."+ownBucket+"."+key)
+	type got struct {
+		val []byte
+		rev uint64
+	}
+	g, err := firstAnswer(ctx, func(ctx context.Context) (got, error) {
+		val, rev, err := leaderGet(ctx, o.n.eng.nc, "KV_"+ownBucket, "$KV."+ownBucket+"."+key)
+		return got{val, rev}, err
+	})
 	if err != nil {
 		return "", 0, nil, 0, fmt.Errorf("cluster: reading owner: %w", err)
 	}
+	val, rev := g.val, g.rev
 	if rev == 0 {
 		return "", 0, nil, 0, nil
 	}

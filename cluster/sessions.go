@@ -361,7 +361,17 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 				s.stalled = t
 			}
 			s.n.log.Info("cluster: test fault: a session op held from its partition stream until a later claim read the stream", "client_id", op.ClientID, "kind", op.Kind)
-			s.n.fault.holdAdoptOp(lateOp{*op, repOp{ticket: t, id: op.ClientID, kind: op.Kind, rollup: rollup, epoch: s.epochs[op.ClientID], epochSet: s.ready, made: made, held: held}})
+			if s.n.fault.holdAdoptOp(lateOp{*op, repOp{ticket: t, id: op.ClientID, kind: op.Kind, rollup: rollup, epoch: s.epochs[op.ClientID], epochSet: s.ready, made: made, held: held}}) {
+				id := op.ClientID
+				time.AfterFunc(adoptOpsLateMax, func() {
+					if late := s.n.fault.releaseAdoptOps(id); len(late) > 0 {
+						s.n.log.Info("cluster: test fault: adopt-ops-late's ops released at its bound, no later claim here having read the stream", "client_id", id, "ops", len(late), "after", adoptOpsLateMax)
+						for _, l := range late {
+							s.sendLate(&l.op, l.mark)
+						}
+					}
+				})
+			}
 			continue
 		}
 		stop, first := s.n.fault.stopsOps(op)
@@ -1360,11 +1370,17 @@ func (s *sessions) recoverEnd(ctx context.Context, id string) (*broker.StoredSes
 	}
 	subj := s.subject(id)
 	stream := streamName(s.partition(id))
-	st, err := js.Stream(ctx, stream)
-	if err != nil {
-		return nil, last, 0, behind, fmt.Errorf("session stream: %w", err)
-	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
+	// Asked again while unanswered (firstAnswer): one ask sent while
+	// the partition's leader was dead held the claim for its whole
+	// bound (TestReproForwardOutReheld, session 27: 30 s, its test's
+	// forward_timeout, for a read the new leader answered at once).
+	info, err := firstAnswer(ctx, func(ctx context.Context) (*jetstream.StreamInfo, error) {
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return nil, err
+		}
+		return st.Info(ctx, jetstream.WithSubjectFilter(subj))
+	})
 	if err != nil {
 		return nil, last, 0, behind, fmt.Errorf("session stream: %w", err)
 	}

@@ -23,7 +23,8 @@ import (
 //
 // Here gd-m0 and gd-m1, the group's members, are offline on n1; CONNECTs
 // on n2 claim both, and their moves into n2 wait before their finish
-// (finish-asked, which ends at moveLateMax without a newer claim) while
+// (finish-asked, which ends at its bound without a newer claim: 20 s,
+// finish-asked-for) while
 // n2's publisher sends QoS 1 and 2 to the group. Every acknowledged
 // message must reach one member, QoS 2 once in all.
 func TestReproGroupPublishDuringMovesIn(t *testing.T) {
@@ -34,7 +35,10 @@ func TestReproGroupPublishDuringMovesIn(t *testing.T) {
 	// No adoption by the janitor; a queue that takes everything
 	// published meanwhile (the claims' bare connections read nothing).
 	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "finish-asked="+ids[0]+"@n2,finish-asked="+ids[1]+"@n2", "--config", cfg)
+	// The moves' finish waits 20 s, not finish-asked's 60: long enough
+	// for both moves to wait and the publishes between, and 40 s of the
+	// package's wall less.
+	tc := harness.StartClusterFault(t, 3, "finish-asked="+ids[0]+"@n2,finish-asked="+ids[1]+"@n2,finish-asked-for=20s@n2", "--config", cfg)
 	n1, n2 := tc.Nodes[0], tc.Nodes[1]
 	for _, id := range ids {
 		c := harness.NewPersistent(t, n1, id, paho.SubscribeOptions{Topic: "$share/gd/" + prefix + "/q1", QoS: 1},
@@ -68,7 +72,7 @@ func TestReproGroupPublishDuringMovesIn(t *testing.T) {
 	for range 25 {
 		pp.publish()
 	}
-	// The moves go on at finish-asked's bound; the clients resume on n2.
+	// The moves go on at finish-asked-for's bound; the clients resume on n2.
 	for _, id := range ids {
 		tc.WaitLog(n2, `"session moved here" node=n2 client_id=`+id, 1, 2*time.Minute)
 	}
