@@ -359,6 +359,15 @@ import (
 //	                      logged (once): a hold that stream took seconds
 //	                      after PEER could read it again (pz25's "What is
 //	                      left" 1; TestReproReturnHoldLanding)
+//	held-fetch-lost=COUNT@NODE  on NODE, the first COUNT messages its
+//	                      follower of its own held subject reads while it
+//	                      drains (unsettled, or catching up on a return)
+//	                      are neither applied nor acknowledged, as the
+//	                      messages of a fetch whose reply the follower
+//	                      never got (a leadership change while it was on
+//	                      its way): the consumer delivers them again only
+//	                      after its AckWait, after the later ones
+//	                      (TestReproReturnFetchLost)
 //	held-end-at-return=COUNT@NODE  on NODE, the first COUNT catch-ups on
 //	                      its return from a silence take the end of its
 //	                      held subject as it was when NODE found itself
@@ -655,6 +664,7 @@ type faults struct {
 	rejoinedAt         atomic.Int64  // hold-paced: when NODE last heard PEER join (Unix ns)
 	pacedSaid          atomic.Bool   // hold-paced: logged
 	endsAtReturn       atomic.Int64  // held-end-at-return: catch-ups left
+	fetchLost          atomic.Int64  // held-fetch-lost: messages left to lose
 	returnedAt         atomic.Int64  // held-end-at-return: when NODE last found itself back (Unix ns)
 	oneByOne           atomic.Bool   // held-end-at-return: the catch-up reads one message a batch
 	leaderlessUntil    atomic.Int64  // held-leaderless: until when (Unix ns), set at the return
@@ -794,7 +804,7 @@ var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-u
 	"held-stall", "held-until-lost", "adopt-ops-late", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
 	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late", "adopted-slow", "left-unadopted",
-	"held-leaderless", "hold-paced", "held-end-at-return"}
+	"held-leaderless", "hold-paced", "held-end-at-return", "held-fetch-lost"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -994,6 +1004,12 @@ func parseFaults(s, node string) (*faults, error) {
 				}
 				f.pacedLanding = d
 			}
+		case "held-fetch-lost":
+			count, err := strconv.Atoi(v)
+			if err != nil || count < 1 {
+				return nil, fmt.Errorf("%s: held-fetch-lost=%q: want a count of at least 1", faultEnv, v)
+			}
+			f.fetchLost.Store(int64(count))
 		case "held-end-at-return":
 			count, err := strconv.Atoi(v)
 			if err != nil || count < 1 {
@@ -1721,6 +1737,12 @@ func (f *faults) heldLeaderlessErr() error {
 		return nil
 	}
 	return errHeldLeaderless
+}
+
+// heldFetchLost reports whether held-fetch-lost has the follower of this
+// node's own held subject lose this message, read while it drains.
+func (f *faults) heldFetchLost() bool {
+	return f != nil && f.fetchLost.Add(-1) >= 0
 }
 
 // ownHeldLate returns how long after it was held held-late has this

@@ -1857,9 +1857,10 @@ func (s *sessions) followOwnHeld() {
 	// Each with the store ticket of its copies: acknowledged only once
 	// those are durable, also when read again after a failed wait.
 	applied := map[uint64]broker.Ticket{}
+	var gap heldGap
 	for n.ctx.Err() == nil {
 		began := time.Now()
-		err := s.followOwnHeldOnce(stream, name, applied)
+		err := s.followOwnHeldOnce(stream, name, applied, &gap)
 		if n.ctx.Err() != nil {
 			return
 		}
@@ -1906,7 +1907,35 @@ func fetchWaiting(ctx context.Context, cons jetstream.Consumer) (b jetstream.Mes
 	return b, cancel, nil
 }
 
-func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]broker.Ticket) error {
+// heldGap tracks, across the follower's passes, whether its consumer
+// delivered messages this process never got: a fetch whose reply was lost
+// (a leadership change while it was on its way, the pass ending with
+// "nats: leadership change"), or messages a pass left unacknowledged. The
+// consumer delivers those again only after its AckWait, after the later
+// ones; meanwhile the stream sequence of the last message applied is not
+// where the follower stands: every message before gate.next is applied,
+// and a return's catch-up ending at gate.next past them sent the forwards
+// made after the return before them (TestReproReturnHoldLanding with a
+// plain roost, session 27: 5 held messages delivered 14 s after newer
+// ones), and a handover naming this node's held subject from there
+// (withOwnBehind) would have the new owner pass them over. While open,
+// gate.next follows the consumer's ack floor instead.
+type heldGap struct {
+	open bool
+	dseq uint64 // the consumer's delivery sequence of the last message read
+}
+
+// see notes, for a message read at delivery sequence dseq: a delivery
+// sequence that does not follow the last one read means deliveries this
+// process did not get.
+func (g *heldGap) see(dseq uint64) {
+	if dseq != g.dseq+1 {
+		g.open = true
+	}
+	g.dseq = dseq
+}
+
+func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]broker.Ticket, gap *heldGap) error {
 	n := s.n
 	if n.fault.ownHeldUnreached(n.srv.HasSession) {
 		return errors.New("test fault: own-held-unreached")
@@ -1936,6 +1965,14 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 	// lost, here 338 of 792).
 	if ci := cons.CachedInfo(); ci != nil {
 		s.gate.next.CompareAndSwap(0, ci.AckFloor.Stream+1)
+		// Delivered and not acknowledged: not in this pass's hands (a
+		// lost fetch's, an earlier process's, a NAK's).
+		gap.dseq = ci.Delivered.Consumer
+		if ci.NumAckPending > 0 {
+			gap.open = true
+		}
+	} else {
+		gap.open = true
 	}
 	// Until the restored sessions are settled, what was held for this
 	// node up to now is read, and the gate opens once it is applied
@@ -2058,6 +2095,11 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 				return err
 			}
 			seq := md.Sequence.Stream
+			if draining && n.fault.heldFetchLost() {
+				n.log.Info("cluster: test fault: a held message read while draining lost on its way", "seq", seq)
+				continue
+			}
+			gap.see(md.Sequence.Consumer)
 			// Held here for a full store: the session may have it in
 			// memory only (diskhold.go).
 			var fullCopy uint64
@@ -2116,7 +2158,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 				// again, they would be duplicates.
 				applied[seq] = t
 			}
-			if seen := s.gate.seen.Load(); seq >= seen {
+			if seen := s.gate.seen.Load(); seq >= seen && !gap.open {
 				s.gate.seen.Store(seq + 1)
 			}
 			msgs, seqs = append(msgs, m), append(seqs, seq)
@@ -2126,12 +2168,19 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 			return fmt.Errorf("store: %w", err) // not acknowledged: delivered again after a restart
 		}
 		for i, m := range msgs {
-			s.gate.next.Store(seqs[i] + 1) // applied durably (or unreadable)
+			if !gap.open {
+				s.gate.next.Store(seqs[i] + 1) // applied durably (or unreadable)
+			}
 			if err := m.DoubleAck(n.ctx); err != nil {
 				return err
 			}
 			if fulls[i] != 0 {
 				n.full.forget(fulls[i])
+			}
+		}
+		if gap.open {
+			if err := s.heldFloor(cons, gap); err != nil {
+				return err
 			}
 		}
 		if failed != nil {
@@ -2339,6 +2388,29 @@ func (s *sessions) heldReadEnd(cons jetstream.Consumer, got int, to uint64) (boo
 	case <-time.After(heldRetry):
 	}
 	return false, nil
+}
+
+// heldFloor moves gate.next, while gap is open, to the consumer's ack
+// floor: every message of the subject up to it is acknowledged, so
+// applied durably. Once nothing is pending acknowledgement the gap is
+// closed: the floor is the last message delivered.
+func (s *sessions) heldFloor(cons jetstream.Consumer, gap *heldGap) error {
+	ctx, cancel := context.WithTimeout(s.n.ctx, followAttempt)
+	ci, err := cons.Info(ctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("held consumer's ack floor: %w", err)
+	}
+	if next := ci.AckFloor.Stream + 1; next > s.gate.next.Load() {
+		s.gate.next.Store(next)
+	}
+	if ci.NumAckPending == 0 {
+		gap.open, gap.dseq = false, ci.Delivered.Consumer
+		if s.gate.seen.Load() < s.gate.next.Load() {
+			s.gate.seen.Store(s.gate.next.Load())
+		}
+	}
+	return nil
 }
 
 // heldRetry is how long the follower of what is held for this node waits

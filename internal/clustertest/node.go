@@ -319,6 +319,15 @@ func (c *Cluster) stop(t testing.TB) {
 		}()
 	}
 	wg.Wait()
+	// The nodes are race-built when the tests are (roostbin), which
+	// doubles their CPU (a repro test: 30 CPU-s against 14.5, session
+	// 27); a race a node reports goes to its log only, where no test
+	// looked until then.
+	for _, nd := range c.Nodes {
+		if r := raceReport(nd.LogPath); r != "" {
+			t.Errorf("%s reports a data race:\n%s", nd.Name, r)
+		}
+	}
 	if t.Failed() {
 		for _, nd := range c.Nodes {
 			t.Logf("--- %s log (without NATS info lines), last 60 lines:\n%s", nd.Name, nd.LogTail(60))
@@ -353,6 +362,22 @@ func (c *Cluster) keepLogs(t testing.TB) {
 		}
 	}
 	t.Logf("node logs kept in %s", dir)
+}
+
+// raceReport returns the first data race report in the log at path
+// (the race detector's block, up to 80 lines), "" for none.
+func raceReport(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	const begin = "WARNING: DATA RACE"
+	i := strings.Index(string(b), begin)
+	if i < 0 {
+		return ""
+	}
+	lines := strings.SplitN(string(b[i:]), "\n", 81)
+	return strings.Join(lines[:min(len(lines), 80)], "\n")
 }
 
 // LogTail returns the last n lines of the node's log, leaving out NATS's
