@@ -544,13 +544,17 @@ func (r *remoteInterest) expire(cutoff time.Time) []string {
 // TestReproPausedNodeHeldOrder's pz-far). A peer that died meanwhile is
 // dropped as its routes close; one silent past the gap still is. The
 // stall was found at now: a peer heard since it ended (before the expiry
-// loop's first tick after it) is excused no more than since then.
-func (r *remoteInterest) excuseStall(gap time.Duration, now time.Time) {
+// loop's first tick after it) is excused no more than since then. It
+// reports whether the excuse kept a peer that expire would have dropped
+// at now: the stall was that long.
+func (r *remoteInterest) excuseStall(gap time.Duration, now time.Time) (kept bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, p := range r.peers {
+		kept = kept || p.lastSeen.Add(p.excused).Before(now.Add(-deadAfter))
 		p.excused = max(0, min(p.excused+gap, now.Sub(p.lastSeen)))
 	}
+	return kept
 }
 
 // forget drops p and its interest; routeClosed says why (see peer.gone).

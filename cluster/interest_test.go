@@ -132,9 +132,16 @@ func TestExpireExcusesOwnStall(t *testing.T) {
 	r := newRemoteInterest()
 	t0 := time.Now()
 	ms := time.Millisecond
-	r.heartbeat("before", "inc", 0, t0)                                // heard, then this node stalls 7 s
-	r.heartbeat("after", "inc", 0, t0.Add(7000*ms))                    // its backlog, read at once after the stall
-	r.excuseStall(7000*ms, t0.Add(7005*ms))                            // found by the expiry loop's first tick
+	r.heartbeat("before", "inc", 0, t0)             // heard, then this node stalls 7 s
+	r.heartbeat("after", "inc", 0, t0.Add(7000*ms)) // its backlog, read at once after the stall
+	if !r.excuseStall(7000*ms, t0.Add(7005*ms)) {   // found by the expiry loop's first tick
+		t.Error("a 7-s stall did not report a peer it kept (the fence after it)")
+	}
+	short := newRemoteInterest()
+	short.heartbeat("b", "inc", 0, t0)
+	if short.excuseStall(2500*ms, t0.Add(2600*ms)) {
+		t.Error("a 2.5-s stall reported a peer it kept: it would have dropped none")
+	}
 	if gone := r.expire(t0.Add(7005*ms - deadAfter)); len(gone) != 0 { // that tick
 		t.Fatalf("dropped at the first tick after the stall: %v", gone)
 	}

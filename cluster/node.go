@@ -353,9 +353,12 @@ func (n *Node) expireLoop() {
 				n.fault.foundStall(at)
 				// Its peers were not silent for it: it was
 				// (excuseStall, TestReproPausedNodeHeldOrder).
-				n.remote.excuseStall(gap, at)
-				n.own.lostContact.Store(true)
-				n.own.stalled.Store(true)
+				// Long enough to have dropped one, it fences as
+				// it did after that drop (owners.stalled).
+				if n.remote.excuseStall(gap, at) {
+					n.own.lostContact.Store(true)
+					n.own.stalled.Store(true)
+				}
 			}
 			for _, name := range n.remote.expire(now.Add(-deadAfter)) {
 				n.log.Warn("cluster node gone: no heartbeat", "peer", name, "after", deadAfter)
