@@ -2920,6 +2920,13 @@ func (a *awayMarks) ticked(now time.Time) time.Duration {
 	return gap
 }
 
+// behind reports whether at now the expiry loop has not run for
+// stallGap: this node did not run, and its loop has not found it yet.
+func (a *awayMarks) behind(now time.Time) bool {
+	t := a.tick.Load()
+	return t != 0 && now.Sub(time.Unix(0, t)) > stallGap
+}
+
 // lost notes that this node dropped a silent peer at now.
 func (a *awayMarks) lost(now time.Time) { a.away.Store(now.UnixNano()) }
 
@@ -2928,7 +2935,7 @@ func (a *awayMarks) lost(now time.Time) { a.away.Store(now.UnixNano()) }
 // loop has not run since the process resumed: a release request can be
 // answered first).
 func (a *awayMarks) maybe(now time.Time, within time.Duration) bool {
-	if t := a.tick.Load(); t != 0 && now.Sub(time.Unix(0, t)) > stallGap {
+	if a.behind(now) {
 		return true
 	}
 	t := a.away.Load()

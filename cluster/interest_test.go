@@ -121,6 +121,41 @@ func TestInterestDeltasAndSnapshots(t *testing.T) {
 	}
 }
 
+// TestExpireExcusesOwnStall: a node back from a stall of its own (it did
+// not run) does not count the stall as its peers' silence
+// (remoteInterest.excuseStall): counted, it dropped at its first tick a
+// peer whose heartbeat it had not read yet, and held for it
+// (TestReproPausedNodeHeldOrder's pz-far). A peer heard since the stall
+// ended is excused no more than since; one silent past the stall still
+// goes.
+func TestExpireExcusesOwnStall(t *testing.T) {
+	r := newRemoteInterest()
+	t0 := time.Now()
+	ms := time.Millisecond
+	r.heartbeat("before", "inc", 0, t0)             // heard, then this node stalls 7 s
+	r.heartbeat("after", "inc", 0, t0.Add(7000*ms)) // its backlog, read at once after the stall
+	if !r.excuseStall(7000*ms, t0.Add(7005*ms)) {   // found by the expiry loop's first tick
+		t.Error("a 7-s stall did not report a peer it kept (the fence after it)")
+	}
+	short := newRemoteInterest()
+	short.heartbeat("b", "inc", 0, t0)
+	if short.excuseStall(2500*ms, t0.Add(2600*ms)) {
+		t.Error("a 2.5-s stall reported a peer it kept: it would have dropped none")
+	}
+	if gone := r.expire(t0.Add(7005*ms - deadAfter)); len(gone) != 0 { // that tick
+		t.Fatalf("dropped at the first tick after the stall: %v", gone)
+	}
+	if gone := r.expire(t0.Add(6990 * ms)); len(gone) != 0 { // deadAfter after the stall, almost
+		t.Fatalf("dropped within deadAfter of the stall's end: %v", gone)
+	}
+	// Silent deadAfter past the stall, both go: "after" was excused
+	// the 5 ms since it was heard, not the stall.
+	gone := r.expire(t0.Add(7010 * ms))
+	if slices.Sort(gone); !slices.Equal(gone, []string{"after", "before"}) {
+		t.Errorf("silent deadAfter past the stall: %v dropped, want both", gone)
+	}
+}
+
 func TestLocalInterestCounts(t *testing.T) {
 	l := newLocalInterest()
 	k := ikey{"a/#", ""}

@@ -349,8 +349,18 @@ func (n *Node) expireLoop() {
 		case <-n.ctx.Done():
 			return
 		case now := <-t.C:
-			if gap := n.away.ticked(time.Now()); gap > 0 {
+			at := time.Now()
+			if gap := n.away.ticked(at); gap > 0 {
 				n.log.Info("cluster: this node did not run for a while: the others may have dropped it and held for it", "for", gap)
+				n.fault.foundStall(at)
+				// Its peers were not silent for it: it was
+				// (excuseStall, TestReproPausedNodeHeldOrder).
+				// Long enough to have dropped one, it fences as
+				// it did after that drop (owners.stalled).
+				if n.remote.excuseStall(gap, at) {
+					n.own.lostContact.Store(true)
+					n.own.stalled.Store(true)
+				}
 			}
 			for _, name := range n.remote.expire(now.Add(-deadAfter)) {
 				n.log.Warn("cluster node gone: no heartbeat", "peer", name, "after", deadAfter)
@@ -409,6 +419,7 @@ func (n *Node) onControl(m *nats.Msg) {
 		n.lateControl(m.Data)
 		return
 	}
+	n.fault.awaitBacklog(n.ctx, c.node, func() bool { return n.away.behind(time.Now()) })
 	n.handleControl(c)
 }
 
@@ -424,11 +435,11 @@ func (n *Node) handleControl(c control) {
 	if isNew {
 		n.log.Info("cluster node joined", "peer", c.node)
 		n.fault.joined(c.node)
-		if n.own.lostContact.CompareAndSwap(true, false) {
-			n.fault.heardAgain()
-			n.wg.Add(1)
-			go n.own.fence()
-		}
+	}
+	if stalled := n.own.stalled.Load() && n.own.stalled.CompareAndSwap(true, false); (isNew || stalled) && n.own.lostContact.CompareAndSwap(true, false) {
+		n.fault.heardAgain()
+		n.wg.Add(1)
+		go n.own.fence()
 	}
 	if fetch {
 		n.wg.Add(1)

@@ -67,6 +67,13 @@ type owners struct {
 	// of claims made meanwhile may never arrive. The next peer it hears
 	// from again makes it fence its sessions (fence).
 	lostContact atomic.Bool
+	// stalled is set with lostContact when this node finds it did not
+	// run for long enough to have dropped a peer for it (expireLoop):
+	// the release requests of claims made meanwhile may have gone
+	// unanswered, as for a drop, but no peer is dropped for it
+	// (excuseStall) and so none is heard "again": the next peer heard
+	// from at all makes it fence.
+	stalled atomic.Bool
 	// unread: ids whose record names this node (or is being written to)
 	// while their session is in the stream only: a claim taking the
 	// session over from another node, until it has it, or one that
