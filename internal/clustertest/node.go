@@ -319,10 +319,9 @@ func (c *Cluster) stop(t testing.TB) {
 		}()
 	}
 	wg.Wait()
-	// The nodes are race-built when the tests are (roostbin), which
-	// doubles their CPU (a repro test: 30 CPU-s against 14.5, session
-	// 27); a race a node reports goes to its log only, where no test
-	// looked until then.
+	// A node built with -race (Options.Race, or a race build handed in
+	// by BinEnv, as the repro tests are run by hand to trace a failure)
+	// reports a race in its log only, where no test looked until then.
 	for _, nd := range c.Nodes {
 		if r := raceReport(nd.LogPath); r != "" {
 			t.Errorf("%s reports a data race:\n%s", nd.Name, r)
