@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -91,19 +92,7 @@ func TestCatchUpLateAhead(t *testing.T) {
 	}
 	end()
 	end() // again: nothing more
-	var got []string
-	for len(got) < len(want) {
-		p, err := c.Read(5 * time.Second)
-		if err != nil {
-			t.Fatalf("after %v: %v", got, err)
-		}
-		if pub, ok := p.(*packet.Publish); ok {
-			got = append(got, string(pub.Payload))
-		}
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("sent %v, want %v", got, want)
-	}
+	expectSent(t, c, want)
 	// Caught up: sent at once again.
 	deliver("after", "P", 8, false)
 	p, err := c.Read(5 * time.Second)
@@ -244,19 +233,7 @@ func TestCatchUpJoined(t *testing.T) {
 		t.Errorf("store order %v, want %v", got, want)
 	}
 	second()
-	var got []string
-	for len(got) < len(want) {
-		p, err := c.Read(5 * time.Second)
-		if err != nil {
-			t.Fatalf("after %v: %v", got, err)
-		}
-		if pub, ok := p.(*packet.Publish); ok {
-			got = append(got, string(pub.Payload))
-		}
-	}
-	if !slices.Equal(got, want) {
-		t.Errorf("sent %v, want %v", got, want)
-	}
+	expectSent(t, c, want)
 }
 
 // TestCatchUpAdoptedAnchors: the adopted queue's messages not sent yet
@@ -310,6 +287,13 @@ func TestCatchUpAdoptedAnchors(t *testing.T) {
 		t.Errorf("store order %v, want %v", got, want)
 	}
 	end()
+	expectSent(t, c, want)
+}
+
+// expectSent reads from c until it got as many PUBLISHes as want and
+// fails t unless their payloads are want, in order.
+func expectSent(t *testing.T, c *mqtttest.Client, want []string) {
+	t.Helper()
 	var got []string
 	for len(got) < len(want) {
 		p, err := c.Read(5 * time.Second)

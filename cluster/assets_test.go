@@ -125,34 +125,18 @@ func TestCreateOrUpdateStreamUpdates(t *testing.T) {
 	// whole 30 s; later, in session 26's CI, a step after the first).
 	// Each step may be repeated: the publish has a message id, so that a
 	// second attempt of one that was stored is not stored again.
-	step := func(what string, f func(ctx context.Context) error) {
-		t.Helper()
-		bound := time.Now().Add(90 * time.Second)
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := f(ctx)
-			cancel()
-			if err == nil {
-				return
-			}
-			if time.Now().After(bound) {
-				t.Fatalf("%s: %v", what, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	step("create the stream", func(ctx context.Context) error {
+	jsStep(t, "create the stream", func(ctx context.Context) error {
 		_, err := createOrUpdateStream(ctx, js, cfg)
 		return err
 	})
-	step("publish", func(ctx context.Context) error {
+	jsStep(t, "publish", func(ctx context.Context) error {
 		_, err := js.Publish(ctx, "u.1", []byte("kept"), jetstream.WithMsgID("kept"))
 		return err
 	})
 	cfg.Description, cfg.MaxMsgsPerSubject = "new", 1
 	for _, what := range []string{"update the stream", "open it with the same configuration"} {
 		var got *jetstream.StreamInfo
-		step(what, func(ctx context.Context) error {
+		jsStep(t, what, func(ctx context.Context) error {
 			s, err := createOrUpdateStream(ctx, js, cfg)
 			if err == nil {
 				got = s.CachedInfo()
@@ -165,14 +149,14 @@ func TestCreateOrUpdateStreamUpdates(t *testing.T) {
 		}
 	}
 	kvc := jetstream.KeyValueConfig{Bucket: "B", History: 1, Storage: jetstream.FileStorage, Replicas: 3}
-	step("create the bucket", func(ctx context.Context) error {
+	jsStep(t, "create the bucket", func(ctx context.Context) error {
 		_, err := createOrUpdateKV(ctx, js, kvc)
 		return err
 	})
 	kvc.History = 3
 	for _, what := range []string{"update the bucket", "open it with the same configuration"} {
 		var history uint64
-		step(what, func(ctx context.Context) error {
+		jsStep(t, what, func(ctx context.Context) error {
 			kv, err := createOrUpdateKV(ctx, js, kvc)
 			if err != nil {
 				return err
@@ -185,6 +169,27 @@ func TestCreateOrUpdateStreamUpdates(t *testing.T) {
 		})
 		if history != 3 {
 			t.Fatalf("bucket history %d, want 3", history)
+		}
+	}
+}
+
+// jsStep runs f until it succeeds, each attempt bounded by 10 s, for up to
+// 90 s, then fails t with what. A JetStream request sent before a new
+// stream has a leader, or while its leader changes, may go unanswered:
+// one such request must not use up a test's whole bound (session 26's
+// CI: TestCreateOrUpdateStreamUpdates; a fresh clone:
+// TestStreamDumpReadsBlocks's "no suitable peers" on its first attempt).
+func jsStep(t testing.TB, what string, f func(ctx context.Context) error) {
+	t.Helper()
+	for bound := time.Now().Add(90 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := f(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(bound) {
+			t.Fatalf("%s: %v", what, err)
 		}
 	}
 }

@@ -36,23 +36,9 @@ func TestReadAheadKeptBeforePlace(t *testing.T) {
 	s := &sessions{n: nd, js: js}
 	const node, id = "n2", "ka-sub"
 	p := s.partition(node)
-	// Each step with a bound per attempt, as TestStreamDumpReadsBlocks's:
+	// Each step with a bound per attempt (jsStep):
 	// a fresh stream may leave a request unanswered until it has a leader.
-	step := func(what string, f func(ctx context.Context) error) {
-		t.Helper()
-		for bound := time.Now().Add(90 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := f(ctx)
-			cancel()
-			if err == nil {
-				return
-			}
-			if time.Now().After(bound) {
-				t.Fatalf("%s: %v", what, err)
-			}
-		}
-	}
-	step("create the stream", func(ctx context.Context) error {
+	jsStep(t, "create the stream", func(ctx context.Context) error {
 		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: streamName(p),
 			Subjects: []string{sessPrefix + "." + strconv.Itoa(p) + ".>"}, Storage: jetstream.FileStorage, Replicas: 3})
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
@@ -81,7 +67,7 @@ func TestReadAheadKeptBeforePlace(t *testing.T) {
 		held(4, "applied", nil), // held for the node, before the place: its follower applied it
 		held(5, "after", nil),   // the place
 	} {
-		step("publish", func(ctx context.Context) error {
+		jsStep(t, "publish", func(ctx context.Context) error {
 			ack, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(fmt.Sprint("ka", i)))
 			if err == nil {
 				seqs = append(seqs, ack.Sequence)
@@ -91,7 +77,7 @@ func TestReadAheadKeptBeforePlace(t *testing.T) {
 	}
 	rec := &broker.StoredSession{ClientID: id, Subs: []broker.StoredSub{{Filter: "ka/#"}}}
 	var r heldRead
-	step("read ahead", func(ctx context.Context) error {
+	jsStep(t, "read ahead", func(ctx context.Context) error {
 		r = s.readAhead(ctx, node, seqs[4], since, time.Time{}, rec)
 		return r.err
 	})

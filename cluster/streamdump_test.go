@@ -308,21 +308,7 @@ func TestStreamDumpReadsBlocks(t *testing.T) {
 	// TestCreateOrUpdateStreamUpdates): each step is tried again, with a
 	// bound per attempt; the publishes carry message ids, so that a
 	// second attempt of one that was stored is not stored again.
-	step := func(what string, f func(ctx context.Context) error) {
-		t.Helper()
-		for bound := time.Now().Add(90 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := f(ctx)
-			cancel()
-			if err == nil {
-				return
-			}
-			if time.Now().After(bound) {
-				t.Fatalf("%s: %v", what, err)
-			}
-		}
-	}
-	step("create the stream", func(ctx context.Context) error {
+	jsStep(t, "create the stream", func(ctx context.Context) error {
 		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ROOST_SESS_D", Subjects: []string{"d.>"}, Storage: jetstream.FileStorage, Replicas: 3})
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return nil // an earlier attempt made it
@@ -348,7 +334,7 @@ func TestStreamDumpReadsBlocks(t *testing.T) {
 		{Subject: "d.c.c", Data: pack, Header: nats.Header{opMadeHeader: []string{"1"}}},
 		{Subject: "d." + heldToken + ".c.n1", Data: held, Header: nats.Header{heldForHeader: []string{"c"}}},
 	} {
-		step("publish", func(ctx context.Context) error {
+		jsStep(t, "publish", func(ctx context.Context) error {
 			_, err := js.PublishMsg(ctx, msg, jetstream.WithMsgID(fmt.Sprint("d", i)))
 			return err
 		})
