@@ -308,6 +308,9 @@ func (n *Node) outAheads(rec *broker.StoredSession, prs []*pendingReply) map[*pe
 	aheads := make(map[*pendingReply]heldAhead, len(prs))
 	for _, pr := range prs {
 		w := pr.out
+		if w == nil {
+			continue // not a publish's forward (registerOut has one)
+		}
 		k := originKey{node: n.cfg.Node, inc: n.inc, id: w.msg.ID}
 		rm, err := decodeForward(encodeForwardOrigin(w.msg, w.targets[pr.target].groups, w.pub, w.o))
 		if err != nil {
