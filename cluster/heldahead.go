@@ -327,10 +327,10 @@ func (n *Node) outAheads(rec *broker.StoredSession, prs []*pendingReply) map[*pe
 // (awaitOut). Taken there, such a message is in no hold, and its op may
 // reach the session's stream after the read (the old owner's partition
 // stream without a quorum, back from a pause): the record read has it
-// not, and a later reader skips the op (an older epoch) or the adoption's
+// not, and a later reader may skip the op (an older epoch) or the adoption's
 // rollup removed it. The claim's wait for forwards out covered a forward
 // held or refused, not one taken late: lost (TestReproMovedBackHeldHere,
-// session 27, twice in about 100 runs: n3, resumed, took q2-15 live from
+// seen twice in session 27: n3, resumed, took q2-15 live from
 // n2 at 25.345 and acknowledged it at 30.017, its op 4.9 s behind
 // partition 1's quorum; n2's claim had read the stream at 27.698;
 // bench/jepsen/RESULTS.md "mb27"). A QoS 2 copy the session got is not
