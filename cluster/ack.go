@@ -76,8 +76,10 @@ type pendingReply struct {
 	// (await), a late answer no longer counts while it is held for that
 	// node. late (replies.mu): registered to a node gone already, in
 	// replies.late. held (Node.holdOutMu): holdOut made its hold,
-	// out.gone[target].
-	unanswerable, late, held bool
+	// out.gone[target]. taken (replies.mu): its node answered that it
+	// took the message (resolve), read by a claim once settled is
+	// closed (awaitOut).
+	unanswerable, late, held, taken bool
 }
 
 // goneHold is how the hold a publish's forward made for its node gone
@@ -242,6 +244,7 @@ func (r *replies) resolve(seq uint64, res ackResult) {
 		pr = nil
 	}
 	if pr != nil {
+		pr.taken = res == ackTaken
 		r.drop(pr)
 	}
 	r.mu.Unlock()

@@ -1,8 +1,11 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"log/slog"
+	"slices"
 	"testing"
 	"time"
 	"unsafe"
@@ -241,5 +244,52 @@ func TestForwardSizes(t *testing.T) {
 	}
 	if s := unsafe.Sizeof(publishOut{}); s > 256 {
 		t.Errorf("publishOut is %d bytes, want at most 256", s)
+	}
+}
+
+// A claim that read the stream gets the forwards out to the session's
+// previous node that node answered as taken only after the read
+// (awaitOut), and delivers them here (deliverTakenLate): their ops there
+// may have reached the stream after the read, and no hold has them
+// (TestReproMovedBackHeldHere, session 27: q2-15 taken by n3 2.3 s after
+// n2's claim read the stream, lost). One answered as not taken, or held
+// for its node gone, is not the claim's to deliver: the publisher was
+// told, or the follower of the node's held subject reads the hold. Each
+// comes as the copy its node took (the forward's origin key), so a
+// session that got a QoS 2 copy does not get it again, and one the read
+// record holds is had.
+func TestAwaitOutTaken(t *testing.T) {
+	n := &Node{cfg: Config{Node: "n2", ForwardTimeout: 5 * time.Second}, inc: "i1",
+		log: slog.New(slog.DiscardHandler), ctx: context.Background()}
+	n.replies.m = map[uint64]*pendingReply{}
+	s := &sessions{n: n}
+	out := func(id uint64, payload string) *pendingReply {
+		msg := &broker.Message{ID: id, Topic: "t/1", Payload: []byte(payload), QoS: 2, From: "pub"}
+		pub, err := encodePublish(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := &publishOut{n: n, msg: msg, pub: pub, targets: []target{{node: "n3"}}}
+		return n.replies.registerOut(time.Now().Add(time.Minute), "n3", make(chan struct{}), 2, "t/1", w, 0, false)
+	}
+	taken, refused, held, had := out(7, "taken"), out(8, "refused"), out(9, "held"), out(10, "had")
+	prs := outToN3(n)
+	rec := &broker.StoredSession{ClientID: "s", Queue: []broker.StoredDelivery{{Msg: &broker.Message{Topic: "t/1", Payload: []byte("had"), From: "pub"}}}}
+	aheads := n.outAheads(rec, prs)
+	n.replies.resolve(taken.seq, ackTaken)
+	n.replies.resolve(refused.seq, ackNotTaken)
+	n.replies.settledOut(held) // held for n3 gone (holdForGone)
+	n.replies.resolve(had.seq, ackTaken)
+	got := s.awaitOut("s", "n3", prs)
+	slices.SortFunc(got, func(a, b *pendingReply) int { return cmp.Compare(a.seq, b.seq) })
+	if len(got) != 2 || got[0] != taken || got[1] != had {
+		t.Fatalf("awaitOut = %d forwards, want the two answered as taken", len(got))
+	}
+	h := aheads[taken]
+	if want := (originKey{node: "n2", inc: "i1", id: 7}).copy(); h.rm == nil || h.rm.Copy != want || string(h.rm.Payload) != "taken" || h.had {
+		t.Fatalf("taken's ahead = %+v, want its forward's copy %x, not had", h.rm, want)
+	}
+	if !aheads[had].had {
+		t.Fatal("a forward the read record holds not had")
 	}
 }
