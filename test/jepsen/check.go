@@ -18,6 +18,7 @@ type Result struct {
 	Recovered                   int // unknown publishes that were delivered
 	Redelivered                 int // QoS 1 deliveries beyond the first (allowed)
 	Reads, Writes               int // retained registers
+	ReadsAfterFault             int // retained reads invoked after the nemesis' first fault
 	DupFlagged                  int // deliveries with DUP set
 	Connects, Resumed           int // subscriber connections, and those resuming a session
 	Resent                      int // PUBLISH (DUP) and PUBREL sent again by persistent publishers
@@ -234,6 +235,18 @@ func checkOps(h *History, r *Result) {
 		}
 	}
 	r.Reads = len(h.Reads)
+	first := int64(-1)
+	for _, e := range h.Events {
+		if e.Who == "nemesis" && !strings.HasPrefix(e.What, "undo") {
+			first = e.At
+			break
+		}
+	}
+	for _, rd := range h.Reads {
+		if first >= 0 && rd.Invoke > first {
+			r.ReadsAfterFault++
+		}
+	}
 }
 
 // firstDeliveries is when each operation first reached one of members.

@@ -221,3 +221,19 @@ func TestCheckRetained(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckReadsAfterFault: TestCheckerSeesLosses holds the retained
+// registers to "illegal" only when a read came after a fault; the count
+// takes the nemesis' first action, not an undo or a client's event.
+func TestCheckReadsAfterFault(t *testing.T) {
+	h := &History{
+		Events: []Event{{At: 5, Who: "ps0", What: "connect to node 0: refused"}, {At: 10, Who: "nemesis", What: "kill node 0"}, {At: 20, Who: "nemesis", What: "undo kill node 0"}},
+		Reads:  []Read{{Topic: "r/0", Invoke: 3, Return: 4, Op: -1}, {Topic: "r/0", Invoke: 8, Return: 12, Op: -1}, {Topic: "r/1", Invoke: 15, Return: 16, Op: -1}, {Topic: "r/1", Invoke: 25, Return: 26, Op: -1}},
+	}
+	if r := Check(h); r.ReadsAfterFault != 2 {
+		t.Fatalf("ReadsAfterFault = %d, want 2 (invoked at 15 and 25, after the kill at 10)", r.ReadsAfterFault)
+	}
+	if r := Check(&History{Reads: h.Reads}); r.ReadsAfterFault != 0 {
+		t.Fatalf("no fault: ReadsAfterFault = %d, want 0", r.ReadsAfterFault)
+	}
+}

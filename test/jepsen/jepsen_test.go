@@ -275,8 +275,11 @@ func TestCheckerSeesLosses(t *testing.T) {
 		if res.SessionsLost == 0 {
 			o.fail("a broker that forgets everything at each kill: %d sessions lost (%d messages)", res.SessionsLost, res.Lost)
 		}
-		if res.Linearizable != "illegal" {
-			o.fail("retained messages forgotten at each kill, yet the registers are %q", res.Linearizable)
+		// Only a read after a kill can see a retained message
+		// forgotten: a fresh clone at load restarted the node so late
+		// that the run's reads all came before its one kill (session 27).
+		if res.ReadsAfterFault > 0 && res.Linearizable != "illegal" {
+			o.fail("retained messages forgotten at each kill, yet the registers are %q (%d reads after the first kill)", res.Linearizable, res.ReadsAfterFault)
 		}
 	}
 	o.finish()
