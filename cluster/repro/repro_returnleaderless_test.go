@@ -78,6 +78,18 @@ func TestReproReturnFetchLost(t *testing.T) {
 	if harness.CountLog(r.n3, "test fault: a held message read while draining lost on its way") < 2 {
 		t.Skipf("n3's follower did not lose two held messages while it drained: the test missed its path; n3:\n%s", harness.GrepLog(r.n3, "silence", "held for this node"))
 	}
+	// The lost messages come back after the consumer's AckWait (2 x
+	// forward_timeout) and the catch-up on return is bounded
+	// (forward_timeout + 11 s): with a busy core the follower's first
+	// read came 7.4 s after the return, the bound cut the catch-up (its
+	// warning) and the newer forwards went first, as the bound allows.
+	// Then only the loss is checked.
+	if harness.CountLog(r.n3, "catching up took too long") > 0 {
+		if m := r.missing(); len(m) > 0 {
+			t.Fatalf("%s did not get %d acknowledged messages: %v", r.id, len(m), m[:min(len(m), 20)])
+		}
+		t.Skip("n3's catch-up on return was cut by its bound before the lost messages came back (a loaded machine): the order is not promised then")
+	}
 	r.checkOrder()
 }
 
