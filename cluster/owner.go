@@ -470,7 +470,8 @@ func (o *owners) standing(id string, epoch uint64, err error) error {
 // the id: no release request of a newer claim was answered here since
 // (handleRelease forgets the epoch, as beginAdopt checks) and no record
 // of a newer claim was seen (sawOther: the owner watcher, a fence's
-// read, a release request).
+// read, a release request). A claim that outlasted epochTTL (its epoch
+// swept) does not stand either: its client connects again.
 func (o *owners) stands(id string, epoch uint64) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
