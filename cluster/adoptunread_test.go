@@ -1,6 +1,11 @@
 package cluster
 
-import "testing"
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+)
 
 // An adoption from the stream takes the id's unread mark only as the
 // session goes in the server: a release request that took it first
@@ -65,5 +70,52 @@ func TestBeginAdoptAnswered(t *testing.T) {
 		t.Fatal("the standing claim did not adopt")
 	} else {
 		w.finish()
+	}
+}
+
+// TestClaimStanding: a takeover that outlasted its claim is refused, not
+// answered as a success. A newer claim's release request answered here
+// (its epoch forgotten, the newer one seen: handleRelease), or a newer
+// record seen by the watcher alone, supersedes the claim; an older
+// record does not. Answered as a success, n2's CONNECT of g0m0, its live
+// move's adopted session handed to n1's newer claim while the move waited
+// for its ops to be durable, got Session Present 0 (test/jepsen
+// TestClusterFull seed 847; TestReproMoveInHandedAway).
+func TestClaimStanding(t *testing.T) {
+	n := &Node{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	fresh := func() *owners {
+		o := &owners{n: n, unread: map[string]bool{}, epochs: map[string]epochAt{}}
+		o.noteEpoch("g0m0", 5) // this node's claim, its move adopted
+		return o
+	}
+	for _, c := range []struct {
+		name   string
+		after  func(o *owners)
+		stands bool
+	}{
+		{"nothing since", func(*owners) {}, true},
+		{"an older record seen", func(o *owners) { o.sawOther("g0m0", 4) }, true},
+		{"a newer claim's release request answered", func(o *owners) {
+			o.mu.Lock()
+			delete(o.epochs, "g0m0")
+			o.mu.Unlock()
+			o.sawOther("g0m0", 6)
+		}, false},
+		{"a newer record seen by the watcher only", func(o *owners) { o.sawOther("g0m0", 6) }, false},
+	} {
+		o := fresh()
+		c.after(o)
+		err := o.standing("g0m0", 5, nil)
+		if got := err == nil; got != c.stands {
+			t.Errorf("%s: standing = %v, want the claim to stand: %v", c.name, err, c.stands)
+		}
+		if err != nil && !errors.Is(err, errSuperseded) {
+			t.Errorf("%s: %v, want errSuperseded (the CONNECT closed without CONNACK)", c.name, err)
+		}
+	}
+	// A takeover's own error stays the outcome.
+	failed := errors.New("reading the session")
+	if err := fresh().standing("g0m0", 5, failed); !errors.Is(err, failed) {
+		t.Errorf("standing = %v, want the takeover's error", err)
 	}
 }

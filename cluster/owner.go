@@ -434,13 +434,48 @@ func (o *owners) claimed(ctx context.Context, id string, written, epoch uint64, 
 	o.n.mv.endOutBefore(id, epoch)
 	if prev != "" && prev != o.n.cfg.Node {
 		o.n.log.Info("client id claimed from another node", "client_id", id, "previous", prev, "epoch", epoch)
-		return written, epoch, o.takeOver(ctx, prev, id, epoch, prevWill)
+		return written, epoch, o.standing(id, epoch, o.takeOver(ctx, prev, id, epoch, prevWill))
 	}
 	if prev == o.n.cfg.Node && wasUnread {
-		err := o.takeOver(ctx, "", id, epoch, nil)
-		return written, epoch, err
+		return written, epoch, o.standing(id, epoch, o.takeOver(ctx, "", id, epoch, nil))
 	}
 	return written, epoch, nil
+}
+
+// standing is the outcome of a takeover that ended with err for the
+// claim of id at epoch: errSuperseded, not success, once a newer claim
+// took the id meanwhile (stands). A takeover can outlast such a claim
+// after its session is in the server: a live move waits for its
+// adoption's ops to be durable (seconds under load), and a newer claim's
+// release request that came meanwhile was handed the adopted session
+// (awaitIn waits only for moves not adopted yet). Answered as if it
+// stood, the older CONNECT found no session and its client started
+// afresh, Session Present 0, on a copy nobody owned, which took its
+// node's share group messages as a disowned copy kept alive by the
+// fences of each later claim (test/jepsen TestClusterFull seed 847: n2's
+// claim of g0m0 at epoch 5 overtaken by n1's epoch 6, 25 acknowledged g0
+// messages lost; TestReproMoveInHandedAway). Refused without CONNACK,
+// the client connects again and its next claim takes the session from
+// the newer owner.
+func (o *owners) standing(id string, epoch uint64, err error) error {
+	if err != nil || o.stands(id, epoch) {
+		return err
+	}
+	o.n.log.Info("cluster: claim superseded while it took the session over; refusing the connection",
+		"client_id", id, "epoch", epoch)
+	return fmt.Errorf("cluster: %w", errSuperseded)
+}
+
+// stands reports whether this node's claim of id at epoch still holds
+// the id: no release request of a newer claim was answered here since
+// (handleRelease forgets the epoch, as beginAdopt checks) and no record
+// of a newer claim was seen (sawOther: the owner watcher, a fence's
+// read, a release request). A claim that outlasted epochTTL (its epoch
+// swept) does not stand either: its client connects again.
+func (o *owners) stands(id string, epoch uint64) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.epochs[id].epoch == epoch && o.others[id].epoch <= epoch
 }
 
 // wroteWill reports whether the record at revision rev holds the will of
