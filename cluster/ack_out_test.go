@@ -293,3 +293,44 @@ func TestAwaitOutTaken(t *testing.T) {
 		t.Fatal("a forward the read record holds not had")
 	}
 }
+
+// TestDeliverTakenLatePlainOnly: a forward out that the session's previous
+// node answered as taken after the claim read the stream comes to the
+// session here for its plain subscriptions only. Its share group's turn
+// was given there to one member, "taken" does not say which, and given
+// here too it reached two members (seeds 869 and 875, session 28: QoS 2 at
+// g1m0 on n3 and g1m1 on n1).
+func TestDeliverTakenLatePlainOnly(t *testing.T) {
+	n, srv := moveNode(t, 16)
+	n.cfg.Node, n.inc = "n2", "i1"
+	n.replies.m = map[uint64]*pendingReply{}
+	s := &sessions{n: n}
+	out := func(id uint64, payload string) *pendingReply {
+		msg := &broker.Message{ID: id, Topic: "t/1", Payload: []byte(payload), QoS: 2, From: "pub"}
+		pub, err := encodePublish(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := &publishOut{n: n, msg: msg, pub: pub, targets: []target{{node: "n3", groups: []string{"g\x00t/#"}}}}
+		return n.replies.registerOut(time.Now().Add(time.Minute), "n3", make(chan struct{}), 2, "t/1", w, 0, false)
+	}
+	for _, c := range []struct {
+		id, filter string
+		want       bool
+	}{
+		{"member", "$share/g/t/#", false},
+		{"plain", "t/#", true},
+	} {
+		pr := out(uint64(len(c.id)), c.id)
+		prs := outToN3(n)
+		rec := &broker.StoredSession{ClientID: c.id, Expiry: 600,
+			Subs: []broker.StoredSub{{Filter: c.filter, Opts: packet.SubOptions{QoS: 2}}}}
+		srv.Adopt(rec)
+		aheads := n.outAheads(rec, prs)
+		n.replies.resolve(pr.seq, ackTaken)
+		n.deliverTakenLate(c.id, "n3", s.awaitOut(c.id, "n3", prs), aheads)
+		if got := srv.HasMessage(c.id, "pub", "t/1", []byte(c.id)); got != c.want {
+			t.Errorf("%s (%s): a forward taken late by n3 queued here %v, want %v", c.id, c.filter, got, c.want)
+		}
+	}
+}

@@ -336,6 +336,15 @@ func (n *Node) outAheads(rec *broker.StoredSession, prs []*pendingReply) map[*pe
 // bench/jepsen/RESULTS.md "mb27"). A QoS 2 copy the session got is not
 // delivered again (its copy name, originKey.copy); a QoS 1 copy may come
 // twice, when the op landed before the read and the answer after it.
+//
+// Only the forward's plain part comes here, never its share groups: node
+// gave each group's turn to one of its members, and "taken" does not say
+// which. Given here too, a group whose turn went to another member there
+// reached two members (test/jepsen TestClusterFull seeds 869 and 875,
+// session 28: g1 pub1#21, QoS 2, given to g1m0 on n3 and delivered to
+// g1m1 on n1 by its claim; bench/jepsen/RESULTS.md "sp847"); a turn that
+// went to this session's copy there is its op's, as before mb27.
+// TestDeliverTakenLatePlainOnly.
 func (n *Node) deliverTakenLate(id, node string, taken []*pendingReply, aheads map[*pendingReply]heldAhead) {
 	if len(taken) == 0 {
 		return
@@ -343,9 +352,18 @@ func (n *Node) deliverTakenLate(id, node string, taken []*pendingReply, aheads m
 	delivered := 0
 	n.gate.Lock()
 	for _, pr := range taken {
+		h, ok := aheads[pr]
 		// One the routing held for node too comes through the
 		// follower that joins after this.
-		if h, ok := aheads[pr]; ok && !pr.heldPlain && n.deliverAhead(id, h) {
+		if !ok || pr.heldPlain {
+			continue
+		}
+		if len(h.rm.Groups) > 0 {
+			rm := *h.rm
+			rm.Groups = nil
+			h.rm = &rm
+		}
+		if n.deliverAhead(id, h) {
 			delivered++
 		}
 	}
