@@ -40,7 +40,7 @@ import (
 // on n3: every acknowledged message must reach it, QoS 2 once.
 //
 // n1 is paused as soon as gg-sub got the last QoS 2 message before the
-// pause, mostly before n1 read gg-sub's PUBREC: the message is in flight
+// pause, before gg-sub's PUBREC goes out: the message is in flight
 // in the session, and n3 sends it again, DUP, with its packet id
 // [MQTT-4.4.0-1]. gg-sub keeps its session state across the two
 // connections, as a client must, and does not deliver the resend again
@@ -78,12 +78,18 @@ func TestReproGroupGoneHeld(t *testing.T) {
 	for range 4 {
 		pp.publish()
 	}
-	early := pauseOnArrival(sub, fmt.Sprintf("q2-%d", pp.i), n1)
+	paused := pauseOnArrival(sub, fmt.Sprintf("q2-%d", pp.i), n1)
 	pp.publish()
 
 	// Paused, n1 confirms nothing: the publishes wait for it, each
 	// held for n1 by the hold key and forwarded to n1 for the group.
-	before := <-early
+	select {
+	case err := <-paused:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second): // its outcome unknown: paused now
+	}
 	tc.Kill(n1, syscall.SIGSTOP)
 	out := publishAll(t, pp.pub, prefix, 10)
 	time.Sleep(time.Second)
@@ -106,9 +112,6 @@ func TestReproGroupGoneHeld(t *testing.T) {
 	case <-sub.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatalf("%s's connection to n1 not closed 10 s after n1's kill", id)
-	}
-	for _, p := range before {
-		take("n1")(p)
 	}
 	harness.DrainInbox(sub, take("n1"))
 	c := pp.resumeSession(n3, id, st)
@@ -144,28 +147,20 @@ func TestReproGroupGoneHeld(t *testing.T) {
 		len(acked), gone, harness.CountLog(n1, "client_id="+id+" type=PUBREC"), harness.CountLog(n1, "share groups of a first routing claimed"))
 }
 
-// pauseOnArrival reads c's messages in the background until m comes,
-// pauses nd (SIGSTOP) at once, and sends what it read; at most 20 s
-// (m's outcome unknown: no pause then).
-func pauseOnArrival(c *harness.Client, m string, nd *harness.Node) <-chan []*paho.Publish {
-	read := make(chan []*paho.Publish, 1)
-	go func() {
-		var got []*paho.Publish
-		defer func() { read <- got }()
-		for deadline := time.After(20 * time.Second); ; {
-			select {
-			case p := <-c.In:
-				got = append(got, p)
-				if string(p.Payload) == m {
-					syscall.Kill(nd.Pid(), syscall.SIGSTOP)
-					return
-				}
-			case <-deadline:
-				return
-			}
+// pauseOnArrival pauses nd from c's client as m arrives, before the
+// client answers it (paho acknowledges a PUBLISH once its handlers
+// returned): m's PUBREC reaches nd stopped, and nd never reads it. The
+// channel gets the pause's error then.
+func pauseOnArrival(c *harness.Client, m string, nd *harness.Node) <-chan error {
+	paused := make(chan error, 1)
+	var once sync.Once
+	c.AddOnPublishReceived(func(pr paho.PublishReceived) (bool, error) {
+		if string(pr.Packet.Payload) == m {
+			once.Do(func() { paused <- nd.TryPause() })
 		}
-	}()
-	return read
+		return false, nil
+	})
+	return paused
 }
 
 // receiveOwed hands take c's messages until each of want came or d
