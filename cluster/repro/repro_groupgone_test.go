@@ -68,7 +68,6 @@ func TestReproGroupGoneHeld(t *testing.T) {
 	tc.Start(n1)
 	tc.WaitLog(n1, "cluster: test fault: the settled sessions' keys are announced late", 1, 60*time.Second)
 	st := state.NewInMemory() // gg-sub's on n1 and on n3
-
 	sub := dialPersistent(t, n1, id, st, paho.SubscribeOptions{Topic: "$share/gg/" + prefix + "/q1", QoS: 1},
 		paho.SubscribeOptions{Topic: "$share/gg/" + prefix + "/q2", QoS: 2})
 	var pub *harness.Client
