@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session/state"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 )
@@ -151,9 +152,17 @@ func (p *pacedPub) publish() {
 // resume resumes id's session on nd in the background, publishing on
 // until a second after it came back, and returns its client.
 func (p *pacedPub) resume(nd *harness.Node, id string) *harness.Client {
+	p.t.Helper()
+	return p.resumeSession(nd, id, nil)
+}
+
+// resumeSession is resume with the client's session state in st, the
+// state of the session's previous client, which must be done
+// (clustertest.DialSession).
+func (p *pacedPub) resumeSession(nd *harness.Node, id string, st *state.State) *harness.Client {
 	t := p.t
 	t.Helper()
-	back := harness.ResumeInBackground(t, nd, id, 600)
+	back := harness.ResumeSessionInBackground(t, nd, id, 600, st)
 	var stop time.Time
 	for start := time.Now(); stop.IsZero() || time.Now().Before(stop); {
 		if time.Since(start) > 90*time.Second {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/eclipse/paho.golang/packets"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
 	"github.com/roost-mqtt/roost/internal/eventually"
 	"github.com/roost-mqtt/roost/internal/rawclient"
 )
@@ -80,6 +82,31 @@ func Dial(t testing.TB, addr string, cp *paho.Connect) (*Client, *paho.Connack, 
 // dial and its handshakes are bounded by ConnectBound too.
 func DialOver(t testing.TB, d rawclient.Dialer, target string, cp *paho.Connect) (*Client, *paho.Connack, error) {
 	t.Helper()
+	return dial(t, d, target, cp, nil)
+}
+
+// DialSession is Dial keeping the client's session state in st, which
+// outlives the connection: a client resuming its session on the same st
+// knows the QoS 2 messages it acknowledged with PUBREC on an earlier
+// connection and got no PUBREL for, answers their DUP resends with PUBREC
+// again and does not deliver them twice [MQTT-4.3.3-10], as a client
+// keeping its session state must. A client with a fresh state each
+// connection counts such a resend as a second delivery: a node paused
+// before it read the PUBREC leaves the message in flight, and the next
+// owner sends it again (TestReproGroupGoneHeld in CI, session 28).
+// Only one client may use st at a time: wait for the previous one's
+// Done before dialling. paho answers the publishes of a client on st
+// when they are acknowledged or their context ends, not when the
+// connection closes: use it for subscribers.
+func DialSession(t testing.TB, addr string, cp *paho.Connect, st *state.State) (*Client, *paho.Connack, error) {
+	t.Helper()
+	return dial(t, rawclient.Dialer{}, addr, cp, st)
+}
+
+// dial is DialOver with the client's session state in st; nil for a
+// fresh one, which paho closes when the client ends.
+func dial(t testing.TB, d rawclient.Dialer, target string, cp *paho.Connect, st *state.State) (*Client, *paho.Connack, error) {
+	t.Helper()
 	id, addr := cp.ClientID, target
 	dctx, dcancel := context.WithTimeout(context.Background(), ConnectBound)
 	conn, err := d.DialConn(dctx, target)
@@ -110,6 +137,7 @@ func DialOver(t testing.TB, d rawclient.Dialer, target string, cp *paho.Connect)
 		// TestClusterTransports/Routing in a suite run). The callers'
 		// contexts are the bounds.
 		PacketTimeout: packetTimeout,
+		Session:       sessionOf(st),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			select {
 			case c.In <- pr.Packet:
@@ -157,6 +185,15 @@ func DialOver(t testing.TB, d rawclient.Dialer, target string, cp *paho.Connect)
 		return nil, nil, fmt.Errorf("connect %s to %s: %w", id, addr, err)
 	}
 	return c, ack, nil
+}
+
+// sessionOf is st as paho's session manager: nil (paho makes its own)
+// for a nil st, which a non-nil interface holding a nil pointer is not.
+func sessionOf(st *state.State) session.SessionManager {
+	if st == nil {
+		return nil
+	}
+	return st
 }
 
 // packetTimeout is paho's own bound on a packet's answer, above every

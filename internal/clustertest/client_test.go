@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session/state"
 
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -137,5 +138,113 @@ func serveConnackLate(ln net.Listener, connected chan<- struct{}) {
 		if _, err := r.ReadPacket(packet.V5); err != nil {
 			return
 		}
+	}
+}
+
+// TestDialSessionResendOnce: a client resuming its session on the state
+// of its previous connection (DialSession) does not deliver again a QoS 2
+// message it answered with PUBREC there and got no PUBREL for, which the
+// server sends again with DUP [MQTT-4.4.0-1] [MQTT-4.3.3-10]: a node
+// paused before it read the PUBREC (TestReproGroupGoneHeld in CI,
+// session 28: q2-4 counted twice). It still delivers a copy sent after the
+// PUBREL, a real duplicate the cluster tests must see. Without the shared
+// state the resend is delivered again (the test's first check fails).
+func TestDialSessionResendOnce(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	st := state.NewInMemory()
+	pub := &packet.Publish{QoS: 2, Topic: "a/b", PacketID: 7, Payload: []byte("m")}
+
+	// The first connection: the message, its PUBREC, then the server gone.
+	s, c := connectScripted(t, ln, st, false)
+	s.write(t, pub)
+	if p := c.Next(t, 5*time.Second); string(p.Payload) != "m" || p.PacketID != 7 {
+		t.Fatalf("first connection: got %q packet id %d", p.Payload, p.PacketID)
+	}
+	s.read(t, packet.PUBREC)
+	s.nc.Close()
+	<-c.Done()
+
+	// The session resumed: the resend (DUP) is answered, not delivered;
+	// after PUBREL and PUBCOMP a copy is a second delivery.
+	s, c = connectScripted(t, ln, st, true)
+	defer s.nc.Close()
+	resend := *pub
+	resend.Dup = true
+	s.write(t, &resend)
+	s.read(t, packet.PUBREC)
+	c.None(t, 200*time.Millisecond)
+	s.write(t, &packet.Pubrel{PacketID: 7})
+	s.read(t, packet.PUBCOMP)
+	s.write(t, &resend)
+	if p := c.Next(t, 5*time.Second); string(p.Payload) != "m" {
+		t.Fatalf("a copy after PUBREL: got %q, want it delivered", p.Payload)
+	}
+}
+
+// fakeServer is the server side of one connection a test scripts.
+type fakeServer struct {
+	nc net.Conn
+	r  *packet.Reader
+}
+
+// connectScripted connects the persistent session "resend" on st to
+// ln's server, which answers Session Present present, and returns both
+// ends.
+func connectScripted(t *testing.T, ln net.Listener, st *state.State, present bool) (*fakeServer, *Client) {
+	t.Helper()
+	dialed := make(chan *Client, 1)
+	go func() {
+		expiry := uint32(600)
+		c, ack, err := DialSession(t, ln.Addr().String(), &paho.Connect{ClientID: "resend", CleanStart: !present, KeepAlive: 30,
+			Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}, st)
+		if err != nil || ack.SessionPresent != present {
+			t.Errorf("connect: %v, CONNACK %+v", err, ack)
+		}
+		dialed <- c
+	}()
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	nc.SetDeadline(time.Now().Add(ConnectBound))
+	s := &fakeServer{nc: nc, r: packet.NewReader(nc, 1<<16)}
+	s.read(t, packet.CONNECT)
+	s.write(t, &packet.Connack{SessionPresent: present})
+	c := <-dialed
+	if c == nil {
+		t.FailNow()
+	}
+	return s, c
+}
+
+func (s *fakeServer) read(t *testing.T, want packet.Type) {
+	t.Helper()
+	for {
+		p, err := s.r.ReadPacket(packet.V5)
+		if err != nil {
+			t.Fatalf("reading %v: %v", want, err)
+		}
+		if p.Type() == want {
+			return
+		}
+		if p.Type() != packet.PINGREQ {
+			t.Fatalf("got %v, want %v", p.Type(), want)
+		}
+	}
+}
+
+func (s *fakeServer) write(t *testing.T, p packet.Packet) {
+	t.Helper()
+	b, err := p.Encode(nil, packet.V5)
+	if err == nil {
+		_, err = s.nc.Write(b)
+	}
+	if err != nil {
+		t.Fatalf("writing %v: %v", p.Type(), err)
 	}
 }

@@ -253,6 +253,11 @@ func (nd *Node) Pause(t testing.TB) {
 	}
 }
 
+// TryPause is Pause returning its error, for a goroutine that may not
+// fail the test: a client's handler pausing the node as a message arrives,
+// before the client answers it (TestReproGroupGoneHeld).
+func (nd *Node) TryPause() error { return nd.proc.Pause() }
+
 // Resume continues a paused node (SIGCONT).
 func (nd *Node) Resume(t testing.TB) {
 	t.Helper()

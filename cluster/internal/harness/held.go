@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session/state"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 )
 
@@ -14,11 +15,18 @@ import (
 // Session Present, and sends the client on the returned channel (closed
 // instead if it never did): the test keeps publishing meanwhile.
 func ResumeInBackground(t *testing.T, nd *Node, id string, expiry uint32) <-chan *Client {
+	return ResumeSessionInBackground(t, nd, id, expiry, nil)
+}
+
+// ResumeSessionInBackground is ResumeInBackground with the client's
+// session state in st, as the client of the session's previous
+// connection had it (clustertest.DialSession); that client must be done.
+func ResumeSessionInBackground(t *testing.T, nd *Node, id string, expiry uint32, st *state.State) <-chan *Client {
 	back := make(chan *Client, 1)
 	go func() {
 		for d := time.Now().Add(60 * time.Second); time.Now().Before(d); time.Sleep(100 * time.Millisecond) {
-			c, ack, err := clustertest.Dial(t, nd.MQTT, &paho.Connect{ClientID: id, CleanStart: false, KeepAlive: 30,
-				Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
+			c, ack, err := clustertest.DialSession(t, nd.MQTT, &paho.Connect{ClientID: id, CleanStart: false, KeepAlive: 30,
+				Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}}, st)
 			if err != nil {
 				continue
 			}
