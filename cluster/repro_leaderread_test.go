@@ -30,8 +30,11 @@ import (
 // just before each read, from each engine in turn: every read sees every
 // message written before it, in order (none is lost to a lagging
 // replica), and makes one consumer; a read with nothing to read makes
-// none. The old way's consumers per read are counted the same way, for
-// the record (bench/jepsen/RESULTS.md).
+// none. The old way (leaderConsumer, still the retained stream's
+// follower's) made 2.8 to 3.6 consumers a read here, each miss a make and
+// a delete: about a third of the test's wall under -race, a number for the
+// record (bench/jepsen/RESULTS.md, "suite28") and no assertion, so it is
+// no longer counted on every run.
 func TestReproLeaderRead(t *testing.T) {
 	t.Parallel()
 	jss := startReadEngines(t, 3)
@@ -51,7 +54,7 @@ func TestReproLeaderRead(t *testing.T) {
 	}
 
 	const reads, perRead = 30, 5
-	var made, oldMade int64
+	var made int64
 	for i := range reads {
 		subj := "lr.s." + strconv.Itoa(i)
 		w := jss[i%3]
@@ -80,23 +83,8 @@ func TestReproLeaderRead(t *testing.T) {
 			t.Fatalf("read %d of %s got %v, want %v: not every message written before the read", i, subj, got, want)
 		}
 		made += r.made.Load() - before
-
-		// The old way, for the count: a consumer made until it is on
-		// the leader.
-		old := counting[(i+2)%3]
-		before = old.made.Load()
-		cons, err := leaderConsumer(ctx, old, stream, jetstream.ConsumerConfig{FilterSubject: subj,
-			AckPolicy: jetstream.AckNonePolicy, Replicas: 1, MemoryStorage: true, InactiveThreshold: readInactive})
-		if err != nil {
-			t.Fatalf("old read %d: %v", i, err)
-		}
-		oldMade += old.made.Load() - before
-		dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
-		old.DeleteConsumer(dctx, stream, cons.CachedInfo().Name)
-		dcancel()
 	}
-	t.Logf("%d reads: readAll made %d consumers; made until on the leader, %d (%d misses, each a make and a delete)",
-		reads, made, oldMade, oldMade-reads)
+	t.Logf("%d reads: readAll made %d consumers", reads, made)
 	// One a read; a few more allowed for a make that was not answered in
 	// time on a loaded machine (made again). Made until on the leader
 	// (two tries in three miss on three replicas), 2.4 a read and more.

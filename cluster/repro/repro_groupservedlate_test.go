@@ -105,7 +105,7 @@ func TestReproGroupServedLate(t *testing.T) {
 	backOn := map[string]*harness.Node{a: n2, b: n1}
 	for _, id := range []string{b, a} {
 		cs[id] = harness.Resume(t, backOn[id], id, harness.QueuedExpiry, time.Minute)
-		servedEnd(t, backOn[id], cs[id], prefix, id, func(s string) { got[s]++ })
+		servedEnd(t, backOn[id], cs[id], prefix, id, true, func(s string) { got[s]++ })
 	}
 	read := 0
 	for _, id := range members {

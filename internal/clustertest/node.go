@@ -339,11 +339,18 @@ func (c *Cluster) stop(t testing.TB) {
 	}
 	// A skip is a missed path: why it was missed is in the logs too
 	// (TestReproForwardOutReheld skipped 6 runs in 7, session 26, with
-	// nothing kept to say why).
-	if t.Failed() || t.Skipped() {
+	// nothing kept to say why). KeepAllEnv keeps a passing test's too:
+	// where its time goes is in them (TestReproGroupCopyUnclaimedMoved
+	// waited 30 s for a log line that never came, session 28).
+	if t.Failed() || t.Skipped() || os.Getenv(KeepAllEnv) != "" {
 		c.keepLogs(t)
 	}
 }
+
+// KeepAllEnv, set to anything, has the logs of every test kept in
+// ROOST_CLUSTERTEST_LOGS's directory, not only those of tests that failed
+// or skipped.
+const KeepAllEnv = "ROOST_CLUSTERTEST_KEEPALL"
 
 // keepLogs copies the nodes' whole logs into the directory named by
 // ROOST_CLUSTERTEST_LOGS, if set, before t.TempDir removes them: a
