@@ -56,7 +56,19 @@ func TestReproDroppedCopyKilled(t *testing.T) {
 	claimUntil(t, n1, id, harness.QueuedExpiry, 60*time.Second, func() bool { return harness.CountLog(n1, "test fault read-late") > 0 })
 	const dropped = `"restored session dropped: another node owns it now" node=n2 client_id=` + id
 	tc.Start(n2)
-	tc.WaitLog(n2, dropped, 1, 60*time.Second)
+	// At load n2's owner watcher may see n1's record before n2's start
+	// reads the owners, and fence the restored copy rather than drop it:
+	// a fenced copy's record is not kept (bench/jepsen/RESULTS.md "l548",
+	// What is left 1), so the second restart has nothing to restore.
+	const fenced = `"session fenced: its client id is owned by another node (owner records)" node=n2 client_id=` + id
+	for start := time.Now(); harness.CountLog(n2, dropped) == 0; time.Sleep(100 * time.Millisecond) {
+		if harness.CountLog(n2, fenced) > 0 {
+			t.Skipf("n2 fenced its restored copy of %s before its start read the owner records: the test missed its path (the drop at start)", id)
+		}
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("n2 did not drop its restored copy of %s within 60 s; n2:\n%s", id, harness.GrepLog(n2, "client_id="+id))
+		}
+	}
 	tc.Kill(n2, syscall.SIGKILL)
 	joined := `msg="cluster node joined" node=n3 peer=n2`
 	before := harness.CountLog(n3, joined)
