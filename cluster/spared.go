@@ -37,6 +37,13 @@ import (
 // reports whether the server had the copy.
 func (s *sessions) dropRestored(id string) bool {
 	covered := s.persist.leaveKeepHeld(id)
+	// A claim of id here that began before (its unspare found nothing)
+	// may have named this node in the owner record already: a copy kept
+	// now would be taken for this node's session at a restart. One that
+	// begins after ends the record (unspare).
+	if o := s.n.own; o != nil && (o.claimRunning(id) || o.claimedHere(id)) {
+		covered = false
+	}
 	s.mu.Lock()
 	if covered {
 		if s.spared == nil {

@@ -99,18 +99,25 @@ func TestDroppedCopyRecordKeptForCover(t *testing.T) {
 // The kept record of a dropped copy goes before anything else of its id
 // reaches the own store (a session adopted here is not merged into it),
 // and at a claim here (unspare, before the owner record names this node:
-// a restart would take the stale copy for this node's own).
+// a restart would take the stale copy for this node's own); a copy
+// dropped while a claim of its id here had begun is not kept at all.
 func TestDroppedCopyRecordEndsFirst(t *testing.T) {
 	own := store.NewMemory()
-	for _, id := range []string{"a", "c"} {
+	for _, id := range []string{"a", "c", "k"} {
 		own.Append(broker.Op{Kind: broker.OpSessionPut, ClientID: id, Session: broker.StoredSession{ClientID: id, Expiry: 300}},
 			broker.Op{Kind: broker.OpSubPut, ClientID: id, Sub: broker.StoredSub{Filter: "old/#"}})
 	}
 	var due []func()
 	s := sparedNode(t, own, &due)
-	for _, id := range []string{"a", "c"} {
+	// "k" is claimed here (its epoch noted) before the drop: its record
+	// may name this node already, and the copy is not kept.
+	s.n.own = &owners{n: s.n, epochs: map[string]epochAt{"k": {epoch: 5, at: time.Now()}}}
+	for _, id := range []string{"a", "c", "k"} {
 		s.disown(id)
 		s.dropRestored(id)
+	}
+	if got := subsOf(t, own, "k"); got != nil {
+		t.Errorf("a copy dropped while a claim of its id here ran was kept: %v", got)
 	}
 
 	// "a" adopted here: its new record alone.
