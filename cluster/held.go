@@ -3436,9 +3436,9 @@ func (s *sessions) takeUnsettled(id string) (bool, uint64) {
 	}
 	// Its hold keys stay until the claimer's interest is out: the
 	// others go on holding what it matches for this node meanwhile
-	// (persistentFilters.leaveKeepHeld).
-	s.persist.leaveKeepHeld(id)
-	if s.n.srv.EndSession(id, false) {
+	// (persistentFilters.leaveKeepHeld); its record stays with them
+	// (spared.go).
+	if s.dropRestored(id) {
 		s.n.log.Info("restored session claimed elsewhere before it was settled here; dropped", "client_id", id, "held_from", from)
 	}
 	s.gate.end(id)

@@ -305,6 +305,7 @@ func (s *sessions) claimOrphan(ctx context.Context, r ownerScan) (epoch uint64, 
 		return 0, false, err
 	}
 	defer unlock()
+	s.unspare(r.id) // before the record names this node (spared.go)
 	epoch = r.epoch + 1
 	o.noteEpoch(r.id, epoch)
 	was := o.isUnread(r.id)

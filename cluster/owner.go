@@ -303,6 +303,10 @@ func (o *owners) claimWill(ctx context.Context, id string, will *broker.Message,
 		return 0, 0, fmt.Errorf("cluster: owner of %q: another connect of this client id is being recorded here: %w", id, err)
 	}
 	defer unlock()
+	// A dropped copy's record kept here goes before the owner record
+	// names this node: a restart after the write took it for this
+	// node's session (spared.go).
+	o.n.sess.unspare(id)
 	// The claim before may have run for seconds (a live move in that
 	// waits for its finish), longer than a client waits for its CONNACK:
 	// made for a CONNECT whose client gave up meanwhile, this claim took

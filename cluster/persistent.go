@@ -145,6 +145,9 @@ type persistentFilters struct {
 	// after runs f once d has passed (time.AfterFunc; a unit test runs
 	// the hold keys' ends itself).
 	after func(d time.Duration, f func())
+	// left, if set, is told each id whose hold keys leaveHeld ended: a
+	// dropped copy's record goes with them (sessions.unspare).
+	left func(id string)
 }
 
 func newPersistentFilters(local *localInterest) *persistentFilters {
@@ -323,9 +326,12 @@ func (p *persistentFilters) unholdLocked(id string, keep bool) {
 // session's claimer announced its interest).
 func (p *persistentFilters) leaveHeld(id string) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	delete(p.leaving, id)
 	p.unholdLocked(id, false)
+	p.mu.Unlock()
+	if p.left != nil {
+		p.left(id)
+	}
 }
 
 func (p *persistentFilters) add(id string, k ikey) {
@@ -420,12 +426,13 @@ func (p *persistentFilters) leave(id string) {
 // leaveKeepHeld is leave for a restored session claimed elsewhere before
 // the node settled: its hold keys stay, so that the others hold what it
 // matches while its claimer reads it (held.go takeUnsettled), for
-// p.cover, then leaveHeld.
-func (p *persistentFilters) leaveKeepHeld(id string) {
+// p.cover, then leaveHeld. It reports whether they stay (false: id was
+// not held for).
+func (p *persistentFilters) leaveKeepHeld(id string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.holding[id] {
-		return
+		return false
 	}
 	p.unpinLocked(id)
 	for k := range p.subs[id] {
@@ -447,6 +454,7 @@ func (p *persistentFilters) leaveKeepHeld(id string) {
 		// TestReproClaimDropCover).
 		p.after(p.cover, func() { p.leaveHeldAt(id) })
 	}
+	return true
 }
 
 // fenceKeepHeld turns the persistent keys of id, a session fenced here

@@ -135,6 +135,10 @@ type sessions struct {
 	// (cleanwill.go).
 	unsure   unsureWills
 	restored []string // ids of sessions the local store had at start
+	// spared: the restored copies dropped here whose end the local store
+	// has not taken (true) or is about to be kept from (false), while
+	// their hold keys cover their claimer (spared.go).
+	spared map[string]bool
 
 	js    jetstream.JetStream
 	ready bool // streams open, epochs of restored sessions known
@@ -256,6 +260,7 @@ func (n *Node) Sessions(local broker.Store) broker.Store {
 		s.parts[p].wake = make(chan struct{}, 1)
 	}
 	s.persist.cover = 3*n.cfg.ForwardTimeout + 2*heartbeatEvery
+	s.persist.left = func(id string) { s.unspare(id) }
 	n.sess = s
 	return s
 }
@@ -292,7 +297,7 @@ func (s *sessions) Append(ops ...broker.Op) broker.Ticket {
 func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t = s.local.Append(ops...)
+	t = s.local.Append(s.sparedOpsLocked(ops)...)
 	s.last = max(s.last, t)
 	now := time.Now()
 	held := s.ownHeldBehind(now)
@@ -850,10 +855,10 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 		s.disown(id)
 	}
 	for _, id := range gone {
-		// Its hold keys stay a while: its owner may have claimed it
-		// moments ago and still be reading it (held.go).
-		s.persist.leaveKeepHeld(id)
-		if s.n.srv.EndSession(id, false) {
+		// Its hold keys stay a while, and its record with them: its
+		// owner may have claimed it moments ago and still be reading
+		// it (held.go, spared.go).
+		if s.dropRestored(id) {
 			s.n.log.Info("restored session dropped: another node owns it now", "client_id", id)
 		}
 		s.gate.end(id)
