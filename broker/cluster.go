@@ -311,6 +311,62 @@ type AwayCopies interface {
 	Away(clientID string) bool
 }
 
+// GroupPasser is implemented by a Cluster whose node may have, as a share
+// group's only members, copies of sessions it cannot yet know to be its
+// own (package cluster: a restarted node's restored sessions, before it
+// has read the owner records). Given a message published here, such a
+// copy takes it as an away copy (AwayCopies), kept for its session's next
+// owner; but when another node already owned the session before this
+// node came back, that owner is not a next owner and reads nothing kept
+// here, and the group lost the message (test/jepsen TestClusterFull short
+// faults, seed 838: n2's restored g1m0, owned by n1 since before n2's
+// kill, took g1's only copy of pub2#142; TestReproGroupPassOn's
+// publisher on the restarted node). So the Server asks, before it routes
+// a QoS 1/2 message published here, which of its share groups the
+// cluster serves on another node instead; it gives them to no member
+// here (Message.PassedGroups), and the cluster's Forward sends them to a
+// node with a member, as it does a group with no member here. Any member
+// may get a group's message (MQTT 5 section 4.8.2).
+type GroupPasser interface {
+	// PassGroups returns the share groups ("group\x00filter") of a
+	// QoS 1/2 message on topic, published here, that go to a member on
+	// another node rather than here; nil for none. Asked with no lock
+	// held, before the message is routed here.
+	PassGroups(topic string) []string
+}
+
+// PassedGroups returns the share groups ("group\x00filter") of m,
+// published here, that went to no member here because the Cluster serves
+// them on another node (GroupPasser); nil for none.
+func (m *Message) PassedGroups() []string {
+	if m.ext == nil {
+		return nil
+	}
+	return m.ext.passed
+}
+
+// passes reports whether share group key is one of m's PassedGroups.
+func (m *Message) passes(key string) bool {
+	return m.ext != nil && len(m.ext.passed) > 0 && slices.Contains(m.ext.passed, key)
+}
+
+// passGroups asks the Cluster which share groups of msg, published here,
+// it serves elsewhere (GroupPasser), and notes them on msg; before msg is
+// shared. Not for QoS 0 (no copy is kept for an away copy) nor $SYS
+// topics (not forwarded).
+func (s *Server) passGroups(msg *Message) {
+	gp, ok := s.opts.Cluster.(GroupPasser)
+	if !ok || msg.QoS == 0 || isSys(msg.Topic) {
+		return
+	}
+	if gs := gp.PassGroups(msg.Topic); len(gs) > 0 {
+		if msg.ext == nil {
+			msg.ext = &msgExt{}
+		}
+		msg.ext.passed = gs
+	}
+}
+
 // AwayMember is one message given to an away copy (AwayCopies): as a
 // share group's member, or through a plain subscription (Group "").
 type AwayMember struct {

@@ -330,6 +330,10 @@ type msgExt struct {
 	away []AwayMember
 	// resent: a QoS 2 resend routed again under origin (ResendClaimer).
 	resent bool
+	// passed: the share groups the Cluster serves on another node
+	// (GroupPasser, PassedGroups); set by routeOrigin before m is
+	// shared.
+	passed []string
 	// served: the share groups that went to a live member here under
 	// origin (ServedGroups), servedTo their members (ServedMembers);
 	// set by routeOrigin before m is shared.

@@ -501,6 +501,9 @@ func (s *Server) routeOrigin(msg *Message, o Origin) (n int, last Ticket, notRet
 			}
 		}
 	}
+	// Before a resend's claims: a group served elsewhere is claimed
+	// there (GroupPasser).
+	s.passGroups(msg)
 	once := s.groupOnce(o)
 	var claimErr error
 	if once != nil && msg.Resent() {

@@ -107,7 +107,8 @@ type matchMode struct {
 // matchOnce is match for a message from another node of a cluster: of
 // the shared groups, only those in groups ("group\x00filter") get it here,
 // the node that published it having chosen where each group is served.
-// groups is nil for a message published on this node: all groups. pick,
+// groups is nil for a message published on this node: all groups, but
+// those the cluster serves on another node (Message.PassedGroups). pick,
 // when not nil, leaves out the plain (not shared) subscriptions of the
 // sessions it returns false for (a cluster moving a session between nodes
 // decides which node's copy of it gets a message); mode says whether it
@@ -128,6 +129,9 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 		if group != "" {
 			if remote && !slices.Contains(groups, group+"\x00"+filter) {
 				return
+			}
+			if !remote && msg.passes(group+"\x00"+filter) {
+				return // served on another node (GroupPasser)
 			}
 			if mode.pickGroups && pick != nil && !pick(s.id) {
 				return
@@ -241,7 +245,7 @@ func (r *router) pickAhead(msg *Message, groups []string, once *onceCheck) []gro
 			return
 		}
 		key := group + "\x00" + filter
-		if remote && !slices.Contains(groups, key) {
+		if remote && !slices.Contains(groups, key) || !remote && msg.passes(key) {
 			return
 		}
 		if shared == nil {

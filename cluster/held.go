@@ -289,7 +289,7 @@ func (o *orphanInterest) match(name string) []orphanMatch {
 // share groups that no live node serves (targets, from plan: every group
 // with a member on a live node, unless one is here) and no member here
 // has; a group with a live member gets the message there.
-func (n *Node) heldTargets(name string, targets []target) []orphanMatch {
+func (n *Node) heldTargets(name string, targets []target, passed []string) []orphanMatch {
 	ms := n.remote.orphans.match(name)
 	out := ms[:0]
 	for _, m := range ms {
@@ -298,7 +298,7 @@ func (n *Node) heldTargets(name string, targets []target) []orphanMatch {
 				return true
 			}
 			group, filter, _ := strings.Cut(gk, "\x00")
-			return n.local.has(ikey{filter, group})
+			return n.local.has(ikey{filter, group}) && !slices.Contains(passed, gk)
 		})
 		if m.plain || len(m.groups) > 0 {
 			out = append(out, m)
@@ -320,7 +320,7 @@ func (n *Node) heldTargets(name string, targets []target) []orphanMatch {
 // published on n2 while g0's only members were claims waiting on n2;
 // TestReproClaimOwnPublish). Whoever adopts the session reads this
 // node's held subject (adoptHeld), its group claimed once there.
-func (n *Node) heldHere(name string, targets []target, held []orphanMatch) (orphanMatch, bool) {
+func (n *Node) heldHere(name string, targets []target, held []orphanMatch, passed []string) (orphanMatch, bool) {
 	ms := n.sess.persist.holdMatches(name)
 	if len(ms) == 0 {
 		return orphanMatch{}, false
@@ -337,8 +337,8 @@ func (n *Node) heldHere(name string, targets []target, held []orphanMatch) (orph
 			continue
 		}
 		group, filter, _ := strings.Cut(m.group, "\x00")
-		if n.local.has(ikey{filter, group}) {
-			continue // its member here takes it
+		if n.local.has(ikey{filter, group}) && !slices.Contains(passed, m.group) {
+			continue // its member here takes it (not one the broker passed)
 		}
 		self.groups = append(self.groups, m.group)
 	}

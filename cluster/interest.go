@@ -658,14 +658,16 @@ type target struct {
 // that has no member on this node (local members first), one node with
 // members, taking turns by message id (among those serving leaves).
 func (r *remoteInterest) plan(name string, id uint64, local *localInterest) []target {
-	targets, _ := r.planHeld(name, id, local)
+	targets, _ := r.planHeld(name, id, local, nil)
 	return targets
 }
 
 // planHeld is plan, and also returns the groups ("group\x00filter") whose
 // turns left out a node that holds for them (serving), each with that
-// node ("node group\x00filter"), for Forward's log; nil for none.
-func (r *remoteInterest) planHeld(name string, id uint64, local *localInterest) ([]target, []string) {
+// node ("node group\x00filter"), for Forward's log; nil for none. The
+// groups of passed are planned as if they had no member here: the broker
+// gave them to none (broker.GroupPasser).
+func (r *remoteInterest) planHeld(name string, id uint64, local *localInterest, passed []string) ([]target, []string) {
 	var (
 		targets []target
 		shared  map[ikey][]string
@@ -692,7 +694,7 @@ func (r *remoteInterest) planHeld(name string, id uint64, local *localInterest) 
 		shared[k] = append(shared[k], node)
 	})
 	for k, nodes := range shared {
-		if local.has(k) {
+		if local.has(k) && !slices.Contains(passed, k.groupKey()) {
 			continue
 		}
 		slices.Sort(nodes) // the tree's order is not stable

@@ -631,7 +631,8 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	if !o.IsZero() {
 		pick = originHash(o)
 	}
-	targets, left := n.remote.planHeld(msg.Topic, pick, n.local)
+	passed := msg.PassedGroups() // no member here took them (passon.go)
+	targets, left := n.remote.planHeld(msg.Topic, pick, n.local, passed)
 	for _, l := range left {
 		// One line per message, so at debug: the window is a restart's
 		// first seconds, or a fenced copy's cover.
@@ -641,8 +642,8 @@ func (n *Node) forward(msg *broker.Message, o broker.Origin) (int, func() error)
 	}
 	var orphans []orphanMatch
 	if msg.QoS > 0 && n.sess != nil {
-		orphans = n.heldTargets(msg.Topic, targets)
-		if self, ok := n.heldHere(msg.Topic, targets, orphans); ok {
+		orphans = n.heldTargets(msg.Topic, targets, passed)
+		if self, ok := n.heldHere(msg.Topic, targets, orphans, passed); ok {
 			orphans = append(orphans, self)
 		}
 	}

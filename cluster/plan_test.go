@@ -35,7 +35,7 @@ func TestPlanLeavesHeldGroupNode(t *testing.T) {
 			}
 			var served []string
 			for id := range uint64(10) {
-				targets, left := r.planHeld("t/1", id, newLocalInterest())
+				targets, left := r.planHeld("t/1", id, newLocalInterest(), nil)
 				var to []string
 				for _, tg := range targets {
 					if slices.Contains(tg.groups, group.groupKey()) {
@@ -306,5 +306,33 @@ func TestRestoredHoldKeyPinned(t *testing.T) {
 	p.remove("m", member)
 	if !announced() {
 		t.Error("hold keys not announced once the member went")
+	}
+}
+
+// TestPlanPassedGroup: a share group with a member here goes to no other
+// node, unless the broker passed it (broker.GroupPasser: its members here
+// are restored sessions not settled yet), which plans it as a group with
+// no member here; another group's member here still keeps its own
+// (test/jepsen TestClusterFull short faults, seed 838; passon.go).
+func TestPlanPassedGroup(t *testing.T) {
+	r := newRemoteInterest()
+	g0, g1 := ikey{"t/#", "g0"}, ikey{"t/#", "g1"}
+	r.applySnapshotFor(t, "n2", []ikey{g0, g1}, time.Now())
+	local := newLocalInterest()
+	local.add(g0)
+	local.add(g1)
+	groupsTo := func(passed []string) map[string][]string {
+		targets, _ := r.planHeld("t/1", 7, local, passed)
+		out := map[string][]string{}
+		for _, tg := range targets {
+			out[tg.node] = append(out[tg.node], tg.groups...)
+		}
+		return out
+	}
+	if got := groupsTo(nil); len(got["n2"]) != 0 {
+		t.Errorf("nothing passed: n2 planned for %q, want none (the members here take them)", got["n2"])
+	}
+	if got := groupsTo([]string{g0.groupKey()}); !slices.Equal(got["n2"], []string{g0.groupKey()}) {
+		t.Errorf("g0 passed: n2 planned for %q, want g0 alone", got["n2"])
 	}
 }
