@@ -126,27 +126,34 @@ type lateKeep struct {
 
 // lateKeeps are the disowns' appends a forward's confirmation may wait
 // for (lateKept). n counts them, so that ackLoop looks only when there are
-// some.
+// some; one settled keepFor ago is dropped.
 type lateKeeps struct {
-	mu  sync.Mutex
-	all []*lateKeep
-	n   atomic.Int32
+	mu      sync.Mutex
+	all     []*lateKeep
+	n       atomic.Int32
+	keepFor time.Duration
 }
 
-// add registers k, dropping those settled long enough ago that no
-// confirmation can wait for them any more.
+// add registers k.
 func (l *lateKeeps) add(k *lateKeep, keepFor time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.keepFor = keepFor
+	l.all = append(l.all, k)
+	l.pruneLocked()
+}
+
+// pruneLocked drops the appends settled keepFor ago: no confirmation
+// waits for them any more. l.mu is held.
+func (l *lateKeeps) pruneLocked() {
 	l.all = slices.DeleteFunc(l.all, func(o *lateKeep) bool {
 		select {
 		case <-o.done:
-			return time.Since(o.at) > keepFor
+			return time.Since(o.at) > l.keepFor
 		default:
 			return false
 		}
 	})
-	l.all = append(l.all, k)
 	l.n.Store(int32(len(l.all)))
 }
 
@@ -157,6 +164,7 @@ func (l *lateKeeps) of(c uint64) []*lateKeep {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.pruneLocked()
 	var out []*lateKeep
 	for _, k := range l.all {
 		if slices.Contains(k.copies, c) {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"testing"
+	"time"
 
 	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/store"
@@ -59,5 +60,26 @@ func TestPendingCopies(t *testing.T) {
 	s.mu.Unlock()
 	if len(cs) != 0 {
 		t.Errorf("after the session's end: %d copies, want none", len(cs))
+	}
+}
+
+// A forward's confirmation waits for the disowns' appends of its message
+// (lateKeeps.of, by copy name) while they settle, and for a while after;
+// once settled keepFor ago they are dropped, and acks stop looking.
+func TestLateKeeps(t *testing.T) {
+	var l lateKeeps
+	open := &lateKeep{copies: []uint64{7, 9}, done: make(chan struct{}), at: time.Now()}
+	old := &lateKeep{copies: []uint64{7}, done: make(chan struct{}), at: time.Now().Add(-time.Minute)}
+	close(old.done)
+	l.add(old, time.Second)
+	if got := l.of(7); len(got) != 0 || l.n.Load() != 0 {
+		t.Fatalf("an append settled a minute ago is still waited for: %d (%d registered)", len(got), l.n.Load())
+	}
+	l.add(open, time.Second)
+	if got := l.of(9); len(got) != 1 || got[0] != open {
+		t.Errorf("copy 9: %v, want the open append", got)
+	}
+	if got := l.of(8); len(got) != 0 {
+		t.Errorf("copy 8 (not kept) waits for %d appends", len(got))
 	}
 }
