@@ -43,8 +43,10 @@ import (
 // id): a client that had the PUBLISH would get a second one under a new
 // packet id. Not covered: an op that lands after the claimer's read but
 // before this node learns of the claim (the release request answered
-// late, its fence not read yet), and messages published on this node
-// (no place).
+// late, its fence not read yet), messages published on this node (no
+// place), and share group messages (the kept copy names no group: the
+// op does not say which group the session got it for, and a reader gives
+// a copy naming none through plain subscriptions only).
 
 // pendingCopy is a message queued for a session here whose QueuePut op
 // was not acknowledged by the partition stream when the id was lost.
