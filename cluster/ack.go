@@ -344,6 +344,9 @@ type pendingAck struct {
 	taken  bool // false: it could not be read
 	n      int  // sessions it went to
 	ticket broker.Ticket
+	// copy: its copy name (originKey.copy), for what a disown kept of
+	// it (keeplate.go); 0 for none.
+	copy uint64
 	// keeps: its copies kept for disowned copies of sessions here
 	// and its hold for an ended copy (keep.go), which it waits for
 	// too; keepErr: one could not be appended, or a resend's share
@@ -383,7 +386,7 @@ func (n *Node) ackLoop() {
 				if err := n.settleFull(a.full, n.srv.WaitDurable(a.ticket)); err != nil {
 					n.log.Error("cluster: store failed; not confirming a forwarded message", "err", err)
 					taken = 0
-				} else if err := errors.Join(a.keepErr, n.settleKept(a.keeps)); err != nil {
+				} else if err := errors.Join(a.keepErr, n.settleKept(a.keeps), n.lateKept(a.copy)); err != nil {
 					n.log.Warn("cluster: a message kept or held here for a disowned or ended copy not appended; not confirming it", "err", err)
 					taken = 0
 				}

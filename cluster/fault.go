@@ -544,6 +544,18 @@ import (
 //	                      seed 52, session 21: n3's QueuePuts for ps1
 //	                      stored 177 ms after n1's claim fenced n3's
 //	                      copy, which had kept pub1#382 meanwhile)
+//	ops-offline-timed=CLIENT@NODE  as ops-offline-lost, but the ops
+//	                      wait until opsTimedAfterLost after another node
+//	                      claimed CLIENT from NODE, kept message or not
+//	                      (past a delay-release claim's read of the
+//	                      stream), and the first message queued for
+//	                      CLIENT meanwhile is logged: a message NODE's
+//	                      copy took before it learned of the claim lands
+//	                      after the claimer read the stream, as when the
+//	                      partition stream had no quorum for NODE back
+//	                      from a pause (TestReproPausedOwnerMovesLive,
+//	                      session 28: n3's QueuePut of q2-19 landed 1.8 s
+//	                      after n2's read; TestReproLateOpsKept)
 //	ops-after-rollup=CLIENT@NODE  on NODE, the append that queues the
 //	                      first rollup of CLIENT's session (an adoption's
 //	                      first op) returns rollupPause late, as on a
@@ -731,6 +743,8 @@ type faults struct {
 	opsOffline         bool        // ops-offline-lost: ops-after-lost once armed
 	opsArmed           atomic.Bool // ops-offline-lost: CLIENT's session went offline here
 	opsKept            atomic.Bool // ops-offline-lost: its disowned copy here kept a message
+	opsTimed           bool        // ops-offline-timed: opsTimedAfterLost once armed, not the keep
+	queuedHeld         atomic.Bool // ops-offline-timed: a message queued for CLIENT waits
 
 	// claim-unconfirmed, and whether its claim came
 	claimUnconfirmed string
@@ -815,7 +829,7 @@ var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-u
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "adopt-wait-for", "settle-wait", "move-late", "finish-asked", "finish-asked-for", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "held-until-lost", "adopt-ops-late", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
-	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost",
+	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost", "ops-offline-timed",
 	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late", "adopted-slow", "left-unadopted",
 	"held-leaderless", "hold-paced", "held-end-at-return", "held-fetch-lost", "beat-backlog"}
 
@@ -866,6 +880,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.opsAfterKeep = v
 		case "ops-offline-lost":
 			f.opsAfterLost, f.opsOffline = v, true
+		case "ops-offline-timed":
+			f.opsAfterLost, f.opsOffline, f.opsTimed = v, true, true
 		case "adopt-late":
 			f.adoptLate = v
 		case "left-unadopted":
@@ -2008,16 +2024,32 @@ func (f *faults) holdsOpsUntilLost(p int, part func(string) int, lostAt func(str
 	if f == nil || f.opsAfterLost == "" || f.opsLostFree.Load() || part(f.opsAfterLost) != p || f.opsOffline && !f.opsArmed.Load() {
 		return false, false
 	}
-	if f.opsOffline {
+	if f.opsOffline && !f.opsTimed {
 		if f.opsKept.Load() {
 			return false, f.opsLostFree.CompareAndSwap(false, true)
 		}
 		return true, false
 	}
-	if at, ok := lostAt(f.opsAfterLost); ok && time.Since(at) >= opsAfterLost {
+	bound := opsAfterLost
+	if f.opsTimed {
+		bound = opsTimedAfterLost
+	}
+	if at, ok := lostAt(f.opsAfterLost); ok && time.Since(at) >= bound {
 		return false, f.opsLostFree.CompareAndSwap(false, true)
 	}
 	return true, false
+}
+
+// opsTimedAfterLost is ops-offline-timed's opsAfterLost: past the
+// claimer's delay-release (releaseDelay) and its read of the stream.
+const opsTimedAfterLost = releaseDelay + 5*time.Second
+
+// heldQueued reports, once, that op queues a message for
+// ops-offline-timed's client while its ops wait (for its log line: a
+// test claims the client only once its copy here took one).
+func (f *faults) heldQueued(op *broker.Op) bool {
+	return f != nil && f.opsTimed && f.opsArmed.Load() && op.Kind == broker.OpQueuePut && op.ClientID == f.opsAfterLost &&
+		f.queuedHeld.CompareAndSwap(false, true)
 }
 
 // opsAfterKeep is how long ops-after-keep holds ops after the first

@@ -908,7 +908,7 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 	// PUBLISH (ClaimServed); the rest after, below (claimServed).
 	rm.ClaimFirst = seq != 0 && !rm.Resent
 	c, ticket := n.srv.DeliverRemote(rm)
-	a := pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket, keepErr: errors.Join(unkept, claimErr, movingIn)}
+	a := pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket, copy: rm.Copy, keepErr: errors.Join(unkept, claimErr, movingIn)}
 	// Copies here whose ops stay local (keep.go): what they took is
 	// kept in the held subject too.
 	var kept []keptCopy

@@ -111,6 +111,9 @@ type sessions struct {
 	// kept: the lost ids whose copy here has not ended yet: what it
 	// takes is kept in the held subject (keep.go).
 	kept keptCopies
+	// late: what the disowns kept of the messages whose ops were still
+	// on their way (keeplate.go).
+	late lateKeeps
 	// heldBack: ids whose disowned copy here declined a live move's
 	// finish because this node claimed them back, with where the copy's
 	// keep began (keep.go, heldBack).
@@ -352,6 +355,9 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 			continue // retained messages: the retained stream keeps them; lost ids: see sessions.lost
 		}
 		s.n.fault.wentOffline(op)
+		if s.n.fault.heldQueued(op) {
+			s.n.log.Info("cluster: test fault: a message queued for a client whose ops wait for its partition stream", "client_id", op.ClientID)
+		}
 		if s.n.fault.delaysQueue(op) {
 			if s.stalled == 0 {
 				s.stalled = t
@@ -642,7 +648,16 @@ func (s *sessions) disown(id string) {
 	for k := range s.keptOut {
 		s.announceKeptLocked(k) // its loss or mark may have gone above
 	}
+	// What the copy took before, its ops not in the stream yet: kept
+	// too (keeplate.go). Without JetStream nothing went out.
+	var late []pendingCopy
+	if s.js != nil {
+		late = s.pendingCopiesLocked(id)
+	}
 	s.mu.Unlock()
+	if len(late) > 0 {
+		s.n.keepPending(id, late)
+	}
 }
 
 // lostAt reports when another node claimed id after this node's last

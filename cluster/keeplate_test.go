@@ -1,0 +1,85 @@
+package cluster
+
+import (
+	"testing"
+	"time"
+
+	"github.com/roost-mqtt/roost/broker"
+	"github.com/roost-mqtt/roost/store"
+)
+
+// The messages a disown keeps besides what the copy takes from then on
+// (keeplate.go): those of the id's QueuePut ops still queued for its
+// partition stream, as the kept copies their readers take (origin key from
+// the place, forwarded form, Origin), but those completed since (a
+// QueueDel), sent to a client (a packet id), published here (no place) or
+// of another id; none once the session ended (its SessionDel).
+func TestPendingCopies(t *testing.T) {
+	n := &Node{cfg: Config{Partitions: 1}, inc: "i1", local: newLocalInterest()}
+	s := n.Sessions(store.NewMemory()).(*sessions)
+	k := originKey{"n1", "inc1", 5}
+	o := broker.Origin{ClientID: "p", PacketID: 3, Nonce: 9}
+	msg := func(payload string, placed bool) *broker.Message {
+		m := &broker.Message{Topic: "t/a", Payload: []byte(payload), QoS: 2, From: "p"}
+		if placed {
+			m.SetPlace(k.place())
+			m.SetOrigin(o)
+		}
+		return m
+	}
+	put := func(id string, seq uint64, pid uint16, m *broker.Message) {
+		s.Append(broker.Op{Kind: broker.OpQueuePut, ClientID: id, Delivery: broker.StoredDelivery{Seq: seq, QoS: 2, PacketID: pid, Msg: m}})
+	}
+	put("x", 1, 0, msg("kept", true))
+	put("x", 2, 0, msg("completed", true))
+	s.Append(broker.Op{Kind: broker.OpQueueDel, ClientID: "x", Delivery: broker.StoredDelivery{Seq: 2}})
+	put("x", 3, 7, msg("sent", true))
+	put("x", 4, 0, msg("local", false))
+	put("y", 5, 0, msg("other", true))
+	s.mu.Lock()
+	cs := s.pendingCopiesLocked("x")
+	s.mu.Unlock()
+	if len(cs) != 1 {
+		t.Fatalf("%d copies, want 1 (kept): %+v", len(cs), cs)
+	}
+	c := cs[0]
+	if c.seq != 1 || c.k != k || c.o != o {
+		t.Errorf("copy seq %d, key %+v, origin %+v; want 1, %+v, %+v", c.seq, c.k, c.o, k, o)
+	}
+	form, err := forwardWithGroups(c.fwd, nil, false) // as keep takes it
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm, err := decodeForward(form)
+	if err != nil || rm.Topic != "t/a" || string(rm.Payload) != "kept" || rm.QoS != 2 || rm.Origin != o {
+		t.Errorf("kept form decodes to %+v, %v", rm, err)
+	}
+	s.Append(broker.Op{Kind: broker.OpSessionDel, ClientID: "x"})
+	s.mu.Lock()
+	cs = s.pendingCopiesLocked("x")
+	s.mu.Unlock()
+	if len(cs) != 0 {
+		t.Errorf("after the session's end: %d copies, want none", len(cs))
+	}
+}
+
+// A forward's confirmation waits for the disowns' appends of its message
+// (lateKeeps.of, by copy name) while they settle, and for a while after;
+// once settled keepFor ago they are dropped, and acks stop looking.
+func TestLateKeeps(t *testing.T) {
+	var l lateKeeps
+	open := &lateKeep{copies: []uint64{7, 9}, done: make(chan struct{}), at: time.Now()}
+	old := &lateKeep{copies: []uint64{7}, done: make(chan struct{}), at: time.Now().Add(-time.Minute)}
+	close(old.done)
+	l.add(old, time.Second)
+	if got := l.of(7); len(got) != 0 || l.n.Load() != 0 {
+		t.Fatalf("an append settled a minute ago is still waited for: %d (%d registered)", len(got), l.n.Load())
+	}
+	l.add(open, time.Second)
+	if got := l.of(9); len(got) != 1 || got[0] != open {
+		t.Errorf("copy 9: %v, want the open append", got)
+	}
+	if got := l.of(8); len(got) != 0 {
+		t.Errorf("copy 8 (not kept) waits for %d appends", len(got))
+	}
+}
