@@ -263,15 +263,7 @@ func TestAwaitOutTaken(t *testing.T) {
 		log: slog.New(slog.DiscardHandler), ctx: context.Background()}
 	n.replies.m = map[uint64]*pendingReply{}
 	s := &sessions{n: n}
-	out := func(id uint64, payload string) *pendingReply {
-		msg := &broker.Message{ID: id, Topic: "t/1", Payload: []byte(payload), QoS: 2, From: "pub"}
-		pub, err := encodePublish(msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := &publishOut{n: n, msg: msg, pub: pub, targets: []target{{node: "n3"}}}
-		return n.replies.registerOut(time.Now().Add(time.Minute), "n3", make(chan struct{}), 2, "t/1", w, 0, false)
-	}
+	out := func(id uint64, payload string) *pendingReply { return publishOutToN3(t, n, id, payload) }
 	taken, refused, held, had := out(7, "taken"), out(8, "refused"), out(9, "held"), out(10, "had")
 	prs := outToN3(n)
 	rec := &broker.StoredSession{ClientID: "s", Queue: []broker.StoredDelivery{{Msg: &broker.Message{Topic: "t/1", Payload: []byte("had"), From: "pub"}}}}
@@ -305,15 +297,6 @@ func TestDeliverTakenLatePlainOnly(t *testing.T) {
 	n.cfg.Node, n.inc = "n2", "i1"
 	n.replies.m = map[uint64]*pendingReply{}
 	s := &sessions{n: n}
-	out := func(id uint64, payload string) *pendingReply {
-		msg := &broker.Message{ID: id, Topic: "t/1", Payload: []byte(payload), QoS: 2, From: "pub"}
-		pub, err := encodePublish(msg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := &publishOut{n: n, msg: msg, pub: pub, targets: []target{{node: "n3", groups: []string{"g\x00t/#"}}}}
-		return n.replies.registerOut(time.Now().Add(time.Minute), "n3", make(chan struct{}), 2, "t/1", w, 0, false)
-	}
 	for _, c := range []struct {
 		id, filter string
 		want       bool
@@ -321,7 +304,7 @@ func TestDeliverTakenLatePlainOnly(t *testing.T) {
 		{"member", "$share/g/t/#", false},
 		{"plain", "t/#", true},
 	} {
-		pr := out(uint64(len(c.id)), c.id)
+		pr := publishOutToN3(t, n, uint64(len(c.id)), c.id, "g\x00t/#")
 		prs := outToN3(n)
 		rec := &broker.StoredSession{ClientID: c.id, Expiry: 600,
 			Subs: []broker.StoredSub{{Filter: c.filter, Opts: packet.SubOptions{QoS: 2}}}}
@@ -333,4 +316,17 @@ func TestDeliverTakenLatePlainOnly(t *testing.T) {
 			t.Errorf("%s (%s): a forward taken late by n3 queued here %v, want %v", c.id, c.filter, got, c.want)
 		}
 	}
+}
+
+// publishOutToN3 registers the forward to n3 of a QoS 2 publish on "t/1"
+// by "pub" with id and payload, for n3's share groups groups.
+func publishOutToN3(t *testing.T, n *Node, id uint64, payload string, groups ...string) *pendingReply {
+	t.Helper()
+	msg := &broker.Message{ID: id, Topic: "t/1", Payload: []byte(payload), QoS: 2, From: "pub"}
+	pub, err := encodePublish(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &publishOut{n: n, msg: msg, pub: pub, targets: []target{{node: "n3", groups: groups}}}
+	return n.replies.registerOut(time.Now().Add(time.Minute), "n3", make(chan struct{}), 2, "t/1", w, 0, false)
 }
