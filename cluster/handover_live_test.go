@@ -339,8 +339,19 @@ type liveSubscriber struct {
 	awaiting map[uint16]bool
 	// first: payloads delivered; last: per publisher, the last seq
 	// delivered (order).
-	first     map[string]bool
-	last      map[string]int
+	first map[string]bool
+	last  map[string]int
+	// via names each connection (its number, node and address), got
+	// says how each QoS 2 payload first came (connection, time, packet
+	// id, DUP), and
+	// released where each packet id was last released (PUBREL): a QoS 2
+	// message delivered twice is traced from the error alone, as the
+	// nodes log no outgoing PUBLISH (pom28's run in session 28, n2-q2/191
+	// twice in the shared subtest, could not be: bench/jepsen/RESULTS.md,
+	// "hs28").
+	via       map[*rawclient.Conn]string
+	got       map[string]string
+	released  map[uint16]string
 	qos1Again int
 	errs      []string
 	// took: each resuming CONNECT's time to its CONNACK (the takeover).
@@ -358,6 +369,7 @@ func (s *liveSubscriber) connect(nd *harness.Node, addr string, resume bool) {
 	s.t.Helper()
 	if s.first == nil {
 		s.first, s.last, s.awaiting = map[string]bool{}, map[string]int{}, map[uint16]bool{}
+		s.via, s.got, s.released = map[*rawclient.Conn]string{}, map[string]string{}, map[uint16]string{}
 	}
 	old := s.conn
 	var conn *rawclient.Conn
@@ -404,6 +416,7 @@ func (s *liveSubscriber) connect(nd *harness.Node, addr string, resume bool) {
 			return err
 		}
 		conn = c
+		s.via[c] = fmt.Sprintf("connection %d (%s, %s)", len(s.via)+1, nd.Name, addr)
 		if resume {
 			s.took = append(s.took, time.Since(began))
 		}
@@ -515,24 +528,26 @@ func (s *liveSubscriber) handle(c *rawclient.Conn, p rawclient.Packet) {
 		}
 		switch m.QoS {
 		case 1:
-			s.deliver(m)
+			s.deliver(c, m)
 			c.Write(rawclient.Ack(rawclient.PUBACK, m.ID), time.Second)
 		case 2:
 			if !s.awaiting[m.ID] {
 				s.awaiting[m.ID] = true
-				s.deliver(m)
+				s.deliver(c, m)
 			}
 			c.Write(rawclient.Ack(rawclient.PUBREC, m.ID), time.Second)
 		}
 	case rawclient.PUBREL:
 		a, _ := rawclient.ParseAck(5, p.Body)
 		delete(s.awaiting, a.ID)
+		s.released[a.ID] = s.via[c]
 		c.Write(rawclient.Ack(rawclient.PUBCOMP, a.ID), time.Second)
 	}
 }
 
-// deliver records one delivery to the application and checks it.
-func (s *liveSubscriber) deliver(m rawclient.Message) {
+// deliver records one delivery to the application, which came on c, and
+// checks it.
+func (s *liveSubscriber) deliver(c *rawclient.Conn, m rawclient.Message) {
 	payload := string(m.Payload)
 	if payload == clustertest.Probe {
 		return
@@ -543,15 +558,20 @@ func (s *liveSubscriber) deliver(m rawclient.Message) {
 		s.errs = append(s.errs, fmt.Sprintf("unexpected payload %q", payload))
 		return
 	}
+	how := fmt.Sprintf("%s at %s packet id %d dup %v", s.via[c], time.Now().UTC().Format("15:04:05.000"), m.ID, m.Dup)
 	if s.first[payload] {
 		if m.QoS == 2 || strings.HasSuffix(name, "q2") {
-			s.errs = append(s.errs, fmt.Sprintf("QoS 2 message %s delivered twice", payload))
+			s.errs = append(s.errs, fmt.Sprintf("QoS 2 message %s delivered twice: first on %s, again on %s (that packet id last released on %q)",
+				payload, s.got[payload], how, s.released[m.ID]))
 		} else {
 			s.qos1Again++
 		}
 		return
 	}
 	s.first[payload] = true
+	if m.QoS == 2 {
+		s.got[payload] = how
+	}
 	if last, ok := s.last[name]; ok && seq < last && s.ordered {
 		s.errs = append(s.errs, fmt.Sprintf("publisher %s: %d delivered after %d", name, seq, last))
 	}

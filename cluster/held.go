@@ -1081,7 +1081,7 @@ func (n *Node) deliverHeldTo(m jetstream.Msg, ids, away func(string) bool, candi
 			}
 			passOn[to] = append(passOn[to], gk)
 			n.log.Info("cluster: held message's share group missed here after its claim; passed on to the member's new owner",
-				"client_id", id, "group", group, "filter", filter, "peer", k.node, "to", to)
+				"client_id", id, "group", group, "filter", filter, "peer", k.node, "to", to, "msg_id", k.id)
 			continue
 		}
 		n.log.Info("cluster: held message's share group missed here after its claim; left to the member's next reader",
@@ -1169,8 +1169,12 @@ func (n *Node) keepHeld(k originKey, m jetstream.Msg, rm *broker.RemoteMessage, 
 			"clients", names, "topic", rm.Topic, "origin", k.node, "err", err)
 		return
 	}
+	// msg_id: with the two lines of claimNamed and deliverHeldTo that
+	// name it, a trace tells one message's keep, pass-on and take apart
+	// (bench/jepsen/RESULTS.md, "hs28": three such lines within 1 ms, a
+	// QoS 2 message twice, not tied to one message).
 	n.log.Debug("cluster: a held message for a session lost here kept in the held subject for it",
-		"clients", names, "topic", rm.Topic, "origin", k.node)
+		"clients", names, "topic", rm.Topic, "origin", k.node, "msg_id", k.id)
 }
 
 // passMissed passes a held message's share groups gks, claimed here for
@@ -1416,7 +1420,7 @@ func (n *Node) claimNamed(k originKey, o broker.Origin, groups []string, names m
 			case keptServed(by, member, kept):
 				if !had(f) { // else the session holds it: nothing taken
 					n.log.Info("cluster: kept copy's share group claimed for its own session's served copy; taken here as the session's",
-						"client_id", member, "group", group, "filter", filter, "peer", k.node)
+						"client_id", member, "group", group, "filter", filter, "peer", k.node, "msg_id", k.id)
 				}
 				ack.Duplicate = false
 			case !ownClaim(by, member, alt):
