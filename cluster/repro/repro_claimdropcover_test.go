@@ -1,9 +1,7 @@
 package repro_test
 
 import (
-	"fmt"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -67,23 +65,7 @@ func TestReproClaimDropCover(t *testing.T) {
 	if time.Since(dropped) > cover-2*time.Second {
 		t.Skipf("n1's claim read %s %v after the drop, too close to its cover (%v): the test missed its path", id, time.Since(dropped), cover)
 	}
-	var acked []string
-	unknown := 0
-	for i := 0; time.Since(dropped) < cover+3*time.Second; i++ {
-		qos := byte(1 + i%2)
-		p := fmt.Sprintf("q%d-%06d", qos, i)
-		rc, closed := pub.TryPublish(t, &paho.Publish{Topic: prefix + "/t", QoS: qos, Payload: []byte(p)})
-		switch {
-		case closed:
-			unknown++ // outcome unknown: not owed, may arrive
-			harness.Eventually(t, 30*time.Second, func() error { return harness.Redial(t, n3, prefix+"-pub", &pub) })
-		case rc >= 0x80:
-			t.Fatalf("publish %s refused: 0x%02X", p, rc)
-		default:
-			acked = append(acked, p)
-		}
-		time.Sleep(20 * time.Millisecond) // a paced publisher, as the checker's
-	}
+	acked, unknown := harness.PublishPaced(t, n3, &pub, prefix+"-pub", prefix+"/t", func(int) bool { return time.Since(dropped) < cover+3*time.Second })
 	t.Logf("%d messages acknowledged on n3 during n1's claim, %d with unknown outcome; held for n1: %d", len(acked), unknown,
 		harness.CountLog(n3, "node=n3 peer=n1 topic="+prefix+"/t"))
 
@@ -94,14 +76,5 @@ func TestReproClaimDropCover(t *testing.T) {
 		t.Errorf("%d of %d acknowledged messages published during n1's claim never reached %s: %v\nn1:\n%s", len(lost), len(acked), id,
 			lost[:min(len(lost), 20)], harness.GrepLog(n1, "client_id="+id))
 	}
-	var twice []string
-	for p, n := range got {
-		if n > 1 && p[1] == '2' {
-			twice = append(twice, fmt.Sprintf("%s (%d)", p, n))
-		}
-	}
-	slices.Sort(twice)
-	if len(twice) > 0 {
-		t.Errorf("%d QoS 2 messages delivered more than once: %v", len(twice), twice[:min(len(twice), 20)])
-	}
+	harness.CheckQoS2Once(t, got)
 }

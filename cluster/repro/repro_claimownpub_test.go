@@ -1,9 +1,7 @@
 package repro_test
 
 import (
-	"fmt"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -66,30 +64,14 @@ func TestReproClaimOwnPublish(t *testing.T) {
 	const claimHeld = `"cluster: a session read from the stream by a claim held for this node until it is adopted" node=n1 client_id=` + id
 	claimUntil(t, n1, id, harness.QueuedExpiry, 60*time.Second, func() bool { return harness.CountLog(n1, claimHeld) > 0 })
 	const adopted = `msg="session moved here" node=n1 client_id=` + id
-	var acked []string
-	unknown := 0
 	var after time.Time // when the adoption was logged
-	for i, bound := 0, time.Now().Add(60*time.Second); time.Now().Before(bound); i++ {
+	bound := time.Now().Add(60 * time.Second)
+	acked, unknown := harness.PublishPaced(t, n1, &pub, prefix+"-pub", prefix+"/t", func(int) bool {
 		if after.IsZero() && harness.CountLog(n1, adopted) > 0 {
 			after = time.Now()
 		}
-		if !after.IsZero() && time.Since(after) > 300*time.Millisecond {
-			break
-		}
-		qos := byte(1 + i%2)
-		p := fmt.Sprintf("q%d-%06d", qos, i)
-		rc, closed := pub.TryPublish(t, &paho.Publish{Topic: prefix + "/t", QoS: qos, Payload: []byte(p)})
-		switch {
-		case closed:
-			unknown++ // outcome unknown: not owed, may arrive
-			harness.Eventually(t, 30*time.Second, func() error { return harness.Redial(t, n1, prefix+"-pub", &pub) })
-		case rc >= 0x80:
-			t.Fatalf("publish %s refused: 0x%02X", p, rc)
-		default:
-			acked = append(acked, p)
-		}
-		time.Sleep(20 * time.Millisecond) // a paced publisher, as the checker's
-	}
+		return time.Now().Before(bound) && (after.IsZero() || time.Since(after) <= 300*time.Millisecond)
+	})
 	if harness.CountLog(n1, adopted) == 0 {
 		t.Fatalf("n1 did not adopt %s within 60 s of its claim's read:\n%s", id, harness.GrepLog(n1, "client_id="+id))
 	}
@@ -103,14 +85,5 @@ func TestReproClaimOwnPublish(t *testing.T) {
 		t.Errorf("%d of %d acknowledged messages published on n1 during its claim never reached %s: %v\nn1:\n%s", len(lost), len(acked), id,
 			lost[:min(len(lost), 20)], harness.GrepLog(n1, "client_id="+id))
 	}
-	var twice []string
-	for p, n := range got {
-		if n > 1 && p[1] == '2' {
-			twice = append(twice, fmt.Sprintf("%s (%d)", p, n))
-		}
-	}
-	slices.Sort(twice)
-	if len(twice) > 0 {
-		t.Errorf("%d QoS 2 messages delivered more than once: %v", len(twice), twice[:min(len(twice), 20)])
-	}
+	harness.CheckQoS2Once(t, got)
 }

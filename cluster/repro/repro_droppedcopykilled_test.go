@@ -1,9 +1,7 @@
 package repro_test
 
 import (
-	"fmt"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -76,23 +74,8 @@ func TestReproDroppedCopyKilled(t *testing.T) {
 	tc.WaitLog(n3, joined, before+1, 60*time.Second)
 	time.Sleep(time.Second) // n2's new interest reaches n3, its orphan interest goes
 
-	var acked []string
-	unknown := 0
-	for i, start := 0, time.Now(); time.Since(start) < 3*time.Second; i++ {
-		qos := byte(1 + i%2)
-		p := fmt.Sprintf("q%d-%06d", qos, i)
-		rc, closed := pub.TryPublish(t, &paho.Publish{Topic: prefix + "/t", QoS: qos, Payload: []byte(p)})
-		switch {
-		case closed:
-			unknown++ // outcome unknown: not owed, may arrive
-			harness.Eventually(t, 30*time.Second, func() error { return harness.Redial(t, n3, prefix+"-pub", &pub) })
-		case rc >= 0x80:
-			t.Fatalf("publish %s refused: 0x%02X", p, rc)
-		default:
-			acked = append(acked, p)
-		}
-		time.Sleep(20 * time.Millisecond) // a paced publisher, as the checker's
-	}
+	start := time.Now()
+	acked, unknown := harness.PublishPaced(t, n3, &pub, prefix+"-pub", prefix+"/t", func(int) bool { return time.Since(start) < 3*time.Second })
 	t.Logf("%d messages acknowledged on n3 after n2's second restart, %d with unknown outcome; held for n2: %d; n2 dropped its copy %d times",
 		len(acked), unknown, harness.CountLog(n3, "node=n3 peer=n2 topic="+prefix+"/t"), harness.CountLog(n2, dropped))
 
@@ -103,14 +86,5 @@ func TestReproDroppedCopyKilled(t *testing.T) {
 		t.Errorf("%d of %d acknowledged messages published after n2's second restart never reached %s: %v\nn2:\n%s", len(lost), len(acked), id,
 			lost[:min(len(lost), 20)], harness.GrepLog(n2, "client_id="+id))
 	}
-	var twice []string
-	for p, n := range got {
-		if n > 1 && p[1] == '2' {
-			twice = append(twice, fmt.Sprintf("%s (%d)", p, n))
-		}
-	}
-	slices.Sort(twice)
-	if len(twice) > 0 {
-		t.Errorf("%d QoS 2 messages delivered more than once: %v", len(twice), twice[:min(len(twice), 20)])
-	}
+	harness.CheckQoS2Once(t, got)
 }

@@ -3,7 +3,6 @@ package repro_test
 import (
 	"fmt"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -67,23 +66,7 @@ func TestReproOwnerRestartedWithout(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	var acked []string
-	unknown := 0
-	for i := range 100 {
-		qos := byte(1 + i%2)
-		p := fmt.Sprintf("q%d-%06d", qos, i)
-		rc, closed := pub.TryPublish(t, &paho.Publish{Topic: prefix + "/t", QoS: qos, Payload: []byte(p)})
-		switch {
-		case closed:
-			unknown++ // outcome unknown: not owed, may arrive
-			harness.Eventually(t, 30*time.Second, func() error { return harness.Redial(t, n1, prefix+"-pub", &pub) })
-		case rc >= 0x80:
-			t.Fatalf("publish %s refused: 0x%02X", p, rc)
-		default:
-			acked = append(acked, p)
-		}
-		time.Sleep(20 * time.Millisecond) // a paced publisher, as the checker's
-	}
+	acked, unknown := harness.PublishPaced(t, n1, &pub, prefix+"-pub", prefix+"/t", func(i int) bool { return i < 100 })
 	t.Logf("%d messages acknowledged on n1 after n2's restart, %d with unknown outcome", len(acked), unknown)
 
 	back := harness.Resume(t, n3, id, harness.QueuedExpiry, 60*time.Second)
@@ -93,16 +76,7 @@ func TestReproOwnerRestartedWithout(t *testing.T) {
 		t.Errorf("%d of %d acknowledged messages published on n1 after n2 restarted without %s never reached it: %v\nn2:\n%s\nn3:\n%s",
 			len(lost), len(acked), id, lost[:min(len(lost), 20)], harness.GrepLog(n2, "client_id="+id), harness.GrepLog(n3, "client_id="+id))
 	}
-	var twice []string
-	for p, n := range got {
-		if n > 1 && p[1] == '2' {
-			twice = append(twice, fmt.Sprintf("%s (%d)", p, n))
-		}
-	}
-	slices.Sort(twice)
-	if len(twice) > 0 {
-		t.Errorf("%d QoS 2 messages delivered more than once: %v", len(twice), twice[:min(len(twice), 20)])
-	}
+	harness.CheckQoS2Once(t, got)
 }
 
 // restartWithout leaves id's owner record naming claimer while claimer's
