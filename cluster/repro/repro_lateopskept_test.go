@@ -41,18 +41,21 @@ func TestReproLateOpsKept(t *testing.T) {
 	tc.WaitLog(n2, "client_id="+id+" reason=", 1, 15*time.Second)
 
 	// The acknowledgements wait for n2's ops: published aside, each
-	// once n2's copy queued the one before.
+	// once n2's copy queued the one before, each by a publisher of its
+	// own (n1 reads a publisher's next PUBLISH once it answered the last).
 	msgs := []struct {
 		topic, payload string
 		qos            byte
-	}{{topic, "m0", 2}, {groupTopic, "m1", 2}, {groupTopic, "m2", 1}}
+		pub            *harness.Client
+	}{{topic, "m0", 2, pub}, {groupTopic, "m1", 2, harness.Connect(t, tc.Nodes[0], id+"-pub1")},
+		{groupTopic, "m2", 1, harness.Connect(t, tc.Nodes[0], id+"-pub2")}}
 	acked := make([]chan error, len(msgs))
 	for i, m := range msgs {
 		acked[i] = make(chan error, 1)
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 			defer cancel()
-			r, err := pub.Publish(ctx, &paho.Publish{Topic: m.topic, QoS: m.qos, Payload: []byte(m.payload)})
+			r, err := m.pub.Publish(ctx, &paho.Publish{Topic: m.topic, QoS: m.qos, Payload: []byte(m.payload)})
 			if err == nil && r != nil && r.ReasonCode >= 0x80 {
 				err = fmt.Errorf("refused: 0x%02X", r.ReasonCode)
 			}
