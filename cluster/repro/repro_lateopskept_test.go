@@ -28,8 +28,9 @@ import (
 // release request (delay-release): n2's watcher fences the copy first
 // (the disown), its end has n3 read the stream. The three are
 // acknowledged once n2's ops land, and each must come, m0 and m1 once.
-// The group's two were kept naming no group, and n3 gave them to plain
-// subscriptions only: lost (session 29, bench/jepsen/RESULTS.md "lg29").
+// Before, the group's two were kept naming no group, and n3 gave them to
+// plain subscriptions only: lost (session 29, 3 of 3 runs;
+// bench/jepsen/RESULTS.md "lg29").
 func TestReproLateOpsKept(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, topic, groupTopic = "lk-sub", "lk/t", "lk/g"
