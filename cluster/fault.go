@@ -548,7 +548,7 @@ import (
 //	                      wait until opsTimedAfterLost after another node
 //	                      claimed CLIENT from NODE, kept message or not
 //	                      (past a delay-release claim's read of the
-//	                      stream), and the first message queued for
+//	                      stream), and each message queued for
 //	                      CLIENT meanwhile is logged: a message NODE's
 //	                      copy took before it learned of the claim lands
 //	                      after the claimer read the stream, as when the
@@ -744,7 +744,6 @@ type faults struct {
 	opsArmed           atomic.Bool // ops-offline-lost: CLIENT's session went offline here
 	opsKept            atomic.Bool // ops-offline-lost: its disowned copy here kept a message
 	opsTimed           bool        // ops-offline-timed: opsTimedAfterLost once armed, not the keep
-	queuedHeld         atomic.Bool // ops-offline-timed: a message queued for CLIENT waits
 
 	// claim-unconfirmed, and whether its claim came
 	claimUnconfirmed string
@@ -2044,12 +2043,12 @@ func (f *faults) holdsOpsUntilLost(p int, part func(string) int, lostAt func(str
 // claimer's delay-release (releaseDelay) and its read of the stream.
 const opsTimedAfterLost = releaseDelay + 5*time.Second
 
-// heldQueued reports, once, that op queues a message for
-// ops-offline-timed's client while its ops wait (for its log line: a
-// test claims the client only once its copy here took one).
+// heldQueued reports that op queues a message for ops-offline-timed's
+// client while its ops wait (for its log line: a test claims the client
+// only once its copy here took each message it sent; TestReproLateOpsKept
+// sends three).
 func (f *faults) heldQueued(op *broker.Op) bool {
-	return f != nil && f.opsTimed && f.opsArmed.Load() && op.Kind == broker.OpQueuePut && op.ClientID == f.opsAfterLost &&
-		f.queuedHeld.CompareAndSwap(false, true)
+	return f != nil && f.opsTimed && f.opsArmed.Load() && op.Kind == broker.OpQueuePut && op.ClientID == f.opsAfterLost
 }
 
 // opsAfterKeep is how long ops-after-keep holds ops after the first

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -54,6 +55,18 @@ func TestPendingCopies(t *testing.T) {
 	if err != nil || rm.Topic != "t/a" || string(rm.Payload) != "kept" || rm.QoS != 2 || rm.Origin != o {
 		t.Errorf("kept form decodes to %+v, %v", rm, err)
 	}
+	// A clean publisher's QoS 2 message carries its copy name as its
+	// Origin (broker copyOrigin): kept without it, the reader claims its
+	// share groups under the copy name, as ClaimServed did (lg29).
+	clean := msg("clean", true)
+	clean.SetOrigin(broker.Origin{Nonce: k.copy()})
+	put("x", 6, 0, clean)
+	s.mu.Lock()
+	cs = s.pendingCopiesLocked("x")
+	s.mu.Unlock()
+	if len(cs) != 2 || cs[1].seq != 6 || !cs[1].o.IsZero() || cs[1].topic != "t/a" {
+		t.Errorf("a clean publisher's copy: %+v, want seq 6, no Origin, topic t/a", cs)
+	}
 	s.Append(broker.Op{Kind: broker.OpSessionDel, ClientID: "x"})
 	s.mu.Lock()
 	cs = s.pendingCopiesLocked("x")
@@ -81,5 +94,30 @@ func TestLateKeeps(t *testing.T) {
 	}
 	if got := l.of(8); len(got) != 0 {
 		t.Errorf("copy 8 (not kept) waits for %d appends", len(got))
+	}
+}
+
+// A message kept for a disown, its op still queued, names the share groups
+// of the session whose filters match its topic: the reader claims each
+// for the session and gives the message for those it wins. Named none, a
+// group's turn this copy took reached plain subscriptions only: lost
+// (TestReproLateOpsKept's m1 and m2, session 29).
+func TestPendingGroups(t *testing.T) {
+	subs := []broker.SubscriptionSnapshot{{Filter: "t/#"}, {Filter: "$share/g/t/+"}, {Filter: "$share/h/t/a"}, {Filter: "$share/k/u/#"}}
+	for _, c := range []struct {
+		name string
+		want []string
+	}{
+		{"t/a", []string{"g\x00t/+", "h\x00t/a"}},
+		{"t/b", []string{"g\x00t/+"}},
+		{"t/b/c", nil},
+		{"v", nil},
+	} {
+		if got := pendingGroups(subs, c.name); !slices.Equal(got, c.want) {
+			t.Errorf("%s: groups %q, want %q", c.name, got, c.want)
+		}
+	}
+	if got := pendingGroups(nil, "t/a"); got != nil {
+		t.Errorf("no session: groups %q, want none", got)
 	}
 }

@@ -21,31 +21,49 @@ import (
 // ops still queued, in the node's held subject (cluster/keeplate.go).
 //
 // Here: the session is on n2, offline; n2's ops wait from then on
-// (ops-offline-timed) until well after n3's claim read the stream. m0,
-// published on n1, reaches n2's copy; then the client connects to n3,
-// whose claim waits before its release request (delay-release): n2's
-// watcher fences the copy first (the disown), its end has n3 read the
-// stream. m0 is acknowledged once n2's ops land, and must come.
+// (ops-offline-timed) until well after n3's claim read the stream. m0
+// (plain, QoS 2), m1 (QoS 2) and m2 (QoS 1), both the session's turns of
+// a share group it is the one member of, published on n1, reach n2's
+// copy; then the client connects to n3, whose claim waits before its
+// release request (delay-release): n2's watcher fences the copy first
+// (the disown), its end has n3 read the stream. The three are
+// acknowledged once n2's ops land, and each must come, m0 and m1 once.
+// Before, the group's two were kept naming no group, and n3 gave them to
+// plain subscriptions only: lost (session 29, 3 of 3 runs;
+// bench/jepsen/RESULTS.md "lg29").
 func TestReproLateOpsKept(t *testing.T) {
 	t.Parallel() // see harness.Main
-	const id, topic = "lk-sub", "lk/t"
+	const id, topic, groupTopic = "lk-sub", "lk/t", "lk/g"
 	tc, sub, pub := startQoS2OnN2(t, id, topic, "delay-release="+id+"@n3,ops-offline-timed="+id+"@n2")
 	n2, n3 := tc.Nodes[1], tc.Nodes[2]
+	sub.subscribe("$share/lkg/"+groupTopic, 2, 15*time.Second)
+	pub.AwaitInterest(t, groupTopic)
 	sub.conn.Close()
 	tc.WaitLog(n2, "client_id="+id+" reason=", 1, 15*time.Second)
 
-	// m0's acknowledgement waits for n2's ops: published aside.
-	acked := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-		defer cancel()
-		r, err := pub.Publish(ctx, &paho.Publish{Topic: topic, QoS: 2, Payload: []byte("m0")})
-		if err == nil && r != nil && r.ReasonCode >= 0x80 {
-			err = fmt.Errorf("refused: 0x%02X", r.ReasonCode)
-		}
-		acked <- err
-	}()
-	tc.WaitLog(n2, "a message queued for a client whose ops wait", 1, 15*time.Second)
+	// The acknowledgements wait for n2's ops: published aside, each
+	// once n2's copy queued the one before, each by a publisher of its
+	// own (n1 reads a publisher's next PUBLISH once it answered the last).
+	msgs := []struct {
+		topic, payload string
+		qos            byte
+		pub            *harness.Client
+	}{{topic, "m0", 2, pub}, {groupTopic, "m1", 2, harness.Connect(t, tc.Nodes[0], id+"-pub1")},
+		{groupTopic, "m2", 1, harness.Connect(t, tc.Nodes[0], id+"-pub2")}}
+	acked := make([]chan error, len(msgs))
+	for i, m := range msgs {
+		acked[i] = make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+			defer cancel()
+			r, err := m.pub.Publish(ctx, &paho.Publish{Topic: m.topic, QoS: m.qos, Payload: []byte(m.payload)})
+			if err == nil && r != nil && r.ReasonCode >= 0x80 {
+				err = fmt.Errorf("refused: 0x%02X", r.ReasonCode)
+			}
+			acked[i] <- err
+		}()
+		tc.WaitLog(n2, "a message queued for a client whose ops wait", i+1, 15*time.Second)
+	}
 
 	claimOn(t, tc, n3, id, harness.QueuedExpiry)
 	harness.Eventually(t, 60*time.Second, func() error {
@@ -57,24 +75,29 @@ func TestReproLateOpsKept(t *testing.T) {
 	})
 	// Read from the stream unless n2's copy ended after n3's request
 	// (fenceGrace against releaseDelay: a slow node), then moved live
-	// with m0: m0 is owed either way, and checked before a missed path
-	// skips.
+	// with the three: they are owed either way, and checked before a
+	// missed path skips.
 	stream := harness.CountLog(n3, `"session moved here" node=n3 client_id=`+id+` from="replicated record"`) > 0
-	select {
-	case err := <-acked:
-		if err != nil {
-			t.Skipf("m0 not acknowledged (%v): nothing owed, the test missed its path; n2:\n%s", err, harness.GrepLog(n2, "client_id="+id, "test fault"))
+	for i, m := range msgs {
+		select {
+		case err := <-acked[i]:
+			if err != nil {
+				t.Skipf("%s not acknowledged (%v): not owed, the test missed its path; n2:\n%s", m.payload, err, harness.GrepLog(n2, "client_id="+id, "test fault"))
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s neither acknowledged nor refused within 30 s; n2:\n%s", m.payload, harness.GrepLog(n2, "client_id="+id, "test fault"))
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("m0 neither acknowledged nor refused within 30 s; n2:\n%s", harness.GrepLog(n2, "client_id="+id, "test fault"))
 	}
-	if err := sub.read(time.Now().Add(15*time.Second), func() bool { return sub.completed["m0"] }); err != nil {
-		t.Fatalf("%s: acknowledged m0 not delivered: %v (got %v)\nn2:\n%s\nn3:\n%s", id, err, sub.got,
+	all := func() bool { return sub.completed["m0"] && sub.completed["m1"] && sub.got["m2"] > 0 }
+	if err := sub.read(time.Now().Add(15*time.Second), all); err != nil {
+		t.Fatalf("%s: acknowledged messages not delivered: %v (got %v, completed %v)\nn2:\n%s\nn3:\n%s", id, err, sub.got, sub.completed,
 			harness.GrepLog(n2, "client_id="+id, "test fault"), harness.GrepLog(n3, "client_id="+id))
 	}
 	t.Logf("n2: %s", harness.GrepLog(n2, "before its disown"))
-	if sub.got["m0"] != 1 {
-		t.Errorf("QoS 2 message m0 delivered %d times", sub.got["m0"])
+	for _, p := range []string{"m0", "m1"} {
+		if sub.got[p] != 1 {
+			t.Errorf("QoS 2 message %s delivered %d times", p, sub.got[p])
+		}
 	}
 	if !t.Failed() && !stream {
 		t.Skipf("n3 did not read %s from the stream (moved live): the test missed its path; n3:\n%s", id, harness.GrepLog(n3, "client_id="+id))
