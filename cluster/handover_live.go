@@ -868,6 +868,19 @@ func (mv *liveMoves) moveIn(ctx context.Context, prev, id string, epoch uint64, 
 	}
 	mv.in[id] = mi
 	mv.mu.Unlock()
+	// The session's persistent keys first: a publisher that routes here
+	// by the interest below holds for this node by them should it die
+	// before the adoption (persistentFilters.arriving).
+	var persist *persistentFilters
+	if n.sess != nil {
+		persist = n.sess.persist
+	}
+	arrived := persist.arriving(id, rec1.Subs)
+	defer func() {
+		if !n.srv.HasSession(id) {
+			persist.departed(id, arrived)
+		}
+	}()
 	for _, f := range mi.filters {
 		n.local.add(ikey{f, ""})
 	}

@@ -361,3 +361,48 @@ func TestHoldKeysDropThenClaim(t *testing.T) {
 		t.Fatalf("after the claim's cover: u/x %v, holds t/x %v, holdingAny %v", ms, p.holds("t/x"), p.holdingAny())
 	}
 }
+
+// A session moving in live has its persistent keys from the move's first
+// step (arriving); a move that ends without the session here withdraws
+// only the keys it added, and an adopted one's ops keep them
+// (TestReproMoveInKilled).
+func TestPersistKeysArriving(t *testing.T) {
+	l := newLocalInterest()
+	p := newPersistentFilters(l)
+	p.apply(&broker.Op{Kind: broker.OpSubPut, ClientID: "other", Sub: broker.StoredSub{Filter: "t/#"}})
+	subs := []broker.StoredSub{{Filter: "t/#"}, {Filter: "$share/g/t/#"}, {Filter: "u"}}
+	for _, k := range []ikey{persistShareKey("t/#", "g"), persistKey("u")} {
+		if l.has(k) {
+			t.Fatalf("%v announced before the move", k)
+		}
+	}
+	added := p.arriving("m", subs)
+	if len(added) != 3 {
+		t.Fatalf("arriving added %v, want the session's three keys", added)
+	}
+	for _, k := range []ikey{persistKey("t/#"), persistShareKey("t/#", "g"), persistKey("u")} {
+		if !l.has(k) {
+			t.Fatalf("%v not announced while the session moves in", k)
+		}
+	}
+	p.departed("m", added)
+	if l.has(persistShareKey("t/#", "g")) || l.has(persistKey("u")) {
+		t.Fatal("the session's keys stayed after its move ended without it")
+	}
+	if !l.has(persistKey("t/#")) {
+		t.Fatal("another session's key went with the move's")
+	}
+
+	// Adopted: the adoption's ops count the same keys, and leave ends them.
+	p.arriving("m", subs)
+	for _, s := range subs {
+		p.apply(&broker.Op{Kind: broker.OpSubPut, ClientID: "m", Sub: s})
+	}
+	if again := p.arriving("m", subs); len(again) != 0 {
+		t.Fatalf("arriving again added %v", again)
+	}
+	p.leave("m")
+	if l.has(persistShareKey("t/#", "g")) || l.has(persistKey("u")) {
+		t.Fatal("the adopted session's keys stayed after it left")
+	}
+}
