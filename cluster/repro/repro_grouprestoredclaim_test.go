@@ -56,8 +56,15 @@ func TestReproGroupRestoredUnclaimed(t *testing.T) {
 	if ack.ReasonCode != 0 {
 		t.Fatalf("%s-pub0: CONNACK 0x%02X", prefix, ack.ReasonCode)
 	}
-	if rc := p0.Pub(t, &paho.Publish{Topic: prefix + "/y", QoS: 2, Payload: []byte("m0")}); rc >= 0x80 {
+	// Its connection closed instead (not confirmed in time at load), m0
+	// is not owed: once at most.
+	want := []string{"m0", "m1"}
+	rc, m0Unknown := p0.TryPub(t, &paho.Publish{Topic: prefix + "/y", QoS: 2, Payload: []byte("m0")}, harness.PublishBound)
+	switch {
+	case rc >= 0x80:
 		t.Fatalf("m0: PUBREC 0x%02X", rc)
+	case m0Unknown:
+		want = want[1:]
 	}
 	pub := &packet.Publish{QoS: 2, PacketID: 9, Topic: topic, Payload: []byte("m1")}
 	if rc, closed := harness.ExchangeQoS2(t, pc, pub); !closed {
@@ -74,10 +81,10 @@ func TestReproGroupRestoredUnclaimed(t *testing.T) {
 	resumed := time.Since(start)
 	harness.ResendUntilAcknowledged(t, n3, prefix+"-pub", pub)
 	resent := time.Since(start)
-	got := copiesOfGroup(t, back, b, "m0", "m1")
+	got := copiesOfGroup(t, back, b, want...)
 	t.Logf("from the kill: %s resumed on n1 at %v, the resend acknowledged on n3 at %v, copies counted at %v",
 		ida, resumed.Round(time.Millisecond), resent.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
-	if got["m0"] != 1 || got["m1"] != 1 {
+	if got["m0"] > 1 || got["m0"] == 0 && !m0Unknown || got["m1"] != 1 {
 		t.Fatalf("group %s got m0 %d times and the acknowledged QoS 2 message m1 %d times (%v), want each once\nn1:\n%s\nn3:\n%s",
 			prefix, got["m0"], got["m1"], got, harness.GrepLog(n1, prefix+"-", "share group"), harness.GrepLog(n3, prefix+"-", "share group"))
 	}
@@ -91,9 +98,9 @@ func TestReproGroupRestoredUnclaimed(t *testing.T) {
 		harness.CountLog(n3, `"share group of a QoS 2 resend left out: another copy claimed it" client_id=`+prefix+"-pub"))
 }
 
-// copiesOfGroup counts the copies of each of want the group's two members
-// a and b get within 30 s, and 3 s past the last once each came (a second
-// copy would follow soon), by payload and by member ("m1", "m1@a").
+// copiesOfGroup counts the copies of m0 and m1 the group's two members a
+// and b get within 30 s, and 3 s past the last once each of want came (a
+// second copy would follow soon), by payload and by member ("m1", "m1@a").
 func copiesOfGroup(t *testing.T, a, b *harness.Client, want ...string) map[string]int {
 	t.Helper()
 	got := map[string]int{}
@@ -114,7 +121,7 @@ func copiesOfGroup(t *testing.T, a, b *harness.Client, want ...string) map[strin
 		s := string(p.Payload)
 		switch {
 		case s == clustertest.Probe:
-		case slices.Contains(want, s):
+		case s == "m0" || s == "m1":
 			got[s]++
 			got[s+"@"+who]++
 			if !slices.ContainsFunc(want, func(w string) bool { return got[w] == 0 }) {
