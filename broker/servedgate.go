@@ -31,7 +31,8 @@ import (
 // pending receive check (authq.go): a member's later messages never
 // overtake one waiting for its claim. Should the node die before the
 // answer, the queued copy is in the session's record and goes with the
-// session, whose next owner claims it (package cluster, claimQueued). A
+// session, whose next owner claims it (package cluster, claimQueued; the
+// node itself after its restart: claimRestored, with a QueuedClaim). A
 // clean member (its copy dies with its node) and a QoS 1 copy (which may
 // come twice) are not held: their claims still follow the delivery.
 
@@ -234,7 +235,9 @@ func (ss *session) claimAnswered(ob *outbound, deliver bool) {
 // partition stream without a leader); sent unclaimed, a publisher's
 // resend elsewhere claimed the group for another member, and the group
 // got the message twice (test/jepsen TestClusterFull short faults, seeds
-// 440 and 447).
+// 440 and 447). It sets one too on each such copy of a session it
+// restores from its own store, claimed once the node knows the session is
+// still its own (package cluster, claimRestored; seed 873).
 type QueuedClaim struct {
 	mu       sync.Mutex
 	ss       *session

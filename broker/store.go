@@ -173,8 +173,9 @@ type StoredDelivery struct {
 	PacketID uint16
 	Released bool
 	// Claim, set by a cluster on a delivery not sent yet of a session it
-	// adopts (Adopt), holds the delivery in the queue until answered
-	// (QueuedClaim). Not stored: stores neither write nor read it.
+	// adopts (Adopt) or restores from its own store (a Store's Load),
+	// holds the delivery in the queue until answered (QueuedClaim). Not
+	// stored: stores neither write nor read it.
 	Claim *QueuedClaim
 }
 

@@ -3393,6 +3393,14 @@ func (g *restoredGate) unsettled(id string) bool {
 	return !g.ended[id]
 }
 
+// endedHere reports whether id's restored copy ended here before the
+// settle (end): a session of id here now is not that copy.
+func (g *restoredGate) endedHere(id string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.ended[id]
+}
+
 // end notes that id's restored copy ended here before the settle. Taken
 // for the restored copy still, a session of id adopted here afterwards
 // had every forward of its messages left out (skipUnsettled) while
@@ -3509,6 +3517,10 @@ func (s *sessions) onSettled() {
 		s.n.watch.watch(id, until)
 	}
 	s.n.gate.Unlock()
+	// Their share group copies queued before the restart wait for their
+	// claims (restoredclaim.go): the owner records say they are still
+	// this node's, and their clients may connect from now on.
+	s.claimRestored(here)
 	if d := s.n.fault.settleDelay(); d > 0 {
 		s.n.log.Info("cluster: test fault: the settled sessions' keys are announced late", "for", d)
 		select {

@@ -73,19 +73,7 @@ func servedClaim(member string) string { return "\x00" + member }
 //
 // It returns how many deliveries it dropped.
 func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
-	if n.sess == nil || rec == nil || len(rec.Queue) == 0 {
-		return 0
-	}
-	var groups map[string]string // "$share/g/f" to "g\x00f"
-	for _, sub := range rec.Subs {
-		if group, plain, shared, err := topic.ParseShare(sub.Filter); err == nil && shared {
-			if groups == nil {
-				groups = make(map[string]string)
-			}
-			groups[sub.Filter] = group + "\x00" + plain
-		}
-	}
-	if groups == nil {
+	if n.sess == nil || rec == nil {
 		return 0
 	}
 	s := n.sess
@@ -95,31 +83,18 @@ func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
 		done chan queuedAnswer
 	}
 	var claims []claim
-	for i, d := range rec.Queue {
-		if d.Msg == nil || d.QoS != 2 || d.Released {
-			continue
-		}
-		o := d.Msg.Origin()
-		if o.IsZero() {
-			continue
-		}
-		gk := queuedGroup(groups, d.Msg.Topic)
-		if gk == "" {
-			continue
-		}
-		var m *nats.Msg
-		if o.ClientID == "" { // a copy's name (a clean publisher's message): copyOrigin
-			m = s.copyClaimMsg(o.Nonce, gk, servedClaim(id))
-		} else {
-			m = s.claimMsg(originKey{}, o, gk, servedClaim(id))
-		}
-		c := claim{i, make(chan queuedAnswer, 1)}
+	for _, gc := range groupCopies(rec) {
+		m := s.queuedClaimMsg(rec.Queue[gc.i].Msg.Origin(), gc.gk, id)
+		c := claim{gc.i, make(chan queuedAnswer, 1)}
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
 			c.done <- n.settleQueuedClaim(id, m)
 		}()
 		claims = append(claims, c)
+	}
+	if len(claims) == 0 {
+		return 0
 	}
 	// One bound for the claims before the adoption: a live move (and the
 	// client's CONNACK, the previous owner's wait for the seal) waits no
@@ -149,12 +124,10 @@ func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
 			n.log.Info("cluster: a queued share group copy not claimed at its adoption; kept", "client_id", id, "err", a.err)
 		}
 	}
-	if len(claims) > 0 {
-		// One line per adoption with such copies: where a later trace
-		// looks for who claimed a group first.
-		n.log.Debug("cluster: queued share group copies claimed at the adoption", "client_id", id,
-			"claims", len(claims), "dropped", len(drop), "held_for_claim", late)
-	}
+	// One line per adoption with such copies: where a later trace looks
+	// for who claimed a group first.
+	n.log.Debug("cluster: queued share group copies claimed at the adoption", "client_id", id,
+		"claims", len(claims), "dropped", len(drop), "held_for_claim", late)
 	if len(drop) == 0 {
 		return 0
 	}
@@ -169,6 +142,55 @@ func (n *Node) claimQueued(ctx context.Context, rec *broker.StoredSession) int {
 	}
 	rec.Queue = kept
 	return len(drop)
+}
+
+// groupCopy is a queued delivery of a session whose share group is
+// claimed for it (groupCopies): its index in the record's queue, and the
+// group ("group\x00filter").
+type groupCopy struct {
+	i  int
+	gk string
+}
+
+// groupCopies returns the deliveries of rec that claimQueued claims: QoS
+// 2, not released, under a publisher's Origin or a copy's name, matching
+// exactly one share subscription of rec.
+func groupCopies(rec *broker.StoredSession) []groupCopy {
+	if len(rec.Queue) == 0 {
+		return nil
+	}
+	var groups map[string]string // "$share/g/f" to "g\x00f"
+	for _, sub := range rec.Subs {
+		if group, plain, shared, err := topic.ParseShare(sub.Filter); err == nil && shared {
+			if groups == nil {
+				groups = make(map[string]string)
+			}
+			groups[sub.Filter] = group + "\x00" + plain
+		}
+	}
+	if groups == nil {
+		return nil
+	}
+	var out []groupCopy
+	for i, d := range rec.Queue {
+		if d.Msg == nil || d.QoS != 2 || d.Released || d.Msg.Origin().IsZero() {
+			continue
+		}
+		if gk := queuedGroup(groups, d.Msg.Topic); gk != "" {
+			out = append(out, groupCopy{i, gk})
+		}
+	}
+	return out
+}
+
+// queuedClaimMsg is the claim of share group gk of the message under o
+// for id's queued copy: the claim a first routing made (ClaimServed), so
+// that whichever lands first, the other reads it as its own.
+func (s *sessions) queuedClaimMsg(o broker.Origin, gk, id string) *nats.Msg {
+	if o.ClientID == "" { // a copy's name (a clean publisher's message): copyOrigin
+		return s.copyClaimMsg(o.Nonce, gk, servedClaim(id))
+	}
+	return s.claimMsg(originKey{}, o, gk, servedClaim(id))
 }
 
 // queuedAnswer is how a queued copy's claim ended: by, the member another

@@ -1,6 +1,10 @@
 package cluster
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/roost-mqtt/roost/broker"
+)
 
 // TestQueuedGroup: a queued delivery is claimed for the one share group
 // of its session whose filter matches its topic, and for none when two
@@ -35,5 +39,45 @@ func TestServedClaimNamesNoReader(t *testing.T) {
 	}
 	if servedClaim("a") == servedClaim("b") {
 		t.Error("two members' claims are the same")
+	}
+}
+
+// TestGateRestored: of a session restored from the node's own store,
+// each queued QoS 2 copy through one share subscription under an Origin
+// is claimed at the settle (TestReproGroupRestoredUnclaimed), and the one
+// not sent yet waits for that claim in its queue (Claim set); a QoS 1
+// copy (a repeat is allowed, a loss is not), a plain subscription's, a
+// released one and one without an Origin are left as they are.
+func TestGateRestored(t *testing.T) {
+	msg := func(topic string, o broker.Origin) *broker.Message {
+		m := &broker.Message{Topic: topic, QoS: 2}
+		m.SetOrigin(o)
+		return m
+	}
+	pub := broker.Origin{ClientID: "pub", PacketID: 1, Nonce: 7}
+	rec := &broker.StoredSession{ClientID: "a",
+		Subs: []broker.StoredSub{{Filter: "$share/g/t/+"}, {Filter: "p/#"}},
+		Queue: []broker.StoredDelivery{
+			{Msg: msg("t/1", pub), QoS: 2, PacketID: 4},                 // sent: claimed, cannot wait
+			{Msg: msg("t/1", pub), QoS: 2},                              // held for its claim
+			{Msg: msg("t/2", broker.Origin{Nonce: 9}), QoS: 2},          // a copy's name: held too
+			{Msg: msg("t/1", pub), QoS: 1},                              // QoS 1 copy
+			{Msg: msg("p/1", pub), QoS: 2},                              // plain subscription
+			{Msg: msg("t/1", pub), QoS: 2, PacketID: 5, Released: true}, // released
+			{Msg: msg("t/1", broker.Origin{}), QoS: 2},                  // no Origin
+		}}
+	got := gateRestored(rec)
+	if len(got) != 3 {
+		t.Fatalf("gateRestored: %d copies to claim, want 3 (queue entries 0-2)", len(got))
+	}
+	for i, d := range rec.Queue {
+		if gated := d.Claim != nil; gated != (i == 1 || i == 2) {
+			t.Errorf("queue entry %d: held for a claim %v", i, gated)
+		}
+	}
+	for i, c := range got {
+		if c.id != "a" || c.gk != "g\x00t/+" || (c.gate != nil) != (i > 0) || c.msg != rec.Queue[i].Msg {
+			t.Errorf("copy %d: %+v", i, c)
+		}
 	}
 }

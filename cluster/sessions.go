@@ -138,6 +138,10 @@ type sessions struct {
 	// (cleanwill.go).
 	unsure   unsureWills
 	restored []string // ids of sessions the local store had at start
+	// restoredCopies: their queued share group copies whose claims are
+	// made at the settle (restoredclaim.go); set in Load, taken by
+	// onSettled.
+	restoredCopies []restoredCopy
 	// spared: the restored copies dropped here whose end the local store
 	// has not taken (true) or is about to be kept from (false), while
 	// their hold keys cover their claimer (spared.go).
@@ -275,9 +279,11 @@ func (s *sessions) Load() (*broker.StoredState, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, ss := range st.Sessions {
-		s.restored = append(s.restored, ss.ClientID)
-		s.persist.restore(&ss)
+	for i := range st.Sessions {
+		rec := &st.Sessions[i]
+		s.restored = append(s.restored, rec.ClientID)
+		s.persist.restore(rec)
+		s.restoredCopies = append(s.restoredCopies, gateRestored(rec)...)
 	}
 	s.gate.restore(s.restored) // the node keeps quiet until they are settled (held.go)
 	return st, nil
