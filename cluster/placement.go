@@ -85,10 +85,11 @@ func (n *Node) placeLoop() {
 // and the round has nothing to do. Without this check the meta leader of
 // an idle, healthy cluster asked each of the ten objects' leaders for its
 // info every placeEvery: five stream info requests a second, each decoded
-// by every node (docs/testing.md, "An idle cluster"). The meta group's
-// peers are this process's own state (Jsz, no request); a peer without a
-// live name, or no answer, counts as not live, and the round reads the
-// members as before.
+// by every node (docs/testing.md, "Where the cluster packages' CPU
+// goes"). The meta group's peers are this process's own state (Jsz, no
+// request); a peer without a live name, or no answer, counts as not live,
+// and the round reads the members as before (TestClusterReplicasReplaced
+// fails if it does not).
 func (n *Node) metaPeersLive(live map[string]bool) bool {
 	jz, err := n.eng.srv.Jsz(nil)
 	if err != nil || jz.Meta == nil || jz.Meta.Size == 0 {

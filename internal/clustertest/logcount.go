@@ -21,7 +21,8 @@ type logCounter struct {
 	// seeking and closing the file at each poll was four of the five
 	// system calls of a poll that found nothing new (with seven cluster
 	// tests in flight, hundreds a second in a VM where each costs tens
-	// of microseconds of kernel time; docs/testing.md, "Polls").
+	// of microseconds of kernel time; docs/testing.md, "Where the cluster
+	// packages' CPU goes").
 	f *os.File
 
 	mu    sync.Mutex
