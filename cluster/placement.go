@@ -70,7 +70,7 @@ func (n *Node) placeLoop() {
 				live[p] = true
 				delete(silent, p)
 			}
-			if !n.eng.srv.JetStreamIsLeader() {
+			if !n.eng.srv.JetStreamIsLeader() || n.metaPeersLive(live) {
 				continue
 			}
 			for _, name := range n.replicated() {
@@ -78,6 +78,32 @@ func (n *Node) placeLoop() {
 			}
 		}
 	}
+}
+
+// metaPeersLive reports whether every peer of JetStream's meta group is
+// in live. Each object's members are meta peers, so then none is silent
+// and the round has nothing to do. Without this check the meta leader of
+// an idle, healthy cluster asked each of the ten objects' leaders for its
+// info every placeEvery: five stream info requests a second, each decoded
+// by every node (docs/testing.md, "Where the cluster packages' CPU
+// goes"). The meta group's peers are this process's own state (Jsz, no
+// request); a peer without a live name, or no answer, counts as not live,
+// and the round reads the members as before (TestClusterReplicasReplaced
+// fails if it does not).
+func (n *Node) metaPeersLive(live map[string]bool) bool {
+	jz, err := n.eng.srv.Jsz(nil)
+	if err != nil || jz.Meta == nil || jz.Meta.Size == 0 {
+		return false
+	}
+	if !live[jz.Meta.Leader] || len(jz.Meta.Replicas) != jz.Meta.Size-1 {
+		return false
+	}
+	for _, r := range jz.Meta.Replicas {
+		if !live[r.Name] {
+			return false
+		}
+	}
+	return true
 }
 
 // replace removes from stream name's members one on a node silent for

@@ -2,7 +2,6 @@ package clustertest
 
 import (
 	"bytes"
-	"io"
 	"os"
 	"sync"
 )
@@ -17,6 +16,14 @@ import (
 // counted once stays counted.
 type logCounter struct {
 	path string
+	// f is the log, opened by the first count that finds it and kept
+	// open until close: a wait polls every eventually.Poll, and opening,
+	// seeking and closing the file at each poll was four of the five
+	// system calls of a poll that found nothing new (with seven cluster
+	// tests in flight, hundreds a second in a VM where each costs tens
+	// of microseconds of kernel time; docs/testing.md, "Where the cluster
+	// packages' CPU goes").
+	f *os.File
 
 	mu    sync.Mutex
 	seen  map[string]*lineCount
@@ -45,19 +52,29 @@ func (lc *logCounter) count(s string) int {
 		c = &lineCount{}
 		lc.seen[s] = c
 	}
-	f, err := os.Open(lc.path)
-	if err != nil {
-		return c.n
+	if lc.f == nil {
+		f, err := os.Open(lc.path)
+		if err != nil {
+			return c.n
+		}
+		lc.f = f
 	}
-	defer f.Close()
-	if _, err := f.Seek(c.off, io.SeekStart); err != nil {
-		return c.n
-	}
-	lc.read(f, []byte(s), c)
+	lc.read(lc.f, []byte(s), c)
 	return c.n
 }
 
-// read counts the whole lines from f's offset to its end into c. A line
+// close closes the log if a count opened it; a later count opens it again.
+func (lc *logCounter) close() {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	if lc.f != nil {
+		lc.f.Close()
+		lc.f = nil
+	}
+}
+
+// read counts the whole lines from c.off to f's end into c (ReadAt: the
+// strings' offsets differ, and one file serves them all). A line
 // longer than the buffer is read whole by growing it.
 func (lc *logCounter) read(f *os.File, s []byte, c *lineCount) {
 	if lc.chunk == nil {
@@ -68,7 +85,7 @@ func (lc *logCounter) read(f *os.File, s []byte, c *lineCount) {
 		if held == len(lc.chunk) {
 			lc.chunk = append(lc.chunk, make([]byte, len(lc.chunk))...)
 		}
-		m, err := f.Read(lc.chunk[held:])
+		m, err := f.ReadAt(lc.chunk[held:], c.off+int64(held))
 		buf := lc.chunk[:held+m]
 		end := bytes.LastIndexByte(buf, '\n') + 1
 		c.n += linesWith(buf[:end], s)

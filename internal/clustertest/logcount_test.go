@@ -49,6 +49,16 @@ func TestLogCounterCountsWholeLinesAsTheLogGrows(t *testing.T) {
 	if off, size := lc.seen["ready"].off, fileSize(t, path); off != size {
 		t.Fatalf("read up to %d of %d bytes", off, size)
 	}
+	// The counter keeps the log open between counts; closed (the
+	// cluster stopped), a later count opens it again and goes on from
+	// where each string was.
+	lc.close()
+	if _, err := f.WriteString("msg=ready again\n"); err != nil {
+		t.Fatal(err)
+	}
+	if n := lc.count("ready"); n != 4 {
+		t.Fatalf("after close: %d lines with %q, want 4", n, "ready")
+	}
 }
 
 func fileSize(t *testing.T, path string) int64 {
@@ -58,4 +68,18 @@ func fileSize(t *testing.T, path string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// BenchmarkLogCounterPoll is one poll of a wait that finds nothing new in
+// a node's log (what WaitLog does every eventually.Poll while it waits).
+func BenchmarkLogCounterPoll(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "n1.log")
+	if err := os.WriteFile(path, []byte(strings.Repeat("msg=other line\n", 1000)), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	lc := newLogCounter(path)
+	lc.count("ready")
+	for b.Loop() {
+		lc.count("ready")
+	}
 }

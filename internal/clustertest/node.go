@@ -345,6 +345,9 @@ func (c *Cluster) stop(t testing.TB) {
 	if t.Failed() || t.Skipped() || os.Getenv(KeepAllEnv) != "" {
 		c.keepLogs(t)
 	}
+	for _, nd := range c.Nodes {
+		nd.logs.close()
+	}
 }
 
 // KeepAllEnv, set to anything, has the logs of every test kept in
