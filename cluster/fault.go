@@ -490,6 +490,23 @@ import (
 //	                      passOnLateMax), as a loaded node's extra hop is
 //	                      slower than the publisher's next forward
 //	                      (test/jepsen TestClusterFull seed 42: 190 ms)
+//	held-lag=CLIENT@NODE  on NODE, a read of a held subject for sessions
+//	                      CLIENT is among (a follower's, a claim's read
+//	                      ahead) delivers each message only heldLag
+//	                      after it was stored, as a loaded node's
+//	                      follower lags (test/jepsen TestClusterFull
+//	                      seed 883, session 28: n1 read n2's kept copy
+//	                      of pub2#134 about 250 ms after it was stored,
+//	                      after g1m0 had moved out; TestReproKeptPassOnOrder)
+//	missed-late=DURATION@NODE  on NODE, a held message's share groups
+//	                      claimed for a member that moved out live
+//	                      before the delivery (held.go passMissed) go on
+//	                      to its new owner only DURATION later (at most
+//	                      passOnLateMax), as a loaded node's claim and
+//	                      pass-on outlast the new owner's adoption
+//	                      (test/jepsen TestClusterFull seed 883, session
+//	                      28: n1 passed g1m0's pub2#134 on 45 ms after
+//	                      n2 adopted it; TestReproKeptPassOnOrder)
 //	finish-slow=CLIENT@NODE  on NODE, a live move of CLIENT here asks
 //	                      its previous owner to finish finishSlow after
 //	                      its barriers came, as a loaded node's move
@@ -677,6 +694,8 @@ type faults struct {
 	streamsLate        time.Duration
 	dropMute           time.Duration
 	passOnLate         time.Duration
+	missedLate         time.Duration
+	heldLagFor         string
 	moveLingerFor      time.Duration
 	mutedUntil         atomic.Int64 // drop-unannounced: Unix ns
 	heldLate           time.Duration
@@ -828,7 +847,7 @@ var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-u
 	"release-late", "held-fenced", "overtaken", "adopt-late", "adopt-wait", "adopt-wait-for", "settle-wait", "move-late", "finish-asked", "finish-asked-for", "move-cut", "seal-late", "seal-answered", "finish-record", "connect-unconfirmed", "finish-gone", "straddle-move", "finish-late",
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "held-until-lost", "adopt-ops-late", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
-	"drop-unannounced", "ops-after-lost", "passon-late", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost", "ops-offline-timed",
+	"drop-unannounced", "ops-after-lost", "passon-late", "missed-late", "held-lag", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost", "ops-offline-timed",
 	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late", "adopted-slow", "left-unadopted",
 	"held-leaderless", "hold-paced", "held-end-at-return", "held-fetch-lost", "beat-backlog"}
 
@@ -1006,6 +1025,14 @@ func parseFaults(s, node string) (*faults, error) {
 				return nil, fmt.Errorf("%s: passon-late=%q: want a duration up to %v", faultEnv, v, passOnLateMax)
 			}
 			f.passOnLate = d
+		case "held-lag":
+			f.heldLagFor = v
+		case "missed-late":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 || d > passOnLateMax {
+				return nil, fmt.Errorf("%s: missed-late=%q: want a duration up to %v", faultEnv, v, passOnLateMax)
+			}
+			f.missedLate = d
 		case "move-linger":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 || d > moveLingerMax {
@@ -1662,6 +1689,27 @@ func (f *faults) passOnDelay() time.Duration {
 		return 0
 	}
 	return f.passOnLate
+}
+
+// missedDelay returns how long missed-late holds a held message's pass-on
+// to a moved member's new owner back; 0 for none.
+func (f *faults) missedDelay() time.Duration {
+	if f == nil {
+		return 0
+	}
+	return f.missedLate
+}
+
+// heldLag is held-lag's lag behind a held message's store.
+const heldLag = 150 * time.Millisecond
+
+// heldLagged returns when held-lag has a read of a held subject for ids
+// deliver a message stored at stored; the zero time for at once.
+func (f *faults) heldLagged(ids []string, stored time.Time) time.Time {
+	if f == nil || f.heldLagFor == "" || !slices.Contains(ids, f.heldLagFor) {
+		return time.Time{}
+	}
+	return stored.Add(heldLag)
 }
 
 // moveLingerMax bounds move-linger.

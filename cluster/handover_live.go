@@ -1547,7 +1547,7 @@ func (n *Node) reforward(to string, rm *broker.RemoteMessage, gk []string, ha *h
 	// For the groups only: the plain subscribers on to had their copy
 	// from the publishing node. A QoS 2 resend stays one there, so that
 	// its group is claimed before a member gets it (ClaimResend).
-	fwd := encodeReforward(m, rm, gk, pub)
+	fwd := encodeReforward(m, rm, gk, pub, false)
 	if ha == nil {
 		n.senderFor(to).add(0, fwd)
 		return
@@ -1580,8 +1580,10 @@ func reforwardMsg(rm *broker.RemoteMessage) (*broker.Message, []byte, error) {
 // to's confirmation, up to ForwardTimeout, so that the held copy is
 // acknowledged only once to has it. Sent as a first routing, not as a
 // resend: to would claim a resend's groups under its Origin first
-// (ClaimResend), find this node's claim and leave them out. Not waited
-// for (wait false), it is sent and nil returned.
+// (ClaimResend), find this node's claim and leave them out. It carries
+// the held message's own origin (encodeReforward's held): to takes it as
+// the message's place and key, not this node's (deliverForward). Not
+// waited for (wait false), it is sent and nil returned.
 func (n *Node) reforwardWait(to string, rm *broker.RemoteMessage, gk []string, wait bool) error {
 	m, pub, err := reforwardMsg(rm)
 	if err != nil {
@@ -1590,13 +1592,13 @@ func (n *Node) reforwardWait(to string, rm *broker.RemoteMessage, gk []string, w
 	first := *rm
 	first.Resent = false
 	if !wait {
-		n.senderFor(to).add(0, encodeReforward(m, &first, gk, pub))
+		n.senderFor(to).add(0, encodeReforward(m, &first, gk, pub, true))
 		return nil
 	}
 	deadline := time.Now().Add(n.cfg.ForwardTimeout)
 	pr := n.replies.register(deadline)
 	pr.node, pr.gone, pr.qos = to, n.remote.goneCh(to), rm.QoS
-	n.senderFor(to).add(pr.seq, encodeReforward(m, &first, gk, pub))
+	n.senderFor(to).add(pr.seq, encodeReforward(m, &first, gk, pub, true))
 	ctx, cancel := context.WithDeadline(n.ctx, deadline)
 	defer cancel()
 	return n.await(ctx, pr)

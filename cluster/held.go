@@ -1198,6 +1198,12 @@ func (n *Node) keepHeld(k originKey, m jetstream.Msg, rm *broker.RemoteMessage, 
 // waiting (a node paused or cut off would otherwise cost forward_timeout
 // a message).
 func (n *Node) passMissed(to string, rm *broker.RemoteMessage, gks []string) {
+	if d := n.fault.missedDelay(); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-n.ctx.Done():
+		}
+	}
 	wait := n.mv.passWaits(to)
 	if err := n.reforwardWait(to, rm, gks, wait); err != nil {
 		n.mv.passUnconfirmed(to)
@@ -3202,6 +3208,13 @@ func (s *sessions) readHeld(ctx context.Context, node string, from uint64, since
 			ok[c] = in(c, at, md.Sequence.Stream, kept)
 		}
 		inAt := func(c string) bool { return ok[c] }
+		if at := s.n.fault.heldLagged(ids, md.Timestamp); !at.IsZero() {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Until(at)):
+			}
+		}
 		if _, err := s.n.deliverHeld(m, inAt, ids); errors.Is(err, errClaim) {
 			return err // read again from here
 		} else if err != nil {

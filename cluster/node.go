@@ -844,12 +844,19 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		return
 	}
 	n.counters.received[rm.QoS].Add(1)
-	rm.Copy = src.copy() // before a moving session may hold it (mv.pick)
-	if src.id != 0 {
+	// key names the message across its copies (its place, copy name and
+	// watched sessions' dedup): src, but for a held message passed on,
+	// whose own origin comes with it (place.go).
+	key := src
+	if k, ok := heldPassedOn(rm); ok {
+		key = k
+		rm.Late = n.catching.Load() > 0 // as deliverHeldTo's
+	} else if src.id != 0 {
 		// Kept with its queued copies, those a moving session holds
 		// too (place.go).
-		rm.Place = n.places.of(src)
+		rm.Place, rm.Late = n.places.of(src), false
 	}
+	rm.Copy = key.copy() // before a moving session may hold it (mv.pick)
 	// Groups whose members here are restored sessions only go on
 	// (passon.go), before a resend's claims: they are claimed where
 	// they are served.
@@ -882,8 +889,8 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 			"client_id", rm.Origin.ClientID, "packet_id", rm.Origin.PacketID, "topic", rm.Topic, "peer", origin)
 	}
 	rm.Pick = n.sess.skipUnsettled(rm.Pick) // held for them (held.go)
-	if src.id != 0 {
-		rm.Pick = n.dedupPick(src, rm.Pick)
+	if key.id != 0 {
+		rm.Pick = n.dedupPick(key, rm.Pick)
 	}
 	// Share groups of a session that moved from here, with no member
 	// left here, go on to its new owner.

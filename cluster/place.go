@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/roost-mqtt/roost/broker"
@@ -27,6 +28,18 @@ import (
 //
 // Messages published on the session's own node carry no place (their
 // copies here have none to give: "place27" in RESULTS.md, what is left).
+//
+// A held message passed on to a moved member's new owner (held.go
+// passMissed) is a forward of the passing node, but its place is the held
+// message's: its origin travels with it (encodeReforward, flagHeld), and
+// the new owner takes it as the message's place and key (heldPassedOn).
+// Placed as the passing node's own message, and not Late, it went behind
+// what was routed to the session since its catch-up began, while the newer
+// kept copies of the same publisher that the session's own read brought
+// went ahead of it; and a session that read the same kept copy first got
+// a clean publisher's QoS 2 message twice, its copy name (originKey.copy)
+// being the passing node's (test/jepsen TestClusterFull seed 883, session
+// 28: g1m0 got pub2#134 after #136; TestReproKeptPassOnOrder).
 
 // placeSources names each peer incarnation's place source once, so that a
 // forwarded message's place costs no string of its own.
@@ -52,4 +65,18 @@ func (p *placeSources) of(k originKey) broker.Place {
 		p.mu.Unlock()
 	}
 	return broker.Place{Source: s, Seq: k.id}
+}
+
+// heldPassedOn returns the origin of rm, a forwarded message, if it is a
+// held message passed on (decodeForward: Late with a place), from its
+// place (originKey.place).
+func heldPassedOn(rm *broker.RemoteMessage) (originKey, bool) {
+	if !rm.Late || rm.Place.Source == "" {
+		return originKey{}, false
+	}
+	node, inc, ok := strings.Cut(rm.Place.Source, "\x00")
+	if !ok || node == "" || inc == "" || rm.Place.Seq == 0 {
+		return originKey{}, false
+	}
+	return originKey{node: node, inc: inc, id: rm.Place.Seq}, true
 }

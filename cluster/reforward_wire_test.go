@@ -73,8 +73,9 @@ func TestReforwardFlags(t *testing.T) {
 }
 
 // TestForwardUnknownFlagsIgnored: a forward's flag bits this version does
-// not know (6, 7: a later Roost's) are ignored, as nodes before the
-// groups-only bit (5) ignore that one: the message reads the same.
+// not know (7: a later Roost's; 6, held, outside the placed form) are
+// ignored, as nodes before the groups-only bit (5) ignore that one: the
+// message reads the same.
 func TestForwardUnknownFlagsIgnored(t *testing.T) {
 	m := &broker.Message{Topic: "t/1", Payload: []byte("x"), QoS: 2, From: "c"}
 	pub, err := encodePublish(m)
@@ -113,7 +114,7 @@ func TestReforwardDeliveredToGroupsOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.deliverForward(originKey{node: "A"}, 1, encodeReforward(msg, &broker.RemoteMessage{}, []string{g}, pub))
+	n.deliverForward(originKey{node: "A"}, 1, encodeReforward(msg, &broker.RemoteMessage{}, []string{g}, pub, false))
 	select {
 	case a := <-n.acks:
 		if a.n != 1 {
@@ -140,5 +141,110 @@ func TestReforwardDeliveredToGroupsOnly(t *testing.T) {
 	n.mv.pick(originKey{node: "X"}, rm, true)
 	if len(mi.held) != 1 || mi.held[0].plain || !slices.Equal(mi.held[0].m.Groups, []string{g}) {
 		t.Fatalf("held %+v, want the message once, for group g only", mi.held)
+	}
+}
+
+// TestReforwardHeldPlace: a held message passed on to a moved member's
+// new owner (reforwardWait, held) carries its own place, flagged held, in
+// the placed form; a reforward of a forward (held false) and a held one
+// without a place keep the form older nodes read.
+func TestReforwardHeldPlace(t *testing.T) {
+	m := &broker.Message{Topic: "t/1", Payload: []byte("x"), QoS: 2}
+	pub, err := encodePublish(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := ikey{"t/#", "g"}.groupKey()
+	p := broker.Place{Source: "n2\x00inc2", Seq: 663}
+	for _, tc := range []struct {
+		name    string
+		place   broker.Place
+		held    bool
+		version byte
+	}{
+		{"held", p, true, wirePlaceVersion},
+		{"forward", p, false, wireVersion},
+		{"held without a place", broker.Place{}, true, wireVersion},
+	} {
+		b := encodeReforward(m, &broker.RemoteMessage{Place: tc.place}, []string{g}, pub, tc.held)
+		rm, err := decodeForward(b)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		wantPlace := broker.Place{}
+		if tc.version == wirePlaceVersion {
+			wantPlace = p
+		}
+		if b[0] != tc.version || rm.Place != wantPlace || rm.Late != (tc.version == wirePlaceVersion) || !rm.GroupsOnly {
+			t.Errorf("%s: version %d place %+v late %v groups only %v; want %d, %+v, %v, true", tc.name, b[0], rm.Place, rm.Late,
+				rm.GroupsOnly, tc.version, wantPlace, tc.version == wirePlaceVersion)
+		}
+		if k, ok := heldPassedOn(rm); ok != (tc.version == wirePlaceVersion) || ok && k != (originKey{"n2", "inc2", 663}) {
+			t.Errorf("%s: origin %+v %v", tc.name, k, ok)
+		}
+	}
+}
+
+// TestHeldPassOnPlaced: a held message another node passes on here
+// (passMissed) goes into a catching-up member's queue by its own origin,
+// as a held message read here does: ahead of what was routed to the
+// session since the catch-up began, its publisher's newer message
+// included, and behind none of its publisher's newer held ones; and a
+// session that got it already (its own read of the kept copy) does not
+// get it again at QoS 2. Before, the pass-on was the passing node's own
+// message: queued last, behind its publisher's newer ones, and given to
+// the session a second time (test/jepsen TestClusterFull seed 883,
+// session 28: g1m0 got pub2#134 after #136; TestReproKeptPassOnOrder).
+func TestHeldPassOnPlaced(t *testing.T) {
+	n, srv := moveNode(t, 0)
+	n.local = newLocalInterest() // a first routing's served groups (claimServed): none held for here
+	srv.Adopt(&broker.StoredSession{ClientID: "member", Expiry: 600, Subs: []broker.StoredSub{{Filter: "$share/g/t/#", Opts: packet.SubOptions{QoS: 2}}}})
+	g := ikey{"t/#", "g"}.groupKey()
+	done := n.catchUp("member", time.Minute, func() {}, nil)
+	forward := func(src originKey, payload string, fwd func(m *broker.Message, pub []byte) []byte) int {
+		t.Helper()
+		m := &broker.Message{Topic: "t/1", Payload: []byte(payload), QoS: 2}
+		pub, err := encodePublish(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.deliverForward(src, src.id, fwd(m, pub))
+		select {
+		case a := <-n.acks:
+			return a.n
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s not confirmed", payload)
+		}
+		return 0
+	}
+	routed := func(m *broker.Message, pub []byte) []byte { return encodeForward(m, []string{g}, pub) }
+	passed := func(id uint64) func(m *broker.Message, pub []byte) []byte {
+		return func(m *broker.Message, pub []byte) []byte {
+			rm := &broker.RemoteMessage{Place: originKey{"B", "b", id}.place()}
+			return encodeReforward(m, rm, []string{g}, pub, true)
+		}
+	}
+	forward(originKey{"C", "c", 1}, "c1", routed) // routed since the catch-up began
+	forward(originKey{"B", "b", 9}, "b9", routed) // B's publisher's newer one
+	// The session's own read of the kept copy of B's message 4
+	// (deliverHeldTo).
+	b4 := originKey{"B", "b", 4}
+	srv.DeliverRemote(&broker.RemoteMessage{Topic: "t/1", Payload: []byte("b4"), QoS: 2, Groups: []string{g}, PickShared: true,
+		Accepted: true, Copy: b4.copy(), Place: b4.place(), Late: true})
+	if got := forward(originKey{"A", "a", 2}, "b3", passed(3)); got != 1 {
+		t.Fatalf("held message passed on delivered to %d sessions, want 1", got)
+	}
+	forward(originKey{"A", "a", 3}, "b4", passed(4))
+	done()
+	rec := srv.Export("member")
+	if rec == nil {
+		t.Fatal("no session to export")
+	}
+	var order []string
+	for _, d := range rec.Queue {
+		order = append(order, string(d.Msg.Payload))
+	}
+	if want := []string{"b3", "b4", "c1", "b9"}; !slices.Equal(order, want) {
+		t.Errorf("queue %q, want %q", order, want)
 	}
 }

@@ -19,9 +19,13 @@ const wireVersion = 1
 // (handover.go appendMessage). A version of its own, not a flag bit, so
 // that an older node refuses it as malformed (it ignores unknown flag
 // bits and would read the place's bytes as the PUBLISH) rather than
-// misread it. Forwards between nodes never carry a place (the receiver
-// takes it from the batch: originKey.place), so they stay readable by an
-// older node; what a rolling upgrade meets is in docs/cluster.md.
+// misread it. Forwards between nodes carry no place (the receiver takes
+// it from the batch: originKey.place), so they stay readable by an older
+// node, but one: a held message passed on to a moved member's new owner
+// (held.go passMissed) carries its own origin as its place, flagged held
+// (flagHeld), since the batch's origin is the passing node's and not the
+// message's (test/jepsen TestClusterFull seed 883, session 28). What a
+// rolling upgrade meets is in docs/cluster.md.
 const wirePlaceVersion = 2
 
 // errWire is returned for bytes a peer should never have sent.
@@ -40,7 +44,11 @@ var errWire = errors.New("cluster: malformed message from peer")
 //	                  message passed on to a moved member's new node,
 //	                  broker.RemoteMessage.GroupsOnly; an older node
 //	                  ignores it and gives its plain subscribers a
-//	                  second copy, as before). Unknown bits are ignored.
+//	                  second copy, as before), held (bit 6: a held
+//	                  message passed on, its place the held message's
+//	                  origin, broker.RemoteMessage.Late; only in the
+//	                  form of wirePlaceVersion). Unknown bits are
+//	                  ignored.
 //	from     string   publishing client id (No Local)
 //	expires  uvarint  Message Expiry left, in milliseconds; 0 none
 //	groups   uvarint count, then strings: shared groups this node serves
@@ -75,6 +83,7 @@ const (
 	flagOrigin     byte = 1 << 3
 	flagResent     byte = 1 << 4
 	flagGroupsOnly byte = 1 << 5
+	flagHeld       byte = 1 << 6
 )
 
 // encodeForwardOrigin is encodeForward for a message under origin o (none
@@ -85,9 +94,16 @@ func encodeForwardOrigin(m *broker.Message, groups []string, pub []byte, o broke
 
 // encodeReforward is the forward of rm's message (m, its PUBLISH pub) for
 // the share groups groups only, as a node passes it on (handover_live.go):
-// rm's Origin and resend mark go with it.
-func encodeReforward(m *broker.Message, rm *broker.RemoteMessage, groups []string, pub []byte) []byte {
-	return encodeForwardFlags(m, groups, pub, rm.Origin, flagGroupsOnly|boolBit(rm.Resent, 4))
+// rm's Origin and resend mark go with it. held says rm was held for this
+// node (passMissed): its place (its origin's, deliverHeldTo) goes with it
+// too, flagged held, so that the new owner orders it as the held message
+// it is rather than as one this node routed (reforwardWait).
+func encodeReforward(m *broker.Message, rm *broker.RemoteMessage, groups []string, pub []byte, held bool) []byte {
+	extra := flagGroupsOnly | boolBit(rm.Resent, 4)
+	if !held || rm.Place.Source == "" {
+		return encodeForwardFlags(m, groups, pub, rm.Origin, extra)
+	}
+	return encodeForwardPlace(m, groups, pub, rm.Origin, extra|flagHeld, rm.Place)
 }
 
 // encodeForwardFlags builds a forward with the flags in extra (resend,
@@ -108,6 +124,7 @@ func encodeForwardPlace(m *broker.Message, groups []string, pub []byte, o broker
 	if p.Source != "" {
 		version = wirePlaceVersion
 		size += 3 + len(p.Source) + binary.MaxVarintLen64
+		flags |= extra & flagHeld
 	}
 	b := make([]byte, 0, size)
 	b = append(b, version, flags)
@@ -179,6 +196,10 @@ func decodeForward(b []byte) (*broker.RemoteMessage, error) {
 		if m.Place.Source == "" {
 			return nil, errWire
 		}
+		// Held: the receiver makes it Late only while a session
+		// there catches up (deliverForward), as a held message read
+		// there (deliverHeldTo).
+		m.Late = flags&flagHeld != 0
 	}
 	if r.err != nil || m.QoS > 2 {
 		return nil, errWire
