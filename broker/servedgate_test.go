@@ -108,9 +108,11 @@ func TestServedGate(t *testing.T) {
 		return c.Queued == 0 && c.Inflight == 0 // a completed, b dropped
 	})
 
-	// A resend claimed its groups before: not held.
+	// A resend claimed its groups before (ClaimResend, for m): not held.
+	// One it did not claim for is (TestServedGateResendLateMember).
 	rm := &RemoteMessage{Topic: "t", Payload: []byte("c"), QoS: 2, Groups: []string{"g\x00t"},
-		Origin: Origin{ClientID: "pub", PacketID: 3, Nonce: 3}, ClaimFirst: true, Resent: true}
+		Origin: Origin{ClientID: "pub", PacketID: 3, Nonce: 3}, ClaimFirst: true, Resent: true,
+		chosen: map[string]string{"g\x00t": "m"}}
 	s.DeliverRemote(rm)
 	if p, ok := m.Next(mqtttest.AckBound).(*packet.Publish); !ok || string(p.Payload) != "c" {
 		t.Fatalf("got %+v, want the resend's PUBLISH at once", p)
