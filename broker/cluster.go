@@ -182,8 +182,9 @@ type RemoteMessage struct {
 	// ClaimFirst has a share group of Served whose QoS 2 copy goes to a
 	// persistent member wait for the cluster's claim (ServedGate) before
 	// its PUBLISH: a first routing's. Readers of held or kept copies
-	// claim before they deliver, and a resend claimed before
-	// (ClaimResend).
+	// claim before they deliver. A resend claimed before (ClaimResend),
+	// but only for the members it found: one set ClaimFirst holds a
+	// group ClaimResend did not decide (a member that joined since).
 	ClaimFirst bool
 	// Place, when its Source is not empty, is the message's place among
 	// its publisher's messages, and Late says it was held back for the
@@ -241,7 +242,7 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	mode := matchMode{pickGroups: m.PickShared, groupsOnly: m.GroupsOnly, members: m.Members, served: m.Copy != 0 && m.QoS == 2}
 	sc := s.router.matchOnce(msg, groups, m.Pick, mode, once)
 	if m.ClaimFirst {
-		s.gateServed(msg, sc, m.Resent)
+		s.gateServed(msg, sc, m.Resent, m.chosen)
 	}
 	msg.shareWire = len(sc.targets) > 1
 	m.Away = append(m.Away[:0], sc.away...)

@@ -524,7 +524,11 @@ func (s *Server) routeOrigin(msg *Message, o Origin) (n int, last Ticket, notRet
 		}
 		msg.ext.away = slices.Clone(sc.away)
 	}
-	s.gateServed(msg, sc, msg.Resent())
+	var chosen map[string]string
+	if once != nil {
+		chosen = once.chosen
+	}
+	s.gateServed(msg, sc, msg.Resent(), chosen)
 	if len(sc.served) > 0 {
 		if msg.ext == nil {
 			msg.ext = &msgExt{}

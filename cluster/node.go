@@ -912,8 +912,11 @@ func (n *Node) deliverForward(src originKey, seq uint64, fwd []byte) {
 		n.mv.mu.Unlock()
 	}
 	// A first routing's groups are claimed before their members' QoS 2
-	// PUBLISH (ClaimServed); the rest after, below (claimServed).
-	rm.ClaimFirst = seq != 0 && !rm.Resent
+	// PUBLISH (ClaimServed); the rest after, below (claimServed). A
+	// resend's were claimed ahead (ClaimResend), but for a member that
+	// joined after: held for its claim too (broker gateServed; seed
+	// 1002's shape, forwarded).
+	rm.ClaimFirst = seq != 0
 	c, ticket := n.srv.DeliverRemote(rm)
 	a := pendingAck{origin: origin, seq: seq, taken: true, n: c, ticket: ticket, copy: rm.Copy, keepErr: errors.Join(unkept, claimErr, movingIn)}
 	// Copies here whose ops stay local (keep.go): what they took is
