@@ -1759,6 +1759,13 @@ func (n *Node) ClaimGroup(o broker.Origin, gk, member string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	// Said on success too: a claim "served:M" in a stream dump is either
+	// a first routing's (logged with its member) or this one, and
+	// without the line a trace could not tell which node made it
+	// (bench/jepsen/RESULTS.md gl29: seed 958's served:g1m1, logged by
+	// no node).
+	n.log.Debug("cluster: a QoS 2 resend's share group claimed before its routing here", "client_id", o.ClientID,
+		"packet_id", o.PacketID, "group", group+"/"+filter, "member", member, "won", len(out) == 1)
 	return len(out) == 1, nil
 }
 
