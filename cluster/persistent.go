@@ -337,16 +337,24 @@ func (p *persistentFilters) leaveHeld(id string) {
 func (p *persistentFilters) add(id string, k ikey) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.insertLocked(id, k)
+	p.awayAddLocked(id, k)
+}
+
+// insertLocked counts key k for session id, once; it reports whether k
+// was new for id.
+func (p *persistentFilters) insertLocked(id string, k ikey) bool {
 	ks := p.subs[id]
 	if ks == nil {
 		ks = map[ikey]struct{}{}
 		p.subs[id] = ks
 	}
-	if _, ok := ks[k]; !ok {
-		ks[k] = struct{}{}
-		p.local.add(k)
+	if _, ok := ks[k]; ok {
+		return false
 	}
-	p.awayAddLocked(id, k)
+	ks[k] = struct{}{}
+	p.local.add(k)
+	return true
 }
 
 // arriving announces the persistent keys of subs, the subscriptions of
@@ -373,18 +381,7 @@ func (p *persistentFilters) arriving(id string, subs []broker.StoredSub) []ikey 
 	defer p.mu.Unlock()
 	var added []ikey
 	for _, s := range subs {
-		k, ok := persistFilter(s.Filter)
-		if !ok {
-			continue
-		}
-		ks := p.subs[id]
-		if ks == nil {
-			ks = map[ikey]struct{}{}
-			p.subs[id] = ks
-		}
-		if _, ok := ks[k]; !ok {
-			ks[k] = struct{}{}
-			p.local.add(k)
+		if k, ok := persistFilter(s.Filter); ok && p.insertLocked(id, k) {
 			added = append(added, k)
 		}
 	}
