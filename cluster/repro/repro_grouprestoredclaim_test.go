@@ -103,6 +103,15 @@ func TestReproGroupRestoredUnclaimed(t *testing.T) {
 // second copy would follow soon), by payload and by member ("m1", "m1@a").
 func copiesOfGroup(t *testing.T, a, b *harness.Client, want ...string) map[string]int {
 	t.Helper()
+	return groupCopies(t, a, b, []string{"m0", "m1"}, want...)
+}
+
+// groupCopies counts the copies of the payloads in accept that members a
+// and b get within 30 s, and 3 s past the last once each of want came, by
+// payload and by member ("m1", "m1@a"); any other payload but the probe
+// is an error.
+func groupCopies(t *testing.T, a, b *harness.Client, accept []string, want ...string) map[string]int {
+	t.Helper()
 	got := map[string]int{}
 	deadline := time.After(30 * time.Second)
 	for quiet := (<-chan time.Time)(nil); ; {
@@ -121,7 +130,7 @@ func copiesOfGroup(t *testing.T, a, b *harness.Client, want ...string) map[strin
 		s := string(p.Payload)
 		switch {
 		case s == clustertest.Probe:
-		case s == "m0" || s == "m1":
+		case slices.Contains(accept, s):
 			got[s]++
 			got[s+"@"+who]++
 			if !slices.ContainsFunc(want, func(w string) bool { return got[w] == 0 }) {

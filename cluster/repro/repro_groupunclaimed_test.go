@@ -8,7 +8,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
-	"github.com/roost-mqtt/roost/internal/clustertest"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -169,33 +168,11 @@ func unclaimedRead(t *testing.T, prefix string, leaderless bool) {
 
 // copiesOfM1 counts the copies of "m1" the group's two members a and b
 // get within 30 s, and 3 s past the last (a second copy would follow
-// soon).
+// soon), by member ("a", "b").
 func copiesOfM1(t *testing.T, a, b *harness.Client) map[string]int {
 	t.Helper()
-	got := map[string]int{}
-	deadline := time.After(30 * time.Second)
-	for quiet := (<-chan time.Time)(nil); ; {
-		var p *paho.Publish
-		who := "a"
-		select {
-		case p = <-a.In:
-		case p = <-b.In:
-			who = "b"
-		case <-quiet:
-		case <-deadline:
-		}
-		if p == nil {
-			return got
-		}
-		switch string(p.Payload) {
-		case clustertest.Probe:
-		case "m1":
-			got[who]++
-			quiet = time.After(3 * time.Second)
-		default:
-			t.Errorf("unexpected message %q", p.Payload)
-		}
-	}
+	got := groupCopies(t, a, b, []string{"m1"}, "m1")
+	return map[string]int{"a": got["m1@a"], "b": got["m1@b"]}
 }
 
 // memberOffline subscribes PREFIX-b on n3 (live) and PREFIX-a on n1
