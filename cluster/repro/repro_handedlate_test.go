@@ -55,14 +55,7 @@ func TestReproHandedReadLate(t *testing.T) {
 
 	// n3 claims the id; n2 hands the session over live, its copy
 	// disowned, and n1's messages reach that copy until n1's barrier.
-	claimOn(t, tc, n3, id, harness.QueuedExpiry)
-	const waits = `"cluster: test fault: the move's finish waits until the previous owner is gone" node=n3 client_id=` + id
-	for start := time.Now(); harness.CountLog(n3, waits) == 0; {
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("n3's move of %s did not reach its finish within 60 s; n3:\n%s", id, harness.GrepLog(n3, "client_id="+id))
-		}
-		pp.publish()
-	}
+	pp.claimUntilWaits(tc, n3, id, "until the previous owner is gone")
 	kept := harness.CountLog(n2, `"cluster: message for a disowned copy kept in the held subject" node=n2 clients=[`+id+`]`)
 	if kept == 0 {
 		t.Fatalf("n2's disowned copy of %s kept nothing: the test missed the window it is about; n2:\n%s", id, harness.GrepLog(n2, "client_id="+id))

@@ -61,14 +61,7 @@ func keptClaimBack(t *testing.T, id, prefix, faults string, named bool, wait fun
 	// The claim on n3; n2's answer comes at its held waits' bound, its
 	// fenced copy keeping the messages published until then: they go
 	// to n3 in the handed queue.
-	claimOn(t, tc, n3, id, harness.QueuedExpiry)
-	const waits = `"cluster: test fault: the move's finish waits for a newer claim" node=n3 client_id=`
-	for start := time.Now(); harness.CountLog(n3, waits+id) == 0; {
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("n3's move of %s did not reach its finish within 60 s; n3:\n%s", id, harness.GrepLog(n3, "client_id="+id))
-		}
-		pp.publish()
-	}
+	pp.claimUntilWaits(tc, n3, id, "for a newer claim")
 	// After the answer: kept, in no copy that moved.
 	for range 25 {
 		pp.publish()

@@ -60,14 +60,7 @@ func TestReproKeptNamedClaimBack(t *testing.T) {
 	pub.AwaitInterest(t, prefix+"/q2")
 	pp := &pacedPub{t: t, nd: n2, id: prefix + "-pub", prefix: prefix, pub: pub}
 
-	claimOn(t, tc, n3, id, harness.QueuedExpiry)
-	const waits = `"cluster: test fault: the move's finish waits for a newer claim" node=n3 client_id=` + id
-	for start := time.Now(); harness.CountLog(n3, waits) == 0; {
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("n3's move of %s did not reach its finish within 60 s; n3:\n%s", id, harness.GrepLog(n3, "client_id="+id))
-		}
-		pp.publish()
-	}
+	pp.claimUntilWaits(tc, n3, id, "for a newer claim")
 	// Into the window: kept for the disowned copy on n2, after its answer.
 	for range 25 {
 		pp.publish()
@@ -111,14 +104,7 @@ func TestReproKeptNamedGone(t *testing.T) {
 		pp.publish()
 	}
 
-	claimOn(t, tc, n3, id, harness.QueuedExpiry)
-	const waits = `"cluster: test fault: the move's finish waits until the previous owner is gone" node=n3 client_id=` + id
-	for start := time.Now(); harness.CountLog(n3, waits) == 0; {
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("n3's move of %s did not reach its finish within 60 s; n3:\n%s", id, harness.GrepLog(n3, "client_id="+id))
-		}
-		pp.publish()
-	}
+	pp.claimUntilWaits(tc, n3, id, "until the previous owner is gone")
 	kept := harness.CountLog(n2, `"cluster: message for a disowned copy kept in the held subject" node=n2 clients=[`+id+`]`)
 	named := harness.CountLog(n2, `its held subject named for the new owner" node=n2 client_id=`+id)
 	if kept == 0 || named == 0 {

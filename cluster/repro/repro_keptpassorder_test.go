@@ -59,14 +59,7 @@ func TestReproKeptPassOnOrder(t *testing.T) {
 
 	// n3 claims the id; n2 hands the session over live, its copy
 	// disowned, and n3's move waits before its finish.
-	claimOn(t, tc, n3, id, harness.QueuedExpiry)
-	const waits = `"cluster: test fault: the move's finish waits for a newer claim" node=n3 client_id=` + id
-	for start := time.Now(); harness.CountLog(n3, waits) == 0; {
-		if time.Since(start) > 60*time.Second {
-			t.Fatalf("n3's move of %s did not reach its finish within 60 s; n3:\n%s", id, harness.GrepLog(n3, "client_id="+id))
-		}
-		pp.publish()
-	}
+	pp.claimUntilWaits(tc, n3, id, "for a newer claim")
 	// Into the window: n2 gives the group's messages to its disowned
 	// copy, the group's only member there, and keeps them.
 	for range 10 {

@@ -104,6 +104,23 @@ func (pp *pacedPub) restartDuring(tc *harness.Cluster, nd *harness.Node, fault, 
 	}
 }
 
+// claimUntilWaits claims id on nd (a CONNECT there, the client gone at
+// once) and publishes until nd's move of the session logs the test
+// fault's wait before its finish: `"cluster: test fault: the move's
+// finish waits ` + waits + `"` (finish-asked, finish-gone ...).
+func (pp *pacedPub) claimUntilWaits(tc *harness.Cluster, nd *harness.Node, id, waits string) {
+	t := pp.t
+	t.Helper()
+	claimOn(t, tc, nd, id, harness.QueuedExpiry)
+	line := `"cluster: test fault: the move's finish waits ` + waits + `" node=` + nd.Name + ` client_id=` + id
+	for start := time.Now(); harness.CountLog(nd, line) == 0; {
+		if time.Since(start) > 60*time.Second {
+			t.Fatalf("%s's move of %s did not reach its finish within 60 s; %s:\n%s", nd.Name, id, nd.Name, harness.GrepLog(nd, "client_id="+id))
+		}
+		pp.publish()
+	}
+}
+
 // pacedPub publishes QoS 1 and 2 messages q1-0, q2-0, q1-1, ... on
 // PREFIX/q1 and PREFIX/q2, as the checker's paced publishers do, and
 // notes which were acknowledged (want).
