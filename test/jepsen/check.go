@@ -29,8 +29,19 @@ type Result struct {
 	Duplicated   int // QoS 2 deliveries beyond the first, per subscriber session
 	GroupDup     int // QoS 2 messages delivered to more than one member of a shared group
 	Unexpected   int // deliveries of nothing published, of a refused publish, to the wrong topic or before the publish
-	Reordered    int // first deliveries out of their publisher's order
+	Reordered    int // first deliveries out of their publisher's order, non-shared subscriptions
 	SessionsLost int // CONNACKs without the session a persistent subscriber or publisher had
+
+	// GroupReordered counts first deliveries out of their publisher's
+	// order at shared-group members. It is reported, not a violation:
+	// MQTT 5.0 requires the order on non-shared subscriptions only
+	// [MQTT-4.6.0-6], and a group's message that waited for a member's
+	// failover reaches whichever member serves it after newer ones
+	// went to the others (section 4.8.2 lets the server send it to
+	// another member once the first one's session is gone). Printed so
+	// that a change that reorders groups far more than before still
+	// shows in a run's summary.
+	GroupReordered int
 	// Linearizable is the retained registers' verdict: "ok", "illegal"
 	// (a violation) or "unknown" (the search ran out of time; no verdict).
 	Linearizable string
@@ -80,6 +91,7 @@ func (r *Result) String() string {
 	line("shared group QoS 2 delivered to >1 member", r.GroupDup)
 	line("unexpected (never published/refused/wrong topic)", r.Unexpected)
 	line("reordered (per publisher session, topic, QoS)", r.Reordered)
+	fmt.Fprintf(&b, "  %-52s %6d  %s\n", "reordered at shared-group members (not required)", r.GroupReordered, "reported")
 	line("persistent sessions lost", r.SessionsLost)
 	verdict := "ok"
 	switch r.Linearizable {
@@ -139,7 +151,10 @@ func plainFilter(f string) string {
 //     (it is a new message to the broker, whose copy may follow later
 //     ones), nor a message that reached another member of the group
 //     first. A session is one connection for clean subscribers and the
-//     whole run for persistent ones (a new one if it was lost);
+//     whole run for persistent ones (a new one if it was lost). Shared
+//     subscriptions are not held to it: MQTT requires the order when
+//     forwarding on non-shared subscriptions only [MQTT-4.6.0-6], so a
+//     member's reorders are counted in GroupReordered, not as violations;
 //   - retained: each topic is a register, written by retained QoS 1
 //     publishes (an unknown write may take effect at any time after its
 //     invocation) and read by SUBSCRIBE; the history must be linearizable.
@@ -331,8 +346,13 @@ func checkSubscriber(h *History, r *Result, s *Subscriber, ds []*Delivery, group
 		}
 		ok := orderKey{epoch, op.Client, op.Conn, op.Topic, op.QoS}
 		if prev, has := last[ok]; has && op.Seq < prev {
-			r.Reordered++
-			r.example("reordered", "%s got %s after %s#%d", s.ID, describe(h, d.Op), op.Client, prev)
+			if s.Kind == Shared {
+				r.GroupReordered++
+				r.example("reordered-in-group (reported, not a violation)", "%s got %s after %s#%d", s.ID, describe(h, d.Op), op.Client, prev)
+			} else {
+				r.Reordered++
+				r.example("reordered", "%s got %s after %s#%d", s.ID, describe(h, d.Op), op.Client, prev)
+			}
 			continue
 		}
 		last[ok] = op.Seq
