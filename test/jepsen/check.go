@@ -23,6 +23,12 @@ type Result struct {
 	Connects, Resumed           int // subscriber connections, and those resuming a session
 	Resent                      int // PUBLISH (DUP) and PUBREL sent again by persistent publishers
 	Faults                      map[string]int
+	// FaultTime is how long the run spent under a fault (each from its
+	// cause to its undo, the final heal included; the nemesis causes one
+	// at a time), and LongestFault the longest one: a long-fault run's
+	// time under faults is a number in its summary, not a replay of the
+	// seeded schedule.
+	FaultTime, LongestFault time.Duration
 
 	// Violations.
 	Lost         int // acknowledged, owed to a persistent subscriber or group, never delivered
@@ -77,8 +83,8 @@ func (r *Result) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "ops %d: acked %d (QoS 1 %d, QoS 2 %d), failed %d, unknown %d (delivered anyway %d); deliveries %d (DUP set %d), QoS 1 redeliveries %d; retained writes %d, reads %d\n",
 		r.Ops, r.Acked, r.AckedQoS1, r.AckedQoS2, r.Failed, r.Unknown, r.Recovered, r.Deliveries, r.DupFlagged, r.Redelivered, r.Writes, r.Reads)
-	fmt.Fprintf(&b, "faults %v; subscriber connections %d, %d of them resuming a session; publishes and PUBRELs resent by persistent publishers %d\n",
-		r.Faults, r.Connects, r.Resumed, r.Resent)
+	fmt.Fprintf(&b, "faults %v, %v under a fault (longest %v); subscriber connections %d, %d of them resuming a session; publishes and PUBRELs resent by persistent publishers %d\n",
+		r.Faults, r.FaultTime.Round(100*time.Millisecond), r.LongestFault.Round(100*time.Millisecond), r.Connects, r.Resumed, r.Resent)
 	line := func(name string, n int) {
 		verdict := "ok"
 		if n > 0 {
@@ -162,11 +168,23 @@ func Check(h *History) *Result {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := &Result{Connects: h.Connects, Resumed: h.Resumed, Resent: h.Resent, Faults: map[string]int{}, StaleByNode: map[int]int{}}
+	caused := map[string]int64{} // "kill node 1" -> when
 	for _, e := range h.Events {
-		if e.Who == "nemesis" {
-			if f, _, ok := strings.Cut(e.What, " node"); ok && !strings.HasPrefix(f, "undo") {
-				r.Faults[f]++
+		if e.Who != "nemesis" {
+			continue
+		}
+		if what, ok := strings.CutPrefix(e.What, "undo "); ok {
+			if at, ok := caused[what]; ok {
+				d := time.Duration(e.At - at)
+				r.FaultTime += d
+				r.LongestFault = max(r.LongestFault, d)
+				delete(caused, what)
 			}
+			continue
+		}
+		if f, _, ok := strings.Cut(e.What, " node"); ok {
+			r.Faults[f]++
+			caused[e.What] = e.At
 		}
 	}
 	checkOps(h, r)

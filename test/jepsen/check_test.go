@@ -256,6 +256,9 @@ func TestCheckReadsAfterFault(t *testing.T) {
 		Events: []Event{{At: 5, Who: "ps0", What: "connect to node 0: refused"}, {At: 10, Who: "nemesis", What: "kill node 0"}, {At: 20, Who: "nemesis", What: "undo kill node 0"}},
 		Reads:  []Read{{Topic: "r/0", Invoke: 3, Return: 4, Op: -1}, {Topic: "r/0", Invoke: 8, Return: 12, Op: -1}, {Topic: "r/1", Invoke: 15, Return: 16, Op: -1}, {Topic: "r/1", Invoke: 25, Return: 26, Op: -1}},
 	}
+	if r := Check(h); r.FaultTime != 10 || r.LongestFault != 10 || r.Faults["kill"] != 1 {
+		t.Errorf("FaultTime %v, LongestFault %v, faults %v; want 10ns, 10ns and one kill", r.FaultTime, r.LongestFault, r.Faults)
+	}
 	if r := Check(h); r.ReadsAfterFault != 2 {
 		t.Fatalf("ReadsAfterFault = %d, want 2 (invoked at 15 and 25, after the kill at 10)", r.ReadsAfterFault)
 	}
