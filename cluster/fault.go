@@ -262,7 +262,11 @@ import (
 //	                      come, claimed the session on another node
 //	                      (test/jepsen TestClusterFull seed 308: n1's move
 //	                      of g1m1, handed to n3 at 22.27, waited until
-//	                      24.91)
+//	                      24.91); the old owner's copy, off its tree
+//	                      since the finish, stays in its server until this
+//	                      move confirms (TestReproKeptPassOnOrder: the
+//	                      old owner's follower claims held messages for
+//	                      it meanwhile and passes them on here)
 //	finish-record=CLIENT@NODE  on NODE, a live move of CLIENT here asks
 //	                      its previous owner to finish only once the owner
 //	                      watcher saw a newer claim's record of CLIENT
