@@ -238,6 +238,14 @@ import (
 //	                      a node cut off or killed (test/jepsen
 //	                      TestClusterFull seeds 44 and 45 with long
 //	                      faults)
+//	register-late=CLIENT@NODE  on NODE, a live move of CLIENT here,
+//	                      the previous owner's handover taken, registers
+//	                      (step 1) only once a newer claim of CLIENT asked
+//	                      NODE to let go and was answered (at most
+//	                      moveLateMax): the wait for the gate that kept
+//	                      the move of test/jepsen TestClusterFull seed
+//	                      887 unregistered while the newer claim asked
+//	                      (TestReproMoveUnregistered)
 //	seal-late=CLIENT@NODE  on NODE, a live move of CLIENT here, once its
 //	                      adoption has begun (sealed: a newer claim's
 //	                      release request that comes now waits for it, to
@@ -726,6 +734,7 @@ type faults struct {
 	asked              chan struct{} // move-late, finish-asked: closed once a release request came
 	askedOnce          sync.Once
 	moveCut            string
+	registerLate       string
 	adoptedSlow        string
 	sealLate           string
 	answered           chan struct{} // move-cut: closed once a release request was answered
@@ -853,7 +862,7 @@ var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-u
 	"held-stall", "held-until-lost", "adopt-ops-late", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "missed-late", "held-lag", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost", "ops-offline-timed",
 	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late", "adopted-slow", "left-unadopted",
-	"held-leaderless", "hold-paced", "held-end-at-return", "held-fetch-lost", "beat-backlog"}
+	"held-leaderless", "hold-paced", "held-end-at-return", "held-fetch-lost", "beat-backlog", "register-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
 func parseFaults(s, node string) (*faults, error) {
@@ -941,6 +950,11 @@ func parseFaults(s, node string) (*faults, error) {
 			}
 		case "move-cut":
 			f.moveCut = v
+			if f.answered == nil {
+				f.answered = make(chan struct{})
+			}
+		case "register-late":
+			f.registerLate = v
 			if f.answered == nil {
 				f.answered = make(chan struct{})
 			}
@@ -1388,9 +1402,17 @@ func (f *faults) movesCut(id string) bool {
 	return f != nil && f.moveCut == id
 }
 
+// registersLate reports whether a live move of id here, the previous
+// owner's handover taken, registers only once a newer claim's release
+// request was answered (register-late): the window in which the gate
+// kept the move of test/jepsen TestClusterFull seed 887 unregistered.
+func (f *faults) registersLate(id string) bool {
+	return f != nil && f.registerLate == id
+}
+
 // answeredRelease notes that a release request for id was answered.
 func (f *faults) answeredRelease(id string) {
-	if f != nil && (f.moveCut == id || f.sealAnswered == id || f.adoptedSlow == id) {
+	if f != nil && (f.moveCut == id || f.sealAnswered == id || f.adoptedSlow == id || f.registerLate == id) {
 		f.answeredOnce.Do(func() { close(f.answered) })
 	}
 }

@@ -391,6 +391,40 @@ func TestAwaitInCut(t *testing.T) {
 	}
 }
 
+// TestTakeMarkRegistered: a live move takes its claim's unread mark only
+// once it is registered, so a release request finds the move or the mark
+// (TestReproMoveUnregistered); a move whose mark a request took first is
+// withdrawn, the move it replaced back in its place.
+func TestTakeMarkRegistered(t *testing.T) {
+	own := &owners{unread: map[string]bool{"a": true, "c": false}}
+	mv := newLiveMoves(&Node{log: slog.New(slog.DiscardHandler), sess: &sessions{}, own: own})
+	register := func(id string) (mi, older *moveIn) {
+		mi = &moveIn{epoch: 2, in: make(chan struct{}), seen: map[string]bool{}}
+		mv.mu.Lock()
+		defer mv.mu.Unlock()
+		older = mv.in[id]
+		if older == nil {
+			mv.active.Add(1)
+		}
+		mv.in[id] = mi
+		return mi, older
+	}
+
+	mi, older := register("a")
+	if !mv.takeMark("a", mi, older) || own.isUnread("a") || mv.in["a"] != mi {
+		t.Fatalf("a move with its mark: taken %v, registered %v", !own.isUnread("a"), mv.in["a"] == mi)
+	}
+	mi, older = register("b")
+	if mv.takeMark("b", mi, older) || mv.in["b"] != nil || mv.active.Load() != 1 {
+		t.Fatalf("a move whose mark was taken first stayed: registered %v, active %d", mv.in["b"] != nil, mv.active.Load())
+	}
+	prev, _ := register("c")
+	mi, older = register("c")
+	if mv.takeMark("c", mi, older) || mv.in["c"] != prev || mv.active.Load() != 2 {
+		t.Fatalf("the move replaced not back: %v, active %d", mv.in["c"] == prev, mv.active.Load())
+	}
+}
+
 // TestSawNewerCuts: a newer record the owner watcher sees while a move is
 // under way cuts the move at its adoption (cutNow) unless that claim's
 // release request waits for it, and an older record or a move adopted

@@ -578,14 +578,11 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 		}
 	}
 	if answered && rec != nil {
-		// A later claim that asked this node to let go meanwhile was
-		// told to read the stream (onRelease took the mark): that
-		// connection is the newer one [MQTT-3.1.4-3].
-		if o.n.sess != nil && !o.takeUnread(id) {
-			return fmt.Errorf("cluster: %w", errSuperseded)
-		}
 		// The previous owner is alive and still holds the session:
-		// move it with a cut per node (handover_live.go).
+		// move it with a cut per node (handover_live.go). The move
+		// takes the id's unread mark once it is registered (moveIn):
+		// a later claim that took the mark first was told to read the
+		// stream, and that connection is the newer one [MQTT-3.1.4-3].
 		return o.n.mv.moveIn(ctx, prev, id, epoch, rec, handed, asked)
 	}
 	from := prev
@@ -1132,6 +1129,12 @@ func (o *owners) handleRelease(req releaseReq) {
 		// the move keeps what its copy takes for this claim).
 		cut := o.n.mv.awaitIn(id, epoch, by, req.at.Add(answerBound))
 		unread := o.takeUnread(id)
+		if !unread && !cut {
+			// A move here that registered after the look above
+			// took the mark (liveMoves.takeMark): it is waited for
+			// as any (TestReproMoveUnregistered).
+			cut = o.n.mv.awaitIn(id, epoch, by, req.at.Add(answerBound))
+		}
 		unread = unread || cut
 		if !unread {
 			// The mark may have just been taken by an adoption
