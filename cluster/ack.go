@@ -114,8 +114,8 @@ type replies struct {
 	m      map[uint64]*pendingReply
 	// late: the publishes' forwards registered to a node already gone
 	// (its plan raced the drop), not held yet. holdOut looks through
-	// all of m once per time a node's routes close (the forwards out
-	// then), and through late for those after: a scan of every forward
+	// all of m once per time a node is dropped (the forwards out then),
+	// and through late for those after: a scan of every forward
 	// in flight per message held for a dropped node cost O(in flight)
 	// under mu, which every forward takes (bench/jepsen/RESULTS.md
 	// "hot25"). Made on first use.
@@ -292,10 +292,11 @@ func (r *replies) sweep(now time.Time) {
 	}
 }
 
-// errGone is a forward's outcome when its node's routes closed before it
-// answered: the node may have taken the message into a persistent
-// session's replicated record (a survivor serves it from there) or not,
-// so it is neither delivered for sure nor lost for sure.
+// errGone is a forward's outcome when its node was dropped (its routes
+// closed, or silent) before it answered: the node may have taken the
+// message into a persistent session's replicated record (a survivor
+// serves it from there) or not, or may take it on its return, so it is
+// neither delivered for sure nor lost for sure.
 var errGone = errors.New("cluster: peer went away before confirming the message (outcome unknown)")
 
 // await waits for pr's answer and counts it. A node that goes away before
@@ -314,7 +315,7 @@ func (n *Node) await(ctx context.Context, pr *pendingReply) error {
 	case <-pr.gone:
 		n.replies.forget(pr, true)
 		select {
-		case res = <-pr.ch: // answered before its routes closed
+		case res = <-pr.ch: // answered before its drop
 		default:
 			n.counters.failed[pr.qos].Add(1)
 			return fmt.Errorf("node %s: %w", pr.node, errGone)

@@ -234,6 +234,54 @@ func TestHoldOutOncePerClose(t *testing.T) {
 	}
 }
 
+// A node dropped for silence (no heartbeat for deadAfter: paused, cut off)
+// ends the waits of the forwards out to it as a route close does: holdOut
+// holds them at the drop, in the order sent, and the publisher's wait
+// fails at once (errGone) for the hold to decide it. Only the route
+// close did, and a forward out to a silent node waited for its deadline
+// while the holds of later messages landed (test/jepsen TestClusterFull
+// seed 941, long faults: ps1 got pub1#276-#279 after #280-#283;
+// TestReproSilentHoldOrder). A late answer no longer counts; a forward
+// out to the node back is not held.
+func TestHoldOutAtSilence(t *testing.T) {
+	n := &Node{remote: newRemoteInterest()}
+	n.replies.m = map[uint64]*pendingReply{}
+	w := &publishOut{msg: &broker.Message{Topic: "t/1", QoS: 1}, targets: []target{{node: "n3"}}}
+	deadline := time.Now().Add(time.Minute)
+	forward := func() *pendingReply {
+		return n.replies.registerOut(deadline, "n3", n.remote.goneCh("n3"), packet.QoS(1), "t/1", w, 0, false)
+	}
+	now := time.Now()
+	n.remote.heartbeat("n3", "i1", 1, now)
+	first, second := forward(), forward()
+	if gone := n.remote.expire(now.Add(time.Second)); !slices.Equal(gone, []string{"n3"}) {
+		t.Fatalf("expired %v, want n3", gone)
+	}
+	n.holdOut("n3")
+	if !first.held || !second.held {
+		t.Fatalf("held at n3's silence drop: %v, %v; want both", first.held, second.held)
+	}
+	n.replies.resolve(first.seq, ackTaken) // n3 back, answering: too late
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, pr := range []*pendingReply{first, second} {
+		if err := n.await(ctx, pr); !errors.Is(err, errGone) {
+			t.Fatalf("await after the silence drop = %v, want errGone", err)
+		}
+		n.replies.settledOut(pr)
+	}
+	n.remote.heartbeat("n3", "i1", 2, time.Now())
+	back := forward()
+	n.holdOut("n3")
+	if back.held || back.late {
+		t.Fatal("a forward out to n3 back held")
+	}
+	n.replies.resolve(back.seq, ackTaken)
+	if err := n.await(ctx, back); err != nil {
+		t.Fatalf("await of a forward to n3 back = %v", err)
+	}
+}
+
 // A request per forward in flight and a publishOut per publish: each kept
 // within its size class (128 and 256 bytes), the budget
 // BenchmarkForwardPublish measures (bench/jepsen/RESULTS.md "hot25": a

@@ -34,12 +34,11 @@ import (
 // message matching it is appended to the node's held subject
 // (sessPrefix.<partition>.held.<node key>); the publisher's PUBACK/PUBREC
 // waits for that append as for a forward. A forward that was out when its
-// node's routes closed is held the same way instead of counting as done:
-// the node may have died before its copy was replicated. (A node dropped
-// for silence, paused or cut off, is not held for: it may be alive on the
-// minority side of a partition, where holding would make its side wait
-// for a quorum even for clean subscribers; docs/cluster.md says what a
-// long pause loses.) Held messages are applied
+// node was dropped is held the same way instead of counting as done: the
+// node may have died before its copy was replicated, or, silent (paused,
+// cut off), take it only after the holds of later messages were read
+// elsewhere (peer.gone). A node dropped for silence is held for as one
+// whose routes closed (orphanInterest). Held messages are applied
 //
 //   - by the node itself when it is back: a durable consumer follows its
 //     held subject all the time, and each message goes to its persistent
@@ -865,19 +864,19 @@ func (n *Node) appendGone(node string, msg *broker.Message, pub []byte, o broker
 
 // holdOut holds for node, gone, each publish's forward out to it that it
 // neither answered nor had held yet, in the order they were sent: called
-// when node is dropped, and by a routing about to hold a later message for
-// node, so that nothing it holds lands before them. The appends are not
-// waited for here (settleGone).
+// when node is dropped (its routes closed, or silent), and by a routing
+// about to hold a later message for node, so that nothing it holds lands
+// before them. The appends are not waited for here (settleGone).
 //
 // It looks through every forward in flight only the first time after
-// node's routes closed (the forwards out to it then are gone at once);
-// after that only through those registered to node gone already (replies'
+// node was dropped (the forwards out to it then are gone at once); after
+// that only through those registered to node gone already (replies'
 // late), so a message held while node is away costs its routing no scan
 // of the forwards to the other nodes.
 func (n *Node) holdOut(node string) {
 	n.holdOutMu.Lock()
 	defer n.holdOutMu.Unlock()
-	closes := n.remote.routeClosesOf(node)
+	closes := n.remote.dropsOf(node)
 	all := closes != n.heldOutAt[node]
 	for _, pr := range n.replies.goneOut(node, all) {
 		n.holdGone(pr)

@@ -276,7 +276,7 @@ func TestHeardNodesKeepsTheDead(t *testing.T) {
 		p, _ := r.seen(name, now)
 		p.synced = true
 	}
-	r.forget(r.peers["n2"], true) // its routes closed
+	r.forget(r.peers["n2"]) // its routes closed
 	r.mu.Unlock()
 	r.orphans.drop("n2") // its sessions adopted
 	if got := r.nodes(); !slices.Equal(got, []string{"n3"}) {

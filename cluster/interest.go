@@ -257,15 +257,22 @@ type peer struct {
 	// heard from the peer (its stalls, excuseStall): silence of its own
 	// that expire does not count against the peer.
 	excused time.Duration
-	// gone is closed when the node is forgotten because its routes
-	// closed, ending the waits of forwards to it at once: a node whose
-	// process died (its kernel closed its connections) cannot confirm
-	// anything. Their outcome is unknown (it may have recorded a message
-	// for a persistent session, whose replicated record a survivor
-	// serves, or not), so they fail without waiting (ack.go). A node
-	// forgotten for silence (paused, cut off) may be alive with its
-	// sessions: forwards to it wait for their deadline and fail; either
-	// way nothing it did not take is acknowledged as delivered.
+	// gone is closed when the node is forgotten, its routes closed or
+	// silent (forget), ending the waits of forwards to it at once. Their
+	// outcome is unknown (it may have recorded a message for a
+	// persistent session, whose replicated record a survivor serves, or
+	// not), so they fail without waiting (ack.go), and a publish's
+	// forward is held for the node's persistent sessions in the order
+	// sent (holdOut), before the holds of later messages. A node
+	// forgotten for silence (paused, cut off) may still take a forward
+	// out to it when it returns: its copy and the hold then meet as one
+	// message the session has, QoS 1 maybe twice, QoS 2 once by its
+	// copy name (TestReproSilentHoldOrder). Closed at the route close
+	// only, the forwards out to a silent node waited for their deadline
+	// while the holds of later messages landed at once, and a session
+	// claimed elsewhere got them after those (test/jepsen
+	// TestClusterFull seed 941, long faults, session 29: ps1 got
+	// pub1#276-#279 after #280-#283; bench/jepsen/RESULTS.md "s941").
 	gone chan struct{}
 }
 
@@ -287,10 +294,10 @@ type remoteInterest struct {
 	// kept: the sessions each node announced kept keys of (keep.go,
 	// keptKey).
 	kept keptNodes
-	// routeCloses: per node, how many times it was forgotten with its
-	// routes closed (its gone channel closed): holdOut looks through
-	// the forwards in flight once per close.
-	routeCloses map[string]uint64
+	// drops: per node, how many times it was forgotten (its gone
+	// channel closed): holdOut looks through the forwards in flight once
+	// per drop.
+	drops map[string]uint64
 }
 
 // nodeGroups is, per node, a set of share groups ({filter, group}),
@@ -520,7 +527,7 @@ func (r *remoteInterest) expire(cutoff time.Time) []string {
 	var gone []string
 	for name, p := range r.peers {
 		if p.lastSeen.Add(p.excused).Before(cutoff) {
-			r.forget(p, false)
+			r.forget(p)
 			gone = append(gone, name)
 		}
 	}
@@ -557,8 +564,9 @@ func (r *remoteInterest) excuseStall(gap time.Duration, now time.Time) (kept boo
 	return kept
 }
 
-// forget drops p and its interest; routeClosed says why (see peer.gone).
-func (r *remoteInterest) forget(p *peer, routeClosed bool) {
+// forget drops p and its interest, and ends the waits of the forwards out
+// to it (peer.gone), whether its routes closed or it fell silent.
+func (r *remoteInterest) forget(p *peer) {
 	if p.synced {
 		// Its persistent sessions get nothing forwarded any more,
 		// whether its process died or it is only silent (paused, cut
@@ -575,21 +583,18 @@ func (r *remoteInterest) forget(p *peer, routeClosed bool) {
 	r.away.drop(p.name)
 	r.kept.drop(p.name)
 	delete(r.peers, p.name)
-	if routeClosed {
-		if r.routeCloses == nil {
-			r.routeCloses = map[string]uint64{}
-		}
-		r.routeCloses[p.name]++ // with the close, under mu: holdOut
-		close(p.gone)
+	if r.drops == nil {
+		r.drops = map[string]uint64{}
 	}
+	r.drops[p.name]++ // with the close, under mu: holdOut
+	close(p.gone)
 }
 
-// routeClosesOf returns how many times node was forgotten with its routes
-// closed (forget).
-func (r *remoteInterest) routeClosesOf(node string) uint64 {
+// dropsOf returns how many times node was forgotten (forget).
+func (r *remoteInterest) dropsOf(node string) uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.routeCloses[node]
+	return r.drops[node]
 }
 
 // forgetUnrouted forgets the nodes that have no route to this node any
@@ -601,15 +606,15 @@ func (r *remoteInterest) forgetUnrouted(routed map[string]bool) []string {
 	var gone []string
 	for name, p := range r.peers {
 		if !routed[name] {
-			r.forget(p, true)
+			r.forget(p)
 			gone = append(gone, name)
 		}
 	}
 	return gone
 }
 
-// goneCh returns the channel closed when node is forgotten because its
-// routes closed; a closed one for a node not known (no route either).
+// goneCh returns the channel closed when node is forgotten (its routes
+// closed, or silent); a closed one for a node not known.
 func (r *remoteInterest) goneCh(node string) <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()

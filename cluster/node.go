@@ -73,7 +73,7 @@ type Node struct {
 	// holdOutMu orders the holds of forwards out to a dropped node
 	// (holdOut) before the holds a routing makes for it after.
 	holdOutMu sync.Mutex
-	// heldOutAt: per node, its routeClosesOf when holdOut last looked
+	// heldOutAt: per node, its dropsOf when holdOut last looked
 	// through every forward in flight for it. Guarded by holdOutMu.
 	heldOutAt map[string]uint64
 	// catch says whether the other nodes' interest is known yet
@@ -366,6 +366,7 @@ func (n *Node) expireLoop() {
 				n.log.Warn("cluster node gone: no heartbeat", "peer", name, "after", deadAfter)
 				n.own.lostContact.Store(true)
 				n.away.lost(time.Now())
+				n.holdOut(name) // as at a route close (peer.gone)
 			}
 			n.replies.sweep(now)
 			n.own.sweep(now)

@@ -125,7 +125,7 @@ func TestPlanLeavesAwayGroupNode(t *testing.T) {
 	}
 	r.applyDeltas("n2", "inc", []delta{{seq: 4, add: true, key: away}}, now)
 	r.mu.Lock()
-	r.forget(r.peers["n2"], false)
+	r.forget(r.peers["n2"])
 	r.mu.Unlock()
 	if n := r.away.count.Load(); n != 0 {
 		t.Errorf("n2 forgotten: %d nodes with away keys, want 0", n)
