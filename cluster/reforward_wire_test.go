@@ -248,3 +248,77 @@ func TestHeldPassOnPlaced(t *testing.T) {
 		t.Errorf("queue %q, want %q", order, want)
 	}
 }
+
+// TestHeldPassOnMoveInOnce: a held message another node passes on here
+// while the member moves in (held for it by the move, mv.pick) and is
+// given to it at the adoption, and the kept copy of the same message that
+// a read of this node's held subject brings later, once the client
+// completed the first, make one QoS 2 delivery: both carry the held
+// message's copy name (originKey.copy), so the session's Origins have it.
+// After the completion the queue no longer has the message
+// (RejournalMessage finds nothing); only the name tells the two copies
+// apart. The pass-on was named as the passing node's own forward before
+// ord29, and the kept copy came twice (test/jepsen TestClusterFull long
+// faults, seed 970 on d5429e3: g0m1 claimed back live n1 -> n3, n1's
+// pass-on of n3's kept pub1#75 held by the move-in and given at n3's
+// adoption 13:00:00.327; a follower of n3's held subject with g0m1 among
+// its sessions read the kept copy at 02.759, after the client's PUBCOMP,
+// and queued it again: delivered twice on one connection). The other
+// way in, the export's queue, restores its messages' copy names with
+// the record (broker restore: noteOrigin), as the row below checks.
+func TestHeldPassOnMoveInOnce(t *testing.T) {
+	g := ikey{"t/#", "g"}.groupKey()
+	kept := originKey{"B", "b", 4} // this node's kept copy of a message published here
+	for _, tc := range []struct {
+		name   string
+		passOn bool // the message comes by a pass-on held by the move; else in the export
+	}{
+		{"pass-on held by the move-in", true},
+		{"in the export's queue", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, srv := moveNode(t, 0)
+			n.local = newLocalInterest()
+			mi := &moveIn{epoch: 3, from: "A", groups: []ikey{{"t/#", "g"}}, seen: map[string]bool{},
+				want: []string{"A"}, done: make(chan struct{})}
+			n.mv.in["member"] = mi
+			n.mv.active.Add(1)
+			rec := &broker.StoredSession{ClientID: "member", Expiry: 600,
+				Subs: []broker.StoredSub{{Filter: "$share/g/t/#", Opts: packet.SubOptions{QoS: 2}}}}
+			m := &broker.Message{Topic: "t/1", Payload: []byte("b4"), QoS: 2}
+			if tc.passOn {
+				pub, err := encodePublish(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rm := &broker.RemoteMessage{Place: kept.place()}
+				n.deliverForward(originKey{"A", "a", 7}, 0, encodeReforward(m, rm, []string{g}, pub, true))
+				if len(mi.held) != 1 {
+					t.Fatalf("pass-on held %d times by the move, want 1", len(mi.held))
+				}
+			} else {
+				m.SetOrigin(broker.Origin{Nonce: kept.copy()})
+				rec.Queue = []broker.StoredDelivery{{Msg: m, QoS: 2}}
+			}
+			n.gate.Lock()
+			n.mv.adopt("member", mi, rec)
+			n.gate.Unlock()
+			// The kept copy's read, as deliverHeldTo gives it.
+			srv.DeliverRemote(&broker.RemoteMessage{Topic: "t/1", Payload: []byte("b4"), QoS: 2, Groups: []string{g},
+				PickShared: true, Accepted: true, Copy: kept.copy(), Place: kept.place(), Late: true})
+			out := srv.Export("member")
+			if out == nil {
+				t.Fatal("no session to export")
+			}
+			var got int
+			for _, d := range out.Queue {
+				if string(d.Msg.Payload) == "b4" {
+					got++
+				}
+			}
+			if got != 1 {
+				t.Errorf("%d copies of the message queued, want 1", got)
+			}
+		})
+	}
+}

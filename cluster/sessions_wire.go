@@ -163,6 +163,7 @@ type replay struct {
 	rec      broker.StoredSession
 	subs     map[string]broker.StoredSub
 	queue    map[uint64]broker.StoredDelivery
+	queued   map[uint64]uint64 // Origin hash -> seq of its delivery in queue (putOnce)
 	inbound  map[uint16]uint64 // packet id -> nonce (0: routed)
 	seen     []uint64          // Origins the session got (broker.StoredSession.Seen)
 	skipped  int
@@ -354,6 +355,7 @@ func (r *replay) reset() {
 	r.rec = broker.StoredSession{ClientID: r.id}
 	r.subs = map[string]broker.StoredSub{}
 	r.queue = map[uint64]broker.StoredDelivery{}
+	r.queued = map[uint64]uint64{}
 	r.inbound = map[uint16]uint64{}
 	r.seen = nil
 }
@@ -511,15 +513,10 @@ func (r *replay) applyOp(b []byte) error {
 		}
 		d.Msg = readMessage(&rd)
 		if rd.err == nil {
-			r.queue[d.Seq] = d
-			if o := d.Msg.Origin(); !o.IsZero() {
-				// Remembered after the delivery's end too: the
-				// session got the message.
-				r.seen = append(r.seen, o.Hash())
-			}
+			r.putOnce(d)
 		}
 	case broker.OpQueueDel:
-		delete(r.queue, rd.uvarint())
+		r.del(rd.uvarint())
 	case broker.OpInboundPut:
 		pid := uint16(rd.uvarint())
 		var nonce uint64
@@ -536,6 +533,48 @@ func (r *replay) applyOp(b []byte) error {
 		return errWire
 	}
 	return nil
+}
+
+// putOnce queues d, in place of a delivery of the same Origin under
+// another store sequence. One session's broker never queues a message
+// twice under one Origin (broker deliverTargets: a copy name or a
+// publisher's Origin); two such deliveries in a record are two writers'
+// numberings of one copy: a rollup of the session's new owner, and the
+// ops of the copy it was handed from, written on at a newer claim's
+// epoch. The newer op's is kept: the ops after it, of its epoch, name
+// its sequence. Kept both, the record gave the message twice (test/jepsen
+// TestClusterFull long faults, seed 970 on main 9614108: n1 moved g0m1
+// in live from n3 and rolled it up at e6 (its pub2#54 as s1); n3, which
+// had claimed it back (e7), left its handed-over copy to that claim
+// ("the copy left to that claim"), and its held follower journalled that
+// copy's queue again at e7 (pub2#54 as s19, RejournalMessage); n1's next
+// claim read both, and the client got pub2#54 twice on one connection;
+// TestReplayOriginOnce).
+func (r *replay) putOnce(d broker.StoredDelivery) {
+	r.del(d.Seq) // a put of a sequence replaces what it held
+	o := d.Msg.Origin()
+	if o.IsZero() {
+		r.queue[d.Seq] = d
+		return
+	}
+	h := o.Hash()
+	if seq, ok := r.queued[h]; ok {
+		r.del(seq)
+	}
+	r.queue[d.Seq], r.queued[h] = d, d.Seq
+	// Remembered after the delivery's end too: the session got the
+	// message.
+	r.seen = append(r.seen, h)
+}
+
+// del removes the delivery of store sequence seq.
+func (r *replay) del(seq uint64) {
+	if d, ok := r.queue[seq]; ok {
+		if o := d.Msg.Origin(); !o.IsZero() && r.queued[o.Hash()] == seq {
+			delete(r.queued, o.Hash())
+		}
+		delete(r.queue, seq)
+	}
 }
 
 // session returns the rebuilt session, nil if there is none.

@@ -243,3 +243,57 @@ func TestReplayWholeUnpurged(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayOriginOnce: a record read from the stream holds one delivery
+// per Origin. Two writers' numberings of one copy meet there when a new
+// owner's rollup (the export, renumbered) is followed by ops of the copy
+// it was handed from, journalled again on its node at a newer claim's
+// epoch: the newer op's delivery stands, and the ops after it of its
+// epoch name its sequence. Before, both stood and the next claim gave the
+// message twice (test/jepsen TestClusterFull long faults, seed 970 on main
+// 9614108: g0m1's pub2#54 as s1 in n1's rollup and as s19 in n3's op).
+// Deliveries with no Origin are as before, by sequence.
+func TestReplayOriginOnce(t *testing.T) {
+	named := func(seq uint64, payload string, o broker.Origin, pid uint16) broker.Op {
+		m := msg("t", payload, 2)
+		m.SetOrigin(o)
+		return broker.Op{Kind: broker.OpQueuePut, Delivery: broker.StoredDelivery{Seq: seq, Msg: m, QoS: 2, PacketID: pid}}
+	}
+	a, b := broker.Origin{Nonce: 11}, broker.Origin{ClientID: "pub", PacketID: 3, Nonce: 12}
+	sess := broker.Op{Kind: broker.OpSessionPut, Session: broker.StoredSession{Expiry: 600}}
+	plain := broker.Op{Kind: broker.OpQueuePut, Delivery: broker.StoredDelivery{Seq: 3, Msg: msg("t", "bare", 1), QoS: 1}}
+	for _, tc := range []struct {
+		name   string
+		ops    []broker.Op
+		epochs []uint64
+		want   string
+	}{
+		{"the rollup's, then the handed-from copy's at a newer epoch",
+			[]broker.Op{sess, named(1, "a", a, 0), named(2, "b", b, 0), plain, named(19, "a", a, 7)},
+			[]uint64{6, 6, 6, 6, 7}, "2:b:0 3:bare:0 19:a:7"},
+		{"its later ops name the newer sequence",
+			[]broker.Op{sess, named(1, "a", a, 0), named(19, "a", a, 7), {Kind: broker.OpQueueDel, Delivery: broker.StoredDelivery{Seq: 19}}},
+			[]uint64{6, 6, 7, 7}, ""},
+		{"a put of its own sequence updates it",
+			[]broker.Op{sess, named(1, "a", a, 0), named(1, "a", a, 5)},
+			[]uint64{6, 6, 6}, "1:a:5"},
+		{"a sequence put again with another message",
+			[]broker.Op{sess, named(4, "a", a, 0), named(4, "b", b, 0), named(5, "a", a, 0)},
+			[]uint64{6, 6, 6, 6}, "4:b:0 5:a:0"},
+		{"no Origin: by sequence, as before",
+			[]broker.Op{sess, plain, {Kind: broker.OpQueuePut, Delivery: broker.StoredDelivery{Seq: 9, Msg: msg("t", "bare", 1), QoS: 1}}},
+			[]uint64{6, 6, 7}, "3:bare:0 9:bare:0"},
+	} {
+		rec := replayOf(t, "c", tc.ops, tc.epochs).session()
+		if rec == nil {
+			t.Fatalf("%s: no session", tc.name)
+		}
+		var got []string
+		for _, d := range rec.Queue {
+			got = append(got, fmt.Sprintf("%d:%s:%d", d.Seq, d.Msg.Payload, d.PacketID))
+		}
+		if s := strings.Join(got, " "); s != tc.want {
+			t.Errorf("%s: queue %q, want %q", tc.name, s, tc.want)
+		}
+	}
+}
