@@ -85,6 +85,23 @@ func (n *Node) claimFirst(o broker.Origin, gk, member string, t broker.Ticket) b
 			return true
 		}
 	}
+	if s.lostHere(member) {
+		// Disowned while its copy became durable: the copy here
+		// reaches no client (fenced, or handed over), and the session
+		// goes on elsewhere with it (a live move's export, the
+		// stream's record, or the disown's kept copy: keeplate.go),
+		// whose next owner or reader claims the group for it itself
+		// (claimQueued, claimFor). A claim here stood for a copy
+		// nobody had when none of those carried it (its op landed
+		// after the claimer's read), and turned every later reader
+		// and the publisher's resend away: the group lost the message
+		// (test/jepsen TestClusterFull long faults, seed 968 run 2,
+		// session 29: "served:g1m1" claimed on n2 42 ms after its
+		// disown; TestReproLateOpsKept's m3; bench/jepsen/RESULTS.md
+		// "gl29", "gl30").
+		log.Info("cluster: a first routing's share group not claimed: the member's copy here was disowned meanwhile; the copy here dropped", "group", gk)
+		return false
+	}
 	m := s.claimMsg(originKey{}, o, gk, servedClaim(member))
 	if o.ClientID == "" {
 		m = s.copyClaimMsg(o.Nonce, gk, servedClaim(member))
