@@ -39,13 +39,14 @@ import (
 // kept copy, once, against its record (recordHas) and the copy names its
 // QoS 2 exchanges by (originKey.copy). The forward's confirmation waits
 // for these appends too (lateKept), as a kept copy's does. Only messages
-// with a place (forwarded or held here: place.go), whose origin the kept
-// copy must name, and only queued ones not sent to a client (no packet
-// id): a client that had the PUBLISH would get a second one under a new
-// packet id. Not covered: an op that lands after the claimer's read but
-// before this node learns of the claim (the release request answered
-// late, its fence not read yet), and messages published on this node (no
-// place).
+// whose origin the kept copy can name: by their place (forwarded or held
+// here: place.go), or published here, by this node's key for them
+// (queuedCopy); and only queued ones not sent to a client (no packet id):
+// a client that had the PUBLISH would get a second one under a new packet
+// id. Not covered: an op that lands after the claimer's read but before
+// this node learns of the claim (the release request answered late, its
+// fence not read yet). A local publisher's acknowledgement waits for its
+// QueuePut, not for the kept copy's append (lateKept is a forward's).
 //
 // Share groups. A kept copy names the groups its reader is to give it
 // to the session for (keep); one naming none goes through plain
