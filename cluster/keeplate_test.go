@@ -16,7 +16,7 @@ import (
 // QueueDel), sent to a client (a packet id), published here (no place) or
 // of another id; none once the session ended (its SessionDel).
 func TestPendingCopies(t *testing.T) {
-	n := &Node{cfg: Config{Partitions: 1}, inc: "i1", local: newLocalInterest()}
+	n := &Node{cfg: Config{Partitions: 1, Node: "n2"}, inc: "i1", local: newLocalInterest()}
 	s := n.Sessions(store.NewMemory()).(*sessions)
 	k := originKey{"n1", "inc1", 5}
 	o := broker.Origin{ClientID: "p", PacketID: 3, Nonce: 9}
@@ -31,17 +31,24 @@ func TestPendingCopies(t *testing.T) {
 	put := func(id string, seq uint64, pid uint16, m *broker.Message) {
 		s.Append(broker.Op{Kind: broker.OpQueuePut, ClientID: id, Delivery: broker.StoredDelivery{Seq: seq, QoS: 2, PacketID: pid, Msg: m}})
 	}
+	pending := func() ([]pendingCopy, int) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.pendingCopiesLocked("x")
+	}
 	put("x", 1, 0, msg("kept", true))
 	put("x", 2, 0, msg("completed", true))
 	s.Append(broker.Op{Kind: broker.OpQueueDel, ClientID: "x", Delivery: broker.StoredDelivery{Seq: 2}})
 	put("x", 3, 7, msg("sent", true))
-	put("x", 4, 0, msg("local", false))
+	// Published here: no place; kept under this node's key for it
+	// (gl30: TestReproLateOpsKept's m4).
+	local := msg("local", false)
+	local.ID = 40
+	put("x", 4, 0, local)
 	put("y", 5, 0, msg("other", true))
-	s.mu.Lock()
-	cs := s.pendingCopiesLocked("x")
-	s.mu.Unlock()
-	if len(cs) != 1 {
-		t.Fatalf("%d copies, want 1 (kept): %+v", len(cs), cs)
+	cs, unkept := pending()
+	if len(cs) != 2 || unkept != 0 {
+		t.Fatalf("%d copies, %d unkept; want 2 (kept, local), 0: %+v", len(cs), unkept, cs)
 	}
 	c := cs[0]
 	if c.seq != 1 || c.k != k || c.o != o {
@@ -55,24 +62,39 @@ func TestPendingCopies(t *testing.T) {
 	if err != nil || rm.Topic != "t/a" || string(rm.Payload) != "kept" || rm.QoS != 2 || rm.Origin != o {
 		t.Errorf("kept form decodes to %+v, %v", rm, err)
 	}
+	if c := cs[1]; c.seq != 4 || c.k != (originKey{"n2", "i1", 40}) || !c.o.IsZero() {
+		t.Errorf("the local copy: seq %d, key %+v, origin %+v; want 4, n2/i1/40, none", c.seq, c.k, c.o)
+	}
 	// A clean publisher's QoS 2 message carries its copy name as its
 	// Origin (broker copyOrigin): kept without it, the reader claims its
-	// share groups under the copy name, as ClaimServed did (lg29).
+	// share groups under the copy name, as ClaimServed did (lg29); for
+	// one published here, the local key's (gl30: m3).
 	clean := msg("clean", true)
 	clean.SetOrigin(broker.Origin{Nonce: k.copy()})
 	put("x", 6, 0, clean)
-	s.mu.Lock()
-	cs = s.pendingCopiesLocked("x")
-	s.mu.Unlock()
-	if len(cs) != 2 || cs[1].seq != 6 || !cs[1].o.IsZero() || cs[1].topic != "t/a" {
+	cleanHere := msg("clean here", false)
+	cleanHere.ID = 42
+	cleanHere.SetOrigin(broker.Origin{Nonce: originKey{"n2", "i1", 42}.copy()})
+	put("x", 7, 0, cleanHere)
+	// One with another node's copy name and no place (handed over from
+	// the node it was published on): its copies' key is not known here.
+	moved := msg("moved", false)
+	moved.ID = 43
+	moved.SetOrigin(broker.Origin{Nonce: k.copy()})
+	put("x", 8, 0, moved)
+	cs, unkept = pending()
+	if len(cs) != 4 || cs[2].seq != 6 || !cs[2].o.IsZero() || cs[2].topic != "t/a" {
 		t.Errorf("a clean publisher's copy: %+v, want seq 6, no Origin, topic t/a", cs)
 	}
+	if len(cs) == 4 && (cs[3].seq != 7 || cs[3].k != (originKey{"n2", "i1", 42}) || !cs[3].o.IsZero()) {
+		t.Errorf("a clean publisher's copy published here: %+v, want seq 7, key n2/i1/42, no Origin", cs[3])
+	}
+	if unkept != 1 {
+		t.Errorf("%d unkept, want 1 (moved)", unkept)
+	}
 	s.Append(broker.Op{Kind: broker.OpSessionDel, ClientID: "x"})
-	s.mu.Lock()
-	cs = s.pendingCopiesLocked("x")
-	s.mu.Unlock()
-	if len(cs) != 0 {
-		t.Errorf("after the session's end: %d copies, want none", len(cs))
+	if cs, unkept = pending(); len(cs) != 0 || unkept != 0 {
+		t.Errorf("after the session's end: %d copies, %d unkept; want none", len(cs), unkept)
 	}
 }
 

@@ -255,6 +255,19 @@ type repOp struct {
 	// late: held back by the test fault queue-late, which holds every
 	// later ticket unconfirmed (stalled) until this op is acknowledged.
 	late bool
+	// local: for a QueuePut of a message without a place, its id here
+	// (Message.ID, which the op's body does not carry): the origin key
+	// of a message published here, which a disown keeps it under
+	// (pendingCopiesLocked); 0 otherwise.
+	local uint64
+}
+
+// unplacedID is repOp.local for op.
+func unplacedID(op *broker.Op) uint64 {
+	if op.Kind != broker.OpQueuePut || op.Delivery.Msg == nil || op.Delivery.Msg.Place().Seq != 0 {
+		return 0
+	}
+	return op.Delivery.Msg.ID
 }
 
 // Sessions wraps local, the node's own store, as the store the broker is
@@ -414,7 +427,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 		q := &s.parts[s.partition(op.ClientID)]
 		q.ops = append(q.ops, repOp{ticket: t, id: op.ClientID, kind: op.Kind, body: body,
 			msgID: s.n.inc + "." + strconv.FormatUint(s.seq, 36), rollup: rollup,
-			epoch: s.epochs[op.ClientID], epochSet: s.ready, made: made, held: held})
+			epoch: s.epochs[op.ClientID], epochSet: s.ready, made: made, held: held, local: unplacedID(op)})
 		s.pending++
 		if rollup && s.n.fault.pausesAfterRollup(op.ClientID) {
 			pause = true
@@ -657,12 +670,17 @@ func (s *sessions) disown(id string) {
 	// What the copy took before, its ops not in the stream yet: kept
 	// too (keeplate.go). Without JetStream nothing went out.
 	var late []pendingCopy
+	var unkept int
 	if s.js != nil {
-		late = s.pendingCopiesLocked(id)
+		late, unkept = s.pendingCopiesLocked(id)
 	}
 	s.mu.Unlock()
 	if len(late) > 0 {
 		s.n.keepPending(id, late)
+	}
+	if unkept > 0 {
+		s.n.log.Warn("cluster: messages a copy took before its disown, their ops not in the stream yet, not kept: routed by another node without a place",
+			"client_id", id, "messages", unkept)
 	}
 }
 
