@@ -105,8 +105,9 @@ type retained struct {
 	lastRead atomic.Int64
 	renewing atomic.Bool
 	// leaseMu makes reads after a quiet spell renew the lease once
-	// (renewIfQuiet).
-	leaseMu sync.Mutex
+	// (renewIfQuiet); leaseAsked is when such a renewal ended.
+	leaseMu    sync.Mutex
+	leaseAsked time.Time
 }
 
 // open creates or opens the stream and starts following it. It returns an

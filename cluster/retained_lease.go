@@ -117,25 +117,30 @@ func (r *retained) renewLeases() {
 // the lease (no read within leaseIdle before its last tick) and the lease
 // has run out, renews it before the read, within leaseAsk: the read is
 // then answered under a lease, not by a marker, as if the lease had been
-// renewed all along (TestClusterRetainedReadAfterQuiet). The lease is the
-// same either way: counted from before the request, from the leader's
-// answer (leaseFrom). Reads that come together renew it once (leaseMu).
-// While renewLeases renews, a lapsed lease means a replica is silent or
-// the leader does not answer, and the read goes straight to the marker,
-// as it always did.
+// renewed all along (TestClusterRetainedConcurrentWriters: each node's
+// first read). The lease is the same either way: counted from before the
+// request, from the leader's answer (leaseFrom). Reads that come together
+// renew it once (leaseMu, leaseAsked). While renewLeases renews, a lapsed
+// lease means a replica is silent or the leader does not answer, and the
+// read goes straight to the marker, as it always did.
 func (r *retained) renewIfQuiet(ctx context.Context) {
 	r.lastRead.Store(time.Now().UnixNano())
 	if r.renewing.Load() || !time.Now().After(r.leaseUntil()) {
 		return
 	}
+	began := time.Now()
 	r.leaseMu.Lock()
 	defer r.leaseMu.Unlock()
-	if !time.Now().After(r.leaseUntil()) {
-		return // renewed by a read that came at the same time
+	if !time.Now().After(r.leaseUntil()) || r.leaseAsked.After(began) {
+		// Renewed, or tried (a leader that does not answer), by a read
+		// that came at the same time: reads queued behind a leader that
+		// does not answer wait for one try, not one each.
+		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, leaseAsk)
 	defer cancel()
 	r.renewLease(ctx)
+	r.leaseAsked = time.Now()
 }
 
 // renewLease asks the stream's leader how recently it heard from each
