@@ -96,8 +96,18 @@ type retained struct {
 	applied uint64
 	moved   chan struct{}
 	// lease: until then, the stream's leader answering a read is the
-	// current one (retained_lease.go); renewed in the background.
+	// current one (retained_lease.go); renewed in the background while
+	// reads come, and by a read that finds it lapsed after a quiet spell.
 	lease time.Time
+	// lastRead is when the last sync began (UnixNano; 0: none yet): the
+	// lease is renewed in the background only for leaseIdle after it;
+	// renewing says whether renewLeases renewed at its last tick.
+	lastRead atomic.Int64
+	renewing atomic.Bool
+	// leaseMu makes reads after a quiet spell renew the lease once
+	// (renewIfQuiet); leaseAsked is when such a renewal ended.
+	leaseMu    sync.Mutex
+	leaseAsked time.Time
 }
 
 // open creates or opens the stream and starts following it. It returns an
@@ -361,6 +371,7 @@ func (r *retained) sync(ctx context.Context) error {
 	if !r.ready.Load() {
 		return errNotReady
 	}
+	r.renewIfQuiet(ctx)
 	recheck := time.NewTicker(syncRecheck)
 	defer recheck.Stop()
 	for {
