@@ -264,11 +264,15 @@ func (s *Server) groupOnce(o Origin) *onceCheck {
 // routings claim nothing.
 type ResendClaimer interface {
 	// ClaimGroup claims group ("group\x00filter") for the message under
-	// o, for member (the client id it is to go to): true if this is the
-	// first claim or one made for member before, false if a reader or
-	// another resend claimed it for another. It may block (a replicated
-	// append), and is called with no lock held.
-	ClaimGroup(o Origin, group, member string) (bool, error)
+	// o, for member (the client id it is to go to), others being the
+	// group's other members here. It returns the member the group is
+	// claimed for: member if this is the first claim or one made for
+	// member before; one of others if the claim was made for that
+	// member's copy (a resend routed to it, elsewhere, before its session
+	// moved here), which then gets it, once by the Origin; "" if a reader
+	// or another resend claimed it for a session not here. It may block
+	// (a replicated append), and is called with no lock held.
+	ClaimGroup(o Origin, group, member string, others []string) (string, error)
 }
 
 // ErrGroupClaim wraps a ResendClaimer failure: the resend's group was
@@ -293,18 +297,27 @@ func (s *Server) claimAhead(msg *Message, o Origin, groups []string) (map[string
 	chosen := make(map[string]string, len(picks))
 	var errs []error
 	for _, p := range picks {
-		won, err := rc.ClaimGroup(o, p.group, p.id)
+		// A claim found made for another member here goes to that one:
+		// the claim stands for it, and left out here the group had no
+		// copy (test/jepsen TestClusterFull short faults, seed 2027:
+		// pub0's resend claimed g0 on n2 for g0m1's copy there, which
+		// moved out live to n1 before the routing; n1, routing the
+		// group there, picked g0m0, found the claim g0m1's and left the
+		// group out, while g0m1 never got it; TestResendClaimsOther).
+		by, err := rc.ClaimGroup(o, p.group, p.id, p.others)
 		switch {
-		case p.away && (err != nil || won):
+		case p.away && err != nil:
 			chosen[p.group] = p.id // kept for its session: its reader claims (again)
 		case err != nil:
 			errs = append(errs, err)
 			chosen[p.group] = ""
-		case !won:
+		case by == "":
 			s.log.Info("share group of a QoS 2 resend left out: another copy claimed it", "client_id", o.ClientID, "packet_id", o.PacketID, "group", strings.ReplaceAll(p.group, "\x00", " "))
 			chosen[p.group] = ""
 		default:
-			chosen[p.group] = p.id
+			// p.id, or another member here; an away copy is kept for
+			// its session, whose reader claims (again).
+			chosen[p.group] = by
 		}
 	}
 	if len(errs) > 0 {

@@ -231,6 +231,9 @@ type groupPick struct {
 	group string // "group\x00filter"
 	id    string
 	away  bool
+	// others: the group's other members here, to whom the group goes
+	// when its claim was made for one of them (claimAhead).
+	others []string
 }
 
 // pickAhead returns the member each share group matching msg would get
@@ -260,7 +263,13 @@ func (r *router) pickAhead(msg *Message, groups []string, once *onceCheck) []gro
 			continue
 		}
 		c, away := r.pickMember(msg, cands)
-		out = append(out, groupPick{group: key, id: c.sess.id, away: away})
+		p := groupPick{group: key, id: c.sess.id, away: away}
+		for _, o := range cands {
+			if o.sess != c.sess {
+				p.others = append(p.others, o.sess.id)
+			}
+		}
+		out = append(out, p)
 	}
 	return out
 }

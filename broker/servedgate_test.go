@@ -260,12 +260,12 @@ type lateCluster struct {
 	join func()
 }
 
-func (c *lateCluster) ClaimGroup(Origin, string, string) (bool, error) {
+func (c *lateCluster) ClaimGroup(_ Origin, _, member string, _ []string) (string, error) {
 	if c.join != nil {
 		c.join()
 		c.join = nil
 	}
-	return true, nil
+	return member, nil
 }
 
 // TestServedGateResendLateMember: a QoS 2 resend's share group that had

@@ -1747,16 +1747,36 @@ var _ broker.ResendClaimer = (*Node)(nil)
 // it got the message, its adoption finds the claim its copy's own
 // (claimQueued), and a claim found made for member (that adoption's, or
 // a first routing's here) gives it the message again, which its session
-// takes once (the Origin). Without replicated sessions nothing here
-// keeps copies: true at once.
-func (n *Node) ClaimGroup(o broker.Origin, gk, member string) (bool, error) {
+// takes once (the Origin). So is a served claim found made for one of
+// others, the group's other members here: a resend routed to that
+// member's copy on another node claimed it there, and the copy moved
+// here (or out of the routing there) before it got the message; the
+// group goes to it here, which takes it once (the Origin), rather than
+// to nobody (test/jepsen TestClusterFull short faults, seed 2027;
+// broker TestResendClaimsOther). Without replicated sessions nothing
+// here keeps copies: member at once.
+func (n *Node) ClaimGroup(o broker.Origin, gk, member string, others []string) (string, error) {
 	if n.sess == nil {
-		return true, nil
+		return member, nil
 	}
 	group, filter, _ := strings.Cut(gk, "\x00")
-	out, err := n.claimFor(originKey{}, o, []string{gk}, map[string]bool{"$share/" + group + "/" + filter: true}, false, servedClaim(member), "")
+	f := "$share/" + group + "/" + filter
+	names := map[string]string{f: servedClaim(member)}
+	var alt map[string][]string
+	if len(others) > 0 {
+		served := make([]string, len(others))
+		for i, id := range others {
+			served[i] = servedClaim(id)
+		}
+		alt = map[string][]string{f: served}
+	}
+	out, err := n.claimNamed(originKey{}, o, []string{gk}, names, func(string) bool { return false }, nil, alt, "")
 	if err != nil {
-		return false, err
+		return "", err
+	}
+	by := ""
+	if len(out) == 1 {
+		by = strings.TrimPrefix(names[f], "\x00")
 	}
 	// Said on success too: a claim "served:M" in a stream dump is either
 	// a first routing's (logged with its member) or this one, and
@@ -1764,8 +1784,8 @@ func (n *Node) ClaimGroup(o broker.Origin, gk, member string) (bool, error) {
 	// (bench/jepsen/RESULTS.md gl29: seed 958's served:g1m1, logged by
 	// no node).
 	n.log.Debug("cluster: a QoS 2 resend's share group claimed before its routing here", "client_id", o.ClientID,
-		"packet_id", o.PacketID, "group", group+"/"+filter, "member", member, "won", len(out) == 1)
-	return len(out) == 1, nil
+		"packet_id", o.PacketID, "group", group+"/"+filter, "member", member, "won", len(out) == 1, "for", by)
+	return by, nil
 }
 
 // claimSubject is where a group claim under Origin o is appended. A
