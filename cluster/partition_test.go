@@ -113,12 +113,17 @@ func checkPartition(t *testing.T, nf *netfault.Net, tc *harness.Cluster, major, 
 	}
 	cut := time.Now()
 
-	t.Run("InflightForwardsToTheMinorityNotAcknowledged", func(t *testing.T) {
+	t.Run("InflightForwardsToTheMinorityNotAcknowledgedBeforeItsDrop", func(t *testing.T) {
 		// Published right after the cut: the majority nodes still know
 		// subM's interest, forward, and get no answer. Neither publish
-		// may be acknowledged, nor refused (it may yet be delivered): no
-		// PUBREC or PUBACK, the connection is closed and the client sends
-		// again.
+		// may be acknowledged while the minority node is still counted
+		// in, nor refused (it may yet be delivered). Once the node is
+		// dropped for silence, a forward still out to it is settled as
+		// one routed after the drop (held for its persistent sessions,
+		// none here; its clean subscriber misses it), as a route close
+		// settles it for a killed node (bench/jepsen/RESULTS.md s941):
+		// acknowledged then, or, past forward_timeout first, the
+		// connection closed (outcome unknown) and the client sends again.
 		var wg sync.WaitGroup
 		var rc2, rc1 byte
 		var closed2, closed1 bool
@@ -132,11 +137,24 @@ func checkPartition(t *testing.T, nf *netfault.Net, tc *harness.Cluster, major, 
 			rc1, closed1 = pubB.TryPub(t, &paho.Publish{Topic: "part/inflight", QoS: 1, Payload: []byte("inflight1")}, harness.PartitionBound)
 		}()
 		wg.Wait()
-		if !closed2 {
-			t.Errorf("QoS 2 publish matching a cut-off node's subscriber: PUBREC 0x%02X, want none (connection closed)", rc2)
-		}
-		if !closed1 {
-			t.Errorf("QoS 1 publish matching a cut-off node's subscriber: PUBACK 0x%02X, want no PUBACK", rc1)
+		for _, p := range []struct {
+			what   string
+			nd     *harness.Node
+			rc     byte
+			closed bool
+		}{{"QoS 2 PUBREC", a, rc2, closed2}, {"QoS 1 PUBACK", b, rc1, closed1}} {
+			if p.closed {
+				continue
+			}
+			// The drop is logged before the forward is settled: an
+			// answer with no drop in the log came while the node was
+			// still counted in.
+			if harness.CountLogAll(p.nd, "cluster node gone", "peer="+m.Name) == 0 {
+				t.Errorf("publish matching a cut-off node's subscriber: %s 0x%02X from %s before it dropped %s, want none until the drop", p.what, p.rc, p.nd.Name, m.Name)
+			}
+			if p.rc >= 0x80 {
+				t.Errorf("publish matching a cut-off node's subscriber: %s 0x%02X, want no refusal (it may yet be delivered)", p.what, p.rc)
+			}
 		}
 		t.Logf("after the cut: QoS 2 PUBREC 0x%02X (closed %v), QoS 1 PUBACK 0x%02X (closed %v), %v after the cut",
 			rc2, closed2, rc1, closed1, time.Since(cut).Round(time.Millisecond))
