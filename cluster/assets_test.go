@@ -16,6 +16,21 @@ import (
 
 // startEngines starts n nodes' engines in this process (no broker, no
 // openAssets), each a peer of every other, on 127.0.0.2 and up.
+// engineJS starts three in-process engines (a JetStream cluster needs
+// peers) and returns the first, once its meta layer is current, with a
+// JetStream context on it: the set-up of the tests that drive streams
+// directly.
+func engineJS(t *testing.T) (*Node, jetstream.JetStream) {
+	t.Helper()
+	nd := startEngines(t, 3)[0]
+	js, err := jetstream.New(nd.eng.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.awaitMeta(30 * time.Second)
+	return nd, js
+}
+
 func startEngines(t *testing.T, n int) []*Node {
 	t.Helper()
 	var listen []string
@@ -109,12 +124,7 @@ func TestCreateOrUpdateStreamAnswersEveryNode(t *testing.T) {
 // to this one's; one that exists with the same is opened as it is.
 func TestCreateOrUpdateStreamUpdates(t *testing.T) {
 	t.Parallel() // in-process engines on OS-picked ports: it waits on elections, beside the process tests
-	nd := startEngines(t, 3)[0]
-	js, err := jetstream.New(nd.eng.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nd.awaitMeta(30 * time.Second)
+	_, js := engineJS(t)
 	cfg := jetstream.StreamConfig{Name: "U", Subjects: []string{"u.>"}, Description: "old", Storage: jetstream.FileStorage, Replicas: 3}
 	// "No suitable peers" until the meta leader knows every peer, and a
 	// request sent before a stream (the bucket's too) has a leader, or

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -23,12 +22,7 @@ import (
 // TestResendClaimsOther).
 func TestClaimGroupServedOther(t *testing.T) {
 	t.Parallel() // in-process engines: it waits on their election, beside the process tests
-	nd := startEngines(t, 3)[0]
-	js, err := jetstream.New(nd.eng.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nd.awaitMeta(30 * time.Second)
+	nd, js := engineJS(t)
 	nd.sess = &sessions{n: nd, js: js}
 	o := broker.Origin{ClientID: "pub0", PacketID: 4, Nonce: 7}
 	p := nd.sess.partition(o.ClientID)

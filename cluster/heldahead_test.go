@@ -27,12 +27,7 @@ import (
 // session and copies taken before the last op are still left out.
 func TestReadAheadKeptBeforePlace(t *testing.T) {
 	t.Parallel() // in-process engines: it waits on their election, beside the process tests
-	nd := startEngines(t, 3)[0]
-	js, err := jetstream.New(nd.eng.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nd.awaitMeta(30 * time.Second)
+	nd, js := engineJS(t)
 	s := &sessions{n: nd, js: js}
 	const node, id = "n2", "ka-sub"
 	p := s.partition(node)

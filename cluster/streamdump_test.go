@@ -296,13 +296,8 @@ func dumpPayload(p []byte) string {
 // stores (a new version may change its block format): a session op pack
 // and a held message, each with headers, come back as published.
 func TestStreamDumpReadsBlocks(t *testing.T) {
-	t.Parallel()                // an in-process engine: it waits on its election, beside the process tests
-	nd := startEngines(t, 3)[0] // a JetStream cluster needs peers
-	js, err := jetstream.New(nd.eng.nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	nd.awaitMeta(30 * time.Second)
+	t.Parallel() // an in-process engine: it waits on its election, beside the process tests
+	nd, js := engineJS(t)
 	// "No suitable peers" until the meta leader knows every peer, and a
 	// request before the new stream has a leader may go unanswered (see
 	// TestCreateOrUpdateStreamUpdates): each step is tried again, with a
