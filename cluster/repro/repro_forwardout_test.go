@@ -227,6 +227,23 @@ func (r *rawOrder) take(m *paho.Publish) {
 	}
 }
 
+// sendFirst sends n messages paced as the checker's publishers, and waits
+// until sub (its inbox handed to take) got them all.
+func (r *rawOrder) sendFirst(t *testing.T, sub *harness.Client, take func(*paho.Publish), n int) {
+	t.Helper()
+	for range n {
+		r.send()
+		time.Sleep(20 * time.Millisecond)
+	}
+	harness.Eventually(t, 10*time.Second, func() error {
+		harness.DrainInbox(sub, take)
+		if len(r.order) < n {
+			return fmt.Errorf("%s got %v of the first %d", sub.ID, r.order, n)
+		}
+		return nil
+	})
+}
+
 // missing is what was sent and never got.
 func (r *rawOrder) missing() []string {
 	var m []string

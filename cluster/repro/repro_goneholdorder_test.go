@@ -60,17 +60,7 @@ func TestReproGoneHoldOrder(t *testing.T) {
 	ro := newRawOrder(pub, prefix+"/q1")
 	take := ro.take
 	send := ro.send
-	for range 5 {
-		send()
-		time.Sleep(20 * time.Millisecond) // a paced publisher, as the checker's
-	}
-	harness.Eventually(t, 10*time.Second, func() error {
-		harness.DrainInbox(sv, take)
-		if len(ro.order) < 5 {
-			return fmt.Errorf("%s got %v of the first 5", id, ro.order)
-		}
-		return nil
-	})
+	ro.sendFirst(t, sv, take, 5)
 	tc.Kill(vic, syscall.SIGKILL)
 	send() // late: out to vic before n1's next route check drops it
 	tc.WaitLog(n1, `msg="cluster node gone: no route" node=n1 peer=`+vic.Name, 1, 10*time.Second)
@@ -183,17 +173,7 @@ func TestReproSilentHoldOrder(t *testing.T) {
 		}
 		ro.take(m)
 	}
-	for range 5 {
-		ro.send()
-		time.Sleep(20 * time.Millisecond) // a paced publisher, as the checker's
-	}
-	harness.Eventually(t, 10*time.Second, func() error {
-		harness.DrainInbox(sv, take)
-		if len(ro.order) < 5 {
-			return fmt.Errorf("%s got %v of the first 5", id, ro.order)
-		}
-		return nil
-	})
+	ro.sendFirst(t, sv, take, 5)
 	tc.Kill(vic, syscall.SIGSTOP)
 	q2done := make(chan error, 2)
 	for _, p := range []string{"q2-a", "q2-b"} {
