@@ -174,6 +174,18 @@ func TestGoneOutInOrder(t *testing.T) {
 	}
 }
 
+// forwardsTo3 is a node with no cluster whose forward registers one QoS 1
+// publish out to n3 (the holdOut tests).
+func forwardsTo3() (*Node, func() *pendingReply) {
+	n := &Node{remote: newRemoteInterest()}
+	n.replies.m = map[uint64]*pendingReply{}
+	w := &publishOut{msg: &broker.Message{Topic: "t/1", QoS: 1}, targets: []target{{node: "n3"}}}
+	deadline := time.Now().Add(time.Minute)
+	return n, func() *pendingReply {
+		return n.replies.registerOut(deadline, "n3", n.remote.goneCh("n3"), packet.QoS(1), "t/1", w, 0, false)
+	}
+}
+
 // holdOut holds the forwards out to a node whose routes closed, once each
 // (not answered, in the order sent: TestGoneOutInOrder), looking through
 // every forward in flight only once per close: those out before a close
@@ -182,13 +194,7 @@ func TestGoneOutInOrder(t *testing.T) {
 // back and its routes closed a second time. No orphan interest: the holds
 // append nothing (appendGone).
 func TestHoldOutOncePerClose(t *testing.T) {
-	n := &Node{remote: newRemoteInterest()}
-	n.replies.m = map[uint64]*pendingReply{}
-	w := &publishOut{msg: &broker.Message{Topic: "t/1", QoS: 1}, targets: []target{{node: "n3"}}}
-	deadline := time.Now().Add(time.Minute)
-	forward := func() *pendingReply {
-		return n.replies.registerOut(deadline, "n3", n.remote.goneCh("n3"), packet.QoS(1), "t/1", w, 0, false)
-	}
+	n, forward := forwardsTo3()
 	n.remote.heartbeat("n3", "i1", 1, time.Now())
 	before := forward()
 	n.remote.forgetUnrouted(map[string]bool{})
@@ -244,13 +250,7 @@ func TestHoldOutOncePerClose(t *testing.T) {
 // TestReproSilentHoldOrder). A late answer no longer counts; a forward
 // out to the node back is not held.
 func TestHoldOutAtSilence(t *testing.T) {
-	n := &Node{remote: newRemoteInterest()}
-	n.replies.m = map[uint64]*pendingReply{}
-	w := &publishOut{msg: &broker.Message{Topic: "t/1", QoS: 1}, targets: []target{{node: "n3"}}}
-	deadline := time.Now().Add(time.Minute)
-	forward := func() *pendingReply {
-		return n.replies.registerOut(deadline, "n3", n.remote.goneCh("n3"), packet.QoS(1), "t/1", w, 0, false)
-	}
+	n, forward := forwardsTo3()
 	now := time.Now()
 	n.remote.heartbeat("n3", "i1", 1, now)
 	first, second := forward(), forward()
