@@ -231,14 +231,32 @@ func (r *rawOrder) take(m *paho.Publish) {
 // until sub (its inbox handed to take) got them all.
 func (r *rawOrder) sendFirst(t *testing.T, sub *harness.Client, take func(*paho.Publish), n int) {
 	t.Helper()
-	for range n {
-		r.send()
-		time.Sleep(20 * time.Millisecond)
-	}
+	r.sendPaced(n)
 	harness.Eventually(t, 10*time.Second, func() error {
 		harness.DrainInbox(sub, take)
 		if len(r.order) < n {
 			return fmt.Errorf("%s got %v of the first %d", sub.ID, r.order, n)
+		}
+		return nil
+	})
+}
+
+// sendPaced sends n messages 20 ms apart, as the checker's publishers.
+func (r *rawOrder) sendPaced(n int) {
+	for range n {
+		r.send()
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// awaitLast waits until sub (its inbox handed to take) got the last
+// message sent.
+func (r *rawOrder) awaitLast(t *testing.T, sub *harness.Client, take func(*paho.Publish)) {
+	t.Helper()
+	harness.Eventually(t, 30*time.Second, func() error {
+		harness.DrainInbox(sub, take)
+		if r.seen[r.sent[len(r.sent)-1]] == 0 {
+			return fmt.Errorf("%s got %v", sub.ID, r.order)
 		}
 		return nil
 	})

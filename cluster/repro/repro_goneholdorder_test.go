@@ -71,21 +71,12 @@ func TestReproGoneHoldOrder(t *testing.T) {
 	// meanwhile waits the whole forward_timeout (30 s seen under -race),
 	// past the fault's bound.
 	awaitLeadersBut(t, tc, vi)
-	for range 5 {
-		send() // held for vic at their routing
-		time.Sleep(20 * time.Millisecond)
-	}
+	ro.sendPaced(5) // held for vic at their routing
 	// gh-sub takes its session on res, with what was held for it, and
 	// gets it before n1 sends on: a later message that reaches the
 	// session's queue before the queue is sent goes in its place there.
 	sub := harness.Resume(t, res, id, expiry, 60*time.Second)
-	harness.Eventually(t, 30*time.Second, func() error {
-		harness.DrainInbox(sub, take)
-		if ro.seen[ro.sent[len(ro.sent)-1]] == 0 {
-			return fmt.Errorf("%s got %v", id, ro.order)
-		}
-		return nil
-	})
+	ro.awaitLast(t, sub, take)
 	// Sent on: once one goes to res, late's confirmation begins
 	// (wait-late), and late is held for vic now.
 	for stop := time.Now().Add(2 * time.Second); time.Now().Before(stop); {
@@ -190,18 +181,10 @@ func TestReproSilentHoldOrder(t *testing.T) {
 	}
 	tc.WaitLog(n1, `msg="cluster node gone: no heartbeat" node=n1 peer=`+vic.Name, 1, 15*time.Second)
 	awaitLeadersBut(t, tc, vi) // a claim's reads (TestReproGoneHoldOrder)
-	for range 5 {
-		ro.send() // held for vic at their routing
-		time.Sleep(20 * time.Millisecond)
-	}
+	// Held for vic at their routing.
+	ro.sendPaced(5)
 	sub := harness.Resume(t, res, id, expiry, 60*time.Second)
-	harness.Eventually(t, 30*time.Second, func() error {
-		harness.DrainInbox(sub, take)
-		if ro.seen[ro.sent[len(ro.sent)-1]] == 0 {
-			return fmt.Errorf("%s got %v", id, ro.order)
-		}
-		return nil
-	})
+	ro.awaitLast(t, sub, take)
 	// What was out to vic at its drop comes after the held ones, if at
 	// all, once vic runs again: a reorder or a loss.
 	if m := ro.missing(); len(m) > 0 || len(q2) < 2 {
