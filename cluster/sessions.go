@@ -201,6 +201,9 @@ type sessions struct {
 	// of it (a newer claim elsewhere disowns it again and moves left,
 	// not this), with its claim epoch then (keptSince).
 	lostFrom map[string]lostMark
+	// putAcked: the ids whose QueuePut ops the streams acknowledged
+	// lately (keeplate.go, landedStale), for a disown to read back.
+	putAcked recentIDs
 }
 
 // lostMark is when this node lost an id, and its claim epoch then.
@@ -668,15 +671,20 @@ func (s *sessions) disown(id string) {
 		s.announceKeptLocked(k) // its loss or mark may have gone above
 	}
 	// What the copy took before, its ops not in the stream yet: kept
-	// too (keeplate.go). Without JetStream nothing went out.
+	// too (keeplate.go); and what it took before whose ops are in the
+	// stream behind a newer owner's, which every reader skips
+	// (landedStale). Without JetStream nothing went out.
 	var late []pendingCopy
 	var unkept int
+	var landed bool
+	epoch := s.epochs[id]
 	if s.js != nil {
 		late, unkept = s.pendingCopiesLocked(id)
+		landed = epoch != 0 && s.putAcked.has(id)
 	}
 	s.mu.Unlock()
-	if len(late) > 0 {
-		s.n.keepPending(id, late)
+	if len(late) > 0 || landed {
+		s.n.keepLate(id, late, landed, epoch)
 	}
 	if unkept > 0 {
 		s.n.log.Warn("cluster: messages a copy took before its disown, their ops not in the stream yet, not kept: routed by another node without a place",
@@ -1374,6 +1382,7 @@ func (s *sessions) acknowledged(q *partQueue, n int) {
 			s.stalled = 0 // queue-late's op: the ops after it are confirmed
 		}
 	}
+	s.putAcked.note(q.ops[:n], time.Now(), 2*s.n.cfg.ForwardTimeout)
 	clear(q.ops[:n]) // their bodies, for the collector
 	q.ops = q.ops[n:]
 	s.pending -= n
