@@ -1000,6 +1000,11 @@ func (s *sessions) sendPart(p int) {
 		if held && s.n.fault.firstHeldOps() {
 			s.n.log.Info("cluster: test fault: the partition stream takes no ops of this node until the client id is given up", "partition", p)
 		}
+		if untilLanded, freed := s.n.fault.holdsUntilLanded(p, s.partition); untilLanded {
+			held = s.queued(q)
+		} else if freed {
+			s.n.log.Info("cluster: test fault: the ops held back go out before the claim is acted on here", "partition", p)
+		}
 		if untilKept, freed := s.n.fault.holdsOpsUntilKept(p, s.partition); untilKept {
 			held = s.queued(q)
 		} else if freed {
@@ -1583,4 +1588,33 @@ func handedFloor(places []heldPos) time.Time {
 		}
 	}
 	return at
+}
+
+// epochOf returns this node's claim epoch of id (sessions.epochs).
+func (s *sessions) epochOf(id string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.epochs[id]
+}
+
+// lastEpoch returns the epoch of the first op of the last message in
+// id's subject (for the test fault land-before-fence).
+func (s *sessions) lastEpoch(ctx context.Context, id string) (uint64, error) {
+	js, err := s.openJS()
+	if err != nil {
+		return 0, err
+	}
+	st, err := js.Stream(ctx, streamName(s.partition(id)))
+	if err != nil {
+		return 0, err
+	}
+	m, err := st.GetLastMsgForSubject(ctx, s.subject(id))
+	if err != nil {
+		return 0, err
+	}
+	e, ok := firstEpoch(m.Data)
+	if !ok {
+		return 0, errWire
+	}
+	return e, nil
 }
