@@ -330,7 +330,10 @@ func (s *sessions) keptSince(id string, epoch uint64) time.Time {
 // the places an old owner names whose held reads were cut: the kept
 // copies are for its session, the holds for this node since were given
 // to the copy or to nobody, the catch-up puts them in their publishers'
-// order, and what the adopted state holds already is left out.
+// order, and what the adopted state holds already is left out. Only what
+// it holds: the forwards the disowned copy took were noted as the
+// session's (originWatch), and the read must not take their kept copies
+// for had (originWatch.forgetAway).
 //
 // heldBackMargin moves a read by time that far before the disown: the
 // stream's timestamps are its leader's clock, the disown this node's; the
@@ -385,6 +388,7 @@ func (s *sessions) takeHeldBack(id string, handed []heldPos) []heldPos {
 	if !ok {
 		return handed
 	}
+	s.n.watch.forgetAway(id) // the kept copies are not had here (TestOriginWatchClaimBack)
 	if slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == self }) {
 		return s.keptUncarried(id, self, at.Add(-heldBackMargin), handed)
 	}

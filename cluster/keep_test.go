@@ -312,3 +312,42 @@ func TestKeptKeys(t *testing.T) {
 		t.Errorf("places %+v after n3 took its kept key back", ps)
 	}
 }
+
+// TestOriginWatchClaimBack: a live move that brings a session back onto
+// the node whose disowned copy took forwards reads their kept copies
+// (takeHeldBack), and the watch the copy noted them in does not take them
+// for had; what the session got before the disown still counts (test/jepsen
+// TestClusterFull long faults, seed 1146, session 30: ps1 lost the three
+// messages n1's copy took from n2 between its disown and n1's claim back,
+// left out as got).
+func TestOriginWatchClaimBack(t *testing.T) {
+	n := &Node{cfg: Config{Node: "n1"}, log: slog.New(slog.DiscardHandler)}
+	s := &sessions{n: n, lost: map[string]time.Time{}, adopting: map[string]bool{}}
+	n.sess = s
+	n.watch.self = originKey{node: "n1", inc: "i1"}
+	n.watch.watch("ps1", time.Now().Add(time.Minute)) // moved in live: beginHanded watches it
+	before := originKey{node: "n2", inc: "i2", id: 1}
+	during := originKey{node: "n2", inc: "i2", id: 2}
+	if !n.dedupPick(before, nil)("ps1") {
+		t.Fatal("a forward to the live session refused")
+	}
+	s.disown("ps1") // n2's claim: the copy here is disowned
+	if !n.dedupPick(during, nil)("ps1") {
+		t.Fatal("a forward to the disowned copy refused")
+	}
+	s.kept.count("ps1") // and kept for its session (keep)
+	s.holdBack("ps1")   // n2's move's finish declined: claimed back here
+	handed := s.takeHeldBack("ps1", nil)
+	if !slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == "n1" }) {
+		t.Fatalf("places %+v: the claim back does not read this node's subject", handed)
+	}
+	if !n.dedupPickHeld(during, nil, "ps1")("ps1") {
+		t.Error("the kept copy of a forward the disowned copy took left out as got after the claim back")
+	}
+	if n.dedupPickHeld(during, nil, "")("ps1") {
+		t.Error("a hold of the same message delivered too")
+	}
+	if n.dedupPickHeld(before, nil, "")("ps1") {
+		t.Error("a held copy of a message the session got before its disown delivered again")
+	}
+}
