@@ -475,6 +475,35 @@ func (s *sessions) keptUnreadLocked(id string) (time.Time, bool) {
 	return time.Time{}, false
 }
 
+// A claim back that did not read the keep. This node's claim of a lost
+// id ends the loss (setEpoch), but not the keep: a claim that waits for
+// its previous owner, or is superseded before it adopts, reads nothing,
+// and the copy, still here and still disowned, goes on keeping what it
+// takes. The next loss is then a first one again, and stamped anew, the
+// keep's place moved past every message kept before it: read from there,
+// they were read by nobody (test/jepsen TestClusterFull long faults, seed
+// 1114: n1's copy of g1m0 fenced at 51.267, n1's claim back at 54.149
+// waited on a paused n3 while the copy kept pub1#242-#247 at
+// 56.946-57.208; n2's claim at 57.760 stamped the loss anew, and n1's
+// live move in at 02:14 read its own subject from 57.760: 6 acknowledged
+// messages lost for g1; TestKeptUnread). So a first loss whose copy still
+// has kept messages unread from an earlier one (keptUnreadLocked) keeps
+// that loss's time, under the epoch of this node's claim now: the ops
+// that claim wrote, if any, did not read them either (keptSince).
+
+// markLostLocked notes this node's first loss of id since its last claim,
+// now (disown); s.mu held.
+func (s *sessions) markLostLocked(id string, now time.Time) {
+	at := now
+	if t, unread := s.keptUnreadLocked(id); unread {
+		at = t
+	}
+	if s.lostFrom == nil {
+		s.lostFrom = map[string]lostMark{}
+	}
+	s.lostFrom[id] = lostMark{at, s.epochs[id]}
+}
+
 // A move whose old owner did not finish. The new owner of a live move
 // takes what the old owner handed over first (finishAt) when the old
 // owner does not answer the finish:

@@ -193,7 +193,7 @@ func TestOwnHeldTo(t *testing.T) {
 func TestKeptUnread(t *testing.T) {
 	newS := func() *sessions {
 		return &sessions{n: &Node{cfg: Config{Node: "n3"}, log: slog.New(slog.DiscardHandler)},
-			lost: map[string]time.Time{}, adopting: map[string]bool{}}
+			lost: map[string]time.Time{}, adopting: map[string]bool{}, epochs: map[string]uint64{}, took: map[string]uint64{}}
 	}
 	self := func(ps []heldPos) (heldPos, bool) {
 		for _, p := range ps {
@@ -245,6 +245,51 @@ func TestKeptUnread(t *testing.T) {
 	s.kept.count("c")
 	if ps := s.takeHeldBack("c", []heldPos{{node: "n3", from: 7}}); len(ps) != 1 || ps[0].from != 7 {
 		t.Errorf("places %+v, want the old owner's place for n3 alone", ps)
+	}
+
+	// A claim back here that did not adopt (it waited for its previous
+	// owner, then a newer claim elsewhere) reads nothing: the keep goes
+	// on from the first loss, under the claim's epoch (markLostLocked;
+	// seed 1114: the move in read from the second loss, 6 lost).
+	for _, tt := range []struct {
+		name string
+		end  func(s *sessions) // the copy, before the second loss
+	}{
+		{"copy still here", func(*sessions) {}},
+		{"copy ended", func(s *sessions) { s.keepOp(&broker.Op{Kind: broker.OpSessionDel, ClientID: "d"}, true) }},
+	} {
+		s := newS()
+		s.setEpoch("d", 3, false)
+		s.disown("d")
+		first := s.lostFrom["d"]
+		s.kept.count("d")
+		s.setEpoch("d", 5, true) // the claim back, never adopted
+		s.kept.count("d")        // kept while it waits
+		tt.end(s)
+		time.Sleep(time.Millisecond)
+		s.disown("d")
+		if m := s.lostFrom["d"]; !m.at.Equal(first.at) || m.epoch != 5 {
+			t.Errorf("%s: mark after the second loss %+v, want the first loss %v at the claim back's epoch 5", tt.name, m, first.at)
+		}
+		if s.keptSince("d", 5).IsZero() {
+			t.Errorf("%s: a record ending at the claim back's epoch reads no kept copies", tt.name)
+		}
+		if p, ok := self(s.takeHeldBack("d", nil)); !ok || !p.floor.Equal(first.at) {
+			t.Errorf("%s: move in after the second loss: place %+v (found %v), want from the first loss %v", tt.name, p, ok, first.at)
+		}
+	}
+	// Read (the client resumed the copy here): the next loss is stamped
+	// anew.
+	s = newS()
+	s.disown("e")
+	first := s.lostFrom["e"].at
+	s.kept.count("e")
+	s.setEpoch("e", 2, true)
+	s.keepOp(&broker.Op{Kind: broker.OpSessionPut, ClientID: "e"}, false)
+	time.Sleep(time.Millisecond)
+	s.disown("e")
+	if at := s.lostFrom["e"].at; !at.After(first) {
+		t.Errorf("a loss after the keep was read: mark %v, want the new loss after %v", at, first)
 	}
 }
 

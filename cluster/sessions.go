@@ -199,7 +199,8 @@ type sessions struct {
 	away map[string][2]time.Time
 	// lostFrom: when this node lost each id first since its last claim
 	// of it (a newer claim elsewhere disowns it again and moves left,
-	// not this), with its claim epoch then (keptSince).
+	// not this), or since an earlier loss whose kept copies are still
+	// unread (markLostLocked), with its claim epoch then (keptSince).
 	lostFrom map[string]lostMark
 }
 
@@ -637,10 +638,7 @@ func (s *sessions) disown(id string) {
 	s.mu.Lock()
 	now := time.Now()
 	if _, again := s.lost[id]; !again {
-		if s.lostFrom == nil {
-			s.lostFrom = map[string]lostMark{}
-		}
-		s.lostFrom[id] = lostMark{now, s.epochs[id]}
+		s.markLostLocked(id, now) // keep.go
 	}
 	s.lost[id] = now
 	s.kept.set(id, true)
