@@ -311,11 +311,11 @@ func TestStreamDumpReadsBlocks(t *testing.T) {
 		return err
 	})
 	m := &broker.Message{Topic: "t/1", QoS: 1, Payload: []byte("j42")}
-	put, err := encodeOpBody(&broker.Op{Kind: broker.OpQueuePut, ClientID: "c", Delivery: broker.StoredDelivery{Seq: 7, QoS: 1, PacketID: 5, Msg: m}})
+	put, err := encodeOpBody(&broker.Op{Kind: broker.OpQueuePut, ClientID: "c", Delivery: broker.StoredDelivery{Seq: 7, QoS: 1, PacketID: 5, Msg: m}}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	del, err := encodeOpBody(&broker.Op{Kind: broker.OpQueueDel, ClientID: "c", Delivery: broker.StoredDelivery{Seq: 6}})
+	del, err := encodeOpBody(&broker.Op{Kind: broker.OpQueueDel, ClientID: "c", Delivery: broker.StoredDelivery{Seq: 6}}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
