@@ -261,7 +261,13 @@ func describeOp(b []byte) string {
 		if rel {
 			relS = " REL"
 		}
-		return fmt.Sprintf("QPut e%d s%d q%d%s p%d %s %s", epoch, seq, qos, relS, pid, m.Topic, dumpPayload(m.Payload))
+		place := ""
+		if pl := m.Place(); pl.Source != "" {
+			// The place a catch-up orders by (broker.Place): which
+			// anchors an adopted queue gave (bench/jepsen/RESULTS.md, ord31).
+			place = fmt.Sprintf(" @%s/%d", strings.ReplaceAll(pl.Source, "\x00", "/"), pl.Seq)
+		}
+		return fmt.Sprintf("QPut e%d s%d q%d%s p%d %s %s%s", epoch, seq, qos, relS, pid, m.Topic, dumpPayload(m.Payload), place)
 	case broker.OpQueueDel:
 		return fmt.Sprintf("QDel e%d s%d", epoch, rd.uvarint())
 	case broker.OpInboundPut:
