@@ -416,7 +416,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 			}
 			continue
 		}
-		body, err := encodeOpBody(op)
+		body, err := encodeOpBody(op, s.n.here())
 		if err != nil {
 			// Cannot happen for what the broker accepted; log and let
 			// Wait fail rather than claim the op is kept.
@@ -447,7 +447,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 func (s *sessions) sendLate(op *broker.Op, r repOp) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	body, err := encodeOpBody(op)
+	body, err := encodeOpBody(op, s.n.here())
 	if err != nil {
 		s.lastErr = err
 		return

@@ -75,7 +75,7 @@ func appendPack(b []byte, ops []repOp, epochs []uint64) []byte {
 }
 
 func encodeOp(op *broker.Op, epoch uint64) ([]byte, error) {
-	body, err := encodeOpBody(op)
+	body, err := encodeOpBody(op, "")
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +89,8 @@ func appendOp(b []byte, kind broker.OpKind, epoch uint64, body []byte) []byte {
 }
 
 // encodeOpBody encodes what follows the epoch.
-func encodeOpBody(op *broker.Op) ([]byte, error) {
+// here is appendMessage's: the writing node's place Source.
+func encodeOpBody(op *broker.Op, here string) ([]byte, error) {
 	var b []byte
 	var err error
 	switch op.Kind {
@@ -102,7 +103,7 @@ func encodeOpBody(op *broker.Op) ([]byte, error) {
 			return appendSeen(append(b, 0), s.Seen), nil
 		}
 		b = binary.AppendUvarint(append(b, 1), unixMilli(s.WillAt))
-		if b, err = appendMessage(b, s.Will); err != nil {
+		if b, err = appendMessage(b, s.Will, ""); err != nil {
 			return nil, err
 		}
 		return appendSeen(b, s.Seen), nil
@@ -124,7 +125,7 @@ func encodeOpBody(op *broker.Op) ([]byte, error) {
 		for _, id := range d.SubIDs {
 			b = binary.AppendUvarint(b, uint64(id))
 		}
-		if b, err = appendMessage(b, d.Msg); err != nil {
+		if b, err = appendMessage(b, d.Msg, here); err != nil {
 			return nil, err
 		}
 		return b, nil
