@@ -75,9 +75,14 @@ func TestReproOpHeldKilled(t *testing.T) {
 	held := harness.CountLog(n1, holding) - heldBefore
 	sub.Disconnect(&paho.Disconnect{})
 	// What reached the client anyway (forwards once n1 saw its interest,
-	// on a loaded machine) is not owed again.
+	// on a loaded machine) is not owed again, and may come again (a QoS 1
+	// copy read by place after its client completed it).
 	harness.DrainInbox(sub, func(m *paho.Publish) {
-		pp.want = slices.DeleteFunc(pp.want, func(w string) bool { return w == string(m.Payload) })
+		got := string(m.Payload)
+		if slices.Contains(pp.want, got) {
+			pp.want = slices.DeleteFunc(pp.want, func(w string) bool { return w == got })
+			pp.maybe = append(pp.maybe, got)
+		}
 	})
 	tc.WaitLog(n3, "client_id="+id+` reason="client disconnected normally"`, 1, harness.Wait)
 	time.Sleep(time.Second) // the disconnect's op reaches the stream; the follower waits on
