@@ -16,7 +16,7 @@ import (
 func BenchmarkPackMsg(b *testing.B) {
 	s := &sessions{n: &Node{cfg: Config{Node: "n2", Partitions: DefaultPartitions}}}
 	op := broker.Op{Kind: broker.OpQueueDel, ClientID: "ps3", Delivery: broker.StoredDelivery{Seq: 27}}
-	body, err := encodeOpBody(&op)
+	body, err := encodeOpBody(&op, "")
 	if err != nil {
 		b.Fatal(err)
 	}
