@@ -3,7 +3,6 @@ package repro_test
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -276,7 +275,7 @@ func outOfOrder(order []string) []string {
 func awaitLeadersBut(t *testing.T, tc *harness.Cluster, dead int) {
 	t.Helper()
 	streams := []string{"KV_ROOST_OWN"}
-	for p := range 8 {
+	for p := range tc.Partitions() {
 		streams = append(streams, "ROOST_SESS_"+strconv.Itoa(p))
 	}
 	harness.Eventually(t, 30*time.Second, func() error {
@@ -299,10 +298,8 @@ func awaitLeadersBut(t *testing.T, tc *harness.Cluster, dead int) {
 func victim(t *testing.T, tc *harness.Cluster) (vic, res int) {
 	t.Helper()
 	for _, v := range []int{2, 1} {
-		h := fnv.New32a()
-		h.Write([]byte(tc.Nodes[v].Name))
-		p := h.Sum32() % 8 // the partitions (cluster.Config.Partitions' default), as the cluster places held subjects
-		if streamLeaderOf(t, tc, "ROOST_SESS_"+strconv.Itoa(int(p))) != v {
+		p := clustertest.PartitionOf(tc.Nodes[v].Name, tc.Partitions()) // as the cluster places held subjects
+		if streamLeaderOf(t, tc, "ROOST_SESS_"+strconv.Itoa(p)) != v {
 			return v, 3 - v
 		}
 	}

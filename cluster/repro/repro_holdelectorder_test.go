@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"hash/fnv"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
+	"github.com/roost-mqtt/roost/internal/clustertest"
 )
 
 // TestReproHoldElectionOrder: the holds a node makes for a dead node's
@@ -135,10 +135,8 @@ func TestReproHoldElectionOrder(t *testing.T) {
 func electingVictim(t *testing.T, tc *harness.Cluster) (vic int, stream string, real bool) {
 	t.Helper()
 	held := func(v int) string {
-		h := fnv.New32a()
-		h.Write([]byte(tc.Nodes[v].Name))
-		p := h.Sum32() % 8 // the partitions (cluster.Config.Partitions' default), as the cluster places held subjects
-		return "ROOST_SESS_" + strconv.Itoa(int(p))
+		p := clustertest.PartitionOf(tc.Nodes[v].Name, tc.Partitions()) // as the cluster places held subjects
+		return "ROOST_SESS_" + strconv.Itoa(p)
 	}
 	for _, v := range []int{2, 1} {
 		if streamLeaderOf(t, tc, held(v)) == v {

@@ -46,6 +46,11 @@ func StartClusterFault(t *testing.T, n int, fault string, args ...string) *Clust
 	return WrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: n, Args: args, Env: []string{"ROOST_TEST_FAULT=" + fault}}))
 }
 
+// Partitions is the session partitions of tc's nodes: a test that needs
+// to know which stream a session or a node's held subject is in computes
+// it with clustertest.PartitionOf and this count.
+func (tc *Cluster) Partitions() int { return tc.c.Partitions() }
+
 // WrapCluster is c, started by t, as a Cluster.
 func WrapCluster(t *testing.T, c *clustertest.Cluster) *Cluster {
 	tc := &Cluster{T: t, c: c}
@@ -338,7 +343,8 @@ func (tc *Cluster) AddNode(name string, ipByte int, args ...string) *Node {
 	for _, o := range tc.Nodes {
 		a = append(a, "--cluster-peer", o.Cluster)
 	}
-	c := clustertest.Start(tc.T, clustertest.Options{Nodes: 1, FirstIP: ipByte, Args: append(a, args...), NoWait: true})
+	c := clustertest.Start(tc.T, clustertest.Options{Nodes: 1, FirstIP: ipByte, Args: append(a, args...), NoWait: true,
+		Partitions: tc.Partitions()})
 	nd := WrapCluster(tc.T, c).Nodes[0]
 	nd.Name = name
 	nd.WaitLog(tc.T, "listener ready", 1, clustertest.StartBound)
