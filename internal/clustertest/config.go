@@ -37,14 +37,21 @@ func PartitionOf(id string, partitions int) int {
 const configArg = "--config"
 
 // withConfig returns args with every node's config file carrying the
-// test's partitions: args's own --config file (its YAML with partitions
-// added, written beside it under another name, so that the paths in it
-// resolve as before), else one Start writes into dir (config's YAML, or
-// an empty one). Start calls it once per node with that node's whole
-// argument list, so every node of a cluster runs with the same count, which
-// the cluster requires (a node with another count refuses to start).
+// test's partitions. A --config in args (the last one, which the flag
+// parser takes: TestClusterDiskFullHeldAfterKill gives n3 a second one in
+// NodeArgs) is replaced by a copy of its file with partitions added,
+// written beside it so that the paths in it resolve as before; without
+// one, args get one Start writes into dir (config's YAML, or an empty
+// one). Start calls it for each node's whole argument list, so every node
+// of a cluster runs with the same count, which the cluster requires (a
+// node with another count refuses to start).
 func withConfig(args []string, dir, config string, partitions int) ([]string, error) {
-	i := slices.Index(args, configArg)
+	i := -1
+	for j, a := range args {
+		if a == configArg {
+			i = j
+		}
+	}
 	if i >= 0 && config != "" {
 		return nil, fmt.Errorf("clustertest: both Options.Config and a %s argument", configArg)
 	}

@@ -78,6 +78,19 @@ func TestWithConfig(t *testing.T) {
 	if b, _ := os.ReadFile(args[3]); !strings.Contains(string(b), "adopt_after: 5s") || !strings.Contains(string(b), "partitions: 2") {
 		t.Fatalf("%s:\n%s", args[3], b)
 	}
+	// The flag parser takes the last --config: that is the one to carry the
+	// partitions.
+	other := filepath.Join(own, "other.yaml")
+	if err := os.WriteFile(other, []byte("cluster:\n  partitions: 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args, err = withConfig([]string{"--config", other, "--config", src}, dir, "", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(args[3]); args[1] != other || !strings.Contains(string(b), "password_file") || !strings.Contains(string(b), "partitions: 2") {
+		t.Fatalf("args %q; %s:\n%s", args, args[3], b)
+	}
 	if _, err := withConfig([]string{"--config", src}, dir, "cluster: {}", 2); err == nil {
 		t.Error("both a --config and Options.Config taken")
 	}
