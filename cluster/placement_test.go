@@ -28,9 +28,7 @@ import (
 // that long, not how long that is; the 10 s less are 50 node-seconds.
 func TestClusterReplicasReplaced(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  replace_after: 5s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 5, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 5, harness.Setup{Config: "cluster:\n  replace_after: 5s\n"})
 	own := "KV_ROOST_OWN"
 	var holders []*harness.Node
 	harness.Eventually(t, 30*time.Second, func() error {

@@ -3,7 +3,6 @@ package repro_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,11 +41,9 @@ import (
 func TestReproGoneHoldOrder(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, prefix, late = "gh-sub", "gh", "q1-000006"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The session moves by the client's claim only; a busy machine's
 	// confirmations stay within the bound.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 30s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "wait-late="+late+"@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "wait-late=" + late + "@n1", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 30s\n"})
 	n1 := tc.Nodes[0]
 	vi, ri := victim(t, tc)
 	vic, res := tc.Nodes[vi], tc.Nodes[ri]
@@ -141,11 +138,9 @@ func TestReproGoneHoldOrder(t *testing.T) {
 func TestReproSilentHoldOrder(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, prefix = "sh-sub", "sh"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The session moves by the client's claim only; a forward out to the
 	// paused node is not given up before it runs again.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 30s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 30s\n"})
 	n1 := tc.Nodes[0]
 	vi, ri := victim(t, tc)
 	vic, res := tc.Nodes[vi], tc.Nodes[ri]

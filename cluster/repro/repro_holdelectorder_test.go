@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -39,12 +38,10 @@ import (
 func TestReproHoldElectionOrder(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, prefix, window = "he-sub", "he", 2 * time.Second
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The session moves by the client's claim only; the held messages'
 	// confirmations, one after another without the change, stay within
 	// the bound.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 30s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, fmt.Sprintf("hold-elect=%s@n1", window), "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: fmt.Sprintf("hold-elect=%s@n1", window), Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 30s\n"})
 	n1 := tc.Nodes[0]
 	vi, held, real := electingVictim(t, tc)
 	vic, res := tc.Nodes[vi], tc.Nodes[3-vi]
