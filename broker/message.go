@@ -55,6 +55,13 @@ type Message struct {
 	// goes to (RemoteMessage.Accepted): a session's queue limits do not
 	// drop it. Set before the message is shared.
 	accepted bool
+	// routedHere says this server routed the message (routeOrigin: a
+	// client's PUBLISH, a will, the server's own), rather than a cluster
+	// delivering or a store restoring it. A cluster names the place of
+	// such a message from its own id when it writes a queued copy
+	// (RoutedHere), at no cost to the routing (catchup.go). Set before
+	// the message is shared.
+	routedHere bool
 	// wire is allocated by the first wireFor, so messages that go to one
 	// session (and retained ones nobody reads) carry 8 bytes for it.
 	wire atomic.Pointer[wireCache]

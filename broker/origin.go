@@ -556,6 +556,17 @@ func membersGot(cands []sharedCand, h uint64) bool {
 // messages held for it against its queue.
 func (m *Message) Place() Place { return m.place() }
 
+// RoutedHere reports whether this server routed m (a client's PUBLISH, a
+// will, the server's own message), as against a message a cluster
+// delivered (DeliverRemote) or a store or record gave back. Such a
+// message carries no Place: a cluster that writes a queued copy of it
+// names its place from m.ID, the id its forwards and holds of m carry,
+// so that a node adopting the queue orders what was held for the session
+// against it (CatchUp's anchors; bench/jepsen/RESULTS.md, ord31: seed
+// 1123's moved queue of its old owner's local publishes, without places,
+// put after older held ones of the same publisher).
+func (m *Message) RoutedHere() bool { return m.routedHere }
+
 // SetPlace records p as m's place: for a cluster reading back a queued
 // message (a replicated record, a handover), before it is routed or
 // adopted. It does not mark m Late.

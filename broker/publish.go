@@ -487,6 +487,7 @@ func (s *Server) route(msg *Message) (n int, last Ticket, notRetained error, con
 // that failed leaves its group out and fails confirm, so that the
 // publisher sends the message again.
 func (s *Server) routeOrigin(msg *Message, o Origin) (n int, last Ticket, notRetained error, confirm func() error) {
+	msg.routedHere = true
 	if !o.IsZero() {
 		msg.SetOrigin(o)
 	} else if msg.QoS == 2 && !msg.Retain {

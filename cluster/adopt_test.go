@@ -3,7 +3,6 @@ package cluster_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,9 +40,7 @@ func TestClusterDeadNodeAdoptsThousands(t *testing.T) {
 		t.Skip("creates 2,400 sessions")
 	}
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 2s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	wills := harness.Connect(t, n3, "ad-wills")
 	wills.Sub(t, paho.SubscribeOptions{Topic: "ad/will/+", QoS: 1})

@@ -49,7 +49,10 @@ func startEngines(t *testing.T, n int) []*Node {
 				peers = append(peers, a)
 			}
 		}
-		cfg := Config{Node: fmt.Sprintf("n%d", i+1), Listen: listen[i], Peers: peers, Data: t.TempDir()}
+		// The test clusters' partitions (clustertest.TestPartitions): each
+		// is a Raft group on every engine, in this test process.
+		cfg := Config{Node: fmt.Sprintf("n%d", i+1), Listen: listen[i], Peers: peers, Data: t.TempDir(),
+			Partitions: clustertest.TestPartitions}
 		nd, err := Start(cfg, 1<<20, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/roost-mqtt/roost/cluster"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 )
 
@@ -18,7 +19,8 @@ import (
 // same bucket, off the client's path but not off the bucket's). Each
 // iteration uses a new client id, as a fleet of devices does.
 func BenchmarkClusterConnectWill(b *testing.B) {
-	c := clustertest.Start(b, clustertest.Options{Nodes: 3})
+	// The product's partitions, not the tests' 2: a measurement of what a deployment runs.
+	c := clustertest.Start(b, clustertest.Options{Nodes: 3, Partitions: cluster.DefaultPartitions})
 	addr := c.Nodes[0].MQTT
 	run := 0
 	for _, mode := range []string{"connect", "cycle"} {

@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -103,9 +102,7 @@ func TestClusterCutOffCleanWillOnce(t *testing.T) {
 	if nf == nil {
 		return
 	}
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 3s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 3s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	t.Cleanup(func() {
 		if t.Failed() { // the cut-off node's decisions, all of them
@@ -166,9 +163,7 @@ func TestClusterCutOffCleanWillOnce(t *testing.T) {
 // recorded and be published by a survivor, or not, depending on timing.
 func TestClusterStoppedNodeDropsCleanWills(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 2s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	wills := harness.Connect(t, n3, "cws-wills")
 	wills.Sub(t, paho.SubscribeOptions{Topic: "cw/will/+", QoS: 1})

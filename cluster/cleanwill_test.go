@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -32,9 +31,7 @@ import (
 // waits for the ownership records' leader, if n1 led them) comes first.
 func TestClusterDeadNodeCleanWills(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 15s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	wills := harness.Connect(t, n3, "cw-wills")
 	wills.Sub(t, paho.SubscribeOptions{Topic: "cw/will/+", QoS: 1})
@@ -131,9 +128,7 @@ func TestClusterDeadNodeCleanWills(t *testing.T) {
 // new connection has its own will.
 func TestClusterRestartedNodeCleanWills(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 15s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 15s\n"})
 	n1, n3 := tc.Nodes[0], tc.Nodes[2]
 	wills := harness.Connect(t, n3, "cr-wills")
 	wills.Sub(t, paho.SubscribeOptions{Topic: "cr/will/+", QoS: 1})

@@ -26,11 +26,7 @@ import (
 // and use topics of their own.
 func TestCluster(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	if err := os.WriteFile(cfg, []byte("sys_interval: 1s\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "sys_interval: 1s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 
 	t.Run("OutgoingConnectionsBound", func(t *testing.T) {
@@ -617,11 +613,7 @@ func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 // publishes are acknowledged again; after SIGCONT it is back.
 func TestClusterPausedNode(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	if err := os.WriteFile(cfg, []byte("cluster:\n  forward_timeout: 1s\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  forward_timeout: 1s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub2 := harness.Connect(t, n2, "pause-sub2")
 	sub2.Sub(t, paho.SubscribeOptions{Topic: "pause/t", QoS: 1})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/roost-mqtt/roost/cluster"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 )
 
@@ -19,7 +20,8 @@ import (
 // queue holds several clients' ops, and a client's next pack holds up
 // the packs behind it. Each publisher waits for each PUBACK.
 func BenchmarkClusterDurableQoS1(b *testing.B) {
-	c := clustertest.Start(b, clustertest.Options{Nodes: 3})
+	// The product's partitions, not the tests' 2: a measurement of what a deployment runs.
+	c := clustertest.Start(b, clustertest.Options{Nodes: 3, Partitions: cluster.DefaultPartitions})
 	expiry := uint32(600)
 	for _, tc := range []struct{ subs, pubs int }{{1, 1}, {1, 8}, {1, 32}, {16, 32}} {
 		subs, pubs := tc.subs, tc.pubs

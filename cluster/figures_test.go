@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -77,9 +76,7 @@ func atLeast(scrape, series string, min float64) error {
 // the claims and takeovers, interest entries and the retained stream.
 func TestClusterFigures(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("sys_interval: 1s\ncluster:\n  forward_timeout: 1s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg, "--http", "127.0.0.1:0")
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "sys_interval: 1s\ncluster:\n  forward_timeout: 1s\n", Args: []string{"--http", "127.0.0.1:0"}})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 
 	sub := harness.Connect(t, n2, "fig-sub")

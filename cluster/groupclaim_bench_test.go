@@ -8,6 +8,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/roost-mqtt/roost/cluster"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 )
 
@@ -23,7 +24,8 @@ import (
 // persistent, and n2 claims the group under the forward's source
 // (claimServed; RESULTS.md, "g133").
 func BenchmarkClusterGroupQoS2(b *testing.B) {
-	c := clustertest.Start(b, clustertest.Options{Nodes: 3})
+	// The product's partitions, not the tests' 2: a measurement of what a deployment runs.
+	c := clustertest.Start(b, clustertest.Options{Nodes: 3, Partitions: cluster.DefaultPartitions})
 	for _, where := range []struct {
 		name              string
 		node              int

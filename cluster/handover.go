@@ -35,7 +35,10 @@ import (
 // A message is a string holding a forwarded message (wire.go) without
 // groups, with its place when it has one (wirePlaceVersion).
 
-func appendMessage(b []byte, m *broker.Message) ([]byte, error) {
+// appendMessage appends m in that form. here is the place Source of the
+// node writing it (Node.here), for a message routed on it (queuedPlace);
+// empty for a message that is not queued (a will).
+func appendMessage(b []byte, m *broker.Message, here string) ([]byte, error) {
 	pub, err := encodePublish(m)
 	if err != nil {
 		return nil, err
@@ -43,7 +46,24 @@ func appendMessage(b []byte, m *broker.Message) ([]byte, error) {
 	// With its place (wirePlaceVersion): a session adopted from a record
 	// or a handover orders what was held for it against its queue by it
 	// (broker.CatchUp; TestReproPausedOwnerMovesLive).
-	return appendString(b, string(encodeForwardPlace(m, nil, pub, m.Origin(), boolBit(m.Resent(), 4), m.Place()))), nil
+	return appendString(b, string(encodeForwardPlace(m, nil, pub, m.Origin(), boolBit(m.Resent(), 4), queuedPlace(m, here)))), nil
+}
+
+// queuedPlace is the place a queued copy of m is written with: its own,
+// or for a message routed on the writing node (broker.Message.RoutedHere),
+// whose copies carry none, the place its forwards and holds carry
+// (originKey.place: here, the node and incarnation, and m.ID). Written
+// without one, a moved queue's messages published on the old owner were
+// no anchors for the new owner's catch-up, and what was held for the
+// session of the same publisher, older, went behind them all
+// (bench/jepsen/RESULTS.md, ord31: test/jepsen TestClusterFull long
+// faults seed 1123, ps3 got pub2#190-#195 after #198-#200;
+// TestMovedLocalPlaced).
+func queuedPlace(m *broker.Message, here string) broker.Place {
+	if p := m.Place(); p.Source != "" || here == "" || !m.RoutedHere() || m.ID == 0 {
+		return p
+	}
+	return broker.Place{Source: here, Seq: m.ID}
 }
 
 func readMessage(r *reader) *broker.Message {
@@ -66,7 +86,8 @@ func readMessage(r *reader) *broker.Message {
 	return m
 }
 
-func encodeSession(rec *broker.StoredSession) ([]byte, error) {
+// encodeSession encodes rec (above); here as appendMessage's.
+func encodeSession(rec *broker.StoredSession, here string) ([]byte, error) {
 	b := binary.AppendUvarint([]byte{wireVersion}, uint64(rec.Expiry))
 	var err error
 	var will byte
@@ -84,7 +105,7 @@ func encodeSession(rec *broker.StoredSession) ([]byte, error) {
 		b = binary.AppendUvarint(b, uint64(rec.WillDelay.Milliseconds()))
 	}
 	if will != 0 {
-		if b, err = appendMessage(b, rec.Will); err != nil {
+		if b, err = appendMessage(b, rec.Will, ""); err != nil {
 			return nil, err
 		}
 	}
@@ -103,7 +124,7 @@ func encodeSession(rec *broker.StoredSession) ([]byte, error) {
 		for _, id := range d.SubIDs {
 			b = binary.AppendUvarint(b, uint64(id))
 		}
-		if b, err = appendMessage(b, d.Msg); err != nil {
+		if b, err = appendMessage(b, d.Msg, here); err != nil {
 			return nil, err
 		}
 	}

@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -37,9 +36,7 @@ func TestClusterRejectingCutIsSafe(t *testing.T) {
 	if nf == nil {
 		return
 	}
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 3s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 3s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	wills := harness.Connect(t, n2, "rj-wills")
 	wills.Sub(t, paho.SubscribeOptions{Topic: "rj/will", QoS: 1})

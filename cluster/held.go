@@ -482,6 +482,29 @@ func (w *originWatch) movedIn(id string) {
 	}
 }
 
+// forgetAway forgets the origins noted while id's session here was a
+// disowned copy (away): a move that brings the session here live reads
+// what that copy kept (takeHeldBack) because the state it adopts does not
+// have it. Noted, those origins counted as the session's, and the read
+// passed over every kept copy of a forward the copy took (test/jepsen
+// TestClusterFull long faults, seed 1146, session 30: ps1's copy on n1,
+// watched since its move in, disowned for n2's claim at 46.333, took
+// pub2#514-#516 forwarded from n2 and kept them; n1's claim back at
+// 46.395 adopted n2's copy, which did not have them, and read n1's
+// subject from the disown: the three kept copies, and n2's hold of #514
+// for n1, were left out as got; TestOriginWatchClaimBack). A message the
+// adopted state has queued is left out by its queue (RejournalMessage);
+// one its client completed elsewhere may come again, QoS 1 only (QoS 2
+// by the session's Origins).
+func (w *originWatch) forgetAway(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k := range w.away[id] {
+		delete(w.seen[id], k)
+	}
+	delete(w.away, id)
+}
+
 // first reports whether id has not got the message k yet, and notes it.
 // Ids not watched always get it. A message published on this node (this
 // process) after the session came here reached it locally: a copy held

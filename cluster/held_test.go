@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -22,9 +21,7 @@ import (
 // replicated streams) until its sessions live elsewhere.
 func TestClusterDeadNodeSessionKeepsQueueing(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 2s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(600)
 	const id = "held-sub"
@@ -111,15 +108,13 @@ func TestClusterDeadNodeSessionKeepsQueueing(t *testing.T) {
 // (held.go, restoredGate).
 func TestClusterRestartedNodeSessionResumedElsewhere(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption during the test: the session moves by the client's
 	// claim only. The subscriber reads nothing until it resumes: its
 	// queue must take everything published meanwhile, a thousand
 	// messages and more on a busy machine (the default max_queued is
 	// 1000: beyond it the broker drops by its policy, and a run saw
 	// "dropping messages for session ... queue_full").
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(600)
 	const id = "restart-sub"
@@ -211,9 +206,7 @@ func TestClusterRestartedNodeSessionResumedElsewhere(t *testing.T) {
 // claimGroups).
 func TestClusterDeadNodeShareGroupHeld(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 60s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(600)
 	members := []string{"grp-a", "grp-b"}

@@ -384,6 +384,25 @@ func (n *Node) deliverTakenLate(id, node string, taken []*pendingReply, aheads m
 // follower stood, opHeldHeader, or where a node that gave the session up
 // unsettled stopped applying), the copies kept for the session there
 // before from are read too (readKeptBefore).
+//
+// unreadKept: a read that fails leaves its unreadAt (catchUpCap) no later
+// than keptFrom, not only than where its read by time began: the
+// adoption's ops count as made no later than that until its followers
+// read what this one did not, and the next reader counts kept copies from
+// the last op's made time. Capped where a read by sequence began (the
+// read's start then), a kept copy taken before that but after keptFrom
+// was passed over by every later reader (test/jepsen TestClusterFull long
+// faults, seed 1129: n2's fenced copy of g1m1 kept 23 messages at
+// 24:11.6-12.3; n2's claim back read its own subject from its follower's
+// place 131 and failed in the kept read before it, "not read yet;
+// following", so its rollup was made no later than 17.492, heldBackMargin
+// before that read began, not 23:47.1, the session's last op; fenced 0.8 s
+// after the adoption, before its follower read them, and every later
+// claim read n2's subject from the rollup's place 350 with kept copies
+// from 17.492: 11 acknowledged messages lost for g1;
+// TestReadAheadKeptBeforePlace). The ops of a claim back that did not read
+// its own keep so carry where the keep may begin, as a disown that does
+// not end it does here (markLostLocked).
 func (s *sessions) readAhead(ctx context.Context, node string, from uint64, since, kept time.Time, rec *broker.StoredSession) heldRead {
 	r := heldRead{node: node, from: from, next: from, kept: kept, unreadAt: time.Now().Add(-heldBackMargin)}
 	// Kept copies count from the earlier of the two (kept is this node's
@@ -399,11 +418,14 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 			start = minTime(since, kept.Add(-heldBackMargin))
 		}
 	}
+	// Failed, the read leaves unread what is held from start on and the
+	// copies kept from keptFrom on (unreadKept).
+	unread := minTime(start, keptFrom)
 	s.mu.Lock()
 	js := s.js
 	s.mu.Unlock()
 	if js == nil {
-		r.err, r.unreadAt = errNotReady, start
+		r.err, r.unreadAt = errNotReady, unread
 		return r
 	}
 	members := map[string]bool{}
@@ -442,7 +464,7 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 				"peer", node, "from", from, "messages", len(r.msgs), "err", err)
 		}
 		if err != nil {
-			r.next, r.err = next, err
+			r.next, r.err, r.unreadAt = next, err, unread
 			return r
 		}
 	}
@@ -459,7 +481,7 @@ func (s *sessions) readAhead(ctx context.Context, node string, from uint64, sinc
 		return nil
 	})
 	if r.err != nil {
-		r.unreadAt = start
+		r.unreadAt = unread
 	}
 	if r.err != nil && !errors.Is(r.err, errClaim) && len(r.msgs) > 0 {
 		// Read in part: what was read is delivered, the follower reads

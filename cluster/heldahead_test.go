@@ -87,4 +87,29 @@ func TestReadAheadKeptBeforePlace(t *testing.T) {
 	if r.next != seqs[4]+1 {
 		t.Fatalf("next %d, want %d", r.next, seqs[4]+1)
 	}
+
+	// Failed (here at once: its context is done), a read by sequence
+	// leaves its catch-up cap no later than where kept copies count
+	// from, for its own subject's keep or not: the adoption's ops carry
+	// that as their made time, from which the next reader counts the
+	// kept copies (unreadKept; seed 1129: capped at the read's start,
+	// 23 kept copies of before it were passed over by every later
+	// claim, 11 lost).
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	last := since.Add(-time.Minute) // the session's last op, long before this read
+	for _, kept := range []time.Time{{}, last.Add(-time.Second), last.Add(time.Second)} {
+		r := s.readAhead(done, node, seqs[4], last, kept, rec)
+		keptFrom := last
+		if !kept.IsZero() {
+			keptFrom = minTime(last, kept)
+		}
+		if r.err == nil {
+			t.Fatalf("kept since %v: a read with its context done passed", kept)
+		}
+		if c := catchUpCap([]heldRead{r}); c.After(keptFrom) {
+			t.Errorf("kept since %v: a failed read's cap %v, after %v where kept copies count from: a kept copy taken between is passed over",
+				kept, c, keptFrom)
+		}
+	}
 }

@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -28,9 +27,7 @@ func TestClusterHoldThroughElection(t *testing.T) {
 	// A long adopt_after: the messages are held for n2 (not yet adopted)
 	// and read by the claim on n3. A long forward_timeout: a real
 	// election of a stream n2 led may come on top of the fault's.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 30s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, fmt.Sprintf("hold-unanswered=%d@n1", unanswered), "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: fmt.Sprintf("hold-unanswered=%d@n1", unanswered), Config: "cluster:\n  adopt_after: 30s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	const expiry = 300
 	_, pub := harness.PersistentPair(t, n2, n1, "he", expiry)

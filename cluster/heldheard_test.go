@@ -3,7 +3,6 @@ package cluster_test
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -29,9 +28,7 @@ func TestClusterClaimRetryReadsDeadNodesHeld(t *testing.T) {
 	// A long adopt_after: the publish below must be held for n2 (by n1's
 	// orphan interest, which the janitors' scan ends) although it may
 	// wait for a leader election of the stream n2 led.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 12s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "read-late=hh-sub@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "read-late=hh-sub@n1", Config: "cluster:\n  adopt_after: 12s\n"})
 	n1, n2 := tc.Nodes[0], tc.Nodes[1]
 	const expiry = 300
 	// The publisher on n1: n1 knows hh-sub's interest on n2, and keeps

@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,11 +23,9 @@ import (
 // after, behind newer forwarded ones.
 func TestClusterResumedSessionKeepsOrder(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption during the test: the session moves by the client's
 	// claim only.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 60s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(600)
 	const id = "order-sub"

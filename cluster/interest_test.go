@@ -323,7 +323,7 @@ func TestSessionRoundTrip(t *testing.T) {
 			{Filter: "b", Opts: packet.SubOptions{QoS: 1, NoLocal: true}}},
 		Queue:   []broker.StoredDelivery{{Msg: m, QoS: 2, PacketID: 9, Released: true, SubIDs: []uint32{7}}, {Msg: m, QoS: 1, Retain: true}},
 		Inbound: []uint16{3, 4}}
-	b, err := encodeSession(rec)
+	b, err := encodeSession(rec, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -22,9 +21,7 @@ import (
 // same either way.
 func TestClusterDeadNodeWillsAndExpiry(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 2s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	wills := harness.Connect(t, n3, "ow-wills")
 	wills.Sub(t, paho.SubscribeOptions{Topic: "ow/will/+", QoS: 1})

@@ -330,7 +330,10 @@ func (s *sessions) keptSince(id string, epoch uint64) time.Time {
 // the places an old owner names whose held reads were cut: the kept
 // copies are for its session, the holds for this node since were given
 // to the copy or to nobody, the catch-up puts them in their publishers'
-// order, and what the adopted state holds already is left out.
+// order, and what the adopted state holds already is left out. Only what
+// it holds: the forwards the disowned copy took were noted as the
+// session's (originWatch), and the read must not take their kept copies
+// for had (originWatch.forgetAway).
 //
 // heldBackMargin moves a read by time that far before the disown: the
 // stream's timestamps are its leader's clock, the disown this node's; the
@@ -385,6 +388,7 @@ func (s *sessions) takeHeldBack(id string, handed []heldPos) []heldPos {
 	if !ok {
 		return handed
 	}
+	s.n.watch.forgetAway(id) // the kept copies are not had here (TestOriginWatchClaimBack)
 	if slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == self }) {
 		return s.keptUncarried(id, self, at.Add(-heldBackMargin), handed)
 	}
@@ -469,6 +473,35 @@ func (s *sessions) keptUnreadLocked(id string) (time.Time, bool) {
 		return m.at, true
 	}
 	return time.Time{}, false
+}
+
+// A claim back that did not read the keep. This node's claim of a lost
+// id ends the loss (setEpoch), but not the keep: a claim that waits for
+// its previous owner, or is superseded before it adopts, reads nothing,
+// and the copy, still here and still disowned, goes on keeping what it
+// takes. The next loss is then a first one again, and stamped anew, the
+// keep's place moved past every message kept before it: read from there,
+// they were read by nobody (test/jepsen TestClusterFull long faults, seed
+// 1114: n1's copy of g1m0 fenced at 51.267, n1's claim back at 54.149
+// waited on a paused n3 while the copy kept pub1#242-#247 at
+// 56.946-57.208; n2's claim at 57.760 stamped the loss anew, and n1's
+// live move in at 02:14 read its own subject from 57.760: 6 acknowledged
+// messages lost for g1; TestKeptUnread). So a first loss whose copy still
+// has kept messages unread from an earlier one (keptUnreadLocked) keeps
+// that loss's time, under the epoch of this node's claim now: the ops
+// that claim wrote, if any, did not read them either (keptSince).
+
+// markLostLocked notes this node's first loss of id since its last claim,
+// now (disown); s.mu held.
+func (s *sessions) markLostLocked(id string, now time.Time) {
+	at := now
+	if t, unread := s.keptUnreadLocked(id); unread {
+		at = t
+	}
+	if s.lostFrom == nil {
+		s.lostFrom = map[string]lostMark{}
+	}
+	s.lostFrom[id] = lostMark{at, s.epochs[id]}
 }
 
 // A move whose old owner did not finish. The new owner of a live move

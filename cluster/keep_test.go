@@ -193,7 +193,7 @@ func TestOwnHeldTo(t *testing.T) {
 func TestKeptUnread(t *testing.T) {
 	newS := func() *sessions {
 		return &sessions{n: &Node{cfg: Config{Node: "n3"}, log: slog.New(slog.DiscardHandler)},
-			lost: map[string]time.Time{}, adopting: map[string]bool{}}
+			lost: map[string]time.Time{}, adopting: map[string]bool{}, epochs: map[string]uint64{}, took: map[string]uint64{}}
 	}
 	self := func(ps []heldPos) (heldPos, bool) {
 		for _, p := range ps {
@@ -245,6 +245,51 @@ func TestKeptUnread(t *testing.T) {
 	s.kept.count("c")
 	if ps := s.takeHeldBack("c", []heldPos{{node: "n3", from: 7}}); len(ps) != 1 || ps[0].from != 7 {
 		t.Errorf("places %+v, want the old owner's place for n3 alone", ps)
+	}
+
+	// A claim back here that did not adopt (it waited for its previous
+	// owner, then a newer claim elsewhere) reads nothing: the keep goes
+	// on from the first loss, under the claim's epoch (markLostLocked;
+	// seed 1114: the move in read from the second loss, 6 lost).
+	for _, tt := range []struct {
+		name string
+		end  func(s *sessions) // the copy, before the second loss
+	}{
+		{"copy still here", func(*sessions) {}},
+		{"copy ended", func(s *sessions) { s.keepOp(&broker.Op{Kind: broker.OpSessionDel, ClientID: "d"}, true) }},
+	} {
+		s := newS()
+		s.setEpoch("d", 3, false)
+		s.disown("d")
+		first := s.lostFrom["d"]
+		s.kept.count("d")
+		s.setEpoch("d", 5, true) // the claim back, never adopted
+		s.kept.count("d")        // kept while it waits
+		tt.end(s)
+		time.Sleep(time.Millisecond)
+		s.disown("d")
+		if m := s.lostFrom["d"]; !m.at.Equal(first.at) || m.epoch != 5 {
+			t.Errorf("%s: mark after the second loss %+v, want the first loss %v at the claim back's epoch 5", tt.name, m, first.at)
+		}
+		if s.keptSince("d", 5).IsZero() {
+			t.Errorf("%s: a record ending at the claim back's epoch reads no kept copies", tt.name)
+		}
+		if p, ok := self(s.takeHeldBack("d", nil)); !ok || !p.floor.Equal(first.at) {
+			t.Errorf("%s: move in after the second loss: place %+v (found %v), want from the first loss %v", tt.name, p, ok, first.at)
+		}
+	}
+	// Read (the client resumed the copy here): the next loss is stamped
+	// anew.
+	s = newS()
+	s.disown("e")
+	first := s.lostFrom["e"].at
+	s.kept.count("e")
+	s.setEpoch("e", 2, true)
+	s.keepOp(&broker.Op{Kind: broker.OpSessionPut, ClientID: "e"}, false)
+	time.Sleep(time.Millisecond)
+	s.disown("e")
+	if at := s.lostFrom["e"].at; !at.After(first) {
+		t.Errorf("a loss after the keep was read: mark %v, want the new loss after %v", at, first)
 	}
 }
 
@@ -310,5 +355,44 @@ func TestKeptKeys(t *testing.T) {
 	r.applySnapshot("n3", "inc", 2, keys, true)
 	if ps := s1.keptElsewhere("n2", "a", nil); len(ps) != 0 {
 		t.Errorf("places %+v after n3 took its kept key back", ps)
+	}
+}
+
+// TestOriginWatchClaimBack: a live move that brings a session back onto
+// the node whose disowned copy took forwards reads their kept copies
+// (takeHeldBack), and the watch the copy noted them in does not take them
+// for had; what the session got before the disown still counts (test/jepsen
+// TestClusterFull long faults, seed 1146, session 30: ps1 lost the three
+// messages n1's copy took from n2 between its disown and n1's claim back,
+// left out as got).
+func TestOriginWatchClaimBack(t *testing.T) {
+	n := &Node{cfg: Config{Node: "n1"}, log: slog.New(slog.DiscardHandler)}
+	s := &sessions{n: n, lost: map[string]time.Time{}, adopting: map[string]bool{}}
+	n.sess = s
+	n.watch.self = originKey{node: "n1", inc: "i1"}
+	n.watch.watch("ps1", time.Now().Add(time.Minute)) // moved in live: beginHanded watches it
+	before := originKey{node: "n2", inc: "i2", id: 1}
+	during := originKey{node: "n2", inc: "i2", id: 2}
+	if !n.dedupPick(before, nil)("ps1") {
+		t.Fatal("a forward to the live session refused")
+	}
+	s.disown("ps1") // n2's claim: the copy here is disowned
+	if !n.dedupPick(during, nil)("ps1") {
+		t.Fatal("a forward to the disowned copy refused")
+	}
+	s.kept.count("ps1") // and kept for its session (keep)
+	s.holdBack("ps1")   // n2's move's finish declined: claimed back here
+	handed := s.takeHeldBack("ps1", nil)
+	if !slices.ContainsFunc(handed, func(p heldPos) bool { return p.node == "n1" }) {
+		t.Fatalf("places %+v: the claim back does not read this node's subject", handed)
+	}
+	if !n.dedupPickHeld(during, nil, "ps1")("ps1") {
+		t.Error("the kept copy of a forward the disowned copy took left out as got after the claim back")
+	}
+	if n.dedupPickHeld(during, nil, "")("ps1") {
+		t.Error("a hold of the same message delivered too")
+	}
+	if n.dedupPickHeld(before, nil, "")("ps1") {
+		t.Error("a held copy of a message the session got before its disown delivered again")
 	}
 }

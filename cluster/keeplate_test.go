@@ -173,7 +173,7 @@ func TestLandedStale(t *testing.T) {
 		rs := make([]repOp, len(ops))
 		es := make([]uint64, len(ops))
 		for i := range ops {
-			body, err := encodeOpBody(&ops[i])
+			body, err := encodeOpBody(&ops[i], "")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -74,7 +74,7 @@ func TestOriginsTravel(t *testing.T) {
 	rec := &broker.StoredSession{ClientID: "c", Expiry: 10, Inbound: []uint16{1, 2},
 		Unrouted: []broker.InboundIntent{{PacketID: 2, Nonce: 9}}, Seen: []uint64{3, 4},
 		Queue: []broker.StoredDelivery{{Msg: q, QoS: 2}}}
-	b, err := encodeSession(rec)
+	b, err := encodeSession(rec, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -223,7 +223,7 @@ func encodeOwnerWill(node string, epoch uint64, will *broker.Message) ([]byte, e
 		return encodeOwner(node, epoch), nil
 	}
 	b := appendString(binary.AppendUvarint([]byte{ownerWillVersion}, epoch), node)
-	return appendMessage(b, will)
+	return appendMessage(b, will, "")
 }
 
 func decodeOwner(b []byte) (node string, epoch uint64, err error) {
@@ -1487,7 +1487,7 @@ func (o *owners) handOverRec(id string, rec *broker.StoredSession, done func(boo
 	if rec == nil {
 		return nil, nil
 	}
-	b, err := encodeSession(rec)
+	b, err := encodeSession(rec, o.n.here())
 	switch {
 	case err != nil:
 		o.n.log.Error("cluster: session not handed over", "client_id", id, "err", err)

@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -250,9 +249,7 @@ func checkOwedResuming(t *testing.T, c *harness.Client, owed []string, want func
 // acknowledged 0x10 and lost for the session.
 func TestClusterPausedNodePersistent(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 120s\n"})
 	n1, n3 := tc.Nodes[0], tc.Nodes[2]
 	sub, pub := harness.PersistentPair(t, n3, n1, "pz", harness.QueuedExpiry)
 	harness.DrainInbox(sub, func(*paho.Publish) {})

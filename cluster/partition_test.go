@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -49,14 +47,7 @@ func TestClusterPartition5(t *testing.T) {
 	if nf == nil {
 		return
 	}
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	if err := os.WriteFile(cfg+".tmp", []byte("cluster:\n  replicas: 5\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(cfg+".tmp", cfg); err != nil {
-		t.Fatal(err)
-	}
-	tc := harness.StartClusterWith(t, 5, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 5, harness.Setup{Config: "cluster:\n  replicas: 5\n"})
 	checkPartition(t, nf, tc, tc.Nodes[:3], tc.Nodes[3:])
 }
 

@@ -67,6 +67,13 @@ func (p *placeSources) of(k originKey) broker.Place {
 	return broker.Place{Source: s, Seq: k.id}
 }
 
+// here returns the place Source of the messages routed on this node
+// (originKey.place of its own keys), for the queued copies it writes
+// (queuedPlace).
+func (n *Node) here() string {
+	return n.places.of(originKey{node: n.cfg.Node, inc: n.inc}).Source
+}
+
 // heldPassedOn returns the origin of rm, a forwarded message, if it is a
 // held message passed on (decodeForward: Late with a place), from its
 // place (originKey.place).

@@ -19,12 +19,12 @@ func BenchmarkStoredMessage(b *testing.B) {
 		b.Run(fmt.Sprintf("append/place=%v", placed), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := appendMessage(nil, m); err != nil {
+				if _, err := appendMessage(nil, m, ""); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
-		enc, _ := appendMessage(nil, m)
+		enc, _ := appendMessage(nil, m, "")
 		b.Run(fmt.Sprintf("read/place=%v", placed), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

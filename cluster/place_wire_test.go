@@ -23,7 +23,7 @@ func TestPlacesTravel(t *testing.T) {
 	placed.SetPlace(p)
 
 	// The stored form.
-	b, err := appendMessage(nil, placed)
+	b, err := appendMessage(nil, placed, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func TestPlacesTravel(t *testing.T) {
 	if r.err != nil || m.Place() != p || m.Origin() != o || string(m.Payload) != "placed" {
 		t.Fatalf("read back %+v (err %v): place %+v origin %+v, want %+v %+v", m, r.err, m.Place(), m.Origin(), p, o)
 	}
-	b, err = appendMessage(nil, bare)
+	b, err = appendMessage(nil, bare, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestPlacesTravel(t *testing.T) {
 	}
 
 	// A handover's queue.
-	hb, err := encodeSession(&broker.StoredSession{ClientID: "c", Expiry: 600, Queue: rec.Queue})
+	hb, err := encodeSession(&broker.StoredSession{ClientID: "c", Expiry: 600, Queue: rec.Queue}, "")
 	if err != nil {
 		t.Fatal(err)
 	}

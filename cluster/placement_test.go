@@ -28,9 +28,7 @@ import (
 // that long, not how long that is; the 10 s less are 50 node-seconds.
 func TestClusterReplicasReplaced(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  replace_after: 5s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 5, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 5, harness.Setup{Config: "cluster:\n  replace_after: 5s\n"})
 	own := "KV_ROOST_OWN"
 	var holders []*harness.Node
 	harness.Eventually(t, 30*time.Second, func() error {
@@ -98,7 +96,7 @@ func TestClusterReplicasReplaced(t *testing.T) {
 	// Every object v1 held gets a third member again among the live
 	// nodes.
 	harness.Eventually(t, 90*time.Second, func() error {
-		for _, stream := range replicatedStreams() {
+		for _, stream := range replicatedStreams(tc.Partitions()) {
 			if m := members(append(live, v2), stream); len(m) < 3 {
 				return fmt.Errorf("%s: members on %d live nodes, want 3", stream, len(m))
 			}
@@ -110,10 +108,10 @@ func TestClusterReplicasReplaced(t *testing.T) {
 }
 
 // replicatedStreams are the JetStream streams of the cluster's replicated
-// objects with the default eight session partitions.
-func replicatedStreams() []string {
+// objects with partitions session partitions.
+func replicatedStreams(partitions int) []string {
 	s := []string{"KV_ROOST_OWN", "ROOST_RETAIN"}
-	for p := range 8 {
+	for p := range partitions {
 		s = append(s, "ROOST_SESS_"+strconv.Itoa(p))
 	}
 	return s

@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -17,13 +16,9 @@ import (
 // twice). Both tests drive the publisher with a raw client, to control
 // the packet id and the resend.
 
-// originConfig writes a config with short bounds: the tests wait for a
+// originConfig is a config with short bounds: the tests wait for a
 // forward timeout and an adoption.
-func originConfig(t *testing.T) string {
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\n  forward_timeout: 2s\n"), 0o644)
-	return cfg
-}
+const originConfig = "cluster:\n  adopt_after: 2s\n  forward_timeout: 2s\n"
 
 // TestClusterQoS2ResendUnconfirmedIsRouted: the publisher's node could not
 // confirm a QoS 2 message to every node (one was paused, then killed) and
@@ -45,7 +40,7 @@ func originConfig(t *testing.T) string {
 // node it heard from since it started (remoteInterest.heardNodes).
 func TestClusterQoS2ResendUnconfirmedIsRouted(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	tc := harness.StartClusterWith(t, 3, "--config", originConfig(t))
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: originConfig})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	s1 := harness.OriginSub(t, n2, "o1-s1", "o1/t")
 	s2 := harness.OriginSub(t, n3, "o1-s2", "o1/t")
@@ -78,7 +73,7 @@ func TestClusterQoS2ResendUnconfirmedIsRouted(t *testing.T) {
 // of the session has no such id, must not be routed a second time.
 func TestClusterQoS2ResendAfterNodeDiedBeforeItsID(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	tc := harness.StartClusterFault(t, 3, "stall-inbound=o2-pub@n1", "--config", originConfig(t))
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "stall-inbound=o2-pub@n1", Config: originConfig})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	s1 := harness.OriginSub(t, n2, "o2-s1", "o2/t")
 	harness.AwaitOriginProbes(t, n1, "o2/t", s1)

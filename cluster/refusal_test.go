@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,9 +44,7 @@ func TestClusterJSReconnectsWithoutQuorum(t *testing.T) {
 	// A node's wait for the owner record (forward_timeout) shorter than
 	// mqtt.js's connectTimeout here (4 s, client.js), so that the client
 	// gets the node's answer, not its own timeout.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 1s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  forward_timeout: 1s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(600)
 	host := func(nd *harness.Node) map[string]any {

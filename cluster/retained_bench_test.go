@@ -9,6 +9,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
+	"github.com/roost-mqtt/roost/cluster"
 	"github.com/roost-mqtt/roost/internal/clustertest"
 )
 
@@ -22,7 +23,8 @@ import (
 // not heard from one replica and gives no lease: each read then appends a
 // read marker (one replicated write).
 func BenchmarkClusterRetainedSubscribe(b *testing.B) {
-	c := clustertest.Start(b, clustertest.Options{Nodes: 3})
+	// The product's partitions, not the tests' 2: a measurement of what a deployment runs.
+	c := clustertest.Start(b, clustertest.Options{Nodes: 3, Partitions: cluster.DefaultPartitions})
 	const topic = "bench/retained"
 	w := clustertest.Connect(b, c.Nodes[0].MQTT, "bench-ret-w")
 	if rc := w.Pub(b, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte("v")}); rc >= 0x80 {

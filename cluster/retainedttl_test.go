@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -22,9 +21,7 @@ import (
 // store, clears them once it has caught up.
 func TestClusterRetainedCompaction(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("sys_interval: 1s\ncluster:\n  retained_tombstone_ttl: 2s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "sys_interval: 1s\ncluster:\n  retained_tombstone_ttl: 2s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	const topics = 20
 

@@ -46,7 +46,7 @@ func TestReadAcrossRollup(t *testing.T) {
 		reps := make([]repOp, len(ops))
 		epochs := make([]uint64, len(ops))
 		for i := range ops {
-			body, err := encodeOpBody(&ops[i])
+			body, err := encodeOpBody(&ops[i], "")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -199,7 +199,8 @@ type sessions struct {
 	away map[string][2]time.Time
 	// lostFrom: when this node lost each id first since its last claim
 	// of it (a newer claim elsewhere disowns it again and moves left,
-	// not this), with its claim epoch then (keptSince).
+	// not this), or since an earlier loss whose kept copies are still
+	// unread (markLostLocked), with its claim epoch then (keptSince).
 	lostFrom map[string]lostMark
 	// putAcked: the ids whose QueuePut ops the streams acknowledged
 	// lately (keeplate.go, landedStale), for a disown to read back.
@@ -247,8 +248,9 @@ type repOp struct {
 	// made: when the op was appended here (opMadeHeader).
 	made time.Time
 	// held: the first message held for this node that its own follower
-	// had not applied durably when the op was appended, while the others
-	// may have held for it lately; 0 otherwise (opHeldHeader).
+	// had not applied durably when the op was appended; 0 for an op that
+	// counts as made earlier, outside the window in which the others may
+	// have held for this node lately (ownHeldFrom, opHeldHeader).
 	held uint64
 	// pack: 0 until the op is first published; then, on the first op
 	// of a pack (sessions_wire.go), the number of ops in it, and -1 on
@@ -325,13 +327,14 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 	t = s.local.Append(s.sparedOpsLocked(ops)...)
 	s.last = max(s.last, t)
 	now := time.Now()
-	held := s.ownHeldBehind(now)
+	away := s.n.away.maybe(now, s.n.heldWatch())
 	// Back from a silence (silence.go) and moved in live with places
 	// not read yet (madeCap): the earlier of the two.
 	back := s.silence.madeAt(now)
 	for i := range ops {
 		op := &ops[i]
 		made := minTime(back, s.madeAt(op.ClientID, now))
+		held := s.ownHeldFrom(now, made, away)
 		if op.ClientID != "" {
 			// Counted before it is replicated: a persistent filter
 			// announced late could lose a message held for nobody.
@@ -418,7 +421,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 			}
 			continue
 		}
-		body, err := encodeOpBody(op)
+		body, err := encodeOpBody(op, s.n.here())
 		if err != nil {
 			// Cannot happen for what the broker accepted; log and let
 			// Wait fail rather than claim the op is kept.
@@ -449,7 +452,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 func (s *sessions) sendLate(op *broker.Op, r repOp) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	body, err := encodeOpBody(op)
+	body, err := encodeOpBody(op, s.n.here())
 	if err != nil {
 		s.lastErr = err
 		return
@@ -640,10 +643,7 @@ func (s *sessions) disown(id string) {
 	s.mu.Lock()
 	now := time.Now()
 	if _, again := s.lost[id]; !again {
-		if s.lostFrom == nil {
-			s.lostFrom = map[string]lostMark{}
-		}
-		s.lostFrom[id] = lostMark{now, s.epochs[id]}
+		s.markLostLocked(id, now) // keep.go
 	}
 	s.lost[id] = now
 	s.kept.set(id, true)
@@ -1150,17 +1150,7 @@ func (s *sessions) publishMore(q *partQueue, inflight *packsInFlight) error {
 	now := time.Now()
 	for i := 0; i < len(batch); i += batch[i].pack {
 		head, n := &batch[i], batch[i].pack
-		m := nats.NewMsg(s.subject(head.id))
-		if n == 1 {
-			m.Data = appendOp(nil, head.kind, epochs[i], head.body)
-		} else {
-			m.Data = appendPack(nil, batch[i:i+n], epochs[i:i+n])
-		}
-		m.Header.Set(jetstream.MsgIDHeader, head.msgID)
-		m.Header.Set(opMadeHeader, strconv.FormatInt(packMade(batch[i:i+n]).UnixNano(), 10))
-		if held := packHeld(batch[i : i+n]); held > 0 {
-			m.Header.Set(opHeldHeader, formatOpHeld(s.n.cfg.Node, held))
-		}
+		m := s.packMsg(batch[i:i+n], epochs[i:i+n])
 		var f jetstream.PubAckFuture
 		if head.rollup {
 			// Readers start the session afresh here, purged or not
@@ -1185,6 +1175,25 @@ func (s *sessions) publishMore(q *partQueue, inflight *packsInFlight) error {
 		inflight.push(inflightPack{f, now, n, head.id, head.rollup && !stale[i]})
 	}
 	return nil
+}
+
+// packMsg returns the stream message of one pack, ops (their epochs):
+// its first op's message id, when its newest op was made (opMadeHeader)
+// and where this node's held follower stood at its oldest (opHeldHeader).
+func (s *sessions) packMsg(ops []repOp, epochs []uint64) *nats.Msg {
+	head := &ops[0]
+	m := nats.NewMsg(s.subject(head.id))
+	if len(ops) == 1 {
+		m.Data = appendOp(nil, head.kind, epochs[0], head.body)
+	} else {
+		m.Data = appendPack(nil, ops, epochs)
+	}
+	m.Header.Set(jetstream.MsgIDHeader, head.msgID)
+	m.Header.Set(opMadeHeader, strconv.FormatInt(packMade(ops).UnixNano(), 10))
+	if held := packHeld(ops); held > 0 {
+		m.Header.Set(opHeldHeader, formatOpHeld(s.n.cfg.Node, held))
+	}
+	return m
 }
 
 // takePacks packs the ops of ops from from on, up to limit, and returns

@@ -158,7 +158,7 @@ func TestReplayPack(t *testing.T) {
 	one := replayOf(t, "c", ops, epochs)
 	reps := make([]repOp, len(ops))
 	for i := range ops {
-		body, err := encodeOpBody(&ops[i])
+		body, err := encodeOpBody(&ops[i], "")
 		if err != nil {
 			t.Fatal(err)
 		}

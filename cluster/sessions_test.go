@@ -3,8 +3,6 @@ package cluster_test
 import (
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -121,14 +119,7 @@ func TestClusterSessionSurvivesKill(t *testing.T) {
 // that was acknowledged.
 func TestClusterSessionsWithoutQuorum(t *testing.T) {
 	t.Parallel() // see harness_test.go
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	if err := os.WriteFile(cfg+".tmp", []byte("cluster:\n  forward_timeout: 1s\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(cfg+".tmp", cfg); err != nil {
-		t.Fatal(err)
-	}
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  forward_timeout: 1s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(600)
 	persistent := &paho.Connect{ClientID: "nq-sub", CleanStart: true, KeepAlive: 30,

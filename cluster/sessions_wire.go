@@ -75,7 +75,7 @@ func appendPack(b []byte, ops []repOp, epochs []uint64) []byte {
 }
 
 func encodeOp(op *broker.Op, epoch uint64) ([]byte, error) {
-	body, err := encodeOpBody(op)
+	body, err := encodeOpBody(op, "")
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +89,8 @@ func appendOp(b []byte, kind broker.OpKind, epoch uint64, body []byte) []byte {
 }
 
 // encodeOpBody encodes what follows the epoch.
-func encodeOpBody(op *broker.Op) ([]byte, error) {
+// here is appendMessage's: the writing node's place Source.
+func encodeOpBody(op *broker.Op, here string) ([]byte, error) {
 	var b []byte
 	var err error
 	switch op.Kind {
@@ -102,7 +103,7 @@ func encodeOpBody(op *broker.Op) ([]byte, error) {
 			return appendSeen(append(b, 0), s.Seen), nil
 		}
 		b = binary.AppendUvarint(append(b, 1), unixMilli(s.WillAt))
-		if b, err = appendMessage(b, s.Will); err != nil {
+		if b, err = appendMessage(b, s.Will, ""); err != nil {
 			return nil, err
 		}
 		return appendSeen(b, s.Seen), nil
@@ -124,7 +125,7 @@ func encodeOpBody(op *broker.Op) ([]byte, error) {
 		for _, id := range d.SubIDs {
 			b = binary.AppendUvarint(b, uint64(id))
 		}
-		if b, err = appendMessage(b, d.Msg); err != nil {
+		if b, err = appendMessage(b, d.Msg, here); err != nil {
 			return nil, err
 		}
 		return b, nil
@@ -208,13 +209,12 @@ func packMade(ops []repOp) time.Time {
 	return t
 }
 
-// opHeldHeader is, on a stream message of a session's ops made while the
-// other nodes may have held for this node lately (awayMarks), this node's
+// opHeldHeader is, on a stream message of a session's ops, this node's
 // own held subject and the first message there that its follower had not
 // applied durably when the oldest of those ops was made: "SEQ NODE"
-// (packHeld, formatOpHeld).
+// (packHeld, formatOpHeld, ownHeldFrom).
 //
-// A reader takes what was held for any node before the session's last op
+// A reader read what was held for any node before the session's last op
 // as in the session already (readAhead: its node's follower applied it).
 // Not so for a node back from a silence (cut off, paused): the others
 // held for it meanwhile, and its ops made before its follower read that
@@ -224,9 +224,23 @@ func packMade(ops []repOp) time.Time {
 // n1 cut off 25.3-35.96 s, 204 messages held for it at 30.5-35.9 s, its
 // follower at n1:407; forwards of before the cut reached its copy of ps3
 // at the heal, their QueuePuts made at 35.981; its claim back read n1's
-// subject from 35.981 on, 5 messages; TestReproLateOpHeld). The reader
-// reads that node's subject from SEQ instead (heldBehind), when the
-// message is the session's last op.
+// subject from 35.981 on, 5 messages; TestReproLateOpHeld). Nor for a
+// live node whose follower is merely behind: the others hold for a live
+// node too (its hold keys: a fenced copy's cover, a claim, a restored
+// session), and a node killed before its follower applied such a hold
+// had made a later op of the session all the same (test/jepsen
+// TestClusterFull long faults, seed 1132 on main 9614108: n1 held
+// pub0#69 for n2 at 34.5589 (seq 127), n2 made ps3's last op at 34.567
+// and was killed at 34.570; n3's claim read n2's subject from 34.567 on
+// and the message was lost; TestReproOpHeldKilled). So every op says
+// where its node's follower stood, and a reader reads that node's
+// subject from SEQ instead (heldBehind), when the message is the
+// session's last op. Not an op that counts as made earlier than it was
+// (a catch-up's or a live move's reads not done, a return from a
+// silence: madeCap), outside the silence's window: its time bounds what
+// the session's own reads have still to give it, which its node's
+// follower place does not (that follower gives a session nothing held
+// before it came).
 const opHeldHeader = "Roost-Op-Held-From"
 
 // opWholeHeader marks a stream message whose first op begins a session
@@ -258,12 +272,14 @@ type heldBehind struct {
 	from uint64
 }
 
-// ownHeldBehind returns, for an op appended at now, where this node's
-// follower of its own held subject stands (opHeldHeader), if the others
-// may have held for this node lately; 0 otherwise, and when the follower
-// never began here (what is held is read by time, as before).
-func (s *sessions) ownHeldBehind(now time.Time) uint64 {
-	if !s.n.away.maybe(now, s.n.heldWatch()) {
+// ownHeldFrom returns, for an op appended at now that counts as made at
+// made, where this node's follower of its own held subject stands
+// (opHeldHeader); away: the others may have held for this node lately
+// (awayMarks). 0 for an op made earlier than now outside that window, and
+// when the follower never began here: the reader reads by time, as
+// before.
+func (s *sessions) ownHeldFrom(now, made time.Time, away bool) uint64 {
+	if made.Before(now) && !away {
 		return 0
 	}
 	return s.gate.next.Load()

@@ -117,7 +117,7 @@ func TestReplayRefusesGarbage(t *testing.T) {
 // publish or arm.
 func TestHandoverCarriesConnectionWill(t *testing.T) {
 	rec := &broker.StoredSession{ClientID: "c", Expiry: 10, Will: msg("w", "bye", 1), WillDelay: 3 * time.Second}
-	b, err := encodeSession(rec)
+	b, err := encodeSession(rec, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestReplayWholeUnpurged(t *testing.T) {
 		reps := make([]repOp, len(ops))
 		epochs := make([]uint64, len(ops))
 		for i := range ops {
-			body, err := encodeOpBody(&ops[i])
+			body, err := encodeOpBody(&ops[i], "")
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -261,7 +261,13 @@ func describeOp(b []byte) string {
 		if rel {
 			relS = " REL"
 		}
-		return fmt.Sprintf("QPut e%d s%d q%d%s p%d %s %s", epoch, seq, qos, relS, pid, m.Topic, dumpPayload(m.Payload))
+		place := ""
+		if pl := m.Place(); pl.Source != "" {
+			// The place a catch-up orders by (broker.Place): which
+			// anchors an adopted queue gave (bench/jepsen/RESULTS.md, ord31).
+			place = fmt.Sprintf(" @%s/%d", strings.ReplaceAll(pl.Source, "\x00", "/"), pl.Seq)
+		}
+		return fmt.Sprintf("QPut e%d s%d q%d%s p%d %s %s%s", epoch, seq, qos, relS, pid, m.Topic, dumpPayload(m.Payload), place)
 	case broker.OpQueueDel:
 		return fmt.Sprintf("QDel e%d s%d", epoch, rd.uvarint())
 	case broker.OpInboundPut:
@@ -311,11 +317,11 @@ func TestStreamDumpReadsBlocks(t *testing.T) {
 		return err
 	})
 	m := &broker.Message{Topic: "t/1", QoS: 1, Payload: []byte("j42")}
-	put, err := encodeOpBody(&broker.Op{Kind: broker.OpQueuePut, ClientID: "c", Delivery: broker.StoredDelivery{Seq: 7, QoS: 1, PacketID: 5, Msg: m}})
+	put, err := encodeOpBody(&broker.Op{Kind: broker.OpQueuePut, ClientID: "c", Delivery: broker.StoredDelivery{Seq: 7, QoS: 1, PacketID: 5, Msg: m}}, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	del, err := encodeOpBody(&broker.Op{Kind: broker.OpQueueDel, ClientID: "c", Delivery: broker.StoredDelivery{Seq: 6}})
+	del, err := encodeOpBody(&broker.Op{Kind: broker.OpQueueDel, ClientID: "c", Delivery: broker.StoredDelivery{Seq: 6}}, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -38,11 +37,9 @@ func TestReproAdoptedBeforeSettle(t *testing.T) {
 	t.Parallel() // see harness.Main
 	prefix, adopter, other := adoptSettleNames()
 	id := prefix + "-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The subscriber reads nothing until it resumes: its queue takes
 	// everything published meanwhile.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 2s\nlimits:\n  max_queued: 100000\n"})
 	byName := map[string]*harness.Node{}
 	for _, nd := range tc.Nodes {
 		byName[nd.Name] = nd

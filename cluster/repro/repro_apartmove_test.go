@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -33,7 +32,7 @@ import (
 // group, a QoS 2 one once.
 func TestReproApartMoveOut(t *testing.T) {
 	t.Parallel() // see harness.Main
-	tc := harness.StartClusterFault(t, 3, "held-late=20s@n3", "--config", apartMoveConfig(t))
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "held-late=20s@n3", Config: apartMoveConfig})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	const subID, grpID = "am-sub", "am-g"
 	harness.NewPersistent(t, n3, subID, paho.SubscribeOptions{Topic: "am/t", QoS: 2}).Disconnect(&paho.Disconnect{})
@@ -149,8 +148,4 @@ func TestReproApartMoveOut(t *testing.T) {
 
 // apartMoveConfig lets the janitor adopt n3's sessions only long after
 // the pause (adopt_after 60 s): an adoption is another path.
-func apartMoveConfig(t *testing.T) string {
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n"), 0o644)
-	return cfg
-}
+const apartMoveConfig = "cluster:\n  adopt_after: 60s\n"

@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,9 +33,7 @@ func TestReproHeldAfterReadAhead(t *testing.T) {
 	const id = "cu-sub"
 	// No adoption by the janitor: the session moves by the client's
 	// claim only; room for the elections after the kill.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "adopt-wait="+id+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "adopt-wait=" + id + "@n3", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(600)
 	_, pub := harness.PersistentPair(t, n1, n2, "cu", expiry)
@@ -184,9 +181,7 @@ func orderAcrossResumeWhen(t *testing.T, pubNode *harness.Node, pub **harness.Cl
 // session's keys 3 s late (settle-wait), n2 holding for n1 meanwhile.
 func TestReproRestoredSettleOrder(t *testing.T) {
 	t.Parallel() // see harness.Main
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "settle-wait=3s@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "settle-wait=3s@n1", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	n1, n2 := tc.Nodes[0], tc.Nodes[1]
 	expiry := uint32(600)
 	const id = "rs-sub"

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -37,9 +36,7 @@ func TestReproCatchUpKilled(t *testing.T) {
 	// for the election after a kill before the client tries again: 8 s
 	// (15 s made the test 45 s long at load 35). The client reads
 	// nothing until its last resume.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 8s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "adopt-wait="+id+"@n3,held-stall="+id+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "adopt-wait=" + id + "@n3,held-stall=" + id + "@n3", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 8s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	_, pub := harness.PersistentPair(t, n1, n2, prefix, 600)
 	// Paced so that the last resume has a few hundred messages to take.

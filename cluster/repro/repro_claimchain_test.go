@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -35,13 +34,11 @@ func TestReproClaimChainHeld(t *testing.T) {
 	const id = "cc-sub"
 	// No janitor adoption of paused n1's sessions; room for the
 	// elections after n1's pause.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 300s\n  forward_timeout: 15s\n"), 0o644)
 	// held-late: n2's own follower applies what is held for n2 a second
 	// after it was held, past the fresh session's QoS 2 flow of the
 	// forwarded copy (under load it lags so; unloaded, it can come first
 	// and find the copy still queued).
-	tc := harness.StartClusterFault(t, 3, "adopt-late="+id+"@n2,held-late=1s@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "adopt-late=" + id + "@n2,held-late=1s@n2", Config: "cluster:\n  adopt_after: 300s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	queuedOffline(t, tc, n1, n3, id, "cc/t")
 	pub := harness.Connect(t, n3, id+"-pub2")

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -37,14 +36,12 @@ func TestReproClaimDropCover(t *testing.T) {
 		// forward_timeout + 2 heartbeats).
 		cover = 17 * time.Second
 	)
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No survivor adopts the killed nodes' sessions: dc-sub is taken by
 	// its client's claims only.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 300s\n  forward_timeout: 5s\n"), 0o644)
 	// left-unadopted: n2, restarted with its record and without the
 	// session, would adopt it at its start (adoptLeftHere) and hand it
 	// over live; the fault keeps the seconds before that scan open.
-	tc := harness.StartClusterFault(t, 3, "adopt-late="+id+"@n2,adopt-late="+id+"@n1,left-unadopted="+id+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "adopt-late=" + id + "@n2,adopt-late=" + id + "@n1,left-unadopted=" + id + "@n2", Config: "cluster:\n  adopt_after: 300s\n  forward_timeout: 5s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub := harness.NewPersistent(t, n1, id, paho.SubscribeOptions{Topic: prefix + "/#", QoS: 2})
 	if err := sub.Disconnect(&paho.Disconnect{}); err != nil {

@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -34,12 +33,10 @@ import (
 func TestReproClaimHoldOrder(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const prefix = "ch"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No survivor adopts n2's sessions while it is dead: m0 is taken
 	// by its client's claim on n3 only.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
 	faults := "adopt-wait=" + prefix + "-m0@n3"
-	tc := harness.StartClusterFault(t, 3, faults, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: faults, Config: "cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	share := paho.SubscribeOptions{Topic: "$share/" + prefix + "/" + prefix + "/#", QoS: 1}
 	m0 := harness.NewPersistent(t, n2, prefix+"-m0", share)

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -32,9 +31,7 @@ func TestReproClaimAnsweredNewer(t *testing.T) {
 	const id = "nr-sub"
 	// The claims' bound (forward_timeout) must outlast the held
 	// requests (releaseDelay).
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "delay-release="+id+"@n1,delay-release="+id+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "delay-release=" + id + "@n1,delay-release=" + id + "@n2", Config: "cluster:\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	queuedOffline(t, tc, n1, n3, id, "nr/t")
 

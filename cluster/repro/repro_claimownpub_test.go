@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -38,14 +37,12 @@ func TestReproClaimOwnPublish(t *testing.T) {
 		prefix = "om"
 		id     = prefix + "-m0"
 	)
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No survivor adopts the killed nodes' sessions: om-m0 is taken by
 	// its client's claims only.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 300s\n  forward_timeout: 5s\n"), 0o644)
 	// left-unadopted: n2, restarted with its record and without the
 	// session, would adopt it at its start (adoptLeftHere) and hand it
 	// over live; the fault keeps the seconds before that scan open.
-	tc := harness.StartClusterFault(t, 3, "adopt-late="+id+"@n2,adopt-wait="+id+"@n1,left-unadopted="+id+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "adopt-late=" + id + "@n2,adopt-wait=" + id + "@n1,left-unadopted=" + id + "@n2", Config: "cluster:\n  adopt_after: 300s\n  forward_timeout: 5s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	m0 := harness.NewPersistent(t, n3, id, paho.SubscribeOptions{Topic: "$share/" + prefix + "g/" + prefix + "/#", QoS: 2})
 	if err := m0.Disconnect(&paho.Disconnect{}); err != nil {

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -55,10 +54,8 @@ func TestReproClaimAfterRestart(t *testing.T) {
 func TestReproReleaseAfterFence(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id = "fenced-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// Room for the held-up request (5 s) and the stream read after it.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "delay-release="+id+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "delay-release=" + id + "@n2", Config: "cluster:\n  forward_timeout: 15s\n"})
 	n1, n2 := tc.Nodes[0], tc.Nodes[1]
 	queuedOffline(t, tc, n1, n2, id, "fenced/t")
 	resumeQueued(t, n2, id, "resumed on n2 after n1 fenced and ended the session", n1, n2)

@@ -3,7 +3,6 @@ package repro_test
 import (
 	"fmt"
 	"net"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -32,11 +31,9 @@ import (
 func TestReproClaimKilledBeforeAdoption(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const sub, clean, willer = "cw-sub", "cw-clean", "cw-will"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No survivor adopts n1's records while it is down (that reads the
 	// stream, and hides the fault): n1 must take them itself.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "adopt-stall="+sub+"@n1,adopt-stall="+clean+"@n1,adopt-stall="+willer+"@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "adopt-stall=" + sub + "@n1,adopt-stall=" + clean + "@n1,adopt-stall=" + willer + "@n1", Config: "cluster:\n  adopt_after: 60s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	queuedOffline(t, tc, n2, n3, sub, "cw/s")
 	queuedOffline(t, tc, n2, n3, clean, "cw/c")

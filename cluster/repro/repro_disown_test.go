@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -35,9 +34,7 @@ func TestReproOpsAfterDisown(t *testing.T) {
 	// 12 s (2 s were too few at load in a suite run: "reading the session
 	// of dp-pub: session stream: consumer ...", the CONNECT closed without
 	// CONNACK). A long adopt_after: no janitor takes part.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "held-pending="+id+"@n1,release-late="+id+"@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "held-pending=" + id + "@n1,release-late=" + id + "@n1", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub := harness.OriginSub(t, n3, "dp-sub", "dp/#")
 	harness.AwaitOriginProbes(t, n1, "dp/probe", sub)

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -36,11 +35,9 @@ func TestReproDroppedCopyKilled(t *testing.T) {
 		prefix = "dk"
 		id     = prefix + "-sub"
 	)
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No survivor adopts dk-sub: only its client's claims take it. The
 	// drop's cover is 17 s (3 x forward_timeout + 2 heartbeats).
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 300s\n  forward_timeout: 5s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "read-late="+id+"@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "read-late=" + id + "@n1", Config: "cluster:\n  adopt_after: 300s\n  forward_timeout: 5s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub := harness.NewPersistent(t, n2, id, paho.SubscribeOptions{Topic: prefix + "/#", QoS: 2})
 	if err := sub.Disconnect(&paho.Disconnect{}); err != nil {

@@ -3,7 +3,6 @@ package repro_test
 import (
 	"errors"
 	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -43,10 +42,8 @@ func TestReproDroppedCopyPacketID(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const prefix = "dp"
 	ida, topic, only := prefix+"-a", prefix+"/x", prefix+"q/y"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The publisher's PUBREC waits for the failed forward: forward_timeout.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 4s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "served-unclaimed="+prefix+"-pub@n1,unconfirmed="+topic+"@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "served-unclaimed=" + prefix + "-pub@n1,unconfirmed=" + topic + "@n1", Config: "cluster:\n  forward_timeout: 4s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	share := "$share/dg/" + prefix + "/+"
 	plain := harness.Connect(t, n3, prefix+"-plain") // a forward to n3: unconfirmed's way

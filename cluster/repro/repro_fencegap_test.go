@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -30,9 +29,7 @@ func TestReproFenceGap(t *testing.T) {
 	const id = "fc-sub"
 	// No janitor adoption of n3's sessions meanwhile (it has none of
 	// fc-sub's anyway); room for the elections after n3's kill.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "delay-release="+id+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "delay-release=" + id + "@n3", Config: "cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	queuedOffline(t, tc, n2, n1, id, "fc/t")
 	pub := harness.Connect(t, n1, id+"-pub2")

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -75,9 +74,7 @@ func fenceWindow(t *testing.T, id string) (*harness.Cluster, *harness.Client) {
 	// No adoption by the janitor (n3 has no session of id): the session
 	// moves by the client's claims only; room for the elections after
 	// n3's kill.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "delay-release="+id+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "delay-release=" + id + "@n3", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub, pub := harness.PersistentPair(t, n2, n1, prefix, harness.QueuedExpiry)
 	sub.Disconnect(&paho.Disconnect{}) // the session stays on n2, offline

@@ -3,7 +3,6 @@ package repro_test
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -38,12 +37,10 @@ import (
 func TestReproFollowerRewind(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const a, b, topic = "fr-a", "fr-b", "fr/x"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption by the janitor (the sessions move by their clients'
 	// claims only; n2's follower outlives the test); the hold for n3
 	// waits for its partition stream's election after the kill.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "claim-late="+a+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "claim-late=" + a + "@n2", Config: "cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	ca := harness.NewPersistent(t, n3, a, paho.SubscribeOptions{Topic: "$share/fr/fr/#", QoS: 2})
 	pub := harness.Connect(t, n1, "fr-pub")

@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,11 +40,9 @@ import (
 func TestReproForwardOutReheld(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, prefix = "fo-sub", "fo"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The session moves by the client's claim only; the forwards out
 	// to n3 outlast gone-late's bound (20 s).
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 30s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "gone-late=n3@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "gone-late=n3@n1", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 30s\n"})
 	n1, n3 := tc.Nodes[0], tc.Nodes[2]
 	expiry := uint32(600)
 	s3, pp := harness.PersistentPair(t, n3, n1, prefix, expiry)

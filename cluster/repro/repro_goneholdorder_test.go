@@ -3,8 +3,6 @@ package repro_test
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,11 +41,9 @@ import (
 func TestReproGoneHoldOrder(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, prefix, late = "gh-sub", "gh", "q1-000006"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The session moves by the client's claim only; a busy machine's
 	// confirmations stay within the bound.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 30s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "wait-late="+late+"@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "wait-late=" + late + "@n1", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 30s\n"})
 	n1 := tc.Nodes[0]
 	vi, ri := victim(t, tc)
 	vic, res := tc.Nodes[vi], tc.Nodes[ri]
@@ -142,11 +138,9 @@ func TestReproGoneHoldOrder(t *testing.T) {
 func TestReproSilentHoldOrder(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, prefix = "sh-sub", "sh"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The session moves by the client's claim only; a forward out to the
 	// paused node is not given up before it runs again.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 30s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 30s\n"})
 	n1 := tc.Nodes[0]
 	vi, ri := victim(t, tc)
 	vic, res := tc.Nodes[vi], tc.Nodes[ri]
@@ -276,7 +270,7 @@ func outOfOrder(order []string) []string {
 func awaitLeadersBut(t *testing.T, tc *harness.Cluster, dead int) {
 	t.Helper()
 	streams := []string{"KV_ROOST_OWN"}
-	for p := range 8 {
+	for p := range tc.Partitions() {
 		streams = append(streams, "ROOST_SESS_"+strconv.Itoa(p))
 	}
 	harness.Eventually(t, 30*time.Second, func() error {
@@ -299,10 +293,8 @@ func awaitLeadersBut(t *testing.T, tc *harness.Cluster, dead int) {
 func victim(t *testing.T, tc *harness.Cluster) (vic, res int) {
 	t.Helper()
 	for _, v := range []int{2, 1} {
-		h := fnv.New32a()
-		h.Write([]byte(tc.Nodes[v].Name))
-		p := h.Sum32() % 8 // the partitions (cluster.Config.Partitions' default), as the cluster places held subjects
-		if streamLeaderOf(t, tc, "ROOST_SESS_"+strconv.Itoa(int(p))) != v {
+		p := clustertest.PartitionOf(tc.Nodes[v].Name, tc.Partitions()) // as the cluster places held subjects
+		if streamLeaderOf(t, tc, "ROOST_SESS_"+strconv.Itoa(p)) != v {
 			return v, 3 - v
 		}
 	}

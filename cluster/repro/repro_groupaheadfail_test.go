@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -33,9 +32,7 @@ import (
 func TestReproGroupMissedAheadFailed(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, prefix = "ga-sub", "ga"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "adopt-wait="+id+"@n1,move-linger=40s@n1,ahead-unanswered="+id+"@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "adopt-wait=" + id + "@n1,move-linger=40s@n1,ahead-unanswered=" + id + "@n1", Config: "cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	old := harness.NewPersistent(t, n1, id, paho.SubscribeOptions{Topic: "$share/ga/" + prefix + "/q1", QoS: 1},
 		paho.SubscribeOptions{Topic: "$share/ga/" + prefix + "/q2", QoS: 2})

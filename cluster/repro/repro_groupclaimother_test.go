@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -37,9 +36,7 @@ func TestReproGroupClaimOtherMember(t *testing.T) {
 	const a, b = "gx-a", "gx-b"
 	// No janitor adoption of n1's sessions meanwhile; room for the
 	// elections after n1's kill.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "adopt-late="+a+"@n3,ahead-unanswered="+a+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "adopt-late=" + a + "@n3,ahead-unanswered=" + a + "@n2", Config: "cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(600)
 	for _, id := range []string{a, b} {

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -46,14 +45,12 @@ func TestReproRoutedBeforeQueued(t *testing.T) {
 // adds a plain subscriber on n3 whose forward is not confirmed.
 func beforeQueued(t *testing.T, prefix string, unconfirmed bool) {
 	id, topic := prefix+"-m1", prefix+"/x"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The publisher's PUBREC waits for the stalled copy: forward_timeout.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 4s\n"), 0o644)
 	faults := "stall-queue=" + id + "@n1"
 	if unconfirmed {
 		faults += ",unconfirmed=" + topic + "@n1"
 	}
-	tc := harness.StartClusterFault(t, 3, faults, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: faults, Config: "cluster:\n  forward_timeout: 4s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(harness.QueuedExpiry)
 	share := paho.SubscribeOptions{Topic: "$share/ga/" + prefix + "/+", QoS: 2}

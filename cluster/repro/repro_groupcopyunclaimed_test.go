@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -48,11 +47,9 @@ func copyUnclaimed(t *testing.T, prefix string, moved bool) {
 	const n = 10
 	topic := prefix + "/q"
 	ida, idb := prefix+"-a", prefix+"-b"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption by the janitor: the sessions move by the clients'
 	// claims only. The forwards wait for n3 past its kill.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 20s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "confirm-late="+topic+"@n3,served-unclaimed="+ida+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "confirm-late=" + topic + "@n3,served-unclaimed=" + ida + "@n3", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 20s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	for _, id := range []string{ida, idb} {
 		c := newMember(t, n3, id, paho.SubscribeOptions{Topic: "$share/" + prefix + "/" + topic, QoS: 2},

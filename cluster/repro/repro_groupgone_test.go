@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
-	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -51,11 +50,9 @@ import (
 func TestReproGroupGoneHeld(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const id, prefix = "gg-sub", "gg"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption by the janitor: the sessions move by the clients'
 	// claims only; room for the elections after n1's kill.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	plain := harness.NewPersistent(t, n1, prefix+"-plain", paho.SubscribeOptions{Topic: prefix + "/#", QoS: 2})
 	if err := plain.Disconnect(&paho.Disconnect{}); err != nil {

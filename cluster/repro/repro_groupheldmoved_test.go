@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -30,11 +29,9 @@ import (
 func TestReproGroupHeldMovedOut(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, prefix = "gh-sub", "gh"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption while n3 is paused: the session moves by the client's
 	// claim only.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "claim-late="+id+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "claim-late=" + id + "@n3", Config: "cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	old := harness.NewPersistent(t, n3, id, paho.SubscribeOptions{Topic: "$share/gh/" + prefix + "/q1", QoS: 1},
 		paho.SubscribeOptions{Topic: "$share/gh/" + prefix + "/q2", QoS: 2})

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -27,11 +26,9 @@ func TestReproGroupHeldMoveIn(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const prefix = "hm"
 	ida, topic := prefix+"-a", prefix+"/x"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The publisher's connection closes once its wait fails: after the
 	// adoption (finish-slow's 1.5 s), well within forward_timeout.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 4s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "finish-slow="+ida+"@n2,unconfirmed="+topic+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "finish-slow=" + ida + "@n2,unconfirmed=" + topic + "@n2", Config: "cluster:\n  forward_timeout: 4s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	share := paho.SubscribeOptions{Topic: "$share/hm/" + prefix + "/+", QoS: 2}
 	plain := harness.Connect(t, n3, prefix+"-plain") // a forward to n3: the fault's way

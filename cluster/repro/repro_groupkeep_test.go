@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -138,9 +137,7 @@ func TestReproFenceWindowGroup(t *testing.T) {
 // on n2, subscribed to subs, offline; it returns the session's expiry.
 func offlineOnN2(t *testing.T, id, faults string, subs ...paho.SubscribeOptions) (*harness.Cluster, uint32) {
 	t.Helper()
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, faults, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: faults, Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	n2 := tc.Nodes[1]
 	expiry := uint32(harness.QueuedExpiry)
 	sub, ack := harness.ConnectWith(t, n2, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,

@@ -1,6 +1,7 @@
 package repro_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -39,14 +40,26 @@ func TestReproGroupPassOn(t *testing.T) {
 
 	// 5 s: n1's publisher's window (below) opens with the streams.
 	n1.Env = append(n1.Env, "ROOST_TEST_FAULT=owners-late=5s@n1,drop-unannounced=2s@n1")
-	const caughtUp = `msg="cluster interest caught up" node=n1`
-	before := harness.CountLog(n1, caughtUp)
+	const caughtUp, incomplete = `msg="cluster interest caught up" node=n1`, `msg="cluster interest incomplete: `
+	before, beforeInc := harness.CountLog(n1, caughtUp), harness.CountLog(n1, incomplete)
 	tc.Start(n1)
 	// Nothing is published until n1 knows the other nodes' interest:
 	// a group message routed to n1 before that waits for it
 	// (TestReproGroupPassOnEarly is about that window); this test is
-	// about the pass-on after it.
-	tc.WaitLog(n1, caughtUp, before+1, 60*time.Second)
+	// about the pass-on after it. The catch-up ends either way: at
+	// load a snapshot request can run out of its bound, and n1 serves
+	// without that peer's interest after catchUpBound and never logs
+	// "caught up" (session 31: 1 run in 8 at load 37-44, waited 60 s).
+	harness.Eventually(t, 60*time.Second, func() error {
+		if harness.CountLog(n1, caughtUp) == before && harness.CountLog(n1, incomplete) == beforeInc {
+			return fmt.Errorf("n1's interest catch-up has not ended yet")
+		}
+		return nil
+	})
+	if harness.CountLog(n1, caughtUp) == before {
+		t.Skipf("n1 served before it had its peers' interest (TestReproGroupPassOnEarly's window): the test missed its path; n1:\n%s",
+			harness.GrepLog(n1, "cluster interest", "interest snapshot"))
+	}
 	// Payloads from 1,000,000 on: apart from n3's publisher's. From the
 	// streams' opening (owners-late's line): before, a copy kept for the
 	// restored copy is refused (its stream not open) and the publisher
@@ -55,25 +68,35 @@ func TestReproGroupPassOn(t *testing.T) {
 	// here would eat the window.
 	local := &pacedPub{t: t, nd: n1, id: "gp-pub1", prefix: "gp", i: 1_000_000}
 	const ownersLate = "cluster: test fault: the owner records are read late"
-	const dropped = `msg="restored session dropped: another node owns it now" node=n1 client_id=` + id
-	for start := time.Now(); harness.CountLog(n1, dropped) == 0; {
+	// Until the owners read dropped what another node owns
+	// (drop-unannounced's line follows the drops at once). The copy may
+	// be gone before: n1's owner-record watcher, updates only, may
+	// deliver n2's record, written while n1 was down, as new (its
+	// consumer on n1's replica of the bucket, still catching up) and
+	// fence the copy, which ends 4 s later, before owners-late's 5 s
+	// are out; the drop then finds no copy and logs nothing (CI on
+	// 49f7043, and 3 runs in 7 at load 30-35, session 31: "did not
+	// drop its restored copy").
+	const muted = "cluster: test fault: interest changes and heartbeats held back"
+	for start := time.Now(); harness.CountLog(n1, muted) == 0; {
 		if time.Since(start) > 60*time.Second {
-			t.Fatalf("n1 did not drop its restored copy of %s within 60 s; n1:\n%s", id, harness.GrepLog(n1, "cluster:", "restored"))
+			t.Fatalf("n1 did not read the owners of its restored copy of %s within 60 s; n1:\n%s", id, harness.GrepLog(n1, "cluster:", "restored"))
 		}
 		g.publish()
 		if harness.CountLog(n1, ownersLate) > 0 && (local.pub != nil || harness.Redial(t, n1, local.id, &local.pub) == nil) {
 			local.publish()
 		}
 	}
+	const dropped = `msg="restored session dropped: another node owns it now" node=n1 client_id=` + id
+	fencedFirst := harness.CountLog(n1, dropped) == 0
+	if fencedFirst && harness.CountLog(n1, `"session ended: its client id is owned by another node" client_id=`+id) == 0 {
+		t.Fatalf("n1 kept its restored copy of %s after reading that n2 owns it; n1:\n%s", id, harness.GrepLog(n1, "client_id="+id, "cluster:", "restored"))
+	}
 	const passed, kept = `msg="cluster: share groups whose members here are restored sessions only left to a node with a member" node=n1`,
 		`msg="cluster: message for a disowned copy kept in the held subject" node=n1 clients=[` + id + `]`
-	t.Logf("n1's publisher: %d acknowledged, %d unknown; n1 left the group to another node %d times, kept %d for the copy",
-		len(local.want), local.unknown, harness.CountLog(n1, passed), harness.CountLog(n1, kept))
+	t.Logf("n1's publisher: %d acknowledged, %d unknown; n1 left the group to another node %d times, kept %d for the copy; fenced before the owners read: %v",
+		len(local.want), local.unknown, harness.CountLog(n1, passed), harness.CountLog(n1, kept), fencedFirst)
 	g.pp.want = append(g.pp.want, local.want...)
-	if harness.CountLog(n1, ownersLate) == 0 ||
-		harness.CountLog(n1, "cluster: test fault: interest changes and heartbeats held back") == 0 {
-		t.Fatalf("n1 did not take the faults: the test missed its path; n1:\n%s", harness.GrepLog(n1, "cluster:", "restored"))
-	}
 	// Within drop-unannounced's 2 s: n3 still routes the group to n1.
 	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
 		g.publish()
@@ -87,7 +110,8 @@ func TestReproGroupPassOn(t *testing.T) {
 	// n1's restored member and routed around it.
 	if harness.CountLog(n1, "passed on to a node with a member") == 0 && harness.CountLog(n1, "hold keys held for this node") == 0 &&
 		harness.CountLog(n3, "share group left to a node with a live member") == 0 {
-		t.Fatalf("n3 routed nothing for the group to n1 after the drop: the test missed its path; n1:\n%s", harness.GrepLog(n1, "cluster:", "restored"))
+		t.Skipf("n3 routed nothing for the group to n1 after the drop (fenced before the owners read: %v): the test missed its path; n1:\n%s",
+			fencedFirst, harness.GrepLog(n1, "cluster:", "restored"))
 	}
 }
 

@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -71,15 +70,11 @@ func restartGroupMember(t *testing.T, prefix, fault, mark string) (*harness.Clus
 // has both).
 func restartGroupMemberWith(t *testing.T, prefix, startFault, fault, mark string) (*harness.Cluster, *pacedPub) {
 	t.Helper()
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// As restartWithFault: no adoption while n1 is dead, and a queue
 	// that takes everything published meanwhile.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	var tc *harness.Cluster
-	if startFault == "" {
-		tc = harness.StartClusterWith(t, 3, "--config", cfg)
-	} else {
-		tc = harness.StartClusterFault(t, 3, startFault, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: startFault,
+		Config: "cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"})
+	if startFault != "" {
 		fault = startFault + "," + fault
 	}
 	n1, n2 := tc.Nodes[0], tc.Nodes[1]

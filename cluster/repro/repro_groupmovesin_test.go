@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -31,14 +30,12 @@ func TestReproGroupPublishDuringMovesIn(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const prefix = "gd"
 	ids := []string{prefix + "-m0", prefix + "-m1"}
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption by the janitor; a queue that takes everything
 	// published meanwhile (the claims' bare connections read nothing).
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
 	// The moves' finish waits 20 s, not finish-asked's 60: long enough
 	// for both moves to wait and the publishes between, and 40 s of the
 	// package's wall less.
-	tc := harness.StartClusterFault(t, 3, "finish-asked="+ids[0]+"@n2,finish-asked="+ids[1]+"@n2,finish-asked-for=20s@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "finish-asked=" + ids[0] + "@n2,finish-asked=" + ids[1] + "@n2,finish-asked-for=20s@n2", Config: "cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2 := tc.Nodes[0], tc.Nodes[1]
 	for _, id := range ids {
 		c := harness.NewPersistent(t, n1, id, paho.SubscribeOptions{Topic: "$share/gd/" + prefix + "/q1", QoS: 1},

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -28,17 +27,15 @@ import (
 func TestReproGroupPassStale(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, prefix = "gp-sub", "gp"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No survivor adopts n2's sessions while it is dead: the member comes
 	// back by its client's claim on n1 only.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
 	// adopt-wait keeps n1's claim held (its hold keys out) a while once
 	// read from the stream, as under load (seed 170: 6 s); move-linger
 	// keeps the move out in n1's memory past the stream's election after
 	// n2's kill, which the claim's read waits for (seed 170: 8.7 s from
 	// the export to the pass-on, within moveLinger's 10 s; here the read
 	// alone took 10 s).
-	tc := harness.StartClusterFault(t, 3, "adopt-wait="+id+"@n1,move-linger=40s@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "adopt-wait=" + id + "@n1,move-linger=40s@n1", Config: "cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	old := harness.NewPersistent(t, n1, id, paho.SubscribeOptions{Topic: "$share/gp/" + prefix + "/q1", QoS: 1},
 		paho.SubscribeOptions{Topic: "$share/gp/" + prefix + "/q2", QoS: 2})

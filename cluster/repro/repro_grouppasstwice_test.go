@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -47,9 +46,7 @@ func TestReproGroupHeldPassedTwice(t *testing.T) {
 	// applies each held message late after it was held: after the move
 	// back, within moveLinger (10 s) of it.
 	const resumeAt, away, late = 10 * time.Second, 28 * time.Second, 43 * time.Second
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("limits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, fmt.Sprintf("held-late=%s@n3", late), "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: fmt.Sprintf("held-late=%s@n3", late), Config: "limits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	old := harness.NewPersistent(t, n3, id, paho.SubscribeOptions{Topic: "$share/gt/" + prefix + "/q1", QoS: 1},
 		paho.SubscribeOptions{Topic: "$share/gt/" + prefix + "/q2", QoS: 2})

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -29,13 +28,11 @@ func TestReproGroupQueuedStreamsLate(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const prefix = "gl"
 	ida, topic := prefix+"-a", prefix+"/x"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The claim waits for the streams within forward_timeout, longer
 	// than the fault's delay; no adoption of n3's sessions while it is
 	// dead.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 10s\n"), 0o644)
 	faults := "stall-queue=" + ida + "@n1"
-	tc := harness.StartClusterFault(t, 3, faults, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: faults, Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 10s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(harness.QueuedExpiry)
 	share := paho.SubscribeOptions{Topic: "$share/" + prefix + "/" + prefix + "/+", QoS: 2}

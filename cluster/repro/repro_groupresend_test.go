@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -72,11 +71,9 @@ func TestReproGroupResend(t *testing.T) {
 // instead of ending at its fence.
 func groupResend(t *testing.T, prefix string, reader int, resumeFirst, withLive bool) bool {
 	id := prefix + "-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// A short forward_timeout: the first routing waits for it on n3.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 6s\n"), 0o644)
 	topic := prefix + "/x"
-	tc := harness.StartClusterFault(t, 4, "delay-release="+id+"@n3,overtaken="+id+"@n3,unconfirmed="+topic+"@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 4, harness.Setup{Fault: "delay-release=" + id + "@n3,overtaken=" + id + "@n3,unconfirmed=" + topic + "@n1", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 6s\n"})
 	n1, n2, n3, rd := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2], tc.Nodes[reader]
 	expiry := uint32(harness.QueuedExpiry)
 	sub, ack := harness.ConnectWith(t, n2, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -36,12 +35,10 @@ func TestReproGroupRestoredUnclaimed(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const prefix = "gc"
 	ida, topic := prefix+"-a", prefix+"/x"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption of n1's sessions while it is dead: gc-a is to come
 	// back from n1's own store.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 4s\n  adopt_after: 60s\n"), 0o644)
 	fault := "served-unclaimed=" + prefix + "-pub@n1,unconfirmed=" + topic + "@n1"
-	tc := harness.StartClusterFault(t, 3, fault, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: fault, Config: "cluster:\n  forward_timeout: 4s\n  adopt_after: 60s\n"})
 	n1, n3 := tc.Nodes[0], tc.Nodes[2]
 	expiry := uint32(harness.QueuedExpiry)
 	share := paho.SubscribeOptions{Topic: "$share/" + prefix + "/" + prefix + "/+", QoS: 2}

@@ -3,7 +3,6 @@ package repro_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -52,12 +51,10 @@ func TestReproGroupServedGoneApart(t *testing.T) {
 func servedGone(t *testing.T, prefix string, apart bool) {
 	const n = 10
 	topic := prefix + "/q"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption by the janitor: the sessions move by the clients'
 	// claims only. The forwards wait for n3 past its kill.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 20s\nlimits:\n  max_queued: 100000\n"), 0o644)
 	fault := "confirm-late=" + topic + "@n3"
-	tc := harness.StartClusterFault(t, 3, fault, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: fault, Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 20s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	if apart {
 		plain := harness.NewPersistent(t, n3, prefix+"-plain", paho.SubscribeOptions{Topic: prefix + "/#", QoS: 2})

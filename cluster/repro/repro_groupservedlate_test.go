@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -42,12 +41,10 @@ func TestReproGroupServedLate(t *testing.T) {
 		prefix = "sl"
 		topic  = prefix + "/q"
 	)
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption by the janitor: the sessions move by the clients'
 	// claims only. The forwards wait for n3 past its kill.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 20s\nlimits:\n  max_queued: 100000\n"), 0o644)
 	a, b := prefix+"-a", prefix+"-b"
-	tc := harness.StartClusterFault(t, 3, "confirm-late="+topic+"@n3,served-late="+a+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "confirm-late=" + topic + "@n3,served-late=" + a + "@n3", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 20s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	members := []string{a, b}
 	cs := map[string]*harness.Client{}

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -27,11 +26,9 @@ func TestReproGroupServedNotDurable(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const prefix = "nd"
 	ida, topic := prefix+"-a", prefix+"/x"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The publisher's PUBREC waits for the late copy: forward_timeout
 	// (queueLateDelay is twice that).
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 4s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "queue-late="+ida+"@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "queue-late=" + ida + "@n1", Config: "cluster:\n  forward_timeout: 4s\n"})
 	n1, n3 := tc.Nodes[0], tc.Nodes[2]
 	expiry := uint32(harness.QueuedExpiry)
 	share := paho.SubscribeOptions{Topic: "$share/nd/" + prefix + "/+", QoS: 2}

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -29,11 +28,9 @@ func TestReproGroupServedSilent(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const prefix = "ss"
 	topic := prefix + "/x"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The publisher's close waits forward_timeout for the unconfirmed
 	// forward, past the fault's unanswered claim (a second).
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 4s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "served-silent="+prefix+"-pub@n1,unconfirmed="+topic+"@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "served-silent=" + prefix + "-pub@n1,unconfirmed=" + topic + "@n1", Config: "cluster:\n  forward_timeout: 4s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	plain := harness.Connect(t, n3, prefix+"-plain") // a forward to n3: the fault's way
 	plain.Sub(t, paho.SubscribeOptions{Topic: prefix + "/+", QoS: 2})

@@ -3,7 +3,6 @@ package repro_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"testing"
@@ -60,9 +59,7 @@ func testGroupSwapOrder(t *testing.T, prefix string, qos2 bool) {
 	// outcome of its messages in flight unknown (what the cluster
 	// promises), which this test cannot check (bench/jepsen/RESULTS.md
 	// paho26).
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "steps-late="+m0+"@n1,finish-slow="+m1+"@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "steps-late=" + m0 + "@n1,finish-slow=" + m1 + "@n1", Config: "cluster:\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub := paho.SubscribeOptions{Topic: "$share/" + prefix + "/" + prefix + "/#", QoS: 2}
 	old0 := harness.NewPersistent(t, n1, m0, sub)

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -42,10 +41,8 @@ func TestReproGroupUnclaimedResentFirst(t *testing.T) {
 // resumes the member on n2 before the publisher's resend on n3.
 func unclaimedCopy(t *testing.T, prefix string, moveFirst bool) {
 	ida, topic := prefix+"-a", prefix+"/x"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The publisher's PUBREC waits for the stalled copy: forward_timeout.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 4s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "stall-queue="+ida+"@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "stall-queue=" + ida + "@n1", Config: "cluster:\n  forward_timeout: 4s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(harness.QueuedExpiry)
 	share := paho.SubscribeOptions{Topic: "$share/gu/" + prefix + "/+", QoS: 2}
@@ -118,13 +115,11 @@ func TestReproGroupQueuedLeaderless(t *testing.T) {
 // for 8 s.
 func unclaimedRead(t *testing.T, prefix string, leaderless bool) {
 	ida, topic := prefix+"-a", prefix+"/x"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 4s\n"), 0o644)
 	fault := "served-unclaimed=" + prefix + "-pub@n1,unconfirmed=" + topic + "@n1"
 	if leaderless {
 		fault += ",queued-leaderless=" + ida + "@n2"
 	}
-	tc := harness.StartClusterFault(t, 3, fault, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: fault, Config: "cluster:\n  forward_timeout: 4s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(harness.QueuedExpiry)
 	share := paho.SubscribeOptions{Topic: "$share/" + prefix + "/" + prefix + "/+", QoS: 2}

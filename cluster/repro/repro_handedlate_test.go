@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -41,9 +40,7 @@ func TestReproHandedReadLate(t *testing.T) {
 	const id = "hl-sub"
 	// No adoption by the janitor: the session moves by the client's
 	// claims only; room for the elections after n2's kill.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "finish-gone="+id+"@n3,interest-late=n3@n1,handed-late="+id+"@n3,release-late="+id+"@n3,held-pending="+id+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "finish-gone=" + id + "@n3,interest-late=n3@n1,handed-late=" + id + "@n3,release-late=" + id + "@n3,held-pending=" + id + "@n3", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub, pub := harness.PersistentPair(t, n2, n1, "hl", harness.QueuedExpiry)
 	sub.Disconnect(&paho.Disconnect{}) // the session stays on n2, offline

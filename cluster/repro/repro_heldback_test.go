@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -32,12 +31,10 @@ func TestReproHeldBackClaim(t *testing.T) {
 	const id = "hb-sub"
 	// No adoption by the janitor: the session moves by the client's
 	// claims only.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// A queue that takes everything published meanwhile: how much that
 	// is depends on how long the fault's waits last on a loaded machine
 	// (1,389 messages once, past the default limit: dropped queue_full).
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "finish-asked="+id+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "finish-asked=" + id + "@n3", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"})
 	n2, n3 := tc.Nodes[1], tc.Nodes[2]
 	sub, pub := harness.PersistentPair(t, n2, n2, "hb", harness.QueuedExpiry)
 	sub.Disconnect(&paho.Disconnect{}) // the session stays on n2, offline
@@ -83,12 +80,10 @@ func TestReproHeldBackGone(t *testing.T) {
 	const id = "hb2-sub"
 	// No adoption by the janitor: the session moves by the client's
 	// claims only; room for the elections after n2's kill.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// A queue that takes everything published meanwhile: how much that
 	// is depends on how long the fault's waits last on a loaded machine
 	// (1,389 messages once, past the default limit: dropped queue_full).
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "finish-gone="+id+"@n3,interest-late=n3@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "finish-gone=" + id + "@n3,interest-late=n3@n1", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub, pub := harness.PersistentPair(t, n2, n1, "hb2", harness.QueuedExpiry)
 	sub.Disconnect(&paho.Disconnect{}) // the session stays on n2, offline

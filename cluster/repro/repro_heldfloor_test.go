@@ -3,7 +3,6 @@ package repro_test
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,9 +29,7 @@ func TestReproHeldFollowerFloor(t *testing.T) {
 	// m1's hold for n3 waits for its partition stream's election after
 	// n3's kill (more than the default 5 s on a busy machine; the
 	// publisher's connection was closed).
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	const expiry = 300
 	subA := harness.OriginSub(t, n3, "hf-a", "hf/#")

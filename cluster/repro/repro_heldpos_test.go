@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -36,9 +35,7 @@ func TestReproHeldPos(t *testing.T) {
 	const id = "hp-sub"
 	// No adoption by the janitor: the session moves by the client's
 	// claims only; room for the elections after the kill.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "adopt-wait="+id+"@n3,held-stall="+id+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "adopt-wait=" + id + "@n3,held-stall=" + id + "@n3", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(600)
 	_, pub := harness.PersistentPair(t, n1, n2, "hp", expiry)

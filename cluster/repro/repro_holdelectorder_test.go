@@ -2,8 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"hash/fnv"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -11,6 +9,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
+	"github.com/roost-mqtt/roost/internal/clustertest"
 )
 
 // TestReproHoldElectionOrder: the holds a node makes for a dead node's
@@ -39,12 +38,10 @@ import (
 func TestReproHoldElectionOrder(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, prefix, window = "he-sub", "he", 2 * time.Second
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The session moves by the client's claim only; the held messages'
 	// confirmations, one after another without the change, stay within
 	// the bound.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 30s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, fmt.Sprintf("hold-elect=%s@n1", window), "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: fmt.Sprintf("hold-elect=%s@n1", window), Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 30s\n"})
 	n1 := tc.Nodes[0]
 	vi, held, real := electingVictim(t, tc)
 	vic, res := tc.Nodes[vi], tc.Nodes[3-vi]
@@ -135,10 +132,8 @@ func TestReproHoldElectionOrder(t *testing.T) {
 func electingVictim(t *testing.T, tc *harness.Cluster) (vic int, stream string, real bool) {
 	t.Helper()
 	held := func(v int) string {
-		h := fnv.New32a()
-		h.Write([]byte(tc.Nodes[v].Name))
-		p := h.Sum32() % 8 // the partitions (cluster.Config.Partitions' default), as the cluster places held subjects
-		return "ROOST_SESS_" + strconv.Itoa(int(p))
+		p := clustertest.PartitionOf(tc.Nodes[v].Name, tc.Partitions()) // as the cluster places held subjects
+		return "ROOST_SESS_" + strconv.Itoa(p)
 	}
 	for _, v := range []int{2, 1} {
 		if streamLeaderOf(t, tc, held(v)) == v {

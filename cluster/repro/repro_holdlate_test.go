@@ -3,7 +3,6 @@ package repro_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -37,9 +36,7 @@ func TestReproHoldLandsAfterMove(t *testing.T) {
 	// No adoption of the session: it moves by its client's claim only. A
 	// forward_timeout past the late answer: the hold is published again
 	// within its routing's deadline.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n  forward_timeout: 20s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "hold-answer-late=12s@n1,owners-late=3s@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "hold-answer-late=12s@n1,owners-late=3s@n2", Config: "cluster:\n  adopt_after: 120s\n  forward_timeout: 20s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub, pub := harness.PersistentPair(t, n2, n1, "hl", expiry)
 	sub.Disconnect(&paho.Disconnect{})

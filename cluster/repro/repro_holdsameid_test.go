@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -37,11 +36,9 @@ import (
 func TestReproHoldSameIDGroup(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const gid, pid, prefix = "hs-member", "hs-plain", "hs"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption by the janitor: the sessions move by their clients'
 	// claims only; room for the elections after the kill.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "adopt-wait="+gid+"@n1,adopt-wait="+pid+"@n1,adopt-wait-for=12s@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "adopt-wait=" + gid + "@n1,adopt-wait=" + pid + "@n1,adopt-wait-for=12s@n1", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2 := tc.Nodes[0], tc.Nodes[1]
 	member := harness.NewPersistent(t, n2, gid, paho.SubscribeOptions{Topic: "$share/" + prefix + "/" + prefix + "/q1", QoS: 1},
 		paho.SubscribeOptions{Topic: "$share/" + prefix + "/" + prefix + "/q2", QoS: 2})

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -30,14 +29,12 @@ import (
 // run once n2's claim back has begun.
 func keptClaimBack(t *testing.T, id, prefix, faults string, named bool, wait func(tc *harness.Cluster)) (*harness.Cluster, *pacedPub, *harness.Client) {
 	t.Helper()
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption by the janitor: the session moves by the client's
 	// claims only. A queue that takes everything published meanwhile.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
 	if named {
 		faults += ",name-own-always=" + id + "@n2"
 	}
-	tc := harness.StartClusterFault(t, 3, "answer-late="+id+"@n2,"+faults, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "answer-late=" + id + "@n2," + faults, Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"})
 	n2, n3 := tc.Nodes[1], tc.Nodes[2]
 	sub := harness.NewPersistent(t, n2, id, paho.SubscribeOptions{Topic: "$share/" + prefix + "/" + prefix + "/q1", QoS: 1},
 		paho.SubscribeOptions{Topic: "$share/" + prefix + "/" + prefix + "/q2", QoS: 2})

@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -33,9 +32,7 @@ import (
 func TestReproKeptBeforeLateOps(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const id = "kl-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "delay-release="+id+"@n3,ops-after-keep="+id+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "delay-release=" + id + "@n3,ops-after-keep=" + id + "@n2", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub := harness.NewPersistent(t, n2, id, paho.SubscribeOptions{Topic: "$share/kg/kl/q1", QoS: 1},
 		paho.SubscribeOptions{Topic: "$share/kg/kl/q2", QoS: 2})

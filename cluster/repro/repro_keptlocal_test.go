@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -39,11 +38,9 @@ import (
 func TestReproGroupKeptLocal(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const id, prefix = "gk-sub", "gk"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption by the janitor: the session moves by the client's
 	// claims only. A queue that takes everything published meanwhile.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "finish-asked="+id+"@n3,held-stall="+id+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "finish-asked=" + id + "@n3,held-stall=" + id + "@n3", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"})
 	n2, n3 := tc.Nodes[1], tc.Nodes[2]
 	sub := harness.NewPersistent(t, n2, id, paho.SubscribeOptions{Topic: "$share/gk/" + prefix + "/q1", QoS: 1},
 		paho.SubscribeOptions{Topic: "$share/gk/" + prefix + "/q2", QoS: 2})

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -64,11 +63,9 @@ func TestReproKeptCopyMoveIn(t *testing.T) {
 func keptCopyFenced(t *testing.T, prefix string) (*harness.Cluster, *pacedPub) {
 	t.Helper()
 	id := prefix + "-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption of paused n3's sessions: the session moves by the
 	// client's claims only. A queue that takes everything published.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 120s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	share := "$share/" + prefix + "/" + prefix
 	sub := harness.NewPersistent(t, n3, id, paho.SubscribeOptions{Topic: share + "/q1", QoS: 1},

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -38,11 +37,9 @@ import (
 func TestReproKeptNamedClaimBack(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, prefix = "kn-sub", "kn"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption by the janitor: the session moves by the client's
 	// claims only. A queue that takes everything published meanwhile.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "finish-asked="+id+"@n3,held-stall="+id+"@n3,name-own-always="+id+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "finish-asked=" + id + "@n3,held-stall=" + id + "@n3,name-own-always=" + id + "@n2", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"})
 	n2, n3 := tc.Nodes[1], tc.Nodes[2]
 	sub := harness.NewPersistent(t, n2, id, paho.SubscribeOptions{Topic: "$share/kn/" + prefix + "/q1", QoS: 1},
 		paho.SubscribeOptions{Topic: "$share/kn/" + prefix + "/q2", QoS: 2})
@@ -92,9 +89,7 @@ func TestReproKeptNamedClaimBack(t *testing.T) {
 func TestReproKeptNamedGone(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id = "kg-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "finish-gone="+id+"@n3,interest-late=n3@n1,name-own-always="+id+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "finish-gone=" + id + "@n3,interest-late=n3@n1,name-own-always=" + id + "@n2", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub, pub := harness.PersistentPair(t, n2, n1, "kg", harness.QueuedExpiry)
 	sub.Disconnect(&paho.Disconnect{}) // the session stays on n2, offline

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -48,11 +47,9 @@ import (
 func TestReproKeptPassOnOrder(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, prefix = "kp-sub", "kp"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption by the janitor: the session moves by the client's
 	// claims only. A queue that takes everything published meanwhile.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "finish-asked="+id+"@n3,held-lag="+id+"@n3,missed-late=300ms@n3,adopted-slow="+id+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "finish-asked=" + id + "@n3,held-lag=" + id + "@n3,missed-late=300ms@n3,adopted-slow=" + id + "@n2", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"})
 	n2, n3 := tc.Nodes[1], tc.Nodes[2]
 	sub := harness.NewPersistent(t, n2, id, paho.SubscribeOptions{Topic: "$share/kp/" + prefix + "/q1", QoS: 1},
 		paho.SubscribeOptions{Topic: "$share/kp/" + prefix + "/q2", QoS: 2})

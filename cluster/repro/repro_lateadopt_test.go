@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -59,15 +58,13 @@ func lateAdoption(t *testing.T, prefix string, claimer int, unconfirmed bool) {
 	id := prefix + "-sub"
 	// No adoption by the janitor: the session moves by the client's
 	// claims only. A queue that takes everything published meanwhile.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
 	faults := "seal-answered=" + id + "@n3"
 	waits := `"cluster: test fault: the move's adoption, begun, waits until a newer claim was answered" node=n3 client_id=`
 	if unconfirmed {
 		faults = "finish-record=" + id + "@n3,connect-unconfirmed=" + id + "@" + tc3name(claimer)
 		waits = `"cluster: test fault: the move's finish waits until a newer record was seen" node=n3 client_id=`
 	}
-	tc := harness.StartClusterFault(t, 3, faults, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: faults, Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	to := tc.Nodes[claimer]
 	sub, pub := harness.PersistentPair(t, n1, n2, prefix, harness.QueuedExpiry)

@@ -102,11 +102,22 @@ func TestReproLateOpHeldClaimBack(t *testing.T) {
 	// applies the held messages (held-late), to no session: the copy is
 	// disowned, as n1's in seed 57 at 36.556, 16 ms before its claim
 	// back. Then the client comes back.
-	harness.Eventually(t, harness.PartitionBound, func() error {
+	//
+	// Either of n3's two fences: its owner-record watcher's, or the one
+	// it runs on hearing a peer after its stall (owners.fence, a read of
+	// each session's record, retried up to fenceBound at load). They
+	// come within ~100 ms of each other, and the watcher's is logged
+	// only when it is first (after the other, the server has no session
+	// to fence): a wait for its line alone never ended then ("n3 has
+	// not fenced lc-sub yet" at load 38, session 25; CI on 49f7043 did
+	// not keep its message).
+	fenced := []string{`msg="session fenced: its client id is owned by another node (owner records)" node=n3 client_id=` + id,
+		`msg="session fenced: its client id was claimed by another node while this one was out of contact" node=n3 client_id=` + id}
+	harness.Eventually(t, 2*harness.PartitionBound, func() error {
 		if harness.CountLog(n2, joined) == wasJoined {
 			return fmt.Errorf("n2 has not heard n3 again yet")
 		}
-		if harness.CountLog(n3, `msg="session fenced: its client id is owned by another node (owner records)" node=n3 client_id=`+id) == 0 {
+		if harness.CountLog(n3, fenced[0]) == 0 && harness.CountLog(n3, fenced[1]) == 0 {
 			return fmt.Errorf("n3 has not fenced %s yet", id)
 		}
 		return nil

@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -38,13 +37,11 @@ func TestReproRestoredLocalCopy(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const prefix, trigger = "lc", "q2-5"
 	id := prefix + "-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption while n2 is dead: the session moves by the claim only.
 	// The trigger's hold for n2 may wait for its partition stream to
 	// elect a leader (n2's): at load 50-60 that outlasted the default
 	// 5 s, and the trigger's outcome was unknown.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "stop-ops="+trigger+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "stop-ops=" + trigger + "@n2", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	s, pub := harness.PersistentPair(t, n2, n1, prefix, 600)
 	// Offline: what comes is queued on n2, none of it sent.

@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -32,12 +31,10 @@ import (
 func TestReproMovedBackHeldHere(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id = "mb-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption of the paused nodes' sessions: the session moves by the
 	// client's claims only (and the watch lasts past the test: heldWatch
 	// counts adopt_after).
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "held-late=15s@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "held-late=15s@n3", Config: "cluster:\n  adopt_after: 120s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub, pub := harness.PersistentPair(t, n2, n2, "mb", 600)
 	sub.Disconnect(&paho.Disconnect{})

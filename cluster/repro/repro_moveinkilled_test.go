@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path"
-	"path/filepath"
 	"regexp"
 	"sync"
 	"syscall"
@@ -40,10 +39,8 @@ import (
 func TestReproMoveInKilled(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	const id, prefix = "mk-m", "mk"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption by the janitor: the session moves by the claims only.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "finish-asked="+id+"@n2,finish-asked-for=20s@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "finish-asked=" + id + "@n2,finish-asked-for=20s@n2", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	topics := []string{prefix + "/q1", prefix + "/q2", prefix + "/p"}
 	m := harness.NewPersistent(t, n1, id, paho.SubscribeOptions{Topic: "$share/mk/" + topics[0], QoS: 1},

@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
@@ -74,12 +73,10 @@ func TestReproJanitorHeldLate(t *testing.T) {
 	t.Parallel() // see harness.Main
 	// n1's janitor adopts nk2-roam-a (rendezvous hash over n1 and n2).
 	const id, topic = "nk2-roam-a", "nk2/j"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// adopt_after 5 s: a hold whose partition stream had its leader on
 	// n3 waits for an election first, and the test needs messages held
 	// for n3 before the adoption.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 5s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "janitor-late="+id+"@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "janitor-late=" + id + "@n1", Config: "cluster:\n  adopt_after: 5s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub := harness.NewPersistent(t, n3, id, paho.SubscribeOptions{Topic: topic, QoS: 1})
 	harness.Connect(t, n1, id+"-probe").AwaitInterest(t, topic)

@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -36,11 +35,9 @@ func TestReproOwnerRestartedWithout(t *testing.T) {
 		prefix = "nr"
 		id     = prefix + "-sub"
 	)
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No survivor adopts the killed nodes' sessions: nr-sub is taken by
 	// its client's claims only.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 300s\n  forward_timeout: 5s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "adopt-late="+id+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "adopt-late=" + id + "@n2", Config: "cluster:\n  adopt_after: 300s\n  forward_timeout: 5s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub := harness.NewPersistent(t, n3, id, paho.SubscribeOptions{Topic: prefix + "/#", QoS: 2})
 	if err := sub.Disconnect(&paho.Disconnect{}); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -85,9 +84,7 @@ func TestReproFenceDuringRelease(t *testing.T) {
 func TestReproReleaseInTime(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id = "rb-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "held-pending="+id+"@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "held-pending=" + id + "@n1", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub, pub := harness.PersistentPair(t, n1, n3, "rb", harness.QueuedExpiry)
 	sub.Disconnect(&paho.Disconnect{}) // the session stays on n1, offline
@@ -219,11 +216,9 @@ const finishLateBound = 70 * time.Second
 // reads of the stream while a stream elects a leader.
 func homeWithThird(t *testing.T, fault, id, topic string) (tc *harness.Cluster, claimer, paused, home *harness.Node) {
 	t.Helper()
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"), 0o644)
 	// Every node may be the home: each takes the fault that names it.
 	f := fault + "=" + id + "@"
-	tc = harness.StartClusterFault(t, 3, f+"n1,"+f+"n2,"+f+"n3", "--config", cfg)
+	tc = harness.StartClusterSetup(t, 3, harness.Setup{Fault: f + "n1," + f + "n2," + f + "n3", Config: "cluster:\n  adopt_after: 120s\n  forward_timeout: 15s\n"})
 	lead := ownersLeader(t, tc)
 	claimer, paused, home = tc.Nodes[lead], tc.Nodes[(lead+1)%3], tc.Nodes[(lead+2)%3]
 	queuedOffline(t, tc, home, claimer, id, topic)

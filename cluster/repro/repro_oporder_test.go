@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -39,11 +38,9 @@ func TestReproOpOrderRollup(t *testing.T) {
 	const id = "oo-sub"
 	adopter := adopterName(id, "n2", "n3")
 	other := map[string]string{"n2": "n3", "n3": "n2"}[adopter]
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The subscriber reads nothing until it resumes: its queue takes
 	// everything published meanwhile.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 2s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "rollup-lost="+id+"@"+adopter, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "rollup-lost=" + id + "@" + adopter, Config: "cluster:\n  adopt_after: 2s\nlimits:\n  max_queued: 100000\n"})
 	byName := map[string]*harness.Node{}
 	for _, nd := range tc.Nodes {
 		byName[nd.Name] = nd

@@ -3,7 +3,6 @@ package repro_test
 import (
 	"cmp"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,12 +67,10 @@ func TestReproSettleCatchUpFenced(t *testing.T) {
 // publishing on until n1 logs mark.
 func restartWithFault(t *testing.T, prefix, fault, mark string) (*harness.Cluster, *pacedPub) {
 	t.Helper()
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption while n1 is dead: the session moves by the client's
 	// claim only. The subscriber reads nothing until it resumes: its
 	// queue must take everything published meanwhile.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"})
 	n1 := tc.Nodes[0]
 	_, pub := harness.PersistentPair(t, n1, tc.Nodes[1], prefix, 600)
 	pp := &pacedPub{t: t, nd: tc.Nodes[1], id: prefix + "-pub", prefix: prefix, pub: pub}

@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -28,9 +27,7 @@ import (
 func TestReproClaimOvertakenWhileReading(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id = "ov-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "overtaken="+id+"@n1,delay-release="+id+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "overtaken=" + id + "@n1,delay-release=" + id + "@n2", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	const expiry = 300
 	harness.OriginSub(t, n3, id, "ov/#")

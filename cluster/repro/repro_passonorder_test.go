@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -30,11 +29,9 @@ import (
 func TestReproPassOnOrder(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const prefix = "po"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption while n1 is dead: m1 stays n1's, restored when it is
 	// back.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	share := paho.SubscribeOptions{Topic: "$share/" + prefix + "/" + prefix + "/#", QoS: 1}
 	m1 := harness.NewPersistent(t, n1, prefix+"-m1", share)

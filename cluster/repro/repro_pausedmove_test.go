@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -43,12 +42,10 @@ import (
 func TestReproPausedOwnerMovesLive(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id = "pm-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption of paused n3's sessions: the session moves by the
 	// client's claim only. The subscriber reads nothing until it
 	// resumes: its queue must take everything published meanwhile.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "held-late=15s@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "held-late=15s@n3", Config: "cluster:\n  adopt_after: 120s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub, pub := harness.PersistentPair(t, n3, n1, "pm", 600)
 	sub.Disconnect(&paho.Disconnect{})

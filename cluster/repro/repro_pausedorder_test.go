@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,10 +43,8 @@ import (
 func TestReproPausedNodeHeldOrder(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, prefix = "pz-sub", "pz"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// Nobody adopts n3's session while it is paused: it stays n3's.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "held-late=3s@n3,held-late=2s@n1,beat-backlog=n1@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "held-late=3s@n3,held-late=2s@n1,beat-backlog=n1@n3", Config: "cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"})
 	n1, n3 := tc.Nodes[0], tc.Nodes[2]
 	s := harness.NewPersistent(t, n3, id, paho.SubscribeOptions{Topic: prefix + "/q1", QoS: 1}, paho.SubscribeOptions{Topic: prefix + "/q2", QoS: 2})
 	far := harness.NewPersistent(t, n1, prefix+"-far", paho.SubscribeOptions{Topic: prefix + "/r", QoS: 1})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -44,9 +43,7 @@ func newQoS2Sub(t *testing.T, id string) *qos2Sub {
 // interest: the set-up of the repro tests of a QoS 2 session's claims.
 func startQoS2OnN2(t *testing.T, id, topic, faults string) (*harness.Cluster, *qos2Sub, *harness.Client) {
 	t.Helper()
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, faults, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: faults, Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	sub := newQoS2Sub(t, id)
 	if _, err := sub.connect(tc.Nodes[1], true); err != nil {
 		t.Fatal(err)
@@ -239,12 +236,10 @@ func qos2HeldAfterCompleted(t *testing.T, restart bool) {
 	if restart {
 		id, topic = "q2r-sub", "q2r/t"
 	}
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// forward_timeout 20 s: n1 waits for n2's confirmation until the
 	// kill. adopt_after 60 s: no janitor takes the session before the
 	// client's claim on n3 does.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 20s\n  adopt_after: 60s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "confirm-late="+topic+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "confirm-late=" + topic + "@n2", Config: "cluster:\n  forward_timeout: 20s\n  adopt_after: 60s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 
 	sub := newQoS2Sub(t, id)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -47,9 +46,7 @@ func TestReproResumedCopyKept(t *testing.T) {
 	const prefix = "rck"
 	id := prefix + "-sub"
 	// No adoption by the janitor: the session moves by claims only.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "finish-asked="+id+"@n2,seal-late="+id+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "finish-asked=" + id + "@n2,seal-late=" + id + "@n2", Config: "cluster:\n  adopt_after: 60s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub, pub := harness.PersistentPair(t, n1, n3, prefix, harness.QueuedExpiry)
 	sub.Disconnect(&paho.Disconnect{}) // the session stays on n1, offline

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -27,11 +26,9 @@ func TestReproResendHeldMoveIn(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const prefix = "rv"
 	ida, topic := prefix+"-a", prefix+"/x"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The publisher's connection closes once the failed forward's wait
 	// ends: forward_timeout.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 4s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "finish-slow="+ida+"@n2,unconfirmed="+topic+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "finish-slow=" + ida + "@n2,unconfirmed=" + topic + "@n3", Config: "cluster:\n  forward_timeout: 4s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	share := paho.SubscribeOptions{Topic: "$share/rv/" + prefix + "/+", QoS: 2}
 	plain := harness.Connect(t, n1, prefix+"-plain") // a forward to n1: the fault's way
@@ -87,9 +84,7 @@ func TestReproResendForwardedMoveIn(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const prefix = "rf"
 	ida, topic := prefix+"-a", prefix+"/x"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 4s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "finish-slow="+ida+"@n2,unconfirmed="+topic+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "finish-slow=" + ida + "@n2,unconfirmed=" + topic + "@n3", Config: "cluster:\n  forward_timeout: 4s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	share := paho.SubscribeOptions{Topic: "$share/" + prefix + "/" + prefix + "/+", QoS: 2}
 	plain := harness.Connect(t, n1, prefix+"-plain") // a forward to n1: the fault's way

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -28,13 +27,11 @@ func TestReproResendRestoredCopy(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const prefix = "rr"
 	const ida, idp, topic = prefix + "-a", prefix + "-pub", prefix + "/x"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// The publisher's connection closes once the failed forward's wait
 	// ends: forward_timeout. No adoption while n1 is dead: rr-a's
 	// session is to stay n1's.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 4s\n  adopt_after: 60s\n"), 0o644)
 	const fault = "unconfirmed=" + topic + "@n3,held-empty=8s@n1"
-	tc := harness.StartClusterFault(t, 3, fault, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: fault, Config: "cluster:\n  forward_timeout: 4s\n  adopt_after: 60s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	share := paho.SubscribeOptions{Topic: "$share/rr/" + prefix + "/+", QoS: 2}
 	b := harness.NewPersistent(t, n2, prefix+"-b", share)

@@ -3,7 +3,6 @@ package repro_test
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -30,9 +29,7 @@ func TestReproRestoredSessionEnd(t *testing.T) {
 	// A long adopt_after: no janitor adopts rs-sub while n1 is dead. A
 	// long forward_timeout: the partition stream may elect a leader
 	// after n1's kill.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	const expiry = 300
 	_, pub := harness.PersistentPair(t, n3, n2, "rs", expiry)

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 
@@ -33,11 +32,9 @@ import (
 // once it settled.
 func TestReproRestoredGroupOrder(t *testing.T) {
 	t.Parallel() // see harness.Main
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption while n1 is dead: the session stays n1's, restored
 	// when it is back.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "owners-late=3s@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "owners-late=3s@n1", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	n1, n2 := tc.Nodes[0], tc.Nodes[1]
 	expiry := uint32(600)
 	const id, prefix = "rg-sub", "rg"

@@ -3,7 +3,6 @@ package repro_test
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -78,12 +77,10 @@ func readOnce(t *testing.T, r *harness.Client, filter string) string {
 // granted, with the retained message, once a new leader is elected.
 func TestReproRetainedSyncPausedLeader(t *testing.T) {
 	t.Parallel() // see harness.Main
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// Longer than an election under load, so that a sync that asks
 	// again reaches the new leader in time; one that asked once never
 	// gets an answer, whatever the bound.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 30s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  forward_timeout: 30s\n"})
 	const topic = "reg/paused"
 	w := harness.Connect(t, tc.Nodes[0], "reg-w")
 	if rc := w.Pub(t, &paho.Publish{Topic: topic, QoS: 1, Retain: true, Payload: []byte("v1")}); rc >= 0x80 {

@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -119,11 +118,9 @@ type returnLate struct {
 
 func startReturnLate(t *testing.T, prefix, fault, adoptAfter string) *returnLate {
 	t.Helper()
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// Nobody adopts n3's session on their own while it is paused (the
 	// pause is shorter than 10 s).
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: "+adoptAfter+"\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, fault, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: fault, Config: "cluster:\n  adopt_after: " + adoptAfter + "\n"})
 	r := &returnLate{t: t, tc: tc, n1: tc.Nodes[0], n2: tc.Nodes[1], n3: tc.Nodes[2], prefix: prefix, id: prefix + "-sub"}
 	var sub *harness.Client
 	sub, r.pub = harness.PersistentPair(t, r.n3, r.n1, prefix, harness.QueuedExpiry)

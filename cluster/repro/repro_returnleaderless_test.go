@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -112,10 +111,8 @@ type pausedReturn struct {
 // (a loaded machine).
 func pauseAndReturn(t *testing.T, prefix, faults string, minHeld int, cluster string) *pausedReturn {
 	t.Helper()
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// Nobody adopts n3's session while it is paused: it stays n3's.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n"+cluster+"limits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, faults, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: faults, Config: "cluster:\n  adopt_after: 60s\n" + cluster + "limits:\n  max_queued: 100000\n"})
 	r := &pausedReturn{t: t, n1: tc.Nodes[0], n3: tc.Nodes[2], id: prefix + "-sub"}
 	s := harness.NewPersistent(t, r.n3, r.id, paho.SubscribeOptions{Topic: prefix + "/q1", QoS: 1}, paho.SubscribeOptions{Topic: prefix + "/q2", QoS: 2})
 	pub := harness.Connect(t, r.n1, prefix+"-pub")

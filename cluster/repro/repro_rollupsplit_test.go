@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -29,11 +28,9 @@ import (
 func TestReproRollupSplit(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id = "rs-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption by the janitor while n2 is dead: the session moves by
 	// its client's claims only. The queue must take everything.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "ops-after-rollup="+id+"@n2", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "ops-after-rollup=" + id + "@n2", Config: "cluster:\n  adopt_after: 60s\nlimits:\n  max_queued: 100000\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub, pub := harness.PersistentPair(t, n1, n3, "rs", 600)
 	sub.Disconnect(&paho.Disconnect{})

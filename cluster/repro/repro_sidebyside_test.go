@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -31,9 +30,7 @@ import (
 func TestReproReleaseSideBySide(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const a, id = "sb-a", "sb-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "held-pending="+a+"@n1,held-pending="+id+"@n1", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "held-pending=" + a + "@n1,held-pending=" + id + "@n1", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	queuedOffline(t, tc, n1, n3, a, "sba/t")
 	sub, pub := harness.PersistentPair(t, n1, n3, "sb", harness.QueuedExpiry)

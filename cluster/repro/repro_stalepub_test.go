@@ -3,7 +3,6 @@ package repro_test
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -41,7 +40,7 @@ const staleNotRouted = "QoS 2 publish not routed: its client id is owned by anot
 // either way: it passes on main too, and says so (the path missed).
 func TestReproStalePublish(t *testing.T) {
 	t.Parallel() // see harness.Main
-	tc := harness.StartClusterWith(t, 3, "--config", stalePubConfig(t))
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: stalePubConfig})
 	n1, n2, n3 := staleRoles(t, tc) // A, B, C
 	ps := harness.OriginSub(t, n3, "sp-ps", "sp/t")
 	g2 := harness.OriginSub(t, n2, "sp-g2", "$share/sg/sp/t")
@@ -200,11 +199,7 @@ func probeFrom(t *testing.T, nd *harness.Node, id, topic, payload string) {
 // stalePubConfig is TestClusterFull's forward_timeout (15 s): the node
 // that resumes waits for its stream writes past the elections its pause
 // caused, as there.
-func stalePubConfig(t *testing.T) string {
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  forward_timeout: 15s\n"), 0o644)
-	return cfg
-}
+const stalePubConfig = "cluster:\n  forward_timeout: 15s\n"
 
 // resendAll resumes id's session on nd and sends pubs again with DUP,
 // each until it is acknowledged and completed, as a client does after

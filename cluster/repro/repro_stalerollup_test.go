@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"context"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -28,11 +27,9 @@ import (
 func TestReproStaleRollupPurge(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, topic = "sr-sub", "sr/t"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// adopt_after 60 s: no janitor takes the session from the killed n2
 	// before the client's claim on n1 does.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "ops-after-lost="+id+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "ops-after-lost=" + id + "@n3", Config: "cluster:\n  adopt_after: 60s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 
 	sub := newQoS2Sub(t, id)

@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -32,11 +31,9 @@ import (
 func TestReproUnkeptGroup(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const prefix = "uk"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption of n1's sessions while it is dead; a forward is given
 	// up on well within the fault's window.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 4s\n"), 0o644)
-	tc := harness.StartClusterWith(t, 3, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 4s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	group := paho.SubscribeOptions{Topic: "$share/ug/" + prefix + "/+", QoS: 2}
 	a := harness.NewPersistent(t, n1, prefix+"-a", group)

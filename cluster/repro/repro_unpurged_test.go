@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"context"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -33,12 +32,10 @@ import (
 func TestReproUnpurgedAdoption(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id, topic = "up-sub", "up/t"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption by the janitor: the session moves by the client's
 	// claims only, n1's record of it too; room for elections after the
 	// kill.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "ops-after-lost="+id+"@n3,release-late="+id+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "ops-after-lost=" + id + "@n3,release-late=" + id + "@n3", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 
 	sub := newQoS2Sub(t, id)

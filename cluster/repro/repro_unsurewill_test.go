@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -24,11 +23,9 @@ import (
 func TestReproUnsureWillClaim(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id = "uw-gone"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 5s\n"), 0o644)
 	// Either survivor may be the adopter (adopterOf): both have the
 	// fault.
-	tc := harness.StartClusterFault(t, 3, "claim-unconfirmed="+id+"@n2,claim-unconfirmed="+id+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "claim-unconfirmed=" + id + "@n2,claim-unconfirmed=" + id + "@n3", Config: "cluster:\n  adopt_after: 5s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	wills := harness.Connect(t, n2, "uw-wills")
 	wills.Sub(t, paho.SubscribeOptions{Topic: "uw/will", QoS: 1})

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -37,9 +36,7 @@ import (
 func TestReproFenceWindowWatched(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id = "fww-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "delay-release="+id+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "delay-release=" + id + "@n3", Config: "cluster:\n  adopt_after: 60s\n  forward_timeout: 15s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	sub, pub := harness.PersistentPair(t, n2, n1, "fww", harness.QueuedExpiry)
 	sub.Disconnect(&paho.Disconnect{}) // the session stays on n2, offline

@@ -1,7 +1,6 @@
 package repro_test
 
 import (
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -32,9 +31,7 @@ import (
 func TestReproWatchReplacedCopy(t *testing.T) {
 	t.Parallel() // see harness.Main
 	const id = "wr-sub"
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "release-late="+id+"@n2,answer-late="+id+"@n2,adopt-ops-late="+id+"@n2,adopt-late="+id+"@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Fault: "release-late=" + id + "@n2,answer-late=" + id + "@n2,adopt-ops-late=" + id + "@n2,adopt-late=" + id + "@n3", Config: "cluster:\n  adopt_after: 120s\n"})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	expiry := uint32(harness.QueuedExpiry)
 	sub := harness.NewPersistent(t, n2, id, paho.SubscribeOptions{Topic: "wr/#", QoS: 1})

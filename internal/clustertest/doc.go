@@ -9,7 +9,10 @@
 // picked by the OS; each node's log lives in the test's t.TempDir, its
 // data directory in memory (/dev/shm) when that is a tmpfs with room,
 // since the nodes sync every write and a test never loses the page cache
-// (ROOST_CLUSTERTEST_DATA=DIR puts the data under DIR instead).
+// (ROOST_CLUSTERTEST_DATA=DIR puts the data under DIR instead). Every
+// node's config gets TestPartitions session partitions (2, not the
+// product's 8) unless Options.Partitions or the test's config says
+// otherwise: each partition is a Raft group on every node (config.go).
 //
 // The roost binary comes from internal/roostbin (Build, Binary): the one
 // scripts/test.sh built for the whole suite, or one built once per test

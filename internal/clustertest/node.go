@@ -1,6 +1,7 @@
 package clustertest
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"os"
@@ -55,6 +56,16 @@ type Options struct {
 	// Bin, if set, is the roost binary the nodes run, instead of
 	// Build's: a benchmark comparing two builds side by side in one run.
 	Bin string
+	// Config, if set, is the YAML of every node's config file
+	// (docs/config.md), which Start writes: a test's cluster settings
+	// without a file of its own. Its relative paths are relative to a
+	// directory of Start's; a config naming files of the test's passes
+	// its own --config in Args or NodeArgs instead.
+	Config string
+	// Partitions is the nodes' session partitions (`cluster:
+	// partitions`); 0 means TestPartitions. Start adds it to every node's
+	// config (withConfig) unless that config sets it.
+	Partitions int
 }
 
 // Bounds for a loaded 2-core machine running -race: a quiet node starts in
@@ -72,8 +83,9 @@ const (
 // Cluster is the nodes Start started; they are stopped when the test that
 // started them ends.
 type Cluster struct {
-	Nodes []*Node
-	bin   string
+	Nodes      []*Node
+	bin        string
+	partitions int
 }
 
 // Node is one `roost serve` process. Its fields are fixed when the
@@ -118,7 +130,7 @@ func Start(t testing.TB, opts Options) *Cluster {
 	if opts.FirstIP == 0 {
 		opts.FirstIP = 2
 	}
-	c := &Cluster{bin: opts.Bin}
+	c := &Cluster{bin: opts.Bin, partitions: cmp.Or(opts.Partitions, TestPartitions)}
 	if c.bin == "" {
 		c.bin = Binary(t, opts.Race)
 	}
@@ -151,6 +163,10 @@ func Start(t testing.TB, opts Options) *Cluster {
 		if opts.NodeArgs != nil {
 			nd.Args = append(nd.Args, opts.NodeArgs(name, ip)...)
 		}
+		var err error
+		if nd.Args, err = withConfig(nd.Args, dir, opts.Config, c.partitions); err != nil {
+			t.Fatal(err)
+		}
 		nd.Env = slices.Clone(opts.Env)
 		nd.proc = &Proc{Name: name, Bin: c.bin, LogPath: nd.LogPath}
 		nd.logs = newLogCounter(nd.LogPath)
@@ -182,6 +198,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 	}
 	return c
 }
+
+// Partitions is the nodes' session partitions (Options.Partitions).
+func (c *Cluster) Partitions() int { return c.partitions }
 
 // Binary is the roost binary the cluster's nodes run.
 func (c *Cluster) Binary() string { return c.bin }

@@ -46,6 +46,39 @@ func StartClusterFault(t *testing.T, n int, fault string, args ...string) *Clust
 	return WrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: n, Args: args, Env: []string{"ROOST_TEST_FAULT=" + fault}}))
 }
 
+// Setup is what a test's nodes run with besides the harness's own
+// arguments (clustertest.Start): the zero Setup is StartCluster's.
+type Setup struct {
+	// Config is the YAML of every node's config file (docs/config.md),
+	// written for the test: its cluster settings (adopt_after,
+	// forward_timeout, ...) and limits.
+	Config string
+	// Fault is a fault spec (cluster/fault.go, faultEnv) in every node's
+	// environment; each node takes the faults that name it.
+	Fault string
+	// Args are more arguments for every node.
+	Args []string
+	// Partitions is the nodes' session partitions; 0 means
+	// clustertest.TestPartitions (2).
+	Partitions int
+}
+
+// StartClusterSetup starts n nodes as peers of each other, each run with
+// s, and waits until every node has heard from every other.
+func StartClusterSetup(t *testing.T, n int, s Setup) *Cluster {
+	t.Helper()
+	opts := clustertest.Options{Nodes: n, Config: s.Config, Args: s.Args, Partitions: s.Partitions}
+	if s.Fault != "" {
+		opts.Env = []string{"ROOST_TEST_FAULT=" + s.Fault}
+	}
+	return WrapCluster(t, clustertest.Start(t, opts))
+}
+
+// Partitions is the session partitions of tc's nodes: a test that needs
+// to know which stream a session or a node's held subject is in computes
+// it with clustertest.PartitionOf and this count.
+func (tc *Cluster) Partitions() int { return tc.c.Partitions() }
+
 // WrapCluster is c, started by t, as a Cluster.
 func WrapCluster(t *testing.T, c *clustertest.Cluster) *Cluster {
 	tc := &Cluster{T: t, c: c}
@@ -338,7 +371,8 @@ func (tc *Cluster) AddNode(name string, ipByte int, args ...string) *Node {
 	for _, o := range tc.Nodes {
 		a = append(a, "--cluster-peer", o.Cluster)
 	}
-	c := clustertest.Start(tc.T, clustertest.Options{Nodes: 1, FirstIP: ipByte, Args: append(a, args...), NoWait: true})
+	c := clustertest.Start(tc.T, clustertest.Options{Nodes: 1, FirstIP: ipByte, Args: append(a, args...), NoWait: true,
+		Partitions: tc.Partitions()})
 	nd := WrapCluster(tc.T, c).Nodes[0]
 	nd.Name = name
 	nd.WaitLog(tc.T, "listener ready", 1, clustertest.StartBound)
