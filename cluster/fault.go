@@ -585,6 +585,22 @@ import (
 //	                      from a pause (TestReproPausedOwnerMovesLive,
 //	                      session 28: n3's QueuePut of q2-19 landed 1.8 s
 //	                      after n2's read; TestReproLateOpsKept)
+//	land-before-fence=CLIENT@NODE  on NODE, from the op that journals
+//	                      CLIENT's session as offline, CLIENT's partition
+//	                      stream takes no ops from it (each message
+//	                      queued for CLIENT meanwhile is logged), and a
+//	                      claim of CLIENT elsewhere is not acted on: its
+//	                      release request goes unanswered (the claimer
+//	                      reads the stream) and the watcher leaves its
+//	                      record until the claimer's first op is in the
+//	                      stream, the ops held here have gone out and
+//	                      landed behind it, and only then fences CLIENT:
+//	                      a node back from a pause whose op lands after
+//	                      the claimer's read, before it learns of the
+//	                      claim (test/jepsen TestClusterFull long faults,
+//	                      seed 1152: n1's QueuePut of pub1#139 for g0m1
+//	                      landed at e4 behind n3's and n2's ops, 45 ms
+//	                      before n1's fence; TestReproLateOpsLanded)
 //	ops-after-rollup=CLIENT@NODE  on NODE, the append that queues the
 //	                      first rollup of CLIENT's session (an adoption's
 //	                      first op) returns rollupPause late, as on a
@@ -776,6 +792,12 @@ type faults struct {
 	opsArmed           atomic.Bool // ops-offline-lost: CLIENT's session went offline here
 	opsKept            atomic.Bool // ops-offline-lost: its disowned copy here kept a message
 	opsTimed           bool        // ops-offline-timed: opsTimedAfterLost once armed, not the keep
+	landFirst          string
+	landArmed          atomic.Bool // land-before-fence: CLIENT's session went offline here
+	landSeen           atomic.Bool // land-before-fence: a claim's record came
+	landFree           atomic.Bool // land-before-fence: the held ops go out
+	landFreed          atomic.Bool // land-before-fence: their release logged
+	landDone           atomic.Bool // land-before-fence: they landed; the record is acted on
 
 	// claim-unconfirmed, and whether its claim came
 	claimUnconfirmed string
@@ -861,7 +883,7 @@ var knownFaults = []string{"stall-inbound", "stop-ops", "stall-queue", "served-u
 	"interest-late", "ops-late", "unconfirmed", "held-late", "janitor-late", "adopt-stall", "claim-unconfirmed",
 	"held-stall", "held-until-lost", "adopt-ops-late", "confirm-late", "claim-late", "claim-unanswered", "ahead-unanswered", "owners-late", "streams-late", "rollup-lost", "held-empty",
 	"drop-unannounced", "ops-after-lost", "passon-late", "missed-late", "held-lag", "move-linger", "ops-after-rollup", "steps-late", "ops-after-keep", "finish-slow", "name-own-always", "ops-offline-lost", "ops-offline-timed",
-	"handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late", "adopted-slow", "left-unadopted",
+	"land-before-fence", "handed-late", "own-held-unreached", "gone-late", "answer-late", "wait-late", "adopted-slow", "left-unadopted",
 	"held-leaderless", "hold-paced", "held-end-at-return", "held-fetch-lost", "beat-backlog", "register-late"}
 
 // parseFaults reads faultEnv's value for node; nil for none.
@@ -913,6 +935,8 @@ func parseFaults(s, node string) (*faults, error) {
 			f.opsAfterLost, f.opsOffline = v, true
 		case "ops-offline-timed":
 			f.opsAfterLost, f.opsOffline, f.opsTimed = v, true, true
+		case "land-before-fence":
+			f.landFirst = v
 		case "adopt-late":
 			f.adoptLate = v
 		case "left-unadopted":
@@ -2122,7 +2146,11 @@ const opsTimedAfterLost = releaseDelay + 5*time.Second
 // only once its copy here took each message it sent; TestReproLateOpsKept
 // sends three).
 func (f *faults) heldQueued(op *broker.Op) bool {
-	return f != nil && f.opsTimed && f.opsArmed.Load() && op.Kind == broker.OpQueuePut && op.ClientID == f.opsAfterLost
+	if f == nil || op.Kind != broker.OpQueuePut {
+		return false
+	}
+	return f.opsTimed && f.opsArmed.Load() && op.ClientID == f.opsAfterLost ||
+		f.landArmed.Load() && !f.landFree.Load() && op.ClientID == f.landFirst
 }
 
 // opsAfterKeep is how long ops-after-keep holds ops after the first
@@ -2169,6 +2197,10 @@ func (f *faults) holdsOpsUntilKept(p int, part func(string) int) (held, freed bo
 // offline here (the client gone, the session kept): from op on, the
 // partition's ops wait as ops-after-lost's do.
 func (f *faults) armsOps(op *broker.Op) {
+	if f != nil && f.landFirst != "" && op.Kind == broker.OpSessionPut && op.ClientID == f.landFirst &&
+		!op.Session.DisconnectedAt.IsZero() {
+		f.landArmed.Store(true)
+	}
 	if f != nil && f.opsOffline && op.Kind == broker.OpSessionPut && op.ClientID == f.opsAfterLost &&
 		!op.Session.DisconnectedAt.IsZero() {
 		f.opsArmed.Store(true)
@@ -2421,4 +2453,58 @@ func (f *faults) goneLateOf() string {
 		return ""
 	}
 	return f.goneLate
+}
+
+// holdsUntilLanded reports whether the partition stream p takes no ops
+// of this node now (land-before-fence): p is the named client's
+// partition, its session went offline here, and landThenFence has not
+// let the ops go yet. freed is true the one time the hold ends.
+func (f *faults) holdsUntilLanded(p int, part func(string) int) (held, freed bool) {
+	if f == nil || f.landFirst == "" || !f.landArmed.Load() || part(f.landFirst) != p {
+		return false, false
+	}
+	if f.landFree.Load() {
+		return false, f.landFreed.CompareAndSwap(false, true)
+	}
+	return true, false
+}
+
+// leavesClaim reports whether a claim of id elsewhere is not to be
+// acted on yet (land-before-fence): its release request unanswered, its
+// record left to landThenFence. first is true for the first sign of it
+// (the record or the request, whichever came first).
+func (f *faults) leavesClaim(id string) (leave, first bool) {
+	if f == nil || id != f.landFirst || !f.landArmed.Load() || f.landDone.Load() {
+		return false, false
+	}
+	return true, f.landSeen.CompareAndSwap(false, true)
+}
+
+// landFirstMax bounds land-before-fence's wait for the claimer's first
+// op and for the ops held here to land.
+const landFirstMax = 30 * time.Second
+
+// landThenFence is land-before-fence's fence of id for a record naming
+// node at epoch: once the claimer's first op is in id's subject, it lets
+// the ops held here go, waits for them to land, and fences id then.
+func (o *owners) landThenFence(id, node string, epoch uint64) {
+	n := o.n
+	ctx, cancel := context.WithTimeout(n.ctx, landFirstMax)
+	defer cancel()
+	mine := n.sess.epochOf(id)
+	for ctx.Err() == nil {
+		if e, err := n.sess.lastEpoch(ctx, id); err == nil && e > mine {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	n.fault.landFree.Store(true)
+	n.log.Info("cluster: test fault: the claimer's op is in the stream; the ops held here go out before this node acts on the claim", "client_id", id, "epoch", mine, "claim", epoch)
+	n.sess.awaitSent(ctx, id)
+	n.fault.landDone.Store(true)
+	n.log.Info("cluster: test fault: the ops held here landed; the claim's record acted on now", "client_id", id, "owner", node, "epoch", epoch)
+	o.fenceID(id, node, epoch)
 }

@@ -275,6 +275,13 @@ func (o *owners) fenceID(id, node string, epoch uint64) {
 	if o.newerHere(id, epoch) || o.n.fault.holdsHeld(id) {
 		return
 	}
+	if leave, first := o.n.fault.leavesClaim(id); leave {
+		if first {
+			o.n.log.Info("cluster: test fault: a claim's record left until the ops held here landed", "client_id", id, "owner", node, "epoch", epoch)
+			o.n.goTracked(func() { o.landThenFence(id, node, epoch) })
+		}
+		return
+	}
 	o.overtake(id, epoch)
 	o.n.fault.sawNewerRecord(id)
 	// A move of id here not adopted yet has no session to fence: it

@@ -43,10 +43,29 @@ import (
 // here: place.go), or published here, by this node's key for them
 // (queuedCopy); and only queued ones not sent to a client (no packet id):
 // a client that had the PUBLISH would get a second one under a new packet
-// id. Not covered: an op that lands after the claimer's read but before
-// this node learns of the claim (the release request answered late, its
-// fence not read yet). A local publisher's acknowledgement waits for its
-// QueuePut, not for the kept copy's append (lateKept is a forward's).
+// id. A local publisher's acknowledgement waits for its QueuePut, not for
+// the kept copy's append (lateKept is a forward's).
+//
+// Ops that landed before the disown. An op can also land after the
+// claimer read the stream and before this node learns of the claim: back
+// from a pause, the node gives a message to its copy, the op lands behind
+// the claimer's rollup (or a later owner's ops), and its fence comes
+// after. Nothing is pending at the disown then, and every reader skips
+// the op as an older epoch's: acknowledged and lost (test/jepsen
+// TestClusterFull long faults, seed 1152, session 30: n1, paused while
+// n3 claimed g0m1 at e5, read it and moved it to n2 at e6, gave g0's turn
+// of pub1#139 to its copy at 16:01:02.1; the QueuePut landed at 02.391 at
+// e4, n1 fenced the copy at 02.436; bench/jepsen/RESULTS.md "long30",
+// "s1152"). So a disown whose id had QueuePuts acknowledged lately
+// (putAcked) also reads the id's subject back (keepLanded) and keeps, as
+// it keeps the pending ones, the messages of the QueuePuts of this
+// node's claim stored after an op of a newer epoch (landedStale): exactly
+// the ops a reader skips, not completed by a later op of the claim. Not
+// covered: an op that landed between the claimer's read and its rollup
+// (the rollup purged it: nothing tells this node whether the claimer read
+// it), an op purged by a later rollup before the disown's read, and a
+// node killed before its disown (its restart drops the restored copy
+// without reading back).
 //
 // Share groups. A kept copy names the groups its reader is to give it
 // to the session for (keep); one naming none goes through plain
@@ -252,28 +271,83 @@ func (l *lateKeeps) of(c uint64) []*lateKeep {
 	return out
 }
 
+// keepLate keeps, at id's disown, the messages of its copy's ops still
+// on their way (late: keepPending) and, when landed, those whose ops
+// landed stale before (keepLanded), at this node's claim epoch. Each
+// names the session's share groups its topic matches (pendingGroups: its
+// subscriptions here now, at the disown, before the fence ends it). It
+// returns at once; the appends settle in the background.
+func (n *Node) keepLate(id string, late []pendingCopy, landed bool, epoch uint64) {
+	_, subs, _ := n.srv.Client(id)
+	if len(late) > 0 {
+		n.keepPending(id, late, subs)
+	}
+	if !landed {
+		return
+	}
+	skip := make([]uint64, 0, len(late))
+	for _, c := range late {
+		skip = append(skip, c.seq)
+	}
+	n.goTracked(func() { n.keepLanded(id, epoch, skip, subs) })
+}
+
 // keepPending keeps cs, the messages of id's ops still on their way when
 // this node lost it (pendingCopiesLocked), as a disowned copy keeps what
 // it takes: appended to this node's held subject, marked for id, each
-// naming the session's share groups its topic matches (pendingGroups:
-// its subscriptions here now, none when the session is not in the server
-// any more). It returns at once; the appends settle in the background.
-func (n *Node) keepPending(id string, cs []pendingCopy) {
+// naming the share groups of subs its topic matches.
+func (n *Node) keepPending(id string, cs []pendingCopy, subs []broker.SubscriptionSnapshot) {
 	k := &lateKeep{done: make(chan struct{}), at: time.Now()}
-	_, subs, _ := n.srv.Client(id)
 	for i, c := range cs {
 		k.copies = append(k.copies, c.k.copy())
 		cs[i].groups = pendingGroups(subs, c.topic)
 	}
 	n.sess.late.add(k, 2*n.cfg.ForwardTimeout)
-	if !n.goTracked(func() { n.settlePending(id, cs, k) }) {
+	if !n.goTracked(func() { n.settlePending(id, cs, k, "their ops not in the stream yet") }) {
 		k.err = errors.New("the node closes")
 		close(k.done)
 	}
 }
 
-// settlePending appends and settles keepPending's copies.
-func (n *Node) settlePending(id string, cs []pendingCopy, k *lateKeep) {
+// keepLanded reads id's subject back and keeps the messages of the
+// QueuePuts of this node's claim at epoch stored behind a newer owner's
+// ops (landedStale), but the delivery sequences of skip (kept as pending
+// already), each naming the share groups of subs its topic matches. Their
+// forwards were confirmed when the ops landed: nothing waits for these
+// appends.
+func (n *Node) keepLanded(id string, epoch uint64, skip []uint64, subs []broker.SubscriptionSnapshot) {
+	js, err := n.sess.openJS()
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ForwardTimeout)
+	defer cancel()
+	st := landedStale{epoch: epoch}
+	err = readAll(ctx, js, streamName(n.sess.partition(id)), jetstream.ConsumerConfig{FilterSubject: n.sess.subject(id)}, func(m jetstream.Msg) error {
+		h := m.Headers()
+		return st.add(m.Data(), h != nil && h.Get(jetstream.MsgRollup) == jetstream.MsgRollupSubject)
+	})
+	if err != nil {
+		n.log.Warn("cluster: a disowned copy's ops stored behind a newer owner's not read back", "client_id", id, "epoch", epoch, "err", err)
+		return
+	}
+	cs, unkept := st.copies(skip)
+	if unkept > 0 {
+		n.log.Warn("cluster: messages a copy took before its disown, their ops stored behind a newer owner's, not kept: routed by another node without a place, or published here",
+			"client_id", id, "messages", unkept)
+	}
+	if len(cs) == 0 {
+		return
+	}
+	for i := range cs {
+		cs[i].groups = pendingGroups(subs, cs[i].topic)
+	}
+	n.settlePending(id, cs, &lateKeep{done: make(chan struct{})}, "their ops stored behind a newer owner's")
+}
+
+// settlePending appends and settles the copies keepPending or keepLanded
+// keep; how says which.
+func (n *Node) settlePending(id string, cs []pendingCopy, k *lateKeep, how string) {
 	defer close(k.done)
 	var fs []jetstream.PubAckFuture
 	for _, c := range cs {
@@ -288,7 +362,7 @@ func (n *Node) settlePending(id string, cs []pendingCopy, k *lateKeep) {
 		k.err = err
 	}
 	if k.err != nil {
-		n.log.Warn("cluster: messages a copy took before its disown, their ops not in the stream yet, not kept", "client_id", id, "messages", len(cs), "err", k.err)
+		n.log.Warn("cluster: messages a copy took before its disown, "+how+", not kept", "client_id", id, "messages", len(cs), "err", k.err)
 		return
 	}
 	grouped := 0
@@ -297,7 +371,7 @@ func (n *Node) settlePending(id string, cs []pendingCopy, k *lateKeep) {
 			grouped++
 		}
 	}
-	n.log.Info("cluster: messages a copy took before its disown, their ops not in the stream yet, kept in the held subject", "client_id", id, "messages", len(cs),
+	n.log.Info("cluster: messages a copy took before its disown, "+how+", kept in the held subject", "client_id", id, "messages", len(cs),
 		"for_groups", grouped)
 }
 
@@ -325,4 +399,122 @@ func (n *Node) lateKept(c uint64) error {
 		}
 	}
 	return nil
+}
+
+// landedStale collects, from a session subject's stream messages in
+// order (add), the QueuePut ops of one claim (epoch) that every reader
+// skips: stored after an op of a newer epoch (replay's rule), and not
+// completed since by a QueueDel of that claim, nor ended by its
+// SessionDel. A rollup begins the subject anew, as replay's does.
+type landedStale struct {
+	epoch, max uint64
+	puts       [][]byte // their bodies, in order
+}
+
+// add takes one stream message's bytes (an op, or a pack of ops).
+func (l *landedStale) add(b []byte, rollup bool) error {
+	if rollup {
+		l.max, l.puts = 0, nil
+	}
+	if len(b) < 2 || b[0] != wireVersion || b[1] != opPack {
+		return l.addOp(b)
+	}
+	rd := reader{b: b[2:]}
+	for n := rd.uvarint(); n > 0 && rd.err == nil; n-- {
+		size := rd.uvarint()
+		if rd.err != nil || size > uint64(len(rd.b)) {
+			return errWire
+		}
+		if err := l.addOp(rd.b[:size]); err != nil {
+			return err
+		}
+		rd.b = rd.b[size:]
+	}
+	if rd.err != nil {
+		return errWire
+	}
+	return nil
+}
+
+// addOp takes one op's bytes.
+func (l *landedStale) addOp(b []byte) error {
+	rd := reader{b: b}
+	if rd.byte() != wireVersion {
+		return errWire
+	}
+	kind := broker.OpKind(rd.byte())
+	epoch := rd.uvarint()
+	if rd.err != nil {
+		return errWire
+	}
+	if epoch >= l.max {
+		l.max = epoch
+		return nil
+	}
+	if epoch != l.epoch {
+		return nil // another stale writer's: its own disown reads it
+	}
+	switch kind {
+	case broker.OpQueuePut:
+		l.puts = append(l.puts, rd.b)
+	case broker.OpQueueDel:
+		seq := rd.uvarint()
+		l.puts = slices.DeleteFunc(l.puts, func(p []byte) bool {
+			r := reader{b: p}
+			return r.uvarint() == seq
+		})
+	case broker.OpSessionDel:
+		l.puts = nil
+	}
+	return nil
+}
+
+// copies returns the collected messages as kept copies (queuedCopy), but
+// those sent to a client and those of the delivery sequences of skip,
+// and counts those it cannot name (no place: the key this node gave a
+// message published here is not in the op).
+func (l *landedStale) copies(skip []uint64) (out []pendingCopy, unkept int) {
+	for _, b := range l.puts {
+		c, sent, ok := queuedCopy(b, originKey{})
+		out = slices.DeleteFunc(out, func(p pendingCopy) bool { return p.seq == c.seq })
+		switch {
+		case sent || slices.Contains(skip, c.seq):
+		case ok:
+			out = append(out, c)
+		default:
+			unkept++
+		}
+	}
+	return out, unkept
+}
+
+// recentIDs are the client ids noted within the last one to two windows:
+// two sets, the older dropped as a window passes. Under sessions.mu.
+type recentIDs struct {
+	cur, old map[string]struct{}
+	since    time.Time
+}
+
+// note notes the ids of the QueuePut ops among ops, at now; window is
+// how long one set gathers.
+func (r *recentIDs) note(ops []repOp, now time.Time, window time.Duration) {
+	if now.Sub(r.since) > window {
+		r.old, r.cur, r.since = r.cur, nil, now
+	}
+	for i := range ops {
+		if ops[i].kind != broker.OpQueuePut {
+			continue
+		}
+		if r.cur == nil {
+			r.cur = map[string]struct{}{}
+		}
+		r.cur[ops[i].id] = struct{}{}
+	}
+}
+
+// has reports whether id was noted within the last one to two windows.
+func (r *recentIDs) has(id string) bool {
+	_, cur := r.cur[id]
+	_, old := r.old[id]
+	return cur || old
 }

@@ -143,3 +143,103 @@ func TestPendingGroups(t *testing.T) {
 		t.Errorf("no session: groups %q, want none", got)
 	}
 }
+
+// The QueuePuts of this node's claim that a disown reads back and keeps
+// (keeplate.go, landedStale): those stored behind an op of a newer epoch,
+// which every reader skips (test/jepsen TestClusterFull long faults, seed
+// 1152: n1's e4 QueuePut of pub1#139 for g0m1 stored after n3's e5 rollup
+// and n2's e6 ops, before n1's fence), but not those stored before, those
+// completed or sent, another stale writer's, the ones kept as pending, or
+// those a later rollup removed.
+func TestLandedStale(t *testing.T) {
+	k := originKey{"n3", "inc3", 466}
+	put := func(seq uint64, pid uint16, payload string) broker.Op {
+		m := &broker.Message{Topic: "t/0", Payload: []byte(payload), QoS: 2, From: "pub1"}
+		m.SetPlace(k.place())
+		return broker.Op{Kind: broker.OpQueuePut, ClientID: "g0m1", Delivery: broker.StoredDelivery{Seq: seq, QoS: 2, PacketID: pid, Msg: m}}
+	}
+	del := func(seq uint64) broker.Op {
+		return broker.Op{Kind: broker.OpQueueDel, ClientID: "g0m1", Delivery: broker.StoredDelivery{Seq: seq}}
+	}
+	sess := broker.Op{Kind: broker.OpSessionPut, ClientID: "g0m1"}
+	one := func(op broker.Op, epoch uint64) []byte {
+		b, err := encodeOp(&op, epoch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	pack := func(epoch uint64, ops ...broker.Op) []byte {
+		rs := make([]repOp, len(ops))
+		es := make([]uint64, len(ops))
+		for i := range ops {
+			body, err := encodeOpBody(&ops[i], "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs[i], es[i] = repOp{kind: ops[i].Kind, body: body}, epoch
+		}
+		return appendPack(nil, rs, es)
+	}
+	type msg struct {
+		b      []byte
+		rollup bool
+	}
+	read := func(msgs []msg, skip ...uint64) ([]pendingCopy, int) {
+		l := landedStale{epoch: 4}
+		for _, m := range msgs {
+			if err := l.add(m.b, m.rollup); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return l.copies(skip)
+	}
+	msgs := []msg{
+		{one(put(1, 0, "read by the claimer"), 4), false},
+		{one(sess, 5), true},                            // n3's adoption
+		{one(put(9, 0, "the claimer's own"), 6), false}, // n2's, moved in live
+		{pack(4, put(2, 0, "landed"), put(3, 0, "completed"), del(3), put(4, 7, "sent")), false},
+		{one(put(5, 0, "another stale writer's"), 3), false},
+		{one(put(6, 0, "pending at the disown"), 4), false},
+	}
+	cs, unkept := read(msgs, 6)
+	if len(cs) != 1 || unkept != 0 {
+		t.Fatalf("%d copies, %d unkept; want 1 (landed), 0: %+v", len(cs), unkept, cs)
+	}
+	if c := cs[0]; c.seq != 2 || c.k != k || c.topic != "t/0" {
+		t.Errorf("copy seq %d, key %+v, topic %q; want 2, %+v, t/0", c.seq, c.k, c.topic, k)
+	}
+	// A later owner's rollup removed them: nothing to read back.
+	if cs, _ := read(append(slices.Clone(msgs), msg{one(sess, 7), true})); len(cs) != 0 {
+		t.Errorf("after a later rollup: %d copies, want 0", len(cs))
+	}
+	// Stored before any newer op: in every reader's record.
+	if cs, _ := read(msgs[:1]); len(cs) != 0 {
+		t.Errorf("before the claimer's ops: %d copies, want 0", len(cs))
+	}
+	// Published here: no place, its key here not in the op; counted.
+	local := put(8, 0, "local")
+	local.Delivery.Msg = &broker.Message{Topic: "t/0", Payload: []byte("local"), QoS: 1}
+	if cs, unkept := read(append(slices.Clone(msgs[:3]), msg{one(local, 4), false})); len(cs) != 0 || unkept != 1 {
+		t.Errorf("a local message: %d copies, %d unkept; want 0, 1", len(cs), unkept)
+	}
+}
+
+// A disown reads back only the ids whose QueuePuts were acknowledged
+// within the last one to two windows (recentIDs).
+func TestRecentIDs(t *testing.T) {
+	var r recentIDs
+	now := time.Now()
+	r.note([]repOp{{id: "a", kind: broker.OpQueuePut}, {id: "b", kind: broker.OpQueueDel}}, now, time.Second)
+	if !r.has("a") || r.has("b") {
+		t.Fatalf("a %v b %v; want true false", r.has("a"), r.has("b"))
+	}
+	r.note(nil, now.Add(1500*time.Millisecond), time.Second)
+	if !r.has("a") {
+		t.Error("a dropped after one window")
+	}
+	r.note(nil, now.Add(3*time.Second), time.Second)
+	if r.has("a") {
+		t.Error("a kept after two windows")
+	}
+}

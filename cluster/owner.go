@@ -950,6 +950,21 @@ func (o *owners) onRelease(m *nats.Msg) {
 		o.n.log.Warn("cluster: bad release request")
 		return
 	}
+	if leave, first := o.n.fault.leavesClaim(id); leave {
+		o.n.log.Info("cluster: test fault: a release request left unanswered", "client_id", id)
+		if first {
+			// The request came before the watcher's record: the
+			// claimer is the record's owner.
+			epoch, _, _ := decodeOwnerClaim(m.Data)
+			o.n.goTracked(func() {
+				ctx, cancel := context.WithTimeout(o.n.ctx, landFirstMax)
+				node, _, _, _ := o.read(ctx, nil, ownerKey(id))
+				cancel()
+				o.landThenFence(id, node, epoch)
+			})
+		}
+		return
+	}
 	if !o.releasing.add(id, req) {
 		return // queued behind the request its handler answers now
 	}

@@ -202,6 +202,9 @@ type sessions struct {
 	// not this), or since an earlier loss whose kept copies are still
 	// unread (markLostLocked), with its claim epoch then (keptSince).
 	lostFrom map[string]lostMark
+	// putAcked: the ids whose QueuePut ops the streams acknowledged
+	// lately (keeplate.go, landedStale), for a disown to read back.
+	putAcked recentIDs
 }
 
 // lostMark is when this node lost an id, and its claim epoch then.
@@ -668,15 +671,20 @@ func (s *sessions) disown(id string) {
 		s.announceKeptLocked(k) // its loss or mark may have gone above
 	}
 	// What the copy took before, its ops not in the stream yet: kept
-	// too (keeplate.go). Without JetStream nothing went out.
+	// too (keeplate.go); and what it took before whose ops are in the
+	// stream behind a newer owner's, which every reader skips
+	// (landedStale). Without JetStream nothing went out.
 	var late []pendingCopy
 	var unkept int
+	var landed bool
+	epoch := s.epochs[id]
 	if s.js != nil {
 		late, unkept = s.pendingCopiesLocked(id)
+		landed = epoch != 0 && s.putAcked.has(id)
 	}
 	s.mu.Unlock()
-	if len(late) > 0 {
-		s.n.keepPending(id, late)
+	if len(late) > 0 || landed {
+		s.n.keepLate(id, late, landed, epoch)
 	}
 	if unkept > 0 {
 		s.n.log.Warn("cluster: messages a copy took before its disown, their ops not in the stream yet, not kept: routed by another node without a place",
@@ -991,6 +999,11 @@ func (s *sessions) sendPart(p int) {
 		}
 		if held && s.n.fault.firstHeldOps() {
 			s.n.log.Info("cluster: test fault: the partition stream takes no ops of this node until the client id is given up", "partition", p)
+		}
+		if untilLanded, freed := s.n.fault.holdsUntilLanded(p, s.partition); untilLanded {
+			held = s.queued(q)
+		} else if freed {
+			s.n.log.Info("cluster: test fault: the ops held back go out before the claim is acted on here", "partition", p)
 		}
 		if untilKept, freed := s.n.fault.holdsOpsUntilKept(p, s.partition); untilKept {
 			held = s.queued(q)
@@ -1383,6 +1396,7 @@ func (s *sessions) acknowledged(q *partQueue, n int) {
 			s.stalled = 0 // queue-late's op: the ops after it are confirmed
 		}
 	}
+	s.putAcked.note(q.ops[:n], time.Now(), 2*s.n.cfg.ForwardTimeout)
 	clear(q.ops[:n]) // their bodies, for the collector
 	q.ops = q.ops[n:]
 	s.pending -= n
@@ -1583,4 +1597,33 @@ func handedFloor(places []heldPos) time.Time {
 		}
 	}
 	return at
+}
+
+// epochOf returns this node's claim epoch of id (sessions.epochs).
+func (s *sessions) epochOf(id string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.epochs[id]
+}
+
+// lastEpoch returns the epoch of the first op of the last message in
+// id's subject (for the test fault land-before-fence).
+func (s *sessions) lastEpoch(ctx context.Context, id string) (uint64, error) {
+	js, err := s.openJS()
+	if err != nil {
+		return 0, err
+	}
+	st, err := js.Stream(ctx, streamName(s.partition(id)))
+	if err != nil {
+		return 0, err
+	}
+	m, err := st.GetLastMsgForSubject(ctx, s.subject(id))
+	if err != nil {
+		return 0, err
+	}
+	e, ok := firstEpoch(m.Data)
+	if !ok {
+		return 0, errWire
+	}
+	return e, nil
 }
