@@ -438,14 +438,9 @@ func (l *landedStale) add(b []byte, rollup bool) error {
 
 // addOp takes one op's bytes.
 func (l *landedStale) addOp(b []byte) error {
-	rd := reader{b: b}
-	if rd.byte() != wireVersion {
-		return errWire
-	}
-	kind := broker.OpKind(rd.byte())
-	epoch := rd.uvarint()
-	if rd.err != nil {
-		return errWire
+	kind, epoch, rd, err := readOpHead(b)
+	if err != nil {
+		return err
 	}
 	if epoch >= l.max {
 		l.max = epoch

@@ -469,25 +469,30 @@ func firstEpoch(b []byte) (uint64, bool) {
 		}
 		b = rd.b[:size]
 	}
+	_, epoch, _, err := readOpHead(b)
+	return epoch, err == nil
+}
+
+// readOpHead reads what every op begins with (appendOp): the version, the
+// kind and the epoch, and returns the rest, its body.
+func readOpHead(b []byte) (kind broker.OpKind, epoch uint64, body reader, err error) {
 	rd := reader{b: b}
 	if rd.byte() != wireVersion {
-		return 0, false
+		return 0, 0, rd, errWire
 	}
-	rd.byte() // kind
-	epoch := rd.uvarint()
-	return epoch, rd.err == nil
+	kind = broker.OpKind(rd.byte())
+	epoch = rd.uvarint()
+	if rd.err != nil {
+		return 0, 0, rd, errWire
+	}
+	return kind, epoch, rd, nil
 }
 
 // applyOp applies one op's bytes.
 func (r *replay) applyOp(b []byte) error {
-	rd := reader{b: b}
-	if rd.byte() != wireVersion {
-		return errWire
-	}
-	kind := broker.OpKind(rd.byte())
-	epoch := rd.uvarint()
-	if rd.err != nil {
-		return errWire
+	kind, epoch, rd, err := readOpHead(b)
+	if err != nil {
+		return err
 	}
 	if epoch < r.maxEpoch {
 		r.skipped++

@@ -54,54 +54,18 @@ func TestReproLateOpsKept(t *testing.T) {
 	sub.conn.Close()
 	tc.WaitLog(n2, "client_id="+id+" reason=", 1, 15*time.Second)
 
-	// The acknowledgements wait for n2's ops: published aside, each
-	// once n2's copy queued the one before, each by a publisher of its
-	// own (n1 reads a publisher's next PUBLISH once it answered the last).
-	msgs := []struct {
-		topic, payload string
-		qos            byte
-		pub            *harness.Client
-	}{{topic, "m0", 2, pub}, {groupTopic, "m1", 2, harness.Connect(t, tc.Nodes[0], id+"-pub1")},
+	msgs := []queuedMsg{{topic, "m0", 2, pub}, {groupTopic, "m1", 2, harness.Connect(t, tc.Nodes[0], id+"-pub1")},
 		{groupTopic, "m2", 1, harness.Connect(t, tc.Nodes[0], id+"-pub2")},
 		{groupTopic, "m3", 2, pub3}, {groupTopic, "m4", 1, pub4}}
-	acked := make([]chan error, len(msgs))
-	for i, m := range msgs {
-		acked[i] = make(chan error, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
-			defer cancel()
-			r, err := m.pub.Publish(ctx, &paho.Publish{Topic: m.topic, QoS: m.qos, Payload: []byte(m.payload)})
-			if err == nil && r != nil && r.ReasonCode >= 0x80 {
-				err = fmt.Errorf("refused: 0x%02X", r.ReasonCode)
-			}
-			acked[i] <- err
-		}()
-		tc.WaitLog(n2, "a message queued for a client whose ops wait", i+1, 15*time.Second)
-	}
+	acked := publishQueued(t, tc, n2, msgs)
 
-	claimOn(t, tc, n3, id, harness.QueuedExpiry)
-	harness.Eventually(t, 60*time.Second, func() error {
-		present, err := sub.connect(n3, false)
-		if err == nil && !present {
-			t.Fatalf("%s: resumed on n3 without its session", id)
-		}
-		return err
-	})
+	resumeClaimed(t, tc, n3, id, sub)
 	// Read from the stream unless n2's copy ended after n3's request
 	// (fenceGrace against releaseDelay: a slow node), then moved live
 	// with the three: they are owed either way, and checked before a
 	// missed path skips.
 	stream := harness.CountLog(n3, `"session moved here" node=n3 client_id=`+id+` from="replicated record"`) > 0
-	for i, m := range msgs {
-		select {
-		case err := <-acked[i]:
-			if err != nil {
-				t.Skipf("%s not acknowledged (%v): not owed, the test missed its path; n2:\n%s", m.payload, err, harness.GrepLog(n2, "client_id="+id, "test fault"))
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatalf("%s neither acknowledged nor refused within 30 s; n2:\n%s", m.payload, harness.GrepLog(n2, "client_id="+id, "test fault"))
-		}
-	}
+	awaitAcked(t, n2, id, msgs, acked, 30*time.Second)
 	all := func() bool {
 		return sub.completed["m0"] && sub.completed["m1"] && sub.got["m2"] > 0 && sub.completed["m3"] && sub.got["m4"] > 0
 	}
@@ -152,12 +116,38 @@ func TestReproLateOpsLanded(t *testing.T) {
 	sub.conn.Close()
 	tc.WaitLog(n2, "client_id="+id+" reason=", 1, 15*time.Second)
 
-	msgs := []struct {
-		topic, payload string
-		qos            byte
-		pub            *harness.Client
-	}{{topic, "m0", 2, pub}, {groupTopic, "m1", 2, harness.Connect(t, tc.Nodes[0], id+"-pub1")},
+	msgs := []queuedMsg{{topic, "m0", 2, pub}, {groupTopic, "m1", 2, harness.Connect(t, tc.Nodes[0], id+"-pub1")},
 		{groupTopic, "m2", 1, harness.Connect(t, tc.Nodes[0], id+"-pub2")}}
+	acked := publishQueued(t, tc, n2, msgs)
+
+	resumeClaimed(t, tc, n3, id, sub)
+	awaitAcked(t, n2, id, msgs, acked, 40*time.Second)
+	all := func() bool { return sub.completed["m0"] && sub.completed["m1"] && sub.got["m2"] > 0 }
+	if err := sub.read(time.Now().Add(15*time.Second), all); err != nil {
+		t.Fatalf("%s: acknowledged messages not delivered: %v (got %v, completed %v)\nn2:\n%s\nn3:\n%s", id, err, sub.got, sub.completed,
+			harness.GrepLog(n2, "client_id="+id, "test fault"), harness.GrepLog(n3, "client_id="+id))
+	}
+	t.Logf("n2: %s", harness.GrepLog(n2, "before its disown"))
+	for _, p := range []string{"m0", "m1"} {
+		if sub.got[p] != 1 {
+			t.Errorf("QoS 2 message %s delivered %d times", p, sub.got[p])
+		}
+	}
+}
+
+// queuedMsg is one message the late-ops tests publish while n2's ops wait.
+type queuedMsg struct {
+	topic, payload string
+	qos            byte
+	pub            *harness.Client
+}
+
+// publishQueued publishes msgs aside, each once n2's copy queued the one
+// before: each by a publisher of its own, since its node reads a
+// publisher's next PUBLISH only once it answered the last, and the
+// acknowledgements wait for n2's ops. The channels get each outcome.
+func publishQueued(t *testing.T, tc *harness.Cluster, n2 *harness.Node, msgs []queuedMsg) []chan error {
+	t.Helper()
 	acked := make([]chan error, len(msgs))
 	for i, m := range msgs {
 		acked[i] = make(chan error, 1)
@@ -172,7 +162,12 @@ func TestReproLateOpsLanded(t *testing.T) {
 		}()
 		tc.WaitLog(n2, "a message queued for a client whose ops wait", i+1, 15*time.Second)
 	}
+	return acked
+}
 
+// resumeClaimed has n3 claim id and the client resume its session there.
+func resumeClaimed(t *testing.T, tc *harness.Cluster, n3 *harness.Node, id string, sub *qos2Sub) {
+	t.Helper()
 	claimOn(t, tc, n3, id, harness.QueuedExpiry)
 	harness.Eventually(t, 60*time.Second, func() error {
 		present, err := sub.connect(n3, false)
@@ -181,25 +176,20 @@ func TestReproLateOpsLanded(t *testing.T) {
 		}
 		return err
 	})
+}
+
+// awaitAcked waits up to bound for each message's outcome: one not
+// acknowledged is not owed, and the test missed its path.
+func awaitAcked(t *testing.T, n2 *harness.Node, id string, msgs []queuedMsg, acked []chan error, bound time.Duration) {
+	t.Helper()
 	for i, m := range msgs {
 		select {
 		case err := <-acked[i]:
 			if err != nil {
 				t.Skipf("%s not acknowledged (%v): not owed, the test missed its path; n2:\n%s", m.payload, err, harness.GrepLog(n2, "client_id="+id, "test fault"))
 			}
-		case <-time.After(40 * time.Second):
-			t.Fatalf("%s neither acknowledged nor refused within 40 s; n2:\n%s", m.payload, harness.GrepLog(n2, "client_id="+id, "test fault"))
-		}
-	}
-	all := func() bool { return sub.completed["m0"] && sub.completed["m1"] && sub.got["m2"] > 0 }
-	if err := sub.read(time.Now().Add(15*time.Second), all); err != nil {
-		t.Fatalf("%s: acknowledged messages not delivered: %v (got %v, completed %v)\nn2:\n%s\nn3:\n%s", id, err, sub.got, sub.completed,
-			harness.GrepLog(n2, "client_id="+id, "test fault"), harness.GrepLog(n3, "client_id="+id))
-	}
-	t.Logf("n2: %s", harness.GrepLog(n2, "before its disown"))
-	for _, p := range []string{"m0", "m1"} {
-		if sub.got[p] != 1 {
-			t.Errorf("QoS 2 message %s delivered %d times", p, sub.got[p])
+		case <-time.After(bound):
+			t.Fatalf("%s neither acknowledged nor refused within %v; n2:\n%s", m.payload, bound, harness.GrepLog(n2, "client_id="+id, "test fault"))
 		}
 	}
 }
