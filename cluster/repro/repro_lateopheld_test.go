@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"fmt"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -157,12 +156,10 @@ func TestReproLateOpHeldClaimBack(t *testing.T) {
 // many messages n1 held for n3, and when that holding began and ended.
 func lateOpHeld(t *testing.T, prefix, fault string) (*harness.Cluster, *pacedPub, func(bool), int, [2]time.Time) {
 	t.Helper()
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
 	// No adoption of paused n3's sessions: the session moves by the
 	// client's claim only. The subscriber reads nothing until it
 	// resumes: its queue must take everything published meanwhile.
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, fault, "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{Config: "cluster:\n  adopt_after: 120s\nlimits:\n  max_queued: 100000\n", Fault: fault})
 	n1, n3 := tc.Nodes[0], tc.Nodes[2]
 	sub, pub := harness.PersistentPair(t, n3, n1, prefix, 600)
 	sub.Disconnect(&paho.Disconnect{})

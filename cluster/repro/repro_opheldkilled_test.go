@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"errors"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"syscall"
@@ -41,9 +40,10 @@ func TestReproOpHeldKilled(t *testing.T) {
 	// No adoption by the janitor: the session moves by the client's claim
 	// only. forward_timeout bounds the claim's wait for the partition
 	// streams' election after the kill.
-	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("cluster:\n  adopt_after: 120s\n  forward_timeout: 8s\nlimits:\n  max_queued: 100000\n"), 0o644)
-	tc := harness.StartClusterFault(t, 3, "delay-release="+cover+"@n1,interest-late=n3@n1,held-late=5s@n3", "--config", cfg)
+	tc := harness.StartClusterSetup(t, 3, harness.Setup{
+		Config: "cluster:\n  adopt_after: 120s\n  forward_timeout: 8s\nlimits:\n  max_queued: 100000\n",
+		Fault:  "delay-release=" + cover + "@n1,interest-late=n3@n1,held-late=5s@n3",
+	})
 	n1, n2, n3 := tc.Nodes[0], tc.Nodes[1], tc.Nodes[2]
 	subs := []paho.SubscribeOptions{{Topic: prefix + "/q1", QoS: 1}, {Topic: prefix + "/q2", QoS: 2}}
 
