@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session/state"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
 )
 
@@ -63,7 +64,10 @@ func keptClaimBack(t *testing.T, id, prefix, faults string, named bool, wait fun
 	for range 25 {
 		pp.publish()
 	}
-	back := harness.ResumeInBackground(t, n2, id, 600)
+	// With its session state: check resumes it on it if n2 closes the
+	// connection.
+	pp.st = state.NewInMemory()
+	back := harness.ResumeSessionInBackground(t, n2, id, 600, pp.st)
 	for start := time.Now(); harness.CountLog(n2, "client_id="+id+" previous=n3") == 0; {
 		if time.Since(start) > 60*time.Second {
 			t.Fatalf("no claim of %s on n2 within 60 s; n2:\n%s", id, harness.GrepLog(n2, "client_id="+id))

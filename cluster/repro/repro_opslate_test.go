@@ -140,6 +140,10 @@ type pacedPub struct {
 	// ordered: check also fails on a message that came after a newer
 	// one of its topic (first arrivals).
 	ordered bool
+	// st: the subscriber's session state, if it has one (its client
+	// dialled with it): check resumes the session on it when the node
+	// closes the connection before every message came.
+	st *state.State
 }
 
 func (p *pacedPub) publish() {
@@ -200,8 +204,41 @@ func (p *pacedPub) check(c *harness.Client, from, to *harness.Node) {
 	t := p.t
 	t.Helper()
 	t.Logf("%d messages acknowledged, %d with unknown outcome", len(p.want), p.unknown)
-	got, order, lost := harness.ReceiveAllOrder(c, p.want, 30*time.Second)
+	// Waited on while messages come (30 s without one ends it), and
+	// until c's connection ends.
+	start := time.Now()
+	got, order, lost, last := harness.ReceiveAllProgress(c, p.want, 30*time.Second, 2*time.Minute)
+	if last > 30*time.Second {
+		t.Logf("the last acknowledged message came %.1f s after the wait began (at load)", last.Seconds())
+	}
+	// A connection the node closed is resumed, as a client does: the
+	// rest is in the session. A node closes it when the subscriber's
+	// acknowledgements are not replicated within 15 s ("store could not
+	// confirm ops in time; closing connection, outcome unknown"): at load
+	// 13-16 n2's partition 0 took that long to come back after n3's pause
+	// in TestReproKeptSinceUnfinished, and the messages not yet delivered
+	// then, a contiguous tail, were counted lost (150 of 416, session 31;
+	// the same shape at load 55-60 in sessions 30 and 31, logs gone:
+	// bench/jepsen/RESULTS.md "load31").
+	for tries := 0; len(lost) > 0 && p.st != nil && ended(c) && tries < 3; tries++ {
+		t.Logf("%s's connection to %s ended %.1f s into the wait, %d acknowledged messages not delivered yet: resumed there",
+			c.ID, to.Name, time.Since(start).Seconds(), len(lost))
+		n := len(p.want)
+		c = p.resumeSession(to, c.ID, p.st)
+		// Those published meanwhile are owed too.
+		more, moreOrder, stillLost, _ := harness.ReceiveAllProgress(c, append(lost, p.want[n:]...), 30*time.Second, 2*time.Minute)
+		for _, m := range moreOrder {
+			if got[m] == 0 {
+				order = append(order, m)
+			}
+		}
+		for m, n := range more {
+			got[m] += n
+		}
+		lost = stillLost
+	}
 	if len(lost) > 0 {
+		t.Logf("waited %.1f s; the last acknowledged message that came, %.1f s after the wait began", time.Since(start).Seconds(), last.Seconds())
 		t.Fatalf("%d of %d acknowledged messages lost: %v\n%s:\n%s\n%s:\n%s", len(lost), len(p.want), lost[:min(len(lost), 20)],
 			from.Name, harness.GrepLog(from, "client_id="+p.prefix, "cluster:", "restored"), to.Name, harness.GrepLog(to, "client_id="+p.prefix, "cluster:"))
 	}
@@ -235,6 +272,16 @@ func (p *pacedPub) check(c *harness.Client, from, to *harness.Node) {
 	if late := pacedOutOfOrder(order); p.ordered && len(late) > 0 {
 		t.Errorf("%d messages after newer ones of their topic: %v\n%s:\n%s", len(late), late[:min(len(late), 20)],
 			to.Name, harness.GrepLog(to, "client_id="+p.prefix, "cluster:"))
+	}
+}
+
+// ended reports whether c's connection has ended.
+func ended(c *harness.Client) bool {
+	select {
+	case <-c.Done():
+		return true
+	default:
+		return false
 	}
 }
 

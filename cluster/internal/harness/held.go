@@ -53,25 +53,65 @@ func ReceiveAll(c *Client, want []string, d time.Duration) (got map[string]int, 
 // ReceiveAllOrder is ReceiveAll that also returns the payloads in the
 // order of their first arrivals.
 func ReceiveAllOrder(c *Client, want []string, d time.Duration) (got map[string]int, order, lost []string) {
+	got, order, lost, _ = ReceiveAllProgress(c, want, d, d)
+	return got, order, lost
+}
+
+// ReceiveAllProgress is ReceiveAllOrder with a wait that ends idle after
+// the last message of want that came first (or after the call, if none
+// did), or at most after the call, or once c's connection has ended and
+// its inbox is read, whichever is sooner: a slow delivery that keeps
+// coming is waited for, a stalled one or a closed connection is not. It
+// also returns when the last of want's messages came, after the call
+// (zero if none).
+func ReceiveAllProgress(c *Client, want []string, idle, most time.Duration) (got map[string]int, order, lost []string, last time.Duration) {
 	got = map[string]int{}
-	deadline := time.After(d)
-	for missing := len(want); missing > 0; {
+	start := time.Now()
+	end := time.NewTimer(idle)
+	defer end.Stop()
+	limit := time.After(most)
+	missing := len(want)
+	take := func(p *paho.Publish) {
+		s := string(p.Payload)
+		if s == "probe" {
+			return
+		}
+		if got[s] == 0 {
+			order = append(order, s)
+			if slices.Contains(want, s) {
+				missing--
+				last = time.Since(start)
+				end.Reset(idle)
+			}
+		}
+		got[s]++
+	}
+	lostOf := func() []string {
+		if missing == 0 {
+			return nil
+		}
+		return slices.DeleteFunc(slices.Clone(want), func(s string) bool { return got[s] > 0 })
+	}
+	for missing > 0 {
 		select {
 		case p := <-c.In:
-			s := string(p.Payload)
-			if s == "probe" {
-				continue
-			}
-			if got[s] == 0 {
-				order = append(order, s)
-				if slices.Contains(want, s) {
-					missing--
+			take(p)
+		case <-c.Done():
+			// Nothing more comes: read what came before the end.
+			for more := true; more; {
+				select {
+				case p := <-c.In:
+					take(p)
+				default:
+					more = false
 				}
 			}
-			got[s]++
-		case <-deadline:
-			return got, order, slices.DeleteFunc(slices.Clone(want), func(s string) bool { return got[s] > 0 })
+			return got, order, lostOf(), last
+		case <-end.C:
+			return got, order, lostOf(), last
+		case <-limit:
+			return got, order, lostOf(), last
 		}
 	}
-	return got, order, nil
+	return got, order, nil, last
 }
