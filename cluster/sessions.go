@@ -331,6 +331,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 	// Back from a silence (silence.go) and moved in live with places
 	// not read yet (madeCap): the earlier of the two.
 	back := s.silence.madeAt(now)
+	here := s.n.here() // once per batch: the same for every op
 	for i := range ops {
 		op := &ops[i]
 		made := minTime(back, s.madeAt(op.ClientID, now))
@@ -421,7 +422,7 @@ func (s *sessions) append(ops []broker.Op) (t broker.Ticket, pause bool) {
 			}
 			continue
 		}
-		body, err := encodeOpBody(op, s.n.here())
+		body, err := encodeOpBody(op, here)
 		if err != nil {
 			// Cannot happen for what the broker accepted; log and let
 			// Wait fail rather than claim the op is kept.
