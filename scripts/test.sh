@@ -136,7 +136,7 @@ portable=$!
 # beside, which keeps go test's vet; test/soak's and test/jepsen's only
 # declare a constant.
 status=0
-go test -vet=off -race -count=1 -p 3 -timeout 15m "${slow[@]}" ./... || status=$?
+go test -vet=off -race -count=1 -p 3 -timeout 15m "${slow[@]}" ./... 2>&1 | tee "$tmp/main.log" || status=$?
 portable_status=0
 wait "$portable" || portable_status=$?
 echo "== go test -race -tags roost_portable ./broker/"
@@ -152,6 +152,12 @@ if ! wait "$crosscheck"; then
 	crosscheck_status=1
 	cat "$tmp/crosscheck.log" >&2
 	echo "scripts/crosscheck: roost does not build for every platform it supports (README, \"Platforms\")" >&2
+fi
+if [ "$status" -ne 0 ] || [ "$portable_status" -ne 0 ]; then
+	# Last, so that a report that keeps only the output's tail still says
+	# which tests failed and why (scripts/failsummary.awk).
+	echo "== failed tests, with what they logged (node logs left out; they are above)"
+	awk -f scripts/failsummary.awk "$tmp/main.log" "$tmp/portable.log"
 fi
 if [ "$status" -ne 0 ] || [ "$portable_status" -ne 0 ] || [ "$vet_status" -ne 0 ] || [ "$crosscheck_status" -ne 0 ]; then
 	exit 1
