@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"sync"
 	"testing"
@@ -33,6 +32,14 @@ func engineJS(t *testing.T) (*Node, jetstream.JetStream) {
 
 func startEngines(t *testing.T, n int) []*Node {
 	t.Helper()
+	return startEnginesWith(t, n, nil)
+}
+
+// startEnginesWith is startEngines with set, if not nil, changing each
+// node's configuration (i from 0) and giving the node's logger (nil:
+// none).
+func startEnginesWith(t *testing.T, n int, set func(i int, cfg *Config) *slog.Logger) []*Node {
+	t.Helper()
 	var listen []string
 	for i := range n {
 		addr, err := clustertest.FreeAddr(fmt.Sprintf("127.0.0.%d", 2+i))
@@ -53,7 +60,13 @@ func startEngines(t *testing.T, n int) []*Node {
 		// is a Raft group on every engine, in this test process.
 		cfg := Config{Node: fmt.Sprintf("n%d", i+1), Listen: listen[i], Peers: peers, Data: t.TempDir(),
 			Partitions: clustertest.TestPartitions}
-		nd, err := Start(cfg, 1<<20, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		log := slog.New(slog.DiscardHandler)
+		if set != nil {
+			if l := set(i, &cfg); l != nil {
+				log = l
+			}
+		}
+		nd, err := Start(cfg, 1<<20, log)
 		if err != nil {
 			t.Fatal(err)
 		}

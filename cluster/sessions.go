@@ -8,10 +8,12 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -47,10 +49,12 @@ import (
 // them even when a publish is lost and sent again (below); what the client
 // writes meanwhile goes in that next pack.
 // It takes the acknowledgements in the order it published: an op counts
-// as replicated only once every op before it in its partition is. An error or a missing acknowledgement sends the
-// partition's ops again from its first unacknowledged one, each op with
-// the same Nats-Msg-Id, so that JetStream drops the copies of ops it
-// already kept. Nothing is acknowledged to a client while its ops are not
+// as replicated only once every op before it in its partition is. An
+// error, a missing acknowledgement, or a leader elected for the partition
+// stream since the first unacknowledged op was sent (errElected: nothing
+// answers a publish lost in an election) sends the partition's ops again
+// from that op, each op with the same Nats-Msg-Id, so that JetStream drops
+// the copies of ops it already kept. Nothing is acknowledged to a client while its ops are not
 // replicated, and none is lost while the partition has no quorum: they
 // wait, bounded by maxBacklog.
 //
@@ -80,6 +84,25 @@ const (
 
 // errNotReplicated wraps the reason ops could not be replicated in time.
 var errNotReplicated = errors.New("cluster: session state not replicated")
+
+// errElected: the oldest pack in flight was sent before its partition
+// stream elected a leader, and is not acknowledged. A stream member that is
+// not its (caught-up) leader drops a publish without an answer, and so
+// does a leader that loses its term before the proposal commits: such a
+// pack gets no acknowledgement ever, and waited for one up to
+// ForwardTimeout, the bound of the broker's Wait too, so every connection
+// whose acknowledgement waited on the partition was closed, outcome
+// unknown (cluster/repro TestReproKeptSinceUnfinished at load, session 31:
+// n2's batch sent while n3, the leader, was paused; n1 led 1 s later, the
+// batch went again 15 s after it was sent). Sent again at once, as after
+// any error, it is safe: the new leader has applied every entry of the
+// terms before its own before it takes a publish (nats-server's raft
+// keeps it out of its leader state until then), so a copy that landed
+// is in its duplicate window (Duplicates: 2 min, far past the bound) and
+// the one sent again is answered as a duplicate, never stored twice; a
+// copy the old leader proposed and lost cannot land later (its term is
+// over). TestOpsSentAgainAtElection.
+var errElected = errors.New("sent before the partition stream elected a leader; not acknowledged")
 
 // sessions is the replicated broker.Store: the node's own store (local)
 // plus the partition streams.
@@ -218,6 +241,10 @@ type lostMark struct {
 type partQueue struct {
 	ops  []repOp
 	wake chan struct{} // Append has added ops
+	// elect is signalled when the partition stream has elected a leader
+	// (watchElections), at electedAt (Unix ns, as received here).
+	elect     chan struct{}
+	electedAt atomic.Int64
 }
 
 // repOp is an op waiting for replication. Its epoch is looked up when it
@@ -283,6 +310,7 @@ func (n *Node) Sessions(local broker.Store) broker.Store {
 		persist: newPersistentFilters(n.local), gate: settledGate()}
 	for p := range s.parts {
 		s.parts[p].wake = make(chan struct{}, 1)
+		s.parts[p].elect = make(chan struct{}, 1)
 	}
 	s.persist.cover = 3*n.cfg.ForwardTimeout + 2*heartbeatEvery
 	s.persist.left = func(id string) { s.unspare(id) }
@@ -918,6 +946,7 @@ func (s *sessions) start(ctx context.Context, js jetstream.JetStream) error {
 	s.js, s.ready, s.restored = js, true, nil
 	s.setQueuedEpochsLocked()
 	s.mu.Unlock()
+	s.watchElections()
 	s.n.wg.Add(2 + len(s.parts))
 	for p := range s.parts {
 		go s.sendPart(p) // with the ops appended before now
@@ -1064,6 +1093,31 @@ func (s *sessions) sendPart(p int) {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// watchElections signals each partition's sender when nats-server
+// announces a new leader of its stream (the advisory every stream leader
+// sends when it takes over, to the stream's account, so to every node):
+// the packs sent before it and not acknowledged go again (errElected).
+// Without it (the subscription failed: the node is stopping) they go
+// again at ForwardTimeout, as before.
+func (s *sessions) watchElections() {
+	prefix := server.JSAdvisoryStreamLeaderElectedPre + "." + sessStream
+	_, err := s.n.eng.nc.Subscribe(server.JSAdvisoryStreamLeaderElectedPre+".*", func(m *nats.Msg) {
+		p, err := strconv.Atoi(strings.TrimPrefix(m.Subject, prefix))
+		if !strings.HasPrefix(m.Subject, prefix) || err != nil || p < 0 || p >= len(s.parts) {
+			return // another stream's
+		}
+		q := &s.parts[p]
+		q.electedAt.Store(time.Now().UnixNano())
+		select {
+		case q.elect <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		s.n.log.Warn("cluster: partition stream elections not watched; ops lost in one go again at forward_timeout", "err", err)
 	}
 }
 
@@ -1329,7 +1383,8 @@ func packOps(ops []repOp) {
 // more ops are appended, and returns how many packs from the oldest on
 // are acknowledged by then. An error refused the first pack not counted;
 // one that has no acknowledgement within Config.ForwardTimeout is an error
-// too.
+// too, and so is one sent before its partition stream elected a leader
+// (errElected).
 func (s *sessions) awaitAcks(q *partQueue, inflight []inflightPack) (int, error) {
 	timer := time.NewTimer(s.n.cfg.ForwardTimeout - time.Since(inflight[0].at))
 	defer timer.Stop()
@@ -1341,6 +1396,11 @@ func (s *sessions) awaitAcks(q *partQueue, inflight []inflightPack) (int, error)
 		return 0, fmt.Errorf("no acknowledgement within %v", s.n.cfg.ForwardTimeout)
 	case <-q.wake:
 		return 0, nil // publish those first, then wait again
+	case <-q.elect:
+		if inflight[0].at.UnixNano() < q.electedAt.Load() {
+			return 0, errElected
+		}
+		return 0, nil // sent to the new leader: its acknowledgement comes
 	case <-s.n.ctx.Done():
 		return 0, s.n.ctx.Err()
 	}
