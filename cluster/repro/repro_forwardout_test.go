@@ -157,6 +157,18 @@ func TestReproForwardOutReheld(t *testing.T) {
 	if len(lost) > 0 {
 		t.Errorf("%d acknowledged messages lost: %v", len(lost), lost[:min(len(lost), 20)])
 	}
+	// At its bound a catch-up gives the session what comes later before
+	// what was held for it was read, and order is not promised from there
+	// (docs/cluster.md, "catching up took too long"): n1's forwards out to
+	// n3 settled only 18 s into the adoption (gone-late's bound at load
+	// 120, race-built roost), their holds were read past forward_timeout's
+	// 30 s, and 95 came after the newest (1 run of 2, session 32). The path
+	// was missed; a loss above still fails.
+	const tooLong = `"cluster: session sends before what was held for it was read: catching up took too long" node=n1 client_id=`
+	if len(late) > 0 && harness.CountLog(n1, tooLong+id) > 0 {
+		t.Skipf("n1's catch-up of %s ran out its bound before the held forwards were read, and %d came after newer ones (order not promised past it): the test missed its path; n1:\n%s",
+			id, len(late), harness.GrepLog(n1, "client_id="+id+" peer=n3", tooLong+id))
+	}
 	if len(late) > 0 {
 		t.Errorf("%d messages came after newer ones of their publisher: %v\nn1:\n%s", len(late), late[:min(len(late), 20)],
 			harness.GrepLog(n1, "session moved here", "caught up", "forwards out", "cluster node gone", "dropped late"))

@@ -383,11 +383,16 @@ func (c *Cluster) keepLogs(t testing.TB) {
 	if dir == "" {
 		return
 	}
+	// The time of keeping tells the runs of one test process apart: with
+	// -test.count each run's logs overwrote the one before, and a failing
+	// run of five kept only the last, passing one (TestReproOpHeldKilled,
+	// session 32).
 	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	at := time.Now().UTC().Format("150405.000")
 	for _, nd := range c.Nodes {
 		b, err := os.ReadFile(nd.LogPath)
 		if err == nil {
-			dst := filepath.Join(dir, fmt.Sprintf("%s-%d-%s.log", name, os.Getpid(), nd.Name))
+			dst := filepath.Join(dir, fmt.Sprintf("%s-%d-%s-%s.log", name, os.Getpid(), at, nd.Name))
 			err = os.WriteFile(dst, b, 0o644)
 		}
 		if err != nil {
