@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -71,8 +72,20 @@ func TestReproMoveInKilled(t *testing.T) {
 		t.Fatalf("%d of %d acknowledged messages lost: %v\nn3:\n%s\nn1:\n%s", len(lost), len(acked), lost,
 			harness.GrepLog(n3, "peer=n2", "node gone"), harness.GrepLog(n1, "client_id="+id))
 	}
-	c.None(t, time.Second)
+	// A second more: a publish of unknown outcome may still come (not
+	// owed, allowed), a QoS 2 one once. c.None here failed the test on
+	// one (load ~140: 0 acknowledged, 9 unknown, "p-2" came after
+	// ReceiveAll; bench/jepsen/RESULTS.md, "rf32").
+	drainFor(c, time.Second, func(p string) { got[p]++ })
+	for p := range got {
+		if !out.sent(p) {
+			t.Errorf("%s: unexpected message %q", id, p)
+		}
+	}
 	harness.CheckQoS2Once(t, got)
+	if len(acked) == 0 {
+		t.Skipf("no publish acknowledged (%d unknown): nothing owed to %s, the test missed its path", unknown, id)
+	}
 	// The plain messages after n3's barrier went to n2 alone; with the
 	// group's turns n3 gave n2, n1 read them in n2's held subject.
 	if !heldReadFrom.MatchString(harness.GrepLog(n1, "peer=n2")) {
@@ -127,6 +140,13 @@ func publishWaiting(pub *harness.Client, topics []string, n int) *waitingPublish
 		}
 	}
 	return w
+}
+
+// sent reports whether m is one of the messages published (answered).
+func (w *waitingPublishes) sent(m string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.ContainsFunc(w.res, func(r publishResult) bool { return r.m == m })
 }
 
 // wait waits for every answer and returns the acknowledged messages and
