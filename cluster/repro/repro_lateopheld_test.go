@@ -80,9 +80,15 @@ func TestReproLateOpHeldClaimBack(t *testing.T) {
 	// CONNECT is closed without a CONNACK, the record names n2. Again
 	// while the owner records elect a leader (n3 may have led them).
 	expiry := uint32(600)
-	claimed := `msg="client id claimed from another node" node=n2 client_id=` + id
+	// Either line says the record names n2: a first try whose record
+	// write outlasted its bound (the write landed) leaves the claim line
+	// to no try, and the next reads the stream as the owner already
+	// (2 of 34 runs at load 70-90, lhc32).
+	claimedLine := `msg="client id claimed from another node" node=n2 client_id=` + id
+	readFailed := `reading the session of \"` + id + `\": session stream: test fault read-late`
+	claimedN2 := func() bool { return harness.CountLog(n2, claimedLine) > 0 || harness.CountLog(n2, readFailed) > 0 }
 	harness.Eventually(t, harness.PartitionBound, func() error {
-		if harness.CountLog(n2, claimed) > 0 {
+		if claimedN2() {
 			return nil
 		}
 		c, ack, err := harness.TryConnect(t, n2, &paho.Connect{ClientID: id, KeepAlive: 30,
@@ -91,7 +97,7 @@ func TestReproLateOpHeldClaimBack(t *testing.T) {
 			c.Disconnect(&paho.Disconnect{})
 			t.Skipf("n2 took %s (CONNACK 0x%02X, session present %v): the test missed its path", id, ack.ReasonCode, ack.SessionPresent)
 		}
-		if harness.CountLog(n2, claimed) == 0 {
+		if !claimedN2() {
 			return fmt.Errorf("n2 has not claimed %s: %v", id, err)
 		}
 		return nil
