@@ -29,6 +29,24 @@ import (
 // included. The keys go when the claim adopted the session (its own
 // interest is out then), or cover after the claim ended without it: a
 // newer claim elsewhere has read the session by then and holds for itself.
+//
+// Not when no claim can read the session for longer than cover: a claim
+// that could not read it put out no keys, and the keys that were out
+// (a fence's, an earlier claim's) went at their end while it read. n3,
+// fenced for n2's claim (which never read: that node paused), held lc-sub
+// by its fence's keys for 17 s; its own claims back could not read the
+// stream for 25 s (four CONNECTs closed "session stream: context deadline
+// exceeded"), and for the 15 s between its keys' end and the read no node
+// held or routed for lc-sub: n1 acknowledged about 37 QoS 1/2 messages
+// and routed them to nothing (TestReproLateOpHeldClaimBack at load ~100,
+// bench/jepsen/RESULTS.md load31). So a claim about to read the stream
+// counts as a claim of the keys here (claimReading), and their end is put
+// off to cover after its read (claimReadEnd), failed or not: each retry of
+// the client's carries them on to the read that succeeds
+// (TestClaimReadKeepsHoldKeys). A node with no keys of the id (its
+// filters unknown until the read) has nothing to carry: a claim there
+// that cannot read within the others' cover leaves the session unheld
+// until a read succeeds (the janitors adopt only silent nodes' sessions).
 
 // claimHold puts out id's filters (subs, as read from the stream) as hold
 // keys for a claim here (above). Every other persistent session here is
@@ -51,6 +69,22 @@ func (s *sessions) claimHold(id string, subs []broker.StoredSub) {
 	s.n.gate.Unlock()
 	if s.persist.claimKeepHeld(id, subs) {
 		s.n.log.Debug("cluster: a session read from the stream by a claim held for this node until it is adopted", "client_id", id)
+	}
+}
+
+// claimReading counts a claim of id about to read the session from the
+// stream as a claim of this node's hold keys of id, if any are out (a
+// fence's, an earlier claim's): they stay while it reads (above). It
+// reports whether it counted; one that did ends by claimReadEnd.
+func (s *sessions) claimReading(id string) bool { return s.persist.claimReading(id) }
+
+// claimReadEnd ends a read counted by claimReading, with its error: the
+// hold keys stay cover from now, for the client's next try when the read
+// failed, or until the claim that read puts out its own (claimHold).
+func (s *sessions) claimReadEnd(id string, err error) {
+	if s.persist.claimHeldUntil(id) && err != nil {
+		s.n.log.Info("cluster: a claim could not read the session from the stream; this node's hold keys of it stay a while",
+			"client_id", id, "for", s.persist.cover, "err", err)
 	}
 }
 

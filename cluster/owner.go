@@ -594,9 +594,17 @@ func (o *owners) takeOverFrom(ctx context.Context, prev, id string, epoch uint64
 		// it lost the id, the stream without a quorum for it) land
 		// before the read: read after, the adoption's rollup would
 		// purge them unread (keep.go, keptSince).
+		// This node's hold keys of id already out (a fence's, an
+		// earlier claim's) stay while the read goes on and cover after
+		// it (claimhold.go claimReading).
+		reading := o.n.sess.claimReading(id)
 		o.n.sess.awaitSent(ctx, id)
 		var err error
-		if rec, last, lastEpoch, behind, err = o.n.sess.recoverEnd(ctx, id); err != nil {
+		rec, last, lastEpoch, behind, err = o.n.sess.recoverEnd(ctx, id)
+		if reading {
+			o.n.sess.claimReadEnd(id, err)
+		}
+		if err != nil {
 			// The id stays unread: the next claim reads the stream.
 			return fmt.Errorf("cluster: reading the session of %q: %w", id, err)
 		}

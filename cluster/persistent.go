@@ -131,8 +131,8 @@ type persistentFilters struct {
 	// a second call puts it off).
 	leaveAt map[string]time.Time
 	// claiming: the claims of each id here still reading it
-	// (claimKeepHeld until claimHeldUntil or claimAdopted), whose hold
-	// keys stay whatever leaveAt says.
+	// (claimKeepHeld or claimReading, until claimHeldUntil or
+	// claimAdopted), whose hold keys stay whatever leaveAt says.
 	claiming map[string]int
 	// pinned: the restored sessions in the server and not settled
 	// (restore), whose hold keys of share groups are announced even
@@ -618,9 +618,28 @@ func (p *persistentFilters) claimKeepHeld(id string, subs []broker.StoredSub) bo
 	return true
 }
 
+// claimReading counts a claim of id here that is about to read the
+// session from the stream as claimKeepHeld counts one, if hold keys of id
+// are out here already (a fence's, an earlier claim's, a dropped restored
+// copy's): they stay while it reads. It reports whether it counted; one
+// that did ends by claimHeldUntil.
+func (p *persistentFilters) claimReading(id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.holding[id] {
+		return false
+	}
+	if p.claiming == nil {
+		p.claiming = map[string]int{}
+	}
+	p.claiming[id]++
+	return true
+}
+
 // claimHeldUntil puts the end of id's claim hold keys (claimKeepHeld) off
-// to cover from now: the claim ended without the session here. False if
-// id has none.
+// to cover from now: the claim ended without the session here, or its
+// read of the stream ended (claimReading). False if id has none with an
+// end (a dropped restored copy's keys end by leaveKeepHeld's timer).
 func (p *persistentFilters) claimHeldUntil(id string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -1,8 +1,11 @@
 package cluster
 
 import (
+	"errors"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -404,5 +407,92 @@ func TestPersistKeysArriving(t *testing.T) {
 	p.leave("m")
 	if l.has(persistShareKey("t/#", "g")) || l.has(persistKey("u")) {
 		t.Fatal("the adopted session's keys stayed after it left")
+	}
+}
+
+// TestClaimReadKeepsHoldKeys: a claim here that reads a session from the
+// stream keeps this node's hold keys of it that are out already (a
+// fence's) while it reads, past their end, and cover after a read that
+// failed, for the client's next try; then they go. Before, a fence's keys
+// went at their end while claims here could not read the stream, and
+// nothing was held for the session until a read succeeded
+// (TestReproLateOpHeldClaimBack at load ~100: n3's claims back of lc-sub
+// failed for 25 s, its fence's keys went after 17 s, and n1 acknowledged
+// about 37 messages that matched nothing; bench/jepsen/RESULTS.md
+// load31, lhc32).
+func TestClaimReadKeepsHoldKeys(t *testing.T) {
+	n := &Node{cfg: Config{Node: "n3", Partitions: 2, ForwardTimeout: 5 * time.Second},
+		log: slog.New(slog.DiscardHandler)}
+	p := newPersistentFilters(newLocalInterest())
+	var (
+		mu  sync.Mutex
+		due []func()
+	)
+	p.after = func(_ time.Duration, f func()) {
+		mu.Lock()
+		due = append(due, f)
+		mu.Unlock()
+	}
+	// runDue runs the hold keys' timers as if their end had come.
+	runDue := func() {
+		p.mu.Lock()
+		p.leaveAt["lc-sub"] = time.Now().Add(-time.Second)
+		p.mu.Unlock()
+		for range 3 {
+			mu.Lock()
+			if len(due) == 0 {
+				mu.Unlock()
+				return
+			}
+			f := due[0]
+			due = due[1:]
+			mu.Unlock()
+			f()
+		}
+	}
+	n.sess = &sessions{n: n, parts: make([]partQueue, 2), persist: p} // no stream: a read fails (errNotReady)
+	o := &owners{n: n, unread: map[string]bool{}, epochs: map[string]epochAt{}}
+	p.apply(&broker.Op{Kind: broker.OpSubPut, ClientID: "lc-sub", Sub: broker.StoredSub{Filter: "lc/#"}})
+	p.fenceKeepHeld("lc-sub")
+
+	// The claim's own ops of lc-sub still queued: it waits for them
+	// before it reads (awaitSent), the fence's cover running out.
+	q := &n.sess.parts[n.sess.partition("lc-sub")]
+	n.sess.mu.Lock()
+	q.ops = append(q.ops, repOp{id: "lc-sub"})
+	n.sess.mu.Unlock()
+	done := make(chan error, 1)
+	go func() { done <- o.takeOverFrom(t.Context(), "", "lc-sub", 3, nil, false, nil, time.Now()) }()
+	counted := func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.claiming["lc-sub"] > 0
+	}
+	// (Counted before its wait: 2 s is only for a slow goroutine start.)
+	for deadline := time.Now().Add(2 * time.Second); !counted() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	runDue()
+	if !p.holds("lc/x") {
+		t.Fatalf("the fence's hold keys went at their end while a claim here waited to read the session (counted %v)", counted())
+	}
+	n.sess.mu.Lock()
+	q.ops = nil
+	n.sess.mu.Unlock()
+	if err := <-done; !errors.Is(err, errNotReady) {
+		t.Fatalf("takeOverFrom = %v, want the read's error", err)
+	}
+	// The read failed: the keys stay cover from its end.
+	p.mu.Lock()
+	left := time.Until(p.leaveAt["lc-sub"])
+	claims := p.claiming["lc-sub"]
+	p.mu.Unlock()
+	if left < p.cover-time.Second || claims != 0 || !p.holds("lc/x") {
+		t.Fatalf("after the failed read: keys end in %v (want cover, %v), claims %d, holds %v", left, p.cover, claims, p.holds("lc/x"))
+	}
+	// No claim reads any more: at their end they go.
+	runDue()
+	if p.holds("lc/x") || p.holdingAny() {
+		t.Fatalf("the keys outlived their end with no claim: holds %v, holdingAny %v", p.holds("lc/x"), p.holdingAny())
 	}
 }

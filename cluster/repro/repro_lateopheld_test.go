@@ -80,9 +80,15 @@ func TestReproLateOpHeldClaimBack(t *testing.T) {
 	// CONNECT is closed without a CONNACK, the record names n2. Again
 	// while the owner records elect a leader (n3 may have led them).
 	expiry := uint32(600)
-	claimed := `msg="client id claimed from another node" node=n2 client_id=` + id
+	// Either line says the record names n2: a first try whose record
+	// write outlasted its bound (the write landed) leaves the claim line
+	// to no try, and the next reads the stream as the owner already
+	// (2 of 34 runs at load 70-90, lhc32).
+	claimedLine := `msg="client id claimed from another node" node=n2 client_id=` + id
+	readFailed := `reading the session of \"` + id + `\": session stream: test fault read-late`
+	claimedN2 := func() bool { return harness.CountLog(n2, claimedLine) > 0 || harness.CountLog(n2, readFailed) > 0 }
 	harness.Eventually(t, harness.PartitionBound, func() error {
-		if harness.CountLog(n2, claimed) > 0 {
+		if claimedN2() {
 			return nil
 		}
 		c, ack, err := harness.TryConnect(t, n2, &paho.Connect{ClientID: id, KeepAlive: 30,
@@ -91,7 +97,7 @@ func TestReproLateOpHeldClaimBack(t *testing.T) {
 			c.Disconnect(&paho.Disconnect{})
 			t.Skipf("n2 took %s (CONNACK 0x%02X, session present %v): the test missed its path", id, ack.ReasonCode, ack.SessionPresent)
 		}
-		if harness.CountLog(n2, claimed) == 0 {
+		if !claimedN2() {
 			return fmt.Errorf("n2 has not claimed %s: %v", id, err)
 		}
 		return nil
@@ -112,11 +118,21 @@ func TestReproLateOpHeldClaimBack(t *testing.T) {
 	// not keep its message).
 	fenced := []string{`msg="session fenced: its client id is owned by another node (owner records)" node=n3 client_id=` + id,
 		`msg="session fenced: its client id was claimed by another node while this one was out of contact" node=n3 client_id=` + id}
+	handedOver := false
 	harness.Eventually(t, 2*harness.PartitionBound, func() error {
 		if harness.CountLog(n2, joined) == wasJoined {
 			return fmt.Errorf("n2 has not heard n3 again yet")
 		}
 		if harness.CountLog(n3, fenced[0]) == 0 && harness.CountLog(n3, fenced[1]) == 0 {
+			// Or n3, back before n2's claim gave up, answered its
+			// release request: the copy was handed over, and neither
+			// fence has a copy to end (1 of 35 runs at load ~100,
+			// lhc32: "not within 1m0s: n3 has not fenced"). The
+			// messages are still checked; the path is missed.
+			if harness.CountLog(n3, `msg="client taken over by another node" node=n3 client_id=`+id) > 0 {
+				handedOver = true
+				return nil
+			}
 			return fmt.Errorf("n3 has not fenced %s yet", id)
 		}
 		return nil
@@ -132,6 +148,9 @@ func TestReproLateOpHeldClaimBack(t *testing.T) {
 	pp.check(c, n3, n3)
 	if t.Failed() {
 		return
+	}
+	if handedOver {
+		t.Skipf("n3 handed %s over to n2's claim instead of fencing it: the test missed its path", id)
 	}
 	if !fencedFirst {
 		t.Skipf("n3 fenced %s only after its follower began to apply what was held (held-late %s): the test missed its path", id, late)
