@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"hash/maphash"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -154,28 +155,8 @@ type originSeen struct {
 }
 
 type originEntry struct {
-	at time.Time
-	// since: the router's subscription count (router.made) when the
-	// Origin was first routed here (routed).
-	since uint64
-	got   map[string]struct{} // made on the first group noted
-}
-
-// entry returns o's entry, made now if it has none, with since for a
-// new one. t.mu is held.
-func (t *originSeen) entry(o string, since uint64) *originEntry {
-	if e := t.m[o]; e != nil {
-		return e
-	}
-	now := time.Now()
-	t.expire(now)
-	if t.m == nil {
-		t.m = map[string]*originEntry{}
-	}
-	e := &originEntry{at: now, since: since}
-	t.m[o] = e
-	t.order = append(t.order, o)
-	return e
+	at  time.Time
+	got map[string]struct{}
 }
 
 // first reports whether who has not got the message o yet, and notes that
@@ -183,25 +164,66 @@ func (t *originSeen) entry(o string, since uint64) *originEntry {
 func (t *originSeen) first(o string, who string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	e := t.entry(o, 0)
+	e := t.m[o]
+	if e == nil {
+		t.expire(time.Now())
+		if t.m == nil {
+			t.m = map[string]*originEntry{}
+		}
+		e = &originEntry{at: time.Now(), got: map[string]struct{}{}}
+		t.m[o] = e
+		t.order = append(t.order, o)
+	}
 	if _, dup := e.got[who]; dup {
 		return false
-	}
-	if e.got == nil {
-		e.got = map[string]struct{}{}
 	}
 	e.got[who] = struct{}{}
 	return true
 }
 
-// routed notes that o is being routed here, made being the router's
-// subscription count (router.made) read before the match, and returns
-// that count as of o's first routing here: made itself when this is the
-// first.
-func (t *originSeen) routed(o string, made uint64) (since uint64) {
+// originMarks remembers, per Origin routed here, the router's count of
+// subscriptions made (router.made) at its first routing here
+// (onceCheck.since), for the last originMax Origins. Every Origin routed
+// here has one, share group or not, so it is kept lean: a hash of the
+// Origin's key (maphash: 64 bits, a collision that costs a resend its
+// order once in 2^64) to a count, in a map with no pointers for the
+// collector to scan, and a ring of the hashes for the oldest to go
+// first; nothing allocated per Origin once the map has grown
+// (BenchmarkRouteOriginPlain: one map of string keys and entries
+// instead cost 10-20 µs an Origin at 200,000 Origins). An Origin
+// forgotten has its resend routed as a first routing: to every
+// subscription (as before ord32). Its lock is a leaf.
+type originMarks struct {
+	mu   sync.Mutex
+	seed maphash.Seed
+	m    map[uint64]uint64
+	ring []uint64
+	next int
+}
+
+// routed notes that the Origin of key o is being routed here, made being
+// router.made read before the match, and returns router.made as of the
+// Origin's first routing here: made itself when this is the first.
+func (t *originMarks) routed(o string, made uint64) (since uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.entry(o, made).since
+	if t.m == nil {
+		t.seed = maphash.MakeSeed()
+		t.m = make(map[uint64]uint64)
+	}
+	h := maphash.String(t.seed, o)
+	if since, ok := t.m[h]; ok {
+		return since
+	}
+	if len(t.ring) < originMax {
+		t.ring = append(t.ring, h)
+	} else {
+		delete(t.m, t.ring[t.next])
+		t.ring[t.next] = h
+		t.next = (t.next + 1) % originMax
+	}
+	t.m[h] = made
+	return made
 }
 
 // expire forgets the Origins older than originTTL, and the oldest beyond
@@ -268,11 +290,11 @@ type onceCheck struct {
 }
 
 // mark records, before the match, that msg under the check's Origin is
-// routed here now, and for a resend (resent) routed here before sets
-// again and since.
-func (c *onceCheck) mark(r *router, resent bool) {
-	made := r.made.Load()
-	since := c.seen.routed(c.key, made)
+// routed by s now (originMarks), and for a resend (resent) routed here
+// before sets again and since.
+func (c *onceCheck) mark(s *Server, resent bool) {
+	made := s.router.made.Load()
+	since := s.marks.routed(c.key, made)
 	c.again = resent && since != made
 	c.since = since
 }

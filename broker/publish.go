@@ -515,7 +515,7 @@ func (s *Server) routeOrigin(msg *Message, o Origin) (n int, last Ticket, notRet
 		defer g.UnlockPublish()
 	}
 	if once != nil {
-		once.mark(s.router, msg.Resent())
+		once.mark(s, msg.Resent())
 	}
 	sc := s.router.matchOnce(msg, nil, nil, matchMode{}, once)
 	// Decided before msg is shared with anyone (the retained tree makes
