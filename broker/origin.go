@@ -192,7 +192,7 @@ func (t *originSeen) first(o string, who string) bool {
 // (BenchmarkRouteOriginPlain: one map of string keys and entries
 // instead cost 10-20 µs an Origin at 200,000 Origins). An Origin
 // forgotten has its resend routed as a first routing: to every
-// subscription (as before ord32). Its lock is a leaf.
+// subscription, as a first routing is. Its lock is a leaf.
 type originMarks struct {
 	mu   sync.Mutex
 	seed maphash.Seed
