@@ -238,6 +238,7 @@ func (s *Server) DeliverRemote(m *RemoteMessage) (int, Ticket) {
 	once := s.groupOnce(m.Origin)
 	if once != nil {
 		once.chosen = m.chosen
+		once.mark(s, m.Resent)
 	}
 	mode := matchMode{pickGroups: m.PickShared, groupsOnly: m.GroupsOnly, members: m.Members, served: m.Copy != 0 && m.QoS == 2}
 	sc := s.router.matchOnce(msg, groups, m.Pick, mode, once)

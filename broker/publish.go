@@ -514,6 +514,9 @@ func (s *Server) routeOrigin(msg *Message, o Origin) (n int, last Ticket, notRet
 		g.LockPublish()
 		defer g.UnlockPublish()
 	}
+	if once != nil {
+		once.mark(s, msg.Resent())
+	}
 	sc := s.router.matchOnce(msg, nil, nil, matchMode{}, once)
 	// Decided before msg is shared with anyone (the retained tree makes
 	// it visible to new subscribers): from here on msg is immutable but

@@ -3,6 +3,7 @@ package broker
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/roost-mqtt/roost/packet"
 	"github.com/roost-mqtt/roost/topic"
@@ -13,6 +14,14 @@ type subscription struct {
 	filter string // as the client sent it, "$share/g/..." included
 	opts   packet.SubOptions
 	id     uint32 // MQTT 5 Subscription Identifier, 0 if none
+	// made is when the subscription was made on this node, as the
+	// router's count of subscriptions made (router.made); 0 for one
+	// read from the store or handed over (loadSessionState): made
+	// elsewhere or before this node's start, at a time this node cannot
+	// compare. A resend routed again under its Origin leaves out the
+	// plain subscriptions made after the Origin's first routing here
+	// (onceCheck.since).
+	made uint64
 }
 
 // target is one session a message goes to, after merging overlapping
@@ -32,6 +41,8 @@ type router struct {
 	scrach  sync.Pool // *routeScratch
 	cluster Cluster   // nil on a single node
 	away    AwayCopies
+	// made counts the subscriptions made here (subscription.made).
+	made atomic.Uint64
 }
 
 type routeScratch struct {
@@ -116,7 +127,9 @@ type matchMode struct {
 // get the message at all (RemoteMessage.GroupsOnly). once, when not nil,
 // leaves out the share groups ("group\x00filter") that got the message
 // before under its Origin (origin.go), and those with a member here that
-// did; it is asked after the tree's lock is released. A group whose member is an away copy is
+// did; it is asked after the tree's lock is released. For a resend
+// (once.again) it also leaves out the plain subscriptions made after the
+// Origin's first routing here (onceCheck.since). A group whose member is an away copy is
 // not noted as served: the copy's take is kept for its session, whose
 // next reader (here too) delivers it once its claim says so (package
 // cluster); noted, a reader here left the kept copy and the group lost
@@ -151,6 +164,9 @@ func (r *router) matchOnce(msg *Message, groups []string, pick func(clientID str
 		}
 		if pick != nil && !pick(s.id) {
 			return
+		}
+		if once != nil && once.again && sub.made > once.since {
+			return // made after the first routing here (onceCheck.since)
 		}
 		if msg.QoS > 0 && r.isAway(s) {
 			sc.awayPlain(s.id)
@@ -293,6 +309,10 @@ func (r *router) groupsOnlyOf(topic string, groups []string, of func(clientID st
 	}
 	return out
 }
+
+// newSub returns the made mark of a subscription made now
+// (subscription.made); never 0.
+func (r *router) newSub() uint64 { return r.made.Add(1) }
 
 // isAway asks the cluster whether s is an away copy (AwayCopies); the
 // caller holds the tree's lock.

@@ -32,6 +32,8 @@ type Server struct {
 	msgID  atomic.Uint64 // last Message.ID handed out
 	// origins: where this node routed each recent Origin (origin.go).
 	origins originSeen
+	// marks: each recent Origin's first routing here (origin.go).
+	marks originMarks
 	// storeSick is set while the store reports it cannot take writes.
 	storeSick atomic.Bool
 

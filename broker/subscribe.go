@@ -79,7 +79,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			codes[i] = packet.UnspecifiedError
 			continue
 		}
-		_, existed := ss.subs[req.Filter]
+		old, existed := ss.subs[req.Filter]
 		if mayRead && syncErr != nil && (opts.RetainHandling == 0 || !existed) {
 			ss.mu.Unlock()
 			codes[i] = packet.UnspecifiedError
@@ -90,6 +90,14 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			c.logger().Warn("subscription limit reached", "limit", c.srv.opts.MaxSubscriptions, "filter", req.Filter)
 			codes[i] = packet.QuotaExceeded
 			continue
+		}
+		// One that replaces a subscription keeps its made mark: the
+		// flow of publications is not interrupted [MQTT-3.8.4-3], so
+		// what the first was owed the second is (a resend routed
+		// again under its Origin: onceCheck.since).
+		sub.made = old.made
+		if !existed {
+			sub.made = c.srv.router.newSub()
 		}
 		ss.setSub(req.Filter, sub)
 		c.srv.router.subscribe(rest, group, ss, sub)
