@@ -101,15 +101,10 @@ func startEngine(cfg *Config, maxPacket uint32, log *slog.Logger) (*engine, erro
 	opts := &server.Options{
 		ServerName: cfg.Node,
 		// Roost's own connection is in-process, and nothing else is
-		// meant to speak NATS to a node; but nats-server starts its
-		// routes only after its client listener is up (DontListen would
-		// leave them waiting forever). So the client port is a random
-		// one on loopback, closed to anyone without a random token.
-		Host:          "127.0.0.1",
-		Port:          server.RANDOM_PORT,
-		Authorization: token,
-		NoSigs:        true,
-		MaxPayload:    int32(min(max(int64(maxPacket)+maxPayloadSlack, minMaxPayload), 64<<20)),
+		// meant to speak NATS to a node: its client port is
+		// inProcessPort's.
+		NoSigs:     true,
+		MaxPayload: int32(min(max(int64(maxPacket)+maxPayloadSlack, minMaxPayload), 64<<20)),
 		// Raised so that a subject made from the longest MQTT topic
 		// (65535 bytes, escaped) fits the control line of a route.
 		MaxControlLine: 1 << 20,
@@ -131,6 +126,7 @@ func startEngine(cfg *Config, maxPacket uint32, log *slog.Logger) (*engine, erro
 		},
 		Routes: routes,
 	}
+	inProcessPort(opts, token)
 	if routePass != "" {
 		opts.Cluster.Username, opts.Cluster.Password = routeUser, routePass
 	}
@@ -161,18 +157,59 @@ func startEngine(cfg *Config, maxPacket uint32, log *slog.Logger) (*engine, erro
 		e.close()
 		return nil, fmt.Errorf("cluster engine on %s: %w", cfg.Listen, err)
 	}
-	// The in-process handshake gets startupTimeout, as the server's start
-	// does, not nats.go's 2 s: on a loaded host (the suite's 2 cores at a
-	// load of 50) the server's first INFO came later than that and the
-	// node exited ("connecting in-process: read pipe: i/o timeout").
-	nc, err := nats.Connect("", nats.InProcessServer(srv), nats.Name("roost-"+cfg.Node), nats.Token(token),
-		nats.Timeout(startupTimeout), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1))
+	nc, err := connectInProcess(srv, "roost-"+cfg.Node, token, log)
 	if err != nil {
 		e.close()
 		return nil, fmt.Errorf("cluster engine: connecting in-process: %w", err)
 	}
 	e.nc = nc
 	return e, nil
+}
+
+// inProcessBound bounds this node's own in-process connection to its
+// server, tries again included (connectInProcess): longer than the
+// server's start (startupTimeout), as the two handshake timers of the
+// server it outlasts fired at load 140 (hunta32).
+const inProcessBound = 30 * time.Second
+
+// inProcessPort sets opts' client port, which only this node's own
+// in-process client uses. nats-server starts its routes only after its
+// client listener is up (DontListen would leave them waiting forever), so
+// the port is a random one on loopback, closed to anyone without token.
+// The server closes a client whose CONNECT it has not read within
+// AuthTimeout (2 s by default): at load 140 (race builds) it read the
+// in-process CONNECT later than that and closed it ("nats: Authentication
+// Timeout"), every try, until the node exited; so AuthTimeout is the
+// whole in-process bound (TestConnectInProcessLate/connect).
+func inProcessPort(opts *server.Options, token string) {
+	opts.Host = "127.0.0.1"
+	opts.Port = server.RANDOM_PORT
+	opts.Authorization = token
+	opts.AuthTimeout = inProcessBound.Seconds()
+}
+
+// connectInProcess connects this node's own client to p, trying again
+// until inProcessBound has passed since the first try. The handshake gets
+// that bound, not nats.go's 2 s: on a loaded host (the suite's 2 cores at
+// a load of 50) the server's first INFO came later than that and the node
+// exited ("connecting in-process: read pipe: i/o timeout"). And it is
+// tried again: the server sends a new client its first PING 2-2.4 s after
+// reading its CONNECT (whatever its ping interval), and when the client's
+// PING, written right after the CONNECT, is read later than that (load
+// 100, race builds), the server's PING comes before the PONG nats.go
+// waits for, and the node exited ("nats: expected 'PONG', got 'PING'",
+// TestConnectInProcessLate/ping).
+func connectInProcess(p nats.InProcessConnProvider, name, token string, log *slog.Logger) (*nats.Conn, error) {
+	end := time.Now().Add(inProcessBound)
+	for {
+		left := max(time.Until(end), time.Second)
+		nc, err := nats.Connect("", nats.InProcessServer(p), nats.Name(name), nats.Token(token),
+			nats.Timeout(left), nats.MaxReconnects(-1), nats.ReconnectBufSize(-1))
+		if err == nil || time.Now().After(end) {
+			return nc, err
+		}
+		log.Warn("cluster engine: in-process connection failed; trying again", "err", err)
+	}
 }
 
 // routedNodes returns the names of the nodes this node has a route to.

@@ -54,7 +54,9 @@ func TestReproGroupPublishDuringMoveIn(t *testing.T) {
 		t.Fatal("the publish was never answered")
 	}
 	if rc >= 0x80 {
-		t.Fatalf("PUBACK 0x%02X: the straddling publish was not acknowledged, so nothing is owed; the test proves nothing", rc)
+		// Under load the forward can time out (hunta32's pass 5, load
+		// ~100): a missed path, not a failure.
+		t.Skipf("PUBACK 0x%02X: the straddling publish was not acknowledged, so nothing is owed; the test missed its path", rc)
 	}
 	got, lost := harness.ReceiveAll(back, []string{"straddled"}, 30*time.Second)
 	if len(lost) > 0 {

@@ -198,9 +198,13 @@ func TestReproFenceAfterAnswer(t *testing.T) {
 	if _, lost := harness.ReceiveAll(c, []string{"queued", "after"}, 30*time.Second); len(lost) > 0 {
 		t.Fatalf("%s never got %v\n%s:\n%s\n%s:\n%s", id, lost, home.Name, harness.GrepLog(home, id), claimer.Name, harness.GrepLog(claimer, id))
 	}
+	// Home's owner-record watcher can fence the copy on the claimer's
+	// record before the paused node is back (20:22:28 in hunta32's first
+	// pass, load 76): the copy is handed over all the same and the
+	// messages checked above, but the fence this test is for never ran.
 	if harness.CountLog(claimer, `"cluster: test fault: the move's finish waits for a dropped node's return" node=`+claimer.Name+" client_id="+id) == 0 ||
 		harness.CountLog(home, `"cluster: fence: a copy handed over left to its handover" node=`+home.Name+" client_id="+id) == 0 {
-		t.Fatalf("the fence did not meet the handed-over copy: the test missed the path\n%s:\n%s\n%s:\n%s",
+		t.Skipf("the fence did not meet the handed-over copy (home fenced by its owner-record watcher first, at load): the test missed the path; both messages came\n%s:\n%s\n%s:\n%s",
 			home.Name, harness.GrepLog(home, id), claimer.Name, harness.GrepLog(claimer, id))
 	}
 }
