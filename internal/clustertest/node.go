@@ -391,6 +391,12 @@ func (c *Cluster) keepLogs(t testing.TB) {
 	if dir == "" {
 		return
 	}
+	// Made if missing: a pass begun without it kept no log of its
+	// failures (TestReproOpOrderRollup's 22 lost, session 32).
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Logf("keeping the node logs: %v", err)
+		return
+	}
 	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
 	for _, nd := range c.Nodes {
 		b, err := os.ReadFile(nd.LogPath)
