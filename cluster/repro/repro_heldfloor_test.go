@@ -69,8 +69,9 @@ func TestReproHeldFollowerFloor(t *testing.T) {
 	// n3 back (n2 and n3 keep a quorum), n1 paused: hf-b's claim on n2
 	// is not answered and reads hf-b from the stream; its last op is
 	// after m1, so its own read of n3's held subject finds nothing.
+	restored := harness.WatchRestored(n3, "hf-b")
 	tc.Start(n3)
-	tc.WaitLog(n3, `"restored session dropped: another node owns it now" node=n3 client_id=hf-b`, 1, 60*time.Second)
+	restored.Wait(t, 60*time.Second, nil) // dropped, or fenced before the owners read
 	tc.Kill(n1, syscall.SIGSTOP)
 	defer tc.Kill(n1, syscall.SIGCONT)
 	b = harness.Resume(t, n2, "hf-b", expiry, 60*time.Second)

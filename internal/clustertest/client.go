@@ -253,10 +253,10 @@ const SubBound = 60 * time.Second
 const subTry = 30 * time.Second
 
 // Pub publishes p and returns the PUBACK/PUBREC/PUBCOMP reason code (0 for
-// QoS 0). It fails t if there is no answer within 10s.
+// QoS 0). It fails t if there is no answer within PubBound.
 func (c *Client) Pub(t testing.TB, p *paho.Publish) byte {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), PubBound)
 	defer cancel()
 	r, err := c.Publish(ctx, p)
 	if err != nil && r != nil && r.ReasonCode >= 0x80 {
@@ -270,6 +270,14 @@ func (c *Client) Pub(t testing.TB, p *paho.Publish) byte {
 	}
 	return r.ReasonCode
 }
+
+// PubBound bounds Pub's wait for an answer: past the longest
+// forward_timeout the tests give the nodes (15 s), which bounds a node's
+// answer to a message for another node's session, plus a loaded
+// machine's delay. It was 10 s, shorter than the 15 s: AwaitInterest's
+// probes failed tests at load (TestReproRestoredGroupOrder and
+// TestReproUnsettledOpsLate, one pass at load 100, session 32).
+const PubBound = 30 * time.Second
 
 // closeWait bounds how long TryPub waits, after a publish failed, for the
 // client to report its connection closed.
@@ -327,7 +335,9 @@ func (c *Client) TryPub(t testing.TB, p *paho.Publish, bound time.Duration) (rc 
 // None skip them.
 func (c *Client) AwaitInterest(t testing.TB, topic string) {
 	t.Helper()
-	eventually.NoError(t, 10*time.Second, func() error {
+	// As long as one probe may take (PubBound): with 10 s, one slow
+	// probe answered 0x10 used the wait up.
+	eventually.NoError(t, PubBound, func() error {
 		if rc := c.Pub(t, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(Probe)}); rc != 0 {
 			return fmt.Errorf("probe on %q: PUBACK 0x%02X", topic, rc)
 		}
