@@ -391,10 +391,6 @@ func (c *Cluster) keepLogs(t testing.TB) {
 	if dir == "" {
 		return
 	}
-	// The time of keeping tells the runs of one test process apart: with
-	// -test.count each run's logs overwrote the one before, and a failing
-	// run of five kept only the last, passing one (TestReproOpHeldKilled,
-	// session 32).
 	// Made if missing: a pass begun without it kept no log of its
 	// failures (TestReproOpOrderRollup's 22 lost, session 32).
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -402,6 +398,10 @@ func (c *Cluster) keepLogs(t testing.TB) {
 		return
 	}
 	name := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	// The time of keeping tells the runs of one test process apart: with
+	// -test.count each run's logs overwrote the one before, and a failing
+	// run of five kept only the last, passing one (TestReproOpHeldKilled,
+	// session 32).
 	at := time.Now().UTC().Format("150405.000")
 	for _, nd := range c.Nodes {
 		b, err := os.ReadFile(nd.LogPath)
