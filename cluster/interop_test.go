@@ -18,6 +18,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/roost-mqtt/roost/cluster/internal/harness"
+	"github.com/roost-mqtt/roost/internal/clustertest"
 )
 
 // received is one message as any client tool reports it.
@@ -193,6 +194,15 @@ func startJSLiving(t, life *testing.T, id string, o map[string]any, subs map[str
 	if o["lifetimeMs"] == nil {
 		o["lifetimeMs"] = 180000
 	}
+	if o["connectTimeout"] == nil && o["reconnectPeriod"] == nil {
+		// mqtt.js's 4 s (a WeChat mini program's) is shorter than a
+		// node's own wait for the client id's ownership record before
+		// it answers (forward_timeout, 5 s by default): "mqtt.js
+		// five-js: error client connack timeout" at a load of 80
+		// (TestClusterFiveNodesRealClients). A client that reconnects
+		// by itself keeps the program's setting.
+		o["connectTimeout"] = clustertest.ConnectBound.Milliseconds()
+	}
 	var ss []sub
 	for f, q := range subs {
 		ss = append(ss, sub{f, q})
@@ -258,8 +268,14 @@ func startJSLiving(t, life *testing.T, id string, o map[string]any, subs map[str
 		if msg != "" {
 			t.Fatalf("mqtt.js %s: %s", id, msg)
 		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("mqtt.js %s: no %s", id, strings.ToUpper(readyOn))
+	case <-time.After(clustertest.SubBound):
+		// A node answers a new cluster's first SUBSCRIBE only once its
+		// retained messages caught up, up to its forward_timeout, as Sub
+		// waits for (clustertest.SubBound): 15 s here failed
+		// TestClusterTransports/Routing at a load of 50 ("mqtt.js
+		// txr-sub-wss5: no SUBACK", the SUBSCRIBE read 1.5 s after the
+		// start).
+		t.Fatalf("mqtt.js %s: no %s within %v", id, strings.ToUpper(readyOn), clustertest.SubBound)
 	}
 	return c
 }

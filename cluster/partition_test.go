@@ -295,6 +295,13 @@ func checkPartition(t *testing.T, nf *netfault.Net, tc *harness.Cluster, major, 
 		// heals: every acknowledged one reaches both majority
 		// subscribers. (One waiting for a node whose routes are still
 		// recovering may fail: the publisher sends it again.)
+		// a drops b for silence when b's heartbeats stop for 4 s (b
+		// starved at a load of 40-60: "this node did not run for a
+		// while", 2-2.7 s); a message matching only a dropped node's
+		// clean subscribers is acknowledged without them
+		// (docs/cluster.md, "Persistent sessions"), so subB is owed
+		// nothing then.
+		dropsBefore := harness.CountLogAll(a, "cluster node gone: no heartbeat", "peer="+b.Name)
 		var acked []string
 		for i := range 40 {
 			if i == 10 {
@@ -311,18 +318,18 @@ func checkPartition(t *testing.T, nf *netfault.Net, tc *harness.Cluster, major, 
 				acked = append(acked, payload)
 			}
 		}
+		t.Logf("%d of 40 acknowledged across the heal", len(acked))
 		for _, s := range []*harness.Client{subA, subB} {
-			got := map[string]bool{}
-			for _, p := range drainQuiet(s, time.Second) {
-				got[p] = true
+			missing := awaitPayloads(s, acked, harness.PartitionBound)
+			drainQuiet(s, time.Second) // QoS 1 again, as QoS 1 allows
+			if len(missing) > 0 && s == subB && harness.CountLogAll(a, "cluster node gone: no heartbeat", "peer="+b.Name) > dropsBefore {
+				t.Skipf("%s: %d acknowledged not delivered (%q), and %s dropped %s for silence meanwhile: a message matching only a dropped node's clean subscribers is acknowledged without them (docs/cluster.md); the test's premise, two majority nodes hearing each other, did not hold",
+					s.ID, len(missing), missing, a.Name, b.Name)
 			}
-			for _, p := range acked {
-				if !got[p] {
-					t.Errorf("%s: acknowledged %q lost", s.ID, p)
-				}
+			for _, p := range missing {
+				t.Errorf("%s: acknowledged %q lost", s.ID, p)
 			}
 		}
-		t.Logf("%d of 40 acknowledged across the heal", len(acked))
 		drainQuiet(subM, time.Second)
 	})
 
@@ -408,6 +415,34 @@ func drainQuiet(s *harness.Client, quiet time.Duration) []string {
 		}
 	}
 	return got
+}
+
+// awaitPayloads takes s's messages until every payload of want came or
+// bound passed, and returns those that did not come. A node delivers
+// late what it reads from its held subject after a heal at load (gaps
+// of 7 s between deliveries seen), so no quiet time is taken for the
+// end.
+func awaitPayloads(s *harness.Client, want []string, bound time.Duration) []string {
+	got := map[string]bool{}
+	missing := func() []string {
+		var m []string
+		for _, p := range want {
+			if !got[p] {
+				m = append(m, p)
+			}
+		}
+		return m
+	}
+	deadline := time.After(bound)
+	for len(missing()) > 0 {
+		select {
+		case p := <-s.In:
+			got[string(p.Payload)] = true
+		case <-deadline:
+			return missing()
+		}
+	}
+	return nil
 }
 
 // hasProbe drains s's inbox and reports whether a probe was in it.

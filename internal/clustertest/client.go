@@ -43,9 +43,23 @@ const ConnectBound = 10 * time.Second
 
 // Connect connects an MQTT 5 client with id and Clean Start to addr and
 // fails t unless the CONNACK is a success. It disconnects when t ends.
+// A connection closed without a CONNACK, or none within ConnectBound, is
+// dialled again (connectTries in all), as any client does: a cluster node
+// closes a CONNECT whose client id's ownership it could not record within
+// its forward_timeout ("the client will try again", docs/cluster.md), as
+// n2 did for TestClusterPausedNode's first subscriber while the new
+// cluster's streams were slow to answer at a load of 100.
 func Connect(t testing.TB, addr, id string) *Client {
 	t.Helper()
-	c, ack, err := Dial(t, addr, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
+	var c *Client
+	var ack *paho.Connack
+	var err error
+	for try := 1; try <= connectTries; try++ {
+		if c, ack, err = Dial(t, addr, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}); err == nil {
+			break
+		}
+		t.Logf("connect %s, try %d of %d: %v", id, try, connectTries, err)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,6 +68,9 @@ func Connect(t testing.TB, addr, id string) *Client {
 	}
 	return c
 }
+
+// connectTries is how many times Connect dials.
+const connectTries = 3
 
 // ConnectWith sends cp to addr and returns the client and its CONNACK,
 // whatever its code; it fails t if there is no CONNACK at all.

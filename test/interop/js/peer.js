@@ -13,6 +13,7 @@
 //         properties (CONNECT), will, subscribe: [{topic, qos, nl, rap}],
 //         subscribeProperties,
 //         reconnectPeriod (ms, default 0: no automatic reconnect),
+//         connectTimeout (ms, default the program's 4000),
 //         servers: [{host, port}] (tried in turn at each reconnect,
 //         with url's protocol and path; the first is connected first),
 //         reconnectOnConnackError (keep reconnecting after a refused
@@ -39,7 +40,7 @@ function open (opts, emit) {
     clientId: opts.clientId || 'PonyRemoteControl' + Math.floor(Math.random() * 1e9),
     clean: opts.clean !== false,
     keepalive: opts.keepalive === undefined ? 60 : opts.keepalive,
-    connectTimeout: 4000,
+    connectTimeout: opts.connectTimeout || 4000,
     // The Go test decides about reconnecting unless it asks for mqtt.js's
     // own (a WeChat mini program's setting): an automatic reconnect would
     // fight a takeover and hide a dropped connection.
