@@ -70,8 +70,9 @@ func TestReproAdoptedBeforeSettle(t *testing.T) {
 	tc.WaitLog(ad, fmt.Sprintf(adopted, adopter), 1, 60*time.Second)
 
 	n1.Env = append(n1.Env, "ROOST_TEST_FAULT=held-empty=45s@n1")
+	restored := harness.WatchRestored(n1, id)
 	tc.Start(n1)
-	tc.WaitLog(n1, `"restored session dropped: another node owns it now" node=n1 client_id=`+id, 1, 60*time.Second)
+	restored.Wait(t, 60*time.Second, nil) // dropped, or fenced first (harness.RestoredCopy)
 	tc.Kill(ad, syscall.SIGKILL)
 	tc.WaitLog(n1, fmt.Sprintf(adopted, "n1"), 1, 60*time.Second)
 	const settled = "restored sessions settled"

@@ -47,8 +47,9 @@ func TestReproCatchUpKilled(t *testing.T) {
 	c.Disconnect(&paho.Disconnect{})
 	tc.WaitLog(n3, "client_id="+id+` reason="client disconnected normally"`, 1, harness.Wait)
 
+	restored := harness.WatchRestored(n1, id)
 	tc.Start(n1)
-	tc.WaitLog(n1, `"restored session dropped: another node owns it now" node=n1 client_id=`+id, 1, 60*time.Second)
+	restored.Wait(t, 60*time.Second, nil) // dropped, or fenced first (harness.RestoredCopy)
 	tc.Kill(n3, syscall.SIGKILL)
 	c = pp.resume(n2, id)
 	pp.check(c, n3, n2)
