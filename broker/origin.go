@@ -194,11 +194,9 @@ func (t *originSeen) first(o string, who string) bool {
 // forgotten has its resend routed as a first routing: to every
 // subscription, as a first routing is. Its lock is a leaf.
 type originMarks struct {
-	mu   sync.Mutex
-	seed maphash.Seed
-	m    map[uint64]uint64
-	ring []uint64
-	next int
+	mu    sync.Mutex
+	seed  maphash.Seed
+	since hashRing[uint64]
 }
 
 // routed notes that the Origin of key o is being routed here, made being
@@ -207,22 +205,14 @@ type originMarks struct {
 func (t *originMarks) routed(o string, made uint64) (since uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.m == nil {
+	if t.since.m == nil {
 		t.seed = maphash.MakeSeed()
-		t.m = make(map[uint64]uint64)
 	}
 	h := maphash.String(t.seed, o)
-	if since, ok := t.m[h]; ok {
+	if since, ok := t.since.m[h]; ok {
 		return since
 	}
-	if len(t.ring) < originMax {
-		t.ring = append(t.ring, h)
-	} else {
-		delete(t.m, t.ring[t.next])
-		t.ring[t.next] = h
-		t.next = (t.next + 1) % originMax
-	}
-	t.m[h] = made
+	t.since.put(h, made, originMax)
 	return made
 }
 
@@ -504,37 +494,46 @@ const seenMax = 1024
 // dropped first, each with the store ticket of its copy (0: durable
 // already, or not known: a copy read back or handed over); guarded by the
 // session's lock.
-type originRing struct {
-	h    []uint64
-	next int
-	set  map[uint64]Ticket
-}
+type originRing struct{ hashRing[Ticket] }
 
 // add notes h and reports whether it is new.
-func (r *originRing) add(h uint64) bool {
-	if r.set == nil {
-		r.set = map[uint64]Ticket{}
+func (r *originRing) add(h uint64) bool { return r.put(h, 0, seenMax) }
+
+// hashRing maps the last hashes put (at most the put's max) to a value
+// each, the oldest forgotten first: a map with no pointers for the
+// collector to scan, and a ring of its keys (originRing, originMarks).
+type hashRing[V any] struct {
+	keys []uint64
+	next int
+	m    map[uint64]V
+}
+
+// put adds h with v unless h is there, forgetting the oldest hash when
+// there are max, and reports whether h is new.
+func (r *hashRing[V]) put(h uint64, v V, max int) bool {
+	if r.m == nil {
+		r.m = map[uint64]V{}
 	}
-	if _, ok := r.set[h]; ok {
+	if _, ok := r.m[h]; ok {
 		return false
 	}
-	if len(r.h) < seenMax {
-		r.h = append(r.h, h)
+	if len(r.keys) < max {
+		r.keys = append(r.keys, h)
 	} else {
-		delete(r.set, r.h[r.next])
-		r.h[r.next] = h
-		r.next = (r.next + 1) % seenMax
+		delete(r.m, r.keys[r.next])
+		r.keys[r.next] = h
+		r.next = (r.next + 1) % max
 	}
-	r.set[h] = 0
+	r.m[h] = v
 	return true
 }
 
 // list returns the hashes, oldest first.
-func (r *originRing) list() []uint64 {
-	if len(r.h) == 0 {
+func (r *hashRing[V]) list() []uint64 {
+	if len(r.keys) == 0 {
 		return nil
 	}
-	return append(append([]uint64(nil), r.h[r.next:]...), r.h[:r.next]...)
+	return append(append([]uint64(nil), r.keys[r.next:]...), r.keys[:r.next]...)
 }
 
 // firstOrigin reports whether ss has not got a message under the Origin
@@ -548,7 +547,7 @@ func (ss *session) firstOrigin(h uint64) (bool, Ticket) {
 	if ss.noteOrigin(h) {
 		return true, 0
 	}
-	return false, ss.in2.seen.set[h]
+	return false, ss.in2.seen.m[h]
 }
 
 // originTicket records t as the store ticket of ss's copy of the message
@@ -559,8 +558,8 @@ func (ss *session) originTicket(h uint64, t Ticket) {
 	if ss.in2 == nil {
 		return
 	}
-	if _, ok := ss.in2.seen.set[h]; ok {
-		ss.in2.seen.set[h] = t
+	if _, ok := ss.in2.seen.m[h]; ok {
+		ss.in2.seen.m[h] = t
 	}
 }
 
@@ -608,7 +607,7 @@ func (ss *session) hasOrigin(h uint64) bool {
 	if ss.in2 == nil {
 		return false
 	}
-	_, ok := ss.in2.seen.set[h]
+	_, ok := ss.in2.seen.m[h]
 	return ok
 }
 
