@@ -40,23 +40,13 @@ func TestReproGroupPassOn(t *testing.T) {
 
 	// 5 s: n1's publisher's window (below) opens with the streams.
 	n1.Env = append(n1.Env, "ROOST_TEST_FAULT=owners-late=5s@n1,drop-unannounced=2s@n1")
-	const caughtUp, incomplete = `msg="cluster interest caught up" node=n1`, `msg="cluster interest incomplete: `
-	before, beforeInc := harness.CountLog(n1, caughtUp), harness.CountLog(n1, incomplete)
+	catchUp := markCatchUp(n1)
 	tc.Start(n1)
 	// Nothing is published until n1 knows the other nodes' interest:
 	// a group message routed to n1 before that waits for it
 	// (TestReproGroupPassOnEarly is about that window); this test is
-	// about the pass-on after it. The catch-up ends either way: at
-	// load a snapshot request can run out of its bound, and n1 serves
-	// without that peer's interest after catchUpBound and never logs
-	// "caught up" (session 31: 1 run in 8 at load 37-44, waited 60 s).
-	harness.Eventually(t, 60*time.Second, func() error {
-		if harness.CountLog(n1, caughtUp) == before && harness.CountLog(n1, incomplete) == beforeInc {
-			return fmt.Errorf("n1's interest catch-up has not ended yet")
-		}
-		return nil
-	})
-	if harness.CountLog(n1, caughtUp) == before {
+	// about the pass-on after it.
+	if !catchUp.await(t) {
 		t.Skipf("n1 served before it had its peers' interest (TestReproGroupPassOnEarly's window): the test missed its path; n1:\n%s",
 			harness.GrepLog(n1, "cluster interest", "interest snapshot"))
 	}
@@ -126,4 +116,37 @@ func quiet(c *harness.Client, take func(*paho.Publish), d time.Duration) {
 			return
 		}
 	}
+}
+
+// catchUpMark is a node's count of its interest catch-up's ends, taken
+// before its start (markCatchUp).
+type catchUpMark struct {
+	nd                 *harness.Node
+	caught, incomplete int
+}
+
+const (
+	caughtUpLine   = `msg="cluster interest caught up"`
+	incompleteLine = `msg="cluster interest incomplete: `
+)
+
+func markCatchUp(nd *harness.Node) catchUpMark {
+	return catchUpMark{nd: nd, caught: harness.CountLog(nd, caughtUpLine), incomplete: harness.CountLog(nd, incompleteLine)}
+}
+
+// await waits up to 60 s for the node's next catch-up to end and reports
+// whether it caught up. It ends either way: at load a snapshot request
+// can run out of its bound, and the node serves without that peer's
+// interest after catchUpBound and never logs "caught up"
+// (TestReproGroupPassOn, session 31: 1 run in 8 at load 37-44 waited 60 s
+// for that line; TestReproPassOnOrder, session 32).
+func (m catchUpMark) await(t *testing.T) bool {
+	t.Helper()
+	harness.Eventually(t, 60*time.Second, func() error {
+		if harness.CountLog(m.nd, caughtUpLine) == m.caught && harness.CountLog(m.nd, incompleteLine) == m.incomplete {
+			return fmt.Errorf("%s's interest catch-up has not ended yet", m.nd.Name)
+		}
+		return nil
+	})
+	return harness.CountLog(m.nd, caughtUpLine) > m.caught
 }

@@ -44,23 +44,13 @@ func TestReproPassOnOrder(t *testing.T) {
 
 	tc.Kill(n1, syscall.SIGKILL)
 	n1.Env = append(n1.Env, "ROOST_TEST_FAULT=owners-late=8s@n1,passon-late=300ms@n1")
-	const caughtUp, incomplete = `msg="cluster interest caught up" node=n1`, `msg="cluster interest incomplete: `
-	before, beforeInc := harness.CountLog(n1, caughtUp), harness.CountLog(n1, incomplete)
+	catchUp := markCatchUp(n1)
 	tc.Start(n1)
 	// Once n1 knows where the group's other members are (before, what
 	// it is given it keeps for m1). n3 learns n1's interest within
 	// moments of hearing it: the path check below says whether n3 had
-	// it while m1 was unsettled. The catch-up ends either way: at load a
-	// snapshot request can run out of its bound, and n1 serves without
-	// that peer's interest and never logs "caught up" (as in
-	// TestReproGroupPassOn).
-	harness.Eventually(t, 60*time.Second, func() error {
-		if harness.CountLog(n1, caughtUp) == before && harness.CountLog(n1, incomplete) == beforeInc {
-			return fmt.Errorf("n1's interest catch-up has not ended yet")
-		}
-		return nil
-	})
-	if harness.CountLog(n1, caughtUp) == before {
+	// it while m1 was unsettled.
+	if !catchUp.await(t) {
 		t.Skipf("n1 served before it had its peers' interest: the test missed its path; n1:\n%s",
 			harness.GrepLog(n1, "cluster interest", "interest snapshot"))
 	}
