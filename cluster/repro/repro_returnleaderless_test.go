@@ -194,6 +194,20 @@ func (r *pausedReturn) checkOrder() {
 		}
 		last[q] = i
 	}
+	// At its bound a catch-up gives the session what comes later before
+	// what was held for it was read, and order is not promised from there
+	// (docs/cluster.md, "catching up took too long"; as in
+	// TestReproForwardOutReheld). ReturnHoldLanding in a fresh clone on
+	// a quiet machine, session 32: n3's follower of its held subject got
+	// 503 and deadline errors from 2 s after its return on, the late hold
+	// landed past them, the 26-s bound ran out and n3 read the holds' end
+	// 4 s after; all 20 came, 9 after newer ones. The path was missed; a
+	// loss above still fails.
+	const tooLong = `"cluster: session sends before what was held for it was read: catching up took too long" node=n3 client_id=`
+	if len(late) > 0 && harness.CountLog(r.n3, tooLong+r.id) > 0 {
+		t.Skipf("n3's catch-up of %s ran out its bound before the holds were read, and %d came after newer ones (order not promised past it): the test missed its path; n3:\n%s",
+			r.id, len(late), harness.GrepLog(r.n3, "silence", "held for this node", "caught up", "catching up"))
+	}
 	if len(late) > 0 {
 		t.Fatalf("%s got %d messages after newer ones of their publisher: %v\nn3:\n%s", r.id, len(late), late[:min(len(late), 20)],
 			harness.GrepLog(r.n3, "silence", "held for this node", "caught up", "catching up"))
