@@ -231,12 +231,17 @@ func TestClusterDiskFullHeldAfterKill(t *testing.T) {
 // after the fill, its publisher's connection closed). The fault
 // hold-silent leaves n3's first three holds for its full store
 // unanswered; the holds must be published again, and every publish on
-// n1 acknowledged with 0x00 on the same connection, and delivered.
+// n1 acknowledged with 0x00 on the same connection, and delivered. That
+// needs the election inside the forward's bound: nats-server elects 4-9
+// s after the leader's last heartbeat, and with the default 5-s
+// forward_timeout n1 closed the publisher's connection at silent-4 while
+// n3's hold for it got "no response from stream" (a fresh clone on a
+// quiet machine, session 32: the partition elected 9 s after the fill).
 func TestClusterDiskFullHoldUnanswered(t *testing.T) {
 	t.Parallel() // see harness_test.go
 	mnt := diskfull.Tmpfs(t, "48m")
 	cfg := filepath.Join(t.TempDir(), "roost.yaml")
-	harness.WriteAtomic(t, cfg, []byte("store:\n  min_free: 4MiB\n  ballast: 1MiB\n"), 0o644)
+	harness.WriteAtomic(t, cfg, []byte("store:\n  min_free: 4MiB\n  ballast: 1MiB\ncluster:\n  forward_timeout: 15s\n"), 0o644)
 	tc := harness.WrapCluster(t, clustertest.Start(t, clustertest.Options{Nodes: 3, Args: []string{"--config", cfg},
 		Env:  []string{"ROOST_TEST_FAULT=hold-silent=3@n3"},
 		Data: dataOn(mnt, "n3")}))
