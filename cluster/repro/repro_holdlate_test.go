@@ -2,7 +2,6 @@ package repro_test
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"syscall"
 	"testing"
@@ -57,12 +56,13 @@ func TestReproHoldLandsAfterMove(t *testing.T) {
 		r, err := pub.Publish(ctx, &paho.Publish{Topic: "hl/q1", QoS: 1, Payload: []byte("m1")})
 		acked <- result{r, err}
 	}()
-	harness.Eventually(t, 10*time.Second, func() error {
-		if harness.CountLog(n1, `holding a message for a dropped node's persistent sessions" node=n1 peer=n2`) == 0 {
-			return errors.New("n1 has not held m1 for n2")
-		}
-		return nil
-	})
+	// Not held within 10 s (n1 forwarded it, a fifth fresh clone, session
+	// 32): the path is missed, but m1 is checked below all the same.
+	const heldLine = `holding a message for a dropped node's persistent sessions" node=n1 peer=n2`
+	for start := time.Now(); harness.CountLog(n1, heldLine) == 0 && time.Since(start) < 10*time.Second; {
+		time.Sleep(50 * time.Millisecond)
+	}
+	held := harness.CountLog(n1, heldLine) > 0
 	// n2 settles and the session catches up, then its client resumes on
 	// n3 while n1's hold is still unanswered.
 	tc.WaitLog(n2, `"cluster: session caught up with what was held for it" node=n2 client_id=`+id, 1, 30*time.Second)
@@ -91,6 +91,9 @@ func TestReproHoldLandsAfterMove(t *testing.T) {
 	if !slices.Contains(got, "m1") {
 		t.Fatalf("got %q; %s on n3 did not get the acknowledged m1 (held by n1 for n2, stored after the move; live move %v, held again %d); n2:\n%s\nn3:\n%s",
 			got, id, live, again, harness.GrepLog(n2, id), harness.GrepLog(n3, id, "peer=n2"))
+	}
+	if !held {
+		t.Skipf("n1 did not hold m1 for n2 within 10 s: the test missed its path; n1:\n%s", harness.GrepLog(n1, "peer=n2"))
 	}
 	if !live {
 		t.Skipf("n3 did not take %s from n2 live: the test missed its path; n3:\n%s", id, harness.GrepLog(n3, id))
