@@ -141,11 +141,7 @@ func payloads(t *testing.T, sub *mqtttest.Client) []string {
 		}
 		switch m := p.(type) {
 		case *packet.Publish:
-			if m.QoS == 1 {
-				sub.Send(&packet.Puback{PacketID: m.PacketID})
-			} else if m.QoS == 2 {
-				sub.Send(&packet.Pubrec{PacketID: m.PacketID})
-			}
+			acknowledge(sub, m)
 			if string(m.Payload) == "marker" {
 				return got
 			}

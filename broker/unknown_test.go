@@ -164,11 +164,7 @@ func expectOnce(t *testing.T, sub *mqtttest.Client, payload string) {
 		}
 		switch m := p.(type) {
 		case *packet.Publish:
-			if m.QoS == 1 {
-				sub.Send(&packet.Puback{PacketID: m.PacketID})
-			} else if m.QoS == 2 {
-				sub.Send(&packet.Pubrec{PacketID: m.PacketID})
-			}
+			acknowledge(sub, m)
 			switch string(m.Payload) {
 			case payload:
 				n++
@@ -181,5 +177,16 @@ func expectOnce(t *testing.T, sub *mqtttest.Client, payload string) {
 		case *packet.Pubrel:
 			sub.Send(&packet.Pubcomp{PacketID: m.PacketID})
 		}
+	}
+}
+
+// acknowledge answers m as a subscriber does: PUBACK for QoS 1, PUBREC
+// for QoS 2 (the server's PUBREL then comes as the next packet read).
+func acknowledge(sub *mqtttest.Client, m *packet.Publish) {
+	switch m.QoS {
+	case 1:
+		sub.Send(&packet.Puback{PacketID: m.PacketID})
+	case 2:
+		sub.Send(&packet.Pubrec{PacketID: m.PacketID})
 	}
 }
