@@ -15,6 +15,13 @@ import (
 // startServer runs a Server on 127.0.0.1:0 for one test.
 func startServer(t testing.TB, opts Options) (*Server, string) {
 	t.Helper()
+	return startServerWrapped(t, opts, nil)
+}
+
+// startServerWrapped is startServer with the listener wrapped by wrap, when
+// not nil: a test's hold on what the server's sockets are.
+func startServerWrapped(t testing.TB, opts Options, wrap func(net.Listener) net.Listener) (*Server, string) {
+	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -30,7 +37,11 @@ func startServer(t testing.TB, opts Options) (*Server, string) {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- s.Serve(ln) }()
+	serve := ln
+	if wrap != nil {
+		serve = wrap(ln)
+	}
+	go func() { served <- s.Serve(serve) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

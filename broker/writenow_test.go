@@ -18,12 +18,15 @@ import (
 // answered before the next, so the inline path) or in bursts.
 func TestInlineDeliveriesKeepOrderWhenSocketFills(t *testing.T) {
 	t.Parallel()
-	_, addr := startServer(t, Options{})
+	// The server's small send buffers fill long before the 1.5 MB sent, so
+	// the inline writes meet a full socket. (Loopback's own send buffer
+	// starts near 1.4 MB and held all of it.) The subscriber's receive
+	// buffer stays as the kernel sizes it: one below the loopback MSS
+	// reopens its window only through zero-window probes, whose backoff
+	// grows while the subscriber does not read, so on a loaded machine,
+	// where the first half took 8 s, the next byte came 6-7 s later.
+	_, addr := startServerWrapped(t, Options{}, func(ln net.Listener) net.Listener { return smallSendBuffers{ln} })
 	sub := dial(t, addr, packet.V311)
-	// A small receive buffer (not tiny: below a few KiB the kernel reopens
-	// the window only through its 200 ms zero-window probes) fills long
-	// before the 1.5 MB sent, so the inline writes meet a full socket.
-	sub.NC.(*net.TCPConn).SetReadBuffer(32 << 10)
 	sub.Connect(&packet.Connect{ClientID: "slow", CleanStart: true})
 	sub.Subscribe("fill", 0)
 	pub := dial(t, addr, packet.V311)
@@ -32,18 +35,20 @@ func TestInlineDeliveriesKeepOrderWhenSocketFills(t *testing.T) {
 	payload := make([]byte, 1000)
 	for i := range n {
 		binary.BigEndian.PutUint32(payload, uint32(i))
-		pub.Send(&packet.Publish{Topic: "fill", Payload: payload})
 		if i < n/2 {
-			// One packet per read: the broker has answered this PINGREQ,
-			// so it handled the publish, before the next one is sent.
-			pub.Send(&packet.Pingreq{})
-			if _, ok := pub.Next(5 * time.Second).(*packet.Pingresp); !ok {
-				t.Fatalf("message %d: no PINGRESP", i)
+			// One packet per read: the next publish waits for this one's
+			// PUBACK, so the broker reads each alone and its publisher is
+			// never busy.
+			pub.Send(&packet.Publish{Topic: "fill", QoS: 1, PacketID: 1, Payload: payload})
+			if _, ok := pub.Next(30 * time.Second).(*packet.Puback); !ok {
+				t.Fatalf("message %d: no PUBACK", i)
 			}
+			continue
 		}
+		pub.Send(&packet.Publish{Topic: "fill", Payload: payload})
 	}
 	for i := range n {
-		m, ok := sub.Next(5 * time.Second).(*packet.Publish)
+		m, ok := sub.Next(30 * time.Second).(*packet.Publish)
 		if !ok || len(m.Payload) != len(payload) {
 			t.Fatalf("message %d: got %v", i, m)
 		}
@@ -54,6 +59,17 @@ func TestInlineDeliveriesKeepOrderWhenSocketFills(t *testing.T) {
 			t.Fatalf("message %d: payload changed", i)
 		}
 	}
+}
+
+// smallSendBuffers gives the server's sockets a 16 KiB send buffer.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(16 << 10)
+	}
+	return c, err
 }
 
 // readThrough and opaque are TransparentConn wrappers, one promising that
