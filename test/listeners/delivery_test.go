@@ -187,29 +187,43 @@ func TestDeliveriesFromSeveralPublishersKeepOrder(t *testing.T) {
 }
 
 // smallReadBuffer gives a client's TCP socket a 32 KiB receive buffer, so
-// that the broker's writes to it meet a full socket soon. Not tiny: below
-// a few KiB the kernel reopens the window only through its 200 ms
-// zero-window probes.
+// that the broker's writes to it meet a full socket soon. Only for a
+// client that never reads: a receive window below the loopback MSS
+// reopens only at a zero-window probe, whose backoff grows while the
+// client does not read (6-7 s after 8 s idle).
 func smallReadBuffer(nc net.Conn) net.Conn {
 	nc.(*net.TCPConn).SetReadBuffer(32 << 10)
 	return nc
 }
 
-// A subscriber whose socket fills (a small receive buffer, read only after
-// everything was published) makes the direct writes meet a full socket:
-// what they cannot send goes to the flusher, which writes it when the
-// subscriber reads. Nothing is lost (1.5 MB is far below the 4 MiB
+// smallSendBuffers gives the server's sockets a 16 KiB send buffer, so
+// that its writes meet a full socket soon (loopback's own starts near
+// 1.4 MB) while the client reads when it likes.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(16 << 10)
+	}
+	return c, err
+}
+
+// A subscriber whose socket fills (small server send buffers, read only
+// after everything was published) makes the direct writes meet a full
+// socket: what they cannot send goes to the flusher, which writes it when
+// the subscriber reads. Nothing is lost (1.5 MB is far below the 4 MiB
 // slow-consumer bound), nothing reordered, and the publisher is answered
 // all along.
 func TestFullSubscriberSocketFallsBackToFlusher(t *testing.T) {
 	s := newServerWith(t, broker.Options{MaxPacketSize: 256 << 10})
-	eps := serveTransports(t, s)
-	smallDialers, dialers := eps.dialers(smallReadBuffer), eps.dialers(nil)
+	eps := serveTransportsOn(t, s, func(ln net.Listener) net.Listener { return smallSendBuffers{ln} })
+	dialers := eps.dialers(nil)
 	for name, dial := range dialers {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			const n, size = 1500, 1000
-			sub := connectOn(t, smallDialers[name], "fill-sub-"+name)
+			sub := connectOn(t, dial, "fill-sub-"+name)
 			sub.Subscribe("fill/"+name, 0)
 			pub := connectOn(t, dial, "fill-pub-"+name)
 			if err := publishPaced(pub, 0, "fill/"+name, 0, n, size, 10*time.Second); err != nil {

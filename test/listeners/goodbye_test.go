@@ -57,9 +57,18 @@ type endpoints struct {
 // each stacked as roost serve stacks them (connection limit, the
 // transport, a listener name).
 func serveTransports(t *testing.T, s *server) endpoints {
+	return serveTransportsOn(t, s, nil)
+}
+
+// serveTransportsOn is serveTransports with every transport's TCP listener
+// wrapped by wrapTCP (nil: none), so a test can shape the server's sockets.
+func serveTransportsOn(t *testing.T, s *server, wrapTCP func(net.Listener) net.Listener) endpoints {
 	p := newPKI(t)
+	if wrapTCP == nil {
+		wrapTCP = func(ln net.Listener) net.Listener { return ln }
+	}
 	stack := func(name string, transport func(net.Listener) net.Listener) string {
-		return s.serve(listener.Named(transport(listener.Limit(s.tcp(), 1000, s.log.Warn)), name))
+		return s.serve(listener.Named(transport(listener.Limit(wrapTCP(s.tcp()), 1000, s.log.Warn)), name))
 	}
 	ws := func(o listener.WSOptions) func(net.Listener) net.Listener {
 		o.Logger, o.MaxMessageSize = s.log, listener.WSMessageLimit(256<<10)
