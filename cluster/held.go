@@ -1982,7 +1982,38 @@ func fetchWaiting(ctx context.Context, cons jetstream.Consumer) (b jetstream.Mes
 type heldGap struct {
 	open bool
 	dseq uint64 // the consumer's delivery sequence of the last message read
+	// looked: this process has seen the consumer's state once; mine:
+	// then nothing was delivered and unacknowledged, so every message
+	// past the ack floor acknowledged since was applied by this process
+	// (the applied map), and a reset to the floor (resendLost) delivers
+	// again only what it applied, left out as applied, or never got.
+	looked, mine bool
+	reset        time.Time // the last reset to the floor (resendLost)
 }
+
+// first notes the consumer's state at this process's first look at it
+// (ci nil: not known, no reset).
+func (g *heldGap) first(ci *jetstream.ConsumerInfo) {
+	if !g.looked {
+		g.looked, g.mine = true, ci != nil && ci.NumAckPending == 0
+	}
+}
+
+// resets reports whether an empty read whose consumer state is ci finds
+// messages delivered that this process never got, to be sent again now
+// (resendLost): none in its hands (every message read was acknowledged
+// or handed back before the read), those acknowledged past the floor
+// all its own (mine, within the applied map's reach), and the last
+// reset heldResetEvery ago.
+func (g *heldGap) resets(ci *jetstream.ConsumerInfo, now time.Time) bool {
+	return g.mine && ci.NumAckPending > 0 && ci.Delivered.Stream-ci.AckFloor.Stream < maxApplied &&
+		now.Sub(g.reset) >= heldResetEvery
+}
+
+// heldResetEvery bounds how often the follower sends its consumer back to
+// its ack floor (resendLost): once the reset is applied, the next read
+// gets the messages.
+const heldResetEvery = 2 * time.Second
 
 // see notes, for a message read at delivery sequence dseq: a delivery
 // sequence that does not follow the last one read means deliveries this
@@ -2022,6 +2053,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 	// then passed over (TestReproUnsettledOpsLate;
 	// TestClusterRestartedNodeSessionResumedElsewhere in CI: 12 of 413
 	// lost, here 338 of 792).
+	gap.first(cons.CachedInfo())
 	if ci := cons.CachedInfo(); ci != nil {
 		s.gate.next.CompareAndSwap(0, ci.AckFloor.Stream+1)
 		// Delivered and not acknowledged: not in this pass's hands (a
@@ -2262,7 +2294,7 @@ func (s *sessions) followOwnHeldOnce(stream, name string, applied map[uint64]bro
 		if catching {
 			to = caughtTo
 		}
-		end, err := s.heldReadEnd(cons, got, to)
+		end, err := s.heldReadEnd(cons, got, to, gap)
 		if err != nil {
 			return err
 		}
@@ -2424,7 +2456,11 @@ func (s *sessions) heldLastCtx(ctx context.Context, stream string) (uint64, erro
 // (TestReproPausedNodeHeldOrder, session 27: n3 applied seq 104 at
 // 34.28, ended the catch-up at 36.43, got seqs 1-103 at 43.21, AckWait
 // after a delivery it never read; TestHeldReadEndAckFloor). So that end is the ack floor's too.
-func (s *sessions) heldReadEnd(cons jetstream.Consumer, got int, to uint64) (bool, error) {
+//
+// Those deliveries it never read are sent again now rather than at
+// AckWait (resendLost): an empty read with messages delivered and
+// unacknowledged finds them (heldGap.resets).
+func (s *sessions) heldReadEnd(cons jetstream.Consumer, got int, to uint64, gap *heldGap) (bool, error) {
 	past := s.gate.next.Load() > to
 	if !past && got > 0 {
 		return false, nil // read on at once
@@ -2438,6 +2474,9 @@ func (s *sessions) heldReadEnd(cons jetstream.Consumer, got int, to uint64) (boo
 	if ci.AckFloor.Stream >= to {
 		return true, nil
 	}
+	if got == 0 && gap.resets(ci, time.Now()) {
+		s.resendLost(ci, gap)
+	}
 	if past {
 		s.n.log.Debug("cluster: held subject read past its end with earlier messages unacknowledged; waiting for them",
 			"to", to, "ack_floor", ci.AckFloor.Stream, "ack_pending", ci.NumAckPending)
@@ -2447,6 +2486,38 @@ func (s *sessions) heldReadEnd(cons jetstream.Consumer, got int, to uint64) (boo
 	case <-time.After(heldRetry):
 	}
 	return false, nil
+}
+
+// resendLost sends this node's held consumer back to its ack floor: the
+// messages it delivered to reads this process never got (their answers
+// lost while the node's streams elected after its return from a pause, a
+// leadership change, a read given up before its answer came) are
+// delivered again at once instead of after AckWait (2 x forward_timeout),
+// and those past them that this process applied again are left out as
+// applied (followOwnHeldOnce). Waited for, AckWait ran past the catch-up's
+// bound when forward_timeout was 15 s (30 s against forward_timeout + 11
+// s): the session got what came after its return before what was held for
+// it (TestReproReturnHoldLanding in a fresh clone, session 32: 10 held
+// messages, each delivered again 30 s after it was stored, 4 s past the
+// bound; TestReproReturnFetchLost). A reset that fails leaves them to
+// AckWait, as before.
+func (s *sessions) resendLost(ci *jetstream.ConsumerInfo, gap *heldGap) {
+	n := s.n
+	gap.reset = time.Now()
+	s.mu.Lock()
+	js := s.js
+	s.mu.Unlock()
+	if js == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, followAttempt)
+	defer cancel()
+	if _, err := js.ResetConsumer(ctx, ci.Stream, ci.Name); err != nil {
+		n.log.Debug("cluster: held messages delivered to reads never got not sent again; they come after the ack wait", "err", err)
+		return
+	}
+	n.log.Info("cluster: held messages delivered to reads never got sent again: the consumer reset to its ack floor",
+		"ack_floor", ci.AckFloor.Stream, "ack_pending", ci.NumAckPending, "delivered", ci.Delivered.Stream)
 }
 
 // heldFloor moves gate.next, while gap is open, to the consumer's ack

@@ -104,17 +104,52 @@ func TestHeldReadEndAckFloor(t *testing.T) {
 	s.gate.next.Store(105) // seq 104 applied
 	cons := &ackFloorConsumer{floor: 0, pending: 103}
 	for _, got := range []int{1, 0} {
-		if end, err := s.heldReadEnd(cons, got, 104); err != nil || end {
+		if end, err := s.heldReadEnd(cons, got, 104, &heldGap{}); err != nil || end {
 			t.Fatalf("got %d, seq 104 applied, 1-103 unacknowledged: end %v, %v; want no end", got, end, err)
 		}
 	}
 	cons.floor, cons.pending = 104, 0
-	if end, err := s.heldReadEnd(cons, 1, 104); err != nil || !end {
+	if end, err := s.heldReadEnd(cons, 1, 104, &heldGap{}); err != nil || !end {
 		t.Fatalf("every message to 104 acknowledged: end %v, %v; want the end", end, err)
 	}
 	s.gate.next.Store(50)
 	cons.floor = 40
-	if end, err := s.heldReadEnd(cons, 3, 104); err != nil || end {
+	if end, err := s.heldReadEnd(cons, 3, 104, &heldGap{}); err != nil || end {
 		t.Fatalf("a read short of its end that brought messages: end %v, %v; want to read on", end, err)
+	}
+}
+
+// TestHeldGapResets: the follower sends its consumer back to the ack floor
+// (resendLost) only when an empty read finds deliveries it never got and
+// every message acknowledged past the floor is its own: at its first
+// look nothing was pending. Reset with an earlier process's deliveries
+// out, the messages that process applied and acknowledged past the floor
+// would be applied again (duplicates); never reset, the lost ones came
+// only at AckWait, past the catch-up's bound (TestReproReturnFetchLost).
+func TestHeldGapResets(t *testing.T) {
+	now := time.Now()
+	lost := &jetstream.ConsumerInfo{NumAckPending: 2, AckFloor: jetstream.SequenceInfo{Stream: 6}, Delivered: jetstream.SequenceInfo{Stream: 9}}
+	var g heldGap
+	g.first(&jetstream.ConsumerInfo{NumAckPending: 1})
+	g.first(&jetstream.ConsumerInfo{}) // only the first look counts
+	if g.resets(lost, now) {
+		t.Fatal("reset with an earlier process's deliveries pending at the first look")
+	}
+	g = heldGap{}
+	g.first(&jetstream.ConsumerInfo{})
+	if !g.resets(lost, now) {
+		t.Fatal("no reset: two delivered messages never got wait for AckWait")
+	}
+	if g.resets(&jetstream.ConsumerInfo{AckFloor: jetstream.SequenceInfo{Stream: 6}, Delivered: jetstream.SequenceInfo{Stream: 6}}, now) {
+		t.Fatal("reset with nothing pending")
+	}
+	g.reset = now
+	if g.resets(lost, now.Add(time.Second)) || !g.resets(lost, now.Add(heldResetEvery)) {
+		t.Fatal("resets not one per heldResetEvery")
+	}
+	g = heldGap{}
+	g.first(nil)
+	if g.resets(lost, now) {
+		t.Fatal("reset with the consumer's state at the first look unknown")
 	}
 }
