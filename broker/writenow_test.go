@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
 
@@ -25,7 +26,7 @@ func TestInlineDeliveriesKeepOrderWhenSocketFills(t *testing.T) {
 	// reopens its window only through zero-window probes, whose backoff
 	// grows while the subscriber does not read, so on a loaded machine,
 	// where the first half took 8 s, the next byte came 6-7 s later.
-	_, addr := startServerWrapped(t, Options{}, func(ln net.Listener) net.Listener { return smallSendBuffers{ln} })
+	_, addr := startServerWrapped(t, Options{}, func(ln net.Listener) net.Listener { return mqtttest.SendBuffer(ln, 16<<10) })
 	sub := dial(t, addr, packet.V311)
 	sub.Connect(&packet.Connect{ClientID: "slow", CleanStart: true})
 	sub.Subscribe("fill", 0)
@@ -59,17 +60,6 @@ func TestInlineDeliveriesKeepOrderWhenSocketFills(t *testing.T) {
 			t.Fatalf("message %d: payload changed", i)
 		}
 	}
-}
-
-// smallSendBuffers gives the server's sockets a 16 KiB send buffer.
-type smallSendBuffers struct{ net.Listener }
-
-func (l smallSendBuffers) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetWriteBuffer(16 << 10)
-	}
-	return c, err
 }
 
 // readThrough and opaque are TransparentConn wrappers, one promising that

@@ -105,3 +105,24 @@ func WriteFile(t testing.TB, name string, data []byte, mod time.Time) {
 		t.Fatal(err)
 	}
 }
+
+// SendBuffer wraps ln so that each TCP connection it accepts has a send
+// buffer of n bytes: a server's writes then meet a full socket soon
+// (loopback's own send buffer starts near 1.4 MB) while its client reads
+// when it likes. A small receive buffer on the client instead stalls:
+// below the loopback MSS the window reopens only at a zero-window probe,
+// whose backoff grows while the client does not read.
+func SendBuffer(ln net.Listener, n int) net.Listener { return sendBuffer{ln, n} }
+
+type sendBuffer struct {
+	net.Listener
+	n int
+}
+
+func (l sendBuffer) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(l.n)
+	}
+	return c, err
+}

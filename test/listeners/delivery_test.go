@@ -196,19 +196,6 @@ func smallReadBuffer(nc net.Conn) net.Conn {
 	return nc
 }
 
-// smallSendBuffers gives the server's sockets a 16 KiB send buffer, so
-// that its writes meet a full socket soon (loopback's own starts near
-// 1.4 MB) while the client reads when it likes.
-type smallSendBuffers struct{ net.Listener }
-
-func (l smallSendBuffers) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetWriteBuffer(16 << 10)
-	}
-	return c, err
-}
-
 // A subscriber whose socket fills (small server send buffers, read only
 // after everything was published) makes the direct writes meet a full
 // socket: what they cannot send goes to the flusher, which writes it when
@@ -217,7 +204,7 @@ func (l smallSendBuffers) Accept() (net.Conn, error) {
 // all along.
 func TestFullSubscriberSocketFallsBackToFlusher(t *testing.T) {
 	s := newServerWith(t, broker.Options{MaxPacketSize: 256 << 10})
-	eps := serveTransportsOn(t, s, func(ln net.Listener) net.Listener { return smallSendBuffers{ln} })
+	eps := serveTransportsOn(t, s, func(ln net.Listener) net.Listener { return mqtttest.SendBuffer(ln, 16<<10) })
 	dialers := eps.dialers(nil)
 	for name, dial := range dialers {
 		t.Run(name, func(t *testing.T) {
