@@ -49,19 +49,22 @@ func forTargetsWith(t *testing.T, mosq []string, fn func(t *testing.T, tg target
 	for _, name := range []string{"roost", "mosquitto"} {
 		for _, v := range []packet.Version{packet.V5, packet.V311} {
 			t.Run(fmt.Sprintf("%s/%v", name, v), func(t *testing.T) {
-				var tg target
-				if name == "roost" {
-					// As mosquitto below (max_queued_messages): the default 1000
-					// would drop messages a fast publisher queues for a
-					// subscriber whose acknowledgements lag, by design.
-					tg = startRoost(t, broker.Options{MaxQueued: 100000})
-				} else {
-					tg = startMosquitto(t, mosq...)
-				}
-				fn(t, tg, v)
+				fn(t, startTarget(t, name, mosq), v)
 			})
 		}
 	}
+}
+
+// startTarget starts the broker name ("roost" or "mosquitto", with mosq
+// added to its configuration).
+func startTarget(t *testing.T, name string, mosq []string) target {
+	if name == "roost" {
+		// As mosquitto (max_queued_messages): the default 1000 would
+		// drop messages a fast publisher queues for a subscriber whose
+		// acknowledgements lag, by design.
+		return startRoost(t, broker.Options{MaxQueued: 100000})
+	}
+	return startMosquitto(t, mosq...)
 }
 
 // proxy forwards connections to a backend address and can cut them all.

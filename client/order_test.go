@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/roost-mqtt/roost/broker"
 	"github.com/roost-mqtt/roost/internal/mqtttest"
 	"github.com/roost-mqtt/roost/packet"
 )
@@ -27,12 +26,7 @@ func TestOrderBehindHeldQoS2(t *testing.T) {
 	for _, name := range []string{"roost", "mosquitto"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			var tg target
-			if name == "roost" {
-				tg = startRoost(t, broker.Options{MaxQueued: 100000})
-			} else {
-				tg = startMosquitto(t, keepOrder)
-			}
+			tg := startTarget(t, name, []string{keepOrder})
 			ctx := testCtx(t, 30*time.Second)
 			s := &heldSub{c: mqtttest.Dial(t, strings.TrimPrefix(tg.URL(), "mqtt://"), packet.V311)}
 			s.c.Connect(&packet.Connect{ClientID: "held", CleanStart: true})
